@@ -1,0 +1,208 @@
+//! [`ApiError`]: every failure the API reports, as the OMA exception it becomes on the wire.
+//!
+//! OMA errors carry an exception id (`SVC…` service exceptions, `POL…` policy exceptions), a
+//! text with `%1`… placeholders and the variables filling them. The generated `requestError`
+//! type renders an [`ApiError`] in JSON or XML (see [`crate::wire::ErrorDocument`]).
+
+use http::StatusCode;
+use std::fmt;
+
+/// Whether an exception is a service exception (the request cannot be served as sent) or a
+/// policy exception (a rule of the server refuses it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExceptionKind {
+    /// `serviceException`, ids `SVCnnnn`.
+    Service,
+    /// `policyException`, ids `POLnnnn`.
+    Policy,
+}
+
+/// A failure to report to the client: HTTP status plus the OMA exception.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status of the answer.
+    pub status: StatusCode,
+    /// Service or policy exception.
+    pub kind: ExceptionKind,
+    /// OMA exception id, e.g. `SVC0002`.
+    pub message_id: &'static str,
+    /// Text with `%1`, `%2`… placeholders.
+    pub text: String,
+    /// Values of the placeholders.
+    pub variables: Vec<String>,
+    /// Extra response headers (e.g. `Allow` on a 405).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl ApiError {
+    /// A service exception with one `%1` variable.
+    pub fn service(
+        status: StatusCode,
+        message_id: &'static str,
+        text: &str,
+        variable: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind: ExceptionKind::Service,
+            message_id,
+            text: text.to_owned(),
+            variables: vec![variable.into()],
+            headers: Vec::new(),
+        }
+    }
+
+    /// A policy exception (403) with one `%1` variable.
+    pub fn policy(message_id: &'static str, text: &str, variable: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            kind: ExceptionKind::Policy,
+            message_id,
+            text: text.to_owned(),
+            variables: vec![variable.into()],
+            headers: Vec::new(),
+        }
+    }
+
+    /// 400 `SVC0002`: a value in the request is not valid; `detail` says which and why.
+    pub fn invalid_input(detail: impl Into<String>) -> Self {
+        Self::service(
+            StatusCode::BAD_REQUEST,
+            "SVC0002",
+            "Invalid input value for message part %1",
+            detail,
+        )
+    }
+
+    /// 400 `SVC0004`: an address is not a valid `tel:` or `sip:` URI.
+    pub fn invalid_address(address: impl Into<String>) -> Self {
+        Self::service(
+            StatusCode::BAD_REQUEST,
+            "SVC0004",
+            "No valid addresses provided in message part %1 (expected a tel: or sip: URI)",
+            address,
+        )
+    }
+
+    /// 404 `SVC0004`-family "unknown resource": `what` names the resource (no leak of whether
+    /// it exists for someone else).
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::service(
+            StatusCode::NOT_FOUND,
+            "SVC2008",
+            "Resource %1 does not exist",
+            what,
+        )
+    }
+
+    /// 409 `SVC0001`: the resource's current state does not allow the request.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::service(
+            StatusCode::CONFLICT,
+            "SVC0001",
+            "A service error occurred: %1",
+            detail,
+        )
+    }
+
+    /// 403 `POL0001`: a policy refuses the request.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::policy("POL0001", "A policy error occurred: %1", detail)
+    }
+
+    /// 406: neither JSON nor XML is acceptable.
+    pub fn not_acceptable(detail: impl Into<String>) -> Self {
+        Self::service(
+            StatusCode::NOT_ACCEPTABLE,
+            "SVC0002",
+            "Invalid input value for message part %1",
+            detail,
+        )
+    }
+
+    /// 415: the body is neither JSON nor XML.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::policy("POL0011", "Media type not supported: %1", detail)
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+    }
+
+    /// 413: the body is larger than the configured cap.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::policy(
+            "POL2004",
+            "Request body too large: the limit is %1 bytes",
+            limit.to_string(),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    }
+
+    /// 405 with `Allow`: the resource exists but not with this method.
+    pub fn method_not_allowed(method: &str, allow: &str) -> Self {
+        let mut e = Self::service(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "SVC0002",
+            "Method %1 is not allowed on this resource; allowed: %2",
+            method,
+        );
+        e.variables.push(allow.to_owned());
+        if let Ok(v) = http::HeaderValue::from_str(allow) {
+            e.headers.push((http::header::ALLOW, v));
+        }
+        e
+    }
+
+    /// 500 `SVC0001` for a fault of the server itself (never for something a client sent).
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::service(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SVC0001",
+            "A service error occurred: %1",
+            detail,
+        )
+    }
+
+    /// The same error with another HTTP status.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The text with its placeholders filled, for logs and messages.
+    pub fn rendered(&self) -> String {
+        let mut out = self.text.clone();
+        // Highest index first so that `%1` does not eat the start of `%10`.
+        for (i, v) in self.variables.iter().enumerate().rev() {
+            out = out.replace(&format!("%{}", i + 1), v);
+        }
+        out
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.message_id,
+            self.rendered()
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_fills_placeholders_in_order() {
+        let e = ApiError::method_not_allowed("PUT", "GET, POST");
+        assert_eq!(
+            e.rendered(),
+            "Method PUT is not allowed on this resource; allowed: GET, POST"
+        );
+        assert_eq!(e.headers.len(), 1);
+    }
+}

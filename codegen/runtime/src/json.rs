@@ -1,0 +1,117 @@
+//! Lenient JSON readers for OMA's two JSON mappings.
+//!
+//! OMA's 2012 instance-based mapping writes every leaf as a string (`"duration": "60"`,
+//! `"successReport": "true"`) and a repeated element that occurs once as a single value rather
+//! than an array. Real clients send both shapes, so generated types read them all, and always
+//! write the structure-aware form (native numbers and booleans, arrays for lists).
+
+use serde::de::{self, Deserialize, DeserializeOwned, Deserializer};
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum BoolLike {
+    Bool(bool),
+    Text(String),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum IntLike {
+    Int(i64),
+    Text(String),
+}
+
+fn bool_from<E: de::Error>(v: BoolLike) -> Result<bool, E> {
+    match v {
+        BoolLike::Bool(b) => Ok(b),
+        BoolLike::Text(s) => match s.trim() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            other => Err(E::custom(format!(
+                "`{other}` is not a boolean (true or false)"
+            ))),
+        },
+    }
+}
+
+fn int_from<E: de::Error>(v: IntLike) -> Result<i64, E> {
+    match v {
+        IntLike::Int(i) => Ok(i),
+        IntLike::Text(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| E::custom(format!("`{s}` is not an integer"))),
+    }
+}
+
+/// A boolean, or a string holding one.
+pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    bool_from(BoolLike::deserialize(d)?)
+}
+
+/// An optional boolean, or a string holding one; `null` is absent.
+pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Option::<BoolLike>::deserialize(d)?
+        .map(bool_from)
+        .transpose()
+}
+
+/// An integer, or a string holding one.
+pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    int_from(IntLike::deserialize(d)?)
+}
+
+/// An optional integer, or a string holding one; `null` is absent.
+pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Option::<IntLike>::deserialize(d)?.map(int_from).transpose()
+}
+
+/// A list: an array, a single value standing for a one-item list, or `null` for none.
+pub fn one_or_many<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    match v {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|i| serde_json::from_value(i).map_err(de::Error::custom))
+            .collect(),
+        single => serde_json::from_value(single)
+            .map(|t| vec![t])
+            .map_err(de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct T {
+        #[serde(default, deserialize_with = "super::opt_bool")]
+        b: Option<bool>,
+        #[serde(default, deserialize_with = "super::opt_int")]
+        n: Option<i64>,
+        #[serde(default, deserialize_with = "super::one_or_many")]
+        l: Vec<String>,
+    }
+
+    #[test]
+    fn reads_both_mappings() {
+        let a: T = serde_json::from_str(r#"{"b":"true","n":"60","l":"x"}"#).unwrap();
+        let b: T = serde_json::from_str(r#"{"b":true,"n":60,"l":["x"]}"#).unwrap();
+        assert_eq!(a, b);
+        let c: T = serde_json::from_str(r#"{"l":null}"#).unwrap();
+        assert_eq!(
+            c,
+            T {
+                b: None,
+                n: None,
+                l: vec![]
+            }
+        );
+        assert!(serde_json::from_str::<T>(r#"{"b":"yes"}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n":"6x"}"#).is_err());
+    }
+}

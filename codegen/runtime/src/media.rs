@@ -1,0 +1,933 @@
+//! Content negotiation between the API's two wire formats, JSON and XML.
+//!
+//! These are pure functions over header values so that the dropshot extractors (which own the
+//! HTTP plumbing) and their tests agree on one set of rules. Header values are client-controlled:
+//! nothing here panics, allocates in proportion to attacker-chosen counts, or rejects a request
+//! merely because an *irrelevant* part of a header is malformed.
+//!
+//! # Request bodies: [`body_format`]
+//!
+//! * The media type's `type/subtype` is compared case-insensitively; surrounding whitespace is
+//!   ignored.
+//! * JSON: `application/json` and any concrete `type/name+json` (e.g.
+//!   `application/merge-patch+json`). XML: `application/xml`, `text/xml` and any concrete
+//!   `type/name+xml` (e.g. `application/soap+xml`). Wildcards (`*`) are not media types and are
+//!   refused, as is anything else, a missing header and an empty one.
+//! * Parameters are ignored except `charset`: bodies are decoded as UTF-8 only, so a `charset`
+//!   other than `utf-8`, `utf8` or `us-ascii` (an ASCII subset of UTF-8), compared
+//!   case-insensitively and possibly quoted, is refused rather than misread. This applies to XML
+//!   too: an HTTP charset overrides the XML declaration, and the XML reader decodes UTF-8 only.
+//!   A `charset` whose value is not a valid token or quoted-string is ignored, like any other
+//!   parameter that does not parse.
+//!
+//! # Responses: [`response_format`]
+//!
+//! The `Accept` header (RFC 9110 §12.5.1) is a comma-separated list of media ranges, each with
+//! optional parameters and an optional weight `q` (`0` to `1`, at most three decimals).
+//!
+//! * Each format's weight is the `q` of the most specific range that matches it. From most to
+//!   least specific:
+//!   1. the format's own media type, exactly (`application/json`, `application/xml`);
+//!   2. another concrete type the format stands for (`text/xml`, any `…+json` for JSON, any
+//!      `…+xml` for XML);
+//!   3. `type/*` where the format has a type in it (`application/*` matches both formats,
+//!      `text/*` matches XML only, through `text/xml`);
+//!   4. `*/*`.
+//!
+//!   Parameters other than `q` do not change what a range matches or how specific it is. When
+//!   several ranges of the same specificity match a format, the highest `q` among them counts.
+//! * The format with the highest weight above zero wins; a tie goes to JSON.
+//! * No header, or one that is empty or only whitespace, means JSON.
+//! * If valid ranges were given but none matches either format with `q > 0`, the result is
+//!   [`NotAcceptable`] (HTTP 406).
+//! * Garbage is skipped, one range at a time: a range that is not `type/subtype`, `type/*` or
+//!   `*/*` made of RFC 9110 tokens, or whose *first* `q` parameter is not a valid qvalue
+//!   (`q=2`, `q=0.0001`, `q=abc`, a bare `q`), is ignored as if it had not been sent. This never
+//!   grants a format the client validly refused with `q=0`; it only drops information the client
+//!   did not manage to express. If nothing valid remains, the header is treated as absent (JSON),
+//!   as most servers do, rather than failing a request over an unreadable preference.
+
+use std::fmt;
+
+/// The two wire formats of the API.
+///
+/// Every resource can be read and written in both; handlers serialize with whichever format
+/// negotiation picked, so this is the single vocabulary for "which one".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// JSON, served as `application/json`.
+    Json,
+    /// XML, served as `application/xml`.
+    Xml,
+}
+
+impl Format {
+    /// The bare media type, without parameters.
+    ///
+    /// Exists for places that name a format to a client (error messages, OpenAPI content maps)
+    /// where a `charset` parameter would be noise.
+    #[must_use]
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Xml => "application/xml",
+        }
+    }
+
+    /// The `Content-Type` header value for a response body in this format.
+    ///
+    /// Exists so every response states its encoding explicitly: the server always writes UTF-8.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json; charset=utf-8",
+            Format::Xml => "application/xml; charset=utf-8",
+        }
+    }
+}
+
+/// Why a request body's `Content-Type` was refused (→ HTTP 415 Unsupported Media Type).
+///
+/// Exists so extractors can turn a refusal into an OMA error whose text, from [`fmt::Display`],
+/// tells the client developer what to send instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedMediaType {
+    /// The `Content-Type` header as received, or `None` when the request had none.
+    pub received: Option<String>,
+}
+
+impl fmt::Display for UnsupportedMediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(received) = self.received.as_deref() else {
+            return f.write_str(
+                "a request body needs a Content-Type header: application/json or application/xml",
+            );
+        };
+        if trim_ows(received).is_empty() {
+            return f.write_str(
+                "the Content-Type header is empty; send application/json or application/xml",
+            );
+        }
+        match classify_content_type(received) {
+            ContentTypeVerdict::BadCharset(format) => write!(
+                f,
+                "Content-Type `{}` is not supported: request bodies must be UTF-8; \
+                 send `{}` or leave the charset out",
+                Excerpt(received),
+                format.content_type(),
+            ),
+            ContentTypeVerdict::Accepted(_) | ContentTypeVerdict::Unsupported => write!(
+                f,
+                "Content-Type `{}` is not supported; send application/json or application/xml",
+                Excerpt(received),
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UnsupportedMediaType {}
+
+/// Why no representation fits the `Accept` header (→ HTTP 406 Not Acceptable).
+///
+/// Exists so extractors can turn a failed negotiation into an OMA error whose text, from
+/// [`fmt::Display`], tells the client developer which media types the API can answer with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotAcceptable {
+    /// The `Accept` header as received (complete; [`fmt::Display`] shortens long values).
+    pub accept: String,
+}
+
+impl fmt::Display for NotAcceptable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "none of the media types in Accept `{}` is available; \
+             this API answers application/json or application/xml",
+            Excerpt(&self.accept),
+        )
+    }
+}
+
+impl std::error::Error for NotAcceptable {}
+
+/// Decides how to parse a request body from its `Content-Type` header value.
+///
+/// Exists so every body-reading extractor refuses the same media types with the same 415 text;
+/// the exact rules are in the [module documentation](self).
+///
+/// # Errors
+///
+/// [`UnsupportedMediaType`] when the header is missing, empty, names neither JSON nor XML, or
+/// declares a charset other than UTF-8 / US-ASCII.
+pub fn body_format(content_type: Option<&str>) -> Result<Format, UnsupportedMediaType> {
+    let refuse = || UnsupportedMediaType {
+        received: content_type.map(str::to_owned),
+    };
+    let Some(value) = content_type else {
+        return Err(refuse());
+    };
+    match classify_content_type(value) {
+        ContentTypeVerdict::Accepted(format) => Ok(format),
+        ContentTypeVerdict::BadCharset(_) | ContentTypeVerdict::Unsupported => Err(refuse()),
+    }
+}
+
+/// Picks the response format from the `Accept` header value.
+///
+/// Exists so every endpoint negotiates identically (including error responses, which must also
+/// come back in a format the client reads); the exact rules are in the
+/// [module documentation](self).
+///
+/// # Errors
+///
+/// [`NotAcceptable`] when the header holds at least one valid media range but none of them
+/// accepts JSON or XML with a weight above zero.
+pub fn response_format(accept: Option<&str>) -> Result<Format, NotAcceptable> {
+    let Some(header) = accept else {
+        return Ok(Format::Json);
+    };
+    let mut json = Weight::default();
+    let mut xml = Weight::default();
+    let mut any_valid = false;
+    for element in split_unquoted(header, b',') {
+        let Some(range) = parse_media_range(element) else {
+            continue;
+        };
+        any_valid = true;
+        json.offer(range.specificity_for(Format::Json), range.q);
+        xml.offer(range.specificity_for(Format::Xml), range.q);
+    }
+    let (json_q, xml_q) = (json.q(), xml.q());
+    if json_q == 0 && xml_q == 0 {
+        return if any_valid {
+            Err(NotAcceptable {
+                accept: header.to_owned(),
+            })
+        } else {
+            Ok(Format::Json)
+        };
+    }
+    Ok(if json_q >= xml_q {
+        Format::Json
+    } else {
+        Format::Xml
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content-Type
+
+/// Outcome of looking at a `Content-Type` value; shared by [`body_format`] and the 415 message.
+enum ContentTypeVerdict {
+    Accepted(Format),
+    /// The media type is JSON or XML, but the declared charset is not one we decode.
+    BadCharset(Format),
+    Unsupported,
+}
+
+fn classify_content_type(value: &str) -> ContentTypeVerdict {
+    let mut pieces = split_unquoted(value, b';');
+    let essence = pieces.next().map(trim_ows).unwrap_or("");
+    let Some((ty, sub)) = parse_type_subtype(essence) else {
+        return ContentTypeVerdict::Unsupported;
+    };
+    if ty == "*" || sub == "*" {
+        return ContentTypeVerdict::Unsupported;
+    }
+    let format = if is_json_type(ty, sub) {
+        Format::Json
+    } else if is_xml_type(ty, sub) {
+        Format::Xml
+    } else {
+        return ContentTypeVerdict::Unsupported;
+    };
+    for piece in pieces {
+        let (name, value) = split_parameter(piece);
+        if !name.eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        // A charset value that does not parse is ignored, like any other malformed parameter.
+        let Some(charset) = value.and_then(parameter_value) else {
+            continue;
+        };
+        let supported = ["utf-8", "utf8", "us-ascii"]
+            .iter()
+            .any(|ok| charset.eq_ignore_ascii_case(ok));
+        if !supported {
+            return ContentTypeVerdict::BadCharset(format);
+        }
+    }
+    ContentTypeVerdict::Accepted(format)
+}
+
+/// `application/json` or a concrete `type/name+json`.
+fn is_json_type(ty: &str, sub: &str) -> bool {
+    (ty.eq_ignore_ascii_case("application") && sub.eq_ignore_ascii_case("json"))
+        || has_suffix(sub, "+json")
+}
+
+/// `application/xml`, `text/xml` or a concrete `type/name+xml`.
+fn is_xml_type(ty: &str, sub: &str) -> bool {
+    ((ty.eq_ignore_ascii_case("application") || ty.eq_ignore_ascii_case("text"))
+        && sub.eq_ignore_ascii_case("xml"))
+        || has_suffix(sub, "+xml")
+}
+
+/// Whether `sub` ends with `suffix` (ASCII case-insensitively) after a non-empty name.
+fn has_suffix(sub: &str, suffix: &str) -> bool {
+    let (sub, suffix) = (sub.as_bytes(), suffix.as_bytes());
+    sub.len() > suffix.len()
+        && sub
+            .get(sub.len() - suffix.len()..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accept
+
+/// How specifically a media range names a format; higher wins. `None` in [`Weight`] = no match.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Specificity {
+    /// `*/*`
+    Any,
+    /// `type/*`
+    AnySubtype,
+    /// A concrete type the format stands for but is not served as (`text/xml`, `…+json`).
+    Alias,
+    /// The format's own media type.
+    Exact,
+}
+
+/// A usable media range from an `Accept` header.
+struct MediaRange<'a> {
+    ty: &'a str,
+    sub: &'a str,
+    /// Weight in thousandths, `0..=1000`.
+    q: u16,
+}
+
+impl MediaRange<'_> {
+    fn specificity_for(&self, format: Format) -> Option<Specificity> {
+        let (ty, sub) = (self.ty, self.sub);
+        if ty == "*" {
+            // `parse_media_range` guarantees the subtype is `*` too.
+            return Some(Specificity::Any);
+        }
+        let application = ty.eq_ignore_ascii_case("application");
+        if sub == "*" {
+            let matches = match format {
+                Format::Json => application,
+                Format::Xml => application || ty.eq_ignore_ascii_case("text"),
+            };
+            return matches.then_some(Specificity::AnySubtype);
+        }
+        let own = application && sub.eq_ignore_ascii_case(format_subtype(format));
+        if own {
+            return Some(Specificity::Exact);
+        }
+        let alias = match format {
+            Format::Json => is_json_type(ty, sub),
+            Format::Xml => is_xml_type(ty, sub),
+        };
+        alias.then_some(Specificity::Alias)
+    }
+}
+
+fn format_subtype(format: Format) -> &'static str {
+    match format {
+        Format::Json => "json",
+        Format::Xml => "xml",
+    }
+}
+
+/// The weight of one format so far: the best `q` at the highest specificity seen.
+#[derive(Default)]
+struct Weight {
+    best: Option<(Specificity, u16)>,
+}
+
+impl Weight {
+    fn offer(&mut self, specificity: Option<Specificity>, q: u16) {
+        let Some(specificity) = specificity else {
+            return;
+        };
+        self.best = match self.best {
+            Some((seen, seen_q)) if seen > specificity => Some((seen, seen_q)),
+            Some((seen, seen_q)) if seen == specificity => Some((seen, seen_q.max(q))),
+            _ => Some((specificity, q)),
+        };
+    }
+
+    fn q(&self) -> u16 {
+        self.best.map_or(0, |(_, q)| q)
+    }
+}
+
+/// Parses one element of an `Accept` list; `None` means "skip it" (empty or garbage).
+fn parse_media_range(element: &str) -> Option<MediaRange<'_>> {
+    let mut pieces = split_unquoted(element, b';');
+    let (ty, sub) = parse_type_subtype(trim_ows(pieces.next()?))?;
+    if ty == "*" && sub != "*" {
+        return None;
+    }
+    let mut q = 1000;
+    for piece in pieces {
+        let (name, value) = split_parameter(piece);
+        if name.eq_ignore_ascii_case("q") {
+            // Only the first `q` is the weight; a malformed one discards the whole range.
+            q = parse_qvalue(value?)?;
+            break;
+        }
+    }
+    Some(MediaRange { ty, sub, q })
+}
+
+/// Parses an RFC 9110 qvalue (`0`, `0.5`, `1.000`, …) into thousandths.
+fn parse_qvalue(value: &str) -> Option<u16> {
+    let (int, frac) = match value.split_once('.') {
+        Some((int, frac)) => (int, frac),
+        None => (value, ""),
+    };
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_thousandths = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |acc, digit| acc * 10 + u16::from(digit - b'0'));
+    match int {
+        "0" => Some(frac_thousandths),
+        "1" if frac_thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared lexing (RFC 9110 §5.6)
+
+/// Splits `type/subtype` made of tokens; `None` if it is anything else.
+fn parse_type_subtype(essence: &str) -> Option<(&str, &str)> {
+    let (ty, sub) = essence.split_once('/')?;
+    (is_token(ty) && is_token(sub)).then_some((ty, sub))
+}
+
+/// Splits a parameter into its name and, if there is an `=`, its value, both trimmed
+/// (whitespace around `=` is tolerated so `q = 0` still means "not acceptable").
+fn split_parameter(piece: &str) -> (&str, Option<&str>) {
+    match piece.split_once('=') {
+        Some((name, value)) => (trim_ows(name), Some(trim_ows(value))),
+        None => (trim_ows(piece), None),
+    }
+}
+
+/// A parameter value as a token or the contents of a quoted-string; `None` if it is neither.
+fn parameter_value(raw: &str) -> Option<String> {
+    let Some(quoted) = raw.strip_prefix('"') else {
+        return is_token(raw).then(|| raw.to_owned());
+    };
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return chars.as_str().is_empty().then_some(out),
+            '\\' => match chars.next() {
+                Some(escaped) if escaped == '\t' || !escaped.is_control() => out.push(escaped),
+                _ => return None,
+            },
+            c if c == '\t' || !c.is_control() => out.push(c),
+            _ => return None,
+        }
+    }
+    None // no closing quote
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// Trims optional whitespace (space and horizontal tab), as HTTP defines it.
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// Splits `s` on the ASCII byte `separator` wherever it is outside a quoted-string.
+fn split_unquoted(s: &str, separator: u8) -> SplitUnquoted<'_> {
+    SplitUnquoted {
+        rest: Some(s),
+        separator,
+    }
+}
+
+struct SplitUnquoted<'a> {
+    rest: Option<&'a str>,
+    separator: u8,
+}
+
+impl<'a> Iterator for SplitUnquoted<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        let (mut quoted, mut escaped) = (false, false);
+        for (i, b) in s.bytes().enumerate() {
+            if quoted {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    quoted = false;
+                }
+            } else if b == b'"' {
+                quoted = true;
+            } else if b == self.separator {
+                // `separator` is ASCII, so `i` and `i + 1` are char boundaries.
+                let (head, tail) = s.split_at_checked(i)?;
+                self.rest = tail.get(1..);
+                return Some(head);
+            }
+        }
+        self.rest = None;
+        Some(s)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Echoing client input in messages
+
+/// A client-supplied header value made safe to quote in an error body: trimmed, at most
+/// [`Excerpt::MAX_CHARS`] characters, control characters replaced (XML 1.0 cannot carry them).
+struct Excerpt<'a>(&'a str);
+
+impl Excerpt<'_> {
+    const MAX_CHARS: usize = 100;
+}
+
+impl fmt::Display for Excerpt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = trim_ows(self.0).chars();
+        for c in chars.by_ref().take(Self::MAX_CHARS) {
+            let c = if c.is_control() { '\u{FFFD}' } else { c };
+            fmt::Write::write_char(f, c)?;
+        }
+        if chars.next().is_some() {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn negotiate(accept: &str) -> Result<Format, NotAcceptable> {
+        response_format(Some(accept))
+    }
+
+    #[test]
+    fn format_names() {
+        assert_eq!(Format::Json.media_type(), "application/json");
+        assert_eq!(Format::Xml.media_type(), "application/xml");
+        assert_eq!(
+            Format::Json.content_type(),
+            "application/json; charset=utf-8"
+        );
+        assert_eq!(Format::Xml.content_type(), "application/xml; charset=utf-8");
+    }
+
+    #[test]
+    fn accept_required_examples() {
+        use Format::{Json, Xml};
+        assert_eq!(response_format(None), Ok(Json));
+        let cases = [
+            ("application/xml", Xml),
+            ("text/xml", Xml),
+            ("application/json;q=0.5, application/xml", Xml),
+            ("application/json;q=0, */*", Xml),
+            ("application/*", Json),
+            ("*/*;q=0.8, application/xml;q=0.9", Xml),
+            ("text/*", Xml),
+            ("application/problem+json", Json),
+            ("application/vnd.x+xml", Xml),
+            ("APPLICATION/XML", Xml),
+            ("application/json;q=0.5,application/xml;q=0.5", Json),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept}");
+        }
+        for accept in [
+            "text/html",
+            "application/xml;q=0, application/json;q=0",
+            "*/*;q=0",
+        ] {
+            assert_eq!(
+                negotiate(accept),
+                Err(NotAcceptable {
+                    accept: accept.to_owned()
+                }),
+                "Accept: {accept}"
+            );
+        }
+    }
+
+    #[test]
+    fn accept_absent_or_blank_means_json() {
+        for accept in ["", "   ", "\t", " \t "] {
+            assert_eq!(negotiate(accept), Ok(Format::Json), "Accept: {accept:?}");
+        }
+    }
+
+    #[test]
+    fn accept_specificity() {
+        use Format::{Json, Xml};
+        let cases = [
+            // Exact beats type/* beats */*.
+            ("application/*;q=0, application/xml", Xml),
+            ("application/xml;q=0, application/*", Json),
+            ("*/*, application/json;q=0", Xml),
+            ("application/*;q=0.1, */*;q=1", Json), // both formats get 0.1 → tie → JSON
+            ("text/*;q=0.9, application/*;q=0.5", Xml),
+            // The format's own type beats an alias of it.
+            (
+                "text/xml;q=0.2, application/xml;q=0.9, application/json;q=0.5",
+                Xml,
+            ),
+            (
+                "application/problem+json;q=0.9, application/json;q=0.1, application/xml;q=0.5",
+                Xml,
+            ),
+            // Among equally specific ranges the highest q counts.
+            (
+                "application/vnd.a+json;q=0.2, application/vnd.b+json;q=0.7, text/xml;q=0.5",
+                Json,
+            ),
+            (
+                "application/json;q=0.1, application/json;q=0.9, application/xml;q=0.5",
+                Json,
+            ),
+            // Order in the header does not matter.
+            ("application/xml;q=0.9, */*;q=0.8", Xml),
+            // Parameters other than q neither match nor rank.
+            (
+                "application/json;charset=latin1;q=0.4, application/xml;profile=x;q=0.6",
+                Xml,
+            ),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept}");
+        }
+        // XML is served as application/xml, which the client refused; text/xml does not undo that.
+        assert!(negotiate("application/xml;q=0, text/xml").is_err());
+        assert!(negotiate("application/json;q=0, application/problem+json").is_err());
+    }
+
+    #[test]
+    fn accept_unrelated_ranges_do_not_match() {
+        for accept in [
+            "image/*",
+            "text/plain, text/html;q=0.9",
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "application/octet-stream",
+        ] {
+            assert!(negotiate(accept).is_err(), "Accept: {accept}");
+        }
+        assert_eq!(negotiate("image/png, text/xml;q=0.1"), Ok(Format::Xml));
+    }
+
+    #[test]
+    fn accept_qvalues() {
+        use Format::{Json, Xml};
+        let cases = [
+            ("application/json;q=0.001, application/xml;q=0", Json),
+            ("application/json;q=0.999, application/xml;q=1.000", Xml),
+            ("application/json;q=0.9, application/xml;q=1.", Xml),
+            ("application/json;Q=0.1, application/xml;q=0.2", Xml),
+            (
+                "application/json ; q = 0.1 , application/xml ; q = 0.2",
+                Xml,
+            ),
+            (
+                "application/json;level=1;q=0.3, application/xml;q=0.2",
+                Json,
+            ),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept}");
+        }
+        assert!(negotiate("application/json;q=0.000").is_err());
+        assert!(negotiate("application/json; q = 0").is_err());
+        assert_eq!(parse_qvalue("0"), Some(0));
+        assert_eq!(parse_qvalue("0.5"), Some(500));
+        assert_eq!(parse_qvalue("0.05"), Some(50));
+        assert_eq!(parse_qvalue("1"), Some(1000));
+        for bad in [
+            "", ".5", "1.001", "2", "0.0001", "-0", "+1", "0,5", "abc", "01", "0x1", "0.5e1",
+        ] {
+            assert_eq!(parse_qvalue(bad), None, "qvalue {bad:?}");
+        }
+    }
+
+    #[test]
+    fn accept_malformed_q_skips_only_that_range() {
+        use Format::{Json, Xml};
+        let cases = [
+            ("application/json;q=2, application/xml;q=0.1", Xml),
+            ("application/json;q=abc, application/xml;q=0.1", Xml),
+            ("application/json;q, application/xml;q=0.1", Xml),
+            ("application/json;q=\"0.5\", application/xml;q=0.1", Xml),
+            // A valid q=0 is not undone by a malformed range.
+            (
+                "application/xml;q=0, application/xml;q=zz, application/json",
+                Json,
+            ),
+            // Only malformed ranges: treated as absent.
+            ("application/xml;q=5", Json),
+            // Only the first q is the weight.
+            ("application/xml;q=0.9;q=0, application/json;q=0.5", Xml),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept}");
+        }
+        assert!(negotiate("application/xml;q=0, application/json;q=bogus").is_err());
+    }
+
+    #[test]
+    fn accept_garbage_is_skipped() {
+        use Format::{Json, Xml};
+        let lenient = [
+            ";;;,",
+            ",,,",
+            "application",
+            "/",
+            "application/",
+            "/json",
+            "*/json",
+            "*",
+            "=;=,=",
+            "\"",
+            "\"application/xml\"",
+            "application /xml",
+            "appl\u{00e9}cation/xml",
+            "ｱﾌﾟﾘ/xml, 🦀/*",
+            "\u{0}\u{7f}\r\n",
+            "application/xml\r\n",
+        ];
+        for accept in lenient {
+            assert_eq!(negotiate(accept), Ok(Json), "Accept: {accept:?}");
+        }
+        let cases = [
+            ("garbage, application/xml", Xml),
+            (";;;, text/xml, application", Xml),
+            ("application/xml;foo=\"a, b; c\", */*;q=0.1", Xml),
+            ("application/json;foo=\"unterminated, application/xml", Json),
+            (
+                "application/xml;foo=\"esc\\\"aped, still\", application/json;q=0.5",
+                Xml,
+            ),
+            (" \tapplication/xml\t ", Xml),
+            ("application/xml;;;", Xml),
+            ("application/xml; garbage", Xml),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept:?}");
+        }
+    }
+
+    #[test]
+    fn accept_very_long_headers() {
+        let mut long = "text/html;q=0.5, ".repeat(50_000);
+        long.push_str("application/xml;q=0.4");
+        assert_eq!(negotiate(&long), Ok(Format::Xml));
+
+        let garbage = ";\"\\,".repeat(50_000);
+        assert_eq!(negotiate(&garbage), Ok(Format::Json));
+
+        let huge_token = "a".repeat(1_000_000);
+        assert_eq!(negotiate(&huge_token), Ok(Format::Json));
+        let err = negotiate(&format!("{huge_token}/{huge_token}")).unwrap_err();
+        assert!(err.to_string().len() < 400, "message is shortened");
+        assert_eq!(err.accept.len(), 2_000_001, "field keeps the full header");
+    }
+
+    #[test]
+    fn not_acceptable_message() {
+        let err = negotiate("text/html").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "none of the media types in Accept `text/html` is available; \
+             this API answers application/json or application/xml"
+        );
+        let err = negotiate("text/html, \u{1}x").unwrap_err();
+        assert!(err.to_string().contains("`text/html, \u{FFFD}x`"));
+        let long = format!("text/html, {}", "é".repeat(500));
+        let shown = negotiate(&long).unwrap_err().to_string();
+        assert!(shown.contains('…'));
+        assert!(!shown.contains(&"é".repeat(100)));
+    }
+
+    #[test]
+    fn body_required_examples() {
+        use Format::{Json, Xml};
+        let cases = [
+            ("application/json; charset=utf-8", Json),
+            ("application/xml", Xml),
+            ("text/xml", Xml),
+            ("application/soap+xml", Xml),
+        ];
+        for (content_type, expected) in cases {
+            assert_eq!(
+                body_format(Some(content_type)),
+                Ok(expected),
+                "{content_type}"
+            );
+        }
+        for content_type in [
+            Some("text/plain"),
+            None,
+            Some(""),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            assert_eq!(
+                body_format(content_type),
+                Err(UnsupportedMediaType {
+                    received: content_type.map(str::to_owned)
+                }),
+                "{content_type:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn body_accepted_variants() {
+        use Format::{Json, Xml};
+        let cases = [
+            ("application/json", Json),
+            ("APPLICATION/JSON", Json),
+            ("Application/Json;Charset=UTF-8", Json),
+            ("  application/json  ", Json),
+            ("application/json;charset=\"utf-8\"", Json),
+            ("application/json; charset=us-ascii", Json),
+            ("application/json; charset=utf8", Json),
+            ("application/json;", Json),
+            ("application/json; garbage; =; foo=\"a;b\"", Json),
+            ("application/json; charset=", Json), // malformed charset: ignored
+            ("application/merge-patch+json", Json),
+            ("application/vnd.oma.chat+JSON", Json),
+            ("text/foo+json", Json),
+            ("TEXT/XML; charset=UTF-8", Xml),
+            ("application/atom+xml", Xml),
+            ("image/svg+xml", Xml),
+        ];
+        for (content_type, expected) in cases {
+            assert_eq!(
+                body_format(Some(content_type)),
+                Ok(expected),
+                "{content_type}"
+            );
+        }
+    }
+
+    #[test]
+    fn body_refused_variants() {
+        for content_type in [
+            "   ",
+            "application",
+            "application/",
+            "/json",
+            "*/*",
+            "application/*",
+            "*/foo+json",
+            "text/json",
+            "text/plain; charset=utf-8",
+            "application/jsonx",
+            "application/+json",
+            "application/+xml",
+            "application/json, application/xml",
+            "application/json x",
+            "application /json",
+            "\"application/json\"",
+            "application/jsön",
+            "multipart/form-data; boundary=x",
+            "application/octet-stream",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=\"UTF-16\"",
+            "application/xml; charset=latin1",
+            "application/json; charset=utf-8; charset=latin1",
+            "\u{0}",
+        ] {
+            assert!(
+                body_format(Some(content_type)).is_err(),
+                "{content_type:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_media_type_messages() {
+        let message = |ct: Option<&str>| body_format(ct).unwrap_err().to_string();
+        assert_eq!(
+            message(Some("text/plain")),
+            "Content-Type `text/plain` is not supported; send application/json or application/xml"
+        );
+        assert_eq!(
+            message(None),
+            "a request body needs a Content-Type header: application/json or application/xml"
+        );
+        assert_eq!(
+            message(Some(" ")),
+            "the Content-Type header is empty; send application/json or application/xml"
+        );
+        assert_eq!(
+            message(Some("application/xml; charset=latin1")),
+            "Content-Type `application/xml; charset=latin1` is not supported: request bodies \
+             must be UTF-8; send `application/xml; charset=utf-8` or leave the charset out"
+        );
+        let long = message(Some(&"x".repeat(10_000)));
+        assert!(long.len() < 300 && long.contains('…'));
+    }
+
+    #[test]
+    fn split_unquoted_respects_quotes() {
+        let parts: Vec<_> = split_unquoted("a,\"b,c\",d\\,e,\"f\\\",g\",", b',').collect();
+        assert_eq!(parts, ["a", "\"b,c\"", "d\\", "e", "\"f\\\",g\"", ""]);
+        let parts: Vec<_> = split_unquoted("", b',').collect();
+        assert_eq!(parts, [""]);
+        let parts: Vec<_> = split_unquoted("é,ü", b',').collect();
+        assert_eq!(parts, ["é", "ü"]);
+    }
+
+    #[test]
+    fn parameter_values() {
+        assert_eq!(parameter_value("utf-8").as_deref(), Some("utf-8"));
+        assert_eq!(parameter_value("\"utf-8\"").as_deref(), Some("utf-8"));
+        assert_eq!(parameter_value("\"a\\\"b\"").as_deref(), Some("a\"b"));
+        assert_eq!(parameter_value("\"\"").as_deref(), Some(""));
+        for bad in ["", "\"", "\"abc", "\"a\"b", "\"a\\\"", "a b", "\"\u{1}\""] {
+            assert_eq!(parameter_value(bad), None, "{bad:?}");
+        }
+    }
+}

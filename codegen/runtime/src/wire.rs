@@ -1,0 +1,62 @@
+//! One document type, two formats: how a generated root type is encoded to and decoded from
+//! OMA JSON (`{"rootName": {...}}`) and OMA XML (namespaced root element).
+
+use crate::error::ApiError;
+use crate::media::Format;
+use crate::xml::{self, XmlError, XmlLimits, XmlRoot};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+/// A type that is a whole request or response document (a schema with an XML root name).
+///
+/// Generated for every root schema of the spec. `Json` is its JSON wrapper, the derived
+/// `…Root` schema, which exists so that dropshot and progenitor see the wrapped shape.
+pub trait Document: XmlRoot + Serialize + Send + Sync + 'static {
+    /// The one-key JSON wrapper object.
+    type Json: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
+    /// Takes the document out of its JSON wrapper.
+    fn from_json(wrapper: Self::Json) -> Self;
+}
+
+/// The document errors are reported in (OMA `requestError`); generated from the spec.
+pub trait ErrorDocument: Document {
+    /// Renders an [`ApiError`] as this document.
+    fn from_error(error: &ApiError) -> Self;
+}
+
+/// Serializes `{name: value}` without building a wrapper value.
+struct Wrapped<'a, T>(&'static str, &'a T);
+
+impl<T: Serialize> Serialize for Wrapped<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, self.1)?;
+        map.end()
+    }
+}
+
+/// Encodes a document in the given format.
+pub fn encode<T: Document>(format: Format, value: &T) -> Vec<u8> {
+    match format {
+        // Serializing plain generated structs into a Vec cannot fail (no maps with non-string
+        // keys, no I/O); an empty body would be the visible symptom if it ever did.
+        Format::Json => serde_json::to_vec(&Wrapped(T::NAME, value)).unwrap_or_default(),
+        Format::Xml => xml::to_document(value).into_bytes(),
+    }
+}
+
+/// Decodes a document in the given format; every failure is a 400 the client can act on.
+pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> Result<T, ApiError> {
+    match format {
+        Format::Json => serde_json::from_slice::<T::Json>(body)
+            .map(T::from_json)
+            .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME))),
+        Format::Xml => xml::from_document::<T>(body, limits).map_err(|e| xml_error(T::NAME, e)),
+    }
+}
+
+fn xml_error(root: &str, e: XmlError) -> ApiError {
+    ApiError::invalid_input(format!("XML body ({root}): {e}"))
+}

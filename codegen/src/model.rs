@@ -1,0 +1,444 @@
+//! The spec read into the few shapes codegen needs: schemas (structs and enums, with their XML
+//! facts), and operations (path, verb, parameters, body, answer).
+//!
+//! openapiv3 drops the OpenAPI `xml` object, so the spec is walked as `serde_json::Value` (with
+//! key order preserved: property order is the XSD sequence order). Every inconsistency is an
+//! error that names the place in the spec.
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use serde_json::{Map, Value};
+
+/// Suffix of the derived JSON wrapper schemas (`ChatMessage` → `ChatMessageRoot`).
+pub const ROOT_SUFFIX: &str = "Root";
+
+/// The whole spec, resolved.
+#[derive(Debug)]
+pub struct Spec {
+    /// The raw document, as written (YAML read into JSON values).
+    pub raw: Value,
+    /// Component schemas, in spec order.
+    pub schemas: Vec<Schema>,
+    /// Operations, in spec order.
+    pub operations: Vec<Operation>,
+}
+
+/// A component schema.
+#[derive(Debug)]
+pub struct Schema {
+    pub name: String,
+    pub description: Option<String>,
+    pub namespace: String,
+    pub prefix: String,
+    pub kind: SchemaKind,
+}
+
+#[derive(Debug)]
+pub enum SchemaKind {
+    Enum(Vec<String>),
+    Struct(StructSchema),
+}
+
+#[derive(Debug)]
+pub struct StructSchema {
+    /// XML root element name, for document roots.
+    pub root: Option<String>,
+    pub fields: Vec<Field>,
+    /// Properties of which exactly one must be present (`x-oma-choice`, an `xsd:choice`).
+    pub choice: Vec<String>,
+}
+
+/// A property of a struct schema.
+#[derive(Debug, Clone)]
+pub struct Field {
+    /// The wire name (JSON key, XML element or attribute).
+    pub name: String,
+    pub description: Option<String>,
+    pub ty: FieldType,
+    pub card: Card,
+    pub attribute: bool,
+}
+
+/// What a field holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldType {
+    String,
+    Bool,
+    Int64,
+    /// A component schema (enum or struct), by name.
+    Named(String),
+}
+
+/// How many times a field appears.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Card {
+    Required,
+    Optional,
+    /// Repeated; `min` is the minimum count (0 or 1).
+    List {
+        min: u64,
+    },
+}
+
+/// An HTTP operation of the API.
+#[derive(Debug)]
+pub struct Operation {
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    pub summary: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// Path parameters, in path order.
+    pub path_params: Vec<String>,
+    /// Root schema (the XML form) of the request body.
+    pub body: Option<String>,
+    /// The success status (200, 201 or 204).
+    pub success: u16,
+    /// Root schema (the XML form) of the success body.
+    pub response: Option<String>,
+}
+
+impl Spec {
+    /// Parses the spec text (YAML or JSON) and checks its internal consistency.
+    pub fn parse(text: &str) -> Result<Spec> {
+        let raw: Value = serde_yaml::from_str(text).context("spec is not valid YAML")?;
+        let version = raw["openapi"].as_str().unwrap_or_default();
+        ensure!(
+            version.starts_with("3.0."),
+            "spec must be OpenAPI 3.0.x (progenitor and openapiv3 read 3.0 only), found `{version}`"
+        );
+        let schemas = parse_schemas(&raw)?;
+        let operations = parse_operations(&raw, &schemas)?;
+        Ok(Spec {
+            raw,
+            schemas,
+            operations,
+        })
+    }
+
+    /// Looks a schema up by name.
+    pub fn schema(&self, name: &str) -> Option<&Schema> {
+        self.schemas.iter().find(|s| s.name == name)
+    }
+
+    /// The root element name of a root schema.
+    pub fn root_name(&self, name: &str) -> Option<&str> {
+        match &self.schema(name)?.kind {
+            SchemaKind::Struct(s) => s.root.as_deref(),
+            SchemaKind::Enum(_) => None,
+        }
+    }
+}
+
+fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| anyhow!("{what} must be an object"))
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(|s| s.trim_end().to_owned())
+}
+
+fn ref_name(v: &Value) -> Option<&str> {
+    v.get("$ref")?
+        .as_str()?
+        .strip_prefix("#/components/schemas/")
+}
+
+fn parse_schemas(raw: &Value) -> Result<Vec<Schema>> {
+    let schemas = obj(&raw["components"]["schemas"], "components.schemas")?;
+    let mut out = Vec::new();
+    for (name, s) in schemas {
+        ensure!(
+            !name.ends_with(ROOT_SUFFIX),
+            "schema `{name}`: names ending in `{ROOT_SUFFIX}` are reserved for the JSON wrappers codegen derives"
+        );
+        let xml = &s["xml"];
+        let namespace = text(xml, "namespace").ok_or_else(|| {
+            anyhow!("schema `{name}` needs `xml.namespace` (its XSD target namespace)")
+        })?;
+        let prefix =
+            text(xml, "prefix").ok_or_else(|| anyhow!("schema `{name}` needs `xml.prefix`"))?;
+        let description = text(s, "description");
+        let kind = match s["type"].as_str() {
+            Some("string") => {
+                let values = s["enum"]
+                    .as_array()
+                    .ok_or_else(|| anyhow!("schema `{name}`: a string schema must be an enum"))?
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| anyhow!("schema `{name}`: enum values must be strings"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                SchemaKind::Enum(values)
+            }
+            Some("object") => SchemaKind::Struct(parse_struct(name, s)?),
+            other => bail!("schema `{name}`: unsupported type {other:?}"),
+        };
+        out.push(Schema {
+            name: name.clone(),
+            description,
+            namespace,
+            prefix,
+            kind,
+        });
+    }
+    // Every named field type must exist.
+    for s in &out {
+        if let SchemaKind::Struct(st) = &s.kind {
+            for f in &st.fields {
+                if let FieldType::Named(n) = &f.ty {
+                    ensure!(
+                        out.iter().any(|o| &o.name == n),
+                        "schema `{}` property `{}` refers to unknown schema `{n}`",
+                        s.name,
+                        f.name
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
+    let required: Vec<&str> = s["required"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let props = obj(&s["properties"], &format!("schema `{name}` properties"))?;
+    for r in &required {
+        ensure!(
+            props.contains_key(*r),
+            "schema `{name}` requires `{r}`, which is not a property"
+        );
+    }
+    let mut fields = Vec::new();
+    for (pname, p) in props {
+        let (ty, card) = if p["type"].as_str() == Some("array") {
+            let min = p["minItems"].as_u64().unwrap_or(0);
+            ensure!(
+                min <= 1,
+                "schema `{name}` property `{pname}`: minItems > 1 is not supported"
+            );
+            let min = if required.contains(&pname.as_str()) {
+                min.max(1)
+            } else {
+                min
+            };
+            (leaf_type(name, pname, &p["items"])?, Card::List { min })
+        } else {
+            let card = if required.contains(&pname.as_str()) {
+                Card::Required
+            } else {
+                Card::Optional
+            };
+            (leaf_type(name, pname, p)?, card)
+        };
+        let attribute = p["xml"]["attribute"].as_bool().unwrap_or(false);
+        if attribute {
+            ensure!(
+                !matches!(card, Card::List { .. }) && !matches!(ty, FieldType::Named(_)),
+                "schema `{name}` property `{pname}`: an XML attribute must be a single scalar"
+            );
+        }
+        fields.push(Field {
+            name: pname.clone(),
+            description: text(p, "description"),
+            ty,
+            card,
+            attribute,
+        });
+    }
+    let choice: Vec<String> = s["x-oma-choice"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    for c in &choice {
+        let f = fields
+            .iter()
+            .find(|f| &f.name == c)
+            .ok_or_else(|| anyhow!("schema `{name}`: x-oma-choice names unknown property `{c}`"))?;
+        ensure!(
+            f.card == Card::Optional,
+            "schema `{name}`: choice member `{c}` must be optional"
+        );
+    }
+    // Attributes first, then elements: keeps XML writing and the XSD simple.
+    let root = text(&s["xml"], "name");
+    Ok(StructSchema {
+        root,
+        fields,
+        choice,
+    })
+}
+
+fn leaf_type(schema: &str, prop: &str, p: &Value) -> Result<FieldType> {
+    if let Some(r) = ref_name(p) {
+        return Ok(FieldType::Named(r.to_owned()));
+    }
+    Ok(match p["type"].as_str() {
+        Some("string") => {
+            ensure!(
+                p.get("enum").is_none(),
+                "schema `{schema}` property `{prop}`: put enums in a component schema"
+            );
+            FieldType::String
+        }
+        Some("boolean") => FieldType::Bool,
+        Some("integer") => FieldType::Int64,
+        other => bail!("schema `{schema}` property `{prop}`: unsupported type {other:?}"),
+    })
+}
+
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+
+fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
+    let paths = obj(&raw["paths"], "paths")?;
+    let mut out = Vec::new();
+    for (path, item) in paths {
+        let path_params: Vec<String> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(str::to_owned)
+            .collect();
+        // Declared parameters (path level + operation level) must match the template.
+        let mut declared = param_names(raw, &item["parameters"])?;
+        for method in METHODS {
+            let Some(op) = item.get(method) else { continue };
+            let id = text(op, "operationId")
+                .ok_or_else(|| anyhow!("{method} {path} has no operationId"))?;
+            let mut names = declared.clone();
+            names.extend(param_names(raw, &op["parameters"])?);
+            let mut sorted_names = names.clone();
+            sorted_names.sort();
+            let mut sorted_params = path_params.clone();
+            sorted_params.sort();
+            ensure!(
+                sorted_names == sorted_params,
+                "{id}: declared path parameters {names:?} differ from the template's {path_params:?}"
+            );
+            let body = match op.get("requestBody") {
+                None => None,
+                Some(rb) => Some(media_pair(
+                    &rb["content"],
+                    schemas,
+                    &format!("{id} request body"),
+                )?),
+            };
+            let responses = obj(&op["responses"], &format!("{id} responses"))?;
+            let mut success = None;
+            for (code, resp) in responses {
+                let Ok(code) = code.parse::<u16>() else {
+                    continue;
+                };
+                if !(200..300).contains(&code) {
+                    continue;
+                }
+                ensure!(success.is_none(), "{id}: more than one success response");
+                let schema = match resp.get("content") {
+                    None => None,
+                    Some(c) => Some(media_pair(c, schemas, &format!("{id} response {code}"))?),
+                };
+                ensure!(
+                    (code == 204) == schema.is_none(),
+                    "{id}: response {code} {} a body",
+                    if code == 204 {
+                        "must not have"
+                    } else {
+                        "must have"
+                    }
+                );
+                success = Some((code, schema));
+            }
+            let (success, response) = success.ok_or_else(|| anyhow!("{id}: no 2xx response"))?;
+            ensure!(
+                matches!(success, 200 | 201 | 204),
+                "{id}: success status {success} is not one of 200, 201, 204"
+            );
+            out.push(Operation {
+                id,
+                method: method.to_uppercase(),
+                path: path.clone(),
+                summary: text(op, "summary"),
+                description: text(op, "description"),
+                tags: op["tags"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                path_params: path_params.clone(),
+                body,
+                success,
+                response,
+            });
+        }
+        declared.clear();
+    }
+    let mut ids: Vec<&str> = out.iter().map(|o| o.id.as_str()).collect();
+    ids.sort();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        bail!("operationId `{}` is used twice", w[0]);
+    }
+    Ok(out)
+}
+
+fn param_names(raw: &Value, params: &Value) -> Result<Vec<String>> {
+    let Some(list) = params.as_array() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for p in list {
+        let p = match p.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let key = r
+                    .strip_prefix("#/components/parameters/")
+                    .ok_or_else(|| anyhow!("unsupported parameter reference `{r}`"))?;
+                &raw["components"]["parameters"][key]
+            }
+            None => p,
+        };
+        let name = text(p, "name").ok_or_else(|| anyhow!("a parameter has no name"))?;
+        ensure!(
+            p["in"].as_str() == Some("path"),
+            "parameter `{name}`: only path parameters are supported"
+        );
+        out.push(name);
+    }
+    Ok(out)
+}
+
+/// Checks that a `content` map offers the JSON wrapper and the XML root of the same schema, and
+/// returns the root schema's name.
+fn media_pair(content: &Value, schemas: &[Schema], what: &str) -> Result<String> {
+    let json = ref_name(&content["application/json"]["schema"])
+        .ok_or_else(|| anyhow!("{what}: application/json must `$ref` a `…{ROOT_SUFFIX}` schema"))?;
+    let xml = ref_name(&content["application/xml"]["schema"])
+        .ok_or_else(|| anyhow!("{what}: application/xml must `$ref` a root schema"))?;
+    ensure!(
+        json == format!("{xml}{ROOT_SUFFIX}"),
+        "{what}: JSON schema `{json}` is not the wrapper of XML schema `{xml}` (expected `{xml}{ROOT_SUFFIX}`)"
+    );
+    let schema = schemas
+        .iter()
+        .find(|s| s.name == xml)
+        .ok_or_else(|| anyhow!("{what}: unknown schema `{xml}`"))?;
+    ensure!(
+        matches!(&schema.kind, SchemaKind::Struct(s) if s.root.is_some()),
+        "{what}: schema `{xml}` is not a document root (it needs `xml.name`)"
+    );
+    Ok(xml.to_owned())
+}

@@ -1,0 +1,342 @@
+//! Emits the API: path-parameter structs, the [`ChatService`] trait a server implements (typed
+//! values in, typed values or an OMA error out), the dropshot API trait, and the glue between
+//! them that does content negotiation. Also one unpublished endpoint per missing method of each
+//! path, so that a wrong method gets an OMA 405 with `Allow` instead of dropshot's JSON.
+
+use crate::model::{Operation, Spec};
+use crate::naming::{doc_attrs, ident, pascal, snake, type_ident};
+use anyhow::{Result, ensure};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+const ALL_METHODS: [&str; 5] = ["GET", "PUT", "POST", "DELETE", "PATCH"];
+
+/// The `api.rs` items of the API crate.
+pub fn emit(spec: &Spec) -> Result<TokenStream> {
+    check_error_shape(spec)?;
+    let paths = path_structs(spec)?;
+    let path_items = paths.iter().map(|p| {
+        let name = &p.name;
+        let doc = doc_attrs(&format!("Path parameters of `{}`.", p.example));
+        let fields = p.params.iter().map(|param| {
+            let id = ident(&snake(param));
+            let d = format!("`{param}`, percent-decoded.");
+            quote! {
+                #[doc = #d]
+                #[serde(rename = #param)]
+                pub #id: String,
+            }
+        });
+        quote! {
+            #doc
+            #[derive(Clone, Debug, Deserialize, JsonSchema)]
+            pub struct #name {
+                #(#fields)*
+            }
+        }
+    });
+
+    let service_methods = spec.operations.iter().map(|op| {
+        let name = ident(&snake(&op.id));
+        let args = service_args(op);
+        let out = service_output(op);
+        let doc = doc_attrs(&operation_doc(op));
+        quote! {
+            #doc
+            fn #name(&self, #(#args),*) -> impl std::future::Future<Output = Result<#out, ApiError>> + Send;
+        }
+    });
+
+    let mut endpoints = Vec::new();
+    let mut impls = Vec::new();
+    for op in &spec.operations {
+        let (e, i) = endpoint(op, &paths);
+        endpoints.push(e);
+        impls.push(i);
+    }
+    // Methods a path does not have: an OMA 405 with `Allow`.
+    let mut seen = Vec::new();
+    for op in &spec.operations {
+        if seen.contains(&op.path) {
+            continue;
+        }
+        seen.push(op.path.clone());
+        let present: Vec<&str> = spec
+            .operations
+            .iter()
+            .filter(|o| o.path == op.path)
+            .map(|o| o.method.as_str())
+            .collect();
+        let allow = ALL_METHODS
+            .iter()
+            .filter(|m| present.contains(m))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        for m in ALL_METHODS.iter().filter(|m| !present.contains(m)) {
+            let fname = format_ident!("{}_not_allowed_on_{}", m.to_lowercase(), snake(&op.id));
+            let method = format_ident!("{}", m);
+            let path = &op.path;
+            let doc = format!("`{m} {path}` is not part of the API: 405, `Allow: {allow}`.");
+            // dropshot insists that every path parameter is consumed.
+            let path_param = path_struct(op, &paths).map(|ps| {
+                let t = &ps.name;
+                quote!(_path: Captured<Path<#t>>,)
+            });
+            endpoints.push(quote! {
+                #[doc = #doc]
+                #[endpoint { method = #method, path = #path, unpublished = true }]
+                async fn #fname(
+                    rqctx: RequestContext<Self::Context>,
+                    accept: Negotiated,
+                    #path_param
+                ) -> Result<NoContent, HttpError>;
+            });
+            impls.push(quote! {
+                async fn #fname(
+                    _rqctx: RequestContext<S>,
+                    accept: Negotiated,
+                    #path_param
+                ) -> Result<NoContent, HttpError> {
+                    Ok(NoContent::new(&accept, Err(ApiError::method_not_allowed(#m, #allow))))
+                }
+            });
+        }
+    }
+
+    Ok(quote! {
+        use crate::types::*;
+        use dropshot::{HttpError, Path, RequestContext};
+        use netapi_chat_runtime::negotiate::{Body, Captured, Negotiated};
+        use netapi_chat_runtime::wire::ErrorDocument;
+        use netapi_chat_runtime::ApiError;
+        use schemars::JsonSchema;
+        use serde::Deserialize;
+        use std::marker::PhantomData;
+
+        pub use netapi_chat_runtime::negotiate::Created;
+
+        /// A response with a body, or a `requestError`, in the negotiated format.
+        pub type Reply<T, const STATUS: u16> = netapi_chat_runtime::negotiate::Reply<T, RequestError, STATUS>;
+        /// A 204, or a `requestError` in the negotiated format.
+        pub type NoContent = netapi_chat_runtime::negotiate::NoContent<RequestError>;
+
+        #(#path_items)*
+
+        /// What a chat server implements: one method per operation of the spec. Formats,
+        /// content negotiation and error rendering are done before and after these run.
+        pub trait ChatService: Send + Sync + 'static {
+            #(#service_methods)*
+        }
+
+        /// The chat API as dropshot sees it (generated from the spec; implement
+        /// [`ChatService`] instead and serve it with [`api_description`]).
+        #[dropshot::api_description]
+        pub trait ChatApi {
+            /// The server state every endpoint gets.
+            type Context: Send + Sync + 'static;
+
+            #(#endpoints)*
+        }
+
+        /// Adapts any [`ChatService`] to [`ChatApi`].
+        pub struct ChatApiImpl<S>(PhantomData<fn() -> S>);
+
+        impl<S: ChatService> ChatApi for ChatApiImpl<S> {
+            type Context = S;
+
+            #(#impls)*
+        }
+
+        /// The dropshot API of a [`ChatService`], every operation of the spec routed.
+        pub fn api_description<S: ChatService>() -> Result<dropshot::ApiDescription<S>, dropshot::ApiDescriptionBuildErrors> {
+            chat_api_mod::api_description::<ChatApiImpl<S>>()
+        }
+
+        /// The dropshot API with no implementation, for generating its OpenAPI document.
+        pub fn stub_api_description() -> Result<dropshot::ApiDescription<dropshot::StubContext>, dropshot::ApiDescriptionBuildErrors> {
+            chat_api_mod::stub_api_description()
+        }
+
+        impl ErrorDocument for RequestError {
+            fn from_error(error: &ApiError) -> Self {
+                let exception = ServiceException {
+                    message_id: error.message_id.to_owned(),
+                    text: error.text.clone(),
+                    variables: error.variables.clone(),
+                };
+                match error.kind {
+                    netapi_chat_runtime::ExceptionKind::Service => RequestError {
+                        link: Vec::new(),
+                        service_exception: Some(exception),
+                        policy_exception: None,
+                    },
+                    netapi_chat_runtime::ExceptionKind::Policy => RequestError {
+                        link: Vec::new(),
+                        service_exception: None,
+                        policy_exception: Some(exception),
+                    },
+                }
+            }
+        }
+    })
+}
+
+/// The generated `ErrorDocument` impl assumes OMA's `RequestError` / `ServiceException` shape.
+fn check_error_shape(spec: &Spec) -> Result<()> {
+    use crate::model::SchemaKind;
+    let fields = |name: &str| -> Vec<String> {
+        match spec.schema(name).map(|s| &s.kind) {
+            Some(SchemaKind::Struct(s)) => s.fields.iter().map(|f| f.name.clone()).collect(),
+            _ => Vec::new(),
+        }
+    };
+    ensure!(
+        fields("RequestError") == ["link", "serviceException", "policyException"],
+        "schema `RequestError` must have exactly `link`, `serviceException`, `policyException` (OMA Common)"
+    );
+    ensure!(
+        fields("ServiceException") == ["messageId", "text", "variables"],
+        "schema `ServiceException` must have exactly `messageId`, `text`, `variables` (OMA Common)"
+    );
+    Ok(())
+}
+
+struct PathStruct {
+    name: syn::Ident,
+    params: Vec<String>,
+    example: String,
+}
+
+fn path_structs(spec: &Spec) -> Result<Vec<PathStruct>> {
+    let mut out: Vec<PathStruct> = Vec::new();
+    for op in &spec.operations {
+        if out.iter().any(|p| p.params == op.path_params) {
+            continue;
+        }
+        let Some(last) = op.path_params.last() else {
+            continue;
+        };
+        let name = format_ident!("{}Path", pascal(last));
+        ensure!(
+            !out.iter().any(|p| p.name == name),
+            "two different parameter lists end in `{last}`; path struct names would clash"
+        );
+        out.push(PathStruct {
+            name,
+            params: op.path_params.clone(),
+            example: op.path.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn path_struct<'a>(op: &Operation, paths: &'a [PathStruct]) -> Option<&'a PathStruct> {
+    paths.iter().find(|p| p.params == op.path_params)
+}
+
+fn service_args(op: &Operation) -> Vec<TokenStream> {
+    let mut args: Vec<TokenStream> = op
+        .path_params
+        .iter()
+        .map(|p| {
+            let id = ident(&snake(p));
+            quote!(#id: String)
+        })
+        .collect();
+    if let Some(b) = &op.body {
+        let t = type_ident(b);
+        args.push(quote!(body: #t));
+    }
+    args
+}
+
+fn service_output(op: &Operation) -> TokenStream {
+    match (&op.response, op.success) {
+        (Some(r), 201) => {
+            let t = type_ident(r);
+            quote!(Created<#t>)
+        }
+        (Some(r), _) => {
+            let t = type_ident(r);
+            quote!(#t)
+        }
+        (None, _) => quote!(()),
+    }
+}
+
+fn operation_doc(op: &Operation) -> String {
+    let mut doc = op.summary.clone().unwrap_or_else(|| op.id.clone());
+    if let Some(d) = &op.description {
+        doc.push_str("\n\n");
+        doc.push_str(d);
+    }
+    doc
+}
+
+fn endpoint(op: &Operation, paths: &[PathStruct]) -> (TokenStream, TokenStream) {
+    let name = ident(&snake(&op.id));
+    let method = format_ident!("{}", op.method);
+    let path = &op.path;
+    let op_id = &op.id;
+    let tags = &op.tags;
+    let doc = doc_attrs(&operation_doc(op));
+
+    let mut params = vec![quote!(accept: Negotiated)];
+    let mut takes = Vec::new();
+    let mut call_args = Vec::new();
+    if let Some(ps) = path_struct(op, paths) {
+        let t = &ps.name;
+        params.push(quote!(path: Captured<Path<#t>>));
+        takes.push(quote!(let path = path.0?.into_inner();));
+        for p in &op.path_params {
+            let id = ident(&snake(p));
+            call_args.push(quote!(path.#id));
+        }
+    }
+    if let Some(b) = &op.body {
+        let t = type_ident(b);
+        params.push(quote!(body: Body<#t>));
+        takes.push(quote!(let body = body.0?;));
+        call_args.push(quote!(body));
+    }
+    let (ret, wrap) = match (&op.response, op.success) {
+        (Some(r), status) => {
+            let t = type_ident(r);
+            let s = proc_macro2::Literal::u16_unsuffixed(status);
+            let ctor = if status == 201 {
+                quote!(created)
+            } else {
+                quote!(ok)
+            };
+            (
+                quote!(Reply<#t, #s>),
+                quote!(Reply::#ctor(&accept, outcome)),
+            )
+        }
+        (None, _) => (quote!(NoContent), quote!(NoContent::new(&accept, outcome))),
+    };
+    let decl = quote! {
+        #doc
+        #[endpoint { method = #method, path = #path, operation_id = #op_id, tags = [#(#tags),*] }]
+        async fn #name(
+            rqctx: RequestContext<Self::Context>,
+            #(#params),*
+        ) -> Result<#ret, HttpError>;
+    };
+    let imp = quote! {
+        async fn #name(
+            rqctx: RequestContext<S>,
+            #(#params),*
+        ) -> Result<#ret, HttpError> {
+            let outcome = async {
+                accept.check()?;
+                #(#takes)*
+                rqctx.context().#name(#(#call_args),*).await
+            }
+            .await;
+            Ok(#wrap)
+        }
+    };
+    (decl, imp)
+}

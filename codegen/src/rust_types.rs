@@ -1,0 +1,332 @@
+//! Emits the data types: one struct per object schema, one enum per string enum, one JSON
+//! wrapper per document root, each speaking JSON (serde) and XML (the runtime's `xml` traits).
+
+use crate::model::{Card, Field, FieldType, ROOT_SUFFIX, Schema, SchemaKind, Spec, StructSchema};
+use crate::naming::{doc_attrs, ident, snake, type_ident, variant_ident};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+/// The `types.rs` items of the API crate.
+pub fn emit(spec: &Spec) -> TokenStream {
+    let mut items = TokenStream::new();
+    for schema in &spec.schemas {
+        items.extend(match &schema.kind {
+            SchemaKind::Enum(values) => emit_enum(schema, values),
+            SchemaKind::Struct(st) => emit_struct(spec, schema, st),
+        });
+    }
+    quote! {
+        use netapi_chat_runtime::xml::{Element, XmlError, XmlLeaf, XmlRoot, XmlType, XmlWriter};
+        use schemars::JsonSchema;
+        use serde::{Deserialize, Serialize};
+
+        #items
+    }
+}
+
+fn emit_enum(schema: &Schema, values: &[String]) -> TokenStream {
+    let name = type_ident(&schema.name);
+    let docs = doc_attrs(
+        schema
+            .description
+            .as_deref()
+            .unwrap_or("An OMA enumeration."),
+    );
+    let variants: Vec<_> = values.iter().map(|v| variant_ident(v)).collect();
+    let variant_docs = values.iter().map(|v| format!(" `{v}`"));
+    let list = values.join(", ");
+    let expecting = format!("one of {list}");
+    quote! {
+        #docs
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+        pub enum #name {
+            #(
+                #[doc = #variant_docs]
+                #[serde(rename = #values)]
+                #variants,
+            )*
+        }
+
+        impl #name {
+            /// Every value, in spec order.
+            pub const ALL: &'static [#name] = &[#(#name::#variants),*];
+
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    #(#name::#variants => #values,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for #name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
+        impl std::str::FromStr for #name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let s = s.trim();
+                #name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str().eq_ignore_ascii_case(s))
+                    .ok_or_else(|| format!("`{s}` is not {}", #expecting))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for #name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl XmlLeaf for #name {
+            fn to_xml_text(&self) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed(self.as_str())
+            }
+            fn from_xml_text(s: &str) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+    }
+}
+
+fn rust_type(spec: &Spec, f: &Field) -> TokenStream {
+    let base = match &f.ty {
+        FieldType::String => quote!(String),
+        FieldType::Bool => quote!(bool),
+        FieldType::Int64 => quote!(i64),
+        FieldType::Named(n) => {
+            let _ = spec;
+            let t = type_ident(n);
+            quote!(#t)
+        }
+    };
+    match f.card {
+        Card::Required => base,
+        Card::Optional => quote!(Option<#base>),
+        Card::List { .. } => quote!(Vec<#base>),
+    }
+}
+
+fn serde_attrs(f: &Field) -> TokenStream {
+    let wire = &f.name;
+    let rename = (snake(wire) != *wire).then(|| quote!(rename = #wire,));
+    let lenient = |req: &str, opt: &str| match f.card {
+        Card::Required => Some(req.to_owned()),
+        Card::Optional => Some(opt.to_owned()),
+        Card::List { .. } => None,
+    };
+    let reader = match (&f.ty, f.card) {
+        (_, Card::List { .. }) => Some("netapi_chat_runtime::json::one_or_many".to_owned()),
+        (FieldType::Bool, _) => lenient(
+            "netapi_chat_runtime::json::bool",
+            "netapi_chat_runtime::json::opt_bool",
+        ),
+        (FieldType::Int64, _) => lenient(
+            "netapi_chat_runtime::json::int",
+            "netapi_chat_runtime::json::opt_int",
+        ),
+        _ => None,
+    };
+    let with = reader.map(|r| quote!(deserialize_with = #r,));
+    let extra = match f.card {
+        Card::Required => quote!(),
+        Card::Optional => quote!(default, skip_serializing_if = "Option::is_none",),
+        Card::List { min: 0 } => quote!(default, skip_serializing_if = "Vec::is_empty",),
+        Card::List { .. } => quote!(),
+    };
+    let body = quote!(#rename #extra #with);
+    if body.is_empty() {
+        quote!()
+    } else {
+        quote!(#[serde(#body)])
+    }
+}
+
+fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
+    let name = type_ident(&schema.name);
+    let docs = doc_attrs(schema.description.as_deref().unwrap_or("An OMA structure."));
+    let fields = st.fields.iter().map(|f| {
+        let id = ident(&snake(&f.name));
+        let ty = rust_type(spec, f);
+        let serde = serde_attrs(f);
+        let doc = match &f.description {
+            Some(d) => format!("`{}`: {d}", f.name),
+            None => format!("`{}`.", f.name),
+        };
+        let docs = doc_attrs(&doc);
+        quote! {
+            #docs
+            #serde
+            pub #id: #ty,
+        }
+    });
+
+    // XML: attributes, then child elements in sequence order.
+    let write_attrs = st.fields.iter().filter(|f| f.attribute).map(|f| {
+        let id = ident(&snake(&f.name));
+        let wire = &f.name;
+        match f.card {
+            Card::Required => quote!(w.attribute(#wire, &self.#id.to_xml_text());),
+            _ => quote!(if let Some(v) = &self.#id { w.attribute(#wire, &v.to_xml_text()); }),
+        }
+    });
+    let write_children = st.fields.iter().filter(|f| !f.attribute).map(|f| {
+        let id = ident(&snake(&f.name));
+        let wire = &f.name;
+        let complex = is_struct(spec, &f.ty);
+        let put = if complex {
+            quote!(w.element)
+        } else {
+            quote!(w.leaf)
+        };
+        match f.card {
+            Card::Required => quote!(#put(#wire, &self.#id);),
+            Card::Optional => quote!(if let Some(v) = &self.#id { #put(#wire, v); }),
+            Card::List { .. } => quote!(for v in &self.#id { #put(#wire, v); }),
+        }
+    });
+    let reads = st.fields.iter().map(|f| {
+        let id = ident(&snake(&f.name));
+        let wire = &f.name;
+        let complex = is_struct(spec, &f.ty);
+        let call = match (f.attribute, complex, f.card) {
+            (true, _, Card::Required) => quote!(e.required_attribute(#wire)?),
+            (true, _, _) => quote!(e.optional_attribute(#wire)?),
+            (false, false, Card::Required) => quote!(e.required_leaf(#wire)?),
+            (false, false, Card::Optional) => quote!(e.optional_leaf(#wire)?),
+            (false, false, Card::List { .. }) => quote!(e.leaf_list(#wire)?),
+            (false, true, Card::Required) => quote!(e.required_child(#wire)?),
+            (false, true, Card::Optional) => quote!(e.optional_child(#wire)?),
+            (false, true, Card::List { .. }) => quote!(e.child_list(#wire)?),
+        };
+        quote!(#id: #call,)
+    });
+    let min_checks = st.fields.iter().filter_map(|f| match f.card {
+        Card::List { min: 1 } => {
+            let id = ident(&snake(&f.name));
+            let msg = format!("`{{}}` needs at least one `{}` element", f.name);
+            Some(quote! {
+                if value.#id.is_empty() {
+                    return Err(XmlError::Decode(format!(#msg, e.name)));
+                }
+            })
+        }
+        _ => None,
+    });
+    let choice_check = (!st.choice.is_empty()).then(|| {
+        let ids: Vec<_> = st.choice.iter().map(|c| ident(&snake(c))).collect();
+        let names = st
+            .choice
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let msg = format!("`{{}}` needs exactly one of {names}");
+        quote! {
+            let present = [#(value.#ids.is_some()),*].iter().filter(|p| **p).count();
+            if present != 1 {
+                return Err(XmlError::Decode(format!(#msg, e.name)));
+            }
+        }
+    });
+    let attrs_fn = st.fields.iter().any(|f| f.attribute).then(|| {
+        quote! {
+            fn write_attributes(&self, w: &mut XmlWriter) {
+                #(#write_attrs)*
+            }
+        }
+    });
+    let has_children = st.fields.iter().any(|f| !f.attribute);
+    let w_name = if has_children {
+        format_ident!("w")
+    } else {
+        format_ident!("_w")
+    };
+    let xml_impl = quote! {
+        impl XmlType for #name {
+            #attrs_fn
+            fn write_children(&self, #w_name: &mut XmlWriter) {
+                #(#write_children)*
+            }
+            fn read(e: &Element) -> Result<Self, XmlError> {
+                let value = #name { #(#reads)* };
+                #(#min_checks)*
+                #choice_check
+                Ok(value)
+            }
+        }
+    };
+
+    let root_impl = st.root.as_ref().map(|root| {
+        let ns = &schema.namespace;
+        let prefix = &schema.prefix;
+        let wrapper = format_ident!("{}{}", schema.name, ROOT_SUFFIX);
+        let field = ident(&snake(root));
+        let wrapper_doc = doc_attrs(&format!(
+            "JSON form of [`{}`]: an object whose one key is the root element's name, `{root}`.",
+            schema.name
+        ));
+        let rename = (snake(root) != *root).then(|| quote!(#[serde(rename = #root)]));
+        quote! {
+            impl XmlRoot for #name {
+                const NAME: &'static str = #root;
+                const NAMESPACE: &'static str = #ns;
+                const PREFIX: &'static str = #prefix;
+            }
+
+            #wrapper_doc
+            #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+            pub struct #wrapper {
+                #[doc = "The document."]
+                #rename
+                pub #field: #name,
+            }
+
+            impl netapi_chat_runtime::wire::Document for #name {
+                type Json = #wrapper;
+                fn from_json(wrapper: #wrapper) -> Self {
+                    wrapper.#field
+                }
+            }
+
+            impl From<#name> for #wrapper {
+                fn from(#field: #name) -> Self {
+                    #wrapper { #field }
+                }
+            }
+        }
+    });
+
+    // Every field optional or a list: a `Default` derive is handy for tests and builders.
+    let default = st
+        .fields
+        .iter()
+        .all(|f| f.card != Card::Required)
+        .then(|| quote!(Default,));
+    quote! {
+        #docs
+        #[derive(Clone, Debug, PartialEq, #default Serialize, Deserialize, JsonSchema)]
+        pub struct #name {
+            #(#fields)*
+        }
+
+        #xml_impl
+        #root_impl
+    }
+}
+
+fn is_struct(spec: &Spec, ty: &FieldType) -> bool {
+    match ty {
+        FieldType::Named(n) => {
+            matches!(spec.schema(n).map(|s| &s.kind), Some(SchemaKind::Struct(_)))
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,108 @@
+//! User addresses: the `tel:` and `sip:` URIs that name chat users, and how they appear in URLs.
+
+use netapi_chat_runtime::ApiError;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Characters left as they are when an address goes into a path segment: RFC 3986 unreserved.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes an address (or any id) for use as one path segment: `tel:+1555` →
+/// `tel%3A%2B1555`, as OMA asks for `resourceURL` and `link` values.
+pub fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Checks that `address` is a user address this server serves: `tel:` with a global number
+/// (`tel:+` and 3–15 digits, visual separators `-.()` allowed) or `sip:`/`sips:` with `user@host`.
+pub fn validate(address: &str) -> Result<(), ApiError> {
+    if is_valid(address) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_address(address))
+    }
+}
+
+fn is_valid(address: &str) -> bool {
+    if address.len() > 256 {
+        return false;
+    }
+    let lower = address.to_ascii_lowercase();
+    if let Some(number) = lower.strip_prefix("tel:") {
+        let Some(digits) = number.strip_prefix('+') else {
+            return false;
+        };
+        let count = digits.chars().filter(char::is_ascii_digit).count();
+        return (3..=15).contains(&count)
+            && digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || "-.()".contains(c))
+            && digits.starts_with(|c: char| c.is_ascii_digit());
+    }
+    let rest = lower
+        .strip_prefix("sips:")
+        .or_else(|| lower.strip_prefix("sip:"));
+    if let Some(rest) = rest {
+        let Some((user, host)) = rest.split_once('@') else {
+            return false;
+        };
+        let user_ok = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/%".contains(c));
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+            && !host.starts_with('.')
+            && !host.ends_with('.');
+        return user_ok && host_ok;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_tel_and_sip() {
+        for ok in [
+            "tel:+15551230001",
+            "tel:+1-555-123-0001",
+            "sip:alice@example.com",
+            "sips:bob@10.0.0.1:5061",
+            "SIP:Carol@Example.COM",
+        ] {
+            assert!(is_valid(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "alice",
+            "tel:5551230001",
+            "tel:+",
+            "tel:+12",
+            "tel:+1234567890123456",
+            "sip:@example.com",
+            "sip:alice",
+            "mailto:a@b.c",
+            "sip:alice@",
+            "tel:+1555 123",
+        ] {
+            assert!(!is_valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn encodes_reserved_characters() {
+        assert_eq!(encode_segment("tel:+15551230001"), "tel%3A%2B15551230001");
+        assert_eq!(
+            encode_segment("sip:alice@example.com"),
+            "sip%3Aalice%40example.com"
+        );
+    }
+}

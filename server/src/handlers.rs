@@ -1,0 +1,226 @@
+//! The hand-written handler bodies: one method per operation of the spec, each naming the seed
+//! section (flow) it serves. They check the addresses in the request and hand over to the chat
+//! core ([`crate::chat`]); formats, negotiation and error rendering are generated around them.
+
+use crate::address;
+use crate::chat::Chat;
+use netapi_chat_api::{
+    ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
+    ChatSubscription, ChatSubscriptionList, Created, MessageDeliveryStatus, ParticipantInformation,
+    ParticipantList, ParticipantSessionStatus, ResourceReference,
+};
+use netapi_chat_runtime::ApiError;
+use std::sync::Arc;
+
+/// The server: the chat core behind the generated [`ChatService`] trait.
+#[derive(Clone)]
+pub struct ChatServer {
+    /// The chat core.
+    pub chat: Arc<Chat>,
+}
+
+fn addresses<'a>(
+    list: impl IntoIterator<Item = &'a ParticipantInformation>,
+) -> Result<(), ApiError> {
+    list.into_iter()
+        .try_for_each(|p| address::validate(&p.address))
+}
+
+impl ChatService for ChatServer {
+    async fn list_chat_subscriptions(
+        &self,
+        user_id: String,
+    ) -> Result<ChatSubscriptionList, ApiError> {
+        address::validate(&user_id)?;
+        Ok(self.chat.list_subscriptions(&user_id))
+    }
+
+    /// Seed 7.1.1 "Subscribe and unsubscribe to chat notifications": subscribe.
+    async fn create_chat_subscription(
+        &self,
+        user_id: String,
+        body: ChatSubscription,
+    ) -> Result<Created<ChatSubscription>, ApiError> {
+        address::validate(&user_id)?;
+        self.chat.create_subscription(&user_id, body)
+    }
+
+    async fn get_chat_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> Result<ChatSubscription, ApiError> {
+        address::validate(&user_id)?;
+        self.chat.get_subscription(&user_id, &subscription_id)
+    }
+
+    /// Seed 7.1.1 "Subscribe and unsubscribe to chat notifications": unsubscribe.
+    async fn delete_chat_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> Result<(), ApiError> {
+        address::validate(&user_id)?;
+        self.chat.delete_subscription(&user_id, &subscription_id)
+    }
+
+    async fn list_chat_sessions(&self, user_id: String) -> Result<ChatSessionList, ApiError> {
+        address::validate(&user_id)?;
+        Ok(self.chat.list_sessions(&user_id))
+    }
+
+    /// Seed 7.1.2 "Start a 1-1 chat" and 7.1.4 "Start group chat".
+    async fn create_chat_session(
+        &self,
+        user_id: String,
+        body: ChatSessionInformation,
+    ) -> Result<Created<ChatSessionInformation>, ApiError> {
+        address::validate(&user_id)?;
+        addresses(&body.participant)?;
+        self.chat.create_session(&user_id, body)
+    }
+
+    async fn get_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<ChatSessionInformation, ApiError> {
+        address::validate(&user_id)?;
+        self.chat.get_session(&user_id, &session_id)
+    }
+
+    /// Seed 7.1.5 "Ending a chat session".
+    async fn delete_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<(), ApiError> {
+        address::validate(&user_id)?;
+        self.chat.end_session(&user_id, &session_id)
+    }
+
+    async fn list_participants(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<ParticipantList, ApiError> {
+        address::validate(&user_id)?;
+        self.chat.list_participants(&user_id, &session_id)
+    }
+
+    /// Seed 7.1.3 "Extending a 1-1 chat to group chat".
+    async fn add_participants(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ParticipantList,
+    ) -> Result<Created<ParticipantList>, ApiError> {
+        address::validate(&user_id)?;
+        addresses(&body.participant)?;
+        self.chat.add_participants(&user_id, &session_id, body)
+    }
+
+    async fn get_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> Result<ParticipantInformation, ApiError> {
+        address::validate(&user_id)?;
+        self.chat
+            .get_participant(&user_id, &session_id, &participant_id)
+    }
+
+    /// Seed 7.1.6 "Cancel a chat invitation".
+    async fn cancel_invitation(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> Result<(), ApiError> {
+        address::validate(&user_id)?;
+        self.chat
+            .cancel_invitation(&user_id, &session_id, &participant_id)
+    }
+
+    async fn get_participant_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> Result<ParticipantSessionStatus, ApiError> {
+        address::validate(&user_id)?;
+        self.chat
+            .get_participant_status(&user_id, &session_id, &participant_id)
+    }
+
+    /// Seed 7.1.7 "Accept or decline a chat session invitation" and 7.1.8 "Leave and re-join a
+    /// chat session".
+    async fn update_participant_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+        body: ParticipantSessionStatus,
+    ) -> Result<ParticipantSessionStatus, ApiError> {
+        address::validate(&user_id)?;
+        self.chat
+            .update_participant_status(&user_id, &session_id, &participant_id, body.status)
+    }
+
+    async fn list_messages(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<ChatMessageList, ApiError> {
+        address::validate(&user_id)?;
+        self.chat.list_messages(&user_id, &session_id)
+    }
+
+    /// Seed 7.1.9 "Sending a chat message".
+    async fn send_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        address::validate(&user_id)?;
+        self.chat.send_message(&user_id, &session_id, body)
+    }
+
+    async fn get_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<ChatMessage, ApiError> {
+        address::validate(&user_id)?;
+        self.chat.get_message(&user_id, &session_id, &message_id)
+    }
+
+    async fn get_message_delivery_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<MessageDeliveryStatus, ApiError> {
+        address::validate(&user_id)?;
+        let status = self
+            .chat
+            .get_message_status(&user_id, &session_id, &message_id)?;
+        Ok(MessageDeliveryStatus { status })
+    }
+
+    /// Seed 7.1.10 "Confirm message delivery success".
+    async fn confirm_message_delivery(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageDeliveryStatus,
+    ) -> Result<(), ApiError> {
+        address::validate(&user_id)?;
+        self.chat
+            .confirm_delivery(&user_id, &session_id, &message_id, body.status)
+    }
+}

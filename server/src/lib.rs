@@ -1,0 +1,16 @@
+//! netapi-chat: an OMA RESTful Network API for Chat server.
+//!
+//! - [`handlers`]: one handler body per operation (find a flow by its seed section title);
+//! - [`chat`]: the chat core, the state machine behind the handlers;
+//! - [`notify`]: delivery of notifications to subscribers' callbacks;
+//! - [`server`]: routing (generated API + published documents) and start-up;
+//! - [`config`], [`address`], [`urls`], [`time`]: the small pieces they share.
+
+pub mod address;
+pub mod chat;
+pub mod config;
+pub mod handlers;
+pub mod notify;
+pub mod server;
+pub mod time;
+pub mod urls;

@@ -1,0 +1,38 @@
+//! `netapi-chat`: starts the chat server (configuration: `NETAPI_CHAT_*` variables, see
+//! `config.rs` and the README).
+
+use netapi_chat::config::Config;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netapi-chat: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let server = match netapi_chat::server::start(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netapi-chat: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr();
+    println!(
+        "netapi-chat listening on http://{addr} (API under /v1/chat/{{userId}}, OpenAPI at http://{addr}/openapi.json)"
+    );
+    tokio::select! {
+        r = server => {
+            if let Err(e) = r {
+                eprintln!("netapi-chat: server stopped: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        _ = tokio::signal::ctrl_c() => {
+            println!("netapi-chat: shutting down");
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}

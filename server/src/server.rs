@@ -1,0 +1,131 @@
+//! Starting the HTTP server: the generated API routed to [`ChatServer`], plus the published
+//! documents (`/openapi.json`, `/xsd/{file}`).
+
+use crate::chat::{Chat, Settings};
+use crate::config::Config;
+use crate::handlers::ChatServer;
+use crate::notify::RetryPolicy;
+use crate::urls::Urls;
+use dropshot::{
+    Body, ConfigDropshot, ConfigLogging, ConfigLoggingLevel, HttpError, HttpServer, Path,
+    RequestContext, ServerBuilder, endpoint,
+};
+use http::{Response, StatusCode, header};
+use netapi_chat_runtime::xml::XmlLimits;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The API description did not build (a bug in the generated routes).
+    Api(String),
+    /// The logger could not be set up.
+    Log(String),
+    /// Binding or starting the listener failed (e.g. the port is in use).
+    Listen(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Api(e) => write!(f, "building the API failed: {e}"),
+            StartError::Log(e) => write!(f, "setting up logging failed: {e}"),
+            StartError::Listen(e) => write!(f, "could not listen: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Serves the published OpenAPI document (JSON and XML media types).
+#[endpoint { method = GET, path = "/openapi.json", unpublished = true }]
+async fn openapi_document(_rqctx: RequestContext<ChatServer>) -> Result<Response<Body>, HttpError> {
+    document("application/json", netapi_chat_api::OPENAPI_JSON)
+}
+
+/// Path of an XSD file.
+#[derive(Deserialize, JsonSchema)]
+struct XsdPath {
+    file: String,
+}
+
+/// Serves the XSDs of the XML face, e.g. `/xsd/rest_netapi_chat-v1_0.xsd`.
+#[endpoint { method = GET, path = "/xsd/{file}", unpublished = true }]
+async fn xsd_document(
+    _rqctx: RequestContext<ChatServer>,
+    path: Path<XsdPath>,
+) -> Result<Response<Body>, HttpError> {
+    let file = path.into_inner().file;
+    match netapi_chat_api::XSDS
+        .iter()
+        .find(|(_, name, _)| *name == file)
+    {
+        Some((_, _, text)) => document("application/xml", text),
+        None => Err(HttpError::for_not_found(
+            None,
+            format!("no XSD named {file}"),
+        )),
+    }
+}
+
+fn document(content_type: &'static str, text: &'static str) -> Result<Response<Body>, HttpError> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(text))
+        .map_err(|e| HttpError::for_internal_error(e.to_string()))
+}
+
+/// Starts the server on `config.bind`; the returned handle knows the bound address.
+pub fn start(config: &Config) -> Result<HttpServer<ChatServer>, StartError> {
+    let log = ConfigLogging::StderrTerminal {
+        level: ConfigLoggingLevel::Info,
+    }
+    .to_logger("netapi-chat")
+    .map_err(|e| StartError::Log(e.to_string()))?;
+    let mut api = netapi_chat_api::api_description::<ChatServer>()
+        .map_err(|e| StartError::Api(e.to_string()))?;
+    api.register(openapi_document)
+        .map_err(|e| StartError::Api(e.to_string()))?;
+    api.register(xsd_document)
+        .map_err(|e| StartError::Api(e.to_string()))?;
+    netapi_chat_runtime::negotiate::set_xml_limits(XmlLimits::default());
+
+    // Bind first, so that the public URL can name the real port when port 0 was asked for.
+    let listener = std::net::TcpListener::bind(config.bind)
+        .map_err(|e| StartError::Listen(format!("{}: {e}", config.bind)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(e.to_string()))?;
+    drop(listener);
+    let public = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let settings = Settings {
+        invitation_timeout: config.invitation_timeout,
+        retry: RetryPolicy {
+            attempts: config.notify_attempts,
+            backoff: config.notify_backoff,
+            timeout: config.notify_timeout,
+        },
+    };
+    let chat = Chat::new(Urls::new(public), settings, log.clone());
+    let dropshot = ConfigDropshot {
+        bind_address: bound,
+        default_request_body_max_bytes: config.max_body_bytes,
+        ..Default::default()
+    };
+    ServerBuilder::new(
+        api,
+        ChatServer {
+            chat: Arc::clone(&chat),
+        },
+        log,
+    )
+    .config(dropshot)
+    .start()
+    .map_err(|e| StartError::Listen(e.to_string()))
+}
