@@ -2,9 +2,52 @@
 //!
 //! - `codegen`: regenerate `generated/` from `spec/`.
 //! - `codegen --check`: fail (exit 1) if `generated/` is not what `spec/` generates; for CI.
+//! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The XML tests validate against the XSD with `xmllint` (Debian package libxml2-utils).
+fn ensure_xmllint() -> Result<()> {
+    let present = |c: &str| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present("xmllint") {
+        return Ok(());
+    }
+    println!("xmllint not found: installing libxml2-utils with apt-get");
+    let sudo: &[&str] = if present("sudo") && !is_root() {
+        &["sudo"]
+    } else {
+        &[]
+    };
+    for args in [
+        vec!["apt-get", "update", "-qq"],
+        vec!["apt-get", "install", "-y", "-qq", "libxml2-utils"],
+    ] {
+        let mut all: Vec<&str> = sudo.to_vec();
+        all.extend(args);
+        let status = Command::new(all[0])
+            .args(&all[1..])
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("could not install libxml2-utils; install xmllint by hand and rerun");
+        }
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
 
 fn workspace_root() -> Result<PathBuf> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -48,6 +91,20 @@ fn main() -> Result<()> {
                 )
             }
         }
-        _ => bail!("usage: cargo xtask codegen [--check]"),
+        ["test", rest @ ..] => {
+            ensure_xmllint()?;
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .args(["test", "--workspace"])
+                .args(rest.iter())
+                .status()
+                .context("running cargo test")?;
+            if !status.success() {
+                bail!("tests failed");
+            }
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args]"),
     }
 }

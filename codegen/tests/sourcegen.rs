@@ -1,0 +1,159 @@
+//! Sourcegen tests (rust-analyzer style): `generated/` must be exactly what `spec/` generates,
+//! and a spec edit must reach every generated artefact.
+
+use netapi_chat_codegen::{GeneratedFile, fingerprint, generate, read_spec, stale, write};
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn file<'a>(files: &'a [GeneratedFile], path: &str) -> &'a str {
+    &files
+        .iter()
+        .find(|f| f.path == Path::new(path))
+        .unwrap_or_else(|| panic!("{path} is not generated"))
+        .contents
+}
+
+#[test]
+fn generated_matches_spec() {
+    let root = workspace();
+    let files = generate(&read_spec(&root).unwrap()).unwrap();
+    let stale = stale(&root, &files);
+    assert!(
+        stale.is_empty(),
+        "generated/ is out of date with spec/ ({stale:?}).\nRun `cargo xtask codegen` and commit spec/ and generated/ together."
+    );
+}
+
+#[test]
+fn generation_is_deterministic() {
+    let spec = read_spec(&workspace()).unwrap();
+    assert_eq!(generate(&spec).unwrap(), generate(&spec).unwrap());
+}
+
+/// The spec with one more optional property on `ChatMessage`.
+fn spec_with_extra_property() -> String {
+    let spec = read_spec(&workspace()).unwrap();
+    let anchor = "      properties:\n        text:\n          type: string\n        successReport:";
+    assert!(
+        spec.contains(anchor),
+        "ChatMessage's properties moved; update this test's anchor"
+    );
+    spec.replacen(
+        anchor,
+        "      properties:\n        text:\n          type: string\n        deliveryNote:\n          description: A scratch property added by the test.\n          type: string\n        successReport:",
+        1,
+    )
+}
+
+#[test]
+fn an_added_optional_property_reaches_type_openapi_xsd_and_client() {
+    let files = generate(&spec_with_extra_property()).unwrap();
+
+    let types = file(&files, "generated/api/src/types.rs");
+    assert!(
+        types.contains("pub delivery_note: Option<String>"),
+        "type lacks the new field"
+    );
+    assert!(
+        types.contains("rename = \"deliveryNote\""),
+        "serde name missing"
+    );
+    assert!(
+        types.contains("e.optional_leaf(\"deliveryNote\")"),
+        "XML reader misses it"
+    );
+
+    let published: serde_json::Value =
+        serde_json::from_str(file(&files, "generated/openapi/chat.openapi.json")).unwrap();
+    assert_eq!(
+        published["components"]["schemas"]["ChatMessage"]["properties"]["deliveryNote"]["type"],
+        "string",
+        "the served OpenAPI (generated/openapi/chat.openapi.json, include_str!'d by the server) lacks it"
+    );
+    let required = published["components"]["schemas"]["ChatMessage"]["required"]
+        .as_array()
+        .unwrap();
+    assert!(!required.iter().any(|r| r == "deliveryNote"));
+
+    let xsd = file(&files, "generated/xsd/rest_netapi_chat-v1_0.xsd");
+    assert!(
+        xsd.contains(
+            r#"<xsd:element name="text" type="xsd:string"/>
+      <xsd:element name="deliveryNote" type="xsd:string" minOccurs="0"/>"#
+        ),
+        "XSD lacks the element in sequence order"
+    );
+
+    let client = file(&files, "generated/client/src/lib.rs");
+    assert!(
+        client.contains("pub delivery_note: ::std::option::Option<::std::string::String>"),
+        "progenitor client lacks it"
+    );
+}
+
+#[test]
+fn check_fails_after_a_spec_edit_until_codegen_runs() {
+    // A scratch copy of the workspace's spec and generated files.
+    let scratch =
+        std::env::temp_dir().join(format!("netapi-chat-sourcegen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let original = generate(&read_spec(&workspace()).unwrap()).unwrap();
+    write(&scratch, &original).unwrap();
+    assert!(stale(&scratch, &original).is_empty());
+
+    let edited_spec = spec_with_extra_property();
+    let regenerated = generate(&edited_spec).unwrap();
+    let stale_now = stale(&scratch, &regenerated);
+    for expected in [
+        "generated/api/src/types.rs",
+        "generated/openapi/chat.openapi.json",
+        "generated/client/src/lib.rs",
+        "generated/spec.sha256",
+    ] {
+        assert!(
+            stale_now.contains(&PathBuf::from(expected)),
+            "{expected} should be stale: {stale_now:?}"
+        );
+    }
+    // The fingerprint build.rs compares changes with the spec.
+    assert_ne!(
+        fingerprint(&edited_spec),
+        fingerprint(&read_spec(&workspace()).unwrap())
+    );
+
+    write(&scratch, &regenerated).unwrap();
+    assert!(
+        stale(&scratch, &regenerated).is_empty(),
+        "after codegen nothing is stale"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn codegen_refuses_an_inconsistent_spec() {
+    let spec = read_spec(&workspace()).unwrap();
+    // JSON body that is not the wrapper of the XML body.
+    let broken = spec.replacen(
+        "schema: { $ref: '#/components/schemas/ChatMessageRoot' }",
+        "schema: { $ref: '#/components/schemas/ChatSessionInformationRoot' }",
+        1,
+    );
+    let err = generate(&broken).unwrap_err().to_string();
+    assert!(err.contains("is not the wrapper of XML schema"), "{err}");
+    // A reference to a schema that does not exist.
+    let broken = spec.replacen(
+        "$ref: '#/components/schemas/ParticipantStatus'",
+        "$ref: '#/components/schemas/Nope'",
+        1,
+    );
+    assert!(generate(&broken).is_err());
+    // OpenAPI 3.1 is refused (progenitor reads 3.0 only).
+    let broken = spec.replacen("openapi: 3.0.3", "openapi: 3.1.0", 1);
+    assert!(generate(&broken).unwrap_err().to_string().contains("3.0"));
+}

@@ -1,0 +1,206 @@
+//! Drift: the OpenAPI document dropshot derives from the generated API trait must say what the
+//! published document (from spec/) says: the same paths, methods, operationIds, parameters,
+//! request and response bodies, and the same JSON schemas (properties, required, types, enums).
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn dropshot_doc() -> Value {
+    netapi_chat_api::stub_api_description()
+        .expect("API builds")
+        .openapi("drift", dropshot::semver::Version::new(1, 0, 0))
+        .json()
+        .expect("dropshot OpenAPI")
+}
+
+fn published_doc() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/generated/openapi/chat.progenitor.json"
+    ))
+    .expect("JSON-only projection");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+fn ref_name(v: &Value) -> Option<String> {
+    v.get("$ref")?
+        .as_str()?
+        .rsplit('/')
+        .next()
+        .map(str::to_owned)
+}
+
+/// A schema reduced to what both generators must agree on.
+fn shape(v: &Value) -> String {
+    if let Some(r) = ref_name(v) {
+        return format!("ref {r}");
+    }
+    // schemars writes `Option<Named>` as `allOf: [{$ref}]` + `nullable`.
+    if let Some(all) = v.get("allOf").and_then(Value::as_array)
+        && all.len() == 1
+    {
+        return shape(&all[0]);
+    }
+    match v.get("type").and_then(Value::as_str) {
+        Some("array") => format!("array of {}", shape(&v["items"])),
+        Some("integer") => "integer".to_owned(),
+        Some(t) => match v.get("enum") {
+            Some(e) => format!("{t} enum {e}"),
+            None => t.to_owned(),
+        },
+        None => format!("untyped {v}"),
+    }
+}
+
+/// Enum values, whether written as `enum` or (schemars, for documented variants) as a `oneOf`
+/// of one-value enums.
+fn enum_values(v: &Value) -> Option<Vec<Value>> {
+    if let Some(e) = v.get("enum").and_then(Value::as_array) {
+        return Some(e.clone());
+    }
+    v.get("oneOf")?
+        .as_array()?
+        .iter()
+        .map(|alt| alt.get("enum")?.as_array()?.first().cloned())
+        .collect()
+}
+
+fn op_table(doc: &Value) -> BTreeMap<(String, String), Value> {
+    let mut out = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let common = item
+            .get("parameters")
+            .cloned()
+            .unwrap_or(Value::Array(vec![]));
+        for (method, op) in item.as_object().expect("path item") {
+            if method == "parameters" {
+                continue;
+            }
+            let mut params: Vec<String> = common
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(op["parameters"].as_array().into_iter().flatten())
+                .map(|p| resolve(doc, p))
+                .map(|p| format!("{} in {} required={}", p["name"], p["in"], p["required"]))
+                .collect();
+            params.sort();
+            let body = ref_name(&op["requestBody"]["content"]["application/json"]["schema"]);
+            let success: Vec<(String, Option<String>)> = op["responses"]
+                .as_object()
+                .expect("responses")
+                .iter()
+                .filter(|(code, _)| code.starts_with('2'))
+                .map(|(code, r)| {
+                    (
+                        code.clone(),
+                        ref_name(&r["content"]["application/json"]["schema"]),
+                    )
+                })
+                .collect();
+            out.insert(
+                (path.clone(), method.clone()),
+                serde_json::json!({
+                    "operationId": op["operationId"],
+                    "parameters": params,
+                    "body": body,
+                    "success": success,
+                }),
+            );
+        }
+    }
+    out
+}
+
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+    {
+        Some(ptr) => doc.pointer(ptr).expect("reference resolves"),
+        None => v,
+    }
+}
+
+#[test]
+fn operations_match_the_spec() {
+    let ours = op_table(&dropshot_doc());
+    let spec = op_table(&published_doc());
+    let ours_keys: BTreeSet<_> = ours.keys().collect();
+    let spec_keys: BTreeSet<_> = spec.keys().collect();
+    assert_eq!(
+        ours_keys, spec_keys,
+        "routes differ between the generated trait and the spec"
+    );
+    for (k, v) in &spec {
+        assert_eq!(
+            &ours[k], v,
+            "operation {k:?} differs (left: dropshot, right: spec)"
+        );
+    }
+}
+
+#[test]
+fn schemas_match_the_spec() {
+    let ours = dropshot_doc();
+    let spec = published_doc();
+    let ours_s = ours["components"]["schemas"]
+        .as_object()
+        .expect("dropshot schemas");
+    let spec_s = spec["components"]["schemas"]
+        .as_object()
+        .expect("spec schemas");
+    let mut compared = 0;
+    for (name, o) in ours_s {
+        // Path-parameter structs are not body schemas; `Error` is dropshot's error type, which
+        // the generated endpoints never return (every error goes out as a `requestError`).
+        if name.ends_with("Path") || name == "Error" {
+            continue;
+        }
+        let s = spec_s
+            .get(name)
+            .unwrap_or_else(|| panic!("dropshot has schema {name}, the spec does not"));
+        if let Some(values) = s.get("enum") {
+            assert_eq!(enum_values(o), values.as_array().cloned(), "enum {name}");
+            compared += 1;
+            continue;
+        }
+        let props = |v: &Value| -> BTreeMap<String, String> {
+            v["properties"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, p)| (k.clone(), shape(p))).collect())
+                .unwrap_or_default()
+        };
+        let required = |v: &Value| -> BTreeSet<String> {
+            v["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            props(o),
+            props(s),
+            "properties of {name} (left: dropshot, right: spec)"
+        );
+        // schemars cannot express "required list" through a lenient deserializer; compare the
+        // required scalars and objects, and lists must be required on both sides or optional
+        // on the dropshot side only when the spec says minItems >= 1.
+        let lists: BTreeSet<String> = props(s)
+            .into_iter()
+            .filter(|(_, t)| t.starts_with("array"))
+            .map(|(k, _)| k)
+            .collect();
+        let r_o: BTreeSet<_> = required(o).difference(&lists).cloned().collect();
+        let r_s: BTreeSet<_> = required(s).difference(&lists).cloned().collect();
+        assert_eq!(
+            r_o, r_s,
+            "required properties of {name} (left: dropshot, right: spec)"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 20, "only {compared} schemas compared");
+}

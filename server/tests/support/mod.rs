@@ -1,0 +1,420 @@
+//! Test support shared by the black-box suites: the real server binary on a free port, real
+//! callback listeners, a raw-HTTP client for the XML face, and XSD validation with xmllint.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::{self, Document};
+use netapi_chat_runtime::xml::XmlLimits;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Percent-encodes an address for a path segment (same rule as the server's).
+pub fn enc(s: &str) -> String {
+    netapi_chat::address::encode_segment(s)
+}
+
+/// The real `netapi-chat` binary, started on a free loopback port; killed on drop.
+pub struct Server {
+    /// e.g. `http://127.0.0.1:41234`
+    pub base: String,
+    child: Child,
+}
+
+impl Server {
+    /// Starts the server with extra `NETAPI_CHAT_*` settings.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
+        cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+            .env("NETAPI_CHAT_NOTIFY_BACKOFF_MS", "50")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start netapi-chat");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read startup line");
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
+            .to_owned();
+        Server { base, child }
+    }
+
+    /// Starts the server with defaults suited to tests.
+    pub fn default_for_tests() -> Server {
+        Server::start(&[])
+    }
+
+    /// `{base}/v1/chat/{user}` + `rest`.
+    pub fn url(&self, user: &str, rest: &str) -> String {
+        format!("{}/v1/chat/{}{rest}", self.base, enc(user))
+    }
+
+    /// The progenitor client for this server.
+    pub fn client(&self) -> netapi_chat_client::Client {
+        netapi_chat_client::Client::new(&self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One notification as a callback listener received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Received {
+    /// JSON or XML, by Content-Type.
+    pub fn format(&self) -> Format {
+        if self.content_type.contains("xml") {
+            Format::Xml
+        } else {
+            Format::Json
+        }
+    }
+
+    /// The root element name (XML) or single key (JSON).
+    pub fn kind(&self) -> String {
+        match self.format() {
+            Format::Json => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&self.body).expect("notification is JSON");
+                let obj = v.as_object().expect("notification is a JSON object");
+                assert_eq!(
+                    obj.len(),
+                    1,
+                    "a JSON notification has exactly one root key: {}",
+                    self.body
+                );
+                obj.keys().next().cloned().unwrap_or_default()
+            }
+            Format::Xml => {
+                let e = netapi_chat_runtime::xml::parse_document(
+                    self.body.as_bytes(),
+                    &XmlLimits::default(),
+                )
+                .expect("notification is XML");
+                e.name
+            }
+        }
+    }
+
+    /// Decodes the body as `T`, validating XML against the XSD first.
+    pub fn decode<T: Document>(&self) -> T {
+        if self.format() == Format::Xml {
+            xsd_validate(&self.body);
+        }
+        wire::decode::<T>(self.format(), self.body.as_bytes(), &XmlLimits::default())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "notification does not decode as {}: {e}\n{}",
+                    T::NAME,
+                    self.body
+                )
+            })
+    }
+}
+
+/// A real HTTP callback receiver on a free loopback port: records every POST, answers 204 (or
+/// what [`Listener::set_status`] says).
+pub struct Listener {
+    /// Its notifyURL.
+    pub url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    arrived: Arc<Notify>,
+    status: Arc<Mutex<u16>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Starts a listener.
+    pub async fn start() -> Listener {
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind listener");
+        let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Notify::new());
+        let status = Arc::new(Mutex::new(204u16));
+        let (r, a, st) = (received.clone(), arrived.clone(), status.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = socket.accept().await else {
+                    break;
+                };
+                let (r, a, st) = (r.clone(), a.clone(), st.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (r, a, st) = (r.clone(), a.clone(), st.clone());
+                        async move {
+                            let ct = req
+                                .headers()
+                                .get(http::header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let code = *st.lock().unwrap();
+                            if (200..300).contains(&code) {
+                                r.lock().unwrap().push(Received {
+                                    content_type: ct,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                                a.notify_waiters();
+                            }
+                            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                            *resp.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Listener {
+            url,
+            received,
+            arrived,
+            status,
+            task,
+        }
+    }
+
+    /// Makes the listener answer `code` (a non-2xx answer is not recorded).
+    pub fn set_status(&self, code: u16) {
+        *self.status.lock().unwrap() = code;
+    }
+
+    /// Waits (up to 10 s) until at least `n` notifications arrived; returns all of them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.arrived.notified();
+            {
+                let got = self.received.lock().unwrap();
+                if got.len() >= n {
+                    return got.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let got = self.received.lock().unwrap();
+                panic!(
+                    "expected {n} notifications at {}, got {}: {:#?}",
+                    self.url,
+                    got.len(),
+                    *got
+                );
+            }
+        }
+    }
+
+    /// Waits for the `n`-th notification (1-based) and returns it.
+    pub async fn nth(&self, n: usize) -> Received {
+        self.wait_for(n).await[n - 1].clone()
+    }
+
+    /// Everything received so far.
+    pub fn all(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Asserts that nothing more than `n` notifications arrives within `wait`.
+    pub async fn assert_count_stays(&self, n: usize, wait: Duration) {
+        tokio::time::sleep(wait).await;
+        let got = self.all();
+        assert_eq!(
+            got.len(),
+            n,
+            "unexpected notifications at {}: {got:#?}",
+            self.url
+        );
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// The Content-Type, or "".
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Decodes the body as `T` in the format its Content-Type says (XML validated first).
+    pub fn decode<T: Document>(&self) -> T {
+        let format = if self.content_type().contains("xml") {
+            Format::Xml
+        } else {
+            Format::Json
+        };
+        if format == Format::Xml {
+            xsd_validate(&self.body);
+        }
+        wire::decode::<T>(format, self.body.as_bytes(), &XmlLimits::default())
+            .unwrap_or_else(|e| panic!("answer does not decode as {}: {e}\n{}", T::NAME, self.body))
+    }
+
+    /// Asserts an OMA error: status, exception id, and that the body is a valid `requestError`
+    /// in `format`.
+    pub fn assert_error(
+        &self,
+        status: u16,
+        message_id: &str,
+        format: Format,
+    ) -> netapi_chat_api::RequestError {
+        assert_eq!(self.status, status, "status; body: {}", self.body);
+        let want = if format == Format::Xml {
+            "application/xml"
+        } else {
+            "application/json"
+        };
+        assert!(
+            self.content_type().starts_with(want),
+            "error Content-Type {} (wanted {want})",
+            self.content_type()
+        );
+        let e: netapi_chat_api::RequestError = self.decode();
+        let ex = e
+            .service_exception
+            .as_ref()
+            .or(e.policy_exception.as_ref())
+            .expect("an exception");
+        assert_eq!(
+            ex.message_id, message_id,
+            "exception id; body: {}",
+            self.body
+        );
+        assert!(!ex.text.is_empty());
+        e
+    }
+}
+
+/// Sends a raw request; `body` is sent with `content_type` when given.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
+    let client = reqwest::Client::new();
+    let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_owned());
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends a document in `format`, asking for `format` back.
+pub async fn send_doc<T: Document>(method: &str, url: &str, format: Format, doc: &T) -> Answer {
+    let body = String::from_utf8(wire::encode(format, doc)).expect("utf-8");
+    if format == Format::Xml {
+        xsd_validate(&body);
+    }
+    send(
+        method,
+        url,
+        &[
+            ("content-type", format.media_type()),
+            ("accept", format.media_type()),
+        ],
+        Some(&body),
+    )
+    .await
+}
+
+/// Sends a body-less request asking for `format`.
+pub async fn send_empty(method: &str, url: &str, format: Format) -> Answer {
+    send(method, url, &[("accept", format.media_type())], None).await
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Validates an XML document against the generated XSD of its root's namespace with
+/// `xmllint --schema`; panics with xmllint's message when it is not valid.
+pub fn xsd_validate(doc: &str) {
+    let root = netapi_chat_runtime::xml::parse_document(doc.as_bytes(), &XmlLimits::default())
+        .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {doc}"));
+    let ns = root.namespace.clone().unwrap_or_default();
+    let (_, file, _) = netapi_chat_api::XSDS
+        .iter()
+        .find(|(n, _, _)| *n == ns)
+        .unwrap_or_else(|| panic!("no XSD for namespace {ns:?}"));
+    let xsd = workspace().join("generated/xsd").join(file);
+    let tmp =
+        std::env::temp_dir().join(format!("netapi-chat-{}.xml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, doc).expect("write temp xml");
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&xsd)
+        .arg(&tmp)
+        .output()
+        .expect(
+            "xmllint is needed for XSD validation (Debian: libxml2-utils; .ci/run installs it)",
+        );
+    let _ = std::fs::remove_file(&tmp);
+    assert!(
+        out.status.success(),
+        "XML not valid against {}:\n{}\n{doc}",
+        xsd.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
