@@ -1,1 +1,938 @@
+//! The error table: every refusal the API makes, in both wire formats.
+//!
+//! Each test starts one real server and runs its cases twice, once in JSON and once in XML
+//! (request body, `Accept` and the asserted `requestError` all in that format; XML errors are
+//! validated against the XSD). Every case asserts the exact status and exception id, so a 500
+//! fails it; where it is cheap, the state is read back afterwards to show the refused request
+//! changed nothing.
+
 mod support;
+
+use netapi_chat_api::{
+    CallbackReference, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
+    ChatSubscription, ChatSubscriptionList, MessageDeliveryStatus, MessageStatus,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
+    RequestError, ResourceReference,
+};
+use netapi_chat_runtime::Format;
+use support::{Answer, Server, enc, send, send_doc, send_empty};
+
+const ALICE: &str = "tel:+15551230001";
+const BOB: &str = "sip:bob@example.com";
+const CAROL: &str = "tel:+15551230003";
+const MALLORY: &str = "tel:+15559990666";
+const DAVE: &str = "sip:dave@example.org";
+const SUBJECT: &str = "secret-subject-7f3a";
+const SECRET_TEXT: &str = "secret-text-91c2";
+
+const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
+
+/// One server, one format.
+struct Ctx<'a> {
+    srv: &'a Server,
+    f: Format,
+}
+
+fn pi(address: &str) -> ParticipantInformation {
+    ParticipantInformation {
+        address: address.to_owned(),
+        name: None,
+        is_originator: None,
+        status: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+fn session_doc(participants: &[&str]) -> ChatSessionInformation {
+    ChatSessionInformation {
+        subject: Some(SUBJECT.to_owned()),
+        participant: participants.iter().map(|a| pi(a)).collect(),
+        ..Default::default()
+    }
+}
+
+fn message_doc(text: &str) -> ChatMessage {
+    ChatMessage {
+        text: text.to_owned(),
+        success_report: Some(true),
+        report_request: Vec::new(),
+        client_correlator: None,
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    }
+}
+
+fn subscription_doc(notify_url: &str) -> ChatSubscription {
+    ChatSubscription {
+        callback_reference: CallbackReference {
+            notify_url: notify_url.to_owned(),
+            callback_data: None,
+            notification_format: None,
+        },
+        duration: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+/// The last path segment of a resource URL (ids are `[a-z0-9-]`, so no decoding needed).
+fn last_segment(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_owned()
+}
+
+/// The exception's text with its `%n` placeholders filled.
+fn rendered(e: &RequestError) -> String {
+    let ex = e
+        .service_exception
+        .as_ref()
+        .or(e.policy_exception.as_ref())
+        .unwrap();
+    let mut out = ex.text.clone();
+    for (i, v) in ex.variables.iter().enumerate().rev() {
+        out = out.replace(&format!("%{}", i + 1), v);
+    }
+    out
+}
+
+impl Ctx<'_> {
+    fn url(&self, user: &str, rest: &str) -> String {
+        self.srv.url(user, rest)
+    }
+
+    fn session_url(&self, user: &str, sid: &str, rest: &str) -> String {
+        self.url(user, &format!("/chatSessions/{sid}{rest}"))
+    }
+
+    async fn get(&self, url: &str) -> Answer {
+        send_empty("GET", url, self.f).await
+    }
+
+    async fn delete(&self, url: &str) -> Answer {
+        send_empty("DELETE", url, self.f).await
+    }
+
+    /// Sends a raw body (already in this context's format).
+    async fn raw(&self, method: &str, url: &str, body: &str) -> Answer {
+        let mt = self.f.media_type();
+        send(
+            method,
+            url,
+            &[("content-type", mt), ("accept", mt)],
+            Some(body),
+        )
+        .await
+    }
+
+    /// Asserts the refusal: never a 500, then the exact status and exception id (and a valid
+    /// `requestError` in this format).
+    fn refused(&self, what: &str, a: &Answer, status: u16, id: &str) -> RequestError {
+        let f = self.f;
+        assert_ne!(
+            a.status, 500,
+            "[{f:?}] {what}: server error; body: {}",
+            a.body
+        );
+        assert_eq!(a.status, status, "[{f:?}] {what}: status; body: {}", a.body);
+        assert!(
+            a.body.contains(id),
+            "[{f:?}] {what}: expected {id}; body: {}",
+            a.body
+        );
+        a.assert_error(status, id, f)
+    }
+
+    fn ok(&self, what: &str, a: &Answer, status: u16) {
+        assert_eq!(
+            a.status, status,
+            "[{:?}] {what}: status; body: {}",
+            self.f, a.body
+        );
+    }
+
+    /// `originator` starts a session with `invitees`; returns its id.
+    async fn create(&self, originator: &str, invitees: &[&str]) -> String {
+        let a = send_doc(
+            "POST",
+            &self.url(originator, "/chatSessions"),
+            self.f,
+            &session_doc(invitees),
+        )
+        .await;
+        self.ok("create session", &a, 201);
+        let s: ChatSessionInformation = a.decode();
+        last_segment(&s.resource_url.expect("resourceURL"))
+    }
+
+    async fn set_status(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+        status: ParticipantStatus,
+    ) -> Answer {
+        let url = self.session_url(user, sid, &format!("/participants/{}/status", enc(pid)));
+        send_doc("POST", &url, self.f, &ParticipantSessionStatus { status }).await
+    }
+
+    async fn accept(&self, user: &str, sid: &str) {
+        let a = self
+            .set_status(user, sid, user, ParticipantStatus::Connected)
+            .await;
+        self.ok("accept", &a, 200);
+    }
+
+    async fn post_message(&self, user: &str, sid: &str, text: &str) -> Answer {
+        send_doc(
+            "POST",
+            &self.session_url(user, sid, "/messages"),
+            self.f,
+            &message_doc(text),
+        )
+        .await
+    }
+
+    /// `user` sends a message; returns its id.
+    async fn message(&self, user: &str, sid: &str, text: &str) -> String {
+        let a = self.post_message(user, sid, text).await;
+        self.ok("send message", &a, 201);
+        let r: ResourceReference = a.decode();
+        last_segment(&r.resource_url)
+    }
+
+    async fn confirm(&self, user: &str, sid: &str, mid: &str, status: MessageStatus) -> Answer {
+        let url = self.session_url(user, sid, &format!("/messages/{mid}/status"));
+        send_doc("POST", &url, self.f, &MessageDeliveryStatus { status }).await
+    }
+
+    /// A session with `alice` and `bob` both connected.
+    async fn connected_pair(&self) -> String {
+        let sid = self.create(ALICE, &[BOB]).await;
+        self.accept(BOB, &sid).await;
+        sid
+    }
+
+    // ------------------------------------------------------------------ state read back
+
+    async fn session(&self, user: &str, sid: &str) -> ChatSessionInformation {
+        let a = self.get(&self.session_url(user, sid, "")).await;
+        self.ok("get session", &a, 200);
+        a.decode()
+    }
+
+    async fn participants(
+        &self,
+        user: &str,
+        sid: &str,
+    ) -> Vec<(String, Option<ParticipantStatus>)> {
+        let a = self
+            .get(&self.session_url(user, sid, "/participants"))
+            .await;
+        self.ok("list participants", &a, 200);
+        let l: ParticipantList = a.decode();
+        l.participant
+            .into_iter()
+            .map(|p| (p.address, p.status))
+            .collect()
+    }
+
+    async fn messages(&self, user: &str, sid: &str) -> Vec<String> {
+        let a = self.get(&self.session_url(user, sid, "/messages")).await;
+        self.ok("list messages", &a, 200);
+        let l: ChatMessageList = a.decode();
+        l.chat_message.into_iter().map(|m| m.text).collect()
+    }
+
+    async fn session_count(&self, user: &str) -> usize {
+        let a = self.get(&self.url(user, "/chatSessions")).await;
+        self.ok("list sessions", &a, 200);
+        let l: ChatSessionList = a.decode();
+        l.chat_session_information.len()
+    }
+
+    async fn subscription_count(&self, user: &str) -> usize {
+        let a = self.get(&self.url(user, "/subscriptions")).await;
+        self.ok("list subscriptions", &a, 200);
+        let l: ChatSubscriptionList = a.decode();
+        l.chat_subscription.len()
+    }
+
+    async fn message_status(&self, user: &str, sid: &str, mid: &str) -> MessageStatus {
+        let a = self
+            .get(&self.session_url(user, sid, &format!("/messages/{mid}/status")))
+            .await;
+        self.ok("get message status", &a, 200);
+        let s: MessageDeliveryStatus = a.decode();
+        s.status
+    }
+}
+
+/// Runs `cases` on one fresh server, in JSON and then in XML.
+macro_rules! in_both_formats {
+    ($($name:ident => $cases:ident;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let srv = Server::default_for_tests();
+            for f in FORMATS {
+                eprintln!("--- {} in {f:?}", stringify!($name));
+                $cases(&Ctx { srv: &srv, f }).await;
+            }
+        }
+    )*};
+}
+
+in_both_formats! {
+    outsider_sees_nothing => outsider_cases;
+    unknown_ids => unknown_id_cases;
+    bad_addresses => bad_address_cases;
+    message_refusals => message_cases;
+    status_refusals => status_cases;
+    delivery_refusals => delivery_cases;
+    end_refusals => end_cases;
+    cancel_refusals => cancel_cases;
+    create_refusals => create_cases;
+    malformed_bodies => malformed_cases;
+}
+
+/// A user acts only on sessions it takes part in: for anyone else a session is 404, with
+/// exactly the answer a nonexistent session id gets, and nothing about the session in it.
+async fn outsider_cases(c: &Ctx<'_>) {
+    let sid = c.connected_pair().await;
+    let mid = c.message(ALICE, &sid, SECRET_TEXT).await;
+    // A cancelled invitee is an outsider too (seed 7.1.6: the session is gone for it).
+    let group = c.create(ALICE, &[BOB, CAROL]).await;
+    let a = c
+        .delete(&c.session_url(ALICE, &group, &format!("/participants/{}", enc(CAROL))))
+        .await;
+    c.ok("cancel carol's invitation", &a, 204);
+
+    let fake = "sess-0-00000000000000000000000000000000";
+    let before_participants = c.participants(ALICE, &sid).await;
+    let before_messages = c.messages(ALICE, &sid).await;
+
+    for (outsider, sid) in [(MALLORY, sid.as_str()), (CAROL, group.as_str())] {
+        let msg = message_doc("intrusion");
+        let accept = ParticipantSessionStatus {
+            status: ParticipantStatus::Connected,
+        };
+        let confirm = MessageDeliveryStatus {
+            status: MessageStatus::Delivered,
+        };
+        // (label, method, path under the session, body)
+        let reqs: Vec<(&str, &str, String, Option<String>)> = vec![
+            ("GET session", "GET", String::new(), None),
+            ("DELETE session", "DELETE", String::new(), None),
+            ("GET participants", "GET", "/participants".into(), None),
+            (
+                "GET participant",
+                "GET",
+                format!("/participants/{}", enc(ALICE)),
+                None,
+            ),
+            (
+                "DELETE participant",
+                "DELETE",
+                format!("/participants/{}", enc(BOB)),
+                None,
+            ),
+            (
+                "POST own status",
+                "POST",
+                format!("/participants/{}/status", enc(outsider)),
+                Some(encode(c.f, &accept)),
+            ),
+            ("GET messages", "GET", "/messages".into(), None),
+            (
+                "POST message",
+                "POST",
+                "/messages".into(),
+                Some(encode(c.f, &msg)),
+            ),
+            ("GET message", "GET", format!("/messages/{mid}"), None),
+            (
+                "GET message status",
+                "GET",
+                format!("/messages/{mid}/status"),
+                None,
+            ),
+            (
+                "POST confirm",
+                "POST",
+                format!("/messages/{mid}/status"),
+                Some(encode(c.f, &confirm)),
+            ),
+        ];
+        for (what, method, rest, body) in reqs {
+            let what = format!("{outsider} {what}");
+            let call = |s: &str| {
+                let url = c.session_url(outsider, s, &rest);
+                let body = body.clone();
+                async move {
+                    match body {
+                        Some(b) => c.raw(method, &url, &b).await,
+                        None => send_empty(method, &url, c.f).await,
+                    }
+                }
+            };
+            let real = call(sid).await;
+            let none = call(fake).await;
+            let e_real = c.refused(&what, &real, 404, "SVC2008");
+            let e_none = c.refused(&format!("{what} (nonexistent)"), &none, 404, "SVC2008");
+            assert_eq!(
+                real.body.replace(sid, "SID"),
+                none.body.replace(fake, "SID"),
+                "[{:?}] {what}: answer differs from a nonexistent session's",
+                c.f
+            );
+            assert_eq!(real.content_type(), none.content_type());
+            assert_eq!(
+                rendered(&e_real).replace(sid, "SID"),
+                rendered(&e_none).replace(fake, "SID")
+            );
+            for secret in [ALICE, BOB, SUBJECT, SECRET_TEXT, &enc(ALICE), &enc(BOB)] {
+                assert!(
+                    !real.body.contains(secret),
+                    "[{:?}] {what}: leaks {secret}: {}",
+                    c.f,
+                    real.body
+                );
+            }
+        }
+    }
+
+    // Nothing changed for the participants.
+    assert_eq!(c.participants(ALICE, &sid).await, before_participants);
+    assert_eq!(c.messages(ALICE, &sid).await, before_messages);
+    assert_eq!(c.messages(BOB, &sid).await, before_messages);
+    assert_eq!(c.session(ALICE, &sid).await.ended, Some(false));
+    assert_eq!(c.session(ALICE, &group).await.ended, Some(false));
+}
+
+fn encode<T: netapi_chat_runtime::wire::Document>(f: Format, doc: &T) -> String {
+    String::from_utf8(netapi_chat_runtime::wire::encode(f, doc)).unwrap()
+}
+
+/// Unknown session, participant, message and subscription ids are 404 `SVC2008`.
+async fn unknown_id_cases(c: &Ctx<'_>) {
+    let sid = c.connected_pair().await;
+    let mid = c.message(ALICE, &sid, "hello").await;
+    let nobody = enc("tel:+15550000000");
+
+    for (what, url) in [
+        ("session", c.session_url(ALICE, "sess-nope", "")),
+        (
+            "session participants",
+            c.session_url(ALICE, "sess-nope", "/participants"),
+        ),
+        (
+            "session messages",
+            c.session_url(ALICE, "sess-nope", "/messages"),
+        ),
+        (
+            "participant",
+            c.session_url(ALICE, &sid, &format!("/participants/{nobody}")),
+        ),
+        (
+            "participant status",
+            c.session_url(ALICE, &sid, &format!("/participants/{nobody}/status")),
+        ),
+        ("message", c.session_url(ALICE, &sid, "/messages/msg-nope")),
+        (
+            "message status",
+            c.session_url(ALICE, &sid, "/messages/msg-nope/status"),
+        ),
+        ("subscription", c.url(ALICE, "/subscriptions/sub-nope")),
+    ] {
+        c.refused(
+            &format!("GET unknown {what}"),
+            &c.get(&url).await,
+            404,
+            "SVC2008",
+        );
+    }
+    for (what, url) in [
+        ("session", c.session_url(ALICE, "sess-nope", "")),
+        (
+            "participant",
+            c.session_url(ALICE, &sid, &format!("/participants/{nobody}")),
+        ),
+        ("subscription", c.url(ALICE, "/subscriptions/sub-nope")),
+    ] {
+        c.refused(
+            &format!("DELETE unknown {what}"),
+            &c.delete(&url).await,
+            404,
+            "SVC2008",
+        );
+    }
+    let a = c
+        .set_status(
+            ALICE,
+            &sid,
+            "tel:+15550000000",
+            ParticipantStatus::Connected,
+        )
+        .await;
+    c.refused("POST status of unknown participant", &a, 404, "SVC2008");
+    let a = c.post_message(ALICE, "sess-nope", "x").await;
+    c.refused("POST message to unknown session", &a, 404, "SVC2008");
+    let a = c
+        .confirm(BOB, &sid, "msg-nope", MessageStatus::Delivered)
+        .await;
+    c.refused("confirm unknown message", &a, 404, "SVC2008");
+
+    // Another user's subscription is unknown too.
+    let sub = send_doc(
+        "POST",
+        &c.url(DAVE, "/subscriptions"),
+        c.f,
+        &subscription_doc("http://127.0.0.1:9/notify"),
+    )
+    .await;
+    c.ok("create subscription", &sub, 201);
+    let sub_id = last_segment(&sub.decode::<ChatSubscription>().resource_url.unwrap());
+    let url = c.url(MALLORY, &format!("/subscriptions/{sub_id}"));
+    c.refused(
+        "GET another user's subscription",
+        &c.get(&url).await,
+        404,
+        "SVC2008",
+    );
+    c.refused(
+        "DELETE another user's subscription",
+        &c.delete(&url).await,
+        404,
+        "SVC2008",
+    );
+    let a = c
+        .get(&c.url(DAVE, &format!("/subscriptions/{sub_id}")))
+        .await;
+    c.ok("subscription survives", &a, 200);
+    let a = c
+        .delete(&c.url(DAVE, &format!("/subscriptions/{sub_id}")))
+        .await;
+    c.ok("delete own subscription", &a, 204);
+
+    // Nothing changed.
+    assert_eq!(c.messages(BOB, &sid).await, vec!["hello".to_owned()]);
+    assert_eq!(c.message_status(BOB, &sid, &mid).await, MessageStatus::Sent);
+}
+
+/// Addresses that are not a `tel:` (global number) or `sip:` URI are 400 `SVC0004`.
+async fn bad_address_cases(c: &Ctx<'_>) {
+    for user in ["bogus", "tel:5551"] {
+        let a = c.get(&c.url(user, "/chatSessions")).await;
+        let e = c.refused(&format!("GET sessions of {user}"), &a, 400, "SVC0004");
+        assert!(rendered(&e).contains(user), "{}", rendered(&e));
+        let a = c.get(&c.url(user, "/subscriptions")).await;
+        c.refused(&format!("GET subscriptions of {user}"), &a, 400, "SVC0004");
+        let a = send_doc(
+            "POST",
+            &c.url(user, "/chatSessions"),
+            c.f,
+            &session_doc(&[BOB]),
+        )
+        .await;
+        c.refused(&format!("create session as {user}"), &a, 400, "SVC0004");
+    }
+
+    let (before, bob_before) = (c.session_count(ALICE).await, c.session_count(BOB).await);
+    let a = send_doc(
+        "POST",
+        &c.url(ALICE, "/chatSessions"),
+        c.f,
+        &session_doc(&[BOB, "mailto:x@y"]),
+    )
+    .await;
+    let e = c.refused("create session with mailto participant", &a, 400, "SVC0004");
+    assert!(rendered(&e).contains("mailto:x@y"), "{}", rendered(&e));
+    let a = send_doc(
+        "POST",
+        &c.url(ALICE, "/chatSessions"),
+        c.f,
+        &session_doc(&["tel:5551"]),
+    )
+    .await;
+    c.refused("create session with tel: without +", &a, 400, "SVC0004");
+    assert_eq!(
+        c.session_count(ALICE).await,
+        before,
+        "a refused create made a session"
+    );
+    assert_eq!(
+        c.session_count(BOB).await,
+        bob_before,
+        "a refused create invited bob"
+    );
+}
+
+/// Sending a message: ended session 409, not yet accepted 403 `POL1012`, nobody else joined
+/// 403 `POL1012`.
+async fn message_cases(c: &Ctx<'_>) {
+    // Ended session.
+    let sid = c.connected_pair().await;
+    c.message(ALICE, &sid, "before the end").await;
+    let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
+    c.ok("end session", &a, 204);
+    for user in [ALICE, BOB] {
+        let a = c.post_message(user, &sid, "after the end").await;
+        c.refused(
+            &format!("{user} sends to an ended session"),
+            &a,
+            409,
+            "SVC0001",
+        );
+    }
+    assert_eq!(
+        c.messages(ALICE, &sid).await,
+        vec!["before the end".to_owned()]
+    );
+
+    // An invitee who has not accepted.
+    let group = c.create(ALICE, &[BOB, CAROL]).await;
+    c.accept(BOB, &group).await;
+    let a = c.post_message(CAROL, &group, "too early").await;
+    c.refused(
+        "message from an invitee who has not accepted",
+        &a,
+        403,
+        "POL1012",
+    );
+    assert!(c.messages(ALICE, &group).await.is_empty());
+    assert!(c.messages(BOB, &group).await.is_empty());
+    assert_eq!(
+        c.session(CAROL, &group).await.status,
+        Some(ParticipantStatus::Invited)
+    );
+
+    // Nobody else has joined yet.
+    let lonely = c.create(ALICE, &[BOB]).await;
+    let a = c.post_message(ALICE, &lonely, "anyone?").await;
+    c.refused("message before anyone joined", &a, 403, "POL1012");
+    assert!(c.messages(ALICE, &lonely).await.is_empty());
+    // The refusal did not spoil the session: once bob joins, the message goes.
+    c.accept(BOB, &lonely).await;
+    c.message(ALICE, &lonely, "now").await;
+}
+
+/// Participant status: accepting twice 409, `Invited` 400 `SVC0002`, someone else's 403.
+async fn status_cases(c: &Ctx<'_>) {
+    let sid = c.create(ALICE, &[BOB, CAROL]).await;
+    c.accept(BOB, &sid).await;
+    let before = c.participants(ALICE, &sid).await;
+
+    let a = c
+        .set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
+        .await;
+    c.refused("accept twice", &a, 409, "SVC0001");
+
+    for user in [BOB, CAROL] {
+        let a = c
+            .set_status(user, &sid, user, ParticipantStatus::Invited)
+            .await;
+        let e = c.refused(&format!("{user} sets status Invited"), &a, 400, "SVC0002");
+        assert!(e.service_exception.is_some());
+    }
+
+    let a = c
+        .set_status(ALICE, &sid, CAROL, ParticipantStatus::Connected)
+        .await;
+    c.refused("originator accepts for carol", &a, 403, "POL0001");
+    let a = c
+        .set_status(BOB, &sid, ALICE, ParticipantStatus::Disconnected)
+        .await;
+    c.refused("bob disconnects alice", &a, 403, "POL0001");
+
+    assert_eq!(c.participants(ALICE, &sid).await, before);
+    assert_eq!(
+        c.session(CAROL, &sid).await.status,
+        Some(ParticipantStatus::Invited)
+    );
+}
+
+/// Delivery confirmations: by the sender 403, twice 409, `Sent` 400, by a non-recipient 404.
+async fn delivery_cases(c: &Ctx<'_>) {
+    let sid = c.create(ALICE, &[BOB, CAROL]).await;
+    c.accept(BOB, &sid).await;
+    // Carol joins after the message: she is not one of its recipients.
+    let mid = c.message(ALICE, &sid, "for bob").await;
+    c.accept(CAROL, &sid).await;
+
+    let a = c.confirm(ALICE, &sid, &mid, MessageStatus::Delivered).await;
+    let e = c.refused("sender confirms its own message", &a, 403, "POL0001");
+    assert!(e.policy_exception.is_some());
+    assert_eq!(
+        c.message_status(ALICE, &sid, &mid).await,
+        MessageStatus::Sent
+    );
+
+    for status in [MessageStatus::Sent, MessageStatus::Failed] {
+        let a = c.confirm(BOB, &sid, &mid, status).await;
+        c.refused(&format!("confirm {status}"), &a, 400, "SVC0002");
+    }
+    assert_eq!(c.message_status(BOB, &sid, &mid).await, MessageStatus::Sent);
+
+    let a = c.confirm(BOB, &sid, &mid, MessageStatus::Delivered).await;
+    c.ok("confirm Delivered", &a, 204);
+    let a = c.confirm(BOB, &sid, &mid, MessageStatus::Delivered).await;
+    c.refused("confirm Delivered twice", &a, 409, "SVC0001");
+    assert_eq!(
+        c.message_status(BOB, &sid, &mid).await,
+        MessageStatus::Delivered
+    );
+    let a = c.confirm(BOB, &sid, &mid, MessageStatus::Displayed).await;
+    c.ok("confirm Displayed", &a, 204);
+    let a = c.confirm(BOB, &sid, &mid, MessageStatus::Delivered).await;
+    c.refused("confirm Delivered after Displayed", &a, 409, "SVC0001");
+    assert_eq!(
+        c.message_status(BOB, &sid, &mid).await,
+        MessageStatus::Displayed
+    );
+
+    let a = c.confirm(CAROL, &sid, &mid, MessageStatus::Delivered).await;
+    c.refused("a non-recipient confirms", &a, 404, "SVC2008");
+    assert!(c.messages(CAROL, &sid).await.is_empty());
+    assert_eq!(
+        c.message_status(ALICE, &sid, &mid).await,
+        MessageStatus::Displayed
+    );
+}
+
+/// Ending a session: only the originator (403), only once (409).
+async fn end_cases(c: &Ctx<'_>) {
+    let sid = c.create(ALICE, &[BOB, CAROL]).await;
+    c.accept(BOB, &sid).await;
+    for user in [BOB, CAROL] {
+        let a = c.delete(&c.session_url(user, &sid, "")).await;
+        c.refused(&format!("{user} ends alice's session"), &a, 403, "POL0001");
+    }
+    assert_eq!(c.session(ALICE, &sid).await.ended, Some(false));
+    c.message(BOB, &sid, "still open").await;
+
+    let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
+    c.ok("end session", &a, 204);
+    let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
+    c.refused("end twice", &a, 409, "SVC0001");
+    assert_eq!(c.session(ALICE, &sid).await.ended, Some(true));
+    assert_eq!(c.messages(ALICE, &sid).await, vec!["still open".to_owned()]);
+}
+
+/// Cancelling an invitation: already answered 409, not the inviter 403.
+async fn cancel_cases(c: &Ctx<'_>) {
+    let sid = c.create(ALICE, &[BOB, CAROL]).await;
+    c.accept(BOB, &sid).await;
+    let before = c.participants(ALICE, &sid).await;
+
+    let a = c
+        .delete(&c.session_url(ALICE, &sid, &format!("/participants/{}", enc(BOB))))
+        .await;
+    c.refused("cancel an accepted invitation", &a, 409, "SVC0001");
+    let a = c
+        .delete(&c.session_url(BOB, &sid, &format!("/participants/{}", enc(CAROL))))
+        .await;
+    c.refused(
+        "cancel by someone who is not the inviter",
+        &a,
+        403,
+        "POL0001",
+    );
+
+    // A declined invitation is answered too.
+    let d = c.create(ALICE, &[BOB, CAROL]).await;
+    let a = c
+        .set_status(CAROL, &d, CAROL, ParticipantStatus::Disconnected)
+        .await;
+    c.ok("carol declines", &a, 200);
+    let a = c
+        .delete(&c.session_url(ALICE, &d, &format!("/participants/{}", enc(CAROL))))
+        .await;
+    c.refused("cancel a declined invitation", &a, 409, "SVC0001");
+
+    assert_eq!(c.participants(ALICE, &sid).await, before);
+    assert_eq!(
+        c.session(CAROL, &sid).await.status,
+        Some(ParticipantStatus::Invited)
+    );
+}
+
+/// Creating a session: duplicate 403 `POL0013`, only the originator 400, too many 403 `POL1017`.
+async fn create_cases(c: &Ctx<'_>) {
+    let before = c.session_count(ALICE).await;
+
+    let a = send_doc(
+        "POST",
+        &c.url(ALICE, "/chatSessions"),
+        c.f,
+        &session_doc(&[BOB, CAROL, BOB]),
+    )
+    .await;
+    let e = c.refused("duplicate participant", &a, 403, "POL0013");
+    assert!(rendered(&e).contains(BOB), "{}", rendered(&e));
+
+    let a = send_doc(
+        "POST",
+        &c.url(ALICE, "/chatSessions"),
+        c.f,
+        &session_doc(&[ALICE]),
+    )
+    .await;
+    c.refused("only the originator", &a, 400, "SVC0002");
+
+    let many: Vec<String> = (0..100).map(|i| format!("tel:+1555700{i:04}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let a = send_doc(
+        "POST",
+        &c.url(ALICE, "/chatSessions"),
+        c.f,
+        &session_doc(&many_refs),
+    )
+    .await;
+    let e = c.refused("101 participants", &a, 403, "POL1017");
+    assert!(rendered(&e).contains("100"), "{}", rendered(&e));
+
+    assert_eq!(
+        c.session_count(ALICE).await,
+        before,
+        "a refused create made a session"
+    );
+    assert_eq!(
+        c.session_count(BOB).await,
+        0,
+        "a refused create invited bob"
+    );
+    assert_eq!(
+        c.session_count(&many[99]).await,
+        0,
+        "a refused create invited someone"
+    );
+
+    // The boundary: 99 invitees and the originator make 100, which is allowed.
+    c.create(ALICE, &many_refs[..99]).await;
+}
+
+/// Bodies that do not decode: missing required fields, bad notifyURL, unknown enum values.
+async fn malformed_cases(c: &Ctx<'_>) {
+    const CHAT: &str = "urn:oma:xml:rest:netapi:chat:1";
+    let xml = |root: &str, inner: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><chat:{root} xmlns:chat="{CHAT}">{inner}</chat:{root}>"#
+        )
+    };
+    let body = |json: &str, root: &str, inner: &str| match c.f {
+        Format::Json => json.to_owned(),
+        Format::Xml => xml(root, inner),
+    };
+
+    let sid = c.connected_pair().await;
+    c.message(ALICE, &sid, "hello").await;
+    let mid = c.message(ALICE, &sid, "second").await;
+    let before_messages = c.messages(BOB, &sid).await;
+    let before_subs = c.subscription_count(DAVE).await;
+
+    // chatMessage without text.
+    let b = body(
+        r#"{"chatMessage":{"successReport":true}}"#,
+        "chatMessage",
+        "<successReport>true</successReport>",
+    );
+    let a = c
+        .raw("POST", &c.session_url(ALICE, &sid, "/messages"), &b)
+        .await;
+    let e = c.refused("chatMessage without text", &a, 400, "SVC0002");
+    assert!(rendered(&e).contains("text"), "{}", rendered(&e));
+    assert_eq!(c.messages(BOB, &sid).await, before_messages);
+
+    // chatSubscription without callbackReference.
+    let b = body(
+        r#"{"chatSubscription":{"duration":60}}"#,
+        "chatSubscription",
+        "<duration>60</duration>",
+    );
+    let a = c.raw("POST", &c.url(DAVE, "/subscriptions"), &b).await;
+    let e = c.refused(
+        "chatSubscription without callbackReference",
+        &a,
+        400,
+        "SVC0002",
+    );
+    assert!(
+        rendered(&e).contains("callbackReference"),
+        "{}",
+        rendered(&e)
+    );
+
+    // notifyURL that is not an absolute http(s) URL.
+    for url in ["ftp://x", "not a url", "/relative/path"] {
+        let a = send_doc(
+            "POST",
+            &c.url(DAVE, "/subscriptions"),
+            c.f,
+            &subscription_doc(url),
+        )
+        .await;
+        let e = c.refused(&format!("notifyURL {url:?}"), &a, 400, "SVC0002");
+        assert!(rendered(&e).contains("notifyURL"), "{}", rendered(&e));
+    }
+    assert_eq!(
+        c.subscription_count(DAVE).await,
+        before_subs,
+        "a refused subscribe subscribed"
+    );
+
+    // Unknown enum values: the answer names the allowed ones.
+    let b = body(
+        r#"{"participantSessionStatus":{"status":"Bogus"}}"#,
+        "participantSessionStatus",
+        "<status>Bogus</status>",
+    );
+    let url = c.session_url(BOB, &sid, &format!("/participants/{}/status", enc(BOB)));
+    let a = c.raw("POST", &url, &b).await;
+    let e = c.refused("participant status Bogus", &a, 400, "SVC0002");
+    let text = rendered(&e);
+    for v in ["Bogus", "Invited", "Connected", "Disconnected"] {
+        assert!(
+            text.contains(v),
+            "[{:?}] enum error does not mention {v}: {text}",
+            c.f
+        );
+    }
+
+    let b = body(
+        r#"{"messageDeliveryStatus":{"status":"Bogus"}}"#,
+        "messageDeliveryStatus",
+        "<status>Bogus</status>",
+    );
+    let url = c.session_url(BOB, &sid, &format!("/messages/{mid}/status"));
+    let a = c.raw("POST", &url, &b).await;
+    let e = c.refused("message status Bogus", &a, 400, "SVC0002");
+    let text = rendered(&e);
+    for v in ["Bogus", "Sent", "Delivered", "Displayed", "Failed"] {
+        assert!(
+            text.contains(v),
+            "[{:?}] enum error does not mention {v}: {text}",
+            c.f
+        );
+    }
+
+    let b = body(
+        r#"{"chatMessage":{"text":"x","reportRequest":["Bogus"]}}"#,
+        "chatMessage",
+        "<text>x</text><reportRequest>Bogus</reportRequest>",
+    );
+    let a = c
+        .raw("POST", &c.session_url(ALICE, &sid, "/messages"), &b)
+        .await;
+    c.refused("reportRequest Bogus", &a, 400, "SVC0002");
+
+    // Nothing changed.
+    assert_eq!(
+        c.participants(ALICE, &sid).await,
+        vec![
+            (ALICE.to_owned(), Some(ParticipantStatus::Connected)),
+            (BOB.to_owned(), Some(ParticipantStatus::Connected)),
+        ]
+    );
+    assert_eq!(c.messages(BOB, &sid).await, before_messages);
+    assert_eq!(c.message_status(BOB, &sid, &mid).await, MessageStatus::Sent);
+}

@@ -1,1 +1,817 @@
 mod support;
+
+// Content negotiation, black-box: the real server binary over real HTTP.
+//
+// Request bodies: JSON (`application/json`, `*+json`) or XML (`application/xml`, `text/xml`,
+// `*+xml`), anything else 415. Responses: the format `Accept` asks for (q-values and wildcards
+// honoured, JSON when absent, 406 when neither fits), `Vary: Accept` on every answer, and every
+// error an OMA `requestError` in the negotiated format (XML ones validated against the XSD).
+
+use netapi_chat_api::{ChatSessionInformation, ChatSessionList, ChatSubscription, RequestError};
+use netapi_chat_runtime::Format;
+use std::time::{Duration, Instant};
+use support::{Answer, Listener, Server, send};
+
+/// `tel:+15551230001`, percent-encoded as a path segment.
+const ALICE: &str = "tel%3A%2B15551230001";
+/// `sip:carol@example.com`, percent-encoded.
+const CAROL: &str = "sip%3Acarol%40example.com";
+/// `tel:+15551230009`: the user the subscription checks run as (so that session events of the
+/// other users never reach its dummy callback).
+const DAVE: &str = "tel%3A%2B15551230009";
+
+const SESSION_JSON: &str =
+    r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#;
+const SESSION_XML: &str = r#"<chat:chatSessionInformation xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><participant><address>sip:bob@example.com</address></participant></chat:chatSessionInformation>"#;
+const SUBSCRIPTION_JSON: &str =
+    r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/notify"}}}"#;
+const SUBSCRIPTION_XML: &str = r#"<chat:chatSubscription xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><callbackReference><notifyURL>http://127.0.0.1:9/notify</notifyURL></callbackReference></chat:chatSubscription>"#;
+
+/// The two ways an error is asked for in these tests: no `Accept` (→ JSON) and
+/// `Accept: application/xml` (→ XML).
+const ASKS: [(Option<&str>, Format); 2] =
+    [(None, Format::Json), (Some("application/xml"), Format::Xml)];
+
+fn sessions(server: &Server, user: &str) -> String {
+    format!("{}/v1/chat/{user}/chatSessions", server.base)
+}
+
+fn subscriptions(server: &Server, user: &str) -> String {
+    format!("{}/v1/chat/{user}/subscriptions", server.base)
+}
+
+/// Headers: the optional `Content-Type` then the optional `Accept`.
+fn headers<'a>(content_type: Option<&'a str>, accept: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut h = Vec::new();
+    if let Some(ct) = content_type {
+        h.push(("content-type", ct));
+    }
+    if let Some(a) = accept {
+        h.push(("accept", a));
+    }
+    h
+}
+
+/// POSTs `body` with the given `Content-Type` / `Accept`.
+async fn post(url: &str, content_type: Option<&str>, accept: Option<&str>, body: &str) -> Answer {
+    send("POST", url, &headers(content_type, accept), Some(body)).await
+}
+
+/// GETs `url` with the given `Accept`.
+async fn get(url: &str, accept: Option<&str>) -> Answer {
+    send("GET", url, &headers(None, accept), None).await
+}
+
+/// Asserts that the answer says it varies with `Accept`.
+#[track_caller]
+fn assert_vary(a: &Answer) {
+    let varies = a
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("accept") || t.trim() == "*");
+    assert!(
+        varies,
+        "no `Vary: Accept` on a {} answer: {:?}",
+        a.status, a.headers
+    );
+}
+
+/// Asserts the answer is a body in `format`, with `Vary: Accept`.
+#[track_caller]
+fn assert_format(a: &Answer, status: u16, format: Format) {
+    assert_eq!(a.status, status, "status; body: {}", a.body);
+    assert!(
+        a.content_type().starts_with(format.media_type()),
+        "Content-Type {:?}, wanted {}; body: {}",
+        a.content_type(),
+        format.media_type(),
+        a.body
+    );
+    assert_vary(a);
+}
+
+/// Asserts an OMA error (status, id, format, XSD-valid when XML, `Vary: Accept`) and returns
+/// its text with the variables filled in, for checks on what it tells the client.
+#[track_caller]
+fn assert_error(a: &Answer, status: u16, message_id: &str, format: Format) -> String {
+    let e = a.assert_error(status, message_id, format);
+    assert_vary(a);
+    rendered(&e)
+}
+
+fn rendered(e: &RequestError) -> String {
+    let ex = e
+        .service_exception
+        .as_ref()
+        .or(e.policy_exception.as_ref())
+        .expect("an exception");
+    let mut text = ex.text.clone();
+    for (i, v) in ex.variables.iter().enumerate().rev() {
+        text = text.replace(&format!("%{}", i + 1), v);
+    }
+    text
+}
+
+/// How many sessions `user` sees.
+async fn session_count(server: &Server, user: &str) -> usize {
+    let a = get(&sessions(server, user), None).await;
+    assert_format(&a, 200, Format::Json);
+    a.decode::<ChatSessionList>().chat_session_information.len()
+}
+
+/// Creates a session (JSON) and returns its URL.
+async fn create_session(server: &Server, user: &str) -> String {
+    let a = post(
+        &sessions(server, user),
+        Some("application/json"),
+        None,
+        SESSION_JSON,
+    )
+    .await;
+    assert_format(&a, 201, Format::Json);
+    a.header("location").to_owned()
+}
+
+#[tokio::test]
+async fn request_content_types() {
+    let server = Server::default_for_tests();
+    let url = sessions(&server, ALICE);
+    support::xsd_validate(SESSION_XML);
+    support::xsd_validate(SUBSCRIPTION_XML);
+
+    // Accepted: JSON and XML and their structured-syntax suffixes, parameters allowed.
+    let accepted = [
+        ("application/json", SESSION_JSON),
+        ("application/json; charset=utf-8", SESSION_JSON),
+        ("application/vnd.oma+json", SESSION_JSON),
+        ("APPLICATION/JSON", SESSION_JSON),
+        ("application/xml", SESSION_XML),
+        ("application/xml; charset=UTF-8", SESSION_XML),
+        ("text/xml", SESSION_XML),
+        ("application/vnd.oma+xml", SESSION_XML),
+    ];
+    for (content_type, body) in accepted {
+        let a = post(&url, Some(content_type), None, body).await;
+        assert_eq!(a.status, 201, "Content-Type {content_type}: {}", a.body);
+        assert_format(&a, 201, Format::Json);
+        let created: ChatSessionInformation = a.decode();
+        assert_eq!(
+            created.resource_url.as_deref(),
+            Some(a.header("location")),
+            "Content-Type {content_type}"
+        );
+        assert!(
+            created
+                .participant
+                .iter()
+                .any(|p| p.address == "sip:bob@example.com"),
+            "Content-Type {content_type}: {}",
+            a.body
+        );
+    }
+    assert_eq!(session_count(&server, ALICE).await, accepted.len());
+
+    // Subscriptions too, answered in the format asked for.
+    let subs = subscriptions(&server, DAVE);
+    for (content_type, body, accept, format) in [
+        ("application/json", SUBSCRIPTION_JSON, None, Format::Json),
+        (
+            "application/vnd.oma+json",
+            SUBSCRIPTION_JSON,
+            Some("application/xml"),
+            Format::Xml,
+        ),
+        (
+            "application/xml",
+            SUBSCRIPTION_XML,
+            Some("application/json"),
+            Format::Json,
+        ),
+        ("text/xml", SUBSCRIPTION_XML, None, Format::Json),
+        (
+            "application/vnd.oma+xml",
+            SUBSCRIPTION_XML,
+            Some("application/xml"),
+            Format::Xml,
+        ),
+    ] {
+        let a = post(&subs, Some(content_type), accept, body).await;
+        assert_format(&a, 201, format);
+        let created: ChatSubscription = a.decode();
+        assert_eq!(
+            created.callback_reference.notify_url,
+            "http://127.0.0.1:9/notify"
+        );
+        assert_eq!(created.resource_url.as_deref(), Some(a.header("location")));
+    }
+
+    // Refused with 415 POL0011, in the negotiated format; nothing is created.
+    let refused: [(Option<&str>, &str); 7] = [
+        (Some("text/plain"), SESSION_JSON),
+        (Some("application/x-www-form-urlencoded"), SESSION_JSON),
+        (None, SESSION_JSON),
+        (Some("text/json"), SESSION_JSON),
+        (Some("application/*"), SESSION_JSON),
+        (Some("application/json; charset=iso-8859-1"), SESSION_JSON),
+        (Some("multipart/form-data; boundary=x"), SESSION_XML),
+    ];
+    for (content_type, body) in refused {
+        for (accept, format) in ASKS {
+            let a = post(&url, content_type, accept, body).await;
+            let text = assert_error(&a, 415, "POL0011", format);
+            if let Some(ct) = content_type {
+                assert!(text.contains(ct), "415 text should quote {ct:?}: {text}");
+            } else {
+                assert!(text.contains("Content-Type"), "{text}");
+            }
+        }
+    }
+    let a = post(&subs, Some("text/plain"), Some("application/xml"), "x").await;
+    assert_error(&a, 415, "POL0011", Format::Xml);
+    assert_eq!(session_count(&server, ALICE).await, accepted.len());
+    let a = get(&subs, None).await;
+    assert_format(&a, 200, Format::Json);
+    assert_eq!(
+        a.decode::<netapi_chat_api::ChatSubscriptionList>()
+            .chat_subscription
+            .len(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn accept_negotiation() {
+    let server = Server::default_for_tests();
+    let url = sessions(&server, ALICE);
+    let session = create_session(&server, ALICE).await;
+
+    let cases: [(Option<&str>, Format); 14] = [
+        (None, Format::Json),
+        (Some(""), Format::Json),
+        (Some("application/json"), Format::Json),
+        (Some("application/xml"), Format::Xml),
+        (Some("APPLICATION/XML"), Format::Xml),
+        (Some("text/xml"), Format::Xml),
+        (Some("application/json;q=0.5, application/xml"), Format::Xml),
+        (
+            Some("application/xml;q=0.4, application/json;q=0.9"),
+            Format::Json,
+        ),
+        (Some("application/json;q=0, */*"), Format::Xml),
+        (Some("text/*"), Format::Xml),
+        (Some("*/*"), Format::Json),
+        (Some("application/*"), Format::Json),
+        (Some("text/html, application/xml;q=0.1"), Format::Xml),
+        (Some("application/vnd.oma+xml"), Format::Xml),
+    ];
+    for (accept, format) in cases {
+        let a = get(&url, accept).await;
+        assert_eq!(a.status, 200, "Accept {accept:?}: {}", a.body);
+        assert_format(&a, 200, format);
+        let list: ChatSessionList = a.decode();
+        assert_eq!(list.chat_session_information.len(), 1, "Accept {accept:?}");
+
+        let a = get(&session, accept).await;
+        assert_format(&a, 200, format);
+        let s: ChatSessionInformation = a.decode();
+        assert_eq!(s.resource_url.as_deref(), Some(session.as_str()));
+    }
+
+    // Two Accept header lines count as one list.
+    let a = send(
+        "GET",
+        &url,
+        &[("accept", "text/html"), ("accept", "application/xml")],
+        None,
+    )
+    .await;
+    assert_format(&a, 200, Format::Xml);
+
+    // Nothing acceptable: 406, as a JSON requestError.
+    for accept in [
+        "text/html",
+        "*/*;q=0",
+        "application/json;q=0, application/xml;q=0",
+        "image/png, text/plain",
+    ] {
+        let a = get(&url, Some(accept)).await;
+        let text = assert_error(&a, 406, "SVC0002", Format::Json);
+        assert!(
+            text.contains(accept),
+            "406 text should quote {accept:?}: {text}"
+        );
+        assert!(text.contains("application/json") && text.contains("application/xml"));
+        let a = get(&session, Some(accept)).await;
+        assert_error(&a, 406, "SVC0002", Format::Json);
+    }
+}
+
+#[tokio::test]
+async fn not_acceptable_performs_nothing() {
+    let server = Server::default_for_tests();
+    let url = sessions(&server, ALICE);
+    let session = create_session(&server, ALICE).await;
+    assert_eq!(session_count(&server, ALICE).await, 1);
+
+    // A create that could not be answered is not made, whatever the body format.
+    for (accept, content_type, body) in [
+        ("text/html", "application/json", SESSION_JSON),
+        ("*/*;q=0", "application/xml", SESSION_XML),
+    ] {
+        let a = post(&url, Some(content_type), Some(accept), body).await;
+        assert_error(&a, 406, "SVC0002", Format::Json);
+        assert_eq!(a.header("location"), "", "no Location on a 406");
+    }
+    assert_eq!(session_count(&server, ALICE).await, 1);
+
+    // Nor a subscription.
+    let subs = subscriptions(&server, DAVE);
+    let a = post(
+        &subs,
+        Some("application/json"),
+        Some("text/html"),
+        SUBSCRIPTION_JSON,
+    )
+    .await;
+    assert_error(&a, 406, "SVC0002", Format::Json);
+    let a = get(&subs, None).await;
+    assert_format(&a, 200, Format::Json);
+    assert!(
+        a.decode::<netapi_chat_api::ChatSubscriptionList>()
+            .chat_subscription
+            .is_empty()
+    );
+
+    // A delete that could not be answered does not end the session.
+    let a = send("DELETE", &session, &[("accept", "text/html")], None).await;
+    assert_error(&a, 406, "SVC0002", Format::Json);
+    let a = get(&session, None).await;
+    assert_format(&a, 200, Format::Json);
+    assert_eq!(a.decode::<ChatSessionInformation>().ended, Some(false));
+
+    // The same delete, acceptable: 204, with Vary too.
+    let a = send("DELETE", &session, &[("accept", "application/xml")], None).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert!(a.body.is_empty());
+    assert_vary(&a);
+    let a = get(&session, Some("application/xml")).await;
+    assert_format(&a, 200, Format::Xml);
+    assert_eq!(a.decode::<ChatSessionInformation>().ended, Some(true));
+}
+
+#[tokio::test]
+async fn errors_in_negotiated_format() {
+    let server = Server::default_for_tests();
+    let url = sessions(&server, ALICE);
+    let ns = "urn:oma:xml:rest:netapi:chat:1";
+
+    // 400: bodies that do not decode, whichever format they are in and the error is asked in.
+    let bad_bodies: Vec<(&str, String, &str)> = vec![
+        (
+            "application/json",
+            r#"{"chatSessionInformation":"#.to_owned(),
+            "JSON",
+        ),
+        ("application/json", "not json at all".to_owned(), "JSON"),
+        (
+            "application/json",
+            r#"{"chatSessionInformation":{}}"#.to_owned(),
+            "participant",
+        ),
+        (
+            "application/json",
+            r#"{"chatMessage":{"text":"hi"}}"#.to_owned(),
+            "chatSessionInformation",
+        ),
+        (
+            "application/xml",
+            format!(r#"<chat:chatSessionInformation xmlns:chat="{ns}"><participant>"#),
+            "malformed XML",
+        ),
+        ("application/xml", "<<<".to_owned(), "XML"),
+        (
+            "application/xml",
+            format!(r#"<chat:chatMessage xmlns:chat="{ns}"><text>x</text></chat:chatMessage>"#),
+            "wrong root element",
+        ),
+        (
+            "application/xml",
+            r#"<chat:chatSessionInformation xmlns:chat="urn:oma:xml:rest:netapi:wrong:1"><participant><address>sip:bob@example.com</address></participant></chat:chatSessionInformation>"#.to_owned(),
+            "wrong root element",
+        ),
+        (
+            "application/xml",
+            "<chatSessionInformation><participant><address>sip:bob@example.com</address></participant></chatSessionInformation>".to_owned(),
+            "wrong root element",
+        ),
+        (
+            "text/xml",
+            format!(r#"<chat:chatSessionInformation xmlns:chat="{ns}"></chat:chatSessionInformation>"#),
+            "participant",
+        ),
+    ];
+    for (content_type, body, hint) in &bad_bodies {
+        for (accept, format) in ASKS {
+            let a = post(&url, Some(content_type), accept, body).await;
+            let text = assert_error(&a, 400, "SVC0002", format);
+            assert!(
+                text.contains(hint),
+                "400 for {content_type} {body:?} should mention {hint:?}: {text}"
+            );
+        }
+    }
+    assert_eq!(session_count(&server, ALICE).await, 0);
+
+    // 400: an invalid user in the path, or an invalid participant address.
+    for (accept, format) in ASKS {
+        let a = post(
+            &sessions(&server, "alice"),
+            Some("application/json"),
+            accept,
+            SESSION_JSON,
+        )
+        .await;
+        assert_error(&a, 400, "SVC0004", format);
+        let a = post(
+            &url,
+            Some("application/json"),
+            accept,
+            r#"{"chatSessionInformation":{"participant":[{"address":"bob"}]}}"#,
+        )
+        .await;
+        assert_error(&a, 400, "SVC0004", format);
+    }
+
+    // 404: a session that does not exist (and one that exists for someone else).
+    let session = create_session(&server, ALICE).await;
+    let id = session.rsplit('/').next().expect("session id");
+    for (accept, format) in ASKS {
+        let a = get(&format!("{url}/sess-nope"), accept).await;
+        let text = assert_error(&a, 404, "SVC2008", format);
+        assert!(text.contains("sess-nope"), "{text}");
+        let a = get(&format!("{}/{id}", sessions(&server, CAROL)), accept).await;
+        assert_error(&a, 404, "SVC2008", format);
+        let a = send(
+            "DELETE",
+            &format!("{url}/sess-nope"),
+            &headers(None, accept),
+            None,
+        )
+        .await;
+        assert_error(&a, 404, "SVC2008", format);
+    }
+
+    // 405 on collections and on a session: `Allow` lists the methods that really work.
+    let subs = subscriptions(&server, DAVE);
+    for (target, allow) in [
+        (url.clone(), "GET, POST"),
+        (subs.clone(), "GET, POST"),
+        (session.clone(), "GET, DELETE"),
+    ] {
+        let refused: &[&str] = if allow == "GET, POST" {
+            &["PUT", "PATCH", "DELETE"]
+        } else {
+            &["PUT", "PATCH", "POST"]
+        };
+        for method in refused {
+            for (accept, format) in ASKS {
+                let a = send(
+                    method,
+                    &target,
+                    &headers(Some("application/json"), accept),
+                    Some(SESSION_JSON),
+                )
+                .await;
+                let text = assert_error(&a, 405, "SVC0002", format);
+                assert_eq!(a.header("allow"), allow, "{method} {target}");
+                assert!(text.contains(method) && text.contains(allow), "{text}");
+            }
+        }
+        let listed: Vec<&str> = allow.split(',').map(str::trim).collect();
+        for method in listed {
+            if method == "DELETE" {
+                continue; // checked below, last, since it ends the session
+            }
+            let body = if target == subs {
+                SUBSCRIPTION_JSON
+            } else {
+                SESSION_JSON
+            };
+            let a = send(
+                method,
+                &target,
+                &[("content-type", "application/json")],
+                Some(body),
+            )
+            .await;
+            assert!(
+                a.status < 400,
+                "{method} {target} is in Allow but answers {}: {}",
+                a.status,
+                a.body
+            );
+        }
+    }
+    let a = send("DELETE", &session, &[], None).await;
+    assert_eq!(a.status, 204, "DELETE is in Allow: {}", a.body);
+
+    // 406 (always JSON) and 415, side by side with the rest.
+    let a = get(&url, Some("text/html")).await;
+    assert_error(&a, 406, "SVC0002", Format::Json);
+    for (accept, format) in ASKS {
+        let a = post(&url, Some("text/plain"), accept, SESSION_JSON).await;
+        assert_error(&a, 415, "POL0011", format);
+    }
+}
+
+#[tokio::test]
+async fn body_cap_is_413() {
+    let server = Server::start(&[("NETAPI_CHAT_MAX_BODY_BYTES", "2048")]);
+    let url = sessions(&server, ALICE);
+    let subject = "x".repeat(4096);
+    let big_json = format!(
+        r#"{{"chatSessionInformation":{{"subject":"{subject}","participant":[{{"address":"sip:bob@example.com"}}]}}}}"#
+    );
+    let big_xml = format!(
+        r#"<chat:chatSessionInformation xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><subject>{subject}</subject><participant><address>sip:bob@example.com</address></participant></chat:chatSessionInformation>"#
+    );
+    for (content_type, body) in [
+        ("application/json", &big_json),
+        ("application/xml", &big_xml),
+    ] {
+        for (accept, format) in ASKS {
+            let a = post(&url, Some(content_type), accept, body).await;
+            let text = assert_error(&a, 413, "POL2004", format);
+            assert!(
+                text.contains("2048"),
+                "413 text should give the limit: {text}"
+            );
+        }
+    }
+    assert_eq!(session_count(&server, ALICE).await, 0);
+
+    // Under the cap, the same request works.
+    let small = big_json.replace(&subject, "small");
+    let a = post(
+        &url,
+        Some("application/json"),
+        Some("application/xml"),
+        &small,
+    )
+    .await;
+    assert_format(&a, 201, Format::Xml);
+    assert_eq!(
+        a.decode::<ChatSessionInformation>().subject.as_deref(),
+        Some("small")
+    );
+}
+
+#[tokio::test]
+async fn doctype_and_entities_refused() {
+    let server = Server::default_for_tests();
+    let url = sessions(&server, ALICE);
+    // An external DTD or entity the server would have to fetch, if it fetched anything.
+    let trap = Listener::start().await;
+
+    let mut laughs =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+    let mut prev = "lol".to_owned();
+    for i in 1..=9 {
+        let name = format!("lol{i}");
+        laughs.push_str(&format!(
+            "<!ENTITY {name} \"{}\">\n",
+            format!("&{prev};").repeat(10)
+        ));
+        prev = name;
+    }
+    laughs.push_str(&format!(
+        "]>\n<chat:chatSessionInformation xmlns:chat=\"urn:oma:xml:rest:netapi:chat:1\"><subject>&{prev};</subject><participant><address>sip:bob@example.com</address></participant></chat:chatSessionInformation>"
+    ));
+    let body_with = |doctype: &str, subject: &str| {
+        format!(
+            r#"<?xml version="1.0"?>{doctype}<chat:chatSessionInformation xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><subject>{subject}</subject><participant><address>sip:bob@example.com</address></participant></chat:chatSessionInformation>"#
+        )
+    };
+    let doctypes = [
+        laughs,
+        body_with(
+            r#"<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>"#,
+            "&xxe;",
+        ),
+        body_with(
+            &format!(r#"<!DOCTYPE x [<!ENTITY xxe SYSTEM "{}">]>"#, trap.url),
+            "&xxe;",
+        ),
+        body_with(&format!(r#"<!DOCTYPE x SYSTEM "{}">"#, trap.url), "hello"),
+        body_with(
+            &format!(r#"<!DOCTYPE x [<!ENTITY % p SYSTEM "{}"> %p;]>"#, trap.url),
+            "hello",
+        ),
+        body_with("<!DOCTYPE chatSessionInformation>", "harmless"),
+    ];
+    for body in &doctypes {
+        for content_type in ["application/xml", "text/xml"] {
+            for (accept, format) in ASKS {
+                let started = Instant::now();
+                let a = post(&url, Some(content_type), accept, body).await;
+                let took = started.elapsed();
+                let text = assert_error(&a, 400, "SVC0002", format);
+                assert!(
+                    text.contains("DOCTYPE"),
+                    "the refusal should name the DOCTYPE: {text}"
+                );
+                assert!(
+                    !a.body.contains("root:"),
+                    "file contents leaked: {}",
+                    a.body
+                );
+                assert!(took < Duration::from_secs(2), "took {took:?}");
+            }
+        }
+    }
+
+    // Entities that are not predefined are refused without any DOCTYPE too.
+    for subject in ["&foo;", "a &xxe; b", "&lol9;"] {
+        for (accept, format) in ASKS {
+            let a = post(
+                &url,
+                Some("application/xml"),
+                accept,
+                &body_with("", subject),
+            )
+            .await;
+            let text = assert_error(&a, 400, "SVC0002", format);
+            let name = subject
+                .split('&')
+                .nth(1)
+                .and_then(|s| s.split(';').next())
+                .expect("entity name");
+            assert!(
+                text.contains(&format!("&{name};")),
+                "the refusal should name &{name};: {text}"
+            );
+        }
+    }
+    assert_eq!(session_count(&server, ALICE).await, 0);
+    trap.assert_count_stays(0, Duration::from_millis(200)).await;
+
+    // The predefined entities and character references are fine.
+    let a = post(
+        &url,
+        Some("application/xml"),
+        Some("application/xml"),
+        &body_with("", "a&amp;b &lt;&gt;&quot;&apos; &#233;&#x263A;"),
+    )
+    .await;
+    assert_format(&a, 201, Format::Xml);
+    assert_eq!(
+        a.decode::<ChatSessionInformation>().subject.as_deref(),
+        Some("a&b <>\"' é☺")
+    );
+}
+
+#[tokio::test]
+async fn percent_encoded_user_ids() {
+    let server = Server::default_for_tests();
+    for (encoded, address, sent_as) in [
+        (
+            "tel%3A%2B15551230001",
+            "tel:+15551230001",
+            "tel%3A%2B15551230001",
+        ),
+        (
+            "sip%3Aalice%40example.com",
+            "sip:alice@example.com",
+            "sip%3Aalice%40example.com",
+        ),
+        // Lower-case hex digits name the same user; the server answers in its own form.
+        (
+            "sip%3Aerin%40example.com",
+            "sip:erin@example.com",
+            "sip%3aerin%40example.com",
+        ),
+    ] {
+        let collection = format!("{}/v1/chat/{encoded}/chatSessions", server.base);
+        let sent_to = format!("{}/v1/chat/{sent_as}/chatSessions", server.base);
+        for (content_type, body, accept, format) in [
+            ("application/json", SESSION_JSON, None, Format::Json),
+            (
+                "application/xml",
+                SESSION_XML,
+                Some("application/xml"),
+                Format::Xml,
+            ),
+        ] {
+            let a = post(&sent_to, Some(content_type), accept, body).await;
+            assert_format(&a, 201, format);
+            let location = a.header("location").to_owned();
+            let prefix = format!("{collection}/");
+            assert!(
+                location.starts_with(&prefix),
+                "Location {location} should start with {prefix}"
+            );
+            let created: ChatSessionInformation = a.decode();
+            assert_eq!(created.resource_url.as_deref(), Some(location.as_str()));
+            assert_eq!(created.originator_address.as_deref(), Some(address));
+            let me = created
+                .participant
+                .iter()
+                .find(|p| p.address == address)
+                .expect("the originator is a participant");
+            assert_eq!(
+                me.resource_url.as_deref(),
+                Some(format!("{location}/participants/{encoded}").as_str())
+            );
+            let bob = created
+                .participant
+                .iter()
+                .find(|p| p.address == "sip:bob@example.com")
+                .expect("bob is a participant");
+            assert_eq!(
+                bob.resource_url.as_deref(),
+                Some(format!("{location}/participants/sip%3Abob%40example.com").as_str())
+            );
+
+            // The URL handed out works.
+            let a = get(&location, accept).await;
+            assert_format(&a, 200, format);
+            let a = get(&format!("{location}/participants/{encoded}"), accept).await;
+            assert_format(&a, 200, format);
+        }
+        let a = get(&collection, None).await;
+        assert_format(&a, 200, Format::Json);
+        let list: ChatSessionList = a.decode();
+        assert_eq!(list.chat_session_information.len(), 2, "{encoded}");
+        assert_eq!(list.resource_url, collection);
+
+        // Subscriptions too.
+        let subs = format!("{}/v1/chat/{sent_as}/subscriptions", server.base);
+        let a = post(&subs, Some("application/json"), None, SUBSCRIPTION_JSON).await;
+        assert_format(&a, 201, Format::Json);
+        let location = a.header("location").to_owned();
+        let prefix = format!("{}/v1/chat/{encoded}/subscriptions/", server.base);
+        assert!(location.starts_with(&prefix), "{location}");
+        assert_eq!(
+            a.decode::<ChatSubscription>().resource_url.as_deref(),
+            Some(location.as_str())
+        );
+        let a = send("DELETE", &location, &[], None).await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        assert_vary(&a);
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_is_published() {
+    let server = Server::default_for_tests();
+    let a = get(&format!("{}/openapi.json", server.base), None).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.content_type().starts_with("application/json"),
+        "{}",
+        a.content_type()
+    );
+    let served: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+    let published: serde_json::Value =
+        serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published JSON");
+    assert_eq!(served, published);
+    assert!(
+        served["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
+    let create = &served["paths"]["/v1/chat/{userId}/chatSessions"]["post"];
+    assert!(create["requestBody"]["content"]["application/xml"].is_object());
+    assert!(create["requestBody"]["content"]["application/json"].is_object());
+    assert!(create["responses"]["201"]["content"]["application/xml"].is_object());
+    let root = &served["components"]["schemas"]["ChatMessageRoot"];
+    assert!(root["properties"]["chatMessage"].is_object(), "{root}");
+}
+
+#[tokio::test]
+#[ignore = "bug: a path under /v1/chat that no route matches gets dropshot's own JSON 404 \
+            (no requestError, no Vary: Accept, ignores Accept: application/xml)"]
+async fn unrouted_paths_answer_oma_errors() {
+    let server = Server::default_for_tests();
+    for (accept, format) in ASKS {
+        let a = get(
+            &format!("{}/v1/chat/{ALICE}/nothingHere", server.base),
+            accept,
+        )
+        .await;
+        assert_eq!(a.status, 404, "{}", a.body);
+        assert_vary(&a);
+        assert!(
+            a.content_type().starts_with(format.media_type()),
+            "Content-Type {:?}, wanted {}: {}",
+            a.content_type(),
+            format.media_type(),
+            a.body
+        );
+        let e: RequestError = a.decode();
+        assert!(e.service_exception.is_some(), "{}", a.body);
+    }
+}

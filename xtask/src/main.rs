@@ -3,6 +3,8 @@
 //! - `codegen`: regenerate `generated/` from `spec/`.
 //! - `codegen --check`: fail (exit 1) if `generated/` is not what `spec/` generates; for CI.
 //! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`.
+//! - `listen [PORT]`: a tiny callback receiver that prints every notification POSTed to it
+//!   (for trying the API by hand; see the README walkthrough).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -105,6 +107,50 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args]"),
+        ["listen"] => listen(9000),
+        ["listen", port] => listen(port.parse().context("PORT must be a number")?),
+        _ => bail!(
+            "usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args] | cargo xtask listen [PORT]"
+        ),
     }
+}
+
+/// Prints each POSTed notification and answers 204: a callback for trying the API with curl.
+fn listen(port: u16) -> Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    println!("listening for notifications on http://127.0.0.1:{port}/ (Ctrl-C to stop)");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let mut length = 0usize;
+        let mut content_type = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = v.trim().parse().unwrap_or(0),
+                    "content-type" => content_type = v.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length.min(1 << 20)];
+        reader.read_exact(&mut body)?;
+        println!(
+            "--- {} ({content_type})\n{}",
+            request_line.trim(),
+            String::from_utf8_lossy(&body)
+        );
+        stream.write_all(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+    }
+    Ok(())
 }
