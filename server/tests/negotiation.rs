@@ -102,6 +102,26 @@ fn assert_error(a: &Answer, status: u16, message_id: &str, format: Format) -> St
     rendered(&e)
 }
 
+/// Asserts an OMA error of some id: status, format, XSD-valid when XML, `Vary: Accept`.
+#[track_caller]
+fn assert_any_error(a: &Answer, status: u16, format: Format) {
+    assert_eq!(a.status, status, "status; body: {}", a.body);
+    assert_vary(a);
+    assert!(
+        a.content_type().starts_with(format.media_type()),
+        "Content-Type {:?}, wanted {}: {}",
+        a.content_type(),
+        format.media_type(),
+        a.body
+    );
+    let e: RequestError = a.decode();
+    assert!(
+        e.service_exception.is_some() || e.policy_exception.is_some(),
+        "{}",
+        a.body
+    );
+}
+
 fn rendered(e: &RequestError) -> String {
     let ex = e
         .service_exception
@@ -802,16 +822,17 @@ async fn unrouted_paths_answer_oma_errors() {
             accept,
         )
         .await;
-        assert_eq!(a.status, 404, "{}", a.body);
-        assert_vary(&a);
-        assert!(
-            a.content_type().starts_with(format.media_type()),
-            "Content-Type {:?}, wanted {}: {}",
-            a.content_type(),
-            format.media_type(),
-            a.body
-        );
-        let e: RequestError = a.decode();
-        assert!(e.service_exception.is_some(), "{}", a.body);
+        assert_any_error(&a, 404, format);
+    }
+}
+
+#[tokio::test]
+#[ignore = "bug: a path segment whose percent-encoding is not UTF-8 (`%FF`) gets dropshot's own \
+            JSON 400 (no requestError, no Vary: Accept, ignores Accept: application/xml)"]
+async fn undecodable_path_answers_oma_error() {
+    let server = Server::default_for_tests();
+    for (accept, format) in ASKS {
+        let a = get(&format!("{}/v1/chat/%FF/chatSessions", server.base), accept).await;
+        assert_any_error(&a, 400, format);
     }
 }

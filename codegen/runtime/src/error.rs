@@ -84,8 +84,8 @@ impl ApiError {
         )
     }
 
-    /// 404 `SVC0004`-family "unknown resource": `what` names the resource (no leak of whether
-    /// it exists for someone else).
+    /// 404 `SVC2008` "unknown resource": `what` names the resource as the requesting user
+    /// addressed it (no leak of whether it exists for someone else).
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::service(
             StatusCode::NOT_FOUND,

@@ -238,9 +238,10 @@ pub trait ChatService: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<ChatMessageList, ApiError>> + Send;
     /// Seed 7.1.9 Sending a chat message.
     ///
-    /// The sender must be `Connected` to the session; sending to an ended session or before
-    /// anyone else has joined is `403` (`POL1012`, messages during session setup, for a
-    /// session with no other connected participant). Every other connected participant gets a
+    /// The sender must be `Connected` to the session: an invitee who has not accepted yet, or
+    /// a session where nobody else has joined yet, gets `403 POL1012` (messages during session
+    /// setup are not supported); an ended session, or a sender who has left, gets
+    /// `409 SVC0001`. Every other connected participant gets a
     /// `messageNotification`. With `successReport=true` (or `reportRequest` containing
     /// `Delivered`), the sender gets a `messageDeliveryNotification` each time a recipient
     /// confirms delivery (seed 7.1.10); `reportRequest` containing `Displayed` likewise for
@@ -501,9 +502,10 @@ pub trait ChatApi {
     ) -> Result<Reply<ChatMessageList, 200>, HttpError>;
     /// Seed 7.1.9 Sending a chat message.
     ///
-    /// The sender must be `Connected` to the session; sending to an ended session or before
-    /// anyone else has joined is `403` (`POL1012`, messages during session setup, for a
-    /// session with no other connected participant). Every other connected participant gets a
+    /// The sender must be `Connected` to the session: an invitee who has not accepted yet, or
+    /// a session where nobody else has joined yet, gets `403 POL1012` (messages during session
+    /// setup are not supported); an ended session, or a sender who has left, gets
+    /// `409 SVC0001`. Every other connected participant gets a
     /// `messageNotification`. With `successReport=true` (or `reportRequest` containing
     /// `Delivered`), the sender gets a `messageDeliveryNotification` each time a recipient
     /// confirms delivery (seed 7.1.10); `reportRequest` containing `Displayed` likewise for

@@ -851,7 +851,10 @@ Bodies are capped (64 KiB by default); larger ones get 413.
 `serviceException` (SVCnnnn, mostly 400/404/409) or a `policyException` (POLnnnn, 403).
 
 **Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,
-`sip:alice@example.com`), percent-encoded in paths (`tel%3A%2B15551230001`). A session has one
+`sip:alice@example.com`), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are
+compared in a canonical form: scheme and SIP host in lower case, `tel:` visual separators
+(`-.()`) removed, so `tel:+1-555-123-0001` and `tel:+15551230001` are one user; the server
+answers with the canonical form. Anything else is `400 SVC0004`. A session has one
 `sessionId` shared by all its participants: each reaches it under its own `userId`. A user
 sees only sessions it takes part in; anything else is 404, exactly as if it did not exist.
 
@@ -1882,9 +1885,10 @@ impl Client {
 
     /**Seed 7.1.9 Sending a chat message
 
-    The sender must be `Connected` to the session; sending to an ended session or before
-    anyone else has joined is `403` (`POL1012`, messages during session setup, for a
-    session with no other connected participant). Every other connected participant gets a
+    The sender must be `Connected` to the session: an invitee who has not accepted yet, or
+    a session where nobody else has joined yet, gets `403 POL1012` (messages during session
+    setup are not supported); an ended session, or a sender who has left, gets
+    `409 SVC0001`. Every other connected participant gets a
     `messageNotification`. With `successReport=true` (or `reportRequest` containing
     `Delivered`), the sender gets a `messageDeliveryNotification` each time a recipient
     confirms delivery (seed 7.1.10); `reportRequest` containing `Displayed` likewise for
@@ -1945,6 +1949,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             413u16 => Err(Error::ErrorResponse(
