@@ -21,10 +21,17 @@ pub fn encode_segment(s: &str) -> String {
 /// the host in lower case (RFC 3261; the user part is case-sensitive and kept).
 pub fn canonical(address: &str) -> Result<String, ApiError> {
     validate(address)?;
-    let (scheme, rest) = address.split_once(':').ok_or_else(|| ApiError::invalid_address(address))?;
+    let (scheme, rest) = address
+        .split_once(':')
+        .ok_or_else(|| ApiError::invalid_address(address))?;
     let scheme = scheme.to_ascii_lowercase();
     Ok(match scheme.as_str() {
-        "tel" => format!("tel:{}", rest.chars().filter(|c| !"-.()".contains(*c)).collect::<String>()),
+        "tel" => format!(
+            "tel:{}",
+            rest.chars()
+                .filter(|c| !"-.()".contains(*c))
+                .collect::<String>()
+        ),
         _ => match rest.rsplit_once('@') {
             Some((user, host)) => format!("{scheme}:{user}@{}", host.to_ascii_lowercase()),
             None => format!("{scheme}:{rest}"),
@@ -115,9 +122,18 @@ mod tests {
 
     #[test]
     fn canonical_forms() {
-        assert_eq!(canonical("tel:+1-555-123-0001").unwrap(), "tel:+15551230001");
-        assert_eq!(canonical("TEL:+1(555)123.0001").unwrap(), "tel:+15551230001");
-        assert_eq!(canonical("SIP:Bob@EXAMPLE.com").unwrap(), "sip:Bob@example.com");
+        assert_eq!(
+            canonical("tel:+1-555-123-0001").unwrap(),
+            "tel:+15551230001"
+        );
+        assert_eq!(
+            canonical("TEL:+1(555)123.0001").unwrap(),
+            "tel:+15551230001"
+        );
+        assert_eq!(
+            canonical("SIP:Bob@EXAMPLE.com").unwrap(),
+            "sip:Bob@example.com"
+        );
         assert_eq!(canonical("sips:a@B.org").unwrap(), "sips:a@b.org");
         assert!(canonical("bogus").is_err());
     }

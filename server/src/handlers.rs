@@ -19,11 +19,18 @@ pub struct ChatServer {
     pub chat: Arc<Chat>,
 }
 
-fn addresses<'a>(
-    list: impl IntoIterator<Item = &'a ParticipantInformation>,
-) -> Result<(), ApiError> {
-    list.into_iter()
-        .try_for_each(|p| address::validate(&p.address))
+/// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a
+/// user address).
+fn canonical_participants(list: &mut [ParticipantInformation]) -> Result<(), ApiError> {
+    for p in list {
+        p.address = address::canonical(&p.address)?;
+    }
+    Ok(())
+}
+
+/// A participant id in canonical form; one that is no address at all names nothing (404 later).
+fn participant(id: String) -> String {
+    address::canonical(&id).unwrap_or(id)
 }
 
 impl ChatService for ChatServer {
@@ -31,7 +38,7 @@ impl ChatService for ChatServer {
         &self,
         user_id: String,
     ) -> Result<ChatSubscriptionList, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         Ok(self.chat.list_subscriptions(&user_id))
     }
 
@@ -41,7 +48,7 @@ impl ChatService for ChatServer {
         user_id: String,
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.create_subscription(&user_id, body)
     }
 
@@ -50,7 +57,7 @@ impl ChatService for ChatServer {
         user_id: String,
         subscription_id: String,
     ) -> Result<ChatSubscription, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.get_subscription(&user_id, &subscription_id)
     }
 
@@ -60,12 +67,12 @@ impl ChatService for ChatServer {
         user_id: String,
         subscription_id: String,
     ) -> Result<(), ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.delete_subscription(&user_id, &subscription_id)
     }
 
     async fn list_chat_sessions(&self, user_id: String) -> Result<ChatSessionList, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         Ok(self.chat.list_sessions(&user_id))
     }
 
@@ -73,10 +80,10 @@ impl ChatService for ChatServer {
     async fn create_chat_session(
         &self,
         user_id: String,
-        body: ChatSessionInformation,
+        mut body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
-        address::validate(&user_id)?;
-        addresses(&body.participant)?;
+        let user_id = address::canonical(&user_id)?;
+        canonical_participants(&mut body.participant)?;
         self.chat.create_session(&user_id, body)
     }
 
@@ -85,7 +92,7 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<ChatSessionInformation, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.get_session(&user_id, &session_id)
     }
 
@@ -95,7 +102,7 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<(), ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.end_session(&user_id, &session_id)
     }
 
@@ -104,7 +111,7 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<ParticipantList, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.list_participants(&user_id, &session_id)
     }
 
@@ -113,10 +120,10 @@ impl ChatService for ChatServer {
         &self,
         user_id: String,
         session_id: String,
-        body: ParticipantList,
+        mut body: ParticipantList,
     ) -> Result<Created<ParticipantList>, ApiError> {
-        address::validate(&user_id)?;
-        addresses(&body.participant)?;
+        let user_id = address::canonical(&user_id)?;
+        canonical_participants(&mut body.participant)?;
         self.chat.add_participants(&user_id, &session_id, body)
     }
 
@@ -126,9 +133,9 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<ParticipantInformation, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat
-            .get_participant(&user_id, &session_id, &participant_id)
+            .get_participant(&user_id, &session_id, &participant(participant_id))
     }
 
     /// Seed 7.1.6 "Cancel a chat invitation".
@@ -138,9 +145,9 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<(), ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat
-            .cancel_invitation(&user_id, &session_id, &participant_id)
+            .cancel_invitation(&user_id, &session_id, &participant(participant_id))
     }
 
     async fn get_participant_status(
@@ -149,9 +156,9 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<ParticipantSessionStatus, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat
-            .get_participant_status(&user_id, &session_id, &participant_id)
+            .get_participant_status(&user_id, &session_id, &participant(participant_id))
     }
 
     /// Seed 7.1.7 "Accept or decline a chat session invitation" and 7.1.8 "Leave and re-join a
@@ -163,9 +170,13 @@ impl ChatService for ChatServer {
         participant_id: String,
         body: ParticipantSessionStatus,
     ) -> Result<ParticipantSessionStatus, ApiError> {
-        address::validate(&user_id)?;
-        self.chat
-            .update_participant_status(&user_id, &session_id, &participant_id, body.status)
+        let user_id = address::canonical(&user_id)?;
+        self.chat.update_participant_status(
+            &user_id,
+            &session_id,
+            &participant(participant_id),
+            body.status,
+        )
     }
 
     async fn list_messages(
@@ -173,7 +184,7 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<ChatMessageList, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.list_messages(&user_id, &session_id)
     }
 
@@ -184,7 +195,7 @@ impl ChatService for ChatServer {
         session_id: String,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.send_message(&user_id, &session_id, body)
     }
 
@@ -194,7 +205,7 @@ impl ChatService for ChatServer {
         session_id: String,
         message_id: String,
     ) -> Result<ChatMessage, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat.get_message(&user_id, &session_id, &message_id)
     }
 
@@ -204,7 +215,7 @@ impl ChatService for ChatServer {
         session_id: String,
         message_id: String,
     ) -> Result<MessageDeliveryStatus, ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         let status = self
             .chat
             .get_message_status(&user_id, &session_id, &message_id)?;
@@ -219,7 +230,7 @@ impl ChatService for ChatServer {
         message_id: String,
         body: MessageDeliveryStatus,
     ) -> Result<(), ApiError> {
-        address::validate(&user_id)?;
+        let user_id = address::canonical(&user_id)?;
         self.chat
             .confirm_delivery(&user_id, &session_id, &message_id, body.status)
     }

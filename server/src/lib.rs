@@ -7,10 +7,14 @@
 //! - [`config`], [`address`], [`urls`], [`time`]: the small pieces they share.
 
 pub mod address;
+pub mod auth;
+pub mod callback_guard;
 pub mod chat;
 pub mod config;
 pub mod handlers;
 pub mod notify;
 pub mod server;
+pub mod signing;
+pub mod store;
 pub mod time;
 pub mod urls;

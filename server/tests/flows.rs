@@ -1,1 +1,1857 @@
 mod support;
+
+// The seed flows (OMA-ARC-REST-NetAPI-2011-0093, sections 7.1.1-7.1.10), black-box: the real
+// server binary, two to four users each with its own callback listener and subscription, and
+// every notification that arrives checked (kind, fields, callbackData, links, order).
+//
+// Each flow is written once against a `Face` and runs twice: JSON through the generated
+// progenitor client (subscriptions asking for JSON notifications), and XML over raw HTTP
+// (subscriptions asking for XML notifications; every XML body sent or received, notifications
+// included, is validated against the generated XSD by the support helpers).
+
+use netapi_chat_api::{
+    ChatEventNotification, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
+    ChatSubscription, ChatSubscriptionList, EventType, Link, MessageDeliveryNotification,
+    MessageDeliveryStatus, MessageNotification, MessageStatus, NotificationFormat,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
+    ParticipantStatusNotification, RequestError, ResourceReference, SessionInvitationNotification,
+    SubscriptionCancellationNotification,
+};
+use netapi_chat_client::types as ct;
+use netapi_chat_client::{Error as ClientError, ResponseValue};
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::{self, Document};
+use netapi_chat_runtime::xml::XmlLimits;
+use serde::Serialize;
+use std::cell::Cell;
+use std::fmt::Debug;
+use std::time::Duration;
+use support::{Answer, Listener, Received, Server, enc, send_doc, send_empty};
+
+use ParticipantStatus::{Connected, Disconnected, Invited};
+
+/// The users the flows play (both address kinds, so percent-encoding of `:`, `+` and `@` is
+/// exercised everywhere).
+const A: &str = "tel:+15551230001";
+const B: &str = "sip:bob@example.com";
+const C: &str = "tel:+15551230003";
+const D: &str = "sip:dave@example.org";
+
+/// How long "nothing more arrives" is watched.
+const QUIET: Duration = Duration::from_millis(300);
+
+// ------------------------------------------------------------------------------------ faces
+
+/// Which face of the API a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    /// JSON through the progenitor client.
+    Json,
+    /// XML over raw HTTP.
+    Xml,
+}
+
+impl Wire {
+    fn format(self) -> Format {
+        match self {
+            Wire::Json => Format::Json,
+            Wire::Xml => Format::Xml,
+        }
+    }
+
+    fn notification_format(self) -> NotificationFormat {
+        match self {
+            Wire::Json => NotificationFormat::Json,
+            Wire::Xml => NotificationFormat::Xml,
+        }
+    }
+}
+
+/// One answer, whatever the face: status, `Location`, the decoded body or the decoded error.
+#[derive(Debug)]
+struct Resp<T> {
+    status: u16,
+    location: Option<String>,
+    body: Option<T>,
+    error: Option<RequestError>,
+}
+
+impl<T: Debug> Resp<T> {
+    /// Asserts a success `status` with a body, and returns the body.
+    #[track_caller]
+    fn ok(self, status: u16) -> T {
+        assert_eq!(self.status, status, "status; error: {:?}", self.error);
+        self.body.expect("a response body")
+    }
+
+    /// Asserts a success `status` with a body, and returns the `Location` header and the body.
+    #[track_caller]
+    fn created(self) -> (String, T) {
+        assert_eq!(self.status, 201, "status; error: {:?}", self.error);
+        let location = self.location.expect("a Location header on 201");
+        (location, self.body.expect("a response body"))
+    }
+
+    /// Asserts a body-less success.
+    #[track_caller]
+    fn no_content(self) {
+        assert_eq!(self.status, 204, "status; error: {:?}", self.error);
+        assert!(self.body.is_none(), "204 has no body: {:?}", self.body);
+    }
+
+    /// Asserts an OMA error: status and exception id (`None`: any service exception).
+    #[track_caller]
+    fn fails(self, status: u16, message_id: Option<&str>) {
+        assert_eq!(self.status, status, "status; body: {:?}", self.body);
+        let e = self.error.expect("an OMA requestError");
+        let ex = e
+            .service_exception
+            .as_ref()
+            .or(e.policy_exception.as_ref())
+            .expect("an exception");
+        match message_id {
+            Some(id) => assert_eq!(ex.message_id, id, "exception id: {ex:?}"),
+            None => assert!(e.service_exception.is_some(), "a serviceException: {e:?}"),
+        }
+        if ex.message_id.starts_with("POL") {
+            assert!(
+                e.policy_exception.is_some(),
+                "POL ids are policyExceptions: {e:?}"
+            );
+        }
+    }
+}
+
+type ClientResult<C> = Result<ResponseValue<C>, ClientError<ct::RequestErrorRoot>>;
+
+fn header(h: &http::HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// A progenitor (JSON) value as the server's document type: the same JSON, decoded by the
+/// runtime that decodes request bodies.
+fn doc<C: Serialize, T: Document>(c: C) -> Option<T> {
+    let json = serde_json::to_vec(&c).expect("progenitor value serializes");
+    Some(
+        wire::decode(Format::Json, &json, &XmlLimits::default())
+            .unwrap_or_else(|e| panic!("{} from the client: {e:?}", T::NAME)),
+    )
+}
+
+/// A document as the progenitor client's request type (same JSON).
+fn to_client<C: serde::de::DeserializeOwned, T: Document>(d: &T) -> C {
+    serde_json::from_slice(&wire::encode(Format::Json, d)).expect("progenitor type takes the JSON")
+}
+
+fn nothing<C>(_: C) -> Option<()> {
+    None
+}
+
+async fn from_client<C: Serialize, T>(r: ClientResult<C>, conv: fn(C) -> Option<T>) -> Resp<T> {
+    match r {
+        Ok(v) => {
+            let status = v.status().as_u16();
+            let location = header(v.headers(), "location");
+            let content_type = header(v.headers(), "content-type").unwrap_or_default();
+            let body = conv(v.into_inner());
+            if body.is_some() {
+                assert!(
+                    content_type.starts_with("application/json"),
+                    "Content-Type {content_type}"
+                );
+            }
+            Resp {
+                status,
+                location,
+                body,
+                error: None,
+            }
+        }
+        Err(ClientError::ErrorResponse(v)) => {
+            let status = v.status().as_u16();
+            let content_type = header(v.headers(), "content-type").unwrap_or_default();
+            assert!(
+                content_type.starts_with("application/json"),
+                "error Content-Type {content_type}"
+            );
+            Resp {
+                status,
+                location: None,
+                body: None,
+                error: doc(v.into_inner()),
+            }
+        }
+        Err(ClientError::UnexpectedResponse(r)) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            panic!("a response the spec does not declare: {status} {body}")
+        }
+        Err(e) => panic!("client error: {e}"),
+    }
+}
+
+fn xml_doc<T: Document>(a: &Answer) -> T {
+    a.decode()
+}
+
+fn from_xml<T>(a: Answer, conv: fn(&Answer) -> T) -> Resp<T> {
+    let location = Some(a.header("location").to_owned()).filter(|l| !l.is_empty());
+    if (200..300).contains(&a.status) {
+        let body = (!a.body.is_empty()).then(|| {
+            assert!(
+                a.content_type().starts_with("application/xml"),
+                "Content-Type {}",
+                a.content_type()
+            );
+            conv(&a)
+        });
+        Resp {
+            status: a.status,
+            location,
+            body,
+            error: None,
+        }
+    } else {
+        assert!(
+            a.content_type().starts_with("application/xml"),
+            "error Content-Type {}",
+            a.content_type()
+        );
+        Resp {
+            status: a.status,
+            location,
+            body: None,
+            error: Some(a.decode()),
+        }
+    }
+}
+
+/// The API as a flow uses it, in one format. Ids are plain (unencoded); each face builds its
+/// own URLs.
+struct Face<'s> {
+    wire: Wire,
+    server: &'s Server,
+    client: netapi_chat_client::Client,
+}
+
+impl<'s> Face<'s> {
+    fn new(wire: Wire, server: &'s Server) -> Self {
+        Face {
+            wire,
+            server,
+            client: server.client(),
+        }
+    }
+
+    fn fmt(&self) -> Format {
+        self.wire.format()
+    }
+
+    // --- the URLs the server is expected to hand out (resourceURL, Location, links)
+
+    fn subs_url(&self, user: &str) -> String {
+        self.server.url(user, "/subscriptions")
+    }
+    fn sub_url(&self, user: &str, id: &str) -> String {
+        format!("{}/{}", self.subs_url(user), enc(id))
+    }
+    fn sessions_url(&self, user: &str) -> String {
+        self.server.url(user, "/chatSessions")
+    }
+    fn session_url(&self, user: &str, sid: &str) -> String {
+        format!("{}/{}", self.sessions_url(user), enc(sid))
+    }
+    fn participants_url(&self, user: &str, sid: &str) -> String {
+        format!("{}/participants", self.session_url(user, sid))
+    }
+    fn participant_url(&self, user: &str, sid: &str, pid: &str) -> String {
+        format!("{}/{}", self.participants_url(user, sid), enc(pid))
+    }
+    fn pstatus_url(&self, user: &str, sid: &str, pid: &str) -> String {
+        format!("{}/status", self.participant_url(user, sid, pid))
+    }
+    fn messages_url(&self, user: &str, sid: &str) -> String {
+        format!("{}/messages", self.session_url(user, sid))
+    }
+    fn message_url(&self, user: &str, sid: &str, mid: &str) -> String {
+        format!("{}/{}", self.messages_url(user, sid), enc(mid))
+    }
+    fn mstatus_url(&self, user: &str, sid: &str, mid: &str) -> String {
+        format!("{}/status", self.message_url(user, sid, mid))
+    }
+
+    // --- the operations
+
+    async fn create_subscription(
+        &self,
+        user: &str,
+        body: &ChatSubscription,
+    ) -> Resp<ChatSubscription> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .create_chat_subscription(user, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_doc("POST", &self.subs_url(user), self.fmt(), body).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn list_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
+        match self.wire {
+            Wire::Json => from_client(self.client.list_chat_subscriptions(user).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.subs_url(user), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn get_subscription(&self, user: &str, id: &str) -> Resp<ChatSubscription> {
+        match self.wire {
+            Wire::Json => from_client(self.client.get_chat_subscription(user, id).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.sub_url(user, id), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn delete_subscription(&self, user: &str, id: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client.delete_chat_subscription(user, id).await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_empty("DELETE", &self.sub_url(user, id), self.fmt()).await,
+                |_| (),
+            ),
+        }
+    }
+
+    async fn create_session(
+        &self,
+        user: &str,
+        body: &ChatSessionInformation,
+    ) -> Resp<ChatSessionInformation> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .create_chat_session(user, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_doc("POST", &self.sessions_url(user), self.fmt(), body).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn list_sessions(&self, user: &str) -> Resp<ChatSessionList> {
+        match self.wire {
+            Wire::Json => from_client(self.client.list_chat_sessions(user).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.sessions_url(user), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn get_session(&self, user: &str, sid: &str) -> Resp<ChatSessionInformation> {
+        match self.wire {
+            Wire::Json => from_client(self.client.get_chat_session(user, sid).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.session_url(user, sid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn end_session(&self, user: &str, sid: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(self.client.delete_chat_session(user, sid).await, nothing).await
+            }
+            Wire::Xml => from_xml(
+                send_empty("DELETE", &self.session_url(user, sid), self.fmt()).await,
+                |_| (),
+            ),
+        }
+    }
+
+    async fn list_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
+        match self.wire {
+            Wire::Json => from_client(self.client.list_participants(user, sid).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.participants_url(user, sid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn add_participants(
+        &self,
+        user: &str,
+        sid: &str,
+        body: &ParticipantList,
+    ) -> Resp<ParticipantList> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .add_participants(user, sid, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_doc("POST", &self.participants_url(user, sid), self.fmt(), body).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn get_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Resp<ParticipantInformation> {
+        match self.wire {
+            Wire::Json => from_client(self.client.get_participant(user, sid, pid).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.participant_url(user, sid, pid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn cancel_invitation(&self, user: &str, sid: &str, pid: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(self.client.cancel_invitation(user, sid, pid).await, nothing).await
+            }
+            Wire::Xml => from_xml(
+                send_empty("DELETE", &self.participant_url(user, sid, pid), self.fmt()).await,
+                |_| (),
+            ),
+        }
+    }
+
+    async fn get_status(&self, user: &str, sid: &str, pid: &str) -> Resp<ParticipantSessionStatus> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client.get_participant_status(user, sid, pid).await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.pstatus_url(user, sid, pid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn set_status(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+        status: ParticipantStatus,
+    ) -> Resp<ParticipantSessionStatus> {
+        let body = ParticipantSessionStatus { status };
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .update_participant_status(user, sid, pid, &to_client(&body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_doc("POST", &self.pstatus_url(user, sid, pid), self.fmt(), &body).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn list_messages(&self, user: &str, sid: &str) -> Resp<ChatMessageList> {
+        match self.wire {
+            Wire::Json => from_client(self.client.list_messages(user, sid).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.messages_url(user, sid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn send_message(
+        &self,
+        user: &str,
+        sid: &str,
+        body: &ChatMessage,
+    ) -> Resp<ResourceReference> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client.send_message(user, sid, &to_client(body)).await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_doc("POST", &self.messages_url(user, sid), self.fmt(), body).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn get_message(&self, user: &str, sid: &str, mid: &str) -> Resp<ChatMessage> {
+        match self.wire {
+            Wire::Json => from_client(self.client.get_message(user, sid, mid).await, doc).await,
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.message_url(user, sid, mid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn get_delivery(&self, user: &str, sid: &str, mid: &str) -> Resp<MessageDeliveryStatus> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .get_message_delivery_status(user, sid, mid)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.mstatus_url(user, sid, mid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    async fn confirm(&self, user: &str, sid: &str, mid: &str, status: MessageStatus) -> Resp<()> {
+        let body = MessageDeliveryStatus { status };
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .confirm_message_delivery(user, sid, mid, &to_client(&body))
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_doc("POST", &self.mstatus_url(user, sid, mid), self.fmt(), &body).await,
+                |_| (),
+            ),
+        }
+    }
+
+    // --- composite steps
+
+    /// Starts a listener and subscribes `addr` to it (notifications in this face's format),
+    /// checking the 201 answer (seed 7.1.1 step 1).
+    async fn user(&self, addr: &'static str, callback_data: &str) -> User {
+        let listener = Listener::start().await;
+        let request = ChatSubscription {
+            callback_reference: netapi_chat_api::CallbackReference {
+                notify_url: listener.url.clone(),
+                callback_data: Some(callback_data.to_owned()),
+                notification_format: Some(self.wire.notification_format()),
+            },
+            duration: None,
+            client_correlator: None,
+            resource_url: None,
+        };
+        let (location, sub) = self.create_subscription(addr, &request).await.created();
+        let id = last_segment(&location);
+        assert_eq!(
+            location,
+            self.sub_url(addr, &id),
+            "Location names the new subscription"
+        );
+        assert_eq!(
+            sub.resource_url.as_deref(),
+            Some(location.as_str()),
+            "resourceURL = Location"
+        );
+        assert_eq!(
+            sub.callback_reference, request.callback_reference,
+            "callbackReference echoed"
+        );
+        assert_eq!(
+            sub.duration,
+            Some(0),
+            "no duration asked: 0 (no expiry) granted"
+        );
+        User {
+            addr,
+            callback_data: callback_data.to_owned(),
+            wire: self.wire,
+            sub_id: id,
+            sub,
+            listener,
+            seen: Cell::new(0),
+        }
+    }
+
+    /// Starts a session from `originator` inviting `invitees` (in order) and has each accept in
+    /// turn, checking every notification this causes. Returns the session id.
+    async fn connected_session(
+        &self,
+        originator: &User,
+        invitees: &[&User],
+        subject: &str,
+    ) -> String {
+        let body = session_request(
+            Some(subject),
+            &invitees.iter().map(|u| (u.addr, None)).collect::<Vec<_>>(),
+        );
+        let (location, _) = self.create_session(originator.addr, &body).await.created();
+        let sid = last_segment(&location);
+        for u in invitees {
+            let inv: SessionInvitationNotification = u.next().await;
+            assert_eq!(inv.session_id, sid);
+        }
+        let mut connected = vec![originator];
+        for u in invitees {
+            assert_eq!(
+                self.set_status(u.addr, &sid, u.addr, Connected)
+                    .await
+                    .ok(200)
+                    .status,
+                Connected
+            );
+            for c in &connected {
+                let n: ParticipantStatusNotification = c.next().await;
+                self.check_status_notification(&n, c.addr, &sid, &[(u.addr, Connected)]);
+            }
+            connected.push(u);
+        }
+        sid
+    }
+
+    /// Sends a message and checks that each of `recipients` gets it; returns the message id.
+    async fn send_and_receive(
+        &self,
+        sender: &User,
+        sid: &str,
+        body: &ChatMessage,
+        recipients: &[&User],
+    ) -> String {
+        let (location, r) = self.send_message(sender.addr, sid, body).await.created();
+        let mid = last_segment(&location);
+        assert_eq!(location, self.message_url(sender.addr, sid, &mid));
+        assert_eq!(r.resource_url, location, "resourceURL = Location");
+        for u in recipients {
+            let n: MessageNotification = u.next().await;
+            self.check_message_notification(&n, u.addr, sid, &mid, sender.addr, &body.text);
+        }
+        mid
+    }
+
+    // --- checks of notifications and bodies
+
+    /// Every participant, as `viewer` sees it: address, originator flag, status, resourceURL.
+    #[track_caller]
+    fn check_participants(
+        &self,
+        list: &[ParticipantInformation],
+        viewer: &str,
+        sid: &str,
+        want: &[(&str, ParticipantStatus)],
+    ) {
+        let got: Vec<(&str, ParticipantStatus)> = list
+            .iter()
+            .map(|p| (p.address.as_str(), p.status.expect("participant status")))
+            .collect();
+        assert_eq!(
+            got, want,
+            "participants (originator first) as {viewer} sees them"
+        );
+        for (i, p) in list.iter().enumerate() {
+            assert_eq!(
+                p.is_originator,
+                Some(i == 0),
+                "isOriginator of {}",
+                p.address
+            );
+            assert_eq!(
+                p.resource_url.as_deref(),
+                Some(self.participant_url(viewer, sid, &p.address).as_str()),
+                "resourceURL of {} under {viewer}",
+                p.address
+            );
+        }
+    }
+
+    #[track_caller]
+    fn check_status_notification(
+        &self,
+        n: &ParticipantStatusNotification,
+        to: &str,
+        sid: &str,
+        want: &[(&str, ParticipantStatus)],
+    ) {
+        assert_eq!(n.session_id, sid);
+        let got: Vec<(&str, ParticipantStatus)> = n
+            .participant
+            .iter()
+            .map(|p| (p.address.as_str(), p.status.expect("status in the entry")))
+            .collect();
+        assert_eq!(got, want, "participantStatusNotification to {to}");
+        for p in &n.participant {
+            assert_eq!(p.yourown, Some(p.address == to), "yourown of {}", p.address);
+            assert_links(
+                &p.link,
+                &[
+                    (
+                        "ParticipantInformation",
+                        self.participant_url(to, sid, &p.address),
+                    ),
+                    (
+                        "ParticipantSessionStatus",
+                        self.pstatus_url(to, sid, &p.address),
+                    ),
+                ],
+            );
+        }
+        assert_links(
+            &n.link,
+            &[("ChatSessionInformation", self.session_url(to, sid))],
+        );
+    }
+
+    #[track_caller]
+    fn check_event(&self, n: &ChatEventNotification, to: &str, sid: &str, event: EventType) {
+        assert_eq!(n.event_type, event, "eventType to {to}: {n:?}");
+        assert_eq!(n.session_id, sid);
+        assert!(
+            n.event_description
+                .as_deref()
+                .is_some_and(|d| !d.is_empty()),
+            "eventDescription"
+        );
+        assert_links(
+            &n.link,
+            &[("ChatSessionInformation", self.session_url(to, sid))],
+        );
+    }
+
+    #[track_caller]
+    fn check_invitation(
+        &self,
+        n: &SessionInvitationNotification,
+        to: &str,
+        sid: &str,
+        originator: &str,
+        subject: Option<&str>,
+        participants: &[(&str, ParticipantStatus)],
+    ) {
+        assert_eq!(n.session_id, sid);
+        assert_eq!(n.originator_address, originator);
+        assert_eq!(n.subject.as_deref(), subject);
+        self.check_participants(&n.participant, to, sid, participants);
+        assert_links(
+            &n.link,
+            &[
+                ("ChatSessionInformation", self.session_url(to, sid)),
+                ("ParticipantSessionStatus", self.pstatus_url(to, sid, to)),
+            ],
+        );
+    }
+
+    #[track_caller]
+    fn check_message_notification(
+        &self,
+        n: &MessageNotification,
+        to: &str,
+        sid: &str,
+        mid: &str,
+        sender: &str,
+        text: &str,
+    ) {
+        assert_eq!(n.sender_address, sender);
+        assert_eq!(n.session_id, sid);
+        assert_eq!(n.message_id, mid);
+        assert_eq!(n.chat_message.text, text);
+        assert_eq!(n.chat_message.sender_address.as_deref(), Some(sender));
+        assert_eq!(
+            n.chat_message.resource_url.as_deref(),
+            Some(self.message_url(to, sid, mid).as_str()),
+            "the message under the recipient"
+        );
+        let when = n.date_time.as_deref().expect("dateTime");
+        assert_eq!(n.chat_message.date_time.as_deref(), Some(when));
+        assert!(
+            when.ends_with('Z') && when.contains('T'),
+            "RFC 3339 UTC: {when}"
+        );
+        assert_eq!(
+            n.chat_message.success_report, None,
+            "the sender's report flags are not shown to recipients"
+        );
+        assert_links(
+            &n.link,
+            &[
+                ("ChatMessage", self.message_url(to, sid, mid)),
+                ("MessageStatusReport", self.mstatus_url(to, sid, mid)),
+            ],
+        );
+    }
+
+    #[track_caller]
+    fn check_delivery(
+        &self,
+        n: &MessageDeliveryNotification,
+        sender: &str,
+        sid: &str,
+        mid: &str,
+        recipient: &str,
+        status: MessageStatus,
+    ) {
+        assert_eq!(n.status, status);
+        assert_eq!(n.recipient_address.as_deref(), Some(recipient));
+        assert_eq!(n.message_id, mid);
+        assert_eq!(n.session_id, sid);
+        assert_links(
+            &n.link,
+            &[
+                ("ChatMessage", self.message_url(sender, sid, mid)),
+                ("MessageStatusReport", self.mstatus_url(sender, sid, mid)),
+            ],
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------ users
+
+/// A notification document, with what every notification carries.
+trait Notification: Document + Debug {
+    fn callback_data(&self) -> Option<&str>;
+    fn links(&self) -> &[Link];
+}
+
+macro_rules! notification {
+    ($($t:ty),*) => {$(
+        impl Notification for $t {
+            fn callback_data(&self) -> Option<&str> {
+                self.callback_data.as_deref()
+            }
+            fn links(&self) -> &[Link] {
+                &self.link
+            }
+        }
+    )*};
+}
+
+notification!(
+    SessionInvitationNotification,
+    ParticipantStatusNotification,
+    ChatEventNotification,
+    MessageNotification,
+    MessageDeliveryNotification,
+    SubscriptionCancellationNotification
+);
+
+/// A chat user: its address, its callback listener and its subscription. Notifications are
+/// read in arrival order with [`User::next`].
+struct User {
+    addr: &'static str,
+    callback_data: String,
+    wire: Wire,
+    sub_id: String,
+    sub: ChatSubscription,
+    listener: Listener,
+    /// Notifications read so far.
+    seen: Cell<usize>,
+}
+
+impl User {
+    /// The next notification, which must be a `T` in the subscription's format carrying its
+    /// callbackData and at least one link.
+    async fn next<T: Notification>(&self) -> T {
+        let n = self.seen.get() + 1;
+        let got: Received = self.listener.nth(n).await;
+        self.seen.set(n);
+        let want_type = self.wire.format().media_type();
+        assert!(
+            got.content_type.starts_with(want_type),
+            "notification {n} to {} is {} (subscribed for {want_type})",
+            self.addr,
+            got.content_type
+        );
+        assert_eq!(
+            got.kind(),
+            T::NAME,
+            "notification {n} to {}: {}",
+            self.addr,
+            got.body
+        );
+        let doc: T = got.decode();
+        assert_eq!(
+            doc.callback_data(),
+            Some(self.callback_data.as_str()),
+            "callbackData to {}",
+            self.addr
+        );
+        assert!(!doc.links().is_empty(), "every notification has a link");
+        doc
+    }
+}
+
+/// Asserts that no user gets more notifications than it has read (one short wait for all).
+async fn quiet(users: &[&User]) {
+    for (i, u) in users.iter().enumerate() {
+        let wait = if i == 0 { QUIET } else { Duration::ZERO };
+        u.listener.assert_count_stays(u.seen.get(), wait).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------ helpers
+
+fn last_segment(url: &str) -> String {
+    let seg = url.rsplit('/').next().unwrap_or_default();
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8()
+        .expect("utf-8")
+        .into_owned()
+}
+
+#[track_caller]
+fn assert_links(links: &[Link], want: &[(&str, String)]) {
+    let mut got: Vec<(&str, &str)> = links
+        .iter()
+        .map(|l| (l.rel.as_str(), l.href.as_str()))
+        .collect();
+    let mut want: Vec<(&str, &str)> = want.iter().map(|(r, h)| (*r, h.as_str())).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "links");
+}
+
+fn participant(address: &str, name: Option<&str>) -> ParticipantInformation {
+    ParticipantInformation {
+        address: address.to_owned(),
+        name: name.map(str::to_owned),
+        is_originator: None,
+        status: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+fn session_request(
+    subject: Option<&str>,
+    participants: &[(&str, Option<&str>)],
+) -> ChatSessionInformation {
+    ChatSessionInformation {
+        subject: subject.map(str::to_owned),
+        participant: participants
+            .iter()
+            .map(|(a, n)| participant(a, *n))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn text(t: &str) -> ChatMessage {
+    ChatMessage {
+        text: t.to_owned(),
+        success_report: None,
+        report_request: Vec::new(),
+        client_correlator: None,
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    }
+}
+
+// ------------------------------------------------------------------------------------ flows
+
+/// Seed 7.1.1: subscribe (201, Location, resourceURL), list, read, unsubscribe (204); once
+/// deleted, a subscription gets nothing, while another one of the same user still does.
+async fn flow_7_1_1(f: &Face<'_>) {
+    let a1 = f.user(A, "alice-phone").await;
+    let a2 = f.user(A, "alice-tablet").await;
+    let b = f.user(B, "bob").await;
+
+    let list = f.list_subscriptions(A).await.ok(200);
+    assert_eq!(list.resource_url, f.subs_url(A));
+    assert_eq!(
+        list.chat_subscription,
+        vec![a1.sub.clone(), a2.sub.clone()],
+        "A's subscriptions, in order"
+    );
+    let list = f.list_subscriptions(B).await.ok(200);
+    assert_eq!(
+        list.chat_subscription,
+        vec![b.sub.clone()],
+        "only B's own subscription"
+    );
+    assert_eq!(f.get_subscription(A, &a1.sub_id).await.ok(200), a1.sub);
+    assert_eq!(f.get_subscription(A, &a2.sub_id).await.ok(200), a2.sub);
+    f.get_subscription(B, &a1.sub_id).await.fails(404, None);
+
+    // An event for A reaches both of its subscriptions, each with its own callbackData.
+    let (loc, _) = f
+        .create_session(B, &session_request(Some("first"), &[(A, None)]))
+        .await
+        .created();
+    let first = last_segment(&loc);
+    for a in [&a1, &a2] {
+        let n: SessionInvitationNotification = a.next().await;
+        f.check_invitation(
+            &n,
+            A,
+            &first,
+            B,
+            Some("first"),
+            &[(B, Connected), (A, Invited)],
+        );
+    }
+
+    // Unsubscribe the first: 204, then it is gone.
+    f.delete_subscription(A, &a1.sub_id).await.no_content();
+    f.get_subscription(A, &a1.sub_id).await.fails(404, None);
+    f.delete_subscription(A, &a1.sub_id).await.fails(404, None);
+    let list = f.list_subscriptions(A).await.ok(200);
+    assert_eq!(list.chat_subscription, vec![a2.sub.clone()]);
+
+    // A second event: the remaining subscription gets it, the deleted one nothing.
+    let (loc, _) = f
+        .create_session(B, &session_request(Some("second"), &[(A, None)]))
+        .await
+        .created();
+    let second = last_segment(&loc);
+    let n: SessionInvitationNotification = a2.next().await;
+    f.check_invitation(
+        &n,
+        A,
+        &second,
+        B,
+        Some("second"),
+        &[(B, Connected), (A, Invited)],
+    );
+
+    // Unsubscribing the last one leaves an empty list; events then go nowhere.
+    f.delete_subscription(A, &a2.sub_id).await.no_content();
+    let list = f.list_subscriptions(A).await.ok(200);
+    assert!(list.chat_subscription.is_empty(), "{list:?}");
+    f.create_session(B, &session_request(None, &[(A, None)]))
+        .await
+        .created();
+    quiet(&[&a1, &a2, &b]).await;
+}
+
+/// Seed 7.1.2: A starts a 1-1 chat with B; B is invited (with links to the session and to its
+/// own status), accepts, and A is told B is Connected.
+async fn flow_7_1_2(f: &Face<'_>) {
+    let a = f.user(A, "cb-alice").await;
+    let b = f.user(B, "cb-bob").await;
+
+    let (location, s) = f
+        .create_session(A, &session_request(Some("Lunch?"), &[(B, Some("Bob"))]))
+        .await
+        .created();
+    let sid = last_segment(&location);
+    assert_eq!(
+        location,
+        f.session_url(A, &sid),
+        "Location names the session under A"
+    );
+    assert_eq!(s.resource_url.as_deref(), Some(location.as_str()));
+    assert_eq!(s.originator_address.as_deref(), Some(A));
+    assert_eq!(s.subject.as_deref(), Some("Lunch?"));
+    assert_eq!(s.status, Some(Connected), "the originator is connected");
+    assert_eq!(s.ended, Some(false));
+    f.check_participants(&s.participant, A, &sid, &[(A, Connected), (B, Invited)]);
+    assert_eq!(s.participant[1].name.as_deref(), Some("Bob"));
+
+    let inv: SessionInvitationNotification = b.next().await;
+    f.check_invitation(
+        &inv,
+        B,
+        &sid,
+        A,
+        Some("Lunch?"),
+        &[(A, Connected), (B, Invited)],
+    );
+    assert_eq!(inv.participant[1].name.as_deref(), Some("Bob"));
+
+    // B reads the session it was invited to, under its own userId.
+    let bs = f.get_session(B, &sid).await.ok(200);
+    assert_eq!(
+        bs.resource_url.as_deref(),
+        Some(f.session_url(B, &sid).as_str())
+    );
+    assert_eq!(bs.status, Some(Invited));
+    assert_eq!(bs.originator_address.as_deref(), Some(A));
+    let sessions = f.list_sessions(B).await.ok(200);
+    assert_eq!(sessions.resource_url, f.sessions_url(B));
+    assert_eq!(sessions.chat_session_information, vec![bs]);
+
+    // B accepts; A is told.
+    let st = f.set_status(B, &sid, B, Connected).await.ok(200);
+    assert_eq!(st.status, Connected);
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(B, Connected)]);
+
+    let s = f.get_session(A, &sid).await.ok(200);
+    f.check_participants(&s.participant, A, &sid, &[(A, Connected), (B, Connected)]);
+    assert_eq!(f.get_status(A, &sid, B).await.ok(200).status, Connected);
+    quiet(&[&a, &b]).await;
+}
+
+/// Seed 7.1.3: a connected 1-1 chat (A, B) is extended with C and D in one POST; the answer is
+/// the whole participant list; C and D are invited, B learns who was invited, and everyone
+/// connected learns C accepted and D declined.
+async fn flow_7_1_3(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let d = f.user(D, "d").await;
+    let sid = f.connected_session(&a, &[&b], "one to one").await;
+
+    let body = ParticipantList {
+        participant: vec![participant(C, Some("Carol")), participant(D, None)],
+        resource_url: None,
+    };
+    let (location, list) = f.add_participants(A, &sid, &body).await.created();
+    assert_eq!(location, f.participants_url(A, &sid));
+    assert_eq!(list.resource_url.as_deref(), Some(location.as_str()));
+    let all4 = [(A, Connected), (B, Connected), (C, Invited), (D, Invited)];
+    f.check_participants(&list.participant, A, &sid, &all4);
+    assert_eq!(list.participant[2].name.as_deref(), Some("Carol"));
+
+    for u in [&c, &d] {
+        let inv: SessionInvitationNotification = u.next().await;
+        f.check_invitation(&inv, u.addr, &sid, A, Some("one to one"), &all4);
+    }
+    let n: ParticipantStatusNotification = b.next().await;
+    f.check_status_notification(&n, B, &sid, &[(C, Invited), (D, Invited)]);
+
+    // C accepts: A (the inviter) and B are told.
+    assert_eq!(
+        f.set_status(C, &sid, C, Connected).await.ok(200).status,
+        Connected
+    );
+    for u in [&a, &b] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(C, Connected)]);
+    }
+    // D declines: A, B and C are told; the group session goes on.
+    assert_eq!(
+        f.set_status(D, &sid, D, Disconnected).await.ok(200).status,
+        Disconnected
+    );
+    for u in [&a, &b, &c] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(D, Disconnected)]);
+    }
+
+    let list = f.list_participants(B, &sid).await.ok(200);
+    assert_eq!(
+        list.resource_url.as_deref(),
+        Some(f.participants_url(B, &sid).as_str())
+    );
+    f.check_participants(
+        &list.participant,
+        B,
+        &sid,
+        &[
+            (A, Connected),
+            (B, Connected),
+            (C, Connected),
+            (D, Disconnected),
+        ],
+    );
+    let s = f.get_session(A, &sid).await.ok(200);
+    assert_eq!(s.ended, Some(false));
+    let carol = f.get_participant(A, &sid, C).await.ok(200);
+    assert_eq!(carol.name.as_deref(), Some("Carol"));
+    assert_eq!(
+        carol.resource_url.as_deref(),
+        Some(f.participant_url(A, &sid, C).as_str())
+    );
+    quiet(&[&a, &b, &c, &d]).await;
+}
+
+/// Seed 7.1.4 (with 7.1.7 c): A starts a group chat with B, C and D (listing itself too); B
+/// accepts, C declines, D does not answer and its invitation times out (server started with a
+/// 1 s invitation timeout): A gets a `Timeout` event and the session is gone for D.
+async fn flow_7_1_4(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let d = f.user(D, "d").await;
+
+    let body = session_request(
+        Some("team"),
+        &[(A, Some("Alice")), (B, None), (C, None), (D, None)],
+    );
+    let (location, s) = f.create_session(A, &body).await.created();
+    let sid = last_segment(&location);
+    let all4 = [(A, Connected), (B, Invited), (C, Invited), (D, Invited)];
+    f.check_participants(&s.participant, A, &sid, &all4);
+    assert_eq!(
+        s.originator_name.as_deref(),
+        Some("Alice"),
+        "the originator listed itself with a name"
+    );
+    assert_eq!(s.participant[0].name.as_deref(), Some("Alice"));
+    for u in [&b, &c, &d] {
+        let inv: SessionInvitationNotification = u.next().await;
+        f.check_invitation(&inv, u.addr, &sid, A, Some("team"), &all4);
+        assert_eq!(inv.originator_name.as_deref(), Some("Alice"));
+    }
+    assert_eq!(
+        f.get_session(D, &sid).await.ok(200).status,
+        Some(Invited),
+        "D sees the session while invited"
+    );
+
+    // B accepts: A is told.
+    assert_eq!(
+        f.set_status(B, &sid, B, Connected).await.ok(200).status,
+        Connected
+    );
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(B, Connected)]);
+    // C declines: A and B are told; a group session goes on.
+    assert_eq!(
+        f.set_status(C, &sid, C, Disconnected).await.ok(200).status,
+        Disconnected
+    );
+    for u in [&a, &b] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(C, Disconnected)]);
+    }
+
+    // D ignores the invitation: after the timeout A (and D) get a Timeout event.
+    let n: ChatEventNotification = a.next().await;
+    f.check_event(&n, A, &sid, EventType::Timeout);
+    assert!(
+        n.event_description
+            .as_deref()
+            .unwrap_or_default()
+            .contains(D),
+        "which invitation: {n:?}"
+    );
+    let n: ChatEventNotification = d.next().await;
+    f.check_event(&n, D, &sid, EventType::Timeout);
+    // The other connected participant (B) sees D disconnected, as for a cancelled invitation.
+    let n: ParticipantStatusNotification = b.next().await;
+    f.check_status_notification(&n, B, &sid, &[(D, Disconnected)]);
+
+    // The session is invalid for D now, and D is Disconnected for the others.
+    f.get_session(D, &sid).await.fails(404, None);
+    let sessions = f.list_sessions(D).await.ok(200);
+    assert!(sessions.chat_session_information.is_empty(), "{sessions:?}");
+    let s = f.get_session(A, &sid).await.ok(200);
+    assert_eq!(s.ended, Some(false));
+    f.check_participants(
+        &s.participant,
+        A,
+        &sid,
+        &[
+            (A, Connected),
+            (B, Connected),
+            (C, Disconnected),
+            (D, Disconnected),
+        ],
+    );
+    quiet(&[&a, &b, &c, &d]).await;
+}
+
+/// Seed 7.1.5: the originator ends a session (204); every other participant still in it gets
+/// `SessionEnded` (an unanswered invitee `SessionCancelled`); afterwards the session is
+/// readable but takes no messages (409 SVC0001, as the sendMessage description says).
+async fn flow_7_1_5(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let d = f.user(D, "d").await;
+
+    // 1-1, as in the seed's figure.
+    let sid = f.connected_session(&a, &[&b], "short").await;
+    f.send_and_receive(&a, &sid, &text("gotta go"), &[&b]).await;
+    f.end_session(B, &sid).await.fails(403, Some("POL0001"));
+    f.end_session(A, &sid).await.no_content();
+    let n: ChatEventNotification = b.next().await;
+    f.check_event(&n, B, &sid, EventType::SessionEnded);
+    f.send_message(A, &sid, &text("still there?"))
+        .await
+        .fails(409, Some("SVC0001"));
+    f.send_message(B, &sid, &text("still there?"))
+        .await
+        .fails(409, Some("SVC0001"));
+    f.end_session(A, &sid).await.fails(409, Some("SVC0001"));
+    f.set_status(B, &sid, B, Connected)
+        .await
+        .fails(409, Some("SVC0001"));
+    let s = f.get_session(B, &sid).await.ok(200);
+    assert_eq!(s.ended, Some(true), "an ended session stays readable");
+    assert_eq!(s.status, Some(Disconnected));
+    let m = f.list_messages(B, &sid).await.ok(200);
+    assert_eq!(m.chat_message.len(), 1, "the messages stay readable too");
+
+    // Group: B and C connected, D still invited.
+    let body = session_request(Some("group"), &[(B, None), (C, None), (D, None)]);
+    let (location, _) = f.create_session(A, &body).await.created();
+    let sid = last_segment(&location);
+    for u in [&b, &c, &d] {
+        let _: SessionInvitationNotification = u.next().await;
+    }
+    f.set_status(B, &sid, B, Connected).await.ok(200);
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(B, Connected)]);
+    f.set_status(C, &sid, C, Connected).await.ok(200);
+    for u in [&a, &b] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(C, Connected)]);
+    }
+    f.end_session(C, &sid).await.fails(403, Some("POL0001"));
+    f.end_session(A, &sid).await.no_content();
+    for u in [&b, &c] {
+        let n: ChatEventNotification = u.next().await;
+        f.check_event(&n, u.addr, &sid, EventType::SessionEnded);
+    }
+    let n: ChatEventNotification = d.next().await;
+    f.check_event(&n, D, &sid, EventType::SessionCancelled);
+    f.send_message(A, &sid, &text("anyone?"))
+        .await
+        .fails(409, Some("SVC0001"));
+    f.send_message(C, &sid, &text("anyone?"))
+        .await
+        .fails(409, Some("SVC0001"));
+    f.get_session(D, &sid).await.fails(404, None);
+    let s = f.get_session(A, &sid).await.ok(200);
+    assert_eq!(s.ended, Some(true));
+    f.check_participants(
+        &s.participant,
+        A,
+        &sid,
+        &[
+            (A, Disconnected),
+            (B, Disconnected),
+            (C, Disconnected),
+            (D, Disconnected),
+        ],
+    );
+    quiet(&[&a, &b, &c, &d]).await;
+}
+
+/// Seed 7.1.6 (decided): the inviter withdraws an unanswered invitation by deleting the
+/// invitee's participant resource (204); the invitee gets `SessionCancelled`, the other
+/// connected participants see it Disconnected; a 1-1 session whose invitation is withdrawn
+/// ends.
+async fn flow_7_1_6(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let d = f.user(D, "d").await;
+
+    let body = session_request(None, &[(B, None), (C, None), (D, None)]);
+    let (location, _) = f.create_session(A, &body).await.created();
+    let sid = last_segment(&location);
+    for u in [&b, &c, &d] {
+        let _: SessionInvitationNotification = u.next().await;
+    }
+    f.set_status(B, &sid, B, Connected).await.ok(200);
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(B, Connected)]);
+
+    f.cancel_invitation(B, &sid, D)
+        .await
+        .fails(403, Some("POL0001"));
+    f.cancel_invitation(A, &sid, C).await.no_content();
+    let n: ChatEventNotification = c.next().await;
+    f.check_event(&n, C, &sid, EventType::SessionCancelled);
+    let n: ParticipantStatusNotification = b.next().await;
+    f.check_status_notification(&n, B, &sid, &[(C, Disconnected)]);
+
+    f.cancel_invitation(A, &sid, C)
+        .await
+        .fails(409, Some("SVC0001"));
+    f.cancel_invitation(A, &sid, B)
+        .await
+        .fails(409, Some("SVC0001"));
+    f.get_session(C, &sid).await.fails(404, None);
+    f.set_status(C, &sid, C, Connected).await.fails(404, None);
+    let s = f.get_session(A, &sid).await.ok(200);
+    assert_eq!(s.ended, Some(false), "a group session goes on");
+    f.check_participants(
+        &s.participant,
+        A,
+        &sid,
+        &[
+            (A, Connected),
+            (B, Connected),
+            (C, Disconnected),
+            (D, Invited),
+        ],
+    );
+
+    // 1-1: withdrawing the only invitation ends the session.
+    let (location, _) = f
+        .create_session(A, &session_request(None, &[(B, None)]))
+        .await
+        .created();
+    let one = last_segment(&location);
+    let _: SessionInvitationNotification = b.next().await;
+    f.cancel_invitation(A, &one, B).await.no_content();
+    let n: ChatEventNotification = b.next().await;
+    f.check_event(&n, B, &one, EventType::SessionCancelled);
+    let s = f.get_session(A, &one).await.ok(200);
+    assert_eq!(s.ended, Some(true));
+    f.get_session(B, &one).await.fails(404, None);
+    quiet(&[&a, &b, &c, &d]).await;
+}
+
+/// Seed 7.1.7: an invitee accepts (status Connected) or declines (Disconnected) by POSTing
+/// its own participant status; 200 with the status; the inviter is told; a declined 1-1
+/// session ends.
+async fn flow_7_1_7(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+
+    // a) accept.
+    let (location, _) = f
+        .create_session(A, &session_request(None, &[(B, None)]))
+        .await
+        .created();
+    let sid = last_segment(&location);
+    let inv: SessionInvitationNotification = b.next().await;
+    let status_link = inv
+        .link
+        .iter()
+        .find(|l| l.rel == "ParticipantSessionStatus")
+        .expect("status link");
+    assert_eq!(
+        status_link.href,
+        f.pstatus_url(B, &sid, B),
+        "the invitee answers at its own status"
+    );
+    assert_eq!(f.get_status(B, &sid, B).await.ok(200).status, Invited);
+    f.set_status(B, &sid, B, Invited)
+        .await
+        .fails(400, Some("SVC0002"));
+    f.set_status(A, &sid, B, Connected)
+        .await
+        .fails(403, Some("POL0001"));
+    let st = f.set_status(B, &sid, B, Connected).await.ok(200);
+    assert_eq!(st, ParticipantSessionStatus { status: Connected });
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(B, Connected)]);
+    f.set_status(B, &sid, B, Connected)
+        .await
+        .fails(409, Some("SVC0001"));
+    assert_eq!(f.get_status(A, &sid, B).await.ok(200).status, Connected);
+    assert_eq!(f.get_session(B, &sid).await.ok(200).status, Some(Connected));
+
+    // b) decline: the inviter is told, and a declined 1-1 session ends.
+    let (location, _) = f
+        .create_session(A, &session_request(Some("no?"), &[(C, None)]))
+        .await
+        .created();
+    let sid = last_segment(&location);
+    let _: SessionInvitationNotification = c.next().await;
+    let st = f.set_status(C, &sid, C, Disconnected).await.ok(200);
+    assert_eq!(
+        st,
+        ParticipantSessionStatus {
+            status: Disconnected
+        }
+    );
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(C, Disconnected)]);
+    let n: ChatEventNotification = a.next().await;
+    f.check_event(&n, A, &sid, EventType::SessionEnded);
+    let s = f.get_session(C, &sid).await.ok(200);
+    assert_eq!(s.ended, Some(true));
+    assert_eq!(s.status, Some(Disconnected));
+    f.set_status(C, &sid, C, Connected)
+        .await
+        .fails(409, Some("SVC0001"));
+    // (c, the invitation that times out, is flow 7.1.4.)
+    quiet(&[&a, &b, &c]).await;
+}
+
+/// Seed 7.1.8: a participant leaves (Disconnected) and re-joins (Connected); the others get
+/// `participantStatusNotification`s Disconnected then Connected; while away it gets no
+/// messages and cannot send.
+async fn flow_7_1_8(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let sid = f.connected_session(&a, &[&b, &c], "stay or go").await;
+
+    let st = f.set_status(B, &sid, B, Disconnected).await.ok(200);
+    assert_eq!(
+        st,
+        ParticipantSessionStatus {
+            status: Disconnected
+        }
+    );
+    for u in [&a, &c] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(B, Disconnected)]);
+    }
+    assert_eq!(f.get_status(B, &sid, B).await.ok(200).status, Disconnected);
+    f.set_status(B, &sid, B, Disconnected)
+        .await
+        .fails(409, Some("SVC0001"));
+    f.send_message(B, &sid, &text("I am away"))
+        .await
+        .fails(409, Some("SVC0001"));
+    let away = f
+        .send_and_receive(&c, &sid, &text("while B is away"), &[&a])
+        .await;
+    f.get_message(B, &sid, &away).await.fails(404, None);
+
+    let st = f.set_status(B, &sid, B, Connected).await.ok(200);
+    assert_eq!(st, ParticipantSessionStatus { status: Connected });
+    for u in [&a, &c] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(B, Connected)]);
+    }
+    f.send_and_receive(&b, &sid, &text("back"), &[&a, &c]).await;
+    let s = f.get_session(C, &sid).await.ok(200);
+    f.check_participants(
+        &s.participant,
+        C,
+        &sid,
+        &[(A, Connected), (B, Connected), (C, Connected)],
+    );
+    quiet(&[&a, &b, &c]).await;
+}
+
+/// Seed 7.1.9: sending a message with successReport=true: 201 with Location/resourceURL; every
+/// other connected participant gets a `messageNotification` (text, sender, links); the
+/// message reads back; no messages before anyone joined (403 POL1012).
+async fn flow_7_1_9(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+
+    let body = session_request(
+        Some("news"),
+        &[(A, Some("Alice")), (B, Some("Bob")), (C, None)],
+    );
+    let (location, _) = f.create_session(A, &body).await.created();
+    let sid = last_segment(&location);
+    for u in [&b, &c] {
+        let _: SessionInvitationNotification = u.next().await;
+    }
+    f.send_message(A, &sid, &text("too early"))
+        .await
+        .fails(403, Some("POL1012"));
+    f.send_message(B, &sid, &text("not joined"))
+        .await
+        .fails(403, Some("POL1012"));
+    f.set_status(B, &sid, B, Connected).await.ok(200);
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(B, Connected)]);
+    f.set_status(C, &sid, C, Connected).await.ok(200);
+    for u in [&a, &b] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(C, Connected)]);
+    }
+
+    let msg = ChatMessage {
+        success_report: Some(true),
+        client_correlator: Some("m-1".to_owned()),
+        ..text("Hello, group")
+    };
+    let (location, r) = f.send_message(A, &sid, &msg).await.created();
+    let mid = last_segment(&location);
+    assert_eq!(location, f.message_url(A, &sid, &mid));
+    assert_eq!(r.resource_url, location);
+    let mut when = String::new();
+    for u in [&b, &c] {
+        let n: MessageNotification = u.next().await;
+        f.check_message_notification(&n, u.addr, &sid, &mid, A, "Hello, group");
+        assert_eq!(n.sender_name.as_deref(), Some("Alice"));
+        when = n.date_time.clone().unwrap_or_default();
+    }
+    // A retried create with the same clientCorrelator is the same message, sent once.
+    let (again, _) = f.send_message(A, &sid, &msg).await.created();
+    assert_eq!(again, location);
+
+    let m = f.get_message(A, &sid, &mid).await.ok(200);
+    assert_eq!(m.text, "Hello, group");
+    assert_eq!(m.sender_address.as_deref(), Some(A));
+    assert_eq!(m.success_report, Some(true));
+    assert_eq!(m.client_correlator.as_deref(), Some("m-1"));
+    assert_eq!(m.resource_url.as_deref(), Some(location.as_str()));
+    assert_eq!(m.date_time.as_deref(), Some(when.as_str()));
+    let m = f.get_message(B, &sid, &mid).await.ok(200);
+    assert_eq!(m.text, "Hello, group");
+    assert_eq!(
+        m.resource_url.as_deref(),
+        Some(f.message_url(B, &sid, &mid).as_str())
+    );
+
+    // B answers, without a report: A and C get it, with B's name.
+    let reply = f
+        .send_and_receive(&b, &sid, &text("Hi Alice"), &[&a, &c])
+        .await;
+    let list = f.list_messages(C, &sid).await.ok(200);
+    assert_eq!(list.resource_url, f.messages_url(C, &sid));
+    let got: Vec<(&str, &str)> = list
+        .chat_message
+        .iter()
+        .map(|m| {
+            (
+                m.text.as_str(),
+                m.resource_url.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let (m1, m2) = (f.message_url(C, &sid, &mid), f.message_url(C, &sid, &reply));
+    assert_eq!(
+        got,
+        vec![("Hello, group", m1.as_str()), ("Hi Alice", m2.as_str())],
+        "oldest first"
+    );
+    quiet(&[&a, &b, &c]).await;
+}
+
+/// Seed 7.1.10: recipients confirm delivery (POST messageDeliveryStatus Delivered → 204); the
+/// sender, who asked for a success report, gets a `messageDeliveryNotification` per recipient;
+/// the status reads back; nothing is reported for a message that asked for no report.
+async fn flow_7_1_10(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let sid = f.connected_session(&a, &[&b, &c], "receipts").await;
+
+    let report = ChatMessage {
+        success_report: Some(true),
+        ..text("did you get this?")
+    };
+    let mid = f.send_and_receive(&a, &sid, &report, &[&b, &c]).await;
+    assert_eq!(
+        f.get_delivery(A, &sid, &mid).await.ok(200).status,
+        MessageStatus::Sent
+    );
+    assert_eq!(
+        f.get_delivery(B, &sid, &mid).await.ok(200).status,
+        MessageStatus::Sent
+    );
+
+    f.confirm(B, &sid, &mid, MessageStatus::Delivered)
+        .await
+        .no_content();
+    let n: MessageDeliveryNotification = a.next().await;
+    f.check_delivery(&n, A, &sid, &mid, B, MessageStatus::Delivered);
+    assert_eq!(
+        f.get_delivery(B, &sid, &mid).await.ok(200).status,
+        MessageStatus::Delivered
+    );
+    assert_eq!(
+        f.get_delivery(A, &sid, &mid).await.ok(200).status,
+        MessageStatus::Sent,
+        "the sender reads Sent until every recipient confirmed"
+    );
+    f.confirm(B, &sid, &mid, MessageStatus::Delivered)
+        .await
+        .fails(409, Some("SVC0001"));
+    f.confirm(A, &sid, &mid, MessageStatus::Delivered)
+        .await
+        .fails(403, Some("POL0001"));
+    f.confirm(C, &sid, &mid, MessageStatus::Sent)
+        .await
+        .fails(400, Some("SVC0002"));
+
+    f.confirm(C, &sid, &mid, MessageStatus::Delivered)
+        .await
+        .no_content();
+    let n: MessageDeliveryNotification = a.next().await;
+    f.check_delivery(&n, A, &sid, &mid, C, MessageStatus::Delivered);
+    assert_eq!(
+        f.get_delivery(A, &sid, &mid).await.ok(200).status,
+        MessageStatus::Delivered
+    );
+
+    // Displayed was not asked for: recorded, not reported; Delivered after it is refused.
+    f.confirm(B, &sid, &mid, MessageStatus::Displayed)
+        .await
+        .no_content();
+    assert_eq!(
+        f.get_delivery(B, &sid, &mid).await.ok(200).status,
+        MessageStatus::Displayed
+    );
+    f.confirm(B, &sid, &mid, MessageStatus::Delivered)
+        .await
+        .fails(409, Some("SVC0001"));
+
+    // No report asked: confirmations are recorded, the sender is told nothing.
+    let plain = f
+        .send_and_receive(&a, &sid, &text("no receipt needed"), &[&b, &c])
+        .await;
+    f.confirm(B, &sid, &plain, MessageStatus::Delivered)
+        .await
+        .no_content();
+    assert_eq!(
+        f.get_delivery(B, &sid, &plain).await.ok(200).status,
+        MessageStatus::Delivered
+    );
+
+    // reportRequest (OMA 2012) asking for Displayed: reported when it is displayed.
+    let displayed = ChatMessage {
+        report_request: vec![MessageStatus::Displayed],
+        ..text("read me")
+    };
+    let shown = f.send_and_receive(&a, &sid, &displayed, &[&b, &c]).await;
+    f.confirm(C, &sid, &shown, MessageStatus::Displayed)
+        .await
+        .no_content();
+    let n: MessageDeliveryNotification = a.next().await;
+    f.check_delivery(&n, A, &sid, &shown, C, MessageStatus::Displayed);
+    quiet(&[&a, &b, &c]).await;
+}
+
+// ------------------------------------------------------------------------------------ tests
+
+async fn run_default<F>(wire: Wire, flow: F)
+where
+    F: for<'a> AsyncFnOnce(&'a Face<'a>),
+{
+    let server = Server::default_for_tests();
+    let face = Face::new(wire, &server);
+    flow(&face).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_json() {
+    run_default(Wire::Json, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_xml() {
+    run_default(Wire::Xml, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_json() {
+    run_default(Wire::Json, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_xml() {
+    run_default(Wire::Xml, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_json() {
+    run_default(Wire::Json, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_xml() {
+    run_default(Wire::Xml, flow_7_1_3).await;
+}
+
+async fn run_with_timeout(wire: Wire) {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
+    flow_7_1_4(&Face::new(wire, &server)).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_json() {
+    run_with_timeout(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_xml() {
+    run_with_timeout(Wire::Xml).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_json() {
+    run_default(Wire::Json, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_xml() {
+    run_default(Wire::Xml, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_json() {
+    run_default(Wire::Json, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_xml() {
+    run_default(Wire::Xml, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_json() {
+    run_default(Wire::Json, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_xml() {
+    run_default(Wire::Xml, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_json() {
+    run_default(Wire::Json, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_xml() {
+    run_default(Wire::Xml, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_json() {
+    run_default(Wire::Json, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_xml() {
+    run_default(Wire::Xml, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_json() {
+    run_default(Wire::Json, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_xml() {
+    run_default(Wire::Xml, flow_7_1_10).await;
+}

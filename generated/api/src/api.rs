@@ -100,7 +100,7 @@ pub trait ChatService: Send + Sync + 'static {
     /// absent), carrying `callbackData`. `notifyURL` must be an absolute `http`/`https` URL.
     ///
     /// **Decision (duration):** `duration` is in seconds; absent or 0 means no expiry. The
-    /// server answers with the duration it granted. When a subscription expires it is deleted
+    /// server grants at most one year (31536000 s) and answers with the duration it granted. When a subscription expires it is deleted
     /// and a `subscriptionCancellationNotification` is sent to its callback.
     /// **Decision (several subscriptions):** a user may hold several subscriptions; each
     /// notification goes to every one of them.
@@ -133,12 +133,18 @@ pub trait ChatService: Send + Sync + 'static {
     /// One invitee in `participant` starts a 1-1 chat, two or more a group chat. Each invitee
     /// gets a `sessionInvitationNotification`; the originator gets a
     /// `participantStatusNotification` when each invitee accepts or declines, and a
-    /// `chatEventNotification` (`Timeout`) for an invitation nobody answered in time.
+    /// `chatEventNotification` (`Timeout`, naming the invitee in `eventDescription`) for an
+    /// invitation nobody answered in time (`NETAPI_CHAT_INVITATION_TIMEOUT_SECS`, default
+    /// 120 s). The invitee gets the same `Timeout` event (its invitation is void and the
+    /// session is gone for it), and the other connected participants a
+    /// `participantStatusNotification` showing it `Disconnected`. A 1-1 session whose
+    /// invitation timed out ends.
     ///
     /// **Decision (seed 7.1.4 "also with the originator?"):** the originator may be listed or
     /// not; it is always part of the session, and the answer lists it with
-    /// `isOriginator=true` and status `Connected` (as OMA 2012 does). Listing an invitee twice,
-    /// or only the originator, is refused (`SVC0002` / `POL0013`).
+    /// `isOriginator=true` and status `Connected` (as OMA 2012 does). Listing only the
+    /// originator is `400 SVC0002`; listing an invitee twice (in any spelling of its address)
+    /// is `403 POL0013`; more than 100 participants is `403 POL1017`.
     fn create_chat_session(
         &self,
         user_id: String,
@@ -220,8 +226,10 @@ pub trait ChatService: Send + Sync + 'static {
     /// only (`400 SVC0002`). Each change is told to the other participants with a
     /// `participantStatusNotification`; a declined 1-1 session ends.
     ///
-    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`; an
-    /// invitation that timed out or was cancelled, or an ended session, is `409 SVC0001` too.
+    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`, and so
+    /// is any change in an ended session. An invitation that timed out or was cancelled made
+    /// the session invalid for the invitee (seed 7.1.7 c): it gets `404`, as for any session
+    /// it does not take part in.
     /// The answer is `200` with the new status, as the seed's figure for 7.1.8 shows.
     fn update_participant_status(
         &self,
@@ -309,7 +317,7 @@ pub trait ChatApi {
     /// absent), carrying `callbackData`. `notifyURL` must be an absolute `http`/`https` URL.
     ///
     /// **Decision (duration):** `duration` is in seconds; absent or 0 means no expiry. The
-    /// server answers with the duration it granted. When a subscription expires it is deleted
+    /// server grants at most one year (31536000 s) and answers with the duration it granted. When a subscription expires it is deleted
     /// and a `subscriptionCancellationNotification` is sent to its callback.
     /// **Decision (several subscriptions):** a user may hold several subscriptions; each
     /// notification goes to every one of them.
@@ -360,12 +368,18 @@ pub trait ChatApi {
     /// One invitee in `participant` starts a 1-1 chat, two or more a group chat. Each invitee
     /// gets a `sessionInvitationNotification`; the originator gets a
     /// `participantStatusNotification` when each invitee accepts or declines, and a
-    /// `chatEventNotification` (`Timeout`) for an invitation nobody answered in time.
+    /// `chatEventNotification` (`Timeout`, naming the invitee in `eventDescription`) for an
+    /// invitation nobody answered in time (`NETAPI_CHAT_INVITATION_TIMEOUT_SECS`, default
+    /// 120 s). The invitee gets the same `Timeout` event (its invitation is void and the
+    /// session is gone for it), and the other connected participants a
+    /// `participantStatusNotification` showing it `Disconnected`. A 1-1 session whose
+    /// invitation timed out ends.
     ///
     /// **Decision (seed 7.1.4 "also with the originator?"):** the originator may be listed or
     /// not; it is always part of the session, and the answer lists it with
-    /// `isOriginator=true` and status `Connected` (as OMA 2012 does). Listing an invitee twice,
-    /// or only the originator, is refused (`SVC0002` / `POL0013`).
+    /// `isOriginator=true` and status `Connected` (as OMA 2012 does). Listing only the
+    /// originator is `400 SVC0002`; listing an invitee twice (in any spelling of its address)
+    /// is `403 POL0013`; more than 100 participants is `403 POL1017`.
     #[endpoint{method = POST,
     path = "/v1/chat/{userId}/chatSessions",
     operation_id = "createChatSession",
@@ -477,8 +491,10 @@ pub trait ChatApi {
     /// only (`400 SVC0002`). Each change is told to the other participants with a
     /// `participantStatusNotification`; a declined 1-1 session ends.
     ///
-    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`; an
-    /// invitation that timed out or was cancelled, or an ended session, is `409 SVC0001` too.
+    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`, and so
+    /// is any change in an ended session. An invitation that timed out or was cancelled made
+    /// the session invalid for the invitee (seed 7.1.7 c): it gets `404`, as for any session
+    /// it does not take part in.
     /// The answer is `200` with the new status, as the seed's figure for 7.1.8 shows.
     #[endpoint{method = POST,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status",

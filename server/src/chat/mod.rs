@@ -24,6 +24,9 @@ use state::{Invitation, Message, Participant, Session, State, Subscription, stat
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Longest subscription `duration` granted (one year); longer requests get this.
+pub const MAX_SUBSCRIPTION_SECS: i64 = 365 * 24 * 3600;
+
 /// Most participants a session may have, the originator included (`POL1017` above).
 pub const MAX_PARTICIPANTS: usize = 100;
 
@@ -121,7 +124,7 @@ impl Chat {
                 "callbackReference.notifyURL `{notify_url}` must be an absolute http or https URL"
             )));
         }
-        let duration = body.duration.unwrap_or(0);
+        let duration = body.duration.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
         if duration < 0 {
             return Err(ApiError::invalid_input(format!(
                 "duration {duration} must be 0 (no expiry) or a number of seconds"
@@ -436,6 +439,18 @@ impl Chat {
                 views::event(&self.urls, address, s, EventType::Timeout, text),
             ),
         ];
+        if let Some(p) = s.participant(address) {
+            for other in s
+                .connected_others(address)
+                .into_iter()
+                .filter(|o| *o != inviter)
+            {
+                outbox.push((
+                    other.clone(),
+                    views::participant_status(&self.urls, &other, s, &[p]),
+                ));
+            }
+        }
         if !s.group && !s.ended {
             s.ended = true;
             outbox.extend(end_for_all(
@@ -646,7 +661,9 @@ impl Chat {
             ),
         )];
         if let Some(p) = s.participant(pid) {
-            for other in s.connected_others(pid) {
+            // The other connected participants: not the invitee, and not the inviter, who
+            // has its answer already (as everywhere, the actor is not notified of its act).
+            for other in s.connected_others(pid).into_iter().filter(|o| o != user) {
                 outbox.push((
                     other.clone(),
                     views::participant_status(urls, &other, s, &[p]),

@@ -1,0 +1,232 @@
+//! Driving netapi-chat: users with subscriptions and callback listeners, 1-1 and group
+//! sessions created and accepted through the API, and the message-send request of each step.
+
+use super::http::{Conn, Reply, encode, request};
+use super::listen::{Collector, Listener, message_text};
+use super::load::MakeRequest;
+use anyhow::{Context, Result, bail};
+use http::Method;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Body format of a run: message sends, their answers, and the notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`.
+    Json,
+    /// `application/xml`.
+    Xml,
+}
+
+impl Format {
+    /// The media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Xml => "application/xml",
+        }
+    }
+
+    /// The `notificationFormat` value.
+    fn notification_format(self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Xml => "XML",
+        }
+    }
+
+    /// A `chatMessage` document with `text`.
+    pub fn chat_message(self, text: &str) -> String {
+        match self {
+            Format::Json => format!(r#"{{"chatMessage":{{"text":"{text}"}}}}"#),
+            Format::Xml => format!(
+                r#"<chat:chatMessage xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><text>{text}</text></chat:chatMessage>"#
+            ),
+        }
+    }
+}
+
+/// Who chats with whom: `one_to_one` sessions of two users and `groups` sessions of
+/// `group_size` users, every user in exactly one session.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// 1-1 sessions.
+    pub one_to_one: usize,
+    /// Group sessions.
+    pub groups: usize,
+    /// Users per group session.
+    pub group_size: usize,
+}
+
+impl Plan {
+    /// Members (user indices) of each session.
+    pub fn sessions(&self) -> Vec<Vec<usize>> {
+        let mut next = 0;
+        let mut take = |n: usize| {
+            let v: Vec<usize> = (next..next + n).collect();
+            next += n;
+            v
+        };
+        let mut out: Vec<Vec<usize>> = (0..self.one_to_one).map(|_| take(2)).collect();
+        out.extend((0..self.groups).map(|_| take(self.group_size)));
+        out
+    }
+
+    /// Users in all.
+    pub fn users(&self) -> usize {
+        self.one_to_one * 2 + self.groups * self.group_size
+    }
+
+    /// Sessions in all.
+    pub fn session_count(&self) -> usize {
+        self.one_to_one + self.groups
+    }
+
+    /// e.g. "48 users in 20 sessions (16 1-1, 4 groups of 4)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} users in {} sessions ({} 1-1, {} groups of {})",
+            self.users(),
+            self.session_count(),
+            self.one_to_one,
+            self.groups,
+            self.group_size
+        )
+    }
+}
+
+/// The address of benchmark user `i`.
+pub fn user(i: usize) -> String {
+    format!("tel:+1555{i:07}")
+}
+
+/// `/v1/chat/{user}` + `rest`.
+pub fn path(user: &str, rest: &str) -> String {
+    format!("/v1/chat/{}{rest}", encode(user))
+}
+
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// POSTs a JSON body; fails unless the answer is 2xx.
+pub async fn post_json(conn: &mut Conn, path: &str, body: String) -> Result<Reply> {
+    let req = request(
+        Method::POST,
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+        ],
+        body,
+    )?;
+    let r = conn.send(req, SETUP_TIMEOUT).await?;
+    if !r.ok() {
+        bail!("POST {path}: status {}: {}", r.status, r.text());
+    }
+    Ok(r)
+}
+
+/// The session id at the end of a `Location`.
+pub fn session_id(r: &Reply) -> Result<String> {
+    let loc = r.header("location");
+    loc.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .with_context(|| format!("no session id in Location {loc:?}"))
+}
+
+/// Creates a session of `members[0]` with the others, and has each of them accept.
+pub async fn open_session(conn: &mut Conn, members: &[String]) -> Result<String> {
+    let participants: Vec<String> = members[1..]
+        .iter()
+        .map(|a| format!(r#"{{"address":"{a}"}}"#))
+        .collect();
+    let body = format!(
+        r#"{{"chatSessionInformation":{{"subject":"bench","participant":[{}]}}}}"#,
+        participants.join(",")
+    );
+    let r = post_json(conn, &path(&members[0], "/chatSessions"), body).await?;
+    let sid = session_id(&r)?;
+    for m in &members[1..] {
+        let rest = format!("/chatSessions/{sid}/participants/{}/status", encode(m));
+        post_json(
+            conn,
+            &path(m, &rest),
+            r#"{"participantSessionStatus":{"status":"Connected"}}"#.to_owned(),
+        )
+        .await?;
+    }
+    Ok(sid)
+}
+
+/// A running workload: users subscribed with their own listeners, sessions accepted.
+pub struct Workload {
+    /// Per session: the message path of each member as sender.
+    routes: Vec<Vec<String>>,
+    /// The listeners (stopped when the workload is dropped).
+    _listeners: Vec<Listener>,
+}
+
+impl Workload {
+    /// Subscribes every user of `plan` (notifications in `format` to its own listener), then
+    /// opens every session.
+    pub async fn setup(
+        addr: SocketAddr,
+        plan: &Plan,
+        format: Format,
+        collector: &Arc<Collector>,
+    ) -> Result<Workload> {
+        let mut conn = Conn::new(addr);
+        let mut listeners = Vec::new();
+        for i in 0..plan.users() {
+            let l = Listener::start(Arc::clone(collector)).await?;
+            let body = format!(
+                r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}","callbackData":"bench-{i}","notificationFormat":"{}"}}}}}}"#,
+                l.url,
+                format.notification_format()
+            );
+            post_json(&mut conn, &path(&user(i), "/subscriptions"), body).await?;
+            listeners.push(l);
+        }
+        let mut routes = Vec::new();
+        for members in plan.sessions() {
+            let addrs: Vec<String> = members.iter().map(|&i| user(i)).collect();
+            let sid = open_session(&mut conn, &addrs).await?;
+            routes.push(
+                addrs
+                    .iter()
+                    .map(|a| path(a, &format!("/chatSessions/{sid}/messages")))
+                    .collect(),
+            );
+        }
+        Ok(Workload {
+            routes,
+            _listeners: listeners,
+        })
+    }
+
+    /// Message `seq` goes to session `seq % M`, sent by its members in turn; every other
+    /// member is connected and gets a notification.
+    pub fn make_request(&self, format: Format, text_len: usize) -> MakeRequest {
+        let routes = self.routes.clone();
+        Arc::new(move |step, seq| {
+            let m = routes.len().max(1) as u64;
+            let members = routes
+                .get((seq % m) as usize)
+                .context("workload has no sessions")?;
+            let sender = ((seq / m) % members.len().max(1) as u64) as usize;
+            let body = format.chat_message(&message_text(step, seq, text_len));
+            let req = request(
+                Method::POST,
+                &members[sender],
+                &[
+                    ("content-type", format.media_type()),
+                    ("accept", format.media_type()),
+                ],
+                body,
+            )?;
+            Ok((req, u32::try_from(members.len() - 1).unwrap_or(0)))
+        })
+    }
+}
