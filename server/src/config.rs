@@ -1,7 +1,10 @@
 //! Server configuration, read from the environment (every setting has a documented default, so
 //! `cargo run --release` needs none).
 
+use crate::notify::RetryPolicy;
+use crate::store::sqlite::Sync;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything an operator can set.
@@ -17,13 +20,17 @@ pub struct Config {
     pub invitation_timeout: Duration,
     /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB.
     pub max_body_bytes: usize,
-    /// `NETAPI_CHAT_NOTIFY_ATTEMPTS`: delivery attempts per notification before it is dropped
-    /// (and logged). Default 5.
-    pub notify_attempts: u32,
-    /// `NETAPI_CHAT_NOTIFY_BACKOFF_MS`: first retry delay; doubles on each retry. Default 200 ms.
-    pub notify_backoff: Duration,
+    /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each delivery attempt of a notification,
+    /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); after the last attempt fails
+    /// the notification is given up (logged and counted).
+    pub retry_schedule: Vec<Duration>,
     /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s.
     pub notify_timeout: Duration,
+    /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
+    pub data_dir: PathBuf,
+    /// `NETAPI_CHAT_SYNC`: `normal` (default; a commit survives a crash of the process) or
+    /// `full` (it also survives a power cut; an fsync per group commit).
+    pub sync: Sync,
 }
 
 impl Default for Config {
@@ -33,9 +40,10 @@ impl Default for Config {
             public_url: None,
             invitation_timeout: Duration::from_secs(120),
             max_body_bytes: 64 * 1024,
-            notify_attempts: 5,
-            notify_backoff: Duration::from_millis(200),
+            retry_schedule: RetryPolicy::default().schedule,
             notify_timeout: Duration::from_secs(10),
+            data_dir: PathBuf::from("netapi-chat-data"),
+            sync: Sync::Normal,
         }
     }
 }
@@ -95,15 +103,31 @@ impl Config {
             .unwrap_or(d.invitation_timeout),
             max_body_bytes: var("NETAPI_CHAT_MAX_BODY_BYTES", "a byte count")?
                 .unwrap_or(d.max_body_bytes),
-            notify_attempts: var("NETAPI_CHAT_NOTIFY_ATTEMPTS", "a count >= 1")?
-                .filter(|n| *n >= 1)
-                .unwrap_or(d.notify_attempts),
-            notify_backoff: var("NETAPI_CHAT_NOTIFY_BACKOFF_MS", "milliseconds")?
-                .map(Duration::from_millis)
-                .unwrap_or(d.notify_backoff),
+            retry_schedule: match std::env::var("NETAPI_CHAT_RETRY_SCHEDULE") {
+                Ok(v) => RetryPolicy::parse_schedule(&v).ok_or(ConfigError {
+                    variable: "NETAPI_CHAT_RETRY_SCHEDULE",
+                    value: v,
+                    expected: "comma-separated delays such as 0,5s,5m,2h",
+                })?,
+                Err(_) => d.retry_schedule,
+            },
             notify_timeout: var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.notify_timeout),
+            data_dir: std::env::var_os("NETAPI_CHAT_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(d.data_dir),
+            sync: match std::env::var("NETAPI_CHAT_SYNC").as_deref().map(str::trim) {
+                Err(_) | Ok("normal") => Sync::Normal,
+                Ok("full") => Sync::Full,
+                Ok(other) => {
+                    return Err(ConfigError {
+                        variable: "NETAPI_CHAT_SYNC",
+                        value: other.to_owned(),
+                        expected: "normal or full",
+                    });
+                }
+            },
         })
     }
 }

@@ -49,7 +49,7 @@ impl ChatService for ChatServer {
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
         let user_id = address::canonical(&user_id)?;
-        self.chat.create_subscription(&user_id, body)
+        self.chat.create_subscription(&user_id, body).await
     }
 
     async fn get_chat_subscription(
@@ -68,7 +68,9 @@ impl ChatService for ChatServer {
         subscription_id: String,
     ) -> Result<(), ApiError> {
         let user_id = address::canonical(&user_id)?;
-        self.chat.delete_subscription(&user_id, &subscription_id)
+        self.chat
+            .delete_subscription(&user_id, &subscription_id)
+            .await
     }
 
     async fn list_chat_sessions(&self, user_id: String) -> Result<ChatSessionList, ApiError> {
@@ -84,7 +86,7 @@ impl ChatService for ChatServer {
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         let user_id = address::canonical(&user_id)?;
         canonical_participants(&mut body.participant)?;
-        self.chat.create_session(&user_id, body)
+        self.chat.create_session(&user_id, body).await
     }
 
     async fn get_chat_session(
@@ -103,7 +105,7 @@ impl ChatService for ChatServer {
         session_id: String,
     ) -> Result<(), ApiError> {
         let user_id = address::canonical(&user_id)?;
-        self.chat.end_session(&user_id, &session_id)
+        self.chat.end_session(&user_id, &session_id).await
     }
 
     async fn list_participants(
@@ -124,7 +126,9 @@ impl ChatService for ChatServer {
     ) -> Result<Created<ParticipantList>, ApiError> {
         let user_id = address::canonical(&user_id)?;
         canonical_participants(&mut body.participant)?;
-        self.chat.add_participants(&user_id, &session_id, body)
+        self.chat
+            .add_participants(&user_id, &session_id, body)
+            .await
     }
 
     async fn get_participant(
@@ -148,6 +152,7 @@ impl ChatService for ChatServer {
         let user_id = address::canonical(&user_id)?;
         self.chat
             .cancel_invitation(&user_id, &session_id, &participant(participant_id))
+            .await
     }
 
     async fn get_participant_status(
@@ -171,12 +176,14 @@ impl ChatService for ChatServer {
         body: ParticipantSessionStatus,
     ) -> Result<ParticipantSessionStatus, ApiError> {
         let user_id = address::canonical(&user_id)?;
-        self.chat.update_participant_status(
-            &user_id,
-            &session_id,
-            &participant(participant_id),
-            body.status,
-        )
+        self.chat
+            .update_participant_status(
+                &user_id,
+                &session_id,
+                &participant(participant_id),
+                body.status,
+            )
+            .await
     }
 
     async fn list_messages(
@@ -196,7 +203,7 @@ impl ChatService for ChatServer {
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
         let user_id = address::canonical(&user_id)?;
-        self.chat.send_message(&user_id, &session_id, body)
+        self.chat.send_message(&user_id, &session_id, body).await
     }
 
     async fn get_message(
@@ -233,5 +240,6 @@ impl ChatService for ChatServer {
         let user_id = address::canonical(&user_id)?;
         self.chat
             .confirm_delivery(&user_id, &session_id, &message_id, body.status)
+            .await
     }
 }

@@ -1,24 +1,34 @@
-//! Delivery of notifications to subscribers' callbacks over HTTP.
+//! Delivery of notifications to subscribers' callbacks over HTTP: at least once, in order.
 //!
-//! Each subscription has its own delivery task and queue, so a slow or failing callback never
-//! delays another one, and notifications to one callback arrive in the order they were made.
-//! A failed POST is retried with exponential backoff; what is finally given up is logged and
-//! counted ([`dropped_count`]). Durable delivery is a later step (see issue 5).
+//! Each subscription has its own queue and delivery task, so a slow or failing callback never
+//! delays another one, and the notifications of one callback arrive in the order they were
+//! created (a failing head-of-line notification is retried before the next one is tried).
+//! Every notification is in the store's outbox from the moment its cause was committed until
+//! it is delivered or given up, and carries a stable id (`webhook-id`) across retries and
+//! restarts so that receivers can de-duplicate.
+//!
+//! Attempts follow [`RetryPolicy::schedule`] with ±20 % jitter; 2xx is success, anything else
+//! (3xx included: redirects are not followed) a failure; `410 Gone` disables the subscription;
+//! `429` and `503` honour `Retry-After`. What is finally given up is logged and counted
+//! ([`dropped_count`]).
 
+use crate::store::{Batch, Store};
 use netapi_chat_api::{
     ChatEventNotification, MessageDeliveryNotification, MessageNotification,
     ParticipantStatusNotification, SessionInvitationNotification,
     SubscriptionCancellationNotification,
 };
 use netapi_chat_runtime::{Format, wire};
+use serde::{Deserialize, Serialize};
 use slog::{Logger, debug, warn};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// One notification, of any of the kinds the spec's callback lists.
-#[derive(Clone, Debug)]
+/// One notification, of any of the kinds the spec's callback lists. Its serde form is what
+/// the outbox stores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Notification {
     /// Seed `SessionInvitationNotification`.
     Invitation(SessionInvitationNotification),
@@ -73,22 +83,73 @@ impl Notification {
     }
 }
 
-/// How deliveries are attempted.
+/// When deliveries are attempted.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    /// Attempts per notification, at least 1.
-    pub attempts: u32,
-    /// Delay before the first retry; doubled for each further one.
-    pub backoff: Duration,
+    /// Delay before each attempt (the first is usually 0); its length is the number of
+    /// attempts. The default spans about 27 hours, like Svix's.
+    pub schedule: Vec<Duration>,
     /// Timeout of one attempt.
     pub timeout: Duration,
 }
 
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        RetryPolicy {
+            schedule: vec![
+                s(0),
+                s(5),
+                s(300),
+                s(1800),
+                s(7200),
+                s(18_000),
+                s(36_000),
+                s(36_000),
+            ],
+            timeout: s(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Parses a schedule such as `0,5s,5m,30m,2h` (units ms, s, m, h; a bare number is seconds).
+    pub fn parse_schedule(text: &str) -> Option<Vec<Duration>> {
+        text.split(',')
+            .map(|p| {
+                let p = p.trim();
+                let (num, unit) =
+                    p.split_at(p.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(p.len()));
+                let n: f64 = num
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+                let secs = match unit {
+                    "ms" => n / 1000.0,
+                    "" | "s" => n,
+                    "m" => n * 60.0,
+                    "h" => n * 3600.0,
+                    _ => return None,
+                };
+                Some(Duration::from_secs_f64(secs))
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| !v.is_empty())
+    }
+}
+
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
 
 /// Notifications given up after every attempt failed, since the process started.
 pub fn dropped_count() -> u64 {
     DROPPED.load(Ordering::Relaxed)
+}
+
+/// Notifications delivered (2xx) since the process started.
+pub fn delivered_count() -> u64 {
+    DELIVERED.load(Ordering::Relaxed)
 }
 
 /// Where one subscription's notifications go.
@@ -98,91 +159,215 @@ pub struct Target {
     pub notify_url: String,
     /// Body format.
     pub format: Format,
-    /// Subscription id, for logs.
+    /// Subscription id.
     pub subscription: String,
 }
 
-/// The sending end of one subscription's delivery queue. Dropping it lets the queue drain;
-/// [`Queue::cancel`] stops delivery at once.
-#[derive(Debug)]
+/// A notification with its stable id.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Outbox id; sent as `webhook-id: msg_<id>`.
+    pub id: u64,
+    /// The notification, `callbackData` already set.
+    pub notification: Notification,
+}
+
+const LIVE: u8 = 0;
+const EXPIRED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// What the delivery task needs besides its queue.
+#[derive(Clone)]
+pub struct Deliverer {
+    /// HTTP client (no redirects).
+    pub client: reqwest::Client,
+    /// Attempt schedule.
+    pub policy: RetryPolicy,
+    /// Where delivered and given-up notifications are forgotten.
+    pub store: Store,
+    /// Called with the subscription id when its callback answers `410 Gone`.
+    pub on_gone: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Logger.
+    pub log: Logger,
+}
+
+/// The sending end of one subscription's delivery queue; cheap to clone.
+#[derive(Clone, Debug)]
 pub struct Queue {
-    tx: mpsc::UnboundedSender<Notification>,
-    cancelled: Arc<AtomicBool>,
+    tx: mpsc::UnboundedSender<Delivery>,
+    state: Arc<AtomicU8>,
 }
 
 impl Queue {
     /// Starts the delivery task of one subscription.
-    pub fn start(
-        target: Target,
-        client: reqwest::Client,
-        policy: RetryPolicy,
-        log: Logger,
-    ) -> Queue {
+    pub fn start(target: Target, deliverer: Deliverer) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel();
-        let cancelled = Arc::new(AtomicBool::new(false));
-        tokio::spawn(deliver(
-            target,
-            rx,
-            Arc::clone(&cancelled),
-            client,
-            policy,
-            log,
-        ));
-        Queue { tx, cancelled }
+        let state = Arc::new(AtomicU8::new(LIVE));
+        tokio::spawn(deliver(target, rx, Arc::clone(&state), deliverer));
+        Queue { tx, state }
     }
 
-    /// Queues a notification (in order after the ones queued before).
-    pub fn push(&self, n: Notification) {
-        // The task only ends after `cancel` or when this sender is dropped.
-        let _ = self.tx.send(n);
+    /// Queues a notification (delivered after the ones queued before).
+    pub fn push(&self, d: Delivery) {
+        // The task only ends once every sender is dropped.
+        let _ = self.tx.send(d);
     }
 
-    /// Stops delivery now: nothing queued or in retry is sent any more.
+    /// Stops delivery now (unsubscribed): nothing queued or in retry is sent any more.
     pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
+        self.state.store(CANCELLED, Ordering::SeqCst);
     }
+
+    /// The subscription expired: only its cancellation notification is still delivered.
+    pub fn expire(&self) {
+        self.state.store(EXPIRED, Ordering::SeqCst);
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Gone,
+    Retry(Option<Duration>),
+}
+
+async fn attempt(target: &Target, d: &Deliverer, id: u64, body: &bytes::Bytes) -> Outcome {
+    let result = d
+        .client
+        .post(&target.notify_url)
+        .header(http::header::CONTENT_TYPE, target.format.content_type())
+        .header("webhook-id", format!("msg_{id}"))
+        .header(
+            "webhook-timestamp",
+            (crate::store::now_ms() / 1000).to_string(),
+        )
+        .timeout(d.policy.timeout)
+        .body(body.clone())
+        .send()
+        .await;
+    match result {
+        Ok(r) if r.status().is_success() => Outcome::Delivered,
+        Ok(r) if r.status() == http::StatusCode::GONE => Outcome::Gone,
+        Ok(r) => {
+            let status = r.status();
+            let retry_after = matches!(status.as_u16(), 429 | 503)
+                .then(|| {
+                    r.headers()
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(retry_after)
+                })
+                .flatten();
+            warn!(d.log, "callback refused notification";
+                "subscription" => &target.subscription, "id" => id, "status" => status.as_u16());
+            Outcome::Retry(retry_after)
+        }
+        Err(e) => {
+            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => e.to_string());
+            Outcome::Retry(None)
+        }
+    }
+}
+
+/// `Retry-After` as seconds (an HTTP date is honoured as "later", 60 s), at most a day.
+fn retry_after(v: &http::HeaderValue) -> Option<Duration> {
+    let text = v.to_str().ok()?.trim();
+    let secs = text.parse::<u64>().unwrap_or(60);
+    Some(Duration::from_secs(secs.min(86_400)))
+}
+
+fn jittered(d: Duration) -> Duration {
+    if d.is_zero() {
+        return d;
+    }
+    let factor = rand::random_range(0.8..1.2);
+    d.mul_f64(factor)
 }
 
 async fn deliver(
     target: Target,
-    mut rx: mpsc::UnboundedReceiver<Notification>,
-    cancelled: Arc<AtomicBool>,
-    client: reqwest::Client,
-    policy: RetryPolicy,
-    log: Logger,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    state: Arc<AtomicU8>,
+    d: Deliverer,
 ) {
-    let content_type = target.format.content_type();
-    'queue: while let Some(n) = rx.recv().await {
-        let body = bytes::Bytes::from(n.encode(target.format));
-        let mut delay = policy.backoff;
-        for attempt in 1..=policy.attempts {
-            if cancelled.load(Ordering::SeqCst) {
-                break 'queue;
+    while let Some(item) = rx.recv().await {
+        let forget = |id: u64| {
+            d.store.submit_detached(Batch {
+                forget: vec![id],
+                ..Batch::default()
+            })
+        };
+        let now = state.load(Ordering::SeqCst);
+        let is_cancellation = matches!(item.notification, Notification::Cancelled(_));
+        if now == CANCELLED || (now == EXPIRED && !is_cancellation) {
+            forget(item.id);
+            continue;
+        }
+        let body = bytes::Bytes::from(item.notification.encode(target.format));
+        let mut delivered = false;
+        let mut wait_hint = None;
+        for (n, delay) in d.policy.schedule.iter().enumerate() {
+            let wait = wait_hint.take().unwrap_or_else(|| jittered(*delay));
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
-            let result = client
-                .post(&target.notify_url)
-                .header(http::header::CONTENT_TYPE, content_type)
-                .timeout(policy.timeout)
-                .body(body.clone())
-                .send()
-                .await;
-            match result {
-                Ok(r) if r.status().is_success() => {
-                    debug!(log, "notification delivered"; "kind" => n.kind(), "subscription" => &target.subscription);
-                    continue 'queue;
+            if state.load(Ordering::SeqCst) == CANCELLED {
+                break;
+            }
+            match attempt(&target, &d, item.id, &body).await {
+                Outcome::Delivered => {
+                    debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
+                        "subscription" => &target.subscription, "id" => item.id, "attempt" => n + 1);
+                    delivered = true;
+                    break;
                 }
-                Ok(r) => warn!(log, "callback refused notification";
-                    "kind" => n.kind(), "subscription" => &target.subscription, "status" => r.status().as_u16(), "attempt" => attempt),
-                Err(e) => warn!(log, "callback unreachable";
-                    "kind" => n.kind(), "subscription" => &target.subscription, "error" => e.to_string(), "attempt" => attempt),
-            }
-            if attempt < policy.attempts {
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
+                Outcome::Gone => {
+                    warn!(d.log, "callback answered 410 Gone: disabling the subscription";
+                        "subscription" => &target.subscription);
+                    state.store(CANCELLED, Ordering::SeqCst);
+                    (d.on_gone)(&target.subscription);
+                    break;
+                }
+                Outcome::Retry(hint) => wait_hint = hint,
             }
         }
-        let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-        warn!(log, "notification dropped after every attempt failed";
-            "kind" => n.kind(), "subscription" => &target.subscription, "url" => &target.notify_url, "dropped_total" => total);
+        if delivered {
+            DELIVERED.fetch_add(1, Ordering::Relaxed);
+        } else if state.load(Ordering::SeqCst) != CANCELLED {
+            let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(d.log, "notification given up after every attempt failed";
+                "kind" => item.notification.kind(), "subscription" => &target.subscription,
+                "url" => &target.notify_url, "id" => item.id, "dropped_total" => total);
+        }
+        forget(item.id);
+        if is_cancellation && state.load(Ordering::SeqCst) == EXPIRED {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_parse() {
+        let s = RetryPolicy::parse_schedule("0, 50ms, 2s, 1.5m, 2h").unwrap();
+        assert_eq!(
+            s,
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(50),
+                Duration::from_secs(2),
+                Duration::from_secs(90),
+                Duration::from_secs(7200)
+            ]
+        );
+        assert!(RetryPolicy::parse_schedule("").is_none());
+        assert!(RetryPolicy::parse_schedule("5x").is_none());
+        assert!(RetryPolicy::parse_schedule("-1").is_none());
+        let total: Duration = RetryPolicy::default().schedule.iter().sum();
+        assert!(
+            total >= Duration::from_secs(24 * 3600),
+            "default schedule spans a day: {total:?}"
+        );
     }
 }

@@ -5,6 +5,8 @@ use crate::chat::{Chat, Settings};
 use crate::config::Config;
 use crate::handlers::ChatServer;
 use crate::notify::RetryPolicy;
+use crate::store::Store;
+use crate::store::sqlite::Sqlite;
 use crate::urls::Urls;
 use dropshot::{
     Body, ConfigDropshot, ConfigLogging, ConfigLoggingLevel, HttpError, HttpServer, Path,
@@ -25,6 +27,8 @@ pub enum StartError {
     Log(String),
     /// Binding or starting the listener failed (e.g. the port is in use).
     Listen(String),
+    /// The data directory could not be opened or read.
+    Store(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -33,6 +37,7 @@ impl std::fmt::Display for StartError {
             StartError::Api(e) => write!(f, "building the API failed: {e}"),
             StartError::Log(e) => write!(f, "setting up logging failed: {e}"),
             StartError::Listen(e) => write!(f, "could not listen: {e}"),
+            StartError::Store(e) => write!(f, "could not open the data directory: {e}"),
         }
     }
 }
@@ -107,12 +112,16 @@ pub fn start(config: &Config) -> Result<HttpServer<ChatServer>, StartError> {
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
         retry: RetryPolicy {
-            attempts: config.notify_attempts,
-            backoff: config.notify_backoff,
+            schedule: config.retry_schedule.clone(),
             timeout: config.notify_timeout,
         },
     };
-    let chat = Chat::new(Urls::new(public), settings, log.clone());
+    let backend = Sqlite::open(&config.data_dir, config.sync)
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let (store, snapshot) =
+        Store::start(Box::new(backend)).map_err(|e| StartError::Store(e.to_string()))?;
+    let chat = Chat::open(Urls::new(public), settings, store, snapshot, log.clone())
+        .map_err(StartError::Store)?;
     let dropshot = ConfigDropshot {
         bind_address: bound,
         default_request_body_max_bytes: config.max_body_bytes,

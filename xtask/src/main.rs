@@ -6,6 +6,8 @@
 //! - `listen [PORT]`: a tiny callback receiver that prints every notification POSTed to it
 //!   (for trying the API by hand; see the README walkthrough).
 
+mod bench;
+
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -107,6 +109,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        ["bench", rest @ ..] => bench::main(&root, rest),
         ["listen"] => listen(9000),
         ["listen", port] => listen(port.parse().context("PORT must be a number")?),
         _ => bail!(

@@ -1,16 +1,18 @@
 //! The chat core: the state machine of subscriptions, sessions, participants and messages, and
 //! the notifications each change causes.
 //!
-//! Every operation takes the lock once, checks the rules, changes the state, queues the
-//! notifications it implies on the subscribers' delivery queues (still under the lock, so
-//! notification order follows state order), and returns the caller's view. No I/O happens
-//! under the lock: queues are in-memory channels drained by the delivery tasks of
-//! [`crate::notify`].
+//! Every changing operation takes the lock once, checks the rules, changes the in-memory state
+//! and describes the change as a store [`Batch`]: the records it wrote and the notifications it
+//! causes (the transactional outbox). The batch is handed to the store *under the lock*, so
+//! commit order is state order; the caller is answered only once the batch is durable, and the
+//! notifications reach the delivery queues right after their commit, in commit order. Reads
+//! are served from memory.
 
 pub mod state;
 pub mod views;
 
-use crate::notify::{Notification, Queue, RetryPolicy, Target};
+use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy, Target};
+use crate::store::{Batch, Kind, OutboxEntry, Snapshot, Store, now_ms};
 use crate::urls::Urls;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList, ChatSubscription,
@@ -19,10 +21,14 @@ use netapi_chat_api::{
     ResourceReference, ServiceException, SubscriptionCancellationNotification,
 };
 use netapi_chat_runtime::{ApiError, Format};
-use slog::{Logger, info};
-use state::{Invitation, Message, Participant, Session, State, Subscription, status_rank};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use serde::Serialize;
+use slog::{Logger, info, warn};
+use state::{
+    Invitation, Message, Participant, Session, State, Subscription, SubscriptionRecord, status_rank,
+};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Longest subscription `duration` granted (one year); longer requests get this.
 pub const MAX_SUBSCRIPTION_SECS: i64 = 365 * 24 * 3600;
@@ -47,7 +53,8 @@ pub struct Chat {
     state: Mutex<State>,
     urls: Urls,
     settings: Settings,
-    client: reqwest::Client,
+    store: Store,
+    deliverer: Deliverer,
     log: Logger,
 }
 
@@ -55,20 +62,176 @@ fn missing(what: &str) -> ApiError {
     ApiError::not_found(what)
 }
 
+/// One change being prepared under the lock: the batch to commit and, for after the commit,
+/// the notifications to hand to delivery queues.
+#[derive(Default)]
+struct Change {
+    batch: Batch,
+    deliveries: Vec<(Queue, Delivery)>,
+}
+
+impl Change {
+    fn put<T: Serialize>(&mut self, kind: Kind, key: String, value: &T) {
+        // Serializing plain records to a Vec cannot fail.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.batch.puts.push((kind, key, bytes));
+    }
+
+    fn put_session(&mut self, s: &Session) {
+        self.put(Kind::Session, s.id.clone(), s);
+    }
+
+    fn put_message(&mut self, sid: &str, m: &Message) {
+        self.put(Kind::Message, format!("{sid}/{}", m.id), m);
+    }
+}
+
+/// Waits until a submitted change is durable.
+async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::internal(format!(
+            "the change could not be stored: {e}"
+        ))),
+        Err(_) => Err(ApiError::internal(
+            "the store stopped before the change was stored",
+        )),
+    }
+}
+
 impl Chat {
-    /// A chat system with no users yet.
-    pub fn new(urls: Urls, settings: Settings, log: Logger) -> Arc<Chat> {
+    /// The chat system over `store`, with the state of `snapshot` (what the store held at
+    /// start-up): subscriptions resume delivery of their undelivered notifications, pending
+    /// invitations and subscriptions resume their timers.
+    pub fn open(
+        urls: Urls,
+        settings: Settings,
+        store: Store,
+        snapshot: Snapshot,
+        log: Logger,
+    ) -> Result<Arc<Chat>, String> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
-        Arc::new(Chat {
-            state: Mutex::new(State::default()),
-            urls,
-            settings,
-            client,
-            log,
-        })
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let chat = Arc::new_cyclic(|weak: &Weak<Chat>| {
+            let gone = weak.clone();
+            let deliverer = Deliverer {
+                client,
+                policy: settings.retry.clone(),
+                store: store.clone(),
+                on_gone: Arc::new(move |id: &str| {
+                    if let Some(chat) = gone.upgrade() {
+                        chat.disable_subscription(id);
+                    }
+                }),
+                log: log.clone(),
+            };
+            Chat {
+                state: Mutex::new(State::default()),
+                urls,
+                settings,
+                store,
+                deliverer,
+                log,
+            }
+        });
+        chat.restore(snapshot)?;
+        Ok(chat)
+    }
+
+    fn restore(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
+        let bad = |kind: Kind, key: &str, e: serde_json::Error| {
+            format!("stored {} `{key}` is unreadable: {e}", kind.name())
+        };
+        let mut state = self.lock();
+        let mut messages: Vec<(String, Message)> = Vec::new();
+        let mut subs: Vec<SubscriptionRecord> = Vec::new();
+        let mut sessions: Vec<Session> = Vec::new();
+        for (kind, key, value) in snapshot.records {
+            match kind {
+                Kind::Meta => {
+                    state.counters =
+                        serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?
+                }
+                Kind::Subscription => {
+                    subs.push(serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?)
+                }
+                Kind::Session => {
+                    sessions.push(serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?)
+                }
+                Kind::Message => {
+                    let sid = key.split('/').next().unwrap_or_default().to_owned();
+                    messages.push((
+                        sid,
+                        serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?,
+                    ));
+                }
+            }
+        }
+        sessions.sort_by_key(|s| s.seq);
+        for s in sessions {
+            for p in &s.participants {
+                state
+                    .user_sessions
+                    .entry(p.address.clone())
+                    .or_default()
+                    .push(s.id.clone());
+            }
+            state.sessions.insert(s.id.clone(), s);
+        }
+        messages.sort_by_key(|(_, m)| m.seq);
+        for (sid, m) in messages {
+            if let Some(s) = state.sessions.get_mut(&sid) {
+                s.messages.push(m);
+            }
+        }
+        subs.sort_by_key(|s| s.seq);
+        for rec in subs {
+            self.attach_subscription(&mut state, rec);
+        }
+        let mut resumed = 0usize;
+        for e in snapshot.outbox {
+            let Some(sub) = state.subscriptions.get(&e.subscription) else {
+                continue;
+            };
+            match serde_json::from_slice::<Notification>(&e.body) {
+                Ok(notification) => {
+                    sub.queue.push(Delivery {
+                        id: e.id,
+                        notification,
+                    });
+                    resumed += 1;
+                }
+                Err(err) => {
+                    warn!(self.log, "unreadable stored notification skipped"; "id" => e.id, "error" => err.to_string())
+                }
+            }
+        }
+        // Timers: what was pending before the restart fires as if the server had stayed up.
+        let mut invitations = Vec::new();
+        for s in state.sessions.values() {
+            for p in &s.participants {
+                if let Invitation::Pending { seq, deadline_ms } = p.invitation {
+                    invitations.push((s.id.clone(), p.address.clone(), seq, deadline_ms));
+                }
+            }
+        }
+        let expiries: Vec<(String, i64)> = state
+            .subscriptions
+            .values()
+            .filter_map(|s| s.rec.expires_at_ms.map(|t| (s.rec.id.clone(), t)))
+            .collect();
+        let counts = (state.sessions.len(), state.subscriptions.len());
+        drop(state);
+        for (sid, address, seq, deadline) in invitations {
+            self.invitation_timer(sid, address, seq, deadline);
+        }
+        for (id, at) in expiries {
+            self.expiry_timer(id, at);
+        }
+        info!(self.log, "state restored"; "sessions" => counts.0, "subscriptions" => counts.1, "pending_notifications" => resumed);
+        Ok(())
     }
 
     /// The URL builder.
@@ -82,35 +245,90 @@ impl Chat {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues each notification on every subscription of its user.
-    fn dispatch(&self, state: &State, outbox: Outbox) {
+    /// Adds the notifications of `outbox` to the change: one outbox entry per subscription of
+    /// each user, with a fresh id and the subscription's `callbackData`.
+    fn notify(&self, state: &mut State, change: &mut Change, outbox: Outbox) {
+        let created_ms = now_ms();
         for (user, n) in outbox {
             let Some(ids) = state.user_subscriptions.get(&user) else {
                 continue;
             };
             for id in ids {
-                if let Some(sub) = state.subscriptions.get(id) {
-                    let mut n = n.clone();
-                    n.set_callback_data(sub.callback.callback_data.clone());
-                    sub.queue.push(n);
-                }
+                let Some(sub) = state.subscriptions.get(id) else {
+                    continue;
+                };
+                let mut n = n.clone();
+                n.set_callback_data(sub.rec.callback.callback_data.clone());
+                state.counters.next_notification += 1;
+                let nid = state.counters.next_notification;
+                change.batch.outbox.push(OutboxEntry {
+                    id: nid,
+                    subscription: id.clone(),
+                    body: serde_json::to_vec(&n).unwrap_or_default(),
+                    created_ms,
+                });
+                change.deliveries.push((
+                    sub.queue.clone(),
+                    Delivery {
+                        id: nid,
+                        notification: n,
+                    },
+                ));
             }
         }
     }
 
+    /// Hands the change to the store (call under the lock); its notifications go to their
+    /// queues right after the commit.
+    fn submit(&self, state: &State, mut change: Change) -> oneshot::Receiver<Result<(), String>> {
+        change.put(Kind::Meta, "counters".to_owned(), &state.counters);
+        let deliveries = std::mem::take(&mut change.deliveries);
+        let hook: Option<Box<dyn FnOnce() + Send>> = (!deliveries.is_empty()).then(|| {
+            Box::new(move || {
+                for (queue, d) in deliveries {
+                    queue.push(d);
+                }
+            }) as Box<dyn FnOnce() + Send>
+        });
+        self.store.submit(change.batch, hook)
+    }
+
     // ------------------------------------------------------------------ subscriptions
 
-    fn subscription_view(&self, sub: &Subscription) -> ChatSubscription {
+    fn subscription_view(&self, rec: &SubscriptionRecord) -> ChatSubscription {
         ChatSubscription {
-            callback_reference: sub.callback.clone(),
-            duration: Some(sub.duration),
-            client_correlator: sub.client_correlator.clone(),
-            resource_url: Some(self.urls.subscription(&sub.user, &sub.id)),
+            callback_reference: rec.callback.clone(),
+            duration: Some(rec.duration),
+            client_correlator: rec.client_correlator.clone(),
+            resource_url: Some(self.urls.subscription(&rec.user, &rec.id)),
         }
     }
 
+    fn attach_subscription(&self, state: &mut State, rec: SubscriptionRecord) {
+        let format = match rec.callback.notification_format {
+            Some(NotificationFormat::Xml) => Format::Xml,
+            _ => Format::Json,
+        };
+        let queue = Queue::start(
+            Target {
+                notify_url: rec.callback.notify_url.clone(),
+                format,
+                subscription: rec.id.clone(),
+            },
+            self.deliverer.clone(),
+        );
+        state
+            .user_subscriptions
+            .entry(rec.user.clone())
+            .or_default()
+            .push(rec.id.clone());
+        state
+            .subscriptions
+            .insert(rec.id.clone(), Subscription { rec, queue });
+    }
+
     /// Seed 7.1.1: subscribe.
-    pub fn create_subscription(
+    pub async fn create_subscription(
         self: &Arc<Self>,
         user: &str,
         body: ChatSubscription,
@@ -130,68 +348,52 @@ impl Chat {
                 "duration {duration} must be 0 (no expiry) or a number of seconds"
             )));
         }
-        let mut state = self.lock();
-        if let Some(c) = &body.client_correlator
-            && let Some(existing) = state
-                .subscriptions
-                .values()
-                .find(|s| s.user == user && s.client_correlator.as_deref() == Some(c))
-        {
-            let view = self.subscription_view(existing);
-            let location = view.resource_url.clone().unwrap_or_default();
-            return Ok(Created {
-                location,
-                body: view,
-            });
-        }
-        let id = state.new_id("sub");
-        let format = match body.callback_reference.notification_format {
-            Some(NotificationFormat::Xml) => Format::Xml,
-            _ => Format::Json,
+        let (view, expiry, rx) = {
+            let mut state = self.lock();
+            if let Some(c) = &body.client_correlator
+                && let Some(existing) = state
+                    .subscriptions
+                    .values()
+                    .find(|s| s.rec.user == user && s.rec.client_correlator.as_deref() == Some(c))
+            {
+                let view = self.subscription_view(&existing.rec);
+                let location = view.resource_url.clone().unwrap_or_default();
+                return Ok(Created {
+                    location,
+                    body: view,
+                });
+            }
+            let (id, seq) = state.new_id("sub");
+            let mut callback = body.callback_reference;
+            callback.notify_url = notify_url;
+            callback.notification_format = Some(
+                callback
+                    .notification_format
+                    .unwrap_or(NotificationFormat::Json),
+            );
+            let expires_at_ms = (duration > 0).then(|| now_ms() + duration * 1000);
+            let rec = SubscriptionRecord {
+                id: id.clone(),
+                user: user.to_owned(),
+                callback,
+                duration,
+                expires_at_ms,
+                client_correlator: body.client_correlator,
+                seq,
+            };
+            let view = self.subscription_view(&rec);
+            let mut change = Change::default();
+            change.put(Kind::Subscription, id.clone(), &rec);
+            self.attach_subscription(&mut state, rec);
+            (
+                view,
+                expires_at_ms.map(|t| (id, t)),
+                self.submit(&state, change),
+            )
         };
-        let mut callback = body.callback_reference;
-        callback.notify_url = notify_url.clone();
-        callback.notification_format = Some(
-            callback
-                .notification_format
-                .unwrap_or(NotificationFormat::Json),
-        );
-        let queue = Queue::start(
-            Target {
-                notify_url,
-                format,
-                subscription: id.clone(),
-            },
-            self.client.clone(),
-            self.settings.retry.clone(),
-            self.log.clone(),
-        );
-        let expires_at =
-            (duration > 0).then(|| Instant::now() + Duration::from_secs(duration.unsigned_abs()));
-        let sub = Subscription {
-            id: id.clone(),
-            user: user.to_owned(),
-            callback,
-            duration,
-            expires_at,
-            client_correlator: body.client_correlator,
-            queue,
-        };
-        let view = self.subscription_view(&sub);
-        state.subscriptions.insert(id.clone(), sub);
-        state
-            .user_subscriptions
-            .entry(user.to_owned())
-            .or_default()
-            .push(id.clone());
-        drop(state);
-        if duration > 0 {
-            let chat = Arc::clone(self);
-            let secs = duration.unsigned_abs();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(secs)).await;
-                chat.expire_subscription(&id);
-            });
+        durable(rx).await?;
+        if let Some((id, at)) = expiry {
+            self.expiry_timer(id, at);
         }
         info!(self.log, "subscription created"; "user" => user, "url" => &view.callback_reference.notify_url);
         let location = view.resource_url.clone().unwrap_or_default();
@@ -201,30 +403,73 @@ impl Chat {
         })
     }
 
-    /// A subscription's `duration` ran out: tell its callback, then remove it.
+    fn expiry_timer(self: &Arc<Self>, id: String, at_ms: i64) {
+        let chat = Arc::downgrade(self);
+        let wait = Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(chat) = chat.upgrade() {
+                chat.expire_subscription(&id);
+            }
+        });
+    }
+
+    /// A subscription's `duration` ran out: it is removed, and its callback gets a
+    /// `subscriptionCancellationNotification` (and nothing else any more).
     fn expire_subscription(&self, id: &str) {
         let mut state = self.lock();
         let Some(sub) = remove_subscription(&mut state, id) else {
             return;
         };
-        sub.queue.push(Notification::Cancelled(
-            SubscriptionCancellationNotification {
-                reason: Some(ServiceException {
-                    message_id: "SVC0001".to_owned(),
-                    text: "A service error occurred: %1".to_owned(),
-                    variables: vec![format!(
-                        "subscription expired after its duration of {} s",
-                        sub.duration
-                    )],
-                }),
-                callback_data: sub.callback.callback_data.clone(),
-                link: vec![Link {
-                    rel: "ChatSubscription".to_owned(),
-                    href: self.urls.subscription(&sub.user, &sub.id),
-                }],
+        sub.queue.expire();
+        let notification = Notification::Cancelled(SubscriptionCancellationNotification {
+            reason: Some(ServiceException {
+                message_id: "SVC0001".to_owned(),
+                text: "A service error occurred: %1".to_owned(),
+                variables: vec![format!(
+                    "subscription expired after its duration of {} s",
+                    sub.rec.duration
+                )],
+            }),
+            callback_data: sub.rec.callback.callback_data.clone(),
+            link: vec![Link {
+                rel: "ChatSubscription".to_owned(),
+                href: self.urls.subscription(&sub.rec.user, &sub.rec.id),
+            }],
+        });
+        state.counters.next_notification += 1;
+        let nid = state.counters.next_notification;
+        let mut change = Change::default();
+        change
+            .batch
+            .deletes
+            .push((Kind::Subscription, id.to_owned()));
+        // The cancellation goes out from memory only: the subscription's record (and so its
+        // outbox) is gone once this commits.
+        change.deliveries.push((
+            sub.queue.clone(),
+            Delivery {
+                id: nid,
+                notification,
             },
         ));
-        // Dropping the queue lets the cancellation notification go out, then ends the task.
+        // Nobody waits: a timer (or the delivery task) made this change.
+        drop(self.submit(&state, change));
+    }
+
+    /// The callback answered `410 Gone`: the subscription is deleted.
+    fn disable_subscription(&self, id: &str) {
+        let mut state = self.lock();
+        if let Some(sub) = remove_subscription(&mut state, id) {
+            sub.queue.cancel();
+            let mut change = Change::default();
+            change
+                .batch
+                .deletes
+                .push((Kind::Subscription, id.to_owned()));
+            // Nobody waits: a timer (or the delivery task) made this change.
+            drop(self.submit(&state, change));
+        }
     }
 
     /// The user's subscriptions.
@@ -236,7 +481,7 @@ impl Chat {
             .map(|ids| {
                 ids.iter()
                     .filter_map(|id| state.subscriptions.get(id))
-                    .map(|s| self.subscription_view(s))
+                    .map(|s| self.subscription_view(&s.rec))
                     .collect()
             })
             .unwrap_or_default();
@@ -250,22 +495,30 @@ impl Chat {
     pub fn get_subscription(&self, user: &str, id: &str) -> Result<ChatSubscription, ApiError> {
         let state = self.lock();
         match state.subscriptions.get(id) {
-            Some(s) if s.user == user => Ok(self.subscription_view(s)),
+            Some(s) if s.rec.user == user => Ok(self.subscription_view(&s.rec)),
             _ => Err(missing(&self.urls.subscription(user, id))),
         }
     }
 
     /// Seed 7.1.1: unsubscribe. Nothing more is delivered to the callback.
-    pub fn delete_subscription(&self, user: &str, id: &str) -> Result<(), ApiError> {
-        let mut state = self.lock();
-        match state.subscriptions.get(id) {
-            Some(s) if s.user == user => {}
-            _ => return Err(missing(&self.urls.subscription(user, id))),
-        }
-        if let Some(sub) = remove_subscription(&mut state, id) {
-            sub.queue.cancel();
-        }
-        Ok(())
+    pub async fn delete_subscription(&self, user: &str, id: &str) -> Result<(), ApiError> {
+        let rx = {
+            let mut state = self.lock();
+            match state.subscriptions.get(id) {
+                Some(s) if s.rec.user == user => {}
+                _ => return Err(missing(&self.urls.subscription(user, id))),
+            }
+            if let Some(sub) = remove_subscription(&mut state, id) {
+                sub.queue.cancel();
+            }
+            let mut change = Change::default();
+            change
+                .batch
+                .deletes
+                .push((Kind::Subscription, id.to_owned()));
+            self.submit(&state, change)
+        };
+        durable(rx).await
     }
 
     // ------------------------------------------------------------------ sessions
@@ -294,8 +547,22 @@ impl Chat {
         }
     }
 
+    /// A new pending invitation and its deadline (Unix ms).
+    fn invitation(&self) -> (Invitation, i64) {
+        let timeout =
+            i64::try_from(self.settings.invitation_timeout.as_millis()).unwrap_or(i64::MAX / 2);
+        let deadline_ms = now_ms().saturating_add(timeout);
+        (
+            Invitation::Pending {
+                seq: next_invitation_seq(),
+                deadline_ms,
+            },
+            deadline_ms,
+        )
+    }
+
     /// Seed 7.1.2 / 7.1.4: start a 1-1 or group chat; invites every listed participant.
-    pub fn create_session(
+    pub async fn create_session(
         self: &Arc<Self>,
         user: &str,
         body: ChatSessionInformation,
@@ -324,105 +591,122 @@ impl Chat {
         if invitees.len() + 1 > MAX_PARTICIPANTS {
             return Err(too_many_participants());
         }
-        let mut state = self.lock();
-        if let Some(c) = &body.client_correlator
-            && let Some(s) = state
-                .sessions
-                .values()
-                .find(|s| s.originator == user && s.client_correlator.as_deref() == Some(c))
-        {
-            let view = views::session(&self.urls, user, s);
-            return Ok(Created {
-                location: self.urls.session(user, &s.id),
-                body: view,
-            });
-        }
-        let id = state.new_id("sess");
-        let mut participants = vec![Participant {
-            address: user.to_owned(),
-            name: originator_name.clone(),
-            is_originator: true,
-            status: ParticipantStatus::Connected,
-            invitation: Invitation::None,
-            invited_by: user.to_owned(),
-        }];
-        let mut timers = Vec::new();
-        for p in invitees {
-            let seq = next_invitation_seq();
-            timers.push((p.address.clone(), seq));
-            participants.push(Participant {
-                address: p.address,
-                name: p.name,
-                is_originator: false,
-                status: ParticipantStatus::Invited,
-                invitation: Invitation::Pending { seq },
+        let (id, view, timers, rx) = {
+            let mut state = self.lock();
+            if let Some(c) = &body.client_correlator
+                && let Some(s) = state
+                    .sessions
+                    .values()
+                    .find(|s| s.originator == user && s.client_correlator.as_deref() == Some(c))
+            {
+                let view = views::session(&self.urls, user, s);
+                return Ok(Created {
+                    location: self.urls.session(user, &s.id),
+                    body: view,
+                });
+            }
+            let (id, seq) = state.new_id("sess");
+            let mut participants = vec![Participant {
+                address: user.to_owned(),
+                name: originator_name.clone(),
+                is_originator: true,
+                status: ParticipantStatus::Connected,
+                invitation: Invitation::None,
                 invited_by: user.to_owned(),
-            });
-        }
-        let session = Session {
-            id: id.clone(),
-            subject: body.subject,
-            originator: user.to_owned(),
-            originator_name,
-            client_correlator: body.client_correlator,
-            group: participants.len() > 2,
-            participants,
-            messages: Vec::new(),
-            ended: false,
+            }];
+            let mut timers = Vec::new();
+            for p in invitees {
+                let (invitation, deadline) = self.invitation();
+                if let Invitation::Pending { seq, .. } = invitation {
+                    timers.push((p.address.clone(), seq, deadline));
+                }
+                participants.push(Participant {
+                    address: p.address,
+                    name: p.name,
+                    is_originator: false,
+                    status: ParticipantStatus::Invited,
+                    invitation,
+                    invited_by: user.to_owned(),
+                });
+            }
+            let session = Session {
+                id: id.clone(),
+                seq,
+                subject: body.subject,
+                originator: user.to_owned(),
+                originator_name,
+                client_correlator: body.client_correlator,
+                group: participants.len() > 2,
+                participants,
+                messages: Vec::new(),
+                ended: false,
+            };
+            let outbox: Outbox = session
+                .participants
+                .iter()
+                .skip(1)
+                .map(|p| {
+                    (
+                        p.address.clone(),
+                        views::invitation(&self.urls, &p.address, &session),
+                    )
+                })
+                .collect();
+            for p in &session.participants {
+                state
+                    .user_sessions
+                    .entry(p.address.clone())
+                    .or_default()
+                    .push(id.clone());
+            }
+            let view = views::session(&self.urls, user, &session);
+            let mut change = Change::default();
+            change.put_session(&session);
+            state.sessions.insert(id.clone(), session);
+            self.notify(&mut state, &mut change, outbox);
+            (id, view, timers, self.submit(&state, change))
         };
-        let outbox: Outbox = session
-            .participants
-            .iter()
-            .skip(1)
-            .map(|p| {
-                (
-                    p.address.clone(),
-                    views::invitation(&self.urls, &p.address, &session),
-                )
-            })
-            .collect();
-        for p in &session.participants {
-            state
-                .user_sessions
-                .entry(p.address.clone())
-                .or_default()
-                .push(id.clone());
+        durable(rx).await?;
+        for (address, seq, deadline) in timers {
+            self.invitation_timer(id.clone(), address, seq, deadline);
         }
-        let view = views::session(&self.urls, user, &session);
-        state.sessions.insert(id.clone(), session);
-        self.dispatch(&state, outbox);
-        drop(state);
-        self.start_invitation_timers(&id, timers);
         Ok(Created {
             location: self.urls.session(user, &id),
             body: view,
         })
     }
 
-    fn start_invitation_timers(self: &Arc<Self>, sid: &str, timers: Vec<(String, u64)>) {
-        for (address, seq) in timers {
-            let chat = Arc::clone(self);
-            let sid = sid.to_owned();
-            let after = self.settings.invitation_timeout;
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
+    fn invitation_timer(
+        self: &Arc<Self>,
+        sid: String,
+        address: String,
+        seq: u64,
+        deadline_ms: i64,
+    ) {
+        let chat = Arc::downgrade(self);
+        let wait = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(chat) = chat.upgrade() {
                 chat.invitation_timed_out(&sid, &address, seq);
-            });
-        }
+            }
+        });
     }
 
     /// Seed 7.1.7 c: nobody answered the invitation in time. The invitee's status becomes
-    /// `Disconnected`, the session disappears for it, and the inviter (and the invitee) get a
-    /// `Timeout` event. A 1-1 session whose only invitation timed out ends.
+    /// `Disconnected`, the session disappears for it, the inviter and the invitee get a
+    /// `Timeout` event and the other connected participants a status notification. A 1-1
+    /// session whose only invitation timed out ends.
     fn invitation_timed_out(&self, sid: &str, address: &str, seq: u64) {
         let mut state = self.lock();
+        let urls = &self.urls;
         let Some(s) = state.sessions.get_mut(sid) else {
             return;
         };
         let Some(p) = s.participant_mut(address) else {
             return;
         };
-        if p.invitation != (Invitation::Pending { seq }) {
+        if !matches!(p.invitation, Invitation::Pending { seq: current, .. } if current == seq) {
             return;
         }
         p.invitation = Invitation::TimedOut;
@@ -432,11 +716,11 @@ impl Chat {
         let mut outbox = vec![
             (
                 inviter.clone(),
-                views::event(&self.urls, &inviter, s, EventType::Timeout, text.clone()),
+                views::event(urls, &inviter, s, EventType::Timeout, text.clone()),
             ),
             (
                 address.to_owned(),
-                views::event(&self.urls, address, s, EventType::Timeout, text),
+                views::event(urls, address, s, EventType::Timeout, text),
             ),
         ];
         if let Some(p) = s.participant(address) {
@@ -447,20 +731,24 @@ impl Chat {
             {
                 outbox.push((
                     other.clone(),
-                    views::participant_status(&self.urls, &other, s, &[p]),
+                    views::participant_status(urls, &other, s, &[p]),
                 ));
             }
         }
         if !s.group && !s.ended {
             s.ended = true;
             outbox.extend(end_for_all(
-                &self.urls,
+                urls,
                 s,
                 "the only invitation timed out",
                 &inviter,
             ));
         }
-        self.dispatch(&state, outbox);
+        let mut change = Change::default();
+        change.put_session(s);
+        self.notify(&mut state, &mut change, outbox);
+        // Nobody waits: a timer (or the delivery task) made this change.
+        drop(self.submit(&state, change));
     }
 
     /// The sessions the user takes part in.
@@ -491,24 +779,29 @@ impl Chat {
     }
 
     /// Seed 7.1.5: the originator ends the session for everyone.
-    pub fn end_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
-        let mut state = self.lock();
-        let urls = &self.urls;
-        let s = self.visible_mut(&mut state, user, sid)?;
-        if s.originator != user {
-            return Err(ApiError::forbidden(
-                "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
-            ));
-        }
-        if s.ended {
-            return Err(ApiError::conflict(format!(
-                "session {sid} has already ended"
-            )));
-        }
-        s.ended = true;
-        let outbox = end_for_all(urls, s, "the originator ended the session", user);
-        self.dispatch(&state, outbox);
-        Ok(())
+    pub async fn end_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
+        let rx = {
+            let mut state = self.lock();
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            if s.originator != user {
+                return Err(ApiError::forbidden(
+                    "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
+                ));
+            }
+            if s.ended {
+                return Err(ApiError::conflict(format!(
+                    "session {sid} has already ended"
+                )));
+            }
+            s.ended = true;
+            let outbox = end_for_all(urls, s, "the originator ended the session", user);
+            let mut change = Change::default();
+            change.put_session(s);
+            self.notify(&mut state, &mut change, outbox);
+            self.submit(&state, change)
+        };
+        durable(rx).await
     }
 
     /// The session's participants.
@@ -526,86 +819,95 @@ impl Chat {
     }
 
     /// Seed 7.1.3: invite more participants (a 1-1 session becomes a group session).
-    pub fn add_participants(
+    pub async fn add_participants(
         self: &Arc<Self>,
         user: &str,
         sid: &str,
         body: ParticipantList,
     ) -> Result<Created<ParticipantList>, ApiError> {
-        let mut state = self.lock();
-        let urls = &self.urls;
-        let s = self.visible_mut(&mut state, user, sid)?;
-        if s.ended {
-            return Err(ApiError::conflict(format!(
-                "session {sid} has ended; start a new one"
-            )));
-        }
-        if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
-            return Err(ApiError::forbidden(
-                "only a connected participant can invite others; accept or re-join first",
-            ));
-        }
-        let mut new: Vec<ParticipantInformation> = Vec::new();
-        for p in body.participant {
-            if s.participant(&p.address).is_some() || new.iter().any(|q| q.address == p.address) {
+        let (list, timers, rx) = {
+            let mut state = self.lock();
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            if s.ended {
                 return Err(ApiError::conflict(format!(
-                    "{} is already a participant of session {sid}",
-                    p.address
+                    "session {sid} has ended; start a new one"
                 )));
             }
-            new.push(p);
-        }
-        if s.participants.len() + new.len() > MAX_PARTICIPANTS {
-            return Err(too_many_participants());
-        }
-        let mut timers = Vec::new();
-        for p in new {
-            let seq = next_invitation_seq();
-            timers.push((p.address.clone(), seq));
-            s.participants.push(Participant {
-                address: p.address,
-                name: p.name,
-                is_originator: false,
-                status: ParticipantStatus::Invited,
-                invitation: Invitation::Pending { seq },
-                invited_by: user.to_owned(),
-            });
-        }
-        s.group = true;
-        let mut outbox: Outbox = timers
-            .iter()
-            .map(|(a, _)| (a.clone(), views::invitation(urls, a, s)))
-            .collect();
-        // The connected participants other than the inviter learn who was invited.
-        let invited: Vec<&Participant> = timers
-            .iter()
-            .filter_map(|(a, _)| s.participant(a))
-            .collect();
-        for other in s.connected_others(user) {
-            outbox.push((
-                other.clone(),
-                views::participant_status(urls, &other, s, &invited),
-            ));
-        }
-        let list = ParticipantList {
-            participant: s
-                .participants
+            if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
+                return Err(ApiError::forbidden(
+                    "only a connected participant can invite others; accept or re-join first",
+                ));
+            }
+            let mut new: Vec<ParticipantInformation> = Vec::new();
+            for p in body.participant {
+                if s.participant(&p.address).is_some() || new.iter().any(|q| q.address == p.address)
+                {
+                    return Err(ApiError::conflict(format!(
+                        "{} is already a participant of session {sid}",
+                        p.address
+                    )));
+                }
+                new.push(p);
+            }
+            if s.participants.len() + new.len() > MAX_PARTICIPANTS {
+                return Err(too_many_participants());
+            }
+            let mut timers = Vec::new();
+            for p in new {
+                let (invitation, deadline) = self.invitation();
+                if let Invitation::Pending { seq, .. } = invitation {
+                    timers.push((p.address.clone(), seq, deadline));
+                }
+                s.participants.push(Participant {
+                    address: p.address,
+                    name: p.name,
+                    is_originator: false,
+                    status: ParticipantStatus::Invited,
+                    invitation,
+                    invited_by: user.to_owned(),
+                });
+            }
+            s.group = true;
+            let mut outbox: Outbox = timers
                 .iter()
-                .map(|p| views::participant(urls, user, s, p))
-                .collect(),
-            resource_url: Some(urls.participants(user, sid)),
+                .map(|(a, _, _)| (a.clone(), views::invitation(urls, a, s)))
+                .collect();
+            // The connected participants other than the inviter learn who was invited.
+            let invited: Vec<&Participant> = timers
+                .iter()
+                .filter_map(|(a, _, _)| s.participant(a))
+                .collect();
+            for other in s.connected_others(user) {
+                outbox.push((
+                    other.clone(),
+                    views::participant_status(urls, &other, s, &invited),
+                ));
+            }
+            let list = ParticipantList {
+                participant: s
+                    .participants
+                    .iter()
+                    .map(|p| views::participant(urls, user, s, p))
+                    .collect(),
+                resource_url: Some(urls.participants(user, sid)),
+            };
+            let mut change = Change::default();
+            change.put_session(s);
+            for (a, _, _) in &timers {
+                state
+                    .user_sessions
+                    .entry(a.clone())
+                    .or_default()
+                    .push(sid.to_owned());
+            }
+            self.notify(&mut state, &mut change, outbox);
+            (list, timers, self.submit(&state, change))
         };
-        let new_addresses: Vec<String> = timers.iter().map(|(a, _)| a.clone()).collect();
-        for a in new_addresses {
-            state
-                .user_sessions
-                .entry(a)
-                .or_default()
-                .push(sid.to_owned());
+        durable(rx).await?;
+        for (address, seq, deadline) in timers {
+            self.invitation_timer(sid.to_owned(), address, seq, deadline);
         }
-        self.dispatch(&state, outbox);
-        drop(state);
-        self.start_invitation_timers(sid, timers);
         Ok(Created {
             location: self.urls.participants(user, sid),
             body: list,
@@ -628,59 +930,68 @@ impl Chat {
     }
 
     /// Seed 7.1.6: the inviter withdraws an unanswered invitation.
-    pub fn cancel_invitation(&self, user: &str, sid: &str, pid: &str) -> Result<(), ApiError> {
-        let mut state = self.lock();
-        let urls = &self.urls;
-        let s = self.visible_mut(&mut state, user, sid)?;
-        let p = s
-            .participant(pid)
-            .ok_or_else(|| missing(&urls.participant(user, sid, pid)))?;
-        if !matches!(p.invitation, Invitation::Pending { .. }) {
-            return Err(ApiError::conflict(format!(
-                "the invitation of {pid} is not pending any more; only an unanswered invitation can be cancelled"
-            )));
-        }
-        if p.invited_by != user {
-            return Err(ApiError::forbidden(format!(
-                "only {} , who invited {pid}, can cancel the invitation",
-                p.invited_by
-            )));
-        }
-        if let Some(p) = s.participant_mut(pid) {
-            p.invitation = Invitation::Cancelled;
-            p.status = ParticipantStatus::Disconnected;
-        }
-        let mut outbox = vec![(
-            pid.to_owned(),
-            views::event(
-                urls,
-                pid,
-                s,
-                EventType::SessionCancelled,
-                format!("{user} withdrew the invitation"),
-            ),
-        )];
-        if let Some(p) = s.participant(pid) {
-            // The other connected participants: not the invitee, and not the inviter, who
-            // has its answer already (as everywhere, the actor is not notified of its act).
-            for other in s.connected_others(pid).into_iter().filter(|o| o != user) {
-                outbox.push((
-                    other.clone(),
-                    views::participant_status(urls, &other, s, &[p]),
+    pub async fn cancel_invitation(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Result<(), ApiError> {
+        let rx = {
+            let mut state = self.lock();
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            let p = s
+                .participant(pid)
+                .ok_or_else(|| missing(&urls.participant(user, sid, pid)))?;
+            if !p.invitation.is_pending() {
+                return Err(ApiError::conflict(format!(
+                    "the invitation of {pid} is not pending any more; only an unanswered invitation can be cancelled"
+                )));
+            }
+            if p.invited_by != user {
+                return Err(ApiError::forbidden(format!(
+                    "only {}, who invited {pid}, can cancel the invitation",
+                    p.invited_by
+                )));
+            }
+            if let Some(p) = s.participant_mut(pid) {
+                p.invitation = Invitation::Cancelled;
+                p.status = ParticipantStatus::Disconnected;
+            }
+            let mut outbox = vec![(
+                pid.to_owned(),
+                views::event(
+                    urls,
+                    pid,
+                    s,
+                    EventType::SessionCancelled,
+                    format!("{user} withdrew the invitation"),
+                ),
+            )];
+            if let Some(p) = s.participant(pid) {
+                // The other connected participants: not the inviter, who has its answer.
+                for other in s.connected_others(pid).into_iter().filter(|o| o != user) {
+                    outbox.push((
+                        other.clone(),
+                        views::participant_status(urls, &other, s, &[p]),
+                    ));
+                }
+            }
+            if !s.group && !s.ended {
+                s.ended = true;
+                outbox.extend(end_for_all(
+                    urls,
+                    s,
+                    "the only invitation was cancelled",
+                    user,
                 ));
             }
-        }
-        if !s.group && !s.ended {
-            s.ended = true;
-            outbox.extend(end_for_all(
-                urls,
-                s,
-                "the only invitation was cancelled",
-                user,
-            ));
-        }
-        self.dispatch(&state, outbox);
-        Ok(())
+            let mut change = Change::default();
+            change.put_session(s);
+            self.notify(&mut state, &mut change, outbox);
+            self.submit(&state, change)
+        };
+        durable(rx).await
     }
 
     /// A participant's status.
@@ -700,156 +1011,168 @@ impl Chat {
 
     /// Seed 7.1.7 (accept / decline) and 7.1.8 (leave / re-join): the participant sets its
     /// own status.
-    pub fn update_participant_status(
+    pub async fn update_participant_status(
         &self,
         user: &str,
         sid: &str,
         pid: &str,
         wanted: ParticipantStatus,
     ) -> Result<ParticipantSessionStatus, ApiError> {
-        let mut state = self.lock();
-        let urls = &self.urls;
-        let s = self.visible_mut(&mut state, user, sid)?;
-        let p = s
-            .participant(pid)
-            .ok_or_else(|| missing(&urls.participant_status(user, sid, pid)))?;
-        if pid != user {
-            return Err(ApiError::forbidden(format!(
-                "{user} can only change its own status, not that of {pid}"
-            )));
-        }
-        if s.ended {
-            return Err(ApiError::conflict(format!("session {sid} has ended")));
-        }
-        let (next_invitation, event) = match (wanted, p.invitation, p.status) {
-            (ParticipantStatus::Invited, ..) => {
-                return Err(ApiError::invalid_input(
-                    "status: Invited is set by the server; send Connected or Disconnected",
-                ));
-            }
-            (s2, _, current) if s2 == current => {
-                return Err(ApiError::conflict(format!("{pid} is already {current}")));
-            }
-            (ParticipantStatus::Connected, Invitation::Pending { .. }, _) => {
-                (Invitation::Accepted, Some(EventType::Accepted))
-            }
-            (ParticipantStatus::Disconnected, Invitation::Pending { .. }, _) => {
-                (Invitation::Declined, Some(EventType::Declined))
-            }
-            (ParticipantStatus::Connected, Invitation::Declined, _) => {
-                return Err(ApiError::conflict(format!(
-                    "{pid} declined the invitation to session {sid}; ask to be invited again"
+        let rx = {
+            let mut state = self.lock();
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            let p = s
+                .participant(pid)
+                .ok_or_else(|| missing(&urls.participant_status(user, sid, pid)))?;
+            if pid != user {
+                return Err(ApiError::forbidden(format!(
+                    "{user} can only change its own status, not that of {pid}"
                 )));
             }
-            (_, inv, _) => (inv, None),
+            if s.ended {
+                return Err(ApiError::conflict(format!("session {sid} has ended")));
+            }
+            let (next_invitation, event) = match (wanted, p.invitation, p.status) {
+                (ParticipantStatus::Invited, ..) => {
+                    return Err(ApiError::invalid_input(
+                        "status: Invited is set by the server; send Connected or Disconnected",
+                    ));
+                }
+                (s2, _, current) if s2 == current => {
+                    return Err(ApiError::conflict(format!("{pid} is already {current}")));
+                }
+                (ParticipantStatus::Connected, Invitation::Pending { .. }, _) => {
+                    (Invitation::Accepted, Some(EventType::Accepted))
+                }
+                (ParticipantStatus::Disconnected, Invitation::Pending { .. }, _) => {
+                    (Invitation::Declined, Some(EventType::Declined))
+                }
+                (ParticipantStatus::Connected, Invitation::Declined, _) => {
+                    return Err(ApiError::conflict(format!(
+                        "{pid} declined the invitation to session {sid}; ask to be invited again"
+                    )));
+                }
+                (_, inv, _) => (inv, None),
+            };
+            let is_decline = event == Some(EventType::Declined);
+            if let Some(p) = s.participant_mut(pid) {
+                p.status = wanted;
+                p.invitation = next_invitation;
+            }
+            let mut outbox = Outbox::new();
+            if let Some(p) = s.participant(pid) {
+                let mut told = s.connected_others(pid);
+                if event.is_some() && !told.contains(&p.invited_by) && p.invited_by != pid {
+                    told.push(p.invited_by.clone());
+                }
+                for other in told {
+                    outbox.push((
+                        other.clone(),
+                        views::participant_status(urls, &other, s, &[p]),
+                    ));
+                }
+            }
+            if is_decline && !s.group {
+                s.ended = true;
+                outbox.extend(end_for_all(urls, s, "the invitation was declined", pid));
+            }
+            let mut change = Change::default();
+            change.put_session(s);
+            self.notify(&mut state, &mut change, outbox);
+            self.submit(&state, change)
         };
-        let is_decline = event == Some(EventType::Declined);
-        if let Some(p) = s.participant_mut(pid) {
-            p.status = wanted;
-            p.invitation = next_invitation;
-        }
-        let mut outbox = Outbox::new();
-        if let Some(p) = s.participant(pid) {
-            let mut told = s.connected_others(pid);
-            if event.is_some() && !told.contains(&p.invited_by) && p.invited_by != pid {
-                told.push(p.invited_by.clone());
-            }
-            for other in told {
-                outbox.push((
-                    other.clone(),
-                    views::participant_status(urls, &other, s, &[p]),
-                ));
-            }
-        }
-        if is_decline && !s.group {
-            s.ended = true;
-            outbox.extend(end_for_all(urls, s, "the invitation was declined", pid));
-        }
-        self.dispatch(&state, outbox);
+        durable(rx).await?;
         Ok(ParticipantSessionStatus { status: wanted })
     }
 
     // ------------------------------------------------------------------ messages
 
     /// Seed 7.1.9: send a message to the other connected participants.
-    pub fn send_message(
+    pub async fn send_message(
         &self,
         user: &str,
         sid: &str,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        let mut state = self.lock();
-        let urls = &self.urls;
-        let s = self.visible_mut(&mut state, user, sid)?;
-        if let Some(c) = &body.client_correlator
-            && let Some(m) = s
-                .messages
-                .iter()
-                .find(|m| m.sender == user && m.client_correlator.as_deref() == Some(c))
-        {
-            let url = urls.message(user, sid, &m.id);
-            return Ok(Created {
-                location: url.clone(),
-                body: ResourceReference { resource_url: url },
-            });
-        }
-        if s.ended {
-            return Err(ApiError::conflict(format!(
-                "session {sid} has ended; messages can no longer be sent"
-            )));
-        }
-        let me = s.participant(user).map(|p| (p.status, p.name.clone()));
-        match me {
-            Some((ParticipantStatus::Connected, _)) => {}
-            Some((ParticipantStatus::Invited, _)) => {
+        let (url, rx) = {
+            let mut state = self.lock();
+            let (id, seq) = state.new_id("msg");
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            if let Some(c) = &body.client_correlator
+                && let Some(m) = s
+                    .messages
+                    .iter()
+                    .find(|m| m.sender == user && m.client_correlator.as_deref() == Some(c))
+            {
+                let url = urls.message(user, sid, &m.id);
+                return Ok(Created {
+                    location: url.clone(),
+                    body: ResourceReference { resource_url: url },
+                });
+            }
+            if s.ended {
+                return Err(ApiError::conflict(format!(
+                    "session {sid} has ended; messages can no longer be sent"
+                )));
+            }
+            let me = s.participant(user).map(|p| (p.status, p.name.clone()));
+            match me {
+                Some((ParticipantStatus::Connected, _)) => {}
+                Some((ParticipantStatus::Invited, _)) => {
+                    return Err(ApiError::policy(
+                        "POL1012",
+                        "Messages during session setup are not supported: %1",
+                        "accept the invitation (status Connected) before sending",
+                    ));
+                }
+                _ => {
+                    return Err(ApiError::conflict(format!(
+                        "{user} has left session {sid}; re-join (status Connected) to send"
+                    )));
+                }
+            }
+            let recipients = s.connected_others(user);
+            if recipients.is_empty() {
                 return Err(ApiError::policy(
                     "POL1012",
                     "Messages during session setup are not supported: %1",
-                    "accept the invitation (status Connected) before sending",
+                    "no other participant has joined the session yet",
                 ));
             }
-            _ => {
-                return Err(ApiError::conflict(format!(
-                    "{user} has left session {sid}; re-join (status Connected) to send"
-                )));
-            }
-        }
-        let recipients = s.connected_others(user);
-        if recipients.is_empty() {
-            return Err(ApiError::policy(
-                "POL1012",
-                "Messages during session setup are not supported: %1",
-                "no other participant has joined the session yet",
-            ));
-        }
-        let sender_name = me.and_then(|(_, n)| n);
-        let id = format!("msg-{}", uuid::Uuid::new_v4().simple());
-        let message = Message {
-            id: id.clone(),
-            sender: user.to_owned(),
-            text: body.text,
-            date_time: crate::time::now_rfc3339(),
-            report_delivered: body.success_report == Some(true)
-                || body.report_request.contains(&MessageStatus::Delivered),
-            report_displayed: body.report_request.contains(&MessageStatus::Displayed),
-            client_correlator: body.client_correlator,
-            recipients: recipients
+            let sender_name = me.and_then(|(_, n)| n);
+            let message = Message {
+                id: id.clone(),
+                seq,
+                sender: user.to_owned(),
+                text: body.text,
+                date_time: crate::time::now_rfc3339(),
+                report_delivered: body.success_report == Some(true)
+                    || body.report_request.contains(&MessageStatus::Delivered),
+                report_displayed: body.report_request.contains(&MessageStatus::Displayed),
+                client_correlator: body.client_correlator,
+                recipients: recipients
+                    .iter()
+                    .map(|r| (r.clone(), MessageStatus::Sent))
+                    .collect(),
+            };
+            let outbox: Outbox = recipients
                 .iter()
-                .map(|r| (r.clone(), MessageStatus::Sent))
-                .collect(),
+                .map(|r| {
+                    (
+                        r.clone(),
+                        views::message_notification(urls, r, s, &message, sender_name.clone()),
+                    )
+                })
+                .collect();
+            let mut change = Change::default();
+            change.put_message(sid, &message);
+            s.messages.push(message);
+            self.notify(&mut state, &mut change, outbox);
+            (urls.message(user, sid, &id), self.submit(&state, change))
         };
-        let outbox: Outbox = recipients
-            .iter()
-            .map(|r| {
-                (
-                    r.clone(),
-                    views::message_notification(urls, r, s, &message, sender_name.clone()),
-                )
-            })
-            .collect();
-        s.messages.push(message);
-        self.dispatch(&state, outbox);
-        let url = urls.message(user, sid, &id);
+        durable(rx).await?;
         Ok(Created {
             location: url.clone(),
             body: ResourceReference { resource_url: url },
@@ -903,7 +1226,7 @@ impl Chat {
     }
 
     /// Seed 7.1.10: a recipient confirms delivery (or display) of a message.
-    pub fn confirm_delivery(
+    pub async fn confirm_delivery(
         &self,
         user: &str,
         sid: &str,
@@ -915,47 +1238,51 @@ impl Chat {
                 "status: {status} is set by the server; confirm Delivered or Displayed"
             )));
         }
-        let mut state = self.lock();
-        let urls = &self.urls;
-        let s = self.visible_mut(&mut state, user, sid)?;
-        let sid_owned = s.id.clone();
-        let idx = s
-            .messages
-            .iter()
-            .position(|m| {
-                m.id == mid && (m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
-            })
-            .ok_or_else(|| missing(&urls.message(user, &sid_owned, mid)))?;
-        let m = &mut s.messages[idx];
-        if m.sender == user {
-            return Err(ApiError::forbidden(
-                "only a recipient can confirm delivery; the sender reads the status with GET",
-            ));
-        }
-        let Some(entry) = m.recipients.iter_mut().find(|(r, _)| r == user) else {
-            return Err(missing(&urls.message(user, &sid_owned, mid)));
+        let rx = {
+            let mut state = self.lock();
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            let idx = s
+                .messages
+                .iter()
+                .position(|m| {
+                    m.id == mid && (m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
+                })
+                .ok_or_else(|| missing(&urls.message(user, sid, mid)))?;
+            let m = &mut s.messages[idx];
+            if m.sender == user {
+                return Err(ApiError::forbidden(
+                    "only a recipient can confirm delivery; the sender reads the status with GET",
+                ));
+            }
+            let Some(entry) = m.recipients.iter_mut().find(|(r, _)| r == user) else {
+                return Err(missing(&urls.message(user, sid, mid)));
+            };
+            if status_rank(status) <= status_rank(entry.1) {
+                return Err(ApiError::conflict(format!(
+                    "message {mid} is already {} for {user}",
+                    entry.1
+                )));
+            }
+            let was = entry.1;
+            entry.1 = status;
+            let mut reports = Vec::new();
+            if status == MessageStatus::Displayed && m.report_displayed {
+                reports.push(MessageStatus::Displayed);
+            } else if m.report_delivered && was == MessageStatus::Sent {
+                reports.push(MessageStatus::Delivered);
+            }
+            let m = &s.messages[idx];
+            let outbox: Outbox = reports
+                .into_iter()
+                .map(|st| (m.sender.clone(), views::delivery(urls, s, m, user, st)))
+                .collect();
+            let mut change = Change::default();
+            change.put_message(sid, m);
+            self.notify(&mut state, &mut change, outbox);
+            self.submit(&state, change)
         };
-        if status_rank(status) <= status_rank(entry.1) {
-            return Err(ApiError::conflict(format!(
-                "message {mid} is already {} for {user}",
-                entry.1
-            )));
-        }
-        let was = entry.1;
-        entry.1 = status;
-        let mut reports = Vec::new();
-        if status == MessageStatus::Displayed && m.report_displayed {
-            reports.push(MessageStatus::Displayed);
-        } else if m.report_delivered && was == MessageStatus::Sent {
-            reports.push(MessageStatus::Delivered);
-        }
-        let m = &s.messages[idx];
-        let outbox: Outbox = reports
-            .into_iter()
-            .map(|st| (m.sender.clone(), views::delivery(urls, s, m, user, st)))
-            .collect();
-        self.dispatch(&state, outbox);
-        Ok(())
+        durable(rx).await
     }
 }
 
@@ -963,7 +1290,10 @@ impl Chat {
 /// participant's current one.
 fn next_invitation_seq() -> u64 {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    // Start from the clock so numbers stay unique across restarts too.
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| u64::try_from(now_ms()).unwrap_or(0) << 16);
+    base + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn too_many_participants() -> ApiError {
@@ -976,10 +1306,10 @@ fn too_many_participants() -> ApiError {
 
 fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
     let sub = state.subscriptions.remove(id)?;
-    if let Some(ids) = state.user_subscriptions.get_mut(&sub.user) {
+    if let Some(ids) = state.user_subscriptions.get_mut(&sub.rec.user) {
         ids.retain(|i| i != id);
         if ids.is_empty() {
-            state.user_subscriptions.remove(&sub.user);
+            state.user_subscriptions.remove(&sub.rec.user);
         }
     }
     Some(sub)
@@ -997,7 +1327,7 @@ fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: &str) -> Outbox {
             (ParticipantStatus::Connected, _) => Some(EventType::SessionEnded),
             _ => None,
         };
-        if let Invitation::Pending { .. } = p.invitation {
+        if p.invitation.is_pending() {
             p.invitation = Invitation::Cancelled;
         }
         p.status = ParticipantStatus::Disconnected;

@@ -1,9 +1,11 @@
-//! The records the chat core keeps: subscriptions, sessions, participants and messages.
+//! The records the chat core keeps: subscriptions, sessions, participants and messages. Each
+//! record is also what the store persists (as JSON), so the serde shape of these types is the
+//! on-disk format.
 
 use crate::notify::Queue;
 use netapi_chat_api::{CallbackReference, MessageStatus, ParticipantStatus};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::Instant;
 
 /// Everything the server knows, behind one lock (see [`super::Chat`]).
 #[derive(Default)]
@@ -16,43 +18,64 @@ pub struct State {
     pub sessions: HashMap<String, Session>,
     /// Session ids per user address, in creation order.
     pub user_sessions: HashMap<String, Vec<String>>,
-    /// Source of ids.
+    /// Persisted counters.
+    pub counters: Counters,
+}
+
+/// Counters that must never repeat, persisted with every change that advances them.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Source of resource ids (and of creation order).
     pub next_id: u64,
+    /// Source of notification ids (`webhook-id`).
+    pub next_notification: u64,
 }
 
 impl State {
-    /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`).
-    pub fn new_id(&mut self, prefix: &str) -> String {
-        self.next_id += 1;
-        format!(
-            "{prefix}-{}-{}",
-            self.next_id,
-            uuid::Uuid::new_v4().simple()
+    /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`), and its sequence number.
+    pub fn new_id(&mut self, prefix: &str) -> (String, u64) {
+        self.counters.next_id += 1;
+        let seq = self.counters.next_id;
+        (
+            format!("{prefix}-{seq}-{}", uuid::Uuid::new_v4().simple()),
+            seq,
         )
     }
 }
 
-/// One chat notification subscription.
+/// One chat notification subscription: the persisted record and its delivery queue.
 pub struct Subscription {
+    /// What is stored.
+    pub rec: SubscriptionRecord,
+    /// Its delivery queue.
+    pub queue: Queue,
+}
+
+/// The stored part of a subscription.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
     pub id: String,
     pub user: String,
     pub callback: CallbackReference,
     /// Granted duration in seconds (0 = no expiry).
     pub duration: i64,
-    pub expires_at: Option<Instant>,
+    /// When it expires, Unix milliseconds.
+    pub expires_at_ms: Option<i64>,
     pub client_correlator: Option<String>,
-    /// Its delivery queue.
-    pub queue: Queue,
+    /// Creation order.
+    pub seq: u64,
 }
 
 /// Where an invitation stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Invitation {
     /// The originator: never invited.
     None,
-    /// Waiting for an answer; `seq` tells this invitation's timer from an older one's.
+    /// Waiting for an answer until `deadline_ms` (Unix ms); `seq` tells this invitation's
+    /// timer from an older one's.
     Pending {
         seq: u64,
+        deadline_ms: i64,
     },
     Accepted,
     Declined,
@@ -62,8 +85,15 @@ pub enum Invitation {
     Cancelled,
 }
 
+impl Invitation {
+    /// True while waiting for an answer.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Invitation::Pending { .. })
+    }
+}
+
 /// A participant of a session.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Participant {
     pub address: String,
     pub name: Option<String>,
@@ -85,15 +115,19 @@ impl Participant {
     }
 }
 
-/// A chat session (1-1 or group).
+/// A chat session (1-1 or group). Its messages are stored as records of their own.
+#[derive(Serialize, Deserialize)]
 pub struct Session {
     pub id: String,
+    /// Creation order.
+    pub seq: u64,
     pub subject: Option<String>,
     pub originator: String,
     pub originator_name: Option<String>,
     pub client_correlator: Option<String>,
     /// The originator first, then invitees in invitation order.
     pub participants: Vec<Participant>,
+    #[serde(skip)]
     pub messages: Vec<Message>,
     /// True once more than one invitee was ever invited.
     pub group: bool,
@@ -122,8 +156,11 @@ impl Session {
 }
 
 /// A chat message and its delivery state per recipient.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
+    /// Creation order.
+    pub seq: u64,
     pub sender: String,
     pub text: String,
     pub date_time: String,

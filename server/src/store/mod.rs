@@ -26,6 +26,8 @@ pub enum Kind {
     Session,
     /// One message; its key is `sessionId/messageId`.
     Message,
+    /// Counters and other server-wide values.
+    Meta,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Subscription => "subscription",
             Kind::Session => "session",
             Kind::Message => "message",
+            Kind::Meta => "meta",
         }
     }
 }
@@ -57,7 +60,8 @@ pub struct OutboxEntry {
 pub struct Batch {
     /// Records written (kind, key, JSON value).
     pub puts: Vec<(Kind, String, Vec<u8>)>,
-    /// Records deleted (kind, key); deleting a session deletes its messages.
+    /// Records deleted (kind, key); deleting a session deletes its messages, deleting a
+    /// subscription its undelivered notifications.
     pub deletes: Vec<(Kind, String)>,
     /// Notifications to add to the outbox.
     pub outbox: Vec<OutboxEntry>,

@@ -32,6 +32,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "subscription" => Some(Kind::Subscription),
         "session" => Some(Kind::Session),
         "message" => Some(Kind::Message),
+        "meta" => Some(Kind::Meta),
         _ => None,
     }
 }

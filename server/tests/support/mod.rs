@@ -22,19 +22,45 @@ pub fn enc(s: &str) -> String {
     netapi_chat::address::encode_segment(s)
 }
 
-/// The real `netapi-chat` binary, started on a free loopback port; killed on drop.
+/// The real `netapi-chat` binary, started on a free loopback port with its own data
+/// directory; killed on drop (the directory is removed unless it was given by the test).
 pub struct Server {
     /// e.g. `http://127.0.0.1:41234`
     pub base: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    owns_dir: bool,
     child: Child,
 }
 
+/// A fresh, empty data directory under the system temp dir.
+pub fn temp_data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "netapi-chat-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("create data dir");
+    dir
+}
+
 impl Server {
-    /// Starts the server with extra `NETAPI_CHAT_*` settings.
+    /// Starts the server with extra `NETAPI_CHAT_*` settings, on a fresh data directory.
     pub fn start(env: &[(&str, &str)]) -> Server {
+        let mut s = Server::start_in(&temp_data_dir(), env, None);
+        s.owns_dir = true;
+        s
+    }
+
+    /// Starts the server on `data_dir` (e.g. again after a kill), optionally on a given address.
+    pub fn start_in(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        bind: Option<&str>,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
-        cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-            .env("NETAPI_CHAT_NOTIFY_BACKOFF_MS", "50")
+        cmd.env("NETAPI_CHAT_BIND", bind.unwrap_or("127.0.0.1:0"))
+            .env("NETAPI_CHAT_DATA_DIR", data_dir)
+            .env("NETAPI_CHAT_RETRY_SCHEDULE", "0,50ms,100ms,200ms,400ms")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env {
@@ -51,12 +77,30 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
             .to_owned();
-        Server { base, child }
+        Server {
+            base,
+            data_dir: data_dir.to_path_buf(),
+            owns_dir: false,
+            child,
+        }
     }
 
     /// Starts the server with defaults suited to tests.
     pub fn default_for_tests() -> Server {
         Server::start(&[])
+    }
+
+    /// Kills the process with SIGKILL (no clean shutdown) and keeps the data directory.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.owns_dir = false;
+        self.data_dir.clone()
+    }
+
+    /// The `host:port` it listens on.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
     }
 
     /// `{base}/v1/chat/{user}` + `rest`.
@@ -74,6 +118,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
@@ -81,6 +128,8 @@ impl Drop for Server {
 #[derive(Clone, Debug)]
 pub struct Received {
     pub content_type: String,
+    /// The `webhook-id` header: the notification's stable id.
+    pub id: String,
     pub body: String,
 }
 
@@ -174,6 +223,12 @@ impl Listener {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or_default()
                                 .to_owned();
+                            let id = req
+                                .headers()
+                                .get("webhook-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
                             let body = req
                                 .into_body()
                                 .collect()
@@ -184,6 +239,7 @@ impl Listener {
                             if (200..300).contains(&code) {
                                 r.lock().unwrap().push(Received {
                                     content_type: ct,
+                                    id,
                                     body: String::from_utf8_lossy(&body).into_owned(),
                                 });
                                 a.notify_waiters();

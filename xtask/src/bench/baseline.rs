@@ -47,18 +47,20 @@ pub fn serve() -> Result<()> {
                         let valid = body
                             .as_ref()
                             .is_ok_and(|b| serde_json::from_slice::<serde_json::Value>(b).is_ok());
-                        let resp = if valid {
+                        if valid {
                             hyper::Response::builder()
                                 .status(201)
                                 .header("content-type", "application/json")
-                                .header("location", "http://127.0.0.1:1/v1/chat/x/chatSessions/s/messages/m")
+                                .header(
+                                    "location",
+                                    "http://127.0.0.1:1/v1/chat/x/chatSessions/s/messages/m",
+                                )
                                 .body(Full::new(Bytes::from_static(ANSWER.as_bytes())))
                         } else {
                             hyper::Response::builder()
                                 .status(400)
                                 .body(Full::new(Bytes::new()))
-                        };
-                        resp
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)

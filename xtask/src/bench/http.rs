@@ -45,8 +45,13 @@ impl Reply {
 
     /// The body as JSON.
     pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.body)
-            .with_context(|| format!("answer is not JSON (status {}): {}", self.status, self.text()))
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "answer is not JSON (status {}): {}",
+                self.status,
+                self.text()
+            )
+        })
     }
 }
 

@@ -71,8 +71,6 @@ pub struct Percentiles {
     pub p99: u64,
     /// 99.9th percentile.
     pub p999: u64,
-    /// Largest.
-    pub max: u64,
 }
 
 impl Percentiles {
@@ -92,7 +90,6 @@ impl Percentiles {
             p50: at(0.50),
             p99: at(0.99),
             p999: at(0.999),
-            max: samples.last().copied().unwrap_or(0),
         }
     }
 }
@@ -102,8 +99,6 @@ impl Percentiles {
 pub struct StepResult {
     /// Target rate, messages per second.
     pub rate: u32,
-    /// Planned duration, seconds.
-    pub secs: f64,
     /// Messages planned.
     pub planned: u64,
     /// Answered 2xx.
@@ -310,7 +305,6 @@ pub async fn run_step(
 
     let mut result = StepResult {
         rate,
-        secs: duration.as_secs_f64(),
         planned,
         ..StepResult::default()
     };
@@ -344,7 +338,9 @@ pub async fn run_step(
         result.notify = Some(Percentiles::of(&mut samples));
         result.stray = stray;
     }
-    let wall = Instant::now().saturating_duration_since(start).as_secs_f64();
+    let wall = Instant::now()
+        .saturating_duration_since(start)
+        .as_secs_f64();
     let active = last_done.saturating_duration_since(start).as_secs_f64();
     result.achieved = if active > 0.0 {
         result.ok as f64 / active
@@ -392,7 +388,15 @@ pub async fn run_series(
             break;
         }
         let step = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        let r = run_step(target, &mut pool, opts, step, rate, opts.step_duration(rate)).await?;
+        let r = run_step(
+            target,
+            &mut pool,
+            opts,
+            step,
+            rate,
+            opts.step_duration(rate),
+        )
+        .await?;
         println!("  {name}: {}", super::report::step_line(&r));
         let saturated = r.saturated();
         series.steps.push(r);
@@ -414,7 +418,7 @@ mod tests {
     fn percentiles_pick_ranks() {
         let mut v: Vec<u64> = (1..=1000).rev().collect();
         let p = Percentiles::of(&mut v);
-        assert_eq!((p.n, p.p50, p.p99, p.p999, p.max), (1000, 500, 990, 999, 1000));
+        assert_eq!((p.n, p.p50, p.p99, p.p999), (1000, 500, 990, 999));
         assert_eq!(Percentiles::of(&mut []).n, 0);
     }
 }

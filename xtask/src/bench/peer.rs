@@ -139,7 +139,10 @@ fn throwaway_secret(tag: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    hex(&Sha1::digest(format!("{tag}-{nanos}-{}", std::process::id())))
+    hex(&Sha1::digest(format!(
+        "{tag}-{nanos}-{}",
+        std::process::id()
+    )))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -475,7 +478,10 @@ async fn try_run(
 ) -> Result<PeerRun> {
     let base: PathBuf = root.join("target/bench");
     let venv = base.join("synapse-venv");
-    println!("  peer: installing Synapse into {} (if missing)", venv.display());
+    println!(
+        "  peer: installing Synapse into {} (if missing)",
+        venv.display()
+    );
     let install_secs = install(&venv, deadline).await?;
     let version = Command::new(venv.join("bin/python"))
         .args(["-c", "import synapse; print(synapse.__version__)"])
@@ -573,9 +579,7 @@ async fn try_run(
         .collect();
     let make: MakeRequest = Arc::new(move |step, seq| {
         let m = routes.len().max(1) as u64;
-        let members = routes
-            .get((seq % m) as usize)
-            .context("no rooms")?;
+        let members = routes.get((seq % m) as usize).context("no rooms")?;
         let (path, auth) = &members[((seq / m) % members.len().max(1) as u64) as usize];
         let body = serde_json::json!({
             "msgtype": "m.text", "body": message_text(step, seq, text_len),
@@ -583,7 +587,10 @@ async fn try_run(
         let req = request(
             Method::PUT,
             &format!("{path}b{step}x{seq}"),
-            &[("content-type", "application/json"), ("authorization", auth)],
+            &[
+                ("content-type", "application/json"),
+                ("authorization", auth),
+            ],
             body.to_string(),
         )?;
         Ok((req, u32::try_from(members.len() - 1).unwrap_or(0)))

@@ -114,8 +114,6 @@ impl Machine {
 pub struct Server {
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// What it printed first.
-    pub first_line: String,
     child: Child,
 }
 
@@ -142,11 +140,7 @@ impl Server {
             }
         };
         let addr = super::http::addr_in_line(&line)?;
-        Ok(Server {
-            addr,
-            first_line: line.trim().to_owned(),
-            child,
-        })
+        Ok(Server { addr, child })
     }
 
     /// The process id.

@@ -9,7 +9,8 @@ use super::scale::ScaleResult;
 use std::fmt::Write as _;
 
 /// The line before the generated section.
-pub const START: &str = "<!-- bench:results:start (written by `cargo xtask bench`; edits here are overwritten) -->";
+pub const START: &str =
+    "<!-- bench:results:start (written by `cargo xtask bench`; edits here are overwritten) -->";
 /// The line after it.
 pub const END: &str = "<!-- bench:results:end -->";
 
@@ -81,13 +82,7 @@ pub fn step_line(s: &StepResult) -> String {
         lat(&s.post)
     );
     if let Some(n) = &s.notify {
-        let _ = write!(
-            l,
-            ", notify {} ms ({}/{})",
-            lat(n),
-            n.n,
-            s.notify_expected
-        );
+        let _ = write!(l, ", notify {} ms ({}/{})", lat(n), n.n, s.notify_expected);
     }
     let _ = write!(
         l,
@@ -104,7 +99,8 @@ pub fn step_line(s: &StepResult) -> String {
 }
 
 fn rate(r: Option<u32>) -> String {
-    r.map(|r| format!("{r}/s")).unwrap_or_else(|| "none".to_owned())
+    r.map(|r| format!("{r}/s"))
+        .unwrap_or_else(|| "none".to_owned())
 }
 
 fn series_table(out: &mut String, title: &str, series: &Result<Series, String>) {
@@ -233,14 +229,7 @@ impl Report {
         let _ = writeln!(
             o,
             "- `nproc`: {} · memory: {} · CPU: {}\n- {} · {}\n- load average (1/5/15 min) before the run: {} · after: {}\n- **The load generator, the callback listeners and the server under test share these {} cores**: every figure below includes their competition for CPU.\n",
-            m.cores,
-            m.memory,
-            m.cpu,
-            m.kernel,
-            m.rustc,
-            self.load_before,
-            self.load_after,
-            m.cores
+            m.cores, m.memory, m.cpu, m.kernel, m.rustc, self.load_before, self.load_after, m.cores
         );
         let _ = writeln!(o, "### Commands\n");
         o.push_str("```sh\ncargo xtask bench           # full run; rewrites this section\ncargo xtask bench --smoke   # tiny setting for CI; writes target/bench/BENCHMARKS.smoke.md\ncargo xtask bench --no-peer # full run without the peer\n```\n\n");
@@ -276,7 +265,9 @@ impl Report {
                 let _ = writeln!(
                     o,
                     "Peer notes: RSS after the series {} KiB; /sync timelines cut short (`limited`): {}; failed /sync calls: {}; install took {:.0} s (0 = already installed).\n",
-                    p.rss_kib.map(|r| r.to_string()).unwrap_or_else(|| "?".into()),
+                    p.rss_kib
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "?".into()),
                     p.limited,
                     p.sync_errors,
                     p.install_secs
@@ -309,9 +300,7 @@ impl Report {
         let _ = writeln!(
             o,
             "| {} workload sessions ({} subscribed users with listeners), after a latency step | {} | – | – |",
-            s.few_sessions,
-            self.scale_plan_users(),
-            s.before_bulk_kib
+            s.few_sessions, s.few_users, s.before_bulk_kib
         );
         for p in &s.points {
             let delta = p.rss_kib as i64 - s.before_bulk_kib as i64;
@@ -327,9 +316,9 @@ impl Report {
         let delta_msgs = s.rss_after_messages as i64 - s.rss_before_messages as i64;
         let _ = writeln!(
             o,
-            "| + {} stored messages ({} chars of text each) | {} | {} bytes per message | – |",
+            "| + {} stored messages ({} characters of text each) | {} | {} bytes per message | – |",
             s.messages,
-            "the same",
+            s.text_len,
             s.rss_after_messages,
             kib_bytes_per(delta_msgs, s.messages)
         );
@@ -365,10 +354,6 @@ impl Report {
         o.push('\n');
     }
 
-    fn scale_plan_users(&self) -> String {
-        "its".to_owned()
-    }
-
     fn ratios(&self, o: &mut String) {
         let _ = writeln!(o, "### Ratios\n");
         let b = P99_BOUND_NS;
@@ -382,8 +367,12 @@ impl Report {
                     (Some(x), Some(y)) => {
                         let note = match (capped(j, rj), capped(base, rb)) {
                             (false, false) => String::new(),
-                            (true, false) => " (netapi-chat held the top step: a lower bound)".into(),
-                            (false, true) => " (the baseline held the top step: an upper bound)".into(),
+                            (true, false) => {
+                                " (netapi-chat held the top step: a lower bound)".into()
+                            }
+                            (false, true) => {
+                                " (the baseline held the top step: an upper bound)".into()
+                            }
                             (true, true) => " (both held the top step: not a ceiling ratio)".into(),
                         };
                         targets.push((
@@ -396,22 +385,13 @@ impl Report {
                             f64::from(x) / f64::from(y)
                         )
                     }
-                    _ => format!(
-                        "n/a (netapi-chat: {}, baseline: {})",
-                        rate(rj),
-                        rate(rb)
-                    ),
+                    _ => format!("n/a (netapi-chat: {}, baseline: {})", rate(rj), rate(rb)),
                 };
                 let _ = writeln!(
                     o,
                     "- **message-send max rate / baseline max rate** (highest rate held with POST p99 < 5 ms, JSON): {text}"
                 );
-                if let (Some(x), Some(y)) = (
-                    j.steps.iter().filter(|s| s.held()).filter_map(|s| s.server_cpu_us).next(),
-                    base.steps.iter().filter(|s| s.held()).filter_map(|s| s.server_cpu_us).next(),
-                ) && let Some((cj, cb, rates)) = cpu_per_msg_common(j, base)
-                {
-                    let _ = (x, y);
+                if let Some((cj, cb, rates)) = cpu_per_msg_common(j, base) {
                     let _ = writeln!(
                         o,
                         "- server CPU per message, netapi-chat JSON / baseline (steps both held: {}): {cj:.1} µs ÷ {cb:.1} µs = **{:.1}×**",
@@ -421,7 +401,10 @@ impl Report {
                 }
             }
             _ => {
-                let _ = writeln!(o, "- message-send max rate / baseline max rate: n/a (a series failed)");
+                let _ = writeln!(
+                    o,
+                    "- message-send max rate / baseline max rate: n/a (a series failed)"
+                );
             }
         }
 
@@ -433,7 +416,11 @@ impl Report {
                     let ok = x.held() && n.p99 <= b;
                     targets.push((
                         "POST → notification p99 ≤ 5 ms at 5,000 msg/s".into(),
-                        format!("{} ms{}", ms(n.p99), if x.held() { "" } else { " (step not held)" }),
+                        format!(
+                            "{} ms{}",
+                            ms(n.p99),
+                            if x.held() { "" } else { " (step not held)" }
+                        ),
                         if ok { "met" } else { "not met" }.into(),
                     ));
                     format!("{} ms (achieved {:.0}/s)", ms(n.p99), x.achieved)
@@ -477,8 +464,20 @@ impl Report {
                                 let ratio = f64::from(r) / f64::from(peer_rate);
                                 targets.push((
                                     "≥ 10 × the peer's sustained rate at the same p99".into(),
-                                    format!("{ratio:.1}×{}", if capped(j, Some(r)) { " (lower bound)" } else { "" }),
-                                    if ratio >= 10.0 { "met (rate; durability: see notes)" } else { "not met" }.into(),
+                                    format!(
+                                        "{ratio:.1}×{}",
+                                        if capped(j, Some(r)) {
+                                            " (lower bound)"
+                                        } else {
+                                            ""
+                                        }
+                                    ),
+                                    if ratio >= 10.0 {
+                                        "met (rate; durability: see notes)"
+                                    } else {
+                                        "not met"
+                                    }
+                                    .into(),
                                 ));
                                 format!(
                                     "at POST p99 ≤ {} ms: netapi-chat {r}/s ÷ {} {peer_rate}/s = **{ratio:.1}×**{}",
@@ -523,13 +522,19 @@ impl Report {
                 }
             }
             (_, Ok(Outcome::Unavailable(why))) => {
-                let _ = writeln!(o, "- netapi-chat / peer at equal p99: n/a (peer unavailable: {why})");
+                let _ = writeln!(
+                    o,
+                    "- netapi-chat / peer at equal p99: n/a (peer unavailable: {why})"
+                );
             }
             (_, Err(why)) => {
                 let _ = writeln!(o, "- netapi-chat / peer at equal p99: n/a ({why})");
             }
             _ => {
-                let _ = writeln!(o, "- netapi-chat / peer at equal p99: n/a (a series failed)");
+                let _ = writeln!(
+                    o,
+                    "- netapi-chat / peer at equal p99: n/a (a series failed)"
+                );
             }
         }
 
@@ -596,7 +601,10 @@ impl Report {
 }
 
 fn join_rates(r: &[u32]) -> String {
-    r.iter().map(|x| format!("{x}/s")).collect::<Vec<_>>().join(", ")
+    r.iter()
+        .map(|x| format!("{x}/s"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replaces the results section of `doc` (between [`START`] and [`END`]) with `section`;

@@ -51,6 +51,10 @@ pub struct ScaleResult {
     pub points: Vec<Point>,
     /// Sessions of the small workload.
     pub few_sessions: usize,
+    /// Users of the small workload.
+    pub few_users: usize,
+    /// Characters of text per message.
+    pub text_len: usize,
     /// The latency step with only the small workload's sessions.
     pub few: StepResult,
     /// The same step with the last point's sessions open too.
@@ -150,6 +154,8 @@ pub async fn run(
     let mut out = ScaleResult {
         idle_kib: rss_kib(pid)?,
         few_sessions: settings.plan.session_count(),
+        few_users: settings.plan.users(),
+        text_len,
         messages: settings.messages,
         ..ScaleResult::default()
     };
@@ -226,7 +232,10 @@ pub async fn run(
                 let sids = Arc::clone(&sids);
                 async move {
                     let k = i % sids.len();
-                    let p = path(&bulk_originator(k), &format!("/chatSessions/{}/messages", sids[k]));
+                    let p = path(
+                        &bulk_originator(k),
+                        &format!("/chatSessions/{}/messages", sids[k]),
+                    );
                     let body = Format::Json.chat_message(&message_text(9999, i as u64, text_len));
                     let r = post_json(&mut conn, &p, body).await.map(|_| ());
                     (conn, r)

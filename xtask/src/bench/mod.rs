@@ -1,0 +1,398 @@
+//! `cargo xtask bench [--smoke] [--no-peer]`: the benchmark harness of issue 6.
+//!
+//! It builds the server and this harness in release mode, then, on this machine and in one run:
+//!
+//! 1. **baseline** ([`baseline`]): a bare hyper server answering 201 to a chat-message-sized JSON
+//!    POST — the machine's ceiling for one POST;
+//! 2. **message send** ([`chat`], [`load`]): N users in M sessions (1-1 and group), each user
+//!    with its own callback listener ([`listen`]), messages sent open-loop at fixed rates, in JSON
+//!    and in XML; POST and POST → notification latencies from the intended send time;
+//! 3. **scale** ([`scale`]): server RSS idle, with 10,000 and 100,000 open sessions, per stored
+//!    message; send latency with many sessions vs few;
+//! 4. **peer** ([`peer`]): Synapse from PyPI with the same workload (or "unavailable: reason");
+//! 5. **ratios** ([`report`]), written to the results section of `BENCHMARKS.md`.
+//!
+//! `--smoke` runs everything on a tiny setting (well under a minute once built) so the harness
+//! never rots, and writes `target/bench/BENCHMARKS.smoke.md` instead. Benchmarks are not tests:
+//! nothing here asserts a timing.
+
+mod baseline;
+mod chat;
+mod http;
+mod listen;
+mod load;
+mod peer;
+mod proc;
+mod report;
+mod scale;
+
+use anyhow::{Context, Result, bail};
+use chat::{Format, Plan, Workload};
+use listen::Collector;
+use load::{Options, Series, Target, run_series};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Set on the release harness this command re-executes, so it does not build again.
+const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
+
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer]";
+
+/// Everything a run does, by size.
+struct Settings {
+    smoke: bool,
+    peer: bool,
+    rates: Vec<u32>,
+    opts: Options,
+    plan: Plan,
+    scale: scale::Settings,
+    text_len: usize,
+    peer_budget: Duration,
+}
+
+impl Settings {
+    fn full(peer: bool) -> Settings {
+        Settings {
+            smoke: false,
+            peer,
+            rates: vec![
+                50, 100, 250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12500, 15000,
+                20000,
+            ],
+            opts: Options {
+                connections: 32,
+                drain: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(5),
+                min_step: Duration::from_secs(5),
+                max_step: Duration::from_secs(20),
+                min_messages: 2000,
+                warmup: Duration::from_secs(2),
+            },
+            plan: Plan {
+                one_to_one: 16,
+                groups: 4,
+                group_size: 4,
+            },
+            scale: scale::Settings {
+                points: vec![10_000, 100_000],
+                plan: Plan {
+                    one_to_one: 8,
+                    groups: 2,
+                    group_size: 4,
+                },
+                rate: 2000,
+                step: Duration::from_secs(5),
+                messages: 50_000,
+                connections: 16,
+            },
+            text_len: 120,
+            peer_budget: Duration::from_secs(25 * 60),
+        }
+    }
+
+    fn smoke() -> Settings {
+        let plan = Plan {
+            one_to_one: 1,
+            groups: 1,
+            group_size: 3,
+        };
+        Settings {
+            smoke: true,
+            peer: false,
+            rates: vec![100, 400],
+            opts: Options {
+                connections: 8,
+                drain: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                min_step: Duration::from_secs(1),
+                max_step: Duration::from_secs(1),
+                min_messages: 0,
+                warmup: Duration::from_millis(300),
+            },
+            plan,
+            scale: scale::Settings {
+                points: vec![500, 2000],
+                plan,
+                rate: 200,
+                step: Duration::from_secs(1),
+                messages: 2000,
+                connections: 4,
+            },
+            text_len: 120,
+            peer_budget: Duration::from_secs(60),
+        }
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let o = &self.opts;
+        let bytes = |f: Format| {
+            f.chat_message(&listen::message_text(1, 1, self.text_len))
+                .len()
+        };
+        vec![
+            format!(
+                "message text: {} characters (`bench#STEP#SEQ#` then padding), so a JSON `chatMessage` body of {} bytes and an XML one of {} bytes; the baseline gets the JSON body, the peer `{{\"msgtype\":\"m.text\",\"body\":…}}` with the same text",
+                self.text_len,
+                bytes(Format::Json),
+                bytes(Format::Xml)
+            ),
+            format!(
+                "open loop: message `seq` is due at `start + seq / rate`; a scheduler thread releases it, {} keep-alive HTTP/1.1 connections (hyper) take it; latencies are measured from the due time, so queueing in the generator counts",
+                o.connections
+            ),
+            format!(
+                "rate steps (msg/s): {}; each step lasts max({} s, {} messages) capped at {} s, after a {:.1} s warm-up; a series stops after a step below 90 % of its rate, with > 1 % errors, or POST p99 > 1 s",
+                self.rates
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                o.min_step.as_secs_f64(),
+                o.min_messages,
+                o.max_step.as_secs_f64(),
+                o.warmup.as_secs_f64()
+            ),
+            "message `seq` goes to session `seq mod M`, sent by its members in turn; each other member's listener gets one notification, matched to the send by the sequence number in the text".to_owned(),
+            format!(
+                "\"held\": ≥ 95 % of the target rate answered 2xx, no errors, every expected notification received within {} s of the last answer",
+                o.drain.as_secs_f64()
+            ),
+            "server CPU: utime + stime of the server process (`/proc/PID/stat`) over the step, per 2xx answer; generator CPU: the same for the harness process (senders and listeners); % of one core".to_owned(),
+            "netapi-chat runs with its defaults (dropshot request log at info level to stderr, sent to /dev/null); Synapse logs at WARNING to a file, with presence off and rate limits lifted".to_owned(),
+            "set-up calls (subscriptions, sessions, accepts) are JSON in both runs; the XML run sends messages in XML, asks for XML answers and subscribes with `notificationFormat: XML`".to_owned(),
+        ]
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn build(root: &Path, with_xtask: bool) -> Result<()> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "netapi-chat",
+        "--bin",
+        "netapi-chat",
+    ]);
+    if with_xtask {
+        cmd.args(["-p", "xtask", "--bin", "xtask"]);
+    }
+    println!("bench: {cmd:?}");
+    let status = cmd.status().context("running cargo build --release")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    Ok(())
+}
+
+fn git_state(root: &Path) -> String {
+    let out = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let head = out(&["describe", "--always", "--dirty"]);
+    let changed = out(&[
+        "status",
+        "--porcelain",
+        "--",
+        "server",
+        "codegen",
+        "generated",
+        "Cargo.toml",
+    ]);
+    let n = changed.lines().count();
+    if n == 0 {
+        format!("git {head}")
+    } else {
+        format!(
+            "git {head}, {n} uncommitted paths under server/, codegen/, generated/ or Cargo.toml"
+        )
+    }
+}
+
+fn now_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `cargo xtask bench …`.
+pub fn main(root: &Path, args: &[&str]) -> Result<()> {
+    let mut smoke = false;
+    let mut peer = true;
+    for a in args {
+        match *a {
+            "--serve-baseline" if args.len() == 1 => return baseline::serve(),
+            "--smoke" => smoke = true,
+            "--no-peer" => peer = false,
+            other => bail!("unknown argument {other:?}; {USAGE}"),
+        }
+    }
+    if cfg!(debug_assertions) {
+        // The load generator must not be a debug build: build both in release and hand over.
+        build(root, true)?;
+        let exe = root.join("target/release/xtask");
+        let status = Command::new(&exe)
+            .arg("bench")
+            .args(args)
+            .env(BUILT_ENV, "1")
+            .current_dir(root)
+            .status()
+            .with_context(|| format!("running {}", exe.display()))?;
+        if !status.success() {
+            bail!("the benchmark failed");
+        }
+        return Ok(());
+    }
+    if std::env::var_os(BUILT_ENV).is_none() {
+        build(root, false)?;
+    }
+    let settings = if smoke {
+        Settings::smoke()
+    } else {
+        Settings::full(peer)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(run(root, &settings));
+    rt.shutdown_timeout(Duration::from_secs(2));
+
+    let section = report.markdown();
+    let path: PathBuf = if smoke {
+        root.join("target/bench/BENCHMARKS.smoke.md")
+    } else {
+        root.join("BENCHMARKS.md")
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nGenerated by `cargo xtask bench`; see xtask/src/bench/.\n".to_owned()
+    });
+    std::fs::write(&path, report::splice(&doc, &section))
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("\n{section}");
+    println!(
+        "bench: finished in {:.0} s; results in {}",
+        report.secs,
+        path.display()
+    );
+    let failed: Vec<&str> = [
+        ("baseline", report.baseline.is_err()),
+        ("message send (JSON)", report.json.is_err()),
+        ("message send (XML)", report.xml.is_err()),
+        ("scale", report.scale.is_err()),
+    ]
+    .into_iter()
+    .filter_map(|(n, f)| f.then_some(n))
+    .collect();
+    if !failed.is_empty() {
+        bail!("phases failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+async fn run(root: &Path, s: &Settings) -> report::Report {
+    let t0 = Instant::now();
+    let machine = proc::Machine::read();
+    let load_before = proc::loadavg();
+    println!(
+        "bench: {} cores, {}, {}; load average {load_before}",
+        machine.cores, machine.memory, machine.cpu
+    );
+    let err = |e: anyhow::Error| format!("{e:#}");
+
+    println!("bench: baseline (bare hyper)");
+    let baseline = baseline_series(s).await.map_err(err);
+    println!("bench: netapi-chat, JSON");
+    let json = chat_series(root, s, Format::Json).await.map_err(err);
+    println!("bench: netapi-chat, XML");
+    let xml = chat_series(root, s, Format::Xml).await.map_err(err);
+    println!("bench: scale");
+    let scale = scale_phase(root, s).await.map_err(err);
+    let peer = if s.peer {
+        println!("bench: peer (Synapse)");
+        Ok(peer::run(root, &s.plan, &s.opts, &s.rates, s.text_len, s.peer_budget).await)
+    } else if s.smoke {
+        Err("skipped in the smoke run (installing and starting Synapse takes longer than the whole smoke budget)".to_owned())
+    } else {
+        Err("skipped (--no-peer)".to_owned())
+    };
+
+    report::Report {
+        smoke: s.smoke,
+        machine,
+        load_before,
+        load_after: proc::loadavg(),
+        started: now_utc(),
+        secs: t0.elapsed().as_secs_f64(),
+        git: git_state(root),
+        plan: s.plan,
+        settings: s.describe(),
+        baseline,
+        json,
+        xml,
+        scale,
+        peer,
+    }
+}
+
+async fn baseline_series(s: &Settings) -> Result<Series> {
+    let server = baseline::start()?;
+    let target = Target {
+        addr: server.addr,
+        make: baseline::make_request(s.text_len),
+        collector: None,
+        server_pid: Some(server.pid()),
+    };
+    run_series("baseline", &target, &s.opts, &s.rates, None).await
+}
+
+async fn chat_series(root: &Path, s: &Settings, format: Format) -> Result<Series> {
+    let mut server = proc::start_netapi_chat(root, &[])?;
+    let collector = Arc::new(Collector::default());
+    let workload = Workload::setup(server.addr, &s.plan, format, &collector).await?;
+    let target = Target {
+        addr: server.addr,
+        make: workload.make_request(format, s.text_len),
+        collector: Some(collector),
+        server_pid: Some(server.pid()),
+    };
+    let name = match format {
+        Format::Json => "netapi-chat JSON",
+        Format::Xml => "netapi-chat XML",
+    };
+    let series = run_series(name, &target, &s.opts, &s.rates, None).await;
+    if !server.running() {
+        bail!("netapi-chat exited during the series");
+    }
+    drop(workload);
+    series
+}
+
+async fn scale_phase(root: &Path, s: &Settings) -> Result<scale::ScaleResult> {
+    // Invitation timers must not fire during the phase (they would end unaccepted sessions
+    // and add work that is not message sending); one hour outlasts it.
+    let mut server =
+        proc::start_netapi_chat(root, &[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "3600")])?;
+    let result = scale::run(&server, &s.scale, &s.opts, s.text_len).await;
+    if !server.running() {
+        bail!("netapi-chat exited during the scale phase");
+    }
+    result
+}
