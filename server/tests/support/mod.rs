@@ -193,6 +193,8 @@ pub struct Listener {
     received: Arc<Mutex<Vec<Received>>>,
     arrived: Arc<Notify>,
     status: Arc<Mutex<u16>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -206,16 +208,25 @@ impl Listener {
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
         let status = Arc::new(Mutex::new(204u16));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(Mutex::new(Vec::new()));
         let (r, a, st) = (received.clone(), arrived.clone(), status.clone());
+        let (dn, rf) = (down.clone(), refused.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = socket.accept().await else {
                     break;
                 };
+                if dn.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(stream); // down: the connection is closed at once
+                    continue;
+                }
                 let (r, a, st) = (r.clone(), a.clone(), st.clone());
+                let (dn, rf) = (dn.clone(), rf.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (r, a, st) = (r.clone(), a.clone(), st.clone());
+                        let (dn, rf) = (dn.clone(), rf.clone());
                         async move {
                             let ct = req
                                 .headers()
@@ -235,7 +246,15 @@ impl Listener {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            if dn.load(std::sync::atomic::Ordering::SeqCst) {
+                                rf.lock().unwrap().push(id);
+                                // Down: fail the request without an HTTP answer.
+                                return Err(std::io::Error::other("listener is down"));
+                            }
                             let code = *st.lock().unwrap();
+                            if !(200..300).contains(&code) {
+                                rf.lock().unwrap().push(id.clone());
+                            }
                             if (200..300).contains(&code) {
                                 r.lock().unwrap().push(Received {
                                     content_type: ct,
@@ -246,7 +265,7 @@ impl Listener {
                             }
                             let mut resp = hyper::Response::new(Full::new(Bytes::new()));
                             *resp.status_mut() = http::StatusCode::from_u16(code).unwrap();
-                            Ok::<_, std::convert::Infallible>(resp)
+                            Ok::<_, std::io::Error>(resp)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -260,8 +279,20 @@ impl Listener {
             received,
             arrived,
             status,
+            down,
+            refused,
             task,
         }
+    }
+
+    /// Takes the listener down (connections are closed without an answer) or back up.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `webhook-id`s of the notifications refused (down, or a non-2xx answer), in order.
+    pub fn refused_ids(&self) -> Vec<String> {
+        self.refused.lock().unwrap().clone()
     }
 
     /// Makes the listener answer `code` (a non-2xx answer is not recorded).

@@ -1,0 +1,478 @@
+//! Durable state and at-least-once delivery, against the real binary: a SIGKILL in the middle
+//! of a message burst, a callback that is down for a while, a restart with an invitation
+//! pending, `clientCorrelator` replays in both formats, and `410 Gone`.
+
+mod support;
+
+use netapi_chat_api::*;
+use netapi_chat_runtime::Format;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::{Listener, Server, enc, send_doc, send_empty};
+
+const A: &str = "tel:+15551230001";
+const B: &str = "sip:bob@example.com";
+const C: &str = "tel:+15551230003";
+
+async fn subscribe(
+    srv: &Server,
+    user: &str,
+    l: &Listener,
+    format: Format,
+    correlator: Option<&str>,
+) -> support::Answer {
+    let doc = ChatSubscription {
+        callback_reference: CallbackReference {
+            notify_url: l.url.clone(),
+            callback_data: Some(user.to_owned()),
+            notification_format: Some(if format == Format::Xml {
+                NotificationFormat::Xml
+            } else {
+                NotificationFormat::Json
+            }),
+        },
+        duration: None,
+        client_correlator: correlator.map(str::to_owned),
+        resource_url: None,
+    };
+    let a = send_doc("POST", &srv.url(user, "/subscriptions"), format, &doc).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a
+}
+
+fn session_doc(invitees: &[&str], correlator: Option<&str>) -> ChatSessionInformation {
+    ChatSessionInformation {
+        subject: Some("durable".into()),
+        participant: invitees
+            .iter()
+            .map(|a| ParticipantInformation {
+                address: (*a).to_owned(),
+                name: None,
+                is_originator: None,
+                status: None,
+                client_correlator: None,
+                resource_url: None,
+            })
+            .collect(),
+        originator_address: None,
+        originator_name: None,
+        status: None,
+        ended: None,
+        client_correlator: correlator.map(str::to_owned),
+        resource_url: None,
+    }
+}
+
+fn last_segment(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// A session started by `A` with every invitee connected; returns its id.
+async fn connected_session(srv: &Server, invitees: &[&str]) -> String {
+    let a = send_doc(
+        "POST",
+        &srv.url(A, "/chatSessions"),
+        Format::Json,
+        &session_doc(invitees, None),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let sid = last_segment(a.header("location"));
+    for who in invitees {
+        let url = srv.url(
+            who,
+            &format!("/chatSessions/{sid}/participants/{}/status", enc(who)),
+        );
+        let st = ParticipantSessionStatus {
+            status: ParticipantStatus::Connected,
+        };
+        assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
+    }
+    sid
+}
+
+fn message(text: &str, correlator: Option<&str>) -> ChatMessage {
+    ChatMessage {
+        text: text.to_owned(),
+        success_report: None,
+        report_request: vec![],
+        client_correlator: correlator.map(str::to_owned),
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    }
+}
+
+/// Message notifications received: (webhook-id, messageId).
+fn message_notifications(l: &Listener) -> Vec<(String, String)> {
+    l.all()
+        .iter()
+        .filter(|r| r.kind() == "messageNotification")
+        .map(|r| (r.id.clone(), r.decode::<MessageNotification>().message_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_a_burst_loses_nothing_committed() {
+    let env = [(
+        "NETAPI_CHAT_RETRY_SCHEDULE",
+        "0,100ms,200ms,500ms,1s,2s,2s,2s",
+    )];
+    let srv = Server::start(&env);
+    let listeners = [
+        Listener::start().await,
+        Listener::start().await,
+        Listener::start().await,
+    ];
+    let users = [A, B, C];
+    for (u, l) in users.iter().zip(&listeners) {
+        subscribe(&srv, u, l, Format::Json, None).await;
+    }
+    let sid = connected_session(&srv, &[B, C]).await;
+
+    // Three senders, 400 messages each; the server is killed once 500 have been answered.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let url = srv.url(user, &format!("/chatSessions/{sid}/messages"));
+        let answered = answered.clone();
+        let user = user.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut ok = Vec::new();
+            let mut in_doubt = Vec::new();
+            for n in 0..400 {
+                let text = format!("{i}-{n}");
+                let body =
+                    serde_json::to_string(&ChatMessageRoot::from(message(&text, None))).unwrap();
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let loc = r
+                            .headers()
+                            .get("location")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        ok.push((user.clone(), text, last_segment(&loc)));
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => panic!("unexpected status {} for {text}", r.status()),
+                    Err(_) => {
+                        in_doubt.push(text);
+                        break;
+                    }
+                }
+            }
+            (ok, in_doubt)
+        }));
+    }
+    while answered.load(Ordering::SeqCst) < 500 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let dir = srv.kill();
+    let mut ok = Vec::new();
+    let mut in_doubt = Vec::new();
+    for t in tasks {
+        let (o, d) = t.await.unwrap();
+        ok.extend(o);
+        in_doubt.extend(d);
+    }
+    assert!(
+        ok.len() >= 500 && ok.len() < 1200,
+        "the kill landed mid-burst: {} answered",
+        ok.len()
+    );
+
+    let srv = Server::start_in(&dir, &env, None);
+    // Every message that got a 201 is stored and readable by its sender.
+    for (user, text, mid) in &ok {
+        let a = send_empty(
+            "GET",
+            &srv.url(user, &format!("/chatSessions/{sid}/messages/{mid}")),
+            Format::Json,
+        )
+        .await;
+        assert_eq!(
+            a.status, 200,
+            "message {text} ({mid}) was answered 201 but is gone: {}",
+            a.body
+        );
+        assert_eq!(&a.decode::<ChatMessage>().text, text);
+    }
+    let list: ChatMessageList = send_empty(
+        "GET",
+        &srv.url(A, &format!("/chatSessions/{sid}/messages")),
+        Format::Json,
+    )
+    .await
+    .decode();
+    let stored: BTreeSet<String> = list
+        .chat_message
+        .iter()
+        .map(|m| last_segment(m.resource_url.as_deref().unwrap_or_default()))
+        .collect();
+    assert!(
+        stored.len() >= ok.len() && stored.len() <= ok.len() + in_doubt.len(),
+        "stored {} answered {} in doubt {}",
+        stored.len(),
+        ok.len(),
+        in_doubt.len()
+    );
+
+    // Every stored message reaches both other participants at least once, under one id each.
+    let expected = 2 * stored.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let distinct: BTreeSet<String> = listeners
+            .iter()
+            .flat_map(message_notifications)
+            .map(|(id, _)| id)
+            .collect();
+        if distinct.len() >= expected || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ids_per_delivery: BTreeMap<(usize, String), BTreeSet<String>> = BTreeMap::new();
+    let mut distinct = BTreeSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        for (id, mid) in message_notifications(l) {
+            assert!(
+                stored.contains(&mid),
+                "notification {id} for message {mid}, which was never committed"
+            );
+            ids_per_delivery
+                .entry((i, mid))
+                .or_default()
+                .insert(id.clone());
+            distinct.insert(id);
+        }
+    }
+    assert_eq!(
+        distinct.len(),
+        expected,
+        "distinct notification ids = 2 × stored messages"
+    );
+    assert_eq!(
+        ids_per_delivery.len(),
+        expected,
+        "each (recipient, message) pair notified"
+    );
+    assert!(
+        ids_per_delivery.values().all(|ids| ids.len() == 1),
+        "a redelivery keeps its id"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_that_was_down_gets_everything_in_order_with_the_same_ids() {
+    let srv = Server::start(&[(
+        "NETAPI_CHAT_RETRY_SCHEDULE",
+        "0,200ms,400ms,800ms,1s,1s,1s,1s,1s,1s",
+    )]);
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    subscribe(&srv, A, &la, Format::Json, None).await;
+    subscribe(&srv, B, &lb, Format::Xml, None).await;
+    let sid = connected_session(&srv, &[B]).await;
+    let _invitation = lb.wait_for(1).await;
+
+    lb.set_down(true);
+    let url = srv.url(A, &format!("/chatSessions/{sid}/messages"));
+    for n in 0..5 {
+        assert_eq!(
+            send_doc("POST", &url, Format::Json, &message(&format!("m{n}"), None))
+                .await
+                .status,
+            201
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = lb.refused_ids();
+    assert!(
+        !refused.is_empty(),
+        "deliveries were attempted while the callback was down"
+    );
+    lb.set_down(false);
+
+    let got = lb.wait_for(6).await;
+    let messages: Vec<(String, String)> = got[1..]
+        .iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.decode::<MessageNotification>().chat_message.text,
+            )
+        })
+        .collect();
+    let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["m0", "m1", "m2", "m3", "m4"],
+        "in the order they were sent"
+    );
+    let delivered: BTreeSet<&String> = messages.iter().map(|(id, _)| id).collect();
+    assert_eq!(delivered.len(), 5);
+    for id in &refused {
+        assert!(
+            delivered.contains(id),
+            "refused attempt {id} was later delivered under the same id"
+        );
+    }
+    lb.assert_count_stays(6, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_pending_invitation_times_out_on_schedule_across_a_restart() {
+    let env = [("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "2")];
+    let srv = Server::start(&env);
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    subscribe(&srv, A, &la, Format::Json, None).await;
+    subscribe(&srv, B, &lb, Format::Json, None).await;
+    let created = Instant::now();
+    let a = send_doc(
+        "POST",
+        &srv.url(A, "/chatSessions"),
+        Format::Json,
+        &session_doc(&[B], None),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let sid = last_segment(a.header("location"));
+    lb.wait_for(1).await;
+
+    let dir = srv.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let srv = Server::start_in(&dir, &env, None);
+
+    let n = la.nth(1).await;
+    let elapsed = created.elapsed();
+    let event: ChatEventNotification = n.decode();
+    assert_eq!(event.event_type, EventType::Timeout);
+    assert_eq!(event.session_id, sid);
+    assert!(
+        elapsed >= Duration::from_millis(1900),
+        "timed out too early: {elapsed:?}"
+    );
+    let n: ChatEventNotification = lb.nth(2).await.decode();
+    assert_eq!(n.event_type, EventType::Timeout);
+    let gone = send_empty(
+        "GET",
+        &srv.url(B, &format!("/chatSessions/{sid}")),
+        Format::Json,
+    )
+    .await;
+    assert_eq!(
+        gone.status, 404,
+        "the session is invalid for the invitee after the timeout"
+    );
+}
+
+async fn correlator_replays(format: Format) {
+    let srv = Server::default_for_tests();
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    let first = subscribe(&srv, A, &la, format, Some("sub-1")).await;
+    let again = subscribe(&srv, A, &la, format, Some("sub-1")).await;
+    let (s1, s2): (ChatSubscription, ChatSubscription) = (first.decode(), again.decode());
+    assert_eq!(
+        s1.resource_url, s2.resource_url,
+        "[{format:?}] same subscription"
+    );
+    let list: ChatSubscriptionList = send_empty("GET", &srv.url(A, "/subscriptions"), format)
+        .await
+        .decode();
+    assert_eq!(list.chat_subscription.len(), 1);
+    subscribe(&srv, B, &lb, format, None).await;
+
+    let url = srv.url(A, "/chatSessions");
+    let one = send_doc("POST", &url, format, &session_doc(&[B], Some("sess-1"))).await;
+    let two = send_doc("POST", &url, format, &session_doc(&[B], Some("sess-1"))).await;
+    assert_eq!((one.status, two.status), (201, 201));
+    assert_eq!(
+        one.header("location"),
+        two.header("location"),
+        "[{format:?}] same session"
+    );
+    let sid = last_segment(one.header("location"));
+    let sessions: ChatSessionList = send_empty("GET", &srv.url(A, "/chatSessions"), format)
+        .await
+        .decode();
+    assert_eq!(sessions.chat_session_information.len(), 1);
+    lb.wait_for(1).await;
+    let status_url = srv.url(
+        B,
+        &format!("/chatSessions/{sid}/participants/{}/status", enc(B)),
+    );
+    let st = ParticipantSessionStatus {
+        status: ParticipantStatus::Connected,
+    };
+    assert_eq!(send_doc("POST", &status_url, format, &st).await.status, 200);
+
+    let murl = srv.url(A, &format!("/chatSessions/{sid}/messages"));
+    let m1 = send_doc("POST", &murl, format, &message("once", Some("msg-1"))).await;
+    let m2 = send_doc("POST", &murl, format, &message("once", Some("msg-1"))).await;
+    assert_eq!((m1.status, m2.status), (201, 201));
+    assert_eq!(
+        m1.header("location"),
+        m2.header("location"),
+        "[{format:?}] same message"
+    );
+    let msgs: ChatMessageList = send_empty("GET", &murl, format).await.decode();
+    assert_eq!(msgs.chat_message.len(), 1);
+    // B got one invitation and one message, nothing twice.
+    let got = lb.wait_for(2).await;
+    assert_eq!(got[1].kind(), "messageNotification");
+    lb.assert_count_stays(2, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn client_correlator_replays_return_the_original_json() {
+    correlator_replays(Format::Json).await;
+}
+
+#[tokio::test]
+async fn client_correlator_replays_return_the_original_xml() {
+    correlator_replays(Format::Xml).await;
+}
+
+#[tokio::test]
+async fn a_callback_answering_410_disables_its_subscription() {
+    let srv = Server::default_for_tests();
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    subscribe(&srv, A, &la, Format::Json, None).await;
+    let sub: ChatSubscription = subscribe(&srv, B, &lb, Format::Json, None).await.decode();
+    lb.set_status(410);
+    let a = send_doc(
+        "POST",
+        &srv.url(A, "/chatSessions"),
+        Format::Json,
+        &session_doc(&[B], None),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let url = sub.resource_url.unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = send_empty("GET", &url, Format::Json).await.status;
+        if st == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscription still there after 410"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        lb.refused_ids().len(),
+        1,
+        "one attempt, then the subscription is gone"
+    );
+}
