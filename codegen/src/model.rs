@@ -20,6 +20,10 @@ pub struct Spec {
     pub schemas: Vec<Schema>,
     /// Operations, in spec order.
     pub operations: Vec<Operation>,
+    /// The path parameter naming the user a request acts for (`x-netapi-acting-user`), when
+    /// the API requires credentials (top-level `security`): its value is authorized against
+    /// the credentials before any handler runs.
+    pub acting_user: Option<String>,
 }
 
 /// A component schema.
@@ -109,10 +113,27 @@ impl Spec {
         );
         let schemas = parse_schemas(&raw)?;
         let operations = parse_operations(&raw, &schemas)?;
+        let secured = raw["security"].as_array().is_some_and(|a| !a.is_empty());
+        let acting_user = self::text(&raw, "x-netapi-acting-user");
+        ensure!(
+            secured == acting_user.is_some(),
+            "a spec with top-level `security` must name its acting-user path parameter in \
+             `x-netapi-acting-user` (and only such a spec)"
+        );
+        if let Some(param) = &acting_user {
+            for op in &operations {
+                ensure!(
+                    op.path_params.contains(param),
+                    "{}: path has no `{param}` parameter (x-netapi-acting-user)",
+                    op.id
+                );
+            }
+        }
         Ok(Spec {
             raw,
             schemas,
             operations,
+            acting_user,
         })
     }
 

@@ -36,6 +36,18 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
         }
     });
 
+    let authorize = spec.acting_user.as_ref().map(|param| {
+        let doc = format!(
+            "Checks the request's credentials (its `Authorization` header, if any) and resolves \
+             the `{param}` of the path to the user the request acts for; every operation calls \
+             this before it runs, and the operation gets the returned user as `{}`.",
+            snake(param)
+        );
+        quote! {
+            #[doc = #doc]
+            fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError>;
+        }
+    });
     let service_methods = spec.operations.iter().map(|op| {
         let name = ident(&snake(&op.id));
         let args = service_args(op);
@@ -50,7 +62,7 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
     let mut endpoints = Vec::new();
     let mut impls = Vec::new();
     for op in &spec.operations {
-        let (e, i) = endpoint(op, &paths);
+        let (e, i) = endpoint(op, &paths, spec.acting_user.as_deref());
         endpoints.push(e);
         impls.push(i);
     }
@@ -107,7 +119,7 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
     Ok(quote! {
         use crate::types::*;
         use dropshot::{HttpError, Path, RequestContext};
-        use netapi_chat_runtime::negotiate::{Body, Captured, Negotiated};
+        use netapi_chat_runtime::negotiate::{Body, Captured, Credentials, Negotiated};
         use netapi_chat_runtime::wire::ErrorDocument;
         use netapi_chat_runtime::ApiError;
         use schemars::JsonSchema;
@@ -126,6 +138,7 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
         /// What a chat server implements: one method per operation of the spec. Formats,
         /// content negotiation and error rendering are done before and after these run.
         pub trait ChatService: Send + Sync + 'static {
+            #authorize
             #(#service_methods)*
         }
 
@@ -274,7 +287,11 @@ fn operation_doc(op: &Operation) -> String {
     doc
 }
 
-fn endpoint(op: &Operation, paths: &[PathStruct]) -> (TokenStream, TokenStream) {
+fn endpoint(
+    op: &Operation,
+    paths: &[PathStruct],
+    acting_user: Option<&str>,
+) -> (TokenStream, TokenStream) {
     let name = ident(&snake(&op.id));
     let method = format_ident!("{}", op.method);
     let path = &op.path;
@@ -283,15 +300,28 @@ fn endpoint(op: &Operation, paths: &[PathStruct]) -> (TokenStream, TokenStream) 
     let doc = doc_attrs(&operation_doc(op));
 
     let mut params = vec![quote!(accept: Negotiated)];
+    if acting_user.is_some() {
+        params.push(quote!(credentials: Credentials));
+    }
     let mut takes = Vec::new();
     let mut call_args = Vec::new();
     if let Some(ps) = path_struct(op, paths) {
         let t = &ps.name;
         params.push(quote!(path: Captured<Path<#t>>));
         takes.push(quote!(let path = path.0?.into_inner();));
+        if let Some(param) = acting_user {
+            let id = ident(&snake(param));
+            takes.push(quote! {
+                let #id = rqctx.context().authorize(credentials.0.as_deref(), &path.#id)?;
+            });
+        }
         for p in &op.path_params {
             let id = ident(&snake(p));
-            call_args.push(quote!(path.#id));
+            if Some(p.as_str()) == acting_user {
+                call_args.push(quote!(#id));
+            } else {
+                call_args.push(quote!(path.#id));
+            }
         }
     }
     if let Some(b) = &op.body {

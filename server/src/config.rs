@@ -31,6 +31,32 @@ pub struct Config {
     /// `NETAPI_CHAT_SYNC`: `normal` (default; a commit survives a crash of the process) or
     /// `full` (it also survives a power cut; an fsync per group commit).
     pub sync: Sync,
+    /// How requests are authenticated.
+    pub auth: AuthConfig,
+}
+
+/// Where access tokens come from.
+#[derive(Clone, Debug)]
+pub enum AuthConfig {
+    /// `NETAPI_CHAT_TOKEN_FILE` (default `<data dir>/tokens`): a token file; when it does not
+    /// exist one is generated at first start with one application token for every user (`*`),
+    /// printed once.
+    TokenFile(Option<PathBuf>),
+    /// `NETAPI_CHAT_JWKS_FILE` set: OAuth 2.0 JWT access tokens (RS256/ES256) verified against
+    /// that JWKS, with `NETAPI_CHAT_JWT_ISSUER`, `NETAPI_CHAT_JWT_AUDIENCE` (both required),
+    /// `NETAPI_CHAT_JWT_USER_CLAIM` (default `sub`) and `NETAPI_CHAT_JWT_SCOPE` (default `chat`).
+    Jwt {
+        /// The JWKS file.
+        jwks: PathBuf,
+        /// Expected `iss`.
+        issuer: String,
+        /// Expected `aud`.
+        audience: String,
+        /// Claim naming the user(s).
+        user_claim: String,
+        /// Scope required.
+        scope: String,
+    },
 }
 
 impl Default for Config {
@@ -44,6 +70,7 @@ impl Default for Config {
             notify_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("netapi-chat-data"),
             sync: Sync::Normal,
+            auth: AuthConfig::TokenFile(None),
         }
     }
 }
@@ -117,6 +144,7 @@ impl Config {
             data_dir: std::env::var_os("NETAPI_CHAT_DATA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or(d.data_dir),
+            auth: auth_from_env()?,
             sync: match std::env::var("NETAPI_CHAT_SYNC").as_deref().map(str::trim) {
                 Err(_) | Ok("normal") => Sync::Normal,
                 Ok("full") => Sync::Full,
@@ -130,4 +158,27 @@ impl Config {
             },
         })
     }
+}
+
+fn auth_from_env() -> Result<AuthConfig, ConfigError> {
+    let Some(jwks) = std::env::var_os("NETAPI_CHAT_JWKS_FILE") else {
+        return Ok(AuthConfig::TokenFile(
+            std::env::var_os("NETAPI_CHAT_TOKEN_FILE").map(PathBuf::from),
+        ));
+    };
+    let required = |name: &'static str| {
+        std::env::var(name).map_err(|_| ConfigError {
+            variable: name,
+            value: String::new(),
+            expected: "a value (required with NETAPI_CHAT_JWKS_FILE)",
+        })
+    };
+    Ok(AuthConfig::Jwt {
+        jwks: PathBuf::from(jwks),
+        issuer: required("NETAPI_CHAT_JWT_ISSUER")?,
+        audience: required("NETAPI_CHAT_JWT_AUDIENCE")?,
+        user_claim: std::env::var("NETAPI_CHAT_JWT_USER_CLAIM")
+            .unwrap_or_else(|_| "sub".to_owned()),
+        scope: std::env::var("NETAPI_CHAT_JWT_SCOPE").unwrap_or_else(|_| "chat".to_owned()),
+    })
 }

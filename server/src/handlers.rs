@@ -3,6 +3,7 @@
 //! core ([`crate::chat`]); formats, negotiation and error rendering are generated around them.
 
 use crate::address;
+use crate::auth::{self, TokenVerifier};
 use crate::chat::Chat;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
@@ -17,6 +18,8 @@ use std::sync::Arc;
 pub struct ChatServer {
     /// The chat core.
     pub chat: Arc<Chat>,
+    /// Checks access tokens (token file or JWT).
+    pub verifier: Arc<dyn TokenVerifier>,
 }
 
 /// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a
@@ -34,11 +37,17 @@ fn participant(id: String) -> String {
 }
 
 impl ChatService for ChatServer {
+    /// Every operation: who is calling (401 without valid credentials), and may it act for the
+    /// path's user (403 otherwise)? Answers the canonical address (`acr:auth` resolved).
+    fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError> {
+        let principal = auth::authenticate(self.verifier.as_ref(), authorization)?;
+        Ok(auth::resolve_user(&principal, user)?)
+    }
+
     async fn list_chat_subscriptions(
         &self,
         user_id: String,
     ) -> Result<ChatSubscriptionList, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         Ok(self.chat.list_subscriptions(&user_id))
     }
 
@@ -48,7 +57,6 @@ impl ChatService for ChatServer {
         user_id: String,
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.create_subscription(&user_id, body).await
     }
 
@@ -57,7 +65,6 @@ impl ChatService for ChatServer {
         user_id: String,
         subscription_id: String,
     ) -> Result<ChatSubscription, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.get_subscription(&user_id, &subscription_id)
     }
 
@@ -67,14 +74,12 @@ impl ChatService for ChatServer {
         user_id: String,
         subscription_id: String,
     ) -> Result<(), ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat
             .delete_subscription(&user_id, &subscription_id)
             .await
     }
 
     async fn list_chat_sessions(&self, user_id: String) -> Result<ChatSessionList, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         Ok(self.chat.list_sessions(&user_id))
     }
 
@@ -84,7 +89,6 @@ impl ChatService for ChatServer {
         user_id: String,
         mut body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         canonical_participants(&mut body.participant)?;
         self.chat.create_session(&user_id, body).await
     }
@@ -94,7 +98,6 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<ChatSessionInformation, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.get_session(&user_id, &session_id)
     }
 
@@ -104,7 +107,6 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<(), ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.end_session(&user_id, &session_id).await
     }
 
@@ -113,7 +115,6 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<ParticipantList, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.list_participants(&user_id, &session_id)
     }
 
@@ -124,7 +125,6 @@ impl ChatService for ChatServer {
         session_id: String,
         mut body: ParticipantList,
     ) -> Result<Created<ParticipantList>, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         canonical_participants(&mut body.participant)?;
         self.chat
             .add_participants(&user_id, &session_id, body)
@@ -137,7 +137,6 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<ParticipantInformation, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat
             .get_participant(&user_id, &session_id, &participant(participant_id))
     }
@@ -149,7 +148,6 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<(), ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat
             .cancel_invitation(&user_id, &session_id, &participant(participant_id))
             .await
@@ -161,7 +159,6 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<ParticipantSessionStatus, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat
             .get_participant_status(&user_id, &session_id, &participant(participant_id))
     }
@@ -175,7 +172,6 @@ impl ChatService for ChatServer {
         participant_id: String,
         body: ParticipantSessionStatus,
     ) -> Result<ParticipantSessionStatus, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat
             .update_participant_status(
                 &user_id,
@@ -191,7 +187,6 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<ChatMessageList, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.list_messages(&user_id, &session_id)
     }
 
@@ -202,7 +197,6 @@ impl ChatService for ChatServer {
         session_id: String,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.send_message(&user_id, &session_id, body).await
     }
 
@@ -212,7 +206,6 @@ impl ChatService for ChatServer {
         session_id: String,
         message_id: String,
     ) -> Result<ChatMessage, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat.get_message(&user_id, &session_id, &message_id)
     }
 
@@ -222,7 +215,6 @@ impl ChatService for ChatServer {
         session_id: String,
         message_id: String,
     ) -> Result<MessageDeliveryStatus, ApiError> {
-        let user_id = address::canonical(&user_id)?;
         let status = self
             .chat
             .get_message_status(&user_id, &session_id, &message_id)?;
@@ -237,7 +229,6 @@ impl ChatService for ChatServer {
         message_id: String,
         body: MessageDeliveryStatus,
     ) -> Result<(), ApiError> {
-        let user_id = address::canonical(&user_id)?;
         self.chat
             .confirm_delivery(&user_id, &session_id, &message_id, body.status)
             .await

@@ -12,7 +12,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let server = match netapi_chat::server::start(&config) {
+    let netapi_chat::server::Started { server, notice } = match netapi_chat::server::start(&config)
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("netapi-chat: {e}");
@@ -23,6 +24,9 @@ async fn main() -> std::process::ExitCode {
     println!(
         "netapi-chat listening on http://{addr} (API under /v1/chat/{{userId}}, OpenAPI at http://{addr}/openapi.json)"
     );
+    if let Some(notice) = notice {
+        println!("{notice}");
+    }
     tokio::select! {
         r = server => {
             if let Err(e) = r {

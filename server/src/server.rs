@@ -1,8 +1,9 @@
 //! Starting the HTTP server: the generated API routed to [`ChatServer`], plus the published
 //! documents (`/openapi.json`, `/xsd/{file}`).
 
+use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier};
 use crate::chat::{Chat, Settings};
-use crate::config::Config;
+use crate::config::{AuthConfig, Config};
 use crate::handlers::ChatServer;
 use crate::notify::RetryPolicy;
 use crate::store::Store;
@@ -29,6 +30,8 @@ pub enum StartError {
     Listen(String),
     /// The data directory could not be opened or read.
     Store(String),
+    /// The token file or JWKS could not be read.
+    Auth(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -38,6 +41,7 @@ impl std::fmt::Display for StartError {
             StartError::Log(e) => write!(f, "setting up logging failed: {e}"),
             StartError::Listen(e) => write!(f, "could not listen: {e}"),
             StartError::Store(e) => write!(f, "could not open the data directory: {e}"),
+            StartError::Auth(e) => write!(f, "authentication is not set up: {e}"),
         }
     }
 }
@@ -83,8 +87,48 @@ fn document(content_type: &'static str, text: &'static str) -> Result<Response<B
         .map_err(|e| HttpError::for_internal_error(e.to_string()))
 }
 
-/// Starts the server on `config.bind`; the returned handle knows the bound address.
-pub fn start(config: &Config) -> Result<HttpServer<ChatServer>, StartError> {
+/// The verifier of access tokens, and a message to print once (a token file just generated).
+fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
+    match &config.auth {
+        AuthConfig::TokenFile(path) => {
+            let path = path
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("tokens"));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StartError::Auth(format!("{}: {e}", dir.display())))?;
+            }
+            let (file, summary) = TokenFile::load_or_generate(&path, &[ANY_USER])
+                .map_err(|e| StartError::Auth(e.to_string()))?;
+            Ok((Arc::new(file), summary))
+        }
+        AuthConfig::Jwt {
+            jwks,
+            issuer,
+            audience,
+            user_claim,
+            scope,
+        } => {
+            let mut cfg = JwtConfig::new(issuer.clone(), audience.clone());
+            cfg.user_claim = user_claim.clone();
+            cfg.required_scope = Some(scope.clone());
+            let verifier = JwtVerifier::from_jwks_file(jwks, cfg)
+                .map_err(|e| StartError::Auth(e.to_string()))?;
+            Ok((Arc::new(verifier), None))
+        }
+    }
+}
+
+/// A started server, and what to tell the operator once.
+pub struct Started {
+    /// The running server (knows its bound address).
+    pub server: HttpServer<ChatServer>,
+    /// Printed after the start-up line: e.g. the token generated at first start.
+    pub notice: Option<String>,
+}
+
+/// Starts the server on `config.bind`.
+pub fn start(config: &Config) -> Result<Started, StartError> {
     let log = ConfigLogging::StderrTerminal {
         level: ConfigLoggingLevel::Info,
     }
@@ -127,14 +171,17 @@ pub fn start(config: &Config) -> Result<HttpServer<ChatServer>, StartError> {
         default_request_body_max_bytes: config.max_body_bytes,
         ..Default::default()
     };
-    ServerBuilder::new(
+    let (verifier, notice) = token_verifier(config)?;
+    let server = ServerBuilder::new(
         api,
         ChatServer {
             chat: Arc::clone(&chat),
+            verifier,
         },
         log,
     )
     .config(dropshot)
     .start()
-    .map_err(|e| StartError::Listen(e.to_string()))
+    .map_err(|e| StartError::Listen(e.to_string()))?;
+    Ok(Started { server, notice })
 }

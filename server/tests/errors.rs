@@ -1054,7 +1054,7 @@ async fn huge_duration_is_answered() {
         let before = c.subscription_count(DAVE).await;
         let mut doc = subscription_doc("http://127.0.0.1:9/notify");
         doc.duration = Some(i64::MAX);
-        let sent = reqwest::Client::new()
+        let sent = support::http_client(support::APP_TOKEN)
             .post(c.url(DAVE, "/subscriptions"))
             .header("content-type", f.media_type())
             .header("accept", f.media_type())

@@ -63,6 +63,33 @@ impl SharedExtractor for Negotiated {
     }
 }
 
+/// The request's `Authorization` header as sent (several are joined with `,`, which no bearer
+/// token contains, so they are refused as one malformed credential). Checking it is the
+/// service's business (`ChatService::authorize`); this extractor never fails.
+#[derive(Debug)]
+pub struct Credentials(pub Option<String>);
+
+#[async_trait::async_trait]
+impl SharedExtractor for Credentials {
+    async fn from_request<C: ServerContext>(rqctx: &RequestContext<C>) -> Result<Self, HttpError> {
+        let values: Vec<String> = rqctx
+            .request
+            .headers()
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        Ok(Credentials((!values.is_empty()).then(|| values.join(","))))
+    }
+
+    fn metadata(_: ApiEndpointBodyContentType) -> ExtractorMetadata {
+        ExtractorMetadata {
+            extension_mode: ExtensionMode::None,
+            parameters: Vec::new(),
+        }
+    }
+}
+
 /// A request body in JSON or XML, decoded to the document type `T`, or the OMA error saying
 /// why it could not be (415 wrong Content-Type, 413 too large, 400 malformed).
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use crate::types::*;
 
 use dropshot::{HttpError, Path, RequestContext};
 
-use netapi_chat_runtime::negotiate::{Body, Captured, Negotiated};
+use netapi_chat_runtime::negotiate::{Body, Captured, Credentials, Negotiated};
 
 use netapi_chat_runtime::wire::ErrorDocument;
 
@@ -88,6 +88,8 @@ pub struct MessageIdPath {
 /// What a chat server implements: one method per operation of the spec. Formats,
 /// content negotiation and error rendering are done before and after these run.
 pub trait ChatService: Send + Sync + 'static {
+    ///Checks the request's credentials (its `Authorization` header, if any) and resolves the `userId` of the path to the user the request acts for; every operation calls this before it runs, and the operation gets the returned user as `user_id`.
+    fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError>;
     /// List the user's chat notification subscriptions.
     fn list_chat_subscriptions(
         &self,
@@ -308,6 +310,7 @@ pub trait ChatApi {
     async fn list_chat_subscriptions(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
     ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError>;
     /// Seed 7.1.1 Subscribe to chat notifications.
@@ -328,6 +331,7 @@ pub trait ChatApi {
     async fn create_chat_subscription(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
         body: Body<ChatSubscription>,
     ) -> Result<Reply<ChatSubscription, 201>, HttpError>;
@@ -339,6 +343,7 @@ pub trait ChatApi {
     async fn get_chat_subscription(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SubscriptionIdPath>>,
     ) -> Result<Reply<ChatSubscription, 200>, HttpError>;
     /// Seed 7.1.1 Unsubscribe from chat notifications.
@@ -351,6 +356,7 @@ pub trait ChatApi {
     async fn delete_chat_subscription(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SubscriptionIdPath>>,
     ) -> Result<NoContent, HttpError>;
     /// List the sessions the user takes part in (invited, connected or left).
@@ -361,6 +367,7 @@ pub trait ChatApi {
     async fn list_chat_sessions(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
     ) -> Result<Reply<ChatSessionList, 200>, HttpError>;
     /// Seed 7.1.2 Start a 1-1 chat; 7.1.4 Start group chat.
@@ -387,6 +394,7 @@ pub trait ChatApi {
     async fn create_chat_session(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
         body: Body<ChatSessionInformation>,
     ) -> Result<Reply<ChatSessionInformation, 201>, HttpError>;
@@ -398,6 +406,7 @@ pub trait ChatApi {
     async fn get_chat_session(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<ChatSessionInformation, 200>, HttpError>;
     /// Seed 7.1.5 Ending a chat session.
@@ -415,6 +424,7 @@ pub trait ChatApi {
     async fn delete_chat_session(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<NoContent, HttpError>;
     /// List a session's participants with their status.
@@ -425,6 +435,7 @@ pub trait ChatApi {
     async fn list_participants(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<ParticipantList, 200>, HttpError>;
     /// Seed 7.1.3 Extending a 1-1 chat to group chat.
@@ -443,6 +454,7 @@ pub trait ChatApi {
     async fn add_participants(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
         body: Body<ParticipantList>,
     ) -> Result<Reply<ParticipantList, 201>, HttpError>;
@@ -454,6 +466,7 @@ pub trait ChatApi {
     async fn get_participant(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
     ) -> Result<Reply<ParticipantInformation, 200>, HttpError>;
     /// Seed 7.1.6 Cancel a chat invitation.
@@ -471,6 +484,7 @@ pub trait ChatApi {
     async fn cancel_invitation(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
     ) -> Result<NoContent, HttpError>;
     /// Read a participant's session status.
@@ -481,6 +495,7 @@ pub trait ChatApi {
     async fn get_participant_status(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
     ) -> Result<Reply<ParticipantSessionStatus, 200>, HttpError>;
     /// Seed 7.1.7 Accept or decline a chat session invitation; 7.1.8 Leave and re-join a chat session.
@@ -503,6 +518,7 @@ pub trait ChatApi {
     async fn update_participant_status(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
         body: Body<ParticipantSessionStatus>,
     ) -> Result<Reply<ParticipantSessionStatus, 200>, HttpError>;
@@ -514,6 +530,7 @@ pub trait ChatApi {
     async fn list_messages(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<ChatMessageList, 200>, HttpError>;
     /// Seed 7.1.9 Sending a chat message.
@@ -533,6 +550,7 @@ pub trait ChatApi {
     async fn send_message(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
         body: Body<ChatMessage>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
@@ -544,6 +562,7 @@ pub trait ChatApi {
     async fn get_message(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
     ) -> Result<Reply<ChatMessage, 200>, HttpError>;
     /// Read the delivery status of a message.
@@ -558,6 +577,7 @@ pub trait ChatApi {
     async fn get_message_delivery_status(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
     ) -> Result<Reply<MessageDeliveryStatus, 200>, HttpError>;
     /// Seed 7.1.10 Confirm message delivery success.
@@ -574,6 +594,7 @@ pub trait ChatApi {
     async fn confirm_message_delivery(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
         body: Body<MessageDeliveryStatus>,
     ) -> Result<NoContent, HttpError>;
@@ -866,12 +887,16 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn list_chat_subscriptions(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
     ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            rqctx.context().list_chat_subscriptions(path.user_id).await
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            rqctx.context().list_chat_subscriptions(user_id).await
         }
         .await;
         Ok(Reply::ok(&accept, outcome))
@@ -880,16 +905,20 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn create_chat_subscription(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
         body: Body<ChatSubscription>,
     ) -> Result<Reply<ChatSubscription, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             let body = body.0?;
             rqctx
                 .context()
-                .create_chat_subscription(path.user_id, body)
+                .create_chat_subscription(user_id, body)
                 .await
         }
         .await;
@@ -899,14 +928,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn get_chat_subscription(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SubscriptionIdPath>>,
     ) -> Result<Reply<ChatSubscription, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .get_chat_subscription(path.user_id, path.subscription_id)
+                .get_chat_subscription(user_id, path.subscription_id)
                 .await
         }
         .await;
@@ -916,14 +949,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn delete_chat_subscription(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SubscriptionIdPath>>,
     ) -> Result<NoContent, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .delete_chat_subscription(path.user_id, path.subscription_id)
+                .delete_chat_subscription(user_id, path.subscription_id)
                 .await
         }
         .await;
@@ -933,12 +970,16 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn list_chat_sessions(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
     ) -> Result<Reply<ChatSessionList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            rqctx.context().list_chat_sessions(path.user_id).await
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            rqctx.context().list_chat_sessions(user_id).await
         }
         .await;
         Ok(Reply::ok(&accept, outcome))
@@ -947,17 +988,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn create_chat_session(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
         body: Body<ChatSessionInformation>,
     ) -> Result<Reply<ChatSessionInformation, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let body = body.0?;
-            rqctx
+            let user_id = rqctx
                 .context()
-                .create_chat_session(path.user_id, body)
-                .await
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let body = body.0?;
+            rqctx.context().create_chat_session(user_id, body).await
         }
         .await;
         Ok(Reply::created(&accept, outcome))
@@ -966,14 +1008,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn get_chat_session(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<ChatSessionInformation, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .get_chat_session(path.user_id, path.session_id)
+                .get_chat_session(user_id, path.session_id)
                 .await
         }
         .await;
@@ -983,14 +1029,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn delete_chat_session(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<NoContent, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .delete_chat_session(path.user_id, path.session_id)
+                .delete_chat_session(user_id, path.session_id)
                 .await
         }
         .await;
@@ -1000,14 +1050,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn list_participants(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<ParticipantList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .list_participants(path.user_id, path.session_id)
+                .list_participants(user_id, path.session_id)
                 .await
         }
         .await;
@@ -1017,16 +1071,20 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn add_participants(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
         body: Body<ParticipantList>,
     ) -> Result<Reply<ParticipantList, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             let body = body.0?;
             rqctx
                 .context()
-                .add_participants(path.user_id, path.session_id, body)
+                .add_participants(user_id, path.session_id, body)
                 .await
         }
         .await;
@@ -1036,14 +1094,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn get_participant(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
     ) -> Result<Reply<ParticipantInformation, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .get_participant(path.user_id, path.session_id, path.participant_id)
+                .get_participant(user_id, path.session_id, path.participant_id)
                 .await
         }
         .await;
@@ -1053,14 +1115,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn cancel_invitation(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
     ) -> Result<NoContent, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .cancel_invitation(path.user_id, path.session_id, path.participant_id)
+                .cancel_invitation(user_id, path.session_id, path.participant_id)
                 .await
         }
         .await;
@@ -1070,14 +1136,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn get_participant_status(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
     ) -> Result<Reply<ParticipantSessionStatus, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .get_participant_status(path.user_id, path.session_id, path.participant_id)
+                .get_participant_status(user_id, path.session_id, path.participant_id)
                 .await
         }
         .await;
@@ -1087,16 +1157,20 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn update_participant_status(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
         body: Body<ParticipantSessionStatus>,
     ) -> Result<Reply<ParticipantSessionStatus, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             let body = body.0?;
             rqctx
                 .context()
-                .update_participant_status(path.user_id, path.session_id, path.participant_id, body)
+                .update_participant_status(user_id, path.session_id, path.participant_id, body)
                 .await
         }
         .await;
@@ -1106,14 +1180,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn list_messages(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<ChatMessageList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .list_messages(path.user_id, path.session_id)
+                .list_messages(user_id, path.session_id)
                 .await
         }
         .await;
@@ -1123,16 +1201,20 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn send_message(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
         body: Body<ChatMessage>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             let body = body.0?;
             rqctx
                 .context()
-                .send_message(path.user_id, path.session_id, body)
+                .send_message(user_id, path.session_id, body)
                 .await
         }
         .await;
@@ -1142,14 +1224,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn get_message(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
     ) -> Result<Reply<ChatMessage, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .get_message(path.user_id, path.session_id, path.message_id)
+                .get_message(user_id, path.session_id, path.message_id)
                 .await
         }
         .await;
@@ -1159,14 +1245,18 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn get_message_delivery_status(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
     ) -> Result<Reply<MessageDeliveryStatus, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             rqctx
                 .context()
-                .get_message_delivery_status(path.user_id, path.session_id, path.message_id)
+                .get_message_delivery_status(user_id, path.session_id, path.message_id)
                 .await
         }
         .await;
@@ -1176,16 +1266,20 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
     async fn confirm_message_delivery(
         rqctx: RequestContext<S>,
         accept: Negotiated,
+        credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
         body: Body<MessageDeliveryStatus>,
     ) -> Result<NoContent, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
+            let user_id = rqctx
+                .context()
+                .authorize(credentials.0.as_deref(), &path.user_id)?;
             let body = body.0?;
             rqctx
                 .context()
-                .confirm_message_delivery(path.user_id, path.session_id, path.message_id, body)
+                .confirm_message_delivery(user_id, path.session_id, path.message_id, body)
                 .await
         }
         .await;

@@ -931,7 +931,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/subscriptions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     */
     pub async fn list_chat_subscriptions<'a>(
         &'a self,
@@ -970,7 +972,16 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -993,7 +1004,9 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/subscriptions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `body`
     */
     pub async fn create_chat_subscription<'a>(
@@ -1034,6 +1047,12 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             406u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -1041,6 +1060,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1052,7 +1074,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `subscription_id`: Server-chosen subscription id.
     */
     pub async fn get_chat_subscription<'a>(
@@ -1093,10 +1117,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1110,7 +1143,9 @@ impl Client {
     Sends a `DELETE` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `subscription_id`: Server-chosen subscription id.
     */
     pub async fn delete_chat_subscription<'a>(
@@ -1151,10 +1186,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1166,7 +1210,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     */
     pub async fn list_chat_sessions<'a>(
         &'a self,
@@ -1204,7 +1250,16 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1233,7 +1288,9 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `body`
     */
     pub async fn create_chat_session<'a>(
@@ -1275,6 +1332,9 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             403u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -1287,6 +1347,9 @@ impl Client {
             415u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -1296,7 +1359,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     */
     pub async fn get_chat_session<'a>(
@@ -1338,10 +1403,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1361,7 +1435,9 @@ impl Client {
     Sends a `DELETE` request to `/v1/chat/{userId}/chatSessions/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     */
     pub async fn delete_chat_session<'a>(
@@ -1402,6 +1478,9 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             403u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -1414,6 +1493,9 @@ impl Client {
             409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -1423,7 +1505,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     */
     pub async fn list_participants<'a>(
@@ -1464,10 +1548,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1488,7 +1581,9 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
     */
@@ -1532,6 +1627,9 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             403u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -1550,6 +1648,9 @@ impl Client {
             415u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -1559,7 +1660,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
     */
@@ -1604,10 +1707,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1627,7 +1739,9 @@ impl Client {
     Sends a `DELETE` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
     */
@@ -1671,6 +1785,9 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             403u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -1683,6 +1800,9 @@ impl Client {
             409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -1692,7 +1812,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
     */
@@ -1737,10 +1859,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1765,7 +1896,9 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
     - `body`
@@ -1813,6 +1946,9 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             403u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -1831,6 +1967,9 @@ impl Client {
             415u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -1840,7 +1979,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     */
     pub async fn list_messages<'a>(
@@ -1881,10 +2022,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -1906,7 +2056,9 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
     */
@@ -1950,6 +2102,9 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             403u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -1968,6 +2123,9 @@ impl Client {
             415u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -1977,7 +2135,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
     */
@@ -2021,10 +2181,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -2042,7 +2211,9 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
     */
@@ -2087,10 +2258,19 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             404u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -2109,7 +2289,9 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded.
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
     - `body`
@@ -2156,6 +2338,9 @@ impl Client {
             400u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             403u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -2172,6 +2357,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),

@@ -31,6 +31,10 @@ pub const REALM: &str = "netapi-chat";
 /// OMA's keyword for "the authenticated user", accepted wherever a `{userId}` is expected.
 pub const ACR_AUTH: &str = "acr:auth";
 
+/// In a token file, the user that stands for every user: the token of a trusted application
+/// (a gateway acting for all its subscribers) may act for any address.
+pub const ANY_USER: &str = "*";
+
 /// Longest bearer token accepted (bytes); longer ones are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
@@ -57,6 +61,9 @@ impl Principal {
         let Ok(wanted) = address::canonical(user) else {
             return false;
         };
+        if self.users.iter().any(|u| u == ANY_USER) {
+            return true;
+        }
         self.users
             .iter()
             .any(|u| *u == wanted || address::canonical(u).is_ok_and(|c| c == wanted))
@@ -64,7 +71,10 @@ impl Principal {
 
     /// The user `acr:auth` stands for: the token's first user.
     pub fn primary_user(&self) -> Option<&str> {
-        self.users.first().map(String::as_str)
+        self.users
+            .iter()
+            .map(String::as_str)
+            .find(|u| *u != ANY_USER)
     }
 }
 

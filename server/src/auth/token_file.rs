@@ -11,6 +11,7 @@
 //! in memory, and a lookup compares the digest of the presented token with every entry without
 //! stopping early, so neither the tokens nor the timing of a lookup reveal anything useful.
 
+use super::ANY_USER;
 use super::{AuthError, InvalidToken, Principal, TokenVerifier, digest, is_b64token, token_id};
 use crate::address;
 use base64::Engine as _;
@@ -164,8 +165,17 @@ impl TokenFile {
             }
             let mut users: Vec<String> = Vec::new();
             for user in words {
-                let canonical = address::canonical(user)
-                    .map_err(|_| syntax(format!("{user} is not a tel: or sip: address")))?;
+                if user == ANY_USER {
+                    if !users.iter().any(|u| u == ANY_USER) {
+                        users.push(ANY_USER.to_owned());
+                    }
+                    continue;
+                }
+                let canonical = address::canonical(user).map_err(|_| {
+                    syntax(format!(
+                        "{user} is not a tel: or sip: address (or * for any user)"
+                    ))
+                })?;
                 if !users.contains(&canonical) {
                     users.push(canonical);
                 }
@@ -203,14 +213,19 @@ impl TokenFile {
         }
         let mut lines = Vec::with_capacity(users.len());
         for user in users {
-            let canonical = address::canonical(user).map_err(|_| {
-                TokenFileError::BadUsers(format!("{user} is not a tel: or sip: address"))
-            })?;
+            let canonical = if *user == ANY_USER {
+                ANY_USER.to_owned()
+            } else {
+                address::canonical(user).map_err(|_| {
+                    TokenFileError::BadUsers(format!("{user} is not a tel: or sip: address"))
+                })?
+            };
             lines.push((generate_token(), canonical));
         }
         let mut text = String::from(
             "# netapi-chat token file: one access token per line, then the user address(es) it\n\
-             # may act for:   TOKEN user1 [user2 ...]   ('#' starts a comment).\n\
+             # may act for:   TOKEN user1 [user2 ...]   ('#' starts a comment; the user *\n\
+             # stands for every user: a trusted application's token).\n\
              # Generated at first start. Keep it secret: anyone with a token acts as its users.\n",
         );
         for (token, user) in &lines {

@@ -33,14 +33,51 @@ pub struct Server {
     child: Child,
 }
 
-/// A fresh, empty data directory under the system temp dir.
+/// The application token every helper sends unless told otherwise: it may act for any user
+/// (`*` in the token file the harness writes).
+pub const APP_TOKEN: &str = "test-application-token-0123456789";
+
+/// Users with a token of their own (for tests of who may act for whom).
+pub const USERS_WITH_TOKENS: &[&str] = &[
+    "tel:+15551230001",
+    "tel:+15551230002",
+    "sip:alice@example.com",
+    "sip:bob@example.com",
+    "sip:mallory@example.com",
+];
+
+/// The token of one of [`USERS_WITH_TOKENS`] (it may act for that user only).
+pub fn user_token(user: &str) -> String {
+    let hex: String = user.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("user-{hex}")
+}
+
+/// A fresh data directory under the system temp dir, holding the test token file.
 pub fn temp_data_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "netapi-chat-test-{}",
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).expect("create data dir");
+    let mut tokens = format!("{APP_TOKEN} *\n");
+    for u in USERS_WITH_TOKENS {
+        tokens.push_str(&format!("{} {u}\n", user_token(u)));
+    }
+    std::fs::write(dir.join("tokens"), tokens).expect("write token file");
     dir
+}
+
+/// A reqwest client that sends `Authorization: Bearer <token>` on every request.
+pub fn http_client(token: &str) -> reqwest::Client {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 impl Server {
@@ -60,6 +97,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
         cmd.env("NETAPI_CHAT_BIND", bind.unwrap_or("127.0.0.1:0"))
             .env("NETAPI_CHAT_DATA_DIR", data_dir)
+            .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
             .env("NETAPI_CHAT_RETRY_SCHEDULE", "0,50ms,100ms,200ms,400ms")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -108,9 +146,9 @@ impl Server {
         format!("{}/v1/chat/{}{rest}", self.base, enc(user))
     }
 
-    /// The progenitor client for this server.
+    /// The progenitor client for this server, authenticated with [`APP_TOKEN`].
     pub fn client(&self) -> netapi_chat_client::Client {
-        netapi_chat_client::Client::new(&self.base)
+        netapi_chat_client::Client::new_with_client(&self.base, http_client(APP_TOKEN))
     }
 }
 
@@ -426,11 +464,22 @@ impl Answer {
     }
 }
 
-/// Sends a raw request; `body` is sent with `content_type` when given.
+/// Sends a raw request; `body` is sent with `content_type` when given. Unless `headers` has
+/// an `authorization` entry, `Authorization: Bearer APP_TOKEN` is added; an `authorization`
+/// entry with an empty value sends none.
 pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
     let client = reqwest::Client::new();
     let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        req = req.bearer_auth(APP_TOKEN);
+    }
     for (k, v) in headers {
+        if k.eq_ignore_ascii_case("authorization") && v.is_empty() {
+            continue;
+        }
         req = req.header(*k, *v);
     }
     if let Some(b) = body {

@@ -85,7 +85,8 @@ pub fn start() -> Result<super::proc::Server> {
     super::proc::Server::start(cmd, Duration::from_secs(10))
 }
 
-/// The same JSON message body netapi-chat gets, POSTed to a chat-like path; no notifications.
+/// The same JSON message body and headers netapi-chat gets, POSTed to a chat-like path; no
+/// notifications.
 pub fn make_request(text_len: usize) -> MakeRequest {
     let target = path(&user(0), "/chatSessions/sess-1-0123456789abcdef/messages");
     Arc::new(move |step, seq| {
@@ -96,6 +97,7 @@ pub fn make_request(text_len: usize) -> MakeRequest {
             &[
                 ("content-type", "application/json"),
                 ("accept", "application/json"),
+                ("authorization", super::proc::AUTHORIZATION),
             ],
             body,
         )?;

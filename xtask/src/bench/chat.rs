@@ -4,6 +4,7 @@
 use super::http::{Conn, Reply, encode, request};
 use super::listen::{Collector, Listener, message_text};
 use super::load::MakeRequest;
+use super::proc::AUTHORIZATION;
 use anyhow::{Context, Result, bail};
 use http::Method;
 use std::net::SocketAddr;
@@ -116,6 +117,7 @@ pub async fn post_json(conn: &mut Conn, path: &str, body: String) -> Result<Repl
         &[
             ("content-type", "application/json"),
             ("accept", "application/json"),
+            ("authorization", AUTHORIZATION),
         ],
         body,
     )?;
@@ -223,6 +225,7 @@ impl Workload {
                 &[
                     ("content-type", format.media_type()),
                     ("accept", format.media_type()),
+                    ("authorization", AUTHORIZATION),
                 ],
                 body,
             )?;

@@ -160,7 +160,7 @@ impl Settings {
                 o.drain.as_secs_f64()
             ),
             "server CPU: utime + stime of the server process (`/proc/PID/stat`) over the step, per 2xx answer; generator CPU: the same for the harness process (senders and listeners); % of one core".to_owned(),
-            "netapi-chat runs with its defaults (dropshot request log at info level to stderr, sent to /dev/null); Synapse logs at WARNING to a file, with presence off and rate limits lifted".to_owned(),
+            "netapi-chat runs with its defaults (a fresh data directory under `target/bench/`, its log on stderr sent to /dev/null; a token file lets the benchmark token act for every user, and every request carries it); Synapse logs at WARNING to a file, with presence off and rate limits lifted".to_owned(),
             "set-up calls (subscriptions, sessions, accepts) are JSON in both runs; the XML run sends messages in XML, asks for XML answers and subscribes with `notificationFormat: XML`".to_owned(),
         ]
     }
@@ -245,7 +245,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     if cfg!(debug_assertions) {
         // The load generator must not be a debug build: build both in release and hand over.
         build(root, true)?;
-        let exe = root.join("target/release/xtask");
+        let exe = proc::target_dir(root).join("release/xtask");
         let status = Command::new(&exe)
             .arg("bench")
             .args(args)
@@ -274,7 +274,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
 
     let section = report.markdown();
     let path: PathBuf = if smoke {
-        root.join("target/bench/BENCHMARKS.smoke.md")
+        proc::target_dir(root).join("bench/BENCHMARKS.smoke.md")
     } else {
         root.join("BENCHMARKS.md")
     };
@@ -364,7 +364,12 @@ async fn baseline_series(s: &Settings) -> Result<Series> {
 }
 
 async fn chat_series(root: &Path, s: &Settings, format: Format) -> Result<Series> {
-    let mut server = proc::start_netapi_chat(root, &[])?;
+    let label = match format {
+        Format::Json => "json",
+        Format::Xml => "xml",
+    };
+    let mut chat = proc::start_netapi_chat(root, label, &[])?;
+    let server = &mut chat.server;
     let collector = Arc::new(Collector::default());
     let workload = Workload::setup(server.addr, &s.plan, format, &collector).await?;
     let target = Target {
@@ -388,10 +393,13 @@ async fn chat_series(root: &Path, s: &Settings, format: Format) -> Result<Series
 async fn scale_phase(root: &Path, s: &Settings) -> Result<scale::ScaleResult> {
     // Invitation timers must not fire during the phase (they would end unaccepted sessions
     // and add work that is not message sending); one hour outlasts it.
-    let mut server =
-        proc::start_netapi_chat(root, &[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "3600")])?;
-    let result = scale::run(&server, &s.scale, &s.opts, s.text_len).await;
-    if !server.running() {
+    let mut chat = proc::start_netapi_chat(
+        root,
+        "scale",
+        &[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "3600")],
+    )?;
+    let result = scale::run(&chat, &s.scale, &s.opts, s.text_len).await;
+    if !chat.server.running() {
         bail!("netapi-chat exited during the scale phase");
     }
     result

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -185,18 +185,68 @@ impl Drop for Server {
     }
 }
 
-/// Starts the release `netapi-chat` binary on a free loopback port with extra settings. Its
-/// request log (dropshot, info level, stderr) goes to /dev/null: still formatted and written by
-/// the server, not kept.
-pub fn start_netapi_chat(root: &Path, env: &[(&str, &str)]) -> Result<Server> {
-    let bin = root.join("target/release/netapi-chat");
+/// The bearer token every benchmark request carries; the server is given a token file in
+/// which it may act for every user (`*`). Servers without authentication ignore both.
+pub const TOKEN: &str = "bench-token-0123456789abcdef";
+
+/// `Authorization` header value for [`TOKEN`].
+pub const AUTHORIZATION: &str = "Bearer bench-token-0123456789abcdef";
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR`, or `target/` under the workspace.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Bytes of all files under `dir` (0 when it does not exist).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A netapi-chat process and its (fresh) data directory.
+pub struct NetapiChat {
+    /// The process.
+    pub server: Server,
+    /// Its `NETAPI_CHAT_DATA_DIR`.
+    pub data_dir: PathBuf,
+}
+
+/// Starts the release `netapi-chat` binary on a free loopback port, with a fresh data
+/// directory `target/bench/data-{label}` (and a token file in it) and extra settings. Its log
+/// (stderr) goes to /dev/null: still formatted and written by the server, not kept.
+pub fn start_netapi_chat(root: &Path, label: &str, env: &[(&str, &str)]) -> Result<NetapiChat> {
+    let target = target_dir(root);
+    let bin = target.join("release/netapi-chat");
+    let data_dir = target.join("bench").join(format!("data-{label}"));
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("clearing {}", data_dir.display()))?;
+    }
+    std::fs::create_dir_all(&data_dir)?;
+    let tokens = data_dir.join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN} *\n"))?;
     let mut cmd = Command::new(&bin);
     cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+        .env("NETAPI_CHAT_DATA_DIR", &data_dir)
+        .env("NETAPI_CHAT_TOKEN_FILE", &tokens)
         .stderr(Stdio::null())
         .current_dir(root);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Server::start(cmd, Duration::from_secs(30))
-        .with_context(|| format!("starting {}", bin.display()))
+    let server = Server::start(cmd, Duration::from_secs(60))
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(NetapiChat { server, data_dir })
 }

@@ -199,6 +199,13 @@ fn cpu_per_msg_common(a: &Series, b: &Series) -> Option<(f64, f64, Vec<u32>)> {
     (na > 0.0 && nb > 0.0).then(|| (ca / na, cb / nb, rates))
 }
 
+fn per(delta_bytes: i64, count: usize) -> String {
+    if count == 0 {
+        return "–".to_owned();
+    }
+    format!("{:.0}", delta_bytes as f64 / count as f64)
+}
+
 fn kib_bytes_per(delta_kib: i64, count: usize) -> String {
     if count == 0 {
         return "–".to_owned();
@@ -295,33 +302,45 @@ impl Report {
                 return;
             }
         };
-        o.push_str("| state | server RSS KiB | bytes per session (vs. before the bulk sessions) | time to open |\n|---|---:|---:|---:|\n");
-        let _ = writeln!(o, "| idle (just started) | {} | – | – |", s.idle_kib);
+        o.push_str("| state | server RSS KiB | RSS bytes per session / message | data directory bytes | disk bytes per session / message | time to open |\n|---|---:|---:|---:|---:|---:|\n");
         let _ = writeln!(
             o,
-            "| {} workload sessions ({} subscribed users with listeners), after a latency step | {} | – | – |",
-            s.few_sessions, s.few_users, s.before_bulk_kib
+            "| idle (just started) | {} | – | – | – | – |",
+            s.idle_kib
+        );
+        let _ = writeln!(
+            o,
+            "| {} workload sessions ({} subscribed users with listeners), after a latency step | {} | – | {} | – | – |",
+            s.few_sessions, s.few_users, s.before_bulk_kib, s.before_bulk_disk
         );
         for p in &s.points {
             let delta = p.rss_kib as i64 - s.before_bulk_kib as i64;
             let _ = writeln!(
                 o,
-                "| + {} open sessions (created and accepted through the API) | {} | {} | {:.1} s |",
+                "| + {} open sessions (created and accepted through the API) | {} | {} | {} | {} | {:.1} s |",
                 p.sessions,
                 p.rss_kib,
                 kib_bytes_per(delta, p.sessions),
+                p.disk_bytes,
+                per(p.disk_bytes as i64 - s.before_bulk_disk as i64, p.sessions),
                 p.secs
             );
         }
         let delta_msgs = s.rss_after_messages as i64 - s.rss_before_messages as i64;
         let _ = writeln!(
             o,
-            "| + {} stored messages ({} characters of text each) | {} | {} bytes per message | – |",
+            "| + {} stored messages ({} characters of text each) | {} | {} | {} | {} | – |",
             s.messages,
             s.text_len,
             s.rss_after_messages,
-            kib_bytes_per(delta_msgs, s.messages)
+            kib_bytes_per(delta_msgs, s.messages),
+            s.disk_after_messages,
+            per(
+                s.disk_after_messages as i64 - s.disk_before_messages as i64,
+                s.messages
+            )
         );
+        o.push_str("\nBytes per session are (RSS or data directory at the point − before the bulk sessions) ÷ sessions; each bulk session has its own two users (no subscriptions). RSS includes the allocator's and SQLite's caches; the data directory includes the SQLite WAL, so both move in steps.\n");
         if s.bulk_errors > 0 {
             let _ = writeln!(
                 o,
@@ -596,7 +615,7 @@ impl Report {
         for (t, v, s) in &targets {
             let _ = writeln!(o, "| {t} | {v} | {s} |");
         }
-        o.push_str("\nDurability is not measured here: whether notifications survive a restart depends on the server's delivery store (see `server/src/notify.rs`); the peer persists every event to SQLite before answering.\n");
+        o.push_str("\nDurability is not measured here. netapi-chat ran with its default settings (its SQLite store in a fresh data directory under `target/bench/`, default `NETAPI_CHAT_SYNC`); Synapse persists each event to SQLite before answering.\n");
     }
 }
 

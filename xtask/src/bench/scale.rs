@@ -5,7 +5,7 @@ use super::chat::{Format, Plan, Workload, open_session, path, post_json};
 use super::http::Conn;
 use super::listen::{Collector, message_text};
 use super::load::{Options, StepResult, Target, run_step};
-use super::proc::{Server, rss_kib};
+use super::proc::{NetapiChat, Server, dir_bytes, rss_kib};
 use anyhow::Result;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +36,8 @@ pub struct Point {
     pub sessions: usize,
     /// Server RSS, KiB.
     pub rss_kib: u64,
+    /// Size of the data directory, bytes.
+    pub disk_bytes: u64,
     /// Seconds it took to get here from the previous point.
     pub secs: f64,
 }
@@ -47,6 +49,8 @@ pub struct ScaleResult {
     pub idle_kib: u64,
     /// RSS with the small workload set up (and its first step run), KiB.
     pub before_bulk_kib: u64,
+    /// Data directory size then, bytes.
+    pub before_bulk_disk: u64,
     /// RSS at each point.
     pub points: Vec<Point>,
     /// Sessions of the small workload.
@@ -65,6 +69,10 @@ pub struct ScaleResult {
     pub rss_before_messages: u64,
     /// RSS after, KiB.
     pub rss_after_messages: u64,
+    /// Data directory size before storing them, bytes.
+    pub disk_before_messages: u64,
+    /// And after.
+    pub disk_after_messages: u64,
     /// Failed API calls while opening sessions or storing messages.
     pub bulk_errors: u64,
     /// The first such failure.
@@ -144,11 +152,13 @@ where
 
 /// Runs the scale phase on a fresh server.
 pub async fn run(
-    server: &Server,
+    chat: &NetapiChat,
     settings: &Settings,
     opts: &Options,
     text_len: usize,
 ) -> Result<ScaleResult> {
+    let server = &chat.server;
+    let disk = || dir_bytes(&chat.data_dir);
     let pid = server.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut out = ScaleResult {
@@ -177,6 +187,7 @@ pub async fn run(
         super::report::step_line(&out.few)
     );
     out.before_bulk_kib = rss_kib(pid)?;
+    out.before_bulk_disk = disk();
 
     let mut sids: Vec<String> = Vec::new();
     let mut opened = 0usize;
@@ -202,11 +213,12 @@ pub async fn run(
         let p = Point {
             sessions: point,
             rss_kib: rss_kib(pid)?,
+            disk_bytes: disk(),
             secs: t0.elapsed().as_secs_f64(),
         };
         println!(
-            "  scale: {} open sessions: RSS {} KiB ({:.1} s)",
-            p.sessions, p.rss_kib, p.secs
+            "  scale: {} open sessions: RSS {} KiB, data {} bytes ({:.1} s)",
+            p.sessions, p.rss_kib, p.disk_bytes, p.secs
         );
         out.points.push(p);
     }
@@ -223,6 +235,7 @@ pub async fn run(
     // Messages in the bulk sessions, whose users have no subscriptions: stored, not notified.
     let sids = Arc::new(sids);
     out.rss_before_messages = rss_kib(pid)?;
+    out.disk_before_messages = disk();
     if !sids.is_empty() {
         let (_, errors, first) = closed_loop(
             server,
@@ -249,6 +262,7 @@ pub async fn run(
         }
     }
     out.rss_after_messages = rss_kib(pid)?;
+    out.disk_after_messages = disk();
     println!(
         "  scale: {} stored messages: RSS {} → {} KiB",
         out.messages, out.rss_before_messages, out.rss_after_messages
