@@ -68,7 +68,7 @@ impl Drop for Redb {
     /// `Durability::None` commits reach the file only with a later durable commit; a backend
     /// using it must make one on clean shutdown (a crash loses everything since the last one).
     fn drop(&mut self) {
-        if self.durability == Durability::None
+        if matches!(self.durability, Durability::None)
             && let Ok(tx) = self.db.begin_write()
         {
             let _ = tx.commit();

@@ -1,6 +1,7 @@
 //! Server configuration, read from the environment (every setting has a documented default, so
 //! `cargo run --release` needs none).
 
+use crate::callback_guard::CallbackPolicy;
 use crate::notify::RetryPolicy;
 use crate::store::sqlite::Sync;
 use std::net::SocketAddr;
@@ -33,6 +34,13 @@ pub struct Config {
     pub sync: Sync,
     /// How requests are authenticated.
     pub auth: AuthConfig,
+    /// `NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=1` / `NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE=1`: let
+    /// callbacks reach loopback (local development, tests) or private-network addresses. Both
+    /// off by default: such `notifyURL`s are refused at subscription time and at delivery.
+    pub callbacks: CallbackPolicy,
+    /// `NETAPI_CHAT_WEBHOOK_SECRET`: the `whsec_…` secret notifications are signed with. When
+    /// unset, one is generated at first start into `<data dir>/webhook-secret` and printed.
+    pub webhook_secret: Option<String>,
 }
 
 /// Where access tokens come from.
@@ -71,6 +79,8 @@ impl Default for Config {
             data_dir: PathBuf::from("netapi-chat-data"),
             sync: Sync::Normal,
             auth: AuthConfig::TokenFile(None),
+            callbacks: CallbackPolicy::default(),
+            webhook_secret: None,
         }
     }
 }
@@ -145,6 +155,11 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or(d.data_dir),
             auth: auth_from_env()?,
+            callbacks: CallbackPolicy {
+                allow_loopback: flag("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK")?,
+                allow_private: flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
+            },
+            webhook_secret: std::env::var("NETAPI_CHAT_WEBHOOK_SECRET").ok(),
             sync: match std::env::var("NETAPI_CHAT_SYNC").as_deref().map(str::trim) {
                 Err(_) | Ok("normal") => Sync::Normal,
                 Ok("full") => Sync::Full,
@@ -181,4 +196,16 @@ fn auth_from_env() -> Result<AuthConfig, ConfigError> {
             .unwrap_or_else(|_| "sub".to_owned()),
         scope: std::env::var("NETAPI_CHAT_JWT_SCOPE").unwrap_or_else(|_| "chat".to_owned()),
     })
+}
+
+fn flag(name: &'static str) -> Result<bool, ConfigError> {
+    match std::env::var(name).as_deref().map(str::trim) {
+        Err(_) | Ok("") | Ok("0") | Ok("false") | Ok("no") => Ok(false),
+        Ok("1") | Ok("true") | Ok("yes") => Ok(true),
+        Ok(other) => Err(ConfigError {
+            variable: name,
+            value: other.to_owned(),
+            expected: "1 or 0",
+        }),
+    }
 }

@@ -2,6 +2,7 @@
 //! `config.rs` and the README).
 
 use netapi_chat::config::Config;
+use std::io::Write as _;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -25,7 +26,8 @@ async fn main() -> std::process::ExitCode {
         "netapi-chat listening on http://{addr} (API under /v1/chat/{{userId}}, OpenAPI at http://{addr}/openapi.json)"
     );
     if let Some(notice) = notice {
-        println!("{notice}");
+        // Stdout may be closed (e.g. a supervisor that read the first line): not fatal.
+        let _ = writeln!(std::io::stdout(), "{notice}");
     }
     tokio::select! {
         r = server => {
@@ -35,7 +37,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
         _ = tokio::signal::ctrl_c() => {
-            println!("netapi-chat: shutting down");
+            let _ = writeln!(std::io::stdout(), "netapi-chat: shutting down");
         }
     }
     std::process::ExitCode::SUCCESS

@@ -5,13 +5,18 @@
 //! created (a failing head-of-line notification is retried before the next one is tried).
 //! Every notification is in the store's outbox from the moment its cause was committed until
 //! it is delivered or given up, and carries a stable id (`webhook-id`) across retries and
-//! restarts so that receivers can de-duplicate.
+//! restarts so that receivers can de-duplicate. Every POST is signed (Standard Webhooks:
+//! `webhook-id`, `webhook-timestamp`, `webhook-signature`), and goes only to addresses the
+//! callback policy allows, checked after DNS resolution at each delivery (the connection is
+//! pinned to the checked addresses; redirects are not followed).
 //!
 //! Attempts follow [`RetryPolicy::schedule`] with ±20 % jitter; 2xx is success, anything else
 //! (3xx included: redirects are not followed) a failure; `410 Gone` disables the subscription;
 //! `429` and `503` honour `Retry-After`. What is finally given up is logged and counted
 //! ([`dropped_count`]).
 
+use crate::callback_guard::{CallbackPolicy, resolve_checked};
+use crate::signing::Signer;
 use crate::store::{Batch, Store};
 use netapi_chat_api::{
     ChatEventNotification, MessageDeliveryNotification, MessageNotification,
@@ -179,8 +184,10 @@ const CANCELLED: u8 = 2;
 /// What the delivery task needs besides its queue.
 #[derive(Clone)]
 pub struct Deliverer {
-    /// HTTP client (no redirects).
-    pub client: reqwest::Client,
+    /// Which callback addresses may be reached (checked again at every delivery, after DNS).
+    pub callbacks: CallbackPolicy,
+    /// Signs every notification (Standard Webhooks headers).
+    pub signer: Arc<Signer>,
     /// Attempt schedule.
     pub policy: RetryPolicy,
     /// Where delivered and given-up notifications are forgotten.
@@ -230,21 +237,62 @@ enum Outcome {
     Retry(Option<Duration>),
 }
 
-async fn attempt(target: &Target, d: &Deliverer, id: u64, body: &bytes::Bytes) -> Outcome {
-    let result = d
-        .client
+/// An HTTP client that can only reach the callback's checked addresses: the host is pinned to
+/// what [`resolve_checked`] returned (no second DNS lookup, so no rebinding), no proxy, no
+/// redirects.
+async fn pinned_client(target: &Target, d: &Deliverer) -> Result<reqwest::Client, String> {
+    let url = reqwest::Url::parse(&target.notify_url).map_err(|e| e.to_string())?;
+    let addrs = tokio::time::timeout(Duration::from_secs(5), resolve_checked(&url, &d.callbacks))
+        .await
+        .map_err(|_| "resolving the callback host timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(d.policy.timeout);
+    if let Some(host) = url.host_str() {
+        builder = builder.resolve_to_addrs(host, &addrs);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// How long a pinned client (and so a DNS answer) is reused while deliveries succeed.
+const PIN_FOR: Duration = Duration::from_secs(60);
+
+async fn attempt(
+    target: &Target,
+    d: &Deliverer,
+    client: &mut Option<(reqwest::Client, tokio::time::Instant)>,
+    id: u64,
+    body: &bytes::Bytes,
+) -> Outcome {
+    let fresh = client
+        .as_ref()
+        .is_some_and(|(_, at)| at.elapsed() < PIN_FOR);
+    if !fresh {
+        match pinned_client(target, d).await {
+            Ok(c) => *client = Some((c, tokio::time::Instant::now())),
+            Err(e) => {
+                warn!(d.log, "callback refused by the callback policy or unresolvable";
+                    "subscription" => &target.subscription, "id" => id, "error" => e);
+                *client = None;
+                return Outcome::Retry(None);
+            }
+        }
+    }
+    let Some((http, _)) = client.as_ref() else {
+        return Outcome::Retry(None);
+    };
+    let msg_id = format!("msg_{id}");
+    let timestamp = crate::store::now_ms() / 1000;
+    let mut request = http
         .post(&target.notify_url)
-        .header(http::header::CONTENT_TYPE, target.format.content_type())
-        .header("webhook-id", format!("msg_{id}"))
-        .header(
-            "webhook-timestamp",
-            (crate::store::now_ms() / 1000).to_string(),
-        )
-        .timeout(d.policy.timeout)
-        .body(body.clone())
-        .send()
-        .await;
-    match result {
+        .header(http::header::CONTENT_TYPE, target.format.content_type());
+    for (name, value) in d.signer.headers(&msg_id, timestamp, body) {
+        request = request.header(name, value);
+    }
+    let result = request.body(body.clone()).send().await;
+    let outcome = match result {
         Ok(r) if r.status().is_success() => Outcome::Delivered,
         Ok(r) if r.status() == http::StatusCode::GONE => Outcome::Gone,
         Ok(r) => {
@@ -264,7 +312,12 @@ async fn attempt(target: &Target, d: &Deliverer, id: u64, body: &bytes::Bytes) -
             warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => e.to_string());
             Outcome::Retry(None)
         }
+    };
+    if matches!(outcome, Outcome::Retry(_)) {
+        // Look the host up again before the next attempt.
+        *client = None;
     }
+    outcome
 }
 
 /// `Retry-After` as seconds (an HTTP date is honoured as "later", 60 s), at most a day.
@@ -288,6 +341,7 @@ async fn deliver(
     state: Arc<AtomicU8>,
     d: Deliverer,
 ) {
+    let mut client = None;
     while let Some(item) = rx.recv().await {
         let forget = |id: u64| {
             d.store.submit_detached(Batch {
@@ -312,7 +366,7 @@ async fn deliver(
             if state.load(Ordering::SeqCst) == CANCELLED {
                 break;
             }
-            match attempt(&target, &d, item.id, &body).await {
+            match attempt(&target, &d, &mut client, item.id, &body).await {
                 Outcome::Delivered => {
                     debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
                         "subscription" => &target.subscription, "id" => item.id, "attempt" => n + 1);

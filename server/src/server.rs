@@ -6,6 +6,7 @@ use crate::chat::{Chat, Settings};
 use crate::config::{AuthConfig, Config};
 use crate::handlers::ChatServer;
 use crate::notify::RetryPolicy;
+use crate::signing::Signer;
 use crate::store::Store;
 use crate::store::sqlite::Sqlite;
 use crate::urls::Urls;
@@ -119,6 +120,37 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
     }
 }
 
+/// The notification signer: the configured secret, else the one kept in the data directory
+/// (generated at first start), and a message to print when it was just generated.
+fn webhook_signer(config: &Config) -> Result<(Signer, Option<String>), StartError> {
+    let bad = |e: String| StartError::Auth(format!("webhook secret: {e}"));
+    if let Some(secret) = &config.webhook_secret {
+        return Ok((
+            Signer::from_secret(secret).map_err(|e| bad(e.to_string()))?,
+            None,
+        ));
+    }
+    let path = config.data_dir.join("webhook-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((
+            Signer::from_secret(text.trim())
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?,
+            None,
+        )),
+        Err(_) => {
+            let (signer, secret) = Signer::generate();
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| bad(e.to_string()))?;
+            std::fs::write(&path, format!("{secret}\n"))
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            let notice = format!(
+                "netapi-chat: notifications are signed (Standard Webhooks) with the secret in {} (generated now; give it to your callback receivers)",
+                path.display()
+            );
+            Ok((signer, Some(notice)))
+        }
+    }
+}
+
 /// A started server, and what to tell the operator once.
 pub struct Started {
     /// The running server (knows its bound address).
@@ -153,12 +185,15 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
+    let (signer, secret_notice) = webhook_signer(config)?;
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
         retry: RetryPolicy {
             schedule: config.retry_schedule.clone(),
             timeout: config.notify_timeout,
         },
+        callbacks: config.callbacks,
+        signer: Arc::new(signer),
     };
     let backend = Sqlite::open(&config.data_dir, config.sync)
         .map_err(|e| StartError::Store(e.to_string()))?;
@@ -171,7 +206,11 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         default_request_body_max_bytes: config.max_body_bytes,
         ..Default::default()
     };
-    let (verifier, notice) = token_verifier(config)?;
+    let (verifier, token_notice) = token_verifier(config)?;
+    let notice = match (token_notice, secret_notice) {
+        (None, None) => None,
+        (a, b) => Some([a, b].into_iter().flatten().collect::<Vec<_>>().join("\n")),
+    };
     let server = ServerBuilder::new(
         api,
         ChatServer {

@@ -121,7 +121,12 @@ async fn first_of_kind(l: &Listener, kind: &str) -> support::Received {
         if let Some(r) = l.all().into_iter().find(|r| r.kind() == kind) {
             return r;
         }
-        assert!(Instant::now() < deadline, "no {kind} at {}: {:#?}", l.url, l.all());
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} at {}: {:#?}",
+            l.url,
+            l.all()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

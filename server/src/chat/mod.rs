@@ -11,7 +11,9 @@
 pub mod state;
 pub mod views;
 
+use crate::callback_guard::{CallbackPolicy, check_url, resolve_checked};
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy, Target};
+use crate::signing::Signer;
 use crate::store::{Batch, Kind, OutboxEntry, Snapshot, Store, now_ms};
 use crate::urls::Urls;
 use netapi_chat_api::{
@@ -46,6 +48,10 @@ pub struct Settings {
     pub invitation_timeout: Duration,
     /// How notifications are delivered.
     pub retry: RetryPolicy,
+    /// Which callback addresses may be reached.
+    pub callbacks: CallbackPolicy,
+    /// Signs notifications.
+    pub signer: Arc<Signer>,
 }
 
 /// The chat system: all state, and what runs on it.
@@ -110,14 +116,11 @@ impl Chat {
         snapshot: Snapshot,
         log: Logger,
     ) -> Result<Arc<Chat>, String> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
         let chat = Arc::new_cyclic(|weak: &Weak<Chat>| {
             let gone = weak.clone();
             let deliverer = Deliverer {
-                client,
+                callbacks: settings.callbacks,
+                signer: Arc::clone(&settings.signer),
                 policy: settings.retry.clone(),
                 store: store.clone(),
                 on_gone: Arc::new(move |id: &str| {
@@ -334,14 +337,20 @@ impl Chat {
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
         let notify_url = body.callback_reference.notify_url.trim().to_owned();
-        let parsed = reqwest::Url::parse(&notify_url).map_err(|e| {
+        // Callbacks are not a way in: http(s) only, and only to addresses the policy allows,
+        // checked here after DNS resolution and again at every delivery.
+        let bad = |e: String| {
             ApiError::invalid_input(format!("callbackReference.notifyURL `{notify_url}`: {e}"))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(ApiError::invalid_input(format!(
-                "callbackReference.notifyURL `{notify_url}` must be an absolute http or https URL"
-            )));
-        }
+        };
+        let parsed =
+            check_url(&notify_url, &self.settings.callbacks).map_err(|e| bad(e.to_string()))?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            resolve_checked(&parsed, &self.settings.callbacks),
+        )
+        .await
+        .map_err(|_| bad("resolving its host timed out".to_owned()))?
+        .map_err(|e| bad(e.to_string()))?;
         let duration = body.duration.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
         if duration < 0 {
             return Err(ApiError::invalid_input(format!(

@@ -100,16 +100,22 @@ impl Server {
             .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
             .env("NETAPI_CHAT_RETRY_SCHEDULE", "0,50ms,100ms,200ms,400ms")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // NETAPI_CHAT_TEST_LOGS=1 shows the servers' logs (they are quiet otherwise).
+            .stderr(if std::env::var_os("NETAPI_CHAT_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start netapi-chat");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read startup line");
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("read startup line");
+        // Keep reading (and dropping) the rest, so the server never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Schemathesis against the served OpenAPI (issue 7, point 4): the real server binary on a free
+# loopback port with a fresh data directory and a token file, every operation, every check,
+# stateful sequences inferred from Location headers and from the schemas (the spec declares no
+# OpenAPI links), a bounded number of examples per operation. Exits with schemathesis's status.
+#
+#   .ci/schemathesis.sh                    # defaults below
+#   SCHEMATHESIS_EXAMPLES=100 SCHEMATHESIS_SEED=1 .ci/schemathesis.sh
+#   SCHEMATHESIS_KEEP=1 .ci/schemathesis.sh   # keep the work directory (logs, reports, data)
+#
+# Path parameters: most generated strings are not `tel:`/`sip:` addresses, so the server
+# answers them with 400 before anything else. To reach the operations' logic as well, the config
+# written below binds `userId`, `participantId` and the addresses in bodies to a dictionary of
+# valid users (probability 0.7: the rest stay generated), and `notifyURL` to loopback callback
+# URLs (allowed by NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=1; nothing listens there, so deliveries
+# are simply retried in the background).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SCHEMATHESIS_VERSION=4.32.5
+EXAMPLES=${SCHEMATHESIS_EXAMPLES:-30}
+SEED=${SCHEMATHESIS_SEED:-}
+VENV=$ROOT/target/schemathesis-venv
+TOKEN=fuzzTokenfuzzToken0123456789
+
+# (a) schemathesis, pinned, in its own venv.
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+    echo "== installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# (b) the server binary, on 127.0.0.1:0 with a fresh data directory.
+echo "== cargo build --bin netapi-chat"
+cargo build --quiet --bin netapi-chat
+
+WORK=$(mktemp -d)
+SERVER_PID=
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+    if [[ -n $SERVER_PID ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n ${SCHEMATHESIS_KEEP:-} ]]; then
+        echo "(kept $WORK)"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+mkdir -p "$WORK/data" "$WORK/report"
+printf '%s *\n' "$TOKEN" >"$WORK/tokens"
+chmod 600 "$WORK/tokens"
+
+NETAPI_CHAT_BIND=127.0.0.1:0 \
+NETAPI_CHAT_DATA_DIR="$WORK/data" \
+NETAPI_CHAT_TOKEN_FILE="$WORK/tokens" \
+NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=1 \
+NETAPI_CHAT_RETRY_SCHEDULE=0,1s \
+NETAPI_CHAT_NOTIFY_TIMEOUT_MS=500 \
+    "$ROOT/target/debug/netapi-chat" >"$WORK/server.out" 2>"$WORK/server.err" &
+SERVER_PID=$!
+
+# "netapi-chat listening on http://ADDR (...)"
+ADDR=
+for _ in $(seq 1 300); do
+    if [[ -s $WORK/server.out ]]; then
+        ADDR=$(head -n 1 "$WORK/server.out" | sed -n 's#^netapi-chat listening on http://\([^ ]*\).*#\1#p')
+        [[ -n $ADDR ]] && break
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "netapi-chat exited at start-up:" >&2
+        cat "$WORK/server.err" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+if [[ -z $ADDR ]]; then
+    echo "netapi-chat did not print its address within 30 s" >&2
+    exit 1
+fi
+echo "== netapi-chat listening on $ADDR (data in $WORK/data)"
+
+# The dictionaries that make path parameters and body addresses valid some of the time.
+cat >"$WORK/schemathesis.toml" <<'EOF'
+[dictionaries.users]
+values = ["tel:+15551230001", "sip:bob@example.com", "tel:+15551230003", "sip:carol@example.org"]
+
+[dictionaries.callbacks]
+values = ["http://127.0.0.1:9/alice", "http://127.0.0.1:9/bob"]
+
+[parameters]
+"path.userId" = { dictionary = "users", probability = 0.7 }
+"path.participantId" = { dictionary = "users", probability = 0.7 }
+"body.chatSessionInformation.participant[*].address" = { dictionary = "users", probability = 0.7 }
+"body.participantList.participant[*].address" = { dictionary = "users", probability = 0.7 }
+"body.participantInformation.address" = { dictionary = "users", probability = 0.7 }
+"body.chatSubscription.callbackReference.notifyURL" = { dictionary = "callbacks", probability = 0.7 }
+
+[phases.stateful.inference]
+algorithms = ["location-headers", "dependency-analysis"]
+EOF
+
+# (c) every operation, every check. No check is excluded.
+ARGS=(
+    run "http://$ADDR/openapi.json"
+    --url "http://$ADDR"
+    -H "Authorization: Bearer $TOKEN"
+    --checks all
+    --phases "examples,coverage,fuzzing,stateful"
+    --max-examples "$EXAMPLES"
+    --workers 1
+    --request-timeout 10
+    --max-response-time 5
+    --generation-database none
+    --no-color
+    --report "junit,ndjson"
+    --report-dir "$WORK/report"
+)
+if [[ -n $SEED ]]; then
+    ARGS+=(--seed "$SEED")
+fi
+echo "== schemathesis ${ARGS[*]}"
+START=$(date +%s)
+STATUS=0
+"$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" "${ARGS[@]}" | tee "$WORK/schemathesis.log" || STATUS=${PIPESTATUS[0]}
+ELAPSED=$(($(date +%s) - START))
+
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "netapi-chat died during the run:" >&2
+    tail -n 50 "$WORK/server.err" >&2
+    STATUS=1
+fi
+
+# (d) the figures, from the NDJSON event stream.
+"$VENV/bin/python" - "$WORK/report" "$ELAPSED" <<'EOF'
+import json, pathlib, sys
+
+report, elapsed = pathlib.Path(sys.argv[1]), sys.argv[2]
+operations, examples, failures = set(), 0, 0
+for path in report.glob("*.ndjson"):
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        (kind, body), = event.items() if len(event) == 1 else (("", {}),)
+        if kind == "ScenarioFinished":
+            recorder = body.get("recorder", {})
+            label = recorder.get("label", "")
+            if label and not label.startswith("Stateful"):
+                operations.add(label)
+            examples += len(recorder.get("cases", {}))
+            for checks in recorder.get("checks", {}).values():
+                failures += sum(1 for c in checks if c.get("status") == "FAILURE")
+print(f"schemathesis: {len(operations)} operations, {examples} examples, {failures} failures, {elapsed} s")
+EOF
+exit "$STATUS"
