@@ -117,7 +117,7 @@ ARGS=(
     --max-response-time 5
     --generation-database none
     --no-color
-    --report "junit,ndjson"
+    --report "json,junit,vcr"
     --report-dir "$WORK/report"
 )
 if [[ -n $SEED ]]; then
@@ -135,24 +135,23 @@ if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     STATUS=1
 fi
 
-# (d) the figures, from the NDJSON event stream.
+# (d) the figures, from the JSON run report.
 "$VENV/bin/python" - "$WORK/report" "$ELAPSED" <<'EOF'
 import json, pathlib, sys
 
-report, elapsed = pathlib.Path(sys.argv[1]), sys.argv[2]
-operations, examples, failures = set(), 0, 0
-for path in report.glob("*.ndjson"):
-    for line in path.read_text().splitlines():
-        event = json.loads(line)
-        (kind, body), = event.items() if len(event) == 1 else (("", {}),)
-        if kind == "ScenarioFinished":
-            recorder = body.get("recorder", {})
-            label = recorder.get("label", "")
-            if label and not label.startswith("Stateful"):
-                operations.add(label)
-            examples += len(recorder.get("cases", {}))
-            for checks in recorder.get("checks", {}).values():
-                failures += sum(1 for c in checks if c.get("status") == "FAILURE")
-print(f"schemathesis: {len(operations)} operations, {examples} examples, {failures} failures, {elapsed} s")
+report_dir, elapsed = pathlib.Path(sys.argv[1]), sys.argv[2]
+reports = sorted(report_dir.glob("json-*.json"))
+if not reports:
+    print(f"schemathesis: no run report (crashed?), {elapsed} s")
+    sys.exit(0)
+report = json.loads(reports[-1].read_text())
+operations = report["operations"]["tested"]
+examples = report["test_cases"]["generated"]
+failures = report["test_cases"]["unique_failures"] + report["test_cases"]["errored"]
+for failure in report["failures"]:
+    print(f"  {failure['code']} {failure['title']} x{failure['count']}: {', '.join(failure['operations'])}")
+for error in report["errors"]:
+    print(f"  error: {json.dumps(error)[:300]}")
+print(f"schemathesis: {operations} operations, {examples} examples, {failures} failures, {elapsed} s")
 EOF
 exit "$STATUS"

@@ -174,6 +174,10 @@ pub struct Received {
     pub content_type: String,
     /// The `webhook-id` header: the notification's stable id.
     pub id: String,
+    /// The `webhook-timestamp` header.
+    pub timestamp: String,
+    /// The `webhook-signature` header.
+    pub signature: String,
     pub body: String,
 }
 
@@ -278,12 +282,16 @@ impl Listener {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or_default()
                                 .to_owned();
-                            let id = req
-                                .headers()
-                                .get("webhook-id")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
+                            let header = |name: &str| {
+                                req.headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_owned()
+                            };
+                            let id = header("webhook-id");
+                            let timestamp = header("webhook-timestamp");
+                            let signature = header("webhook-signature");
                             let body = req
                                 .into_body()
                                 .collect()
@@ -303,6 +311,8 @@ impl Listener {
                                 r.lock().unwrap().push(Received {
                                     content_type: ct,
                                     id,
+                                    timestamp,
+                                    signature,
                                     body: String::from_utf8_lossy(&body).into_owned(),
                                 });
                                 a.notify_waiters();

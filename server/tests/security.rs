@@ -1,0 +1,516 @@
+//! Who may act for whom, and callbacks that must not become a way in: authentication (401 /
+//! 403 / `acr:auth`), two users with two tokens probing each other's resources, refused
+//! callback addresses (each class, a DNS name resolving to loopback, a redirect), and signed
+//! notifications a receiver verifies.
+
+mod support;
+
+use netapi_chat::signing::{Signer, WebhookHeaders};
+use netapi_chat_api::*;
+use netapi_chat_runtime::Format;
+use std::time::Duration;
+use support::{APP_TOKEN, Listener, Server, enc, send, send_doc, user_token};
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+const MALLORY: &str = "sip:mallory@example.com";
+const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Sends `doc` (or nothing) as `token`'s holder, in `format`.
+async fn as_user<T: netapi_chat_runtime::wire::Document>(
+    token: &str,
+    method: &str,
+    url: &str,
+    format: Format,
+    doc: Option<&T>,
+) -> support::Answer {
+    let auth = bearer(token);
+    let body =
+        doc.map(|d| String::from_utf8(netapi_chat_runtime::wire::encode(format, d)).unwrap());
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("accept", format.media_type()),
+    ];
+    if body.is_some() {
+        headers.push(("content-type", format.media_type()));
+    }
+    send(method, url, &headers, body.as_deref()).await
+}
+
+fn session_with(invitee: &str) -> ChatSessionInformation {
+    ChatSessionInformation {
+        subject: Some("secret plans".into()),
+        participant: vec![ParticipantInformation {
+            address: invitee.into(),
+            name: None,
+            is_originator: None,
+            status: None,
+            client_correlator: None,
+            resource_url: None,
+        }],
+        originator_address: None,
+        originator_name: None,
+        status: None,
+        ended: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+fn subscription(url: &str) -> ChatSubscription {
+    ChatSubscription {
+        callback_reference: CallbackReference {
+            notify_url: url.into(),
+            callback_data: None,
+            notification_format: None,
+        },
+        duration: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+#[tokio::test]
+async fn requests_without_valid_credentials_get_401_with_a_challenge() {
+    let srv = Server::default_for_tests();
+    for f in FORMATS {
+        let url = srv.url(ALICE, "/chatSessions");
+        for auth in [
+            "",
+            "Bearer",
+            "Basic YWxpY2U6c2VjcmV0",
+            "Bearer not-a-known-token-at-all",
+            "Bearer a b",
+        ] {
+            let a = send(
+                "GET",
+                &url,
+                &[("authorization", auth), ("accept", f.media_type())],
+                None,
+            )
+            .await;
+            let e = a.assert_error(401, "POL0001", f);
+            assert!(
+                a.header("www-authenticate")
+                    .starts_with("Bearer realm=\"netapi-chat\""),
+                "{auth:?}: {:?}",
+                a.headers
+            );
+            assert!(e.policy_exception.is_some());
+        }
+        // Nothing is created without credentials.
+        let a = send(
+            "POST",
+            &url,
+            &[("authorization", ""), ("content-type", f.media_type())],
+            Some(
+                &String::from_utf8(netapi_chat_runtime::wire::encode(f, &session_with(BOB)))
+                    .unwrap(),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, 401);
+    }
+    let list: ChatSessionList = as_user::<ChatMessage>(
+        APP_TOKEN,
+        "GET",
+        &srv.url(ALICE, "/chatSessions"),
+        Format::Json,
+        None,
+    )
+    .await
+    .decode();
+    assert!(
+        list.chat_session_information.is_empty(),
+        "the refused creates made nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_token_acts_only_for_its_own_users_and_acr_auth_is_its_user() {
+    let srv = Server::default_for_tests();
+    let alice = user_token(ALICE);
+    for f in FORMATS {
+        // Alice's token on Bob's path: 403, whatever the resource.
+        for rest in [
+            "/chatSessions",
+            "/subscriptions",
+            "/chatSessions/x/messages",
+        ] {
+            as_user::<ChatMessage>(&alice, "GET", &srv.url(BOB, rest), f, None)
+                .await
+                .assert_error(403, "POL0001", f);
+        }
+        // acr:auth is Alice.
+        let a = as_user(
+            &alice,
+            "POST",
+            &format!("{}/v1/chat/acr%3Aauth/chatSessions", srv.base),
+            f,
+            Some(&session_with(BOB)),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        let s: ChatSessionInformation = a.decode();
+        assert_eq!(s.originator_address.as_deref(), Some(ALICE));
+        assert!(
+            a.header("location").contains(&enc(ALICE)),
+            "resource URLs name the real user"
+        );
+        // The application token (*) has no user of its own for acr:auth.
+        as_user::<ChatMessage>(
+            APP_TOKEN,
+            "GET",
+            &format!("{}/v1/chat/acr%3Aauth/chatSessions", srv.base),
+            f,
+            None,
+        )
+        .await
+        .assert_error(403, "POL0001", f);
+    }
+}
+
+#[tokio::test]
+async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
+    let srv = Server::default_for_tests();
+    let (alice, mallory) = (user_token(ALICE), user_token(MALLORY));
+    let l = Listener::start().await;
+    for f in FORMATS {
+        // Alice: a subscription, a session with Bob (accepted), a message.
+        let sub: ChatSubscription = as_user(
+            &alice,
+            "POST",
+            &srv.url(ALICE, "/subscriptions"),
+            f,
+            Some(&subscription(&l.url)),
+        )
+        .await
+        .decode();
+        let sub_id = sub
+            .resource_url
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let a = as_user(
+            &alice,
+            "POST",
+            &srv.url(ALICE, "/chatSessions"),
+            f,
+            Some(&session_with(BOB)),
+        )
+        .await;
+        let sid = a
+            .header("location")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let bob = user_token(BOB);
+        let st = ParticipantSessionStatus {
+            status: ParticipantStatus::Connected,
+        };
+        let status_url = srv.url(
+            BOB,
+            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
+        );
+        assert_eq!(
+            as_user(&bob, "POST", &status_url, f, Some(&st))
+                .await
+                .status,
+            200
+        );
+        let msg = ChatMessage {
+            text: "for Bob only".into(),
+            success_report: None,
+            report_request: vec![],
+            client_correlator: None,
+            sender_address: None,
+            date_time: None,
+            resource_url: None,
+        };
+        let m = as_user(
+            &alice,
+            "POST",
+            &srv.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+            f,
+            Some(&msg),
+        )
+        .await;
+        let mid = m
+            .header("location")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+
+        // Mallory, with her own valid token, knows every id.
+        let ids = [
+            format!("/subscriptions/{sub_id}"),
+            format!("/chatSessions/{sid}"),
+            format!("/chatSessions/{sid}/participants"),
+            format!("/chatSessions/{sid}/participants/{}", enc(ALICE)),
+            format!("/chatSessions/{sid}/participants/{}/status", enc(ALICE)),
+            format!("/chatSessions/{sid}/messages"),
+            format!("/chatSessions/{sid}/messages/{mid}"),
+            format!("/chatSessions/{sid}/messages/{mid}/status"),
+        ];
+        for rest in &ids {
+            // Through her own path: 404, like an id that does not exist.
+            let a = as_user::<ChatMessage>(&mallory, "GET", &srv.url(MALLORY, rest), f, None).await;
+            a.assert_error(404, "SVC2008", f);
+            assert!(
+                !a.body.contains("secret plans")
+                    && !a.body.contains("for Bob only")
+                    && !a.body.contains("alice"),
+                "{}",
+                a.body
+            );
+            // Through Alice's path: 403.
+            as_user::<ChatMessage>(&mallory, "GET", &srv.url(ALICE, rest), f, None)
+                .await
+                .assert_error(403, "POL0001", f);
+        }
+        // Changes are refused the same way, and change nothing.
+        as_user::<ChatMessage>(
+            &mallory,
+            "DELETE",
+            &srv.url(MALLORY, &format!("/subscriptions/{sub_id}")),
+            f,
+            None,
+        )
+        .await
+        .assert_error(404, "SVC2008", f);
+        as_user::<ChatMessage>(
+            &mallory,
+            "DELETE",
+            &srv.url(MALLORY, &format!("/chatSessions/{sid}")),
+            f,
+            None,
+        )
+        .await
+        .assert_error(404, "SVC2008", f);
+        as_user(
+            &mallory,
+            "POST",
+            &srv.url(MALLORY, &format!("/chatSessions/{sid}/messages")),
+            f,
+            Some(&msg),
+        )
+        .await
+        .assert_error(404, "SVC2008", f);
+        as_user::<ChatMessage>(
+            &alice,
+            "GET",
+            &srv.url(ALICE, &format!("/subscriptions/{sub_id}")),
+            f,
+            None,
+        )
+        .await
+        .decode::<ChatSubscription>();
+        let s: ChatSessionInformation = as_user::<ChatMessage>(
+            &alice,
+            "GET",
+            &srv.url(ALICE, &format!("/chatSessions/{sid}")),
+            f,
+            None,
+        )
+        .await
+        .decode();
+        assert_eq!(s.ended, Some(false));
+    }
+}
+
+#[tokio::test]
+async fn callback_addresses_that_lead_inside_are_refused() {
+    // Loopback is refused here (the harness allows it elsewhere).
+    let srv = Server::start(&[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")]);
+    for f in FORMATS {
+        for url in [
+            "http://127.0.0.1:9/notify",
+            "http://[::1]:9/notify",
+            "http://localhost:9/notify",
+            "http://10.0.0.5/notify",
+            "http://192.168.1.1/notify",
+            "http://172.16.0.1/notify",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/notify",
+            "http://224.0.0.1/notify",
+            "http://0.0.0.0/notify",
+            "http://[::ffff:127.0.0.1]/notify",
+            "http://2130706433/notify",
+            "ftp://example.com/notify",
+            "file:///etc/passwd",
+            "http://user:pass@example.com/notify",
+        ] {
+            let a = send_doc(
+                "POST",
+                &srv.url(ALICE, "/subscriptions"),
+                f,
+                &subscription(url),
+            )
+            .await;
+            let e = a.assert_error(400, "SVC0002", f);
+            let text = e
+                .service_exception
+                .map(|x| x.variables.join(" "))
+                .unwrap_or_default();
+            assert!(text.contains("notifyURL"), "{url}: {text}");
+        }
+    }
+    // A DNS name (not `localhost`) that resolves to loopback: this machine's host name, which
+    // /etc/hosts maps to 127.0.0.1 here.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 80))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    assert!(
+        !host.is_empty() && !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()),
+        "this test needs the host name {host:?} to resolve to loopback (it does in /etc/hosts here): {resolved:?}"
+    );
+    let a = send_doc(
+        "POST",
+        &srv.url(ALICE, "/subscriptions"),
+        Format::Json,
+        &subscription(&format!("http://{host}:9/n")),
+    )
+    .await;
+    let e = a.assert_error(400, "SVC0002", Format::Json);
+    let text = e
+        .service_exception
+        .map(|x| x.variables.join(" "))
+        .unwrap_or_default();
+    assert!(text.contains("resolves to"), "{text}");
+}
+
+#[tokio::test]
+async fn redirects_from_a_callback_are_not_followed() {
+    let srv = Server::start(&[("NETAPI_CHAT_RETRY_SCHEDULE", "0,50ms")]);
+    let (redirecting, target, inviter) = (
+        Listener::start().await,
+        Listener::start().await,
+        Listener::start().await,
+    );
+    redirecting.set_status(307);
+    // Bob's callback answers 307 (to anywhere): a failure, never followed.
+    assert_eq!(
+        send_doc(
+            "POST",
+            &srv.url(BOB, "/subscriptions"),
+            Format::Json,
+            &subscription(&redirecting.url)
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        send_doc(
+            "POST",
+            &srv.url(ALICE, "/subscriptions"),
+            Format::Json,
+            &subscription(&inviter.url)
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        send_doc(
+            "POST",
+            &srv.url(ALICE, "/chatSessions"),
+            Format::Json,
+            &session_with(BOB)
+        )
+        .await
+        .status,
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        redirecting.refused_ids().len(),
+        2,
+        "two attempts, each a failure"
+    );
+    assert!(redirecting.all().is_empty() && target.all().is_empty());
+}
+
+#[tokio::test]
+async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
+    let (signer, secret) = Signer::generate();
+    let srv = Server::start(&[("NETAPI_CHAT_WEBHOOK_SECRET", secret.as_str())]);
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    send_doc(
+        "POST",
+        &srv.url(ALICE, "/subscriptions"),
+        Format::Json,
+        &subscription(&la.url),
+    )
+    .await;
+    let mut xml_sub = subscription(&lb.url);
+    xml_sub.callback_reference.notification_format = Some(NotificationFormat::Xml);
+    send_doc(
+        "POST",
+        &srv.url(BOB, "/subscriptions"),
+        Format::Json,
+        &xml_sub,
+    )
+    .await;
+    let a = send_doc(
+        "POST",
+        &srv.url(ALICE, "/chatSessions"),
+        Format::Json,
+        &session_with(BOB),
+    )
+    .await;
+    let sid = a
+        .header("location")
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let st = ParticipantSessionStatus {
+        status: ParticipantStatus::Connected,
+    };
+    send_doc(
+        "POST",
+        &srv.url(
+            BOB,
+            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
+        ),
+        Format::Json,
+        &st,
+    )
+    .await;
+    let got: Vec<support::Received> = [la.wait_for(1).await, lb.wait_for(1).await].concat();
+    let now = netapi_chat::store::now_ms() / 1000;
+    for r in &got {
+        let h = WebhookHeaders {
+            id: &r.id,
+            timestamp: &r.timestamp,
+            signature: &r.signature,
+        };
+        signer
+            .verify(&h, r.body.as_bytes(), now, 300)
+            .unwrap_or_else(|e| panic!("{} does not verify: {e}", r.kind()));
+        // A tampered body does not.
+        let tampered = r.body.replacen("sip", "sop", 1);
+        assert!(
+            signer.verify(&h, tampered.as_bytes(), now, 300).is_err(),
+            "tampered {} verified",
+            r.kind()
+        );
+        // Nor does another secret.
+        let (other, _) = Signer::generate();
+        assert!(other.verify(&h, r.body.as_bytes(), now, 300).is_err());
+    }
+}
