@@ -2,8 +2,10 @@
 //! `cargo run --release` needs none).
 
 use crate::callback_guard::CallbackPolicy;
+use crate::chat::Limits;
 use crate::notify::RetryPolicy;
 use crate::store::sqlite::Sync;
+use netapi_chat_runtime::xml::XmlLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +40,14 @@ pub struct Config {
     /// callbacks reach loopback (local development, tests) or private-network addresses. Both
     /// off by default: such `notifyURL`s are refused at subscription time and at delivery.
     pub callbacks: CallbackPolicy,
+    /// Limits (each `NETAPI_CHAT_MAX_*` / `NETAPI_CHAT_XML_MAX_*` variable; see the README).
+    pub limits: Limits,
+    /// XML parsing limits: `NETAPI_CHAT_XML_MAX_DEPTH` (default 32), `…_ELEMENTS` (10000),
+    /// `…_ATTRIBUTES` (per element, 32), `…_TEXT_BYTES` (65536).
+    pub xml: XmlLimits,
+    /// `NETAPI_CHAT_RATE_LIMIT`: requests a second per access token (default 200; 0 = none),
+    /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate).
+    pub rate: (f64, f64),
     /// `NETAPI_CHAT_WEBHOOK_SECRET`: the `whsec_…` secret notifications are signed with. When
     /// unset, one is generated at first start into `<data dir>/webhook-secret` and printed.
     pub webhook_secret: Option<String>,
@@ -81,6 +91,9 @@ impl Default for Config {
             auth: AuthConfig::TokenFile(None),
             callbacks: CallbackPolicy::default(),
             webhook_secret: None,
+            limits: Limits::default(),
+            xml: XmlLimits::default(),
+            rate: (200.0, 200.0),
         }
     }
 }
@@ -160,6 +173,36 @@ impl Config {
                 allow_private: flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
             },
             webhook_secret: std::env::var("NETAPI_CHAT_WEBHOOK_SECRET").ok(),
+            limits: Limits {
+                participants_per_session: var("NETAPI_CHAT_MAX_PARTICIPANTS", "a count")?
+                    .unwrap_or(d.limits.participants_per_session),
+                text_chars: var("NETAPI_CHAT_MAX_TEXT_CHARS", "a count")?
+                    .unwrap_or(d.limits.text_chars),
+                subscriptions_per_user: var("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "a count")?
+                    .unwrap_or(d.limits.subscriptions_per_user),
+                sessions_per_user: var("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "a count")?
+                    .unwrap_or(d.limits.sessions_per_user),
+                pending_invitations_per_user: var(
+                    "NETAPI_CHAT_MAX_PENDING_INVITATIONS",
+                    "a count",
+                )?
+                .unwrap_or(d.limits.pending_invitations_per_user),
+            },
+            xml: XmlLimits {
+                max_depth: var("NETAPI_CHAT_XML_MAX_DEPTH", "a count")?.unwrap_or(d.xml.max_depth),
+                max_elements: var("NETAPI_CHAT_XML_MAX_ELEMENTS", "a count")?
+                    .unwrap_or(d.xml.max_elements),
+                max_attributes_per_element: var("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "a count")?
+                    .unwrap_or(d.xml.max_attributes_per_element),
+                max_text_bytes: var("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "a byte count")?
+                    .unwrap_or(d.xml.max_text_bytes),
+            },
+            rate: {
+                let rate: f64 =
+                    var("NETAPI_CHAT_RATE_LIMIT", "requests a second")?.unwrap_or(d.rate.0);
+                let burst: f64 = var("NETAPI_CHAT_RATE_BURST", "a count")?.unwrap_or(rate);
+                (rate, burst)
+            },
             sync: match std::env::var("NETAPI_CHAT_SYNC").as_deref().map(str::trim) {
                 Err(_) | Ok("normal") => Sync::Normal,
                 Ok("full") => Sync::Full,

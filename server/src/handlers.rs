@@ -5,6 +5,7 @@
 use crate::address;
 use crate::auth::{self, TokenVerifier};
 use crate::chat::Chat;
+use crate::rate::RateLimiter;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
     ChatSubscription, ChatSubscriptionList, Created, MessageDeliveryStatus, ParticipantInformation,
@@ -20,6 +21,8 @@ pub struct ChatServer {
     pub chat: Arc<Chat>,
     /// Checks access tokens (token file or JWT).
     pub verifier: Arc<dyn TokenVerifier>,
+    /// Request rate per token.
+    pub rate: Arc<RateLimiter>,
 }
 
 /// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a
@@ -41,6 +44,7 @@ impl ChatService for ChatServer {
     /// path's user (403 otherwise)? Answers the canonical address (`acr:auth` resolved).
     fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError> {
         let principal = auth::authenticate(self.verifier.as_ref(), authorization)?;
+        self.rate.check(&principal.token_id)?;
         Ok(auth::resolve_user(&principal, user)?)
     }
 

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod config;
 pub mod handlers;
 pub mod notify;
+pub mod rate;
 pub mod server;
 pub mod signing;
 pub mod store;

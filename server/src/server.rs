@@ -6,6 +6,7 @@ use crate::chat::{Chat, Settings};
 use crate::config::{AuthConfig, Config};
 use crate::handlers::ChatServer;
 use crate::notify::RetryPolicy;
+use crate::rate::RateLimiter;
 use crate::signing::Signer;
 use crate::store::Store;
 use crate::store::sqlite::Sqlite;
@@ -15,7 +16,6 @@ use dropshot::{
     RequestContext, ServerBuilder, endpoint,
 };
 use http::{Response, StatusCode, header};
-use netapi_chat_runtime::xml::XmlLimits;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -172,7 +172,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         .map_err(|e| StartError::Api(e.to_string()))?;
     api.register(xsd_document)
         .map_err(|e| StartError::Api(e.to_string()))?;
-    netapi_chat_runtime::negotiate::set_xml_limits(XmlLimits::default());
+    netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
 
     // Bind first, so that the public URL can name the real port when port 0 was asked for.
     let listener = std::net::TcpListener::bind(config.bind)
@@ -194,6 +194,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         },
         callbacks: config.callbacks,
         signer: Arc::new(signer),
+        limits: config.limits,
     };
     let backend = Sqlite::open(&config.data_dir, config.sync)
         .map_err(|e| StartError::Store(e.to_string()))?;
@@ -216,6 +217,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         ChatServer {
             chat: Arc::clone(&chat),
             verifier,
+            rate: Arc::new(RateLimiter::new(config.rate.0, config.rate.1)),
         },
         log,
     )

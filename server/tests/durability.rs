@@ -191,7 +191,16 @@ async fn sigkill_during_a_burst_loses_nothing_committed() {
             (ok, in_doubt)
         }));
     }
+    let deadline = Instant::now() + Duration::from_secs(60);
     while answered.load(Ordering::SeqCst) < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "the burst stalled before 500 answers"
+        );
+        assert!(
+            !tasks.iter().all(|t| t.is_finished()),
+            "every sender stopped before 500 answers"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let dir = srv.kill();

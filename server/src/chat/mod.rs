@@ -35,8 +35,42 @@ use tokio::sync::oneshot;
 /// Longest subscription `duration` granted (one year); longer requests get this.
 pub const MAX_SUBSCRIPTION_SECS: i64 = 365 * 24 * 3600;
 
-/// Most participants a session may have, the originator included (`POL1017` above).
-pub const MAX_PARTICIPANTS: usize = 100;
+/// Per-user and per-request limits of the chat core (see `config::Config::limits`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Participants a session may have, the originator included (`403 POL1017` above).
+    pub participants_per_session: usize,
+    /// Characters in a message's `text` (`400 SVC0002` above).
+    pub text_chars: usize,
+    /// Subscriptions a user may hold (`403 POL2008` above).
+    pub subscriptions_per_user: usize,
+    /// Sessions (not ended) a user may take part in (`403 POL2008` above).
+    pub sessions_per_user: usize,
+    /// Unanswered invitations a user may have waiting (`403 POL2008` for the inviter above).
+    pub pending_invitations_per_user: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            participants_per_session: 100,
+            text_chars: 4096,
+            subscriptions_per_user: 20,
+            sessions_per_user: 1000,
+            pending_invitations_per_user: 100,
+        }
+    }
+}
+
+fn too_many(what: &str, limit: usize) -> ApiError {
+    let mut e = ApiError::policy(
+        "POL2008",
+        "Too many resources requested: %1 (at most %2)",
+        what,
+    );
+    e.variables.push(limit.to_string());
+    e
+}
 
 /// Notifications produced by one operation: (user address, notification).
 type Outbox = Vec<(String, Notification)>;
@@ -52,6 +86,8 @@ pub struct Settings {
     pub callbacks: CallbackPolicy,
     /// Signs notifications.
     pub signer: Arc<Signer>,
+    /// Per-user limits.
+    pub limits: Limits,
 }
 
 /// The chat system: all state, and what runs on it.
@@ -372,6 +408,10 @@ impl Chat {
                     body: view,
                 });
             }
+            let limit = self.settings.limits.subscriptions_per_user;
+            if state.user_subscriptions.get(user).map_or(0, Vec::len) >= limit {
+                return Err(too_many("subscriptions of this user", limit));
+            }
             let (id, seq) = state.new_id("sub");
             let mut callback = body.callback_reference;
             callback.notify_url = notify_url;
@@ -597,8 +637,10 @@ impl Chat {
                 "participant: list at least one participant other than the originator",
             ));
         }
-        if invitees.len() + 1 > MAX_PARTICIPANTS {
-            return Err(too_many_participants());
+        if invitees.len() + 1 > self.settings.limits.participants_per_session {
+            return Err(too_many_participants(
+                self.settings.limits.participants_per_session,
+            ));
         }
         let (id, view, timers, rx) = {
             let mut state = self.lock();
@@ -613,6 +655,21 @@ impl Chat {
                     location: self.urls.session(user, &s.id),
                     body: view,
                 });
+            }
+            let limits = self.settings.limits;
+            if state.open_sessions(user) >= limits.sessions_per_user {
+                return Err(too_many(
+                    "open sessions of this user",
+                    limits.sessions_per_user,
+                ));
+            }
+            for p in &invitees {
+                if state.pending_invitations(&p.address) >= limits.pending_invitations_per_user {
+                    return Err(too_many(
+                        &format!("unanswered invitations waiting for {}", p.address),
+                        limits.pending_invitations_per_user,
+                    ));
+                }
             }
             let (id, seq) = state.new_id("sess");
             let mut participants = vec![Participant {
@@ -836,6 +893,17 @@ impl Chat {
     ) -> Result<Created<ParticipantList>, ApiError> {
         let (list, timers, rx) = {
             let mut state = self.lock();
+            let limit = self.settings.limits.pending_invitations_per_user;
+            if let Some(p) = body
+                .participant
+                .iter()
+                .find(|p| state.pending_invitations(&p.address) >= limit)
+            {
+                return Err(too_many(
+                    &format!("unanswered invitations waiting for {}", p.address),
+                    limit,
+                ));
+            }
             let urls = &self.urls;
             let s = self.visible_mut(&mut state, user, sid)?;
             if s.ended {
@@ -859,8 +927,10 @@ impl Chat {
                 }
                 new.push(p);
             }
-            if s.participants.len() + new.len() > MAX_PARTICIPANTS {
-                return Err(too_many_participants());
+            if s.participants.len() + new.len() > self.settings.limits.participants_per_session {
+                return Err(too_many_participants(
+                    self.settings.limits.participants_per_session,
+                ));
             }
             let mut timers = Vec::new();
             for p in new {
@@ -1104,6 +1174,13 @@ impl Chat {
         sid: &str,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
+        let limit = self.settings.limits.text_chars;
+        let chars = body.text.chars().count();
+        if chars > limit {
+            return Err(ApiError::invalid_input(format!(
+                "text: {chars} characters, at most {limit} are allowed"
+            )));
+        }
         let (url, rx) = {
             let mut state = self.lock();
             let (id, seq) = state.new_id("msg");
@@ -1305,11 +1382,11 @@ fn next_invitation_seq() -> u64 {
     base + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-fn too_many_participants() -> ApiError {
+fn too_many_participants(limit: usize) -> ApiError {
     ApiError::policy(
         "POL1017",
         "Too many participants: at most %1 per session",
-        MAX_PARTICIPANTS.to_string(),
+        limit.to_string(),
     )
 }
 

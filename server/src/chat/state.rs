@@ -32,6 +32,29 @@ pub struct Counters {
 }
 
 impl State {
+    /// Sessions `user` takes part in that have not ended (and that it still sees).
+    pub fn open_sessions(&self, user: &str) -> usize {
+        self.user_sessions.get(user).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.sessions.get(id))
+                .filter(|s| !s.ended && s.participant(user).is_some_and(Participant::sees_session))
+                .count()
+        })
+    }
+
+    /// Unanswered invitations waiting for `user`.
+    pub fn pending_invitations(&self, user: &str) -> usize {
+        self.user_sessions.get(user).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.sessions.get(id))
+                .filter(|s| {
+                    s.participant(user)
+                        .is_some_and(|p| p.invitation.is_pending())
+                })
+                .count()
+        })
+    }
+
     /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`), and its sequence number.
     pub fn new_id(&mut self, prefix: &str) -> (String, u64) {
         self.counters.next_id += 1;

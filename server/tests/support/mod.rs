@@ -98,6 +98,8 @@ impl Server {
         cmd.env("NETAPI_CHAT_BIND", bind.unwrap_or("127.0.0.1:0"))
             .env("NETAPI_CHAT_DATA_DIR", data_dir)
             .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
+            // One token drives many users here; the rate limit has tests of its own.
+            .env("NETAPI_CHAT_RATE_LIMIT", "0")
             .env("NETAPI_CHAT_RETRY_SCHEDULE", "0,50ms,100ms,200ms,400ms")
             .stdout(Stdio::piped())
             // NETAPI_CHAT_TEST_LOGS=1 shows the servers' logs (they are quiet otherwise).

@@ -138,9 +138,12 @@ pub fn session_id(r: &Reply) -> Result<String> {
         .with_context(|| format!("no session id in Location {loc:?}"))
 }
 
-/// Creates a session of `members[0]` with the others, and has each of them accept.
+/// Creates a session of the first member with the others, and has each of them accept.
 pub async fn open_session(conn: &mut Conn, members: &[String]) -> Result<String> {
-    let participants: Vec<String> = members[1..]
+    let Some((originator, invitees)) = members.split_first() else {
+        bail!("a session needs members");
+    };
+    let participants: Vec<String> = invitees
         .iter()
         .map(|a| format!(r#"{{"address":"{a}"}}"#))
         .collect();
@@ -148,9 +151,9 @@ pub async fn open_session(conn: &mut Conn, members: &[String]) -> Result<String>
         r#"{{"chatSessionInformation":{{"subject":"bench","participant":[{}]}}}}"#,
         participants.join(",")
     );
-    let r = post_json(conn, &path(&members[0], "/chatSessions"), body).await?;
+    let r = post_json(conn, &path(originator, "/chatSessions"), body).await?;
     let sid = session_id(&r)?;
-    for m in &members[1..] {
+    for m in invitees {
         let rest = format!("/chatSessions/{sid}/participants/{}/status", encode(m));
         post_json(
             conn,

@@ -170,6 +170,11 @@ impl Series {
             .max()
     }
 
+    /// The highest target rate held, whatever the latency.
+    pub fn max_rate_held(&self) -> Option<u32> {
+        self.steps.iter().filter(|s| s.held()).map(|s| s.rate).max()
+    }
+
     /// The highest target rate held with notification p99 below `p99_ns`.
     pub fn max_rate_notify(&self, p99_ns: u64) -> Option<u32> {
         self.steps
@@ -367,7 +372,12 @@ pub async fn run_step(
     Ok(result)
 }
 
-/// Runs a warm-up, then one step per rate until a step saturates (or `budget` runs out).
+/// Lowest rate the downward probe tries.
+const PROBE_FLOOR: u32 = 5;
+
+/// Runs a warm-up, then one step per rate until a step saturates (or `budget` runs out). When
+/// even the first rate is not held, the rate is halved (down to [`PROBE_FLOOR`]) until a step
+/// holds, so that a slow target still gets a sustained rate to compare at.
 pub async fn run_series(
     name: &str,
     target: &Target,
@@ -382,12 +392,13 @@ pub async fn run_series(
     {
         run_step(target, &mut pool, opts, 0, first, opts.warmup).await?;
     }
-    for (i, &rate) in rates.iter().enumerate() {
+    let mut step = 0u32;
+    for &rate in rates {
         if budget.is_some_and(|b| Instant::now() > b) {
             series.stopped = Some(format!("time budget used up before the {rate}/s step"));
             break;
         }
-        let step = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        step += 1;
         let r = run_step(
             target,
             &mut pool,
@@ -398,8 +409,25 @@ pub async fn run_series(
         )
         .await?;
         println!("  {name}: {}", super::report::step_line(&r));
-        let saturated = r.saturated();
+        let (saturated, held) = (r.saturated(), r.held());
         series.steps.push(r);
+        if step == 1 && !held {
+            let mut low = rate / 2;
+            while low >= PROBE_FLOOR && budget.is_none_or(|b| Instant::now() < b) {
+                // Let the backlog of the step before drain away first.
+                tokio::time::sleep(opts.drain).await;
+                step += 1;
+                let r =
+                    run_step(target, &mut pool, opts, step, low, opts.step_duration(low)).await?;
+                println!("  {name} (probing down): {}", super::report::step_line(&r));
+                let held = r.held();
+                series.steps.push(r);
+                if held {
+                    break;
+                }
+                low /= 2;
+            }
+        }
         if saturated {
             series.stopped = Some(format!(
                 "stopped after the {rate}/s step: below 90 % of the target rate, >1 % errors, or POST p99 > 1 s"
@@ -407,6 +435,7 @@ pub async fn run_series(
             break;
         }
     }
+    series.steps.sort_by_key(|s| s.rate);
     Ok(series)
 }
 

@@ -12,12 +12,14 @@
 //! 4. **peer** ([`peer`]): Synapse from PyPI with the same workload (or "unavailable: reason");
 //! 5. **ratios** ([`report`]), written to the results section of `BENCHMARKS.md`.
 //!
-//! `--smoke` runs everything on a tiny setting (well under a minute once built) so the harness
-//! never rots, and writes `target/bench/BENCHMARKS.smoke.md` instead. Benchmarks are not tests:
+//! `--smoke` runs everything but the peer on a tiny setting (well under a minute once built) so
+//! the harness never rots, and writes `target/bench/BENCHMARKS.smoke.md` instead; `--peer` adds
+//! the peer to a smoke run, `--no-peer` leaves it out of a full one. Benchmarks are not tests:
 //! nothing here asserts a timing.
 
 mod baseline;
 mod chat;
+mod cost;
 mod http;
 mod listen;
 mod load;
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]";
 
 /// Everything a run does, by size.
 struct Settings {
@@ -48,18 +50,19 @@ struct Settings {
     opts: Options,
     plan: Plan,
     scale: scale::Settings,
+    cost: cost::Settings,
     text_len: usize,
     peer_budget: Duration,
 }
 
 impl Settings {
-    fn full(peer: bool) -> Settings {
+    fn full() -> Settings {
         Settings {
             smoke: false,
-            peer,
+            peer: true,
             rates: vec![
                 50, 100, 250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12500, 15000,
-                20000,
+                20000, 25000, 30000, 40000, 50000,
             ],
             opts: Options {
                 connections: 32,
@@ -86,6 +89,11 @@ impl Settings {
                 step: Duration::from_secs(5),
                 messages: 50_000,
                 connections: 16,
+            },
+            cost: cost::Settings {
+                rate: 2000,
+                step: Duration::from_secs(5),
+                rounds: 3,
             },
             text_len: 120,
             peer_budget: Duration::from_secs(25 * 60),
@@ -120,6 +128,11 @@ impl Settings {
                 messages: 2000,
                 connections: 4,
             },
+            cost: cost::Settings {
+                rate: 200,
+                step: Duration::from_secs(1),
+                rounds: 1,
+            },
             text_len: 120,
             peer_budget: Duration::from_secs(60),
         }
@@ -143,7 +156,7 @@ impl Settings {
                 o.connections
             ),
             format!(
-                "rate steps (msg/s): {}; each step lasts max({} s, {} messages) capped at {} s, after a {:.1} s warm-up; a series stops after a step below 90 % of its rate, with > 1 % errors, or POST p99 > 1 s",
+                "rate steps (msg/s): {}; each step lasts max({} s, {} messages) capped at {} s, after a {:.1} s warm-up; a series stops after a step below 90 % of its rate, with > 1 % errors, or POST p99 > 1 s; when even the first rate is not held, the rate is halved (down to 5/s) until a step holds",
                 self.rates
                     .iter()
                     .map(u32::to_string)
@@ -160,7 +173,7 @@ impl Settings {
                 o.drain.as_secs_f64()
             ),
             "server CPU: utime + stime of the server process (`/proc/PID/stat`) over the step, per 2xx answer; generator CPU: the same for the harness process (senders and listeners); % of one core".to_owned(),
-            "netapi-chat runs with its defaults (a fresh data directory under `target/bench/`, its log on stderr sent to /dev/null; a token file lets the benchmark token act for every user, and every request carries it); Synapse logs at WARNING to a file, with presence off and rate limits lifted".to_owned(),
+            "netapi-chat runs with its default settings in a fresh data directory under `target/bench/`, its log (stderr) sent to /dev/null; for servers that authenticate, the harness also gives it a token file whose token acts for every user and sends that token on every request. Synapse logs at WARNING to a file, with presence off and rate limits lifted".to_owned(),
             "set-up calls (subscriptions, sessions, accepts) are JSON in both runs; the XML run sends messages in XML, asks for XML answers and subscribes with `notificationFormat: XML`".to_owned(),
         ]
     }
@@ -198,26 +211,21 @@ fn git_state(root: &Path) -> String {
             .args(args)
             .output()
             .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
             .unwrap_or_default()
     };
     let head = out(&["describe", "--always", "--dirty"]);
-    let changed = out(&[
-        "status",
-        "--porcelain",
-        "--",
-        "server",
-        "codegen",
-        "generated",
-        "Cargo.toml",
-    ]);
-    let n = changed.lines().count();
-    if n == 0 {
+    let mut dirty: Vec<String> = out(&["status", "--porcelain"])
+        .lines()
+        .filter_map(|l| l.get(3..))
+        .map(|p| p.split('/').next().unwrap_or(p).to_owned())
+        .collect();
+    dirty.sort();
+    dirty.dedup();
+    if dirty.is_empty() {
         format!("git {head}")
     } else {
-        format!(
-            "git {head}, {n} uncommitted paths under server/, codegen/, generated/ or Cargo.toml"
-        )
+        format!("git {head}; uncommitted changes in: {}", dirty.join(", "))
     }
 }
 
@@ -233,12 +241,13 @@ fn now_utc() -> String {
 /// `cargo xtask bench …`.
 pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut smoke = false;
-    let mut peer = true;
+    let mut peer = None;
     for a in args {
         match *a {
             "--serve-baseline" if args.len() == 1 => return baseline::serve(),
             "--smoke" => smoke = true,
-            "--no-peer" => peer = false,
+            "--no-peer" => peer = Some(false),
+            "--peer" => peer = Some(true),
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
@@ -261,11 +270,12 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     if std::env::var_os(BUILT_ENV).is_none() {
         build(root, false)?;
     }
-    let settings = if smoke {
+    let mut settings = if smoke {
         Settings::smoke()
     } else {
-        Settings::full(peer)
+        Settings::full()
     };
+    settings.peer = peer.unwrap_or(settings.peer);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -296,6 +306,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         ("baseline", report.baseline.is_err()),
         ("message send (JSON)", report.json.is_err()),
         ("message send (XML)", report.xml.is_err()),
+        ("XML vs JSON cost", report.cost.is_err()),
         ("scale", report.scale.is_err()),
     ]
     .into_iter()
@@ -323,13 +334,17 @@ async fn run(root: &Path, s: &Settings) -> report::Report {
     let json = chat_series(root, s, Format::Json).await.map_err(err);
     println!("bench: netapi-chat, XML");
     let xml = chat_series(root, s, Format::Xml).await.map_err(err);
+    println!("bench: XML cost vs JSON cost (alternating steps)");
+    let cost = cost::run(root, &s.plan, &s.cost, &s.opts, s.text_len)
+        .await
+        .map_err(err);
     println!("bench: scale");
     let scale = scale_phase(root, s).await.map_err(err);
     let peer = if s.peer {
         println!("bench: peer (Synapse)");
         Ok(peer::run(root, &s.plan, &s.opts, &s.rates, s.text_len, s.peer_budget).await)
     } else if s.smoke {
-        Err("skipped in the smoke run (installing and starting Synapse takes longer than the whole smoke budget)".to_owned())
+        Err("skipped in the smoke run (`--peer` adds it; installing and starting Synapse takes longer than the rest of the smoke run)".to_owned())
     } else {
         Err("skipped (--no-peer)".to_owned())
     };
@@ -347,6 +362,8 @@ async fn run(root: &Path, s: &Settings) -> report::Report {
         baseline,
         json,
         xml,
+        cost,
+        cost_settings: s.cost.clone(),
         scale,
         peer,
     }

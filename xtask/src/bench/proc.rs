@@ -42,7 +42,7 @@ pub fn cpu_secs(pid: Option<u32>) -> Option<f64> {
     };
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     let utime: f64 = fields.get(11)?.parse().ok()?;

@@ -2,6 +2,7 @@
 //! targets), rewritten by every full run between two marker lines.
 
 use super::chat::Plan;
+use super::cost::{CostResult, Settings as CostSettings, median_cpu};
 use super::load::{Percentiles, Series, StepResult};
 use super::peer::Outcome;
 use super::proc::Machine;
@@ -43,6 +44,10 @@ pub struct Report {
     pub json: Result<Series, String>,
     /// netapi-chat, XML.
     pub xml: Result<Series, String>,
+    /// XML vs JSON cost phase.
+    pub cost: Result<CostResult, String>,
+    /// Its settings.
+    pub cost_settings: CostSettings,
     /// Scale phase.
     pub scale: Result<ScaleResult, String>,
     /// The peer (`Err`: skipped, and why).
@@ -155,7 +160,7 @@ fn series_table(out: &mut String, title: &str, series: &Result<Series, String>) 
     }
     let _ = writeln!(
         out,
-        "\nHighest rate held with POST p99 < 5 ms: **{}**{}.",
+        "\nHighest rate held with POST p99 < 5 ms: **{}**{}; at any latency: {}.",
         rate(s.max_rate_post(P99_BOUND_NS)),
         if has_notify {
             format!(
@@ -164,7 +169,8 @@ fn series_table(out: &mut String, title: &str, series: &Result<Series, String>) 
             )
         } else {
             String::new()
-        }
+        },
+        rate(s.max_rate_held())
     );
     if let Some(e) = s.steps.iter().find_map(|x| x.first_error.as_ref()) {
         let _ = writeln!(out, "First error: `{e}`.");
@@ -239,7 +245,7 @@ impl Report {
             m.cores, m.memory, m.cpu, m.kernel, m.rustc, self.load_before, self.load_after, m.cores
         );
         let _ = writeln!(o, "### Commands\n");
-        o.push_str("```sh\ncargo xtask bench           # full run; rewrites this section\ncargo xtask bench --smoke   # tiny setting for CI; writes target/bench/BENCHMARKS.smoke.md\ncargo xtask bench --no-peer # full run without the peer\n```\n\n");
+        o.push_str("```sh\ncargo xtask bench           # full run; rewrites this section\ncargo xtask bench --smoke   # tiny setting for CI; writes target/bench/BENCHMARKS.smoke.md\ncargo xtask bench --no-peer # full run without the peer\ncargo xtask bench --smoke --peer # smoke run with the peer\n```\n\n");
         let _ = writeln!(o, "### Settings\n");
         let _ = writeln!(o, "- message-send workload: {}", self.plan.describe());
         for s in &self.settings {
@@ -410,6 +416,18 @@ impl Report {
                     o,
                     "- **message-send max rate / baseline max rate** (highest rate held with POST p99 < 5 ms, JSON): {text}"
                 );
+                if let (Some(x), Some(y)) = (j.max_rate_held(), base.max_rate_held()) {
+                    let _ = writeln!(
+                        o,
+                        "- highest rate held at any latency, netapi-chat JSON / baseline: {x}/s ÷ {y}/s = {:.2}{}",
+                        f64::from(x) / f64::from(y),
+                        if capped(base, Some(y)) {
+                            " (the baseline held its top step)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 if let Some((cj, cb, rates)) = cpu_per_msg_common(j, base) {
                     let _ = writeln!(
                         o,
@@ -558,9 +576,9 @@ impl Report {
         }
 
         // 3. XML cost / JSON cost.
-        if let (Ok(j), Ok(x)) = (&self.json, &self.xml) {
-            match cpu_per_msg_common(x, j) {
-                Some((cx, cj, rates)) => {
+        match &self.cost {
+            Ok(c) => match (median_cpu(&c.xml), median_cpu(&c.json)) {
+                (Some(cx), Some(cj)) if cj > 0.0 => {
                     let r = cx / cj;
                     targets.push((
                         "XML ≤ 1.3 × the CPU cost of JSON".into(),
@@ -569,22 +587,45 @@ impl Report {
                     ));
                     let _ = writeln!(
                         o,
-                        "- **XML cost / JSON cost** (server CPU per message over the steps both held: {}): {cx:.1} µs ÷ {cj:.1} µs = **{r:.2}×**",
-                        join_rates(&rates)
+                        "- **XML cost / JSON cost** (server CPU per message, median of {} alternating JSON/XML steps of {:.0} s at {}/s, one server per format): {cx:.1} µs ÷ {cj:.1} µs = **{r:.2}×**",
+                        c.json.len().min(c.xml.len()),
+                        self.cost_settings.step.as_secs_f64(),
+                        self.cost_settings.rate
+                    );
+                    let each = |v: &[StepResult]| {
+                        v.iter()
+                            .map(|s| {
+                                format!("{} (p99 {} ms)", opt(s.server_cpu_us, 1), ms(s.post.p99))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let _ = writeln!(
+                        o,
+                        "  - JSON steps, µs/msg: {}; XML steps: {}",
+                        each(&c.json),
+                        each(&c.xml)
                     );
                 }
-                None => {
-                    let _ = writeln!(o, "- XML cost / JSON cost: n/a (no step held by both)");
+                _ => {
+                    let _ = writeln!(o, "- XML cost / JSON cost: n/a (no CPU figures)");
                 }
-            }
-            let (rx, rj) = (x.max_rate_post(b), j.max_rate_post(b));
-            if let (Some(rx), Some(rj)) = (rx, rj) {
+            },
+            Err(e) => {
                 let _ = writeln!(
                     o,
-                    "- highest rate held with POST p99 < 5 ms, XML / JSON: {rx}/s ÷ {rj}/s = {:.2}",
-                    f64::from(rx) / f64::from(rj)
+                    "- XML cost / JSON cost: n/a (the cost phase failed: {e})"
                 );
             }
+        }
+        if let (Ok(j), Ok(x)) = (&self.json, &self.xml)
+            && let (Some(rx), Some(rj)) = (x.max_rate_post(b), j.max_rate_post(b))
+        {
+            let _ = writeln!(
+                o,
+                "- highest rate held with POST p99 < 5 ms, XML / JSON: {rx}/s ÷ {rj}/s = {:.2}",
+                f64::from(rx) / f64::from(rj)
+            );
         }
 
         if let Ok(s) = &self.scale
