@@ -115,12 +115,19 @@ EOF
 # default; keep them with this run instead of in the work tree (`st replay` works while kept).
 printf '\n[cache]\ndirectory = "%s"\n' "$WORK/cache" >>"$WORK/schemathesis.toml"
 
-# (c) every operation, every check. No check is excluded.
+# (c) every operation, every check but two, excluded for written reasons:
+#   - positive_data_acceptance: it expects every schema-valid request to succeed, but the chat
+#     API has state and address rules a schema cannot express (a message before anyone joined
+#     is 403 POL1012, `Sent` cannot be confirmed, a userId must be a tel:/sip: address, a
+#     notifyURL must reach an allowed host). Those refusals are covered by the error suites.
+#   - use_after_free: the spec decides that an ended session stays readable (GET 200 after the
+#     DELETE that ends it); schemathesis reads that as a use after free.
 ARGS=(
     run "http://$ADDR/openapi.json"
     --url "http://$ADDR"
     -H "Authorization: Bearer $TOKEN"
     --checks all
+    --exclude-checks "positive_data_acceptance,use_after_free"
     --phases "examples,coverage,fuzzing,stateful"
     --max-examples "$EXAMPLES"
     --workers 1

@@ -9,7 +9,9 @@ use anyhow::{Result, ensure};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-const ALL_METHODS: [&str; 5] = ["GET", "PUT", "POST", "DELETE", "PATCH"];
+/// Every method a path answers: the spec's, and a 405 with `Allow` for the rest (HEAD and OPTIONS
+/// included, which dropshot would otherwise answer with its own JSON 405).
+const ALL_METHODS: [&str; 7] = ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
 /// The `api.rs` items of the API crate.
 pub fn emit(spec: &Spec) -> Result<TokenStream> {

@@ -16,6 +16,7 @@ pub fn emit(spec: &Spec) -> TokenStream {
         });
     }
     quote! {
+        use netapi_chat_runtime::wire::Validate;
         use netapi_chat_runtime::xml::{Element, XmlError, XmlLeaf, XmlRoot, XmlType, XmlWriter};
         use schemars::JsonSchema;
         use serde::{Deserialize, Serialize};
@@ -264,6 +265,51 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         }
     };
 
+    // The checks serde cannot express (list minimums, `x-oma-choice`), for the JSON path; the
+    // XML reader makes the same checks while reading.
+    let checks = st.fields.iter().filter_map(|f| {
+        let id = ident(&snake(&f.name));
+        let nested = is_struct(spec, &f.ty);
+        let min = matches!(f.card, Card::List { min: 1 }).then(|| {
+            let msg = format!("`{}` needs at least one `{}`", schema.name, f.name);
+            quote! {
+                if self.#id.is_empty() {
+                    return Err(#msg.to_owned());
+                }
+            }
+        });
+        let inner = nested.then(|| match f.card {
+            Card::Required => quote!(self.#id.validate()?;),
+            Card::Optional => quote!(if let Some(v) = &self.#id { v.validate()?; }),
+            Card::List { .. } => quote!(for v in &self.#id { v.validate()?; }),
+        });
+        (min.is_some() || inner.is_some()).then(|| quote!(#min #inner))
+    });
+    let choice_validate = (!st.choice.is_empty()).then(|| {
+        let ids: Vec<_> = st.choice.iter().map(|c| ident(&snake(c))).collect();
+        let names = st
+            .choice
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let msg = format!("`{}` needs exactly one of {names}", schema.name);
+        quote! {
+            if [#(self.#ids.is_some()),*].iter().filter(|p| **p).count() != 1 {
+                return Err(#msg.to_owned());
+            }
+        }
+    });
+    let validate_impl = quote! {
+        impl Validate for #name {
+            fn validate(&self) -> Result<(), String> {
+                #(#checks)*
+                #choice_validate
+                Ok(())
+            }
+        }
+    };
+
     let root_impl = st.root.as_ref().map(|root| {
         let ns = &schema.namespace;
         let prefix = &schema.prefix;
@@ -318,6 +364,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         }
 
         #xml_impl
+        #validate_impl
         #root_impl
     }
 }

@@ -48,6 +48,9 @@ pub struct Config {
     /// `NETAPI_CHAT_RATE_LIMIT`: requests a second per access token (default 200; 0 = none),
     /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate).
     pub rate: (f64, f64),
+    /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
+    /// `info` (also one line per request), `debug`, `error`.
+    pub log_level: dropshot::ConfigLoggingLevel,
     /// `NETAPI_CHAT_WEBHOOK_SECRET`: the `whsec_…` secret notifications are signed with. When
     /// unset, one is generated at first start into `<data dir>/webhook-secret` and printed.
     pub webhook_secret: Option<String>,
@@ -94,6 +97,7 @@ impl Default for Config {
             limits: Limits::default(),
             xml: XmlLimits::default(),
             rate: (200.0, 200.0),
+            log_level: dropshot::ConfigLoggingLevel::Warn,
         }
     }
 }
@@ -173,6 +177,22 @@ impl Config {
                 allow_private: flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
             },
             webhook_secret: std::env::var("NETAPI_CHAT_WEBHOOK_SECRET").ok(),
+            log_level: match std::env::var("NETAPI_CHAT_LOG_LEVEL")
+                .as_deref()
+                .map(str::trim)
+            {
+                Err(_) | Ok("warn") => dropshot::ConfigLoggingLevel::Warn,
+                Ok("info") => dropshot::ConfigLoggingLevel::Info,
+                Ok("debug") => dropshot::ConfigLoggingLevel::Debug,
+                Ok("error") => dropshot::ConfigLoggingLevel::Error,
+                Ok(other) => {
+                    return Err(ConfigError {
+                        variable: "NETAPI_CHAT_LOG_LEVEL",
+                        value: other.to_owned(),
+                        expected: "error, warn, info or debug",
+                    });
+                }
+            },
             limits: Limits {
                 participants_per_session: var("NETAPI_CHAT_MAX_PARTICIPANTS", "a count")?
                     .unwrap_or(d.limits.participants_per_session),

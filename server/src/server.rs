@@ -12,8 +12,8 @@ use crate::store::Store;
 use crate::store::sqlite::Sqlite;
 use crate::urls::Urls;
 use dropshot::{
-    Body, ConfigDropshot, ConfigLogging, ConfigLoggingLevel, HttpError, HttpServer, Path,
-    RequestContext, ServerBuilder, endpoint,
+    Body, ConfigDropshot, ConfigLogging, HttpError, HttpServer, Path, RequestContext,
+    ServerBuilder, endpoint,
 };
 use http::{Response, StatusCode, header};
 use schemars::JsonSchema;
@@ -162,7 +162,7 @@ pub struct Started {
 /// Starts the server on `config.bind`.
 pub fn start(config: &Config) -> Result<Started, StartError> {
     let log = ConfigLogging::StderrTerminal {
-        level: ConfigLoggingLevel::Info,
+        level: config.log_level.clone(),
     }
     .to_logger("netapi-chat")
     .map_err(|e| StartError::Log(e.to_string()))?;

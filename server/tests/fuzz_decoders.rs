@@ -29,8 +29,9 @@
 //! `FUZZ_CASES=20000 cargo test --test fuzz_decoders` (about 6 min; when this was written,
 //! 20,000 cases of the mutation, token-soup and header properties and 4,000 of the arbitrary
 //! bytes and strings passed). Inputs are random per run; a failure prints the minimal input
-//! proptest shrank it to and a byte-string reproducer. The findings not fixed yet are `#[ignore]`d
-//! tests at the end (`-- --ignored` runs them).
+//! proptest shrank it to and a byte-string reproducer. The two findings so far (JSON skipped
+//! the minItems / choice checks XML makes; refusals echoed huge values whole) are fixed and
+//! kept as regression tests at the end.
 //!
 //! The attack tests at the end (10,000-deep nesting, billion laughs, external entities, 1 MiB
 //! attributes, …) also measure the peak heap each decode allocates, through a counting global
@@ -2177,8 +2178,8 @@ fn json_deep_nesting_and_huge_values() {
 /// list in XML is `400`. (`createChatSession` happens to refuse an empty list in its handler.)
 /// The fix belongs in codegen: the same checks in the serde path.
 #[test]
-#[ignore = "finding: JSON decoders skip minItems/x-oma-choice checks that XML enforces"]
-fn finding_json_accepts_what_xml_refuses() {
+/// Regression (a fuzzer finding, fixed): JSON must enforce minItems / x-oma-choice as XML does.
+fn json_enforces_what_xml_enforces() {
     let cases: [(&str, &[u8]); 6] = [
         ("ParticipantList", br#"{"participantList":{"participant":null}}"#),
         ("ParticipantList", br#"{"participantList":{"participant":[]}}"#),
@@ -2220,8 +2221,8 @@ fn finding_json_accepts_what_xml_refuses() {
 /// 64 KiB cap the `requestError` then carries ~64 KiB of echo, and past the XML text limit its
 /// XML form is refused by a client that uses the same limits.
 #[test]
-#[ignore = "finding: JSON and enum refusals echo the whole offending value"]
-fn finding_refusals_quote_huge_values_whole() {
+/// Regression (a fuzzer finding, fixed): refusals quote a bounded part of a huge value.
+fn refusals_quote_huge_values_bounded() {
     let big = "x".repeat(60_000);
     let cases = [
         (

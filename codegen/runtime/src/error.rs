@@ -34,6 +34,16 @@ pub struct ApiError {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
+/// Longest variable echoed back to a client (a 60 KB bad value must not become a 60 KB error).
+const MAX_VARIABLE_CHARS: usize = 300;
+
+fn clipped(v: String) -> String {
+    match v.char_indices().nth(MAX_VARIABLE_CHARS) {
+        Some((cut, _)) => format!("{}…", &v[..cut]),
+        None => v,
+    }
+}
+
 impl ApiError {
     /// A service exception with one `%1` variable.
     pub fn service(
@@ -47,7 +57,7 @@ impl ApiError {
             kind: ExceptionKind::Service,
             message_id,
             text: text.to_owned(),
-            variables: vec![variable.into()],
+            variables: vec![clipped(variable.into())],
             headers: Vec::new(),
         }
     }
@@ -59,7 +69,7 @@ impl ApiError {
             kind: ExceptionKind::Policy,
             message_id,
             text: text.to_owned(),
-            variables: vec![variable.into()],
+            variables: vec![clipped(variable.into())],
             headers: Vec::new(),
         }
     }

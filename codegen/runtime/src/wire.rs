@@ -9,11 +9,18 @@ use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+/// The rules of a schema that serde's derive cannot check (a list's minimum length, exactly
+/// one member of a choice), checked after a JSON body is read. Generated for every structure.
+pub trait Validate {
+    /// `Err` says which rule is broken, for a 400 the client can act on.
+    fn validate(&self) -> Result<(), String>;
+}
+
 /// A type that is a whole request or response document (a schema with an XML root name).
 ///
 /// Generated for every root schema of the spec. `Json` is its JSON wrapper, the derived
 /// `…Root` schema, which exists so that dropshot and progenitor see the wrapped shape.
-pub trait Document: XmlRoot + Serialize + Send + Sync + 'static {
+pub trait Document: XmlRoot + Validate + Serialize + Send + Sync + 'static {
     /// The one-key JSON wrapper object.
     type Json: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
     /// Takes the document out of its JSON wrapper.
@@ -50,9 +57,15 @@ pub fn encode<T: Document>(format: Format, value: &T) -> Vec<u8> {
 /// Decodes a document in the given format; every failure is a 400 the client can act on.
 pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> Result<T, ApiError> {
     match format {
-        Format::Json => serde_json::from_slice::<T::Json>(body)
-            .map(T::from_json)
-            .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME))),
+        Format::Json => {
+            let value = serde_json::from_slice::<T::Json>(body)
+                .map(T::from_json)
+                .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
+            value
+                .validate()
+                .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
+            Ok(value)
+        }
         Format::Xml => xml::from_document::<T>(body, limits).map_err(|e| xml_error(T::NAME, e)),
     }
 }

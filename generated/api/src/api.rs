@@ -625,6 +625,24 @@ pub trait ChatApi {
         accept: Negotiated,
         _path: Captured<Path<UserIdPath>>,
     ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/subscriptions` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/subscriptions",
+    unpublished = true}]
+    async fn head_not_allowed_on_list_chat_subscriptions(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/subscriptions` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/subscriptions",
+    unpublished = true}]
+    async fn options_not_allowed_on_list_chat_subscriptions(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError>;
     ///`PUT /v1/chat/{userId}/subscriptions/{subscriptionId}` is not part of the API: 405, `Allow: GET, DELETE`.
     #[endpoint{method = PUT,
     path = "/v1/chat/{userId}/subscriptions/{subscriptionId}",
@@ -648,6 +666,24 @@ pub trait ChatApi {
     path = "/v1/chat/{userId}/subscriptions/{subscriptionId}",
     unpublished = true}]
     async fn patch_not_allowed_on_get_chat_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/subscriptions/{subscriptionId}` is not part of the API: 405, `Allow: GET, DELETE`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/subscriptions/{subscriptionId}",
+    unpublished = true}]
+    async fn head_not_allowed_on_get_chat_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/subscriptions/{subscriptionId}` is not part of the API: 405, `Allow: GET, DELETE`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/subscriptions/{subscriptionId}",
+    unpublished = true}]
+    async fn options_not_allowed_on_get_chat_subscription(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
         _path: Captured<Path<SubscriptionIdPath>>,
@@ -679,6 +715,24 @@ pub trait ChatApi {
         accept: Negotiated,
         _path: Captured<Path<UserIdPath>>,
     ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions",
+    unpublished = true}]
+    async fn head_not_allowed_on_list_chat_sessions(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions",
+    unpublished = true}]
+    async fn options_not_allowed_on_list_chat_sessions(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError>;
     ///`PUT /v1/chat/{userId}/chatSessions/{sessionId}` is not part of the API: 405, `Allow: GET, DELETE`.
     #[endpoint{method = PUT,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}",
@@ -702,6 +756,24 @@ pub trait ChatApi {
     path = "/v1/chat/{userId}/chatSessions/{sessionId}",
     unpublished = true}]
     async fn patch_not_allowed_on_get_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions/{sessionId}` is not part of the API: 405, `Allow: GET, DELETE`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}",
+    unpublished = true}]
+    async fn head_not_allowed_on_get_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions/{sessionId}` is not part of the API: 405, `Allow: GET, DELETE`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}",
+    unpublished = true}]
+    async fn options_not_allowed_on_get_chat_session(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
         _path: Captured<Path<SessionIdPath>>,
@@ -733,6 +805,24 @@ pub trait ChatApi {
         accept: Negotiated,
         _path: Captured<Path<SessionIdPath>>,
     ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions/{sessionId}/participants` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants",
+    unpublished = true}]
+    async fn head_not_allowed_on_list_participants(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions/{sessionId}/participants` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants",
+    unpublished = true}]
+    async fn options_not_allowed_on_list_participants(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
     ///`PUT /v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}` is not part of the API: 405, `Allow: GET, DELETE`.
     #[endpoint{method = PUT,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}",
@@ -756,6 +846,24 @@ pub trait ChatApi {
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}",
     unpublished = true}]
     async fn patch_not_allowed_on_get_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}` is not part of the API: 405, `Allow: GET, DELETE`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}",
+    unpublished = true}]
+    async fn head_not_allowed_on_get_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}` is not part of the API: 405, `Allow: GET, DELETE`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}",
+    unpublished = true}]
+    async fn options_not_allowed_on_get_participant(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
         _path: Captured<Path<ParticipantIdPath>>,
@@ -787,6 +895,24 @@ pub trait ChatApi {
         accept: Negotiated,
         _path: Captured<Path<ParticipantIdPath>>,
     ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status",
+    unpublished = true}]
+    async fn head_not_allowed_on_get_participant_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status",
+    unpublished = true}]
+    async fn options_not_allowed_on_get_participant_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError>;
     ///`PUT /v1/chat/{userId}/chatSessions/{sessionId}/messages` is not part of the API: 405, `Allow: GET, POST`.
     #[endpoint{method = PUT,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages",
@@ -810,6 +936,24 @@ pub trait ChatApi {
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages",
     unpublished = true}]
     async fn patch_not_allowed_on_list_messages(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions/{sessionId}/messages` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages",
+    unpublished = true}]
+    async fn head_not_allowed_on_list_messages(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions/{sessionId}/messages` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages",
+    unpublished = true}]
+    async fn options_not_allowed_on_list_messages(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
         _path: Captured<Path<SessionIdPath>>,
@@ -850,6 +994,24 @@ pub trait ChatApi {
         accept: Negotiated,
         _path: Captured<Path<MessageIdPath>>,
     ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}` is not part of the API: 405, `Allow: GET`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}",
+    unpublished = true}]
+    async fn head_not_allowed_on_get_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}` is not part of the API: 405, `Allow: GET`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}",
+    unpublished = true}]
+    async fn options_not_allowed_on_get_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError>;
     ///`PUT /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status` is not part of the API: 405, `Allow: GET, POST`.
     #[endpoint{method = PUT,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status",
@@ -873,6 +1035,24 @@ pub trait ChatApi {
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status",
     unpublished = true}]
     async fn patch_not_allowed_on_get_message_delivery_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`HEAD /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = HEAD,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status",
+    unpublished = true}]
+    async fn head_not_allowed_on_get_message_delivery_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+    ///`OPTIONS /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status` is not part of the API: 405, `Allow: GET, POST`.
+    #[endpoint{method = OPTIONS,
+    path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status",
+    unpublished = true}]
+    async fn options_not_allowed_on_get_message_delivery_status(
         rqctx: RequestContext<Self::Context>,
         accept: Negotiated,
         _path: Captured<Path<MessageIdPath>>,
@@ -1319,6 +1499,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         ))
     }
 
+    async fn head_not_allowed_on_list_chat_subscriptions(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, POST")),
+        ))
+    }
+
+    async fn options_not_allowed_on_list_chat_subscriptions(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, POST")),
+        ))
+    }
+
     async fn put_not_allowed_on_get_chat_subscription(
         _rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -1349,6 +1551,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(NoContent::new(
             &accept,
             Err(ApiError::method_not_allowed("PATCH", "GET, DELETE")),
+        ))
+    }
+
+    async fn head_not_allowed_on_get_chat_subscription(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, DELETE")),
+        ))
+    }
+
+    async fn options_not_allowed_on_get_chat_subscription(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, DELETE")),
         ))
     }
 
@@ -1385,6 +1609,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         ))
     }
 
+    async fn head_not_allowed_on_list_chat_sessions(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, POST")),
+        ))
+    }
+
+    async fn options_not_allowed_on_list_chat_sessions(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<UserIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, POST")),
+        ))
+    }
+
     async fn put_not_allowed_on_get_chat_session(
         _rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -1415,6 +1661,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(NoContent::new(
             &accept,
             Err(ApiError::method_not_allowed("PATCH", "GET, DELETE")),
+        ))
+    }
+
+    async fn head_not_allowed_on_get_chat_session(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, DELETE")),
+        ))
+    }
+
+    async fn options_not_allowed_on_get_chat_session(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, DELETE")),
         ))
     }
 
@@ -1451,6 +1719,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         ))
     }
 
+    async fn head_not_allowed_on_list_participants(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, POST")),
+        ))
+    }
+
+    async fn options_not_allowed_on_list_participants(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, POST")),
+        ))
+    }
+
     async fn put_not_allowed_on_get_participant(
         _rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -1481,6 +1771,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(NoContent::new(
             &accept,
             Err(ApiError::method_not_allowed("PATCH", "GET, DELETE")),
+        ))
+    }
+
+    async fn head_not_allowed_on_get_participant(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, DELETE")),
+        ))
+    }
+
+    async fn options_not_allowed_on_get_participant(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, DELETE")),
         ))
     }
 
@@ -1517,6 +1829,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         ))
     }
 
+    async fn head_not_allowed_on_get_participant_status(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, POST")),
+        ))
+    }
+
+    async fn options_not_allowed_on_get_participant_status(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, POST")),
+        ))
+    }
+
     async fn put_not_allowed_on_list_messages(
         _rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -1547,6 +1881,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(NoContent::new(
             &accept,
             Err(ApiError::method_not_allowed("PATCH", "GET, POST")),
+        ))
+    }
+
+    async fn head_not_allowed_on_list_messages(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, POST")),
+        ))
+    }
+
+    async fn options_not_allowed_on_list_messages(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, POST")),
         ))
     }
 
@@ -1594,6 +1950,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         ))
     }
 
+    async fn head_not_allowed_on_get_message(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET")),
+        ))
+    }
+
+    async fn options_not_allowed_on_get_message(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET")),
+        ))
+    }
+
     async fn put_not_allowed_on_get_message_delivery_status(
         _rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -1624,6 +2002,28 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(NoContent::new(
             &accept,
             Err(ApiError::method_not_allowed("PATCH", "GET, POST")),
+        ))
+    }
+
+    async fn head_not_allowed_on_get_message_delivery_status(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("HEAD", "GET, POST")),
+        ))
+    }
+
+    async fn options_not_allowed_on_get_message_delivery_status(
+        _rqctx: RequestContext<S>,
+        accept: Negotiated,
+        _path: Captured<Path<MessageIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        Ok(NoContent::new(
+            &accept,
+            Err(ApiError::method_not_allowed("OPTIONS", "GET, POST")),
         ))
     }
 }

@@ -53,6 +53,10 @@ impl Sqlite {
             if sync == Sync::Full { "FULL" } else { "NORMAL" },
         )
         .map_err(err)?;
+        // Checkpoints (copying the WAL back into the database, with fsyncs) run on a thread of
+        // their own, so the committing thread never stalls on one; see `checkpointer`.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS records (
                  kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
@@ -62,8 +66,27 @@ impl Sqlite {
                  body BLOB NOT NULL, created_ms INTEGER NOT NULL);",
         )
         .map_err(err)?;
+        checkpointer(path)?;
         Ok(Sqlite { conn })
     }
+}
+
+/// Runs passive checkpoints every 200 ms on a connection of its own: they never block the
+/// writer, and keep the WAL (and so start-up replay) short.
+fn checkpointer(path: std::path::PathBuf) -> Result<(), StoreError> {
+    let conn = Connection::open(&path)
+        .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
+    std::thread::Builder::new()
+        .name("netapi-chat-checkpoint".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                // A failed checkpoint is retried on the next round; the WAL stays valid.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError(format!("cannot start the checkpoint thread: {e}")))
 }
 
 impl Backend for Sqlite {

@@ -1,0 +1,739 @@
+//! Limits (issue 7, point 3): every configurable limit, each on a server started with a small
+//! value, at limit-1 and limit (accepted) and limit+1 (refused with the documented status and
+//! OMA exception id, and nothing changed: the lists read back afterwards hold what they held).
+//!
+//! Wherever a body is involved each case runs in JSON and in XML (request body, `Accept` and the
+//! asserted `requestError` in that format; XML errors are validated against the XSD). Each
+//! format uses users of its own, so the counts of one format never meet the other's.
+
+mod support;
+
+use netapi_chat_api::{
+    CallbackReference, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
+    ChatSubscription, ChatSubscriptionList, ParticipantInformation, ParticipantList,
+    ParticipantSessionStatus, ParticipantStatus, RequestError,
+};
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::{self, Document};
+use std::time::Duration;
+use support::{APP_TOKEN, Answer, Server, enc, send, send_doc, send_empty, user_token};
+
+const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
+const CHAT_NS: &str = "urn:oma:xml:rest:netapi:chat:1";
+
+// ------------------------------------------------------------------------------ helpers
+
+fn tag(f: Format) -> &'static str {
+    match f {
+        Format::Json => "json",
+        Format::Xml => "xml",
+    }
+}
+
+/// A user of its own for each role and format, e.g. `sip:alice-json@example.com`.
+fn user(role: &str, f: Format) -> String {
+    format!("sip:{role}-{}@example.com", tag(f))
+}
+
+fn pi(address: &str) -> ParticipantInformation {
+    ParticipantInformation {
+        address: address.to_owned(),
+        name: None,
+        is_originator: None,
+        status: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+fn session_doc(subject: &str, invitees: &[&str]) -> ChatSessionInformation {
+    ChatSessionInformation {
+        subject: Some(subject.to_owned()),
+        participant: invitees.iter().map(|a| pi(a)).collect(),
+        ..Default::default()
+    }
+}
+
+fn participants_doc(addresses: &[&str]) -> ParticipantList {
+    ParticipantList {
+        participant: addresses.iter().map(|a| pi(a)).collect(),
+        resource_url: None,
+    }
+}
+
+fn message_doc(text: &str) -> ChatMessage {
+    ChatMessage {
+        text: text.to_owned(),
+        success_report: None,
+        report_request: Vec::new(),
+        client_correlator: None,
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    }
+}
+
+fn subscription_doc() -> ChatSubscription {
+    ChatSubscription {
+        callback_reference: CallbackReference {
+            // Loopback is allowed by the harness; nothing is ever delivered in these tests.
+            notify_url: "http://127.0.0.1:9/notify".to_owned(),
+            callback_data: None,
+            notification_format: None,
+        },
+        duration: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+fn encode<T: Document>(f: Format, doc: &T) -> String {
+    String::from_utf8(wire::encode(f, doc)).expect("utf-8")
+}
+
+/// The exception's text with its `%n` placeholders filled.
+fn rendered(e: &RequestError) -> String {
+    let ex = e
+        .service_exception
+        .as_ref()
+        .or(e.policy_exception.as_ref())
+        .expect("an exception");
+    let mut out = ex.text.clone();
+    for (i, v) in ex.variables.iter().enumerate().rev() {
+        out = out.replace(&format!("%{}", i + 1), v);
+    }
+    out
+}
+
+/// Sends a raw body in `f`, asking for `accept` back.
+async fn post_raw(url: &str, f: Format, accept: Format, body: &str) -> Answer {
+    send(
+        "POST",
+        url,
+        &[
+            ("content-type", f.media_type()),
+            ("accept", accept.media_type()),
+        ],
+        Some(body),
+    )
+    .await
+}
+
+/// Asserts a 2xx-created answer.
+#[track_caller]
+fn assert_created(a: &Answer, what: &str) {
+    assert_eq!(a.status, 201, "{what}: expected 201; body: {}", a.body);
+}
+
+/// Asserts the refusal (status, exception id, valid `requestError` in `f`) and returns its
+/// rendered text.
+#[track_caller]
+fn assert_refused(a: &Answer, what: &str, status: u16, id: &str, f: Format) -> String {
+    assert_ne!(a.status, 500, "{what}: server error; body: {}", a.body);
+    assert_eq!(a.status, status, "{what}: status; body: {}", a.body);
+    rendered(&a.assert_error(status, id, f))
+}
+
+/// The id of the resource a 201 created (last segment of its `Location`).
+fn created_id(a: &Answer) -> String {
+    let location = a.header("location");
+    assert!(!location.is_empty(), "no Location; body: {}", a.body);
+    location.rsplit('/').next().unwrap().to_owned()
+}
+
+fn sessions_url(srv: &Server, u: &str) -> String {
+    srv.url(u, "/chatSessions")
+}
+
+fn session_url(srv: &Server, u: &str, sid: &str, rest: &str) -> String {
+    srv.url(u, &format!("/chatSessions/{sid}{rest}"))
+}
+
+async fn get_ok<T: Document>(url: &str, f: Format) -> T {
+    let a = send_empty("GET", url, f).await;
+    assert_eq!(a.status, 200, "GET {url}; body: {}", a.body);
+    a.decode::<T>()
+}
+
+async fn session_count(srv: &Server, u: &str, f: Format) -> usize {
+    get_ok::<ChatSessionList>(&sessions_url(srv, u), f)
+        .await
+        .chat_session_information
+        .len()
+}
+
+async fn subscription_count(srv: &Server, u: &str, f: Format) -> usize {
+    get_ok::<ChatSubscriptionList>(&srv.url(u, "/subscriptions"), f)
+        .await
+        .chat_subscription
+        .len()
+}
+
+async fn participant_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
+    get_ok::<ParticipantList>(&session_url(srv, u, sid, "/participants"), f)
+        .await
+        .participant
+        .len()
+}
+
+async fn message_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
+    get_ok::<ChatMessageList>(&session_url(srv, u, sid, "/messages"), f)
+        .await
+        .chat_message
+        .len()
+}
+
+/// `originator` starts a session inviting `invitees`.
+async fn create_session(srv: &Server, f: Format, originator: &str, invitees: &[&str]) -> Answer {
+    send_doc(
+        "POST",
+        &sessions_url(srv, originator),
+        f,
+        &session_doc("limits", invitees),
+    )
+    .await
+}
+
+/// `originator` starts a session inviting `invitees`; must succeed; returns its id.
+async fn new_session(srv: &Server, f: Format, originator: &str, invitees: &[&str]) -> String {
+    let a = create_session(srv, f, originator, invitees).await;
+    assert_created(&a, "create session");
+    created_id(&a)
+}
+
+/// `who` sets its own status in the session (accept / decline).
+async fn set_status(srv: &Server, f: Format, who: &str, sid: &str, status: ParticipantStatus) {
+    let url = session_url(srv, who, sid, &format!("/participants/{}/status", enc(who)));
+    let a = send_doc("POST", &url, f, &ParticipantSessionStatus { status }).await;
+    assert!(
+        (200..300).contains(&a.status),
+        "{who} sets {status:?} in {sid}: {} {}",
+        a.status,
+        a.body
+    );
+}
+
+async fn add_participants(
+    srv: &Server,
+    f: Format,
+    who: &str,
+    sid: &str,
+    addresses: &[&str],
+) -> Answer {
+    send_doc(
+        "POST",
+        &session_url(srv, who, sid, "/participants"),
+        f,
+        &participants_doc(addresses),
+    )
+    .await
+}
+
+// ------------------------------------------------------------------------------ body size
+
+/// A session body of exactly `n` bytes in `f` (the subject is padded with ASCII).
+fn session_body_of(f: Format, n: usize, invitee: &str) -> String {
+    let overhead = encode(f, &session_doc("", &[invitee])).len();
+    assert!(n >= overhead, "{n} bytes cannot hold a session document");
+    let body = encode(f, &session_doc(&"a".repeat(n - overhead), &[invitee]));
+    assert_eq!(body.len(), n);
+    body
+}
+
+/// `NETAPI_CHAT_MAX_BODY_BYTES`: a body of exactly limit-1 and limit bytes is served, limit+1
+/// bytes gets 413 `POL2004` naming the limit, and nothing is created.
+#[tokio::test]
+async fn body_bytes_limit() {
+    const LIMIT: usize = 600;
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_BODY_BYTES", "600")]);
+    for f in FORMATS {
+        let alice = user("alice", f);
+        let bob = user("bob", f);
+        let url = sessions_url(&srv, &alice);
+        for n in [LIMIT - 1, LIMIT] {
+            let body = session_body_of(f, n, &bob);
+            let a = post_raw(&url, f, f, &body).await;
+            assert_created(&a, &format!("[{f:?}] {n}-byte body"));
+            let subject = a.decode::<ChatSessionInformation>().subject.unwrap();
+            assert!(subject.len() > 100, "the padded subject came back");
+        }
+        let body = session_body_of(f, LIMIT + 1, &bob);
+        for accept in FORMATS {
+            let a = post_raw(&url, f, accept, &body).await;
+            let what = format!("[{f:?} → {accept:?}] {}-byte body", LIMIT + 1);
+            let text = assert_refused(&a, &what, 413, "POL2004", accept);
+            assert!(
+                text.contains("600"),
+                "{what}: the text gives the limit: {text}"
+            );
+        }
+        assert_eq!(session_count(&srv, &alice, f).await, 2, "[{f:?}]");
+    }
+}
+
+// ------------------------------------------------------------------------------ XML limits
+
+/// A session document written by hand, with room for extra attributes and elements (elements
+/// and attributes the schema does not know are ignored by the decoder).
+///
+/// As written, with no extras: depth 3 (root, participant, address), 4 elements (root,
+/// subject, participant, address), 1 attribute on the root (its `xmlns:chat` declaration,
+/// which counts) and none on `participant`.
+fn xml_session(
+    root_attrs: &str,
+    subject: &str,
+    participant_attrs: &str,
+    extra: &str,
+    invitee: &str,
+) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><chat:chatSessionInformation xmlns:chat="{CHAT_NS}"{root_attrs}><subject>{subject}</subject><participant{participant_attrs}><address>{invitee}</address></participant>{extra}</chat:chatSessionInformation>"#
+    )
+}
+
+/// `n` attributes ` a1="v" a2="v" …`.
+fn attrs(n: usize) -> String {
+    (1..=n).map(|i| format!(" a{i}=\"v\"")).collect()
+}
+
+/// An unknown element nested `k` deep: `<x><x>…</x></x>`.
+fn chain(k: usize) -> String {
+    format!("{}{}", "<x>".repeat(k), "</x>".repeat(k))
+}
+
+/// `NETAPI_CHAT_XML_MAX_DEPTH`, `…_ELEMENTS`, `…_ATTRIBUTES` (per element, namespace
+/// declarations included) and `…_TEXT_BYTES` (per element text and per attribute value, after
+/// unescaping): each at limit-1 and limit (201) and limit+1 (400 `SVC0002` whose text names the
+/// limit, in JSON or XML as asked); refused documents create nothing. JSON bodies are not
+/// subject to the XML limits.
+#[tokio::test]
+async fn xml_limits() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_XML_MAX_DEPTH", "6"),
+        ("NETAPI_CHAT_XML_MAX_ELEMENTS", "12"),
+        ("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "4"),
+        ("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "64"),
+    ]);
+    let f = Format::Xml;
+    let alice = user("alice", f);
+    let bob = user("bob", f);
+    let url = sessions_url(&srv, &alice);
+    let doc = |root_attrs: &str, subject: &str, p_attrs: &str, extra: &str| {
+        xml_session(root_attrs, subject, p_attrs, extra, &bob)
+    };
+    let e2 = "é".repeat(32); // 32 characters, 64 bytes
+    assert_eq!(e2.len(), 64);
+
+    // (what, document, limit text expected when refused; None = accepted)
+    let cases: Vec<(String, String, Option<&str>)> = vec![
+        // Depth: the chain hangs under the root, so the deepest element is at 1 + k.
+        ("depth 5".into(), doc("", "s", "", &chain(4)), None),
+        ("depth 6".into(), doc("", "s", "", &chain(5)), None),
+        (
+            "depth 7".into(),
+            doc("", "s", "", &chain(6)),
+            Some("maximum depth of 6"),
+        ),
+        // Elements: 4 + k empty siblings.
+        (
+            "11 elements".into(),
+            doc("", "s", "", &"<x/>".repeat(7)),
+            None,
+        ),
+        (
+            "12 elements".into(),
+            doc("", "s", "", &"<x/>".repeat(8)),
+            None,
+        ),
+        (
+            "13 elements".into(),
+            doc("", "s", "", &"<x/>".repeat(9)),
+            Some("maximum of 12 elements"),
+        ),
+        // Attributes on the root: its xmlns:chat declaration counts.
+        ("root: xmlns + 2".into(), doc(&attrs(2), "s", "", ""), None),
+        ("root: xmlns + 3".into(), doc(&attrs(3), "s", "", ""), None),
+        (
+            "root: xmlns + 4".into(),
+            doc(&attrs(4), "s", "", ""),
+            Some("maximum of 4 attributes"),
+        ),
+        // Attributes on a child without declarations.
+        ("participant: 3".into(), doc("", "s", &attrs(3), ""), None),
+        ("participant: 4".into(), doc("", "s", &attrs(4), ""), None),
+        (
+            "participant: 5".into(),
+            doc("", "s", &attrs(5), ""),
+            Some("maximum of 4 attributes"),
+        ),
+        // Text of one element, in bytes (not characters).
+        (
+            "subject 63 bytes".into(),
+            doc("", &format!("{}a", "é".repeat(31)), "", ""),
+            None,
+        ),
+        ("subject 64 bytes".into(), doc("", &e2, "", ""), None),
+        (
+            "subject 65 bytes".into(),
+            doc("", &format!("{e2}a"), "", ""),
+            Some("maximum of 64 bytes"),
+        ),
+        // ... counted after unescaping: 64 `&amp;` are 64 bytes of text.
+        (
+            "subject 64 × &amp;".into(),
+            doc("", &"&amp;".repeat(64), "", ""),
+            None,
+        ),
+        (
+            "subject 65 × &amp;".into(),
+            doc("", &"&amp;".repeat(65), "", ""),
+            Some("maximum of 64 bytes"),
+        ),
+        // One attribute value.
+        (
+            "attribute value 63 bytes".into(),
+            doc("", "s", &format!(" a=\"{}\"", "v".repeat(63)), ""),
+            None,
+        ),
+        (
+            "attribute value 64 bytes".into(),
+            doc("", "s", &format!(" a=\"{}\"", "v".repeat(64)), ""),
+            None,
+        ),
+        (
+            "attribute value 65 bytes".into(),
+            doc("", "s", &format!(" a=\"{}\"", "v".repeat(65)), ""),
+            Some("maximum of 64 bytes"),
+        ),
+    ];
+    let mut accepted = 0;
+    for (what, body, refusal) in &cases {
+        match refusal {
+            None => {
+                let a = post_raw(&url, f, f, body).await;
+                assert_created(&a, what);
+                accepted += 1;
+            }
+            Some(limit) => {
+                for accept in FORMATS {
+                    let a = post_raw(&url, f, accept, body).await;
+                    let what = format!("{what} (answer in {accept:?})");
+                    let text = assert_refused(&a, &what, 400, "SVC0002", accept);
+                    assert!(
+                        text.contains(limit),
+                        "{what}: the text names the limit ({limit}): {text}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(session_count(&srv, &alice, f).await, accepted);
+
+    // The XML limits are XML's: the same subject of 65 bytes is fine in JSON.
+    let jalice = user("alice", Format::Json);
+    let jbob = user("bob", Format::Json);
+    let a = send_doc(
+        "POST",
+        &sessions_url(&srv, &jalice),
+        Format::Json,
+        &session_doc(&format!("{e2}a"), &[&jbob]),
+    )
+    .await;
+    assert_created(&a, "JSON subject of 65 bytes");
+}
+
+// ------------------------------------------------------------------------------ message text
+
+/// `NETAPI_CHAT_MAX_TEXT_CHARS` counts characters (4-byte emoji here): 9 and 10 are sent, 11
+/// is 400 `SVC0002` and not stored.
+#[tokio::test]
+async fn message_text_chars_limit() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_TEXT_CHARS", "10")]);
+    for f in FORMATS {
+        let alice = user("alice", f);
+        let bob = user("bob", f);
+        let sid = new_session(&srv, f, &alice, &[&bob]).await;
+        set_status(&srv, f, &bob, &sid, ParticipantStatus::Connected).await;
+        let url = session_url(&srv, &alice, &sid, "/messages");
+        for n in [9, 10] {
+            let a = send_doc("POST", &url, f, &message_doc(&"😀".repeat(n))).await;
+            assert_created(&a, &format!("[{f:?}] {n} characters"));
+        }
+        let a = send_doc("POST", &url, f, &message_doc(&"😀".repeat(11))).await;
+        let what = format!("[{f:?}] 11 characters");
+        let text = assert_refused(&a, &what, 400, "SVC0002", f);
+        assert!(
+            text.contains("11") && text.contains("10"),
+            "{what}: the text gives the length and the limit: {text}"
+        );
+        assert_eq!(message_count(&srv, &alice, &sid, f).await, 2, "[{f:?}]");
+        assert_eq!(message_count(&srv, &bob, &sid, f).await, 2, "[{f:?}]");
+    }
+}
+
+// ------------------------------------------------------------------------------ participants
+
+/// `NETAPI_CHAT_MAX_PARTICIPANTS` (the originator included): creating a session with 3 and 4
+/// participants works, with 5 is 403 `POL1017`; extending a session to 3 and 4 works, to 5
+/// (one at a time or several at once) is 403 `POL1017`, and the participant list is unchanged.
+#[tokio::test]
+async fn participants_per_session_limit() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_PARTICIPANTS", "4")]);
+    for f in FORMATS {
+        let alice = user("alice", f);
+        let p: Vec<String> = (1..=4).map(|i| user(&format!("p{i}"), f)).collect();
+        let p: Vec<&str> = p.iter().map(String::as_str).collect();
+
+        // Create.
+        new_session(&srv, f, &alice, &p[..2]).await; // 3 participants
+        let sid = new_session(&srv, f, &alice, &p[..3]).await; // 4 participants
+        assert_eq!(participant_count(&srv, &alice, &sid, f).await, 4);
+        // The originator listed among the participants is not counted twice: still 4.
+        new_session(&srv, f, &alice, &[&alice, p[0], p[1], p[2]]).await;
+        let a = create_session(&srv, f, &alice, &p).await; // 5 participants
+        let text = assert_refused(&a, &format!("[{f:?}] create with 5"), 403, "POL1017", f);
+        assert!(text.contains('4'), "the text gives the limit: {text}");
+        assert_eq!(session_count(&srv, &alice, f).await, 3, "[{f:?}]");
+
+        // Extend, one at a time.
+        let q: Vec<String> = (1..=4).map(|i| user(&format!("q{i}"), f)).collect();
+        let sid = new_session(&srv, f, &alice, &[&q[0]]).await; // 2
+        let a = add_participants(&srv, f, &alice, &sid, &[&q[1]]).await; // 3
+        assert_created(&a, &format!("[{f:?}] extend to 3"));
+        let a = add_participants(&srv, f, &alice, &sid, &[&q[2]]).await; // 4
+        assert_created(&a, &format!("[{f:?}] extend to 4"));
+        let a = add_participants(&srv, f, &alice, &sid, &[&q[3]]).await; // 5
+        assert_refused(&a, &format!("[{f:?}] extend to 5"), 403, "POL1017", f);
+        assert_eq!(participant_count(&srv, &alice, &sid, f).await, 4);
+
+        // Extend, several at once: 2 + 3 = 5 is refused as a whole, 2 + 2 = 4 is fine.
+        let r: Vec<String> = (1..=4).map(|i| user(&format!("r{i}"), f)).collect();
+        let sid = new_session(&srv, f, &alice, &[&r[0]]).await; // 2
+        let a = add_participants(&srv, f, &alice, &sid, &[&r[1], &r[2], &r[3]]).await;
+        assert_refused(&a, &format!("[{f:?}] extend 2 + 3"), 403, "POL1017", f);
+        assert_eq!(participant_count(&srv, &alice, &sid, f).await, 2);
+        let a = add_participants(&srv, f, &alice, &sid, &[&r[1], &r[2]]).await;
+        assert_created(&a, &format!("[{f:?}] extend 2 + 2"));
+        assert_eq!(participant_count(&srv, &alice, &sid, f).await, 4);
+    }
+}
+
+// ------------------------------------------------------------------------------ per user
+
+/// `NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER`: the 2nd and 3rd subscriptions are made, the 4th is
+/// 403 `POL2008`; after one is deleted a new one can be made again.
+#[tokio::test]
+async fn subscriptions_per_user_limit() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "3")]);
+    for f in FORMATS {
+        let carol = user("carol", f);
+        let url = srv.url(&carol, "/subscriptions");
+        let mut ids = Vec::new();
+        for n in 1..=3 {
+            let a = send_doc("POST", &url, f, &subscription_doc()).await;
+            assert_created(&a, &format!("[{f:?}] subscription {n}"));
+            ids.push(created_id(&a));
+        }
+        let a = send_doc("POST", &url, f, &subscription_doc()).await;
+        let text = assert_refused(&a, &format!("[{f:?}] subscription 4"), 403, "POL2008", f);
+        assert!(text.contains('3'), "the text gives the limit: {text}");
+        assert_eq!(subscription_count(&srv, &carol, f).await, 3, "[{f:?}]");
+        // The limit counts what the user holds now.
+        let a = send_empty("DELETE", &format!("{url}/{}", ids[0]), f).await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        let a = send_doc("POST", &url, f, &subscription_doc()).await;
+        assert_created(&a, &format!("[{f:?}] subscription after a delete"));
+        assert_eq!(subscription_count(&srv, &carol, f).await, 3, "[{f:?}]");
+    }
+}
+
+/// `NETAPI_CHAT_MAX_SESSIONS_PER_USER`: the 2nd and 3rd open sessions are started, the 4th is
+/// 403 `POL2008` and not created; once one has ended a new one can be started.
+#[tokio::test]
+async fn sessions_per_user_limit() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "3")]);
+    for f in FORMATS {
+        let dave = user("dave", f);
+        let mut sids = Vec::new();
+        for n in 1..=3 {
+            let invitee = user(&format!("s{n}"), f);
+            sids.push(new_session(&srv, f, &dave, &[&invitee]).await);
+        }
+        let s4 = user("s4", f);
+        let a = create_session(&srv, f, &dave, &[&s4]).await;
+        let text = assert_refused(&a, &format!("[{f:?}] session 4"), 403, "POL2008", f);
+        assert!(text.contains('3'), "the text gives the limit: {text}");
+        assert_eq!(session_count(&srv, &dave, f).await, 3, "[{f:?}]");
+        assert_eq!(
+            session_count(&srv, &s4, f).await,
+            0,
+            "[{f:?}] no invitation"
+        );
+        // Ended sessions do not count.
+        let a = send_empty("DELETE", &session_url(&srv, &dave, &sids[0], ""), f).await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        let a = create_session(&srv, f, &dave, &[&s4]).await;
+        assert_created(&a, &format!("[{f:?}] session after one ended"));
+    }
+}
+
+/// `NETAPI_CHAT_MAX_SESSIONS_PER_USER` is documented as the sessions (not ended) a user may
+/// take part in. A user at the limit who is invited to one more session must not end up taking
+/// part in more: either the invitation or its acceptance is refused with 403 `POL2008`.
+#[tokio::test]
+#[ignore = "bug: NETAPI_CHAT_MAX_SESSIONS_PER_USER is only checked for the originator of a new \
+            session; an invitee at the limit can be invited and accept, taking part in more \
+            open sessions than the limit"]
+async fn sessions_per_user_limit_counts_invitations() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "3")]);
+    for f in FORMATS {
+        let erin = user("erin", f);
+        for n in 1..=3 {
+            let invitee = user(&format!("t{n}"), f);
+            new_session(&srv, f, &erin, &[&invitee]).await;
+        }
+        // Erin takes part in 3 open sessions; Frank invites her to a 4th.
+        let frank = user("frank", f);
+        let a = create_session(&srv, f, &frank, &[&erin]).await;
+        if a.status == 201 {
+            let sid = created_id(&a);
+            let url = session_url(
+                &srv,
+                &erin,
+                &sid,
+                &format!("/participants/{}/status", enc(&erin)),
+            );
+            let a = send_doc(
+                "POST",
+                &url,
+                f,
+                &ParticipantSessionStatus {
+                    status: ParticipantStatus::Connected,
+                },
+            )
+            .await;
+            assert_refused(&a, &format!("[{f:?}] accepting a 4th"), 403, "POL2008", f);
+        } else {
+            assert_refused(&a, &format!("[{f:?}] inviting to a 4th"), 403, "POL2008", f);
+        }
+    }
+}
+
+/// `NETAPI_CHAT_MAX_PENDING_INVITATIONS`: the 2nd and 3rd unanswered invitations for one
+/// invitee are sent, the 4th is 403 `POL2008` for the inviter, when starting a session and
+/// when extending one; once the invitee answers one, it can be invited again.
+#[tokio::test]
+async fn pending_invitations_limit() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "3")]);
+    for f in FORMATS {
+        let bob = user("bob", f);
+        let mut sids = Vec::new();
+        for n in 1..=3 {
+            let inviter = user(&format!("o{n}"), f);
+            sids.push(new_session(&srv, f, &inviter, &[&bob]).await);
+        }
+        assert_eq!(session_count(&srv, &bob, f).await, 3, "[{f:?}]");
+
+        // Starting a session.
+        let o4 = user("o4", f);
+        let a = create_session(&srv, f, &o4, &[&bob]).await;
+        let text = assert_refused(&a, &format!("[{f:?}] invitation 4"), 403, "POL2008", f);
+        assert!(text.contains('3'), "the text gives the limit: {text}");
+        assert_eq!(session_count(&srv, &o4, f).await, 0, "[{f:?}]");
+        assert_eq!(session_count(&srv, &bob, f).await, 3, "[{f:?}]");
+
+        // Extending one.
+        let carol = user("carol", f);
+        let sid = new_session(&srv, f, &o4, &[&carol]).await;
+        let a = add_participants(&srv, f, &o4, &sid, &[&bob]).await;
+        assert_refused(
+            &a,
+            &format!("[{f:?}] invitation 4 by extension"),
+            403,
+            "POL2008",
+            f,
+        );
+        assert_eq!(participant_count(&srv, &o4, &sid, f).await, 2, "[{f:?}]");
+
+        // Bob declines one: 2 pending, so one more invitation goes through, then none.
+        set_status(&srv, f, &bob, &sids[0], ParticipantStatus::Disconnected).await;
+        let a = add_participants(&srv, f, &o4, &sid, &[&bob]).await;
+        assert_created(&a, &format!("[{f:?}] invitation after a decline"));
+        assert_eq!(participant_count(&srv, &o4, &sid, f).await, 3, "[{f:?}]");
+        let o5 = user("o5", f);
+        let a = create_session(&srv, f, &o5, &[&bob]).await;
+        assert_refused(
+            &a,
+            &format!("[{f:?}] invitation 4 again"),
+            403,
+            "POL2008",
+            f,
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------ rate
+
+/// `NETAPI_CHAT_RATE_LIMIT=1` / `NETAPI_CHAT_RATE_BURST=5` (one token a second, so refilling
+/// does not interfere): a token's requests 4 and 5 (a POST) pass, the 6th is 429 `POL2005` with
+/// `Retry-After` (whole seconds, at least 1) and a `requestError` in the negotiated format, and
+/// changes nothing; another token is not affected; after `Retry-After` the token works again.
+#[tokio::test]
+async fn request_rate_per_token() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RATE_LIMIT", "1"),
+        ("NETAPI_CHAT_RATE_BURST", "5"),
+    ]);
+    // Each format with a token of its own (each token has its own bucket).
+    let cases = [
+        (Format::Json, support::USERS_WITH_TOKENS[0]),
+        (Format::Xml, support::USERS_WITH_TOKENS[1]),
+    ];
+    for (f, who) in cases {
+        let token = user_token(who);
+        let auth = format!("Bearer {token}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("accept", f.media_type()),
+            ("content-type", f.media_type()),
+        ];
+        let url = srv.url(who, "/subscriptions");
+        let body = encode(f, &subscription_doc());
+        for n in 1..=4 {
+            let a = send("GET", &url, &headers, None).await;
+            assert_eq!(a.status, 200, "[{f:?}] request {n}; body: {}", a.body);
+        }
+        let a = send("POST", &url, &headers, Some(&body)).await;
+        assert_created(&a, &format!("[{f:?}] request 5"));
+        let a = send("POST", &url, &headers, Some(&body)).await;
+        let what = format!("[{f:?}] request 6");
+        let text = assert_refused(&a, &what, 429, "POL2005", f);
+        assert!(!text.is_empty());
+        let retry_after: u64 = a
+            .header("retry-after")
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: Retry-After {:?}", a.header("retry-after")));
+        assert!(retry_after >= 1, "{what}: Retry-After {retry_after}");
+
+        // Another token (the application's) is not affected, and sees nothing was added.
+        let app = format!("Bearer {APP_TOKEN}");
+        let a = send(
+            "GET",
+            &url,
+            &[("authorization", app.as_str()), ("accept", f.media_type())],
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "[{f:?}] another token; body: {}", a.body);
+        assert_eq!(
+            a.decode::<ChatSubscriptionList>().chat_subscription.len(),
+            1,
+            "[{f:?}] the refused POST created nothing"
+        );
+
+        // After Retry-After, the token is served again.
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        let a = send("GET", &url, &headers, None).await;
+        assert_eq!(a.status, 200, "[{f:?}] after Retry-After; body: {}", a.body);
+    }
+}
