@@ -577,13 +577,10 @@ async fn sessions_per_user_limit() {
     }
 }
 
-/// `NETAPI_CHAT_MAX_SESSIONS_PER_USER` is documented as the sessions (not ended) a user may
-/// take part in. A user at the limit who is invited to one more session must not end up taking
-/// part in more: either the invitation or its acceptance is refused with 403 `POL2008`.
+/// `NETAPI_CHAT_MAX_SESSIONS_PER_USER` counts the sessions (not ended) a user is connected to.
+/// A user at the limit who is invited to one more session must not end up connected to more:
+/// either the invitation or its acceptance is refused with 403 `POL2008`.
 #[tokio::test]
-#[ignore = "bug: NETAPI_CHAT_MAX_SESSIONS_PER_USER is only checked for the originator of a new \
-            session; an invitee at the limit can be invited and accept, taking part in more \
-            open sessions than the limit"]
 async fn sessions_per_user_limit_counts_invitations() {
     let srv = Server::start(&[("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "3")]);
     for f in FORMATS {
@@ -616,6 +613,16 @@ async fn sessions_per_user_limit_counts_invitations() {
         } else {
             assert_refused(&a, &format!("[{f:?}] inviting to a 4th"), 403, "POL2008", f);
         }
+        let open = get_ok::<ChatSessionList>(&sessions_url(&srv, &erin), f)
+            .await
+            .chat_session_information
+            .into_iter()
+            .filter(|s| s.ended != Some(true) && s.status == Some(ParticipantStatus::Connected))
+            .count();
+        assert!(
+            open <= 3,
+            "[{f:?}] {erin} is connected to {open} open sessions"
+        );
     }
 }
 
@@ -669,6 +676,28 @@ async fn pending_invitations_limit() {
             "POL2008",
             f,
         );
+    }
+}
+
+/// The pending-invitations limit is a rule about inviting into a session the caller may
+/// extend: a session the caller does not take part in (or that does not exist) is 404
+/// `SVC2008` and someone already in the session is 409 `SVC0001`, as without the limit, and a
+/// caller learns nothing about another user's unanswered invitations from them.
+#[tokio::test]
+async fn pending_invitations_limit_after_session_checks() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1")]);
+    for f in FORMATS {
+        let gina = user("gina", f);
+        let hank = user("hank", f);
+        let sid = new_session(&srv, f, &gina, &[&hank]).await; // hank: 1 pending, the limit
+        let outsider = user("outsider", f);
+        for s in [sid.as_str(), "sess-0-unknown"] {
+            let a = add_participants(&srv, f, &outsider, s, &[&hank]).await;
+            assert_refused(&a, &format!("[{f:?}] outsider, {s}"), 404, "SVC2008", f);
+        }
+        let a = add_participants(&srv, f, &gina, &sid, &[&hank]).await;
+        assert_refused(&a, &format!("[{f:?}] hank again"), 409, "SVC0001", f);
+        assert_eq!(participant_count(&srv, &gina, &sid, f).await, 2, "[{f:?}]");
     }
 }
 

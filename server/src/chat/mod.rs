@@ -44,7 +44,8 @@ pub struct Limits {
     pub text_chars: usize,
     /// Subscriptions a user may hold (`403 POL2008` above).
     pub subscriptions_per_user: usize,
-    /// Sessions (not ended) a user may take part in (`403 POL2008` above).
+    /// Sessions (not ended) a user may be connected to, checked when it starts, accepts or
+    /// re-joins one (`403 POL2008` above).
     pub sessions_per_user: usize,
     /// Unanswered invitations a user may have waiting (`403 POL2008` for the inviter above).
     pub pending_invitations_per_user: usize,
@@ -893,45 +894,46 @@ impl Chat {
     ) -> Result<Created<ParticipantList>, ApiError> {
         let (list, timers, rx) = {
             let mut state = self.lock();
-            let limit = self.settings.limits.pending_invitations_per_user;
-            if let Some(p) = body
-                .participant
-                .iter()
-                .find(|p| state.pending_invitations(&p.address) >= limit)
-            {
-                return Err(too_many(
-                    &format!("unanswered invitations waiting for {}", p.address),
-                    limit,
-                ));
-            }
             let urls = &self.urls;
-            let s = self.visible_mut(&mut state, user, sid)?;
-            if s.ended {
-                return Err(ApiError::conflict(format!(
-                    "session {sid} has ended; start a new one"
-                )));
-            }
-            if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
-                return Err(ApiError::forbidden(
-                    "only a connected participant can invite others; accept or re-join first",
-                ));
-            }
-            let mut new: Vec<ParticipantInformation> = Vec::new();
-            for p in body.participant {
-                if s.participant(&p.address).is_some() || new.iter().any(|q| q.address == p.address)
-                {
+            // Every check reads first (so that a stranger gets the same 404 as for a missing
+            // session, before any limit can tell it something), then the session changes.
+            let limits = self.settings.limits;
+            {
+                let s = self.visible(&state, user, sid)?;
+                if s.ended {
                     return Err(ApiError::conflict(format!(
-                        "{} is already a participant of session {sid}",
-                        p.address
+                        "session {sid} has ended; start a new one"
                     )));
                 }
-                new.push(p);
+                if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
+                    return Err(ApiError::forbidden(
+                        "only a connected participant can invite others; accept or re-join first",
+                    ));
+                }
+                for (i, p) in body.participant.iter().enumerate() {
+                    if s.participant(&p.address).is_some()
+                        || body.participant[..i].iter().any(|q| q.address == p.address)
+                    {
+                        return Err(ApiError::conflict(format!(
+                            "{} is already a participant of session {sid}",
+                            p.address
+                        )));
+                    }
+                }
+                if s.participants.len() + body.participant.len() > limits.participants_per_session {
+                    return Err(too_many_participants(limits.participants_per_session));
+                }
             }
-            if s.participants.len() + new.len() > self.settings.limits.participants_per_session {
-                return Err(too_many_participants(
-                    self.settings.limits.participants_per_session,
+            if let Some(p) = body.participant.iter().find(|p| {
+                state.pending_invitations(&p.address) >= limits.pending_invitations_per_user
+            }) {
+                return Err(too_many(
+                    &format!("unanswered invitations waiting for {}", p.address),
+                    limits.pending_invitations_per_user,
                 ));
             }
+            let s = self.visible_mut(&mut state, user, sid)?;
+            let new = body.participant;
             let mut timers = Vec::new();
             for p in new {
                 let (invitation, deadline) = self.invitation();
@@ -1099,6 +1101,7 @@ impl Chat {
     ) -> Result<ParticipantSessionStatus, ApiError> {
         let rx = {
             let mut state = self.lock();
+            let connected_now = state.open_sessions(user);
             let urls = &self.urls;
             let s = self.visible_mut(&mut state, user, sid)?;
             let p = s
@@ -1135,6 +1138,12 @@ impl Chat {
                 (_, inv, _) => (inv, None),
             };
             let is_decline = event == Some(EventType::Declined);
+            // Accepting or re-joining makes one more open session for this user (it is not
+            // connected here yet: that was refused above).
+            let limit = self.settings.limits.sessions_per_user;
+            if wanted == ParticipantStatus::Connected && connected_now >= limit {
+                return Err(too_many("open sessions of this user", limit));
+            }
             if let Some(p) = s.participant_mut(pid) {
                 p.status = wanted;
                 p.invitation = next_invitation;

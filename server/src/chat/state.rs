@@ -32,12 +32,18 @@ pub struct Counters {
 }
 
 impl State {
-    /// Sessions `user` takes part in that have not ended (and that it still sees).
+    /// Sessions that have not ended in which `user` is connected (invitations are counted by
+    /// [`State::pending_invitations`]).
     pub fn open_sessions(&self, user: &str) -> usize {
         self.user_sessions.get(user).map_or(0, |ids| {
             ids.iter()
                 .filter_map(|id| self.sessions.get(id))
-                .filter(|s| !s.ended && s.participant(user).is_some_and(Participant::sees_session))
+                .filter(|s| {
+                    !s.ended
+                        && s.participant(user).is_some_and(|p| {
+                            p.status == netapi_chat_api::ParticipantStatus::Connected
+                        })
+                })
                 .count()
         })
     }

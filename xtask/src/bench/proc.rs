@@ -241,6 +241,9 @@ pub fn start_netapi_chat(root: &Path, label: &str, env: &[(&str, &str)]) -> Resu
     cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
         .env("NETAPI_CHAT_DATA_DIR", &data_dir)
         .env("NETAPI_CHAT_TOKEN_FILE", &tokens)
+        // The callback listeners are on loopback, and one token drives every simulated user.
+        .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
+        .env("NETAPI_CHAT_RATE_LIMIT", "0")
         .stderr(Stdio::null())
         .current_dir(root);
     for (k, v) in env {
