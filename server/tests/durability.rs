@@ -504,3 +504,55 @@ async fn a_callback_answering_410_disables_its_subscription() {
         "one attempt, then the subscription is gone"
     );
 }
+
+#[tokio::test]
+async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
+    let srv = Server::default_for_tests();
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    subscribe(&srv, A, &la, Format::Json, None).await;
+    let mut doc = ChatSubscription {
+        callback_reference: CallbackReference {
+            notify_url: lb.url.clone(),
+            callback_data: Some("short-lived".into()),
+            notification_format: Some(NotificationFormat::Xml),
+        },
+        duration: Some(1),
+        client_correlator: None,
+        resource_url: None,
+    };
+    let a = send_doc("POST", &srv.url(B, "/subscriptions"), Format::Xml, &doc).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let granted: ChatSubscription = a.decode();
+    assert_eq!(
+        granted.duration,
+        Some(1),
+        "the granted duration is returned"
+    );
+    doc.resource_url = granted.resource_url.clone();
+
+    let n = first_of_kind(&lb, "subscriptionCancellationNotification").await;
+    let cancelled: SubscriptionCancellationNotification = n.decode();
+    assert_eq!(cancelled.callback_data.as_deref(), Some("short-lived"));
+    assert_eq!(
+        cancelled.link[0].href,
+        granted.resource_url.clone().unwrap_or_default()
+    );
+    let gone = send_empty(
+        "GET",
+        &granted.resource_url.unwrap_or_default(),
+        Format::Json,
+    )
+    .await;
+    assert_eq!(gone.status, 404, "an expired subscription is deleted");
+
+    // Nothing more reaches the expired callback.
+    let s = send_doc(
+        "POST",
+        &srv.url(A, "/chatSessions"),
+        Format::Json,
+        &session_doc(&[B], None),
+    )
+    .await;
+    assert_eq!(s.status, 201);
+    lb.assert_count_stays(1, Duration::from_millis(500)).await;
+}

@@ -57,6 +57,12 @@ impl Sqlite {
         // their own, so the committing thread never stalls on one; see `checkpointer`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(err)?;
+        // While the checkpointer truncates the WAL (rarely, see below) a commit waits instead of
+        // failing; the WAL file is cut back to this size whenever it is reset.
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)
+            .map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS records (
                  kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
@@ -71,18 +77,30 @@ impl Sqlite {
     }
 }
 
+/// Size at which the WAL is checkpointed and truncated even if that makes a commit wait.
+const WAL_LIMIT: u64 = 32 * 1024 * 1024;
+
 /// Runs passive checkpoints every 200 ms on a connection of its own: they never block the
-/// writer, and keep the WAL (and so start-up replay) short.
+/// writer. Under a steady stream of commits a passive checkpoint may never catch up with the
+/// writer, so the WAL would only grow (disk, and replay time at start-up); once it passes
+/// [`WAL_LIMIT`] a truncating checkpoint brings it back, making commits wait for that moment.
 fn checkpointer(path: std::path::PathBuf) -> Result<(), StoreError> {
     let conn = Connection::open(&path)
         .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(err)?;
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
     std::thread::Builder::new()
         .name("netapi-chat-checkpoint".to_owned())
         .spawn(move || {
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(200));
+                let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT);
+                let mode = if big { "TRUNCATE" } else { "PASSIVE" };
                 // A failed checkpoint is retried on the next round; the WAL stays valid.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let _ = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
             }
         })
         .map(|_| ())
