@@ -107,6 +107,9 @@ pub trait Backend: Send + 'static {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Applies several batches in one durable transaction.
     fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError>;
+    /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
+    /// commit (e.g. truncating a write-ahead log).
+    fn idle(&mut self) {}
 }
 
 /// Work for the store thread: a batch, a hook run right after its commit (in commit order), and
@@ -174,7 +177,18 @@ impl Store {
 }
 
 fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                backend.idle();
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {

@@ -21,6 +21,8 @@ pub enum Sync {
 /// SQLite in WAL mode.
 pub struct Sqlite {
     conn: Connection,
+    /// The write-ahead log file, watched for size.
+    wal: std::path::PathBuf,
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -72,35 +74,33 @@ impl Sqlite {
                  body BLOB NOT NULL, created_ms INTEGER NOT NULL);",
         )
         .map_err(err)?;
-        checkpointer(path)?;
-        Ok(Sqlite { conn })
+        checkpointer(path.clone())?;
+        let mut wal = path.into_os_string();
+        wal.push("-wal");
+        Ok(Sqlite {
+            conn,
+            wal: wal.into(),
+        })
     }
 }
 
-/// Size at which the WAL is checkpointed and truncated even if that makes a commit wait.
-const WAL_LIMIT: u64 = 32 * 1024 * 1024;
+/// Size past which the WAL is truncated at the next idle moment of the store thread.
+const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Runs passive checkpoints every 200 ms on a connection of its own: they never block the
-/// writer. Under a steady stream of commits a passive checkpoint may never catch up with the
-/// writer, so the WAL would only grow (disk, and replay time at start-up); once it passes
-/// [`WAL_LIMIT`] a truncating checkpoint brings it back, making commits wait for that moment.
+/// writer. Under a steady stream of commits a passive checkpoint never quite catches up, so the
+/// WAL file is not reused and grows; [`Sqlite::idle`] truncates it when the store thread has
+/// nothing to commit (then there is little left to copy, the passive rounds did it).
 fn checkpointer(path: std::path::PathBuf) -> Result<(), StoreError> {
     let conn = Connection::open(&path)
         .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(err)?;
-    let mut wal = path.clone().into_os_string();
-    wal.push("-wal");
-    let wal = std::path::PathBuf::from(wal);
     std::thread::Builder::new()
         .name("netapi-chat-checkpoint".to_owned())
         .spawn(move || {
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(200));
-                let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT);
-                let mode = if big { "TRUNCATE" } else { "PASSIVE" };
                 // A failed checkpoint is retried on the next round; the WAL stays valid.
-                let _ = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             }
         })
         .map(|_| ())
@@ -147,6 +147,15 @@ impl Backend for Sqlite {
             snapshot.outbox.push(row.map_err(err)?);
         }
         Ok(snapshot)
+    }
+
+    fn idle(&mut self) {
+        if std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
+            // Best effort: a busy or failed truncation is tried again at the next idle moment.
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
     }
 
     fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError> {
