@@ -24,6 +24,9 @@ pub struct Spec {
     /// the API requires credentials (top-level `security`): its value is authorized against
     /// the credentials before any handler runs.
     pub acting_user: Option<String>,
+    /// Root schemas a callback may carry (the `oneOf` of the callbacks' XML request bodies),
+    /// in spec order: the notifications.
+    pub notifications: Vec<String>,
 }
 
 /// A component schema.
@@ -129,11 +132,13 @@ impl Spec {
                 );
             }
         }
+        let notifications = parse_notifications(&raw, &schemas)?;
         Ok(Spec {
             raw,
             schemas,
             operations,
             acting_user,
+            notifications,
         })
     }
 
@@ -462,4 +467,51 @@ fn media_pair(content: &Value, schemas: &[Schema], what: &str) -> Result<String>
         "{what}: schema `{xml}` is not a document root (it needs `xml.name`)"
     );
     Ok(xml.to_owned())
+}
+
+/// The notification schemas: every `oneOf` member of a callback's XML request body. Each must be
+/// a document root with an optional `callbackData` string (the server echoes the subscription's).
+fn parse_notifications(raw: &Value, schemas: &[Schema]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for item in raw["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        for method in METHODS {
+            let Some(callbacks) = item
+                .get(method)
+                .and_then(|op| op.get("callbacks"))
+                .and_then(Value::as_object)
+            else {
+                continue;
+            };
+            for (name, cb) in callbacks {
+                for expr in cb.as_object().into_iter().flat_map(|m| m.values()) {
+                    let alts = expr["post"]["requestBody"]["content"]["application/xml"]["schema"]["oneOf"]
+                        .as_array()
+                        .ok_or_else(|| anyhow!("callback `{name}`: the XML request body must be a `oneOf` of notification roots"))?;
+                    for alt in alts {
+                        let n = ref_name(alt).ok_or_else(|| {
+                            anyhow!("callback `{name}`: oneOf members must be `$ref`s")
+                        })?;
+                        let ok = schemas.iter().any(|s| {
+                            s.name == n
+                                && matches!(&s.kind, SchemaKind::Struct(st) if st.root.is_some()
+                                    && st.fields.iter().any(|f| f.name == "callbackData"
+                                        && f.ty == FieldType::String && f.card == Card::Optional))
+                        });
+                        ensure!(
+                            ok,
+                            "callback `{name}`: `{n}` must be a document root with an optional string `callbackData`"
+                        );
+                        if !out.iter().any(|o| o == n) {
+                            out.push(n.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -15,6 +15,7 @@ pub fn emit(spec: &Spec) -> TokenStream {
             SchemaKind::Struct(st) => emit_struct(spec, schema, st),
         });
     }
+    items.extend(emit_notification_enum(spec));
     quote! {
         use netapi_chat_runtime::wire::Validate;
         use netapi_chat_runtime::xml::{Element, XmlError, XmlLeaf, XmlRoot, XmlType, XmlWriter};
@@ -375,5 +376,57 @@ fn is_struct(spec: &Spec, ty: &FieldType) -> bool {
             matches!(spec.schema(n).map(|s| &s.kind), Some(SchemaKind::Struct(_)))
         }
         _ => false,
+    }
+}
+
+/// `Notification`: one variant per schema a callback may carry, with what delivering one needs
+/// (set the subscription's `callbackData`, encode in the subscription's format, its root name).
+fn emit_notification_enum(spec: &Spec) -> TokenStream {
+    if spec.notifications.is_empty() {
+        return TokenStream::new();
+    }
+    let names: Vec<_> = spec.notifications.iter().map(|n| type_ident(n)).collect();
+    let docs = spec.notifications.iter().map(|n| format!(" A `{n}`."));
+    quote! {
+        /// Any notification the spec's callbacks carry; its serde form is what the server's
+        /// outbox stores.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        pub enum Notification {
+            #(
+                #[doc = #docs]
+                #names(#names),
+            )*
+        }
+
+        impl Notification {
+            /// Sets the `callbackData` the subscription asked to have echoed.
+            pub fn set_callback_data(&mut self, data: Option<String>) {
+                match self {
+                    #(Notification::#names(n) => n.callback_data = data,)*
+                }
+            }
+
+            /// The body to POST to a callback, in `format`.
+            pub fn encode(&self, format: netapi_chat_runtime::Format) -> Vec<u8> {
+                match self {
+                    #(Notification::#names(n) => netapi_chat_runtime::wire::encode(format, n),)*
+                }
+            }
+
+            /// The root element name (for logs).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    #(Notification::#names(_) => #names::NAME,)*
+                }
+            }
+        }
+
+        #(
+            impl From<#names> for Notification {
+                fn from(n: #names) -> Self {
+                    Notification::#names(n)
+                }
+            }
+        )*
     }
 }

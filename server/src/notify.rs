@@ -18,75 +18,13 @@
 use crate::callback_guard::{CallbackPolicy, resolve_checked};
 use crate::signing::Signer;
 use crate::store::{Batch, Store};
-use netapi_chat_api::{
-    ChatEventNotification, MessageDeliveryNotification, MessageNotification,
-    ParticipantStatusNotification, SessionInvitationNotification,
-    SubscriptionCancellationNotification,
-};
-use netapi_chat_runtime::{Format, wire};
-use serde::{Deserialize, Serialize};
+pub use netapi_chat_api::Notification;
+use netapi_chat_runtime::Format;
 use slog::{Logger, debug, warn};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// One notification, of any of the kinds the spec's callback lists. Its serde form is what
-/// the outbox stores.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Notification {
-    /// Seed `SessionInvitationNotification`.
-    Invitation(SessionInvitationNotification),
-    /// Seed `ParticipantStatusNotification`.
-    ParticipantStatus(ParticipantStatusNotification),
-    /// Seed `ChatEventNotification`.
-    Event(ChatEventNotification),
-    /// Seed `MessageNotification`.
-    Message(MessageNotification),
-    /// Seed `MessageDeliveryNotification`.
-    Delivery(MessageDeliveryNotification),
-    /// The subscription itself ended (expiry).
-    Cancelled(SubscriptionCancellationNotification),
-}
-
-impl Notification {
-    /// Sets the subscription's `callbackData` on the notification.
-    pub fn set_callback_data(&mut self, data: Option<String>) {
-        match self {
-            Notification::Invitation(n) => n.callback_data = data,
-            Notification::ParticipantStatus(n) => n.callback_data = data,
-            Notification::Event(n) => n.callback_data = data,
-            Notification::Message(n) => n.callback_data = data,
-            Notification::Delivery(n) => n.callback_data = data,
-            Notification::Cancelled(n) => n.callback_data = data,
-        }
-    }
-
-    /// The body to POST, in `format`.
-    pub fn encode(&self, format: Format) -> Vec<u8> {
-        match self {
-            Notification::Invitation(n) => wire::encode(format, n),
-            Notification::ParticipantStatus(n) => wire::encode(format, n),
-            Notification::Event(n) => wire::encode(format, n),
-            Notification::Message(n) => wire::encode(format, n),
-            Notification::Delivery(n) => wire::encode(format, n),
-            Notification::Cancelled(n) => wire::encode(format, n),
-        }
-    }
-
-    /// The root element name, for logs.
-    pub fn kind(&self) -> &'static str {
-        use netapi_chat_runtime::xml::XmlRoot;
-        match self {
-            Notification::Invitation(_) => SessionInvitationNotification::NAME,
-            Notification::ParticipantStatus(_) => ParticipantStatusNotification::NAME,
-            Notification::Event(_) => ChatEventNotification::NAME,
-            Notification::Message(_) => MessageNotification::NAME,
-            Notification::Delivery(_) => MessageDeliveryNotification::NAME,
-            Notification::Cancelled(_) => SubscriptionCancellationNotification::NAME,
-        }
-    }
-}
 
 /// When deliveries are attempted.
 #[derive(Clone, Debug)]
@@ -350,7 +288,10 @@ async fn deliver(
             })
         };
         let now = state.load(Ordering::SeqCst);
-        let is_cancellation = matches!(item.notification, Notification::Cancelled(_));
+        let is_cancellation = matches!(
+            item.notification,
+            Notification::SubscriptionCancellationNotification(_)
+        );
         if now == CANCELLED || (now == EXPIRED && !is_cancellation) {
             forget(item.id);
             continue;

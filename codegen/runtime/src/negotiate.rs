@@ -190,8 +190,9 @@ impl<T: Document, E: ErrorDocument, const STATUS: u16> Reply<T, E, STATUS> {
         Self::build(accept, outcome.map(|c| (c.body, Some(c.location))))
     }
 
+    /// The generated handler already turned an unacceptable `Accept` into the outcome (before
+    /// running anything); only the format is taken here.
     fn build(accept: &Negotiated, outcome: Result<(T, Option<String>), ApiError>) -> Self {
-        let outcome = accept.check().and(outcome);
         Reply {
             format: accept.format(),
             outcome,
@@ -245,7 +246,7 @@ impl<E: ErrorDocument> NoContent<E> {
     pub fn new(accept: &Negotiated, outcome: Result<(), ApiError>) -> Self {
         NoContent {
             format: accept.format(),
-            outcome: accept.check().and(outcome),
+            outcome,
             _error: PhantomData,
         }
     }

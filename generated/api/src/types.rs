@@ -2185,3 +2185,107 @@ impl From<SubscriptionCancellationNotification> for SubscriptionCancellationNoti
         }
     }
 }
+
+/// Any notification the spec's callbacks carry; its serde form is what the server's
+/// outbox stores.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Notification {
+    /// A `SessionInvitationNotification`.
+    SessionInvitationNotification(SessionInvitationNotification),
+    /// A `ParticipantStatusNotification`.
+    ParticipantStatusNotification(ParticipantStatusNotification),
+    /// A `ChatEventNotification`.
+    ChatEventNotification(ChatEventNotification),
+    /// A `MessageNotification`.
+    MessageNotification(MessageNotification),
+    /// A `MessageDeliveryNotification`.
+    MessageDeliveryNotification(MessageDeliveryNotification),
+    /// A `SubscriptionCancellationNotification`.
+    SubscriptionCancellationNotification(SubscriptionCancellationNotification),
+}
+
+impl Notification {
+    /// Sets the `callbackData` the subscription asked to have echoed.
+    pub fn set_callback_data(&mut self, data: Option<String>) {
+        match self {
+            Notification::SessionInvitationNotification(n) => n.callback_data = data,
+            Notification::ParticipantStatusNotification(n) => n.callback_data = data,
+            Notification::ChatEventNotification(n) => n.callback_data = data,
+            Notification::MessageNotification(n) => n.callback_data = data,
+            Notification::MessageDeliveryNotification(n) => n.callback_data = data,
+            Notification::SubscriptionCancellationNotification(n) => {
+                n.callback_data = data;
+            }
+        }
+    }
+
+    /// The body to POST to a callback, in `format`.
+    pub fn encode(&self, format: netapi_chat_runtime::Format) -> Vec<u8> {
+        match self {
+            Notification::SessionInvitationNotification(n) => {
+                netapi_chat_runtime::wire::encode(format, n)
+            }
+            Notification::ParticipantStatusNotification(n) => {
+                netapi_chat_runtime::wire::encode(format, n)
+            }
+            Notification::ChatEventNotification(n) => netapi_chat_runtime::wire::encode(format, n),
+            Notification::MessageNotification(n) => netapi_chat_runtime::wire::encode(format, n),
+            Notification::MessageDeliveryNotification(n) => {
+                netapi_chat_runtime::wire::encode(format, n)
+            }
+            Notification::SubscriptionCancellationNotification(n) => {
+                netapi_chat_runtime::wire::encode(format, n)
+            }
+        }
+    }
+
+    /// The root element name (for logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notification::SessionInvitationNotification(_) => SessionInvitationNotification::NAME,
+            Notification::ParticipantStatusNotification(_) => ParticipantStatusNotification::NAME,
+            Notification::ChatEventNotification(_) => ChatEventNotification::NAME,
+            Notification::MessageNotification(_) => MessageNotification::NAME,
+            Notification::MessageDeliveryNotification(_) => MessageDeliveryNotification::NAME,
+            Notification::SubscriptionCancellationNotification(_) => {
+                SubscriptionCancellationNotification::NAME
+            }
+        }
+    }
+}
+
+impl From<SessionInvitationNotification> for Notification {
+    fn from(n: SessionInvitationNotification) -> Self {
+        Notification::SessionInvitationNotification(n)
+    }
+}
+
+impl From<ParticipantStatusNotification> for Notification {
+    fn from(n: ParticipantStatusNotification) -> Self {
+        Notification::ParticipantStatusNotification(n)
+    }
+}
+
+impl From<ChatEventNotification> for Notification {
+    fn from(n: ChatEventNotification) -> Self {
+        Notification::ChatEventNotification(n)
+    }
+}
+
+impl From<MessageNotification> for Notification {
+    fn from(n: MessageNotification) -> Self {
+        Notification::MessageNotification(n)
+    }
+}
+
+impl From<MessageDeliveryNotification> for Notification {
+    fn from(n: MessageDeliveryNotification) -> Self {
+        Notification::MessageDeliveryNotification(n)
+    }
+}
+
+impl From<SubscriptionCancellationNotification> for Notification {
+    fn from(n: SubscriptionCancellationNotification) -> Self {
+        Notification::SubscriptionCancellationNotification(n)
+    }
+}

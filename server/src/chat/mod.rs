@@ -472,7 +472,7 @@ impl Chat {
             return;
         };
         sub.queue.expire();
-        let notification = Notification::Cancelled(SubscriptionCancellationNotification {
+        let notification = Notification::from(SubscriptionCancellationNotification {
             reason: Some(ServiceException {
                 message_id: "SVC0001".to_owned(),
                 text: "A service error occurred: %1".to_owned(),
@@ -790,27 +790,13 @@ impl Chat {
                 views::event(urls, address, s, EventType::Timeout, text),
             ),
         ];
-        if let Some(p) = s.participant(address) {
-            for other in s
-                .connected_others(address)
-                .into_iter()
-                .filter(|o| *o != inviter)
-            {
-                outbox.push((
-                    other.clone(),
-                    views::participant_status(urls, &other, s, &[p]),
-                ));
-            }
-        }
-        if !s.group && !s.ended {
-            s.ended = true;
-            outbox.extend(end_for_all(
-                urls,
-                s,
-                "the only invitation timed out",
-                &inviter,
-            ));
-        }
+        outbox.extend(invitation_gone(
+            urls,
+            s,
+            address,
+            &inviter,
+            "the only invitation timed out",
+        ));
         let mut change = Change::default();
         change.put_session(s);
         self.notify(&mut state, &mut change, outbox);
@@ -1049,24 +1035,13 @@ impl Chat {
                     format!("{user} withdrew the invitation"),
                 ),
             )];
-            if let Some(p) = s.participant(pid) {
-                // The other connected participants: not the inviter, who has its answer.
-                for other in s.connected_others(pid).into_iter().filter(|o| o != user) {
-                    outbox.push((
-                        other.clone(),
-                        views::participant_status(urls, &other, s, &[p]),
-                    ));
-                }
-            }
-            if !s.group && !s.ended {
-                s.ended = true;
-                outbox.extend(end_for_all(
-                    urls,
-                    s,
-                    "the only invitation was cancelled",
-                    user,
-                ));
-            }
+            outbox.extend(invitation_gone(
+                urls,
+                s,
+                pid,
+                user,
+                "the only invitation was cancelled",
+            ));
             let mut change = Change::default();
             change.put_session(s);
             self.notify(&mut state, &mut change, outbox);
@@ -1408,6 +1383,36 @@ fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
         }
     }
     Some(sub)
+}
+
+/// An invitation that ended unanswered (timed out or cancelled): the connected participants
+/// other than the inviter (who is told otherwise) see the invitee `Disconnected`, and a 1-1
+/// session, whose only invitation this was, ends.
+fn invitation_gone(
+    urls: &Urls,
+    s: &mut Session,
+    invitee: &str,
+    inviter: &str,
+    why: &str,
+) -> Outbox {
+    let mut outbox = Outbox::new();
+    if let Some(p) = s.participant(invitee) {
+        for other in s
+            .connected_others(invitee)
+            .into_iter()
+            .filter(|o| o != inviter)
+        {
+            outbox.push((
+                other.clone(),
+                views::participant_status(urls, &other, s, &[p]),
+            ));
+        }
+    }
+    if !s.group && !s.ended {
+        s.ended = true;
+        outbox.extend(end_for_all(urls, s, why, inviter));
+    }
+    outbox
 }
 
 /// Ends a session for everyone still in it except `by`: connected participants get

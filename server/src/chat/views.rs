@@ -104,7 +104,7 @@ pub fn delivery_status(viewer: &str, m: &Message) -> Option<MessageStatus> {
 
 /// The invitation an invitee receives.
 pub fn invitation(urls: &Urls, invitee: &str, s: &Session) -> Notification {
-    Notification::Invitation(SessionInvitationNotification {
+    Notification::from(SessionInvitationNotification {
         subject: s.subject.clone(),
         originator_address: s.originator.clone(),
         originator_name: s.originator_name.clone(),
@@ -132,7 +132,7 @@ pub fn participant_status(
     s: &Session,
     changed: &[&Participant],
 ) -> Notification {
-    Notification::ParticipantStatus(ParticipantStatusNotification {
+    Notification::from(ParticipantStatusNotification {
         participant: changed
             .iter()
             .map(|p| ParticipantStatusEntry {
@@ -166,7 +166,7 @@ pub fn event(
     event: EventType,
     description: String,
 ) -> Notification {
-    Notification::Event(ChatEventNotification {
+    Notification::from(ChatEventNotification {
         event_type: event,
         event_description: Some(description),
         session_id: s.id.clone(),
@@ -183,7 +183,7 @@ pub fn message_notification(
     m: &Message,
     sender_name: Option<String>,
 ) -> Notification {
-    Notification::Message(MessageNotification {
+    Notification::from(MessageNotification {
         sender_address: m.sender.clone(),
         sender_name,
         chat_message: message(urls, to, s, m),
@@ -206,7 +206,7 @@ pub fn delivery(
     recipient: &str,
     status: MessageStatus,
 ) -> Notification {
-    Notification::Delivery(MessageDeliveryNotification {
+    Notification::from(MessageDeliveryNotification {
         status,
         recipient_address: Some(recipient.to_owned()),
         error_code: None,
