@@ -63,6 +63,9 @@ pub struct Field {
     pub ty: FieldType,
     pub card: Card,
     pub attribute: bool,
+    /// `maxLength` of a string (of each item, for a list of strings), in characters: what the
+    /// generated validation enforces on both faces and the XSD publishes as `xsd:maxLength`.
+    pub max_length: Option<u64>,
 }
 
 /// What a field holds.
@@ -272,12 +275,31 @@ fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
                 "schema `{name}` property `{pname}`: an XML attribute must be a single scalar"
             );
         }
+        let leaf = if matches!(card, Card::List { .. }) {
+            &p["items"]
+        } else {
+            p
+        };
+        let max_length = match leaf.get("maxLength") {
+            None => None,
+            Some(v) => {
+                let n = v.as_u64().ok_or_else(|| {
+                    anyhow!("schema `{name}` property `{pname}`: maxLength must be a non-negative integer")
+                })?;
+                ensure!(
+                    ty == FieldType::String,
+                    "schema `{name}` property `{pname}`: maxLength is only supported on strings"
+                );
+                Some(n)
+            }
+        };
         fields.push(Field {
             name: pname.clone(),
             description: text(p, "description"),
             ty,
             card,
             attribute,
+            max_length,
         });
     }
     let choice: Vec<String> = s["x-oma-choice"]

@@ -22,11 +22,13 @@ pub fn published(spec: &Spec) -> Result<Value> {
                 format!("{}{ROOT_SUFFIX}", s.name),
                 json!({
                     "description": format!(
-                        "JSON form of `{}`: an object whose one key is the root element's name.",
+                        "JSON form of `{}`: an object whose one key is the root element's name; \
+                         any other key is refused (400).",
                         s.name
                     ),
                     "type": "object",
                     "required": [root],
+                    "additionalProperties": false,
                     "properties": { root: { "$ref": format!("#/components/schemas/{}", s.name) } }
                 }),
             );

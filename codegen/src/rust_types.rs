@@ -163,9 +163,19 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             None => format!("`{}`.", f.name),
         };
         let docs = doc_attrs(&doc);
+        // The limit in the schema dropshot derives too (not for a list: there `length` would
+        // bound the number of items).
+        let length = match (f.max_length, f.card) {
+            (Some(max), Card::Required | Card::Optional) => {
+                let max = proc_macro2::Literal::u64_unsuffixed(max);
+                quote!(#[schemars(length(max = #max))])
+            }
+            _ => quote!(),
+        };
         quote! {
             #docs
             #serde
+            #length
             pub #id: #ty,
         }
     });
@@ -266,8 +276,8 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         }
     };
 
-    // The checks serde cannot express (list minimums, `x-oma-choice`), for the JSON path; the
-    // XML reader makes the same checks while reading.
+    // The checks serde cannot express (list minimums, `x-oma-choice`, string `maxLength`). The
+    // XML reader makes the first two while reading; the runtime runs these on both faces.
     let checks = st.fields.iter().filter_map(|f| {
         let id = ident(&snake(&f.name));
         let nested = is_struct(spec, &f.ty);
@@ -284,7 +294,26 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             Card::Optional => quote!(if let Some(v) = &self.#id { v.validate()?; }),
             Card::List { .. } => quote!(for v in &self.#id { v.validate()?; }),
         });
-        (min.is_some() || inner.is_some()).then(|| quote!(#min #inner))
+        let max_length = f.max_length.map(|max| {
+            let wire = &f.name;
+            let max = proc_macro2::Literal::u64_unsuffixed(max);
+            let check = |v: TokenStream| {
+                quote!(netapi_chat_runtime::wire::check_max_length(#wire, #v, #max)?;)
+            };
+            match f.card {
+                Card::Required => check(quote!(&self.#id)),
+                Card::Optional => {
+                    let c = check(quote!(v));
+                    quote!(if let Some(v) = &self.#id { #c })
+                }
+                Card::List { .. } => {
+                    let c = check(quote!(v));
+                    quote!(for v in &self.#id { #c })
+                }
+            }
+        });
+        (min.is_some() || inner.is_some() || max_length.is_some())
+            .then(|| quote!(#min #max_length #inner))
     });
     let choice_validate = (!st.choice.is_empty()).then(|| {
         let ids: Vec<_> = st.choice.iter().map(|c| ident(&snake(c))).collect();
@@ -317,7 +346,8 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         let wrapper = format_ident!("{}{}", schema.name, ROOT_SUFFIX);
         let field = ident(&snake(root));
         let wrapper_doc = doc_attrs(&format!(
-            "JSON form of [`{}`]: an object whose one key is the root element's name, `{root}`.",
+            "JSON form of [`{}`]: an object whose one key is the root element's name, `{root}`; \
+             any other key is refused (a body is one document).",
             schema.name
         ));
         let rename = (snake(root) != *root).then(|| quote!(#[serde(rename = #root)]));
@@ -330,6 +360,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
 
             #wrapper_doc
             #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+            #[serde(deny_unknown_fields)]
             pub struct #wrapper {
                 #[doc = "The document."]
                 #rename

@@ -127,11 +127,23 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                                     }
                                 }
                             };
-                            writeln!(
-                                out,
-                                r#"{indent}<xsd:element name="{}" type="{ty}"{occurs}/>"#,
-                                f.name
-                            )?;
+                            match f.max_length {
+                                // A bounded string: an anonymous restriction with the facet.
+                                Some(max) => {
+                                    writeln!(
+                                        out,
+                                        r#"{indent}<xsd:element name="{}"{occurs}>"#,
+                                        f.name
+                                    )?;
+                                    write_max_length(&mut out, &format!("{indent}  "), &ty, max)?;
+                                    writeln!(out, "{indent}</xsd:element>")?;
+                                }
+                                None => writeln!(
+                                    out,
+                                    r#"{indent}<xsd:element name="{}" type="{ty}"{occurs}/>"#,
+                                    f.name
+                                )?,
+                            }
                         }
                         if in_choice {
                             writeln!(out, "      </xsd:choice>")?;
@@ -145,11 +157,22 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                         } else {
                             "optional"
                         };
-                        writeln!(
-                            out,
-                            r#"    <xsd:attribute name="{}" type="{ty}" use="{use_}"/>"#,
-                            f.name
-                        )?;
+                        match f.max_length {
+                            Some(max) => {
+                                writeln!(
+                                    out,
+                                    r#"    <xsd:attribute name="{}" use="{use_}">"#,
+                                    f.name
+                                )?;
+                                write_max_length(&mut out, "      ", &ty, max)?;
+                                writeln!(out, "    </xsd:attribute>")?;
+                            }
+                            None => writeln!(
+                                out,
+                                r#"    <xsd:attribute name="{}" type="{ty}" use="{use_}"/>"#,
+                                f.name
+                            )?,
+                        }
                     }
                     writeln!(out, "  </xsd:complexType>")?;
                     if let Some(root) = &st.root {
@@ -170,6 +193,17 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
         });
     }
     Ok(files)
+}
+
+/// An anonymous `xsd:simpleType` restricting `base` to `max` characters: the spec's
+/// `maxLength`, published so that XML clients can validate before sending.
+fn write_max_length(out: &mut String, indent: &str, base: &str, max: u64) -> Result<()> {
+    writeln!(out, "{indent}<xsd:simpleType>")?;
+    writeln!(out, r#"{indent}  <xsd:restriction base="{base}">"#)?;
+    writeln!(out, r#"{indent}    <xsd:maxLength value="{max}"/>"#)?;
+    writeln!(out, "{indent}  </xsd:restriction>")?;
+    writeln!(out, "{indent}</xsd:simpleType>")?;
+    Ok(())
 }
 
 fn xsd_type(ty: &FieldType, qname: &dyn Fn(&str) -> Result<String>) -> Result<String> {

@@ -1801,7 +1801,9 @@ fn attack(what: &str, format: Format, body: &[u8], expect: &str, max_heap: usize
         assert!(
             err.contains(expect)
                 || (!own && err.contains("wrong root element"))
-                || (!own && err.contains("missing field")),
+                || (!own && err.contains("missing field"))
+                // Issue 11 item 2: a key other than the root is refused before its value is read.
+                || (!own && err.contains("unknown field")),
             "{what} as {}: {}",
             doc.schema,
             short(&err)

@@ -16,6 +16,24 @@ pub trait Validate {
     fn validate(&self) -> Result<(), String>;
 }
 
+/// The `maxLength` rule of a string field, in characters (Unicode scalar values, as JSON Schema
+/// and `xsd:maxLength` count them). Called by the generated [`Validate`] impls: every
+/// client-given string is bounded, because stored strings are copied into notifications
+/// (`callbackData` into every one of a subscription's) and a body-sized string would be
+/// multiplied many times over on disk and in memory.
+pub fn check_max_length(field: &str, value: &str, max: u64) -> Result<(), String> {
+    // Counting stops one past the limit: a long value costs no more than the limit.
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let count = value.chars().take(limit.saturating_add(1)).count();
+    if count > limit {
+        return Err(format!(
+            "`{field}` is longer than {max} characters (its limit; {} given)",
+            value.chars().count()
+        ));
+    }
+    Ok(())
+}
+
 /// A type that is a whole request or response document (a schema with an XML root name).
 ///
 /// Generated for every root schema of the spec. `Json` is its JSON wrapper, the derived
@@ -66,7 +84,15 @@ pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> R
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
             Ok(value)
         }
-        Format::Xml => xml::from_document::<T>(body, limits).map_err(|e| xml_error(T::NAME, e)),
+        Format::Xml => {
+            let value = xml::from_document::<T>(body, limits).map_err(|e| xml_error(T::NAME, e))?;
+            // The reader checked structure; the value rules (e.g. `maxLength`) are the same
+            // code as for JSON, so both faces refuse the same documents.
+            value
+                .validate()
+                .map_err(|e| ApiError::invalid_input(format!("XML body ({}): {e}", T::NAME)))?;
+            Ok(value)
+        }
     }
 }
 

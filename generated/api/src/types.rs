@@ -74,13 +74,17 @@ impl XmlLeaf for NotificationFormat {
 pub struct CallbackReference {
     /// `notifyURL`: Absolute http(s) URL the notifications are POSTed to.
     #[serde(rename = "notifyURL")]
+    #[schemars(length(max = 2048))]
     pub notify_url: String,
-    /// `callbackData`: Opaque data echoed in every notification.
+    /// `callbackData`: Opaque data echoed in every notification. At most 1024 characters: it is copied
+    /// into each notification of the subscription. Every client-given string of a request
+    /// has a `maxLength`; a longer one gets 400 SVC0002 naming the field and its limit.
     #[serde(
         rename = "callbackData",
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 1024))]
     pub callback_data: Option<String>,
     /// `notificationFormat`.
     #[serde(
@@ -114,6 +118,10 @@ impl XmlType for CallbackReference {
 
 impl Validate for CallbackReference {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_max_length("notifyURL", &self.notify_url, 2048)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_max_length("callbackData", v, 1024)?;
+        }
         Ok(())
     }
 }
@@ -182,8 +190,9 @@ impl XmlRoot for ResourceReference {
     const PREFIX: &'static str = "common";
 }
 
-/// JSON form of [`ResourceReference`]: an object whose one key is the root element's name, `resourceReference`.
+/// JSON form of [`ResourceReference`]: an object whose one key is the root element's name, `resourceReference`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResourceReferenceRoot {
     ///The document.
     #[serde(rename = "resourceReference")]
@@ -343,8 +352,9 @@ impl XmlRoot for RequestError {
     const PREFIX: &'static str = "common";
 }
 
-/// JSON form of [`RequestError`]: an object whose one key is the root element's name, `requestError`.
+/// JSON form of [`RequestError`]: an object whose one key is the root element's name, `requestError`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RequestErrorRoot {
     ///The document.
     #[serde(rename = "requestError")]
@@ -621,6 +631,7 @@ pub struct ChatSubscription {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
     /// `resourceURL`: (set by the server) This subscription.
     #[serde(
@@ -628,6 +639,7 @@ pub struct ChatSubscription {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
 }
 
@@ -659,6 +671,12 @@ impl XmlType for ChatSubscription {
 impl Validate for ChatSubscription {
     fn validate(&self) -> Result<(), String> {
         self.callback_reference.validate()?;
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
         Ok(())
     }
 }
@@ -669,8 +687,9 @@ impl XmlRoot for ChatSubscription {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSubscription`]: an object whose one key is the root element's name, `chatSubscription`.
+/// JSON form of [`ChatSubscription`]: an object whose one key is the root element's name, `chatSubscription`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatSubscriptionRoot {
     ///The document.
     #[serde(rename = "chatSubscription")]
@@ -738,8 +757,9 @@ impl XmlRoot for ChatSubscriptionList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSubscriptionList`]: an object whose one key is the root element's name, `chatSubscriptionList`.
+/// JSON form of [`ChatSubscriptionList`]: an object whose one key is the root element's name, `chatSubscriptionList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatSubscriptionListRoot {
     ///The document.
     #[serde(rename = "chatSubscriptionList")]
@@ -765,9 +785,11 @@ impl From<ChatSubscriptionList> for ChatSubscriptionListRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantInformation {
     /// `address`: The participant's `tel:` or `sip:` URI; also its `participantId`.
+    #[schemars(length(max = 256))]
     pub address: String,
     /// `name`: Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub name: Option<String>,
     /// `isOriginator`: (set by the server) True for the user who started the session.
     #[serde(
@@ -786,6 +808,7 @@ pub struct ParticipantInformation {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
     /// `resourceURL`: (set by the server) This participant, under the requesting user.
     #[serde(
@@ -793,6 +816,7 @@ pub struct ParticipantInformation {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
 }
 
@@ -831,6 +855,16 @@ impl XmlType for ParticipantInformation {
 
 impl Validate for ParticipantInformation {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_max_length("address", &self.address, 256)?;
+        if let Some(v) = &self.name {
+            netapi_chat_runtime::wire::check_max_length("name", v, 256)?;
+        }
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
         Ok(())
     }
 }
@@ -841,8 +875,9 @@ impl XmlRoot for ParticipantInformation {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantInformation`]: an object whose one key is the root element's name, `participantInformation`.
+/// JSON form of [`ParticipantInformation`]: an object whose one key is the root element's name, `participantInformation`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ParticipantInformationRoot {
     ///The document.
     #[serde(rename = "participantInformation")]
@@ -876,6 +911,7 @@ pub struct ParticipantList {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
 }
 
@@ -912,6 +948,9 @@ impl Validate for ParticipantList {
         for v in &self.participant {
             v.validate()?;
         }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
         Ok(())
     }
 }
@@ -922,8 +961,9 @@ impl XmlRoot for ParticipantList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantList`]: an object whose one key is the root element's name, `participantList`.
+/// JSON form of [`ParticipantList`]: an object whose one key is the root element's name, `participantList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ParticipantListRoot {
     ///The document.
     #[serde(rename = "participantList")]
@@ -950,6 +990,7 @@ impl From<ParticipantList> for ParticipantListRoot {
 pub struct ChatSessionInformation {
     /// `subject`: Topic of the chat, shown with the invitation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub subject: Option<String>,
     /// `participant`.
     #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
@@ -960,6 +1001,7 @@ pub struct ChatSessionInformation {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 256))]
     pub originator_address: Option<String>,
     /// `originatorName`.
     #[serde(
@@ -967,6 +1009,7 @@ pub struct ChatSessionInformation {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 256))]
     pub originator_name: Option<String>,
     /// `status`: (set by the server) The requesting user's own status in the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -984,6 +1027,7 @@ pub struct ChatSessionInformation {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
     /// `resourceURL`: (set by the server) This session, under the requesting user.
     #[serde(
@@ -991,6 +1035,7 @@ pub struct ChatSessionInformation {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
 }
 
@@ -1045,11 +1090,26 @@ impl XmlType for ChatSessionInformation {
 
 impl Validate for ChatSessionInformation {
     fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.subject {
+            netapi_chat_runtime::wire::check_max_length("subject", v, 1024)?;
+        }
         if self.participant.is_empty() {
             return Err("`ChatSessionInformation` needs at least one `participant`".to_owned());
         }
         for v in &self.participant {
             v.validate()?;
+        }
+        if let Some(v) = &self.originator_address {
+            netapi_chat_runtime::wire::check_max_length("originatorAddress", v, 256)?;
+        }
+        if let Some(v) = &self.originator_name {
+            netapi_chat_runtime::wire::check_max_length("originatorName", v, 256)?;
+        }
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
         }
         Ok(())
     }
@@ -1061,8 +1121,9 @@ impl XmlRoot for ChatSessionInformation {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSessionInformation`]: an object whose one key is the root element's name, `chatSessionInformation`.
+/// JSON form of [`ChatSessionInformation`]: an object whose one key is the root element's name, `chatSessionInformation`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatSessionInformationRoot {
     ///The document.
     #[serde(rename = "chatSessionInformation")]
@@ -1132,8 +1193,9 @@ impl XmlRoot for ChatSessionList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSessionList`]: an object whose one key is the root element's name, `chatSessionList`.
+/// JSON form of [`ChatSessionList`]: an object whose one key is the root element's name, `chatSessionList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatSessionListRoot {
     ///The document.
     #[serde(rename = "chatSessionList")]
@@ -1185,8 +1247,9 @@ impl XmlRoot for ParticipantSessionStatus {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantSessionStatus`]: an object whose one key is the root element's name, `participantSessionStatus`.
+/// JSON form of [`ParticipantSessionStatus`]: an object whose one key is the root element's name, `participantSessionStatus`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ParticipantSessionStatusRoot {
     ///The document.
     #[serde(rename = "participantSessionStatus")]
@@ -1213,7 +1276,8 @@ impl From<ParticipantSessionStatus> for ParticipantSessionStatusRoot {
 /// too.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatMessage {
-    /// `text`.
+    /// `text`: The message. Its limit is a server setting, `NETAPI_CHAT_MAX_TEXT_CHARS` (default
+    /// 4096 characters); a longer text gets 400 SVC0002.
     pub text: String,
     /// `successReport`: Seed flag; true = report `Delivered` confirmations to the sender.
     #[serde(
@@ -1237,6 +1301,7 @@ pub struct ChatMessage {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
     /// `senderAddress`: (set by the server) Who sent it.
     #[serde(
@@ -1244,9 +1309,11 @@ pub struct ChatMessage {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 256))]
     pub sender_address: Option<String>,
     /// `dateTime`: (set by the server) When the server accepted it, RFC 3339 UTC.
     #[serde(rename = "dateTime", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub date_time: Option<String>,
     /// `resourceURL`: (set by the server) This message, under the requesting user.
     #[serde(
@@ -1254,6 +1321,7 @@ pub struct ChatMessage {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
 }
 
@@ -1296,6 +1364,18 @@ impl XmlType for ChatMessage {
 
 impl Validate for ChatMessage {
     fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.sender_address {
+            netapi_chat_runtime::wire::check_max_length("senderAddress", v, 256)?;
+        }
+        if let Some(v) = &self.date_time {
+            netapi_chat_runtime::wire::check_max_length("dateTime", v, 64)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
         Ok(())
     }
 }
@@ -1306,8 +1386,9 @@ impl XmlRoot for ChatMessage {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatMessage`]: an object whose one key is the root element's name, `chatMessage`.
+/// JSON form of [`ChatMessage`]: an object whose one key is the root element's name, `chatMessage`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatMessageRoot {
     ///The document.
     #[serde(rename = "chatMessage")]
@@ -1375,8 +1456,9 @@ impl XmlRoot for ChatMessageList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatMessageList`]: an object whose one key is the root element's name, `chatMessageList`.
+/// JSON form of [`ChatMessageList`]: an object whose one key is the root element's name, `chatMessageList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatMessageListRoot {
     ///The document.
     #[serde(rename = "chatMessageList")]
@@ -1428,8 +1510,9 @@ impl XmlRoot for MessageDeliveryStatus {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageDeliveryStatus`]: an object whose one key is the root element's name, `messageDeliveryStatus`.
+/// JSON form of [`MessageDeliveryStatus`]: an object whose one key is the root element's name, `messageDeliveryStatus`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageDeliveryStatusRoot {
     ///The document.
     #[serde(rename = "messageDeliveryStatus")]
@@ -1551,8 +1634,9 @@ impl XmlRoot for SessionInvitationNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`SessionInvitationNotification`]: an object whose one key is the root element's name, `sessionInvitationNotification`.
+/// JSON form of [`SessionInvitationNotification`]: an object whose one key is the root element's name, `sessionInvitationNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SessionInvitationNotificationRoot {
     ///The document.
     #[serde(rename = "sessionInvitationNotification")]
@@ -1728,8 +1812,9 @@ impl XmlRoot for ParticipantStatusNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantStatusNotification`]: an object whose one key is the root element's name, `participantStatusNotification`.
+/// JSON form of [`ParticipantStatusNotification`]: an object whose one key is the root element's name, `participantStatusNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ParticipantStatusNotificationRoot {
     ///The document.
     #[serde(rename = "participantStatusNotification")]
@@ -1830,8 +1915,9 @@ impl XmlRoot for ChatEventNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatEventNotification`]: an object whose one key is the root element's name, `chatEventNotification`.
+/// JSON form of [`ChatEventNotification`]: an object whose one key is the root element's name, `chatEventNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatEventNotificationRoot {
     ///The document.
     #[serde(rename = "chatEventNotification")]
@@ -1950,8 +2036,9 @@ impl XmlRoot for MessageNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageNotification`]: an object whose one key is the root element's name, `messageNotification`.
+/// JSON form of [`MessageNotification`]: an object whose one key is the root element's name, `messageNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageNotificationRoot {
     ///The document.
     #[serde(rename = "messageNotification")]
@@ -2070,8 +2157,9 @@ impl XmlRoot for MessageDeliveryNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageDeliveryNotification`]: an object whose one key is the root element's name, `messageDeliveryNotification`.
+/// JSON form of [`MessageDeliveryNotification`]: an object whose one key is the root element's name, `messageDeliveryNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageDeliveryNotificationRoot {
     ///The document.
     #[serde(rename = "messageDeliveryNotification")]
@@ -2163,8 +2251,9 @@ impl XmlRoot for SubscriptionCancellationNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`SubscriptionCancellationNotification`]: an object whose one key is the root element's name, `subscriptionCancellationNotification`.
+/// JSON form of [`SubscriptionCancellationNotification`]: an object whose one key is the root element's name, `subscriptionCancellationNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubscriptionCancellationNotificationRoot {
     ///The document.
     #[serde(rename = "subscriptionCancellationNotification")]

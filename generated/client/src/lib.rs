@@ -20,12 +20,15 @@ pub mod types {
     ///Where and how notifications are delivered (OMA Common `CallbackReference`).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct CallbackReference {
-        ///Opaque data echoed in every notification.
+        /**Opaque data echoed in every notification. At most 1024 characters: it is copied
+        into each notification of the subscription. Every client-given string of a request
+        has a `maxLength`; a longer one gets 400 SVC0002 naming the field and its limit.
+        */
         #[serde(
             rename = "callbackData",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub callback_data: ::std::option::Option<::std::string::String>,
+        pub callback_data: ::std::option::Option<CallbackReferenceCallbackData>,
         #[serde(
             rename = "notificationFormat",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -33,7 +36,122 @@ pub mod types {
         pub notification_format: ::std::option::Option<NotificationFormat>,
         ///Absolute http(s) URL the notifications are POSTed to.
         #[serde(rename = "notifyURL")]
-        pub notify_url: ::std::string::String,
+        pub notify_url: CallbackReferenceNotifyUrl,
+    }
+
+    /**Opaque data echoed in every notification. At most 1024 characters: it is copied
+    into each notification of the subscription. Every client-given string of a request
+    has a `maxLength`; a longer one gets 400 SVC0002 naming the field and its limit.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CallbackReferenceCallbackData(::std::string::String);
+    impl ::std::ops::Deref for CallbackReferenceCallbackData {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<CallbackReferenceCallbackData> for ::std::string::String {
+        fn from(value: CallbackReferenceCallbackData) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for CallbackReferenceCallbackData {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 1024usize {
+                return Err("longer than 1024 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for CallbackReferenceCallbackData {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for CallbackReferenceCallbackData {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for CallbackReferenceCallbackData {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///Absolute http(s) URL the notifications are POSTed to.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct CallbackReferenceNotifyUrl(::std::string::String);
+    impl ::std::ops::Deref for CallbackReferenceNotifyUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<CallbackReferenceNotifyUrl> for ::std::string::String {
+        fn from(value: CallbackReferenceNotifyUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for CallbackReferenceNotifyUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for CallbackReferenceNotifyUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for CallbackReferenceNotifyUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for CallbackReferenceNotifyUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///Seed `ChatEventNotification`, a session-level event.
@@ -56,8 +174,9 @@ pub mod types {
         pub session_id: ::std::string::String,
     }
 
-    ///JSON form of `ChatEventNotification`: an object whose one key is the root element's name.
+    ///JSON form of `ChatEventNotification`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ChatEventNotificationRoot {
         #[serde(rename = "chatEventNotification")]
         pub chat_event_notification: ChatEventNotification,
@@ -73,13 +192,13 @@ pub mod types {
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub client_correlator: ::std::option::Option<::std::string::String>,
+        pub client_correlator: ::std::option::Option<ChatMessageClientCorrelator>,
         ///(set by the server) When the server accepted it, RFC 3339 UTC.
         #[serde(
             rename = "dateTime",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub date_time: ::std::option::Option<::std::string::String>,
+        pub date_time: ::std::option::Option<ChatMessageDateTime>,
         #[serde(
             rename = "reportRequest",
             default,
@@ -91,20 +210,135 @@ pub mod types {
             rename = "resourceURL",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub resource_url: ::std::option::Option<::std::string::String>,
+        pub resource_url: ::std::option::Option<ChatMessageResourceUrl>,
         ///(set by the server) Who sent it.
         #[serde(
             rename = "senderAddress",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub sender_address: ::std::option::Option<::std::string::String>,
+        pub sender_address: ::std::option::Option<ChatMessageSenderAddress>,
         ///Seed flag; true = report `Delivered` confirmations to the sender.
         #[serde(
             rename = "successReport",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub success_report: ::std::option::Option<bool>,
+        /**The message. Its limit is a server setting, `NETAPI_CHAT_MAX_TEXT_CHARS` (default
+        4096 characters); a longer text gets 400 SVC0002.
+        */
         pub text: ::std::string::String,
+    }
+
+    ///`ChatMessageClientCorrelator`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatMessageClientCorrelator(::std::string::String);
+    impl ::std::ops::Deref for ChatMessageClientCorrelator {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatMessageClientCorrelator> for ::std::string::String {
+        fn from(value: ChatMessageClientCorrelator) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatMessageClientCorrelator {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatMessageClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatMessageClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatMessageClientCorrelator {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///(set by the server) When the server accepted it, RFC 3339 UTC.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatMessageDateTime(::std::string::String);
+    impl ::std::ops::Deref for ChatMessageDateTime {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatMessageDateTime> for ::std::string::String {
+        fn from(value: ChatMessageDateTime) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatMessageDateTime {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatMessageDateTime {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatMessageDateTime {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatMessageDateTime {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///The messages of a session, oldest first.
@@ -120,18 +354,132 @@ pub mod types {
         pub resource_url: ::std::string::String,
     }
 
-    ///JSON form of `ChatMessageList`: an object whose one key is the root element's name.
+    ///JSON form of `ChatMessageList`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ChatMessageListRoot {
         #[serde(rename = "chatMessageList")]
         pub chat_message_list: ChatMessageList,
     }
 
-    ///JSON form of `ChatMessage`: an object whose one key is the root element's name.
+    ///(set by the server) This message, under the requesting user.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatMessageResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for ChatMessageResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatMessageResourceUrl> for ::std::string::String {
+        fn from(value: ChatMessageResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatMessageResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatMessageResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatMessageResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatMessageResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `ChatMessage`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ChatMessageRoot {
         #[serde(rename = "chatMessage")]
         pub chat_message: ChatMessage,
+    }
+
+    ///(set by the server) Who sent it.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatMessageSenderAddress(::std::string::String);
+    impl ::std::ops::Deref for ChatMessageSenderAddress {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatMessageSenderAddress> for ::std::string::String {
+        fn from(value: ChatMessageSenderAddress) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatMessageSenderAddress {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatMessageSenderAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatMessageSenderAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatMessageSenderAddress {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     /**Seed `ChatSessionInformation`: a 1-1 session (one invitee) or a group session (several).
@@ -144,7 +492,7 @@ pub mod types {
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub client_correlator: ::std::option::Option<::std::string::String>,
+        pub client_correlator: ::std::option::Option<ChatSessionInformationClientCorrelator>,
         ///(set by the server) True once the session has ended.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub ended: ::std::option::Option<bool>,
@@ -153,31 +501,312 @@ pub mod types {
             rename = "originatorAddress",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub originator_address: ::std::option::Option<::std::string::String>,
+        pub originator_address: ::std::option::Option<ChatSessionInformationOriginatorAddress>,
         #[serde(
             rename = "originatorName",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub originator_name: ::std::option::Option<::std::string::String>,
+        pub originator_name: ::std::option::Option<ChatSessionInformationOriginatorName>,
         pub participant: ::std::vec::Vec<ParticipantInformation>,
         ///(set by the server) This session, under the requesting user.
         #[serde(
             rename = "resourceURL",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub resource_url: ::std::option::Option<::std::string::String>,
+        pub resource_url: ::std::option::Option<ChatSessionInformationResourceUrl>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status: ::std::option::Option<ParticipantStatus>,
         ///Topic of the chat, shown with the invitation.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub subject: ::std::option::Option<::std::string::String>,
+        pub subject: ::std::option::Option<ChatSessionInformationSubject>,
     }
 
-    ///JSON form of `ChatSessionInformation`: an object whose one key is the root element's name.
+    ///`ChatSessionInformationClientCorrelator`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSessionInformationClientCorrelator(::std::string::String);
+    impl ::std::ops::Deref for ChatSessionInformationClientCorrelator {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationClientCorrelator> for ::std::string::String {
+        fn from(value: ChatSessionInformationClientCorrelator) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSessionInformationClientCorrelator {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSessionInformationClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSessionInformationClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationClientCorrelator {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///(set by the server) The user who started the session.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSessionInformationOriginatorAddress(::std::string::String);
+    impl ::std::ops::Deref for ChatSessionInformationOriginatorAddress {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationOriginatorAddress> for ::std::string::String {
+        fn from(value: ChatSessionInformationOriginatorAddress) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSessionInformationOriginatorAddress {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSessionInformationOriginatorAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSessionInformationOriginatorAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationOriginatorAddress {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ChatSessionInformationOriginatorName`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSessionInformationOriginatorName(::std::string::String);
+    impl ::std::ops::Deref for ChatSessionInformationOriginatorName {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationOriginatorName> for ::std::string::String {
+        fn from(value: ChatSessionInformationOriginatorName) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSessionInformationOriginatorName {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSessionInformationOriginatorName {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSessionInformationOriginatorName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationOriginatorName {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///(set by the server) This session, under the requesting user.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSessionInformationResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for ChatSessionInformationResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationResourceUrl> for ::std::string::String {
+        fn from(value: ChatSessionInformationResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSessionInformationResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSessionInformationResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSessionInformationResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `ChatSessionInformation`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ChatSessionInformationRoot {
         #[serde(rename = "chatSessionInformation")]
         pub chat_session_information: ChatSessionInformation,
+    }
+
+    ///Topic of the chat, shown with the invitation.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSessionInformationSubject(::std::string::String);
+    impl ::std::ops::Deref for ChatSessionInformationSubject {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationSubject> for ::std::string::String {
+        fn from(value: ChatSessionInformationSubject) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSessionInformationSubject {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 1024usize {
+                return Err("longer than 1024 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSessionInformationSubject {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSessionInformationSubject {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationSubject {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///The sessions a user takes part in.
@@ -193,8 +822,9 @@ pub mod types {
         pub resource_url: ::std::string::String,
     }
 
-    ///JSON form of `ChatSessionList`: an object whose one key is the root element's name.
+    ///JSON form of `ChatSessionList`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ChatSessionListRoot {
         #[serde(rename = "chatSessionList")]
         pub chat_session_list: ChatSessionList,
@@ -212,7 +842,7 @@ pub mod types {
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub client_correlator: ::std::option::Option<::std::string::String>,
+        pub client_correlator: ::std::option::Option<ChatSubscriptionClientCorrelator>,
         ///Requested lifetime in seconds; absent or 0 = no expiry. The server returns what it granted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub duration: ::std::option::Option<i64>,
@@ -221,7 +851,63 @@ pub mod types {
             rename = "resourceURL",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub resource_url: ::std::option::Option<::std::string::String>,
+        pub resource_url: ::std::option::Option<ChatSubscriptionResourceUrl>,
+    }
+
+    ///Client-chosen id that makes a retried create safe.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSubscriptionClientCorrelator(::std::string::String);
+    impl ::std::ops::Deref for ChatSubscriptionClientCorrelator {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSubscriptionClientCorrelator> for ::std::string::String {
+        fn from(value: ChatSubscriptionClientCorrelator) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSubscriptionClientCorrelator {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSubscriptionClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSubscriptionClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSubscriptionClientCorrelator {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///The user's subscriptions.
@@ -237,15 +923,73 @@ pub mod types {
         pub resource_url: ::std::string::String,
     }
 
-    ///JSON form of `ChatSubscriptionList`: an object whose one key is the root element's name.
+    ///JSON form of `ChatSubscriptionList`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ChatSubscriptionListRoot {
         #[serde(rename = "chatSubscriptionList")]
         pub chat_subscription_list: ChatSubscriptionList,
     }
 
-    ///JSON form of `ChatSubscription`: an object whose one key is the root element's name.
+    ///(set by the server) This subscription.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSubscriptionResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for ChatSubscriptionResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSubscriptionResourceUrl> for ::std::string::String {
+        fn from(value: ChatSubscriptionResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSubscriptionResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSubscriptionResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSubscriptionResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSubscriptionResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `ChatSubscription`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ChatSubscriptionRoot {
         #[serde(rename = "chatSubscription")]
         pub chat_subscription: ChatSubscription,
@@ -358,8 +1102,9 @@ pub mod types {
         pub status: MessageStatus,
     }
 
-    ///JSON form of `MessageDeliveryNotification`: an object whose one key is the root element's name.
+    ///JSON form of `MessageDeliveryNotification`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct MessageDeliveryNotificationRoot {
         #[serde(rename = "messageDeliveryNotification")]
         pub message_delivery_notification: MessageDeliveryNotification,
@@ -371,8 +1116,9 @@ pub mod types {
         pub status: MessageStatus,
     }
 
-    ///JSON form of `MessageDeliveryStatus`: an object whose one key is the root element's name.
+    ///JSON form of `MessageDeliveryStatus`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct MessageDeliveryStatusRoot {
         #[serde(rename = "messageDeliveryStatus")]
         pub message_delivery_status: MessageDeliveryStatus,
@@ -408,8 +1154,9 @@ pub mod types {
         pub session_id: ::std::string::String,
     }
 
-    ///JSON form of `MessageNotification`: an object whose one key is the root element's name.
+    ///JSON form of `MessageNotification`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct MessageNotificationRoot {
         #[serde(rename = "messageNotification")]
         pub message_notification: MessageNotification,
@@ -537,12 +1284,12 @@ pub mod types {
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ParticipantInformation {
         ///The participant's `tel:` or `sip:` URI; also its `participantId`.
-        pub address: ::std::string::String,
+        pub address: ParticipantInformationAddress,
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub client_correlator: ::std::option::Option<::std::string::String>,
+        pub client_correlator: ::std::option::Option<ParticipantInformationClientCorrelator>,
         ///(set by the server) True for the user who started the session.
         #[serde(
             rename = "isOriginator",
@@ -551,19 +1298,244 @@ pub mod types {
         pub is_originator: ::std::option::Option<bool>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub name: ::std::option::Option<::std::string::String>,
+        pub name: ::std::option::Option<ParticipantInformationName>,
         ///(set by the server) This participant, under the requesting user.
         #[serde(
             rename = "resourceURL",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub resource_url: ::std::option::Option<::std::string::String>,
+        pub resource_url: ::std::option::Option<ParticipantInformationResourceUrl>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status: ::std::option::Option<ParticipantStatus>,
     }
 
-    ///JSON form of `ParticipantInformation`: an object whose one key is the root element's name.
+    ///The participant's `tel:` or `sip:` URI; also its `participantId`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ParticipantInformationAddress(::std::string::String);
+    impl ::std::ops::Deref for ParticipantInformationAddress {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ParticipantInformationAddress> for ::std::string::String {
+        fn from(value: ParticipantInformationAddress) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ParticipantInformationAddress {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ParticipantInformationAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ParticipantInformationAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ParticipantInformationAddress {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ParticipantInformationClientCorrelator`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ParticipantInformationClientCorrelator(::std::string::String);
+    impl ::std::ops::Deref for ParticipantInformationClientCorrelator {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ParticipantInformationClientCorrelator> for ::std::string::String {
+        fn from(value: ParticipantInformationClientCorrelator) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ParticipantInformationClientCorrelator {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ParticipantInformationClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ParticipantInformationClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ParticipantInformationClientCorrelator {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///Display name.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ParticipantInformationName(::std::string::String);
+    impl ::std::ops::Deref for ParticipantInformationName {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ParticipantInformationName> for ::std::string::String {
+        fn from(value: ParticipantInformationName) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ParticipantInformationName {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ParticipantInformationName {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ParticipantInformationName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ParticipantInformationName {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///(set by the server) This participant, under the requesting user.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ParticipantInformationResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for ParticipantInformationResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ParticipantInformationResourceUrl> for ::std::string::String {
+        fn from(value: ParticipantInformationResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ParticipantInformationResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ParticipantInformationResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ParticipantInformationResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ParticipantInformationResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `ParticipantInformation`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ParticipantInformationRoot {
         #[serde(rename = "participantInformation")]
         pub participant_information: ParticipantInformation,
@@ -577,11 +1549,68 @@ pub mod types {
             rename = "resourceURL",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub resource_url: ::std::option::Option<::std::string::String>,
+        pub resource_url: ::std::option::Option<ParticipantListResourceUrl>,
     }
 
-    ///JSON form of `ParticipantList`: an object whose one key is the root element's name.
+    ///`ParticipantListResourceUrl`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ParticipantListResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for ParticipantListResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ParticipantListResourceUrl> for ::std::string::String {
+        fn from(value: ParticipantListResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ParticipantListResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ParticipantListResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ParticipantListResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ParticipantListResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `ParticipantList`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ParticipantListRoot {
         #[serde(rename = "participantList")]
         pub participant_list: ParticipantList,
@@ -593,8 +1622,9 @@ pub mod types {
         pub status: ParticipantStatus,
     }
 
-    ///JSON form of `ParticipantSessionStatus`: an object whose one key is the root element's name.
+    ///JSON form of `ParticipantSessionStatus`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ParticipantSessionStatusRoot {
         #[serde(rename = "participantSessionStatus")]
         pub participant_session_status: ParticipantSessionStatus,
@@ -685,8 +1715,9 @@ pub mod types {
         pub session_id: ::std::string::String,
     }
 
-    ///JSON form of `ParticipantStatusNotification`: an object whose one key is the root element's name.
+    ///JSON form of `ParticipantStatusNotification`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ParticipantStatusNotificationRoot {
         #[serde(rename = "participantStatusNotification")]
         pub participant_status_notification: ParticipantStatusNotification,
@@ -709,8 +1740,9 @@ pub mod types {
         pub service_exception: ::std::option::Option<ServiceException>,
     }
 
-    ///JSON form of `RequestError`: an object whose one key is the root element's name.
+    ///JSON form of `RequestError`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct RequestErrorRoot {
         #[serde(rename = "requestError")]
         pub request_error: RequestError,
@@ -723,8 +1755,9 @@ pub mod types {
         pub resource_url: ::std::string::String,
     }
 
-    ///JSON form of `ResourceReference`: an object whose one key is the root element's name.
+    ///JSON form of `ResourceReference`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct ResourceReferenceRoot {
         #[serde(rename = "resourceReference")]
         pub resource_reference: ResourceReference,
@@ -768,8 +1801,9 @@ pub mod types {
         pub subject: ::std::option::Option<::std::string::String>,
     }
 
-    ///JSON form of `SessionInvitationNotification`: an object whose one key is the root element's name.
+    ///JSON form of `SessionInvitationNotification`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct SessionInvitationNotificationRoot {
         #[serde(rename = "sessionInvitationNotification")]
         pub session_invitation_notification: SessionInvitationNotification,
@@ -788,8 +1822,9 @@ pub mod types {
         pub reason: ::std::option::Option<ServiceException>,
     }
 
-    ///JSON form of `SubscriptionCancellationNotification`: an object whose one key is the root element's name.
+    ///JSON form of `SubscriptionCancellationNotification`: an object whose one key is the root element's name; any other key is refused (400).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
     pub struct SubscriptionCancellationNotificationRoot {
         #[serde(rename = "subscriptionCancellationNotification")]
         pub subscription_cancellation_notification: SubscriptionCancellationNotification,

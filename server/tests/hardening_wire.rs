@@ -1,0 +1,392 @@
+//! Hardening of the wire (issue 11, items 2, 6 and 7): what a hostile client sends before the
+//! chat rules ever see a request. Black-box, against the real binary, in JSON and in XML:
+//!
+//! - item 2: a body is one document: a second top-level key (JSON) or a second root / junk
+//!   after the root (XML) is refused with 400 on every operation that takes a body, and nothing
+//!   changes;
+//! - item 6: every client-given string has a `maxLength` (the spec's), enforced on both faces
+//!   with 400 SVC0002 naming the field and the limit;
+//! - item 7: the body is read only after authentication, within a time limit, and not at all
+//!   when its announced length is over the limit; failed authentication is rate-limited per
+//!   client address.
+
+mod support;
+
+use netapi_chat_api::{
+    ChatMessageList, ChatSessionList, ChatSubscriptionList, ParticipantList, ParticipantStatus,
+    RequestError,
+};
+use netapi_chat_runtime::Format;
+use support::{Answer, Server, enc, send, send_empty};
+
+const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
+const CHAT: &str = r#"xmlns:chat="urn:oma:xml:rest:netapi:chat:1""#;
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+
+// ------------------------------------------------------------------------------ helpers
+
+/// Sends a raw body in `f`, asking for `f` back.
+async fn post_raw(url: &str, f: Format, body: &str) -> Answer {
+    send(
+        "POST",
+        url,
+        &[("content-type", f.media_type()), ("accept", f.media_type())],
+        Some(body),
+    )
+    .await
+}
+
+/// The exception's text with its `%n` placeholders filled.
+fn rendered(e: &RequestError) -> String {
+    let ex = e
+        .service_exception
+        .as_ref()
+        .or(e.policy_exception.as_ref())
+        .expect("an exception");
+    let mut out = ex.text.clone();
+    for (i, v) in ex.variables.iter().enumerate().rev() {
+        out = out.replace(&format!("%{}", i + 1), v);
+    }
+    out
+}
+
+/// Asserts a 400 SVC0002 `requestError` in `f` and returns its rendered text.
+#[track_caller]
+fn assert_invalid(a: &Answer, what: &str, f: Format) -> String {
+    assert_eq!(a.status, 400, "{what}: status; body: {}", a.body);
+    rendered(&a.assert_error(400, "SVC0002", f))
+}
+
+/// The id of the resource a 201 created (last segment of its `Location`).
+#[track_caller]
+fn created_id(a: &Answer) -> String {
+    assert_eq!(a.status, 201, "expected 201; body: {}", a.body);
+    let location = a.header("location");
+    location.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+fn subscription_json(notify: &str, data: &str) -> String {
+    format!(
+        r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{notify}","callbackData":"{data}"}}}}}}"#
+    )
+}
+
+fn subscription_xml(notify: &str, data: &str) -> String {
+    format!(
+        "<chat:chatSubscription {CHAT}><callbackReference><notifyURL>{notify}</notifyURL>\
+         <callbackData>{data}</callbackData></callbackReference></chat:chatSubscription>"
+    )
+}
+
+// ------------------------------------------------------------------------------ item 2
+
+/// One document per body, on every operation that takes one: `{"a":{…},"b":{…}}` is not a
+/// `a` document, and neither is `<a/><b/>` or `<a/>junk`. Refused with 400 SVC0002 naming the
+/// stray part; nothing is created or changed.
+#[tokio::test]
+async fn a_body_is_exactly_one_document_on_every_operation() {
+    let srv = Server::default_for_tests();
+    let b = enc(BOB);
+    // A session with one message, so that every body-taking operation has a target.
+    let sid = created_id(
+        &post_raw(
+            &srv.url(ALICE, "/chatSessions"),
+            Format::Json,
+            &format!(r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#),
+        )
+        .await,
+    );
+    let accepted = post_raw(
+        &srv.url(BOB, &format!("/chatSessions/{sid}/participants/{b}/status")),
+        Format::Json,
+        r#"{"participantSessionStatus":{"status":"Connected"}}"#,
+    )
+    .await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    let mid = created_id(
+        &post_raw(
+            &srv.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+            Format::Json,
+            r#"{"chatMessage":{"text":"hi"}}"#,
+        )
+        .await,
+    );
+    let stray_json = r#""chatMessage":{"text":"smuggled"}"#;
+    let stray_xml = format!("<chat:chatMessage {CHAT}><text>smuggled</text></chat:chatMessage>");
+    // (path under the user, root name, JSON inner object, XML children)
+    let ops: Vec<(String, String, &str, String, String)> = vec![
+        (
+            ALICE.to_owned(),
+            "/subscriptions".to_owned(),
+            "chatSubscription",
+            r#"{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}"#.to_owned(),
+            "<callbackReference><notifyURL>http://127.0.0.1:9/</notifyURL></callbackReference>"
+                .to_owned(),
+        ),
+        (
+            ALICE.to_owned(),
+            "/chatSessions".to_owned(),
+            "chatSessionInformation",
+            format!(r#"{{"participant":[{{"address":"{BOB}"}}]}}"#),
+            format!("<participant><address>{BOB}</address></participant>"),
+        ),
+        (
+            ALICE.to_owned(),
+            format!("/chatSessions/{sid}/participants"),
+            "participantList",
+            r#"{"participant":[{"address":"sip:carol@example.com"}]}"#.to_owned(),
+            "<participant><address>sip:carol@example.com</address></participant>".to_owned(),
+        ),
+        (
+            BOB.to_owned(),
+            format!("/chatSessions/{sid}/participants/{b}/status"),
+            "participantSessionStatus",
+            r#"{"status":"Disconnected"}"#.to_owned(),
+            "<status>Disconnected</status>".to_owned(),
+        ),
+        (
+            ALICE.to_owned(),
+            format!("/chatSessions/{sid}/messages"),
+            "chatMessage",
+            r#"{"text":"again"}"#.to_owned(),
+            "<text>again</text>".to_owned(),
+        ),
+        (
+            BOB.to_owned(),
+            format!("/chatSessions/{sid}/messages/{mid}/status"),
+            "messageDeliveryStatus",
+            r#"{"status":"Delivered"}"#.to_owned(),
+            "<status>Delivered</status>".to_owned(),
+        ),
+    ];
+    for (user, path, root, json, xml) in &ops {
+        let url = srv.url(user, path);
+        let what = format!("POST {path}");
+        // JSON: the document plus a second key (twice: after and before the root).
+        let json_root = if root == &"chatMessage" {
+            // A second `chatMessage` key would be a duplicate, not a stray document.
+            r#""chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}"#
+        } else {
+            stray_json
+        };
+        let stray_name = if root == &"chatMessage" {
+            "chatSubscription"
+        } else {
+            "chatMessage"
+        };
+        for body in [
+            format!(r#"{{"{root}":{json},{json_root}}}"#),
+            format!(r#"{{{json_root},"{root}":{json}}}"#),
+        ] {
+            let text = assert_invalid(
+                &post_raw(&url, Format::Json, &body).await,
+                &what,
+                Format::Json,
+            );
+            assert!(
+                text.contains(stray_name),
+                "{what}: the error names the stray key: {text}"
+            );
+        }
+        // XML: a second root element, and text after the root.
+        let doc = format!("<chat:{root} {CHAT}>{xml}</chat:{root}>");
+        let text = assert_invalid(
+            &post_raw(&url, Format::Xml, &format!("{doc}{stray_xml}")).await,
+            &what,
+            Format::Xml,
+        );
+        assert!(text.contains("root"), "{what}: {text}");
+        let text = assert_invalid(
+            &post_raw(&url, Format::Xml, &format!("{doc}junk")).await,
+            &what,
+            Format::Xml,
+        );
+        assert!(text.contains("junk"), "{what}: {text}");
+    }
+    // Nothing changed: no subscription, one session, one message, bob still connected, no carol.
+    let list = |path: String| {
+        let url = srv.url(ALICE, &path);
+        async move { send_empty("GET", &url, Format::Json).await }
+    };
+    let subs: ChatSubscriptionList = list("/subscriptions".to_owned()).await.decode();
+    assert!(subs.chat_subscription.is_empty(), "{subs:?}");
+    let sessions: ChatSessionList = list("/chatSessions".to_owned()).await.decode();
+    assert_eq!(sessions.chat_session_information.len(), 1, "{sessions:?}");
+    let messages: ChatMessageList = list(format!("/chatSessions/{sid}/messages")).await.decode();
+    assert_eq!(messages.chat_message.len(), 1, "{messages:?}");
+    let people: ParticipantList = list(format!("/chatSessions/{sid}/participants"))
+        .await
+        .decode();
+    assert_eq!(people.participant.len(), 2, "{people:?}");
+    assert!(
+        people
+            .participant
+            .iter()
+            .all(|p| p.status == Some(ParticipantStatus::Connected)),
+        "{people:?}"
+    );
+}
+
+// ------------------------------------------------------------------------------ item 6
+
+/// A string over its limit, as one (JSON body, XML body) pair.
+struct Case {
+    what: &'static str,
+    path: &'static str,
+    field: &'static str,
+    limit: usize,
+    body: fn(Format, &str) -> String,
+}
+
+fn session_body(f: Format, subject: &str, name: &str, correlator: &str) -> String {
+    match f {
+        Format::Json => format!(
+            r#"{{"chatSessionInformation":{{"subject":"{subject}","clientCorrelator":"{correlator}","participant":[{{"address":"{BOB}","name":"{name}"}}]}}}}"#
+        ),
+        Format::Xml => format!(
+            "<chat:chatSessionInformation {CHAT}><subject>{subject}</subject><participant>\
+             <address>{BOB}</address><name>{name}</name></participant>\
+             <clientCorrelator>{correlator}</clientCorrelator></chat:chatSessionInformation>"
+        ),
+    }
+}
+
+const CASES: &[Case] = &[
+    Case {
+        what: "callbackData",
+        path: "/subscriptions",
+        field: "callbackData",
+        limit: 1024,
+        body: |f, s| match f {
+            Format::Json => subscription_json("http://127.0.0.1:9/", s),
+            Format::Xml => subscription_xml("http://127.0.0.1:9/", s),
+        },
+    },
+    Case {
+        what: "notifyURL",
+        path: "/subscriptions",
+        field: "notifyURL",
+        limit: 2048,
+        body: |f, s| {
+            let url = format!("http://127.0.0.1:9/{}", &s[19.min(s.len())..]);
+            match f {
+                Format::Json => subscription_json(&url, "d"),
+                Format::Xml => subscription_xml(&url, "d"),
+            }
+        },
+    },
+    Case {
+        what: "subject",
+        path: "/chatSessions",
+        field: "subject",
+        limit: 1024,
+        body: |f, s| session_body(f, s, "Bob", "c"),
+    },
+    Case {
+        what: "participant display name",
+        path: "/chatSessions",
+        field: "name",
+        limit: 256,
+        body: |f, s| session_body(f, "hi", s, "c"),
+    },
+    Case {
+        what: "session clientCorrelator",
+        path: "/chatSessions",
+        field: "clientCorrelator",
+        limit: 256,
+        body: |f, s| session_body(f, "hi", "Bob", s),
+    },
+    Case {
+        what: "participant address",
+        path: "/chatSessions",
+        field: "address",
+        limit: 256,
+        body: |f, s| {
+            let addr = format!("sip:{}@example.com", &s[16.min(s.len())..]);
+            match f {
+                Format::Json => format!(
+                    r#"{{"chatSessionInformation":{{"participant":[{{"address":"{addr}"}}]}}}}"#
+                ),
+                Format::Xml => format!(
+                    "<chat:chatSessionInformation {CHAT}><participant><address>{addr}</address>\
+                     </participant></chat:chatSessionInformation>"
+                ),
+            }
+        },
+    },
+];
+
+/// Every client-given string has a limit (the spec's `maxLength`): at the limit the request is
+/// accepted, one character over it gets 400 SVC0002 naming the field and the limit, in JSON and
+/// XML, and nothing is stored. Characters are counted, not bytes (`é` is one).
+#[tokio::test]
+async fn every_client_string_has_a_limit_on_both_faces() {
+    let srv = Server::default_for_tests();
+    for f in FORMATS {
+        for c in CASES {
+            let url = srv.url(ALICE, c.path);
+            let what = format!("{} ({f:?})", c.what);
+            let before = send_empty("GET", &url, Format::Json).await;
+            let over = "é".repeat(c.limit + 1);
+            let over = if c.field == "address" || c.field == "notifyURL" {
+                "x".repeat(c.limit + 1)
+            } else {
+                over
+            };
+            let text = assert_invalid(&post_raw(&url, f, &(c.body)(f, &over)).await, &what, f);
+            assert!(
+                text.contains(&format!("`{}`", c.field)) && text.contains(&c.limit.to_string()),
+                "{what}: the error names the field and its limit: {text}"
+            );
+            let after = send_empty("GET", &url, Format::Json).await;
+            assert_eq!(before.body, after.body, "{what}: nothing stored");
+        }
+    }
+    // At the limit: accepted (callbackData and subject, in characters).
+    let data = "é".repeat(1024);
+    let a = post_raw(
+        &srv.url(ALICE, "/subscriptions"),
+        Format::Json,
+        &subscription_json("http://127.0.0.1:9/", &data),
+    )
+    .await;
+    created_id(&a);
+    let a = post_raw(
+        &srv.url(ALICE, "/chatSessions"),
+        Format::Xml,
+        &session_body(Format::Xml, &"s".repeat(1024), &"n".repeat(256), "c"),
+    )
+    .await;
+    created_id(&a);
+}
+
+/// The limits are published: the OpenAPI document carries `maxLength`, the XSD the
+/// `xsd:maxLength` facet, and the JSON wrappers allow no second key.
+#[tokio::test]
+async fn the_limits_are_published() {
+    let srv = Server::default_for_tests();
+    let doc = send_empty("GET", &format!("{}/openapi.json", srv.base), Format::Json).await;
+    let v: serde_json::Value = serde_json::from_str(&doc.body).expect("OpenAPI JSON");
+    let s = &v["components"]["schemas"];
+    assert_eq!(
+        s["CallbackReference"]["properties"]["callbackData"]["maxLength"],
+        1024
+    );
+    assert_eq!(
+        s["ChatSessionInformation"]["properties"]["subject"]["maxLength"],
+        1024
+    );
+    assert_eq!(s["ChatSubscriptionRoot"]["additionalProperties"], false);
+    let xsd = send_empty(
+        "GET",
+        &format!("{}/xsd/rest_netapi_common-v1_0.xsd", srv.base),
+        Format::Xml,
+    )
+    .await;
+    assert!(
+        xsd.body.contains(r#"<xsd:maxLength value="1024"/>"#),
+        "{}",
+        xsd.body
+    );
+}
