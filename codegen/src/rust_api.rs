@@ -42,12 +42,19 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
         let doc = format!(
             "Checks the request's credentials (its `Authorization` header, if any) and resolves \
              the `{param}` of the path to the user the request acts for; every operation calls \
-             this before it runs, and the operation gets the returned user as `{}`.",
+             this before it runs (and before its request body is read), and the operation gets \
+             the returned user as `{}`. `peer` is the client's address, for limits on failed \
+             attempts.",
             snake(param)
         );
         quote! {
             #[doc = #doc]
-            fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError>;
+            fn authorize(
+                &self,
+                authorization: Option<&str>,
+                user: &str,
+                peer: std::net::SocketAddr,
+            ) -> Result<String, ApiError>;
         }
     });
     let service_methods = spec.operations.iter().map(|op| {
@@ -314,7 +321,11 @@ fn endpoint(
         if let Some(param) = acting_user {
             let id = ident(&snake(param));
             takes.push(quote! {
-                let #id = rqctx.context().authorize(credentials.0.as_deref(), &path.#id)?;
+                let #id = rqctx.context().authorize(
+                    credentials.0.as_deref(),
+                    &path.#id,
+                    rqctx.request.remote_addr(),
+                )?;
             });
         }
         for p in &op.path_params {
@@ -326,12 +337,16 @@ fn endpoint(
             }
         }
     }
-    if let Some(b) = &op.body {
-        let t = type_ident(b);
-        params.push(quote!(body: Body<#t>));
-        takes.push(quote!(let body = body.0?;));
+    if op.body.is_some() {
+        // Read and parsed only now, after authorization.
+        takes.push(quote!(let body = body.read().await?;));
         call_args.push(quote!(body));
     }
+    // A refusal answered before the body was read closes the connection (see `Body::finish`).
+    let finish = op
+        .body
+        .as_ref()
+        .map(|_| quote!(let outcome = body.finish(outcome);));
     let (ret, wrap) = match (&op.response, op.success) {
         (Some(r), status) => {
             let t = type_ident(r);
@@ -348,6 +363,14 @@ fn endpoint(
         }
         (None, _) => (quote!(NoContent), quote!(NoContent::new(&accept, outcome))),
     };
+    // The body comes last; the implementation reads it through `&mut` (a trait declaration
+    // takes no `mut`).
+    let mut impl_params = params.clone();
+    if let Some(b) = &op.body {
+        let t = type_ident(b);
+        params.push(quote!(body: Body<#t>));
+        impl_params.push(quote!(mut body: Body<#t>));
+    }
     let decl = quote! {
         #doc
         #[endpoint { method = #method, path = #path, operation_id = #op_id, tags = [#(#tags),*] }]
@@ -359,7 +382,7 @@ fn endpoint(
     let imp = quote! {
         async fn #name(
             rqctx: RequestContext<S>,
-            #(#params),*
+            #(#impl_params),*
         ) -> Result<#ret, HttpError> {
             let outcome = async {
                 accept.check()?;
@@ -367,6 +390,7 @@ fn endpoint(
                 rqctx.context().#name(#(#call_args),*).await
             }
             .await;
+            #finish
             Ok(#wrap)
         }
     };

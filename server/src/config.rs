@@ -48,6 +48,15 @@ pub struct Config {
     /// `NETAPI_CHAT_RATE_LIMIT`: requests a second per access token (default 200; 0 = none),
     /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate).
     pub rate: (f64, f64),
+    /// `NETAPI_CHAT_BODY_TIMEOUT_MS`: how long a request body may take to arrive once the
+    /// request is authenticated (default 10 s); a slower one gets 408 and the connection is
+    /// closed, so that trickled bodies cannot hold connections open.
+    pub body_timeout: Duration,
+    /// `NETAPI_CHAT_AUTH_FAILURE_LIMIT` failed authentications per client address (default 20;
+    /// 0 = no limit) within `NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS` (default 60); past it the
+    /// address gets 429 with `Retry-After` until the window ends, without its credentials being
+    /// checked.
+    pub auth_failures: (u32, Duration),
     /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
     /// `info` (also one line per request), `debug`, `error`.
     pub log_level: dropshot::ConfigLoggingLevel,
@@ -97,6 +106,8 @@ impl Default for Config {
             limits: Limits::default(),
             xml: XmlLimits::default(),
             rate: (200.0, 200.0),
+            body_timeout: netapi_chat_runtime::negotiate::DEFAULT_BODY_TIMEOUT,
+            auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
         }
     }
@@ -223,6 +234,16 @@ impl Config {
                 let burst: f64 = var("NETAPI_CHAT_RATE_BURST", "a count")?.unwrap_or(rate);
                 (rate, burst)
             },
+            body_timeout: var("NETAPI_CHAT_BODY_TIMEOUT_MS", "milliseconds")?
+                .filter(|ms: &u64| *ms > 0)
+                .map(Duration::from_millis)
+                .unwrap_or(d.body_timeout),
+            auth_failures: (
+                var("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "a count")?.unwrap_or(d.auth_failures.0),
+                var("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "seconds")?
+                    .map(Duration::from_secs)
+                    .unwrap_or(d.auth_failures.1),
+            ),
             sync: match std::env::var("NETAPI_CHAT_SYNC").as_deref().map(str::trim) {
                 Err(_) | Ok("normal") => Sync::Normal,
                 Ok("full") => Sync::Full,

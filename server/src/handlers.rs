@@ -5,13 +5,14 @@
 use crate::address;
 use crate::auth::{self, TokenVerifier};
 use crate::chat::Chat;
-use crate::rate::RateLimiter;
+use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
     ChatSubscription, ChatSubscriptionList, Created, MessageDeliveryStatus, ParticipantInformation,
     ParticipantList, ParticipantSessionStatus, ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The server: the chat core behind the generated [`ChatService`] trait.
@@ -23,6 +24,8 @@ pub struct ChatServer {
     pub verifier: Arc<dyn TokenVerifier>,
     /// Request rate per token.
     pub rate: Arc<RateLimiter>,
+    /// Failed authentications per client address.
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 /// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a
@@ -41,9 +44,22 @@ fn participant(id: String) -> String {
 
 impl ChatService for ChatServer {
     /// Every operation: who is calling (401 without valid credentials), and may it act for the
-    /// path's user (403 otherwise)? Answers the canonical address (`acr:auth` resolved).
-    fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError> {
-        let principal = auth::authenticate(self.verifier.as_ref(), authorization)?;
+    /// path's user (403 otherwise)? Answers the canonical address (`acr:auth` resolved). An
+    /// address with too many recent failures gets 429 before its credentials are looked at.
+    fn authorize(
+        &self,
+        authorization: Option<&str>,
+        user: &str,
+        peer: SocketAddr,
+    ) -> Result<String, ApiError> {
+        self.auth_failures.check(peer.ip())?;
+        let principal = match auth::authenticate(self.verifier.as_ref(), authorization) {
+            Ok(p) => p,
+            Err(e) => {
+                self.auth_failures.failed(peer.ip());
+                return Err(e.into());
+            }
+        };
         self.rate.check(&principal.token_id)?;
         Ok(auth::resolve_user(&principal, user)?)
     }

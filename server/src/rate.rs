@@ -1,8 +1,11 @@
 //! Request rate per access token: a token bucket per token (`rate` requests a second, bursts of
-//! up to `burst`); a token over its rate gets `429` with `Retry-After`.
+//! up to `burst`); a token over its rate gets `429` with `Retry-After`. And failed
+//! authentication per client address ([`AuthFailures`]): an address that keeps presenting bad
+//! credentials is refused before its credentials are even checked.
 
 use netapi_chat_runtime::ApiError;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -61,6 +64,94 @@ impl RateLimiter {
     }
 }
 
+/// Failed authentications per client address: after `limit` failures within `window`, the
+/// address gets `429 POL2005` with `Retry-After` (until the window ends) without its
+/// credentials being checked, so that guessing tokens (or JWT signature checks) cannot be done
+/// at line rate. IPv6 clients are counted per /64, the block one subscriber usually holds.
+#[derive(Debug)]
+pub struct AuthFailures {
+    limit: u32,
+    window: Duration,
+    /// Per address: failures in the current window and when that window began.
+    seen: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// Addresses kept at most; past this, finished windows are forgotten first, and if that is not
+/// enough the table starts afresh (a flood of addresses must not grow memory without bound).
+const MAX_ADDRESSES: usize = 100_000;
+
+impl AuthFailures {
+    /// `limit` failures per `window` per address; a limit of 0 means no limit.
+    pub fn new(limit: u32, window: Duration) -> AuthFailures {
+        AuthFailures {
+            limit,
+            window: window.max(Duration::from_secs(1)),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key an address is counted under (IPv6: its /64).
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+        }
+    }
+
+    /// Refuses an address that has used up its failures in the current window.
+    pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(&Self::key(ip)) {
+            Some((count, start)) if *count >= self.limit && now < *start + self.window => {
+                let wait = (*start + self.window - now).as_secs_f64().ceil().max(1.0);
+                let mut e = ApiError::policy(
+                    "POL2005",
+                    "Maximum number of requests exceeded: %1 failed authentications from this address; retry after %2 s",
+                    self.limit.to_string(),
+                );
+                e.variables.push(format!("{wait}"));
+                e.status = http::StatusCode::TOO_MANY_REQUESTS;
+                if let Ok(v) = http::HeaderValue::from_str(&format!("{wait}")) {
+                    e.headers.push((http::header::RETRY_AFTER, v));
+                }
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failed authentication from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        if self.limit == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_ADDRESSES {
+            let window = self.window;
+            seen.retain(|_, (_, start)| now < *start + window);
+            if seen.len() >= MAX_ADDRESSES {
+                seen.clear();
+            }
+        }
+        let entry = seen.entry(Self::key(ip)).or_insert((0, now));
+        if now >= entry.1 + self.window {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +171,25 @@ mod tests {
         );
         r.check("other").unwrap();
         assert!(RateLimiter::new(0.0, 0.0).check("t").is_ok());
+    }
+
+    #[test]
+    fn failed_authentications_are_limited_per_address() {
+        let f = AuthFailures::new(3, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let b_same_64: IpAddr = "2001:db8::ffff".parse().unwrap();
+        for _ in 0..3 {
+            f.check(a).unwrap();
+            f.failed(a);
+            f.failed(b);
+        }
+        let e = f.check(a).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.message_id), (429, "POL2005"));
+        assert!(f.check(b_same_64).is_err(), "IPv6 is counted per /64");
+        f.check("192.0.2.2".parse().unwrap()).unwrap();
+        let off = AuthFailures::new(0, Duration::from_secs(60));
+        off.failed(a);
+        off.check(a).unwrap();
     }
 }

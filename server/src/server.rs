@@ -6,7 +6,7 @@ use crate::chat::{Chat, Settings};
 use crate::config::{AuthConfig, Config};
 use crate::handlers::ChatServer;
 use crate::notify::RetryPolicy;
-use crate::rate::RateLimiter;
+use crate::rate::{AuthFailures, RateLimiter};
 use crate::signing::Signer;
 use crate::store::Store;
 use crate::store::sqlite::Sqlite;
@@ -173,6 +173,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     api.register(xsd_document)
         .map_err(|e| StartError::Api(e.to_string()))?;
     netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
+    netapi_chat_runtime::negotiate::set_body_timeout(config.body_timeout);
 
     // Bind first, so that the public URL can name the real port when port 0 was asked for.
     let listener = std::net::TcpListener::bind(config.bind)
@@ -218,6 +219,10 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
             chat: Arc::clone(&chat),
             verifier,
             rate: Arc::new(RateLimiter::new(config.rate.0, config.rate.1)),
+            auth_failures: Arc::new(AuthFailures::new(
+                config.auth_failures.0,
+                config.auth_failures.1,
+            )),
         },
         log,
     )

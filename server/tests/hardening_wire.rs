@@ -17,7 +17,10 @@ use netapi_chat_api::{
     RequestError,
 };
 use netapi_chat_runtime::Format;
+use std::time::{Duration, Instant};
 use support::{Answer, Server, enc, send, send_empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
 const CHAT: &str = r#"xmlns:chat="urn:oma:xml:rest:netapi:chat:1""#;
@@ -389,4 +392,198 @@ async fn the_limits_are_published() {
         "{}",
         xsd.body
     );
+}
+
+// ------------------------------------------------------------------------------ item 7
+
+/// What a raw connection saw: the answer (if any), how long it took, and whether the server
+/// closed the connection after it.
+struct Raw {
+    answer: Option<Answer>,
+    elapsed: Duration,
+    closed: bool,
+}
+
+/// Opens a TCP connection to the server, writes `head` (request line and headers, without the
+/// blank line) and then `body_bytes`, and reads for up to `wait`. Never sends more than that,
+/// as a slow or hostile client would.
+async fn raw_request(srv: &Server, head: &str, body_bytes: &[u8], wait: Duration) -> Raw {
+    let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
+    let start = Instant::now();
+    conn.write_all(format!("{head}\r\nhost: test\r\n\r\n").as_bytes())
+        .await
+        .expect("write head");
+    conn.write_all(body_bytes).await.expect("write body");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut closed = false;
+    let deadline = start + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    Raw {
+        answer: parse_answer(&got),
+        elapsed: start.elapsed(),
+        closed,
+    }
+}
+
+/// Parses one HTTP/1.1 response (status line, headers, `content-length` body).
+fn parse_answer(bytes: &[u8]) -> Option<Answer> {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let mut headers = http::HeaderMap::new();
+    for line in lines {
+        let (k, v) = line.split_once(':')?;
+        headers.append(
+            http::HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+            http::HeaderValue::from_str(v.trim()).ok()?,
+        );
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(rest.len());
+    Some(Answer {
+        status,
+        headers,
+        body: rest.get(..len).unwrap_or(rest).to_owned(),
+    })
+}
+
+fn post_head(srv: &Server, token: &str, f: Format, length: u64) -> String {
+    let url = srv.url(ALICE, "/subscriptions");
+    let path = url.trim_start_matches(&srv.base);
+    format!(
+        "POST {path} HTTP/1.1\r\nauthorization: Bearer {token}\r\ncontent-type: {}\r\n\
+         accept: {}\r\ncontent-length: {length}",
+        f.media_type(),
+        f.media_type()
+    )
+}
+
+/// The first byte of a valid body in `f`.
+fn first_byte(f: Format) -> &'static [u8] {
+    match f {
+        Format::Json => b"{",
+        Format::Xml => b"<",
+    }
+}
+
+/// A client that sends the headers and one byte of its body is answered 408 (an OMA
+/// `requestError` in its format) once the body timeout has passed, and its connection is
+/// closed: it cannot hold the connection open.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_gets_408_and_the_connection_is_closed() {
+    let srv = Server::start(&[("NETAPI_CHAT_BODY_TIMEOUT_MS", "1000")]);
+    for f in FORMATS {
+        let raw = raw_request(
+            &srv,
+            &post_head(&srv, support::APP_TOKEN, f, 200),
+            first_byte(f),
+            Duration::from_secs(6),
+        )
+        .await;
+        let a = raw
+            .answer
+            .expect("an answer before the connection is given up");
+        let text = rendered(&a.assert_error(408, "SVC0001", f));
+        assert!(text.contains("1000 ms"), "{text}");
+        assert!(raw.closed, "{f:?}: the connection is closed after the 408");
+        assert!(
+            raw.elapsed >= Duration::from_millis(900) && raw.elapsed < Duration::from_secs(5),
+            "{f:?}: answered after {:?} (timeout 1 s)",
+            raw.elapsed
+        );
+    }
+    // Nothing was created.
+    let subs: ChatSubscriptionList =
+        send_empty("GET", &srv.url(ALICE, "/subscriptions"), Format::Json)
+            .await
+            .decode();
+    assert!(subs.chat_subscription.is_empty());
+}
+
+/// Authentication comes before the body: a bad token with a large, slow body is answered 401 at
+/// once (the server does not wait for the body, whose timeout here is the default 10 s), and a
+/// `Content-Length` over the limit is refused with 413 before a byte of the body is read; both
+/// close the connection.
+#[tokio::test]
+async fn credentials_and_announced_length_are_checked_before_the_body_is_read() {
+    let srv = Server::default_for_tests();
+    for f in FORMATS {
+        let raw = raw_request(
+            &srv,
+            &post_head(&srv, "not-a-token-of-this-server", f, 60_000),
+            first_byte(f),
+            Duration::from_secs(3),
+        )
+        .await;
+        let a = raw.answer.expect("401 without waiting for the body");
+        a.assert_error(401, "POL0001", f);
+        assert!(raw.closed, "{f:?}: the unread body is not drained");
+        assert!(raw.elapsed < Duration::from_secs(2), "{:?}", raw.elapsed);
+
+        let raw = raw_request(
+            &srv,
+            &post_head(&srv, support::APP_TOKEN, f, 10_000_000),
+            first_byte(f),
+            Duration::from_secs(3),
+        )
+        .await;
+        let a = raw.answer.expect("413 without waiting for the body");
+        let text = rendered(&a.assert_error(413, "POL2004", f));
+        assert!(text.contains("65536"), "{text}");
+        assert!(raw.closed, "{f:?}: the connection is closed after the 413");
+        assert!(raw.elapsed < Duration::from_secs(2), "{:?}", raw.elapsed);
+    }
+}
+
+/// Failed authentication is limited per client address: after the configured number of
+/// failures the address gets 429 POL2005 with `Retry-After`, even with a valid token (its
+/// credentials are no longer checked), in the client's format.
+#[tokio::test]
+async fn failed_authentication_is_rate_limited_per_address() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "4"),
+        ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60"),
+    ]);
+    let url = srv.url(ALICE, "/chatSessions");
+    let bad = [("authorization", "Bearer guessed-token-number-0001")];
+    // Before any failure the valid token works.
+    assert_eq!(send_empty("GET", &url, Format::Json).await.status, 200);
+    for i in 0..4 {
+        let f = FORMATS[i % 2];
+        let a = send("GET", &url, &[bad[0], ("accept", f.media_type())], None).await;
+        a.assert_error(401, "POL0001", f);
+    }
+    for f in FORMATS {
+        for auth in [bad[0].1, &format!("Bearer {}", support::APP_TOKEN)] {
+            let a = send(
+                "GET",
+                &url,
+                &[("authorization", auth), ("accept", f.media_type())],
+                None,
+            )
+            .await;
+            let text = rendered(&a.assert_error(429, "POL2005", f));
+            assert!(text.contains("failed authentication"), "{text}");
+            let retry: u64 = a
+                .header("retry-after")
+                .parse()
+                .expect("Retry-After seconds");
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        }
+    }
 }

@@ -146,6 +146,36 @@ impl ApiError {
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
+    /// 408 `SVC0001`: the request body did not arrive within `timeout_ms`. Carries
+    /// `Connection: close`: the rest of a slow body is never read, so the connection cannot be
+    /// reused and is closed instead of being held open by a client that trickles bytes.
+    pub fn request_timeout(timeout_ms: u128) -> Self {
+        Self::service(
+            StatusCode::REQUEST_TIMEOUT,
+            "SVC0001",
+            "A service error occurred: %1",
+            format!("the request body did not arrive within {timeout_ms} ms"),
+        )
+        .closing()
+    }
+
+    /// The same error, answered with `Connection: close`: for refusals made while (part of) the
+    /// request body is still unread, so that the connection is not kept for a next request that
+    /// would start in the middle of this one's body.
+    pub fn closing(mut self) -> Self {
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k == http::header::CONNECTION)
+        {
+            self.headers.push((
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            ));
+        }
+        self
+    }
+
     /// 405 with `Allow`: the resource exists but not with this method.
     pub fn method_not_allowed(method: &str, allow: &str) -> Self {
         let mut e = Self::service(

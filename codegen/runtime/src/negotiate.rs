@@ -4,7 +4,8 @@
 //! dropshot renders extractor failures and handler errors as its own JSON. OMA wants every
 //! error as a `requestError` in the client's format, so the extractors here keep a failure as
 //! a value ([`Negotiated`], [`Body`], [`Captured`]) and the generated handler folds it into a
-//! [`Reply`] / [`NoContent`], which always goes out through dropshot's success path.
+//! [`Reply`] / [`NoContent`], which always goes out through dropshot's success path. The body is
+//! the exception: [`Body`] only keeps it, and the handler reads it after authorization.
 
 use crate::error::ApiError;
 use crate::media::{self, Format};
@@ -14,7 +15,6 @@ use dropshot::{
     ApiEndpointBodyContentType, ApiEndpointResponse, Body as DropshotBody, ExclusiveExtractor,
     ExtensionMode, ExtractorMetadata, HttpError, HttpResponse, HttpResponseCreated,
     HttpResponseDeleted, HttpResponseOk, RequestContext, ServerContext, SharedExtractor, TypedBody,
-    UntypedBody,
 };
 use http::{HeaderValue, StatusCode, header};
 use std::marker::PhantomData;
@@ -90,10 +90,25 @@ impl SharedExtractor for Credentials {
     }
 }
 
-/// A request body in JSON or XML, decoded to the document type `T`, or the OMA error saying
-/// why it could not be (415 wrong Content-Type, 413 too large, 400 malformed).
+/// A request body in JSON or XML, not read yet: the generated handler calls
+/// [`Body::read`] only after the request is authenticated, so that an unauthenticated client
+/// cannot make the server wait for, buffer or parse a body. Reading it refuses a wrong
+/// Content-Type (415), an announced or actual size over the limit (413, before reading for an
+/// announced one), a body that does not arrive within the body timeout (408) and a malformed
+/// document (400), each as an OMA error.
 #[derive(Debug)]
-pub struct Body<T>(pub Result<T, ApiError>);
+pub struct Body<T> {
+    content_type: Option<String>,
+    /// `Content-Length` as sent (`None`: absent, e.g. chunked).
+    content_length: Option<String>,
+    /// Whether the request says a body follows (a non-zero length, or chunked).
+    announced: bool,
+    /// The body, until [`Body::read`] takes it.
+    body: Option<DropshotBody>,
+    /// The body size limit in bytes (dropshot's `request_body_max_bytes`).
+    cap: usize,
+    _doc: PhantomData<fn() -> T>,
+}
 
 #[async_trait::async_trait]
 impl<T: Document> ExclusiveExtractor for Body<T> {
@@ -101,33 +116,82 @@ impl<T: Document> ExclusiveExtractor for Body<T> {
         rqctx: &RequestContext<C>,
         request: http::Request<DropshotBody>,
     ) -> Result<Self, HttpError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let format = match media::body_format(content_type.as_deref()) {
-            Ok(f) => f,
-            Err(e) => return Ok(Body(Err(ApiError::unsupported_media_type(e.to_string())))),
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
-        let bytes = match UntypedBody::from_request(rqctx, request).await {
-            Ok(b) => b,
-            Err(e) if e.external_message.contains("exceeded maximum size") => {
-                return Ok(Body(Err(ApiError::payload_too_large(
-                    rqctx.request_body_max_bytes(),
-                ))));
-            }
-            Err(e) => return Ok(Body(Err(ApiError::invalid_input(e.external_message)))),
-        };
-        Ok(Body(wire::decode::<T>(
-            format,
-            bytes.as_bytes(),
-            &xml_limits(),
-        )))
+        let content_type = header(header::CONTENT_TYPE);
+        let content_length = header(header::CONTENT_LENGTH);
+        let announced = request.headers().contains_key(header::TRANSFER_ENCODING)
+            || content_length.as_deref().is_some_and(|l| l.trim() != "0");
+        Ok(Body {
+            content_type,
+            content_length,
+            announced,
+            body: Some(request.into_body()),
+            cap: rqctx.request_body_max_bytes(),
+            _doc: PhantomData,
+        })
     }
 
     fn metadata(content_type: ApiEndpointBodyContentType) -> ExtractorMetadata {
         <TypedBody<T::Json> as ExclusiveExtractor>::metadata(content_type)
     }
+}
+
+impl<T: Document> Body<T> {
+    /// Reads and decodes the body, within the process's body timeout ([`set_body_timeout`]).
+    pub async fn read(&mut self) -> Result<T, ApiError> {
+        let format = media::body_format(self.content_type.as_deref())
+            .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
+        if let Some(length) = &self.content_length {
+            // hyper has already refused a Content-Length that is not a number.
+            let announced = length.trim().parse::<u64>().unwrap_or(u64::MAX);
+            if announced > u64::try_from(self.cap).unwrap_or(u64::MAX) {
+                return Err(ApiError::payload_too_large(self.cap));
+            }
+        }
+        let body = self
+            .body
+            .take()
+            .ok_or_else(|| ApiError::internal("the request body was read twice"))?;
+        let timeout = body_timeout();
+        let bytes = tokio::time::timeout(timeout, collect(body, self.cap))
+            .await
+            .map_err(|_| ApiError::request_timeout(timeout.as_millis()))??;
+        wire::decode::<T>(format, &bytes, &xml_limits())
+    }
+
+    /// `outcome`, except that an error answered while the body is still unread (refused
+    /// before [`Body::read`], e.g. by authorization, or by `read` itself before or while
+    /// reading) closes the connection: it is not drained for a client that was refused.
+    pub fn finish<X>(&self, outcome: Result<X, ApiError>) -> Result<X, ApiError> {
+        match outcome {
+            Err(e) if self.announced && self.body.is_some() => Err(e.closing()),
+            other => other,
+        }
+    }
+}
+
+/// The body's bytes, refusing (413, connection closed) as soon as they pass `cap` instead of
+/// reading the rest.
+async fn collect(mut body: DropshotBody, cap: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::invalid_input(format!("error reading the request body: {e}")).closing()
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len().saturating_add(data.len()) > cap {
+                return Err(ApiError::payload_too_large(cap).closing());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
 }
 
 /// Process-wide XML limits, set once at server start ([`set_xml_limits`]).
@@ -140,6 +204,23 @@ pub fn set_xml_limits(limits: XmlLimits) {
 
 fn xml_limits() -> XmlLimits {
     LIMITS.get().cloned().unwrap_or_default()
+}
+
+/// How long a request body may take to arrive, set once at server start
+/// ([`set_body_timeout`]); a client that trickles a body would otherwise hold a connection
+/// (and its buffer) open indefinitely.
+static BODY_TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// The default body timeout: 10 s.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sets the body timeout for this process (the first call wins; 10 s until then).
+pub fn set_body_timeout(timeout: std::time::Duration) {
+    let _ = BODY_TIMEOUT.set(timeout);
+}
+
+fn body_timeout() -> std::time::Duration {
+    BODY_TIMEOUT.get().copied().unwrap_or(DEFAULT_BODY_TIMEOUT)
 }
 
 /// A shared extractor whose failure (e.g. a path parameter that does not parse) is kept as an

@@ -88,8 +88,13 @@ pub struct MessageIdPath {
 /// What a chat server implements: one method per operation of the spec. Formats,
 /// content negotiation and error rendering are done before and after these run.
 pub trait ChatService: Send + Sync + 'static {
-    ///Checks the request's credentials (its `Authorization` header, if any) and resolves the `userId` of the path to the user the request acts for; every operation calls this before it runs, and the operation gets the returned user as `user_id`.
-    fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError>;
+    ///Checks the request's credentials (its `Authorization` header, if any) and resolves the `userId` of the path to the user the request acts for; every operation calls this before it runs (and before its request body is read), and the operation gets the returned user as `user_id`. `peer` is the client's address, for limits on failed attempts.
+    fn authorize(
+        &self,
+        authorization: Option<&str>,
+        user: &str,
+        peer: std::net::SocketAddr,
+    ) -> Result<String, ApiError>;
     /// List the user's chat notification subscriptions.
     fn list_chat_subscriptions(
         &self,
@@ -1073,9 +1078,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx.context().list_chat_subscriptions(user_id).await
         }
         .await;
@@ -1087,21 +1094,24 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
-        body: Body<ChatSubscription>,
+        mut body: Body<ChatSubscription>,
     ) -> Result<Reply<ChatSubscription, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
-            let body = body.0?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
             rqctx
                 .context()
                 .create_chat_subscription(user_id, body)
                 .await
         }
         .await;
+        let outcome = body.finish(outcome);
         Ok(Reply::created(&accept, outcome))
     }
 
@@ -1114,9 +1124,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .get_chat_subscription(user_id, path.subscription_id)
@@ -1135,9 +1147,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .delete_chat_subscription(user_id, path.subscription_id)
@@ -1156,9 +1170,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx.context().list_chat_sessions(user_id).await
         }
         .await;
@@ -1170,18 +1186,21 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
-        body: Body<ChatSessionInformation>,
+        mut body: Body<ChatSessionInformation>,
     ) -> Result<Reply<ChatSessionInformation, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
-            let body = body.0?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
             rqctx.context().create_chat_session(user_id, body).await
         }
         .await;
+        let outcome = body.finish(outcome);
         Ok(Reply::created(&accept, outcome))
     }
 
@@ -1194,9 +1213,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .get_chat_session(user_id, path.session_id)
@@ -1215,9 +1236,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .delete_chat_session(user_id, path.session_id)
@@ -1236,9 +1259,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .list_participants(user_id, path.session_id)
@@ -1253,21 +1278,24 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        body: Body<ParticipantList>,
+        mut body: Body<ParticipantList>,
     ) -> Result<Reply<ParticipantList, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
-            let body = body.0?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
             rqctx
                 .context()
                 .add_participants(user_id, path.session_id, body)
                 .await
         }
         .await;
+        let outcome = body.finish(outcome);
         Ok(Reply::created(&accept, outcome))
     }
 
@@ -1280,9 +1308,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .get_participant(user_id, path.session_id, path.participant_id)
@@ -1301,9 +1331,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .cancel_invitation(user_id, path.session_id, path.participant_id)
@@ -1322,9 +1354,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .get_participant_status(user_id, path.session_id, path.participant_id)
@@ -1339,21 +1373,24 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<ParticipantIdPath>>,
-        body: Body<ParticipantSessionStatus>,
+        mut body: Body<ParticipantSessionStatus>,
     ) -> Result<Reply<ParticipantSessionStatus, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
-            let body = body.0?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
             rqctx
                 .context()
                 .update_participant_status(user_id, path.session_id, path.participant_id, body)
                 .await
         }
         .await;
+        let outcome = body.finish(outcome);
         Ok(Reply::ok(&accept, outcome))
     }
 
@@ -1366,9 +1403,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .list_messages(user_id, path.session_id)
@@ -1383,21 +1422,24 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        body: Body<ChatMessage>,
+        mut body: Body<ChatMessage>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
-            let body = body.0?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
             rqctx
                 .context()
                 .send_message(user_id, path.session_id, body)
                 .await
         }
         .await;
+        let outcome = body.finish(outcome);
         Ok(Reply::created(&accept, outcome))
     }
 
@@ -1410,9 +1452,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .get_message(user_id, path.session_id, path.message_id)
@@ -1431,9 +1475,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
             rqctx
                 .context()
                 .get_message_delivery_status(user_id, path.session_id, path.message_id)
@@ -1448,21 +1494,24 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
-        body: Body<MessageDeliveryStatus>,
+        mut body: Body<MessageDeliveryStatus>,
     ) -> Result<NoContent, HttpError> {
         let outcome = async {
             accept.check()?;
             let path = path.0?.into_inner();
-            let user_id = rqctx
-                .context()
-                .authorize(credentials.0.as_deref(), &path.user_id)?;
-            let body = body.0?;
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
             rqctx
                 .context()
                 .confirm_message_delivery(user_id, path.session_id, path.message_id, body)
                 .await
         }
         .await;
+        let outcome = body.finish(outcome);
         Ok(NoContent::new(&accept, outcome))
     }
 
