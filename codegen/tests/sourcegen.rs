@@ -36,19 +36,60 @@ fn generation_is_deterministic() {
     assert_eq!(generate(&spec).unwrap(), generate(&spec).unwrap());
 }
 
-/// The spec with one more optional property on `ChatMessage`.
+/// The spec with one more optional property on `ChatMessage`, right after `text`.
 fn spec_with_extra_property() -> String {
+    spec_with_property("type: string")
+}
+
+/// The spec with a `deliveryNote` property of the given schema lines after `ChatMessage.text`.
+fn spec_with_property(schema: &str) -> String {
     let spec = read_spec(&workspace()).unwrap();
-    let anchor = "      properties:\n        text:\n          type: string\n        successReport:";
+    let anchor = "          type: string\n        successReport:";
     assert!(
         spec.contains(anchor),
         "ChatMessage's properties moved; update this test's anchor"
     );
     spec.replacen(
         anchor,
-        "      properties:\n        text:\n          type: string\n        deliveryNote:\n          description: A scratch property added by the test.\n          type: string\n        successReport:",
+        &format!(
+            "          type: string\n        deliveryNote:\n          description: A scratch property added by the test.\n          {schema}\n        successReport:"
+        ),
         1,
     )
+}
+
+/// Issue 11 item 6: a `maxLength` is one fact in the spec; codegen enforces it in the
+/// generated validation (which both faces run) and publishes it in the OpenAPI document, the
+/// XSD (`xsd:maxLength`) and the client (a length-checked newtype).
+#[test]
+fn a_max_length_reaches_validation_openapi_xsd_and_client() {
+    let files = generate(&spec_with_property("type: string\n          maxLength: 7")).unwrap();
+    let types = file(&files, "generated/api/src/types.rs");
+    assert!(
+        types.contains("check_max_length(\"deliveryNote\", v, 7)"),
+        "validation does not enforce it"
+    );
+    let published: serde_json::Value =
+        serde_json::from_str(file(&files, "generated/openapi/chat.openapi.json")).unwrap();
+    assert_eq!(
+        published["components"]["schemas"]["ChatMessage"]["properties"]["deliveryNote"]["maxLength"],
+        7
+    );
+    let xsd = file(&files, "generated/xsd/rest_netapi_chat-v1_0.xsd");
+    assert!(
+        xsd.contains(
+            r#"<xsd:element name="deliveryNote" minOccurs="0">
+        <xsd:simpleType>
+          <xsd:restriction base="xsd:string">
+            <xsd:maxLength value="7"/>"#
+        ),
+        "XSD lacks the facet:\n{xsd}"
+    );
+    let client = file(&files, "generated/client/src/lib.rs");
+    assert!(
+        client.contains("pub struct ChatMessageDeliveryNote("),
+        "client has no length-checked type"
+    );
 }
 
 #[test]
