@@ -84,7 +84,7 @@ fn subscription_xml(notify: &str, data: &str) -> String {
 
 // ------------------------------------------------------------------------------ item 2
 
-/// One document per body, on every operation that takes one: `{"a":{…},"b":{…}}` is not a
+/// One document per body, on every operation that takes one: `{"a":{…},"b":{…}}` is not an
 /// `a` document, and neither is `<a/><b/>` or `<a/>junk`. Refused with 400 SVC0002 naming the
 /// stray part; nothing is created or changed.
 #[tokio::test]
@@ -167,7 +167,7 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
         let url = srv.url(user, path);
         let what = format!("POST {path}");
         // JSON: the document plus a second key (twice: after and before the root).
-        let json_root = if root == &"chatMessage" {
+        let stray = if root == &"chatMessage" {
             // A second `chatMessage` key would be a duplicate, not a stray document.
             r#""chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}"#
         } else {
@@ -179,8 +179,8 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
             "chatMessage"
         };
         for body in [
-            format!(r#"{{"{root}":{json},{json_root}}}"#),
-            format!(r#"{{{json_root},"{root}":{json}}}"#),
+            format!(r#"{{"{root}":{json},{stray}}}"#),
+            format!(r#"{{{stray},"{root}":{json}}}"#),
         ] {
             let text = assert_invalid(
                 &post_raw(&url, Format::Json, &body).await,
