@@ -60,12 +60,16 @@ mkdir -p "$WORK/data" "$WORK/report"
 printf '%s *\n' "$TOKEN" >"$WORK/tokens"
 chmod 600 "$WORK/tokens"
 
+# Schemathesis sends bad credentials on purpose (its ignored_auth check), all from this one
+# address: the per-address limit on failed authentication (tested in hardening_wire) would turn
+# its later valid requests into 429s.
 NETAPI_CHAT_BIND=127.0.0.1:0 \
 NETAPI_CHAT_DATA_DIR="$WORK/data" \
 NETAPI_CHAT_TOKEN_FILE="$WORK/tokens" \
 NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=1 \
 NETAPI_CHAT_RETRY_SCHEDULE=0,1s \
 NETAPI_CHAT_NOTIFY_TIMEOUT_MS=500 \
+NETAPI_CHAT_AUTH_FAILURE_LIMIT=0 \
     "$ROOT/target/debug/netapi-chat" >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 
