@@ -210,6 +210,17 @@ impl Chat {
             }
         }
         sessions.sort_by_key(|s| s.seq);
+        // Earlier versions kept ended sessions readable; they are gone now: their records
+        // (and messages) are deleted once, here, instead of being loaded.
+        let (ended, sessions): (Vec<Session>, Vec<Session>) =
+            sessions.into_iter().partition(|s| s.ended);
+        if !ended.is_empty() {
+            let mut change = Change::default();
+            for s in &ended {
+                change.batch.deletes.push((Kind::Session, s.id.clone()));
+            }
+            self.store.submit_detached(change.batch);
+        }
         for s in sessions {
             for p in &s.participants {
                 state
@@ -580,7 +591,9 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a Session, ApiError> {
         match state.sessions.get(sid) {
-            Some(s) if s.participant(user).is_some_and(Participant::sees_session) => Ok(s),
+            Some(s) if !s.ended && s.participant(user).is_some_and(Participant::sees_session) => {
+                Ok(s)
+            }
             _ => Err(missing(&self.urls.session(user, sid))),
         }
     }
@@ -592,7 +605,9 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a mut Session, ApiError> {
         match state.sessions.get_mut(sid) {
-            Some(s) if s.participant(user).is_some_and(Participant::sees_session) => Ok(s),
+            Some(s) if !s.ended && s.participant(user).is_some_and(Participant::sees_session) => {
+                Ok(s)
+            }
             _ => Err(missing(&self.urls.session(user, sid))),
         }
     }
@@ -798,7 +813,7 @@ impl Chat {
             "the only invitation timed out",
         ));
         let mut change = Change::default();
-        change.put_session(s);
+        put_or_release(&mut state, &mut change, sid);
         self.notify(&mut state, &mut change, outbox);
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(&state, change));
@@ -831,7 +846,10 @@ impl Chat {
         Ok(views::session(&self.urls, user, s))
     }
 
-    /// Seed 7.1.5: the originator ends the session for everyone.
+    /// Seed 7.1.5: the originator ends the session for everyone. Every participant still in
+    /// it is told, the originator included (the seed's figure notifies the ending application
+    /// too), and the session is gone at once for all of them (404 on it and every
+    /// sub-resource): "delete the resource", as the seed says.
     pub async fn end_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
         let rx = {
             let mut state = self.lock();
@@ -842,15 +860,10 @@ impl Chat {
                     "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
                 ));
             }
-            if s.ended {
-                return Err(ApiError::conflict(format!(
-                    "session {sid} has already ended"
-                )));
-            }
             s.ended = true;
-            let outbox = end_for_all(urls, s, "the originator ended the session", user);
+            let outbox = end_for_all(urls, s, "the originator ended the session", None);
             let mut change = Change::default();
-            change.put_session(s);
+            put_or_release(&mut state, &mut change, sid);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };
@@ -886,11 +899,6 @@ impl Chat {
             let limits = self.settings.limits;
             {
                 let s = self.visible(&state, user, sid)?;
-                if s.ended {
-                    return Err(ApiError::conflict(format!(
-                        "session {sid} has ended; start a new one"
-                    )));
-                }
                 if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
                     return Err(ApiError::forbidden(
                         "only a connected participant can invite others; accept or re-join first",
@@ -1043,7 +1051,7 @@ impl Chat {
                 "the only invitation was cancelled",
             ));
             let mut change = Change::default();
-            change.put_session(s);
+            put_or_release(&mut state, &mut change, sid);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };
@@ -1086,9 +1094,6 @@ impl Chat {
                 return Err(ApiError::forbidden(format!(
                     "{user} can only change its own status, not that of {pid}"
                 )));
-            }
-            if s.ended {
-                return Err(ApiError::conflict(format!("session {sid} has ended")));
             }
             let (next_invitation, event) = match (wanted, p.invitation, p.status) {
                 (ParticipantStatus::Invited, ..) => {
@@ -1138,10 +1143,15 @@ impl Chat {
             }
             if is_decline && !s.group {
                 s.ended = true;
-                outbox.extend(end_for_all(urls, s, "the invitation was declined", pid));
+                outbox.extend(end_for_all(
+                    urls,
+                    s,
+                    "the invitation was declined",
+                    Some(pid),
+                ));
             }
             let mut change = Change::default();
-            change.put_session(s);
+            put_or_release(&mut state, &mut change, sid);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };
@@ -1181,11 +1191,6 @@ impl Chat {
                     location: url.clone(),
                     body: ResourceReference { resource_url: url },
                 });
-            }
-            if s.ended {
-                return Err(ApiError::conflict(format!(
-                    "session {sid} has ended; messages can no longer be sent"
-                )));
             }
             let me = s.participant(user).map(|p| (p.status, p.name.clone()));
             match me {
@@ -1374,6 +1379,37 @@ fn too_many_participants(limit: usize) -> ApiError {
     )
 }
 
+/// Records the session's new state in the change, or, once it has ended, releases it: an
+/// ended session is gone (404 for everyone, on it and on every sub-resource), so its memory,
+/// its index entries and its stored record and messages go in the same change. Notifications
+/// about it must already be in the outbox being built (they are self-contained documents).
+fn put_or_release(state: &mut State, change: &mut Change, sid: &str) {
+    match state.sessions.get(sid) {
+        Some(s) if s.ended => {
+            release_session(state, sid);
+            change.batch.deletes.push((Kind::Session, sid.to_owned()));
+        }
+        Some(s) => change.put_session(s),
+        None => {}
+    }
+}
+
+/// Forgets a session in memory: the session, its messages and its entries in the per-user
+/// index (a user left with no session loses its entry too, so memory follows live sessions).
+fn release_session(state: &mut State, sid: &str) {
+    let Some(s) = state.sessions.remove(sid) else {
+        return;
+    };
+    for p in &s.participants {
+        if let Some(ids) = state.user_sessions.get_mut(&p.address) {
+            ids.retain(|i| i != sid);
+            if ids.is_empty() {
+                state.user_sessions.remove(&p.address);
+            }
+        }
+    }
+}
+
 fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
     let sub = state.subscriptions.remove(id)?;
     if let Some(ids) = state.user_subscriptions.get_mut(&sub.rec.user) {
@@ -1410,14 +1446,15 @@ fn invitation_gone(
     }
     if !s.group && !s.ended {
         s.ended = true;
-        outbox.extend(end_for_all(urls, s, why, inviter));
+        outbox.extend(end_for_all(urls, s, why, Some(inviter)));
     }
     outbox
 }
 
-/// Ends a session for everyone still in it except `by`: connected participants get
-/// `SessionEnded`, pending invitees `SessionCancelled`; every status becomes `Disconnected`.
-fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: &str) -> Outbox {
+/// Ends a session for everyone still in it except `by` (who is told otherwise, when it is
+/// given): connected participants get `SessionEnded`, pending invitees `SessionCancelled`;
+/// every status becomes `Disconnected`.
+fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&str>) -> Outbox {
     let mut outbox = Outbox::new();
     let sid = s.id.clone();
     let mut tell = Vec::new();
@@ -1432,7 +1469,7 @@ fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: &str) -> Outbox {
         }
         p.status = ParticipantStatus::Disconnected;
         if let Some(e) = event
-            && p.address != by
+            && by != Some(p.address.as_str())
         {
             tell.push((p.address.clone(), e));
         }
