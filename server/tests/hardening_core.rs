@@ -212,3 +212,108 @@ async fn deleted_session_is_gone_everywhere() {
         assert!(!a.body.contains(&sid), "still listed: {}", a.body);
     }
 }
+
+// ---------------------------------------------------------------- item 9
+
+const MALLORY: &str = "sip:mallory@example.com";
+const CAROL: &str = "sip:carol@example.com";
+
+/// One user cannot block everyone's invitations to a victim: mallory fills her own quota of
+/// invitations to bob, and carol can still invite bob. Mallory's refusal names neither bob
+/// nor how many invitations bob has waiting.
+#[tokio::test]
+async fn one_inviter_cannot_block_invitations_to_a_victim() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "5"),
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "2"),
+    ]);
+    for format in [Format::Json, Format::Xml] {
+        let victim = if format == Format::Json {
+            BOB
+        } else {
+            "tel:+15551230002"
+        };
+        let mut refused = None;
+        for _ in 0..10 {
+            let a = create_session(&server, MALLORY, &[victim]).await;
+            if a.status != 201 {
+                refused = Some(a);
+                break;
+            }
+        }
+        let a = refused.expect("mallory is stopped by a quota");
+        // The refusal, in the negotiated format, says nothing about the victim.
+        let url = server.url(MALLORY, "/chatSessions");
+        let again = send(
+            "POST",
+            &url,
+            &[
+                ("content-type", "application/json"),
+                ("accept", format.media_type()),
+            ],
+            Some(&format!(
+                r#"{{"chatSessionInformation":{{"participant":[{{"address":"{victim}"}}]}}}}"#
+            )),
+        )
+        .await;
+        let e = again.assert_error(403, "POL2008", format);
+        let ex = e.policy_exception.expect("a policy exception");
+        let rendered = format!("{} {:?}", ex.text, ex.variables);
+        assert!(
+            !rendered.contains(victim) && !rendered.contains("waiting for"),
+            "the refusal tells mallory about {victim}: {rendered} (first refusal: {})",
+            a.body
+        );
+        // Carol's invitation to the same victim goes through.
+        let a = create_session(&server, CAROL, &[victim]).await;
+        assert_eq!(
+            a.status, 201,
+            "[{format:?}] carol is blocked by mallory's invitations: {}",
+            a.body
+        );
+    }
+}
+
+/// Cancel-and-re-invite cycles spend the inviter's invitation rate: withdrawing an
+/// invitation frees its pending slot but not the rate, so the loop ends in 429 `POL2005`
+/// with `Retry-After`, in JSON and XML.
+#[tokio::test]
+async fn cancel_and_reinvite_loop_hits_the_rate() {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_RATE", "6")]);
+    for (format, inviter) in [(Format::Json, MALLORY), (Format::Xml, "tel:+15551230002")] {
+        let mut stopped = None;
+        for round in 0..20 {
+            let body = format!(
+                r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#
+            );
+            let a = post_json(&server.url(inviter, "/chatSessions"), &body, format).await;
+            if a.status != 201 {
+                stopped = Some((round, a));
+                break;
+            }
+            let sid = session_id(&a);
+            let a = send_empty(
+                "DELETE",
+                &server.url(
+                    inviter,
+                    &format!("/chatSessions/{sid}/participants/{}", support::enc(BOB)),
+                ),
+                format,
+            )
+            .await;
+            assert_eq!(a.status, 204, "cancel: {}", a.body);
+        }
+        let (round, a) = stopped.expect("the loop is stopped by the invitation rate");
+        assert_eq!(
+            round, 6,
+            "[{format:?}] stopped after the 6 invitations of the minute"
+        );
+        a.assert_error(429, "POL2005", format);
+        let retry: u64 = a.header("retry-after").parse().unwrap_or(0);
+        assert!(
+            (1..=60).contains(&retry),
+            "Retry-After {:?}",
+            a.header("retry-after")
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! notifications reach the delivery queues right after their commit, in commit order. Reads
 //! are served from memory.
 
+pub mod quota;
 pub mod state;
 pub mod views;
 
@@ -47,8 +48,9 @@ pub struct Limits {
     /// Sessions (not ended) a user may be connected to, checked when it starts, accepts or
     /// re-joins one (`403 POL2008` above).
     pub sessions_per_user: usize,
-    /// Unanswered invitations a user may have waiting (`403 POL2008` for the inviter above).
-    pub pending_invitations_per_user: usize,
+    /// The inviter's own invitation quotas: unanswered invitations in all and per invitee
+    /// (`403 POL2008` above), invitations a minute (`429 POL2005` above).
+    pub invitations: quota::InvitationLimits,
 }
 
 impl Default for Limits {
@@ -58,7 +60,7 @@ impl Default for Limits {
             text_chars: 4096,
             subscriptions_per_user: 20,
             sessions_per_user: 1000,
-            pending_invitations_per_user: 100,
+            invitations: quota::InvitationLimits::default(),
         }
     }
 }
@@ -626,6 +628,42 @@ impl Chat {
         )
     }
 
+    /// The inviter's quotas (see [`quota`]): refuses when `inviter` may not send invitations to
+    /// `to` now, and otherwise counts them against its rate. Call under the lock, after every
+    /// other check of the request, right before the invitations are made.
+    fn spend_invitations(
+        &self,
+        state: &mut State,
+        inviter: &str,
+        to: &[&str],
+    ) -> Result<(), ApiError> {
+        let now = std::time::Instant::now();
+        let (sent_recently, wait) = state.invitations_sent.recent(inviter, now);
+        let out = quota::Outstanding {
+            pending: state.pending_sent(inviter, None),
+            pending_to_one: to
+                .iter()
+                .map(|a| state.pending_sent(inviter, Some(a)))
+                .max()
+                .unwrap_or(0),
+            sent_recently,
+        };
+        match quota::decide(out, to.len(), self.settings.limits.invitations) {
+            Ok(()) => {
+                state.invitations_sent.record(inviter, to.len(), now);
+                Ok(())
+            }
+            Err(quota::Refusal::Pending { limit }) => {
+                Err(too_many("unanswered invitations you sent", limit))
+            }
+            Err(quota::Refusal::PendingToOne { limit }) => Err(too_many(
+                "unanswered invitations you sent to one invitee",
+                limit,
+            )),
+            Err(quota::Refusal::Rate { limit }) => Err(invitation_rate(limit, wait)),
+        }
+    }
+
     /// Seed 7.1.2 / 7.1.4: start a 1-1 or group chat; invites every listed participant.
     pub async fn create_session(
         self: &Arc<Self>,
@@ -679,14 +717,8 @@ impl Chat {
                     limits.sessions_per_user,
                 ));
             }
-            for p in &invitees {
-                if state.pending_invitations(&p.address) >= limits.pending_invitations_per_user {
-                    return Err(too_many(
-                        &format!("unanswered invitations waiting for {}", p.address),
-                        limits.pending_invitations_per_user,
-                    ));
-                }
-            }
+            let to: Vec<&str> = invitees.iter().map(|p| p.address.as_str()).collect();
+            self.spend_invitations(&mut state, user, &to)?;
             let (id, seq) = state.new_id("sess");
             let mut participants = vec![Participant {
                 address: user.to_owned(),
@@ -918,14 +950,12 @@ impl Chat {
                     return Err(too_many_participants(limits.participants_per_session));
                 }
             }
-            if let Some(p) = body.participant.iter().find(|p| {
-                state.pending_invitations(&p.address) >= limits.pending_invitations_per_user
-            }) {
-                return Err(too_many(
-                    &format!("unanswered invitations waiting for {}", p.address),
-                    limits.pending_invitations_per_user,
-                ));
-            }
+            let to: Vec<&str> = body
+                .participant
+                .iter()
+                .map(|p| p.address.as_str())
+                .collect();
+            self.spend_invitations(&mut state, user, &to)?;
             let s = self.visible_mut(&mut state, user, sid)?;
             let new = body.participant;
             let mut timers = Vec::new();
@@ -1369,6 +1399,23 @@ fn next_invitation_seq() -> u64 {
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let base = *BASE.get_or_init(|| u64::try_from(now_ms()).unwrap_or(0) << 16);
     base + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `429 POL2005` with `Retry-After`: the inviter sent its invitations of the minute.
+fn invitation_rate(limit: usize, wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let mut e = ApiError::policy(
+        "POL2005",
+        "Maximum number of requests exceeded: %1 invitations a minute; retry after %2 s",
+        limit.to_string(),
+    );
+    e.variables.push(secs.to_string());
+    e.status = http::StatusCode::TOO_MANY_REQUESTS;
+    if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+        e.headers.push((http::header::RETRY_AFTER, v));
+    }
+    e
 }
 
 fn too_many_participants(limit: usize) -> ApiError {

@@ -20,6 +20,8 @@ pub struct State {
     pub user_sessions: HashMap<String, Vec<String>>,
     /// Persisted counters.
     pub counters: Counters,
+    /// When each inviter sent its recent invitations (the invitation rate; not persisted).
+    pub invitations_sent: super::quota::SendLog,
 }
 
 /// Counters that must never repeat, persisted with every change that advances them.
@@ -33,7 +35,7 @@ pub struct Counters {
 
 impl State {
     /// Sessions that have not ended in which `user` is connected (invitations are counted by
-    /// [`State::pending_invitations`]).
+    /// [`State::pending_sent`]).
     pub fn open_sessions(&self, user: &str) -> usize {
         self.user_sessions.get(user).map_or(0, |ids| {
             ids.iter()
@@ -48,14 +50,19 @@ impl State {
         })
     }
 
-    /// Unanswered invitations waiting for `user`.
-    pub fn pending_invitations(&self, user: &str) -> usize {
-        self.user_sessions.get(user).map_or(0, |ids| {
+    /// Unanswered invitations `inviter` sent (only those to `to`, when given). The inviter
+    /// takes part in every session it invited into, so its own sessions are all there is to
+    /// look at.
+    pub fn pending_sent(&self, inviter: &str, to: Option<&str>) -> usize {
+        self.user_sessions.get(inviter).map_or(0, |ids| {
             ids.iter()
                 .filter_map(|id| self.sessions.get(id))
-                .filter(|s| {
-                    s.participant(user)
-                        .is_some_and(|p| p.invitation.is_pending())
+                .flat_map(|s| s.participants.iter())
+                .filter(|p| {
+                    p.invited_by == inviter
+                        && p.address != inviter
+                        && p.invitation.is_pending()
+                        && to.is_none_or(|t| p.address == t)
                 })
                 .count()
         })
