@@ -41,8 +41,10 @@ fn participant(id: String) -> String {
 
 impl ChatService for ChatServer {
     /// Every operation: who is calling (401 without valid credentials), and may it act for the
-    /// path's user (403 otherwise)? Answers the canonical address (`acr:auth` resolved).
+    /// path's user (403 otherwise)? Answers the canonical address (`acr:auth` resolved). After
+    /// a storage failure every operation is 503 until the process has stopped.
     fn authorize(&self, authorization: Option<&str>, user: &str) -> Result<String, ApiError> {
+        self.chat.check_store()?;
         let principal = auth::authenticate(self.verifier.as_ref(), authorization)?;
         self.rate.check(&principal.token_id)?;
         Ok(auth::resolve_user(&principal, user)?)

@@ -321,7 +321,7 @@ async fn cancel_and_reinvite_loop_hits_the_rate() {
 // ---------------------------------------------------------------- items 13, 14, 15: the real
 // binary, started by hand to see its exit status and stderr.
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -619,4 +619,61 @@ async fn second_server_on_one_data_directory_refuses_to_start() {
     assert!(err.contains("in use by another process"), "{err}");
     drop(first);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------- item 15
+
+/// The disk fills up under a running server: the request whose change cannot be stored gets
+/// `503 SVC2001` with an OMA body (not a reset connection), then the process stops with a
+/// message and a non-zero status (no signal).
+#[tokio::test]
+async fn full_disk_answers_503_then_stops() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    write_tokens(&fs.0);
+    let mut server = Raw::start(&fs.0, &[], "077");
+    assert!(server.base.is_some(), "start: {}", server.stderr());
+    // Fill the file system.
+    {
+        let mut filler = std::fs::File::create(fs.0.join("filler")).expect("filler");
+        let chunk = vec![0u8; 16 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.sync_all();
+        while filler.write_all(&[0u8; 512]).is_ok() {}
+    }
+    let mut answer = None;
+    for i in 0..50 {
+        let body = format!(
+            r#"{{"chatSessionInformation":{{"subject":"{}","participant":[{{"address":"{BOB}"}}]}}}}"#,
+            "x".repeat(900 + i)
+        );
+        let a = send(
+            "POST",
+            &server.url(ALICE, "/chatSessions"),
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/xml"),
+            ],
+            Some(&body),
+        )
+        .await;
+        if a.status != 201 {
+            answer = Some(a);
+            break;
+        }
+    }
+    let a = answer.expect("a write fails on the full disk");
+    a.assert_error(503, "SVC2001", Format::Xml);
+    let status = server.wait_exit(10).expect("the process stops");
+    assert!(!status.success(), "exit status {status:?}");
+    assert!(
+        std::os::unix::process::ExitStatusExt::signal(&status).is_none(),
+        "stopped by a signal: {status:?}"
+    );
+    let err = server.stderr();
+    assert!(
+        err.contains("storage") && err.contains("503"),
+        "the message says what happened: {err}"
+    );
 }

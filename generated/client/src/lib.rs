@@ -849,6 +849,10 @@ Bodies are capped (64 KiB by default); larger ones get 413.
 
 **Errors.** Every error is an OMA `requestError` in the negotiated format, holding a
 `serviceException` (SVCnnnn, mostly 400/404/409) or a `policyException` (POLnnnn, 403).
+**Decision (storage failure):** when the server's storage fails, the request whose change
+could not be stored, and any request arriving while the server stops, get
+`503 SVC2001` (no server resources; the request was not carried out), then the process
+stops (fail-stop: a restart reloads a consistent state). Any operation may answer so.
 
 **Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,
 `sip:alice@example.com`), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are

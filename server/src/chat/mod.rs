@@ -131,17 +131,24 @@ impl Change {
     }
 }
 
-/// Waits until a submitted change is durable.
+/// Waits until a submitted change is durable; a failed store answers `503 SVC2001`.
 async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
     match rx.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ApiError::internal(format!(
-            "the change could not be stored: {e}"
-        ))),
-        Err(_) => Err(ApiError::internal(
-            "the store stopped before the change was stored",
-        )),
+        Ok(Err(_)) | Err(_) => Err(storage_failed()),
     }
+}
+
+/// `503 SVC2001` (OMA "no server resources"): the server's storage failed, the change was not
+/// stored, and the server is stopping (fail-stop; a restart reloads a consistent state). The
+/// storage error itself (paths, errno) is for the operator's log, not for clients.
+pub fn storage_failed() -> ApiError {
+    ApiError::service(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "SVC2001",
+        "No server resources available to process the request: %1",
+        "the server's storage failed and it is stopping; the request was not carried out, retry once the server is back",
+    )
 }
 
 impl Chat {
@@ -285,6 +292,16 @@ impl Chat {
         }
         info!(self.log, "state restored"; "sessions" => counts.0, "subscriptions" => counts.1, "pending_notifications" => resumed);
         Ok(())
+    }
+
+    /// `503` once the store has failed: the process is stopping and memory may hold changes
+    /// the disk does not, so nothing is served from it any more (see `store::fail_stop`).
+    pub fn check_store(&self) -> Result<(), ApiError> {
+        if self.store.has_failed() {
+            Err(storage_failed())
+        } else {
+            Ok(())
+        }
     }
 
     /// The URL builder.

@@ -14,6 +14,8 @@
 
 pub mod sqlite;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -124,6 +126,8 @@ struct Job {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Job>,
+    /// Set once a commit failed: the process is stopping (see [`fail_stop`]).
+    failed: Arc<AtomicBool>,
 }
 
 /// Most batches one transaction takes.
@@ -137,11 +141,19 @@ impl Store {
     pub fn start(mut backend: Box<dyn Backend>) -> Result<(Store, Snapshot), StoreError> {
         let snapshot = backend.load()?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&failed);
         std::thread::Builder::new()
             .name("netapi-chat-store".to_owned())
-            .spawn(move || run(backend, rx))
+            .spawn(move || run(backend, rx, flag))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok((Store { tx }, snapshot))
+        Ok((Store { tx, failed }, snapshot))
+    }
+
+    /// True once a commit failed: the process is about to stop, and memory may hold changes
+    /// the disk does not, so nothing should be served from it any more.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// Queues a batch; `after_commit` runs on the store thread right after it is durable, in
@@ -179,7 +191,7 @@ impl Store {
     }
 }
 
-fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>) {
+fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
     loop {
         let first = match rx.try_recv() {
             Ok(job) => job,
@@ -226,20 +238,60 @@ fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>) {
                     }
                 }
             }
-            Err(e) => {
-                // Fail-stop: memory now holds changes the disk does not.
-                eprintln!(
-                    "netapi-chat: {e}; stopping so that a restart reloads a consistent state"
-                );
-                for job in jobs {
-                    if let Some(done) = job.done {
-                        let _ = done.send(Err(e.to_string()));
-                    }
-                }
-                std::process::exit(70);
-            }
+            Err(e) => fail_stop(&e, jobs, &rx, &failed),
         }
     }
+}
+
+/// How long the store keeps answering after a failure, so that the requests told about it
+/// get their answers written before the process exits.
+const FAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Exit status after a storage failure (`EX_IOERR`).
+pub const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// Fail-stop after a failed commit: memory now holds changes the disk does not, so the
+/// process must stop and a restart reload a consistent state. Before it does, every request
+/// waiting on the store, and every one that arrives during [`FAIL_STOP_GRACE`], is told (the
+/// core answers them `503`), instead of having its connection reset by the exit.
+fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Job>, failed: &AtomicBool) -> ! {
+    failed.store(true, Ordering::SeqCst);
+    eprintln!(
+        "netapi-chat: {e}; answering waiting requests 503 and stopping so that a restart reloads a consistent state"
+    );
+    let refuse = |job: Job| {
+        if let Some(done) = job.done {
+            let _ = done.send(Err(e.to_string()));
+        }
+    };
+    let mut refused = 0usize;
+    for job in jobs {
+        refused += usize::from(job.done.is_some());
+        refuse(job);
+    }
+    let deadline = std::time::Instant::now() + FAIL_STOP_GRACE;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(job) => {
+                refused += usize::from(job.done.is_some());
+                refuse(job);
+            }
+            Err(_) => break,
+        }
+    }
+    // Whatever is still queued (`recv_timeout` returned early because every sender is gone).
+    while let Ok(job) = rx.try_recv() {
+        refused += usize::from(job.done.is_some());
+        refuse(job);
+    }
+    // The answers handed out still need time to be written, even if the channel closed early.
+    if let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(left);
+    }
+    eprintln!(
+        "netapi-chat: stopped after a storage failure ({refused} waiting requests answered 503); exit status {EXIT_STORAGE_FAILED}"
+    );
+    std::process::exit(EXIT_STORAGE_FAILED);
 }
 
 /// Unix time in milliseconds.
