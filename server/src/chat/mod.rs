@@ -656,11 +656,12 @@ impl Chat {
     ) -> Result<(), ApiError> {
         let now = std::time::Instant::now();
         let (sent_recently, wait) = state.invitations_sent.recent(inviter, now);
+        let sent = state.pending_sent(inviter);
         let out = quota::Outstanding {
-            pending: state.pending_sent(inviter, None),
+            pending: sent.values().sum(),
             pending_to_one: to
                 .iter()
-                .map(|a| state.pending_sent(inviter, Some(a)))
+                .map(|a| sent.get(a).copied().unwrap_or(0))
                 .max()
                 .unwrap_or(0),
             sent_recently,

@@ -50,22 +50,25 @@ impl State {
         })
     }
 
-    /// Unanswered invitations `inviter` sent (only those to `to`, when given). The inviter
-    /// takes part in every session it invited into, so its own sessions are all there is to
-    /// look at.
-    pub fn pending_sent(&self, inviter: &str, to: Option<&str>) -> usize {
-        self.user_sessions.get(inviter).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.sessions.get(id))
-                .flat_map(|s| s.participants.iter())
-                .filter(|p| {
-                    p.invited_by == inviter
-                        && p.address != inviter
-                        && p.invitation.is_pending()
-                        && to.is_none_or(|t| p.address == t)
-                })
-                .count()
-        })
+    /// Unanswered invitations `inviter` sent, per invitee, in one pass over its sessions (the
+    /// inviter takes part in every session it invited into, so they are all there is to look
+    /// at).
+    pub fn pending_sent(&self, inviter: &str) -> HashMap<&str, usize> {
+        let mut per_invitee: HashMap<&str, usize> = HashMap::new();
+        for s in self
+            .user_sessions
+            .get(inviter)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.get(id))
+        {
+            for p in &s.participants {
+                if p.invited_by == inviter && p.address != inviter && p.invitation.is_pending() {
+                    *per_invitee.entry(p.address.as_str()).or_default() += 1;
+                }
+            }
+        }
+        per_invitee
     }
 
     /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`), and its sequence number.
