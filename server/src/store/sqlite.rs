@@ -84,7 +84,7 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_millis(500))
             .map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| in_use(&path, e))?;
+            .map_err(|e| first_write_failed(&path, e))?;
         conn.pragma_update(
             None,
             "synchronous",
@@ -118,12 +118,12 @@ impl Sqlite {
              CREATE TABLE IF NOT EXISTS started (at_ms INTEGER NOT NULL);
              DELETE FROM started;",
         )
-        .map_err(|e| in_use(&path, e))?;
+        .map_err(|e| first_write_failed(&path, e))?;
         let probe = conn
             .execute("INSERT INTO started (at_ms) VALUES (?1)", params![now_ms()])
             .and_then(|_| conn.execute_batch("COMMIT"));
         if let Err(e) = probe {
-            return Err(in_use(&path, e));
+            return Err(first_write_failed(&path, e));
         }
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
             return Err(StoreError(format!(
@@ -151,7 +151,7 @@ impl Sqlite {
 }
 
 /// The message for a failed first write: names the file, and the likely causes.
-fn in_use(path: &Path, e: rusqlite::Error) -> StoreError {
+fn first_write_failed(path: &Path, e: rusqlite::Error) -> StoreError {
     let busy = matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
