@@ -3,6 +3,7 @@
 
 use crate::callback_guard::CallbackPolicy;
 use crate::chat::Limits;
+use crate::chat::quota::InvitationLimits;
 use crate::notify::RetryPolicy;
 use crate::store::sqlite::Sync;
 use netapi_chat_runtime::xml::XmlLimits;
@@ -41,6 +42,9 @@ pub struct Config {
     /// off by default: such `notifyURL`s are refused at subscription time and at delivery.
     pub callbacks: CallbackPolicy,
     /// Limits (each `NETAPI_CHAT_MAX_*` / `NETAPI_CHAT_XML_MAX_*` variable; see the README).
+    /// Invitation quotas are the inviter's own: `NETAPI_CHAT_MAX_PENDING_INVITATIONS`
+    /// (unanswered invitations it sent, default 1000), `…_PER_INVITEE` (to one invitee,
+    /// default 5) and `NETAPI_CHAT_INVITATION_RATE` (sent a minute, default 300; 0 = off).
     pub limits: Limits,
     /// XML parsing limits: `NETAPI_CHAT_XML_MAX_DEPTH` (default 32), `…_ELEMENTS` (10000),
     /// `…_ATTRIBUTES` (per element, 32), `…_TEXT_BYTES` (65536).
@@ -213,11 +217,14 @@ impl Config {
                     .unwrap_or(d.limits.subscriptions_per_user),
                 sessions_per_user: var("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "a count")?
                     .unwrap_or(d.limits.sessions_per_user),
-                pending_invitations_per_user: var(
-                    "NETAPI_CHAT_MAX_PENDING_INVITATIONS",
-                    "a count",
-                )?
-                .unwrap_or(d.limits.pending_invitations_per_user),
+                invitations: InvitationLimits {
+                    per_inviter: var("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "a count")?
+                        .unwrap_or(d.limits.invitations.per_inviter),
+                    per_pair: var("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "a count")?
+                        .unwrap_or(d.limits.invitations.per_pair),
+                    per_minute: var("NETAPI_CHAT_INVITATION_RATE", "invitations a minute")?
+                        .unwrap_or(d.limits.invitations.per_minute),
+                },
             },
             xml: XmlLimits {
                 max_depth: var("NETAPI_CHAT_XML_MAX_DEPTH", "a count")?.unwrap_or(d.xml.max_depth),

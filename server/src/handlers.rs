@@ -46,12 +46,14 @@ impl ChatService for ChatServer {
     /// Every operation: who is calling (401 without valid credentials), and may it act for the
     /// path's user (403 otherwise)? Answers the canonical address (`acr:auth` resolved). An
     /// address with too many recent failures gets 429 before its credentials are looked at.
+    /// After a storage failure every operation is 503 until the process has stopped.
     fn authorize(
         &self,
         authorization: Option<&str>,
         user: &str,
         peer: SocketAddr,
     ) -> Result<String, ApiError> {
+        self.chat.check_store()?;
         self.auth_failures.check(peer.ip())?;
         let principal = match auth::authenticate(self.verifier.as_ref(), authorization) {
             Ok(p) => p,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod callback_guard;
 pub mod chat;
 pub mod config;
+pub mod data_dir;
 pub mod handlers;
 pub mod notify;
 pub mod rate;

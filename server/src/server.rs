@@ -4,6 +4,7 @@
 use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier};
 use crate::chat::{Chat, Settings};
 use crate::config::{AuthConfig, Config};
+use crate::data_dir;
 use crate::handlers::ChatServer;
 use crate::notify::RetryPolicy;
 use crate::rate::{AuthFailures, RateLimiter};
@@ -95,12 +96,12 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
             let path = path
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("tokens"));
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StartError::Auth(format!("{}: {e}", dir.display())))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                data_dir::create(dir).map_err(StartError::Auth)?;
             }
             let (file, summary) = TokenFile::load_or_generate(&path, &[ANY_USER])
                 .map_err(|e| StartError::Auth(e.to_string()))?;
+            data_dir::warn_if_readable_by_others(&path);
             Ok((Arc::new(file), summary))
         }
         AuthConfig::Jwt {
@@ -121,7 +122,7 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
 }
 
 /// The notification signer: the configured secret, else the one kept in the data directory
-/// (generated at first start), and a message to print when it was just generated.
+/// (generated at first start, mode 0600), and a message to print when it was just generated.
 fn webhook_signer(config: &Config) -> Result<(Signer, Option<String>), StartError> {
     let bad = |e: String| StartError::Auth(format!("webhook secret: {e}"));
     if let Some(secret) = &config.webhook_secret {
@@ -132,15 +133,19 @@ fn webhook_signer(config: &Config) -> Result<(Signer, Option<String>), StartErro
     }
     let path = config.data_dir.join("webhook-secret");
     match std::fs::read_to_string(&path) {
-        Ok(text) => Ok((
-            Signer::from_secret(text.trim())
-                .map_err(|e| bad(format!("{}: {e}", path.display())))?,
-            None,
-        )),
+        Ok(text) => {
+            // Written by an earlier version under a permissive umask: make it private.
+            data_dir::tighten(&path).map_err(bad)?;
+            Ok((
+                Signer::from_secret(text.trim())
+                    .map_err(|e| bad(format!("{}: {e}", path.display())))?,
+                None,
+            ))
+        }
         Err(_) => {
             let (signer, secret) = Signer::generate();
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| bad(e.to_string()))?;
-            std::fs::write(&path, format!("{secret}\n"))
+            data_dir::create(&config.data_dir).map_err(bad)?;
+            data_dir::write_secret(&path, &format!("{secret}\n"))
                 .map_err(|e| bad(format!("{}: {e}", path.display())))?;
             let notice = format!(
                 "netapi-chat: notifications are signed (Standard Webhooks) with the secret in {} (generated now; give it to your callback receivers)",

@@ -581,7 +581,8 @@ async fn bad_address_cases(c: &Ctx<'_>) {
     );
 }
 
-/// Sending a message: ended session 409, not yet accepted 403 `POL1012`, nobody else joined
+/// Sending a message: ended session 404 (gone, issue 11 item 4; was 409), not yet accepted
+/// 403 `POL1012`, nobody else joined
 /// 403 `POL1012`.
 async fn message_cases(c: &Ctx<'_>) {
     // Ended session.
@@ -594,14 +595,11 @@ async fn message_cases(c: &Ctx<'_>) {
         c.refused(
             &format!("{user} sends to an ended session"),
             &a,
-            409,
-            "SVC0001",
+            404,
+            "SVC2008",
         );
     }
-    assert_eq!(
-        c.messages(ALICE, &sid).await,
-        vec!["before the end".to_owned()]
-    );
+    // (The ended session's messages are gone with it: see end_cases.)
 
     // An invitee who has not accepted.
     let group = c.create(ALICE, &[BOB, CAROL]).await;
@@ -713,7 +711,8 @@ async fn delivery_cases(c: &Ctx<'_>) {
     );
 }
 
-/// Ending a session: only the originator (403), only once (409).
+/// Ending a session: only the originator (403), only once (then it is gone: 404, issue 11
+/// item 4; was 409 and the session stayed readable).
 async fn end_cases(c: &Ctx<'_>) {
     let sid = c.create(ALICE, &[BOB, CAROL]).await;
     c.accept(BOB, &sid).await;
@@ -727,9 +726,11 @@ async fn end_cases(c: &Ctx<'_>) {
     let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
     c.ok("end session", &a, 204);
     let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
-    c.refused("end twice", &a, 409, "SVC0001");
-    assert_eq!(c.session(ALICE, &sid).await.ended, Some(true));
-    assert_eq!(c.messages(ALICE, &sid).await, vec!["still open".to_owned()]);
+    c.refused("end twice", &a, 404, "SVC2008");
+    let a = send_empty("GET", &c.session_url(ALICE, &sid, ""), c.f).await;
+    c.refused("read an ended session", &a, 404, "SVC2008");
+    let a = send_empty("GET", &c.session_url(ALICE, &sid, "/messages"), c.f).await;
+    c.refused("read an ended session's messages", &a, 404, "SVC2008");
 }
 
 /// Cancelling an invitation: already answered 409, not the inviter 403.
@@ -813,7 +814,7 @@ async fn invite_cases(c: &Ctx<'_>) {
     let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
     c.ok("end session", &a, 204);
     let a = send_doc("POST", &url, c.f, &invite(&[DAVE])).await;
-    c.refused("invite into an ended session", &a, 409, "SVC0001");
+    c.refused("invite into an ended session", &a, 404, "SVC2008");
     assert_eq!(
         c.session_count(DAVE).await,
         0,

@@ -1290,9 +1290,10 @@ async fn flow_7_1_4(f: &Face<'_>) {
     quiet(&[&a, &b, &c, &d]).await;
 }
 
-/// Seed 7.1.5: the originator ends a session (204); every other participant still in it gets
-/// `SessionEnded` (an unanswered invitee `SessionCancelled`); afterwards the session is
-/// readable but takes no messages (409 SVC0001, as the sendMessage description says).
+/// Seed 7.1.5: the originator ends a session (204); every participant still in it, the
+/// originator's own application included, gets `SessionEnded` (an unanswered invitee
+/// `SessionCancelled`); afterwards the session is gone for everyone (404 SVC2008, issue 11
+/// item 4: it used to stay readable and answer 409).
 async fn flow_7_1_5(f: &Face<'_>) {
     let a = f.user(A, "a").await;
     let b = f.user(B, "b").await;
@@ -1306,21 +1307,21 @@ async fn flow_7_1_5(f: &Face<'_>) {
     f.end_session(A, &sid).await.no_content();
     let n: ChatEventNotification = b.next().await;
     f.check_event(&n, B, &sid, EventType::SessionEnded);
+    let n: ChatEventNotification = a.next().await;
+    f.check_event(&n, A, &sid, EventType::SessionEnded);
     f.send_message(A, &sid, &text("still there?"))
         .await
-        .fails(409, Some("SVC0001"));
+        .fails(404, Some("SVC2008"));
     f.send_message(B, &sid, &text("still there?"))
         .await
-        .fails(409, Some("SVC0001"));
-    f.end_session(A, &sid).await.fails(409, Some("SVC0001"));
+        .fails(404, Some("SVC2008"));
+    f.end_session(A, &sid).await.fails(404, Some("SVC2008"));
     f.set_status(B, &sid, B, Connected)
         .await
-        .fails(409, Some("SVC0001"));
-    let s = f.get_session(B, &sid).await.ok(200);
-    assert_eq!(s.ended, Some(true), "an ended session stays readable");
-    assert_eq!(s.status, Some(Disconnected));
-    let m = f.list_messages(B, &sid).await.ok(200);
-    assert_eq!(m.chat_message.len(), 1, "the messages stay readable too");
+        .fails(404, Some("SVC2008"));
+    f.get_session(B, &sid).await.fails(404, Some("SVC2008"));
+    f.get_session(A, &sid).await.fails(404, Some("SVC2008"));
+    f.list_messages(B, &sid).await.fails(404, Some("SVC2008"));
 
     // Group: B and C connected, D still invited.
     let body = session_request(Some("group"), &[(B, None), (C, None), (D, None)]);
@@ -1339,7 +1340,7 @@ async fn flow_7_1_5(f: &Face<'_>) {
     }
     f.end_session(C, &sid).await.fails(403, Some("POL0001"));
     f.end_session(A, &sid).await.no_content();
-    for u in [&b, &c] {
+    for u in [&a, &b, &c] {
         let n: ChatEventNotification = u.next().await;
         f.check_event(&n, u.addr, &sid, EventType::SessionEnded);
     }
@@ -1347,24 +1348,13 @@ async fn flow_7_1_5(f: &Face<'_>) {
     f.check_event(&n, D, &sid, EventType::SessionCancelled);
     f.send_message(A, &sid, &text("anyone?"))
         .await
-        .fails(409, Some("SVC0001"));
+        .fails(404, Some("SVC2008"));
     f.send_message(C, &sid, &text("anyone?"))
         .await
-        .fails(409, Some("SVC0001"));
-    f.get_session(D, &sid).await.fails(404, None);
-    let s = f.get_session(A, &sid).await.ok(200);
-    assert_eq!(s.ended, Some(true));
-    f.check_participants(
-        &s.participant,
-        A,
-        &sid,
-        &[
-            (A, Disconnected),
-            (B, Disconnected),
-            (C, Disconnected),
-            (D, Disconnected),
-        ],
-    );
+        .fails(404, Some("SVC2008"));
+    for u in [A, B, C, D] {
+        f.get_session(u, &sid).await.fails(404, Some("SVC2008"));
+    }
     quiet(&[&a, &b, &c, &d]).await;
 }
 
@@ -1429,8 +1419,8 @@ async fn flow_7_1_6(f: &Face<'_>) {
     f.cancel_invitation(A, &one, B).await.no_content();
     let n: ChatEventNotification = b.next().await;
     f.check_event(&n, B, &one, EventType::SessionCancelled);
-    let s = f.get_session(A, &one).await.ok(200);
-    assert_eq!(s.ended, Some(true));
+    // An ended session is gone (issue 11 item 4; it used to stay readable to the inviter).
+    f.get_session(A, &one).await.fails(404, Some("SVC2008"));
     f.get_session(B, &one).await.fails(404, None);
     quiet(&[&a, &b, &c, &d]).await;
 }
@@ -1495,12 +1485,11 @@ async fn flow_7_1_7(f: &Face<'_>) {
     f.check_status_notification(&n, A, &sid, &[(C, Disconnected)]);
     let n: ChatEventNotification = a.next().await;
     f.check_event(&n, A, &sid, EventType::SessionEnded);
-    let s = f.get_session(C, &sid).await.ok(200);
-    assert_eq!(s.ended, Some(true));
-    assert_eq!(s.status, Some(Disconnected));
+    // An ended session is gone (issue 11 item 4; it used to stay readable and answer 409).
+    f.get_session(C, &sid).await.fails(404, Some("SVC2008"));
     f.set_status(C, &sid, C, Connected)
         .await
-        .fails(409, Some("SVC0001"));
+        .fails(404, Some("SVC2008"));
     // (c, the invitation that times out, is flow 7.1.4.)
     quiet(&[&a, &b, &c]).await;
 }

@@ -169,8 +169,19 @@ pub trait ChatService: Send + Sync + 'static {
     /// everyone, 1-1 and group alike, and every other participant still in it (connected or
     /// invited) gets a `chatEventNotification`: `SessionEnded`, or `SessionCancelled` for an
     /// invitee who had not answered yet. Any other participant who wants out leaves through
-    /// its participant status (seed 7.1.8) and gets `403 POL0001` here. An ended session stays
-    /// readable (`GET`) but accepts no messages.
+    /// its participant status (seed 7.1.8) and gets `403 POL0001` here. The originator's own
+    /// application is notified too (`SessionEnded`, as in the seed's figure).
+    ///
+    /// **Decision (deleted means gone):** the seed says "delete the resource", so once this
+    /// answers 204 the session is gone for every participant: `GET`, a second `DELETE` and
+    /// every sub-resource (participants, statuses, messages, delivery statuses) answer
+    /// `404 SVC2008`, the same answer as for a session that never existed (not `410`: a
+    /// stranger must not learn that an id once existed, and nothing of the session is kept to
+    /// tell the two apart). The same holds for a session that ended otherwise (a 1-1 session
+    /// whose invitation was declined, cancelled or timed out). Its messages are not readable
+    /// through another path either: retention and history are left to the bounded-state work.
+    /// A `clientCorrelator` is remembered while its session exists: a create repeated after
+    /// the session ended starts a new session, and a message repeated after it ended gets 404.
     fn delete_chat_session(
         &self,
         user_id: String,
@@ -190,7 +201,7 @@ pub trait ChatService: Send + Sync + 'static {
     /// later gets `participantStatusNotification`s as they answer.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
-    /// someone already in the session, or into an ended session, is `409 SVC0001`.
+    /// someone already in the session is `409 SVC0001`; an ended session is gone (`404`).
     fn add_participants(
         &self,
         user_id: String,
@@ -233,8 +244,8 @@ pub trait ChatService: Send + Sync + 'static {
     /// only (`400 SVC0002`). Each change is told to the other participants with a
     /// `participantStatusNotification`; a declined 1-1 session ends.
     ///
-    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`, and so
-    /// is any change in an ended session. An invitation that timed out or was cancelled made
+    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`; an
+    /// ended session is gone (`404`, see `deleteChatSession`). An invitation that timed out or was cancelled made
     /// the session invalid for the invitee (seed 7.1.7 c): it gets `404`, as for any session
     /// it does not take part in.
     /// The answer is `200` with the new status, as the seed's figure for 7.1.8 shows.
@@ -255,8 +266,8 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// The sender must be `Connected` to the session: an invitee who has not accepted yet, or
     /// a session where nobody else has joined yet, gets `403 POL1012` (messages during session
-    /// setup are not supported); an ended session, or a sender who has left, gets
-    /// `409 SVC0001`. Every other connected participant gets a
+    /// setup are not supported); a sender who has left gets `409 SVC0001`, and an ended
+    /// session is gone (`404`). Every other connected participant gets a
     /// `messageNotification`. With `successReport=true` (or `reportRequest` containing
     /// `Delivered`), the sender gets a `messageDeliveryNotification` each time a recipient
     /// confirms delivery (seed 7.1.10); `reportRequest` containing `Displayed` likewise for
@@ -420,8 +431,19 @@ pub trait ChatApi {
     /// everyone, 1-1 and group alike, and every other participant still in it (connected or
     /// invited) gets a `chatEventNotification`: `SessionEnded`, or `SessionCancelled` for an
     /// invitee who had not answered yet. Any other participant who wants out leaves through
-    /// its participant status (seed 7.1.8) and gets `403 POL0001` here. An ended session stays
-    /// readable (`GET`) but accepts no messages.
+    /// its participant status (seed 7.1.8) and gets `403 POL0001` here. The originator's own
+    /// application is notified too (`SessionEnded`, as in the seed's figure).
+    ///
+    /// **Decision (deleted means gone):** the seed says "delete the resource", so once this
+    /// answers 204 the session is gone for every participant: `GET`, a second `DELETE` and
+    /// every sub-resource (participants, statuses, messages, delivery statuses) answer
+    /// `404 SVC2008`, the same answer as for a session that never existed (not `410`: a
+    /// stranger must not learn that an id once existed, and nothing of the session is kept to
+    /// tell the two apart). The same holds for a session that ended otherwise (a 1-1 session
+    /// whose invitation was declined, cancelled or timed out). Its messages are not readable
+    /// through another path either: retention and history are left to the bounded-state work.
+    /// A `clientCorrelator` is remembered while its session exists: a create repeated after
+    /// the session ended starts a new session, and a message repeated after it ended gets 404.
     #[endpoint{method = DELETE,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}",
     operation_id = "deleteChatSession",
@@ -451,7 +473,7 @@ pub trait ChatApi {
     /// later gets `participantStatusNotification`s as they answer.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
-    /// someone already in the session, or into an ended session, is `409 SVC0001`.
+    /// someone already in the session is `409 SVC0001`; an ended session is gone (`404`).
     #[endpoint{method = POST,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants",
     operation_id = "addParticipants",
@@ -511,8 +533,8 @@ pub trait ChatApi {
     /// only (`400 SVC0002`). Each change is told to the other participants with a
     /// `participantStatusNotification`; a declined 1-1 session ends.
     ///
-    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`, and so
-    /// is any change in an ended session. An invitation that timed out or was cancelled made
+    /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`; an
+    /// ended session is gone (`404`, see `deleteChatSession`). An invitation that timed out or was cancelled made
     /// the session invalid for the invitee (seed 7.1.7 c): it gets `404`, as for any session
     /// it does not take part in.
     /// The answer is `200` with the new status, as the seed's figure for 7.1.8 shows.
@@ -542,8 +564,8 @@ pub trait ChatApi {
     ///
     /// The sender must be `Connected` to the session: an invitee who has not accepted yet, or
     /// a session where nobody else has joined yet, gets `403 POL1012` (messages during session
-    /// setup are not supported); an ended session, or a sender who has left, gets
-    /// `409 SVC0001`. Every other connected participant gets a
+    /// setup are not supported); a sender who has left gets `409 SVC0001`, and an ended
+    /// session is gone (`404`). Every other connected participant gets a
     /// `messageNotification`. With `successReport=true` (or `reportRequest` containing
     /// `Delivered`), the sender gets a `messageDeliveryNotification` each time a recipient
     /// confirms delivery (seed 7.1.10); `reportRequest` containing `Displayed` likewise for

@@ -1014,7 +1014,7 @@ pub struct ChatSessionInformation {
     /// `status`: (set by the server) The requesting user's own status in the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ParticipantStatus>,
-    /// `ended`: (set by the server) True once the session has ended.
+    /// `ended`: (set by the server) Always false in an answer: an ended session is gone (404, see `deleteChatSession`); kept for clients written against the earlier behaviour.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

@@ -493,7 +493,7 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub client_correlator: ::std::option::Option<ChatSessionInformationClientCorrelator>,
-        ///(set by the server) True once the session has ended.
+        ///(set by the server) Always false in an answer: an ended session is gone (404, see `deleteChatSession`); kept for clients written against the earlier behaviour.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub ended: ::std::option::Option<bool>,
         ///(set by the server) The user who started the session.
@@ -1884,6 +1884,10 @@ Bodies are capped (64 KiB by default); larger ones get 413.
 
 **Errors.** Every error is an OMA `requestError` in the negotiated format, holding a
 `serviceException` (SVCnnnn, mostly 400/404/409) or a `policyException` (POLnnnn, 403).
+**Decision (storage failure):** when the server's storage fails, the request whose change
+could not be stored, and any request arriving while the server stops, get
+`503 SVC2001` (no server resources; the request was not carried out), then the process
+stops (fail-stop: a restart reloads a consistent state). Any operation may answer so.
 
 **Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,
 `sip:alice@example.com`), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are
@@ -2463,8 +2467,19 @@ impl Client {
     everyone, 1-1 and group alike, and every other participant still in it (connected or
     invited) gets a `chatEventNotification`: `SessionEnded`, or `SessionCancelled` for an
     invitee who had not answered yet. Any other participant who wants out leaves through
-    its participant status (seed 7.1.8) and gets `403 POL0001` here. An ended session stays
-    readable (`GET`) but accepts no messages.
+    its participant status (seed 7.1.8) and gets `403 POL0001` here. The originator's own
+    application is notified too (`SessionEnded`, as in the seed's figure).
+
+    **Decision (deleted means gone):** the seed says "delete the resource", so once this
+    answers 204 the session is gone for every participant: `GET`, a second `DELETE` and
+    every sub-resource (participants, statuses, messages, delivery statuses) answer
+    `404 SVC2008`, the same answer as for a session that never existed (not `410`: a
+    stranger must not learn that an id once existed, and nothing of the session is kept to
+    tell the two apart). The same holds for a session that ended otherwise (a 1-1 session
+    whose invitation was declined, cancelled or timed out). Its messages are not readable
+    through another path either: retention and history are left to the bounded-state work.
+    A `clientCorrelator` is remembered while its session exists: a create repeated after
+    the session ended starts a new session, and a message repeated after it ended gets 404.
 
 
     Sends a `DELETE` request to `/v1/chat/{userId}/chatSessions/{sessionId}`
@@ -2523,9 +2538,6 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
-                ResponseValue::from_response(response).await?,
-            )),
-            409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
@@ -2610,7 +2622,7 @@ impl Client {
     later gets `participantStatusNotification`s as they answer.
 
     **Decision:** any connected participant may invite (as in RCS group chat). Inviting
-    someone already in the session, or into an ended session, is `409 SVC0001`.
+    someone already in the session is `409 SVC0001`; an ended session is gone (`404`).
 
 
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants`
@@ -2921,8 +2933,8 @@ impl Client {
     only (`400 SVC0002`). Each change is told to the other participants with a
     `participantStatusNotification`; a declined 1-1 session ends.
 
-    **Decision:** repeating the current status (accepting twice) is `409 SVC0001`, and so
-    is any change in an ended session. An invitation that timed out or was cancelled made
+    **Decision:** repeating the current status (accepting twice) is `409 SVC0001`; an
+    ended session is gone (`404`, see `deleteChatSession`). An invitation that timed out or was cancelled made
     the session invalid for the invitee (seed 7.1.7 c): it gets `404`, as for any session
     it does not take part in.
     The answer is `200` with the new status, as the seed's figure for 7.1.8 shows.
@@ -3080,8 +3092,8 @@ impl Client {
 
     The sender must be `Connected` to the session: an invitee who has not accepted yet, or
     a session where nobody else has joined yet, gets `403 POL1012` (messages during session
-    setup are not supported); an ended session, or a sender who has left, gets
-    `409 SVC0001`. Every other connected participant gets a
+    setup are not supported); a sender who has left gets `409 SVC0001`, and an ended
+    session is gone (`404`). Every other connected participant gets a
     `messageNotification`. With `successReport=true` (or `reportRequest` containing
     `Delivered`), the sender gets a `messageDeliveryNotification` each time a recipient
     confirms delivery (seed 7.1.10); `reportRequest` containing `Displayed` likewise for

@@ -8,6 +8,7 @@
 //! notifications reach the delivery queues right after their commit, in commit order. Reads
 //! are served from memory.
 
+pub mod quota;
 pub mod state;
 pub mod views;
 
@@ -47,8 +48,9 @@ pub struct Limits {
     /// Sessions (not ended) a user may be connected to, checked when it starts, accepts or
     /// re-joins one (`403 POL2008` above).
     pub sessions_per_user: usize,
-    /// Unanswered invitations a user may have waiting (`403 POL2008` for the inviter above).
-    pub pending_invitations_per_user: usize,
+    /// The inviter's own invitation quotas: unanswered invitations in all and per invitee
+    /// (`403 POL2008` above), invitations a minute (`429 POL2005` above).
+    pub invitations: quota::InvitationLimits,
 }
 
 impl Default for Limits {
@@ -58,7 +60,7 @@ impl Default for Limits {
             text_chars: 4096,
             subscriptions_per_user: 20,
             sessions_per_user: 1000,
-            pending_invitations_per_user: 100,
+            invitations: quota::InvitationLimits::default(),
         }
     }
 }
@@ -129,17 +131,24 @@ impl Change {
     }
 }
 
-/// Waits until a submitted change is durable.
+/// Waits until a submitted change is durable; a failed store answers `503 SVC2001`.
 async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
     match rx.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ApiError::internal(format!(
-            "the change could not be stored: {e}"
-        ))),
-        Err(_) => Err(ApiError::internal(
-            "the store stopped before the change was stored",
-        )),
+        Ok(Err(_)) | Err(_) => Err(storage_failed()),
     }
+}
+
+/// `503 SVC2001` (OMA "no server resources"): the server's storage failed, the change was not
+/// stored, and the server is stopping (fail-stop; a restart reloads a consistent state). The
+/// storage error itself (paths, errno) is for the operator's log, not for clients.
+pub fn storage_failed() -> ApiError {
+    ApiError::service(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "SVC2001",
+        "No server resources available to process the request: %1",
+        "the server's storage failed and it is stopping; the request was not carried out, retry once the server is back",
+    )
 }
 
 impl Chat {
@@ -210,6 +219,17 @@ impl Chat {
             }
         }
         sessions.sort_by_key(|s| s.seq);
+        // Earlier versions kept ended sessions readable; they are gone now: their records
+        // (and messages) are deleted once, here, instead of being loaded.
+        let (ended, sessions): (Vec<Session>, Vec<Session>) =
+            sessions.into_iter().partition(|s| s.ended);
+        if !ended.is_empty() {
+            let mut change = Change::default();
+            for s in &ended {
+                change.batch.deletes.push((Kind::Session, s.id.clone()));
+            }
+            self.store.submit_detached(change.batch);
+        }
         for s in sessions {
             for p in &s.participants {
                 state
@@ -272,6 +292,16 @@ impl Chat {
         }
         info!(self.log, "state restored"; "sessions" => counts.0, "subscriptions" => counts.1, "pending_notifications" => resumed);
         Ok(())
+    }
+
+    /// `503` once the store has failed: the process is stopping and memory may hold changes
+    /// the disk does not, so nothing is served from it any more (see `store::fail_stop`).
+    pub fn check_store(&self) -> Result<(), ApiError> {
+        if self.store.has_failed() {
+            Err(storage_failed())
+        } else {
+            Ok(())
+        }
     }
 
     /// The URL builder.
@@ -580,7 +610,9 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a Session, ApiError> {
         match state.sessions.get(sid) {
-            Some(s) if s.participant(user).is_some_and(Participant::sees_session) => Ok(s),
+            Some(s) if !s.ended && s.participant(user).is_some_and(Participant::sees_session) => {
+                Ok(s)
+            }
             _ => Err(missing(&self.urls.session(user, sid))),
         }
     }
@@ -592,7 +624,9 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a mut Session, ApiError> {
         match state.sessions.get_mut(sid) {
-            Some(s) if s.participant(user).is_some_and(Participant::sees_session) => Ok(s),
+            Some(s) if !s.ended && s.participant(user).is_some_and(Participant::sees_session) => {
+                Ok(s)
+            }
             _ => Err(missing(&self.urls.session(user, sid))),
         }
     }
@@ -609,6 +643,43 @@ impl Chat {
             },
             deadline_ms,
         )
+    }
+
+    /// The inviter's quotas (see [`quota`]): refuses when `inviter` may not send invitations to
+    /// `to` now, and otherwise counts them against its rate. Call under the lock, after every
+    /// other check of the request, right before the invitations are made.
+    fn spend_invitations(
+        &self,
+        state: &mut State,
+        inviter: &str,
+        to: &[&str],
+    ) -> Result<(), ApiError> {
+        let now = std::time::Instant::now();
+        let (sent_recently, wait) = state.invitations_sent.recent(inviter, now);
+        let sent = state.pending_sent(inviter);
+        let out = quota::Outstanding {
+            pending: sent.values().sum(),
+            pending_to_one: to
+                .iter()
+                .map(|a| sent.get(a).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0),
+            sent_recently,
+        };
+        match quota::decide(out, to.len(), self.settings.limits.invitations) {
+            Ok(()) => {
+                state.invitations_sent.record(inviter, to.len(), now);
+                Ok(())
+            }
+            Err(quota::Refusal::Pending { limit }) => {
+                Err(too_many("unanswered invitations you sent", limit))
+            }
+            Err(quota::Refusal::PendingToOne { limit }) => Err(too_many(
+                "unanswered invitations you sent to one invitee",
+                limit,
+            )),
+            Err(quota::Refusal::Rate { limit }) => Err(invitation_rate(limit, wait)),
+        }
     }
 
     /// Seed 7.1.2 / 7.1.4: start a 1-1 or group chat; invites every listed participant.
@@ -664,14 +735,8 @@ impl Chat {
                     limits.sessions_per_user,
                 ));
             }
-            for p in &invitees {
-                if state.pending_invitations(&p.address) >= limits.pending_invitations_per_user {
-                    return Err(too_many(
-                        &format!("unanswered invitations waiting for {}", p.address),
-                        limits.pending_invitations_per_user,
-                    ));
-                }
-            }
+            let to: Vec<&str> = invitees.iter().map(|p| p.address.as_str()).collect();
+            self.spend_invitations(&mut state, user, &to)?;
             let (id, seq) = state.new_id("sess");
             let mut participants = vec![Participant {
                 address: user.to_owned(),
@@ -798,7 +863,7 @@ impl Chat {
             "the only invitation timed out",
         ));
         let mut change = Change::default();
-        change.put_session(s);
+        put_or_release(&mut state, &mut change, sid);
         self.notify(&mut state, &mut change, outbox);
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(&state, change));
@@ -831,7 +896,10 @@ impl Chat {
         Ok(views::session(&self.urls, user, s))
     }
 
-    /// Seed 7.1.5: the originator ends the session for everyone.
+    /// Seed 7.1.5: the originator ends the session for everyone. Every participant still in
+    /// it is told, the originator included (the seed's figure notifies the ending application
+    /// too), and the session is gone at once for all of them (404 on it and every
+    /// sub-resource): "delete the resource", as the seed says.
     pub async fn end_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
         let rx = {
             let mut state = self.lock();
@@ -842,15 +910,10 @@ impl Chat {
                     "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
                 ));
             }
-            if s.ended {
-                return Err(ApiError::conflict(format!(
-                    "session {sid} has already ended"
-                )));
-            }
             s.ended = true;
-            let outbox = end_for_all(urls, s, "the originator ended the session", user);
+            let outbox = end_for_all(urls, s, "the originator ended the session", None);
             let mut change = Change::default();
-            change.put_session(s);
+            put_or_release(&mut state, &mut change, sid);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };
@@ -886,11 +949,6 @@ impl Chat {
             let limits = self.settings.limits;
             {
                 let s = self.visible(&state, user, sid)?;
-                if s.ended {
-                    return Err(ApiError::conflict(format!(
-                        "session {sid} has ended; start a new one"
-                    )));
-                }
                 if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
                     return Err(ApiError::forbidden(
                         "only a connected participant can invite others; accept or re-join first",
@@ -910,14 +968,12 @@ impl Chat {
                     return Err(too_many_participants(limits.participants_per_session));
                 }
             }
-            if let Some(p) = body.participant.iter().find(|p| {
-                state.pending_invitations(&p.address) >= limits.pending_invitations_per_user
-            }) {
-                return Err(too_many(
-                    &format!("unanswered invitations waiting for {}", p.address),
-                    limits.pending_invitations_per_user,
-                ));
-            }
+            let to: Vec<&str> = body
+                .participant
+                .iter()
+                .map(|p| p.address.as_str())
+                .collect();
+            self.spend_invitations(&mut state, user, &to)?;
             let s = self.visible_mut(&mut state, user, sid)?;
             let new = body.participant;
             let mut timers = Vec::new();
@@ -1043,7 +1099,7 @@ impl Chat {
                 "the only invitation was cancelled",
             ));
             let mut change = Change::default();
-            change.put_session(s);
+            put_or_release(&mut state, &mut change, sid);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };
@@ -1086,9 +1142,6 @@ impl Chat {
                 return Err(ApiError::forbidden(format!(
                     "{user} can only change its own status, not that of {pid}"
                 )));
-            }
-            if s.ended {
-                return Err(ApiError::conflict(format!("session {sid} has ended")));
             }
             let (next_invitation, event) = match (wanted, p.invitation, p.status) {
                 (ParticipantStatus::Invited, ..) => {
@@ -1138,10 +1191,15 @@ impl Chat {
             }
             if is_decline && !s.group {
                 s.ended = true;
-                outbox.extend(end_for_all(urls, s, "the invitation was declined", pid));
+                outbox.extend(end_for_all(
+                    urls,
+                    s,
+                    "the invitation was declined",
+                    Some(pid),
+                ));
             }
             let mut change = Change::default();
-            change.put_session(s);
+            put_or_release(&mut state, &mut change, sid);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };
@@ -1181,11 +1239,6 @@ impl Chat {
                     location: url.clone(),
                     body: ResourceReference { resource_url: url },
                 });
-            }
-            if s.ended {
-                return Err(ApiError::conflict(format!(
-                    "session {sid} has ended; messages can no longer be sent"
-                )));
             }
             let me = s.participant(user).map(|p| (p.status, p.name.clone()));
             match me {
@@ -1366,12 +1419,60 @@ fn next_invitation_seq() -> u64 {
     base + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// `429 POL2005` with `Retry-After`: the inviter sent its invitations of the minute.
+fn invitation_rate(limit: usize, wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let mut e = ApiError::policy(
+        "POL2005",
+        "Maximum number of requests exceeded: %1 invitations a minute; retry after %2 s",
+        limit.to_string(),
+    );
+    e.variables.push(secs.to_string());
+    e.status = http::StatusCode::TOO_MANY_REQUESTS;
+    if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+        e.headers.push((http::header::RETRY_AFTER, v));
+    }
+    e
+}
+
 fn too_many_participants(limit: usize) -> ApiError {
     ApiError::policy(
         "POL1017",
         "Too many participants: at most %1 per session",
         limit.to_string(),
     )
+}
+
+/// Records the session's new state in the change, or, once it has ended, releases it: an
+/// ended session is gone (404 for everyone, on it and on every sub-resource), so its memory,
+/// its index entries and its stored record and messages go in the same change. Notifications
+/// about it must already be in the outbox being built (they are self-contained documents).
+fn put_or_release(state: &mut State, change: &mut Change, sid: &str) {
+    match state.sessions.get(sid) {
+        Some(s) if s.ended => {
+            release_session(state, sid);
+            change.batch.deletes.push((Kind::Session, sid.to_owned()));
+        }
+        Some(s) => change.put_session(s),
+        None => {}
+    }
+}
+
+/// Forgets a session in memory: the session, its messages and its entries in the per-user
+/// index (a user left with no session loses its entry too, so memory follows live sessions).
+fn release_session(state: &mut State, sid: &str) {
+    let Some(s) = state.sessions.remove(sid) else {
+        return;
+    };
+    for p in &s.participants {
+        if let Some(ids) = state.user_sessions.get_mut(&p.address) {
+            ids.retain(|i| i != sid);
+            if ids.is_empty() {
+                state.user_sessions.remove(&p.address);
+            }
+        }
+    }
 }
 
 fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
@@ -1410,14 +1511,15 @@ fn invitation_gone(
     }
     if !s.group && !s.ended {
         s.ended = true;
-        outbox.extend(end_for_all(urls, s, why, inviter));
+        outbox.extend(end_for_all(urls, s, why, Some(inviter)));
     }
     outbox
 }
 
-/// Ends a session for everyone still in it except `by`: connected participants get
-/// `SessionEnded`, pending invitees `SessionCancelled`; every status becomes `Disconnected`.
-fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: &str) -> Outbox {
+/// Ends a session for everyone still in it except `by` (who is told otherwise, when it is
+/// given): connected participants get `SessionEnded`, pending invitees `SessionCancelled`;
+/// every status becomes `Disconnected`.
+fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&str>) -> Outbox {
     let mut outbox = Outbox::new();
     let sid = s.id.clone();
     let mut tell = Vec::new();
@@ -1432,7 +1534,7 @@ fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: &str) -> Outbox {
         }
         p.status = ParticipantStatus::Disconnected;
         if let Some(e) = event
-            && p.address != by
+            && by != Some(p.address.as_str())
         {
             tell.push((p.address.clone(), e));
         }

@@ -20,6 +20,8 @@ pub struct State {
     pub user_sessions: HashMap<String, Vec<String>>,
     /// Persisted counters.
     pub counters: Counters,
+    /// When each inviter sent its recent invitations (the invitation rate; not persisted).
+    pub invitations_sent: super::quota::SendLog,
 }
 
 /// Counters that must never repeat, persisted with every change that advances them.
@@ -33,7 +35,7 @@ pub struct Counters {
 
 impl State {
     /// Sessions that have not ended in which `user` is connected (invitations are counted by
-    /// [`State::pending_invitations`]).
+    /// [`State::pending_sent`]).
     pub fn open_sessions(&self, user: &str) -> usize {
         self.user_sessions.get(user).map_or(0, |ids| {
             ids.iter()
@@ -48,17 +50,25 @@ impl State {
         })
     }
 
-    /// Unanswered invitations waiting for `user`.
-    pub fn pending_invitations(&self, user: &str) -> usize {
-        self.user_sessions.get(user).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.sessions.get(id))
-                .filter(|s| {
-                    s.participant(user)
-                        .is_some_and(|p| p.invitation.is_pending())
-                })
-                .count()
-        })
+    /// Unanswered invitations `inviter` sent, per invitee, in one pass over its sessions (the
+    /// inviter takes part in every session it invited into, so they are all there is to look
+    /// at).
+    pub fn pending_sent(&self, inviter: &str) -> HashMap<&str, usize> {
+        let mut per_invitee: HashMap<&str, usize> = HashMap::new();
+        for s in self
+            .user_sessions
+            .get(inviter)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.get(id))
+        {
+            for p in &s.participants {
+                if p.invited_by == inviter && p.address != inviter && p.invitation.is_pending() {
+                    *per_invitee.entry(p.address.as_str()).or_default() += 1;
+                }
+            }
+        }
+        per_invitee
     }
 
     /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`), and its sequence number.

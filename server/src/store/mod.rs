@@ -14,6 +14,8 @@
 
 pub mod sqlite;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -124,21 +126,34 @@ struct Job {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Job>,
+    /// Set once a commit failed: the process is stopping (see [`fail_stop`]).
+    failed: Arc<AtomicBool>,
 }
 
 /// Most batches one transaction takes.
 const MAX_GROUP: usize = 512;
+
+/// How long the store thread must have had nothing to commit before [`Backend::idle`] runs.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Store {
     /// Starts the store thread over a backend, after reading its snapshot.
     pub fn start(mut backend: Box<dyn Backend>) -> Result<(Store, Snapshot), StoreError> {
         let snapshot = backend.load()?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&failed);
         std::thread::Builder::new()
             .name("netapi-chat-store".to_owned())
-            .spawn(move || run(backend, rx))
+            .spawn(move || run(backend, rx, flag))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok((Store { tx }, snapshot))
+        Ok((Store { tx, failed }, snapshot))
+    }
+
+    /// True once a commit failed: the process is about to stop, and memory may hold changes
+    /// the disk does not, so nothing should be served from it any more.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// Queues a batch; `after_commit` runs on the store thread right after it is durable, in
@@ -176,18 +191,24 @@ impl Store {
     }
 }
 
-fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>) {
+fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
     loop {
         let first = match rx.try_recv() {
             Ok(job) => job,
             Err(mpsc::TryRecvError::Disconnected) => break,
-            Err(mpsc::TryRecvError::Empty) => {
-                backend.idle();
-                match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
+            Err(mpsc::TryRecvError::Empty) => match rx.recv_timeout(QUIET) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // Housekeeping only once nothing has come for a moment, not in the gaps
+                // between the commits of a busy stream.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    backend.idle();
+                    match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
                 }
-            }
+            },
         };
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -217,20 +238,60 @@ fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>) {
                     }
                 }
             }
-            Err(e) => {
-                // Fail-stop: memory now holds changes the disk does not.
-                eprintln!(
-                    "netapi-chat: {e}; stopping so that a restart reloads a consistent state"
-                );
-                for job in jobs {
-                    if let Some(done) = job.done {
-                        let _ = done.send(Err(e.to_string()));
-                    }
-                }
-                std::process::exit(70);
-            }
+            Err(e) => fail_stop(&e, jobs, &rx, &failed),
         }
     }
+}
+
+/// How long the store keeps answering after a failure, so that the requests told about it
+/// get their answers written before the process exits.
+const FAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Exit status after a storage failure (`EX_IOERR`).
+pub const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// Fail-stop after a failed commit: memory now holds changes the disk does not, so the
+/// process must stop and a restart reload a consistent state. Before it does, every request
+/// waiting on the store, and every one that arrives during [`FAIL_STOP_GRACE`], is told (the
+/// core answers them `503`), instead of having its connection reset by the exit.
+fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Job>, failed: &AtomicBool) -> ! {
+    failed.store(true, Ordering::SeqCst);
+    eprintln!(
+        "netapi-chat: {e}; answering waiting requests 503 and stopping so that a restart reloads a consistent state"
+    );
+    let refuse = |job: Job| {
+        if let Some(done) = job.done {
+            let _ = done.send(Err(e.to_string()));
+        }
+    };
+    let mut refused = 0usize;
+    for job in jobs {
+        refused += usize::from(job.done.is_some());
+        refuse(job);
+    }
+    let deadline = std::time::Instant::now() + FAIL_STOP_GRACE;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(job) => {
+                refused += usize::from(job.done.is_some());
+                refuse(job);
+            }
+            Err(_) => break,
+        }
+    }
+    // Whatever is still queued (`recv_timeout` returned early because every sender is gone).
+    while let Ok(job) = rx.try_recv() {
+        refused += usize::from(job.done.is_some());
+        refuse(job);
+    }
+    // The answers handed out still need time to be written, even if the channel closed early.
+    if let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(left);
+    }
+    eprintln!(
+        "netapi-chat: stopped after a storage failure ({refused} waiting requests answered 503); exit status {EXIT_STORAGE_FAILED}"
+    );
+    std::process::exit(EXIT_STORAGE_FAILED);
 }
 
 /// Unix time in milliseconds.
@@ -239,4 +300,82 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message-send batch as the core builds it: a ~400-byte message record, the counters,
+    /// two ~1 KiB outbox entries.
+    fn send_batch(i: u64) -> Batch {
+        Batch {
+            puts: vec![
+                (
+                    Kind::Message,
+                    format!("ses-1-x/msg-{i}-0123456789abcdef"),
+                    vec![b'm'; 400],
+                ),
+                (Kind::Meta, "counters".into(), b"{}".to_vec()),
+            ],
+            outbox: (0..2)
+                .map(|k| OutboxEntry {
+                    id: 2 * i + k,
+                    subscription: format!("sub-{k}"),
+                    body: vec![b'n'; 1024],
+                    created_ms: 1,
+                })
+                .collect(),
+            ..Batch::default()
+        }
+    }
+
+    /// The store as the server drives it (store thread, group commit, `idle()` when nothing
+    /// waits) over the SQLite backend: `clients` threads each submit a batch and wait for it,
+    /// `rounds` times. For before/after comparisons of the backend's settings:
+    /// `cargo test --lib -- --ignored --nocapture store_throughput` (compare runs of one build
+    /// mode on one machine).
+    #[test]
+    #[ignore]
+    fn store_throughput() {
+        for (clients, rounds) in [(1u64, 5000u64), (16, 1000)] {
+            let dir = std::env::temp_dir()
+                .join(format!("netapi-chat-tput-{}-{clients}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let backend = sqlite::Sqlite::open(&dir, sqlite::Sync::Normal).unwrap();
+            let (store, _) = Store::start(Box::new(backend)).unwrap();
+            let start = std::time::Instant::now();
+            let workers: Vec<_> = (0..clients)
+                .map(|c| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        let mut lat = Vec::new();
+                        for r in 0..rounds {
+                            let t = std::time::Instant::now();
+                            let rx = store.submit(send_batch(c * 1_000_000 + r), None);
+                            rx.blocking_recv().unwrap().unwrap();
+                            lat.push(t.elapsed());
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            let mut lat: Vec<_> = workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect();
+            let over = lat.iter().filter(|d| d.as_millis() >= 20).count();
+            let secs = start.elapsed().as_secs_f64();
+            lat.sort();
+            let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+            println!(
+                "{clients} clients: {:.0} batches/s, latency p50 {:?} p99 {:?} max {:?}, {over} over 20 ms",
+                (clients * rounds) as f64 / secs,
+                pct(0.5),
+                pct(0.99),
+                lat[lat.len() - 1]
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }

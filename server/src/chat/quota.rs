@@ -1,0 +1,196 @@
+//! Invitation quotas (issue 11 item 9): how many invitations one inviter may have waiting,
+//! in all and for one invitee, and how many it may send a minute.
+//!
+//! The quotas are the inviter's own: a cap counted per invitee let one user fill a victim's
+//! quota and block everyone else's invitations to it, and its error told the inviter how many
+//! invitations the victim had waiting. Every count here is one the inviter produced itself,
+//! so a refusal tells it nothing about other users. Withdrawing an invitation frees a pending
+//! slot but not the rate: the rate counts invitations when they are sent, so a
+//! cancel-and-re-invite loop still spends it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The window of the invitation rate.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The quotas (from `NETAPI_CHAT_MAX_PENDING_INVITATIONS`, `…_PER_INVITEE` and
+/// `NETAPI_CHAT_INVITATION_RATE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvitationLimits {
+    /// Unanswered invitations one inviter may have waiting, over all invitees.
+    pub per_inviter: usize,
+    /// Unanswered invitations one inviter may have waiting for one invitee (in as many
+    /// sessions).
+    pub per_pair: usize,
+    /// Invitations one inviter may send per [`RATE_WINDOW`] (0 = no rate).
+    pub per_minute: usize,
+}
+
+impl Default for InvitationLimits {
+    fn default() -> Self {
+        InvitationLimits {
+            per_inviter: 1000,
+            per_pair: 5,
+            per_minute: 300,
+        }
+    }
+}
+
+/// What an inviter has outstanding when it asks to send more invitations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outstanding {
+    /// Its unanswered invitations, over all invitees.
+    pub pending: usize,
+    /// Its unanswered invitations to the invitee (of those asked for now) it has invited most.
+    pub pending_to_one: usize,
+    /// Invitations it sent within the last [`RATE_WINDOW`].
+    pub sent_recently: usize,
+}
+
+/// Why more invitations are refused; each names only the inviter's own limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many unanswered invitations from this inviter.
+    Pending { limit: usize },
+    /// Too many unanswered invitations from this inviter to one invitee.
+    PendingToOne { limit: usize },
+    /// Too many invitations sent within the window.
+    Rate { limit: usize },
+}
+
+/// The quota rule: may an inviter with `out` outstanding send `new` more invitations (each to
+/// a different invitee)?
+pub fn decide(out: Outstanding, new: usize, limits: InvitationLimits) -> Result<(), Refusal> {
+    if limits.per_minute > 0 && out.sent_recently + new > limits.per_minute {
+        return Err(Refusal::Rate {
+            limit: limits.per_minute,
+        });
+    }
+    if out.pending + new > limits.per_inviter {
+        return Err(Refusal::Pending {
+            limit: limits.per_inviter,
+        });
+    }
+    if new > 0 && out.pending_to_one + 1 > limits.per_pair {
+        return Err(Refusal::PendingToOne {
+            limit: limits.per_pair,
+        });
+    }
+    Ok(())
+}
+
+/// When each inviter sent its recent invitations (in memory only: after a restart the window
+/// starts empty, which at worst grants one more window's worth).
+#[derive(Default)]
+pub struct SendLog {
+    sent: HashMap<String, VecDeque<Instant>>,
+}
+
+/// Inviters tracked before idle ones are dropped on the next record.
+const PRUNE_ABOVE: usize = 4096;
+
+impl SendLog {
+    /// Invitations `inviter` sent within the window before `now`, and how long until the
+    /// oldest of them leaves it.
+    pub fn recent(&mut self, inviter: &str, now: Instant) -> (usize, Duration) {
+        let Some(q) = self.sent.get_mut(inviter) else {
+            return (0, Duration::ZERO);
+        };
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            q.pop_front();
+        }
+        let wait = q
+            .front()
+            .map_or(Duration::ZERO, |t| RATE_WINDOW - now.duration_since(*t));
+        (q.len(), wait)
+    }
+
+    /// Counts `n` invitations sent by `inviter` at `now`.
+    pub fn record(&mut self, inviter: &str, n: usize, now: Instant) {
+        if self.sent.len() > PRUNE_ABOVE {
+            self.sent.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.duration_since(*t) < RATE_WINDOW)
+            });
+        }
+        let q = self.sent.entry(inviter.to_owned()).or_default();
+        q.extend(std::iter::repeat_n(now, n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: InvitationLimits = InvitationLimits {
+        per_inviter: 5,
+        per_pair: 2,
+        per_minute: 10,
+    };
+
+    fn out(pending: usize, pending_to_one: usize, sent_recently: usize) -> Outstanding {
+        Outstanding {
+            pending,
+            pending_to_one,
+            sent_recently,
+        }
+    }
+
+    #[test]
+    fn within_every_quota() {
+        assert_eq!(decide(out(0, 0, 0), 1, L), Ok(()));
+        assert_eq!(decide(out(4, 1, 9), 1, L), Ok(()));
+        assert_eq!(decide(out(0, 0, 0), 5, L), Ok(()));
+    }
+
+    #[test]
+    fn per_inviter_counts_the_whole_request() {
+        assert_eq!(
+            decide(out(5, 0, 0), 1, L),
+            Err(Refusal::Pending { limit: 5 })
+        );
+        assert_eq!(
+            decide(out(3, 0, 0), 3, L),
+            Err(Refusal::Pending { limit: 5 })
+        );
+    }
+
+    #[test]
+    fn per_pair() {
+        assert_eq!(
+            decide(out(2, 2, 2), 1, L),
+            Err(Refusal::PendingToOne { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn rate_counts_sends_and_zero_turns_it_off() {
+        assert_eq!(
+            decide(out(0, 0, 10), 1, L),
+            Err(Refusal::Rate { limit: 10 })
+        );
+        assert_eq!(decide(out(0, 0, 8), 3, L), Err(Refusal::Rate { limit: 10 }));
+        let no_rate = InvitationLimits { per_minute: 0, ..L };
+        assert_eq!(decide(out(0, 0, 1000), 1, no_rate), Ok(()));
+    }
+
+    #[test]
+    fn send_log_window() {
+        let mut log = SendLog::default();
+        let t0 = Instant::now();
+        log.record("a", 3, t0);
+        assert_eq!(log.recent("a", t0).0, 3);
+        assert_eq!(log.recent("b", t0), (0, Duration::ZERO));
+        let later = t0 + Duration::from_secs(20);
+        log.record("a", 1, later);
+        let (n, wait) = log.recent("a", later);
+        assert_eq!((n, wait), (4, Duration::from_secs(40)));
+        // The first three leave the window after 60 s; the one sent later stays.
+        assert_eq!(log.recent("a", t0 + RATE_WINDOW).0, 1);
+        assert_eq!(log.recent("a", later + RATE_WINDOW).0, 0);
+    }
+}

@@ -1,0 +1,201 @@
+//! The data directory's files and their permissions (issue 11 items 13 and 14).
+//!
+//! The directory holds the signing key of every notification (`webhook-secret`), usually the
+//! access tokens (`tokens`) and every message (`netapi-chat.sqlite3` and its `-wal`), so no
+//! other local user may read any of it, whatever the umask: the directory is created `0700`
+//! and each file `0600`. An existing directory that others can enter is not changed (the
+//! operator may have chosen that, e.g. for a backup group) but warned about on stderr; files
+//! the server owns by name (the database, its WAL, the webhook secret) are tightened to `0600`
+//! with a warning, and a token file readable by others is warned about (it may be managed
+//! elsewhere). Before the store opens, the directory is proved writable, so that a read-only
+//! directory stops the start with a clear message instead of failing on the first write.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+/// Mode of the data directory when the server creates it.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file the server creates in it.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Says something to the operator on stderr (start-up only; the log is not set up yet for all
+/// callers, and these lines must be seen whatever the log level).
+fn warn(text: &str) {
+    eprintln!("netapi-chat: warning: {text}");
+}
+
+/// True when group or others have any access in `mode`.
+pub fn open_to_others(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
+/// Creates `dir` (and missing parents) with mode `0700`; warns when it already existed and
+/// group or others may access it.
+pub fn create(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let mode = m.permissions().mode() & 0o777;
+            if open_to_others(mode) {
+                warn(&format!(
+                    "data directory {} has mode {mode:04o}: other local users may see its files; `chmod 700` it",
+                    dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(format!("{} exists and is not a directory", dir.display())),
+        Err(_) => DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(|e| format!("creating data directory {}: {e}", dir.display())),
+    }
+}
+
+/// Writes a new secret file with mode `0600` (never more, whatever the umask); fails if the
+/// file exists.
+pub fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+/// Makes a file the server owns `0600` when group or others have access (files written by
+/// earlier versions under a permissive umask); missing files are left alone.
+pub fn tighten(path: &Path) -> Result<(), String> {
+    let Ok(m) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = m.permissions().mode() & 0o777;
+    if open_to_others(mode) {
+        std::fs::set_permissions(path, Permissions::from_mode(FILE_MODE))
+            .map_err(|e| format!("restricting {} to mode 0600: {e}", path.display()))?;
+        warn(&format!(
+            "{} had mode {mode:04o}; it is now 0600",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the file empty with mode `0600` when it does not exist (so that SQLite, which
+/// gives its `-wal` the mode of the database, never creates them world-readable).
+pub fn create_private(path: &Path) -> Result<(), String> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("creating {}: {e}", path.display())),
+    }
+}
+
+/// Warns when a token file may be read by other local users (anyone who reads it can act
+/// for every user it lists).
+pub fn warn_if_readable_by_others(path: &Path) {
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode() & 0o777;
+        if open_to_others(mode) {
+            warn(&format!(
+                "token file {} has mode {mode:04o}: other local users can read the access tokens; `chmod 600` it",
+                path.display()
+            ));
+        }
+    }
+}
+
+/// Proves that files can be created, written, synced and removed in `dir`: a read-only or
+/// full directory (or file system) fails here, at start, with a message naming it.
+pub fn check_writable(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".netapi-chat-probe-{}", std::process::id()));
+    let fail = |e: std::io::Error| {
+        format!(
+            "data directory {} is not writable ({e}); the server needs to write there",
+            dir.display()
+        )
+    };
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&probe)
+        .and_then(|mut f| {
+            f.write_all(b"netapi-chat writability probe\n")?;
+            f.sync_all()
+        });
+    let removed = std::fs::remove_file(&probe);
+    written.map_err(fail)?;
+    removed.map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "netapi-chat-datadir-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn group_or_other_bits_are_open() {
+        assert!(!open_to_others(0o700));
+        assert!(!open_to_others(0o600));
+        assert!(open_to_others(0o755));
+        assert!(open_to_others(0o640));
+        assert!(open_to_others(0o701));
+    }
+
+    #[test]
+    fn created_private_whatever_the_umask() {
+        let dir = temp("create").join("nested");
+        create(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let secret = dir.join("secret");
+        write_secret(&secret, "x").unwrap();
+        assert_eq!(mode(&secret), 0o600);
+        assert!(write_secret(&secret, "y").is_err(), "never overwrites");
+        let db = dir.join("db");
+        create_private(&db).unwrap();
+        create_private(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        check_writable(&dir).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "probe removed");
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn tightens_owned_files() {
+        let dir = temp("tighten");
+        create(&dir).unwrap();
+        let f = dir.join("f");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, Permissions::from_mode(0o644)).unwrap();
+        tighten(&f).unwrap();
+        assert_eq!(mode(&f), 0o600);
+        tighten(&dir.join("missing")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_directory_is_not_writable() {
+        let dir = temp("missing");
+        assert!(check_writable(&dir).unwrap_err().contains("not writable"));
+    }
+}
