@@ -1,11 +1,16 @@
-//! Hardening of what clients give the server (issue 11, items 10–11), against the real binary:
+//! Hardening of what clients give the server (issue 11, items 10–12), against the real binary:
 //! a `notifyURL` with CR/LF is refused and never reaches the operator's log raw (log forging);
-//! every refused or unknown callback host gets one text that names no address (DNS oracle).
+//! every refused or unknown callback host gets one text that names no address (DNS oracle);
+//! JWT registered claims have RFC 7519's types (`iss` and `sub` one string), and users named by
+//! an array only through a custom user claim, as the README says.
 
 mod support;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use netapi_chat_runtime::Format;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -232,4 +237,116 @@ async fn refused_and_unknown_callback_hosts_get_one_text_naming_no_address() {
         log.contains("notifyURL refused") && log.contains("private-network"),
         "{log}"
     );
+}
+
+// --- JWT ------------------------------------------------------------------------------------
+
+/// A P-256 key generated once with OpenSSL 3 for tests only (the `EC_1` test key of
+/// `server/src/auth/jwt.rs`): PKCS#8 DER, base64, and its public point.
+const EC_PKCS8: &str = "
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgJLFtJVKXciaWxjV253yX3hlDHkHy
+ZnA0B70KRosAY3WhRANCAARl84/BgWoWGP1bmOWD0X4R/6T1DoohaVNLMet6BAKtH+1TJX411YzE
+YqgRilNMtsXFAopCj+JnGy122QW5SjBF";
+const EC_X: &str = "ZfOPwYFqFhj9W5jlg9F-Ef-k9Q6KIWlTSzHregQCrR8";
+const EC_Y: &str = "7VMlfjXVjMRiqBGKU0y2xcUCikKP4mcbLXbZBblKMEU";
+const ISS: &str = "https://login.example.com/";
+const AUD: &str = "https://chat.example.com";
+
+/// A server that takes JWTs signed by the test key, plus `env`.
+fn jwt_server(env: &[(&str, &str)]) -> LoggedServer {
+    let jwks_dir = temp_data_dir();
+    let jwks = jwks_dir.join("jwks.json");
+    let doc = json!({"keys": [{"kty": "EC", "kid": "ec-1", "use": "sig", "crv": "P-256",
+        "x": EC_X, "y": EC_Y}]});
+    std::fs::write(&jwks, doc.to_string()).expect("write JWKS");
+    let jwks_path = jwks.to_string_lossy().into_owned();
+    let mut all = vec![
+        ("NETAPI_CHAT_JWKS_FILE", jwks_path.as_str()),
+        ("NETAPI_CHAT_JWT_ISSUER", ISS),
+        ("NETAPI_CHAT_JWT_AUDIENCE", AUD),
+    ];
+    all.extend_from_slice(env);
+    let srv = LoggedServer::start(&all);
+    // The JWKS was read at start.
+    let _ = std::fs::remove_dir_all(&jwks_dir);
+    srv
+}
+
+/// An ES256 token with valid issuer, audience, scope and an hour to live for `sub` ALICE,
+/// then each `(claim, value)` of `changes` set.
+fn token(changes: &[(&str, Value)]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut claims = json!({"iss": ISS, "aud": AUD, "sub": ALICE, "scope": "chat",
+        "iat": now, "exp": now + 3600});
+    for (k, v) in changes {
+        claims[*k] = v.clone();
+    }
+    let compact: String = EC_PKCS8.split_whitespace().collect();
+    let der = STANDARD.decode(compact).expect("test key base64");
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("ec-1".to_owned());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&der)).expect("signs")
+}
+
+/// `GET …/{user}/subscriptions` with `token`: the status and the error text, if any.
+async fn list_subscriptions(srv: &LoggedServer, user: &str, token: &str) -> support::Answer {
+    let auth = format!("Bearer {token}");
+    send(
+        "GET",
+        &srv.url(user, "/subscriptions"),
+        &[("authorization", &auth), ("accept", "application/json")],
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn jwt_iss_given_as_an_array_is_refused() {
+    let srv = jwt_server(&[]);
+    let ok = list_subscriptions(&srv, ALICE, &token(&[])).await;
+    assert_eq!(ok.status, 200, "the well-formed token works: {}", ok.body);
+    for iss in [json!([ISS]), json!([ISS, "https://other.example.com/"])] {
+        let a = list_subscriptions(&srv, ALICE, &token(&[("iss", iss.clone())])).await;
+        assert_eq!(a.status, 401, "{iss}: {}", a.body);
+        assert!(a.body.contains("iss claim is not a string"), "{}", a.body);
+        assert!(
+            a.header("www-authenticate")
+                .contains("error=\"invalid_token\""),
+            "{:?}",
+            a.headers
+        );
+    }
+}
+
+#[tokio::test]
+async fn jwt_users_array_only_in_a_custom_claim_as_documented() {
+    // Default user claim `sub`: one address; an array is refused, with a pointer to the custom
+    // claim (it used to fail as "not a well-formed JWT").
+    let srv = jwt_server(&[]);
+    let a = list_subscriptions(&srv, ALICE, &token(&[("sub", json!([ALICE, BOB]))])).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(
+        a.body.contains("sub claim is an array")
+            && a.body.contains("NETAPI_CHAT_JWT_USER_CLAIM")
+            && !a.body.contains("well-formed"),
+        "{}",
+        a.body
+    );
+    drop(srv);
+
+    // A custom user claim may hold an array: the token acts for each user in it, not others.
+    let srv = jwt_server(&[("NETAPI_CHAT_JWT_USER_CLAIM", "chat_users")]);
+    let t = token(&[
+        ("sub", json!("user-7f3a")),
+        ("chat_users", json!([ALICE, BOB])),
+    ]);
+    for user in [ALICE, BOB] {
+        let a = list_subscriptions(&srv, user, &t).await;
+        assert_eq!(a.status, 200, "{user}: {}", a.body);
+    }
+    let a = list_subscriptions(&srv, "sip:carol@example.com", &t).await;
+    assert_eq!(a.status, 403, "{}", a.body);
 }
