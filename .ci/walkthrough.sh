@@ -146,6 +146,8 @@ wait_for() { # what, seconds, command...
 listening() { grep -q 'listening for notifications' "$TMP/terminal$1.log" 2>/dev/null; }
 server_up() { grep -q 'netapi-chat listening on' "$TMP/terminal1.log" 2>/dev/null; }
 wait_for "server start" 600 server_up
+warned() { grep -q 'WARN.*NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK' "$TMP/terminal1.log"; }
+wait_for "the server's warning that loopback callbacks are allowed" 10 warned
 wait_for "alice's listener start" 600 listening 2
 wait_for "bob's listener start" 600 listening 3
 
