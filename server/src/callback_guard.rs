@@ -32,13 +32,31 @@
 //! `2002:aabb:ccdd::`) are judged by the embedded IPv4 address; other IPv6 addresses outside
 //! global unicast (`2000::/3`) are refused as reserved.
 //!
+//! # What the client is told
+//!
+//! A refused host gets one text, [`NOT_ALLOWED`], whether it is a literal private address, a
+//! name that resolves to one, or a name that does not resolve at all (the `Display` of
+//! [`GuardError`]): naming the resolved address, or telling unknown names apart, would make
+//! subscription a DNS oracle for the operator's internal zone. The details (which address, which
+//! class, the resolver's error) are for the operator's log: [`GuardError::detail`].
+//!
+//! Before any parsing, a URL holding a control character, whitespace or an invisible / bidi
+//! format character is refused ([`forbidden_character`]): the URL parser would silently drop
+//! CR/LF/tab, so the stored text and the URL used would differ, and the raw text would reach
+//! log lines (log forging).
+//!
 //! [`CallbackPolicy`] can re-allow loopback (tests and local development) and private networks
 //! (deployments whose receivers live on an internal network). Link-local (which holds the
 //! cloud metadata services), unspecified (`0.0.0.0` reaches the local host on Linux),
 //! multicast, broadcast, benchmarking, documentation and reserved addresses are refused always.
 
+use crate::logsafe;
 use reqwest::Url;
 use std::fmt;
+
+/// What a client is told about a callback host that is refused or unknown: the same words in
+/// every case, with no address (see the module documentation).
+pub const NOT_ALLOWED: &str = "notifyURL is not an allowed callback host";
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Which callback targets are allowed besides public unicast addresses.
@@ -168,6 +186,13 @@ pub struct Refusal {
 /// text of an OMA 400 error at subscription time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GuardError {
+    /// A control character, whitespace or invisible format character in the URL text.
+    ForbiddenCharacter {
+        /// Its position, in characters from 1.
+        position: usize,
+        /// The character.
+        character: char,
+    },
     /// Not an absolute URL at all.
     Invalid {
         /// The URL parser's explanation.
@@ -208,8 +233,41 @@ pub enum GuardError {
 }
 
 impl fmt::Display for GuardError {
+    /// The client-facing text: [`NOT_ALLOWED`] for a refused, unresolvable or address-less
+    /// host, otherwise what [`GuardError::detail`] says (it only repeats what the client wrote).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            GuardError::RefusedAddress { .. }
+            | GuardError::Unresolvable { .. }
+            | GuardError::NoAddresses { .. } => f.write_str(NOT_ALLOWED),
+            _ => Detail(self).fmt(f),
+        }
+    }
+}
+
+impl GuardError {
+    /// The operator-facing text: names the resolved address, its class and the resolver's
+    /// error. For logs only (escape it, see [`crate::logsafe`]), never for the client.
+    pub fn detail(&self) -> impl fmt::Display + '_ {
+        Detail(self)
+    }
+}
+
+/// [`GuardError::detail`].
+struct Detail<'a>(&'a GuardError);
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            GuardError::ForbiddenCharacter {
+                position,
+                character,
+            } => write!(
+                f,
+                "notifyURL contains a control character, whitespace or invisible character \
+                 ({}) at character {position}; percent-encode it or remove it",
+                character.escape_unicode()
+            ),
             GuardError::Invalid { reason } => write!(
                 f,
                 "notifyURL is not a valid absolute URL ({reason}); \
@@ -269,6 +327,12 @@ impl std::error::Error for GuardError {}
 /// For a DNS name this is only half the check: [`resolve_checked`] must follow before any
 /// connection is made.
 pub fn check_url(url: &str, policy: &CallbackPolicy) -> Result<Url, GuardError> {
+    if let Some((position, character)) = forbidden_character(url) {
+        return Err(GuardError::ForbiddenCharacter {
+            position,
+            character,
+        });
+    }
     let parsed = Url::parse(url).map_err(|e| GuardError::Invalid {
         reason: e.to_string(),
     })?;
@@ -332,6 +396,19 @@ pub async fn resolve_checked(
         });
     }
     Ok(addrs)
+}
+
+/// The first character (position from 1, and the character) that may not appear in a URL a
+/// client gives: a control character (CR, LF, tab, NUL, ESC, C1, …), whitespace (a space must be
+/// percent-encoded as `%20`), or a character the log escaping treats as invisible or reordering
+/// (zero-width, bidi controls, line separators). `None` when the text is clean. The URL parser
+/// would drop some of them silently (tab, CR, LF), so refusing them is the only way to keep the
+/// URL used, the URL stored and the URL logged the same.
+pub fn forbidden_character(url: &str) -> Option<(usize, char)> {
+    url.chars()
+        .enumerate()
+        .find(|(_, c)| c.is_whitespace() || (*c != '\\' && logsafe::needs_escape(*c)))
+        .map(|(i, c)| (i + 1, c))
 }
 
 /// The class of an address, or `None` for a public unicast address. IPv6 addresses that
@@ -694,16 +771,23 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{url} accepted"),
         };
+        let detail = |url: &str| match check_url(url, &deny()) {
+            Err(e) => e.detail().to_string(),
+            Ok(_) => panic!("{url} accepted"),
+        };
+        // The client hears only that the host is not allowed; the operator's detail says why.
+        assert_eq!(msg("http://127.0.0.1/cb"), NOT_ALLOWED);
         assert_eq!(
-            msg("http://127.0.0.1/cb"),
+            detail("http://127.0.0.1/cb"),
             "notifyURL host 127.0.0.1 is a loopback address; callbacks must reach a public host"
         );
+        assert_eq!(msg("http://[::ffff:127.0.0.1]/cb"), NOT_ALLOWED);
         assert_eq!(
-            msg("http://[::ffff:127.0.0.1]/cb"),
+            detail("http://[::ffff:127.0.0.1]/cb"),
             "notifyURL host [::ffff:7f00:1] is a loopback address \
              (it embeds the IPv4 address 127.0.0.1); callbacks must reach a public host"
         );
-        assert!(msg("http://169.254.169.254/").contains("metadata"));
+        assert!(detail("http://169.254.169.254/").contains("metadata"));
         assert!(msg("ftp://example.com/").contains("\"ftp\" is not allowed"));
         assert!(msg("http://u:p@example.com/").contains("credentials"));
         assert!(msg("/relative/callback").contains("not a valid absolute URL"));
@@ -748,13 +832,7 @@ mod tests {
 
     #[test]
     fn not_absolute_or_without_host_refused() {
-        for url in [
-            "",
-            "/cb",
-            "example.com/cb",
-            "http://",
-            "http://exa mple.com/",
-        ] {
+        for url in ["", "/cb", "example.com/cb", "http://"] {
             assert!(
                 matches!(check_url(url, &all_ok()), Err(GuardError::Invalid { .. })),
                 "{url}"
@@ -850,6 +928,81 @@ mod tests {
             resolve_checked(&url, &all_ok()).await,
             Err(GuardError::Credentials)
         );
+    }
+
+    #[test]
+    fn control_characters_and_whitespace_are_refused_before_parsing() {
+        for (url, position, character) in [
+            ("http://example.com/cb\r\nX-Forged: 1", 22, '\r'),
+            ("http://example.com/a\nb", 21, '\n'),
+            ("http://exa\tmple.com/", 11, '\t'),
+            ("http://example.com/a b", 21, ' '),
+            ("http://example.com/\u{0}", 20, '\u{0}'),
+            ("http://example.com/\u{1b}[2J", 20, '\u{1b}'),
+            ("http://example.com/\u{85}", 20, '\u{85}'),
+            ("http://example.com/\u{2028}", 20, '\u{2028}'),
+            ("http://example.com/\u{a0}", 20, '\u{a0}'),
+            ("http://example.com/\u{202e}fdp", 20, '\u{202e}'),
+            ("http://example.com/\u{200b}", 20, '\u{200b}'),
+            (" http://example.com/", 1, ' '),
+        ] {
+            assert_eq!(
+                forbidden_character(url),
+                Some((position, character)),
+                "{url:?}"
+            );
+            let e = check_url(url, &all_ok()).expect_err(url);
+            assert_eq!(
+                e,
+                GuardError::ForbiddenCharacter {
+                    position,
+                    character
+                },
+                "{url:?}"
+            );
+            let text = e.to_string();
+            assert!(character == ' ' || !text.contains(character), "{text:?}");
+            assert!(text.contains("percent-encode"), "{text}");
+        }
+        for url in [
+            "http://example.com/cb?a=%0D%0A&b=%20",
+            "https://example.com/caf\u{e9}/\u{4e2d}",
+            "http://example.com/a\\b",
+        ] {
+            assert_eq!(forbidden_character(url), None, "{url:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_and_unknown_hosts_get_one_text_without_addresses() {
+        // A literal private address, a literal loopback address, `localhost`, a name that
+        // resolves to loopback (checked by resolution, as a DNS name), and a name that does
+        // not exist: the client cannot tell them apart, and no address is named.
+        let mut texts = Vec::new();
+        for url in [
+            "http://10.1.2.3/cb",
+            "http://127.0.0.1/",
+            "http://localhost/",
+        ] {
+            texts.push(check_url(url, &deny()).expect_err(url).to_string());
+        }
+        for url in ["http://localhost:8080/cb", "http://callback.invalid/"] {
+            let parsed = Url::parse(url).expect("valid test URL");
+            let e = resolve_checked(&parsed, &deny()).await.expect_err(url);
+            texts.push(e.to_string());
+            assert_ne!(
+                e.detail().to_string(),
+                NOT_ALLOWED,
+                "the operator sees more"
+            );
+        }
+        for text in &texts {
+            assert_eq!(text, NOT_ALLOWED);
+            assert!(
+                !text.contains("127.0.0.1") && !text.contains("::1"),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]

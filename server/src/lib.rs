@@ -4,7 +4,7 @@
 //! - [`chat`]: the chat core, the state machine behind the handlers;
 //! - [`notify`]: delivery of notifications to subscribers' callbacks;
 //! - [`server`]: routing (generated API + published documents) and start-up;
-//! - [`config`], [`address`], [`urls`], [`time`]: the small pieces they share.
+//! - [`config`], [`address`], [`urls`], [`time`], [`logsafe`]: the small pieces they share.
 
 pub mod address;
 pub mod auth;
@@ -13,6 +13,7 @@ pub mod chat;
 pub mod config;
 pub mod data_dir;
 pub mod handlers;
+pub mod logsafe;
 pub mod notify;
 pub mod rate;
 pub mod server;

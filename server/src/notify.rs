@@ -16,6 +16,7 @@
 //! ([`dropped_count`]).
 
 use crate::callback_guard::{CallbackPolicy, resolve_checked};
+use crate::logsafe::Escaped;
 use crate::signing::Signer;
 use crate::store::{Batch, Store};
 pub use netapi_chat_api::Notification;
@@ -183,7 +184,7 @@ async fn pinned_client(target: &Target, d: &Deliverer) -> Result<reqwest::Client
     let addrs = tokio::time::timeout(Duration::from_secs(5), resolve_checked(&url, &d.callbacks))
         .await
         .map_err(|_| "resolving the callback host timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.detail().to_string())?;
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -212,7 +213,7 @@ async fn attempt(
             Ok(c) => *client = Some((c, tokio::time::Instant::now())),
             Err(e) => {
                 warn!(d.log, "callback refused by the callback policy or unresolvable";
-                    "subscription" => &target.subscription, "id" => id, "error" => e);
+                    "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
                 *client = None;
                 return Outcome::Retry(None);
             }
@@ -247,7 +248,7 @@ async fn attempt(
             Outcome::Retry(retry_after)
         }
         Err(e) => {
-            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => e.to_string());
+            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e.to_string()));
             Outcome::Retry(None)
         }
     };
@@ -330,7 +331,7 @@ async fn deliver(
             let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
             warn!(d.log, "notification given up after every attempt failed";
                 "kind" => item.notification.kind(), "subscription" => &target.subscription,
-                "url" => &target.notify_url, "id" => item.id, "dropped_total" => total);
+                "url" => %Escaped(&target.notify_url), "id" => item.id, "dropped_total" => total);
         }
         forget(item.id);
         if is_cancellation && state.load(Ordering::SeqCst) == EXPIRED {

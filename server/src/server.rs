@@ -171,6 +171,15 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     }
     .to_logger("netapi-chat")
     .map_err(|e| StartError::Log(e.to_string()))?;
+    if config.callbacks.allow_loopback {
+        // Loud, at the default level: a development switch left on in production would let
+        // any client make the server POST to this machine's own services.
+        slog::warn!(
+            log,
+            "NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK is set: callbacks may reach \
+            services on this machine's loopback addresses; for local development only"
+        );
+    }
     let mut api = netapi_chat_api::api_description::<ChatServer>()
         .map_err(|e| StartError::Api(e.to_string()))?;
     api.register(openapi_document)

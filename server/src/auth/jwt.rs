@@ -38,7 +38,8 @@ pub struct JwtConfig {
     /// Required member of `aud`, e.g. `https://chat.example.com`.
     pub audience: String,
     /// The claim naming the user(s) the token may act for: one `tel:`/`sip:` address as a
-    /// string, or an array of them. Default `sub`.
+    /// string, or an array of them. Default `sub`, which RFC 7519 makes a single string, so an
+    /// array only works in a custom claim (e.g. `chat_users`); an array `sub` is refused.
     pub user_claim: String,
     /// A scope the token must carry, in `scope` (space-separated string, RFC 8693/9068) or `scp`
     /// (array, or space-separated string). `None` checks no scope. Default `Some("chat")`.
@@ -273,10 +274,31 @@ impl TokenVerifier for JwtVerifier {
         let Some(key) = self.key_for(header.alg, header.kid.as_deref()) else {
             return invalid(InvalidToken::UnknownKey);
         };
-        let claims =
-            jsonwebtoken::decode::<Map<String, Value>>(bearer, &key.key, &self.validation(key.alg))
-                .map_err(|e| AuthError::Invalid(self.reason(e.kind())))?
-                .claims;
+        let claims = match jsonwebtoken::decode::<Map<String, Value>>(
+            bearer,
+            &key.key,
+            &self.validation(key.alg),
+        ) {
+            Ok(data) => data.claims,
+            Err(e) => {
+                // The header was read above, so these kinds come from the claims, after the
+                // signature verified: often a registered claim of the wrong JSON type (an array
+                // `sub` breaks jsonwebtoken's parser, an object `iss` reads as missing). Say
+                // which, rather than "not a JWT" or "no iss claim".
+                let after_signature = matches!(
+                    e.kind(),
+                    ErrorKind::Json(_)
+                        | ErrorKind::MissingRequiredClaim(_)
+                        | ErrorKind::InvalidClaimFormat(_)
+                );
+                let wrong_type = after_signature
+                    .then(|| signed_claims(bearer))
+                    .flatten()
+                    .and_then(|claims| registered_claim_types(&claims).err());
+                return invalid(wrong_type.unwrap_or_else(|| self.reason(e.kind())));
+            }
+        };
+        registered_claim_types(&claims).map_err(AuthError::Invalid)?;
 
         if let Some(scope) = &self.config.required_scope
             && !has_scope(&claims, scope)
@@ -346,6 +368,43 @@ impl JwtVerifier {
         }
         Ok(users)
     }
+}
+
+/// RFC 7519 §4.1: `iss`, `sub` and `jti` are each one string (a StringOrURI, or a string),
+/// never an array. jsonwebtoken accepts an array `iss` when it holds the configured issuer, and
+/// fails on an array `sub` as unparseable JSON; this rule is checked on every token instead,
+/// with a message that says what is wrong. (`aud` may be an array; `exp`/`nbf` are checked by
+/// jsonwebtoken.) A token that acts for several users lists them in a custom claim chosen with
+/// `NETAPI_CHAT_JWT_USER_CLAIM` (see [`JwtConfig::user_claim`]).
+fn registered_claim_types(claims: &Map<String, Value>) -> Result<(), InvalidToken> {
+    for name in ["iss", "sub", "jti"] {
+        match claims.get(name) {
+            None | Some(Value::String(_)) => {}
+            Some(Value::Array(_)) if name == "sub" => {
+                return Err(InvalidToken::BadClaim(
+                    "its sub claim is an array; RFC 7519 makes sub one string (a single user); \
+                     to name several users, use a custom claim set by \
+                     NETAPI_CHAT_JWT_USER_CLAIM, which may hold an array"
+                        .to_owned(),
+                ));
+            }
+            Some(_) => {
+                return Err(InvalidToken::BadClaim(format!(
+                    "its {name} claim is not a string (RFC 7519 makes {name} one string)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The claims of a token whose signature jsonwebtoken has already verified, read as a JSON
+/// object; `None` when the payload is not base64url JSON object text. Only for explaining a
+/// claims error after verification: never a way to read an unverified token.
+fn signed_claims(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Whether `scope` is among the token's scopes: `scope` or `scp`, each a space-separated
@@ -809,6 +868,105 @@ Auq45p/ZZnRRb5fjoWS1brdMyTXbuwiB";
                 "{users}"
             );
         }
+    }
+
+    #[test]
+    fn iss_as_an_array_is_refused_even_when_it_holds_the_issuer() {
+        for iss in [
+            json!([ISS]),
+            json!([ISS, "https://evil.example.com/"]),
+            json!({"a": ISS}),
+        ] {
+            let token = rs256(&with(claims(), "iss", iss.clone()));
+            assert_eq!(
+                invalid(&token),
+                InvalidToken::BadClaim(
+                    "its iss claim is not a string (RFC 7519 makes iss one string)".to_owned()
+                ),
+                "{iss}"
+            );
+        }
+        let token = rs256(&with(claims(), "jti", json!(["a", "b"])));
+        assert!(matches!(invalid(&token), InvalidToken::BadClaim(why) if why.contains("jti")));
+    }
+
+    #[test]
+    fn sub_as_an_array_is_refused_with_a_pointer_to_the_user_claim() {
+        for sub in [json!([ALICE]), json!([ALICE, BOB]), json!({"user": ALICE})] {
+            let token = rs256(&with(claims(), "sub", sub.clone()));
+            let why = invalid(&token);
+            assert!(
+                matches!(&why, InvalidToken::BadClaim(text) if text.contains("sub")),
+                "{sub}: {why:?}"
+            );
+        }
+        let token = rs256(&with(claims(), "sub", json!([ALICE, BOB])));
+        assert!(matches!(invalid(&token), InvalidToken::BadClaim(text)
+                if text.contains("NETAPI_CHAT_JWT_USER_CLAIM")),);
+        // Also when the users are in a custom claim: sub keeps its RFC 7519 type.
+        let config = JwtConfig {
+            user_claim: "chat_users".to_owned(),
+            ..JwtConfig::new(ISS, AUD)
+        };
+        let v = JwtVerifier::from_jwks_json(&jwks(), config).expect("jwks");
+        let token = rs256(&with(
+            with(claims(), "chat_users", json!([ALICE, BOB])),
+            "sub",
+            json!([ALICE]),
+        ));
+        assert!(matches!(
+            v.verify(&token),
+            Err(AuthError::Invalid(InvalidToken::BadClaim(_)))
+        ));
+        let token = rs256(&with(claims(), "chat_users", json!([ALICE, BOB])));
+        assert_eq!(
+            v.verify(&token).map(|p| p.users),
+            Ok(vec![ALICE.to_owned(), BOB.to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_claims_error_is_only_explained_after_the_signature_verified() {
+        // Signed by an outsider: the array sub must not be reported, the signature is.
+        let token = sign(
+            Algorithm::ES256,
+            Some("ec-1"),
+            &ec_2(),
+            &with(claims(), "sub", json!([ALICE])),
+        );
+        assert_eq!(invalid(&token), InvalidToken::BadSignature);
+    }
+
+    #[test]
+    fn registered_claim_types_rule() {
+        let map = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(registered_claim_types(&map(claims())), Ok(()));
+        assert_eq!(registered_claim_types(&map(json!({}))), Ok(()));
+        assert_eq!(
+            registered_claim_types(&map(json!({"aud": ["a", "b"], "jti": "x"}))),
+            Ok(())
+        );
+        for bad in [
+            json!({"iss": ["x"]}),
+            json!({"iss": 1}),
+            json!({"iss": null}),
+            json!({"sub": ["tel:+1"]}),
+            json!({"sub": true}),
+            json!({"jti": 7}),
+        ] {
+            assert!(
+                matches!(
+                    registered_claim_types(&map(bad.clone())),
+                    Err(InvalidToken::BadClaim(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(signed_claims("a.b"), None);
+        assert_eq!(
+            signed_claims(&format!("x.{}.y", URL_SAFE_NO_PAD.encode(b"{\"sub\":[1]}"))),
+            Some(map(json!({"sub": [1]})))
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub mod quota;
 pub mod state;
 pub mod views;
 
-use crate::callback_guard::{CallbackPolicy, check_url, resolve_checked};
+use crate::callback_guard::{CallbackPolicy, NOT_ALLOWED, check_url, resolve_checked};
+use crate::logsafe::Escaped;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy, Target};
 use crate::signing::Signer;
 use crate::store::{Batch, Kind, OutboxEntry, Snapshot, Store, now_ms};
@@ -264,7 +265,7 @@ impl Chat {
                     resumed += 1;
                 }
                 Err(err) => {
-                    warn!(self.log, "unreadable stored notification skipped"; "id" => e.id, "error" => err.to_string())
+                    warn!(self.log, "unreadable stored notification skipped"; "id" => e.id, "error" => %Escaped(&err.to_string()))
                 }
             }
         }
@@ -403,21 +404,31 @@ impl Chat {
         user: &str,
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
-        let notify_url = body.callback_reference.notify_url.trim().to_owned();
+        // xs:anyURI collapses whitespace at the ends (pretty-printed XML); anywhere else a
+        // control character or whitespace is refused by check_url (log forging, issue 11).
+        let notify_url = body
+            .callback_reference
+            .notify_url
+            .trim_matches([' ', '\t', '\r', '\n'])
+            .to_owned();
         // Callbacks are not a way in: http(s) only, and only to addresses the policy allows,
-        // checked here after DNS resolution and again at every delivery.
-        let bad = |e: String| {
-            ApiError::invalid_input(format!("callbackReference.notifyURL `{notify_url}`: {e}"))
+        // checked here after DNS resolution and again at every delivery. The client hears
+        // GuardError's Display (no resolved address: no DNS oracle); the operator's log, the
+        // detail, escaped.
+        let bad = |client: &dyn std::fmt::Display, detail: &dyn std::fmt::Display| {
+            info!(self.log, "notifyURL refused"; "user" => %Escaped(user),
+                "url" => %Escaped(&notify_url), "why" => %Escaped(&detail.to_string()));
+            ApiError::invalid_input(format!("callbackReference.notifyURL: {client}"))
         };
         let parsed =
-            check_url(&notify_url, &self.settings.callbacks).map_err(|e| bad(e.to_string()))?;
+            check_url(&notify_url, &self.settings.callbacks).map_err(|e| bad(&e, &e.detail()))?;
         tokio::time::timeout(
             Duration::from_secs(5),
             resolve_checked(&parsed, &self.settings.callbacks),
         )
         .await
-        .map_err(|_| bad("resolving its host timed out".to_owned()))?
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|_| bad(&NOT_ALLOWED, &"resolving the host timed out"))?
+        .map_err(|e| bad(&e, &e.detail()))?;
         let duration = body.duration.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
         if duration < 0 {
             return Err(ApiError::invalid_input(format!(
@@ -475,7 +486,8 @@ impl Chat {
         if let Some((id, at)) = expiry {
             self.expiry_timer(id, at);
         }
-        info!(self.log, "subscription created"; "user" => user, "url" => &view.callback_reference.notify_url);
+        info!(self.log, "subscription created"; "user" => %Escaped(user),
+            "url" => %Escaped(&view.callback_reference.notify_url));
         let location = view.resource_url.clone().unwrap_or_default();
         Ok(Created {
             location,

@@ -1,0 +1,116 @@
+//! Client-controlled text in log lines, escaped (issue 11, item 10: log forging).
+//!
+//! The operator's log is a terminal stream (dropshot's `StderrTerminal` drain, slog-term), which
+//! prints string values as they are. A value a client chose (a `notifyURL`, a user address, an
+//! error text quoting either) that holds CR/LF would end the log line and start a forged one;
+//! other control characters (ANSI escapes) or Unicode bidi controls would rewrite what the
+//! operator's terminal shows. Every such value goes through [`escape`] (or the zero-allocation
+//! [`Escaped`] with slog's `%`) before it reaches a log macro.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Whether `c` must be escaped in a log value: control characters (C0, DEL, C1, so CR, LF,
+/// ESC), the Unicode line/paragraph separators, the bidi and zero-width format characters that
+/// reorder or hide text, and the backslash itself, so that an escaped value cannot be confused
+/// with one that contained the escape sequence literally.
+pub fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+/// `text` with every character of [`needs_escape`] written as a Rust escape (`\r`, `\n`, `\t`,
+/// `\\`, `\u{1b}`, …); borrowed unchanged when there is none (the usual case).
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(Escaped(text).to_string())
+}
+
+/// Displays its text escaped as [`escape`] does, without allocating: for slog's `%` form,
+/// `"url" => %Escaped(&url)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        for c in self.0.chars() {
+            if needs_escape(c) {
+                for e in c.escape_default() {
+                    f.write_char(e)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_borrowed_unchanged() {
+        for text in [
+            "",
+            "http://example.com/cb?x=1",
+            "sip:bob@example.com",
+            "é ü 中文",
+        ] {
+            assert!(
+                matches!(escape(text), Cow::Borrowed(t) if t == text),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn line_breaks_and_controls_are_escaped() {
+        assert_eq!(
+            escape("http://a.example/\r\nDec 03 WARN forged"),
+            "http://a.example/\\r\\nDec 03 WARN forged"
+        );
+        assert_eq!(escape("a\tb\u{0}c\u{7f}"), "a\\tb\\u{0}c\\u{7f}");
+        assert_eq!(escape("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape("next\u{85}line"), "next\\u{85}line");
+        assert_eq!(escape("a\u{2028}b\u{2029}c"), "a\\u{2028}b\\u{2029}c");
+    }
+
+    #[test]
+    fn bidi_and_invisible_characters_are_escaped() {
+        assert_eq!(escape("x\u{202e}gpj.exe"), "x\\u{202e}gpj.exe");
+        assert_eq!(
+            escape("a\u{2066}b\u{200b}c\u{feff}"),
+            "a\\u{2066}b\\u{200b}c\\u{feff}"
+        );
+    }
+
+    #[test]
+    fn backslash_is_escaped_so_escapes_cannot_be_faked() {
+        assert_eq!(escape("a\\r\\nb"), "a\\\\r\\\\nb");
+        assert_ne!(escape("a\\nb"), escape("a\nb"));
+    }
+
+    #[test]
+    fn escaped_output_has_no_character_that_needs_escaping() {
+        let nasty: String = (0u32..0x300)
+            .chain(0x2000..0x2070)
+            .chain([0xfeff])
+            .filter_map(char::from_u32)
+            .collect();
+        let out = escape(&nasty);
+        assert!(!out.chars().any(|c| needs_escape(c) && c != '\\'), "{out}");
+        assert_eq!(Escaped(&nasty).to_string(), out);
+    }
+}
