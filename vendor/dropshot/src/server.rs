@@ -50,6 +50,7 @@ use uuid::Uuid;
 use waitgroup::WaitGroup;
 
 use crate::RequestInfo;
+use crate::connection_limits::{self, ConnState, ConnectionLimits, Tracker};
 use crate::config::HandlerTaskMode;
 use slog::Logger;
 use thiserror::Error;
@@ -84,7 +85,18 @@ pub struct DropshotState<C: ServerContext> {
     pub(crate) handler_waitgroup_worker: DebugIgnore<waitgroup::Worker>,
     /// specifies how incoming requests are mapped to handlers based on versions
     pub(crate) version_policy: VersionPolicy,
+    /// run on every request before routing (see [`ServerBuilder::request_gate`])
+    pub(crate) request_gate: DebugIgnore<Option<RequestGate>>,
 }
+
+/// A hook run on every request before routing and before its body is read:
+/// it may rewrite the request (e.g. its method) or answer it by returning a
+/// response (which then gets the request id header like any other).
+pub type RequestGate = Arc<
+    dyn Fn(&mut Request<hyper::body::Incoming>) -> Option<Response<Body>>
+        + Send
+        + Sync,
+>;
 
 impl<C: ServerContext> DropshotState<C> {
     pub fn using_tls(&self) -> bool {
@@ -127,6 +139,7 @@ pub struct HttpServerStarter<C: ServerContext> {
     handler_waitgroup: WaitGroup,
     http_acceptor: HttpAcceptor,
     tls_acceptor: Option<Arc<Mutex<TlsAcceptor>>>,
+    tracker: Arc<Tracker>,
 }
 
 impl<C: ServerContext> HttpServerStarter<C> {
@@ -168,6 +181,8 @@ impl<C: ServerContext> HttpServerStarter<C> {
         log: &Logger,
         tls: Option<ConfigTls>,
         version_policy: VersionPolicy,
+        limits: ConnectionLimits,
+        request_gate: Option<RequestGate>,
     ) -> Result<HttpServerStarter<C>, BuildError> {
         let tcp = {
             let std_listener = std::net::TcpListener::bind(
@@ -227,6 +242,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             tls_acceptor: tls_acceptor.clone(),
             handler_waitgroup_worker: DebugIgnore(handler_waitgroup.worker()),
             version_policy,
+            request_gate: DebugIgnore(request_gate),
         });
 
         for (path, method, endpoint) in app_state.router.endpoints(None) {
@@ -237,7 +253,12 @@ impl<C: ServerContext> HttpServerStarter<C> {
             );
         }
 
-        let http_acceptor = HttpAcceptor { tcp, log: log.clone() };
+        let tracker = Tracker::new(limits);
+        let http_acceptor = HttpAcceptor {
+            tcp,
+            log: log.clone(),
+            tracker: Arc::clone(&tracker),
+        };
 
         Ok(HttpServerStarter {
             app_state,
@@ -245,6 +266,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             handler_waitgroup,
             http_acceptor,
             tls_acceptor,
+            tracker,
         })
     }
 
@@ -255,6 +277,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             handler_waitgroup,
             tls_acceptor,
             http_acceptor,
+            tracker,
         } = self;
 
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
@@ -267,15 +290,17 @@ impl<C: ServerContext> HttpServerStarter<C> {
 
             let mut builder = auto::Builder::new(TokioExecutor::new());
             // http/1 settings
-            builder.http1().timer(TokioTimer::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(tracker.limits.header_read_timeout);
             // http/2 settings
             builder.http2().timer(TokioTimer::new());
 
-            // Use a graceful watcher to keep track of all existing connections,
-            // and when the close_signal is trigger, force all known conns
-            // to start a graceful shutdown.
-            let graceful =
-                hyper_util::server::graceful::GracefulShutdown::new();
+            // Every connection is tracked (for the connection limits) and
+            // watches `closing`: when the close signal is triggered, every
+            // connection starts a graceful shutdown.
+            let (closing_tx, closing) = tokio::sync::watch::channel(false);
 
             // The following code looks superficially similar between the HTTP
             // and HTTPS paths.  However, the concrete types of various objects
@@ -292,15 +317,23 @@ impl<C: ServerContext> HttpServerStarter<C> {
                         tokio::select! {
                             Some(Ok(sock)) = https_acceptor.accept() => {
                                 let remote_addr = sock.remote_addr();
+                                let conn = tracker.register();
                                 let handler = make_service
-                                    .make_http_request_handler(remote_addr);
+                                    .make_http_request_handler(
+                                        remote_addr,
+                                        Arc::clone(&conn.state),
+                                    );
                                 let fut = builder
                                     .serve_connection_with_upgrades(
                                         TokioIo::new(sock),
                                         handler,
                                     );
-                                let fut = graceful.watch(fut.into_owned());
-                                tokio::spawn(fut);
+                                tokio::spawn(connection_limits::drive(
+                                    fut.into_owned(),
+                                    |c| c.graceful_shutdown(),
+                                    conn,
+                                    closing.clone(),
+                                ));
                             },
 
                             _ = &mut rx => {
@@ -312,28 +345,47 @@ impl<C: ServerContext> HttpServerStarter<C> {
                 }
                 None => loop {
                     tokio::select! {
-                        (sock, remote_addr) = http_acceptor.accept() => {
+                        // At the connection cap, new connections wait in the
+                        // listen backlog until there is room.
+                        (sock, remote_addr) = async {
+                            tracker.make_room().await;
+                            http_acceptor.accept().await
+                        } => {
+                            let conn = tracker.register();
                             let handler = make_service
-                                .make_http_request_handler(remote_addr);
+                                .make_http_request_handler(
+                                    remote_addr,
+                                    Arc::clone(&conn.state),
+                                );
                             let fut = builder
                                 .serve_connection_with_upgrades(
                                     TokioIo::new(sock),
                                     handler,
                                 );
-                            let fut = graceful.watch(fut.into_owned());
-                            tokio::spawn(fut);
+                            tokio::spawn(connection_limits::drive(
+                                fut.into_owned(),
+                                |c| c.graceful_shutdown(),
+                                conn,
+                                closing.clone(),
+                            ));
                         },
 
                         _ = &mut rx => {
                             info!(log, "beginning graceful shutdown");
+                            // Stop listening now: new connections are refused
+                            // instead of waiting in the backlog.
+                            drop(http_acceptor);
                             break;
                         }
                     }
                 },
             };
 
-            // optional: could use another select on a timeout
-            graceful.shutdown().await
+            // Every connection shuts down gracefully: idle ones close now,
+            // requests in flight are answered first.  Bound this from outside
+            // (e.g. `tokio::time::timeout` around `HttpServer::close`).
+            let _ = closing_tx.send(true);
+            tracker.wait_all_closed().await
         });
 
         info!(log, "listening");
@@ -381,13 +433,20 @@ impl<C: ServerContext> HttpServerStarter<C> {
 struct HttpAcceptor {
     tcp: TcpListener,
     log: slog::Logger,
+    tracker: Arc<Tracker>,
 }
 
 impl HttpAcceptor {
     async fn accept(&self) -> (TcpStream, SocketAddr) {
+        let mut exhausted = false;
         loop {
             match self.tcp.accept().await {
-                Ok((socket, addr)) => return (socket, addr),
+                Ok((socket, addr)) => {
+                    if exhausted {
+                        warn!(self.log, "accepting connections again");
+                    }
+                    return (socket, addr);
+                }
                 Err(e) => match e.kind() {
                     // These are errors on the individual socket that we
                     // tried to accept, and so can be ignored.
@@ -395,14 +454,18 @@ impl HttpAcceptor {
                     | std::io::ErrorKind::ConnectionAborted
                     | std::io::ErrorKind::ConnectionReset => (),
 
-                    // This could EMFILE implying resource exhaustion.
-                    // Sleep a little bit and try again.
+                    // This could EMFILE implying resource exhaustion: close
+                    // the connection idle the longest, or wait for one to
+                    // close, then try again (logged once, not every time).
                     _ => {
-                        warn!(self.log, "accept error"; "error" => e);
-                        tokio::time::sleep(std::time::Duration::from_millis(
-                            100,
-                        ))
-                        .await;
+                        if !exhausted {
+                            warn!(self.log, "accept error: shedding idle connections or waiting for one to close"; "error" => e);
+                            exhausted = true;
+                        }
+                        self.tracker.shed_oldest_idle();
+                        self.tracker
+                            .wait_for_close(std::time::Duration::from_secs(1))
+                            .await;
                     }
                 },
             }
@@ -914,6 +977,16 @@ async fn http_request_handle<C: ServerContext>(
     // TODO-hardening: add a request read timeout as well so that we don't allow
     // this to take forever.
     // TODO-correctness: Do we need to dump the body on errors?
+    let mut request = request;
+    if let Some(gate) = server.request_gate.as_ref() {
+        if let Some(mut response) = gate(&mut request) {
+            response.headers_mut().insert(
+                HEADER_REQUEST_ID,
+                http::header::HeaderValue::from_str(request_id).unwrap(),
+            );
+            return Ok(response);
+        }
+    }
     let request = request.map(crate::Body::wrap);
     let method = request.method().clone();
     let uri = request.uri();
@@ -1060,9 +1133,10 @@ impl<C: ServerContext> ServerConnectionHandler<C> {
     fn make_http_request_handler(
         &self,
         remote_addr: SocketAddr,
+        conn: Arc<ConnState>,
     ) -> ServerRequestHandler<C> {
         info!(self.server.log, "accepted connection"; "remote_addr" => %remote_addr);
-        ServerRequestHandler::new(self.server.clone(), remote_addr)
+        ServerRequestHandler { server: self.server.clone(), remote_addr, conn }
     }
 }
 
@@ -1075,14 +1149,8 @@ pub struct ServerRequestHandler<C: ServerContext> {
     /// backend state that will be made available to the request handler
     server: Arc<DropshotState<C>>,
     remote_addr: SocketAddr,
-}
-
-impl<C: ServerContext> ServerRequestHandler<C> {
-    /// Create a ServerRequestHandler object with the given state object that
-    /// will be provided to the handler function.
-    fn new(server: Arc<DropshotState<C>>, remote_addr: SocketAddr) -> Self {
-        ServerRequestHandler { server, remote_addr }
-    }
+    /// the connection, for counting requests in flight on it
+    conn: Arc<ConnState>,
 }
 
 impl<C: ServerContext> Service<Request<hyper::body::Incoming>>
@@ -1093,11 +1161,18 @@ impl<C: ServerContext> Service<Request<hyper::body::Incoming>>
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
-        Box::pin(http_request_handle_wrap(
+        // The connection is not idle (not to be shed) while this runs.
+        let in_flight = self.conn.begin_request();
+        let fut = http_request_handle_wrap(
             Arc::clone(&self.server),
             self.remote_addr,
             req,
-        ))
+        );
+        Box::pin(async move {
+            let response = fut.await;
+            drop(in_flight);
+            response
+        })
     }
 }
 
@@ -1158,6 +1233,8 @@ pub struct ServerBuilder<C: ServerContext> {
     config: ConfigDropshot,
     version_policy: VersionPolicy,
     tls: Option<ConfigTls>,
+    connection_limits: ConnectionLimits,
+    request_gate: DebugIgnore<Option<RequestGate>>,
 }
 
 impl<C: ServerContext> ServerBuilder<C> {
@@ -1179,7 +1256,23 @@ impl<C: ServerContext> ServerBuilder<C> {
             config: Default::default(),
             version_policy: VersionPolicy::Unversioned,
             tls: Default::default(),
+            connection_limits: Default::default(),
+            request_gate: DebugIgnore(None),
         }
+    }
+
+    /// Specify limits on open connections (see [`ConnectionLimits`]; the
+    /// default has none but hyper's header read timeout)
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connection_limits = limits;
+        self
+    }
+
+    /// Specify a hook run on every request before routing and before the body
+    /// is read (see [`RequestGate`])
+    pub fn request_gate(mut self, gate: RequestGate) -> Self {
+        self.request_gate = DebugIgnore(Some(gate));
+        self
     }
 
     /// Specify the server configuration
@@ -1239,6 +1332,8 @@ impl<C: ServerContext> ServerBuilder<C> {
             &self.log,
             self.tls,
             self.version_policy,
+            self.connection_limits,
+            self.request_gate.0,
         )
     }
 }
@@ -1346,7 +1441,11 @@ mod test {
             tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("local_addr");
         let acceptor =
-            HttpAcceptor { log: slog::Logger::root(slog::Discard, o!()), tcp };
+            HttpAcceptor {
+                log: slog::Logger::root(slog::Discard, o!()),
+                tcp,
+                tracker: Tracker::new(Default::default()),
+            };
 
         let t1 = tokio::spawn(async move {
             for _ in 0..TOTAL {
