@@ -11,6 +11,7 @@ pub mod auth;
 pub mod callback_guard;
 pub mod chat;
 pub mod config;
+pub mod gate;
 pub mod handlers;
 pub mod notify;
 pub mod rate;

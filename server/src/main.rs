@@ -13,14 +13,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let netapi_chat::server::Started { server, notice } = match netapi_chat::server::start(&config)
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("netapi-chat: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
+    let netapi_chat::server::Started { server, notice, .. } =
+        match netapi_chat::server::start(&config) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("netapi-chat: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
     let addr = server.local_addr();
     println!(
         "netapi-chat listening on http://{addr} (API under /v1/chat/{{userId}}, OpenAPI at http://{addr}/openapi.json)"
