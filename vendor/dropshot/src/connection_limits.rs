@@ -87,6 +87,9 @@ impl Drop for RequestGuard {
 #[derive(Debug)]
 pub(crate) struct Tracker {
     conns: Mutex<(u64, HashMap<u64, Arc<ConnState>>)>,
+    /// Open connections not being shed (changed under the `conns` lock), so
+    /// that the check before each accept is not a scan.
+    active: AtomicUsize,
     /// Signalled (one permit) each time a connection closes.
     closed: Notify,
     pub(crate) limits: ConnectionLimits,
@@ -102,7 +105,13 @@ pub(crate) struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.tracker.lock().1.remove(&self.id);
+        {
+            let mut g = self.tracker.lock();
+            g.1.remove(&self.id);
+            if !self.state.shed.load(Ordering::SeqCst) {
+                self.tracker.active.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.tracker.closed.notify_one();
     }
 }
@@ -111,6 +120,7 @@ impl Tracker {
     pub(crate) fn new(limits: ConnectionLimits) -> Arc<Tracker> {
         Arc::new(Tracker {
             conns: Mutex::new((0, HashMap::new())),
+            active: AtomicUsize::new(0),
             closed: Notify::new(),
             limits,
         })
@@ -134,16 +144,13 @@ impl Tracker {
         g.0 += 1;
         let id = g.0;
         g.1.insert(id, Arc::clone(&state));
+        self.active.fetch_add(1, Ordering::SeqCst);
         ConnGuard { tracker: Arc::clone(self), id, state }
     }
 
     /// Open connections not already being shed.
     fn active(&self) -> usize {
-        self.lock()
-            .1
-            .values()
-            .filter(|c| !c.shed.load(Ordering::SeqCst))
-            .count()
+        self.active.load(Ordering::SeqCst)
     }
 
     /// Asks the connection idle the longest to close; false when none is
@@ -159,6 +166,7 @@ impl Tracker {
         match oldest {
             Some((_, c)) => {
                 c.shed.store(true, Ordering::SeqCst);
+                self.active.fetch_sub(1, Ordering::SeqCst);
                 c.wake.notify_one();
                 true
             }

@@ -258,6 +258,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             tcp,
             log: log.clone(),
             tracker: Arc::clone(&tracker),
+            error_logged: std::sync::Mutex::new(None),
         };
 
         Ok(HttpServerStarter {
@@ -434,19 +435,16 @@ struct HttpAcceptor {
     tcp: TcpListener,
     log: slog::Logger,
     tracker: Arc<Tracker>,
+    /// when an accept error was last logged (they are logged every 10 s at
+    /// most: under a flood at the descriptor limit every accept may fail)
+    error_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl HttpAcceptor {
     async fn accept(&self) -> (TcpStream, SocketAddr) {
-        let mut exhausted = false;
         loop {
             match self.tcp.accept().await {
-                Ok((socket, addr)) => {
-                    if exhausted {
-                        warn!(self.log, "accepting connections again");
-                    }
-                    return (socket, addr);
-                }
+                Ok((socket, addr)) => return (socket, addr),
                 Err(e) => match e.kind() {
                     // These are errors on the individual socket that we
                     // tried to accept, and so can be ignored.
@@ -456,11 +454,20 @@ impl HttpAcceptor {
 
                     // This could EMFILE implying resource exhaustion: close
                     // the connection idle the longest, or wait for one to
-                    // close, then try again (logged once, not every time).
+                    // close, then try again (logged every 10 s at most).
                     _ => {
-                        if !exhausted {
-                            warn!(self.log, "accept error: shedding idle connections or waiting for one to close"; "error" => e);
-                            exhausted = true;
+                        {
+                            let mut logged = self
+                                .error_logged
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner());
+                            if logged.map_or(true, |t| {
+                                t.elapsed()
+                                    >= std::time::Duration::from_secs(10)
+                            }) {
+                                warn!(self.log, "accept error: shedding idle connections or waiting for one to close (logged every 10 s at most)"; "error" => e);
+                                *logged = Some(std::time::Instant::now());
+                            }
                         }
                         self.tracker.shed_oldest_idle();
                         self.tracker
@@ -1445,6 +1452,7 @@ mod test {
                 log: slog::Logger::root(slog::Discard, o!()),
                 tcp,
                 tracker: Tracker::new(Default::default()),
+                error_logged: std::sync::Mutex::new(None),
             };
 
         let t1 = tokio::spawn(async move {
