@@ -65,7 +65,7 @@ pub struct Connections {
     /// `NETAPI_CHAT_MAX_CONNECTIONS`: most client connections open at once; at the cap the
     /// connection idle the longest is closed to make room. Default (`None`): three quarters of
     /// the open-files limit (raised to its hard limit at start), leaving the rest for the
-    /// store, callbacks and the listener.
+    /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`].
     pub max: Option<usize>,
     /// `NETAPI_CHAT_IDLE_TIMEOUT_SECS`: a keep-alive connection with no request in flight is
     /// closed after this long. Default 60 s.
@@ -77,6 +77,11 @@ pub struct Connections {
     /// be answered before the process stops anyway. Default 10 s.
     pub shutdown_grace: Duration,
 }
+
+/// The default connection cap when the open-files limit allows more: hard limits of 500k+ are
+/// common (systemd), and every open connection holds hyper's buffers; an operator who wants
+/// more sets `NETAPI_CHAT_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Default for Connections {
     fn default() -> Self {

@@ -242,7 +242,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     let max_connections = config.connections.max.unwrap_or_else(|| {
         usize::try_from(open_files / 4 * 3)
             .unwrap_or(usize::MAX)
-            .max(1)
+            .clamp(1, crate::config::DEFAULT_MAX_CONNECTIONS)
     });
     let limits = ConnectionLimits {
         max_connections: Some(max_connections),
