@@ -67,9 +67,9 @@ async fn stop_signal() -> std::io::Result<&'static str> {
 /// The graceful stop: stop accepting (new connections are refused), answer the requests in
 /// flight (at most `grace`: past it they are dropped, and what they committed is kept), close
 /// the store once nothing can wait for a commit any more (every queued batch committed, the
-/// database closed), one line on stdout, exit 0. Delivery tasks are simply not run again: each
-/// waits at an await point (a retry sleep or a callback POST), where its notification is still
-/// in the outbox, so it is delivered after the restart (same `webhook-id`).
+/// database closed), one line on stdout, exit 0. Delivery stops first: no new attempt, and
+/// attempts under way get what is left of the grace period to finish and forget their
+/// notification; what is not delivered stays in the outbox for the restart (same `webhook-id`).
 async fn shutdown(
     signal: &str,
     server: dropshot::HttpServer<netapi_chat::handlers::ChatServer>,
@@ -77,7 +77,8 @@ async fn shutdown(
     grace: std::time::Duration,
 ) -> std::process::ExitCode {
     let started = std::time::Instant::now();
-    let drained = tokio::time::timeout(grace, server.close()).await;
+    let deadline = tokio::time::Instant::now() + grace;
+    let drained = tokio::time::timeout_at(deadline, server.close()).await;
     let outcome = match drained {
         Ok(Ok(())) => "requests in flight answered".to_owned(),
         Ok(Err(e)) => format!("server error while draining: {e}"),
@@ -86,6 +87,7 @@ async fn shutdown(
             grace.as_secs_f64()
         ),
     };
+    netapi_chat::notify::stop_deliveries(deadline).await;
     // Blocking (joins the store thread): off the async workers.
     let closed = tokio::task::spawn_blocking(move || store.close()).await;
     let store_state = if closed.is_ok() {
