@@ -67,6 +67,44 @@ pub struct Config {
     /// `NETAPI_CHAT_WEBHOOK_SECRET`: the `whsec_…` secret notifications are signed with. When
     /// unset, one is generated at first start into `<data dir>/webhook-secret` and printed.
     pub webhook_secret: Option<String>,
+    /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
+    pub connections: Connections,
+}
+
+/// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
+/// clients from exhausting file descriptors, and a stop from dropping requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Connections {
+    /// `NETAPI_CHAT_MAX_CONNECTIONS`: most client connections open at once; at the cap the
+    /// connection idle the longest is closed to make room. Default (`None`): three quarters of
+    /// the open-files limit (raised to its hard limit at start), leaving the rest for the
+    /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`].
+    pub max: Option<usize>,
+    /// `NETAPI_CHAT_IDLE_TIMEOUT_SECS`: a keep-alive connection with no request in flight is
+    /// closed after this long. Default 60 s.
+    pub idle_timeout: Duration,
+    /// `NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS`: time a client has to send a whole request head
+    /// once it has started one (slow-header clients). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// `NETAPI_CHAT_SHUTDOWN_GRACE_SECS`: on SIGTERM/SIGINT, how long requests in flight get to
+    /// be answered before the process stops anyway. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+/// The default connection cap when the open-files limit allows more: hard limits of 500k+ are
+/// common (systemd), and every open connection holds hyper's buffers; an operator who wants
+/// more sets `NETAPI_CHAT_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            max: None,
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Where access tokens come from.
@@ -113,6 +151,7 @@ impl Default for Config {
             body_timeout: netapi_chat_runtime::negotiate::DEFAULT_BODY_TIMEOUT,
             auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
+            connections: Connections::default(),
         }
     }
 }
@@ -192,6 +231,17 @@ impl Config {
                 allow_private: flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
             },
             webhook_secret: std::env::var("NETAPI_CHAT_WEBHOOK_SECRET").ok(),
+            connections: Connections {
+                max: var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?
+                    .map(|n| n.max(1))
+                    .or(d.connections.max),
+                idle_timeout: seconds("NETAPI_CHAT_IDLE_TIMEOUT_SECS")?
+                    .unwrap_or(d.connections.idle_timeout),
+                header_read_timeout: seconds("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS")?
+                    .unwrap_or(d.connections.header_read_timeout),
+                shutdown_grace: seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
+                    .unwrap_or(d.connections.shutdown_grace),
+            },
             log_level: match std::env::var("NETAPI_CHAT_LOG_LEVEL")
                 .as_deref()
                 .map(str::trim)
@@ -287,6 +337,19 @@ fn auth_from_env() -> Result<AuthConfig, ConfigError> {
             .unwrap_or_else(|_| "sub".to_owned()),
         scope: std::env::var("NETAPI_CHAT_JWT_SCOPE").unwrap_or_else(|_| "chat".to_owned()),
     })
+}
+
+/// A positive duration in seconds (fractions allowed).
+fn seconds(name: &'static str) -> Result<Option<Duration>, ConfigError> {
+    match var::<f64>(name, "seconds, e.g. 10 or 0.5")? {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(ConfigError {
+            variable: name,
+            value: s.to_string(),
+            expected: "a positive number of seconds",
+        }),
+    }
 }
 
 fn flag(name: &'static str) -> Result<bool, ConfigError> {

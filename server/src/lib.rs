@@ -12,6 +12,7 @@ pub mod callback_guard;
 pub mod chat;
 pub mod config;
 pub mod data_dir;
+pub mod gate;
 pub mod handlers;
 pub mod logsafe;
 pub mod notify;

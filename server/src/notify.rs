@@ -23,7 +23,7 @@ pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
 use slog::{Logger, debug, warn};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -94,6 +94,38 @@ pub fn dropped_count() -> u64 {
 /// Notifications delivered (2xx) since the process started.
 pub fn delivered_count() -> u64 {
     DELIVERED.load(Ordering::Relaxed)
+}
+
+/// Set when the process stops: no delivery attempt starts any more.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Delivery attempts between their start and the forgetting of their notification.
+static ATTEMPTING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one attempt (and the forget after it) in [`ATTEMPTING`] while alive.
+struct Attempting;
+
+impl Attempting {
+    fn enter() -> Attempting {
+        ATTEMPTING.fetch_add(1, Ordering::SeqCst);
+        Attempting
+    }
+}
+
+impl Drop for Attempting {
+    fn drop(&mut self) {
+        ATTEMPTING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stops delivery at a clean point, for a graceful stop: no attempt starts any more (what is
+/// not delivered stays in the outbox for the next start), and attempts under way get until
+/// `deadline` to finish and submit their forget batch before the store is closed (one cut
+/// short is delivered again after the restart, with the same `webhook-id`).
+pub async fn stop_deliveries(deadline: tokio::time::Instant) {
+    STOPPING.store(true, Ordering::SeqCst);
+    while ATTEMPTING.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Where one subscription's notifications go.
@@ -300,11 +332,18 @@ async fn deliver(
         let body = bytes::Bytes::from(item.notification.encode(target.format));
         let mut delivered = false;
         let mut wait_hint = None;
+        let mut attempting = None;
         for (n, delay) in d.policy.schedule.iter().enumerate() {
             let wait = wait_hint.take().unwrap_or_else(|| jittered(*delay));
             if !wait.is_zero() {
+                attempting = None;
                 tokio::time::sleep(wait).await;
             }
+            if STOPPING.load(Ordering::SeqCst) {
+                // Still in the outbox: delivered after the restart.
+                return;
+            }
+            attempting.get_or_insert_with(Attempting::enter);
             if state.load(Ordering::SeqCst) == CANCELLED {
                 break;
             }
@@ -334,6 +373,7 @@ async fn deliver(
                 "url" => %Escaped(&target.notify_url), "id" => item.id, "dropped_total" => total);
         }
         forget(item.id);
+        drop(attempting);
         if is_cancellation && state.load(Ordering::SeqCst) == EXPIRED {
             break;
         }

@@ -5,6 +5,7 @@ use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier};
 use crate::chat::{Chat, Settings};
 use crate::config::{AuthConfig, Config};
 use crate::data_dir;
+use crate::gate::Methods;
 use crate::handlers::ChatServer;
 use crate::notify::RetryPolicy;
 use crate::rate::{AuthFailures, RateLimiter};
@@ -13,8 +14,8 @@ use crate::store::Store;
 use crate::store::sqlite::Sqlite;
 use crate::urls::Urls;
 use dropshot::{
-    Body, ConfigDropshot, ConfigLogging, HttpError, HttpServer, Path, RequestContext,
-    ServerBuilder, endpoint,
+    Body, ConfigDropshot, ConfigLogging, ConnectionLimits, HttpError, HttpServer, Path,
+    RequestContext, ServerBuilder, endpoint,
 };
 use http::{Response, StatusCode, header};
 use schemars::JsonSchema;
@@ -49,6 +50,10 @@ impl std::fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
+
+/// The document endpoints below, for the request gate (they are not in the published OpenAPI):
+/// both are `GET`, so `HEAD` works on them too.
+const DOCUMENT_PATHS: [&str; 2] = ["/openapi.json", "/xsd/{file}"];
 
 /// Serves the published OpenAPI document (JSON and XML media types).
 #[endpoint { method = GET, path = "/openapi.json", unpublished = true }]
@@ -162,6 +167,21 @@ pub struct Started {
     pub server: HttpServer<ChatServer>,
     /// Printed after the start-up line: e.g. the token generated at first start.
     pub notice: Option<String>,
+    /// The store, to close once the server has stopped (see [`Store::close`]).
+    pub store: Store,
+    /// The connection cap in force (configured, or derived from the open-files limit).
+    pub max_connections: usize,
+}
+
+/// Raises the soft open-files limit to the hard limit (the soft default, often 1024, is what
+/// a connection flood exhausts first) and returns the limit now in force.
+fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024),
+    }
 }
 
 /// Starts the server on `config.bind`.
@@ -215,6 +235,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         .map_err(|e| StartError::Store(e.to_string()))?;
     let (store, snapshot) =
         Store::start(Box::new(backend)).map_err(|e| StartError::Store(e.to_string()))?;
+    let closer = store.clone();
     let chat = Chat::open(Urls::new(public), settings, store, snapshot, log.clone())
         .map_err(StartError::Store)?;
     let dropshot = ConfigDropshot {
@@ -226,6 +247,22 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     let notice = match (token_notice, secret_notice) {
         (None, None) => None,
         (a, b) => Some([a, b].into_iter().flatten().collect::<Vec<_>>().join("\n")),
+    };
+    let mut methods =
+        Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;
+    for path in DOCUMENT_PATHS {
+        methods.add(path, &["GET"]);
+    }
+    let open_files = raise_open_files_limit();
+    let max_connections = config.connections.max.unwrap_or_else(|| {
+        usize::try_from(open_files / 4 * 3)
+            .unwrap_or(usize::MAX)
+            .clamp(1, crate::config::DEFAULT_MAX_CONNECTIONS)
+    });
+    let limits = ConnectionLimits {
+        max_connections: Some(max_connections),
+        idle_timeout: Some(config.connections.idle_timeout),
+        header_read_timeout: Some(config.connections.header_read_timeout),
     };
     let server = ServerBuilder::new(
         api,
@@ -241,7 +278,14 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         log,
     )
     .config(dropshot)
+    .connection_limits(limits)
+    .request_gate(methods.into_gate())
     .start()
     .map_err(|e| StartError::Listen(e.to_string()))?;
-    Ok(Started { server, notice })
+    Ok(Started {
+        server,
+        notice,
+        store: closer,
+        max_connections,
+    })
 }

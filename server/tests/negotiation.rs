@@ -466,14 +466,15 @@ async fn errors_in_negotiated_format() {
         assert_error(&a, 404, "SVC2008", format);
     }
 
-    // 405 on collections and on a session: `Allow` lists the methods that really work.
+    // 405 on collections and on a session: `Allow` lists the methods that really work (HEAD
+    // wherever GET is).
     let subs = subscriptions(&server, DAVE);
     for (target, allow) in [
-        (url.clone(), "GET, POST"),
-        (subs.clone(), "GET, POST"),
-        (session.clone(), "GET, DELETE"),
+        (url.clone(), "GET, HEAD, POST"),
+        (subs.clone(), "GET, HEAD, POST"),
+        (session.clone(), "GET, HEAD, DELETE"),
     ] {
-        let refused: &[&str] = if allow == "GET, POST" {
+        let refused: &[&str] = if allow == "GET, HEAD, POST" {
             &["PUT", "PATCH", "DELETE"]
         } else {
             &["PUT", "PATCH", "POST"]

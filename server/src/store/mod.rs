@@ -14,9 +14,8 @@
 
 pub mod sqlite;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 /// What kind of record a key names.
@@ -128,6 +127,14 @@ pub struct Store {
     tx: mpsc::Sender<Job>,
     /// Set once a commit failed: the process is stopping (see [`fail_stop`]).
     failed: Arc<AtomicBool>,
+    closing: Arc<Closing>,
+}
+
+/// What [`Store::close`] needs: a flag the store thread checks when it runs out of work, and
+/// the thread to wait for.
+struct Closing {
+    requested: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Most batches one transaction takes.
@@ -143,17 +150,50 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Job>();
         let failed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&failed);
-        std::thread::Builder::new()
+        let closing = Arc::new(Closing {
+            requested: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        let stop = Arc::clone(&closing);
+        let thread = std::thread::Builder::new()
             .name("netapi-chat-store".to_owned())
-            .spawn(move || run(backend, rx, flag))
+            .spawn(move || run(backend, rx, flag, &stop.requested))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok((Store { tx, failed }, snapshot))
+        *closing.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok((
+            Store {
+                tx,
+                failed,
+                closing,
+            },
+            snapshot,
+        ))
     }
 
     /// True once a commit failed: the process is about to stop, and memory may hold changes
     /// the disk does not, so nothing should be served from it any more.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Commits every batch queued so far, then stops the store thread and closes the database
+    /// (the backend is dropped: SQLite checkpoints its WAL when the last connection closes);
+    /// returns once that is done. For a clean stop: call it after the last request that could
+    /// wait for a commit was answered. A batch submitted later is refused ("the store has
+    /// stopped"), as after a crash it would simply not exist. Blocking.
+    pub fn close(&self) {
+        self.closing.requested.store(true, Ordering::SeqCst);
+        // Wakes the thread if it is waiting for work.
+        self.submit_detached(Batch::default());
+        let thread = self
+            .closing
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 
     /// Queues a batch; `after_commit` runs on the store thread right after it is durable, in
@@ -191,17 +231,27 @@ impl Store {
     }
 }
 
-fn run(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
+fn run(
+    mut backend: Box<dyn Backend>,
+    rx: mpsc::Receiver<Job>,
+    failed: Arc<AtomicBool>,
+    stop: &AtomicBool,
+) {
     loop {
         let first = match rx.try_recv() {
             Ok(job) => job,
             Err(mpsc::TryRecvError::Disconnected) => break,
+            // Asked to close and nothing is left to commit.
+            Err(mpsc::TryRecvError::Empty) if stop.load(Ordering::SeqCst) => break,
             Err(mpsc::TryRecvError::Empty) => match rx.recv_timeout(QUIET) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 // Housekeeping only once nothing has come for a moment, not in the gaps
                 // between the commits of a busy stream.
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     backend.idle();
                     match rx.recv() {
                         Ok(job) => job,

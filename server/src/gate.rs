@@ -1,0 +1,219 @@
+//! The request gate: HTTP method semantics dropshot's router does not give, applied to every
+//! request before routing (the vendored dropshot's `ServerBuilder::request_gate`, see
+//! `vendor/dropshot/PATCHES.md`).
+//!
+//! - `HEAD` wherever `GET` is allowed (RFC 9110 §9.3.2 requires it): the request is routed as
+//!   the `GET`; hyper knows the connection's request method and sends the `GET`'s status and
+//!   headers (`Content-Length` included, as RFC 9110 §8.6 allows) without the body.
+//! - Any other method on a known path that the path does not allow (PUT, PATCH, TRACE,
+//!   CONNECT, unknown tokens…) gets `405` with the exact `Allow` and an OMA `requestError` in
+//!   the negotiated format. dropshot's own answer lists every method registered for the path,
+//!   including the unpublished 405 stubs codegen generates, and it cannot answer a method it
+//!   has no route for in the OMA format.
+//!
+//! `OPTIONS` is not answered (it gets the 405, whose `Allow` tells the same thing): the API is
+//! for server-side applications with bearer tokens, and answering `OPTIONS` usefully would mean
+//! a CORS policy, which nobody has asked for.
+//!
+//! Which path allows which methods is read once, at start, from the published OpenAPI document,
+//! so it cannot drift from the routes. Unknown paths are left to dropshot (its 404).
+
+use dropshot::RequestGate;
+use http::{Method, Request, Response};
+use netapi_chat_api::RequestError;
+use netapi_chat_runtime::error::ApiError;
+use netapi_chat_runtime::media;
+use netapi_chat_runtime::negotiate::error_response;
+use percent_encoding::percent_decode_str;
+use std::sync::Arc;
+
+/// One segment of a path template.
+#[derive(Debug, PartialEq)]
+enum Segment {
+    Literal(String),
+    Variable,
+}
+
+/// A path template and the methods it allows.
+#[derive(Debug)]
+struct Route {
+    segments: Vec<Segment>,
+    methods: Vec<Method>,
+    /// The `Allow` value: the methods in a fixed order, with `HEAD` after `GET`.
+    allow: String,
+}
+
+/// Which methods each known path template allows.
+#[derive(Debug, Default)]
+pub struct Methods {
+    routes: Vec<Route>,
+}
+
+/// The order methods are listed in `Allow`.
+const ORDER: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+];
+
+impl Methods {
+    /// Reads the `paths` of an OpenAPI document (its operations' methods; `HEAD` is added
+    /// wherever `GET` is).
+    pub fn from_openapi(document: &str) -> Result<Methods, String> {
+        let doc: serde_json::Value =
+            serde_json::from_str(document).map_err(|e| format!("OpenAPI document: {e}"))?;
+        let paths = doc
+            .get("paths")
+            .and_then(|p| p.as_object())
+            .ok_or("OpenAPI document without paths")?;
+        let mut methods = Methods::default();
+        for (template, item) in paths {
+            let verbs = item
+                .as_object()
+                .map(|o| {
+                    o.keys()
+                        .filter(|k| ORDER.iter().any(|m| m.eq_ignore_ascii_case(k)))
+                        .map(|k| k.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            methods.add(
+                template,
+                &verbs.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
+        }
+        Ok(methods)
+    }
+
+    /// Adds a path template (`/a/{b}/c`) allowing `verbs` (plus `HEAD` when `GET` is one).
+    pub fn add(&mut self, template: &str, verbs: &[&str]) {
+        let segments = template
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s.starts_with('{') && s.ends_with('}') {
+                    Segment::Variable
+                } else {
+                    Segment::Literal(s.to_owned())
+                }
+            })
+            .collect();
+        let listed: Vec<&str> = ORDER
+            .iter()
+            .copied()
+            .filter(|m| verbs.contains(m) || (*m == "HEAD" && verbs.contains(&"GET")))
+            .collect();
+        self.routes.push(Route {
+            segments,
+            methods: listed
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
+            allow: listed.join(", "),
+        });
+    }
+
+    /// The route a request path matches, split and decoded the way dropshot's router does
+    /// (empty segments ignored, percent-decoded); `None` for an unknown path, or one dropshot
+    /// refuses anyway (dot-segments, bad UTF-8).
+    fn lookup(&self, path: &str) -> Option<&Route> {
+        let mut segments = Vec::new();
+        for s in path.split('/').filter(|s| !s.is_empty()) {
+            if s == "." || s == ".." {
+                return None;
+            }
+            segments.push(percent_decode_str(s).decode_utf8().ok()?);
+        }
+        self.routes.iter().find(|r| {
+            r.segments.len() == segments.len()
+                && r.segments.iter().zip(&segments).all(|(t, s)| match t {
+                    Segment::Literal(l) => l == s,
+                    Segment::Variable => true,
+                })
+        })
+    }
+
+    /// What the gate does with a request: `Some` answer, or `None` to route it (after turning a
+    /// `HEAD` into a `GET`).
+    pub fn check<B>(&self, request: &mut Request<B>) -> Option<Response<dropshot::Body>> {
+        let route = self.lookup(request.uri().path())?;
+        let method = request.method().clone();
+        if !route.methods.contains(&method) {
+            let accept = request
+                .headers()
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>();
+            let joined = (!accept.is_empty()).then(|| accept.join(","));
+            // An Accept nothing fits gets the 405 in JSON: the method is the first problem.
+            let format = media::response_format(joined.as_deref()).unwrap_or(media::Format::Json);
+            let error = ApiError::method_not_allowed(method.as_str(), &route.allow);
+            return error_response::<RequestError>(format, &error).ok();
+        }
+        if method == Method::HEAD {
+            *request.method_mut() = Method::GET;
+        }
+        None
+    }
+
+    /// The gate to hand to dropshot.
+    pub fn into_gate(self) -> RequestGate {
+        let methods = Arc::new(self);
+        Arc::new(move |request| methods.check(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn methods() -> Methods {
+        Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")
+    }
+
+    fn check(m: &Methods, method: &str, path: &str) -> (Option<u16>, String, Option<String>) {
+        let mut r = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).expect("method"))
+            .uri(path)
+            .body(())
+            .expect("request");
+        let answer = m.check(&mut r);
+        (
+            answer.as_ref().map(|a| a.status().as_u16()),
+            r.method().to_string(),
+            answer.and_then(|a| {
+                a.headers()
+                    .get(http::header::ALLOW)
+                    .and_then(|v| v.to_str().ok().map(str::to_owned))
+            }),
+        )
+    }
+
+    #[test]
+    fn head_becomes_get_and_wrong_methods_get_405() {
+        let m = methods();
+        let subs = "/v1/chat/tel%3A%2B1/subscriptions";
+        assert_eq!(check(&m, "HEAD", subs), (None, "GET".into(), None));
+        assert_eq!(check(&m, "GET", subs), (None, "GET".into(), None));
+        assert_eq!(check(&m, "POST", subs), (None, "POST".into(), None));
+        for bad in [
+            "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "OPTIONS", "FOO",
+        ] {
+            assert_eq!(
+                check(&m, bad, subs),
+                (Some(405), bad.into(), Some("GET, HEAD, POST".into())),
+                "{bad}"
+            );
+        }
+        let msg = "/v1/chat/u/chatSessions/s/messages/m";
+        assert_eq!(
+            check(&m, "POST", msg),
+            (Some(405), "POST".into(), Some("GET, HEAD".into()))
+        );
+        // Unknown paths and dot-segments are dropshot's business.
+        assert_eq!(check(&m, "TRACE", "/nowhere"), (None, "TRACE".into(), None));
+        assert_eq!(
+            check(&m, "TRACE", "/v1/chat/u/../subscriptions"),
+            (None, "TRACE".into(), None)
+        );
+    }
+}

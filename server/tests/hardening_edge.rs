@@ -1,0 +1,549 @@
+//! Hardening at the edge (issue 11, items 5, 8 and 16), against the real binary:
+//!
+//! - HEAD answers wherever GET does (same status and headers, no body); any other method not
+//!   allowed on a known path (PUT, TRACE, CONNECT, unknown tokens) gets 405 with the exact
+//!   `Allow` and an OMA `requestError` in the negotiated format.
+//! - Connections: at `NETAPI_CHAT_MAX_CONNECTIONS` the oldest idle connections are shed and a
+//!   real request is still served promptly, also when the process is at its open-files limit;
+//!   idle keep-alive connections and slow request heads are closed after their timeouts.
+//! - SIGTERM under load: exit code 0, one line, every request answered in full or refused, and
+//!   every message answered 2xx is there after a restart.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{APP_TOKEN, Server, enc, send, temp_data_dir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+const ACCEPTS: [(&str, &str); 2] = [
+    ("application/json", "application/json"),
+    ("application/xml", "application/xml"),
+];
+
+/// One raw HTTP/1.1 exchange on a fresh connection (`Connection: close`): the status line and
+/// headers as text, and the bytes after them (all of them, up to the server's close).
+async fn raw(addr: &str, method: &str, path: &str, accept: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\naccept: {accept}\r\nauthorization: Bearer {APP_TOKEN}\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("answer within 10 s")
+        .expect("read");
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&all[..end]).into_owned();
+    (head, all[end + 4..].to_vec())
+}
+
+/// The status and the headers of a raw head, without those that differ per answer.
+fn comparable(head: &str) -> (String, Vec<String>) {
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_owned();
+    let mut headers: Vec<String> = lines
+        .map(str::to_ascii_lowercase)
+        .filter(|l| !l.starts_with("date:") && !l.starts_with("x-request-id:"))
+        .collect();
+    headers.sort();
+    (status, headers)
+}
+
+/// The path part of a `Location`.
+fn location_id(a: &support::Answer) -> String {
+    a.header("location")
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A subscription, a session between alice and bob (bob connected) and one message: the ids
+/// every GET path of the API needs.
+async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
+    let json = [("content-type", "application/json")];
+    let sub = send(
+        "POST",
+        &server.url(ALICE, "/subscriptions"),
+        &json,
+        Some(r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}}"#),
+    )
+    .await;
+    assert_eq!(sub.status, 201, "{}", sub.body);
+    let sid = session(&server.base).await;
+    let msg = send(
+        "POST",
+        &server.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+        &json,
+        Some(r#"{"chatMessage":{"text":"hi"}}"#),
+    )
+    .await;
+    assert_eq!(msg.status, 201, "{}", msg.body);
+    [
+        ("userId", enc(ALICE)),
+        ("subscriptionId", location_id(&sub)),
+        ("sessionId", sid),
+        ("participantId", enc(BOB)),
+        ("messageId", location_id(&msg)),
+    ]
+}
+
+/// `{base}/v1/chat/{user}{rest}`.
+fn url(base: &str, user: &str, rest: &str) -> String {
+    format!("{base}/v1/chat/{}{rest}", enc(user))
+}
+
+/// A session alice started and bob joined (on the server at `base`); its id.
+async fn session(base: &str) -> String {
+    let json = [("content-type", "application/json")];
+    let s = send(
+        "POST",
+        &url(base, ALICE, "/chatSessions"),
+        &json,
+        Some(r#"{"chatSessionInformation":{"subject":"edge","participant":[{"address":"sip:bob@example.com"}]}}"#),
+    )
+    .await;
+    assert_eq!(s.status, 201, "{}", s.body);
+    let sid = location_id(&s);
+    let joined = send(
+        "POST",
+        &url(
+            base,
+            BOB,
+            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
+        ),
+        &json,
+        Some(r#"{"participantSessionStatus":{"status":"Connected"}}"#),
+    )
+    .await;
+    assert!(joined.status < 300, "{}: {}", joined.status, joined.body);
+    sid
+}
+
+/// Every GET path of the published OpenAPI (plus the documents), filled with real ids.
+fn get_paths(ids: &[(&str, String)]) -> Vec<String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI");
+    let mut paths: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(_, item)| item.get("get").is_some())
+        .map(|(template, _)| {
+            ids.iter().fold(template.clone(), |p, (name, value)| {
+                p.replace(&format!("{{{name}}}"), value)
+            })
+        })
+        .collect();
+    assert!(paths.len() >= 10, "{paths:?}");
+    assert!(!paths.iter().any(|p| p.contains('{')), "{paths:?}");
+    paths.push("/openapi.json".to_owned());
+    paths.push("/xsd/rest_netapi_chat-v1_0.xsd".to_owned());
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_like_get_without_a_body() {
+    let server = Server::default_for_tests();
+    let ids = fixtures(&server).await;
+    let addr = server.addr();
+    for path in get_paths(&ids) {
+        for (accept, _) in ACCEPTS {
+            let (get_head, get_body) = raw(&addr, "GET", &path, accept).await;
+            let (head_head, head_body) = raw(&addr, "HEAD", &path, accept).await;
+            let (status, headers) = comparable(&get_head);
+            assert!(status.contains(" 200 "), "GET {path}: {get_head}");
+            assert!(!get_body.is_empty(), "GET {path} has a body");
+            assert_eq!(
+                comparable(&head_head),
+                (status, headers),
+                "HEAD {path} ({accept}) answers like GET"
+            );
+            assert!(
+                head_head
+                    .to_ascii_lowercase()
+                    .contains(&format!("content-length: {}", get_body.len())),
+                "HEAD {path} keeps the GET's Content-Length: {head_head}"
+            );
+            assert!(head_body.is_empty(), "HEAD {path} sent a body");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_not_allowed_get_405_with_the_exact_allow() {
+    let server = Server::default_for_tests();
+    let ids = fixtures(&server).await;
+    let addr = server.addr();
+    let session = format!("/v1/chat/{}/chatSessions/{}", ids[0].1, ids[2].1);
+    let message = format!("{session}/messages/{}", ids[4].1);
+    let cases = [
+        (
+            format!("/v1/chat/{}/subscriptions", ids[0].1),
+            "GET, HEAD, POST",
+        ),
+        (session, "GET, HEAD, DELETE"),
+        (message, "GET, HEAD"),
+    ];
+    for (path, allow) in &cases {
+        for method in ["TRACE", "CONNECT", "FOO", "PUT", "PATCH", "OPTIONS"] {
+            for (accept, media) in ACCEPTS {
+                let (head, body) = raw(&addr, method, path, accept).await;
+                let head_lc = head.to_ascii_lowercase();
+                assert!(head.starts_with("HTTP/1.1 405 "), "{method} {path}: {head}");
+                assert!(
+                    head_lc.contains(&format!("\r\nallow: {}\r\n", allow.to_ascii_lowercase())),
+                    "{method} {path}: Allow {allow} in {head}"
+                );
+                assert!(
+                    head_lc.contains(&format!("content-type: {media}")),
+                    "{method} {path}: {head}"
+                );
+                let text = String::from_utf8_lossy(&body);
+                assert!(
+                    text.contains("requestError")
+                        && text.contains("SVC0002")
+                        && text.contains(method),
+                    "{method} {path} ({accept}): {text}"
+                );
+                if media == "application/xml" {
+                    support::xsd_validate(&text);
+                }
+            }
+        }
+    }
+}
+
+/// Opens `n` connections that never send anything.
+async fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    conns
+}
+
+/// Whether the server closed a connection that never sent anything (EOF or reset), waiting at
+/// most `wait` for it to happen.
+async fn closed_by_server(conn: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(wait, conn.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// A GET that must be answered, and how long it took.
+async fn timed_get(server: &Server) -> Duration {
+    let started = Instant::now();
+    let a = tokio::time::timeout(
+        Duration::from_secs(10),
+        send("GET", &server.url(ALICE, "/subscriptions"), &[], None),
+    )
+    .await
+    .expect("a real request is answered while idle connections flood the server");
+    assert_eq!(a.status, 200, "{}", a.body);
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_the_oldest_idle_connections_are_shed() {
+    let server = Server::start(&[("NETAPI_CHAT_MAX_CONNECTIONS", "50")]);
+    let mut conns = idle_connections(&server.addr(), 200).await;
+    let took = timed_get(&server).await;
+    assert!(took < Duration::from_secs(2), "served in {took:?}");
+    let mut closed = Vec::new();
+    for c in conns.iter_mut() {
+        closed.push(closed_by_server(c, Duration::from_millis(20)).await);
+    }
+    let n = closed.iter().filter(|c| **c).count();
+    assert!(n >= 150, "only {n} of 200 idle connections were shed");
+    assert!(
+        closed[..100].iter().all(|c| *c),
+        "the oldest go first: {closed:?}"
+    );
+}
+
+/// Starts the server under a hard open-files limit of 256 (with `env`), floods it with 400
+/// idle connections (opened at once, each given 2 s), and returns how long a real request
+/// then took to be answered.
+async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Duration {
+    let dir = temp_data_dir();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=256:256")
+        .arg(env!("CARGO_BIN_EXE_netapi-chat"))
+        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+        .env("NETAPI_CHAT_DATA_DIR", &dir)
+        .env("NETAPI_CHAT_RATE_LIMIT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("prlimit (util-linux) runs the server");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("startup line");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("address")
+        .to_owned();
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..400 {
+        let addr = addr.clone();
+        opening.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+        });
+    }
+    let mut flood = Vec::new();
+    while let Some(c) = opening.join_next().await {
+        if let Ok(Ok(Ok(c))) = c {
+            flood.push(c);
+        }
+    }
+    let started = Instant::now();
+    let a = tokio::time::timeout(
+        Duration::from_secs(10),
+        send("GET", &url(&base, ALICE, "/subscriptions"), &[], None),
+    )
+    .await;
+    let took = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let a = a.unwrap_or_else(|_| {
+        panic!(
+            "not answered within 10 s at the open-files limit ({} flood connections open)",
+            flood.len()
+        )
+    });
+    assert_eq!(a.status, 200, "{}", a.body);
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_open_files_limit_a_real_request_is_still_served() {
+    // The default cap (3/4 of the limit): the flood meets the cap before EMFILE.
+    let took = served_under_flood_at_the_open_files_limit(&[]).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "default cap: served in {took:?}"
+    );
+    // A cap above the limit: accept fails with EMFILE, and an idle connection is shed.
+    let took =
+        served_under_flood_at_the_open_files_limit(&[("NETAPI_CHAT_MAX_CONNECTIONS", "100000")])
+            .await;
+    assert!(
+        took < Duration::from_secs(2),
+        "at EMFILE: served in {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed_after_their_timeouts() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "0.5"),
+        ("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "0.5"),
+    ]);
+    let addr = server.addr();
+    // A keep-alive connection, idle after one answered request.
+    let mut kept = TcpStream::connect(&addr).await.expect("connect");
+    let req = format!(
+        "GET /openapi.json HTTP/1.1\r\nhost: {addr}\r\n\r\nGET /openapi.json HTTP/1.1\r\nhost: {addr}\r\n\r\n"
+    );
+    kept.write_all(req.as_bytes()).await.expect("write");
+    // A connection that never sends anything, and one stuck in the middle of its head.
+    let mut silent = TcpStream::connect(&addr).await.expect("connect");
+    let mut slow = TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(b"GET /openapi.json HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    // Both answers arrive, then the idle connection is closed.
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut all)).await;
+    assert!(
+        read.is_ok(),
+        "idle keep-alive connection still open after 5 s"
+    );
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "both answered");
+    assert!(closed_by_server(&mut silent, Duration::from_secs(3)).await);
+    assert!(closed_by_server(&mut slow, Duration::from_secs(3)).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+/// How a request without an answer failed: refused at connect, or the connection closed or
+/// reset before an answer.
+fn error_kind(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "refused".to_owned()
+    } else {
+        let mut source: Option<&dyn std::error::Error> = Some(e);
+        let mut last = String::new();
+        while let Some(s) = source {
+            last = s.to_string();
+            source = s.source();
+        }
+        format!("no answer: {last}")
+    }
+}
+
+/// What happened to one message sent during the shutdown.
+enum Outcome {
+    /// 2xx, with the text sent.
+    Created(String),
+    /// Answered in full with another status.
+    Refused(u16),
+    /// No answer: refused or reset at the socket (the text sent, the error).
+    NotSent(String, String),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
+    let dir = temp_data_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+        .env("NETAPI_CHAT_DATA_DIR", &dir)
+        .env("NETAPI_CHAT_RATE_LIMIT", "0")
+        .env("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start netapi-chat");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("startup line");
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        rest
+    });
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("address")
+        .to_owned();
+    let sid = session(&base).await;
+    let path = format!("/chatSessions/{sid}/messages");
+    let messages = url(&base, ALICE, &path);
+
+    // Four senders, each on fresh connections, until the server is gone.
+    let mut senders = Vec::new();
+    for s in 0..4 {
+        let url = messages.clone();
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client");
+            let mut outcomes = Vec::new();
+            for i in 0.. {
+                let text = format!("m-{s}-{i}");
+                let r = client
+                    .post(&url)
+                    .bearer_auth(APP_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"chatMessage":{{"text":"{text}"}}}}"#))
+                    .send()
+                    .await;
+                let outcome = match r {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        match r.text().await {
+                            Ok(_) if status < 300 => Outcome::Created(text),
+                            Ok(_) => Outcome::Refused(status),
+                            Err(e) => panic!("{text}: answer cut short: {e:?}"),
+                        }
+                    }
+                    Err(e) => Outcome::NotSent(text, error_kind(&e)),
+                };
+                let stop = matches!(outcome, Outcome::NotSent(..));
+                outcomes.push(outcome);
+                if stop {
+                    break;
+                }
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let waited = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(8),
+            "still running 8 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    let rest = rest.join().expect("stdout reader");
+    let lines: Vec<&str> = rest
+        .lines()
+        .filter(|l| l.starts_with("netapi-chat: SIGTERM"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line on stop: {rest}");
+    assert!(lines[0].contains("store closed"), "{rest}");
+
+    let (mut created, mut unanswered) = (Vec::new(), Vec::new());
+    for s in senders {
+        for o in s.await.expect("sender") {
+            match o {
+                Outcome::Created(text) => created.push(text),
+                Outcome::Refused(status) => panic!("refused with {status} while stopping"),
+                Outcome::NotSent(text, kind) => unanswered.push((text, kind)),
+            }
+        }
+    }
+    eprintln!(
+        "{} messages answered 2xx, then unanswered: {unanswered:?}; stop line: {}",
+        created.len(),
+        lines[0]
+    );
+    assert!(created.len() > 4, "load was running: {}", created.len());
+
+    // Every message answered 2xx is there after a restart.
+    let again = Server::start_in(&dir, &[], None);
+    let list = send("GET", &again.url(ALICE, &path), &[], None).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let missing: Vec<&String> = created
+        .iter()
+        .filter(|t| !list.body.contains(&format!("\"{t}\"")))
+        .collect();
+    assert!(missing.is_empty(), "answered 2xx but lost: {missing:?}");
+    let committed: Vec<&(String, String)> = unanswered
+        .iter()
+        .filter(|(t, _)| list.body.contains(&format!("\"{t}\"")))
+        .collect();
+    assert!(
+        committed.is_empty(),
+        "committed but not answered: {committed:?}"
+    );
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
