@@ -120,10 +120,12 @@ impl Sqlite {
                 }
                 _ => StoreError(format!("reading the stored format version of {place}: {e}")),
             })?;
-        let version = if has_data {
-            version.max(format::UNVERSIONED)
-        } else {
-            format::CURRENT
+        // A stamp is believed even without the tables this version knows (a newer format may
+        // have others); no stamp means version 1 if there is data, and a new database if not.
+        let version = match (version, has_data) {
+            (0, true) => format::UNVERSIONED,
+            (0, false) => format::CURRENT,
+            (stamped, _) => stamped,
         };
         format::check(version, &place).map_err(StoreError)?;
         // The write probe: a read-only file, directory or file system, or another process
@@ -608,6 +610,15 @@ mod tests {
         let e = Sqlite::open(&dir, Sync::Normal).err().unwrap().to_string();
         assert!(e.contains("version 99") && e.contains("newer"), "{e}");
         assert_eq!(user_version(&dir), 99);
+        let _ = std::fs::remove_dir_all(&dir);
+        // Even when it holds none of the tables this version knows.
+        let dir = temp_dir("future-empty");
+        Connection::open(dir.join("netapi-chat.sqlite3"))
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let e = Sqlite::open(&dir, Sync::Normal).err().unwrap().to_string();
+        assert!(e.contains("version 99"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
