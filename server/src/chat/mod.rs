@@ -9,6 +9,7 @@
 //! are served from memory.
 
 pub mod quota;
+pub mod records;
 pub mod state;
 pub mod views;
 
@@ -25,8 +26,7 @@ use netapi_chat_api::{
     ResourceReference, ServiceException, SubscriptionCancellationNotification,
 };
 use netapi_chat_runtime::{ApiError, Format};
-use serde::Serialize;
-use slog::{Logger, info, warn};
+use slog::{Logger, info};
 use state::{
     Invitation, Message, Participant, Session, State, Subscription, SubscriptionRecord, status_rank,
 };
@@ -117,18 +117,21 @@ struct Change {
 }
 
 impl Change {
-    fn put<T: Serialize>(&mut self, kind: Kind, key: String, value: &T) {
-        // Serializing plain records to a Vec cannot fail.
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
+    /// Writes a record, already in its stored form (see [`records`]).
+    fn put(&mut self, kind: Kind, key: String, bytes: Vec<u8>) {
         self.batch.puts.push((kind, key, bytes));
     }
 
     fn put_session(&mut self, s: &Session) {
-        self.put(Kind::Session, s.id.clone(), s);
+        self.put(Kind::Session, s.id.clone(), records::encode_session(s));
     }
 
     fn put_message(&mut self, sid: &str, m: &Message) {
-        self.put(Kind::Message, format!("{sid}/{}", m.id), m);
+        self.put(
+            Kind::Message,
+            format!("{sid}/{}", m.id),
+            records::encode_message(m),
+        );
     }
 }
 
@@ -190,10 +193,16 @@ impl Chat {
         Ok(chat)
     }
 
+    /// Rebuilds the state from the stored records (see [`records`]). A record that does not
+    /// read as its stored type stops the start with an error naming it: guessing would serve
+    /// wrong data, and skipping would lose it at the next write.
     fn restore(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
-        let bad = |kind: Kind, key: &str, e: serde_json::Error| {
+        let bad = |kind: Kind, key: &str, e: String| {
             format!("stored {} `{key}` is unreadable: {e}", kind.name())
         };
+        if let Some(m) = &snapshot.migrated {
+            info!(self.log, "stored format migrated"; "from_version" => m.from, "to_version" => m.to, "records_rewritten" => m.records, "notifications_rewritten" => m.outbox);
+        }
         let mut state = self.lock();
         let mut messages: Vec<(String, Message)> = Vec::new();
         let mut subs: Vec<SubscriptionRecord> = Vec::new();
@@ -202,19 +211,19 @@ impl Chat {
             match kind {
                 Kind::Meta => {
                     state.counters =
-                        serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?
+                        records::decode_counters(&value).map_err(|e| bad(kind, &key, e))?
                 }
                 Kind::Subscription => {
-                    subs.push(serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?)
+                    subs.push(records::decode_subscription(&value).map_err(|e| bad(kind, &key, e))?)
                 }
                 Kind::Session => {
-                    sessions.push(serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?)
+                    sessions.push(records::decode_session(&value).map_err(|e| bad(kind, &key, e))?)
                 }
                 Kind::Message => {
                     let sid = key.split('/').next().unwrap_or_default().to_owned();
                     messages.push((
                         sid,
-                        serde_json::from_slice(&value).map_err(|e| bad(kind, &key, e))?,
+                        records::decode_message(&value).map_err(|e| bad(kind, &key, e))?,
                     ));
                 }
             }
@@ -256,18 +265,13 @@ impl Chat {
             let Some(sub) = state.subscriptions.get(&e.subscription) else {
                 continue;
             };
-            match serde_json::from_slice::<Notification>(&e.body) {
-                Ok(notification) => {
-                    sub.queue.push(Delivery {
-                        id: e.id,
-                        notification,
-                    });
-                    resumed += 1;
-                }
-                Err(err) => {
-                    warn!(self.log, "unreadable stored notification skipped"; "id" => e.id, "error" => %Escaped(&err.to_string()))
-                }
-            }
+            let notification = records::decode_notification(&e.body)
+                .map_err(|err| format!("stored notification {} is unreadable: {err}", e.id))?;
+            sub.queue.push(Delivery {
+                id: e.id,
+                notification,
+            });
+            resumed += 1;
         }
         // Timers: what was pending before the restart fires as if the server had stayed up.
         let mut invitations = Vec::new();
@@ -335,7 +339,7 @@ impl Chat {
                 change.batch.outbox.push(OutboxEntry {
                     id: nid,
                     subscription: id.clone(),
-                    body: serde_json::to_vec(&n).unwrap_or_default(),
+                    body: records::encode_notification(&n),
                     created_ms,
                 });
                 change.deliveries.push((
@@ -352,7 +356,11 @@ impl Chat {
     /// Hands the change to the store (call under the lock); its notifications go to their
     /// queues right after the commit.
     fn submit(&self, state: &State, mut change: Change) -> oneshot::Receiver<Result<(), String>> {
-        change.put(Kind::Meta, "counters".to_owned(), &state.counters);
+        change.put(
+            Kind::Meta,
+            "counters".to_owned(),
+            records::encode_counters(&state.counters),
+        );
         let deliveries = std::mem::take(&mut change.deliveries);
         let hook: Option<Box<dyn FnOnce() + Send>> = (!deliveries.is_empty()).then(|| {
             Box::new(move || {
@@ -474,7 +482,11 @@ impl Chat {
             };
             let view = self.subscription_view(&rec);
             let mut change = Change::default();
-            change.put(Kind::Subscription, id.clone(), &rec);
+            change.put(
+                Kind::Subscription,
+                id.clone(),
+                records::encode_subscription(&rec),
+            );
             self.attach_subscription(&mut state, rec);
             (
                 view,

@@ -1,10 +1,11 @@
-//! The records the chat core keeps: subscriptions, sessions, participants and messages. Each
-//! record is also what the store persists (as JSON), so the serde shape of these types is the
-//! on-disk format.
+//! The records the chat core keeps: subscriptions, sessions, participants and messages.
+//!
+//! These are the core's working types, free to hold generated API types and to change with the
+//! code; they have no serde form. What the store persists is the separate, versioned stored
+//! format of [`super::records`], converted from and to these types.
 
 use crate::notify::Queue;
 use netapi_chat_api::{CallbackReference, MessageStatus, ParticipantStatus};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Everything the server knows, behind one lock (see [`super::Chat`]).
@@ -24,8 +25,9 @@ pub struct State {
     pub invitations_sent: super::quota::SendLog,
 }
 
-/// Counters that must never repeat, persisted with every change that advances them.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+/// Counters that must never repeat, persisted with every change that advances them (as the
+/// `meta` record `counters`).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
     /// Source of resource ids (and of creation order).
     pub next_id: u64,
@@ -91,7 +93,7 @@ pub struct Subscription {
 }
 
 /// The stored part of a subscription.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct SubscriptionRecord {
     pub id: String,
     pub user: String,
@@ -106,7 +108,7 @@ pub struct SubscriptionRecord {
 }
 
 /// Where an invitation stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invitation {
     /// The originator: never invited.
     None,
@@ -132,7 +134,7 @@ impl Invitation {
 }
 
 /// A participant of a session.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Participant {
     pub address: String,
     pub name: Option<String>,
@@ -155,7 +157,6 @@ impl Participant {
 }
 
 /// A chat session (1-1 or group). Its messages are stored as records of their own.
-#[derive(Serialize, Deserialize)]
 pub struct Session {
     pub id: String,
     /// Creation order.
@@ -166,7 +167,7 @@ pub struct Session {
     pub client_correlator: Option<String>,
     /// The originator first, then invitees in invitation order.
     pub participants: Vec<Participant>,
-    #[serde(skip)]
+    /// Loaded from (and stored as) records of their own.
     pub messages: Vec<Message>,
     /// True once more than one invitee was ever invited.
     pub group: bool,
@@ -195,7 +196,7 @@ impl Session {
 }
 
 /// A chat message and its delivery state per recipient.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Message {
     pub id: String,
     /// Creation order.

@@ -3,7 +3,8 @@
 //!
 //! The core keeps its working set in memory and describes every change as a [`Batch`]: the
 //! records it wrote (subscriptions, sessions, messages, as opaque JSON), the records it deleted,
-//! and the notifications the change causes (the transactional outbox). A batch is committed in
+//! and the notifications the change causes (the transactional outbox). What those bytes look
+//! like is a versioned contract (see [`format`]). A batch is committed in
 //! one transaction; only then is the client answered and are the notifications handed to
 //! delivery, in commit order. Batches that arrive while a commit is running are committed
 //! together (group commit), so the cost of a sync is shared by every request waiting on it.
@@ -12,6 +13,7 @@
 //! embedded default. A shared engine (PostgreSQL) for several server instances would be a
 //! second implementation of the same trait.
 
+pub mod format;
 pub mod sqlite;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +89,23 @@ pub struct Snapshot {
     pub records: Vec<(Kind, String, Vec<u8>)>,
     /// Undelivered notifications, in id order.
     pub outbox: Vec<OutboxEntry>,
+    /// Set when opening brought the data up from an older stored format (see [`format`]), so
+    /// that start-up logs it once.
+    pub migrated: Option<Migrated>,
+}
+
+/// A migration done when the store was opened: from which [`format`] version to which, and
+/// how much it rewrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version the data directory had.
+    pub from: u32,
+    /// The version it has now ([`format::CURRENT`]).
+    pub to: u32,
+    /// Records rewritten.
+    pub records: u64,
+    /// Outbox entries rewritten.
+    pub outbox: u64,
 }
 
 /// A storage failure. The server stops on one (fail-stop): its memory would otherwise hold

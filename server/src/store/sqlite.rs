@@ -6,7 +6,7 @@
 //! at the cost of an fsync per group commit (`NETAPI_CHAT_SYNC=full`).
 
 use super::now_ms;
-use super::{Backend, Batch, Kind, OutboxEntry, Snapshot, StoreError};
+use super::{Backend, Batch, Kind, Migrated, OutboxEntry, Snapshot, StoreError, format};
 use rusqlite::{Connection, OpenFlags, params};
 use std::ffi::c_int;
 use std::path::Path;
@@ -29,6 +29,8 @@ pub struct Sqlite {
     wal: std::path::PathBuf,
     /// Frames in the WAL since it was last started over (set by the WAL hook on each commit).
     frames: Arc<AtomicU64>,
+    /// The migration `open` did, handed to the core with the snapshot (to be logged once).
+    migrated: Option<Migrated>,
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -55,6 +57,11 @@ impl Sqlite {
     /// sees and turns into a clean stop, never a SIGBUS from a mapped page that can no longer
     /// be written. The exclusive lock, taken by the write probe and held until the process
     /// ends, also keeps a second server (or any other writer) off the same data directory.
+    ///
+    /// The stored format version is `PRAGMA user_version` (see [`format`]): a newer one than
+    /// this binary knows stops the start before anything is written; an older one is migrated
+    /// inside the write probe's transaction, so the data directory is either all old or all
+    /// new; a new database is stamped with the current version.
     pub fn open(dir: &Path, sync: Sync) -> Result<Sqlite, StoreError> {
         crate::data_dir::create(dir).map_err(StoreError)?;
         crate::data_dir::check_writable(dir).map_err(StoreError)?;
@@ -105,6 +112,22 @@ impl Sqlite {
         // The WAL file is cut back to this size whenever it is reset.
         conn.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)
             .map_err(err)?;
+        let place = path.display().to_string();
+        let (version, has_data) =
+            stored_version(&conn).map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    first_write_failed(&path, e)
+                }
+                _ => StoreError(format!("reading the stored format version of {place}: {e}")),
+            })?;
+        // A stamp is believed even without the tables this version knows (a newer format may
+        // have others); no stamp means version 1 if there is data, and a new database if not.
+        let version = match (version, has_data) {
+            (0, true) => format::UNVERSIONED,
+            (0, false) => format::CURRENT,
+            (stamped, _) => stamped,
+        };
+        format::check(version, &place).map_err(StoreError)?;
         // The write probe: a read-only file, directory or file system, or another process
         // holding the database, stops the start here with a message, not at the first request.
         conn.execute_batch(
@@ -119,8 +142,16 @@ impl Sqlite {
              DELETE FROM started;",
         )
         .map_err(|e| first_write_failed(&path, e))?;
+        let migrated = match migrate(&conn, version, &place) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
         let probe = conn
             .execute("INSERT INTO started (at_ms) VALUES (?1)", params![now_ms()])
+            .and_then(|_| conn.pragma_update(None, "user_version", format::CURRENT))
             .and_then(|_| conn.execute_batch("COMMIT"));
         if let Err(e) = probe {
             return Err(first_write_failed(&path, e));
@@ -131,8 +162,121 @@ impl Sqlite {
                 path.display()
             )));
         }
-        Ok(Sqlite { conn, wal, frames })
+        Ok(Sqlite {
+            conn,
+            wal,
+            frames,
+            migrated,
+        })
     }
+}
+
+/// The stored format version (`user_version`, 0 when never set) and whether the database holds
+/// data at all (a new one gets the current version; data without a version is version 1's).
+fn stored_version(conn: &Connection) -> Result<(u32, bool), rusqlite::Error> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let has_data: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((version, has_data))
+}
+
+/// Rows one migration query reads at a time, so that memory stays bounded on a large store.
+const MIGRATION_PAGE: i64 = 1000;
+
+/// Runs the steps from `from` to [`format::CURRENT`] over every record and outbox entry, inside
+/// the caller's transaction; `None` when there was nothing to do. A record a step cannot read
+/// stops the start with an error naming it (the transaction is rolled back, the data directory
+/// stays as it was).
+fn migrate(conn: &Connection, from: u32, place: &str) -> Result<Option<Migrated>, StoreError> {
+    if from >= format::CURRENT {
+        return Ok(None);
+    }
+    let mut done = Migrated {
+        from,
+        to: format::CURRENT,
+        records: 0,
+        outbox: 0,
+    };
+    for step in format::steps(from) {
+        let failed = |what: String, e: String| {
+            StoreError(format!(
+                "{place}: migrating the stored format from version {} to {} ({}): {what}: {e}",
+                step.from,
+                step.from + 1,
+                step.what
+            ))
+        };
+        let mut read = conn
+            .prepare(
+                "SELECT kind, key, value FROM records WHERE (kind, key) > (?1, ?2)
+                 ORDER BY kind, key LIMIT ?3",
+            )
+            .map_err(err)?;
+        let mut write = conn
+            .prepare("UPDATE records SET value = ?3 WHERE kind = ?1 AND key = ?2")
+            .map_err(err)?;
+        let mut after = (String::new(), String::new());
+        loop {
+            let rows = read
+                .query_map(params![after.0, after.1, MIGRATION_PAGE], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            let Some(last) = rows.last() else { break };
+            after = (last.0.clone(), last.1.clone());
+            for (name, key, value) in &rows {
+                let kind = kind_of(name).ok_or_else(|| {
+                    failed(format!("record `{key}`"), format!("unknown kind `{name}`"))
+                })?;
+                match (step.record)(kind, value) {
+                    Ok(Some(new)) => {
+                        write.execute(params![name, key, new]).map_err(err)?;
+                        done.records += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(failed(format!("stored {name} `{key}`"), e)),
+                }
+            }
+        }
+        let mut read = conn
+            .prepare("SELECT id, body FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .map_err(err)?;
+        let mut write = conn
+            .prepare("UPDATE outbox SET body = ?2 WHERE id = ?1")
+            .map_err(err)?;
+        let mut after = i64::MIN;
+        loop {
+            let rows = read
+                .query_map(params![after, MIGRATION_PAGE], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            let Some(last) = rows.last() else { break };
+            after = last.0;
+            for (id, body) in &rows {
+                match (step.outbox)(body) {
+                    Ok(Some(new)) => {
+                        write.execute(params![id, new]).map_err(err)?;
+                        done.outbox += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(failed(format!("stored notification {id}"), e)),
+                }
+            }
+        }
+    }
+    Ok(Some(done))
 }
 
 impl Sqlite {
@@ -183,7 +327,10 @@ const FORCE_CHECKPOINT_FRAMES: u64 = 16 * 1024;
 
 impl Backend for Sqlite {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot {
+            migrated: self.migrated.take(),
+            ..Snapshot::default()
+        };
         let mut stmt = self
             .conn
             .prepare("SELECT kind, key, value FROM records ORDER BY kind, key")
@@ -340,6 +487,138 @@ mod tests {
             snap.outbox.iter().map(|e| e.id).collect::<Vec<_>>(),
             vec![2]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "netapi-chat-sqlite-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn user_version(dir: &Path) -> u32 {
+        Connection::open(dir.join("netapi-chat.sqlite3"))
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A v1 data directory (no version stamp): a session and a message as version 1 wrote them.
+    fn v1_dir(name: &str, message: &str) -> std::path::PathBuf {
+        let dir = temp_dir(name);
+        let db = Connection::open(dir.join("netapi-chat.sqlite3")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE records (kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                 PRIMARY KEY (kind, key)) WITHOUT ROWID;
+             CREATE TABLE outbox (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL,
+                 body BLOB NOT NULL, created_ms INTEGER NOT NULL);
+             INSERT INTO records VALUES ('session', 's1', CAST('{\"id\":\"s1\"}' AS BLOB));
+             INSERT INTO outbox
+                 VALUES (1, 'sub', CAST('{\"ChatEventNotification\":{}}' AS BLOB), 5);",
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO records VALUES ('message', 's1/m1', ?1)",
+            params![message.as_bytes()],
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_new_database_gets_the_current_version() {
+        let dir = temp_dir("new");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        assert_eq!(db.load().unwrap().migrated, None);
+        drop(db);
+        assert_eq!(user_version(&dir), format::CURRENT);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Opening an unversioned (v1) directory runs step 1 → 2 and stamps the version, once.
+    #[test]
+    fn an_older_version_is_migrated_on_open_once() {
+        let dir = v1_dir("v1", r#"{"id":"m1","recipients":[["tel:+1","Sent"]]}"#);
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let snap = db.load().unwrap();
+        assert_eq!(
+            snap.migrated,
+            Some(Migrated {
+                from: 1,
+                to: format::CURRENT,
+                records: 1,
+                outbox: 0
+            })
+        );
+        let message = snap.records.iter().find(|r| r.0 == Kind::Message).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&message.2),
+            r#"{"id":"m1","recipients":[{"address":"tel:+1","status":"Sent"}]}"#
+        );
+        // The rest is untouched.
+        assert_eq!(snap.records[1].2, b"{\"id\":\"s1\"}");
+        assert_eq!(snap.outbox[0].body, b"{\"ChatEventNotification\":{}}");
+        drop(db);
+        assert_eq!(user_version(&dir), format::CURRENT);
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        assert_eq!(db.load().unwrap().migrated, None, "migrated only once");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record the migration cannot read stops the open with its name, and nothing changes.
+    #[test]
+    fn a_failed_migration_names_the_record_and_changes_nothing() {
+        let dir = v1_dir("bad", r#"{"id":"m1","recipients":[["tel:+1"]]}"#);
+        let before = std::fs::read(dir.join("netapi-chat.sqlite3")).unwrap();
+        let e = Sqlite::open(&dir, Sync::Normal).err().unwrap().to_string();
+        assert!(
+            e.contains("message `s1/m1`") && e.contains("version 1 to 2"),
+            "{e}"
+        );
+        assert_eq!(user_version(&dir), 0);
+        let db = Connection::open(dir.join("netapi-chat.sqlite3")).unwrap();
+        let value: Vec<u8> = db
+            .query_row(
+                "SELECT value FROM records WHERE kind = 'message'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(value, br#"{"id":"m1","recipients":[["tel:+1"]]}"#);
+        drop(db);
+        assert_eq!(
+            std::fs::read(dir.join("netapi-chat.sqlite3"))
+                .unwrap()
+                .len(),
+            before.len()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A directory from a newer binary is refused before anything is written to it.
+    #[test]
+    fn a_newer_version_is_refused() {
+        let dir = temp_dir("future");
+        drop(Sqlite::open(&dir, Sync::Normal).unwrap());
+        Connection::open(dir.join("netapi-chat.sqlite3"))
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let e = Sqlite::open(&dir, Sync::Normal).err().unwrap().to_string();
+        assert!(e.contains("version 99") && e.contains("newer"), "{e}");
+        assert_eq!(user_version(&dir), 99);
+        let _ = std::fs::remove_dir_all(&dir);
+        // Even when it holds none of the tables this version knows.
+        let dir = temp_dir("future-empty");
+        Connection::open(dir.join("netapi-chat.sqlite3"))
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let e = Sqlite::open(&dir, Sync::Normal).err().unwrap().to_string();
+        assert!(e.contains("version 99"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -251,9 +251,14 @@ pub struct Listener {
 impl Listener {
     /// Starts a listener.
     pub async fn start() -> Listener {
-        let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Listener::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts a listener on a given address (e.g. the notifyURL a stored fixture holds).
+    pub async fn start_on(addr: &str) -> Listener {
+        let socket = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("bind listener");
+            .unwrap_or_else(|e| panic!("bind listener on {addr}: {e}"));
         let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());

@@ -1,0 +1,162 @@
+//! The stored format's version, and the steps that bring an older data directory up to it.
+//!
+//! What a record looks like on disk is a contract between this binary and every data directory
+//! an earlier one wrote, so it is defined by the server's own record types
+//! (`crate::chat::records`), never by the types the spec generates: a spec edit cannot change
+//! it. It changes only together with [`CURRENT`] and a step here that rewrites what the
+//! previous version wrote. A backend stores the version next to the data (SQLite:
+//! `PRAGMA user_version`) and, when it opens a data directory:
+//!
+//! - of a newer version than [`CURRENT`]: refuses to start ([`check`]); this binary cannot know
+//!   what the records mean;
+//! - of an older version: runs [`steps`] over every record and outbox entry and stamps
+//!   [`CURRENT`], all in one transaction, before anything is loaded (logged once, by the core);
+//! - new (empty): stamps [`CURRENT`].
+//!
+//! A step is frozen code: it knows the shape its version wrote, not today's types, so later
+//! steps can never break it. It works on the JSON as stored (`serde_json::Value`, which keeps
+//! key order here), touching only what changed and passing everything else through.
+
+use super::Kind;
+use serde_json::Value;
+
+/// The format this binary writes and reads.
+///
+/// - 1: the serde form of the chat core's types, which held generated API types (written up to
+///   commit 95dd6bb; those data directories carry no version, see [`UNVERSIONED`]).
+/// - 2: the server's own record types (`crate::chat::records`); a message's recipients became
+///   named objects (`{"address":…,"status":…}`) instead of `[address, status]` pairs. Every
+///   other record and every outbox entry is byte-for-byte what version 1 wrote.
+pub const CURRENT: u32 = 2;
+
+/// The version of a data directory that has data but no version stamp: version 1 wrote none.
+pub const UNVERSIONED: u32 = 1;
+
+/// What a step makes of one stored value: the new value, or `None` when it stays as it is.
+/// `Err` names what is wrong; the caller adds which record it was and refuses to start.
+pub type Rewrite = Result<Option<Vec<u8>>, String>;
+
+/// One migration step: rewrites what version `from` wrote into what `from + 1` reads.
+pub struct Step {
+    /// The version it starts from.
+    pub from: u32,
+    /// What it changes, for the log.
+    pub what: &'static str,
+    /// Rewrites a record (of the given kind).
+    pub record: fn(Kind, &[u8]) -> Rewrite,
+    /// Rewrites an outbox entry's body.
+    pub outbox: fn(&[u8]) -> Rewrite,
+}
+
+/// Every step, in order (`STEPS[i].from == i + 1`).
+static STEPS: &[Step] = &[Step {
+    from: 1,
+    what: "message recipients become {address, status} objects",
+    record: v1_to_v2_record,
+    outbox: unchanged,
+}];
+
+/// Whether this binary can open a data directory of format `found`; the error is the message
+/// to stop with.
+pub fn check(found: u32, place: &str) -> Result<(), String> {
+    if found > CURRENT {
+        Err(format!(
+            "{place} holds stored format version {found}, newer than the version {CURRENT} this \
+             netapi-chat reads: it was written by a newer netapi-chat. Refusing to start rather \
+             than misread it; run that newer version (or restore a backup made for this one)"
+        ))
+    } else if found < UNVERSIONED {
+        Err(format!(
+            "{place} holds stored format version {found}, which no netapi-chat ever wrote"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The steps from version `found` to [`CURRENT`], in order (none when it is current).
+pub fn steps(found: u32) -> impl Iterator<Item = &'static Step> {
+    STEPS.iter().filter(move |s| s.from >= found)
+}
+
+fn unchanged(_: &[u8]) -> Rewrite {
+    Ok(None)
+}
+
+/// Version 1 → 2: `"recipients": [["tel:…", "Sent"], …]` in a message becomes
+/// `"recipients": [{"address": "tel:…", "status": "Sent"}, …]`; nothing else changes.
+fn v1_to_v2_record(kind: Kind, value: &[u8]) -> Rewrite {
+    if kind != Kind::Message {
+        return Ok(None);
+    }
+    let mut message: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+    let recipients = message
+        .get_mut("recipients")
+        .and_then(Value::as_array_mut)
+        .ok_or("no `recipients` array")?;
+    for r in recipients.iter_mut() {
+        let pair = match r.as_array().map(Vec::as_slice) {
+            Some([address @ Value::String(_), status @ Value::String(_)]) => {
+                let mut o = serde_json::Map::new();
+                o.insert("address".to_owned(), address.clone());
+                o.insert("status".to_owned(), status.clone());
+                Value::Object(o)
+            }
+            _ => return Err(format!("a recipient is not an [address, status] pair: {r}")),
+        };
+        *r = pair;
+    }
+    serde_json::to_vec(&message)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_versions_are_refused_with_a_clear_message() {
+        let e = check(99, "/data/netapi-chat.sqlite3").unwrap_err();
+        assert!(e.contains("version 99") && e.contains("newer"), "{e}");
+        assert!(check(0, "x").is_err());
+        for v in UNVERSIONED..=CURRENT {
+            assert!(check(v, "x").is_ok());
+        }
+    }
+
+    #[test]
+    fn steps_are_contiguous_and_reach_the_current_version() {
+        for (i, s) in STEPS.iter().enumerate() {
+            assert_eq!(s.from as usize, i + 1);
+        }
+        assert_eq!(STEPS.len() as u32 + 1, CURRENT);
+        assert_eq!(steps(1).count(), STEPS.len());
+        assert_eq!(steps(CURRENT).count(), 0);
+    }
+
+    /// Step 1 → 2 on what version 1 wrote (taken from the v1 fixture).
+    #[test]
+    fn step_1_to_2_names_message_recipients() {
+        let v1 = br#"{"id":"msg-6-8c7b","seq":6,"sender":"tel:+15551230001","text":"hello from v1","date_time":"2026-12-03T14:51:54Z","report_delivered":true,"report_displayed":true,"client_correlator":null,"recipients":[["sip:bob@example.com","Delivered"],["tel:+15551230003","Sent"]]}"#;
+        let v2 = br#"{"id":"msg-6-8c7b","seq":6,"sender":"tel:+15551230001","text":"hello from v1","date_time":"2026-12-03T14:51:54Z","report_delivered":true,"report_displayed":true,"client_correlator":null,"recipients":[{"address":"sip:bob@example.com","status":"Delivered"},{"address":"tel:+15551230003","status":"Sent"}]}"#;
+        let step = &STEPS[0];
+        let out = (step.record)(Kind::Message, v1).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            std::str::from_utf8(v2).unwrap()
+        );
+        // Other kinds and the outbox stay as they are.
+        for kind in [Kind::Session, Kind::Subscription, Kind::Meta] {
+            assert_eq!(
+                (step.record)(kind, b"{\"x\":[[\"a\",\"b\"]]}").unwrap(),
+                None
+            );
+        }
+        assert_eq!((step.outbox)(b"{}").unwrap(), None);
+        // What it cannot read is an error, not a guess.
+        assert!((step.record)(Kind::Message, b"{\"recipients\":[[\"a\"]]}").is_err());
+        assert!((step.record)(Kind::Message, b"{}").is_err());
+        assert!((step.record)(Kind::Message, b"not json").is_err());
+    }
+}
