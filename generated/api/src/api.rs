@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use std::marker::PhantomData;
 
-pub use netapi_chat_runtime::negotiate::Created;
+pub use netapi_chat_runtime::negotiate::{Created, Headed};
 
 /// A response with a body, or a `requestError`, in the negotiated format.
 pub type Reply<T, const STATUS: u16> =
