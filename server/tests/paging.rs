@@ -455,3 +455,45 @@ async fn the_progenitor_client_pages() {
     assert_eq!(pages, 3);
     assert_eq!(seen, texts);
 }
+
+/// Sessions are listed in their creation order, also for a user invited into an older session
+/// after joining a newer one (its join order differs), and paging follows that order.
+#[tokio::test]
+async fn sessions_come_in_creation_order_not_join_order() {
+    let s = Server::default_for_tests();
+    let carol = "sip:carol@example.com";
+    let older = connected_session(&s, ALICE, carol).await;
+    let newer = connected_session(&s, ALICE, BOB).await;
+    // Bob is invited into the older session after he joined the newer one.
+    let a = send_doc(
+        "POST",
+        &s.url(ALICE, &format!("/chatSessions/{older}/participants")),
+        Format::Json,
+        &ParticipantList {
+            participant: vec![pi(BOB)],
+            resource_url: None,
+            link: Vec::new(),
+        },
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    for f in FORMATS {
+        for size in ["", "?maxEntries=1"] {
+            let pages = walk(
+                &s.url(BOB, &format!("/chatSessions{size}")),
+                f,
+                |a, l: ChatSessionList| Read {
+                    keys: l
+                        .chat_session_information
+                        .iter()
+                        .map(|c| last_segment(c.resource_url.as_deref().unwrap_or_default()))
+                        .collect(),
+                    next: next_of(a, &l.link),
+                    header: String::new(),
+                },
+            )
+            .await;
+            assert_eq!(flat(&pages), [older.clone(), newer.clone()], "{f:?} {size}");
+        }
+    }
+}
