@@ -100,12 +100,42 @@ pub struct Operation {
     pub tags: Vec<String>,
     /// Path parameters, in path order.
     pub path_params: Vec<String>,
+    /// Query parameters, in declaration order (path level, then operation level).
+    pub query_params: Vec<QueryParam>,
     /// Root schema (the XML form) of the request body.
     pub body: Option<String>,
     /// The success status (200, 201 or 204).
     pub success: u16,
     /// Root schema (the XML form) of the success body.
     pub response: Option<String>,
+    /// Headers the success response declares, other than `Location` (which a 201 always
+    /// carries): the service returns them with the body.
+    pub response_headers: Vec<ResponseHeader>,
+}
+
+/// A query parameter: always optional (a client written before it existed must keep working),
+/// with an optional default the generated code fills in and bounds it checks.
+#[derive(Debug, Clone)]
+pub struct QueryParam {
+    pub name: String,
+    pub description: Option<String>,
+    /// `String` or `Int64`.
+    pub ty: FieldType,
+    /// `schema.default` of an integer parameter: the value the service gets when it is absent.
+    pub default: Option<i64>,
+    /// `schema.minimum` / `schema.maximum` of an integer parameter.
+    pub minimum: Option<i64>,
+    pub maximum: Option<i64>,
+    /// `schema.maxLength` of a string parameter, in characters.
+    pub max_length: Option<u64>,
+}
+
+/// A header of a success response (e.g. `Link`), always optional, a string.
+#[derive(Debug, Clone)]
+pub struct ResponseHeader {
+    /// The header name as the spec writes it.
+    pub name: String,
+    pub description: Option<String>,
 }
 
 impl Spec {
@@ -367,6 +397,8 @@ fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
                 .ok_or_else(|| anyhow!("{method} {path} has no operationId"))?;
             let mut names = declared.clone();
             names.extend(param_names(raw, &op["parameters"])?);
+            let mut query_params = query_params(raw, &item["parameters"])?;
+            query_params.extend(query_params_of(raw, &op["parameters"], &id)?);
             let mut sorted_names = names.clone();
             sorted_names.sort();
             let mut sorted_params = path_params.clone();
@@ -406,9 +438,15 @@ fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
                         "must have"
                     }
                 );
-                success = Some((code, schema));
+                let headers = response_headers(raw, resp, &format!("{id} response {code}"))?;
+                success = Some((code, schema, headers));
             }
-            let (success, response) = success.ok_or_else(|| anyhow!("{id}: no 2xx response"))?;
+            let (success, response, response_headers) =
+                success.ok_or_else(|| anyhow!("{id}: no 2xx response"))?;
+            ensure!(
+                response_headers.is_empty() || (success == 200 && response.is_some()),
+                "{id}: response headers are only supported on a 200 response with a body"
+            );
             ensure!(
                 matches!(success, 200 | 201 | 204),
                 "{id}: success status {success} is not one of 200, 201, 204"
@@ -429,9 +467,11 @@ fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
                     })
                     .unwrap_or_default(),
                 path_params: path_params.clone(),
+                query_params,
                 body,
                 success,
                 response,
+                response_headers,
             });
         }
         declared.clear();
@@ -444,29 +484,151 @@ fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
     Ok(out)
 }
 
-fn param_names(raw: &Value, params: &Value) -> Result<Vec<String>> {
+/// The declared parameters of a `parameters` list, references resolved.
+fn resolved_params<'a>(raw: &'a Value, params: &'a Value) -> Result<Vec<&'a Value>> {
     let Some(list) = params.as_array() else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
-    for p in list {
-        let p = match p.get("$ref").and_then(Value::as_str) {
+    list.iter()
+        .map(|p| match p.get("$ref").and_then(Value::as_str) {
             Some(r) => {
                 let key = r
                     .strip_prefix("#/components/parameters/")
                     .ok_or_else(|| anyhow!("unsupported parameter reference `{r}`"))?;
-                &raw["components"]["parameters"][key]
+                let p = &raw["components"]["parameters"][key];
+                ensure!(p.is_object(), "parameter reference `{r}` names nothing");
+                Ok(p)
             }
-            None => p,
-        };
+            None => Ok(p),
+        })
+        .collect()
+}
+
+/// The names of the path parameters of a `parameters` list.
+fn param_names(raw: &Value, params: &Value) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in resolved_params(raw, params)? {
         let name = text(p, "name").ok_or_else(|| anyhow!("a parameter has no name"))?;
-        ensure!(
-            p["in"].as_str() == Some("path"),
-            "parameter `{name}`: only path parameters are supported"
-        );
-        out.push(name);
+        match p["in"].as_str() {
+            Some("path") => out.push(name),
+            Some("query") => {}
+            other => bail!(
+                "parameter `{name}`: only path and query parameters are supported, not {other:?}"
+            ),
+        }
     }
     Ok(out)
+}
+
+/// The query parameters of a path item's `parameters` list.
+fn query_params(raw: &Value, params: &Value) -> Result<Vec<QueryParam>> {
+    query_params_of(raw, params, "path item")
+}
+
+/// The query parameters of a `parameters` list: optional, `string` or `integer`.
+fn query_params_of(raw: &Value, params: &Value, what: &str) -> Result<Vec<QueryParam>> {
+    let mut out = Vec::new();
+    for p in resolved_params(raw, params)? {
+        if p["in"].as_str() != Some("query") {
+            continue;
+        }
+        let name = text(p, "name").ok_or_else(|| anyhow!("{what}: a parameter has no name"))?;
+        ensure!(
+            p["required"].as_bool() != Some(true),
+            "{what}: query parameter `{name}` must be optional (a client that does not know it \
+             must keep working)"
+        );
+        let schema = &p["schema"];
+        let ty = match schema["type"].as_str() {
+            Some("string") => FieldType::String,
+            Some("integer") => FieldType::Int64,
+            other => bail!("{what}: query parameter `{name}`: unsupported type {other:?}"),
+        };
+        let int = |key: &str| -> Result<Option<i64>> {
+            match schema.get(key) {
+                None => Ok(None),
+                Some(v) => {
+                    ensure!(
+                        ty == FieldType::Int64,
+                        "{what}: query parameter `{name}`: `{key}` is only supported on integers"
+                    );
+                    v.as_i64().map(Some).ok_or_else(|| {
+                        anyhow!("{what}: query parameter `{name}`: `{key}` must be an integer")
+                    })
+                }
+            }
+        };
+        let (default, minimum, maximum) = (int("default")?, int("minimum")?, int("maximum")?);
+        if let Some(d) = default {
+            ensure!(
+                minimum.is_none_or(|m| d >= m) && maximum.is_none_or(|m| d <= m),
+                "{what}: query parameter `{name}`: default {d} is out of its bounds"
+            );
+        }
+        let max_length = match schema.get("maxLength") {
+            None => None,
+            Some(v) => {
+                ensure!(
+                    ty == FieldType::String,
+                    "{what}: query parameter `{name}`: maxLength is only supported on strings"
+                );
+                Some(v.as_u64().ok_or_else(|| {
+                    anyhow!(
+                        "{what}: query parameter `{name}`: maxLength must be a non-negative integer"
+                    )
+                })?)
+            }
+        };
+        out.push(QueryParam {
+            name,
+            description: text(p, "description"),
+            ty,
+            default,
+            minimum,
+            maximum,
+            max_length,
+        });
+    }
+    Ok(out)
+}
+
+/// The headers a success response declares, `Location` aside (codegen answers it for 201).
+fn response_headers(raw: &Value, resp: &Value, what: &str) -> Result<Vec<ResponseHeader>> {
+    let Some(headers) = resp.get("headers") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (name, h) in obj(headers, &format!("{what} headers"))? {
+        if name.eq_ignore_ascii_case("location") {
+            continue;
+        }
+        ensure!(
+            http_token(name),
+            "{what}: header name `{name}` is not an HTTP token"
+        );
+        let h = match h.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let key = r
+                    .strip_prefix("#/components/headers/")
+                    .ok_or_else(|| anyhow!("{what}: unsupported header reference `{r}`"))?;
+                &raw["components"]["headers"][key]
+            }
+            None => h,
+        };
+        out.push(ResponseHeader {
+            name: name.clone(),
+            description: text(h, "description"),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `name` is a valid HTTP header name (RFC 9110 token).
+fn http_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Checks that a `content` map offers the JSON wrapper and the XML root of the same schema, and

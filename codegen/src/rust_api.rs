@@ -3,7 +3,7 @@
 //! them that does content negotiation. Also one unpublished endpoint per missing method of each
 //! path, so that a wrong method gets an OMA 405 with `Allow` instead of dropshot's JSON.
 
-use crate::model::{Operation, Spec};
+use crate::model::{FieldType, Operation, Spec};
 use crate::naming::{doc_attrs, ident, pascal, snake, type_ident};
 use anyhow::{Result, ensure};
 use proc_macro2::TokenStream;
@@ -37,6 +37,9 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
             }
         }
     });
+
+    let query_items = spec.operations.iter().map(query_struct);
+    let header_items = spec.operations.iter().map(headers_struct);
 
     let authorize = spec.acting_user.as_ref().map(|param| {
         let doc = format!(
@@ -135,7 +138,7 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
         use serde::Deserialize;
         use std::marker::PhantomData;
 
-        pub use netapi_chat_runtime::negotiate::Created;
+        pub use netapi_chat_runtime::negotiate::{Created, Headed};
 
         /// A response with a body, or a `requestError`, in the negotiated format.
         pub type Reply<T, const STATUS: u16> = netapi_chat_runtime::negotiate::Reply<T, RequestError, STATUS>;
@@ -143,6 +146,10 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
         pub type NoContent = netapi_chat_runtime::negotiate::NoContent<RequestError>;
 
         #(#path_items)*
+
+        #(#query_items)*
+
+        #(#header_items)*
 
         /// What a chat server implements: one method per operation of the spec. Formats,
         /// content negotiation and error rendering are done before and after these run.
@@ -266,6 +273,10 @@ fn service_args(op: &Operation) -> Vec<TokenStream> {
             quote!(#id: String)
         })
         .collect();
+    if !op.query_params.is_empty() {
+        let t = query_ident(op);
+        args.push(quote!(query: #t));
+    }
     if let Some(b) = &op.body {
         let t = type_ident(b);
         args.push(quote!(body: #t));
@@ -273,7 +284,164 @@ fn service_args(op: &Operation) -> Vec<TokenStream> {
     args
 }
 
+fn query_ident(op: &Operation) -> syn::Ident {
+    format_ident!("{}Query", pascal(&op.id))
+}
+
+fn headers_ident(op: &Operation) -> syn::Ident {
+    format_ident!("{}Headers", pascal(&op.id))
+}
+
+/// The query parameters of an operation as one struct (dropshot's `Query` extractor reads it):
+/// a parameter with a default is a plain value, filled in when absent; the others are
+/// `Option`s. `validate` enforces the spec's bounds, so the service gets checked values.
+fn query_struct(op: &Operation) -> TokenStream {
+    if op.query_params.is_empty() {
+        return TokenStream::new();
+    }
+    let name = query_ident(op);
+    let doc = doc_attrs(&format!("Query parameters of `{}`.", op.id));
+    let mut fields = Vec::new();
+    let mut defaults = Vec::new();
+    let mut checks = Vec::new();
+    for q in &op.query_params {
+        let id = ident(&snake(&q.name));
+        let wire = &q.name;
+        let d = doc_attrs(q.description.as_deref().unwrap_or(wire));
+        let ty = match q.ty {
+            FieldType::Int64 => quote!(i64),
+            _ => quote!(String),
+        };
+        match q.default {
+            Some(default) => {
+                let f = format_ident!("{}_default", snake(&q.name));
+                let path = format!("{name}::{f}");
+                let fdoc = format!("`{wire}` when the request does not give it ({default}).");
+                defaults.push(quote! {
+                    #[doc = #fdoc]
+                    pub fn #f() -> i64 { #default }
+                });
+                fields.push(quote! {
+                    #d
+                    #[serde(rename = #wire, default = #path)]
+                    pub #id: #ty,
+                });
+                let bound = |op: TokenStream, v: i64, word: &str| {
+                    let msg = format!("`{wire}` must be {word} {v} ({{}} given)");
+                    quote! {
+                        if self.#id #op #v {
+                            return Err(ApiError::invalid_input(format!(#msg, self.#id)));
+                        }
+                    }
+                };
+                if let Some(m) = q.minimum {
+                    checks.push(bound(quote!(<), m, "at least"));
+                }
+                if let Some(m) = q.maximum {
+                    checks.push(bound(quote!(>), m, "at most"));
+                }
+            }
+            None => {
+                fields.push(quote! {
+                    #d
+                    #[serde(rename = #wire, default)]
+                    pub #id: Option<#ty>,
+                });
+                let bound = |op: TokenStream, v: i64, word: &str| {
+                    let msg = format!("`{wire}` must be {word} {v} ({{}} given)");
+                    quote! {
+                        if let Some(x) = self.#id {
+                            if x #op #v {
+                                return Err(ApiError::invalid_input(format!(#msg, x)));
+                            }
+                        }
+                    }
+                };
+                if let Some(m) = q.minimum {
+                    checks.push(bound(quote!(<), m, "at least"));
+                }
+                if let Some(m) = q.maximum {
+                    checks.push(bound(quote!(>), m, "at most"));
+                }
+                if let Some(max) = q.max_length {
+                    checks.push(quote! {
+                        if let Some(v) = &self.#id {
+                            netapi_chat_runtime::wire::check_max_length(#wire, v, #max)
+                                .map_err(ApiError::invalid_input)?;
+                        }
+                    });
+                }
+            }
+        }
+    }
+    quote! {
+        #doc
+        #[derive(Clone, Debug, Deserialize, JsonSchema)]
+        pub struct #name {
+            #(#fields)*
+        }
+
+        impl #name {
+            #(#defaults)*
+
+            /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+            /// parameter and its bound).
+            pub fn validate(&self) -> Result<(), ApiError> {
+                #(#checks)*
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The response headers an operation's success declares, as one struct the service fills in;
+/// the glue writes each present one.
+fn headers_struct(op: &Operation) -> TokenStream {
+    if op.response_headers.is_empty() {
+        return TokenStream::new();
+    }
+    let name = headers_ident(op);
+    let doc = doc_attrs(&format!("Response headers of `{}`.", op.id));
+    let fields = op.response_headers.iter().map(|h| {
+        let id = ident(&snake(&h.name));
+        let d = doc_attrs(h.description.as_deref().unwrap_or(&h.name));
+        quote! {
+            #d
+            pub #id: Option<String>,
+        }
+    });
+    let pairs = op.response_headers.iter().map(|h| {
+        let id = ident(&snake(&h.name));
+        let wire = &h.name;
+        quote! {
+            if let Some(v) = &self.#id {
+                out.push((#wire, v.clone()));
+            }
+        }
+    });
+    quote! {
+        #doc
+        #[derive(Clone, Debug, Default)]
+        pub struct #name {
+            #(#fields)*
+        }
+
+        impl netapi_chat_runtime::negotiate::ResponseHeaders for #name {
+            fn pairs(&self) -> Vec<(&'static str, String)> {
+                let mut out = Vec::new();
+                #(#pairs)*
+                out
+            }
+        }
+    }
+}
+
 fn service_output(op: &Operation) -> TokenStream {
+    if let (Some(r), false) = (&op.response, op.response_headers.is_empty()) {
+        let t = type_ident(r);
+        let h = headers_ident(op);
+        return quote!(Headed<#t, #h>);
+    }
     match (&op.response, op.success) {
         (Some(r), 201) => {
             let t = type_ident(r);
@@ -337,6 +505,15 @@ fn endpoint(
             }
         }
     }
+    if !op.query_params.is_empty() {
+        let t = query_ident(op);
+        params.push(quote!(query: Captured<dropshot::Query<#t>>));
+        takes.push(quote! {
+            let query = query.0?.into_inner();
+            query.validate()?;
+        });
+        call_args.push(quote!(query));
+    }
     if op.body.is_some() {
         // Read and parsed only now, after authorization.
         takes.push(quote!(let body = body.read().await?;));
@@ -351,7 +528,9 @@ fn endpoint(
         (Some(r), status) => {
             let t = type_ident(r);
             let s = proc_macro2::Literal::u16_unsuffixed(status);
-            let ctor = if status == 201 {
+            let ctor = if !op.response_headers.is_empty() {
+                quote!(headed)
+            } else if status == 201 {
                 quote!(created)
             } else {
                 quote!(ok)

@@ -198,3 +198,86 @@ fn codegen_refuses_an_inconsistent_spec() {
     let broken = spec.replacen("openapi: 3.0.3", "openapi: 3.1.0", 1);
     assert!(generate(&broken).unwrap_err().to_string().contains("3.0"));
 }
+
+/// The spec with a query parameter `since` (bounded integer with a default) and a response
+/// header `X-Total` added to `getMessage`.
+fn spec_with_query_and_header() -> String {
+    let spec = read_spec(&workspace()).unwrap();
+    let anchor = "      operationId: getMessage\n      tags: [messages]\n      summary: Read one message of a session.\n";
+    assert!(
+        spec.contains(anchor),
+        "getMessage moved; update this test's anchor"
+    );
+    let spec = spec.replacen(
+        anchor,
+        &format!(
+            "{anchor}      parameters:\n        - name: since\n          in: query\n          required: false\n          description: A scratch parameter added by the test.\n          schema: {{ type: integer, minimum: 2, maximum: 9, default: 3 }}\n"
+        ),
+        1,
+    );
+    let anchor = "          description: The message.\n          content:\n";
+    assert!(
+        spec.contains(anchor),
+        "getMessage's answer moved; update this test's anchor"
+    );
+    spec.replacen(
+        anchor,
+        "          description: The message.\n          headers:\n            X-Total:\n              description: A scratch header added by the test.\n              schema: { type: string }\n          content:\n",
+        1,
+    )
+}
+
+/// Issue 12 item 4: paging needs query parameters and a response header; both are generic.
+/// A query parameter reaches the service trait (with its default and bounds checked by the
+/// glue), the published OpenAPI and the client; a declared response header becomes a field
+/// the service fills in.
+#[test]
+fn a_query_parameter_and_a_response_header_reach_trait_openapi_and_client() {
+    let files = generate(&spec_with_query_and_header()).unwrap();
+    let api = file(&files, "generated/api/src/api.rs");
+    for expected in [
+        "pub struct GetMessageQuery",
+        "rename = \"since\"",
+        "default = \"GetMessageQuery::since_default\"",
+        "pub since: i64,",
+        "`since` must be at least 2",
+        "`since` must be at most 9",
+        "query: GetMessageQuery,",
+        "query: Captured<dropshot::Query<GetMessageQuery>>",
+        "query.validate()?;",
+        "pub struct GetMessageHeaders",
+        "pub x_total: Option<String>,",
+        "out.push((\"X-Total\", v.clone()));",
+        "Headed<ChatMessage, GetMessageHeaders>",
+        "Reply::headed(&accept, outcome)",
+    ] {
+        assert!(api.contains(expected), "api.rs lacks `{expected}`");
+    }
+
+    let published: serde_json::Value =
+        serde_json::from_str(file(&files, "generated/openapi/chat.openapi.json")).unwrap();
+    let op = &published["paths"]["/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}"]
+        ["get"];
+    assert_eq!(op["parameters"][0]["name"], "since");
+    assert_eq!(op["parameters"][0]["in"], "query");
+    assert_eq!(op["parameters"][0]["schema"]["maximum"], 9);
+    assert_eq!(
+        op["responses"]["200"]["headers"]["X-Total"]["schema"]["type"],
+        "string"
+    );
+
+    let client = file(&files, "generated/client/src/lib.rs");
+    assert!(
+        client.contains("(\"since\", &since)"),
+        "the progenitor client does not send it"
+    );
+
+    // A required query parameter would break clients that do not know it: refused.
+    let broken = spec_with_query_and_header().replacen(
+        "          in: query\n          required: false\n",
+        "          in: query\n          required: true\n",
+        1,
+    );
+    let err = generate(&broken).unwrap_err().to_string();
+    assert!(err.contains("must be optional"), "{err}");
+}

@@ -5,11 +5,15 @@
 use crate::address;
 use crate::auth::{self, TokenVerifier};
 use crate::chat::Chat;
+use crate::chat::page::{self, PageRequest};
 use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, Created, MessageDeliveryStatus, ParticipantInformation,
-    ParticipantList, ParticipantSessionStatus, ResourceReference,
+    ChatSubscription, ChatSubscriptionList, Created, Headed, ListChatSessionsHeaders,
+    ListChatSessionsQuery, ListChatSubscriptionsHeaders, ListChatSubscriptionsQuery,
+    ListMessagesHeaders, ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery,
+    MessageDeliveryStatus, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
+    ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -66,11 +70,19 @@ impl ChatService for ChatServer {
         Ok(auth::resolve_user(&principal, user)?)
     }
 
+    /// One page of the user's subscriptions ("Lists are paged" in the spec).
     async fn list_chat_subscriptions(
         &self,
         user_id: String,
-    ) -> Result<ChatSubscriptionList, ApiError> {
-        Ok(self.chat.list_subscriptions(&user_id))
+        query: ListChatSubscriptionsQuery,
+    ) -> Result<Headed<ChatSubscriptionList, ListChatSubscriptionsHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self.chat.list_subscriptions(&user_id, req);
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListChatSubscriptionsHeaders { link },
+        })
     }
 
     /// Seed 7.1.1 "Subscribe and unsubscribe to chat notifications": subscribe.
@@ -101,8 +113,19 @@ impl ChatService for ChatServer {
             .await
     }
 
-    async fn list_chat_sessions(&self, user_id: String) -> Result<ChatSessionList, ApiError> {
-        Ok(self.chat.list_sessions(&user_id))
+    /// One page of the sessions the user takes part in.
+    async fn list_chat_sessions(
+        &self,
+        user_id: String,
+        query: ListChatSessionsQuery,
+    ) -> Result<Headed<ChatSessionList, ListChatSessionsHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self.chat.list_sessions(&user_id, req);
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListChatSessionsHeaders { link },
+        })
     }
 
     /// Seed 7.1.2 "Start a 1-1 chat" and 7.1.4 "Start group chat".
@@ -132,12 +155,20 @@ impl ChatService for ChatServer {
         self.chat.end_session(&user_id, &session_id).await
     }
 
+    /// One page of a session's participants.
     async fn list_participants(
         &self,
         user_id: String,
         session_id: String,
-    ) -> Result<ParticipantList, ApiError> {
-        self.chat.list_participants(&user_id, &session_id)
+        query: ListParticipantsQuery,
+    ) -> Result<Headed<ParticipantList, ListParticipantsHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self.chat.list_participants(&user_id, &session_id, req)?;
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListParticipantsHeaders { link },
+        })
     }
 
     /// Seed 7.1.3 "Extending a 1-1 chat to group chat".
@@ -204,12 +235,20 @@ impl ChatService for ChatServer {
             .await
     }
 
+    /// One page of a session's messages, oldest first.
     async fn list_messages(
         &self,
         user_id: String,
         session_id: String,
-    ) -> Result<ChatMessageList, ApiError> {
-        self.chat.list_messages(&user_id, &session_id)
+        query: ListMessagesQuery,
+    ) -> Result<Headed<ChatMessageList, ListMessagesHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self.chat.list_messages(&user_id, &session_id, req)?;
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListMessagesHeaders { link },
+        })
     }
 
     /// Seed 7.1.9 "Sending a chat message".

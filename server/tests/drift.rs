@@ -82,7 +82,11 @@ fn op_table(doc: &Value) -> BTreeMap<(String, String), Value> {
                 .flatten()
                 .chain(op["parameters"].as_array().into_iter().flatten())
                 .map(|p| resolve(doc, p))
-                .map(|p| format!("{} in {} required={}", p["name"], p["in"], p["required"]))
+                // OpenAPI: an absent `required` is false (dropshot leaves it out then).
+                .map(|p| {
+                    let required = p["required"].as_bool().unwrap_or(false);
+                    format!("{} in {} required={required}", p["name"], p["in"])
+                })
                 .collect();
             params.sort();
             let body = ref_name(&op["requestBody"]["content"]["application/json"]["schema"]);

@@ -233,18 +233,22 @@ async fn sigkill_during_a_burst_loses_nothing_committed() {
         );
         assert_eq!(&a.decode::<ChatMessage>().text, text);
     }
-    let list: ChatMessageList = send_empty(
-        "GET",
-        &srv.url(A, &format!("/chatSessions/{sid}/messages")),
-        Format::Json,
-    )
-    .await
-    .decode();
-    let stored: BTreeSet<String> = list
-        .chat_message
-        .iter()
-        .map(|m| last_segment(m.resource_url.as_deref().unwrap_or_default()))
-        .collect();
+    // The list is paged (issue 12 item 4): walk it by its next links.
+    let mut stored: BTreeSet<String> = BTreeSet::new();
+    let mut url = Some(srv.url(A, &format!("/chatSessions/{sid}/messages")));
+    while let Some(u) = url {
+        let list: ChatMessageList = send_empty("GET", &u, Format::Json).await.decode();
+        stored.extend(
+            list.chat_message
+                .iter()
+                .map(|m| last_segment(m.resource_url.as_deref().unwrap_or_default())),
+        );
+        url = list
+            .link
+            .iter()
+            .find(|l| l.rel == "next")
+            .map(|l| l.href.clone());
+    }
     assert!(
         stored.len() >= ok.len() && stored.len() <= ok.len() + in_doubt.len(),
         "stored {} answered {} in doubt {}",

@@ -330,6 +330,7 @@ async fn outsider_cases(c: &Ctx<'_>) {
         let invite = ParticipantList {
             participant: vec![pi(DAVE)],
             resource_url: None,
+            link: Vec::new(),
         };
         // (label, method, path under the session, body)
         let reqs: Vec<(&str, &str, String, Option<String>)> = vec![
@@ -777,6 +778,7 @@ async fn invite_cases(c: &Ctx<'_>) {
     let invite = |addresses: &[&str]| ParticipantList {
         participant: addresses.iter().map(|a| pi(a)).collect(),
         resource_url: None,
+        link: Vec::new(),
     };
     let sid = c.create(ALICE, &[BOB, CAROL]).await;
     c.accept(BOB, &sid).await;

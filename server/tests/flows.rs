@@ -306,7 +306,13 @@ impl<'s> Face<'s> {
 
     async fn list_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
         match self.wire {
-            Wire::Json => from_client(self.client.list_chat_subscriptions(user).await, doc).await,
+            Wire::Json => {
+                from_client(
+                    self.client.list_chat_subscriptions(user, None, None).await,
+                    doc,
+                )
+                .await
+            }
             Wire::Xml => from_xml(
                 send_empty("GET", &self.subs_url(user), self.fmt()).await,
                 xml_doc,
@@ -364,7 +370,9 @@ impl<'s> Face<'s> {
 
     async fn list_sessions(&self, user: &str) -> Resp<ChatSessionList> {
         match self.wire {
-            Wire::Json => from_client(self.client.list_chat_sessions(user).await, doc).await,
+            Wire::Json => {
+                from_client(self.client.list_chat_sessions(user, None, None).await, doc).await
+            }
             Wire::Xml => from_xml(
                 send_empty("GET", &self.sessions_url(user), self.fmt()).await,
                 xml_doc,
@@ -396,7 +404,13 @@ impl<'s> Face<'s> {
 
     async fn list_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
         match self.wire {
-            Wire::Json => from_client(self.client.list_participants(user, sid).await, doc).await,
+            Wire::Json => {
+                from_client(
+                    self.client.list_participants(user, sid, None, None).await,
+                    doc,
+                )
+                .await
+            }
             Wire::Xml => from_xml(
                 send_empty("GET", &self.participants_url(user, sid), self.fmt()).await,
                 xml_doc,
@@ -497,7 +511,9 @@ impl<'s> Face<'s> {
 
     async fn list_messages(&self, user: &str, sid: &str) -> Resp<ChatMessageList> {
         match self.wire {
-            Wire::Json => from_client(self.client.list_messages(user, sid).await, doc).await,
+            Wire::Json => {
+                from_client(self.client.list_messages(user, sid, None, None).await, doc).await
+            }
             Wire::Xml => from_xml(
                 send_empty("GET", &self.messages_url(user, sid), self.fmt()).await,
                 xml_doc,
@@ -1142,6 +1158,7 @@ async fn flow_7_1_3(f: &Face<'_>) {
     let body = ParticipantList {
         participant: vec![participant(C, Some("Carol")), participant(D, None)],
         resource_url: None,
+        link: Vec::new(),
     };
     let (location, list) = f.add_participants(A, &sid, &body).await.created();
     assert_eq!(location, f.participants_url(A, &sid));

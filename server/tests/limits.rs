@@ -58,6 +58,7 @@ fn participants_doc(addresses: &[&str]) -> ParticipantList {
     ParticipantList {
         participant: addresses.iter().map(|a| pi(a)).collect(),
         resource_url: None,
+        link: Vec::new(),
     }
 }
 

@@ -252,11 +252,31 @@ pub struct Created<T> {
     pub body: T,
 }
 
+/// A body and the response headers the spec declares for it (e.g. `Link`), as the generated
+/// `…Headers` struct `H` of the operation: the service says what the headers mean, the glue
+/// writes them.
+#[derive(Debug, Clone)]
+pub struct Headed<T, H> {
+    /// The body of the answer.
+    pub body: T,
+    /// The operation's declared response headers.
+    pub headers: H,
+}
+
+/// The response headers of one operation, generated from the spec: each present one as
+/// (name, value).
+pub trait ResponseHeaders {
+    /// The headers to send; a value that is not a valid header value is left out.
+    fn pairs(&self) -> Vec<(&'static str, String)>;
+}
+
 /// A response with a body: `T` with status `STATUS` (200 or 201), or an `E` error document,
 /// in the negotiated format.
 pub struct Reply<T, E, const STATUS: u16> {
     format: Format,
     outcome: Result<(T, Option<String>), ApiError>,
+    /// Declared response headers to add to a success.
+    headers: Vec<(http::HeaderName, HeaderValue)>,
     _error: PhantomData<fn() -> E>,
 }
 
@@ -271,12 +291,37 @@ impl<T: Document, E: ErrorDocument, const STATUS: u16> Reply<T, E, STATUS> {
         Self::build(accept, outcome.map(|c| (c.body, Some(c.location))))
     }
 
+    /// A 200 answer with the operation's declared headers (or the error).
+    pub fn headed<H: ResponseHeaders>(
+        accept: &Negotiated,
+        outcome: Result<Headed<T, H>, ApiError>,
+    ) -> Self {
+        let headers = match &outcome {
+            Ok(h) => h
+                .headers
+                .pairs()
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        HeaderValue::from_str(&value).ok()?,
+                    ))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut reply = Self::build(accept, outcome.map(|h| (h.body, None)));
+        reply.headers = headers;
+        reply
+    }
+
     /// The generated handler already turned an unacceptable `Accept` into the outcome (before
     /// running anything); only the format is taken here.
     fn build(accept: &Negotiated, outcome: Result<(T, Option<String>), ApiError>) -> Self {
         Reply {
             format: accept.format(),
             outcome,
+            headers: Vec::new(),
             _error: PhantomData,
         }
     }
@@ -292,7 +337,7 @@ impl<T: Document, E: ErrorDocument, const STATUS: u16> HttpResponse for Reply<T,
                     self.format,
                     wire::encode(self.format, &value),
                     location.as_deref(),
-                    &[],
+                    &self.headers,
                 )
             }
             Err(e) => error_response::<E>(self.format, &e),

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use std::marker::PhantomData;
 
-pub use netapi_chat_runtime::negotiate::Created;
+pub use netapi_chat_runtime::negotiate::{Created, Headed};
 
 /// A response with a body, or a `requestError`, in the negotiated format.
 pub type Reply<T, const STATUS: u16> =
@@ -85,6 +85,258 @@ pub struct MessageIdPath {
     pub message_id: String,
 }
 
+/// Query parameters of `listChatSubscriptions`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListChatSubscriptionsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListChatSubscriptionsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListChatSubscriptionsQuery {
+    ///`maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
+/// Query parameters of `listChatSessions`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListChatSessionsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListChatSessionsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListChatSessionsQuery {
+    ///`maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
+/// Query parameters of `listParticipants`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListParticipantsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListParticipantsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListParticipantsQuery {
+    ///`maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
+/// Query parameters of `listMessages`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListMessagesQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListMessagesQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListMessagesQuery {
+    ///`maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
+/// Response headers of `listChatSubscriptions`.
+#[derive(Clone, Debug, Default)]
+pub struct ListChatSubscriptionsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListChatSubscriptionsHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listChatSessions`.
+#[derive(Clone, Debug, Default)]
+pub struct ListChatSessionsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListChatSessionsHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listParticipants`.
+#[derive(Clone, Debug, Default)]
+pub struct ListParticipantsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListParticipantsHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listMessages`.
+#[derive(Clone, Debug, Default)]
+pub struct ListMessagesHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListMessagesHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
 /// What a chat server implements: one method per operation of the spec. Formats,
 /// content negotiation and error rendering are done before and after these run.
 pub trait ChatService: Send + Sync + 'static {
@@ -99,7 +351,10 @@ pub trait ChatService: Send + Sync + 'static {
     fn list_chat_subscriptions(
         &self,
         user_id: String,
-    ) -> impl std::future::Future<Output = Result<ChatSubscriptionList, ApiError>> + Send;
+        query: ListChatSubscriptionsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<ChatSubscriptionList, ListChatSubscriptionsHeaders>, ApiError>,
+    > + Send;
     /// Seed 7.1.1 Subscribe to chat notifications.
     ///
     /// Creates a subscription; every chat notification for `userId` is then POSTed to
@@ -131,10 +386,16 @@ pub trait ChatService: Send + Sync + 'static {
         subscription_id: String,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
     /// List the sessions the user takes part in (invited, connected or left).
+    ///
+    /// Sessions are listed in the order they were created (the same before and after a
+    /// restart), one page at a time (see "Lists are paged" above).
     fn list_chat_sessions(
         &self,
         user_id: String,
-    ) -> impl std::future::Future<Output = Result<ChatSessionList, ApiError>> + Send;
+        query: ListChatSessionsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<ChatSessionList, ListChatSessionsHeaders>, ApiError>,
+    > + Send;
     /// Seed 7.1.2 Start a 1-1 chat; 7.1.4 Start group chat.
     ///
     /// One invitee in `participant` starts a 1-1 chat, two or more a group chat. Each invitee
@@ -192,7 +453,10 @@ pub trait ChatService: Send + Sync + 'static {
         &self,
         user_id: String,
         session_id: String,
-    ) -> impl std::future::Future<Output = Result<ParticipantList, ApiError>> + Send;
+        query: ListParticipantsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<ParticipantList, ListParticipantsHeaders>, ApiError>,
+    > + Send;
     /// Seed 7.1.3 Extending a 1-1 chat to group chat.
     ///
     /// Invites one or more new participants (the seed's TODO "allow to post a list" is settled:
@@ -261,7 +525,10 @@ pub trait ChatService: Send + Sync + 'static {
         &self,
         user_id: String,
         session_id: String,
-    ) -> impl std::future::Future<Output = Result<ChatMessageList, ApiError>> + Send;
+        query: ListMessagesQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<ChatMessageList, ListMessagesHeaders>, ApiError>,
+    > + Send;
     /// Seed 7.1.9 Sending a chat message.
     ///
     /// The sender must be `Connected` to the session: an invitee who has not accepted yet, or
@@ -328,6 +595,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatSubscriptionsQuery>>,
     ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError>;
     /// Seed 7.1.1 Subscribe to chat notifications.
     ///
@@ -376,6 +644,9 @@ pub trait ChatApi {
         path: Captured<Path<SubscriptionIdPath>>,
     ) -> Result<NoContent, HttpError>;
     /// List the sessions the user takes part in (invited, connected or left).
+    ///
+    /// Sessions are listed in the order they were created (the same before and after a
+    /// restart), one page at a time (see "Lists are paged" above).
     #[endpoint{method = GET,
     path = "/v1/chat/{userId}/chatSessions",
     operation_id = "listChatSessions",
@@ -385,6 +656,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatSessionsQuery>>,
     ) -> Result<Reply<ChatSessionList, 200>, HttpError>;
     /// Seed 7.1.2 Start a 1-1 chat; 7.1.4 Start group chat.
     ///
@@ -464,6 +736,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListParticipantsQuery>>,
     ) -> Result<Reply<ParticipantList, 200>, HttpError>;
     /// Seed 7.1.3 Extending a 1-1 chat to group chat.
     ///
@@ -559,6 +832,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListMessagesQuery>>,
     ) -> Result<Reply<ChatMessageList, 200>, HttpError>;
     /// Seed 7.1.9 Sending a chat message.
     ///
@@ -1096,6 +1370,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatSubscriptionsQuery>>,
     ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -1105,10 +1380,15 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx.context().list_chat_subscriptions(user_id).await
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx
+                .context()
+                .list_chat_subscriptions(user_id, query)
+                .await
         }
         .await;
-        Ok(Reply::ok(&accept, outcome))
+        Ok(Reply::headed(&accept, outcome))
     }
 
     async fn create_chat_subscription(
@@ -1188,6 +1468,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatSessionsQuery>>,
     ) -> Result<Reply<ChatSessionList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -1197,10 +1478,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx.context().list_chat_sessions(user_id).await
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx.context().list_chat_sessions(user_id, query).await
         }
         .await;
-        Ok(Reply::ok(&accept, outcome))
+        Ok(Reply::headed(&accept, outcome))
     }
 
     async fn create_chat_session(
@@ -1277,6 +1560,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListParticipantsQuery>>,
     ) -> Result<Reply<ParticipantList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -1286,13 +1570,15 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
             rqctx
                 .context()
-                .list_participants(user_id, path.session_id)
+                .list_participants(user_id, path.session_id, query)
                 .await
         }
         .await;
-        Ok(Reply::ok(&accept, outcome))
+        Ok(Reply::headed(&accept, outcome))
     }
 
     async fn add_participants(
@@ -1421,6 +1707,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListMessagesQuery>>,
     ) -> Result<Reply<ChatMessageList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -1430,13 +1717,15 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
             rqctx
                 .context()
-                .list_messages(user_id, path.session_id)
+                .list_messages(user_id, path.session_id, query)
                 .await
         }
         .await;
-        Ok(Reply::ok(&accept, outcome))
+        Ok(Reply::headed(&accept, outcome))
     }
 
     async fn send_message(

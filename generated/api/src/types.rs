@@ -723,6 +723,14 @@ pub struct ChatSubscriptionList {
     /// `resourceURL`.
     #[serde(rename = "resourceURL")]
     pub resource_url: String,
+    /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
+    /// entries follow this page (see "Lists are paged").
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub link: Vec<Link>,
 }
 
 impl XmlType for ChatSubscriptionList {
@@ -731,12 +739,16 @@ impl XmlType for ChatSubscriptionList {
             w.element("chatSubscription", v);
         }
         w.leaf("resourceURL", &self.resource_url);
+        for v in &self.link {
+            w.element("link", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = ChatSubscriptionList {
             chat_subscription: e.child_list("chatSubscription")?,
             resource_url: e.required_leaf("resourceURL")?,
+            link: e.child_list("link")?,
         };
         Ok(value)
     }
@@ -745,6 +757,9 @@ impl XmlType for ChatSubscriptionList {
 impl Validate for ChatSubscriptionList {
     fn validate(&self) -> Result<(), String> {
         for v in &self.chat_subscription {
+            v.validate()?;
+        }
+        for v in &self.link {
             v.validate()?;
         }
         Ok(())
@@ -913,6 +928,14 @@ pub struct ParticipantList {
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
+    /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
+    /// entries follow this page (see "Lists are paged").
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub link: Vec<Link>,
 }
 
 impl XmlType for ParticipantList {
@@ -923,12 +946,16 @@ impl XmlType for ParticipantList {
         if let Some(v) = &self.resource_url {
             w.leaf("resourceURL", v);
         }
+        for v in &self.link {
+            w.element("link", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = ParticipantList {
             participant: e.child_list("participant")?,
             resource_url: e.optional_leaf("resourceURL")?,
+            link: e.child_list("link")?,
         };
         if value.participant.is_empty() {
             return Err(XmlError::Decode(format!(
@@ -950,6 +977,9 @@ impl Validate for ParticipantList {
         }
         if let Some(v) = &self.resource_url {
             netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
+        for v in &self.link {
+            v.validate()?;
         }
         Ok(())
     }
@@ -1159,6 +1189,14 @@ pub struct ChatSessionList {
     /// `resourceURL`.
     #[serde(rename = "resourceURL")]
     pub resource_url: String,
+    /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
+    /// entries follow this page (see "Lists are paged").
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub link: Vec<Link>,
 }
 
 impl XmlType for ChatSessionList {
@@ -1167,12 +1205,16 @@ impl XmlType for ChatSessionList {
             w.element("chatSessionInformation", v);
         }
         w.leaf("resourceURL", &self.resource_url);
+        for v in &self.link {
+            w.element("link", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = ChatSessionList {
             chat_session_information: e.child_list("chatSessionInformation")?,
             resource_url: e.required_leaf("resourceURL")?,
+            link: e.child_list("link")?,
         };
         Ok(value)
     }
@@ -1181,6 +1223,9 @@ impl XmlType for ChatSessionList {
 impl Validate for ChatSessionList {
     fn validate(&self) -> Result<(), String> {
         for v in &self.chat_session_information {
+            v.validate()?;
+        }
+        for v in &self.link {
             v.validate()?;
         }
         Ok(())
@@ -1422,6 +1467,14 @@ pub struct ChatMessageList {
     /// `resourceURL`.
     #[serde(rename = "resourceURL")]
     pub resource_url: String,
+    /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
+    /// entries follow this page (see "Lists are paged").
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub link: Vec<Link>,
 }
 
 impl XmlType for ChatMessageList {
@@ -1430,12 +1483,16 @@ impl XmlType for ChatMessageList {
             w.element("chatMessage", v);
         }
         w.leaf("resourceURL", &self.resource_url);
+        for v in &self.link {
+            w.element("link", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = ChatMessageList {
             chat_message: e.child_list("chatMessage")?,
             resource_url: e.required_leaf("resourceURL")?,
+            link: e.child_list("link")?,
         };
         Ok(value)
     }
@@ -1444,6 +1501,9 @@ impl XmlType for ChatMessageList {
 impl Validate for ChatMessageList {
     fn validate(&self) -> Result<(), String> {
         for v in &self.chat_message {
+            v.validate()?;
+        }
+        for v in &self.link {
             v.validate()?;
         }
         Ok(())

@@ -350,6 +350,11 @@ pub mod types {
             skip_serializing_if = "::std::vec::Vec::is_empty"
         )]
         pub chat_message: ::std::vec::Vec<ChatMessage>,
+        /**(set by the server) `rel="next"`: the URL of the next page, present when more
+        entries follow this page (see "Lists are paged").
+        */
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub link: ::std::vec::Vec<Link>,
         #[serde(rename = "resourceURL")]
         pub resource_url: ::std::string::String,
     }
@@ -818,6 +823,11 @@ pub mod types {
             skip_serializing_if = "::std::vec::Vec::is_empty"
         )]
         pub chat_session_information: ::std::vec::Vec<ChatSessionInformation>,
+        /**(set by the server) `rel="next"`: the URL of the next page, present when more
+        entries follow this page (see "Lists are paged").
+        */
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub link: ::std::vec::Vec<Link>,
         #[serde(rename = "resourceURL")]
         pub resource_url: ::std::string::String,
     }
@@ -919,6 +929,11 @@ pub mod types {
             skip_serializing_if = "::std::vec::Vec::is_empty"
         )]
         pub chat_subscription: ::std::vec::Vec<ChatSubscription>,
+        /**(set by the server) `rel="next"`: the URL of the next page, present when more
+        entries follow this page (see "Lists are paged").
+        */
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub link: ::std::vec::Vec<Link>,
         #[serde(rename = "resourceURL")]
         pub resource_url: ::std::string::String,
     }
@@ -1071,6 +1086,230 @@ pub mod types {
         pub href: ::std::string::String,
         ///The kind of resource linked, e.g. `ChatSessionInformation`.
         pub rel: ::std::string::String,
+    }
+
+    ///`ListChatSessionsCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListChatSessionsCursor(::std::string::String);
+    impl ::std::ops::Deref for ListChatSessionsCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListChatSessionsCursor> for ::std::string::String {
+        fn from(value: ListChatSessionsCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListChatSessionsCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListChatSessionsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListChatSessionsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListChatSessionsCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ListChatSubscriptionsCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListChatSubscriptionsCursor(::std::string::String);
+    impl ::std::ops::Deref for ListChatSubscriptionsCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListChatSubscriptionsCursor> for ::std::string::String {
+        fn from(value: ListChatSubscriptionsCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListChatSubscriptionsCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListChatSubscriptionsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListChatSubscriptionsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListChatSubscriptionsCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ListMessagesCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListMessagesCursor(::std::string::String);
+    impl ::std::ops::Deref for ListMessagesCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListMessagesCursor> for ::std::string::String {
+        fn from(value: ListMessagesCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListMessagesCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListMessagesCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListMessagesCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListMessagesCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ListParticipantsCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListParticipantsCursor(::std::string::String);
+    impl ::std::ops::Deref for ListParticipantsCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListParticipantsCursor> for ::std::string::String {
+        fn from(value: ListParticipantsCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListParticipantsCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListParticipantsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListParticipantsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListParticipantsCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///Seed `MessageDeliveryNotification` (OMA 2012 `messageStatusNotification`), to the sender.
@@ -1544,6 +1783,11 @@ pub mod types {
     ///Several participants; the body that adds participants (seed 7.1.3).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ParticipantList {
+        /**(set by the server) `rel="next"`: the URL of the next page, present when more
+        entries follow this page (see "Lists are paged").
+        */
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub link: ::std::vec::Vec<Link>,
         pub participant: ::std::vec::Vec<ParticipantInformation>,
         #[serde(
             rename = "resourceURL",
@@ -1889,6 +2133,22 @@ could not be stored, and any request arriving while the server stops, get
 `503 SVC2001` (no server resources; the request was not carried out), then the process
 stops (fail-stop: a restart reloads a consistent state). Any operation may answer so.
 
+**Lists are paged.** **Decision (paging; OMA 2012 pages no list):** every list operation
+(`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`) answers
+at most one page, in creation order, so that no answer grows with a user's history. A
+client that sends no paging parameter gets the first `maxEntries` (default 100) entries,
+exactly the body OMA defines; when more follow, the answer carries the URL of the next page
+twice: as an HTTP `Link: <url>; rel="next"` header (RFC 8288) and as an OMA Common `link`
+element with `rel="next"` at the end of the list body (an optional element after the
+sequence OMA defines, so an OMA client that does not know it still reads the list). The
+last page has neither. The next page's URL carries `maxEntries` and an opaque `cursor`;
+
+follow it as given. A cursor is a position in creation order, not a resource: it stays
+valid when the entry it was taken after is gone (the walk just goes on from there), and an
+entry created while a client walks the list is found on a later page. A `maxEntries`
+outside 1-1000 or a cursor this server did not make is `400 SVC0002` (refused, not
+clamped, as every other limit of this API).
+
 **Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,
 `sip:alice@example.com`), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are
 compared in a canonical form: scheme and SIP host in lower case, `tel:` visual separators
@@ -1973,10 +2233,18 @@ impl Client {
     - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
     `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
     */
     pub async fn list_chat_subscriptions<'a>(
         &'a self,
         user_id: &'a str,
+        cursor: Option<&'a types::ListChatSubscriptionsCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
     ) -> Result<ResponseValue<types::ChatSubscriptionListRoot>, Error<types::RequestErrorRoot>>
     {
         let url = format!(
@@ -1997,6 +2265,11 @@ impl Client {
                 ::reqwest::header::ACCEPT,
                 ::reqwest::header::HeaderValue::from_static("application/json"),
             )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
@@ -2246,16 +2519,28 @@ impl Client {
 
     /**List the sessions the user takes part in (invited, connected or left)
 
+    Sessions are listed in the order they were created (the same before and after a
+    restart), one page at a time (see "Lists are paged" above).
+
+
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions`
 
     Arguments:
     - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
     `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
     */
     pub async fn list_chat_sessions<'a>(
         &'a self,
         user_id: &'a str,
+        cursor: Option<&'a types::ListChatSessionsCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
     ) -> Result<ResponseValue<types::ChatSessionListRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/v1/chat/{}/chatSessions",
@@ -2275,6 +2560,11 @@ impl Client {
                 ::reqwest::header::ACCEPT,
                 ::reqwest::header::HeaderValue::from_static("application/json"),
             )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
@@ -2556,11 +2846,19 @@ impl Client {
     `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
     */
     pub async fn list_participants<'a>(
         &'a self,
         user_id: &'a str,
         session_id: &'a str,
+        cursor: Option<&'a types::ListParticipantsCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
     ) -> Result<ResponseValue<types::ParticipantListRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/v1/chat/{}/chatSessions/{}/participants",
@@ -2581,6 +2879,11 @@ impl Client {
                 ::reqwest::header::ACCEPT,
                 ::reqwest::header::HeaderValue::from_static("application/json"),
             )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
             .headers(header_map)
             .build()?;
         let info = OperationInfo {
@@ -3030,11 +3333,19 @@ impl Client {
     `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
     */
     pub async fn list_messages<'a>(
         &'a self,
         user_id: &'a str,
         session_id: &'a str,
+        cursor: Option<&'a types::ListMessagesCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
     ) -> Result<ResponseValue<types::ChatMessageListRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/v1/chat/{}/chatSessions/{}/messages",
@@ -3055,6 +3366,11 @@ impl Client {
                 ::reqwest::header::ACCEPT,
                 ::reqwest::header::HeaderValue::from_static("application/json"),
             )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
             .headers(header_map)
             .build()?;
         let info = OperationInfo {

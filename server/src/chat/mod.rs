@@ -8,6 +8,7 @@
 //! notifications reach the delivery queues right after their commit, in commit order. Reads
 //! are served from memory.
 
+pub mod page;
 pub mod quota;
 pub mod records;
 pub mod state;
@@ -26,6 +27,7 @@ use netapi_chat_api::{
     ResourceReference, ServiceException, SubscriptionCancellationNotification,
 };
 use netapi_chat_runtime::{ApiError, Format};
+use page::PageRequest;
 use slog::{Logger, info};
 use state::{
     Invitation, Message, Participant, Session, State, Subscription, SubscriptionRecord, status_rank,
@@ -576,22 +578,28 @@ impl Chat {
         }
     }
 
-    /// The user's subscriptions.
-    pub fn list_subscriptions(&self, user: &str) -> ChatSubscriptionList {
+    /// One page of the user's subscriptions, in creation order. The user's id list is in
+    /// creation order and holds at most `max_subscriptions` entries, so skipping to the cursor
+    /// walks it.
+    pub fn list_subscriptions(&self, user: &str, req: PageRequest) -> ChatSubscriptionList {
         let state = self.lock();
-        let subs = state
+        let entries = state
             .user_subscriptions
             .get(user)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| state.subscriptions.get(id))
-                    .map(|s| self.subscription_view(&s.rec))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.subscriptions.get(id))
+            .map(|s| (s.rec.seq, s));
+        let p = page::page(entries, req);
+        let resource_url = self.urls.subscriptions(user);
         ChatSubscriptionList {
-            chat_subscription: subs,
-            resource_url: self.urls.subscriptions(user),
+            chat_subscription: p
+                .items
+                .into_iter()
+                .map(|s| self.subscription_view(&s.rec))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url,
         }
     }
 
@@ -893,23 +901,34 @@ impl Chat {
         drop(self.submit(&state, change));
     }
 
-    /// The sessions the user takes part in.
-    pub fn list_sessions(&self, user: &str) -> ChatSessionList {
+    /// One page of the sessions the user takes part in, in the sessions' creation order.
+    ///
+    /// The user's id list is in the order the user joined, not the order the sessions were
+    /// created (an invitation into an older session is appended), so the page is picked from
+    /// references sorted by `seq`; only the page's sessions are turned into views. The list is
+    /// bounded by the per-user session and invitation limits (ended sessions leave it).
+    pub fn list_sessions(&self, user: &str, req: PageRequest) -> ChatSessionList {
         let state = self.lock();
-        let sessions = state
+        let mut sessions: Vec<&Session> = state
             .user_sessions
             .get(user)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| state.sessions.get(id))
-                    .filter(|s| s.participant(user).is_some_and(Participant::sees_session))
-                    .map(|s| views::session(&self.urls, user, s))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.sessions.get(id))
+            .filter(|s| req.after.is_none_or(|after| s.seq > after))
+            .filter(|s| s.participant(user).is_some_and(Participant::sees_session))
+            .collect();
+        sessions.sort_unstable_by_key(|s| s.seq);
+        let p = page::page(sessions.into_iter().map(|s| (s.seq, s)), req);
+        let resource_url = self.urls.sessions(user);
         ChatSessionList {
-            chat_session_information: sessions,
-            resource_url: self.urls.sessions(user),
+            chat_session_information: p
+                .items
+                .into_iter()
+                .map(|s| views::session(&self.urls, user, s))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url,
         }
     }
 
@@ -944,17 +963,28 @@ impl Chat {
         durable(rx).await
     }
 
-    /// The session's participants.
-    pub fn list_participants(&self, user: &str, sid: &str) -> Result<ParticipantList, ApiError> {
+    /// One page of the session's participants: the originator first, then in invitation
+    /// order. A participant's position is its place in the session (1 for the originator);
+    /// participants are never removed from a session, so a position always names the same one.
+    pub fn list_participants(
+        &self,
+        user: &str,
+        sid: &str,
+        req: PageRequest,
+    ) -> Result<ParticipantList, ApiError> {
         let state = self.lock();
         let s = self.visible(&state, user, sid)?;
+        let entries = (1u64..).zip(&s.participants);
+        let p = page::page(entries, req);
+        let resource_url = self.urls.participants(user, sid);
         Ok(ParticipantList {
-            participant: s
-                .participants
-                .iter()
+            participant: p
+                .items
+                .into_iter()
                 .map(|p| views::participant(&self.urls, user, s, p))
                 .collect(),
-            resource_url: Some(self.urls.participants(user, sid)),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url: Some(resource_url),
         })
     }
 
@@ -1038,6 +1068,9 @@ impl Chat {
                     .map(|p| views::participant(urls, user, s, p))
                     .collect(),
                 resource_url: Some(urls.participants(user, sid)),
+                // The answer to an invitation lists the whole session, which the participant
+                // limit bounds; it is not a page of the list operation.
+                link: Vec::new(),
             };
             let mut change = Change::default();
             change.put_session(s);
@@ -1335,18 +1368,33 @@ impl Chat {
             .ok_or_else(|| missing(&self.urls.message(user, &s.id, mid)))
     }
 
-    /// The messages the user sent or received in the session, oldest first.
-    pub fn list_messages(&self, user: &str, sid: &str) -> Result<ChatMessageList, ApiError> {
+    /// One page of the messages the user sent or received in the session, oldest first.
+    /// The session's messages are kept in `seq` order, so the page starts at a binary search
+    /// for the cursor and only the page's messages (plus one, to know whether more follow)
+    /// are looked at past it; only the page's messages become views.
+    pub fn list_messages(
+        &self,
+        user: &str,
+        sid: &str,
+        req: PageRequest,
+    ) -> Result<ChatMessageList, ApiError> {
         let state = self.lock();
         let s = self.visible(&state, user, sid)?;
+        let from = page::start(&s.messages, req.after, |m| m.seq);
+        let entries = s.messages[from..]
+            .iter()
+            .filter(|m| m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
+            .map(|m| (m.seq, m));
+        let p = page::page(entries, req);
+        let resource_url = self.urls.messages(user, sid);
         Ok(ChatMessageList {
-            chat_message: s
-                .messages
-                .iter()
-                .filter(|m| m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
+            chat_message: p
+                .items
+                .into_iter()
                 .map(|m| views::message(&self.urls, user, s, m))
                 .collect(),
-            resource_url: self.urls.messages(user, sid),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url,
         })
     }
 

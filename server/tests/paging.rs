@@ -1,0 +1,499 @@
+//! Paged lists (issue 12 item 4): no list operation answers an unbounded body.
+//!
+//! Every list of the spec (subscriptions, chatSessions, participants, messages) is walked with
+//! its `next` links, in JSON and XML, and must yield every entry exactly once in creation
+//! order; the default page size bounds a long list; the `Link` header and the body's `link`
+//! agree; `maxEntries` out of bounds and a cursor the server did not make are `400 SVC0002`; a
+//! cursor taken after an entry that is gone since still works; the progenitor client pages.
+
+mod support;
+
+use netapi_chat_api::{
+    CallbackReference, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
+    ChatSubscription, ChatSubscriptionList, Link, ParticipantInformation, ParticipantList,
+    ParticipantSessionStatus, ParticipantStatus,
+};
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::Document;
+use support::{Answer, Server, enc, send_doc, send_empty};
+
+const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+
+fn pi(address: &str) -> ParticipantInformation {
+    ParticipantInformation {
+        address: address.to_owned(),
+        name: None,
+        is_originator: None,
+        status: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+fn subscription_doc(n: usize) -> ChatSubscription {
+    ChatSubscription {
+        callback_reference: CallbackReference {
+            // Loopback is allowed by the harness; nothing is delivered in these tests.
+            notify_url: "http://127.0.0.1:9/notify".to_owned(),
+            callback_data: Some(format!("sub-{n}")),
+            notification_format: None,
+        },
+        duration: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+fn session_doc(subject: &str, invitees: &[&str]) -> ChatSessionInformation {
+    ChatSessionInformation {
+        subject: Some(subject.to_owned()),
+        participant: invitees.iter().map(|a| pi(a)).collect(),
+        ..Default::default()
+    }
+}
+
+fn message_doc(text: &str) -> ChatMessage {
+    ChatMessage {
+        text: text.to_owned(),
+        success_report: None,
+        report_request: Vec::new(),
+        client_correlator: None,
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    }
+}
+
+/// The last path segment of a `Location`.
+fn last_segment(location: &str) -> String {
+    location.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Starts a session from `from` to `to` and has `to` accept it; returns the session id.
+async fn connected_session(s: &Server, from: &str, to: &str) -> String {
+    let a = send_doc(
+        "POST",
+        &s.url(from, "/chatSessions"),
+        Format::Json,
+        &session_doc("paging", &[to]),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let sid = last_segment(a.header("location"));
+    let a = send_doc(
+        "POST",
+        &s.url(
+            to,
+            &format!("/chatSessions/{sid}/participants/{}/status", enc(to)),
+        ),
+        Format::Json,
+        &ParticipantSessionStatus {
+            status: ParticipantStatus::Connected,
+        },
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    sid
+}
+
+async fn send_messages(s: &Server, from: &str, sid: &str, texts: &[String]) {
+    let url = s.url(from, &format!("/chatSessions/{sid}/messages"));
+    for t in texts {
+        let a = send_doc("POST", &url, Format::Json, &message_doc(t)).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+}
+
+/// One page as read from the wire: its entries (by a key), the body's next link, the header.
+struct Read<K> {
+    keys: Vec<K>,
+    next: Option<String>,
+    header: String,
+}
+
+/// The body's `next` href, checking that the `Link` header says the same thing.
+fn next_of(a: &Answer, links: &[Link]) -> Option<String> {
+    let next: Vec<&Link> = links.iter().filter(|l| l.rel == "next").collect();
+    assert!(next.len() <= 1, "one next link at most: {links:?}");
+    let href = next.first().map(|l| l.href.clone());
+    match &href {
+        Some(h) => assert_eq!(a.header("link"), format!("<{h}>; rel=\"next\"")),
+        None => assert!(
+            a.headers.get("link").is_none(),
+            "a last page has no Link header"
+        ),
+    }
+    href
+}
+
+/// Walks a list from `first_url` following `next` links; returns every page.
+async fn walk<T: Document, K>(
+    first_url: &str,
+    format: Format,
+    read: impl Fn(&Answer, T) -> Read<K>,
+) -> Vec<Read<K>> {
+    let mut pages = Vec::new();
+    let mut url = Some(first_url.to_owned());
+    while let Some(u) = url {
+        let a = send_empty("GET", &u, format).await;
+        assert_eq!(a.status, 200, "GET {u}: {}", a.body);
+        let page = read(&a, a.decode::<T>());
+        url = page.next.clone();
+        pages.push(page);
+        assert!(pages.len() < 1000, "the walk does not end");
+    }
+    pages
+}
+
+fn flat<K: Clone>(pages: &[Read<K>]) -> Vec<K> {
+    pages.iter().flat_map(|p| p.keys.clone()).collect()
+}
+
+#[tokio::test]
+async fn messages_walked_page_by_page_come_once_each_in_order_and_the_default_page_is_bounded() {
+    let s = Server::default_for_tests();
+    let sid = connected_session(&s, ALICE, BOB).await;
+    // 230 messages: the default page (100) needs three pages.
+    let texts: Vec<String> = (0..230).map(|i| format!("m{i:03}")).collect();
+    send_messages(&s, ALICE, &sid, &texts).await;
+
+    for f in FORMATS {
+        for user in [ALICE, BOB] {
+            // No paging parameter: what an OMA client sends.
+            let url = s.url(user, &format!("/chatSessions/{sid}/messages"));
+            let pages = walk(&url, f, |a, l: ChatMessageList| Read {
+                keys: l.chat_message.iter().map(|m| m.text.clone()).collect(),
+                next: next_of(a, &l.link),
+                header: a.header("link").to_owned(),
+            })
+            .await;
+            let sizes: Vec<usize> = pages.iter().map(|p| p.keys.len()).collect();
+            assert_eq!(sizes, [100, 100, 30], "{f:?} {user}");
+            assert_eq!(
+                flat(&pages),
+                texts,
+                "{f:?} {user}: every message once, in order"
+            );
+            assert!(pages[0].header.contains("maxEntries=100"));
+            assert!(pages[2].header.is_empty());
+
+            // A page size of the client's choice, kept in the next links.
+            let pages = walk(
+                &format!("{url}?maxEntries=7"),
+                f,
+                |a, l: ChatMessageList| Read {
+                    keys: l.chat_message.iter().map(|m| m.text.clone()).collect(),
+                    next: next_of(a, &l.link),
+                    header: a.header("link").to_owned(),
+                },
+            )
+            .await;
+            assert_eq!(pages.len(), 33);
+            assert!(pages.iter().all(|p| p.keys.len() <= 7));
+            assert!(pages[0].header.contains("maxEntries=7"));
+            assert_eq!(flat(&pages), texts, "{f:?} {user}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_messages_are_answered_one_bounded_page_at_a_time() {
+    let s = Server::default_for_tests();
+    let sid = connected_session(&s, ALICE, BOB).await;
+    let long = "x".repeat(4000);
+    let texts: Vec<String> = (0..150).map(|i| format!("{i:03}{long}")).collect();
+    send_messages(&s, ALICE, &sid, &texts).await;
+    let url = s.url(BOB, &format!("/chatSessions/{sid}/messages"));
+    for f in FORMATS {
+        let a = send_empty("GET", &url, f).await;
+        assert_eq!(a.status, 200);
+        let l: ChatMessageList = a.decode();
+        assert_eq!(l.chat_message.len(), 100);
+        // 100 messages of ~4 KB and their envelopes, not the 150 the session holds.
+        assert!(
+            a.body.len() < 100 * (4003 + 1024),
+            "{f:?}: {} bytes",
+            a.body.len()
+        );
+        assert!(next_of(&a, &l.link).is_some());
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_sessions_and_participants_are_paged_too() {
+    // Bob gets six invitations from alice, one more than the default allows.
+    let s = Server::start(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "10")]);
+    // 7 subscriptions.
+    let mut subs = Vec::new();
+    for n in 0..7 {
+        let a = send_doc(
+            "POST",
+            &s.url(ALICE, "/subscriptions"),
+            Format::Json,
+            &subscription_doc(n),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        subs.push(a.header("location").to_owned());
+    }
+    // 7 sessions alice started (bob is invited to each), the last a group of 6 invitees.
+    let invitees: Vec<String> = (0..6)
+        .map(|i| format!("sip:guest{i}@example.com"))
+        .collect();
+    let mut sessions = Vec::new();
+    for n in 0..7 {
+        let who: Vec<&str> = if n == 6 {
+            invitees.iter().map(String::as_str).collect()
+        } else {
+            vec![BOB]
+        };
+        let a = send_doc(
+            "POST",
+            &s.url(ALICE, "/chatSessions"),
+            Format::Json,
+            &session_doc(&format!("s{n}"), &who),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        sessions.push(a.header("location").to_owned());
+    }
+    let group = last_segment(&sessions[6]);
+
+    for f in FORMATS {
+        let pages = walk(
+            &s.url(ALICE, "/subscriptions?maxEntries=3"),
+            f,
+            |a, l: ChatSubscriptionList| Read {
+                keys: l
+                    .chat_subscription
+                    .iter()
+                    .map(|c| c.resource_url.clone().unwrap_or_default())
+                    .collect(),
+                next: next_of(a, &l.link),
+                header: String::new(),
+            },
+        )
+        .await;
+        assert_eq!(pages.len(), 3);
+        assert_eq!(flat(&pages), subs, "{f:?} subscriptions");
+
+        let pages = walk(
+            &s.url(ALICE, "/chatSessions?maxEntries=3"),
+            f,
+            |a, l: ChatSessionList| Read {
+                keys: l
+                    .chat_session_information
+                    .iter()
+                    .map(|c| c.resource_url.clone().unwrap_or_default())
+                    .collect(),
+                next: next_of(a, &l.link),
+                header: String::new(),
+            },
+        )
+        .await;
+        assert_eq!(pages.len(), 3);
+        assert_eq!(flat(&pages), sessions, "{f:?} sessions");
+
+        let pages = walk(
+            &s.url(
+                ALICE,
+                &format!("/chatSessions/{group}/participants?maxEntries=2"),
+            ),
+            f,
+            |a, l: ParticipantList| Read {
+                keys: l.participant.iter().map(|p| p.address.clone()).collect(),
+                next: next_of(a, &l.link),
+                header: String::new(),
+            },
+        )
+        .await;
+        let mut everyone = vec![ALICE.to_owned()];
+        everyone.extend(invitees.iter().cloned());
+        assert_eq!(pages.len(), 4);
+        assert_eq!(flat(&pages), everyone, "{f:?} participants");
+    }
+
+    // A short list fits on one page, which has no next link (an OMA client sees OMA's body).
+    let a = send_empty("GET", &s.url(BOB, "/chatSessions"), Format::Json).await;
+    let l: ChatSessionList = a.decode();
+    assert_eq!(l.chat_session_information.len(), 6);
+    assert!(l.link.is_empty() && a.headers.get("link").is_none());
+    assert!(
+        !a.body.contains("\"link\""),
+        "no link key on a last page: {}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_stays_valid_when_its_entry_is_gone() {
+    let s = Server::default_for_tests();
+    let mut subs = Vec::new();
+    for n in 0..5 {
+        let a = send_doc(
+            "POST",
+            &s.url(ALICE, "/subscriptions"),
+            Format::Json,
+            &subscription_doc(n),
+        )
+        .await;
+        subs.push(a.header("location").to_owned());
+    }
+    let a = send_empty(
+        "GET",
+        &s.url(ALICE, "/subscriptions?maxEntries=2"),
+        Format::Json,
+    )
+    .await;
+    let l: ChatSubscriptionList = a.decode();
+    let next = next_of(&a, &l.link).expect("a next page");
+    // The last entry of the first page, which the cursor was taken after, is deleted.
+    assert_eq!(
+        send_empty("DELETE", &subs[1], Format::Json).await.status,
+        204
+    );
+    let a = send_empty("GET", &next, Format::Json).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let l: ChatSubscriptionList = a.decode();
+    let got: Vec<String> = l
+        .chat_subscription
+        .iter()
+        .map(|c| c.resource_url.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(got, subs[2..4]);
+}
+
+#[tokio::test]
+async fn page_sizes_out_of_bounds_and_foreign_cursors_are_refused() {
+    let s = Server::default_for_tests();
+    let sid = connected_session(&s, ALICE, BOB).await;
+    let lists = [
+        s.url(ALICE, "/subscriptions"),
+        s.url(ALICE, "/chatSessions"),
+        s.url(ALICE, &format!("/chatSessions/{sid}/participants")),
+        s.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+    ];
+    let long = "9".repeat(65);
+    for f in FORMATS {
+        for list in &lists {
+            for q in [
+                "maxEntries=1001",
+                "maxEntries=0",
+                "maxEntries=-5",
+                "maxEntries=ten",
+                "cursor=abc",
+                "cursor=-1",
+                "cursor=01",
+                "cursor=99999999999999999999",
+                &format!("cursor={long}"),
+            ] {
+                let a = send_empty("GET", &format!("{list}?{q}"), f).await;
+                a.assert_error(400, "SVC0002", f);
+            }
+            for q in [
+                "maxEntries=1000",
+                "maxEntries=1",
+                "cursor=0",
+                "cursor=123456789",
+            ] {
+                let a = send_empty("GET", &format!("{list}?{q}"), f).await;
+                assert_eq!(a.status, 200, "{list}?{q}: {}", a.body);
+            }
+        }
+    }
+    // Another user's session is still 404 whatever the paging parameters.
+    let a = send_empty(
+        "GET",
+        &s.url(
+            "sip:mallory@example.com",
+            &format!("/chatSessions/{sid}/messages?maxEntries=5"),
+        ),
+        Format::Json,
+    )
+    .await;
+    a.assert_error(404, "SVC2008", Format::Json);
+}
+
+#[tokio::test]
+async fn the_progenitor_client_pages() {
+    let s = Server::default_for_tests();
+    let sid = connected_session(&s, ALICE, BOB).await;
+    let texts: Vec<String> = (0..25).map(|i| format!("c{i:02}")).collect();
+    send_messages(&s, ALICE, &sid, &texts).await;
+    let client = s.client();
+    let size = std::num::NonZeroU64::new(10);
+    let mut seen = Vec::new();
+    let mut cursor: Option<netapi_chat_client::types::ListMessagesCursor> = None;
+    let mut pages = 0;
+    loop {
+        let r = client
+            .list_messages(BOB, &sid, cursor.as_ref(), size)
+            .await
+            .expect("list_messages");
+        let header = r
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let list = r.into_inner().chat_message_list;
+        seen.extend(list.chat_message.iter().map(|m| m.text.clone()));
+        pages += 1;
+        let Some(next) = list.link.iter().find(|l| l.rel == "next") else {
+            assert!(header.is_none());
+            break;
+        };
+        assert_eq!(header, Some(format!("<{}>; rel=\"next\"", next.href)));
+        let value = next
+            .href
+            .split(['?', '&'])
+            .find_map(|kv| kv.strip_prefix("cursor="))
+            .expect("a cursor in the next link");
+        cursor = Some(value.parse().expect("a cursor the client accepts"));
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, texts);
+}
+
+/// Sessions are listed in their creation order, also for a user invited into an older session
+/// after joining a newer one (its join order differs), and paging follows that order.
+#[tokio::test]
+async fn sessions_come_in_creation_order_not_join_order() {
+    let s = Server::default_for_tests();
+    let carol = "sip:carol@example.com";
+    let older = connected_session(&s, ALICE, carol).await;
+    let newer = connected_session(&s, ALICE, BOB).await;
+    // Bob is invited into the older session after he joined the newer one.
+    let a = send_doc(
+        "POST",
+        &s.url(ALICE, &format!("/chatSessions/{older}/participants")),
+        Format::Json,
+        &ParticipantList {
+            participant: vec![pi(BOB)],
+            resource_url: None,
+            link: Vec::new(),
+        },
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    for f in FORMATS {
+        for size in ["", "?maxEntries=1"] {
+            let pages = walk(
+                &s.url(BOB, &format!("/chatSessions{size}")),
+                f,
+                |a, l: ChatSessionList| Read {
+                    keys: l
+                        .chat_session_information
+                        .iter()
+                        .map(|c| last_segment(c.resource_url.as_deref().unwrap_or_default()))
+                        .collect(),
+                    next: next_of(a, &l.link),
+                    header: String::new(),
+                },
+            )
+            .await;
+            assert_eq!(flat(&pages), [older.clone(), newer.clone()], "{f:?} {size}");
+        }
+    }
+}
