@@ -529,8 +529,24 @@ async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
 
     // Every message answered 2xx is there after a restart.
     let again = Server::start_in(&dir, &[], None);
-    let list = send("GET", &again.url(ALICE, &path), &[], None).await;
-    assert_eq!(list.status, 200, "{}", list.body);
+    // The list is paged (issue 12 item 4): walk it by its `Link: <…>; rel="next"` headers.
+    let mut stored = String::new();
+    let mut next = Some(again.url(ALICE, &path));
+    while let Some(url) = next {
+        let page = send("GET", &url, &[], None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        stored.push_str(&page.body);
+        next = page
+            .header("link")
+            .split(',')
+            .find(|l| l.contains("rel=\"next\""))
+            .and_then(|l| Some(l.split_once('<')?.1.split_once('>')?.0.to_owned()));
+    }
+    let list = support::Answer {
+        status: 200,
+        headers: http::HeaderMap::new(),
+        body: stored,
+    };
     let missing: Vec<&String> = created
         .iter()
         .filter(|t| !list.body.contains(&format!("\"{t}\"")))
