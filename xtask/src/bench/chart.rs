@@ -186,7 +186,7 @@ pub fn draw(r: &LongResult, title: &str, path: &Path) -> Result<()> {
         )?;
         linear(
             &panels[1],
-            "data directory and its SQLite WAL",
+            "data directory (at each sample) and its SQLite WAL (polled several times a second)",
             "MiB",
             xmax,
             &[

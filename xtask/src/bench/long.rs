@@ -95,6 +95,11 @@ pub struct Sample {
     pub data_bytes: u64,
     /// Bytes of the WAL file.
     pub wal_bytes: u64,
+    /// The largest WAL size seen in the window (polled several times a second: the WAL can
+    /// grow and be reset within one window, which samples alone would alias).
+    pub wal_peak_bytes: u64,
+    /// WAL resets seen in the window (its size fell by half or more between two polls).
+    pub wal_resets: u64,
     /// POST latencies of the window's 2xx answers.
     pub window: Percentiles,
     /// The window's slowest 2xx answer, ns.
@@ -113,19 +118,21 @@ pub struct Sample {
     pub load1: f64,
 }
 
-const CSV_HEADER: &str = "t_s,messages,sessions_cycled,rss_kib,data_dir_bytes,wal_bytes,p50_ms,p99_ms,p999_ms,max_ms,answers,rate_per_s,sessions_per_s,errors,cycle_errors,server_cpu_pct,load1";
+const CSV_HEADER: &str = "t_s,messages,sessions_cycled,rss_kib,data_dir_bytes,wal_bytes,wal_peak_bytes,wal_resets,p50_ms,p99_ms,p999_ms,max_ms,answers,rate_per_s,sessions_per_s,errors,cycle_errors,server_cpu_pct,load1";
 
 impl Sample {
     fn csv(&self) -> String {
         let ms = |ns: u64| ns as f64 / 1e6;
         format!(
-            "{:.1},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{},{:.1},{:.1},{},{},{:.0},{:.2}",
+            "{:.1},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{},{:.1},{:.1},{},{},{:.0},{:.2}",
             self.t,
             self.messages,
             self.sessions,
             self.rss_kib,
             self.data_bytes,
             self.wal_bytes,
+            self.wal_peak_bytes,
+            self.wal_resets,
             ms(self.window.p50),
             ms(self.window.p99),
             ms(self.window.p999),
@@ -175,6 +182,8 @@ pub struct LongResult {
     pub sessions_planned: u64,
     /// Seconds between samples.
     pub sample_secs: f64,
+    /// Milliseconds between polls of the WAL's size.
+    pub wal_poll_ms: u128,
     /// Workload description.
     pub plan: String,
     /// Message text length.
@@ -296,6 +305,9 @@ struct Sampler {
     messages: u64,
     samples: Vec<Sample>,
     braked: bool,
+    wal_last: u64,
+    wal_peak: u64,
+    wal_resets: u64,
 }
 
 impl Sampler {
@@ -328,7 +340,21 @@ impl Sampler {
             messages: 0,
             samples: Vec::new(),
             braked: false,
+            wal_last: 0,
+            wal_peak: 0,
+            wal_resets: 0,
         })
+    }
+
+    /// Reads the WAL size between samples: its peak and its resets.
+    fn poll_wal(&mut self) -> u64 {
+        let now = file_bytes(&wal_path(&self.data_dir));
+        if now < self.wal_last / 2 {
+            self.wal_resets += 1;
+        }
+        self.wal_last = now;
+        self.wal_peak = self.wal_peak.max(now);
+        now
     }
 
     fn sample(&mut self) -> Result<()> {
@@ -348,7 +374,9 @@ impl Sampler {
             sessions,
             rss_kib: rss_kib(self.pid)?,
             data_bytes: dir_bytes(&self.data_dir),
-            wal_bytes: file_bytes(&wal_path(&self.data_dir)),
+            wal_bytes: self.poll_wal(),
+            wal_peak_bytes: std::mem::take(&mut self.wal_peak),
+            wal_resets: std::mem::take(&mut self.wal_resets),
             window: Percentiles::of(&mut w.latencies),
             max_ns,
             rate: per_sec(w.ok),
@@ -369,13 +397,14 @@ impl Sampler {
         writeln!(self.csv, "{}", s.csv()).context("writing the long-run CSV")?;
         self.csv.flush().context("writing the long-run CSV")?;
         println!(
-            "  long: {:>6.0} s  {:>8} msgs  {:>6} sessions  RSS {:>7.1} MiB  data {:>7.1} MiB  WAL {:>6.1} MiB  p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms  {:>6.0}/s  errors {}  load {:.2}",
+            "  long: {:>6.0} s  {:>8} msgs  {:>6} sessions  RSS {:>7.1} MiB  data {:>7.1} MiB  WAL {:>6.1} MiB (peak {:>6.1})  p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms  {:>6.0}/s  errors {}  load {:.2}",
             s.t,
             s.messages,
             s.sessions,
             s.rss_kib as f64 / 1024.0,
             mib(s.data_bytes),
             mib(s.wal_bytes),
+            mib(s.wal_peak_bytes),
             s.window.p50 as f64 / 1e6,
             s.window.p99 as f64 / 1e6,
             s.window.p999 as f64 / 1e6,
@@ -482,18 +511,24 @@ pub async fn run(root: &Path, s: &Settings, csv_path: &Path) -> Result<LongResul
     sampler.sample()?;
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let every = s.sample;
+    // The WAL is polled between samples: a stat is cheap, and its resets are quicker than a
+    // window.
+    let poll = (every / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let sampling = tokio::spawn(async move {
-        let mut next = tokio::time::Instant::now() + every;
+        let mut next = Instant::now() + every;
         loop {
             let last = tokio::select! {
-                _ = tokio::time::sleep_until(next) => false,
+                _ = tokio::time::sleep(poll) => false,
                 _ = &mut stop_rx => true,
             };
-            sampler.sample()?;
+            sampler.poll_wal();
+            if last || Instant::now() >= next {
+                sampler.sample()?;
+                next += every;
+            }
             if last {
                 return Ok::<_, anyhow::Error>(sampler.samples);
             }
-            next += every;
         }
     });
 
@@ -538,6 +573,7 @@ pub async fn run(root: &Path, s: &Settings, csv_path: &Path) -> Result<LongResul
         rate: s.rate,
         sessions_planned: s.sessions_cycled,
         sample_secs: s.sample.as_secs_f64(),
+        wal_poll_ms: poll.as_millis(),
         plan: s.plan.describe(),
         text_len: s.text_len,
         connections: s.connections,

@@ -814,7 +814,6 @@ pub fn long_markdown(r: &LongResult, meta: &LongMeta) -> String {
         ("server RSS, MiB", &rss as &dyn Fn(&Sample) -> f64),
         ("data directory (all files), MiB", &data),
         ("data directory without the WAL, MiB", &db),
-        ("WAL, MiB", &wal),
     ] {
         let _ = writeln!(
             o,
@@ -827,17 +826,24 @@ pub fn long_markdown(r: &LongResult, meta: &LongMeta) -> String {
             per_hour(v(last) - v(first))
         );
     }
-    let wal_max = s.iter().map(|x| x.wal_bytes).max().unwrap_or(0);
-    let resets = s
-        .windows(2)
-        .filter(|w| w[1].wal_bytes < w[0].wal_bytes / 2)
-        .count();
+    // The WAL grows and is reset over and over: a rate per message would only tell where in
+    // its cycle the last sample fell.
     let _ = writeln!(
         o,
-        "\nPer message figures include that run's share of ended sessions ({:.2} per message). WAL: largest {} MiB; seen to shrink by half or more between samples {} time(s).\n",
+        "| WAL, MiB (grows and is reset: see below) | {} | {} | – | – | – | – |",
+        mib_s(wal(first)),
+        mib_s(wal(last))
+    );
+    let wal_max = s.iter().map(|x| x.wal_peak_bytes).max().unwrap_or(0);
+    let resets: u64 = s.iter().map(|x| x.wal_resets).sum();
+    let _ = writeln!(
+        o,
+        "\nPer message figures include that run's share of ended sessions ({:.2} per message); the data directory and WAL rows are read at the samples, so they move in steps with the WAL. WAL (polled every {} ms): largest {} MiB; reset (shrunk by half or more between two polls) {} time(s) in {:.0} s.\n",
         last.sessions as f64 / msgs.max(1) as f64,
+        r.wal_poll_ms,
         mib_s(wal_max as f64),
-        resets
+        resets,
+        last.t
     );
 
     let x = &r.overall;
@@ -881,7 +887,7 @@ pub fn long_markdown(r: &LongResult, meta: &LongMeta) -> String {
         windows.len()
     );
 
-    o.push_str("| minute | messages | sessions ended | RSS MiB | data dir MiB | WAL MiB | window p50 / p99 / p99.9 ms | worst window p99.9 since the row before, ms | msg/s | load (1 min) |\n|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
+    o.push_str("| minute | messages | sessions ended | RSS MiB | data dir MiB | WAL MiB (largest in the window) | window p50 / p99 / p99.9 ms | worst window p99.9 since the row before, ms | msg/s | load (1 min) |\n|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
     let rows = 10.min(s.len().saturating_sub(1)).max(1);
     let mut prev = 0usize;
     for k in 1..=rows {
@@ -892,18 +898,29 @@ pub fn long_markdown(r: &LongResult, meta: &LongMeta) -> String {
             .map(|y| y.window.p999)
             .max()
             .unwrap_or(0);
+        // The last window is cut short where sending ended: its rate and latencies are noise.
+        let full = w.window_secs >= r.sample_secs / 2.0;
         let _ = writeln!(
             o,
-            "| {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.2} |",
+            "| {:.1} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {:.2} |",
             w.t / 60.0,
             w.messages,
             w.sessions,
             mib_s(rss(w)),
             mib_s(data(w)),
             mib_s(wal(w)),
-            lat(&w.window),
+            mib_s(w.wal_peak_bytes as f64),
+            if full {
+                lat(&w.window)
+            } else {
+                "(last, short window)".to_owned()
+            },
             ms(worst),
-            w.rate,
+            if full {
+                format!("{:.0}", w.rate)
+            } else {
+                "–".to_owned()
+            },
             w.load1
         );
         prev = i;
