@@ -191,9 +191,13 @@ pub fn draw(r: &LongResult, title: &str, path: &Path) -> Result<()> {
             xmax,
             &[
                 Line::new("data directory (all files)", BLUE, s, |x| mib(x.data_bytes)),
-                Line::new("WAL (netapi-chat.sqlite3-wal)", ORANGE, s, |x| {
-                    mib(x.wal_bytes)
-                }),
+                Line::new(
+                    "WAL (netapi-chat.sqlite3-wal), largest in each window",
+                    ORANGE,
+                    s,
+                    |x| mib(x.wal_peak_bytes),
+                ),
+                Line::new("WAL at each sample", GREY, s, |x| mib(x.wal_bytes)),
             ],
         )?;
         let mut latency = vec![
