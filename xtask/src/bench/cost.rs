@@ -66,6 +66,7 @@ async fn side(root: &Path, plan: &Plan, format: Format, text_len: usize) -> Resu
         make: workload.make_request(format, text_len),
         collector: Some(collector),
         server_pid: Some(chat.server.pid()),
+        tap: None,
     };
     Ok(Side {
         chat,

@@ -31,6 +31,48 @@ pub struct Target {
     pub collector: Option<Arc<Collector>>,
     /// The server process, for its CPU time.
     pub server_pid: Option<u32>,
+    /// Where each answer is also reported as it happens, for a sampler that reads a long step
+    /// while it runs (the long run); `None` for ordinary steps.
+    pub tap: Option<Arc<Tap>>,
+}
+
+/// What a [`Tap`] gathered since it was last read.
+#[derive(Debug, Default)]
+pub struct Window {
+    /// POST latencies (from the intended send time) of the 2xx answers, ns.
+    pub latencies: Vec<u64>,
+    /// 2xx answers.
+    pub ok: u64,
+    /// Failures (non-2xx, connection error, timeout, or not sent past the step's deadline).
+    pub errors: u64,
+}
+
+/// A live view of a running step: a step's own figures exist only once it ends, which for a
+/// run of a million messages is too late to see memory or latency move over time.
+#[derive(Debug, Default)]
+pub struct Tap {
+    window: std::sync::Mutex<Window>,
+}
+
+impl Tap {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ok(&self, ns: u64) {
+        let mut w = self.lock();
+        w.latencies.push(ns);
+        w.ok += 1;
+    }
+
+    fn error(&self) {
+        self.lock().errors += 1;
+    }
+
+    /// Takes what was gathered since the last call.
+    pub fn take(&self) -> Window {
+        std::mem::take(&mut *self.lock())
+    }
 }
 
 /// How steps are run.
@@ -213,6 +255,7 @@ async fn worker(
     step: u32,
     deadline: Instant,
     timeout: Duration,
+    tap: Option<Arc<Tap>>,
 ) -> (Conn, WorkerOut) {
     let mut out = WorkerOut::default();
     loop {
@@ -221,6 +264,9 @@ async fn worker(
         let Some(job) = job else { break };
         if Instant::now() > deadline {
             out.skipped += 1;
+            if let Some(t) = &tap {
+                t.error();
+            }
             continue;
         }
         let (req, expect) = match make(step, job.seq) {
@@ -228,6 +274,9 @@ async fn worker(
             Err(e) => {
                 out.errors += 1;
                 out.first_error.get_or_insert_with(|| format!("{e:#}"));
+                if let Some(t) = &tap {
+                    t.error();
+                }
                 continue;
             }
         };
@@ -236,13 +285,20 @@ async fn worker(
         match result {
             Ok(r) if r.ok() => {
                 let ns = now.saturating_duration_since(job.intended).as_nanos();
-                out.latencies.push(u64::try_from(ns).unwrap_or(u64::MAX));
+                let ns = u64::try_from(ns).unwrap_or(u64::MAX);
+                out.latencies.push(ns);
+                if let Some(t) = &tap {
+                    t.ok(ns);
+                }
                 out.ok += 1;
                 out.expected += u64::from(expect);
                 out.last_done = Some(now);
             }
             Ok(r) => {
                 out.errors += 1;
+                if let Some(t) = &tap {
+                    t.error();
+                }
                 out.first_error.get_or_insert_with(|| {
                     let mut t = r.text();
                     t.truncate(300);
@@ -251,6 +307,9 @@ async fn worker(
             }
             Err(e) => {
                 out.errors += 1;
+                if let Some(t) = &tap {
+                    t.error();
+                }
                 out.first_error.get_or_insert_with(|| format!("{e:#}"));
             }
         }
@@ -292,6 +351,7 @@ pub async fn run_step(
             step,
             deadline,
             opts.request_timeout,
+            target.tap.clone(),
         )));
     }
     // The scheduler: an OS thread, so release times are not rounded to tokio's 1 ms timer.

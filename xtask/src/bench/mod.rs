@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--smoke] [--no-peer]`: the benchmark harness of issue 6.
+//! `cargo xtask bench [--smoke] [--no-peer] [--long]`: the benchmark harness of issues 6 and 12.
 //!
 //! It builds the server and this harness in release mode, then, on this machine and in one run:
 //!
@@ -16,13 +16,20 @@
 //! the harness never rots, and writes `target/bench/BENCHMARKS.smoke.md` instead; `--peer` adds
 //! the peer to a smoke run, `--no-peer` leaves it out of a full one. Benchmarks are not tests:
 //! nothing here asserts a timing.
+//!
+//! `--long` runs only the long run of issue 12 ([`long`], [`chart`]): a million messages at a
+//! steady rate with sessions opened and ended alongside, sampling RSS, disk and latency over
+//! time, then a restart after SIGKILL; it rewrites its own section of `BENCHMARKS.md` and
+//! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`).
 
 mod baseline;
+mod chart;
 mod chat;
 mod cost;
 mod http;
 mod listen;
 mod load;
+mod long;
 mod peer;
 mod proc;
 mod report;
@@ -40,7 +47,60 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]";
+
+/// The long run's settings given on the command line (the rest come from its defaults).
+#[derive(Default)]
+struct LongArgs {
+    messages: Option<u64>,
+    rate: Option<u32>,
+    sessions_cycled: Option<u64>,
+    sample_secs: Option<f64>,
+}
+
+impl LongArgs {
+    fn any(&self) -> bool {
+        self.messages.is_some()
+            || self.rate.is_some()
+            || self.sessions_cycled.is_some()
+            || self.sample_secs.is_some()
+    }
+
+    fn apply(&self, s: &mut long::Settings) -> Result<()> {
+        if let Some(m) = self.messages {
+            s.messages = m;
+        }
+        if let Some(r) = self.rate {
+            s.rate = r;
+        }
+        if let Some(n) = self.sessions_cycled {
+            s.sessions_cycled = n;
+        }
+        if let Some(t) = self.sample_secs {
+            s.sample = Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| format!("--sample-secs {t}: not a positive duration"))?;
+        }
+        if s.messages == 0 || s.rate == 0 {
+            bail!("--messages and --rate must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The value after `flag`, parsed.
+fn value<T: std::str::FromStr>(it: &mut std::slice::Iter<'_, &str>, flag: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let v = it
+        .next()
+        .with_context(|| format!("{flag} needs a value; {USAGE}"))?;
+    v.replace(['_', ','], "")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{flag} {v}: {e}"))
+}
 
 /// Everything a run does, by size.
 struct Settings {
@@ -242,14 +302,28 @@ fn now_utc() -> String {
 pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut smoke = false;
     let mut peer = None;
-    for a in args {
+    let mut long = false;
+    let mut long_args = LongArgs::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match *a {
             "--serve-baseline" if args.len() == 1 => return baseline::serve(),
             "--smoke" => smoke = true,
             "--no-peer" => peer = Some(false),
             "--peer" => peer = Some(true),
+            "--long" => long = true,
+            "--messages" => long_args.messages = Some(value(&mut it, a)?),
+            "--rate" => long_args.rate = Some(value(&mut it, a)?),
+            "--sessions-cycled" => long_args.sessions_cycled = Some(value(&mut it, a)?),
+            "--sample-secs" => long_args.sample_secs = Some(value(&mut it, a)?),
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
+    }
+    if !long && long_args.any() {
+        bail!("--messages, --rate, --sessions-cycled and --sample-secs go with --long; {USAGE}");
+    }
+    if long && peer.is_some() {
+        bail!("--peer and --no-peer do not go with --long; {USAGE}");
     }
     if cfg!(debug_assertions) {
         // The load generator must not be a debug build: build both in release and hand over.
@@ -270,6 +344,26 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     if std::env::var_os(BUILT_ENV).is_none() {
         build(root, false)?;
     }
+    if long {
+        let plan = if smoke {
+            Settings::smoke().plan
+        } else {
+            Settings::full().plan
+        };
+        let mut ls = if smoke {
+            long::Settings::smoke(plan)
+        } else {
+            long::Settings::full(plan)
+        };
+        long_args.apply(&mut ls)?;
+        let command = format!("cargo xtask bench {}", args.join(" "));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(long_phase(root, &ls, smoke, &command));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return result;
+    }
     let mut settings = if smoke {
         Settings::smoke()
     } else {
@@ -280,7 +374,6 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(run(root, &settings));
-    rt.shutdown_timeout(Duration::from_secs(2));
 
     let section = report.markdown();
     let path: PathBuf = if smoke {
@@ -302,12 +395,24 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         report.secs,
         path.display()
     );
+    // The smoke run also runs a tiny long run, so that harness cannot rot either; its section
+    // goes into the same smoke file, never into the committed BENCHMARKS.md.
+    let long_smoke = if smoke {
+        let ls = long::Settings::smoke(settings.plan);
+        rt.block_on(long_phase(root, &ls, true, "cargo xtask bench --smoke"))
+            .map_err(|e| println!("bench: the long run (smoke) failed: {e:#}"))
+            .is_err()
+    } else {
+        false
+    };
+    rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [
         ("baseline", report.baseline.is_err()),
         ("message send (JSON)", report.json.is_err()),
         ("message send (XML)", report.xml.is_err()),
         ("XML vs JSON cost", report.cost.is_err()),
         ("scale", report.scale.is_err()),
+        ("long run (smoke)", long_smoke),
     ]
     .into_iter()
     .filter_map(|(n, f)| f.then_some(n))
@@ -376,6 +481,7 @@ async fn baseline_series(s: &Settings) -> Result<Series> {
         make: baseline::make_request(s.text_len),
         collector: None,
         server_pid: Some(server.pid()),
+        tap: None,
     };
     run_series("baseline", &target, &s.opts, &s.rates, None).await
 }
@@ -394,6 +500,7 @@ async fn chat_series(root: &Path, s: &Settings, format: Format) -> Result<Series
         make: workload.make_request(format, s.text_len),
         collector: Some(collector),
         server_pid: Some(server.pid()),
+        tap: None,
     };
     let name = match format {
         Format::Json => "netapi-chat JSON",
@@ -420,4 +527,76 @@ async fn scale_phase(root: &Path, s: &Settings) -> Result<scale::ScaleResult> {
         bail!("netapi-chat exited during the scale phase");
     }
     result
+}
+
+/// Runs the long phase and writes its CSV, chart and section: into `target/bench/` only when
+/// `smoke`, else the chart next to BENCHMARKS.md and the section into it.
+async fn long_phase(root: &Path, ls: &long::Settings, smoke: bool, command: &str) -> Result<()> {
+    let bench = proc::target_dir(root).join("bench");
+    let (csv, md, chart_name) = if smoke {
+        (
+            bench.join("long.smoke.csv"),
+            bench.join("BENCHMARKS.smoke.md"),
+            "BENCHMARKS-long.smoke.svg",
+        )
+    } else {
+        (
+            bench.join("long.csv"),
+            root.join("BENCHMARKS.md"),
+            "BENCHMARKS-long.svg",
+        )
+    };
+    let svg = md
+        .parent()
+        .map(|d| d.join(chart_name))
+        .unwrap_or_else(|| PathBuf::from(chart_name));
+    let machine = proc::Machine::read();
+    let load_before = proc::loadavg();
+    let started = now_utc();
+    let git = git_state(root);
+    let r = long::run(root, ls, &csv).await?;
+    let meta = report::LongMeta {
+        started: started.clone(),
+        git: git.clone(),
+        machine,
+        load_before,
+        load_after: proc::loadavg(),
+        chart: chart_name.to_owned(),
+        csv: csv.strip_prefix(root).unwrap_or(&csv).display().to_string(),
+        command: command.to_owned(),
+    };
+    // The title keeps the commit and leaves the list of uncommitted paths to the section.
+    let commit = git.split(';').next().unwrap_or(&git);
+    let title = format!(
+        "netapi-chat long run: {} messages at {}/s, {} sessions opened and ended · {started} · {commit}",
+        ls.messages, ls.rate, ls.sessions_cycled
+    );
+    chart::draw(&r, &title, &svg)?;
+    let section = report::long_markdown(&r, &meta);
+    if let Some(dir) = md.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let doc = match std::fs::read_to_string(&md) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# Benchmarks\n\nGenerated by `cargo xtask bench`; see xtask/src/bench/.\n".to_owned()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", md.display())),
+    };
+    std::fs::write(
+        &md,
+        report::splice_between(&doc, report::LONG_START, report::LONG_END, &section),
+    )
+    .with_context(|| format!("writing {}", md.display()))?;
+    println!("\n{section}");
+    println!(
+        "bench: long run written to {}, {} and {}",
+        md.display(),
+        svg.display(),
+        csv.display()
+    );
+    if let Err(e) = &r.restart {
+        bail!("the restart after the long run failed: {e}");
+    }
+    Ok(())
 }

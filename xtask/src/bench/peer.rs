@@ -600,6 +600,7 @@ async fn try_run(
         make,
         collector: Some(collector),
         server_pid: Some(syn.child.id()),
+        tap: None,
     };
     let result = run_series("synapse", &target, opts, rates, Some(deadline)).await;
     stop.store(true, Ordering::Relaxed);

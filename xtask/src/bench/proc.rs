@@ -152,6 +152,14 @@ impl Server {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Kills it with SIGKILL (no chance to flush or clean up: a crash, as far as its store can
+    /// tell) and reaps it.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("sending SIGKILL")?;
+        self.child.wait().context("reaping the killed process")?;
+        Ok(())
+    }
 }
 
 /// Sends the first line to `tx`, then reads the rest of stdout until EOF so the child never
@@ -215,6 +223,16 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Size of the file at `path` in bytes (0 when it does not exist, e.g. a WAL between resets).
+pub fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The SQLite write-ahead log in a netapi-chat data directory.
+pub fn wal_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("netapi-chat.sqlite3-wal")
+}
+
 /// A netapi-chat process and its (fresh) data directory.
 pub struct NetapiChat {
     /// The process.
@@ -227,20 +245,34 @@ pub struct NetapiChat {
 /// directory `target/bench/data-{label}` (and a token file in it) and extra settings. Its log
 /// (stderr) goes to /dev/null: still formatted and written by the server, not kept.
 pub fn start_netapi_chat(root: &Path, label: &str, env: &[(&str, &str)]) -> Result<NetapiChat> {
-    let target = target_dir(root);
-    let bin = target.join("release/netapi-chat");
-    let data_dir = target.join("bench").join(format!("data-{label}"));
+    let data_dir = target_dir(root).join("bench").join(format!("data-{label}"));
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
             .with_context(|| format!("clearing {}", data_dir.display()))?;
     }
-    std::fs::create_dir_all(&data_dir)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let tokens = data_dir.join("tokens");
-    std::fs::write(&tokens, format!("{TOKEN} *\n"))?;
+    std::fs::write(&tokens, format!("{TOKEN} *\n"))
+        .with_context(|| format!("writing {}", tokens.display()))?;
+    let server = spawn_netapi_chat(root, &data_dir, env, Duration::from_secs(60))?;
+    Ok(NetapiChat { server, data_dir })
+}
+
+/// Starts the release `netapi-chat` binary on a free loopback port with an existing data
+/// directory (made by [`start_netapi_chat`]: its token file is reused), waiting up to `wait`
+/// for its start-up line: a restart after a crash, on whatever history the directory holds.
+pub fn spawn_netapi_chat(
+    root: &Path,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    wait: Duration,
+) -> Result<Server> {
+    let bin = target_dir(root).join("release/netapi-chat");
     let mut cmd = Command::new(&bin);
     cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &data_dir)
-        .env("NETAPI_CHAT_TOKEN_FILE", &tokens)
+        .env("NETAPI_CHAT_DATA_DIR", data_dir)
+        .env("NETAPI_CHAT_TOKEN_FILE", data_dir.join("tokens"))
         // The callback listeners are on loopback, and one token drives every simulated user.
         .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
         .env("NETAPI_CHAT_RATE_LIMIT", "0")
@@ -249,7 +281,5 @@ pub fn start_netapi_chat(root: &Path, label: &str, env: &[(&str, &str)]) -> Resu
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let server = Server::start(cmd, Duration::from_secs(60))
-        .with_context(|| format!("starting {}", bin.display()))?;
-    Ok(NetapiChat { server, data_dir })
+    Server::start(cmd, wait).with_context(|| format!("starting {}", bin.display()))
 }

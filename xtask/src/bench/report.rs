@@ -4,6 +4,7 @@
 use super::chat::Plan;
 use super::cost::{CostResult, Settings as CostSettings, median_cpu};
 use super::load::{Percentiles, Series, StepResult};
+use super::long::{LongResult, Sample};
 use super::peer::Outcome;
 use super::proc::Machine;
 use super::scale::ScaleResult;
@@ -670,10 +671,16 @@ fn join_rates(r: &[u32]) -> String {
 /// Replaces the results section of `doc` (between [`START`] and [`END`]) with `section`;
 /// appends one when `doc` has none.
 pub fn splice(doc: &str, section: &str) -> String {
-    let body = format!("{START}\n\n{}\n{END}\n", section.trim_end());
-    match (doc.find(START), doc.find(END)) {
+    splice_between(doc, START, END, section)
+}
+
+/// Replaces what lies between the marker lines `start` and `end` of `doc` with `section`;
+/// appends the markers and the section when `doc` has none.
+pub fn splice_between(doc: &str, start: &str, end: &str, section: &str) -> String {
+    let body = format!("{start}\n\n{}\n{end}\n", section.trim_end());
+    match (doc.find(start), doc.find(end)) {
         (Some(a), Some(b)) if b > a => {
-            let after = &doc[b + END.len()..];
+            let after = &doc[b + end.len()..];
             format!("{}{body}{}", &doc[..a], after.trim_start_matches('\n'))
         }
         _ => {
@@ -685,6 +692,267 @@ pub fn splice(doc: &str, section: &str) -> String {
             d
         }
     }
+}
+
+/// The line before the long run's generated section.
+pub const LONG_START: &str =
+    "<!-- bench:long:start (written by `cargo xtask bench --long`; edits here are overwritten) -->";
+/// The line after it.
+pub const LONG_END: &str = "<!-- bench:long:end -->";
+
+/// What the long run's section says besides the measurements.
+pub struct LongMeta {
+    /// When it started (`date -u`).
+    pub started: String,
+    /// `git describe` and what was uncommitted.
+    pub git: String,
+    /// The machine.
+    pub machine: Machine,
+    /// `/proc/loadavg` before the run.
+    pub load_before: String,
+    /// And after (the restart included).
+    pub load_after: String,
+    /// The chart's file name, relative to the markdown file.
+    pub chart: String,
+    /// The CSV's path, as shown to the reader.
+    pub csv: String,
+    /// The command that made it.
+    pub command: String,
+}
+
+fn mib_s(bytes: f64) -> String {
+    format!("{:.1}", bytes / (1024.0 * 1024.0))
+}
+
+/// Bytes per message between two samples (`–` when no message was sent between them).
+fn per_msg(a: &Sample, b: &Sample, v: impl Fn(&Sample) -> f64) -> String {
+    let n = b.messages.saturating_sub(a.messages);
+    if n == 0 {
+        return "–".to_owned();
+    }
+    format!("{:.0}", (v(b) - v(a)) / n as f64)
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// The markdown of the long run's section (without the marker lines).
+pub fn long_markdown(r: &LongResult, meta: &LongMeta) -> String {
+    let mut o = String::new();
+    let s = &r.samples;
+    let (Some(first), Some(last)) = (s.first(), s.last()) else {
+        return "No samples.\n".to_owned();
+    };
+    let mid = &s[s.len() / 2];
+    let loads: Vec<u64> = s.iter().map(|x| (x.load1 * 100.0).round() as u64).collect();
+    let load_max = loads.iter().copied().max().unwrap_or(0);
+    let load_min = loads.iter().copied().min().unwrap_or(0);
+    let _ = writeln!(
+        o,
+        "Run {} · {:.0} s of sending · `{}` · `{}`\n",
+        meta.started, r.secs, meta.git, meta.command
+    );
+    let m = &meta.machine;
+    let _ = writeln!(
+        o,
+        "- machine: `nproc` {} · {} · {}; load average (1/5/15 min) before: {} · after: {}; 1-minute load during the run: {:.2} – {:.2} (median {:.2}). **Other engineers' builds share these cores**: latency figures are noisy under that, memory and disk growth per message are not.",
+        m.cores,
+        m.memory,
+        m.cpu,
+        meta.load_before,
+        meta.load_after,
+        load_min as f64 / 100.0,
+        load_max as f64 / 100.0,
+        median(loads) as f64 / 100.0
+    );
+    let _ = writeln!(
+        o,
+        "- workload: {} subscribed with their own callback listeners, sessions opened and accepted first (they stay open); {} messages of {} characters sent open loop at {}/s over {} connections, message `seq` to session `seq mod M`; alongside, {} sessions opened, accepted and ended (`DELETE`) at an even pace by 1-1 pairs of users without subscriptions (a pool of 1,000 pairs); a sample every {:.0} s; samples in `{}`",
+        r.plan,
+        r.messages,
+        r.text_len,
+        r.rate,
+        r.connections,
+        r.sessions_planned,
+        r.sample_secs,
+        meta.csv
+    );
+    let _ = writeln!(
+        o,
+        "- netapi-chat: the release binary with its default settings, fresh data directory, log to /dev/null\n"
+    );
+    let _ = writeln!(
+        o,
+        "![Long run: RSS, data directory and WAL, latency, rates, load over time]({})\n",
+        meta.chart
+    );
+
+    let msgs = last.messages.saturating_sub(first.messages);
+    let hours_per_msg = 1.0 / (f64::from(r.rate) * 3600.0);
+    let per_hour = |delta: f64| {
+        if msgs == 0 {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.0}",
+                delta / msgs as f64 / hours_per_msg / (1024.0 * 1024.0)
+            )
+        }
+    };
+    let rss = |x: &Sample| x.rss_kib as f64 * 1024.0;
+    let data = |x: &Sample| x.data_bytes as f64;
+    let db = |x: &Sample| x.data_bytes.saturating_sub(x.wal_bytes) as f64;
+    let wal = |x: &Sample| x.wal_bytes as f64;
+    let _ = writeln!(
+        o,
+        "| after {} messages and {} sessions ended | at start (set-up done) | at the end | growth | bytes per message, whole run | bytes per message, second half | MiB per hour at {}/s |\n|---|---:|---:|---:|---:|---:|---:|",
+        msgs, last.sessions, r.rate
+    );
+    for (name, v) in [
+        ("server RSS, MiB", &rss as &dyn Fn(&Sample) -> f64),
+        ("data directory (all files), MiB", &data),
+        ("data directory without the WAL, MiB", &db),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            mib_s(v(first)),
+            mib_s(v(last)),
+            mib_s(v(last) - v(first)),
+            per_msg(first, last, v),
+            per_msg(mid, last, v),
+            per_hour(v(last) - v(first))
+        );
+    }
+    // The WAL grows and is reset over and over: a rate per message would only tell where in
+    // its cycle the last sample fell.
+    let _ = writeln!(
+        o,
+        "| WAL, MiB (grows and is reset: see below) | {} | {} | – | – | – | – |",
+        mib_s(wal(first)),
+        mib_s(wal(last))
+    );
+    let wal_max = s.iter().map(|x| x.wal_peak_bytes).max().unwrap_or(0);
+    let resets: u64 = s.iter().map(|x| x.wal_resets).sum();
+    let _ = writeln!(
+        o,
+        "\nPer message figures include that run's share of ended sessions ({:.2} per message); the data directory and WAL rows are read at the samples, so they move in steps with the WAL. WAL (polled every {} ms): largest {} MiB; reset (shrunk by half or more between two polls) {} time(s) in {:.0} s.\n",
+        last.sessions as f64 / msgs.max(1) as f64,
+        r.wal_poll_ms,
+        mib_s(wal_max as f64),
+        resets,
+        last.t
+    );
+
+    let x = &r.overall;
+    let n = x.notify.unwrap_or_default();
+    let windows: Vec<&Sample> = s.iter().filter(|w| w.window.n > 0).collect();
+    let p99s: Vec<u64> = windows.iter().map(|w| w.window.p99).collect();
+    let p999s: Vec<u64> = windows.iter().map(|w| w.window.p999).collect();
+    let over = windows
+        .iter()
+        .filter(|w| w.window.p999 > 10_000_000)
+        .count();
+    let _ = writeln!(
+        o,
+        "Message send over the whole run: achieved {:.0}/s of {}/s; POST p50 / p99 / p99.9 **{}** ms; POST → notification {} ms ({} of {} notifications received); {} failed sends; {} sessions cycled, {} failed{}.\n",
+        x.achieved,
+        r.rate,
+        lat(&x.post),
+        lat(&n),
+        n.n,
+        x.notify_expected,
+        x.errors + x.skipped,
+        r.cycled,
+        r.cycle_errors,
+        r.first_cycle_error
+            .as_ref()
+            .map(|e| format!(" (first: `{e}`)"))
+            .unwrap_or_default()
+    );
+    if let Some(e) = &x.first_error {
+        let _ = writeln!(o, "First failed send: `{e}`.\n");
+    }
+    let _ = writeln!(
+        o,
+        "Per {:.0} s window: p99 median {} ms, worst {} ms; p99.9 median {} ms, worst {} ms; windows with p99.9 > 10 ms: **{} of {}**.\n",
+        r.sample_secs,
+        ms(median(p99s.clone())),
+        ms(p99s.iter().copied().max().unwrap_or(0)),
+        ms(median(p999s.clone())),
+        ms(p999s.iter().copied().max().unwrap_or(0)),
+        over,
+        windows.len()
+    );
+
+    o.push_str("| minute | messages | sessions ended | RSS MiB | data dir MiB | WAL MiB (largest in the window) | window p50 / p99 / p99.9 ms | worst window p99.9 since the row before, ms | msg/s | load (1 min) |\n|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
+    let rows = 10.min(s.len().saturating_sub(1)).max(1);
+    let mut prev = 0usize;
+    for k in 1..=rows {
+        let i = (k * (s.len() - 1)) / rows;
+        let w = &s[i];
+        let worst = s[prev + 1..=i.max(prev + 1).min(s.len() - 1)]
+            .iter()
+            .map(|y| y.window.p999)
+            .max()
+            .unwrap_or(0);
+        // The last window is cut short where sending ended: its rate and latencies are noise.
+        let full = w.window_secs >= r.sample_secs / 2.0;
+        let _ = writeln!(
+            o,
+            "| {:.1} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {:.2} |",
+            w.t / 60.0,
+            w.messages,
+            w.sessions,
+            mib_s(rss(w)),
+            mib_s(data(w)),
+            mib_s(wal(w)),
+            mib_s(w.wal_peak_bytes as f64),
+            if full {
+                lat(&w.window)
+            } else {
+                "(last, short window)".to_owned()
+            },
+            ms(worst),
+            if full {
+                format!("{:.0}", w.rate)
+            } else {
+                "–".to_owned()
+            },
+            w.load1
+        );
+        prev = i;
+    }
+    o.push('\n');
+
+    let _ = writeln!(
+        o,
+        "#### Restart after SIGKILL, on the run's data directory\n"
+    );
+    match &r.restart {
+        Ok(rs) => {
+            let _ = writeln!(
+                o,
+                "| stored messages | sessions ended / open | data directory MiB (WAL) | RSS before the kill MiB | start → listening | start → first 2xx (GET …/subscriptions) | per stored message | RSS after restart MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} / {} | {} ({}) | {} | {:.2} s | **{:.2} s** | {:.1} µs | {} |\n",
+                rs.messages,
+                rs.sessions_ended,
+                rs.sessions_open,
+                mib_s(rs.data_bytes as f64),
+                mib_s(rs.wal_bytes as f64),
+                mib_s(rs.rss_before_kib as f64 * 1024.0),
+                rs.to_listen,
+                rs.to_answer,
+                rs.to_answer * 1e6 / rs.messages.max(1) as f64,
+                mib_s(rs.rss_after_kib as f64 * 1024.0)
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(o, "Failed: {e}\n");
+        }
+    }
+    o
 }
 
 #[cfg(test)]
@@ -701,5 +969,8 @@ mod tests {
         assert!(out.ends_with("tail\n"));
         assert_eq!(splice(&out, "new"), out);
         assert!(splice("# B\n", "x").contains(START));
+        let both = splice_between(&out, LONG_START, LONG_END, "long");
+        assert!(both.contains("\nnew\n") && both.contains("\nlong\n"));
+        assert_eq!(splice(&both, "new"), both);
     }
 }

@@ -177,6 +177,7 @@ pub async fn run(
         make: workload.make_request(Format::Json, text_len),
         collector: Some(Arc::clone(&collector)),
         server_pid: Some(pid),
+        tap: None,
     };
     let mut pool = Vec::new();
     run_step(&target, &mut pool, opts, 100, settings.rate, opts.warmup).await?;
