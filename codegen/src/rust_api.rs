@@ -1,17 +1,14 @@
 //! Emits the API: path-parameter structs, the [`ChatService`] trait a server implements (typed
 //! values in, typed values or an OMA error out), the dropshot API trait, and the glue between
-//! them that does content negotiation. Also one unpublished endpoint per missing method of each
-//! path, so that a wrong method gets an OMA 405 with `Allow` instead of dropshot's JSON.
+//! them that does content negotiation. Only the spec's operations are routed: a method a known
+//! path does not have is answered before routing by the server's request gate
+//! (`server/src/gate.rs`: OMA 405 with the exact `Allow`), so no endpoint is generated for it.
 
 use crate::model::{FieldType, Operation, Spec};
 use crate::naming::{doc_attrs, ident, pascal, snake, type_ident};
 use anyhow::{Result, ensure};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-
-/// Every method a path answers: the spec's, and a 405 with `Allow` for the rest (HEAD and OPTIONS
-/// included, which dropshot would otherwise answer with its own JSON 405).
-const ALL_METHODS: [&str; 7] = ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
 /// The `api.rs` items of the API crate.
 pub fn emit(spec: &Spec) -> Result<TokenStream> {
@@ -78,56 +75,6 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
         endpoints.push(e);
         impls.push(i);
     }
-    // Methods a path does not have: an OMA 405 with `Allow`.
-    let mut seen = Vec::new();
-    for op in &spec.operations {
-        if seen.contains(&op.path) {
-            continue;
-        }
-        seen.push(op.path.clone());
-        let present: Vec<&str> = spec
-            .operations
-            .iter()
-            .filter(|o| o.path == op.path)
-            .map(|o| o.method.as_str())
-            .collect();
-        let allow = ALL_METHODS
-            .iter()
-            .filter(|m| present.contains(m))
-            .copied()
-            .collect::<Vec<_>>()
-            .join(", ");
-        for m in ALL_METHODS.iter().filter(|m| !present.contains(m)) {
-            let fname = format_ident!("{}_not_allowed_on_{}", m.to_lowercase(), snake(&op.id));
-            let method = format_ident!("{}", m);
-            let path = &op.path;
-            let doc = format!("`{m} {path}` is not part of the API: 405, `Allow: {allow}`.");
-            // dropshot insists that every path parameter is consumed.
-            let path_param = path_struct(op, &paths).map(|ps| {
-                let t = &ps.name;
-                quote!(_path: Captured<Path<#t>>,)
-            });
-            endpoints.push(quote! {
-                #[doc = #doc]
-                #[endpoint { method = #method, path = #path, unpublished = true }]
-                async fn #fname(
-                    rqctx: RequestContext<Self::Context>,
-                    accept: Negotiated,
-                    #path_param
-                ) -> Result<NoContent, HttpError>;
-            });
-            impls.push(quote! {
-                async fn #fname(
-                    _rqctx: RequestContext<S>,
-                    accept: Negotiated,
-                    #path_param
-                ) -> Result<NoContent, HttpError> {
-                    Ok(NoContent::new(&accept, Err(ApiError::method_not_allowed(#m, #allow))))
-                }
-            });
-        }
-    }
-
     Ok(quote! {
         use crate::types::*;
         use dropshot::{HttpError, Path, RequestContext};

@@ -36,6 +36,31 @@ fn generation_is_deterministic() {
     assert_eq!(generate(&spec).unwrap(), generate(&spec).unwrap());
 }
 
+/// Only the spec's operations are routed: a method a known path does not have is answered by
+/// the server's request gate (`server/src/gate.rs`), so codegen emits no unpublished endpoints.
+#[test]
+fn only_the_specs_operations_are_routed() {
+    let files = generate(&read_spec(&workspace()).unwrap()).unwrap();
+    let api = file(&files, "generated/api/src/api.rs");
+    let published: serde_json::Value =
+        serde_json::from_str(file(&files, "generated/openapi/chat.openapi.json")).unwrap();
+    let operations = published["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().keys())
+        .filter(|k| *k != "parameters")
+        .count();
+    assert!(operations >= 19, "only {operations} operations");
+    assert_eq!(api.matches("#[endpoint").count(), operations);
+    assert_eq!(api.matches("operation_id = ").count(), operations);
+    assert!(
+        !api.contains("unpublished"),
+        "an unpublished endpoint is generated"
+    );
+    assert!(!api.contains("method_not_allowed"));
+}
+
 /// The spec with one more optional property on `ChatMessage`, right after `text`.
 fn spec_with_extra_property() -> String {
     spec_with_property("type: string")

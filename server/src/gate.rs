@@ -7,9 +7,9 @@
 //!   headers (`Content-Length` included, as RFC 9110 §8.6 allows) without the body.
 //! - Any other method on a known path that the path does not allow (PUT, PATCH, TRACE,
 //!   CONNECT, unknown tokens…) gets `405` with the exact `Allow` and an OMA `requestError` in
-//!   the negotiated format. dropshot's own answer lists every method registered for the path,
-//!   including the unpublished 405 stubs codegen generates, and it cannot answer a method it
-//!   has no route for in the OMA format.
+//!   the negotiated format. This is the only place a 405 comes from: the routes are exactly
+//!   the spec's operations (plus the documents), so dropshot's router-level 405 (dropshot
+//!   JSON, its `Allow` listing the registered methods) is never reached on a known path.
 //!
 //! `OPTIONS` is not answered (it gets the 405, whose `Allow` tells the same thing): the API is
 //! for server-side applications with bearer tokens, and answering `OPTIONS` usefully would mean
@@ -215,5 +215,116 @@ mod tests {
             check(&m, "TRACE", "/v1/chat/u/../subscriptions"),
             (None, "TRACE".into(), None)
         );
+    }
+
+    /// Every known path answers every method its OpenAPI item does not list (the methods of
+    /// HTTP and other tokens) with the gate's OMA 405, `Allow` naming exactly the listed ones
+    /// (+ `HEAD`); the listed ones are routed. So dropshot's own 405 is never reached there.
+    #[test]
+    fn every_method_not_in_the_openapi_gets_the_gates_405() {
+        let doc: serde_json::Value =
+            serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI");
+        let mut items: Vec<(String, Vec<String>)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .map(|(template, item)| {
+                let verbs = item
+                    .as_object()
+                    .expect("path item")
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(|k| k.to_ascii_uppercase())
+                    .collect();
+                (template.clone(), verbs)
+            })
+            .collect();
+        assert!(items.len() >= 10, "{items:?}");
+        let mut m = methods();
+        for doc_path in ["/openapi.json", "/xsd/{file}"] {
+            m.add(doc_path, &["GET"]);
+            items.push((doc_path.to_owned(), vec!["GET".to_owned()]));
+        }
+        let tried = [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "FOO",
+            "get", "M-SEARCH",
+        ];
+        let mut answered = 0;
+        for (template, verbs) in &items {
+            let allow = ORDER
+                .iter()
+                .filter(|o| {
+                    verbs.iter().any(|v| v == *o)
+                        || (**o == "HEAD" && verbs.iter().any(|v| v == "GET"))
+                })
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Filled in plainly, percent-encoded, and with extra slashes (dropshot ignores
+            // empty segments).
+            let plain = template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let encoded = template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "tel%3A%2B1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let slashes = format!("/{}/", plain.replace('/', "//"));
+            for path in [plain, encoded, slashes] {
+                for method in tried {
+                    let listed = verbs.iter().any(|v| v == method)
+                        || (method == "HEAD" && verbs.iter().any(|v| v == "GET"));
+                    let got = check(&m, method, &path);
+                    if listed {
+                        let routed = if method == "HEAD" { "GET" } else { method };
+                        assert_eq!(got, (None, routed.into(), None), "{method} {path}");
+                    } else {
+                        assert_eq!(
+                            got,
+                            (Some(405), method.into(), Some(allow.clone())),
+                            "{method} {path}"
+                        );
+                        answered += 1;
+                    }
+                }
+            }
+        }
+        assert!(answered >= 12 * 3 * 8, "only {answered} refusals checked");
+    }
+
+    /// The gate's 405 is rendered in the negotiated format (JSON when nothing fits); its body
+    /// (an OMA `requestError`) is checked black-box in `tests/hardening_edge.rs`.
+    #[test]
+    fn the_405_is_an_oma_request_error_in_the_negotiated_format() {
+        let m = methods();
+        for (accept, media) in [
+            (None, "application/json"),
+            (Some("application/json"), "application/json"),
+            (Some("application/xml"), "application/xml"),
+            (Some("image/png"), "application/json"),
+        ] {
+            let mut b = Request::builder()
+                .method("PUT")
+                .uri("/v1/chat/u/chatSessions/s");
+            if let Some(a) = accept {
+                b = b.header(http::header::ACCEPT, a);
+            }
+            let mut r = b.body(()).expect("request");
+            let answer = m.check(&mut r).expect("answered");
+            assert_eq!(answer.status().as_u16(), 405);
+            let content_type = answer
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                content_type.starts_with(media),
+                "{accept:?}: {content_type}"
+            );
+        }
     }
 }

@@ -223,6 +223,92 @@ async fn methods_not_allowed_get_405_with_the_exact_allow() {
     }
 }
 
+/// The gate is the only source of 405s: on every path of the published OpenAPI (and the
+/// documents), every method the path does not list gets the OMA 405 with the exact `Allow`,
+/// never dropshot's router-level JSON 405, and no listed method is answered 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_not_in_the_openapi_gets_the_gates_405() {
+    let server = Server::default_for_tests();
+    let addr = server.addr();
+    let doc: serde_json::Value =
+        serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI");
+    let mut items: Vec<(String, Vec<String>)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .map(|(template, item)| {
+            let verbs = item
+                .as_object()
+                .expect("path item")
+                .keys()
+                .filter(|k| *k != "parameters")
+                .map(|k| k.to_ascii_uppercase())
+                .collect();
+            (template.clone(), verbs)
+        })
+        .collect();
+    assert!(items.len() >= 10, "{items:?}");
+    items.push(("/openapi.json".to_owned(), vec!["GET".to_owned()]));
+    items.push(("/xsd/{file}".to_owned(), vec!["GET".to_owned()]));
+    let order = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+    ];
+    // Ids nobody created: the listed methods fail further on (404, 400…), nothing changes.
+    let fill = |template: &str| {
+        template
+            .split('/')
+            .map(|s| match s {
+                "{userId}" | "{participantId}" => enc("sip:zed@example.com"),
+                "{file}" => "rest_netapi_chat-v1_0.xsd".to_owned(),
+                s if s.starts_with('{') => "nope".to_owned(),
+                s => s.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for (template, verbs) in &items {
+        let listed = |m: &str| {
+            verbs.iter().any(|v| v == m) || (m == "HEAD" && verbs.iter().any(|v| v == "GET"))
+        };
+        let allow = order
+            .iter()
+            .copied()
+            .filter(|m| listed(m))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let path = fill(template);
+        for method in [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "FOO",
+        ] {
+            for (accept, media) in ACCEPTS {
+                let (head, body) = raw(&addr, method, &path, accept).await;
+                let head_lc = head.to_ascii_lowercase();
+                if listed(method) {
+                    assert!(
+                        !head.starts_with("HTTP/1.1 405 "),
+                        "{method} {path}: {head}"
+                    );
+                    continue;
+                }
+                assert!(head.starts_with("HTTP/1.1 405 "), "{method} {path}: {head}");
+                assert!(
+                    head_lc.contains(&format!("\r\nallow: {}\r\n", allow.to_ascii_lowercase())),
+                    "{method} {path}: Allow {allow} in {head}"
+                );
+                assert!(
+                    head_lc.contains(&format!("content-type: {media}")),
+                    "{method} {path}: {head}"
+                );
+                let text = String::from_utf8_lossy(&body);
+                assert!(
+                    text.contains("requestError") && text.contains("SVC0002"),
+                    "{method} {path} ({accept}): {text}"
+                );
+            }
+        }
+    }
+}
+
 /// Opens `n` connections that never send anything.
 async fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
     let mut conns = Vec::with_capacity(n);
