@@ -243,7 +243,7 @@ impl ChatService for ChatServer {
         query: ListMessagesQuery,
     ) -> Result<Headed<ChatMessageList, ListMessagesHeaders>, ApiError> {
         let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
-        let body = self.chat.list_messages(&user_id, &session_id, req)?;
+        let body = self.chat.list_messages(&user_id, &session_id, req).await?;
         let link = page::link_header(&body.link);
         Ok(Headed {
             body,
@@ -267,7 +267,9 @@ impl ChatService for ChatServer {
         session_id: String,
         message_id: String,
     ) -> Result<ChatMessage, ApiError> {
-        self.chat.get_message(&user_id, &session_id, &message_id)
+        self.chat
+            .get_message(&user_id, &session_id, &message_id)
+            .await
     }
 
     async fn get_message_delivery_status(
@@ -278,7 +280,8 @@ impl ChatService for ChatServer {
     ) -> Result<MessageDeliveryStatus, ApiError> {
         let status = self
             .chat
-            .get_message_status(&user_id, &session_id, &message_id)?;
+            .get_message_status(&user_id, &session_id, &message_id)
+            .await?;
         Ok(MessageDeliveryStatus { status })
     }
 

@@ -6,7 +6,9 @@
 //! causes (the transactional outbox). The batch is handed to the store *under the lock*, so
 //! commit order is state order; the caller is answered only once the batch is durable, and the
 //! notifications reach the delivery queues right after their commit, in commit order. Reads
-//! are served from memory.
+//! of sessions, participants and subscriptions are served from memory; messages live only in
+//! the store and are read through the store thread without holding the lock (see the
+//! messages section below), so memory does not grow with messages sent.
 
 pub mod page;
 pub mod quota;
@@ -18,7 +20,9 @@ use crate::callback_guard::{CallbackPolicy, NOT_ALLOWED, check_url, resolve_chec
 use crate::logsafe::Escaped;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy, Target};
 use crate::signing::Signer;
-use crate::store::{Batch, Kind, OutboxEntry, Snapshot, Store, now_ms};
+use crate::store::{
+    Backend, Batch, Kind, MessageRow, OutboxEntry, Snapshot, Store, StoreError, now_ms,
+};
 use crate::urls::Urls;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList, ChatSubscription,
@@ -28,7 +32,7 @@ use netapi_chat_api::{
 };
 use netapi_chat_runtime::{ApiError, Format};
 use page::PageRequest;
-use slog::{Logger, info};
+use slog::{Logger, error, info};
 use state::{
     Invitation, Message, Participant, Session, State, Subscription, SubscriptionRecord, status_rank,
 };
@@ -104,7 +108,15 @@ pub struct Chat {
     store: Store,
     deliverer: Deliverer,
     log: Logger,
+    /// Locks that order read-modify-write steps on a session's messages (a confirmation; a
+    /// send with a `clientCorrelator`), which read from the store and so cannot hold the
+    /// state lock. Striped by session id: memory stays fixed whatever the number of sessions,
+    /// and two sessions sharing a stripe only wait for each other's short read.
+    message_locks: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Stripes of [`Chat::message_locks`].
+const MESSAGE_LOCKS: usize = 64;
 
 fn missing(what: &str) -> ApiError {
     ApiError::not_found(what)
@@ -129,11 +141,14 @@ impl Change {
     }
 
     fn put_message(&mut self, sid: &str, m: &Message) {
-        self.put(
-            Kind::Message,
-            format!("{sid}/{}", m.id),
-            records::encode_message(m),
-        );
+        self.batch.messages.push(MessageRow {
+            session: sid.to_owned(),
+            seq: m.seq,
+            id: m.id.clone(),
+            sender: m.sender.clone(),
+            correlator: m.client_correlator.clone(),
+            value: records::encode_message(m),
+        });
     }
 }
 
@@ -143,6 +158,17 @@ async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiErr
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) | Err(_) => Err(storage_failed()),
     }
+}
+
+/// `503 SVC2001` for a read the store could not answer (the server keeps running: nothing was
+/// changed). The storage error itself is logged, not shown to clients.
+pub fn read_failed() -> ApiError {
+    ApiError::service(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "SVC2001",
+        "No server resources available to process the request: %1",
+        "the server could not read its storage; retry later",
+    )
 }
 
 /// `503 SVC2001` (OMA "no server resources"): the server's storage failed, the change was not
@@ -189,6 +215,9 @@ impl Chat {
                 store,
                 deliverer,
                 log,
+                message_locks: (0..MESSAGE_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }
         });
         chat.restore(snapshot)?;
@@ -206,7 +235,6 @@ impl Chat {
             info!(self.log, "stored format migrated"; "from_version" => m.from, "to_version" => m.to, "records_rewritten" => m.records, "notifications_rewritten" => m.outbox);
         }
         let mut state = self.lock();
-        let mut messages: Vec<(String, Message)> = Vec::new();
         let mut subs: Vec<SubscriptionRecord> = Vec::new();
         let mut sessions: Vec<Session> = Vec::new();
         for (kind, key, value) in snapshot.records {
@@ -221,11 +249,13 @@ impl Chat {
                 Kind::Session => {
                     sessions.push(records::decode_session(&value).map_err(|e| bad(kind, &key, e))?)
                 }
+                // Messages stay in the store and are read on demand; a backend never hands
+                // them over at start-up.
                 Kind::Message => {
-                    let sid = key.split('/').next().unwrap_or_default().to_owned();
-                    messages.push((
-                        sid,
-                        records::decode_message(&value).map_err(|e| bad(kind, &key, e))?,
+                    return Err(bad(
+                        kind,
+                        &key,
+                        "messages are not loaded at start-up".to_owned(),
                     ));
                 }
             }
@@ -251,12 +281,6 @@ impl Chat {
                     .push(s.id.clone());
             }
             state.sessions.insert(s.id.clone(), s);
-        }
-        messages.sort_by_key(|(_, m)| m.seq);
-        for (sid, m) in messages {
-            if let Some(s) = state.sessions.get_mut(&sid) {
-                s.messages.push(m);
-            }
         }
         subs.sort_by_key(|s| s.seq);
         for rec in subs {
@@ -802,7 +826,6 @@ impl Chat {
                 client_correlator: body.client_correlator,
                 group: participants.len() > 2,
                 participants,
-                messages: Vec::new(),
                 ended: false,
             };
             let outbox: Outbox = session
@@ -1265,6 +1288,50 @@ impl Chat {
     }
 
     // ------------------------------------------------------------------ messages
+    //
+    // Messages live in the store, not in memory (issue 12): memory does not grow with
+    // messages sent. A read checks the session under the state lock (it is in memory), lets
+    // go of the lock, then reads the message(s) through the store thread, so that nobody
+    // waits for another user's read. The store queue is FIFO, so a read sees every change
+    // submitted before it: a message is readable as soon as its send was answered.
+
+    /// Runs a read on the store thread. Never called with the state lock held.
+    async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self.store.read(read).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => {
+                error!(self.log, "reading the store failed"; "error" => e);
+                Err(read_failed())
+            }
+            // The store stopped (fail-stop after a failed commit, or shutdown).
+            Err(_) => Err(storage_failed()),
+        }
+    }
+
+    /// Message `mid` of session `sid`, from the store.
+    async fn stored_message(&self, sid: &str, mid: &str) -> Result<Option<Message>, ApiError> {
+        let (sid, mid) = (sid.to_owned(), mid.to_owned());
+        self.read(move |b| {
+            b.message(&sid, &mid)?
+                .map(|v| decode_stored_message(&sid, &mid, &v))
+                .transpose()
+        })
+        .await
+    }
+
+    /// The lock that orders the read-modify-write steps on the messages of `sid` (see
+    /// [`Chat::message_locks`]).
+    fn message_lock(&self, sid: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sid.hash(&mut h);
+        let i = usize::try_from(h.finish() % MESSAGE_LOCKS as u64).unwrap_or(0);
+        &self.message_locks[i]
+    }
 
     /// Seed 7.1.9: send a message to the other connected participants.
     pub async fn send_message(
@@ -1280,18 +1347,29 @@ impl Chat {
                 "text: {chars} characters, at most {limit} are allowed"
             )));
         }
+        // A resend with the same clientCorrelator answers the first message. The lookup and
+        // the send it may lead to hold the session's message lock, so two concurrent sends
+        // with one correlator cannot both miss and both create a message.
+        let _ordered = match &body.client_correlator {
+            Some(_) => Some(self.message_lock(sid).lock().await),
+            None => None,
+        };
+        let replay = match &body.client_correlator {
+            Some(c) => {
+                self.visible(&self.lock(), user, sid)?;
+                let (s, u, c) = (sid.to_owned(), user.to_owned(), c.clone());
+                self.read(move |b| b.message_by_correlator(&s, &u, &c))
+                    .await?
+            }
+            None => None,
+        };
         let (url, rx) = {
             let mut state = self.lock();
             let (id, seq) = state.new_id("msg");
             let urls = &self.urls;
             let s = self.visible_mut(&mut state, user, sid)?;
-            if let Some(c) = &body.client_correlator
-                && let Some(m) = s
-                    .messages
-                    .iter()
-                    .find(|m| m.sender == user && m.client_correlator.as_deref() == Some(c))
-            {
-                let url = urls.message(user, sid, &m.id);
+            if let Some(mid) = replay {
+                let url = urls.message(user, sid, &mid);
                 return Ok(Created {
                     location: url.clone(),
                     body: ResourceReference { resource_url: url },
@@ -1348,7 +1426,6 @@ impl Chat {
                 .collect();
             let mut change = Change::default();
             change.put_message(sid, &message);
-            s.messages.push(message);
             self.notify(&mut state, &mut change, outbox);
             (urls.message(user, sid, &id), self.submit(&state, change))
         };
@@ -1359,39 +1436,38 @@ impl Chat {
         })
     }
 
-    fn readable<'a>(&self, s: &'a Session, user: &str, mid: &str) -> Result<&'a Message, ApiError> {
-        s.messages
-            .iter()
-            .find(|m| {
-                m.id == mid && (m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
-            })
-            .ok_or_else(|| missing(&self.urls.message(user, &s.id, mid)))
+    /// Message `mid` as `user` may read it: in a session the user sees, sent or received by
+    /// the user; 404 otherwise.
+    async fn readable(&self, user: &str, sid: &str, mid: &str) -> Result<Message, ApiError> {
+        self.visible(&self.lock(), user, sid)?;
+        self.stored_message(sid, mid)
+            .await?
+            .filter(|m| m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
+            .ok_or_else(|| missing(&self.urls.message(user, sid, mid)))
     }
 
     /// One page of the messages the user sent or received in the session, oldest first.
-    /// The session's messages are kept in `seq` order, so the page starts at a binary search
-    /// for the cursor and only the page's messages (plus one, to know whether more follow)
-    /// are looked at past it; only the page's messages become views.
-    pub fn list_messages(
+    /// The store walks the session's messages in `seq` order from the cursor (an index range,
+    /// not the whole session), on the store thread, until it has the page's messages that the
+    /// user may read plus one, to know whether more follow; only those become views.
+    pub async fn list_messages(
         &self,
         user: &str,
         sid: &str,
         req: PageRequest,
     ) -> Result<ChatMessageList, ApiError> {
-        let state = self.lock();
-        let s = self.visible(&state, user, sid)?;
-        let from = page::start(&s.messages, req.after, |m| m.seq);
-        let entries = s.messages[from..]
-            .iter()
-            .filter(|m| m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
-            .map(|m| (m.seq, m));
-        let p = page::page(entries, req);
+        self.visible(&self.lock(), user, sid)?;
+        let (s, u) = (sid.to_owned(), user.to_owned());
+        let found = self
+            .read(move |b| readable_page(b, &s, &u, req.after, req.limit.saturating_add(1)))
+            .await?;
+        let p = page::page(found.into_iter().map(|m| (m.seq, m)), req);
         let resource_url = self.urls.messages(user, sid);
         Ok(ChatMessageList {
             chat_message: p
                 .items
-                .into_iter()
-                .map(|m| views::message(&self.urls, user, s, m))
+                .iter()
+                .map(|m| views::message(&self.urls, user, sid, m))
                 .collect(),
             link: page::next_links(&resource_url, req, p.next),
             resource_url,
@@ -1399,28 +1475,37 @@ impl Chat {
     }
 
     /// One message.
-    pub fn get_message(&self, user: &str, sid: &str, mid: &str) -> Result<ChatMessage, ApiError> {
-        let state = self.lock();
-        let s = self.visible(&state, user, sid)?;
-        let m = self.readable(s, user, mid)?;
-        Ok(views::message(&self.urls, user, s, m))
+    pub async fn get_message(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<ChatMessage, ApiError> {
+        let m = self.readable(user, sid, mid).await?;
+        Ok(views::message(&self.urls, user, sid, &m))
     }
 
     /// A message's delivery status as the user sees it.
-    pub fn get_message_status(
+    pub async fn get_message_status(
         &self,
         user: &str,
         sid: &str,
         mid: &str,
     ) -> Result<MessageStatus, ApiError> {
-        let state = self.lock();
-        let s = self.visible(&state, user, sid)?;
-        let m = self.readable(s, user, mid)?;
-        views::delivery_status(user, m)
+        let m = self.readable(user, sid, mid).await?;
+        views::delivery_status(user, &m)
             .ok_or_else(|| missing(&self.urls.message_status(user, sid, mid)))
     }
 
     /// Seed 7.1.10: a recipient confirms delivery (or display) of a message.
+    ///
+    /// Read, decide, write: the message is read from the store, [`confirm`] decides, and the
+    /// new state is submitted, all under the session's message lock, so that two recipients
+    /// confirming at once cannot overwrite each other's status (the second reads what the
+    /// first submitted: the store queue is FIFO). A lock and not an update job on the store
+    /// thread because the change also needs the core's state (the sender's subscriptions, the
+    /// notification counter), which must be taken under the state lock to keep commit order
+    /// state order.
     pub async fn confirm_delivery(
         &self,
         user: &str,
@@ -1433,44 +1518,31 @@ impl Chat {
                 "status: {status} is set by the server; confirm Delivered or Displayed"
             )));
         }
+        let urls = &self.urls;
         let rx = {
-            let mut state = self.lock();
-            let urls = &self.urls;
-            let s = self.visible_mut(&mut state, user, sid)?;
-            let idx = s
-                .messages
-                .iter()
-                .position(|m| {
-                    m.id == mid && (m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
-                })
+            let _ordered = self.message_lock(sid).lock().await;
+            self.visible(&self.lock(), user, sid)?;
+            let m = self
+                .stored_message(sid, mid)
+                .await?
                 .ok_or_else(|| missing(&urls.message(user, sid, mid)))?;
-            let m = &mut s.messages[idx];
-            if m.sender == user {
-                return Err(ApiError::forbidden(
+            let confirmed = confirm(&m, user, status).map_err(|refused| match refused {
+                Refused::NotFound => missing(&urls.message(user, sid, mid)),
+                Refused::Sender => ApiError::forbidden(
                     "only a recipient can confirm delivery; the sender reads the status with GET",
-                ));
-            }
-            let Some(entry) = m.recipients.iter_mut().find(|(r, _)| r == user) else {
-                return Err(missing(&urls.message(user, sid, mid)));
-            };
-            if status_rank(status) <= status_rank(entry.1) {
-                return Err(ApiError::conflict(format!(
-                    "message {mid} is already {} for {user}",
-                    entry.1
-                )));
-            }
-            let was = entry.1;
-            entry.1 = status;
-            let mut reports = Vec::new();
-            if status == MessageStatus::Displayed && m.report_displayed {
-                reports.push(MessageStatus::Displayed);
-            } else if m.report_delivered && was == MessageStatus::Sent {
-                reports.push(MessageStatus::Delivered);
-            }
-            let m = &s.messages[idx];
-            let outbox: Outbox = reports
+                ),
+                Refused::Already(was) => {
+                    ApiError::conflict(format!("message {mid} is already {was} for {user}"))
+                }
+            })?;
+            let mut state = self.lock();
+            // The session may have ended while the message was read.
+            self.visible(&state, user, sid)?;
+            let m = &confirmed.message;
+            let outbox: Outbox = confirmed
+                .reports
                 .into_iter()
-                .map(|st| (m.sender.clone(), views::delivery(urls, s, m, user, st)))
+                .map(|st| (m.sender.clone(), views::delivery(urls, sid, m, user, st)))
                 .collect();
             let mut change = Change::default();
             change.put_message(sid, m);
@@ -1479,6 +1551,92 @@ impl Chat {
         };
         durable(rx).await
     }
+}
+
+/// Reads a stored message; an unreadable one is a storage error naming it.
+fn decode_stored_message(sid: &str, mid: &str, value: &[u8]) -> Result<Message, StoreError> {
+    records::decode_message(value)
+        .map_err(|e| StoreError(format!("stored message `{sid}/{mid}` is unreadable: {e}")))
+}
+
+/// Rows the page walk reads from the store at a time.
+const PAGE_CHUNK: usize = 128;
+
+/// Up to `want` messages of `sid` after `after` that `user` sent or received, in seq order
+/// (runs on the store thread). Walks the session's index from the cursor in chunks, so the
+/// cost follows the page, plus the messages skipped because the user was not a recipient
+/// (those before it joined).
+fn readable_page(
+    b: &mut dyn Backend,
+    sid: &str,
+    user: &str,
+    after: Option<u64>,
+    want: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let mut found = Vec::new();
+    let mut cursor = after;
+    loop {
+        let chunk = b.messages_after(sid, cursor, PAGE_CHUNK.max(want))?;
+        let full = chunk.len() >= PAGE_CHUNK.max(want);
+        for (seq, value) in chunk {
+            cursor = Some(seq);
+            let m = decode_stored_message(sid, &format!("seq {seq}"), &value)?;
+            if m.sender == user || m.recipients.iter().any(|(r, _)| r == user) {
+                found.push(m);
+                if found.len() >= want {
+                    return Ok(found);
+                }
+            }
+        }
+        if !full {
+            return Ok(found);
+        }
+    }
+}
+
+/// Why a confirmation is refused (see [`confirm`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// The user neither sent nor received the message.
+    NotFound,
+    /// The sender cannot confirm its own message.
+    Sender,
+    /// The user's status is already this one or further along.
+    Already(MessageStatus),
+}
+
+/// A confirmation accepted: the message's new state, and the delivery reports the sender
+/// asked for that it triggers.
+#[derive(Debug)]
+struct Confirmed {
+    message: Message,
+    reports: Vec<MessageStatus>,
+}
+
+/// Seed 7.1.10, the rule: `user` confirms `status` for message `m`. Only a recipient may
+/// confirm; a status only moves forward; the sender is told `Displayed` when it asked for it,
+/// and otherwise `Delivered` when it asked for that and this is the first confirmation from
+/// this recipient. Changes only this recipient's entry.
+fn confirm(m: &Message, user: &str, status: MessageStatus) -> Result<Confirmed, Refused> {
+    if m.sender == user {
+        return Err(Refused::Sender);
+    }
+    let mut message = m.clone();
+    let Some(entry) = message.recipients.iter_mut().find(|(r, _)| r == user) else {
+        return Err(Refused::NotFound);
+    };
+    if status_rank(status) <= status_rank(entry.1) {
+        return Err(Refused::Already(entry.1));
+    }
+    let was = entry.1;
+    entry.1 = status;
+    let mut reports = Vec::new();
+    if status == MessageStatus::Displayed && message.report_displayed {
+        reports.push(MessageStatus::Displayed);
+    } else if message.report_delivered && was == MessageStatus::Sent {
+        reports.push(MessageStatus::Delivered);
+    }
+    Ok(Confirmed { message, reports })
 }
 
 /// A number no other invitation has: tells a timer whether its invitation is still the
@@ -1618,4 +1776,87 @@ fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&str>) -> Out
         ));
     }
     outbox
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(report_delivered: bool, report_displayed: bool) -> Message {
+        Message {
+            id: "msg-1".into(),
+            seq: 1,
+            sender: "tel:+1".into(),
+            text: "hi".into(),
+            date_time: "2026-12-03T00:00:00Z".into(),
+            report_delivered,
+            report_displayed,
+            client_correlator: None,
+            recipients: vec![
+                ("tel:+2".into(), MessageStatus::Sent),
+                ("tel:+3".into(), MessageStatus::Sent),
+            ],
+        }
+    }
+
+    fn status(m: &Message, who: &str) -> MessageStatus {
+        m.recipients
+            .iter()
+            .find(|(r, _)| r == who)
+            .map(|(_, s)| *s)
+            .unwrap()
+    }
+
+    /// Only the confirming recipient's entry changes; the sender gets the reports it asked for.
+    #[test]
+    fn a_confirmation_changes_only_its_recipient() {
+        let m = message(true, true);
+        let c = confirm(&m, "tel:+2", MessageStatus::Delivered).unwrap();
+        assert_eq!(status(&c.message, "tel:+2"), MessageStatus::Delivered);
+        assert_eq!(status(&c.message, "tel:+3"), MessageStatus::Sent);
+        assert_eq!(c.reports, [MessageStatus::Delivered]);
+        // The next confirmation starts from the state the first one left (what the message
+        // lock guarantees): both survive.
+        let c2 = confirm(&c.message, "tel:+3", MessageStatus::Displayed).unwrap();
+        assert_eq!(status(&c2.message, "tel:+2"), MessageStatus::Delivered);
+        assert_eq!(status(&c2.message, "tel:+3"), MessageStatus::Displayed);
+        assert_eq!(c2.reports, [MessageStatus::Displayed]);
+        // Displayed after Delivered reports Displayed only when asked; Delivered is not repeated.
+        let c3 = confirm(&c.message, "tel:+2", MessageStatus::Displayed).unwrap();
+        assert_eq!(c3.reports, [MessageStatus::Displayed]);
+        let quiet = confirm(&message(true, false), "tel:+2", MessageStatus::Delivered).unwrap();
+        let later = confirm(&quiet.message, "tel:+2", MessageStatus::Displayed).unwrap();
+        assert_eq!(later.reports, []);
+        // Displayed straight from Sent, with only Delivered asked for: Delivered is reported.
+        let skip = confirm(&message(true, false), "tel:+2", MessageStatus::Displayed).unwrap();
+        assert_eq!(skip.reports, [MessageStatus::Delivered]);
+        assert_eq!(
+            confirm(&message(false, false), "tel:+2", MessageStatus::Displayed)
+                .unwrap()
+                .reports,
+            []
+        );
+    }
+
+    #[test]
+    fn a_confirmation_is_refused_for_the_sender_strangers_and_backwards() {
+        let m = message(true, true);
+        assert_eq!(
+            confirm(&m, "tel:+1", MessageStatus::Delivered).unwrap_err(),
+            Refused::Sender
+        );
+        assert_eq!(
+            confirm(&m, "tel:+9", MessageStatus::Delivered).unwrap_err(),
+            Refused::NotFound
+        );
+        let shown = confirm(&m, "tel:+2", MessageStatus::Displayed)
+            .unwrap()
+            .message;
+        for again in [MessageStatus::Delivered, MessageStatus::Displayed] {
+            assert_eq!(
+                confirm(&shown, "tel:+2", again).unwrap_err(),
+                Refused::Already(MessageStatus::Displayed)
+            );
+        }
+    }
 }

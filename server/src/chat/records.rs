@@ -472,7 +472,6 @@ impl From<StoredSession> for Session {
                     invited_by: p.invited_by,
                 })
                 .collect(),
-            messages: Vec::new(),
             group: s.group,
             ended: s.ended,
         }
@@ -1174,7 +1173,6 @@ mod tests {
             originator_name: Some("O".into()),
             client_correlator: Some("c".into()),
             participants,
-            messages: Vec::new(),
             group: true,
             ended: false,
         };

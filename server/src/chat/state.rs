@@ -156,7 +156,8 @@ impl Participant {
     }
 }
 
-/// A chat session (1-1 or group). Its messages are stored as records of their own.
+/// A chat session (1-1 or group). Its messages are not here: they live in the store and are
+/// read on demand, so a session's memory does not grow with the messages sent in it.
 pub struct Session {
     pub id: String,
     /// Creation order.
@@ -167,8 +168,6 @@ pub struct Session {
     pub client_correlator: Option<String>,
     /// The originator first, then invitees in invitation order.
     pub participants: Vec<Participant>,
-    /// Loaded from (and stored as) records of their own.
-    pub messages: Vec<Message>,
     /// True once more than one invitee was ever invited.
     pub group: bool,
     pub ended: bool,

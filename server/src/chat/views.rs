@@ -57,7 +57,7 @@ pub fn session(urls: &Urls, viewer: &str, s: &Session) -> ChatSessionInformation
 }
 
 /// A message as `viewer` sees it.
-pub fn message(urls: &Urls, viewer: &str, session: &Session, m: &Message) -> ChatMessage {
+pub fn message(urls: &Urls, viewer: &str, sid: &str, m: &Message) -> ChatMessage {
     let mut report_request = Vec::new();
     if m.report_delivered {
         report_request.push(MessageStatus::Delivered);
@@ -81,7 +81,7 @@ pub fn message(urls: &Urls, viewer: &str, session: &Session, m: &Message) -> Cha
         },
         sender_address: Some(m.sender.clone()),
         date_time: Some(m.date_time.clone()),
-        resource_url: Some(urls.message(viewer, &session.id, &m.id)),
+        resource_url: Some(urls.message(viewer, sid, &m.id)),
     }
 }
 
@@ -186,7 +186,7 @@ pub fn message_notification(
     Notification::from(MessageNotification {
         sender_address: m.sender.clone(),
         sender_name,
-        chat_message: message(urls, to, s, m),
+        chat_message: message(urls, to, &s.id, m),
         date_time: Some(m.date_time.clone()),
         session_id: s.id.clone(),
         message_id: m.id.clone(),
@@ -201,7 +201,7 @@ pub fn message_notification(
 /// A delivery report for the sender.
 pub fn delivery(
     urls: &Urls,
-    s: &Session,
+    sid: &str,
     m: &Message,
     recipient: &str,
     status: MessageStatus,
@@ -212,13 +212,13 @@ pub fn delivery(
         error_code: None,
         description: None,
         message_id: m.id.clone(),
-        session_id: s.id.clone(),
+        session_id: sid.to_owned(),
         callback_data: None,
         link: vec![
-            link("ChatMessage", urls.message(&m.sender, &s.id, &m.id)),
+            link("ChatMessage", urls.message(&m.sender, sid, &m.id)),
             link(
                 "MessageStatusReport",
-                urls.message_status(&m.sender, &s.id, &m.id),
+                urls.message_status(&m.sender, sid, &m.id),
             ),
         ],
     })

@@ -17,7 +17,7 @@
 //! steps can never break it. It works on the JSON as stored (`serde_json::Value`, which keeps
 //! key order here), touching only what changed and passing everything else through.
 
-use super::Kind;
+use super::{Kind, MessageRow};
 use serde_json::Value;
 
 /// The format this binary writes and reads.
@@ -27,7 +27,16 @@ use serde_json::Value;
 /// - 2: the server's own record types (`crate::chat::records`); a message's recipients became
 ///   named objects (`{"address":…,"status":…}`) instead of `[address, status]` pairs. Every
 ///   other record and every outbox entry is byte-for-byte what version 1 wrote.
-pub const CURRENT: u32 = 2;
+/// - 3: messages leave the `records` table for one of their own, indexed by (session, seq),
+///   (session, id) and (session, sender, correlator), so that they are read on demand instead
+///   of being loaded (and held in memory) at start-up. The message records themselves are
+///   byte-for-byte what version 2 wrote; see [`MESSAGES_TABLE`].
+pub const CURRENT: u32 = 3;
+
+/// The version from which messages are stored in a table of their own. The step to it moves
+/// rows, which a value rewrite cannot express: the backend does that part when it runs the
+/// step (SQLite: `sqlite::move_messages`), reading each row's columns with [`message_row`].
+pub const MESSAGES_TABLE: u32 = 3;
 
 /// The version of a data directory that has data but no version stamp: version 1 wrote none.
 pub const UNVERSIONED: u32 = 1;
@@ -49,12 +58,20 @@ pub struct Step {
 }
 
 /// Every step, in order (`STEPS[i].from == i + 1`).
-static STEPS: &[Step] = &[Step {
-    from: 1,
-    what: "message recipients become {address, status} objects",
-    record: v1_to_v2_record,
-    outbox: unchanged,
-}];
+static STEPS: &[Step] = &[
+    Step {
+        from: 1,
+        what: "message recipients become {address, status} objects",
+        record: v1_to_v2_record,
+        outbox: unchanged,
+    },
+    Step {
+        from: 2,
+        what: "messages move to a table of their own (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+];
 
 /// Whether this binary can open a data directory of format `found`; the error is the message
 /// to stop with.
@@ -81,6 +98,42 @@ pub fn steps(found: u32) -> impl Iterator<Item = &'static Step> {
 
 fn unchanged(_: &[u8]) -> Rewrite {
     Ok(None)
+}
+
+fn record_unchanged(_: Kind, _: &[u8]) -> Rewrite {
+    Ok(None)
+}
+
+/// Version 2 → 3, the layout part: the row a version-2 message record (key
+/// `sessionId/messageId`) becomes, its columns read from the record as version 2 wrote it
+/// (`seq`, `id`, `sender`, `client_correlator`); the value itself is kept as it is.
+pub fn message_row(key: &str, value: &[u8]) -> Result<MessageRow, String> {
+    let (session, _) = key
+        .split_once('/')
+        .ok_or("the key is not `sessionId/messageId`")?;
+    let m: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+    let text = |name: &str| {
+        m.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no `{name}` string"))
+    };
+    let correlator = match m.get("client_correlator") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(other) => return Err(format!("`client_correlator` is not a string: {other}")),
+    };
+    Ok(MessageRow {
+        session: session.to_owned(),
+        seq: m
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or("no `seq` number")?,
+        id: text("id")?,
+        sender: text("sender")?,
+        correlator,
+        value: value.to_vec(),
+    })
 }
 
 /// Version 1 → 2: `"recipients": [["tel:…", "Sent"], …]` in a message becomes
@@ -158,5 +211,31 @@ mod tests {
         assert!((step.record)(Kind::Message, b"{\"recipients\":[[\"a\"]]}").is_err());
         assert!((step.record)(Kind::Message, b"{}").is_err());
         assert!((step.record)(Kind::Message, b"not json").is_err());
+    }
+
+    /// Step 2 → 3 reads a message's columns from what version 2 wrote and keeps the value.
+    #[test]
+    fn step_2_to_3_reads_the_message_columns() {
+        let v2 = br#"{"id":"msg-6-8c7b","seq":6,"sender":"tel:+15551230001","text":"hi","date_time":"2026-12-03T14:51:54Z","report_delivered":true,"report_displayed":true,"client_correlator":"c-1","recipients":[{"address":"sip:bob@example.com","status":"Delivered"}]}"#;
+        let row = message_row("sess-2-ab/msg-6-8c7b", v2).unwrap();
+        assert_eq!(
+            (row.session.as_str(), row.seq, row.id.as_str()),
+            ("sess-2-ab", 6, "msg-6-8c7b")
+        );
+        assert_eq!(row.sender, "tel:+15551230001");
+        assert_eq!(row.correlator.as_deref(), Some("c-1"));
+        assert_eq!(row.value, v2.to_vec());
+        let no_correlator = br#"{"id":"m","seq":1,"sender":"s","client_correlator":null}"#;
+        assert_eq!(message_row("s/m", no_correlator).unwrap().correlator, None);
+        assert!(message_row("no-slash", no_correlator).is_err());
+        assert!(message_row("s/m", br#"{"id":"m","sender":"s"}"#).is_err());
+        assert!(
+            message_row(
+                "s/m",
+                br#"{"id":"m","seq":1,"sender":"s","client_correlator":5}"#
+            )
+            .is_err()
+        );
+        assert_eq!((STEPS[1].record)(Kind::Message, v2).unwrap(), None);
     }
 }

@@ -27,7 +27,10 @@ pub enum Kind {
     Subscription,
     /// A session with its participants (messages are separate records).
     Session,
-    /// One message; its key is `sessionId/messageId`.
+    /// One message. Since stored format 3 messages are not records: they are written through
+    /// [`Batch::messages`] and read back on demand ([`Store::read`]), never at start-up; the
+    /// kind stays for the migration steps of older formats, which stored them as records keyed
+    /// `sessionId/messageId`.
     Message,
     /// Counters and other server-wide values.
     Meta,
@@ -58,11 +61,34 @@ pub struct OutboxEntry {
     pub created_ms: i64,
 }
 
+/// A message as written: the columns it is found by, and its stored record (JSON).
+///
+/// Messages are the one thing that grows with use, so they are not part of the start-up
+/// snapshot and the core does not hold them: the backend indexes them by the columns here
+/// and answers the lookups of [`Backend`] (`messages_after`, `message`, `message_by_correlator`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageRow {
+    /// The session it belongs to.
+    pub session: String,
+    /// Its position in creation order (unique per session; pages are walked by it).
+    pub seq: u64,
+    /// Its id (unique per session).
+    pub id: String,
+    /// Who sent it (with `correlator`, what a replayed send is recognised by).
+    pub sender: String,
+    /// The sender's `clientCorrelator`, if any.
+    pub correlator: Option<String>,
+    /// The stored record (`chat::records`).
+    pub value: Vec<u8>,
+}
+
 /// One atomic change.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Records written (kind, key, JSON value).
+    /// Records written (kind, key, JSON value); never [`Kind::Message`] (see `messages`).
     pub puts: Vec<(Kind, String, Vec<u8>)>,
+    /// Messages written (new ones, or a new state of one already stored, same session and seq).
+    pub messages: Vec<MessageRow>,
     /// Records deleted (kind, key); deleting a session deletes its messages, deleting a
     /// subscription its undelivered notifications.
     pub deletes: Vec<(Kind, String)>,
@@ -76,16 +102,17 @@ impl Batch {
     /// True when committing it would change nothing.
     pub fn is_empty(&self) -> bool {
         self.puts.is_empty()
+            && self.messages.is_empty()
             && self.deletes.is_empty()
             && self.outbox.is_empty()
             && self.forget.is_empty()
     }
 }
 
-/// Everything stored, as read at start-up.
+/// Everything the core keeps in memory, as read at start-up (messages stay in the store).
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Every record, by kind, in key order.
+    /// Every record, by kind, in key order (no messages).
     pub records: Vec<(Kind, String, Vec<u8>)>,
     /// Undelivered notifications, in id order.
     pub outbox: Vec<OutboxEntry>,
@@ -123,17 +150,45 @@ impl std::error::Error for StoreError {}
 
 /// A storage engine. Called from one thread only.
 pub trait Backend: Send + 'static {
-    /// Reads everything (at start-up).
+    /// Reads everything but messages (at start-up).
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Applies several batches in one durable transaction.
     fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError>;
+    /// Up to `limit` messages of `session` with a seq greater than `after` (all when `None`),
+    /// in seq order, as (seq, stored record). Indexed: the cost follows `limit`, not the
+    /// session's length.
+    fn messages_after(
+        &mut self,
+        session: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The stored record of message `id` of `session`.
+    fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The id of the message `sender` sent in `session` with this `clientCorrelator` (the
+    /// first one, if a data directory of an older version holds several).
+    fn message_by_correlator(
+        &mut self,
+        session: &str,
+        sender: &str,
+        correlator: &str,
+    ) -> Result<Option<String>, StoreError>;
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
 }
 
-/// Work for the store thread: a batch, a hook run right after its commit (in commit order), and
-/// who to tell.
+/// A read run on the store thread (it has the only connection), between commits.
+type Read = Box<dyn FnOnce(&mut dyn Backend) + Send>;
+
+/// Work for the store thread, done in the order it was queued: a read sees every batch queued
+/// before it (and so every change whose request was already answered).
+enum Work {
+    Commit(Job),
+    Read(Read),
+}
+
+/// A batch, a hook run right after its commit (in commit order), and who to tell.
 struct Job {
     batch: Batch,
     after_commit: Option<Box<dyn FnOnce() + Send>>,
@@ -143,7 +198,7 @@ struct Job {
 /// The handle the core commits through; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
     /// Set once a commit failed: the process is stopping (see [`fail_stop`]).
     failed: Arc<AtomicBool>,
     closing: Arc<Closing>,
@@ -166,7 +221,7 @@ impl Store {
     /// Starts the store thread over a backend, after reading its snapshot.
     pub fn start(mut backend: Box<dyn Backend>) -> Result<(Store, Snapshot), StoreError> {
         let snapshot = backend.load()?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let failed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&failed);
         let closing = Arc::new(Closing {
@@ -232,7 +287,7 @@ impl Store {
             after_commit,
             done: Some(done),
         };
-        if let Err(mpsc::SendError(job)) = self.tx.send(job)
+        if let Err(mpsc::SendError(Work::Commit(job))) = self.tx.send(Work::Commit(job))
             && let Some(d) = job.done
         {
             let _ = d.send(Err("the store has stopped".to_owned()));
@@ -242,28 +297,50 @@ impl Store {
 
     /// Queues a batch nobody waits for (e.g. forgetting delivered notifications).
     pub fn submit_detached(&self, batch: Batch) {
-        let _ = self.tx.send(Job {
+        let _ = self.tx.send(Work::Commit(Job {
             batch,
             after_commit: None,
             done: None,
+        }));
+    }
+
+    /// Runs `read` on the store thread, after every batch queued before it is committed, and
+    /// hands back its result. The store thread owns the only connection (the database is held
+    /// in exclusive locking mode), so reads queue with the commits; they are point lookups and
+    /// short index walks, done between two group commits. The receiver gets an error when the
+    /// store has stopped or the read failed (the text is for the log, not for clients).
+    ///
+    /// Never await it while holding the core's state lock: other users would wait on this
+    /// user's read.
+    pub fn read<T, F>(&self, read: F) -> oneshot::Receiver<Result<T, String>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (done, rx) = oneshot::channel();
+        let work: Read = Box::new(move |backend: &mut dyn Backend| {
+            let _ = done.send(read(backend).map_err(|e| e.to_string()));
         });
+        // When the store has stopped, `done` is dropped with the work: the receiver sees it.
+        let _ = self.tx.send(Work::Read(work));
+        rx
     }
 }
 
 fn run(
     mut backend: Box<dyn Backend>,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Work>,
     failed: Arc<AtomicBool>,
     stop: &AtomicBool,
 ) {
     loop {
         let first = match rx.try_recv() {
-            Ok(job) => job,
+            Ok(work) => work,
             Err(mpsc::TryRecvError::Disconnected) => break,
             // Asked to close and nothing is left to commit.
             Err(mpsc::TryRecvError::Empty) if stop.load(Ordering::SeqCst) => break,
             Err(mpsc::TryRecvError::Empty) => match rx.recv_timeout(QUIET) {
-                Ok(job) => job,
+                Ok(work) => work,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 // Housekeeping only once nothing has come for a moment, not in the gaps
                 // between the commits of a busy stream.
@@ -273,42 +350,68 @@ fn run(
                     }
                     backend.idle();
                     match rx.recv() {
-                        Ok(job) => job,
+                        Ok(work) => work,
                         Err(_) => break,
                     }
                 }
             },
         };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
+        let mut queued = vec![first];
+        while queued.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(w) => queued.push(w),
                 Err(_) => break,
             }
         }
-        let batches: Vec<&Batch> = jobs
-            .iter()
-            .map(|j| &j.batch)
-            .filter(|b| !b.is_empty())
-            .collect();
-        let result = if batches.is_empty() {
-            Ok(())
-        } else {
-            backend.commit(&batches)
-        };
-        match result {
-            Ok(()) => {
-                for job in jobs {
-                    if let Some(hook) = job.after_commit {
-                        hook();
-                    }
-                    if let Some(done) = job.done {
-                        let _ = done.send(Ok(()));
-                    }
+        // In queue order: the batches before a read are committed (as one group) before it
+        // runs, so it sees them.
+        let mut jobs = Vec::new();
+        for work in queued {
+            match work {
+                Work::Commit(job) => jobs.push(job),
+                Work::Read(read) => {
+                    commit_group(&mut *backend, std::mem::take(&mut jobs), &rx, &failed);
+                    read(&mut *backend);
                 }
             }
-            Err(e) => fail_stop(&e, jobs, &rx, &failed),
         }
+        commit_group(&mut *backend, jobs, &rx, &failed);
+    }
+}
+
+/// Commits `jobs` in one transaction, then runs their hooks and wakes their requests, in
+/// order; a failed commit stops the process ([`fail_stop`]).
+fn commit_group(
+    backend: &mut dyn Backend,
+    jobs: Vec<Job>,
+    rx: &mpsc::Receiver<Work>,
+    failed: &AtomicBool,
+) {
+    if jobs.is_empty() {
+        return;
+    }
+    let batches: Vec<&Batch> = jobs
+        .iter()
+        .map(|j| &j.batch)
+        .filter(|b| !b.is_empty())
+        .collect();
+    let result = if batches.is_empty() {
+        Ok(())
+    } else {
+        backend.commit(&batches)
+    };
+    match result {
+        Ok(()) => {
+            for job in jobs {
+                if let Some(hook) = job.after_commit {
+                    hook();
+                }
+                if let Some(done) = job.done {
+                    let _ = done.send(Ok(()));
+                }
+            }
+        }
+        Err(e) => fail_stop(&e, jobs, rx, failed),
     }
 }
 
@@ -323,7 +426,7 @@ pub const EXIT_STORAGE_FAILED: i32 = 74;
 /// process must stop and a restart reload a consistent state. Before it does, every request
 /// waiting on the store, and every one that arrives during [`FAIL_STOP_GRACE`], is told (the
 /// core answers them `503`), instead of having its connection reset by the exit.
-fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Job>, failed: &AtomicBool) -> ! {
+fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Work>, failed: &AtomicBool) -> ! {
     failed.store(true, Ordering::SeqCst);
     eprintln!(
         "netapi-chat: {e}; answering waiting requests 503 and stopping so that a restart reloads a consistent state"
@@ -333,6 +436,15 @@ fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Job>, failed: &
             let _ = done.send(Err(e.to_string()));
         }
     };
+    // A read is refused by dropping it (its receiver sees the store gone).
+    let refuse_work = |work: Work| match work {
+        Work::Commit(job) => {
+            let waits = job.done.is_some();
+            refuse(job);
+            usize::from(waits)
+        }
+        Work::Read(_) => 1,
+    };
     let mut refused = 0usize;
     for job in jobs {
         refused += usize::from(job.done.is_some());
@@ -341,17 +453,13 @@ fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Job>, failed: &
     let deadline = std::time::Instant::now() + FAIL_STOP_GRACE;
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
         match rx.recv_timeout(left) {
-            Ok(job) => {
-                refused += usize::from(job.done.is_some());
-                refuse(job);
-            }
+            Ok(work) => refused += refuse_work(work),
             Err(_) => break,
         }
     }
     // Whatever is still queued (`recv_timeout` returned early because every sender is gone).
-    while let Ok(job) = rx.try_recv() {
-        refused += usize::from(job.done.is_some());
-        refuse(job);
+    while let Ok(work) = rx.try_recv() {
+        refused += refuse_work(work);
     }
     // The answers handed out still need time to be written, even if the channel closed early.
     if let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
@@ -379,14 +487,15 @@ mod tests {
     /// two ~1 KiB outbox entries.
     fn send_batch(i: u64) -> Batch {
         Batch {
-            puts: vec![
-                (
-                    Kind::Message,
-                    format!("ses-1-x/msg-{i}-0123456789abcdef"),
-                    vec![b'm'; 400],
-                ),
-                (Kind::Meta, "counters".into(), b"{}".to_vec()),
-            ],
+            puts: vec![(Kind::Meta, "counters".into(), b"{}".to_vec())],
+            messages: vec![MessageRow {
+                session: "ses-1-x".into(),
+                seq: i,
+                id: format!("msg-{i}-0123456789abcdef"),
+                sender: "tel:+1".into(),
+                correlator: None,
+                value: vec![b'm'; 400],
+            }],
             outbox: (0..2)
                 .map(|k| OutboxEntry {
                     id: 2 * i + k,

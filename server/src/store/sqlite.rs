@@ -1,6 +1,8 @@
 //! The embedded default backend: one SQLite file in WAL mode.
 //!
-//! Two tables: `records` (kind, key → JSON value) and `outbox` (undelivered notifications). With
+//! Three tables: `records` (kind, key → JSON value: what start-up loads), `messages` (indexed by
+//! (session, seq), (session, id) and (session, sender, correlator); read on demand, never at
+//! start-up) and `outbox` (undelivered notifications). With
 //! `synchronous=NORMAL` (the default here) a commit is on disk in the WAL before the client is
 //! answered, so it survives a crash of the process (SIGKILL); `FULL` also survives a power cut
 //! at the cost of an fsync per group commit (`NETAPI_CHAT_SYNC=full`).
@@ -138,6 +140,13 @@ impl Sqlite {
              CREATE TABLE IF NOT EXISTS outbox (
                  id INTEGER PRIMARY KEY, subscription TEXT NOT NULL,
                  body BLOB NOT NULL, created_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS messages (
+                 session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+                 sender TEXT NOT NULL, correlator TEXT, value BLOB NOT NULL,
+                 PRIMARY KEY (session, seq)) WITHOUT ROWID;
+             CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages (session, id);
+             CREATE INDEX IF NOT EXISTS messages_by_correlator
+                 ON messages (session, sender, correlator) WHERE correlator IS NOT NULL;
              CREATE TABLE IF NOT EXISTS started (at_ms INTEGER NOT NULL);
              DELETE FROM started;",
         )
@@ -276,7 +285,66 @@ fn migrate(conn: &Connection, from: u32, place: &str) -> Result<Option<Migrated>
             }
         }
     }
+    if from < format::MESSAGES_TABLE {
+        done.records += move_messages(conn, place)?;
+    }
     Ok(Some(done))
+}
+
+/// The layout part of the step to version [`format::MESSAGES_TABLE`]: every message record
+/// (key `sessionId/messageId`, already in the current record shape by the earlier steps) moves
+/// to the `messages` table, its index columns read from the record. Runs inside the caller's
+/// transaction; a record it cannot read stops the start with its name.
+fn move_messages(conn: &Connection, place: &str) -> Result<u64, StoreError> {
+    let failed = |key: &str, e: String| {
+        StoreError(format!(
+            "{place}: migrating the stored format to version {}: stored message `{key}`: {e}",
+            format::MESSAGES_TABLE
+        ))
+    };
+    let mut read = conn
+        .prepare(
+            "SELECT key, value FROM records WHERE kind = 'message' AND key > ?1
+             ORDER BY key LIMIT ?2",
+        )
+        .map_err(err)?;
+    let mut write = conn
+        .prepare(
+            "INSERT INTO messages (session, seq, id, sender, correlator, value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(err)?;
+    let mut after = String::new();
+    let mut moved = 0u64;
+    loop {
+        let rows = read
+            .query_map(params![after, MIGRATION_PAGE], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let Some(last) = rows.last() else { break };
+        after = last.0.clone();
+        for (key, value) in &rows {
+            let row = format::message_row(key, value).map_err(|e| failed(key, e))?;
+            let seq = i64::try_from(row.seq).map_err(|_| failed(key, "seq out of range".into()))?;
+            write
+                .execute(params![
+                    row.session,
+                    seq,
+                    row.id,
+                    row.sender,
+                    row.correlator,
+                    row.value
+                ])
+                .map_err(|e| failed(key, e.to_string()))?;
+            moved += 1;
+        }
+    }
+    conn.execute("DELETE FROM records WHERE kind = 'message'", [])
+        .map_err(err)?;
+    Ok(moved)
 }
 
 impl Sqlite {
@@ -393,10 +461,14 @@ impl Backend for Sqlite {
             let mut del = tx
                 .prepare_cached("DELETE FROM records WHERE kind = ?1 AND key = ?2")
                 .map_err(err)?;
-            let mut del_messages = tx
+            let mut put_message = tx
                 .prepare_cached(
-                    "DELETE FROM records WHERE kind = 'message' AND key >= ?1 AND key < ?2",
+                    "INSERT OR REPLACE INTO messages (session, seq, id, sender, correlator, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
+                .map_err(err)?;
+            let mut del_messages = tx
+                .prepare_cached("DELETE FROM messages WHERE session = ?1")
                 .map_err(err)?;
             let mut add = tx
                 .prepare_cached("INSERT OR REPLACE INTO outbox (id, subscription, body, created_ms) VALUES (?1, ?2, ?3, ?4)")
@@ -406,14 +478,29 @@ impl Backend for Sqlite {
                 .map_err(err)?;
             for b in batches {
                 for (kind, key, value) in &b.puts {
+                    if *kind == Kind::Message {
+                        return Err(StoreError(format!(
+                            "message `{key}` written as a record; messages go in Batch::messages"
+                        )));
+                    }
                     put.execute(params![kind.name(), key, value]).map_err(err)?;
+                }
+                for m in &b.messages {
+                    put_message
+                        .execute(params![
+                            m.session,
+                            seq_param(m.seq)?,
+                            m.id,
+                            m.sender,
+                            m.correlator,
+                            m.value
+                        ])
+                        .map_err(err)?;
                 }
                 for (kind, key) in &b.deletes {
                     del.execute(params![kind.name(), key]).map_err(err)?;
                     if *kind == Kind::Session {
-                        del_messages
-                            .execute(params![format!("{key}/"), format!("{key}0")])
-                            .map_err(err)?;
+                        del_messages.execute(params![key]).map_err(err)?;
                     }
                 }
                 for e in &b.outbox {
@@ -435,6 +522,85 @@ impl Backend for Sqlite {
         }
         Ok(())
     }
+
+    fn messages_after(
+        &mut self,
+        session: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        // A cursor past what a seq can be (client input) is past every message.
+        let after = match after.map(i64::try_from) {
+            None => -1,
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(PAGE_SQL).map_err(err)?;
+        let rows = stmt
+            .query_map(params![session, after, limit], |r| {
+                Ok((r.get::<_, i64>(0)?.unsigned_abs(), r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(BY_ID_SQL).map_err(err)?;
+        let mut rows = stmt.query(params![session, id]).map_err(err)?;
+        match rows.next().map_err(err)? {
+            Some(r) => Ok(Some(r.get(0).map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn message_by_correlator(
+        &mut self,
+        session: &str,
+        sender: &str,
+        correlator: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(BY_CORRELATOR_SQL).map_err(err)?;
+        let mut rows = stmt
+            .query(params![session, sender, correlator])
+            .map_err(err)?;
+        match rows.next().map_err(err)? {
+            Some(r) => Ok(Some(r.get(0).map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A page of a session's messages: a range of the primary key (session, seq).
+const PAGE_SQL: &str =
+    "SELECT seq, value FROM messages WHERE session = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+
+/// One message by id. The index is named: without statistics the planner would otherwise
+/// walk the session's primary-key range.
+const BY_ID_SQL: &str =
+    "SELECT value FROM messages INDEXED BY messages_by_id WHERE session = ?1 AND id = ?2";
+
+/// A replayed send: the first message with this sender and correlator (the index holds the
+/// seq after its columns, so `ORDER BY seq` needs no sort).
+const BY_CORRELATOR_SQL: &str = "SELECT id FROM messages INDEXED BY messages_by_correlator
+     WHERE session = ?1 AND sender = ?2 AND correlator = ?3 ORDER BY seq LIMIT 1";
+
+/// A seq as SQLite stores it (a signed 64-bit integer).
+fn seq_param(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError(format!("message seq {seq} out of range")))
+}
+
+/// The row of a message, for tests.
+#[cfg(test)]
+fn row(session: &str, seq: u64, sender: &str, correlator: Option<&str>) -> super::MessageRow {
+    super::MessageRow {
+        session: session.into(),
+        seq,
+        id: format!("msg-{seq}"),
+        sender: sender.into(),
+        correlator: correlator.map(Into::into),
+        value: format!("{{\"seq\":{seq}}}").into_bytes(),
+    }
 }
 
 #[cfg(test)]
@@ -448,11 +614,8 @@ mod tests {
         {
             let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
             let b = Batch {
-                puts: vec![
-                    (Kind::Session, "s1".into(), b"{}".to_vec()),
-                    (Kind::Message, "s1/m1".into(), b"{\"t\":1}".to_vec()),
-                    (Kind::Message, "s2/m1".into(), b"{}".to_vec()),
-                ],
+                puts: vec![(Kind::Session, "s1".into(), b"{}".to_vec())],
+                messages: vec![row("s1", 1, "a", None), row("s2", 2, "a", None)],
                 outbox: vec![
                     OutboxEntry {
                         id: 1,
@@ -479,9 +642,12 @@ mod tests {
         }
         let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
         let snap = db.load().unwrap();
+        // Messages are not part of the snapshot; the ended session's went with it.
+        assert_eq!(snap.records, vec![]);
+        assert_eq!(db.messages_after("s1", None, 10).unwrap(), vec![]);
         assert_eq!(
-            snap.records,
-            vec![(Kind::Message, "s2/m1".to_owned(), b"{}".to_vec())]
+            db.messages_after("s2", None, 10).unwrap(),
+            vec![(2, b"{\"seq\":2}".to_vec())]
         );
         assert_eq!(
             snap.outbox.iter().map(|e| e.id).collect::<Vec<_>>(),
@@ -538,10 +704,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Opening an unversioned (v1) directory runs step 1 → 2 and stamps the version, once.
+    /// Opening an unversioned (v1) directory runs steps 1 → 2 → 3 and stamps the version,
+    /// once: the message is rewritten, then moved to the messages table.
     #[test]
     fn an_older_version_is_migrated_on_open_once() {
-        let dir = v1_dir("v1", r#"{"id":"m1","recipients":[["tel:+1","Sent"]]}"#);
+        let dir = v1_dir(
+            "v1",
+            r#"{"id":"m1","seq":7,"sender":"tel:+2","client_correlator":"c","recipients":[["tel:+1","Sent"]]}"#,
+        );
         let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
         let snap = db.load().unwrap();
         assert_eq!(
@@ -549,17 +719,23 @@ mod tests {
             Some(Migrated {
                 from: 1,
                 to: format::CURRENT,
-                records: 1,
+                records: 2,
                 outbox: 0
             })
         );
-        let message = snap.records.iter().find(|r| r.0 == Kind::Message).unwrap();
+        assert!(snap.records.iter().all(|r| r.0 != Kind::Message));
+        let message = db.message("s1", "m1").unwrap().unwrap();
         assert_eq!(
-            String::from_utf8_lossy(&message.2),
-            r#"{"id":"m1","recipients":[{"address":"tel:+1","status":"Sent"}]}"#
+            String::from_utf8_lossy(&message),
+            r#"{"id":"m1","seq":7,"sender":"tel:+2","client_correlator":"c","recipients":[{"address":"tel:+1","status":"Sent"}]}"#
+        );
+        assert_eq!(db.messages_after("s1", Some(6), 5).unwrap()[0].0, 7);
+        assert_eq!(
+            db.message_by_correlator("s1", "tel:+2", "c").unwrap(),
+            Some("m1".to_owned())
         );
         // The rest is untouched.
-        assert_eq!(snap.records[1].2, b"{\"id\":\"s1\"}");
+        assert_eq!(snap.records[0].2, b"{\"id\":\"s1\"}");
         assert_eq!(snap.outbox[0].body, b"{\"ChatEventNotification\":{}}");
         drop(db);
         assert_eq!(user_version(&dir), format::CURRENT);
@@ -595,6 +771,127 @@ mod tests {
                 .len(),
             before.len()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A v2 directory: the message moves to its table with its columns, value unchanged.
+    #[test]
+    fn version_2_messages_move_to_their_table() {
+        let dir = v1_dir("v2", "{}");
+        let value =
+            r#"{"id":"m1","seq":3,"sender":"tel:+2","client_correlator":null,"recipients":[]}"#;
+        {
+            let db = Connection::open(dir.join("netapi-chat.sqlite3")).unwrap();
+            db.execute(
+                "UPDATE records SET value = ?1 WHERE kind = 'message'",
+                params![value.as_bytes()],
+            )
+            .unwrap();
+            db.pragma_update(None, "user_version", 2).unwrap();
+        }
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let snap = db.load().unwrap();
+        assert_eq!(snap.migrated.map(|m| (m.from, m.records)), Some((2, 1)));
+        assert_eq!(
+            db.messages_after("s1", None, 5).unwrap(),
+            vec![(3, value.as_bytes().to_vec())]
+        );
+        assert_eq!(db.message_by_correlator("s1", "tel:+2", "").unwrap(), None);
+        drop(db);
+        assert_eq!(user_version(&dir), format::CURRENT);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The message lookups: pages walk seq order from the cursor, bounded by the limit, per
+    /// session; a cursor at or past the end is an empty page; lookups by id and correlator.
+    #[test]
+    fn message_queries() {
+        let dir = temp_dir("queries");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        // Seqs 2, 9, 10, 100 (numeric order, not text order) in s1; one in s10 and s2.
+        let b = Batch {
+            messages: vec![
+                row("s1", 10, "a", Some("c1")),
+                row("s1", 2, "a", None),
+                row("s1", 100, "b", Some("c1")),
+                row("s1", 9, "a", Some("c2")),
+                row("s10", 5, "a", Some("c1")),
+                row("s2", 3, "a", Some("c1")),
+            ],
+            ..Batch::default()
+        };
+        db.commit(&[&b]).unwrap();
+        let seqs = |v: Vec<(u64, Vec<u8>)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(db.messages_after("s1", None, 10).unwrap()),
+            [2, 9, 10, 100]
+        );
+        assert_eq!(seqs(db.messages_after("s1", None, 2).unwrap()), [2, 9]);
+        assert_eq!(
+            seqs(db.messages_after("s1", Some(9), 2).unwrap()),
+            [10, 100]
+        );
+        assert_eq!(seqs(db.messages_after("s1", Some(10), 2).unwrap()), [100]);
+        assert_eq!(
+            seqs(db.messages_after("s1", Some(100), 2).unwrap()),
+            [0u64; 0]
+        );
+        assert_eq!(
+            seqs(db.messages_after("s1", Some(u64::MAX), 2).unwrap()),
+            [0u64; 0]
+        );
+        assert_eq!(seqs(db.messages_after("nope", None, 2).unwrap()), [0u64; 0]);
+        assert_eq!(
+            db.message("s1", "msg-9").unwrap(),
+            Some(b"{\"seq\":9}".to_vec())
+        );
+        assert_eq!(db.message("s2", "msg-9").unwrap(), None);
+        let by = |db: &mut Sqlite, s: &str, who: &str, c: &str| {
+            db.message_by_correlator(s, who, c).unwrap()
+        };
+        assert_eq!(by(&mut db, "s1", "a", "c1").as_deref(), Some("msg-10"));
+        assert_eq!(by(&mut db, "s1", "b", "c1").as_deref(), Some("msg-100"));
+        assert_eq!(by(&mut db, "s1", "a", "c2").as_deref(), Some("msg-9"));
+        assert_eq!(by(&mut db, "s1", "b", "c2"), None);
+        assert_eq!(by(&mut db, "s10", "a", "c1").as_deref(), Some("msg-5"));
+        // A new state of a message replaces it (same session and seq).
+        let mut updated = row("s1", 9, "a", Some("c2"));
+        updated.value = b"new".to_vec();
+        db.commit(&[&Batch {
+            messages: vec![updated],
+            ..Batch::default()
+        }])
+        .unwrap();
+        assert_eq!(db.message("s1", "msg-9").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(db.messages_after("s1", None, 10).unwrap().len(), 4);
+        // A message can never be written as a record.
+        let wrong = Batch {
+            puts: vec![(Kind::Message, "s1/m".into(), b"{}".to_vec())],
+            ..Batch::default()
+        };
+        assert!(db.commit(&[&wrong]).is_err());
+        // The page query walks the primary key, the others their indexes.
+        let plan = |sql: &str| -> String {
+            let mut stmt = db
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let args = rusqlite::params_from_iter(std::iter::repeat_n("1", stmt.parameter_count()));
+            let rows = stmt.query_map(args, |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        for (sql, uses) in [
+            (PAGE_SQL, "PRIMARY KEY (session=? AND seq>?)"),
+            (BY_ID_SQL, "messages_by_id (session=? AND id=?)"),
+            (
+                BY_CORRELATOR_SQL,
+                "messages_by_correlator (session=? AND sender=? AND correlator=?)",
+            ),
+        ] {
+            let p = plan(sql);
+            assert!(p.contains(uses) && !p.contains("TEMP B-TREE"), "{p}");
+        }
+        drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
