@@ -1,0 +1,48 @@
+//! Notification fan-out: a flow says *which user* is told *what*; this module turns that into
+//! one outbox entry per subscription of that user (fresh notification id, the subscription's
+//! `callbackData`) and the delivery each entry becomes after its commit.
+//!
+//! **Invariant:** a notification reaches a delivery queue only through [`Chat::notify`] into a
+//! [`Change`], so it is in the same store batch as the records that caused it (the transactional
+//! outbox), and queued only after that batch committed.
+
+use super::records;
+use super::state::State;
+use super::{Change, Chat, Outbox};
+use crate::notify::Delivery;
+use crate::store::{OutboxEntry, now_ms};
+
+impl Chat {
+    /// Adds the notifications of `outbox` to the change: one outbox entry per subscription of
+    /// each user, with a fresh id and the subscription's `callbackData`.
+    pub(super) fn notify(&self, state: &mut State, change: &mut Change, outbox: Outbox) {
+        let created_ms = now_ms();
+        for (user, n) in outbox {
+            let Some(ids) = state.user_subscriptions.get(&user) else {
+                continue;
+            };
+            for id in ids {
+                let Some(sub) = state.subscriptions.get(id) else {
+                    continue;
+                };
+                let mut n = n.clone();
+                n.set_callback_data(sub.rec.callback.callback_data.clone());
+                state.counters.next_notification += 1;
+                let nid = state.counters.next_notification;
+                change.batch.outbox.push(OutboxEntry {
+                    id: nid,
+                    subscription: id.clone(),
+                    body: records::encode_notification(&n),
+                    created_ms,
+                });
+                change.deliveries.push((
+                    sub.queue.clone(),
+                    Delivery {
+                        id: nid,
+                        notification: n,
+                    },
+                ));
+            }
+        }
+    }
+}

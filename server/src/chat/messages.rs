@@ -1,0 +1,448 @@
+//! Seed 7.1.9 (send) and 7.1.10 (confirm delivery), and the reads of messages and of their
+//! delivery status.
+//!
+//! Messages live in the store, not in memory (issue 12): memory does not grow with
+//! messages sent. A read checks the session under the state lock (it is in memory), lets
+//! go of the lock, then reads the message(s) through the store thread, so that nobody
+//! waits for another user's read. The store queue is FIFO, so a read sees every change
+//! submitted before it: a message is readable as soon as its send was answered.
+
+use super::page::{self, PageRequest};
+use super::records;
+use super::state::{Message, status_rank};
+use super::views;
+use super::{Change, Chat, MESSAGE_LOCKS, Outbox, durable, missing, read_failed, storage_failed};
+use crate::store::{Backend, StoreError};
+use netapi_chat_api::{
+    ChatMessage, ChatMessageList, Created, MessageStatus, ParticipantStatus, ResourceReference,
+};
+use netapi_chat_runtime::ApiError;
+use slog::error;
+
+impl Chat {
+    /// Runs a read on the store thread. Never called with the state lock held.
+    async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self.store.read(read).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => {
+                error!(self.log, "reading the store failed"; "error" => e);
+                Err(read_failed())
+            }
+            // The store stopped (fail-stop after a failed commit, or shutdown).
+            Err(_) => Err(storage_failed()),
+        }
+    }
+
+    /// Message `mid` of session `sid`, from the store.
+    async fn stored_message(&self, sid: &str, mid: &str) -> Result<Option<Message>, ApiError> {
+        let (sid, mid) = (sid.to_owned(), mid.to_owned());
+        self.read(move |b| {
+            b.message(&sid, &mid)?
+                .map(|v| decode_stored_message(&sid, &mid, &v))
+                .transpose()
+        })
+        .await
+    }
+
+    /// The lock that orders the read-modify-write steps on the messages of `sid` (see
+    /// [`Chat::message_locks`]).
+    fn message_lock(&self, sid: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        sid.hash(&mut h);
+        let i = usize::try_from(h.finish() % MESSAGE_LOCKS as u64).unwrap_or(0);
+        &self.message_locks[i]
+    }
+
+    /// Seed 7.1.9: send a message to the other connected participants.
+    pub async fn send_message(
+        &self,
+        user: &str,
+        sid: &str,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        let limit = self.settings.limits.text_chars;
+        let chars = body.text.chars().count();
+        if chars > limit {
+            return Err(ApiError::invalid_input(format!(
+                "text: {chars} characters, at most {limit} are allowed"
+            )));
+        }
+        // A resend with the same clientCorrelator answers the first message. The lookup and
+        // the send it may lead to hold the session's message lock, so two concurrent sends
+        // with one correlator cannot both miss and both create a message.
+        let _ordered = match &body.client_correlator {
+            Some(_) => Some(self.message_lock(sid).lock().await),
+            None => None,
+        };
+        let replay = match &body.client_correlator {
+            Some(c) => {
+                self.visible(&self.lock(), user, sid)?;
+                let (s, u, c) = (sid.to_owned(), user.to_owned(), c.clone());
+                self.read(move |b| b.message_by_correlator(&s, &u, &c))
+                    .await?
+            }
+            None => None,
+        };
+        let (url, rx) = {
+            let mut state = self.lock();
+            let (id, seq) = state.new_id("msg");
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            if let Some(mid) = replay {
+                let url = urls.message(user, sid, &mid);
+                return Ok(Created {
+                    location: url.clone(),
+                    body: ResourceReference { resource_url: url },
+                });
+            }
+            let me = s.participant(user).map(|p| (p.status, p.name.clone()));
+            match me {
+                Some((ParticipantStatus::Connected, _)) => {}
+                Some((ParticipantStatus::Invited, _)) => {
+                    return Err(ApiError::policy(
+                        "POL1012",
+                        "Messages during session setup are not supported: %1",
+                        "accept the invitation (status Connected) before sending",
+                    ));
+                }
+                _ => {
+                    return Err(ApiError::conflict(format!(
+                        "{user} has left session {sid}; re-join (status Connected) to send"
+                    )));
+                }
+            }
+            let recipients = s.connected_others(user);
+            if recipients.is_empty() {
+                return Err(ApiError::policy(
+                    "POL1012",
+                    "Messages during session setup are not supported: %1",
+                    "no other participant has joined the session yet",
+                ));
+            }
+            let sender_name = me.and_then(|(_, n)| n);
+            let message = Message {
+                id: id.clone(),
+                seq,
+                sender: user.to_owned(),
+                text: body.text,
+                date_time: crate::time::now_rfc3339(),
+                report_delivered: body.success_report == Some(true)
+                    || body.report_request.contains(&MessageStatus::Delivered),
+                report_displayed: body.report_request.contains(&MessageStatus::Displayed),
+                client_correlator: body.client_correlator,
+                recipients: recipients
+                    .iter()
+                    .map(|r| (r.clone(), MessageStatus::Sent))
+                    .collect(),
+            };
+            let outbox: Outbox = recipients
+                .iter()
+                .map(|r| {
+                    (
+                        r.clone(),
+                        views::message_notification(urls, r, s, &message, sender_name.clone()),
+                    )
+                })
+                .collect();
+            let mut change = Change::default();
+            change.put_message(sid, &message);
+            self.notify(&mut state, &mut change, outbox);
+            (urls.message(user, sid, &id), self.submit(&state, change))
+        };
+        durable(rx).await?;
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
+    }
+
+    /// Message `mid` as `user` may read it: in a session the user sees, sent or received by
+    /// the user; 404 otherwise.
+    async fn readable(&self, user: &str, sid: &str, mid: &str) -> Result<Message, ApiError> {
+        self.visible(&self.lock(), user, sid)?;
+        self.stored_message(sid, mid)
+            .await?
+            .filter(|m| m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
+            .ok_or_else(|| missing(&self.urls.message(user, sid, mid)))
+    }
+
+    /// One page of the messages the user sent or received in the session, oldest first.
+    /// The store walks the session's messages in `seq` order from the cursor (an index range,
+    /// not the whole session), on the store thread, until it has the page's messages that the
+    /// user may read plus one, to know whether more follow; only those become views.
+    pub async fn list_messages(
+        &self,
+        user: &str,
+        sid: &str,
+        req: PageRequest,
+    ) -> Result<ChatMessageList, ApiError> {
+        self.visible(&self.lock(), user, sid)?;
+        let (s, u) = (sid.to_owned(), user.to_owned());
+        let found = self
+            .read(move |b| readable_page(b, &s, &u, req.after, req.limit.saturating_add(1)))
+            .await?;
+        let p = page::page(found.into_iter().map(|m| (m.seq, m)), req);
+        let resource_url = self.urls.messages(user, sid);
+        Ok(ChatMessageList {
+            chat_message: p
+                .items
+                .iter()
+                .map(|m| views::message(&self.urls, user, sid, m))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url,
+        })
+    }
+
+    /// One message.
+    pub async fn get_message(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<ChatMessage, ApiError> {
+        let m = self.readable(user, sid, mid).await?;
+        Ok(views::message(&self.urls, user, sid, &m))
+    }
+
+    /// A message's delivery status as the user sees it.
+    pub async fn get_message_status(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<MessageStatus, ApiError> {
+        let m = self.readable(user, sid, mid).await?;
+        views::delivery_status(user, &m)
+            .ok_or_else(|| missing(&self.urls.message_status(user, sid, mid)))
+    }
+
+    /// Seed 7.1.10: a recipient confirms delivery (or display) of a message.
+    ///
+    /// Read, decide, write: the message is read from the store, [`confirm`] decides, and the
+    /// new state is submitted, all under the session's message lock, so that two recipients
+    /// confirming at once cannot overwrite each other's status (the second reads what the
+    /// first submitted: the store queue is FIFO). A lock and not an update job on the store
+    /// thread because the change also needs the core's state (the sender's subscriptions, the
+    /// notification counter), which must be taken under the state lock to keep commit order
+    /// state order.
+    pub async fn confirm_delivery(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+    ) -> Result<(), ApiError> {
+        if !matches!(status, MessageStatus::Delivered | MessageStatus::Displayed) {
+            return Err(ApiError::invalid_input(format!(
+                "status: {status} is set by the server; confirm Delivered or Displayed"
+            )));
+        }
+        let urls = &self.urls;
+        let rx = {
+            let _ordered = self.message_lock(sid).lock().await;
+            self.visible(&self.lock(), user, sid)?;
+            let m = self
+                .stored_message(sid, mid)
+                .await?
+                .ok_or_else(|| missing(&urls.message(user, sid, mid)))?;
+            let confirmed = confirm(&m, user, status).map_err(|refused| match refused {
+                Refused::NotFound => missing(&urls.message(user, sid, mid)),
+                Refused::Sender => ApiError::forbidden(
+                    "only a recipient can confirm delivery; the sender reads the status with GET",
+                ),
+                Refused::Already(was) => {
+                    ApiError::conflict(format!("message {mid} is already {was} for {user}"))
+                }
+            })?;
+            let mut state = self.lock();
+            // The session may have ended while the message was read.
+            self.visible(&state, user, sid)?;
+            let m = &confirmed.message;
+            let outbox: Outbox = confirmed
+                .reports
+                .into_iter()
+                .map(|st| (m.sender.clone(), views::delivery(urls, sid, m, user, st)))
+                .collect();
+            let mut change = Change::default();
+            change.put_message(sid, m);
+            self.notify(&mut state, &mut change, outbox);
+            self.submit(&state, change)
+        };
+        durable(rx).await
+    }
+}
+
+/// Reads a stored message; an unreadable one is a storage error naming it.
+fn decode_stored_message(sid: &str, mid: &str, value: &[u8]) -> Result<Message, StoreError> {
+    records::decode_message(value)
+        .map_err(|e| StoreError(format!("stored message `{sid}/{mid}` is unreadable: {e}")))
+}
+
+/// Rows the page walk reads from the store at a time.
+const PAGE_CHUNK: usize = 128;
+
+/// Up to `want` messages of `sid` after `after` that `user` sent or received, in seq order
+/// (runs on the store thread). Walks the session's index from the cursor in chunks, so the
+/// cost follows the page, plus the messages skipped because the user was not a recipient
+/// (those before it joined).
+fn readable_page(
+    b: &mut dyn Backend,
+    sid: &str,
+    user: &str,
+    after: Option<u64>,
+    want: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let mut found = Vec::new();
+    let mut cursor = after;
+    loop {
+        let chunk = b.messages_after(sid, cursor, PAGE_CHUNK.max(want))?;
+        let full = chunk.len() >= PAGE_CHUNK.max(want);
+        for (seq, value) in chunk {
+            cursor = Some(seq);
+            let m = decode_stored_message(sid, &format!("seq {seq}"), &value)?;
+            if m.sender == user || m.recipients.iter().any(|(r, _)| r == user) {
+                found.push(m);
+                if found.len() >= want {
+                    return Ok(found);
+                }
+            }
+        }
+        if !full {
+            return Ok(found);
+        }
+    }
+}
+
+/// Why a confirmation is refused (see [`confirm`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// The user neither sent nor received the message.
+    NotFound,
+    /// The sender cannot confirm its own message.
+    Sender,
+    /// The user's status is already this one or further along.
+    Already(MessageStatus),
+}
+
+/// A confirmation accepted: the message's new state, and the delivery reports the sender
+/// asked for that it triggers.
+#[derive(Debug)]
+struct Confirmed {
+    message: Message,
+    reports: Vec<MessageStatus>,
+}
+
+/// Seed 7.1.10, the rule: `user` confirms `status` for message `m`. Only a recipient may
+/// confirm; a status only moves forward; the sender is told `Displayed` when it asked for it,
+/// and otherwise `Delivered` when it asked for that and this is the first confirmation from
+/// this recipient. Changes only this recipient's entry.
+fn confirm(m: &Message, user: &str, status: MessageStatus) -> Result<Confirmed, Refused> {
+    if m.sender == user {
+        return Err(Refused::Sender);
+    }
+    let mut message = m.clone();
+    let Some(entry) = message.recipients.iter_mut().find(|(r, _)| r == user) else {
+        return Err(Refused::NotFound);
+    };
+    if status_rank(status) <= status_rank(entry.1) {
+        return Err(Refused::Already(entry.1));
+    }
+    let was = entry.1;
+    entry.1 = status;
+    let mut reports = Vec::new();
+    if status == MessageStatus::Displayed && message.report_displayed {
+        reports.push(MessageStatus::Displayed);
+    } else if message.report_delivered && was == MessageStatus::Sent {
+        reports.push(MessageStatus::Delivered);
+    }
+    Ok(Confirmed { message, reports })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(report_delivered: bool, report_displayed: bool) -> Message {
+        Message {
+            id: "msg-1".into(),
+            seq: 1,
+            sender: "tel:+1".into(),
+            text: "hi".into(),
+            date_time: "2026-12-03T00:00:00Z".into(),
+            report_delivered,
+            report_displayed,
+            client_correlator: None,
+            recipients: vec![
+                ("tel:+2".into(), MessageStatus::Sent),
+                ("tel:+3".into(), MessageStatus::Sent),
+            ],
+        }
+    }
+
+    fn status(m: &Message, who: &str) -> MessageStatus {
+        m.recipients
+            .iter()
+            .find(|(r, _)| r == who)
+            .map(|(_, s)| *s)
+            .unwrap()
+    }
+
+    /// Only the confirming recipient's entry changes; the sender gets the reports it asked for.
+    #[test]
+    fn a_confirmation_changes_only_its_recipient() {
+        let m = message(true, true);
+        let c = confirm(&m, "tel:+2", MessageStatus::Delivered).unwrap();
+        assert_eq!(status(&c.message, "tel:+2"), MessageStatus::Delivered);
+        assert_eq!(status(&c.message, "tel:+3"), MessageStatus::Sent);
+        assert_eq!(c.reports, [MessageStatus::Delivered]);
+        // The next confirmation starts from the state the first one left (what the message
+        // lock guarantees): both survive.
+        let c2 = confirm(&c.message, "tel:+3", MessageStatus::Displayed).unwrap();
+        assert_eq!(status(&c2.message, "tel:+2"), MessageStatus::Delivered);
+        assert_eq!(status(&c2.message, "tel:+3"), MessageStatus::Displayed);
+        assert_eq!(c2.reports, [MessageStatus::Displayed]);
+        // Displayed after Delivered reports Displayed only when asked; Delivered is not repeated.
+        let c3 = confirm(&c.message, "tel:+2", MessageStatus::Displayed).unwrap();
+        assert_eq!(c3.reports, [MessageStatus::Displayed]);
+        let quiet = confirm(&message(true, false), "tel:+2", MessageStatus::Delivered).unwrap();
+        let later = confirm(&quiet.message, "tel:+2", MessageStatus::Displayed).unwrap();
+        assert_eq!(later.reports, []);
+        // Displayed straight from Sent, with only Delivered asked for: Delivered is reported.
+        let skip = confirm(&message(true, false), "tel:+2", MessageStatus::Displayed).unwrap();
+        assert_eq!(skip.reports, [MessageStatus::Delivered]);
+        assert_eq!(
+            confirm(&message(false, false), "tel:+2", MessageStatus::Displayed)
+                .unwrap()
+                .reports,
+            []
+        );
+    }
+
+    #[test]
+    fn a_confirmation_is_refused_for_the_sender_strangers_and_backwards() {
+        let m = message(true, true);
+        assert_eq!(
+            confirm(&m, "tel:+1", MessageStatus::Delivered).unwrap_err(),
+            Refused::Sender
+        );
+        assert_eq!(
+            confirm(&m, "tel:+9", MessageStatus::Delivered).unwrap_err(),
+            Refused::NotFound
+        );
+        let shown = confirm(&m, "tel:+2", MessageStatus::Displayed)
+            .unwrap()
+            .message;
+        for again in [MessageStatus::Delivered, MessageStatus::Displayed] {
+            assert_eq!(
+                confirm(&shown, "tel:+2", again).unwrap_err(),
+                Refused::Already(MessageStatus::Displayed)
+            );
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Seed 7.1.7 (accept / decline, and an invitation nobody answered) and 7.1.8 (leave /
+//! re-join): a participant's own status, and the reads of participants.
+//!
+//! A participant is never removed from its session (its position names it for good); what
+//! changes is its `status` and its `invitation`, which together say whether the session is still
+//! a resource for it (`Participant::sees_session`).
+
+use super::page::{self, PageRequest};
+use super::sessions::end_for_all;
+use super::state::{Invitation, Session};
+use super::views;
+use super::{Change, Chat, Outbox, durable, missing, put_or_release, too_many};
+use crate::urls::Urls;
+use netapi_chat_api::{
+    EventType, ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
+};
+use netapi_chat_runtime::ApiError;
+
+impl Chat {
+    /// Seed 7.1.7 c: nobody answered the invitation in time. The invitee's status becomes
+    /// `Disconnected`, the session disappears for it, the inviter and the invitee get a
+    /// `Timeout` event and the other connected participants a status notification. A 1-1
+    /// session whose only invitation timed out ends.
+    pub(super) fn invitation_timed_out(&self, sid: &str, address: &str, seq: u64) {
+        let mut state = self.lock();
+        let urls = &self.urls;
+        let Some(s) = state.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(p) = s.participant_mut(address) else {
+            return;
+        };
+        if !matches!(p.invitation, Invitation::Pending { seq: current, .. } if current == seq) {
+            return;
+        }
+        p.invitation = Invitation::TimedOut;
+        p.status = ParticipantStatus::Disconnected;
+        let inviter = p.invited_by.clone();
+        let text = format!("the invitation of {address} was not answered in time");
+        let mut outbox = vec![
+            (
+                inviter.clone(),
+                views::event(urls, &inviter, s, EventType::Timeout, text.clone()),
+            ),
+            (
+                address.to_owned(),
+                views::event(urls, address, s, EventType::Timeout, text),
+            ),
+        ];
+        outbox.extend(invitation_gone(
+            urls,
+            s,
+            address,
+            &inviter,
+            "the only invitation timed out",
+        ));
+        let mut change = Change::default();
+        put_or_release(&mut state, &mut change, sid);
+        self.notify(&mut state, &mut change, outbox);
+        // Nobody waits: a timer (or the delivery task) made this change.
+        drop(self.submit(&state, change));
+    }
+
+    /// One page of the session's participants: the originator first, then in invitation
+    /// order. A participant's position is its place in the session (1 for the originator);
+    /// participants are never removed from a session, so a position always names the same one.
+    pub fn list_participants(
+        &self,
+        user: &str,
+        sid: &str,
+        req: PageRequest,
+    ) -> Result<ParticipantList, ApiError> {
+        let state = self.lock();
+        let s = self.visible(&state, user, sid)?;
+        let entries = (1u64..).zip(&s.participants);
+        let p = page::page(entries, req);
+        let resource_url = self.urls.participants(user, sid);
+        Ok(ParticipantList {
+            participant: p
+                .items
+                .into_iter()
+                .map(|p| views::participant(&self.urls, user, s, p))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url: Some(resource_url),
+        })
+    }
+
+    /// One participant.
+    pub fn get_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Result<ParticipantInformation, ApiError> {
+        let state = self.lock();
+        let s = self.visible(&state, user, sid)?;
+        let p = s
+            .participant(pid)
+            .ok_or_else(|| missing(&self.urls.participant(user, sid, pid)))?;
+        Ok(views::participant(&self.urls, user, s, p))
+    }
+
+    /// A participant's status.
+    pub fn get_participant_status(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Result<ParticipantSessionStatus, ApiError> {
+        let state = self.lock();
+        let s = self.visible(&state, user, sid)?;
+        let p = s
+            .participant(pid)
+            .ok_or_else(|| missing(&self.urls.participant_status(user, sid, pid)))?;
+        Ok(ParticipantSessionStatus { status: p.status })
+    }
+
+    /// Seed 7.1.7 (accept / decline) and 7.1.8 (leave / re-join): the participant sets its
+    /// own status.
+    pub async fn update_participant_status(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+        wanted: ParticipantStatus,
+    ) -> Result<ParticipantSessionStatus, ApiError> {
+        let rx = {
+            let mut state = self.lock();
+            let connected_now = state.open_sessions(user);
+            let urls = &self.urls;
+            let s = self.visible_mut(&mut state, user, sid)?;
+            let p = s
+                .participant(pid)
+                .ok_or_else(|| missing(&urls.participant_status(user, sid, pid)))?;
+            if pid != user {
+                return Err(ApiError::forbidden(format!(
+                    "{user} can only change its own status, not that of {pid}"
+                )));
+            }
+            let (next_invitation, event) = match (wanted, p.invitation, p.status) {
+                (ParticipantStatus::Invited, ..) => {
+                    return Err(ApiError::invalid_input(
+                        "status: Invited is set by the server; send Connected or Disconnected",
+                    ));
+                }
+                (s2, _, current) if s2 == current => {
+                    return Err(ApiError::conflict(format!("{pid} is already {current}")));
+                }
+                (ParticipantStatus::Connected, Invitation::Pending { .. }, _) => {
+                    (Invitation::Accepted, Some(EventType::Accepted))
+                }
+                (ParticipantStatus::Disconnected, Invitation::Pending { .. }, _) => {
+                    (Invitation::Declined, Some(EventType::Declined))
+                }
+                (ParticipantStatus::Connected, Invitation::Declined, _) => {
+                    return Err(ApiError::conflict(format!(
+                        "{pid} declined the invitation to session {sid}; ask to be invited again"
+                    )));
+                }
+                (_, inv, _) => (inv, None),
+            };
+            let is_decline = event == Some(EventType::Declined);
+            // Accepting or re-joining makes one more open session for this user (it is not
+            // connected here yet: that was refused above).
+            let limit = self.settings.limits.sessions_per_user;
+            if wanted == ParticipantStatus::Connected && connected_now >= limit {
+                return Err(too_many("open sessions of this user", limit));
+            }
+            if let Some(p) = s.participant_mut(pid) {
+                p.status = wanted;
+                p.invitation = next_invitation;
+            }
+            let mut outbox = Outbox::new();
+            if let Some(p) = s.participant(pid) {
+                let mut told = s.connected_others(pid);
+                if event.is_some() && !told.contains(&p.invited_by) && p.invited_by != pid {
+                    told.push(p.invited_by.clone());
+                }
+                for other in told {
+                    outbox.push((
+                        other.clone(),
+                        views::participant_status(urls, &other, s, &[p]),
+                    ));
+                }
+            }
+            if is_decline && !s.group {
+                s.ended = true;
+                outbox.extend(end_for_all(
+                    urls,
+                    s,
+                    "the invitation was declined",
+                    Some(pid),
+                ));
+            }
+            let mut change = Change::default();
+            put_or_release(&mut state, &mut change, sid);
+            self.notify(&mut state, &mut change, outbox);
+            self.submit(&state, change)
+        };
+        durable(rx).await?;
+        Ok(ParticipantSessionStatus { status: wanted })
+    }
+}
+
+/// An invitation that ended unanswered (timed out or cancelled): the connected participants
+/// other than the inviter (who is told otherwise) see the invitee `Disconnected`, and a 1-1
+/// session, whose only invitation this was, ends.
+pub(super) fn invitation_gone(
+    urls: &Urls,
+    s: &mut Session,
+    invitee: &str,
+    inviter: &str,
+    why: &str,
+) -> Outbox {
+    let mut outbox = Outbox::new();
+    if let Some(p) = s.participant(invitee) {
+        for other in s
+            .connected_others(invitee)
+            .into_iter()
+            .filter(|o| o != inviter)
+        {
+            outbox.push((
+                other.clone(),
+                views::participant_status(urls, &other, s, &[p]),
+            ));
+        }
+    }
+    if !s.group && !s.ended {
+        s.ended = true;
+        outbox.extend(end_for_all(urls, s, why, Some(inviter)));
+    }
+    outbox
+}

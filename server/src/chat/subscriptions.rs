@@ -1,0 +1,282 @@
+//! Seed 7.1.1: subscriptions (subscribe, list, read, unsubscribe), their expiry and their
+//! removal when a callback answers `410 Gone`.
+//!
+//! Owns `State::subscriptions` and `State::user_subscriptions`, and each subscription's delivery
+//! [`Queue`]: a subscription exists in memory exactly as long as its queue runs, so attaching and
+//! removing go through [`Chat::attach_subscription`] and [`remove_subscription`] only.
+
+use super::page::{self, PageRequest};
+use super::records;
+use super::state::{State, Subscription, SubscriptionRecord};
+use super::{Change, Chat, MAX_SUBSCRIPTION_SECS, durable, missing, too_many};
+use crate::callback_guard::{NOT_ALLOWED, check_url, resolve_checked};
+use crate::logsafe::Escaped;
+use crate::notify::{Delivery, Notification, Queue, Target};
+use crate::store::{Kind, now_ms};
+use netapi_chat_api::{
+    ChatSubscription, ChatSubscriptionList, Created, Link, NotificationFormat, ServiceException,
+    SubscriptionCancellationNotification,
+};
+use netapi_chat_runtime::{ApiError, Format};
+use slog::info;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Chat {
+    fn subscription_view(&self, rec: &SubscriptionRecord) -> ChatSubscription {
+        ChatSubscription {
+            callback_reference: rec.callback.clone(),
+            duration: Some(rec.duration),
+            client_correlator: rec.client_correlator.clone(),
+            resource_url: Some(self.urls.subscription(&rec.user, &rec.id)),
+        }
+    }
+
+    pub(super) fn attach_subscription(&self, state: &mut State, rec: SubscriptionRecord) {
+        let format = match rec.callback.notification_format {
+            Some(NotificationFormat::Xml) => Format::Xml,
+            _ => Format::Json,
+        };
+        let queue = Queue::start(
+            Target {
+                notify_url: rec.callback.notify_url.clone(),
+                format,
+                subscription: rec.id.clone(),
+            },
+            self.deliverer.clone(),
+        );
+        state
+            .user_subscriptions
+            .entry(rec.user.clone())
+            .or_default()
+            .push(rec.id.clone());
+        state
+            .subscriptions
+            .insert(rec.id.clone(), Subscription { rec, queue });
+    }
+
+    /// Seed 7.1.1: subscribe.
+    pub async fn create_subscription(
+        self: &Arc<Self>,
+        user: &str,
+        body: ChatSubscription,
+    ) -> Result<Created<ChatSubscription>, ApiError> {
+        // xs:anyURI collapses whitespace at the ends (pretty-printed XML); anywhere else a
+        // control character or whitespace is refused by check_url (log forging, issue 11).
+        let notify_url = body
+            .callback_reference
+            .notify_url
+            .trim_matches([' ', '\t', '\r', '\n'])
+            .to_owned();
+        // Callbacks are not a way in: http(s) only, and only to addresses the policy allows,
+        // checked here after DNS resolution and again at every delivery. The client hears
+        // GuardError's Display (no resolved address: no DNS oracle); the operator's log, the
+        // detail, escaped.
+        let bad = |client: &dyn std::fmt::Display, detail: &dyn std::fmt::Display| {
+            info!(self.log, "notifyURL refused"; "user" => %Escaped(user),
+                "url" => %Escaped(&notify_url), "why" => %Escaped(&detail.to_string()));
+            ApiError::invalid_input(format!("callbackReference.notifyURL: {client}"))
+        };
+        let parsed =
+            check_url(&notify_url, &self.settings.callbacks).map_err(|e| bad(&e, &e.detail()))?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            resolve_checked(&parsed, &self.settings.callbacks),
+        )
+        .await
+        .map_err(|_| bad(&NOT_ALLOWED, &"resolving the host timed out"))?
+        .map_err(|e| bad(&e, &e.detail()))?;
+        let duration = body.duration.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
+        if duration < 0 {
+            return Err(ApiError::invalid_input(format!(
+                "duration {duration} must be 0 (no expiry) or a number of seconds"
+            )));
+        }
+        let (view, expiry, rx) = {
+            let mut state = self.lock();
+            if let Some(c) = &body.client_correlator
+                && let Some(existing) = state
+                    .subscriptions
+                    .values()
+                    .find(|s| s.rec.user == user && s.rec.client_correlator.as_deref() == Some(c))
+            {
+                let view = self.subscription_view(&existing.rec);
+                let location = view.resource_url.clone().unwrap_or_default();
+                return Ok(Created {
+                    location,
+                    body: view,
+                });
+            }
+            let limit = self.settings.limits.subscriptions_per_user;
+            if state.user_subscriptions.get(user).map_or(0, Vec::len) >= limit {
+                return Err(too_many("subscriptions of this user", limit));
+            }
+            let (id, seq) = state.new_id("sub");
+            let mut callback = body.callback_reference;
+            callback.notify_url = notify_url;
+            callback.notification_format = Some(
+                callback
+                    .notification_format
+                    .unwrap_or(NotificationFormat::Json),
+            );
+            let expires_at_ms = (duration > 0).then(|| now_ms() + duration * 1000);
+            let rec = SubscriptionRecord {
+                id: id.clone(),
+                user: user.to_owned(),
+                callback,
+                duration,
+                expires_at_ms,
+                client_correlator: body.client_correlator,
+                seq,
+            };
+            let view = self.subscription_view(&rec);
+            let mut change = Change::default();
+            change.put(
+                Kind::Subscription,
+                id.clone(),
+                records::encode_subscription(&rec),
+            );
+            self.attach_subscription(&mut state, rec);
+            (
+                view,
+                expires_at_ms.map(|t| (id, t)),
+                self.submit(&state, change),
+            )
+        };
+        durable(rx).await?;
+        if let Some((id, at)) = expiry {
+            self.expiry_timer(id, at);
+        }
+        info!(self.log, "subscription created"; "user" => %Escaped(user),
+            "url" => %Escaped(&view.callback_reference.notify_url));
+        let location = view.resource_url.clone().unwrap_or_default();
+        Ok(Created {
+            location,
+            body: view,
+        })
+    }
+
+    /// A subscription's `duration` ran out: it is removed, and its callback gets a
+    /// `subscriptionCancellationNotification` (and nothing else any more).
+    pub(super) fn expire_subscription(&self, id: &str) {
+        let mut state = self.lock();
+        let Some(sub) = remove_subscription(&mut state, id) else {
+            return;
+        };
+        sub.queue.expire();
+        let notification = Notification::from(SubscriptionCancellationNotification {
+            reason: Some(ServiceException {
+                message_id: "SVC0001".to_owned(),
+                text: "A service error occurred: %1".to_owned(),
+                variables: vec![format!(
+                    "subscription expired after its duration of {} s",
+                    sub.rec.duration
+                )],
+            }),
+            callback_data: sub.rec.callback.callback_data.clone(),
+            link: vec![Link {
+                rel: "ChatSubscription".to_owned(),
+                href: self.urls.subscription(&sub.rec.user, &sub.rec.id),
+            }],
+        });
+        state.counters.next_notification += 1;
+        let nid = state.counters.next_notification;
+        let mut change = Change::default();
+        change
+            .batch
+            .deletes
+            .push((Kind::Subscription, id.to_owned()));
+        // The cancellation goes out from memory only: the subscription's record (and so its
+        // outbox) is gone once this commits.
+        change.deliveries.push((
+            sub.queue.clone(),
+            Delivery {
+                id: nid,
+                notification,
+            },
+        ));
+        // Nobody waits: a timer (or the delivery task) made this change.
+        drop(self.submit(&state, change));
+    }
+
+    /// The callback answered `410 Gone`: the subscription is deleted.
+    pub(super) fn disable_subscription(&self, id: &str) {
+        let mut state = self.lock();
+        if let Some(sub) = remove_subscription(&mut state, id) {
+            sub.queue.cancel();
+            let mut change = Change::default();
+            change
+                .batch
+                .deletes
+                .push((Kind::Subscription, id.to_owned()));
+            // Nobody waits: a timer (or the delivery task) made this change.
+            drop(self.submit(&state, change));
+        }
+    }
+
+    /// One page of the user's subscriptions, in creation order. The user's id list is in
+    /// creation order and holds at most `max_subscriptions` entries, so skipping to the cursor
+    /// walks it.
+    pub fn list_subscriptions(&self, user: &str, req: PageRequest) -> ChatSubscriptionList {
+        let state = self.lock();
+        let entries = state
+            .user_subscriptions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.subscriptions.get(id))
+            .map(|s| (s.rec.seq, s));
+        let p = page::page(entries, req);
+        let resource_url = self.urls.subscriptions(user);
+        ChatSubscriptionList {
+            chat_subscription: p
+                .items
+                .into_iter()
+                .map(|s| self.subscription_view(&s.rec))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url,
+        }
+    }
+
+    /// One subscription of the user.
+    pub fn get_subscription(&self, user: &str, id: &str) -> Result<ChatSubscription, ApiError> {
+        let state = self.lock();
+        match state.subscriptions.get(id) {
+            Some(s) if s.rec.user == user => Ok(self.subscription_view(&s.rec)),
+            _ => Err(missing(&self.urls.subscription(user, id))),
+        }
+    }
+
+    /// Seed 7.1.1: unsubscribe. Nothing more is delivered to the callback.
+    pub async fn delete_subscription(&self, user: &str, id: &str) -> Result<(), ApiError> {
+        let rx = {
+            let mut state = self.lock();
+            match state.subscriptions.get(id) {
+                Some(s) if s.rec.user == user => {}
+                _ => return Err(missing(&self.urls.subscription(user, id))),
+            }
+            if let Some(sub) = remove_subscription(&mut state, id) {
+                sub.queue.cancel();
+            }
+            let mut change = Change::default();
+            change
+                .batch
+                .deletes
+                .push((Kind::Subscription, id.to_owned()));
+            self.submit(&state, change)
+        };
+        durable(rx).await
+    }
+}
+
+fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
+    let sub = state.subscriptions.remove(id)?;
+    if let Some(ids) = state.user_subscriptions.get_mut(&sub.rec.user) {
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            state.user_subscriptions.remove(&sub.rec.user);
+        }
+    }
+    Some(sub)
+}

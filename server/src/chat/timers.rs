@@ -1,0 +1,52 @@
+//! Deadlines: invitation timeouts (seed 7.1.7 c) and subscription expiry.
+//!
+//! A timer is a tokio task that sleeps until an absolute deadline (Unix ms, stored with the record
+//! it belongs to) and then calls the core; it holds only a `Weak<Chat>`, so a timer never keeps the
+//! core alive. A restart re-arms them from the stored deadlines (see `restore`), so a deadline
+//! fires as if the server had stayed up. An invitation timer carries its invitation's `seq`, so a
+//! timer of an invitation already answered (or replaced) does nothing.
+
+use super::Chat;
+use crate::store::now_ms;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Chat {
+    pub(super) fn expiry_timer(self: &Arc<Self>, id: String, at_ms: i64) {
+        let chat = Arc::downgrade(self);
+        let wait = Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(chat) = chat.upgrade() {
+                chat.expire_subscription(&id);
+            }
+        });
+    }
+
+    pub(super) fn invitation_timer(
+        self: &Arc<Self>,
+        sid: String,
+        address: String,
+        seq: u64,
+        deadline_ms: i64,
+    ) {
+        let chat = Arc::downgrade(self);
+        let wait = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(chat) = chat.upgrade() {
+                chat.invitation_timed_out(&sid, &address, seq);
+            }
+        });
+    }
+}
+
+/// A number no other invitation has: tells a timer whether its invitation is still the
+/// participant's current one.
+pub(super) fn next_invitation_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    // Start from the clock so numbers stay unique across restarts too.
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| u64::try_from(now_ms()).unwrap_or(0) << 16);
+    base + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
