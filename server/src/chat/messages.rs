@@ -9,10 +9,12 @@
 
 use super::page::{self, PageRequest};
 use super::records;
-use super::state::{Message, status_rank};
+use super::refused::Refused;
+use super::state::{Message, Session, status_rank};
 use super::views;
 use super::{Change, Chat, MESSAGE_LOCKS, Outbox, durable, missing, read_failed, storage_failed};
 use crate::store::{Backend, StoreError};
+use crate::urls::Urls;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, Created, MessageStatus, ParticipantStatus, ResourceReference,
 };
@@ -65,13 +67,8 @@ impl Chat {
         sid: &str,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        let limit = self.settings.limits.text_chars;
-        let chars = body.text.chars().count();
-        if chars > limit {
-            return Err(ApiError::invalid_input(format!(
-                "text: {chars} characters, at most {limit} are allowed"
-            )));
-        }
+        check_text(&body.text, self.settings.limits.text_chars)
+            .map_err(|r| r.into_api(String::new))?;
         // A resend with the same clientCorrelator answers the first message. The lookup and
         // the send it may lead to hold the session's message lock, so two concurrent sends
         // with one correlator cannot both miss and both create a message.
@@ -92,7 +89,7 @@ impl Chat {
             let mut state = self.lock();
             let (id, seq) = state.new_id("msg");
             let urls = &self.urls;
-            let s = self.visible_mut(&mut state, user, sid)?;
+            let s = self.visible(&state, user, sid)?;
             if let Some(mid) = replay {
                 let url = urls.message(user, sid, &mid);
                 return Ok(Created {
@@ -100,55 +97,18 @@ impl Chat {
                     body: ResourceReference { resource_url: url },
                 });
             }
-            let me = s.participant(user).map(|p| (p.status, p.name.clone()));
-            match me {
-                Some((ParticipantStatus::Connected, _)) => {}
-                Some((ParticipantStatus::Invited, _)) => {
-                    return Err(ApiError::policy(
-                        "POL1012",
-                        "Messages during session setup are not supported: %1",
-                        "accept the invitation (status Connected) before sending",
-                    ));
-                }
-                _ => {
-                    return Err(ApiError::conflict(format!(
-                        "{user} has left session {sid}; re-join (status Connected) to send"
-                    )));
-                }
-            }
-            let recipients = s.connected_others(user);
-            if recipients.is_empty() {
-                return Err(ApiError::policy(
-                    "POL1012",
-                    "Messages during session setup are not supported: %1",
-                    "no other participant has joined the session yet",
-                ));
-            }
-            let sender_name = me.and_then(|(_, n)| n);
-            let message = Message {
-                id: id.clone(),
-                seq,
-                sender: user.to_owned(),
-                text: body.text,
-                date_time: crate::time::now_rfc3339(),
-                report_delivered: body.success_report == Some(true)
-                    || body.report_request.contains(&MessageStatus::Delivered),
-                report_displayed: body.report_request.contains(&MessageStatus::Displayed),
-                client_correlator: body.client_correlator,
-                recipients: recipients
-                    .iter()
-                    .map(|r| (r.clone(), MessageStatus::Sent))
-                    .collect(),
-            };
-            let outbox: Outbox = recipients
-                .iter()
-                .map(|r| {
-                    (
-                        r.clone(),
-                        views::message_notification(urls, r, s, &message, sender_name.clone()),
-                    )
-                })
-                .collect();
+            let (message, outbox) = send(
+                urls,
+                s,
+                user,
+                Draft {
+                    id: id.clone(),
+                    seq,
+                    date_time: crate::time::now_rfc3339(),
+                },
+                body,
+            )
+            .map_err(|r| r.into_api(String::new))?;
             let mut change = Change::default();
             change.put_message(sid, &message);
             self.notify(&mut state, &mut change, outbox);
@@ -238,11 +198,7 @@ impl Chat {
         mid: &str,
         status: MessageStatus,
     ) -> Result<(), ApiError> {
-        if !matches!(status, MessageStatus::Delivered | MessageStatus::Displayed) {
-            return Err(ApiError::invalid_input(format!(
-                "status: {status} is set by the server; confirm Delivered or Displayed"
-            )));
-        }
+        confirmable(status).map_err(|r| r.into_api(String::new))?;
         let urls = &self.urls;
         let rx = {
             let _ordered = self.message_lock(sid).lock().await;
@@ -251,15 +207,8 @@ impl Chat {
                 .stored_message(sid, mid)
                 .await?
                 .ok_or_else(|| missing(&urls.message(user, sid, mid)))?;
-            let confirmed = confirm(&m, user, status).map_err(|refused| match refused {
-                Refused::NotFound => missing(&urls.message(user, sid, mid)),
-                Refused::Sender => ApiError::forbidden(
-                    "only a recipient can confirm delivery; the sender reads the status with GET",
-                ),
-                Refused::Already(was) => {
-                    ApiError::conflict(format!("message {mid} is already {was} for {user}"))
-                }
-            })?;
+            let confirmed = confirm(&m, user, status)
+                .map_err(|r| r.into_api(|| urls.message(user, sid, mid)))?;
             let mut state = self.lock();
             // The session may have ended while the message was read.
             self.visible(&state, user, sid)?;
@@ -319,15 +268,85 @@ fn readable_page(
     }
 }
 
-/// Why a confirmation is refused (see [`confirm`]).
-#[derive(Debug, PartialEq, Eq)]
-enum Refused {
-    /// The user neither sent nor received the message.
-    NotFound,
-    /// The sender cannot confirm its own message.
-    Sender,
-    /// The user's status is already this one or further along.
-    Already(MessageStatus),
+/// Seed 7.1.9, the rule on the text: at most `limit` characters (not bytes).
+fn check_text(text: &str, limit: usize) -> Result<(), Refused> {
+    let chars = text.chars().count();
+    if chars > limit {
+        return Err(Refused::TextTooLong { chars, limit });
+    }
+    Ok(())
+}
+
+/// What the entry point gives a new message: its id, its place in creation order and its
+/// time (the rule reads no counter and no clock).
+struct Draft {
+    id: String,
+    seq: u64,
+    date_time: String,
+}
+
+/// Seed 7.1.9, the rule: `user` sends `body` in `s` (which it sees). Only a connected
+/// participant sends (an invitee has not accepted yet: `POL1012`; one who left must re-join),
+/// and only when somebody else is connected. The message's recipients are the other
+/// connected participants, each at `Sent`, and each gets a message notification; the sender
+/// asked for a `Delivered` report with `successReport` or `reportRequest`.
+fn send(
+    urls: &Urls,
+    s: &Session,
+    user: &str,
+    draft: Draft,
+    body: ChatMessage,
+) -> Result<(Message, Outbox), Refused> {
+    let me = s.participant(user).map(|p| (p.status, p.name.clone()));
+    match me {
+        Some((ParticipantStatus::Connected, _)) => {}
+        Some((ParticipantStatus::Invited, _)) => return Err(Refused::NotYetAccepted),
+        _ => {
+            return Err(Refused::HasLeft {
+                user: user.to_owned(),
+                sid: s.id.clone(),
+            });
+        }
+    }
+    let recipients = s.connected_others(user);
+    if recipients.is_empty() {
+        return Err(Refused::NobodyJoined);
+    }
+    let sender_name = me.and_then(|(_, n)| n);
+    let message = Message {
+        id: draft.id,
+        seq: draft.seq,
+        sender: user.to_owned(),
+        text: body.text,
+        date_time: draft.date_time,
+        report_delivered: body.success_report == Some(true)
+            || body.report_request.contains(&MessageStatus::Delivered),
+        report_displayed: body.report_request.contains(&MessageStatus::Displayed),
+        client_correlator: body.client_correlator,
+        recipients: recipients
+            .iter()
+            .map(|r| (r.clone(), MessageStatus::Sent))
+            .collect(),
+    };
+    let outbox = recipients
+        .iter()
+        .map(|r| {
+            (
+                r.clone(),
+                views::message_notification(urls, r, s, &message, sender_name.clone()),
+            )
+        })
+        .collect();
+    Ok((message, outbox))
+}
+
+/// Seed 7.1.10, the rule on the status confirmed: `Delivered` or `Displayed`; `Sent` and
+/// `Failed` are the server's to set.
+fn confirmable(status: MessageStatus) -> Result<(), Refused> {
+    match status {
+        MessageStatus::Delivered | MessageStatus::Displayed => Ok(()),
+        other => Err(Refused::ServerSetStatus(other)),
+    }
 }
 
 /// A confirmation accepted: the message's new state, and the delivery reports the sender
@@ -351,7 +370,11 @@ fn confirm(m: &Message, user: &str, status: MessageStatus) -> Result<Confirmed, 
         return Err(Refused::NotFound);
     };
     if status_rank(status) <= status_rank(entry.1) {
-        return Err(Refused::Already(entry.1));
+        return Err(Refused::MessageAlready {
+            mid: m.id.clone(),
+            user: user.to_owned(),
+            was: entry.1,
+        });
     }
     let was = entry.1;
     entry.1 = status;
@@ -441,7 +464,11 @@ mod tests {
         for again in [MessageStatus::Delivered, MessageStatus::Displayed] {
             assert_eq!(
                 confirm(&shown, "tel:+2", again).unwrap_err(),
-                Refused::Already(MessageStatus::Displayed)
+                Refused::MessageAlready {
+                    mid: "msg-1".into(),
+                    user: "tel:+2".into(),
+                    was: MessageStatus::Displayed
+                }
             );
         }
     }

@@ -11,13 +11,22 @@
 //! [`messages`]), so memory does not grow with messages sent.
 //!
 //! This module keeps the [`Chat`] type, its lock and the commit plumbing ([`Change`],
-//! `Chat::submit`, [`put_or_release`]); each flow lives in the module of its seam, its entry
-//! point doc-commented with the seed section it serves ("Seed 7.1.5"):
+//! `Chat::submit`, `Chat::apply`, [`put_or_release`]); each flow lives in the module of its
+//! seam, its entry point doc-commented with the seed section it serves ("Seed 7.1.5").
+//!
+//! Each flow is split in two: its *rule*, a plain function from what it reads (a session, a
+//! message, counts, the quota's verdict) to what it decides (a [`Decision`]: the session's
+//! new state and who is told what, or a [`refused::Refused`] reason), unit-tested in its module
+//! without tokio, HTTP or a store; and its *entry point*, a `Chat` method that takes the lock,
+//! reads the rule's inputs, applies the decision to the state and commits it. The rules never
+//! see the lock, the store or a clock, so the same rules can run under another order (per
+//! session) or inside a database transaction.
 //! - [`subscriptions`]: 7.1.1, subscription expiry and `410 Gone`;
 //! - [`sessions`]: 7.1.2 / 7.1.4 start, 7.1.3 extend, 7.1.5 end, 7.1.6 cancel, invitation quotas;
 //! - [`participants`]: 7.1.7 accept / decline / time-out, 7.1.8 leave / re-join;
 //! - [`messages`]: 7.1.9 send, 7.1.10 confirm, message reads;
 //! - [`timers`], [`restore`], [`fanout`]: deadlines, start-up, notifications per subscription;
+//! - [`refused`]: why a rule says no, and the OMA error each reason becomes;
 //! - [`state`] (working types), [`records`] (stored format), [`views`] (documents as one user
 //!   sees them), [`page`], [`quota`].
 
@@ -27,6 +36,7 @@ pub mod page;
 mod participants;
 pub mod quota;
 pub mod records;
+mod refused;
 mod restore;
 mod sessions;
 pub mod state;
@@ -78,18 +88,24 @@ impl Default for Limits {
     }
 }
 
-fn too_many(what: &str, limit: usize) -> ApiError {
-    let mut e = ApiError::policy(
-        "POL2008",
-        "Too many resources requested: %1 (at most %2)",
-        what,
-    );
-    e.variables.push(limit.to_string());
-    e
-}
-
 /// Notifications produced by one operation: (user address, notification).
 type Outbox = Vec<(String, Notification)>;
+
+/// What a rule of a session flow decided: the session's new state (ended, when the flow ends
+/// it) and the notifications it causes, per user. The entry point applies it with
+/// [`Chat::apply`].
+#[derive(Debug)]
+struct Decision {
+    session: Session,
+    outbox: Outbox,
+}
+
+/// Whether session `s` is a resource for `user`: it has not ended and `user` takes part in it
+/// with an invitation that did not time out and was not cancelled. Everyone else (a
+/// stranger included) gets the `404` of a session that never existed.
+fn visible_to(s: &Session, user: &str) -> bool {
+    !s.ended && s.participant(user).is_some_and(Participant::sees_session)
+}
 
 /// Settings of the core.
 #[derive(Clone, Debug)]
@@ -270,6 +286,8 @@ impl Chat {
         self.store.submit(change.batch, hook)
     }
 
+    /// Session `sid` if it is a resource for `user` (see [`visible_to`]), else the `404` that
+    /// names it.
     fn visible<'a>(
         &self,
         state: &'a State,
@@ -277,25 +295,34 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a Session, ApiError> {
         match state.sessions.get(sid) {
-            Some(s) if !s.ended && s.participant(user).is_some_and(Participant::sees_session) => {
-                Ok(s)
-            }
+            Some(s) if visible_to(s, user) => Ok(s),
             _ => Err(missing(&self.urls.session(user, sid))),
         }
     }
 
-    fn visible_mut<'a>(
-        &self,
-        state: &'a mut State,
-        user: &str,
-        sid: &str,
-    ) -> Result<&'a mut Session, ApiError> {
-        match state.sessions.get_mut(sid) {
-            Some(s) if !s.ended && s.participant(user).is_some_and(Participant::sees_session) => {
-                Ok(s)
-            }
-            _ => Err(missing(&self.urls.session(user, sid))),
+    /// Applies a rule's decision (call under the lock): the session takes its new state, a
+    /// participant new to it finds it in its per-user index, the change records it (or
+    /// releases it, once ended) and carries the notifications.
+    fn apply(&self, state: &mut State, change: &mut Change, d: Decision) {
+        let sid = d.session.id.clone();
+        let old = state.sessions.get(&sid);
+        let joined: Vec<String> = d
+            .session
+            .participants
+            .iter()
+            .filter(|p| old.is_none_or(|o| o.participant(&p.address).is_none()))
+            .map(|p| p.address.clone())
+            .collect();
+        for address in joined {
+            state
+                .user_sessions
+                .entry(address)
+                .or_default()
+                .push(sid.clone());
         }
+        state.sessions.insert(sid.clone(), d.session);
+        put_or_release(state, change, &sid);
+        self.notify(state, change, d.outbox);
     }
 }
 

@@ -6,10 +6,11 @@
 //! a resource for it (`Participant::sees_session`).
 
 use super::page::{self, PageRequest};
+use super::refused::Refused;
 use super::sessions::end_for_all;
 use super::state::{Invitation, Session};
 use super::views;
-use super::{Change, Chat, Outbox, durable, missing, put_or_release, too_many};
+use super::{Change, Chat, Decision, Outbox, durable, missing};
 use crate::urls::Urls;
 use netapi_chat_api::{
     EventType, ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
@@ -23,40 +24,15 @@ impl Chat {
     /// session whose only invitation timed out ends.
     pub(super) fn invitation_timed_out(&self, sid: &str, address: &str, seq: u64) {
         let mut state = self.lock();
-        let urls = &self.urls;
-        let Some(s) = state.sessions.get_mut(sid) else {
+        let Some(d) = state
+            .sessions
+            .get(sid)
+            .and_then(|s| time_out(&self.urls, s, address, seq))
+        else {
             return;
         };
-        let Some(p) = s.participant_mut(address) else {
-            return;
-        };
-        if !matches!(p.invitation, Invitation::Pending { seq: current, .. } if current == seq) {
-            return;
-        }
-        p.invitation = Invitation::TimedOut;
-        p.status = ParticipantStatus::Disconnected;
-        let inviter = p.invited_by.clone();
-        let text = format!("the invitation of {address} was not answered in time");
-        let mut outbox = vec![
-            (
-                inviter.clone(),
-                views::event(urls, &inviter, s, EventType::Timeout, text.clone()),
-            ),
-            (
-                address.to_owned(),
-                views::event(urls, address, s, EventType::Timeout, text),
-            ),
-        ];
-        outbox.extend(invitation_gone(
-            urls,
-            s,
-            address,
-            &inviter,
-            "the only invitation timed out",
-        ));
         let mut change = Change::default();
-        put_or_release(&mut state, &mut change, sid);
-        self.notify(&mut state, &mut change, outbox);
+        self.apply(&mut state, &mut change, d);
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(&state, change));
     }
@@ -117,7 +93,7 @@ impl Chat {
     }
 
     /// Seed 7.1.7 (accept / decline) and 7.1.8 (leave / re-join): the participant sets its
-    /// own status.
+    /// own status. The rule is [`set_status`].
     pub async fn update_participant_status(
         &self,
         user: &str,
@@ -128,79 +104,146 @@ impl Chat {
         let rx = {
             let mut state = self.lock();
             let connected_now = state.open_sessions(user);
-            let urls = &self.urls;
-            let s = self.visible_mut(&mut state, user, sid)?;
-            let p = s
-                .participant(pid)
-                .ok_or_else(|| missing(&urls.participant_status(user, sid, pid)))?;
-            if pid != user {
-                return Err(ApiError::forbidden(format!(
-                    "{user} can only change its own status, not that of {pid}"
-                )));
-            }
-            let (next_invitation, event) = match (wanted, p.invitation, p.status) {
-                (ParticipantStatus::Invited, ..) => {
-                    return Err(ApiError::invalid_input(
-                        "status: Invited is set by the server; send Connected or Disconnected",
-                    ));
-                }
-                (s2, _, current) if s2 == current => {
-                    return Err(ApiError::conflict(format!("{pid} is already {current}")));
-                }
-                (ParticipantStatus::Connected, Invitation::Pending { .. }, _) => {
-                    (Invitation::Accepted, Some(EventType::Accepted))
-                }
-                (ParticipantStatus::Disconnected, Invitation::Pending { .. }, _) => {
-                    (Invitation::Declined, Some(EventType::Declined))
-                }
-                (ParticipantStatus::Connected, Invitation::Declined, _) => {
-                    return Err(ApiError::conflict(format!(
-                        "{pid} declined the invitation to session {sid}; ask to be invited again"
-                    )));
-                }
-                (_, inv, _) => (inv, None),
-            };
-            let is_decline = event == Some(EventType::Declined);
-            // Accepting or re-joining makes one more open session for this user (it is not
-            // connected here yet: that was refused above).
-            let limit = self.settings.limits.sessions_per_user;
-            if wanted == ParticipantStatus::Connected && connected_now >= limit {
-                return Err(too_many("open sessions of this user", limit));
-            }
-            if let Some(p) = s.participant_mut(pid) {
-                p.status = wanted;
-                p.invitation = next_invitation;
-            }
-            let mut outbox = Outbox::new();
-            if let Some(p) = s.participant(pid) {
-                let mut told = s.connected_others(pid);
-                if event.is_some() && !told.contains(&p.invited_by) && p.invited_by != pid {
-                    told.push(p.invited_by.clone());
-                }
-                for other in told {
-                    outbox.push((
-                        other.clone(),
-                        views::participant_status(urls, &other, s, &[p]),
-                    ));
-                }
-            }
-            if is_decline && !s.group {
-                s.ended = true;
-                outbox.extend(end_for_all(
-                    urls,
-                    s,
-                    "the invitation was declined",
-                    Some(pid),
-                ));
-            }
+            let s = self.visible(&state, user, sid)?;
+            let d = set_status(
+                &self.urls,
+                s,
+                user,
+                pid,
+                wanted,
+                connected_now,
+                self.settings.limits.sessions_per_user,
+            )
+            .map_err(|r| r.into_api(|| self.urls.participant_status(user, sid, pid)))?;
             let mut change = Change::default();
-            put_or_release(&mut state, &mut change, sid);
-            self.notify(&mut state, &mut change, outbox);
+            self.apply(&mut state, &mut change, d);
             self.submit(&state, change)
         };
         durable(rx).await?;
         Ok(ParticipantSessionStatus { status: wanted })
     }
+}
+
+/// Seed 7.1.7 c, the rule: the invitation `seq` of `address` in `s` ran out. Nothing happens
+/// unless it is still that participant's pending invitation (answered, cancelled or replaced
+/// since: the timer is stale). Otherwise the invitee is `Disconnected` and no longer sees the
+/// session, the inviter and the invitee get a `Timeout` event, the other connected
+/// participants its new status, and a 1-1 session ends.
+fn time_out(urls: &Urls, s: &Session, address: &str, seq: u64) -> Option<Decision> {
+    let p = s.participant(address)?;
+    if !matches!(p.invitation, Invitation::Pending { seq: current, .. } if current == seq) {
+        return None;
+    }
+    let inviter = p.invited_by.clone();
+    let mut s = s.clone();
+    if let Some(p) = s.participant_mut(address) {
+        p.invitation = Invitation::TimedOut;
+        p.status = ParticipantStatus::Disconnected;
+    }
+    let text = format!("the invitation of {address} was not answered in time");
+    let mut outbox = vec![
+        (
+            inviter.clone(),
+            views::event(urls, &inviter, &s, EventType::Timeout, text.clone()),
+        ),
+        (
+            address.to_owned(),
+            views::event(urls, address, &s, EventType::Timeout, text),
+        ),
+    ];
+    outbox.extend(invitation_gone(
+        urls,
+        &mut s,
+        address,
+        &inviter,
+        "the only invitation timed out",
+    ));
+    Some(Decision { session: s, outbox })
+}
+
+/// Seed 7.1.7 / 7.1.8, the rule: `user` sets the status of `pid` in `s` (which it sees) to
+/// `wanted`.
+///
+/// Only its own status, never `Invited`, never the one it has. With an invitation pending,
+/// `Connected` accepts and `Disconnected` declines; a declined invitee cannot join; otherwise
+/// `Disconnected` leaves and `Connected` re-joins. Accepting or re-joining needs room under
+/// `limit` open sessions (`user` is connected to `open_sessions`). The connected others are
+/// told the new status, and so is the inviter of an answered invitation; a declined 1-1
+/// session ends for everyone.
+fn set_status(
+    urls: &Urls,
+    s: &Session,
+    user: &str,
+    pid: &str,
+    wanted: ParticipantStatus,
+    open_sessions: usize,
+    limit: usize,
+) -> Result<Decision, Refused> {
+    let p = s.participant(pid).ok_or(Refused::NotFound)?;
+    if pid != user {
+        return Err(Refused::NotOwnStatus {
+            user: user.to_owned(),
+            pid: pid.to_owned(),
+        });
+    }
+    let (next_invitation, event) = match (wanted, p.invitation, p.status) {
+        (ParticipantStatus::Invited, ..) => return Err(Refused::InvitedIsServerSet),
+        (s2, _, current) if s2 == current => {
+            return Err(Refused::AlreadyStatus {
+                pid: pid.to_owned(),
+                current,
+            });
+        }
+        (ParticipantStatus::Connected, Invitation::Pending { .. }, _) => {
+            (Invitation::Accepted, Some(EventType::Accepted))
+        }
+        (ParticipantStatus::Disconnected, Invitation::Pending { .. }, _) => {
+            (Invitation::Declined, Some(EventType::Declined))
+        }
+        (ParticipantStatus::Connected, Invitation::Declined, _) => {
+            return Err(Refused::Declined {
+                pid: pid.to_owned(),
+                sid: s.id.clone(),
+            });
+        }
+        (_, inv, _) => (inv, None),
+    };
+    // Accepting or re-joining makes one more open session for this user (it is not
+    // connected here yet: that was refused above).
+    if wanted == ParticipantStatus::Connected && open_sessions >= limit {
+        return Err(Refused::TooMany {
+            what: "open sessions of this user",
+            limit,
+        });
+    }
+    let mut s = s.clone();
+    if let Some(p) = s.participant_mut(pid) {
+        p.status = wanted;
+        p.invitation = next_invitation;
+    }
+    let mut outbox = Outbox::new();
+    if let Some(p) = s.participant(pid) {
+        let mut told = s.connected_others(pid);
+        if event.is_some() && !told.contains(&p.invited_by) && p.invited_by != pid {
+            told.push(p.invited_by.clone());
+        }
+        for other in told {
+            outbox.push((
+                other.clone(),
+                views::participant_status(urls, &other, &s, &[p]),
+            ));
+        }
+    }
+    if event == Some(EventType::Declined) && !s.group {
+        s.ended = true;
+        outbox.extend(end_for_all(
+            urls,
+            &mut s,
+            "the invitation was declined",
+            Some(pid),
+        ));
+    }
+    Ok(Decision { session: s, outbox })
 }
 
 /// An invitation that ended unanswered (timed out or cancelled): the connected participants

@@ -8,10 +8,11 @@
 use super::page::{self, PageRequest};
 use super::participants::invitation_gone;
 use super::quota;
+use super::refused::Refused;
 use super::state::{Invitation, Participant, Session, State};
 use super::timers::next_invitation_seq;
 use super::views;
-use super::{Change, Chat, Outbox, durable, missing, put_or_release, too_many};
+use super::{Change, Chat, Decision, Outbox, durable};
 use crate::store::now_ms;
 use crate::urls::Urls;
 use netapi_chat_api::{
@@ -20,7 +21,7 @@ use netapi_chat_api::{
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 impl Chat {
     /// A new pending invitation and its deadline (Unix ms).
@@ -37,16 +38,16 @@ impl Chat {
         )
     }
 
-    /// The inviter's quotas (see [`quota`]): refuses when `inviter` may not send invitations to
-    /// `to` now, and otherwise counts them against its rate. Call under the lock, after every
-    /// other check of the request, right before the invitations are made.
-    fn spend_invitations(
+    /// The verdict of the inviter's quotas (see [`quota`]) on sending invitations to `to` now.
+    /// Reads only; the invitations count against the rate once the flow's rule accepted
+    /// them ([`Chat::spend_invitations`]).
+    fn invitation_quota(
         &self,
         state: &mut State,
         inviter: &str,
         to: &[&str],
-    ) -> Result<(), ApiError> {
-        let now = std::time::Instant::now();
+        now: Instant,
+    ) -> Result<(), Refused> {
         let (sent_recently, wait) = state.invitations_sent.recent(inviter, now);
         let sent = state.pending_sent(inviter);
         let out = quota::Outstanding {
@@ -58,20 +59,13 @@ impl Chat {
                 .unwrap_or(0),
             sent_recently,
         };
-        match quota::decide(out, to.len(), self.settings.limits.invitations) {
-            Ok(()) => {
-                state.invitations_sent.record(inviter, to.len(), now);
-                Ok(())
-            }
-            Err(quota::Refusal::Pending { limit }) => {
-                Err(too_many("unanswered invitations you sent", limit))
-            }
-            Err(quota::Refusal::PendingToOne { limit }) => Err(too_many(
-                "unanswered invitations you sent to one invitee",
-                limit,
-            )),
-            Err(quota::Refusal::Rate { limit }) => Err(invitation_rate(limit, wait)),
-        }
+        quota::decide(out, to.len(), self.settings.limits.invitations)
+            .map_err(|r| Refused::Quota(r, wait))
+    }
+
+    /// Counts `n` invitations just accepted against the inviter's rate.
+    fn spend_invitations(&self, state: &mut State, inviter: &str, n: usize, now: Instant) {
+        state.invitations_sent.record(inviter, n, now);
     }
 
     /// Seed 7.1.2 / 7.1.4: start a 1-1 or group chat; invites every listed participant.
@@ -80,32 +74,14 @@ impl Chat {
         user: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
-        let mut invitees: Vec<ParticipantInformation> = Vec::new();
-        let mut originator_name = body.originator_name.clone();
-        for p in body.participant {
-            if p.address == user {
-                originator_name = originator_name.or(p.name);
-                continue;
-            }
-            if invitees.iter().any(|q| q.address == p.address) {
-                return Err(ApiError::policy(
-                    "POL0013",
-                    "Addresses duplication: %1 is listed more than once",
-                    p.address,
-                ));
-            }
-            invitees.push(p);
-        }
-        if invitees.is_empty() {
-            return Err(ApiError::invalid_input(
-                "participant: list at least one participant other than the originator",
-            ));
-        }
-        if invitees.len() + 1 > self.settings.limits.participants_per_session {
-            return Err(too_many_participants(
-                self.settings.limits.participants_per_session,
-            ));
-        }
+        let limits = self.settings.limits;
+        let (originator_name, invitees) = invitees(
+            user,
+            body.originator_name,
+            body.participant,
+            limits.participants_per_session,
+        )
+        .map_err(|r| r.into_api(String::new))?;
         let (id, view, timers, rx) = {
             let mut state = self.lock();
             if let Some(c) = &body.client_correlator
@@ -120,73 +96,30 @@ impl Chat {
                     body: view,
                 });
             }
-            let limits = self.settings.limits;
-            if state.open_sessions(user) >= limits.sessions_per_user {
-                return Err(too_many(
-                    "open sessions of this user",
-                    limits.sessions_per_user,
-                ));
-            }
+            let now = Instant::now();
             let to: Vec<&str> = invitees.iter().map(|p| p.address.as_str()).collect();
-            self.spend_invitations(&mut state, user, &to)?;
+            let quota = self.invitation_quota(&mut state, user, &to, now);
+            may_start(state.open_sessions(user), limits.sessions_per_user, quota)
+                .map_err(|r| r.into_api(String::new))?;
+            self.spend_invitations(&mut state, user, to.len(), now);
             let (id, seq) = state.new_id("sess");
-            let mut participants = vec![Participant {
-                address: user.to_owned(),
-                name: originator_name.clone(),
-                is_originator: true,
-                status: ParticipantStatus::Connected,
-                invitation: Invitation::None,
-                invited_by: user.to_owned(),
-            }];
-            let mut timers = Vec::new();
-            for p in invitees {
-                let (invitation, deadline) = self.invitation();
-                if let Invitation::Pending { seq, .. } = invitation {
-                    timers.push((p.address.clone(), seq, deadline));
-                }
-                participants.push(Participant {
-                    address: p.address,
-                    name: p.name,
-                    is_originator: false,
-                    status: ParticipantStatus::Invited,
-                    invitation,
-                    invited_by: user.to_owned(),
-                });
-            }
-            let session = Session {
-                id: id.clone(),
-                seq,
-                subject: body.subject,
-                originator: user.to_owned(),
-                originator_name,
-                client_correlator: body.client_correlator,
-                group: participants.len() > 2,
-                participants,
-                ended: false,
-            };
-            let outbox: Outbox = session
-                .participants
-                .iter()
-                .skip(1)
-                .map(|p| {
-                    (
-                        p.address.clone(),
-                        views::invitation(&self.urls, &p.address, &session),
-                    )
-                })
-                .collect();
-            for p in &session.participants {
-                state
-                    .user_sessions
-                    .entry(p.address.clone())
-                    .or_default()
-                    .push(id.clone());
-            }
-            let view = views::session(&self.urls, user, &session);
+            let invited = self.invite(invitees);
+            let timers = pending_timers(&invited);
+            let d = start(
+                &self.urls,
+                user,
+                Start {
+                    id: id.clone(),
+                    seq,
+                    subject: body.subject,
+                    originator_name,
+                    client_correlator: body.client_correlator,
+                },
+                invited,
+            );
+            let view = views::session(&self.urls, user, &d.session);
             let mut change = Change::default();
-            change.put_session(&session);
-            state.sessions.insert(id.clone(), session);
-            self.notify(&mut state, &mut change, outbox);
+            self.apply(&mut state, &mut change, d);
             (id, view, timers, self.submit(&state, change))
         };
         durable(rx).await?;
@@ -197,6 +130,17 @@ impl Chat {
             location: self.urls.session(user, &id),
             body: view,
         })
+    }
+
+    /// Each invitee with a fresh pending invitation.
+    fn invite(
+        &self,
+        invitees: Vec<ParticipantInformation>,
+    ) -> Vec<(ParticipantInformation, Invitation)> {
+        invitees
+            .into_iter()
+            .map(|p| (p, self.invitation().0))
+            .collect()
     }
 
     /// One page of the sessions the user takes part in, in the sessions' creation order.
@@ -240,100 +184,52 @@ impl Chat {
     /// Seed 7.1.5: the originator ends the session for everyone. Every participant still in
     /// it is told, the originator included (the seed's figure notifies the ending application
     /// too), and the session is gone at once for all of them (404 on it and every
-    /// sub-resource): "delete the resource", as the seed says.
+    /// sub-resource): "delete the resource", as the seed says. The rule is [`end`].
     pub async fn end_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
         let rx = {
             let mut state = self.lock();
-            let urls = &self.urls;
-            let s = self.visible_mut(&mut state, user, sid)?;
-            if s.originator != user {
-                return Err(ApiError::forbidden(
-                    "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
-                ));
-            }
-            s.ended = true;
-            let outbox = end_for_all(urls, s, "the originator ended the session", None);
+            let s = self.visible(&state, user, sid)?;
+            let d = end(&self.urls, s, user).map_err(|r| r.into_api(String::new))?;
             let mut change = Change::default();
-            put_or_release(&mut state, &mut change, sid);
-            self.notify(&mut state, &mut change, outbox);
+            self.apply(&mut state, &mut change, d);
             self.submit(&state, change)
         };
         durable(rx).await
     }
 
-    /// Seed 7.1.3: invite more participants (a 1-1 session becomes a group session).
+    /// Seed 7.1.3: invite more participants (a 1-1 session becomes a group session). The
+    /// rule is [`extend`].
     pub async fn add_participants(
         self: &Arc<Self>,
         user: &str,
         sid: &str,
         body: ParticipantList,
     ) -> Result<Created<ParticipantList>, ApiError> {
+        let urls = &self.urls;
         let (list, timers, rx) = {
             let mut state = self.lock();
-            let urls = &self.urls;
-            // Every check reads first (so that a stranger gets the same 404 as for a missing
-            // session, before any limit can tell it something), then the session changes.
-            let limits = self.settings.limits;
-            {
-                let s = self.visible(&state, user, sid)?;
-                if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
-                    return Err(ApiError::forbidden(
-                        "only a connected participant can invite others; accept or re-join first",
-                    ));
-                }
-                for (i, p) in body.participant.iter().enumerate() {
-                    if s.participant(&p.address).is_some()
-                        || body.participant[..i].iter().any(|q| q.address == p.address)
-                    {
-                        return Err(ApiError::conflict(format!(
-                            "{} is already a participant of session {sid}",
-                            p.address
-                        )));
-                    }
-                }
-                if s.participants.len() + body.participant.len() > limits.participants_per_session {
-                    return Err(too_many_participants(limits.participants_per_session));
-                }
-            }
+            let now = Instant::now();
             let to: Vec<&str> = body
                 .participant
                 .iter()
                 .map(|p| p.address.as_str())
                 .collect();
-            self.spend_invitations(&mut state, user, &to)?;
-            let s = self.visible_mut(&mut state, user, sid)?;
-            let new = body.participant;
-            let mut timers = Vec::new();
-            for p in new {
-                let (invitation, deadline) = self.invitation();
-                if let Invitation::Pending { seq, .. } = invitation {
-                    timers.push((p.address.clone(), seq, deadline));
-                }
-                s.participants.push(Participant {
-                    address: p.address,
-                    name: p.name,
-                    is_originator: false,
-                    status: ParticipantStatus::Invited,
-                    invitation,
-                    invited_by: user.to_owned(),
-                });
-            }
-            s.group = true;
-            let mut outbox: Outbox = timers
-                .iter()
-                .map(|(a, _, _)| (a.clone(), views::invitation(urls, a, s)))
-                .collect();
-            // The connected participants other than the inviter learn who was invited.
-            let invited: Vec<&Participant> = timers
-                .iter()
-                .filter_map(|(a, _, _)| s.participant(a))
-                .collect();
-            for other in s.connected_others(user) {
-                outbox.push((
-                    other.clone(),
-                    views::participant_status(urls, &other, s, &invited),
-                ));
-            }
+            let quota = self.invitation_quota(&mut state, user, &to, now);
+            let n = to.len();
+            let s = self.visible(&state, user, sid)?;
+            let invited = self.invite(body.participant);
+            let timers = pending_timers(&invited);
+            let d = extend(
+                urls,
+                s,
+                user,
+                invited,
+                self.settings.limits.participants_per_session,
+                quota,
+            )
+            .map_err(|r| r.into_api(String::new))?;
+            self.spend_invitations(&mut state, user, n, now);
+            let s = &d.session;
             let list = ParticipantList {
                 participant: s
                     .participants
@@ -346,15 +242,7 @@ impl Chat {
                 link: Vec::new(),
             };
             let mut change = Change::default();
-            change.put_session(s);
-            for (a, _, _) in &timers {
-                state
-                    .user_sessions
-                    .entry(a.clone())
-                    .or_default()
-                    .push(sid.to_owned());
-            }
-            self.notify(&mut state, &mut change, outbox);
+            self.apply(&mut state, &mut change, d);
             (list, timers, self.submit(&state, change))
         };
         durable(rx).await?;
@@ -367,7 +255,7 @@ impl Chat {
         })
     }
 
-    /// Seed 7.1.6: the inviter withdraws an unanswered invitation.
+    /// Seed 7.1.6: the inviter withdraws an unanswered invitation. The rule is [`cancel`].
     pub async fn cancel_invitation(
         &self,
         user: &str,
@@ -376,75 +264,243 @@ impl Chat {
     ) -> Result<(), ApiError> {
         let rx = {
             let mut state = self.lock();
-            let urls = &self.urls;
-            let s = self.visible_mut(&mut state, user, sid)?;
-            let p = s
-                .participant(pid)
-                .ok_or_else(|| missing(&urls.participant(user, sid, pid)))?;
-            if !p.invitation.is_pending() {
-                return Err(ApiError::conflict(format!(
-                    "the invitation of {pid} is not pending any more; only an unanswered invitation can be cancelled"
-                )));
-            }
-            if p.invited_by != user {
-                return Err(ApiError::forbidden(format!(
-                    "only {}, who invited {pid}, can cancel the invitation",
-                    p.invited_by
-                )));
-            }
-            if let Some(p) = s.participant_mut(pid) {
-                p.invitation = Invitation::Cancelled;
-                p.status = ParticipantStatus::Disconnected;
-            }
-            let mut outbox = vec![(
-                pid.to_owned(),
-                views::event(
-                    urls,
-                    pid,
-                    s,
-                    EventType::SessionCancelled,
-                    format!("{user} withdrew the invitation"),
-                ),
-            )];
-            outbox.extend(invitation_gone(
-                urls,
-                s,
-                pid,
-                user,
-                "the only invitation was cancelled",
-            ));
+            let s = self.visible(&state, user, sid)?;
+            let d = cancel(&self.urls, s, user, pid)
+                .map_err(|r| r.into_api(|| self.urls.participant(user, sid, pid)))?;
             let mut change = Change::default();
-            put_or_release(&mut state, &mut change, sid);
-            self.notify(&mut state, &mut change, outbox);
+            self.apply(&mut state, &mut change, d);
             self.submit(&state, change)
         };
         durable(rx).await
     }
 }
 
-/// `429 POL2005` with `Retry-After`: the inviter sent its invitations of the minute.
-fn invitation_rate(limit: usize, wait: Duration) -> ApiError {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let secs = secs.max(1);
-    let mut e = ApiError::policy(
-        "POL2005",
-        "Maximum number of requests exceeded: %1 invitations a minute; retry after %2 s",
-        limit.to_string(),
-    );
-    e.variables.push(secs.to_string());
-    e.status = http::StatusCode::TOO_MANY_REQUESTS;
-    if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
-        e.headers.push((http::header::RETRY_AFTER, v));
-    }
-    e
+/// The timers the pending invitations need: (invitee, invitation seq, deadline).
+fn pending_timers(invited: &[(ParticipantInformation, Invitation)]) -> Vec<(String, u64, i64)> {
+    invited
+        .iter()
+        .filter_map(|(p, i)| match *i {
+            Invitation::Pending { seq, deadline_ms } => Some((p.address.clone(), seq, deadline_ms)),
+            _ => None,
+        })
+        .collect()
 }
 
-fn too_many_participants(limit: usize) -> ApiError {
-    ApiError::policy(
-        "POL1017",
-        "Too many participants: at most %1 per session",
-        limit.to_string(),
-    )
+/// Seed 7.1.2 / 7.1.4, the rule on a start request's list: the originator's name
+/// (`originatorName`, or the name of its own entry in the list, which is not an invitee) and
+/// the invitees. An address listed twice, a list with nobody else, or more participants than
+/// `limit` (the originator counts) are refused.
+fn invitees(
+    user: &str,
+    originator_name: Option<String>,
+    listed: Vec<ParticipantInformation>,
+    limit: usize,
+) -> Result<(Option<String>, Vec<ParticipantInformation>), Refused> {
+    let mut originator_name = originator_name;
+    let mut invitees: Vec<ParticipantInformation> = Vec::new();
+    for p in listed {
+        if p.address == user {
+            originator_name = originator_name.or(p.name);
+            continue;
+        }
+        if invitees.iter().any(|q| q.address == p.address) {
+            return Err(Refused::Duplicate(p.address));
+        }
+        invitees.push(p);
+    }
+    if invitees.is_empty() {
+        return Err(Refused::NoInvitee);
+    }
+    if invitees.len() + 1 > limit {
+        return Err(Refused::TooManyParticipants(limit));
+    }
+    Ok((originator_name, invitees))
+}
+
+/// Seed 7.1.2 / 7.1.4, the rule on the originator: a user connected to `open_sessions`
+/// sessions may start one more below `limit`, and then only within its invitation quotas
+/// (their verdict, `quota`).
+fn may_start(
+    open_sessions: usize,
+    limit: usize,
+    quota: Result<(), Refused>,
+) -> Result<(), Refused> {
+    if open_sessions >= limit {
+        return Err(Refused::TooMany {
+            what: "open sessions of this user",
+            limit,
+        });
+    }
+    quota
+}
+
+/// What a new session is made of, besides its participants.
+struct Start {
+    id: String,
+    seq: u64,
+    subject: Option<String>,
+    originator_name: Option<String>,
+    client_correlator: Option<String>,
+}
+
+/// Seed 7.1.2 / 7.1.4, the new session: the originator `Connected`, each invitee `Invited`
+/// with its invitation, a group session when more than one was invited; each invitee is sent
+/// its invitation.
+fn start(
+    urls: &Urls,
+    user: &str,
+    new: Start,
+    invited: Vec<(ParticipantInformation, Invitation)>,
+) -> Decision {
+    let mut participants = vec![Participant {
+        address: user.to_owned(),
+        name: new.originator_name.clone(),
+        is_originator: true,
+        status: ParticipantStatus::Connected,
+        invitation: Invitation::None,
+        invited_by: user.to_owned(),
+    }];
+    participants.extend(invited.into_iter().map(|(p, invitation)| Participant {
+        address: p.address,
+        name: p.name,
+        is_originator: false,
+        status: ParticipantStatus::Invited,
+        invitation,
+        invited_by: user.to_owned(),
+    }));
+    let session = Session {
+        id: new.id,
+        seq: new.seq,
+        subject: new.subject,
+        originator: user.to_owned(),
+        originator_name: new.originator_name,
+        client_correlator: new.client_correlator,
+        group: participants.len() > 2,
+        participants,
+        ended: false,
+    };
+    let outbox = session
+        .participants
+        .iter()
+        .skip(1)
+        .map(|p| {
+            (
+                p.address.clone(),
+                views::invitation(urls, &p.address, &session),
+            )
+        })
+        .collect();
+    Decision { session, outbox }
+}
+
+/// Seed 7.1.3, the rule: `user` invites `invited` into `s` (which it sees). Only a connected
+/// participant invites; nobody already in the session (or listed twice); at most `limit`
+/// participants; then the inviter's quotas (`quota`). The session becomes a group session;
+/// each invitee gets its invitation and the other connected participants learn who was
+/// invited.
+fn extend(
+    urls: &Urls,
+    s: &Session,
+    user: &str,
+    invited: Vec<(ParticipantInformation, Invitation)>,
+    limit: usize,
+    quota: Result<(), Refused>,
+) -> Result<Decision, Refused> {
+    if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
+        return Err(Refused::NotConnected);
+    }
+    for (i, (p, _)) in invited.iter().enumerate() {
+        if s.participant(&p.address).is_some()
+            || invited[..i].iter().any(|(q, _)| q.address == p.address)
+        {
+            return Err(Refused::AlreadyParticipant {
+                address: p.address.clone(),
+                sid: s.id.clone(),
+            });
+        }
+    }
+    if s.participants.len() + invited.len() > limit {
+        return Err(Refused::TooManyParticipants(limit));
+    }
+    quota?;
+    let mut s = s.clone();
+    let new: Vec<String> = invited.iter().map(|(p, _)| p.address.clone()).collect();
+    for (p, invitation) in invited {
+        s.participants.push(Participant {
+            address: p.address,
+            name: p.name,
+            is_originator: false,
+            status: ParticipantStatus::Invited,
+            invitation,
+            invited_by: user.to_owned(),
+        });
+    }
+    s.group = true;
+    let mut outbox: Outbox = new
+        .iter()
+        .map(|a| (a.clone(), views::invitation(urls, a, &s)))
+        .collect();
+    // The connected participants other than the inviter learn who was invited.
+    let told: Vec<&Participant> = new.iter().filter_map(|a| s.participant(a)).collect();
+    for other in s.connected_others(user) {
+        outbox.push((
+            other.clone(),
+            views::participant_status(urls, &other, &s, &told),
+        ));
+    }
+    Ok(Decision { session: s, outbox })
+}
+
+/// Seed 7.1.5, the rule: only the originator ends a session; everyone still in it is told.
+fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refused> {
+    if s.originator != user {
+        return Err(Refused::NotOriginator);
+    }
+    let mut s = s.clone();
+    s.ended = true;
+    let outbox = end_for_all(urls, &mut s, "the originator ended the session", None);
+    Ok(Decision { session: s, outbox })
+}
+
+/// Seed 7.1.6, the rule: `user` withdraws the invitation of `pid`. Only a pending invitation,
+/// and only by whoever sent it. The invitee is told `SessionCancelled` and no longer sees the
+/// session; a 1-1 session, whose only invitation this was, ends.
+fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, Refused> {
+    let p = s.participant(pid).ok_or(Refused::NotFound)?;
+    if !p.invitation.is_pending() {
+        return Err(Refused::NotPending {
+            pid: pid.to_owned(),
+        });
+    }
+    if p.invited_by != user {
+        return Err(Refused::NotInviter {
+            inviter: p.invited_by.clone(),
+            pid: pid.to_owned(),
+        });
+    }
+    let mut s = s.clone();
+    if let Some(p) = s.participant_mut(pid) {
+        p.invitation = Invitation::Cancelled;
+        p.status = ParticipantStatus::Disconnected;
+    }
+    let mut outbox = vec![(
+        pid.to_owned(),
+        views::event(
+            urls,
+            pid,
+            &s,
+            EventType::SessionCancelled,
+            format!("{user} withdrew the invitation"),
+        ),
+    )];
+    outbox.extend(invitation_gone(
+        urls,
+        &mut s,
+        pid,
+        user,
+        "the only invitation was cancelled",
+    ));
+    Ok(Decision { session: s, outbox })
 }
 
 /// Ends a session for everyone still in it except `by` (who is told otherwise, when it is

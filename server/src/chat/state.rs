@@ -158,6 +158,7 @@ impl Participant {
 
 /// A chat session (1-1 or group). Its messages are not here: they live in the store and are
 /// read on demand, so a session's memory does not grow with the messages sent in it.
+#[derive(Clone, Debug)]
 pub struct Session {
     pub id: String,
     /// Creation order.

@@ -7,12 +7,14 @@
 
 use super::page::{self, PageRequest};
 use super::records;
+use super::refused::Refused;
 use super::state::{State, Subscription, SubscriptionRecord};
-use super::{Change, Chat, MAX_SUBSCRIPTION_SECS, durable, missing, too_many};
+use super::{Change, Chat, MAX_SUBSCRIPTION_SECS, durable, missing};
 use crate::callback_guard::{NOT_ALLOWED, check_url, resolve_checked};
 use crate::logsafe::Escaped;
 use crate::notify::{Delivery, Notification, Queue, Target};
 use crate::store::{Kind, now_ms};
+use crate::urls::Urls;
 use netapi_chat_api::{
     ChatSubscription, ChatSubscriptionList, Created, Link, NotificationFormat, ServiceException,
     SubscriptionCancellationNotification,
@@ -86,12 +88,7 @@ impl Chat {
         .await
         .map_err(|_| bad(&NOT_ALLOWED, &"resolving the host timed out"))?
         .map_err(|e| bad(&e, &e.detail()))?;
-        let duration = body.duration.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
-        if duration < 0 {
-            return Err(ApiError::invalid_input(format!(
-                "duration {duration} must be 0 (no expiry) or a number of seconds"
-            )));
-        }
+        let duration = granted_duration(body.duration).map_err(|r| r.into_api(String::new))?;
         let (view, expiry, rx) = {
             let mut state = self.lock();
             if let Some(c) = &body.client_correlator
@@ -107,10 +104,9 @@ impl Chat {
                     body: view,
                 });
             }
-            let limit = self.settings.limits.subscriptions_per_user;
-            if state.user_subscriptions.get(user).map_or(0, Vec::len) >= limit {
-                return Err(too_many("subscriptions of this user", limit));
-            }
+            let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
+            may_subscribe(held, self.settings.limits.subscriptions_per_user)
+                .map_err(|r| r.into_api(String::new))?;
             let (id, seq) = state.new_id("sub");
             let mut callback = body.callback_reference;
             callback.notify_url = notify_url;
@@ -164,21 +160,7 @@ impl Chat {
             return;
         };
         sub.queue.expire();
-        let notification = Notification::from(SubscriptionCancellationNotification {
-            reason: Some(ServiceException {
-                message_id: "SVC0001".to_owned(),
-                text: "A service error occurred: %1".to_owned(),
-                variables: vec![format!(
-                    "subscription expired after its duration of {} s",
-                    sub.rec.duration
-                )],
-            }),
-            callback_data: sub.rec.callback.callback_data.clone(),
-            link: vec![Link {
-                rel: "ChatSubscription".to_owned(),
-                href: self.urls.subscription(&sub.rec.user, &sub.rec.id),
-            }],
-        });
+        let notification = expiry_notice(&self.urls, &sub.rec);
         state.counters.next_notification += 1;
         let nid = state.counters.next_notification;
         let mut change = Change::default();
@@ -279,4 +261,47 @@ fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
         }
     }
     Some(sub)
+}
+
+/// Seed 7.1.1, the rule on `duration`: absent or 0 is no expiry, a longer one than
+/// [`MAX_SUBSCRIPTION_SECS`] gets that, a negative one is refused.
+fn granted_duration(requested: Option<i64>) -> Result<i64, Refused> {
+    let duration = requested.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
+    if duration < 0 {
+        return Err(Refused::BadDuration(duration));
+    }
+    Ok(duration)
+}
+
+/// Seed 7.1.1, the rule on the subscriber: a user holding `held` subscriptions may add one
+/// below `limit`.
+fn may_subscribe(held: usize, limit: usize) -> Result<(), Refused> {
+    if held >= limit {
+        return Err(Refused::TooMany {
+            what: "subscriptions of this user",
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// What the callback of subscription `rec` is told when its `duration` ran out: a
+/// `subscriptionCancellationNotification` with the reason, its `callbackData` and a link to the
+/// subscription (the last notification it gets).
+fn expiry_notice(urls: &Urls, rec: &SubscriptionRecord) -> Notification {
+    Notification::from(SubscriptionCancellationNotification {
+        reason: Some(ServiceException {
+            message_id: "SVC0001".to_owned(),
+            text: "A service error occurred: %1".to_owned(),
+            variables: vec![format!(
+                "subscription expired after its duration of {} s",
+                rec.duration
+            )],
+        }),
+        callback_data: rec.callback.callback_data.clone(),
+        link: vec![Link {
+            rel: "ChatSubscription".to_owned(),
+            href: urls.subscription(&rec.user, &rec.id),
+        }],
+    })
 }

@@ -1,0 +1,186 @@
+//! Why a rule says no, and the OMA error each reason becomes.
+//!
+//! The rules (plain functions in each flow's module) answer a [`Refused`]: a reason a unit
+//! test can compare, free of HTTP. The flow's entry point turns it into the [`ApiError`] the
+//! client sees with [`Refused::into_api`], the one place that holds the core's error texts, so
+//! a reason always reads the same whichever flow refused it.
+
+use super::quota;
+use netapi_chat_api::{MessageStatus, ParticipantStatus};
+use netapi_chat_runtime::ApiError;
+use std::time::Duration;
+
+/// Why a request is refused by a rule of the chat core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// The resource does not exist for this user (a stranger, an invitation that timed out or
+    /// was cancelled, a message the user neither sent nor received): `404`, the same answer as
+    /// for one that never existed. The entry point knows which URL to name.
+    NotFound,
+    /// A start request lists `address` twice (`403 POL0013`).
+    Duplicate(String),
+    /// A start request lists nobody but the originator (`400 SVC0002`).
+    NoInvitee,
+    /// A session would have more than `limit` participants (`403 POL1017`).
+    TooManyParticipants(usize),
+    /// A per-user limit (`403 POL2008`): `what` would exceed `limit`.
+    TooMany { what: &'static str, limit: usize },
+    /// The inviter's invitation quotas (see [`quota`]); `wait` is how long until the rate
+    /// allows one more (`429 POL2005` with `Retry-After`).
+    Quota(quota::Refusal, Duration),
+    /// Only the originator ends a session (`403`).
+    NotOriginator,
+    /// Only a connected participant invites others (`403`).
+    NotConnected,
+    /// `address` is already a participant of session `sid` (`409`).
+    AlreadyParticipant { address: String, sid: String },
+    /// The invitation of `pid` was answered (or ended) already (`409`).
+    NotPending { pid: String },
+    /// Only `inviter`, who sent it, cancels the invitation of `pid` (`403`).
+    NotInviter { inviter: String, pid: String },
+    /// `user` tried to set the status of `pid` (`403`).
+    NotOwnStatus { user: String, pid: String },
+    /// A client asked for `Invited`, which only the server sets (`400`).
+    InvitedIsServerSet,
+    /// `pid` is already `current` (`409`).
+    AlreadyStatus {
+        pid: String,
+        current: ParticipantStatus,
+    },
+    /// `pid` declined and tries to join (`409`).
+    Declined { pid: String, sid: String },
+    /// A message text of `chars` characters, more than `limit` (`400`).
+    TextTooLong { chars: usize, limit: usize },
+    /// The sender has not accepted its invitation yet (`403 POL1012`).
+    NotYetAccepted,
+    /// The sender `user` left session `sid` (`409`).
+    HasLeft { user: String, sid: String },
+    /// Nobody else is connected to receive the message (`403 POL1012`).
+    NobodyJoined,
+    /// A client confirmed `Sent` or `Failed`, which only the server sets (`400`).
+    ServerSetStatus(MessageStatus),
+    /// The sender tried to confirm its own message (`403`).
+    Sender,
+    /// `user`'s status of message `mid` is already `was` or further along (`409`).
+    MessageAlready {
+        mid: String,
+        user: String,
+        was: MessageStatus,
+    },
+    /// A subscription `duration` below zero (`400`).
+    BadDuration(i64),
+}
+
+impl Refused {
+    /// The error the client sees; `not_found` names the resource a [`Refused::NotFound`] is
+    /// about (the entry point knows which one it was asked for).
+    pub(super) fn into_api(self, not_found: impl FnOnce() -> String) -> ApiError {
+        match self {
+            Refused::NotFound => ApiError::not_found(not_found()),
+            Refused::Duplicate(address) => ApiError::policy(
+                "POL0013",
+                "Addresses duplication: %1 is listed more than once",
+                address,
+            ),
+            Refused::NoInvitee => ApiError::invalid_input(
+                "participant: list at least one participant other than the originator",
+            ),
+            Refused::TooManyParticipants(limit) => ApiError::policy(
+                "POL1017",
+                "Too many participants: at most %1 per session",
+                limit.to_string(),
+            ),
+            Refused::TooMany { what, limit } => too_many(what, limit),
+            Refused::Quota(quota::Refusal::Pending { limit }, _) => {
+                too_many("unanswered invitations you sent", limit)
+            }
+            Refused::Quota(quota::Refusal::PendingToOne { limit }, _) => {
+                too_many("unanswered invitations you sent to one invitee", limit)
+            }
+            Refused::Quota(quota::Refusal::Rate { limit }, wait) => invitation_rate(limit, wait),
+            Refused::NotOriginator => ApiError::forbidden(
+                "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
+            ),
+            Refused::NotConnected => ApiError::forbidden(
+                "only a connected participant can invite others; accept or re-join first",
+            ),
+            Refused::AlreadyParticipant { address, sid } => ApiError::conflict(format!(
+                "{address} is already a participant of session {sid}"
+            )),
+            Refused::NotPending { pid } => ApiError::conflict(format!(
+                "the invitation of {pid} is not pending any more; only an unanswered invitation can be cancelled"
+            )),
+            Refused::NotInviter { inviter, pid } => ApiError::forbidden(format!(
+                "only {inviter}, who invited {pid}, can cancel the invitation"
+            )),
+            Refused::NotOwnStatus { user, pid } => ApiError::forbidden(format!(
+                "{user} can only change its own status, not that of {pid}"
+            )),
+            Refused::InvitedIsServerSet => ApiError::invalid_input(
+                "status: Invited is set by the server; send Connected or Disconnected",
+            ),
+            Refused::AlreadyStatus { pid, current } => {
+                ApiError::conflict(format!("{pid} is already {current}"))
+            }
+            Refused::Declined { pid, sid } => ApiError::conflict(format!(
+                "{pid} declined the invitation to session {sid}; ask to be invited again"
+            )),
+            Refused::TextTooLong { chars, limit } => ApiError::invalid_input(format!(
+                "text: {chars} characters, at most {limit} are allowed"
+            )),
+            Refused::NotYetAccepted => ApiError::policy(
+                "POL1012",
+                "Messages during session setup are not supported: %1",
+                "accept the invitation (status Connected) before sending",
+            ),
+            Refused::HasLeft { user, sid } => ApiError::conflict(format!(
+                "{user} has left session {sid}; re-join (status Connected) to send"
+            )),
+            Refused::NobodyJoined => ApiError::policy(
+                "POL1012",
+                "Messages during session setup are not supported: %1",
+                "no other participant has joined the session yet",
+            ),
+            Refused::ServerSetStatus(status) => ApiError::invalid_input(format!(
+                "status: {status} is set by the server; confirm Delivered or Displayed"
+            )),
+            Refused::Sender => ApiError::forbidden(
+                "only a recipient can confirm delivery; the sender reads the status with GET",
+            ),
+            Refused::MessageAlready { mid, user, was } => {
+                ApiError::conflict(format!("message {mid} is already {was} for {user}"))
+            }
+            Refused::BadDuration(duration) => ApiError::invalid_input(format!(
+                "duration {duration} must be 0 (no expiry) or a number of seconds"
+            )),
+        }
+    }
+}
+
+/// `403 POL2008`: a per-user limit.
+pub(super) fn too_many(what: &str, limit: usize) -> ApiError {
+    let mut e = ApiError::policy(
+        "POL2008",
+        "Too many resources requested: %1 (at most %2)",
+        what,
+    );
+    e.variables.push(limit.to_string());
+    e
+}
+
+/// `429 POL2005` with `Retry-After`: the inviter sent its invitations of the minute.
+fn invitation_rate(limit: usize, wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let mut e = ApiError::policy(
+        "POL2005",
+        "Maximum number of requests exceeded: %1 invitations a minute; retry after %2 s",
+        limit.to_string(),
+    );
+    e.variables.push(secs.to_string());
+    e.status = http::StatusCode::TOO_MANY_REQUESTS;
+    if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+        e.headers.push((http::header::RETRY_AFTER, v));
+    }
+    e
+}
