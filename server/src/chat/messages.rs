@@ -389,6 +389,8 @@ fn confirm(m: &Message, user: &str, status: MessageStatus) -> Result<Confirmed, 
 
 #[cfg(test)]
 mod tests {
+    use super::super::state::Invitation;
+    use super::super::testkit::*;
     use super::*;
 
     fn message(report_delivered: bool, report_displayed: bool) -> Message {
@@ -468,6 +470,130 @@ mod tests {
                     mid: "msg-1".into(),
                     user: "tel:+2".into(),
                     was: MessageStatus::Displayed
+                }
+            );
+        }
+    }
+
+    /// A text is measured in characters, not bytes.
+    #[test]
+    fn a_text_has_at_most_the_limit_in_characters() {
+        let cases = [
+            ("", Ok(())),
+            ("four", Ok(())),
+            ("ééé", Ok(())),
+            ("fives", Err(Refused::TextTooLong { chars: 5, limit: 4 })),
+            ("ééééé", Err(Refused::TextTooLong { chars: 5, limit: 4 })),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(check_text(text, 4), expected, "{text:?}");
+        }
+    }
+
+    fn draft() -> Draft {
+        Draft {
+            id: "msg-9".into(),
+            seq: 9,
+            date_time: "2026-12-03T00:00:00Z".into(),
+        }
+    }
+
+    fn body(success_report: Option<bool>, report_request: Vec<MessageStatus>) -> ChatMessage {
+        ChatMessage {
+            text: "hello".into(),
+            success_report,
+            report_request,
+            client_correlator: Some("c-1".into()),
+            sender_address: None,
+            date_time: None,
+            resource_url: None,
+        }
+    }
+
+    /// Seed 7.1.9: a message goes to the connected participants other than the sender, each
+    /// at `Sent`; invitees and those who left get nothing.
+    #[test]
+    fn a_message_goes_to_the_other_connected_participants() {
+        let s = session(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(1)),
+                (D, Disconnected, Invitation::Accepted),
+            ],
+        );
+        let (m, outbox) = send(&urls(), &s, A, draft(), body(None, vec![])).unwrap();
+        assert_eq!(m.recipients, [(B.to_owned(), MessageStatus::Sent)]);
+        assert_eq!((m.id.as_str(), m.seq, m.sender.as_str()), ("msg-9", 9, A));
+        assert_eq!(m.client_correlator.as_deref(), Some("c-1"));
+        assert_eq!(told(&outbox), [format!("{B} <- message msg-9 from {A}")]);
+        let (m, _) = send(&urls(), &s, B, draft(), body(None, vec![])).unwrap();
+        assert_eq!(m.recipients, [(A.to_owned(), MessageStatus::Sent)]);
+    }
+
+    /// `successReport` (the seed) or `reportRequest` (OMA 2012) ask for the reports.
+    #[test]
+    fn the_sender_asks_for_delivery_reports() {
+        let s = session(false, &[(B, Connected, Invitation::Accepted)]);
+        use MessageStatus::{Delivered, Displayed};
+        let cases = [
+            (None, vec![], (false, false)),
+            (Some(false), vec![], (false, false)),
+            (Some(true), vec![], (true, false)),
+            (None, vec![Delivered], (true, false)),
+            (None, vec![Displayed], (false, true)),
+            (Some(true), vec![Displayed], (true, true)),
+        ];
+        for (success, request, asked) in cases {
+            let (m, _) = send(&urls(), &s, A, draft(), body(success, request.clone())).unwrap();
+            assert_eq!(
+                (m.report_delivered, m.report_displayed),
+                asked,
+                "{success:?} {request:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_connected_participant_with_someone_to_tell_sends() {
+        let s = session(
+            true,
+            &[
+                (B, Invited, pending(1)),
+                (C, Disconnected, Invitation::Accepted),
+            ],
+        );
+        let cases = [
+            (B, Refused::NotYetAccepted),
+            (
+                C,
+                Refused::HasLeft {
+                    user: C.into(),
+                    sid: "sess-1".into(),
+                },
+            ),
+            (A, Refused::NobodyJoined),
+        ];
+        for (who, why) in cases {
+            let r = send(&urls(), &s, who, draft(), body(None, vec![]));
+            assert_eq!(r.map(|_| ()).unwrap_err(), why, "{who}");
+        }
+    }
+
+    #[test]
+    fn a_client_confirms_only_delivered_or_displayed() {
+        for (status, ok) in [
+            (MessageStatus::Delivered, true),
+            (MessageStatus::Displayed, true),
+            (MessageStatus::Sent, false),
+            (MessageStatus::Failed, false),
+        ] {
+            assert_eq!(
+                confirmable(status),
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Refused::ServerSetStatus(status))
                 }
             );
         }

@@ -41,6 +41,8 @@ mod restore;
 mod sessions;
 pub mod state;
 mod subscriptions;
+#[cfg(test)]
+mod testkit;
 mod timers;
 pub mod views;
 
@@ -354,5 +356,44 @@ fn release_session(state: &mut State, sid: &str) {
                 state.user_sessions.remove(&p.address);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state::Invitation;
+    use super::testkit::*;
+    use super::visible_to;
+
+    /// Who sees a session: its participants, except an invitee whose invitation timed out or
+    /// was cancelled (so accepting after a timeout, or ending a session one is not in, is the
+    /// 404 of a session that does not exist); nobody once it ended.
+    #[test]
+    fn who_sees_a_session() {
+        let s = session(
+            true,
+            &[
+                (B, Invited, pending(1)),
+                (C, Disconnected, Invitation::Declined),
+                (D, Disconnected, Invitation::TimedOut),
+                ("tel:+5", Disconnected, Invitation::Cancelled),
+                ("tel:+6", Disconnected, Invitation::Accepted),
+            ],
+        );
+        let cases = [
+            (A, true, "the originator"),
+            (B, true, "a pending invitee"),
+            (C, true, "an invitee that declined a group invitation"),
+            (D, false, "an invitee whose invitation timed out"),
+            ("tel:+5", false, "an invitee whose invitation was cancelled"),
+            ("tel:+6", true, "a participant that left"),
+            (STRANGER, false, "a stranger"),
+        ];
+        for (who, sees, case) in cases {
+            assert_eq!(visible_to(&s, who), sees, "{case}");
+        }
+        let mut ended = s.clone();
+        ended.ended = true;
+        assert!(!visible_to(&ended, A), "an ended session is gone");
     }
 }

@@ -275,3 +275,277 @@ pub(super) fn invitation_gone(
     }
     outbox
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::visible_to;
+    use super::*;
+
+    /// (status, invitation) of each participant after the change, the session ended or not,
+    /// and who was told what.
+    fn outcome(d: &Decision, who: &str) -> ((ParticipantStatus, Invitation), bool, Vec<String>) {
+        (state_of(&d.session, who), d.session.ended, told(&d.outbox))
+    }
+
+    /// Seed 7.1.7 and 7.1.8: each answer an invitee or participant can give, its new state,
+    /// whether the session ends, and who hears of it.
+    #[test]
+    fn a_participant_sets_its_own_status() {
+        let one = |b: (ParticipantStatus, Invitation)| session(false, &[(B, b.0, b.1)]);
+        let group = |b: (ParticipantStatus, Invitation)| {
+            session(true, &[(B, b.0, b.1), (C, Connected, Invitation::Accepted)])
+        };
+        let cases = [
+            (
+                "accept",
+                one((Invited, pending(1))),
+                Connected,
+                (Connected, Invitation::Accepted),
+                false,
+                vec![format!("{A} <- status {B}=Connected")],
+            ),
+            (
+                "decline a 1-1 invitation: the session ends",
+                one((Invited, pending(1))),
+                Disconnected,
+                (Disconnected, Invitation::Declined),
+                true,
+                vec![
+                    format!("{A} <- status {B}=Disconnected"),
+                    format!("{A} <- SessionEnded"),
+                ],
+            ),
+            (
+                "decline a group invitation",
+                group((Invited, pending(1))),
+                Disconnected,
+                (Disconnected, Invitation::Declined),
+                false,
+                vec![
+                    format!("{A} <- status {B}=Disconnected"),
+                    format!("{C} <- status {B}=Disconnected"),
+                ],
+            ),
+            (
+                "leave",
+                group((Connected, Invitation::Accepted)),
+                Disconnected,
+                (Disconnected, Invitation::Accepted),
+                false,
+                vec![
+                    format!("{A} <- status {B}=Disconnected"),
+                    format!("{C} <- status {B}=Disconnected"),
+                ],
+            ),
+            (
+                "re-join",
+                group((Disconnected, Invitation::Accepted)),
+                Connected,
+                (Connected, Invitation::Accepted),
+                false,
+                vec![
+                    format!("{A} <- status {B}=Connected"),
+                    format!("{C} <- status {B}=Connected"),
+                ],
+            ),
+            (
+                "leave a 1-1 session: it stays, for re-joining",
+                one((Connected, Invitation::Accepted)),
+                Disconnected,
+                (Disconnected, Invitation::Accepted),
+                false,
+                vec![format!("{A} <- status {B}=Disconnected")],
+            ),
+        ];
+        for (case, s, wanted, state, ended, notified) in cases {
+            let d = set_status(&urls(), &s, B, B, wanted, 0, 10).unwrap();
+            assert_eq!(outcome(&d, B), (state, ended, notified), "{case}");
+        }
+    }
+
+    /// The inviter hears the answer to its invitation even when it is no longer connected;
+    /// a participant that merely leaves is told to the connected ones only.
+    #[test]
+    fn the_inviter_hears_the_answer_even_when_it_left() {
+        let mut s = session(
+            true,
+            &[
+                (B, Invited, pending(1)),
+                (C, Connected, Invitation::Accepted),
+            ],
+        );
+        if let Some(a) = s.participant_mut(A) {
+            a.status = Disconnected;
+        }
+        let d = set_status(&urls(), &s, B, B, Connected, 0, 10).unwrap();
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{C} <- status {B}=Connected"),
+                format!("{A} <- status {B}=Connected")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_status_change_is_refused() {
+        let s = session(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Disconnected, Invitation::Declined),
+                (D, Invited, pending(1)),
+            ],
+        );
+        let limit = Refused::TooMany {
+            what: "open sessions of this user",
+            limit: 3,
+        };
+        let cases = [
+            (
+                "double accept",
+                B,
+                B,
+                Connected,
+                0,
+                Refused::AlreadyStatus {
+                    pid: B.into(),
+                    current: Connected,
+                },
+            ),
+            (
+                "join after declining",
+                C,
+                C,
+                Connected,
+                0,
+                Refused::Declined {
+                    pid: C.into(),
+                    sid: "sess-1".into(),
+                },
+            ),
+            (
+                "leave twice",
+                C,
+                C,
+                Disconnected,
+                0,
+                Refused::AlreadyStatus {
+                    pid: C.into(),
+                    current: Disconnected,
+                },
+            ),
+            (
+                "Invited is the server's",
+                D,
+                D,
+                Invited,
+                0,
+                Refused::InvitedIsServerSet,
+            ),
+            (
+                "someone else's status",
+                A,
+                B,
+                Disconnected,
+                0,
+                Refused::NotOwnStatus {
+                    user: A.into(),
+                    pid: B.into(),
+                },
+            ),
+            (
+                "no such participant",
+                A,
+                STRANGER,
+                Disconnected,
+                0,
+                Refused::NotFound,
+            ),
+            (
+                "accept with no room for one more session",
+                D,
+                D,
+                Connected,
+                3,
+                limit,
+            ),
+        ];
+        for (case, user, pid, wanted, open, why) in cases {
+            let d = set_status(&urls(), &s, user, pid, wanted, open, 3);
+            assert_eq!(d.map(|_| ()).unwrap_err(), why, "{case}");
+        }
+        // Only connecting needs room: declining or leaving at the limit is fine.
+        assert!(set_status(&urls(), &s, D, D, Disconnected, 3, 3).is_ok());
+        assert!(set_status(&urls(), &s, B, B, Disconnected, 3, 3).is_ok());
+    }
+
+    /// Seed 7.1.7 c: an invitation nobody answered. Both ends hear `Timeout`, the other
+    /// connected participants the invitee's new status; a 1-1 session ends; the invitee no
+    /// longer sees the session, so accepting afterwards is a 404.
+    #[test]
+    fn an_unanswered_invitation_times_out() {
+        let one = session(false, &[(B, Invited, pending(1))]);
+        let d = time_out(&urls(), &one, B, 1).unwrap();
+        assert_eq!(
+            outcome(&d, B),
+            (
+                (Disconnected, Invitation::TimedOut),
+                true,
+                vec![format!("{A} <- Timeout"), format!("{B} <- Timeout")]
+            )
+        );
+
+        let group = session(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(1)),
+            ],
+        );
+        let d = time_out(&urls(), &group, C, 1).unwrap();
+        assert_eq!(
+            outcome(&d, C),
+            (
+                (Disconnected, Invitation::TimedOut),
+                false,
+                vec![
+                    format!("{A} <- Timeout"),
+                    format!("{C} <- Timeout"),
+                    format!("{B} <- status {C}=Disconnected"),
+                ]
+            )
+        );
+        assert!(
+            !visible_to(&d.session, C),
+            "accepting after the timeout is a 404"
+        );
+        assert!(visible_to(&d.session, B));
+    }
+
+    /// A timer whose invitation was answered, replaced or never existed does nothing.
+    #[test]
+    fn a_stale_timer_does_nothing() {
+        let s = session(
+            true,
+            &[
+                (B, Invited, pending(2)),
+                (C, Connected, Invitation::Accepted),
+            ],
+        );
+        assert!(
+            time_out(&urls(), &s, B, 1).is_none(),
+            "an older invitation's timer"
+        );
+        assert!(
+            time_out(&urls(), &s, C, 2).is_none(),
+            "an accepted invitation"
+        );
+        assert!(
+            time_out(&urls(), &s, STRANGER, 2).is_none(),
+            "no such participant"
+        );
+        assert!(time_out(&urls(), &s, B, 2).is_some());
+    }
+}

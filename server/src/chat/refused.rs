@@ -184,3 +184,84 @@ fn invitation_rate(limit: usize, wait: Duration) -> ApiError {
     }
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    /// Each reason keeps the status and OMA exception id clients already rely on.
+    #[test]
+    fn each_reason_becomes_its_oma_error() {
+        let rate =
+            |ms| Refused::Quota(quota::Refusal::Rate { limit: 5 }, Duration::from_millis(ms));
+        let cases = [
+            (Refused::NotFound, StatusCode::NOT_FOUND),
+            (Refused::Duplicate("tel:+2".into()), StatusCode::FORBIDDEN),
+            (Refused::NoInvitee, StatusCode::BAD_REQUEST),
+            (Refused::TooManyParticipants(3), StatusCode::FORBIDDEN),
+            (Refused::NotOriginator, StatusCode::FORBIDDEN),
+            (
+                Refused::AlreadyStatus {
+                    pid: "tel:+2".into(),
+                    current: ParticipantStatus::Connected,
+                },
+                StatusCode::CONFLICT,
+            ),
+            (Refused::NotYetAccepted, StatusCode::FORBIDDEN),
+            (rate(0), StatusCode::TOO_MANY_REQUESTS),
+        ];
+        for (why, status) in cases {
+            assert_eq!(
+                why.clone().into_api(|| "u".into()).status,
+                status,
+                "{why:?}"
+            );
+        }
+        assert_eq!(
+            Refused::Duplicate("x".into())
+                .into_api(String::new)
+                .message_id,
+            "POL0013"
+        );
+        assert_eq!(
+            Refused::TooManyParticipants(3)
+                .into_api(String::new)
+                .message_id,
+            "POL1017"
+        );
+        let e = Refused::Quota(quota::Refusal::Pending { limit: 4 }, Duration::ZERO)
+            .into_api(String::new);
+        assert_eq!(
+            (e.message_id, e.variables.as_slice()),
+            (
+                "POL2008",
+                &["unanswered invitations you sent".to_owned(), "4".to_owned()][..]
+            )
+        );
+        let nf = Refused::NotFound.into_api(|| "http://x/sess-1".into());
+        assert_eq!(nf.variables, ["http://x/sess-1"]);
+    }
+
+    /// `Retry-After` is whole seconds, rounded up, at least 1.
+    #[test]
+    fn the_invitation_rate_says_when_to_retry() {
+        for (ms, secs) in [
+            (0, "1"),
+            (200, "1"),
+            (1_000, "1"),
+            (1_200, "2"),
+            (59_001, "60"),
+        ] {
+            let e = Refused::Quota(quota::Refusal::Rate { limit: 5 }, Duration::from_millis(ms))
+                .into_api(String::new);
+            let retry = e
+                .headers
+                .iter()
+                .find(|(h, _)| h == http::header::RETRY_AFTER)
+                .map(|(_, v)| v.to_str().unwrap_or_default().to_owned());
+            assert_eq!(retry.as_deref(), Some(secs), "{ms} ms");
+            assert_eq!(e.variables, ["5", secs]);
+        }
+    }
+}

@@ -534,3 +534,271 @@ pub(super) fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&s
     }
     outbox
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+
+    fn listed(address: &str, name: Option<&str>) -> ParticipantInformation {
+        ParticipantInformation {
+            address: address.to_owned(),
+            name: name.map(str::to_owned),
+            is_originator: None,
+            status: None,
+            client_correlator: None,
+            resource_url: None,
+        }
+    }
+
+    fn invited(addresses: &[&str]) -> Vec<(ParticipantInformation, Invitation)> {
+        (1..)
+            .zip(addresses)
+            .map(|(seq, a)| (listed(a, None), pending(seq)))
+            .collect()
+    }
+
+    fn rate() -> Refused {
+        Refused::Quota(
+            quota::Refusal::Rate { limit: 10 },
+            std::time::Duration::ZERO,
+        )
+    }
+
+    #[test]
+    fn a_start_request_names_the_originator_and_each_invitee_once() {
+        let (name, who) =
+            invitees(A, None, vec![listed(A, Some("Alice")), listed(B, None)], 10).unwrap();
+        assert_eq!(
+            name.as_deref(),
+            Some("Alice"),
+            "the originator's own entry names it"
+        );
+        assert_eq!(who, [listed(B, None)], "and is not an invitee");
+        let (name, _) = invitees(
+            A,
+            Some("Al".into()),
+            vec![listed(A, Some("Alice")), listed(B, None)],
+            10,
+        )
+        .unwrap();
+        assert_eq!(name.as_deref(), Some("Al"), "originatorName wins");
+
+        let refused = [
+            (
+                vec![listed(B, None), listed(B, None)],
+                10,
+                Refused::Duplicate(B.into()),
+            ),
+            (vec![], 10, Refused::NoInvitee),
+            (vec![listed(A, None)], 10, Refused::NoInvitee),
+            (
+                vec![listed(B, None), listed(C, None), listed(D, None)],
+                3,
+                Refused::TooManyParticipants(3),
+            ),
+        ];
+        for (list, limit, why) in refused {
+            assert_eq!(invitees(A, None, list, limit).unwrap_err(), why);
+        }
+        assert!(invitees(A, None, vec![listed(B, None), listed(C, None)], 3).is_ok());
+    }
+
+    #[test]
+    fn starting_needs_room_for_one_more_session_then_the_quota() {
+        let too_many = Refused::TooMany {
+            what: "open sessions of this user",
+            limit: 2,
+        };
+        let cases = [
+            (1, Ok(()), Ok(())),
+            (2, Ok(()), Err(too_many.clone())),
+            (1, Err(rate()), Err(rate())),
+            (2, Err(rate()), Err(too_many)),
+        ];
+        for (open, quota, expected) in cases {
+            assert_eq!(may_start(open, 2, quota), expected, "{open} open");
+        }
+    }
+
+    fn new(id: &str) -> Start {
+        Start {
+            id: id.into(),
+            seq: 7,
+            subject: Some("hello".into()),
+            originator_name: Some("Alice".into()),
+            client_correlator: None,
+        }
+    }
+
+    #[test]
+    fn a_start_invites_each_invitee_and_more_than_one_makes_a_group() {
+        let one = start(&urls(), A, new("sess-9"), invited(&[B]));
+        assert!(!one.session.group);
+        assert_eq!(one.session.originator, A);
+        assert_eq!(state_of(&one.session, A), (Connected, Invitation::None));
+        assert_eq!(state_of(&one.session, B), (Invited, pending(1)));
+        assert_eq!(told(&one.outbox), [format!("{B} <- invitation sess-9")]);
+
+        let group = start(&urls(), A, new("sess-9"), invited(&[B, C]));
+        assert!(group.session.group);
+        assert_eq!(
+            told(&group.outbox),
+            [
+                format!("{B} <- invitation sess-9"),
+                format!("{C} <- invitation sess-9")
+            ]
+        );
+    }
+
+    /// Seed 7.1.3: inviting a third participant makes a 1-1 session a group session; the
+    /// invitee is invited and the other connected participant learns about it.
+    #[test]
+    fn extending_a_one_to_one_session_makes_a_group() {
+        let s = session(false, &[(B, Connected, Invitation::Accepted)]);
+        let d = extend(&urls(), &s, A, invited(&[C]), 10, Ok(())).unwrap();
+        assert!(d.session.group);
+        assert_eq!(state_of(&d.session, C), (Invited, pending(1)));
+        assert_eq!(
+            d.session.participant(C).map(|p| p.invited_by.as_str()),
+            Some(A)
+        );
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{C} <- invitation sess-1"),
+                format!("{B} <- status {C}=Invited")
+            ]
+        );
+        assert!(
+            !s.group,
+            "the rule reads the session, it does not change it"
+        );
+    }
+
+    #[test]
+    fn an_extension_is_refused_in_this_order() {
+        let s = session(false, &[(B, Invited, pending(1))]);
+        let already = |a: &str| Refused::AlreadyParticipant {
+            address: a.into(),
+            sid: "sess-1".into(),
+        };
+        let cases = [
+            (B, vec![C], 10, Ok(()), Refused::NotConnected),
+            (STRANGER, vec![C], 10, Ok(()), Refused::NotConnected),
+            (A, vec![B], 10, Ok(()), already(B)),
+            (A, vec![C, C], 10, Ok(()), already(C)),
+            (A, vec![C], 2, Ok(()), Refused::TooManyParticipants(2)),
+            (A, vec![C, C], 2, Err(rate()), already(C)),
+            (A, vec![C], 10, Err(rate()), rate()),
+        ];
+        for (by, to, limit, quota, why) in cases {
+            let d = extend(&urls(), &s, by, invited(&to), limit, quota);
+            assert_eq!(d.map(|_| ()).unwrap_err(), why, "{by} invites {to:?}");
+        }
+    }
+
+    /// Seed 7.1.5: the originator ends the session; whoever is still in it is told (the
+    /// originator too); pending invitations become cancelled.
+    #[test]
+    fn the_originator_ends_a_session_for_everyone() {
+        let s = session(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(1)),
+                (D, Disconnected, Invitation::Declined),
+            ],
+        );
+        let d = end(&urls(), &s, A).unwrap();
+        assert!(d.session.ended);
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{A} <- SessionEnded"),
+                format!("{B} <- SessionEnded"),
+                format!("{C} <- SessionCancelled"),
+            ]
+        );
+        assert_eq!(
+            state_of(&d.session, C),
+            (Disconnected, Invitation::Cancelled)
+        );
+        assert!(
+            d.session
+                .participants
+                .iter()
+                .all(|p| p.status == Disconnected)
+        );
+        for who in [B, C, STRANGER] {
+            assert_eq!(end(&urls(), &s, who).unwrap_err(), Refused::NotOriginator);
+        }
+    }
+
+    /// Seed 7.1.6: the inviter withdraws a pending invitation; a 1-1 session ends with it.
+    #[test]
+    fn cancelling_an_invitation() {
+        let group = session(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(1)),
+            ],
+        );
+        let d = cancel(&urls(), &group, A, C).unwrap();
+        assert!(!d.session.ended);
+        assert_eq!(
+            state_of(&d.session, C),
+            (Disconnected, Invitation::Cancelled)
+        );
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{C} <- SessionCancelled"),
+                format!("{B} <- status {C}=Disconnected")
+            ]
+        );
+
+        let one = session(false, &[(B, Invited, pending(1))]);
+        let d = cancel(&urls(), &one, A, B).unwrap();
+        assert!(
+            d.session.ended,
+            "a 1-1 session ends with its only invitation"
+        );
+        assert_eq!(told(&d.outbox), [format!("{B} <- SessionCancelled")]);
+    }
+
+    #[test]
+    fn only_the_inviter_cancels_and_only_an_unanswered_invitation() {
+        let s = session(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(1)),
+                (D, Disconnected, Invitation::Declined),
+            ],
+        );
+        let not_pending = |p: &str| Refused::NotPending { pid: p.into() };
+        let cases = [
+            (A, B, not_pending(B)),
+            (A, D, not_pending(D)),
+            (A, A, not_pending(A)),
+            (
+                B,
+                C,
+                Refused::NotInviter {
+                    inviter: A.into(),
+                    pid: C.into(),
+                },
+            ),
+            (A, STRANGER, Refused::NotFound),
+        ];
+        for (by, pid, why) in cases {
+            assert_eq!(
+                cancel(&urls(), &s, by, pid).unwrap_err(),
+                why,
+                "{by} cancels {pid}"
+            );
+        }
+    }
+}

@@ -305,3 +305,76 @@ fn expiry_notice(urls: &Urls, rec: &SubscriptionRecord) -> Notification {
         }],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::urls;
+    use super::*;
+    use netapi_chat_api::CallbackReference;
+
+    #[test]
+    fn a_duration_is_granted_up_to_a_year() {
+        let cases = [
+            (None, Ok(0)),
+            (Some(0), Ok(0)),
+            (Some(60), Ok(60)),
+            (Some(MAX_SUBSCRIPTION_SECS + 1), Ok(MAX_SUBSCRIPTION_SECS)),
+            (Some(i64::MAX), Ok(MAX_SUBSCRIPTION_SECS)),
+            (Some(-1), Err(Refused::BadDuration(-1))),
+        ];
+        for (asked, granted) in cases {
+            assert_eq!(granted_duration(asked), granted, "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_holds_at_most_the_limit_of_subscriptions() {
+        assert_eq!(may_subscribe(0, 2), Ok(()));
+        assert_eq!(may_subscribe(1, 2), Ok(()));
+        let full = Err(Refused::TooMany {
+            what: "subscriptions of this user",
+            limit: 2,
+        });
+        assert_eq!(may_subscribe(2, 2), full);
+        assert_eq!(
+            may_subscribe(0, 0),
+            Err(Refused::TooMany {
+                what: "subscriptions of this user",
+                limit: 0,
+            })
+        );
+    }
+
+    /// An expired subscription's last notification says why, echoes its `callbackData` and
+    /// links to it.
+    #[test]
+    fn an_expired_subscription_is_told_why() {
+        let rec = SubscriptionRecord {
+            id: "sub-3".into(),
+            user: "tel:+1".into(),
+            callback: CallbackReference {
+                notify_url: "http://cb.test/n".into(),
+                callback_data: Some("mine".into()),
+                notification_format: None,
+            },
+            duration: 60,
+            expires_at_ms: Some(60_000),
+            client_correlator: None,
+            seq: 3,
+        };
+        let Notification::SubscriptionCancellationNotification(n) = expiry_notice(&urls(), &rec)
+        else {
+            panic!("not a cancellation");
+        };
+        let reason = n.reason.expect("a reason");
+        assert_eq!(reason.message_id, "SVC0001");
+        assert_eq!(
+            reason.variables,
+            ["subscription expired after its duration of 60 s"]
+        );
+        assert_eq!(n.callback_data.as_deref(), Some("mine"));
+        assert_eq!(n.link.len(), 1);
+        assert_eq!(n.link[0].rel, "ChatSubscription");
+        assert_eq!(n.link[0].href, urls().subscription("tel:+1", "sub-3"));
+    }
+}
