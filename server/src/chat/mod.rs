@@ -32,19 +32,19 @@
 
 mod fanout;
 mod messages;
-pub mod page;
+pub(crate) mod page;
 mod participants;
-pub mod quota;
-pub mod records;
+pub(crate) mod quota;
+pub(crate) mod records;
 mod refused;
 mod restore;
 mod sessions;
-pub mod state;
+pub(crate) mod state;
 mod subscriptions;
 #[cfg(test)]
 mod testkit;
 mod timers;
-pub mod views;
+pub(crate) mod views;
 
 use crate::callback_guard::CallbackPolicy;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy};

@@ -86,15 +86,6 @@ pub fn page<T>(entries: impl IntoIterator<Item = (u64, T)>, req: PageRequest) ->
     Page { items, next }
 }
 
-/// Where the page of a slice sorted by position starts: a binary search, so that a late page
-/// of a long list (a session's messages) costs no walk over the entries before it.
-pub fn start<T>(sorted: &[T], after: Option<u64>, position: impl Fn(&T) -> u64) -> usize {
-    match after {
-        None => 0,
-        Some(after) => sorted.partition_point(|t| position(t) <= after),
-    }
-}
-
 /// The URL of the next page of the list at `list_url`.
 pub fn next_url(list_url: &str, req: PageRequest, next: u64) -> String {
     format!(
@@ -191,16 +182,6 @@ mod tests {
         assert_eq!(p.next, Some(13));
         // 1..=11 skipped up to the first entry of the page, 11..=13 taken, 14 looked at.
         assert_eq!(pulled.get(), 14);
-    }
-
-    #[test]
-    fn start_finds_the_page_by_binary_search() {
-        let seqs = [2u64, 4, 6, 8];
-        assert_eq!(start(&seqs, None, |s| *s), 0);
-        assert_eq!(start(&seqs, Some(1), |s| *s), 0);
-        assert_eq!(start(&seqs, Some(4), |s| *s), 2);
-        assert_eq!(start(&seqs, Some(5), |s| *s), 2);
-        assert_eq!(start(&seqs, Some(8), |s| *s), 4);
     }
 
     #[test]
