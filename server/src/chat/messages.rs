@@ -6,6 +6,9 @@
 //! go of the lock, then reads the message(s) through the store thread, so that nobody
 //! waits for another user's read. The store queue is FIFO, so a read sees every change
 //! submitted before it: a message is readable as soon as its send was answered.
+//!
+//! Rules (plain functions, tested below): [`check_text`] and [`send`] for a send,
+//! [`confirmable`] and [`confirm`] for a confirmation.
 
 use super::page::{self, PageRequest};
 use super::records;
@@ -184,7 +187,7 @@ impl Chat {
 
     /// Seed 7.1.10: a recipient confirms delivery (or display) of a message.
     ///
-    /// Read, decide, write: the message is read from the store, [`confirm`] decides, and the
+    /// Read, decide, write: the message is read from the store, `confirm` decides, and the
     /// new state is submitted, all under the session's message lock, so that two recipients
     /// confirming at once cannot overwrite each other's status (the second reads what the
     /// first submitted: the store queue is FIFO). A lock and not an update job on the store

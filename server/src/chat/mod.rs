@@ -2,33 +2,33 @@
 //! the notifications each change causes.
 //!
 //! Every changing operation takes the lock once, checks the rules, changes the in-memory state
-//! and describes the change as a store [`Batch`]: the records it wrote and the notifications it
+//! and describes the change as a store `Batch`: the records it wrote and the notifications it
 //! causes (the transactional outbox). The batch is handed to the store *under the lock*, so
 //! commit order is state order; the caller is answered only once the batch is durable, and the
 //! notifications reach the delivery queues right after their commit, in commit order. Reads
 //! of sessions, participants and subscriptions are served from memory; messages live only in
 //! the store and are read through the store thread without holding the lock (see
-//! [`messages`]), so memory does not grow with messages sent.
+//! `messages`), so memory does not grow with messages sent.
 //!
-//! This module keeps the [`Chat`] type, its lock and the commit plumbing ([`Change`],
-//! `Chat::submit`, `Chat::apply`, [`put_or_release`]); each flow lives in the module of its
+//! This module keeps the `Chat` type, its lock and the commit plumbing (`Change`,
+//! `Chat::submit`, `Chat::apply`, `put_or_release`); each flow lives in the module of its
 //! seam, its entry point doc-commented with the seed section it serves ("Seed 7.1.5").
 //!
 //! Each flow is split in two: its *rule*, a plain function from what it reads (a session, a
-//! message, counts, the quota's verdict) to what it decides (a [`Decision`]: the session's
-//! new state and who is told what, or a [`refused::Refused`] reason), unit-tested in its module
+//! message, counts, the quota's verdict) to what it decides (a `Decision`: the session's
+//! new state and who is told what, or a `refused::Refused` reason), unit-tested in its module
 //! without tokio, HTTP or a store; and its *entry point*, a `Chat` method that takes the lock,
 //! reads the rule's inputs, applies the decision to the state and commits it. The rules never
 //! see the lock, the store or a clock, so the same rules can run under another order (per
 //! session) or inside a database transaction.
-//! - [`subscriptions`]: 7.1.1, subscription expiry and `410 Gone`;
-//! - [`sessions`]: 7.1.2 / 7.1.4 start, 7.1.3 extend, 7.1.5 end, 7.1.6 cancel, invitation quotas;
-//! - [`participants`]: 7.1.7 accept / decline / time-out, 7.1.8 leave / re-join;
-//! - [`messages`]: 7.1.9 send, 7.1.10 confirm, message reads;
-//! - [`timers`], [`restore`], [`fanout`]: deadlines, start-up, notifications per subscription;
-//! - [`refused`]: why a rule says no, and the OMA error each reason becomes;
-//! - [`state`] (working types), [`records`] (stored format), [`views`] (documents as one user
-//!   sees them), [`page`], [`quota`].
+//! - `subscriptions`: 7.1.1, subscription expiry and `410 Gone`;
+//! - `sessions`: 7.1.2 / 7.1.4 start, 7.1.3 extend, 7.1.5 end, 7.1.6 cancel, invitation quotas;
+//! - `participants`: 7.1.7 accept / decline / time-out, 7.1.8 leave / re-join;
+//! - `messages`: 7.1.9 send, 7.1.10 confirm, message reads;
+//! - `timers`, `restore`, `fanout`: deadlines, start-up, notifications per subscription;
+//! - `refused`: why a rule says no, and the OMA error each reason becomes;
+//! - `state` (working types), `records` (stored format), `views` (documents as one user
+//!   sees them), `page`, `quota`.
 
 mod fanout;
 mod messages;

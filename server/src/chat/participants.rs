@@ -4,6 +4,9 @@
 //! A participant is never removed from its session (its position names it for good); what
 //! changes is its `status` and its `invitation`, which together say whether the session is still
 //! a resource for it (`Participant::sees_session`).
+//!
+//! Rules (plain functions, tested below): [`set_status`] (accept, decline, leave, re-join)
+//! and [`time_out`] (an invitation nobody answered).
 
 use super::page::{self, PageRequest};
 use super::refused::Refused;
@@ -93,7 +96,7 @@ impl Chat {
     }
 
     /// Seed 7.1.7 (accept / decline) and 7.1.8 (leave / re-join): the participant sets its
-    /// own status. The rule is [`set_status`].
+    /// own status. The rule is `set_status`.
     pub async fn update_participant_status(
         &self,
         user: &str,

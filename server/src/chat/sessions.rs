@@ -4,6 +4,9 @@
 //!
 //! Owns `State::sessions` and `State::user_sessions` together with [`super::put_or_release`]:
 //! a session is in both maps while it has not ended and in neither once it has.
+//!
+//! Rules (plain functions, tested below): [`invitees`] and [`may_start`] check a start,
+//! [`start`] makes the session, [`extend`], [`end`] and [`cancel`] decide the other flows.
 
 use super::page::{self, PageRequest};
 use super::participants::invitation_gone;
@@ -184,7 +187,7 @@ impl Chat {
     /// Seed 7.1.5: the originator ends the session for everyone. Every participant still in
     /// it is told, the originator included (the seed's figure notifies the ending application
     /// too), and the session is gone at once for all of them (404 on it and every
-    /// sub-resource): "delete the resource", as the seed says. The rule is [`end`].
+    /// sub-resource): "delete the resource", as the seed says. The rule is `end`.
     pub async fn end_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
         let rx = {
             let mut state = self.lock();
@@ -198,7 +201,7 @@ impl Chat {
     }
 
     /// Seed 7.1.3: invite more participants (a 1-1 session becomes a group session). The
-    /// rule is [`extend`].
+    /// rule is `extend`.
     pub async fn add_participants(
         self: &Arc<Self>,
         user: &str,
@@ -255,7 +258,7 @@ impl Chat {
         })
     }
 
-    /// Seed 7.1.6: the inviter withdraws an unanswered invitation. The rule is [`cancel`].
+    /// Seed 7.1.6: the inviter withdraws an unanswered invitation. The rule is `cancel`.
     pub async fn cancel_invitation(
         &self,
         user: &str,

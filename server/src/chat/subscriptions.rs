@@ -4,6 +4,9 @@
 //! Owns `State::subscriptions` and `State::user_subscriptions`, and each subscription's delivery
 //! [`Queue`]: a subscription exists in memory exactly as long as its queue runs, so attaching and
 //! removing go through [`Chat::attach_subscription`] and [`remove_subscription`] only.
+//!
+//! Rules (plain functions, tested below): [`granted_duration`], [`may_subscribe`],
+//! [`expiry_notice`].
 
 use super::page::{self, PageRequest};
 use super::records;
