@@ -20,7 +20,9 @@
 //! without tokio, HTTP or a store; and its *entry point*, a `Chat` method that takes the lock,
 //! reads the rule's inputs, applies the decision to the state and commits it. The rules never
 //! see the lock, the store or a clock, so the same rules can run under another order (per
-//! session) or inside a database transaction.
+//! session) or inside a database transaction (see ARCHITECTURE.md, "The chat core").
+//!
+//! The modules:
 //! - `subscriptions`: 7.1.1, subscription expiry and `410 Gone`;
 //! - `sessions`: 7.1.2 / 7.1.4 start, 7.1.3 extend, 7.1.5 end, 7.1.6 cancel, invitation quotas;
 //! - `participants`: 7.1.7 accept / decline / time-out, 7.1.8 leave / re-join;
@@ -304,21 +306,16 @@ impl Chat {
 
     /// Applies a rule's decision (call under the lock): the session takes its new state, a
     /// participant new to it finds it in its per-user index, the change records it (or
-    /// releases it, once ended) and carries the notifications.
+    /// releases it, once ended) and carries the notifications. Participants are only ever
+    /// appended to a session (a position names one participant for good), so the new ones
+    /// are those past the old session's length.
     fn apply(&self, state: &mut State, change: &mut Change, d: Decision) {
         let sid = d.session.id.clone();
-        let old = state.sessions.get(&sid);
-        let joined: Vec<String> = d
-            .session
-            .participants
-            .iter()
-            .filter(|p| old.is_none_or(|o| o.participant(&p.address).is_none()))
-            .map(|p| p.address.clone())
-            .collect();
-        for address in joined {
+        let known = state.sessions.get(&sid).map_or(0, |s| s.participants.len());
+        for p in d.session.participants.iter().skip(known) {
             state
                 .user_sessions
-                .entry(address)
+                .entry(p.address.clone())
                 .or_default()
                 .push(sid.clone());
         }
@@ -343,8 +340,8 @@ fn put_or_release(state: &mut State, change: &mut Change, sid: &str) {
     }
 }
 
-/// Forgets a session in memory: the session, its messages and its entries in the per-user
-/// index (a user left with no session loses its entry too, so memory follows live sessions).
+/// Forgets a session in memory: the session and its entries in the per-user index (a user
+/// left with no session loses its entry too, so memory follows live sessions).
 fn release_session(state: &mut State, sid: &str) {
     let Some(s) = state.sessions.remove(sid) else {
         return;
