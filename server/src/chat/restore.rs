@@ -5,7 +5,7 @@
 //! that does not decode stops the start (see [`Chat::restore`]).
 
 use super::records;
-use super::state::{Invitation, Session, SubscriptionRecord};
+use super::state::{Counters, Invitation, Session, SubscriptionRecord};
 use super::{Change, Chat};
 use crate::notify::Delivery;
 use crate::store::{Kind, Snapshot};
@@ -13,55 +13,26 @@ use slog::info;
 use std::sync::Arc;
 
 impl Chat {
-    /// Rebuilds the state from the stored records (see [`records`]). A record that does not
-    /// read as its stored type stops the start with an error naming it: guessing would serve
-    /// wrong data, and skipping would lose it at the next write.
+    /// Rebuilds the state from the stored records (read by [`read_records`], which stops the
+    /// start at a record it cannot read), resumes the undelivered notifications of each
+    /// subscription and re-arms the timers.
     pub(super) fn restore(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
-        let bad = |kind: Kind, key: &str, e: String| {
-            format!("stored {} `{key}` is unreadable: {e}", kind.name())
-        };
         if let Some(m) = &snapshot.migrated {
             info!(self.log, "stored format migrated"; "from_version" => m.from, "to_version" => m.to, "records_rewritten" => m.records, "notifications_rewritten" => m.outbox);
         }
+        let live = read_records(snapshot.records)?;
         let mut state = self.lock();
-        let mut subs: Vec<SubscriptionRecord> = Vec::new();
-        let mut sessions: Vec<Session> = Vec::new();
-        for (kind, key, value) in snapshot.records {
-            match kind {
-                Kind::Meta => {
-                    state.counters =
-                        records::decode_counters(&value).map_err(|e| bad(kind, &key, e))?
-                }
-                Kind::Subscription => {
-                    subs.push(records::decode_subscription(&value).map_err(|e| bad(kind, &key, e))?)
-                }
-                Kind::Session => {
-                    sessions.push(records::decode_session(&value).map_err(|e| bad(kind, &key, e))?)
-                }
-                // Messages stay in the store and are read on demand; a backend never hands
-                // them over at start-up.
-                Kind::Message => {
-                    return Err(bad(
-                        kind,
-                        &key,
-                        "messages are not loaded at start-up".to_owned(),
-                    ));
-                }
-            }
+        if let Some(c) = live.counters {
+            state.counters = c;
         }
-        sessions.sort_by_key(|s| s.seq);
-        // Earlier versions kept ended sessions readable; they are gone now: their records
-        // (and messages) are deleted once, here, instead of being loaded.
-        let (ended, sessions): (Vec<Session>, Vec<Session>) =
-            sessions.into_iter().partition(|s| s.ended);
-        if !ended.is_empty() {
+        if !live.ended.is_empty() {
             let mut change = Change::default();
-            for s in &ended {
-                change.batch.deletes.push((Kind::Session, s.id.clone()));
+            for sid in live.ended {
+                change.batch.deletes.push((Kind::Session, sid));
             }
             self.store.submit_detached(change.batch);
         }
-        for s in sessions {
+        for s in live.sessions {
             for p in &s.participants {
                 state
                     .user_sessions
@@ -71,8 +42,7 @@ impl Chat {
             }
             state.sessions.insert(s.id.clone(), s);
         }
-        subs.sort_by_key(|s| s.seq);
-        for rec in subs {
+        for rec in live.subscriptions {
             self.attach_subscription(&mut state, rec);
         }
         let mut resumed = 0usize;
@@ -89,14 +59,7 @@ impl Chat {
             resumed += 1;
         }
         // Timers: what was pending before the restart fires as if the server had stayed up.
-        let mut invitations = Vec::new();
-        for s in state.sessions.values() {
-            for p in &s.participants {
-                if let Invitation::Pending { seq, deadline_ms } = p.invitation {
-                    invitations.push((s.id.clone(), p.address.clone(), seq, deadline_ms));
-                }
-            }
-        }
+        let invitations = pending_invitations(state.sessions.values());
         let expiries: Vec<(String, i64)> = state
             .subscriptions
             .values()
@@ -112,5 +75,186 @@ impl Chat {
         }
         info!(self.log, "state restored"; "sessions" => counts.0, "subscriptions" => counts.1, "pending_notifications" => resumed);
         Ok(())
+    }
+}
+
+/// The live state the stored records describe, before anything runs on it.
+#[derive(Debug, Default)]
+struct Live {
+    /// The persisted counters (absent in a new store).
+    counters: Option<Counters>,
+    /// Sessions that have not ended, in creation order.
+    sessions: Vec<Session>,
+    /// Ids of ended sessions an earlier version kept, to be deleted.
+    ended: Vec<String>,
+    /// Subscriptions, in creation order.
+    subscriptions: Vec<SubscriptionRecord>,
+}
+
+/// The rule of start-up: every record decodes as its stored type or the start stops with an
+/// error naming it (guessing would serve wrong data, skipping would lose it at the next
+/// write); a message record is an error too (messages stay in the store). Earlier versions
+/// kept ended sessions readable; they are gone now, so they are listed for deletion instead
+/// of being loaded.
+fn read_records(records: Vec<(Kind, String, Vec<u8>)>) -> Result<Live, String> {
+    let bad = |kind: Kind, key: &str, e: String| {
+        format!("stored {} `{key}` is unreadable: {e}", kind.name())
+    };
+    let mut live = Live::default();
+    let mut sessions: Vec<Session> = Vec::new();
+    for (kind, key, value) in records {
+        match kind {
+            Kind::Meta => {
+                live.counters =
+                    Some(records::decode_counters(&value).map_err(|e| bad(kind, &key, e))?)
+            }
+            Kind::Subscription => live
+                .subscriptions
+                .push(records::decode_subscription(&value).map_err(|e| bad(kind, &key, e))?),
+            Kind::Session => {
+                sessions.push(records::decode_session(&value).map_err(|e| bad(kind, &key, e))?)
+            }
+            // Messages stay in the store and are read on demand; a backend never hands
+            // them over at start-up.
+            Kind::Message => {
+                return Err(bad(
+                    kind,
+                    &key,
+                    "messages are not loaded at start-up".to_owned(),
+                ));
+            }
+        }
+    }
+    sessions.sort_by_key(|s| s.seq);
+    let (ended, sessions): (Vec<Session>, Vec<Session>) =
+        sessions.into_iter().partition(|s| s.ended);
+    live.ended = ended.into_iter().map(|s| s.id).collect();
+    live.sessions = sessions;
+    live.subscriptions.sort_by_key(|s| s.seq);
+    Ok(live)
+}
+
+/// The invitations still waiting for an answer, as (session, invitee, invitation seq,
+/// deadline): their timers fire after a restart as if the server had stayed up.
+fn pending_invitations<'a>(
+    sessions: impl Iterator<Item = &'a Session>,
+) -> Vec<(String, String, u64, i64)> {
+    let mut pending = Vec::new();
+    for s in sessions {
+        for p in &s.participants {
+            if let Invitation::Pending { seq, deadline_ms } = p.invitation {
+                pending.push((s.id.clone(), p.address.clone(), seq, deadline_ms));
+            }
+        }
+    }
+    pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use netapi_chat_api::CallbackReference;
+
+    fn subscription(id: &str, seq: u64) -> SubscriptionRecord {
+        SubscriptionRecord {
+            id: id.into(),
+            user: A.into(),
+            callback: CallbackReference {
+                notify_url: "http://cb.test/n".into(),
+                callback_data: None,
+                notification_format: None,
+            },
+            duration: 0,
+            expires_at_ms: None,
+            client_correlator: None,
+            seq,
+        }
+    }
+
+    fn numbered(id: &str, seq: u64, ended: bool) -> Session {
+        let mut s = session(false, &[(B, Invited, pending(seq))]);
+        s.id = id.into();
+        s.seq = seq;
+        s.ended = ended;
+        s
+    }
+
+    /// Live sessions and subscriptions come back in creation order whatever the key order;
+    /// ended sessions of earlier versions are listed for deletion, not loaded.
+    #[test]
+    fn start_up_loads_what_is_live_in_creation_order() {
+        let counters = Counters {
+            next_id: 42,
+            next_notification: 7,
+        };
+        let records = vec![
+            (
+                Kind::Meta,
+                "counters".into(),
+                records::encode_counters(&counters),
+            ),
+            (
+                Kind::Session,
+                "a".into(),
+                records::encode_session(&numbered("s-3", 3, false)),
+            ),
+            (
+                Kind::Session,
+                "b".into(),
+                records::encode_session(&numbered("s-1", 1, false)),
+            ),
+            (
+                Kind::Session,
+                "c".into(),
+                records::encode_session(&numbered("s-2", 2, true)),
+            ),
+            (
+                Kind::Subscription,
+                "x".into(),
+                records::encode_subscription(&subscription("sub-9", 9)),
+            ),
+            (
+                Kind::Subscription,
+                "y".into(),
+                records::encode_subscription(&subscription("sub-4", 4)),
+            ),
+        ];
+        let live = read_records(records).unwrap();
+        assert_eq!(
+            live.counters.map(|c| (c.next_id, c.next_notification)),
+            Some((42, 7))
+        );
+        let ids: Vec<&str> = live.sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["s-1", "s-3"]);
+        assert_eq!(live.ended, ["s-2"]);
+        let subs: Vec<&str> = live.subscriptions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(subs, ["sub-4", "sub-9"]);
+        assert_eq!(
+            pending_invitations(live.sessions.iter()),
+            [
+                ("s-1".to_owned(), B.to_owned(), 1, 1_000),
+                ("s-3".to_owned(), B.to_owned(), 3, 1_000)
+            ]
+        );
+    }
+
+    /// A record that does not read stops the start with an error naming it; so does a
+    /// message handed over at start-up.
+    #[test]
+    fn start_up_stops_at_a_record_it_cannot_read() {
+        let err =
+            read_records(vec![(Kind::Session, "s-1".into(), b"{not json".to_vec())]).unwrap_err();
+        assert!(
+            err.starts_with("stored session `s-1` is unreadable"),
+            "{err}"
+        );
+        let err =
+            read_records(vec![(Kind::Message, "s-1/m-1".into(), b"{}".to_vec())]).unwrap_err();
+        assert!(
+            err.contains("`s-1/m-1`") && err.contains("not loaded at start-up"),
+            "{err}"
+        );
+        assert!(read_records(Vec::new()).unwrap().counters.is_none());
     }
 }
