@@ -154,23 +154,6 @@ fn pending_invitations<'a>(
 mod tests {
     use super::super::testkit::*;
     use super::*;
-    use netapi_chat_api::CallbackReference;
-
-    fn subscription(id: &str, seq: u64) -> SubscriptionRecord {
-        SubscriptionRecord {
-            id: id.into(),
-            user: A.into(),
-            callback: CallbackReference {
-                notify_url: "http://cb.test/n".into(),
-                callback_data: None,
-                notification_format: None,
-            },
-            duration: 0,
-            expires_at_ms: None,
-            client_correlator: None,
-            seq,
-        }
-    }
 
     fn numbered(id: &str, seq: u64, ended: bool) -> Session {
         let mut s = session(false, &[(B, Invited, pending(seq))]);
@@ -212,12 +195,12 @@ mod tests {
             (
                 Kind::Subscription,
                 "x".into(),
-                records::encode_subscription(&subscription("sub-9", 9)),
+                records::encode_subscription(&subscription("sub-9", A, 9)),
             ),
             (
                 Kind::Subscription,
                 "y".into(),
-                records::encode_subscription(&subscription("sub-4", 4)),
+                records::encode_subscription(&subscription("sub-4", A, 4)),
             ),
         ];
         let live = read_records(records).unwrap();

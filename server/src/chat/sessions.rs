@@ -87,11 +87,14 @@ impl Chat {
         .map_err(|r| r.into_api(String::new))?;
         let (id, view, timers, rx) = {
             let mut state = self.lock();
+            let mine = state
+                .user_sessions
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| state.sessions.get(id));
             if let Some(c) = &body.client_correlator
-                && let Some(s) = state
-                    .sessions
-                    .values()
-                    .find(|s| s.originator == user && s.client_correlator.as_deref() == Some(c))
+                && let Some(s) = replayed(mine, user, c)
             {
                 let view = views::session(&self.urls, user, s);
                 return Ok(Created {
@@ -318,6 +321,18 @@ fn invitees(
         return Err(Refused::TooManyParticipants(limit));
     }
     Ok((originator_name, invitees))
+}
+
+/// Seed 7.1.2 / 7.1.4, the rule on a resend: a start request carrying the `clientCorrelator`
+/// of a session `user` started (among `mine`, the sessions it takes part in) answers that
+/// session instead of starting another.
+fn replayed<'a>(
+    mine: impl IntoIterator<Item = &'a Session>,
+    user: &str,
+    correlator: &str,
+) -> Option<&'a Session> {
+    mine.into_iter()
+        .find(|s| s.originator == user && s.client_correlator.as_deref() == Some(correlator))
 }
 
 /// Seed 7.1.2 / 7.1.4, the rule on the originator: a user connected to `open_sessions`
@@ -605,6 +620,25 @@ mod tests {
             assert_eq!(invitees(A, None, list, limit).unwrap_err(), why);
         }
         assert!(invitees(A, None, vec![listed(B, None), listed(C, None)], 3).is_ok());
+    }
+
+    /// A resend answers the session the user started with that correlator, not one it was
+    /// invited into with the same correlator, nor one started with another.
+    #[test]
+    fn a_resend_answers_the_session_started_with_its_correlator() {
+        let mut mine = session(false, &[(B, Invited, pending(1))]);
+        mine.client_correlator = Some("c-1".into());
+        let mut theirs = session(false, &[(A, Invited, pending(2))]);
+        theirs.id = "sess-2".into();
+        theirs.originator = B.into();
+        theirs.client_correlator = Some("c-2".into());
+        let sessions = [theirs, mine];
+        let found = |user, c| replayed(&sessions, user, c).map(|s| s.id.as_str());
+        assert_eq!(found(A, "c-1"), Some("sess-1"));
+        assert_eq!(found(A, "c-2"), None, "B's correlator, B's session");
+        assert_eq!(found(B, "c-2"), Some("sess-2"));
+        assert_eq!(found(B, "c-1"), None);
+        assert_eq!(found(A, "c-3"), None);
     }
 
     #[test]

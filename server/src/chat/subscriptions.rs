@@ -94,13 +94,17 @@ impl Chat {
         let duration = granted_duration(body.duration).map_err(|r| r.into_api(String::new))?;
         let (view, expiry, rx) = {
             let mut state = self.lock();
+            let mine = state
+                .user_subscriptions
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| state.subscriptions.get(id))
+                .map(|s| &s.rec);
             if let Some(c) = &body.client_correlator
-                && let Some(existing) = state
-                    .subscriptions
-                    .values()
-                    .find(|s| s.rec.user == user && s.rec.client_correlator.as_deref() == Some(c))
+                && let Some(existing) = replayed(mine, user, c)
             {
-                let view = self.subscription_view(&existing.rec);
+                let view = self.subscription_view(existing);
                 let location = view.resource_url.clone().unwrap_or_default();
                 return Ok(Created {
                     location,
@@ -266,6 +270,18 @@ fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
     Some(sub)
 }
 
+/// Seed 7.1.1, the rule on a resend: a subscribe request carrying the `clientCorrelator` of
+/// one of `user`'s subscriptions (among `mine`) answers that subscription instead of making
+/// another.
+fn replayed<'a>(
+    mine: impl IntoIterator<Item = &'a SubscriptionRecord>,
+    user: &str,
+    correlator: &str,
+) -> Option<&'a SubscriptionRecord> {
+    mine.into_iter()
+        .find(|s| s.user == user && s.client_correlator.as_deref() == Some(correlator))
+}
+
 /// Seed 7.1.1, the rule on `duration`: absent or 0 is no expiry, a longer one than
 /// [`MAX_SUBSCRIPTION_SECS`] gets that, a negative one is refused.
 fn granted_duration(requested: Option<i64>) -> Result<i64, Refused> {
@@ -311,9 +327,29 @@ fn expiry_notice(urls: &Urls, rec: &SubscriptionRecord) -> Notification {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::urls;
+    use super::super::testkit::{subscription, urls};
     use super::*;
-    use netapi_chat_api::CallbackReference;
+
+    fn record(id: &str, user: &str, correlator: Option<&str>) -> SubscriptionRecord {
+        SubscriptionRecord {
+            client_correlator: correlator.map(str::to_owned),
+            ..subscription(id, user, 1)
+        }
+    }
+
+    #[test]
+    fn a_resend_answers_the_subscription_made_with_its_correlator() {
+        let subs = [
+            record("sub-1", "tel:+1", None),
+            record("sub-2", "tel:+1", Some("c-1")),
+            record("sub-3", "tel:+2", Some("c-2")),
+        ];
+        let found = |user, c| replayed(&subs, user, c).map(|s| s.id.as_str());
+        assert_eq!(found("tel:+1", "c-1"), Some("sub-2"));
+        assert_eq!(found("tel:+1", "c-2"), None, "another user's correlator");
+        assert_eq!(found("tel:+2", "c-2"), Some("sub-3"));
+        assert_eq!(found("tel:+2", "c-1"), None);
+    }
 
     #[test]
     fn a_duration_is_granted_up_to_a_year() {
@@ -352,19 +388,10 @@ mod tests {
     /// links to it.
     #[test]
     fn an_expired_subscription_is_told_why() {
-        let rec = SubscriptionRecord {
-            id: "sub-3".into(),
-            user: "tel:+1".into(),
-            callback: CallbackReference {
-                notify_url: "http://cb.test/n".into(),
-                callback_data: Some("mine".into()),
-                notification_format: None,
-            },
-            duration: 60,
-            expires_at_ms: Some(60_000),
-            client_correlator: None,
-            seq: 3,
-        };
+        let mut rec = subscription("sub-3", "tel:+1", 3);
+        rec.callback.callback_data = Some("mine".into());
+        rec.duration = 60;
+        rec.expires_at_ms = Some(60_000);
         let Notification::SubscriptionCancellationNotification(n) = expiry_notice(&urls(), &rec)
         else {
             panic!("not a cancellation");

@@ -3,9 +3,9 @@
 //! each test states its case and the notifications it expects as a table.
 
 use super::Outbox;
-use super::state::{Invitation, Participant, Session};
+use super::state::{Invitation, Participant, Session, SubscriptionRecord};
 use crate::urls::Urls;
-use netapi_chat_api::{Notification, ParticipantStatus};
+use netapi_chat_api::{CallbackReference, Notification, ParticipantStatus};
 
 /// The originator of every fixture session.
 pub(super) const A: &str = "tel:+1";
@@ -63,6 +63,23 @@ pub(super) fn session(group: bool, others: &[(&str, ParticipantStatus, Invitatio
         participants,
         group,
         ended: false,
+    }
+}
+
+/// Subscription `id` of `user`, created `seq`-th, with no expiry and no `callbackData`.
+pub(super) fn subscription(id: &str, user: &str, seq: u64) -> SubscriptionRecord {
+    SubscriptionRecord {
+        id: id.to_owned(),
+        user: user.to_owned(),
+        callback: CallbackReference {
+            notify_url: "http://cb.test/n".to_owned(),
+            callback_data: None,
+            notification_format: None,
+        },
+        duration: 0,
+        expires_at_ms: None,
+        client_correlator: None,
+        seq,
     }
 }
 
