@@ -24,7 +24,7 @@ impl Chat {
     /// Seed 7.1.7 c: nobody answered the invitation in time. The invitee's status becomes
     /// `Disconnected`, the session disappears for it, the inviter and the invitee get a
     /// `Timeout` event and the other connected participants a status notification. A 1-1
-    /// session whose only invitation timed out ends.
+    /// session whose only invitation timed out ends. The rule is `time_out`.
     pub(super) fn invitation_timed_out(&self, sid: &str, address: &str, seq: u64) {
         let mut state = self.lock();
         let Some(d) = state
