@@ -144,6 +144,11 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// The process id (benches read its RSS from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The `host:port` it listens on.
     pub fn addr(&self) -> String {
         self.base.trim_start_matches("http://").to_owned()
