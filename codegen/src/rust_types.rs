@@ -419,8 +419,8 @@ fn emit_notification_enum(spec: &Spec) -> TokenStream {
     let names: Vec<_> = spec.notifications.iter().map(|n| type_ident(n)).collect();
     let docs = spec.notifications.iter().map(|n| format!(" A `{n}`."));
     quote! {
-        /// Any notification the spec's callbacks carry; its serde form is what the server's
-        /// outbox stores.
+        /// Any notification the spec's callbacks carry. The server stores records of its own
+        /// (`server/src/chat/records.rs`), never this serde form.
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
         pub enum Notification {
             #(

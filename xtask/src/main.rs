@@ -3,7 +3,8 @@
 //! - `codegen`: regenerate `generated/` from `spec/`.
 //! - `codegen --check`: fail (exit 1) if `generated/` is not what `spec/` generates; for CI.
 //! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`.
-//! - `bench [--smoke] [--no-peer]`: the benchmark harness (release build); writes BENCHMARKS.md.
+//! - `bench [--smoke] [--no-peer] [--long]`: the benchmark harness (release build); writes
+//!   BENCHMARKS.md (`--long`: only its "Long run" section and BENCHMARKS-long.svg).
 //! - `listen [PORT]`: a tiny callback receiver that prints every notification POSTed to it
 //!   (for trying the API by hand; see the README walkthrough).
 
@@ -114,7 +115,7 @@ fn main() -> Result<()> {
         ["listen"] => listen(9000),
         ["listen", port] => listen(port.parse().context("PORT must be a number")?),
         _ => bail!(
-            "usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args] | cargo xtask bench [--smoke] [--no-peer] | cargo xtask listen [PORT]"
+            "usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args] | cargo xtask bench [--smoke] [--no-peer] [--long] | cargo xtask listen [PORT]"
         ),
     }
 }

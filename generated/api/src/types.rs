@@ -2335,8 +2335,8 @@ impl From<SubscriptionCancellationNotification> for SubscriptionCancellationNoti
     }
 }
 
-/// Any notification the spec's callbacks carry; its serde form is what the server's
-/// outbox stores.
+/// Any notification the spec's callbacks carry. The server stores records of its own
+/// (`server/src/chat/records.rs`), never this serde form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Notification {
     /// A `SessionInvitationNotification`.
