@@ -8,7 +8,8 @@
 //! - Any other method on a known path that the path does not allow (PUT, PATCH, TRACE,
 //!   CONNECT, unknown tokens…) gets `405` with the exact `Allow` and an OMA `requestError` in
 //!   the negotiated format. This is the only place a 405 comes from: the routes are exactly
-//!   the spec's operations (plus the documents), so dropshot's router-level 405 (dropshot
+//!   the spec's operations (plus the documents and the health endpoints,
+//!   [`crate::server::unpublished_get_paths`]), so dropshot's router-level 405 (dropshot
 //!   JSON, its `Allow` listing the registered methods) is never reached on a known path.
 //!
 //! `OPTIONS` is not answered (it gets the 405, whose `Allow` tells the same thing): the API is
@@ -241,7 +242,7 @@ mod tests {
             .collect();
         assert!(items.len() >= 10, "{items:?}");
         let mut m = methods();
-        for doc_path in ["/openapi.json", "/xsd/{file}"] {
+        for doc_path in crate::server::unpublished_get_paths() {
             m.add(doc_path, &["GET"]);
             items.push((doc_path.to_owned(), vec!["GET".to_owned()]));
         }

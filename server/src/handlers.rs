@@ -30,6 +30,8 @@ pub struct ChatServer {
     pub rate: Arc<RateLimiter>,
     /// Failed authentications per client address.
     pub auth_failures: Arc<AuthFailures>,
+    /// Readiness (`/readyz`, see [`crate::health`]).
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a

@@ -1,5 +1,5 @@
 //! Starting the HTTP server: the generated API routed to [`ChatServer`], plus the published
-//! documents (`/openapi.json`, `/xsd/{file}`).
+//! documents (`/openapi.json`, `/xsd/{file}`) and the health endpoints ([`crate::health`]).
 
 use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier};
 use crate::chat::{Chat, Settings};
@@ -53,7 +53,13 @@ impl std::error::Error for StartError {}
 
 /// The document endpoints below, for the request gate (they are not in the published OpenAPI):
 /// both are `GET`, so `HEAD` works on them too.
-const DOCUMENT_PATHS: [&str; 2] = ["/openapi.json", "/xsd/{file}"];
+pub const DOCUMENT_PATHS: [&str; 2] = ["/openapi.json", "/xsd/{file}"];
+
+/// Every route that is not an operation of the published OpenAPI (documents and health, all
+/// `GET`): the request gate learns them from here, next to where they are registered.
+pub fn unpublished_get_paths() -> impl Iterator<Item = &'static str> {
+    DOCUMENT_PATHS.into_iter().chain(crate::health::PATHS)
+}
 
 /// Serves the published OpenAPI document (JSON and XML media types).
 #[endpoint { method = GET, path = "/openapi.json", unpublished = true }]
@@ -206,6 +212,10 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         .map_err(|e| StartError::Api(e.to_string()))?;
     api.register(xsd_document)
         .map_err(|e| StartError::Api(e.to_string()))?;
+    api.register(crate::health::healthz)
+        .map_err(|e| StartError::Api(e.to_string()))?;
+    api.register(crate::health::readyz)
+        .map_err(|e| StartError::Api(e.to_string()))?;
     netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
     netapi_chat_runtime::negotiate::set_body_timeout(config.body_timeout);
 
@@ -236,6 +246,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     let (store, snapshot) =
         Store::start(Box::new(backend)).map_err(|e| StartError::Store(e.to_string()))?;
     let closer = store.clone();
+    let health = Arc::new(crate::health::Health::new(store.clone(), log.clone()));
     let chat = Chat::open(Urls::new(public), settings, store, snapshot, log.clone())
         .map_err(StartError::Store)?;
     let dropshot = ConfigDropshot {
@@ -250,7 +261,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     };
     let mut methods =
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;
-    for path in DOCUMENT_PATHS {
+    for path in unpublished_get_paths() {
         methods.add(path, &["GET"]);
     }
     let open_files = raise_open_files_limit();
@@ -274,6 +285,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
                 config.auth_failures.0,
                 config.auth_failures.1,
             )),
+            health,
         },
         log,
     )

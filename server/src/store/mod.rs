@@ -173,6 +173,12 @@ pub trait Backend: Send + 'static {
         sender: &str,
         correlator: &str,
     ) -> Result<Option<String>, StoreError>;
+    /// Proves the store can still take a commit, for readiness (`/readyz`): run on the store
+    /// thread between commits, so an answer also says the thread is not stuck. Must change
+    /// no stored data. The default has nothing to check.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}

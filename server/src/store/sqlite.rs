@@ -438,6 +438,19 @@ impl Backend for Sqlite {
         Ok(snapshot)
     }
 
+    /// The database answers a query on the held connection, and its directory takes a small
+    /// synced write (the start-up writability check): a full, read-only or failing file
+    /// system shows here before a commit fails on it. Nothing stored is touched.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |_| Ok(()))
+            .map_err(err)?;
+        match self.wal.parent() {
+            Some(dir) => crate::data_dir::check_writable(dir).map_err(StoreError),
+            None => Ok(()),
+        }
+    }
+
     fn idle(&mut self) {
         if self.frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
             self.checkpoint();
