@@ -165,3 +165,235 @@ async fn readyz_is_503_while_the_disk_is_full() {
     readyz_becomes(&server, 200).await;
     drop(server);
 }
+
+// ---------------------------------------------------------------- item 4: configuration
+
+/// A configuration file holding `text`, removed on drop.
+struct ConfigFile(PathBuf);
+
+impl ConfigFile {
+    fn new(text: &str) -> ConfigFile {
+        let path = std::env::temp_dir().join(format!(
+            "netapi-chat-operations-{}.toml",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, text).expect("write config file");
+        ConfigFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What a run of the binary that exits by itself printed.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args` and `env` (and no other `NETAPI_CHAT_*` variable) to its end.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("NETAPI_CHAT_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run netapi-chat");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let r = run(&["--version"], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stdout.trim(),
+        format!("netapi-chat {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `--help` shows the command line and every setting, by file key and variable, with its
+/// default; an unknown argument is a usage error, not a started server.
+#[test]
+fn help_lists_the_commands_and_every_setting() {
+    let r = run(&["--help"], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for word in ["--config", "check-config", "serve", "--version"] {
+        assert!(
+            r.stdout.contains(word),
+            "--help lacks {word}:\n{}",
+            r.stdout
+        );
+    }
+    for s in netapi_chat::config::SETTINGS {
+        assert!(
+            r.stdout.contains(&format!("{}, {}", s.key(), s.env)),
+            "--help lacks {}:\n{}",
+            s.env,
+            r.stdout
+        );
+    }
+    let r = run(&["--no-such-option"], &[]);
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("--no-such-option"), "{}", r.stderr);
+}
+
+/// A valid file: `check-config` prints every setting as TOML with where its value comes from
+/// (the environment over the file over the defaults), the webhook secret redacted; exit 0.
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let f = ConfigFile::new(&format!(
+        "max_body_bytes = 1000\nsync = \"full\"\nbind = \"127.0.0.1:9\"\nwebhook_secret = \"{secret}\"\n"
+    ));
+    let r = run(
+        &["check-config", "--config", f.path()],
+        &[("NETAPI_CHAT_MAX_BODY_BYTES", "2000")],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for line in [
+        "max_body_bytes = 2000  # NETAPI_CHAT_MAX_BODY_BYTES",
+        "sync = \"full\"  # file",
+        "bind = \"127.0.0.1:9\"  # file",
+        "log_level = \"warn\"  # default",
+        "webhook_secret = \"<redacted>\"  # file",
+        "# public_url: not set",
+    ] {
+        assert!(
+            r.stdout.lines().any(|l| l.starts_with(line)),
+            "no {line:?} in:\n{}",
+            r.stdout
+        );
+    }
+    assert!(
+        !r.stdout.contains("MfKQ9r8"),
+        "secret printed:\n{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(f.path()),
+        "the file is named:\n{}",
+        r.stdout
+    );
+    assert_eq!(
+        r.stdout
+            .lines()
+            .filter(|l| !l.starts_with("# netapi-chat"))
+            .count(),
+        netapi_chat::config::SETTINGS.len(),
+        "one line per setting:\n{}",
+        r.stdout
+    );
+}
+
+/// Invalid configurations: exit 2, nothing on stdout, a message naming the file and the
+/// setting; an unknown key is refused by its name.
+#[test]
+fn check_config_refuses_an_invalid_configuration() {
+    let bad_value = ConfigFile::new("max_body_bytes = 1000\nsync = \"sometimes\"\n");
+    let unknown = ConfigFile::new("max_body_bytes = 1000\nmax_bodybytes = 5\n");
+    let not_toml = ConfigFile::new("max_body_bytes = \n");
+    for (args, env, wanted) in [
+        (
+            vec!["check-config", "--config", bad_value.path()],
+            vec![],
+            vec![
+                bad_value.path(),
+                "sync = \"sometimes\" is not valid: expected normal or full",
+            ],
+        ),
+        (
+            vec!["--config", unknown.path(), "check-config"],
+            vec![],
+            vec![unknown.path(), "unknown setting `max_bodybytes`"],
+        ),
+        (
+            vec!["check-config", "--config", not_toml.path()],
+            vec![],
+            vec![not_toml.path(), "not valid TOML"],
+        ),
+        (
+            vec!["check-config"],
+            vec![("NETAPI_CHAT_RATE_LIMIT", "fast")],
+            vec!["NETAPI_CHAT_RATE_LIMIT=\"fast\" is not valid"],
+        ),
+        (
+            vec!["check-config"],
+            vec![("NETAPI_CHAT_CONFIG", "/nonexistent/netapi-chat.toml")],
+            vec!["/nonexistent/netapi-chat.toml", "cannot read"],
+        ),
+    ] {
+        let r = run(&args, &env);
+        assert_eq!(r.code, Some(2), "{args:?} {env:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+        for w in wanted {
+            assert!(r.stderr.contains(w), "{args:?}: no {w:?} in {}", r.stderr);
+        }
+    }
+}
+
+/// A server started with `--config`: the file's settings are in force, and the environment
+/// overrides them (a body over the file's `max_body_bytes` gets 413, unless the environment
+/// raises it). An invalid file stops the start with exit 2.
+#[tokio::test]
+async fn the_server_runs_on_the_file_under_the_environment() {
+    let f = ConfigFile::new("max_body_bytes = 300\nlog_level = \"warn\"\n");
+    let body = format!(
+        r#"{{"chatSessionInformation":{{"subject":"{}","participant":[{{"address":"sip:bob@example.com"}}]}}}}"#,
+        "x".repeat(400)
+    );
+    let create = |server: &Server| {
+        let url = server.url("tel:+15551230001", "/chatSessions");
+        let body = body.clone();
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let from_file = Server::start_with_args(&["--config", f.path()], &[]);
+    create(&from_file)
+        .await
+        .assert_error(413, "POL2004", Format::Json);
+    let overridden = Server::start_with_args(
+        &["--config", f.path()],
+        &[("NETAPI_CHAT_MAX_BODY_BYTES", "65536")],
+    );
+    let a = create(&overridden).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+
+    let bad = ConfigFile::new("max_body_bytes = -1\n");
+    let r = run(
+        &["--config", bad.path()],
+        &[("NETAPI_CHAT_BIND", "127.0.0.1:0")],
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(!r.stdout.contains("listening"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("max_body_bytes = \"-1\" is not valid"),
+        "{}",
+        r.stderr
+    );
+}
