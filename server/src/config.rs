@@ -84,6 +84,9 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
     pub connections: Connections,
+    /// `NETAPI_CHAT_METRICS_TOKEN`: the bearer token that opens `/metrics`; unset (the
+    /// default): no metrics are recorded and there is no `/metrics`.
+    pub metrics_token: Option<String>,
 }
 
 /// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
@@ -167,6 +170,7 @@ impl Default for Config {
             auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
             connections: Connections::default(),
+            metrics_token: None,
         }
     }
 }
@@ -279,6 +283,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
+    Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
     Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long to be answered, then the store is closed and the process exits 0"),
 ];
 
@@ -676,6 +681,13 @@ impl Config {
                 allow_private: s.flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
             },
             webhook_secret: s.text("NETAPI_CHAT_WEBHOOK_SECRET").map(str::to_owned),
+            metrics_token: match s.text("NETAPI_CHAT_METRICS_TOKEN").map(str::trim) {
+                None => None,
+                Some("") => {
+                    return Err(s.invalid("NETAPI_CHAT_METRICS_TOKEN", "", "a non-empty token"));
+                }
+                Some(t) => Some(t.to_owned()),
+            },
             connections: Connections {
                 max: s
                     .var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?

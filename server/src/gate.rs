@@ -29,15 +29,17 @@ use percent_encoding::percent_decode_str;
 use std::sync::Arc;
 
 /// One segment of a path template.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Segment {
     Literal(String),
     Variable,
 }
 
 /// A path template and the methods it allows.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Route {
+    /// As written (`/v1/chat/{userId}/subscriptions`): the `route` label of request metrics.
+    template: String,
     segments: Vec<Segment>,
     methods: Vec<Method>,
     /// The `Allow` value: the methods in a fixed order, with `HEAD` after `GET`.
@@ -45,7 +47,7 @@ struct Route {
 }
 
 /// Which methods each known path template allows.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Methods {
     routes: Vec<Route>,
 }
@@ -103,6 +105,7 @@ impl Methods {
             .filter(|m| verbs.contains(m) || (*m == "HEAD" && verbs.contains(&"GET")))
             .collect();
         self.routes.push(Route {
+            template: template.to_owned(),
             segments,
             methods: listed
                 .iter()
@@ -130,6 +133,11 @@ impl Methods {
                     Segment::Variable => true,
                 })
         })
+    }
+
+    /// The template of the known path `path` matches (`None` for an unknown one).
+    pub fn template(&self, path: &str) -> Option<&str> {
+        self.lookup(path).map(|r| r.template.as_str())
     }
 
     /// What the gate does with a request: `Some` answer, or `None` to route it (after turning a

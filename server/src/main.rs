@@ -57,6 +57,10 @@ async fn main() -> std::process::ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig) => {
+            if let Err(e) = netapi_chat::server::check(&config) {
+                eprintln!("netapi-chat: invalid configuration: {e}");
+                return std::process::ExitCode::from(EXIT_BAD_CONFIG);
+            }
             // Stdout may be closed (e.g. piped into `head`): not an error of the configuration.
             let _ = std::io::stdout().write_all(sources.render().as_bytes());
             eprintln!("netapi-chat: the configuration is valid");

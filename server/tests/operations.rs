@@ -4,7 +4,9 @@
 //!   the gate's 405, and `/readyz` says 503 while the data directory's disk is full (and 200
 //!   again once it is not);
 //! - item 4: `--help`, `--version`, `--config FILE`, `check-config` (valid and invalid files,
-//!   unknown keys), and the environment overriding the file.
+//!   unknown keys), and the environment overriding the file;
+//! - item 1: `/metrics` opens only with the metrics token, and its counters move as a flow runs
+//!   (requests by route and status, store commits, notifications, sizes, rate-limit refusals).
 
 mod support;
 
@@ -13,7 +15,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Server, send};
+use support::{Listener, Server, send};
 
 // ---------------------------------------------------------------- item 2: health
 
@@ -332,6 +334,20 @@ fn check_config_refuses_an_invalid_configuration() {
         ),
         (
             vec!["check-config"],
+            vec![("NETAPI_CHAT_WEBHOOK_SECRET", "not-a-whsec-secret")],
+            vec!["NETAPI_CHAT_WEBHOOK_SECRET"],
+        ),
+        (
+            vec!["check-config"],
+            vec![
+                ("NETAPI_CHAT_JWKS_FILE", bad_value.path()),
+                ("NETAPI_CHAT_JWT_ISSUER", "https://issuer.example"),
+                ("NETAPI_CHAT_JWT_AUDIENCE", "chat"),
+            ],
+            vec!["not a JWKS"],
+        ),
+        (
+            vec!["check-config"],
             vec![("NETAPI_CHAT_RATE_LIMIT", "fast")],
             vec!["NETAPI_CHAT_RATE_LIMIT=\"fast\" is not valid"],
         ),
@@ -396,4 +412,215 @@ async fn the_server_runs_on_the_file_under_the_environment() {
         "{}",
         r.stderr
     );
+}
+
+// ---------------------------------------------------------------- item 1: metrics
+
+const METRICS_TOKEN: &str = "metrics-token-for-tests-0123456789";
+
+/// The sum of the samples of `name` whose labels include every pair of `labels`, in a
+/// Prometheus text exposition (`None` when there is none).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("a sample line");
+        let (metric, rest) = match series.split_once('{') {
+            Some((m, r)) => (m, r.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        if labels
+            .iter()
+            .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value.parse().expect("a number");
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+async fn scrape(server: &Server) -> String {
+    let a = send(
+        "GET",
+        &format!("{}/metrics", server.base),
+        &[("authorization", &format!("Bearer {METRICS_TOKEN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.content_type().starts_with("text/plain"),
+        "{}",
+        a.content_type()
+    );
+    a.body
+}
+
+/// Without a metrics token configured there is no `/metrics` (404 like any unknown path);
+/// with one, only that token opens it: none, or an API token, gets 401.
+#[tokio::test]
+async fn metrics_open_only_with_the_metrics_token() {
+    let off = Server::default_for_tests();
+    let a = send("GET", &format!("{}/metrics", off.base), &[], None).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+
+    let on = Server::start(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
+    let url = format!("{}/metrics", on.base);
+    let a = send("GET", &url, &[("authorization", "")], None).await;
+    assert_eq!(a.status, 401);
+    assert!(a.header("www-authenticate").starts_with("Bearer"));
+    // `send` adds the application token: an API token does not open the metrics.
+    let a = send("GET", &url, &[], None).await;
+    assert_eq!(a.status, 401, "an API token opens /metrics");
+    assert!(!a.body.contains("netapi_chat_"), "{}", a.body);
+    let a = send("POST", &url, &[("accept", "application/json")], None).await;
+    a.assert_error(405, "SVC0002", Format::Json);
+    scrape(&on).await;
+}
+
+/// A flow runs (bob subscribes, alice starts a chat with him, bob's callback gets the
+/// invitation, a token goes over its rate): the scraped counters say so.
+#[tokio::test]
+async fn metrics_follow_a_flow() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+        ("NETAPI_CHAT_RATE_LIMIT", "1"),
+        ("NETAPI_CHAT_RATE_BURST", "40"),
+    ]);
+    let before = scrape(&server).await;
+    let sessions_route = [
+        ("method", "POST"),
+        ("route", "/v1/chat/{userId}/chatSessions"),
+        ("status", "201"),
+    ];
+    assert_eq!(
+        sample(&before, "netapi_chat_http_requests_total", &sessions_route),
+        None
+    );
+    assert_eq!(sample(&before, "netapi_chat_sessions", &[]), Some(0.0));
+
+    let bob = Listener::start().await;
+    let a = send(
+        "POST",
+        &server.url("sip:bob@example.com", "/subscriptions"),
+        &[("content-type", "application/json")],
+        Some(&format!(
+            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
+            bob.url
+        )),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = send(
+        "POST",
+        &server.url("tel:+15551230001", "/chatSessions"),
+        &[("content-type", "application/json")],
+        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    bob.wait_for(1).await;
+    let a = send(
+        "GET",
+        &format!("{}/nowhere/tel%3A%2B1", server.base),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 404);
+    // A user's own token, over the rate (1 a second, bursts of 40).
+    let token = support::user_token("sip:mallory@example.com");
+    let mut limited = 0;
+    for _ in 0..45 {
+        let a = send(
+            "GET",
+            &server.url("sip:mallory@example.com", "/subscriptions"),
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await;
+        limited += usize::from(a.status == 429);
+    }
+    assert!(limited >= 1, "the rate limit was not reached");
+
+    // Delivery is counted once the callback has answered: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = scrape(&server).await;
+        if sample(&text, "netapi_chat_notifications_delivered_total", &[]).unwrap_or(0.0) >= 1.0
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let get = |name: &str, labels: &[(&str, &str)]| sample(&text, name, labels).unwrap_or(0.0);
+    assert_eq!(
+        get("netapi_chat_http_requests_total", &sessions_route),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        get(
+            "netapi_chat_http_requests_total",
+            &[
+                ("route", "/v1/chat/{userId}/subscriptions"),
+                ("status", "201")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "netapi_chat_http_requests_total",
+            &[("route", "other"), ("status", "404")]
+        ),
+        1.0,
+        "an unknown path is counted under `other`, not its own path"
+    );
+    assert!(!text.contains("nowhere"), "a client's path became a label");
+    assert_eq!(
+        get(
+            "netapi_chat_http_request_duration_seconds_count",
+            &[
+                ("route", "/v1/chat/{userId}/chatSessions"),
+                ("method", "POST")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get("netapi_chat_http_requests_total", &[("status", "429")]),
+        limited as f64
+    );
+    assert_eq!(
+        get("netapi_chat_rate_limited_total", &[("limit", "requests")]),
+        limited as f64
+    );
+    assert_eq!(get("netapi_chat_notifications_delivered_total", &[]), 1.0);
+    assert_eq!(get("netapi_chat_notifications_queued_total", &[]), 1.0);
+    assert_eq!(
+        get(
+            "netapi_chat_notification_attempts_total",
+            &[("outcome", "delivered")]
+        ),
+        1.0
+    );
+    assert_eq!(get("netapi_chat_notifications_given_up_total", &[]), 0.0);
+    assert!(
+        get("netapi_chat_store_commit_duration_seconds_count", &[]) >= 2.0,
+        "{text}"
+    );
+    assert!(
+        get("netapi_chat_store_commit_group_size_count", &[]) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(get("netapi_chat_sessions", &[]), 1.0);
+    assert_eq!(get("netapi_chat_subscriptions", &[]), 1.0);
 }

@@ -335,6 +335,12 @@ impl Chat {
         }
     }
 
+    /// Sessions and subscriptions held (for the metrics).
+    pub fn sizes(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.sessions.len(), state.subscriptions.len())
+    }
+
     /// The URL builder.
     pub fn urls(&self) -> &Urls {
         &self.urls
@@ -1659,6 +1665,7 @@ fn invitation_rate(limit: usize, wait: Duration) -> ApiError {
         limit.to_string(),
     );
     e.variables.push(secs.to_string());
+    crate::metrics::rate_limited("invitations");
     e.status = http::StatusCode::TOO_MANY_REQUESTS;
     if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
         e.headers.push((http::header::RETRY_AFTER, v));

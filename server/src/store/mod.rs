@@ -404,7 +404,10 @@ fn commit_group(
     let result = if batches.is_empty() {
         Ok(())
     } else {
-        backend.commit(&batches)
+        let started = std::time::Instant::now();
+        let result = backend.commit(&batches);
+        crate::metrics::store_commit(batches.len(), started.elapsed());
+        result
     };
     match result {
         Ok(()) => {
