@@ -45,6 +45,8 @@ pub const NOTIFICATIONS_GIVEN_UP: &str = "netapi_chat_notifications_given_up_tot
 /// Requests refused `429` by a rate limit, by `limit` (`requests`, `auth_failures`,
 /// `invitations`).
 pub const RATE_LIMITED: &str = "netapi_chat_rate_limited_total";
+/// Notifications in the durable outbox: waiting for their first attempt or for a retry.
+pub const NOTIFICATIONS_UNDELIVERED: &str = "netapi_chat_notifications_undelivered";
 /// Open chat sessions held in memory.
 pub const SESSIONS: &str = "netapi_chat_sessions";
 /// Notification subscriptions held in memory.
@@ -135,6 +137,10 @@ fn describe() {
         "Requests refused 429 by a rate limit, by limit"
     );
     describe_gauge!(SESSIONS, "Chat sessions held");
+    describe_gauge!(
+        NOTIFICATIONS_UNDELIVERED,
+        "Notifications in the outbox, not yet delivered or given up"
+    );
     describe_gauge!(SUBSCRIPTIONS, "Notification subscriptions held");
 }
 
@@ -181,8 +187,15 @@ pub fn rate_limited(limit: &'static str) {
     metrics::counter!(RATE_LIMITED, "limit" => limit).increment(1);
 }
 
+/// How long a scrape waits for the store's outbox count before leaving the gauge as it was.
+const OUTBOX_COUNT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Sets the values read at scrape time, then renders everything.
-fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
+async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
+    let count = server.chat.store().read(|backend| backend.outbox_len());
+    if let Ok(Ok(Ok(Some(n)))) = tokio::time::timeout(OUTBOX_COUNT_TIMEOUT, count).await {
+        metrics::gauge!(NOTIFICATIONS_UNDELIVERED).set(n as f64);
+    }
     metrics::counter!(NOTIFICATIONS_DELIVERED).absolute(crate::notify::delivered_count());
     metrics::counter!(NOTIFICATIONS_GIVEN_UP).absolute(crate::notify::dropped_count());
     let (sessions, subscriptions) = server.chat.sizes();
@@ -227,7 +240,7 @@ pub async fn metrics_endpoint(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )
-            .body(Body::from(render(server, handle)))
+            .body(Body::from(render(server, handle).await))
     } else {
         builder
             .status(StatusCode::UNAUTHORIZED)

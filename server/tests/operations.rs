@@ -553,9 +553,10 @@ async fn metrics_follow_a_flow() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = scrape(&server).await;
-        if sample(&text, "netapi_chat_notifications_delivered_total", &[]).unwrap_or(0.0) >= 1.0
-            || Instant::now() > deadline
-        {
+        // The delivered notification leaves the outbox in a commit of its own, just after.
+        let delivered = sample(&text, "netapi_chat_notifications_delivered_total", &[]);
+        let backlog = sample(&text, "netapi_chat_notifications_undelivered", &[]);
+        if (delivered == Some(1.0) && backlog == Some(0.0)) || Instant::now() > deadline {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -621,6 +622,66 @@ async fn metrics_follow_a_flow() {
         get("netapi_chat_store_commit_group_size_count", &[]) >= 2.0,
         "{text}"
     );
+    assert_eq!(
+        get("netapi_chat_notifications_undelivered", &[]),
+        0.0,
+        "{text}"
+    );
     assert_eq!(get("netapi_chat_sessions", &[]), 1.0);
     assert_eq!(get("netapi_chat_subscriptions", &[]), 1.0);
+}
+
+/// A callback that is down: the failed attempt is counted and the notification stays in the
+/// durable backlog while it waits for its retry (an hour away here).
+#[tokio::test]
+async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+    ]);
+    let bob = Listener::start().await;
+    bob.set_down(true);
+    let a = send(
+        "POST",
+        &server.url("sip:bob@example.com", "/subscriptions"),
+        &[("content-type", "application/json")],
+        Some(&format!(
+            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
+            bob.url
+        )),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = send(
+        "POST",
+        &server.url("tel:+15551230001", "/chatSessions"),
+        &[("content-type", "application/json")],
+        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = [("outcome", "failed")];
+    let text = loop {
+        let text = scrape(&server).await;
+        if sample(&text, "netapi_chat_notification_attempts_total", &failed).is_some()
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let get = |name: &str, labels: &[(&str, &str)]| sample(&text, name, labels).unwrap_or(0.0);
+    assert_eq!(
+        get("netapi_chat_notification_attempts_total", &failed),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        get("netapi_chat_notifications_undelivered", &[]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(get("netapi_chat_notifications_delivered_total", &[]), 0.0);
+    assert_eq!(get("netapi_chat_notifications_given_up_total", &[]), 0.0);
 }

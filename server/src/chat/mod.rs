@@ -335,6 +335,11 @@ impl Chat {
         }
     }
 
+    /// The store (for the metrics' outbox count).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Sessions and subscriptions held (for the metrics).
     pub fn sizes(&self) -> (usize, usize) {
         let state = self.lock();

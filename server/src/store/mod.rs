@@ -179,6 +179,11 @@ pub trait Backend: Send + 'static {
     fn probe(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Notifications in the outbox (not yet delivered, given up or forgotten), for the
+    /// metrics; `None` when the engine cannot tell cheaply.
+    fn outbox_len(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
