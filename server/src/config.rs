@@ -1,5 +1,17 @@
-//! Server configuration, read from the environment (every setting has a documented default, so
-//! `cargo run --release` needs none).
+//! Server configuration: the environment over an optional TOML file over the defaults (every
+//! setting has one, so `cargo run --release` needs none).
+//!
+//! Each setting is described once, in [`SETTINGS`] (environment variable, file key, default,
+//! meaning): `netapi-chat --help`, `netapi-chat check-config` and the README's settings table
+//! are made from it (a unit test keeps the README in step), and a file key or variable not in
+//! it is refused by name.
+//!
+//! To add a setting: one line in [`SETTINGS`], a field in [`Config`] (with its typed default in
+//! `Config::default`), and its reading in [`Config::from_sources`] with the [`Sources`] helpers
+//! (`s.var("NETAPI_CHAT_X", "what is expected")?`, `s.flag`, `s.seconds`, `s.text`); then
+//! `UPDATE_EXPECT=1 cargo test -p netapi-chat --lib config` rewrites the README table. The unit
+//! tests check that every listed setting is read, that nothing unlisted is, and that the listed
+//! defaults are the typed ones.
 
 use crate::callback_guard::CallbackPolicy;
 use crate::chat::Limits;
@@ -7,8 +19,11 @@ use crate::chat::quota::InvitationLimits;
 use crate::notify::RetryPolicy;
 use crate::store::sqlite::Sync;
 use netapi_chat_runtime::xml::XmlLimits;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Everything an operator can set.
@@ -69,6 +84,9 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
     pub connections: Connections,
+    /// `NETAPI_CHAT_METRICS_TOKEN`: the bearer token that opens `/metrics`; unset (the
+    /// default): no metrics are recorded and there is no `/metrics`.
+    pub metrics_token: Option<String>,
 }
 
 /// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
@@ -152,214 +170,906 @@ impl Default for Config {
             auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
             connections: Connections::default(),
+            metrics_token: None,
         }
     }
 }
 
-/// A setting that is present but does not parse.
+/// The prefix of every setting's environment variable; the file key is the rest, lowercased.
+pub const ENV_PREFIX: &str = "NETAPI_CHAT_";
+
+/// One operator setting, as `--help`, `check-config` and the README describe it.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// Its environment variable (`NETAPI_CHAT_…`); the file key is derived ([`Setting::key`]).
+    pub env: &'static str,
+    /// The default, written as a value would be; `None` when unset by default.
+    pub default: Option<&'static str>,
+    /// When `default` is `None`: what happens when it is not set.
+    pub unset: &'static str,
+    /// What it does (Markdown: the README table shows it as is).
+    pub doc: &'static str,
+    /// Never printed (`check-config` redacts it).
+    pub secret: bool,
+}
+
+impl Setting {
+    /// A setting with a default value.
+    const fn new(env: &'static str, default: &'static str, doc: &'static str) -> Setting {
+        Setting {
+            env,
+            default: Some(default),
+            unset: "",
+            doc,
+            secret: false,
+        }
+    }
+
+    /// A setting unset by default; `unset` says what happens then.
+    const fn unset(env: &'static str, unset: &'static str, doc: &'static str) -> Setting {
+        Setting {
+            env,
+            default: None,
+            unset,
+            doc,
+            secret: false,
+        }
+    }
+
+    /// The same, never printed.
+    const fn secret(self) -> Setting {
+        Setting {
+            secret: true,
+            ..self
+        }
+    }
+
+    /// Its key in the configuration file: the variable without [`ENV_PREFIX`], lowercased
+    /// (`NETAPI_CHAT_MAX_BODY_BYTES` → `max_body_bytes`).
+    pub fn key(&self) -> String {
+        self.env
+            .strip_prefix(ENV_PREFIX)
+            .unwrap_or(self.env)
+            .to_ascii_lowercase()
+    }
+
+    /// The default as a sentence fragment (the value, or what happens when unset).
+    pub fn default_text(&self) -> String {
+        match self.default {
+            Some(v) => format!("`{v}`"),
+            None => self.unset.to_owned(),
+        }
+    }
+}
+
+/// Every setting, in the order `--help`, `check-config` and the README list them. One line
+/// each: adding a setting starts here (see the module documentation).
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    Setting::new("NETAPI_CHAT_BIND", "127.0.0.1:8080", "listen address (`127.0.0.1:0` picks a free port)"),
+    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` + the bound address", "base of every `resourceURL`, `Location` and notification link"),
+    Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
+    Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
+    Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
+    Setting::unset("NETAPI_CHAT_TOKEN_FILE", "`<data dir>/tokens`", "token file: one token per line and the users it may act for, or `*` (generated with one `*` token at first start when missing)"),
+    Setting::unset("NETAPI_CHAT_JWKS_FILE", "the token file is used", "when set, OAuth 2.0 JWT access tokens (RS256/ES256) verified against this JWKS are used instead of the token file"),
+    Setting::unset("NETAPI_CHAT_JWT_ISSUER", "required with `jwks_file`", "the `iss` a JWT must have"),
+    Setting::unset("NETAPI_CHAT_JWT_AUDIENCE", "required with `jwks_file`", "the `aud` a JWT must have"),
+    Setting::new("NETAPI_CHAT_JWT_USER_CLAIM", "sub", "the JWT claim naming the users it acts for (one address, or an array in a custom claim)"),
+    Setting::new("NETAPI_CHAT_JWT_SCOPE", "chat", "the scope a JWT must carry"),
+    Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "generated at first start into `<data dir>/webhook-secret`", "the `whsec_…` secret notifications are signed with (Standard Webhooks)").secret(),
+    Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1`: callbacks may reach loopback addresses (local development only)"),
+    Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1`: callbacks may reach private-network addresses"),
+    Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delay before each delivery attempt (±20 % jitter; units `ms`, `s`, `m`, `h`), about 27 h in all; then the notification is given up, logged and counted"),
+    Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST"),
+    Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (fractions allowed)"),
+    Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`"),
+    Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed"),
+    Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters"),
+    Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session"),
+    Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user"),
+    Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to"),
+    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent"),
+    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee"),
+    Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
+    Setting::new("NETAPI_CHAT_XML_MAX_DEPTH", "32", "deepest XML element nesting"),
+    Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body"),
+    Setting::new("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "32", "most attributes on one XML element"),
+    Setting::new("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "65536", "longest XML text node, in bytes"),
+    Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token (`0` = off)"),
+    Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate", "burst size of the per-token request rate"),
+    Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
+    Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
+    Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
+    Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
+    Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
+    Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long to be answered, then the store is closed and the process exits 0"),
+];
+
+/// The setting with this environment variable.
+pub fn setting(env: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.env == env)
+}
+
+/// Where a value in force came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The setting's default.
+    Default,
+    /// The configuration file.
+    File,
+    /// Its environment variable.
+    Env,
+}
+
+/// What is wrong with a configuration.
 #[derive(Debug)]
-pub struct ConfigError {
-    /// The variable's name.
-    pub variable: &'static str,
-    /// Its value.
-    pub value: String,
-    /// What was expected.
-    pub expected: &'static str,
+pub enum ConfigError {
+    /// A value that does not parse.
+    Invalid {
+        /// The setting's environment variable.
+        variable: &'static str,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+        /// The file it was given in, if it came from the file.
+        file: Option<PathBuf>,
+    },
+    /// A setting that must be set when another one is.
+    Missing {
+        /// The missing setting's variable.
+        variable: &'static str,
+        /// The variable of the setting that needs it.
+        needed_by: &'static str,
+    },
+    /// The configuration file cannot be read, is not TOML, or holds something that is not a
+    /// setting.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// `NETAPI_CHAT_X` (`x`), as messages name a setting.
+fn both_names(variable: &str) -> String {
+    match setting(variable) {
+        Some(s) => format!("{variable} (`{}` in a configuration file)", s.key()),
+        None => variable.to_owned(),
+    }
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}={:?} is not valid: expected {}",
-            self.variable, self.value, self.expected
-        )
+        match self {
+            ConfigError::Invalid {
+                variable,
+                value,
+                expected,
+                file: None,
+            } => write!(f, "{variable}={value:?} is not valid: expected {expected}"),
+            ConfigError::Invalid {
+                variable,
+                value,
+                expected,
+                file: Some(path),
+            } => write!(
+                f,
+                "{}: {} = {value:?} is not valid: expected {expected}",
+                path.display(),
+                setting(variable).map_or_else(|| (*variable).to_owned(), Setting::key),
+            ),
+            ConfigError::Missing {
+                variable,
+                needed_by,
+            } => write!(
+                f,
+                "{} must be set when {} is",
+                both_names(variable),
+                both_names(needed_by)
+            ),
+            ConfigError::File { path, problem } => write!(f, "{}: {problem}", path.display()),
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-fn var<T: std::str::FromStr>(
-    name: &'static str,
-    expected: &'static str,
-) -> Result<Option<T>, ConfigError> {
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().map(Some).map_err(|_| ConfigError {
-            variable: name,
-            value: v,
-            expected,
-        }),
-        Err(_) => Ok(None),
+/// The raw values in force (environment over file over nothing), before they are parsed into
+/// a [`Config`]; also what `check-config` prints.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// The configuration file, if one was given.
+    file: Option<PathBuf>,
+    /// Value and origin of every setting given, by environment variable.
+    given: BTreeMap<&'static str, (String, Origin)>,
+    /// The variables looked up so far (the unit tests check that reading a configuration
+    /// looks up exactly the settings of [`SETTINGS`]).
+    looked_up: RefCell<BTreeSet<String>>,
+}
+
+/// A TOML value of the file as the text an environment variable would hold (arrays are
+/// joined with commas, for lists such as `retry_schedule`); `None` for tables and dates.
+fn toml_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(x) => Some(x.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                toml::Value::Array(_) | toml::Value::Table(_) => None,
+                v => toml_text(v),
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        toml::Value::Datetime(_) | toml::Value::Table(_) => None,
     }
 }
 
+impl Sources {
+    /// Reads `file` (a TOML table of settings, keys as in [`Setting::key`]), then the
+    /// environment through `env` over it. A file key that is not a setting is refused by
+    /// name, as is a value that is not a string, number, boolean or list of them.
+    pub fn gather(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Sources, ConfigError> {
+        let mut sources = Sources {
+            file: file.map(Path::to_path_buf),
+            ..Sources::default()
+        };
+        if let Some(path) = file {
+            let problem = |problem: String| ConfigError::File {
+                path: path.to_path_buf(),
+                problem,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| problem(format!("cannot read the configuration file: {e}")))?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| problem(format!("not valid TOML: {e}")))?;
+            for (key, value) in &table {
+                let Some(s) = SETTINGS.iter().find(|s| s.key() == *key) else {
+                    let hint = match SETTINGS.iter().find(|s| s.env == key.as_str()) {
+                        Some(s) => format!(" (write it as `{}`)", s.key()),
+                        None => " (`netapi-chat --help` lists the settings)".to_owned(),
+                    };
+                    return Err(problem(format!("unknown setting `{key}`{hint}")));
+                };
+                let text = toml_text(value).ok_or_else(|| {
+                    problem(format!(
+                        "`{key}` must be a string, number, boolean or list of them"
+                    ))
+                })?;
+                sources.given.insert(s.env, (text, Origin::File));
+            }
+        }
+        for s in SETTINGS {
+            if let Some(value) = env(s.env) {
+                let value = value.into_string().map_err(|v| ConfigError::Invalid {
+                    variable: s.env,
+                    value: v.to_string_lossy().into_owned(),
+                    expected: "UTF-8 text",
+                    file: None,
+                })?;
+                sources.given.insert(s.env, (value, Origin::Env));
+            }
+        }
+        Ok(sources)
+    }
+
+    /// The process environment over `file`.
+    pub fn from_process(file: Option<&Path>) -> Result<Sources, ConfigError> {
+        Sources::gather(file, |name| std::env::var_os(name))
+    }
+
+    /// The configuration file, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The value given for `variable` and where, or `None` when it was not given.
+    pub fn given(&self, variable: &str) -> Option<(&str, Origin)> {
+        self.given.get(variable).map(|(v, o)| (v.as_str(), *o))
+    }
+
+    /// The raw text of `variable`, if given (recorded as looked up).
+    pub fn text(&self, variable: &'static str) -> Option<&str> {
+        self.looked_up.borrow_mut().insert(variable.to_owned());
+        self.given.get(variable).map(|(v, _)| v.as_str())
+    }
+
+    /// The error for `value` of `variable`, naming the file when it came from there.
+    pub fn invalid(
+        &self,
+        variable: &'static str,
+        value: &str,
+        expected: &'static str,
+    ) -> ConfigError {
+        let from_file = matches!(self.given.get(variable), Some((_, Origin::File)));
+        ConfigError::Invalid {
+            variable,
+            value: value.to_owned(),
+            expected,
+            file: self.file.clone().filter(|_| from_file),
+        }
+    }
+
+    /// `variable` parsed as `T` (surrounding blanks ignored), if given.
+    pub fn var<T: std::str::FromStr>(
+        &self,
+        variable: &'static str,
+        expected: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.text(variable) {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.invalid(variable, v, expected)),
+            None => Ok(None),
+        }
+    }
+
+    /// A positive duration in seconds (fractions allowed), if given.
+    pub fn seconds(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
+        match self.var::<f64>(variable, "seconds, e.g. 10 or 0.5")? {
+            None => Ok(None),
+            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(s) => Err(self.invalid(variable, &s.to_string(), "a positive number of seconds")),
+        }
+    }
+
+    /// A switch: `1`/`true`/`yes` or `0`/`false`/`no`/empty; off when not given.
+    pub fn flag(&self, variable: &'static str) -> Result<bool, ConfigError> {
+        match self.text(variable).map(str::trim) {
+            None | Some("") | Some("0") | Some("false") | Some("no") => Ok(false),
+            Some("1") | Some("true") | Some("yes") => Ok(true),
+            Some(other) => Err(self.invalid(variable, other, "1 or 0")),
+        }
+    }
+
+    /// The settings looked up so far (for the unit tests).
+    #[cfg(test)]
+    fn looked_up(&self) -> BTreeSet<String> {
+        self.looked_up.borrow().clone()
+    }
+
+    /// The effective configuration as a TOML file, one line per setting with where its value
+    /// comes from; secrets redacted, unset settings commented out with what that means.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# netapi-chat {}: effective configuration ({})\n",
+            env!("CARGO_PKG_VERSION"),
+            match &self.file {
+                Some(p) => format!("file {}, environment over it", p.display()),
+                None => "no configuration file; environment over the defaults".to_owned(),
+            }
+        ));
+        for s in SETTINGS {
+            let key = s.key();
+            match (self.given(s.env), s.default) {
+                (Some((value, origin)), _) => {
+                    let shown = if s.secret {
+                        toml::Value::String("<redacted>".to_owned())
+                    } else {
+                        toml_value(value)
+                    };
+                    let from = match origin {
+                        Origin::Env => s.env.to_owned(),
+                        Origin::File => "file".to_owned(),
+                        Origin::Default => "default".to_owned(),
+                    };
+                    out.push_str(&format!("{key} = {shown}  # {from}\n"));
+                }
+                (None, Some(default)) => {
+                    out.push_str(&format!("{key} = {}  # default\n", toml_value(default)));
+                }
+                (None, None) => {
+                    out.push_str(&format!("# {key}: not set ({})\n", s.unset));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How a raw value is written back as TOML: a number or boolean as itself, anything else as a
+/// string (so that the output of `check-config` reads back as the same configuration).
+fn toml_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Some(x) = raw.parse::<f64>().ok().filter(|x| x.is_finite()) {
+        toml::Value::Float(x)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_owned())
+    }
+}
+
+/// The settings as a Markdown table (the README's, between its `settings-table` markers).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| file key | environment variable | default | meaning |\n|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            s.key(),
+            s.env,
+            s.default_text(),
+            s.doc
+        ));
+    }
+    out
+}
+
+/// The settings as plain text for `--help`.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "Settings (file key, environment variable: meaning; default). The environment overrides \
+         the file, the file the defaults:\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "\n  {}, {}\n      {}; default {}\n",
+            s.key(),
+            s.env,
+            s.doc,
+            s.default_text()
+        ));
+    }
+    out
+}
+
 impl Config {
-    /// Reads the `NETAPI_CHAT_*` variables over the defaults.
+    /// Reads the `NETAPI_CHAT_*` variables over the defaults (no configuration file).
     pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_sources(&Sources::from_process(None)?)
+    }
+
+    /// The configuration from raw values (see [`Sources`]); unset settings keep their
+    /// defaults.
+    pub fn from_sources(s: &Sources) -> Result<Config, ConfigError> {
         let d = Config::default();
         Ok(Config {
-            bind: var("NETAPI_CHAT_BIND", "an address such as 127.0.0.1:8080")?.unwrap_or(d.bind),
-            public_url: std::env::var("NETAPI_CHAT_PUBLIC_URL")
-                .ok()
+            bind: s
+                .var("NETAPI_CHAT_BIND", "an address such as 127.0.0.1:8080")?
+                .unwrap_or(d.bind),
+            public_url: s
+                .text("NETAPI_CHAT_PUBLIC_URL")
                 .map(|u| u.trim_end_matches('/').to_owned()),
-            invitation_timeout: var::<f64>(
-                "NETAPI_CHAT_INVITATION_TIMEOUT_SECS",
-                "seconds, e.g. 120 or 0.5",
-            )?
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(d.invitation_timeout),
-            max_body_bytes: var("NETAPI_CHAT_MAX_BODY_BYTES", "a byte count")?
+            invitation_timeout: s
+                .var::<f64>(
+                    "NETAPI_CHAT_INVITATION_TIMEOUT_SECS",
+                    "seconds, e.g. 120 or 0.5",
+                )?
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(d.invitation_timeout),
+            max_body_bytes: s
+                .var("NETAPI_CHAT_MAX_BODY_BYTES", "a byte count")?
                 .unwrap_or(d.max_body_bytes),
-            retry_schedule: match std::env::var("NETAPI_CHAT_RETRY_SCHEDULE") {
-                Ok(v) => RetryPolicy::parse_schedule(&v).ok_or(ConfigError {
-                    variable: "NETAPI_CHAT_RETRY_SCHEDULE",
-                    value: v,
-                    expected: "comma-separated delays such as 0,5s,5m,2h",
+            retry_schedule: match s.text("NETAPI_CHAT_RETRY_SCHEDULE") {
+                Some(v) => RetryPolicy::parse_schedule(v).ok_or_else(|| {
+                    s.invalid(
+                        "NETAPI_CHAT_RETRY_SCHEDULE",
+                        v,
+                        "comma-separated delays such as 0,5s,5m,2h",
+                    )
                 })?,
-                Err(_) => d.retry_schedule,
+                None => d.retry_schedule,
             },
-            notify_timeout: var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
+            notify_timeout: s
+                .var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.notify_timeout),
-            data_dir: std::env::var_os("NETAPI_CHAT_DATA_DIR")
+            data_dir: s
+                .text("NETAPI_CHAT_DATA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or(d.data_dir),
-            auth: auth_from_env()?,
+            auth: auth_from(s)?,
             callbacks: CallbackPolicy {
-                allow_loopback: flag("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK")?,
-                allow_private: flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
+                allow_loopback: s.flag("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK")?,
+                allow_private: s.flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
             },
-            webhook_secret: std::env::var("NETAPI_CHAT_WEBHOOK_SECRET").ok(),
+            webhook_secret: s.text("NETAPI_CHAT_WEBHOOK_SECRET").map(str::to_owned),
+            metrics_token: match s.text("NETAPI_CHAT_METRICS_TOKEN").map(str::trim) {
+                None => None,
+                Some("") => {
+                    return Err(s.invalid("NETAPI_CHAT_METRICS_TOKEN", "", "a non-empty token"));
+                }
+                Some(t) => Some(t.to_owned()),
+            },
             connections: Connections {
-                max: var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?
+                max: s
+                    .var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?
                     .map(|n| n.max(1))
                     .or(d.connections.max),
-                idle_timeout: seconds("NETAPI_CHAT_IDLE_TIMEOUT_SECS")?
+                idle_timeout: s
+                    .seconds("NETAPI_CHAT_IDLE_TIMEOUT_SECS")?
                     .unwrap_or(d.connections.idle_timeout),
-                header_read_timeout: seconds("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS")?
+                header_read_timeout: s
+                    .seconds("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS")?
                     .unwrap_or(d.connections.header_read_timeout),
-                shutdown_grace: seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
+                shutdown_grace: s
+                    .seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
                     .unwrap_or(d.connections.shutdown_grace),
             },
-            log_level: match std::env::var("NETAPI_CHAT_LOG_LEVEL")
-                .as_deref()
-                .map(str::trim)
-            {
-                Err(_) | Ok("warn") => dropshot::ConfigLoggingLevel::Warn,
-                Ok("info") => dropshot::ConfigLoggingLevel::Info,
-                Ok("debug") => dropshot::ConfigLoggingLevel::Debug,
-                Ok("error") => dropshot::ConfigLoggingLevel::Error,
-                Ok(other) => {
-                    return Err(ConfigError {
-                        variable: "NETAPI_CHAT_LOG_LEVEL",
-                        value: other.to_owned(),
-                        expected: "error, warn, info or debug",
-                    });
+            log_level: match s.text("NETAPI_CHAT_LOG_LEVEL").map(str::trim) {
+                None | Some("warn") => dropshot::ConfigLoggingLevel::Warn,
+                Some("info") => dropshot::ConfigLoggingLevel::Info,
+                Some("debug") => dropshot::ConfigLoggingLevel::Debug,
+                Some("error") => dropshot::ConfigLoggingLevel::Error,
+                Some(other) => {
+                    return Err(s.invalid(
+                        "NETAPI_CHAT_LOG_LEVEL",
+                        other,
+                        "error, warn, info or debug",
+                    ));
                 }
             },
             limits: Limits {
-                participants_per_session: var("NETAPI_CHAT_MAX_PARTICIPANTS", "a count")?
+                participants_per_session: s
+                    .var("NETAPI_CHAT_MAX_PARTICIPANTS", "a count")?
                     .unwrap_or(d.limits.participants_per_session),
-                text_chars: var("NETAPI_CHAT_MAX_TEXT_CHARS", "a count")?
+                text_chars: s
+                    .var("NETAPI_CHAT_MAX_TEXT_CHARS", "a count")?
                     .unwrap_or(d.limits.text_chars),
-                subscriptions_per_user: var("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "a count")?
+                subscriptions_per_user: s
+                    .var("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "a count")?
                     .unwrap_or(d.limits.subscriptions_per_user),
-                sessions_per_user: var("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "a count")?
+                sessions_per_user: s
+                    .var("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "a count")?
                     .unwrap_or(d.limits.sessions_per_user),
                 invitations: InvitationLimits {
-                    per_inviter: var("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "a count")?
+                    per_inviter: s
+                        .var("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "a count")?
                         .unwrap_or(d.limits.invitations.per_inviter),
-                    per_pair: var("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "a count")?
+                    per_pair: s
+                        .var("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "a count")?
                         .unwrap_or(d.limits.invitations.per_pair),
-                    per_minute: var("NETAPI_CHAT_INVITATION_RATE", "invitations a minute")?
+                    per_minute: s
+                        .var("NETAPI_CHAT_INVITATION_RATE", "invitations a minute")?
                         .unwrap_or(d.limits.invitations.per_minute),
                 },
             },
             xml: XmlLimits {
-                max_depth: var("NETAPI_CHAT_XML_MAX_DEPTH", "a count")?.unwrap_or(d.xml.max_depth),
-                max_elements: var("NETAPI_CHAT_XML_MAX_ELEMENTS", "a count")?
+                max_depth: s
+                    .var("NETAPI_CHAT_XML_MAX_DEPTH", "a count")?
+                    .unwrap_or(d.xml.max_depth),
+                max_elements: s
+                    .var("NETAPI_CHAT_XML_MAX_ELEMENTS", "a count")?
                     .unwrap_or(d.xml.max_elements),
-                max_attributes_per_element: var("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "a count")?
+                max_attributes_per_element: s
+                    .var("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "a count")?
                     .unwrap_or(d.xml.max_attributes_per_element),
-                max_text_bytes: var("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "a byte count")?
+                max_text_bytes: s
+                    .var("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "a byte count")?
                     .unwrap_or(d.xml.max_text_bytes),
             },
             rate: {
-                let rate: f64 =
-                    var("NETAPI_CHAT_RATE_LIMIT", "requests a second")?.unwrap_or(d.rate.0);
-                let burst: f64 = var("NETAPI_CHAT_RATE_BURST", "a count")?.unwrap_or(rate);
+                let rate: f64 = s
+                    .var("NETAPI_CHAT_RATE_LIMIT", "requests a second")?
+                    .unwrap_or(d.rate.0);
+                let burst: f64 = s.var("NETAPI_CHAT_RATE_BURST", "a count")?.unwrap_or(rate);
                 (rate, burst)
             },
-            body_timeout: var("NETAPI_CHAT_BODY_TIMEOUT_MS", "milliseconds")?
+            body_timeout: s
+                .var("NETAPI_CHAT_BODY_TIMEOUT_MS", "milliseconds")?
                 .filter(|ms: &u64| *ms > 0)
                 .map(Duration::from_millis)
                 .unwrap_or(d.body_timeout),
             auth_failures: (
-                var("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "a count")?.unwrap_or(d.auth_failures.0),
-                var("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "seconds")?
+                s.var("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "a count")?
+                    .unwrap_or(d.auth_failures.0),
+                s.var("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "seconds")?
                     .map(Duration::from_secs)
                     .unwrap_or(d.auth_failures.1),
             ),
-            sync: match std::env::var("NETAPI_CHAT_SYNC").as_deref().map(str::trim) {
-                Err(_) | Ok("normal") => Sync::Normal,
-                Ok("full") => Sync::Full,
-                Ok(other) => {
-                    return Err(ConfigError {
-                        variable: "NETAPI_CHAT_SYNC",
-                        value: other.to_owned(),
-                        expected: "normal or full",
-                    });
+            sync: match s.text("NETAPI_CHAT_SYNC").map(str::trim) {
+                None | Some("normal") => Sync::Normal,
+                Some("full") => Sync::Full,
+                Some(other) => {
+                    return Err(s.invalid("NETAPI_CHAT_SYNC", other, "normal or full"));
                 }
             },
         })
     }
 }
 
-fn auth_from_env() -> Result<AuthConfig, ConfigError> {
-    let Some(jwks) = std::env::var_os("NETAPI_CHAT_JWKS_FILE") else {
-        return Ok(AuthConfig::TokenFile(
-            std::env::var_os("NETAPI_CHAT_TOKEN_FILE").map(PathBuf::from),
-        ));
+/// Token file or JWT. Every authentication setting is looked up whichever is in force, so
+/// that a configuration is checked the same way in both cases.
+fn auth_from(s: &Sources) -> Result<AuthConfig, ConfigError> {
+    let token_file = s.text("NETAPI_CHAT_TOKEN_FILE").map(PathBuf::from);
+    let jwks = s.text("NETAPI_CHAT_JWKS_FILE").map(PathBuf::from);
+    let issuer = s.text("NETAPI_CHAT_JWT_ISSUER");
+    let audience = s.text("NETAPI_CHAT_JWT_AUDIENCE");
+    let user_claim = s.text("NETAPI_CHAT_JWT_USER_CLAIM").unwrap_or("sub");
+    let scope = s.text("NETAPI_CHAT_JWT_SCOPE").unwrap_or("chat");
+    let Some(jwks) = jwks else {
+        return Ok(AuthConfig::TokenFile(token_file));
     };
-    let required = |name: &'static str| {
-        std::env::var(name).map_err(|_| ConfigError {
-            variable: name,
-            value: String::new(),
-            expected: "a value (required with NETAPI_CHAT_JWKS_FILE)",
+    let required = |value: Option<&str>, variable: &'static str| {
+        value.map(str::to_owned).ok_or(ConfigError::Missing {
+            variable,
+            needed_by: "NETAPI_CHAT_JWKS_FILE",
         })
     };
     Ok(AuthConfig::Jwt {
-        jwks: PathBuf::from(jwks),
-        issuer: required("NETAPI_CHAT_JWT_ISSUER")?,
-        audience: required("NETAPI_CHAT_JWT_AUDIENCE")?,
-        user_claim: std::env::var("NETAPI_CHAT_JWT_USER_CLAIM")
-            .unwrap_or_else(|_| "sub".to_owned()),
-        scope: std::env::var("NETAPI_CHAT_JWT_SCOPE").unwrap_or_else(|_| "chat".to_owned()),
+        jwks,
+        issuer: required(issuer, "NETAPI_CHAT_JWT_ISSUER")?,
+        audience: required(audience, "NETAPI_CHAT_JWT_AUDIENCE")?,
+        user_claim: user_claim.to_owned(),
+        scope: scope.to_owned(),
     })
 }
 
-/// A positive duration in seconds (fractions allowed).
-fn seconds(name: &'static str) -> Result<Option<Duration>, ConfigError> {
-    match var::<f64>(name, "seconds, e.g. 10 or 0.5")? {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(ConfigError {
-            variable: name,
-            value: s.to_string(),
-            expected: "a positive number of seconds",
-        }),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn flag(name: &'static str) -> Result<bool, ConfigError> {
-    match std::env::var(name).as_deref().map(str::trim) {
-        Err(_) | Ok("") | Ok("0") | Ok("false") | Ok("no") => Ok(false),
-        Ok("1") | Ok("true") | Ok("yes") => Ok(true),
-        Ok(other) => Err(ConfigError {
-            variable: name,
-            value: other.to_owned(),
-            expected: "1 or 0",
-        }),
+    /// Sources from a map standing for the environment, over `file`.
+    fn sources(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Sources, ConfigError> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Sources::gather(file, move |name| env.get(name).map(OsString::from))
+    }
+
+    fn config(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_sources(&sources(file, env)?)
+    }
+
+    /// A configuration file holding `text`, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!(
+                "netapi-chat-config-{}.toml",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn keys_and_variables_are_unique_and_prefixed() {
+        let mut keys = BTreeSet::new();
+        for s in SETTINGS {
+            assert!(s.env.starts_with(ENV_PREFIX), "{}", s.env);
+            assert!(keys.insert(s.key()), "duplicate {}", s.env);
+            assert!(!s.doc.is_empty(), "{} has no description", s.env);
+            assert!(
+                !format!("{}{}", s.doc, s.unset).contains('|'),
+                "{}: a `|` would break the README table",
+                s.env
+            );
+            assert!(
+                s.default.is_some() == s.unset.is_empty(),
+                "{}: either a default or what unset means",
+                s.env
+            );
+        }
+    }
+
+    /// The defaults the table shows are the ones in force: nothing given, or every default
+    /// given explicitly, is `Config::default()`.
+    #[test]
+    fn listed_defaults_are_the_typed_defaults() {
+        let want = format!("{:?}", Config::default());
+        assert_eq!(format!("{:?}", config(None, &[]).unwrap()), want);
+        let explicit: Vec<(&str, &str)> = SETTINGS
+            .iter()
+            .filter_map(|s| s.default.map(|d| (s.env, d)))
+            .collect();
+        assert_eq!(format!("{:?}", config(None, &explicit).unwrap()), want);
+    }
+
+    /// Reading a configuration looks up every listed setting, and nothing that is not listed
+    /// (a setting read in `from_sources` but missing from the table would be unknown to the
+    /// file, `--help` and `check-config`).
+    #[test]
+    fn every_listed_setting_is_read_and_nothing_else() {
+        let s = sources(None, &[]).unwrap();
+        Config::from_sources(&s).unwrap();
+        let listed: BTreeSet<String> = SETTINGS.iter().map(|s| s.env.to_owned()).collect();
+        assert_eq!(s.looked_up(), listed);
+    }
+
+    /// Every `NETAPI_CHAT_…` variable the README names is a setting (or one of the few
+    /// variables that are not settings), so a new variable cannot be documented without
+    /// being in the table.
+    #[test]
+    fn every_variable_the_readme_names_is_a_setting() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let not_settings = ["NETAPI_CHAT_CONFIG"];
+        let mut rest = readme;
+        while let Some(at) = rest.find(ENV_PREFIX) {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let name = name.trim_end_matches('_');
+            assert!(
+                setting(name).is_some() || not_settings.contains(&name),
+                "README names {name}, which is not in config::SETTINGS"
+            );
+        }
+    }
+
+    /// The README's settings table is [`markdown_table`]; `UPDATE_EXPECT=1` rewrites it.
+    #[test]
+    fn readme_settings_table_is_generated_from_the_settings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- settings-table:begin", "<!-- settings-table:end -->");
+        let start = readme
+            .find(begin)
+            .expect("README has a settings-table:begin marker");
+        let start = start + readme[start..].find('\n').expect("marker line") + 1;
+        let stop = readme
+            .find(end)
+            .expect("README has a settings-table:end marker");
+        let want = markdown_table();
+        if readme[start..stop] != want {
+            if std::env::var_os("UPDATE_EXPECT").is_some() {
+                let updated = format!("{}{want}{}", &readme[..start], &readme[stop..]);
+                std::fs::write(&path, updated).unwrap();
+            } else {
+                panic!(
+                    "README.md's settings table is not config::SETTINGS; rewrite it with \
+                     `UPDATE_EXPECT=1 cargo test -p netapi-chat --lib config`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let f = TempFile::new(
+            "max_body_bytes = 1000\nbind = \"127.0.0.1:9000\"\nsync = \"full\"\n\
+             retry_schedule = [\"0\", \"1s\", \"2m\"]\ncallback_allow_private = true\n",
+        );
+        let c = config(Some(&f.0), &[("NETAPI_CHAT_MAX_BODY_BYTES", "2000")]).unwrap();
+        assert_eq!(c.max_body_bytes, 2000, "environment over file");
+        assert_eq!(
+            c.bind,
+            "127.0.0.1:9000".parse().unwrap(),
+            "file over default"
+        );
+        assert_eq!(c.sync, Sync::Full);
+        assert!(c.callbacks.allow_private);
+        assert_eq!(
+            c.retry_schedule,
+            [0, 1, 120].map(Duration::from_secs).to_vec(),
+            "a list is a comma-separated value"
+        );
+        assert_eq!(c.max_body_bytes, 2000);
+        let s = sources(Some(&f.0), &[("NETAPI_CHAT_MAX_BODY_BYTES", "2000")]).unwrap();
+        assert_eq!(
+            s.given("NETAPI_CHAT_MAX_BODY_BYTES"),
+            Some(("2000", Origin::Env))
+        );
+        assert_eq!(
+            s.given("NETAPI_CHAT_BIND"),
+            Some(("127.0.0.1:9000", Origin::File))
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let f = TempFile::new("max_body_bytes = 10\nmax_bodybytes = 10\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown setting `max_bodybytes`"), "{e}");
+        assert!(e.contains(&f.0.display().to_string()), "{e}");
+        let f = TempFile::new("NETAPI_CHAT_SYNC = \"full\"\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(e.contains("write it as `sync`"), "{e}");
+        let f = TempFile::new("[limits]\nmax_body_bytes = 10\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown setting `limits`"), "{e}");
+        let f = TempFile::new("max_body_bytes = { a = 1 }\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("`max_body_bytes` must be a string, number"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting_and_where_it_was_given() {
+        let f = TempFile::new("max_body_bytes = \"lots\"\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: max_body_bytes = \"lots\" is not valid: expected a byte count",
+                f.0.display()
+            )
+        );
+        let e = config(Some(&f.0), &[("NETAPI_CHAT_MAX_BODY_BYTES", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "NETAPI_CHAT_MAX_BODY_BYTES=\"-1\" is not valid: expected a byte count"
+        );
+        let e = config(None, &[("NETAPI_CHAT_JWKS_FILE", "/k.json")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NETAPI_CHAT_JWT_ISSUER (`jwt_issuer`") && e.contains("must be set when"),
+            "{e}"
+        );
+        let f = TempFile::new("max_body_bytes = 1\nmax_body_bytes = 2\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(e.contains("not valid TOML"), "{e}");
+        let e = config(Some(Path::new("/nonexistent/netapi-chat.toml")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read the configuration file"), "{e}");
+    }
+
+    /// What `check-config` prints is a configuration file that reads back as the same
+    /// configuration; secrets are redacted.
+    #[test]
+    fn the_rendered_configuration_reads_back_and_hides_secrets() {
+        let env = [
+            ("NETAPI_CHAT_MAX_BODY_BYTES", "2000"),
+            ("NETAPI_CHAT_RATE_LIMIT", "2.5"),
+            ("NETAPI_CHAT_PUBLIC_URL", "https://chat.example.com"),
+            ("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "yes"),
+        ];
+        let s = sources(None, &env).unwrap();
+        let text = s.render();
+        assert!(
+            text.contains("max_body_bytes = 2000  # NETAPI_CHAT_MAX_BODY_BYTES"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bind = \"127.0.0.1:8080\"  # default"),
+            "{text}"
+        );
+        assert!(text.contains("# webhook_secret: not set"), "{text}");
+        let f = TempFile::new(&text);
+        let back = config(Some(&f.0), &[]).unwrap();
+        assert_eq!(
+            format!("{back:?}"),
+            format!("{:?}", Config::from_sources(&s).unwrap())
+        );
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let text = sources(None, &[("NETAPI_CHAT_WEBHOOK_SECRET", secret)])
+            .unwrap()
+            .render();
+        assert!(!text.contains("MfKQ9r8"), "{text}");
+        assert!(text.contains("webhook_secret = \"<redacted>\""), "{text}");
+    }
+
+    #[test]
+    fn help_and_table_list_every_setting() {
+        let help = help_text();
+        let table = markdown_table();
+        for s in SETTINGS {
+            assert!(help.contains(s.env) && help.contains(&s.key()), "{}", s.env);
+            assert!(table.contains(&format!("| `{}` | `{}` |", s.key(), s.env)));
+        }
     }
 }

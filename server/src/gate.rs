@@ -8,7 +8,8 @@
 //! - Any other method on a known path that the path does not allow (PUT, PATCH, TRACE,
 //!   CONNECT, unknown tokens…) gets `405` with the exact `Allow` and an OMA `requestError` in
 //!   the negotiated format. This is the only place a 405 comes from: the routes are exactly
-//!   the spec's operations (plus the documents), so dropshot's router-level 405 (dropshot
+//!   the spec's operations (plus the documents and the health endpoints,
+//!   [`crate::server::unpublished_get_paths`]), so dropshot's router-level 405 (dropshot
 //!   JSON, its `Allow` listing the registered methods) is never reached on a known path.
 //!
 //! `OPTIONS` is not answered (it gets the 405, whose `Allow` tells the same thing): the API is
@@ -28,15 +29,17 @@ use percent_encoding::percent_decode_str;
 use std::sync::Arc;
 
 /// One segment of a path template.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Segment {
     Literal(String),
     Variable,
 }
 
 /// A path template and the methods it allows.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Route {
+    /// As written (`/v1/chat/{userId}/subscriptions`): the `route` label of request metrics.
+    template: String,
     segments: Vec<Segment>,
     methods: Vec<Method>,
     /// The `Allow` value: the methods in a fixed order, with `HEAD` after `GET`.
@@ -44,7 +47,7 @@ struct Route {
 }
 
 /// Which methods each known path template allows.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Methods {
     routes: Vec<Route>,
 }
@@ -102,6 +105,7 @@ impl Methods {
             .filter(|m| verbs.contains(m) || (*m == "HEAD" && verbs.contains(&"GET")))
             .collect();
         self.routes.push(Route {
+            template: template.to_owned(),
             segments,
             methods: listed
                 .iter()
@@ -129,6 +133,11 @@ impl Methods {
                     Segment::Variable => true,
                 })
         })
+    }
+
+    /// The template of the known path `path` matches (`None` for an unknown one).
+    pub fn template(&self, path: &str) -> Option<&str> {
+        self.lookup(path).map(|r| r.template.as_str())
     }
 
     /// What the gate does with a request: `Some` answer, or `None` to route it (after turning a
@@ -241,7 +250,7 @@ mod tests {
             .collect();
         assert!(items.len() >= 10, "{items:?}");
         let mut m = methods();
-        for doc_path in ["/openapi.json", "/xsd/{file}"] {
+        for doc_path in crate::server::unpublished_get_paths() {
             m.add(doc_path, &["GET"]);
             items.push((doc_path.to_owned(), vec!["GET".to_owned()]));
         }

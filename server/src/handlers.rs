@@ -30,6 +30,10 @@ pub struct ChatServer {
     pub rate: Arc<RateLimiter>,
     /// Failed authentications per client address.
     pub auth_failures: Arc<AuthFailures>,
+    /// Readiness (`/readyz`, see [`crate::health`]).
+    pub health: Arc<crate::health::Health>,
+    /// The token that opens `/metrics` (see [`crate::metrics`]); `None`: metrics are off.
+    pub metrics_token: Option<String>,
 }
 
 /// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a

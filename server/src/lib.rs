@@ -4,6 +4,7 @@
 //! - [`chat`]: the chat core, the state machine behind the handlers;
 //! - [`notify`]: delivery of notifications to subscribers' callbacks;
 //! - [`server`]: routing (generated API + published documents) and start-up;
+//! - [`health`]: `/healthz` and `/readyz` for load balancers; [`metrics`]: Prometheus `/metrics`;
 //! - [`config`], [`address`], [`urls`], [`time`], [`logsafe`]: the small pieces they share.
 
 pub mod address;
@@ -14,7 +15,9 @@ pub mod config;
 pub mod data_dir;
 pub mod gate;
 pub mod handlers;
+pub mod health;
 pub mod logsafe;
+pub mod metrics;
 pub mod notify;
 pub mod rate;
 pub mod server;

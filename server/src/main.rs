@@ -1,18 +1,77 @@
-//! `netapi-chat`: starts the chat server (configuration: `NETAPI_CHAT_*` variables, see
-//! `config.rs` and the README).
+//! `netapi-chat`: the chat server's command line. With no arguments it runs the server on the
+//! configuration of the environment (`NETAPI_CHAT_*` variables) over the defaults; `--config
+//! FILE` adds a TOML file under the environment; `check-config` prints the configuration in
+//! force and exits. Every setting is listed in `netapi_chat::config::SETTINGS`.
 
-use netapi_chat::config::Config;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use netapi_chat::config::{Config, Sources};
 use std::io::Write as _;
+use std::path::PathBuf;
+
+/// Exit status of an invalid configuration (as a usage error).
+const EXIT_BAD_CONFIG: u8 = 2;
+
+/// OMA RESTful Network API for Chat server.
+#[derive(Parser)]
+#[command(name = "netapi-chat", version, about, long_about = None)]
+#[command(after_help = "`netapi-chat --help` lists every setting.")]
+struct Cli {
+    /// TOML configuration file (`key = value` per setting); the environment overrides it.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        env = "NETAPI_CHAT_CONFIG",
+        global = true
+    )]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What to do (by default: serve).
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print the effective configuration (secrets redacted) and exit: 0 when it is valid, 2
+    /// with a message naming the problem when it is not.
+    CheckConfig,
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match Config::from_env() {
-        Ok(c) => c,
+    let command = Cli::command().after_long_help(netapi_chat::config::help_text());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let loaded = Sources::from_process(cli.config.as_deref())
+        .and_then(|s| Config::from_sources(&s).map(|c| (s, c)));
+    let (sources, config) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("netapi-chat: {e}");
-            return std::process::ExitCode::from(2);
+            eprintln!("netapi-chat: invalid configuration: {e}");
+            return std::process::ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            if let Err(e) = netapi_chat::server::check(&config) {
+                eprintln!("netapi-chat: invalid configuration: {e}");
+                return std::process::ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            // Stdout may be closed (e.g. piped into `head`): not an error of the configuration.
+            let _ = std::io::stdout().write_all(sources.render().as_bytes());
+            eprintln!("netapi-chat: the configuration is valid");
+            std::process::ExitCode::SUCCESS
+        }
+        None | Some(Command::Serve) => serve(config).await,
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT (see [`shutdown`]) or a fatal error.
+async fn serve(config: Config) -> std::process::ExitCode {
     let netapi_chat::server::Started {
         server,
         notice,

@@ -187,6 +187,7 @@ impl Queue {
 
     /// Queues a notification (delivered after the ones queued before).
     pub fn push(&self, d: Delivery) {
+        crate::metrics::notification_queued();
         // The task only ends once every sender is dropped.
         let _ = self.tx.send(d);
     }
@@ -262,6 +263,7 @@ async fn attempt(
     for (name, value) in d.signer.headers(&msg_id, timestamp, body) {
         request = request.header(name, value);
     }
+    let started = std::time::Instant::now();
     let result = request.body(body.clone()).send().await;
     let outcome = match result {
         Ok(r) if r.status().is_success() => Outcome::Delivered,
@@ -284,6 +286,12 @@ async fn attempt(
             Outcome::Retry(None)
         }
     };
+    let label = match outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Gone => "gone",
+        Outcome::Retry(_) => "failed",
+    };
+    crate::metrics::notification_attempt(label, started.elapsed());
     if matches!(outcome, Outcome::Retry(_)) {
         // Look the host up again before the next attempt.
         *client = None;

@@ -56,6 +56,7 @@ impl RateLimiter {
             format!("{}", self.rate),
         );
         e.variables.push(format!("{wait}"));
+        crate::metrics::rate_limited("requests");
         e.status = http::StatusCode::TOO_MANY_REQUESTS;
         if let Ok(v) = http::HeaderValue::from_str(&format!("{wait}")) {
             e.headers.push((http::header::RETRY_AFTER, v));
@@ -120,6 +121,7 @@ impl AuthFailures {
                     self.limit.to_string(),
                 );
                 e.variables.push(format!("{wait}"));
+                crate::metrics::rate_limited("auth_failures");
                 e.status = http::StatusCode::TOO_MANY_REQUESTS;
                 if let Ok(v) = http::HeaderValue::from_str(&format!("{wait}")) {
                     e.headers.push((http::header::RETRY_AFTER, v));

@@ -1,5 +1,5 @@
 //! Starting the HTTP server: the generated API routed to [`ChatServer`], plus the published
-//! documents (`/openapi.json`, `/xsd/{file}`).
+//! documents (`/openapi.json`, `/xsd/{file}`) and the health endpoints ([`crate::health`]).
 
 use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier};
 use crate::chat::{Chat, Settings};
@@ -53,7 +53,14 @@ impl std::error::Error for StartError {}
 
 /// The document endpoints below, for the request gate (they are not in the published OpenAPI):
 /// both are `GET`, so `HEAD` works on them too.
-const DOCUMENT_PATHS: [&str; 2] = ["/openapi.json", "/xsd/{file}"];
+pub const DOCUMENT_PATHS: [&str; 2] = ["/openapi.json", "/xsd/{file}"];
+
+/// Every route that is not an operation of the published OpenAPI (documents, health and
+/// metrics, all `GET`): the request gate learns them from here, next to where they are
+/// registered. `/metrics` is one only when metrics are on.
+pub fn unpublished_get_paths() -> impl Iterator<Item = &'static str> {
+    DOCUMENT_PATHS.into_iter().chain(crate::health::PATHS)
+}
 
 /// Serves the published OpenAPI document (JSON and XML media types).
 #[endpoint { method = GET, path = "/openapi.json", unpublished = true }]
@@ -124,6 +131,39 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
             Ok((Arc::new(verifier), None))
         }
     }
+}
+
+/// What `check-config` proves beyond parsing, without starting anything or writing: the
+/// configured webhook secret is a `whsec_…` secret, and the files the configuration names
+/// read as what they should be (the JWKS with the JWT settings; the token file, when it
+/// exists: a missing one is generated at first start).
+pub fn check(config: &Config) -> Result<(), String> {
+    if let Some(secret) = &config.webhook_secret {
+        Signer::from_secret(secret).map_err(|e| format!("NETAPI_CHAT_WEBHOOK_SECRET: {e}"))?;
+    }
+    match &config.auth {
+        AuthConfig::TokenFile(path) => {
+            let path = path
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("tokens"));
+            if path.exists() {
+                TokenFile::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        AuthConfig::Jwt {
+            jwks,
+            issuer,
+            audience,
+            user_claim,
+            scope,
+        } => {
+            let mut cfg = JwtConfig::new(issuer.clone(), audience.clone());
+            cfg.user_claim = user_claim.clone();
+            cfg.required_scope = Some(scope.clone());
+            JwtVerifier::from_jwks_file(jwks, cfg).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// The notification signer: the configured secret, else the one kept in the data directory
@@ -206,6 +246,15 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         .map_err(|e| StartError::Api(e.to_string()))?;
     api.register(xsd_document)
         .map_err(|e| StartError::Api(e.to_string()))?;
+    api.register(crate::health::healthz)
+        .map_err(|e| StartError::Api(e.to_string()))?;
+    api.register(crate::health::readyz)
+        .map_err(|e| StartError::Api(e.to_string()))?;
+    if config.metrics_token.is_some() {
+        crate::metrics::install().map_err(StartError::Api)?;
+        api.register(crate::metrics::metrics_endpoint)
+            .map_err(|e| StartError::Api(e.to_string()))?;
+    }
     netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
     netapi_chat_runtime::negotiate::set_body_timeout(config.body_timeout);
 
@@ -236,6 +285,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     let (store, snapshot) =
         Store::start(Box::new(backend)).map_err(|e| StartError::Store(e.to_string()))?;
     let closer = store.clone();
+    let health = Arc::new(crate::health::Health::new(store.clone(), log.clone()));
     let chat = Chat::open(Urls::new(public), settings, store, snapshot, log.clone())
         .map_err(StartError::Store)?;
     let dropshot = ConfigDropshot {
@@ -250,9 +300,17 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     };
     let mut methods =
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;
-    for path in DOCUMENT_PATHS {
+    for path in unpublished_get_paths() {
         methods.add(path, &["GET"]);
     }
+    if config.metrics_token.is_some() {
+        methods.add(crate::metrics::PATH, &["GET"]);
+    }
+    // Request metrics are labelled with the route templates the gate knows.
+    let routes = Arc::new(methods.clone());
+    let observer: dropshot::RequestObserver = Arc::new(move |method, path, status, took| {
+        crate::metrics::request(method, routes.template(path), status, took)
+    });
     let open_files = raise_open_files_limit();
     let max_connections = config.connections.max.unwrap_or_else(|| {
         usize::try_from(open_files / 4 * 3)
@@ -274,14 +332,22 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
                 config.auth_failures.0,
                 config.auth_failures.1,
             )),
+            health,
+            metrics_token: config.metrics_token.clone(),
         },
         log,
     )
     .config(dropshot)
     .connection_limits(limits)
-    .request_gate(methods.into_gate())
-    .start()
-    .map_err(|e| StartError::Listen(e.to_string()))?;
+    .request_gate(methods.into_gate());
+    let server = if config.metrics_token.is_some() {
+        server.request_observer(observer)
+    } else {
+        server
+    };
+    let server = server
+        .start()
+        .map_err(|e| StartError::Listen(e.to_string()))?;
     Ok(Started {
         server,
         notice,

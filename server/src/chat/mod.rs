@@ -260,6 +260,17 @@ impl Chat {
         }
     }
 
+    /// The store (for the metrics' outbox count).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Sessions and subscriptions held (for the metrics).
+    pub fn sizes(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.sessions.len(), state.subscriptions.len())
+    }
+
     /// The URL builder.
     pub fn urls(&self) -> &Urls {
         &self.urls

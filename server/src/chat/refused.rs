@@ -178,6 +178,7 @@ fn invitation_rate(limit: usize, wait: Duration) -> ApiError {
         limit.to_string(),
     );
     e.variables.push(secs.to_string());
+    crate::metrics::rate_limited("invitations");
     e.status = http::StatusCode::TOO_MANY_REQUESTS;
     if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
         e.headers.push((http::header::RETRY_AFTER, v));

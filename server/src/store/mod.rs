@@ -173,6 +173,17 @@ pub trait Backend: Send + 'static {
         sender: &str,
         correlator: &str,
     ) -> Result<Option<String>, StoreError>;
+    /// Proves the store can still take a commit, for readiness (`/readyz`): run on the store
+    /// thread between commits, so an answer also says the thread is not stuck. Must change
+    /// no stored data. The default has nothing to check.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Notifications in the outbox (not yet delivered, given up or forgotten), for the
+    /// metrics; `None` when the engine cannot tell cheaply.
+    fn outbox_len(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
@@ -398,7 +409,10 @@ fn commit_group(
     let result = if batches.is_empty() {
         Ok(())
     } else {
-        backend.commit(&batches)
+        let started = std::time::Instant::now();
+        let result = backend.commit(&batches);
+        crate::metrics::store_commit(batches.len(), started.elapsed());
+        result
     };
     match result {
         Ok(()) => {

@@ -94,8 +94,26 @@ impl Server {
         env: &[(&str, &str)],
         bind: Option<&str>,
     ) -> Server {
+        Server::start_in_with_args(data_dir, env, bind, &[])
+    }
+
+    /// Starts the server with command-line arguments (e.g. `--config FILE`) and extra
+    /// settings, on a fresh data directory.
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Server::start_in_with_args(&temp_data_dir(), env, None, args);
+        s.owns_dir = true;
+        s
+    }
+
+    fn start_in_with_args(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        bind: Option<&str>,
+        args: &[&str],
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
-        cmd.env("NETAPI_CHAT_BIND", bind.unwrap_or("127.0.0.1:0"))
+        cmd.args(args)
+            .env("NETAPI_CHAT_BIND", bind.unwrap_or("127.0.0.1:0"))
             .env("NETAPI_CHAT_DATA_DIR", data_dir)
             .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
             // One token drives many users here; the rate limit has tests of its own.

@@ -973,6 +973,7 @@ pub use pagination::WhichPage;
 pub use connection_limits::ConnectionLimits;
 pub use server::BuildError;
 pub use server::RequestGate;
+pub use server::RequestObserver;
 pub use server::ServerBuilder;
 pub use server::ServerContext;
 pub use server::ShutdownWaitFuture;

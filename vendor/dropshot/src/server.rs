@@ -87,7 +87,16 @@ pub struct DropshotState<C: ServerContext> {
     pub(crate) version_policy: VersionPolicy,
     /// run on every request before routing (see [`ServerBuilder::request_gate`])
     pub(crate) request_gate: DebugIgnore<Option<RequestGate>>,
+    /// told about every answered request (see [`ServerBuilder::request_observer`])
+    pub(crate) request_observer: DebugIgnore<Option<RequestObserver>>,
 }
+
+/// A hook told about every request once it is answered: its method and path
+/// (as received), the response status (499 when the client went away before
+/// the answer) and the time taken. For metrics; it must be quick.
+pub type RequestObserver = Arc<
+    dyn Fn(&http::Method, &str, u16, std::time::Duration) + Send + Sync,
+>;
 
 /// A hook run on every request before routing and before its body is read:
 /// it may rewrite the request (e.g. its method) or answer it by returning a
@@ -183,6 +192,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
         version_policy: VersionPolicy,
         limits: ConnectionLimits,
         request_gate: Option<RequestGate>,
+        request_observer: Option<RequestObserver>,
     ) -> Result<HttpServerStarter<C>, BuildError> {
         let tcp = {
             let std_listener = std::net::TcpListener::bind(
@@ -243,6 +253,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             handler_waitgroup_worker: DebugIgnore(handler_waitgroup.worker()),
             version_policy,
             request_gate: DebugIgnore(request_gate),
+            request_observer: DebugIgnore(request_observer),
         });
 
         for (path, method, endpoint) in app_state.router.endpoints(None) {
@@ -824,6 +835,12 @@ async fn http_request_handle_wrap<C: ServerContext>(
     // themselves.
     let start_time = std::time::Instant::now();
     let request_id = generate_request_id();
+    // What the request observer is told, taken before the request is consumed.
+    let observed = server
+        .request_observer
+        .0
+        .clone()
+        .map(|o| (o, request.method().clone(), request.uri().path().to_owned()));
 
     let mut request_log = server.log.new(o!(
         "remote_addr" => remote_addr,
@@ -878,8 +895,12 @@ async fn http_request_handle_wrap<C: ServerContext>(
 
     // In the case the client disconnects early, the scopeguard allows us
     // to perform extra housekeeping before this task is dropped.
+    let observed_on_disconnect = observed.clone();
     let on_disconnect = guard((), |_| {
         let latency_us = start_time.elapsed().as_micros();
+        if let Some((observer, method, path)) = &observed_on_disconnect {
+            observer(method, path, 499, start_time.elapsed());
+        }
 
         warn!(request_log, "request handling cancelled (client disconnected)";
             "latency_us" => latency_us,
@@ -966,6 +987,9 @@ async fn http_request_handle_wrap<C: ServerContext>(
             response
         }
     };
+    if let Some((observer, method, path)) = &observed {
+        observer(method, path, response.status().as_u16(), start_time.elapsed());
+    }
 
     Ok(response)
 }
@@ -1242,6 +1266,7 @@ pub struct ServerBuilder<C: ServerContext> {
     tls: Option<ConfigTls>,
     connection_limits: ConnectionLimits,
     request_gate: DebugIgnore<Option<RequestGate>>,
+    request_observer: DebugIgnore<Option<RequestObserver>>,
 }
 
 impl<C: ServerContext> ServerBuilder<C> {
@@ -1265,6 +1290,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             tls: Default::default(),
             connection_limits: Default::default(),
             request_gate: DebugIgnore(None),
+            request_observer: DebugIgnore(None),
         }
     }
 
@@ -1279,6 +1305,13 @@ impl<C: ServerContext> ServerBuilder<C> {
     /// is read (see [`RequestGate`])
     pub fn request_gate(mut self, gate: RequestGate) -> Self {
         self.request_gate = DebugIgnore(Some(gate));
+        self
+    }
+
+    /// Specify a hook told about every answered request (see
+    /// [`RequestObserver`])
+    pub fn request_observer(mut self, observer: RequestObserver) -> Self {
+        self.request_observer = DebugIgnore(Some(observer));
         self
     }
 
@@ -1341,6 +1374,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             self.version_policy,
             self.connection_limits,
             self.request_gate.0,
+            self.request_observer.0,
         )
     }
 }

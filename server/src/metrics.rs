@@ -1,0 +1,279 @@
+//! Prometheus metrics, served at `/metrics` on the API port to whoever presents the metrics
+//! token (`NETAPI_CHAT_METRICS_TOKEN`; without it there is no `/metrics` at all, and API
+//! tokens never open it).
+//!
+//! Recording goes through the `metrics` facade (one call where the thing happens, named by the
+//! functions below so that every name and label lives here); the Prometheus exporter of the
+//! same project aggregates and renders them. When metrics are off no recorder is installed and
+//! each call is a no-op. Labels take values from small fixed sets only (path templates, not
+//! paths; known methods; status codes), so the number of series is bounded whatever clients
+//! send. Histograms have fixed buckets (bounded memory), drained by an upkeep task.
+//!
+//! Counts kept elsewhere for other reasons (notifications delivered and given up, sessions and
+//! subscriptions in memory) are read when scraped, not counted twice.
+
+use crate::handlers::ChatServer;
+use dropshot::{Body, HttpError, RequestContext, endpoint};
+use http::{Response, StatusCode, header};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The path of the metrics endpoint (`GET`, so `HEAD` too; only when metrics are on).
+pub const PATH: &str = "/metrics";
+
+/// HTTP requests answered, by `method`, `route` (path template) and `status`.
+pub const HTTP_REQUESTS: &str = "netapi_chat_http_requests_total";
+/// Time to answer an HTTP request, by `method` and `route`.
+pub const HTTP_DURATION: &str = "netapi_chat_http_request_duration_seconds";
+/// Duration of one store commit (one transaction, a group of batches).
+pub const STORE_COMMIT_DURATION: &str = "netapi_chat_store_commit_duration_seconds";
+/// Batches committed together in one transaction (group commit).
+pub const STORE_COMMIT_GROUP: &str = "netapi_chat_store_commit_group_size";
+/// Notifications handed to a subscription's delivery queue (new ones and, after a restart,
+/// the undelivered ones resumed).
+pub const NOTIFICATIONS_QUEUED: &str = "netapi_chat_notifications_queued_total";
+/// Delivery attempts, by `outcome` (`delivered`, `gone`: 410, `failed`: to be retried or given
+/// up).
+pub const NOTIFICATION_ATTEMPTS: &str = "netapi_chat_notification_attempts_total";
+/// Time of one delivery attempt (the callback POST).
+pub const NOTIFICATION_ATTEMPT_DURATION: &str = "netapi_chat_notification_attempt_duration_seconds";
+/// Notifications delivered since start.
+pub const NOTIFICATIONS_DELIVERED: &str = "netapi_chat_notifications_delivered_total";
+/// Notifications given up after every attempt of the retry schedule failed.
+pub const NOTIFICATIONS_GIVEN_UP: &str = "netapi_chat_notifications_given_up_total";
+/// Requests refused `429` by a rate limit, by `limit` (`requests`, `auth_failures`,
+/// `invitations`).
+pub const RATE_LIMITED: &str = "netapi_chat_rate_limited_total";
+/// Notifications in the durable outbox: waiting for their first attempt or for a retry.
+pub const NOTIFICATIONS_UNDELIVERED: &str = "netapi_chat_notifications_undelivered";
+/// Open chat sessions held in memory.
+pub const SESSIONS: &str = "netapi_chat_sessions";
+/// Notification subscriptions held in memory.
+pub const SUBSCRIPTIONS: &str = "netapi_chat_subscriptions";
+
+/// Buckets of the latency histograms, in seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets of the commit group size (at most `store::MAX_GROUP`, 512).
+const GROUP_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same handle) and starts
+/// its upkeep task. Needs a tokio runtime.
+pub fn install() -> Result<&'static PrometheusHandle, String> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let bad = |e: metrics_exporter_prometheus::BuildError| format!("metrics: {e}");
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .map_err(bad)?
+        .set_buckets_for_metric(Matcher::Full(STORE_COMMIT_GROUP.to_owned()), &GROUP_BUCKETS)
+        .map_err(bad)?
+        .install_recorder()
+        .map_err(bad)?;
+    let handle = HANDLE.get_or_init(|| handle);
+    describe();
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tick.tick().await;
+            if let Some(h) = HANDLE.get() {
+                h.run_upkeep();
+            }
+        }
+    });
+    Ok(handle)
+}
+
+/// The `# HELP` lines.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by method, route and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request"
+    );
+    describe_histogram!(
+        STORE_COMMIT_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of one store commit (group of batches)"
+    );
+    describe_histogram!(
+        STORE_COMMIT_GROUP,
+        "Batches committed together in one transaction"
+    );
+    describe_counter!(
+        NOTIFICATIONS_QUEUED,
+        "Notifications handed to delivery (new, or resumed at start)"
+    );
+    describe_counter!(
+        NOTIFICATION_ATTEMPTS,
+        "Notification delivery attempts, by outcome"
+    );
+    describe_histogram!(
+        NOTIFICATION_ATTEMPT_DURATION,
+        metrics::Unit::Seconds,
+        "Time of one delivery attempt"
+    );
+    describe_counter!(NOTIFICATIONS_DELIVERED, "Notifications delivered");
+    describe_counter!(
+        NOTIFICATIONS_GIVEN_UP,
+        "Notifications given up after every attempt failed"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused 429 by a rate limit, by limit"
+    );
+    describe_gauge!(SESSIONS, "Chat sessions held");
+    describe_gauge!(
+        NOTIFICATIONS_UNDELIVERED,
+        "Notifications in the outbox, not yet delivered or given up"
+    );
+    describe_gauge!(SUBSCRIPTIONS, "Notification subscriptions held");
+}
+
+/// The `method` label: a method of HTTP, or `other` (a client may send any token).
+fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
+
+/// Records an answered request under its route (`None`: a path the server does not know).
+pub fn request(method: &http::Method, route: Option<&str>, status: u16, took: Duration) {
+    let method = method_label(method);
+    let route = route.unwrap_or("other").to_owned();
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route)
+        .record(took.as_secs_f64());
+}
+
+/// Records one store commit of `group` batches.
+pub fn store_commit(group: usize, took: Duration) {
+    metrics::histogram!(STORE_COMMIT_DURATION).record(took.as_secs_f64());
+    metrics::histogram!(STORE_COMMIT_GROUP).record(group as f64);
+}
+
+/// Records a notification handed to a delivery queue.
+pub fn notification_queued() {
+    metrics::counter!(NOTIFICATIONS_QUEUED).increment(1);
+}
+
+/// Records a delivery attempt: `delivered`, `gone` or `failed`.
+pub fn notification_attempt(outcome: &'static str, took: Duration) {
+    metrics::counter!(NOTIFICATION_ATTEMPTS, "outcome" => outcome).increment(1);
+    metrics::histogram!(NOTIFICATION_ATTEMPT_DURATION).record(took.as_secs_f64());
+}
+
+/// Records a `429` from a rate limit: `requests`, `auth_failures` or `invitations`.
+pub fn rate_limited(limit: &'static str) {
+    metrics::counter!(RATE_LIMITED, "limit" => limit).increment(1);
+}
+
+/// How long a scrape waits for the store's outbox count before leaving the gauge as it was.
+const OUTBOX_COUNT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sets the values read at scrape time, then renders everything.
+async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
+    let count = server.chat.store().read(|backend| backend.outbox_len());
+    if let Ok(Ok(Ok(Some(n)))) = tokio::time::timeout(OUTBOX_COUNT_TIMEOUT, count).await {
+        metrics::gauge!(NOTIFICATIONS_UNDELIVERED).set(n as f64);
+    }
+    metrics::counter!(NOTIFICATIONS_DELIVERED).absolute(crate::notify::delivered_count());
+    metrics::counter!(NOTIFICATIONS_GIVEN_UP).absolute(crate::notify::dropped_count());
+    let (sessions, subscriptions) = server.chat.sizes();
+    metrics::gauge!(SESSIONS).set(sessions as f64);
+    metrics::gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Whether `authorization` is `Bearer <token>`, compared in constant time.
+pub fn authorized(authorization: Option<&http::HeaderValue>, token: &str) -> bool {
+    let Some(given) = authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// The metrics in the Prometheus text format, to a caller with the metrics token; `401`
+/// otherwise (API tokens do not open it).
+#[endpoint { method = GET, path = "/metrics", unpublished = true }]
+pub async fn metrics_endpoint(
+    rqctx: RequestContext<ChatServer>,
+) -> Result<Response<Body>, HttpError> {
+    let server = rqctx.context();
+    let (Some(token), Some(handle)) = (server.metrics_token.as_deref(), HANDLE.get()) else {
+        return Err(HttpError::for_not_found(None, "no metrics".to_owned()));
+    };
+    let builder = Response::builder().header(header::CACHE_CONTROL, "no-store");
+    let response = if authorized(rqctx.request.headers().get(header::AUTHORIZATION), token) {
+        builder
+            .status(StatusCode::OK)
+            .header(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .body(Body::from(render(server, handle).await))
+    } else {
+        builder
+            .status(StatusCode::UNAUTHORIZED)
+            .header(
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"netapi-chat metrics\"",
+            )
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from("the metrics token is required\n"))
+    };
+    response.map_err(|e| HttpError::for_internal_error(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_metrics_token_opens_it() {
+        let h = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        assert!(authorized(Some(&h("Bearer s3cret")), "s3cret"));
+        assert!(!authorized(Some(&h("Bearer s3cre")), "s3cret"));
+        assert!(!authorized(Some(&h("Bearer s3cret2")), "s3cret"));
+        assert!(!authorized(Some(&h("Basic s3cret")), "s3cret"));
+        assert!(!authorized(Some(&h("s3cret")), "s3cret"));
+        assert!(!authorized(None, "s3cret"));
+    }
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        let m = |s: &str| http::Method::from_bytes(s.as_bytes()).unwrap();
+        assert_eq!(method_label(&m("GET")), "GET");
+        assert_eq!(method_label(&m("M-SEARCH")), "other");
+        assert_eq!(method_label(&m("get")), "other");
+    }
+}
