@@ -187,6 +187,12 @@ pub trait Backend: Send + 'static {
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
+    /// Whether housekeeping is due now, so that [`Backend::idle`] should run in the next gap
+    /// between commits, even a short one, rather than wait for a quiet moment that a steady
+    /// load never leaves (then the work piles up and is done all at once, in one long stall).
+    fn housekeeping_due(&self) -> bool {
+        false
+    }
 }
 
 /// A read run on the store thread (it has the only connection), between commits.
@@ -350,22 +356,30 @@ fn run(
             Err(mpsc::TryRecvError::Disconnected) => break,
             // Asked to close and nothing is left to commit.
             Err(mpsc::TryRecvError::Empty) if stop.load(Ordering::SeqCst) => break,
-            Err(mpsc::TryRecvError::Empty) => match rx.recv_timeout(QUIET) {
-                Ok(work) => work,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                // Housekeeping only once nothing has come for a moment, not in the gaps
-                // between the commits of a busy stream.
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
+            Err(mpsc::TryRecvError::Empty) => {
+                // Housekeeping that is due (e.g. a WAL of ~4 MiB to checkpoint) runs in this
+                // gap, however short: a steady stream never leaves a quiet moment, and work
+                // left to pile up is paid all at once, in one long stall (issue 12 item 5).
+                if backend.housekeeping_due() {
                     backend.idle();
-                    match rx.recv() {
-                        Ok(work) => work,
-                        Err(_) => break,
+                }
+                match rx.recv_timeout(QUIET) {
+                    Ok(work) => work,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    // The rest of the housekeeping (e.g. truncating a WAL grown past its
+                    // limit) only once nothing has come for a moment.
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        backend.idle();
+                        match rx.recv() {
+                            Ok(work) => work,
+                            Err(_) => break,
+                        }
                     }
                 }
-            },
+            }
         };
         let mut queued = vec![first];
         while queued.len() < MAX_GROUP {

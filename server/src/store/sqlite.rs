@@ -461,6 +461,10 @@ impl Backend for Sqlite {
             .map_err(err)
     }
 
+    fn housekeeping_due(&self) -> bool {
+        self.frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES
+    }
+
     fn idle(&mut self) {
         if self.frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
             self.checkpoint();
