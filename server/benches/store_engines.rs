@@ -92,6 +92,10 @@ impl Backend for Redb {
         Err(StoreError("not measured in this bench".into()))
     }
 
+    fn purge_messages(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
+        Err(StoreError("not measured in this bench".into()))
+    }
+
     fn message_by_correlator(
         &mut self,
         _: &str,
@@ -280,6 +284,7 @@ impl Workload {
                 sender: "tel:+15550100001".to_owned(),
                 correlator: None,
                 value: message.into_bytes(),
+                sent_ms: Some(1_767_225_600_000 + self.next_message as i64),
             }],
             outbox,
             ..Batch::default()
@@ -520,6 +525,7 @@ fn check_same_semantics() {
                         sender: "a".into(),
                         correlator: None,
                         value: b"{}".to_vec(),
+                        sent_ms: Some(1),
                     })
                     .collect(),
                 outbox: vec![entry(1), entry(2), entry(3)],

@@ -5,6 +5,7 @@ use crate::callback_guard::CallbackPolicy;
 use crate::chat::Limits;
 use crate::chat::quota::InvitationLimits;
 use crate::notify::RetryPolicy;
+use crate::retention::Retention;
 use crate::store::sqlite::Sync;
 use netapi_chat_runtime::xml::XmlLimits;
 use std::net::SocketAddr;
@@ -69,6 +70,11 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
     pub connections: Connections,
+    /// `NETAPI_CHAT_RETENTION`: how long a message is kept after it was sent, as a duration
+    /// such as `30d` (the default), `12h` or `90s`; older ones are purged in the background
+    /// and answer like messages that never existed. `NETAPI_CHAT_PURGE_INTERVAL_MS`: time
+    /// between purge rounds (default 10 000). See [`crate::retention`].
+    pub retention: Retention,
 }
 
 /// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
@@ -152,6 +158,7 @@ impl Default for Config {
             auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
             connections: Connections::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -301,6 +308,27 @@ impl Config {
                     .map(Duration::from_secs)
                     .unwrap_or(d.auth_failures.1),
             ),
+            retention: Retention {
+                keep: match std::env::var("NETAPI_CHAT_RETENTION") {
+                    Ok(v) => crate::retention::parse_retention(&v).map_err(|_| ConfigError {
+                        variable: "NETAPI_CHAT_RETENTION",
+                        value: v,
+                        expected: "a positive duration such as 30d, 12h or 90s",
+                    })?,
+                    Err(_) => d.retention.keep,
+                },
+                interval: match var::<u64>("NETAPI_CHAT_PURGE_INTERVAL_MS", "milliseconds")? {
+                    None => d.retention.interval,
+                    Some(0) => {
+                        return Err(ConfigError {
+                            variable: "NETAPI_CHAT_PURGE_INTERVAL_MS",
+                            value: "0".to_owned(),
+                            expected: "milliseconds, at least 1",
+                        });
+                    }
+                    Some(ms) => Duration::from_millis(ms),
+                },
+            },
             sync: match std::env::var("NETAPI_CHAT_SYNC").as_deref().map(str::trim) {
                 Err(_) | Ok("normal") => Sync::Normal,
                 Ok("full") => Sync::Full,

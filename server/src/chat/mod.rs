@@ -140,7 +140,10 @@ impl Change {
         self.put(Kind::Session, s.id.clone(), records::encode_session(s));
     }
 
-    fn put_message(&mut self, sid: &str, m: &Message) {
+    /// Writes a message: a new one with the time it was sent (`Some`, what retention goes by),
+    /// or a new state of a stored one (`None`: its time stays, and one purged meanwhile stays
+    /// purged; see `store::MessageRow::sent_ms`).
+    fn put_message(&mut self, sid: &str, m: &Message, sent_ms: Option<i64>) {
         self.batch.messages.push(MessageRow {
             session: sid.to_owned(),
             seq: m.seq,
@@ -148,6 +151,7 @@ impl Change {
             sender: m.sender.clone(),
             correlator: m.client_correlator.clone(),
             value: records::encode_message(m),
+            sent_ms,
         });
     }
 }
@@ -1425,7 +1429,7 @@ impl Chat {
                 })
                 .collect();
             let mut change = Change::default();
-            change.put_message(sid, &message);
+            change.put_message(sid, &message, Some(now_ms()));
             self.notify(&mut state, &mut change, outbox);
             (urls.message(user, sid, &id), self.submit(&state, change))
         };
@@ -1545,7 +1549,7 @@ impl Chat {
                 .map(|st| (m.sender.clone(), views::delivery(urls, sid, m, user, st)))
                 .collect();
             let mut change = Change::default();
-            change.put_message(sid, m);
+            change.put_message(sid, m, None);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };

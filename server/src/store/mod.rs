@@ -80,6 +80,11 @@ pub struct MessageRow {
     pub correlator: Option<String>,
     /// The stored record (`chat::records`).
     pub value: Vec<u8>,
+    /// When it was sent (Unix milliseconds), for a new message: what retention goes by
+    /// (`crate::retention`). `None` for a new state of a message already stored (a delivery
+    /// confirmation): only its record changes, its time stays, and a message purged in the
+    /// meantime stays purged instead of coming back.
+    pub sent_ms: Option<i64>,
 }
 
 /// One atomic change.
@@ -87,7 +92,8 @@ pub struct MessageRow {
 pub struct Batch {
     /// Records written (kind, key, JSON value); never [`Kind::Message`] (see `messages`).
     pub puts: Vec<(Kind, String, Vec<u8>)>,
-    /// Messages written (new ones, or a new state of one already stored, same session and seq).
+    /// Messages written (new ones, or a new state of one already stored, same session and seq;
+    /// see [`MessageRow::sent_ms`]).
     pub messages: Vec<MessageRow>,
     /// Records deleted (kind, key); deleting a session deletes its messages, deleting a
     /// subscription its undelivered notifications.
@@ -173,6 +179,11 @@ pub trait Backend: Send + 'static {
         sender: &str,
         correlator: &str,
     ) -> Result<Option<String>, StoreError>;
+    /// Deletes up to `limit` messages sent before `before_ms` (Unix milliseconds), oldest
+    /// first, in one short transaction of its own, and says how many it deleted (retention,
+    /// see `crate::retention`). Indexed by sending time: the cost follows `limit`, not the
+    /// number of messages stored.
+    fn purge_messages(&mut self, before_ms: i64, limit: usize) -> Result<usize, StoreError>;
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
@@ -307,7 +318,8 @@ impl Store {
     /// Runs `read` on the store thread, after every batch queued before it is committed, and
     /// hands back its result. The store thread owns the only connection (the database is held
     /// in exclusive locking mode), so reads queue with the commits; they are point lookups and
-    /// short index walks, done between two group commits. The receiver gets an error when the
+    /// short index walks, done between two group commits. Retention's purge batches take the
+    /// same way ([`Backend::purge_messages`], bounded like a read: see `crate::retention`). The receiver gets an error when the
     /// store has stopped or the read failed (the text is for the log, not for clients).
     ///
     /// Never await it while holding the core's state lock: other users would wait on this
@@ -495,6 +507,7 @@ mod tests {
                 sender: "tel:+1".into(),
                 correlator: None,
                 value: vec![b'm'; 400],
+                sent_ms: Some(1),
             }],
             outbox: (0..2)
                 .map(|k| OutboxEntry {

@@ -1,8 +1,8 @@
 //! The embedded default backend: one SQLite file in WAL mode.
 //!
 //! Three tables: `records` (kind, key → JSON value: what start-up loads), `messages` (indexed by
-//! (session, seq), (session, id) and (session, sender, correlator); read on demand, never at
-//! start-up) and `outbox` (undelivered notifications). With
+//! (session, seq), (session, id), (session, sender, correlator) and sending time; read on
+//! demand, never at start-up; purged by retention) and `outbox` (undelivered notifications). With
 //! `synchronous=NORMAL` (the default here) a commit is on disk in the WAL before the client is
 //! answered, so it survives a crash of the process (SIGKILL); `FULL` also survives a power cut
 //! at the cost of an fsync per group commit (`NETAPI_CHAT_SYNC=full`).
@@ -143,6 +143,7 @@ impl Sqlite {
              CREATE TABLE IF NOT EXISTS messages (
                  session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
                  sender TEXT NOT NULL, correlator TEXT, value BLOB NOT NULL,
+                 sent_ms INTEGER NOT NULL,
                  PRIMARY KEY (session, seq)) WITHOUT ROWID;
              CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages (session, id);
              CREATE INDEX IF NOT EXISTS messages_by_correlator
@@ -151,7 +152,14 @@ impl Sqlite {
              DELETE FROM started;",
         )
         .map_err(|e| first_write_failed(&path, e))?;
-        let migrated = match migrate(&conn, version, &place) {
+        // The time index after the migration: a version-3 table gets its column there.
+        let migrated = match migrate(&conn, version, &place).and_then(|m| {
+            conn.execute_batch(
+                "CREATE INDEX IF NOT EXISTS messages_by_time ON messages (sent_ms);",
+            )
+            .map_err(err)?;
+            Ok(m)
+        }) {
             Ok(m) => m,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -288,6 +296,9 @@ fn migrate(conn: &Connection, from: u32, place: &str) -> Result<Option<Migrated>
     if from < format::MESSAGES_TABLE {
         done.records += move_messages(conn, place)?;
     }
+    if from < format::MESSAGE_TIMES {
+        stamp_message_times(conn, place)?;
+    }
     Ok(Some(done))
 }
 
@@ -310,8 +321,8 @@ fn move_messages(conn: &Connection, place: &str) -> Result<u64, StoreError> {
         .map_err(err)?;
     let mut write = conn
         .prepare(
-            "INSERT INTO messages (session, seq, id, sender, correlator, value)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
         )
         .map_err(err)?;
     let mut after = String::new();
@@ -345,6 +356,62 @@ fn move_messages(conn: &Connection, place: &str) -> Result<u64, StoreError> {
     conn.execute("DELETE FROM records WHERE kind = 'message'", [])
         .map_err(err)?;
     Ok(moved)
+}
+
+/// The layout part of the step to version [`format::MESSAGE_TIMES`]: the `messages` table gets
+/// its `sent_ms` column (a version-3 table has none; one created by this version's schema
+/// already has it, holding 0 for the rows [`move_messages`] just moved), and every row gets
+/// the time read from its record ([`format::message_time`]). Runs inside the caller's
+/// transaction, a page of rows at a time; a record it cannot read stops the start with its
+/// name.
+fn stamp_message_times(conn: &Connection, place: &str) -> Result<(), StoreError> {
+    let has_column: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('messages') WHERE name = 'sent_ms')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if !has_column {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN sent_ms INTEGER NOT NULL DEFAULT 0")
+            .map_err(err)?;
+    }
+    let failed = |session: &str, seq: i64, e: String| {
+        StoreError(format!(
+            "{place}: migrating the stored format to version {}: stored message seq {seq} of session `{session}`: {e}",
+            format::MESSAGE_TIMES
+        ))
+    };
+    let mut read = conn
+        .prepare(
+            "SELECT session, seq, value FROM messages WHERE (session, seq) > (?1, ?2)
+             ORDER BY session, seq LIMIT ?3",
+        )
+        .map_err(err)?;
+    let mut write = conn
+        .prepare("UPDATE messages SET sent_ms = ?3 WHERE session = ?1 AND seq = ?2")
+        .map_err(err)?;
+    let mut after = (String::new(), i64::MIN);
+    loop {
+        let rows = read
+            .query_map(params![after.0, after.1, MIGRATION_PAGE], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let Some(last) = rows.last() else { break };
+        after = (last.0.clone(), last.1);
+        for (session, seq, value) in &rows {
+            let at = format::message_time(value).map_err(|e| failed(session, *seq, e))?;
+            write.execute(params![session, seq, at]).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 impl Sqlite {
@@ -463,9 +530,14 @@ impl Backend for Sqlite {
                 .map_err(err)?;
             let mut put_message = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO messages (session, seq, id, sender, correlator, value)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO messages
+                         (session, seq, id, sender, correlator, value, sent_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
+                .map_err(err)?;
+            // A new state of a stored message: its time stays; a purged one stays purged.
+            let mut update_message = tx
+                .prepare_cached("UPDATE messages SET value = ?3 WHERE session = ?1 AND seq = ?2")
                 .map_err(err)?;
             let mut del_messages = tx
                 .prepare_cached("DELETE FROM messages WHERE session = ?1")
@@ -486,16 +558,21 @@ impl Backend for Sqlite {
                     put.execute(params![kind.name(), key, value]).map_err(err)?;
                 }
                 for m in &b.messages {
-                    put_message
-                        .execute(params![
+                    match m.sent_ms {
+                        Some(at) => put_message.execute(params![
                             m.session,
                             seq_param(m.seq)?,
                             m.id,
                             m.sender,
                             m.correlator,
-                            m.value
-                        ])
-                        .map_err(err)?;
+                            m.value,
+                            at
+                        ]),
+                        None => {
+                            update_message.execute(params![m.session, seq_param(m.seq)?, m.value])
+                        }
+                    }
+                    .map_err(err)?;
                 }
                 for (kind, key) in &b.deletes {
                     del.execute(params![kind.name(), key]).map_err(err)?;
@@ -545,6 +622,20 @@ impl Backend for Sqlite {
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
+    fn purge_messages(&mut self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction().map_err(err)?;
+        let purged = tx
+            .prepare_cached(PURGE_SQL)
+            .and_then(|mut stmt| stmt.execute(params![before_ms, limit]))
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        if self.frames.load(Ordering::Relaxed) >= FORCE_CHECKPOINT_FRAMES {
+            self.checkpoint();
+        }
+        Ok(purged)
+    }
+
     fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut stmt = self.conn.prepare_cached(BY_ID_SQL).map_err(err)?;
         let mut rows = stmt.query(params![session, id]).map_err(err)?;
@@ -585,6 +676,13 @@ const BY_ID_SQL: &str =
 const BY_CORRELATOR_SQL: &str = "SELECT id FROM messages INDEXED BY messages_by_correlator
      WHERE session = ?1 AND sender = ?2 AND correlator = ?3 ORDER BY seq LIMIT 1";
 
+/// Retention: the oldest messages sent before a time, at most a batch of them. The inner query
+/// walks the time index (which holds the primary key, so it reads no message), the outer
+/// deletes each row by primary key.
+const PURGE_SQL: &str = "DELETE FROM messages WHERE (session, seq) IN (
+     SELECT session, seq FROM messages INDEXED BY messages_by_time
+     WHERE sent_ms < ?1 ORDER BY sent_ms LIMIT ?2)";
+
 /// A seq as SQLite stores it (a signed 64-bit integer).
 fn seq_param(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError(format!("message seq {seq} out of range")))
@@ -600,6 +698,7 @@ fn row(session: &str, seq: u64, sender: &str, correlator: Option<&str>) -> super
         sender: sender.into(),
         correlator: correlator.map(Into::into),
         value: format!("{{\"seq\":{seq}}}").into_bytes(),
+        sent_ms: Some(i64::try_from(seq).unwrap_or(0)),
     }
 }
 
@@ -710,7 +809,7 @@ mod tests {
     fn an_older_version_is_migrated_on_open_once() {
         let dir = v1_dir(
             "v1",
-            r#"{"id":"m1","seq":7,"sender":"tel:+2","client_correlator":"c","recipients":[["tel:+1","Sent"]]}"#,
+            r#"{"id":"m1","seq":7,"sender":"tel:+2","date_time":"2026-12-03T14:51:54Z","client_correlator":"c","recipients":[["tel:+1","Sent"]]}"#,
         );
         let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
         let snap = db.load().unwrap();
@@ -727,9 +826,13 @@ mod tests {
         let message = db.message("s1", "m1").unwrap().unwrap();
         assert_eq!(
             String::from_utf8_lossy(&message),
-            r#"{"id":"m1","seq":7,"sender":"tel:+2","client_correlator":"c","recipients":[{"address":"tel:+1","status":"Sent"}]}"#
+            r#"{"id":"m1","seq":7,"sender":"tel:+2","date_time":"2026-12-03T14:51:54Z","client_correlator":"c","recipients":[{"address":"tel:+1","status":"Sent"}]}"#
         );
         assert_eq!(db.messages_after("s1", Some(6), 5).unwrap()[0].0, 7);
+        // Its sending time came from its `date_time`: a purge just after it keeps it, one
+        // just before takes it.
+        assert_eq!(db.purge_messages(1_796_309_514_000, 10).unwrap(), 0);
+        assert!(db.message("s1", "m1").unwrap().is_some());
         assert_eq!(
             db.message_by_correlator("s1", "tel:+2", "c").unwrap(),
             Some("m1".to_owned())
@@ -778,8 +881,7 @@ mod tests {
     #[test]
     fn version_2_messages_move_to_their_table() {
         let dir = v1_dir("v2", "{}");
-        let value =
-            r#"{"id":"m1","seq":3,"sender":"tel:+2","client_correlator":null,"recipients":[]}"#;
+        let value = r#"{"id":"m1","seq":3,"sender":"tel:+2","date_time":"1970-01-01T00:00:02Z","client_correlator":null,"recipients":[]}"#;
         {
             let db = Connection::open(dir.join("netapi-chat.sqlite3")).unwrap();
             db.execute(
@@ -797,6 +899,8 @@ mod tests {
             vec![(3, value.as_bytes().to_vec())]
         );
         assert_eq!(db.message_by_correlator("s1", "tel:+2", "").unwrap(), None);
+        assert_eq!(db.purge_messages(2000, 10).unwrap(), 0);
+        assert_eq!(db.purge_messages(2001, 10).unwrap(), 1);
         drop(db);
         assert_eq!(user_version(&dir), format::CURRENT);
         let _ = std::fs::remove_dir_all(&dir);
@@ -891,6 +995,211 @@ mod tests {
             let p = plan(sql);
             assert!(p.contains(uses) && !p.contains("TEMP B-TREE"), "{p}");
         }
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A version-3 directory (messages table without a time): each row gets the time of its
+    /// `date_time` and the index, values unchanged; one it cannot read stops the open.
+    #[test]
+    fn version_3_messages_get_their_time() {
+        let v3 = |name: &str, date: &str| {
+            let dir = temp_dir(name);
+            let db = Connection::open(dir.join("netapi-chat.sqlite3")).unwrap();
+            db.execute_batch(
+                "CREATE TABLE records (kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                     PRIMARY KEY (kind, key)) WITHOUT ROWID;
+                 CREATE TABLE outbox (id INTEGER PRIMARY KEY, subscription TEXT NOT NULL,
+                     body BLOB NOT NULL, created_ms INTEGER NOT NULL);
+                 CREATE TABLE messages (
+                     session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+                     sender TEXT NOT NULL, correlator TEXT, value BLOB NOT NULL,
+                     PRIMARY KEY (session, seq)) WITHOUT ROWID;
+                 CREATE UNIQUE INDEX messages_by_id ON messages (session, id);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+            for (seq, d) in [(1, "1970-01-01T00:00:05Z"), (2, date)] {
+                db.execute(
+                    "INSERT INTO messages VALUES ('s1', ?1, ?2, 'a', NULL, ?3)",
+                    params![
+                        seq,
+                        format!("m{seq}"),
+                        format!("{{\"date_time\":\"{d}\"}}").into_bytes()
+                    ],
+                )
+                .unwrap();
+            }
+            dir
+        };
+        let dir = v3("v3", "1970-01-01T00:00:09Z");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        assert_eq!(db.load().unwrap().migrated.map(|m| m.from), Some(3));
+        assert_eq!(
+            db.message("s1", "m2").unwrap(),
+            Some(br#"{"date_time":"1970-01-01T00:00:09Z"}"#.to_vec())
+        );
+        assert_eq!(db.purge_messages(9000, 10).unwrap(), 1);
+        assert_eq!(db.message("s1", "m1").unwrap(), None);
+        assert!(db.message("s1", "m2").unwrap().is_some());
+        drop(db);
+        assert_eq!(user_version(&dir), format::CURRENT);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let dir = v3("v3-bad", "last week");
+        let e = Sqlite::open(&dir, Sync::Normal).err().unwrap().to_string();
+        assert!(
+            e.contains("seq 2 of session `s1`") && e.contains("version 4"),
+            "{e}"
+        );
+        assert_eq!(user_version(&dir), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A purge takes the oldest messages sent before the cutoff, at most `limit` at a time,
+    /// across sessions, and nothing else; what it took is gone from every lookup; a later
+    /// new state of a purged message (a confirmation that read it just before) does not bring
+    /// it back.
+    #[test]
+    fn purges_take_the_oldest_messages_in_batches() {
+        let dir = temp_dir("purge");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        // Sent at seq ms: s1 has 1..=5 and 20, s2 has 6..=8.
+        let mut messages: Vec<_> = (1..=5).map(|i| row("s1", i, "a", Some("c"))).collect();
+        messages.extend((6..=8).map(|i| row("s2", i, "a", None)));
+        messages.push(row("s1", 20, "a", None));
+        db.commit(&[&Batch {
+            messages,
+            ..Batch::default()
+        }])
+        .unwrap();
+        let seqs = |db: &mut Sqlite, s: &str| {
+            db.messages_after(s, None, 100)
+                .unwrap()
+                .into_iter()
+                .map(|(q, _)| q)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(db.purge_messages(1, 100).unwrap(), 0, "nothing before 1 ms");
+        assert_eq!(db.purge_messages(8, 3).unwrap(), 3);
+        assert_eq!(seqs(&mut db, "s1"), [4, 5, 20]);
+        assert_eq!(db.purge_messages(8, 3).unwrap(), 3);
+        assert_eq!(seqs(&mut db, "s1"), [20]);
+        assert_eq!(seqs(&mut db, "s2"), [7, 8]);
+        assert_eq!(db.purge_messages(8, 3).unwrap(), 1);
+        assert_eq!(db.purge_messages(8, 3).unwrap(), 0);
+        assert_eq!(seqs(&mut db, "s2"), [8]);
+        assert_eq!(db.message("s1", "msg-5").unwrap(), None);
+        assert_eq!(db.message_by_correlator("s1", "a", "c").unwrap(), None);
+        // A confirmation's new state of a purged message stays purged; of a kept one, lands.
+        let mut late = row("s1", 3, "a", Some("c"));
+        late.sent_ms = None;
+        let mut kept = row("s1", 20, "a", None);
+        kept.sent_ms = None;
+        kept.value = b"confirmed".to_vec();
+        db.commit(&[&Batch {
+            messages: vec![late, kept],
+            ..Batch::default()
+        }])
+        .unwrap();
+        assert_eq!(seqs(&mut db, "s1"), [20]);
+        assert_eq!(
+            db.message("s1", "msg-20").unwrap(),
+            Some(b"confirmed".to_vec())
+        );
+        // The confirmation kept its time: it goes when its time comes.
+        assert_eq!(db.purge_messages(21, 10).unwrap(), 2);
+        // The batch is found through the time index, not by reading the table.
+        let plan = db
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_SQL}"))
+            .unwrap()
+            .query_map(params![1, 1], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert!(
+            plan.contains("COVERING INDEX messages_by_time (sent_ms<?)")
+                && !plan.contains("TEMP B-TREE"),
+            "{plan}"
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// How long one purge job holds the store thread on a large table: `PURGE_ROWS` (default
+    /// 1M) messages spread over 1000 sessions (so a batch touches pages all over the table, as
+    /// it would on a busy server), then purged by jobs sized as `crate::retention` sizes them
+    /// (`retention::next_batch`), with the idle-time checkpoint between jobs as on the server.
+    /// For the issue-12 report:
+    /// `cargo test --release --lib -- --ignored --nocapture purge_batch_cost`.
+    #[test]
+    #[ignore]
+    fn purge_batch_cost() {
+        use crate::retention::{FIRST_BATCH, after_batch, next_batch};
+        let rows: u64 = std::env::var("PURGE_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = temp_dir("purge-cost");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let fill = std::time::Instant::now();
+        for chunk in 0..rows.div_ceil(10_000) {
+            let messages = (chunk * 10_000..((chunk + 1) * 10_000).min(rows))
+                .map(|i| super::super::MessageRow {
+                    session: format!("sess-{}-0123456789abcdef", i % 1000),
+                    seq: i,
+                    id: format!("msg-{i}-0123456789abcdef"),
+                    sender: "tel:+15551230001".into(),
+                    correlator: None,
+                    value: vec![b'm'; 300],
+                    sent_ms: Some(i64::try_from(i).unwrap()),
+                })
+                .collect();
+            db.commit(&[&Batch {
+                messages,
+                ..Batch::default()
+            }])
+            .unwrap();
+        }
+        db.checkpoint();
+        println!("{rows} rows written in {:?}", fill.elapsed());
+        let (mut times, mut sizes) = (Vec::new(), Vec::new());
+        let cutoff = i64::try_from(rows).unwrap();
+        let mut batch = FIRST_BATCH;
+        let all = std::time::Instant::now();
+        loop {
+            let t = std::time::Instant::now();
+            let n = db.purge_messages(cutoff, batch).unwrap();
+            let took = t.elapsed();
+            times.push(took);
+            sizes.push(batch);
+            let asked = batch;
+            batch = next_batch(batch, took);
+            // Between jobs the server's store thread is idle: it checkpoints there.
+            db.idle();
+            if after_batch(n, asked).is_none() {
+                break;
+            }
+        }
+        let total = all.elapsed();
+        let jobs = times.len();
+        sizes.sort();
+        times.sort();
+        let pct = |p: f64| times[((jobs as f64 * p) as usize).min(jobs - 1)];
+        println!(
+            "{jobs} jobs (batch p50 {} min {} max {}): job p50 {:?} p99 {:?} p99.9 {:?} max {:?}; \
+             {rows} rows purged in {total:?} with checkpoints ({:.0} rows/s without pauses)",
+            sizes[jobs / 2],
+            sizes[0],
+            sizes[jobs - 1],
+            pct(0.5),
+            pct(0.99),
+            pct(0.999),
+            times[jobs - 1],
+            rows as f64 / total.as_secs_f64()
+        );
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
