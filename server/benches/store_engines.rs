@@ -18,7 +18,9 @@
 //! Set `STORE_BENCH_ONLY=<label substring>` to run only some rows.
 
 use netapi_chat::store::sqlite::{Sqlite, Sync};
-use netapi_chat::store::{Backend, Batch, Kind, MessageRow, OutboxEntry, Snapshot, StoreError};
+use netapi_chat::store::{
+    Backend, Batch, Kind, MessageRow, OutboxEntry, Purged, Snapshot, StoreError,
+};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -92,7 +94,7 @@ impl Backend for Redb {
         Err(StoreError("not measured in this bench".into()))
     }
 
-    fn purge_messages(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
+    fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
         Err(StoreError("not measured in this bench".into()))
     }
 

@@ -6,21 +6,26 @@
 //! subscriptions are deleted when that happens). A message's delivery statuses are part of its
 //! record, so they go with it.
 //!
-//! How it runs: a task wakes every purge interval and asks the store thread to delete the
-//! oldest messages sent before `now - retention`, a batch of them in one short transaction,
-//! queued like a read between two group commits (the store is a single thread: a long delete
-//! would hold every request waiting behind it). The batch size adapts so that one job holds
-//! the store thread for about [`JOB_BUDGET`] ([`next_batch`]): what a row costs depends on the
-//! disk and on how the purged rows are spread over sessions (rows of many sessions touch many
-//! pages). While batches come back full it goes on, with a [`PAUSE`] between them so that
-//! requests queued meanwhile are served first; a short batch ends the round. A purged message answers exactly like one that never existed (`404` on it
-//! and its status, absent from pages, a confirmation of it `404`): nothing in memory refers to
-//! messages, and a page cursor is a position, not a lookup, so it stays valid across purged
-//! rows.
+//! How it runs: a task wakes every purge interval and runs a round: a walk over the sessions
+//! that have messages, deleting in each the messages sent before `now - retention`, from its
+//! oldest (a session's messages are in sending order, so they are the head of its range in
+//! the primary key: no index by sending time is kept, which would cost every send). The walk
+//! is cut into jobs, each one short transaction on the store thread, queued like a read
+//! between two group commits (the store is a single thread: a long delete would hold every
+//! request waiting behind it). A job does a budget of work (a session visited or a message
+//! deleted is one unit), adapted so that it holds the store thread for about [`JOB_BUDGET`]
+//! ([`next_batch`]): what a unit costs depends on the disk and the data. Jobs are [`PAUSE`]
+//! apart so that requests queued meanwhile are served first; the round ends when the walk
+//! has passed the last session.
 //!
-//! The rules ([`parse_retention`], [`cutoff_ms`], [`next_batch`], [`after_batch`]) are plain
-//! functions,
-//! unit-tested here; the loop only sequences them.
+//! A purged message answers exactly like one that never existed (`404` on it and its status,
+//! absent from pages, a confirmation of it `404`): nothing in memory refers to messages, a page
+//! cursor is a position, not a lookup, so it stays valid across purged rows, and a
+//! confirmation that read a message just before its purge writes an update that finds no row
+//! (`store::MessageRow::sent_ms`).
+//!
+//! The rules ([`parse_retention`], [`cutoff_ms`], [`next_batch`], and the store's
+//! `expired_head`) are plain functions, unit-tested; the loop only sequences them.
 
 use crate::store::{Store, now_ms};
 use slog::{Logger, info, warn};
@@ -30,31 +35,30 @@ use std::time::Duration;
 /// a month of conversation, short enough that a busy server's disk stays bounded.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Default time between purge rounds (`NETAPI_CHAT_PURGE_INTERVAL_MS`): 10 s, so that a round
-/// has little to do (at 5,000 messages/s, 50,000 rows, about a hundred batches).
+/// Default time between purge rounds (`NETAPI_CHAT_PURGE_INTERVAL_MS`): 10 s. A round visits
+/// every session with messages, so rounds far apart make each delete more of a session's head
+/// at once (fewer pages touched per message), and rounds close together make retention exact
+/// to the interval; 10 s is exact enough for any retention counted in hours or days.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long one purge job should hold the store thread: about one group commit of busy
 /// traffic, so that a request queued behind a job waits no longer than behind another commit.
 pub const JOB_BUDGET: Duration = Duration::from_millis(2);
 
-/// The first batch of a round. Measured (`store::sqlite`'s `purge_batch_cost`, 1M rows over
-/// 1000 sessions, release build): 500 rows took 7.6 ms at the median on a busy 2-core machine,
-/// about 15 µs a row, so 100 rows is near [`JOB_BUDGET`].
+/// The first budget (units of work, see the module doc) of the first job; later ones adapt.
 pub const FIRST_BATCH: usize = 100;
 
-/// Bounds of the adapted batch: at least a few rows (progress even on a slow disk), at most
-/// what one job should ever take whatever the timing says.
+/// Bounds of the adapted budget: a few units at least (progress even on a slow disk), at most
+/// what one job should ever do whatever the timing says (a visit to a session with nothing
+/// to purge is a seek of a few µs, so a walk over many idle sessions grows the budget).
 pub const MIN_BATCH: usize = 16;
 /// See [`MIN_BATCH`].
-pub const MAX_BATCH: usize = 1000;
+pub const MAX_BATCH: usize = 5000;
 
-/// Pause between two full batches: requests queued during a batch are served before the next
-/// one (and the store thread's idle-time checkpoint gets its moment). Measured on 1M rows
-/// (`purge_batch_cost`): jobs settle near 110 rows at 1.2 ms (median), and with the
-/// checkpoints of the pages they dirty 15,600 rows/s are purged without pauses; with them a
-/// round drains roughly 9,000 messages a second, above the 5,000/s send rate the server holds,
-/// so a backlog (e.g. after retention was shortened) drains steadily.
+/// Pause between two jobs of a round: requests queued during a job are served before the next
+/// one (and the store thread's idle-time checkpoint gets its moment), so the purge takes a
+/// fraction of the store thread however large the backlog (e.g. after retention was
+/// shortened). Figures: see `purge_batch_cost` in `store::sqlite` and the issue-12 report.
 pub const PAUSE: Duration = Duration::from_millis(5);
 
 /// Retention settings.
@@ -108,12 +112,6 @@ pub fn next_batch(batch: usize, took: Duration) -> usize {
     next.clamp(MIN_BATCH, MAX_BATCH)
 }
 
-/// What to do after a batch that purged `purged` of at most `batch`: `Some(pause)` while
-/// batches come back full (more may be waiting), `None` when the round is over.
-pub fn after_batch(purged: usize, batch: usize) -> Option<Duration> {
-    (purged >= batch).then_some(PAUSE)
-}
-
 /// Starts the purge task (on the current tokio runtime): a round at once, then one every
 /// `interval`. It ends when the store has stopped.
 pub fn start(store: Store, settings: Retention, log: Logger) {
@@ -124,21 +122,25 @@ async fn run(store: Store, settings: Retention, log: Logger) {
     let mut batch = FIRST_BATCH;
     loop {
         let mut purged = 0usize;
+        let mut from = String::new();
         loop {
             let cutoff = cutoff_ms(now_ms(), settings.keep);
             // Timed on the store thread: the job itself, not its wait in the queue.
+            let start = from.clone();
             let job = move |b: &mut dyn crate::store::Backend| {
-                let start = std::time::Instant::now();
-                b.purge_messages(cutoff, batch)
-                    .map(|n| (n, start.elapsed()))
+                let t = std::time::Instant::now();
+                b.purge_messages(cutoff, &start, batch)
+                    .map(|p| (p, t.elapsed()))
             };
             match store.read(job).await {
-                Ok(Ok((n, took))) => {
-                    purged += n;
-                    let asked = batch;
+                Ok(Ok((p, took))) => {
+                    purged += p.deleted;
                     batch = next_batch(batch, took);
-                    match after_batch(n, asked) {
-                        Some(pause) => tokio::time::sleep(pause).await,
+                    match p.next {
+                        Some(next) => {
+                            from = next;
+                            tokio::time::sleep(PAUSE).await;
+                        }
                         None => break,
                     }
                 }
@@ -190,14 +192,6 @@ mod tests {
     }
 
     #[test]
-    fn a_round_goes_on_while_batches_come_back_full() {
-        assert_eq!(after_batch(100, 100), Some(PAUSE));
-        assert_eq!(after_batch(99, 100), None);
-        assert_eq!(after_batch(0, 100), None);
-        assert_eq!(after_batch(3, 3), Some(PAUSE));
-    }
-
-    #[test]
     fn the_batch_follows_the_time_a_job_takes() {
         let ms = Duration::from_millis;
         // Far over budget: halved; over: down a quarter; well under: up a quarter; near: kept.
@@ -218,10 +212,10 @@ mod tests {
         assert!((67..=134).contains(&b), "{b}");
     }
 
-    /// The whole loop over a real store: a backlog larger than a batch drains in one round,
-    /// batch by batch, and what is younger than the cutoff stays.
+    /// A round over a real store, job by job as [`run`] does it: a backlog larger than a
+    /// job drains, and what is younger than the cutoff stays.
     #[test]
-    fn a_backlog_drains_in_batches_and_the_young_stay() {
+    fn a_backlog_drains_job_by_job_and_the_young_stay() {
         use crate::store::{Backend, Batch, MessageRow, sqlite};
         let dir = std::env::temp_dir().join(format!(
             "netapi-chat-retention-{}",
@@ -248,20 +242,22 @@ mod tests {
         }])
         .unwrap();
         let cutoff = cutoff_ms(now, Duration::from_secs(3600));
-        let mut batches = Vec::new();
+        let (mut from, mut jobs, mut deleted) = (String::new(), 0, 0);
         loop {
-            let n = db.purge_messages(cutoff, FIRST_BATCH).unwrap();
-            batches.push(n);
-            if after_batch(n, FIRST_BATCH).is_none() {
-                break;
+            let p = db.purge_messages(cutoff, &from, FIRST_BATCH).unwrap();
+            jobs += 1;
+            deleted += p.deleted;
+            match p.next {
+                Some(next) => from = next,
+                None => break,
             }
         }
-        assert_eq!(batches, [FIRST_BATCH, FIRST_BATCH, 7]);
-        let left: Vec<u64> = (0..3)
+        assert_eq!(deleted, FIRST_BATCH * 2 + 7);
+        assert!(jobs >= 3, "{jobs} jobs for {deleted} messages");
+        let mut left: Vec<u64> = (0..3)
             .flat_map(|s| db.messages_after(&format!("s{s}"), None, 100).unwrap())
             .map(|(seq, _)| seq)
             .collect();
-        let mut left = left;
         left.sort();
         assert_eq!(left, [old + 1, old + 2, old + 3]);
         drop(db);

@@ -31,14 +31,15 @@ use serde_json::Value;
 ///   (session, id) and (session, sender, correlator), so that they are read on demand instead
 ///   of being loaded (and held in memory) at start-up. The message records themselves are
 ///   byte-for-byte what version 2 wrote; see [`MESSAGES_TABLE`].
-/// - 4: a message row also holds the time it was sent (`sent_ms`, Unix milliseconds), indexed,
-///   so that retention (`crate::retention`) finds the oldest messages without reading them;
-///   rows of earlier versions get it from their record's `date_time` ([`message_time`]). The
-///   records themselves are unchanged; see [`MESSAGE_TIMES`].
+/// - 4: a message row also holds the time it was sent (`sent_ms`, Unix milliseconds), so that
+///   retention (`crate::retention`) tells a session's expired messages without reading their
+///   records (not indexed: it walks each session from its oldest); rows of earlier versions get
+///   it from their record's `date_time` ([`message_time`]). The records themselves are
+///   unchanged; see [`MESSAGE_TIMES`].
 pub const CURRENT: u32 = 4;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
-/// step to it changes the layout (a column and an index), which the backend does when it runs
+/// step to it changes the layout (a column), which the backend does when it runs
 /// the step (SQLite: `sqlite::stamp_message_times`), reading each time with [`message_time`].
 pub const MESSAGE_TIMES: u32 = 4;
 
@@ -82,7 +83,7 @@ static STEPS: &[Step] = &[
     },
     Step {
         from: 3,
-        what: "messages get their sending time as an indexed column (values unchanged)",
+        what: "messages get their sending time as a column (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },

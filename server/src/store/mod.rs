@@ -115,6 +115,30 @@ impl Batch {
     }
 }
 
+/// What a purge job did ([`Backend::purge_messages`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purged {
+    /// Messages deleted.
+    pub deleted: usize,
+    /// Where the next job of the round starts (a session id, inclusive), or `None` when the
+    /// walk reached the last session: the round is over.
+    pub next: Option<String>,
+}
+
+/// The retention rule over the head of one session: how many of its oldest messages, given
+/// their sending times in seq order, were sent before `before_ms`. The leading run only: a
+/// session's messages are in sending order, and should the clock have stepped back, an
+/// older-stamped message after a younger one waits for it rather than being hunted for.
+pub fn expired_head(sent_ms: &[i64], before_ms: i64) -> usize {
+    sent_ms.iter().take_while(|t| **t < before_ms).count()
+}
+
+/// The smallest session id greater than `session` (in the byte order SQLite compares text
+/// in): where a purge walk goes on after it.
+pub fn after_session(session: &str) -> String {
+    format!("{session}\u{0}")
+}
+
 /// Everything the core keeps in memory, as read at start-up (messages stay in the store).
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -179,11 +203,19 @@ pub trait Backend: Send + 'static {
         sender: &str,
         correlator: &str,
     ) -> Result<Option<String>, StoreError>;
-    /// Deletes up to `limit` messages sent before `before_ms` (Unix milliseconds), oldest
-    /// first, in one short transaction of its own, and says how many it deleted (retention,
-    /// see `crate::retention`). Indexed by sending time: the cost follows `limit`, not the
-    /// number of messages stored.
-    fn purge_messages(&mut self, before_ms: i64, limit: usize) -> Result<usize, StoreError>;
+    /// One job of a retention round (see `crate::retention`), in one short transaction of its
+    /// own: walks the sessions that have messages, in session order from `from` (inclusive;
+    /// `""` for the first), and deletes each one's messages sent before `before_ms` (Unix
+    /// milliseconds) from its oldest on, up to its first younger one ([`expired_head`]: a
+    /// session's messages are in sending order). Stops after `budget` units of work (a session
+    /// visited or a message deleted is one), so the cost follows `budget`, not the number of
+    /// messages stored; no index by time is needed (none is kept: it would cost every send).
+    fn purge_messages(
+        &mut self,
+        before_ms: i64,
+        from: &str,
+        budget: usize,
+    ) -> Result<Purged, StoreError>;
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
@@ -494,6 +526,25 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_expired_head_is_the_leading_run_sent_before_the_cutoff() {
+        assert_eq!(expired_head(&[], 10), 0);
+        assert_eq!(expired_head(&[1, 2, 9], 10), 3);
+        assert_eq!(expired_head(&[1, 2, 10, 11], 10), 2);
+        assert_eq!(expired_head(&[10, 1, 2], 10), 0);
+        // A clock step back: the older-stamped message after a younger one waits for it.
+        assert_eq!(expired_head(&[1, 12, 3], 10), 1);
+    }
+
+    #[test]
+    fn the_walk_goes_on_just_after_a_session() {
+        let next = after_session("sess-1");
+        assert!(next.as_str() > "sess-1");
+        assert!(next.as_str() < "sess-1 ");
+        assert!(next.as_str() < "sess-10");
+        assert!(next.as_str() < "sess-2");
+    }
 
     /// A message-send batch as the core builds it: a ~400-byte message record, the counters,
     /// two ~1 KiB outbox entries.

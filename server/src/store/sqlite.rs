@@ -1,15 +1,19 @@
 //! The embedded default backend: one SQLite file in WAL mode.
 //!
 //! Three tables: `records` (kind, key → JSON value: what start-up loads), `messages` (indexed by
-//! (session, seq), (session, id), (session, sender, correlator) and sending time; read on
-//! demand, never at start-up; purged by retention) and `outbox` (undelivered notifications). With
+//! (session, seq), (session, id) and (session, sender, correlator); read on demand, never at
+//! start-up; purged by retention, each session from its oldest) and `outbox` (undelivered
+//! notifications). With
 //! `synchronous=NORMAL` (the default here) a commit is on disk in the WAL before the client is
 //! answered, so it survives a crash of the process (SIGKILL); `FULL` also survives a power cut
 //! at the cost of an fsync per group commit (`NETAPI_CHAT_SYNC=full`).
 
 use super::now_ms;
-use super::{Backend, Batch, Kind, Migrated, OutboxEntry, Snapshot, StoreError, format};
-use rusqlite::{Connection, OpenFlags, params};
+use super::{
+    Backend, Batch, Kind, Migrated, OutboxEntry, Purged, Snapshot, StoreError, after_session,
+    expired_head, format,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::ffi::c_int;
 use std::path::Path;
 use std::sync::Arc;
@@ -152,14 +156,7 @@ impl Sqlite {
              DELETE FROM started;",
         )
         .map_err(|e| first_write_failed(&path, e))?;
-        // The time index after the migration: a version-3 table gets its column there.
-        let migrated = match migrate(&conn, version, &place).and_then(|m| {
-            conn.execute_batch(
-                "CREATE INDEX IF NOT EXISTS messages_by_time ON messages (sent_ms);",
-            )
-            .map_err(err)?;
-            Ok(m)
-        }) {
+        let migrated = match migrate(&conn, version, &place) {
             Ok(m) => m,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -622,18 +619,67 @@ impl Backend for Sqlite {
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
-    fn purge_messages(&mut self, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    fn purge_messages(
+        &mut self,
+        before_ms: i64,
+        from: &str,
+        budget: usize,
+    ) -> Result<Purged, StoreError> {
+        // A visit takes one unit: two leave room to delete, so every job makes progress.
+        let budget = budget.max(2);
         let tx = self.conn.transaction().map_err(err)?;
-        let purged = tx
-            .prepare_cached(PURGE_SQL)
-            .and_then(|mut stmt| stmt.execute(params![before_ms, limit]))
-            .map_err(err)?;
+        let mut done = Purged {
+            deleted: 0,
+            next: Some(from.to_owned()),
+        };
+        {
+            let mut next_session = tx.prepare_cached(NEXT_SESSION_SQL).map_err(err)?;
+            let mut head = tx.prepare_cached(HEAD_SQL).map_err(err)?;
+            let mut delete = tx.prepare_cached(DELETE_HEAD_SQL).map_err(err)?;
+            let mut work = 0usize;
+            while let Some(from) = done.next.take() {
+                if work >= budget {
+                    done.next = Some(from);
+                    break;
+                }
+                let session: Option<String> = next_session
+                    .query_row(params![from], |r| r.get(0))
+                    .optional()
+                    .map_err(err)?;
+                // The walk is past the last session: the round is over.
+                let Some(session) = session else { break };
+                work += 1;
+                // One more row than may be deleted: tells whether the head goes on.
+                let room = budget.saturating_sub(work);
+                let rows = head
+                    .query_map(
+                        params![session, i64::try_from(room + 1).unwrap_or(i64::MAX)],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                    )
+                    .map_err(err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                let times: Vec<i64> = rows.iter().map(|(_, t)| *t).collect();
+                let whole = expired_head(&times, before_ms);
+                let expired = whole.min(room);
+                if let Some((last, _)) = expired.checked_sub(1).and_then(|i| rows.get(i)) {
+                    delete.execute(params![session, last]).map_err(err)?;
+                }
+                work += expired;
+                done.deleted += expired;
+                // A head cut short by the budget: the next job starts on this session again.
+                done.next = Some(if whole > room {
+                    session
+                } else {
+                    after_session(&session)
+                });
+            }
+        }
         tx.commit().map_err(err)?;
         if self.frames.load(Ordering::Relaxed) >= FORCE_CHECKPOINT_FRAMES {
             self.checkpoint();
         }
-        Ok(purged)
+        Ok(done)
     }
 
     fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -676,16 +722,35 @@ const BY_ID_SQL: &str =
 const BY_CORRELATOR_SQL: &str = "SELECT id FROM messages INDEXED BY messages_by_correlator
      WHERE session = ?1 AND sender = ?2 AND correlator = ?3 ORDER BY seq LIMIT 1";
 
-/// Retention: the oldest messages sent before a time, at most a batch of them. The inner query
-/// walks the time index (which holds the primary key, so it reads no message), the outer
-/// deletes each row by primary key.
-const PURGE_SQL: &str = "DELETE FROM messages WHERE (session, seq) IN (
-     SELECT session, seq FROM messages INDEXED BY messages_by_time
-     WHERE sent_ms < ?1 ORDER BY sent_ms LIMIT ?2)";
+/// Retention's walk over the sessions that have messages: the first at or after a session id
+/// (a seek in the primary key).
+const NEXT_SESSION_SQL: &str =
+    "SELECT session FROM messages WHERE session >= ?1 ORDER BY session LIMIT 1";
+
+/// The oldest messages of a session, with their sending times (a primary-key range).
+const HEAD_SQL: &str = "SELECT seq, sent_ms FROM messages WHERE session = ?1 ORDER BY seq LIMIT ?2";
+
+/// A session's expired head: its messages up to a seq (a primary-key range).
+const DELETE_HEAD_SQL: &str = "DELETE FROM messages WHERE session = ?1 AND seq <= ?2";
 
 /// A seq as SQLite stores it (a signed 64-bit integer).
 fn seq_param(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError(format!("message seq {seq} out of range")))
+}
+
+/// A whole retention round (every job until the walk ends), for tests: messages deleted.
+#[cfg(test)]
+fn purge_all(db: &mut Sqlite, before_ms: i64, budget: usize) -> usize {
+    let mut from = String::new();
+    let mut deleted = 0;
+    loop {
+        let p = db.purge_messages(before_ms, &from, budget).unwrap();
+        deleted += p.deleted;
+        match p.next {
+            Some(next) => from = next,
+            None => return deleted,
+        }
+    }
 }
 
 /// The row of a message, for tests.
@@ -831,7 +896,7 @@ mod tests {
         assert_eq!(db.messages_after("s1", Some(6), 5).unwrap()[0].0, 7);
         // Its sending time came from its `date_time`: a purge just after it keeps it, one
         // just before takes it.
-        assert_eq!(db.purge_messages(1_796_309_514_000, 10).unwrap(), 0);
+        assert_eq!(purge_all(&mut db, 1_796_309_514_000, 10), 0);
         assert!(db.message("s1", "m1").unwrap().is_some());
         assert_eq!(
             db.message_by_correlator("s1", "tel:+2", "c").unwrap(),
@@ -899,8 +964,8 @@ mod tests {
             vec![(3, value.as_bytes().to_vec())]
         );
         assert_eq!(db.message_by_correlator("s1", "tel:+2", "").unwrap(), None);
-        assert_eq!(db.purge_messages(2000, 10).unwrap(), 0);
-        assert_eq!(db.purge_messages(2001, 10).unwrap(), 1);
+        assert_eq!(purge_all(&mut db, 2000, 10), 0);
+        assert_eq!(purge_all(&mut db, 2001, 10), 1);
         drop(db);
         assert_eq!(user_version(&dir), format::CURRENT);
         let _ = std::fs::remove_dir_all(&dir);
@@ -1039,7 +1104,7 @@ mod tests {
             db.message("s1", "m2").unwrap(),
             Some(br#"{"date_time":"1970-01-01T00:00:09Z"}"#.to_vec())
         );
-        assert_eq!(db.purge_messages(9000, 10).unwrap(), 1);
+        assert_eq!(purge_all(&mut db, 9000, 10), 1);
         assert_eq!(db.message("s1", "m1").unwrap(), None);
         assert!(db.message("s1", "m2").unwrap().is_some());
         drop(db);
@@ -1056,18 +1121,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A purge takes the oldest messages sent before the cutoff, at most `limit` at a time,
-    /// across sessions, and nothing else; what it took is gone from every lookup; a later
-    /// new state of a purged message (a confirmation that read it just before) does not bring
-    /// it back.
+    /// A purge job walks the sessions in order and takes each one's messages sent before the
+    /// cutoff, from its oldest, within its budget (a visit or a deletion is one unit), and says
+    /// where the next job goes on; what it took is gone from every lookup; a later new state
+    /// of a purged message (a confirmation that read it just before) does not bring it back.
     #[test]
-    fn purges_take_the_oldest_messages_in_batches() {
+    fn purge_jobs_walk_the_sessions_within_their_budget() {
         let dir = temp_dir("purge");
         let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
-        // Sent at seq ms: s1 has 1..=5 and 20, s2 has 6..=8.
+        // Sent at seq ms: s1 has 1..=5 and 20, s2 has 6..=8, s3 has 30.
         let mut messages: Vec<_> = (1..=5).map(|i| row("s1", i, "a", Some("c"))).collect();
         messages.extend((6..=8).map(|i| row("s2", i, "a", None)));
         messages.push(row("s1", 20, "a", None));
+        messages.push(row("s3", 30, "a", None));
         db.commit(&[&Batch {
             messages,
             ..Batch::default()
@@ -1080,17 +1146,32 @@ mod tests {
                 .map(|(q, _)| q)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(db.purge_messages(1, 100).unwrap(), 0, "nothing before 1 ms");
-        assert_eq!(db.purge_messages(8, 3).unwrap(), 3);
-        assert_eq!(seqs(&mut db, "s1"), [4, 5, 20]);
-        assert_eq!(db.purge_messages(8, 3).unwrap(), 3);
+        let job = |db: &mut Sqlite, from: &str, budget: usize| {
+            let p = db.purge_messages(8, from, budget).unwrap();
+            (p.deleted, p.next)
+        };
+        // Nothing sent before 1 ms: one job visits the three sessions and ends the round.
+        assert_eq!(db.purge_messages(1, "", 100).unwrap().next, None);
+        assert_eq!(purge_all(&mut db, 1, 100), 0);
+        // Budget 3: visit s1, delete two; s1 goes on.
+        assert_eq!(job(&mut db, "", 3), (2, Some("s1".to_owned())));
+        assert_eq!(seqs(&mut db, "s1"), [3, 4, 5, 20]);
+        // Visit s1, delete 3, 4, 5, stop at 20; the next job starts after s1.
+        let (deleted, next) = job(&mut db, "s1", 4);
+        assert_eq!(deleted, 3);
+        assert_eq!(next.as_deref(), Some(after_session("s1").as_str()));
         assert_eq!(seqs(&mut db, "s1"), [20]);
-        assert_eq!(seqs(&mut db, "s2"), [7, 8]);
-        assert_eq!(db.purge_messages(8, 3).unwrap(), 1);
-        assert_eq!(db.purge_messages(8, 3).unwrap(), 0);
+        // Visit s2, delete 6, 7 (8 is not before 8 ms), visit s3: nothing; the round is over.
+        assert_eq!(job(&mut db, &next.unwrap(), 10), (2, None));
         assert_eq!(seqs(&mut db, "s2"), [8]);
+        assert_eq!(seqs(&mut db, "s3"), [30]);
         assert_eq!(db.message("s1", "msg-5").unwrap(), None);
         assert_eq!(db.message_by_correlator("s1", "a", "c").unwrap(), None);
+        // A budget of nothing still does a visit and a deletion: every job makes progress.
+        let p = db.purge_messages(9, &after_session("s1"), 0).unwrap();
+        assert_eq!(p.deleted, 1);
+        assert_eq!(p.next, Some(after_session("s2")));
+        assert_eq!(seqs(&mut db, "s2"), [0u64; 0]);
         // A confirmation's new state of a purged message stays purged; of a kept one, lands.
         let mut late = row("s1", 3, "a", Some("c"));
         late.sent_ms = None;
@@ -1108,36 +1189,51 @@ mod tests {
             Some(b"confirmed".to_vec())
         );
         // The confirmation kept its time: it goes when its time comes.
-        assert_eq!(db.purge_messages(21, 10).unwrap(), 2);
-        // The batch is found through the time index, not by reading the table.
-        let plan = db
-            .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {PURGE_SQL}"))
-            .unwrap()
-            .query_map(params![1, 1], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
-            .join("; ");
-        assert!(
-            plan.contains("COVERING INDEX messages_by_time (sent_ms<?)")
-                && !plan.contains("TEMP B-TREE"),
-            "{plan}"
+        assert_eq!(purge_all(&mut db, 21, 2), 1);
+        assert_eq!(purge_all(&mut db, 31, 2), 1);
+        assert_eq!(
+            db.purge_messages(1000, "", 5).unwrap(),
+            Purged {
+                deleted: 0,
+                next: None
+            }
         );
+        // Each step is a primary-key seek or range: no index by time, no table scan.
+        let plan = |sql: &str| -> String {
+            let mut stmt = db
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let args = rusqlite::params_from_iter(std::iter::repeat_n("1", stmt.parameter_count()));
+            let rows = stmt.query_map(args, |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        for (sql, uses) in [
+            // The primary key or the id index: both lead with the session.
+            (NEXT_SESSION_SQL, "(session>?)"),
+            (HEAD_SQL, "PRIMARY KEY (session=?)"),
+            (DELETE_HEAD_SQL, "PRIMARY KEY (session=? AND seq<?)"),
+        ] {
+            let p = plan(sql);
+            assert!(
+                p.contains("SEARCH") && p.contains(uses) && !p.contains("TEMP B-TREE"),
+                "{sql}: {p}"
+            );
+        }
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// How long one purge job holds the store thread on a large table: `PURGE_ROWS` (default
-    /// 1M) messages spread over 1000 sessions (so a batch touches pages all over the table, as
-    /// it would on a busy server), then purged by jobs sized as `crate::retention` sizes them
+    /// 1M) messages sent round-robin in 1000 sessions (as on a busy server: the oldest message
+    /// of every session is on a page of its own), then purged by jobs sized as `crate::retention` sizes them
     /// (`retention::next_batch`), with the idle-time checkpoint between jobs as on the server.
     /// For the issue-12 report:
     /// `cargo test --release --lib -- --ignored --nocapture purge_batch_cost`.
     #[test]
     #[ignore]
     fn purge_batch_cost() {
-        use crate::retention::{FIRST_BATCH, after_batch, next_batch};
+        use crate::retention::{FIRST_BATCH, next_batch};
         let rows: u64 = std::env::var("PURGE_ROWS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -1169,20 +1265,24 @@ mod tests {
         let cutoff = i64::try_from(rows).unwrap();
         let mut batch = FIRST_BATCH;
         let all = std::time::Instant::now();
+        let mut from = String::new();
+        let mut deleted = 0;
         loop {
             let t = std::time::Instant::now();
-            let n = db.purge_messages(cutoff, batch).unwrap();
+            let p = db.purge_messages(cutoff, &from, batch).unwrap();
             let took = t.elapsed();
+            deleted += p.deleted;
             times.push(took);
             sizes.push(batch);
-            let asked = batch;
             batch = next_batch(batch, took);
             // Between jobs the server's store thread is idle: it checkpoints there.
             db.idle();
-            if after_batch(n, asked).is_none() {
-                break;
+            match p.next {
+                Some(next) => from = next,
+                None => break,
             }
         }
+        assert_eq!(deleted as u64, rows);
         let total = all.elapsed();
         let jobs = times.len();
         sizes.sort();
