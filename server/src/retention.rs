@@ -58,7 +58,10 @@ pub const MAX_BATCH: usize = 5000;
 /// Pause between two jobs of a round: requests queued during a job are served before the next
 /// one (and the store thread's idle-time checkpoint gets its moment), so the purge takes a
 /// fraction of the store thread however large the backlog (e.g. after retention was
-/// shortened). Figures: see `purge_batch_cost` in `store::sqlite` and the issue-12 report.
+/// shortened). Measured (`purge_batch_cost` in `store::sqlite`, release build, 1M messages
+/// sent round-robin in 1000 sessions, on a 2-core machine shared with other builds): rounds
+/// of 50,000 expired messages, jobs p50 1.3 ms, p99 4.0 ms, max 5.3 ms; one round finding all
+/// 1M expired (a backlog), 5.2 s of jobs, p50 1.25 ms, p99 14 ms.
 pub const PAUSE: Duration = Duration::from_millis(5);
 
 /// Retention settings.

@@ -1229,7 +1229,7 @@ mod tests {
     /// of every session is on a page of its own), then purged by jobs sized as `crate::retention` sizes them
     /// (`retention::next_batch`), with the idle-time checkpoint between jobs as on the server.
     /// For the issue-12 report:
-    /// `cargo test --release --lib -- --ignored --nocapture purge_batch_cost`.
+    /// `[PURGE_STEP=50000] cargo test --release --lib -- --ignored --nocapture purge_batch_cost`.
     #[test]
     #[ignore]
     fn purge_batch_cost() {
@@ -1261,25 +1261,37 @@ mod tests {
         }
         db.checkpoint();
         println!("{rows} rows written in {:?}", fill.elapsed());
+        // PURGE_STEP: rows each round finds expired (steady state: a round every 10 s at
+        // 5,000 messages/s finds 50,000); by default one round finds them all (a backlog).
+        let step: u64 = std::env::var("PURGE_STEP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(rows)
+            .max(1);
         let (mut times, mut sizes) = (Vec::new(), Vec::new());
-        let cutoff = i64::try_from(rows).unwrap();
         let mut batch = FIRST_BATCH;
         let all = std::time::Instant::now();
-        let mut from = String::new();
         let mut deleted = 0;
-        loop {
-            let t = std::time::Instant::now();
-            let p = db.purge_messages(cutoff, &from, batch).unwrap();
-            let took = t.elapsed();
-            deleted += p.deleted;
-            times.push(took);
-            sizes.push(batch);
-            batch = next_batch(batch, took);
-            // Between jobs the server's store thread is idle: it checkpoints there.
-            db.idle();
-            match p.next {
-                Some(next) => from = next,
-                None => break,
+        let mut cutoff = 0;
+        while cutoff < rows {
+            cutoff = (cutoff + step).min(rows);
+            let mut from = String::new();
+            loop {
+                let t = std::time::Instant::now();
+                let p = db
+                    .purge_messages(i64::try_from(cutoff).unwrap(), &from, batch)
+                    .unwrap();
+                let took = t.elapsed();
+                deleted += p.deleted;
+                times.push(took);
+                sizes.push(batch);
+                batch = next_batch(batch, took);
+                // Between jobs the server's store thread is idle: it checkpoints there.
+                db.idle();
+                match p.next {
+                    Some(next) => from = next,
+                    None => break,
+                }
             }
         }
         assert_eq!(deleted as u64, rows);
@@ -1289,8 +1301,9 @@ mod tests {
         times.sort();
         let pct = |p: f64| times[((jobs as f64 * p) as usize).min(jobs - 1)];
         println!(
-            "{jobs} jobs (batch p50 {} min {} max {}): job p50 {:?} p99 {:?} p99.9 {:?} max {:?}; \
-             {rows} rows purged in {total:?} with checkpoints ({:.0} rows/s without pauses)",
+            "{jobs} jobs in rounds of {step} rows (budget p50 {} min {} max {}): job p50 {:?} \
+             p99 {:?} p99.9 {:?} max {:?}; {rows} rows purged in {total:?} with checkpoints \
+             ({:.0} rows/s without pauses)",
             sizes[jobs / 2],
             sizes[0],
             sizes[jobs - 1],
