@@ -197,6 +197,7 @@ fn main() {
         .collect();
     drop(backend);
 
+    let now = netapi_chat::store::now_ms();
     let mut stored = SESSIONS as u64;
     let base_seq = 1_000_000_000_000u64;
     for step in steps {
@@ -216,6 +217,8 @@ fn main() {
                     sender: sender.clone(),
                     correlator: None,
                     value: templates[i].clone(),
+                    // Now: a restart right after must not purge them (30 days by default).
+                    sent_ms: Some(now),
                 });
             }
             backend.commit(&[&batch]).expect("commit");

@@ -18,7 +18,9 @@
 //! Set `STORE_BENCH_ONLY=<label substring>` to run only some rows.
 
 use netapi_chat::store::sqlite::{Sqlite, Sync};
-use netapi_chat::store::{Backend, Batch, Kind, MessageRow, OutboxEntry, Snapshot, StoreError};
+use netapi_chat::store::{
+    Backend, Batch, Kind, MessageRow, OutboxEntry, Purged, Snapshot, StoreError,
+};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -89,6 +91,10 @@ impl Backend for Redb {
     }
 
     fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError("not measured in this bench".into()))
+    }
+
+    fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
         Err(StoreError("not measured in this bench".into()))
     }
 
@@ -280,6 +286,7 @@ impl Workload {
                 sender: "tel:+15550100001".to_owned(),
                 correlator: None,
                 value: message.into_bytes(),
+                sent_ms: Some(1_767_225_600_000 + self.next_message as i64),
             }],
             outbox,
             ..Batch::default()
@@ -520,6 +527,7 @@ fn check_same_semantics() {
                         sender: "a".into(),
                         correlator: None,
                         value: b"{}".to_vec(),
+                        sent_ms: Some(1),
                     })
                     .collect(),
                 outbox: vec![entry(1), entry(2), entry(3)],

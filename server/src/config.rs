@@ -17,6 +17,7 @@ use crate::callback_guard::CallbackPolicy;
 use crate::chat::Limits;
 use crate::chat::quota::InvitationLimits;
 use crate::notify::RetryPolicy;
+use crate::retention::Retention;
 use crate::store::sqlite::Sync;
 use netapi_chat_runtime::xml::XmlLimits;
 use std::cell::RefCell;
@@ -87,6 +88,11 @@ pub struct Config {
     /// `NETAPI_CHAT_METRICS_TOKEN`: the bearer token that opens `/metrics`; unset (the
     /// default): no metrics are recorded and there is no `/metrics`.
     pub metrics_token: Option<String>,
+    /// `NETAPI_CHAT_RETENTION`: how long a message is kept after it was sent, as a duration
+    /// such as `30d` (the default), `12h` or `90s`; older ones are purged in the background
+    /// and answer like messages that never existed. `NETAPI_CHAT_PURGE_INTERVAL_MS`: time
+    /// between purge rounds (default 10 000). See [`crate::retention`].
+    pub retention: Retention,
 }
 
 /// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
@@ -171,6 +177,7 @@ impl Default for Config {
             log_level: dropshot::ConfigLoggingLevel::Warn,
             connections: Connections::default(),
             metrics_token: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -249,6 +256,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_BIND", "127.0.0.1:8080", "listen address (`127.0.0.1:0` picks a free port)"),
     Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` + the bound address", "base of every `resourceURL`, `Location` and notification link"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
+    Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end): the data directory is bounded by live data plus this much history"),
+    Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
     Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
     Setting::unset("NETAPI_CHAT_TOKEN_FILE", "`<data dir>/tokens`", "token file: one token per line and the users it may act for, or `*` (generated with one `*` token at first start when missing)"),
@@ -774,6 +783,29 @@ impl Config {
                     .map(Duration::from_secs)
                     .unwrap_or(d.auth_failures.1),
             ),
+            retention: Retention {
+                keep: match s.text("NETAPI_CHAT_RETENTION") {
+                    Some(v) => crate::retention::parse_retention(v).map_err(|_| {
+                        s.invalid(
+                            "NETAPI_CHAT_RETENTION",
+                            v,
+                            "a positive duration such as 30d, 12h or 90s",
+                        )
+                    })?,
+                    None => d.retention.keep,
+                },
+                interval: match s.var::<u64>("NETAPI_CHAT_PURGE_INTERVAL_MS", "milliseconds")? {
+                    None => d.retention.interval,
+                    Some(0) => {
+                        return Err(s.invalid(
+                            "NETAPI_CHAT_PURGE_INTERVAL_MS",
+                            "0",
+                            "milliseconds, at least 1",
+                        ));
+                    }
+                    Some(ms) => Duration::from_millis(ms),
+                },
+            },
             sync: match s.text("NETAPI_CHAT_SYNC").map(str::trim) {
                 None | Some("normal") => Sync::Normal,
                 Some("full") => Sync::Full,

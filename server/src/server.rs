@@ -286,8 +286,11 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         Store::start(Box::new(backend)).map_err(|e| StartError::Store(e.to_string()))?;
     let closer = store.clone();
     let health = Arc::new(crate::health::Health::new(store.clone(), log.clone()));
+    let purger = store.clone();
     let chat = Chat::open(Urls::new(public), settings, store, snapshot, log.clone())
         .map_err(StartError::Store)?;
+    // Messages past retention go in the background (a first round at once).
+    crate::retention::start(purger, config.retention, log.clone());
     let dropshot = ConfigDropshot {
         bind_address: bound,
         default_request_body_max_bytes: config.max_body_bytes,

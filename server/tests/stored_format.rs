@@ -4,8 +4,11 @@
 //!
 //! `fixtures/format-v1/netapi-chat.sqlite3` was written by the real server at the last commit
 //! of format version 1 (95dd6bb, before the stored records got types of their own), through
-//! [`write_format_v1_fixture`]. Its callbacks all point at [`FIXTURE_LISTENER`], which nobody
-//! listened on while it was written, so its notifications are still in the outbox.
+//! [`write_format_v1_fixture`]. `fixtures/format-v3/netapi-chat.sqlite3` by the same scenario
+//! (texts included) run on the build of the last commit of format version 3 (46045ad, before
+//! messages got their sending time for retention), with `NETAPI_CHAT_TEST_BIN` naming that
+//! build. Their callbacks all point at [`FIXTURE_LISTENER`], which nobody listened on while
+//! they were written, so their notifications are still in the outbox.
 
 mod support;
 
@@ -26,17 +29,27 @@ const FIXTURE_LISTENER: &str = "127.0.0.77:29517";
 
 const DB_FILE: &str = "netapi-chat.sqlite3";
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("server/tests/fixtures/format-v1/netapi-chat.sqlite3")
+fn fixture(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "server/tests/fixtures/format-v{version}/netapi-chat.sqlite3"
+    ))
 }
 
-/// A fresh data directory (with the test token file) holding a copy of the v1 fixture.
-fn v1_data_dir() -> PathBuf {
+/// A fresh data directory (with the test token file) holding a copy of a fixture.
+fn fixture_data_dir(version: u32) -> PathBuf {
     let dir = support::temp_data_dir();
-    std::fs::copy(fixture(), dir.join(DB_FILE)).expect("copy the v1 fixture");
+    std::fs::copy(fixture(version), dir.join(DB_FILE)).expect("copy the fixture");
     dir
 }
+
+fn v1_data_dir() -> PathBuf {
+    fixture_data_dir(1)
+}
+
+/// The fixtures' messages were sent when they were written: a long retention keeps them
+/// readable whenever the test runs (retention itself is tested in tests/retention.rs, and
+/// below on a migrated directory).
+const KEEP_FIXTURE_MESSAGES: (&str, &str) = ("NETAPI_CHAT_RETENTION", "100y");
 
 fn last_segment(url: &str) -> String {
     url.rsplit('/').next().unwrap_or_default().to_owned()
@@ -219,9 +232,90 @@ async fn get<T: netapi_chat_runtime::wire::Document>(srv: &Server, user: &str, r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_data_dir_written_by_format_v1_opens_and_works() {
+    let dir = opens_and_works(1).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The version-3 fixture migrates to the current format too, and its messages got the time
+/// they were sent: a short retention then purges them like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_dir_written_by_format_v3_opens_and_works() {
+    let dir = opens_and_works(3).await;
+    let db = rusqlite::Connection::open(dir.join(DB_FILE)).expect("open");
+    let times: Vec<(String, i64)> = db
+        .prepare("SELECT value, sent_ms FROM messages ORDER BY sent_ms")
+        .and_then(|mut q| {
+            q.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))?
+                .map(|r| r.map(|(v, t)| (String::from_utf8_lossy(&v).into_owned(), t)))
+                .collect()
+        })
+        .expect("messages");
+    drop(db);
+    // The fixture's two messages got the time their `date_time` names; the one sent after
+    // the upgrade its own (taken just after its `date_time`, which has whole seconds).
+    assert_eq!(times.len(), 3, "{times:?}");
+    for (i, (value, sent_ms)) in times.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(value).expect("JSON");
+        let date = v["date_time"].as_str().expect("date_time");
+        let date_ms = humantime::parse_rfc3339(date)
+            .expect("RFC 3339")
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64;
+        if i < 2 {
+            assert_eq!(*sent_ms, date_ms, "{value}");
+        } else {
+            assert!(
+                (0..2000).contains(&(sent_ms - date_ms)),
+                "{sent_ms}: {value}"
+            );
+        }
+    }
+    let srv = Server::start_in(
+        &dir,
+        &[
+            ("NETAPI_CHAT_RETENTION", "1s"),
+            ("NETAPI_CHAT_PURGE_INTERVAL_MS", "100"),
+        ],
+        None,
+    );
+    let sessions: ChatSessionList = get(&srv, A, "/chatSessions").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for s in &sessions.chat_session_information {
+        let sid = last_segment(s.resource_url.as_deref().unwrap_or_default());
+        loop {
+            let l: ChatMessageList = get(&srv, A, &format!("/chatSessions/{sid}/messages")).await;
+            if l.chat_message.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "migrated messages are never purged"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let dir = srv.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Taken by the test listening on [`FIXTURE_LISTENER`].
+static FIXTURE_LISTENER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Opens a copy of the fixture of format `version` and checks that everything in it is there
+/// and works; returns the data directory (killed server, current format).
+async fn opens_and_works(version: u32) -> PathBuf {
+    // The fixtures share one callback address: one test at a time listens there, once the
+    // previous one's listener has let go of it.
+    let _turn = FIXTURE_LISTENER_TURN.lock().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(FIXTURE_LISTENER).is_err() {
+        assert!(Instant::now() < deadline, "{FIXTURE_LISTENER} stays taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let listener = Listener::start_on(FIXTURE_LISTENER).await;
-    let dir = v1_data_dir();
-    let srv = Server::start_in(&dir, &[], None);
+    let dir = fixture_data_dir(version);
+    let srv = Server::start_in(&dir, &[KEEP_FIXTURE_MESSAGES], None);
 
     // What the fixture's outbox held arrives, in each subscription's format.
     let r = wait_for(&listener, B, "sessionInvitationNotification", |_| true).await;
@@ -345,7 +439,7 @@ async fn a_data_dir_written_by_format_v1_opens_and_works() {
         .expect("user_version");
     assert_eq!(version, netapi_chat::store::format::CURRENT);
     drop(db);
-    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Runs the binary on `dir` and returns its exit status and standard error, killing it if it

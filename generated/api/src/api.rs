@@ -521,6 +521,9 @@ pub trait ChatService: Send + Sync + 'static {
         body: ParticipantSessionStatus,
     ) -> impl std::future::Future<Output = Result<ParticipantSessionStatus, ApiError>> + Send;
     /// List the messages of a session, oldest first.
+    ///
+    /// The messages the user sent or received, within the retention period (see "Messages
+    /// are kept for a retention period" above): older ones are no longer listed.
     fn list_messages(
         &self,
         user_id: String,
@@ -546,6 +549,9 @@ pub trait ChatService: Send + Sync + 'static {
         body: ChatMessage,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
     /// Read one message of a session.
+    ///
+    /// `404 SVC2008` once the message is older than the retention period (see "Messages are
+    /// kept for a retention period" above), exactly as for a message that never existed.
     fn get_message(
         &self,
         user_id: String,
@@ -823,6 +829,9 @@ pub trait ChatApi {
         body: Body<ParticipantSessionStatus>,
     ) -> Result<Reply<ParticipantSessionStatus, 200>, HttpError>;
     /// List the messages of a session, oldest first.
+    ///
+    /// The messages the user sent or received, within the retention period (see "Messages
+    /// are kept for a retention period" above): older ones are no longer listed.
     #[endpoint{method = GET,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages",
     operation_id = "listMessages",
@@ -856,6 +865,9 @@ pub trait ChatApi {
         body: Body<ChatMessage>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
     /// Read one message of a session.
+    ///
+    /// `404 SVC2008` once the message is older than the retention period (see "Messages are
+    /// kept for a retention period" above), exactly as for a message that never existed.
     #[endpoint{method = GET,
     path = "/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}",
     operation_id = "getMessage",

@@ -2149,6 +2149,16 @@ entry created while a client walks the list is found on a later page. A `maxEntr
 outside 1-1000 or a cursor this server did not make is `400 SVC0002` (refused, not
 clamped, as every other limit of this API).
 
+**Messages are kept for a retention period.** **Decision (retention; OMA 2012 keeps no
+history rule):** a message, with its delivery status, is kept for the server's retention
+period (30 days unless the operator set another) after it was sent, then purged in the
+background. A purged message answers exactly as one that never existed: `404 SVC2008` on
+the message and its status, `404` to a delivery confirmation, absent from
+`listMessages`; a `cursor` taken before the purge still works. A resend with the same
+`clientCorrelator` after the first message was purged creates a new message. The session
+itself stays as long as it is not ended (an ended session is gone at once, with its
+messages).
+
 **Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,
 `sip:alice@example.com`), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are
 compared in a canonical form: scheme and SIP host in lower case, `tel:` visual separators
@@ -3326,6 +3336,10 @@ impl Client {
 
     /**List the messages of a session, oldest first
 
+    The messages the user sent or received, within the retention period (see "Messages
+    are kept for a retention period" above): older ones are no longer listed.
+
+
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages`
 
     Arguments:
@@ -3494,6 +3508,10 @@ impl Client {
     }
 
     /**Read one message of a session
+
+    `404 SVC2008` once the message is older than the retention period (see "Messages are
+    kept for a retention period" above), exactly as for a message that never existed.
+
 
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}`
 

@@ -16,7 +16,7 @@ use super::refused::Refused;
 use super::state::{Message, Session, status_rank};
 use super::views;
 use super::{Change, Chat, MESSAGE_LOCKS, Outbox, durable, missing, read_failed, storage_failed};
-use crate::store::{Backend, StoreError};
+use crate::store::{Backend, StoreError, now_ms};
 use crate::urls::Urls;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, Created, MessageStatus, ParticipantStatus, ResourceReference,
@@ -113,7 +113,7 @@ impl Chat {
             )
             .map_err(|r| r.into_api(String::new))?;
             let mut change = Change::default();
-            change.put_message(sid, &message);
+            change.put_message(sid, &message, Some(now_ms()));
             self.notify(&mut state, &mut change, outbox);
             (urls.message(user, sid, &id), self.submit(&state, change))
         };
@@ -222,7 +222,7 @@ impl Chat {
                 .map(|st| (m.sender.clone(), views::delivery(urls, sid, m, user, st)))
                 .collect();
             let mut change = Change::default();
-            change.put_message(sid, m);
+            change.put_message(sid, m, None);
             self.notify(&mut state, &mut change, outbox);
             self.submit(&state, change)
         };

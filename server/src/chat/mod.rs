@@ -166,7 +166,10 @@ impl Change {
         self.put(Kind::Session, s.id.clone(), records::encode_session(s));
     }
 
-    fn put_message(&mut self, sid: &str, m: &Message) {
+    /// Writes a message: a new one with the time it was sent (`Some`, what retention goes by),
+    /// or a new state of a stored one (`None`: its time stays, and one purged meanwhile stays
+    /// purged; see `store::MessageRow::sent_ms`).
+    fn put_message(&mut self, sid: &str, m: &Message, sent_ms: Option<i64>) {
         self.batch.messages.push(MessageRow {
             session: sid.to_owned(),
             seq: m.seq,
@@ -174,6 +177,7 @@ impl Change {
             sender: m.sender.clone(),
             correlator: m.client_correlator.clone(),
             value: records::encode_message(m),
+            sent_ms,
         });
     }
 }

@@ -31,7 +31,17 @@ use serde_json::Value;
 ///   (session, id) and (session, sender, correlator), so that they are read on demand instead
 ///   of being loaded (and held in memory) at start-up. The message records themselves are
 ///   byte-for-byte what version 2 wrote; see [`MESSAGES_TABLE`].
-pub const CURRENT: u32 = 3;
+/// - 4: a message row also holds the time it was sent (`sent_ms`, Unix milliseconds), so that
+///   retention (`crate::retention`) tells a session's expired messages without reading their
+///   records (not indexed: it walks each session from its oldest); rows of earlier versions get
+///   it from their record's `date_time` ([`message_time`]). The records themselves are
+///   unchanged; see [`MESSAGE_TIMES`].
+pub const CURRENT: u32 = 4;
+
+/// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
+/// step to it changes the layout (a column), which the backend does when it runs
+/// the step (SQLite: `sqlite::stamp_message_times`), reading each time with [`message_time`].
+pub const MESSAGE_TIMES: u32 = 4;
 
 /// The version from which messages are stored in a table of their own. The step to it moves
 /// rows, which a value rewrite cannot express: the backend does that part when it runs the
@@ -68,6 +78,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 2,
         what: "messages move to a table of their own (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 3,
+        what: "messages get their sending time as a column (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },
@@ -133,7 +149,28 @@ pub fn message_row(key: &str, value: &[u8]) -> Result<MessageRow, String> {
         sender: text("sender")?,
         correlator,
         value: value.to_vec(),
+        // Version 3 rows had no time: the step to version 4 reads it ([`message_time`]).
+        sent_ms: None,
     })
+}
+
+/// Version 3 → 4, the layout part: the sending time (Unix milliseconds) of a message as
+/// versions 1 to 3 wrote it: its `date_time`, which they always wrote as RFC 3339 UTC with
+/// whole seconds (`2026-12-03T14:51:54Z`). Anything else is an error naming what it found,
+/// not a guess (a guessed time would purge a message early or keep it forever).
+pub fn message_time(value: &[u8]) -> Result<i64, String> {
+    let m: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+    let text = m
+        .get("date_time")
+        .and_then(Value::as_str)
+        .ok_or("no `date_time` string")?;
+    let at = humantime::parse_rfc3339(text)
+        .map_err(|e| format!("`date_time` {text:?} is not an RFC 3339 UTC time: {e}"))?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("`date_time` {text:?} is before 1970"))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| format!("`date_time` {text:?} is out of range"))
 }
 
 /// Version 1 → 2: `"recipients": [["tel:…", "Sent"], …]` in a message becomes
@@ -237,5 +274,31 @@ mod tests {
             .is_err()
         );
         assert_eq!((STEPS[1].record)(Kind::Message, v2).unwrap(), None);
+    }
+
+    /// Step 3 → 4 reads a message's sending time from the `date_time` earlier versions wrote.
+    #[test]
+    fn step_3_to_4_reads_the_sending_time() {
+        let v3 = br#"{"id":"msg-6-8c7b","seq":6,"sender":"tel:+1","text":"hi","date_time":"2026-12-03T14:51:54Z","recipients":[]}"#;
+        assert_eq!(message_time(v3), Ok(1_796_309_514_000));
+        assert_eq!(
+            message_time(br#"{"date_time":"1970-01-01T00:00:01Z"}"#),
+            Ok(1000)
+        );
+        for bad in [
+            &br#"{"id":"m"}"#[..],
+            br#"{"date_time":5}"#,
+            br#"{"date_time":"yesterday"}"#,
+            br#"{"date_time":"2026-12-03 14:51:54"}"#,
+            b"not json",
+        ] {
+            assert!(
+                message_time(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!((STEPS[2].record)(Kind::Message, v3).unwrap(), None);
+        assert_eq!((STEPS[2].outbox)(b"{}").unwrap(), None);
     }
 }

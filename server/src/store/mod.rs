@@ -80,6 +80,11 @@ pub struct MessageRow {
     pub correlator: Option<String>,
     /// The stored record (`chat::records`).
     pub value: Vec<u8>,
+    /// When it was sent (Unix milliseconds), for a new message: what retention goes by
+    /// (`crate::retention`). `None` for a new state of a message already stored (a delivery
+    /// confirmation): only its record changes, its time stays, and a message purged in the
+    /// meantime stays purged instead of coming back.
+    pub sent_ms: Option<i64>,
 }
 
 /// One atomic change.
@@ -87,7 +92,8 @@ pub struct MessageRow {
 pub struct Batch {
     /// Records written (kind, key, JSON value); never [`Kind::Message`] (see `messages`).
     pub puts: Vec<(Kind, String, Vec<u8>)>,
-    /// Messages written (new ones, or a new state of one already stored, same session and seq).
+    /// Messages written (new ones, or a new state of one already stored, same session and seq;
+    /// see [`MessageRow::sent_ms`]).
     pub messages: Vec<MessageRow>,
     /// Records deleted (kind, key); deleting a session deletes its messages, deleting a
     /// subscription its undelivered notifications.
@@ -107,6 +113,30 @@ impl Batch {
             && self.outbox.is_empty()
             && self.forget.is_empty()
     }
+}
+
+/// What a purge job did ([`Backend::purge_messages`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purged {
+    /// Messages deleted.
+    pub deleted: usize,
+    /// Where the next job of the round starts (a session id, inclusive), or `None` when the
+    /// walk reached the last session: the round is over.
+    pub next: Option<String>,
+}
+
+/// The retention rule over the head of one session: how many of its oldest messages, given
+/// their sending times in seq order, were sent before `before_ms`. The leading run only: a
+/// session's messages are in sending order, and should the clock have stepped back, an
+/// older-stamped message after a younger one waits for it rather than being hunted for.
+pub fn expired_head(sent_ms: &[i64], before_ms: i64) -> usize {
+    sent_ms.iter().take_while(|t| **t < before_ms).count()
+}
+
+/// The smallest session id greater than `session` (in the byte order SQLite compares text
+/// in): where a purge walk goes on after it.
+pub fn after_session(session: &str) -> String {
+    format!("{session}\u{0}")
 }
 
 /// Everything the core keeps in memory, as read at start-up (messages stay in the store).
@@ -184,6 +214,19 @@ pub trait Backend: Send + 'static {
     fn outbox_len(&mut self) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+    /// One job of a retention round (see `crate::retention`), in one short transaction of its
+    /// own: walks the sessions that have messages, in session order from `from` (inclusive;
+    /// `""` for the first), and deletes each one's messages sent before `before_ms` (Unix
+    /// milliseconds) from its oldest on, up to its first younger one ([`expired_head`]: a
+    /// session's messages are in sending order). Stops after `budget` units of work (a session
+    /// visited or a message deleted is one), so the cost follows `budget`, not the number of
+    /// messages stored; no index by time is needed (none is kept: it would cost every send).
+    fn purge_messages(
+        &mut self,
+        before_ms: i64,
+        from: &str,
+        budget: usize,
+    ) -> Result<Purged, StoreError>;
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
@@ -324,7 +367,8 @@ impl Store {
     /// Runs `read` on the store thread, after every batch queued before it is committed, and
     /// hands back its result. The store thread owns the only connection (the database is held
     /// in exclusive locking mode), so reads queue with the commits; they are point lookups and
-    /// short index walks, done between two group commits. The receiver gets an error when the
+    /// short index walks, done between two group commits. Retention's purge batches take the
+    /// same way ([`Backend::purge_messages`], bounded like a read: see `crate::retention`). The receiver gets an error when the
     /// store has stopped or the read failed (the text is for the log, not for clients).
     ///
     /// Never await it while holding the core's state lock: other users would wait on this
@@ -511,6 +555,25 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_expired_head_is_the_leading_run_sent_before_the_cutoff() {
+        assert_eq!(expired_head(&[], 10), 0);
+        assert_eq!(expired_head(&[1, 2, 9], 10), 3);
+        assert_eq!(expired_head(&[1, 2, 10, 11], 10), 2);
+        assert_eq!(expired_head(&[10, 1, 2], 10), 0);
+        // A clock step back: the older-stamped message after a younger one waits for it.
+        assert_eq!(expired_head(&[1, 12, 3], 10), 1);
+    }
+
+    #[test]
+    fn the_walk_goes_on_just_after_a_session() {
+        let next = after_session("sess-1");
+        assert!(next.as_str() > "sess-1");
+        assert!(next.as_str() < "sess-1 ");
+        assert!(next.as_str() < "sess-10");
+        assert!(next.as_str() < "sess-2");
+    }
+
     /// A message-send batch as the core builds it: a ~400-byte message record, the counters,
     /// two ~1 KiB outbox entries.
     fn send_batch(i: u64) -> Batch {
@@ -523,6 +586,7 @@ mod tests {
                 sender: "tel:+1".into(),
                 correlator: None,
                 value: vec![b'm'; 400],
+                sent_ms: Some(1),
             }],
             outbox: (0..2)
                 .map(|k| OutboxEntry {

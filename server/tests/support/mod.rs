@@ -111,7 +111,12 @@ impl Server {
         bind: Option<&str>,
         args: &[&str],
     ) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
+        // NETAPI_CHAT_TEST_BIN runs another build instead (e.g. an older one, to write a
+        // stored-format fixture: see tests/stored_format.rs).
+        let mut cmd = Command::new(
+            std::env::var_os("NETAPI_CHAT_TEST_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_netapi-chat").into()),
+        );
         cmd.args(args)
             .env("NETAPI_CHAT_BIND", bind.unwrap_or("127.0.0.1:0"))
             .env("NETAPI_CHAT_DATA_DIR", data_dir)
