@@ -51,6 +51,9 @@ pub struct Config {
     /// `NETAPI_CHAT_SYNC`: `normal` (default; a commit survives a crash of the process) or
     /// `full` (it also survives a power cut; an fsync per group commit).
     pub sync: Sync,
+    /// `NETAPI_CHAT_CACHE_MB`: the budget of the store's page cache, the one cache of stored
+    /// data in memory (messages are read through it). Default 8.
+    pub cache_mb: u32,
     /// How requests are authenticated.
     pub auth: AuthConfig,
     /// `NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=1` / `NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE=1`: let
@@ -166,6 +169,7 @@ impl Default for Config {
             notify_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("netapi-chat-data"),
             sync: Sync::Normal,
+            cache_mb: 8,
             auth: AuthConfig::TokenFile(None),
             callbacks: CallbackPolicy::default(),
             webhook_secret: None,
@@ -259,6 +263,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end): the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
+    Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions"),
     Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
     Setting::unset("NETAPI_CHAT_TOKEN_FILE", "`<data dir>/tokens`", "token file: one token per line and the users it may act for, or `*` (generated with one `*` token at first start when missing)"),
     Setting::unset("NETAPI_CHAT_JWKS_FILE", "the token file is used", "when set, OAuth 2.0 JWT access tokens (RS256/ES256) verified against this JWKS are used instead of the token file"),
@@ -811,6 +816,17 @@ impl Config {
                 Some("full") => Sync::Full,
                 Some(other) => {
                     return Err(s.invalid("NETAPI_CHAT_SYNC", other, "normal or full"));
+                }
+            },
+            cache_mb: match s.var::<u32>("NETAPI_CHAT_CACHE_MB", "MiB, 1 to 65536")? {
+                None => d.cache_mb,
+                Some(mb @ 1..=65536) => mb,
+                Some(mb) => {
+                    return Err(s.invalid(
+                        "NETAPI_CHAT_CACHE_MB",
+                        &mb.to_string(),
+                        "MiB, 1 to 65536",
+                    ));
                 }
             },
         })

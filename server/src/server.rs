@@ -280,7 +280,10 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         signer: Arc::new(signer),
         limits: config.limits,
     };
-    let backend = Sqlite::open(&config.data_dir, config.sync)
+    let mut backend = Sqlite::open(&config.data_dir, config.sync)
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    backend
+        .set_cache_mb(config.cache_mb)
         .map_err(|e| StartError::Store(e.to_string()))?;
     let (store, snapshot) =
         Store::start(Box::new(backend)).map_err(|e| StartError::Store(e.to_string()))?;

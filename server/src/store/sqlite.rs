@@ -54,6 +54,15 @@ fn kind_of(name: &str) -> Option<Kind> {
 }
 
 impl Sqlite {
+    /// Sets the page cache's budget (`NETAPI_CHAT_CACHE_MB`): the only cache of stored data
+    /// the server keeps, since messages live only in the store. SQLite evicts past it.
+    pub fn set_cache_mb(&mut self, mb: u32) -> Result<(), StoreError> {
+        let kib = i64::from(mb) * 1024;
+        self.conn
+            .pragma_update(None, "cache_size", -kib)
+            .map_err(err)
+    }
+
     /// Opens (creating if needed) `dir/netapi-chat.sqlite3`, private to the server's user,
     /// and proves it writable before anything is served.
     ///
@@ -1340,6 +1349,21 @@ mod tests {
             times[jobs - 1],
             rows as f64 / total.as_secs_f64()
         );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `NETAPI_CHAT_CACHE_MB` reaches SQLite as a budget in KiB (a negative `cache_size`).
+    #[test]
+    fn the_cache_budget_is_set_in_kib() {
+        let dir = temp_dir("cache");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        db.set_cache_mb(3).unwrap();
+        let kib: i64 = db
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kib, -3 * 1024);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
