@@ -18,7 +18,9 @@
 //! Set `STORE_BENCH_ONLY=<label substring>` to run only some rows.
 
 use netapi_chat::store::sqlite::{Sqlite, Sync};
-use netapi_chat::store::{Backend, Batch, Kind, MessageRow, OutboxEntry, Snapshot, StoreError};
+use netapi_chat::store::{
+    Backend, Batch, Kind, MessageRow, OutboxEntry, Progress, Snapshot, StoreError,
+};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -127,6 +129,7 @@ impl Backend for Redb {
                 subscription: subscription.to_owned(),
                 body: body.to_vec(),
                 created_ms,
+                progress: Progress::default(),
             });
         }
         Ok(snapshot)
@@ -269,6 +272,7 @@ impl Workload {
                 )
                 .into_bytes(),
                 created_ms: 1_767_225_600_000 + self.next_notification as i64,
+                progress: Progress::default(),
             });
         }
         Batch {
@@ -504,6 +508,7 @@ fn check_same_semantics() {
                 subscription: "a".into(),
                 body: vec![b'x'; id as usize],
                 created_ms: id as i64,
+                progress: Progress::default(),
             };
             let b1 = Batch {
                 puts: vec![

@@ -4,7 +4,8 @@
 use crate::callback_guard::CallbackPolicy;
 use crate::chat::Limits;
 use crate::chat::quota::InvitationLimits;
-use crate::notify::RetryPolicy;
+use crate::notify::rules::parse_duration;
+use crate::notify::{BacklogLimit, RetryPolicy};
 use crate::store::sqlite::Sync;
 use netapi_chat_runtime::xml::XmlLimits;
 use std::net::SocketAddr;
@@ -24,10 +25,23 @@ pub struct Config {
     pub invitation_timeout: Duration,
     /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB.
     pub max_body_bytes: usize,
-    /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each delivery attempt of a notification,
-    /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); after the last attempt fails
-    /// the notification is given up (logged and counted).
+    /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each attempt while a callback fails,
+    /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); past its end the last delay
+    /// repeats, every gap capped at `delivery_max_backoff`.
     pub retry_schedule: Vec<Duration>,
+    /// `NETAPI_CHAT_DELIVERY_MAX_BACKOFF`: longest gap between two attempts of a failing
+    /// callback (a receiver's `Retry-After` excepted), so that one that recovers is noticed
+    /// within it. Default `5m` (units ms, s, m, h; a bare number is seconds).
+    pub delivery_max_backoff: Duration,
+    /// `NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`: age at which a notification that still fails
+    /// becomes a dead letter, and how long a callback may fail without a break before its
+    /// subscription is disabled. Default (`None`): the retry schedule's total.
+    pub delivery_give_up_after: Option<Duration>,
+    /// `NETAPI_CHAT_DELIVERY_BACKLOG` (default 10000) notifications and
+    /// `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES` (default 16 MiB) of stored bodies: the most one
+    /// subscription may have undelivered before it is disabled; also the most dead letters it
+    /// keeps.
+    pub delivery_backlog: BacklogLimit,
     /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s.
     pub notify_timeout: Duration,
     /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
@@ -139,6 +153,9 @@ impl Default for Config {
             invitation_timeout: Duration::from_secs(120),
             max_body_bytes: 64 * 1024,
             retry_schedule: RetryPolicy::default().schedule,
+            delivery_max_backoff: RetryPolicy::default().max_backoff,
+            delivery_give_up_after: None,
+            delivery_backlog: BacklogLimit::default(),
             notify_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("netapi-chat-data"),
             sync: Sync::Normal,
@@ -193,7 +210,32 @@ fn var<T: std::str::FromStr>(
     }
 }
 
+/// A duration setting such as `5m`, `90s`, `1.5h`, `250ms` (a bare number is seconds).
+fn duration_var(name: &'static str) -> Result<Option<Duration>, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) => parse_duration(&v).map(Some).ok_or(ConfigError {
+            variable: name,
+            value: v,
+            expected: "a duration such as 5m, 90s, 1.5h or 250ms",
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
 impl Config {
+    /// The delivery policy these settings describe.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            schedule: self.retry_schedule.clone(),
+            timeout: self.notify_timeout,
+            max_backoff: self.delivery_max_backoff,
+            give_up_after: self
+                .delivery_give_up_after
+                .unwrap_or_else(|| self.retry_schedule.iter().sum()),
+            backlog: self.delivery_backlog,
+        }
+    }
+
     /// Reads the `NETAPI_CHAT_*` variables over the defaults.
     pub fn from_env() -> Result<Config, ConfigError> {
         let d = Config::default();
@@ -218,6 +260,15 @@ impl Config {
                     expected: "comma-separated delays such as 0,5s,5m,2h",
                 })?,
                 Err(_) => d.retry_schedule,
+            },
+            delivery_max_backoff: duration_var("NETAPI_CHAT_DELIVERY_MAX_BACKOFF")?
+                .unwrap_or(d.delivery_max_backoff),
+            delivery_give_up_after: duration_var("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER")?,
+            delivery_backlog: BacklogLimit {
+                count: var("NETAPI_CHAT_DELIVERY_BACKLOG", "a number of notifications")?
+                    .unwrap_or(d.delivery_backlog.count),
+                bytes: var("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "a byte count")?
+                    .unwrap_or(d.delivery_backlog.bytes),
             },
             notify_timeout: var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
                 .map(Duration::from_millis)

@@ -7,7 +7,6 @@ use crate::config::{AuthConfig, Config};
 use crate::data_dir;
 use crate::gate::Methods;
 use crate::handlers::ChatServer;
-use crate::notify::RetryPolicy;
 use crate::rate::{AuthFailures, RateLimiter};
 use crate::signing::Signer;
 use crate::store::Store;
@@ -223,10 +222,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     let (signer, secret_notice) = webhook_signer(config)?;
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
-        retry: RetryPolicy {
-            schedule: config.retry_schedule.clone(),
-            timeout: config.notify_timeout,
-        },
+        retry: config.retry_policy(),
         callbacks: config.callbacks,
         signer: Arc::new(signer),
         limits: config.limits,

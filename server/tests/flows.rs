@@ -604,6 +604,8 @@ impl<'s> Face<'s> {
             duration: None,
             client_correlator: None,
             resource_url: None,
+            subscription_status: None,
+            status_reason: None,
         };
         let (location, sub) = self.create_subscription(addr, &request).await.created();
         let id = last_segment(&location);

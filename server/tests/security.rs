@@ -71,6 +71,8 @@ fn subscription(url: &str) -> ChatSubscription {
         duration: None,
         client_correlator: None,
         resource_url: None,
+        subscription_status: None,
+        status_reason: None,
     }
 }
 

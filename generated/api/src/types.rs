@@ -641,6 +641,22 @@ pub struct ChatSubscription {
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
+    /// `subscriptionStatus`.
+    #[serde(
+        rename = "subscriptionStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subscription_status: Option<SubscriptionStatus>,
+    /// `statusReason`: (set by the server, extension) Why the subscription is `Disabled`, e.g. "the callback
+    /// answered 410 Gone"; absent while it is `Active`.
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 1024))]
+    pub status_reason: Option<String>,
 }
 
 impl XmlType for ChatSubscription {
@@ -655,6 +671,12 @@ impl XmlType for ChatSubscription {
         if let Some(v) = &self.resource_url {
             w.leaf("resourceURL", v);
         }
+        if let Some(v) = &self.subscription_status {
+            w.leaf("subscriptionStatus", v);
+        }
+        if let Some(v) = &self.status_reason {
+            w.leaf("statusReason", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
@@ -663,6 +685,8 @@ impl XmlType for ChatSubscription {
             duration: e.optional_leaf("duration")?,
             client_correlator: e.optional_leaf("clientCorrelator")?,
             resource_url: e.optional_leaf("resourceURL")?,
+            subscription_status: e.optional_leaf("subscriptionStatus")?,
+            status_reason: e.optional_leaf("statusReason")?,
         };
         Ok(value)
     }
@@ -676,6 +700,9 @@ impl Validate for ChatSubscription {
         }
         if let Some(v) = &self.resource_url {
             netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
+        if let Some(v) = &self.status_reason {
+            netapi_chat_runtime::wire::check_max_length("statusReason", v, 1024)?;
         }
         Ok(())
     }
@@ -706,6 +733,76 @@ impl netapi_chat_runtime::wire::Document for ChatSubscription {
 impl From<ChatSubscription> for ChatSubscriptionRoot {
     fn from(chat_subscription: ChatSubscription) -> Self {
         ChatSubscriptionRoot { chat_subscription }
+    }
+}
+
+/// (set by the server, extension) Whether a subscription still receives notifications.
+/// **Decision (subscription state; OMA 2012 defines none):** two optional elements after
+/// the sequence OMA defines (as the paging `link`), so an OMA client that does not know
+/// them still reads the subscription: `subscriptionStatus` and `statusReason`. `Active`:
+/// notifications are delivered. `Disabled`: delivery stopped for good because the
+/// callback answered `410 Gone`, failed without a break for the give-up age (about 27 h
+/// by default), or let its backlog of undelivered notifications reach the server's cap;
+/// nothing new is queued for it, and what was not delivered is kept by the server as dead
+/// letters (bounded per subscription). A disabled subscription still counts against the
+/// user's subscriptions until it is deleted; to receive notifications again, delete it and
+/// subscribe anew. Values sent by a client are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+pub enum SubscriptionStatus {
+    /// `Active`
+    #[serde(rename = "Active")]
+    Active,
+    /// `Disabled`
+    #[serde(rename = "Disabled")]
+    Disabled,
+}
+
+impl SubscriptionStatus {
+    /// Every value, in spec order.
+    pub const ALL: &'static [SubscriptionStatus] =
+        &[SubscriptionStatus::Active, SubscriptionStatus::Disabled];
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "Active",
+            SubscriptionStatus::Disabled => "Disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
+impl std::str::FromStr for SubscriptionStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        SubscriptionStatus::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("`{s}` is not {}", "one of Active, Disabled"))
+    }
+}
+
+impl<'de> Deserialize<'de> for SubscriptionStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl XmlLeaf for SubscriptionStatus {
+    fn to_xml_text(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self.as_str())
+    }
+
+    fn from_xml_text(s: &str) -> Result<Self, String> {
+        s.parse()
     }
 }
 

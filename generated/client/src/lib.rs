@@ -862,6 +862,19 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub resource_url: ::std::option::Option<ChatSubscriptionResourceUrl>,
+        /**(set by the server, extension) Why the subscription is `Disabled`, e.g. "the callback
+        answered 410 Gone"; absent while it is `Active`.
+        */
+        #[serde(
+            rename = "statusReason",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub status_reason: ::std::option::Option<ChatSubscriptionStatusReason>,
+        #[serde(
+            rename = "subscriptionStatus",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub subscription_status: ::std::option::Option<SubscriptionStatus>,
     }
 
     ///Client-chosen id that makes a retried create safe.
@@ -1008,6 +1021,64 @@ pub mod types {
     pub struct ChatSubscriptionRoot {
         #[serde(rename = "chatSubscription")]
         pub chat_subscription: ChatSubscription,
+    }
+
+    /**(set by the server, extension) Why the subscription is `Disabled`, e.g. "the callback
+    answered 410 Gone"; absent while it is `Active`.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSubscriptionStatusReason(::std::string::String);
+    impl ::std::ops::Deref for ChatSubscriptionStatusReason {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSubscriptionStatusReason> for ::std::string::String {
+        fn from(value: ChatSubscriptionStatusReason) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSubscriptionStatusReason {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 1024usize {
+                return Err("longer than 1024 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSubscriptionStatusReason {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSubscriptionStatusReason {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSubscriptionStatusReason {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///Session events told in a `chatEventNotification` (OMA Chat 2012).
@@ -2072,6 +2143,72 @@ pub mod types {
     pub struct SubscriptionCancellationNotificationRoot {
         #[serde(rename = "subscriptionCancellationNotification")]
         pub subscription_cancellation_notification: SubscriptionCancellationNotification,
+    }
+
+    /**(set by the server, extension) Whether a subscription still receives notifications.
+    **Decision (subscription state; OMA 2012 defines none):** two optional elements after
+    the sequence OMA defines (as the paging `link`), so an OMA client that does not know
+    them still reads the subscription: `subscriptionStatus` and `statusReason`. `Active`:
+    notifications are delivered. `Disabled`: delivery stopped for good because the
+    callback answered `410 Gone`, failed without a break for the give-up age (about 27 h
+    by default), or let its backlog of undelivered notifications reach the server's cap;
+
+    nothing new is queued for it, and what was not delivered is kept by the server as dead
+    letters (bounded per subscription). A disabled subscription still counts against the
+    user's subscriptions until it is deleted; to receive notifications again, delete it and
+    subscribe anew. Values sent by a client are ignored.
+    */
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd,
+    )]
+    pub enum SubscriptionStatus {
+        Active,
+        Disabled,
+    }
+
+    impl ::std::fmt::Display for SubscriptionStatus {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Active => f.write_str("Active"),
+                Self::Disabled => f.write_str("Disabled"),
+            }
+        }
+    }
+
+    impl ::std::str::FromStr for SubscriptionStatus {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "Active" => Ok(Self::Active),
+                "Disabled" => Ok(Self::Disabled),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for SubscriptionStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for SubscriptionStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
     }
 
     /// Error types.

@@ -21,14 +21,14 @@ use crate::logsafe::Escaped;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy, Target};
 use crate::signing::Signer;
 use crate::store::{
-    Backend, Batch, Kind, MessageRow, OutboxEntry, Snapshot, Store, StoreError, now_ms,
+    Backend, Batch, Kind, MessageRow, OutboxEntry, Progress, Snapshot, Store, StoreError, now_ms,
 };
 use crate::urls::Urls;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList, ChatSubscription,
     ChatSubscriptionList, Created, EventType, Link, MessageStatus, NotificationFormat,
     ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
-    ResourceReference, ServiceException, SubscriptionCancellationNotification,
+    ResourceReference, ServiceException, SubscriptionCancellationNotification, SubscriptionStatus,
 };
 use netapi_chat_runtime::{ApiError, Format};
 use page::PageRequest;
@@ -201,9 +201,9 @@ impl Chat {
                 signer: Arc::clone(&settings.signer),
                 policy: settings.retry.clone(),
                 store: store.clone(),
-                on_gone: Arc::new(move |id: &str| {
+                on_disable: Arc::new(move |id: &str, reason: &str| {
                     if let Some(chat) = gone.upgrade() {
-                        chat.disable_subscription(id);
+                        chat.disable_subscription(id, reason);
                     }
                 }),
                 log: log.clone(),
@@ -296,6 +296,9 @@ impl Chat {
             sub.queue.push(Delivery {
                 id: e.id,
                 notification,
+                created_ms: e.created_ms,
+                bytes: e.body.len(),
+                progress: e.progress,
             });
             resumed += 1;
         }
@@ -355,26 +358,31 @@ impl Chat {
                 continue;
             };
             for id in ids {
-                let Some(sub) = state.subscriptions.get(id) else {
+                // A disabled subscription gets nothing new (see `disable_subscription`).
+                let Some(sub) = state
+                    .subscriptions
+                    .get(id)
+                    .filter(|s| s.rec.disabled.is_none())
+                else {
                     continue;
                 };
                 let mut n = n.clone();
                 n.set_callback_data(sub.rec.callback.callback_data.clone());
                 state.counters.next_notification += 1;
                 let nid = state.counters.next_notification;
+                let body = records::encode_notification(&n);
+                let delivery = Delivery {
+                    created_ms,
+                    ..Delivery::new(nid, n, body.len())
+                };
                 change.batch.outbox.push(OutboxEntry {
                     id: nid,
                     subscription: id.clone(),
-                    body: records::encode_notification(&n),
+                    body,
                     created_ms,
+                    progress: Progress::default(),
                 });
-                change.deliveries.push((
-                    sub.queue.clone(),
-                    Delivery {
-                        id: nid,
-                        notification: n,
-                    },
-                ));
+                change.deliveries.push((sub.queue.clone(), delivery));
             }
         }
     }
@@ -406,6 +414,12 @@ impl Chat {
             duration: Some(rec.duration),
             client_correlator: rec.client_correlator.clone(),
             resource_url: Some(self.urls.subscription(&rec.user, &rec.id)),
+            subscription_status: Some(if rec.disabled.is_some() {
+                SubscriptionStatus::Disabled
+            } else {
+                SubscriptionStatus::Active
+            }),
+            status_reason: rec.disabled.as_ref().map(|d| d.reason.clone()),
         }
     }
 
@@ -422,6 +436,9 @@ impl Chat {
             },
             self.deliverer.clone(),
         );
+        if rec.disabled.is_some() {
+            queue.disable();
+        }
         state
             .user_subscriptions
             .entry(rec.user.clone())
@@ -505,6 +522,7 @@ impl Chat {
                 expires_at_ms,
                 client_correlator: body.client_correlator,
                 seq,
+                disabled: None,
             };
             let view = self.subscription_view(&rec);
             let mut change = Change::default();
@@ -576,30 +594,38 @@ impl Chat {
             .push((Kind::Subscription, id.to_owned()));
         // The cancellation goes out from memory only: the subscription's record (and so its
         // outbox) is gone once this commits.
-        change.deliveries.push((
-            sub.queue.clone(),
-            Delivery {
-                id: nid,
-                notification,
-            },
-        ));
+        // Not in the outbox: no bytes counted against the backlog.
+        change
+            .deliveries
+            .push((sub.queue.clone(), Delivery::new(nid, notification, 0)));
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(&state, change));
     }
 
-    /// The callback answered `410 Gone`: the subscription is deleted.
-    fn disable_subscription(&self, id: &str) {
+    /// Delivery disabled the subscription (`410 Gone`, failing past the give-up age, backlog
+    /// full; see `notify`): it stays, reads as `Disabled` with `reason`, and gets no new
+    /// notifications; its queue buries what it holds as dead letters.
+    fn disable_subscription(&self, id: &str, reason: &str) {
         let mut state = self.lock();
-        if let Some(sub) = remove_subscription(&mut state, id) {
-            sub.queue.cancel();
-            let mut change = Change::default();
-            change
-                .batch
-                .deletes
-                .push((Kind::Subscription, id.to_owned()));
-            // Nobody waits: a timer (or the delivery task) made this change.
-            drop(self.submit(&state, change));
+        let Some(sub) = state.subscriptions.get_mut(id) else {
+            return;
+        };
+        if sub.rec.disabled.is_some() {
+            return;
         }
+        sub.rec.disabled = Some(state::Disabled {
+            reason: reason.to_owned(),
+            at_ms: now_ms(),
+        });
+        sub.queue.disable();
+        let mut change = Change::default();
+        change.put(
+            Kind::Subscription,
+            id.to_owned(),
+            records::encode_subscription(&sub.rec),
+        );
+        // Nobody waits: the delivery task made this change.
+        drop(self.submit(&state, change));
     }
 
     /// One page of the user's subscriptions, in creation order. The user's id list is in

@@ -18,7 +18,9 @@
 //! Reading never guesses: a record that does not match its type is an error naming it, and the
 //! server refuses to start on it.
 
-use super::state::{Counters, Invitation, Message, Participant, Session, SubscriptionRecord};
+use super::state::{
+    Counters, Disabled, Invitation, Message, Participant, Session, SubscriptionRecord,
+};
 use crate::notify::Notification;
 use netapi_chat_api as api;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -273,6 +275,18 @@ struct StoredSubscription {
     client_correlator: Option<String>,
     #[serde(rename = "seq")]
     seq: u64,
+    /// Since format 4; absent while the subscription is active.
+    #[serde(rename = "disabled", default, skip_serializing_if = "Option::is_none")]
+    disabled: Option<StoredDisabled>,
+}
+
+/// Why and when delivery disabled a subscription (format 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredDisabled {
+    #[serde(rename = "reason")]
+    reason: String,
+    #[serde(rename = "at_ms")]
+    at_ms: i64,
 }
 
 /// Where a subscription's notifications go (its `callbackReference`).
@@ -308,6 +322,10 @@ impl From<&SubscriptionRecord> for StoredSubscription {
             expires_at_ms: r.expires_at_ms,
             client_correlator: r.client_correlator.clone(),
             seq: r.seq,
+            disabled: r.disabled.as_ref().map(|d| StoredDisabled {
+                reason: d.reason.clone(),
+                at_ms: d.at_ms,
+            }),
         }
     }
 }
@@ -326,6 +344,10 @@ impl From<StoredSubscription> for SubscriptionRecord {
             expires_at_ms: r.expires_at_ms,
             client_correlator: r.client_correlator,
             seq: r.seq,
+            disabled: r.disabled.map(|d| Disabled {
+                reason: d.reason,
+                at_ms: d.at_ms,
+            }),
         }
     }
 }
@@ -1215,13 +1237,29 @@ mod tests {
             expires_at_ms: Some(5),
             client_correlator: None,
             seq: 3,
+            disabled: None,
         };
         let bytes = encode_subscription(&sub);
         assert!(!String::from_utf8_lossy(&bytes).contains("callbackData"));
+        // An active subscription is stored exactly as format 3 wrote it.
+        assert!(!String::from_utf8_lossy(&bytes).contains("disabled"));
         assert_eq!(
             encode_subscription(&decode_subscription(&bytes).unwrap()),
             bytes
         );
+        let off = SubscriptionRecord {
+            disabled: Some(Disabled {
+                reason: "the callback answered 410 Gone".into(),
+                at_ms: 7,
+            }),
+            ..sub.clone()
+        };
+        let bytes = encode_subscription(&off);
+        assert!(
+            String::from_utf8_lossy(&bytes)
+                .contains(r#""disabled":{"reason":"the callback answered 410 Gone","at_ms":7}"#)
+        );
+        assert_eq!(decode_subscription(&bytes).unwrap().disabled, off.disabled);
         let n = Notification::SubscriptionCancellationNotification(
             api::SubscriptionCancellationNotification {
                 reason: Some(api::ServiceException {

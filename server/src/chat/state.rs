@@ -105,6 +105,18 @@ pub struct SubscriptionRecord {
     pub client_correlator: Option<String>,
     /// Creation order.
     pub seq: u64,
+    /// Set when delivery disabled it (410, failing past the give-up age, backlog full): it
+    /// gets no new notifications and reads as `Disabled` with this reason.
+    pub disabled: Option<Disabled>,
+}
+
+/// Why and when delivery disabled a subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disabled {
+    /// Shown as the subscription's `statusReason`.
+    pub reason: String,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// Where an invitation stands.

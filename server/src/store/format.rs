@@ -31,7 +31,17 @@ use serde_json::Value;
 ///   (session, id) and (session, sender, correlator), so that they are read on demand instead
 ///   of being loaded (and held in memory) at start-up. The message records themselves are
 ///   byte-for-byte what version 2 wrote; see [`MESSAGES_TABLE`].
-pub const CURRENT: u32 = 3;
+/// - 4: delivery state is stored: each outbox row gains `attempts`, `next_attempt_ms`,
+///   `failing_since_ms` (a restart resumes a retry schedule where it was) and `dead_ms`
+///   (set when the notification became a dead letter); a subscription record may carry
+///   `disabled` (`{"reason":…,"at_ms":…}`, absent while it is active). Every value version 3
+///   wrote reads unchanged; see [`DELIVERY_COLUMNS`].
+pub const CURRENT: u32 = 4;
+
+/// The version from which outbox rows carry their delivery state. The step to it adds columns
+/// (existing rows: no attempt made, due at once, not dead), which a value rewrite cannot
+/// express: the backend does it when it runs the step (SQLite: `sqlite::add_delivery_columns`).
+pub const DELIVERY_COLUMNS: u32 = 4;
 
 /// The version from which messages are stored in a table of their own. The step to it moves
 /// rows, which a value rewrite cannot express: the backend does that part when it runs the
@@ -68,6 +78,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 2,
         what: "messages move to a table of their own (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 3,
+        what: "outbox rows gain their delivery state (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },
