@@ -78,9 +78,15 @@ pub struct Config {
     /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
     /// `info` (also one line per request), `debug`, `error`.
     pub log_level: dropshot::ConfigLoggingLevel,
-    /// `NETAPI_CHAT_WEBHOOK_SECRET`: the `whsec_…` secret notifications are signed with. When
-    /// unset, one is generated at first start into `<data dir>/webhook-secret` and printed.
+    /// `NETAPI_CHAT_WEBHOOK_SECRET`: opt-in to one server-wide `whsec_…` secret that signs the
+    /// notifications of every subscription whose client sent no secret of its own. Unset (the
+    /// default): each new subscription gets a secret of its own; the server-wide secret is
+    /// then only the one an earlier version generated into `<data dir>/webhook-secret`, for the
+    /// subscriptions it made.
     pub webhook_secret: Option<String>,
+    /// `NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW`: how long a subscription's replaced secret keeps
+    /// signing after `rotateSubscriptionSecret`. Default `24h`.
+    pub rotation_window: Duration,
     /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
     pub connections: Connections,
 }
@@ -162,6 +168,7 @@ impl Default for Config {
             auth: AuthConfig::TokenFile(None),
             callbacks: CallbackPolicy::default(),
             webhook_secret: None,
+            rotation_window: Duration::from_secs(24 * 3600),
             limits: Limits::default(),
             xml: XmlLimits::default(),
             rate: (200.0, 200.0),
@@ -282,6 +289,8 @@ impl Config {
                 allow_private: flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
             },
             webhook_secret: std::env::var("NETAPI_CHAT_WEBHOOK_SECRET").ok(),
+            rotation_window: duration_var("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW")?
+                .unwrap_or(d.rotation_window),
             connections: Connections {
                 max: var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?
                     .map(|n| n.max(1))

@@ -33,6 +33,7 @@ async fn subscribe(srv: &Server, user: &str, l: &Listener, format: Format) -> Ch
         resource_url: None,
         subscription_status: None,
         status_reason: None,
+        signing_secret: None,
     };
     let a = send_doc("POST", &srv.url(user, "/subscriptions"), format, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);

@@ -39,6 +39,7 @@ async fn subscribe(
         resource_url: None,
         subscription_status: None,
         status_reason: None,
+        signing_secret: None,
     };
     let a = send_doc("POST", &srv.url(user, "/subscriptions"), format, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -553,6 +554,7 @@ async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
         resource_url: None,
         subscription_status: None,
         status_reason: None,
+        signing_secret: None,
     };
     let a = send_doc("POST", &srv.url(B, "/subscriptions"), Format::Xml, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);

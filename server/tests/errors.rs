@@ -78,6 +78,7 @@ fn subscription_doc(notify_url: &str) -> ChatSubscription {
         resource_url: None,
         subscription_status: None,
         status_reason: None,
+        signing_secret: None,
     }
 }
 

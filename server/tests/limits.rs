@@ -87,6 +87,7 @@ fn subscription_doc() -> ChatSubscription {
         resource_url: None,
         subscription_status: None,
         status_reason: None,
+        signing_secret: None,
     }
 }
 

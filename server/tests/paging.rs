@@ -45,6 +45,7 @@ fn subscription_doc(n: usize) -> ChatSubscription {
         resource_url: None,
         subscription_status: None,
         status_reason: None,
+        signing_secret: None,
     }
 }
 

@@ -657,6 +657,19 @@ pub struct ChatSubscription {
     )]
     #[schemars(length(max = 1024))]
     pub status_reason: Option<String>,
+    /// `signingSecret`: (extension) The Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes) this
+    /// subscription's notifications are signed with. A client may send one on create;
+    /// otherwise the server makes one, unless the operator chose one server-wide secret
+    /// for every subscription (then none is set or shown). It is shown once, in the answer
+    /// to the create that made it (not to a replay of it, nor when the subscription is
+    /// read); a client that lost it gets a new one with `rotateSubscriptionSecret`.
+    #[serde(
+        rename = "signingSecret",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub signing_secret: Option<String>,
 }
 
 impl XmlType for ChatSubscription {
@@ -677,6 +690,9 @@ impl XmlType for ChatSubscription {
         if let Some(v) = &self.status_reason {
             w.leaf("statusReason", v);
         }
+        if let Some(v) = &self.signing_secret {
+            w.leaf("signingSecret", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
@@ -687,6 +703,7 @@ impl XmlType for ChatSubscription {
             resource_url: e.optional_leaf("resourceURL")?,
             subscription_status: e.optional_leaf("subscriptionStatus")?,
             status_reason: e.optional_leaf("statusReason")?,
+            signing_secret: e.optional_leaf("signingSecret")?,
         };
         Ok(value)
     }
@@ -703,6 +720,9 @@ impl Validate for ChatSubscription {
         }
         if let Some(v) = &self.status_reason {
             netapi_chat_runtime::wire::check_max_length("statusReason", v, 1024)?;
+        }
+        if let Some(v) = &self.signing_secret {
+            netapi_chat_runtime::wire::check_max_length("signingSecret", v, 256)?;
         }
         Ok(())
     }
@@ -733,6 +753,90 @@ impl netapi_chat_runtime::wire::Document for ChatSubscription {
 impl From<ChatSubscription> for ChatSubscriptionRoot {
     fn from(chat_subscription: ChatSubscription) -> Self {
         ChatSubscriptionRoot { chat_subscription }
+    }
+}
+
+/// (extension) A subscription's new signing secret (see `rotateSubscriptionSecret`).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionSecret {
+    /// `signingSecret`: The new secret (`whsec_` + base64 of 24-64 bytes). In a request: the secret to use,
+    /// or absent for one the server makes.
+    #[serde(
+        rename = "signingSecret",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub signing_secret: Option<String>,
+    /// `previousSecretExpires`: (set by the server) Until when the previous secret keeps signing notifications
+    /// too (RFC 3339, UTC); absent when the subscription had no secret of its own.
+    #[serde(
+        rename = "previousSecretExpires",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 64))]
+    pub previous_secret_expires: Option<String>,
+}
+
+impl XmlType for SubscriptionSecret {
+    fn write_children(&self, w: &mut XmlWriter) {
+        if let Some(v) = &self.signing_secret {
+            w.leaf("signingSecret", v);
+        }
+        if let Some(v) = &self.previous_secret_expires {
+            w.leaf("previousSecretExpires", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = SubscriptionSecret {
+            signing_secret: e.optional_leaf("signingSecret")?,
+            previous_secret_expires: e.optional_leaf("previousSecretExpires")?,
+        };
+        Ok(value)
+    }
+}
+
+impl Validate for SubscriptionSecret {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.signing_secret {
+            netapi_chat_runtime::wire::check_max_length("signingSecret", v, 256)?;
+        }
+        if let Some(v) = &self.previous_secret_expires {
+            netapi_chat_runtime::wire::check_max_length("previousSecretExpires", v, 64)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for SubscriptionSecret {
+    const NAME: &'static str = "subscriptionSecret";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`SubscriptionSecret`]: an object whose one key is the root element's name, `subscriptionSecret`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSecretRoot {
+    ///The document.
+    #[serde(rename = "subscriptionSecret")]
+    pub subscription_secret: SubscriptionSecret,
+}
+
+impl netapi_chat_runtime::wire::Document for SubscriptionSecret {
+    type Json = SubscriptionSecretRoot;
+    fn from_json(wrapper: SubscriptionSecretRoot) -> Self {
+        wrapper.subscription_secret
+    }
+}
+
+impl From<SubscriptionSecret> for SubscriptionSecretRoot {
+    fn from(subscription_secret: SubscriptionSecret) -> Self {
+        SubscriptionSecretRoot {
+            subscription_secret,
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod page;
 pub mod quota;
 pub mod records;
+mod secrets;
 pub mod state;
 pub mod views;
 
@@ -94,8 +95,14 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Which callback addresses may be reached.
     pub callbacks: CallbackPolicy,
-    /// Signs notifications.
-    pub signer: Arc<Signer>,
+    /// The server-wide secret: signs the notifications of subscriptions without one of their
+    /// own (see [`secrets`]).
+    pub signer: Option<Arc<Signer>>,
+    /// Whether a new subscription gets a secret of its own when its client sends none (the
+    /// default); `false` when the operator chose one server-wide secret.
+    pub own_secrets: bool,
+    /// How long a replaced secret keeps signing after a rotation.
+    pub rotation_window: Duration,
     /// Per-user limits.
     pub limits: Limits,
 }
@@ -198,7 +205,7 @@ impl Chat {
             let gone = weak.clone();
             let deliverer = Deliverer {
                 callbacks: settings.callbacks,
-                signer: Arc::clone(&settings.signer),
+                signer: settings.signer.clone(),
                 policy: settings.retry.clone(),
                 store: store.clone(),
                 on_disable: Arc::new(move |id: &str, reason: &str| {
@@ -420,6 +427,8 @@ impl Chat {
                 SubscriptionStatus::Active
             }),
             status_reason: rec.disabled.as_ref().map(|d| d.reason.clone()),
+            // Shown once, by the create that made it (see `create_subscription`).
+            signing_secret: None,
         }
     }
 
@@ -439,6 +448,7 @@ impl Chat {
         if rec.disabled.is_some() {
             queue.disable();
         }
+        queue.set_keys(secrets::keys(&rec.secrets));
         state
             .user_subscriptions
             .entry(rec.user.clone())
@@ -480,6 +490,10 @@ impl Chat {
         .await
         .map_err(|_| bad(&NOT_ALLOWED, &"resolving the host timed out"))?
         .map_err(|e| bad(&e, &e.detail()))?;
+        let own_secret = secrets::for_new_subscription(
+            body.signing_secret.as_deref(),
+            self.settings.own_secrets,
+        )?;
         let duration = body.duration.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
         if duration < 0 {
             return Err(ApiError::invalid_input(format!(
@@ -523,8 +537,16 @@ impl Chat {
                 client_correlator: body.client_correlator,
                 seq,
                 disabled: None,
+                secrets: own_secret
+                    .iter()
+                    .map(|s| state::SigningSecret {
+                        secret: s.clone(),
+                        until_ms: None,
+                    })
+                    .collect(),
             };
-            let view = self.subscription_view(&rec);
+            let mut view = self.subscription_view(&rec);
+            view.signing_secret = own_secret;
             let mut change = Change::default();
             change.put(
                 Kind::Subscription,

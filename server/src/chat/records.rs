@@ -19,7 +19,8 @@
 //! server refuses to start on it.
 
 use super::state::{
-    Counters, Disabled, Invitation, Message, Participant, Session, SubscriptionRecord,
+    Counters, Disabled, Invitation, Message, Participant, Session, SigningSecret,
+    SubscriptionRecord,
 };
 use crate::notify::Notification;
 use netapi_chat_api as api;
@@ -278,6 +279,18 @@ struct StoredSubscription {
     /// Since format 4; absent while the subscription is active.
     #[serde(rename = "disabled", default, skip_serializing_if = "Option::is_none")]
     disabled: Option<StoredDisabled>,
+    /// Since format 4; absent when signed with the server-wide secret.
+    #[serde(rename = "secrets", default, skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<StoredSecret>,
+}
+
+/// One of a subscription's signing secrets (format 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredSecret {
+    #[serde(rename = "secret")]
+    secret: String,
+    #[serde(rename = "until_ms", default, skip_serializing_if = "Option::is_none")]
+    until_ms: Option<i64>,
 }
 
 /// Why and when delivery disabled a subscription (format 4).
@@ -326,6 +339,14 @@ impl From<&SubscriptionRecord> for StoredSubscription {
                 reason: d.reason.clone(),
                 at_ms: d.at_ms,
             }),
+            secrets: r
+                .secrets
+                .iter()
+                .map(|k| StoredSecret {
+                    secret: k.secret.clone(),
+                    until_ms: k.until_ms,
+                })
+                .collect(),
         }
     }
 }
@@ -348,6 +369,14 @@ impl From<StoredSubscription> for SubscriptionRecord {
                 reason: d.reason,
                 at_ms: d.at_ms,
             }),
+            secrets: r
+                .secrets
+                .into_iter()
+                .map(|k| SigningSecret {
+                    secret: k.secret,
+                    until_ms: k.until_ms,
+                })
+                .collect(),
         }
     }
 }
@@ -1238,6 +1267,7 @@ mod tests {
             client_correlator: None,
             seq: 3,
             disabled: None,
+            secrets: vec![],
         };
         let bytes = encode_subscription(&sub);
         assert!(!String::from_utf8_lossy(&bytes).contains("callbackData"));
@@ -1252,14 +1282,32 @@ mod tests {
                 reason: "the callback answered 410 Gone".into(),
                 at_ms: 7,
             }),
+            secrets: vec![
+                SigningSecret {
+                    secret: "whsec_new".into(),
+                    until_ms: None,
+                },
+                SigningSecret {
+                    secret: "whsec_old".into(),
+                    until_ms: Some(9),
+                },
+            ],
             ..sub.clone()
         };
         let bytes = encode_subscription(&off);
+        let text = String::from_utf8_lossy(&bytes);
         assert!(
-            String::from_utf8_lossy(&bytes)
-                .contains(r#""disabled":{"reason":"the callback answered 410 Gone","at_ms":7}"#)
+            text.contains(r#""disabled":{"reason":"the callback answered 410 Gone","at_ms":7}"#),
+            "{text}"
         );
-        assert_eq!(decode_subscription(&bytes).unwrap().disabled, off.disabled);
+        assert!(
+            text.contains(
+                r#""secrets":[{"secret":"whsec_new"},{"secret":"whsec_old","until_ms":9}]"#
+            ),
+            "{text}"
+        );
+        let back = decode_subscription(&bytes).unwrap();
+        assert_eq!((back.disabled, back.secrets), (off.disabled, off.secrets));
         let n = Notification::SubscriptionCancellationNotification(
             api::SubscriptionCancellationNotification {
                 reason: Some(api::ServiceException {

@@ -25,7 +25,7 @@ pub mod rules;
 
 use crate::callback_guard::{CallbackPolicy, resolve_checked};
 use crate::logsafe::Escaped;
-use crate::signing::Signer;
+use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
 use crate::store::{Batch, Bury, Progress, Store, now_ms};
 pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
@@ -169,8 +169,11 @@ pub type OnDisable = Arc<dyn Fn(&str, &str) + Send + Sync>;
 pub struct Deliverer {
     /// Which callback addresses may be reached (checked again at every delivery, after DNS).
     pub callbacks: CallbackPolicy,
-    /// Signs every notification (Standard Webhooks headers).
-    pub signer: Arc<Signer>,
+    /// The server-wide secret: signs the notifications of subscriptions without a secret of
+    /// their own (Standard Webhooks headers). `None` when there is none (then such
+    /// notifications go unsigned, which only a data directory of an earlier version whose
+    /// `webhook-secret` file was removed can lead to).
+    pub signer: Option<Arc<Signer>>,
     /// Attempt schedule, give-up age, backlog cap.
     pub policy: RetryPolicy,
     /// Where delivered and given-up notifications are forgotten.
@@ -189,6 +192,9 @@ struct Shared {
     count: AtomicUsize,
     bytes: AtomicUsize,
     wake: Notify,
+    /// The subscription's own signing keys, each with the time it stops signing (Unix ms;
+    /// `None`: current); empty: the server-wide secret signs.
+    keys: std::sync::Mutex<Vec<(Arc<Signer>, Option<i64>)>>,
 }
 
 impl Shared {
@@ -196,6 +202,17 @@ impl Shared {
     fn done(&self, d: &Delivery) {
         self.count.fetch_sub(1, Ordering::SeqCst);
         self.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
+    }
+
+    /// The keys that sign an attempt made at `now_ms` (the subscription's own, still valid).
+    fn keys_at(&self, now_ms: i64) -> Vec<Arc<Signer>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, until)| until.is_none_or(|u| now_ms < u))
+            .map(|(k, _)| Arc::clone(k))
+            .collect()
     }
 
     /// Moves from LIVE to `to` (a cancelled or disabled queue stays so).
@@ -245,6 +262,12 @@ impl Queue {
         self.shared.wake.notify_one();
     }
 
+    /// Sets the subscription's own signing keys, each with the time it stops signing (Unix ms;
+    /// `None`: current); none: the server-wide secret signs. Applies from the next attempt.
+    pub fn set_keys(&self, keys: Vec<(Arc<Signer>, Option<i64>)>) {
+        *self.shared.keys.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
     /// The subscription is disabled (e.g. restored so): whatever is queued becomes a dead
     /// letter instead of being delivered.
     pub fn disable(&self) {
@@ -284,6 +307,7 @@ const PIN_FOR: Duration = Duration::from_secs(60);
 async fn attempt(
     target: &Target,
     d: &Deliverer,
+    keys: &[Arc<Signer>],
     client: &mut Option<(reqwest::Client, tokio::time::Instant)>,
     id: u64,
     body: &bytes::Bytes,
@@ -310,8 +334,26 @@ async fn attempt(
     let mut request = http
         .post(&target.notify_url)
         .header(http::header::CONTENT_TYPE, target.format.content_type());
-    for (name, value) in d.signer.headers(&msg_id, timestamp, body) {
-        request = request.header(name, value);
+    // One signature per key (Standard Webhooks: space-separated), so that during a rotation
+    // window a receiver verifies with the old secret or the new one.
+    let server_wide: Vec<Arc<Signer>> = d.signer.iter().cloned().collect();
+    let keys = if keys.is_empty() {
+        &server_wide[..]
+    } else {
+        keys
+    };
+    request = request
+        .header(HEADER_ID, &msg_id)
+        .header(HEADER_TIMESTAMP, timestamp.to_string());
+    let signatures: Vec<String> = keys
+        .iter()
+        .map(|k| k.sign(&msg_id, timestamp, body))
+        .collect();
+    if signatures.is_empty() {
+        warn!(d.log, "no secret to sign the notification with: sent unsigned";
+            "subscription" => &target.subscription, "id" => id);
+    } else {
+        request = request.header(HEADER_SIGNATURE, signatures.join(" "));
     }
     let result = request.body(body.clone()).send().await;
     let outcome = match result {
@@ -434,7 +476,8 @@ async fn deliver(
             continue;
         }
         let body = bytes::Bytes::from(item.notification.encode(target.format));
-        match attempt(&target, &d, &mut client, item.id, &body).await {
+        let keys = shared.keys_at(now_ms());
+        match attempt(&target, &d, &keys, &mut client, item.id, &body).await {
             Outcome::Delivered => {
                 debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
                     "subscription" => &target.subscription, "id" => item.id,

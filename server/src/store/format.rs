@@ -35,7 +35,9 @@ use serde_json::Value;
 ///   `failing_since_ms` (a restart resumes a retry schedule where it was) and `dead_ms`
 ///   (set when the notification became a dead letter); a subscription record may carry
 ///   `disabled` (`{"reason":…,"at_ms":…}`, absent while it is active). Every value version 3
-///   wrote reads unchanged; see [`DELIVERY_COLUMNS`].
+///   wrote reads unchanged; see [`DELIVERY_COLUMNS`]. A subscription record may also carry
+///   `secrets` (`[{"secret":"whsec_…","until_ms":…}]`, its own signing secrets; absent: the
+///   server-wide secret signs, as for every subscription version 3 stored).
 pub const CURRENT: u32 = 4;
 
 /// The version from which outbox rows carry their delivery state. The step to it adds columns
