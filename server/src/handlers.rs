@@ -122,7 +122,7 @@ impl ChatService for ChatServer {
         body: SubscriptionSecret,
     ) -> Result<SubscriptionSecret, ApiError> {
         self.chat
-            .rotate_secret(&user_id, &subscription_id, body.signing_secret)
+            .rotate_secret(&user_id, &subscription_id, &body.signing_secret)
             .await
     }
 

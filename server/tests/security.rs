@@ -621,7 +621,7 @@ async fn each_application_verifies_only_its_own_notifications() {
     );
 }
 
-/// A rotated secret: the answer gives the new one and the end of the window; during it every
+/// A rotated secret: the answer echoes the new one and gives the end of the window; during it every
 /// notification verifies with the old secret and with the new one; after it, only with the
 /// new one. Another user cannot rotate it (404), and a bad secret is refused (400).
 #[tokio::test]
@@ -654,8 +654,9 @@ async fn a_rotated_secret_verifies_with_both_during_the_window() {
         .unwrap_or_default()
         .to_owned();
     let rotate_url = srv.url(ALICE, &format!("/subscriptions/{sub_id}/secret"));
+    let (_, new) = Signer::generate();
     let ask = SubscriptionSecret {
-        signing_secret: None,
+        signing_secret: new.clone(),
         previous_secret_expires: None,
     };
     // Not Bob's to rotate, and a bad secret is refused.
@@ -665,7 +666,7 @@ async fn a_rotated_secret_verifies_with_both_during_the_window() {
         404
     );
     let bad = SubscriptionSecret {
-        signing_secret: Some("nope".into()),
+        signing_secret: "nope".into(),
         previous_secret_expires: None,
     };
     send_doc("POST", &rotate_url, Format::Xml, &bad)
@@ -675,7 +676,7 @@ async fn a_rotated_secret_verifies_with_both_during_the_window() {
     let r = send_doc("POST", &rotate_url, Format::Xml, &ask).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let rotated: SubscriptionSecret = r.decode();
-    let new = rotated.signing_secret.expect("the new secret");
+    assert_eq!(rotated.signing_secret, new, "the new secret is echoed");
     assert_ne!(new, old);
     assert!(rotated.previous_secret_expires.is_some());
 
@@ -697,14 +698,15 @@ async fn a_rotated_secret_verifies_with_both_during_the_window() {
     assert!(verifies(&got[1], &new), "new secret after the window");
     assert!(!verifies(&got[1], &old), "old secret after the window");
 
-    // A client-chosen secret, in JSON.
-    let (_, mine) = Signer::generate();
+    // Again, in JSON: the window is told again.
+    let (_, next) = Signer::generate();
     let ask = SubscriptionSecret {
-        signing_secret: Some(mine.clone()),
+        signing_secret: next.clone(),
         previous_secret_expires: None,
     };
     let r = send_doc("POST", &rotate_url, Format::Json, &ask).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let rotated: SubscriptionSecret = r.decode();
-    assert_eq!(rotated.signing_secret.as_deref(), Some(mine.as_str()));
+    assert_eq!(rotated.signing_secret, next);
+    assert!(rotated.previous_secret_expires.is_some());
 }

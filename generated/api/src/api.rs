@@ -389,10 +389,11 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// **Decision (per-subscription secrets, an extension):** each subscription signs its
     /// notifications with its own secret (see `ChatSubscription.signingSecret`), so a receiver
-    /// can verify only its own application's notifications. This operation replaces it: with
-    /// the `signingSecret` the client sends, or, when it sends none, one the server makes.
-    /// The answer gives the new secret (the only time it is shown) and, in
-    /// `previousSecretExpires`, until when the previous one keeps signing too: during that
+    /// can verify only its own application's notifications. This operation replaces it with
+    /// the `signingSecret` the client sends (`whsec_` + base64 of 24-64 random bytes; a
+    /// client that lost the secret it was given at creation sets a new one this way). The
+    /// answer echoes it and gives, in `previousSecretExpires`, until when the previous secret
+    /// keeps signing too: during that
     /// window (24 h by default) every notification carries one signature per secret in
     /// `webhook-signature` (Standard Webhooks), so receivers can switch at any moment in it.
     /// A subscription that was signed with the server-wide secret (made when the operator
@@ -666,10 +667,11 @@ pub trait ChatApi {
     ///
     /// **Decision (per-subscription secrets, an extension):** each subscription signs its
     /// notifications with its own secret (see `ChatSubscription.signingSecret`), so a receiver
-    /// can verify only its own application's notifications. This operation replaces it: with
-    /// the `signingSecret` the client sends, or, when it sends none, one the server makes.
-    /// The answer gives the new secret (the only time it is shown) and, in
-    /// `previousSecretExpires`, until when the previous one keeps signing too: during that
+    /// can verify only its own application's notifications. This operation replaces it with
+    /// the `signingSecret` the client sends (`whsec_` + base64 of 24-64 random bytes; a
+    /// client that lost the secret it was given at creation sets a new one this way). The
+    /// answer echoes it and gives, in `previousSecretExpires`, until when the previous secret
+    /// keeps signing too: during that
     /// window (24 h by default) every notification carries one signature per secret in
     /// `webhook-signature` (Standard Webhooks), so receivers can switch at any moment in it.
     /// A subscription that was signed with the server-wide secret (made when the operator

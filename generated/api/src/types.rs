@@ -662,7 +662,7 @@ pub struct ChatSubscription {
     /// otherwise the server makes one, unless the operator chose one server-wide secret
     /// for every subscription (then none is set or shown). It is shown once, in the answer
     /// to the create that made it (not to a replay of it, nor when the subscription is
-    /// read); a client that lost it gets a new one with `rotateSubscriptionSecret`.
+    /// read); a client that lost it sets a new one with `rotateSubscriptionSecret`.
     #[serde(
         rename = "signingSecret",
         default,
@@ -757,17 +757,12 @@ impl From<ChatSubscription> for ChatSubscriptionRoot {
 }
 
 /// (extension) A subscription's new signing secret (see `rotateSubscriptionSecret`).
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SubscriptionSecret {
-    /// `signingSecret`: The new secret (`whsec_` + base64 of 24-64 bytes). In a request: the secret to use,
-    /// or absent for one the server makes.
-    #[serde(
-        rename = "signingSecret",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// `signingSecret`: The new secret (`whsec_` + base64 of 24-64 bytes).
+    #[serde(rename = "signingSecret")]
     #[schemars(length(max = 256))]
-    pub signing_secret: Option<String>,
+    pub signing_secret: String,
     /// `previousSecretExpires`: (set by the server) Until when the previous secret keeps signing notifications
     /// too (RFC 3339, UTC); absent when the subscription had no secret of its own.
     #[serde(
@@ -781,9 +776,7 @@ pub struct SubscriptionSecret {
 
 impl XmlType for SubscriptionSecret {
     fn write_children(&self, w: &mut XmlWriter) {
-        if let Some(v) = &self.signing_secret {
-            w.leaf("signingSecret", v);
-        }
+        w.leaf("signingSecret", &self.signing_secret);
         if let Some(v) = &self.previous_secret_expires {
             w.leaf("previousSecretExpires", v);
         }
@@ -791,7 +784,7 @@ impl XmlType for SubscriptionSecret {
 
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = SubscriptionSecret {
-            signing_secret: e.optional_leaf("signingSecret")?,
+            signing_secret: e.required_leaf("signingSecret")?,
             previous_secret_expires: e.optional_leaf("previousSecretExpires")?,
         };
         Ok(value)
@@ -800,9 +793,7 @@ impl XmlType for SubscriptionSecret {
 
 impl Validate for SubscriptionSecret {
     fn validate(&self) -> Result<(), String> {
-        if let Some(v) = &self.signing_secret {
-            netapi_chat_runtime::wire::check_max_length("signingSecret", v, 256)?;
-        }
+        netapi_chat_runtime::wire::check_max_length("signingSecret", &self.signing_secret, 256)?;
         if let Some(v) = &self.previous_secret_expires {
             netapi_chat_runtime::wire::check_max_length("previousSecretExpires", v, 64)?;
         }

@@ -868,7 +868,7 @@ pub mod types {
         otherwise the server makes one, unless the operator chose one server-wide secret
         for every subscription (then none is set or shown). It is shown once, in the answer
         to the create that made it (not to a replay of it, nor when the subscription is
-        read); a client that lost it gets a new one with `rotateSubscriptionSecret`.
+        read); a client that lost it sets a new one with `rotateSubscriptionSecret`.
         */
         #[serde(
             rename = "signingSecret",
@@ -1042,7 +1042,7 @@ pub mod types {
     otherwise the server makes one, unless the operator chose one server-wide secret
     for every subscription (then none is set or shown). It is shown once, in the answer
     to the create that made it (not to a replay of it, nor when the subscription is
-    read); a client that lost it gets a new one with `rotateSubscriptionSecret`.
+    read); a client that lost it sets a new one with `rotateSubscriptionSecret`.
     */
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
@@ -2222,7 +2222,7 @@ pub mod types {
     }
 
     ///(extension) A subscription's new signing secret (see `rotateSubscriptionSecret`).
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct SubscriptionSecret {
         /**(set by the server) Until when the previous secret keeps signing notifications
         too (RFC 3339, UTC); absent when the subscription had no secret of its own.
@@ -2232,14 +2232,9 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub previous_secret_expires: ::std::option::Option<SubscriptionSecretPreviousSecretExpires>,
-        /**The new secret (`whsec_` + base64 of 24-64 bytes). In a request: the secret to use,
-        or absent for one the server makes.
-        */
-        #[serde(
-            rename = "signingSecret",
-            skip_serializing_if = "::std::option::Option::is_none"
-        )]
-        pub signing_secret: ::std::option::Option<SubscriptionSecretSigningSecret>,
+        ///The new secret (`whsec_` + base64 of 24-64 bytes).
+        #[serde(rename = "signingSecret")]
+        pub signing_secret: SubscriptionSecretSigningSecret,
     }
 
     /**(set by the server) Until when the previous secret keeps signing notifications
@@ -2308,9 +2303,7 @@ pub mod types {
         pub subscription_secret: SubscriptionSecret,
     }
 
-    /**The new secret (`whsec_` + base64 of 24-64 bytes). In a request: the secret to use,
-    or absent for one the server makes.
-    */
+    ///The new secret (`whsec_` + base64 of 24-64 bytes).
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct SubscriptionSecretSigningSecret(::std::string::String);
@@ -2879,10 +2872,11 @@ impl Client {
 
     **Decision (per-subscription secrets, an extension):** each subscription signs its
     notifications with its own secret (see `ChatSubscription.signingSecret`), so a receiver
-    can verify only its own application's notifications. This operation replaces it: with
-    the `signingSecret` the client sends, or, when it sends none, one the server makes.
-    The answer gives the new secret (the only time it is shown) and, in
-    `previousSecretExpires`, until when the previous one keeps signing too: during that
+    can verify only its own application's notifications. This operation replaces it with
+    the `signingSecret` the client sends (`whsec_` + base64 of 24-64 random bytes; a
+    client that lost the secret it was given at creation sets a new one this way). The
+    answer echoes it and gives, in `previousSecretExpires`, until when the previous secret
+    keeps signing too: during that
     window (24 h by default) every notification carries one signature per secret in
     `webhook-signature` (Standard Webhooks), so receivers can switch at any moment in it.
     A subscription that was signed with the server-wide secret (made when the operator

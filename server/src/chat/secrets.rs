@@ -3,7 +3,8 @@
 //! Each subscription signs its notifications with its own Standard Webhooks secret, so a
 //! receiver given one application's secret cannot forge notifications to another. The secret
 //! is the client's (sent on create) or made by the server, shown once (the create's answer),
-//! and replaced by `rotateSubscriptionSecret`: the replaced one keeps signing for the rotation
+//! and replaced by the client's new one with `rotateSubscriptionSecret`: the replaced one
+//! keeps signing for the rotation
 //! window (`NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW`), every notification then carrying one
 //! signature per secret. A subscription without a secret of its own (made when the operator
 //! chose one server-wide secret with `NETAPI_CHAT_WEBHOOK_SECRET`, or by an earlier version)
@@ -17,22 +18,17 @@ use netapi_chat_api::SubscriptionSecret;
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
 
-/// A client-sent secret, checked (`400 SVC0002` naming `field` when it is not a Standard
-/// Webhooks secret of 24-64 bytes), or a new one.
-fn accept_or_make(supplied: Option<&str>, field: &str) -> Result<String, ApiError> {
-    match supplied {
-        Some(s) => {
-            let s = s.trim();
-            Signer::from_secret(s).map_err(|e| ApiError::invalid_input(format!("{field}: {e}")))?;
-            if s.len() > 128 {
-                return Err(ApiError::invalid_input(format!(
-                    "{field}: at most 64 bytes of key (whsec_ + base64)"
-                )));
-            }
-            Ok(s.to_owned())
-        }
-        None => Ok(Signer::generate().1),
+/// A client-sent secret, checked: `400 SVC0002` naming `field` when it is not a Standard
+/// Webhooks secret of 24-64 bytes.
+fn accept(supplied: &str, field: &str) -> Result<String, ApiError> {
+    let s = supplied.trim();
+    Signer::from_secret(s).map_err(|e| ApiError::invalid_input(format!("{field}: {e}")))?;
+    if s.len() > 128 {
+        return Err(ApiError::invalid_input(format!(
+            "{field}: at most 64 bytes of key (whsec_ + base64)"
+        )));
     }
+    Ok(s.to_owned())
 }
 
 /// The secret a new subscription gets: the client's (checked), else a new one when
@@ -41,10 +37,11 @@ pub(super) fn for_new_subscription(
     supplied: Option<&str>,
     own: bool,
 ) -> Result<Option<String>, ApiError> {
-    if supplied.is_none() && !own {
-        return Ok(None);
+    match supplied {
+        Some(s) => accept(s, "signingSecret").map(Some),
+        None if own => Ok(Some(Signer::generate().1)),
+        None => Ok(None),
     }
-    accept_or_make(supplied, "signingSecret").map(Some)
 }
 
 /// The signing keys of stored secrets, for the delivery queue. A stored secret that no longer
@@ -90,15 +87,15 @@ pub(super) fn rotated(
 }
 
 impl Chat {
-    /// `rotateSubscriptionSecret`: a new secret for the user's subscription `id` (the one sent,
-    /// or a new one); the previous one keeps signing for the rotation window.
+    /// `rotateSubscriptionSecret`: the client's new secret for the user's subscription `id`;
+    /// the previous one keeps signing for the rotation window.
     pub async fn rotate_secret(
         &self,
         user: &str,
         id: &str,
-        supplied: Option<String>,
+        supplied: &str,
     ) -> Result<SubscriptionSecret, ApiError> {
-        let new = accept_or_make(supplied.as_deref(), "signingSecret")?;
+        let new = accept(supplied, "signingSecret")?;
         let window = i64::try_from(self.settings.rotation_window.as_millis()).unwrap_or(i64::MAX);
         let (previous, rx) = {
             let mut state = self.lock();
@@ -119,7 +116,7 @@ impl Chat {
         };
         durable(rx).await?;
         Ok(SubscriptionSecret {
-            signing_secret: Some(new),
+            signing_secret: new,
             previous_secret_expires: previous
                 .map(|ms| crate::time::rfc3339(u64::try_from(ms / 1000).unwrap_or(0))),
         })
