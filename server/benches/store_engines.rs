@@ -19,7 +19,7 @@
 
 use netapi_chat::store::sqlite::{Sqlite, Sync};
 use netapi_chat::store::{
-    Backend, Batch, Kind, MessageRow, OutboxEntry, Purged, Snapshot, StoreError,
+    Backend, Batch, Kind, MessageRow, OutboxEntry, Progress, Purged, Snapshot, StoreError,
 };
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -133,6 +133,7 @@ impl Backend for Redb {
                 subscription: subscription.to_owned(),
                 body: body.to_vec(),
                 created_ms,
+                progress: Progress::default(),
             });
         }
         Ok(snapshot)
@@ -275,6 +276,7 @@ impl Workload {
                 )
                 .into_bytes(),
                 created_ms: 1_767_225_600_000 + self.next_notification as i64,
+                progress: Progress::default(),
             });
         }
         Batch {
@@ -511,6 +513,7 @@ fn check_same_semantics() {
                 subscription: "a".into(),
                 body: vec![b'x'; id as usize],
                 created_ms: id as i64,
+                progress: Progress::default(),
             };
             let b1 = Batch {
                 puts: vec![

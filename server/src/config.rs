@@ -16,7 +16,8 @@
 use crate::callback_guard::CallbackPolicy;
 use crate::chat::Limits;
 use crate::chat::quota::InvitationLimits;
-use crate::notify::RetryPolicy;
+use crate::notify::rules::parse_duration;
+use crate::notify::{BacklogLimit, RetryPolicy};
 use crate::retention::Retention;
 use crate::store::sqlite::Sync;
 use netapi_chat_runtime::xml::XmlLimits;
@@ -40,10 +41,23 @@ pub struct Config {
     pub invitation_timeout: Duration,
     /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB.
     pub max_body_bytes: usize,
-    /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each delivery attempt of a notification,
-    /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); after the last attempt fails
-    /// the notification is given up (logged and counted).
+    /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each attempt while a callback fails,
+    /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); past its end the last delay
+    /// repeats, every gap capped at `delivery_max_backoff`.
     pub retry_schedule: Vec<Duration>,
+    /// `NETAPI_CHAT_DELIVERY_MAX_BACKOFF`: longest gap between two attempts of a failing
+    /// callback (a receiver's `Retry-After` excepted), so that one that recovers is noticed
+    /// within it. Default `5m` (units ms, s, m, h; a bare number is seconds).
+    pub delivery_max_backoff: Duration,
+    /// `NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`: age at which a notification that still fails
+    /// becomes a dead letter, and how long a callback may fail without a break before its
+    /// subscription is disabled. Default (`None`): the retry schedule's total.
+    pub delivery_give_up_after: Option<Duration>,
+    /// `NETAPI_CHAT_DELIVERY_BACKLOG` (default 10000) notifications and
+    /// `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES` (default 16 MiB) of stored bodies: the most one
+    /// subscription may have undelivered before it is disabled; also the most dead letters it
+    /// keeps.
+    pub delivery_backlog: BacklogLimit,
     /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s.
     pub notify_timeout: Duration,
     /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
@@ -83,9 +97,15 @@ pub struct Config {
     /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
     /// `info` (also one line per request), `debug`, `error`.
     pub log_level: dropshot::ConfigLoggingLevel,
-    /// `NETAPI_CHAT_WEBHOOK_SECRET`: the `whsec_…` secret notifications are signed with. When
-    /// unset, one is generated at first start into `<data dir>/webhook-secret` and printed.
+    /// `NETAPI_CHAT_WEBHOOK_SECRET`: opt-in to one server-wide `whsec_…` secret that signs the
+    /// notifications of every subscription whose client sent no secret of its own. Unset (the
+    /// default): each new subscription gets a secret of its own; the server-wide secret is
+    /// then only the one an earlier version generated into `<data dir>/webhook-secret`, for the
+    /// subscriptions it made.
     pub webhook_secret: Option<String>,
+    /// `NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW`: how long a subscription's replaced secret keeps
+    /// signing after `rotateSubscriptionSecret`. Default `24h`.
+    pub rotation_window: Duration,
     /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
     pub connections: Connections,
     /// `NETAPI_CHAT_METRICS_TOKEN`: the bearer token that opens `/metrics`; unset (the
@@ -166,6 +186,9 @@ impl Default for Config {
             invitation_timeout: Duration::from_secs(120),
             max_body_bytes: 64 * 1024,
             retry_schedule: RetryPolicy::default().schedule,
+            delivery_max_backoff: RetryPolicy::default().max_backoff,
+            delivery_give_up_after: None,
+            delivery_backlog: BacklogLimit::default(),
             notify_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("netapi-chat-data"),
             sync: Sync::Normal,
@@ -173,6 +196,7 @@ impl Default for Config {
             auth: AuthConfig::TokenFile(None),
             callbacks: CallbackPolicy::default(),
             webhook_secret: None,
+            rotation_window: Duration::from_secs(24 * 3600),
             limits: Limits::default(),
             xml: XmlLimits::default(),
             rate: (200.0, 200.0),
@@ -271,10 +295,15 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_JWT_AUDIENCE", "required with `jwks_file`", "the `aud` a JWT must have"),
     Setting::new("NETAPI_CHAT_JWT_USER_CLAIM", "sub", "the JWT claim naming the users it acts for (one address, or an array in a custom claim)"),
     Setting::new("NETAPI_CHAT_JWT_SCOPE", "chat", "the scope a JWT must carry"),
-    Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "generated at first start into `<data dir>/webhook-secret`", "the `whsec_…` secret notifications are signed with (Standard Webhooks)").secret(),
+    Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "each subscription has its own secret", "opt-in: one `whsec_…` secret signing every subscription whose client sent none (Standard Webhooks; see Verifying notifications)").secret(),
+    Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1`: callbacks may reach loopback addresses (local development only)"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1`: callbacks may reach private-network addresses"),
-    Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delay before each delivery attempt (±20 % jitter; units `ms`, `s`, `m`, `h`), about 27 h in all; then the notification is given up, logged and counted"),
+    Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),
+    Setting::new("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "5m", "longest gap between two attempts of a failing callback (before jitter; a receiver's `Retry-After` excepted): a receiver that recovers is noticed within it"),
+    Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have; past it the subscription is disabled. Also the most dead letters kept per subscription"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters); past it the subscription is disabled"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (fractions allowed)"),
     Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`"),
@@ -539,6 +568,16 @@ impl Sources {
         }
     }
 
+    /// A duration such as `5m`, `90s`, `1.5h`, `250ms` (a bare number is seconds), if given.
+    pub fn duration(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
+        match self.text(variable) {
+            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
+                self.invalid(variable, v, "a duration such as 5m, 90s, 1.5h or 250ms")
+            }),
+            None => Ok(None),
+        }
+    }
+
     /// A switch: `1`/`true`/`yes` or `0`/`false`/`no`/empty; off when not given.
     pub fn flag(&self, variable: &'static str) -> Result<bool, ConfigError> {
         match self.text(variable).map(str::trim) {
@@ -644,6 +683,19 @@ pub fn help_text() -> String {
 }
 
 impl Config {
+    /// The delivery policy these settings describe.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            schedule: self.retry_schedule.clone(),
+            timeout: self.notify_timeout,
+            max_backoff: self.delivery_max_backoff,
+            give_up_after: self
+                .delivery_give_up_after
+                .unwrap_or_else(|| self.retry_schedule.iter().sum()),
+            backlog: self.delivery_backlog,
+        }
+    }
+
     /// Reads the `NETAPI_CHAT_*` variables over the defaults (no configuration file).
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_sources(&Sources::from_process(None)?)
@@ -681,6 +733,18 @@ impl Config {
                 })?,
                 None => d.retry_schedule,
             },
+            delivery_max_backoff: s
+                .duration("NETAPI_CHAT_DELIVERY_MAX_BACKOFF")?
+                .unwrap_or(d.delivery_max_backoff),
+            delivery_give_up_after: s.duration("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER")?,
+            delivery_backlog: BacklogLimit {
+                count: s
+                    .var("NETAPI_CHAT_DELIVERY_BACKLOG", "a number of notifications")?
+                    .unwrap_or(d.delivery_backlog.count),
+                bytes: s
+                    .var("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "a byte count")?
+                    .unwrap_or(d.delivery_backlog.bytes),
+            },
             notify_timeout: s
                 .var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
                 .map(Duration::from_millis)
@@ -702,6 +766,9 @@ impl Config {
                 }
                 Some(t) => Some(t.to_owned()),
             },
+            rotation_window: s
+                .duration("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW")?
+                .unwrap_or(d.rotation_window),
             connections: Connections {
                 max: s
                     .var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?

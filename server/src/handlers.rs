@@ -13,7 +13,7 @@ use netapi_chat_api::{
     ListChatSessionsQuery, ListChatSubscriptionsHeaders, ListChatSubscriptionsQuery,
     ListMessagesHeaders, ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery,
     MessageDeliveryStatus, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
-    ResourceReference,
+    ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -114,6 +114,19 @@ impl ChatService for ChatServer {
     ) -> Result<(), ApiError> {
         self.chat
             .delete_subscription(&user_id, &subscription_id)
+            .await
+    }
+
+    /// Extension: a new signing secret for one subscription (the previous one signs too for a
+    /// while).
+    async fn rotate_subscription_secret(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        body: SubscriptionSecret,
+    ) -> Result<SubscriptionSecret, ApiError> {
+        self.chat
+            .rotate_secret(&user_id, &subscription_id, &body.signing_secret)
             .await
     }
 

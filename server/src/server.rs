@@ -7,7 +7,6 @@ use crate::config::{AuthConfig, Config};
 use crate::data_dir;
 use crate::gate::Methods;
 use crate::handlers::ChatServer;
-use crate::notify::RetryPolicy;
 use crate::rate::{AuthFailures, RateLimiter};
 use crate::signing::Signer;
 use crate::store::Store;
@@ -166,14 +165,16 @@ pub fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The notification signer: the configured secret, else the one kept in the data directory
-/// (generated at first start, mode 0600), and a message to print when it was just generated.
-fn webhook_signer(config: &Config) -> Result<(Signer, Option<String>), StartError> {
+/// The server-wide notification signer, and whether the operator opted into it for every
+/// subscription: `NETAPI_CHAT_WEBHOOK_SECRET` (opted in), else the secret an earlier version
+/// generated into the data directory (kept for the subscriptions it made), else none: every
+/// new subscription has a secret of its own (see `chat::secrets`).
+fn webhook_signer(config: &Config) -> Result<(Option<Signer>, bool), StartError> {
     let bad = |e: String| StartError::Auth(format!("webhook secret: {e}"));
     if let Some(secret) = &config.webhook_secret {
         return Ok((
-            Signer::from_secret(secret).map_err(|e| bad(e.to_string()))?,
-            None,
+            Some(Signer::from_secret(secret).map_err(|e| bad(e.to_string()))?),
+            true,
         ));
     }
     let path = config.data_dir.join("webhook-secret");
@@ -182,22 +183,14 @@ fn webhook_signer(config: &Config) -> Result<(Signer, Option<String>), StartErro
             // Written by an earlier version under a permissive umask: make it private.
             data_dir::tighten(&path).map_err(bad)?;
             Ok((
-                Signer::from_secret(text.trim())
-                    .map_err(|e| bad(format!("{}: {e}", path.display())))?,
-                None,
+                Some(
+                    Signer::from_secret(text.trim())
+                        .map_err(|e| bad(format!("{}: {e}", path.display())))?,
+                ),
+                false,
             ))
         }
-        Err(_) => {
-            let (signer, secret) = Signer::generate();
-            data_dir::create(&config.data_dir).map_err(bad)?;
-            data_dir::write_secret(&path, &format!("{secret}\n"))
-                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
-            let notice = format!(
-                "netapi-chat: notifications are signed (Standard Webhooks) with the secret in {} (generated now; give it to your callback receivers)",
-                path.display()
-            );
-            Ok((signer, Some(notice)))
-        }
+        Err(_) => Ok((None, false)),
     }
 }
 
@@ -269,15 +262,14 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
-    let (signer, secret_notice) = webhook_signer(config)?;
+    let (signer, server_wide) = webhook_signer(config)?;
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
-        retry: RetryPolicy {
-            schedule: config.retry_schedule.clone(),
-            timeout: config.notify_timeout,
-        },
+        retry: config.retry_policy(),
         callbacks: config.callbacks,
-        signer: Arc::new(signer),
+        signer: signer.map(Arc::new),
+        own_secrets: !server_wide,
+        rotation_window: config.rotation_window,
         limits: config.limits,
     };
     let mut backend = Sqlite::open(&config.data_dir, config.sync)
@@ -300,10 +292,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         ..Default::default()
     };
     let (verifier, token_notice) = token_verifier(config)?;
-    let notice = match (token_notice, secret_notice) {
-        (None, None) => None,
-        (a, b) => Some([a, b].into_iter().flatten().collect::<Vec<_>>().join("\n")),
-    };
+    let notice = token_notice;
     let mut methods =
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;
     for path in unpublished_get_paths() {

@@ -1,6 +1,7 @@
 //! Durable state and at-least-once delivery, against the real binary: a SIGKILL in the middle
 //! of a message burst, a callback that is down for a while, a restart with an invitation
-//! pending, `clientCorrelator` replays in both formats, and `410 Gone`.
+//! pending, `clientCorrelator` replays in both formats, and `410 Gone` (the subscription is
+//! disabled).
 
 mod support;
 
@@ -36,6 +37,9 @@ async fn subscribe(
         duration: None,
         client_correlator: correlator.map(str::to_owned),
         resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
     };
     let a = send_doc("POST", &srv.url(user, "/subscriptions"), format, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -480,6 +484,7 @@ async fn a_callback_answering_410_disables_its_subscription() {
     let (la, lb) = (Listener::start().await, Listener::start().await);
     subscribe(&srv, A, &la, Format::Json, None).await;
     let sub: ChatSubscription = subscribe(&srv, B, &lb, Format::Json, None).await.decode();
+    assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
     lb.set_status(410);
     let a = send_doc(
         "POST",
@@ -490,23 +495,47 @@ async fn a_callback_answering_410_disables_its_subscription() {
     .await;
     assert_eq!(a.status, 201);
     let url = sub.resource_url.unwrap_or_default();
+    // The subscription stays, disabled, in both formats.
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let st = send_empty("GET", &url, Format::Json).await.status;
-        if st == 404 {
-            break;
+    let got = loop {
+        let got: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+        if got.subscription_status == Some(SubscriptionStatus::Disabled) {
+            break got;
         }
-        assert!(
-            Instant::now() < deadline,
-            "subscription still there after 410"
-        );
+        assert!(Instant::now() < deadline, "not disabled after 410: {got:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    assert_eq!(
+        got.status_reason.as_deref(),
+        Some("the callback answered 410 Gone")
+    );
+    let xml = send_empty("GET", &url, Format::Xml).await;
+    assert!(
+        xml.body
+            .contains("<subscriptionStatus>Disabled</subscriptionStatus>"),
+        "{}",
+        xml.body
+    );
+    support::xsd_validate(&xml.body);
+    // Nothing more is tried: a second session's invitation is not sent to it.
+    lb.set_status(204);
+    let a = send_doc(
+        "POST",
+        &srv.url(A, "/chatSessions"),
+        Format::Json,
+        &session_doc(&[B], None),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    lb.assert_count_stays(0, Duration::from_millis(300)).await;
     assert_eq!(
         lb.refused_ids().len(),
         1,
-        "one attempt, then the subscription is gone"
+        "one attempt, then the subscription is disabled"
     );
+    // Its owner can still delete it.
+    assert_eq!(send_empty("DELETE", &url, Format::Json).await.status, 204);
+    assert_eq!(send_empty("GET", &url, Format::Json).await.status, 404);
 }
 
 #[tokio::test]
@@ -523,6 +552,9 @@ async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
         duration: Some(1),
         client_correlator: None,
         resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
     };
     let a = send_doc("POST", &srv.url(B, "/subscriptions"), Format::Xml, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);

@@ -76,6 +76,9 @@ fn subscription_doc(notify_url: &str) -> ChatSubscription {
         duration: None,
         client_correlator: None,
         resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
     }
 }
 

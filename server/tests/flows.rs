@@ -604,8 +604,18 @@ impl<'s> Face<'s> {
             duration: None,
             client_correlator: None,
             resource_url: None,
+            subscription_status: None,
+            status_reason: None,
+            signing_secret: None,
         };
-        let (location, sub) = self.create_subscription(addr, &request).await.created();
+        let (location, mut sub) = self.create_subscription(addr, &request).await.created();
+        // Its own signing secret is in the create's answer only; what is read later has none.
+        assert!(
+            sub.signing_secret
+                .take()
+                .is_some_and(|s| s.starts_with("whsec_")),
+            "a signing secret of its own"
+        );
         let id = last_segment(&location);
         assert_eq!(
             location,

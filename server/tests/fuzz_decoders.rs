@@ -181,6 +181,7 @@ docs![
     MessageNotification,
     MessageDeliveryNotification,
     SubscriptionCancellationNotification,
+    SubscriptionSecret,
 ];
 
 fn limits() -> XmlLimits {

@@ -518,12 +518,9 @@ async fn first_start_under_umask_022_keeps_the_data_private() {
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(mode(&dir), 0o700, "data directory");
-    for f in [
-        "webhook-secret",
-        "tokens",
-        "netapi-chat.sqlite3",
-        "netapi-chat.sqlite3-wal",
-    ] {
+    // No server-wide webhook secret is made: each subscription has its own.
+    assert!(!dir.join("webhook-secret").exists());
+    for f in ["tokens", "netapi-chat.sqlite3", "netapi-chat.sqlite3-wal"] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
     assert!(

@@ -299,6 +299,10 @@ async fn every_method_not_in_the_openapi_gets_the_gates_405() {
                     head_lc.contains(&format!("content-type: {media}")),
                     "{method} {path}: {head}"
                 );
+                // A HEAD answer has no body (a POST-only path's HEAD is a 405 too).
+                if method == "HEAD" {
+                    continue;
+                }
                 let text = String::from_utf8_lossy(&body);
                 assert!(
                     text.contains("requestError") && text.contains("SVC0002"),

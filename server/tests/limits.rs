@@ -85,6 +85,9 @@ fn subscription_doc() -> ChatSubscription {
         duration: None,
         client_correlator: None,
         resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
     }
 }
 

@@ -157,6 +157,7 @@ roots![
     MessageNotification,
     MessageDeliveryNotification,
     SubscriptionCancellationNotification,
+    SubscriptionSecret,
 ];
 
 #[test]

@@ -71,6 +71,9 @@ fn subscription(url: &str) -> ChatSubscription {
         duration: None,
         client_correlator: None,
         resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
     }
 }
 
@@ -446,6 +449,8 @@ async fn redirects_from_a_callback_are_not_followed() {
     assert!(redirecting.all().is_empty() && target.all().is_empty());
 }
 
+/// The operator's opt-in: one server-wide secret (`NETAPI_CHAT_WEBHOOK_SECRET`) signs the
+/// notifications of every subscription whose client sent none.
 #[tokio::test]
 async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     let (signer, secret) = Signer::generate();
@@ -515,4 +520,193 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
         let (other, _) = Signer::generate();
         assert!(other.verify(&h, r.body.as_bytes(), now, 300).is_err());
     }
+}
+
+/// Verifies a received notification with `secret` (at `now`, 5 minutes' tolerance).
+fn verifies(r: &support::Received, secret: &str) -> bool {
+    let h = WebhookHeaders {
+        id: &r.id,
+        timestamp: &r.timestamp,
+        signature: &r.signature,
+    };
+    let now = netapi_chat::store::now_ms() / 1000;
+    Signer::from_secret(secret)
+        .expect("a secret")
+        .verify(&h, r.body.as_bytes(), now, 300)
+        .is_ok()
+}
+
+/// Starts a session from ALICE with BOB; both get a notification (an invitation for BOB, and
+/// BOB's acceptance for ALICE).
+async fn session_with_notifications(srv: &Server) {
+    let a = send_doc(
+        "POST",
+        &srv.url(ALICE, "/chatSessions"),
+        Format::Json,
+        &session_with(BOB),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let sid = a
+        .header("location")
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let st = ParticipantSessionStatus {
+        status: ParticipantStatus::Connected,
+    };
+    let url = srv.url(
+        BOB,
+        &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
+    );
+    assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
+}
+
+/// Issue 13 item 4: without a server-wide secret each subscription signs with its own, made by
+/// the server (shown once, in the create's answer) or sent by the client; each application
+/// verifies its own notifications and not the other's.
+#[tokio::test]
+async fn each_application_verifies_only_its_own_notifications() {
+    let srv = Server::default_for_tests();
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    let a = send_doc(
+        "POST",
+        &srv.url(ALICE, "/subscriptions"),
+        Format::Json,
+        &subscription(&la.url),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let alice: ChatSubscription = a.decode();
+    let alice_secret = alice
+        .signing_secret
+        .clone()
+        .expect("a secret in the answer");
+    assert!(alice_secret.starts_with("whsec_"));
+    // Never shown again.
+    let read = support::send_empty(
+        "GET",
+        &alice.resource_url.clone().unwrap_or_default(),
+        Format::Json,
+    )
+    .await;
+    assert!(!read.body.contains("whsec_"), "{}", read.body);
+    // Bob's application brings its own, in XML.
+    let (_, bob_secret) = Signer::generate();
+    let mut doc = subscription(&lb.url);
+    doc.signing_secret = Some(bob_secret.clone());
+    doc.callback_reference.notification_format = Some(NotificationFormat::Xml);
+    let b = send_doc("POST", &srv.url(BOB, "/subscriptions"), Format::Xml, &doc).await;
+    assert_eq!(b.status, 201, "{}", b.body);
+    let bob: ChatSubscription = b.decode();
+    assert_eq!(bob.signing_secret.as_deref(), Some(bob_secret.as_str()));
+    // A secret that is not one is refused.
+    let mut bad = subscription(&lb.url);
+    bad.signing_secret = Some("whsec_dG9vIHNob3J0".into());
+    let e = send_doc("POST", &srv.url(BOB, "/subscriptions"), Format::Json, &bad).await;
+    e.assert_error(400, "SVC0002", Format::Json);
+
+    session_with_notifications(&srv).await;
+    let (ra, rb) = (la.wait_for(1).await, lb.wait_for(1).await);
+    assert!(
+        verifies(&ra[0], &alice_secret),
+        "alice's with alice's secret"
+    );
+    assert!(!verifies(&ra[0], &bob_secret), "alice's with bob's secret");
+    assert!(verifies(&rb[0], &bob_secret), "bob's with bob's secret");
+    assert!(
+        !verifies(&rb[0], &alice_secret),
+        "bob's with alice's secret"
+    );
+}
+
+/// A rotated secret: the answer echoes the new one and gives the end of the window; during it every
+/// notification verifies with the old secret and with the new one; after it, only with the
+/// new one. Another user cannot rotate it (404), and a bad secret is refused (400).
+#[tokio::test]
+async fn a_rotated_secret_verifies_with_both_during_the_window() {
+    let srv = Server::start(&[("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "1500ms")]);
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    let a = send_doc(
+        "POST",
+        &srv.url(ALICE, "/subscriptions"),
+        Format::Json,
+        &subscription(&la.url),
+    )
+    .await;
+    let alice: ChatSubscription = a.decode();
+    let old = alice.signing_secret.clone().expect("a secret");
+    let b = send_doc(
+        "POST",
+        &srv.url(BOB, "/subscriptions"),
+        Format::Json,
+        &subscription(&lb.url),
+    )
+    .await;
+    assert_eq!(b.status, 201);
+    let sub_id = alice
+        .resource_url
+        .clone()
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let rotate_url = srv.url(ALICE, &format!("/subscriptions/{sub_id}/secret"));
+    let (_, new) = Signer::generate();
+    let ask = SubscriptionSecret {
+        signing_secret: new.clone(),
+        previous_secret_expires: None,
+    };
+    // Not Bob's to rotate, and a bad secret is refused.
+    let other = srv.url(BOB, &format!("/subscriptions/{sub_id}/secret"));
+    assert_eq!(
+        send_doc("POST", &other, Format::Json, &ask).await.status,
+        404
+    );
+    let bad = SubscriptionSecret {
+        signing_secret: "nope".into(),
+        previous_secret_expires: None,
+    };
+    send_doc("POST", &rotate_url, Format::Xml, &bad)
+        .await
+        .assert_error(400, "SVC0002", Format::Xml);
+
+    let r = send_doc("POST", &rotate_url, Format::Xml, &ask).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rotated: SubscriptionSecret = r.decode();
+    assert_eq!(rotated.signing_secret, new, "the new secret is echoed");
+    assert_ne!(new, old);
+    assert!(rotated.previous_secret_expires.is_some());
+
+    session_with_notifications(&srv).await;
+    let got = la.wait_for(1).await;
+    assert!(verifies(&got[0], &old), "old secret during the window");
+    assert!(verifies(&got[0], &new), "new secret during the window");
+    assert_eq!(
+        got[0].signature.split(' ').count(),
+        2,
+        "{}",
+        got[0].signature
+    );
+
+    // After the window only the new one signs.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    session_with_notifications(&srv).await;
+    let got = la.wait_for(2).await;
+    assert!(verifies(&got[1], &new), "new secret after the window");
+    assert!(!verifies(&got[1], &old), "old secret after the window");
+
+    // Again, in JSON: the window is told again.
+    let (_, next) = Signer::generate();
+    let ask = SubscriptionSecret {
+        signing_secret: next.clone(),
+        previous_secret_expires: None,
+    };
+    let r = send_doc("POST", &rotate_url, Format::Json, &ask).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rotated: SubscriptionSecret = r.decode();
+    assert_eq!(rotated.signing_secret, next);
+    assert!(rotated.previous_secret_expires.is_some());
 }

@@ -65,6 +65,9 @@ async fn subscribe(srv: &Server, user: &str, format: NotificationFormat) {
         duration: None,
         client_correlator: Some(format!("v1-{user}")),
         resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
     };
     let a = send_doc("POST", &srv.url(user, "/subscriptions"), Format::Json, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);

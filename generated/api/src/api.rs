@@ -385,6 +385,26 @@ pub trait ChatService: Send + Sync + 'static {
         user_id: String,
         subscription_id: String,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+    /// (extension) Give a subscription a new signing secret.
+    ///
+    /// **Decision (per-subscription secrets, an extension):** each subscription signs its
+    /// notifications with its own secret (see `ChatSubscription.signingSecret`), so a receiver
+    /// can verify only its own application's notifications. This operation replaces it with
+    /// the `signingSecret` the client sends (`whsec_` + base64 of 24-64 random bytes; a
+    /// client that lost the secret it was given at creation sets a new one this way). The
+    /// answer echoes it and gives, in `previousSecretExpires`, until when the previous secret
+    /// keeps signing too: during that
+    /// window (24 h by default) every notification carries one signature per secret in
+    /// `webhook-signature` (Standard Webhooks), so receivers can switch at any moment in it.
+    /// A subscription that was signed with the server-wide secret (made when the operator
+    /// had set one, or by an earlier version) switches at once (no window). At most three
+    /// secrets sign at a time; a rotation when three are in use ends the oldest window.
+    fn rotate_subscription_secret(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        body: SubscriptionSecret,
+    ) -> impl std::future::Future<Output = Result<SubscriptionSecret, ApiError>> + Send;
     /// List the sessions the user takes part in (invited, connected or left).
     ///
     /// Sessions are listed in the order they were created (the same before and after a
@@ -649,6 +669,31 @@ pub trait ChatApi {
         credentials: Credentials,
         path: Captured<Path<SubscriptionIdPath>>,
     ) -> Result<NoContent, HttpError>;
+    /// (extension) Give a subscription a new signing secret.
+    ///
+    /// **Decision (per-subscription secrets, an extension):** each subscription signs its
+    /// notifications with its own secret (see `ChatSubscription.signingSecret`), so a receiver
+    /// can verify only its own application's notifications. This operation replaces it with
+    /// the `signingSecret` the client sends (`whsec_` + base64 of 24-64 random bytes; a
+    /// client that lost the secret it was given at creation sets a new one this way). The
+    /// answer echoes it and gives, in `previousSecretExpires`, until when the previous secret
+    /// keeps signing too: during that
+    /// window (24 h by default) every notification carries one signature per secret in
+    /// `webhook-signature` (Standard Webhooks), so receivers can switch at any moment in it.
+    /// A subscription that was signed with the server-wide secret (made when the operator
+    /// had set one, or by an earlier version) switches at once (no window). At most three
+    /// secrets sign at a time; a rotation when three are in use ends the oldest window.
+    #[endpoint{method = POST,
+    path = "/v1/chat/{userId}/subscriptions/{subscriptionId}/secret",
+    operation_id = "rotateSubscriptionSecret",
+    tags = ["subscriptions"]}]
+    async fn rotate_subscription_secret(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        body: Body<SubscriptionSecret>,
+    ) -> Result<Reply<SubscriptionSecret, 200>, HttpError>;
     /// List the sessions the user takes part in (invited, connected or left).
     ///
     /// Sessions are listed in the order they were created (the same before and after a
@@ -1014,6 +1059,32 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         }
         .await;
         Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn rotate_subscription_secret(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        mut body: Body<SubscriptionSecret>,
+    ) -> Result<Reply<SubscriptionSecret, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .rotate_subscription_secret(user_id, path.subscription_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::ok(&accept, outcome))
     }
 
     async fn list_chat_sessions(

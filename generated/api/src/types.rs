@@ -641,6 +641,35 @@ pub struct ChatSubscription {
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
+    /// `subscriptionStatus`.
+    #[serde(
+        rename = "subscriptionStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subscription_status: Option<SubscriptionStatus>,
+    /// `statusReason`: (set by the server, extension) Why the subscription is `Disabled`, e.g. "the callback
+    /// answered 410 Gone"; absent while it is `Active`.
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 1024))]
+    pub status_reason: Option<String>,
+    /// `signingSecret`: (extension) The Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes) this
+    /// subscription's notifications are signed with. A client may send one on create;
+    /// otherwise the server makes one, unless the operator chose one server-wide secret
+    /// for every subscription (then none is set or shown). It is shown once, in the answer
+    /// to the create that made it (not to a replay of it, nor when the subscription is
+    /// read); a client that lost it sets a new one with `rotateSubscriptionSecret`.
+    #[serde(
+        rename = "signingSecret",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub signing_secret: Option<String>,
 }
 
 impl XmlType for ChatSubscription {
@@ -655,6 +684,15 @@ impl XmlType for ChatSubscription {
         if let Some(v) = &self.resource_url {
             w.leaf("resourceURL", v);
         }
+        if let Some(v) = &self.subscription_status {
+            w.leaf("subscriptionStatus", v);
+        }
+        if let Some(v) = &self.status_reason {
+            w.leaf("statusReason", v);
+        }
+        if let Some(v) = &self.signing_secret {
+            w.leaf("signingSecret", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
@@ -663,6 +701,9 @@ impl XmlType for ChatSubscription {
             duration: e.optional_leaf("duration")?,
             client_correlator: e.optional_leaf("clientCorrelator")?,
             resource_url: e.optional_leaf("resourceURL")?,
+            subscription_status: e.optional_leaf("subscriptionStatus")?,
+            status_reason: e.optional_leaf("statusReason")?,
+            signing_secret: e.optional_leaf("signingSecret")?,
         };
         Ok(value)
     }
@@ -676,6 +717,12 @@ impl Validate for ChatSubscription {
         }
         if let Some(v) = &self.resource_url {
             netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
+        if let Some(v) = &self.status_reason {
+            netapi_chat_runtime::wire::check_max_length("statusReason", v, 1024)?;
+        }
+        if let Some(v) = &self.signing_secret {
+            netapi_chat_runtime::wire::check_max_length("signingSecret", v, 256)?;
         }
         Ok(())
     }
@@ -706,6 +753,151 @@ impl netapi_chat_runtime::wire::Document for ChatSubscription {
 impl From<ChatSubscription> for ChatSubscriptionRoot {
     fn from(chat_subscription: ChatSubscription) -> Self {
         ChatSubscriptionRoot { chat_subscription }
+    }
+}
+
+/// (extension) A subscription's new signing secret (see `rotateSubscriptionSecret`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionSecret {
+    /// `signingSecret`: The new secret (`whsec_` + base64 of 24-64 bytes).
+    #[serde(rename = "signingSecret")]
+    #[schemars(length(max = 256))]
+    pub signing_secret: String,
+    /// `previousSecretExpires`: (set by the server) Until when the previous secret keeps signing notifications
+    /// too (RFC 3339, UTC); absent when the subscription had no secret of its own.
+    #[serde(
+        rename = "previousSecretExpires",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 64))]
+    pub previous_secret_expires: Option<String>,
+}
+
+impl XmlType for SubscriptionSecret {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("signingSecret", &self.signing_secret);
+        if let Some(v) = &self.previous_secret_expires {
+            w.leaf("previousSecretExpires", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = SubscriptionSecret {
+            signing_secret: e.required_leaf("signingSecret")?,
+            previous_secret_expires: e.optional_leaf("previousSecretExpires")?,
+        };
+        Ok(value)
+    }
+}
+
+impl Validate for SubscriptionSecret {
+    fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_max_length("signingSecret", &self.signing_secret, 256)?;
+        if let Some(v) = &self.previous_secret_expires {
+            netapi_chat_runtime::wire::check_max_length("previousSecretExpires", v, 64)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for SubscriptionSecret {
+    const NAME: &'static str = "subscriptionSecret";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`SubscriptionSecret`]: an object whose one key is the root element's name, `subscriptionSecret`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSecretRoot {
+    ///The document.
+    #[serde(rename = "subscriptionSecret")]
+    pub subscription_secret: SubscriptionSecret,
+}
+
+impl netapi_chat_runtime::wire::Document for SubscriptionSecret {
+    type Json = SubscriptionSecretRoot;
+    fn from_json(wrapper: SubscriptionSecretRoot) -> Self {
+        wrapper.subscription_secret
+    }
+}
+
+impl From<SubscriptionSecret> for SubscriptionSecretRoot {
+    fn from(subscription_secret: SubscriptionSecret) -> Self {
+        SubscriptionSecretRoot {
+            subscription_secret,
+        }
+    }
+}
+
+/// (set by the server, extension) Whether a subscription still receives notifications.
+/// **Decision (subscription state; OMA 2012 defines none):** two optional elements after
+/// the sequence OMA defines (as the paging `link`), so an OMA client that does not know
+/// them still reads the subscription: `subscriptionStatus` and `statusReason`. `Active`:
+/// notifications are delivered. `Disabled`: delivery stopped for good because the
+/// callback answered `410 Gone`, failed without a break for the give-up age (about 27 h
+/// by default), or let its backlog of undelivered notifications reach the server's cap;
+/// nothing new is queued for it, and what was not delivered is kept by the server as dead
+/// letters (bounded per subscription). A disabled subscription still counts against the
+/// user's subscriptions until it is deleted; to receive notifications again, delete it and
+/// subscribe anew. Values sent by a client are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+pub enum SubscriptionStatus {
+    /// `Active`
+    #[serde(rename = "Active")]
+    Active,
+    /// `Disabled`
+    #[serde(rename = "Disabled")]
+    Disabled,
+}
+
+impl SubscriptionStatus {
+    /// Every value, in spec order.
+    pub const ALL: &'static [SubscriptionStatus] =
+        &[SubscriptionStatus::Active, SubscriptionStatus::Disabled];
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "Active",
+            SubscriptionStatus::Disabled => "Disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
+impl std::str::FromStr for SubscriptionStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        SubscriptionStatus::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("`{s}` is not {}", "one of Active, Disabled"))
+    }
+}
+
+impl<'de> Deserialize<'de> for SubscriptionStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl XmlLeaf for SubscriptionStatus {
+    fn to_xml_text(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self.as_str())
+    }
+
+    fn from_xml_text(s: &str) -> Result<Self, String> {
+        s.parse()
     }
 }
 

@@ -862,6 +862,32 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub resource_url: ::std::option::Option<ChatSubscriptionResourceUrl>,
+        /**(extension) The Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes) this
+        subscription's notifications are signed with. A client may send one on create;
+
+        otherwise the server makes one, unless the operator chose one server-wide secret
+        for every subscription (then none is set or shown). It is shown once, in the answer
+        to the create that made it (not to a replay of it, nor when the subscription is
+        read); a client that lost it sets a new one with `rotateSubscriptionSecret`.
+        */
+        #[serde(
+            rename = "signingSecret",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub signing_secret: ::std::option::Option<ChatSubscriptionSigningSecret>,
+        /**(set by the server, extension) Why the subscription is `Disabled`, e.g. "the callback
+        answered 410 Gone"; absent while it is `Active`.
+        */
+        #[serde(
+            rename = "statusReason",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub status_reason: ::std::option::Option<ChatSubscriptionStatusReason>,
+        #[serde(
+            rename = "subscriptionStatus",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub subscription_status: ::std::option::Option<SubscriptionStatus>,
     }
 
     ///Client-chosen id that makes a retried create safe.
@@ -1008,6 +1034,127 @@ pub mod types {
     pub struct ChatSubscriptionRoot {
         #[serde(rename = "chatSubscription")]
         pub chat_subscription: ChatSubscription,
+    }
+
+    /**(extension) The Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes) this
+    subscription's notifications are signed with. A client may send one on create;
+
+    otherwise the server makes one, unless the operator chose one server-wide secret
+    for every subscription (then none is set or shown). It is shown once, in the answer
+    to the create that made it (not to a replay of it, nor when the subscription is
+    read); a client that lost it sets a new one with `rotateSubscriptionSecret`.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSubscriptionSigningSecret(::std::string::String);
+    impl ::std::ops::Deref for ChatSubscriptionSigningSecret {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSubscriptionSigningSecret> for ::std::string::String {
+        fn from(value: ChatSubscriptionSigningSecret) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSubscriptionSigningSecret {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSubscriptionSigningSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSubscriptionSigningSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSubscriptionSigningSecret {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    /**(set by the server, extension) Why the subscription is `Disabled`, e.g. "the callback
+    answered 410 Gone"; absent while it is `Active`.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSubscriptionStatusReason(::std::string::String);
+    impl ::std::ops::Deref for ChatSubscriptionStatusReason {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSubscriptionStatusReason> for ::std::string::String {
+        fn from(value: ChatSubscriptionStatusReason) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSubscriptionStatusReason {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 1024usize {
+                return Err("longer than 1024 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSubscriptionStatusReason {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSubscriptionStatusReason {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSubscriptionStatusReason {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///Session events told in a `chatEventNotification` (OMA Chat 2012).
@@ -2074,6 +2221,210 @@ pub mod types {
         pub subscription_cancellation_notification: SubscriptionCancellationNotification,
     }
 
+    ///(extension) A subscription's new signing secret (see `rotateSubscriptionSecret`).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct SubscriptionSecret {
+        /**(set by the server) Until when the previous secret keeps signing notifications
+        too (RFC 3339, UTC); absent when the subscription had no secret of its own.
+        */
+        #[serde(
+            rename = "previousSecretExpires",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub previous_secret_expires: ::std::option::Option<SubscriptionSecretPreviousSecretExpires>,
+        ///The new secret (`whsec_` + base64 of 24-64 bytes).
+        #[serde(rename = "signingSecret")]
+        pub signing_secret: SubscriptionSecretSigningSecret,
+    }
+
+    /**(set by the server) Until when the previous secret keeps signing notifications
+    too (RFC 3339, UTC); absent when the subscription had no secret of its own.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct SubscriptionSecretPreviousSecretExpires(::std::string::String);
+    impl ::std::ops::Deref for SubscriptionSecretPreviousSecretExpires {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<SubscriptionSecretPreviousSecretExpires> for ::std::string::String {
+        fn from(value: SubscriptionSecretPreviousSecretExpires) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for SubscriptionSecretPreviousSecretExpires {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for SubscriptionSecretPreviousSecretExpires {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for SubscriptionSecretPreviousSecretExpires {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for SubscriptionSecretPreviousSecretExpires {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `SubscriptionSecret`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct SubscriptionSecretRoot {
+        #[serde(rename = "subscriptionSecret")]
+        pub subscription_secret: SubscriptionSecret,
+    }
+
+    ///The new secret (`whsec_` + base64 of 24-64 bytes).
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct SubscriptionSecretSigningSecret(::std::string::String);
+    impl ::std::ops::Deref for SubscriptionSecretSigningSecret {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<SubscriptionSecretSigningSecret> for ::std::string::String {
+        fn from(value: SubscriptionSecretSigningSecret) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for SubscriptionSecretSigningSecret {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for SubscriptionSecretSigningSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for SubscriptionSecretSigningSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for SubscriptionSecretSigningSecret {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    /**(set by the server, extension) Whether a subscription still receives notifications.
+    **Decision (subscription state; OMA 2012 defines none):** two optional elements after
+    the sequence OMA defines (as the paging `link`), so an OMA client that does not know
+    them still reads the subscription: `subscriptionStatus` and `statusReason`. `Active`:
+    notifications are delivered. `Disabled`: delivery stopped for good because the
+    callback answered `410 Gone`, failed without a break for the give-up age (about 27 h
+    by default), or let its backlog of undelivered notifications reach the server's cap;
+
+    nothing new is queued for it, and what was not delivered is kept by the server as dead
+    letters (bounded per subscription). A disabled subscription still counts against the
+    user's subscriptions until it is deleted; to receive notifications again, delete it and
+    subscribe anew. Values sent by a client are ignored.
+    */
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd,
+    )]
+    pub enum SubscriptionStatus {
+        Active,
+        Disabled,
+    }
+
+    impl ::std::fmt::Display for SubscriptionStatus {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Active => f.write_str("Active"),
+                Self::Disabled => f.write_str("Disabled"),
+            }
+        }
+    }
+
+    impl ::std::str::FromStr for SubscriptionStatus {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "Active" => Ok(Self::Active),
+                "Disabled" => Ok(Self::Disabled),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for SubscriptionStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for SubscriptionStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
     /// Error types.
     pub mod error {
         /// Error from a `TryFrom` or `FromStr` implementation.
@@ -2518,6 +2869,96 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**(extension) Give a subscription a new signing secret
+
+    **Decision (per-subscription secrets, an extension):** each subscription signs its
+    notifications with its own secret (see `ChatSubscription.signingSecret`), so a receiver
+    can verify only its own application's notifications. This operation replaces it with
+    the `signingSecret` the client sends (`whsec_` + base64 of 24-64 random bytes; a
+    client that lost the secret it was given at creation sets a new one this way). The
+    answer echoes it and gives, in `previousSecretExpires`, until when the previous secret
+    keeps signing too: during that
+    window (24 h by default) every notification carries one signature per secret in
+    `webhook-signature` (Standard Webhooks), so receivers can switch at any moment in it.
+    A subscription that was signed with the server-wide secret (made when the operator
+    had set one, or by an earlier version) switches at once (no window). At most three
+    secrets sign at a time; a rotation when three are in use ends the oldest window.
+
+
+    Sends a `POST` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}/secret`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `subscription_id`: Server-chosen subscription id.
+    - `body`
+    */
+    pub async fn rotate_subscription_secret<'a>(
+        &'a self,
+        user_id: &'a str,
+        subscription_id: &'a str,
+        body: &'a types::SubscriptionSecretRoot,
+    ) -> Result<ResponseValue<types::SubscriptionSecretRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/v1/chat/{}/subscriptions/{}/secret",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&subscription_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "rotate_subscription_secret",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(

@@ -10,7 +10,7 @@ use super::records;
 use super::state::State;
 use super::{Change, Chat, Outbox};
 use crate::notify::Delivery;
-use crate::store::{OutboxEntry, now_ms};
+use crate::store::{OutboxEntry, Progress, now_ms};
 
 impl Chat {
     /// Adds the notifications of `outbox` to the change: one outbox entry per subscription of
@@ -22,26 +22,31 @@ impl Chat {
                 continue;
             };
             for id in ids {
-                let Some(sub) = state.subscriptions.get(id) else {
+                // A disabled subscription gets nothing new (see `disable_subscription`).
+                let Some(sub) = state
+                    .subscriptions
+                    .get(id)
+                    .filter(|s| s.rec.disabled.is_none())
+                else {
                     continue;
                 };
                 let mut n = n.clone();
                 n.set_callback_data(sub.rec.callback.callback_data.clone());
                 state.counters.next_notification += 1;
                 let nid = state.counters.next_notification;
+                let body = records::encode_notification(&n);
+                let delivery = Delivery {
+                    created_ms,
+                    ..Delivery::new(nid, n, body.len())
+                };
                 change.batch.outbox.push(OutboxEntry {
                     id: nid,
                     subscription: id.clone(),
-                    body: records::encode_notification(&n),
+                    body,
                     created_ms,
+                    progress: Progress::default(),
                 });
-                change.deliveries.push((
-                    sub.queue.clone(),
-                    Delivery {
-                        id: nid,
-                        notification: n,
-                    },
-                ));
+                change.deliveries.push((sub.queue.clone(), delivery));
             }
         }
     }

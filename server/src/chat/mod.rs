@@ -40,6 +40,7 @@ pub(crate) mod quota;
 pub(crate) mod records;
 mod refused;
 mod restore;
+mod secrets;
 mod sessions;
 pub(crate) mod state;
 mod subscriptions;
@@ -120,8 +121,14 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Which callback addresses may be reached.
     pub callbacks: CallbackPolicy,
-    /// Signs notifications.
-    pub signer: Arc<Signer>,
+    /// The server-wide secret: signs the notifications of subscriptions without one of their
+    /// own (see [`secrets`]).
+    pub signer: Option<Arc<Signer>>,
+    /// Whether a new subscription gets a secret of its own when its client sends none (the
+    /// default); `false` when the operator chose one server-wide secret.
+    pub own_secrets: bool,
+    /// How long a replaced secret keeps signing after a rotation.
+    pub rotation_window: Duration,
     /// Per-user limits.
     pub limits: Limits,
 }
@@ -228,12 +235,12 @@ impl Chat {
             let gone = weak.clone();
             let deliverer = Deliverer {
                 callbacks: settings.callbacks,
-                signer: Arc::clone(&settings.signer),
+                signer: settings.signer.clone(),
                 policy: settings.retry.clone(),
                 store: store.clone(),
-                on_gone: Arc::new(move |id: &str| {
+                on_disable: Arc::new(move |id: &str, reason: &str| {
                     if let Some(chat) = gone.upgrade() {
-                        chat.disable_subscription(id);
+                        chat.disable_subscription(id, reason);
                     }
                 }),
                 log: log.clone(),

@@ -18,7 +18,10 @@
 //! Reading never guesses: a record that does not match its type is an error naming it, and the
 //! server refuses to start on it.
 
-use super::state::{Counters, Invitation, Message, Participant, Session, SubscriptionRecord};
+use super::state::{
+    Counters, Disabled, Invitation, Message, Participant, Session, SigningSecret,
+    SubscriptionRecord,
+};
 use crate::notify::Notification;
 use netapi_chat_api as api;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -273,6 +276,30 @@ struct StoredSubscription {
     client_correlator: Option<String>,
     #[serde(rename = "seq")]
     seq: u64,
+    /// Since format 4; absent while the subscription is active.
+    #[serde(rename = "disabled", default, skip_serializing_if = "Option::is_none")]
+    disabled: Option<StoredDisabled>,
+    /// Since format 4; absent when signed with the server-wide secret.
+    #[serde(rename = "secrets", default, skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<StoredSecret>,
+}
+
+/// One of a subscription's signing secrets (format 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredSecret {
+    #[serde(rename = "secret")]
+    secret: String,
+    #[serde(rename = "until_ms", default, skip_serializing_if = "Option::is_none")]
+    until_ms: Option<i64>,
+}
+
+/// Why and when delivery disabled a subscription (format 4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredDisabled {
+    #[serde(rename = "reason")]
+    reason: String,
+    #[serde(rename = "at_ms")]
+    at_ms: i64,
 }
 
 /// Where a subscription's notifications go (its `callbackReference`).
@@ -308,6 +335,18 @@ impl From<&SubscriptionRecord> for StoredSubscription {
             expires_at_ms: r.expires_at_ms,
             client_correlator: r.client_correlator.clone(),
             seq: r.seq,
+            disabled: r.disabled.as_ref().map(|d| StoredDisabled {
+                reason: d.reason.clone(),
+                at_ms: d.at_ms,
+            }),
+            secrets: r
+                .secrets
+                .iter()
+                .map(|k| StoredSecret {
+                    secret: k.secret.clone(),
+                    until_ms: k.until_ms,
+                })
+                .collect(),
         }
     }
 }
@@ -326,6 +365,18 @@ impl From<StoredSubscription> for SubscriptionRecord {
             expires_at_ms: r.expires_at_ms,
             client_correlator: r.client_correlator,
             seq: r.seq,
+            disabled: r.disabled.map(|d| Disabled {
+                reason: d.reason,
+                at_ms: d.at_ms,
+            }),
+            secrets: r
+                .secrets
+                .into_iter()
+                .map(|k| SigningSecret {
+                    secret: k.secret,
+                    until_ms: k.until_ms,
+                })
+                .collect(),
         }
     }
 }
@@ -1215,13 +1266,48 @@ mod tests {
             expires_at_ms: Some(5),
             client_correlator: None,
             seq: 3,
+            disabled: None,
+            secrets: vec![],
         };
         let bytes = encode_subscription(&sub);
         assert!(!String::from_utf8_lossy(&bytes).contains("callbackData"));
+        // An active subscription is stored exactly as format 3 wrote it.
+        assert!(!String::from_utf8_lossy(&bytes).contains("disabled"));
         assert_eq!(
             encode_subscription(&decode_subscription(&bytes).unwrap()),
             bytes
         );
+        let off = SubscriptionRecord {
+            disabled: Some(Disabled {
+                reason: "the callback answered 410 Gone".into(),
+                at_ms: 7,
+            }),
+            secrets: vec![
+                SigningSecret {
+                    secret: "whsec_new".into(),
+                    until_ms: None,
+                },
+                SigningSecret {
+                    secret: "whsec_old".into(),
+                    until_ms: Some(9),
+                },
+            ],
+            ..sub.clone()
+        };
+        let bytes = encode_subscription(&off);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains(r#""disabled":{"reason":"the callback answered 410 Gone","at_ms":7}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#""secrets":[{"secret":"whsec_new"},{"secret":"whsec_old","until_ms":9}]"#
+            ),
+            "{text}"
+        );
+        let back = decode_subscription(&bytes).unwrap();
+        assert_eq!((back.disabled, back.secrets), (off.disabled, off.secrets));
         let n = Notification::SubscriptionCancellationNotification(
             api::SubscriptionCancellationNotification {
                 reason: Some(api::ServiceException {

@@ -55,6 +55,9 @@ impl Chat {
             sub.queue.push(Delivery {
                 id: e.id,
                 notification,
+                created_ms: e.created_ms,
+                bytes: e.body.len(),
+                progress: e.progress,
             });
             resumed += 1;
         }

@@ -105,6 +105,34 @@ pub struct SubscriptionRecord {
     pub client_correlator: Option<String>,
     /// Creation order.
     pub seq: u64,
+    /// Set when delivery disabled it (410, failing past the give-up age, backlog full): it
+    /// gets no new notifications and reads as `Disabled` with this reason.
+    pub disabled: Option<Disabled>,
+    /// Its own signing secrets, newest first (at most [`MAX_SECRETS`]); empty: signed with
+    /// the server-wide secret.
+    pub secrets: Vec<SigningSecret>,
+}
+
+/// Most secrets that sign a subscription's notifications at once (the current one and the
+/// ones still in their rotation window).
+pub const MAX_SECRETS: usize = 3;
+
+/// One of a subscription's signing secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningSecret {
+    /// `whsec_…`.
+    pub secret: String,
+    /// Until when it still signs (Unix ms), once a newer one replaced it; `None`: current.
+    pub until_ms: Option<i64>,
+}
+
+/// Why and when delivery disabled a subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disabled {
+    /// Shown as the subscription's `statusReason`.
+    pub reason: String,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// Where an invitation stands.

@@ -11,7 +11,8 @@
 use super::page::{self, PageRequest};
 use super::records;
 use super::refused::Refused;
-use super::state::{State, Subscription, SubscriptionRecord};
+use super::secrets;
+use super::state::{self, State, Subscription, SubscriptionRecord};
 use super::{Change, Chat, MAX_SUBSCRIPTION_SECS, durable, missing};
 use crate::callback_guard::{NOT_ALLOWED, check_url, resolve_checked};
 use crate::logsafe::Escaped;
@@ -20,7 +21,7 @@ use crate::store::{Kind, now_ms};
 use crate::urls::Urls;
 use netapi_chat_api::{
     ChatSubscription, ChatSubscriptionList, Created, Link, NotificationFormat, ServiceException,
-    SubscriptionCancellationNotification,
+    SubscriptionCancellationNotification, SubscriptionStatus,
 };
 use netapi_chat_runtime::{ApiError, Format};
 use slog::info;
@@ -34,6 +35,14 @@ impl Chat {
             duration: Some(rec.duration),
             client_correlator: rec.client_correlator.clone(),
             resource_url: Some(self.urls.subscription(&rec.user, &rec.id)),
+            subscription_status: Some(if rec.disabled.is_some() {
+                SubscriptionStatus::Disabled
+            } else {
+                SubscriptionStatus::Active
+            }),
+            status_reason: rec.disabled.as_ref().map(|d| d.reason.clone()),
+            // Shown once, by the create that made it (see `create_subscription`).
+            signing_secret: None,
         }
     }
 
@@ -50,6 +59,10 @@ impl Chat {
             },
             self.deliverer.clone(),
         );
+        if rec.disabled.is_some() {
+            queue.disable();
+        }
+        queue.set_keys(secrets::keys(&rec.secrets));
         state
             .user_subscriptions
             .entry(rec.user.clone())
@@ -91,6 +104,10 @@ impl Chat {
         .await
         .map_err(|_| bad(&NOT_ALLOWED, &"resolving the host timed out"))?
         .map_err(|e| bad(&e, &e.detail()))?;
+        let own_secret = secrets::for_new_subscription(
+            body.signing_secret.as_deref(),
+            self.settings.own_secrets,
+        )?;
         let duration = granted_duration(body.duration).map_err(|r| r.into_api(String::new))?;
         let (view, expiry, rx) = {
             let mut state = self.lock();
@@ -131,8 +148,17 @@ impl Chat {
                 expires_at_ms,
                 client_correlator: body.client_correlator,
                 seq,
+                disabled: None,
+                secrets: own_secret
+                    .iter()
+                    .map(|s| state::SigningSecret {
+                        secret: s.clone(),
+                        until_ms: None,
+                    })
+                    .collect(),
             };
-            let view = self.subscription_view(&rec);
+            let mut view = self.subscription_view(&rec);
+            view.signing_secret = own_secret;
             let mut change = Change::default();
             change.put(
                 Kind::Subscription,
@@ -177,30 +203,38 @@ impl Chat {
             .push((Kind::Subscription, id.to_owned()));
         // The cancellation goes out from memory only: the subscription's record (and so its
         // outbox) is gone once this commits.
-        change.deliveries.push((
-            sub.queue.clone(),
-            Delivery {
-                id: nid,
-                notification,
-            },
-        ));
+        // Not in the outbox: no bytes counted against the backlog.
+        change
+            .deliveries
+            .push((sub.queue.clone(), Delivery::new(nid, notification, 0)));
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(&state, change));
     }
 
-    /// The callback answered `410 Gone`: the subscription is deleted.
-    pub(super) fn disable_subscription(&self, id: &str) {
+    /// Delivery disabled the subscription (`410 Gone`, failing past the give-up age, backlog
+    /// full; see `notify`): it stays, reads as `Disabled` with `reason`, and gets no new
+    /// notifications; its queue buries what it holds as dead letters.
+    pub(super) fn disable_subscription(&self, id: &str, reason: &str) {
         let mut state = self.lock();
-        if let Some(sub) = remove_subscription(&mut state, id) {
-            sub.queue.cancel();
-            let mut change = Change::default();
-            change
-                .batch
-                .deletes
-                .push((Kind::Subscription, id.to_owned()));
-            // Nobody waits: a timer (or the delivery task) made this change.
-            drop(self.submit(&state, change));
+        let Some(sub) = state.subscriptions.get_mut(id) else {
+            return;
+        };
+        if sub.rec.disabled.is_some() {
+            return;
         }
+        sub.rec.disabled = Some(state::Disabled {
+            reason: reason.to_owned(),
+            at_ms: now_ms(),
+        });
+        sub.queue.disable();
+        let mut change = Change::default();
+        change.put(
+            Kind::Subscription,
+            id.to_owned(),
+            records::encode_subscription(&sub.rec),
+        );
+        // Nobody waits: the delivery task made this change.
+        drop(self.submit(&state, change));
     }
 
     /// One page of the user's subscriptions, in creation order. The user's id list is in

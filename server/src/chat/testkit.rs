@@ -80,6 +80,8 @@ pub(super) fn subscription(id: &str, user: &str, seq: u64) -> SubscriptionRecord
         expires_at_ms: None,
         client_correlator: None,
         seq,
+        disabled: None,
+        secrets: Vec::new(),
     }
 }
 

@@ -36,12 +36,24 @@ use serde_json::Value;
 ///   records (not indexed: it walks each session from its oldest); rows of earlier versions get
 ///   it from their record's `date_time` ([`message_time`]). The records themselves are
 ///   unchanged; see [`MESSAGE_TIMES`].
-pub const CURRENT: u32 = 4;
+/// - 5: delivery state is stored: each outbox row gains `attempts`, `next_attempt_ms`,
+///   `failing_since_ms` (a restart resumes a retry schedule where it was) and `dead_ms`
+///   (set when the notification became a dead letter); a subscription record may carry
+///   `disabled` (`{"reason":…,"at_ms":…}`, absent while it is active). Every value version 4
+///   wrote reads unchanged; see [`DELIVERY_COLUMNS`]. A subscription record may also carry
+///   `secrets` (`[{"secret":"whsec_…","until_ms":…}]`, its own signing secrets; absent: the
+///   server-wide secret signs, as for every subscription version 4 stored).
+pub const CURRENT: u32 = 5;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
 /// step to it changes the layout (a column), which the backend does when it runs
 /// the step (SQLite: `sqlite::stamp_message_times`), reading each time with [`message_time`].
 pub const MESSAGE_TIMES: u32 = 4;
+
+/// The version from which outbox rows carry their delivery state. The step to it adds columns
+/// (existing rows: no attempt made, due at once, not dead), which a value rewrite cannot
+/// express: the backend does it when it runs the step (SQLite: `sqlite::add_delivery_columns`).
+pub const DELIVERY_COLUMNS: u32 = 5;
 
 /// The version from which messages are stored in a table of their own. The step to it moves
 /// rows, which a value rewrite cannot express: the backend does that part when it runs the
@@ -84,6 +96,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 3,
         what: "messages get their sending time as a column (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 4,
+        what: "outbox rows gain their delivery state (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },

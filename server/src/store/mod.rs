@@ -57,8 +57,41 @@ pub struct OutboxEntry {
     pub subscription: String,
     /// The notification, as JSON (see `crate::notify::Notification`).
     pub body: Vec<u8>,
-    /// Creation time, Unix milliseconds.
+    /// Creation time, Unix milliseconds (its give-up age counts from here).
     pub created_ms: i64,
+    /// How far its delivery got (attempts, next attempt, the endpoint's failure streak):
+    /// stored so that a restart resumes the schedule instead of starting it over.
+    pub progress: Progress,
+}
+
+/// The delivery state of one undelivered notification, kept in its outbox row (see
+/// `crate::notify`): written after each failed attempt of the notification at the head of
+/// its subscription's queue, read back at start-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due, Unix milliseconds (0: at once).
+    pub next_attempt_ms: i64,
+    /// Since when the subscription's callback has been failing (Unix ms), carried from one
+    /// head of the queue to the next; `None` while it is healthy.
+    pub failing_since_ms: Option<i64>,
+}
+
+/// Notifications of one subscription that will not be delivered (given up, or their
+/// subscription was disabled): they become dead letters, kept for inspection and later replay,
+/// at most `keep_count` of them and `keep_bytes` of bodies per subscription (the oldest go
+/// first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bury {
+    /// The subscription.
+    pub subscription: String,
+    /// Outbox ids that become dead letters.
+    pub ids: Vec<u64>,
+    /// Most dead letters the subscription keeps.
+    pub keep_count: usize,
+    /// Most bytes of dead-letter bodies the subscription keeps.
+    pub keep_bytes: usize,
 }
 
 /// A message as written: the columns it is found by, and its stored record (JSON).
@@ -96,12 +129,16 @@ pub struct Batch {
     /// see [`MessageRow::sent_ms`]).
     pub messages: Vec<MessageRow>,
     /// Records deleted (kind, key); deleting a session deletes its messages, deleting a
-    /// subscription its undelivered notifications.
+    /// subscription its undelivered notifications and dead letters.
     pub deletes: Vec<(Kind, String)>,
     /// Notifications to add to the outbox.
     pub outbox: Vec<OutboxEntry>,
     /// Outbox entries to drop (delivered, or their subscription is gone).
     pub forget: Vec<u64>,
+    /// New delivery progress of outbox entries (after a failed attempt).
+    pub progress: Vec<(u64, Progress)>,
+    /// Outbox entries that become dead letters.
+    pub bury: Vec<Bury>,
 }
 
 impl Batch {
@@ -112,6 +149,8 @@ impl Batch {
             && self.deletes.is_empty()
             && self.outbox.is_empty()
             && self.forget.is_empty()
+            && self.progress.is_empty()
+            && self.bury.is_empty()
     }
 }
 
@@ -144,7 +183,7 @@ pub fn after_session(session: &str) -> String {
 pub struct Snapshot {
     /// Every record, by kind, in key order (no messages).
     pub records: Vec<(Kind, String, Vec<u8>)>,
-    /// Undelivered notifications, in id order.
+    /// Undelivered notifications, in id order (not the dead letters).
     pub outbox: Vec<OutboxEntry>,
     /// Set when opening brought the data up from an older stored format (see [`format`]), so
     /// that start-up logs it once.
@@ -594,6 +633,7 @@ mod tests {
                     subscription: format!("sub-{k}"),
                     body: vec![b'n'; 1024],
                     created_ms: 1,
+                    progress: Progress::default(),
                 })
                 .collect(),
             ..Batch::default()

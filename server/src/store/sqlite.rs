@@ -3,15 +3,16 @@
 //! Three tables: `records` (kind, key → JSON value: what start-up loads), `messages` (indexed by
 //! (session, seq), (session, id) and (session, sender, correlator); read on demand, never at
 //! start-up; purged by retention, each session from its oldest) and `outbox` (undelivered
-//! notifications). With
+//! notifications with their delivery state, and dead letters: rows with `dead_ms` set,
+//! bounded per subscription, never loaded). With
 //! `synchronous=NORMAL` (the default here) a commit is on disk in the WAL before the client is
 //! answered, so it survives a crash of the process (SIGKILL); `FULL` also survives a power cut
 //! at the cost of an fsync per group commit (`NETAPI_CHAT_SYNC=full`).
 
 use super::now_ms;
 use super::{
-    Backend, Batch, Kind, Migrated, OutboxEntry, Purged, Snapshot, StoreError, after_session,
-    expired_head, format,
+    Backend, Batch, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot, StoreError,
+    after_session, expired_head, format,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::ffi::c_int;
@@ -152,7 +153,11 @@ impl Sqlite {
                  PRIMARY KEY (kind, key)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS outbox (
                  id INTEGER PRIMARY KEY, subscription TEXT NOT NULL,
-                 body BLOB NOT NULL, created_ms INTEGER NOT NULL);
+                 body BLOB NOT NULL, created_ms INTEGER NOT NULL,
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+                 failing_since_ms INTEGER, dead_ms INTEGER);
+             CREATE INDEX IF NOT EXISTS outbox_by_subscription ON outbox (subscription, id);
              CREATE TABLE IF NOT EXISTS messages (
                  session TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
                  sender TEXT NOT NULL, correlator TEXT, value BLOB NOT NULL,
@@ -305,7 +310,27 @@ fn migrate(conn: &Connection, from: u32, place: &str) -> Result<Option<Migrated>
     if from < format::MESSAGE_TIMES {
         stamp_message_times(conn, place)?;
     }
+    if from < format::DELIVERY_COLUMNS {
+        done.outbox += add_delivery_columns(conn)?;
+    }
     Ok(Some(done))
+}
+
+/// The layout part of the step to version [`format::DELIVERY_COLUMNS`]: the outbox rows gain
+/// their delivery state (no attempt made yet, due at once, endpoint not known to fail, not a
+/// dead letter), which is what an older version's restart made of them anyway. Runs inside the
+/// caller's transaction; answers how many rows it touched.
+fn add_delivery_columns(conn: &Connection) -> Result<u64, StoreError> {
+    conn.execute_batch(
+        "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE outbox ADD COLUMN next_attempt_ms INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE outbox ADD COLUMN failing_since_ms INTEGER;
+         ALTER TABLE outbox ADD COLUMN dead_ms INTEGER;",
+    )
+    .map_err(err)?;
+    conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+        .map(i64::unsigned_abs)
+        .map_err(err)
 }
 
 /// The layout part of the step to version [`format::MESSAGES_TABLE`]: every message record
@@ -493,7 +518,11 @@ impl Backend for Sqlite {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT id, subscription, body, created_ms FROM outbox ORDER BY id")
+            .prepare(
+                "SELECT id, subscription, body, created_ms, attempts, next_attempt_ms,
+                     failing_since_ms
+                 FROM outbox WHERE dead_ms IS NULL ORDER BY id",
+            )
             .map_err(err)?;
         let rows = stmt
             .query_map([], |r| {
@@ -502,6 +531,11 @@ impl Backend for Sqlite {
                     subscription: r.get(1)?,
                     body: r.get(2)?,
                     created_ms: r.get(3)?,
+                    progress: Progress {
+                        attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                        next_attempt_ms: r.get(5)?,
+                        failing_since_ms: r.get(6)?,
+                    },
                 })
             })
             .map_err(err)?;
@@ -576,8 +610,24 @@ impl Backend for Sqlite {
                 .prepare_cached("DELETE FROM messages WHERE session = ?1")
                 .map_err(err)?;
             let mut add = tx
-                .prepare_cached("INSERT OR REPLACE INTO outbox (id, subscription, body, created_ms) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO outbox (id, subscription, body, created_ms, attempts,
+                         next_attempt_ms, failing_since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
                 .map_err(err)?;
+            let mut del_outbox = tx
+                .prepare_cached("DELETE FROM outbox WHERE subscription = ?1")
+                .map_err(err)?;
+            let mut progress = tx
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, failing_since_ms = ?4
+                     WHERE id = ?1 AND dead_ms IS NULL",
+                )
+                .map_err(err)?;
+            let mut bury = tx
+                .prepare_cached("UPDATE outbox SET dead_ms = ?2 WHERE id = ?1")
+                .map_err(err)?;
+            let mut trim = tx.prepare_cached(TRIM_DEAD_SQL).map_err(err)?;
             let mut forget = tx
                 .prepare_cached("DELETE FROM outbox WHERE id = ?1")
                 .map_err(err)?;
@@ -612,17 +662,47 @@ impl Backend for Sqlite {
                     if *kind == Kind::Session {
                         del_messages.execute(params![key]).map_err(err)?;
                     }
+                    if *kind == Kind::Subscription {
+                        del_outbox.execute(params![key]).map_err(err)?;
+                    }
                 }
                 for e in &b.outbox {
-                    let id = i64::try_from(e.id)
-                        .map_err(|_| StoreError("notification id overflow".to_owned()))?;
-                    add.execute(params![id, e.subscription, e.body, e.created_ms])
-                        .map_err(err)?;
+                    let p = &e.progress;
+                    add.execute(params![
+                        outbox_id(e.id)?,
+                        e.subscription,
+                        e.body,
+                        e.created_ms,
+                        p.attempts,
+                        p.next_attempt_ms,
+                        p.failing_since_ms
+                    ])
+                    .map_err(err)?;
                 }
                 for id in &b.forget {
-                    let id = i64::try_from(*id)
-                        .map_err(|_| StoreError("notification id overflow".to_owned()))?;
-                    forget.execute(params![id]).map_err(err)?;
+                    forget.execute(params![outbox_id(*id)?]).map_err(err)?;
+                }
+                for (id, p) in &b.progress {
+                    progress
+                        .execute(params![
+                            outbox_id(*id)?,
+                            p.attempts,
+                            p.next_attempt_ms,
+                            p.failing_since_ms
+                        ])
+                        .map_err(err)?;
+                }
+                for d in &b.bury {
+                    let now = now_ms();
+                    for id in &d.ids {
+                        bury.execute(params![outbox_id(*id)?, now]).map_err(err)?;
+                    }
+                    trim.execute(params![
+                        d.subscription,
+                        i64::try_from(d.keep_count).unwrap_or(i64::MAX),
+                        i64::try_from(d.keep_bytes).unwrap_or(i64::MAX)
+                    ])
+                    .map_err(err)?;
                 }
             }
         }
@@ -769,6 +849,20 @@ const HEAD_SQL: &str = "SELECT seq, sent_ms FROM messages WHERE session = ?1 ORD
 /// A session's expired head: its messages up to a seq (a primary-key range).
 const DELETE_HEAD_SQL: &str = "DELETE FROM messages WHERE session = ?1 AND seq <= ?2";
 
+/// Keeps a subscription's newest dead letters within `?2` rows and `?3` bytes of bodies and
+/// deletes the older ones (walks that subscription's outbox rows by the index).
+const TRIM_DEAD_SQL: &str = "DELETE FROM outbox WHERE id IN (
+     SELECT id FROM (
+         SELECT id, ROW_NUMBER() OVER w AS n, SUM(length(body)) OVER w AS bytes
+         FROM outbox WHERE subscription = ?1 AND dead_ms IS NOT NULL
+         WINDOW w AS (ORDER BY id DESC))
+     WHERE n > ?2 OR bytes > ?3)";
+
+/// An outbox id as SQLite stores it (a signed 64-bit integer).
+fn outbox_id(id: u64) -> Result<i64, StoreError> {
+    i64::try_from(id).map_err(|_| StoreError("notification id overflow".to_owned()))
+}
+
 /// A seq as SQLite stores it (a signed 64-bit integer).
 fn seq_param(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError(format!("message seq {seq} out of range")))
@@ -822,12 +916,14 @@ mod tests {
                         subscription: "a".into(),
                         body: b"x".to_vec(),
                         created_ms: 5,
+                        progress: Progress::default(),
                     },
                     OutboxEntry {
                         id: 2,
                         subscription: "a".into(),
                         body: b"y".to_vec(),
                         created_ms: 6,
+                        progress: Progress::default(),
                     },
                 ],
                 ..Batch::default()
@@ -904,8 +1000,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Opening an unversioned (v1) directory runs steps 1 → 2 → 3 and stamps the version,
-    /// once: the message is rewritten, then moved to the messages table.
+    /// Opening an unversioned (v1) directory runs steps 1 → 2 → 3 → 4 and stamps the version,
+    /// once: the message is rewritten, then moved to the messages table; the outbox row gains
+    /// its delivery state.
     #[test]
     fn an_older_version_is_migrated_on_open_once() {
         let dir = v1_dir(
@@ -920,7 +1017,7 @@ mod tests {
                 from: 1,
                 to: format::CURRENT,
                 records: 2,
-                outbox: 0
+                outbox: 1
             })
         );
         assert!(snap.records.iter().all(|r| r.0 != Kind::Message));
@@ -1004,6 +1101,145 @@ mod tests {
         assert_eq!(purge_all(&mut db, 2001, 10), 1);
         drop(db);
         assert_eq!(user_version(&dir), format::CURRENT);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A v3 directory: its outbox rows gain their delivery state (nothing tried yet, due at
+    /// once, not dead) and are loaded as before; from then on progress and dead letters are
+    /// stored, dead letters are not loaded, and deleting the subscription deletes them.
+    #[test]
+    fn version_3_outbox_rows_gain_their_delivery_state() {
+        let dir = v1_dir("v3", "{}");
+        {
+            let db = Connection::open(dir.join("netapi-chat.sqlite3")).unwrap();
+            db.execute("DELETE FROM records WHERE kind = 'message'", [])
+                .unwrap();
+            db.execute(
+                "INSERT INTO outbox VALUES (2, 'sub', CAST('{}' AS BLOB), 6)",
+                [],
+            )
+            .unwrap();
+            db.pragma_update(None, "user_version", 3).unwrap();
+        }
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let snap = db.load().unwrap();
+        assert_eq!(snap.migrated.map(|m| (m.from, m.outbox)), Some((3, 2)));
+        assert_eq!(
+            snap.outbox
+                .iter()
+                .map(|e| (e.id, e.created_ms, e.progress))
+                .collect::<Vec<_>>(),
+            vec![(1, 5, Progress::default()), (2, 6, Progress::default())]
+        );
+        let p = Progress {
+            attempts: 3,
+            next_attempt_ms: 99,
+            failing_since_ms: Some(4),
+        };
+        db.commit(&[&Batch {
+            progress: vec![(1, p)],
+            bury: vec![super::super::Bury {
+                subscription: "sub".into(),
+                ids: vec![2],
+                keep_count: 10,
+                keep_bytes: 1000,
+            }],
+            ..Batch::default()
+        }])
+        .unwrap();
+        drop(db);
+        assert_eq!(user_version(&dir), format::CURRENT);
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let snap = db.load().unwrap();
+        assert_eq!(snap.migrated, None);
+        assert_eq!(
+            snap.outbox
+                .iter()
+                .map(|e| (e.id, e.progress))
+                .collect::<Vec<_>>(),
+            vec![(1, p)],
+            "progress survives, the dead letter is not loaded"
+        );
+        let dead = |db: &Sqlite| -> i64 {
+            db.conn
+                .query_row(
+                    "SELECT COUNT(*) FROM outbox WHERE dead_ms IS NOT NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(dead(&db), 1);
+        db.commit(&[&Batch {
+            deletes: vec![(Kind::Subscription, "sub".into())],
+            ..Batch::default()
+        }])
+        .unwrap();
+        let rows: i64 = db
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            rows, 0,
+            "a deleted subscription takes its outbox and dead letters"
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Dead letters are kept within the count and byte figures per subscription, newest first.
+    #[test]
+    fn dead_letters_are_bounded_per_subscription() {
+        let dir = temp_dir("dead");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let entry = |id: u64, sub: &str, len: usize| OutboxEntry {
+            id,
+            subscription: sub.into(),
+            body: vec![b'x'; len],
+            created_ms: 1,
+            progress: Progress::default(),
+        };
+        db.commit(&[&Batch {
+            outbox: (1..=10)
+                .map(|i| entry(i, "a", 10))
+                .chain((11..=12).map(|i| entry(i, "b", 10)))
+                .collect(),
+            ..Batch::default()
+        }])
+        .unwrap();
+        let bury = |ids: Vec<u64>, sub: &str, keep_count, keep_bytes| Batch {
+            bury: vec![super::super::Bury {
+                subscription: sub.into(),
+                ids,
+                keep_count,
+                keep_bytes,
+            }],
+            ..Batch::default()
+        };
+        let dead = |db: &Sqlite, sub: &str| -> Vec<i64> {
+            let mut st = db
+                .conn
+                .prepare("SELECT id FROM outbox WHERE subscription = ?1 AND dead_ms IS NOT NULL ORDER BY id")
+                .unwrap();
+            st.query_map(params![sub], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        db.commit(&[&bury(vec![1, 2, 3, 4, 5], "a", 3, 1000)])
+            .unwrap();
+        assert_eq!(dead(&db, "a"), [3, 4, 5], "at most 3");
+        db.commit(&[&bury(vec![6, 7, 8], "a", 10, 25)]).unwrap();
+        assert_eq!(dead(&db, "a"), [7, 8], "at most 25 bytes");
+        db.commit(&[&bury(vec![11, 12], "b", 1, 1000)]).unwrap();
+        assert_eq!(dead(&db, "b"), [12]);
+        assert_eq!(dead(&db, "a"), [7, 8], "per subscription");
+        assert_eq!(
+            db.load().unwrap().outbox.len(),
+            2,
+            "9 and 10 are still live"
+        );
+        drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,0 +1,583 @@
+//! Delivery of notifications to subscribers' callbacks over HTTP: at least once, in order.
+//!
+//! Each subscription has its own queue and delivery task, so a slow or failing callback never
+//! delays another one, and the notifications of one callback arrive in the order they were
+//! created: only the head of the queue is ever tried (one request in flight per endpoint; see
+//! [`rules`] for why not more). Every notification is in the store's outbox from the moment
+//! its cause was committed until it is delivered or buried, and carries a stable id
+//! (`webhook-id`) across retries and restarts so that receivers can de-duplicate. Every POST
+//! is signed (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`), and
+//! goes only to addresses the callback policy allows, checked after DNS resolution at each
+//! delivery (the connection is pinned to the checked addresses; redirects are not followed).
+//!
+//! Backoff is per endpoint ([`rules`]): while a callback fails, its head is retried on the
+//! schedule with gaps capped at [`RetryPolicy::max_backoff`]; the first 2xx drains the backlog
+//! at full speed. 2xx is success, anything else (3xx included: redirects are not followed) a
+//! failure; `429` and `503` honour `Retry-After`. After each failed attempt the head's attempt
+//! count, next attempt time and the endpoint's failure run are written to its outbox row, so
+//! a restart resumes where it was. A notification still failing at its give-up age becomes a
+//! dead letter; `410 Gone`, an endpoint failing for longer than that age, or a backlog past
+//! [`BacklogLimit`] disables the subscription (it stays readable, with its status) and keeps
+//! its backlog as dead letters. What is given up or disabled is logged and counted
+//! ([`dropped_count`], [`disabled_count`]).
+
+pub mod rules;
+
+use crate::callback_guard::{CallbackPolicy, resolve_checked};
+use crate::logsafe::Escaped;
+use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
+use crate::store::{Batch, Bury, Progress, Store, now_ms};
+pub use netapi_chat_api::Notification;
+use netapi_chat_runtime::Format;
+pub use rules::{BacklogLimit, RetryPolicy};
+use rules::{Next, after_failure, backlog_full, retry_delay};
+use slog::{Logger, debug, warn};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static DISABLED: AtomicU64 = AtomicU64::new(0);
+
+/// Notifications given up (dead letters) since the process started.
+pub fn dropped_count() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Subscriptions disabled by delivery (410, failing past the give-up age, backlog full) since
+/// the process started.
+pub fn disabled_count() -> u64 {
+    DISABLED.load(Ordering::Relaxed)
+}
+
+/// Notifications delivered (2xx) since the process started.
+pub fn delivered_count() -> u64 {
+    DELIVERED.load(Ordering::Relaxed)
+}
+
+/// Set when the process stops: no delivery attempt starts any more.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Delivery attempts between their start and the forgetting of their notification.
+static ATTEMPTING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one attempt (and the forget after it) in [`ATTEMPTING`] while alive.
+struct Attempting;
+
+impl Attempting {
+    fn enter() -> Attempting {
+        ATTEMPTING.fetch_add(1, Ordering::SeqCst);
+        Attempting
+    }
+}
+
+impl Drop for Attempting {
+    fn drop(&mut self) {
+        ATTEMPTING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stops delivery at a clean point, for a graceful stop: no attempt starts any more (what is
+/// not delivered stays in the outbox for the next start), and attempts under way get until
+/// `deadline` to finish and submit their forget batch before the store is closed (one cut
+/// short is delivered again after the restart, with the same `webhook-id`).
+pub async fn stop_deliveries(deadline: tokio::time::Instant) {
+    STOPPING.store(true, Ordering::SeqCst);
+    while ATTEMPTING.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Where one subscription's notifications go.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The callback URL.
+    pub notify_url: String,
+    /// Body format.
+    pub format: Format,
+    /// Subscription id.
+    pub subscription: String,
+}
+
+/// A notification with its stable id and delivery state.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Outbox id; sent as `webhook-id: msg_<id>`.
+    pub id: u64,
+    /// The notification, `callbackData` already set.
+    pub notification: Notification,
+    /// When it was created (Unix ms): its give-up age counts from here.
+    pub created_ms: i64,
+    /// Size of its stored body, counted against the backlog's byte cap.
+    pub bytes: usize,
+    /// Attempts made, next attempt, the endpoint's failure run (from its outbox row).
+    pub progress: Progress,
+}
+
+impl Delivery {
+    /// A new notification (no attempt made yet) created now.
+    pub fn new(id: u64, notification: Notification, bytes: usize) -> Delivery {
+        Delivery {
+            id,
+            notification,
+            created_ms: now_ms(),
+            bytes,
+            progress: Progress::default(),
+        }
+    }
+}
+
+const LIVE: u8 = 0;
+const EXPIRED: u8 = 1;
+const CANCELLED: u8 = 2;
+const DISABLED_STATE: u8 = 3;
+
+/// Why delivery disabled a subscription (shown as its status reason, and logged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisableReason {
+    /// The callback answered `410 Gone`.
+    Gone,
+    /// The callback failed without a break for the give-up age.
+    Failing,
+    /// The backlog reached its cap.
+    BacklogFull,
+}
+
+impl DisableReason {
+    /// The text shown to the subscription's owner and logged.
+    pub fn text(self, policy: &RetryPolicy) -> String {
+        match self {
+            DisableReason::Gone => "the callback answered 410 Gone".to_owned(),
+            DisableReason::Failing => format!(
+                "the callback failed without a break for {} s (the give-up age)",
+                policy.give_up_after.as_secs_f64()
+            ),
+            DisableReason::BacklogFull => format!(
+                "the backlog of undelivered notifications passed its cap ({} notifications or {} bytes)",
+                policy.backlog.count, policy.backlog.bytes
+            ),
+        }
+    }
+}
+
+/// What delivery calls to disable a subscription: (subscription id, reason text).
+pub type OnDisable = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// What the delivery task needs besides its queue.
+#[derive(Clone)]
+pub struct Deliverer {
+    /// Which callback addresses may be reached (checked again at every delivery, after DNS).
+    pub callbacks: CallbackPolicy,
+    /// The server-wide secret: signs the notifications of subscriptions without a secret of
+    /// their own (Standard Webhooks headers). `None` when there is none (then such
+    /// notifications go unsigned, which only a data directory of an earlier version whose
+    /// `webhook-secret` file was removed can lead to).
+    pub signer: Option<Arc<Signer>>,
+    /// Attempt schedule, give-up age, backlog cap.
+    pub policy: RetryPolicy,
+    /// Where delivered and given-up notifications are forgotten.
+    pub store: Store,
+    /// Called with the subscription id and the reason text when delivery disables it.
+    pub on_disable: OnDisable,
+    /// Logger.
+    pub log: Logger,
+}
+
+/// What the queue's two ends share: the subscription's delivery state, the size of its
+/// backlog, and a bell that wakes the task out of a backoff wait.
+#[derive(Debug, Default)]
+struct Shared {
+    state: AtomicU8,
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+    wake: Notify,
+    /// The subscription's own signing keys, each with the time it stops signing (Unix ms;
+    /// `None`: current); empty: the server-wide secret signs.
+    keys: std::sync::Mutex<Vec<(Arc<Signer>, Option<i64>)>>,
+}
+
+impl Shared {
+    /// A notification left the backlog (delivered, forgotten or buried).
+    fn done(&self, d: &Delivery) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
+    }
+
+    /// The keys that sign an attempt made at `now_ms` (the subscription's own, still valid).
+    fn keys_at(&self, now_ms: i64) -> Vec<Arc<Signer>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, until)| until.is_none_or(|u| now_ms < u))
+            .map(|(k, _)| Arc::clone(k))
+            .collect()
+    }
+
+    /// Moves from LIVE to `to` (a cancelled or disabled queue stays so).
+    fn leave_live(&self, to: u8) -> bool {
+        self.state
+            .compare_exchange(LIVE, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+/// The sending end of one subscription's delivery queue; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    tx: mpsc::UnboundedSender<Delivery>,
+    shared: Arc<Shared>,
+}
+
+impl Queue {
+    /// Starts the delivery task of one subscription.
+    pub fn start(target: Target, deliverer: Deliverer) -> Queue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(deliver(target, rx, Arc::clone(&shared), deliverer));
+        Queue { tx, shared }
+    }
+
+    /// Queues a notification (delivered after the ones queued before). The queue is bounded
+    /// by the subscription's backlog cap: past it the task disables the subscription and
+    /// buries what is queued.
+    pub fn push(&self, d: Delivery) {
+        crate::metrics::notification_queued();
+        self.shared.count.fetch_add(1, Ordering::SeqCst);
+        self.shared.bytes.fetch_add(d.bytes, Ordering::SeqCst);
+        // The task only ends once every sender is dropped.
+        let _ = self.tx.send(d);
+        self.shared.wake.notify_one();
+    }
+
+    /// Stops delivery now (unsubscribed): nothing queued or in retry is sent any more.
+    pub fn cancel(&self) {
+        self.shared.state.store(CANCELLED, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+    }
+
+    /// The subscription expired: only its cancellation notification is still delivered.
+    pub fn expire(&self) {
+        self.shared.leave_live(EXPIRED);
+        self.shared.wake.notify_one();
+    }
+
+    /// Sets the subscription's own signing keys, each with the time it stops signing (Unix ms;
+    /// `None`: current); none: the server-wide secret signs. Applies from the next attempt.
+    pub fn set_keys(&self, keys: Vec<(Arc<Signer>, Option<i64>)>) {
+        *self.shared.keys.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    /// The subscription is disabled (e.g. restored so): whatever is queued becomes a dead
+    /// letter instead of being delivered.
+    pub fn disable(&self) {
+        self.shared.leave_live(DISABLED_STATE);
+        self.shared.wake.notify_one();
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Gone,
+    Retry(Option<Duration>),
+}
+
+/// An HTTP client that can only reach the callback's checked addresses: the host is pinned to
+/// what [`resolve_checked`] returned (no second DNS lookup, so no rebinding), no proxy, no
+/// redirects.
+async fn pinned_client(target: &Target, d: &Deliverer) -> Result<reqwest::Client, String> {
+    let url = reqwest::Url::parse(&target.notify_url).map_err(|e| e.to_string())?;
+    let addrs = tokio::time::timeout(Duration::from_secs(5), resolve_checked(&url, &d.callbacks))
+        .await
+        .map_err(|_| "resolving the callback host timed out".to_owned())?
+        .map_err(|e| e.detail().to_string())?;
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(d.policy.timeout);
+    if let Some(host) = url.host_str() {
+        builder = builder.resolve_to_addrs(host, &addrs);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// How long a pinned client (and so a DNS answer) is reused while deliveries succeed.
+const PIN_FOR: Duration = Duration::from_secs(60);
+
+async fn attempt(
+    target: &Target,
+    d: &Deliverer,
+    keys: &[Arc<Signer>],
+    client: &mut Option<(reqwest::Client, tokio::time::Instant)>,
+    id: u64,
+    body: &bytes::Bytes,
+) -> Outcome {
+    let fresh = client
+        .as_ref()
+        .is_some_and(|(_, at)| at.elapsed() < PIN_FOR);
+    if !fresh {
+        match pinned_client(target, d).await {
+            Ok(c) => *client = Some((c, tokio::time::Instant::now())),
+            Err(e) => {
+                warn!(d.log, "callback refused by the callback policy or unresolvable";
+                    "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
+                *client = None;
+                return Outcome::Retry(None);
+            }
+        }
+    }
+    let Some((http, _)) = client.as_ref() else {
+        return Outcome::Retry(None);
+    };
+    let msg_id = format!("msg_{id}");
+    let timestamp = crate::store::now_ms() / 1000;
+    let mut request = http
+        .post(&target.notify_url)
+        .header(http::header::CONTENT_TYPE, target.format.content_type());
+    // One signature per key (Standard Webhooks: space-separated), so that during a rotation
+    // window a receiver verifies with the old secret or the new one.
+    let server_wide: Vec<Arc<Signer>> = d.signer.iter().cloned().collect();
+    let keys = if keys.is_empty() {
+        &server_wide[..]
+    } else {
+        keys
+    };
+    request = request
+        .header(HEADER_ID, &msg_id)
+        .header(HEADER_TIMESTAMP, timestamp.to_string());
+    let signatures: Vec<String> = keys
+        .iter()
+        .map(|k| k.sign(&msg_id, timestamp, body))
+        .collect();
+    if signatures.is_empty() {
+        warn!(d.log, "no secret to sign the notification with: sent unsigned";
+            "subscription" => &target.subscription, "id" => id);
+    } else {
+        request = request.header(HEADER_SIGNATURE, signatures.join(" "));
+    }
+    let started = std::time::Instant::now();
+    let result = request.body(body.clone()).send().await;
+    let outcome = match result {
+        Ok(r) if r.status().is_success() => Outcome::Delivered,
+        Ok(r) if r.status() == http::StatusCode::GONE => Outcome::Gone,
+        Ok(r) => {
+            let status = r.status();
+            let retry_after = matches!(status.as_u16(), 429 | 503)
+                .then(|| {
+                    r.headers()
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(retry_after)
+                })
+                .flatten();
+            warn!(d.log, "callback refused notification";
+                "subscription" => &target.subscription, "id" => id, "status" => status.as_u16());
+            Outcome::Retry(retry_after)
+        }
+        Err(e) => {
+            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e.to_string()));
+            Outcome::Retry(None)
+        }
+    };
+    let label = match outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Gone => "gone",
+        Outcome::Retry(_) => "failed",
+    };
+    crate::metrics::notification_attempt(label, started.elapsed());
+    if matches!(outcome, Outcome::Retry(_)) {
+        // Look the host up again before the next attempt.
+        *client = None;
+    }
+    outcome
+}
+
+/// `Retry-After` as seconds (an HTTP date is honoured as "later", 60 s), at most a day.
+fn retry_after(v: &http::HeaderValue) -> Option<Duration> {
+    let text = v.to_str().ok()?.trim();
+    let secs = text.parse::<u64>().unwrap_or(60);
+    Some(Duration::from_secs(secs.min(86_400)))
+}
+
+/// The jitter factor of one retry gap: 1.0–1.2, so that endpoints that failed together do not
+/// retry together (see [`retry_delay`]).
+fn jitter() -> f64 {
+    rand::random_range(1.0..1.2)
+}
+
+/// One subscription's delivery task: see the module documentation and [`rules`].
+async fn deliver(
+    target: Target,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    shared: Arc<Shared>,
+    d: Deliverer,
+) {
+    let mut client = None;
+    // The head of the queue, when it has been taken from the channel and is not done yet.
+    let mut head: Option<Delivery> = None;
+    // The endpoint's current run of failures: since when, how many, and when the next try
+    // is due (so that a given-up head's successor waits for the next probe).
+    let mut failing_since: Option<i64> = None;
+    let mut failures: u32 = 0;
+    let mut probe_at: i64 = 0;
+    loop {
+        let mut item = match head.take() {
+            Some(h) => h,
+            None => match rx.recv().await {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        let state = shared.state.load(Ordering::SeqCst);
+        let is_cancellation = matches!(
+            item.notification,
+            Notification::SubscriptionCancellationNotification(_)
+        );
+        if state == CANCELLED || (state == EXPIRED && !is_cancellation) {
+            forget(&d, vec![item.id]);
+            shared.done(&item);
+            continue;
+        }
+        if state == DISABLED_STATE {
+            // Everything queued is buried in one batch.
+            let mut dead = vec![item];
+            while let Ok(i) = rx.try_recv() {
+                dead.push(i);
+            }
+            bury(&target, &d, &shared, dead);
+            continue;
+        }
+        let (count, bytes) = (
+            shared.count.load(Ordering::SeqCst),
+            shared.bytes.load(Ordering::SeqCst),
+        );
+        if state == LIVE && backlog_full(d.policy.backlog, count, bytes) {
+            disable(&target, &d, &shared, DisableReason::BacklogFull, count);
+            head = Some(item);
+            continue;
+        }
+        // After a restart the failure run is read back from the head's row.
+        if failing_since.is_none() {
+            failing_since = item.progress.failing_since_ms;
+            failures = item.progress.attempts;
+        }
+        let due = item.progress.next_attempt_ms.max(probe_at);
+        let wait = due.saturating_sub(now_ms());
+        if wait > 0 {
+            let wait = Duration::from_millis(wait.unsigned_abs());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                // Something changed (a push past the cap, a cancellation): look again.
+                () = shared.wake.notified() => {
+                    head = Some(item);
+                    continue;
+                }
+            }
+        }
+        if STOPPING.load(Ordering::SeqCst) {
+            // Still in the outbox, with its progress: resumed after the restart.
+            return;
+        }
+        let _attempting = Attempting::enter();
+        if shared.state.load(Ordering::SeqCst) == CANCELLED {
+            head = Some(item);
+            continue;
+        }
+        let body = bytes::Bytes::from(item.notification.encode(target.format));
+        let keys = shared.keys_at(now_ms());
+        match attempt(&target, &d, &keys, &mut client, item.id, &body).await {
+            Outcome::Delivered => {
+                debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
+                    "subscription" => &target.subscription, "id" => item.id,
+                    "attempt" => item.progress.attempts + 1);
+                DELIVERED.fetch_add(1, Ordering::Relaxed);
+                forget(&d, vec![item.id]);
+                shared.done(&item);
+                // Healthy again: the rest of the backlog goes at full speed.
+                (failing_since, failures, probe_at) = (None, 0, 0);
+                if is_cancellation && shared.state.load(Ordering::SeqCst) == EXPIRED {
+                    return;
+                }
+            }
+            Outcome::Gone => {
+                disable(&target, &d, &shared, DisableReason::Gone, count);
+                head = Some(item);
+            }
+            Outcome::Retry(hint) => {
+                let now = now_ms();
+                let since = *failing_since.get_or_insert(now);
+                failures = failures
+                    .saturating_add(1)
+                    .max(item.progress.attempts.saturating_add(1));
+                item.progress.attempts = item.progress.attempts.saturating_add(1);
+                let delay = retry_delay(&d.policy, failures, jitter(), hint);
+                match after_failure(&d.policy, item.created_ms, since, now, delay) {
+                    Next::RetryAt(at) => {
+                        item.progress.next_attempt_ms = at;
+                        item.progress.failing_since_ms = Some(since);
+                        d.store.submit_detached(Batch {
+                            progress: vec![(item.id, item.progress)],
+                            ..Batch::default()
+                        });
+                        head = Some(item);
+                    }
+                    Next::GiveUp => {
+                        let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+                        warn!(d.log, "notification given up at its give-up age: kept as a dead letter";
+                            "kind" => item.notification.kind(), "subscription" => &target.subscription,
+                            "url" => %Escaped(&target.notify_url), "id" => item.id,
+                            "attempts" => item.progress.attempts, "dropped_total" => total);
+                        probe_at = now
+                            .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                        bury(&target, &d, &shared, vec![item]);
+                        if is_cancellation && shared.state.load(Ordering::SeqCst) == EXPIRED {
+                            return;
+                        }
+                    }
+                    Next::Disable => {
+                        disable(&target, &d, &shared, DisableReason::Failing, count);
+                        head = Some(item);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drops delivered (or unwanted) notifications from the outbox.
+fn forget(d: &Deliverer, ids: Vec<u64>) {
+    d.store.submit_detached(Batch {
+        forget: ids,
+        ..Batch::default()
+    });
+}
+
+/// Makes notifications dead letters (kept within the backlog cap per subscription).
+fn bury(target: &Target, d: &Deliverer, shared: &Shared, dead: Vec<Delivery>) {
+    for item in &dead {
+        shared.done(item);
+    }
+    d.store.submit_detached(Batch {
+        bury: vec![Bury {
+            subscription: target.subscription.clone(),
+            ids: dead.iter().map(|i| i.id).collect(),
+            keep_count: d.policy.backlog.count,
+            keep_bytes: d.policy.backlog.bytes,
+        }],
+        ..Batch::default()
+    });
+}
+
+/// Disables the subscription: logged, counted, and the core marks it (its status says so and
+/// it gets no new notifications); the task then buries what is queued.
+fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, backlog: usize) {
+    if !shared.leave_live(DISABLED_STATE) {
+        return;
+    }
+    let reason = why.text(&d.policy);
+    let total = DISABLED.fetch_add(1, Ordering::Relaxed) + 1;
+    warn!(d.log, "subscription disabled by delivery: its backlog is kept as dead letters";
+        "subscription" => &target.subscription, "url" => %Escaped(&target.notify_url),
+        "reason" => %reason, "backlog" => backlog, "disabled_total" => total);
+    (d.on_disable)(&target.subscription, &reason);
+}

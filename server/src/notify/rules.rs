@@ -1,0 +1,333 @@
+//! The delivery rules, as plain functions: when a failing callback is tried next, when a
+//! notification is given up, when a subscription is disabled, when its backlog is full.
+//!
+//! The model is endpoint-level backoff with message-level order: a subscription's callback is
+//! one endpoint with one queue; only the head of the queue is ever tried, so order holds. While
+//! the endpoint fails, the head is retried on [`RetryPolicy::schedule`] (the position in it is
+//! the endpoint's run of consecutive failures), each gap capped at
+//! [`RetryPolicy::max_backoff`] so that a receiver that comes back is noticed within that
+//! long; the first 2xx ends the run and the backlog drains at full speed. A notification is
+//! given up by age ([`RetryPolicy::give_up_after`], counted from its creation), not by a count
+//! of tries; an endpoint failing for longer than that age, or whose backlog reaches
+//! [`BacklogLimit`], has its subscription disabled.
+
+use std::time::Duration;
+
+/// Most undelivered notifications one subscription may have (counted from when they are
+/// committed until they are delivered or buried): past either figure the subscription is
+/// disabled and its backlog kept as dead letters. Dead letters are kept within the same
+/// figures per subscription (the oldest go first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BacklogLimit {
+    /// Notifications (`NETAPI_CHAT_DELIVERY_BACKLOG`, default 10,000).
+    pub count: usize,
+    /// Bytes of stored notification bodies (`NETAPI_CHAT_DELIVERY_BACKLOG_BYTES`, default
+    /// 16 MiB).
+    pub bytes: usize,
+}
+
+impl Default for BacklogLimit {
+    fn default() -> Self {
+        BacklogLimit {
+            count: 10_000,
+            bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// When deliveries are attempted and given up.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Delay before each attempt of a failing endpoint (the first is usually 0); past its end
+    /// the last delay repeats. The default spans about 27 hours, like Svix's.
+    pub schedule: Vec<Duration>,
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Longest gap between two attempts of a failing endpoint (`Retry-After` excepted), so
+    /// that a receiver that recovers is noticed within it. Default 5 minutes.
+    pub max_backoff: Duration,
+    /// Age (from its creation) at which a notification that still fails is given up, and the
+    /// time an endpoint may fail without a break before its subscription is disabled.
+    /// Default: the schedule's total.
+    pub give_up_after: Duration,
+    /// Per-subscription cap of the backlog.
+    pub backlog: BacklogLimit,
+}
+
+/// The default schedule: about 27 h in all.
+fn default_schedule() -> Vec<Duration> {
+    [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let schedule = default_schedule();
+        RetryPolicy {
+            give_up_after: schedule.iter().sum(),
+            schedule,
+            timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+            backlog: BacklogLimit::default(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Parses a schedule such as `0,5s,5m,30m,2h` (units ms, s, m, h; a bare number is seconds).
+    pub fn parse_schedule(text: &str) -> Option<Vec<Duration>> {
+        text.split(',')
+            .map(parse_duration)
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Parses one duration such as `5m`, `1.5h`, `250ms` or `30` (seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let p = text.trim();
+    let (num, unit) = p.split_at(p.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(p.len()));
+    let n: f64 = num
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// The gap before the next attempt of an endpoint that has just failed for the `failures`-th
+/// time in a row (1 after the first failure): the schedule's delay at that position (its last
+/// one past its end), at most [`RetryPolicy::max_backoff`], then stretched by `jitter` (1.0–1.2
+/// in use: endpoints that failed together do not retry together). Jitter only lengthens a gap,
+/// so a notification is never tried more often than the schedule says. A `Retry-After` the
+/// receiver sent (429/503) is honoured instead, even past the cap: it asked for that.
+pub fn retry_delay(
+    policy: &RetryPolicy,
+    failures: u32,
+    jitter: f64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    if let Some(hint) = retry_after {
+        return hint;
+    }
+    let last = policy.schedule.len().saturating_sub(1);
+    let at = usize::try_from(failures).unwrap_or(usize::MAX).min(last);
+    let capped = policy
+        .schedule
+        .get(at)
+        .copied()
+        .unwrap_or_default()
+        .min(policy.max_backoff);
+    if jitter.is_finite() && jitter >= 1.0 {
+        capped.mul_f64(jitter.min(2.0))
+    } else {
+        capped
+    }
+}
+
+/// What follows a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Try the same notification again at this time (Unix ms).
+    RetryAt(i64),
+    /// Give this notification up (it becomes a dead letter); the endpoint's failure run goes
+    /// on with the next one.
+    GiveUp,
+    /// The endpoint has failed for longer than the give-up age: disable the subscription.
+    Disable,
+}
+
+/// The rule after an attempt of the notification created at `created_ms` failed at `now_ms`,
+/// the endpoint failing without a break since `failing_since_ms`, the next attempt `delay`
+/// away ([`retry_delay`]): disable the subscription once the endpoint has failed without a
+/// break for the give-up age; otherwise give the notification up once it has reached its
+/// give-up age; otherwise retry after `delay`, or at the give-up age if that comes first (the
+/// last try is made at that age, never after it). Disabling is checked first: on an endpoint
+/// that keeps failing while notifications keep coming, each head would otherwise reach its age
+/// before its first try and be given up in turn, and the endpoint never be disabled.
+pub fn after_failure(
+    policy: &RetryPolicy,
+    created_ms: i64,
+    failing_since_ms: i64,
+    now_ms: i64,
+    delay: Duration,
+) -> Next {
+    let age = millis(policy.give_up_after);
+    let deadline = created_ms.saturating_add(age);
+    if now_ms.saturating_sub(failing_since_ms) >= age {
+        Next::Disable
+    } else if now_ms >= deadline {
+        Next::GiveUp
+    } else {
+        Next::RetryAt(now_ms.saturating_add(millis(delay)).min(deadline))
+    }
+}
+
+/// Whether a backlog of `count` notifications holding `bytes` is over the limit.
+pub fn backlog_full(limit: BacklogLimit, count: usize, bytes: usize) -> bool {
+    count > limit.count || bytes > limit.bytes
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(schedule: &str, cap: &str, give_up: &str) -> RetryPolicy {
+        RetryPolicy {
+            schedule: RetryPolicy::parse_schedule(schedule).unwrap(),
+            max_backoff: parse_duration(cap).unwrap(),
+            give_up_after: parse_duration(give_up).unwrap(),
+            ..RetryPolicy::default()
+        }
+    }
+
+    #[test]
+    fn schedules_parse() {
+        let s = RetryPolicy::parse_schedule("0, 50ms, 2s, 1.5m, 2h").unwrap();
+        assert_eq!(
+            s,
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(50),
+                Duration::from_secs(2),
+                Duration::from_secs(90),
+                Duration::from_secs(7200)
+            ]
+        );
+        assert!(RetryPolicy::parse_schedule("").is_none());
+        assert!(RetryPolicy::parse_schedule("5x").is_none());
+        assert!(RetryPolicy::parse_schedule("-1").is_none());
+        assert!(parse_duration("1e300h").is_none());
+        let d = RetryPolicy::default();
+        let total: Duration = d.schedule.iter().sum();
+        assert!(
+            total >= Duration::from_secs(24 * 3600),
+            "default schedule spans a day: {total:?}"
+        );
+        assert_eq!(d.give_up_after, total, "give up at the schedule's total");
+        assert_eq!(d.max_backoff, Duration::from_secs(300));
+    }
+
+    /// The gap follows the schedule by the run of failures, repeats its last delay, is
+    /// jittered, capped, and replaced by a Retry-After.
+    #[test]
+    fn delays_follow_the_schedule_capped() {
+        let p = policy("0,5s,5m,30m,2h", "10m", "1h");
+        let at = |failures, jitter| retry_delay(&p, failures, jitter, None);
+        assert_eq!(at(1, 1.0), Duration::from_secs(5));
+        assert_eq!(at(2, 1.0), Duration::from_secs(300));
+        assert_eq!(at(2, 1.2), Duration::from_secs(360));
+        // 30 m and 2 h are capped at 10 m, and so is everything past the schedule's end;
+        // jitter stretches the capped gap (capped probes of many endpoints spread out).
+        assert_eq!(at(3, 1.0), Duration::from_secs(600));
+        assert_eq!(at(4, 1.1), Duration::from_secs(660));
+        assert_eq!(at(99, 1.0), Duration::from_secs(600));
+        assert_eq!(at(u32::MAX, 1.0), Duration::from_secs(600));
+        // Jitter never shortens a gap; a nonsense one is ignored, not propagated.
+        assert_eq!(at(1, 0.5), Duration::from_secs(5));
+        assert_eq!(at(1, f64::NAN), Duration::from_secs(5));
+        // The receiver's Retry-After wins, even over the cap.
+        assert_eq!(
+            retry_delay(&p, 1, 1.0, Some(Duration::from_secs(3600))),
+            Duration::from_secs(3600)
+        );
+    }
+
+    /// Give up by age (never a try past it), disable after failing for the age.
+    #[test]
+    fn give_up_by_age_and_disable_after_failing_that_long() {
+        let p = policy("0,1s", "1m", "10s");
+        let s = Duration::from_secs;
+        // Created at 0, failing since 1 ms: retried after the delay while that is within its
+        // age, and a last time at its age (10 s) when the delay would go past it.
+        assert_eq!(after_failure(&p, 0, 1, 1000, s(5)), Next::RetryAt(6000));
+        assert_eq!(after_failure(&p, 0, 1, 6000, s(5)), Next::RetryAt(10_000));
+        // That last try failed: the notification is given up (never tried past its age).
+        assert_eq!(after_failure(&p, 0, 1, 10_000, s(5)), Next::GiveUp);
+        // The endpoint has failed for 10 s: the subscription is disabled, whatever the age of
+        // the notification that failed last.
+        assert_eq!(after_failure(&p, 0, 0, 10_000, s(1)), Next::Disable);
+        assert_eq!(after_failure(&p, 9000, 0, 10_000, s(1)), Next::Disable);
+        assert_eq!(after_failure(&p, 0, 0, 12_000, s(1)), Next::Disable);
+        // A younger notification on an endpoint failing for less long is retried.
+        assert_eq!(
+            after_failure(&p, 9000, 5000, 10_000, s(1)),
+            Next::RetryAt(11_000)
+        );
+        // An old notification (e.g. queued before the endpoint started failing) is given up
+        // by its own age even when the endpoint has not failed for long.
+        assert_eq!(after_failure(&p, 0, 9000, 10_500, s(1)), Next::GiveUp);
+    }
+
+    /// Walks the rules for one notification on an endpoint that never answers: the times of
+    /// its tries (ms after creation) and how it ended.
+    fn tries(p: &RetryPolicy, jitter: f64) -> (Vec<i64>, Next) {
+        let (mut now, mut failures, mut at) = (1i64, 0u32, vec![1i64]);
+        loop {
+            failures += 1;
+            let delay = retry_delay(p, failures, jitter, None);
+            match after_failure(p, 0, 1, now, delay) {
+                Next::RetryAt(t) => {
+                    at.push(t);
+                    now = t;
+                }
+                other => return (at, other),
+            }
+        }
+    }
+
+    /// With the default policy, a dead endpoint is probed every 5–6 minutes until the
+    /// notification's give-up age, where it is tried a last time.
+    #[test]
+    fn the_default_policy_probes_a_dead_endpoint_every_few_minutes() {
+        let p = RetryPolicy::default();
+        let age = millis(p.give_up_after);
+        let (at, outcome) = tries(&p, 1.2);
+        assert!(
+            at.windows(2).all(|w| w[1] - w[0] <= 360_000),
+            "capped at 5 minutes + jitter"
+        );
+        assert_eq!(*at.last().unwrap(), age, "last tried at its age");
+        assert_eq!(outcome, Next::GiveUp);
+        assert!(at.len() > 250, "probed all along: {} tries", at.len());
+    }
+
+    /// Without a cap in the way, a notification gets at most the schedule's tries, whatever
+    /// the jitter, the last one at its give-up age.
+    #[test]
+    fn an_uncapped_schedule_gives_at_most_its_tries() {
+        let p = policy("0,3s,3s,3s", "1h", "9s");
+        for jitter in [1.0, 1.05, 1.2] {
+            let (at, outcome) = tries(&p, jitter);
+            assert!(at.len() <= 4, "{jitter}: {at:?}");
+            assert_eq!(*at.last().unwrap(), 9000);
+            assert_eq!(outcome, Next::GiveUp);
+        }
+        let (at, _) = tries(&p, 1.0);
+        assert_eq!(at, [1, 3001, 6001, 9000]);
+    }
+
+    #[test]
+    fn backlog_is_full_past_either_figure() {
+        let l = BacklogLimit {
+            count: 3,
+            bytes: 100,
+        };
+        assert!(!backlog_full(l, 3, 100));
+        assert!(backlog_full(l, 4, 10));
+        assert!(backlog_full(l, 1, 101));
+    }
+}

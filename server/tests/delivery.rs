@@ -1,0 +1,381 @@
+//! Webhook delivery when receivers are not healthy (issue 13), against the real binary with
+//! real callback listeners and compressed schedules: a receiver that recovers gets its backlog
+//! in order at once (endpoint-level backoff capped by `NETAPI_CHAT_DELIVERY_MAX_BACKOFF`), a
+//! dead one has its backlog capped and its subscription disabled (readable as such, in both
+//! formats), and a restart in the middle of a retry schedule changes neither the attempts made
+//! nor the give-up time.
+
+mod support;
+
+use netapi_chat_api::*;
+use netapi_chat_runtime::Format;
+use std::time::{Duration, Instant};
+use support::{Listener, Server, enc, send_doc, send_empty};
+
+const A: &str = "tel:+15551230001";
+const B: &str = "sip:bob@example.com";
+const C: &str = "tel:+15551230003";
+
+/// Subscribes `user` at `l` and returns the subscription as created.
+async fn subscribe(srv: &Server, user: &str, l: &Listener, format: Format) -> ChatSubscription {
+    let doc = ChatSubscription {
+        callback_reference: CallbackReference {
+            notify_url: l.url.clone(),
+            callback_data: Some(user.to_owned()),
+            notification_format: Some(if format == Format::Xml {
+                NotificationFormat::Xml
+            } else {
+                NotificationFormat::Json
+            }),
+        },
+        duration: None,
+        client_correlator: None,
+        resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
+    };
+    let a = send_doc("POST", &srv.url(user, "/subscriptions"), format, &doc).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let sub: ChatSubscription = a.decode();
+    assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
+    assert_eq!(sub.status_reason, None);
+    sub
+}
+
+/// A session started by `A` with `invitees`; connected when `accept`. Returns its id.
+async fn session(srv: &Server, invitees: &[&str], accept: bool) -> String {
+    let doc = ChatSessionInformation {
+        subject: Some("delivery".into()),
+        participant: invitees
+            .iter()
+            .map(|a| ParticipantInformation {
+                address: (*a).to_owned(),
+                name: None,
+                is_originator: None,
+                status: None,
+                client_correlator: None,
+                resource_url: None,
+            })
+            .collect(),
+        originator_address: None,
+        originator_name: None,
+        status: None,
+        ended: None,
+        client_correlator: None,
+        resource_url: None,
+    };
+    let a = send_doc("POST", &srv.url(A, "/chatSessions"), Format::Json, &doc).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let sid = a
+        .header("location")
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if accept {
+        for who in invitees {
+            let url = srv.url(
+                who,
+                &format!("/chatSessions/{sid}/participants/{}/status", enc(who)),
+            );
+            let st = ParticipantSessionStatus {
+                status: ParticipantStatus::Connected,
+            };
+            assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
+        }
+    }
+    sid
+}
+
+/// `url` (a resource URL of an earlier run of the server) on `srv`, which listens elsewhere.
+fn on(srv: &Server, url: &str) -> String {
+    format!(
+        "http://{}{}",
+        srv.addr(),
+        &url[url.find("/v1/").unwrap_or(0)..]
+    )
+}
+
+async fn send_message(srv: &Server, sid: &str, text: &str) {
+    let m = ChatMessage {
+        text: text.to_owned(),
+        success_report: None,
+        report_request: vec![],
+        client_correlator: None,
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    };
+    let url = srv.url(A, &format!("/chatSessions/{sid}/messages"));
+    assert_eq!(send_doc("POST", &url, Format::Json, &m).await.status, 201);
+}
+
+/// Waits (up to 20 s) until `l` received `n` message notifications; returns them as
+/// (`webhook-id`, text), in arrival order.
+async fn messages_at(l: &Listener, n: usize) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: Vec<(String, String)> = l
+            .all()
+            .iter()
+            .filter(|r| r.kind() == "messageNotification")
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    r.decode::<MessageNotification>().chat_message.text,
+                )
+            })
+            .collect();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} messages at {}, got {got:?}",
+            l.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (up to 20 s) until `l` has refused at least `n` attempts; returns their ids.
+async fn refused_at_least(l: &Listener, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ids = l.refused_ids();
+        if ids.len() >= n {
+            return ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} refused attempts at {}, got {ids:?}",
+            l.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (up to 20 s) until the subscription at `url` reads as disabled; returns it.
+async fn disabled(url: &str, format: Format) -> ChatSubscription {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: ChatSubscription = send_empty("GET", url, format).await.decode();
+        if got.subscription_status == Some(SubscriptionStatus::Disabled) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "not disabled: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two receivers (JSON and XML) fail while their backlog grows. The schedule's next step is an
+/// hour away, but probes are capped at 300 ms: each receiver is only ever probed with the head
+/// of its queue, and once it answers again the whole backlog arrives, in order, with the ids
+/// the refused attempts carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_then_up_gets_its_backlog_in_order_at_once() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
+    ]);
+    let (lb, lc) = (Listener::start().await, Listener::start().await);
+    let sub_b = subscribe(&srv, B, &lb, Format::Json).await;
+    let sub_c = subscribe(&srv, C, &lc, Format::Xml).await;
+    let sid = session(&srv, &[B, C], true).await;
+    lb.wait_for(1).await;
+    lc.wait_for(1).await;
+
+    lb.set_status(503);
+    lc.set_status(500);
+    for n in 0..20 {
+        send_message(&srv, &sid, &format!("m{n}")).await;
+    }
+    // Past the 100 ms step into the hour-long ones: several probes, all capped.
+    let refused_b = refused_at_least(&lb, 4).await;
+    let refused_c = refused_at_least(&lc, 4).await;
+    for refused in [&refused_b, &refused_c] {
+        assert!(
+            refused.iter().all(|id| *id == refused[0]),
+            "only the head of the queue is tried while the receiver fails: {refused:?}"
+        );
+    }
+    // Everything accepted so far came before the failures (a failing listener records none).
+    let ok_before = (lb.all().len(), lc.all().len());
+    lb.set_status(204);
+    lc.set_status(204);
+
+    for (l, refused, before) in [
+        (&lb, &refused_b, ok_before.0),
+        (&lc, &refused_c, ok_before.1),
+    ] {
+        let got = messages_at(l, 20).await;
+        let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+        let expected: Vec<String> = (0..20).map(|n| format!("m{n}")).collect();
+        assert_eq!(texts, expected, "in the order they were sent");
+        assert_eq!(
+            l.all()[before].id,
+            refused[0],
+            "the head is the first delivered after recovery, with its webhook-id"
+        );
+        let ids: std::collections::BTreeSet<&String> = got.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), 20, "each once");
+    }
+    for sub in [sub_b, sub_c] {
+        let url = sub.resource_url.unwrap_or_default();
+        let now: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+        assert_eq!(now.subscription_status, Some(SubscriptionStatus::Active));
+    }
+}
+
+/// A receiver that never answers: its backlog grows to the cap (5 here), then the subscription
+/// is disabled (readable as such, with the reason, in JSON and XML), nothing new is queued for
+/// it, nothing more is sent even once the receiver is back, and what was not delivered is kept
+/// as at most 5 dead letters. Another user's subscription is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disabled() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "5"),
+    ]);
+    let (lb, lc) = (Listener::start().await, Listener::start().await);
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    subscribe(&srv, C, &lc, Format::Json).await;
+    lb.set_status(500);
+    let sid = session(&srv, &[B, C], true).await;
+    for n in 0..10 {
+        send_message(&srv, &sid, &format!("m{n}")).await;
+    }
+    let url = sub.resource_url.unwrap_or_default();
+    let got = disabled(&url, Format::Json).await;
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(
+        reason.contains("backlog") && reason.contains('5'),
+        "{reason}"
+    );
+    let xml = send_empty("GET", &url, Format::Xml).await;
+    assert!(
+        xml.body
+            .contains("<subscriptionStatus>Disabled</subscriptionStatus>"),
+        "{}",
+        xml.body
+    );
+    support::xsd_validate(&xml.body);
+    // The list shows it too.
+    let list: ChatSubscriptionList = send_empty("GET", &srv.url(B, "/subscriptions"), Format::Json)
+        .await
+        .decode();
+    assert_eq!(
+        list.chat_subscription[0].subscription_status,
+        Some(SubscriptionStatus::Disabled)
+    );
+
+    // Back up: nothing is sent any more, old or new; C got everything.
+    lb.set_status(204);
+    send_message(&srv, &sid, "after").await;
+    lc.wait_for(11).await;
+    lb.assert_count_stays(0, Duration::from_millis(500)).await;
+    let tried: std::collections::BTreeSet<String> = lb.refused_ids().into_iter().collect();
+    assert_eq!(tried.len(), 1, "only the head was ever tried: {tried:?}");
+
+    // The dead letters are kept, at most the cap of them, and survive a restart as dead letters
+    // (not delivered after it).
+    let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let dir = srv.kill();
+    let db = rusqlite::Connection::open(dir.join("netapi-chat.sqlite3")).expect("open store");
+    let (dead, live): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(dead_ms), COUNT(*) - COUNT(dead_ms) FROM outbox WHERE subscription = ?1",
+            [&sub_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count outbox");
+    drop(db);
+    assert_eq!(
+        (dead, live),
+        (5, 0),
+        "5 dead letters, nothing left to deliver"
+    );
+    let srv = Server::start_in(&dir, &[], None);
+    let again: ChatSubscription = send_empty("GET", &on(&srv, &url), Format::Json)
+        .await
+        .decode();
+    assert_eq!(
+        again.subscription_status,
+        Some(SubscriptionStatus::Disabled)
+    );
+    lb.assert_count_stays(0, Duration::from_millis(500)).await;
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A receiver that fails without a break for the give-up age (1.5 s here) while notifications
+/// keep coming: the subscription is disabled with that reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_failing_for_the_give_up_age_is_disabled() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms"),
+        ("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "1.5s"),
+    ]);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Xml).await;
+    let sid = session(&srv, &[B], true).await;
+    lb.wait_for(1).await;
+    lb.set_status(500);
+    let url = sub.resource_url.unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    let got = loop {
+        send_message(&srv, &sid, &format!("m{n}")).await;
+        n += 1;
+        let got: ChatSubscription = send_empty("GET", &url, Format::Xml).await.decode();
+        if got.subscription_status == Some(SubscriptionStatus::Disabled) {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "not disabled: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(reason.contains("failed without a break"), "{reason}");
+    assert!(n > 1, "not disabled before the give-up age");
+}
+
+/// One notification to a receiver that always answers 500, with a schedule of 4 tries over
+/// 9 s; the server is killed (SIGKILL) right after the first try and started again. The
+/// attempt count and the next-attempt time come back from the store: the receiver sees
+/// exactly the schedule's 4 tries, all with the same `webhook-id`, and none after the give-up
+/// age (a restart that forgot them would try again at once, a 5th time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_a_retry_schedule_keeps_attempts_and_give_up_time() {
+    let env = [
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,3s,3s,3s"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "1h"),
+    ];
+    let srv = Server::start(&env);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    lb.set_status(500);
+    session(&srv, &[B], false).await;
+    refused_at_least(&lb, 1).await;
+    // The progress of the failed try is committed right after it; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = srv.kill();
+    let srv = Server::start_in(&dir, &env, None);
+    let refused = refused_at_least(&lb, 4).await;
+    // Past the give-up age (9 s after creation): nothing more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused_after = lb.refused_ids();
+    assert_eq!(
+        refused_after.len(),
+        4,
+        "the schedule's 4 tries across the restart: {refused_after:?}"
+    );
+    assert!(refused.iter().all(|id| *id == refused[0]), "{refused:?}");
+    // Its last try was at its give-up age, when the receiver had failed for about that long
+    // too: given up, or its subscription disabled (the rule in `notify::rules` checks the
+    // endpoint first), whichever the milliseconds decide; either way it is never tried again.
+    let url = on(&srv, &sub.resource_url.unwrap_or_default());
+    assert_eq!(send_empty("GET", &url, Format::Json).await.status, 200);
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
