@@ -95,6 +95,19 @@ pub struct Config {
     pub retention: Retention,
 }
 
+impl Config {
+    /// The token file in use: `NETAPI_CHAT_TOKEN_FILE`, else `<data dir>/tokens`; `None` when
+    /// tokens are JWTs (they come from an identity provider, not from a file).
+    pub fn token_file(&self) -> Option<PathBuf> {
+        match &self.auth {
+            AuthConfig::TokenFile(path) => {
+                Some(path.clone().unwrap_or_else(|| self.data_dir.join("tokens")))
+            }
+            AuthConfig::Jwt { .. } => None,
+        }
+    }
+}
+
 /// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
 /// clients from exhausting file descriptors, and a stop from dropping requests.
 #[derive(Clone, Copy, Debug)]

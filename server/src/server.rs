@@ -1,7 +1,7 @@
 //! Starting the HTTP server: the generated API routed to [`ChatServer`], plus the published
 //! documents (`/openapi.json`, `/xsd/{file}`) and the health endpoints ([`crate::health`]).
 
-use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier};
+use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier, WatchedTokenFile};
 use crate::chat::{Chat, Settings};
 use crate::config::{AuthConfig, Config};
 use crate::data_dir;
@@ -102,11 +102,15 @@ fn document(content_type: &'static str, text: &'static str) -> Result<Response<B
 }
 
 /// The verifier of access tokens, and a message to print once (a token file just generated).
-fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
+/// A token file is watched: edits (`netapi-chat tokens …`) apply without a restart.
+fn token_verifier(
+    config: &Config,
+    log: &slog::Logger,
+) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
     match &config.auth {
-        AuthConfig::TokenFile(path) => {
-            let path = path
-                .clone()
+        AuthConfig::TokenFile(_) => {
+            let path = config
+                .token_file()
                 .unwrap_or_else(|| config.data_dir.join("tokens"));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 data_dir::create(dir).map_err(StartError::Auth)?;
@@ -114,7 +118,13 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
             let (file, summary) = TokenFile::load_or_generate(&path, &[ANY_USER])
                 .map_err(|e| StartError::Auth(e.to_string()))?;
             data_dir::warn_if_readable_by_others(&path);
-            Ok((Arc::new(file), summary))
+            let watched = WatchedTokenFile::new(
+                path,
+                file,
+                crate::auth::watched::CHECK_INTERVAL,
+                log.clone(),
+            );
+            Ok((Arc::new(watched), summary))
         }
         AuthConfig::Jwt {
             jwks,
@@ -142,9 +152,9 @@ pub fn check(config: &Config) -> Result<(), String> {
         Signer::from_secret(secret).map_err(|e| format!("NETAPI_CHAT_WEBHOOK_SECRET: {e}"))?;
     }
     match &config.auth {
-        AuthConfig::TokenFile(path) => {
-            let path = path
-                .clone()
+        AuthConfig::TokenFile(_) => {
+            let path = config
+                .token_file()
                 .unwrap_or_else(|| config.data_dir.join("tokens"));
             if path.exists() {
                 TokenFile::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -296,7 +306,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         default_request_body_max_bytes: config.max_body_bytes,
         ..Default::default()
     };
-    let (verifier, token_notice) = token_verifier(config)?;
+    let (verifier, token_notice) = token_verifier(config, &log)?;
     let notice = match (token_notice, secret_notice) {
         (None, None) => None,
         (a, b) => Some([a, b].into_iter().flatten().collect::<Vec<_>>().join("\n")),
