@@ -88,6 +88,10 @@ pub struct Config {
     /// `NETAPI_CHAT_METRICS_TOKEN`: the bearer token that opens `/metrics`; unset (the
     /// default): no metrics are recorded and there is no `/metrics`.
     pub metrics_token: Option<String>,
+    /// `NETAPI_CHAT_ADMIN_TOKEN`: the bearer token that opens the admin endpoints (see
+    /// [`crate::admin_api`]), which `netapi-chat backup` and `summary` call; unset (the
+    /// default): there are none.
+    pub admin_token: Option<String>,
     /// `NETAPI_CHAT_RETENTION`: how long a message is kept after it was sent, as a duration
     /// such as `30d` (the default), `12h` or `90s`; older ones are purged in the background
     /// and answer like messages that never existed. `NETAPI_CHAT_PURGE_INTERVAL_MS`: time
@@ -190,6 +194,7 @@ impl Default for Config {
             log_level: dropshot::ConfigLoggingLevel::Warn,
             connections: Connections::default(),
             metrics_token: None,
+            admin_token: None,
             retention: Retention::default(),
         }
     }
@@ -305,6 +310,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
+    Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
     Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
     Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long to be answered, then the store is closed and the process exits 0"),
 ];
@@ -707,6 +713,13 @@ impl Config {
                 None => None,
                 Some("") => {
                     return Err(s.invalid("NETAPI_CHAT_METRICS_TOKEN", "", "a non-empty token"));
+                }
+                Some(t) => Some(t.to_owned()),
+            },
+            admin_token: match s.text("NETAPI_CHAT_ADMIN_TOKEN").map(str::trim) {
+                None => None,
+                Some("") => {
+                    return Err(s.invalid("NETAPI_CHAT_ADMIN_TOKEN", "", "a non-empty token"));
                 }
                 Some(t) => Some(t.to_owned()),
             },

@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod admin_api;
 pub mod auth;
 pub mod callback_guard;
 pub mod chat;

@@ -42,6 +42,26 @@ enum Command {
     /// 250 ms, without a restart.
     #[command(subcommand)]
     Tokens(Tokens),
+    /// Have the running server write a consistent copy of its data directory (database,
+    /// webhook secret, token file) into DIR, which it creates; needs NETAPI_CHAT_ADMIN_TOKEN.
+    /// Restore: run a server with NETAPI_CHAT_DATA_DIR=DIR.
+    Backup {
+        /// The directory to create (must not exist).
+        dir: PathBuf,
+        /// The server's base URL (default: http:// + the configured bind address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Print what the running server stores: subscriptions, open sessions, messages,
+    /// undelivered notifications (per subscription); needs NETAPI_CHAT_ADMIN_TOKEN.
+    Summary {
+        /// The server's base URL (default: http:// + the configured bind address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print the server's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `tokens …`: edits of the token file (atomic, mode 0600; see `netapi_chat::admin`).
@@ -133,22 +153,31 @@ async fn main() -> std::process::ExitCode {
             eprintln!("netapi-chat: the configuration is valid");
             std::process::ExitCode::SUCCESS
         }
-        Some(Command::Tokens(tokens)) => {
-            let done = tokens_command(tokens)
-                .and_then(|command| netapi_chat::admin::tokens(&config, command));
-            match done {
-                Ok(out) => {
-                    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
-                    let _ = std::io::stderr().write_all(out.stderr.as_bytes());
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("netapi-chat: {e}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+        Some(Command::Tokens(tokens)) => admin_output(
+            tokens_command(tokens).and_then(|command| netapi_chat::admin::tokens(&config, command)),
+        ),
+        Some(Command::Backup { dir, url }) => {
+            admin_output(netapi_chat::admin::backup(&config, url.as_deref(), &dir).await)
+        }
+        Some(Command::Summary { url, json }) => {
+            admin_output(netapi_chat::admin::summary(&config, url.as_deref(), json).await)
         }
         None | Some(Command::Serve) => serve(config).await,
+    }
+}
+
+/// Prints an admin command's output; exit 0, or 1 with the error on stderr.
+fn admin_output(done: Result<netapi_chat::admin::Output, String>) -> std::process::ExitCode {
+    match done {
+        Ok(out) => {
+            let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+            let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netapi-chat: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

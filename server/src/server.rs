@@ -265,6 +265,12 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         api.register(crate::metrics::metrics_endpoint)
             .map_err(|e| StartError::Api(e.to_string()))?;
     }
+    if config.admin_token.is_some() {
+        api.register(crate::admin_api::backup_endpoint)
+            .map_err(|e| StartError::Api(e.to_string()))?;
+        api.register(crate::admin_api::summary_endpoint)
+            .map_err(|e| StartError::Api(e.to_string()))?;
+    }
     netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
     netapi_chat_runtime::negotiate::set_body_timeout(config.body_timeout);
 
@@ -319,6 +325,11 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     if config.metrics_token.is_some() {
         methods.add(crate::metrics::PATH, &["GET"]);
     }
+    if config.admin_token.is_some() {
+        for (path, method) in crate::admin_api::ROUTES {
+            methods.add(path, &[method]);
+        }
+    }
     // Request metrics are labelled with the route templates the gate knows.
     let routes = Arc::new(methods.clone());
     let observer: dropshot::RequestObserver = Arc::new(move |method, path, status, took| {
@@ -347,6 +358,13 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
             )),
             health,
             metrics_token: config.metrics_token.clone(),
+            admin: config.admin_token.clone().map(|token| {
+                Arc::new(crate::admin_api::Admin {
+                    token,
+                    data_dir: config.data_dir.clone(),
+                    token_file: config.token_file(),
+                })
+            }),
         },
         log,
     )

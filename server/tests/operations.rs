@@ -8,7 +8,8 @@
 //! - item 1: `/metrics` opens only with the metrics token, and its counters move as a flow runs
 //!   (requests by route and status, store commits, notifications, sizes, rate-limit refusals);
 //! - item 5: `tokens add|list|revoke` change who gets in on a running server, without a
-//!   restart.
+//!   restart; `summary` counts what it stores and `backup` copies it while it runs (and a
+//!   server started on the copy has the state of that moment).
 
 mod support;
 
@@ -823,4 +824,156 @@ async fn tokens_added_and_revoked_with_the_cli_apply_to_the_running_server() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// `summary --json` of the server at `base`, parsed.
+fn summary_json(base: &str) -> serde_json::Value {
+    let r = run(
+        &["summary", "--json", "--url", base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+/// Alice (tel:+15551230001) sends `text` in session `sid`.
+async fn alice_sends(server: &Server, sid: &str, text: &str) {
+    let a = send(
+        "POST",
+        &server.url("tel:+15551230001", &format!("/chatSessions/{sid}/messages")),
+        &[("content-type", "application/json")],
+        Some(&format!(r#"{{"chatMessage":{{"text":"{text}"}}}}"#)),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+}
+
+/// `summary` counts what the running server stores (subscriptions, open sessions, messages,
+/// undelivered notifications per subscription); `backup` writes a private data directory of one
+/// committed state while the server runs, and a server started on it has exactly that; both
+/// need the admin token, which API tokens are not.
+#[tokio::test]
+async fn summary_and_backup_go_through_the_running_server() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+    ]);
+    let bob = Listener::start().await;
+    bob.set_down(true);
+    let a = send(
+        "POST",
+        &server.url("sip:bob@example.com", "/subscriptions"),
+        &[("content-type", "application/json")],
+        Some(&format!(
+            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
+            bob.url
+        )),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = send(
+        "POST",
+        &server.url("tel:+15551230001", "/chatSessions"),
+        &[("content-type", "application/json")],
+        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let location = a.headers["location"].to_str().expect("location").to_owned();
+    let sid = location.rsplit('/').next().expect("session id").to_owned();
+    let a = send(
+        "POST",
+        &server.url(
+            "sip:bob@example.com",
+            &format!("/chatSessions/{sid}/participants/sip%3Abob%40example.com/status"),
+        ),
+        &[("content-type", "application/json")],
+        Some(r#"{"participantSessionStatus":{"status":"Connected"}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for text in ["one", "two", "three"] {
+        alice_sends(&server, &sid, text).await;
+    }
+
+    let s = summary_json(&server.base);
+    assert_eq!(s["subscriptions"], 1, "{s}");
+    assert_eq!(s["openSessions"], 1, "{s}");
+    assert_eq!(s["messages"], 3, "{s}");
+    // Bob's listener is down: his invitation and the three messages wait in the outbox.
+    let undelivered = s["undeliveredNotifications"].as_u64().expect("count");
+    assert!(undelivered >= 4, "{s}");
+    let by = s["undeliveredBySubscription"].as_array().expect("list");
+    assert_eq!(by.len(), 1, "{s}");
+    assert_eq!(by[0]["undelivered"], undelivered, "{s}");
+    let text = run(
+        &["summary", "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert!(
+        text.stdout.contains("messages                    3\n"),
+        "{}",
+        text.stdout
+    );
+
+    // Other credentials get 401: a wrong admin token through the CLI, an API token directly.
+    let r = run(
+        &["summary", "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", "not-the-admin-token-0123")],
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+    let a = send("GET", &format!("{}/admin/summary", server.base), &[], None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+
+    let parent = std::env::temp_dir().join(format!("netapi-chat-backup-{}", uuid_like()));
+    std::fs::create_dir_all(&parent).expect("parent");
+    let dir = parent.join("b1");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let r = run(
+        &["backup", &dir_text, "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("backup written to"), "{}", r.stderr);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: PathBuf| std::fs::metadata(&p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(dir.clone()), 0o700);
+    for file in ["netapi-chat.sqlite3", "webhook-secret", "tokens"] {
+        assert_eq!(mode(dir.join(file)), 0o600, "{file}");
+    }
+    // After the backup: not in it.
+    alice_sends(&server, &sid, "four").await;
+    // A backup never overwrites.
+    let r = run(
+        &["backup", &dir_text, "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("409"), "{}", r.stderr);
+
+    // The restore: a server on the backup has the state of the moment it was made.
+    let restored = Server::start_in(&dir, &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)], None);
+    let s = summary_json(&restored.base);
+    assert_eq!(s["messages"], 3, "{s}");
+    assert_eq!(s["subscriptions"], 1, "{s}");
+    assert_eq!(s["openSessions"], 1, "{s}");
+    assert_eq!(s["undeliveredNotifications"], undelivered, "{s}");
+    assert_eq!(summary_json(&server.base)["messages"], 4);
+    drop(restored);
+    let _ = std::fs::remove_dir_all(&parent);
+}
+
+/// A name unique to this run.
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }

@@ -525,6 +525,54 @@ impl Backend for Sqlite {
             .map_err(err)
     }
 
+    /// `VACUUM INTO` on the held connection (the only one: exclusive locking mode), so the
+    /// copy is of one committed state; into a file created `0600` first (SQLite would create
+    /// it with the umask's mode), which the server then never opens.
+    fn backup_into(&mut self, file: &Path) -> Result<(), StoreError> {
+        let name = file
+            .to_str()
+            .ok_or_else(|| StoreError(format!("{} is not UTF-8", file.display())))?;
+        crate::data_dir::create_private(file).map_err(StoreError)?;
+        self.conn
+            .execute("VACUUM INTO ?1", [name])
+            .map(|_| ())
+            .map_err(|e| StoreError(format!("backing up into {}: {e}", file.display())))
+    }
+
+    fn counts(&mut self, most: usize) -> Result<super::StoredCounts, StoreError> {
+        let count = |sql: &str| {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(err)
+        };
+        let messages = count("SELECT COUNT(*) FROM messages")?;
+        let undelivered = count("SELECT COUNT(*) FROM outbox")?;
+        let mut by = self
+            .conn
+            .prepare(
+                "SELECT subscription, COUNT(*) AS n FROM outbox GROUP BY subscription
+                 ORDER BY n DESC, subscription LIMIT ?1",
+            )
+            .map_err(err)?;
+        let limit = i64::try_from(most).unwrap_or(i64::MAX);
+        let undelivered_by_subscription = by
+            .query_map([limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        Ok(super::StoredCounts {
+            messages,
+            undelivered,
+            undelivered_by_subscription,
+        })
+    }
+
     fn housekeeping_due(&self) -> bool {
         self.frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES
     }
