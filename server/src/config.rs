@@ -80,6 +80,8 @@ pub struct Config {
     /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
     /// `info` (also one line per request), `debug`, `error`.
     pub log_level: dropshot::ConfigLoggingLevel,
+    /// `NETAPI_CHAT_LOG_FORMAT`: `text` (default) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
     /// `NETAPI_CHAT_WEBHOOK_SECRET`: the `whsec_…` secret notifications are signed with. When
     /// unset, one is generated at first start into `<data dir>/webhook-secret` and printed.
     pub webhook_secret: Option<String>,
@@ -110,6 +112,16 @@ impl Config {
             AuthConfig::Jwt { .. } => None,
         }
     }
+}
+
+/// How log lines are written on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable lines (dropshot's terminal format).
+    #[default]
+    Text,
+    /// One JSON object per line (`msg`, `level`, `ts` and every key of the line, e.g. `req_id`).
+    Json,
 }
 
 /// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
@@ -192,6 +204,7 @@ impl Default for Config {
             body_timeout: netapi_chat_runtime::negotiate::DEFAULT_BODY_TIMEOUT,
             auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
+            log_format: LogFormat::Text,
             connections: Connections::default(),
             metrics_token: None,
             admin_token: None,
@@ -277,6 +290,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end): the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
+    Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
     Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
     Setting::unset("NETAPI_CHAT_TOKEN_FILE", "`<data dir>/tokens`", "token file: one token per line and the users it may act for, or `*` (generated with one `*` token at first start when missing)"),
     Setting::unset("NETAPI_CHAT_JWKS_FILE", "the token file is used", "when set, OAuth 2.0 JWT access tokens (RS256/ES256) verified against this JWKS are used instead of the token file"),
@@ -737,6 +751,13 @@ impl Config {
                 shutdown_grace: s
                     .seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
                     .unwrap_or(d.connections.shutdown_grace),
+            },
+            log_format: match s.text("NETAPI_CHAT_LOG_FORMAT").map(str::trim) {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(s.invalid("NETAPI_CHAT_LOG_FORMAT", other, "text or json"));
+                }
             },
             log_level: match s.text("NETAPI_CHAT_LOG_LEVEL").map(str::trim) {
                 None | Some("warn") => dropshot::ConfigLoggingLevel::Warn,

@@ -3,7 +3,7 @@
 
 use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier, WatchedTokenFile};
 use crate::chat::{Chat, Settings};
-use crate::config::{AuthConfig, Config};
+use crate::config::{AuthConfig, Config, LogFormat};
 use crate::data_dir;
 use crate::gate::Methods;
 use crate::handlers::ChatServer;
@@ -14,8 +14,8 @@ use crate::store::Store;
 use crate::store::sqlite::Sqlite;
 use crate::urls::Urls;
 use dropshot::{
-    Body, ConfigDropshot, ConfigLogging, ConnectionLimits, HttpError, HttpServer, Path,
-    RequestContext, ServerBuilder, endpoint,
+    Body, ConfigDropshot, ConfigLogging, ConfigLoggingLevel, ConnectionLimits, HttpError,
+    HttpServer, Path, RequestContext, ServerBuilder, endpoint,
 };
 use http::{Response, StatusCode, header};
 use schemars::JsonSchema;
@@ -234,13 +234,42 @@ fn raise_open_files_limit() -> u64 {
     }
 }
 
+/// The server's logger, on stderr: dropshot's terminal format, or one JSON object per line
+/// (`NETAPI_CHAT_LOG_FORMAT=json`: `msg`, `level`, `ts`, `name` and the line's keys, such as
+/// the `req_id` every request's lines carry), at the configured level.
+pub fn logger(config: &Config) -> Result<slog::Logger, String> {
+    // Start-up warnings written before the logger exists follow the same format.
+    data_dir::set_json_lines(config.log_format == LogFormat::Json);
+    match config.log_format {
+        LogFormat::Text => ConfigLogging::StderrTerminal {
+            level: config.log_level.clone(),
+        }
+        .to_logger("netapi-chat")
+        .map_err(|e| e.to_string()),
+        LogFormat::Json => {
+            use slog::Drain as _;
+            let level = match config.log_level {
+                ConfigLoggingLevel::Critical => slog::Level::Critical,
+                ConfigLoggingLevel::Error => slog::Level::Error,
+                ConfigLoggingLevel::Warn => slog::Level::Warning,
+                ConfigLoggingLevel::Info => slog::Level::Info,
+                ConfigLoggingLevel::Debug => slog::Level::Debug,
+                ConfigLoggingLevel::Trace => slog::Level::Trace,
+            };
+            let json = slog_json::Json::new(std::io::stderr())
+                .add_default_keys()
+                .build();
+            // A line is written whole under the lock; a failed write (stderr closed) is dropped.
+            let drain = std::sync::Mutex::new(json).ignore_res();
+            let drain = slog::LevelFilter::new(drain, level).ignore_res();
+            Ok(slog::Logger::root(drain, slog::o!("name" => "netapi-chat")))
+        }
+    }
+}
+
 /// Starts the server on `config.bind`.
 pub fn start(config: &Config) -> Result<Started, StartError> {
-    let log = ConfigLogging::StderrTerminal {
-        level: config.log_level.clone(),
-    }
-    .to_logger("netapi-chat")
-    .map_err(|e| StartError::Log(e.to_string()))?;
+    let log = logger(config).map_err(StartError::Log)?;
     if config.callbacks.allow_loopback {
         // Loud, at the default level: a development switch left on in production would let
         // any client make the server POST to this machine's own services.
@@ -370,6 +399,9 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     )
     .config(dropshot)
     .connection_limits(limits)
+    // A sane incoming x-request-id becomes the request's id (its log lines' req_id), and every
+    // response carries the id (vendor/dropshot/PATCHES.md, item 8).
+    .request_ids(true)
     .request_gate(methods.into_gate());
     let server = if config.metrics_token.is_some() {
         server.request_observer(observer)

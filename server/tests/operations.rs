@@ -7,6 +7,8 @@
 //!   unknown keys), and the environment overriding the file;
 //! - item 1: `/metrics` opens only with the metrics token, and its counters move as a flow runs
 //!   (requests by route and status, store commits, notifications, sizes, rate-limit refusals);
+//! - item 3: `x-request-id` echoed (a sane incoming one) or made, and JSON log lines that
+//!   parse and carry it;
 //! - item 5: `tokens add|list|revoke` change who gets in on a running server, without a
 //!   restart; `summary` counts what it stores and `backup` copies it while it runs (and a
 //!   server started on the copy has the state of that moment).
@@ -976,4 +978,96 @@ fn uuid_like() -> String {
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     )
+}
+
+// ---------------------------------------------------------------- item 3: logs
+
+/// Every response carries `x-request-id`: the client's own when it is sane (echoed), a fresh one
+/// otherwise; with `NETAPI_CHAT_LOG_FORMAT=json` every stderr line is a JSON object, and the
+/// request's lines carry its id as `req_id`.
+#[tokio::test]
+async fn request_ids_are_echoed_and_json_logs_parse() {
+    let dir = support::temp_data_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+        .env("NETAPI_CHAT_DATA_DIR", &dir)
+        .env("NETAPI_CHAT_LOG_FORMAT", "json")
+        .env("NETAPI_CHAT_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netapi-chat");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("startup line");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let stderr = child.stderr.take().expect("stderr");
+    let collected = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let url = format!("{base}/v1/chat/tel%3A%2B15551230001/subscriptions");
+    let id_of = |a: &support::Answer| {
+        a.headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Echoed, on a success and on an error (no token).
+    let ok = send("GET", &url, &[("x-request-id", "client-req:42.a_b")], None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(id_of(&ok), "client-req:42.a_b");
+    let refused = send(
+        "GET",
+        &url,
+        &[("x-request-id", "client-req-401"), ("authorization", "")],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(id_of(&refused), "client-req-401");
+    // Not sane (too long, or characters outside the set): replaced by a fresh id.
+    for bad in [
+        "x".repeat(65),
+        "has space".to_owned(),
+        "quote\"d".to_owned(),
+    ] {
+        let a = send("GET", &url, &[("x-request-id", &bad)], None).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let id = id_of(&a);
+        assert!(!id.is_empty() && id != bad, "{bad:?} -> {id:?}");
+    }
+    // None sent: one is made, different each time.
+    let a = id_of(&send("GET", &url, &[], None).await);
+    let b = id_of(&send("GET", &url, &[], None).await);
+    assert!(!a.is_empty() && a != b, "{a} {b}");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = collected.join().expect("stderr reader");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    let completed = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["req_id"] == id && l["msg"] == "request completed")
+    };
+    let line = completed("client-req:42.a_b")
+        .unwrap_or_else(|| panic!("no line for the request in\n{logs}"));
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["ts"].is_string(), "{line}");
+    assert_eq!(
+        completed("client-req-401").expect("401 line")["response_code"],
+        401
+    );
+    assert!(completed(&a).is_some(), "generated id {a} not logged");
+    let _ = std::fs::remove_dir_all(&dir);
 }
