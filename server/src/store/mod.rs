@@ -214,8 +214,8 @@ pub trait Backend: Send + 'static {
     fn outbox_len(&mut self) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
-    /// Writes a consistent copy of the whole database to `file` (which must not exist, or be
-    /// empty), for `netapi-chat backup`: run through [`Store::read`], so it holds every batch
+    /// Writes a consistent copy of the whole database to `file` (which must not exist), for
+    /// `netapi-chat backup`: run through [`Store::read`], so it holds every batch
     /// queued before it and commits wait while it runs (its cost follows the database's size).
     fn backup_into(&mut self, file: &std::path::Path) -> Result<(), StoreError> {
         let _ = file;
