@@ -72,7 +72,14 @@ impl Denied {
             Denied::NotAdmin => refuse(
                 StatusCode::UNAUTHORIZED,
                 "the admin token (NETAPI_CHAT_ADMIN_TOKEN) is required",
-            ),
+            )
+            .map(|mut response| {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"netapi-chat admin\""),
+                );
+                response
+            }),
         }
     }
 }

@@ -929,6 +929,21 @@ async fn summary_and_backup_go_through_the_running_server() {
     assert!(r.stderr.contains("401"), "{}", r.stderr);
     let a = send("GET", &format!("{}/admin/summary", server.base), &[], None).await;
     assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(
+        a.headers["www-authenticate"],
+        "Bearer realm=\"netapi-chat admin\""
+    );
+    // A backup asked with an API token writes nothing.
+    let nowhere = std::env::temp_dir().join(format!("netapi-chat-no-backup-{}", uuid_like()));
+    let a = send(
+        "POST",
+        &format!("{}/admin/backup?dir={}", server.base, nowhere.display()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(!nowhere.exists());
 
     let parent = std::env::temp_dir().join(format!("netapi-chat-backup-{}", uuid_like()));
     std::fs::create_dir_all(&parent).expect("parent");
