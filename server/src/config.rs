@@ -97,6 +97,8 @@ pub struct Config {
     /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
     /// `info` (also one line per request), `debug`, `error`.
     pub log_level: dropshot::ConfigLoggingLevel,
+    /// `NETAPI_CHAT_LOG_FORMAT`: `text` (default) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
     /// `NETAPI_CHAT_WEBHOOK_SECRET`: opt-in to one server-wide `whsec_…` secret that signs the
     /// notifications of every subscription whose client sent no secret of its own. Unset (the
     /// default): each new subscription gets a secret of its own; the server-wide secret is
@@ -111,11 +113,38 @@ pub struct Config {
     /// `NETAPI_CHAT_METRICS_TOKEN`: the bearer token that opens `/metrics`; unset (the
     /// default): no metrics are recorded and there is no `/metrics`.
     pub metrics_token: Option<String>,
+    /// `NETAPI_CHAT_ADMIN_TOKEN`: the bearer token that opens the admin endpoints (see
+    /// [`crate::admin_api`]), which `netapi-chat backup` and `summary` call; unset (the
+    /// default): there are none.
+    pub admin_token: Option<String>,
     /// `NETAPI_CHAT_RETENTION`: how long a message is kept after it was sent, as a duration
     /// such as `30d` (the default), `12h` or `90s`; older ones are purged in the background
     /// and answer like messages that never existed. `NETAPI_CHAT_PURGE_INTERVAL_MS`: time
     /// between purge rounds (default 10 000). See [`crate::retention`].
     pub retention: Retention,
+}
+
+impl Config {
+    /// The token file in use: `NETAPI_CHAT_TOKEN_FILE`, else `<data dir>/tokens`; `None` when
+    /// tokens are JWTs (they come from an identity provider, not from a file).
+    pub fn token_file(&self) -> Option<PathBuf> {
+        match &self.auth {
+            AuthConfig::TokenFile(path) => {
+                Some(path.clone().unwrap_or_else(|| self.data_dir.join("tokens")))
+            }
+            AuthConfig::Jwt { .. } => None,
+        }
+    }
+}
+
+/// How log lines are written on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable lines (dropshot's terminal format).
+    #[default]
+    Text,
+    /// One JSON object per line (`msg`, `level`, `ts` and every key of the line, e.g. `req_id`).
+    Json,
 }
 
 /// Connection limits and graceful shutdown: what keeps a flood of connections, slow or idle
@@ -203,8 +232,10 @@ impl Default for Config {
             body_timeout: netapi_chat_runtime::negotiate::DEFAULT_BODY_TIMEOUT,
             auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
+            log_format: LogFormat::Text,
             connections: Connections::default(),
             metrics_token: None,
+            admin_token: None,
             retention: Retention::default(),
         }
     }
@@ -288,6 +319,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
     Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions"),
+    Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
     Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
     Setting::unset("NETAPI_CHAT_TOKEN_FILE", "`<data dir>/tokens`", "token file: one token per line and the users it may act for, or `*` (generated with one `*` token at first start when missing)"),
     Setting::unset("NETAPI_CHAT_JWKS_FILE", "the token file is used", "when set, OAuth 2.0 JWT access tokens (RS256/ES256) verified against this JWKS are used instead of the token file"),
@@ -326,6 +358,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
+    Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
     Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
     Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long to be answered, then the store is closed and the process exits 0"),
 ];
@@ -769,6 +802,13 @@ impl Config {
             rotation_window: s
                 .duration("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW")?
                 .unwrap_or(d.rotation_window),
+            admin_token: match s.text("NETAPI_CHAT_ADMIN_TOKEN").map(str::trim) {
+                None => None,
+                Some("") => {
+                    return Err(s.invalid("NETAPI_CHAT_ADMIN_TOKEN", "", "a non-empty token"));
+                }
+                Some(t) => Some(t.to_owned()),
+            },
             connections: Connections {
                 max: s
                     .var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?
@@ -783,6 +823,13 @@ impl Config {
                 shutdown_grace: s
                     .seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
                     .unwrap_or(d.connections.shutdown_grace),
+            },
+            log_format: match s.text("NETAPI_CHAT_LOG_FORMAT").map(str::trim) {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(s.invalid("NETAPI_CHAT_LOG_FORMAT", other, "text or json"));
+                }
             },
             log_level: match s.text("NETAPI_CHAT_LOG_LEVEL").map(str::trim) {
                 None | Some("warn") => dropshot::ConfigLoggingLevel::Warn,

@@ -20,10 +20,35 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file the server creates in it.
 pub const FILE_MODE: u32 = 0o600;
 
+/// Whether stderr lines are JSON objects (`NETAPI_CHAT_LOG_FORMAT=json`), for [`warn`].
+static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`warn`] write JSON lines like the logger's (`msg`, `level`, `ts`, `name`), so that
+/// stderr stays one JSON object per line; set once at start-up, before the first warning.
+pub fn set_json_lines(on: bool) {
+    JSON_LINES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One warning line as [`warn`] writes it.
+pub fn warning_line(text: &str, json: bool, now: std::time::SystemTime) -> String {
+    if json {
+        serde_json::json!({
+            "msg": text,
+            "level": "WARN",
+            "ts": humantime::format_rfc3339_micros(now).to_string(),
+            "name": "netapi-chat",
+        })
+        .to_string()
+    } else {
+        format!("netapi-chat: warning: {text}")
+    }
+}
+
 /// Says something to the operator on stderr (start-up only; the log is not set up yet for all
 /// callers, and these lines must be seen whatever the log level).
 fn warn(text: &str) {
-    eprintln!("netapi-chat: warning: {text}");
+    let json = JSON_LINES.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{}", warning_line(text, json, std::time::SystemTime::now()));
 }
 
 /// True when group or others have any access in `mode`.
@@ -140,6 +165,21 @@ pub fn check_writable(dir: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn warnings_are_text_or_one_json_object() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        assert_eq!(
+            warning_line("mode 0755", false, at),
+            "netapi-chat: warning: mode 0755"
+        );
+        let line = warning_line("a \"quoted\"\nline", true, at);
+        assert!(!line.contains('\n'), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(v["msg"], "a \"quoted\"\nline");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["ts"], "1970-01-01T00:00:01.000000Z");
+    }
+
     use super::*;
 
     fn temp(name: &str) -> std::path::PathBuf {

@@ -34,6 +34,8 @@ pub struct ChatServer {
     pub health: Arc<crate::health::Health>,
     /// The token that opens `/metrics` (see [`crate::metrics`]); `None`: metrics are off.
     pub metrics_token: Option<String>,
+    /// The admin endpoints' settings (see [`crate::admin_api`]); `None`: there are none.
+    pub admin: Option<Arc<crate::admin_api::Admin>>,
 }
 
 /// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a

@@ -9,6 +9,8 @@
 //! - [`config`], [`address`], [`urls`], [`time`], [`logsafe`]: the small pieces they share.
 
 pub mod address;
+pub mod admin;
+pub mod admin_api;
 pub mod auth;
 pub mod callback_guard;
 pub mod chat;

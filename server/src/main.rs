@@ -1,7 +1,8 @@
 //! `netapi-chat`: the chat server's command line. With no arguments it runs the server on the
 //! configuration of the environment (`NETAPI_CHAT_*` variables) over the defaults; `--config
 //! FILE` adds a TOML file under the environment; `check-config` prints the configuration in
-//! force and exits. Every setting is listed in `netapi_chat::config::SETTINGS`.
+//! force and exits; `tokens add|list|revoke` manage the token file of a running server
+//! (`netapi_chat::admin`). Every setting is listed in `netapi_chat::config::SETTINGS`.
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use netapi_chat::config::{Config, Sources};
@@ -37,6 +38,92 @@ enum Command {
     /// Print the effective configuration (secrets redacted) and exit: 0 when it is valid, 2
     /// with a message naming the problem when it is not.
     CheckConfig,
+    /// Manage the access tokens of the token file; a running server uses a change within
+    /// 250 ms, without a restart.
+    #[command(subcommand)]
+    Tokens(Tokens),
+    /// Have the running server write a consistent copy of its data directory (database,
+    /// webhook secret, token file) into DIR, which it creates; needs NETAPI_CHAT_ADMIN_TOKEN.
+    /// Restore: run a server with NETAPI_CHAT_DATA_DIR=DIR.
+    Backup {
+        /// The directory to create (must not exist).
+        dir: PathBuf,
+        /// The server's base URL (default: http:// + the configured bind address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Print what the running server stores: subscriptions, open sessions, messages,
+    /// undelivered notifications (per subscription); needs NETAPI_CHAT_ADMIN_TOKEN.
+    Summary {
+        /// The server's base URL (default: http:// + the configured bind address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print the server's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tokens …`: edits of the token file (atomic, mode 0600; see `netapi_chat::admin`).
+#[derive(Subcommand)]
+enum Tokens {
+    /// Add a token for one or more users: `tokens add TOKEN USER...`, or `tokens add
+    /// --generate USER...` to have a random token made and printed on stdout (it is never shown
+    /// again). TOKEN `-` reads it from stdin (keeps it out of the process list and shell
+    /// history). A user is a tel: or sip: address, or `*` for any user (an application).
+    Add {
+        /// Generate the token instead of taking it as the first argument.
+        #[arg(long)]
+        generate: bool,
+        /// TOKEN USER... (or USER... with --generate).
+        #[arg(required = true, value_name = "TOKEN|USER")]
+        args: Vec<String>,
+    },
+    /// List the tokens: fingerprint (sha256:…, never the token) and users, one per line.
+    List,
+    /// Revoke a token, given by itself or by its fingerprint from `tokens list`.
+    Revoke {
+        /// The token, `-` to read it from stdin, or its `sha256:…` fingerprint.
+        #[arg(value_name = "TOKEN|FINGERPRINT")]
+        token: String,
+    },
+}
+
+/// The `tokens` command for the library: reads a `-` token from stdin, splits TOKEN from USERs.
+fn tokens_command(tokens: Tokens) -> Result<netapi_chat::admin::TokensCommand, String> {
+    use netapi_chat::admin::TokensCommand;
+    let from_stdin = |word: String| -> Result<String, String> {
+        if word != "-" {
+            return Ok(word);
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the token from stdin: {e}"))?;
+        Ok(line.trim().to_owned())
+    };
+    Ok(match tokens {
+        Tokens::Add {
+            generate: true,
+            args,
+        } => TokensCommand::Add {
+            token: None,
+            users: args,
+        },
+        Tokens::Add {
+            generate: false,
+            args,
+        } => {
+            let mut args = args.into_iter();
+            let token = args.next().ok_or("tokens add: no TOKEN given")?;
+            TokensCommand::Add {
+                token: Some(from_stdin(token)?),
+                users: args.collect(),
+            }
+        }
+        Tokens::List => TokensCommand::List,
+        Tokens::Revoke { token } => TokensCommand::Revoke(from_stdin(token)?),
+    })
 }
 
 #[tokio::main]
@@ -66,7 +153,31 @@ async fn main() -> std::process::ExitCode {
             eprintln!("netapi-chat: the configuration is valid");
             std::process::ExitCode::SUCCESS
         }
+        Some(Command::Tokens(tokens)) => admin_output(
+            tokens_command(tokens).and_then(|command| netapi_chat::admin::tokens(&config, command)),
+        ),
+        Some(Command::Backup { dir, url }) => {
+            admin_output(netapi_chat::admin::backup(&config, url.as_deref(), &dir).await)
+        }
+        Some(Command::Summary { url, json }) => {
+            admin_output(netapi_chat::admin::summary(&config, url.as_deref(), json).await)
+        }
         None | Some(Command::Serve) => serve(config).await,
+    }
+}
+
+/// Prints an admin command's output; exit 0, or 1 with the error on stderr.
+fn admin_output(done: Result<netapi_chat::admin::Output, String>) -> std::process::ExitCode {
+    match done {
+        Ok(out) => {
+            let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+            let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netapi-chat: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Starting the HTTP server: the generated API routed to [`ChatServer`], plus the published
 //! documents (`/openapi.json`, `/xsd/{file}`) and the health endpoints ([`crate::health`]).
 
-use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier};
+use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier, WatchedTokenFile};
 use crate::chat::{Chat, Settings};
-use crate::config::{AuthConfig, Config};
+use crate::config::{AuthConfig, Config, LogFormat};
 use crate::data_dir;
 use crate::gate::Methods;
 use crate::handlers::ChatServer;
@@ -13,8 +13,8 @@ use crate::store::Store;
 use crate::store::sqlite::Sqlite;
 use crate::urls::Urls;
 use dropshot::{
-    Body, ConfigDropshot, ConfigLogging, ConnectionLimits, HttpError, HttpServer, Path,
-    RequestContext, ServerBuilder, endpoint,
+    Body, ConfigDropshot, ConfigLogging, ConfigLoggingLevel, ConnectionLimits, HttpError,
+    HttpServer, Path, RequestContext, ServerBuilder, endpoint,
 };
 use http::{Response, StatusCode, header};
 use schemars::JsonSchema;
@@ -101,11 +101,15 @@ fn document(content_type: &'static str, text: &'static str) -> Result<Response<B
 }
 
 /// The verifier of access tokens, and a message to print once (a token file just generated).
-fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
+/// A token file is watched: edits (`netapi-chat tokens …`) apply without a restart.
+fn token_verifier(
+    config: &Config,
+    log: &slog::Logger,
+) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
     match &config.auth {
-        AuthConfig::TokenFile(path) => {
-            let path = path
-                .clone()
+        AuthConfig::TokenFile(_) => {
+            let path = config
+                .token_file()
                 .unwrap_or_else(|| config.data_dir.join("tokens"));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 data_dir::create(dir).map_err(StartError::Auth)?;
@@ -113,7 +117,13 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
             let (file, summary) = TokenFile::load_or_generate(&path, &[ANY_USER])
                 .map_err(|e| StartError::Auth(e.to_string()))?;
             data_dir::warn_if_readable_by_others(&path);
-            Ok((Arc::new(file), summary))
+            let watched = WatchedTokenFile::new(
+                path,
+                file,
+                crate::auth::watched::CHECK_INTERVAL,
+                log.clone(),
+            );
+            Ok((Arc::new(watched), summary))
         }
         AuthConfig::Jwt {
             jwks,
@@ -141,9 +151,9 @@ pub fn check(config: &Config) -> Result<(), String> {
         Signer::from_secret(secret).map_err(|e| format!("NETAPI_CHAT_WEBHOOK_SECRET: {e}"))?;
     }
     match &config.auth {
-        AuthConfig::TokenFile(path) => {
-            let path = path
-                .clone()
+        AuthConfig::TokenFile(_) => {
+            let path = config
+                .token_file()
                 .unwrap_or_else(|| config.data_dir.join("tokens"));
             if path.exists() {
                 TokenFile::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -217,13 +227,42 @@ fn raise_open_files_limit() -> u64 {
     }
 }
 
+/// The server's logger, on stderr: dropshot's terminal format, or one JSON object per line
+/// (`NETAPI_CHAT_LOG_FORMAT=json`: `msg`, `level`, `ts`, `name` and the line's keys, such as
+/// the `req_id` every request's lines carry), at the configured level.
+pub fn logger(config: &Config) -> Result<slog::Logger, String> {
+    // Start-up warnings written before the logger exists follow the same format.
+    data_dir::set_json_lines(config.log_format == LogFormat::Json);
+    match config.log_format {
+        LogFormat::Text => ConfigLogging::StderrTerminal {
+            level: config.log_level.clone(),
+        }
+        .to_logger("netapi-chat")
+        .map_err(|e| e.to_string()),
+        LogFormat::Json => {
+            use slog::Drain as _;
+            let level = match config.log_level {
+                ConfigLoggingLevel::Critical => slog::Level::Critical,
+                ConfigLoggingLevel::Error => slog::Level::Error,
+                ConfigLoggingLevel::Warn => slog::Level::Warning,
+                ConfigLoggingLevel::Info => slog::Level::Info,
+                ConfigLoggingLevel::Debug => slog::Level::Debug,
+                ConfigLoggingLevel::Trace => slog::Level::Trace,
+            };
+            let json = slog_json::Json::new(std::io::stderr())
+                .add_default_keys()
+                .build();
+            // A line is written whole under the lock; a failed write (stderr closed) is dropped.
+            let drain = std::sync::Mutex::new(json).ignore_res();
+            let drain = slog::LevelFilter::new(drain, level).ignore_res();
+            Ok(slog::Logger::root(drain, slog::o!("name" => "netapi-chat")))
+        }
+    }
+}
+
 /// Starts the server on `config.bind`.
 pub fn start(config: &Config) -> Result<Started, StartError> {
-    let log = ConfigLogging::StderrTerminal {
-        level: config.log_level.clone(),
-    }
-    .to_logger("netapi-chat")
-    .map_err(|e| StartError::Log(e.to_string()))?;
+    let log = logger(config).map_err(StartError::Log)?;
     if config.callbacks.allow_loopback {
         // Loud, at the default level: a development switch left on in production would let
         // any client make the server POST to this machine's own services.
@@ -246,6 +285,12 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     if config.metrics_token.is_some() {
         crate::metrics::install().map_err(StartError::Api)?;
         api.register(crate::metrics::metrics_endpoint)
+            .map_err(|e| StartError::Api(e.to_string()))?;
+    }
+    if config.admin_token.is_some() {
+        api.register(crate::admin_api::backup_endpoint)
+            .map_err(|e| StartError::Api(e.to_string()))?;
+        api.register(crate::admin_api::summary_endpoint)
             .map_err(|e| StartError::Api(e.to_string()))?;
     }
     netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
@@ -291,7 +336,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         default_request_body_max_bytes: config.max_body_bytes,
         ..Default::default()
     };
-    let (verifier, token_notice) = token_verifier(config)?;
+    let (verifier, token_notice) = token_verifier(config, &log)?;
     let notice = token_notice;
     let mut methods =
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;
@@ -300,6 +345,11 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     }
     if config.metrics_token.is_some() {
         methods.add(crate::metrics::PATH, &["GET"]);
+    }
+    if config.admin_token.is_some() {
+        for (path, method) in crate::admin_api::ROUTES {
+            methods.add(path, &[method]);
+        }
     }
     // Request metrics are labelled with the route templates the gate knows.
     let routes = Arc::new(methods.clone());
@@ -329,11 +379,21 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
             )),
             health,
             metrics_token: config.metrics_token.clone(),
+            admin: config.admin_token.clone().map(|token| {
+                Arc::new(crate::admin_api::Admin {
+                    token,
+                    data_dir: config.data_dir.clone(),
+                    token_file: config.token_file(),
+                })
+            }),
         },
         log,
     )
     .config(dropshot)
     .connection_limits(limits)
+    // A sane incoming x-request-id becomes the request's id (its log lines' req_id), and every
+    // response carries the id (vendor/dropshot/PATCHES.md, item 8).
+    .request_ids(true)
     .request_gate(methods.into_gate());
     let server = if config.metrics_token.is_some() {
         server.request_observer(observer)

@@ -6,7 +6,12 @@
 //! - item 4: `--help`, `--version`, `--config FILE`, `check-config` (valid and invalid files,
 //!   unknown keys), and the environment overriding the file;
 //! - item 1: `/metrics` opens only with the metrics token, and its counters move as a flow runs
-//!   (requests by route and status, store commits, notifications, sizes, rate-limit refusals).
+//!   (requests by route and status, store commits, notifications, sizes, rate-limit refusals);
+//! - item 3: `x-request-id` echoed (a sane incoming one) or made, and JSON log lines that
+//!   parse and carry it;
+//! - item 5: `tokens add|list|revoke` change who gets in on a running server, without a
+//!   restart; `summary` counts what it stores and `backup` copies it while it runs (and a
+//!   server started on the copy has the state of that moment).
 
 mod support;
 
@@ -238,7 +243,7 @@ fn version_prints_the_package_version() {
 fn help_lists_the_commands_and_every_setting() {
     let r = run(&["--help"], &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    for word in ["--config", "check-config", "serve", "--version"] {
+    for word in ["--config", "check-config", "serve", "tokens", "--version"] {
         assert!(
             r.stdout.contains(word),
             "--help lacks {word}:\n{}",
@@ -684,4 +689,400 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     );
     assert_eq!(get("netapi_chat_notifications_delivered_total", &[]), 0.0);
     assert_eq!(get("netapi_chat_notifications_given_up_total", &[]), 0.0);
+}
+
+// ---------------------------------------------------------------- item 5: admin CLI
+
+/// Status of `GET …/{user}/subscriptions` with `token`.
+async fn status_with(server: &Server, token: &str, user: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    send(
+        "GET",
+        &server.url(user, "/subscriptions"),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await
+    .status
+}
+
+/// Polls [`status_with`] until it is `wanted` (the server looks at the token file at most every
+/// 250 ms); panics with the last status after 10 s.
+async fn becomes(server: &Server, token: &str, user: &str, wanted: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_with(server, token, user).await;
+        if status == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} for {user}, expected {wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `tokens …` run against `server`'s data directory.
+fn tokens(server: &Server, args: &[&str]) -> Run {
+    let dir = server.data_dir.to_string_lossy().into_owned();
+    let mut all = vec!["tokens"];
+    all.extend_from_slice(args);
+    run(&all, &[("NETAPI_CHAT_DATA_DIR", dir.as_str())])
+}
+
+/// The fingerprint `tokens list` shows for the token of `users`.
+fn fingerprint_of(server: &Server, users: &str) -> String {
+    let r = tokens(server, &["list"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    r.stdout
+        .lines()
+        .find_map(|l| {
+            let (fp, rest) = l.split_once(' ')?;
+            (rest.trim() == users).then(|| fp.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no token of {users} in\n{}", r.stdout))
+}
+
+/// A token added with the CLI works on the running server without a restart, for its users
+/// only; `tokens list` shows fingerprints, never tokens; a revoked token (by fingerprint or by
+/// itself) gets 401 while the others keep working; the file stays private.
+#[tokio::test]
+async fn tokens_added_and_revoked_with_the_cli_apply_to_the_running_server() {
+    // Polling an unknown token is a run of failed authentications: not what is tested here.
+    let server = Server::start(&[("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "0")]);
+    const NEW: &str = "cli-added-token-0123456789";
+    const USER: &str = "tel:+15557770001";
+    assert_eq!(status_with(&server, NEW, USER).await, 401);
+
+    let r = tokens(&server, &["add", NEW, "tel:+1-555-777-0001"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("added token sha256:"), "{}", r.stderr);
+    becomes(&server, NEW, USER, 200).await;
+    assert_eq!(status_with(&server, NEW, "tel:+15557770002").await, 403);
+
+    // The same token twice is refused, and says so without printing it.
+    let r = tokens(&server, &["add", NEW, "*"]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("already in the file"), "{}", r.stderr);
+    assert!(!r.stderr.contains(NEW), "{}", r.stderr);
+
+    let listed = tokens(&server, &["list"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(!listed.stdout.contains(NEW), "{}", listed.stdout);
+    assert!(
+        !listed.stdout.contains(support::APP_TOKEN),
+        "{}",
+        listed.stdout
+    );
+    let fingerprint = fingerprint_of(&server, USER);
+    assert!(fingerprint.starts_with("sha256:"), "{fingerprint}");
+
+    let r = tokens(&server, &["revoke", &fingerprint]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    becomes(&server, NEW, USER, 401).await;
+    assert_eq!(
+        status_with(&server, support::APP_TOKEN, USER).await,
+        200,
+        "other tokens keep working"
+    );
+
+    // A generated token is printed once, on stdout, and works; revoked by itself, from stdin.
+    let r = tokens(&server, &["add", "--generate", "sip:gen@example.com"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let generated = r.stdout.trim().to_owned();
+    assert!(generated.len() >= 43, "{generated}");
+    becomes(&server, &generated, "sip:gen@example.com", 200).await;
+    let dir = server.data_dir.to_string_lossy().into_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .args(["tokens", "revoke", "-"])
+        .env("NETAPI_CHAT_DATA_DIR", &dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tokens revoke -");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{generated}\n").as_bytes())
+        .expect("write token");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    becomes(&server, &generated, "sip:gen@example.com", 401).await;
+
+    let r = tokens(&server, &["revoke", "sha256:0000000000000000"]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("no such token"), "{}", r.stderr);
+
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(server.data_dir.join("tokens"))
+        .expect("token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// `summary --json` of the server at `base`, parsed.
+fn summary_json(base: &str) -> serde_json::Value {
+    let r = run(
+        &["summary", "--json", "--url", base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+/// Alice (tel:+15551230001) sends `text` in session `sid`.
+async fn alice_sends(server: &Server, sid: &str, text: &str) {
+    let a = send(
+        "POST",
+        &server.url("tel:+15551230001", &format!("/chatSessions/{sid}/messages")),
+        &[("content-type", "application/json")],
+        Some(&format!(r#"{{"chatMessage":{{"text":"{text}"}}}}"#)),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+}
+
+/// `summary` counts what the running server stores (subscriptions, open sessions, messages,
+/// undelivered notifications per subscription); `backup` writes a private data directory of one
+/// committed state while the server runs, and a server started on it has exactly that; both
+/// need the admin token, which API tokens are not.
+#[tokio::test]
+async fn summary_and_backup_go_through_the_running_server() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+    ]);
+    let bob = Listener::start().await;
+    bob.set_down(true);
+    let a = send(
+        "POST",
+        &server.url("sip:bob@example.com", "/subscriptions"),
+        &[("content-type", "application/json")],
+        Some(&format!(
+            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
+            bob.url
+        )),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = send(
+        "POST",
+        &server.url("tel:+15551230001", "/chatSessions"),
+        &[("content-type", "application/json")],
+        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let location = a.headers["location"].to_str().expect("location").to_owned();
+    let sid = location.rsplit('/').next().expect("session id").to_owned();
+    let a = send(
+        "POST",
+        &server.url(
+            "sip:bob@example.com",
+            &format!("/chatSessions/{sid}/participants/sip%3Abob%40example.com/status"),
+        ),
+        &[("content-type", "application/json")],
+        Some(r#"{"participantSessionStatus":{"status":"Connected"}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for text in ["one", "two", "three"] {
+        alice_sends(&server, &sid, text).await;
+    }
+
+    let s = summary_json(&server.base);
+    assert_eq!(s["subscriptions"], 1, "{s}");
+    assert_eq!(s["openSessions"], 1, "{s}");
+    assert_eq!(s["messages"], 3, "{s}");
+    // Bob's listener is down: his invitation and the three messages wait in the outbox.
+    let undelivered = s["undeliveredNotifications"].as_u64().expect("count");
+    assert!(undelivered >= 4, "{s}");
+    let by = s["undeliveredBySubscription"].as_array().expect("list");
+    assert_eq!(by.len(), 1, "{s}");
+    assert_eq!(by[0]["undelivered"], undelivered, "{s}");
+    let text = run(
+        &["summary", "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert!(
+        text.stdout.contains("messages                    3\n"),
+        "{}",
+        text.stdout
+    );
+
+    // Other credentials get 401: a wrong admin token through the CLI, an API token directly.
+    let r = run(
+        &["summary", "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", "not-the-admin-token-0123")],
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+    let a = send("GET", &format!("{}/admin/summary", server.base), &[], None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(
+        a.headers["www-authenticate"],
+        "Bearer realm=\"netapi-chat admin\""
+    );
+    // A backup asked with an API token writes nothing.
+    let nowhere = std::env::temp_dir().join(format!("netapi-chat-no-backup-{}", uuid_like()));
+    let a = send(
+        "POST",
+        &format!("{}/admin/backup?dir={}", server.base, nowhere.display()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(!nowhere.exists());
+
+    let parent = std::env::temp_dir().join(format!("netapi-chat-backup-{}", uuid_like()));
+    std::fs::create_dir_all(&parent).expect("parent");
+    let dir = parent.join("b1");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let r = run(
+        &["backup", &dir_text, "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("backup written to"), "{}", r.stderr);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: PathBuf| std::fs::metadata(&p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(dir.clone()), 0o700);
+    for file in ["netapi-chat.sqlite3", "webhook-secret", "tokens"] {
+        assert_eq!(mode(dir.join(file)), 0o600, "{file}");
+    }
+    // After the backup: not in it.
+    alice_sends(&server, &sid, "four").await;
+    // A backup never overwrites.
+    let r = run(
+        &["backup", &dir_text, "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("409"), "{}", r.stderr);
+
+    // The restore: a server on the backup has the state of the moment it was made.
+    let restored = Server::start_in(&dir, &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)], None);
+    let s = summary_json(&restored.base);
+    assert_eq!(s["messages"], 3, "{s}");
+    assert_eq!(s["subscriptions"], 1, "{s}");
+    assert_eq!(s["openSessions"], 1, "{s}");
+    assert_eq!(s["undeliveredNotifications"], undelivered, "{s}");
+    assert_eq!(summary_json(&server.base)["messages"], 4);
+    drop(restored);
+    let _ = std::fs::remove_dir_all(&parent);
+}
+
+/// A name unique to this run.
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+// ---------------------------------------------------------------- item 3: logs
+
+/// Every response carries `x-request-id`: the client's own when it is sane (echoed), a fresh one
+/// otherwise; with `NETAPI_CHAT_LOG_FORMAT=json` every stderr line is a JSON object, and the
+/// request's lines carry its id as `req_id`.
+#[tokio::test]
+async fn request_ids_are_echoed_and_json_logs_parse() {
+    let dir = support::temp_data_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+        .env("NETAPI_CHAT_DATA_DIR", &dir)
+        .env("NETAPI_CHAT_LOG_FORMAT", "json")
+        .env("NETAPI_CHAT_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netapi-chat");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("startup line");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let stderr = child.stderr.take().expect("stderr");
+    let collected = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let url = format!("{base}/v1/chat/tel%3A%2B15551230001/subscriptions");
+    let id_of = |a: &support::Answer| {
+        a.headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Echoed, on a success and on an error (no token).
+    let ok = send("GET", &url, &[("x-request-id", "client-req:42.a_b")], None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(id_of(&ok), "client-req:42.a_b");
+    let refused = send(
+        "GET",
+        &url,
+        &[("x-request-id", "client-req-401"), ("authorization", "")],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(id_of(&refused), "client-req-401");
+    // Not sane (too long, or characters outside the set): replaced by a fresh id.
+    for bad in [
+        "x".repeat(65),
+        "has space".to_owned(),
+        "quote\"d".to_owned(),
+    ] {
+        let a = send("GET", &url, &[("x-request-id", &bad)], None).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let id = id_of(&a);
+        assert!(!id.is_empty() && id != bad, "{bad:?} -> {id:?}");
+    }
+    // None sent: one is made, different each time.
+    let a = id_of(&send("GET", &url, &[], None).await);
+    let b = id_of(&send("GET", &url, &[], None).await);
+    assert!(!a.is_empty() && a != b, "{a} {b}");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = collected.join().expect("stderr reader");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    let completed = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["req_id"] == id && l["msg"] == "request completed")
+    };
+    let line = completed("client-req:42.a_b")
+        .unwrap_or_else(|| panic!("no line for the request in\n{logs}"));
+    assert_eq!(line["response_code"], 200, "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["ts"].is_string(), "{line}");
+    assert_eq!(
+        completed("client-req-401").expect("401 line")["response_code"],
+        401
+    );
+    assert!(completed(&a).is_some(), "generated id {a} not logged");
+    let _ = std::fs::remove_dir_all(&dir);
 }

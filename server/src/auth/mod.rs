@@ -10,15 +10,20 @@
 //! Two token sources implement [`TokenVerifier`], chosen by configuration:
 //! - [`TokenFile`]: the embedded default, a file of opaque tokens (`TOKEN user1 [user2 …]`),
 //!   written with random tokens at first start ([`TokenFile::load_or_generate`]) so that the
-//!   first command of the README gives a working server with no identity provider;
+//!   first command of the README gives a working server with no identity provider; the
+//!   server uses it through [`WatchedTokenFile`], which reloads it when it changes, and
+//!   [`token_admin`] holds the edits of `netapi-chat tokens add|list|revoke`;
 //! - [`JwtVerifier`]: production, OAuth 2.0 access tokens as JWTs (RS256/ES256) verified
 //!   against a JWKS, checking `exp`/`nbf`/`aud`/`iss`, a user claim and a chat scope.
 
 pub mod jwt;
+pub mod token_admin;
 pub mod token_file;
+pub mod watched;
 
 pub use jwt::{JwtConfig, JwtConfigError, JwtVerifier};
 pub use token_file::{TokenFile, TokenFileError};
+pub use watched::WatchedTokenFile;
 
 use crate::address;
 use netapi_chat_runtime::ApiError;

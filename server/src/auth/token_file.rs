@@ -140,62 +140,18 @@ impl TokenFile {
     /// lines, a token shorter than [`MIN_TOKEN_LEN`], a line without users or a user that is
     /// not a `tel:`/`sip:` address is an error naming the line (never the token).
     pub fn parse(text: &str) -> Result<TokenFile, TokenFileError> {
-        let mut entries: Vec<(usize, Entry)> = Vec::new();
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
-            let syntax = |reason: String| TokenFileError::Syntax {
-                path: None,
-                line,
-                reason,
-            };
-            let content = raw.split_once('#').map_or(raw, |(before, _)| before);
-            let mut words = content.split_whitespace();
-            let Some(token) = words.next() else {
-                continue;
-            };
-            if !is_b64token(token) {
-                return Err(syntax(
-                    "the token must be letters, digits and -._~+/ (then = padding)".to_owned(),
-                ));
-            }
-            if token.len() < MIN_TOKEN_LEN {
-                return Err(syntax(format!(
-                    "the token is shorter than {MIN_TOKEN_LEN} characters"
-                )));
-            }
-            let mut users: Vec<String> = Vec::new();
-            for user in words {
-                if user == ANY_USER {
-                    if !users.iter().any(|u| u == ANY_USER) {
-                        users.push(ANY_USER.to_owned());
-                    }
-                    continue;
-                }
-                let canonical = address::canonical(user).map_err(|_| {
-                    syntax(format!(
-                        "{user} is not a tel: or sip: address (or * for any user)"
-                    ))
-                })?;
-                if !users.contains(&canonical) {
-                    users.push(canonical);
-                }
-            }
-            if users.is_empty() {
-                return Err(syntax(
-                    "the token names no user (expected TOKEN user1 [user2 ...])".to_owned(),
-                ));
-            }
-            let digest = digest(token);
-            if let Some((first, _)) = entries.iter().find(|(_, e)| e.digest == digest) {
-                return Err(syntax(format!("the token of line {first} is repeated")));
-            }
-            entries.push((line, Entry { digest, users }));
-        }
-        if entries.is_empty() {
+        let lines = parse_lines(text)?;
+        if lines.is_empty() {
             return Err(TokenFileError::NoTokens { path: None });
         }
         Ok(TokenFile {
-            entries: entries.into_iter().map(|(_, e)| e).collect(),
+            entries: lines
+                .into_iter()
+                .map(|l| Entry {
+                    digest: l.digest,
+                    users: l.users,
+                })
+                .collect(),
         })
     }
 
@@ -289,6 +245,88 @@ impl TokenVerifier for TokenFile {
     }
 }
 
+/// One token line of a token file, as [`parse_lines`] read it.
+pub(crate) struct TokenLine<'a> {
+    /// 1-based line number.
+    pub line: usize,
+    /// The token as written.
+    pub token: &'a str,
+    /// SHA-256 of the token.
+    pub digest: [u8; 32],
+    /// Its users, canonical, without repeats (`*` kept as is).
+    pub users: Vec<String>,
+}
+
+/// The token lines of token-file text, checked as [`TokenFile::parse`] documents (an empty
+/// list when the text holds comments only): the one reading of the format, shared by the
+/// server and the `tokens` commands that edit the file ([`super::token_admin`]).
+pub(crate) fn parse_lines(text: &str) -> Result<Vec<TokenLine<'_>>, TokenFileError> {
+    let mut entries: Vec<TokenLine<'_>> = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let syntax = |reason: String| TokenFileError::Syntax {
+            path: None,
+            line,
+            reason,
+        };
+        let content = raw.split_once('#').map_or(raw, |(before, _)| before);
+        let mut words = content.split_whitespace();
+        let Some(token) = words.next() else {
+            continue;
+        };
+        if !is_b64token(token) {
+            return Err(syntax(
+                "the token must be letters, digits and -._~+/ (then = padding)".to_owned(),
+            ));
+        }
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(syntax(format!(
+                "the token is shorter than {MIN_TOKEN_LEN} characters"
+            )));
+        }
+        let users = parse_users(words).map_err(syntax)?;
+        let digest = digest(token);
+        if let Some(first) = entries.iter().find(|e| e.digest == digest) {
+            return Err(syntax(format!(
+                "the token of line {} is repeated",
+                first.line
+            )));
+        }
+        entries.push(TokenLine {
+            line,
+            token,
+            digest,
+            users,
+        });
+    }
+    Ok(entries)
+}
+
+/// The users of a token line: canonical `tel:`/`sip:` addresses or `*`, repeats dropped, at
+/// least one; the error says which word is wrong.
+pub(crate) fn parse_users<'a>(
+    words: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, String> {
+    let mut users: Vec<String> = Vec::new();
+    for user in words {
+        if user == ANY_USER {
+            if !users.iter().any(|u| u == ANY_USER) {
+                users.push(ANY_USER.to_owned());
+            }
+            continue;
+        }
+        let canonical = address::canonical(user)
+            .map_err(|_| format!("{user} is not a tel: or sip: address (or * for any user)"))?;
+        if !users.contains(&canonical) {
+            users.push(canonical);
+        }
+    }
+    if users.is_empty() {
+        return Err("the token names no user (expected TOKEN user1 [user2 ...])".to_owned());
+    }
+    Ok(users)
+}
+
 /// Compares two digests without an early exit.
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
@@ -296,7 +334,7 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// A fresh random token: 32 bytes from the thread-local CSPRNG, base64url without padding.
-fn generate_token() -> String {
+pub(crate) fn generate_token() -> String {
     let mut bytes = [0u8; GENERATED_TOKEN_BYTES];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)

@@ -253,6 +253,24 @@ pub trait Backend: Send + 'static {
     fn outbox_len(&mut self) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+    /// Writes a consistent copy of the whole database to `file` (which must not exist), for
+    /// `netapi-chat backup`: run through [`Store::read`], so it holds every batch
+    /// queued before it and commits wait while it runs (its cost follows the database's size).
+    fn backup_into(&mut self, file: &std::path::Path) -> Result<(), StoreError> {
+        let _ = file;
+        Err(StoreError(
+            "this storage engine cannot make a backup".to_owned(),
+        ))
+    }
+    /// What is stored beyond the in-memory state, for `netapi-chat summary`: the number of
+    /// messages and of undelivered notifications, and the `most` subscriptions with the most
+    /// undelivered notifications (a `COUNT` over each table: the cost follows their sizes).
+    fn counts(&mut self, most: usize) -> Result<StoredCounts, StoreError> {
+        let _ = most;
+        Err(StoreError(
+            "this storage engine cannot count what it stores".to_owned(),
+        ))
+    }
     /// One job of a retention round (see `crate::retention`), in one short transaction of its
     /// own: walks the sessions that have messages, in session order from `from` (inclusive;
     /// `""` for the first), and deletes each one's messages sent before `before_ms` (Unix
@@ -275,6 +293,18 @@ pub trait Backend: Send + 'static {
     fn housekeeping_due(&self) -> bool {
         false
     }
+}
+
+/// Counts of what is stored, for `netapi-chat summary` ([`Backend::counts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoredCounts {
+    /// Messages stored (all sessions).
+    pub messages: u64,
+    /// Notifications in the outbox (not yet delivered, nor given up).
+    pub undelivered: u64,
+    /// Subscriptions with undelivered notifications and how many, most first, at most the
+    /// number asked for (the list is bounded whatever the backlog).
+    pub undelivered_by_subscription: Vec<(String, u64)>,
 }
 
 /// A read run on the store thread (it has the only connection), between commits.

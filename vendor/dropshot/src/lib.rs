@@ -974,6 +974,7 @@ pub use connection_limits::ConnectionLimits;
 pub use server::BuildError;
 pub use server::RequestGate;
 pub use server::RequestObserver;
+pub use server::{MAX_INCOMING_REQUEST_ID, incoming_request_id};
 pub use server::ServerBuilder;
 pub use server::ServerContext;
 pub use server::ShutdownWaitFuture;

@@ -89,6 +89,9 @@ pub struct DropshotState<C: ServerContext> {
     pub(crate) request_gate: DebugIgnore<Option<RequestGate>>,
     /// told about every answered request (see [`ServerBuilder::request_observer`])
     pub(crate) request_observer: DebugIgnore<Option<RequestObserver>>,
+    /// take a valid incoming `x-request-id` and put the request id on every
+    /// response (see [`ServerBuilder::request_ids`])
+    pub(crate) request_ids: bool,
 }
 
 /// A hook told about every request once it is answered: its method and path
@@ -193,6 +196,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
         limits: ConnectionLimits,
         request_gate: Option<RequestGate>,
         request_observer: Option<RequestObserver>,
+        request_ids: bool,
     ) -> Result<HttpServerStarter<C>, BuildError> {
         let tcp = {
             let std_listener = std::net::TcpListener::bind(
@@ -254,6 +258,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             version_policy,
             request_gate: DebugIgnore(request_gate),
             request_observer: DebugIgnore(request_observer),
+            request_ids,
         });
 
         for (path, method, endpoint) in app_state.router.endpoints(None) {
@@ -834,7 +839,11 @@ async fn http_request_handle_wrap<C: ServerContext>(
     // with an error and we'll treat it like an error from any of the endpoints
     // themselves.
     let start_time = std::time::Instant::now();
-    let request_id = generate_request_id();
+    let request_ids = server.request_ids;
+    let request_id = request_ids
+        .then(|| incoming_request_id(request.headers()))
+        .flatten()
+        .unwrap_or_else(generate_request_id);
     // What the request observer is told, taken before the request is consumed.
     let observed = server
         .request_observer
@@ -990,6 +999,14 @@ async fn http_request_handle_wrap<C: ServerContext>(
     if let Some((observer, method, path)) = &observed {
         observer(method, path, response.status().as_u16(), start_time.elapsed());
     }
+    let mut response = response;
+    if request_ids
+        && !response.headers().contains_key(HEADER_REQUEST_ID)
+    {
+        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(HEADER_REQUEST_ID, value);
+        }
+    }
 
     Ok(response)
 }
@@ -1140,6 +1157,28 @@ fn generate_request_id() -> String {
     format!("{}", Uuid::new_v4())
 }
 
+/// Longest incoming request id taken (see [`incoming_request_id`]).
+pub const MAX_INCOMING_REQUEST_ID: usize = 64;
+
+/// The client's `x-request-id`, when there is exactly one and it is sane: 1
+/// to [`MAX_INCOMING_REQUEST_ID`] characters of `A-Z a-z 0-9 - _ . :` (so it
+/// is safe in a header, a log line and a shell). Anything else is ignored and
+/// a fresh id is generated.
+pub fn incoming_request_id(headers: &http::HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(HEADER_REQUEST_ID).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let text = value.to_str().ok()?;
+    let sane = !text.is_empty()
+        && text.len() <= MAX_INCOMING_REQUEST_ID
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    sane.then(|| text.to_owned())
+}
+
 /// ServerConnectionHandler is a Hyper Service implementation that forwards
 /// incoming connections to `http_connection_handle()`, providing the server
 /// state object as an additional argument.  We could use `make_service_fn` here
@@ -1267,6 +1306,7 @@ pub struct ServerBuilder<C: ServerContext> {
     connection_limits: ConnectionLimits,
     request_gate: DebugIgnore<Option<RequestGate>>,
     request_observer: DebugIgnore<Option<RequestObserver>>,
+    request_ids: bool,
 }
 
 impl<C: ServerContext> ServerBuilder<C> {
@@ -1291,6 +1331,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             connection_limits: Default::default(),
             request_gate: DebugIgnore(None),
             request_observer: DebugIgnore(None),
+            request_ids: false,
         }
     }
 
@@ -1312,6 +1353,15 @@ impl<C: ServerContext> ServerBuilder<C> {
     /// [`RequestObserver`])
     pub fn request_observer(mut self, observer: RequestObserver) -> Self {
         self.request_observer = DebugIgnore(Some(observer));
+        self
+    }
+
+    /// Take the client's `x-request-id` as the request id when it is sane
+    /// (see [`incoming_request_id`]; otherwise one is generated, as by
+    /// default), and put `x-request-id` on every response, not only on
+    /// errors. Off by default (upstream behaviour).
+    pub fn request_ids(mut self, on: bool) -> Self {
+        self.request_ids = on;
         self
     }
 
@@ -1375,6 +1425,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             self.connection_limits,
             self.request_gate.0,
             self.request_observer.0,
+            self.request_ids,
         )
     }
 }
