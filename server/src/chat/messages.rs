@@ -26,7 +26,7 @@ use slog::error;
 
 impl Chat {
     /// Runs a read on the store thread. Never called with the state lock held.
-    async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
+    pub(super) async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
