@@ -8,7 +8,8 @@
 //! (bounded by the same cap: the queue would hold as many), then, in one change under the
 //! lock, re-enables the subscription (record and queue), turns the rows back into undelivered
 //! notifications (`store::Revive`, same ids so same `webhook-id`s) and queues them right
-//! after that commit, in id order. A disabled subscription gets nothing new, so nothing
+//! after that commit, in id order (two redeliveries of one subscription take turns). A
+//! disabled subscription gets nothing new, so nothing
 //! created after the request can be queued ahead of them; an active one's queue already holds
 //! what was created before, and they go behind it.
 //!
@@ -185,6 +186,10 @@ impl Chat {
     /// the module documentation).
     pub async fn redeliver(&self, user: &str, id: &str) -> Result<ChatSubscription, ApiError> {
         self.check_owner(user, id)?;
+        // Two redeliveries of one subscription take turns (one of the striped locks, keyed by
+        // its id), so the second reads what the first left dead (nothing) instead of queueing
+        // the same notifications twice.
+        let _one_at_a_time = self.message_lock(id).lock().await;
         let sub = id.to_owned();
         // All of them: the backlog cap bounds them, and the queue will hold them anyway.
         let rows = self

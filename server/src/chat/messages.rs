@@ -55,7 +55,7 @@ impl Chat {
 
     /// The lock that orders the read-modify-write steps on the messages of `sid` (see
     /// [`Chat::message_locks`]).
-    fn message_lock(&self, sid: &str) -> &tokio::sync::Mutex<()> {
+    pub(super) fn message_lock(&self, sid: &str) -> &tokio::sync::Mutex<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         sid.hash(&mut h);

@@ -145,9 +145,10 @@ pub struct Chat {
     deliverer: Deliverer,
     log: Logger,
     /// Locks that order read-modify-write steps on a session's messages (a confirmation; a
-    /// send with a `clientCorrelator`), which read from the store and so cannot hold the
-    /// state lock. Striped by session id: memory stays fixed whatever the number of sessions,
-    /// and two sessions sharing a stripe only wait for each other's short read.
+    /// send with a `clientCorrelator`; a redelivery of a subscription's dead letters), which
+    /// read from the store and so cannot hold the state lock. Striped by session (or
+    /// subscription) id: memory stays fixed whatever the number of sessions, and two ids
+    /// sharing a stripe only wait for each other's short read.
     message_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
