@@ -404,6 +404,40 @@ fn dead_messages(list: &DeadLetterList) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Sends messages into session `sid` until the subscription at `url` reads as disabled;
+/// returns how many were sent.
+async fn send_until_disabled(srv: &Server, sid: &str, url: &str) -> usize {
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        send_message(srv, sid, &format!("m{sent}")).await;
+        sent += 1;
+        let now: ChatSubscription = send_empty("GET", url, Format::Json).await.decode();
+        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
+            return sent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not disabled after {sent} messages"
+        );
+    }
+}
+
+/// Waits (up to 20 s) until the list at `list_url` holds `n` dead letters (the delivery task
+/// writes them right after it disabled the subscription); returns it.
+async fn dead_letters(list_url: &str, n: usize) -> DeadLetterList {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (list, link) = dead_page(list_url, Format::Json).await;
+        if list.dead_letter.len() == n {
+            assert_eq!(link, "", "one page: no next link");
+            return list;
+        }
+        assert!(Instant::now() < deadline, "dead letters: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Issue 13 item 3, catch up and replay. A dead receiver (XML notifications) has its
 /// subscription disabled at the backlog cap (5); what was not delivered is listed, oldest
 /// first, with the `webhook-id`s the receiver would have seen, the notification itself (with
@@ -425,38 +459,14 @@ async fn dead_letters_are_listed_and_redelivered_in_order_with_their_ids() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = lb.all().len();
     lb.set_status(500);
-    let mut sent = 0;
     let url = sub.resource_url.clone().unwrap_or_default();
     let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        send_message(&srv, &sid, &format!("m{sent}")).await;
-        sent += 1;
-        let now: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
-        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not disabled after {sent} messages"
-        );
-    }
+    let sent = send_until_disabled(&srv, &sid, &url).await;
     assert!(sent > 5, "disabled past the cap only ({sent} sent)");
 
     // All of them at once, in both formats: the same 5, oldest first, consecutive messages.
     let list_url = format!("{url}/deadLetters");
-    // The dead letters are written by the delivery task right after it disabled the
-    // subscription; wait for them to be committed.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (all, link) = loop {
-        let got = dead_page(&list_url, Format::Json).await;
-        if got.0.dead_letter.len() == 5 {
-            break got;
-        }
-        assert!(Instant::now() < deadline, "dead letters: {:?}", got.0);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(link, "", "one page: no next link");
+    let all = dead_letters(&list_url, 5).await;
     assert!(all.link.is_empty());
     assert_eq!(all.resource_url, list_url);
     let dead = dead_messages(&all);
@@ -589,4 +599,53 @@ async fn dead_letters_are_listed_and_redelivered_in_order_with_their_ids() {
     assert!(left.dead_letter.is_empty(), "{left:?}");
     lb.assert_count_stays(before + 6, Duration::from_millis(300))
         .await;
+}
+
+/// A redelivery is one durable change: made while the receiver is still down (its head is
+/// refused again, with its old id), then the server is killed (SIGKILL) and started again on
+/// the same data directory. The subscription is still `Active`, nothing is a dead letter any
+/// more, and once the receiver answers it gets exactly the requeued notifications, in order,
+/// with their ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_survives_a_restart() {
+    let env = [
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "3"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "200ms"),
+    ];
+    let srv = Server::start(&env);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    lb.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lb.set_status(500);
+    let url = sub.resource_url.clone().unwrap_or_default();
+    send_until_disabled(&srv, &sid, &url).await;
+    let list_url = format!("{url}/deadLetters");
+    let dead = dead_messages(&dead_letters(&list_url, 3).await);
+    let refused = lb.refused_ids().len();
+
+    let a = send_empty("POST", &format!("{url}/redelivery"), Format::Json).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let ids = refused_at_least(&lb, refused + 1).await;
+    assert_eq!(
+        ids[refused], dead[0].0,
+        "the oldest requeued one is tried first"
+    );
+    let (left, _) = dead_page(&list_url, Format::Json).await;
+    assert!(left.dead_letter.is_empty(), "{left:?}");
+
+    let dir = srv.kill();
+    let srv = Server::start_in(&dir, &env, None);
+    let url = on(&srv, &url);
+    let now: ChatSubscription = send_empty("GET", &url, Format::Xml).await.decode();
+    assert_eq!(now.subscription_status, Some(SubscriptionStatus::Active));
+    let (left, _) = dead_page(&format!("{url}/deadLetters"), Format::Xml).await;
+    assert!(left.dead_letter.is_empty(), "{left:?}");
+    lb.set_status(204);
+    let got = messages_at(&lb, 3).await;
+    assert_eq!(got, dead, "the requeued ones, in order, with their ids");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
 }
