@@ -9,11 +9,12 @@ use crate::chat::page::{self, PageRequest};
 use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, Created, Headed, ListChatSessionsHeaders,
-    ListChatSessionsQuery, ListChatSubscriptionsHeaders, ListChatSubscriptionsQuery,
-    ListMessagesHeaders, ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery,
-    MessageDeliveryStatus, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
-    ResourceReference, SubscriptionSecret,
+    ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, Headed,
+    ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
+    ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery, ListMessagesHeaders,
+    ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ResourceReference,
+    SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -130,6 +131,36 @@ impl ChatService for ChatServer {
         self.chat
             .rotate_secret(&user_id, &subscription_id, &body.signing_secret)
             .await
+    }
+
+    /// (extension, issue 13 item 3) One page of what was not delivered to the user's
+    /// subscription, oldest first.
+    async fn list_dead_letters(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        query: ListDeadLettersQuery,
+    ) -> Result<Headed<DeadLetterList, ListDeadLettersHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self
+            .chat
+            .list_dead_letters(&user_id, &subscription_id, req, query.since.as_deref())
+            .await?;
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListDeadLettersHeaders { link },
+        })
+    }
+
+    /// (extension, issue 13 item 3) Enables the user's subscription again and sends its dead
+    /// letters again, in order, with their `webhook-id`s.
+    async fn redeliver_dead_letters(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> Result<ChatSubscription, ApiError> {
+        self.chat.redeliver(&user_id, &subscription_id).await
     }
 
     /// One page of the sessions the user takes part in.

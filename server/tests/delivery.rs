@@ -379,3 +379,273 @@ async fn a_restart_in_the_middle_of_a_retry_schedule_keeps_attempts_and_give_up_
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// GETs `url` in `format` and returns the dead-letter page with its `Link` header.
+async fn dead_page(url: &str, format: Format) -> (DeadLetterList, String) {
+    let a = send_empty("GET", url, format).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    if format == Format::Xml {
+        support::xsd_validate(&a.body);
+    }
+    (a.decode(), a.header("link").to_owned())
+}
+
+/// The (`webhook-id`, text) of each listed dead letter, which must all be messages.
+fn dead_messages(list: &DeadLetterList) -> Vec<(String, String)> {
+    list.dead_letter
+        .iter()
+        .map(|d| {
+            let n = d
+                .message_notification
+                .as_ref()
+                .unwrap_or_else(|| panic!("a message notification: {d:?}"));
+            (d.webhook_id.clone(), n.chat_message.text.clone())
+        })
+        .collect()
+}
+
+/// Sends messages into session `sid` until the subscription at `url` reads as disabled;
+/// returns how many were sent.
+async fn send_until_disabled(srv: &Server, sid: &str, url: &str) -> usize {
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        send_message(srv, sid, &format!("m{sent}")).await;
+        sent += 1;
+        let now: ChatSubscription = send_empty("GET", url, Format::Json).await.decode();
+        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
+            return sent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not disabled after {sent} messages"
+        );
+    }
+}
+
+/// Waits (up to 20 s) until the list at `list_url` holds `n` dead letters (the delivery task
+/// writes them right after it disabled the subscription); returns it.
+async fn dead_letters(list_url: &str, n: usize) -> DeadLetterList {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (list, link) = dead_page(list_url, Format::Json).await;
+        if list.dead_letter.len() == n {
+            assert_eq!(link, "", "one page: no next link");
+            return list;
+        }
+        assert!(Instant::now() < deadline, "dead letters: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 13 item 3, catch up and replay. A dead receiver (XML notifications) has its
+/// subscription disabled at the backlog cap (5); what was not delivered is listed, oldest
+/// first, with the `webhook-id`s the receiver would have seen, the notification itself (with
+/// its `callbackData`) in JSON and in XML, paged (`maxEntries`, `cursor`, `Link`) and narrowed by
+/// `since`; another user sees none of it (404 as for a missing subscription). Once the receiver
+/// is back, a redelivery re-enables the subscription and the receiver gets exactly the dead
+/// letters, in order, with the same `webhook-id`s, then new notifications again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redelivered_in_order_with_their_ids() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "5"),
+    ]);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Xml).await;
+    let sid = session(&srv, &[B], true).await;
+    // What the session's set-up sends B is delivered before the receiver dies.
+    lb.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = lb.all().len();
+    lb.set_status(500);
+    let url = sub.resource_url.clone().unwrap_or_default();
+    let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let sent = send_until_disabled(&srv, &sid, &url).await;
+    assert!(sent > 5, "disabled past the cap only ({sent} sent)");
+
+    // All of them at once, in both formats: the same 5, oldest first, consecutive messages.
+    let list_url = format!("{url}/deadLetters");
+    let all = dead_letters(&list_url, 5).await;
+    assert!(all.link.is_empty());
+    assert_eq!(all.resource_url, list_url);
+    let dead = dead_messages(&all);
+    let first: usize = dead[0].1[1..].parse().expect("a numbered message");
+    let texts: Vec<&str> = dead.iter().map(|(_, t)| t.as_str()).collect();
+    let expected: Vec<String> = (first..first + 5).map(|n| format!("m{n}")).collect();
+    assert_eq!(texts, expected, "consecutive, oldest first");
+    let numbers: Vec<u64> = dead
+        .iter()
+        .map(|(id, _)| id["msg_".len()..].parse().expect("msg_<n>"))
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    for d in &all.dead_letter {
+        let n = d.message_notification.as_ref().expect("a message");
+        assert_eq!(
+            n.callback_data.as_deref(),
+            Some(B),
+            "as the callback would get it"
+        );
+        assert!(d.created <= d.died, "{d:?}");
+        assert!(d.created.ends_with('Z') && d.died.ends_with('Z'), "{d:?}");
+    }
+    // Only the head was ever tried: it is the only one with an attempt, and the receiver saw
+    // its id (unless it was the oldest, trimmed at the cap).
+    let tried: std::collections::BTreeSet<String> = lb.refused_ids().into_iter().collect();
+    assert_eq!(tried.len(), 1, "{tried:?}");
+    for d in &all.dead_letter {
+        assert_eq!(d.attempts > 0, tried.contains(&d.webhook_id), "{d:?}");
+    }
+    let xml = send_empty("GET", &list_url, Format::Xml).await;
+    assert_eq!(xml.status, 200);
+    assert!(
+        xml.body.contains("<messageNotification>") && xml.body.contains("<webhookId>"),
+        "{}",
+        xml.body
+    );
+    let (in_xml, _) = dead_page(&list_url, Format::Xml).await;
+    assert_eq!(in_xml, all, "the same list in XML");
+
+    // Paged by 2: three pages, each with its next link in the body and the Link header.
+    let mut walked = Vec::new();
+    let mut next = format!("{list_url}?maxEntries=2");
+    let mut pages = 0;
+    loop {
+        let (page, header) = dead_page(&next, Format::Xml).await;
+        pages += 1;
+        assert!(page.dead_letter.len() <= 2);
+        walked.extend(dead_messages(&page));
+        match page.link.first() {
+            Some(l) => {
+                assert_eq!(l.rel, "next");
+                assert_eq!(header, format!("<{}>; rel=\"next\"", l.href));
+                next = on(&srv, &l.href);
+            }
+            None => {
+                assert_eq!(header, "");
+                break;
+            }
+        }
+    }
+    assert_eq!((pages, &walked), (3, &dead));
+
+    // `since` an id: what came after it; `since` a time: created at or after it.
+    let since_id = format!("{list_url}?since={}", dead[1].0);
+    let (later, _) = dead_page(&since_id, Format::Json).await;
+    assert_eq!(dead_messages(&later), dead[2..].to_vec());
+    let (paged, _) = dead_page(&format!("{since_id}&maxEntries=2"), Format::Json).await;
+    assert_eq!(dead_messages(&paged), dead[2..4].to_vec());
+    let next = on(&srv, &paged.link[0].href);
+    assert!(next.contains("since=msg_"), "{next}");
+    let (rest, _) = dead_page(&next, Format::Json).await;
+    assert_eq!(dead_messages(&rest), dead[4..].to_vec());
+    let (none, _) = dead_page(
+        &format!("{list_url}?since=2999-01-01T00%3A00%3A00Z"),
+        Format::Json,
+    )
+    .await;
+    assert!(none.dead_letter.is_empty());
+    let (since_epoch, _) = dead_page(
+        &format!("{list_url}?since=1970-01-01T00%3A00%3A00%2B00%3A00"),
+        Format::Json,
+    )
+    .await;
+    assert_eq!(dead_messages(&since_epoch), dead);
+    for bad in ["yesterday", "msg_x", "2026-02-30T00%3A00%3A00Z"] {
+        let a = send_empty("GET", &format!("{list_url}?since={bad}"), Format::Xml).await;
+        a.assert_error(400, "SVC0002", Format::Xml);
+    }
+    let a = send_empty("GET", &format!("{list_url}?cursor=x"), Format::Json).await;
+    a.assert_error(400, "SVC0002", Format::Json);
+
+    // Another user: 404 exactly as for a subscription that does not exist.
+    let foreign = srv.url(C, &format!("/subscriptions/{sub_id}"));
+    let missing = srv.url(B, "/subscriptions/sub-404");
+    for base in [&foreign, &missing] {
+        let a = send_empty("GET", &format!("{base}/deadLetters"), Format::Json).await;
+        a.assert_error(404, "SVC2008", Format::Json);
+        let a = send_empty("POST", &format!("{base}/redelivery"), Format::Xml).await;
+        a.assert_error(404, "SVC2008", Format::Xml);
+    }
+    let still: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+    assert_eq!(
+        still.subscription_status,
+        Some(SubscriptionStatus::Disabled)
+    );
+
+    // The receiver is back; redelivery: Active again, the dead letters arrive exactly, in
+    // order, with their ids, then new notifications.
+    lb.set_status(204);
+    lb.assert_count_stays(before, Duration::from_millis(300))
+        .await;
+    let a = send_empty("POST", &format!("{url}/redelivery"), Format::Xml).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    support::xsd_validate(&a.body);
+    let now: ChatSubscription = a.decode();
+    assert_eq!(now.subscription_status, Some(SubscriptionStatus::Active));
+    assert_eq!(now.status_reason, None);
+    assert_eq!(now.resource_url.as_deref(), Some(url.as_str()));
+    let got = messages_at(&lb, 5).await;
+    assert_eq!(
+        got, dead,
+        "exactly the dead letters, in order, same webhook-ids"
+    );
+    assert!(lb.all()[before..].iter().all(|r| r.format() == Format::Xml));
+    send_message(&srv, &sid, "after").await;
+    let got = messages_at(&lb, 6).await;
+    assert_eq!(got[5].1, "after");
+    assert!(!dead.iter().any(|(id, _)| *id == got[5].0), "a new id");
+    let (left, _) = dead_page(&list_url, Format::Json).await;
+    assert!(left.dead_letter.is_empty(), "{left:?}");
+    lb.assert_count_stays(before + 6, Duration::from_millis(300))
+        .await;
+}
+
+/// A redelivery is one durable change: made while the receiver is still down (its head is
+/// refused again, with its old id), then the server is killed (SIGKILL) and started again on
+/// the same data directory. The subscription is still `Active`, nothing is a dead letter any
+/// more, and once the receiver answers it gets exactly the requeued notifications, in order,
+/// with their ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_survives_a_restart() {
+    let env = [
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "3"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "200ms"),
+    ];
+    let srv = Server::start(&env);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    lb.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lb.set_status(500);
+    let url = sub.resource_url.clone().unwrap_or_default();
+    send_until_disabled(&srv, &sid, &url).await;
+    let list_url = format!("{url}/deadLetters");
+    let dead = dead_messages(&dead_letters(&list_url, 3).await);
+    let refused = lb.refused_ids().len();
+
+    let a = send_empty("POST", &format!("{url}/redelivery"), Format::Json).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let ids = refused_at_least(&lb, refused + 1).await;
+    assert_eq!(
+        ids[refused], dead[0].0,
+        "the oldest requeued one is tried first"
+    );
+    let (left, _) = dead_page(&list_url, Format::Json).await;
+    assert!(left.dead_letter.is_empty(), "{left:?}");
+
+    let dir = srv.kill();
+    let srv = Server::start_in(&dir, &env, None);
+    let url = on(&srv, &url);
+    let now: ChatSubscription = send_empty("GET", &url, Format::Xml).await.decode();
+    assert_eq!(now.subscription_status, Some(SubscriptionStatus::Active));
+    let (left, _) = dead_page(&format!("{url}/deadLetters"), Format::Xml).await;
+    assert!(left.dead_letter.is_empty(), "{left:?}");
+    lb.set_status(204);
+    let got = messages_at(&lb, 3).await;
+    assert_eq!(got, dead, "the requeued ones, in order, with their ids");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

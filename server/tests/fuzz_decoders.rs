@@ -182,6 +182,7 @@ docs![
     MessageDeliveryNotification,
     SubscriptionCancellationNotification,
     SubscriptionSecret,
+    DeadLetterList,
 ];
 
 fn limits() -> XmlLimits {

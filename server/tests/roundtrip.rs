@@ -158,6 +158,7 @@ roots![
     MessageDeliveryNotification,
     SubscriptionCancellationNotification,
     SubscriptionSecret,
+    DeadLetterList,
 ];
 
 #[test]

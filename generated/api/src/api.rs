@@ -130,6 +130,59 @@ impl ListChatSubscriptionsQuery {
     }
 }
 
+/// Query parameters of `listDeadLetters`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListDeadLettersQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListDeadLettersQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+    /// Only dead letters created at or after this RFC 3339 time
+    /// (`2026-12-03T17:00:00Z`), or after this `webhook-id` (`msg_42`).
+    #[serde(rename = "since", default)]
+    pub since: Option<String>,
+}
+
+impl ListDeadLettersQuery {
+    ///`maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        if let Some(v) = &self.since {
+            netapi_chat_runtime::wire::check_max_length("since", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
 /// Query parameters of `listChatSessions`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct ListChatSessionsQuery {
@@ -283,6 +336,24 @@ impl netapi_chat_runtime::negotiate::ResponseHeaders for ListChatSubscriptionsHe
     }
 }
 
+/// Response headers of `listDeadLetters`.
+#[derive(Clone, Debug, Default)]
+pub struct ListDeadLettersHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListDeadLettersHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
 /// Response headers of `listChatSessions`.
 #[derive(Clone, Debug, Default)]
 pub struct ListChatSessionsHeaders {
@@ -405,6 +476,49 @@ pub trait ChatService: Send + Sync + 'static {
         subscription_id: String,
         body: SubscriptionSecret,
     ) -> impl std::future::Future<Output = Result<SubscriptionSecret, ApiError>> + Send;
+    /// (extension) List the notifications that were not delivered to a subscription.
+    ///
+    /// **Decision (catch up and replay, an extension beside the OMA resources; OMA 2012 has
+    /// no such resource):** a notification that could not be delivered (given up at its
+    /// give-up age, or queued when its subscription was disabled, see `SubscriptionStatus`)
+    /// is kept as a *dead letter*, at most the server's backlog cap of them per subscription
+    /// (the oldest go first), until the subscription is deleted. This lists them oldest
+    /// first, one page at a time (see "Lists are paged"), each with the `webhook-id` it was
+    /// (and will be) sent with, its times, the attempts made and the notification itself,
+    /// exactly as the callback would have received it (`callbackData` included), in the
+    /// negotiated format. `since` narrows the list to what came later: an RFC 3339 time (dead
+    /// letters created at or after it) or a `webhook-id` (`msg_<n>`: dead letters after that
+    /// one). Anything else is `400 SVC0002`. A subscription of another user is `404`, exactly
+    /// as one that does not exist. `redeliverDeadLetters` sends them again.
+    fn list_dead_letters(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        query: ListDeadLettersQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<DeadLetterList, ListDeadLettersHeaders>, ApiError>,
+    > + Send;
+    /// (extension) Send a subscription's dead letters again, and re-enable it.
+    ///
+    /// **Decision (redelivery, an extension; see `listDeadLetters`):** takes no body. In one
+    /// durable change, a `Disabled` subscription becomes `Active` again and every one of its
+    /// dead letters goes back into its delivery queue, in their original order and with
+    /// their original `webhook-id`s, ahead of any notification created after this request
+    /// (a disabled subscription gets nothing new, so nothing new can be ahead of them). For
+    /// an `Active` subscription (dead letters given up one by one at their give-up age) the
+    /// dead letters are queued behind what is already queued for it, and ahead of anything
+    /// created later. A requeued notification starts a new give-up age (its `created` time
+    /// becomes the time of this request) and a new attempt count; the backlog cap still
+    /// applies: if the queue then holds more than the cap, the subscription is disabled
+    /// again and what is queued becomes dead letters again. With no dead letters this only
+    /// re-enables. Answers the subscription as it is now; the notifications then go out as
+    /// any other (the answer does not wait for their delivery). A subscription of another
+    /// user is `404`, exactly as one that does not exist.
+    fn redeliver_dead_letters(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> impl std::future::Future<Output = Result<ChatSubscription, ApiError>> + Send;
     /// List the sessions the user takes part in (invited, connected or left).
     ///
     /// Sessions are listed in the order they were created (the same before and after a
@@ -694,6 +808,57 @@ pub trait ChatApi {
         path: Captured<Path<SubscriptionIdPath>>,
         body: Body<SubscriptionSecret>,
     ) -> Result<Reply<SubscriptionSecret, 200>, HttpError>;
+    /// (extension) List the notifications that were not delivered to a subscription.
+    ///
+    /// **Decision (catch up and replay, an extension beside the OMA resources; OMA 2012 has
+    /// no such resource):** a notification that could not be delivered (given up at its
+    /// give-up age, or queued when its subscription was disabled, see `SubscriptionStatus`)
+    /// is kept as a *dead letter*, at most the server's backlog cap of them per subscription
+    /// (the oldest go first), until the subscription is deleted. This lists them oldest
+    /// first, one page at a time (see "Lists are paged"), each with the `webhook-id` it was
+    /// (and will be) sent with, its times, the attempts made and the notification itself,
+    /// exactly as the callback would have received it (`callbackData` included), in the
+    /// negotiated format. `since` narrows the list to what came later: an RFC 3339 time (dead
+    /// letters created at or after it) or a `webhook-id` (`msg_<n>`: dead letters after that
+    /// one). Anything else is `400 SVC0002`. A subscription of another user is `404`, exactly
+    /// as one that does not exist. `redeliverDeadLetters` sends them again.
+    #[endpoint{method = GET,
+    path = "/v1/chat/{userId}/subscriptions/{subscriptionId}/deadLetters",
+    operation_id = "listDeadLetters",
+    tags = ["subscriptions"]}]
+    async fn list_dead_letters(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        query: Captured<dropshot::Query<ListDeadLettersQuery>>,
+    ) -> Result<Reply<DeadLetterList, 200>, HttpError>;
+    /// (extension) Send a subscription's dead letters again, and re-enable it.
+    ///
+    /// **Decision (redelivery, an extension; see `listDeadLetters`):** takes no body. In one
+    /// durable change, a `Disabled` subscription becomes `Active` again and every one of its
+    /// dead letters goes back into its delivery queue, in their original order and with
+    /// their original `webhook-id`s, ahead of any notification created after this request
+    /// (a disabled subscription gets nothing new, so nothing new can be ahead of them). For
+    /// an `Active` subscription (dead letters given up one by one at their give-up age) the
+    /// dead letters are queued behind what is already queued for it, and ahead of anything
+    /// created later. A requeued notification starts a new give-up age (its `created` time
+    /// becomes the time of this request) and a new attempt count; the backlog cap still
+    /// applies: if the queue then holds more than the cap, the subscription is disabled
+    /// again and what is queued becomes dead letters again. With no dead letters this only
+    /// re-enables. Answers the subscription as it is now; the notifications then go out as
+    /// any other (the answer does not wait for their delivery). A subscription of another
+    /// user is `404`, exactly as one that does not exist.
+    #[endpoint{method = POST,
+    path = "/v1/chat/{userId}/subscriptions/{subscriptionId}/redelivery",
+    operation_id = "redeliverDeadLetters",
+    tags = ["subscriptions"]}]
+    async fn redeliver_dead_letters(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<Reply<ChatSubscription, 200>, HttpError>;
     /// List the sessions the user takes part in (invited, connected or left).
     ///
     /// Sessions are listed in the order they were created (the same before and after a
@@ -1084,6 +1249,55 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         }
         .await;
         let outcome = body.finish(outcome);
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn list_dead_letters(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        query: Captured<dropshot::Query<ListDeadLettersQuery>>,
+    ) -> Result<Reply<DeadLetterList, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx
+                .context()
+                .list_dead_letters(user_id, path.subscription_id, query)
+                .await
+        }
+        .await;
+        Ok(Reply::headed(&accept, outcome))
+    }
+
+    async fn redeliver_dead_letters(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<Reply<ChatSubscription, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .redeliver_dead_letters(user_id, path.subscription_id)
+                .await
+        }
+        .await;
         Ok(Reply::ok(&accept, outcome))
     }
 

@@ -840,8 +840,9 @@ impl From<SubscriptionSecret> for SubscriptionSecretRoot {
 /// by default), or let its backlog of undelivered notifications reach the server's cap;
 /// nothing new is queued for it, and what was not delivered is kept by the server as dead
 /// letters (bounded per subscription). A disabled subscription still counts against the
-/// user's subscriptions until it is deleted; to receive notifications again, delete it and
-/// subscribe anew. Values sent by a client are ignored.
+/// user's subscriptions until it is deleted; `redeliverDeadLetters` makes it `Active` again
+/// and sends its dead letters (`listDeadLetters` lists them). Values sent by a client are
+/// ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 pub enum SubscriptionStatus {
     /// `Active`
@@ -985,6 +986,255 @@ impl From<ChatSubscriptionList> for ChatSubscriptionListRoot {
         ChatSubscriptionListRoot {
             chat_subscription_list,
         }
+    }
+}
+
+/// (extension) A notification that was not delivered (see `listDeadLetters`). The
+/// notification is the one element named after its kind (exactly one of the six, an
+/// `xsd:choice`), as the callback would have received it: in JSON the same key and object as
+/// the callback's body (`"messageNotification": {...}`), in XML the same element with its
+/// content.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetter {
+    /// `webhookId`: The `webhook-id` it was sent with and will be sent with again (`msg_<n>`).
+    #[serde(rename = "webhookId")]
+    pub webhook_id: String,
+    /// `created`: When it was created (RFC 3339, UTC); a redelivery restarts it.
+    pub created: String,
+    /// `died`: When it became a dead letter (RFC 3339, UTC).
+    pub died: String,
+    /// `attempts`: Delivery attempts made before it was given up (0 when it was queued behind a failing one).
+    #[serde(deserialize_with = "netapi_chat_runtime::json::int")]
+    pub attempts: i64,
+    /// `sessionInvitationNotification`.
+    #[serde(
+        rename = "sessionInvitationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_invitation_notification: Option<SessionInvitationNotification>,
+    /// `participantStatusNotification`.
+    #[serde(
+        rename = "participantStatusNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub participant_status_notification: Option<ParticipantStatusNotification>,
+    /// `chatEventNotification`.
+    #[serde(
+        rename = "chatEventNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chat_event_notification: Option<ChatEventNotification>,
+    /// `messageNotification`.
+    #[serde(
+        rename = "messageNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub message_notification: Option<MessageNotification>,
+    /// `messageDeliveryNotification`.
+    #[serde(
+        rename = "messageDeliveryNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub message_delivery_notification: Option<MessageDeliveryNotification>,
+    /// `subscriptionCancellationNotification`.
+    #[serde(
+        rename = "subscriptionCancellationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subscription_cancellation_notification: Option<SubscriptionCancellationNotification>,
+}
+
+impl XmlType for DeadLetter {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("webhookId", &self.webhook_id);
+        w.leaf("created", &self.created);
+        w.leaf("died", &self.died);
+        w.leaf("attempts", &self.attempts);
+        if let Some(v) = &self.session_invitation_notification {
+            w.element("sessionInvitationNotification", v);
+        }
+        if let Some(v) = &self.participant_status_notification {
+            w.element("participantStatusNotification", v);
+        }
+        if let Some(v) = &self.chat_event_notification {
+            w.element("chatEventNotification", v);
+        }
+        if let Some(v) = &self.message_notification {
+            w.element("messageNotification", v);
+        }
+        if let Some(v) = &self.message_delivery_notification {
+            w.element("messageDeliveryNotification", v);
+        }
+        if let Some(v) = &self.subscription_cancellation_notification {
+            w.element("subscriptionCancellationNotification", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = DeadLetter {
+            webhook_id: e.required_leaf("webhookId")?,
+            created: e.required_leaf("created")?,
+            died: e.required_leaf("died")?,
+            attempts: e.required_leaf("attempts")?,
+            session_invitation_notification: e.optional_child("sessionInvitationNotification")?,
+            participant_status_notification: e.optional_child("participantStatusNotification")?,
+            chat_event_notification: e.optional_child("chatEventNotification")?,
+            message_notification: e.optional_child("messageNotification")?,
+            message_delivery_notification: e.optional_child("messageDeliveryNotification")?,
+            subscription_cancellation_notification: e
+                .optional_child("subscriptionCancellationNotification")?,
+        };
+        let present = [
+            value.session_invitation_notification.is_some(),
+            value.participant_status_notification.is_some(),
+            value.chat_event_notification.is_some(),
+            value.message_notification.is_some(),
+            value.message_delivery_notification.is_some(),
+            value.subscription_cancellation_notification.is_some(),
+        ]
+        .iter()
+        .filter(|p| **p)
+        .count();
+        if present != 1 {
+            return Err(XmlError::Decode(format!(
+                "`{}` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification`",
+                e.name
+            )));
+        }
+        Ok(value)
+    }
+}
+
+impl Validate for DeadLetter {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.session_invitation_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.participant_status_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.chat_event_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.message_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.message_delivery_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.subscription_cancellation_notification {
+            v.validate()?;
+        }
+        if [
+            self.session_invitation_notification.is_some(),
+            self.participant_status_notification.is_some(),
+            self.chat_event_notification.is_some(),
+            self.message_notification.is_some(),
+            self.message_delivery_notification.is_some(),
+            self.subscription_cancellation_notification.is_some(),
+        ]
+        .iter()
+        .filter(|p| **p)
+        .count()
+            != 1
+        {
+            return Err(
+                "`DeadLetter` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification`"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// (extension) A subscription's dead letters, oldest first (see `listDeadLetters`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetterList {
+    /// `deadLetter`.
+    #[serde(
+        rename = "deadLetter",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub dead_letter: Vec<DeadLetter>,
+    /// `resourceURL`.
+    #[serde(rename = "resourceURL")]
+    pub resource_url: String,
+    /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
+    /// entries follow this page (see "Lists are paged").
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub link: Vec<Link>,
+}
+
+impl XmlType for DeadLetterList {
+    fn write_children(&self, w: &mut XmlWriter) {
+        for v in &self.dead_letter {
+            w.element("deadLetter", v);
+        }
+        w.leaf("resourceURL", &self.resource_url);
+        for v in &self.link {
+            w.element("link", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = DeadLetterList {
+            dead_letter: e.child_list("deadLetter")?,
+            resource_url: e.required_leaf("resourceURL")?,
+            link: e.child_list("link")?,
+        };
+        Ok(value)
+    }
+}
+
+impl Validate for DeadLetterList {
+    fn validate(&self) -> Result<(), String> {
+        for v in &self.dead_letter {
+            v.validate()?;
+        }
+        for v in &self.link {
+            v.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for DeadLetterList {
+    const NAME: &'static str = "deadLetterList";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`DeadLetterList`]: an object whose one key is the root element's name, `deadLetterList`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterListRoot {
+    ///The document.
+    #[serde(rename = "deadLetterList")]
+    pub dead_letter_list: DeadLetterList,
+}
+
+impl netapi_chat_runtime::wire::Document for DeadLetterList {
+    type Json = DeadLetterListRoot;
+    fn from_json(wrapper: DeadLetterListRoot) -> Self {
+        wrapper.dead_letter_list
+    }
+}
+
+impl From<DeadLetterList> for DeadLetterListRoot {
+    fn from(dead_letter_list: DeadLetterList) -> Self {
+        DeadLetterListRoot { dead_letter_list }
     }
 }
 

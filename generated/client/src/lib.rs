@@ -1157,6 +1157,82 @@ pub mod types {
         }
     }
 
+    /**(extension) A notification that was not delivered (see `listDeadLetters`). The
+    notification is the one element named after its kind (exactly one of the six, an
+    `xsd:choice`), as the callback would have received it: in JSON the same key and object as
+    the callback's body (`"messageNotification": {...}`), in XML the same element with its
+    content.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct DeadLetter {
+        ///Delivery attempts made before it was given up (0 when it was queued behind a failing one).
+        pub attempts: i64,
+        #[serde(
+            rename = "chatEventNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub chat_event_notification: ::std::option::Option<ChatEventNotification>,
+        ///When it was created (RFC 3339, UTC); a redelivery restarts it.
+        pub created: ::std::string::String,
+        ///When it became a dead letter (RFC 3339, UTC).
+        pub died: ::std::string::String,
+        #[serde(
+            rename = "messageDeliveryNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_delivery_notification: ::std::option::Option<MessageDeliveryNotification>,
+        #[serde(
+            rename = "messageNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_notification: ::std::option::Option<MessageNotification>,
+        #[serde(
+            rename = "participantStatusNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub participant_status_notification: ::std::option::Option<ParticipantStatusNotification>,
+        #[serde(
+            rename = "sessionInvitationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub session_invitation_notification: ::std::option::Option<SessionInvitationNotification>,
+        #[serde(
+            rename = "subscriptionCancellationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub subscription_cancellation_notification:
+            ::std::option::Option<SubscriptionCancellationNotification>,
+        ///The `webhook-id` it was sent with and will be sent with again (`msg_<n>`).
+        #[serde(rename = "webhookId")]
+        pub webhook_id: ::std::string::String,
+    }
+
+    ///(extension) A subscription's dead letters, oldest first (see `listDeadLetters`).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct DeadLetterList {
+        #[serde(
+            rename = "deadLetter",
+            default,
+            skip_serializing_if = "::std::vec::Vec::is_empty"
+        )]
+        pub dead_letter: ::std::vec::Vec<DeadLetter>,
+        /**(set by the server) `rel="next"`: the URL of the next page, present when more
+        entries follow this page (see "Lists are paged").
+        */
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub link: ::std::vec::Vec<Link>,
+        #[serde(rename = "resourceURL")]
+        pub resource_url: ::std::string::String,
+    }
+
+    ///JSON form of `DeadLetterList`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct DeadLetterListRoot {
+        #[serde(rename = "deadLetterList")]
+        pub dead_letter_list: DeadLetterList,
+    }
+
     ///Session events told in a `chatEventNotification` (OMA Chat 2012).
     #[derive(
         ::serde::Deserialize,
@@ -1335,6 +1411,118 @@ pub mod types {
     }
 
     impl<'de> ::serde::Deserialize<'de> for ListChatSubscriptionsCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ListDeadLettersCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListDeadLettersCursor(::std::string::String);
+    impl ::std::ops::Deref for ListDeadLettersCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListDeadLettersCursor> for ::std::string::String {
+        fn from(value: ListDeadLettersCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListDeadLettersCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListDeadLettersCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListDeadLettersCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListDeadLettersCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ListDeadLettersSince`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListDeadLettersSince(::std::string::String);
+    impl ::std::ops::Deref for ListDeadLettersSince {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListDeadLettersSince> for ::std::string::String {
+        fn from(value: ListDeadLettersSince) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListDeadLettersSince {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListDeadLettersSince {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListDeadLettersSince {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListDeadLettersSince {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -2369,8 +2557,9 @@ pub mod types {
 
     nothing new is queued for it, and what was not delivered is kept by the server as dead
     letters (bounded per subscription). A disabled subscription still counts against the
-    user's subscriptions until it is deleted; to receive notifications again, delete it and
-    subscribe anew. Values sent by a client are ignored.
+    user's subscriptions until it is deleted; `redeliverDeadLetters` makes it `Active` again
+    and sends its dead letters (`listDeadLetters` lists them). Values sent by a client are
+    ignored.
     */
     #[derive(
         ::serde::Deserialize,
@@ -2485,7 +2674,8 @@ could not be stored, and any request arriving while the server stops, get
 stops (fail-stop: a restart reloads a consistent state). Any operation may answer so.
 
 **Lists are paged.** **Decision (paging; OMA 2012 pages no list):** every list operation
-(`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`) answers
+(`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`,
+`listDeadLetters`) answers
 at most one page, in creation order, so that no answer grows with a user's history. A
 client that sends no paging parameter gets the first `maxEntries` (default 100) entries,
 exactly the body OMA defines; when more follow, the answer carries the URL of the next page
@@ -2959,6 +3149,188 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**(extension) List the notifications that were not delivered to a subscription
+
+    **Decision (catch up and replay, an extension beside the OMA resources; OMA 2012 has
+    no such resource):** a notification that could not be delivered (given up at its
+    give-up age, or queued when its subscription was disabled, see `SubscriptionStatus`)
+    is kept as a *dead letter*, at most the server's backlog cap of them per subscription
+    (the oldest go first), until the subscription is deleted. This lists them oldest
+    first, one page at a time (see "Lists are paged"), each with the `webhook-id` it was
+    (and will be) sent with, its times, the attempts made and the notification itself,
+    exactly as the callback would have received it (`callbackData` included), in the
+    negotiated format. `since` narrows the list to what came later: an RFC 3339 time (dead
+    letters created at or after it) or a `webhook-id` (`msg_<n>`: dead letters after that
+    one). Anything else is `400 SVC0002`. A subscription of another user is `404`, exactly
+    as one that does not exist. `redeliverDeadLetters` sends them again.
+
+
+    Sends a `GET` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}/deadLetters`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `subscription_id`: Server-chosen subscription id.
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
+    - `since`: Only dead letters created at or after this RFC 3339 time
+    (`2026-12-03T17:00:00Z`), or after this `webhook-id` (`msg_42`).
+
+    */
+    pub async fn list_dead_letters<'a>(
+        &'a self,
+        user_id: &'a str,
+        subscription_id: &'a str,
+        cursor: Option<&'a types::ListDeadLettersCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
+        since: Option<&'a types::ListDeadLettersSince>,
+    ) -> Result<ResponseValue<types::DeadLetterListRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/v1/chat/{}/subscriptions/{}/deadLetters",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&subscription_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
+            .query(&progenitor_client::QueryParam::new("since", &since))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_dead_letters",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**(extension) Send a subscription's dead letters again, and re-enable it
+
+    **Decision (redelivery, an extension; see `listDeadLetters`):** takes no body. In one
+    durable change, a `Disabled` subscription becomes `Active` again and every one of its
+    dead letters goes back into its delivery queue, in their original order and with
+    their original `webhook-id`s, ahead of any notification created after this request
+    (a disabled subscription gets nothing new, so nothing new can be ahead of them). For
+    an `Active` subscription (dead letters given up one by one at their give-up age) the
+    dead letters are queued behind what is already queued for it, and ahead of anything
+    created later. A requeued notification starts a new give-up age (its `created` time
+    becomes the time of this request) and a new attempt count; the backlog cap still
+    applies: if the queue then holds more than the cap, the subscription is disabled
+    again and what is queued becomes dead letters again. With no dead letters this only
+    re-enables. Answers the subscription as it is now; the notifications then go out as
+    any other (the answer does not wait for their delivery). A subscription of another
+    user is `404`, exactly as one that does not exist.
+
+
+    Sends a `POST` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}/redelivery`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `subscription_id`: Server-chosen subscription id.
+    */
+    pub async fn redeliver_dead_letters<'a>(
+        &'a self,
+        user_id: &'a str,
+        subscription_id: &'a str,
+    ) -> Result<ResponseValue<types::ChatSubscriptionRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/v1/chat/{}/subscriptions/{}/redelivery",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&subscription_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "redeliver_dead_letters",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(

@@ -26,7 +26,7 @@ use slog::error;
 
 impl Chat {
     /// Runs a read on the store thread. Never called with the state lock held.
-    async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
+    pub(super) async fn read<T, F>(&self, read: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
@@ -55,7 +55,7 @@ impl Chat {
 
     /// The lock that orders the read-modify-write steps on the messages of `sid` (see
     /// [`Chat::message_locks`]).
-    fn message_lock(&self, sid: &str) -> &tokio::sync::Mutex<()> {
+    pub(super) fn message_lock(&self, sid: &str) -> &tokio::sync::Mutex<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         sid.hash(&mut h);

@@ -27,11 +27,14 @@
 //! - `sessions`: 7.1.2 / 7.1.4 start, 7.1.3 extend, 7.1.5 end, 7.1.6 cancel, invitation quotas;
 //! - `participants`: 7.1.7 accept / decline / time-out, 7.1.8 leave / re-join;
 //! - `messages`: 7.1.9 send, 7.1.10 confirm, message reads;
+//! - `deadletters`: catch up and replay (an extension): list a subscription's dead letters,
+//!   redeliver them;
 //! - `timers`, `restore`, `fanout`: deadlines, start-up, notifications per subscription;
 //! - `refused`: why a rule says no, and the OMA error each reason becomes;
 //! - `state` (working types), `records` (stored format), `views` (documents as one user
 //!   sees them), `page`, `quota`.
 
+mod deadletters;
 mod fanout;
 mod messages;
 pub(crate) mod page;
@@ -142,9 +145,10 @@ pub struct Chat {
     deliverer: Deliverer,
     log: Logger,
     /// Locks that order read-modify-write steps on a session's messages (a confirmation; a
-    /// send with a `clientCorrelator`), which read from the store and so cannot hold the
-    /// state lock. Striped by session id: memory stays fixed whatever the number of sessions,
-    /// and two sessions sharing a stripe only wait for each other's short read.
+    /// send with a `clientCorrelator`; a redelivery of a subscription's dead letters), which
+    /// read from the store and so cannot hold the state lock. Striped by session (or
+    /// subscription) id: memory stays fixed whatever the number of sessions, and two ids
+    /// sharing a stripe only wait for each other's short read.
     message_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 

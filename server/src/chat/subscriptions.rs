@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl Chat {
-    fn subscription_view(&self, rec: &SubscriptionRecord) -> ChatSubscription {
+    pub(super) fn subscription_view(&self, rec: &SubscriptionRecord) -> ChatSubscription {
         ChatSubscription {
             callback_reference: rec.callback.clone(),
             duration: Some(rec.duration),

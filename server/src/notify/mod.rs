@@ -57,6 +57,12 @@ pub fn delivered_count() -> u64 {
     DELIVERED.load(Ordering::Relaxed)
 }
 
+/// The `webhook-id` a notification is sent with (Standard Webhooks), from its outbox id: the
+/// same at every attempt, across restarts and in a redelivery.
+pub fn webhook_id(id: u64) -> String {
+    format!("msg_{id}")
+}
+
 /// Set when the process stops: no delivery attempt starts any more.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// Delivery attempts between their start and the forgetting of their notification.
@@ -275,6 +281,19 @@ impl Queue {
         self.shared.leave_live(DISABLED_STATE);
         self.shared.wake.notify_one();
     }
+
+    /// The subscription is enabled again (a redelivery): what is pushed from now on is
+    /// delivered, starting with a healthy endpoint (the failure run that disabled it is over).
+    /// A cancelled or expired queue stays so.
+    pub fn enable(&self) {
+        let _ = self.shared.state.compare_exchange(
+            DISABLED_STATE,
+            LIVE,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.shared.wake.notify_one();
+    }
 }
 
 enum Outcome {
@@ -330,7 +349,7 @@ async fn attempt(
     let Some((http, _)) = client.as_ref() else {
         return Outcome::Retry(None);
     };
-    let msg_id = format!("msg_{id}");
+    let msg_id = webhook_id(id);
     let timestamp = crate::store::now_ms() / 1000;
     let mut request = http
         .post(&target.notify_url)
@@ -439,6 +458,9 @@ async fn deliver(
             continue;
         }
         if state == DISABLED_STATE {
+            // The failure run ends with the subscription: should it be enabled again (a
+            // redelivery), its endpoint starts healthy, probed at once.
+            (failing_since, failures, probe_at) = (None, 0, 0);
             // Everything queued is buried in one batch.
             let mut dead = vec![item];
             while let Ok(i) = rx.try_recv() {

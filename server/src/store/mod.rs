@@ -94,6 +94,36 @@ pub struct Bury {
     pub keep_bytes: usize,
 }
 
+/// Dead letters of one subscription that go back into its delivery queue (a redelivery, see
+/// `chat::deadletters`): each becomes an undelivered outbox entry again, with its id (so its
+/// `webhook-id`) and body, a fresh schedule (no attempt made, due at once, no failure run) and
+/// `created_ms` as its new creation time (its give-up age counts from the redelivery).
+/// An id that is not a dead letter of the subscription (any more) is left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revive {
+    /// The subscription.
+    pub subscription: String,
+    /// Outbox ids of its dead letters.
+    pub ids: Vec<u64>,
+    /// Their new creation time, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// One dead letter as read back ([`Backend::dead_letters`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterRow {
+    /// Its outbox id (its `webhook-id` is `msg_<id>`).
+    pub id: u64,
+    /// The notification, as JSON (see `crate::notify::Notification`).
+    pub body: Vec<u8>,
+    /// When it was created (or last redelivered), Unix milliseconds.
+    pub created_ms: i64,
+    /// When it became a dead letter, Unix milliseconds.
+    pub dead_ms: i64,
+    /// Delivery attempts made before it was given up.
+    pub attempts: u32,
+}
+
 /// A message as written: the columns it is found by, and its stored record (JSON).
 ///
 /// Messages are the one thing that grows with use, so they are not part of the start-up
@@ -139,6 +169,8 @@ pub struct Batch {
     pub progress: Vec<(u64, Progress)>,
     /// Outbox entries that become dead letters.
     pub bury: Vec<Bury>,
+    /// Dead letters that become undelivered outbox entries again (a redelivery).
+    pub revive: Vec<Revive>,
 }
 
 impl Batch {
@@ -151,6 +183,7 @@ impl Batch {
             && self.forget.is_empty()
             && self.progress.is_empty()
             && self.bury.is_empty()
+            && self.revive.is_empty()
     }
 }
 
@@ -242,6 +275,21 @@ pub trait Backend: Send + 'static {
         sender: &str,
         correlator: &str,
     ) -> Result<Option<String>, StoreError>;
+    /// Up to `limit` dead letters of `subscription` with an id greater than `after` (all when
+    /// `None`) and created at or after `since_ms`, in id order (their creation order).
+    /// Indexed by (subscription, id): the cost follows `limit` and the subscription's own
+    /// outbox rows, which the backlog cap bounds. The default keeps none (an engine without
+    /// dead letters, e.g. the benches' redb backend).
+    fn dead_letters(
+        &mut self,
+        subscription: &str,
+        after: Option<u64>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let _ = (subscription, after, since_ms, limit);
+        Ok(Vec::new())
+    }
     /// Proves the store can still take a commit, for readiness (`/readyz`): run on the store
     /// thread between commits, so an answer also says the thread is not stuck. Must change
     /// no stored data. The default has nothing to check.
@@ -313,7 +361,9 @@ type Read = Box<dyn FnOnce(&mut dyn Backend) + Send>;
 /// Work for the store thread, done in the order it was queued: a read sees every batch queued
 /// before it (and so every change whose request was already answered).
 enum Work {
-    Commit(Job),
+    /// Boxed: a batch is a dozen vectors, a read one pointer, and the channel's slots take the
+    /// larger size (one allocation per batch is nothing next to its commit).
+    Commit(Box<Job>),
     Read(Read),
 }
 
@@ -416,7 +466,7 @@ impl Store {
             after_commit,
             done: Some(done),
         };
-        if let Err(mpsc::SendError(Work::Commit(job))) = self.tx.send(Work::Commit(job))
+        if let Err(mpsc::SendError(Work::Commit(job))) = self.tx.send(Work::Commit(Box::new(job)))
             && let Some(d) = job.done
         {
             let _ = d.send(Err("the store has stopped".to_owned()));
@@ -426,11 +476,11 @@ impl Store {
 
     /// Queues a batch nobody waits for (e.g. forgetting delivered notifications).
     pub fn submit_detached(&self, batch: Batch) {
-        let _ = self.tx.send(Work::Commit(Job {
+        let _ = self.tx.send(Work::Commit(Box::new(Job {
             batch,
             after_commit: None,
             done: None,
-        }));
+        })));
     }
 
     /// Runs `read` on the store thread, after every batch queued before it is committed, and
@@ -506,7 +556,7 @@ fn run(
         let mut jobs = Vec::new();
         for work in queued {
             match work {
-                Work::Commit(job) => jobs.push(job),
+                Work::Commit(job) => jobs.push(*job),
                 Work::Read(read) => {
                     commit_group(&mut *backend, std::mem::take(&mut jobs), &rx, &failed);
                     read(&mut *backend);
@@ -581,7 +631,7 @@ fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Work>, failed: 
     let refuse_work = |work: Work| match work {
         Work::Commit(job) => {
             let waits = job.done.is_some();
-            refuse(job);
+            refuse(*job);
             usize::from(waits)
         }
         Work::Read(_) => 1,

@@ -11,8 +11,8 @@
 
 use super::now_ms;
 use super::{
-    Backend, Batch, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot, StoreError,
-    after_session, expired_head, format,
+    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot,
+    StoreError, after_session, expired_head, format,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::ffi::c_int;
@@ -691,6 +691,7 @@ impl Backend for Sqlite {
                 .prepare_cached("UPDATE outbox SET dead_ms = ?2 WHERE id = ?1")
                 .map_err(err)?;
             let mut trim = tx.prepare_cached(TRIM_DEAD_SQL).map_err(err)?;
+            let mut revive = tx.prepare_cached(REVIVE_SQL).map_err(err)?;
             let mut forget = tx
                 .prepare_cached("DELETE FROM outbox WHERE id = ?1")
                 .map_err(err)?;
@@ -766,6 +767,13 @@ impl Backend for Sqlite {
                         i64::try_from(d.keep_bytes).unwrap_or(i64::MAX)
                     ])
                     .map_err(err)?;
+                }
+                for r in &b.revive {
+                    for id in &r.ids {
+                        revive
+                            .execute(params![outbox_id(*id)?, r.subscription, r.created_ms])
+                            .map_err(err)?;
+                    }
                 }
             }
         }
@@ -861,6 +869,35 @@ impl Backend for Sqlite {
         Ok(done)
     }
 
+    fn dead_letters(
+        &mut self,
+        subscription: &str,
+        after: Option<u64>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        // A cursor past what an id can be (client input) is past every dead letter.
+        let after = match after.map(i64::try_from) {
+            None => -1,
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(DEAD_LETTERS_SQL).map_err(err)?;
+        let rows = stmt
+            .query_map(params![subscription, after, since_ms, limit], |r| {
+                Ok(DeadLetterRow {
+                    id: r.get::<_, i64>(0)?.unsigned_abs(),
+                    body: r.get(1)?,
+                    created_ms: r.get(2)?,
+                    dead_ms: r.get(3)?,
+                    attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
     fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut stmt = self.conn.prepare_cached(BY_ID_SQL).map_err(err)?;
         let mut rows = stmt.query(params![session, id]).map_err(err)?;
@@ -920,6 +957,18 @@ const TRIM_DEAD_SQL: &str = "DELETE FROM outbox WHERE id IN (
          FROM outbox WHERE subscription = ?1 AND dead_ms IS NOT NULL
          WINDOW w AS (ORDER BY id DESC))
      WHERE n > ?2 OR bytes > ?3)";
+
+/// A page of a subscription's dead letters: a range of the index (subscription, id).
+const DEAD_LETTERS_SQL: &str = "SELECT id, body, created_ms, dead_ms, attempts FROM outbox
+     INDEXED BY outbox_by_subscription
+     WHERE subscription = ?1 AND id > ?2 AND dead_ms IS NOT NULL AND created_ms >= ?3
+     ORDER BY id LIMIT ?4";
+
+/// A dead letter of the subscription becomes an undelivered notification again, with a fresh
+/// schedule and a new creation time (see [`super::Revive`]).
+const REVIVE_SQL: &str = "UPDATE outbox SET dead_ms = NULL, attempts = 0, next_attempt_ms = 0,
+         failing_since_ms = NULL, created_ms = ?3
+     WHERE id = ?1 AND subscription = ?2 AND dead_ms IS NOT NULL";
 
 /// An outbox id as SQLite stores it (a signed 64-bit integer).
 fn outbox_id(id: u64) -> Result<i64, StoreError> {
@@ -1301,6 +1350,98 @@ mod tests {
             db.load().unwrap().outbox.len(),
             2,
             "9 and 10 are still live"
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Dead letters are read a page at a time per subscription (after an id, from a time), and
+    /// a redelivery turns them back into undelivered entries with their ids, a fresh schedule
+    /// and a new creation time; ids that are not (or no longer) its dead letters are left alone.
+    #[test]
+    fn dead_letters_are_listed_and_revived() {
+        let dir = temp_dir("revive");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let entry = |id: u64, sub: &str| OutboxEntry {
+            id,
+            subscription: sub.into(),
+            body: format!("{{\"n\":{id}}}").into_bytes(),
+            created_ms: i64::try_from(id).unwrap() * 100,
+            progress: Progress {
+                attempts: 2,
+                next_attempt_ms: 9,
+                failing_since_ms: Some(5),
+            },
+        };
+        db.commit(&[&Batch {
+            outbox: (1..=6)
+                .map(|i| entry(i, "a"))
+                .chain([entry(7, "b")])
+                .collect(),
+            bury: vec![
+                super::super::Bury {
+                    subscription: "a".into(),
+                    ids: vec![1, 2, 3, 4, 5],
+                    keep_count: 10,
+                    keep_bytes: 1000,
+                },
+                super::super::Bury {
+                    subscription: "b".into(),
+                    ids: vec![7],
+                    keep_count: 10,
+                    keep_bytes: 1000,
+                },
+            ],
+            ..Batch::default()
+        }])
+        .unwrap();
+        let ids = |rows: Vec<DeadLetterRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(db.dead_letters("a", None, i64::MIN, 100).unwrap()),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            ids(db.dead_letters("a", Some(2), i64::MIN, 2).unwrap()),
+            [3, 4]
+        );
+        assert_eq!(
+            ids(db.dead_letters("a", None, 300, 100).unwrap()),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            ids(db.dead_letters("a", Some(u64::MAX), i64::MIN, 9).unwrap()),
+            [] as [u64; 0]
+        );
+        let row = &db.dead_letters("b", None, i64::MIN, 1).unwrap()[0];
+        assert_eq!((row.id, row.created_ms, row.attempts), (7, 700, 2));
+        assert_eq!(row.body, b"{\"n\":7}");
+        assert!(row.dead_ms > 0);
+        // 6 is live, 7 is b's: neither is touched.
+        db.commit(&[&Batch {
+            revive: vec![super::super::Revive {
+                subscription: "a".into(),
+                ids: vec![2, 3, 6, 7],
+                created_ms: 4242,
+            }],
+            ..Batch::default()
+        }])
+        .unwrap();
+        assert_eq!(
+            ids(db.dead_letters("a", None, i64::MIN, 100).unwrap()),
+            [1, 4, 5]
+        );
+        assert_eq!(ids(db.dead_letters("b", None, i64::MIN, 100).unwrap()), [7]);
+        let live = db.load().unwrap().outbox;
+        let fresh = Progress::default();
+        assert_eq!(
+            live.iter()
+                .map(|e| (e.id, e.created_ms, e.progress))
+                .collect::<Vec<_>>(),
+            [
+                (2, 4242, fresh),
+                (3, 4242, fresh),
+                (6, 600, entry(6, "a").progress)
+            ]
         );
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,300 @@
+//! Catch up and replay (issue 13 item 3; an extension beside the OMA resources): what was not
+//! delivered to a subscription is listed (`listDeadLetters`) and sent again
+//! (`redeliverDeadLetters`).
+//!
+//! Dead letters are outbox rows with `dead_ms` set (see `notify` and `store::Bury`): at most
+//! the backlog cap of them per subscription, deleted with it. A listing reads one page of them
+//! through the store thread (an index range, never the whole set). A redelivery reads them all
+//! (bounded by the same cap: the queue would hold as many), then, in one change under the
+//! lock, re-enables the subscription (record and queue), turns the rows back into undelivered
+//! notifications (`store::Revive`, same ids so same `webhook-id`s) and queues them right
+//! after that commit, in id order (two redeliveries of one subscription take turns). A
+//! disabled subscription gets nothing new, so nothing
+//! created after the request can be queued ahead of them; an active one's queue already holds
+//! what was created before, and they go behind it.
+//!
+//! Rules (plain functions, tested below): [`parse_since`], [`bounds`], [`entry`].
+
+use super::page::{self, PageRequest};
+use super::records;
+use super::{Change, Chat, durable, missing, read_failed};
+use crate::address::encode_segment;
+use crate::logsafe::Escaped;
+use crate::notify::{Delivery, webhook_id};
+use crate::store::{DeadLetterRow, Kind, Progress, Revive, now_ms};
+use netapi_chat_api::{ChatSubscription, DeadLetter, DeadLetterList, Link, Notification};
+use netapi_chat_runtime::ApiError;
+use slog::{error, info};
+
+/// Where a listing starts, as the client's `since` said it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// Dead letters created at or after this time (Unix ms).
+    Time(i64),
+    /// Dead letters after this outbox id (a `webhook-id`, `msg_<n>`).
+    After(u64),
+}
+
+/// Reads `since`: a `webhook-id` (`msg_<n>`, as sent in the `webhook-id` header and listed) or
+/// an RFC 3339 time; anything else is `400 SVC0002`.
+pub fn parse_since(text: &str) -> Result<Since, ApiError> {
+    if let Some(n) = text.strip_prefix("msg_") {
+        return page::parse_cursor(n)
+            .map(Since::After)
+            .map_err(|_| bad_since(text));
+    }
+    crate::time::parse_rfc3339(text)
+        .map(Since::Time)
+        .ok_or_else(|| bad_since(text))
+}
+
+fn bad_since(text: &str) -> ApiError {
+    ApiError::invalid_input(format!(
+        "`since` {text:?} is neither an RFC 3339 time (2026-12-03T17:00:00Z) nor a webhook-id (msg_42)"
+    ))
+}
+
+/// The lower bounds of a listing: the id the walk goes on after (the larger of the page
+/// cursor and a `since` id) and the earliest creation time (Unix ms) a listed one may have.
+pub fn bounds(cursor: Option<u64>, since: Option<Since>) -> (Option<u64>, i64) {
+    match since {
+        None => (cursor, i64::MIN),
+        Some(Since::Time(ms)) => (cursor, ms),
+        Some(Since::After(id)) => (Some(cursor.map_or(id, |c| c.max(id))), i64::MIN),
+    }
+}
+
+/// RFC 3339 (UTC, seconds) of a Unix millisecond time.
+fn at(ms: i64) -> String {
+    crate::time::rfc3339(u64::try_from(ms.div_euclid(1000)).unwrap_or(0))
+}
+
+/// A dead letter as listed: its `webhook-id`, times and attempts, and the notification in
+/// the one element named after its kind (what the callback's body would have held).
+pub fn entry(row: &DeadLetterRow, n: Notification) -> DeadLetter {
+    let mut e = DeadLetter {
+        webhook_id: webhook_id(row.id),
+        created: at(row.created_ms),
+        died: at(row.dead_ms),
+        attempts: i64::from(row.attempts),
+        session_invitation_notification: None,
+        participant_status_notification: None,
+        chat_event_notification: None,
+        message_notification: None,
+        message_delivery_notification: None,
+        subscription_cancellation_notification: None,
+    };
+    match n {
+        Notification::SessionInvitationNotification(n) => {
+            e.session_invitation_notification = Some(n);
+        }
+        Notification::ParticipantStatusNotification(n) => {
+            e.participant_status_notification = Some(n);
+        }
+        Notification::ChatEventNotification(n) => e.chat_event_notification = Some(n),
+        Notification::MessageNotification(n) => e.message_notification = Some(n),
+        Notification::MessageDeliveryNotification(n) => {
+            e.message_delivery_notification = Some(n);
+        }
+        Notification::SubscriptionCancellationNotification(n) => {
+            e.subscription_cancellation_notification = Some(n);
+        }
+    }
+    e
+}
+
+impl Chat {
+    /// `404` unless subscription `id` is `user`'s (another user's answers exactly as a
+    /// missing one).
+    fn check_owner(&self, user: &str, id: &str) -> Result<(), ApiError> {
+        match self.lock().subscriptions.get(id) {
+            Some(s) if s.rec.user == user => Ok(()),
+            _ => Err(missing(&self.urls.subscription(user, id))),
+        }
+    }
+
+    /// The stored notifications of `rows`, decoded; a stored body that does not read is a
+    /// storage fault (logged, `503`), not the client's.
+    fn decoded(
+        &self,
+        rows: Vec<DeadLetterRow>,
+    ) -> Result<Vec<(DeadLetterRow, Notification)>, ApiError> {
+        rows.into_iter()
+            .map(|r| match records::decode_notification(&r.body) {
+                Ok(n) => Ok((r, n)),
+                Err(e) => {
+                    error!(self.log, "stored dead letter is unreadable"; "id" => r.id, "error" => %Escaped(&e));
+                    Err(read_failed())
+                }
+            })
+            .collect()
+    }
+
+    /// `listDeadLetters`: one page of the dead letters of the user's subscription `id`,
+    /// oldest first, from `since` on.
+    pub async fn list_dead_letters(
+        &self,
+        user: &str,
+        id: &str,
+        req: PageRequest,
+        since: Option<&str>,
+    ) -> Result<DeadLetterList, ApiError> {
+        let parsed = since.map(parse_since).transpose()?;
+        self.check_owner(user, id)?;
+        let (after, since_ms) = bounds(req.after, parsed);
+        let sub = id.to_owned();
+        // One more than the page: tells whether a next page exists.
+        let limit = req.limit.saturating_add(1);
+        let rows = self
+            .read(move |b| b.dead_letters(&sub, after, since_ms, limit))
+            .await?;
+        let p = page::page(
+            rows.into_iter().map(|r| (r.id, r)),
+            PageRequest {
+                after: None,
+                limit: req.limit,
+            },
+        );
+        let resource_url = format!("{}/deadLetters", self.urls.subscription(user, id));
+        let link = p
+            .next
+            .map(|n| {
+                let mut href = page::next_url(&resource_url, req, n);
+                if let Some(s) = since {
+                    href = format!("{href}&since={}", encode_segment(s));
+                }
+                Link {
+                    rel: page::NEXT.to_owned(),
+                    href,
+                }
+            })
+            .into_iter()
+            .collect();
+        Ok(DeadLetterList {
+            dead_letter: self
+                .decoded(p.items)?
+                .into_iter()
+                .map(|(r, n)| entry(&r, n))
+                .collect(),
+            resource_url,
+            link,
+        })
+    }
+
+    /// `redeliverDeadLetters`: the user's subscription `id` is enabled again and its dead
+    /// letters go back into its queue, in order, with their ids, in one durable change (see
+    /// the module documentation).
+    pub async fn redeliver(&self, user: &str, id: &str) -> Result<ChatSubscription, ApiError> {
+        self.check_owner(user, id)?;
+        // Two redeliveries of one subscription take turns (one of the striped locks, keyed by
+        // its id), so the second reads what the first left dead (nothing) instead of queueing
+        // the same notifications twice.
+        let _one_at_a_time = self.message_lock(id).lock().await;
+        let sub = id.to_owned();
+        // All of them: the backlog cap bounds them, and the queue will hold them anyway.
+        let rows = self
+            .read(move |b| b.dead_letters(&sub, None, i64::MIN, usize::MAX))
+            .await?;
+        let dead = self.decoded(rows)?;
+        let count = dead.len();
+        let (view, was_disabled, rx) = {
+            let mut state = self.lock();
+            let Some(sub) = state
+                .subscriptions
+                .get_mut(id)
+                .filter(|s| s.rec.user == user)
+            else {
+                // Deleted meanwhile.
+                return Err(missing(&self.urls.subscription(user, id)));
+            };
+            let now = now_ms();
+            let mut change = Change::default();
+            let was_disabled = sub.rec.disabled.take().is_some();
+            if was_disabled {
+                change.put(
+                    Kind::Subscription,
+                    id.to_owned(),
+                    records::encode_subscription(&sub.rec),
+                );
+            }
+            sub.queue.enable();
+            change.batch.revive.push(Revive {
+                subscription: id.to_owned(),
+                ids: dead.iter().map(|(r, _)| r.id).collect(),
+                created_ms: now,
+            });
+            for (r, n) in dead {
+                change.deliveries.push((
+                    sub.queue.clone(),
+                    Delivery {
+                        id: r.id,
+                        notification: n,
+                        created_ms: now,
+                        bytes: r.body.len(),
+                        progress: Progress::default(),
+                    },
+                ));
+            }
+            let view = self.subscription_view(&sub.rec);
+            (view, was_disabled, self.submit(&state, change))
+        };
+        durable(rx).await?;
+        info!(self.log, "dead letters requeued"; "user" => %Escaped(user),
+            "subscription" => %Escaped(id), "count" => count, "re_enabled" => was_disabled);
+        Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netapi_chat_api::{ChatEventNotification, EventType};
+
+    #[test]
+    fn since_is_a_webhook_id_or_an_rfc3339_time() {
+        assert_eq!(parse_since("msg_42").ok(), Some(Since::After(42)));
+        assert_eq!(
+            parse_since("1970-01-01T00:00:01Z").ok(),
+            Some(Since::Time(1000))
+        );
+        for bad in ["", "msg_", "msg_-1", "msg_042", "42", "yesterday", "msg_1 "] {
+            let e = parse_since(bad).err().map(|e| e.status.as_u16());
+            assert_eq!(e, Some(400), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_listing_starts_after_the_later_of_cursor_and_since() {
+        assert_eq!(bounds(None, None), (None, i64::MIN));
+        assert_eq!(bounds(Some(5), None), (Some(5), i64::MIN));
+        assert_eq!(bounds(None, Some(Since::After(7))), (Some(7), i64::MIN));
+        assert_eq!(bounds(Some(9), Some(Since::After(7))), (Some(9), i64::MIN));
+        assert_eq!(bounds(Some(3), Some(Since::After(7))), (Some(7), i64::MIN));
+        assert_eq!(bounds(Some(3), Some(Since::Time(100))), (Some(3), 100));
+    }
+
+    #[test]
+    fn an_entry_carries_its_webhook_id_times_and_the_notification_in_its_kinds_element() {
+        let row = DeadLetterRow {
+            id: 12,
+            body: Vec::new(),
+            created_ms: 1_700_000_000_999,
+            dead_ms: 1_700_000_060_000,
+            attempts: 3,
+        };
+        let n = ChatEventNotification {
+            event_type: EventType::SessionEnded,
+            event_description: None,
+            session_id: "s".into(),
+            callback_data: Some("cb".into()),
+            link: vec![],
+        };
+        let e = entry(&row, Notification::from(n.clone()));
+        assert_eq!(e.webhook_id, "msg_12");
+        assert_eq!(e.created, "2023-11-14T22:13:20Z");
+        assert_eq!(e.died, "2023-11-14T22:14:20Z");
+        assert_eq!(e.attempts, 3);
+        assert_eq!(e.chat_event_notification, Some(n));
+        assert!(e.message_notification.is_none() && e.session_invitation_notification.is_none());
+    }
+}
