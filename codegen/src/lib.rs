@@ -9,6 +9,7 @@ mod naming;
 pub mod openapi;
 mod rust_api;
 mod rust_types;
+mod rust_urls;
 pub mod xsd;
 
 use anyhow::{Context, Result};
@@ -160,14 +161,31 @@ pub fn generate(spec_text: &str) -> Result<Vec<GeneratedFile>> {
             "The chat API's operations: the service trait servers implement and the dropshot API\ntrait that routes to it with content negotiation.",
         )?,
     );
+    add(
+        "generated/api/src/urls.rs",
+        rust_file(
+            rust_urls::emit(&spec)?,
+            "URL builders: one method of [`Urls`] per path template of the spec, each parameter\n\
+             percent-encoded as one path segment (RFC 3986 unreserved characters kept). Every\n\
+             `resourceURL`, `Location` and notification `link` the server writes is built here.\n\
+             \n\
+             Naming rule: a builder is named after the last segment of its template in snake_case,\n\
+             a parameter `{xId}` read as `x` (`…/chatSessions` → `chat_sessions`,\n\
+             `…/chatSessions/{sessionId}` → `session`); when two templates would get the same\n\
+             name, each is prefixed with the segment before it (`…/{participantId}/status` →\n\
+             `participant_status`).",
+        )?,
+    );
     let lib = quote::quote! {
         #![deny(missing_docs)]
 
         pub mod api;
         pub mod types;
+        pub mod urls;
 
         pub use api::*;
         pub use types::*;
+        pub use urls::Urls;
         pub use netapi_chat_runtime as runtime;
 
         /// The published OpenAPI document (JSON and XML media types), served at `/openapi.json`.

@@ -94,7 +94,7 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
     // A session with one message, so that every body-taking operation has a target.
     let sid = created_id(
         &post_raw(
-            &srv.url(ALICE, "/chatSessions"),
+            &srv.urls().chat_sessions(ALICE),
             Format::Json,
             &format!(r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#),
         )
@@ -109,7 +109,7 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
     assert_eq!(accepted.status, 200, "{}", accepted.body);
     let mid = created_id(
         &post_raw(
-            &srv.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+            &srv.urls().messages(ALICE, &sid),
             Format::Json,
             r#"{"chatMessage":{"text":"hi"}}"#,
         )
@@ -349,14 +349,14 @@ async fn every_client_string_has_a_limit_on_both_faces() {
     // At the limit: accepted (callbackData and subject, in characters).
     let data = "é".repeat(1024);
     let a = post_raw(
-        &srv.url(ALICE, "/subscriptions"),
+        &srv.urls().subscriptions(ALICE),
         Format::Json,
         &subscription_json("http://127.0.0.1:9/", &data),
     )
     .await;
     created_id(&a);
     let a = post_raw(
-        &srv.url(ALICE, "/chatSessions"),
+        &srv.urls().chat_sessions(ALICE),
         Format::Xml,
         &session_body(Format::Xml, &"s".repeat(1024), &"n".repeat(256), "c"),
     )
@@ -463,7 +463,7 @@ fn parse_answer(bytes: &[u8]) -> Option<Answer> {
 }
 
 fn post_head(srv: &Server, token: &str, f: Format, length: u64) -> String {
-    let url = srv.url(ALICE, "/subscriptions");
+    let url = srv.urls().subscriptions(ALICE);
     let path = url.trim_start_matches(&srv.base);
     format!(
         "POST {path} HTTP/1.1\r\nauthorization: Bearer {token}\r\ncontent-type: {}\r\n\
@@ -509,7 +509,7 @@ async fn a_body_that_does_not_arrive_gets_408_and_the_connection_is_closed() {
     }
     // Nothing was created.
     let subs: ChatSubscriptionList =
-        send_empty("GET", &srv.url(ALICE, "/subscriptions"), Format::Json)
+        send_empty("GET", &srv.urls().subscriptions(ALICE), Format::Json)
             .await
             .decode();
     assert!(subs.chat_subscription.is_empty());
@@ -559,7 +559,7 @@ async fn failed_authentication_is_rate_limited_per_address() {
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "4"),
         ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60"),
     ]);
-    let url = srv.url(ALICE, "/chatSessions");
+    let url = srv.urls().chat_sessions(ALICE);
     let bad = [("authorization", "Bearer guessed-token-number-0001")];
     // Before any failure the valid token works.
     assert_eq!(send_empty("GET", &url, Format::Json).await.status, 200);

@@ -377,7 +377,7 @@ async fn the_server_runs_on_the_file_under_the_environment() {
         "x".repeat(400)
     );
     let create = |server: &Server| {
-        let url = server.url("tel:+15551230001", "/chatSessions");
+        let url = server.urls().chat_sessions("tel:+15551230001");
         let body = body.clone();
         async move {
             send(
@@ -508,7 +508,7 @@ async fn metrics_follow_a_flow() {
     let bob = Listener::start().await;
     let a = send(
         "POST",
-        &server.url("sip:bob@example.com", "/subscriptions"),
+        &server.urls().subscriptions("sip:bob@example.com"),
         &[("content-type", "application/json")],
         Some(&format!(
             r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
@@ -519,7 +519,7 @@ async fn metrics_follow_a_flow() {
     assert_eq!(a.status, 201, "{}", a.body);
     let a = send(
         "POST",
-        &server.url("tel:+15551230001", "/chatSessions"),
+        &server.urls().chat_sessions("tel:+15551230001"),
         &[("content-type", "application/json")],
         Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
     )
@@ -540,7 +540,7 @@ async fn metrics_follow_a_flow() {
     for _ in 0..45 {
         let a = send(
             "GET",
-            &server.url("sip:mallory@example.com", "/subscriptions"),
+            &server.urls().subscriptions("sip:mallory@example.com"),
             &[("authorization", &format!("Bearer {token}"))],
             None,
         )
@@ -643,7 +643,7 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     bob.set_down(true);
     let a = send(
         "POST",
-        &server.url("sip:bob@example.com", "/subscriptions"),
+        &server.urls().subscriptions("sip:bob@example.com"),
         &[("content-type", "application/json")],
         Some(&format!(
             r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
@@ -654,7 +654,7 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     assert_eq!(a.status, 201, "{}", a.body);
     let a = send(
         "POST",
-        &server.url("tel:+15551230001", "/chatSessions"),
+        &server.urls().chat_sessions("tel:+15551230001"),
         &[("content-type", "application/json")],
         Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
     )

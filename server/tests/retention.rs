@@ -18,7 +18,7 @@ use netapi_chat_runtime::Format;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Server, enc, send_doc, send_empty};
+use support::{Server, send_doc, send_empty};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -68,13 +68,10 @@ async fn connected_session(s: &Server, from: &str, to: &str) -> String {
         }],
         ..Default::default()
     };
-    let a = send_doc("POST", &s.url(from, "/chatSessions"), Format::Json, &doc).await;
+    let a = send_doc("POST", &s.urls().chat_sessions(from), Format::Json, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
     let sid = last_segment(a.header("location"));
-    let url = s.url(
-        to,
-        &format!("/chatSessions/{sid}/participants/{}/status", enc(to)),
-    );
+    let url = s.urls().participant_status(to, &sid, to);
     let st = ParticipantSessionStatus {
         status: ParticipantStatus::Connected,
     };
@@ -87,7 +84,7 @@ async fn connected_session(s: &Server, from: &str, to: &str) -> String {
 /// the server records it, is at or after this).
 async fn send(s: &Server, from: &str, sid: &str, text: &str) -> (String, i64) {
     let t0 = now_ms();
-    let url = s.url(from, &format!("/chatSessions/{sid}/messages"));
+    let url = s.urls().messages(from, sid);
     let a = send_doc("POST", &url, Format::Json, &message_doc(text)).await;
     assert_eq!(a.status, 201, "{}", a.body);
     (last_segment(a.header("location")), t0)
@@ -229,12 +226,7 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
         assert!(Instant::now() < deadline, "the later message stays");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let info = send_empty(
-        "GET",
-        &s.url(BOB, &format!("/chatSessions/{sid}")),
-        Format::Xml,
-    )
-    .await;
+    let info = send_empty("GET", &s.urls().session(BOB, &sid), Format::Xml).await;
     assert_eq!(
         info.status, 200,
         "the session outlives its messages: {}",

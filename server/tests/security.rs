@@ -78,7 +78,7 @@ fn subscription(url: &str) -> ChatSubscription {
 async fn requests_without_valid_credentials_get_401_with_a_challenge() {
     let srv = Server::default_for_tests();
     for f in FORMATS {
-        let url = srv.url(ALICE, "/chatSessions");
+        let url = srv.urls().chat_sessions(ALICE);
         for auth in [
             "",
             "Bearer",
@@ -118,7 +118,7 @@ async fn requests_without_valid_credentials_get_401_with_a_challenge() {
     let list: ChatSessionList = as_user::<ChatMessage>(
         APP_TOKEN,
         "GET",
-        &srv.url(ALICE, "/chatSessions"),
+        &srv.urls().chat_sessions(ALICE),
         Format::Json,
         None,
     )
@@ -184,7 +184,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let sub: ChatSubscription = as_user(
             &alice,
             "POST",
-            &srv.url(ALICE, "/subscriptions"),
+            &srv.urls().subscriptions(ALICE),
             f,
             Some(&subscription(&l.url)),
         )
@@ -200,7 +200,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let a = as_user(
             &alice,
             "POST",
-            &srv.url(ALICE, "/chatSessions"),
+            &srv.urls().chat_sessions(ALICE),
             f,
             Some(&session_with(BOB)),
         )
@@ -215,10 +215,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let st = ParticipantSessionStatus {
             status: ParticipantStatus::Connected,
         };
-        let status_url = srv.url(
-            BOB,
-            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
-        );
+        let status_url = srv.urls().participant_status(BOB, &sid, BOB);
         assert_eq!(
             as_user(&bob, "POST", &status_url, f, Some(&st))
                 .await
@@ -237,7 +234,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let m = as_user(
             &alice,
             "POST",
-            &srv.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+            &srv.urls().messages(ALICE, &sid),
             f,
             Some(&msg),
         )
@@ -280,7 +277,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user::<ChatMessage>(
             &mallory,
             "DELETE",
-            &srv.url(MALLORY, &format!("/subscriptions/{sub_id}")),
+            &srv.urls().subscription(MALLORY, &sub_id),
             f,
             None,
         )
@@ -289,7 +286,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user::<ChatMessage>(
             &mallory,
             "DELETE",
-            &srv.url(MALLORY, &format!("/chatSessions/{sid}")),
+            &srv.urls().session(MALLORY, &sid),
             f,
             None,
         )
@@ -298,7 +295,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user(
             &mallory,
             "POST",
-            &srv.url(MALLORY, &format!("/chatSessions/{sid}/messages")),
+            &srv.urls().messages(MALLORY, &sid),
             f,
             Some(&msg),
         )
@@ -307,21 +304,16 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user::<ChatMessage>(
             &alice,
             "GET",
-            &srv.url(ALICE, &format!("/subscriptions/{sub_id}")),
+            &srv.urls().subscription(ALICE, &sub_id),
             f,
             None,
         )
         .await
         .decode::<ChatSubscription>();
-        let s: ChatSessionInformation = as_user::<ChatMessage>(
-            &alice,
-            "GET",
-            &srv.url(ALICE, &format!("/chatSessions/{sid}")),
-            f,
-            None,
-        )
-        .await
-        .decode();
+        let s: ChatSessionInformation =
+            as_user::<ChatMessage>(&alice, "GET", &srv.urls().session(ALICE, &sid), f, None)
+                .await
+                .decode();
         assert_eq!(s.ended, Some(false));
     }
 }
@@ -350,7 +342,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
         ] {
             let a = send_doc(
                 "POST",
-                &srv.url(ALICE, "/subscriptions"),
+                &srv.urls().subscriptions(ALICE),
                 f,
                 &subscription(url),
             )
@@ -379,7 +371,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
     );
     let a = send_doc(
         "POST",
-        &srv.url(ALICE, "/subscriptions"),
+        &srv.urls().subscriptions(ALICE),
         Format::Json,
         &subscription(&format!("http://{host}:9/n")),
     )
@@ -407,7 +399,7 @@ async fn redirects_from_a_callback_are_not_followed() {
     assert_eq!(
         send_doc(
             "POST",
-            &srv.url(BOB, "/subscriptions"),
+            &srv.urls().subscriptions(BOB),
             Format::Json,
             &subscription(&redirecting.url)
         )
@@ -418,7 +410,7 @@ async fn redirects_from_a_callback_are_not_followed() {
     assert_eq!(
         send_doc(
             "POST",
-            &srv.url(ALICE, "/subscriptions"),
+            &srv.urls().subscriptions(ALICE),
             Format::Json,
             &subscription(&inviter.url)
         )
@@ -429,7 +421,7 @@ async fn redirects_from_a_callback_are_not_followed() {
     assert_eq!(
         send_doc(
             "POST",
-            &srv.url(ALICE, "/chatSessions"),
+            &srv.urls().chat_sessions(ALICE),
             Format::Json,
             &session_with(BOB)
         )
@@ -453,7 +445,7 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     let (la, lb) = (Listener::start().await, Listener::start().await);
     send_doc(
         "POST",
-        &srv.url(ALICE, "/subscriptions"),
+        &srv.urls().subscriptions(ALICE),
         Format::Json,
         &subscription(&la.url),
     )
@@ -462,14 +454,14 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     xml_sub.callback_reference.notification_format = Some(NotificationFormat::Xml);
     send_doc(
         "POST",
-        &srv.url(BOB, "/subscriptions"),
+        &srv.urls().subscriptions(BOB),
         Format::Json,
         &xml_sub,
     )
     .await;
     let a = send_doc(
         "POST",
-        &srv.url(ALICE, "/chatSessions"),
+        &srv.urls().chat_sessions(ALICE),
         Format::Json,
         &session_with(BOB),
     )
@@ -485,10 +477,7 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     };
     send_doc(
         "POST",
-        &srv.url(
-            BOB,
-            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
-        ),
+        &srv.urls().participant_status(BOB, &sid, BOB),
         Format::Json,
         &st,
     )

@@ -16,7 +16,7 @@ use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{Listener, Received, Server, enc, send_doc, send_empty};
+use support::{Listener, Received, Server, send_doc, send_empty};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -66,7 +66,7 @@ async fn subscribe(srv: &Server, user: &str, format: NotificationFormat) {
         client_correlator: Some(format!("v1-{user}")),
         resource_url: None,
     };
-    let a = send_doc("POST", &srv.url(user, "/subscriptions"), Format::Json, &doc).await;
+    let a = send_doc("POST", &srv.urls().subscriptions(user), Format::Json, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
 }
 
@@ -88,16 +88,13 @@ async fn start_session(srv: &Server, subject: &str, invitee: &str) -> String {
         client_correlator: Some(format!("v1-{subject}")),
         resource_url: None,
     };
-    let a = send_doc("POST", &srv.url(A, "/chatSessions"), Format::Json, &doc).await;
+    let a = send_doc("POST", &srv.urls().chat_sessions(A), Format::Json, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
     last_segment(a.header("location"))
 }
 
 async fn accept(srv: &Server, who: &str, sid: &str) {
-    let url = srv.url(
-        who,
-        &format!("/chatSessions/{sid}/participants/{}/status", enc(who)),
-    );
+    let url = srv.urls().participant_status(who, sid, who);
     let st = ParticipantSessionStatus {
         status: ParticipantStatus::Connected,
     };
@@ -115,7 +112,7 @@ async fn send_message(srv: &Server, who: &str, sid: &str, text: &str) -> String 
         date_time: None,
         resource_url: None,
     };
-    let url = srv.url(who, &format!("/chatSessions/{sid}/messages"));
+    let url = srv.urls().messages(who, sid);
     let a = send_doc("POST", &url, Format::Json, &m).await;
     assert_eq!(a.status, 201, "{}", a.body);
     last_segment(a.header("location"))

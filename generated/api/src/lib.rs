@@ -7,9 +7,13 @@ pub mod api;
 
 pub mod types;
 
+pub mod urls;
+
 pub use api::*;
 
 pub use types::*;
+
+pub use urls::Urls;
 
 pub use netapi_chat_runtime as runtime;
 

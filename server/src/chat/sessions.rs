@@ -168,7 +168,7 @@ impl Chat {
             .collect();
         sessions.sort_unstable_by_key(|s| s.seq);
         let p = page::page(sessions.into_iter().map(|s| (s.seq, s)), req);
-        let resource_url = self.urls.sessions(user);
+        let resource_url = self.urls.chat_sessions(user);
         ChatSessionList {
             chat_session_information: p
                 .items
