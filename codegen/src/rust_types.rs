@@ -362,7 +362,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
             #[serde(deny_unknown_fields)]
             pub struct #wrapper {
-                #[doc = "The document."]
+                /// The document.
                 #rename
                 pub #field: #name,
             }

@@ -156,7 +156,7 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<(), ApiError> {
-        self.chat.end_session(&user_id, &session_id).await
+        self.chat.delete_session(&user_id, &session_id).await
     }
 
     /// One page of a session's participants.
@@ -284,7 +284,7 @@ impl ChatService for ChatServer {
     ) -> Result<MessageDeliveryStatus, ApiError> {
         let status = self
             .chat
-            .get_message_status(&user_id, &session_id, &message_id)
+            .get_message_delivery_status(&user_id, &session_id, &message_id)
             .await?;
         Ok(MessageDeliveryStatus { status })
     }
@@ -298,7 +298,7 @@ impl ChatService for ChatServer {
         body: MessageDeliveryStatus,
     ) -> Result<(), ApiError> {
         self.chat
-            .confirm_delivery(&user_id, &session_id, &message_id, body.status)
+            .confirm_message_delivery(&user_id, &session_id, &message_id, body.status)
             .await
     }
 }

@@ -2,11 +2,8 @@
 //! The chat API's data types, speaking OMA JSON (serde) and OMA XML.
 
 use netapi_chat_runtime::wire::Validate;
-
 use netapi_chat_runtime::xml::{Element, XmlError, XmlLeaf, XmlRoot, XmlType, XmlWriter};
-
 use schemars::JsonSchema;
-
 use serde::{Deserialize, Serialize};
 
 /// Format of the notifications POSTed to a callback (OMA Common).
@@ -24,6 +21,7 @@ impl NotificationFormat {
     /// Every value, in spec order.
     pub const ALL: &'static [NotificationFormat] =
         &[NotificationFormat::Xml, NotificationFormat::Json];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +40,7 @@ impl std::fmt::Display for NotificationFormat {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for NotificationFormat {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         NotificationFormat::ALL
@@ -76,8 +75,8 @@ pub struct CallbackReference {
     #[serde(rename = "notifyURL")]
     #[schemars(length(max = 2048))]
     pub notify_url: String,
-    /// `callbackData`: Opaque data echoed in every notification. At most 1024 characters: it is copied
-    /// into each notification of the subscription. Every client-given string of a request
+    /// `callbackData`: Opaque data echoed in every notification. At most 1024 characters: it is
+    /// copied into each notification of the subscription. Every client-given string of a request
     /// has a `maxLength`; a longer one gets 400 SVC0002 naming the field and its limit.
     #[serde(
         rename = "callbackData",
@@ -190,17 +189,19 @@ impl XmlRoot for ResourceReference {
     const PREFIX: &'static str = "common";
 }
 
-/// JSON form of [`ResourceReference`]: an object whose one key is the root element's name, `resourceReference`; any other key is refused (a body is one document).
+/// JSON form of [`ResourceReference`]: an object whose one key is the root element's name,
+/// `resourceReference`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceReferenceRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "resourceReference")]
     pub resource_reference: ResourceReference,
 }
 
 impl netapi_chat_runtime::wire::Document for ResourceReference {
     type Json = ResourceReferenceRoot;
+
     fn from_json(wrapper: ResourceReferenceRoot) -> Self {
         wrapper.resource_reference
     }
@@ -352,17 +353,19 @@ impl XmlRoot for RequestError {
     const PREFIX: &'static str = "common";
 }
 
-/// JSON form of [`RequestError`]: an object whose one key is the root element's name, `requestError`; any other key is refused (a body is one document).
+/// JSON form of [`RequestError`]: an object whose one key is the root element's name,
+/// `requestError`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestErrorRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "requestError")]
     pub request_error: RequestError,
 }
 
 impl netapi_chat_runtime::wire::Document for RequestError {
     type Json = RequestErrorRoot;
+
     fn from_json(wrapper: RequestErrorRoot) -> Self {
         wrapper.request_error
     }
@@ -395,6 +398,7 @@ impl ParticipantStatus {
         ParticipantStatus::Connected,
         ParticipantStatus::Disconnected,
     ];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -414,6 +418,7 @@ impl std::fmt::Display for ParticipantStatus {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for ParticipantStatus {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         ParticipantStatus::ALL
@@ -467,6 +472,7 @@ impl MessageStatus {
         MessageStatus::Displayed,
         MessageStatus::Failed,
     ];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -487,6 +493,7 @@ impl std::fmt::Display for MessageStatus {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for MessageStatus {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         MessageStatus::ALL
@@ -556,6 +563,7 @@ impl EventType {
         EventType::Unreachable,
         EventType::Successful,
     ];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -579,6 +587,7 @@ impl std::fmt::Display for EventType {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for EventType {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         EventType::ALL
@@ -618,7 +627,8 @@ pub struct ChatSubscription {
     /// `callbackReference`.
     #[serde(rename = "callbackReference")]
     pub callback_reference: CallbackReference,
-    /// `duration`: Requested lifetime in seconds; absent or 0 = no expiry. The server returns what it granted.
+    /// `duration`: Requested lifetime in seconds; absent or 0 = no expiry. The server returns what
+    /// it granted.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -687,17 +697,19 @@ impl XmlRoot for ChatSubscription {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSubscription`]: an object whose one key is the root element's name, `chatSubscription`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSubscription`]: an object whose one key is the root element's name,
+/// `chatSubscription`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSubscriptionRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSubscription")]
     pub chat_subscription: ChatSubscription,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSubscription {
     type Json = ChatSubscriptionRoot;
+
     fn from_json(wrapper: ChatSubscriptionRoot) -> Self {
         wrapper.chat_subscription
     }
@@ -772,17 +784,19 @@ impl XmlRoot for ChatSubscriptionList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSubscriptionList`]: an object whose one key is the root element's name, `chatSubscriptionList`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSubscriptionList`]: an object whose one key is the root element's name,
+/// `chatSubscriptionList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSubscriptionListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSubscriptionList")]
     pub chat_subscription_list: ChatSubscriptionList,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSubscriptionList {
     type Json = ChatSubscriptionListRoot;
+
     fn from_json(wrapper: ChatSubscriptionListRoot) -> Self {
         wrapper.chat_subscription_list
     }
@@ -890,17 +904,19 @@ impl XmlRoot for ParticipantInformation {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantInformation`]: an object whose one key is the root element's name, `participantInformation`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantInformation`]: an object whose one key is the root element's name,
+/// `participantInformation`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantInformationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantInformation")]
     pub participant_information: ParticipantInformation,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantInformation {
     type Json = ParticipantInformationRoot;
+
     fn from_json(wrapper: ParticipantInformationRoot) -> Self {
         wrapper.participant_information
     }
@@ -991,17 +1007,19 @@ impl XmlRoot for ParticipantList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantList`]: an object whose one key is the root element's name, `participantList`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantList`]: an object whose one key is the root element's name,
+/// `participantList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantList")]
     pub participant_list: ParticipantList,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantList {
     type Json = ParticipantListRoot;
+
     fn from_json(wrapper: ParticipantListRoot) -> Self {
         wrapper.participant_list
     }
@@ -1044,7 +1062,8 @@ pub struct ChatSessionInformation {
     /// `status`: (set by the server) The requesting user's own status in the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ParticipantStatus>,
-    /// `ended`: (set by the server) Always false in an answer: an ended session is gone (404, see `deleteChatSession`); kept for clients written against the earlier behaviour.
+    /// `ended`: (set by the server) Always false in an answer: an ended session is gone (404, see
+    /// `deleteChatSession`); kept for clients written against the earlier behaviour.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -1151,17 +1170,19 @@ impl XmlRoot for ChatSessionInformation {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSessionInformation`]: an object whose one key is the root element's name, `chatSessionInformation`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSessionInformation`]: an object whose one key is the root element's name,
+/// `chatSessionInformation`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSessionInformationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSessionInformation")]
     pub chat_session_information: ChatSessionInformation,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSessionInformation {
     type Json = ChatSessionInformationRoot;
+
     fn from_json(wrapper: ChatSessionInformationRoot) -> Self {
         wrapper.chat_session_information
     }
@@ -1238,17 +1259,19 @@ impl XmlRoot for ChatSessionList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSessionList`]: an object whose one key is the root element's name, `chatSessionList`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSessionList`]: an object whose one key is the root element's name,
+/// `chatSessionList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSessionListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSessionList")]
     pub chat_session_list: ChatSessionList,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSessionList {
     type Json = ChatSessionListRoot;
+
     fn from_json(wrapper: ChatSessionListRoot) -> Self {
         wrapper.chat_session_list
     }
@@ -1260,7 +1283,8 @@ impl From<ChatSessionList> for ChatSessionListRoot {
     }
 }
 
-/// Seed `ParticipantSessionStatus`; `Connected` accepts or re-joins, `Disconnected` declines or leaves.
+/// Seed `ParticipantSessionStatus`; `Connected` accepts or re-joins, `Disconnected` declines or
+/// leaves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantSessionStatus {
     /// `status`.
@@ -1292,17 +1316,19 @@ impl XmlRoot for ParticipantSessionStatus {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantSessionStatus`]: an object whose one key is the root element's name, `participantSessionStatus`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantSessionStatus`]: an object whose one key is the root element's
+/// name, `participantSessionStatus`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantSessionStatusRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantSessionStatus")]
     pub participant_session_status: ParticipantSessionStatus,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantSessionStatus {
     type Json = ParticipantSessionStatusRoot;
+
     fn from_json(wrapper: ParticipantSessionStatusRoot) -> Self {
         wrapper.participant_session_status
     }
@@ -1431,17 +1457,19 @@ impl XmlRoot for ChatMessage {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatMessage`]: an object whose one key is the root element's name, `chatMessage`; any other key is refused (a body is one document).
+/// JSON form of [`ChatMessage`]: an object whose one key is the root element's name,
+/// `chatMessage`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessageRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatMessage")]
     pub chat_message: ChatMessage,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatMessage {
     type Json = ChatMessageRoot;
+
     fn from_json(wrapper: ChatMessageRoot) -> Self {
         wrapper.chat_message
     }
@@ -1516,17 +1544,19 @@ impl XmlRoot for ChatMessageList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatMessageList`]: an object whose one key is the root element's name, `chatMessageList`; any other key is refused (a body is one document).
+/// JSON form of [`ChatMessageList`]: an object whose one key is the root element's name,
+/// `chatMessageList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessageListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatMessageList")]
     pub chat_message_list: ChatMessageList,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatMessageList {
     type Json = ChatMessageListRoot;
+
     fn from_json(wrapper: ChatMessageListRoot) -> Self {
         wrapper.chat_message_list
     }
@@ -1570,17 +1600,19 @@ impl XmlRoot for MessageDeliveryStatus {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageDeliveryStatus`]: an object whose one key is the root element's name, `messageDeliveryStatus`; any other key is refused (a body is one document).
+/// JSON form of [`MessageDeliveryStatus`]: an object whose one key is the root element's name,
+/// `messageDeliveryStatus`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageDeliveryStatusRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "messageDeliveryStatus")]
     pub message_delivery_status: MessageDeliveryStatus,
 }
 
 impl netapi_chat_runtime::wire::Document for MessageDeliveryStatus {
     type Json = MessageDeliveryStatusRoot;
+
     fn from_json(wrapper: MessageDeliveryStatusRoot) -> Self {
         wrapper.message_delivery_status
     }
@@ -1627,7 +1659,8 @@ pub struct SessionInvitationNotification {
         skip_serializing_if = "Option::is_none"
     )]
     pub callback_data: Option<String>,
-    /// `link`: `ChatSessionInformation` (the session) and `ParticipantSessionStatus` (POST here to accept or decline).
+    /// `link`: `ChatSessionInformation` (the session) and `ParticipantSessionStatus` (POST here to
+    /// accept or decline).
     #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
@@ -1694,17 +1727,20 @@ impl XmlRoot for SessionInvitationNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`SessionInvitationNotification`]: an object whose one key is the root element's name, `sessionInvitationNotification`; any other key is refused (a body is one document).
+/// JSON form of [`SessionInvitationNotification`]: an object whose one key is the root
+/// element's name, `sessionInvitationNotification`; any other key is refused (a body is one
+/// document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionInvitationNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "sessionInvitationNotification")]
     pub session_invitation_notification: SessionInvitationNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for SessionInvitationNotification {
     type Json = SessionInvitationNotificationRoot;
+
     fn from_json(wrapper: SessionInvitationNotificationRoot) -> Self {
         wrapper.session_invitation_notification
     }
@@ -1872,17 +1908,20 @@ impl XmlRoot for ParticipantStatusNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantStatusNotification`]: an object whose one key is the root element's name, `participantStatusNotification`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantStatusNotification`]: an object whose one key is the root
+/// element's name, `participantStatusNotification`; any other key is refused (a body is one
+/// document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantStatusNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantStatusNotification")]
     pub participant_status_notification: ParticipantStatusNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantStatusNotification {
     type Json = ParticipantStatusNotificationRoot;
+
     fn from_json(wrapper: ParticipantStatusNotificationRoot) -> Self {
         wrapper.participant_status_notification
     }
@@ -1975,17 +2014,19 @@ impl XmlRoot for ChatEventNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatEventNotification`]: an object whose one key is the root element's name, `chatEventNotification`; any other key is refused (a body is one document).
+/// JSON form of [`ChatEventNotification`]: an object whose one key is the root element's name,
+/// `chatEventNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatEventNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatEventNotification")]
     pub chat_event_notification: ChatEventNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatEventNotification {
     type Json = ChatEventNotificationRoot;
+
     fn from_json(wrapper: ChatEventNotificationRoot) -> Self {
         wrapper.chat_event_notification
     }
@@ -2031,7 +2072,8 @@ pub struct MessageNotification {
         skip_serializing_if = "Option::is_none"
     )]
     pub callback_data: Option<String>,
-    /// `link`: `ChatMessage` (the message) and `MessageStatusReport` (POST here to confirm delivery).
+    /// `link`: `ChatMessage` (the message) and `MessageStatusReport` (POST here to confirm
+    /// delivery).
     #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
@@ -2096,17 +2138,19 @@ impl XmlRoot for MessageNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageNotification`]: an object whose one key is the root element's name, `messageNotification`; any other key is refused (a body is one document).
+/// JSON form of [`MessageNotification`]: an object whose one key is the root element's name,
+/// `messageNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "messageNotification")]
     pub message_notification: MessageNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for MessageNotification {
     type Json = MessageNotificationRoot;
+
     fn from_json(wrapper: MessageNotificationRoot) -> Self {
         wrapper.message_notification
     }
@@ -2217,17 +2261,19 @@ impl XmlRoot for MessageDeliveryNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageDeliveryNotification`]: an object whose one key is the root element's name, `messageDeliveryNotification`; any other key is refused (a body is one document).
+/// JSON form of [`MessageDeliveryNotification`]: an object whose one key is the root element's
+/// name, `messageDeliveryNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageDeliveryNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "messageDeliveryNotification")]
     pub message_delivery_notification: MessageDeliveryNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for MessageDeliveryNotification {
     type Json = MessageDeliveryNotificationRoot;
+
     fn from_json(wrapper: MessageDeliveryNotificationRoot) -> Self {
         wrapper.message_delivery_notification
     }
@@ -2311,17 +2357,20 @@ impl XmlRoot for SubscriptionCancellationNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`SubscriptionCancellationNotification`]: an object whose one key is the root element's name, `subscriptionCancellationNotification`; any other key is refused (a body is one document).
+/// JSON form of [`SubscriptionCancellationNotification`]: an object whose one key is the root
+/// element's name, `subscriptionCancellationNotification`; any other key is refused (a body is
+/// one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionCancellationNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "subscriptionCancellationNotification")]
     pub subscription_cancellation_notification: SubscriptionCancellationNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for SubscriptionCancellationNotification {
     type Json = SubscriptionCancellationNotificationRoot;
+
     fn from_json(wrapper: SubscriptionCancellationNotificationRoot) -> Self {
         wrapper.subscription_cancellation_notification
     }

@@ -31,7 +31,8 @@ impl Urls {
         &self.base
     }
 
-    /// `/v1/chat/{userId}/subscriptions`: `listChatSubscriptions` (GET), `createChatSubscription` (POST).
+    /// `/v1/chat/{userId}/subscriptions`: `listChatSubscriptions` (GET), `createChatSubscription`
+    /// (POST).
     pub fn subscriptions(&self, user_id: &str) -> String {
         format!(
             "{}/v1/chat/{}/subscriptions",
@@ -40,7 +41,8 @@ impl Urls {
         )
     }
 
-    /// `/v1/chat/{userId}/subscriptions/{subscriptionId}`: `getChatSubscription` (GET), `deleteChatSubscription` (DELETE).
+    /// `/v1/chat/{userId}/subscriptions/{subscriptionId}`: `getChatSubscription` (GET),
+    /// `deleteChatSubscription` (DELETE).
     pub fn subscription(&self, user_id: &str, subscription_id: &str) -> String {
         format!(
             "{}/v1/chat/{}/subscriptions/{}",
@@ -59,7 +61,8 @@ impl Urls {
         )
     }
 
-    /// `/v1/chat/{userId}/chatSessions/{sessionId}`: `getChatSession` (GET), `deleteChatSession` (DELETE).
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}`: `getChatSession` (GET), `deleteChatSession`
+    /// (DELETE).
     pub fn session(&self, user_id: &str, session_id: &str) -> String {
         format!(
             "{}/v1/chat/{}/chatSessions/{}",
@@ -69,7 +72,8 @@ impl Urls {
         )
     }
 
-    /// `/v1/chat/{userId}/chatSessions/{sessionId}/participants`: `listParticipants` (GET), `addParticipants` (POST).
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}/participants`: `listParticipants` (GET),
+    /// `addParticipants` (POST).
     pub fn participants(&self, user_id: &str, session_id: &str) -> String {
         format!(
             "{}/v1/chat/{}/chatSessions/{}/participants",
@@ -79,7 +83,8 @@ impl Urls {
         )
     }
 
-    /// `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}`: `getParticipant` (GET), `cancelInvitation` (DELETE).
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}`: `getParticipant`
+    /// (GET), `cancelInvitation` (DELETE).
     pub fn participant(&self, user_id: &str, session_id: &str, participant_id: &str) -> String {
         format!(
             "{}/v1/chat/{}/chatSessions/{}/participants/{}",
@@ -90,7 +95,8 @@ impl Urls {
         )
     }
 
-    /// `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status`: `getParticipantStatus` (GET), `updateParticipantStatus` (POST).
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status`:
+    /// `getParticipantStatus` (GET), `updateParticipantStatus` (POST).
     pub fn participant_status(
         &self,
         user_id: &str,
@@ -106,7 +112,8 @@ impl Urls {
         )
     }
 
-    /// `/v1/chat/{userId}/chatSessions/{sessionId}/messages`: `listMessages` (GET), `sendMessage` (POST).
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}/messages`: `listMessages` (GET), `sendMessage`
+    /// (POST).
     pub fn messages(&self, user_id: &str, session_id: &str) -> String {
         format!(
             "{}/v1/chat/{}/chatSessions/{}/messages",
@@ -127,7 +134,8 @@ impl Urls {
         )
     }
 
-    /// `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status`: `getMessageDeliveryStatus` (GET), `confirmMessageDelivery` (POST).
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status`:
+    /// `getMessageDeliveryStatus` (GET), `confirmMessageDelivery` (POST).
     pub fn message_status(&self, user_id: &str, session_id: &str, message_id: &str) -> String {
         format!(
             "{}/v1/chat/{}/chatSessions/{}/messages/{}/status",
