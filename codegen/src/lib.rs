@@ -108,7 +108,8 @@ fn space_items(code: &str) -> String {
             let pi = p.len() - t.len();
             let ends_decl =
                 t.ends_with(';') && !t.starts_with("//") && (pi == 0 || (pi == 4 && in_container));
-            (t == "}" || t == "};" || ends_decl) && pi == indent
+            let empty_body = t.ends_with("{}") && !t.starts_with("//");
+            (t == "}" || t == "};" || ends_decl || empty_body) && pi == indent
         };
         let this_use = if indent == 0 { use_kind(line) } else { None };
         if indent == 0 && !line.trim().is_empty() && !line.starts_with('}') {

@@ -220,34 +220,6 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         };
         quote!(#id: #call,)
     });
-    let min_checks = st.fields.iter().filter_map(|f| match f.card {
-        Card::List { min: 1 } => {
-            let id = ident(&snake(&f.name));
-            let msg = format!("`{{}}` needs at least one `{}` element", f.name);
-            Some(quote! {
-                if value.#id.is_empty() {
-                    return Err(XmlError::Decode(format!(#msg, e.name)));
-                }
-            })
-        }
-        _ => None,
-    });
-    let choice_check = (!st.choice.is_empty()).then(|| {
-        let ids: Vec<_> = st.choice.iter().map(|c| ident(&snake(c))).collect();
-        let names = st
-            .choice
-            .iter()
-            .map(|c| format!("`{c}`"))
-            .collect::<Vec<_>>()
-            .join(" or ");
-        let msg = format!("`{{}}` needs exactly one of {names}");
-        quote! {
-            let present = [#(value.#ids.is_some()),*].iter().filter(|p| **p).count();
-            if present != 1 {
-                return Err(XmlError::Decode(format!(#msg, e.name)));
-            }
-        }
-    });
     let attrs_fn = st.fields.iter().any(|f| f.attribute).then(|| {
         quote! {
             fn write_attributes(&self, w: &mut XmlWriter) {
@@ -269,15 +241,14 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             }
             fn read(e: &Element) -> Result<Self, XmlError> {
                 let value = #name { #(#reads)* };
-                #(#min_checks)*
-                #choice_check
+                value.validate().map_err(XmlError::Decode)?;
                 Ok(value)
             }
         }
     };
 
-    // The checks serde cannot express (list minimums, `x-oma-choice`, string `maxLength`). The
-    // XML reader makes the first two while reading; the runtime runs these on both faces.
+    // The checks serde cannot express (list minimums, `x-oma-choice`, string `maxLength`),
+    // written once: the runtime runs them on a JSON body, the XML reader above calls them.
     let checks = st.fields.iter().filter_map(|f| {
         let id = ident(&snake(&f.name));
         let nested = is_struct(spec, &f.ty);

@@ -111,6 +111,7 @@ impl XmlType for CallbackReference {
             callback_data: e.optional_leaf("callbackData")?,
             notification_format: e.optional_leaf("notificationFormat")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -141,11 +142,13 @@ impl XmlType for Link {
     }
 
     fn write_children(&self, _w: &mut XmlWriter) {}
+
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = Link {
             rel: e.required_attribute("rel")?,
             href: e.required_attribute("href")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -173,6 +176,7 @@ impl XmlType for ResourceReference {
         let value = ResourceReference {
             resource_url: e.required_leaf("resourceURL")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -246,6 +250,7 @@ impl XmlType for ServiceException {
             text: e.required_leaf("text")?,
             variables: e.leaf_list("variables")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -301,19 +306,7 @@ impl XmlType for RequestError {
             service_exception: e.optional_child("serviceException")?,
             policy_exception: e.optional_child("policyException")?,
         };
-        let present = [
-            value.service_exception.is_some(),
-            value.policy_exception.is_some(),
-        ]
-        .iter()
-        .filter(|p| **p)
-        .count();
-        if present != 1 {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs exactly one of `serviceException` or `policyException`",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -674,6 +667,7 @@ impl XmlType for ChatSubscription {
             client_correlator: e.optional_leaf("clientCorrelator")?,
             resource_url: e.optional_leaf("resourceURL")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -762,6 +756,7 @@ impl XmlType for ChatSubscriptionList {
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -878,6 +873,7 @@ impl XmlType for ParticipantInformation {
             client_correlator: e.optional_leaf("clientCorrelator")?,
             resource_url: e.optional_leaf("resourceURL")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -973,12 +969,7 @@ impl XmlType for ParticipantList {
             resource_url: e.optional_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
-        if value.participant.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `participant` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1127,12 +1118,7 @@ impl XmlType for ChatSessionInformation {
             client_correlator: e.optional_leaf("clientCorrelator")?,
             resource_url: e.optional_leaf("resourceURL")?,
         };
-        if value.participant.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `participant` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1237,6 +1223,7 @@ impl XmlType for ChatSessionList {
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1300,6 +1287,7 @@ impl XmlType for ParticipantSessionStatus {
         let value = ParticipantSessionStatus {
             status: e.required_leaf("status")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1429,6 +1417,7 @@ impl XmlType for ChatMessage {
             date_time: e.optional_leaf("dateTime")?,
             resource_url: e.optional_leaf("resourceURL")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1522,6 +1511,7 @@ impl XmlType for ChatMessageList {
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1584,6 +1574,7 @@ impl XmlType for MessageDeliveryStatus {
         let value = MessageDeliveryStatus {
             status: e.required_leaf("status")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1696,12 +1687,7 @@ impl XmlType for SessionInvitationNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1802,12 +1788,7 @@ impl XmlType for ParticipantStatusEntry {
             yourown: e.optional_leaf("yourown")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1866,18 +1847,7 @@ impl XmlType for ParticipantStatusNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.participant.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `participant` element",
-                e.name
-            )));
-        }
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1986,12 +1956,7 @@ impl XmlType for ChatEventNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2109,12 +2074,7 @@ impl XmlType for MessageNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2233,12 +2193,7 @@ impl XmlType for MessageDeliveryNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2324,12 +2279,7 @@ impl XmlType for SubscriptionCancellationNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }

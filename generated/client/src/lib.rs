@@ -2233,6 +2233,7 @@ impl ClientInfo<()> for Client {
 }
 
 impl ClientHooks<()> for &Client {}
+
 #[allow(clippy::all)]
 impl Client {
     /**List the user's chat notification subscriptions
