@@ -260,7 +260,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
 
     for f in FORMATS {
         let pages = walk(
-            &s.url(ALICE, "/subscriptions?maxEntries=3"),
+            &format!("{}?maxEntries=3", s.urls().subscriptions(ALICE)),
             f,
             |a, l: ChatSubscriptionList| Read {
                 keys: l
@@ -277,7 +277,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         assert_eq!(flat(&pages), subs, "{f:?} subscriptions");
 
         let pages = walk(
-            &s.url(ALICE, "/chatSessions?maxEntries=3"),
+            &format!("{}?maxEntries=3", s.urls().chat_sessions(ALICE)),
             f,
             |a, l: ChatSessionList| Read {
                 keys: l
@@ -294,10 +294,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         assert_eq!(flat(&pages), sessions, "{f:?} sessions");
 
         let pages = walk(
-            &s.url(
-                ALICE,
-                &format!("/chatSessions/{group}/participants?maxEntries=2"),
-            ),
+            &format!("{}?maxEntries=2", s.urls().participants(ALICE, &group)),
             f,
             |a, l: ParticipantList| Read {
                 keys: l.participant.iter().map(|p| p.address.clone()).collect(),
@@ -340,7 +337,7 @@ async fn a_cursor_stays_valid_when_its_entry_is_gone() {
     }
     let a = send_empty(
         "GET",
-        &s.url(ALICE, "/subscriptions?maxEntries=2"),
+        &format!("{}?maxEntries=2", s.urls().subscriptions(ALICE)),
         Format::Json,
     )
     .await;
@@ -403,9 +400,9 @@ async fn page_sizes_out_of_bounds_and_foreign_cursors_are_refused() {
     // Another user's session is still 404 whatever the paging parameters.
     let a = send_empty(
         "GET",
-        &s.url(
-            "sip:mallory@example.com",
-            &format!("/chatSessions/{sid}/messages?maxEntries=5"),
+        &format!(
+            "{}?maxEntries=5",
+            s.urls().messages("sip:mallory@example.com", &sid)
         ),
         Format::Json,
     )
@@ -464,7 +461,7 @@ async fn sessions_come_in_creation_order_not_join_order() {
     // Bob is invited into the older session after he joined the newer one.
     let a = send_doc(
         "POST",
-        &s.url(ALICE, &format!("/chatSessions/{older}/participants")),
+        &s.urls().participants(ALICE, &older),
         Format::Json,
         &ParticipantList {
             participant: vec![pi(BOB)],

@@ -93,10 +93,7 @@ async fn send(s: &Server, from: &str, sid: &str, text: &str) -> (String, i64) {
 /// Every message id `user` can list in `sid`, following `next` links.
 async fn listed(s: &Server, user: &str, sid: &str, format: Format) -> Vec<String> {
     let mut ids = Vec::new();
-    let mut url = Some(s.url(
-        user,
-        &format!("/chatSessions/{sid}/messages?maxEntries=1000"),
-    ));
+    let mut url = Some(format!("{}?maxEntries=1000", s.urls().messages(user, sid)));
     while let Some(u) = url {
         let a = send_empty("GET", &u, format).await;
         assert_eq!(a.status, 200, "GET {u}: {}", a.body);
@@ -137,7 +134,7 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
     // A cursor taken after m1 (a page of one), to follow once m1 is gone.
     let a = send_empty(
         "GET",
-        &s.url(ALICE, &format!("/chatSessions/{sid}/messages?maxEntries=1")),
+        &format!("{}?maxEntries=1", s.urls().messages(ALICE, &sid)),
         Format::Json,
     )
     .await;
@@ -171,7 +168,7 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
             }
             assert!(listed(&s, user, &sid, f).await.is_empty(), "{f:?} {user}");
         }
-        let confirm = s.url(BOB, &format!("/chatSessions/{sid}/messages/{m1}/status"));
+        let confirm = s.urls().message_status(BOB, &sid, &m1);
         let st = MessageDeliveryStatus {
             status: MessageStatus::Delivered,
         };
@@ -195,13 +192,13 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
         let mut seen = true;
         for f in FORMATS {
             for user in [ALICE, BOB] {
-                let url = s.url(user, &format!("/chatSessions/{sid}/messages/{m}"));
+                let url = s.urls().message(user, &sid, &m);
                 let got = send_empty("GET", &url, f).await;
                 let ids = listed(&s, user, &sid, f).await;
                 seen &= got.status == 200 && ids.contains(&m);
             }
         }
-        let url = s.url(BOB, &format!("/chatSessions/{sid}/messages/{m}/status"));
+        let url = s.urls().message_status(BOB, &sid, &m);
         let st = MessageDeliveryStatus {
             status: MessageStatus::Displayed,
         };

@@ -136,12 +136,12 @@ async fn a_token_acts_only_for_its_own_users_and_acr_auth_is_its_user() {
     let alice = user_token(ALICE);
     for f in FORMATS {
         // Alice's token on Bob's path: 403, whatever the resource.
-        for rest in [
-            "/chatSessions",
-            "/subscriptions",
-            "/chatSessions/x/messages",
+        for url in [
+            srv.urls().chat_sessions(BOB),
+            srv.urls().subscriptions(BOB),
+            srv.urls().messages(BOB, "x"),
         ] {
-            as_user::<ChatMessage>(&alice, "GET", &srv.url(BOB, rest), f, None)
+            as_user::<ChatMessage>(&alice, "GET", &url, f, None)
                 .await
                 .assert_error(403, "POL0001", f);
         }
@@ -149,7 +149,7 @@ async fn a_token_acts_only_for_its_own_users_and_acr_auth_is_its_user() {
         let a = as_user(
             &alice,
             "POST",
-            &format!("{}/v1/chat/acr%3Aauth/chatSessions", srv.base),
+            &srv.urls().chat_sessions("acr:auth"),
             f,
             Some(&session_with(BOB)),
         )
@@ -165,7 +165,7 @@ async fn a_token_acts_only_for_its_own_users_and_acr_auth_is_its_user() {
         as_user::<ChatMessage>(
             APP_TOKEN,
             "GET",
-            &format!("{}/v1/chat/acr%3Aauth/chatSessions", srv.base),
+            &srv.urls().chat_sessions("acr:auth"),
             f,
             None,
         )
@@ -247,19 +247,20 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
             .to_owned();
 
         // Mallory, with her own valid token, knows every id.
-        let ids = [
-            format!("/subscriptions/{sub_id}"),
-            format!("/chatSessions/{sid}"),
-            format!("/chatSessions/{sid}/participants"),
-            format!("/chatSessions/{sid}/participants/{}", enc(ALICE)),
-            format!("/chatSessions/{sid}/participants/{}/status", enc(ALICE)),
-            format!("/chatSessions/{sid}/messages"),
-            format!("/chatSessions/{sid}/messages/{mid}"),
-            format!("/chatSessions/{sid}/messages/{mid}/status"),
+        let urls = srv.urls();
+        let ids: [&dyn Fn(&str) -> String; 8] = [
+            &|user| urls.subscription(user, &sub_id),
+            &|user| urls.session(user, &sid),
+            &|user| urls.participants(user, &sid),
+            &|user| urls.participant(user, &sid, ALICE),
+            &|user| urls.participant_status(user, &sid, ALICE),
+            &|user| urls.messages(user, &sid),
+            &|user| urls.message(user, &sid, &mid),
+            &|user| urls.message_status(user, &sid, &mid),
         ];
-        for rest in &ids {
+        for url in ids {
             // Through her own path: 404, like an id that does not exist.
-            let a = as_user::<ChatMessage>(&mallory, "GET", &srv.url(MALLORY, rest), f, None).await;
+            let a = as_user::<ChatMessage>(&mallory, "GET", &url(MALLORY), f, None).await;
             a.assert_error(404, "SVC2008", f);
             assert!(
                 !a.body.contains("secret plans")
@@ -269,7 +270,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
                 a.body
             );
             // Through Alice's path: 403.
-            as_user::<ChatMessage>(&mallory, "GET", &srv.url(ALICE, rest), f, None)
+            as_user::<ChatMessage>(&mallory, "GET", &url(ALICE), f, None)
                 .await
                 .assert_error(403, "POL0001", f);
         }
