@@ -151,6 +151,8 @@ fn serde_attrs(f: &Field) -> TokenStream {
     }
 }
 
+/// A struct schema: the type with its serde and schemars attributes, then its [`xml_impl`],
+/// [`validate_impl`] and, for a document root, [`root_impl`].
 fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
     let name = type_ident(&schema.name);
     let docs = doc_attrs(schema.description.as_deref().unwrap_or("An OMA structure."));
@@ -180,7 +182,32 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         }
     });
 
-    // XML: attributes, then child elements in sequence order.
+    let xml_impl = xml_impl(spec, &name, st);
+    let validate_impl = validate_impl(spec, schema, &name, st);
+    let root_impl = root_impl(schema, &name, st);
+
+    // Every field optional or a list: a `Default` derive is handy for tests and builders.
+    let default = st
+        .fields
+        .iter()
+        .all(|f| f.card != Card::Required)
+        .then(|| quote!(Default,));
+    quote! {
+        #docs
+        #[derive(Clone, Debug, PartialEq, #default Serialize, Deserialize, JsonSchema)]
+        pub struct #name {
+            #(#fields)*
+        }
+
+        #xml_impl
+        #validate_impl
+        #root_impl
+    }
+}
+
+/// `XmlType`: attributes, then child elements in sequence order; `read` reads the structure
+/// and leaves the value rules to `Validate` (one copy of them for both faces).
+fn xml_impl(spec: &Spec, name: &syn::Ident, st: &StructSchema) -> TokenStream {
     let write_attrs = st.fields.iter().filter(|f| f.attribute).map(|f| {
         let id = ident(&snake(&f.name));
         let wire = &f.name;
@@ -233,7 +260,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
     } else {
         format_ident!("_w")
     };
-    let xml_impl = quote! {
+    quote! {
         impl XmlType for #name {
             #attrs_fn
             fn write_children(&self, #w_name: &mut XmlWriter) {
@@ -245,8 +272,16 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
                 Ok(value)
             }
         }
-    };
+    }
+}
 
+/// `Validate`: the checks serde cannot express, for both faces.
+fn validate_impl(
+    spec: &Spec,
+    schema: &Schema,
+    name: &syn::Ident,
+    st: &StructSchema,
+) -> TokenStream {
     // The checks serde cannot express (list minimums, `x-oma-choice`, string `maxLength`),
     // written once: the runtime runs them on a JSON body, the XML reader above calls them.
     let checks = st.fields.iter().filter_map(|f| {
@@ -301,7 +336,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             }
         }
     });
-    let validate_impl = quote! {
+    quote! {
         impl Validate for #name {
             fn validate(&self) -> Result<(), String> {
                 #(#checks)*
@@ -309,9 +344,12 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
                 Ok(())
             }
         }
-    };
+    }
+}
 
-    let root_impl = st.root.as_ref().map(|root| {
+/// For a document root: `XmlRoot`, the JSON wrapper (`…Root`) and `Document`.
+fn root_impl(schema: &Schema, name: &syn::Ident, st: &StructSchema) -> Option<TokenStream> {
+    st.root.as_ref().map(|root| {
         let ns = &schema.namespace;
         let prefix = &schema.prefix;
         let wrapper = format_ident!("{}{}", schema.name, ROOT_SUFFIX);
@@ -351,25 +389,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
                 }
             }
         }
-    });
-
-    // Every field optional or a list: a `Default` derive is handy for tests and builders.
-    let default = st
-        .fields
-        .iter()
-        .all(|f| f.card != Card::Required)
-        .then(|| quote!(Default,));
-    quote! {
-        #docs
-        #[derive(Clone, Debug, PartialEq, #default Serialize, Deserialize, JsonSchema)]
-        pub struct #name {
-            #(#fields)*
-        }
-
-        #xml_impl
-        #validate_impl
-        #root_impl
-    }
+    })
 }
 
 fn is_struct(spec: &Spec, ty: &FieldType) -> bool {
