@@ -9,6 +9,7 @@ mod naming;
 pub mod openapi;
 mod rust_api;
 mod rust_types;
+mod rust_urls;
 pub mod xsd;
 
 use anyhow::{Context, Result};
@@ -40,7 +41,7 @@ const RUST_HEADER: &str =
 
 fn rust_file(tokens: TokenStream, inner_doc: &str) -> Result<String> {
     let file: syn::File = syn::parse2(tokens).context("generated Rust does not parse")?;
-    let body = space_items(&prettyplease::unparse(&file));
+    let body = space_items(&layout_endpoints(&prettyplease::unparse(&file)));
     let docs: String = inner_doc
         .lines()
         .map(|l| {
@@ -85,29 +86,151 @@ fn rustfmt(code: &str) -> Result<String> {
 
 /// prettyplease prints items back to back; a blank line after each closing brace that ends an
 /// item (top level or inside an impl / trait) makes the output read like hand-written code.
+/// `use` declarations stay together in one block, as people write them (a `pub use` group
+/// gets a block of its own).
 fn space_items(code: &str) -> String {
     let mut out = String::with_capacity(code.len() + code.len() / 16);
     let mut prev = "";
+    // The kind of `use` the last top-level item was (`use` or `pub use`), if it was one.
+    let mut prev_use: Option<&str> = None;
+    let mut item_use: Option<&str> = None;
+    // Whether the current top-level item is a trait or an impl, whose `;`-ended lines one
+    // level in end items too (`fn f(&self);`, `type Context = S;`), not statements.
+    let mut in_container = false;
     for line in code.lines() {
         let indent = line.len() - line.trim_start().len();
+        if indent == 0 && !line.trim().is_empty() && !line.starts_with('}') {
+            let t = line.trim_start_matches("pub ");
+            in_container = t.starts_with("trait ") || t.starts_with("impl");
+        }
         let closes_item = |p: &str| {
             let t = p.trim_start();
             let pi = p.len() - t.len();
-            (t == "}" || t == "};" || (t.ends_with(';') && pi == 0 && !t.starts_with("//")))
-                && pi == indent
+            let ends_decl =
+                t.ends_with(';') && !t.starts_with("//") && (pi == 0 || (pi == 4 && in_container));
+            let empty_body = t.ends_with("{}") && !t.starts_with("//");
+            (t == "}" || t == "};" || ends_decl || empty_body) && pi == indent
         };
+        let this_use = if indent == 0 { use_kind(line) } else { None };
+        if indent == 0 && !line.trim().is_empty() && !line.starts_with('}') {
+            item_use = this_use;
+        }
+        let same_use_block = this_use.is_some() && this_use == prev_use;
+        // One-line `const` / `type` declarations in a row stay together too (an impl's
+        // associated constants).
+        let same_decl_block = indent == 4 && is_one_line_decl(line) && is_one_line_decl(prev);
         if !line.trim().is_empty()
             && indent <= 4
             && !line.trim_start().starts_with('}')
             && closes_item(prev)
+            && !same_use_block
+            && !same_decl_block
         {
             out.push('\n');
         }
         out.push_str(line);
         out.push('\n');
+        if indent == 0 && closes_item(line) {
+            prev_use = item_use;
+        }
         prev = line;
     }
     out
+}
+
+/// A whole `const` or `type` declaration on one line, one level in.
+fn is_one_line_decl(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = t.strip_prefix("pub ").unwrap_or(t);
+    line.len() - t.len() >= 4
+        && (t.starts_with("const ") || t.starts_with("type "))
+        && t.ends_with(';')
+}
+
+/// `Some("use")` or `Some("pub use")` when a top-level line starts a `use` declaration.
+fn use_kind(line: &str) -> Option<&'static str> {
+    if line.starts_with("use ") {
+        Some("use")
+    } else if line.starts_with("pub use ") {
+        Some("pub use")
+    } else {
+        None
+    }
+}
+
+/// Lays out dropshot's `#[endpoint{…}]` attributes (prettyplease prints their arguments as
+/// one run of tokens) as people write them, one argument a line:
+///
+/// ```text
+/// #[endpoint {
+///     method = GET,
+///     path = "/v1/chat/{userId}/subscriptions",
+/// }]
+/// ```
+///
+/// rustfmt leaves an attribute's arguments as they are, so this is the layout that stays.
+fn layout_endpoints(code: &str) -> String {
+    let mut out = String::with_capacity(code.len() + code.len() / 16);
+    let mut lines = code.lines();
+    while let Some(line) = lines.next() {
+        let t = line.trim_start();
+        let Some(rest) = t.strip_prefix("#[endpoint") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let indent = &line[..line.len() - t.len()];
+        let mut args = rest.to_owned();
+        while !args.trim_end().ends_with("}]") {
+            match lines.next() {
+                Some(next) => {
+                    args.push(' ');
+                    args.push_str(next.trim());
+                }
+                None => break,
+            }
+        }
+        let inner = args
+            .trim()
+            .trim_start_matches('{')
+            .trim_end_matches("}]")
+            .trim();
+        out.push_str(indent);
+        out.push_str("#[endpoint {\n");
+        for arg in split_top_level(inner) {
+            out.push_str(&format!("{indent}    {arg},\n"));
+        }
+        out.push_str(indent);
+        out.push_str("}]\n");
+    }
+    out
+}
+
+/// Splits `a = 1, b = [x, y], c = "p,q"` at the commas outside brackets and strings.
+fn split_top_level(s: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut in_str, mut escaped) = (0i32, false, false);
+    let mut cur = String::new();
+    for c in s.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_str => escaped = true,
+            '"' => in_str = !in_str,
+            '[' | '(' | '{' if !in_str => depth += 1,
+            ']' | ')' | '}' if !in_str => depth -= 1,
+            ',' if !in_str && depth == 0 => {
+                parts.push(cur.trim().to_owned());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        parts.push(cur.trim().to_owned());
+    }
+    parts
 }
 
 /// Generates every file of `generated/` from the spec text.
@@ -157,7 +280,29 @@ pub fn generate(spec_text: &str) -> Result<Vec<GeneratedFile>> {
         "generated/api/src/api.rs",
         rust_file(
             rust_api::emit(&spec)?,
-            "The chat API's operations: the service trait servers implement and the dropshot API\ntrait that routes to it with content negotiation.",
+            "The chat API's operations: the service trait servers implement and the dropshot API\n\
+             trait that routes to it with content negotiation.\n\
+             \n\
+             Naming rule (ARCHITECTURE.md, \"Names\"): operation `fooBarBaz` (its `operationId`) is\n\
+             `foo_bar_baz` here, both as the [`ChatService`] method and as the [`ChatApi`] endpoint,\n\
+             and in the progenitor client; its query parameters are `FooBarBazQuery` and its\n\
+             response headers `FooBarBazHeaders`. A path-parameter struct is named after the\n\
+             path's last parameter (`{sessionId}` → `SessionIdPath`).",
+        )?,
+    );
+    add(
+        "generated/api/src/urls.rs",
+        rust_file(
+            rust_urls::emit(&spec)?,
+            "URL builders: one method of [`Urls`] per path template of the spec, each parameter\n\
+             percent-encoded as one path segment (RFC 3986 unreserved characters kept). Every\n\
+             `resourceURL`, `Location` and notification `link` the server writes is built here.\n\
+             \n\
+             Naming rule: a builder is named after the last segment of its template in snake_case,\n\
+             a parameter `{xId}` read as `x` (`…/chatSessions` → `chat_sessions`,\n\
+             `…/chatSessions/{sessionId}` → `session`); when two templates would get the same\n\
+             name, each is prefixed with the segment before it (`…/{participantId}/status` →\n\
+             `participant_status`).",
         )?,
     );
     let lib = quote::quote! {
@@ -165,9 +310,11 @@ pub fn generate(spec_text: &str) -> Result<Vec<GeneratedFile>> {
 
         pub mod api;
         pub mod types;
+        pub mod urls;
 
         pub use api::*;
         pub use types::*;
+        pub use urls::Urls;
         pub use netapi_chat_runtime as runtime;
 
         /// The published OpenAPI document (JSON and XML media types), served at `/openapi.json`.

@@ -19,9 +19,9 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
         let doc = doc_attrs(&format!("Path parameters of `{}`.", p.example));
         let fields = p.params.iter().map(|param| {
             let id = ident(&snake(param));
-            let d = format!("`{param}`, percent-decoded.");
+            let d = doc_attrs(&format!("`{param}`, percent-decoded."));
             quote! {
-                #[doc = #d]
+                #d
                 #[serde(rename = #param)]
                 pub #id: String,
             }
@@ -39,16 +39,16 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
     let header_items = spec.operations.iter().map(headers_struct);
 
     let authorize = spec.acting_user.as_ref().map(|param| {
-        let doc = format!(
+        let doc = doc_attrs(&format!(
             "Checks the request's credentials (its `Authorization` header, if any) and resolves \
              the `{param}` of the path to the user the request acts for; every operation calls \
              this before it runs (and before its request body is read), and the operation gets \
              the returned user as `{}`. `peer` is the client's address, for limits on failed \
              attempts.",
             snake(param)
-        );
+        ));
         quote! {
-            #[doc = #doc]
+            #doc
             fn authorize(
                 &self,
                 authorization: Option<&str>,
@@ -263,9 +263,11 @@ fn query_struct(op: &Operation) -> TokenStream {
             Some(default) => {
                 let f = format_ident!("{}_default", snake(&q.name));
                 let path = format!("{name}::{f}");
-                let fdoc = format!("`{wire}` when the request does not give it ({default}).");
+                let fdoc = doc_attrs(&format!(
+                    "`{wire}` when the request does not give it ({default})."
+                ));
                 defaults.push(quote! {
-                    #[doc = #fdoc]
+                    #fdoc
                     pub fn #f() -> i64 { #default }
                 });
                 fields.push(quote! {

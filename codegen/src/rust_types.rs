@@ -151,6 +151,8 @@ fn serde_attrs(f: &Field) -> TokenStream {
     }
 }
 
+/// A struct schema: the type with its serde and schemars attributes, then its [`xml_impl`],
+/// [`validate_impl`] and, for a document root, [`root_impl`].
 fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
     let name = type_ident(&schema.name);
     let docs = doc_attrs(schema.description.as_deref().unwrap_or("An OMA structure."));
@@ -180,7 +182,32 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         }
     });
 
-    // XML: attributes, then child elements in sequence order.
+    let xml_impl = xml_impl(spec, &name, st);
+    let validate_impl = validate_impl(spec, schema, &name, st);
+    let root_impl = root_impl(schema, &name, st);
+
+    // Every field optional or a list: a `Default` derive is handy for tests and builders.
+    let default = st
+        .fields
+        .iter()
+        .all(|f| f.card != Card::Required)
+        .then(|| quote!(Default,));
+    quote! {
+        #docs
+        #[derive(Clone, Debug, PartialEq, #default Serialize, Deserialize, JsonSchema)]
+        pub struct #name {
+            #(#fields)*
+        }
+
+        #xml_impl
+        #validate_impl
+        #root_impl
+    }
+}
+
+/// `XmlType`: attributes, then child elements in sequence order; `read` reads the structure
+/// and leaves the value rules to `Validate` (one copy of them for both faces).
+fn xml_impl(spec: &Spec, name: &syn::Ident, st: &StructSchema) -> TokenStream {
     let write_attrs = st.fields.iter().filter(|f| f.attribute).map(|f| {
         let id = ident(&snake(&f.name));
         let wire = &f.name;
@@ -220,34 +247,6 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         };
         quote!(#id: #call,)
     });
-    let min_checks = st.fields.iter().filter_map(|f| match f.card {
-        Card::List { min: 1 } => {
-            let id = ident(&snake(&f.name));
-            let msg = format!("`{{}}` needs at least one `{}` element", f.name);
-            Some(quote! {
-                if value.#id.is_empty() {
-                    return Err(XmlError::Decode(format!(#msg, e.name)));
-                }
-            })
-        }
-        _ => None,
-    });
-    let choice_check = (!st.choice.is_empty()).then(|| {
-        let ids: Vec<_> = st.choice.iter().map(|c| ident(&snake(c))).collect();
-        let names = st
-            .choice
-            .iter()
-            .map(|c| format!("`{c}`"))
-            .collect::<Vec<_>>()
-            .join(" or ");
-        let msg = format!("`{{}}` needs exactly one of {names}");
-        quote! {
-            let present = [#(value.#ids.is_some()),*].iter().filter(|p| **p).count();
-            if present != 1 {
-                return Err(XmlError::Decode(format!(#msg, e.name)));
-            }
-        }
-    });
     let attrs_fn = st.fields.iter().any(|f| f.attribute).then(|| {
         quote! {
             fn write_attributes(&self, w: &mut XmlWriter) {
@@ -261,7 +260,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
     } else {
         format_ident!("_w")
     };
-    let xml_impl = quote! {
+    quote! {
         impl XmlType for #name {
             #attrs_fn
             fn write_children(&self, #w_name: &mut XmlWriter) {
@@ -269,15 +268,22 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             }
             fn read(e: &Element) -> Result<Self, XmlError> {
                 let value = #name { #(#reads)* };
-                #(#min_checks)*
-                #choice_check
+                value.validate().map_err(XmlError::Decode)?;
                 Ok(value)
             }
         }
-    };
+    }
+}
 
-    // The checks serde cannot express (list minimums, `x-oma-choice`, string `maxLength`). The
-    // XML reader makes the first two while reading; the runtime runs these on both faces.
+/// `Validate`: the checks serde cannot express, for both faces.
+fn validate_impl(
+    spec: &Spec,
+    schema: &Schema,
+    name: &syn::Ident,
+    st: &StructSchema,
+) -> TokenStream {
+    // The checks serde cannot express (list minimums, `x-oma-choice`, string `maxLength`),
+    // written once: the runtime runs them on a JSON body, the XML reader above calls them.
     let checks = st.fields.iter().filter_map(|f| {
         let id = ident(&snake(&f.name));
         let nested = is_struct(spec, &f.ty);
@@ -330,7 +336,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             }
         }
     });
-    let validate_impl = quote! {
+    quote! {
         impl Validate for #name {
             fn validate(&self) -> Result<(), String> {
                 #(#checks)*
@@ -338,9 +344,12 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
                 Ok(())
             }
         }
-    };
+    }
+}
 
-    let root_impl = st.root.as_ref().map(|root| {
+/// For a document root: `XmlRoot`, the JSON wrapper (`…Root`) and `Document`.
+fn root_impl(schema: &Schema, name: &syn::Ident, st: &StructSchema) -> Option<TokenStream> {
+    st.root.as_ref().map(|root| {
         let ns = &schema.namespace;
         let prefix = &schema.prefix;
         let wrapper = format_ident!("{}{}", schema.name, ROOT_SUFFIX);
@@ -362,7 +371,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
             #[serde(deny_unknown_fields)]
             pub struct #wrapper {
-                #[doc = "The document."]
+                /// The document.
                 #rename
                 pub #field: #name,
             }
@@ -380,25 +389,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
                 }
             }
         }
-    });
-
-    // Every field optional or a list: a `Default` derive is handy for tests and builders.
-    let default = st
-        .fields
-        .iter()
-        .all(|f| f.card != Card::Required)
-        .then(|| quote!(Default,));
-    quote! {
-        #docs
-        #[derive(Clone, Debug, PartialEq, #default Serialize, Deserialize, JsonSchema)]
-        pub struct #name {
-            #(#fields)*
-        }
-
-        #xml_impl
-        #validate_impl
-        #root_impl
-    }
+    })
 }
 
 fn is_struct(spec: &Spec, ty: &FieldType) -> bool {

@@ -306,3 +306,51 @@ fn a_query_parameter_and_a_response_header_reach_trait_openapi_and_client() {
     let err = generate(&broken).unwrap_err().to_string();
     assert!(err.contains("must be optional"), "{err}");
 }
+
+/// Issue 18: URLs are written down once, in the spec's paths. Every path template gets one
+/// builder in `urls.rs` (found by its template in the doc), and an edited path reaches the
+/// builder the server and the tests call.
+#[test]
+fn every_path_has_one_url_builder_and_a_path_edit_reaches_it() {
+    let root = workspace();
+    let spec = read_spec(&root).unwrap();
+    let files = generate(&spec).unwrap();
+    let urls = file(&files, "generated/api/src/urls.rs");
+    let published: serde_json::Value =
+        serde_json::from_str(file(&files, "generated/openapi/chat.openapi.json")).unwrap();
+    let paths = published["paths"].as_object().unwrap();
+    assert_eq!(urls.matches("    pub fn ").count(), paths.len() + 2); // + new, base
+    for path in paths.keys() {
+        assert_eq!(
+            urls.matches(&format!("/// `{path}`:")).count(),
+            1,
+            "no single builder for {path}"
+        );
+    }
+    assert!(urls.contains(
+        "pub fn message_status(&self, user_id: &str, session_id: &str, message_id: &str) -> String"
+    ));
+
+    let old = "  /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status:";
+    assert!(
+        spec.contains(old),
+        "the message status path moved; update this test"
+    );
+    let edited = spec.replacen(
+        old,
+        "  /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/deliveryStatus:",
+        1,
+    );
+    let regenerated = generate(&edited).unwrap();
+    let urls = file(&regenerated, "generated/api/src/urls.rs");
+    assert!(urls.contains("pub fn delivery_status("), "{urls}");
+    assert!(urls.contains("\"{}/v1/chat/{}/chatSessions/{}/messages/{}/deliveryStatus\""));
+    // With one `status` segment left, the participant's builder needs no prefix any more.
+    assert!(urls.contains("pub fn status("), "{urls}");
+    let scratch =
+        std::env::temp_dir().join(format!("netapi-chat-sourcegen-urls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    write(&scratch, &files).unwrap();
+    assert!(stale(&scratch, &regenerated).contains(&PathBuf::from("generated/api/src/urls.rs")));
+    let _ = std::fs::remove_dir_all(&scratch);
+}

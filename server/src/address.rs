@@ -1,20 +1,9 @@
 //! User addresses: the `tel:` and `sip:` URIs that name chat users, and how they appear in URLs.
 
 use netapi_chat_runtime::ApiError;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
-/// Characters left as they are when an address goes into a path segment: RFC 3986 unreserved.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes an address (or any id) for use as one path segment: `tel:+1555` →
-/// `tel%3A%2B1555`, as OMA asks for `resourceURL` and `link` values.
-pub fn encode_segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
+/// Percent-encodes an address (or any id) for use as one path segment (`tel:+1555` →
+/// `tel%3A%2B1555`): the runtime's rule, the one the generated URL builders apply.
+pub use netapi_chat_runtime::url::encode_segment;
 
 /// The one spelling of an address that the server stores, compares and answers with: scheme in
 /// lower case; for `tel:`, visual separators (`-.()`, RFC 3966) removed; for `sip:`/`sips:`,

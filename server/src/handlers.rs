@@ -129,7 +129,7 @@ impl ChatService for ChatServer {
         body: SubscriptionSecret,
     ) -> Result<SubscriptionSecret, ApiError> {
         self.chat
-            .rotate_secret(&user_id, &subscription_id, &body.signing_secret)
+            .rotate_subscription_secret(&user_id, &subscription_id, &body.signing_secret)
             .await
     }
 
@@ -160,7 +160,9 @@ impl ChatService for ChatServer {
         user_id: String,
         subscription_id: String,
     ) -> Result<ChatSubscription, ApiError> {
-        self.chat.redeliver(&user_id, &subscription_id).await
+        self.chat
+            .redeliver_dead_letters(&user_id, &subscription_id)
+            .await
     }
 
     /// One page of the sessions the user takes part in.
@@ -202,7 +204,7 @@ impl ChatService for ChatServer {
         user_id: String,
         session_id: String,
     ) -> Result<(), ApiError> {
-        self.chat.end_session(&user_id, &session_id).await
+        self.chat.delete_session(&user_id, &session_id).await
     }
 
     /// One page of a session's participants.
@@ -330,7 +332,7 @@ impl ChatService for ChatServer {
     ) -> Result<MessageDeliveryStatus, ApiError> {
         let status = self
             .chat
-            .get_message_status(&user_id, &session_id, &message_id)
+            .get_message_delivery_status(&user_id, &session_id, &message_id)
             .await?;
         Ok(MessageDeliveryStatus { status })
     }
@@ -344,7 +346,7 @@ impl ChatService for ChatServer {
         body: MessageDeliveryStatus,
     ) -> Result<(), ApiError> {
         self.chat
-            .confirm_delivery(&user_id, &session_id, &message_id, body.status)
+            .confirm_message_delivery(&user_id, &session_id, &message_id, body.status)
             .await
     }
 }

@@ -208,3 +208,49 @@ fn schemas_match_the_spec() {
     }
     assert!(compared >= 20, "only {compared} schemas compared");
 }
+
+/// `fooBarBaz` → `foo_bar_baz` (the operation ids have no acronyms).
+fn snake(id: &str) -> String {
+    let mut out = String::new();
+    for c in id.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// The naming rule (ARCHITECTURE.md, "Names"): operation `fooChatBar` is the `ChatService`
+/// method `foo_chat_bar`, whose handler hands over to the chat core's `Chat::foo_bar` (the
+/// word `chat` dropped: the core knows nothing else). No other name in between.
+#[test]
+fn handlers_follow_the_naming_rule() {
+    let handlers = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/server/src/handlers.rs"
+    ))
+    .expect("handlers.rs");
+    let published = published_doc();
+    let ids: Vec<String> = published["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().expect("path item").values())
+        .filter_map(|op| op.get("operationId")?.as_str().map(str::to_owned))
+        .collect();
+    assert!(ids.len() >= 19, "only {} operations", ids.len());
+    for id in ids {
+        let method = snake(&id);
+        let start = handlers
+            .find(&format!("async fn {method}("))
+            .unwrap_or_else(|| panic!("no ChatService method `{method}` for `{id}`"));
+        let body = &handlers[start + 1..];
+        let body = &body[..body.find("async fn ").unwrap_or(body.len())];
+        let core = method.replace("_chat_", "_");
+        assert!(
+            body.contains(&format!(".{core}(")),
+            "`{method}` does not hand over to `Chat::{core}`"
+        );
+    }
+}

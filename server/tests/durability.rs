@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, enc, send_doc, send_empty};
+use support::{Listener, Server, send_doc, send_empty};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -41,7 +41,7 @@ async fn subscribe(
         status_reason: None,
         signing_secret: None,
     };
-    let a = send_doc("POST", &srv.url(user, "/subscriptions"), format, &doc).await;
+    let a = send_doc("POST", &srv.urls().subscriptions(user), format, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
     a
 }
@@ -77,7 +77,7 @@ fn last_segment(url: &str) -> String {
 async fn connected_session(srv: &Server, invitees: &[&str]) -> String {
     let a = send_doc(
         "POST",
-        &srv.url(A, "/chatSessions"),
+        &srv.urls().chat_sessions(A),
         Format::Json,
         &session_doc(invitees, None),
     )
@@ -85,10 +85,7 @@ async fn connected_session(srv: &Server, invitees: &[&str]) -> String {
     assert_eq!(a.status, 201, "{}", a.body);
     let sid = last_segment(a.header("location"));
     for who in invitees {
-        let url = srv.url(
-            who,
-            &format!("/chatSessions/{sid}/participants/{}/status", enc(who)),
-        );
+        let url = srv.urls().participant_status(who, &sid, who);
         let st = ParticipantSessionStatus {
             status: ParticipantStatus::Connected,
         };
@@ -157,7 +154,7 @@ async fn sigkill_during_a_burst_loses_nothing_committed() {
     let answered = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (i, user) in users.iter().enumerate() {
-        let url = srv.url(user, &format!("/chatSessions/{sid}/messages"));
+        let url = srv.urls().messages(user, &sid);
         let answered = answered.clone();
         let user = user.to_string();
         tasks.push(tokio::spawn(async move {
@@ -224,12 +221,7 @@ async fn sigkill_during_a_burst_loses_nothing_committed() {
     let srv = Server::start_in(&dir, &env, None);
     // Every message that got a 201 is stored and readable by its sender.
     for (user, text, mid) in &ok {
-        let a = send_empty(
-            "GET",
-            &srv.url(user, &format!("/chatSessions/{sid}/messages/{mid}")),
-            Format::Json,
-        )
-        .await;
+        let a = send_empty("GET", &srv.urls().message(user, &sid, mid), Format::Json).await;
         assert_eq!(
             a.status, 200,
             "message {text} ({mid}) was answered 201 but is gone: {}",
@@ -239,7 +231,7 @@ async fn sigkill_during_a_burst_loses_nothing_committed() {
     }
     // The list is paged (issue 12 item 4): walk it by its next links.
     let mut stored: BTreeSet<String> = BTreeSet::new();
-    let mut url = Some(srv.url(A, &format!("/chatSessions/{sid}/messages")));
+    let mut url = Some(srv.urls().messages(A, &sid));
     while let Some(u) = url {
         let list: ChatMessageList = send_empty("GET", &u, Format::Json).await.decode();
         stored.extend(
@@ -319,7 +311,7 @@ async fn a_callback_that_was_down_gets_everything_in_order_with_the_same_ids() {
     let _invitation = lb.wait_for(1).await;
 
     lb.set_down(true);
-    let url = srv.url(A, &format!("/chatSessions/{sid}/messages"));
+    let url = srv.urls().messages(A, &sid);
     for n in 0..5 {
         assert_eq!(
             send_doc("POST", &url, Format::Json, &message(&format!("m{n}"), None))
@@ -373,7 +365,7 @@ async fn a_pending_invitation_times_out_on_schedule_across_a_restart() {
     let created = Instant::now();
     let a = send_doc(
         "POST",
-        &srv.url(A, "/chatSessions"),
+        &srv.urls().chat_sessions(A),
         Format::Json,
         &session_doc(&[B], None),
     )
@@ -399,12 +391,7 @@ async fn a_pending_invitation_times_out_on_schedule_across_a_restart() {
     // least once); the Timeout event follows it.
     let n: ChatEventNotification = first_of_kind(&lb, "chatEventNotification").await.decode();
     assert_eq!(n.event_type, EventType::Timeout);
-    let gone = send_empty(
-        "GET",
-        &srv.url(B, &format!("/chatSessions/{sid}")),
-        Format::Json,
-    )
-    .await;
+    let gone = send_empty("GET", &srv.urls().session(B, &sid), Format::Json).await;
     assert_eq!(
         gone.status, 404,
         "the session is invalid for the invitee after the timeout"
@@ -421,13 +408,13 @@ async fn correlator_replays(format: Format) {
         s1.resource_url, s2.resource_url,
         "[{format:?}] same subscription"
     );
-    let list: ChatSubscriptionList = send_empty("GET", &srv.url(A, "/subscriptions"), format)
+    let list: ChatSubscriptionList = send_empty("GET", &srv.urls().subscriptions(A), format)
         .await
         .decode();
     assert_eq!(list.chat_subscription.len(), 1);
     subscribe(&srv, B, &lb, format, None).await;
 
-    let url = srv.url(A, "/chatSessions");
+    let url = srv.urls().chat_sessions(A);
     let one = send_doc("POST", &url, format, &session_doc(&[B], Some("sess-1"))).await;
     let two = send_doc("POST", &url, format, &session_doc(&[B], Some("sess-1"))).await;
     assert_eq!((one.status, two.status), (201, 201));
@@ -437,21 +424,18 @@ async fn correlator_replays(format: Format) {
         "[{format:?}] same session"
     );
     let sid = last_segment(one.header("location"));
-    let sessions: ChatSessionList = send_empty("GET", &srv.url(A, "/chatSessions"), format)
+    let sessions: ChatSessionList = send_empty("GET", &srv.urls().chat_sessions(A), format)
         .await
         .decode();
     assert_eq!(sessions.chat_session_information.len(), 1);
     lb.wait_for(1).await;
-    let status_url = srv.url(
-        B,
-        &format!("/chatSessions/{sid}/participants/{}/status", enc(B)),
-    );
+    let status_url = srv.urls().participant_status(B, &sid, B);
     let st = ParticipantSessionStatus {
         status: ParticipantStatus::Connected,
     };
     assert_eq!(send_doc("POST", &status_url, format, &st).await.status, 200);
 
-    let murl = srv.url(A, &format!("/chatSessions/{sid}/messages"));
+    let murl = srv.urls().messages(A, &sid);
     let m1 = send_doc("POST", &murl, format, &message("once", Some("msg-1"))).await;
     let m2 = send_doc("POST", &murl, format, &message("once", Some("msg-1"))).await;
     assert_eq!((m1.status, m2.status), (201, 201));
@@ -488,7 +472,7 @@ async fn a_callback_answering_410_disables_its_subscription() {
     lb.set_status(410);
     let a = send_doc(
         "POST",
-        &srv.url(A, "/chatSessions"),
+        &srv.urls().chat_sessions(A),
         Format::Json,
         &session_doc(&[B], None),
     )
@@ -556,7 +540,7 @@ async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
         status_reason: None,
         signing_secret: None,
     };
-    let a = send_doc("POST", &srv.url(B, "/subscriptions"), Format::Xml, &doc).await;
+    let a = send_doc("POST", &srv.urls().subscriptions(B), Format::Xml, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
     let granted: ChatSubscription = a.decode();
     assert_eq!(
@@ -584,7 +568,7 @@ async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
     // Nothing more reaches the expired callback.
     let s = send_doc(
         "POST",
-        &srv.url(A, "/chatSessions"),
+        &srv.urls().chat_sessions(A),
         Format::Json,
         &session_doc(&[B], None),
     )

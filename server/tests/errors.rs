@@ -107,6 +107,10 @@ fn rendered(e: &RequestError) -> String {
 }
 
 impl Ctx<'_> {
+    fn urls(&self) -> netapi_chat_api::Urls {
+        self.srv.urls()
+    }
+
     fn url(&self, user: &str, rest: &str) -> String {
         self.srv.url(user, rest)
     }
@@ -165,7 +169,7 @@ impl Ctx<'_> {
     async fn create(&self, originator: &str, invitees: &[&str]) -> String {
         let a = send_doc(
             "POST",
-            &self.url(originator, "/chatSessions"),
+            &self.urls().chat_sessions(originator),
             self.f,
             &session_doc(invitees),
         )
@@ -182,7 +186,7 @@ impl Ctx<'_> {
         pid: &str,
         status: ParticipantStatus,
     ) -> Answer {
-        let url = self.session_url(user, sid, &format!("/participants/{}/status", enc(pid)));
+        let url = self.urls().participant_status(user, sid, pid);
         send_doc("POST", &url, self.f, &ParticipantSessionStatus { status }).await
     }
 
@@ -196,7 +200,7 @@ impl Ctx<'_> {
     async fn post_message(&self, user: &str, sid: &str, text: &str) -> Answer {
         send_doc(
             "POST",
-            &self.session_url(user, sid, "/messages"),
+            &self.urls().messages(user, sid),
             self.f,
             &message_doc(text),
         )
@@ -212,7 +216,7 @@ impl Ctx<'_> {
     }
 
     async fn confirm(&self, user: &str, sid: &str, mid: &str, status: MessageStatus) -> Answer {
-        let url = self.session_url(user, sid, &format!("/messages/{mid}/status"));
+        let url = self.urls().message_status(user, sid, mid);
         send_doc("POST", &url, self.f, &MessageDeliveryStatus { status }).await
     }
 
@@ -226,7 +230,7 @@ impl Ctx<'_> {
     // ------------------------------------------------------------------ state read back
 
     async fn session(&self, user: &str, sid: &str) -> ChatSessionInformation {
-        let a = self.get(&self.session_url(user, sid, "")).await;
+        let a = self.get(&self.urls().session(user, sid)).await;
         self.ok("get session", &a, 200);
         a.decode()
     }
@@ -236,9 +240,7 @@ impl Ctx<'_> {
         user: &str,
         sid: &str,
     ) -> Vec<(String, Option<ParticipantStatus>)> {
-        let a = self
-            .get(&self.session_url(user, sid, "/participants"))
-            .await;
+        let a = self.get(&self.urls().participants(user, sid)).await;
         self.ok("list participants", &a, 200);
         let l: ParticipantList = a.decode();
         l.participant
@@ -248,30 +250,28 @@ impl Ctx<'_> {
     }
 
     async fn messages(&self, user: &str, sid: &str) -> Vec<String> {
-        let a = self.get(&self.session_url(user, sid, "/messages")).await;
+        let a = self.get(&self.urls().messages(user, sid)).await;
         self.ok("list messages", &a, 200);
         let l: ChatMessageList = a.decode();
         l.chat_message.into_iter().map(|m| m.text).collect()
     }
 
     async fn session_count(&self, user: &str) -> usize {
-        let a = self.get(&self.url(user, "/chatSessions")).await;
+        let a = self.get(&self.urls().chat_sessions(user)).await;
         self.ok("list sessions", &a, 200);
         let l: ChatSessionList = a.decode();
         l.chat_session_information.len()
     }
 
     async fn subscription_count(&self, user: &str) -> usize {
-        let a = self.get(&self.url(user, "/subscriptions")).await;
+        let a = self.get(&self.urls().subscriptions(user)).await;
         self.ok("list subscriptions", &a, 200);
         let l: ChatSubscriptionList = a.decode();
         l.chat_subscription.len()
     }
 
     async fn message_status(&self, user: &str, sid: &str, mid: &str) -> MessageStatus {
-        let a = self
-            .get(&self.session_url(user, sid, &format!("/messages/{mid}/status")))
-            .await;
+        let a = self.get(&self.urls().message_status(user, sid, mid)).await;
         self.ok("get message status", &a, 200);
         let s: MessageDeliveryStatus = a.decode();
         s.status
@@ -313,9 +313,7 @@ async fn outsider_cases(c: &Ctx<'_>) {
     let mid = c.message(ALICE, &sid, SECRET_TEXT).await;
     // A cancelled invitee is an outsider too (seed 7.1.6: the session is gone for it).
     let group = c.create(ALICE, &[BOB, CAROL]).await;
-    let a = c
-        .delete(&c.session_url(ALICE, &group, &format!("/participants/{}", enc(CAROL))))
-        .await;
+    let a = c.delete(&c.urls().participant(ALICE, &group, CAROL)).await;
     c.ok("cancel carol's invitation", &a, 204);
 
     let fake = "sess-0-00000000000000000000000000000000";
@@ -438,15 +436,12 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
     let nobody = enc("tel:+15550000000");
 
     for (what, url) in [
-        ("session", c.session_url(ALICE, "sess-nope", "")),
+        ("session", c.urls().session(ALICE, "sess-nope")),
         (
             "session participants",
-            c.session_url(ALICE, "sess-nope", "/participants"),
+            c.urls().participants(ALICE, "sess-nope"),
         ),
-        (
-            "session messages",
-            c.session_url(ALICE, "sess-nope", "/messages"),
-        ),
+        ("session messages", c.urls().messages(ALICE, "sess-nope")),
         (
             "participant",
             c.session_url(ALICE, &sid, &format!("/participants/{nobody}")),
@@ -455,12 +450,12 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
             "participant status",
             c.session_url(ALICE, &sid, &format!("/participants/{nobody}/status")),
         ),
-        ("message", c.session_url(ALICE, &sid, "/messages/msg-nope")),
+        ("message", c.urls().message(ALICE, &sid, "msg-nope")),
         (
             "message status",
-            c.session_url(ALICE, &sid, "/messages/msg-nope/status"),
+            c.urls().message_status(ALICE, &sid, "msg-nope"),
         ),
-        ("subscription", c.url(ALICE, "/subscriptions/sub-nope")),
+        ("subscription", c.urls().subscription(ALICE, "sub-nope")),
     ] {
         c.refused(
             &format!("GET unknown {what}"),
@@ -470,12 +465,12 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
         );
     }
     for (what, url) in [
-        ("session", c.session_url(ALICE, "sess-nope", "")),
+        ("session", c.urls().session(ALICE, "sess-nope")),
         (
             "participant",
             c.session_url(ALICE, &sid, &format!("/participants/{nobody}")),
         ),
-        ("subscription", c.url(ALICE, "/subscriptions/sub-nope")),
+        ("subscription", c.urls().subscription(ALICE, "sub-nope")),
     ] {
         c.refused(
             &format!("DELETE unknown {what}"),
@@ -503,14 +498,14 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
     // Another user's subscription is unknown too.
     let sub = send_doc(
         "POST",
-        &c.url(DAVE, "/subscriptions"),
+        &c.urls().subscriptions(DAVE),
         c.f,
         &subscription_doc("http://127.0.0.1:9/notify"),
     )
     .await;
     c.ok("create subscription", &sub, 201);
     let sub_id = last_segment(&sub.decode::<ChatSubscription>().resource_url.unwrap());
-    let url = c.url(MALLORY, &format!("/subscriptions/{sub_id}"));
+    let url = c.urls().subscription(MALLORY, &sub_id);
     c.refused(
         "GET another user's subscription",
         &c.get(&url).await,
@@ -523,13 +518,9 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
         404,
         "SVC2008",
     );
-    let a = c
-        .get(&c.url(DAVE, &format!("/subscriptions/{sub_id}")))
-        .await;
+    let a = c.get(&c.urls().subscription(DAVE, &sub_id)).await;
     c.ok("subscription survives", &a, 200);
-    let a = c
-        .delete(&c.url(DAVE, &format!("/subscriptions/{sub_id}")))
-        .await;
+    let a = c.delete(&c.urls().subscription(DAVE, &sub_id)).await;
     c.ok("delete own subscription", &a, 204);
 
     // Nothing changed.
@@ -540,14 +531,14 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
 /// Addresses that are not a `tel:` (global number) or `sip:` URI are 400 `SVC0004`.
 async fn bad_address_cases(c: &Ctx<'_>) {
     for user in ["bogus", "tel:5551"] {
-        let a = c.get(&c.url(user, "/chatSessions")).await;
+        let a = c.get(&c.urls().chat_sessions(user)).await;
         let e = c.refused(&format!("GET sessions of {user}"), &a, 400, "SVC0004");
         assert!(rendered(&e).contains(user), "{}", rendered(&e));
-        let a = c.get(&c.url(user, "/subscriptions")).await;
+        let a = c.get(&c.urls().subscriptions(user)).await;
         c.refused(&format!("GET subscriptions of {user}"), &a, 400, "SVC0004");
         let a = send_doc(
             "POST",
-            &c.url(user, "/chatSessions"),
+            &c.urls().chat_sessions(user),
             c.f,
             &session_doc(&[BOB]),
         )
@@ -558,7 +549,7 @@ async fn bad_address_cases(c: &Ctx<'_>) {
     let (before, bob_before) = (c.session_count(ALICE).await, c.session_count(BOB).await);
     let a = send_doc(
         "POST",
-        &c.url(ALICE, "/chatSessions"),
+        &c.urls().chat_sessions(ALICE),
         c.f,
         &session_doc(&[BOB, "mailto:x@y"]),
     )
@@ -567,7 +558,7 @@ async fn bad_address_cases(c: &Ctx<'_>) {
     assert!(rendered(&e).contains("mailto:x@y"), "{}", rendered(&e));
     let a = send_doc(
         "POST",
-        &c.url(ALICE, "/chatSessions"),
+        &c.urls().chat_sessions(ALICE),
         c.f,
         &session_doc(&["tel:5551"]),
     )
@@ -592,7 +583,7 @@ async fn message_cases(c: &Ctx<'_>) {
     // Ended session.
     let sid = c.connected_pair().await;
     c.message(ALICE, &sid, "before the end").await;
-    let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
+    let a = c.delete(&c.urls().session(ALICE, &sid)).await;
     c.ok("end session", &a, 204);
     for user in [ALICE, BOB] {
         let a = c.post_message(user, &sid, "after the end").await;
@@ -721,19 +712,19 @@ async fn end_cases(c: &Ctx<'_>) {
     let sid = c.create(ALICE, &[BOB, CAROL]).await;
     c.accept(BOB, &sid).await;
     for user in [BOB, CAROL] {
-        let a = c.delete(&c.session_url(user, &sid, "")).await;
+        let a = c.delete(&c.urls().session(user, &sid)).await;
         c.refused(&format!("{user} ends alice's session"), &a, 403, "POL0001");
     }
     assert_eq!(c.session(ALICE, &sid).await.ended, Some(false));
     c.message(BOB, &sid, "still open").await;
 
-    let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
+    let a = c.delete(&c.urls().session(ALICE, &sid)).await;
     c.ok("end session", &a, 204);
-    let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
+    let a = c.delete(&c.urls().session(ALICE, &sid)).await;
     c.refused("end twice", &a, 404, "SVC2008");
-    let a = send_empty("GET", &c.session_url(ALICE, &sid, ""), c.f).await;
+    let a = send_empty("GET", &c.urls().session(ALICE, &sid), c.f).await;
     c.refused("read an ended session", &a, 404, "SVC2008");
-    let a = send_empty("GET", &c.session_url(ALICE, &sid, "/messages"), c.f).await;
+    let a = send_empty("GET", &c.urls().messages(ALICE, &sid), c.f).await;
     c.refused("read an ended session's messages", &a, 404, "SVC2008");
 }
 
@@ -743,13 +734,9 @@ async fn cancel_cases(c: &Ctx<'_>) {
     c.accept(BOB, &sid).await;
     let before = c.participants(ALICE, &sid).await;
 
-    let a = c
-        .delete(&c.session_url(ALICE, &sid, &format!("/participants/{}", enc(BOB))))
-        .await;
+    let a = c.delete(&c.urls().participant(ALICE, &sid, BOB)).await;
     c.refused("cancel an accepted invitation", &a, 409, "SVC0001");
-    let a = c
-        .delete(&c.session_url(BOB, &sid, &format!("/participants/{}", enc(CAROL))))
-        .await;
+    let a = c.delete(&c.urls().participant(BOB, &sid, CAROL)).await;
     c.refused(
         "cancel by someone who is not the inviter",
         &a,
@@ -763,9 +750,7 @@ async fn cancel_cases(c: &Ctx<'_>) {
         .set_status(CAROL, &d, CAROL, ParticipantStatus::Disconnected)
         .await;
     c.ok("carol declines", &a, 200);
-    let a = c
-        .delete(&c.session_url(ALICE, &d, &format!("/participants/{}", enc(CAROL))))
-        .await;
+    let a = c.delete(&c.urls().participant(ALICE, &d, CAROL)).await;
     c.refused("cancel a declined invitation", &a, 409, "SVC0001");
 
     assert_eq!(c.participants(ALICE, &sid).await, before);
@@ -785,7 +770,7 @@ async fn invite_cases(c: &Ctx<'_>) {
     };
     let sid = c.create(ALICE, &[BOB, CAROL]).await;
     c.accept(BOB, &sid).await;
-    let url = c.session_url(ALICE, &sid, "/participants");
+    let url = c.urls().participants(ALICE, &sid);
     let before = c.participants(ALICE, &sid).await;
 
     for who in [BOB, CAROL, ALICE] {
@@ -796,7 +781,7 @@ async fn invite_cases(c: &Ctx<'_>) {
     c.refused("invite the same new participant twice", &a, 409, "SVC0001");
     let a = send_doc("POST", &url, c.f, &invite(&[DAVE, "mailto:x@y"])).await;
     c.refused("invite mailto:", &a, 400, "SVC0004");
-    let carol_url = c.session_url(CAROL, &sid, "/participants");
+    let carol_url = c.urls().participants(CAROL, &sid);
     let a = send_doc("POST", &carol_url, c.f, &invite(&[DAVE])).await;
     c.refused(
         "invite by an invitee who has not accepted",
@@ -816,7 +801,7 @@ async fn invite_cases(c: &Ctx<'_>) {
         "a refused invitation reached dave"
     );
 
-    let a = c.delete(&c.session_url(ALICE, &sid, "")).await;
+    let a = c.delete(&c.urls().session(ALICE, &sid)).await;
     c.ok("end session", &a, 204);
     let a = send_doc("POST", &url, c.f, &invite(&[DAVE])).await;
     c.refused("invite into an ended session", &a, 404, "SVC2008");
@@ -833,7 +818,7 @@ async fn create_cases(c: &Ctx<'_>) {
 
     let a = send_doc(
         "POST",
-        &c.url(ALICE, "/chatSessions"),
+        &c.urls().chat_sessions(ALICE),
         c.f,
         &session_doc(&[BOB, CAROL, BOB]),
     )
@@ -843,7 +828,7 @@ async fn create_cases(c: &Ctx<'_>) {
 
     let a = send_doc(
         "POST",
-        &c.url(ALICE, "/chatSessions"),
+        &c.urls().chat_sessions(ALICE),
         c.f,
         &session_doc(&[ALICE]),
     )
@@ -855,14 +840,14 @@ async fn create_cases(c: &Ctx<'_>) {
             r#"<chat:chatSessionInformation xmlns:chat="{CHAT}"><subject>x</subject></chat:chatSessionInformation>"#
         ),
     };
-    let a = c.raw("POST", &c.url(ALICE, "/chatSessions"), &empty).await;
+    let a = c.raw("POST", &c.urls().chat_sessions(ALICE), &empty).await;
     c.refused("no participant at all", &a, 400, "SVC0002");
 
     let many: Vec<String> = (0..100).map(|i| format!("tel:+1555700{i:04}")).collect();
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
     let a = send_doc(
         "POST",
-        &c.url(ALICE, "/chatSessions"),
+        &c.urls().chat_sessions(ALICE),
         c.f,
         &session_doc(&many_refs),
     )
@@ -914,9 +899,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "chatMessage",
         "<successReport>true</successReport>",
     );
-    let a = c
-        .raw("POST", &c.session_url(ALICE, &sid, "/messages"), &b)
-        .await;
+    let a = c.raw("POST", &c.urls().messages(ALICE, &sid), &b).await;
     let e = c.refused("chatMessage without text", &a, 400, "SVC0002");
     assert!(rendered(&e).contains("text"), "{}", rendered(&e));
     assert_eq!(c.messages(BOB, &sid).await, before_messages);
@@ -927,7 +910,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "chatSubscription",
         "<duration>60</duration>",
     );
-    let a = c.raw("POST", &c.url(DAVE, "/subscriptions"), &b).await;
+    let a = c.raw("POST", &c.urls().subscriptions(DAVE), &b).await;
     let e = c.refused(
         "chatSubscription without callbackReference",
         &a,
@@ -944,7 +927,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
     for url in ["ftp://x", "not a url", "/relative/path"] {
         let a = send_doc(
             "POST",
-            &c.url(DAVE, "/subscriptions"),
+            &c.urls().subscriptions(DAVE),
             c.f,
             &subscription_doc(url),
         )
@@ -955,7 +938,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
     let mut negative = subscription_doc("http://127.0.0.1:9/notify");
     negative.duration = Some(-5);
     let b = encode(c.f, &negative);
-    let a = c.raw("POST", &c.url(DAVE, "/subscriptions"), &b).await;
+    let a = c.raw("POST", &c.urls().subscriptions(DAVE), &b).await;
     c.refused("negative duration", &a, 400, "SVC0002");
 
     // Bodies that are not a document at all, or the wrong document.
@@ -965,7 +948,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "<text>x</tex>",
     );
     let a = c
-        .raw("POST", &c.session_url(ALICE, &sid, "/messages"), &garbage)
+        .raw("POST", &c.urls().messages(ALICE, &sid), &garbage)
         .await;
     c.refused("truncated body", &a, 400, "SVC0002");
     let wrong_root = body(
@@ -974,16 +957,10 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "<text>x</text>",
     );
     let a = c
-        .raw(
-            "POST",
-            &c.session_url(ALICE, &sid, "/messages"),
-            &wrong_root,
-        )
+        .raw("POST", &c.urls().messages(ALICE, &sid), &wrong_root)
         .await;
     c.refused("wrong root", &a, 400, "SVC0002");
-    let a = c
-        .raw("POST", &c.session_url(ALICE, &sid, "/messages"), "")
-        .await;
+    let a = c.raw("POST", &c.urls().messages(ALICE, &sid), "").await;
     c.refused("empty body", &a, 400, "SVC0002");
     assert_eq!(
         c.subscription_count(DAVE).await,
@@ -997,7 +974,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "participantSessionStatus",
         "<status>Bogus</status>",
     );
-    let url = c.session_url(BOB, &sid, &format!("/participants/{}/status", enc(BOB)));
+    let url = c.urls().participant_status(BOB, &sid, BOB);
     let a = c.raw("POST", &url, &b).await;
     let e = c.refused("participant status Bogus", &a, 400, "SVC0002");
     let text = rendered(&e);
@@ -1014,7 +991,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "messageDeliveryStatus",
         "<status>Bogus</status>",
     );
-    let url = c.session_url(BOB, &sid, &format!("/messages/{mid}/status"));
+    let url = c.urls().message_status(BOB, &sid, &mid);
     let a = c.raw("POST", &url, &b).await;
     let e = c.refused("message status Bogus", &a, 400, "SVC0002");
     let text = rendered(&e);
@@ -1031,9 +1008,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "chatMessage",
         "<text>x</text><reportRequest>Bogus</reportRequest>",
     );
-    let a = c
-        .raw("POST", &c.session_url(ALICE, &sid, "/messages"), &b)
-        .await;
+    let a = c.raw("POST", &c.urls().messages(ALICE, &sid), &b).await;
     c.refused("reportRequest Bogus", &a, 400, "SVC0002");
 
     // Nothing changed.
@@ -1061,7 +1036,7 @@ async fn huge_duration_is_answered() {
         let mut doc = subscription_doc("http://127.0.0.1:9/notify");
         doc.duration = Some(i64::MAX);
         let sent = support::http_client(support::APP_TOKEN)
-            .post(c.url(DAVE, "/subscriptions"))
+            .post(c.urls().subscriptions(DAVE))
             .header("content-type", f.media_type())
             .header("accept", f.media_type())
             .body(encode(f, &doc))
@@ -1098,7 +1073,7 @@ async fn one_user_in_two_spellings_is_a_duplicate() {
     let srv = Server::default_for_tests();
     for f in FORMATS {
         let c = Ctx { srv: &srv, f };
-        let sessions = c.url(ALICE, "/chatSessions");
+        let sessions = c.urls().chat_sessions(ALICE);
         for pair in [[CAROL, "tel:+1-555-123-0003"], [BOB, "SIP:bob@EXAMPLE.com"]] {
             let a = send_doc("POST", &sessions, f, &session_doc(&pair)).await;
             c.refused(&format!("create with {pair:?}"), &a, 403, "POL0013");

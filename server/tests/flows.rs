@@ -26,7 +26,7 @@ use serde::Serialize;
 use std::cell::Cell;
 use std::fmt::Debug;
 use std::time::Duration;
-use support::{Answer, Listener, Received, Server, enc, send_doc, send_empty};
+use support::{Answer, Listener, Received, Server, send_doc, send_empty};
 
 use ParticipantStatus::{Connected, Disconnected, Invited};
 
@@ -250,34 +250,34 @@ impl<'s> Face<'s> {
     // --- the URLs the server is expected to hand out (resourceURL, Location, links)
 
     fn subs_url(&self, user: &str) -> String {
-        self.server.url(user, "/subscriptions")
+        self.server.urls().subscriptions(user)
     }
     fn sub_url(&self, user: &str, id: &str) -> String {
-        format!("{}/{}", self.subs_url(user), enc(id))
+        self.server.urls().subscription(user, id)
     }
     fn sessions_url(&self, user: &str) -> String {
-        self.server.url(user, "/chatSessions")
+        self.server.urls().chat_sessions(user)
     }
     fn session_url(&self, user: &str, sid: &str) -> String {
-        format!("{}/{}", self.sessions_url(user), enc(sid))
+        self.server.urls().session(user, sid)
     }
     fn participants_url(&self, user: &str, sid: &str) -> String {
-        format!("{}/participants", self.session_url(user, sid))
+        self.server.urls().participants(user, sid)
     }
     fn participant_url(&self, user: &str, sid: &str, pid: &str) -> String {
-        format!("{}/{}", self.participants_url(user, sid), enc(pid))
+        self.server.urls().participant(user, sid, pid)
     }
     fn pstatus_url(&self, user: &str, sid: &str, pid: &str) -> String {
-        format!("{}/status", self.participant_url(user, sid, pid))
+        self.server.urls().participant_status(user, sid, pid)
     }
     fn messages_url(&self, user: &str, sid: &str) -> String {
-        format!("{}/messages", self.session_url(user, sid))
+        self.server.urls().messages(user, sid)
     }
     fn message_url(&self, user: &str, sid: &str, mid: &str) -> String {
-        format!("{}/{}", self.messages_url(user, sid), enc(mid))
+        self.server.urls().message(user, sid, mid)
     }
     fn mstatus_url(&self, user: &str, sid: &str, mid: &str) -> String {
-        format!("{}/status", self.message_url(user, sid, mid))
+        self.server.urls().message_status(user, sid, mid)
     }
 
     // --- the operations

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use support::{enc, send, temp_data_dir};
+use support::{send, temp_data_dir};
 
 const ALICE: &str = "tel:+15551230001";
 const BOB: &str = "sip:bob@example.com";
@@ -64,8 +64,9 @@ impl LoggedServer {
         }
     }
 
-    fn url(&self, user: &str, rest: &str) -> String {
-        format!("{}/v1/chat/{}{rest}", self.base, enc(user))
+    /// The URL builders generated from the spec's paths, for this server.
+    fn urls(&self) -> netapi_chat_api::Urls {
+        netapi_chat_api::Urls::new(&self.base)
     }
 
     /// The log so far.
@@ -144,7 +145,7 @@ async fn notify_url_with_control_characters_is_refused_and_never_logged_raw() {
             "http://127.0.0.1:9/c\tb".to_owned(),
             "http://127.0.0.1:9/cb\u{1b}[2J".to_owned(),
         ] {
-            let a = subscribe(&srv.url(ALICE, "/subscriptions"), f, &bad).await;
+            let a = subscribe(&srv.urls().subscriptions(ALICE), f, &bad).await;
             let text = error_text(&a, f);
             // XML 1.0 cannot carry ESC at all: there the XML reader refuses it first.
             let xml_refused = f == Format::Xml && text.contains("malformed XML");
@@ -157,14 +158,14 @@ async fn notify_url_with_control_characters_is_refused_and_never_logged_raw() {
     }
     // A clean URL still works (and is logged), and a pretty-printed XML value keeps working.
     let a = subscribe(
-        &srv.url(ALICE, "/subscriptions"),
+        &srv.urls().subscriptions(ALICE),
         Format::Xml,
         "\n    http://127.0.0.1:9/cb\n  ",
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
     let a = subscribe(
-        &srv.url(BOB, "/subscriptions"),
+        &srv.urls().subscriptions(BOB),
         Format::Json,
         "http://127.0.0.1:9/ok",
     )
@@ -226,7 +227,7 @@ async fn refused_and_unknown_callback_hosts_get_one_text_naming_no_address() {
     let expected = "callbackReference.notifyURL: notifyURL is not an allowed callback host";
     for f in FORMATS {
         for url in &urls {
-            let a = subscribe(&srv.url(ALICE, "/subscriptions"), f, url).await;
+            let a = subscribe(&srv.urls().subscriptions(ALICE), f, url).await;
             let text = error_text(&a, f);
             assert_eq!(text, expected, "{f:?} {url}");
         }
@@ -296,7 +297,7 @@ async fn list_subscriptions(srv: &LoggedServer, user: &str, token: &str) -> supp
     let auth = format!("Bearer {token}");
     send(
         "GET",
-        &srv.url(user, "/subscriptions"),
+        &srv.urls().subscriptions(user),
         &[("authorization", &auth), ("accept", "application/json")],
         None,
     )

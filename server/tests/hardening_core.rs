@@ -40,7 +40,7 @@ async fn subscribe(server: &Server, user: &str, listener: &Listener, format: For
         r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}","notificationFormat":"{nf}"}}}}}}"#,
         listener.url
     );
-    let a = post_json(&server.url(user, "/subscriptions"), &body, Format::Json).await;
+    let a = post_json(&server.urls().subscriptions(user), &body, Format::Json).await;
     assert_eq!(a.status, 201, "subscribe {user}: {}", a.body);
 }
 
@@ -54,7 +54,7 @@ async fn create_session(server: &Server, from: &str, to: &[&str]) -> Answer {
         r#"{{"chatSessionInformation":{{"participant":[{}]}}}}"#,
         participants.join(",")
     );
-    post_json(&server.url(from, "/chatSessions"), &body, Format::Json).await
+    post_json(&server.urls().chat_sessions(from), &body, Format::Json).await
 }
 
 fn session_id(a: &Answer) -> String {
@@ -67,13 +67,7 @@ fn session_id(a: &Answer) -> String {
 }
 
 async fn set_status(server: &Server, user: &str, sid: &str, status: &str) -> Answer {
-    let url = server.url(
-        user,
-        &format!(
-            "/chatSessions/{sid}/participants/{}/status",
-            support::enc(user)
-        ),
-    );
+    let url = server.urls().participant_status(user, sid, user);
     post_json(
         &url,
         &format!(r#"{{"participantSessionStatus":{{"status":"{status}"}}}}"#),
@@ -89,7 +83,7 @@ async fn connected_pair(server: &Server) -> (String, String) {
     let a = set_status(server, BOB, &sid, "Connected").await;
     assert_eq!(a.status, 200, "accept: {}", a.body);
     let a = post_json(
-        &server.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+        &server.urls().messages(ALICE, &sid),
         r#"{"chatMessage":{"text":"hello"}}"#,
         Format::Json,
     )
@@ -140,12 +134,7 @@ async fn ending_application_is_notified_json_and_xml() {
         subscribe(&server, ALICE, &alice, format).await;
         subscribe(&server, BOB, &bob, format).await;
         let (sid, _) = connected_pair(&server).await;
-        let a = send_empty(
-            "DELETE",
-            &server.url(ALICE, &format!("/chatSessions/{sid}")),
-            format,
-        )
-        .await;
+        let a = send_empty("DELETE", &server.urls().session(ALICE, &sid), format).await;
         assert_eq!(a.status, 204, "end: {}", a.body);
         let n = event_for(&bob, &sid, format).await;
         assert_eq!(n.event_type, EventType::SessionEnded);
@@ -167,12 +156,7 @@ async fn deleted_session_is_gone_everywhere() {
     let server = Server::default_for_tests();
     for format in [Format::Json, Format::Xml] {
         let (sid, mid) = connected_pair(&server).await;
-        let a = send_empty(
-            "DELETE",
-            &server.url(ALICE, &format!("/chatSessions/{sid}")),
-            format,
-        )
-        .await;
+        let a = send_empty("DELETE", &server.urls().session(ALICE, &sid), format).await;
         assert_eq!(a.status, 204, "end: {}", a.body);
         for user in [ALICE, BOB] {
             let s = format!("/chatSessions/{sid}");
@@ -208,7 +192,7 @@ async fn deleted_session_is_gone_everywhere() {
         let a = set_status(&server, BOB, &sid, "Connected").await;
         assert_eq!(a.status, 404, "re-join after DELETE: {}", a.body);
         // The session is not listed any more either.
-        let a = send_empty("GET", &server.url(BOB, "/chatSessions"), Format::Json).await;
+        let a = send_empty("GET", &server.urls().chat_sessions(BOB), Format::Json).await;
         assert!(!a.body.contains(&sid), "still listed: {}", a.body);
     }
 }
@@ -243,7 +227,7 @@ async fn one_inviter_cannot_block_invitations_to_a_victim() {
         }
         let a = refused.expect("mallory is stopped by a quota");
         // The refusal, in the negotiated format, says nothing about the victim.
-        let url = server.url(MALLORY, "/chatSessions");
+        let url = server.urls().chat_sessions(MALLORY);
         let again = send(
             "POST",
             &url,
@@ -286,7 +270,7 @@ async fn cancel_and_reinvite_loop_hits_the_rate() {
             let body = format!(
                 r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#
             );
-            let a = post_json(&server.url(inviter, "/chatSessions"), &body, format).await;
+            let a = post_json(&server.urls().chat_sessions(inviter), &body, format).await;
             if a.status != 201 {
                 stopped = Some((round, a));
                 break;
@@ -294,10 +278,7 @@ async fn cancel_and_reinvite_loop_hits_the_rate() {
             let sid = session_id(&a);
             let a = send_empty(
                 "DELETE",
-                &server.url(
-                    inviter,
-                    &format!("/chatSessions/{sid}/participants/{}", support::enc(BOB)),
-                ),
+                &server.urls().participant(inviter, &sid, BOB),
                 format,
             )
             .await;
@@ -381,12 +362,9 @@ impl Raw {
         }
     }
 
-    fn url(&self, user: &str, rest: &str) -> String {
-        format!(
-            "{}/v1/chat/{}{rest}",
-            self.base.as_deref().expect("listening"),
-            support::enc(user)
-        )
+    /// The URL builders generated from the spec's paths, for this server.
+    fn urls(&self) -> netapi_chat_api::Urls {
+        netapi_chat_api::Urls::new(self.base.as_deref().expect("listening"))
     }
 
     /// Waits (up to `secs`) for the process to exit.
@@ -506,7 +484,7 @@ async fn first_start_under_umask_022_keeps_the_data_private() {
         .to_owned();
     let a = send(
         "POST",
-        &server.url(ALICE, "/chatSessions"),
+        &server.urls().chat_sessions(ALICE),
         &[
             ("authorization", &format!("Bearer {token}")),
             ("content-type", "application/json"),
@@ -647,7 +625,7 @@ async fn full_disk_answers_503_then_stops() {
         );
         let a = send(
             "POST",
-            &server.url(ALICE, "/chatSessions"),
+            &server.urls().chat_sessions(ALICE),
             &[
                 ("content-type", "application/json"),
                 ("accept", "application/xml"),

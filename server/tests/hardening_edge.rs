@@ -11,6 +11,7 @@
 
 mod support;
 
+use netapi_chat_api::Urls;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +74,7 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
     let json = [("content-type", "application/json")];
     let sub = send(
         "POST",
-        &server.url(ALICE, "/subscriptions"),
+        &server.urls().subscriptions(ALICE),
         &json,
         Some(r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}}"#),
     )
@@ -82,7 +83,7 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
     let sid = session(&server.base).await;
     let msg = send(
         "POST",
-        &server.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+        &server.urls().messages(ALICE, &sid),
         &json,
         Some(r#"{"chatMessage":{"text":"hi"}}"#),
     )
@@ -97,9 +98,9 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
     ]
 }
 
-/// `{base}/v1/chat/{user}{rest}`.
-fn url(base: &str, user: &str, rest: &str) -> String {
-    format!("{base}/v1/chat/{}{rest}", enc(user))
+/// The URL builders generated from the spec's paths, for the server at `base`.
+fn urls(base: &str) -> Urls {
+    Urls::new(base)
 }
 
 /// A session alice started and bob joined (on the server at `base`); its id.
@@ -107,7 +108,7 @@ async fn session(base: &str) -> String {
     let json = [("content-type", "application/json")];
     let s = send(
         "POST",
-        &url(base, ALICE, "/chatSessions"),
+        &urls(base).chat_sessions(ALICE),
         &json,
         Some(r#"{"chatSessionInformation":{"subject":"edge","participant":[{"address":"sip:bob@example.com"}]}}"#),
     )
@@ -116,11 +117,7 @@ async fn session(base: &str) -> String {
     let sid = location_id(&s);
     let joined = send(
         "POST",
-        &url(
-            base,
-            BOB,
-            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
-        ),
+        &urls(base).participant_status(BOB, &sid, BOB),
         &json,
         Some(r#"{"participantSessionStatus":{"status":"Connected"}}"#),
     )
@@ -337,7 +334,7 @@ async fn timed_get(server: &Server) -> Duration {
     let started = Instant::now();
     let a = tokio::time::timeout(
         Duration::from_secs(10),
-        send("GET", &server.url(ALICE, "/subscriptions"), &[], None),
+        send("GET", &server.urls().subscriptions(ALICE), &[], None),
     )
     .await
     .expect("a real request is answered while idle connections flood the server");
@@ -406,7 +403,7 @@ async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Dur
     let started = Instant::now();
     let a = tokio::time::timeout(
         Duration::from_secs(10),
-        send("GET", &url(&base, ALICE, "/subscriptions"), &[], None),
+        send("GET", &urls(&base).subscriptions(ALICE), &[], None),
     )
     .await;
     let took = started.elapsed();
@@ -531,8 +528,7 @@ async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
         .expect("address")
         .to_owned();
     let sid = session(&base).await;
-    let path = format!("/chatSessions/{sid}/messages");
-    let messages = url(&base, ALICE, &path);
+    let messages = urls(&base).messages(ALICE, &sid);
 
     // Four senders, each on fresh connections, until the server is gone.
     let mut senders = Vec::new();
@@ -621,7 +617,7 @@ async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
     let again = Server::start_in(&dir, &[], None);
     // The list is paged (issue 12 item 4): walk it by its `Link: <…>; rel="next"` headers.
     let mut stored = String::new();
-    let mut next = Some(again.url(ALICE, &path));
+    let mut next = Some(again.urls().messages(ALICE, &sid));
     while let Some(url) = next {
         let page = send("GET", &url, &[], None).await;
         assert_eq!(page.status, 200, "{}", page.body);

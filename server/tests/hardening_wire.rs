@@ -18,7 +18,7 @@ use netapi_chat_api::{
 };
 use netapi_chat_runtime::Format;
 use std::time::{Duration, Instant};
-use support::{Answer, Server, enc, send, send_empty};
+use support::{Answer, Server, send, send_empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -90,18 +90,17 @@ fn subscription_xml(notify: &str, data: &str) -> String {
 #[tokio::test]
 async fn a_body_is_exactly_one_document_on_every_operation() {
     let srv = Server::default_for_tests();
-    let b = enc(BOB);
     // A session with one message, so that every body-taking operation has a target.
     let sid = created_id(
         &post_raw(
-            &srv.url(ALICE, "/chatSessions"),
+            &srv.urls().chat_sessions(ALICE),
             Format::Json,
             &format!(r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#),
         )
         .await,
     );
     let accepted = post_raw(
-        &srv.url(BOB, &format!("/chatSessions/{sid}/participants/{b}/status")),
+        &srv.urls().participant_status(BOB, &sid, BOB),
         Format::Json,
         r#"{"participantSessionStatus":{"status":"Connected"}}"#,
     )
@@ -109,7 +108,7 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
     assert_eq!(accepted.status, 200, "{}", accepted.body);
     let mid = created_id(
         &post_raw(
-            &srv.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+            &srv.urls().messages(ALICE, &sid),
             Format::Json,
             r#"{"chatMessage":{"text":"hi"}}"#,
         )
@@ -117,55 +116,49 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
     );
     let stray_json = r#""chatMessage":{"text":"smuggled"}"#;
     let stray_xml = format!("<chat:chatMessage {CHAT}><text>smuggled</text></chat:chatMessage>");
-    // (path under the user, root name, JSON inner object, XML children)
-    let ops: Vec<(String, String, &str, String, String)> = vec![
+    // (URL, root name, JSON inner object, XML children)
+    let urls = srv.urls();
+    let ops: Vec<(String, &str, String, String)> = vec![
         (
-            ALICE.to_owned(),
-            "/subscriptions".to_owned(),
+            urls.subscriptions(ALICE),
             "chatSubscription",
             r#"{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}"#.to_owned(),
             "<callbackReference><notifyURL>http://127.0.0.1:9/</notifyURL></callbackReference>"
                 .to_owned(),
         ),
         (
-            ALICE.to_owned(),
-            "/chatSessions".to_owned(),
+            urls.chat_sessions(ALICE),
             "chatSessionInformation",
             format!(r#"{{"participant":[{{"address":"{BOB}"}}]}}"#),
             format!("<participant><address>{BOB}</address></participant>"),
         ),
         (
-            ALICE.to_owned(),
-            format!("/chatSessions/{sid}/participants"),
+            urls.participants(ALICE, &sid),
             "participantList",
             r#"{"participant":[{"address":"sip:carol@example.com"}]}"#.to_owned(),
             "<participant><address>sip:carol@example.com</address></participant>".to_owned(),
         ),
         (
-            BOB.to_owned(),
-            format!("/chatSessions/{sid}/participants/{b}/status"),
+            urls.participant_status(BOB, &sid, BOB),
             "participantSessionStatus",
             r#"{"status":"Disconnected"}"#.to_owned(),
             "<status>Disconnected</status>".to_owned(),
         ),
         (
-            ALICE.to_owned(),
-            format!("/chatSessions/{sid}/messages"),
+            urls.messages(ALICE, &sid),
             "chatMessage",
             r#"{"text":"again"}"#.to_owned(),
             "<text>again</text>".to_owned(),
         ),
         (
-            BOB.to_owned(),
-            format!("/chatSessions/{sid}/messages/{mid}/status"),
+            urls.message_status(BOB, &sid, &mid),
             "messageDeliveryStatus",
             r#"{"status":"Delivered"}"#.to_owned(),
             "<status>Delivered</status>".to_owned(),
         ),
     ];
-    for (user, path, root, json, xml) in &ops {
-        let url = srv.url(user, path);
-        let what = format!("POST {path}");
+    for (url, root, json, xml) in &ops {
+        let what = format!("POST {url}");
         // JSON: the document plus a second key (twice: after and before the root).
         let stray = if root == &"chatMessage" {
             // A second `chatMessage` key would be a duplicate, not a stray document.
@@ -183,7 +176,7 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
             format!(r#"{{{stray},"{root}":{json}}}"#),
         ] {
             let text = assert_invalid(
-                &post_raw(&url, Format::Json, &body).await,
+                &post_raw(url, Format::Json, &body).await,
                 &what,
                 Format::Json,
             );
@@ -195,32 +188,27 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
         // XML: a second root element, and text after the root.
         let doc = format!("<chat:{root} {CHAT}>{xml}</chat:{root}>");
         let text = assert_invalid(
-            &post_raw(&url, Format::Xml, &format!("{doc}{stray_xml}")).await,
+            &post_raw(url, Format::Xml, &format!("{doc}{stray_xml}")).await,
             &what,
             Format::Xml,
         );
         assert!(text.contains("root"), "{what}: {text}");
         let text = assert_invalid(
-            &post_raw(&url, Format::Xml, &format!("{doc}junk")).await,
+            &post_raw(url, Format::Xml, &format!("{doc}junk")).await,
             &what,
             Format::Xml,
         );
         assert!(text.contains("junk"), "{what}: {text}");
     }
     // Nothing changed: no subscription, one session, one message, bob still connected, no carol.
-    let list = |path: String| {
-        let url = srv.url(ALICE, &path);
-        async move { send_empty("GET", &url, Format::Json).await }
-    };
-    let subs: ChatSubscriptionList = list("/subscriptions".to_owned()).await.decode();
+    let list = |url: String| async move { send_empty("GET", &url, Format::Json).await };
+    let subs: ChatSubscriptionList = list(urls.subscriptions(ALICE)).await.decode();
     assert!(subs.chat_subscription.is_empty(), "{subs:?}");
-    let sessions: ChatSessionList = list("/chatSessions".to_owned()).await.decode();
+    let sessions: ChatSessionList = list(urls.chat_sessions(ALICE)).await.decode();
     assert_eq!(sessions.chat_session_information.len(), 1, "{sessions:?}");
-    let messages: ChatMessageList = list(format!("/chatSessions/{sid}/messages")).await.decode();
+    let messages: ChatMessageList = list(urls.messages(ALICE, &sid)).await.decode();
     assert_eq!(messages.chat_message.len(), 1, "{messages:?}");
-    let people: ParticipantList = list(format!("/chatSessions/{sid}/participants"))
-        .await
-        .decode();
+    let people: ParticipantList = list(urls.participants(ALICE, &sid)).await.decode();
     assert_eq!(people.participant.len(), 2, "{people:?}");
     assert!(
         people
@@ -236,7 +224,8 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
 /// A string over its limit, as one (JSON body, XML body) pair.
 struct Case {
     what: &'static str,
-    path: &'static str,
+    /// The collection the body is POSTed to.
+    url: fn(&netapi_chat_api::Urls) -> String,
     field: &'static str,
     limit: usize,
     body: fn(Format, &str) -> String,
@@ -258,7 +247,7 @@ fn session_body(f: Format, subject: &str, name: &str, correlator: &str) -> Strin
 const CASES: &[Case] = &[
     Case {
         what: "callbackData",
-        path: "/subscriptions",
+        url: |u| u.subscriptions(ALICE),
         field: "callbackData",
         limit: 1024,
         body: |f, s| match f {
@@ -268,7 +257,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "notifyURL",
-        path: "/subscriptions",
+        url: |u| u.subscriptions(ALICE),
         field: "notifyURL",
         limit: 2048,
         body: |f, s| {
@@ -281,28 +270,28 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "subject",
-        path: "/chatSessions",
+        url: |u| u.chat_sessions(ALICE),
         field: "subject",
         limit: 1024,
         body: |f, s| session_body(f, s, "Bob", "c"),
     },
     Case {
         what: "participant display name",
-        path: "/chatSessions",
+        url: |u| u.chat_sessions(ALICE),
         field: "name",
         limit: 256,
         body: |f, s| session_body(f, "hi", s, "c"),
     },
     Case {
         what: "session clientCorrelator",
-        path: "/chatSessions",
+        url: |u| u.chat_sessions(ALICE),
         field: "clientCorrelator",
         limit: 256,
         body: |f, s| session_body(f, "hi", "Bob", s),
     },
     Case {
         what: "participant address",
-        path: "/chatSessions",
+        url: |u| u.chat_sessions(ALICE),
         field: "address",
         limit: 256,
         body: |f, s| {
@@ -328,7 +317,7 @@ async fn every_client_string_has_a_limit_on_both_faces() {
     let srv = Server::default_for_tests();
     for f in FORMATS {
         for c in CASES {
-            let url = srv.url(ALICE, c.path);
+            let url = (c.url)(&srv.urls());
             let what = format!("{} ({f:?})", c.what);
             let before = send_empty("GET", &url, Format::Json).await;
             let over = "é".repeat(c.limit + 1);
@@ -349,14 +338,14 @@ async fn every_client_string_has_a_limit_on_both_faces() {
     // At the limit: accepted (callbackData and subject, in characters).
     let data = "é".repeat(1024);
     let a = post_raw(
-        &srv.url(ALICE, "/subscriptions"),
+        &srv.urls().subscriptions(ALICE),
         Format::Json,
         &subscription_json("http://127.0.0.1:9/", &data),
     )
     .await;
     created_id(&a);
     let a = post_raw(
-        &srv.url(ALICE, "/chatSessions"),
+        &srv.urls().chat_sessions(ALICE),
         Format::Xml,
         &session_body(Format::Xml, &"s".repeat(1024), &"n".repeat(256), "c"),
     )
@@ -463,7 +452,7 @@ fn parse_answer(bytes: &[u8]) -> Option<Answer> {
 }
 
 fn post_head(srv: &Server, token: &str, f: Format, length: u64) -> String {
-    let url = srv.url(ALICE, "/subscriptions");
+    let url = srv.urls().subscriptions(ALICE);
     let path = url.trim_start_matches(&srv.base);
     format!(
         "POST {path} HTTP/1.1\r\nauthorization: Bearer {token}\r\ncontent-type: {}\r\n\
@@ -509,7 +498,7 @@ async fn a_body_that_does_not_arrive_gets_408_and_the_connection_is_closed() {
     }
     // Nothing was created.
     let subs: ChatSubscriptionList =
-        send_empty("GET", &srv.url(ALICE, "/subscriptions"), Format::Json)
+        send_empty("GET", &srv.urls().subscriptions(ALICE), Format::Json)
             .await
             .decode();
     assert!(subs.chat_subscription.is_empty());
@@ -559,7 +548,7 @@ async fn failed_authentication_is_rate_limited_per_address() {
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "4"),
         ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60"),
     ]);
-    let url = srv.url(ALICE, "/chatSessions");
+    let url = srv.urls().chat_sessions(ALICE);
     let bad = [("authorization", "Bearer guessed-token-number-0001")];
     // Before any failure the valid token works.
     assert_eq!(send_empty("GET", &url, Format::Json).await.status, 200);

@@ -16,7 +16,7 @@ use netapi_chat_api::{
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::{self, Document};
 use std::time::Duration;
-use support::{APP_TOKEN, Answer, Server, enc, send, send_doc, send_empty, user_token};
+use support::{APP_TOKEN, Answer, Server, send, send_doc, send_empty, user_token};
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
 const CHAT_NS: &str = "urn:oma:xml:rest:netapi:chat:1";
@@ -146,11 +146,7 @@ fn created_id(a: &Answer) -> String {
 }
 
 fn sessions_url(srv: &Server, u: &str) -> String {
-    srv.url(u, "/chatSessions")
-}
-
-fn session_url(srv: &Server, u: &str, sid: &str, rest: &str) -> String {
-    srv.url(u, &format!("/chatSessions/{sid}{rest}"))
+    srv.urls().chat_sessions(u)
 }
 
 async fn get_ok<T: Document>(url: &str, f: Format) -> T {
@@ -167,21 +163,21 @@ async fn session_count(srv: &Server, u: &str, f: Format) -> usize {
 }
 
 async fn subscription_count(srv: &Server, u: &str, f: Format) -> usize {
-    get_ok::<ChatSubscriptionList>(&srv.url(u, "/subscriptions"), f)
+    get_ok::<ChatSubscriptionList>(&srv.urls().subscriptions(u), f)
         .await
         .chat_subscription
         .len()
 }
 
 async fn participant_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
-    get_ok::<ParticipantList>(&session_url(srv, u, sid, "/participants"), f)
+    get_ok::<ParticipantList>(&srv.urls().participants(u, sid), f)
         .await
         .participant
         .len()
 }
 
 async fn message_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
-    get_ok::<ChatMessageList>(&session_url(srv, u, sid, "/messages"), f)
+    get_ok::<ChatMessageList>(&srv.urls().messages(u, sid), f)
         .await
         .chat_message
         .len()
@@ -207,7 +203,7 @@ async fn new_session(srv: &Server, f: Format, originator: &str, invitees: &[&str
 
 /// `who` sets its own status in the session (accept / decline).
 async fn set_status(srv: &Server, f: Format, who: &str, sid: &str, status: ParticipantStatus) {
-    let url = session_url(srv, who, sid, &format!("/participants/{}/status", enc(who)));
+    let url = srv.urls().participant_status(who, sid, who);
     let a = send_doc("POST", &url, f, &ParticipantSessionStatus { status }).await;
     assert!(
         (200..300).contains(&a.status),
@@ -226,7 +222,7 @@ async fn add_participants(
 ) -> Answer {
     send_doc(
         "POST",
-        &session_url(srv, who, sid, "/participants"),
+        &srv.urls().participants(who, sid),
         f,
         &participants_doc(addresses),
     )
@@ -461,7 +457,7 @@ async fn message_text_chars_limit() {
         let bob = user("bob", f);
         let sid = new_session(&srv, f, &alice, &[&bob]).await;
         set_status(&srv, f, &bob, &sid, ParticipantStatus::Connected).await;
-        let url = session_url(&srv, &alice, &sid, "/messages");
+        let url = srv.urls().messages(&alice, &sid);
         for n in [9, 10] {
             let a = send_doc("POST", &url, f, &message_doc(&"😀".repeat(n))).await;
             assert_created(&a, &format!("[{f:?}] {n} characters"));
@@ -534,7 +530,7 @@ async fn subscriptions_per_user_limit() {
     let srv = Server::start(&[("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "3")]);
     for f in FORMATS {
         let carol = user("carol", f);
-        let url = srv.url(&carol, "/subscriptions");
+        let url = srv.urls().subscriptions(&carol);
         let mut ids = Vec::new();
         for n in 1..=3 {
             let a = send_doc("POST", &url, f, &subscription_doc()).await;
@@ -577,7 +573,7 @@ async fn sessions_per_user_limit() {
             "[{f:?}] no invitation"
         );
         // Ended sessions do not count.
-        let a = send_empty("DELETE", &session_url(&srv, &dave, &sids[0], ""), f).await;
+        let a = send_empty("DELETE", &srv.urls().session(&dave, &sids[0]), f).await;
         assert_eq!(a.status, 204, "{}", a.body);
         let a = create_session(&srv, f, &dave, &[&s4]).await;
         assert_created(&a, &format!("[{f:?}] session after one ended"));
@@ -601,12 +597,7 @@ async fn sessions_per_user_limit_counts_invitations() {
         let a = create_session(&srv, f, &frank, &[&erin]).await;
         if a.status == 201 {
             let sid = created_id(&a);
-            let url = session_url(
-                &srv,
-                &erin,
-                &sid,
-                &format!("/participants/{}/status", enc(&erin)),
-            );
+            let url = srv.urls().participant_status(&erin, &sid, &erin);
             let a = send_doc(
                 "POST",
                 &url,
@@ -732,7 +723,7 @@ async fn request_rate_per_token() {
             ("accept", f.media_type()),
             ("content-type", f.media_type()),
         ];
-        let url = srv.url(who, "/subscriptions");
+        let url = srv.urls().subscriptions(who);
         let body = encode(f, &subscription_doc());
         for n in 1..=4 {
             let a = send("GET", &url, &headers, None).await;

@@ -12,13 +12,11 @@ use netapi_chat_runtime::Format;
 use std::time::{Duration, Instant};
 use support::{Answer, Listener, Server, send};
 
-/// `tel:+15551230001`, percent-encoded as a path segment.
-const ALICE: &str = "tel%3A%2B15551230001";
-/// `sip:carol@example.com`, percent-encoded.
-const CAROL: &str = "sip%3Acarol%40example.com";
-/// `tel:+15551230009`: the user the subscription checks run as (so that session events of the
-/// other users never reach its dummy callback).
-const DAVE: &str = "tel%3A%2B15551230009";
+const ALICE: &str = "tel:+15551230001";
+const CAROL: &str = "sip:carol@example.com";
+/// The user the subscription checks run as (so that session events of the other users never
+/// reach its dummy callback).
+const DAVE: &str = "tel:+15551230009";
 
 const SESSION_JSON: &str =
     r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#;
@@ -33,11 +31,11 @@ const ASKS: [(Option<&str>, Format); 2] =
     [(None, Format::Json), (Some("application/xml"), Format::Xml)];
 
 fn sessions(server: &Server, user: &str) -> String {
-    format!("{}/v1/chat/{user}/chatSessions", server.base)
+    server.urls().chat_sessions(user)
 }
 
 fn subscriptions(server: &Server, user: &str) -> String {
-    format!("{}/v1/chat/{user}/subscriptions", server.base)
+    server.urls().subscriptions(user)
 }
 
 /// Headers: the optional `Content-Type` then the optional `Accept`.
@@ -801,11 +799,7 @@ async fn openapi_document_is_published() {
 async fn router_level_errors_are_plain_json() {
     let server = Server::default_for_tests();
     for (accept, _) in ASKS {
-        let a = get(
-            &format!("{}/v1/chat/{ALICE}/nothingHere", server.base),
-            accept,
-        )
-        .await;
+        let a = get(&server.url(ALICE, "/nothingHere"), accept).await;
         assert_eq!(a.status, 404, "{}", a.body);
         assert!(a.content_type().starts_with("application/json"));
         let a = get(&format!("{}/v1/chat/%FF/chatSessions", server.base), accept).await;

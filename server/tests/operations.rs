@@ -382,7 +382,7 @@ async fn the_server_runs_on_the_file_under_the_environment() {
         "x".repeat(400)
     );
     let create = |server: &Server| {
-        let url = server.url("tel:+15551230001", "/chatSessions");
+        let url = server.urls().chat_sessions("tel:+15551230001");
         let body = body.clone();
         async move {
             send(
@@ -513,7 +513,7 @@ async fn metrics_follow_a_flow() {
     let bob = Listener::start().await;
     let a = send(
         "POST",
-        &server.url("sip:bob@example.com", "/subscriptions"),
+        &server.urls().subscriptions("sip:bob@example.com"),
         &[("content-type", "application/json")],
         Some(&format!(
             r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
@@ -524,7 +524,7 @@ async fn metrics_follow_a_flow() {
     assert_eq!(a.status, 201, "{}", a.body);
     let a = send(
         "POST",
-        &server.url("tel:+15551230001", "/chatSessions"),
+        &server.urls().chat_sessions("tel:+15551230001"),
         &[("content-type", "application/json")],
         Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
     )
@@ -545,7 +545,7 @@ async fn metrics_follow_a_flow() {
     for _ in 0..45 {
         let a = send(
             "GET",
-            &server.url("sip:mallory@example.com", "/subscriptions"),
+            &server.urls().subscriptions("sip:mallory@example.com"),
             &[("authorization", &format!("Bearer {token}"))],
             None,
         )
@@ -648,7 +648,7 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     bob.set_down(true);
     let a = send(
         "POST",
-        &server.url("sip:bob@example.com", "/subscriptions"),
+        &server.urls().subscriptions("sip:bob@example.com"),
         &[("content-type", "application/json")],
         Some(&format!(
             r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
@@ -659,7 +659,7 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     assert_eq!(a.status, 201, "{}", a.body);
     let a = send(
         "POST",
-        &server.url("tel:+15551230001", "/chatSessions"),
+        &server.urls().chat_sessions("tel:+15551230001"),
         &[("content-type", "application/json")],
         Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
     )

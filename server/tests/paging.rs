@@ -15,7 +15,7 @@ use netapi_chat_api::{
 };
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
-use support::{Answer, Server, enc, send_doc, send_empty};
+use support::{Answer, Server, send_doc, send_empty};
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
 const ALICE: &str = "sip:alice@example.com";
@@ -78,7 +78,7 @@ fn last_segment(location: &str) -> String {
 async fn connected_session(s: &Server, from: &str, to: &str) -> String {
     let a = send_doc(
         "POST",
-        &s.url(from, "/chatSessions"),
+        &s.urls().chat_sessions(from),
         Format::Json,
         &session_doc("paging", &[to]),
     )
@@ -87,10 +87,7 @@ async fn connected_session(s: &Server, from: &str, to: &str) -> String {
     let sid = last_segment(a.header("location"));
     let a = send_doc(
         "POST",
-        &s.url(
-            to,
-            &format!("/chatSessions/{sid}/participants/{}/status", enc(to)),
-        ),
+        &s.urls().participant_status(to, &sid, to),
         Format::Json,
         &ParticipantSessionStatus {
             status: ParticipantStatus::Connected,
@@ -102,7 +99,7 @@ async fn connected_session(s: &Server, from: &str, to: &str) -> String {
 }
 
 async fn send_messages(s: &Server, from: &str, sid: &str, texts: &[String]) {
-    let url = s.url(from, &format!("/chatSessions/{sid}/messages"));
+    let url = s.urls().messages(from, sid);
     for t in texts {
         let a = send_doc("POST", &url, Format::Json, &message_doc(t)).await;
         assert_eq!(a.status, 201, "{}", a.body);
@@ -165,7 +162,7 @@ async fn messages_walked_page_by_page_come_once_each_in_order_and_the_default_pa
     for f in FORMATS {
         for user in [ALICE, BOB] {
             // No paging parameter: what an OMA client sends.
-            let url = s.url(user, &format!("/chatSessions/{sid}/messages"));
+            let url = s.urls().messages(user, &sid);
             let pages = walk(&url, f, |a, l: ChatMessageList| Read {
                 keys: l.chat_message.iter().map(|m| m.text.clone()).collect(),
                 next: next_of(a, &l.link),
@@ -208,7 +205,7 @@ async fn long_messages_are_answered_one_bounded_page_at_a_time() {
     let long = "x".repeat(4000);
     let texts: Vec<String> = (0..150).map(|i| format!("{i:03}{long}")).collect();
     send_messages(&s, ALICE, &sid, &texts).await;
-    let url = s.url(BOB, &format!("/chatSessions/{sid}/messages"));
+    let url = s.urls().messages(BOB, &sid);
     for f in FORMATS {
         let a = send_empty("GET", &url, f).await;
         assert_eq!(a.status, 200);
@@ -233,7 +230,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
     for n in 0..7 {
         let a = send_doc(
             "POST",
-            &s.url(ALICE, "/subscriptions"),
+            &s.urls().subscriptions(ALICE),
             Format::Json,
             &subscription_doc(n),
         )
@@ -254,7 +251,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         };
         let a = send_doc(
             "POST",
-            &s.url(ALICE, "/chatSessions"),
+            &s.urls().chat_sessions(ALICE),
             Format::Json,
             &session_doc(&format!("s{n}"), &who),
         )
@@ -266,7 +263,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
 
     for f in FORMATS {
         let pages = walk(
-            &s.url(ALICE, "/subscriptions?maxEntries=3"),
+            &format!("{}?maxEntries=3", s.urls().subscriptions(ALICE)),
             f,
             |a, l: ChatSubscriptionList| Read {
                 keys: l
@@ -283,7 +280,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         assert_eq!(flat(&pages), subs, "{f:?} subscriptions");
 
         let pages = walk(
-            &s.url(ALICE, "/chatSessions?maxEntries=3"),
+            &format!("{}?maxEntries=3", s.urls().chat_sessions(ALICE)),
             f,
             |a, l: ChatSessionList| Read {
                 keys: l
@@ -300,10 +297,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         assert_eq!(flat(&pages), sessions, "{f:?} sessions");
 
         let pages = walk(
-            &s.url(
-                ALICE,
-                &format!("/chatSessions/{group}/participants?maxEntries=2"),
-            ),
+            &format!("{}?maxEntries=2", s.urls().participants(ALICE, &group)),
             f,
             |a, l: ParticipantList| Read {
                 keys: l.participant.iter().map(|p| p.address.clone()).collect(),
@@ -319,7 +313,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
     }
 
     // A short list fits on one page, which has no next link (an OMA client sees OMA's body).
-    let a = send_empty("GET", &s.url(BOB, "/chatSessions"), Format::Json).await;
+    let a = send_empty("GET", &s.urls().chat_sessions(BOB), Format::Json).await;
     let l: ChatSessionList = a.decode();
     assert_eq!(l.chat_session_information.len(), 6);
     assert!(l.link.is_empty() && a.headers.get("link").is_none());
@@ -337,7 +331,7 @@ async fn a_cursor_stays_valid_when_its_entry_is_gone() {
     for n in 0..5 {
         let a = send_doc(
             "POST",
-            &s.url(ALICE, "/subscriptions"),
+            &s.urls().subscriptions(ALICE),
             Format::Json,
             &subscription_doc(n),
         )
@@ -346,7 +340,7 @@ async fn a_cursor_stays_valid_when_its_entry_is_gone() {
     }
     let a = send_empty(
         "GET",
-        &s.url(ALICE, "/subscriptions?maxEntries=2"),
+        &format!("{}?maxEntries=2", s.urls().subscriptions(ALICE)),
         Format::Json,
     )
     .await;
@@ -373,10 +367,10 @@ async fn page_sizes_out_of_bounds_and_foreign_cursors_are_refused() {
     let s = Server::default_for_tests();
     let sid = connected_session(&s, ALICE, BOB).await;
     let lists = [
-        s.url(ALICE, "/subscriptions"),
-        s.url(ALICE, "/chatSessions"),
-        s.url(ALICE, &format!("/chatSessions/{sid}/participants")),
-        s.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+        s.urls().subscriptions(ALICE),
+        s.urls().chat_sessions(ALICE),
+        s.urls().participants(ALICE, &sid),
+        s.urls().messages(ALICE, &sid),
     ];
     let long = "9".repeat(65);
     for f in FORMATS {
@@ -409,9 +403,9 @@ async fn page_sizes_out_of_bounds_and_foreign_cursors_are_refused() {
     // Another user's session is still 404 whatever the paging parameters.
     let a = send_empty(
         "GET",
-        &s.url(
-            "sip:mallory@example.com",
-            &format!("/chatSessions/{sid}/messages?maxEntries=5"),
+        &format!(
+            "{}?maxEntries=5",
+            s.urls().messages("sip:mallory@example.com", &sid)
         ),
         Format::Json,
     )
@@ -470,7 +464,7 @@ async fn sessions_come_in_creation_order_not_join_order() {
     // Bob is invited into the older session after he joined the newer one.
     let a = send_doc(
         "POST",
-        &s.url(ALICE, &format!("/chatSessions/{older}/participants")),
+        &s.urls().participants(ALICE, &older),
         Format::Json,
         &ParticipantList {
             participant: vec![pi(BOB)],

@@ -18,7 +18,7 @@ use netapi_chat_runtime::Format;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Server, enc, send_doc, send_empty};
+use support::{Server, send_doc, send_empty};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -68,13 +68,10 @@ async fn connected_session(s: &Server, from: &str, to: &str) -> String {
         }],
         ..Default::default()
     };
-    let a = send_doc("POST", &s.url(from, "/chatSessions"), Format::Json, &doc).await;
+    let a = send_doc("POST", &s.urls().chat_sessions(from), Format::Json, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
     let sid = last_segment(a.header("location"));
-    let url = s.url(
-        to,
-        &format!("/chatSessions/{sid}/participants/{}/status", enc(to)),
-    );
+    let url = s.urls().participant_status(to, &sid, to);
     let st = ParticipantSessionStatus {
         status: ParticipantStatus::Connected,
     };
@@ -87,7 +84,7 @@ async fn connected_session(s: &Server, from: &str, to: &str) -> String {
 /// the server records it, is at or after this).
 async fn send(s: &Server, from: &str, sid: &str, text: &str) -> (String, i64) {
     let t0 = now_ms();
-    let url = s.url(from, &format!("/chatSessions/{sid}/messages"));
+    let url = s.urls().messages(from, sid);
     let a = send_doc("POST", &url, Format::Json, &message_doc(text)).await;
     assert_eq!(a.status, 201, "{}", a.body);
     (last_segment(a.header("location")), t0)
@@ -96,10 +93,7 @@ async fn send(s: &Server, from: &str, sid: &str, text: &str) -> (String, i64) {
 /// Every message id `user` can list in `sid`, following `next` links.
 async fn listed(s: &Server, user: &str, sid: &str, format: Format) -> Vec<String> {
     let mut ids = Vec::new();
-    let mut url = Some(s.url(
-        user,
-        &format!("/chatSessions/{sid}/messages?maxEntries=1000"),
-    ));
+    let mut url = Some(format!("{}?maxEntries=1000", s.urls().messages(user, sid)));
     while let Some(u) = url {
         let a = send_empty("GET", &u, format).await;
         assert_eq!(a.status, 200, "GET {u}: {}", a.body);
@@ -140,7 +134,7 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
     // A cursor taken after m1 (a page of one), to follow once m1 is gone.
     let a = send_empty(
         "GET",
-        &s.url(ALICE, &format!("/chatSessions/{sid}/messages?maxEntries=1")),
+        &format!("{}?maxEntries=1", s.urls().messages(ALICE, &sid)),
         Format::Json,
     )
     .await;
@@ -174,7 +168,7 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
             }
             assert!(listed(&s, user, &sid, f).await.is_empty(), "{f:?} {user}");
         }
-        let confirm = s.url(BOB, &format!("/chatSessions/{sid}/messages/{m1}/status"));
+        let confirm = s.urls().message_status(BOB, &sid, &m1);
         let st = MessageDeliveryStatus {
             status: MessageStatus::Delivered,
         };
@@ -198,13 +192,13 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
         let mut seen = true;
         for f in FORMATS {
             for user in [ALICE, BOB] {
-                let url = s.url(user, &format!("/chatSessions/{sid}/messages/{m}"));
+                let url = s.urls().message(user, &sid, &m);
                 let got = send_empty("GET", &url, f).await;
                 let ids = listed(&s, user, &sid, f).await;
                 seen &= got.status == 200 && ids.contains(&m);
             }
         }
-        let url = s.url(BOB, &format!("/chatSessions/{sid}/messages/{m}/status"));
+        let url = s.urls().message_status(BOB, &sid, &m);
         let st = MessageDeliveryStatus {
             status: MessageStatus::Displayed,
         };
@@ -229,12 +223,7 @@ async fn messages_past_retention_answer_like_messages_that_never_existed() {
         assert!(Instant::now() < deadline, "the later message stays");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let info = send_empty(
-        "GET",
-        &s.url(BOB, &format!("/chatSessions/{sid}")),
-        Format::Xml,
-    )
-    .await;
+    let info = send_empty("GET", &s.urls().session(BOB, &sid), Format::Xml).await;
     assert_eq!(
         info.status, 200,
         "the session outlives its messages: {}",

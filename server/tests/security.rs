@@ -81,7 +81,7 @@ fn subscription(url: &str) -> ChatSubscription {
 async fn requests_without_valid_credentials_get_401_with_a_challenge() {
     let srv = Server::default_for_tests();
     for f in FORMATS {
-        let url = srv.url(ALICE, "/chatSessions");
+        let url = srv.urls().chat_sessions(ALICE);
         for auth in [
             "",
             "Bearer",
@@ -121,7 +121,7 @@ async fn requests_without_valid_credentials_get_401_with_a_challenge() {
     let list: ChatSessionList = as_user::<ChatMessage>(
         APP_TOKEN,
         "GET",
-        &srv.url(ALICE, "/chatSessions"),
+        &srv.urls().chat_sessions(ALICE),
         Format::Json,
         None,
     )
@@ -139,12 +139,12 @@ async fn a_token_acts_only_for_its_own_users_and_acr_auth_is_its_user() {
     let alice = user_token(ALICE);
     for f in FORMATS {
         // Alice's token on Bob's path: 403, whatever the resource.
-        for rest in [
-            "/chatSessions",
-            "/subscriptions",
-            "/chatSessions/x/messages",
+        for url in [
+            srv.urls().chat_sessions(BOB),
+            srv.urls().subscriptions(BOB),
+            srv.urls().messages(BOB, "x"),
         ] {
-            as_user::<ChatMessage>(&alice, "GET", &srv.url(BOB, rest), f, None)
+            as_user::<ChatMessage>(&alice, "GET", &url, f, None)
                 .await
                 .assert_error(403, "POL0001", f);
         }
@@ -152,7 +152,7 @@ async fn a_token_acts_only_for_its_own_users_and_acr_auth_is_its_user() {
         let a = as_user(
             &alice,
             "POST",
-            &format!("{}/v1/chat/acr%3Aauth/chatSessions", srv.base),
+            &srv.urls().chat_sessions("acr:auth"),
             f,
             Some(&session_with(BOB)),
         )
@@ -168,7 +168,7 @@ async fn a_token_acts_only_for_its_own_users_and_acr_auth_is_its_user() {
         as_user::<ChatMessage>(
             APP_TOKEN,
             "GET",
-            &format!("{}/v1/chat/acr%3Aauth/chatSessions", srv.base),
+            &srv.urls().chat_sessions("acr:auth"),
             f,
             None,
         )
@@ -187,7 +187,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let sub: ChatSubscription = as_user(
             &alice,
             "POST",
-            &srv.url(ALICE, "/subscriptions"),
+            &srv.urls().subscriptions(ALICE),
             f,
             Some(&subscription(&l.url)),
         )
@@ -203,7 +203,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let a = as_user(
             &alice,
             "POST",
-            &srv.url(ALICE, "/chatSessions"),
+            &srv.urls().chat_sessions(ALICE),
             f,
             Some(&session_with(BOB)),
         )
@@ -218,10 +218,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let st = ParticipantSessionStatus {
             status: ParticipantStatus::Connected,
         };
-        let status_url = srv.url(
-            BOB,
-            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
-        );
+        let status_url = srv.urls().participant_status(BOB, &sid, BOB);
         assert_eq!(
             as_user(&bob, "POST", &status_url, f, Some(&st))
                 .await
@@ -240,7 +237,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         let m = as_user(
             &alice,
             "POST",
-            &srv.url(ALICE, &format!("/chatSessions/{sid}/messages")),
+            &srv.urls().messages(ALICE, &sid),
             f,
             Some(&msg),
         )
@@ -253,19 +250,20 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
             .to_owned();
 
         // Mallory, with her own valid token, knows every id.
-        let ids = [
-            format!("/subscriptions/{sub_id}"),
-            format!("/chatSessions/{sid}"),
-            format!("/chatSessions/{sid}/participants"),
-            format!("/chatSessions/{sid}/participants/{}", enc(ALICE)),
-            format!("/chatSessions/{sid}/participants/{}/status", enc(ALICE)),
-            format!("/chatSessions/{sid}/messages"),
-            format!("/chatSessions/{sid}/messages/{mid}"),
-            format!("/chatSessions/{sid}/messages/{mid}/status"),
+        let urls = srv.urls();
+        let ids: [&dyn Fn(&str) -> String; 8] = [
+            &|user| urls.subscription(user, &sub_id),
+            &|user| urls.session(user, &sid),
+            &|user| urls.participants(user, &sid),
+            &|user| urls.participant(user, &sid, ALICE),
+            &|user| urls.participant_status(user, &sid, ALICE),
+            &|user| urls.messages(user, &sid),
+            &|user| urls.message(user, &sid, &mid),
+            &|user| urls.message_status(user, &sid, &mid),
         ];
-        for rest in &ids {
+        for url in ids {
             // Through her own path: 404, like an id that does not exist.
-            let a = as_user::<ChatMessage>(&mallory, "GET", &srv.url(MALLORY, rest), f, None).await;
+            let a = as_user::<ChatMessage>(&mallory, "GET", &url(MALLORY), f, None).await;
             a.assert_error(404, "SVC2008", f);
             assert!(
                 !a.body.contains("secret plans")
@@ -275,7 +273,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
                 a.body
             );
             // Through Alice's path: 403.
-            as_user::<ChatMessage>(&mallory, "GET", &srv.url(ALICE, rest), f, None)
+            as_user::<ChatMessage>(&mallory, "GET", &url(ALICE), f, None)
                 .await
                 .assert_error(403, "POL0001", f);
         }
@@ -283,7 +281,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user::<ChatMessage>(
             &mallory,
             "DELETE",
-            &srv.url(MALLORY, &format!("/subscriptions/{sub_id}")),
+            &srv.urls().subscription(MALLORY, &sub_id),
             f,
             None,
         )
@@ -292,7 +290,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user::<ChatMessage>(
             &mallory,
             "DELETE",
-            &srv.url(MALLORY, &format!("/chatSessions/{sid}")),
+            &srv.urls().session(MALLORY, &sid),
             f,
             None,
         )
@@ -301,7 +299,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user(
             &mallory,
             "POST",
-            &srv.url(MALLORY, &format!("/chatSessions/{sid}/messages")),
+            &srv.urls().messages(MALLORY, &sid),
             f,
             Some(&msg),
         )
@@ -310,21 +308,16 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
         as_user::<ChatMessage>(
             &alice,
             "GET",
-            &srv.url(ALICE, &format!("/subscriptions/{sub_id}")),
+            &srv.urls().subscription(ALICE, &sub_id),
             f,
             None,
         )
         .await
         .decode::<ChatSubscription>();
-        let s: ChatSessionInformation = as_user::<ChatMessage>(
-            &alice,
-            "GET",
-            &srv.url(ALICE, &format!("/chatSessions/{sid}")),
-            f,
-            None,
-        )
-        .await
-        .decode();
+        let s: ChatSessionInformation =
+            as_user::<ChatMessage>(&alice, "GET", &srv.urls().session(ALICE, &sid), f, None)
+                .await
+                .decode();
         assert_eq!(s.ended, Some(false));
     }
 }
@@ -353,7 +346,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
         ] {
             let a = send_doc(
                 "POST",
-                &srv.url(ALICE, "/subscriptions"),
+                &srv.urls().subscriptions(ALICE),
                 f,
                 &subscription(url),
             )
@@ -382,7 +375,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
     );
     let a = send_doc(
         "POST",
-        &srv.url(ALICE, "/subscriptions"),
+        &srv.urls().subscriptions(ALICE),
         Format::Json,
         &subscription(&format!("http://{host}:9/n")),
     )
@@ -410,7 +403,7 @@ async fn redirects_from_a_callback_are_not_followed() {
     assert_eq!(
         send_doc(
             "POST",
-            &srv.url(BOB, "/subscriptions"),
+            &srv.urls().subscriptions(BOB),
             Format::Json,
             &subscription(&redirecting.url)
         )
@@ -421,7 +414,7 @@ async fn redirects_from_a_callback_are_not_followed() {
     assert_eq!(
         send_doc(
             "POST",
-            &srv.url(ALICE, "/subscriptions"),
+            &srv.urls().subscriptions(ALICE),
             Format::Json,
             &subscription(&inviter.url)
         )
@@ -432,7 +425,7 @@ async fn redirects_from_a_callback_are_not_followed() {
     assert_eq!(
         send_doc(
             "POST",
-            &srv.url(ALICE, "/chatSessions"),
+            &srv.urls().chat_sessions(ALICE),
             Format::Json,
             &session_with(BOB)
         )
@@ -458,7 +451,7 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     let (la, lb) = (Listener::start().await, Listener::start().await);
     send_doc(
         "POST",
-        &srv.url(ALICE, "/subscriptions"),
+        &srv.urls().subscriptions(ALICE),
         Format::Json,
         &subscription(&la.url),
     )
@@ -467,14 +460,14 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     xml_sub.callback_reference.notification_format = Some(NotificationFormat::Xml);
     send_doc(
         "POST",
-        &srv.url(BOB, "/subscriptions"),
+        &srv.urls().subscriptions(BOB),
         Format::Json,
         &xml_sub,
     )
     .await;
     let a = send_doc(
         "POST",
-        &srv.url(ALICE, "/chatSessions"),
+        &srv.urls().chat_sessions(ALICE),
         Format::Json,
         &session_with(BOB),
     )
@@ -490,10 +483,7 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     };
     send_doc(
         "POST",
-        &srv.url(
-            BOB,
-            &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
-        ),
+        &srv.urls().participant_status(BOB, &sid, BOB),
         Format::Json,
         &st,
     )

@@ -16,7 +16,7 @@ use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{Listener, Received, Server, enc, send_doc, send_empty};
+use support::{Listener, Received, Server, send_doc, send_empty};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -69,7 +69,7 @@ async fn subscribe(srv: &Server, user: &str, format: NotificationFormat) {
         status_reason: None,
         signing_secret: None,
     };
-    let a = send_doc("POST", &srv.url(user, "/subscriptions"), Format::Json, &doc).await;
+    let a = send_doc("POST", &srv.urls().subscriptions(user), Format::Json, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
 }
 
@@ -91,16 +91,13 @@ async fn start_session(srv: &Server, subject: &str, invitee: &str) -> String {
         client_correlator: Some(format!("v1-{subject}")),
         resource_url: None,
     };
-    let a = send_doc("POST", &srv.url(A, "/chatSessions"), Format::Json, &doc).await;
+    let a = send_doc("POST", &srv.urls().chat_sessions(A), Format::Json, &doc).await;
     assert_eq!(a.status, 201, "{}", a.body);
     last_segment(a.header("location"))
 }
 
 async fn accept(srv: &Server, who: &str, sid: &str) {
-    let url = srv.url(
-        who,
-        &format!("/chatSessions/{sid}/participants/{}/status", enc(who)),
-    );
+    let url = srv.urls().participant_status(who, sid, who);
     let st = ParticipantSessionStatus {
         status: ParticipantStatus::Connected,
     };
@@ -118,7 +115,7 @@ async fn send_message(srv: &Server, who: &str, sid: &str, text: &str) -> String 
         date_time: None,
         resource_url: None,
     };
-    let url = srv.url(who, &format!("/chatSessions/{sid}/messages"));
+    let url = srv.urls().messages(who, sid);
     let a = send_doc("POST", &url, Format::Json, &m).await;
     assert_eq!(a.status, 201, "{}", a.body);
     last_segment(a.header("location"))
@@ -155,7 +152,7 @@ async fn write_format_v1_fixture() {
     let st = MessageDeliveryStatus {
         status: MessageStatus::Delivered,
     };
-    let url = srv.url(B, &format!("/chatSessions/{s1}/messages/{m1}/status"));
+    let url = srv.urls().message_status(B, &s1, &m1);
     assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 204);
     send_message(&srv, B, &s1, "reply from v1").await;
     start_session(&srv, "v1 pending", C).await;
@@ -227,9 +224,9 @@ async fn wait_for(
     }
 }
 
-async fn get<T: netapi_chat_runtime::wire::Document>(srv: &Server, user: &str, rest: &str) -> T {
-    let a = send_empty("GET", &srv.url(user, rest), Format::Json).await;
-    assert_eq!(a.status, 200, "GET {rest} as {user}: {}", a.body);
+async fn get<T: netapi_chat_runtime::wire::Document>(url: &str) -> T {
+    let a = send_empty("GET", url, Format::Json).await;
+    assert_eq!(a.status, 200, "GET {url}: {}", a.body);
     a.decode::<T>()
 }
 
@@ -282,12 +279,12 @@ async fn a_data_dir_written_by_format_v3_opens_and_works() {
         ],
         None,
     );
-    let sessions: ChatSessionList = get(&srv, A, "/chatSessions").await;
+    let sessions: ChatSessionList = get(&srv.urls().chat_sessions(A)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     for s in &sessions.chat_session_information {
         let sid = last_segment(s.resource_url.as_deref().unwrap_or_default());
         loop {
-            let l: ChatMessageList = get(&srv, A, &format!("/chatSessions/{sid}/messages")).await;
+            let l: ChatMessageList = get(&srv.urls().messages(A, &sid)).await;
             if l.chat_message.is_empty() {
                 break;
             }
@@ -361,16 +358,11 @@ async fn opens_and_works(version: u32) -> PathBuf {
         .await;
         assert_eq!(r.decode::<ChatEventNotification>().session_id, s3);
     }
-    let a = send_empty(
-        "GET",
-        &srv.url(D, &format!("/chatSessions/{s3}")),
-        Format::Json,
-    )
-    .await;
+    let a = send_empty("GET", &srv.urls().session(D, &s3), Format::Json).await;
     assert_eq!(a.status, 404, "{}", a.body);
 
     // Subscriptions, sessions, participants and messages read back as they were written.
-    let subs: ChatSubscriptionList = get(&srv, B, "/subscriptions").await;
+    let subs: ChatSubscriptionList = get(&srv.urls().subscriptions(B)).await;
     assert_eq!(subs.chat_subscription.len(), 1);
     let cb = &subs.chat_subscription[0].callback_reference;
     assert_eq!(cb.notification_format, Some(NotificationFormat::Xml));
@@ -379,9 +371,9 @@ async fn opens_and_works(version: u32) -> PathBuf {
         subs.chat_subscription[0].client_correlator.as_deref(),
         Some("v1-sip:bob@example.com")
     );
-    let info: ChatSessionInformation = get(&srv, A, &format!("/chatSessions/{s1}")).await;
+    let info: ChatSessionInformation = get(&srv.urls().session(A, &s1)).await;
     assert_eq!(info.subject.as_deref(), Some("v1 one-to-one"));
-    let parts: ParticipantList = get(&srv, A, &format!("/chatSessions/{s1}/participants")).await;
+    let parts: ParticipantList = get(&srv.urls().participants(A, &s1)).await;
     let b = parts
         .participant
         .iter()
@@ -389,11 +381,10 @@ async fn opens_and_works(version: u32) -> PathBuf {
         .expect("B takes part");
     assert_eq!(b.status, Some(ParticipantStatus::Connected));
     assert_eq!(b.name.as_deref(), Some("sip:bob@example.com (v1)"));
-    let list: ChatMessageList = get(&srv, A, &format!("/chatSessions/{s1}/messages")).await;
+    let list: ChatMessageList = get(&srv.urls().messages(A, &s1)).await;
     let texts: Vec<&str> = list.chat_message.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["hello from v1", "reply from v1"]);
-    let st: MessageDeliveryStatus =
-        get(&srv, A, &format!("/chatSessions/{s1}/messages/{m1}/status")).await;
+    let st: MessageDeliveryStatus = get(&srv.urls().message_status(A, &s1, &m1)).await;
     assert_eq!(st.status, MessageStatus::Delivered);
 
     // The session goes on: a new message reaches B (in XML), B's report reaches A.
@@ -402,7 +393,7 @@ async fn opens_and_works(version: u32) -> PathBuf {
         r.decode::<MessageNotification>().chat_message.text == "after the upgrade"
     })
     .await;
-    let url = srv.url(B, &format!("/chatSessions/{s1}/messages/{m3}/status"));
+    let url = srv.urls().message_status(B, &s1, &m3);
     let displayed = MessageDeliveryStatus {
         status: MessageStatus::Displayed,
     };

@@ -6,6 +6,7 @@
 //! - [`json`]: lenient readers for the JSON shapes OMA servers and clients use in practice;
 //! - [`wire`]: one document type, both formats: encode and decode by [`media::Format`];
 //! - [`error`]: [`ApiError`], the OMA `requestError` every failure becomes;
+//! - [`url`]: the percent-encoding of path segments the generated URL builders use;
 //! - [`negotiate`]: the dropshot extractors and response type that apply all of the above, so
 //!   that a handler sees typed values in and returns typed values out.
 //!
@@ -15,6 +16,7 @@ pub mod error;
 pub mod json;
 pub mod media;
 pub mod negotiate;
+pub mod url;
 pub mod wire;
 pub mod xml;
 

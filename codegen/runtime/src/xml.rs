@@ -733,7 +733,9 @@ pub trait XmlType: Sized {
     fn write_attributes(&self, _w: &mut XmlWriter) {}
     /// Writes the child elements (and/or text) of this value.
     fn write_children(&self, w: &mut XmlWriter);
-    /// Decodes a value from its element; errors should be [`XmlError::Decode`].
+    /// Decodes a value from its element; errors should be [`XmlError::Decode`]. The generated
+    /// impls read the structure and then call the type's `Validate::validate` (list minimums,
+    /// `x-oma-choice`, `maxLength`): one copy of the rules, the same for both faces.
     fn read(e: &Element) -> Result<Self, XmlError>;
 }
 

@@ -7,11 +7,12 @@ pub mod api;
 
 pub mod types;
 
+pub mod urls;
+
 pub use api::*;
-
-pub use types::*;
-
 pub use netapi_chat_runtime as runtime;
+pub use types::*;
+pub use urls::Urls;
 
 /// The published OpenAPI document (JSON and XML media types), served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi/chat.openapi.json");

@@ -2,11 +2,8 @@
 //! The chat API's data types, speaking OMA JSON (serde) and OMA XML.
 
 use netapi_chat_runtime::wire::Validate;
-
 use netapi_chat_runtime::xml::{Element, XmlError, XmlLeaf, XmlRoot, XmlType, XmlWriter};
-
 use schemars::JsonSchema;
-
 use serde::{Deserialize, Serialize};
 
 /// Format of the notifications POSTed to a callback (OMA Common).
@@ -24,6 +21,7 @@ impl NotificationFormat {
     /// Every value, in spec order.
     pub const ALL: &'static [NotificationFormat] =
         &[NotificationFormat::Xml, NotificationFormat::Json];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +40,7 @@ impl std::fmt::Display for NotificationFormat {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for NotificationFormat {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         NotificationFormat::ALL
@@ -76,8 +75,8 @@ pub struct CallbackReference {
     #[serde(rename = "notifyURL")]
     #[schemars(length(max = 2048))]
     pub notify_url: String,
-    /// `callbackData`: Opaque data echoed in every notification. At most 1024 characters: it is copied
-    /// into each notification of the subscription. Every client-given string of a request
+    /// `callbackData`: Opaque data echoed in every notification. At most 1024 characters: it is
+    /// copied into each notification of the subscription. Every client-given string of a request
     /// has a `maxLength`; a longer one gets 400 SVC0002 naming the field and its limit.
     #[serde(
         rename = "callbackData",
@@ -112,6 +111,7 @@ impl XmlType for CallbackReference {
             callback_data: e.optional_leaf("callbackData")?,
             notification_format: e.optional_leaf("notificationFormat")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -142,11 +142,13 @@ impl XmlType for Link {
     }
 
     fn write_children(&self, _w: &mut XmlWriter) {}
+
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = Link {
             rel: e.required_attribute("rel")?,
             href: e.required_attribute("href")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -174,6 +176,7 @@ impl XmlType for ResourceReference {
         let value = ResourceReference {
             resource_url: e.required_leaf("resourceURL")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -190,17 +193,19 @@ impl XmlRoot for ResourceReference {
     const PREFIX: &'static str = "common";
 }
 
-/// JSON form of [`ResourceReference`]: an object whose one key is the root element's name, `resourceReference`; any other key is refused (a body is one document).
+/// JSON form of [`ResourceReference`]: an object whose one key is the root element's name,
+/// `resourceReference`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceReferenceRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "resourceReference")]
     pub resource_reference: ResourceReference,
 }
 
 impl netapi_chat_runtime::wire::Document for ResourceReference {
     type Json = ResourceReferenceRoot;
+
     fn from_json(wrapper: ResourceReferenceRoot) -> Self {
         wrapper.resource_reference
     }
@@ -245,6 +250,7 @@ impl XmlType for ServiceException {
             text: e.required_leaf("text")?,
             variables: e.leaf_list("variables")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -300,19 +306,7 @@ impl XmlType for RequestError {
             service_exception: e.optional_child("serviceException")?,
             policy_exception: e.optional_child("policyException")?,
         };
-        let present = [
-            value.service_exception.is_some(),
-            value.policy_exception.is_some(),
-        ]
-        .iter()
-        .filter(|p| **p)
-        .count();
-        if present != 1 {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs exactly one of `serviceException` or `policyException`",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -352,17 +346,19 @@ impl XmlRoot for RequestError {
     const PREFIX: &'static str = "common";
 }
 
-/// JSON form of [`RequestError`]: an object whose one key is the root element's name, `requestError`; any other key is refused (a body is one document).
+/// JSON form of [`RequestError`]: an object whose one key is the root element's name,
+/// `requestError`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestErrorRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "requestError")]
     pub request_error: RequestError,
 }
 
 impl netapi_chat_runtime::wire::Document for RequestError {
     type Json = RequestErrorRoot;
+
     fn from_json(wrapper: RequestErrorRoot) -> Self {
         wrapper.request_error
     }
@@ -395,6 +391,7 @@ impl ParticipantStatus {
         ParticipantStatus::Connected,
         ParticipantStatus::Disconnected,
     ];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -414,6 +411,7 @@ impl std::fmt::Display for ParticipantStatus {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for ParticipantStatus {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         ParticipantStatus::ALL
@@ -467,6 +465,7 @@ impl MessageStatus {
         MessageStatus::Displayed,
         MessageStatus::Failed,
     ];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -487,6 +486,7 @@ impl std::fmt::Display for MessageStatus {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for MessageStatus {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         MessageStatus::ALL
@@ -556,6 +556,7 @@ impl EventType {
         EventType::Unreachable,
         EventType::Successful,
     ];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -579,6 +580,7 @@ impl std::fmt::Display for EventType {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for EventType {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         EventType::ALL
@@ -618,7 +620,8 @@ pub struct ChatSubscription {
     /// `callbackReference`.
     #[serde(rename = "callbackReference")]
     pub callback_reference: CallbackReference,
-    /// `duration`: Requested lifetime in seconds; absent or 0 = no expiry. The server returns what it granted.
+    /// `duration`: Requested lifetime in seconds; absent or 0 = no expiry. The server returns what
+    /// it granted.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -648,8 +651,8 @@ pub struct ChatSubscription {
         skip_serializing_if = "Option::is_none"
     )]
     pub subscription_status: Option<SubscriptionStatus>,
-    /// `statusReason`: (set by the server, extension) Why the subscription is `Disabled`, e.g. "the callback
-    /// answered 410 Gone"; absent while it is `Active`.
+    /// `statusReason`: (set by the server, extension) Why the subscription is `Disabled`, e.g. "the
+    /// callback answered 410 Gone"; absent while it is `Active`.
     #[serde(
         rename = "statusReason",
         default,
@@ -657,12 +660,12 @@ pub struct ChatSubscription {
     )]
     #[schemars(length(max = 1024))]
     pub status_reason: Option<String>,
-    /// `signingSecret`: (extension) The Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes) this
-    /// subscription's notifications are signed with. A client may send one on create;
-    /// otherwise the server makes one, unless the operator chose one server-wide secret
-    /// for every subscription (then none is set or shown). It is shown once, in the answer
-    /// to the create that made it (not to a replay of it, nor when the subscription is
-    /// read); a client that lost it sets a new one with `rotateSubscriptionSecret`.
+    /// `signingSecret`: (extension) The Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes)
+    /// this subscription's notifications are signed with. A client may send one on create;
+    /// otherwise the server makes one, unless the operator chose one server-wide secret for every
+    /// subscription (then none is set or shown). It is shown once, in the answer to the create that
+    /// made it (not to a replay of it, nor when the subscription is read); a client that lost it
+    /// sets a new one with `rotateSubscriptionSecret`.
     #[serde(
         rename = "signingSecret",
         default,
@@ -705,6 +708,7 @@ impl XmlType for ChatSubscription {
             status_reason: e.optional_leaf("statusReason")?,
             signing_secret: e.optional_leaf("signingSecret")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -734,17 +738,19 @@ impl XmlRoot for ChatSubscription {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSubscription`]: an object whose one key is the root element's name, `chatSubscription`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSubscription`]: an object whose one key is the root element's name,
+/// `chatSubscription`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSubscriptionRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSubscription")]
     pub chat_subscription: ChatSubscription,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSubscription {
     type Json = ChatSubscriptionRoot;
+
     fn from_json(wrapper: ChatSubscriptionRoot) -> Self {
         wrapper.chat_subscription
     }
@@ -763,8 +769,8 @@ pub struct SubscriptionSecret {
     #[serde(rename = "signingSecret")]
     #[schemars(length(max = 256))]
     pub signing_secret: String,
-    /// `previousSecretExpires`: (set by the server) Until when the previous secret keeps signing notifications
-    /// too (RFC 3339, UTC); absent when the subscription had no secret of its own.
+    /// `previousSecretExpires`: (set by the server) Until when the previous secret keeps signing
+    /// notifications too (RFC 3339, UTC); absent when the subscription had no secret of its own.
     #[serde(
         rename = "previousSecretExpires",
         default,
@@ -787,6 +793,7 @@ impl XmlType for SubscriptionSecret {
             signing_secret: e.required_leaf("signingSecret")?,
             previous_secret_expires: e.optional_leaf("previousSecretExpires")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -807,17 +814,19 @@ impl XmlRoot for SubscriptionSecret {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`SubscriptionSecret`]: an object whose one key is the root element's name, `subscriptionSecret`; any other key is refused (a body is one document).
+/// JSON form of [`SubscriptionSecret`]: an object whose one key is the root element's name,
+/// `subscriptionSecret`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSecretRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "subscriptionSecret")]
     pub subscription_secret: SubscriptionSecret,
 }
 
 impl netapi_chat_runtime::wire::Document for SubscriptionSecret {
     type Json = SubscriptionSecretRoot;
+
     fn from_json(wrapper: SubscriptionSecretRoot) -> Self {
         wrapper.subscription_secret
     }
@@ -857,6 +866,7 @@ impl SubscriptionStatus {
     /// Every value, in spec order.
     pub const ALL: &'static [SubscriptionStatus] =
         &[SubscriptionStatus::Active, SubscriptionStatus::Disabled];
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -875,6 +885,7 @@ impl std::fmt::Display for SubscriptionStatus {
 /// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
 impl std::str::FromStr for SubscriptionStatus {
     type Err = String;
+
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         SubscriptionStatus::ALL
@@ -943,6 +954,7 @@ impl XmlType for ChatSubscriptionList {
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -965,17 +977,19 @@ impl XmlRoot for ChatSubscriptionList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSubscriptionList`]: an object whose one key is the root element's name, `chatSubscriptionList`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSubscriptionList`]: an object whose one key is the root element's name,
+/// `chatSubscriptionList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSubscriptionListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSubscriptionList")]
     pub chat_subscription_list: ChatSubscriptionList,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSubscriptionList {
     type Json = ChatSubscriptionListRoot;
+
     fn from_json(wrapper: ChatSubscriptionListRoot) -> Self {
         wrapper.chat_subscription_list
     }
@@ -1003,7 +1017,8 @@ pub struct DeadLetter {
     pub created: String,
     /// `died`: When it became a dead letter (RFC 3339, UTC).
     pub died: String,
-    /// `attempts`: Delivery attempts made before it was given up (0 when it was queued behind a failing one).
+    /// `attempts`: Delivery attempts made before it was given up (0 when it was queued behind a
+    /// failing one).
     #[serde(deserialize_with = "netapi_chat_runtime::json::int")]
     pub attempts: i64,
     /// `sessionInvitationNotification`.
@@ -1090,23 +1105,7 @@ impl XmlType for DeadLetter {
             subscription_cancellation_notification: e
                 .optional_child("subscriptionCancellationNotification")?,
         };
-        let present = [
-            value.session_invitation_notification.is_some(),
-            value.participant_status_notification.is_some(),
-            value.chat_event_notification.is_some(),
-            value.message_notification.is_some(),
-            value.message_delivery_notification.is_some(),
-            value.subscription_cancellation_notification.is_some(),
-        ]
-        .iter()
-        .filter(|p| **p)
-        .count();
-        if present != 1 {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification`",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1194,6 +1193,7 @@ impl XmlType for DeadLetterList {
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1216,17 +1216,19 @@ impl XmlRoot for DeadLetterList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`DeadLetterList`]: an object whose one key is the root element's name, `deadLetterList`; any other key is refused (a body is one document).
+/// JSON form of [`DeadLetterList`]: an object whose one key is the root element's name,
+/// `deadLetterList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "deadLetterList")]
     pub dead_letter_list: DeadLetterList,
 }
 
 impl netapi_chat_runtime::wire::Document for DeadLetterList {
     type Json = DeadLetterListRoot;
+
     fn from_json(wrapper: DeadLetterListRoot) -> Self {
         wrapper.dead_letter_list
     }
@@ -1306,6 +1308,7 @@ impl XmlType for ParticipantInformation {
             client_correlator: e.optional_leaf("clientCorrelator")?,
             resource_url: e.optional_leaf("resourceURL")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1332,17 +1335,19 @@ impl XmlRoot for ParticipantInformation {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantInformation`]: an object whose one key is the root element's name, `participantInformation`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantInformation`]: an object whose one key is the root element's name,
+/// `participantInformation`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantInformationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantInformation")]
     pub participant_information: ParticipantInformation,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantInformation {
     type Json = ParticipantInformationRoot;
+
     fn from_json(wrapper: ParticipantInformationRoot) -> Self {
         wrapper.participant_information
     }
@@ -1399,12 +1404,7 @@ impl XmlType for ParticipantList {
             resource_url: e.optional_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
-        if value.participant.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `participant` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1433,17 +1433,19 @@ impl XmlRoot for ParticipantList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantList`]: an object whose one key is the root element's name, `participantList`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantList`]: an object whose one key is the root element's name,
+/// `participantList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantList")]
     pub participant_list: ParticipantList,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantList {
     type Json = ParticipantListRoot;
+
     fn from_json(wrapper: ParticipantListRoot) -> Self {
         wrapper.participant_list
     }
@@ -1486,7 +1488,8 @@ pub struct ChatSessionInformation {
     /// `status`: (set by the server) The requesting user's own status in the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ParticipantStatus>,
-    /// `ended`: (set by the server) Always false in an answer: an ended session is gone (404, see `deleteChatSession`); kept for clients written against the earlier behaviour.
+    /// `ended`: (set by the server) Always false in an answer: an ended session is gone (404, see
+    /// `deleteChatSession`); kept for clients written against the earlier behaviour.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -1550,12 +1553,7 @@ impl XmlType for ChatSessionInformation {
             client_correlator: e.optional_leaf("clientCorrelator")?,
             resource_url: e.optional_leaf("resourceURL")?,
         };
-        if value.participant.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `participant` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1593,17 +1591,19 @@ impl XmlRoot for ChatSessionInformation {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSessionInformation`]: an object whose one key is the root element's name, `chatSessionInformation`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSessionInformation`]: an object whose one key is the root element's name,
+/// `chatSessionInformation`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSessionInformationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSessionInformation")]
     pub chat_session_information: ChatSessionInformation,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSessionInformation {
     type Json = ChatSessionInformationRoot;
+
     fn from_json(wrapper: ChatSessionInformationRoot) -> Self {
         wrapper.chat_session_information
     }
@@ -1658,6 +1658,7 @@ impl XmlType for ChatSessionList {
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1680,17 +1681,19 @@ impl XmlRoot for ChatSessionList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatSessionList`]: an object whose one key is the root element's name, `chatSessionList`; any other key is refused (a body is one document).
+/// JSON form of [`ChatSessionList`]: an object whose one key is the root element's name,
+/// `chatSessionList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSessionListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatSessionList")]
     pub chat_session_list: ChatSessionList,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatSessionList {
     type Json = ChatSessionListRoot;
+
     fn from_json(wrapper: ChatSessionListRoot) -> Self {
         wrapper.chat_session_list
     }
@@ -1702,7 +1705,8 @@ impl From<ChatSessionList> for ChatSessionListRoot {
     }
 }
 
-/// Seed `ParticipantSessionStatus`; `Connected` accepts or re-joins, `Disconnected` declines or leaves.
+/// Seed `ParticipantSessionStatus`; `Connected` accepts or re-joins, `Disconnected` declines or
+/// leaves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantSessionStatus {
     /// `status`.
@@ -1718,6 +1722,7 @@ impl XmlType for ParticipantSessionStatus {
         let value = ParticipantSessionStatus {
             status: e.required_leaf("status")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1734,17 +1739,19 @@ impl XmlRoot for ParticipantSessionStatus {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantSessionStatus`]: an object whose one key is the root element's name, `participantSessionStatus`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantSessionStatus`]: an object whose one key is the root element's
+/// name, `participantSessionStatus`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantSessionStatusRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantSessionStatus")]
     pub participant_session_status: ParticipantSessionStatus,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantSessionStatus {
     type Json = ParticipantSessionStatusRoot;
+
     fn from_json(wrapper: ParticipantSessionStatusRoot) -> Self {
         wrapper.participant_session_status
     }
@@ -1845,6 +1852,7 @@ impl XmlType for ChatMessage {
             date_time: e.optional_leaf("dateTime")?,
             resource_url: e.optional_leaf("resourceURL")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1873,17 +1881,19 @@ impl XmlRoot for ChatMessage {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatMessage`]: an object whose one key is the root element's name, `chatMessage`; any other key is refused (a body is one document).
+/// JSON form of [`ChatMessage`]: an object whose one key is the root element's name,
+/// `chatMessage`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessageRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatMessage")]
     pub chat_message: ChatMessage,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatMessage {
     type Json = ChatMessageRoot;
+
     fn from_json(wrapper: ChatMessageRoot) -> Self {
         wrapper.chat_message
     }
@@ -1936,6 +1946,7 @@ impl XmlType for ChatMessageList {
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -1958,17 +1969,19 @@ impl XmlRoot for ChatMessageList {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatMessageList`]: an object whose one key is the root element's name, `chatMessageList`; any other key is refused (a body is one document).
+/// JSON form of [`ChatMessageList`]: an object whose one key is the root element's name,
+/// `chatMessageList`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessageListRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatMessageList")]
     pub chat_message_list: ChatMessageList,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatMessageList {
     type Json = ChatMessageListRoot;
+
     fn from_json(wrapper: ChatMessageListRoot) -> Self {
         wrapper.chat_message_list
     }
@@ -1996,6 +2009,7 @@ impl XmlType for MessageDeliveryStatus {
         let value = MessageDeliveryStatus {
             status: e.required_leaf("status")?,
         };
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2012,17 +2026,19 @@ impl XmlRoot for MessageDeliveryStatus {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageDeliveryStatus`]: an object whose one key is the root element's name, `messageDeliveryStatus`; any other key is refused (a body is one document).
+/// JSON form of [`MessageDeliveryStatus`]: an object whose one key is the root element's name,
+/// `messageDeliveryStatus`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageDeliveryStatusRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "messageDeliveryStatus")]
     pub message_delivery_status: MessageDeliveryStatus,
 }
 
 impl netapi_chat_runtime::wire::Document for MessageDeliveryStatus {
     type Json = MessageDeliveryStatusRoot;
+
     fn from_json(wrapper: MessageDeliveryStatusRoot) -> Self {
         wrapper.message_delivery_status
     }
@@ -2069,7 +2085,8 @@ pub struct SessionInvitationNotification {
         skip_serializing_if = "Option::is_none"
     )]
     pub callback_data: Option<String>,
-    /// `link`: `ChatSessionInformation` (the session) and `ParticipantSessionStatus` (POST here to accept or decline).
+    /// `link`: `ChatSessionInformation` (the session) and `ParticipantSessionStatus` (POST here to
+    /// accept or decline).
     #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
@@ -2105,12 +2122,7 @@ impl XmlType for SessionInvitationNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2136,17 +2148,20 @@ impl XmlRoot for SessionInvitationNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`SessionInvitationNotification`]: an object whose one key is the root element's name, `sessionInvitationNotification`; any other key is refused (a body is one document).
+/// JSON form of [`SessionInvitationNotification`]: an object whose one key is the root
+/// element's name, `sessionInvitationNotification`; any other key is refused (a body is one
+/// document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionInvitationNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "sessionInvitationNotification")]
     pub session_invitation_notification: SessionInvitationNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for SessionInvitationNotification {
     type Json = SessionInvitationNotificationRoot;
+
     fn from_json(wrapper: SessionInvitationNotificationRoot) -> Self {
         wrapper.session_invitation_notification
     }
@@ -2208,12 +2223,7 @@ impl XmlType for ParticipantStatusEntry {
             yourown: e.optional_leaf("yourown")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2272,18 +2282,7 @@ impl XmlType for ParticipantStatusNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.participant.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `participant` element",
-                e.name
-            )));
-        }
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2314,17 +2313,20 @@ impl XmlRoot for ParticipantStatusNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ParticipantStatusNotification`]: an object whose one key is the root element's name, `participantStatusNotification`; any other key is refused (a body is one document).
+/// JSON form of [`ParticipantStatusNotification`]: an object whose one key is the root
+/// element's name, `participantStatusNotification`; any other key is refused (a body is one
+/// document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantStatusNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "participantStatusNotification")]
     pub participant_status_notification: ParticipantStatusNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for ParticipantStatusNotification {
     type Json = ParticipantStatusNotificationRoot;
+
     fn from_json(wrapper: ParticipantStatusNotificationRoot) -> Self {
         wrapper.participant_status_notification
     }
@@ -2389,12 +2391,7 @@ impl XmlType for ChatEventNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2417,17 +2414,19 @@ impl XmlRoot for ChatEventNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`ChatEventNotification`]: an object whose one key is the root element's name, `chatEventNotification`; any other key is refused (a body is one document).
+/// JSON form of [`ChatEventNotification`]: an object whose one key is the root element's name,
+/// `chatEventNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatEventNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "chatEventNotification")]
     pub chat_event_notification: ChatEventNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for ChatEventNotification {
     type Json = ChatEventNotificationRoot;
+
     fn from_json(wrapper: ChatEventNotificationRoot) -> Self {
         wrapper.chat_event_notification
     }
@@ -2473,7 +2472,8 @@ pub struct MessageNotification {
         skip_serializing_if = "Option::is_none"
     )]
     pub callback_data: Option<String>,
-    /// `link`: `ChatMessage` (the message) and `MessageStatusReport` (POST here to confirm delivery).
+    /// `link`: `ChatMessage` (the message) and `MessageStatusReport` (POST here to confirm
+    /// delivery).
     #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
@@ -2509,12 +2509,7 @@ impl XmlType for MessageNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2538,17 +2533,19 @@ impl XmlRoot for MessageNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageNotification`]: an object whose one key is the root element's name, `messageNotification`; any other key is refused (a body is one document).
+/// JSON form of [`MessageNotification`]: an object whose one key is the root element's name,
+/// `messageNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "messageNotification")]
     pub message_notification: MessageNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for MessageNotification {
     type Json = MessageNotificationRoot;
+
     fn from_json(wrapper: MessageNotificationRoot) -> Self {
         wrapper.message_notification
     }
@@ -2631,12 +2628,7 @@ impl XmlType for MessageDeliveryNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2659,17 +2651,19 @@ impl XmlRoot for MessageDeliveryNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`MessageDeliveryNotification`]: an object whose one key is the root element's name, `messageDeliveryNotification`; any other key is refused (a body is one document).
+/// JSON form of [`MessageDeliveryNotification`]: an object whose one key is the root element's
+/// name, `messageDeliveryNotification`; any other key is refused (a body is one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageDeliveryNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "messageDeliveryNotification")]
     pub message_delivery_notification: MessageDeliveryNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for MessageDeliveryNotification {
     type Json = MessageDeliveryNotificationRoot;
+
     fn from_json(wrapper: MessageDeliveryNotificationRoot) -> Self {
         wrapper.message_delivery_notification
     }
@@ -2720,12 +2714,7 @@ impl XmlType for SubscriptionCancellationNotification {
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
-        if value.link.is_empty() {
-            return Err(XmlError::Decode(format!(
-                "`{}` needs at least one `link` element",
-                e.name
-            )));
-        }
+        value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
 }
@@ -2753,17 +2742,20 @@ impl XmlRoot for SubscriptionCancellationNotification {
     const PREFIX: &'static str = "chat";
 }
 
-/// JSON form of [`SubscriptionCancellationNotification`]: an object whose one key is the root element's name, `subscriptionCancellationNotification`; any other key is refused (a body is one document).
+/// JSON form of [`SubscriptionCancellationNotification`]: an object whose one key is the root
+/// element's name, `subscriptionCancellationNotification`; any other key is refused (a body is
+/// one document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionCancellationNotificationRoot {
-    ///The document.
+    /// The document.
     #[serde(rename = "subscriptionCancellationNotification")]
     pub subscription_cancellation_notification: SubscriptionCancellationNotification,
 }
 
 impl netapi_chat_runtime::wire::Document for SubscriptionCancellationNotification {
     type Json = SubscriptionCancellationNotificationRoot;
+
     fn from_json(wrapper: SubscriptionCancellationNotificationRoot) -> Self {
         wrapper.subscription_cancellation_notification
     }

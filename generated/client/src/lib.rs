@@ -2774,6 +2774,7 @@ impl ClientInfo<()> for Client {
 }
 
 impl ClientHooks<()> for &Client {}
+
 #[allow(clippy::all)]
 impl Client {
     /**List the user's chat notification subscriptions

@@ -184,7 +184,11 @@ impl Chat {
     /// `redeliverDeadLetters`: the user's subscription `id` is enabled again and its dead
     /// letters go back into its queue, in order, with their ids, in one durable change (see
     /// the module documentation).
-    pub async fn redeliver(&self, user: &str, id: &str) -> Result<ChatSubscription, ApiError> {
+    pub async fn redeliver_dead_letters(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<ChatSubscription, ApiError> {
         self.check_owner(user, id)?;
         // Two redeliveries of one subscription take turns (one of the striped locks, keyed by
         // its id), so the second reads what the first left dead (nothing) instead of queueing

@@ -174,7 +174,7 @@ impl Chat {
     }
 
     /// A message's delivery status as the user sees it.
-    pub async fn get_message_status(
+    pub async fn get_message_delivery_status(
         &self,
         user: &str,
         sid: &str,
@@ -194,7 +194,7 @@ impl Chat {
     /// thread because the change also needs the core's state (the sender's subscriptions, the
     /// notification counter), which must be taken under the state lock to keep commit order
     /// state order.
-    pub async fn confirm_delivery(
+    pub async fn confirm_message_delivery(
         &self,
         user: &str,
         sid: &str,

@@ -89,7 +89,7 @@ pub(super) fn rotated(
 impl Chat {
     /// `rotateSubscriptionSecret`: the client's new secret for the user's subscription `id`;
     /// the previous one keeps signing for the rotation window.
-    pub async fn rotate_secret(
+    pub async fn rotate_subscription_secret(
         &self,
         user: &str,
         id: &str,

@@ -168,7 +168,7 @@ impl Chat {
             .collect();
         sessions.sort_unstable_by_key(|s| s.seq);
         let p = page::page(sessions.into_iter().map(|s| (s.seq, s)), req);
-        let resource_url = self.urls.sessions(user);
+        let resource_url = self.urls.chat_sessions(user);
         ChatSessionList {
             chat_session_information: p
                 .items
@@ -191,7 +191,7 @@ impl Chat {
     /// it is told, the originator included (the seed's figure notifies the ending application
     /// too), and the session is gone at once for all of them (404 on it and every
     /// sub-resource): "delete the resource", as the seed says. The rule is `end`.
-    pub async fn end_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
+    pub async fn delete_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
         let rx = {
             let mut state = self.lock();
             let s = self.visible(&state, user, sid)?;

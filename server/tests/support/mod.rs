@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use netapi_chat_api::Urls;
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::{self, Document};
 use netapi_chat_runtime::xml::XmlLimits;
@@ -177,7 +178,15 @@ impl Server {
         self.base.trim_start_matches("http://").to_owned()
     }
 
-    /// `{base}/v1/chat/{user}` + `rest`.
+    /// The URLs of this server's resources: the builders generated from the spec's paths
+    /// (`netapi_chat_api::Urls`), the same ones the server writes its `resourceURL`s with.
+    pub fn urls(&self) -> Urls {
+        Urls::new(&self.base)
+    }
+
+    /// `{base}/v1/chat/{user}` + `rest`, for a URL the spec has no path for (a typo, a
+    /// trailing slash, a raw segment a test wants as it is); every path of the spec is built
+    /// by [`Server::urls`].
     pub fn url(&self, user: &str, rest: &str) -> String {
         format!("{}/v1/chat/{}{rest}", self.base, enc(user))
     }
