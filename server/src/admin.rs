@@ -2,7 +2,7 @@
 //! the server's machine with the server's configuration: `tokens add|list|revoke` edit the
 //! token file in place (see [`crate::auth::token_admin`]); a running server picks the change
 //! up within [`CHECK_INTERVAL`] without a restart. `backup` and `summary` need the database,
-//! which only the running server can open (exclusive locking mode): they call its admin
+//! which only the running server can open (held exclusively, `unix-excl`): they call its admin
 //! endpoints ([`crate::admin_api`]) with `NETAPI_CHAT_ADMIN_TOKEN`, at `--url` or at the
 //! configured bind address.
 

@@ -1,5 +1,5 @@
 //! Admin endpoints for what only the running server can do (issue 17 item 5): it holds the
-//! database in exclusive locking mode (see `store::sqlite`), so no other process can open it,
+//! database exclusively (`unix-excl`, see `store::sqlite`), so no other process can open it,
 //! and a consistent copy or a count has to be made on its store thread. `netapi-chat backup`
 //! and `netapi-chat summary` call these ([`crate::admin`]).
 //!

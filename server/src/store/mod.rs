@@ -484,8 +484,8 @@ impl Store {
     }
 
     /// Runs `read` on the store thread, after every batch queued before it is committed, and
-    /// hands back its result. The store thread owns the only connection (the database is held
-    /// in exclusive locking mode), so reads queue with the commits; they are point lookups and
+    /// hands back its result. The store thread owns the only connection that reads and writes
+    /// (the other one only checkpoints), so reads queue with the commits; they are point lookups and
     /// short index walks, done between two group commits. Retention's purge batches take the
     /// same way ([`Backend::purge_messages`], bounded like a read: see `crate::retention`). The receiver gets an error when the
     /// store has stopped or the read failed (the text is for the log, not for clients).

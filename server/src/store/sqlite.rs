@@ -38,6 +38,70 @@ pub struct Sqlite {
     frames: Arc<AtomicU64>,
     /// The migration `open` did, handed to the core with the snapshot (to be logged once).
     migrated: Option<Migrated>,
+    /// Copies the WAL back into the database from a connection of its own (see
+    /// [`Checkpointer`]); stopped when the store is dropped.
+    _checkpointer: Checkpointer,
+}
+
+/// Opens the database through SQLite's `unix-excl` VFS: the process holds an exclusive lock on
+/// the file, so a second server (or any other process) cannot use the data directory, and the
+/// WAL index lives in heap memory shared by this process's connections instead of a
+/// memory-mapped `-shm` file (<https://sqlite.org/vfs.html#standard_unix_vfses>): a storage
+/// fault is an error the store thread sees and turns into a clean stop, never a SIGBUS from a
+/// mapped page that can no longer be written (issue 11). Unlike `locking_mode=EXCLUSIVE`, a
+/// second connection of the same process can checkpoint while the store thread commits.
+fn open_excl(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags_and_vfs(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        "unix-excl",
+    )
+    .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))
+}
+
+/// A thread with a connection of its own that runs a passive checkpoint every
+/// [`CHECKPOINT_INTERVAL`]: the copying and its fsyncs happen beside the store thread, never
+/// in front of a commit (issue 12 item 5). A passive checkpoint never blocks the writer; the
+/// writer starts the WAL over once a checkpoint has copied all of it.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Checkpointer {
+    fn start(conn: Connection) -> Result<Checkpointer, StoreError> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("netapi-chat-checkpoint".to_owned())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                    // A failed or busy checkpoint is tried again next round; the WAL stays
+                    // valid, and commits report storage errors themselves.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|e| StoreError(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -67,12 +131,13 @@ impl Sqlite {
     /// Opens (creating if needed) `dir/netapi-chat.sqlite3`, private to the server's user,
     /// and proves it writable before anything is served.
     ///
-    /// The database is held in `locking_mode=EXCLUSIVE`, set before WAL mode is first used:
-    /// SQLite then keeps the WAL index in heap memory instead of a memory-mapped `-shm` file
-    /// (<https://sqlite.org/wal.html#noshm>), so a storage fault is an error the store thread
-    /// sees and turns into a clean stop, never a SIGBUS from a mapped page that can no longer
-    /// be written. The exclusive lock, taken by the write probe and held until the process
-    /// ends, also keeps a second server (or any other writer) off the same data directory.
+    /// The database is opened through the `unix-excl` VFS ([`open_excl`]): SQLite keeps the WAL
+    /// index in heap memory instead of a memory-mapped `-shm` file, so a storage fault is an
+    /// error the store thread sees and turns into a clean stop, never a SIGBUS from a mapped
+    /// page that can no longer be written; the process's exclusive lock keeps a second server
+    /// (or any other process) off the same data directory. A second connection of this
+    /// process, the [`Checkpointer`]'s, copies the WAL into the database beside the store
+    /// thread.
     ///
     /// The stored format version is `PRAGMA user_version` (see [`format`]): a newer one than
     /// this binary knows stops the start before anything is written; an older one is migrated
@@ -93,16 +158,7 @@ impl Sqlite {
         for f in [&path, &wal, &std::path::PathBuf::from(shm)] {
             crate::data_dir::tighten(f).map_err(StoreError)?;
         }
-        let mut conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
-        // Before WAL mode is used for the first time (see above).
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
-            .map_err(err)?;
+        let mut conn = open_excl(&path)?;
         // Another process holding the lock answers at once: nothing else should be waited for.
         conn.busy_timeout(std::time::Duration::from_millis(500))
             .map_err(err)?;
@@ -114,10 +170,11 @@ impl Sqlite {
             if sync == Sync::Full { "FULL" } else { "NORMAL" },
         )
         .map_err(err)?;
-        // Checkpoints (copying the WAL back into the database, with fsyncs) run when the store
-        // thread is idle (see `idle`), not in the middle of a commit, unless a load that never
-        // leaves it idle lets the WAL grow past `FORCE_CHECKPOINT_FRAMES` (see `commit`). The
-        // hook replaces SQLite's automatic checkpoint and tells how many frames the WAL holds.
+        // Checkpoints (copying the WAL back into the database, with fsyncs) run on the
+        // checkpointer's connection; the store thread finishes one in a gap between commits
+        // only past `GAP_CHECKPOINT_FRAMES` (see `idle`), and inside a commit only past
+        // `FORCE_CHECKPOINT_FRAMES` (see `commit`). The hook replaces SQLite's automatic
+        // checkpoint and tells how many frames the WAL holds.
         let frames = Arc::new(AtomicU64::new(0));
         let seen = Arc::clone(&frames);
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: c_int| {
@@ -190,11 +247,13 @@ impl Sqlite {
                 path.display()
             )));
         }
+        let checkpointer = Checkpointer::start(open_excl(&path)?)?;
         Ok(Sqlite {
             conn,
             wal,
             frames,
             migrated,
+            _checkpointer: checkpointer,
         })
     }
 }
@@ -446,8 +505,8 @@ fn stamp_message_times(conn: &Connection, place: &str) -> Result<(), StoreError>
 }
 
 impl Sqlite {
-    /// Nothing else uses the database (exclusive mode), so a passive checkpoint copies the
-    /// whole WAL and the next commit starts it over. A failed one (e.g. a full disk) is tried
+    /// The checkpointer has copied most of the WAL by then, so this copies what is left and
+    /// the next commit starts the WAL over. A failed one (e.g. a full disk) is tried
     /// again later: the WAL stays valid, and commits report their own errors.
     fn checkpoint(&mut self) {
         if self
@@ -482,9 +541,11 @@ fn first_write_failed(path: &Path, e: rusqlite::Error) -> StoreError {
 /// start-up replay, it is not routine.
 const WAL_LIMIT: u64 = 512 * 1024 * 1024;
 
-/// WAL frames after which the next idle moment of the store thread checkpoints (SQLite's own
-/// automatic checkpoint default: 1000 pages, about 4 MiB).
-const CHECKPOINT_FRAMES: u64 = 1000;
+/// WAL frames after which the store thread checkpoints in the next gap between commits: the
+/// checkpointer copies the WAL all the time, but under a stream of commits it may never catch
+/// up with the last frames, and the WAL is only started over once all of it was copied. By
+/// then it has copied almost everything, so what is left for the store thread is short.
+const GAP_CHECKPOINT_FRAMES: u64 = 4096;
 
 /// WAL frames after which a commit checkpoints right away: only reached when the store thread
 /// is never idle for long enough to checkpoint (16384 pages, 64 MiB: measured, 4096 put the
@@ -573,7 +634,8 @@ impl Backend for Sqlite {
             .map_err(err)
     }
 
-    /// `VACUUM INTO` on the held connection (the only one: exclusive locking mode), so the
+    /// `VACUUM INTO` on the store thread's connection (no other process can open the
+    /// database: `unix-excl`), so the
     /// copy is of one committed state; into a new file created `0600` first (SQLite would
     /// create it with the umask's mode, and would write over a small existing file).
     fn backup_into(&mut self, file: &Path) -> Result<(), StoreError> {
@@ -632,11 +694,11 @@ impl Backend for Sqlite {
     }
 
     fn housekeeping_due(&self) -> bool {
-        self.frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES
+        self.frames.load(Ordering::Relaxed) >= GAP_CHECKPOINT_FRAMES
     }
 
     fn idle(&mut self) {
-        if self.frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
+        if self.frames.load(Ordering::Relaxed) >= GAP_CHECKPOINT_FRAMES {
             self.checkpoint();
         }
         if std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
@@ -1875,6 +1937,48 @@ mod tests {
             pct(0.999),
             times[jobs - 1],
             rows as f64 / total.as_secs_f64()
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The checkpointer copies committed pages into the database file by itself, beside the
+    /// store thread (which never checkpoints below `GAP_CHECKPOINT_FRAMES`), and no `-shm`
+    /// file is ever made (the WAL index is in heap memory: no SIGBUS, issue 11).
+    #[test]
+    fn the_checkpointer_copies_the_wal_into_the_database_beside_the_store_thread() {
+        let dir = temp_dir("checkpointer");
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        let file = dir.join("netapi-chat.sqlite3");
+        let before = std::fs::metadata(&file).unwrap().len();
+        // ~1 MiB of messages: far below the store thread's own threshold.
+        let batch = Batch {
+            messages: (1..=1000)
+                .map(|i| super::super::MessageRow {
+                    value: vec![b'x'; 1024],
+                    ..row("s1", i, "tel:+1", None)
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        db.commit(&[&batch]).unwrap();
+        assert!(
+            !db.housekeeping_due(),
+            "the store thread has nothing to do yet"
+        );
+        let grown = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::metadata(&file).unwrap().len() > before + 512 * 1024
+        });
+        assert!(
+            grown,
+            "the database file did not grow: nothing was checkpointed"
+        );
+        let mut shm = file.clone().into_os_string();
+        shm.push("-shm");
+        assert!(
+            !std::path::PathBuf::from(shm).exists(),
+            "a -shm file was made"
         );
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
