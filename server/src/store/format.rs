@@ -182,13 +182,9 @@ pub fn message_time(value: &[u8]) -> Result<i64, String> {
         .get("date_time")
         .and_then(Value::as_str)
         .ok_or("no `date_time` string")?;
-    let at = humantime::parse_rfc3339(text)
-        .map_err(|e| format!("`date_time` {text:?} is not an RFC 3339 UTC time: {e}"))?;
-    let ms = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("`date_time` {text:?} is before 1970"))?
-        .as_millis();
-    i64::try_from(ms).map_err(|_| format!("`date_time` {text:?} is out of range"))
+    // The project's one RFC 3339 reader (also what `since` of the dead-letter list goes by).
+    crate::time::parse_rfc3339(text)
+        .ok_or_else(|| format!("`date_time` {text:?} is not an RFC 3339 time"))
 }
 
 /// Version 1 → 2: `"recipients": [["tel:…", "Sent"], …]` in a message becomes
