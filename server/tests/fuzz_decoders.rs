@@ -21,7 +21,7 @@
 //! - a document that decodes re-encodes, in the same format, to bytes that decode to the same
 //!   value; and it survives the other format too (JSON → XML → value equals the value, apart
 //!   from characters XML 1.0 cannot carry, which the writer replaces with U+FFFD, from the XML
-//!   size limits, and from the known asymmetry in `finding_json_accepts_what_xml_refuses`);
+//!   size limits; both decoders apply the same `Validate` rules, so nothing else may differ);
 //! - whatever `parse_document` accepts respects `XmlLimits` and holds only XML 1.0 characters.
 //!
 //! Case counts: `FUZZ_CASES` if set, else proptest's `PROPTEST_CASES`, else 256 per property;
@@ -363,12 +363,6 @@ fn check_doc<T: Document + std::fmt::Debug + PartialEq>(
         // The XML face has size limits the JSON one has not (a 1 MiB string is fine in JSON);
         // the HTTP body cap (64 KiB by default) keeps both below them for requests.
         Ok(Err(e)) if other == Format::Xml && e.rendered().contains("XML document too large") => {}
-        // Known asymmetry, reported with its reproducers in `finding_json_accepts_what_xml_refuses`:
-        // the XML readers enforce `minItems: 1` and `x-oma-choice`, the JSON ones do not.
-        Ok(Err(e))
-            if other == Format::Xml
-                && (e.rendered().contains("needs at least one")
-                    || e.rendered().contains("needs exactly one of")) => {}
         Ok(Err(e)) => {
             return fail(format!(
                 "decodes as {format:?} but its {other:?} encoding is refused: {e}\n{other:?}: {}",
@@ -2173,16 +2167,14 @@ fn json_deep_nesting_and_huge_values() {
 // Findings: what the fuzzers found that is not fixed yet. Each test states the property that
 // fails, with the minimal reproducers; `cargo test --test fuzz_decoders -- --ignored` runs them.
 
-/// The JSON decoders accept documents the XML decoders refuse (structural rules generated only
-/// into the `XmlType::read` impls): an empty or `null` list where the schema has `minItems: 1`
-/// (`participant`, `link`), and a `requestError` with neither or both exceptions
-/// (`x-oma-choice`). A value decoded from JSON then has an XML encoding its own server refuses,
-/// and the two faces answer differently: `POST …/chatSessions/{id}/participants` with
-/// `{"participantList":{"participant":[]}}` (or `null`) is `201` (nobody added), the same empty
-/// list in XML is `400`. (`createChatSession` happens to refuse an empty list in its handler.)
-/// The fix belongs in codegen: the same checks in the serde path.
+/// Regression (a fuzzer finding, fixed): the JSON decoders accepted documents the XML decoders
+/// refused, because the structural rules were generated only into the `XmlType::read` impls: an
+/// empty or `null` list where the schema has `minItems: 1` (`participant`, `link`), and a
+/// `requestError` with neither or both exceptions (`x-oma-choice`). A value decoded from JSON
+/// then had an XML encoding its own server refused, and the two faces answered differently
+/// (`{"participantList":{"participant":[]}}` was `201`, the same empty list in XML `400`).
+/// Fixed in codegen: the rules are written once (`Validate`) and both decoders call them.
 #[test]
-/// Regression (a fuzzer finding, fixed): JSON must enforce minItems / x-oma-choice as XML does.
 fn json_enforces_what_xml_enforces() {
     let cases: [(&str, &[u8]); 6] = [
         ("ParticipantList", br#"{"participantList":{"participant":null}}"#),
@@ -2218,14 +2210,14 @@ fn json_enforces_what_xml_enforces() {
     );
 }
 
-/// A refusal quotes the offending value whole when it comes from serde (`invalid type: string
-/// "…"`), from the lenient JSON readers (`runtime/src/json.rs`: "`…` is not a boolean / an
-/// integer") or from a generated enum's `FromStr` ("`…` is not one of …", JSON and XML), while
-/// the XML readers cut quoted input to 64 characters (`xml::quote_input`). With a body near the
-/// 64 KiB cap the `requestError` then carries ~64 KiB of echo, and past the XML text limit its
-/// XML form is refused by a client that uses the same limits.
+/// Regression (a fuzzer finding, fixed): a refusal quoted the offending value whole when it
+/// came from serde (`invalid type: string "…"`), from the lenient JSON readers
+/// (`runtime/src/json.rs`: "`…` is not a boolean / an integer") or from a generated enum's
+/// `FromStr` ("`…` is not one of …", JSON and XML), while the XML readers cut quoted input to
+/// 64 characters (`xml::quote_input`). With a body near the 64 KiB cap the `requestError` then
+/// carried ~64 KiB of echo, and past the XML text limit its XML form was refused by a client
+/// that uses the same limits. Now every refusal quotes a bounded part.
 #[test]
-/// Regression (a fuzzer finding, fixed): refusals quote a bounded part of a huge value.
 fn refusals_quote_huge_values_bounded() {
     let big = "x".repeat(60_000);
     let cases = [
