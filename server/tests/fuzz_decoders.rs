@@ -37,6 +37,8 @@
 //! attributes, …) also measure the peak heap each decode allocates, through a counting global
 //! allocator (per thread, so parallel tests do not disturb each other).
 
+mod support;
+
 use netapi_chat_api::*;
 use netapi_chat_runtime::media::{self, Format};
 use netapi_chat_runtime::wire::{self, Document, ErrorDocument};
@@ -162,28 +164,8 @@ macro_rules! docs {
     };
 }
 
-docs![
-    ResourceReference,
-    RequestError,
-    ChatSubscription,
-    ChatSubscriptionList,
-    ParticipantInformation,
-    ParticipantList,
-    ChatSessionInformation,
-    ChatSessionList,
-    ParticipantSessionStatus,
-    ChatMessage,
-    ChatMessageList,
-    MessageDeliveryStatus,
-    SessionInvitationNotification,
-    ParticipantStatusNotification,
-    ChatEventNotification,
-    MessageNotification,
-    MessageDeliveryNotification,
-    SubscriptionCancellationNotification,
-    SubscriptionSecret,
-    DeadLetterList,
-];
+// Every document type of the spec, from the one list (`support/doc_types.rs`).
+support::doc_types::for_each_document_type!(docs);
 
 fn limits() -> XmlLimits {
     XmlLimits::default()

@@ -138,28 +138,8 @@ macro_rules! roots {
     };
 }
 
-roots![
-    ResourceReference,
-    RequestError,
-    ChatSubscription,
-    ChatSubscriptionList,
-    ParticipantInformation,
-    ParticipantList,
-    ChatSessionInformation,
-    ChatSessionList,
-    ParticipantSessionStatus,
-    ChatMessage,
-    ChatMessageList,
-    MessageDeliveryStatus,
-    SessionInvitationNotification,
-    ParticipantStatusNotification,
-    ChatEventNotification,
-    MessageNotification,
-    MessageDeliveryNotification,
-    SubscriptionCancellationNotification,
-    SubscriptionSecret,
-    DeadLetterList,
-];
+// Every document type of the spec, from the one list (`support/doc_types.rs`).
+support::doc_types::for_each_document_type!(roots);
 
 #[test]
 fn every_root_schema_of_the_spec_is_covered() {

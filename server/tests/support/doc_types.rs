@@ -1,0 +1,35 @@
+//! The one list of the spec's document types (its root schemas: those with an `xml.name`),
+//! for the tests that run something over every one of them (round trip, fuzzing). Both check
+//! the list against the published OpenAPI, so a new document type in the spec fails them
+//! until it is added here.
+
+/// Invokes `$then!` with every document type of the spec, as a comma-separated list of type
+/// names (in scope where `$then!` expands: `use netapi_chat_api::*`).
+macro_rules! for_each_document_type {
+    ($then:ident) => {
+        $then![
+            ResourceReference,
+            RequestError,
+            ChatSubscription,
+            ChatSubscriptionList,
+            ParticipantInformation,
+            ParticipantList,
+            ChatSessionInformation,
+            ChatSessionList,
+            ParticipantSessionStatus,
+            ChatMessage,
+            ChatMessageList,
+            MessageDeliveryStatus,
+            SessionInvitationNotification,
+            ParticipantStatusNotification,
+            ChatEventNotification,
+            MessageNotification,
+            MessageDeliveryNotification,
+            SubscriptionCancellationNotification,
+            SubscriptionSecret,
+            DeadLetterList,
+        ];
+    };
+}
+
+pub(crate) use for_each_document_type;
