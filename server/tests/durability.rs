@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, send_doc, send_empty};
+use support::docs::{self, last_segment};
+use support::{Listener, Server, chat, send_doc, send_empty};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -25,84 +26,28 @@ async fn subscribe(
     correlator: Option<&str>,
 ) -> support::Answer {
     let doc = ChatSubscription {
-        callback_reference: CallbackReference {
-            notify_url: l.url.clone(),
-            callback_data: Some(user.to_owned()),
-            notification_format: Some(if format == Format::Xml {
-                NotificationFormat::Xml
-            } else {
-                NotificationFormat::Json
-            }),
-        },
-        duration: None,
         client_correlator: correlator.map(str::to_owned),
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
+        ..docs::subscription_to(&l.url, user, format)
     };
-    let a = send_doc("POST", &srv.urls().subscriptions(user), format, &doc).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    a
+    chat::subscribe_with(srv, user, &doc, format).await
 }
 
 fn session_doc(invitees: &[&str], correlator: Option<&str>) -> ChatSessionInformation {
     ChatSessionInformation {
-        subject: Some("durable".into()),
-        participant: invitees
-            .iter()
-            .map(|a| ParticipantInformation {
-                address: (*a).to_owned(),
-                name: None,
-                is_originator: None,
-                status: None,
-                client_correlator: None,
-                resource_url: None,
-            })
-            .collect(),
-        originator_address: None,
-        originator_name: None,
-        status: None,
-        ended: None,
         client_correlator: correlator.map(str::to_owned),
-        resource_url: None,
+        ..docs::session("durable", invitees)
     }
-}
-
-fn last_segment(url: &str) -> String {
-    url.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
 /// A session started by `A` with every invitee connected; returns its id.
 async fn connected_session(srv: &Server, invitees: &[&str]) -> String {
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(A),
-        Format::Json,
-        &session_doc(invitees, None),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let sid = last_segment(a.header("location"));
-    for who in invitees {
-        let url = srv.urls().participant_status(who, &sid, who);
-        let st = ParticipantSessionStatus {
-            status: ParticipantStatus::Connected,
-        };
-        assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
-    }
-    sid
+    chat::connected_session(srv, A, &session_doc(invitees, None)).await
 }
 
 fn message(text: &str, correlator: Option<&str>) -> ChatMessage {
     ChatMessage {
-        text: text.to_owned(),
-        success_report: None,
-        report_request: vec![],
         client_correlator: correlator.map(str::to_owned),
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
+        ..docs::message(text)
     }
 }
 
@@ -218,7 +163,7 @@ async fn sigkill_during_a_burst_loses_nothing_committed() {
         ok.len()
     );
 
-    let srv = Server::start_in(&dir, &env, None);
+    let srv = Server::restart(dir, &env);
     // Every message that got a 201 is stored and readable by its sender.
     for (user, text, mid) in &ok {
         let a = send_empty("GET", &srv.urls().message(user, &sid, mid), Format::Json).await;
@@ -376,7 +321,7 @@ async fn a_pending_invitation_times_out_on_schedule_across_a_restart() {
 
     let dir = srv.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let srv = Server::start_in(&dir, &env, None);
+    let srv = Server::restart(dir, &env);
 
     let n = la.nth(1).await;
     let elapsed = created.elapsed();
@@ -493,14 +438,7 @@ async fn a_callback_answering_410_disables_its_subscription() {
         got.status_reason.as_deref(),
         Some("the callback answered 410 Gone")
     );
-    let xml = send_empty("GET", &url, Format::Xml).await;
-    assert!(
-        xml.body
-            .contains("<subscriptionStatus>Disabled</subscriptionStatus>"),
-        "{}",
-        xml.body
-    );
-    support::xsd_validate(&xml.body);
+    chat::assert_disabled_in_xml(&url).await;
     // Nothing more is tried: a second session's invitation is not sent to it.
     lb.set_status(204);
     let a = send_doc(

@@ -54,6 +54,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::doc_types::published;
 
 // ---------------------------------------------------------------------------------------------
 // Peak-heap accounting (per thread)
@@ -513,13 +514,6 @@ const BOTH: &[Format] = &[Format::Json, Format::Xml];
 // ---------------------------------------------------------------------------------------------
 // Seeds: a valid JSON and XML encoding of every document type
 
-fn published() -> &'static Value {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| {
-        serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")
-    })
-}
-
 /// How a seed fills the schema.
 #[derive(Clone, Copy)]
 enum Fill {
@@ -545,18 +539,8 @@ fn sample(schema: &Value, depth: usize, fill: Fill) -> Value {
     }
     match schema["type"].as_str() {
         Some("object") => {
-            let choice: Vec<&str> = schema["x-oma-choice"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let required: Vec<&str> = schema["required"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let choice: Vec<&str> = support::doc_types::names(schema, "x-oma-choice");
+            let required: Vec<&str> = support::doc_types::names(schema, "required");
             let mut out = serde_json::Map::new();
             for (name, p) in schema["properties"].as_object().expect("properties") {
                 if choice.len() > 1 && choice[1..].contains(&name.as_str()) {

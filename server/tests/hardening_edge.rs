@@ -15,7 +15,7 @@ use netapi_chat_api::Urls;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{APP_TOKEN, Server, enc, send, temp_data_dir};
+use support::{APP_TOKEN, Launch, Server, enc, send, temp_data_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -505,28 +505,13 @@ enum Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
     let dir = temp_data_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
-        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &dir)
-        .env("NETAPI_CHAT_RATE_LIMIT", "0")
-        .env("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start netapi-chat");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("startup line");
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
-        rest
-    });
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("address")
-        .to_owned();
+    let mut server = Launch {
+        data_dir: dir.clone(),
+        env: &[("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5")],
+        ..Launch::default()
+    }
+    .spawn();
+    let base = server.base.clone().expect("address");
     let sid = session(&base).await;
     let messages = urls(&base).messages(ALICE, &sid);
 
@@ -570,25 +555,17 @@ async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let pid = child.id().to_string();
+    let pid = server.child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let waited = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(8),
-            "still running 8 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server
+        .wait_exit(8)
+        .expect("still running 8 s after SIGTERM");
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
-    let rest = rest.join().expect("stdout reader");
+    let rest = server.stdout();
     let lines: Vec<&str> = rest
         .lines()
         .filter(|l| l.starts_with("netapi-chat: SIGTERM"))

@@ -12,10 +12,7 @@ use netapi_chat_runtime::wire::{self, Document};
 use netapi_chat_runtime::xml::XmlLimits;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-fn published() -> Value {
-    serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")
-}
+use support::doc_types::published;
 
 /// A value for every property (two items per list, the first enum value, the first member of
 /// an `x-oma-choice`), following the published schemas.
@@ -31,12 +28,7 @@ fn sample(doc: &Value, schema: &Value, depth: usize, instance_based: bool) -> Va
     }
     match schema["type"].as_str() {
         Some("object") => {
-            let choice: Vec<&str> = schema["x-oma-choice"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let choice: Vec<&str> = support::doc_types::names(schema, "x-oma-choice");
             let mut out = serde_json::Map::new();
             for (name, p) in schema["properties"].as_object().expect("properties") {
                 if choice.len() > 1 && choice[1..].contains(&name.as_str()) {

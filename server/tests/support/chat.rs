@@ -7,7 +7,7 @@ use netapi_chat_api::{ChatMessage, ChatSessionInformation, ChatSubscription, Par
 use netapi_chat_runtime::Format;
 
 use super::docs::{self, last_segment};
-use super::{Answer, Listener, Server, send_doc};
+use super::{Answer, Listener, Server, send_doc, send_empty, xsd_validate};
 
 /// Subscribes `user` with `doc`, sent in `format`; asserts `201` and returns the answer.
 pub async fn subscribe_with(
@@ -62,4 +62,17 @@ pub async fn send_message(srv: &Server, from: &str, sid: &str, doc: &ChatMessage
     let a = send_doc("POST", &srv.urls().messages(from, sid), Format::Json, doc).await;
     assert_eq!(a.status, 201, "{from} sends: {}", a.body);
     last_segment(a.header("location"))
+}
+
+/// Asserts that the subscription at `url`, read in XML, is `Disabled` in a document valid
+/// against the XSD.
+pub async fn assert_disabled_in_xml(url: &str) {
+    let xml = send_empty("GET", url, Format::Xml).await;
+    assert!(
+        xml.body
+            .contains("<subscriptionStatus>Disabled</subscriptionStatus>"),
+        "{}",
+        xml.body
+    );
+    xsd_validate(&xml.body);
 }

@@ -3,6 +3,27 @@
 //! the list against the published OpenAPI, so a new document type in the spec fails them
 //! until it is added here.
 
+use serde_json::Value;
+use std::sync::OnceLock;
+
+/// The published OpenAPI document (`/openapi.json`), parsed once.
+pub fn published() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")
+    })
+}
+
+/// The strings of the list `schema[key]` (`required`, `x-oma-choice`); none when absent.
+pub fn names<'a>(schema: &'a Value, key: &str) -> Vec<&'a str> {
+    schema[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// Invokes `$then!` with every document type of the spec, as a comma-separated list of type
 /// names (in scope where `$then!` expands: `use netapi_chat_api::*`).
 macro_rules! for_each_document_type {

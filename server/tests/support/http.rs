@@ -39,6 +39,16 @@ impl Answer {
         decode_body(format_of(self.content_type()), &self.body, "answer")
     }
 
+    /// The id a `201 Created` names: asserts the 201 and a `Location`, and returns the
+    /// `Location`'s last segment.
+    #[track_caller]
+    pub fn created_id(&self) -> String {
+        assert_eq!(self.status, 201, "expected 201; body: {}", self.body);
+        let location = self.header("location");
+        assert!(!location.is_empty(), "no Location; body: {}", self.body);
+        super::docs::last_segment(location)
+    }
+
     /// Asserts an OMA error: status, exception id, and that the body is a valid `requestError`
     /// in `format`.
     pub fn assert_error(
@@ -106,6 +116,20 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Optio
     }
 }
 
+/// POSTs a body written by hand, as `f` (its Content-Type), asking for `accept` back.
+pub async fn post_raw(url: &str, f: Format, accept: Format, body: &str) -> Answer {
+    send(
+        "POST",
+        url,
+        &[
+            ("content-type", f.media_type()),
+            ("accept", accept.media_type()),
+        ],
+        Some(body),
+    )
+    .await
+}
+
 /// Sends a document in `format`, asking for `format` back.
 pub async fn send_doc<T: Document>(method: &str, url: &str, format: Format, doc: &T) -> Answer {
     let body = String::from_utf8(wire::encode(format, doc)).expect("utf-8");
@@ -120,6 +144,26 @@ pub async fn send_doc<T: Document>(method: &str, url: &str, format: Format, doc:
             ("accept", format.media_type()),
         ],
         Some(&body),
+    )
+    .await
+}
+
+/// Sends a body-less request with this `Authorization` value (`""`: none), asking for
+/// `format`.
+pub async fn send_authorized(
+    method: &str,
+    url: &str,
+    authorization: &str,
+    format: Format,
+) -> Answer {
+    send(
+        method,
+        url,
+        &[
+            ("authorization", authorization),
+            ("accept", format.media_type()),
+        ],
+        None,
     )
     .await
 }
@@ -182,4 +226,18 @@ pub fn xsd_validate(doc: &str) {
         xsd.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// This machine's host name and the addresses it resolves to (in /etc/hosts here: loopback),
+/// for the tests of a notifyURL whose name resolves to a refused address.
+pub async fn host_name_addresses() -> (String, Vec<std::net::SocketAddr>) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let resolved = tokio::net::lookup_host((host.as_str(), 80))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    (host, resolved)
 }

@@ -10,7 +10,8 @@
 //!   raw HTTP);
 //! - [`docs`]: the request documents suites send, and readers of what comes back;
 //! - [`chat`]: the set-up steps (subscribe, start and accept a session, send a message);
-//! - [`doc_types`]: the one list of the spec's document types.
+//! - [`doc_types`]: the one list of the spec's document types;
+//! - [`tmpfs`]: a small tmpfs, for a full or read-only disk.
 
 // Each suite is its own crate and uses a part of this module; the rest is not dead code.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -22,11 +23,16 @@ pub mod face;
 pub mod http;
 pub mod listener;
 pub mod server;
+pub mod tmpfs;
 
 pub use face::{Face, Resp, Wire};
-pub use http::{Answer, send, send_doc, send_empty, xsd_validate};
+pub use http::{
+    Answer, host_name_addresses, post_raw, send, send_authorized, send_doc, send_empty,
+    xsd_validate,
+};
 pub use listener::{Listener, Received};
 pub use server::{
-    APP_TOKEN, Backend, Launch, Server, Stderr, USERS_WITH_TOKENS, enc, http_client, temp_data_dir,
-    token_file, user_token,
+    APP_TOKEN, Backend, Launch, Server, Spawned, Stderr, USERS_WITH_TOKENS, enc, http_client,
+    run_to_exit, start_under_umask, temp_data_dir, token_file, user_token,
 };
+pub use tmpfs::Tmpfs;

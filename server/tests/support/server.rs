@@ -8,8 +8,10 @@
 use netapi_chat_api::Urls;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Percent-encodes an address for a path segment (same rule as the server's).
 pub fn enc(s: &str) -> String {
@@ -127,11 +129,14 @@ pub struct Launch<'a> {
 }
 
 /// A started process: its base URL once it said it listens (`None` if it exited first).
+/// Killed on drop.
 pub struct Spawned {
     pub child: Child,
     /// e.g. `http://127.0.0.1:41234`
     pub base: Option<String>,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Spawned {
@@ -139,6 +144,70 @@ impl Spawned {
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// What the process wrote on stdout after its first line, so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The URL builders generated from the spec's paths, for this server (it must listen).
+    pub fn urls(&self) -> Urls {
+        Urls::new(self.base.as_deref().expect("listening"))
+    }
+
+    /// Waits (up to `secs`) for the process to exit; its status, or `None` if it still runs.
+    /// Once it exited, everything it wrote is in [`Spawned::stdout`] and [`Spawned::stderr`].
+    pub fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on `data_dir` under `umask` with `env` and its stderr collected, whether
+/// or not it comes up ([`Spawned::base`] says).
+pub fn start_under_umask(data_dir: &Path, env: &[(&str, &str)], umask: &str) -> Spawned {
+    Launch {
+        data_dir: data_dir.to_path_buf(),
+        env,
+        umask: Some(umask),
+        stderr: Stderr::Collect,
+        ..Launch::default()
+    }
+    .spawn()
+}
+
+/// Starts the binary on `data_dir` with `env`, for a start that must fail: its exit status
+/// and stderr. Panics (naming `env`) if it still runs after 20 s.
+pub fn run_to_exit(data_dir: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut spawned = Launch {
+        data_dir: data_dir.to_path_buf(),
+        env,
+        stderr: Stderr::Collect,
+        ..Launch::default()
+    }
+    .spawn();
+    let status = spawned
+        .wait_exit(20)
+        .unwrap_or_else(|| panic!("the server started with {env:?} (it should have refused)"));
+    (status, spawned.stderr())
 }
 
 impl Launch<'_> {
@@ -183,26 +252,16 @@ impl Launch<'_> {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start netapi-chat");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
+        let (stderr, stdout) = (Arc::default(), Arc::default());
+        let mut readers = Vec::new();
+        if let Some(err) = child.stderr.take() {
+            readers.push(collect(err, Arc::clone(&stderr)));
         }
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         let _ = reader.read_line(&mut line);
-        // Keep reading (and dropping) the rest, so the server never writes into a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        // Keep reading the rest, so the server never writes into a closed pipe.
+        readers.push(collect(reader, Arc::clone(&stdout)));
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -211,8 +270,25 @@ impl Launch<'_> {
             child,
             base,
             stderr,
+            stdout,
+            readers,
         }
     }
+}
+
+/// Reads `from` to its end into `into`, on a thread of its own.
+fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
 }
 
 /// The real `netapi-chat` binary, started on a free loopback port with its own data
@@ -223,7 +299,7 @@ pub struct Server {
     /// The data directory.
     pub data_dir: PathBuf,
     owns_dir: bool,
-    child: Child,
+    process: Spawned,
     /// Where its stderr went, when a file ([`Server::logged`]).
     log: Option<PathBuf>,
 }
@@ -244,6 +320,19 @@ impl Server {
                 ..Launch::default()
             },
             false,
+        )
+    }
+
+    /// Starts the server again on the data directory a killed server left ([`Server::kill`]),
+    /// and owns it from now on: removed when this one is dropped.
+    pub fn restart(data_dir: PathBuf, env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            Launch {
+                data_dir,
+                env,
+                ..Launch::default()
+            },
+            true,
         )
     }
 
@@ -283,15 +372,16 @@ impl Server {
     }
 
     fn launch(launch: Launch<'_>, owns_dir: bool) -> Server {
-        let spawned = launch.spawn();
-        let base = spawned
+        let process = launch.spawn();
+        let base = process
             .base
+            .clone()
             .unwrap_or_else(|| panic!("the server did not say where it listens"));
         Server {
             base,
             data_dir: launch.data_dir,
             owns_dir,
-            child: spawned.child,
+            process,
             log: None,
         }
     }
@@ -303,15 +393,15 @@ impl Server {
 
     /// Kills the process with SIGKILL (no clean shutdown) and keeps the data directory.
     pub fn kill(mut self) -> PathBuf {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
         self.owns_dir = false;
         self.data_dir.clone()
     }
 
     /// The process id (benches read its RSS from `/proc`).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     /// The `host:port` it listens on.
@@ -349,8 +439,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
         if self.owns_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
