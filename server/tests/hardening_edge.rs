@@ -12,8 +12,8 @@
 mod support;
 
 use netapi_chat_api::Urls;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{APP_TOKEN, Launch, Server, enc, send, temp_data_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -365,27 +365,17 @@ async fn at_the_connection_cap_the_oldest_idle_connections_are_shed() {
 /// then took to be answered.
 async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Duration {
     let dir = temp_data_dir();
-    let mut cmd = Command::new("prlimit");
-    cmd.arg("--nofile=256:256")
-        .arg(env!("CARGO_BIN_EXE_netapi-chat"))
-        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &dir)
-        .env("NETAPI_CHAT_RATE_LIMIT", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
+    let server = Launch {
+        data_dir: dir.clone(),
+        env,
+        run_under: &["prlimit", "--nofile=256:256"],
+        ..Launch::default()
     }
-    let mut child = cmd.spawn().expect("prlimit (util-linux) runs the server");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("startup line");
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("address")
-        .to_owned();
+    .spawn();
+    let base = server
+        .base
+        .clone()
+        .expect("address (prlimit, from util-linux, runs the server)");
     let addr = base.trim_start_matches("http://").to_owned();
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..400 {
@@ -407,8 +397,7 @@ async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Dur
     )
     .await;
     let took = started.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     let a = a.unwrap_or_else(|_| {
         panic!(

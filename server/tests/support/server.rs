@@ -126,6 +126,9 @@ pub struct Launch<'a> {
     pub stderr: Stderr,
     /// Started through `sh -c 'umask U; exec …'` (no `pre_exec`, no unsafe) when given.
     pub umask: Option<&'a str>,
+    /// A command that runs the binary (its path appended), e.g.
+    /// `["prlimit", "--nofile=256:256"]`; empty: run directly.
+    pub run_under: &'a [&'a str],
 }
 
 /// A started process: its base URL once it said it listens (`None` if it exited first).
@@ -217,15 +220,21 @@ impl Launch<'_> {
     pub fn spawn(&self) -> Spawned {
         let bin: std::ffi::OsString = std::env::var_os("NETAPI_CHAT_TEST_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_netapi-chat").into());
-        let mut cmd = match self.umask {
-            Some(umask) => {
+        let mut cmd = match (self.umask, self.run_under) {
+            (Some(umask), _) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
                     .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+                    .args(self.run_under)
                     .arg(bin);
                 c
             }
-            None => Command::new(bin),
+            (None, [wrapper, wrapper_args @ ..]) => {
+                let mut c = Command::new(wrapper);
+                c.args(wrapper_args).arg(bin);
+                c
+            }
+            (None, []) => Command::new(bin),
         };
         cmd.args(self.args)
             .env("NETAPI_CHAT_BIND", self.bind.unwrap_or("127.0.0.1:0"))
