@@ -4,6 +4,7 @@
 //! until it is added here.
 
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 /// The published OpenAPI document (`/openapi.json`), parsed once.
@@ -12,6 +13,18 @@ pub fn published() -> &'static Value {
     DOC.get_or_init(|| {
         serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")
     })
+}
+
+/// The spec's document types: the schemas of the published OpenAPI with an `xml.name` (what
+/// [`for_each_document_type`] must list).
+pub fn root_schemas() -> BTreeSet<&'static str> {
+    published()["components"]["schemas"]
+        .as_object()
+        .expect("schemas")
+        .iter()
+        .filter(|(_, s)| s["xml"]["name"].is_string())
+        .map(|(n, _)| n.as_str())
+        .collect()
 }
 
 /// The strings of the list `schema[key]` (`required`, `x-oma-choice`); none when absent.
