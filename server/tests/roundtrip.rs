@@ -69,7 +69,7 @@ fn roundtrip<T: Document + std::fmt::Debug + PartialEq>(name: &str) {
     let doc = published();
     let schema = &doc["components"]["schemas"][name];
     let root = schema["xml"]["name"].as_str().expect("root name");
-    let wrapped = json!({ root: sample(&doc, schema, 0, false) });
+    let wrapped = json!({ root: sample(doc, schema, 0, false) });
     let limits = XmlLimits::default();
 
     let from_json: T = wire::decode(Format::Json, wrapped.to_string().as_bytes(), &limits)
@@ -90,14 +90,14 @@ fn roundtrip<T: Document + std::fmt::Debug + PartialEq>(name: &str) {
     );
 
     // OMA's instance-based JSON (2012 Common) reads as the same value, apart from list lengths.
-    let older = json!({ root: sample(&doc, schema, 0, true) });
+    let older = json!({ root: sample(doc, schema, 0, true) });
     let from_older: T = wire::decode(Format::Json, older.to_string().as_bytes(), &limits)
         .unwrap_or_else(|e| panic!("{name} from instance-based JSON: {e}\n{older}"));
     let once: Value =
         serde_json::from_slice(&wire::encode(Format::Json, &from_older)).expect("JSON");
     assert_eq!(
         once,
-        json!({ root: sample_with_one_item_lists(&doc, schema) }),
+        json!({ root: sample_with_one_item_lists(doc, schema) }),
         "{name}: instance-based JSON"
     );
 }
