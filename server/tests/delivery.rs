@@ -18,7 +18,7 @@ const C: &str = "tel:+15551230003";
 
 /// Subscribes `user` at `l` and returns the subscription as created.
 async fn subscribe(srv: &Server, user: &str, l: &Listener, format: Format) -> ChatSubscription {
-    let sub: ChatSubscription = chat::subscribe(srv, user, l, format).await.decode();
+    let sub = chat::subscribe(srv, user, l, format).await;
     assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
     assert_eq!(sub.status_reason, None);
     sub

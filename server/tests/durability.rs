@@ -24,7 +24,7 @@ async fn subscribe(
     l: &Listener,
     format: Format,
     correlator: Option<&str>,
-) -> support::Answer {
+) -> ChatSubscription {
     let doc = ChatSubscription {
         client_correlator: correlator.map(str::to_owned),
         ..docs::subscription_to(&l.url, user, format)
@@ -348,7 +348,7 @@ async fn correlator_replays(format: Format) {
     let (la, lb) = (Listener::start().await, Listener::start().await);
     let first = subscribe(&srv, A, &la, format, Some("sub-1")).await;
     let again = subscribe(&srv, A, &la, format, Some("sub-1")).await;
-    let (s1, s2): (ChatSubscription, ChatSubscription) = (first.decode(), again.decode());
+    let (s1, s2) = (first, again);
     assert_eq!(
         s1.resource_url, s2.resource_url,
         "[{format:?}] same subscription"
@@ -412,7 +412,7 @@ async fn a_callback_answering_410_disables_its_subscription() {
     let srv = Server::default_for_tests();
     let (la, lb) = (Listener::start().await, Listener::start().await);
     subscribe(&srv, A, &la, Format::Json, None).await;
-    let sub: ChatSubscription = subscribe(&srv, B, &lb, Format::Json, None).await.decode();
+    let sub = subscribe(&srv, B, &lb, Format::Json, None).await;
     assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
     lb.set_status(410);
     let a = send_doc(

@@ -220,6 +220,15 @@ impl<'s> Face<'s> {
         }
     }
 
+    /// The face of `format`: JSON through the progenitor client, XML over raw HTTP.
+    pub fn for_format(format: Format, server: &'s Server) -> Self {
+        let wire = match format {
+            Format::Json => Wire::Json,
+            Format::Xml => Wire::Xml,
+        };
+        Face::new(wire, server)
+    }
+
     pub fn fmt(&self) -> Format {
         self.wire.format()
     }
