@@ -1,9 +1,11 @@
 //! A real HTTP callback receiver for the tests: it records every notification the server
 //! POSTs and has test controls (answer another status, go down, list what it refused).
 //!
-//! Kept in the test support (with those controls) rather than shared with `cargo xtask
-//! listen` and the bench; its recording half is what a shared listener module would hold,
-//! and [`Listener`] can wrap that module later without changing a suite.
+//! Three layers, so that the test [`Listener`] can later wrap the server library's listener
+//! module (the one `cargo xtask listen` and the bench will share) without a suite changing:
+//! `serve` (accept HTTP/1 and hand each request over), `Delivery` (one POST's webhook headers
+//! and body) and `State` (the recording plus the test controls, deciding each answer). Only
+//! the test controls are test-only.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
 use netapi_chat_runtime::xml::XmlLimits;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -69,16 +72,126 @@ impl Received {
     }
 }
 
+/// One POST as it arrived, before the listener decides what to answer.
+struct Delivery {
+    content_type: String,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+impl Delivery {
+    /// Reads the headers a notification carries and its whole body.
+    async fn read(req: hyper::Request<hyper::body::Incoming>) -> Delivery {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let content_type = header(http::header::CONTENT_TYPE.as_str());
+        let (id, timestamp, signature) = (
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+        );
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Delivery {
+            content_type,
+            id,
+            timestamp,
+            signature,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+/// What a listener keeps and how it answers: the recording (what a shared listener module
+/// would hold too) and the test controls (answer status, down, what was refused).
+#[derive(Default)]
+struct State {
+    received: Mutex<Vec<Received>>,
+    arrived: Notify,
+    /// The status to answer; 204 until [`Listener::set_status`].
+    status: Mutex<Option<u16>>,
+    down: AtomicBool,
+    refused: Mutex<Vec<String>>,
+}
+
+impl State {
+    fn status(&self) -> u16 {
+        self.status.lock().unwrap().unwrap_or(204)
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Records `d` (a 2xx answer) or its refusal, and says what to answer: a status, or an
+    /// error that fails the request without an HTTP answer (down).
+    fn answer(&self, d: Delivery) -> Result<u16, std::io::Error> {
+        if self.is_down() {
+            self.refused.lock().unwrap().push(d.id);
+            return Err(std::io::Error::other("listener is down"));
+        }
+        let code = self.status();
+        if (200..300).contains(&code) {
+            self.received.lock().unwrap().push(Received {
+                content_type: d.content_type,
+                id: d.id,
+                timestamp: d.timestamp,
+                signature: d.signature,
+                body: d.body,
+            });
+            self.arrived.notify_waiters();
+        } else {
+            self.refused.lock().unwrap().push(d.id);
+        }
+        Ok(code)
+    }
+}
+
+/// Serves HTTP/1 on `socket`, each request answered by `state` (a down listener closes new
+/// connections at once).
+async fn serve(socket: tokio::net::TcpListener, state: Arc<State>) {
+    while let Ok((stream, _)) = socket.accept().await {
+        if state.is_down() {
+            drop(stream);
+            continue;
+        }
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let state = Arc::clone(&state);
+                async move {
+                    let code = state.answer(Delivery::read(req).await)?;
+                    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                    *resp.status_mut() =
+                        http::StatusCode::from_u16(code).expect("a status the test chose");
+                    Ok::<_, std::io::Error>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
 /// A real HTTP callback receiver on a free loopback port: records every POST, answers 204 (or
 /// what [`Listener::set_status`] says).
 pub struct Listener {
     /// Its notifyURL.
     pub url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    arrived: Arc<Notify>,
-    status: Arc<Mutex<u16>>,
-    down: Arc<std::sync::atomic::AtomicBool>,
-    refused: Arc<Mutex<Vec<String>>>,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -94,120 +207,39 @@ impl Listener {
             .await
             .unwrap_or_else(|e| panic!("bind listener on {addr}: {e}"));
         let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let arrived = Arc::new(Notify::new());
-        let status = Arc::new(Mutex::new(204u16));
-        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let refused = Arc::new(Mutex::new(Vec::new()));
-        let (r, a, st) = (received.clone(), arrived.clone(), status.clone());
-        let (dn, rf) = (down.clone(), refused.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = socket.accept().await else {
-                    break;
-                };
-                if dn.load(std::sync::atomic::Ordering::SeqCst) {
-                    drop(stream); // down: the connection is closed at once
-                    continue;
-                }
-                let (r, a, st) = (r.clone(), a.clone(), st.clone());
-                let (dn, rf) = (dn.clone(), rf.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (r, a, st) = (r.clone(), a.clone(), st.clone());
-                        let (dn, rf) = (dn.clone(), rf.clone());
-                        async move {
-                            let ct = req
-                                .headers()
-                                .get(http::header::CONTENT_TYPE)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
-                            let header = |name: &str| {
-                                req.headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or_default()
-                                    .to_owned()
-                            };
-                            let id = header("webhook-id");
-                            let timestamp = header("webhook-timestamp");
-                            let signature = header("webhook-signature");
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            if dn.load(std::sync::atomic::Ordering::SeqCst) {
-                                rf.lock().unwrap().push(id);
-                                // Down: fail the request without an HTTP answer.
-                                return Err(std::io::Error::other("listener is down"));
-                            }
-                            let code = *st.lock().unwrap();
-                            if !(200..300).contains(&code) {
-                                rf.lock().unwrap().push(id.clone());
-                            }
-                            if (200..300).contains(&code) {
-                                r.lock().unwrap().push(Received {
-                                    content_type: ct,
-                                    id,
-                                    timestamp,
-                                    signature,
-                                    body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                                a.notify_waiters();
-                            }
-                            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                            *resp.status_mut() = http::StatusCode::from_u16(code).unwrap();
-                            Ok::<_, std::io::Error>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Listener {
-            url,
-            received,
-            arrived,
-            status,
-            down,
-            refused,
-            task,
-        }
+        let state = Arc::new(State::default());
+        let task = tokio::spawn(serve(socket, Arc::clone(&state)));
+        Listener { url, state, task }
     }
 
     /// Takes the listener down (connections are closed without an answer) or back up.
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        self.state.down.store(down, Ordering::SeqCst);
     }
 
     /// `webhook-id`s of the notifications refused (down, or a non-2xx answer), in order.
     pub fn refused_ids(&self) -> Vec<String> {
-        self.refused.lock().unwrap().clone()
+        self.state.refused.lock().unwrap().clone()
     }
 
     /// Makes the listener answer `code` (a non-2xx answer is not recorded).
     pub fn set_status(&self, code: u16) {
-        *self.status.lock().unwrap() = code;
+        *self.state.status.lock().unwrap() = Some(code);
     }
 
     /// Waits (up to 10 s) until at least `n` notifications arrived; returns all of them.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let notified = self.arrived.notified();
+            let notified = self.state.arrived.notified();
             {
-                let got = self.received.lock().unwrap();
+                let got = self.state.received.lock().unwrap();
                 if got.len() >= n {
                     return got.clone();
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let got = self.received.lock().unwrap();
+                let got = self.state.received.lock().unwrap();
                 panic!(
                     "expected {n} notifications at {}, got {}: {:#?}",
                     self.url,
@@ -225,7 +257,7 @@ impl Listener {
 
     /// Everything received so far.
     pub fn all(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.state.received.lock().unwrap().clone()
     }
 
     /// Asserts that nothing more than `n` notifications arrives within `wait`.
