@@ -10,7 +10,7 @@ use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
 use std::time::Duration;
 use support::{
-    APP_TOKEN, Listener, Server, docs, enc, send, send_authorized, send_doc, user_token,
+    APP_TOKEN, Listener, Server, chat, docs, enc, send, send_authorized, send_doc, user_token,
 };
 
 const ALICE: &str = "sip:alice@example.com";
@@ -422,29 +422,7 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
         &xml_sub,
     )
     .await;
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(ALICE),
-        Format::Json,
-        &session_with(BOB),
-    )
-    .await;
-    let sid = a
-        .header("location")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let st = ParticipantSessionStatus {
-        status: ParticipantStatus::Connected,
-    };
-    send_doc(
-        "POST",
-        &srv.urls().participant_status(BOB, &sid, BOB),
-        Format::Json,
-        &st,
-    )
-    .await;
+    chat::connected_session(&srv, ALICE, &session_with(BOB)).await;
     let got: Vec<support::Received> = [la.wait_for(1).await, lb.wait_for(1).await].concat();
     let now = netapi_chat::store::now_ms() / 1000;
     for r in &got {
@@ -486,28 +464,7 @@ fn verifies(r: &support::Received, secret: &str) -> bool {
 /// Starts a session from ALICE with BOB; both get a notification (an invitation for BOB, and
 /// BOB's acceptance for ALICE).
 async fn session_with_notifications(srv: &Server) {
-    let a = send_doc(
-        "POST",
-        &srv.url(ALICE, "/chatSessions"),
-        Format::Json,
-        &session_with(BOB),
-    )
-    .await;
-    assert_eq!(a.status, 201);
-    let sid = a
-        .header("location")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let st = ParticipantSessionStatus {
-        status: ParticipantStatus::Connected,
-    };
-    let url = srv.url(
-        BOB,
-        &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
-    );
-    assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
+    chat::connected_session(srv, ALICE, &session_with(BOB)).await;
 }
 
 /// Issue 13 item 4: without a server-wide secret each subscription signs with its own, made by
