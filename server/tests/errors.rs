@@ -9,13 +9,12 @@
 mod support;
 
 use netapi_chat_api::{
-    ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList, ChatSubscription,
-    ChatSubscriptionList, MessageDeliveryStatus, MessageStatus, ParticipantList,
-    ParticipantSessionStatus, ParticipantStatus, RequestError, ResourceReference,
+    ChatMessage, ChatSessionInformation, ChatSubscription, MessageDeliveryStatus, MessageStatus,
+    ParticipantList, ParticipantSessionStatus, ParticipantStatus, RequestError,
 };
 use netapi_chat_runtime::Format;
 use support::docs::{self, last_segment};
-use support::{Answer, Server, enc, send, send_doc, send_empty};
+use support::{Answer, Face, Server, enc, send, send_doc, send_empty};
 
 const ALICE: &str = "tel:+15551230001";
 const BOB: &str = "sip:bob@example.com";
@@ -105,17 +104,18 @@ impl Ctx<'_> {
         );
     }
 
+    /// The two-format client in this context's format.
+    fn face(&self) -> Face<'_> {
+        Face::for_format(self.f, self.srv)
+    }
+
     /// `originator` starts a session with `invitees`; returns its id.
     async fn create(&self, originator: &str, invitees: &[&str]) -> String {
-        let a = send_doc(
-            "POST",
-            &self.urls().chat_sessions(originator),
-            self.f,
-            &session_doc(invitees),
-        )
-        .await;
-        self.ok("create session", &a, 201);
-        let s: ChatSessionInformation = a.decode();
+        let (_, s) = self
+            .face()
+            .create_session(originator, &session_doc(invitees))
+            .await
+            .created();
         last_segment(&s.resource_url.expect("resourceURL"))
     }
 
@@ -131,10 +131,10 @@ impl Ctx<'_> {
     }
 
     async fn accept(&self, user: &str, sid: &str) {
-        let a = self
+        self.face()
             .set_status(user, sid, user, ParticipantStatus::Connected)
-            .await;
-        self.ok("accept", &a, 200);
+            .await
+            .ok(200);
     }
 
     async fn post_message(&self, user: &str, sid: &str, text: &str) -> Answer {
@@ -149,9 +149,11 @@ impl Ctx<'_> {
 
     /// `user` sends a message; returns its id.
     async fn message(&self, user: &str, sid: &str, text: &str) -> String {
-        let a = self.post_message(user, sid, text).await;
-        self.ok("send message", &a, 201);
-        let r: ResourceReference = a.decode();
+        let (_, r) = self
+            .face()
+            .send_message(user, sid, &message_doc(text))
+            .await
+            .created();
         last_segment(&r.resource_url)
     }
 
@@ -170,9 +172,7 @@ impl Ctx<'_> {
     // ------------------------------------------------------------------ state read back
 
     async fn session(&self, user: &str, sid: &str) -> ChatSessionInformation {
-        let a = self.get(&self.urls().session(user, sid)).await;
-        self.ok("get session", &a, 200);
-        a.decode()
+        self.face().get_session(user, sid).await.ok(200)
     }
 
     async fn participants(
@@ -180,9 +180,7 @@ impl Ctx<'_> {
         user: &str,
         sid: &str,
     ) -> Vec<(String, Option<ParticipantStatus>)> {
-        let a = self.get(&self.urls().participants(user, sid)).await;
-        self.ok("list participants", &a, 200);
-        let l: ParticipantList = a.decode();
+        let l = self.face().list_participants(user, sid).await.ok(200);
         l.participant
             .into_iter()
             .map(|p| (p.address, p.status))
@@ -190,31 +188,26 @@ impl Ctx<'_> {
     }
 
     async fn messages(&self, user: &str, sid: &str) -> Vec<String> {
-        let a = self.get(&self.urls().messages(user, sid)).await;
-        self.ok("list messages", &a, 200);
-        let l: ChatMessageList = a.decode();
+        let l = self.face().list_messages(user, sid).await.ok(200);
         l.chat_message.into_iter().map(|m| m.text).collect()
     }
 
     async fn session_count(&self, user: &str) -> usize {
-        let a = self.get(&self.urls().chat_sessions(user)).await;
-        self.ok("list sessions", &a, 200);
-        let l: ChatSessionList = a.decode();
+        let l = self.face().list_sessions(user).await.ok(200);
         l.chat_session_information.len()
     }
 
     async fn subscription_count(&self, user: &str) -> usize {
-        let a = self.get(&self.urls().subscriptions(user)).await;
-        self.ok("list subscriptions", &a, 200);
-        let l: ChatSubscriptionList = a.decode();
+        let l = self.face().list_subscriptions(user).await.ok(200);
         l.chat_subscription.len()
     }
 
     async fn message_status(&self, user: &str, sid: &str, mid: &str) -> MessageStatus {
-        let a = self.get(&self.urls().message_status(user, sid, mid)).await;
-        self.ok("get message status", &a, 200);
-        let s: MessageDeliveryStatus = a.decode();
-        s.status
+        self.face()
+            .get_delivery(user, sid, mid)
+            .await
+            .ok(200)
+            .status
     }
 }
 

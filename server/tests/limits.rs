@@ -9,14 +9,12 @@
 mod support;
 
 use netapi_chat_api::{
-    ChatMessageList, ChatSessionInformation, ChatSessionList, ChatSubscriptionList,
-    ParticipantList, ParticipantSessionStatus, ParticipantStatus,
+    ChatSessionInformation, ChatSubscriptionList, ParticipantSessionStatus, ParticipantStatus,
 };
 use netapi_chat_runtime::Format;
-use netapi_chat_runtime::wire::Document;
 use std::time::Duration;
 use support::{
-    APP_TOKEN, Answer, Server, docs, post_raw, send, send_authorized, send_doc, send_empty,
+    APP_TOKEN, Answer, Face, Server, docs, post_raw, send, send_authorized, send_doc, send_empty,
     user_token,
 };
 
@@ -59,38 +57,36 @@ fn sessions_url(srv: &Server, u: &str) -> String {
     srv.urls().chat_sessions(u)
 }
 
-async fn get_ok<T: Document>(url: &str, f: Format) -> T {
-    let a = send_empty("GET", url, f).await;
-    assert_eq!(a.status, 200, "GET {url}; body: {}", a.body);
-    a.decode::<T>()
-}
-
 async fn session_count(srv: &Server, u: &str, f: Format) -> usize {
-    get_ok::<ChatSessionList>(&sessions_url(srv, u), f)
+    let face = Face::for_format(f, srv);
+    face.list_sessions(u)
         .await
+        .ok(200)
         .chat_session_information
         .len()
 }
 
 async fn subscription_count(srv: &Server, u: &str, f: Format) -> usize {
-    get_ok::<ChatSubscriptionList>(&srv.urls().subscriptions(u), f)
+    let face = Face::for_format(f, srv);
+    face.list_subscriptions(u)
         .await
+        .ok(200)
         .chat_subscription
         .len()
 }
 
 async fn participant_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
-    get_ok::<ParticipantList>(&srv.urls().participants(u, sid), f)
+    let face = Face::for_format(f, srv);
+    face.list_participants(u, sid)
         .await
+        .ok(200)
         .participant
         .len()
 }
 
 async fn message_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
-    get_ok::<ChatMessageList>(&srv.urls().messages(u, sid), f)
-        .await
-        .chat_message
-        .len()
+    let face = Face::for_format(f, srv);
+    face.list_messages(u, sid).await.ok(200).chat_message.len()
 }
 
 /// `originator` starts a session inviting `invitees`.
@@ -521,8 +517,10 @@ async fn sessions_per_user_limit_counts_invitations() {
         } else {
             assert_refused(&a, &format!("[{f:?}] inviting to a 4th"), 403, "POL2008", f);
         }
-        let open = get_ok::<ChatSessionList>(&sessions_url(&srv, &erin), f)
+        let open = Face::for_format(f, &srv)
+            .list_sessions(&erin)
             .await
+            .ok(200)
             .chat_session_information
             .into_iter()
             .filter(|s| s.ended != Some(true) && s.status == Some(ParticipantStatus::Connected))
