@@ -12,6 +12,11 @@
 //! - [`chat`]: the set-up steps (subscribe, start and accept a session, send a message);
 //! - [`doc_types`]: the one list of the spec's document types;
 //! - [`tmpfs`]: a small tmpfs, for a full or read-only disk.
+//!
+//! Switches (environment, all optional): `NETAPI_CHAT_TEST_LOGS=1` shows the servers' logs;
+//! `NETAPI_CHAT_TEST_BACKEND` picks the store backend every test server runs on (`sqlite`, the
+//! default and for now the only one); `NETAPI_CHAT_TEST_BIN` runs another build of the server
+//! (used to write stored-format fixtures).
 
 // Each suite is its own crate and uses a part of this module; the rest is not dead code.
 #![allow(dead_code, unused_imports, unused_macros)]
