@@ -308,15 +308,7 @@ async fn a_pending_invitation_times_out_on_schedule_across_a_restart() {
     subscribe(&srv, A, &la, Format::Json, None).await;
     subscribe(&srv, B, &lb, Format::Json, None).await;
     let created = Instant::now();
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(A),
-        Format::Json,
-        &session_doc(&[B], None),
-    )
-    .await;
-    assert_eq!(a.status, 201);
-    let sid = last_segment(a.header("location"));
+    let sid = chat::start_session(&srv, A, &session_doc(&[B], None)).await;
     lb.wait_for(1).await;
 
     let dir = srv.kill();
@@ -415,14 +407,7 @@ async fn a_callback_answering_410_disables_its_subscription() {
     let sub = subscribe(&srv, B, &lb, Format::Json, None).await;
     assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
     lb.set_status(410);
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(A),
-        Format::Json,
-        &session_doc(&[B], None),
-    )
-    .await;
-    assert_eq!(a.status, 201);
+    chat::start_session(&srv, A, &session_doc(&[B], None)).await;
     let url = sub.resource_url.unwrap_or_default();
     // The subscription stays, disabled, in both formats.
     let deadline = Instant::now() + Duration::from_secs(5);
