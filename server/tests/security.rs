@@ -357,39 +357,10 @@ async fn redirects_from_a_callback_are_not_followed() {
     );
     redirecting.set_status(307);
     // Bob's callback answers 307 (to anywhere): a failure, never followed.
-    assert_eq!(
-        send_doc(
-            "POST",
-            &srv.urls().subscriptions(BOB),
-            Format::Json,
-            &docs::subscription(&redirecting.url)
-        )
-        .await
-        .status,
-        201
-    );
-    assert_eq!(
-        send_doc(
-            "POST",
-            &srv.urls().subscriptions(ALICE),
-            Format::Json,
-            &docs::subscription(&inviter.url)
-        )
-        .await
-        .status,
-        201
-    );
-    assert_eq!(
-        send_doc(
-            "POST",
-            &srv.urls().chat_sessions(ALICE),
-            Format::Json,
-            &session_with(BOB)
-        )
-        .await
-        .status,
-        201
-    );
+    let json = Format::Json;
+    chat::subscribe_with(&srv, BOB, &docs::subscription(&redirecting.url), json).await;
+    chat::subscribe_with(&srv, ALICE, &docs::subscription(&inviter.url), json).await;
+    chat::start_session(&srv, ALICE, &session_with(BOB)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         redirecting.refused_ids().len(),
