@@ -10,7 +10,7 @@ mod support;
 use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
 use std::time::{Duration, Instant};
-use support::{Listener, Server, enc, send_doc, send_empty};
+use support::{Listener, Server, chat, docs, send_empty};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -18,26 +18,7 @@ const C: &str = "tel:+15551230003";
 
 /// Subscribes `user` at `l` and returns the subscription as created.
 async fn subscribe(srv: &Server, user: &str, l: &Listener, format: Format) -> ChatSubscription {
-    let doc = ChatSubscription {
-        callback_reference: CallbackReference {
-            notify_url: l.url.clone(),
-            callback_data: Some(user.to_owned()),
-            notification_format: Some(if format == Format::Xml {
-                NotificationFormat::Xml
-            } else {
-                NotificationFormat::Json
-            }),
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    };
-    let a = send_doc("POST", &srv.url(user, "/subscriptions"), format, &doc).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let sub: ChatSubscription = a.decode();
+    let sub = chat::subscribe(srv, user, l, format).await;
     assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
     assert_eq!(sub.status_reason, None);
     sub
@@ -45,47 +26,12 @@ async fn subscribe(srv: &Server, user: &str, l: &Listener, format: Format) -> Ch
 
 /// A session started by `A` with `invitees`; connected when `accept`. Returns its id.
 async fn session(srv: &Server, invitees: &[&str], accept: bool) -> String {
-    let doc = ChatSessionInformation {
-        subject: Some("delivery".into()),
-        participant: invitees
-            .iter()
-            .map(|a| ParticipantInformation {
-                address: (*a).to_owned(),
-                name: None,
-                is_originator: None,
-                status: None,
-                client_correlator: None,
-                resource_url: None,
-            })
-            .collect(),
-        originator_address: None,
-        originator_name: None,
-        status: None,
-        ended: None,
-        client_correlator: None,
-        resource_url: None,
-    };
-    let a = send_doc("POST", &srv.url(A, "/chatSessions"), Format::Json, &doc).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let sid = a
-        .header("location")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let doc = docs::session("delivery", invitees);
     if accept {
-        for who in invitees {
-            let url = srv.url(
-                who,
-                &format!("/chatSessions/{sid}/participants/{}/status", enc(who)),
-            );
-            let st = ParticipantSessionStatus {
-                status: ParticipantStatus::Connected,
-            };
-            assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
-        }
+        chat::connected_session(srv, A, &doc).await
+    } else {
+        chat::start_session(srv, A, &doc).await
     }
-    sid
 }
 
 /// `url` (a resource URL of an earlier run of the server) on `srv`, which listens elsewhere.
@@ -98,17 +44,7 @@ fn on(srv: &Server, url: &str) -> String {
 }
 
 async fn send_message(srv: &Server, sid: &str, text: &str) {
-    let m = ChatMessage {
-        text: text.to_owned(),
-        success_report: None,
-        report_request: vec![],
-        client_correlator: None,
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
-    };
-    let url = srv.url(A, &format!("/chatSessions/{sid}/messages"));
-    assert_eq!(send_doc("POST", &url, Format::Json, &m).await.status, 201);
+    chat::send_message(srv, A, sid, &docs::message(text)).await;
 }
 
 /// Waits (up to 20 s) until `l` received `n` message notifications; returns them as
@@ -253,14 +189,7 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
         reason.contains("backlog") && reason.contains('5'),
         "{reason}"
     );
-    let xml = send_empty("GET", &url, Format::Xml).await;
-    assert!(
-        xml.body
-            .contains("<subscriptionStatus>Disabled</subscriptionStatus>"),
-        "{}",
-        xml.body
-    );
-    support::xsd_validate(&xml.body);
+    chat::assert_disabled_in_xml(&url).await;
     // The list shows it too.
     let list: ChatSubscriptionList = send_empty("GET", &srv.url(B, "/subscriptions"), Format::Json)
         .await
