@@ -25,7 +25,8 @@ pub mod notify;
 pub mod rate;
 pub mod retention;
 pub mod server;
-pub mod signing;
+/// Standard Webhooks signatures: in `netapi-chat-webhooks`, shared with receivers.
+pub use netapi_chat_webhooks::signing;
 pub mod store;
 pub mod time;
 pub mod urls;
