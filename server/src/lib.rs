@@ -6,6 +6,7 @@
 //! - [`retention`]: the background purge of messages past `NETAPI_CHAT_RETENTION`;
 //! - [`server`]: routing (generated API + published documents) and start-up;
 //! - [`health`]: `/healthz` and `/readyz` for load balancers; [`metrics`]: Prometheus `/metrics`;
+//! - [`client`]: `netapi-chat client …`, the API from a terminal (generated client + `Urls`);
 //! - [`config`], [`address`], [`urls`], [`time`], [`logsafe`]: the small pieces they share.
 
 pub mod address;
@@ -14,6 +15,7 @@ pub mod admin_api;
 pub mod auth;
 pub mod callback_guard;
 pub mod chat;
+pub mod client;
 pub mod config;
 pub mod data_dir;
 pub mod gate;

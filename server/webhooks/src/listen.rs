@@ -546,7 +546,10 @@ mod tests {
         );
         assert_eq!(xml.kind().as_deref(), Some("messageNotification"));
         assert_eq!(received("text/plain", "x").kind(), None);
-        assert_eq!(received("application/json", r#"{"a":1,"b":2}"#).kind(), None);
+        assert_eq!(
+            received("application/json", r#"{"a":1,"b":2}"#).kind(),
+            None
+        );
     }
 
     #[test]
@@ -652,7 +655,9 @@ mod tests {
         let headers: Vec<(&str, String)> = signed.to_vec();
         assert_eq!(post(listener.addr(), &headers, body).await, 204);
         let (forger, _) = Signer::generate();
-        let forged = forger.headers("msg_2", unix_now(), body.as_bytes()).to_vec();
+        let forged = forger
+            .headers("msg_2", unix_now(), body.as_bytes())
+            .to_vec();
         assert_eq!(post(listener.addr(), &forged, body).await, 401);
         listener.set_status(503);
         assert_eq!(post(listener.addr(), &headers, body).await, 503);
