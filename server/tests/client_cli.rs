@@ -387,3 +387,78 @@ fn the_listener_refuses_a_signature_it_cannot_verify() {
     let refused = listener.expect(&["sessionInvitationNotification", "SIGNATURE REFUSED"]);
     assert!(refused.contains("answered 401"), "{refused}");
 }
+
+/// The status of `who` in a printed participant list.
+fn status_of(format: Format, printed: &str, who: &str) -> Option<api::ParticipantStatus> {
+    let list: api::ParticipantList = decode(format, printed);
+    list.participant
+        .iter()
+        .find(|p| p.address == who)
+        .and_then(|p| p.status)
+}
+
+/// The commands the walkthrough does not use, in each face: a group chat (invite), decline,
+/// leave and re-join, cancel, unsubscribe; each changes what the server then lists.
+#[test]
+fn group_chat_commands_in_both_faces() {
+    const CAROL: &str = "sip:carol@example.com";
+    const DAVE: &str = "sip:dave@example.com";
+    let server = Server::default_for_tests();
+    for (face, format) in [("json", Format::Json), ("xml", Format::Xml)] {
+        let f = ["--format", face];
+        let run = |args: &[&str]| ok(&server, &[&f[..], args].concat());
+        let sid = run(&["--user", ALICE, "--id", "start", BOB]);
+        let sid = sid.trim();
+        let printed = run(&["--user", ALICE, "invite", sid, CAROL, DAVE]);
+        for invitee in [CAROL, DAVE] {
+            assert_eq!(
+                status_of(format, &printed, invitee),
+                Some(api::ParticipantStatus::Invited),
+                "{face}: {printed}"
+            );
+        }
+        run(&["--user", BOB, "accept", sid]);
+        run(&["--user", CAROL, "accept", sid]);
+        run(&["--user", ALICE, "cancel", sid, DAVE]);
+        let listed = run(&["--user", ALICE, "list", "participants", sid]);
+        assert_eq!(
+            status_of(format, &listed, BOB),
+            Some(api::ParticipantStatus::Connected),
+            "{face}: {listed}"
+        );
+        assert!(
+            status_of(format, &listed, DAVE) != Some(api::ParticipantStatus::Invited),
+            "{face}: a cancelled invitation is not pending: {listed}"
+        );
+
+        run(&["--user", BOB, "leave", sid]);
+        let listed = run(&["--user", ALICE, "list", "participants", sid]);
+        assert_eq!(
+            status_of(format, &listed, BOB),
+            Some(api::ParticipantStatus::Disconnected),
+            "{face}: {listed}"
+        );
+        run(&["--user", BOB, "rejoin", sid]);
+        let listed = run(&["--user", ALICE, "list", "participants", sid]);
+        assert_eq!(
+            status_of(format, &listed, BOB),
+            Some(api::ParticipantStatus::Connected),
+            "{face}: {listed}"
+        );
+
+        let other = run(&["--user", ALICE, "--id", "start", CAROL]);
+        run(&["--user", CAROL, "decline", other.trim()]);
+        let out = client(
+            &server,
+            &[&f[..], &["--user", CAROL, "accept", other.trim()]].concat(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{face}: declined is gone");
+
+        let sub = run(&["--user", DAVE, "--id", "subscribe", "http://127.0.0.1:9/"]);
+        let printed = run(&["--user", DAVE, "list", "subscriptions"]);
+        assert!(printed.contains(sub.trim()), "{face}: {printed}");
+        run(&["--user", DAVE, "unsubscribe", sub.trim()]);
+        let printed = run(&["--user", DAVE, "list", "subscriptions"]);
+        assert!(!printed.contains(sub.trim()), "{face}: {printed}");
+    }
+}
