@@ -382,8 +382,40 @@ pub fn to_client<T: Document, C: DeserializeOwned>(doc: &T) -> Result<C, Failure
     })
 }
 
-/// The answer of a generated-client call.
-async fn from_generated<T: Serialize>(
+/// The document type an answer is read as: an API document, or none (a `204`).
+trait Expected {
+    /// The answer's JSON (as the generated client read it) as the text to print, in the
+    /// API type's property order (the spec's, as the server writes it; the generated
+    /// client's types order them otherwise). Reading it as the API type also checks it.
+    fn print(json: serde_json::Value) -> Result<Option<String>, Failure>;
+}
+
+/// The answer of an operation without a document (`204`).
+enum NoDocument {}
+
+impl Expected for NoDocument {
+    fn print(_: serde_json::Value) -> Result<Option<String>, Failure> {
+        Ok(None)
+    }
+}
+
+impl<T: Document> Expected for T {
+    fn print(json: serde_json::Value) -> Result<Option<String>, Failure> {
+        let not_it = |e: String| Failure::NoAnswer(format!("the answer is not a {}: {e}", T::NAME));
+        let bytes = serde_json::to_vec(&json).map_err(|e| not_it(e.to_string()))?;
+        let limits = netapi_chat_runtime::xml::XmlLimits::default();
+        let doc =
+            wire::decode::<T>(Format::Json, &bytes, &limits).map_err(|e| not_it(e.rendered()))?;
+        let ordered: serde_json::Value = serde_json::from_slice(&wire::encode(Format::Json, &doc))
+            .map_err(|e| not_it(e.to_string()))?;
+        serde_json::to_string_pretty(&ordered)
+            .map(Some)
+            .map_err(|e| not_it(e.to_string()))
+    }
+}
+
+/// The answer of a generated-client call, its document read as `A`.
+async fn from_generated<A: Expected, T: Serialize>(
     result: Result<ResponseValue<T>, progenitor_client::Error<generated::types::RequestErrorRoot>>,
 ) -> Result<Answer, Failure> {
     match result {
@@ -395,14 +427,10 @@ async fn from_generated<T: Serialize>(
                 .map(str::to_owned);
             let json = serde_json::to_value(value.into_inner())
                 .map_err(|e| Failure::NoAnswer(format!("the answer does not print: {e}")))?;
-            let document =
-                match json {
-                    serde_json::Value::Null => None,
-                    json => Some(serde_json::to_string_pretty(&json).map_err(|e| {
-                        Failure::NoAnswer(format!("the answer does not print: {e}"))
-                    })?),
-                };
-            Ok(Answer { location, document })
+            Ok(Answer {
+                location,
+                document: A::print(json)?,
+            })
         }
         Err(progenitor_client::Error::ErrorResponse(error)) => {
             let status = error.status().as_u16();
@@ -553,7 +581,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 let body = to_client(&doc)?;
-                from_generated(
+                from_generated::<api::ChatSubscription, _>(
                     self.generated
                         .create_chat_subscription(&self.user, &body)
                         .await,
@@ -570,7 +598,7 @@ impl Session {
     async fn unsubscribe(&self, subscription: &str) -> Result<Answer, Failure> {
         match self.format {
             Format::Json => {
-                from_generated(
+                from_generated::<NoDocument, _>(
                     self.generated
                         .delete_chat_subscription(&self.user, subscription)
                         .await,
@@ -588,7 +616,10 @@ impl Session {
         match self.format {
             Format::Json => {
                 let body = to_client(&doc)?;
-                from_generated(self.generated.create_chat_session(&self.user, &body).await).await
+                from_generated::<api::ChatSessionInformation, _>(
+                    self.generated.create_chat_session(&self.user, &body).await,
+                )
+                .await
             }
             Format::Xml => {
                 let url = self.urls.chat_sessions(&self.user);
@@ -601,7 +632,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 let body = to_client(&doc)?;
-                from_generated(
+                from_generated::<api::ParticipantList, _>(
                     self.generated
                         .add_participants(&self.user, session, &body)
                         .await,
@@ -626,7 +657,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 let body = to_client(&doc)?;
-                from_generated(
+                from_generated::<api::ParticipantSessionStatus, _>(
                     self.generated
                         .update_participant_status(me, session, me, &body)
                         .await,
@@ -643,7 +674,7 @@ impl Session {
     async fn end(&self, session: &str) -> Result<Answer, Failure> {
         match self.format {
             Format::Json => {
-                from_generated(
+                from_generated::<NoDocument, _>(
                     self.generated
                         .delete_chat_session(&self.user, session)
                         .await,
@@ -660,7 +691,7 @@ impl Session {
     async fn cancel(&self, session: &str, participant: &str) -> Result<Answer, Failure> {
         match self.format {
             Format::Json => {
-                from_generated(
+                from_generated::<NoDocument, _>(
                     self.generated
                         .cancel_invitation(&self.user, session, participant)
                         .await,
@@ -678,7 +709,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 let body = to_client(&doc)?;
-                from_generated(
+                from_generated::<api::ResourceReference, _>(
                     self.generated
                         .send_message(&self.user, session, &body)
                         .await,
@@ -701,7 +732,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 let body = to_client(&doc)?;
-                from_generated(
+                from_generated::<NoDocument, _>(
                     self.generated
                         .confirm_message_delivery(&self.user, session, message, &body)
                         .await,
@@ -731,19 +762,31 @@ impl Session {
         match what {
             ListWhat::Subscriptions => {
                 let cursor = page.cursor()?;
-                from_generated(g.list_chat_subscriptions(user, cursor.as_ref(), n).await).await
+                from_generated::<api::ChatSubscriptionList, _>(
+                    g.list_chat_subscriptions(user, cursor.as_ref(), n).await,
+                )
+                .await
             }
             ListWhat::Sessions => {
                 let cursor = page.cursor()?;
-                from_generated(g.list_chat_sessions(user, cursor.as_ref(), n).await).await
+                from_generated::<api::ChatSessionList, _>(
+                    g.list_chat_sessions(user, cursor.as_ref(), n).await,
+                )
+                .await
             }
             ListWhat::Messages { session } => {
                 let cursor = page.cursor()?;
-                from_generated(g.list_messages(user, session, cursor.as_ref(), n).await).await
+                from_generated::<api::ChatMessageList, _>(
+                    g.list_messages(user, session, cursor.as_ref(), n).await,
+                )
+                .await
             }
             ListWhat::Participants { session } => {
                 let cursor = page.cursor()?;
-                from_generated(g.list_participants(user, session, cursor.as_ref(), n).await).await
+                from_generated::<api::ParticipantList, _>(
+                    g.list_participants(user, session, cursor.as_ref(), n).await,
+                )
+                .await
             }
         }
     }

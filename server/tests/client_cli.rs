@@ -175,6 +175,13 @@ fn one_to_one_chat(face: &str, format: Format) {
     );
     let sub: api::ChatSubscription = decode(format, &printed);
     assert_eq!(sub.callback_reference.notify_url, alice.url);
+    // Printed in the spec's property order, as the server wrote it (not the generated
+    // client's alphabetical one).
+    let at = |key: &str| printed.find(key).unwrap_or(usize::MAX);
+    assert!(
+        at("notifyURL") < at("callbackData") && at("callbackReference") < at("duration"),
+        "{printed}"
+    );
     assert_eq!(sub.signing_secret.as_deref(), Some(ALICE_SECRET));
     let printed = ok(
         &server,
