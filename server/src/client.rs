@@ -9,8 +9,8 @@
 //! the generated `Urls`. A request document is built once, as the API type, and handed to
 //! progenitor through its JSON form ([`to_client`]), so both faces send the same document.
 //!
-//! *What it prints.* The answer document on stdout (pretty JSON, or the XML as the server sent
-//! it; nothing for a `204`), or with `--id` only the id of the created resource (the last
+//! *What it prints.* The answer document on stdout, indented (`netapi_chat_webhooks::pretty`;
+//! nothing for a `204`), or with `--id` only the id of the created resource (the last
 //! segment of `Location`), for scripts. A refusal prints the OMA `requestError` as one line on
 //! stderr, `STATUS MESSAGEID: text` with its variables filled in, and exits [`EXIT_REFUSED`].
 //!
@@ -313,7 +313,7 @@ impl std::fmt::Display for Failure {
 pub struct Answer {
     /// The `Location` header of a `201`.
     pub location: Option<String>,
-    /// The document (pretty JSON, or XML as sent); `None` for an answer without one.
+    /// The document, indented; `None` for an answer without one.
     pub document: Option<String>,
 }
 
@@ -465,10 +465,11 @@ async fn read_answer(response: reqwest::Response) -> Result<Answer, Failure> {
     if !status.is_success() {
         return Err(Failure::Refused(refusal(status.as_u16(), format, &body)));
     }
-    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
     Ok(Answer {
         location,
-        document: (!text.is_empty()).then_some(text),
+        document: (!text.is_empty()).then(|| netapi_chat_webhooks::pretty::document(format, text)),
     })
 }
 

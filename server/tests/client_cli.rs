@@ -56,8 +56,8 @@ fn ok(server: &Server, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("stdout is UTF-8")
 }
 
-/// Decodes a printed answer as the document `T` in `format` (a pretty JSON answer is still
-/// JSON; an XML one is the server's XML as sent).
+/// Decodes a printed answer as the document `T` in `format` (indented, it is still the
+/// document).
 fn decode<T: Document>(format: Format, printed: &str) -> T {
     wire::decode::<T>(format, printed.as_bytes(), &XmlLimits::default())
         .unwrap_or_else(|e| panic!("not a {}: {e}\n{printed}", T::NAME))

@@ -6,6 +6,7 @@
 //!   signatures, decodes each notification by its Content-Type and hands it on. It is
 //!   `netapi-chat client listen`, `cargo xtask listen`, the benchmark's listeners and the
 //!   black-box tests' listener (issue 18 item 1: one listener, not four copies).
+//! - [`pretty`]: documents indented for people (the listener's and the client's output).
 //!
 //! A crate of its own, not a module of the server package, because `xtask` uses it: `xtask`
 //! must build while `spec/` and `generated/` disagree (that is when `cargo xtask codegen` is
@@ -13,4 +14,5 @@
 //! on nothing generated: only on `netapi-chat-runtime`, which is hand-written.
 
 pub mod listen;
+pub mod pretty;
 pub mod signing;

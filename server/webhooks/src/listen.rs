@@ -170,15 +170,13 @@ impl Received {
             .map_err(|e| format!("not a {}: {}", T::NAME, e.rendered()))
     }
 
-    /// The body for a person: JSON pretty-printed (key order kept), XML as sent.
+    /// The body for a person: indented ([`crate::pretty`]); as sent when it is neither JSON
+    /// nor XML.
     pub fn pretty_body(&self) -> String {
-        if self.format() == Some(Format::Json)
-            && let Ok(value) = serde_json::from_str::<serde_json::Value>(&self.body)
-            && let Ok(pretty) = serde_json::to_string_pretty(&value)
-        {
-            return pretty;
+        match self.format() {
+            Some(format) => crate::pretty::document(format, &self.body),
+            None => self.body.clone(),
         }
-        self.body.clone()
     }
 
     /// What the printing listener writes for it: a line `--- METHOD TARGET HTTP/1.1
