@@ -40,6 +40,16 @@ pub const EXIT_USAGE: u8 = 2;
 /// answered something that is not the API's; also a listener that cannot bind.
 pub const EXIT_NO_ANSWER: u8 = 3;
 
+/// The server's base URL.
+pub const ENV_URL: &str = "NETAPI_CHAT_URL";
+/// The bearer token.
+pub const ENV_TOKEN: &str = "NETAPI_CHAT_TOKEN";
+/// The user acted for.
+pub const ENV_USER: &str = "NETAPI_CHAT_USER";
+/// The client's own environment variables. They are not server settings: the server reads
+/// none of them, and the client reads none of the server's (`config`'s README test knows).
+pub const ENV_VARIABLES: [&str; 3] = [ENV_URL, ENV_TOKEN, ENV_USER];
+
 /// Longest a request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest the connection may take to open.
@@ -60,7 +70,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         global = true,
-        env = "NETAPI_CHAT_URL",
+        env = ENV_URL,
         default_value = "http://127.0.0.1:8080",
         value_name = "URL"
     )]
@@ -69,7 +79,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         global = true,
-        env = "NETAPI_CHAT_TOKEN",
+        env = ENV_TOKEN,
         hide_env_values = true,
         value_name = "TOKEN"
     )]
@@ -79,7 +89,7 @@ pub struct ClientArgs {
     #[arg(
         long,
         global = true,
-        env = "NETAPI_CHAT_USER",
+        env = ENV_USER,
         default_value = "acr:auth",
         value_name = "ADDRESS"
     )]
