@@ -6,11 +6,12 @@
 //! - `retention`: the background purge of messages past `NETAPI_CHAT_RETENTION`;
 //! - [`server`]: routing (generated API + published documents) and start-up;
 //! - `health`: `/healthz` and `/readyz` for load balancers; `metrics`: Prometheus `/metrics`;
+//! - [`client`]: `netapi-chat client …`, the API from a terminal (generated client + `Urls`);
 //! - [`config`], [`address`], `urls`, `time`, [`logsafe`]: the small pieces they share.
 //!
 //! *API boundary.* The `pub` modules are what something outside this crate uses: the binary
-//! (`main.rs`: [`config`], [`server`], [`admin`], [`handlers`], [`store`], [`notify`]), the
-//! benches ([`store`]) and the black-box tests ([`address`], [`config`], [`signing`],
+//! (`main.rs`: [`config`], [`server`], [`admin`], [`client`], [`handlers`], [`store`],
+//! [`notify`]), the benches ([`store`]) and the black-box tests ([`address`], [`config`], [`signing`],
 //! [`store`]); the rest is `pub(crate)`, so what it exposes can change without reaching them.
 //! (`auth`, `callback_guard` and `logsafe` stay `pub` for now: a few of their items are used
 //! only by their own tests or not yet, which `pub(crate)` would report as dead code.)
@@ -21,6 +22,7 @@ pub(crate) mod admin_api;
 pub mod auth;
 pub mod callback_guard;
 pub(crate) mod chat;
+pub mod client;
 pub mod config;
 pub(crate) mod data_dir;
 pub(crate) mod gate;
@@ -32,7 +34,8 @@ pub mod notify;
 pub(crate) mod rate;
 pub(crate) mod retention;
 pub mod server;
-pub mod signing;
+/// Standard Webhooks signatures: in `netapi-chat-webhooks`, shared with receivers.
+pub use netapi_chat_webhooks::signing;
 pub mod store;
 pub(crate) mod time;
 pub(crate) mod urls;
