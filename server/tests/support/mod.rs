@@ -168,6 +168,17 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// Stops the process with SIGTERM (the graceful stop), waits for it to exit, and keeps
+    /// the data directory.
+    pub fn terminate(mut self) -> PathBuf {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let _ = self.child.wait();
+        self.owns_dir = false;
+        self.data_dir.clone()
+    }
+
     /// The process id (benches read its RSS from `/proc`).
     pub fn pid(&self) -> u32 {
         self.child.id()
