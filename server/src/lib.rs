@@ -28,4 +28,5 @@ pub mod server;
 pub mod signing;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod urls;

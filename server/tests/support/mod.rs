@@ -144,7 +144,7 @@ impl Server {
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let base = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
             .to_owned();
         Server {
@@ -186,7 +186,10 @@ impl Server {
 
     /// The `host:port` it listens on.
     pub fn addr(&self) -> String {
-        self.base.trim_start_matches("http://").to_owned()
+        self.base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned()
     }
 
     /// The URLs of this server's resources: the builders generated from the spec's paths
