@@ -9,7 +9,7 @@
 //! is signed (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`), and
 //! goes only to addresses the callback policy allows, checked after DNS resolution (the
 //! connection is pinned to the checked addresses; redirects are not followed). Subscriptions
-//! with the same callback endpoint share one client and its kept-alive connections
+//! with the same callback endpoint share kept-alive HTTP/1.1 connections
 //! ([`endpoints`]), and delivered notifications are forgotten in groups ([`forget`]): a
 //! delivery costs no store commit of its own.
 //!
@@ -32,7 +32,7 @@ use crate::callback_guard::CallbackPolicy;
 use crate::logsafe::Escaped;
 use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
 use crate::store::{Batch, Bury, Progress, Store, now_ms};
-use endpoints::{Endpoints, Origin};
+use endpoints::{Endpoint, Endpoints};
 pub use forget::Forgetter;
 pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
@@ -195,7 +195,7 @@ pub struct Deliverer {
     pub store: Store,
     /// Where delivered (and unwanted) notifications are forgotten, in groups.
     pub forgetter: Forgetter,
-    /// The HTTP clients, one per callback endpoint, shared by every subscription.
+    /// Kept-alive connections per callback endpoint, shared by every subscription.
     pub endpoints: Endpoints,
     /// Called with the subscription id and the reason text when delivery disables it.
     pub on_disable: OnDisable,
@@ -315,49 +315,32 @@ enum Outcome {
     Retry(Option<Duration>),
 }
 
-/// The callback URL, parsed once per delivery task, and its endpoint.
-type Endpoint = Result<(reqwest::Url, Origin), String>;
-
-fn endpoint(notify_url: &str) -> Endpoint {
-    let url = reqwest::Url::parse(notify_url).map_err(|e| e.to_string())?;
-    let origin = Origin::of(&url).ok_or_else(|| "the callback URL has no host".to_owned())?;
-    Ok((url, origin))
-}
+/// The callback URL made ready once per delivery task, or why it cannot be delivered to.
+type Prepared = Result<Endpoint, String>;
 
 async fn attempt(
     target: &Target,
     d: &Deliverer,
     keys: &[Arc<Signer>],
-    endpoint: &Endpoint,
+    endpoint: &Prepared,
     id: u64,
     body: &bytes::Bytes,
 ) -> Outcome {
-    let client = match endpoint {
-        Ok((url, origin)) => {
-            d.endpoints
-                .client(url, origin, &d.callbacks, d.policy.timeout)
-                .await
-        }
-        Err(e) => Err(e.clone()),
-    };
-    let (http, url, origin) = match (client, endpoint) {
-        (Ok(c), Ok((url, origin))) => (c, url, origin),
-        (Ok(_), Err(e)) => {
-            warn!(d.log, "callback URL unusable";
+    let ep = match endpoint {
+        Ok(ep) => ep,
+        Err(e) => {
+            warn!(d.log, "callback URL cannot be delivered to";
                 "subscription" => &target.subscription, "id" => id, "error" => %Escaped(e));
-            return Outcome::Retry(None);
-        }
-        (Err(e), _) => {
-            warn!(d.log, "callback refused by the callback policy or unresolvable";
-                "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
             return Outcome::Retry(None);
         }
     };
     let msg_id = webhook_id(id);
     let timestamp = crate::store::now_ms() / 1000;
-    let mut request = http
-        .post(url.clone())
-        .header(http::header::CONTENT_TYPE, target.format.content_type());
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(target.format.content_type()),
+    );
     // One signature per key (Standard Webhooks: space-separated), so that during a rotation
     // window a receiver verifies with the old secret or the new one.
     let server_wide: Vec<Arc<Signer>> = d.signer.iter().cloned().collect();
@@ -366,39 +349,44 @@ async fn attempt(
     } else {
         keys
     };
-    request = request
-        .header(HEADER_ID, &msg_id)
-        .header(HEADER_TIMESTAMP, timestamp.to_string());
     let signatures: Vec<String> = keys
         .iter()
         .map(|k| k.sign(&msg_id, timestamp, body))
         .collect();
+    for (name, value) in [
+        (HEADER_ID, msg_id),
+        (HEADER_TIMESTAMP, timestamp.to_string()),
+        (HEADER_SIGNATURE, signatures.join(" ")),
+    ] {
+        // Ids, digits and base64: always valid header values.
+        if let Ok(v) = http::HeaderValue::try_from(value)
+            && !v.is_empty()
+        {
+            headers.insert(name, v);
+        }
+    }
     if signatures.is_empty() {
         warn!(d.log, "no secret to sign the notification with: sent unsigned";
             "subscription" => &target.subscription, "id" => id);
-    } else {
-        request = request.header(HEADER_SIGNATURE, signatures.join(" "));
     }
     let started = std::time::Instant::now();
-    let result = request.body(body.clone()).send().await;
+    let result = d
+        .endpoints
+        .post(ep, &d.callbacks, headers, body.clone(), d.policy.timeout)
+        .await;
     let outcome = match result {
-        Ok(r) if r.status().is_success() => Outcome::Delivered,
-        Ok(r) if r.status() == http::StatusCode::GONE => Outcome::Gone,
-        Ok(r) => {
-            let status = r.status();
-            let retry_after = matches!(status.as_u16(), 429 | 503)
-                .then(|| {
-                    r.headers()
-                        .get(http::header::RETRY_AFTER)
-                        .and_then(retry_after)
-                })
+        Ok(a) if a.status.is_success() => Outcome::Delivered,
+        Ok(a) if a.status == http::StatusCode::GONE => Outcome::Gone,
+        Ok(a) => {
+            let retry_after = matches!(a.status.as_u16(), 429 | 503)
+                .then(|| a.retry_after.as_ref().and_then(retry_after))
                 .flatten();
             warn!(d.log, "callback refused notification";
-                "subscription" => &target.subscription, "id" => id, "status" => status.as_u16());
+                "subscription" => &target.subscription, "id" => id, "status" => a.status.as_u16());
             Outcome::Retry(retry_after)
         }
         Err(e) => {
-            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e.to_string()));
+            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
             Outcome::Retry(None)
         }
     };
@@ -410,7 +398,7 @@ async fn attempt(
     crate::metrics::notification_attempt(label, started.elapsed());
     if matches!(outcome, Outcome::Retry(_)) {
         // Look the host up again before the next attempt.
-        d.endpoints.failed(origin);
+        d.endpoints.failed(&ep.origin);
     }
     outcome
 }
@@ -435,7 +423,7 @@ async fn deliver(
     shared: Arc<Shared>,
     d: Deliverer,
 ) {
-    let endpoint = endpoint(&target.notify_url);
+    let endpoint = Endpoint::parse(&target.notify_url);
     // The head of the queue, when it has been taken from the channel and is not done yet.
     let mut head: Option<Delivery> = None;
     // The endpoint's current run of failures: since when, how many, and when the next try
