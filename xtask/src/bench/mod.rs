@@ -20,7 +20,8 @@
 //! `--long` runs only the long run of issue 12 ([`long`], [`chart`]): a million messages at a
 //! steady rate with sessions opened and ended alongside, sampling RSS, disk and latency over
 //! time, then a restart after SIGKILL; it rewrites its own section of `BENCHMARKS.md` and
-//! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`).
+//! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`)
+//! and a one-step delivery-cost phase (baseline and this build).
 //!
 //! `--delivery [--before BIN]` runs only the delivery-cost phase of issue 13 item 5
 //! ([`delivery`]): server CPU and store commits per message, baseline vs this build vs `BIN`
@@ -361,27 +362,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         build(root, false)?;
     }
     if delivery {
-        let full = Settings::full();
-        let ds = if smoke {
-            let s = Settings::smoke();
-            delivery::Settings {
-                rates: vec![200],
-                step: Duration::from_secs(1),
-                rounds: 1,
-                opts: s.opts,
-                plan: s.plan,
-                text_len: s.text_len,
-            }
-        } else {
-            delivery::Settings {
-                rates: vec![500, 2000, 5000],
-                step: Duration::from_secs(10),
-                rounds: 3,
-                opts: full.opts,
-                plan: full.plan,
-                text_len: full.text_len,
-            }
-        };
+        let ds = delivery_settings(smoke);
         let command = format!("cargo xtask bench {}", args.join(" "));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -451,6 +432,17 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     } else {
         false
     };
+    // And a tiny delivery-cost phase (baseline and this build), so that harness cannot rot.
+    let delivery_smoke = smoke
+        && rt
+            .block_on(delivery::run(
+                root,
+                &delivery_settings(true),
+                None,
+                "cargo xtask bench --smoke",
+            ))
+            .map_err(|e| println!("bench: the delivery phase (smoke) failed: {e:#}"))
+            .is_err();
     rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [
         ("baseline", report.baseline.is_err()),
@@ -459,6 +451,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         ("XML vs JSON cost", report.cost.is_err()),
         ("scale", report.scale.is_err()),
         ("long run (smoke)", long_smoke),
+        ("delivery cost (smoke)", delivery_smoke),
     ]
     .into_iter()
     .filter_map(|(n, f)| f.then_some(n))
@@ -467,6 +460,31 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         bail!("phases failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The delivery-cost phase's settings (`--delivery`; tiny with `--smoke`).
+fn delivery_settings(smoke: bool) -> delivery::Settings {
+    if smoke {
+        let s = Settings::smoke();
+        delivery::Settings {
+            rates: vec![200],
+            step: Duration::from_secs(1),
+            rounds: 1,
+            opts: s.opts,
+            plan: s.plan,
+            text_len: s.text_len,
+        }
+    } else {
+        let s = Settings::full();
+        delivery::Settings {
+            rates: vec![500, 2000, 5000],
+            step: Duration::from_secs(10),
+            rounds: 3,
+            opts: s.opts,
+            plan: s.plan,
+            text_len: s.text_len,
+        }
+    }
 }
 
 async fn run(root: &Path, s: &Settings) -> report::Report {
