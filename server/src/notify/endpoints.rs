@@ -114,6 +114,15 @@ impl Endpoint {
     }
 }
 
+/// Why a POST got no answer (the text is for the operator's log).
+#[derive(Debug)]
+pub enum Failure {
+    /// The host is refused by the callback policy, or does not resolve.
+    Refused(String),
+    /// No connection, or no (whole) answer in time.
+    Unreachable(String),
+}
+
 /// What a callback answered: its status and `Retry-After`.
 #[derive(Debug)]
 pub struct Answer {
@@ -174,7 +183,7 @@ impl Endpoints {
         headers: http::HeaderMap,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let exchange = async {
             let conn = self.checkout(ep, policy).await?;
             match self.exchange(ep, conn, headers.clone(), body.clone()).await {
@@ -184,14 +193,16 @@ impl Endpoints {
                     let conn = self.connect(ep, policy).await?;
                     self.exchange(ep, conn, headers, body)
                         .await
-                        .map_err(|(again, _)| format!("{e}; on a new connection: {again}"))
+                        .map_err(|(again, _)| {
+                            Failure::Unreachable(format!("{e}; on a new connection: {again}"))
+                        })
                 }
-                other => other.map_err(|(e, _)| e),
+                other => other.map_err(|(e, _)| Failure::Unreachable(e)),
             }
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+            Failure::Unreachable(format!("no answer within {} ms", timeout.as_millis()))
+        })?
     }
 
     /// One request and its answer on `conn`; the connection goes back to the pool when the
@@ -231,7 +242,7 @@ impl Endpoints {
     }
 
     /// An idle connection to the endpoint while its addresses are fresh, else a new one.
-    async fn checkout(&self, ep: &Endpoint, policy: &CallbackPolicy) -> Result<Conn, String> {
+    async fn checkout(&self, ep: &Endpoint, policy: &CallbackPolicy) -> Result<Conn, Failure> {
         let now = Instant::now();
         let mut idle = Vec::new();
         let mut generation = 0;
@@ -271,8 +282,8 @@ impl Endpoints {
 
     /// A new connection to one of the endpoint's checked addresses (checked again first when
     /// they are not fresh).
-    async fn connect(&self, ep: &Endpoint, policy: &CallbackPolicy) -> Result<Conn, String> {
-        let (addrs, generation) = self.addresses(ep, policy).await?;
+    async fn connect(&self, ep: &Endpoint, policy: &CallbackPolicy) -> Result<Conn, Failure> {
+        let (addrs, generation) = self.addresses(ep, policy).await.map_err(Failure::Refused)?;
         let mut last = String::from("no address");
         for addr in addrs {
             match tokio::net::TcpStream::connect(addr).await {
@@ -281,7 +292,7 @@ impl Endpoints {
                     let (sender, connection) =
                         hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| Failure::Unreachable(e.to_string()))?;
                     // Ends when the receiver closes or the sender is dropped.
                     tokio::spawn(async move {
                         let _ = connection.await;
@@ -295,7 +306,7 @@ impl Endpoints {
                 Err(e) => last = format!("{addr}: {e}"),
             }
         }
-        Err(last)
+        Err(Failure::Unreachable(last))
     }
 
     /// The endpoint's checked addresses and their generation: the ones in force while fresh,

@@ -32,7 +32,7 @@ use crate::callback_guard::CallbackPolicy;
 use crate::logsafe::Escaped;
 use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
 use crate::store::{Batch, Bury, Progress, Store, now_ms};
-use endpoints::{Endpoint, Endpoints};
+use endpoints::{Endpoint, Endpoints, Failure};
 pub use forget::Forgetter;
 pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
@@ -385,7 +385,12 @@ async fn attempt(
                 "subscription" => &target.subscription, "id" => id, "status" => a.status.as_u16());
             Outcome::Retry(retry_after)
         }
-        Err(e) => {
+        Err(Failure::Refused(e)) => {
+            warn!(d.log, "callback refused by the callback policy or unresolvable";
+                "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
+            Outcome::Retry(None)
+        }
+        Err(Failure::Unreachable(e)) => {
             warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
             Outcome::Retry(None)
         }
