@@ -125,3 +125,69 @@ impl Inner {
         PENDING.fetch_sub(n, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::{Sqlite, Sync};
+    use crate::store::{OutboxEntry, Progress};
+
+    async fn outbox_len(store: &Store) -> u64 {
+        store
+            .read(|b| b.outbox_len())
+            .await
+            .expect("store answers")
+            .expect("read")
+            .expect("SQLite counts its outbox")
+    }
+
+    /// Ids wait for the delay and then go in one batch; reaching the bound submits them at
+    /// once. Real store (SQLite in a temporary directory); no timing is asserted: the test
+    /// waits (up to 10 s) for the held ids to be submitted.
+    #[tokio::test]
+    async fn ids_go_in_one_batch_after_the_delay_or_at_once_at_the_bound() {
+        let dir = std::env::temp_dir().join(format!(
+            "netapi-chat-forget-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let (store, _) = Store::start(Box::new(Sqlite::open(&dir, Sync::Normal).unwrap())).unwrap();
+        let outbox = (1..=5000)
+            .map(|id| OutboxEntry {
+                id,
+                subscription: "sub-1".into(),
+                body: b"{}".to_vec(),
+                created_ms: 1,
+                progress: Progress::default(),
+            })
+            .collect();
+        store
+            .submit(
+                Batch {
+                    outbox,
+                    ..Batch::default()
+                },
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let forgetter = Forgetter::start(store.clone());
+
+        forgetter.forget(&[1, 2, 3]);
+        assert_eq!(pending(), 3, "held until the delay is over");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while pending() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never submitted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(outbox_len(&store).await, 4997);
+
+        let many: Vec<u64> = (4..4 + MAX_PENDING as u64).collect();
+        forgetter.forget(&many);
+        assert_eq!(pending(), 0, "submitted at once at the bound");
+        assert_eq!(outbox_len(&store).await, 4997 - MAX_PENDING as u64);
+
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
