@@ -38,4 +38,5 @@ pub mod server;
 pub use netapi_chat_webhooks::signing;
 pub mod store;
 pub(crate) mod time;
+pub mod tls;
 pub(crate) mod urls;

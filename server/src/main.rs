@@ -199,6 +199,7 @@ async fn serve(config: Config) -> std::process::ExitCode {
         server,
         notice,
         store,
+        scheme,
         ..
     } = match netapi_chat::server::start(&config) {
         Ok(s) => s,
@@ -209,7 +210,7 @@ async fn serve(config: Config) -> std::process::ExitCode {
     };
     let addr = server.local_addr();
     println!(
-        "netapi-chat listening on http://{addr} (API under /v1/chat/{{userId}}, OpenAPI at http://{addr}/openapi.json)"
+        "netapi-chat listening on {scheme}://{addr} (API under /v1/chat/{{userId}}, OpenAPI at {scheme}://{addr}/openapi.json)"
     );
     if let Some(notice) = notice {
         // Stdout may be closed (e.g. a supervisor that read the first line): not fatal.

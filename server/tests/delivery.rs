@@ -3,12 +3,20 @@
 //! in order at once (endpoint-level backoff capped by `NETAPI_CHAT_DELIVERY_MAX_BACKOFF`), a
 //! dead one has its backlog capped and its subscription disabled (readable as such, in both
 //! formats), and a restart in the middle of a retry schedule changes neither the attempts made
-//! nor the give-up time.
+//! nor the give-up time. Throughput (item 5): subscriptions of one endpoint share kept-alive
+//! connections, and delivered notifications are forgotten in groups without losing any to a
+//! crash (what was not forgotten yet is resent, same `webhook-id`).
 
 mod support;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{Listener, Server, chat, docs, send_empty};
 
@@ -575,6 +583,215 @@ async fn a_redelivery_survives_a_restart() {
     lb.set_status(204);
     let got = messages_at(&lb, 3).await;
     assert_eq!(got, dead, "the requeued ones, in order, with their ids");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A callback receiver that counts the TCP connections it accepts, and records each
+/// notification's `webhook-id` and (for message notifications) text, answering 204.
+struct CountingListener {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingListener {
+    async fn start() -> CountingListener {
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (acc, rec) = (accepted.clone(), received.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = socket.accept().await {
+                acc.fetch_add(1, Ordering::SeqCst);
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let rec = rec.clone();
+                        async move {
+                            let id = req
+                                .headers()
+                                .get("webhook-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let v: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
+                            let text = v["messageNotification"]["chatMessage"]["text"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned();
+                            rec.lock().unwrap().push((id, text));
+                            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                            *resp.status_mut() = http::StatusCode::NO_CONTENT;
+                            Ok::<_, hyper::Error>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        CountingListener {
+            url,
+            accepted,
+            received,
+            task,
+        }
+    }
+
+    fn all(&self) -> Vec<(String, String)> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 20 s) until `n` notifications whose text is one of `texts` arrived.
+    async fn wait_for_texts(&self, texts: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.all();
+            if texts.iter().all(|t| got.iter().any(|(_, g)| g == t)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {texts:?} at {}, got {got:?}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Subscribes `user` at the counting listener (JSON notifications).
+async fn subscribe_at(srv: &Server, user: &str, url: &str) {
+    let doc = docs::subscription_to(url, user, Format::Json);
+    chat::subscribe_with(srv, user, &doc, Format::Json).await;
+}
+
+/// Connection reuse per endpoint (issue 13 item 5): four subscriptions (made after their
+/// sessions are set up, so they get message notifications only) share one callback endpoint,
+/// and messages go round the four 1-1 sessions one at a time, each waited for. Forty
+/// notifications later the receiver has accepted one TCP connection (two if a send overtook
+/// the return of the connection to the pool): the subscriptions share one client, whose
+/// kept-alive connection carries every delivery, where a client per subscription needs four
+/// and a connection per delivery forty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_of_one_endpoint_share_kept_alive_connections() {
+    let srv = Server::default_for_tests();
+    let l = CountingListener::start().await;
+    let users = [B, C, "tel:+15551230004", "tel:+15551230005"];
+    let mut sessions = Vec::new();
+    for user in users {
+        sessions.push(session(&srv, &[user], true).await);
+    }
+    for user in users {
+        subscribe_at(&srv, user, &l.url).await;
+    }
+    for round in 0..10 {
+        for sid in &sessions {
+            let text = format!("reuse {round} {sid}");
+            send_message(&srv, sid, &text).await;
+            l.wait_for_texts(&[text]).await;
+        }
+    }
+    let got = l.all();
+    assert_eq!(got.len(), 40, "{got:?}");
+    let accepted = l.accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&accepted),
+        "{accepted} TCP connections for {} notifications",
+        got.len()
+    );
+}
+
+/// Sends `n` messages `{prefix} {i}` in `sid` and waits until all arrived at `l`; returns their
+/// texts.
+async fn send_and_deliver(
+    srv: &Server,
+    sid: &str,
+    l: &CountingListener,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
+    let texts: Vec<String> = (0..n).map(|i| format!("{prefix} {i}")).collect();
+    for t in &texts {
+        send_message(srv, sid, t).await;
+    }
+    l.wait_for_texts(&texts).await;
+    texts
+}
+
+/// The message notifications received after `before` ones, as (webhook-id, text).
+fn messages_after(l: &CountingListener, before: usize) -> Vec<(String, String)> {
+    l.all()[before..]
+        .iter()
+        .filter(|(_, t)| !t.is_empty())
+        .cloned()
+        .collect()
+}
+
+/// Delivered notifications are forgotten in groups, shortly after delivery (issue 13 item 5).
+/// A server killed (SIGKILL) right after its receiver got 40 messages loses none of them and
+/// resends, after the restart, at most the tail it had not forgotten yet: the last ones
+/// delivered, in order, with the `webhook-id`s they had, before anything new. A graceful stop
+/// (SIGTERM) forgets everything delivered first: nothing is resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_delivery_loses_nothing_and_resends_at_most_the_unforgotten_tail() {
+    let srv = Server::default_for_tests();
+    let l = CountingListener::start().await;
+    subscribe_at(&srv, B, &l.url).await;
+    let sid = session(&srv, &[B], true).await;
+    let texts = send_and_deliver(&srv, &sid, &l, "before kill", 40).await;
+    let dir = srv.kill();
+    let first: Vec<(String, String)> = messages_after(&l, 0);
+    assert_eq!(
+        first.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(),
+        texts,
+        "each delivered once, in order, before the kill"
+    );
+
+    let seen = l.all().len();
+    let srv = Server::start_in(&dir, &[], None);
+    let after = send_and_deliver(&srv, &sid, &l, "after restart", 1).await;
+    let again = messages_after(&l, seen);
+    let (resent, new) = again.split_at(again.len() - 1);
+    assert_eq!(new[0].1, after[0], "the new message comes last: {again:?}");
+    assert!(
+        !first[..first.len() - resent.len()]
+            .iter()
+            .any(|(id, _)| id == &new[0].0),
+        "a new webhook-id"
+    );
+    assert_eq!(
+        resent,
+        &first[first.len() - resent.len()..],
+        "only the tail is resent, in order, with the same webhook-ids"
+    );
+    eprintln!("resent after SIGKILL: {} of {}", resent.len(), first.len());
+
+    let texts = send_and_deliver(&srv, &sid, &l, "before stop", 40).await;
+    let seen = l.all().len();
+    let dir = srv.terminate();
+    let srv = Server::start_in(&dir, &[], None);
+    let after = send_and_deliver(&srv, &sid, &l, "after stop", 1).await;
+    let again = messages_after(&l, seen);
+    assert_eq!(
+        again.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(),
+        after,
+        "nothing resent after a graceful stop (the 40 before it: {texts:?})"
+    );
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }

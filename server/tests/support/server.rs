@@ -273,7 +273,7 @@ impl Launch<'_> {
         readers.push(collect(reader, Arc::clone(&stdout)));
         let base = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .map(str::to_owned);
         Spawned {
             child,
@@ -408,6 +408,17 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// Stops the process with SIGTERM (the graceful stop), waits for it to exit, and keeps
+    /// the data directory.
+    pub fn terminate(mut self) -> PathBuf {
+        let pid = self.process.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let _ = self.process.child.wait();
+        self.owns_dir = false;
+        self.data_dir.clone()
+    }
+
     /// The process id (benches read its RSS from `/proc`).
     pub fn pid(&self) -> u32 {
         self.process.child.id()
@@ -415,7 +426,10 @@ impl Server {
 
     /// The `host:port` it listens on.
     pub fn addr(&self) -> String {
-        self.base.trim_start_matches("http://").to_owned()
+        self.base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned()
     }
 
     /// The URLs of this server's resources: the builders generated from the spec's paths
