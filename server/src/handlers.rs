@@ -13,8 +13,8 @@ use netapi_chat_api::{
     ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
     ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery, ListMessagesHeaders,
     ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ResourceReference,
-    SubscriptionSecret,
+    MessageStatusReport, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
+    ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -347,6 +347,113 @@ impl ChatService for ChatServer {
     ) -> Result<(), ApiError> {
         self.chat
             .confirm_message_delivery(&user_id, &session_id, &message_id, body.status)
+            .await
+    }
+
+    // ---------------------------------------------------------------- OMA 2012 face
+    // `/chat/v1/{userId}/oneToOne/…` (issue 16): each hands over to the core's adapter of the
+    // same name, which checks the peer and calls the seed's entry point (`chat/oma2012.rs`).
+
+    /// OMA 2012 "Create a confirmed one-to-one chat session" (seed 7.1.2 on this face).
+    async fn create_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        body: ChatSessionInformation,
+    ) -> Result<Created<ChatSessionInformation>, ApiError> {
+        let other = address::canonical(&other_user_id)?;
+        self.chat
+            .create_one_to_one_session(&user_id, &other, body)
+            .await
+    }
+
+    async fn get_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> Result<ChatSessionInformation, ApiError> {
+        self.chat
+            .get_one_to_one_session(&user_id, &participant(other_user_id), &session_id)
+    }
+
+    /// OMA 2012 "Close a one-to-one session" by either side, or decline (seed 7.1.5 / 7.1.7).
+    async fn delete_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .delete_one_to_one_session(&user_id, &participant(other_user_id), &session_id)
+            .await
+    }
+
+    /// OMA 2012 "Accept a one-to-one invitation" with PUT (seed 7.1.7).
+    async fn update_one_to_one_chat_session_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ParticipantSessionStatus,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_one_to_one_session_status(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                body.status,
+            )
+            .await
+    }
+
+    /// OMA 2012 "Send a chat message" (seed 7.1.9).
+    async fn send_one_to_one_chat_message(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.chat
+            .send_one_to_one_message(&user_id, &participant(other_user_id), &session_id, body)
+            .await
+    }
+
+    async fn get_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<MessageStatusReport, ApiError> {
+        self.chat
+            .get_one_to_one_message_status(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                &message_id,
+            )
+            .await
+    }
+
+    /// OMA 2012 "Message status report" with PUT (seed 7.1.10).
+    async fn update_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_one_to_one_message_status(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                &message_id,
+                body.status,
+            )
             .await
     }
 }

@@ -70,7 +70,7 @@ fn location_id(a: &support::Answer) -> String {
 
 /// A subscription, a session between alice and bob (bob connected) and one message: the ids
 /// every GET path of the API needs.
-async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
+async fn fixtures(server: &Server) -> [(&'static str, String); 6] {
     let json = [("content-type", "application/json")];
     let sub = send(
         "POST",
@@ -94,6 +94,8 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
         ("subscriptionId", location_id(&sub)),
         ("sessionId", sid),
         ("participantId", enc(BOB)),
+        // The OMA 2012 face's peer of the (1-1) session.
+        ("otherUserId", enc(BOB)),
         ("messageId", location_id(&msg)),
     ]
 }

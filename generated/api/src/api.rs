@@ -85,6 +85,49 @@ pub struct MessageIdPath {
     pub message_id: String,
 }
 
+/// Path parameters of `/chat/v1/{userId}/oneToOne/{otherUserId}`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct OtherUserIdPath {
+    /// `userId`, percent-decoded.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `otherUserId`, percent-decoded.
+    #[serde(rename = "otherUserId")]
+    pub other_user_id: String,
+}
+
+/// Path parameters of `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct OtherUserIdSessionIdPath {
+    /// `userId`, percent-decoded.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `otherUserId`, percent-decoded.
+    #[serde(rename = "otherUserId")]
+    pub other_user_id: String,
+    /// `sessionId`, percent-decoded.
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+}
+
+/// Path parameters of
+/// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct OtherUserIdSessionIdMessageIdPath {
+    /// `userId`, percent-decoded.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `otherUserId`, percent-decoded.
+    #[serde(rename = "otherUserId")]
+    pub other_user_id: String,
+    /// `sessionId`, percent-decoded.
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    /// `messageId`, percent-decoded.
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+}
+
 /// Query parameters of `listChatSubscriptions`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct ListChatSubscriptionsQuery {
@@ -744,6 +787,122 @@ pub trait ChatService: Send + Sync + 'static {
         message_id: String,
         body: MessageDeliveryStatus,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
+    ///
+    /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
+    /// (`subject`, `originatorAddress`, `tParticipantAddress`, ...), not a `participant` list.
+    /// The invitee is `otherUserId`; `tParticipantAddress`, when sent, must name the same user
+    /// and `originatorAddress` the requesting user (`400 SVC0002` otherwise), and `participant`
+    /// is not part of this form (`400 SVC0002`). The answer is the session as OMA 2012 shows
+    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted) and
+    /// `resourceURL` names it under this tree.
+    ///
+    /// **Decision (one core, two faces):** this is the same session the seed face creates
+    /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
+    /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
+    /// subscription resource exists, notifications go to the subscriptions made on the seed
+    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
+    /// they carry work under this tree too).
+    fn create_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        body: ChatSessionInformation,
+    ) -> impl std::future::Future<Output = Result<Created<ChatSessionInformation>, ApiError>> + Send;
+
+    /// OMA 2012 Read a one-to-one session.
+    ///
+    /// A session the user takes part in whose other participant is `otherUserId`, as OMA 2012
+    /// shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
+    /// group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
+    /// is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
+    /// `otherUserId`.
+    fn get_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<ChatSessionInformation, ApiError>> + Send;
+
+    /// OMA 2012 Close a one-to-one session, or decline its invitation.
+    ///
+    /// Either participant may close (OMA 2012: a SIP BYE from either side): the session ends
+    /// for both, and is gone on both faces, exactly as after the seed's `deleteChatSession`.
+    /// The other participant gets a `chatEventNotification` `SessionEnded` (or
+    /// `SessionCancelled` while its invitation is unanswered); the closer's own application is
+    /// told `SessionEnded` too, as on the seed face. An invitee who has not answered yet
+    /// declines instead (as `Disconnected` on the seed face): the originator is told, and the
+    /// session ends.
+    ///
+    /// **Decision (where the faces part):** on the seed face only the originator may end a
+    /// session (`403 POL0001` for anyone else, seed 7.1.5); OMA 2012 lets the 1-1 peer close,
+    /// so the same session answers a peer's DELETE with `204` here and `403` there.
+    fn delete_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Accept (or decline) a one-to-one invitation.
+    ///
+    /// The invitee PUTs `participantSessionStatus` with `Connected` to accept (the OMA 2012
+    /// form of the seed's `updateParticipantStatus`, whose rules apply unchanged, on the
+    /// user's own status): the originator is told. **Decision:** `Disconnected` declines (OMA
+    /// 2012 declines with DELETE, which works too) and, after accepting, leaves; `Invited` is
+    /// `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
+    /// OMA 2012 has it (the seed face answers `200` with the status).
+    fn update_one_to_one_chat_session_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ParticipantSessionStatus,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Send a message in a one-to-one session.
+    ///
+    /// The seed's `sendMessage` (its rules unchanged: `403 POL1012` before the peer accepted)
+    /// in a one-to-one session. `reportRequest` lists the statuses to report. The answer's
+    /// `resourceReference` and `Location` point at the message's status under this tree
+    /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
+    /// the same on both faces.
+    fn send_one_to_one_chat_message(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read a message's status.
+    ///
+    /// The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
+    /// reads the status every recipient has reached, the recipient the status it reported.
+    fn get_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> impl std::future::Future<Output = Result<MessageStatusReport, ApiError>> + Send;
+
+    /// OMA 2012 Report a message `Delivered` or `Displayed`.
+    ///
+    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`, its
+    /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
+    /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
+    /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    fn update_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 }
 
 /// The chat API as dropshot sees it (generated from the spec; implement
@@ -1215,6 +1374,163 @@ pub trait ChatApi {
         credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
         body: Body<MessageDeliveryStatus>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
+    ///
+    /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
+    /// (`subject`, `originatorAddress`, `tParticipantAddress`, ...), not a `participant` list.
+    /// The invitee is `otherUserId`; `tParticipantAddress`, when sent, must name the same user
+    /// and `originatorAddress` the requesting user (`400 SVC0002` otherwise), and `participant`
+    /// is not part of this form (`400 SVC0002`). The answer is the session as OMA 2012 shows
+    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted) and
+    /// `resourceURL` names it under this tree.
+    ///
+    /// **Decision (one core, two faces):** this is the same session the seed face creates
+    /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
+    /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
+    /// subscription resource exists, notifications go to the subscriptions made on the seed
+    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
+    /// they carry work under this tree too).
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}",
+        operation_id = "createOneToOneChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn create_one_to_one_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdPath>>,
+        body: Body<ChatSessionInformation>,
+    ) -> Result<Reply<ChatSessionInformation, 201>, HttpError>;
+
+    /// OMA 2012 Read a one-to-one session.
+    ///
+    /// A session the user takes part in whose other participant is `otherUserId`, as OMA 2012
+    /// shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
+    /// group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
+    /// is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
+    /// `otherUserId`.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
+        operation_id = "getOneToOneChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn get_one_to_one_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<Reply<ChatSessionInformation, 200>, HttpError>;
+
+    /// OMA 2012 Close a one-to-one session, or decline its invitation.
+    ///
+    /// Either participant may close (OMA 2012: a SIP BYE from either side): the session ends
+    /// for both, and is gone on both faces, exactly as after the seed's `deleteChatSession`.
+    /// The other participant gets a `chatEventNotification` `SessionEnded` (or
+    /// `SessionCancelled` while its invitation is unanswered); the closer's own application is
+    /// told `SessionEnded` too, as on the seed face. An invitee who has not answered yet
+    /// declines instead (as `Disconnected` on the seed face): the originator is told, and the
+    /// session ends.
+    ///
+    /// **Decision (where the faces part):** on the seed face only the originator may end a
+    /// session (`403 POL0001` for anyone else, seed 7.1.5); OMA 2012 lets the 1-1 peer close,
+    /// so the same session answers a peer's DELETE with `204` here and `403` there.
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
+        operation_id = "deleteOneToOneChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn delete_one_to_one_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Accept (or decline) a one-to-one invitation.
+    ///
+    /// The invitee PUTs `participantSessionStatus` with `Connected` to accept (the OMA 2012
+    /// form of the seed's `updateParticipantStatus`, whose rules apply unchanged, on the
+    /// user's own status): the originator is told. **Decision:** `Disconnected` declines (OMA
+    /// 2012 declines with DELETE, which works too) and, after accepting, leaves; `Invited` is
+    /// `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
+    /// OMA 2012 has it (the seed face answers `200` with the status).
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status",
+        operation_id = "updateOneToOneChatSessionStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_one_to_one_chat_session_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Send a message in a one-to-one session.
+    ///
+    /// The seed's `sendMessage` (its rules unchanged: `403 POL1012` before the peer accepted)
+    /// in a one-to-one session. `reportRequest` lists the statuses to report. The answer's
+    /// `resourceReference` and `Location` point at the message's status under this tree
+    /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
+    /// the same on both faces.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages",
+        operation_id = "sendOneToOneChatMessage",
+        tags = ["oma2012"],
+    }]
+    async fn send_one_to_one_chat_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read a message's status.
+    ///
+    /// The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
+    /// reads the status every recipient has reached, the recipient the status it reported.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status",
+        operation_id = "getOneToOneChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn get_one_to_one_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError>;
+
+    /// OMA 2012 Report a message `Delivered` or `Displayed`.
+    ///
+    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`, its
+    /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
+    /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
+    /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status",
+        operation_id = "updateOneToOneChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_one_to_one_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+        body: Body<MessageStatusReport>,
     ) -> Result<NoContent, HttpError>;
 }
 
@@ -1753,6 +2069,195 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             rqctx
                 .context()
                 .confirm_message_delivery(user_id, path.session_id, path.message_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn create_one_to_one_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdPath>>,
+        mut body: Body<ChatSessionInformation>,
+    ) -> Result<Reply<ChatSessionInformation, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .create_one_to_one_chat_session(user_id, path.other_user_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_one_to_one_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<Reply<ChatSessionInformation, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_one_to_one_chat_session(user_id, path.other_user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn delete_one_to_one_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_one_to_one_chat_session(user_id, path.other_user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn update_one_to_one_chat_session_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        mut body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_one_to_one_chat_session_status(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    body,
+                )
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn send_one_to_one_chat_message(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        mut body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .send_one_to_one_chat_message(user_id, path.other_user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_one_to_one_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_one_to_one_chat_message_status(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    path.message_id,
+                )
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn update_one_to_one_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+        mut body: Body<MessageStatusReport>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_one_to_one_chat_message_status(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    path.message_id,
+                    body,
+                )
                 .await
         }
         .await;

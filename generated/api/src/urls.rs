@@ -177,4 +177,84 @@ impl Urls {
             encode_segment(message_id)
         )
     }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}`: `createOneToOneChatSession` (POST).
+    pub fn one_to_one_other_user(&self, user_id: &str, other_user_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`: `getOneToOneChatSession` (GET),
+    /// `deleteOneToOneChatSession` (DELETE).
+    pub fn one_to_one_session(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status`:
+    /// `updateOneToOneChatSessionStatus` (PUT).
+    pub fn one_to_one_session_status(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/status",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages`: `sendOneToOneChatMessage`
+    /// (POST).
+    pub fn one_to_one_messages(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`:
+    /// `getOneToOneChatMessageStatus` (GET), `updateOneToOneChatMessageStatus` (PUT).
+    pub fn one_to_one_message_status(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+        message_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages/{}/status",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id),
+            encode_segment(message_id)
+        )
+    }
 }

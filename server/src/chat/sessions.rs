@@ -77,6 +77,21 @@ impl Chat {
         user: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
+        self.start_session(user, body, |urls, user, s| {
+            (urls.session(user, &s.id), views::session(urls, user, s))
+        })
+        .await
+    }
+
+    /// The one start of a session, whichever face asked: `body` in the seed's form, `shown`
+    /// the face's view of the new (or replayed) session and its URL, so each face answers in
+    /// its own shape while the rules, limits and notifications stay one.
+    pub(super) async fn start_session(
+        self: &Arc<Self>,
+        user: &str,
+        body: ChatSessionInformation,
+        shown: impl Fn(&Urls, &str, &Session) -> (String, ChatSessionInformation),
+    ) -> Result<Created<ChatSessionInformation>, ApiError> {
         let limits = self.settings.limits;
         let (originator_name, invitees) = invitees(
             user,
@@ -96,11 +111,8 @@ impl Chat {
             if let Some(c) = &body.client_correlator
                 && let Some(s) = replayed(mine, user, c)
             {
-                let view = views::session(&self.urls, user, s);
-                return Ok(Created {
-                    location: self.urls.session(user, &s.id),
-                    body: view,
-                });
+                let (location, body) = shown(&self.urls, user, s);
+                return Ok(Created { location, body });
             }
             let now = Instant::now();
             let to: Vec<&str> = invitees.iter().map(|p| p.address.as_str()).collect();
@@ -123,7 +135,7 @@ impl Chat {
                 },
                 invited,
             );
-            let view = views::session(&self.urls, user, &d.session);
+            let view = shown(&self.urls, user, &d.session);
             let mut change = Change::default();
             self.apply(&mut state, &mut change, d);
             (id, view, timers, self.submit(&state, change))
@@ -132,10 +144,8 @@ impl Chat {
         for (address, seq, deadline) in timers {
             self.invitation_timer(id.clone(), address, seq, deadline);
         }
-        Ok(Created {
-            location: self.urls.session(user, &id),
-            body: view,
-        })
+        let (location, body) = view;
+        Ok(Created { location, body })
     }
 
     /// Each invitee with a fresh pending invitation.
@@ -470,7 +480,7 @@ fn extend(
 }
 
 /// Seed 7.1.5, the rule: only the originator ends a session; everyone still in it is told.
-fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refused> {
+pub(super) fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refused> {
     if s.originator != user {
         return Err(Refused::NotOriginator);
     }

@@ -62,6 +62,7 @@ macro_rules! for_each_document_type {
             SubscriptionCancellationNotification,
             SubscriptionSecret,
             DeadLetterList,
+            MessageStatusReport,
         ];
     };
 }
