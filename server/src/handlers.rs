@@ -359,9 +359,18 @@ impl ChatService for ChatServer {
         &self,
         user_id: String,
         other_user_id: String,
-        body: ChatSessionInformation,
+        mut body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         let other = address::canonical(&other_user_id)?;
+        for a in [
+            &mut body.t_participant_address,
+            &mut body.originator_address,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *a = address::canonical(a)?;
+        }
         self.chat
             .create_one_to_one_session(&user_id, &other, body)
             .await

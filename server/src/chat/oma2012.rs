@@ -15,7 +15,6 @@ use super::refused::Refused;
 use super::sessions::{end, end_for_all};
 use super::state::{Session, State};
 use super::{Change, Chat, Decision, durable, missing};
-use crate::address;
 use crate::urls::Urls;
 use netapi_chat_api::{
     ChatMessage, ChatSessionInformation, Created, MessageStatus, MessageStatusReport,
@@ -38,33 +37,41 @@ pub(super) fn peer<'a>(s: &'a Session, user: &str) -> Option<&'a str> {
 }
 
 /// The OMA 2012 create body (flat: `tParticipantAddress`, no `participant` list) read into the
-/// seed's form with `other` as the one invitee. `user` and `other` are canonical. A
-/// `participant` list, a `tParticipantAddress` other than `other` or an `originatorAddress`
-/// other than `user` is `400 SVC0002` (a bad address in either `400 SVC0004`).
+/// seed's form with `other` as the one invitee. Every address is canonical (the handler made
+/// it so). A `participant` list, a `tParticipantAddress` other than `other` or an
+/// `originatorAddress` other than `user` is refused.
 pub(super) fn request(
     user: &str,
     other: &str,
     body: ChatSessionInformation,
-) -> Result<ChatSessionInformation, ApiError> {
+) -> Result<ChatSessionInformation, Refused> {
     if !body.participant.is_empty() {
-        return Err(ApiError::invalid_input(
-            "participant: not part of a oneToOne chatSessionInformation; the invitee is \
-             tParticipantAddress, the otherUserId of the URL",
-        ));
+        return Err(Refused::NotThisOneToOne {
+            field: "participant",
+            why: "not part of a oneToOne chatSessionInformation; the invitee is \
+                  tParticipantAddress, the otherUserId of the URL"
+                .to_owned(),
+        });
     }
-    if let Some(t) = &body.t_participant_address
-        && address::canonical(t)? != other
+    if body
+        .t_participant_address
+        .as_deref()
+        .is_some_and(|t| t != other)
     {
-        return Err(ApiError::invalid_input(format!(
-            "tParticipantAddress: must be the otherUserId of the URL, {other}"
-        )));
+        return Err(Refused::NotThisOneToOne {
+            field: "tParticipantAddress",
+            why: format!("must be the otherUserId of the URL, {other}"),
+        });
     }
-    if let Some(o) = &body.originator_address
-        && address::canonical(o)? != user
+    if body
+        .originator_address
+        .as_deref()
+        .is_some_and(|o| o != user)
     {
-        return Err(ApiError::invalid_input(format!(
-            "originatorAddress: must be the userId of the URL, {user}"
-        )));
+        return Err(Refused::NotThisOneToOne {
+            field: "originatorAddress",
+            why: format!("must be the userId of the URL, {user}"),
+        });
     }
     Ok(ChatSessionInformation {
         subject: body.subject,
@@ -172,7 +179,7 @@ impl Chat {
         other: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
-        let body = request(user, other, body)?;
+        let body = request(user, other, body).map_err(|r| r.into_api(String::new))?;
         self.start_session(user, body, |urls, user, s| {
             (
                 urls.one_to_one_session(user, other, &s.id),
@@ -314,25 +321,21 @@ mod tests {
 
     #[test]
     fn the_2012_body_becomes_the_seed_form_with_one_invitee() {
-        const ME: &str = "tel:+15551230001";
-        const PEER: &str = "tel:+15551230002";
-        const OTHER: &str = "tel:+15551230003";
-        // Any spelling of the two addresses names them.
-        let seed = request(ME, PEER, body(Some("tel:+1-555-123-0002"), Some(ME))).expect("ok");
+        let seed = request(A, B, body(Some(B), Some(A))).expect("accepted");
         assert_eq!(seed.participant.len(), 1);
-        assert_eq!(seed.participant[0].address, PEER);
+        assert_eq!(seed.participant[0].address, B);
         assert_eq!(seed.participant[0].name.as_deref(), Some("Bob"));
         assert_eq!(seed.subject.as_deref(), Some("hi"));
-        assert!(request(ME, PEER, body(None, None)).is_ok());
-        let refused = |b| request(ME, PEER, b).map(|_| ()).unwrap_err().message_id;
-        assert_eq!(refused(body(Some(OTHER), None)), "SVC0002");
-        assert_eq!(refused(body(None, Some(OTHER))), "SVC0002");
-        assert_eq!(refused(body(Some("mailto:x"), None)), "SVC0004");
+        assert!(request(A, B, body(None, None)).is_ok());
+        let field = |b| match request(A, B, b) {
+            Err(Refused::NotThisOneToOne { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(body(Some(C), None)), "tParticipantAddress");
+        assert_eq!(field(body(None, Some(C))), "originatorAddress");
         let mut listed = body(None, None);
-        listed.participant = request(ME, OTHER, body(None, None))
-            .expect("ok")
-            .participant;
-        assert_eq!(refused(listed), "SVC0002");
+        listed.participant = request(A, C, body(None, None)).expect("ok").participant;
+        assert_eq!(field(listed), "participant");
     }
 
     #[test]
