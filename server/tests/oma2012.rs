@@ -390,9 +390,14 @@ async fn refusals(wire: Wire) {
     face.get_one_to_one(C, A, &sid)
         .await
         .fails(404, Some("SVC2008"));
-    face.get_one_to_one_mstatus(A, B, &sid, "msg-none")
-        .await
-        .fails(404, Some("SVC2008"));
+    // A 404 names the resource as this face's client asked for it.
+    let missing = face.get_one_to_one_mstatus(A, B, &sid, "msg-none").await;
+    let text = docs::rendered(missing.error.as_ref().expect("a requestError"));
+    assert!(
+        text.contains(&face.one_to_one_mstatus_url(A, B, &sid, "msg-none")),
+        "{text}"
+    );
+    missing.fails(404, Some("SVC2008"));
     // The sender cannot report its own message.
     let loc = face
         .send_one_to_one(A, B, &sid, &docs::message("mine"))

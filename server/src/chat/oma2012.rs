@@ -154,6 +154,16 @@ pub(super) fn close(
     Ok(Decision { session: s, outbox })
 }
 
+/// A `404` from a seed entry point names the seed's URL; on this face it names `url`, the
+/// resource the client asked for (the same answer as for one that never existed).
+fn named(e: ApiError, url: impl FnOnce() -> String) -> ApiError {
+    if e.status == http::StatusCode::NOT_FOUND {
+        missing(&url())
+    } else {
+        e
+    }
+}
+
 impl Chat {
     /// Session `sid` if it is a one-to-one session `user` sees with `other` as its peer; the
     /// `404` of a session that never existed otherwise (a group session included).
@@ -242,6 +252,7 @@ impl Chat {
         self.update_participant_status(user, sid, user, wanted)
             .await
             .map(|_| ())
+            .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))
     }
 
     /// OMA 2012: send a message in a one-to-one session: the seed's send
@@ -258,6 +269,7 @@ impl Chat {
             urls.one_to_one_message_status(user, other, sid, mid)
         })
         .await
+        .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))
     }
 
     /// OMA 2012: a message's status as a `messageStatusReport` (the seed's
@@ -270,7 +282,14 @@ impl Chat {
         mid: &str,
     ) -> Result<MessageStatusReport, ApiError> {
         self.one_to_one(&self.lock(), user, other, sid)?;
-        let status = self.get_message_delivery_status(user, sid, mid).await?;
+        let status = self
+            .get_message_delivery_status(user, sid, mid)
+            .await
+            .map_err(|e| {
+                named(e, || {
+                    self.urls.one_to_one_message_status(user, other, sid, mid)
+                })
+            })?;
         Ok(MessageStatusReport { status })
     }
 
@@ -285,7 +304,13 @@ impl Chat {
         status: MessageStatus,
     ) -> Result<(), ApiError> {
         self.one_to_one(&self.lock(), user, other, sid)?;
-        self.confirm_message_delivery(user, sid, mid, status).await
+        self.confirm_message_delivery(user, sid, mid, status)
+            .await
+            .map_err(|e| {
+                named(e, || {
+                    self.urls.one_to_one_message_status(user, other, sid, mid)
+                })
+            })
     }
 }
 
