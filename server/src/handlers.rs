@@ -9,8 +9,8 @@ use crate::chat::page::{self, PageRequest};
 use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, Headed,
-    ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
+    ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, GroupChatSessionInformation,
+    Headed, ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
     ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery, ListMessagesHeaders,
     ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus,
     MessageStatusReport, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
@@ -463,6 +463,103 @@ impl ChatService for ChatServer {
                 &message_id,
                 body.status,
             )
+            .await
+    }
+
+    /// OMA 2012 "Create a group chat session" (seed 7.1.4 on this face).
+    async fn create_group_chat_session(
+        &self,
+        user_id: String,
+        mut body: GroupChatSessionInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        canonical_participants(&mut body.participant)?;
+        self.chat.create_group_session(&user_id, body).await
+    }
+
+    async fn get_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<GroupChatSessionInformation, ApiError> {
+        self.chat.get_group_session(&user_id, &session_id)
+    }
+
+    /// OMA 2012 "Add a participant" with one `participantInformation` (seed 7.1.3).
+    async fn add_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        mut body: ParticipantInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        body.address = address::canonical(&body.address)?;
+        self.chat
+            .add_group_participant(&user_id, &session_id, body)
+            .await
+    }
+
+    /// OMA 2012 "Leave / decline" (own participant) or withdraw an invitation (seed 7.1.6-7.1.8).
+    async fn delete_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .delete_group_participant(&user_id, &session_id, &participant(participant_id))
+            .await
+    }
+
+    /// OMA 2012 "Accept a group chat invitation" with PUT (seed 7.1.7).
+    async fn update_group_chat_participant_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+        body: ParticipantSessionStatus,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_group_participant_status(
+                &user_id,
+                &session_id,
+                &participant(participant_id),
+                body.status,
+            )
+            .await
+    }
+
+    /// OMA 2012 "Send a group chat message" (seed 7.1.9).
+    async fn send_group_chat_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.chat
+            .send_group_message(&user_id, &session_id, body)
+            .await
+    }
+
+    async fn get_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<MessageStatusReport, ApiError> {
+        self.chat
+            .get_group_message_status(&user_id, &session_id, &message_id)
+            .await
+    }
+
+    /// OMA 2012 "Message status report" in a group chat (seed 7.1.10).
+    async fn update_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_group_message_status(&user_id, &session_id, &message_id, body.status)
             .await
     }
 }

@@ -10,9 +10,9 @@ mod support;
 // XSD), with notifications at real listeners. The faces share one core: sessions cross.
 
 use netapi_chat_api::{
-    ChatEventNotification, ChatSessionInformation, EventType, MessageDeliveryNotification,
-    MessageNotification, MessageStatus, ParticipantStatus, ParticipantStatusNotification,
-    SessionInvitationNotification,
+    ChatEventNotification, ChatSessionInformation, EventType, GroupChatSessionInformation,
+    MessageDeliveryNotification, MessageNotification, MessageStatus, ParticipantInformation,
+    ParticipantStatus, ParticipantStatusNotification, SessionInvitationNotification,
 };
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
@@ -522,4 +522,189 @@ async fn hand_written_2012_documents_and_verbs() {
         .await;
         assert_eq!(closed.status, 204, "{}", closed.body);
     }
+}
+
+/// The group chat on the 2012 face: create (one invitee is still a group), accept with PUT, add
+/// one `participantInformation` (the issue's first failure: the seed face wants a
+/// `participantList`), send and report, decline and leave with DELETE of one's own participant,
+/// withdraw someone else's invitation with DELETE of theirs.
+async fn group_chat(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let (a, b, c) = (
+        User::new(&face, A).await,
+        User::new(&face, B).await,
+        User::new(&face, C).await,
+    );
+    let req = GroupChatSessionInformation {
+        subject: Some("Team".to_owned()),
+        participant: vec![
+            ParticipantInformation {
+                is_originator: Some(true),
+                ..docs::participant(A)
+            },
+            docs::participant(B),
+        ],
+        client_correlator: None,
+        resource_url: None,
+    };
+    let (loc, r) = face.create_group(A, &req).await.created();
+    let sid = last_segment(&loc);
+    assert_eq!(loc, urls.group_session(A, &sid));
+    assert_eq!(r.resource_url, loc);
+    let _: SessionInvitationNotification = b.next().await;
+    let g = face.get_group(B, &sid).await.ok(200);
+    assert_eq!(g.resource_url, Some(urls.group_session(B, &sid)));
+    let who: Vec<_> = g
+        .participant
+        .iter()
+        .map(|p| (p.address.as_str(), p.status, p.is_originator))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            (A, Some(Connected), Some(true)),
+            (B, Some(Invited), Some(false))
+        ]
+    );
+    // A group with one invitee is not a one-to-one chat.
+    face.get_one_to_one(A, B, &sid)
+        .await
+        .fails(404, Some("SVC2008"));
+
+    face.put_group_status(B, &sid, B, Connected)
+        .await
+        .no_content();
+    let st: ParticipantStatusNotification = a.next().await;
+    assert_eq!(st.participant[0].status, Some(Connected));
+
+    // One participantInformation invites one more.
+    let (loc, r) = face
+        .add_group_participant(A, &sid, &docs::participant(C))
+        .await
+        .created();
+    assert_eq!(loc, urls.group_participant(A, &sid, C));
+    assert_eq!(r.resource_url, loc);
+    let _: SessionInvitationNotification = c.next().await;
+    // The other member is told of the invitation (the inviter knows); the invitee declines
+    // with DELETE of its own participant, and both are told.
+    let st: ParticipantStatusNotification = b.next().await;
+    assert_eq!(
+        (st.participant[0].address.as_str(), st.participant[0].status),
+        (C, Some(Invited))
+    );
+    face.delete_group_participant(C, &sid, C).await.no_content();
+    for u in [&a, &b] {
+        let st: ParticipantStatusNotification = u.next().await;
+        assert_eq!(st.participant[0].address, C);
+        assert_eq!(
+            st.participant[0].status,
+            Some(ParticipantStatus::Disconnected)
+        );
+    }
+
+    // Send and report Displayed.
+    let msg = netapi_chat_api::ChatMessage {
+        report_request: vec![MessageStatus::Displayed],
+        ..docs::message("stand-up in 5")
+    };
+    let (loc, _) = face.send_group(A, &sid, &msg).await.created();
+    let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
+    assert_eq!(loc, urls.group_message_status(A, &sid, &mid));
+    let m: MessageNotification = b.next().await;
+    assert_eq!(m.message_id, mid);
+    face.put_group_mstatus(B, &sid, &mid, MessageStatus::Displayed)
+        .await
+        .no_content();
+    let d: MessageDeliveryNotification = a.next().await;
+    assert_eq!(d.status, MessageStatus::Displayed);
+    assert_eq!(
+        face.get_group_mstatus(A, &sid, &mid).await.ok(200).status,
+        MessageStatus::Displayed
+    );
+
+    // Someone else's participant: the inviter withdraws an unanswered invitation.
+    const D: &str = "sip:dave@example.org";
+    face.add_group_participant(A, &sid, &docs::participant(D))
+        .await
+        .created();
+    face.delete_group_participant(B, &sid, D)
+        .await
+        .fails(403, Some("POL0001"));
+    face.delete_group_participant(A, &sid, D).await.no_content();
+    let g = face.get_group(A, &sid).await.ok(200);
+    let dave = g
+        .participant
+        .iter()
+        .find(|p| p.address == D)
+        .expect("listed");
+    assert_eq!(dave.status, Some(ParticipantStatus::Disconnected));
+
+    // The member leaves with DELETE of its own participant; the originator is told.
+    face.delete_group_participant(B, &sid, B).await.no_content();
+    let st: ParticipantStatusNotification = a.next().await;
+    assert_eq!(st.participant[0].address, B);
+    assert_eq!(
+        st.participant[0].status,
+        Some(ParticipantStatus::Disconnected)
+    );
+
+    // A seed group session is under group/ too; a one-to-one session is not.
+    let gid = last_segment(
+        &face
+            .create_session(A, &docs::session("seed group", &[B, C]))
+            .await
+            .created()
+            .0,
+    );
+    assert_eq!(face.get_group(C, &gid).await.ok(200).participant.len(), 3);
+    let one = last_segment(
+        &face
+            .create_one_to_one(A, B, &one_to_one_request(A, B, "1-1"))
+            .await
+            .created()
+            .0,
+    );
+    face.get_group(A, &one).await.fails(404, Some("SVC2008"));
+}
+
+#[tokio::test]
+async fn group_chat_in_json() {
+    group_chat(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn group_chat_in_xml() {
+    group_chat(Wire::Xml).await;
+}
+
+/// The issue's first failure, as an OMA 2012 client sends it by hand: one
+/// `participantInformation` POSTed to a group's participants, in JSON and in XML (valid against
+/// the published XSD), is `201`.
+#[tokio::test]
+async fn a_single_participant_information_is_accepted() {
+    let srv = Server::default_for_tests();
+    let urls = srv.urls();
+    let face = Face::new(Wire::Json, &srv);
+    let req = GroupChatSessionInformation {
+        participant: vec![docs::participant(B)],
+        ..GroupChatSessionInformation::default()
+    };
+    let sid = last_segment(&face.create_group(A, &req).await.created().0);
+    let xml = format!(
+        "<chat:participantInformation xmlns:chat=\"urn:oma:xml:rest:netapi:chat:1\">\
+         <address>{C}</address></chat:participantInformation>"
+    );
+    xsd_validate(&xml);
+    let json = r#"{"participantInformation":{"address":"sip:dave@example.org"}}"#;
+    for (f, body) in [(Format::Xml, xml.as_str()), (Format::Json, json)] {
+        let ct = f.media_type();
+        let h = [("content-type", ct), ("accept", ct)];
+        let added = send("POST", &urls.group_participants(A, &sid), &h, Some(body)).await;
+        assert_eq!(added.status, 201, "{}", added.body);
+        let r: netapi_chat_api::ResourceReference = added.decode();
+        assert_eq!(r.resource_url, added.header("location"));
+    }
+    assert_eq!(face.get_group(A, &sid).await.ok(200).participant.len(), 4);
 }

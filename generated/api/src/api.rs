@@ -903,6 +903,103 @@ pub trait ChatService: Send + Sync + 'static {
         message_id: String,
         body: MessageStatusReport,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Start a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.4: `groupChatSessionInformation` with the invitees in
+    /// `participant` (the originator may be listed, with `isOriginator=true`; it is always
+    /// part of the session). The seed's rules apply unchanged (duplicates `403 POL0013`, too
+    /// many `403 POL1017`, at least one invitee `400 SVC0002`, quotas and limits). The answer
+    /// is a `resourceReference` to the session under `group/`.
+    ///
+    /// **Decision:** a group started here stays a group chat with a single invitee too (the
+    /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
+    /// `oneToOne/`, and one invitee's decline does not end it.
+    fn create_group_chat_session(
+        &self,
+        user_id: String,
+        body: GroupChatSessionInformation,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read a group session.
+    ///
+    /// A group session the user takes part in (started on either face, or a seed 1-1 session
+    /// extended to a group); a one-to-one session is `404 SVC2008` here.
+    fn get_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<GroupChatSessionInformation, ApiError>> + Send;
+
+    /// OMA 2012 Invite one participant into a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
+    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
+    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
+    /// `resourceReference` to the new participant under `group/`.
+    fn add_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ParticipantInformation,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
+    ///
+    /// Your own participant: leave, or decline an unanswered invitation (the seed's
+    /// `updateParticipantStatus` with `Disconnected`). Someone else's: withdraw the
+    /// invitation you sent while it is unanswered (the seed's `cancelInvitation`, with its
+    /// `409 SVC0001` / `403 POL0001`).
+    fn delete_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Accept a group chat invitation.
+    ///
+    /// The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
+    /// `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+    fn update_group_chat_participant_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+        body: ParticipantSessionStatus,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Send a message in a group chat.
+    ///
+    /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
+    /// `Location` name the message's status under `group/`.
+    fn send_group_chat_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read a group message's status.
+    ///
+    /// As `getOneToOneChatMessageStatus`, in a group session.
+    fn get_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> impl std::future::Future<Output = Result<MessageStatusReport, ApiError>> + Send;
+
+    /// OMA 2012 Report a group message `Delivered` or `Displayed`.
+    ///
+    /// As `updateOneToOneChatMessageStatus`, in a group session.
+    fn update_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 }
 
 /// The chat API as dropshot sees it (generated from the spec; implement
@@ -1530,6 +1627,156 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+        body: Body<MessageStatusReport>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Start a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.4: `groupChatSessionInformation` with the invitees in
+    /// `participant` (the originator may be listed, with `isOriginator=true`; it is always
+    /// part of the session). The seed's rules apply unchanged (duplicates `403 POL0013`, too
+    /// many `403 POL1017`, at least one invitee `400 SVC0002`, quotas and limits). The answer
+    /// is a `resourceReference` to the session under `group/`.
+    ///
+    /// **Decision:** a group started here stays a group chat with a single invitee too (the
+    /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
+    /// `oneToOne/`, and one invitee's decline does not end it.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/group",
+        operation_id = "createGroupChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn create_group_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        body: Body<GroupChatSessionInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read a group session.
+    ///
+    /// A group session the user takes part in (started on either face, or a seed 1-1 session
+    /// extended to a group); a one-to-one session is `404 SVC2008` here.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}",
+        operation_id = "getGroupChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn get_group_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<Reply<GroupChatSessionInformation, 200>, HttpError>;
+
+    /// OMA 2012 Invite one participant into a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
+    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
+    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
+    /// `resourceReference` to the new participant under `group/`.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants",
+        operation_id = "addGroupChatParticipant",
+        tags = ["oma2012"],
+    }]
+    async fn add_group_chat_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        body: Body<ParticipantInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
+    ///
+    /// Your own participant: leave, or decline an unanswered invitation (the seed's
+    /// `updateParticipantStatus` with `Disconnected`). Someone else's: withdraw the
+    /// invitation you sent while it is unanswered (the seed's `cancelInvitation`, with its
+    /// `409 SVC0001` / `403 POL0001`).
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants/{participantId}",
+        operation_id = "deleteGroupChatParticipant",
+        tags = ["oma2012"],
+    }]
+    async fn delete_group_chat_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Accept a group chat invitation.
+    ///
+    /// The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
+    /// `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants/{participantId}/status",
+        operation_id = "updateGroupChatParticipantStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_group_chat_participant_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+        body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Send a message in a group chat.
+    ///
+    /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
+    /// `Location` name the message's status under `group/`.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/group/{sessionId}/messages",
+        operation_id = "sendGroupChatMessage",
+        tags = ["oma2012"],
+    }]
+    async fn send_group_chat_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read a group message's status.
+    ///
+    /// As `getOneToOneChatMessageStatus`, in a group session.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status",
+        operation_id = "getGroupChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn get_group_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError>;
+
+    /// OMA 2012 Report a group message `Delivered` or `Displayed`.
+    ///
+    /// As `updateOneToOneChatMessageStatus`, in a group session.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status",
+        operation_id = "updateGroupChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_group_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
         body: Body<MessageStatusReport>,
     ) -> Result<NoContent, HttpError>;
 }
@@ -2258,6 +2505,210 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                     path.message_id,
                     body,
                 )
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn create_group_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        mut body: Body<GroupChatSessionInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .create_group_chat_session(user_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_group_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<Reply<GroupChatSessionInformation, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_group_chat_session(user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn add_group_chat_participant(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        mut body: Body<ParticipantInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .add_group_chat_participant(user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn delete_group_chat_participant(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_group_chat_participant(user_id, path.session_id, path.participant_id)
+                .await
+        }
+        .await;
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn update_group_chat_participant_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+        mut body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_group_chat_participant_status(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                    body,
+                )
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn send_group_chat_message(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        mut body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .send_group_chat_message(user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_group_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_group_chat_message_status(user_id, path.session_id, path.message_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn update_group_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+        mut body: Body<MessageStatusReport>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_group_chat_message_status(user_id, path.session_id, path.message_id, body)
                 .await
         }
         .await;

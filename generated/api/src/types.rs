@@ -2097,6 +2097,118 @@ impl From<MessageDeliveryStatus> for MessageDeliveryStatusRoot {
     }
 }
 
+/// (OMA 2012 face) OMA 2012 `groupChatSessionInformation`: a group chat. The client sends
+/// `subject` and the invitees in `participant` (the originator may be listed with
+/// `isOriginator=true`); the server answers every participant with its status and URL.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct GroupChatSessionInformation {
+    /// `subject`: Topic of the chat, shown with the invitation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub subject: Option<String>,
+    /// `participant`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub participant: Vec<ParticipantInformation>,
+    /// `clientCorrelator`.
+    #[serde(
+        rename = "clientCorrelator",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub client_correlator: Option<String>,
+    /// `resourceURL`: (set by the server) This session under `group/`, for the requesting user.
+    #[serde(
+        rename = "resourceURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 2048))]
+    pub resource_url: Option<String>,
+}
+
+impl XmlType for GroupChatSessionInformation {
+    fn write_children(&self, w: &mut XmlWriter) {
+        if let Some(v) = &self.subject {
+            w.leaf("subject", v);
+        }
+        for v in &self.participant {
+            w.element("participant", v);
+        }
+        if let Some(v) = &self.client_correlator {
+            w.leaf("clientCorrelator", v);
+        }
+        if let Some(v) = &self.resource_url {
+            w.leaf("resourceURL", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = GroupChatSessionInformation {
+            subject: e.optional_leaf("subject")?,
+            participant: e.child_list("participant")?,
+            client_correlator: e.optional_leaf("clientCorrelator")?,
+            resource_url: e.optional_leaf("resourceURL")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for GroupChatSessionInformation {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.subject {
+            netapi_chat_runtime::wire::check_max_length("subject", v, 1024)?;
+        }
+        for v in &self.participant {
+            v.validate()?;
+        }
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for GroupChatSessionInformation {
+    const NAME: &'static str = "groupChatSessionInformation";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`GroupChatSessionInformation`]: an object whose one key is the root element's
+/// name, `groupChatSessionInformation`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupChatSessionInformationRoot {
+    /// The document.
+    #[serde(rename = "groupChatSessionInformation")]
+    pub group_chat_session_information: GroupChatSessionInformation,
+}
+
+impl netapi_chat_runtime::wire::Document for GroupChatSessionInformation {
+    type Json = GroupChatSessionInformationRoot;
+
+    fn from_json(wrapper: GroupChatSessionInformationRoot) -> Self {
+        wrapper.group_chat_session_information
+    }
+}
+
+impl From<GroupChatSessionInformation> for GroupChatSessionInformationRoot {
+    fn from(group_chat_session_information: GroupChatSessionInformation) -> Self {
+        GroupChatSessionInformationRoot {
+            group_chat_session_information,
+        }
+    }
+}
+
 /// (OMA 2012 face) OMA 2012 `messageStatusReport`: the status a recipient reports (PUT)
 /// or a sender reads (GET). The same content as the seed's `MessageDeliveryStatus`, under
 /// the root element OMA 2012 names.

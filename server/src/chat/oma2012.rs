@@ -1,24 +1,27 @@
-//! The OMA 2012 face's one-to-one "confirmed" chat (issue 16, `/chat/v1/{userId}/oneToOne/…`)
-//! over the same sessions and messages as the seed face: the entry points here are thin
-//! adapters. Each checks what only this face has (the path's `otherUserId` must be the other
-//! participant of a 1-1 session), turns the 2012 document into the seed's or back, and hands
-//! over to the seed's entry point, whose rules, limits, durability and notifications apply
+//! The OMA 2012 face (issue 16, `/chat/v1/{userId}/…`): the one-to-one "confirmed" chat
+//! (`oneToOne/`) and the group chat (`group/`), over the same sessions and messages as the
+//! seed face: the entry points here are thin adapters. Each checks what only this face has
+//! (`oneToOne/{otherUserId}` must be the other participant of a 1-1 session; `group/` holds
+//! group sessions only), turns the 2012 document into the seed's or back, and hands over to
+//! the seed's entry point, whose rules, limits, durability and notifications apply
 //! unchanged. Only closing differs in substance: OMA 2012 lets either participant of a 1-1
 //! chat close it, where the seed lets only the originator end a session ([`close`]).
 //!
 //! Rules (plain functions, tested below): [`peer`] says whether a session is one-to-one and
-//! with whom, [`request`] reads the 2012 create body, [`session`] is the 2012 view, [`close`]
-//! decides a DELETE.
+//! with whom, [`request`] reads the 2012 create body, [`session`] and [`group_view`] are the
+//! 2012 views, [`close`] decides a 1-1 DELETE, [`withdraws`] a group participant's DELETE.
 
 use super::participants::set_status;
 use super::refused::Refused;
 use super::sessions::{end, end_for_all};
 use super::state::{Session, State};
+use super::views;
 use super::{Change, Chat, Decision, durable, missing};
 use crate::urls::Urls;
 use netapi_chat_api::{
-    ChatMessage, ChatSessionInformation, Created, MessageStatus, MessageStatusReport,
-    ParticipantInformation, ParticipantStatus, ResourceReference,
+    ChatMessage, ChatSessionInformation, Created, GroupChatSessionInformation, MessageStatus,
+    MessageStatusReport, ParticipantInformation, ParticipantList, ParticipantStatus,
+    ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -154,6 +157,34 @@ pub(super) fn close(
     Ok(Decision { session: s, outbox })
 }
 
+/// A group session as `viewer` sees it on the OMA 2012 face: every participant (the
+/// originator first, `isOriginator=true`) with its status, URLs under `group/`.
+pub(super) fn group_view(urls: &Urls, viewer: &str, s: &Session) -> GroupChatSessionInformation {
+    GroupChatSessionInformation {
+        subject: s.subject.clone(),
+        participant: s
+            .participants
+            .iter()
+            .map(|p| ParticipantInformation {
+                resource_url: Some(urls.group_participant(viewer, &s.id, &p.address)),
+                ..views::participant(urls, viewer, s, p)
+            })
+            .collect(),
+        client_correlator: if viewer == s.originator {
+            s.client_correlator.clone()
+        } else {
+            None
+        },
+        resource_url: Some(urls.group_session(viewer, &s.id)),
+    }
+}
+
+/// OMA 2012, the rule on a DELETE of group participant `pid` by `user`: one's own participant
+/// leaves or declines (`false`); someone else's withdraws the invitation `user` sent (`true`).
+pub(super) fn withdraws(user: &str, pid: &str) -> bool {
+    user != pid
+}
+
 /// A `404` from a seed entry point names the seed's URL; on this face it names `url`, the
 /// resource the client asked for (the same answer as for one that never existed).
 fn named(e: ApiError, url: impl FnOnce() -> String) -> ApiError {
@@ -190,7 +221,7 @@ impl Chat {
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         let body = request(user, other, body).map_err(|r| r.into_api(String::new))?;
-        self.start_session(user, body, |urls, user, s| {
+        self.start_session(user, body, false, |urls, user, s| {
             (
                 urls.one_to_one_session(user, other, &s.id),
                 session(urls, user, other, s),
@@ -314,6 +345,156 @@ impl Chat {
     }
 }
 
+impl Chat {
+    /// Session `sid` if it is a group session `user` sees; the `404` of a session that never
+    /// existed otherwise (a one-to-one session included).
+    fn group<'a>(&self, state: &'a State, user: &str, sid: &str) -> Result<&'a Session, ApiError> {
+        let s = self.visible(state, user, sid)?;
+        if s.group {
+            Ok(s)
+        } else {
+            Err(missing(&self.urls.group_session(user, sid)))
+        }
+    }
+
+    /// OMA 2012: start a group chat: the seed's start ([`Chat::start_session`]), a group
+    /// however many invitees; the answer is a `resourceReference` under `group/`.
+    pub async fn create_group_session(
+        self: &Arc<Self>,
+        user: &str,
+        body: GroupChatSessionInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        let seed = ChatSessionInformation {
+            subject: body.subject,
+            participant: body.participant,
+            client_correlator: body.client_correlator,
+            ..ChatSessionInformation::default()
+        };
+        self.start_session(user, seed, true, |urls, user, s| {
+            let url = urls.group_session(user, &s.id);
+            (url.clone(), ResourceReference { resource_url: url })
+        })
+        .await
+    }
+
+    /// OMA 2012: read a group session.
+    pub fn get_group_session(
+        &self,
+        user: &str,
+        sid: &str,
+    ) -> Result<GroupChatSessionInformation, ApiError> {
+        let state = self.lock();
+        let s = self.group(&state, user, sid)?;
+        Ok(group_view(&self.urls, user, s))
+    }
+
+    /// OMA 2012: invite one participant (the seed's [`Chat::add_participants`] with a list of
+    /// one); the answer names the new participant under `group/`.
+    pub async fn add_group_participant(
+        self: &Arc<Self>,
+        user: &str,
+        sid: &str,
+        body: ParticipantInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        let address = body.address.clone();
+        let list = ParticipantList {
+            participant: vec![body],
+            resource_url: None,
+            link: Vec::new(),
+        };
+        self.add_participants(user, sid, list)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
+        let url = self.urls.group_participant(user, sid, &address);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
+    }
+
+    /// OMA 2012: leave or decline (one's own participant), or withdraw an invitation (someone
+    /// else's): the seed's [`Chat::update_participant_status`] or [`Chat::cancel_invitation`],
+    /// as [`withdraws`] says.
+    pub async fn delete_group_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        let done = if withdraws(user, pid) {
+            self.cancel_invitation(user, sid, pid).await
+        } else {
+            self.update_participant_status(user, sid, pid, ParticipantStatus::Disconnected)
+                .await
+                .map(|_| ())
+        };
+        done.map_err(|e| named(e, || self.urls.group_participant(user, sid, pid)))
+    }
+
+    /// OMA 2012: accept (or leave, re-join) with PUT: the seed's
+    /// [`Chat::update_participant_status`].
+    pub async fn update_group_participant_status(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+        wanted: ParticipantStatus,
+    ) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.update_participant_status(user, sid, pid, wanted)
+            .await
+            .map(|_| ())
+            .map_err(|e| named(e, || self.urls.group_participant_status(user, sid, pid)))
+    }
+
+    /// OMA 2012: send a message in a group session ([`Chat::post_message`]); the answer names
+    /// the message's status under `group/`.
+    pub async fn send_group_message(
+        &self,
+        user: &str,
+        sid: &str,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.post_message(user, sid, body, Urls::group_message_status)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))
+    }
+
+    /// OMA 2012: a group message's status (the seed's
+    /// [`Chat::get_message_delivery_status`]).
+    pub async fn get_group_message_status(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<MessageStatusReport, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        let status = self
+            .get_message_delivery_status(user, sid, mid)
+            .await
+            .map_err(|e| named(e, || self.urls.group_message_status(user, sid, mid)))?;
+        Ok(MessageStatusReport { status })
+    }
+
+    /// OMA 2012: a recipient reports a group message (the seed's
+    /// [`Chat::confirm_message_delivery`]).
+    pub async fn update_group_message_status(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+    ) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.confirm_message_delivery(user, sid, mid, status)
+            .await
+            .map_err(|e| named(e, || self.urls.group_message_status(user, sid, mid)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
@@ -412,6 +593,37 @@ mod tests {
             close(&u, &s, STRANGER, 0, 10),
             Err(Refused::NotFound)
         ));
+    }
+
+    #[test]
+    fn the_group_view_lists_everyone_under_group() {
+        let s = session_fixture(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(2)),
+            ],
+        );
+        let v = group_view(&urls(), B, &s);
+        let who: Vec<_> = v
+            .participant
+            .iter()
+            .map(|p| (p.address.as_str(), p.status, p.is_originator))
+            .collect();
+        assert_eq!(
+            who,
+            [
+                (A, Some(Connected), Some(true)),
+                (B, Some(Connected), Some(false)),
+                (C, Some(Invited), Some(false))
+            ]
+        );
+        assert_eq!(
+            v.participant[2].resource_url.as_deref(),
+            Some("http://chat.test/chat/v1/tel%3A%2B2/group/sess-1/participants/tel%3A%2B3")
+        );
+        assert!(withdraws(A, C));
+        assert!(!withdraws(B, B));
     }
 
     use super::super::state::Invitation;

@@ -63,6 +63,7 @@ macro_rules! for_each_document_type {
             SubscriptionSecret,
             DeadLetterList,
             MessageStatusReport,
+            GroupChatSessionInformation,
         ];
     };
 }
