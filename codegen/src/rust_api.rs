@@ -193,7 +193,14 @@ fn path_structs(spec: &Spec) -> Result<Vec<PathStruct>> {
         let Some(last) = op.path_params.last() else {
             continue;
         };
-        let name = format_ident!("{}Path", pascal(last));
+        // `{Last}Path`; a later list ending in the same parameter (the OMA 2012 face's
+        // `…/{otherUserId}/{sessionId}`) is named after every parameter but the first (the
+        // acting user): `OtherUserIdSessionIdPath`.
+        let mut name = format_ident!("{}Path", pascal(last));
+        if out.iter().any(|p| p.name == name) {
+            let all: String = op.path_params.iter().skip(1).map(|p| pascal(p)).collect();
+            name = format_ident!("{all}Path");
+        }
         ensure!(
             !out.iter().any(|p| p.name == name),
             "two different parameter lists end in `{last}`; path struct names would clash"

@@ -8,6 +8,11 @@
 //! (`…/chatSessions` → `chat_sessions`, `…/chatSessions/{sessionId}` → `session`); when two
 //! templates would get the same name, each is prefixed with the name of the segment before it
 //! (`…/participants/{participantId}/status` → `participant_status`).
+//!
+//! **A second face** (issue 16): a path item may carry `x-netapi-urls-prefix: <name>` (the OMA
+//! 2012 tree's `one_to_one`). Its templates are named by the same rule among the templates with
+//! the same prefix only, and the name is then prefixed (`…/oneToOne/{otherUserId}/{sessionId}`
+//! → `one_to_one_session`), so a face's names never change the names of another face.
 
 use crate::model::Spec;
 use crate::naming::{doc_attrs, ident, snake};
@@ -39,6 +44,8 @@ struct Template {
     segments: Vec<Segment>,
     /// `operationId (METHOD)` of each operation on the path, for the builder's doc.
     operations: Vec<String>,
+    /// The path item's `x-netapi-urls-prefix`: its face's name prefix (module doc).
+    prefix: Option<String>,
 }
 
 fn parse(path: &str) -> Result<Vec<Segment>> {
@@ -79,10 +86,15 @@ fn names(templates: &[Template]) -> Result<Vec<String>> {
         .iter()
         .map(|t| {
             let s = short(t);
-            if templates.iter().filter(|o| short(o) == s).count() > 1 {
-                long(t)
-            } else {
-                s
+            let clash = templates
+                .iter()
+                .filter(|o| o.prefix == t.prefix && short(o) == s)
+                .count()
+                > 1;
+            let name = if clash { long(t) } else { s };
+            match &t.prefix {
+                Some(p) => format!("{p}_{name}"),
+                None => name,
             }
         })
         .collect();
@@ -110,6 +122,9 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
                 path: op.path.clone(),
                 segments: parse(&op.path)?,
                 operations: vec![label],
+                prefix: spec.raw["paths"][&op.path]["x-netapi-urls-prefix"]
+                    .as_str()
+                    .map(str::to_owned),
             }),
         }
     }
@@ -177,7 +192,37 @@ mod tests {
             path: path.to_owned(),
             segments: parse(path).unwrap(),
             operations: Vec::new(),
+            prefix: None,
         }
+    }
+
+    #[test]
+    fn a_prefixed_face_is_named_on_its_own() {
+        let mut ts: Vec<Template> = [
+            "/v1/chat/{userId}/chatSessions/{sessionId}",
+            "/v1/chat/{userId}/chatSessions/{sessionId}/messages",
+            "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
+            "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages",
+            "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status",
+            "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status",
+        ]
+        .into_iter()
+        .map(template)
+        .collect();
+        for t in &mut ts[2..] {
+            t.prefix = Some("one_to_one".into());
+        }
+        assert_eq!(
+            names(&ts).unwrap(),
+            [
+                "session",
+                "messages",
+                "one_to_one_session",
+                "one_to_one_messages",
+                "one_to_one_session_status",
+                "one_to_one_message_status"
+            ]
+        );
     }
 
     #[test]

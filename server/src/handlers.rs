@@ -9,12 +9,12 @@ use crate::chat::page::{self, PageRequest};
 use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, Headed,
-    ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
+    ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, GroupChatSessionInformation,
+    Headed, ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
     ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery, ListMessagesHeaders,
     ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ResourceReference,
-    SubscriptionSecret,
+    MessageStatusReport, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
+    ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -347,6 +347,219 @@ impl ChatService for ChatServer {
     ) -> Result<(), ApiError> {
         self.chat
             .confirm_message_delivery(&user_id, &session_id, &message_id, body.status)
+            .await
+    }
+
+    // ---------------------------------------------------------------- OMA 2012 face
+    // `/chat/v1/{userId}/oneToOne/…` (issue 16): each hands over to the core's adapter of the
+    // same name, which checks the peer and calls the seed's entry point (`chat/oma2012.rs`).
+
+    /// OMA 2012 "Create a confirmed one-to-one chat session" (seed 7.1.2 on this face).
+    async fn create_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        mut body: ChatSessionInformation,
+    ) -> Result<Created<ChatSessionInformation>, ApiError> {
+        let other = address::canonical(&other_user_id)?;
+        for a in [
+            &mut body.t_participant_address,
+            &mut body.originator_address,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *a = address::canonical(a)?;
+        }
+        self.chat
+            .create_one_to_one_session(&user_id, &other, body)
+            .await
+    }
+
+    async fn get_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> Result<ChatSessionInformation, ApiError> {
+        self.chat
+            .get_one_to_one_session(&user_id, &participant(other_user_id), &session_id)
+    }
+
+    /// OMA 2012 "Close a one-to-one session" by either side, or decline (seed 7.1.5 / 7.1.7).
+    async fn delete_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .delete_one_to_one_session(&user_id, &participant(other_user_id), &session_id)
+            .await
+    }
+
+    /// OMA 2012 "Accept a one-to-one invitation" with PUT (seed 7.1.7).
+    async fn update_one_to_one_chat_session_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ParticipantSessionStatus,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_one_to_one_session_status(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                body.status,
+            )
+            .await
+    }
+
+    /// OMA 2012 "Send a chat message" (seed 7.1.9).
+    async fn send_one_to_one_chat_message(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.chat
+            .send_one_to_one_message(&user_id, &participant(other_user_id), &session_id, body)
+            .await
+    }
+
+    async fn get_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<MessageStatusReport, ApiError> {
+        self.chat
+            .get_one_to_one_message_status(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                &message_id,
+            )
+            .await
+    }
+
+    /// OMA 2012 "Message status report" with PUT (seed 7.1.10).
+    async fn update_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_one_to_one_message_status(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                &message_id,
+                body.status,
+            )
+            .await
+    }
+
+    /// OMA 2012 "Create a group chat session" (seed 7.1.4 on this face).
+    async fn create_group_chat_session(
+        &self,
+        user_id: String,
+        mut body: GroupChatSessionInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        canonical_participants(&mut body.participant)?;
+        self.chat.create_group_session(&user_id, body).await
+    }
+
+    async fn get_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<GroupChatSessionInformation, ApiError> {
+        self.chat.get_group_session(&user_id, &session_id)
+    }
+
+    /// OMA 2012 "Add a participant" with one `participantInformation` (seed 7.1.3).
+    async fn add_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        mut body: ParticipantInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        body.address = address::canonical(&body.address)?;
+        self.chat
+            .add_group_participant(&user_id, &session_id, body)
+            .await
+    }
+
+    /// OMA 2012 "Leave / decline" (own participant) or withdraw an invitation (seed 7.1.6-7.1.8).
+    async fn delete_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .delete_group_participant(&user_id, &session_id, &participant(participant_id))
+            .await
+    }
+
+    /// OMA 2012 "Accept a group chat invitation" with PUT (seed 7.1.7).
+    async fn update_group_chat_participant_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+        body: ParticipantSessionStatus,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_group_participant_status(
+                &user_id,
+                &session_id,
+                &participant(participant_id),
+                body.status,
+            )
+            .await
+    }
+
+    /// OMA 2012 "Send a group chat message" (seed 7.1.9).
+    async fn send_group_chat_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.chat
+            .send_group_message(&user_id, &session_id, body)
+            .await
+    }
+
+    async fn get_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<MessageStatusReport, ApiError> {
+        self.chat
+            .get_group_message_status(&user_id, &session_id, &message_id)
+            .await
+    }
+
+    /// OMA 2012 "Message status report" in a group chat (seed 7.1.10).
+    async fn update_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .update_group_message_status(&user_id, &session_id, &message_id, body.status)
             .await
     }
 }

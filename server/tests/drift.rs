@@ -73,7 +73,8 @@ fn op_table(doc: &Value) -> BTreeMap<(String, String), Value> {
             .cloned()
             .unwrap_or(Value::Array(vec![]));
         for (method, op) in item.as_object().expect("path item") {
-            if method == "parameters" {
+            // `x-…` keys are extensions (`x-netapi-urls-prefix`), not operations.
+            if method == "parameters" || method.starts_with("x-") {
                 continue;
             }
             let mut params: Vec<String> = common

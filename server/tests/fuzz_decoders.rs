@@ -2139,9 +2139,12 @@ fn json_enforces_what_xml_enforces() {
     let cases: [(&str, &[u8]); 6] = [
         ("ParticipantList", br#"{"participantList":{"participant":null}}"#),
         ("ParticipantList", br#"{"participantList":{"participant":[]}}"#),
+        // (`chatSessionInformation.participant` was such a list until the OMA 2012 face shared
+        // the structure, issue 16: now optional in both formats, and the seed face's rule
+        // refuses an empty one in the core, for JSON and XML alike.)
         (
-            "ChatSessionInformation",
-            br#"{"chatSessionInformation":{"participant":[]}}"#,
+            "ParticipantStatusNotification",
+            br#"{"participantStatusNotification":{"participant":[],"sessionId":"s","link":[{"rel":"r","href":"h"}]}}"#,
         ),
         ("RequestError", br#"{"requestError":{}}"#),
         (

@@ -70,7 +70,7 @@ fn location_id(a: &support::Answer) -> String {
 
 /// A subscription, a session between alice and bob (bob connected) and one message: the ids
 /// every GET path of the API needs.
-async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
+async fn fixtures(server: &Server) -> [(&'static str, String); 8] {
     let json = [("content-type", "application/json")];
     let sub = send(
         "POST",
@@ -89,12 +89,28 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
     )
     .await;
     assert_eq!(msg.status, 201, "{}", msg.body);
+    // The OMA 2012 face's `group/` shows group sessions only: one with bob and carol, bob
+    // connected, and a message in it.
+    let gid = session_with(&server.base, r#"{"address":"sip:carol@example.com"}"#).await;
+    let group_msg = send(
+        "POST",
+        &server.urls().messages(ALICE, &gid),
+        &json,
+        Some(r#"{"chatMessage":{"text":"hi all"}}"#),
+    )
+    .await;
+    assert_eq!(group_msg.status, 201, "{}", group_msg.body);
     [
         ("userId", enc(ALICE)),
         ("subscriptionId", location_id(&sub)),
         ("sessionId", sid),
         ("participantId", enc(BOB)),
         ("messageId", location_id(&msg)),
+        // The OMA 2012 face: the peer of the 1-1 session; the group session and its message
+        // (`get_paths` uses them under `/group/`).
+        ("otherUserId", enc(BOB)),
+        ("groupSessionId", gid),
+        ("groupMessageId", location_id(&group_msg)),
     ]
 }
 
@@ -105,14 +121,22 @@ fn urls(base: &str) -> Urls {
 
 /// A session alice started and bob joined (on the server at `base`); its id.
 async fn session(base: &str) -> String {
+    session_with(base, "").await
+}
+
+/// A session alice started with bob and the `more` participants (JSON objects after bob's,
+/// each with its leading comma left out), bob joined; its id.
+async fn session_with(base: &str, more: &str) -> String {
     let json = [("content-type", "application/json")];
-    let s = send(
-        "POST",
-        &urls(base).chat_sessions(ALICE),
-        &json,
-        Some(r#"{"chatSessionInformation":{"subject":"edge","participant":[{"address":"sip:bob@example.com"}]}}"#),
-    )
-    .await;
+    let more = if more.is_empty() {
+        String::new()
+    } else {
+        format!(",{more}")
+    };
+    let body = format!(
+        r#"{{"chatSessionInformation":{{"subject":"edge","participant":[{{"address":"sip:bob@example.com"}}{more}]}}}}"#
+    );
+    let s = send("POST", &urls(base).chat_sessions(ALICE), &json, Some(&body)).await;
     assert_eq!(s.status, 201, "{}", s.body);
     let sid = location_id(&s);
     let joined = send(
@@ -136,7 +160,15 @@ fn get_paths(ids: &[(&str, String)]) -> Vec<String> {
         .iter()
         .filter(|(_, item)| item.get("get").is_some())
         .map(|(template, _)| {
-            ids.iter().fold(template.clone(), |p, (name, value)| {
+            // Under the OMA 2012 face's `group/`, the group session and its message.
+            let template = if template.contains("/group/") {
+                template
+                    .replace("{sessionId}", "{groupSessionId}")
+                    .replace("{messageId}", "{groupMessageId}")
+            } else {
+                template.clone()
+            };
+            ids.iter().fold(template, |p, (name, value)| {
                 p.replace(&format!("{{{name}}}"), value)
             })
         })

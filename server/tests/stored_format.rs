@@ -67,6 +67,8 @@ async fn start_session(srv: &Server, subject: &str, invitee: &str) -> String {
             ..docs::participant(invitee)
         }],
         originator_name: Some("Originator v1".to_owned()),
+        t_participant_address: None,
+        t_participant_name: None,
         client_correlator: Some(format!("v1-{subject}")),
         ..docs::session(subject, &[])
     };

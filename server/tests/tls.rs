@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use support::{APP_TOKEN, Listener, Server, enc, temp_data_dir};
+use support::{APP_TOKEN, Listener, Server, docs, enc, temp_data_dir};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -121,37 +121,6 @@ async fn https(
     })
 }
 
-fn subscription(url: &str, format: Format) -> ChatSubscription {
-    ChatSubscription {
-        callback_reference: CallbackReference {
-            notify_url: url.to_owned(),
-            callback_data: None,
-            notification_format: Some(if format == Format::Xml {
-                NotificationFormat::Xml
-            } else {
-                NotificationFormat::Json
-            }),
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    }
-}
-
-fn participant(address: &str) -> ParticipantInformation {
-    ParticipantInformation {
-        address: address.to_owned(),
-        name: None,
-        is_originator: None,
-        status: None,
-        client_correlator: None,
-        resource_url: None,
-    }
-}
-
 /// Over HTTPS, in JSON and XML: subscribe B at a real listener, start a session from A
 /// inviting B. The answers' URLs and the invitation's links are `https` URLs of this server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +137,7 @@ async fn a_flow_over_https_hands_out_https_urls() {
     for format in [Format::Json, Format::Xml] {
         let l = Listener::start().await;
         let url = format!("{}/v1/chat/{}/subscriptions", srv.base, enc(B));
-        let body = wire::encode(format, &subscription(&l.url, format));
+        let body = wire::encode(format, &docs::subscription_to(&l.url, B, format));
         let a = https(&tls, &srv, "POST", &url, format, Some(body))
             .await
             .expect("subscribe over HTTPS");
@@ -178,16 +147,7 @@ async fn a_flow_over_https_hands_out_https_urls() {
         assert!(location.starts_with(&srv.base), "{location}");
         assert_eq!(sub.resource_url.as_deref(), Some(location));
 
-        let session = ChatSessionInformation {
-            subject: Some("over TLS".into()),
-            participant: vec![participant(B)],
-            originator_address: None,
-            originator_name: None,
-            status: None,
-            ended: None,
-            client_correlator: None,
-            resource_url: None,
-        };
+        let session = docs::session("over TLS", &[B]);
         let url = format!("{}/v1/chat/{}/chatSessions", srv.base, enc(A));
         let a = https(
             &tls,

@@ -85,6 +85,49 @@ pub struct MessageIdPath {
     pub message_id: String,
 }
 
+/// Path parameters of `/chat/v1/{userId}/oneToOne/{otherUserId}`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct OtherUserIdPath {
+    /// `userId`, percent-decoded.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `otherUserId`, percent-decoded.
+    #[serde(rename = "otherUserId")]
+    pub other_user_id: String,
+}
+
+/// Path parameters of `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct OtherUserIdSessionIdPath {
+    /// `userId`, percent-decoded.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `otherUserId`, percent-decoded.
+    #[serde(rename = "otherUserId")]
+    pub other_user_id: String,
+    /// `sessionId`, percent-decoded.
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+}
+
+/// Path parameters of
+/// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct OtherUserIdSessionIdMessageIdPath {
+    /// `userId`, percent-decoded.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `otherUserId`, percent-decoded.
+    #[serde(rename = "otherUserId")]
+    pub other_user_id: String,
+    /// `sessionId`, percent-decoded.
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    /// `messageId`, percent-decoded.
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+}
+
 /// Query parameters of `listChatSubscriptions`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct ListChatSubscriptionsQuery {
@@ -744,6 +787,219 @@ pub trait ChatService: Send + Sync + 'static {
         message_id: String,
         body: MessageDeliveryStatus,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
+    ///
+    /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
+    /// (`subject`, `originatorAddress`, `tParticipantAddress`, ...), not a `participant` list.
+    /// The invitee is `otherUserId`; `tParticipantAddress`, when sent, must name the same user
+    /// and `originatorAddress` the requesting user (`400 SVC0002` otherwise), and `participant`
+    /// is not part of this form (`400 SVC0002`). The answer is the session as OMA 2012 shows
+    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted) and
+    /// `resourceURL` names it under this tree.
+    ///
+    /// **Decision (one core, two faces):** this is the same session the seed face creates
+    /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
+    /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
+    /// subscription resource exists, notifications go to the subscriptions made on the seed
+    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
+    /// they carry work under this tree too).
+    fn create_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        body: ChatSessionInformation,
+    ) -> impl std::future::Future<Output = Result<Created<ChatSessionInformation>, ApiError>> + Send;
+
+    /// OMA 2012 Read a one-to-one session.
+    ///
+    /// A session the user takes part in whose other participant is `otherUserId`, as OMA 2012
+    /// shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
+    /// group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
+    /// is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
+    /// `otherUserId`.
+    fn get_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<ChatSessionInformation, ApiError>> + Send;
+
+    /// OMA 2012 Close a one-to-one session, or decline its invitation.
+    ///
+    /// Either participant may close (OMA 2012: a SIP BYE from either side): the session ends
+    /// for both, and is gone on both faces, exactly as after the seed's `deleteChatSession`.
+    /// The other participant gets a `chatEventNotification` `SessionEnded` (or
+    /// `SessionCancelled` while its invitation is unanswered); the closer's own application is
+    /// told `SessionEnded` too, as on the seed face. An invitee who has not answered yet
+    /// declines instead (as `Disconnected` on the seed face): the originator is told, and the
+    /// session ends.
+    ///
+    /// **Decision (where the faces part):** on the seed face only the originator may end a
+    /// session (`403 POL0001` for anyone else, seed 7.1.5); OMA 2012 lets the 1-1 peer close,
+    /// so the same session answers a peer's DELETE with `204` here and `403` there.
+    fn delete_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Accept (or decline) a one-to-one invitation.
+    ///
+    /// The invitee PUTs `participantSessionStatus` with `Connected` to accept (the OMA 2012
+    /// form of the seed's `updateParticipantStatus`, whose rules apply unchanged, on the
+    /// user's own status): the originator is told. **Decision:** `Disconnected` declines (OMA
+    /// 2012 declines with DELETE, which works too) and, after accepting, leaves; `Invited` is
+    /// `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
+    /// OMA 2012 has it (the seed face answers `200` with the status).
+    fn update_one_to_one_chat_session_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ParticipantSessionStatus,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Send a message in a one-to-one session.
+    ///
+    /// The seed's `sendMessage` (its rules unchanged: `403 POL1012` before the peer accepted)
+    /// in a one-to-one session. `reportRequest` lists the statuses to report. The answer's
+    /// `resourceReference` and `Location` point at the message's status under this tree
+    /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
+    /// the same on both faces.
+    fn send_one_to_one_chat_message(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read a message's status.
+    ///
+    /// The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
+    /// reads the status every recipient has reached, the recipient the status it reported.
+    fn get_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> impl std::future::Future<Output = Result<MessageStatusReport, ApiError>> + Send;
+
+    /// OMA 2012 Report a message `Delivered` or `Displayed`.
+    ///
+    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`, its
+    /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
+    /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
+    /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    fn update_one_to_one_chat_message_status(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Start a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.4: `groupChatSessionInformation` with the invitees in
+    /// `participant` (the originator may be listed, with `isOriginator=true`; it is always
+    /// part of the session). The seed's rules apply unchanged (duplicates `403 POL0013`, too
+    /// many `403 POL1017`, at least one invitee `400 SVC0002`, quotas and limits). The answer
+    /// is a `resourceReference` to the session under `group/`.
+    ///
+    /// **Decision:** a group started here stays a group chat with a single invitee too (the
+    /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
+    /// `oneToOne/`, and one invitee's decline does not end it.
+    fn create_group_chat_session(
+        &self,
+        user_id: String,
+        body: GroupChatSessionInformation,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read a group session.
+    ///
+    /// A group session the user takes part in (started on either face, or a seed 1-1 session
+    /// extended to a group); a one-to-one session is `404 SVC2008` here.
+    fn get_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<GroupChatSessionInformation, ApiError>> + Send;
+
+    /// OMA 2012 Invite one participant into a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
+    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
+    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
+    /// `resourceReference` to the new participant under `group/`.
+    fn add_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ParticipantInformation,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
+    ///
+    /// Your own participant: leave, or decline an unanswered invitation (the seed's
+    /// `updateParticipantStatus` with `Disconnected`). Someone else's: withdraw the
+    /// invitation you sent while it is unanswered (the seed's `cancelInvitation`, with its
+    /// `409 SVC0001` / `403 POL0001`).
+    fn delete_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Accept a group chat invitation.
+    ///
+    /// The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
+    /// `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+    fn update_group_chat_participant_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+        body: ParticipantSessionStatus,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 Send a message in a group chat.
+    ///
+    /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
+    /// `Location` name the message's status under `group/`.
+    fn send_group_chat_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: ChatMessage,
+    ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read a group message's status.
+    ///
+    /// As `getOneToOneChatMessageStatus`, in a group session.
+    fn get_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> impl std::future::Future<Output = Result<MessageStatusReport, ApiError>> + Send;
+
+    /// OMA 2012 Report a group message `Delivered` or `Displayed`.
+    ///
+    /// As `updateOneToOneChatMessageStatus`, in a group session.
+    fn update_group_chat_message_status(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+        body: MessageStatusReport,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 }
 
 /// The chat API as dropshot sees it (generated from the spec; implement
@@ -1215,6 +1471,313 @@ pub trait ChatApi {
         credentials: Credentials,
         path: Captured<Path<MessageIdPath>>,
         body: Body<MessageDeliveryStatus>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
+    ///
+    /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
+    /// (`subject`, `originatorAddress`, `tParticipantAddress`, ...), not a `participant` list.
+    /// The invitee is `otherUserId`; `tParticipantAddress`, when sent, must name the same user
+    /// and `originatorAddress` the requesting user (`400 SVC0002` otherwise), and `participant`
+    /// is not part of this form (`400 SVC0002`). The answer is the session as OMA 2012 shows
+    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted) and
+    /// `resourceURL` names it under this tree.
+    ///
+    /// **Decision (one core, two faces):** this is the same session the seed face creates
+    /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
+    /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
+    /// subscription resource exists, notifications go to the subscriptions made on the seed
+    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
+    /// they carry work under this tree too).
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}",
+        operation_id = "createOneToOneChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn create_one_to_one_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdPath>>,
+        body: Body<ChatSessionInformation>,
+    ) -> Result<Reply<ChatSessionInformation, 201>, HttpError>;
+
+    /// OMA 2012 Read a one-to-one session.
+    ///
+    /// A session the user takes part in whose other participant is `otherUserId`, as OMA 2012
+    /// shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
+    /// group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
+    /// is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
+    /// `otherUserId`.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
+        operation_id = "getOneToOneChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn get_one_to_one_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<Reply<ChatSessionInformation, 200>, HttpError>;
+
+    /// OMA 2012 Close a one-to-one session, or decline its invitation.
+    ///
+    /// Either participant may close (OMA 2012: a SIP BYE from either side): the session ends
+    /// for both, and is gone on both faces, exactly as after the seed's `deleteChatSession`.
+    /// The other participant gets a `chatEventNotification` `SessionEnded` (or
+    /// `SessionCancelled` while its invitation is unanswered); the closer's own application is
+    /// told `SessionEnded` too, as on the seed face. An invitee who has not answered yet
+    /// declines instead (as `Disconnected` on the seed face): the originator is told, and the
+    /// session ends.
+    ///
+    /// **Decision (where the faces part):** on the seed face only the originator may end a
+    /// session (`403 POL0001` for anyone else, seed 7.1.5); OMA 2012 lets the 1-1 peer close,
+    /// so the same session answers a peer's DELETE with `204` here and `403` there.
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
+        operation_id = "deleteOneToOneChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn delete_one_to_one_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Accept (or decline) a one-to-one invitation.
+    ///
+    /// The invitee PUTs `participantSessionStatus` with `Connected` to accept (the OMA 2012
+    /// form of the seed's `updateParticipantStatus`, whose rules apply unchanged, on the
+    /// user's own status): the originator is told. **Decision:** `Disconnected` declines (OMA
+    /// 2012 declines with DELETE, which works too) and, after accepting, leaves; `Invited` is
+    /// `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
+    /// OMA 2012 has it (the seed face answers `200` with the status).
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status",
+        operation_id = "updateOneToOneChatSessionStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_one_to_one_chat_session_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Send a message in a one-to-one session.
+    ///
+    /// The seed's `sendMessage` (its rules unchanged: `403 POL1012` before the peer accepted)
+    /// in a one-to-one session. `reportRequest` lists the statuses to report. The answer's
+    /// `resourceReference` and `Location` point at the message's status under this tree
+    /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
+    /// the same on both faces.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages",
+        operation_id = "sendOneToOneChatMessage",
+        tags = ["oma2012"],
+    }]
+    async fn send_one_to_one_chat_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read a message's status.
+    ///
+    /// The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
+    /// reads the status every recipient has reached, the recipient the status it reported.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status",
+        operation_id = "getOneToOneChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn get_one_to_one_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError>;
+
+    /// OMA 2012 Report a message `Delivered` or `Displayed`.
+    ///
+    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`, its
+    /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
+    /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
+    /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status",
+        operation_id = "updateOneToOneChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_one_to_one_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+        body: Body<MessageStatusReport>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Start a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.4: `groupChatSessionInformation` with the invitees in
+    /// `participant` (the originator may be listed, with `isOriginator=true`; it is always
+    /// part of the session). The seed's rules apply unchanged (duplicates `403 POL0013`, too
+    /// many `403 POL1017`, at least one invitee `400 SVC0002`, quotas and limits). The answer
+    /// is a `resourceReference` to the session under `group/`.
+    ///
+    /// **Decision:** a group started here stays a group chat with a single invitee too (the
+    /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
+    /// `oneToOne/`, and one invitee's decline does not end it.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/group",
+        operation_id = "createGroupChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn create_group_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        body: Body<GroupChatSessionInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read a group session.
+    ///
+    /// A group session the user takes part in (started on either face, or a seed 1-1 session
+    /// extended to a group); a one-to-one session is `404 SVC2008` here.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}",
+        operation_id = "getGroupChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn get_group_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<Reply<GroupChatSessionInformation, 200>, HttpError>;
+
+    /// OMA 2012 Invite one participant into a group chat.
+    ///
+    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
+    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
+    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
+    /// `resourceReference` to the new participant under `group/`.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants",
+        operation_id = "addGroupChatParticipant",
+        tags = ["oma2012"],
+    }]
+    async fn add_group_chat_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        body: Body<ParticipantInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
+    ///
+    /// Your own participant: leave, or decline an unanswered invitation (the seed's
+    /// `updateParticipantStatus` with `Disconnected`). Someone else's: withdraw the
+    /// invitation you sent while it is unanswered (the seed's `cancelInvitation`, with its
+    /// `409 SVC0001` / `403 POL0001`).
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants/{participantId}",
+        operation_id = "deleteGroupChatParticipant",
+        tags = ["oma2012"],
+    }]
+    async fn delete_group_chat_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Accept a group chat invitation.
+    ///
+    /// The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
+    /// `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants/{participantId}/status",
+        operation_id = "updateGroupChatParticipantStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_group_chat_participant_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+        body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 Send a message in a group chat.
+    ///
+    /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
+    /// `Location` name the message's status under `group/`.
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/group/{sessionId}/messages",
+        operation_id = "sendGroupChatMessage",
+        tags = ["oma2012"],
+    }]
+    async fn send_group_chat_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read a group message's status.
+    ///
+    /// As `getOneToOneChatMessageStatus`, in a group session.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status",
+        operation_id = "getGroupChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn get_group_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError>;
+
+    /// OMA 2012 Report a group message `Delivered` or `Displayed`.
+    ///
+    /// As `updateOneToOneChatMessageStatus`, in a group session.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status",
+        operation_id = "updateGroupChatMessageStatus",
+        tags = ["oma2012"],
+    }]
+    async fn update_group_chat_message_status(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+        body: Body<MessageStatusReport>,
     ) -> Result<NoContent, HttpError>;
 }
 
@@ -1753,6 +2316,399 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             rqctx
                 .context()
                 .confirm_message_delivery(user_id, path.session_id, path.message_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn create_one_to_one_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdPath>>,
+        mut body: Body<ChatSessionInformation>,
+    ) -> Result<Reply<ChatSessionInformation, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .create_one_to_one_chat_session(user_id, path.other_user_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_one_to_one_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<Reply<ChatSessionInformation, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_one_to_one_chat_session(user_id, path.other_user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn delete_one_to_one_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_one_to_one_chat_session(user_id, path.other_user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn update_one_to_one_chat_session_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        mut body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_one_to_one_chat_session_status(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    body,
+                )
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn send_one_to_one_chat_message(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        mut body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .send_one_to_one_chat_message(user_id, path.other_user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_one_to_one_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_one_to_one_chat_message_status(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    path.message_id,
+                )
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn update_one_to_one_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+        mut body: Body<MessageStatusReport>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_one_to_one_chat_message_status(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    path.message_id,
+                    body,
+                )
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn create_group_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        mut body: Body<GroupChatSessionInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .create_group_chat_session(user_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_group_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<Reply<GroupChatSessionInformation, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_group_chat_session(user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn add_group_chat_participant(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        mut body: Body<ParticipantInformation>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .add_group_chat_participant(user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn delete_group_chat_participant(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_group_chat_participant(user_id, path.session_id, path.participant_id)
+                .await
+        }
+        .await;
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn update_group_chat_participant_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+        mut body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_group_chat_participant_status(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                    body,
+                )
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn send_group_chat_message(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        mut body: Body<ChatMessage>,
+    ) -> Result<Reply<ResourceReference, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .send_group_chat_message(user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_group_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+    ) -> Result<Reply<MessageStatusReport, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_group_chat_message_status(user_id, path.session_id, path.message_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn update_group_chat_message_status(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+        mut body: Body<MessageStatusReport>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_group_chat_message_status(user_id, path.session_id, path.message_id, body)
                 .await
         }
         .await;

@@ -1460,16 +1460,31 @@ impl From<ParticipantList> for ParticipantListRoot {
 /// Seed `ChatSessionInformation`: a 1-1 session (one invitee) or a group session (several).
 /// The client sends `participant` (the invitees) and optionally `subject`; the server adds
 /// the originator, statuses and resource URLs.
+///
+/// **Decision (one structure, two faces):** OMA 2012's one-to-one `chatSessionInformation`
+/// has the same root element in the same namespace but is flat: `originatorAddress` and
+/// `tParticipantAddress` instead of a `participant` list. One XML element name in one
+/// namespace can have one definition, so this schema is both: the seed face requires
+/// `participant` (with at least one invitee, `400 SVC0002` otherwise) and shows it; the
+/// OMA 2012 face (`createOneToOneChatSession`, `getOneToOneChatSession`) takes and shows
+/// `tParticipantAddress`/`tParticipantName` and no `participant`. The order keeps both
+/// forms valid sequences: a 2012 document is this one without `participant`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ChatSessionInformation {
     /// `subject`: Topic of the chat, shown with the invitation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub subject: Option<String>,
-    /// `participant`.
-    #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    /// `participant`: (seed face) The invitees, at least one; the answer lists everyone. Absent in
+    /// the OMA 2012 form.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub participant: Vec<ParticipantInformation>,
-    /// `originatorAddress`: (set by the server) The user who started the session.
+    /// `originatorAddress`: (set by the server on the seed face) The user who started the session.
+    /// An OMA 2012 client may send it: it must be the requesting user.
     #[serde(
         rename = "originatorAddress",
         default,
@@ -1485,7 +1500,26 @@ pub struct ChatSessionInformation {
     )]
     #[schemars(length(max = 256))]
     pub originator_name: Option<String>,
-    /// `status`: (set by the server) The requesting user's own status in the session.
+    /// `tParticipantAddress`: (OMA 2012 face) The invitee (the "terminating" participant); when
+    /// sent, it must be the `otherUserId` of the URL.
+    #[serde(
+        rename = "tParticipantAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub t_participant_address: Option<String>,
+    /// `tParticipantName`: (OMA 2012 face) The invitee's display name.
+    #[serde(
+        rename = "tParticipantName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub t_participant_name: Option<String>,
+    /// `status`: (set by the server) Seed face: the requesting user's own status in the session.
+    /// OMA 2012 face: the invitee's, which is the session's (`Invited`, then `Connected`
+    /// once accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ParticipantStatus>,
     /// `ended`: (set by the server) Always false in an answer: an ended session is gone (404, see
@@ -1528,6 +1562,12 @@ impl XmlType for ChatSessionInformation {
         if let Some(v) = &self.originator_name {
             w.leaf("originatorName", v);
         }
+        if let Some(v) = &self.t_participant_address {
+            w.leaf("tParticipantAddress", v);
+        }
+        if let Some(v) = &self.t_participant_name {
+            w.leaf("tParticipantName", v);
+        }
         if let Some(v) = &self.status {
             w.leaf("status", v);
         }
@@ -1548,6 +1588,8 @@ impl XmlType for ChatSessionInformation {
             participant: e.child_list("participant")?,
             originator_address: e.optional_leaf("originatorAddress")?,
             originator_name: e.optional_leaf("originatorName")?,
+            t_participant_address: e.optional_leaf("tParticipantAddress")?,
+            t_participant_name: e.optional_leaf("tParticipantName")?,
             status: e.optional_leaf("status")?,
             ended: e.optional_leaf("ended")?,
             client_correlator: e.optional_leaf("clientCorrelator")?,
@@ -1563,9 +1605,6 @@ impl Validate for ChatSessionInformation {
         if let Some(v) = &self.subject {
             netapi_chat_runtime::wire::check_max_length("subject", v, 1024)?;
         }
-        if self.participant.is_empty() {
-            return Err("`ChatSessionInformation` needs at least one `participant`".to_owned());
-        }
         for v in &self.participant {
             v.validate()?;
         }
@@ -1574,6 +1613,12 @@ impl Validate for ChatSessionInformation {
         }
         if let Some(v) = &self.originator_name {
             netapi_chat_runtime::wire::check_max_length("originatorName", v, 256)?;
+        }
+        if let Some(v) = &self.t_participant_address {
+            netapi_chat_runtime::wire::check_max_length("tParticipantAddress", v, 256)?;
+        }
+        if let Some(v) = &self.t_participant_name {
+            netapi_chat_runtime::wire::check_max_length("tParticipantName", v, 256)?;
         }
         if let Some(v) = &self.client_correlator {
             netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
@@ -2048,6 +2093,179 @@ impl From<MessageDeliveryStatus> for MessageDeliveryStatusRoot {
     fn from(message_delivery_status: MessageDeliveryStatus) -> Self {
         MessageDeliveryStatusRoot {
             message_delivery_status,
+        }
+    }
+}
+
+/// (OMA 2012 face) OMA 2012 `groupChatSessionInformation`: a group chat. The client sends
+/// `subject` and the invitees in `participant` (the originator may be listed with
+/// `isOriginator=true`); the server answers every participant with its status and URL.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct GroupChatSessionInformation {
+    /// `subject`: Topic of the chat, shown with the invitation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub subject: Option<String>,
+    /// `participant`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub participant: Vec<ParticipantInformation>,
+    /// `clientCorrelator`.
+    #[serde(
+        rename = "clientCorrelator",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub client_correlator: Option<String>,
+    /// `resourceURL`: (set by the server) This session under `group/`, for the requesting user.
+    #[serde(
+        rename = "resourceURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 2048))]
+    pub resource_url: Option<String>,
+}
+
+impl XmlType for GroupChatSessionInformation {
+    fn write_children(&self, w: &mut XmlWriter) {
+        if let Some(v) = &self.subject {
+            w.leaf("subject", v);
+        }
+        for v in &self.participant {
+            w.element("participant", v);
+        }
+        if let Some(v) = &self.client_correlator {
+            w.leaf("clientCorrelator", v);
+        }
+        if let Some(v) = &self.resource_url {
+            w.leaf("resourceURL", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = GroupChatSessionInformation {
+            subject: e.optional_leaf("subject")?,
+            participant: e.child_list("participant")?,
+            client_correlator: e.optional_leaf("clientCorrelator")?,
+            resource_url: e.optional_leaf("resourceURL")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for GroupChatSessionInformation {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.subject {
+            netapi_chat_runtime::wire::check_max_length("subject", v, 1024)?;
+        }
+        for v in &self.participant {
+            v.validate()?;
+        }
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for GroupChatSessionInformation {
+    const NAME: &'static str = "groupChatSessionInformation";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`GroupChatSessionInformation`]: an object whose one key is the root element's
+/// name, `groupChatSessionInformation`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupChatSessionInformationRoot {
+    /// The document.
+    #[serde(rename = "groupChatSessionInformation")]
+    pub group_chat_session_information: GroupChatSessionInformation,
+}
+
+impl netapi_chat_runtime::wire::Document for GroupChatSessionInformation {
+    type Json = GroupChatSessionInformationRoot;
+
+    fn from_json(wrapper: GroupChatSessionInformationRoot) -> Self {
+        wrapper.group_chat_session_information
+    }
+}
+
+impl From<GroupChatSessionInformation> for GroupChatSessionInformationRoot {
+    fn from(group_chat_session_information: GroupChatSessionInformation) -> Self {
+        GroupChatSessionInformationRoot {
+            group_chat_session_information,
+        }
+    }
+}
+
+/// (OMA 2012 face) OMA 2012 `messageStatusReport`: the status a recipient reports (PUT)
+/// or a sender reads (GET). The same content as the seed's `MessageDeliveryStatus`, under
+/// the root element OMA 2012 names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageStatusReport {
+    /// `status`.
+    pub status: MessageStatus,
+}
+
+impl XmlType for MessageStatusReport {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("status", &self.status);
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = MessageStatusReport {
+            status: e.required_leaf("status")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for MessageStatusReport {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl XmlRoot for MessageStatusReport {
+    const NAME: &'static str = "messageStatusReport";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`MessageStatusReport`]: an object whose one key is the root element's name,
+/// `messageStatusReport`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageStatusReportRoot {
+    /// The document.
+    #[serde(rename = "messageStatusReport")]
+    pub message_status_report: MessageStatusReport,
+}
+
+impl netapi_chat_runtime::wire::Document for MessageStatusReport {
+    type Json = MessageStatusReportRoot;
+
+    fn from_json(wrapper: MessageStatusReportRoot) -> Self {
+        wrapper.message_status_report
+    }
+}
+
+impl From<MessageStatusReport> for MessageStatusReportRoot {
+    fn from(message_status_report: MessageStatusReport) -> Self {
+        MessageStatusReportRoot {
+            message_status_report,
         }
     }
 }

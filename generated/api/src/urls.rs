@@ -177,4 +177,170 @@ impl Urls {
             encode_segment(message_id)
         )
     }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}`: `createOneToOneChatSession` (POST).
+    pub fn one_to_one_other_user(&self, user_id: &str, other_user_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`: `getOneToOneChatSession` (GET),
+    /// `deleteOneToOneChatSession` (DELETE).
+    pub fn one_to_one_session(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status`:
+    /// `updateOneToOneChatSessionStatus` (PUT).
+    pub fn one_to_one_session_status(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/status",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages`: `sendOneToOneChatMessage`
+    /// (POST).
+    pub fn one_to_one_messages(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`:
+    /// `getOneToOneChatMessageStatus` (GET), `updateOneToOneChatMessageStatus` (PUT).
+    pub fn one_to_one_message_status(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+        message_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages/{}/status",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id),
+            encode_segment(message_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/group`: `createGroupChatSession` (POST).
+    pub fn group_group(&self, user_id: &str) -> String {
+        format!("{}/chat/v1/{}/group", self.base, encode_segment(user_id))
+    }
+
+    /// `/chat/v1/{userId}/group/{sessionId}`: `getGroupChatSession` (GET).
+    pub fn group_session(&self, user_id: &str, session_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/group/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/group/{sessionId}/participants`: `addGroupChatParticipant` (POST).
+    pub fn group_participants(&self, user_id: &str, session_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/group/{}/participants",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`:
+    /// `deleteGroupChatParticipant` (DELETE).
+    pub fn group_participant(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        participant_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/group/{}/participants/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id),
+            encode_segment(participant_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}/status`:
+    /// `updateGroupChatParticipantStatus` (PUT).
+    pub fn group_participant_status(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        participant_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/group/{}/participants/{}/status",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id),
+            encode_segment(participant_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/group/{sessionId}/messages`: `sendGroupChatMessage` (POST).
+    pub fn group_messages(&self, user_id: &str, session_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/group/{}/messages",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status`:
+    /// `getGroupChatMessageStatus` (GET), `updateGroupChatMessageStatus` (PUT).
+    pub fn group_message_status(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        message_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/group/{}/messages/{}/status",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id),
+            encode_segment(message_id)
+        )
+    }
 }

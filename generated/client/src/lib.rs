@@ -490,8 +490,17 @@ pub mod types {
     /**Seed `ChatSessionInformation`: a 1-1 session (one invitee) or a group session (several).
     The client sends `participant` (the invitees) and optionally `subject`; the server adds
     the originator, statuses and resource URLs.
+
+    **Decision (one structure, two faces):** OMA 2012's one-to-one `chatSessionInformation`
+    has the same root element in the same namespace but is flat: `originatorAddress` and
+    `tParticipantAddress` instead of a `participant` list. One XML element name in one
+    namespace can have one definition, so this schema is both: the seed face requires
+    `participant` (with at least one invitee, `400 SVC0002` otherwise) and shows it; the
+    OMA 2012 face (`createOneToOneChatSession`, `getOneToOneChatSession`) takes and shows
+    `tParticipantAddress`/`tParticipantName` and no `participant`. The order keeps both
+    forms valid sequences: a 2012 document is this one without `participant`.
     */
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct ChatSessionInformation {
         #[serde(
             rename = "clientCorrelator",
@@ -501,7 +510,9 @@ pub mod types {
         ///(set by the server) Always false in an answer: an ended session is gone (404, see `deleteChatSession`); kept for clients written against the earlier behaviour.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub ended: ::std::option::Option<bool>,
-        ///(set by the server) The user who started the session.
+        /**(set by the server on the seed face) The user who started the session. An OMA
+        2012 client may send it: it must be the requesting user.
+        */
         #[serde(
             rename = "originatorAddress",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -512,6 +523,10 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub originator_name: ::std::option::Option<ChatSessionInformationOriginatorName>,
+        /**(seed face) The invitees, at least one; the answer lists everyone. Absent in the
+        OMA 2012 form.
+        */
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub participant: ::std::vec::Vec<ParticipantInformation>,
         ///(set by the server) This session, under the requesting user.
         #[serde(
@@ -524,6 +539,20 @@ pub mod types {
         ///Topic of the chat, shown with the invitation.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub subject: ::std::option::Option<ChatSessionInformationSubject>,
+        /**(OMA 2012 face) The invitee (the "terminating" participant); when sent, it must be
+        the `otherUserId` of the URL.
+        */
+        #[serde(
+            rename = "tParticipantAddress",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub t_participant_address: ::std::option::Option<ChatSessionInformationTParticipantAddress>,
+        ///(OMA 2012 face) The invitee's display name.
+        #[serde(
+            rename = "tParticipantName",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub t_participant_name: ::std::option::Option<ChatSessionInformationTParticipantName>,
     }
 
     ///`ChatSessionInformationClientCorrelator`
@@ -582,7 +611,9 @@ pub mod types {
         }
     }
 
-    ///(set by the server) The user who started the session.
+    /**(set by the server on the seed face) The user who started the session. An OMA
+    2012 client may send it: it must be the requesting user.
+    */
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatSessionInformationOriginatorAddress(::std::string::String);
@@ -802,6 +833,120 @@ pub mod types {
     }
 
     impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationSubject {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    /**(OMA 2012 face) The invitee (the "terminating" participant); when sent, it must be
+    the `otherUserId` of the URL.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSessionInformationTParticipantAddress(::std::string::String);
+    impl ::std::ops::Deref for ChatSessionInformationTParticipantAddress {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationTParticipantAddress> for ::std::string::String {
+        fn from(value: ChatSessionInformationTParticipantAddress) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSessionInformationTParticipantAddress {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSessionInformationTParticipantAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSessionInformationTParticipantAddress {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationTParticipantAddress {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///(OMA 2012 face) The invitee's display name.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatSessionInformationTParticipantName(::std::string::String);
+    impl ::std::ops::Deref for ChatSessionInformationTParticipantName {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationTParticipantName> for ::std::string::String {
+        fn from(value: ChatSessionInformationTParticipantName) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatSessionInformationTParticipantName {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatSessionInformationTParticipantName {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatSessionInformationTParticipantName {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatSessionInformationTParticipantName {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -1302,6 +1447,208 @@ pub mod types {
         }
     }
 
+    /**(OMA 2012 face) OMA 2012 `groupChatSessionInformation`: a group chat. The client sends
+    `subject` and the invitees in `participant` (the originator may be listed with
+    `isOriginator=true`); the server answers every participant with its status and URL.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct GroupChatSessionInformation {
+        #[serde(
+            rename = "clientCorrelator",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub client_correlator: ::std::option::Option<GroupChatSessionInformationClientCorrelator>,
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub participant: ::std::vec::Vec<ParticipantInformation>,
+        ///(set by the server) This session under `group/`, for the requesting user.
+        #[serde(
+            rename = "resourceURL",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub resource_url: ::std::option::Option<GroupChatSessionInformationResourceUrl>,
+        ///Topic of the chat, shown with the invitation.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub subject: ::std::option::Option<GroupChatSessionInformationSubject>,
+    }
+
+    ///`GroupChatSessionInformationClientCorrelator`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct GroupChatSessionInformationClientCorrelator(::std::string::String);
+    impl ::std::ops::Deref for GroupChatSessionInformationClientCorrelator {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<GroupChatSessionInformationClientCorrelator> for ::std::string::String {
+        fn from(value: GroupChatSessionInformationClientCorrelator) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for GroupChatSessionInformationClientCorrelator {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for GroupChatSessionInformationClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String>
+        for GroupChatSessionInformationClientCorrelator
+    {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for GroupChatSessionInformationClientCorrelator {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///(set by the server) This session under `group/`, for the requesting user.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct GroupChatSessionInformationResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for GroupChatSessionInformationResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<GroupChatSessionInformationResourceUrl> for ::std::string::String {
+        fn from(value: GroupChatSessionInformationResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for GroupChatSessionInformationResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for GroupChatSessionInformationResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for GroupChatSessionInformationResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for GroupChatSessionInformationResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `GroupChatSessionInformation`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct GroupChatSessionInformationRoot {
+        #[serde(rename = "groupChatSessionInformation")]
+        pub group_chat_session_information: GroupChatSessionInformation,
+    }
+
+    ///Topic of the chat, shown with the invitation.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct GroupChatSessionInformationSubject(::std::string::String);
+    impl ::std::ops::Deref for GroupChatSessionInformationSubject {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<GroupChatSessionInformationSubject> for ::std::string::String {
+        fn from(value: GroupChatSessionInformationSubject) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for GroupChatSessionInformationSubject {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 1024usize {
+                return Err("longer than 1024 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for GroupChatSessionInformationSubject {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for GroupChatSessionInformationSubject {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for GroupChatSessionInformationSubject {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
     ///A typed link to a related resource (attributes in XML, keys in JSON).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Link {
@@ -1796,6 +2143,23 @@ pub mod types {
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
+    }
+
+    /**(OMA 2012 face) OMA 2012 `messageStatusReport`: the status a recipient reports (PUT)
+    or a sender reads (GET). The same content as the seed's `MessageDeliveryStatus`, under
+    the root element OMA 2012 names.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MessageStatusReport {
+        pub status: MessageStatus,
+    }
+
+    ///JSON form of `MessageStatusReport`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct MessageStatusReportRoot {
+        #[serde(rename = "messageStatusReport")]
+        pub message_status_report: MessageStatusReport,
     }
 
     ///Format of the notifications POSTed to a callback (OMA Common).
@@ -4523,6 +4887,1261 @@ impl Client {
             .build()?;
         let info = OperationInfo {
             operation_id: "confirm_message_delivery",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Start a confirmed one-to-one chat with `otherUserId`
+
+    The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
+    (`subject`, `originatorAddress`, `tParticipantAddress`, ...), not a `participant` list.
+    The invitee is `otherUserId`; `tParticipantAddress`, when sent, must name the same user
+    and `originatorAddress` the requesting user (`400 SVC0002` otherwise), and `participant`
+    is not part of this form (`400 SVC0002`). The answer is the session as OMA 2012 shows
+    it: `status` is the invitee's (`Invited` now, `Connected` once it accepted) and
+    `resourceURL` names it under this tree.
+
+    **Decision (one core, two faces):** this is the same session the seed face creates
+    with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
+    timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
+    `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
+    subscription resource exists, notifications go to the subscriptions made on the seed
+    face, with the seed's notification names and links (the `sessionId` and `messageId`
+    they carry work under this tree too).
+
+
+    Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `body`
+    */
+    pub async fn create_one_to_one_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        body: &'a types::ChatSessionInformationRoot,
+    ) -> Result<ResponseValue<types::ChatSessionInformationRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "create_one_to_one_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read a one-to-one session
+
+    A session the user takes part in whose other participant is `otherUserId`, as OMA 2012
+    shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
+    group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
+    is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
+    `otherUserId`.
+
+
+    Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    */
+    pub async fn get_one_to_one_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+    ) -> Result<ResponseValue<types::ChatSessionInformationRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_one_to_one_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Close a one-to-one session, or decline its invitation
+
+    Either participant may close (OMA 2012: a SIP BYE from either side): the session ends
+    for both, and is gone on both faces, exactly as after the seed's `deleteChatSession`.
+    The other participant gets a `chatEventNotification` `SessionEnded` (or
+    `SessionCancelled` while its invitation is unanswered); the closer's own application is
+    told `SessionEnded` too, as on the seed face. An invitee who has not answered yet
+    declines instead (as `Disconnected` on the seed face): the originator is told, and the
+    session ends.
+
+    **Decision (where the faces part):** on the seed face only the originator may end a
+    session (`403 POL0001` for anyone else, seed 7.1.5); OMA 2012 lets the 1-1 peer close,
+    so the same session answers a peer's DELETE with `204` here and `403` there.
+
+
+    Sends a `DELETE` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    */
+    pub async fn delete_one_to_one_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_one_to_one_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Accept (or decline) a one-to-one invitation
+
+    The invitee PUTs `participantSessionStatus` with `Connected` to accept (the OMA 2012
+    form of the seed's `updateParticipantStatus`, whose rules apply unchanged, on the
+    user's own status): the originator is told. **Decision:** `Disconnected` declines (OMA
+    2012 declines with DELETE, which works too) and, after accepting, leaves; `Invited` is
+    `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
+    OMA 2012 has it (the seed face answers `200` with the status).
+
+
+    Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `body`
+    */
+    pub async fn update_one_to_one_chat_session_status<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+        body: &'a types::ParticipantSessionStatusRoot,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/status",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "update_one_to_one_chat_session_status",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Send a message in a one-to-one session
+
+    The seed's `sendMessage` (its rules unchanged: `403 POL1012` before the peer accepted)
+    in a one-to-one session. `reportRequest` lists the statuses to report. The answer's
+    `resourceReference` and `Location` point at the message's status under this tree
+    (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
+    the same on both faces.
+
+
+    Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `body`
+    */
+    pub async fn send_one_to_one_chat_message<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+        body: &'a types::ChatMessageRoot,
+    ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "send_one_to_one_chat_message",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read a message's status
+
+    The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
+    reads the status every recipient has reached, the recipient the status it reported.
+
+
+    Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `message_id`: Server-chosen message id.
+    */
+    pub async fn get_one_to_one_chat_message_status<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+        message_id: &'a str,
+    ) -> Result<ResponseValue<types::MessageStatusReportRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages/{}/status",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&message_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_one_to_one_chat_message_status",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Report a message `Delivered` or `Displayed`
+
+    The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`, its
+    rules unchanged (`Delivered` and `Displayed` only; the sender gets a
+    `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
+    lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+
+
+    Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `message_id`: Server-chosen message id.
+    - `body`
+    */
+    pub async fn update_one_to_one_chat_message_status<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+        message_id: &'a str,
+        body: &'a types::MessageStatusReportRoot,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages/{}/status",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&message_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "update_one_to_one_chat_message_status",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Start a group chat
+
+    The OMA 2012 form of seed 7.1.4: `groupChatSessionInformation` with the invitees in
+    `participant` (the originator may be listed, with `isOriginator=true`; it is always
+    part of the session). The seed's rules apply unchanged (duplicates `403 POL0013`, too
+    many `403 POL1017`, at least one invitee `400 SVC0002`, quotas and limits). The answer
+    is a `resourceReference` to the session under `group/`.
+
+    **Decision:** a group started here stays a group chat with a single invitee too (the
+    seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
+    `oneToOne/`, and one invitee's decline does not end it.
+
+
+    Sends a `POST` request to `/chat/v1/{userId}/group`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `body`
+    */
+    pub async fn create_group_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        body: &'a types::GroupChatSessionInformationRoot,
+    ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "create_group_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read a group session
+
+    A group session the user takes part in (started on either face, or a seed 1-1 session
+    extended to a group); a one-to-one session is `404 SVC2008` here.
+
+
+    Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    */
+    pub async fn get_group_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+    ) -> Result<ResponseValue<types::GroupChatSessionInformationRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_group_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Invite one participant into a group chat
+
+    The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
+    takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
+    unchanged (`409 SVC0001` for someone already in it). The answer is a
+    `resourceReference` to the new participant under `group/`.
+
+
+    Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/participants`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `body`
+    */
+    pub async fn add_group_chat_participant<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        body: &'a types::ParticipantInformationRoot,
+    ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/participants",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "add_group_chat_participant",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Leave a group chat, decline its invitation, or withdraw one
+
+    Your own participant: leave, or decline an unanswered invitation (the seed's
+    `updateParticipantStatus` with `Disconnected`). Someone else's: withdraw the
+    invitation you sent while it is unanswered (the seed's `cancelInvitation`, with its
+    `409 SVC0001` / `403 POL0001`).
+
+
+    Sends a `DELETE` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
+    */
+    pub async fn delete_group_chat_participant<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        participant_id: &'a str,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/participants/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&participant_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_group_chat_participant",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Accept a group chat invitation
+
+    The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
+    `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+
+
+    Sends a `PUT` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}/status`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
+    - `body`
+    */
+    pub async fn update_group_chat_participant_status<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        participant_id: &'a str,
+        body: &'a types::ParticipantSessionStatusRoot,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/participants/{}/status",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&participant_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "update_group_chat_participant_status",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Send a message in a group chat
+
+    The seed's `sendMessage` in a group session; the answer's `resourceReference` and
+    `Location` name the message's status under `group/`.
+
+
+    Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/messages`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `body`
+    */
+    pub async fn send_group_chat_message<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        body: &'a types::ChatMessageRoot,
+    ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/messages",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "send_group_chat_message",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read a group message's status
+
+    As `getOneToOneChatMessageStatus`, in a group session.
+
+    Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `message_id`: Server-chosen message id.
+    */
+    pub async fn get_group_chat_message_status<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        message_id: &'a str,
+    ) -> Result<ResponseValue<types::MessageStatusReportRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/messages/{}/status",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&message_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_group_chat_message_status",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Report a group message `Delivered` or `Displayed`
+
+    As `updateOneToOneChatMessageStatus`, in a group session.
+
+    Sends a `PUT` request to `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `message_id`: Server-chosen message id.
+    - `body`
+    */
+    pub async fn update_group_chat_message_status<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        message_id: &'a str,
+        body: &'a types::MessageStatusReportRoot,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/messages/{}/status",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&message_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "update_group_chat_message_status",
         };
         self.pre(&mut request, &info).await?;
         let result = self.exec(request, &info).await;

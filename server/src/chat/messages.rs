@@ -70,6 +70,18 @@ impl Chat {
         sid: &str,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
+        self.post_message(user, sid, body, Urls::message).await
+    }
+
+    /// The one send of a message, whichever face asked: `url` is the face's URL for the new
+    /// (or replayed) message (`urls`, user, session, message), its answer and `Location`.
+    pub(super) async fn post_message(
+        &self,
+        user: &str,
+        sid: &str,
+        body: ChatMessage,
+        url: impl Fn(&Urls, &str, &str, &str) -> String,
+    ) -> Result<Created<ResourceReference>, ApiError> {
         check_text(&body.text, self.settings.limits.text_chars)
             .map_err(|r| r.into_api(String::new))?;
         // A resend with the same clientCorrelator answers the first message. The lookup and
@@ -94,7 +106,7 @@ impl Chat {
             let urls = &self.urls;
             let s = self.visible(&state, user, sid)?;
             if let Some(mid) = replay {
-                let url = urls.message(user, sid, &mid);
+                let url = url(urls, user, sid, &mid);
                 return Ok(Created {
                     location: url.clone(),
                     body: ResourceReference { resource_url: url },
@@ -115,7 +127,7 @@ impl Chat {
             let mut change = Change::default();
             change.put_message(sid, &message, Some(now_ms()));
             self.notify(&mut state, &mut change, outbox);
-            (urls.message(user, sid, &id), self.submit(&state, change))
+            (url(urls, user, sid, &id), self.submit(&state, change))
         };
         durable(rx).await?;
         Ok(Created {

@@ -37,6 +37,7 @@
 mod deadletters;
 mod fanout;
 mod messages;
+mod oma2012;
 pub(crate) mod page;
 mod participants;
 pub(crate) mod quota;

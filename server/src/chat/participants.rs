@@ -173,7 +173,7 @@ fn time_out(urls: &Urls, s: &Session, address: &str, seq: u64) -> Option<Decisio
 /// `limit` open sessions (`user` is connected to `open_sessions`). The connected others are
 /// told the new status, and so is the inviter of an answered invitation; a declined 1-1
 /// session ends for everyone.
-fn set_status(
+pub(super) fn set_status(
     urls: &Urls,
     s: &Session,
     user: &str,

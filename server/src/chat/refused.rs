@@ -17,6 +17,9 @@ pub(super) enum Refused {
     /// was cancelled, a message the user neither sent nor received): `404`, the same answer as
     /// for one that never existed. The entry point knows which URL to name.
     NotFound,
+    /// An OMA 2012 one-to-one create body names someone else than the URL in `field`, or
+    /// carries the seed's `participant` list (`400 SVC0002`); `why` says what it must be.
+    NotThisOneToOne { field: &'static str, why: String },
     /// A start request lists `address` twice (`403 POL0013`).
     Duplicate(String),
     /// A start request lists nobody but the originator (`400 SVC0002`).
@@ -82,6 +85,9 @@ impl Refused {
                 "Addresses duplication: %1 is listed more than once",
                 address,
             ),
+            Refused::NotThisOneToOne { field, why } => {
+                ApiError::invalid_input(format!("{field}: {why}"))
+            }
             Refused::NoInvitee => ApiError::invalid_input(
                 "participant: list at least one participant other than the originator",
             ),

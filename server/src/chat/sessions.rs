@@ -77,6 +77,23 @@ impl Chat {
         user: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
+        self.start_session(user, body, false, |urls, user, s| {
+            (urls.session(user, &s.id), views::session(urls, user, s))
+        })
+        .await
+    }
+
+    /// The one start of a session, whichever face asked: `body` in the seed's form, `group`
+    /// true for a group chat even with one invitee, `shown` the face's view of the new (or
+    /// replayed) session and its URL, so each face answers in its own shape while the rules,
+    /// limits and notifications stay one.
+    pub(super) async fn start_session<V>(
+        self: &Arc<Self>,
+        user: &str,
+        body: ChatSessionInformation,
+        group: bool,
+        shown: impl Fn(&Urls, &str, &Session) -> (String, V),
+    ) -> Result<Created<V>, ApiError> {
         let limits = self.settings.limits;
         let (originator_name, invitees) = invitees(
             user,
@@ -96,11 +113,8 @@ impl Chat {
             if let Some(c) = &body.client_correlator
                 && let Some(s) = replayed(mine, user, c)
             {
-                let view = views::session(&self.urls, user, s);
-                return Ok(Created {
-                    location: self.urls.session(user, &s.id),
-                    body: view,
-                });
+                let (location, body) = shown(&self.urls, user, s);
+                return Ok(Created { location, body });
             }
             let now = Instant::now();
             let to: Vec<&str> = invitees.iter().map(|p| p.address.as_str()).collect();
@@ -120,10 +134,11 @@ impl Chat {
                     subject: body.subject,
                     originator_name,
                     client_correlator: body.client_correlator,
+                    group,
                 },
                 invited,
             );
-            let view = views::session(&self.urls, user, &d.session);
+            let view = shown(&self.urls, user, &d.session);
             let mut change = Change::default();
             self.apply(&mut state, &mut change, d);
             (id, view, timers, self.submit(&state, change))
@@ -132,10 +147,8 @@ impl Chat {
         for (address, seq, deadline) in timers {
             self.invitation_timer(id.clone(), address, seq, deadline);
         }
-        Ok(Created {
-            location: self.urls.session(user, &id),
-            body: view,
-        })
+        let (location, body) = view;
+        Ok(Created { location, body })
     }
 
     /// Each invitee with a fresh pending invitation.
@@ -359,10 +372,13 @@ struct Start {
     subject: Option<String>,
     originator_name: Option<String>,
     client_correlator: Option<String>,
+    /// Asked for as a group chat (the OMA 2012 face's `group/`), whatever the invitees' count.
+    group: bool,
 }
 
 /// Seed 7.1.2 / 7.1.4, the new session: the originator `Connected`, each invitee `Invited`
-/// with its invitation, a group session when more than one was invited; each invitee is sent
+/// with its invitation, a group session when more than one was invited (or a group was asked
+/// for); each invitee is sent
 /// its invitation.
 fn start(
     urls: &Urls,
@@ -393,7 +409,7 @@ fn start(
         originator: user.to_owned(),
         originator_name: new.originator_name,
         client_correlator: new.client_correlator,
-        group: participants.len() > 2,
+        group: new.group || participants.len() > 2,
         participants,
         ended: false,
     };
@@ -470,7 +486,7 @@ fn extend(
 }
 
 /// Seed 7.1.5, the rule: only the originator ends a session; everyone still in it is told.
-fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refused> {
+pub(super) fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refused> {
     if s.originator != user {
         return Err(Refused::NotOriginator);
     }
@@ -665,7 +681,18 @@ mod tests {
             subject: Some("hello".into()),
             originator_name: Some("Alice".into()),
             client_correlator: None,
+            group: false,
         }
+    }
+
+    /// OMA 2012's `group/`: a group chat asked for as one stays one with a single invitee.
+    #[test]
+    fn a_start_asked_as_a_group_is_a_group_with_one_invitee() {
+        let asked = Start {
+            group: true,
+            ..new("sess-8")
+        };
+        assert!(start(&urls(), A, asked, invited(&[B])).session.group);
     }
 
     #[test]

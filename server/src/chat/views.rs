@@ -45,6 +45,8 @@ pub fn session(urls: &Urls, viewer: &str, s: &Session) -> ChatSessionInformation
             .collect(),
         originator_address: Some(s.originator.clone()),
         originator_name: s.originator_name.clone(),
+        t_participant_address: None,
+        t_participant_name: None,
         status: s.participant(viewer).map(|p| p.status),
         ended: Some(s.ended),
         client_correlator: if viewer == s.originator {

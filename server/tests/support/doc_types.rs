@@ -62,6 +62,8 @@ macro_rules! for_each_document_type {
             SubscriptionCancellationNotification,
             SubscriptionSecret,
             DeadLetterList,
+            MessageStatusReport,
+            GroupChatSessionInformation,
         ];
     };
 }

@@ -5,9 +5,9 @@
 
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList, ChatSubscription,
-    ChatSubscriptionList, MessageDeliveryStatus, MessageStatus, NotificationFormat,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
-    RequestError, ResourceReference,
+    ChatSubscriptionList, GroupChatSessionInformation, MessageDeliveryStatus, MessageStatus,
+    MessageStatusReport, NotificationFormat, ParticipantInformation, ParticipantList,
+    ParticipantSessionStatus, ParticipantStatus, RequestError, ResourceReference,
 };
 use netapi_chat_client::types as ct;
 use netapi_chat_client::{Error as ClientError, ResponseValue};
@@ -588,6 +588,366 @@ impl<'s> Face<'s> {
                 send_doc("POST", &self.mstatus_url(user, sid, mid), self.fmt(), &body).await,
                 |_| (),
             ),
+        }
+    }
+
+    // --- the OMA 2012 face (`/chat/v1/{userId}/oneToOne/…`, issue 16); `other` is the peer
+
+    pub fn one_to_one_url(&self, user: &str, other: &str, sid: &str) -> String {
+        self.server.urls().one_to_one_session(user, other, sid)
+    }
+
+    pub fn one_to_one_mstatus_url(&self, user: &str, other: &str, sid: &str, mid: &str) -> String {
+        self.server
+            .urls()
+            .one_to_one_message_status(user, other, sid, mid)
+    }
+
+    pub async fn create_one_to_one(
+        &self,
+        user: &str,
+        other: &str,
+        body: &ChatSessionInformation,
+    ) -> Resp<ChatSessionInformation> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .create_one_to_one_chat_session(user, other, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().one_to_one_other_user(user, other);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_one_to_one(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+    ) -> Resp<ChatSessionInformation> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .get_one_to_one_chat_session(user, other, sid)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_empty("GET", &self.one_to_one_url(user, other, sid), self.fmt()).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    pub async fn delete_one_to_one(&self, user: &str, other: &str, sid: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .delete_one_to_one_chat_session(user, other, sid)
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_empty("DELETE", &self.one_to_one_url(user, other, sid), self.fmt()).await,
+                |_| (),
+            ),
+        }
+    }
+
+    pub async fn put_one_to_one_status(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        status: ParticipantStatus,
+    ) -> Resp<()> {
+        let body = ParticipantSessionStatus { status };
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .update_one_to_one_chat_session_status(user, other, sid, &to_client(&body))
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self
+                    .server
+                    .urls()
+                    .one_to_one_session_status(user, other, sid);
+                from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ())
+            }
+        }
+    }
+
+    pub async fn send_one_to_one(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        body: &ChatMessage,
+    ) -> Resp<ResourceReference> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .send_one_to_one_chat_message(user, other, sid, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().one_to_one_messages(user, other, sid);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_one_to_one_mstatus(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Resp<MessageStatusReport> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .get_one_to_one_chat_message_status(user, other, sid, mid)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_empty(
+                    "GET",
+                    &self.one_to_one_mstatus_url(user, other, sid, mid),
+                    self.fmt(),
+                )
+                .await,
+                xml_doc,
+            ),
+        }
+    }
+
+    pub async fn put_one_to_one_mstatus(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+    ) -> Resp<()> {
+        let body = MessageStatusReport { status };
+        let url = self.one_to_one_mstatus_url(user, other, sid, mid);
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .update_one_to_one_chat_message_status(
+                            user,
+                            other,
+                            sid,
+                            mid,
+                            &to_client(&body),
+                        )
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ()),
+        }
+    }
+
+    // --- the OMA 2012 face's group chat (`/chat/v1/{userId}/group/…`)
+
+    pub async fn create_group(
+        &self,
+        user: &str,
+        body: &GroupChatSessionInformation,
+    ) -> Resp<ResourceReference> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .create_group_chat_session(user, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_group(user);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_group(&self, user: &str, sid: &str) -> Resp<GroupChatSessionInformation> {
+        match self.wire {
+            Wire::Json => {
+                from_client(self.client.get_group_chat_session(user, sid).await, doc).await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_session(user, sid);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn add_group_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        body: &ParticipantInformation,
+    ) -> Resp<ResourceReference> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .add_group_chat_participant(user, sid, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_participants(user, sid);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn delete_group_participant(&self, user: &str, sid: &str, pid: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .delete_group_chat_participant(user, sid, pid)
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_participant(user, sid, pid);
+                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
+            }
+        }
+    }
+
+    pub async fn put_group_status(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+        status: ParticipantStatus,
+    ) -> Resp<()> {
+        let body = ParticipantSessionStatus { status };
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .update_group_chat_participant_status(user, sid, pid, &to_client(&body))
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_participant_status(user, sid, pid);
+                from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ())
+            }
+        }
+    }
+
+    pub async fn send_group(
+        &self,
+        user: &str,
+        sid: &str,
+        body: &ChatMessage,
+    ) -> Resp<ResourceReference> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .send_group_chat_message(user, sid, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_messages(user, sid);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_group_mstatus(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Resp<MessageStatusReport> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .get_group_chat_message_status(user, sid, mid)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_message_status(user, sid, mid);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn put_group_mstatus(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+    ) -> Resp<()> {
+        let body = MessageStatusReport { status };
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .update_group_chat_message_status(user, sid, mid, &to_client(&body))
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_message_status(user, sid, mid);
+                from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ())
+            }
         }
     }
 }

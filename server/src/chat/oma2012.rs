@@ -1,0 +1,631 @@
+//! The OMA 2012 face (issue 16, `/chat/v1/{userId}/…`): the one-to-one "confirmed" chat
+//! (`oneToOne/`) and the group chat (`group/`), over the same sessions and messages as the
+//! seed face: the entry points here are thin adapters. Each checks what only this face has
+//! (`oneToOne/{otherUserId}` must be the other participant of a 1-1 session; `group/` holds
+//! group sessions only), turns the 2012 document into the seed's or back, and hands over to
+//! the seed's entry point, whose rules, limits, durability and notifications apply
+//! unchanged. Only closing differs in substance: OMA 2012 lets either participant of a 1-1
+//! chat close it, where the seed lets only the originator end a session ([`close`]).
+//!
+//! Rules (plain functions, tested below): [`peer`] says whether a session is one-to-one and
+//! with whom, [`request`] reads the 2012 create body, [`session`] and [`group_view`] are the
+//! 2012 views, [`close`] decides a 1-1 DELETE, [`withdraws`] a group participant's DELETE.
+
+use super::participants::set_status;
+use super::refused::Refused;
+use super::sessions::{end, end_for_all};
+use super::state::{Session, State};
+use super::views;
+use super::{Change, Chat, Decision, durable, missing};
+use crate::urls::Urls;
+use netapi_chat_api::{
+    ChatMessage, ChatSessionInformation, Created, GroupChatSessionInformation, MessageStatus,
+    MessageStatusReport, ParticipantInformation, ParticipantList, ParticipantStatus,
+    ResourceReference,
+};
+use netapi_chat_runtime::ApiError;
+use std::sync::Arc;
+
+/// The other participant of `s` as `user` sees it, when `s` is a one-to-one session (two
+/// participants, never extended to a group); `None` for a group session, which the OMA 2012
+/// face shows under `group/` (not built yet), never under `oneToOne/`.
+pub(super) fn peer<'a>(s: &'a Session, user: &str) -> Option<&'a str> {
+    if s.group || s.participants.len() != 2 {
+        return None;
+    }
+    s.participants
+        .iter()
+        .map(|p| p.address.as_str())
+        .find(|a| *a != user)
+}
+
+/// The OMA 2012 create body (flat: `tParticipantAddress`, no `participant` list) read into the
+/// seed's form with `other` as the one invitee. Every address is canonical (the handler made
+/// it so). A `participant` list, a `tParticipantAddress` other than `other` or an
+/// `originatorAddress` other than `user` is refused.
+pub(super) fn request(
+    user: &str,
+    other: &str,
+    body: ChatSessionInformation,
+) -> Result<ChatSessionInformation, Refused> {
+    if !body.participant.is_empty() {
+        return Err(Refused::NotThisOneToOne {
+            field: "participant",
+            why: "not part of a oneToOne chatSessionInformation; the invitee is \
+                  tParticipantAddress, the otherUserId of the URL"
+                .to_owned(),
+        });
+    }
+    if body
+        .t_participant_address
+        .as_deref()
+        .is_some_and(|t| t != other)
+    {
+        return Err(Refused::NotThisOneToOne {
+            field: "tParticipantAddress",
+            why: format!("must be the otherUserId of the URL, {other}"),
+        });
+    }
+    if body
+        .originator_address
+        .as_deref()
+        .is_some_and(|o| o != user)
+    {
+        return Err(Refused::NotThisOneToOne {
+            field: "originatorAddress",
+            why: format!("must be the userId of the URL, {user}"),
+        });
+    }
+    Ok(ChatSessionInformation {
+        subject: body.subject,
+        participant: vec![ParticipantInformation {
+            address: other.to_owned(),
+            name: body.t_participant_name,
+            is_originator: None,
+            status: None,
+            client_correlator: None,
+            resource_url: None,
+        }],
+        originator_address: None,
+        originator_name: body.originator_name,
+        t_participant_address: None,
+        t_participant_name: None,
+        status: None,
+        ended: None,
+        client_correlator: body.client_correlator,
+        resource_url: None,
+    })
+}
+
+/// A one-to-one session as `viewer` (whose peer is `other`) sees it on the OMA 2012 face:
+/// flat, `status` the invitee's (the session's: `Invited`, then `Connected`), `resourceURL`
+/// under `oneToOne/`.
+pub(super) fn session(
+    urls: &Urls,
+    viewer: &str,
+    other: &str,
+    s: &Session,
+) -> ChatSessionInformation {
+    let invitee = s.participants.iter().find(|p| !p.is_originator);
+    ChatSessionInformation {
+        subject: s.subject.clone(),
+        participant: Vec::new(),
+        originator_address: Some(s.originator.clone()),
+        originator_name: s.originator_name.clone(),
+        t_participant_address: invitee.map(|p| p.address.clone()),
+        t_participant_name: invitee.and_then(|p| p.name.clone()),
+        status: invitee.map(|p| p.status),
+        ended: None,
+        client_correlator: if viewer == s.originator {
+            s.client_correlator.clone()
+        } else {
+            None
+        },
+        resource_url: Some(urls.one_to_one_session(viewer, other, &s.id)),
+    }
+}
+
+/// OMA 2012, the rule on a DELETE of a one-to-one session by `user`: the originator ends it
+/// (the seed's [`end`]); an invitee who has not answered declines (the seed's
+/// [`set_status`] with `Disconnected`, which ends a 1-1 session); the peer otherwise closes it
+/// for both, everyone still in it told as when the originator ends it.
+pub(super) fn close(
+    urls: &Urls,
+    s: &Session,
+    user: &str,
+    open_sessions: usize,
+    limit: usize,
+) -> Result<Decision, Refused> {
+    let p = s.participant(user).ok_or(Refused::NotFound)?;
+    if user == s.originator {
+        return end(urls, s, user);
+    }
+    if p.invitation.is_pending() {
+        return set_status(
+            urls,
+            s,
+            user,
+            user,
+            ParticipantStatus::Disconnected,
+            open_sessions,
+            limit,
+        );
+    }
+    let mut s = s.clone();
+    s.ended = true;
+    let outbox = end_for_all(urls, &mut s, &format!("{user} closed the session"), None);
+    Ok(Decision { session: s, outbox })
+}
+
+/// A group session as `viewer` sees it on the OMA 2012 face: every participant (the
+/// originator first, `isOriginator=true`) with its status, URLs under `group/`.
+pub(super) fn group_view(urls: &Urls, viewer: &str, s: &Session) -> GroupChatSessionInformation {
+    GroupChatSessionInformation {
+        subject: s.subject.clone(),
+        participant: s
+            .participants
+            .iter()
+            .map(|p| ParticipantInformation {
+                resource_url: Some(urls.group_participant(viewer, &s.id, &p.address)),
+                ..views::participant(urls, viewer, s, p)
+            })
+            .collect(),
+        client_correlator: if viewer == s.originator {
+            s.client_correlator.clone()
+        } else {
+            None
+        },
+        resource_url: Some(urls.group_session(viewer, &s.id)),
+    }
+}
+
+/// OMA 2012, the rule on a DELETE of group participant `pid` by `user`: one's own participant
+/// leaves or declines (`false`); someone else's withdraws the invitation `user` sent (`true`).
+pub(super) fn withdraws(user: &str, pid: &str) -> bool {
+    user != pid
+}
+
+/// A `404` from a seed entry point names the seed's URL; on this face it names `url`, the
+/// resource the client asked for (the same answer as for one that never existed).
+fn named(e: ApiError, url: impl FnOnce() -> String) -> ApiError {
+    if e.status == http::StatusCode::NOT_FOUND {
+        missing(&url())
+    } else {
+        e
+    }
+}
+
+impl Chat {
+    /// Session `sid` if it is a one-to-one session `user` sees with `other` as its peer; the
+    /// `404` of a session that never existed otherwise (a group session included).
+    fn one_to_one<'a>(
+        &self,
+        state: &'a State,
+        user: &str,
+        other: &str,
+        sid: &str,
+    ) -> Result<&'a Session, ApiError> {
+        let s = self.visible(state, user, sid)?;
+        match peer(s, user) {
+            Some(p) if p == other => Ok(s),
+            _ => Err(missing(&self.urls.one_to_one_session(user, other, sid))),
+        }
+    }
+
+    /// OMA 2012: start a confirmed one-to-one chat with `other` (canonical): the seed's start
+    /// ([`Chat::start_session`]) with one invitee, answered in the 2012 shape.
+    pub async fn create_one_to_one_session(
+        self: &Arc<Self>,
+        user: &str,
+        other: &str,
+        body: ChatSessionInformation,
+    ) -> Result<Created<ChatSessionInformation>, ApiError> {
+        let body = request(user, other, body).map_err(|r| r.into_api(String::new))?;
+        self.start_session(user, body, false, |urls, user, s| {
+            (
+                urls.one_to_one_session(user, other, &s.id),
+                session(urls, user, other, s),
+            )
+        })
+        .await
+    }
+
+    /// OMA 2012: read a one-to-one session.
+    pub fn get_one_to_one_session(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+    ) -> Result<ChatSessionInformation, ApiError> {
+        let state = self.lock();
+        let s = self.one_to_one(&state, user, other, sid)?;
+        Ok(session(&self.urls, user, other, s))
+    }
+
+    /// OMA 2012: close a one-to-one session, or decline its invitation. The rule is [`close`].
+    pub async fn delete_one_to_one_session(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+    ) -> Result<(), ApiError> {
+        let rx = {
+            let mut state = self.lock();
+            let open = state.open_sessions(user);
+            let s = self.one_to_one(&state, user, other, sid)?;
+            let d = close(
+                &self.urls,
+                s,
+                user,
+                open,
+                self.settings.limits.sessions_per_user,
+            )
+            .map_err(|r| r.into_api(|| self.urls.one_to_one_session(user, other, sid)))?;
+            let mut change = Change::default();
+            self.apply(&mut state, &mut change, d);
+            self.submit(&state, change)
+        };
+        durable(rx).await
+    }
+
+    /// OMA 2012: accept (`Connected`) or decline / leave (`Disconnected`): the seed's
+    /// [`Chat::update_participant_status`] on the user's own status. The peer cannot change
+    /// between the check and the update: a 1-1 session only gains participants by becoming a
+    /// group, and then the seed's rules still hold for the user's own status.
+    pub async fn update_one_to_one_session_status(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        wanted: ParticipantStatus,
+    ) -> Result<(), ApiError> {
+        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.update_participant_status(user, sid, user, wanted)
+            .await
+            .map(|_| ())
+            .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))
+    }
+
+    /// OMA 2012: send a message in a one-to-one session: the seed's send
+    /// ([`Chat::post_message`]); the answer points at the message's status under `oneToOne/`.
+    pub async fn send_one_to_one_message(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.post_message(user, sid, body, |urls, user, sid, mid| {
+            urls.one_to_one_message_status(user, other, sid, mid)
+        })
+        .await
+        .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))
+    }
+
+    /// OMA 2012: a message's status as a `messageStatusReport` (the seed's
+    /// [`Chat::get_message_delivery_status`]).
+    pub async fn get_one_to_one_message_status(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<MessageStatusReport, ApiError> {
+        self.one_to_one(&self.lock(), user, other, sid)?;
+        let status = self
+            .get_message_delivery_status(user, sid, mid)
+            .await
+            .map_err(|e| {
+                named(e, || {
+                    self.urls.one_to_one_message_status(user, other, sid, mid)
+                })
+            })?;
+        Ok(MessageStatusReport { status })
+    }
+
+    /// OMA 2012: the recipient reports `Delivered` or `Displayed` (the seed's
+    /// [`Chat::confirm_message_delivery`]).
+    pub async fn update_one_to_one_message_status(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+    ) -> Result<(), ApiError> {
+        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.confirm_message_delivery(user, sid, mid, status)
+            .await
+            .map_err(|e| {
+                named(e, || {
+                    self.urls.one_to_one_message_status(user, other, sid, mid)
+                })
+            })
+    }
+}
+
+impl Chat {
+    /// Session `sid` if it is a group session `user` sees; the `404` of a session that never
+    /// existed otherwise (a one-to-one session included).
+    fn group<'a>(&self, state: &'a State, user: &str, sid: &str) -> Result<&'a Session, ApiError> {
+        let s = self.visible(state, user, sid)?;
+        if s.group {
+            Ok(s)
+        } else {
+            Err(missing(&self.urls.group_session(user, sid)))
+        }
+    }
+
+    /// OMA 2012: start a group chat: the seed's start ([`Chat::start_session`]), a group
+    /// however many invitees; the answer is a `resourceReference` under `group/`.
+    pub async fn create_group_session(
+        self: &Arc<Self>,
+        user: &str,
+        body: GroupChatSessionInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        let seed = ChatSessionInformation {
+            subject: body.subject,
+            participant: body.participant,
+            client_correlator: body.client_correlator,
+            ..ChatSessionInformation::default()
+        };
+        self.start_session(user, seed, true, |urls, user, s| {
+            let url = urls.group_session(user, &s.id);
+            (url.clone(), ResourceReference { resource_url: url })
+        })
+        .await
+    }
+
+    /// OMA 2012: read a group session.
+    pub fn get_group_session(
+        &self,
+        user: &str,
+        sid: &str,
+    ) -> Result<GroupChatSessionInformation, ApiError> {
+        let state = self.lock();
+        let s = self.group(&state, user, sid)?;
+        Ok(group_view(&self.urls, user, s))
+    }
+
+    /// OMA 2012: invite one participant (the seed's [`Chat::add_participants`] with a list of
+    /// one); the answer names the new participant under `group/`.
+    pub async fn add_group_participant(
+        self: &Arc<Self>,
+        user: &str,
+        sid: &str,
+        body: ParticipantInformation,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        let address = body.address.clone();
+        let list = ParticipantList {
+            participant: vec![body],
+            resource_url: None,
+            link: Vec::new(),
+        };
+        self.add_participants(user, sid, list)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
+        let url = self.urls.group_participant(user, sid, &address);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
+    }
+
+    /// OMA 2012: leave or decline (one's own participant), or withdraw an invitation (someone
+    /// else's): the seed's [`Chat::update_participant_status`] or [`Chat::cancel_invitation`],
+    /// as [`withdraws`] says.
+    pub async fn delete_group_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        let done = if withdraws(user, pid) {
+            self.cancel_invitation(user, sid, pid).await
+        } else {
+            self.update_participant_status(user, sid, pid, ParticipantStatus::Disconnected)
+                .await
+                .map(|_| ())
+        };
+        done.map_err(|e| named(e, || self.urls.group_participant(user, sid, pid)))
+    }
+
+    /// OMA 2012: accept (or leave, re-join) with PUT: the seed's
+    /// [`Chat::update_participant_status`].
+    pub async fn update_group_participant_status(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+        wanted: ParticipantStatus,
+    ) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.update_participant_status(user, sid, pid, wanted)
+            .await
+            .map(|_| ())
+            .map_err(|e| named(e, || self.urls.group_participant_status(user, sid, pid)))
+    }
+
+    /// OMA 2012: send a message in a group session ([`Chat::post_message`]); the answer names
+    /// the message's status under `group/`.
+    pub async fn send_group_message(
+        &self,
+        user: &str,
+        sid: &str,
+        body: ChatMessage,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.post_message(user, sid, body, Urls::group_message_status)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))
+    }
+
+    /// OMA 2012: a group message's status (the seed's
+    /// [`Chat::get_message_delivery_status`]).
+    pub async fn get_group_message_status(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<MessageStatusReport, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        let status = self
+            .get_message_delivery_status(user, sid, mid)
+            .await
+            .map_err(|e| named(e, || self.urls.group_message_status(user, sid, mid)))?;
+        Ok(MessageStatusReport { status })
+    }
+
+    /// OMA 2012: a recipient reports a group message (the seed's
+    /// [`Chat::confirm_message_delivery`]).
+    pub async fn update_group_message_status(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+    ) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.confirm_message_delivery(user, sid, mid, status)
+            .await
+            .map_err(|e| named(e, || self.urls.group_message_status(user, sid, mid)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use netapi_chat_api::EventType;
+
+    fn body(t: Option<&str>, o: Option<&str>) -> ChatSessionInformation {
+        ChatSessionInformation {
+            subject: Some("hi".to_owned()),
+            participant: Vec::new(),
+            originator_address: o.map(str::to_owned),
+            originator_name: None,
+            t_participant_address: t.map(str::to_owned),
+            t_participant_name: Some("Bob".to_owned()),
+            status: None,
+            ended: None,
+            client_correlator: None,
+            resource_url: None,
+        }
+    }
+
+    #[test]
+    fn only_a_two_party_session_has_a_peer() {
+        let one = session_fixture(false, &[(B, Invited, pending(1))]);
+        assert_eq!(peer(&one, A), Some(B));
+        assert_eq!(peer(&one, B), Some(A));
+        let group = session_fixture(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
+        assert_eq!(peer(&group, A), None);
+    }
+
+    #[test]
+    fn the_2012_body_becomes_the_seed_form_with_one_invitee() {
+        let seed = request(A, B, body(Some(B), Some(A))).expect("accepted");
+        assert_eq!(seed.participant.len(), 1);
+        assert_eq!(seed.participant[0].address, B);
+        assert_eq!(seed.participant[0].name.as_deref(), Some("Bob"));
+        assert_eq!(seed.subject.as_deref(), Some("hi"));
+        assert!(request(A, B, body(None, None)).is_ok());
+        let field = |b| match request(A, B, b) {
+            Err(Refused::NotThisOneToOne { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(body(Some(C), None)), "tParticipantAddress");
+        assert_eq!(field(body(None, Some(C))), "originatorAddress");
+        let mut listed = body(None, None);
+        listed.participant = request(A, C, body(None, None)).expect("ok").participant;
+        assert_eq!(field(listed), "participant");
+    }
+
+    #[test]
+    fn the_2012_view_is_flat_and_shows_the_invitees_status() {
+        let s = session_fixture(false, &[(B, Invited, pending(1))]);
+        let v = super::session(&urls(), B, A, &s);
+        assert!(v.participant.is_empty());
+        assert_eq!(v.originator_address.as_deref(), Some(A));
+        assert_eq!(v.t_participant_address.as_deref(), Some(B));
+        assert_eq!(v.status, Some(Invited));
+        assert_eq!(
+            v.resource_url.as_deref(),
+            Some("http://chat.test/chat/v1/tel%3A%2B2/oneToOne/tel%3A%2B1/sess-1")
+        );
+    }
+
+    #[test]
+    fn either_side_closes_and_an_unanswered_invitee_declines() {
+        let u = urls();
+        // The originator ends it: the invitee is told the invitation is cancelled.
+        let s = session_fixture(false, &[(B, Invited, pending(1))]);
+        let d = close(&u, &s, A, 0, 10).expect("closed");
+        assert!(d.session.ended);
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{A} <- SessionEnded"),
+                format!("{B} <- SessionCancelled")
+            ]
+        );
+        // The invitee declines: the session ends and the originator hears of it.
+        let d = close(&u, &s, B, 0, 10).expect("declined");
+        assert_eq!(state_of(&d.session, B).0, Disconnected);
+        assert!(!told(&d.outbox).is_empty());
+        // The peer who accepted closes (the seed face would say 403): both are told it ended.
+        let s = session_fixture(false, &[(B, Connected, Invitation::Accepted)]);
+        let d = close(&u, &s, B, 1, 10).expect("closed by the peer");
+        assert!(d.session.ended);
+        let mut t = told(&d.outbox);
+        t.sort();
+        assert_eq!(
+            t,
+            [
+                format!("{A} <- {:?}", EventType::SessionEnded),
+                format!("{B} <- {:?}", EventType::SessionEnded)
+            ]
+        );
+        assert!(matches!(
+            close(&u, &s, STRANGER, 0, 10),
+            Err(Refused::NotFound)
+        ));
+    }
+
+    #[test]
+    fn the_group_view_lists_everyone_under_group() {
+        let s = session_fixture(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(2)),
+            ],
+        );
+        let v = group_view(&urls(), B, &s);
+        let who: Vec<_> = v
+            .participant
+            .iter()
+            .map(|p| (p.address.as_str(), p.status, p.is_originator))
+            .collect();
+        assert_eq!(
+            who,
+            [
+                (A, Some(Connected), Some(true)),
+                (B, Some(Connected), Some(false)),
+                (C, Some(Invited), Some(false))
+            ]
+        );
+        assert_eq!(
+            v.participant[2].resource_url.as_deref(),
+            Some("http://chat.test/chat/v1/tel%3A%2B2/group/sess-1/participants/tel%3A%2B3")
+        );
+        assert!(withdraws(A, C));
+        assert!(!withdraws(B, B));
+    }
+
+    use super::super::state::Invitation;
+    use super::super::testkit::session as session_fixture;
+}
