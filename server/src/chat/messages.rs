@@ -33,10 +33,13 @@ impl Chat {
     {
         match self.store.read(read).await {
             Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(super::storage_unavailable()),
             Ok(Err(e)) => {
                 error!(self.log, "reading the store failed"; "error" => e);
                 Err(read_failed())
             }
+            // The database is unreachable: the read was refused (the server reconnects).
+            Err(_) if self.store.is_down() => Err(super::storage_unavailable()),
             // The store stopped (fail-stop after a failed commit, or shutdown).
             Err(_) => Err(storage_failed()),
         }

@@ -132,6 +132,9 @@ impl Server {
             } else {
                 Stdio::null()
             });
+        if let Some(url) = postgres_database_for(data_dir) {
+            cmd.env("NETAPI_CHAT_DATABASE_URL", url);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -613,4 +616,46 @@ pub fn xsd_validate(doc: &str) {
         xsd.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The backend matrix (PostgreSQL hook): when `NETAPI_CHAT_TEST_DATABASE_URL` names a
+/// PostgreSQL server (`cargo xtask test` starts a throwaway one for its PostgreSQL pass), each
+/// data directory gets a database of its own on it, created on first use and named after the
+/// directory, so a server restarted on the same directory (after a kill) finds its data again;
+/// its URL is what the server is started with. `None` (SQLite in the data directory) otherwise.
+pub fn postgres_database_for(data_dir: &std::path::Path) -> Option<String> {
+    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").ok()?;
+    let name: String = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let name = format!("t_{}", &name[name.len().saturating_sub(60)..]);
+    // On a thread of its own: the blocking client runs a runtime, and tests call this from
+    // inside tokio's.
+    let (url, db) = (admin.clone(), name.clone());
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("test PostgreSQL");
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+            .expect("look for the test database")
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .expect("create the test database");
+        }
+    })
+    .join()
+    .expect("create the test database");
+    // The same server and credentials, another database.
+    let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Some(if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    })
 }
