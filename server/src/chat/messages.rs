@@ -31,7 +31,15 @@ impl Chat {
         T: Send + 'static,
         F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     {
-        match self.store.read(read).await {
+        let answer = self.store.read(read);
+        let answer = match crate::store::answer_within() {
+            Some(within) => match tokio::time::timeout(within, answer).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(super::storage_unavailable()),
+            },
+            None => answer.await,
+        };
+        match answer {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(super::storage_unavailable()),
             Ok(Err(e)) => {

@@ -196,7 +196,15 @@ impl Change {
 /// Waits until a submitted change is durable; a failed store answers `503 SVC2001`, an
 /// unreachable database `503 SVC2001` with `Retry-After` ([`storage_unavailable`]).
 async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
-    match rx.await {
+    let answer = match crate::store::answer_within() {
+        // A database that stopped answering: not confirmed (the batch stays queued).
+        Some(within) => match tokio::time::timeout(within, rx).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(storage_unavailable()),
+        },
+        None => rx.await,
+    };
+    match answer {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(storage_unavailable()),
         Ok(Err(_)) | Err(_) => Err(storage_failed()),

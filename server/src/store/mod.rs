@@ -378,6 +378,7 @@ pub fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreErr
             let opened = std::thread::spawn(move || postgres::Postgres::open(&url))
                 .join()
                 .map_err(|_| StoreError("opening the PostgreSQL backend panicked".to_owned()))?;
+            let _ = ANSWER_WITHIN.set(POSTGRES_ANSWER_WITHIN);
             Ok(Box::new(opened?))
         }
         None => {
@@ -393,6 +394,22 @@ pub fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreErr
 /// the request cannot wait for that); for a read, it could not be done. The core answers
 /// `503` with `Retry-After` to both.
 pub const UNCONFIRMED: &str = "the database is unreachable: not confirmed";
+
+/// How long a request waits for its commit or read on a database that can be away before it
+/// is answered `503` (not confirmed) anyway: a database server that stops answering without
+/// closing the connection (a stopped process, a silent network) cannot hold requests longer.
+/// `None` (SQLite): requests wait for the store, which either answers or stops the process.
+static ANSWER_WITHIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// The wait of [`ANSWER_WITHIN`] for a PostgreSQL store: longer than its `statement_timeout`
+/// (10 s), so a slow but working database still confirms.
+pub const POSTGRES_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long a request may wait for the store before it is answered `503` (see
+/// [`ANSWER_WITHIN`]); `None`: as long as it takes.
+pub fn answer_within() -> Option<std::time::Duration> {
+    ANSWER_WITHIN.get().copied()
+}
 
 /// Most batches kept while the database is unreachable (new requests are refused meanwhile,
 /// so these are the requests in flight when it went, timers and delivery bookkeeping); past

@@ -995,4 +995,219 @@ mod tests {
         let e = Postgres::open(&url).err().unwrap().to_string();
         assert!(e.contains("version 99") && e.contains("newer"), "{e}");
     }
+
+    /// A message-send batch as the core builds it (the shape `store_throughput` and the
+    /// engines bench use): the counters record, a ~400-byte message, two ~1 KiB outbox entries.
+    fn send_batch(i: u64) -> Batch {
+        Batch {
+            puts: vec![(Kind::Meta, "counters".into(), vec![b'c'; 60])],
+            messages: vec![MessageRow {
+                session: "ses-bench".into(),
+                seq: i,
+                id: format!("msg-{i}"),
+                sender: "tel:+15551230001".into(),
+                correlator: None,
+                value: vec![b'm'; 400],
+                sent_ms: Some(1),
+            }],
+            outbox: (0..2)
+                .map(|k| OutboxEntry {
+                    id: 2 * i + k,
+                    subscription: format!("sub-{k}"),
+                    body: vec![b'n'; 1024],
+                    created_ms: 1,
+                    progress: Progress::default(),
+                })
+                .collect(),
+            ..Batch::default()
+        }
+    }
+
+    /// Runs `f` `n` times; (per second, p50, p99) of its durations.
+    fn timed(n: u64, mut f: impl FnMut(u64)) -> (f64, Duration, Duration) {
+        let mut lat = Vec::new();
+        let all = std::time::Instant::now();
+        for i in 0..n {
+            let t = std::time::Instant::now();
+            f(i);
+            lat.push(t.elapsed());
+        }
+        let per_s = n as f64 / all.elapsed().as_secs_f64();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        (per_s, pct(0.5), pct(0.99))
+    }
+
+    fn show(what: &str, unit: &str, (per_s, p50, p99): (f64, Duration, Duration)) {
+        println!(
+            "| {what} | {per_s:.0} {unit}/s | {:.3} | {:.3} |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+    }
+
+    /// The client comparison of ARCHITECTURE.md ("PostgreSQL client: measured"): the shipped
+    /// backend (blocking `postgres`, one round trip per statement) against tokio-postgres
+    /// driven by a current-thread runtime on the same thread with every statement of a commit
+    /// pipelined (sent before the first answer is read), on the same database server, same
+    /// workload: single send batches, groups of 64, one message by id, a page of 50.
+    /// `NETAPI_CHAT_TEST_DATABASE_URL=postgres://… cargo test --release --lib -- --ignored
+    /// --nocapture pg_client_bench`.
+    #[test]
+    #[ignore = "a measurement; needs PostgreSQL"]
+    fn pg_client_bench() {
+        use futures_util::future::try_join_all;
+        use tokio_postgres::types::ToSql;
+        let admin = admin_url();
+        let (singles, groups) = (2000u64, 100u64);
+        println!("| client, operation | rate | p50 ms | p99 ms |\n|---|--:|--:|--:|");
+        // The shipped backend.
+        let url = fresh_database(&admin, "bench_blocking");
+        let mut db = Postgres::open(&url).unwrap();
+        show(
+            "blocking, 1-batch commit",
+            "commits",
+            timed(singles, |i| db.commit(&[&send_batch(i)]).unwrap()),
+        );
+        show("blocking, 64-batch group commit", "batches", {
+            let (r, p50, p99) = timed(groups, |g| {
+                let bs: Vec<Batch> = (0..64).map(|k| send_batch(10_000 + g * 64 + k)).collect();
+                db.commit(&bs.iter().collect::<Vec<_>>()).unwrap();
+            });
+            (r * 64.0, p50, p99)
+        });
+        show(
+            "blocking, message by id",
+            "reads",
+            timed(singles, |i| {
+                assert!(
+                    db.message("ses-bench", &format!("msg-{i}"))
+                        .unwrap()
+                        .is_some()
+                );
+            }),
+        );
+        show(
+            "blocking, page of 50",
+            "pages",
+            timed(singles / 4, |i| {
+                assert_eq!(
+                    db.messages_after("ses-bench", Some(i), 50).unwrap().len(),
+                    50
+                );
+            }),
+        );
+        drop(db);
+        // tokio-postgres, pipelined, on the same schema.
+        let url = fresh_database(&admin, "bench_pipelined");
+        drop(Postgres::open(&url).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut client, connection) = rt
+            .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+            .unwrap();
+        rt.spawn(connection);
+        let (put, put_message, add, by_id, page) = rt.block_on(async {
+            (
+                client.prepare("INSERT INTO records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value").await.unwrap(),
+                client.prepare("INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session, seq) DO UPDATE SET value = EXCLUDED.value").await.unwrap(),
+                client.prepare("INSERT INTO outbox (id, subscription, body, created_ms, attempts, next_attempt_ms, failing_since_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body").await.unwrap(),
+                client.prepare("SELECT value FROM messages WHERE session = $1 AND id = $2").await.unwrap(),
+                client.prepare("SELECT seq, value FROM messages WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3").await.unwrap(),
+            )
+        });
+        let mut commit = |batches: &[Batch]| {
+            // The parameters of every statement, owned for as long as the pipeline runs.
+            struct Row {
+                seq: i64,
+                ids: Vec<i64>,
+            }
+            let rows: Vec<Row> = batches
+                .iter()
+                .map(|b| Row {
+                    seq: b.messages[0].seq as i64,
+                    ids: b.outbox.iter().map(|e| e.id as i64).collect(),
+                })
+                .collect();
+            let (zero, none): (i64, Option<i64>) = (0, None);
+            let no_correlator: Option<&[u8]> = None;
+            rt.block_on(async {
+                let tx = client.transaction().await.unwrap();
+                let mut calls: Vec<(&tokio_postgres::Statement, Vec<&(dyn ToSql + Sync)>)> =
+                    Vec::new();
+                for (b, r) in batches.iter().zip(&rows) {
+                    let (kind, key, value) = &b.puts[0];
+                    let _ = kind;
+                    calls.push((&put, vec![&"meta", key, value]));
+                    let m = &b.messages[0];
+                    calls.push((
+                        &put_message,
+                        vec![
+                            &m.session,
+                            &r.seq,
+                            &m.id,
+                            &m.sender,
+                            &no_correlator,
+                            &m.value,
+                            &r.seq,
+                        ],
+                    ));
+                    for (e, id) in b.outbox.iter().zip(&r.ids) {
+                        calls.push((
+                            &add,
+                            vec![
+                                id,
+                                &e.subscription,
+                                &e.body,
+                                &e.created_ms,
+                                &zero,
+                                &zero,
+                                &none,
+                            ],
+                        ));
+                    }
+                }
+                try_join_all(calls.iter().map(|(st, p)| tx.execute(*st, p)))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            });
+        };
+        show(
+            "pipelined, 1-batch commit",
+            "commits",
+            timed(singles, |i| commit(&[send_batch(i)])),
+        );
+        show("pipelined, 64-batch group commit", "batches", {
+            let (r, p50, p99) = timed(groups, |g| {
+                let bs: Vec<Batch> = (0..64).map(|k| send_batch(10_000 + g * 64 + k)).collect();
+                commit(&bs);
+            });
+            (r * 64.0, p50, p99)
+        });
+        show(
+            "pipelined, message by id",
+            "reads",
+            timed(singles, |i| {
+                let id = format!("msg-{i}");
+                let row = rt
+                    .block_on(client.query_opt(&by_id, &[&"ses-bench", &id]))
+                    .unwrap();
+                assert!(row.is_some());
+            }),
+        );
+        show(
+            "pipelined, page of 50",
+            "pages",
+            timed(singles / 4, |i| {
+                let after = i as i64;
+                let rows = rt
+                    .block_on(client.query(&page, &[&"ses-bench", &after, &50i64]))
+                    .unwrap();
+                assert_eq!(rows.len(), 50);
+            }),
+        );
+    }
 }
