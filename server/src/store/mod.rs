@@ -955,6 +955,146 @@ mod tests {
         assert!(next.as_str() < "sess-2");
     }
 
+    /// A backend whose database goes away on demand: while `away` is set, every commit, read
+    /// and reconnection fails as unreachable; it records what was committed, in order.
+    struct Flaky {
+        away: Arc<AtomicBool>,
+        lost: bool,
+        committed: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Backend for Flaky {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError> {
+            self.lost = self.away.load(Ordering::SeqCst);
+            if self.lost {
+                return Err(StoreError("gone".into()));
+            }
+            let mut c = self.committed.lock().unwrap();
+            c.extend(
+                batches
+                    .iter()
+                    .flat_map(|b| b.deletes.iter().map(|d| d.1.clone())),
+            );
+            Ok(())
+        }
+        fn messages_after(
+            &mut self,
+            _: &str,
+            _: Option<u64>,
+            _: usize,
+        ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            self.lost = self.away.load(Ordering::SeqCst);
+            if self.lost {
+                return Err(StoreError("gone".into()));
+            }
+            Ok(Vec::new())
+        }
+        fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn message_by_correlator(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
+        fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
+            Ok(Purged {
+                deleted: 0,
+                next: None,
+            })
+        }
+        fn unavailable(&self) -> bool {
+            self.lost
+        }
+        fn reconnect(&mut self) -> Result<(), StoreError> {
+            self.lost = self.away.load(Ordering::SeqCst);
+            if self.lost {
+                Err(StoreError("still gone".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// A batch that names itself (as a deleted record's key), for checking commit order.
+    fn named(name: &str) -> Batch {
+        Batch {
+            deletes: vec![(Kind::Meta, name.to_owned())],
+            ..Batch::default()
+        }
+    }
+
+    /// The database goes away: the waiting request is told "not confirmed", the store is down,
+    /// later batches are kept (and told the same), reads are refused; once it is back, the
+    /// kept batches are committed in submission order before anything newer, their hooks run
+    /// in that order, and the store is up again. Nothing is lost, nothing reordered.
+    #[test]
+    fn an_unreachable_database_keeps_the_batches_and_commits_them_in_order_once_back() {
+        let away = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let flaky = Flaky {
+            away: Arc::clone(&away),
+            lost: false,
+            committed: Arc::clone(&committed),
+        };
+        let (store, _) = Store::start(Box::new(flaky)).unwrap();
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let hook = |name: &'static str| -> Option<Box<dyn FnOnce() + Send>> {
+            let hooks = Arc::clone(&hooks);
+            Some(Box::new(move || hooks.lock().unwrap().push(name)))
+        };
+        let wait = |rx: oneshot::Receiver<Result<(), String>>| rx.blocking_recv().unwrap();
+        assert_eq!(wait(store.submit(named("a"), hook("a"))), Ok(()));
+        away.store(true, Ordering::SeqCst);
+        assert_eq!(
+            wait(store.submit(named("b"), hook("b"))),
+            Err(UNCONFIRMED.to_owned())
+        );
+        assert!(store.is_down() && !store.has_failed());
+        assert_eq!(
+            wait(store.submit(named("c"), hook("c"))),
+            Err(UNCONFIRMED.to_owned())
+        );
+        store.submit_detached(named("d"));
+        let read = store.read(|b| b.messages_after("s", None, 1));
+        assert!(
+            read.blocking_recv().is_err(),
+            "a read is refused while down"
+        );
+        assert_eq!(*committed.lock().unwrap(), ["a"]);
+        away.store(false, Ordering::SeqCst);
+        // The store thread reconnects by itself (its next attempt is at most 2 s away).
+        let up = |store: &Store| {
+            let since = std::time::Instant::now();
+            while store.is_down() {
+                assert!(since.elapsed().as_secs() < 30, "the store stayed down");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        up(&store);
+        assert_eq!(wait(store.submit(named("e"), hook("e"))), Ok(()));
+        assert_eq!(*committed.lock().unwrap(), ["a", "b", "c", "d", "e"]);
+        assert_eq!(*hooks.lock().unwrap(), ["a", "b", "c", "e"]);
+        // A read that finds the database gone starts an outage too, and it ends by itself.
+        away.store(true, Ordering::SeqCst);
+        let read = store.read(|b| b.messages_after("s", None, 1));
+        assert_eq!(read.blocking_recv().unwrap(), Err(UNCONFIRMED.to_owned()));
+        away.store(false, Ordering::SeqCst);
+        up(&store);
+        assert_eq!(wait(store.submit(named("f"), None)), Ok(()));
+        assert_eq!(
+            committed.lock().unwrap().last().map(String::as_str),
+            Some("f")
+        );
+        store.close();
+    }
+
     /// A message-send batch as the core builds it: a ~400-byte message record, the counters,
     /// two ~1 KiB outbox entries.
     fn send_batch(i: u64) -> Batch {

@@ -1046,6 +1046,38 @@ mod tests {
         );
     }
 
+    /// `clients` threads × 1000 (1 client: 2000) send batches through a store thread over
+    /// `backend`; (batches/s, p50, p99 of one submit-and-wait).
+    fn through_store(backend: Box<dyn Backend>, clients: u64) -> (f64, Duration, Duration) {
+        let rounds = if clients == 1 { 2000 } else { 1000 };
+        let (store, _) = crate::store::Store::start(backend).unwrap();
+        let all = std::time::Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..rounds)
+                        .map(|r| {
+                            let t = std::time::Instant::now();
+                            let rx = store.submit(send_batch(c * 1_000_000 + r), None);
+                            rx.blocking_recv().unwrap().unwrap();
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut lat: Vec<Duration> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        let per_s = lat.len() as f64 / all.elapsed().as_secs_f64();
+        store.close();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        (per_s, pct(0.5), pct(0.99))
+    }
+
     /// The client comparison of ARCHITECTURE.md ("PostgreSQL client: measured"): the shipped
     /// backend (blocking `postgres`, one round trip per statement) against tokio-postgres
     /// driven by a current-thread runtime on the same thread with every statement of a commit
@@ -1098,6 +1130,29 @@ mod tests {
             }),
         );
         drop(db);
+        // The server's path: the store thread with group commit, `clients` threads each
+        // submitting a send batch and waiting for it; SQLite (default settings) for reference.
+        for clients in [1u64, 16] {
+            let url = fresh_database(&admin, "bench_store");
+            let pg = Postgres::open(&url).unwrap();
+            show(
+                &format!("store thread, PostgreSQL, {clients} clients"),
+                "batches",
+                through_store(Box::new(pg), clients),
+            );
+            let dir = std::env::temp_dir().join(format!(
+                "netapi-chat-pgbench-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            let lite = crate::store::sqlite::Sqlite::open(&dir, crate::store::sqlite::Sync::Normal)
+                .unwrap();
+            show(
+                &format!("store thread, SQLite (NORMAL), {clients} clients"),
+                "batches",
+                through_store(Box::new(lite), clients),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         // tokio-postgres, pipelined, on the same schema.
         let url = fresh_database(&admin, "bench_pipelined");
         drop(Postgres::open(&url).unwrap());
