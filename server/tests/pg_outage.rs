@@ -1,14 +1,15 @@
-//! Losing the database (issue 14 item 4), on PostgreSQL: the database is stopped under a
-//! running server (`pg_ctl stop -m fast`) and started again. Meanwhile requests get `503` with
-//! an OMA `requestError` (`SVC2001`, in the asked format) and `Retry-After`, `/readyz` says not
+//! On PostgreSQL: one server per database (a second one refuses to start, naming the reason),
+//! and losing the database (issue 14 item 4): the database is stopped under a running server
+//! (`pg_ctl stop -m fast`) and started again. Meanwhile requests get `503` with an OMA
+//! `requestError` (`SVC2001`, in the asked format) and `Retry-After`, `/readyz` says not
 //! ready, and the server keeps running; once the database is back the server reconnects by
 //! itself, and every message answered 2xx before is still there, as is the one whose send was
-//! answered 503 ("not confirmed": kept and stored once the database returned), which a retry
-//! with its `clientCorrelator` finds instead of sending it twice.
+//! answered 503 ("not confirmed": kept and stored once the database returned); a send refused
+//! while it was away, retried with its `clientCorrelator`, is made once.
 //!
 //! Needs the PostgreSQL pass of `cargo xtask test` (`NETAPI_CHAT_TEST_DATABASE_URL` and
-//! `NETAPI_CHAT_TEST_PG_CTL`, the test cluster's `pg_ctl`), which runs it alone (it stops the
-//! cluster every other test would use): ignored otherwise.
+//! `NETAPI_CHAT_TEST_PG_CTL`, the test cluster's `pg_ctl`), which runs these one at a time and
+//! after every other suite (one stops the cluster): ignored otherwise.
 
 mod support;
 
@@ -188,4 +189,43 @@ async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_a
     assert_eq!(last_segment(again.header("location")), id);
     sent.push((id, "retried".to_owned()));
     assert_eq!(listed(&s, &sid).await, sent);
+}
+
+/// One instance per database until multi-instance support lands: a second server pointed at
+/// a database a running server uses refuses to start, saying why; once the first has stopped,
+/// a server starts on it and finds what the first stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_second_server_on_the_same_database_refuses_to_start() {
+    let first = Server::default_for_tests();
+    let sid = connected_session(&first).await;
+    let url = support::postgres_database_for(&first.data_dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    let other_dir = support::temp_data_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+        .env("NETAPI_CHAT_DATA_DIR", &other_dir)
+        .env("NETAPI_CHAT_DATABASE_URL", &url)
+        .output()
+        .expect("run a second netapi-chat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second server started: {stderr}");
+    assert!(
+        stderr.contains("is in use by another netapi-chat server")
+            && stderr.contains("one instance per database until multi-instance support lands"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("postgres://"),
+        "the URL (and a password) is not printed: {stderr}"
+    );
+    // The first stops; a server on the other data directory now takes the database over.
+    let first_dir = first.kill();
+    let second = Server::start_in(&other_dir, &[("NETAPI_CHAT_DATABASE_URL", &url)], None);
+    let url = format!("{}?maxEntries=10", second.urls().messages(BOB, &sid));
+    let a = send_empty("GET", &url, Format::Json).await;
+    assert_eq!(a.status, 200, "the session is there: {}", a.body);
+    drop(second);
+    let _ = std::fs::remove_dir_all(first_dir);
+    let _ = std::fs::remove_dir_all(other_dir);
 }
