@@ -27,9 +27,14 @@ use super::{
     Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot,
     StoreError, StoredCounts, expired_head, format, now_ms,
 };
-use postgres::{Client, NoTls, Statement};
+use std::future::Future;
 use std::str::FromStr as _;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// PostgreSQL's error type (connection, protocol or the database's answer).
+type PgError = tokio_postgres::Error;
 
 /// The advisory lock key that marks a database as in use by one netapi-chat server: the bytes
 /// `netapich` as a big-endian integer (advisory locks are per database, so a constant names
@@ -48,6 +53,11 @@ const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 /// TCP keepalive idle time and `tcp_user_timeout`: an unreachable database server (cable cut,
 /// no RST) is noticed within about this long, instead of a read that never returns.
 const TCP_DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Longest time the store thread waits for one operation of the database (a whole commit, a
+/// read, a purge job), whatever the database does (even a stopped process that keeps the
+/// connection open): past it the connection is dropped and the database treated as away.
+const WAIT_AT_MOST: Duration = Duration::from_secs(12);
 
 /// The schema of each stored format version, in order: a new format version adds an entry
 /// (its DDL; value rewrites go through [`format::steps`] like SQLite's). Version 5 is the
@@ -99,78 +109,111 @@ struct Statements {
 }
 
 impl Statements {
-    fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
+    async fn prepare(c: &Client) -> Result<Statements, PgError> {
         Ok(Statements {
-            put: c.prepare(
-                "INSERT INTO records (kind, key, value) VALUES ($1, $2, $3)
+            put: c
+                .prepare(
+                    "INSERT INTO records (kind, key, value) VALUES ($1, $2, $3)
                  ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value",
-            )?,
-            del: c.prepare("DELETE FROM records WHERE kind = $1 AND key = $2")?,
-            put_message: c.prepare(
-                "INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms)
+                )
+                .await?,
+            del: c
+                .prepare("DELETE FROM records WHERE kind = $1 AND key = $2")
+                .await?,
+            put_message: c
+                .prepare(
+                    "INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (session, seq) DO UPDATE SET id = EXCLUDED.id,
                      sender = EXCLUDED.sender, correlator = EXCLUDED.correlator,
                      value = EXCLUDED.value, sent_ms = EXCLUDED.sent_ms",
-            )?,
+                )
+                .await?,
             // A new state of a stored message: its time stays; a purged one stays purged.
             update_message: c
-                .prepare("UPDATE messages SET value = $3 WHERE session = $1 AND seq = $2")?,
-            del_messages: c.prepare("DELETE FROM messages WHERE session = $1")?,
-            add: c.prepare(
-                "INSERT INTO outbox (id, subscription, body, created_ms, attempts,
+                .prepare("UPDATE messages SET value = $3 WHERE session = $1 AND seq = $2")
+                .await?,
+            del_messages: c.prepare("DELETE FROM messages WHERE session = $1").await?,
+            add: c
+                .prepare(
+                    "INSERT INTO outbox (id, subscription, body, created_ms, attempts,
                      next_attempt_ms, failing_since_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (id) DO UPDATE SET subscription = EXCLUDED.subscription,
                      body = EXCLUDED.body, created_ms = EXCLUDED.created_ms,
                      attempts = EXCLUDED.attempts, next_attempt_ms = EXCLUDED.next_attempt_ms,
                      failing_since_ms = EXCLUDED.failing_since_ms, dead_ms = NULL",
-            )?,
-            del_outbox: c.prepare("DELETE FROM outbox WHERE subscription = $1")?,
-            progress: c.prepare(
-                "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, failing_since_ms = $4
+                )
+                .await?,
+            del_outbox: c
+                .prepare("DELETE FROM outbox WHERE subscription = $1")
+                .await?,
+            progress: c
+                .prepare(
+                    "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, failing_since_ms = $4
                  WHERE id = $1 AND dead_ms IS NULL",
-            )?,
-            bury: c.prepare("UPDATE outbox SET dead_ms = $2 WHERE id = $1")?,
-            trim: c.prepare(
-                "DELETE FROM outbox WHERE id IN (
+                )
+                .await?,
+            bury: c
+                .prepare("UPDATE outbox SET dead_ms = $2 WHERE id = $1")
+                .await?,
+            trim: c
+                .prepare(
+                    "DELETE FROM outbox WHERE id IN (
                      SELECT id FROM (
                          SELECT id, ROW_NUMBER() OVER w AS n,
                              SUM(octet_length(body)) OVER w AS bytes
                          FROM outbox WHERE subscription = $1 AND dead_ms IS NOT NULL
                          WINDOW w AS (ORDER BY id DESC)) AS kept
                      WHERE n > $2 OR bytes > $3)",
-            )?,
-            revive: c.prepare(
-                "UPDATE outbox SET dead_ms = NULL, attempts = 0, next_attempt_ms = 0,
+                )
+                .await?,
+            revive: c
+                .prepare(
+                    "UPDATE outbox SET dead_ms = NULL, attempts = 0, next_attempt_ms = 0,
                      failing_since_ms = NULL, created_ms = $3
                  WHERE id = $1 AND subscription = $2 AND dead_ms IS NOT NULL",
-            )?,
-            forget: c.prepare("DELETE FROM outbox WHERE id = $1")?,
-            page: c.prepare(
-                "SELECT seq, value FROM messages WHERE session = $1 AND seq > $2
+                )
+                .await?,
+            forget: c.prepare("DELETE FROM outbox WHERE id = $1").await?,
+            page: c
+                .prepare(
+                    "SELECT seq, value FROM messages WHERE session = $1 AND seq > $2
                  ORDER BY seq LIMIT $3",
-            )?,
-            by_id: c.prepare("SELECT value FROM messages WHERE session = $1 AND id = $2")?,
-            by_correlator: c.prepare(
-                "SELECT id FROM messages WHERE session = $1 AND sender = $2 AND correlator = $3
+                )
+                .await?,
+            by_id: c
+                .prepare("SELECT value FROM messages WHERE session = $1 AND id = $2")
+                .await?,
+            by_correlator: c
+                .prepare(
+                    "SELECT id FROM messages WHERE session = $1 AND sender = $2 AND correlator = $3
                  ORDER BY seq LIMIT 1",
-            )?,
-            next_session_from: c.prepare(
-                "SELECT session FROM messages WHERE session >= $1 ORDER BY session LIMIT 1",
-            )?,
-            next_session_after: c.prepare(
-                "SELECT session FROM messages WHERE session > $1 ORDER BY session LIMIT 1",
-            )?,
-            head: c.prepare(
-                "SELECT seq, sent_ms FROM messages WHERE session = $1 ORDER BY seq LIMIT $2",
-            )?,
-            delete_head: c.prepare("DELETE FROM messages WHERE session = $1 AND seq <= $2")?,
-            dead_letters: c.prepare(
-                "SELECT id, body, created_ms, dead_ms, attempts FROM outbox
+                )
+                .await?,
+            next_session_from: c
+                .prepare(
+                    "SELECT session FROM messages WHERE session >= $1 ORDER BY session LIMIT 1",
+                )
+                .await?,
+            next_session_after: c
+                .prepare("SELECT session FROM messages WHERE session > $1 ORDER BY session LIMIT 1")
+                .await?,
+            head: c
+                .prepare(
+                    "SELECT seq, sent_ms FROM messages WHERE session = $1 ORDER BY seq LIMIT $2",
+                )
+                .await?,
+            delete_head: c
+                .prepare("DELETE FROM messages WHERE session = $1 AND seq <= $2")
+                .await?,
+            dead_letters: c
+                .prepare(
+                    "SELECT id, body, created_ms, dead_ms, attempts FROM outbox
                  WHERE subscription = $1 AND id > $2 AND dead_ms IS NOT NULL
                      AND created_ms >= $3
                  ORDER BY id LIMIT $4",
-            )?,
+                )
+                .await?,
         })
     }
 }
@@ -183,7 +226,10 @@ struct Conn {
 
 /// The PostgreSQL backend (see the module documentation).
 pub struct Postgres {
-    config: postgres::Config,
+    /// Drives the client (tokio-postgres) on the store thread: a current-thread runtime that
+    /// runs only inside the backend's calls.
+    rt: tokio::runtime::Runtime,
+    config: tokio_postgres::Config,
     /// Where it is, for messages (the URL without its password).
     place: String,
     /// `None` while the database is unreachable (after a lost connection, until
@@ -195,14 +241,16 @@ pub struct Postgres {
     migrated: Option<Migrated>,
 }
 
-/// A failure inside the backend: PostgreSQL's (classified by [`transient`]) or ours.
+/// A failure inside the backend: PostgreSQL's (classified by [`transient`]), the database not
+/// answering within [`WAIT_AT_MOST`], or ours.
 enum Fail {
-    Pg(postgres::Error),
+    Pg(PgError),
+    Timeout,
     Ours(StoreError),
 }
 
-impl From<postgres::Error> for Fail {
-    fn from(e: postgres::Error) -> Fail {
+impl From<PgError> for Fail {
+    fn from(e: PgError) -> Fail {
         Fail::Pg(e)
     }
 }
@@ -234,13 +282,13 @@ pub fn transient(closed: bool, sqlstate: Option<&str>, database_error: bool) -> 
 }
 
 /// The URL without its password, for messages and logs.
-fn place_of(config: &postgres::Config) -> String {
+fn place_of(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
         .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
         })
         .collect();
     let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -251,13 +299,27 @@ fn place_of(config: &postgres::Config) -> String {
     )
 }
 
+/// Runs `f` to completion on `rt`, for at most [`WAIT_AT_MOST`].
+fn wait<T>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = Result<T, Fail>>,
+) -> Result<T, Fail> {
+    rt.block_on(async {
+        match tokio::time::timeout(WAIT_AT_MOST, f).await {
+            Ok(result) => result,
+            Err(_) => Err(Fail::Timeout),
+        }
+    })
+}
+
 impl Postgres {
     /// Connects to the database at `url`, takes the instance lock (a second server on the same
     /// database refuses to start here) and brings the schema to [`format::CURRENT`]: an empty
     /// database is created at it, an older one migrated (in one transaction), a newer one
-    /// refused before anything is written.
+    /// refused before anything is written. Call it on a plain thread (not one of tokio's):
+    /// the backend runs a small runtime of its own.
     pub fn open(url: &str) -> Result<Postgres, StoreError> {
-        let mut config = postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError(format!("NETAPI_CHAT_DATABASE_URL does not read: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -269,8 +331,13 @@ impl Postgres {
             .keepalives(true)
             .keepalives_idle(TCP_DEAD_AFTER)
             .tcp_user_timeout(TCP_DEAD_AFTER);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("starting the PostgreSQL client's runtime: {e}")))?;
         let place = place_of(&config);
         let mut pg = Postgres {
+            rt,
             config,
             place,
             conn: None,
@@ -278,21 +345,29 @@ impl Postgres {
             migrated: None,
         };
         let mut client = pg.connect()?;
-        pg.migrated = migrate(&mut client, &pg.place)?;
+        let place = pg.place.clone();
+        pg.migrated = pg.rt.block_on(migrate(&mut client, &place))?;
         pg.ready(client)?;
         Ok(pg)
     }
 
     /// A new connection holding the instance lock (not yet with its statements).
     fn connect(&mut self) -> Result<Client, StoreError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| {
-            self.lost = true;
-            StoreError(format!("connecting to the {}: {e}", self.place))
+        let config = self.config.clone();
+        let connected = wait(&self.rt, async {
+            let (client, connection) = config.connect(NoTls).await?;
+            // Driven by this runtime whenever the backend waits on it.
+            tokio::spawn(connection);
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
+                .await?
+                .try_get(0)?;
+            Ok((client, locked))
+        });
+        let (client, locked) = connected.map_err(|e| {
+            let e = self.fail(e);
+            StoreError(format!("connecting to the {e}"))
         })?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| self.fail(Fail::Pg(e)))?;
         if !locked {
             self.lost = false;
             return Err(StoreError(format!(
@@ -305,65 +380,63 @@ impl Postgres {
     }
 
     /// Sets the session up for the store's work and prepares its statements.
-    fn ready(&mut self, mut client: Client) -> Result<(), StoreError> {
-        let prepared = client
-            .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-            .and_then(|()| Statements::prepare(&mut client));
+    fn ready(&mut self, client: Client) -> Result<(), StoreError> {
+        let prepared = wait(&self.rt, async {
+            client
+                .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                .await?;
+            Ok(Statements::prepare(&client).await?)
+        });
         match prepared {
             Ok(st) => {
                 self.conn = Some(Conn { client, st });
                 self.lost = false;
                 Ok(())
             }
-            Err(e) => Err(self.fail(Fail::Pg(e))),
+            Err(e) => Err(self.fail(e)),
         }
     }
 
     /// Turns a failure into the store's error, noting whether it was the database being
     /// unreachable (then the connection is dropped: the next use reconnects).
     fn fail(&mut self, f: Fail) -> StoreError {
-        match f {
-            Fail::Ours(e) => {
-                self.lost = false;
-                e
-            }
-            Fail::Pg(e) => {
-                self.lost = transient(
+        let (lost, e) = match f {
+            Fail::Ours(e) => (false, e),
+            Fail::Timeout => (
+                true,
+                StoreError(format!(
+                    "{}: no answer within {} s",
+                    self.place,
+                    WAIT_AT_MOST.as_secs()
+                )),
+            ),
+            Fail::Pg(e) => (
+                transient(
                     e.is_closed(),
                     e.code().map(|c| c.code()),
                     e.as_db_error().is_some(),
-                );
-                if self.lost {
-                    self.conn = None;
-                }
-                StoreError(format!("{}: {e}", self.place))
-            }
+                ),
+                StoreError(format!("{}: {e}", self.place)),
+            ),
+        };
+        self.lost = lost;
+        if lost {
+            self.conn = None;
         }
+        e
     }
 
-    /// The live connection, or the error of an unreachable database.
-    fn conn(&mut self) -> Result<&mut Conn, Fail> {
-        match self.conn.as_mut() {
-            Some(c) => Ok(c),
+    /// Runs `f` over the live connection on the backend's runtime (at most [`WAIT_AT_MOST`]);
+    /// a failure is classified ([`Postgres::fail`]); no connection is an unreachable database.
+    fn with<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let result = match self.conn.as_mut() {
+            Some(c) => wait(&self.rt, f(c)),
             None => {
                 self.lost = true;
-                Err(Fail::Ours(StoreError(format!(
-                    "the {} is unreachable",
-                    self.place
-                ))))
-            }
-        }
-    }
-
-    /// Runs `f` on the live connection; a failure is classified ([`Postgres::fail`]).
-    fn with<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, Fail>) -> Result<T, StoreError> {
-        let result = match self.conn() {
-            Ok(c) => f(c),
-            Err(e) => {
-                return Err(match e {
-                    Fail::Ours(e) => e,
-                    Fail::Pg(e) => self.fail(Fail::Pg(e)),
-                });
+                return Err(StoreError(format!("the {} is unreachable", self.place)));
             }
         };
         result.map_err(|e| self.fail(e))
@@ -371,13 +444,15 @@ impl Postgres {
 }
 
 /// The stored format version of the database (`None`: a new one), refusing a newer one.
-fn stored_version(tx: &mut postgres::Transaction<'_>) -> Result<Option<u32>, postgres::Error> {
+async fn stored_version(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<u32>, PgError> {
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_version (
              version INTEGER NOT NULL, migrated_ms BIGINT NOT NULL)",
-    )?;
+    )
+    .await?;
     let v: Option<i32> = tx
-        .query_one("SELECT MAX(version) FROM schema_version", &[])?
+        .query_one("SELECT MAX(version) FROM schema_version", &[])
+        .await?
         .try_get(0)?;
     Ok(v.map(i32::unsigned_abs))
 }
@@ -385,16 +460,16 @@ fn stored_version(tx: &mut postgres::Transaction<'_>) -> Result<Option<u32>, pos
 /// Brings the schema to [`format::CURRENT`] in one transaction (run under the instance lock,
 /// so two servers starting at once cannot both migrate): each [`SCHEMA`] entry past the stored
 /// version, recorded in `schema_version`. `None` for a database already current or new.
-fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
-    let failed = |e: postgres::Error| StoreError(format!("preparing the {place}: {e}"));
-    let mut tx = client.transaction().map_err(failed)?;
-    let stored = stored_version(&mut tx).map_err(failed)?;
+async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
+    let failed = |e: PgError| StoreError(format!("preparing the {place}: {e}"));
+    let tx = client.transaction().await.map_err(failed)?;
+    let stored = stored_version(&tx).await.map_err(failed)?;
     if let Some(v) = stored {
         format::check(v, place).map_err(StoreError)?;
     }
     let from = stored.unwrap_or(0);
     for (version, ddl) in SCHEMA.iter().filter(|(v, _)| *v > from) {
-        tx.batch_execute(ddl).map_err(|e| {
+        tx.batch_execute(ddl).await.map_err(|e| {
             StoreError(format!(
                 "{place}: creating the schema of stored format version {version}: {e}"
             ))
@@ -404,9 +479,10 @@ fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreEr
             "INSERT INTO schema_version (version, migrated_ms) VALUES ($1, $2)",
             &[&v, &now_ms()],
         )
+        .await
         .map_err(failed)?;
     }
-    tx.commit().map_err(failed)?;
+    tx.commit().await.map_err(failed)?;
     // A stored version older than the first one PostgreSQL knew cannot exist; a new database is
     // created at the current version: neither is a migration to report.
     Ok(match stored {
@@ -429,30 +505,149 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// One statement of a commit and its parameters (borrowed from the batches, or small values
+/// of their own), so that a whole group can be sent before the first answer is read.
+type Call<'a> = (&'a Statement, Vec<Box<dyn ToSql + Sync + 'a>>);
+
+/// The statements that commit `batches`, in order (see [`Backend::commit`]).
+fn calls<'a>(st: &'a Statements, batches: &[&'a Batch]) -> Result<Vec<Call<'a>>, Fail> {
+    let mut calls: Vec<Call<'a>> = Vec::new();
+    for b in batches {
+        for (kind, key, value) in &b.puts {
+            if *kind == Kind::Message {
+                return Err(Fail::Ours(StoreError(format!(
+                    "message `{key}` written as a record; messages go in Batch::messages"
+                ))));
+            }
+            calls.push((
+                &st.put,
+                vec![Box::new(kind.name()), Box::new(key), Box::new(value)],
+            ));
+        }
+        for m in &b.messages {
+            let seq = big(m.seq, "message seq")?;
+            calls.push(match m.sent_ms {
+                Some(at) => (
+                    &st.put_message,
+                    vec![
+                        Box::new(&m.session),
+                        Box::new(seq),
+                        Box::new(&m.id),
+                        Box::new(&m.sender),
+                        Box::new(m.correlator.as_deref().map(str::as_bytes)),
+                        Box::new(&m.value),
+                        Box::new(at),
+                    ],
+                ),
+                None => (
+                    &st.update_message,
+                    vec![Box::new(&m.session), Box::new(seq), Box::new(&m.value)],
+                ),
+            });
+        }
+        for (kind, key) in &b.deletes {
+            calls.push((&st.del, vec![Box::new(kind.name()), Box::new(key)]));
+            if *kind == Kind::Session {
+                calls.push((&st.del_messages, vec![Box::new(key)]));
+            }
+            if *kind == Kind::Subscription {
+                calls.push((&st.del_outbox, vec![Box::new(key)]));
+            }
+        }
+        for e in &b.outbox {
+            let p = &e.progress;
+            calls.push((
+                &st.add,
+                vec![
+                    Box::new(big(e.id, "notification id")?),
+                    Box::new(&e.subscription),
+                    Box::new(&e.body),
+                    Box::new(e.created_ms),
+                    Box::new(i64::from(p.attempts)),
+                    Box::new(p.next_attempt_ms),
+                    Box::new(p.failing_since_ms),
+                ],
+            ));
+        }
+        for id in &b.forget {
+            calls.push((&st.forget, vec![Box::new(big(*id, "notification id")?)]));
+        }
+        for (id, p) in &b.progress {
+            calls.push((
+                &st.progress,
+                vec![
+                    Box::new(big(*id, "notification id")?),
+                    Box::new(i64::from(p.attempts)),
+                    Box::new(p.next_attempt_ms),
+                    Box::new(p.failing_since_ms),
+                ],
+            ));
+        }
+        for d in &b.bury {
+            let now = now_ms();
+            for id in &d.ids {
+                calls.push((
+                    &st.bury,
+                    vec![Box::new(big(*id, "notification id")?), Box::new(now)],
+                ));
+            }
+            calls.push((
+                &st.trim,
+                vec![
+                    Box::new(&d.subscription),
+                    Box::new(count(d.keep_count)),
+                    Box::new(count(d.keep_bytes)),
+                ],
+            ));
+        }
+        for r in &b.revive {
+            for id in &r.ids {
+                calls.push((
+                    &st.revive,
+                    vec![
+                        Box::new(big(*id, "notification id")?),
+                        Box::new(&r.subscription),
+                        Box::new(r.created_ms),
+                    ],
+                ));
+            }
+        }
+    }
+    Ok(calls)
+}
+
 impl Backend for Postgres {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let migrated = self.migrated.take();
-        self.with(|c| {
+        self.with(async move |c: &mut Conn| {
             let mut snapshot = Snapshot {
                 migrated,
                 ..Snapshot::default()
             };
-            for r in c.client.query(
-                "SELECT kind, key, value FROM records ORDER BY kind, key",
-                &[],
-            )? {
+            let records = c
+                .client
+                .query(
+                    "SELECT kind, key, value FROM records ORDER BY kind, key",
+                    &[],
+                )
+                .await?;
+            for r in records {
                 let name: String = r.try_get(0)?;
                 let kind = super::sqlite::kind_of(&name).ok_or_else(|| {
                     StoreError(format!("unknown record kind `{name}` in the store"))
                 })?;
                 snapshot.records.push((kind, r.try_get(1)?, r.try_get(2)?));
             }
-            for r in c.client.query(
-                "SELECT id, subscription, body, created_ms, attempts, next_attempt_ms,
-                     failing_since_ms
-                 FROM outbox WHERE dead_ms IS NULL ORDER BY id",
-                &[],
-            )? {
+            let outbox = c
+                .client
+                .query(
+                    "SELECT id, subscription, body, created_ms, attempts, next_attempt_ms,
+                         failing_since_ms
+                     FROM outbox WHERE dead_ms IS NULL ORDER BY id",
+                    &[],
+                )
+                .await?;
+            for r in outbox {
                 snapshot.outbox.push(OutboxEntry {
                     id: r.try_get::<_, i64>(0)?.unsigned_abs(),
                     subscription: r.try_get(1)?,
@@ -469,99 +664,26 @@ impl Backend for Postgres {
         })
     }
 
+    /// One transaction whose statements are pipelined: every statement of the group is sent
+    /// before the first answer is read (PostgreSQL runs them in order), so a group costs three
+    /// round trips (BEGIN, the statements, COMMIT) however many batches it holds; see
+    /// "PostgreSQL client: measured" in ARCHITECTURE.md.
     fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError> {
-        self.with(|c| {
-            let st = &c.st;
-            let mut tx = c.client.transaction()?;
-            for b in batches {
-                for (kind, key, value) in &b.puts {
-                    if *kind == Kind::Message {
-                        return Err(Fail::Ours(StoreError(format!(
-                            "message `{key}` written as a record; messages go in Batch::messages"
-                        ))));
-                    }
-                    tx.execute(&st.put, &[&kind.name(), key, value])?;
-                }
-                for m in &b.messages {
-                    let seq = big(m.seq, "message seq")?;
-                    match m.sent_ms {
-                        Some(at) => tx.execute(
-                            &st.put_message,
-                            &[
-                                &m.session,
-                                &seq,
-                                &m.id,
-                                &m.sender,
-                                &m.correlator.as_deref().map(str::as_bytes),
-                                &m.value,
-                                &at,
-                            ],
-                        )?,
-                        None => tx.execute(&st.update_message, &[&m.session, &seq, &m.value])?,
-                    };
-                }
-                for (kind, key) in &b.deletes {
-                    tx.execute(&st.del, &[&kind.name(), key])?;
-                    if *kind == Kind::Session {
-                        tx.execute(&st.del_messages, &[key])?;
-                    }
-                    if *kind == Kind::Subscription {
-                        tx.execute(&st.del_outbox, &[key])?;
-                    }
-                }
-                for e in &b.outbox {
-                    let p = &e.progress;
-                    tx.execute(
-                        &st.add,
-                        &[
-                            &big(e.id, "notification id")?,
-                            &e.subscription,
-                            &e.body,
-                            &e.created_ms,
-                            &i64::from(p.attempts),
-                            &p.next_attempt_ms,
-                            &p.failing_since_ms,
-                        ],
-                    )?;
-                }
-                for id in &b.forget {
-                    tx.execute(&st.forget, &[&big(*id, "notification id")?])?;
-                }
-                for (id, p) in &b.progress {
-                    tx.execute(
-                        &st.progress,
-                        &[
-                            &big(*id, "notification id")?,
-                            &i64::from(p.attempts),
-                            &p.next_attempt_ms,
-                            &p.failing_since_ms,
-                        ],
-                    )?;
-                }
-                for d in &b.bury {
-                    let now = now_ms();
-                    for id in &d.ids {
-                        tx.execute(&st.bury, &[&big(*id, "notification id")?, &now])?;
-                    }
-                    tx.execute(
-                        &st.trim,
-                        &[&d.subscription, &count(d.keep_count), &count(d.keep_bytes)],
-                    )?;
-                }
-                for r in &b.revive {
-                    for id in &r.ids {
-                        tx.execute(
-                            &st.revive,
-                            &[
-                                &big(*id, "notification id")?,
-                                &r.subscription,
-                                &r.created_ms,
-                            ],
-                        )?;
-                    }
-                }
-            }
-            tx.commit()?;
+        self.with(async move |c: &mut Conn| {
+            let calls = calls(&c.st, batches)?;
+            let params: Vec<Vec<&(dyn ToSql + Sync)>> = calls
+                .iter()
+                .map(|(_, ps)| ps.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect())
+                .collect();
+            let tx = c.client.transaction().await?;
+            futures_util::future::try_join_all(
+                calls
+                    .iter()
+                    .zip(&params)
+                    .map(|((st, _), ps)| tx.execute(*st, ps)),
+            )
+            .await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -578,9 +700,10 @@ impl Backend for Postgres {
             Some(Ok(a)) => a,
             Some(Err(_)) => return Ok(Vec::new()),
         };
-        self.with(|c| {
+        self.with(async move |c: &mut Conn| {
             c.client
-                .query(&c.st.page, &[&session, &after, &count(limit)])?
+                .query(&c.st.page, &[&session, &after, &count(limit)])
+                .await?
                 .into_iter()
                 .map(|r| Ok((r.try_get::<_, i64>(0)?.unsigned_abs(), r.try_get(1)?)))
                 .collect()
@@ -588,12 +711,12 @@ impl Backend for Postgres {
     }
 
     fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with(
-            |c| match c.client.query_opt(&c.st.by_id, &[&session, &id])? {
+        self.with(async move |c: &mut Conn| {
+            match c.client.query_opt(&c.st.by_id, &[&session, &id]).await? {
                 Some(r) => Ok(Some(r.try_get(0)?)),
                 None => Ok(None),
-            },
-        )
+            }
+        })
     }
 
     fn message_by_correlator(
@@ -602,11 +725,14 @@ impl Backend for Postgres {
         sender: &str,
         correlator: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.with(|c| {
-            let row = c.client.query_opt(
-                &c.st.by_correlator,
-                &[&session, &sender, &correlator.as_bytes()],
-            )?;
+        self.with(async move |c: &mut Conn| {
+            let row = c
+                .client
+                .query_opt(
+                    &c.st.by_correlator,
+                    &[&session, &sender, &correlator.as_bytes()],
+                )
+                .await?;
             match row {
                 Some(r) => Ok(Some(r.try_get(0)?)),
                 None => Ok(None),
@@ -627,12 +753,13 @@ impl Backend for Postgres {
             Some(Ok(a)) => a,
             Some(Err(_)) => return Ok(Vec::new()),
         };
-        self.with(|c| {
+        self.with(async move |c: &mut Conn| {
             c.client
                 .query(
                     &c.st.dead_letters,
                     &[&subscription, &after, &since_ms, &count(limit)],
-                )?
+                )
+                .await?
                 .into_iter()
                 .map(|r| {
                     Ok(DeadLetterRow {
@@ -650,10 +777,11 @@ impl Backend for Postgres {
     /// The connection answers, and the database takes writes (not a standby in recovery).
     fn probe(&mut self) -> Result<(), StoreError> {
         let place = self.place.clone();
-        self.with(|c| {
+        self.with(async move |c: &mut Conn| {
             let standby: bool = c
                 .client
-                .query_one("SELECT pg_is_in_recovery()", &[])?
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await?
                 .try_get(0)?;
             if standby {
                 return Err(Fail::Ours(StoreError(format!(
@@ -665,10 +793,11 @@ impl Backend for Postgres {
     }
 
     fn outbox_len(&mut self) -> Result<Option<u64>, StoreError> {
-        self.with(|c| {
+        self.with(async move |c: &mut Conn| {
             let n: i64 = c
                 .client
-                .query_one("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL", &[])?
+                .query_one("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL", &[])
+                .await?
                 .try_get(0)?;
             Ok(Some(n.unsigned_abs()))
         })
@@ -683,20 +812,22 @@ impl Backend for Postgres {
     }
 
     fn counts(&mut self, most: usize) -> Result<StoredCounts, StoreError> {
-        self.with(|c| {
-            let one = |c: &mut Conn, sql: &str| -> Result<u64, Fail> {
-                let n: i64 = c.client.query_one(sql, &[])?.try_get(0)?;
-                Ok(n.unsigned_abs())
+        self.with(async move |c: &mut Conn| {
+            let client = &c.client;
+            let one = async |sql: &'static str| {
+                let n: i64 = client.query_one(sql, &[]).await?.try_get(0)?;
+                Ok::<u64, Fail>(n.unsigned_abs())
             };
-            let messages = one(c, "SELECT COUNT(*) FROM messages")?;
-            let undelivered = one(c, "SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL")?;
+            let messages = one("SELECT COUNT(*) FROM messages").await?;
+            let undelivered = one("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL").await?;
             let undelivered_by_subscription = c
                 .client
                 .query(
                     "SELECT subscription, COUNT(*) AS n FROM outbox WHERE dead_ms IS NULL
                      GROUP BY subscription ORDER BY n DESC, subscription LIMIT $1",
                     &[&count(most)],
-                )?
+                )
+                .await?
                 .into_iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)?.unsigned_abs())))
                 .collect::<Result<Vec<_>, Fail>>()?;
@@ -716,9 +847,9 @@ impl Backend for Postgres {
     ) -> Result<Purged, StoreError> {
         // A visit takes one unit: two leave room to delete, so every job makes progress.
         let budget = budget.max(2);
-        self.with(|c| {
+        self.with(async move |c: &mut Conn| {
             let st = &c.st;
-            let mut tx = c.client.transaction()?;
+            let tx = c.client.transaction().await?;
             let mut done = Purged {
                 deleted: 0,
                 next: Some(from.to_owned()),
@@ -732,8 +863,8 @@ impl Backend for Postgres {
                 // `after_session` marks "just after" with a NUL, which PostgreSQL text cannot
                 // hold (and no session id contains): it becomes a strict comparison.
                 let row = match from.strip_suffix('\u{0}') {
-                    Some(s) => tx.query_opt(&st.next_session_after, &[&s])?,
-                    None => tx.query_opt(&st.next_session_from, &[&from])?,
+                    Some(s) => tx.query_opt(&st.next_session_after, &[&s]).await?,
+                    None => tx.query_opt(&st.next_session_from, &[&from]).await?,
                 };
                 // The walk is past the last session: the round is over.
                 let Some(row) = row else { break };
@@ -742,7 +873,8 @@ impl Backend for Postgres {
                 // One more row than may be deleted: tells whether the head goes on.
                 let room = budget.saturating_sub(work);
                 let rows = tx
-                    .query(&st.head, &[&session, &count(room + 1)])?
+                    .query(&st.head, &[&session, &count(room + 1)])
+                    .await?
                     .into_iter()
                     .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)))
                     .collect::<Result<Vec<_>, Fail>>()?;
@@ -750,7 +882,7 @@ impl Backend for Postgres {
                 let whole = expired_head(&times, before_ms);
                 let expired = whole.min(room);
                 if let Some((last, _)) = expired.checked_sub(1).and_then(|i| rows.get(i)) {
-                    tx.execute(&st.delete_head, &[&session, last])?;
+                    tx.execute(&st.delete_head, &[&session, last]).await?;
                 }
                 work += expired;
                 done.deleted += expired;
@@ -761,7 +893,7 @@ impl Backend for Postgres {
                     super::after_session(&session)
                 });
             }
-            tx.commit()?;
+            tx.commit().await?;
             Ok(done)
         })
     }
@@ -1079,29 +1211,28 @@ mod tests {
     }
 
     /// The client comparison of ARCHITECTURE.md ("PostgreSQL client: measured"): the shipped
-    /// backend (blocking `postgres`, one round trip per statement) against tokio-postgres
-    /// driven by a current-thread runtime on the same thread with every statement of a commit
-    /// pipelined (sent before the first answer is read), on the same database server, same
-    /// workload: single send batches, groups of 64, one message by id, a page of 50.
+    /// backend (tokio-postgres on a current-thread runtime, the statements of a commit
+    /// pipelined) against the blocking `postgres` client sending the same statements one round
+    /// trip at a time (what this backend first was), on the same database server, same
+    /// workload: single send batches, groups of 64, one message by id, a page of 50; then the
+    /// store thread with group commit on PostgreSQL and on SQLite.
     /// `NETAPI_CHAT_TEST_DATABASE_URL=postgres://… cargo test --release --lib -- --ignored
     /// --nocapture pg_client_bench`.
     #[test]
     #[ignore = "a measurement; needs PostgreSQL"]
     fn pg_client_bench() {
-        use futures_util::future::try_join_all;
-        use tokio_postgres::types::ToSql;
         let admin = admin_url();
         let (singles, groups) = (2000u64, 100u64);
         println!("| client, operation | rate | p50 ms | p99 ms |\n|---|--:|--:|--:|");
-        // The shipped backend.
-        let url = fresh_database(&admin, "bench_blocking");
+        // The shipped backend: pipelined.
+        let url = fresh_database(&admin, "bench_pipelined");
         let mut db = Postgres::open(&url).unwrap();
         show(
-            "blocking, 1-batch commit",
+            "pipelined, 1-batch commit",
             "commits",
             timed(singles, |i| db.commit(&[&send_batch(i)]).unwrap()),
         );
-        show("blocking, 64-batch group commit", "batches", {
+        show("pipelined, 64-batch group commit", "batches", {
             let (r, p50, p99) = timed(groups, |g| {
                 let bs: Vec<Batch> = (0..64).map(|k| send_batch(10_000 + g * 64 + k)).collect();
                 db.commit(&bs.iter().collect::<Vec<_>>()).unwrap();
@@ -1109,7 +1240,7 @@ mod tests {
             (r * 64.0, p50, p99)
         });
         show(
-            "blocking, message by id",
+            "pipelined, message by id",
             "reads",
             timed(singles, |i| {
                 assert!(
@@ -1120,7 +1251,7 @@ mod tests {
             }),
         );
         show(
-            "blocking, page of 50",
+            "pipelined, page of 50",
             "pages",
             timed(singles / 4, |i| {
                 assert_eq!(
@@ -1130,6 +1261,86 @@ mod tests {
             }),
         );
         drop(db);
+        // The blocking client, one statement after the other, same statements and schema.
+        let url = fresh_database(&admin, "bench_blocking");
+        drop(Postgres::open(&url).unwrap());
+        let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+        let put = client.prepare("INSERT INTO records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value").unwrap();
+        let put_message = client.prepare("INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session, seq) DO UPDATE SET id = EXCLUDED.id, sender = EXCLUDED.sender, correlator = EXCLUDED.correlator, value = EXCLUDED.value, sent_ms = EXCLUDED.sent_ms").unwrap();
+        let add = client.prepare("INSERT INTO outbox (id, subscription, body, created_ms, attempts, next_attempt_ms, failing_since_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET subscription = EXCLUDED.subscription, body = EXCLUDED.body, created_ms = EXCLUDED.created_ms, attempts = EXCLUDED.attempts, next_attempt_ms = EXCLUDED.next_attempt_ms, failing_since_ms = EXCLUDED.failing_since_ms, dead_ms = NULL").unwrap();
+        let by_id = client
+            .prepare("SELECT value FROM messages WHERE session = $1 AND id = $2")
+            .unwrap();
+        let page = client.prepare("SELECT seq, value FROM messages WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3").unwrap();
+        let commit = |client: &mut postgres::Client, batches: &[Batch]| {
+            let mut tx = client.transaction().unwrap();
+            for b in batches {
+                let (_, key, value) = &b.puts[0];
+                tx.execute(&put, &[&"meta", key, value]).unwrap();
+                let m = &b.messages[0];
+                let seq = m.seq as i64;
+                let none: Option<&[u8]> = None;
+                tx.execute(
+                    &put_message,
+                    &[&m.session, &seq, &m.id, &m.sender, &none, &m.value, &1i64],
+                )
+                .unwrap();
+                for e in &b.outbox {
+                    let (id, zero, never) = (e.id as i64, 0i64, None::<i64>);
+                    tx.execute(
+                        &add,
+                        &[
+                            &id,
+                            &e.subscription,
+                            &e.body,
+                            &e.created_ms,
+                            &zero,
+                            &zero,
+                            &never,
+                        ],
+                    )
+                    .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        };
+        show(
+            "blocking, 1-batch commit",
+            "commits",
+            timed(singles, |i| commit(&mut client, &[send_batch(i)])),
+        );
+        show("blocking, 64-batch group commit", "batches", {
+            let (r, p50, p99) = timed(groups, |g| {
+                let bs: Vec<Batch> = (0..64).map(|k| send_batch(10_000 + g * 64 + k)).collect();
+                commit(&mut client, &bs);
+            });
+            (r * 64.0, p50, p99)
+        });
+        show(
+            "blocking, message by id",
+            "reads",
+            timed(singles, |i| {
+                let id = format!("msg-{i}");
+                assert!(
+                    client
+                        .query_opt(&by_id, &[&"ses-bench", &id])
+                        .unwrap()
+                        .is_some()
+                );
+            }),
+        );
+        show(
+            "blocking, page of 50",
+            "pages",
+            timed(singles / 4, |i| {
+                let after = i as i64;
+                let rows = client
+                    .query(&page, &[&"ses-bench", &after, &50i64])
+                    .unwrap();
+                assert_eq!(rows.len(), 50);
+            }),
+        );
+        drop(client);
         // The server's path: the store thread with group commit, `clients` threads each
         // submitting a send batch and waiting for it; SQLite (default settings) for reference.
         for clients in [1u64, 16] {
@@ -1153,116 +1364,5 @@ mod tests {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
-        // tokio-postgres, pipelined, on the same schema.
-        let url = fresh_database(&admin, "bench_pipelined");
-        drop(Postgres::open(&url).unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (mut client, connection) = rt
-            .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
-            .unwrap();
-        rt.spawn(connection);
-        let (put, put_message, add, by_id, page) = rt.block_on(async {
-            (
-                client.prepare("INSERT INTO records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value").await.unwrap(),
-                client.prepare("INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session, seq) DO UPDATE SET value = EXCLUDED.value").await.unwrap(),
-                client.prepare("INSERT INTO outbox (id, subscription, body, created_ms, attempts, next_attempt_ms, failing_since_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body").await.unwrap(),
-                client.prepare("SELECT value FROM messages WHERE session = $1 AND id = $2").await.unwrap(),
-                client.prepare("SELECT seq, value FROM messages WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3").await.unwrap(),
-            )
-        });
-        let mut commit = |batches: &[Batch]| {
-            // The parameters of every statement, owned for as long as the pipeline runs.
-            struct Row {
-                seq: i64,
-                ids: Vec<i64>,
-            }
-            let rows: Vec<Row> = batches
-                .iter()
-                .map(|b| Row {
-                    seq: b.messages[0].seq as i64,
-                    ids: b.outbox.iter().map(|e| e.id as i64).collect(),
-                })
-                .collect();
-            let (zero, none): (i64, Option<i64>) = (0, None);
-            let no_correlator: Option<&[u8]> = None;
-            rt.block_on(async {
-                let tx = client.transaction().await.unwrap();
-                let mut calls: Vec<(&tokio_postgres::Statement, Vec<&(dyn ToSql + Sync)>)> =
-                    Vec::new();
-                for (b, r) in batches.iter().zip(&rows) {
-                    let (kind, key, value) = &b.puts[0];
-                    let _ = kind;
-                    calls.push((&put, vec![&"meta", key, value]));
-                    let m = &b.messages[0];
-                    calls.push((
-                        &put_message,
-                        vec![
-                            &m.session,
-                            &r.seq,
-                            &m.id,
-                            &m.sender,
-                            &no_correlator,
-                            &m.value,
-                            &r.seq,
-                        ],
-                    ));
-                    for (e, id) in b.outbox.iter().zip(&r.ids) {
-                        calls.push((
-                            &add,
-                            vec![
-                                id,
-                                &e.subscription,
-                                &e.body,
-                                &e.created_ms,
-                                &zero,
-                                &zero,
-                                &none,
-                            ],
-                        ));
-                    }
-                }
-                try_join_all(calls.iter().map(|(st, p)| tx.execute(*st, p)))
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
-            });
-        };
-        show(
-            "pipelined, 1-batch commit",
-            "commits",
-            timed(singles, |i| commit(&[send_batch(i)])),
-        );
-        show("pipelined, 64-batch group commit", "batches", {
-            let (r, p50, p99) = timed(groups, |g| {
-                let bs: Vec<Batch> = (0..64).map(|k| send_batch(10_000 + g * 64 + k)).collect();
-                commit(&bs);
-            });
-            (r * 64.0, p50, p99)
-        });
-        show(
-            "pipelined, message by id",
-            "reads",
-            timed(singles, |i| {
-                let id = format!("msg-{i}");
-                let row = rt
-                    .block_on(client.query_opt(&by_id, &[&"ses-bench", &id]))
-                    .unwrap();
-                assert!(row.is_some());
-            }),
-        );
-        show(
-            "pipelined, page of 50",
-            "pages",
-            timed(singles / 4, |i| {
-                let after = i as i64;
-                let rows = rt
-                    .block_on(client.query(&page, &[&"ses-bench", &after, &50i64]))
-                    .unwrap();
-                assert_eq!(rows.len(), 50);
-            }),
-        );
     }
 }
