@@ -372,8 +372,8 @@ pub fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreErr
     match &config.database_url {
         Some(url) => {
             crate::data_dir::create(&config.data_dir).map_err(StoreError)?;
-            // The blocking client runs a small runtime of its own, which must not be started
-            // (or dropped) on a thread of tokio's: connect on a plain thread.
+            // The backend drives its client with a small runtime of its own, which must not be
+            // started (or dropped) on a thread of tokio's: connect on a plain thread.
             let url = url.clone();
             let opened = std::thread::spawn(move || postgres::Postgres::open(&url))
                 .join()

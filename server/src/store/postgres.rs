@@ -2,10 +2,13 @@
 //! tables as [`super::sqlite`] (`records`, `messages`, `outbox`), the same stored record JSON
 //! (same [`format`] version numbers), on a database server instead of a file.
 //!
-//! One connection, owned by the store thread, through the blocking `postgres` client (the
-//! store thread is synchronous; see "PostgreSQL client: measured" in ARCHITECTURE.md for the
-//! comparison with tokio-postgres pipelined). A batch group is one transaction; PostgreSQL's
-//! default `synchronous_commit = on` means a 2xx is on the database server's disk (WAL flushed).
+//! One connection, owned by the store thread, through tokio-postgres driven by a current-thread
+//! runtime of the backend's own (the store thread is synchronous): every statement of a group
+//! commit is sent before the first answer is read, so a commit is three round trips whatever
+//! the group's size (see "PostgreSQL client: measured" in ARCHITECTURE.md for the comparison
+//! with the blocking `postgres` client). Every wait on the database is bounded
+//! ([`WAIT_AT_MOST`]). A batch group is one transaction; PostgreSQL's default
+//! `synchronous_commit = on` means a 2xx is on the database server's disk (WAL flushed).
 //!
 //! **One instance per database** until multi-instance support lands (issue 14 items 2, 3, 5):
 //! the core still trusts its memory for every decision, so two servers on one database would
