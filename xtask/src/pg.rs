@@ -118,8 +118,26 @@ fn percent_encode_path(p: &Path) -> String {
 }
 
 impl Cluster {
-    /// initdb in a new temporary directory and start it; stopped and deleted on drop.
+    /// initdb in a new temporary directory and start it, `fsync=off` (tests); stopped and
+    /// deleted on drop.
     pub fn start() -> Result<Cluster> {
+        Cluster::start_with(false)
+    }
+
+    /// The postmaster's process id (the first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// As [`Cluster::start`]; `durable`: PostgreSQL's default `fsync=on` (benchmarks) instead
+    /// of `fsync=off`.
+    pub fn start_with(durable: bool) -> Result<Cluster> {
         let bin = ensure_installed()?;
         let root = super::is_root();
         if root {
@@ -147,8 +165,13 @@ impl Cluster {
         };
         let ctl = dir.join("pg_ctl");
         let options = format!(
-            "-p {port} -k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=200",
-            dir.display()
+            "-p {port} -k {} -c listen_addresses='' -c max_connections=200{}",
+            dir.display(),
+            if durable {
+                ""
+            } else {
+                " -c fsync=off -c full_page_writes=off"
+            }
         );
         std::fs::write(
             &ctl,
