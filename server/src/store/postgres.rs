@@ -1220,10 +1220,10 @@ mod tests {
     /// workload: single send batches, groups of 64, one message by id, a page of 50; then the
     /// store thread with group commit on PostgreSQL and on SQLite.
     /// `NETAPI_CHAT_TEST_DATABASE_URL=postgres://… cargo test --release --lib -- --ignored
-    /// --nocapture pg_client_bench`.
+    /// --nocapture client_bench`.
     #[test]
     #[ignore = "a measurement; needs PostgreSQL"]
-    fn pg_client_bench() {
+    fn client_bench() {
         let admin = admin_url();
         let (singles, groups) = (2000u64, 100u64);
         println!("| client, operation | rate | p50 ms | p99 ms |\n|---|--:|--:|--:|");
