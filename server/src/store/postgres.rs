@@ -347,15 +347,17 @@ impl Postgres {
             lost: false,
             migrated: None,
         };
-        let mut client = pg.connect()?;
+        let mut client = pg.connect(false)?;
         let place = pg.place.clone();
         pg.migrated = pg.rt.block_on(migrate(&mut client, &place))?;
         pg.ready(client)?;
         Ok(pg)
     }
 
-    /// A new connection holding the instance lock (not yet with its statements).
-    fn connect(&mut self) -> Result<Client, StoreError> {
+    /// A new connection holding the instance lock (not yet with its statements). At start a
+    /// lock held elsewhere refuses the start; on a reconnection (`again`) it is waited for
+    /// like an unreachable database (see [`Backend::reconnect`]).
+    fn connect(&mut self, again: bool) -> Result<Client, StoreError> {
         let config = self.config.clone();
         let connected = wait(&self.rt, async {
             let (client, connection) = config.connect(NoTls).await?;
@@ -372,7 +374,7 @@ impl Postgres {
             StoreError(format!("connecting to the {e}"))
         })?;
         if !locked {
-            self.lost = false;
+            self.lost = again;
             return Err(StoreError(format!(
                 "the {} is in use by another netapi-chat server (it holds advisory lock {INSTANCE_LOCK}): \
                  one instance per database until multi-instance support lands",
@@ -905,12 +907,14 @@ impl Backend for Postgres {
         self.lost
     }
 
-    /// A new connection, the instance lock taken again (refused, and then fatal, if another
-    /// server took the database meanwhile: this one's memory no longer describes it), the
-    /// statements prepared again.
+    /// A new connection, the instance lock taken again, the statements prepared again. A lock
+    /// still held elsewhere is waited for (the store stays down, answering 503): after a
+    /// network cut the database may not yet have ended this server's old session, which
+    /// holds it; if another server took the database meanwhile, this one keeps refusing
+    /// instead of writing over it with what its memory holds.
     fn reconnect(&mut self) -> Result<(), StoreError> {
         self.conn = None;
-        let client = self.connect()?;
+        let client = self.connect(true)?;
         self.ready(client)
     }
 }
@@ -1129,6 +1133,53 @@ mod tests {
         .unwrap();
         let e = Postgres::open(&url).err().unwrap().to_string();
         assert!(e.contains("version 99") && e.contains("newer"), "{e}");
+    }
+
+    /// Reconnecting needs the instance lock again: while another server holds the database
+    /// (it started while this one was away), a reconnection fails as transient (the store stays
+    /// down and retries; it never writes over the other's data) instead of stopping; once the
+    /// other is gone, it succeeds. The attempts are bounded waits for the database to end a
+    /// dropped session, not timings.
+    #[test]
+    #[ignore = "needs PostgreSQL: `cargo xtask test` runs it"]
+    fn pg_a_reconnection_waits_for_the_instance_lock() {
+        let url = fresh_database(&admin_url(), "relock");
+        let mut a = Postgres::open(&url).unwrap();
+        // `a` loses its connection (as after a failed commit); its runtime closes it.
+        a.conn = None;
+        a.lost = true;
+        a.rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        let retry = |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| {
+            for _ in 0..100 {
+                if f() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("{what}");
+        };
+        let mut b = None;
+        retry(
+            "a second server never got the database",
+            Box::new(|| {
+                b = Postgres::open(&url).ok();
+                b.is_some()
+            }),
+        );
+        let e = a.reconnect().err().unwrap().to_string();
+        assert!(e.contains("in use by another netapi-chat server"), "{e}");
+        assert!(a.unavailable(), "waited for, not fatal");
+        assert!(
+            a.commit(&[&Batch::default()]).is_err(),
+            "and it writes nothing"
+        );
+        drop(b);
+        retry(
+            "the first server never got the database back",
+            Box::new(|| a.reconnect().is_ok()),
+        );
+        assert!(!a.unavailable());
+        a.commit(&[&send_batch(1)]).unwrap();
     }
 
     /// A message-send batch as the core builds it (the shape `store_throughput` and the
