@@ -135,6 +135,15 @@ pub async fn backup_endpoint(
         Ok(admin) => admin.clone(),
         Err(denied) => return denied.answer(),
     };
+    let unsupported = rqctx
+        .context()
+        .chat
+        .store()
+        .read(|backend| Ok(backend.backup_unsupported()))
+        .await;
+    if let Ok(Ok(Some(why))) = unsupported {
+        return refuse(StatusCode::NOT_IMPLEMENTED, why);
+    }
     let dir = match backup_dir(query.into_inner().dir.as_deref()) {
         Ok(dir) => dir,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e),

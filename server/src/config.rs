@@ -62,6 +62,10 @@ pub struct Config {
     pub notify_timeout: Duration,
     /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
     pub data_dir: PathBuf,
+    /// `NETAPI_CHAT_DATABASE_URL`: `postgres://…` stores everything in that PostgreSQL
+    /// database instead of SQLite in the data directory (which then holds only the token file
+    /// and webhook secret). Unset (the default): SQLite. One server per database for now.
+    pub database_url: Option<String>,
     /// `NETAPI_CHAT_SYNC`: `normal` (default; a commit survives a crash of the process) or
     /// `full` (it also survives a power cut; an fsync per group commit).
     pub sync: Sync,
@@ -224,6 +228,7 @@ impl Default for Config {
             delivery_backlog: BacklogLimit::default(),
             notify_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("netapi-chat-data"),
+            database_url: None,
             sync: Sync::Normal,
             cache_mb: 8,
             auth: AuthConfig::TokenFile(None),
@@ -324,6 +329,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end): the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
+    Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). One server per database until multi-instance support lands: a second one refuses to start").secret(),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
     Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
@@ -789,6 +795,19 @@ impl Config {
                 .var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.notify_timeout),
+            database_url: match s.text("NETAPI_CHAT_DATABASE_URL").map(str::trim) {
+                None | Some("") => None,
+                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                    Some(u.to_owned())
+                }
+                Some(_) => {
+                    return Err(s.invalid(
+                        "NETAPI_CHAT_DATABASE_URL",
+                        "",
+                        "a postgres:// or postgresql:// URL",
+                    ));
+                }
+            },
             data_dir: s
                 .text("NETAPI_CHAT_DATA_DIR")
                 .map(PathBuf::from)
@@ -1090,7 +1109,14 @@ mod tests {
     #[test]
     fn every_variable_the_readme_names_is_a_setting() {
         let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-        let not_settings = [&["NETAPI_CHAT_CONFIG"][..], &crate::client::ENV_VARIABLES].concat();
+        // The configuration file's variable, the client's (`netapi-chat client`), and the test
+        // harness's (see "Run the tests").
+        let not_settings = [
+            &["NETAPI_CHAT_CONFIG"][..],
+            &crate::client::ENV_VARIABLES,
+            &["NETAPI_CHAT_TEST_BACKENDS", "NETAPI_CHAT_TEST_DATABASE_URL"],
+        ]
+        .concat();
         let mut rest = readme;
         while let Some(at) = rest.find(ENV_PREFIX) {
             let name: String = rest[at..]

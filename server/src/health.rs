@@ -52,6 +52,9 @@ impl Health {
         if self.store.has_failed() {
             return Err("the store failed; the server is stopping".to_owned());
         }
+        if self.store.is_down() {
+            return Err("the database is unreachable; reconnecting".to_owned());
+        }
         let mut last = self.last.lock().await;
         if let Some((at, result)) = last.as_ref()
             && at.elapsed() < PROBE_INTERVAL

@@ -10,7 +10,6 @@ use crate::handlers::ChatServer;
 use crate::rate::{AuthFailures, RateLimiter};
 use crate::signing::Signer;
 use crate::store::Store;
-use crate::store::sqlite::Sqlite;
 use crate::urls::Urls;
 use dropshot::{
     Body, ConfigDropshot, ConfigLogging, ConfigLoggingLevel, ConnectionLimits, HttpError,
@@ -329,13 +328,8 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         rotation_window: config.rotation_window,
         limits: config.limits,
     };
-    let mut backend = Sqlite::open(&config.data_dir, config.sync)
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    backend
-        .set_cache_mb(config.cache_mb)
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    let (store, snapshot) =
-        Store::start(Box::new(backend)).map_err(|e| StartError::Store(e.to_string()))?;
+    let backend = crate::store::open(config).map_err(|e| StartError::Store(e.to_string()))?;
+    let (store, snapshot) = Store::start(backend).map_err(|e| StartError::Store(e.to_string()))?;
     let closer = store.clone();
     let health = Arc::new(crate::health::Health::new(store.clone(), log.clone()));
     let purger = store.clone();

@@ -2,7 +2,9 @@
 //!
 //! - `codegen`: regenerate `generated/` from `spec/`.
 //! - `codegen --check`: fail (exit 1) if `generated/` is not what `spec/` generates; for CI.
-//! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`.
+//! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`
+//!   (SQLite), then the PostgreSQL pass: a throwaway cluster ([`pg`]) and the suites of the
+//!   backend matrix against it ([`postgres_pass`]).
 //! - `bench [--smoke] [--no-peer] [--long]`: the benchmark harness (release build); writes
 //!   BENCHMARKS.md (`--long`: only its "Long run" section and BENCHMARKS-long.svg).
 //! - `listen [PORT] [--secret S]…`: the callback receiver that prints every notification
@@ -10,6 +12,7 @@
 //!   see the README walkthrough); the same as `netapi-chat client listen`.
 
 mod bench;
+mod pg;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -110,7 +113,7 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("tests failed");
             }
-            Ok(())
+            postgres_pass(&root)
         }
         ["bench", rest @ ..] => bench::main(&root, rest),
         ["listen", rest @ ..] => listen(rest),
@@ -118,6 +121,80 @@ fn main() -> Result<()> {
             "usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args] | cargo xtask bench [--smoke] [--no-peer] [--long] | cargo xtask listen [PORT] [--secret whsec_…]"
         ),
     }
+}
+
+/// The black-box suites that run against PostgreSQL as well (the backend matrix): the
+/// flows, durability (restart and SIGKILL: nothing answered 2xx lost), paging, retention and
+/// delivery. The other suites test what does not depend on the store, or SQLite itself.
+const POSTGRES_SUITES: [&str; 5] = ["flows", "durability", "paging", "retention", "delivery"];
+
+/// Tests of the PostgreSQL pass that read the SQLite file directly (so mean nothing there).
+const SQLITE_ONLY: [&str; 1] =
+    ["a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disabled"];
+
+/// The PostgreSQL pass of `cargo xtask test`: starts a throwaway cluster and runs, with
+/// `NETAPI_CHAT_TEST_DATABASE_URL` set (each test server then gets a database of its own, see
+/// `server/tests/support`): the backend's unit tests (ignored without a database), the
+/// [`POSTGRES_SUITES`], then the outage suite (`pg_outage`: the database stopped and started
+/// under a running server), which needs the cluster to itself. Skipped with
+/// `NETAPI_CHAT_TEST_BACKENDS=sqlite`.
+fn postgres_pass(root: &Path) -> Result<()> {
+    if std::env::var("NETAPI_CHAT_TEST_BACKENDS").is_ok_and(|b| !b.contains("postgres")) {
+        println!("NETAPI_CHAT_TEST_BACKENDS has no `postgres`: PostgreSQL pass skipped");
+        return Ok(());
+    }
+    let cluster = pg::Cluster::start()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut suites = vec!["--no-fail-fast", "-p", "netapi-chat"];
+    for s in POSTGRES_SUITES {
+        suites.extend(["--test", s]);
+    }
+    suites.push("--");
+    for t in SQLITE_ONLY {
+        suites.extend(["--skip", t]);
+    }
+    let runs: [(&str, Vec<&str>); 3] = [
+        (
+            "unit tests of the PostgreSQL backend",
+            vec![
+                "-p",
+                "netapi-chat",
+                "--lib",
+                "--",
+                "--ignored",
+                "store::postgres::tests::pg_",
+            ],
+        ),
+        ("the suites of the backend matrix on PostgreSQL", suites),
+        (
+            "losing the database, one server per database (pg_outage)",
+            vec![
+                "-p",
+                "netapi-chat",
+                "--test",
+                "pg_outage",
+                "--",
+                "--ignored",
+                // One at a time: one of them stops the database under the other.
+                "--test-threads=1",
+            ],
+        ),
+    ];
+    for (what, args) in runs {
+        println!("== PostgreSQL pass: {what}");
+        let status = Command::new(&cargo)
+            .current_dir(root)
+            .arg("test")
+            .args(&args)
+            .env("NETAPI_CHAT_TEST_DATABASE_URL", &cluster.url)
+            .env("NETAPI_CHAT_TEST_PG_CTL", &cluster.ctl)
+            .status()
+            .context("running cargo test")?;
+        if !status.success() {
+            bail!("tests failed on PostgreSQL ({what})");
+        }
+    }
+    Ok(())
 }
 
 /// `cargo xtask listen [PORT] [--secret whsec_…]…`: the project's printing callback listener

@@ -31,12 +31,23 @@ impl Chat {
         T: Send + 'static,
         F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     {
-        match self.store.read(read).await {
+        let answer = self.store.read(read);
+        let answer = match crate::store::answer_within() {
+            Some(within) => match tokio::time::timeout(within, answer).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(super::storage_unavailable()),
+            },
+            None => answer.await,
+        };
+        match answer {
             Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(super::storage_unavailable()),
             Ok(Err(e)) => {
                 error!(self.log, "reading the store failed"; "error" => e);
                 Err(read_failed())
             }
+            // The database is unreachable: the read was refused (the server reconnects).
+            Err(_) if self.store.is_down() => Err(super::storage_unavailable()),
             // The store stopped (fail-stop after a failed commit, or shutdown).
             Err(_) => Err(storage_failed()),
         }

@@ -194,12 +194,43 @@ impl Change {
     }
 }
 
-/// Waits until a submitted change is durable; a failed store answers `503 SVC2001`.
+/// Waits until a submitted change is durable; a failed store answers `503 SVC2001`, an
+/// unreachable database `503 SVC2001` with `Retry-After` ([`storage_unavailable`]).
 async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
-    match rx.await {
+    let answer = match crate::store::answer_within() {
+        // A database that stopped answering: not confirmed (the batch stays queued).
+        Some(within) => match tokio::time::timeout(within, rx).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(storage_unavailable()),
+        },
+        None => rx.await,
+    };
+    match answer {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(storage_unavailable()),
         Ok(Err(_)) | Err(_) => Err(storage_failed()),
     }
+}
+
+/// Seconds a client is asked to wait (`Retry-After`) while the database is unreachable.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
+
+/// `503 SVC2001` with `Retry-After` while the database (PostgreSQL) is unreachable: the server
+/// keeps running and reconnects by itself. For a change that was in flight, the answer means
+/// "not confirmed": it is kept and stored once the database is back, so a retry of a create
+/// should carry the same `clientCorrelator` (which returns what the first one made).
+pub fn storage_unavailable() -> ApiError {
+    let mut e = ApiError::service(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "SVC2001",
+        "No server resources available to process the request: %1",
+        "the server's database is unreachable; the request was not confirmed: retry later (with the same clientCorrelator for a create)",
+    );
+    e.headers.push((
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+    ));
+    e
 }
 
 /// `503 SVC2001` for a read the store could not answer (the server keeps running: nothing was
@@ -270,9 +301,13 @@ impl Chat {
 
     /// `503` once the store has failed: the process is stopping and memory may hold changes
     /// the disk does not, so nothing is served from it any more (see `store::fail_stop`).
+    /// `503` with `Retry-After` while the database is unreachable (`Store::is_down`): nothing
+    /// new is taken into memory until the changes kept for it are stored.
     pub fn check_store(&self) -> Result<(), ApiError> {
         if self.store.has_failed() {
             Err(storage_failed())
+        } else if self.store.is_down() {
+            Err(storage_unavailable())
         } else {
             Ok(())
         }

@@ -10,10 +10,15 @@
 //! together (group commit), so the cost of a sync is shared by every request waiting on it.
 //!
 //! [`Backend`] is the whole interface a storage engine implements; [`sqlite::Sqlite`] is the
-//! embedded default. A shared engine (PostgreSQL) for several server instances would be a
-//! second implementation of the same trait.
+//! embedded default, [`postgres::Postgres`] the shared engine (`NETAPI_CHAT_DATABASE_URL`; one
+//! server per database for now). [`open`] picks one from the configuration.
+//!
+//! A backend whose database can be unreachable for a while ([`Backend::unavailable`]) does not
+//! stop the server on a failed commit: the store keeps the batches and commits them once it
+//! has reconnected (see [`Store::is_down`] and `recover`).
 
 pub mod format;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,7 +346,79 @@ pub trait Backend: Send + 'static {
     fn housekeeping_due(&self) -> bool {
         false
     }
+    /// After a failed commit or read: whether the failure was the database being unreachable
+    /// for now (a database server restarting or cut off), so that the store keeps the batches
+    /// and commits them after [`Backend::reconnect`] instead of stopping the process. `false`
+    /// (the default, SQLite): every failure is fatal (fail-stop).
+    fn unavailable(&self) -> bool {
+        false
+    }
+    /// Tries to reach the database again after [`Backend::unavailable`]; `Ok` once it takes
+    /// commits. A failure with `unavailable()` still true is tried again later; any other is
+    /// fatal (e.g. another server took the database meanwhile).
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Why `netapi-chat backup` cannot copy this engine's data (the admin endpoint answers it
+    /// instead of trying), or `None` when [`Backend::backup_into`] works.
+    fn backup_unsupported(&self) -> Option<&'static str> {
+        None
+    }
 }
+
+/// The backend the configuration asks for: PostgreSQL when `NETAPI_CHAT_DATABASE_URL` is set
+/// (the data directory still holds the token file), else SQLite in the data directory.
+pub fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreError> {
+    match &config.database_url {
+        Some(url) => {
+            crate::data_dir::create(&config.data_dir).map_err(StoreError)?;
+            // The backend drives its client with a small runtime of its own, which must not be
+            // started (or dropped) on a thread of tokio's: connect on a plain thread.
+            let url = url.clone();
+            let opened = std::thread::spawn(move || postgres::Postgres::open(&url))
+                .join()
+                .map_err(|_| StoreError("opening the PostgreSQL backend panicked".to_owned()))?;
+            let _ = ANSWER_WITHIN.set(POSTGRES_ANSWER_WITHIN);
+            Ok(Box::new(opened?))
+        }
+        None => {
+            let mut backend = sqlite::Sqlite::open(&config.data_dir, config.sync)?;
+            backend.set_cache_mb(config.cache_mb)?;
+            Ok(Box::new(backend))
+        }
+    }
+}
+
+/// The error text a waiting request gets when the database is unreachable: for a batch, it
+/// was not confirmed (the change is kept and will be committed once the database is back, but
+/// the request cannot wait for that); for a read, it could not be done. The core answers
+/// `503` with `Retry-After` to both.
+pub const UNCONFIRMED: &str = "the database is unreachable: not confirmed";
+
+/// How long a request waits for its commit or read on a database that can be away before it
+/// is answered `503` (not confirmed) anyway: a database server that stops answering without
+/// closing the connection (a stopped process, a silent network) cannot hold requests longer.
+/// `None` (SQLite): requests wait for the store, which either answers or stops the process.
+static ANSWER_WITHIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// The wait of [`ANSWER_WITHIN`] for a PostgreSQL store: longer than its `statement_timeout`
+/// (10 s), so a slow but working database still confirms.
+pub const POSTGRES_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long a request may wait for the store before it is answered `503` (see
+/// [`ANSWER_WITHIN`]); `None`: as long as it takes.
+pub fn answer_within() -> Option<std::time::Duration> {
+    ANSWER_WITHIN.get().copied()
+}
+
+/// Most batches kept while the database is unreachable (new requests are refused meanwhile,
+/// so these are the requests in flight when it went, timers and delivery bookkeeping); past
+/// it the server stops as after any storage failure, so memory stays bounded.
+const MAX_HELD: usize = 100_000;
+
+/// First and longest wait between two reconnection attempts.
+const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Counts of what is stored, for `netapi-chat summary` ([`Backend::counts`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -380,6 +457,8 @@ pub struct Store {
     tx: mpsc::Sender<Work>,
     /// Set once a commit failed: the process is stopping (see [`fail_stop`]).
     failed: Arc<AtomicBool>,
+    /// Set while the database is unreachable (see [`Store::is_down`]).
+    down: Arc<AtomicBool>,
     closing: Arc<Closing>,
 }
 
@@ -397,12 +476,19 @@ const MAX_GROUP: usize = 512;
 const QUIET: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Store {
-    /// Starts the store thread over a backend, after reading its snapshot.
-    pub fn start(mut backend: Box<dyn Backend>) -> Result<(Store, Snapshot), StoreError> {
-        let snapshot = backend.load()?;
+    /// Starts the store thread over a backend, after reading its snapshot. The snapshot is
+    /// read on the store thread too: every use of the backend happens there (a blocking
+    /// client, e.g. PostgreSQL's, must not run on one of tokio's threads).
+    pub fn start(backend: Box<dyn Backend>) -> Result<(Store, Snapshot), StoreError> {
+        let (loaded, snapshot) = mpsc::channel::<Result<Snapshot, StoreError>>();
         let (tx, rx) = mpsc::channel::<Work>();
         let failed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&failed);
+        let down = Arc::new(AtomicBool::new(false));
+        let outage = Outage {
+            down: Arc::clone(&down),
+            held: Vec::new(),
+        };
         let closing = Arc::new(Closing {
             requested: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -410,13 +496,25 @@ impl Store {
         let stop = Arc::clone(&closing);
         let thread = std::thread::Builder::new()
             .name("netapi-chat-store".to_owned())
-            .spawn(move || run(backend, rx, flag, &stop.requested))
+            .spawn(move || {
+                let mut backend = backend;
+                let snapshot = backend.load();
+                let ok = snapshot.is_ok();
+                let _ = loaded.send(snapshot);
+                if ok {
+                    run(backend, rx, flag, outage, &stop.requested);
+                }
+            })
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
+        let snapshot = snapshot
+            .recv()
+            .map_err(|_| StoreError("the store thread stopped while loading".to_owned()))??;
         *closing.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok((
             Store {
                 tx,
                 failed,
+                down,
                 closing,
             },
             snapshot,
@@ -427,6 +525,14 @@ impl Store {
     /// the disk does not, so nothing should be served from it any more.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
+    }
+
+    /// True while the database is unreachable (a shared engine only, see
+    /// [`Backend::unavailable`]): batches already applied in memory are kept and committed
+    /// once it is back, and nothing new should be accepted meanwhile (the core answers `503`
+    /// with `Retry-After`, `/readyz` says not ready).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
     }
 
     /// Commits every batch queued so far, then stops the store thread and closes the database
@@ -499,7 +605,14 @@ impl Store {
     {
         let (done, rx) = oneshot::channel();
         let work: Read = Box::new(move |backend: &mut dyn Backend| {
-            let _ = done.send(read(backend).map_err(|e| e.to_string()));
+            let result = read(backend).map_err(|e| {
+                if backend.unavailable() {
+                    UNCONFIRMED.to_owned()
+                } else {
+                    e.to_string()
+                }
+            });
+            let _ = done.send(result);
         });
         // When the store has stopped, `done` is dropped with the work: the receiver sees it.
         let _ = self.tx.send(Work::Read(work));
@@ -507,13 +620,27 @@ impl Store {
     }
 }
 
+/// The store thread's view of an unreachable database: the flag the core reads
+/// ([`Store::is_down`]) and the batches kept until they can be committed, in commit order
+/// (their requests were answered [`UNCONFIRMED`]; their hooks run once they are committed).
+struct Outage {
+    down: Arc<AtomicBool>,
+    held: Vec<Job>,
+}
+
 fn run(
     mut backend: Box<dyn Backend>,
     rx: mpsc::Receiver<Work>,
     failed: Arc<AtomicBool>,
+    mut outage: Outage,
     stop: &AtomicBool,
 ) {
     loop {
+        if outage.down.load(Ordering::SeqCst)
+            && !recover(&mut *backend, &rx, &failed, &mut outage, stop)
+        {
+            break;
+        }
         let first = match rx.try_recv() {
             Ok(work) => work,
             Err(mpsc::TryRecvError::Disconnected) => break,
@@ -552,28 +679,157 @@ fn run(
             }
         }
         // In queue order: the batches before a read are committed (as one group) before it
-        // runs, so it sees them.
+        // runs, so it sees them. Once the database is unreachable, the rest of the queue is
+        // kept (commits) or refused (reads) in order.
         let mut jobs = Vec::new();
         for work in queued {
+            if outage.down.load(Ordering::SeqCst) {
+                hold(work, &mut outage, &rx, &failed);
+                continue;
+            }
             match work {
                 Work::Commit(job) => jobs.push(*job),
                 Work::Read(read) => {
-                    commit_group(&mut *backend, std::mem::take(&mut jobs), &rx, &failed);
+                    commit_group(
+                        &mut *backend,
+                        std::mem::take(&mut jobs),
+                        &rx,
+                        &failed,
+                        &mut outage,
+                    );
+                    if outage.down.load(Ordering::SeqCst) {
+                        // Dropped: its receiver sees the store unavailable.
+                        drop(read);
+                        continue;
+                    }
                     read(&mut *backend);
+                    // A read that found the database gone starts the reconnection too, so a
+                    // server that only reads (or only answers /readyz) also comes back.
+                    if backend.unavailable() {
+                        go_down(&outage, "a read");
+                    }
                 }
             }
         }
-        commit_group(&mut *backend, jobs, &rx, &failed);
+        commit_group(&mut *backend, jobs, &rx, &failed, &mut outage);
+    }
+}
+
+/// Marks the database unreachable (once per outage in the log).
+fn go_down(outage: &Outage, what: &str) {
+    if !outage.down.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "netapi-chat: the database is unreachable ({what} failed); answering 503 and reconnecting, changes in flight are kept and committed once it is back"
+        );
+    }
+}
+
+/// Work that arrives while the database is unreachable: a batch is kept (it is already in the
+/// core's memory) and its request told [`UNCONFIRMED`]; a read is refused (dropped).
+fn hold(work: Work, outage: &mut Outage, rx: &mpsc::Receiver<Work>, failed: &AtomicBool) {
+    match work {
+        Work::Commit(mut job) => {
+            if let Some(done) = job.done.take() {
+                let _ = done.send(Err(UNCONFIRMED.to_owned()));
+            }
+            outage.held.push(*job);
+            if outage.held.len() > MAX_HELD {
+                let held = std::mem::take(&mut outage.held);
+                let e = StoreError(format!(
+                    "the database stayed unreachable while {MAX_HELD} changes waited for it"
+                ));
+                fail_stop(&e, held, rx, failed);
+            }
+        }
+        Work::Read(read) => drop(read),
+    }
+}
+
+/// Reconnects (waiting 100 ms, then twice as long each time up to 2 s, refusing or keeping the
+/// work that arrives meanwhile) and commits the kept batches in one transaction, then runs their
+/// hooks in order (their notifications go to delivery). Each kept batch is committed exactly
+/// as it was submitted and before anything newer, and every batch is idempotent when applied
+/// twice in a row (upserts and deletes of whole rows by key; a bury sets the time again), so
+/// a commit whose acknowledgement was lost with the connection is simply applied again.
+/// `false` when the store should stop: asked to close while the database is still away (the
+/// kept changes were never confirmed to anyone, so nothing answered 2xx is lost).
+fn recover(
+    backend: &mut dyn Backend,
+    rx: &mpsc::Receiver<Work>,
+    failed: &AtomicBool,
+    outage: &mut Outage,
+    stop: &AtomicBool,
+) -> bool {
+    let mut wait = RECONNECT_FIRST;
+    loop {
+        let attempt = backend.reconnect().and_then(|()| {
+            let batches: Vec<&Batch> = outage
+                .held
+                .iter()
+                .map(|j| &j.batch)
+                .filter(|b| !b.is_empty())
+                .collect();
+            if batches.is_empty() {
+                return Ok(());
+            }
+            let started = std::time::Instant::now();
+            let result = backend.commit(&batches);
+            crate::metrics::store_commit(batches.len(), started.elapsed());
+            result
+        });
+        match attempt {
+            Ok(()) => {
+                let held = std::mem::take(&mut outage.held);
+                eprintln!(
+                    "netapi-chat: the database is back; {} kept changes committed",
+                    held.len()
+                );
+                for job in held {
+                    if let Some(hook) = job.after_commit {
+                        hook();
+                    }
+                }
+                outage.down.store(false, Ordering::SeqCst);
+                return true;
+            }
+            Err(_) if backend.unavailable() => {}
+            Err(e) => {
+                let held = std::mem::take(&mut outage.held);
+                fail_stop(&e, held, rx, failed);
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            eprintln!(
+                "netapi-chat: stopping while the database is unreachable: {} changes that were answered 503 (not confirmed) are not stored",
+                outage.held.len()
+            );
+            return false;
+        }
+        let until = std::time::Instant::now() + wait;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(work) => hold(work, outage, rx, failed),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                // Every handle is gone: one more attempt, then the loop above ends.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left);
+                    break;
+                }
+            }
+        }
+        wait = (wait * 2).min(RECONNECT_MAX);
     }
 }
 
 /// Commits `jobs` in one transaction, then runs their hooks and wakes their requests, in
-/// order; a failed commit stops the process ([`fail_stop`]).
+/// order. A database that became unreachable keeps them ([`Outage`]); any other failed commit
+/// stops the process ([`fail_stop`]).
 fn commit_group(
     backend: &mut dyn Backend,
     jobs: Vec<Job>,
     rx: &mpsc::Receiver<Work>,
     failed: &AtomicBool,
+    outage: &mut Outage,
 ) {
     if jobs.is_empty() {
         return;
@@ -600,6 +856,12 @@ fn commit_group(
                 if let Some(done) = job.done {
                     let _ = done.send(Ok(()));
                 }
+            }
+        }
+        Err(_) if backend.unavailable() => {
+            go_down(outage, "a commit");
+            for job in jobs {
+                hold(Work::Commit(Box::new(job)), outage, rx, failed);
             }
         }
         Err(e) => fail_stop(&e, jobs, rx, failed),
@@ -691,6 +953,146 @@ mod tests {
         assert!(next.as_str() < "sess-1 ");
         assert!(next.as_str() < "sess-10");
         assert!(next.as_str() < "sess-2");
+    }
+
+    /// A backend whose database goes away on demand: while `away` is set, every commit, read
+    /// and reconnection fails as unreachable; it records what was committed, in order.
+    struct Flaky {
+        away: Arc<AtomicBool>,
+        lost: bool,
+        committed: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Backend for Flaky {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError> {
+            self.lost = self.away.load(Ordering::SeqCst);
+            if self.lost {
+                return Err(StoreError("gone".into()));
+            }
+            let mut c = self.committed.lock().unwrap();
+            c.extend(
+                batches
+                    .iter()
+                    .flat_map(|b| b.deletes.iter().map(|d| d.1.clone())),
+            );
+            Ok(())
+        }
+        fn messages_after(
+            &mut self,
+            _: &str,
+            _: Option<u64>,
+            _: usize,
+        ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            self.lost = self.away.load(Ordering::SeqCst);
+            if self.lost {
+                return Err(StoreError("gone".into()));
+            }
+            Ok(Vec::new())
+        }
+        fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn message_by_correlator(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
+        fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
+            Ok(Purged {
+                deleted: 0,
+                next: None,
+            })
+        }
+        fn unavailable(&self) -> bool {
+            self.lost
+        }
+        fn reconnect(&mut self) -> Result<(), StoreError> {
+            self.lost = self.away.load(Ordering::SeqCst);
+            if self.lost {
+                Err(StoreError("still gone".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// A batch that names itself (as a deleted record's key), for checking commit order.
+    fn named(name: &str) -> Batch {
+        Batch {
+            deletes: vec![(Kind::Meta, name.to_owned())],
+            ..Batch::default()
+        }
+    }
+
+    /// The database goes away: the waiting request is told "not confirmed", the store is down,
+    /// later batches are kept (and told the same), reads are refused; once it is back, the
+    /// kept batches are committed in submission order before anything newer, their hooks run
+    /// in that order, and the store is up again. Nothing is lost, nothing reordered.
+    #[test]
+    fn an_unreachable_database_keeps_the_batches_and_commits_them_in_order_once_back() {
+        let away = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let flaky = Flaky {
+            away: Arc::clone(&away),
+            lost: false,
+            committed: Arc::clone(&committed),
+        };
+        let (store, _) = Store::start(Box::new(flaky)).unwrap();
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let hook = |name: &'static str| -> Option<Box<dyn FnOnce() + Send>> {
+            let hooks = Arc::clone(&hooks);
+            Some(Box::new(move || hooks.lock().unwrap().push(name)))
+        };
+        let wait = |rx: oneshot::Receiver<Result<(), String>>| rx.blocking_recv().unwrap();
+        assert_eq!(wait(store.submit(named("a"), hook("a"))), Ok(()));
+        away.store(true, Ordering::SeqCst);
+        assert_eq!(
+            wait(store.submit(named("b"), hook("b"))),
+            Err(UNCONFIRMED.to_owned())
+        );
+        assert!(store.is_down() && !store.has_failed());
+        assert_eq!(
+            wait(store.submit(named("c"), hook("c"))),
+            Err(UNCONFIRMED.to_owned())
+        );
+        store.submit_detached(named("d"));
+        let read = store.read(|b| b.messages_after("s", None, 1));
+        assert!(
+            read.blocking_recv().is_err(),
+            "a read is refused while down"
+        );
+        assert_eq!(*committed.lock().unwrap(), ["a"]);
+        away.store(false, Ordering::SeqCst);
+        // The store thread reconnects by itself (its next attempt is at most 2 s away).
+        let up = |store: &Store| {
+            let since = std::time::Instant::now();
+            while store.is_down() {
+                assert!(since.elapsed().as_secs() < 30, "the store stayed down");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        up(&store);
+        assert_eq!(wait(store.submit(named("e"), hook("e"))), Ok(()));
+        assert_eq!(*committed.lock().unwrap(), ["a", "b", "c", "d", "e"]);
+        assert_eq!(*hooks.lock().unwrap(), ["a", "b", "c", "e"]);
+        // A read that finds the database gone starts an outage too, and it ends by itself.
+        away.store(true, Ordering::SeqCst);
+        let read = store.read(|b| b.messages_after("s", None, 1));
+        assert_eq!(read.blocking_recv().unwrap(), Err(UNCONFIRMED.to_owned()));
+        away.store(false, Ordering::SeqCst);
+        up(&store);
+        assert_eq!(wait(store.submit(named("f"), None)), Ok(()));
+        assert_eq!(
+            committed.lock().unwrap().last().map(String::as_str),
+            Some("f")
+        );
+        store.close();
     }
 
     /// A message-send batch as the core builds it: a ~400-byte message record, the counters,

@@ -108,7 +108,8 @@ fn err(e: rusqlite::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn kind_of(name: &str) -> Option<Kind> {
+/// The kind a stored kind name names (the `kind` column of `records`; PostgreSQL's too).
+pub(super) fn kind_of(name: &str) -> Option<Kind> {
     match name {
         "subscription" => Some(Kind::Subscription),
         "session" => Some(Kind::Session),

@@ -15,7 +15,8 @@
 //!
 //! Switches (environment, all optional): `NETAPI_CHAT_TEST_LOGS=1` shows the servers' logs;
 //! `NETAPI_CHAT_TEST_BACKEND` picks the store backend every test server runs on (`sqlite`, the
-//! default and for now the only one); `NETAPI_CHAT_TEST_BIN` runs another build of the server
+//! default, or `postgres`, the default when `NETAPI_CHAT_TEST_DATABASE_URL` names a test
+//! PostgreSQL server, as in `cargo xtask test`'s PostgreSQL pass); `NETAPI_CHAT_TEST_BIN` runs another build of the server
 //! (used to write stored-format fixtures).
 
 // Each suite is its own crate and uses a part of this module; the rest is not dead code.
@@ -38,6 +39,6 @@ pub use http::{
 pub use listener::{Listener, Received};
 pub use server::{
     APP_TOKEN, Backend, Launch, Server, Spawned, Stderr, USERS_WITH_TOKENS, enc, http_client,
-    run_to_exit, start_under_umask, temp_data_dir, token_file, user_token,
+    postgres_database_for, run_to_exit, start_under_umask, temp_data_dir, token_file, user_token,
 };
 pub use tmpfs::Tmpfs;

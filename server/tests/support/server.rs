@@ -78,23 +78,84 @@ pub fn http_client(token: &str) -> reqwest::Client {
 pub enum Backend {
     /// The embedded SQLite database in the server's data directory (the default).
     Sqlite,
+    /// PostgreSQL (`cargo xtask test`'s PostgreSQL pass): each data directory gets a database
+    /// of its own on the server `NETAPI_CHAT_TEST_DATABASE_URL` names
+    /// ([`postgres_database_for`]).
+    Postgres,
 }
 
 impl Backend {
-    /// The backend of this test run: `NETAPI_CHAT_TEST_BACKEND` (`sqlite`, the default).
+    /// The backend of this test run: `NETAPI_CHAT_TEST_BACKEND` (`sqlite` or `postgres`);
+    /// unset, PostgreSQL when `NETAPI_CHAT_TEST_DATABASE_URL` is set (the PostgreSQL pass of
+    /// `cargo xtask test` sets it), SQLite otherwise.
     pub fn for_tests() -> Backend {
+        let database = std::env::var_os("NETAPI_CHAT_TEST_DATABASE_URL").is_some();
         match std::env::var("NETAPI_CHAT_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("") if database => Backend::Postgres,
             Err(_) | Ok("") | Ok("sqlite") => Backend::Sqlite,
-            Ok(other) => panic!("NETAPI_CHAT_TEST_BACKEND={other}: the harness knows `sqlite`"),
+            Ok("postgres") if database => Backend::Postgres,
+            Ok("postgres") => panic!(
+                "NETAPI_CHAT_TEST_BACKEND=postgres needs NETAPI_CHAT_TEST_DATABASE_URL (`cargo xtask test` sets it)"
+            ),
+            Ok(other) => {
+                panic!(
+                    "NETAPI_CHAT_TEST_BACKEND={other}: the harness knows `sqlite` and `postgres`"
+                )
+            }
         }
     }
 
     /// The settings a server on this backend gets on top of its data directory.
-    fn settings(self, _data_dir: &Path) -> Vec<(&'static str, String)> {
+    fn settings(self, data_dir: &Path) -> Vec<(&'static str, String)> {
         match self {
             Backend::Sqlite => Vec::new(),
+            Backend::Postgres => postgres_database_for(data_dir)
+                .map(|url| ("NETAPI_CHAT_DATABASE_URL", url))
+                .into_iter()
+                .collect(),
         }
     }
+}
+
+/// The database of `data_dir` on the test PostgreSQL server, when
+/// `NETAPI_CHAT_TEST_DATABASE_URL` names one: created on first use and named after the
+/// directory, so a server restarted on the same directory (after a kill) finds its data again.
+/// Its URL is what the server is started with. `None` (SQLite in the data directory) otherwise.
+pub fn postgres_database_for(data_dir: &Path) -> Option<String> {
+    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").ok()?;
+    let name: String = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let name = format!("t_{}", &name[name.len().saturating_sub(60)..]);
+    // On a thread of its own: the blocking client runs a runtime, and tests call this from
+    // inside tokio's.
+    let (url, db) = (admin.clone(), name.clone());
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("test PostgreSQL");
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+            .expect("look for the test database")
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .expect("create the test database");
+        }
+    })
+    .join()
+    .expect("create the test database");
+    // The same server and credentials, another database.
+    let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Some(if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    })
 }
 
 /// Where a started server's stderr (its log) goes.

@@ -17,6 +17,10 @@
 //! the peer to a smoke run, `--no-peer` leaves it out of a full one. Benchmarks are not tests:
 //! nothing here asserts a timing.
 //!
+//! `--postgres` runs only the one-instance comparison of issue 14 ([`backends`]): SQLite and
+//! PostgreSQL (a throwaway cluster) in alternating steps at a few rates, into
+//! `target/bench/BENCHMARKS.postgres.md`.
+//!
 //! `--long` runs only the long run of issue 12 ([`long`], [`chart`]): a million messages at a
 //! steady rate with sessions opened and ended alongside, sampling RSS, disk and latency over
 //! time, then a restart after SIGKILL; it rewrites its own section of `BENCHMARKS.md` and
@@ -27,6 +31,7 @@
 //! ([`delivery`]): server CPU and store commits per message, baseline vs this build vs `BIN`
 //! (another build of the server), in alternating steps; it writes `target/bench/delivery.md`.
 
+mod backends;
 mod baseline;
 mod chart;
 mod chat;
@@ -53,7 +58,7 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --postgres [--smoke]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
 #[derive(Default)]
@@ -309,6 +314,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut smoke = false;
     let mut peer = None;
     let mut long = false;
+    let mut postgres = false;
     let mut long_args = LongArgs::default();
     let (mut delivery, mut before) = (false, None::<PathBuf>);
     let mut it = args.iter();
@@ -326,6 +332,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
                         format!("--before needs a path; {USAGE}")
                     })?));
             }
+            "--postgres" => postgres = true,
             "--messages" => long_args.messages = Some(value(&mut it, a)?),
             "--rate" => long_args.rate = Some(value(&mut it, a)?),
             "--sessions-cycled" => long_args.sessions_cycled = Some(value(&mut it, a)?),
@@ -370,6 +377,39 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         let result = rt.block_on(delivery::run(root, &ds, before, &command));
         rt.shutdown_timeout(Duration::from_secs(2));
         return result.map(|_| ());
+    }
+    if postgres {
+        let s = if smoke {
+            Settings::smoke()
+        } else {
+            Settings::full()
+        };
+        let b = backends::Settings {
+            rates: if smoke {
+                vec![200]
+            } else {
+                vec![500, 1000, 2000, 4000]
+            },
+            step: if smoke {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            },
+            rounds: if smoke { 1 } else { 2 },
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let section = rt.block_on(backends::run(root, &s.plan, &b, &s.opts, s.text_len, smoke));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        let section = section?;
+        let path = proc::target_dir(root).join("bench/BENCHMARKS.postgres.md");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, &section).with_context(|| format!("writing {}", path.display()))?;
+        println!("\n{section}\nbench: results in {}", path.display());
+        return Ok(());
     }
     if long {
         let plan = if smoke {

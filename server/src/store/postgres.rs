@@ -1,0 +1,1422 @@
+//! The PostgreSQL backend, selected by `NETAPI_CHAT_DATABASE_URL=postgres://…`: the same three
+//! tables as [`super::sqlite`] (`records`, `messages`, `outbox`), the same stored record JSON
+//! (same [`format`] version numbers), on a database server instead of a file.
+//!
+//! One connection, owned by the store thread, through tokio-postgres driven by a current-thread
+//! runtime of the backend's own (the store thread is synchronous): every statement of a group
+//! commit is sent before the first answer is read, so a commit is three round trips whatever
+//! the group's size (see "PostgreSQL client: measured" in ARCHITECTURE.md for the comparison
+//! with the blocking `postgres` client). Every wait on the database is bounded
+//! ([`WAIT_AT_MOST`]). A batch group is one transaction; PostgreSQL's default
+//! `synchronous_commit = on` means a 2xx is on the database server's disk (WAL flushed).
+//!
+//! **One instance per database** until multi-instance support lands (issue 14 items 2, 3, 5):
+//! the core still trusts its memory for every decision, so two servers on one database would
+//! overwrite each other. The store connection holds a session-level advisory lock
+//! ([`INSTANCE_LOCK`]) for as long as it lives; a second server pointed at the same database
+//! refuses to start, naming the reason.
+//!
+//! **Losing the database** (issue 14 item 4): a commit that fails because the connection is
+//! gone (or the server is shutting down, out of resources, or cancelled the statement) marks
+//! the backend unavailable ([`Backend::unavailable`]) instead of being fatal; the store thread
+//! then keeps the batches and retries them through [`Backend::reconnect`] (see
+//! `store::Outage`). Any other error (a constraint or data error: a bug) stays fail-stop.
+//!
+//! Portability (CockroachDB, YugabyteDB): plain tables, B-tree and partial indexes,
+//! `INSERT … ON CONFLICT … DO UPDATE`, a window function for trimming dead letters. What
+//! differs is listed in ARCHITECTURE.md ("PostgreSQL backend").
+
+use super::{
+    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot,
+    StoreError, StoredCounts, expired_head, format, now_ms,
+};
+use std::future::Future;
+use std::str::FromStr as _;
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// PostgreSQL's error type (connection, protocol or the database's answer).
+type PgError = tokio_postgres::Error;
+
+/// The advisory lock key that marks a database as in use by one netapi-chat server: the bytes
+/// `netapich` as a big-endian integer (advisory locks are per database, so a constant names
+/// "this database's netapi-chat" on any server).
+pub const INSTANCE_LOCK: i64 = i64::from_be_bytes(*b"netapich");
+
+/// How long connecting may take before it counts as a failure (when the URL sets no
+/// `connect_timeout` of its own).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest time one statement of the store may run on the database server
+/// (`statement_timeout`) once started: a statement stuck behind someone else's lock fails
+/// (and is retried like a lost connection) instead of holding every request.
+const STATEMENT_TIMEOUT_MS: u32 = 10_000;
+
+/// TCP keepalive idle time and `tcp_user_timeout`: an unreachable database server (cable cut,
+/// no RST) is noticed within about this long, instead of a read that never returns.
+const TCP_DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Longest time the store thread waits for one operation of the database (a whole commit, a
+/// read, a purge job), whatever the database does (even a stopped process that keeps the
+/// connection open): past it the connection is dropped and the database treated as away.
+const WAIT_AT_MOST: Duration = Duration::from_secs(12);
+
+/// The schema of each stored format version, in order: a new format version adds an entry
+/// (its DDL; value rewrites go through [`format::steps`] like SQLite's). Version 5 is the
+/// first PostgreSQL knew, so it is the baseline an empty database is created at. Text columns
+/// compare bytewise (`COLLATE "C"`, as SQLite does): retention's walk goes by session order.
+const SCHEMA: &[(u32, &str)] = &[(
+    5,
+    r#"CREATE TABLE records (
+         kind TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, value BYTEA NOT NULL,
+         PRIMARY KEY (kind, key));
+       CREATE TABLE outbox (
+         id BIGINT PRIMARY KEY, subscription TEXT COLLATE "C" NOT NULL,
+         body BYTEA NOT NULL, created_ms BIGINT NOT NULL,
+         attempts BIGINT NOT NULL DEFAULT 0, next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+         failing_since_ms BIGINT, dead_ms BIGINT);
+       CREATE INDEX outbox_by_subscription ON outbox (subscription, id);
+       CREATE TABLE messages (
+         session TEXT COLLATE "C" NOT NULL, seq BIGINT NOT NULL, id TEXT COLLATE "C" NOT NULL,
+         sender TEXT COLLATE "C" NOT NULL, correlator BYTEA, value BYTEA NOT NULL,
+         sent_ms BIGINT NOT NULL,
+         PRIMARY KEY (session, seq));
+       CREATE UNIQUE INDEX messages_by_id ON messages (session, id);
+       CREATE INDEX messages_by_correlator ON messages (session, sender, correlator)
+         WHERE correlator IS NOT NULL;"#,
+)];
+
+/// The store's statements, prepared once per connection.
+struct Statements {
+    put: Statement,
+    del: Statement,
+    put_message: Statement,
+    update_message: Statement,
+    del_messages: Statement,
+    add: Statement,
+    del_outbox: Statement,
+    progress: Statement,
+    bury: Statement,
+    trim: Statement,
+    revive: Statement,
+    forget: Statement,
+    page: Statement,
+    by_id: Statement,
+    by_correlator: Statement,
+    next_session_from: Statement,
+    next_session_after: Statement,
+    head: Statement,
+    delete_head: Statement,
+    dead_letters: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Statements, PgError> {
+        Ok(Statements {
+            put: c
+                .prepare(
+                    "INSERT INTO records (kind, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value",
+                )
+                .await?,
+            del: c
+                .prepare("DELETE FROM records WHERE kind = $1 AND key = $2")
+                .await?,
+            put_message: c
+                .prepare(
+                    "INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (session, seq) DO UPDATE SET id = EXCLUDED.id,
+                     sender = EXCLUDED.sender, correlator = EXCLUDED.correlator,
+                     value = EXCLUDED.value, sent_ms = EXCLUDED.sent_ms",
+                )
+                .await?,
+            // A new state of a stored message: its time stays; a purged one stays purged.
+            update_message: c
+                .prepare("UPDATE messages SET value = $3 WHERE session = $1 AND seq = $2")
+                .await?,
+            del_messages: c.prepare("DELETE FROM messages WHERE session = $1").await?,
+            add: c
+                .prepare(
+                    "INSERT INTO outbox (id, subscription, body, created_ms, attempts,
+                     next_attempt_ms, failing_since_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET subscription = EXCLUDED.subscription,
+                     body = EXCLUDED.body, created_ms = EXCLUDED.created_ms,
+                     attempts = EXCLUDED.attempts, next_attempt_ms = EXCLUDED.next_attempt_ms,
+                     failing_since_ms = EXCLUDED.failing_since_ms, dead_ms = NULL",
+                )
+                .await?,
+            del_outbox: c
+                .prepare("DELETE FROM outbox WHERE subscription = $1")
+                .await?,
+            progress: c
+                .prepare(
+                    "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, failing_since_ms = $4
+                 WHERE id = $1 AND dead_ms IS NULL",
+                )
+                .await?,
+            bury: c
+                .prepare("UPDATE outbox SET dead_ms = $2 WHERE id = $1")
+                .await?,
+            trim: c
+                .prepare(
+                    "DELETE FROM outbox WHERE id IN (
+                     SELECT id FROM (
+                         SELECT id, ROW_NUMBER() OVER w AS n,
+                             SUM(octet_length(body)) OVER w AS bytes
+                         FROM outbox WHERE subscription = $1 AND dead_ms IS NOT NULL
+                         WINDOW w AS (ORDER BY id DESC)) AS kept
+                     WHERE n > $2 OR bytes > $3)",
+                )
+                .await?,
+            revive: c
+                .prepare(
+                    "UPDATE outbox SET dead_ms = NULL, attempts = 0, next_attempt_ms = 0,
+                     failing_since_ms = NULL, created_ms = $3
+                 WHERE id = $1 AND subscription = $2 AND dead_ms IS NOT NULL",
+                )
+                .await?,
+            forget: c.prepare("DELETE FROM outbox WHERE id = $1").await?,
+            page: c
+                .prepare(
+                    "SELECT seq, value FROM messages WHERE session = $1 AND seq > $2
+                 ORDER BY seq LIMIT $3",
+                )
+                .await?,
+            by_id: c
+                .prepare("SELECT value FROM messages WHERE session = $1 AND id = $2")
+                .await?,
+            by_correlator: c
+                .prepare(
+                    "SELECT id FROM messages WHERE session = $1 AND sender = $2 AND correlator = $3
+                 ORDER BY seq LIMIT 1",
+                )
+                .await?,
+            next_session_from: c
+                .prepare(
+                    "SELECT session FROM messages WHERE session >= $1 ORDER BY session LIMIT 1",
+                )
+                .await?,
+            next_session_after: c
+                .prepare("SELECT session FROM messages WHERE session > $1 ORDER BY session LIMIT 1")
+                .await?,
+            head: c
+                .prepare(
+                    "SELECT seq, sent_ms FROM messages WHERE session = $1 ORDER BY seq LIMIT $2",
+                )
+                .await?,
+            delete_head: c
+                .prepare("DELETE FROM messages WHERE session = $1 AND seq <= $2")
+                .await?,
+            dead_letters: c
+                .prepare(
+                    "SELECT id, body, created_ms, dead_ms, attempts FROM outbox
+                 WHERE subscription = $1 AND id > $2 AND dead_ms IS NOT NULL
+                     AND created_ms >= $3
+                 ORDER BY id LIMIT $4",
+                )
+                .await?,
+        })
+    }
+}
+
+/// A live connection and its prepared statements.
+struct Conn {
+    client: Client,
+    st: Statements,
+}
+
+/// The PostgreSQL backend (see the module documentation).
+pub struct Postgres {
+    /// Drives the client (tokio-postgres) on the store thread: a current-thread runtime that
+    /// runs only inside the backend's calls.
+    rt: tokio::runtime::Runtime,
+    config: tokio_postgres::Config,
+    /// Where it is, for messages (the URL without its password).
+    place: String,
+    /// `None` while the database is unreachable (after a lost connection, until
+    /// [`Backend::reconnect`] succeeds).
+    conn: Option<Conn>,
+    /// Set when the last failure was the database being unreachable (retry later), not a
+    /// fault of the data or of this program (stop).
+    lost: bool,
+    migrated: Option<Migrated>,
+}
+
+/// A failure inside the backend: PostgreSQL's (classified by [`transient`]), the database not
+/// answering within [`WAIT_AT_MOST`], or ours.
+enum Fail {
+    Pg(PgError),
+    Timeout,
+    Ours(StoreError),
+}
+
+impl From<PgError> for Fail {
+    fn from(e: PgError) -> Fail {
+        Fail::Pg(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Fail {
+        Fail::Ours(e)
+    }
+}
+
+/// Whether an error means "the database cannot be reached or cannot serve right now" (the
+/// connection is gone, SQLSTATE class 08 connection exception, 53 insufficient resources, 57
+/// operator intervention: shutdown, restart, a cancelled statement; 58 system error; 40001 and
+/// 40P01, a serialization failure or deadlock): the batch is kept and retried once the
+/// database is back. Anything else is a fault of the data or of this program.
+pub fn transient(closed: bool, sqlstate: Option<&str>, database_error: bool) -> bool {
+    if closed {
+        return true;
+    }
+    match sqlstate {
+        Some(c) => {
+            ["08", "53", "57", "58"].iter().any(|p| c.starts_with(p))
+                || c == "40001"
+                || c == "40P01"
+        }
+        // No SQLSTATE and not a database's answer: an I/O error or a timeout on the socket.
+        None => !database_error,
+    }
+}
+
+/// The URL without its password, for messages and logs.
+fn place_of(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "PostgreSQL database `{}` at {}:{port}",
+        config.get_dbname().unwrap_or("(default)"),
+        hosts.join(",")
+    )
+}
+
+/// Runs `f` to completion on `rt`, for at most [`WAIT_AT_MOST`].
+fn wait<T>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = Result<T, Fail>>,
+) -> Result<T, Fail> {
+    rt.block_on(async {
+        match tokio::time::timeout(WAIT_AT_MOST, f).await {
+            Ok(result) => result,
+            Err(_) => Err(Fail::Timeout),
+        }
+    })
+}
+
+impl Postgres {
+    /// Connects to the database at `url`, takes the instance lock (a second server on the same
+    /// database refuses to start here) and brings the schema to [`format::CURRENT`]: an empty
+    /// database is created at it, an older one migrated (in one transaction), a newer one
+    /// refused before anything is written. Call it on a plain thread (not one of tokio's):
+    /// the backend runs a small runtime of its own.
+    pub fn open(url: &str) -> Result<Postgres, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError(format!("NETAPI_CHAT_DATABASE_URL does not read: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("netapi-chat");
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(TCP_DEAD_AFTER)
+            .tcp_user_timeout(TCP_DEAD_AFTER);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("starting the PostgreSQL client's runtime: {e}")))?;
+        let place = place_of(&config);
+        let mut pg = Postgres {
+            rt,
+            config,
+            place,
+            conn: None,
+            lost: false,
+            migrated: None,
+        };
+        let mut client = pg.connect(false)?;
+        let place = pg.place.clone();
+        pg.migrated = pg.rt.block_on(migrate(&mut client, &place))?;
+        pg.ready(client)?;
+        Ok(pg)
+    }
+
+    /// A new connection holding the instance lock (not yet with its statements). At start a
+    /// lock held elsewhere refuses the start; on a reconnection (`again`) it is waited for
+    /// like an unreachable database (see [`Backend::reconnect`]).
+    fn connect(&mut self, again: bool) -> Result<Client, StoreError> {
+        let config = self.config.clone();
+        let connected = wait(&self.rt, async {
+            let (client, connection) = config.connect(NoTls).await?;
+            // Driven by this runtime whenever the backend waits on it.
+            tokio::spawn(connection);
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
+                .await?
+                .try_get(0)?;
+            Ok((client, locked))
+        });
+        let (client, locked) = connected.map_err(|e| {
+            let e = self.fail(e);
+            StoreError(format!("connecting to the {e}"))
+        })?;
+        if !locked {
+            self.lost = again;
+            return Err(StoreError(format!(
+                "the {} is in use by another netapi-chat server (it holds advisory lock {INSTANCE_LOCK}): \
+                 one instance per database until multi-instance support lands",
+                self.place
+            )));
+        }
+        Ok(client)
+    }
+
+    /// Sets the session up for the store's work and prepares its statements.
+    fn ready(&mut self, client: Client) -> Result<(), StoreError> {
+        let prepared = wait(&self.rt, async {
+            client
+                .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                .await?;
+            Ok(Statements::prepare(&client).await?)
+        });
+        match prepared {
+            Ok(st) => {
+                self.conn = Some(Conn { client, st });
+                self.lost = false;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Turns a failure into the store's error, noting whether it was the database being
+    /// unreachable (then the connection is dropped: the next use reconnects).
+    fn fail(&mut self, f: Fail) -> StoreError {
+        let (lost, e) = match f {
+            Fail::Ours(e) => (false, e),
+            Fail::Timeout => (
+                true,
+                StoreError(format!(
+                    "{}: no answer within {} s",
+                    self.place,
+                    WAIT_AT_MOST.as_secs()
+                )),
+            ),
+            Fail::Pg(e) => (
+                transient(
+                    e.is_closed(),
+                    e.code().map(|c| c.code()),
+                    e.as_db_error().is_some(),
+                ),
+                StoreError(format!("{}: {e}", self.place)),
+            ),
+        };
+        self.lost = lost;
+        if lost {
+            self.conn = None;
+        }
+        e
+    }
+
+    /// Runs `f` over the live connection on the backend's runtime (at most [`WAIT_AT_MOST`]);
+    /// a failure is classified ([`Postgres::fail`]); no connection is an unreachable database.
+    fn with<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let result = match self.conn.as_mut() {
+            Some(c) => wait(&self.rt, f(c)),
+            None => {
+                self.lost = true;
+                return Err(StoreError(format!("the {} is unreachable", self.place)));
+            }
+        };
+        result.map_err(|e| self.fail(e))
+    }
+}
+
+/// The stored format version of the database (`None`: a new one), refusing a newer one.
+async fn stored_version(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<u32>, PgError> {
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version INTEGER NOT NULL, migrated_ms BIGINT NOT NULL)",
+    )
+    .await?;
+    let v: Option<i32> = tx
+        .query_one("SELECT MAX(version) FROM schema_version", &[])
+        .await?
+        .try_get(0)?;
+    Ok(v.map(i32::unsigned_abs))
+}
+
+/// Brings the schema to [`format::CURRENT`] in one transaction (run under the instance lock,
+/// so two servers starting at once cannot both migrate): each [`SCHEMA`] entry past the stored
+/// version, recorded in `schema_version`. `None` for a database already current or new.
+async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
+    let failed = |e: PgError| StoreError(format!("preparing the {place}: {e}"));
+    let tx = client.transaction().await.map_err(failed)?;
+    let stored = stored_version(&tx).await.map_err(failed)?;
+    if let Some(v) = stored {
+        format::check(v, place).map_err(StoreError)?;
+    }
+    let from = stored.unwrap_or(0);
+    for (version, ddl) in SCHEMA.iter().filter(|(v, _)| *v > from) {
+        tx.batch_execute(ddl).await.map_err(|e| {
+            StoreError(format!(
+                "{place}: creating the schema of stored format version {version}: {e}"
+            ))
+        })?;
+        let v = i32::try_from(*version).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO schema_version (version, migrated_ms) VALUES ($1, $2)",
+            &[&v, &now_ms()],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)?;
+    // A stored version older than the first one PostgreSQL knew cannot exist; a new database is
+    // created at the current version: neither is a migration to report.
+    Ok(match stored {
+        Some(v) if v < format::CURRENT => Some(Migrated {
+            from: v,
+            to: format::CURRENT,
+            records: 0,
+            outbox: 0,
+        }),
+        _ => None,
+    })
+}
+
+/// An outbox id or seq as PostgreSQL stores it (`BIGINT`).
+fn big(n: u64, what: &str) -> Result<i64, Fail> {
+    i64::try_from(n).map_err(|_| Fail::Ours(StoreError(format!("{what} {n} out of range"))))
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// One statement of a commit and its parameters (borrowed from the batches, or small values
+/// of their own), so that a whole group can be sent before the first answer is read.
+type Call<'a> = (&'a Statement, Vec<Box<dyn ToSql + Sync + 'a>>);
+
+/// The statements that commit `batches`, in order (see [`Backend::commit`]).
+fn calls<'a>(st: &'a Statements, batches: &[&'a Batch]) -> Result<Vec<Call<'a>>, Fail> {
+    let mut calls: Vec<Call<'a>> = Vec::new();
+    for b in batches {
+        for (kind, key, value) in &b.puts {
+            if *kind == Kind::Message {
+                return Err(Fail::Ours(StoreError(format!(
+                    "message `{key}` written as a record; messages go in Batch::messages"
+                ))));
+            }
+            calls.push((
+                &st.put,
+                vec![Box::new(kind.name()), Box::new(key), Box::new(value)],
+            ));
+        }
+        for m in &b.messages {
+            let seq = big(m.seq, "message seq")?;
+            calls.push(match m.sent_ms {
+                Some(at) => (
+                    &st.put_message,
+                    vec![
+                        Box::new(&m.session),
+                        Box::new(seq),
+                        Box::new(&m.id),
+                        Box::new(&m.sender),
+                        Box::new(m.correlator.as_deref().map(str::as_bytes)),
+                        Box::new(&m.value),
+                        Box::new(at),
+                    ],
+                ),
+                None => (
+                    &st.update_message,
+                    vec![Box::new(&m.session), Box::new(seq), Box::new(&m.value)],
+                ),
+            });
+        }
+        for (kind, key) in &b.deletes {
+            calls.push((&st.del, vec![Box::new(kind.name()), Box::new(key)]));
+            if *kind == Kind::Session {
+                calls.push((&st.del_messages, vec![Box::new(key)]));
+            }
+            if *kind == Kind::Subscription {
+                calls.push((&st.del_outbox, vec![Box::new(key)]));
+            }
+        }
+        for e in &b.outbox {
+            let p = &e.progress;
+            calls.push((
+                &st.add,
+                vec![
+                    Box::new(big(e.id, "notification id")?),
+                    Box::new(&e.subscription),
+                    Box::new(&e.body),
+                    Box::new(e.created_ms),
+                    Box::new(i64::from(p.attempts)),
+                    Box::new(p.next_attempt_ms),
+                    Box::new(p.failing_since_ms),
+                ],
+            ));
+        }
+        for id in &b.forget {
+            calls.push((&st.forget, vec![Box::new(big(*id, "notification id")?)]));
+        }
+        for (id, p) in &b.progress {
+            calls.push((
+                &st.progress,
+                vec![
+                    Box::new(big(*id, "notification id")?),
+                    Box::new(i64::from(p.attempts)),
+                    Box::new(p.next_attempt_ms),
+                    Box::new(p.failing_since_ms),
+                ],
+            ));
+        }
+        for d in &b.bury {
+            let now = now_ms();
+            for id in &d.ids {
+                calls.push((
+                    &st.bury,
+                    vec![Box::new(big(*id, "notification id")?), Box::new(now)],
+                ));
+            }
+            calls.push((
+                &st.trim,
+                vec![
+                    Box::new(&d.subscription),
+                    Box::new(count(d.keep_count)),
+                    Box::new(count(d.keep_bytes)),
+                ],
+            ));
+        }
+        for r in &b.revive {
+            for id in &r.ids {
+                calls.push((
+                    &st.revive,
+                    vec![
+                        Box::new(big(*id, "notification id")?),
+                        Box::new(&r.subscription),
+                        Box::new(r.created_ms),
+                    ],
+                ));
+            }
+        }
+    }
+    Ok(calls)
+}
+
+impl Backend for Postgres {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        let migrated = self.migrated.take();
+        self.with(async move |c: &mut Conn| {
+            let mut snapshot = Snapshot {
+                migrated,
+                ..Snapshot::default()
+            };
+            let records = c
+                .client
+                .query(
+                    "SELECT kind, key, value FROM records ORDER BY kind, key",
+                    &[],
+                )
+                .await?;
+            for r in records {
+                let name: String = r.try_get(0)?;
+                let kind = super::sqlite::kind_of(&name).ok_or_else(|| {
+                    StoreError(format!("unknown record kind `{name}` in the store"))
+                })?;
+                snapshot.records.push((kind, r.try_get(1)?, r.try_get(2)?));
+            }
+            let outbox = c
+                .client
+                .query(
+                    "SELECT id, subscription, body, created_ms, attempts, next_attempt_ms,
+                         failing_since_ms
+                     FROM outbox WHERE dead_ms IS NULL ORDER BY id",
+                    &[],
+                )
+                .await?;
+            for r in outbox {
+                snapshot.outbox.push(OutboxEntry {
+                    id: r.try_get::<_, i64>(0)?.unsigned_abs(),
+                    subscription: r.try_get(1)?,
+                    body: r.try_get(2)?,
+                    created_ms: r.try_get(3)?,
+                    progress: Progress {
+                        attempts: u32::try_from(r.try_get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                        next_attempt_ms: r.try_get(5)?,
+                        failing_since_ms: r.try_get(6)?,
+                    },
+                });
+            }
+            Ok(snapshot)
+        })
+    }
+
+    /// One transaction whose statements are pipelined: every statement of the group is sent
+    /// before the first answer is read (PostgreSQL runs them in order), so a group costs three
+    /// round trips (BEGIN, the statements, COMMIT) however many batches it holds; see
+    /// "PostgreSQL client: measured" in ARCHITECTURE.md.
+    fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError> {
+        self.with(async move |c: &mut Conn| {
+            let calls = calls(&c.st, batches)?;
+            let params: Vec<Vec<&(dyn ToSql + Sync)>> = calls
+                .iter()
+                .map(|(_, ps)| ps.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect())
+                .collect();
+            let tx = c.client.transaction().await?;
+            futures_util::future::try_join_all(
+                calls
+                    .iter()
+                    .zip(&params)
+                    .map(|((st, _), ps)| tx.execute(*st, ps)),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn messages_after(
+        &mut self,
+        session: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        // A cursor past what a seq can be (client input) is past every message.
+        let after = match after.map(i64::try_from) {
+            None => -1,
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        self.with(async move |c: &mut Conn| {
+            c.client
+                .query(&c.st.page, &[&session, &after, &count(limit)])
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.try_get::<_, i64>(0)?.unsigned_abs(), r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(async move |c: &mut Conn| {
+            match c.client.query_opt(&c.st.by_id, &[&session, &id]).await? {
+                Some(r) => Ok(Some(r.try_get(0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn message_by_correlator(
+        &mut self,
+        session: &str,
+        sender: &str,
+        correlator: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.with(async move |c: &mut Conn| {
+            let row = c
+                .client
+                .query_opt(
+                    &c.st.by_correlator,
+                    &[&session, &sender, &correlator.as_bytes()],
+                )
+                .await?;
+            match row {
+                Some(r) => Ok(Some(r.try_get(0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn dead_letters(
+        &mut self,
+        subscription: &str,
+        after: Option<u64>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        // A cursor past what an id can be (client input) is past every dead letter.
+        let after = match after.map(i64::try_from) {
+            None => -1,
+            Some(Ok(a)) => a,
+            Some(Err(_)) => return Ok(Vec::new()),
+        };
+        self.with(async move |c: &mut Conn| {
+            c.client
+                .query(
+                    &c.st.dead_letters,
+                    &[&subscription, &after, &since_ms, &count(limit)],
+                )
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok(DeadLetterRow {
+                        id: r.try_get::<_, i64>(0)?.unsigned_abs(),
+                        body: r.try_get(1)?,
+                        created_ms: r.try_get(2)?,
+                        dead_ms: r.try_get(3)?,
+                        attempts: u32::try_from(r.try_get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The connection answers, and the database takes writes (not a standby in recovery).
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let place = self.place.clone();
+        self.with(async move |c: &mut Conn| {
+            let standby: bool = c
+                .client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await?
+                .try_get(0)?;
+            if standby {
+                return Err(Fail::Ours(StoreError(format!(
+                    "the {place} is a standby in recovery: it takes no writes"
+                ))));
+            }
+            Ok(())
+        })
+    }
+
+    fn outbox_len(&mut self) -> Result<Option<u64>, StoreError> {
+        self.with(async move |c: &mut Conn| {
+            let n: i64 = c
+                .client
+                .query_one("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL", &[])
+                .await?
+                .try_get(0)?;
+            Ok(Some(n.unsigned_abs()))
+        })
+    }
+
+    fn backup_unsupported(&self) -> Option<&'static str> {
+        Some(
+            "the server stores its data in PostgreSQL (NETAPI_CHAT_DATABASE_URL): back it up with \
+             pg_dump (or the database's own backups); `netapi-chat backup` copies SQLite data \
+             directories only",
+        )
+    }
+
+    fn counts(&mut self, most: usize) -> Result<StoredCounts, StoreError> {
+        self.with(async move |c: &mut Conn| {
+            let client = &c.client;
+            let one = async |sql: &'static str| {
+                let n: i64 = client.query_one(sql, &[]).await?.try_get(0)?;
+                Ok::<u64, Fail>(n.unsigned_abs())
+            };
+            let messages = one("SELECT COUNT(*) FROM messages").await?;
+            let undelivered = one("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL").await?;
+            let undelivered_by_subscription = c
+                .client
+                .query(
+                    "SELECT subscription, COUNT(*) AS n FROM outbox WHERE dead_ms IS NULL
+                     GROUP BY subscription ORDER BY n DESC, subscription LIMIT $1",
+                    &[&count(most)],
+                )
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)?.unsigned_abs())))
+                .collect::<Result<Vec<_>, Fail>>()?;
+            Ok(StoredCounts {
+                messages,
+                undelivered,
+                undelivered_by_subscription,
+            })
+        })
+    }
+
+    fn purge_messages(
+        &mut self,
+        before_ms: i64,
+        from: &str,
+        budget: usize,
+    ) -> Result<Purged, StoreError> {
+        // A visit takes one unit: two leave room to delete, so every job makes progress.
+        let budget = budget.max(2);
+        self.with(async move |c: &mut Conn| {
+            let st = &c.st;
+            let tx = c.client.transaction().await?;
+            let mut done = Purged {
+                deleted: 0,
+                next: Some(from.to_owned()),
+            };
+            let mut work = 0usize;
+            while let Some(from) = done.next.take() {
+                if work >= budget {
+                    done.next = Some(from);
+                    break;
+                }
+                // `after_session` marks "just after" with a NUL, which PostgreSQL text cannot
+                // hold (and no session id contains): it becomes a strict comparison.
+                let row = match from.strip_suffix('\u{0}') {
+                    Some(s) => tx.query_opt(&st.next_session_after, &[&s]).await?,
+                    None => tx.query_opt(&st.next_session_from, &[&from]).await?,
+                };
+                // The walk is past the last session: the round is over.
+                let Some(row) = row else { break };
+                let session: String = row.try_get(0)?;
+                work += 1;
+                // One more row than may be deleted: tells whether the head goes on.
+                let room = budget.saturating_sub(work);
+                let rows = tx
+                    .query(&st.head, &[&session, &count(room + 1)])
+                    .await?
+                    .into_iter()
+                    .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)))
+                    .collect::<Result<Vec<_>, Fail>>()?;
+                let times: Vec<i64> = rows.iter().map(|(_, t)| *t).collect();
+                let whole = expired_head(&times, before_ms);
+                let expired = whole.min(room);
+                if let Some((last, _)) = expired.checked_sub(1).and_then(|i| rows.get(i)) {
+                    tx.execute(&st.delete_head, &[&session, last]).await?;
+                }
+                work += expired;
+                done.deleted += expired;
+                // A head cut short by the budget: the next job starts on this session again.
+                done.next = Some(if whole > room {
+                    session
+                } else {
+                    super::after_session(&session)
+                });
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    fn unavailable(&self) -> bool {
+        self.lost
+    }
+
+    /// A new connection, the instance lock taken again, the statements prepared again. A lock
+    /// still held elsewhere is waited for (the store stays down, answering 503): after a
+    /// network cut the database may not yet have ended this server's old session, which
+    /// holds it; if another server took the database meanwhile, this one keeps refusing
+    /// instead of writing over it with what its memory holds.
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.conn = None;
+        let client = self.connect(true)?;
+        self.ready(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MessageRow, after_session};
+
+    #[test]
+    fn lost_connections_and_server_shutdowns_are_transient_data_errors_are_not() {
+        let cases = [
+            (true, None, false, true, "the connection is closed"),
+            (false, None, false, true, "an I/O error or timeout"),
+            (false, Some("08006"), true, true, "connection failure"),
+            (
+                false,
+                Some("57P01"),
+                true,
+                true,
+                "admin shutdown (pg_ctl stop -m fast)",
+            ),
+            (
+                false,
+                Some("57P03"),
+                true,
+                true,
+                "the database is starting up",
+            ),
+            (false, Some("57014"), true, true, "statement timeout"),
+            (false, Some("53100"), true, true, "disk full"),
+            (false, Some("40001"), true, true, "serialization failure"),
+            (false, Some("23505"), true, false, "unique violation: a bug"),
+            (false, Some("22021"), true, false, "bad bytes: a bug"),
+            (false, Some("42P01"), true, false, "missing table"),
+        ];
+        for (closed, code, db, expected, case) in cases {
+            assert_eq!(transient(closed, code, db), expected, "{case}");
+        }
+    }
+
+    /// The PostgreSQL the tests run against: `cargo xtask test` starts a throwaway cluster,
+    /// sets it and runs the tests named `pg_…` (ignored otherwise, since they need it).
+    fn admin_url() -> String {
+        std::env::var("NETAPI_CHAT_TEST_DATABASE_URL")
+            .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`")
+    }
+
+    /// A fresh database on the test cluster; its URL (same server and user).
+    fn fresh_database(admin: &str, name: &str) -> String {
+        let db = format!("unit_{name}_{}", uuid::Uuid::new_v4().simple());
+        let mut c = postgres::Client::connect(admin, NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+        if query.is_empty() {
+            format!("{base}/{db}")
+        } else {
+            format!("{base}/{db}?{query}")
+        }
+    }
+
+    fn row(session: &str, seq: u64, correlator: Option<&str>) -> MessageRow {
+        MessageRow {
+            session: session.into(),
+            seq,
+            id: format!("msg-{seq}"),
+            sender: "a".into(),
+            correlator: correlator.map(Into::into),
+            value: format!("{{\"seq\":{seq}}}").into_bytes(),
+            sent_ms: Some(i64::try_from(seq).unwrap()),
+        }
+    }
+
+    /// From an empty database: the schema is created at the current format version, recorded
+    /// in `schema_version`; what is committed reads back after reopening, through every lookup
+    /// the core uses; a second server on the same database is refused while the first holds
+    /// it, and admitted once it is gone; a database of a newer version is refused.
+    #[test]
+    #[ignore = "needs PostgreSQL: `cargo xtask test` runs it"]
+    fn pg_an_empty_database_gets_the_schema_and_keeps_what_is_committed() {
+        let admin = admin_url();
+        let url = fresh_database(&admin, "schema");
+        let mut db = Postgres::open(&url).unwrap();
+        assert_eq!(db.load().unwrap().migrated, None);
+        let second = Postgres::open(&url).err().unwrap().to_string();
+        assert!(
+            second.contains("in use by another netapi-chat server")
+                && second.contains("one instance per database"),
+            "{second}"
+        );
+        let outbox = |id: u64| OutboxEntry {
+            id,
+            subscription: "sub-1".into(),
+            body: vec![b'n'; 10],
+            created_ms: 5,
+            progress: Progress::default(),
+        };
+        db.commit(&[
+            &Batch {
+                puts: vec![
+                    (Kind::Session, "s1".into(), b"{\"s\":1}".to_vec()),
+                    (Kind::Meta, "counters".into(), b"{}".to_vec()),
+                ],
+                messages: vec![row("s1", 1, Some("c\u{0}1")), row("s1", 2, None)],
+                outbox: (1..=4).map(outbox).collect(),
+                ..Batch::default()
+            },
+            &Batch {
+                forget: vec![1],
+                progress: vec![(
+                    2,
+                    Progress {
+                        attempts: 3,
+                        next_attempt_ms: 9,
+                        failing_since_ms: Some(7),
+                    },
+                )],
+                bury: vec![super::super::Bury {
+                    subscription: "sub-1".into(),
+                    ids: vec![3, 4],
+                    keep_count: 1,
+                    keep_bytes: 1000,
+                }],
+                ..Batch::default()
+            },
+        ])
+        .unwrap();
+        drop(db);
+        let mut db = Postgres::open(&url).unwrap();
+        let snap = db.load().unwrap();
+        assert_eq!(
+            snap.records
+                .iter()
+                .map(|r| (r.0, r.1.as_str()))
+                .collect::<Vec<_>>(),
+            [(Kind::Meta, "counters"), (Kind::Session, "s1")]
+        );
+        assert_eq!(snap.outbox.len(), 1);
+        assert_eq!(snap.outbox[0].id, 2);
+        assert_eq!(snap.outbox[0].progress.attempts, 3);
+        assert_eq!(snap.outbox[0].progress.failing_since_ms, Some(7));
+        // The newer dead letter is kept (the cap is one).
+        let dead = db.dead_letters("sub-1", None, 0, 10).unwrap();
+        assert_eq!(dead.iter().map(|d| d.id).collect::<Vec<_>>(), [4]);
+        assert_eq!(db.outbox_len().unwrap(), Some(1));
+        assert_eq!(
+            db.messages_after("s1", Some(1), 10).unwrap(),
+            [(2, b"{\"seq\":2}".to_vec())]
+        );
+        assert_eq!(
+            db.message("s1", "msg-1").unwrap(),
+            Some(b"{\"seq\":1}".to_vec())
+        );
+        assert_eq!(
+            db.message_by_correlator("s1", "a", "c\u{0}1").unwrap(),
+            Some("msg-1".to_owned())
+        );
+        // Revived: undelivered again with its id.
+        db.commit(&[&Batch {
+            revive: vec![super::super::Revive {
+                subscription: "sub-1".into(),
+                ids: vec![4],
+                created_ms: 50,
+            }],
+            ..Batch::default()
+        }])
+        .unwrap();
+        assert_eq!(db.outbox_len().unwrap(), Some(2));
+        let c = db.counts(5).unwrap();
+        assert_eq!((c.messages, c.undelivered), (2, 2));
+        // Purge: the walk across sessions with the "just after" marker.
+        db.commit(&[&Batch {
+            messages: vec![row("s2", 3, None), row("s3", 30, None)],
+            ..Batch::default()
+        }])
+        .unwrap();
+        let p = db.purge_messages(4, "", 100).unwrap();
+        assert_eq!(
+            p,
+            Purged {
+                deleted: 3,
+                next: None
+            }
+        );
+        assert_eq!(db.messages_after("s3", None, 10).unwrap().len(), 1);
+        // From just after s1 (s1 and s2 are empty now): s3's message goes, the round ends;
+        // with a budget of two, the round stops after the visit and deletion.
+        db.commit(&[&Batch {
+            messages: vec![row("s1", 40, None)],
+            ..Batch::default()
+        }])
+        .unwrap();
+        let p = db.purge_messages(100, &after_session("s1"), 2).unwrap();
+        assert_eq!(
+            p,
+            Purged {
+                deleted: 1,
+                next: Some(after_session("s3"))
+            }
+        );
+        assert_eq!(
+            db.purge_messages(100, &after_session("s3"), 2)
+                .unwrap()
+                .next,
+            None
+        );
+        assert_eq!(db.messages_after("s1", None, 10).unwrap().len(), 1);
+        drop(db);
+        // A newer version is refused before anything is written.
+        let mut c = postgres::Client::connect(&url, NoTls).unwrap();
+        c.execute(
+            "INSERT INTO schema_version (version, migrated_ms) VALUES (99, 0)",
+            &[],
+        )
+        .unwrap();
+        let e = Postgres::open(&url).err().unwrap().to_string();
+        assert!(e.contains("version 99") && e.contains("newer"), "{e}");
+    }
+
+    /// Reconnecting needs the instance lock again: while another server holds the database
+    /// (it started while this one was away), a reconnection fails as transient (the store stays
+    /// down and retries; it never writes over the other's data) instead of stopping; once the
+    /// other is gone, it succeeds. The attempts are bounded waits for the database to end a
+    /// dropped session, not timings.
+    #[test]
+    #[ignore = "needs PostgreSQL: `cargo xtask test` runs it"]
+    fn pg_a_reconnection_waits_for_the_instance_lock() {
+        let url = fresh_database(&admin_url(), "relock");
+        let mut a = Postgres::open(&url).unwrap();
+        // `a` loses its connection (as after a failed commit); its runtime closes it.
+        a.conn = None;
+        a.lost = true;
+        a.rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        let retry = |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| {
+            for _ in 0..100 {
+                if f() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("{what}");
+        };
+        let mut b = None;
+        retry(
+            "a second server never got the database",
+            Box::new(|| {
+                b = Postgres::open(&url).ok();
+                b.is_some()
+            }),
+        );
+        let e = a.reconnect().err().unwrap().to_string();
+        assert!(e.contains("in use by another netapi-chat server"), "{e}");
+        assert!(a.unavailable(), "waited for, not fatal");
+        assert!(
+            a.commit(&[&Batch::default()]).is_err(),
+            "and it writes nothing"
+        );
+        drop(b);
+        retry(
+            "the first server never got the database back",
+            Box::new(|| a.reconnect().is_ok()),
+        );
+        assert!(!a.unavailable());
+        a.commit(&[&send_batch(1)]).unwrap();
+    }
+
+    /// A message-send batch as the core builds it (the shape `store_throughput` and the
+    /// engines bench use): the counters record, a ~400-byte message, two ~1 KiB outbox entries.
+    fn send_batch(i: u64) -> Batch {
+        Batch {
+            puts: vec![(Kind::Meta, "counters".into(), vec![b'c'; 60])],
+            messages: vec![MessageRow {
+                session: "ses-bench".into(),
+                seq: i,
+                id: format!("msg-{i}"),
+                sender: "tel:+15551230001".into(),
+                correlator: None,
+                value: vec![b'm'; 400],
+                sent_ms: Some(1),
+            }],
+            outbox: (0..2)
+                .map(|k| OutboxEntry {
+                    id: 2 * i + k,
+                    subscription: format!("sub-{k}"),
+                    body: vec![b'n'; 1024],
+                    created_ms: 1,
+                    progress: Progress::default(),
+                })
+                .collect(),
+            ..Batch::default()
+        }
+    }
+
+    /// Runs `f` `n` times; (per second, p50, p99) of its durations.
+    fn timed(n: u64, mut f: impl FnMut(u64)) -> (f64, Duration, Duration) {
+        let mut lat = Vec::new();
+        let all = std::time::Instant::now();
+        for i in 0..n {
+            let t = std::time::Instant::now();
+            f(i);
+            lat.push(t.elapsed());
+        }
+        let per_s = n as f64 / all.elapsed().as_secs_f64();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        (per_s, pct(0.5), pct(0.99))
+    }
+
+    fn show(what: &str, unit: &str, (per_s, p50, p99): (f64, Duration, Duration)) {
+        println!(
+            "| {what} | {per_s:.0} {unit}/s | {:.3} | {:.3} |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+    }
+
+    /// `clients` threads × 1000 (1 client: 2000) send batches through a store thread over
+    /// `backend`; (batches/s, p50, p99 of one submit-and-wait).
+    fn through_store(backend: Box<dyn Backend>, clients: u64) -> (f64, Duration, Duration) {
+        let rounds = if clients == 1 { 2000 } else { 1000 };
+        let (store, _) = crate::store::Store::start(backend).unwrap();
+        let all = std::time::Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..rounds)
+                        .map(|r| {
+                            let t = std::time::Instant::now();
+                            let rx = store.submit(send_batch(c * 1_000_000 + r), None);
+                            rx.blocking_recv().unwrap().unwrap();
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut lat: Vec<Duration> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        let per_s = lat.len() as f64 / all.elapsed().as_secs_f64();
+        store.close();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        (per_s, pct(0.5), pct(0.99))
+    }
+
+    /// The client comparison of ARCHITECTURE.md ("PostgreSQL client: measured"): the shipped
+    /// backend (tokio-postgres on a current-thread runtime, the statements of a commit
+    /// pipelined) against the blocking `postgres` client sending the same statements one round
+    /// trip at a time (what this backend first was), on the same database server, same
+    /// workload: single send batches, groups of 64, one message by id, a page of 50; then the
+    /// store thread with group commit on PostgreSQL and on SQLite.
+    /// `NETAPI_CHAT_TEST_DATABASE_URL=postgres://… cargo test --release --lib -- --ignored
+    /// --nocapture client_bench`.
+    #[test]
+    #[ignore = "a measurement; needs PostgreSQL"]
+    fn client_bench() {
+        let admin = admin_url();
+        let (singles, groups) = (2000u64, 100u64);
+        println!("| client, operation | rate | p50 ms | p99 ms |\n|---|--:|--:|--:|");
+        // The shipped backend: pipelined.
+        let url = fresh_database(&admin, "bench_pipelined");
+        let mut db = Postgres::open(&url).unwrap();
+        show(
+            "pipelined, 1-batch commit",
+            "commits",
+            timed(singles, |i| db.commit(&[&send_batch(i)]).unwrap()),
+        );
+        show("pipelined, 64-batch group commit", "batches", {
+            let (r, p50, p99) = timed(groups, |g| {
+                let bs: Vec<Batch> = (0..64).map(|k| send_batch(10_000 + g * 64 + k)).collect();
+                db.commit(&bs.iter().collect::<Vec<_>>()).unwrap();
+            });
+            (r * 64.0, p50, p99)
+        });
+        show(
+            "pipelined, message by id",
+            "reads",
+            timed(singles, |i| {
+                assert!(
+                    db.message("ses-bench", &format!("msg-{i}"))
+                        .unwrap()
+                        .is_some()
+                );
+            }),
+        );
+        show(
+            "pipelined, page of 50",
+            "pages",
+            timed(singles / 4, |i| {
+                assert_eq!(
+                    db.messages_after("ses-bench", Some(i), 50).unwrap().len(),
+                    50
+                );
+            }),
+        );
+        drop(db);
+        // The blocking client, one statement after the other, same statements and schema.
+        let url = fresh_database(&admin, "bench_blocking");
+        drop(Postgres::open(&url).unwrap());
+        let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+        let put = client.prepare("INSERT INTO records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value").unwrap();
+        let put_message = client.prepare("INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session, seq) DO UPDATE SET id = EXCLUDED.id, sender = EXCLUDED.sender, correlator = EXCLUDED.correlator, value = EXCLUDED.value, sent_ms = EXCLUDED.sent_ms").unwrap();
+        let add = client.prepare("INSERT INTO outbox (id, subscription, body, created_ms, attempts, next_attempt_ms, failing_since_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET subscription = EXCLUDED.subscription, body = EXCLUDED.body, created_ms = EXCLUDED.created_ms, attempts = EXCLUDED.attempts, next_attempt_ms = EXCLUDED.next_attempt_ms, failing_since_ms = EXCLUDED.failing_since_ms, dead_ms = NULL").unwrap();
+        let by_id = client
+            .prepare("SELECT value FROM messages WHERE session = $1 AND id = $2")
+            .unwrap();
+        let page = client.prepare("SELECT seq, value FROM messages WHERE session = $1 AND seq > $2 ORDER BY seq LIMIT $3").unwrap();
+        let commit = |client: &mut postgres::Client, batches: &[Batch]| {
+            let mut tx = client.transaction().unwrap();
+            for b in batches {
+                let (_, key, value) = &b.puts[0];
+                tx.execute(&put, &[&"meta", key, value]).unwrap();
+                let m = &b.messages[0];
+                let seq = m.seq as i64;
+                let none: Option<&[u8]> = None;
+                tx.execute(
+                    &put_message,
+                    &[&m.session, &seq, &m.id, &m.sender, &none, &m.value, &1i64],
+                )
+                .unwrap();
+                for e in &b.outbox {
+                    let (id, zero, never) = (e.id as i64, 0i64, None::<i64>);
+                    tx.execute(
+                        &add,
+                        &[
+                            &id,
+                            &e.subscription,
+                            &e.body,
+                            &e.created_ms,
+                            &zero,
+                            &zero,
+                            &never,
+                        ],
+                    )
+                    .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        };
+        show(
+            "blocking, 1-batch commit",
+            "commits",
+            timed(singles, |i| commit(&mut client, &[send_batch(i)])),
+        );
+        show("blocking, 64-batch group commit", "batches", {
+            let (r, p50, p99) = timed(groups, |g| {
+                let bs: Vec<Batch> = (0..64).map(|k| send_batch(10_000 + g * 64 + k)).collect();
+                commit(&mut client, &bs);
+            });
+            (r * 64.0, p50, p99)
+        });
+        show(
+            "blocking, message by id",
+            "reads",
+            timed(singles, |i| {
+                let id = format!("msg-{i}");
+                assert!(
+                    client
+                        .query_opt(&by_id, &[&"ses-bench", &id])
+                        .unwrap()
+                        .is_some()
+                );
+            }),
+        );
+        show(
+            "blocking, page of 50",
+            "pages",
+            timed(singles / 4, |i| {
+                let after = i as i64;
+                let rows = client
+                    .query(&page, &[&"ses-bench", &after, &50i64])
+                    .unwrap();
+                assert_eq!(rows.len(), 50);
+            }),
+        );
+        drop(client);
+        // The server's path: the store thread with group commit, `clients` threads each
+        // submitting a send batch and waiting for it; SQLite (default settings) for reference.
+        for clients in [1u64, 16] {
+            let url = fresh_database(&admin, "bench_store");
+            let pg = Postgres::open(&url).unwrap();
+            show(
+                &format!("store thread, PostgreSQL, {clients} clients"),
+                "batches",
+                through_store(Box::new(pg), clients),
+            );
+            let dir = std::env::temp_dir().join(format!(
+                "netapi-chat-pgbench-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            let lite = crate::store::sqlite::Sqlite::open(&dir, crate::store::sqlite::Sync::Normal)
+                .unwrap();
+            show(
+                &format!("store thread, SQLite (NORMAL), {clients} clients"),
+                "batches",
+                through_store(Box::new(lite), clients),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! On PostgreSQL: one server per database (a second one refuses to start, naming the reason),
+//! and losing the database (issue 14 item 4): the database is stopped under a running server
+//! (`pg_ctl stop -m fast`) and started again. Meanwhile requests get `503` with an OMA
+//! `requestError` (`SVC2001`, in the asked format) and `Retry-After`, `/readyz` says not
+//! ready, and the server keeps running; once the database is back the server reconnects by
+//! itself, and every message answered 2xx before is still there, as is the one whose send was
+//! answered 503 ("not confirmed": kept and stored once the database returned); a send refused
+//! while it was away, retried with its `clientCorrelator`, is made once.
+//!
+//! Needs the PostgreSQL pass of `cargo xtask test` (`NETAPI_CHAT_TEST_DATABASE_URL` and
+//! `NETAPI_CHAT_TEST_PG_CTL`, the test cluster's `pg_ctl`), which runs these one at a time and
+//! after every other suite (one stops the cluster): ignored otherwise.
+
+mod support;
+
+use netapi_chat_api::{
+    ChatMessage, ChatMessageList, ChatSessionInformation, ParticipantInformation,
+    ParticipantSessionStatus, ParticipantStatus,
+};
+use netapi_chat_runtime::Format;
+use std::time::{Duration, Instant};
+use support::{Server, send, send_doc, send_empty};
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+
+/// Longest wait for the server to be ready again after the database is back (it retries every
+/// 2 s at most): a bound for the test, not a claim about speed.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn last_segment(location: &str) -> String {
+    location.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Runs the test cluster's `pg_ctl` with `args`.
+fn pg_ctl(args: &[&str]) {
+    let ctl = std::env::var("NETAPI_CHAT_TEST_PG_CTL")
+        .expect("NETAPI_CHAT_TEST_PG_CTL: run through `cargo xtask test`");
+    let out = std::process::Command::new(ctl)
+        .args(args)
+        .output()
+        .expect("run pg_ctl");
+    assert!(
+        out.status.success(),
+        "pg_ctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn message(text: &str, correlator: Option<&str>) -> ChatMessage {
+    ChatMessage {
+        text: text.to_owned(),
+        success_report: None,
+        report_request: vec![],
+        client_correlator: correlator.map(str::to_owned),
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    }
+}
+
+/// A session from alice to bob, accepted; its id.
+async fn connected_session(s: &Server) -> String {
+    let doc = ChatSessionInformation {
+        subject: Some("outage".to_owned()),
+        participant: vec![ParticipantInformation {
+            address: BOB.to_owned(),
+            name: None,
+            is_originator: None,
+            status: None,
+            client_correlator: None,
+            resource_url: None,
+        }],
+        ..Default::default()
+    };
+    let a = send_doc("POST", &s.urls().chat_sessions(ALICE), Format::Json, &doc).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let sid = last_segment(a.header("location"));
+    let st = ParticipantSessionStatus {
+        status: ParticipantStatus::Connected,
+    };
+    let url = s.urls().participant_status(BOB, &sid, BOB);
+    let a = send_doc("POST", &url, Format::Json, &st).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    sid
+}
+
+/// Every message of the session as bob lists them: (id, text).
+async fn listed(s: &Server, sid: &str) -> Vec<(String, String)> {
+    let url = format!("{}?maxEntries=1000", s.urls().messages(BOB, sid));
+    let a = send_empty("GET", &url, Format::Json).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let l: ChatMessageList = a.decode();
+    l.chat_message
+        .iter()
+        .map(|m| {
+            (
+                m.resource_url
+                    .as_deref()
+                    .map(last_segment)
+                    .unwrap_or_default(),
+                m.text.clone(),
+            )
+        })
+        .collect()
+}
+
+/// A 503 while the database is away: OMA `SVC2001` in the asked format, with `Retry-After`.
+fn assert_unavailable(a: &support::Answer, format: Format) {
+    a.assert_error(503, "SVC2001", format);
+    let retry: u64 = a
+        .header("retry-after")
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After in whole seconds: {:?}", a.headers));
+    assert!(retry >= 1, "Retry-After {retry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL to itself: `cargo xtask test` runs it"]
+async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_answered() {
+    assert!(
+        std::env::var_os("NETAPI_CHAT_TEST_DATABASE_URL").is_some(),
+        "NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`"
+    );
+    // No purge round reads the database during the test: the first request after the loss is
+    // the first to find it gone.
+    let s = Server::start(&[("NETAPI_CHAT_PURGE_INTERVAL_MS", "3600000")]);
+    let sid = connected_session(&s).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let text = format!("before {i}");
+        let a = send_doc(
+            "POST",
+            &s.urls().messages(ALICE, &sid),
+            Format::Json,
+            &message(&text, None),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        sent.push((last_segment(a.header("location")), text));
+    }
+    let ready = format!("{}/readyz", s.urls().base());
+    assert_eq!(send("GET", &ready, &[], None).await.status, 200);
+
+    let t = Instant::now();
+    pg_ctl(&["stop", "-m", "fast", "-w"]);
+    eprintln!("stopped after {:?}", t.elapsed());
+
+    // The first change after the loss (nothing read the database since): applied in memory,
+    // its commit failed, so it is not confirmed (503) but kept for later.
+    let send_url = s.urls().messages(ALICE, &sid);
+    let a = send_doc("POST", &send_url, Format::Json, &message("during", None)).await;
+    assert_unavailable(&a, Format::Json);
+    eprintln!("first 503 after {:?}", t.elapsed());
+    // From then on every request is refused the same way before it changes anything, in
+    // either format, reads included, and the server says it is not ready; it does not stop.
+    let retried = message("retried", Some("outage-1"));
+    let a = send_doc("POST", &send_url, Format::Xml, &retried).await;
+    assert_unavailable(&a, Format::Xml);
+    let a = send_empty("GET", &s.urls().messages(BOB, &sid), Format::Json).await;
+    assert_unavailable(&a, Format::Json);
+    assert_eq!(send("GET", &ready, &[], None).await.status, 503);
+
+    pg_ctl(&["start", "-w"]);
+    eprintln!("started after {:?}", t.elapsed());
+
+    let since = Instant::now();
+    while send("GET", &ready, &[], None).await.status != 200 {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "the server did not come back after the database did"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ready after {:?}", t.elapsed());
+    // Everything answered 2xx is there, and the kept change too, once.
+    let got = listed(&s, &sid).await;
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(&got[..5], &sent[..]);
+    assert_eq!(got[5].1, "during");
+    sent.push(got[5].clone());
+    // The refused send, retried with its clientCorrelator, is made now, and only once.
+    let a = send_doc("POST", &send_url, Format::Json, &retried).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = last_segment(a.header("location"));
+    let again = send_doc("POST", &send_url, Format::Json, &retried).await;
+    assert!(again.status == 200 || again.status == 201, "{}", again.body);
+    assert_eq!(last_segment(again.header("location")), id);
+    sent.push((id, "retried".to_owned()));
+    assert_eq!(listed(&s, &sid).await, sent);
+}
+
+/// One instance per database until multi-instance support lands: a second server pointed at
+/// a database a running server uses refuses to start, saying why; once the first has stopped,
+/// a server starts on it and finds what the first stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_second_server_on_the_same_database_refuses_to_start() {
+    let first = Server::default_for_tests();
+    let sid = connected_session(&first).await;
+    let url = support::postgres_database_for(&first.data_dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    let other_dir = support::temp_data_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
+        .env("NETAPI_CHAT_DATA_DIR", &other_dir)
+        .env("NETAPI_CHAT_DATABASE_URL", &url)
+        .output()
+        .expect("run a second netapi-chat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second server started: {stderr}");
+    assert!(
+        stderr.contains("is in use by another netapi-chat server")
+            && stderr.contains("one instance per database until multi-instance support lands"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("postgres://"),
+        "the URL (and a password) is not printed: {stderr}"
+    );
+    // The first stops; a server on the other data directory now takes the database over.
+    let first_dir = first.kill();
+    let second = Server::start_in(&other_dir, &[("NETAPI_CHAT_DATABASE_URL", &url)], None);
+    let url = format!("{}?maxEntries=10", second.urls().messages(BOB, &sid));
+    let a = send_empty("GET", &url, Format::Json).await;
+    assert_eq!(a.status, 200, "the session is there: {}", a.body);
+    drop(second);
+    let _ = std::fs::remove_dir_all(first_dir);
+    let _ = std::fs::remove_dir_all(other_dir);
+}

@@ -1,0 +1,161 @@
+//! One instance on PostgreSQL vs SQLite (`cargo xtask bench --postgres [--smoke]`, issue 14):
+//! two netapi-chat servers with the same workload, one on SQLite in its data directory and one
+//! on a throwaway PostgreSQL cluster on this machine ([`crate::pg::Cluster`], over its unix
+//! socket, default durability: `fsync` on except in the smoke run), measured in alternating
+//! steps at a few fixed rates (as the XML cost phase does), so that whatever else the machine
+//! does weighs on both alike. Reported per step: POST p50/p99, netapi-chat's CPU per message,
+//! and the database server's CPU per message (the cluster's processes: on SQLite that work is
+//! inside netapi-chat). Written to `target/bench/BENCHMARKS.postgres.md`; nothing is asserted.
+
+use super::chat::{Format, Plan, Workload};
+use super::listen::Collector;
+use super::load::{Options, StepResult, Target, run_step};
+use super::proc::{NetapiChat, cpu_secs, start_netapi_chat};
+use anyhow::{Result, bail};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the phase does.
+pub struct Settings {
+    /// Fixed rates, msg/s.
+    pub rates: Vec<u32>,
+    /// Length of each step.
+    pub step: Duration,
+    /// Steps per backend and rate.
+    pub rounds: usize,
+}
+
+struct Side {
+    name: &'static str,
+    chat: NetapiChat,
+    _workload: Workload,
+    target: Target,
+    pool: Vec<super::http::Conn>,
+}
+
+async fn side(
+    root: &Path,
+    plan: &Plan,
+    name: &'static str,
+    env: &[(&str, &str)],
+    text_len: usize,
+) -> Result<Side> {
+    let chat = start_netapi_chat(root, &format!("backend-{name}"), env)?;
+    let collector = Arc::new(Collector::default());
+    let workload = Workload::setup(chat.server.addr, plan, Format::Json, &collector).await?;
+    let target = Target {
+        addr: chat.server.addr,
+        make: workload.make_request(Format::Json, text_len),
+        collector: Some(collector),
+        server_pid: Some(chat.server.pid()),
+        tap: None,
+    };
+    Ok(Side {
+        name,
+        chat,
+        _workload: workload,
+        target,
+        pool: Vec::new(),
+    })
+}
+
+/// CPU seconds used so far by the database cluster: its postmaster and every process it
+/// started (connection backends, WAL writer, checkpointer, …).
+fn cluster_cpu(postmaster: u32) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            *pid == postmaster
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let rest = &s[s.rfind(')')? + 2..];
+                        rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                    })
+                    == Some(postmaster)
+        })
+        .filter_map(|pid| cpu_secs(Some(pid)))
+        .sum()
+}
+
+/// Runs the phase; the Markdown section.
+pub async fn run(
+    root: &Path,
+    plan: &Plan,
+    settings: &Settings,
+    opts: &Options,
+    text_len: usize,
+    smoke: bool,
+) -> Result<String> {
+    let cluster = crate::pg::Cluster::start_with(!smoke)?;
+    let postmaster = cluster
+        .postmaster_pid()
+        .ok_or_else(|| anyhow::anyhow!("no postmaster.pid in the test cluster"))?;
+    let url = cluster.url.clone();
+    let mut sides = [
+        side(root, plan, "SQLite", &[], text_len).await?,
+        side(
+            root,
+            plan,
+            "PostgreSQL",
+            &[("NETAPI_CHAT_DATABASE_URL", url.as_str())],
+            text_len,
+        )
+        .await?,
+    ];
+    for s in sides.iter_mut() {
+        run_step(&s.target, &mut s.pool, opts, 300, 200, opts.warmup).await?;
+    }
+    let mut rows: Vec<(&'static str, StepResult, Option<f64>)> = Vec::new();
+    let mut step = 300u32;
+    for &rate in &settings.rates {
+        for _ in 0..settings.rounds {
+            for s in sides.iter_mut() {
+                step += 1;
+                let db_before = cluster_cpu(postmaster);
+                let r = run_step(&s.target, &mut s.pool, opts, step, rate, settings.step).await?;
+                let db_secs = cluster_cpu(postmaster) - db_before;
+                let db_us = (r.ok > 0).then(|| db_secs * 1e6 / r.ok as f64);
+                println!(
+                    "  {:<10} {}, database CPU {} µs/msg",
+                    s.name,
+                    super::report::step_line(&r),
+                    db_us.map_or("-".to_owned(), |u| format!("{u:.1}"))
+                );
+                rows.push((s.name, r, db_us));
+            }
+        }
+    }
+    for s in sides.iter_mut() {
+        if !s.chat.server.running() {
+            bail!("netapi-chat ({}) exited during the backends phase", s.name);
+        }
+    }
+    let mut md = String::from(
+        "| rate msg/s | backend | achieved/s | POST p50 ms | POST p99 ms | errors | netapi-chat CPU µs/msg | database CPU µs/msg |\n|--:|---|--:|--:|--:|--:|--:|--:|\n",
+    );
+    let ms = |ns: u64| ns as f64 / 1e6;
+    for (name, r, db) in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {name} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            r.rate,
+            r.achieved,
+            ms(r.post.p50),
+            ms(r.post.p99),
+            r.errors + r.skipped,
+            r.server_cpu_us
+                .map_or("-".to_owned(), |u| format!("{u:.1}")),
+            if *name == "SQLite" {
+                "(in netapi-chat)".to_owned()
+            } else {
+                db.map_or("-".to_owned(), |u| format!("{u:.1}"))
+            },
+        );
+    }
+    Ok(md)
+}
