@@ -1,7 +1,7 @@
 //! `netapi-chat client …`: the API from a terminal, for application developers (issue 17
 //! item 6), in the manner of `gh` and `stripe`: one subcommand per thing an application does
-//! (subscribe, start, invite, accept, send, confirm, list, …) and `listen`, a callback receiver
-//! that verifies signatures.
+//! (subscribe, start, invite, accept, send, confirm, list, get, redeliver, rotate-secret, …)
+//! and `listen`, a callback receiver that verifies signatures.
 //!
 //! *Where the wire comes from.* Nothing here spells a path or a document: the JSON face is the
 //! generated progenitor client (`netapi-chat-client`); the XML face, which progenitor does not
@@ -61,7 +61,7 @@ const EXCERPT_CHARS: usize = 200;
 #[derive(Args, Debug)]
 #[command(
     about = "Drive the chat API as an application: subscribe, start, invite, accept, send, \
-             confirm, list, in JSON or XML; and listen for notifications",
+             confirm, list, get, in JSON or XML; and listen for notifications",
     after_help = "Exit status: 0 done, 1 the server refused (its requestError on stderr), \
                   2 bad command line, 3 no usable answer (unreachable, timeout, not the API)."
 )]
