@@ -706,11 +706,10 @@ impl Session {
         &self,
         json: impl Future<Output = Generated<T>>,
         url: String,
-        query: &[(&str, String)],
     ) -> Result<Answer, Failure> {
         match self.format {
             Format::Json => from_generated::<A, _>(json.await).await,
-            Format::Xml => self.xml_empty(http::Method::GET, url, query).await,
+            Format::Xml => self.xml_empty(http::Method::GET, url, &[]).await,
         }
     }
 
@@ -720,7 +719,6 @@ impl Session {
         self.fetch::<api::ChatSessionInformation, _>(
             self.generated.get_chat_session(user, session),
             self.urls.session(user, session),
-            &[],
         )
         .await
     }
@@ -756,6 +754,18 @@ impl Session {
             })
     }
 
+    /// The participant a `get participant` names, or the acting user ([`Session::me_in`]).
+    async fn participant_or_me(
+        &self,
+        session: &str,
+        participant: Option<&str>,
+    ) -> Result<String, Failure> {
+        match participant {
+            Some(p) => Ok(p.to_owned()),
+            None => self.me_in(session).await,
+        }
+    }
+
     /// `get …`: one resource.
     async fn get(&self, what: &GetWhat) -> Result<Answer, Failure> {
         let user = self.user.as_str();
@@ -765,7 +775,6 @@ impl Session {
                 self.fetch::<api::ChatSubscription, _>(
                     g.get_chat_subscription(user, subscription),
                     urls.subscription(user, subscription),
-                    &[],
                 )
                 .await
             }
@@ -773,38 +782,32 @@ impl Session {
             GetWhat::Participant {
                 session,
                 participant,
-            } => {
-                let who = match participant {
-                    Some(p) => p.clone(),
-                    None => self.me_in(session).await?,
-                };
-                self.fetch::<api::ParticipantInformation, _>(
-                    g.get_participant(user, session, &who),
-                    urls.participant(user, session, &who),
-                    &[],
-                )
-                .await
             }
-            GetWhat::ParticipantStatus {
+            | GetWhat::ParticipantStatus {
                 session,
                 participant,
             } => {
-                let who = match participant {
-                    Some(p) => p.clone(),
-                    None => self.me_in(session).await?,
-                };
-                self.fetch::<api::ParticipantSessionStatus, _>(
-                    g.get_participant_status(user, session, &who),
-                    urls.participant_status(user, session, &who),
-                    &[],
-                )
-                .await
+                let who = self
+                    .participant_or_me(session, participant.as_deref())
+                    .await?;
+                if matches!(what, GetWhat::Participant { .. }) {
+                    self.fetch::<api::ParticipantInformation, _>(
+                        g.get_participant(user, session, &who),
+                        urls.participant(user, session, &who),
+                    )
+                    .await
+                } else {
+                    self.fetch::<api::ParticipantSessionStatus, _>(
+                        g.get_participant_status(user, session, &who),
+                        urls.participant_status(user, session, &who),
+                    )
+                    .await
+                }
             }
             GetWhat::Message { session, message } => {
                 self.fetch::<api::ChatMessage, _>(
                     g.get_message(user, session, message),
                     urls.message(user, session, message),
-                    &[],
                 )
                 .await
             }
@@ -812,7 +815,6 @@ impl Session {
                 self.fetch::<api::MessageDeliveryStatus, _>(
                     g.get_message_delivery_status(user, session, message),
                     urls.message_status(user, session, message),
-                    &[],
                 )
                 .await
             }
