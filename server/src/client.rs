@@ -1,7 +1,7 @@
 //! `netapi-chat client …`: the API from a terminal, for application developers (issue 17
 //! item 6), in the manner of `gh` and `stripe`: one subcommand per thing an application does
-//! (subscribe, start, invite, accept, send, confirm, list, …) and `listen`, a callback receiver
-//! that verifies signatures.
+//! (subscribe, start, invite, accept, send, confirm, list, get, redeliver, rotate-secret, …)
+//! and `listen`, a callback receiver that verifies signatures.
 //!
 //! *Where the wire comes from.* Nothing here spells a path or a document: the JSON face is the
 //! generated progenitor client (`netapi-chat-client`); the XML face, which progenitor does not
@@ -61,7 +61,7 @@ const EXCERPT_CHARS: usize = 200;
 #[derive(Args, Debug)]
 #[command(
     about = "Drive the chat API as an application: subscribe, start, invite, accept, send, \
-             confirm, list, in JSON or XML; and listen for notifications",
+             confirm, list, get, in JSON or XML; and listen for notifications",
     after_help = "Exit status: 0 done, 1 the server refused (its requestError on stderr), \
                   2 bad command line, 3 no usable answer (unreachable, timeout, not the API)."
 )]
@@ -85,7 +85,8 @@ pub struct ClientArgs {
     )]
     pub token: Option<String>,
     /// The user the application acts for: a `tel:` or `sip:` address, or `acr:auth` for the
-    /// token's own user. accept/decline/leave/rejoin need an address (it is the participant).
+    /// token's own user (accept/decline/leave/rejoin then ask the server which address that
+    /// is: one more request, a GET of the session).
     #[arg(
         long,
         global = true,
@@ -240,6 +241,29 @@ pub enum ClientCommand {
         #[arg(long, global = true)]
         cursor: Option<String>,
     },
+    /// Read one resource: a subscription, a session, a participant (or its status), a
+    /// message (or its delivery status).
+    Get {
+        /// What to read.
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Send a subscription's dead letters again, in order and with their `webhook-id`s, and
+    /// re-enable it if it was disabled (extension; `list dead-letters` shows them).
+    Redeliver {
+        /// The subscription's id.
+        subscription: String,
+    },
+    /// Give a subscription a new signing secret (extension); the previous one keeps signing
+    /// too until the answer's `previousSecretExpires`.
+    RotateSecret {
+        /// The subscription's id.
+        subscription: String,
+        /// The new secret (`whsec_` + base64 of 24-64 bytes); when absent the client makes
+        /// one (24 random bytes). Either way the answer shows it.
+        #[arg(long, value_name = "SECRET")]
+        signing_secret: Option<String>,
+    },
     /// Receive notifications: a callback listener on 127.0.0.1:PORT that prints each one and
     /// answers 204, verifying its Standard Webhooks signature with the secrets given (one that
     /// does not verify is printed as refused and answered 401, so the server retries it).
@@ -273,6 +297,58 @@ pub enum ListWhat {
     Participants {
         /// The session's id.
         session: String,
+    },
+    /// A subscription's dead letters: the notifications it could not be given (extension).
+    DeadLetters {
+        /// The subscription's id.
+        subscription: String,
+        /// Only those created at or after an RFC 3339 time (`2026-12-03T17:00:00Z`), or
+        /// after a `webhook-id` (`msg_42`).
+        #[arg(long, value_name = "TIME|WEBHOOK-ID")]
+        since: Option<String>,
+    },
+}
+
+/// What `get` reads.
+#[derive(Subcommand, Debug)]
+pub enum GetWhat {
+    /// A subscription of the user.
+    Subscription {
+        /// The subscription's id.
+        subscription: String,
+    },
+    /// A session the user takes part in.
+    Session {
+        /// The session's id.
+        session: String,
+    },
+    /// A participant of a session (the user itself when no address is given).
+    Participant {
+        /// The session's id.
+        session: String,
+        /// The participant's address; the acting user's when absent.
+        participant: Option<String>,
+    },
+    /// A participant's status in a session (the user's own when no address is given).
+    ParticipantStatus {
+        /// The session's id.
+        session: String,
+        /// The participant's address; the acting user's when absent.
+        participant: Option<String>,
+    },
+    /// A message of a session.
+    Message {
+        /// The session's id.
+        session: String,
+        /// The message's id.
+        message: String,
+    },
+    /// A message's delivery status.
+    MessageStatus {
+        /// The session's id.
+        session: String,
+        /// The message's id.
+        message: String,
     },
 }
 
@@ -424,9 +500,13 @@ impl<T: Document> Expected for T {
     }
 }
 
+/// What a generated-client call gives: the answer document, or the error.
+type Generated<T> =
+    Result<ResponseValue<T>, progenitor_client::Error<generated::types::RequestErrorRoot>>;
+
 /// The answer of a generated-client call, its document read as `A`.
 async fn from_generated<A: Expected, T: Serialize>(
-    result: Result<ResponseValue<T>, progenitor_client::Error<generated::types::RequestErrorRoot>>,
+    result: Generated<T>,
 ) -> Result<Answer, Failure> {
     match result {
         Ok(value) => {
@@ -516,13 +596,45 @@ impl Page<'_> {
     where
         C: for<'s> TryFrom<&'s str>,
     {
-        self.cursor
-            .map(|c| {
-                C::try_from(c)
-                    .map_err(|_| Failure::Usage(format!("--cursor `{c}` is not a cursor")))
-            })
-            .transpose()
+        client_param("--cursor", self.cursor)
     }
+}
+
+/// An option's value as the generated client's type for that query parameter (which checks
+/// what the spec says of it, e.g. a length); refused as a usage error.
+fn client_param<C>(flag: &str, value: Option<&str>) -> Result<Option<C>, Failure>
+where
+    C: for<'s> TryFrom<&'s str>,
+{
+    value
+        .map(|v| {
+            C::try_from(v).map_err(|_| Failure::Usage(format!("{flag} `{v}` is not accepted")))
+        })
+        .transpose()
+}
+
+/// Whether `user` is OMA's `acr:auth` (the token's own user; the scheme is
+/// case-insensitive, so the whole keyword is).
+pub fn is_acr_auth(user: &str) -> bool {
+    user.eq_ignore_ascii_case("acr:auth")
+}
+
+/// The user a session's `resourceURL` is written for, percent-decoded: the server writes
+/// every `resourceURL` for the user it resolved the path's `{userId}` to, so for `acr:auth`
+/// this is the token's user. The segment is found where the spec's session path has
+/// `{userId}` (that path built with a marker by the generated [`Urls`]), counted from the
+/// end, so a server behind a prefix or another host name reads the same.
+pub fn user_of_session_url(url: &str) -> Option<String> {
+    const MARK: &str = "USER";
+    let template = Urls::new("").session(MARK, "SESSION");
+    let from_end = template.split('/').rev().position(|s| s == MARK)?;
+    let path = url.split(['?', '#']).next()?;
+    let segment = path.trim_end_matches('/').rsplit('/').nth(from_end)?;
+    let user = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (!user.is_empty()).then_some(user)
 }
 
 impl Session {
@@ -586,6 +698,170 @@ impl Session {
     ) -> Result<Answer, Failure> {
         self.xml::<api::RequestError>(method, url, query, None)
             .await
+    }
+
+    /// A read in the session's face: the generated call `json` (a future, so not run in the
+    /// XML face), or a GET of `url` asking for XML.
+    async fn fetch<A: Expected, T: Serialize>(
+        &self,
+        json: impl Future<Output = Generated<T>>,
+        url: String,
+    ) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => from_generated::<A, _>(json.await).await,
+            Format::Xml => self.xml_empty(http::Method::GET, url, &[]).await,
+        }
+    }
+
+    /// `get session`, and the look-up of [`Session::me_in`].
+    async fn get_session(&self, session: &str) -> Result<Answer, Failure> {
+        let user = self.user.as_str();
+        self.fetch::<api::ChatSessionInformation, _>(
+            self.generated.get_chat_session(user, session),
+            self.urls.session(user, session),
+        )
+        .await
+    }
+
+    /// The address the acting user has as a participant of `session`: `--user` itself, or
+    /// for `acr:auth` the user the server resolved it to, read from the session's
+    /// `resourceURL` ([`user_of_session_url`]); a participant's own resources are named by
+    /// its address, and the server resolves `acr:auth` only in the path's `{userId}`.
+    async fn me_in(&self, session: &str) -> Result<String, Failure> {
+        if !is_acr_auth(&self.user) {
+            return Ok(self.user.clone());
+        }
+        let printed = self.get_session(session).await?.document.ok_or_else(|| {
+            Failure::NoAnswer("the session was answered without a document".to_owned())
+        })?;
+        let limits = netapi_chat_runtime::xml::XmlLimits::default();
+        let info =
+            wire::decode::<api::ChatSessionInformation>(self.format, printed.as_bytes(), &limits)
+                .map_err(|e| {
+                Failure::NoAnswer(format!(
+                    "the answer is not a chatSessionInformation: {}",
+                    e.rendered()
+                ))
+            })?;
+        info.resource_url
+            .as_deref()
+            .and_then(user_of_session_url)
+            .ok_or_else(|| {
+                Failure::NoAnswer(
+                    "the session's resourceURL does not name the user acr:auth stands for"
+                        .to_owned(),
+                )
+            })
+    }
+
+    /// The participant a `get participant` names, or the acting user ([`Session::me_in`]).
+    async fn participant_or_me(
+        &self,
+        session: &str,
+        participant: Option<&str>,
+    ) -> Result<String, Failure> {
+        match participant {
+            Some(p) => Ok(p.to_owned()),
+            None => self.me_in(session).await,
+        }
+    }
+
+    /// `get …`: one resource.
+    async fn get(&self, what: &GetWhat) -> Result<Answer, Failure> {
+        let user = self.user.as_str();
+        let (g, urls) = (&self.generated, &self.urls);
+        match what {
+            GetWhat::Subscription { subscription } => {
+                self.fetch::<api::ChatSubscription, _>(
+                    g.get_chat_subscription(user, subscription),
+                    urls.subscription(user, subscription),
+                )
+                .await
+            }
+            GetWhat::Session { session } => self.get_session(session).await,
+            GetWhat::Participant {
+                session,
+                participant,
+            }
+            | GetWhat::ParticipantStatus {
+                session,
+                participant,
+            } => {
+                let who = self
+                    .participant_or_me(session, participant.as_deref())
+                    .await?;
+                if matches!(what, GetWhat::Participant { .. }) {
+                    self.fetch::<api::ParticipantInformation, _>(
+                        g.get_participant(user, session, &who),
+                        urls.participant(user, session, &who),
+                    )
+                    .await
+                } else {
+                    self.fetch::<api::ParticipantSessionStatus, _>(
+                        g.get_participant_status(user, session, &who),
+                        urls.participant_status(user, session, &who),
+                    )
+                    .await
+                }
+            }
+            GetWhat::Message { session, message } => {
+                self.fetch::<api::ChatMessage, _>(
+                    g.get_message(user, session, message),
+                    urls.message(user, session, message),
+                )
+                .await
+            }
+            GetWhat::MessageStatus { session, message } => {
+                self.fetch::<api::MessageDeliveryStatus, _>(
+                    g.get_message_delivery_status(user, session, message),
+                    urls.message_status(user, session, message),
+                )
+                .await
+            }
+        }
+    }
+
+    /// `redeliver`: the subscription's dead letters queued again (no request body).
+    async fn redeliver(&self, subscription: &str) -> Result<Answer, Failure> {
+        let user = self.user.as_str();
+        match self.format {
+            Format::Json => {
+                from_generated::<api::ChatSubscription, _>(
+                    self.generated
+                        .redeliver_dead_letters(user, subscription)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.redelivery(user, subscription);
+                self.xml_empty(http::Method::POST, url, &[]).await
+            }
+        }
+    }
+
+    /// `rotate-secret`: the subscription signs with `doc`'s secret from now on.
+    async fn rotate_secret(
+        &self,
+        subscription: &str,
+        doc: api::SubscriptionSecret,
+    ) -> Result<Answer, Failure> {
+        let user = self.user.as_str();
+        match self.format {
+            Format::Json => {
+                let body = to_client(&doc)?;
+                from_generated::<api::SubscriptionSecret, _>(
+                    self.generated
+                        .rotate_subscription_secret(user, subscription, &body)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.secret(user, subscription);
+                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+            }
+        }
     }
 
     async fn subscribe(&self, doc: api::ChatSubscription) -> Result<Answer, Failure> {
@@ -664,19 +940,20 @@ impl Session {
         status: api::ParticipantStatus,
     ) -> Result<Answer, Failure> {
         let doc = api::ParticipantSessionStatus { status };
-        let me = self.user.as_str();
+        let user = self.user.as_str();
+        let me = self.me_in(session).await?;
         match self.format {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<api::ParticipantSessionStatus, _>(
                     self.generated
-                        .update_participant_status(me, session, me, &body)
+                        .update_participant_status(user, session, &me, &body)
                         .await,
                 )
                 .await
             }
             Format::Xml => {
-                let url = self.urls.participant_status(me, session, me);
+                let url = self.urls.participant_status(user, session, &me);
                 self.xml(http::Method::POST, url, &[], Some(&doc)).await
             }
         }
@@ -761,13 +1038,21 @@ impl Session {
         let user = self.user.as_str();
         let n = page.max_entries;
         if self.format == Format::Xml {
+            let mut query = page.query();
             let url = match what {
                 ListWhat::Subscriptions => self.urls.subscriptions(user),
                 ListWhat::Sessions => self.urls.chat_sessions(user),
                 ListWhat::Messages { session } => self.urls.messages(user, session),
                 ListWhat::Participants { session } => self.urls.participants(user, session),
+                ListWhat::DeadLetters {
+                    subscription,
+                    since,
+                } => {
+                    query.extend(since.iter().map(|s| ("since", s.clone())));
+                    self.urls.dead_letters(user, subscription)
+                }
             };
-            return self.xml_empty(http::Method::GET, url, &page.query()).await;
+            return self.xml_empty(http::Method::GET, url, &query).await;
         }
         let g = &self.generated;
         match what {
@@ -796,6 +1081,18 @@ impl Session {
                 let cursor = page.cursor()?;
                 from_generated::<api::ParticipantList, _>(
                     g.list_participants(user, session, cursor.as_ref(), n).await,
+                )
+                .await
+            }
+            ListWhat::DeadLetters {
+                subscription,
+                since,
+            } => {
+                let cursor = page.cursor()?;
+                let since = client_param("--since", since.as_deref())?;
+                from_generated::<api::DeadLetterList, _>(
+                    g.list_dead_letters(user, subscription, cursor.as_ref(), n, since.as_ref())
+                        .await,
                 )
                 .await
             }
@@ -939,6 +1236,25 @@ pub async fn run(args: &ClientArgs) -> Result<String, Failure> {
             };
             session.list(what, &page).await
         }
+        ClientCommand::Get { what } => session.get(what).await,
+        ClientCommand::Redeliver { subscription } => session.redeliver(subscription).await,
+        ClientCommand::RotateSecret {
+            subscription,
+            signing_secret,
+        } => {
+            let signing_secret = signing_secret
+                .clone()
+                .unwrap_or_else(|| crate::signing::Signer::generate().1);
+            session
+                .rotate_secret(
+                    subscription,
+                    api::SubscriptionSecret {
+                        signing_secret,
+                        previous_secret_expires: None,
+                    },
+                )
+                .await
+        }
         ClientCommand::Listen { .. } => {
             return Err(Failure::Usage(
                 "listen runs through `main`, not `run`".to_owned(),
@@ -1055,6 +1371,29 @@ mod tests {
             back,
             serde_json::json!({"chatMessage": {"text": "12:30?", "successReport": true}})
         );
+    }
+
+    #[test]
+    fn the_acting_user_is_read_from_a_sessions_resource_url() {
+        assert_eq!(
+            user_of_session_url("http://h:1/v1/chat/tel%3A%2B15551230001/chatSessions/s-1")
+                .as_deref(),
+            Some("tel:+15551230001")
+        );
+        // Behind a prefix, with a query: counted from the end.
+        assert_eq!(
+            user_of_session_url(
+                "https://gw/chat-api/v1/chat/sip%3Abob%40example.com/chatSessions/s-2/?x=1"
+            )
+            .as_deref(),
+            Some("sip:bob@example.com")
+        );
+        assert_eq!(user_of_session_url("s-1"), None);
+        assert_eq!(
+            user_of_session_url("http://h/v1/chat//chatSessions/s"),
+            None
+        );
+        assert!(is_acr_auth("ACR:Auth") && !is_acr_auth("tel:+1"));
     }
 
     #[test]

@@ -64,7 +64,7 @@ enum Command {
         json: bool,
     },
     /// Drive the chat API as an application: subscribe, start, invite, accept, send, confirm,
-    /// list (JSON or XML), and listen for notifications. Needs no server configuration.
+    /// list, get (JSON or XML), and listen for notifications. Needs no server configuration.
     Client(netapi_chat::client::ClientArgs),
 }
 

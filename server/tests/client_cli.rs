@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use support::{APP_TOKEN, Server};
+use support::{APP_TOKEN, Server, user_token};
 
 const ALICE: &str = "tel:+15551230001";
 const BOB: &str = "sip:bob@example.com";
@@ -35,18 +35,28 @@ fn binary() -> Command {
 /// `netapi-chat client ARGS` against `server` with the application token (from the
 /// environment, as a user would set it).
 fn client(server: &Server, args: &[&str]) -> Output {
+    client_as(server, APP_TOKEN, args)
+}
+
+/// `netapi-chat client ARGS` against `server` with `token`.
+fn client_as(server: &Server, token: &str, args: &[&str]) -> Output {
     binary()
         .arg("client")
         .args(args)
         .env("NETAPI_CHAT_URL", &server.base)
-        .env("NETAPI_CHAT_TOKEN", APP_TOKEN)
+        .env("NETAPI_CHAT_TOKEN", token)
         .output()
         .expect("run netapi-chat client")
 }
 
 /// Like [`client`], and the command must succeed: its stdout.
 fn ok(server: &Server, args: &[&str]) -> String {
-    let out = client(server, args);
+    ok_as(server, APP_TOKEN, args)
+}
+
+/// Like [`client_as`], and the command must succeed: its stdout.
+fn ok_as(server: &Server, token: &str, args: &[&str]) -> String {
+    let out = client_as(server, token, args);
     assert!(
         out.status.success(),
         "netapi-chat client {args:?} failed ({}): {}",
@@ -467,5 +477,227 @@ fn group_chat_commands_in_both_faces() {
         run(&["--user", DAVE, "unsubscribe", sub.trim()]);
         let printed = run(&["--user", DAVE, "list", "subscriptions"]);
         assert!(!printed.contains(sub.trim()), "{face}: {printed}");
+    }
+}
+
+/// `get` of each single resource, in each face, read back as the document the server
+/// answers; and a user's own token with the default `--user acr:auth`: accept, leave,
+/// re-join, decline and `get participant` without an address work out the user's address
+/// from the session the server shows it. A token that names no user cannot use `acr:auth`.
+#[test]
+fn get_and_acting_as_the_tokens_own_user_in_both_faces() {
+    let server = Server::default_for_tests();
+    let bob = user_token(BOB);
+    for (face, format) in [("json", Format::Json), ("xml", Format::Xml)] {
+        let f = ["--format", face];
+        let alice = |args: &[&str]| ok(&server, &[&f[..], &["--user", ALICE], args].concat());
+        // Bob's own token, no --user: acr:auth.
+        let as_bob = |args: &[&str]| ok_as(&server, &bob, &[&f[..], args].concat());
+
+        let sub = alice(&["--id", "subscribe", "http://127.0.0.1:9/"]);
+        let sub = sub.trim();
+        let printed = alice(&["get", "subscription", sub]);
+        let got: api::ChatSubscription = decode(format, &printed);
+        assert_eq!(got.callback_reference.notify_url, "http://127.0.0.1:9/");
+        assert!(
+            got.resource_url
+                .as_deref()
+                .is_some_and(|u| u.ends_with(sub)),
+            "{face}: {printed}"
+        );
+
+        let sid = alice(&["--id", "start", BOB, "--subject", "get"]);
+        let sid = sid.trim();
+        let printed = as_bob(&["accept", sid]);
+        let status: api::ParticipantSessionStatus = decode(format, &printed);
+        assert_eq!(status.status, api::ParticipantStatus::Connected, "{face}");
+
+        let printed = alice(&["get", "session", sid]);
+        let session: api::ChatSessionInformation = decode(format, &printed);
+        assert_eq!(session.subject.as_deref(), Some("get"), "{face}: {printed}");
+        assert!(
+            session.participant.iter().any(|p| p.address == BOB),
+            "{face}: {printed}"
+        );
+        let printed = alice(&["get", "participant", sid, BOB]);
+        let participant: api::ParticipantInformation = decode(format, &printed);
+        assert_eq!(participant.address, BOB, "{face}");
+        assert_eq!(
+            participant.status,
+            Some(api::ParticipantStatus::Connected),
+            "{face}: {printed}"
+        );
+        let printed = as_bob(&["get", "participant", sid]);
+        let me: api::ParticipantInformation = decode(format, &printed);
+        assert_eq!(me.address, BOB, "{face}: acr:auth is bob: {printed}");
+
+        let mid = alice(&["--id", "send", sid, "read me"]);
+        let mid = mid.trim();
+        let printed = alice(&["get", "message", sid, mid]);
+        let message: api::ChatMessage = decode(format, &printed);
+        assert_eq!(message.text, "read me", "{face}");
+        assert_eq!(message.sender_address.as_deref(), Some(ALICE), "{face}");
+        let read_status = |printed: &str| -> api::MessageStatus {
+            decode::<api::MessageDeliveryStatus>(format, printed).status
+        };
+        let before = read_status(&alice(&["get", "message-status", sid, mid]));
+        assert_ne!(before, api::MessageStatus::Displayed, "{face}");
+        as_bob(&["confirm", sid, mid, "--status", "displayed"]);
+        let after = read_status(&alice(&["get", "message-status", sid, mid]));
+        assert_eq!(after, api::MessageStatus::Displayed, "{face}");
+        assert_eq!(
+            read_status(&as_bob(&["get", "message-status", sid, mid])),
+            api::MessageStatus::Displayed,
+            "{face}: the recipient reads its own"
+        );
+
+        let own_status = |printed: &str| -> api::ParticipantStatus {
+            decode::<api::ParticipantSessionStatus>(format, printed).status
+        };
+        as_bob(&["leave", sid]);
+        assert_eq!(
+            own_status(&alice(&["get", "participant-status", sid, BOB])),
+            api::ParticipantStatus::Disconnected,
+            "{face}"
+        );
+        as_bob(&["rejoin", sid]);
+        assert_eq!(
+            own_status(&as_bob(&["get", "participant-status", sid])),
+            api::ParticipantStatus::Connected,
+            "{face}"
+        );
+        let other = alice(&["--id", "start", BOB]);
+        let printed = as_bob(&["decline", other.trim()]);
+        assert_eq!(
+            own_status(&printed),
+            api::ParticipantStatus::Disconnected,
+            "{face}"
+        );
+
+        // The application token acts for anyone, so acr:auth names nobody: refused.
+        let out = client(&server, &[&f[..], &["accept", sid]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{face}: {stderr}");
+        assert!(stderr.contains(": 403 POL"), "{face}: {stderr}");
+    }
+}
+
+/// A subscription whose callback never answers is disabled at the backlog cap; `list
+/// dead-letters` shows what it missed (`--since` narrows it), `redeliver` re-enables it,
+/// and `rotate-secret` gives it a new secret (the client's, or one the CLI makes) that a
+/// listener verifying only the new secret then accepts; in each face.
+#[test]
+fn dead_letters_redelivery_and_secret_rotation_in_both_faces() {
+    const CAP: usize = 2;
+    let server = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "2"),
+    ]);
+    for (face, format, user) in [
+        ("json", Format::Json, "sip:dead-json@example.com"),
+        ("xml", Format::Xml, "sip:dead-xml@example.com"),
+    ] {
+        let f = ["--format", face];
+        let run = |args: &[&str]| ok(&server, &[&f[..], args].concat());
+        let sub = run(&[
+            "--user",
+            user,
+            "--id",
+            "subscribe",
+            "http://127.0.0.1:9/",
+            "--signing-secret",
+            ALICE_SECRET,
+        ]);
+        let sub = sub.trim();
+        let subscription = || -> api::ChatSubscription {
+            decode(format, &run(&["--user", user, "get", "subscription", sub]))
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while subscription().subscription_status != Some(api::SubscriptionStatus::Disabled) {
+            assert!(Instant::now() < deadline, "{face}: never disabled");
+            run(&["--user", ALICE, "start", user]);
+        }
+        // The delivery task writes the dead letters right after it disabled the subscription.
+        let dead = |extra: &[&str]| -> api::DeadLetterList {
+            let args = [&["--user", user, "list", "dead-letters", sub][..], extra].concat();
+            decode(format, &run(&args))
+        };
+        let all = loop {
+            let all = dead(&[]);
+            if all.dead_letter.len() == CAP {
+                break all;
+            }
+            assert!(Instant::now() < deadline, "{face}: {all:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            all.dead_letter
+                .iter()
+                .all(|d| d.session_invitation_notification.is_some()),
+            "{face}: {all:?}"
+        );
+        let later = dead(&["--since", &all.dead_letter[0].webhook_id]);
+        assert_eq!(later.dead_letter, all.dead_letter[1..], "{face}");
+        let page = dead(&["--max-entries", "1"]);
+        assert_eq!(page.dead_letter, all.dead_letter[..1], "{face}");
+        assert_eq!(page.link.len(), 1, "{face}: a next page");
+
+        let printed = run(&["--user", user, "redeliver", sub]);
+        let again: api::ChatSubscription = decode(format, &printed);
+        assert_eq!(
+            again.subscription_status,
+            Some(api::SubscriptionStatus::Active),
+            "{face}: {printed}"
+        );
+        assert!(dead(&[]).dead_letter.is_empty(), "{face}: requeued");
+
+        let printed = run(&[
+            "--user",
+            user,
+            "rotate-secret",
+            sub,
+            "--signing-secret",
+            BOB_SECRET,
+        ]);
+        let rotated: api::SubscriptionSecret = decode(format, &printed);
+        assert_eq!(rotated.signing_secret, BOB_SECRET, "{face}");
+        assert!(
+            rotated.previous_secret_expires.is_some(),
+            "{face}: {printed}"
+        );
+        let printed = run(&["--user", user, "rotate-secret", sub]);
+        let made: api::SubscriptionSecret = decode(format, &printed);
+        assert!(
+            made.signing_secret.starts_with("whsec_") && made.signing_secret != BOB_SECRET,
+            "{face}: {printed}"
+        );
+
+        // What the rotated secret signs, a listener holding only it verifies.
+        let listener = CliListener::start(BOB_SECRET);
+        let listening = run(&[
+            "--user",
+            BOB,
+            "--id",
+            "subscribe",
+            &listener.url,
+            "--signing-secret",
+            ALICE_SECRET,
+        ]);
+        run(&[
+            "--user",
+            BOB,
+            "rotate-secret",
+            listening.trim(),
+            "--signing-secret",
+            BOB_SECRET,
+        ]);
+        let sid = run(&["--user", ALICE, "--id", "start", BOB, "--subject", face]);
+        let invitation = listener.expect(&[
+            "sessionInvitationNotification",
+            sid.trim(),
+            "signature verified",
+        ]);
+        assert!(!invitation.contains("REFUSED"), "{face}: {invitation}");
+        run(&["--user", BOB, "unsubscribe", listening.trim()]);
     }
 }

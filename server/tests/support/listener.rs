@@ -1,37 +1,36 @@
-//! A real HTTP callback receiver for the tests: it records every notification the server
-//! POSTs and has test controls (answer another status, go down, list what it refused).
+//! The tests' callback receiver: the project's one listener (`netapi_chat_webhooks::listen`,
+//! also `netapi-chat client listen`, `cargo xtask listen` and the bench's), wrapped with what
+//! the suites want from it: a wait that fails the test after 10 s, and readers that panic
+//! with the body when a notification is not what the test expected (XML checked against the
+//! XSD too). The test controls (answer another status, go down, list what was refused) are
+//! the shared listener's own, so a suite tests the receiver users run.
 //!
-//! Three layers, so that the test [`Listener`] can later wrap the server library's listener
-//! module (the one `cargo xtask listen` and the bench will share) without a suite changing:
-//! `serve` (accept HTTP/1 and hand each request over), `Delivery` (one POST's webhook headers
-//! and body) and `State` (the recording plus the test controls, deciding each answer). Only
-//! the test controls are test-only.
+//! The listener here checks no signature (the suites that check signatures verify them
+//! themselves, from [`Received`]'s headers) and keeps every notification (at most
+//! [`netapi_chat_webhooks::listen::DEFAULT_KEEP`], far more than a test sends).
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
-use netapi_chat_runtime::xml::XmlLimits;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use netapi_chat_webhooks::listen;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 use super::http::{decode_body, format_of};
 
-/// One notification as a callback listener received it.
+/// Longest [`Listener::wait_for`] waits before failing the test.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// One notification as the callback listener received it: the shared listener's record
+/// (`id`, `timestamp`, `signature`, `content_type`, `body`, … through `Deref`), read the
+/// way a test wants.
 #[derive(Clone, Debug)]
-pub struct Received {
-    pub content_type: String,
-    /// The `webhook-id` header: the notification's stable id.
-    pub id: String,
-    /// The `webhook-timestamp` header.
-    pub timestamp: String,
-    /// The `webhook-signature` header.
-    pub signature: String,
-    pub body: String,
+pub struct Received(listen::Received);
+
+impl std::ops::Deref for Received {
+    type Target = listen::Received;
+
+    fn deref(&self) -> &listen::Received {
+        &self.0
+    }
 }
 
 impl Received {
@@ -40,30 +39,14 @@ impl Received {
         format_of(&self.content_type)
     }
 
-    /// The root element name (XML) or single key (JSON).
+    /// The root element name (XML) or single key (JSON); panics when there is none.
     pub fn kind(&self) -> String {
-        match self.format() {
-            Format::Json => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&self.body).expect("notification is JSON");
-                let obj = v.as_object().expect("notification is a JSON object");
-                assert_eq!(
-                    obj.len(),
-                    1,
-                    "a JSON notification has exactly one root key: {}",
-                    self.body
-                );
-                obj.keys().next().cloned().unwrap_or_default()
-            }
-            Format::Xml => {
-                let e = netapi_chat_runtime::xml::parse_document(
-                    self.body.as_bytes(),
-                    &XmlLimits::default(),
-                )
-                .expect("notification is XML");
-                e.name
-            }
-        }
+        self.0.kind().unwrap_or_else(|| {
+            panic!(
+                "a notification is one JSON object of one key or an XML document ({}): {}",
+                self.content_type, self.body
+            )
+        })
     }
 
     /// Decodes the body as `T`, validating XML against the XSD first.
@@ -72,181 +55,57 @@ impl Received {
     }
 }
 
-/// One POST as it arrived, before the listener decides what to answer.
-struct Delivery {
-    content_type: String,
-    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`.
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: String,
-}
-
-impl Delivery {
-    /// Reads the headers a notification carries and its whole body.
-    async fn read(req: hyper::Request<hyper::body::Incoming>) -> Delivery {
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let content_type = header(http::header::CONTENT_TYPE.as_str());
-        let (id, timestamp, signature) = (
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-        );
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Delivery {
-            content_type,
-            id,
-            timestamp,
-            signature,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    }
-}
-
-/// What a listener keeps and how it answers: the recording (what a shared listener module
-/// would hold too) and the test controls (answer status, down, what was refused).
-#[derive(Default)]
-struct State {
-    received: Mutex<Vec<Received>>,
-    arrived: Notify,
-    /// The status to answer; 204 until [`Listener::set_status`].
-    status: Mutex<Option<u16>>,
-    down: AtomicBool,
-    refused: Mutex<Vec<String>>,
-}
-
-impl State {
-    fn status(&self) -> u16 {
-        self.status.lock().unwrap().unwrap_or(204)
-    }
-
-    fn is_down(&self) -> bool {
-        self.down.load(Ordering::SeqCst)
-    }
-
-    /// Records `d` (a 2xx answer) or its refusal, and says what to answer: a status, or an
-    /// error that fails the request without an HTTP answer (down).
-    fn answer(&self, d: Delivery) -> Result<u16, std::io::Error> {
-        if self.is_down() {
-            self.refused.lock().unwrap().push(d.id);
-            return Err(std::io::Error::other("listener is down"));
-        }
-        let code = self.status();
-        if (200..300).contains(&code) {
-            self.received.lock().unwrap().push(Received {
-                content_type: d.content_type,
-                id: d.id,
-                timestamp: d.timestamp,
-                signature: d.signature,
-                body: d.body,
-            });
-            self.arrived.notify_waiters();
-        } else {
-            self.refused.lock().unwrap().push(d.id);
-        }
-        Ok(code)
-    }
-}
-
-/// Serves HTTP/1 on `socket`, each request answered by `state` (a down listener closes new
-/// connections at once).
-async fn serve(socket: tokio::net::TcpListener, state: Arc<State>) {
-    while let Ok((stream, _)) = socket.accept().await {
-        if state.is_down() {
-            drop(stream);
-            continue;
-        }
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let state = Arc::clone(&state);
-                async move {
-                    let code = state.answer(Delivery::read(req).await)?;
-                    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                    *resp.status_mut() =
-                        http::StatusCode::from_u16(code).expect("a status the test chose");
-                    Ok::<_, std::io::Error>(resp)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-/// A real HTTP callback receiver on a free loopback port: records every POST, answers 204 (or
-/// what [`Listener::set_status`] says).
+/// A real HTTP callback receiver on a loopback port: records every POST it accepts and
+/// answers 204 (or what [`Listener::set_status`] says). Stopped on drop.
 pub struct Listener {
     /// Its notifyURL.
     pub url: String,
-    state: Arc<State>,
-    task: tokio::task::JoinHandle<()>,
+    inner: listen::Listener,
 }
 
 impl Listener {
-    /// Starts a listener.
+    /// Starts a listener on a free port.
     pub async fn start() -> Listener {
         Listener::start_on("127.0.0.1:0").await
     }
 
     /// Starts a listener on a given address (e.g. the notifyURL a stored fixture holds).
     pub async fn start_on(addr: &str) -> Listener {
-        let socket = tokio::net::TcpListener::bind(addr)
+        let inner = listen::Listener::start(addr, listen::Options::default())
             .await
             .unwrap_or_else(|e| panic!("bind listener on {addr}: {e}"));
-        let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
-        let state = Arc::new(State::default());
-        let task = tokio::spawn(serve(socket, Arc::clone(&state)));
-        Listener { url, state, task }
+        Listener {
+            url: inner.url(),
+            inner,
+        }
     }
 
-    /// Takes the listener down (connections are closed without an answer) or back up.
+    /// Takes the listener down (new connections are closed at once, requests on open ones
+    /// without an answer: what the server sees of a receiver that is gone) or back up.
     pub fn set_down(&self, down: bool) {
-        self.state.down.store(down, Ordering::SeqCst);
+        self.inner.set_down(down);
     }
 
-    /// `webhook-id`s of the notifications refused (down, or a non-2xx answer), in order.
+    /// `webhook-id`s of the notifications refused (a non-2xx answer, or a request closed
+    /// while down), in order.
     pub fn refused_ids(&self) -> Vec<String> {
-        self.state.refused.lock().unwrap().clone()
+        self.inner.refused_ids()
     }
 
     /// Makes the listener answer `code` (a non-2xx answer is not recorded).
     pub fn set_status(&self, code: u16) {
-        *self.state.status.lock().unwrap() = Some(code);
+        self.inner.set_status(code);
     }
 
     /// Waits (up to 10 s) until at least `n` notifications arrived; returns all of them.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let notified = self.state.arrived.notified();
-            {
-                let got = self.state.received.lock().unwrap();
-                if got.len() >= n {
-                    return got.clone();
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let got = self.state.received.lock().unwrap();
-                panic!(
-                    "expected {n} notifications at {}, got {}: {:#?}",
-                    self.url,
-                    got.len(),
-                    *got
-                );
-            }
+        match self.inner.wait_for(n, PATIENCE).await {
+            Ok(got) => got.into_iter().map(Received).collect(),
+            Err(got) => panic!(
+                "expected {n} notifications at {}, got {}: {got:#?}",
+                self.url,
+                got.len()
+            ),
         }
     }
 
@@ -257,7 +116,7 @@ impl Listener {
 
     /// Everything received so far.
     pub fn all(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
+        self.inner.received().into_iter().map(Received).collect()
     }
 
     /// Asserts that nothing more than `n` notifications arrives within `wait`.
@@ -270,11 +129,5 @@ impl Listener {
             "unexpected notifications at {}: {got:#?}",
             self.url
         );
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
