@@ -8,7 +8,16 @@ mod support;
 // progenitor client (subscriptions asking for JSON notifications), and XML over raw HTTP
 // (subscriptions asking for XML notifications; every XML body sent or received, notifications
 // included, is validated against the generated XSD by the support helpers).
+//
+// Each flow runs a second time with every user's notifications coming through a notification
+// channel instead of a callback (issue 15): the user's application creates a long-poll channel,
+// subscribes with the channel's callbackURL, and a poll loop hands what each poll answers
+// (decoded from the poll's `notificationList`, XML validated against the XSD) to the user's
+// listener, so the very same checks apply to what came through the channel.
 
+use netapi_chat_api::{
+    ChannelData, ChannelNotification, ChannelType, NotificationChannel, NotificationList,
+};
 use netapi_chat_api::{
     ChatEventNotification, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
     ChatSubscription, ChatSubscriptionList, EventType, Link, MessageDeliveryNotification,
@@ -226,21 +235,136 @@ fn from_xml<T>(a: Answer, conv: fn(&Answer) -> T) -> Resp<T> {
     }
 }
 
+/// Where a face's users get their notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// POSTed to the user's callback listener.
+    Callback,
+    /// Through a long-poll notification channel (relayed to the listener by [`Relay`]).
+    Channel,
+}
+
 /// The API as a flow uses it, in one format. Ids are plain (unencoded); each face builds its
 /// own URLs.
 struct Face<'s> {
     wire: Wire,
+    via: Via,
     server: &'s Server,
     client: netapi_chat_client::Client,
+}
+
+/// A poll loop on a user's notification channel: every notification a poll answers is POSTed,
+/// as the document a callback would have received, to the user's listener. Stops with the
+/// user (or when the channel is gone).
+struct Relay(tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Relay {
+    fn start(channel_url: String, format: Format, listener_url: String) -> Relay {
+        Relay(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let a = send_empty("POST", &channel_url, format).await;
+                if a.status == 404 {
+                    return;
+                }
+                assert_eq!(a.status, 200, "poll of {channel_url}: {}", a.body);
+                let list: NotificationList = a.decode();
+                for e in list.notification {
+                    let id = e.webhook_id.clone();
+                    let body = match e {
+                        ChannelNotification {
+                            session_invitation_notification: Some(n),
+                            ..
+                        } => wire::encode(format, &n),
+                        ChannelNotification {
+                            participant_status_notification: Some(n),
+                            ..
+                        } => wire::encode(format, &n),
+                        ChannelNotification {
+                            chat_event_notification: Some(n),
+                            ..
+                        } => wire::encode(format, &n),
+                        ChannelNotification {
+                            message_notification: Some(n),
+                            ..
+                        } => wire::encode(format, &n),
+                        ChannelNotification {
+                            message_delivery_notification: Some(n),
+                            ..
+                        } => wire::encode(format, &n),
+                        ChannelNotification {
+                            subscription_cancellation_notification: Some(n),
+                            ..
+                        } => wire::encode(format, &n),
+                        other => panic!("an entry without a notification: {other:?}"),
+                    };
+                    http.post(&listener_url)
+                        .header(http::header::CONTENT_TYPE, format.media_type())
+                        .header("webhook-id", &id)
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("relay to the listener");
+                }
+            }
+        }))
+    }
 }
 
 impl<'s> Face<'s> {
     fn new(wire: Wire, server: &'s Server) -> Self {
         Face {
             wire,
+            via: Via::Callback,
             server,
             client: server.client(),
         }
+    }
+
+    /// A face whose users get their notifications through notification channels.
+    fn via_channel(wire: Wire, server: &'s Server) -> Self {
+        Face {
+            via: Via::Channel,
+            ..Face::new(wire, server)
+        }
+    }
+
+    /// Creates a long-poll channel for `user` (a poll waits at most 1 s, so a relay notices a
+    /// finished test quickly); returns its callbackURL and channelURL.
+    async fn channel(&self, user: &str) -> (String, String) {
+        let request = NotificationChannel {
+            client_correlator: None,
+            application_tag: Some("flows".to_owned()),
+            channel_type: ChannelType::LongPolling,
+            channel_data: Some(ChannelData {
+                channel_url: None,
+                max_notifications: Some(5),
+                max_wait_time: Some(1),
+            }),
+            channel_lifetime: None,
+            callback_url: None,
+            resource_url: None,
+        };
+        let a = send_doc(
+            "POST",
+            &self.server.urls().channels(user),
+            self.fmt(),
+            &request,
+        )
+        .await;
+        assert_eq!(a.status, 201, "channel created: {}", a.body);
+        let ch: NotificationChannel = a.decode();
+        let data = ch.channel_data.expect("channelData");
+        (
+            ch.callback_url.expect("a callbackURL"),
+            data.channel_url.expect("a channelURL"),
+        )
     }
 
     fn fmt(&self) -> Format {
@@ -595,9 +719,17 @@ impl<'s> Face<'s> {
     /// checking the 201 answer (seed 7.1.1 step 1).
     async fn user(&self, addr: &'static str, callback_data: &str) -> User {
         let listener = Listener::start().await;
+        let (notify_url, relay) = match self.via {
+            Via::Callback => (listener.url.clone(), None),
+            Via::Channel => {
+                let (callback, channel_url) = self.channel(addr).await;
+                let relay = Relay::start(channel_url, self.fmt(), listener.url.clone());
+                (callback, Some(relay))
+            }
+        };
         let request = ChatSubscription {
             callback_reference: netapi_chat_api::CallbackReference {
-                notify_url: listener.url.clone(),
+                notify_url,
                 callback_data: Some(callback_data.to_owned()),
                 notification_format: Some(self.wire.notification_format()),
             },
@@ -643,6 +775,7 @@ impl<'s> Face<'s> {
             sub_id: id,
             sub,
             listener,
+            _relay: relay,
             seen: Cell::new(0),
         }
     }
@@ -915,6 +1048,8 @@ struct User {
     sub_id: String,
     sub: ChatSubscription,
     listener: Listener,
+    /// The poll loop of the user's notification channel, when it has one.
+    _relay: Option<Relay>,
     /// Notifications read so far.
     seen: Cell<usize>,
 }
@@ -1802,6 +1937,21 @@ async fn run_with_timeout(wire: Wire) {
     flow_7_1_4(&Face::new(wire, &server)).await;
 }
 
+/// A flow with every user's notifications coming through a long-poll notification channel.
+async fn run_channel<F>(wire: Wire, flow: F)
+where
+    F: for<'a> AsyncFnOnce(&'a Face<'a>),
+{
+    let server = Server::default_for_tests();
+    let face = Face::via_channel(wire, &server);
+    flow(&face).await;
+}
+
+async fn run_channel_with_timeout(wire: Wire) {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
+    flow_7_1_4(&Face::via_channel(wire, &server)).await;
+}
+
 #[tokio::test]
 async fn flow_7_1_4_group_chat_with_timeout_json() {
     run_with_timeout(Wire::Json).await;
@@ -1870,4 +2020,106 @@ async fn flow_7_1_10_confirm_delivery_json() {
 #[tokio::test]
 async fn flow_7_1_10_confirm_delivery_xml() {
     run_default(Wire::Xml, flow_7_1_10).await;
+}
+
+// ------------------------------------------------------------------ through notification channels
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_channel_json() {
+    run_channel(Wire::Json, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_channel_json() {
+    run_channel(Wire::Json, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_channel_json() {
+    run_channel(Wire::Json, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_channel_json() {
+    run_channel(Wire::Json, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_channel_json() {
+    run_channel(Wire::Json, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_channel_json() {
+    run_channel(Wire::Json, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_channel_json() {
+    run_channel(Wire::Json, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_channel_json() {
+    run_channel(Wire::Json, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_channel_json() {
+    run_channel(Wire::Json, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_channel_json() {
+    run_channel_with_timeout(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_channel_xml() {
+    run_channel_with_timeout(Wire::Xml).await;
 }

@@ -159,6 +159,10 @@ roots![
     SubscriptionCancellationNotification,
     SubscriptionSecret,
     DeadLetterList,
+    NotificationChannel,
+    NotificationChannelList,
+    NotificationChannelLifetime,
+    NotificationList,
 ];
 
 #[test]

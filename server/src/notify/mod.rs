@@ -21,6 +21,7 @@
 //! its backlog as dead letters. What is given up or disabled is logged and counted
 //! ([`dropped_count`], [`disabled_count`]).
 
+pub mod channel;
 pub mod rules;
 
 use crate::callback_guard::{CallbackPolicy, resolve_checked};
