@@ -183,6 +183,10 @@ docs![
     SubscriptionCancellationNotification,
     SubscriptionSecret,
     DeadLetterList,
+    NotificationChannel,
+    NotificationChannelList,
+    NotificationChannelLifetime,
+    NotificationList,
 ];
 
 fn limits() -> XmlLimits {

@@ -70,7 +70,7 @@ fn location_id(a: &support::Answer) -> String {
 
 /// A subscription, a session between alice and bob (bob connected) and one message: the ids
 /// every GET path of the API needs.
-async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
+async fn fixtures(server: &Server) -> [(&'static str, String); 6] {
     let json = [("content-type", "application/json")];
     let sub = send(
         "POST",
@@ -89,12 +89,21 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 5] {
     )
     .await;
     assert_eq!(msg.status, 201, "{}", msg.body);
+    let channel = send(
+        "POST",
+        &server.urls().channels(ALICE),
+        &json,
+        Some(r#"{"notificationChannel":{"channelType":"LongPolling"}}"#),
+    )
+    .await;
+    assert_eq!(channel.status, 201, "{}", channel.body);
     [
         ("userId", enc(ALICE)),
         ("subscriptionId", location_id(&sub)),
         ("sessionId", sid),
         ("participantId", enc(BOB)),
         ("messageId", location_id(&msg)),
+        ("channelId", location_id(&channel)),
     ]
 }
 

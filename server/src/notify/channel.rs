@@ -131,11 +131,11 @@ impl Mailbox {
             inner.waiting += 1;
             inner.poll
         };
+        // Counted down however the wait ends (a dropped request included).
+        let _waiting = Waiting(self);
         // An older poll still waiting wakes, sees the newer number and ends.
         self.bell.notify_waiters();
-        let outcome = self.wait_for(me, max, wait).await;
-        self.lock().waiting -= 1;
-        outcome
+        self.wait_for(me, max, wait).await
     }
 
     async fn wait_for(&self, me: u64, max: usize, wait: Duration) -> Polled {
@@ -188,6 +188,16 @@ impl Mailbox {
             forget: ids,
             ..crate::store::Batch::default()
         });
+    }
+}
+
+/// One poll waiting on a mailbox, for as long as it lives.
+struct Waiting<'a>(&'a Mailbox);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.waiting = inner.waiting.saturating_sub(1);
     }
 }
 
