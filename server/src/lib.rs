@@ -13,6 +13,7 @@ pub mod admin;
 pub mod admin_api;
 pub mod auth;
 pub mod callback_guard;
+pub mod channel_socket;
 pub mod chat;
 pub mod config;
 pub mod data_dir;

@@ -506,11 +506,7 @@ async fn two_users_channels_are_isolated() {
 async fn an_unsupported_channel_type_is_refused_with_pol1023() {
     let s = server(&[]);
     for f in FORMATS {
-        for t in [
-            ChannelType::OmaPush,
-            ChannelType::WebSockets,
-            ChannelType::NativeChannel,
-        ] {
+        for t in [ChannelType::OmaPush, ChannelType::NativeChannel] {
             let a = send_doc(
                 "POST",
                 &s.urls().channels(A),
@@ -522,7 +518,7 @@ async fn an_unsupported_channel_type_is_refused_with_pol1023() {
             let ex = e.policy_exception.expect("a policyException");
             assert_eq!(
                 ex.variables,
-                vec![t.as_str().to_owned(), "LongPolling".into()]
+                vec![t.as_str().to_owned(), "LongPolling,WebSockets".into()]
             );
         }
     }
@@ -637,4 +633,192 @@ async fn a_channel_that_is_not_polled_is_bounded_by_the_backlog_cap() {
             .and_then(|n| n.subject.as_deref()),
         Some("three")
     );
+}
+
+// ------------------------------------------------------------------------------ WebSockets
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a channel's socket with `token`, asking for frames in `f`; the HTTP status of a
+/// refused handshake otherwise.
+async fn connect(url: &str, token: &str, f: Format) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws URL");
+    let h = request.headers_mut();
+    if !token.is_empty() {
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
+    let host = request.uri().authority().expect("host").to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+/// The next frame: (webhookId, invitation subject).
+async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        let Message::Text(t) = m else { continue };
+        if f == Format::Xml {
+            support::xsd_validate(&t);
+        }
+        let list: NotificationList = netapi_chat_runtime::wire::decode(
+            f,
+            t.as_bytes(),
+            &netapi_chat_runtime::xml::XmlLimits::default(),
+        )
+        .expect("a notificationList");
+        assert_eq!(list.notification.len(), 1, "one notification a frame");
+        return invitations(&list).remove(0);
+    }
+}
+
+async fn ack(ws: &mut Socket, id: &str) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(id.into()))
+        .await
+        .expect("acknowledge");
+}
+
+async fn create_socket_channel(s: &Server, user: &str) -> NotificationChannel {
+    let a = send_doc(
+        "POST",
+        &s.urls().channels(user),
+        Format::Json,
+        &channel_request(ChannelType::WebSockets, None, Some(1)),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let ch: NotificationChannel = a.decode();
+    assert_eq!(ch.channel_type, ChannelType::WebSockets);
+    assert!(channel_url(&ch).starts_with("ws://"), "{ch:?}");
+    ch
+}
+
+#[tokio::test]
+async fn a_frame_comes_again_until_acknowledged_across_sockets_and_a_kill() {
+    let s = server(&[]);
+    let dir = s.data_dir.clone();
+    let ch = create_socket_channel(&s, B).await;
+    subscribe(&s, B, &ch, "bob-app").await;
+    invite(&s, A, B, "one").await;
+    for f in FORMATS {
+        // Not acknowledged: the next socket gets it again, with the same id.
+        let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, f)
+            .await
+            .unwrap();
+        let first = frame(&mut ws, f).await;
+        assert_eq!(first.1, "one");
+        drop(ws);
+        let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, f)
+            .await
+            .unwrap();
+        assert_eq!(frame(&mut ws, f).await, first);
+    }
+    invite(&s, A, B, "two").await;
+    let url = channel_url(&ch);
+    s.kill();
+    let s = Server::start_in(&dir, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")], None);
+    let url = format!(
+        "ws://{}/{}",
+        s.base.trim_start_matches("http://"),
+        url.splitn(4, '/').nth(3).unwrap()
+    );
+    let mut ws = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    let one = frame(&mut ws, Format::Json).await;
+    assert_eq!(one.1, "one");
+    ack(&mut ws, &one.0).await;
+    let two = frame(&mut ws, Format::Json).await;
+    assert_eq!(two.1, "two");
+    ack(&mut ws, &two.0).await;
+    invite(&s, A, B, "three").await;
+    let three = frame(&mut ws, Format::Json).await;
+    assert_eq!(three.1, "three");
+    assert!(one.0 != two.0 && two.0 != three.0);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn socket_handshakes_are_checked_like_requests() {
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    let id = ch
+        .resource_url
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mallory = user_token(M);
+    assert_eq!(connect(&url, "", Format::Json).await.err(), Some(401));
+    assert_eq!(connect(&url, &mallory, Format::Json).await.err(), Some(403));
+    let under_m = url.replace(&support::enc(A), &support::enc(M));
+    assert_ne!(under_m, url);
+    assert_eq!(
+        connect(&under_m, &mallory, Format::Json).await.err(),
+        Some(404),
+        "another user's channel is a channel that does not exist"
+    );
+    // A long-poll channel has no socket; a WebSockets channel is not polled.
+    let polled = create_channel(&s, A, Format::Json, None, Some(1)).await;
+    let lp_socket = format!(
+        "{}/websocket",
+        polled
+            .resource_url
+            .as_deref()
+            .unwrap()
+            .replacen("http://", "ws://", 1)
+    );
+    assert_eq!(
+        connect(&lp_socket, support::APP_TOKEN, Format::Json)
+            .await
+            .err(),
+        Some(403)
+    );
+    poll(&s.urls().notifications(A, &id), Format::Xml)
+        .await
+        .assert_error(403, "POL0001", Format::Xml);
+}
+
+#[tokio::test]
+async fn deleting_a_channel_closes_its_socket() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    let a = send_empty("DELETE", ch.resource_url.as_deref().unwrap(), Format::Json).await;
+    assert_eq!(a.status, 204);
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed");
+    assert_eq!(closed, Some(1001));
 }

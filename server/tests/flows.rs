@@ -242,6 +242,8 @@ enum Via {
     Callback,
     /// Through a long-poll notification channel (relayed to the listener by [`Relay`]).
     Channel,
+    /// Through a WebSockets notification channel (relayed to the listener by [`Relay`]).
+    Socket,
 }
 
 /// The API as a flow uses it, in one format. Ids are plain (unencoded); each face builds its
@@ -277,33 +279,7 @@ impl Relay {
                 let list: NotificationList = a.decode();
                 for e in list.notification {
                     let id = e.webhook_id.clone();
-                    let body = match e {
-                        ChannelNotification {
-                            session_invitation_notification: Some(n),
-                            ..
-                        } => wire::encode(format, &n),
-                        ChannelNotification {
-                            participant_status_notification: Some(n),
-                            ..
-                        } => wire::encode(format, &n),
-                        ChannelNotification {
-                            chat_event_notification: Some(n),
-                            ..
-                        } => wire::encode(format, &n),
-                        ChannelNotification {
-                            message_notification: Some(n),
-                            ..
-                        } => wire::encode(format, &n),
-                        ChannelNotification {
-                            message_delivery_notification: Some(n),
-                            ..
-                        } => wire::encode(format, &n),
-                        ChannelNotification {
-                            subscription_cancellation_notification: Some(n),
-                            ..
-                        } => wire::encode(format, &n),
-                        other => panic!("an entry without a notification: {other:?}"),
-                    };
+                    let body = entry_body(e, format);
                     http.post(&listener_url)
                         .header(http::header::CONTENT_TYPE, format.media_type())
                         .header("webhook-id", &id)
@@ -314,6 +290,82 @@ impl Relay {
                 }
             }
         }))
+    }
+
+    /// A socket loop on a WebSockets channel: each frame (one notification) is handed to the
+    /// listener, then acknowledged by sending its `webhookId` back.
+    fn start_socket(channel_url: String, format: Format, listener_url: String) -> Relay {
+        Relay(tokio::spawn(async move {
+            use futures_util::{SinkExt, StreamExt};
+            use tokio_tungstenite::tungstenite::Message;
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = channel_url.as_str().into_client_request().expect("ws URL");
+            let h = request.headers_mut();
+            h.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", support::APP_TOKEN).parse().unwrap(),
+            );
+            h.insert(http::header::ACCEPT, format.media_type().parse().unwrap());
+            let host = request.uri().authority().expect("host").to_string();
+            let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+            let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+                .await
+                .expect("WebSocket handshake");
+            let http = reqwest::Client::new();
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                if format == Format::Xml {
+                    support::xsd_validate(&t);
+                }
+                let mut list: NotificationList =
+                    wire::decode(format, t.as_bytes(), &XmlLimits::default())
+                        .expect("a frame is a notificationList");
+                assert_eq!(list.notification.len(), 1, "one notification a frame: {t}");
+                let e = list.notification.remove(0);
+                let id = e.webhook_id.clone();
+                http.post(&listener_url)
+                    .header(http::header::CONTENT_TYPE, format.media_type())
+                    .header("webhook-id", &id)
+                    .body(entry_body(e, format))
+                    .send()
+                    .await
+                    .expect("relay to the listener");
+                ws.send(Message::Text(id.into()))
+                    .await
+                    .expect("acknowledge");
+            }
+        }))
+    }
+}
+
+/// The notification of a list entry, as the document a callback would have received.
+fn entry_body(e: ChannelNotification, format: Format) -> Vec<u8> {
+    match e {
+        ChannelNotification {
+            session_invitation_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            participant_status_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            chat_event_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            message_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            message_delivery_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            subscription_cancellation_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        other => panic!("an entry without a notification: {other:?}"),
     }
 }
 
@@ -327,21 +379,22 @@ impl<'s> Face<'s> {
         }
     }
 
-    /// A face whose users get their notifications through notification channels.
-    fn via_channel(wire: Wire, server: &'s Server) -> Self {
+    /// A face whose users get their notifications through notification channels (long
+    /// polling, or WebSockets when `socket`).
+    fn via_channel(wire: Wire, server: &'s Server, socket: bool) -> Self {
         Face {
-            via: Via::Channel,
+            via: if socket { Via::Socket } else { Via::Channel },
             ..Face::new(wire, server)
         }
     }
 
     /// Creates a long-poll channel for `user` (a poll waits at most 1 s, so a relay notices a
     /// finished test quickly); returns its callbackURL and channelURL.
-    async fn channel(&self, user: &str) -> (String, String) {
+    async fn channel(&self, user: &str, channel_type: ChannelType) -> (String, String) {
         let request = NotificationChannel {
             client_correlator: None,
             application_tag: Some("flows".to_owned()),
-            channel_type: ChannelType::LongPolling,
+            channel_type,
             channel_data: Some(ChannelData {
                 channel_url: None,
                 max_notifications: Some(5),
@@ -722,8 +775,14 @@ impl<'s> Face<'s> {
         let (notify_url, relay) = match self.via {
             Via::Callback => (listener.url.clone(), None),
             Via::Channel => {
-                let (callback, channel_url) = self.channel(addr).await;
+                let (callback, channel_url) = self.channel(addr, ChannelType::LongPolling).await;
                 let relay = Relay::start(channel_url, self.fmt(), listener.url.clone());
+                (callback, Some(relay))
+            }
+            Via::Socket => {
+                let (callback, channel_url) = self.channel(addr, ChannelType::WebSockets).await;
+                assert!(channel_url.starts_with("ws://"), "{channel_url}");
+                let relay = Relay::start_socket(channel_url, self.fmt(), listener.url.clone());
                 (callback, Some(relay))
             }
         };
@@ -1943,13 +2002,28 @@ where
     F: for<'a> AsyncFnOnce(&'a Face<'a>),
 {
     let server = Server::default_for_tests();
-    let face = Face::via_channel(wire, &server);
+    let face = Face::via_channel(wire, &server, false);
     flow(&face).await;
 }
 
 async fn run_channel_with_timeout(wire: Wire) {
     let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
-    flow_7_1_4(&Face::via_channel(wire, &server)).await;
+    flow_7_1_4(&Face::via_channel(wire, &server, false)).await;
+}
+
+/// A flow with every user's notifications coming through a WebSockets notification channel.
+async fn run_socket<F>(wire: Wire, flow: F)
+where
+    F: for<'a> AsyncFnOnce(&'a Face<'a>),
+{
+    let server = Server::default_for_tests();
+    let face = Face::via_channel(wire, &server, true);
+    flow(&face).await;
+}
+
+async fn run_socket_with_timeout(wire: Wire) {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
+    flow_7_1_4(&Face::via_channel(wire, &server, true)).await;
 }
 
 #[tokio::test]
@@ -2122,4 +2196,106 @@ async fn flow_7_1_4_group_chat_with_timeout_channel_json() {
 #[tokio::test]
 async fn flow_7_1_4_group_chat_with_timeout_channel_xml() {
     run_channel_with_timeout(Wire::Xml).await;
+}
+
+// ------------------------------------------------------------------ through WebSockets channels
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_socket_json() {
+    run_socket(Wire::Json, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_socket_json() {
+    run_socket(Wire::Json, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_socket_json() {
+    run_socket(Wire::Json, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_socket_json() {
+    run_socket(Wire::Json, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_socket_json() {
+    run_socket(Wire::Json, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_socket_json() {
+    run_socket(Wire::Json, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_socket_json() {
+    run_socket(Wire::Json, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_socket_json() {
+    run_socket(Wire::Json, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_socket_json() {
+    run_socket(Wire::Json, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_socket_json() {
+    run_socket_with_timeout(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_socket_xml() {
+    run_socket_with_timeout(Wire::Xml).await;
 }

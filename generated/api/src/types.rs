@@ -2769,8 +2769,8 @@ impl From<SubscriptionCancellationNotification> for SubscriptionCancellationNoti
     }
 }
 
-/// The kind of channel (OMA Notification Channel). This server serves `LongPolling`;
-/// the others are `403 POL1023`.
+/// The kind of channel (OMA Notification Channel). This server serves `LongPolling` and
+/// `WebSockets`; the others are `403 POL1023`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 pub enum ChannelType {
     /// `LongPolling`
@@ -2853,7 +2853,8 @@ impl XmlLeaf for ChannelType {
 /// concrete form, its `xsi:type` accepted and not needed).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ChannelData {
-    /// `channelURL`: (set by the server) Where the application long-polls (`pollNotifications`).
+    /// `channelURL`: (set by the server) Where the application long-polls (`pollNotifications`),
+    /// or, for a `WebSockets` channel, the `ws://` / `wss://` URL it connects to.
     #[serde(
         rename = "channelURL",
         default,

@@ -159,7 +159,9 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct ChannelData {
-        ///(set by the server) Where the application long-polls (`pollNotifications`).
+        /**(set by the server) Where the application long-polls (`pollNotifications`), or, for a
+        `WebSockets` channel, the `ws://` / `wss://` URL it connects to.
+        */
         #[serde(
             rename = "channelURL",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -182,7 +184,9 @@ pub mod types {
         pub max_wait_time: ::std::option::Option<i64>,
     }
 
-    ///(set by the server) Where the application long-polls (`pollNotifications`).
+    /**(set by the server) Where the application long-polls (`pollNotifications`), or, for a
+    `WebSockets` channel, the `ws://` / `wss://` URL it connects to.
+    */
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChannelDataChannelUrl(::std::string::String);
@@ -283,8 +287,8 @@ pub mod types {
         pub webhook_id: ::std::string::String,
     }
 
-    /**The kind of channel (OMA Notification Channel). This server serves `LongPolling`;
-    the others are `403 POL1023`.
+    /**The kind of channel (OMA Notification Channel). This server serves `LongPolling` and
+    `WebSockets`; the others are `403 POL1023`.
     */
     #[derive(
         ::serde::Deserialize,
@@ -5229,9 +5233,24 @@ impl Client {
 
     Creates a channel and answers it with the server-chosen `channelData.channelURL` (where
     the application long-polls), `callbackURL` (what it gives as `notifyURL` when it
-    subscribes to chat notifications) and `resourceURL`. `LongPolling` is the one channel
-    type served; any other (`OMAPush`, `WebSockets`, `NativeChannel`) is
-    `403 POL1023` naming the type asked for and the supported ones.
+    subscribes to chat notifications) and `resourceURL`. `LongPolling` and `WebSockets`
+    are served; `OMAPush` and `NativeChannel` are `403 POL1023` naming the type asked for
+    and the supported ones.
+
+    **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
+    `wss://`) URL; the client opens it with the same `Authorization` header as every
+    request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
+    text frame the server sends is one notification, as a `notificationList` holding one
+    entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
+    XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    does it leave the server's outbox and the next one come (so a notification whose
+    frame was lost, or not acknowledged before the socket closed, is sent again, with the
+    same `webhookId`, on the next connection or poll). Frames are not signed: they come over
+    the connection the client authenticated. An open socket keeps the channel alive;
+
+    opening a second one ends the first (close code 1008). The socket is not
+    described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
+    `WebSockets` channel's notifications URL is `403 POL0001`.
 
     **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     (3600 s); the server grants at most one day (86400 s) and answers with what it granted.

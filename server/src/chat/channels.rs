@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The channel types this server serves.
-pub const SUPPORTED: &[ChannelType] = &[ChannelType::LongPolling];
+pub const SUPPORTED: &[ChannelType] = &[ChannelType::LongPolling, ChannelType::WebSockets];
 /// Lifetime granted when the client asks for none (or 0), seconds.
 pub const DEFAULT_LIFETIME_SECS: i64 = 3600;
 /// Longest lifetime granted, seconds.
@@ -92,6 +92,18 @@ pub(super) fn granted_wait(requested: Option<i64>, server: Duration) -> Result<i
     }
 }
 
+/// The `ws://` (`wss://`) URL of a WebSockets channel, from its resource URL.
+pub fn socket_url(channel: &str) -> String {
+    let url = if let Some(rest) = channel.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = channel.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        channel.to_owned()
+    };
+    format!("{url}/websocket")
+}
+
 /// A user holding `held` channels may create one more while under `limit` (`403 POL2008`).
 pub(super) fn may_create(held: usize, limit: usize) -> Result<(), Refused> {
     if held < limit {
@@ -105,7 +117,7 @@ pub(super) fn may_create(held: usize, limit: usize) -> Result<(), Refused> {
 }
 
 /// A notification as a poll answers it: its stable id and the notification under its name.
-fn entry(id: u64, n: Notification) -> ChannelNotification {
+pub(crate) fn entry(id: u64, n: Notification) -> ChannelNotification {
     let mut e = ChannelNotification {
         webhook_id: webhook_id(id),
         session_invitation_notification: None,
@@ -136,12 +148,23 @@ fn entry(id: u64, n: Notification) -> ChannelNotification {
 
 impl Chat {
     fn channel_view(&self, rec: &ChannelRecord) -> NotificationChannel {
+        let (channel_type, channel_url) = if rec.websocket {
+            (
+                ChannelType::WebSockets,
+                socket_url(&self.urls.channel(&rec.user, &rec.id)),
+            )
+        } else {
+            (
+                ChannelType::LongPolling,
+                self.urls.notifications(&rec.user, &rec.id),
+            )
+        };
         NotificationChannel {
             client_correlator: rec.client_correlator.clone(),
             application_tag: rec.application_tag.clone(),
-            channel_type: ChannelType::LongPolling,
+            channel_type,
             channel_data: Some(ChannelData {
-                channel_url: Some(self.urls.notifications(&rec.user, &rec.id)),
+                channel_url: Some(channel_url),
                 max_notifications: i64::try_from(rec.max_notifications).ok(),
                 max_wait_time: Some(rec.max_wait_secs),
             }),
@@ -266,6 +289,7 @@ impl Chat {
                 lifetime_secs,
                 max_notifications: max,
                 max_wait_secs: wait,
+                websocket: body.channel_type == ChannelType::WebSockets,
             };
             let view = self.channel_view(&rec);
             let mut change = Change::default();
@@ -386,6 +410,11 @@ impl Chat {
         let (mailbox, max, wait) = {
             let mut state = self.lock();
             let c = self.own_channel(&mut state, user, id)?;
+            if c.rec.websocket {
+                return Err(ApiError::forbidden(
+                    "this is a WebSockets channel: connect to its channelURL instead of polling",
+                ));
+            }
             c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
             let wait = Duration::from_secs(u64::try_from(c.rec.max_wait_secs).unwrap_or(0))
                 .min(self.settings.limits.channel_poll_wait);
@@ -401,6 +430,34 @@ impl Chat {
             }),
             Polled::Closed => Err(missing(&self.urls.channel(user, id))),
             Polled::Superseded => Err(Refused::PollSuperseded.into_api(String::new)),
+        }
+    }
+
+    /// A WebSockets channel of `user` about to get a socket: its mailbox and the wait of one
+    /// round (the channel's `maxWaitTime`); `404` for a channel that is not the user's,
+    /// `403` for a long-poll channel.
+    pub fn channel_socket(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<(Arc<Mailbox>, Duration), ApiError> {
+        let mut state = self.lock();
+        let c = self.own_channel(&mut state, user, id)?;
+        if !c.rec.websocket {
+            return Err(ApiError::forbidden(
+                "this is a LongPolling channel: POST to its channelURL instead",
+            ));
+        }
+        c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+        let wait = Duration::from_secs(u64::try_from(c.rec.max_wait_secs).unwrap_or(0))
+            .min(self.settings.limits.channel_poll_wait);
+        Ok((Arc::clone(&c.mailbox), wait))
+    }
+
+    /// An open socket keeps its channel alive: its lifetime starts again.
+    pub fn touch_channel(&self, id: &str) {
+        if let Some(c) = self.lock().channels.get_mut(id) {
+            c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
         }
     }
 
@@ -456,13 +513,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_long_polling_is_served() {
+    fn a_socket_url_follows_the_scheme() {
+        assert_eq!(
+            socket_url("http://h:1/notificationchannel/v1/u/channels/c"),
+            "ws://h:1/notificationchannel/v1/u/channels/c/websocket"
+        );
+        assert_eq!(socket_url("https://h/x"), "wss://h/x/websocket");
+    }
+
+    #[test]
+    fn long_polling_and_websockets_are_served() {
         assert_eq!(supported(ChannelType::LongPolling), Ok(()));
-        for t in [
-            ChannelType::OmaPush,
-            ChannelType::WebSockets,
-            ChannelType::NativeChannel,
-        ] {
+        assert_eq!(supported(ChannelType::WebSockets), Ok(()));
+        for t in [ChannelType::OmaPush, ChannelType::NativeChannel] {
             assert_eq!(
                 supported(t),
                 Err(Refused::UnsupportedChannelType(t.as_str().to_owned()))

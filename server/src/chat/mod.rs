@@ -34,7 +34,7 @@
 //! - `state` (working types), `records` (stored format), `views` (documents as one user
 //!   sees them), `page`, `quota`.
 
-mod channels;
+pub(crate) mod channels;
 mod deadletters;
 mod fanout;
 mod messages;

@@ -78,6 +78,13 @@ struct StoredChannel {
     max_wait_secs: i64,
     #[serde(rename = "callback_url")]
     callback_url: String,
+    /// A `WebSockets` channel; absent for `LongPolling`.
+    #[serde(
+        rename = "websocket",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    websocket: bool,
 }
 
 impl From<&ChannelRecord> for StoredChannel {
@@ -92,6 +99,7 @@ impl From<&ChannelRecord> for StoredChannel {
             max_notifications,
             max_wait_secs,
             callback_url,
+            websocket,
         } = r.clone();
         StoredChannel {
             id,
@@ -103,6 +111,7 @@ impl From<&ChannelRecord> for StoredChannel {
             max_notifications,
             max_wait_secs,
             callback_url,
+            websocket,
         }
     }
 }
@@ -119,6 +128,7 @@ impl From<StoredChannel> for ChannelRecord {
             max_notifications,
             max_wait_secs,
             callback_url,
+            websocket,
         } = r;
         ChannelRecord {
             id,
@@ -130,6 +140,7 @@ impl From<StoredChannel> for ChannelRecord {
             max_notifications,
             max_wait_secs,
             callback_url,
+            websocket,
         }
     }
 }

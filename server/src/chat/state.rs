@@ -59,6 +59,8 @@ pub struct ChannelRecord {
     /// The `callbackURL` subscriptions give as `notifyURL` (kept as made, so that a changed
     /// public URL does not orphan the subscriptions that use it).
     pub callback_url: String,
+    /// A `WebSockets` channel (else `LongPolling`).
+    pub websocket: bool,
 }
 
 /// Counters that must never repeat, persisted with every change that advances them (as the

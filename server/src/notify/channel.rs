@@ -111,6 +111,27 @@ impl Mailbox {
         self.bell.notify_waiters();
     }
 
+    /// Puts what the last poll was handed, and nobody acknowledged, back in front of what
+    /// waits (a socket closed before its client acknowledged a frame; a new socket starts
+    /// afresh): it is handed again, with the same ids.
+    pub fn release(&self) {
+        let mut inner = self.lock();
+        let handed = std::mem::take(&mut inner.handed);
+        for h in handed.into_iter().rev() {
+            inner.pending.push_front(h);
+        }
+    }
+
+    /// The number of the newest poll (a socket that sees it change was taken over).
+    pub fn generation(&self) -> u64 {
+        self.lock().poll
+    }
+
+    /// Whether the channel is gone.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Whether a poll is waiting now.
     pub fn polling(&self) -> bool {
         self.lock().waiting > 0
