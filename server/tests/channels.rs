@@ -822,3 +822,37 @@ async fn deleting_a_channel_closes_its_socket() {
     .expect("the socket is closed");
     assert_eq!(closed, Some(1001));
 }
+
+#[tokio::test]
+async fn the_channel_list_is_paged_like_every_list() {
+    let s = server(&[]);
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(create_channel(&s, A, Format::Json, None, Some(1)).await);
+    }
+    for f in FORMATS {
+        let first = send_empty("GET", &format!("{}?maxEntries=2", s.urls().channels(A)), f).await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        let page: NotificationChannelList = first.decode();
+        assert_eq!(page.notification_channel, made[..2].to_vec());
+        let next = page
+            .link
+            .iter()
+            .find(|l| l.rel == "next")
+            .expect("a next link")
+            .href
+            .clone();
+        assert_eq!(first.header("link"), format!("<{next}>; rel=\"next\""));
+        let last = send_empty("GET", &next, f).await;
+        let page: NotificationChannelList = last.decode();
+        assert_eq!(page.notification_channel, made[2..].to_vec());
+        assert!(page.link.is_empty() && last.header("link").is_empty());
+    }
+    send_empty(
+        "GET",
+        &format!("{}?maxEntries=0", s.urls().channels(A)),
+        Format::Json,
+    )
+    .await
+    .assert_error(400, "SVC0002", Format::Json);
+}
