@@ -123,6 +123,12 @@ async fn serve(
         }))
     };
     loop {
+        if crate::notify::channel::ending() {
+            let _ = tx
+                .send(close(CloseCode::Away, "the server is stopping"))
+                .await;
+            return;
+        }
         chat.touch_channel(&id);
         let polled = tokio::select! {
             p = mailbox.poll(1, wait) => p,

@@ -856,3 +856,38 @@ async fn the_channel_list_is_paged_like_every_list() {
     .await
     .assert_error(400, "SVC0002", Format::Json);
 }
+
+#[tokio::test]
+async fn a_graceful_stop_answers_an_open_poll_at_once() {
+    // The poll would wait 120 s and the drain allows 60 s: only an answer at the stop itself
+    // comes within the client's 30 s.
+    let s = server(&[
+        ("NETAPI_CHAT_CHANNEL_POLL_WAIT", "120s"),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "60"),
+    ]);
+    let ch = create_channel(&s, A, Format::Json, None, None).await;
+    let url = channel_url(&ch);
+    let open = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let r = client
+            .post(&url)
+            .bearer_auth(support::APP_TOKEN)
+            .send()
+            .await
+            .expect("the poll is answered");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    });
+    // Ordering only (a poll arriving during the stop is answered at once too).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let (code, body) = open.await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, r#"{"notificationList":{}}"#);
+}

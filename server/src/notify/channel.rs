@@ -26,6 +26,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
+/// Set when the server stops: waiting polls answer (an empty list) at once instead of holding
+/// up the drain of requests in flight, and sockets close.
+static ENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Rings when [`ENDING`] is set.
+static ENDING_BELL: Notify = Notify::const_new();
+
+/// The server is stopping (SIGTERM/SIGINT): every waiting poll answers now, with what it took
+/// so far (nothing), and no new one waits; what waits in the mailboxes stays in the outbox for
+/// the next start.
+pub fn end_polls() {
+    ENDING.store(true, Ordering::SeqCst);
+    ENDING_BELL.notify_waiters();
+}
+
+/// Whether the server is stopping (see [`end_polls`]).
+pub fn ending() -> bool {
+    ENDING.load(Ordering::SeqCst)
+}
+
 /// A notification waiting in a channel, with the backlog it counts against.
 struct Held {
     delivery: Delivery,
@@ -166,6 +185,12 @@ impl Mailbox {
             tokio::pin!(notified);
             // Registered before looking, so a put between the look and the wait is not missed.
             notified.as_mut().enable();
+            let stopping = ENDING_BELL.notified();
+            tokio::pin!(stopping);
+            stopping.as_mut().enable();
+            if ending() {
+                return Polled::Notifications(Vec::new());
+            }
             {
                 let mut inner = self.lock();
                 if inner.closed {
@@ -189,6 +214,7 @@ impl Mailbox {
             }
             tokio::select! {
                 () = &mut notified => {}
+                () = &mut stopping => {}
                 () = tokio::time::sleep_until(deadline) => return Polled::Notifications(Vec::new()),
             }
         }
