@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
-# Runs the README's "Walkthrough" section as a new user would, and checks that it works.
+# Runs one of the README's two walkthroughs as a new user would, and checks that it works:
+#   .ci/walkthrough.sh        "## Walkthrough: two users chat with curl"
+#   .ci/walkthrough.sh cli    "## Walkthrough: the same chat with the command-line client"
 #
-# The commands are read FROM README.md (its two ```sh blocks under "## Walkthrough"), so the
+# The commands are read FROM README.md (the two ```sh blocks of that section), so the
 # README and this test cannot drift apart: the first block's lines (the server and the two
-# `cargo xtask listen` listeners, one per terminal) are started in the background, the second
-# block (the curl session) is run as written. Only three things are changed, and each is
+# listeners, `cargo xtask listen` or `netapi-chat client listen`, one per terminal) are
+# started in the background, the second block (the session, with curl or with
+# `netapi-chat client`) is run as written. Only three things are changed, and each is
 # checked to be present in the README first:
 #   - the ports 8080 / 9001 / 9002 become free ports (the fixed ones may be taken),
 #   - `cargo run --release` starts the server from the repository with a fresh data directory
 #     in a temporary working directory (where the session reads `netapi-chat-data/tokens`);
 #     it stays a debug build unless WALKTHROUGH_PROFILE=release, since CI has just built it,
-#   - `curl` is wrapped to record each answer's status: every one must be 2xx.
-# Then each notification the README promises must arrive at the right listener.
+#   - `curl` is wrapped to record each answer's status: every one must be 2xx; in the cli
+#     variant `netapi-chat` runs the repository's binary (as `cargo run` would) and each
+#     command's exit status is recorded: every one must be 0.
+# Then each notification the README promises must arrive at the right listener (in the cli
+# variant, with its signature verified by `netapi-chat client listen`).
 #
 # Needs bash, curl (installed with apt-get when missing and running as root) and cargo.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 README="$ROOT/README.md"
+VARIANT=${1:-curl}
+case "$VARIANT" in
+    curl) HEADING='## Walkthrough: two users chat with curl' ;;
+    cli) HEADING='## Walkthrough: the same chat with the command-line client' ;;
+    *)
+        echo "usage: $0 [curl|cli]" >&2
+        exit 2
+        ;;
+esac
 
-say() { echo "walkthrough: $*" >&2; }
+say() { echo "walkthrough ($VARIANT): $*" >&2; }
 fail() {
     say "FAILED: $*"
     exit 1
@@ -56,8 +71,8 @@ cleanup() {
 trap cleanup EXIT
 
 # --- the README's walkthrough blocks ---------------------------------------------------------
-SECTION=$(awk '/^## Walkthrough/ {on = 1; next} /^## / {on = 0} on' "$README")
-[ -n "$SECTION" ] || fail "README.md has no \"## Walkthrough\" section"
+SECTION=$(awk -v heading="$HEADING" 'index($0, heading) == 1 {on = 1; next} /^## / {on = 0} on' "$README")
+[ -n "$SECTION" ] || fail "README.md has no \"$HEADING\" section"
 block() {
     printf '%s\n' "$SECTION" | awk -v want="$1" '
         /^```sh$/ { n++; inside = (n == want); next }
@@ -119,6 +134,13 @@ cargo() {
     cd "$ROOT"
     exec "$CARGO" "$@"
 }
+# `netapi-chat` as if installed: the repository's binary, built like the server.
+PROFILE_ARGS=""
+[ "${WALKTHROUGH_PROFILE:-debug}" = release ] && PROFILE_ARGS=--release
+netapi-chat() {
+    # shellcheck disable=SC2086 # PROFILE_ARGS is empty or one word
+    exec "$CARGO" run --quiet $PROFILE_ARGS --manifest-path "$ROOT/Cargo.toml" --bin netapi-chat -- "$@"
+}
 n=0
 while IFS= read -r line; do
     line=${line%%#*}
@@ -152,8 +174,20 @@ wait_for "alice's listener start" 600 listening 2
 wait_for "bob's listener start" 600 listening 3
 
 # --- the session, with every curl's status recorded ------------------------------------------
-STATUS="$TMP/curl-status"
+STATUS="$TMP/status"
 : >"$STATUS"
+# The session's `netapi-chat`: runs the binary (without exec: the session goes on) and
+# records each command's exit status.
+netapi-chat() {
+    local code=0
+    # shellcheck disable=SC2086 # PROFILE_ARGS is empty or one word
+    "$CARGO" run --quiet $PROFILE_ARGS --manifest-path "$ROOT/Cargo.toml" --bin netapi-chat -- "$@" || code=$?
+    echo "$code" >>"$STATUS"
+    if [ "$code" != 0 ]; then
+        say "netapi-chat $* exited $code"
+        return 1
+    fi
+}
 curl() {
     command curl --write-out '%{stderr}%{http_code}\n' "$@" 2>>"$STATUS"
     local code
@@ -167,16 +201,21 @@ curl() {
     esac
 }
 printf '%s\n' "$SESSION" | ports >"$TMP/session.sh"
-CALLS=$(grep -c 'curl ' "$TMP/session.sh" || true)
-say "running the session block ($CALLS curl calls) in $TMP"
+case "$VARIANT" in
+    curl) CALL='curl ' ;;
+    cli) CALL='netapi-chat client ' ;;
+esac
+CALLS=$(grep -c "$CALL" "$TMP/session.sh" || true)
+[ "$CALLS" -gt 0 ] || fail "the session block has no '$CALL' command"
+say "running the session block ($CALLS '$CALL' commands) in $TMP"
 # A separate bash, so that `set -e` holds inside (it is ignored in a command followed by ||).
-export -f curl say
-export STATUS
+export -f curl netapi-chat say
+export STATUS CARGO ROOT VARIANT PROFILE_ARGS
 (cd "$TMP" && bash -euo pipefail "$TMP/session.sh") >"$TMP/session.log" 2>&1 ||
     fail "the session block failed (statuses: $(tr '\n' ' ' <"$STATUS"))"
 ANSWERS=$(wc -l <"$STATUS")
-[ "$ANSWERS" = "$CALLS" ] || fail "expected $CALLS curl answers, got $ANSWERS"
-say "every curl answered 2xx: $(tr '\n' ' ' <"$STATUS")"
+[ "$ANSWERS" = "$CALLS" ] || fail "expected $CALLS answers, got $ANSWERS"
+say "every command succeeded: $(tr '\n' ' ' <"$STATUS")"
 
 # --- the notifications the README promises ---------------------------------------------------
 # A listener prints "--- POST / HTTP/1.1 (content type)" and then the body: one delivery is
@@ -200,11 +239,15 @@ expect() { # who, log, words...
     wait_for "$* at $who's listener" 30 arrived "$log" "$@"
     say "ok: $who's listener got $*"
 }
-expect bob "$BOB" '(application/xml' sessionInvitationNotification
-expect alice "$ALICE" '(application/json' participantStatusNotification Connected
-expect bob "$BOB" messageNotification '12:30?'
-expect alice "$ALICE" messageDeliveryNotification Delivered
-expect bob "$BOB" chatEventNotification SessionEnded
+# The cli variant's listeners verify each notification's signature with the secret the
+# session subscribed with.
+VERIFIED=()
+[ "$VARIANT" = cli ] && VERIFIED=('signature verified')
+expect bob "$BOB" '(application/xml' sessionInvitationNotification "${VERIFIED[@]}"
+expect alice "$ALICE" '(application/json' participantStatusNotification Connected "${VERIFIED[@]}"
+expect bob "$BOB" messageNotification '12:30?' "${VERIFIED[@]}"
+expect alice "$ALICE" messageDeliveryNotification Delivered "${VERIFIED[@]}"
+expect bob "$BOB" chatEventNotification SessionEnded "${VERIFIED[@]}"
 # Seed 7.1.5: the application that ends the session is told too (issue 11, item 3).
-expect alice "$ALICE" chatEventNotification SessionEnded
+expect alice "$ALICE" chatEventNotification SessionEnded "${VERIFIED[@]}"
 say "passed"

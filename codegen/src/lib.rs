@@ -55,12 +55,60 @@ fn rust_file(tokens: TokenStream, inner_doc: &str) -> Result<String> {
     rustfmt(&format!("{RUST_HEADER}{docs}\n{body}"))
 }
 
-/// Passes generated Rust through the toolchain's rustfmt, so that `cargo fmt --check` holds
-/// for `generated/` as for the rest of the workspace.
+/// The one rustfmt `generated/` is formatted by (what `rustfmt --version` prints; it ships
+/// with Rust 1.95.0). rustfmt's output changes between releases, so `generated/` is
+/// byte-exact only for this one: with another, `cargo xtask codegen --check` and the
+/// sourcegen test would report drift that no spec edit made. **Architecture invariant**
+/// (ARCHITECTURE.md, "Invariants"): codegen refuses to run with any other rustfmt
+/// ([`ensure_rustfmt`]), as rust-analyzer's `ensure_rustfmt` does. Moving to a newer one is
+/// one commit: this constant and `cargo xtask codegen`'s output together.
+pub const RUSTFMT_VERSION: &str = "rustfmt 1.9.0-stable (59807616e1 2026-04-14)";
+
+/// The rustfmt binary codegen runs: `$RUSTFMT`, else `rustfmt` on the `PATH`.
+fn rustfmt_binary() -> String {
+    std::env::var("RUSTFMT").unwrap_or_else(|_| "rustfmt".to_owned())
+}
+
+/// Fails, naming both versions and the fix, unless `rustfmt --version` is [`RUSTFMT_VERSION`].
+pub fn ensure_rustfmt() -> Result<()> {
+    let rustfmt = rustfmt_binary();
+    let out = std::process::Command::new(&rustfmt)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "running `{rustfmt} --version` (install it with `rustup component add rustfmt`)"
+            )
+        })?;
+    let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    check_rustfmt_version(&found)
+}
+
+/// The rule of [`ensure_rustfmt`], as a plain function.
+fn check_rustfmt_version(found: &str) -> Result<()> {
+    anyhow::ensure!(
+        found == RUSTFMT_VERSION,
+        "generated/ is formatted by `{RUSTFMT_VERSION}` (Rust 1.95.0) and is byte-exact only \
+         for it, but `rustfmt --version` says `{found}`. Run codegen with that toolchain \
+         (`rustup toolchain install 1.95.0 --component rustfmt`, then `cargo +1.95.0 xtask \
+         codegen` or RUSTFMT=\"$(rustup which --toolchain 1.95.0 rustfmt)\"), or move the pin: \
+         change RUSTFMT_VERSION in codegen/src/lib.rs and commit it with the regenerated files."
+    );
+    Ok(())
+}
+
+/// Passes generated Rust through the pinned rustfmt ([`RUSTFMT_VERSION`]), so that
+/// `cargo fmt --check` holds for `generated/` as for the rest of the workspace.
 fn rustfmt(code: &str) -> Result<String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let rustfmt = std::env::var("RUSTFMT").unwrap_or_else(|_| "rustfmt".to_owned());
+    static CHECKED: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| ensure_rustfmt().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)?;
+    let rustfmt = rustfmt_binary();
     let mut child = Command::new(&rustfmt)
         .args(["--edition", "2024", "--emit", "stdout", "--quiet"])
         .stdin(Stdio::piped())
@@ -393,4 +441,19 @@ pub fn stale(root: &Path, files: &[GeneratedFile]) -> Vec<PathBuf> {
         })
         .map(|f| f.path.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pinned_rustfmt_formats_generated_code() {
+        assert!(check_rustfmt_version(RUSTFMT_VERSION).is_ok());
+        let err = check_rustfmt_version("rustfmt 1.8.0-stable (17067e9ac6 2025-05-09)")
+            .expect_err("another rustfmt is refused");
+        let text = err.to_string();
+        assert!(text.contains(RUSTFMT_VERSION), "{text}");
+        assert!(text.contains("rustfmt 1.8.0-stable"), "{text}");
+    }
 }

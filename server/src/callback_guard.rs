@@ -18,12 +18,10 @@
 //!
 //! Checking the addresses and then letting the HTTP client resolve the name again would allow
 //! DNS rebinding (the first answer is public, the second is 127.0.0.1). The notifier must
-//! connect to exactly the addresses [`resolve_checked`] returned. With reqwest 0.13 that is
-//! [`reqwest::ClientBuilder::resolve_to_addrs`]`(host, &addrs)` on a client built for the
-//! delivery (the port in the URL still wins over the port in the pinned addresses), together
-//! with `.redirect(reqwest::redirect::Policy::none())` (a redirect would be a new, unchecked
-//! target) and `.no_proxy()` (with a proxy, the proxy resolves the name, not us). IP-literal
-//! hosts are not resolved by reqwest at all, so pinning only matters for DNS names.
+//! connect to exactly the addresses [`resolve_checked`] returned: `crate::notify::endpoints`
+//! opens its TCP connections to those `SocketAddr`s itself (and keeps them alive only while
+//! the answer is fresh), follows no redirect (a redirect would be a new, unchecked target) and
+//! uses no proxy (with a proxy, the proxy resolves the name, not us).
 //!
 //! # What is refused
 //!

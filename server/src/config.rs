@@ -122,6 +122,10 @@ pub struct Config {
     /// and answer like messages that never existed. `NETAPI_CHAT_PURGE_INTERVAL_MS`: time
     /// between purge rounds (default 10 000). See [`crate::retention`].
     pub retention: Retention,
+    /// `NETAPI_CHAT_TLS_CERT` and `NETAPI_CHAT_TLS_KEY`: PEM files of the certificate chain and
+    /// its key; both set, the server speaks HTTPS only (see [`crate::tls`]). Default (`None`):
+    /// plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Config {
@@ -237,6 +241,7 @@ impl Default for Config {
             metrics_token: None,
             admin_token: None,
             retention: Retention::default(),
+            tls: None,
         }
     }
 }
@@ -313,7 +318,9 @@ impl Setting {
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_BIND", "127.0.0.1:8080", "listen address (`127.0.0.1:0` picks a free port)"),
-    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` + the bound address", "base of every `resourceURL`, `Location` and notification link"),
+    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` (`https://` with TLS) + the bound address", "base of every `resourceURL`, `Location` and notification link"),
+    Setting::unset("NETAPI_CHAT_TLS_CERT", "plain HTTP", "PEM file with the certificate chain (the server's first) to serve HTTPS with (TLS 1.2/1.3, rustls); needs `tls_key`"),
+    Setting::unset("NETAPI_CHAT_TLS_KEY", "plain HTTP", "PEM file with the private key of `tls_cert` (PKCS #8, PKCS #1 or SEC1); needs `tls_cert`"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end): the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
@@ -826,6 +833,28 @@ impl Config {
                     .seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
                     .unwrap_or(d.connections.shutdown_grace),
             },
+            tls: match (
+                s.text("NETAPI_CHAT_TLS_CERT").map(str::trim),
+                s.text("NETAPI_CHAT_TLS_KEY").map(str::trim),
+            ) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                }),
+                (Some(_), None) => {
+                    return Err(ConfigError::Missing {
+                        variable: "NETAPI_CHAT_TLS_KEY",
+                        needed_by: "NETAPI_CHAT_TLS_CERT",
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Missing {
+                        variable: "NETAPI_CHAT_TLS_CERT",
+                        needed_by: "NETAPI_CHAT_TLS_KEY",
+                    });
+                }
+            },
             log_format: match s.text("NETAPI_CHAT_LOG_FORMAT").map(str::trim) {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -1070,7 +1099,7 @@ mod tests {
     #[test]
     fn every_variable_the_readme_names_is_a_setting() {
         let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-        let not_settings = ["NETAPI_CHAT_CONFIG"];
+        let not_settings = [&["NETAPI_CHAT_CONFIG"][..], &crate::client::ENV_VARIABLES].concat();
         let mut rest = readme;
         while let Some(at) = rest.find(ENV_PREFIX) {
             let name: String = rest[at..]

@@ -2,7 +2,8 @@
 //! configuration of the environment (`NETAPI_CHAT_*` variables) over the defaults; `--config
 //! FILE` adds a TOML file under the environment; `check-config` prints the configuration in
 //! force and exits; `tokens add|list|revoke` manage the token file of a running server
-//! (`netapi_chat::admin`). Every setting is listed in `netapi_chat::config::SETTINGS`.
+//! (`netapi_chat::admin`); `client …` drives the API as an application would
+//! (`netapi_chat::client`). Every setting is listed in `netapi_chat::config::SETTINGS`.
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use netapi_chat::config::{Config, Sources};
@@ -62,6 +63,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive the chat API as an application: subscribe, start, invite, accept, send, confirm,
+    /// list (JSON or XML), and listen for notifications. Needs no server configuration.
+    Client(netapi_chat::client::ClientArgs),
 }
 
 /// `tokens …`: edits of the token file (atomic, mode 0600; see `netapi_chat::admin`).
@@ -133,6 +137,12 @@ async fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // The client reads none of the server's configuration: one that does not load (or a
+    // client machine without one) must not stop it.
+    let command = match cli.command {
+        Some(Command::Client(args)) => return netapi_chat::client::main(args).await,
+        command => command,
+    };
     let loaded = Sources::from_process(cli.config.as_deref())
         .and_then(|s| Config::from_sources(&s).map(|c| (s, c)));
     let (sources, config) = match loaded {
@@ -142,7 +152,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    match cli.command {
+    match command {
+        // Handled above, before the configuration is loaded.
+        Some(Command::Client(args)) => netapi_chat::client::main(args).await,
         Some(Command::CheckConfig) => {
             if let Err(e) = netapi_chat::server::check(&config) {
                 eprintln!("netapi-chat: invalid configuration: {e}");
@@ -187,6 +199,7 @@ async fn serve(config: Config) -> std::process::ExitCode {
         server,
         notice,
         store,
+        scheme,
         ..
     } = match netapi_chat::server::start(&config) {
         Ok(s) => s,
@@ -197,7 +210,7 @@ async fn serve(config: Config) -> std::process::ExitCode {
     };
     let addr = server.local_addr();
     println!(
-        "netapi-chat listening on http://{addr} (API under /v1/chat/{{userId}}, OpenAPI at http://{addr}/openapi.json)"
+        "netapi-chat listening on {scheme}://{addr} (API under /v1/chat/{{userId}}, OpenAPI at {scheme}://{addr}/openapi.json)"
     );
     if let Some(notice) = notice {
         // Stdout may be closed (e.g. a supervisor that read the first line): not fatal.

@@ -142,11 +142,15 @@ fn token_verifier(
     }
 }
 
-/// What `check-config` proves beyond parsing, without starting anything or writing: the
-/// configured webhook secret is a `whsec_…` secret, and the files the configuration names
+/// What `check-config` proves beyond parsing, without starting anything or writing: the TLS
+/// certificate and key read and match, the configured webhook secret is a `whsec_…` secret,
+/// and the files the configuration names
 /// read as what they should be (the JWKS with the JWT settings; the token file, when it
 /// exists: a missing one is generated at first start).
 pub fn check(config: &Config) -> Result<(), String> {
+    if let Some(files) = &config.tls {
+        crate::tls::server_config(files)?;
+    }
     if let Some(secret) = &config.webhook_secret {
         Signer::from_secret(secret).map_err(|e| format!("NETAPI_CHAT_WEBHOOK_SECRET: {e}"))?;
     }
@@ -214,6 +218,8 @@ pub struct Started {
     pub store: Store,
     /// The connection cap in force (configured, or derived from the open-files limit).
     pub max_connections: usize,
+    /// `https` with TLS, else `http`: how to write the address it listens on.
+    pub scheme: &'static str,
 }
 
 /// Raises the soft open-files limit to the hard limit (the soft default, often 1024, is what
@@ -263,6 +269,12 @@ pub fn logger(config: &Config) -> Result<slog::Logger, String> {
 /// Starts the server on `config.bind`.
 pub fn start(config: &Config) -> Result<Started, StartError> {
     let log = logger(config).map_err(StartError::Log)?;
+    // Read before anything is opened, so that a bad pair stops the start with its message.
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::server_config(files).map_err(StartError::Listen)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if config.callbacks.allow_loopback {
         // Loud, at the default level: a development switch left on in production would let
         // any client make the server POST to this machine's own services.
@@ -308,7 +320,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     let public = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let (signer, server_wide) = webhook_signer(config)?;
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
@@ -394,6 +406,7 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         log,
     )
     .config(dropshot)
+    .tls(tls.map(dropshot::ConfigTls::Dynamic))
     .connection_limits(limits)
     // A sane incoming x-request-id becomes the request's id (its log lines' req_id), and every
     // response carries the id (vendor/dropshot/PATCHES.md, item 8).
@@ -412,5 +425,6 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         notice,
         store: closer,
         max_connections,
+        scheme,
     })
 }

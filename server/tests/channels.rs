@@ -11,12 +11,12 @@
 mod support;
 
 use netapi_chat_api::{
-    ChannelData, ChannelType, ChatSessionInformation, ChatSubscription, NotificationChannel,
-    NotificationChannelLifetime, NotificationChannelList, NotificationList, ParticipantInformation,
+    ChannelType, ChatSubscription, NotificationChannel, NotificationChannelLifetime,
+    NotificationChannelList, NotificationList,
 };
 use netapi_chat_runtime::Format;
 use std::time::Duration;
-use support::{Answer, Server, send, send_doc, send_empty, user_token};
+use support::{Answer, Server, chat, docs, send, send_doc, send_empty, user_token};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -31,26 +31,6 @@ fn server(extra: &[(&str, &str)]) -> Server {
     Server::start(&env)
 }
 
-fn channel_request(
-    t: ChannelType,
-    max_notifications: Option<i64>,
-    max_wait: Option<i64>,
-) -> NotificationChannel {
-    NotificationChannel {
-        client_correlator: None,
-        application_tag: Some("test-app".to_owned()),
-        channel_type: t,
-        channel_data: Some(ChannelData {
-            channel_url: None,
-            max_notifications,
-            max_wait_time: max_wait,
-        }),
-        channel_lifetime: None,
-        callback_url: None,
-        resource_url: None,
-    }
-}
-
 /// Creates a long-poll channel for `user`; returns it as answered.
 async fn create_channel(
     s: &Server,
@@ -63,7 +43,7 @@ async fn create_channel(
         "POST",
         &s.urls().channels(user),
         f,
-        &channel_request(ChannelType::LongPolling, max_notifications, max_wait),
+        &docs::channel(ChannelType::LongPolling, max_notifications, max_wait),
     )
     .await;
     assert_eq!(a.status, 201, "create channel: {}", a.body);
@@ -79,48 +59,19 @@ fn channel_url(ch: &NotificationChannel) -> String {
         .expect("channelURL")
 }
 
-/// Subscribes `user` to chat notifications with the channel's callbackURL.
+/// Subscribes `user` to chat notifications with the channel's callbackURL; returns the
+/// subscription's URL.
 async fn subscribe(s: &Server, user: &str, ch: &NotificationChannel, data: &str) -> String {
-    let sub = ChatSubscription {
-        callback_reference: netapi_chat_api::CallbackReference {
-            notify_url: ch.callback_url.clone().expect("callbackURL"),
-            callback_data: Some(data.to_owned()),
-            notification_format: None,
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    };
-    let a = send_doc("POST", &s.urls().subscriptions(user), Format::Json, &sub).await;
-    assert_eq!(a.status, 201, "subscribe with the callbackURL: {}", a.body);
-    a.header("location").to_owned()
+    let mut doc = docs::subscription(ch.callback_url.as_deref().expect("callbackURL"));
+    doc.callback_reference.callback_data = Some(data.to_owned());
+    let sub = chat::subscribe_with(s, user, &doc, Format::Json).await;
+    sub.resource_url.expect("resourceURL")
 }
 
 /// `from` invites `to` to a 1-1 chat (so `to` gets a sessionInvitationNotification); returns
 /// the session id.
 async fn invite(s: &Server, from: &str, to: &str, subject: &str) -> String {
-    let body = ChatSessionInformation {
-        subject: Some(subject.to_owned()),
-        participant: vec![ParticipantInformation {
-            address: to.to_owned(),
-            name: None,
-            is_originator: None,
-            status: None,
-            client_correlator: None,
-            resource_url: None,
-        }],
-        ..Default::default()
-    };
-    let a = send_doc("POST", &s.urls().chat_sessions(from), Format::Json, &body).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    a.header("location")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    chat::start_session(s, from, &docs::session(subject, &[to])).await
 }
 
 async fn poll(url: &str, f: Format) -> Answer {
@@ -211,7 +162,7 @@ async fn a_channel_is_created_read_listed_refreshed_and_deleted() {
         }
     }
     // A repeated create with the same clientCorrelator answers the same channel.
-    let mut req = channel_request(ChannelType::LongPolling, None, None);
+    let mut req = docs::channel(ChannelType::LongPolling, None, None);
     req.client_correlator = Some("once".to_owned());
     let first: NotificationChannel = send_doc("POST", &s.urls().channels(B), Format::Json, &req)
         .await
@@ -460,20 +411,10 @@ async fn two_users_channels_are_isolated() {
         assert_eq!(list.notification_channel, vec![mine.clone()]);
     }
     // She cannot subscribe with A's callbackURL (answered as any host that is not allowed).
-    let sub = ChatSubscription {
-        callback_reference: netapi_chat_api::CallbackReference {
-            notify_url: ch.callback_url.clone().unwrap(),
-            callback_data: None,
-            notification_format: None,
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    };
-    let body = String::from_utf8(netapi_chat_runtime::wire::encode(Format::Json, &sub)).unwrap();
+    let body = docs::encode(
+        Format::Json,
+        &docs::subscription(ch.callback_url.as_deref().unwrap()),
+    );
     let a = send(
         "POST",
         &s.urls().subscriptions(M),
@@ -511,7 +452,7 @@ async fn an_unsupported_channel_type_is_refused_with_pol1023() {
                 "POST",
                 &s.urls().channels(A),
                 f,
-                &channel_request(t, None, None),
+                &docs::channel(t, None, None),
             )
             .await;
             let e = a.assert_error(403, "POL1023", f);
@@ -537,7 +478,7 @@ async fn channel_values_and_counts_are_bounded() {
                 "POST",
                 &s.urls().channels(A),
                 f,
-                &channel_request(ChannelType::LongPolling, Some(bad), None),
+                &docs::channel(ChannelType::LongPolling, Some(bad), None),
             )
             .await;
             a.assert_error(400, "SVC0002", f);
@@ -546,7 +487,7 @@ async fn channel_values_and_counts_are_bounded() {
             "POST",
             &s.urls().channels(A),
             f,
-            &channel_request(ChannelType::LongPolling, None, Some(600)),
+            &docs::channel(ChannelType::LongPolling, None, Some(600)),
         )
         .await;
         assert_eq!(a.status, 201, "{}", a.body);
@@ -561,7 +502,7 @@ async fn channel_values_and_counts_are_bounded() {
         "POST",
         &s.urls().channels(A),
         Format::Json,
-        &channel_request(ChannelType::LongPolling, None, None),
+        &docs::channel(ChannelType::LongPolling, None, None),
     )
     .await;
     a.assert_error(403, "POL2008", Format::Json);
@@ -570,7 +511,7 @@ async fn channel_values_and_counts_are_bounded() {
 #[tokio::test]
 async fn a_channel_whose_lifetime_ends_goes_with_its_subscriptions() {
     let s = server(&[]);
-    let mut req = channel_request(ChannelType::LongPolling, None, Some(1));
+    let mut req = docs::channel(ChannelType::LongPolling, None, Some(1));
     req.channel_lifetime = Some(1);
     let a = send_doc("POST", &s.urls().channels(A), Format::Json, &req).await;
     let ch: NotificationChannel = a.decode();
@@ -698,7 +639,7 @@ async fn create_socket_channel(s: &Server, user: &str) -> NotificationChannel {
         "POST",
         &s.urls().channels(user),
         Format::Json,
-        &channel_request(ChannelType::WebSockets, None, Some(1)),
+        &docs::channel(ChannelType::WebSockets, None, Some(1)),
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, send_doc, send_empty};
+use support::docs::{self, last_segment};
+use support::{Listener, Server, chat, send_doc, send_empty};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -23,86 +24,30 @@ async fn subscribe(
     l: &Listener,
     format: Format,
     correlator: Option<&str>,
-) -> support::Answer {
+) -> ChatSubscription {
     let doc = ChatSubscription {
-        callback_reference: CallbackReference {
-            notify_url: l.url.clone(),
-            callback_data: Some(user.to_owned()),
-            notification_format: Some(if format == Format::Xml {
-                NotificationFormat::Xml
-            } else {
-                NotificationFormat::Json
-            }),
-        },
-        duration: None,
         client_correlator: correlator.map(str::to_owned),
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
+        ..docs::subscription_to(&l.url, user, format)
     };
-    let a = send_doc("POST", &srv.urls().subscriptions(user), format, &doc).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    a
+    chat::subscribe_with(srv, user, &doc, format).await
 }
 
 fn session_doc(invitees: &[&str], correlator: Option<&str>) -> ChatSessionInformation {
     ChatSessionInformation {
-        subject: Some("durable".into()),
-        participant: invitees
-            .iter()
-            .map(|a| ParticipantInformation {
-                address: (*a).to_owned(),
-                name: None,
-                is_originator: None,
-                status: None,
-                client_correlator: None,
-                resource_url: None,
-            })
-            .collect(),
-        originator_address: None,
-        originator_name: None,
-        status: None,
-        ended: None,
         client_correlator: correlator.map(str::to_owned),
-        resource_url: None,
+        ..docs::session("durable", invitees)
     }
-}
-
-fn last_segment(url: &str) -> String {
-    url.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
 /// A session started by `A` with every invitee connected; returns its id.
 async fn connected_session(srv: &Server, invitees: &[&str]) -> String {
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(A),
-        Format::Json,
-        &session_doc(invitees, None),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let sid = last_segment(a.header("location"));
-    for who in invitees {
-        let url = srv.urls().participant_status(who, &sid, who);
-        let st = ParticipantSessionStatus {
-            status: ParticipantStatus::Connected,
-        };
-        assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
-    }
-    sid
+    chat::connected_session(srv, A, &session_doc(invitees, None)).await
 }
 
 fn message(text: &str, correlator: Option<&str>) -> ChatMessage {
     ChatMessage {
-        text: text.to_owned(),
-        success_report: None,
-        report_request: vec![],
         client_correlator: correlator.map(str::to_owned),
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
+        ..docs::message(text)
     }
 }
 
@@ -218,7 +163,7 @@ async fn sigkill_during_a_burst_loses_nothing_committed() {
         ok.len()
     );
 
-    let srv = Server::start_in(&dir, &env, None);
+    let srv = Server::restart(dir, &env);
     // Every message that got a 201 is stored and readable by its sender.
     for (user, text, mid) in &ok {
         let a = send_empty("GET", &srv.urls().message(user, &sid, mid), Format::Json).await;
@@ -363,20 +308,12 @@ async fn a_pending_invitation_times_out_on_schedule_across_a_restart() {
     subscribe(&srv, A, &la, Format::Json, None).await;
     subscribe(&srv, B, &lb, Format::Json, None).await;
     let created = Instant::now();
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(A),
-        Format::Json,
-        &session_doc(&[B], None),
-    )
-    .await;
-    assert_eq!(a.status, 201);
-    let sid = last_segment(a.header("location"));
+    let sid = chat::start_session(&srv, A, &session_doc(&[B], None)).await;
     lb.wait_for(1).await;
 
     let dir = srv.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let srv = Server::start_in(&dir, &env, None);
+    let srv = Server::restart(dir, &env);
 
     let n = la.nth(1).await;
     let elapsed = created.elapsed();
@@ -403,7 +340,7 @@ async fn correlator_replays(format: Format) {
     let (la, lb) = (Listener::start().await, Listener::start().await);
     let first = subscribe(&srv, A, &la, format, Some("sub-1")).await;
     let again = subscribe(&srv, A, &la, format, Some("sub-1")).await;
-    let (s1, s2): (ChatSubscription, ChatSubscription) = (first.decode(), again.decode());
+    let (s1, s2) = (first, again);
     assert_eq!(
         s1.resource_url, s2.resource_url,
         "[{format:?}] same subscription"
@@ -467,17 +404,10 @@ async fn a_callback_answering_410_disables_its_subscription() {
     let srv = Server::default_for_tests();
     let (la, lb) = (Listener::start().await, Listener::start().await);
     subscribe(&srv, A, &la, Format::Json, None).await;
-    let sub: ChatSubscription = subscribe(&srv, B, &lb, Format::Json, None).await.decode();
+    let sub = subscribe(&srv, B, &lb, Format::Json, None).await;
     assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
     lb.set_status(410);
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(A),
-        Format::Json,
-        &session_doc(&[B], None),
-    )
-    .await;
-    assert_eq!(a.status, 201);
+    chat::start_session(&srv, A, &session_doc(&[B], None)).await;
     let url = sub.resource_url.unwrap_or_default();
     // The subscription stays, disabled, in both formats.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -493,14 +423,7 @@ async fn a_callback_answering_410_disables_its_subscription() {
         got.status_reason.as_deref(),
         Some("the callback answered 410 Gone")
     );
-    let xml = send_empty("GET", &url, Format::Xml).await;
-    assert!(
-        xml.body
-            .contains("<subscriptionStatus>Disabled</subscriptionStatus>"),
-        "{}",
-        xml.body
-    );
-    support::xsd_validate(&xml.body);
+    chat::assert_disabled_in_xml(&url).await;
     // Nothing more is tried: a second session's invitation is not sent to it.
     lb.set_status(204);
     let a = send_doc(

@@ -9,13 +9,12 @@
 mod support;
 
 use netapi_chat_api::{
-    CallbackReference, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, MessageDeliveryStatus, MessageStatus,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
-    RequestError, ResourceReference,
+    ChatMessage, ChatSessionInformation, ChatSubscription, MessageDeliveryStatus, MessageStatus,
+    ParticipantList, ParticipantSessionStatus, ParticipantStatus, RequestError,
 };
 use netapi_chat_runtime::Format;
-use support::{Answer, Server, enc, send, send_doc, send_empty};
+use support::docs::{self, last_segment};
+use support::{Answer, Face, Server, enc, send, send_doc, send_empty};
 
 const ALICE: &str = "tel:+15551230001";
 const BOB: &str = "sip:bob@example.com";
@@ -35,75 +34,15 @@ struct Ctx<'a> {
     f: Format,
 }
 
-fn pi(address: &str) -> ParticipantInformation {
-    ParticipantInformation {
-        address: address.to_owned(),
-        name: None,
-        is_originator: None,
-        status: None,
-        client_correlator: None,
-        resource_url: None,
-    }
-}
-
 fn session_doc(participants: &[&str]) -> ChatSessionInformation {
-    ChatSessionInformation {
-        subject: Some(SUBJECT.to_owned()),
-        participant: participants.iter().map(|a| pi(a)).collect(),
-        ..Default::default()
-    }
+    docs::session(SUBJECT, participants)
 }
 
 fn message_doc(text: &str) -> ChatMessage {
     ChatMessage {
-        text: text.to_owned(),
         success_report: Some(true),
-        report_request: Vec::new(),
-        client_correlator: None,
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
+        ..docs::message(text)
     }
-}
-
-fn subscription_doc(notify_url: &str) -> ChatSubscription {
-    ChatSubscription {
-        callback_reference: CallbackReference {
-            notify_url: notify_url.to_owned(),
-            callback_data: None,
-            notification_format: None,
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    }
-}
-
-/// A document as this format writes it (for bodies sent with [`Ctx::raw`]).
-fn encode<T: netapi_chat_runtime::wire::Document>(f: Format, doc: &T) -> String {
-    String::from_utf8(netapi_chat_runtime::wire::encode(f, doc)).unwrap()
-}
-
-/// The last path segment of a resource URL (ids are `[a-z0-9-]`, so no decoding needed).
-fn last_segment(url: &str) -> String {
-    url.rsplit('/').next().unwrap().to_owned()
-}
-
-/// The exception's text with its `%n` placeholders filled.
-fn rendered(e: &RequestError) -> String {
-    let ex = e
-        .service_exception
-        .as_ref()
-        .or(e.policy_exception.as_ref())
-        .unwrap();
-    let mut out = ex.text.clone();
-    for (i, v) in ex.variables.iter().enumerate().rev() {
-        out = out.replace(&format!("%{}", i + 1), v);
-    }
-    out
 }
 
 impl Ctx<'_> {
@@ -165,17 +104,18 @@ impl Ctx<'_> {
         );
     }
 
+    /// The two-format client in this context's format.
+    fn face(&self) -> Face<'_> {
+        Face::for_format(self.f, self.srv)
+    }
+
     /// `originator` starts a session with `invitees`; returns its id.
     async fn create(&self, originator: &str, invitees: &[&str]) -> String {
-        let a = send_doc(
-            "POST",
-            &self.urls().chat_sessions(originator),
-            self.f,
-            &session_doc(invitees),
-        )
-        .await;
-        self.ok("create session", &a, 201);
-        let s: ChatSessionInformation = a.decode();
+        let (_, s) = self
+            .face()
+            .create_session(originator, &session_doc(invitees))
+            .await
+            .created();
         last_segment(&s.resource_url.expect("resourceURL"))
     }
 
@@ -191,10 +131,10 @@ impl Ctx<'_> {
     }
 
     async fn accept(&self, user: &str, sid: &str) {
-        let a = self
+        self.face()
             .set_status(user, sid, user, ParticipantStatus::Connected)
-            .await;
-        self.ok("accept", &a, 200);
+            .await
+            .ok(200);
     }
 
     async fn post_message(&self, user: &str, sid: &str, text: &str) -> Answer {
@@ -209,9 +149,11 @@ impl Ctx<'_> {
 
     /// `user` sends a message; returns its id.
     async fn message(&self, user: &str, sid: &str, text: &str) -> String {
-        let a = self.post_message(user, sid, text).await;
-        self.ok("send message", &a, 201);
-        let r: ResourceReference = a.decode();
+        let (_, r) = self
+            .face()
+            .send_message(user, sid, &message_doc(text))
+            .await
+            .created();
         last_segment(&r.resource_url)
     }
 
@@ -230,9 +172,7 @@ impl Ctx<'_> {
     // ------------------------------------------------------------------ state read back
 
     async fn session(&self, user: &str, sid: &str) -> ChatSessionInformation {
-        let a = self.get(&self.urls().session(user, sid)).await;
-        self.ok("get session", &a, 200);
-        a.decode()
+        self.face().get_session(user, sid).await.ok(200)
     }
 
     async fn participants(
@@ -240,9 +180,7 @@ impl Ctx<'_> {
         user: &str,
         sid: &str,
     ) -> Vec<(String, Option<ParticipantStatus>)> {
-        let a = self.get(&self.urls().participants(user, sid)).await;
-        self.ok("list participants", &a, 200);
-        let l: ParticipantList = a.decode();
+        let l = self.face().list_participants(user, sid).await.ok(200);
         l.participant
             .into_iter()
             .map(|p| (p.address, p.status))
@@ -250,31 +188,26 @@ impl Ctx<'_> {
     }
 
     async fn messages(&self, user: &str, sid: &str) -> Vec<String> {
-        let a = self.get(&self.urls().messages(user, sid)).await;
-        self.ok("list messages", &a, 200);
-        let l: ChatMessageList = a.decode();
+        let l = self.face().list_messages(user, sid).await.ok(200);
         l.chat_message.into_iter().map(|m| m.text).collect()
     }
 
     async fn session_count(&self, user: &str) -> usize {
-        let a = self.get(&self.urls().chat_sessions(user)).await;
-        self.ok("list sessions", &a, 200);
-        let l: ChatSessionList = a.decode();
+        let l = self.face().list_sessions(user).await.ok(200);
         l.chat_session_information.len()
     }
 
     async fn subscription_count(&self, user: &str) -> usize {
-        let a = self.get(&self.urls().subscriptions(user)).await;
-        self.ok("list subscriptions", &a, 200);
-        let l: ChatSubscriptionList = a.decode();
+        let l = self.face().list_subscriptions(user).await.ok(200);
         l.chat_subscription.len()
     }
 
     async fn message_status(&self, user: &str, sid: &str, mid: &str) -> MessageStatus {
-        let a = self.get(&self.urls().message_status(user, sid, mid)).await;
-        self.ok("get message status", &a, 200);
-        let s: MessageDeliveryStatus = a.decode();
-        s.status
+        self.face()
+            .get_delivery(user, sid, mid)
+            .await
+            .ok(200)
+            .status
     }
 }
 
@@ -329,7 +262,7 @@ async fn outsider_cases(c: &Ctx<'_>) {
             status: MessageStatus::Delivered,
         };
         let invite = ParticipantList {
-            participant: vec![pi(DAVE)],
+            participant: vec![docs::participant(DAVE)],
             resource_url: None,
             link: Vec::new(),
         };
@@ -354,20 +287,20 @@ async fn outsider_cases(c: &Ctx<'_>) {
                 "POST own status",
                 "POST",
                 format!("/participants/{}/status", enc(outsider)),
-                Some(encode(c.f, &accept)),
+                Some(docs::encode(c.f, &accept)),
             ),
             (
                 "POST participants",
                 "POST",
                 "/participants".into(),
-                Some(encode(c.f, &invite)),
+                Some(docs::encode(c.f, &invite)),
             ),
             ("GET messages", "GET", "/messages".into(), None),
             (
                 "POST message",
                 "POST",
                 "/messages".into(),
-                Some(encode(c.f, &msg)),
+                Some(docs::encode(c.f, &msg)),
             ),
             ("GET message", "GET", format!("/messages/{mid}"), None),
             (
@@ -380,7 +313,7 @@ async fn outsider_cases(c: &Ctx<'_>) {
                 "POST confirm",
                 "POST",
                 format!("/messages/{mid}/status"),
-                Some(encode(c.f, &confirm)),
+                Some(docs::encode(c.f, &confirm)),
             ),
         ];
         for (what, method, rest, body) in reqs {
@@ -407,8 +340,8 @@ async fn outsider_cases(c: &Ctx<'_>) {
             );
             assert_eq!(real.content_type(), none.content_type());
             assert_eq!(
-                rendered(&e_real).replace(sid, "SID"),
-                rendered(&e_none).replace(fake, "SID")
+                docs::rendered(&e_real).replace(sid, "SID"),
+                docs::rendered(&e_none).replace(fake, "SID")
             );
             for secret in [ALICE, BOB, SUBJECT, SECRET_TEXT, &enc(ALICE), &enc(BOB)] {
                 assert!(
@@ -500,7 +433,7 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
         "POST",
         &c.urls().subscriptions(DAVE),
         c.f,
-        &subscription_doc("http://127.0.0.1:9/notify"),
+        &docs::subscription("http://127.0.0.1:9/notify"),
     )
     .await;
     c.ok("create subscription", &sub, 201);
@@ -533,7 +466,7 @@ async fn bad_address_cases(c: &Ctx<'_>) {
     for user in ["bogus", "tel:5551"] {
         let a = c.get(&c.urls().chat_sessions(user)).await;
         let e = c.refused(&format!("GET sessions of {user}"), &a, 400, "SVC0004");
-        assert!(rendered(&e).contains(user), "{}", rendered(&e));
+        assert!(docs::rendered(&e).contains(user), "{}", docs::rendered(&e));
         let a = c.get(&c.urls().subscriptions(user)).await;
         c.refused(&format!("GET subscriptions of {user}"), &a, 400, "SVC0004");
         let a = send_doc(
@@ -555,7 +488,11 @@ async fn bad_address_cases(c: &Ctx<'_>) {
     )
     .await;
     let e = c.refused("create session with mailto participant", &a, 400, "SVC0004");
-    assert!(rendered(&e).contains("mailto:x@y"), "{}", rendered(&e));
+    assert!(
+        docs::rendered(&e).contains("mailto:x@y"),
+        "{}",
+        docs::rendered(&e)
+    );
     let a = send_doc(
         "POST",
         &c.urls().chat_sessions(ALICE),
@@ -764,7 +701,7 @@ async fn cancel_cases(c: &Ctx<'_>) {
 /// invitee who has not accepted 403, too many 403 `POL1017`, a bad address 400 `SVC0004`.
 async fn invite_cases(c: &Ctx<'_>) {
     let invite = |addresses: &[&str]| ParticipantList {
-        participant: addresses.iter().map(|a| pi(a)).collect(),
+        participant: addresses.iter().map(|a| docs::participant(a)).collect(),
         resource_url: None,
         link: Vec::new(),
     };
@@ -824,7 +761,7 @@ async fn create_cases(c: &Ctx<'_>) {
     )
     .await;
     let e = c.refused("duplicate participant", &a, 403, "POL0013");
-    assert!(rendered(&e).contains(BOB), "{}", rendered(&e));
+    assert!(docs::rendered(&e).contains(BOB), "{}", docs::rendered(&e));
 
     let a = send_doc(
         "POST",
@@ -853,7 +790,7 @@ async fn create_cases(c: &Ctx<'_>) {
     )
     .await;
     let e = c.refused("101 participants", &a, 403, "POL1017");
-    assert!(rendered(&e).contains("100"), "{}", rendered(&e));
+    assert!(docs::rendered(&e).contains("100"), "{}", docs::rendered(&e));
 
     assert_eq!(
         c.session_count(ALICE).await,
@@ -901,7 +838,11 @@ async fn malformed_cases(c: &Ctx<'_>) {
     );
     let a = c.raw("POST", &c.urls().messages(ALICE, &sid), &b).await;
     let e = c.refused("chatMessage without text", &a, 400, "SVC0002");
-    assert!(rendered(&e).contains("text"), "{}", rendered(&e));
+    assert!(
+        docs::rendered(&e).contains("text"),
+        "{}",
+        docs::rendered(&e)
+    );
     assert_eq!(c.messages(BOB, &sid).await, before_messages);
 
     // chatSubscription without callbackReference.
@@ -918,9 +859,9 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "SVC0002",
     );
     assert!(
-        rendered(&e).contains("callbackReference"),
+        docs::rendered(&e).contains("callbackReference"),
         "{}",
-        rendered(&e)
+        docs::rendered(&e)
     );
 
     // notifyURL that is not an absolute http(s) URL.
@@ -929,15 +870,19 @@ async fn malformed_cases(c: &Ctx<'_>) {
             "POST",
             &c.urls().subscriptions(DAVE),
             c.f,
-            &subscription_doc(url),
+            &docs::subscription(url),
         )
         .await;
         let e = c.refused(&format!("notifyURL {url:?}"), &a, 400, "SVC0002");
-        assert!(rendered(&e).contains("notifyURL"), "{}", rendered(&e));
+        assert!(
+            docs::rendered(&e).contains("notifyURL"),
+            "{}",
+            docs::rendered(&e)
+        );
     }
-    let mut negative = subscription_doc("http://127.0.0.1:9/notify");
+    let mut negative = docs::subscription("http://127.0.0.1:9/notify");
     negative.duration = Some(-5);
-    let b = encode(c.f, &negative);
+    let b = docs::encode(c.f, &negative);
     let a = c.raw("POST", &c.urls().subscriptions(DAVE), &b).await;
     c.refused("negative duration", &a, 400, "SVC0002");
 
@@ -977,7 +922,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
     let url = c.urls().participant_status(BOB, &sid, BOB);
     let a = c.raw("POST", &url, &b).await;
     let e = c.refused("participant status Bogus", &a, 400, "SVC0002");
-    let text = rendered(&e);
+    let text = docs::rendered(&e);
     for v in ["Bogus", "Invited", "Connected", "Disconnected"] {
         assert!(
             text.contains(v),
@@ -994,7 +939,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
     let url = c.urls().message_status(BOB, &sid, &mid);
     let a = c.raw("POST", &url, &b).await;
     let e = c.refused("message status Bogus", &a, 400, "SVC0002");
-    let text = rendered(&e);
+    let text = docs::rendered(&e);
     for v in ["Bogus", "Sent", "Delivered", "Displayed", "Failed"] {
         assert!(
             text.contains(v),
@@ -1033,13 +978,13 @@ async fn huge_duration_is_answered() {
     for f in FORMATS {
         let c = Ctx { srv: &srv, f };
         let before = c.subscription_count(DAVE).await;
-        let mut doc = subscription_doc("http://127.0.0.1:9/notify");
+        let mut doc = docs::subscription("http://127.0.0.1:9/notify");
         doc.duration = Some(i64::MAX);
         let sent = support::http_client(support::APP_TOKEN)
             .post(c.urls().subscriptions(DAVE))
             .header("content-type", f.media_type())
             .header("accept", f.media_type())
-            .body(encode(f, &doc))
+            .body(docs::encode(f, &doc))
             .send()
             .await;
         let resp = sent.unwrap_or_else(|e| panic!("[{f:?}] duration i64::MAX: no answer: {e}"));

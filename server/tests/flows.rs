@@ -9,33 +9,27 @@ mod support;
 // (subscriptions asking for XML notifications; every XML body sent or received, notifications
 // included, is validated against the generated XSD by the support helpers).
 //
-// Each flow runs a second time with every user's notifications coming through a notification
-// channel instead of a callback (issue 15): the user's application creates a long-poll channel,
-// subscribes with the channel's callbackURL, and a poll loop hands what each poll answers
-// (decoded from the poll's `notificationList`, XML validated against the XSD) to the user's
-// listener, so the very same checks apply to what came through the channel.
+// Each flow runs again with every user's notifications coming through a notification channel
+// instead of a callback (issue 15), long polling (`…_channel_*`) and WebSockets (`…_socket_*`):
+// the user's application creates a channel, subscribes with the channel's callbackURL, and a
+// relay (`support::channel`) hands every notification it gets (decoded from the
+// `notificationList`, XML validated against the XSD) to the user's listener, so the very same
+// checks apply to what came through the channel.
 
 use netapi_chat_api::{
-    ChannelData, ChannelNotification, ChannelType, NotificationChannel, NotificationList,
-};
-use netapi_chat_api::{
-    ChatEventNotification, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, EventType, Link, MessageDeliveryNotification,
-    MessageDeliveryStatus, MessageNotification, MessageStatus, NotificationFormat,
+    ChannelType, ChatEventNotification, ChatMessage, ChatSessionInformation, ChatSubscription,
+    EventType, Link, MessageDeliveryNotification, MessageNotification, MessageStatus,
     ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
-    ParticipantStatusNotification, RequestError, ResourceReference, SessionInvitationNotification,
+    ParticipantStatusNotification, SessionInvitationNotification,
     SubscriptionCancellationNotification,
 };
-use netapi_chat_client::types as ct;
-use netapi_chat_client::{Error as ClientError, ResponseValue};
-use netapi_chat_runtime::Format;
-use netapi_chat_runtime::wire::{self, Document};
-use netapi_chat_runtime::xml::XmlLimits;
-use serde::Serialize;
+use netapi_chat_runtime::wire::Document;
 use std::cell::Cell;
 use std::fmt::Debug;
 use std::time::Duration;
-use support::{Answer, Listener, Received, Server, send_doc, send_empty};
+use support::channel::Relay;
+use support::docs::{self, last_segment};
+use support::{Face, Listener, Received, Server, Via, Wire};
 
 use ParticipantStatus::{Connected, Disconnected, Invited};
 
@@ -49,723 +43,7 @@ const D: &str = "sip:dave@example.org";
 /// How long "nothing more arrives" is watched.
 const QUIET: Duration = Duration::from_millis(300);
 
-// ------------------------------------------------------------------------------------ faces
-
-/// Which face of the API a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wire {
-    /// JSON through the progenitor client.
-    Json,
-    /// XML over raw HTTP.
-    Xml,
-}
-
-impl Wire {
-    fn format(self) -> Format {
-        match self {
-            Wire::Json => Format::Json,
-            Wire::Xml => Format::Xml,
-        }
-    }
-
-    fn notification_format(self) -> NotificationFormat {
-        match self {
-            Wire::Json => NotificationFormat::Json,
-            Wire::Xml => NotificationFormat::Xml,
-        }
-    }
-}
-
-/// One answer, whatever the face: status, `Location`, the decoded body or the decoded error.
-#[derive(Debug)]
-struct Resp<T> {
-    status: u16,
-    location: Option<String>,
-    body: Option<T>,
-    error: Option<RequestError>,
-}
-
-impl<T: Debug> Resp<T> {
-    /// Asserts a success `status` with a body, and returns the body.
-    #[track_caller]
-    fn ok(self, status: u16) -> T {
-        assert_eq!(self.status, status, "status; error: {:?}", self.error);
-        self.body.expect("a response body")
-    }
-
-    /// Asserts a success `status` with a body, and returns the `Location` header and the body.
-    #[track_caller]
-    fn created(self) -> (String, T) {
-        assert_eq!(self.status, 201, "status; error: {:?}", self.error);
-        let location = self.location.expect("a Location header on 201");
-        (location, self.body.expect("a response body"))
-    }
-
-    /// Asserts a body-less success.
-    #[track_caller]
-    fn no_content(self) {
-        assert_eq!(self.status, 204, "status; error: {:?}", self.error);
-        assert!(self.body.is_none(), "204 has no body: {:?}", self.body);
-    }
-
-    /// Asserts an OMA error: status and exception id (`None`: any service exception).
-    #[track_caller]
-    fn fails(self, status: u16, message_id: Option<&str>) {
-        assert_eq!(self.status, status, "status; body: {:?}", self.body);
-        let e = self.error.expect("an OMA requestError");
-        let ex = e
-            .service_exception
-            .as_ref()
-            .or(e.policy_exception.as_ref())
-            .expect("an exception");
-        match message_id {
-            Some(id) => assert_eq!(ex.message_id, id, "exception id: {ex:?}"),
-            None => assert!(e.service_exception.is_some(), "a serviceException: {e:?}"),
-        }
-        if ex.message_id.starts_with("POL") {
-            assert!(
-                e.policy_exception.is_some(),
-                "POL ids are policyExceptions: {e:?}"
-            );
-        }
-    }
-}
-
-type ClientResult<C> = Result<ResponseValue<C>, ClientError<ct::RequestErrorRoot>>;
-
-fn header(h: &http::HeaderMap, name: &str) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-/// A progenitor (JSON) value as the server's document type: the same JSON, decoded by the
-/// runtime that decodes request bodies.
-fn doc<C: Serialize, T: Document>(c: C) -> Option<T> {
-    let json = serde_json::to_vec(&c).expect("progenitor value serializes");
-    Some(
-        wire::decode(Format::Json, &json, &XmlLimits::default())
-            .unwrap_or_else(|e| panic!("{} from the client: {e:?}", T::NAME)),
-    )
-}
-
-/// A document as the progenitor client's request type (same JSON).
-fn to_client<C: serde::de::DeserializeOwned, T: Document>(d: &T) -> C {
-    serde_json::from_slice(&wire::encode(Format::Json, d)).expect("progenitor type takes the JSON")
-}
-
-fn nothing<C>(_: C) -> Option<()> {
-    None
-}
-
-async fn from_client<C: Serialize, T>(r: ClientResult<C>, conv: fn(C) -> Option<T>) -> Resp<T> {
-    match r {
-        Ok(v) => {
-            let status = v.status().as_u16();
-            let location = header(v.headers(), "location");
-            let content_type = header(v.headers(), "content-type").unwrap_or_default();
-            let body = conv(v.into_inner());
-            if body.is_some() {
-                assert!(
-                    content_type.starts_with("application/json"),
-                    "Content-Type {content_type}"
-                );
-            }
-            Resp {
-                status,
-                location,
-                body,
-                error: None,
-            }
-        }
-        Err(ClientError::ErrorResponse(v)) => {
-            let status = v.status().as_u16();
-            let content_type = header(v.headers(), "content-type").unwrap_or_default();
-            assert!(
-                content_type.starts_with("application/json"),
-                "error Content-Type {content_type}"
-            );
-            Resp {
-                status,
-                location: None,
-                body: None,
-                error: doc(v.into_inner()),
-            }
-        }
-        Err(ClientError::UnexpectedResponse(r)) => {
-            let status = r.status();
-            let body = r.text().await.unwrap_or_default();
-            panic!("a response the spec does not declare: {status} {body}")
-        }
-        Err(e) => panic!("client error: {e}"),
-    }
-}
-
-fn xml_doc<T: Document>(a: &Answer) -> T {
-    a.decode()
-}
-
-fn from_xml<T>(a: Answer, conv: fn(&Answer) -> T) -> Resp<T> {
-    let location = Some(a.header("location").to_owned()).filter(|l| !l.is_empty());
-    if (200..300).contains(&a.status) {
-        let body = (!a.body.is_empty()).then(|| {
-            assert!(
-                a.content_type().starts_with("application/xml"),
-                "Content-Type {}",
-                a.content_type()
-            );
-            conv(&a)
-        });
-        Resp {
-            status: a.status,
-            location,
-            body,
-            error: None,
-        }
-    } else {
-        assert!(
-            a.content_type().starts_with("application/xml"),
-            "error Content-Type {}",
-            a.content_type()
-        );
-        Resp {
-            status: a.status,
-            location,
-            body: None,
-            error: Some(a.decode()),
-        }
-    }
-}
-
-/// Where a face's users get their notifications.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Via {
-    /// POSTed to the user's callback listener.
-    Callback,
-    /// Through a long-poll notification channel (relayed to the listener by [`Relay`]).
-    Channel,
-    /// Through a WebSockets notification channel (relayed to the listener by [`Relay`]).
-    Socket,
-}
-
-/// The API as a flow uses it, in one format. Ids are plain (unencoded); each face builds its
-/// own URLs.
-struct Face<'s> {
-    wire: Wire,
-    via: Via,
-    server: &'s Server,
-    client: netapi_chat_client::Client,
-}
-
-/// A poll loop on a user's notification channel: every notification a poll answers is POSTed,
-/// as the document a callback would have received, to the user's listener. Stops with the
-/// user (or when the channel is gone).
-struct Relay(tokio::task::JoinHandle<()>);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Relay {
-    fn start(channel_url: String, format: Format, listener_url: String) -> Relay {
-        Relay(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            loop {
-                let a = send_empty("POST", &channel_url, format).await;
-                if a.status == 404 {
-                    return;
-                }
-                assert_eq!(a.status, 200, "poll of {channel_url}: {}", a.body);
-                let list: NotificationList = a.decode();
-                for e in list.notification {
-                    let id = e.webhook_id.clone();
-                    let body = entry_body(e, format);
-                    http.post(&listener_url)
-                        .header(http::header::CONTENT_TYPE, format.media_type())
-                        .header("webhook-id", &id)
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("relay to the listener");
-                }
-            }
-        }))
-    }
-
-    /// A socket loop on a WebSockets channel: each frame (one notification) is handed to the
-    /// listener, then acknowledged by sending its `webhookId` back.
-    fn start_socket(channel_url: String, format: Format, listener_url: String) -> Relay {
-        Relay(tokio::spawn(async move {
-            use futures_util::{SinkExt, StreamExt};
-            use tokio_tungstenite::tungstenite::Message;
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut request = channel_url.as_str().into_client_request().expect("ws URL");
-            let h = request.headers_mut();
-            h.insert(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", support::APP_TOKEN).parse().unwrap(),
-            );
-            h.insert(http::header::ACCEPT, format.media_type().parse().unwrap());
-            let host = request.uri().authority().expect("host").to_string();
-            let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
-            let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
-                .await
-                .expect("WebSocket handshake");
-            let http = reqwest::Client::new();
-            while let Some(Ok(m)) = ws.next().await {
-                let Message::Text(t) = m else { continue };
-                if format == Format::Xml {
-                    support::xsd_validate(&t);
-                }
-                let mut list: NotificationList =
-                    wire::decode(format, t.as_bytes(), &XmlLimits::default())
-                        .expect("a frame is a notificationList");
-                assert_eq!(list.notification.len(), 1, "one notification a frame: {t}");
-                let e = list.notification.remove(0);
-                let id = e.webhook_id.clone();
-                http.post(&listener_url)
-                    .header(http::header::CONTENT_TYPE, format.media_type())
-                    .header("webhook-id", &id)
-                    .body(entry_body(e, format))
-                    .send()
-                    .await
-                    .expect("relay to the listener");
-                ws.send(Message::Text(id.into()))
-                    .await
-                    .expect("acknowledge");
-            }
-        }))
-    }
-}
-
-/// The notification of a list entry, as the document a callback would have received.
-fn entry_body(e: ChannelNotification, format: Format) -> Vec<u8> {
-    match e {
-        ChannelNotification {
-            session_invitation_notification: Some(n),
-            ..
-        } => wire::encode(format, &n),
-        ChannelNotification {
-            participant_status_notification: Some(n),
-            ..
-        } => wire::encode(format, &n),
-        ChannelNotification {
-            chat_event_notification: Some(n),
-            ..
-        } => wire::encode(format, &n),
-        ChannelNotification {
-            message_notification: Some(n),
-            ..
-        } => wire::encode(format, &n),
-        ChannelNotification {
-            message_delivery_notification: Some(n),
-            ..
-        } => wire::encode(format, &n),
-        ChannelNotification {
-            subscription_cancellation_notification: Some(n),
-            ..
-        } => wire::encode(format, &n),
-        other => panic!("an entry without a notification: {other:?}"),
-    }
-}
-
-impl<'s> Face<'s> {
-    fn new(wire: Wire, server: &'s Server) -> Self {
-        Face {
-            wire,
-            via: Via::Callback,
-            server,
-            client: server.client(),
-        }
-    }
-
-    /// A face whose users get their notifications through notification channels (long
-    /// polling, or WebSockets when `socket`).
-    fn via_channel(wire: Wire, server: &'s Server, socket: bool) -> Self {
-        Face {
-            via: if socket { Via::Socket } else { Via::Channel },
-            ..Face::new(wire, server)
-        }
-    }
-
-    /// Creates a long-poll channel for `user` (a poll waits at most 1 s, so a relay notices a
-    /// finished test quickly); returns its callbackURL and channelURL.
-    async fn channel(&self, user: &str, channel_type: ChannelType) -> (String, String) {
-        let request = NotificationChannel {
-            client_correlator: None,
-            application_tag: Some("flows".to_owned()),
-            channel_type,
-            channel_data: Some(ChannelData {
-                channel_url: None,
-                max_notifications: Some(5),
-                max_wait_time: Some(1),
-            }),
-            channel_lifetime: None,
-            callback_url: None,
-            resource_url: None,
-        };
-        let a = send_doc(
-            "POST",
-            &self.server.urls().channels(user),
-            self.fmt(),
-            &request,
-        )
-        .await;
-        assert_eq!(a.status, 201, "channel created: {}", a.body);
-        let ch: NotificationChannel = a.decode();
-        let data = ch.channel_data.expect("channelData");
-        (
-            ch.callback_url.expect("a callbackURL"),
-            data.channel_url.expect("a channelURL"),
-        )
-    }
-
-    fn fmt(&self) -> Format {
-        self.wire.format()
-    }
-
-    // --- the URLs the server is expected to hand out (resourceURL, Location, links)
-
-    fn subs_url(&self, user: &str) -> String {
-        self.server.urls().subscriptions(user)
-    }
-    fn sub_url(&self, user: &str, id: &str) -> String {
-        self.server.urls().subscription(user, id)
-    }
-    fn sessions_url(&self, user: &str) -> String {
-        self.server.urls().chat_sessions(user)
-    }
-    fn session_url(&self, user: &str, sid: &str) -> String {
-        self.server.urls().session(user, sid)
-    }
-    fn participants_url(&self, user: &str, sid: &str) -> String {
-        self.server.urls().participants(user, sid)
-    }
-    fn participant_url(&self, user: &str, sid: &str, pid: &str) -> String {
-        self.server.urls().participant(user, sid, pid)
-    }
-    fn pstatus_url(&self, user: &str, sid: &str, pid: &str) -> String {
-        self.server.urls().participant_status(user, sid, pid)
-    }
-    fn messages_url(&self, user: &str, sid: &str) -> String {
-        self.server.urls().messages(user, sid)
-    }
-    fn message_url(&self, user: &str, sid: &str, mid: &str) -> String {
-        self.server.urls().message(user, sid, mid)
-    }
-    fn mstatus_url(&self, user: &str, sid: &str, mid: &str) -> String {
-        self.server.urls().message_status(user, sid, mid)
-    }
-
-    // --- the operations
-
-    async fn create_subscription(
-        &self,
-        user: &str,
-        body: &ChatSubscription,
-    ) -> Resp<ChatSubscription> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .create_chat_subscription(user, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.subs_url(user), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn list_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.list_chat_subscriptions(user, None, None).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.subs_url(user), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn get_subscription(&self, user: &str, id: &str) -> Resp<ChatSubscription> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_chat_subscription(user, id).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.sub_url(user, id), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn delete_subscription(&self, user: &str, id: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.delete_chat_subscription(user, id).await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("DELETE", &self.sub_url(user, id), self.fmt()).await,
-                |_| (),
-            ),
-        }
-    }
-
-    async fn create_session(
-        &self,
-        user: &str,
-        body: &ChatSessionInformation,
-    ) -> Resp<ChatSessionInformation> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .create_chat_session(user, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.sessions_url(user), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn list_sessions(&self, user: &str) -> Resp<ChatSessionList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.list_chat_sessions(user, None, None).await, doc).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.sessions_url(user), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn get_session(&self, user: &str, sid: &str) -> Resp<ChatSessionInformation> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_chat_session(user, sid).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.session_url(user, sid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn end_session(&self, user: &str, sid: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.delete_chat_session(user, sid).await, nothing).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("DELETE", &self.session_url(user, sid), self.fmt()).await,
-                |_| (),
-            ),
-        }
-    }
-
-    async fn list_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.list_participants(user, sid, None, None).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.participants_url(user, sid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn add_participants(
-        &self,
-        user: &str,
-        sid: &str,
-        body: &ParticipantList,
-    ) -> Resp<ParticipantList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .add_participants(user, sid, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.participants_url(user, sid), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn get_participant(
-        &self,
-        user: &str,
-        sid: &str,
-        pid: &str,
-    ) -> Resp<ParticipantInformation> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_participant(user, sid, pid).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.participant_url(user, sid, pid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn cancel_invitation(&self, user: &str, sid: &str, pid: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.cancel_invitation(user, sid, pid).await, nothing).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("DELETE", &self.participant_url(user, sid, pid), self.fmt()).await,
-                |_| (),
-            ),
-        }
-    }
-
-    async fn get_status(&self, user: &str, sid: &str, pid: &str) -> Resp<ParticipantSessionStatus> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.get_participant_status(user, sid, pid).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.pstatus_url(user, sid, pid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn set_status(
-        &self,
-        user: &str,
-        sid: &str,
-        pid: &str,
-        status: ParticipantStatus,
-    ) -> Resp<ParticipantSessionStatus> {
-        let body = ParticipantSessionStatus { status };
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .update_participant_status(user, sid, pid, &to_client(&body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.pstatus_url(user, sid, pid), self.fmt(), &body).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn list_messages(&self, user: &str, sid: &str) -> Resp<ChatMessageList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.list_messages(user, sid, None, None).await, doc).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.messages_url(user, sid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn send_message(
-        &self,
-        user: &str,
-        sid: &str,
-        body: &ChatMessage,
-    ) -> Resp<ResourceReference> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.send_message(user, sid, &to_client(body)).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.messages_url(user, sid), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn get_message(&self, user: &str, sid: &str, mid: &str) -> Resp<ChatMessage> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_message(user, sid, mid).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.message_url(user, sid, mid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn get_delivery(&self, user: &str, sid: &str, mid: &str) -> Resp<MessageDeliveryStatus> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .get_message_delivery_status(user, sid, mid)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.mstatus_url(user, sid, mid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
-    }
-
-    async fn confirm(&self, user: &str, sid: &str, mid: &str, status: MessageStatus) -> Resp<()> {
-        let body = MessageDeliveryStatus { status };
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .confirm_message_delivery(user, sid, mid, &to_client(&body))
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.mstatus_url(user, sid, mid), self.fmt(), &body).await,
-                |_| (),
-            ),
-        }
-    }
-
+impl Face<'_> {
     // --- composite steps
 
     /// Starts a listener and subscribes `addr` to it (notifications in this face's format),
@@ -786,19 +64,7 @@ impl<'s> Face<'s> {
                 (callback, Some(relay))
             }
         };
-        let request = ChatSubscription {
-            callback_reference: netapi_chat_api::CallbackReference {
-                notify_url,
-                callback_data: Some(callback_data.to_owned()),
-                notification_format: Some(self.wire.notification_format()),
-            },
-            duration: None,
-            client_correlator: None,
-            resource_url: None,
-            subscription_status: None,
-            status_reason: None,
-            signing_secret: None,
-        };
+        let request = docs::subscription_to(&notify_url, callback_data, self.fmt());
         let (location, mut sub) = self.create_subscription(addr, &request).await.created();
         // Its own signing secret is in the create's answer only; what is read later has none.
         assert!(
@@ -1107,7 +373,7 @@ struct User {
     sub_id: String,
     sub: ChatSubscription,
     listener: Listener,
-    /// The poll loop of the user's notification channel, when it has one.
+    /// The relay of the user's notification channel, when it has one.
     _relay: Option<Relay>,
     /// Notifications read so far.
     seen: Cell<usize>,
@@ -1156,14 +422,6 @@ async fn quiet(users: &[&User]) {
 
 // ------------------------------------------------------------------------------------ helpers
 
-fn last_segment(url: &str) -> String {
-    let seg = url.rsplit('/').next().unwrap_or_default();
-    percent_encoding::percent_decode_str(seg)
-        .decode_utf8()
-        .expect("utf-8")
-        .into_owned()
-}
-
 #[track_caller]
 fn assert_links(links: &[Link], want: &[(&str, String)]) {
     let mut got: Vec<(&str, &str)> = links
@@ -1178,12 +436,8 @@ fn assert_links(links: &[Link], want: &[(&str, String)]) {
 
 fn participant(address: &str, name: Option<&str>) -> ParticipantInformation {
     ParticipantInformation {
-        address: address.to_owned(),
         name: name.map(str::to_owned),
-        is_originator: None,
-        status: None,
-        client_correlator: None,
-        resource_url: None,
+        ..docs::participant(address)
     }
 }
 
@@ -1202,15 +456,7 @@ fn session_request(
 }
 
 fn text(t: &str) -> ChatMessage {
-    ChatMessage {
-        text: t.to_owned(),
-        success_report: None,
-        report_request: Vec::new(),
-        client_correlator: None,
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
-    }
+    docs::message(t)
 }
 
 // ------------------------------------------------------------------------------------ flows
@@ -1996,36 +1242,6 @@ async fn run_with_timeout(wire: Wire) {
     flow_7_1_4(&Face::new(wire, &server)).await;
 }
 
-/// A flow with every user's notifications coming through a long-poll notification channel.
-async fn run_channel<F>(wire: Wire, flow: F)
-where
-    F: for<'a> AsyncFnOnce(&'a Face<'a>),
-{
-    let server = Server::default_for_tests();
-    let face = Face::via_channel(wire, &server, false);
-    flow(&face).await;
-}
-
-async fn run_channel_with_timeout(wire: Wire) {
-    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
-    flow_7_1_4(&Face::via_channel(wire, &server, false)).await;
-}
-
-/// A flow with every user's notifications coming through a WebSockets notification channel.
-async fn run_socket<F>(wire: Wire, flow: F)
-where
-    F: for<'a> AsyncFnOnce(&'a Face<'a>),
-{
-    let server = Server::default_for_tests();
-    let face = Face::via_channel(wire, &server, true);
-    flow(&face).await;
-}
-
-async fn run_socket_with_timeout(wire: Wire) {
-    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
-    flow_7_1_4(&Face::via_channel(wire, &server, true)).await;
-}
-
 #[tokio::test]
 async fn flow_7_1_4_group_chat_with_timeout_json() {
     run_with_timeout(Wire::Json).await;
@@ -2094,6 +1310,36 @@ async fn flow_7_1_10_confirm_delivery_json() {
 #[tokio::test]
 async fn flow_7_1_10_confirm_delivery_xml() {
     run_default(Wire::Xml, flow_7_1_10).await;
+}
+
+/// A flow with every user's notifications coming through a long-poll notification channel.
+async fn run_channel<F>(wire: Wire, flow: F)
+where
+    F: for<'a> AsyncFnOnce(&'a Face<'a>),
+{
+    let server = Server::default_for_tests();
+    let face = Face::via_channel(wire, &server, false);
+    flow(&face).await;
+}
+
+async fn run_channel_with_timeout(wire: Wire) {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
+    flow_7_1_4(&Face::via_channel(wire, &server, false)).await;
+}
+
+/// A flow with every user's notifications coming through a WebSockets notification channel.
+async fn run_socket<F>(wire: Wire, flow: F)
+where
+    F: for<'a> AsyncFnOnce(&'a Face<'a>),
+{
+    let server = Server::default_for_tests();
+    let face = Face::via_channel(wire, &server, true);
+    flow(&face).await;
+}
+
+async fn run_socket_with_timeout(wire: Wire) {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
+    flow_7_1_4(&Face::via_channel(wire, &server, true)).await;
 }
 
 // ------------------------------------------------------------------ through notification channels

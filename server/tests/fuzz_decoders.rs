@@ -21,7 +21,7 @@
 //! - a document that decodes re-encodes, in the same format, to bytes that decode to the same
 //!   value; and it survives the other format too (JSON → XML → value equals the value, apart
 //!   from characters XML 1.0 cannot carry, which the writer replaces with U+FFFD, from the XML
-//!   size limits, and from the known asymmetry in `finding_json_accepts_what_xml_refuses`);
+//!   size limits; both decoders apply the same `Validate` rules, so nothing else may differ);
 //! - whatever `parse_document` accepts respects `XmlLimits` and holds only XML 1.0 characters.
 //!
 //! Case counts: `FUZZ_CASES` if set, else proptest's `PROPTEST_CASES`, else 256 per property;
@@ -36,6 +36,8 @@
 //! The attack tests at the end (10,000-deep nesting, billion laughs, external entities, 1 MiB
 //! attributes, …) also measure the peak heap each decode allocates, through a counting global
 //! allocator (per thread, so parallel tests do not disturb each other).
+
+mod support;
 
 use netapi_chat_api::*;
 use netapi_chat_runtime::media::{self, Format};
@@ -52,6 +54,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::doc_types::published;
 
 // ---------------------------------------------------------------------------------------------
 // Peak-heap accounting (per thread)
@@ -162,32 +165,8 @@ macro_rules! docs {
     };
 }
 
-docs![
-    ResourceReference,
-    RequestError,
-    ChatSubscription,
-    ChatSubscriptionList,
-    ParticipantInformation,
-    ParticipantList,
-    ChatSessionInformation,
-    ChatSessionList,
-    ParticipantSessionStatus,
-    ChatMessage,
-    ChatMessageList,
-    MessageDeliveryStatus,
-    SessionInvitationNotification,
-    ParticipantStatusNotification,
-    ChatEventNotification,
-    MessageNotification,
-    MessageDeliveryNotification,
-    SubscriptionCancellationNotification,
-    SubscriptionSecret,
-    DeadLetterList,
-    NotificationChannel,
-    NotificationChannelList,
-    NotificationChannelLifetime,
-    NotificationList,
-];
+// Every document type of the spec, from the one list (`support/doc_types.rs`).
+support::doc_types::for_each_document_type!(docs);
 
 fn limits() -> XmlLimits {
     XmlLimits::default()
@@ -367,12 +346,6 @@ fn check_doc<T: Document + std::fmt::Debug + PartialEq>(
         // The XML face has size limits the JSON one has not (a 1 MiB string is fine in JSON);
         // the HTTP body cap (64 KiB by default) keeps both below them for requests.
         Ok(Err(e)) if other == Format::Xml && e.rendered().contains("XML document too large") => {}
-        // Known asymmetry, reported with its reproducers in `finding_json_accepts_what_xml_refuses`:
-        // the XML readers enforce `minItems: 1` and `x-oma-choice`, the JSON ones do not.
-        Ok(Err(e))
-            if other == Format::Xml
-                && (e.rendered().contains("needs at least one")
-                    || e.rendered().contains("needs exactly one of")) => {}
         Ok(Err(e)) => {
             return fail(format!(
                 "decodes as {format:?} but its {other:?} encoding is refused: {e}\n{other:?}: {}",
@@ -541,13 +514,6 @@ const BOTH: &[Format] = &[Format::Json, Format::Xml];
 // ---------------------------------------------------------------------------------------------
 // Seeds: a valid JSON and XML encoding of every document type
 
-fn published() -> &'static Value {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| {
-        serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")
-    })
-}
-
 /// How a seed fills the schema.
 #[derive(Clone, Copy)]
 enum Fill {
@@ -573,18 +539,8 @@ fn sample(schema: &Value, depth: usize, fill: Fill) -> Value {
     }
     match schema["type"].as_str() {
         Some("object") => {
-            let choice: Vec<&str> = schema["x-oma-choice"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let required: Vec<&str> = schema["required"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let choice: Vec<&str> = support::doc_types::names(schema, "x-oma-choice");
+            let required: Vec<&str> = support::doc_types::names(schema, "required");
             let mut out = serde_json::Map::new();
             for (name, p) in schema["properties"].as_object().expect("properties") {
                 if choice.len() > 1 && choice[1..].contains(&name.as_str()) {
@@ -1630,17 +1586,11 @@ fn seeds_are_valid_and_cover_every_document_type() {
             assert_eq!(seed.xml.namespace.as_deref(), Some(doc.namespace));
         }
     }
-    let roots: BTreeSet<&str> = published()["components"]["schemas"]
-        .as_object()
-        .expect("schemas")
-        .iter()
-        .filter(|(_, s)| s["xml"]["name"].is_string())
-        .map(|(n, _)| n.as_str())
-        .collect();
     let covered: BTreeSet<&str> = DOCS.iter().map(|d| d.schema).collect();
     assert_eq!(
-        covered, roots,
-        "add new document types to docs![] in this file"
+        covered,
+        support::doc_types::root_schemas(),
+        "add new document types to support/doc_types.rs"
     );
 }
 
@@ -2177,16 +2127,14 @@ fn json_deep_nesting_and_huge_values() {
 // Findings: what the fuzzers found that is not fixed yet. Each test states the property that
 // fails, with the minimal reproducers; `cargo test --test fuzz_decoders -- --ignored` runs them.
 
-/// The JSON decoders accept documents the XML decoders refuse (structural rules generated only
-/// into the `XmlType::read` impls): an empty or `null` list where the schema has `minItems: 1`
-/// (`participant`, `link`), and a `requestError` with neither or both exceptions
-/// (`x-oma-choice`). A value decoded from JSON then has an XML encoding its own server refuses,
-/// and the two faces answer differently: `POST …/chatSessions/{id}/participants` with
-/// `{"participantList":{"participant":[]}}` (or `null`) is `201` (nobody added), the same empty
-/// list in XML is `400`. (`createChatSession` happens to refuse an empty list in its handler.)
-/// The fix belongs in codegen: the same checks in the serde path.
+/// Regression (a fuzzer finding, fixed): the JSON decoders accepted documents the XML decoders
+/// refused, because the structural rules were generated only into the `XmlType::read` impls: an
+/// empty or `null` list where the schema has `minItems: 1` (`participant`, `link`), and a
+/// `requestError` with neither or both exceptions (`x-oma-choice`). A value decoded from JSON
+/// then had an XML encoding its own server refused, and the two faces answered differently
+/// (`{"participantList":{"participant":[]}}` was `201`, the same empty list in XML `400`).
+/// Fixed in codegen: the rules are written once (`Validate`) and both decoders call them.
 #[test]
-/// Regression (a fuzzer finding, fixed): JSON must enforce minItems / x-oma-choice as XML does.
 fn json_enforces_what_xml_enforces() {
     let cases: [(&str, &[u8]); 6] = [
         ("ParticipantList", br#"{"participantList":{"participant":null}}"#),
@@ -2222,14 +2170,14 @@ fn json_enforces_what_xml_enforces() {
     );
 }
 
-/// A refusal quotes the offending value whole when it comes from serde (`invalid type: string
-/// "…"`), from the lenient JSON readers (`runtime/src/json.rs`: "`…` is not a boolean / an
-/// integer") or from a generated enum's `FromStr` ("`…` is not one of …", JSON and XML), while
-/// the XML readers cut quoted input to 64 characters (`xml::quote_input`). With a body near the
-/// 64 KiB cap the `requestError` then carries ~64 KiB of echo, and past the XML text limit its
-/// XML form is refused by a client that uses the same limits.
+/// Regression (a fuzzer finding, fixed): a refusal quoted the offending value whole when it
+/// came from serde (`invalid type: string "…"`), from the lenient JSON readers
+/// (`runtime/src/json.rs`: "`…` is not a boolean / an integer") or from a generated enum's
+/// `FromStr` ("`…` is not one of …", JSON and XML), while the XML readers cut quoted input to
+/// 64 characters (`xml::quote_input`). With a body near the 64 KiB cap the `requestError` then
+/// carried ~64 KiB of echo, and past the XML text limit its XML form was refused by a client
+/// that uses the same limits. Now every refusal quotes a bounded part.
 #[test]
-/// Regression (a fuzzer finding, fixed): refusals quote a bounded part of a huge value.
 fn refusals_quote_huge_values_bounded() {
     let big = "x".repeat(60_000);
     let cases = [

@@ -11,77 +11,11 @@ use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use netapi_chat_runtime::Format;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use support::{send, temp_data_dir};
+use support::{Server, send, send_authorized, temp_data_dir};
 
 const ALICE: &str = "tel:+15551230001";
 const BOB: &str = "sip:bob@example.com";
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
-
-/// The real binary with its stderr (the operator's log) kept in a file the test reads.
-struct LoggedServer {
-    base: String,
-    dir: PathBuf,
-    log: PathBuf,
-    child: Child,
-}
-
-impl LoggedServer {
-    /// Starts the server on a fresh data directory, free port, loopback callbacks allowed
-    /// unless `env` says otherwise, log level `info` (the most it writes), plus `env`.
-    fn start(env: &[(&str, &str)]) -> LoggedServer {
-        let dir = temp_data_dir();
-        let log = dir.join("stderr.log");
-        let stderr = std::fs::File::create(&log).expect("create log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
-        cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-            .env("NETAPI_CHAT_DATA_DIR", &dir)
-            .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
-            .env("NETAPI_CHAT_RATE_LIMIT", "0")
-            .env("NETAPI_CHAT_LOG_LEVEL", "info")
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start netapi-chat");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("read startup line");
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
-            .to_owned();
-        LoggedServer {
-            base,
-            dir,
-            log,
-            child,
-        }
-    }
-
-    /// The URL builders generated from the spec's paths, for this server.
-    fn urls(&self) -> netapi_chat_api::Urls {
-        netapi_chat_api::Urls::new(&self.base)
-    }
-
-    /// The log so far.
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for LoggedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A subscription request body with this `notifyURL`, in `format`, written by hand so that
 /// control characters travel as the client sent them (`&#13;` in XML keeps a CR that a literal
@@ -135,7 +69,7 @@ fn error_text(answer: &support::Answer, format: Format) -> String {
 
 #[tokio::test]
 async fn notify_url_with_control_characters_is_refused_and_never_logged_raw() {
-    let srv = LoggedServer::start(&[]);
+    let srv = Server::logged(&[]);
     let forged = "FORGED Dec 03 14:00:00.000 WARN netapi-chat: admin token rotated";
     for f in FORMATS {
         for bad in [
@@ -188,7 +122,7 @@ async fn notify_url_with_control_characters_is_refused_and_never_logged_raw() {
 }
 
 /// The log once it holds `needle` (a few seconds at most: the terminal drain is asynchronous).
-async fn wait_for_log(srv: &LoggedServer, needle: &str) -> String {
+async fn wait_for_log(srv: &Server, needle: &str) -> String {
     for _ in 0..50 {
         let log = srv.log_text();
         if log.contains(needle) {
@@ -201,7 +135,7 @@ async fn wait_for_log(srv: &LoggedServer, needle: &str) -> String {
 
 #[tokio::test]
 async fn refused_and_unknown_callback_hosts_get_one_text_naming_no_address() {
-    let srv = LoggedServer::start(&[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")]);
+    let srv = Server::logged(&[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")]);
     let mut urls = vec![
         "http://10.0.0.5/notify".to_owned(),
         "http://127.0.0.1:9/notify".to_owned(),
@@ -213,14 +147,7 @@ async fn refused_and_unknown_callback_hosts_get_one_text_naming_no_address() {
     ];
     // A DNS name that resolves to loopback (this machine's host name, in /etc/hosts), when it
     // does here: refused after resolution, the case that used to name the address.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 80))
-        .await
-        .map(|a| a.collect())
-        .unwrap_or_default();
+    let (host, resolved) = support::host_name_addresses().await;
     if !host.is_empty() && !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()) {
         urls.push(format!("http://{host}:9/notify"));
     }
@@ -254,7 +181,7 @@ const ISS: &str = "https://login.example.com/";
 const AUD: &str = "https://chat.example.com";
 
 /// A server that takes JWTs signed by the test key, plus `env`.
-fn jwt_server(env: &[(&str, &str)]) -> LoggedServer {
+fn jwt_server(env: &[(&str, &str)]) -> Server {
     let jwks_dir = temp_data_dir();
     let jwks = jwks_dir.join("jwks.json");
     let doc = json!({"keys": [{"kty": "EC", "kid": "ec-1", "use": "sig", "crv": "P-256",
@@ -267,7 +194,7 @@ fn jwt_server(env: &[(&str, &str)]) -> LoggedServer {
         ("NETAPI_CHAT_JWT_AUDIENCE", AUD),
     ];
     all.extend_from_slice(env);
-    let srv = LoggedServer::start(&all);
+    let srv = Server::logged(&all);
     // The JWKS was read at start.
     let _ = std::fs::remove_dir_all(&jwks_dir);
     srv
@@ -293,15 +220,9 @@ fn token(changes: &[(&str, Value)]) -> String {
 }
 
 /// `GET …/{user}/subscriptions` with `token`: the status and the error text, if any.
-async fn list_subscriptions(srv: &LoggedServer, user: &str, token: &str) -> support::Answer {
+async fn list_subscriptions(srv: &Server, user: &str, token: &str) -> support::Answer {
     let auth = format!("Bearer {token}");
-    send(
-        "GET",
-        &srv.urls().subscriptions(user),
-        &[("authorization", &auth), ("accept", "application/json")],
-        None,
-    )
-    .await
+    send_authorized("GET", &srv.urls().subscriptions(user), &auth, Format::Json).await
 }
 
 #[tokio::test]

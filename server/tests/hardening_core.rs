@@ -300,100 +300,12 @@ async fn cancel_and_reinvite_loop_hits_the_rate() {
 }
 
 // ---------------------------------------------------------------- items 13, 14, 15: the real
-// binary, started by hand to see its exit status and stderr.
+// binary, started under a umask to see its exit status and stderr.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-
-/// The binary, started through `sh -c 'umask …; exec …'` (no `pre_exec`, no unsafe), with
-/// its stderr collected.
-struct Raw {
-    child: Child,
-    /// `http://host:port` once it said it listens; `None` if it exited without listening.
-    base: Option<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Raw {
-    fn start(data_dir: &Path, env: &[(&str, &str)], umask: &str) -> Raw {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("umask {umask}; exec \"$0\""))
-            .arg(env!("CARGO_BIN_EXE_netapi-chat"))
-            .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-            .env("NETAPI_CHAT_DATA_DIR", data_dir)
-            .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
-            .env("NETAPI_CHAT_RATE_LIMIT", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start netapi-chat");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .map(str::to_owned);
-        Raw {
-            child,
-            base,
-            stderr,
-        }
-    }
-
-    /// The URL builders generated from the spec's paths, for this server.
-    fn urls(&self) -> netapi_chat_api::Urls {
-        netapi_chat_api::Urls::new(self.base.as_deref().expect("listening"))
-    }
-
-    /// Waits (up to `secs`) for the process to exit.
-    fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the stderr reader catch up.
-                std::thread::sleep(Duration::from_millis(100));
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Tmpfs, start_under_umask};
 
 fn fresh_dir(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
@@ -408,52 +320,6 @@ fn mode(p: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
-}
-
-/// A tmpfs of `size` mounted on a fresh directory (root with CAP_SYS_ADMIN, as in CI and this
-/// sandbox); unmounted on drop. `None` where mounting is not permitted: the test then says it
-/// was skipped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = fresh_dir("tmpfs");
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)");
-            return None;
-        }
-        Some(Tmpfs(dir))
-    }
-
-    fn remount_read_only(&self) {
-        let ok = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "remount read-only");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 /// The test token file (the harness's tokens), written into `dir`.
@@ -472,7 +338,7 @@ async fn first_start_under_umask_022_keeps_the_data_private() {
     std::fs::create_dir_all(&parent).unwrap();
     std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = parent.join("data");
-    let server = Raw::start(&dir, &[], "022");
+    let server = start_under_umask(&dir, &[], "022");
     assert!(server.base.is_some(), "not started: {}", server.stderr());
     // A write, so that the WAL holds something.
     let tokens = std::fs::read_to_string(dir.join("tokens")).expect("generated token file");
@@ -522,7 +388,7 @@ async fn open_directory_and_token_file_are_warned_about() {
     let secret = dir.join("webhook-secret");
     std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let server = Raw::start(&dir, &[], "022");
+    let server = start_under_umask(&dir, &[], "022");
     assert!(server.base.is_some(), "not started: {}", server.stderr());
     std::thread::sleep(Duration::from_millis(200));
     let err = server.stderr();
@@ -556,13 +422,13 @@ async fn unwritable_data_directory_refuses_to_start() {
     };
     write_tokens(&fs.0);
     // A first run creates the database, as an earlier start would have.
-    let mut first = Raw::start(&fs.0, &[], "022");
+    let mut first = start_under_umask(&fs.0, &[], "022");
     assert!(first.base.is_some(), "first start: {}", first.stderr());
     let _ = first.child.kill();
     let _ = first.wait_exit(10);
     drop(first);
     fs.remount_read_only();
-    let mut server = Raw::start(&fs.0, &[], "022");
+    let mut server = start_under_umask(&fs.0, &[], "022");
     let listening = server.base.clone();
     let status = server.wait_exit(20);
     let err = server.stderr();
@@ -583,9 +449,9 @@ async fn unwritable_data_directory_refuses_to_start() {
 #[tokio::test]
 async fn second_server_on_one_data_directory_refuses_to_start() {
     let dir = support::temp_data_dir();
-    let first = Raw::start(&dir, &[], "077");
+    let first = start_under_umask(&dir, &[], "077");
     assert!(first.base.is_some(), "first: {}", first.stderr());
-    let mut second = Raw::start(&dir, &[], "077");
+    let mut second = start_under_umask(&dir, &[], "077");
     let listening = second.base.clone();
     let status = second.wait_exit(20);
     let err = second.stderr();
@@ -607,7 +473,7 @@ async fn full_disk_answers_503_then_stops() {
         return;
     };
     write_tokens(&fs.0);
-    let mut server = Raw::start(&fs.0, &[], "077");
+    let mut server = start_under_umask(&fs.0, &[], "077");
     assert!(server.base.is_some(), "start: {}", server.stderr());
     // Fill the file system.
     {

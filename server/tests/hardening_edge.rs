@@ -12,10 +12,10 @@
 mod support;
 
 use netapi_chat_api::Urls;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{APP_TOKEN, Server, enc, send, temp_data_dir};
+use support::{APP_TOKEN, Launch, Server, enc, send, temp_data_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -374,27 +374,17 @@ async fn at_the_connection_cap_the_oldest_idle_connections_are_shed() {
 /// then took to be answered.
 async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Duration {
     let dir = temp_data_dir();
-    let mut cmd = Command::new("prlimit");
-    cmd.arg("--nofile=256:256")
-        .arg(env!("CARGO_BIN_EXE_netapi-chat"))
-        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &dir)
-        .env("NETAPI_CHAT_RATE_LIMIT", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
+    let server = Launch {
+        data_dir: dir.clone(),
+        env,
+        run_under: &["prlimit", "--nofile=256:256"],
+        ..Launch::default()
     }
-    let mut child = cmd.spawn().expect("prlimit (util-linux) runs the server");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("startup line");
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("address")
-        .to_owned();
+    .spawn();
+    let base = server
+        .base
+        .clone()
+        .expect("address (prlimit, from util-linux, runs the server)");
     let addr = base.trim_start_matches("http://").to_owned();
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..400 {
@@ -416,8 +406,7 @@ async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Dur
     )
     .await;
     let took = started.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     let a = a.unwrap_or_else(|_| {
         panic!(
@@ -514,28 +503,13 @@ enum Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
     let dir = temp_data_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
-        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &dir)
-        .env("NETAPI_CHAT_RATE_LIMIT", "0")
-        .env("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start netapi-chat");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("startup line");
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
-        rest
-    });
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("address")
-        .to_owned();
+    let mut server = Launch {
+        data_dir: dir.clone(),
+        env: &[("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5")],
+        ..Launch::default()
+    }
+    .spawn();
+    let base = server.base.clone().expect("address");
     let sid = session(&base).await;
     let messages = urls(&base).messages(ALICE, &sid);
 
@@ -579,25 +553,17 @@ async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let pid = child.id().to_string();
+    let pid = server.child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let waited = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(8),
-            "still running 8 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server
+        .wait_exit(8)
+        .expect("still running 8 s after SIGTERM");
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
-    let rest = rest.join().expect("stdout reader");
+    let rest = server.stdout();
     let lines: Vec<&str> = rest
         .lines()
         .filter(|l| l.starts_with("netapi-chat: SIGTERM"))

@@ -14,11 +14,10 @@ mod support;
 
 use netapi_chat_api::{
     ChatMessageList, ChatSessionList, ChatSubscriptionList, ParticipantList, ParticipantStatus,
-    RequestError,
 };
 use netapi_chat_runtime::Format;
 use std::time::{Duration, Instant};
-use support::{Answer, Server, send, send_empty};
+use support::{Answer, Server, docs, post_raw, send, send_authorized, send_empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,44 +28,11 @@ const BOB: &str = "sip:bob@example.com";
 
 // ------------------------------------------------------------------------------ helpers
 
-/// Sends a raw body in `f`, asking for `f` back.
-async fn post_raw(url: &str, f: Format, body: &str) -> Answer {
-    send(
-        "POST",
-        url,
-        &[("content-type", f.media_type()), ("accept", f.media_type())],
-        Some(body),
-    )
-    .await
-}
-
-/// The exception's text with its `%n` placeholders filled.
-fn rendered(e: &RequestError) -> String {
-    let ex = e
-        .service_exception
-        .as_ref()
-        .or(e.policy_exception.as_ref())
-        .expect("an exception");
-    let mut out = ex.text.clone();
-    for (i, v) in ex.variables.iter().enumerate().rev() {
-        out = out.replace(&format!("%{}", i + 1), v);
-    }
-    out
-}
-
 /// Asserts a 400 SVC0002 `requestError` in `f` and returns its rendered text.
 #[track_caller]
 fn assert_invalid(a: &Answer, what: &str, f: Format) -> String {
     assert_eq!(a.status, 400, "{what}: status; body: {}", a.body);
-    rendered(&a.assert_error(400, "SVC0002", f))
-}
-
-/// The id of the resource a 201 created (last segment of its `Location`).
-#[track_caller]
-fn created_id(a: &Answer) -> String {
-    assert_eq!(a.status, 201, "expected 201; body: {}", a.body);
-    let location = a.header("location");
-    location.rsplit('/').next().unwrap_or_default().to_owned()
+    docs::rendered(&a.assert_error(400, "SVC0002", f))
 }
 
 fn subscription_json(notify: &str, data: &str) -> String {
@@ -91,29 +57,30 @@ fn subscription_xml(notify: &str, data: &str) -> String {
 async fn a_body_is_exactly_one_document_on_every_operation() {
     let srv = Server::default_for_tests();
     // A session with one message, so that every body-taking operation has a target.
-    let sid = created_id(
-        &post_raw(
-            &srv.urls().chat_sessions(ALICE),
-            Format::Json,
-            &format!(r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#),
-        )
-        .await,
-    );
+    let sid = post_raw(
+        &srv.urls().chat_sessions(ALICE),
+        Format::Json,
+        Format::Json,
+        &format!(r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#),
+    )
+    .await
+    .created_id();
     let accepted = post_raw(
         &srv.urls().participant_status(BOB, &sid, BOB),
+        Format::Json,
         Format::Json,
         r#"{"participantSessionStatus":{"status":"Connected"}}"#,
     )
     .await;
     assert_eq!(accepted.status, 200, "{}", accepted.body);
-    let mid = created_id(
-        &post_raw(
-            &srv.urls().messages(ALICE, &sid),
-            Format::Json,
-            r#"{"chatMessage":{"text":"hi"}}"#,
-        )
-        .await,
-    );
+    let mid = post_raw(
+        &srv.urls().messages(ALICE, &sid),
+        Format::Json,
+        Format::Json,
+        r#"{"chatMessage":{"text":"hi"}}"#,
+    )
+    .await
+    .created_id();
     let stray_json = r#""chatMessage":{"text":"smuggled"}"#;
     let stray_xml = format!("<chat:chatMessage {CHAT}><text>smuggled</text></chat:chatMessage>");
     // (URL, root name, JSON inner object, XML children)
@@ -176,7 +143,7 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
             format!(r#"{{{stray},"{root}":{json}}}"#),
         ] {
             let text = assert_invalid(
-                &post_raw(url, Format::Json, &body).await,
+                &post_raw(url, Format::Json, Format::Json, &body).await,
                 &what,
                 Format::Json,
             );
@@ -188,13 +155,13 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
         // XML: a second root element, and text after the root.
         let doc = format!("<chat:{root} {CHAT}>{xml}</chat:{root}>");
         let text = assert_invalid(
-            &post_raw(url, Format::Xml, &format!("{doc}{stray_xml}")).await,
+            &post_raw(url, Format::Xml, Format::Xml, &format!("{doc}{stray_xml}")).await,
             &what,
             Format::Xml,
         );
         assert!(text.contains("root"), "{what}: {text}");
         let text = assert_invalid(
-            &post_raw(url, Format::Xml, &format!("{doc}junk")).await,
+            &post_raw(url, Format::Xml, Format::Xml, &format!("{doc}junk")).await,
             &what,
             Format::Xml,
         );
@@ -326,7 +293,7 @@ async fn every_client_string_has_a_limit_on_both_faces() {
             } else {
                 over
             };
-            let text = assert_invalid(&post_raw(&url, f, &(c.body)(f, &over)).await, &what, f);
+            let text = assert_invalid(&post_raw(&url, f, f, &(c.body)(f, &over)).await, &what, f);
             assert!(
                 text.contains(&format!("`{}`", c.field)) && text.contains(&c.limit.to_string()),
                 "{what}: the error names the field and its limit: {text}"
@@ -340,17 +307,19 @@ async fn every_client_string_has_a_limit_on_both_faces() {
     let a = post_raw(
         &srv.urls().subscriptions(ALICE),
         Format::Json,
+        Format::Json,
         &subscription_json("http://127.0.0.1:9/", &data),
     )
     .await;
-    created_id(&a);
+    a.created_id();
     let a = post_raw(
         &srv.urls().chat_sessions(ALICE),
+        Format::Xml,
         Format::Xml,
         &session_body(Format::Xml, &"s".repeat(1024), &"n".repeat(256), "c"),
     )
     .await;
-    created_id(&a);
+    a.created_id();
 }
 
 /// The limits are published: the OpenAPI document carries `maxLength`, the XSD the
@@ -487,7 +456,7 @@ async fn a_body_that_does_not_arrive_gets_408_and_the_connection_is_closed() {
         let a = raw
             .answer
             .expect("an answer before the connection is given up");
-        let text = rendered(&a.assert_error(408, "SVC0001", f));
+        let text = docs::rendered(&a.assert_error(408, "SVC0001", f));
         assert!(text.contains("1000 ms"), "{text}");
         assert!(raw.closed, "{f:?}: the connection is closed after the 408");
         assert!(
@@ -532,7 +501,7 @@ async fn credentials_and_announced_length_are_checked_before_the_body_is_read() 
         )
         .await;
         let a = raw.answer.expect("413 without waiting for the body");
-        let text = rendered(&a.assert_error(413, "POL2004", f));
+        let text = docs::rendered(&a.assert_error(413, "POL2004", f));
         assert!(text.contains("65536"), "{text}");
         assert!(raw.closed, "{f:?}: the connection is closed after the 413");
         assert!(raw.elapsed < Duration::from_secs(2), "{:?}", raw.elapsed);
@@ -559,14 +528,8 @@ async fn failed_authentication_is_rate_limited_per_address() {
     }
     for f in FORMATS {
         for auth in [bad[0].1, &format!("Bearer {}", support::APP_TOKEN)] {
-            let a = send(
-                "GET",
-                &url,
-                &[("authorization", auth), ("accept", f.media_type())],
-                None,
-            )
-            .await;
-            let text = rendered(&a.assert_error(429, "POL2005", f));
+            let a = send_authorized("GET", &url, auth, f).await;
+            let text = docs::rendered(&a.assert_error(429, "POL2005", f));
             assert!(text.contains("failed authentication"), "{text}");
             let retry: u64 = a
                 .header("retry-after")

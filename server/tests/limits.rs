@@ -9,16 +9,19 @@
 mod support;
 
 use netapi_chat_api::{
-    CallbackReference, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, ParticipantInformation, ParticipantList,
-    ParticipantSessionStatus, ParticipantStatus, RequestError,
+    ChatSessionInformation, ChatSubscriptionList, ParticipantSessionStatus, ParticipantStatus,
 };
 use netapi_chat_runtime::Format;
-use netapi_chat_runtime::wire::{self, Document};
 use std::time::Duration;
-use support::{APP_TOKEN, Answer, Server, send, send_doc, send_empty, user_token};
+use support::{
+    APP_TOKEN, Answer, Face, Server, docs, post_raw, send, send_authorized, send_doc, send_empty,
+    user_token,
+};
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
+/// Where subscriptions point: loopback is allowed by the harness; nothing is ever delivered
+/// in these tests.
+const NOWHERE: &str = "http://127.0.0.1:9/notify";
 const CHAT_NS: &str = "urn:oma:xml:rest:netapi:chat:1";
 
 // ------------------------------------------------------------------------------ helpers
@@ -35,94 +38,6 @@ fn user(role: &str, f: Format) -> String {
     format!("sip:{role}-{}@example.com", tag(f))
 }
 
-fn pi(address: &str) -> ParticipantInformation {
-    ParticipantInformation {
-        address: address.to_owned(),
-        name: None,
-        is_originator: None,
-        status: None,
-        client_correlator: None,
-        resource_url: None,
-    }
-}
-
-fn session_doc(subject: &str, invitees: &[&str]) -> ChatSessionInformation {
-    ChatSessionInformation {
-        subject: Some(subject.to_owned()),
-        participant: invitees.iter().map(|a| pi(a)).collect(),
-        ..Default::default()
-    }
-}
-
-fn participants_doc(addresses: &[&str]) -> ParticipantList {
-    ParticipantList {
-        participant: addresses.iter().map(|a| pi(a)).collect(),
-        resource_url: None,
-        link: Vec::new(),
-    }
-}
-
-fn message_doc(text: &str) -> ChatMessage {
-    ChatMessage {
-        text: text.to_owned(),
-        success_report: None,
-        report_request: Vec::new(),
-        client_correlator: None,
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
-    }
-}
-
-fn subscription_doc() -> ChatSubscription {
-    ChatSubscription {
-        callback_reference: CallbackReference {
-            // Loopback is allowed by the harness; nothing is ever delivered in these tests.
-            notify_url: "http://127.0.0.1:9/notify".to_owned(),
-            callback_data: None,
-            notification_format: None,
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    }
-}
-
-fn encode<T: Document>(f: Format, doc: &T) -> String {
-    String::from_utf8(wire::encode(f, doc)).expect("utf-8")
-}
-
-/// The exception's text with its `%n` placeholders filled.
-fn rendered(e: &RequestError) -> String {
-    let ex = e
-        .service_exception
-        .as_ref()
-        .or(e.policy_exception.as_ref())
-        .expect("an exception");
-    let mut out = ex.text.clone();
-    for (i, v) in ex.variables.iter().enumerate().rev() {
-        out = out.replace(&format!("%{}", i + 1), v);
-    }
-    out
-}
-
-/// Sends a raw body in `f`, asking for `accept` back.
-async fn post_raw(url: &str, f: Format, accept: Format, body: &str) -> Answer {
-    send(
-        "POST",
-        url,
-        &[
-            ("content-type", f.media_type()),
-            ("accept", accept.media_type()),
-        ],
-        Some(body),
-    )
-    .await
-}
-
 /// Asserts a 2xx-created answer.
 #[track_caller]
 fn assert_created(a: &Answer, what: &str) {
@@ -135,52 +50,43 @@ fn assert_created(a: &Answer, what: &str) {
 fn assert_refused(a: &Answer, what: &str, status: u16, id: &str, f: Format) -> String {
     assert_ne!(a.status, 500, "{what}: server error; body: {}", a.body);
     assert_eq!(a.status, status, "{what}: status; body: {}", a.body);
-    rendered(&a.assert_error(status, id, f))
-}
-
-/// The id of the resource a 201 created (last segment of its `Location`).
-fn created_id(a: &Answer) -> String {
-    let location = a.header("location");
-    assert!(!location.is_empty(), "no Location; body: {}", a.body);
-    location.rsplit('/').next().unwrap().to_owned()
+    docs::rendered(&a.assert_error(status, id, f))
 }
 
 fn sessions_url(srv: &Server, u: &str) -> String {
     srv.urls().chat_sessions(u)
 }
 
-async fn get_ok<T: Document>(url: &str, f: Format) -> T {
-    let a = send_empty("GET", url, f).await;
-    assert_eq!(a.status, 200, "GET {url}; body: {}", a.body);
-    a.decode::<T>()
-}
-
 async fn session_count(srv: &Server, u: &str, f: Format) -> usize {
-    get_ok::<ChatSessionList>(&sessions_url(srv, u), f)
+    let face = Face::for_format(f, srv);
+    face.list_sessions(u)
         .await
+        .ok(200)
         .chat_session_information
         .len()
 }
 
 async fn subscription_count(srv: &Server, u: &str, f: Format) -> usize {
-    get_ok::<ChatSubscriptionList>(&srv.urls().subscriptions(u), f)
+    let face = Face::for_format(f, srv);
+    face.list_subscriptions(u)
         .await
+        .ok(200)
         .chat_subscription
         .len()
 }
 
 async fn participant_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
-    get_ok::<ParticipantList>(&srv.urls().participants(u, sid), f)
+    let face = Face::for_format(f, srv);
+    face.list_participants(u, sid)
         .await
+        .ok(200)
         .participant
         .len()
 }
 
 async fn message_count(srv: &Server, u: &str, sid: &str, f: Format) -> usize {
-    get_ok::<ChatMessageList>(&srv.urls().messages(u, sid), f)
-        .await
-        .chat_message
-        .len()
+    let face = Face::for_format(f, srv);
+    face.list_messages(u, sid).await.ok(200).chat_message.len()
 }
 
 /// `originator` starts a session inviting `invitees`.
@@ -189,7 +95,7 @@ async fn create_session(srv: &Server, f: Format, originator: &str, invitees: &[&
         "POST",
         &sessions_url(srv, originator),
         f,
-        &session_doc("limits", invitees),
+        &docs::session("limits", invitees),
     )
     .await
 }
@@ -198,7 +104,7 @@ async fn create_session(srv: &Server, f: Format, originator: &str, invitees: &[&
 async fn new_session(srv: &Server, f: Format, originator: &str, invitees: &[&str]) -> String {
     let a = create_session(srv, f, originator, invitees).await;
     assert_created(&a, "create session");
-    created_id(&a)
+    a.created_id()
 }
 
 /// `who` sets its own status in the session (accept / decline).
@@ -224,7 +130,7 @@ async fn add_participants(
         "POST",
         &srv.urls().participants(who, sid),
         f,
-        &participants_doc(addresses),
+        &docs::participants(addresses),
     )
     .await
 }
@@ -233,9 +139,9 @@ async fn add_participants(
 
 /// A session body of exactly `n` bytes in `f` (the subject is padded with ASCII).
 fn session_body_of(f: Format, n: usize, invitee: &str) -> String {
-    let overhead = encode(f, &session_doc("", &[invitee])).len();
+    let overhead = docs::encode(f, &docs::session("", &[invitee])).len();
     assert!(n >= overhead, "{n} bytes cannot hold a session document");
-    let body = encode(f, &session_doc(&"a".repeat(n - overhead), &[invitee]));
+    let body = docs::encode(f, &docs::session(&"a".repeat(n - overhead), &[invitee]));
     assert_eq!(body.len(), n);
     body
 }
@@ -439,7 +345,7 @@ async fn xml_limits() {
         "POST",
         &sessions_url(&srv, &jalice),
         Format::Json,
-        &session_doc(&format!("{e2}a"), &[&jbob]),
+        &docs::session(&format!("{e2}a"), &[&jbob]),
     )
     .await;
     assert_created(&a, "JSON subject of 65 bytes");
@@ -459,10 +365,10 @@ async fn message_text_chars_limit() {
         set_status(&srv, f, &bob, &sid, ParticipantStatus::Connected).await;
         let url = srv.urls().messages(&alice, &sid);
         for n in [9, 10] {
-            let a = send_doc("POST", &url, f, &message_doc(&"😀".repeat(n))).await;
+            let a = send_doc("POST", &url, f, &docs::message(&"😀".repeat(n))).await;
             assert_created(&a, &format!("[{f:?}] {n} characters"));
         }
-        let a = send_doc("POST", &url, f, &message_doc(&"😀".repeat(11))).await;
+        let a = send_doc("POST", &url, f, &docs::message(&"😀".repeat(11))).await;
         let what = format!("[{f:?}] 11 characters");
         let text = assert_refused(&a, &what, 400, "SVC0002", f);
         assert!(
@@ -533,18 +439,18 @@ async fn subscriptions_per_user_limit() {
         let url = srv.urls().subscriptions(&carol);
         let mut ids = Vec::new();
         for n in 1..=3 {
-            let a = send_doc("POST", &url, f, &subscription_doc()).await;
+            let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
             assert_created(&a, &format!("[{f:?}] subscription {n}"));
-            ids.push(created_id(&a));
+            ids.push(a.created_id());
         }
-        let a = send_doc("POST", &url, f, &subscription_doc()).await;
+        let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
         let text = assert_refused(&a, &format!("[{f:?}] subscription 4"), 403, "POL2008", f);
         assert!(text.contains('3'), "the text gives the limit: {text}");
         assert_eq!(subscription_count(&srv, &carol, f).await, 3, "[{f:?}]");
         // The limit counts what the user holds now.
         let a = send_empty("DELETE", &format!("{url}/{}", ids[0]), f).await;
         assert_eq!(a.status, 204, "{}", a.body);
-        let a = send_doc("POST", &url, f, &subscription_doc()).await;
+        let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
         assert_created(&a, &format!("[{f:?}] subscription after a delete"));
         assert_eq!(subscription_count(&srv, &carol, f).await, 3, "[{f:?}]");
     }
@@ -596,7 +502,7 @@ async fn sessions_per_user_limit_counts_invitations() {
         let frank = user("frank", f);
         let a = create_session(&srv, f, &frank, &[&erin]).await;
         if a.status == 201 {
-            let sid = created_id(&a);
+            let sid = a.created_id();
             let url = srv.urls().participant_status(&erin, &sid, &erin);
             let a = send_doc(
                 "POST",
@@ -611,8 +517,10 @@ async fn sessions_per_user_limit_counts_invitations() {
         } else {
             assert_refused(&a, &format!("[{f:?}] inviting to a 4th"), 403, "POL2008", f);
         }
-        let open = get_ok::<ChatSessionList>(&sessions_url(&srv, &erin), f)
+        let open = Face::for_format(f, &srv)
+            .list_sessions(&erin)
             .await
+            .ok(200)
             .chat_session_information
             .into_iter()
             .filter(|s| s.ended != Some(true) && s.status == Some(ParticipantStatus::Connected))
@@ -724,7 +632,7 @@ async fn request_rate_per_token() {
             ("content-type", f.media_type()),
         ];
         let url = srv.urls().subscriptions(who);
-        let body = encode(f, &subscription_doc());
+        let body = docs::encode(f, &docs::subscription(NOWHERE));
         for n in 1..=4 {
             let a = send("GET", &url, &headers, None).await;
             assert_eq!(a.status, 200, "[{f:?}] request {n}; body: {}", a.body);
@@ -743,13 +651,7 @@ async fn request_rate_per_token() {
 
         // Another token (the application's) is not affected, and sees nothing was added.
         let app = format!("Bearer {APP_TOKEN}");
-        let a = send(
-            "GET",
-            &url,
-            &[("authorization", app.as_str()), ("accept", f.media_type())],
-            None,
-        )
-        .await;
+        let a = send_authorized("GET", &url, &app, f).await;
         assert_eq!(a.status, 200, "[{f:?}] another token; body: {}", a.body);
         assert_eq!(
             a.decode::<ChatSubscriptionList>().chat_subscription.len(),

@@ -7,10 +7,10 @@ mod support;
 // honoured, JSON when absent, 406 when neither fits), `Vary: Accept` on every answer, and every
 // error an OMA `requestError` in the negotiated format (XML ones validated against the XSD).
 
-use netapi_chat_api::{ChatSessionInformation, ChatSessionList, ChatSubscription, RequestError};
+use netapi_chat_api::{ChatSessionInformation, ChatSessionList, ChatSubscription};
 use netapi_chat_runtime::Format;
 use std::time::{Duration, Instant};
-use support::{Answer, Listener, Server, send};
+use support::{Answer, Listener, Server, docs, send};
 
 const ALICE: &str = "tel:+15551230001";
 const CAROL: &str = "sip:carol@example.com";
@@ -97,20 +97,7 @@ fn assert_format(a: &Answer, status: u16, format: Format) {
 fn assert_error(a: &Answer, status: u16, message_id: &str, format: Format) -> String {
     let e = a.assert_error(status, message_id, format);
     assert_vary(a);
-    rendered(&e)
-}
-
-fn rendered(e: &RequestError) -> String {
-    let ex = e
-        .service_exception
-        .as_ref()
-        .or(e.policy_exception.as_ref())
-        .expect("an exception");
-    let mut text = ex.text.clone();
-    for (i, v) in ex.variables.iter().enumerate().rev() {
-        text = text.replace(&format!("%{}", i + 1), v);
-    }
-    text
+    docs::rendered(&e)
 }
 
 /// How many sessions `user` sees.

@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, send};
+use support::{Listener, Server, Tmpfs, send, send_authorized};
 
 // ---------------------------------------------------------------- item 2: health
 
@@ -56,13 +56,7 @@ async fn head_works_and_other_methods_get_405() {
         assert!(a.content_type().starts_with("text/plain"), "HEAD {path}");
         for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
             for format in [Format::Json, Format::Xml] {
-                let a = send(
-                    method,
-                    &url,
-                    &[("authorization", ""), ("accept", format.media_type())],
-                    None,
-                )
-                .await;
+                let a = send_authorized(method, &url, "", format).await;
                 a.assert_error(405, "SVC0002", format);
                 assert_eq!(a.header("allow"), "GET, HEAD", "{method} {path}");
             }
@@ -82,46 +76,6 @@ async fn health_endpoints_are_not_in_the_published_openapi() {
     assert!(paths.keys().any(|p| p.starts_with("/v1/chat/")));
     for p in ["/healthz", "/readyz"] {
         assert!(!paths.contains_key(p), "{p} is published");
-    }
-}
-
-/// A tmpfs of `size` mounted on a fresh directory (root with CAP_SYS_ADMIN, as in CI); unmounted
-/// on drop. `None` where mounting is not permitted: the test then says it was skipped. (The
-/// same helper as in `hardening_core.rs`.)
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!(
-            "netapi-chat-operations-tmpfs-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)");
-            return None;
-        }
-        Some(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
@@ -1009,26 +963,20 @@ fn uuid_like() -> String {
 #[tokio::test]
 async fn request_ids_are_echoed_and_json_logs_parse() {
     let dir = support::temp_data_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
-        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &dir)
-        .env("NETAPI_CHAT_LOG_FORMAT", "json")
-        .env("NETAPI_CHAT_LOG_LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start netapi-chat");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).expect("startup line");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    let stderr = child.stderr.take().expect("stderr");
-    let collected = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut server = support::Launch {
+        data_dir: dir.clone(),
+        env: &[
+            ("NETAPI_CHAT_LOG_FORMAT", "json"),
+            ("NETAPI_CHAT_LOG_LEVEL", "info"),
+        ],
+        stderr: support::Stderr::Collect,
+        ..support::Launch::default()
+    }
+    .spawn();
+    let base = server
+        .base
+        .clone()
+        .unwrap_or_else(|| panic!("not listening: {}", server.stderr()));
     let url = format!("{base}/v1/chat/tel%3A%2B15551230001/subscriptions");
     let id_of = |a: &support::Answer| {
         a.headers
@@ -1067,9 +1015,9 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
     let b = id_of(&send("GET", &url, &[], None).await);
     assert!(!a.is_empty() && a != b, "{a} {b}");
 
-    let _ = child.kill();
-    let _ = child.wait();
-    let logs = collected.join().expect("stderr reader");
+    let _ = server.child.kill();
+    server.wait_exit(10).expect("killed");
+    let logs = server.stderr();
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .filter(|l| !l.trim().is_empty())

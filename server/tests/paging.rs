@@ -9,100 +9,32 @@
 mod support;
 
 use netapi_chat_api::{
-    CallbackReference, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, Link, ParticipantInformation, ParticipantList,
-    ParticipantSessionStatus, ParticipantStatus,
+    ChatMessageList, ChatSessionList, ChatSubscription, ChatSubscriptionList, Link, ParticipantList,
 };
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
-use support::{Answer, Server, send_doc, send_empty};
+use support::docs::{self, last_segment};
+use support::{Answer, Server, chat, send_doc, send_empty};
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
 
-fn pi(address: &str) -> ParticipantInformation {
-    ParticipantInformation {
-        address: address.to_owned(),
-        name: None,
-        is_originator: None,
-        status: None,
-        client_correlator: None,
-        resource_url: None,
-    }
-}
-
 fn subscription_doc(n: usize) -> ChatSubscription {
-    ChatSubscription {
-        callback_reference: CallbackReference {
-            // Loopback is allowed by the harness; nothing is delivered in these tests.
-            notify_url: "http://127.0.0.1:9/notify".to_owned(),
-            callback_data: Some(format!("sub-{n}")),
-            notification_format: None,
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    }
-}
-
-fn session_doc(subject: &str, invitees: &[&str]) -> ChatSessionInformation {
-    ChatSessionInformation {
-        subject: Some(subject.to_owned()),
-        participant: invitees.iter().map(|a| pi(a)).collect(),
-        ..Default::default()
-    }
-}
-
-fn message_doc(text: &str) -> ChatMessage {
-    ChatMessage {
-        text: text.to_owned(),
-        success_report: None,
-        report_request: Vec::new(),
-        client_correlator: None,
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
-    }
-}
-
-/// The last path segment of a `Location`.
-fn last_segment(location: &str) -> String {
-    location.rsplit('/').next().unwrap_or_default().to_owned()
+    // Loopback is allowed by the harness; nothing is delivered in these tests.
+    let mut doc = docs::subscription("http://127.0.0.1:9/notify");
+    doc.callback_reference.callback_data = Some(format!("sub-{n}"));
+    doc
 }
 
 /// Starts a session from `from` to `to` and has `to` accept it; returns the session id.
 async fn connected_session(s: &Server, from: &str, to: &str) -> String {
-    let a = send_doc(
-        "POST",
-        &s.urls().chat_sessions(from),
-        Format::Json,
-        &session_doc("paging", &[to]),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let sid = last_segment(a.header("location"));
-    let a = send_doc(
-        "POST",
-        &s.urls().participant_status(to, &sid, to),
-        Format::Json,
-        &ParticipantSessionStatus {
-            status: ParticipantStatus::Connected,
-        },
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    sid
+    chat::connected_session(s, from, &docs::session("paging", &[to])).await
 }
 
 async fn send_messages(s: &Server, from: &str, sid: &str, texts: &[String]) {
-    let url = s.urls().messages(from, sid);
     for t in texts {
-        let a = send_doc("POST", &url, Format::Json, &message_doc(t)).await;
-        assert_eq!(a.status, 201, "{}", a.body);
+        chat::send_message(s, from, sid, &docs::message(t)).await;
     }
 }
 
@@ -253,7 +185,7 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
             "POST",
             &s.urls().chat_sessions(ALICE),
             Format::Json,
-            &session_doc(&format!("s{n}"), &who),
+            &docs::session(&format!("s{n}"), &who),
         )
         .await;
         assert_eq!(a.status, 201, "{}", a.body);
@@ -466,11 +398,7 @@ async fn sessions_come_in_creation_order_not_join_order() {
         "POST",
         &s.urls().participants(ALICE, &older),
         Format::Json,
-        &ParticipantList {
-            participant: vec![pi(BOB)],
-            resource_url: None,
-            link: Vec::new(),
-        },
+        &docs::participants(&[BOB]),
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);

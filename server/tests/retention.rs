@@ -10,15 +10,13 @@
 
 mod support;
 
-use netapi_chat_api::{
-    ChatMessage, ChatMessageList, ChatSessionInformation, MessageDeliveryStatus, MessageStatus,
-    ParticipantInformation, ParticipantSessionStatus, ParticipantStatus,
-};
+use netapi_chat_api::{ChatMessage, ChatMessageList, MessageDeliveryStatus, MessageStatus};
 use netapi_chat_runtime::Format;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Server, send_doc, send_empty};
+use support::docs::{self, last_segment};
+use support::{Server, chat, send_doc, send_empty};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -38,56 +36,26 @@ fn now_ms() -> i64 {
     .expect("ms fit")
 }
 
-fn last_segment(location: &str) -> String {
-    location.rsplit('/').next().unwrap_or_default().to_owned()
-}
-
 fn message_doc(text: &str) -> ChatMessage {
     ChatMessage {
-        text: text.to_owned(),
-        success_report: None,
         report_request: vec![MessageStatus::Delivered],
-        client_correlator: None,
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
+        ..docs::message(text)
     }
 }
 
 /// A session from `from` to `to`, accepted by `to`; its id.
 async fn connected_session(s: &Server, from: &str, to: &str) -> String {
-    let doc = ChatSessionInformation {
-        subject: Some("retention".to_owned()),
-        participant: vec![ParticipantInformation {
-            address: to.to_owned(),
-            name: None,
-            is_originator: None,
-            status: None,
-            client_correlator: None,
-            resource_url: None,
-        }],
-        ..Default::default()
-    };
-    let a = send_doc("POST", &s.urls().chat_sessions(from), Format::Json, &doc).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let sid = last_segment(a.header("location"));
-    let url = s.urls().participant_status(to, &sid, to);
-    let st = ParticipantSessionStatus {
-        status: ParticipantStatus::Connected,
-    };
-    let a = send_doc("POST", &url, Format::Json, &st).await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    sid
+    chat::connected_session(s, from, &docs::session("retention", &[to])).await
 }
 
 /// Sends a message; its id and the time just before the request left (its sending time, as
 /// the server records it, is at or after this).
 async fn send(s: &Server, from: &str, sid: &str, text: &str) -> (String, i64) {
     let t0 = now_ms();
-    let url = s.urls().messages(from, sid);
-    let a = send_doc("POST", &url, Format::Json, &message_doc(text)).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    (last_segment(a.header("location")), t0)
+    (
+        chat::send_message(s, from, sid, &message_doc(text)).await,
+        t0,
+    )
 }
 
 /// Every message id `user` can list in `sid`, following `next` links.
@@ -304,32 +272,9 @@ async fn a_purge_alongside_sends_loses_no_message_younger_than_the_retention() {
 /// refuse to start).
 fn run_to_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let dir = support::temp_data_dir();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
-    cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start netapi-chat");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server started with {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
+    let out = support::run_to_exit(&dir, env);
     let _ = std::fs::remove_dir_all(&dir);
-    (status, stderr)
+    out
 }
 
 #[test]

@@ -12,10 +12,7 @@ use netapi_chat_runtime::wire::{self, Document};
 use netapi_chat_runtime::xml::XmlLimits;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-fn published() -> Value {
-    serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")
-}
+use support::doc_types::published;
 
 /// A value for every property (two items per list, the first enum value, the first member of
 /// an `x-oma-choice`), following the published schemas.
@@ -31,12 +28,7 @@ fn sample(doc: &Value, schema: &Value, depth: usize, instance_based: bool) -> Va
     }
     match schema["type"].as_str() {
         Some("object") => {
-            let choice: Vec<&str> = schema["x-oma-choice"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let choice: Vec<&str> = support::doc_types::names(schema, "x-oma-choice");
             let mut out = serde_json::Map::new();
             for (name, p) in schema["properties"].as_object().expect("properties") {
                 if choice.len() > 1 && choice[1..].contains(&name.as_str()) {
@@ -77,7 +69,7 @@ fn roundtrip<T: Document + std::fmt::Debug + PartialEq>(name: &str) {
     let doc = published();
     let schema = &doc["components"]["schemas"][name];
     let root = schema["xml"]["name"].as_str().expect("root name");
-    let wrapped = json!({ root: sample(&doc, schema, 0, false) });
+    let wrapped = json!({ root: sample(doc, schema, 0, false) });
     let limits = XmlLimits::default();
 
     let from_json: T = wire::decode(Format::Json, wrapped.to_string().as_bytes(), &limits)
@@ -98,14 +90,14 @@ fn roundtrip<T: Document + std::fmt::Debug + PartialEq>(name: &str) {
     );
 
     // OMA's instance-based JSON (2012 Common) reads as the same value, apart from list lengths.
-    let older = json!({ root: sample(&doc, schema, 0, true) });
+    let older = json!({ root: sample(doc, schema, 0, true) });
     let from_older: T = wire::decode(Format::Json, older.to_string().as_bytes(), &limits)
         .unwrap_or_else(|e| panic!("{name} from instance-based JSON: {e}\n{older}"));
     let once: Value =
         serde_json::from_slice(&wire::encode(Format::Json, &from_older)).expect("JSON");
     assert_eq!(
         once,
-        json!({ root: sample_with_one_item_lists(&doc, schema) }),
+        json!({ root: sample_with_one_item_lists(doc, schema) }),
         "{name}: instance-based JSON"
     );
 }
@@ -138,47 +130,16 @@ macro_rules! roots {
     };
 }
 
-roots![
-    ResourceReference,
-    RequestError,
-    ChatSubscription,
-    ChatSubscriptionList,
-    ParticipantInformation,
-    ParticipantList,
-    ChatSessionInformation,
-    ChatSessionList,
-    ParticipantSessionStatus,
-    ChatMessage,
-    ChatMessageList,
-    MessageDeliveryStatus,
-    SessionInvitationNotification,
-    ParticipantStatusNotification,
-    ChatEventNotification,
-    MessageNotification,
-    MessageDeliveryNotification,
-    SubscriptionCancellationNotification,
-    SubscriptionSecret,
-    DeadLetterList,
-    NotificationChannel,
-    NotificationChannelList,
-    NotificationChannelLifetime,
-    NotificationList,
-];
+// Every document type of the spec, from the one list (`support/doc_types.rs`).
+support::doc_types::for_each_document_type!(roots);
 
 #[test]
 fn every_root_schema_of_the_spec_is_covered() {
-    let doc = published();
-    let roots: BTreeSet<&str> = doc["components"]["schemas"]
-        .as_object()
-        .expect("schemas")
-        .iter()
-        .filter(|(_, s)| s["xml"]["name"].is_string())
-        .map(|(n, _)| n.as_str())
-        .collect();
     let covered: BTreeSet<&str> = COVERED.iter().copied().collect();
     assert_eq!(
-        covered, roots,
-        "add new document types to roots![] in this test"
+        covered,
+        support::doc_types::root_schemas(),
+        "add new document types to support/doc_types.rs"
     );
 }
 

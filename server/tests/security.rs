@@ -9,7 +9,9 @@ use netapi_chat::signing::{Signer, WebhookHeaders};
 use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
 use std::time::Duration;
-use support::{APP_TOKEN, Listener, Server, enc, send, send_doc, user_token};
+use support::{
+    APP_TOKEN, Listener, Server, chat, docs, enc, send, send_authorized, send_doc, user_token,
+};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -42,39 +44,7 @@ async fn as_user<T: netapi_chat_runtime::wire::Document>(
 }
 
 fn session_with(invitee: &str) -> ChatSessionInformation {
-    ChatSessionInformation {
-        subject: Some("secret plans".into()),
-        participant: vec![ParticipantInformation {
-            address: invitee.into(),
-            name: None,
-            is_originator: None,
-            status: None,
-            client_correlator: None,
-            resource_url: None,
-        }],
-        originator_address: None,
-        originator_name: None,
-        status: None,
-        ended: None,
-        client_correlator: None,
-        resource_url: None,
-    }
-}
-
-fn subscription(url: &str) -> ChatSubscription {
-    ChatSubscription {
-        callback_reference: CallbackReference {
-            notify_url: url.into(),
-            callback_data: None,
-            notification_format: None,
-        },
-        duration: None,
-        client_correlator: None,
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    }
+    docs::session("secret plans", &[invitee])
 }
 
 #[tokio::test]
@@ -89,13 +59,7 @@ async fn requests_without_valid_credentials_get_401_with_a_challenge() {
             "Bearer not-a-known-token-at-all",
             "Bearer a b",
         ] {
-            let a = send(
-                "GET",
-                &url,
-                &[("authorization", auth), ("accept", f.media_type())],
-                None,
-            )
-            .await;
+            let a = send_authorized("GET", &url, auth, f).await;
             let e = a.assert_error(401, "POL0001", f);
             assert!(
                 a.header("www-authenticate")
@@ -189,7 +153,7 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
             "POST",
             &srv.urls().subscriptions(ALICE),
             f,
-            Some(&subscription(&l.url)),
+            Some(&docs::subscription(&l.url)),
         )
         .await
         .decode();
@@ -348,7 +312,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
                 "POST",
                 &srv.urls().subscriptions(ALICE),
                 f,
-                &subscription(url),
+                &docs::subscription(url),
             )
             .await;
             let e = a.assert_error(400, "SVC0002", f);
@@ -361,14 +325,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
     }
     // A DNS name (not `localhost`) that resolves to loopback: this machine's host name, which
     // /etc/hosts maps to 127.0.0.1 here.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 80))
-        .await
-        .map(|a| a.collect())
-        .unwrap_or_default();
+    let (host, resolved) = support::host_name_addresses().await;
     assert!(
         !host.is_empty() && !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()),
         "this test needs the host name {host:?} to resolve to loopback (it does in /etc/hosts here): {resolved:?}"
@@ -377,7 +334,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
         "POST",
         &srv.urls().subscriptions(ALICE),
         Format::Json,
-        &subscription(&format!("http://{host}:9/n")),
+        &docs::subscription(&format!("http://{host}:9/n")),
     )
     .await;
     let e = a.assert_error(400, "SVC0002", Format::Json);
@@ -400,39 +357,10 @@ async fn redirects_from_a_callback_are_not_followed() {
     );
     redirecting.set_status(307);
     // Bob's callback answers 307 (to anywhere): a failure, never followed.
-    assert_eq!(
-        send_doc(
-            "POST",
-            &srv.urls().subscriptions(BOB),
-            Format::Json,
-            &subscription(&redirecting.url)
-        )
-        .await
-        .status,
-        201
-    );
-    assert_eq!(
-        send_doc(
-            "POST",
-            &srv.urls().subscriptions(ALICE),
-            Format::Json,
-            &subscription(&inviter.url)
-        )
-        .await
-        .status,
-        201
-    );
-    assert_eq!(
-        send_doc(
-            "POST",
-            &srv.urls().chat_sessions(ALICE),
-            Format::Json,
-            &session_with(BOB)
-        )
-        .await
-        .status,
-        201
-    );
+    let json = Format::Json;
+    chat::subscribe_with(&srv, BOB, &docs::subscription(&redirecting.url), json).await;
+    chat::subscribe_with(&srv, ALICE, &docs::subscription(&inviter.url), json).await;
+    chat::start_session(&srv, ALICE, &session_with(BOB)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         redirecting.refused_ids().len(),
@@ -453,10 +381,10 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
         "POST",
         &srv.urls().subscriptions(ALICE),
         Format::Json,
-        &subscription(&la.url),
+        &docs::subscription(&la.url),
     )
     .await;
-    let mut xml_sub = subscription(&lb.url);
+    let mut xml_sub = docs::subscription(&lb.url);
     xml_sub.callback_reference.notification_format = Some(NotificationFormat::Xml);
     send_doc(
         "POST",
@@ -465,29 +393,7 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
         &xml_sub,
     )
     .await;
-    let a = send_doc(
-        "POST",
-        &srv.urls().chat_sessions(ALICE),
-        Format::Json,
-        &session_with(BOB),
-    )
-    .await;
-    let sid = a
-        .header("location")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let st = ParticipantSessionStatus {
-        status: ParticipantStatus::Connected,
-    };
-    send_doc(
-        "POST",
-        &srv.urls().participant_status(BOB, &sid, BOB),
-        Format::Json,
-        &st,
-    )
-    .await;
+    chat::connected_session(&srv, ALICE, &session_with(BOB)).await;
     let got: Vec<support::Received> = [la.wait_for(1).await, lb.wait_for(1).await].concat();
     let now = netapi_chat::store::now_ms() / 1000;
     for r in &got {
@@ -529,28 +435,7 @@ fn verifies(r: &support::Received, secret: &str) -> bool {
 /// Starts a session from ALICE with BOB; both get a notification (an invitation for BOB, and
 /// BOB's acceptance for ALICE).
 async fn session_with_notifications(srv: &Server) {
-    let a = send_doc(
-        "POST",
-        &srv.url(ALICE, "/chatSessions"),
-        Format::Json,
-        &session_with(BOB),
-    )
-    .await;
-    assert_eq!(a.status, 201);
-    let sid = a
-        .header("location")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let st = ParticipantSessionStatus {
-        status: ParticipantStatus::Connected,
-    };
-    let url = srv.url(
-        BOB,
-        &format!("/chatSessions/{sid}/participants/{}/status", enc(BOB)),
-    );
-    assert_eq!(send_doc("POST", &url, Format::Json, &st).await.status, 200);
+    chat::connected_session(srv, ALICE, &session_with(BOB)).await;
 }
 
 /// Issue 13 item 4: without a server-wide secret each subscription signs with its own, made by
@@ -564,7 +449,7 @@ async fn each_application_verifies_only_its_own_notifications() {
         "POST",
         &srv.url(ALICE, "/subscriptions"),
         Format::Json,
-        &subscription(&la.url),
+        &docs::subscription(&la.url),
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -584,7 +469,7 @@ async fn each_application_verifies_only_its_own_notifications() {
     assert!(!read.body.contains("whsec_"), "{}", read.body);
     // Bob's application brings its own, in XML.
     let (_, bob_secret) = Signer::generate();
-    let mut doc = subscription(&lb.url);
+    let mut doc = docs::subscription(&lb.url);
     doc.signing_secret = Some(bob_secret.clone());
     doc.callback_reference.notification_format = Some(NotificationFormat::Xml);
     let b = send_doc("POST", &srv.url(BOB, "/subscriptions"), Format::Xml, &doc).await;
@@ -592,7 +477,7 @@ async fn each_application_verifies_only_its_own_notifications() {
     let bob: ChatSubscription = b.decode();
     assert_eq!(bob.signing_secret.as_deref(), Some(bob_secret.as_str()));
     // A secret that is not one is refused.
-    let mut bad = subscription(&lb.url);
+    let mut bad = docs::subscription(&lb.url);
     bad.signing_secret = Some("whsec_dG9vIHNob3J0".into());
     let e = send_doc("POST", &srv.url(BOB, "/subscriptions"), Format::Json, &bad).await;
     e.assert_error(400, "SVC0002", Format::Json);
@@ -622,7 +507,7 @@ async fn a_rotated_secret_verifies_with_both_during_the_window() {
         "POST",
         &srv.url(ALICE, "/subscriptions"),
         Format::Json,
-        &subscription(&la.url),
+        &docs::subscription(&la.url),
     )
     .await;
     let alice: ChatSubscription = a.decode();
@@ -631,7 +516,7 @@ async fn a_rotated_secret_verifies_with_both_during_the_window() {
         "POST",
         &srv.url(BOB, "/subscriptions"),
         Format::Json,
-        &subscription(&lb.url),
+        &docs::subscription(&lb.url),
     )
     .await;
     assert_eq!(b.status, 201);

@@ -16,7 +16,8 @@ use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{Listener, Received, Server, send_doc, send_empty};
+use support::docs::{self, last_segment};
+use support::{Listener, Received, Server, chat, send_doc, send_empty};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -51,74 +52,37 @@ fn v1_data_dir() -> PathBuf {
 /// below on a migrated directory).
 const KEEP_FIXTURE_MESSAGES: (&str, &str) = ("NETAPI_CHAT_RETENTION", "100y");
 
-fn last_segment(url: &str) -> String {
-    url.rsplit('/').next().unwrap_or_default().to_owned()
-}
-
 async fn subscribe(srv: &Server, user: &str, format: NotificationFormat) {
-    let doc = ChatSubscription {
-        callback_reference: CallbackReference {
-            notify_url: format!("http://{FIXTURE_LISTENER}/notify"),
-            callback_data: Some(user.to_owned()),
-            notification_format: Some(format),
-        },
-        duration: None,
-        client_correlator: Some(format!("v1-{user}")),
-        resource_url: None,
-        subscription_status: None,
-        status_reason: None,
-        signing_secret: None,
-    };
-    let a = send_doc("POST", &srv.urls().subscriptions(user), Format::Json, &doc).await;
-    assert_eq!(a.status, 201, "{}", a.body);
+    let mut doc = docs::subscription(&format!("http://{FIXTURE_LISTENER}/notify"));
+    doc.callback_reference.callback_data = Some(user.to_owned());
+    doc.callback_reference.notification_format = Some(format);
+    doc.client_correlator = Some(format!("v1-{user}"));
+    chat::subscribe_with(srv, user, &doc, Format::Json).await;
 }
 
 async fn start_session(srv: &Server, subject: &str, invitee: &str) -> String {
     let doc = ChatSessionInformation {
-        subject: Some(subject.to_owned()),
         participant: vec![ParticipantInformation {
-            address: invitee.to_owned(),
             name: Some(format!("{invitee} (v1)")),
-            is_originator: None,
-            status: None,
-            client_correlator: None,
-            resource_url: None,
+            ..docs::participant(invitee)
         }],
-        originator_address: None,
         originator_name: Some("Originator v1".to_owned()),
-        status: None,
-        ended: None,
         client_correlator: Some(format!("v1-{subject}")),
-        resource_url: None,
+        ..docs::session(subject, &[])
     };
-    let a = send_doc("POST", &srv.urls().chat_sessions(A), Format::Json, &doc).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    last_segment(a.header("location"))
+    chat::start_session(srv, A, &doc).await
 }
 
 async fn accept(srv: &Server, who: &str, sid: &str) {
-    let url = srv.urls().participant_status(who, sid, who);
-    let st = ParticipantSessionStatus {
-        status: ParticipantStatus::Connected,
-    };
-    let a = send_doc("POST", &url, Format::Json, &st).await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    chat::accept(srv, who, sid).await;
 }
 
 async fn send_message(srv: &Server, who: &str, sid: &str, text: &str) -> String {
     let m = ChatMessage {
-        text: text.to_owned(),
-        success_report: None,
         report_request: vec![MessageStatus::Delivered, MessageStatus::Displayed],
-        client_correlator: None,
-        sender_address: None,
-        date_time: None,
-        resource_url: None,
+        ..docs::message(text)
     };
-    let url = srv.urls().messages(who, sid);
-    let a = send_doc("POST", &url, Format::Json, &m).await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    last_segment(a.header("location"))
+    chat::send_message(srv, who, sid, &m).await
 }
 
 /// Writes the v1 fixture to `$NETAPI_CHAT_FIXTURE_OUT`. Only meaningful at the commit whose
@@ -436,34 +400,6 @@ async fn opens_and_works(version: u32) -> PathBuf {
     dir
 }
 
-/// Runs the binary on `dir` and returns its exit status and standard error, killing it if it
-/// is still up after 20 s (it should have refused to start).
-fn run_to_exit(dir: &Path) -> (std::process::ExitStatus, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
-        .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start netapi-chat");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server started on a data directory it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
-    (status, stderr)
-}
-
 #[test]
 fn a_data_dir_from_a_newer_format_refuses_to_start() {
     let dir = v1_data_dir();
@@ -472,7 +408,7 @@ fn a_data_dir_from_a_newer_format_refuses_to_start() {
         .expect("stamp 99");
     drop(db);
     let before = std::fs::read(dir.join(DB_FILE)).expect("read");
-    let (status, stderr) = run_to_exit(&dir);
+    let (status, stderr) = support::run_to_exit(&dir, &[]);
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("format version 99") && stderr.contains("newer"),

@@ -5,8 +5,9 @@
 //! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`.
 //! - `bench [--smoke] [--no-peer] [--long]`: the benchmark harness (release build); writes
 //!   BENCHMARKS.md (`--long`: only its "Long run" section and BENCHMARKS-long.svg).
-//! - `listen [PORT]`: a tiny callback receiver that prints every notification POSTed to it
-//!   (for trying the API by hand; see the README walkthrough).
+//! - `listen [PORT] [--secret S]…`: the callback receiver that prints every notification
+//!   POSTed to it, verifying signatures with the secrets given (for trying the API by hand;
+//!   see the README walkthrough); the same as `netapi-chat client listen`.
 
 mod bench;
 
@@ -112,50 +113,37 @@ fn main() -> Result<()> {
             Ok(())
         }
         ["bench", rest @ ..] => bench::main(&root, rest),
-        ["listen"] => listen(9000),
-        ["listen", port] => listen(port.parse().context("PORT must be a number")?),
+        ["listen", rest @ ..] => listen(rest),
         _ => bail!(
-            "usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args] | cargo xtask bench [--smoke] [--no-peer] [--long] | cargo xtask listen [PORT]"
+            "usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args] | cargo xtask bench [--smoke] [--no-peer] [--long] | cargo xtask listen [PORT] [--secret whsec_…]"
         ),
     }
 }
 
-/// Prints each POSTed notification and answers 204: a callback for trying the API with curl.
-fn listen(port: u16) -> Result<()> {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
-        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-    println!("listening for notifications on http://127.0.0.1:{port}/ (Ctrl-C to stop)");
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut request_line = String::new();
-        reader.read_line(&mut request_line)?;
-        let mut length = 0usize;
-        let mut content_type = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                break;
+/// `cargo xtask listen [PORT] [--secret whsec_…]…`: the project's printing callback listener
+/// (`netapi_chat_webhooks::listen::serve_printing`, the same as `netapi-chat client listen`)
+/// on 127.0.0.1:PORT (default 9000): prints every notification POSTed to it and answers 204,
+/// verifying signatures when given secrets. For trying the API by hand (README walkthrough).
+fn listen(args: &[&str]) -> Result<()> {
+    let mut port = 9000u16;
+    let mut secrets = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "--secret" => {
+                let secret = args.next().context("--secret needs a whsec_… value")?;
+                secrets.push(
+                    netapi_chat_webhooks::signing::Signer::from_secret(secret)
+                        .map_err(|e| anyhow::anyhow!("--secret: {e}"))?,
+                );
             }
-            if let Some((k, v)) = line.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    "content-type" => content_type = v.trim().to_owned(),
-                    _ => {}
-                }
-            }
+            p => port = p.parse().context("PORT must be a number")?,
         }
-        let mut body = vec![0; length.min(1 << 20)];
-        reader.read_exact(&mut body)?;
-        println!(
-            "--- {} ({content_type})\n{}",
-            request_line.trim(),
-            String::from_utf8_lossy(&body)
-        );
-        stream.write_all(
-            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?;
     }
-    Ok(())
+    tokio::runtime::Runtime::new()?
+        .block_on(netapi_chat_webhooks::listen::serve_printing(
+            &format!("127.0.0.1:{port}"),
+            secrets,
+        ))
+        .with_context(|| format!("listening on 127.0.0.1:{port}"))
 }

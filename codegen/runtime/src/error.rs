@@ -209,13 +209,19 @@ impl ApiError {
 
     /// The text with its placeholders filled, for logs and messages.
     pub fn rendered(&self) -> String {
-        let mut out = self.text.clone();
-        // Highest index first so that `%1` does not eat the start of `%10`.
-        for (i, v) in self.variables.iter().enumerate().rev() {
-            out = out.replace(&format!("%{}", i + 1), v);
-        }
-        out
+        fill_variables(&self.text, &self.variables)
     }
+}
+
+/// An OMA exception text with its `%1`, `%2`, … placeholders replaced by `variables`: how the
+/// server renders its own errors and how a client shows a received `requestError`.
+pub fn fill_variables(text: &str, variables: &[String]) -> String {
+    let mut out = text.to_owned();
+    // Highest index first so that `%1` does not eat the start of `%10`.
+    for (i, v) in variables.iter().enumerate().rev() {
+        out = out.replace(&format!("%{}", i + 1), v);
+    }
+    out
 }
 
 impl fmt::Display for ApiError {

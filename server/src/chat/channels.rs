@@ -189,7 +189,7 @@ impl Chat {
             rec.id.clone(),
             Channel {
                 rec,
-                mailbox: Mailbox::new(self.store.clone()),
+                mailbox: Mailbox::new(self.deliverer.forgetter.clone()),
                 expires_at_ms,
             },
         );

@@ -250,6 +250,8 @@ impl Chat {
                 signer: settings.signer.clone(),
                 policy: settings.retry.clone(),
                 store: store.clone(),
+                forgetter: crate::notify::Forgetter::start(store.clone()),
+                endpoints: crate::notify::endpoints::Endpoints::default(),
                 on_disable: Arc::new(move |id: &str, reason: &str| {
                     if let Some(chat) = gone.upgrade() {
                         chat.disable_subscription(id, reason);

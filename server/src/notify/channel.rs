@@ -16,10 +16,9 @@
 
 use super::rules::backlog_full;
 use super::{
-    CANCELLED, DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, EXPIRED, LIVE,
-    Notification, Queue, Shared, Target, bury, disable, forget,
+    CANCELLED, DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, EXPIRED, Forgetter,
+    LIVE, Notification, Queue, Shared, Target, bury, disable,
 };
-use crate::store::Store;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -69,7 +68,9 @@ struct Inner {
 pub struct Mailbox {
     inner: Mutex<Inner>,
     bell: Notify,
-    store: Store,
+    /// Where acknowledged notifications are forgotten: the same grouped forgets as delivered
+    /// callbacks (`super::forget`), so an acknowledgement costs no store commit of its own.
+    forgetter: Forgetter,
 }
 
 /// What a poll ends with.
@@ -91,12 +92,12 @@ pub fn take_count(pending: usize, max: usize) -> usize {
 }
 
 impl Mailbox {
-    /// An empty mailbox; acknowledged notifications are forgotten in `store`.
-    pub fn new(store: Store) -> Arc<Mailbox> {
+    /// An empty mailbox; acknowledged notifications are forgotten through `forgetter`.
+    pub fn new(forgetter: Forgetter) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             inner: Mutex::new(Inner::default()),
             bell: Notify::new(),
-            store,
+            forgetter,
         })
     }
 
@@ -220,21 +221,20 @@ impl Mailbox {
         }
     }
 
-    /// Forgets acknowledged (or unwanted) notifications in one store batch and takes them off
-    /// their subscriptions' backlogs.
+    /// Forgets acknowledged (or unwanted) notifications through the grouped forgets and takes
+    /// them off their subscriptions' backlogs. As for a delivered callback, a crash within
+    /// `super::forget::FORGET_DELAY` of the acknowledgement hands them again (same id) after the
+    /// restart; a graceful stop waits for the forget to be submitted.
     fn acknowledge(&self, done: Vec<Held>) {
         if done.is_empty() {
             return;
         }
-        let ids = done.iter().map(|h| h.delivery.id).collect();
+        let ids: Vec<u64> = done.iter().map(|h| h.delivery.id).collect();
         for h in &done {
             h.shared.done(&h.delivery);
         }
         DELIVERED.fetch_add(done.len() as u64, Ordering::Relaxed);
-        self.store.submit_detached(crate::store::Batch {
-            forget: ids,
-            ..crate::store::Batch::default()
-        });
+        self.forgetter.forget(&ids);
     }
 }
 
@@ -297,7 +297,7 @@ async fn feed(
             Notification::SubscriptionCancellationNotification(_)
         );
         if state == CANCELLED || (state == EXPIRED && !cancellation) {
-            forget(&d, vec![item.id]);
+            d.forgetter.forget(&[item.id]);
             shared.done(&item);
             continue;
         }

@@ -7,8 +7,14 @@
 //! its cause was committed until it is delivered or buried, and carries a stable id
 //! (`webhook-id`) across retries and restarts so that receivers can de-duplicate. Every POST
 //! is signed (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`), and
-//! goes only to addresses the callback policy allows, checked after DNS resolution at each
-//! delivery (the connection is pinned to the checked addresses; redirects are not followed).
+//! goes only to addresses the callback policy allows, checked after DNS resolution (the
+//! connection is pinned to the checked addresses; redirects are not followed). Subscriptions
+//! with the same callback endpoint share kept-alive HTTP/1.1 connections
+//! ([`endpoints`]), and delivered notifications are forgotten in groups ([`forget`]): a
+//! delivery costs no store commit of its own. A subscription whose `notifyURL` is a
+//! notification channel's `callbackURL` is fed into the channel instead ([`channel`]), with
+//! the same outbox, order, state and backlog rules, and forgotten through the same grouped
+//! forgets once the application acknowledges it.
 //!
 //! Backoff is per endpoint ([`rules`]): while a callback fails, its head is retried on the
 //! schedule with gaps capped at [`RetryPolicy::max_backoff`]; the first 2xx drains the backlog
@@ -22,12 +28,16 @@
 //! ([`dropped_count`], [`disabled_count`]).
 
 pub mod channel;
+pub mod endpoints;
+pub mod forget;
 pub mod rules;
 
-use crate::callback_guard::{CallbackPolicy, resolve_checked};
+use crate::callback_guard::CallbackPolicy;
 use crate::logsafe::Escaped;
 use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
 use crate::store::{Batch, Bury, Progress, Store, now_ms};
+use endpoints::{Endpoint, Endpoints, Failure};
+pub use forget::Forgetter;
 pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
 pub use rules::{BacklogLimit, RetryPolicy};
@@ -87,11 +97,13 @@ impl Drop for Attempting {
 
 /// Stops delivery at a clean point, for a graceful stop: no attempt starts any more (what is
 /// not delivered stays in the outbox for the next start), and attempts under way get until
-/// `deadline` to finish and submit their forget batch before the store is closed (one cut
-/// short is delivered again after the restart, with the same `webhook-id`).
+/// `deadline` to finish and the forgetter to submit what it holds before the store is closed
+/// (one cut short is delivered again after the restart, with the same `webhook-id`).
 pub async fn stop_deliveries(deadline: tokio::time::Instant) {
     STOPPING.store(true, Ordering::SeqCst);
-    while ATTEMPTING.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+    while (ATTEMPTING.load(Ordering::SeqCst) > 0 || forget::pending() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -183,8 +195,12 @@ pub struct Deliverer {
     pub signer: Option<Arc<Signer>>,
     /// Attempt schedule, give-up age, backlog cap.
     pub policy: RetryPolicy,
-    /// Where delivered and given-up notifications are forgotten.
+    /// Where failed attempts' progress and dead letters are written.
     pub store: Store,
+    /// Where delivered (and unwanted) notifications are forgotten, in groups.
+    pub forgetter: Forgetter,
+    /// Kept-alive connections per callback endpoint, shared by every subscription.
+    pub endpoints: Endpoints,
     /// Called with the subscription id and the reason text when delivery disables it.
     pub on_disable: OnDisable,
     /// Logger.
@@ -303,58 +319,32 @@ enum Outcome {
     Retry(Option<Duration>),
 }
 
-/// An HTTP client that can only reach the callback's checked addresses: the host is pinned to
-/// what [`resolve_checked`] returned (no second DNS lookup, so no rebinding), no proxy, no
-/// redirects.
-async fn pinned_client(target: &Target, d: &Deliverer) -> Result<reqwest::Client, String> {
-    let url = reqwest::Url::parse(&target.notify_url).map_err(|e| e.to_string())?;
-    let addrs = tokio::time::timeout(Duration::from_secs(5), resolve_checked(&url, &d.callbacks))
-        .await
-        .map_err(|_| "resolving the callback host timed out".to_owned())?
-        .map_err(|e| e.detail().to_string())?;
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(d.policy.timeout);
-    if let Some(host) = url.host_str() {
-        builder = builder.resolve_to_addrs(host, &addrs);
-    }
-    builder.build().map_err(|e| e.to_string())
-}
-
-/// How long a pinned client (and so a DNS answer) is reused while deliveries succeed.
-const PIN_FOR: Duration = Duration::from_secs(60);
+/// The callback URL made ready once per delivery task, or why it cannot be delivered to.
+type Prepared = Result<Endpoint, String>;
 
 async fn attempt(
     target: &Target,
     d: &Deliverer,
     keys: &[Arc<Signer>],
-    client: &mut Option<(reqwest::Client, tokio::time::Instant)>,
+    endpoint: &Prepared,
     id: u64,
     body: &bytes::Bytes,
 ) -> Outcome {
-    let fresh = client
-        .as_ref()
-        .is_some_and(|(_, at)| at.elapsed() < PIN_FOR);
-    if !fresh {
-        match pinned_client(target, d).await {
-            Ok(c) => *client = Some((c, tokio::time::Instant::now())),
-            Err(e) => {
-                warn!(d.log, "callback refused by the callback policy or unresolvable";
-                    "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
-                *client = None;
-                return Outcome::Retry(None);
-            }
+    let ep = match endpoint {
+        Ok(ep) => ep,
+        Err(e) => {
+            warn!(d.log, "callback URL cannot be delivered to";
+                "subscription" => &target.subscription, "id" => id, "error" => %Escaped(e));
+            return Outcome::Retry(None);
         }
-    }
-    let Some((http, _)) = client.as_ref() else {
-        return Outcome::Retry(None);
     };
     let msg_id = webhook_id(id);
     let timestamp = crate::store::now_ms() / 1000;
-    let mut request = http
-        .post(&target.notify_url)
-        .header(http::header::CONTENT_TYPE, target.format.content_type());
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(target.format.content_type()),
+    );
     // One signature per key (Standard Webhooks: space-separated), so that during a rotation
     // window a receiver verifies with the old secret or the new one.
     let server_wide: Vec<Arc<Signer>> = d.signer.iter().cloned().collect();
@@ -363,39 +353,49 @@ async fn attempt(
     } else {
         keys
     };
-    request = request
-        .header(HEADER_ID, &msg_id)
-        .header(HEADER_TIMESTAMP, timestamp.to_string());
     let signatures: Vec<String> = keys
         .iter()
         .map(|k| k.sign(&msg_id, timestamp, body))
         .collect();
+    for (name, value) in [
+        (HEADER_ID, msg_id),
+        (HEADER_TIMESTAMP, timestamp.to_string()),
+        (HEADER_SIGNATURE, signatures.join(" ")),
+    ] {
+        // Ids, digits and base64: always valid header values.
+        if let Ok(v) = http::HeaderValue::try_from(value)
+            && !v.is_empty()
+        {
+            headers.insert(name, v);
+        }
+    }
     if signatures.is_empty() {
         warn!(d.log, "no secret to sign the notification with: sent unsigned";
             "subscription" => &target.subscription, "id" => id);
-    } else {
-        request = request.header(HEADER_SIGNATURE, signatures.join(" "));
     }
     let started = std::time::Instant::now();
-    let result = request.body(body.clone()).send().await;
+    let result = d
+        .endpoints
+        .post(ep, &d.callbacks, headers, body.clone(), d.policy.timeout)
+        .await;
     let outcome = match result {
-        Ok(r) if r.status().is_success() => Outcome::Delivered,
-        Ok(r) if r.status() == http::StatusCode::GONE => Outcome::Gone,
-        Ok(r) => {
-            let status = r.status();
-            let retry_after = matches!(status.as_u16(), 429 | 503)
-                .then(|| {
-                    r.headers()
-                        .get(http::header::RETRY_AFTER)
-                        .and_then(retry_after)
-                })
+        Ok(a) if a.status.is_success() => Outcome::Delivered,
+        Ok(a) if a.status == http::StatusCode::GONE => Outcome::Gone,
+        Ok(a) => {
+            let retry_after = matches!(a.status.as_u16(), 429 | 503)
+                .then(|| a.retry_after.as_ref().and_then(retry_after))
                 .flatten();
             warn!(d.log, "callback refused notification";
-                "subscription" => &target.subscription, "id" => id, "status" => status.as_u16());
+                "subscription" => &target.subscription, "id" => id, "status" => a.status.as_u16());
             Outcome::Retry(retry_after)
         }
-        Err(e) => {
-            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e.to_string()));
+        Err(Failure::Refused(e)) => {
+            warn!(d.log, "callback refused by the callback policy or unresolvable";
+                "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
+            Outcome::Retry(None)
+        }
+        Err(Failure::Unreachable(e)) => {
+            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
             Outcome::Retry(None)
         }
     };
@@ -407,7 +407,7 @@ async fn attempt(
     crate::metrics::notification_attempt(label, started.elapsed());
     if matches!(outcome, Outcome::Retry(_)) {
         // Look the host up again before the next attempt.
-        *client = None;
+        d.endpoints.failed(&ep.origin);
     }
     outcome
 }
@@ -432,7 +432,7 @@ async fn deliver(
     shared: Arc<Shared>,
     d: Deliverer,
 ) {
-    let mut client = None;
+    let endpoint = Endpoint::parse(&target.notify_url);
     // The head of the queue, when it has been taken from the channel and is not done yet.
     let mut head: Option<Delivery> = None;
     // The endpoint's current run of failures: since when, how many, and when the next try
@@ -454,7 +454,7 @@ async fn deliver(
             Notification::SubscriptionCancellationNotification(_)
         );
         if state == CANCELLED || (state == EXPIRED && !is_cancellation) {
-            forget(&d, vec![item.id]);
+            d.forgetter.forget(&[item.id]);
             shared.done(&item);
             continue;
         }
@@ -508,13 +508,13 @@ async fn deliver(
         }
         let body = bytes::Bytes::from(item.notification.encode(target.format));
         let keys = shared.keys_at(now_ms());
-        match attempt(&target, &d, &keys, &mut client, item.id, &body).await {
+        match attempt(&target, &d, &keys, &endpoint, item.id, &body).await {
             Outcome::Delivered => {
                 debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
                     "subscription" => &target.subscription, "id" => item.id,
                     "attempt" => item.progress.attempts + 1);
                 DELIVERED.fetch_add(1, Ordering::Relaxed);
-                forget(&d, vec![item.id]);
+                d.forgetter.forget(&[item.id]);
                 shared.done(&item);
                 // Healthy again: the rest of the backlog goes at full speed.
                 (failing_since, failures, probe_at) = (None, 0, 0);
@@ -565,14 +565,6 @@ async fn deliver(
             }
         }
     }
-}
-
-/// Drops delivered (or unwanted) notifications from the outbox.
-fn forget(d: &Deliverer, ids: Vec<u64>) {
-    d.store.submit_detached(Batch {
-        forget: ids,
-        ..Batch::default()
-    });
 }
 
 /// Makes notifications dead letters (kept within the backlog cap per subscription).

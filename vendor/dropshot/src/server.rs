@@ -21,7 +21,7 @@ use super::versioning::VersionPolicy;
 use async_stream::stream;
 use debug_ignore::DebugIgnore;
 use futures::future::{
-    BoxFuture, FusedFuture, FutureExt, Shared, TryFutureExt,
+    BoxFuture, FusedFuture, FutureExt, Shared,
 };
 use futures::lock::Mutex;
 use futures::stream::{Stream, StreamExt};
@@ -614,11 +614,24 @@ impl HttpsAcceptor {
                         }
                     },
                     (socket, addr) = http_acceptor.accept() => {
-                        let tls_negotiation = tls_acceptor
-                            .lock()
+                        // PATCHES.md item 9: a handshake that does not
+                        // finish in time is dropped (its socket closed).
+                        let accepting =
+                            tls_acceptor.lock().await.accept(socket);
+                        let tls_negotiation = async move {
+                            match tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                accepting,
+                            )
                             .await
-                            .accept(socket)
-                            .map_ok(move |stream| TlsConn::new(stream, addr));
+                            {
+                                Ok(r) => r.map(|s| TlsConn::new(s, addr)),
+                                Err(_) => Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "TLS handshake timed out",
+                                )),
+                            }
+                        };
                         tls_negotiations.push(tls_negotiation);
                     },
                     else => break,
@@ -627,6 +640,12 @@ impl HttpsAcceptor {
         }
     }
 }
+
+/// How long a client gets to finish its TLS handshake (PATCHES.md item 9):
+/// connections count against the connection limits only once negotiated, so
+/// a handshake that never finishes would otherwise hold its socket forever.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(10);
 
 /// Create a TLS configuration from the Dropshot config structure.
 impl TryFrom<&ConfigTls> for rustls::ServerConfig {

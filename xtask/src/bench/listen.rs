@@ -1,13 +1,8 @@
-//! Callback listeners (one real hyper server per user) and the collector that matches each
+//! Callback listeners (one real HTTP server per user, `netapi_chat_webhooks::listen`) and the collector that matches each
 //! received message to its send by the sequence number carried in the message text.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 
 /// The marker every benchmark message text starts with: `bench#STEP#SEQ#`.
 pub const MARKER: &[u8] = b"bench#";
@@ -100,52 +95,34 @@ impl Collector {
     }
 }
 
-/// A callback listener on a free loopback port; answers 204 to every POST. Aborted on drop.
+/// A callback listener on a free loopback port (the project's one listener,
+/// `netapi_chat_webhooks::listen`); answers 204 to every POST and hands each body to the
+/// collector, keeping nothing. Stopped on drop.
 pub struct Listener {
     /// Its notifyURL.
     pub url: String,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _listener: netapi_chat_webhooks::listen::Listener,
 }
 
 impl Listener {
     /// Starts a listener that hands every body to `collector`.
     pub async fn start(collector: Arc<Collector>) -> anyhow::Result<Listener> {
-        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/notify", socket.local_addr()?);
-        let task = tokio::spawn(async move {
-            // Runs until the listener is dropped (its task aborted).
-            while let Ok((stream, _)) = socket.accept().await {
-                let _ = stream.set_nodelay(true);
-                let collector = Arc::clone(&collector);
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let collector = Arc::clone(&collector);
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            collector.record(&body, Instant::now());
-                            let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                            *resp.status_mut() = http::StatusCode::NO_CONTENT;
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Ok(Listener { url, task })
+        use netapi_chat_webhooks::listen::{self, Options, Received};
+        let listener = listen::Listener::start(
+            "127.0.0.1:0",
+            Options {
+                keep: 0,
+                on_receive: Some(Arc::new(move |r: &Received| {
+                    collector.record(r.body.as_bytes(), r.at)
+                })),
+                ..Options::default()
+            },
+        )
+        .await?;
+        Ok(Listener {
+            url: listener.url(),
+            _listener: listener,
+        })
     }
 }
 

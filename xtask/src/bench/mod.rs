@@ -20,12 +20,18 @@
 //! `--long` runs only the long run of issue 12 ([`long`], [`chart`]): a million messages at a
 //! steady rate with sessions opened and ended alongside, sampling RSS, disk and latency over
 //! time, then a restart after SIGKILL; it rewrites its own section of `BENCHMARKS.md` and
-//! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`).
+//! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`)
+//! and a one-step delivery-cost phase (baseline and this build).
+//!
+//! `--delivery [--before BIN]` runs only the delivery-cost phase of issue 13 item 5
+//! ([`delivery`]): server CPU and store commits per message, baseline vs this build vs `BIN`
+//! (another build of the server), in alternating steps; it writes `target/bench/delivery.md`.
 
 mod baseline;
 mod chart;
 mod chat;
 mod cost;
+mod delivery;
 mod http;
 mod listen;
 mod load;
@@ -47,7 +53,7 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
 #[derive(Default)]
@@ -304,6 +310,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut peer = None;
     let mut long = false;
     let mut long_args = LongArgs::default();
+    let (mut delivery, mut before) = (false, None::<PathBuf>);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -312,12 +319,22 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "--no-peer" => peer = Some(false),
             "--peer" => peer = Some(true),
             "--long" => long = true,
+            "--delivery" => delivery = true,
+            "--before" => {
+                before =
+                    Some(PathBuf::from(it.next().with_context(|| {
+                        format!("--before needs a path; {USAGE}")
+                    })?));
+            }
             "--messages" => long_args.messages = Some(value(&mut it, a)?),
             "--rate" => long_args.rate = Some(value(&mut it, a)?),
             "--sessions-cycled" => long_args.sessions_cycled = Some(value(&mut it, a)?),
             "--sample-secs" => long_args.sample_secs = Some(value(&mut it, a)?),
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
+    }
+    if (delivery && (long || peer.is_some())) || (before.is_some() && !delivery) {
+        bail!("--delivery goes alone (with --smoke), and --before with --delivery; {USAGE}");
     }
     if !long && long_args.any() {
         bail!("--messages, --rate, --sessions-cycled and --sample-secs go with --long; {USAGE}");
@@ -343,6 +360,16 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     }
     if std::env::var_os(BUILT_ENV).is_none() {
         build(root, false)?;
+    }
+    if delivery {
+        let ds = delivery_settings(smoke);
+        let command = format!("cargo xtask bench {}", args.join(" "));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(delivery::run(root, &ds, before, &command));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return result.map(|_| ());
     }
     if long {
         let plan = if smoke {
@@ -405,6 +432,17 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     } else {
         false
     };
+    // And a tiny delivery-cost phase (baseline and this build), so that harness cannot rot.
+    let delivery_smoke = smoke
+        && rt
+            .block_on(delivery::run(
+                root,
+                &delivery_settings(true),
+                None,
+                "cargo xtask bench --smoke",
+            ))
+            .map_err(|e| println!("bench: the delivery phase (smoke) failed: {e:#}"))
+            .is_err();
     rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [
         ("baseline", report.baseline.is_err()),
@@ -413,6 +451,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         ("XML vs JSON cost", report.cost.is_err()),
         ("scale", report.scale.is_err()),
         ("long run (smoke)", long_smoke),
+        ("delivery cost (smoke)", delivery_smoke),
     ]
     .into_iter()
     .filter_map(|(n, f)| f.then_some(n))
@@ -421,6 +460,31 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         bail!("phases failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The delivery-cost phase's settings (`--delivery`; tiny with `--smoke`).
+fn delivery_settings(smoke: bool) -> delivery::Settings {
+    if smoke {
+        let s = Settings::smoke();
+        delivery::Settings {
+            rates: vec![200],
+            step: Duration::from_secs(1),
+            rounds: 1,
+            opts: s.opts,
+            plan: s.plan,
+            text_len: s.text_len,
+        }
+    } else {
+        let s = Settings::full();
+        delivery::Settings {
+            rates: vec![500, 2000, 5000],
+            step: Duration::from_secs(10),
+            rounds: 3,
+            opts: s.opts,
+            plan: s.plan,
+            text_len: s.text_len,
+        }
+    }
 }
 
 async fn run(root: &Path, s: &Settings) -> report::Report {

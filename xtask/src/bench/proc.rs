@@ -245,6 +245,18 @@ pub struct NetapiChat {
 /// directory `target/bench/data-{label}` (and a token file in it) and extra settings. Its log
 /// (stderr) goes to /dev/null: still formatted and written by the server, not kept.
 pub fn start_netapi_chat(root: &Path, label: &str, env: &[(&str, &str)]) -> Result<NetapiChat> {
+    let bin = target_dir(root).join("release/netapi-chat");
+    start_netapi_chat_bin(root, &bin, label, env)
+}
+
+/// [`start_netapi_chat`] with another build of the server (e.g. an earlier commit's, for a
+/// before/after comparison in one run).
+pub fn start_netapi_chat_bin(
+    root: &Path,
+    bin: &Path,
+    label: &str,
+    env: &[(&str, &str)],
+) -> Result<NetapiChat> {
     let data_dir = target_dir(root).join("bench").join(format!("data-{label}"));
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
@@ -255,7 +267,7 @@ pub fn start_netapi_chat(root: &Path, label: &str, env: &[(&str, &str)]) -> Resu
     let tokens = data_dir.join("tokens");
     std::fs::write(&tokens, format!("{TOKEN} *\n"))
         .with_context(|| format!("writing {}", tokens.display()))?;
-    let server = spawn_netapi_chat(root, &data_dir, env, Duration::from_secs(60))?;
+    let server = spawn_bin(root, bin, &data_dir, env, Duration::from_secs(60))?;
     Ok(NetapiChat { server, data_dir })
 }
 
@@ -269,7 +281,17 @@ pub fn spawn_netapi_chat(
     wait: Duration,
 ) -> Result<Server> {
     let bin = target_dir(root).join("release/netapi-chat");
-    let mut cmd = Command::new(&bin);
+    spawn_bin(root, &bin, data_dir, env, wait)
+}
+
+fn spawn_bin(
+    root: &Path,
+    bin: &Path,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    wait: Duration,
+) -> Result<Server> {
+    let mut cmd = Command::new(bin);
     cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
         .env("NETAPI_CHAT_DATA_DIR", data_dir)
         .env("NETAPI_CHAT_TOKEN_FILE", data_dir.join("tokens"))

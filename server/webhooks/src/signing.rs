@@ -12,8 +12,8 @@
 //!
 //! The key is a per-application secret from configuration, written `whsec_<base64>` like the
 //! secrets of other Standard Webhooks senders; [`Signer::generate`] makes a new one.
-//! [`Signer::verify`] is the receiver's side (used by tests; a receiver written in another
-//! language uses any Standard Webhooks library with the same secret).
+//! [`Signer::verify`] is the receiver's side (used by [`crate::listen`]; a receiver written in
+//! another language uses any Standard Webhooks library with the same secret).
 
 use base64::Engine;
 use base64::alphabet;

@@ -1,0 +1,132 @@
+//! The parsed tree and the decoding helpers generated `XmlType::read` impls call.
+
+use super::{XmlError, XmlLeaf, XmlType};
+
+/// A parsed element: namespace-resolved name, attributes (xmlns declarations
+/// excluded), child elements in order, and concatenated text (text + CDATA,
+/// unescaped, not trimmed).
+///
+/// This is the intermediate tree that generated `XmlType::read` impls decode;
+/// it keeps only what the Chat API XML binding needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Element {
+    /// Namespace URI of the element, `None` when the name is unqualified and
+    /// no default namespace is in scope.
+    pub namespace: Option<String>,
+    /// Local name (without prefix).
+    pub name: String,
+    /// Attributes as (local name, unescaped value), in document order.
+    pub attributes: Vec<(String, String)>,
+    /// Child elements in document order.
+    pub children: Vec<Element>,
+    /// All direct text and CDATA content, unescaped and concatenated.
+    pub text: String,
+}
+
+impl Element {
+    /// Child elements with the given local name, in document order.
+    ///
+    /// Matching is by local name only (the Chat schemas use unqualified
+    /// children), so clients may qualify children or not.
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// Value of the attribute with the given local name, if present.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The single child called `name`, or an error if it appears more than once.
+    fn single_child<'a>(&'a self, name: &str) -> Result<Option<&'a Element>, XmlError> {
+        let mut matches = self.children.iter().filter(|c| c.name == name);
+        let first = matches.next();
+        if first.is_some() && matches.next().is_some() {
+            return Err(XmlError::Decode(format!(
+                "element `{name}` appears more than once in `{}`",
+                self.name
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Error for a required child element that is absent.
+    fn missing_element(&self, name: &str) -> XmlError {
+        XmlError::Decode(format!("missing element `{name}` in `{}`", self.name))
+    }
+
+    /// Decodes the text of a leaf child, adding context to the error.
+    fn decode_leaf<T: XmlLeaf>(&self, child: &Element) -> Result<T, XmlError> {
+        T::from_xml_text(&child.text).map_err(|msg| {
+            XmlError::Decode(format!(
+                "element `{}` in `{}`: {msg}",
+                child.name, self.name
+            ))
+        })
+    }
+
+    /// Decodes a leaf child that must appear exactly once.
+    pub fn required_leaf<T: XmlLeaf>(&self, name: &str) -> Result<T, XmlError> {
+        match self.single_child(name)? {
+            Some(child) => self.decode_leaf(child),
+            None => Err(self.missing_element(name)),
+        }
+    }
+
+    /// Decodes a leaf child that may appear at most once.
+    pub fn optional_leaf<T: XmlLeaf>(&self, name: &str) -> Result<Option<T>, XmlError> {
+        self.single_child(name)?
+            .map(|child| self.decode_leaf(child))
+            .transpose()
+    }
+
+    /// Decodes every leaf child called `name` (an XSD `maxOccurs > 1` element).
+    pub fn leaf_list<T: XmlLeaf>(&self, name: &str) -> Result<Vec<T>, XmlError> {
+        self.children_named(name)
+            .map(|child| self.decode_leaf(child))
+            .collect()
+    }
+
+    /// Decodes a complex child that must appear exactly once.
+    pub fn required_child<T: XmlType>(&self, name: &str) -> Result<T, XmlError> {
+        match self.single_child(name)? {
+            Some(child) => T::read(child),
+            None => Err(self.missing_element(name)),
+        }
+    }
+
+    /// Decodes a complex child that may appear at most once.
+    pub fn optional_child<T: XmlType>(&self, name: &str) -> Result<Option<T>, XmlError> {
+        self.single_child(name)?.map(T::read).transpose()
+    }
+
+    /// Decodes every complex child called `name`.
+    pub fn child_list<T: XmlType>(&self, name: &str) -> Result<Vec<T>, XmlError> {
+        self.children_named(name).map(T::read).collect()
+    }
+
+    /// Decodes an attribute that must be present.
+    pub fn required_attribute<T: XmlLeaf>(&self, name: &str) -> Result<T, XmlError> {
+        match self.optional_attribute(name)? {
+            Some(value) => Ok(value),
+            None => Err(XmlError::Decode(format!(
+                "missing attribute `{name}` on `{}`",
+                self.name
+            ))),
+        }
+    }
+
+    /// Decodes an attribute that may be absent.
+    pub fn optional_attribute<T: XmlLeaf>(&self, name: &str) -> Result<Option<T>, XmlError> {
+        self.attribute(name)
+            .map(|value| {
+                T::from_xml_text(value).map_err(|msg| {
+                    XmlError::Decode(format!("attribute `{name}` on `{}`: {msg}", self.name))
+                })
+            })
+            .transpose()
+    }
+}

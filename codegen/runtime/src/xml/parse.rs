@@ -1,0 +1,384 @@
+//! The bounded streaming parser: untrusted bytes in, an [`Element`] tree out.
+
+use quick_xml::XmlVersion;
+use quick_xml::escape::EscapeError;
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+use super::{Element, XmlError, is_xml_char, quote_input};
+
+/// Limits applied while parsing (all counted over the whole document).
+///
+/// They exist so that a hostile or broken client cannot make the server spend
+/// unbounded memory or CPU on one request body. Total memory use is in any case
+/// proportional to the input size, which the HTTP layer bounds.
+#[derive(Clone, Debug)]
+pub struct XmlLimits {
+    /// Maximum element nesting depth; the root element is at depth 1.
+    pub max_depth: usize,
+    /// Maximum number of elements in the whole document.
+    pub max_elements: usize,
+    /// Maximum number of attributes (namespace declarations included) on one element.
+    pub max_attributes_per_element: usize,
+    /// Maximum size in bytes (after unescaping) of the text of one element and
+    /// of one attribute value.
+    pub max_text_bytes: usize,
+}
+
+impl Default for XmlLimits {
+    /// Limits generous for any Chat API document yet small enough to be safe.
+    fn default() -> Self {
+        Self {
+            max_depth: 32,
+            max_elements: 10_000,
+            max_attributes_per_element: 32,
+            max_text_bytes: 65_536,
+        }
+    }
+}
+
+/// Resolves the five entities predefined by XML.
+fn predefined_entity(name: &str) -> Option<&'static str> {
+    match name {
+        "lt" => Some("<"),
+        "gt" => Some(">"),
+        "amp" => Some("&"),
+        "quot" => Some("\""),
+        "apos" => Some("'"),
+        _ => None,
+    }
+}
+
+/// The UTF-8 byte order mark, accepted and skipped at the start of input.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Parses an untrusted XML document into an [`Element`] tree.
+///
+/// This is the only entry point for XML input: it enforces `limits`, refuses
+/// DOCTYPE and non-predefined entities, resolves namespaces and checks
+/// well-formedness (exactly one root, balanced tags, no stray content).
+pub fn parse_document(input: &[u8], limits: &XmlLimits) -> Result<Element, XmlError> {
+    let (offset, body) = match input.strip_prefix(UTF8_BOM) {
+        Some(rest) => (UTF8_BOM.len(), rest),
+        None => (0, input),
+    };
+    let text = std::str::from_utf8(body).map_err(|e| {
+        XmlError::Syntax(format!(
+            "document is not valid UTF-8 (invalid byte sequence at byte {}); only UTF-8 is accepted",
+            e.valid_up_to() + offset
+        ))
+    })?;
+    let mut reader = NsReader::from_str(text);
+    let config = reader.config_mut();
+    config.check_end_names = true;
+    config.check_comments = true;
+    config.allow_dangling_amp = false;
+    config.allow_unmatched_ends = false;
+    config.expand_empty_elements = false;
+    config.trim_text(false);
+    Parser {
+        reader,
+        limits,
+        offset,
+        stack: Vec::new(),
+        root: None,
+        elements: 0,
+    }
+    .run()
+}
+
+/// Streaming state of [`parse_document`].
+struct Parser<'i, 'l> {
+    /// Namespace-resolving event source over the (UTF-8 checked) input.
+    reader: NsReader<&'i [u8]>,
+    /// Limits to enforce.
+    limits: &'l XmlLimits,
+    /// Bytes stripped before the reader's input (BOM), for error positions.
+    offset: usize,
+    /// Open elements, innermost last.
+    stack: Vec<Element>,
+    /// The completed root element.
+    root: Option<Element>,
+    /// Elements seen so far.
+    elements: usize,
+}
+
+impl<'i> Parser<'i, '_> {
+    /// Consumes all events and returns the root element.
+    fn run(mut self) -> Result<Element, XmlError> {
+        let mut first = true;
+        loop {
+            let event = match self.reader.read_event() {
+                Ok(event) => event,
+                Err(err) => return Err(self.reader_error(err)),
+            };
+            match event {
+                Event::Decl(decl) => {
+                    if !first {
+                        return Err(XmlError::Syntax(
+                            "the XML declaration must be at the very start of the document"
+                                .to_owned(),
+                        ));
+                    }
+                    if let Some(Ok(encoding)) = decl.encoding()
+                        && !encoding.eq_ignore_ascii_case("UTF-8")
+                    {
+                        return Err(XmlError::Syntax(format!(
+                            "the document declares encoding `{}`; only UTF-8 is accepted",
+                            quote_input(&encoding)
+                        )));
+                    }
+                }
+                // Refused before anything inside or after it is interpreted.
+                Event::DocType(_) => return Err(XmlError::Doctype),
+                Event::Comment(_) | Event::PI(_) => {}
+                Event::Start(start) => {
+                    let element = self.open(&start)?;
+                    self.stack.push(element);
+                }
+                Event::Empty(start) => {
+                    let element = self.open(&start)?;
+                    self.close(element)?;
+                }
+                Event::End(end) => match self.stack.pop() {
+                    Some(element) => self.close(element)?,
+                    None => {
+                        return Err(XmlError::Syntax(format!(
+                            "closing tag `</{}>` has no matching opening tag",
+                            quote_input(end.name().as_ref())
+                        )));
+                    }
+                },
+                Event::Text(text) => self.text(&text.xml10_content())?,
+                Event::CData(cdata) => {
+                    if self.stack.is_empty() {
+                        return Err(XmlError::Syntax(
+                            "CDATA section outside the root element".to_owned(),
+                        ));
+                    }
+                    self.text(&cdata.xml10_content())?;
+                }
+                Event::GeneralRef(reference) => {
+                    let c = resolve_reference(&reference)?;
+                    if self.stack.is_empty() {
+                        return Err(XmlError::Syntax(
+                            "character or entity reference outside the root element".to_owned(),
+                        ));
+                    }
+                    self.text(c.encode_utf8(&mut [0u8; 4]))?;
+                }
+                Event::Eof => break,
+            }
+            first = false;
+        }
+        if let Some(open) = self.stack.last() {
+            return Err(XmlError::Syntax(format!(
+                "unexpected end of document: element `{}` is not closed",
+                open.name
+            )));
+        }
+        self.root
+            .ok_or_else(|| XmlError::Syntax("the document has no root element".to_owned()))
+    }
+
+    /// Converts a quick-xml error into an [`XmlError`] with its byte position.
+    fn reader_error(&self, err: quick_xml::Error) -> XmlError {
+        match err {
+            quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) => {
+                XmlError::Entity(quote_input(&name).into_owned())
+            }
+            other => {
+                let position = usize::try_from(self.reader.error_position())
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(self.offset);
+                XmlError::Syntax(format!("{other} (at byte {position})"))
+            }
+        }
+    }
+
+    /// Builds an element from a start tag, enforcing depth, count and attribute limits.
+    fn open(&mut self, start: &BytesStart<'i>) -> Result<Element, XmlError> {
+        let limits = self.limits;
+        let depth = self.stack.len() + 1;
+        if depth > limits.max_depth {
+            return Err(XmlError::LimitExceeded(format!(
+                "elements are nested deeper than the maximum depth of {}",
+                limits.max_depth
+            )));
+        }
+        self.elements += 1;
+        if self.elements > limits.max_elements {
+            return Err(XmlError::LimitExceeded(format!(
+                "the document has more than the maximum of {} elements",
+                limits.max_elements
+            )));
+        }
+        let qname = start.name();
+        if self.stack.is_empty() && self.root.is_some() {
+            return Err(XmlError::Syntax(format!(
+                "element `{}` after the root element; a document must have exactly one root element",
+                quote_input(qname.as_ref())
+            )));
+        }
+
+        let resolver = self.reader.resolver();
+        let (namespace, local) = resolver.resolve_element(qname);
+        let namespace = match namespace {
+            ResolveResult::Bound(ns) => Some(ns.into_inner().to_owned()),
+            ResolveResult::Unbound => None,
+            ResolveResult::Unknown(prefix) => {
+                return Err(XmlError::Syntax(format!(
+                    "element `{}` uses the undeclared namespace prefix `{}`",
+                    quote_input(qname.as_ref()),
+                    quote_input(&prefix)
+                )));
+            }
+        };
+        let name = local.into_inner().to_owned();
+
+        let mut attributes = Vec::new();
+        let mut seen: Vec<(Option<&str>, &str)> = Vec::new();
+        for (count, attribute) in start.attributes().enumerate() {
+            if count >= limits.max_attributes_per_element {
+                return Err(XmlError::LimitExceeded(format!(
+                    "element `{name}` has more than the maximum of {} attributes",
+                    limits.max_attributes_per_element
+                )));
+            }
+            let attribute = attribute.map_err(|err| match err {
+                AttrError::Duplicated(..) => {
+                    XmlError::Syntax(format!("element `{name}` has a duplicated attribute"))
+                }
+                other => XmlError::Syntax(format!("in the start tag of element `{name}`: {other}")),
+            })?;
+            let key = attribute.key;
+            if key.as_namespace_binding().is_some() {
+                continue;
+            }
+            let (attr_ns, attr_local) = resolver.resolve_attribute(key);
+            let attr_ns = match attr_ns {
+                ResolveResult::Bound(ns) => Some(ns.into_inner()),
+                ResolveResult::Unbound => None,
+                ResolveResult::Unknown(prefix) => {
+                    return Err(XmlError::Syntax(format!(
+                        "attribute `{}` of element `{name}` uses the undeclared namespace prefix `{}`",
+                        quote_input(key.as_ref()),
+                        quote_input(&prefix)
+                    )));
+                }
+            };
+            let attr_local = attr_local.into_inner();
+            if seen.contains(&(attr_ns, attr_local)) {
+                return Err(XmlError::Syntax(format!(
+                    "element `{name}` has a duplicated attribute `{}`",
+                    quote_input(key.as_ref())
+                )));
+            }
+            seen.push((attr_ns, attr_local));
+
+            let value = attribute
+                .normalized_value_with(XmlVersion::Implicit1_0, 1, predefined_entity)
+                .map_err(|err| match err {
+                    quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, entity)) => {
+                        XmlError::Entity(quote_input(&entity).into_owned())
+                    }
+                    other => XmlError::Syntax(format!(
+                        "attribute `{}` of element `{name}`: {other}",
+                        quote_input(key.as_ref())
+                    )),
+                })?;
+            if value.len() > limits.max_text_bytes {
+                return Err(XmlError::LimitExceeded(format!(
+                    "attribute `{}` of element `{name}` is longer than the maximum of {} bytes",
+                    quote_input(key.as_ref()),
+                    limits.max_text_bytes
+                )));
+            }
+            if let Some(c) = value.chars().find(|c| !is_xml_char(*c)) {
+                return Err(XmlError::Syntax(format!(
+                    "attribute `{}` of element `{name}` contains the character U+{:04X}, which is not allowed in XML 1.0",
+                    quote_input(key.as_ref()),
+                    u32::from(c)
+                )));
+            }
+            attributes.push((attr_local.to_owned(), value.into_owned()));
+        }
+
+        Ok(Element {
+            namespace,
+            name,
+            attributes,
+            children: Vec::new(),
+            text: String::new(),
+        })
+    }
+
+    /// Attaches a completed element to its parent, or makes it the root.
+    fn close(&mut self, element: Element) -> Result<(), XmlError> {
+        match self.stack.last_mut() {
+            Some(parent) => parent.children.push(element),
+            None if self.root.is_some() => {
+                return Err(XmlError::Syntax(
+                    "a document must have exactly one root element".to_owned(),
+                ));
+            }
+            None => self.root = Some(element),
+        }
+        Ok(())
+    }
+
+    /// Appends character data to the current element (or checks it is
+    /// whitespace when outside the root).
+    fn text(&mut self, s: &str) -> Result<(), XmlError> {
+        let max = self.limits.max_text_bytes;
+        let Some(current) = self.stack.last_mut() else {
+            if s.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r')) {
+                return Ok(());
+            }
+            let what = if self.root.is_some() {
+                "after"
+            } else {
+                "before"
+            };
+            return Err(XmlError::Syntax(format!(
+                "text `{}` {what} the root element",
+                quote_input(s.trim())
+            )));
+        };
+        if current.text.len().saturating_add(s.len()) > max {
+            return Err(XmlError::LimitExceeded(format!(
+                "the text of element `{}` is longer than the maximum of {max} bytes",
+                current.name
+            )));
+        }
+        if let Some(c) = s.chars().find(|c| !is_xml_char(*c)) {
+            return Err(XmlError::Syntax(format!(
+                "element `{}` contains the character U+{:04X}, which is not allowed in XML 1.0",
+                current.name,
+                u32::from(c)
+            )));
+        }
+        current.text.push_str(s);
+        Ok(())
+    }
+}
+
+/// Resolves a reference in text: predefined entity or character reference.
+fn resolve_reference(reference: &BytesRef<'_>) -> Result<char, XmlError> {
+    let name: &str = reference;
+    if reference.is_char_ref() {
+        return match reference.resolve_char_ref() {
+            Ok(Some(c)) if is_xml_char(c) => Ok(c),
+            _ => Err(XmlError::Syntax(format!(
+                "character reference `&{};` is not a valid reference to a character allowed in XML 1.0",
+                quote_input(name)
+            ))),
+        };
+    }
+    match predefined_entity(name).and_then(|s| s.chars().next()) {
+        Some(c) => Ok(c),
+        None => Err(XmlError::Entity(quote_input(name).into_owned())),
+    }
+}

@@ -1,0 +1,405 @@
+//! The XML module's unit tests: parsing limits, refusals, round trips and escaping.
+
+use super::*;
+use std::time::{Duration, Instant};
+
+const NS: &str = "urn:oma:xml:rest:netapi:chat:1";
+
+#[derive(Debug, Clone, PartialEq)]
+struct Link {
+    rel: String,
+    href: String,
+}
+
+impl XmlType for Link {
+    fn write_attributes(&self, w: &mut XmlWriter) {
+        w.attribute("rel", &self.rel);
+        w.attribute("href", &self.href);
+    }
+
+    fn write_children(&self, _w: &mut XmlWriter) {}
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        Ok(Self {
+            rel: e.required_attribute("rel")?,
+            href: e.required_attribute("href")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Msg {
+    text: String,
+    report: Vec<String>,
+    link: Option<Link>,
+    n: Option<u32>,
+}
+
+impl XmlType for Msg {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("text", &self.text);
+        for r in &self.report {
+            w.leaf("reportRequest", r);
+        }
+        if let Some(link) = &self.link {
+            w.element("link", link);
+        }
+        if let Some(n) = &self.n {
+            w.leaf("n", n);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        Ok(Self {
+            text: e.required_leaf("text")?,
+            report: e.leaf_list("reportRequest")?,
+            link: e.optional_child("link")?,
+            n: e.optional_leaf("n")?,
+        })
+    }
+}
+
+impl XmlRoot for Msg {
+    const NAME: &'static str = "chatMessage";
+    const NAMESPACE: &'static str = NS;
+    const PREFIX: &'static str = "chat";
+}
+
+fn limits() -> XmlLimits {
+    XmlLimits::default()
+}
+
+fn read(doc: &str) -> Result<Msg, XmlError> {
+    from_document::<Msg>(doc.as_bytes(), &limits())
+}
+
+fn decode_msg(err: XmlError) -> String {
+    match err {
+        XmlError::Decode(m) => m,
+        other => panic!("expected Decode, got {other:?}"),
+    }
+}
+
+#[test]
+fn round_trip_with_escaping() {
+    let msg = Msg {
+        text: "a & b < c > d \" e ' f\u{1}g\r\nh\tü".to_owned(),
+        report: vec!["Sent".to_owned(), "Displayed".to_owned()],
+        link: Some(Link {
+            rel: "x\"y'&<>\n\tz".to_owned(),
+            href: "http://h/p?a=1&b=2".to_owned(),
+        }),
+        n: Some(42),
+    };
+    let doc = to_document(&msg);
+    assert!(doc.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><chat:chatMessage xmlns:chat="urn:oma:xml:rest:netapi:chat:1">"#));
+    assert!(doc.ends_with("</chat:chatMessage>"));
+    assert!(!doc.contains('\u{1}'));
+    let back = read(&doc).expect("round trip");
+    let mut expected = msg.clone();
+    expected.text = "a & b < c > d \" e ' f\u{FFFD}g\r\nh\tü".to_owned();
+    assert_eq!(back, expected);
+
+    let empty = Msg {
+        text: String::new(),
+        report: vec![],
+        link: None,
+        n: None,
+    };
+    assert_eq!(read(&to_document(&empty)).expect("empty"), empty);
+}
+
+#[test]
+fn writer_leaf_accepts_str_and_numbers() {
+    let mut w = XmlWriter::new();
+    w.leaf("a", "x<y");
+    w.leaf("b", &true);
+    w.leaf("c", &-1.5f64);
+    w.leaf("d", &f64::INFINITY);
+    w.attribute_leaf("e", &7u64);
+    assert_eq!(
+        w.finish(),
+        "<a>x&lt;y</a><b>true</b><c>-1.5</c><d>INF</d> e=\"7\""
+    );
+}
+
+#[test]
+fn wrong_root() {
+    let err =
+        read(r#"<chat:chatMessage xmlns:chat="urn:other"><text/></chat:chatMessage>"#).unwrap_err();
+    assert_eq!(
+        err,
+        XmlError::WrongRoot {
+            expected: format!("{{{NS}}}chatMessage"),
+            found: "{urn:other}chatMessage".to_owned()
+        }
+    );
+    let err = read(&format!(r#"<c:other xmlns:c="{NS}"/>"#)).unwrap_err();
+    assert!(
+        matches!(err, XmlError::WrongRoot { ref found, .. } if *found == format!("{{{NS}}}other"))
+    );
+    let err = read("<chatMessage><text/></chatMessage>").unwrap_err();
+    assert!(matches!(err, XmlError::WrongRoot { ref found, .. } if found == "chatMessage"));
+    assert!(err.to_string().contains("urn:oma:xml:rest:netapi:chat:1"));
+}
+
+#[test]
+fn doctype_refused() {
+    let err = read(&format!(
+        r#"<?xml version="1.0"?><!DOCTYPE chatMessage><chatMessage xmlns="{NS}"><text>x</text></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert_eq!(err, XmlError::Doctype);
+    assert_eq!(err.to_string(), "DOCTYPE declarations are not accepted");
+}
+
+#[test]
+fn billion_laughs_refused_quickly() {
+    let mut doc =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+    for i in 1..10 {
+        doc.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">\n",
+            format!("&lol{};", i - 1)
+                .repeat(10)
+                .replace("&lol0;", "&lol;")
+        ));
+    }
+    doc.push_str("]>\n<lolz>&lol9;</lolz>");
+    let start = Instant::now();
+    assert_eq!(read(&doc).unwrap_err(), XmlError::Doctype);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn undefined_entity_refused() {
+    let err = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>a &foo; b</text></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert_eq!(err, XmlError::Entity("foo".to_owned()));
+    assert!(err.to_string().contains("`&foo;`"));
+    let err = read(&format!(
+        r#"<chatMessage xmlns="{NS}" a="&bar;"><text/></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert_eq!(err, XmlError::Entity("bar".to_owned()));
+}
+
+#[test]
+fn predefined_and_char_refs_resolved() {
+    let msg = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>&amp;&lt;&gt;&quot;&apos;&#65;&#x42;<![CDATA[<&>]]></text></chatMessage>"#
+    ))
+    .expect("valid");
+    assert_eq!(msg.text, "&<>\"'AB<&>");
+    let err = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>&#1;</text></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert!(matches!(err, XmlError::Syntax(_)), "{err:?}");
+}
+
+#[test]
+fn deep_nesting_refused_fast() {
+    let doc = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
+    let start = Instant::now();
+    let err = parse_document(doc.as_bytes(), &limits()).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        err,
+        XmlError::LimitExceeded(
+            "elements are nested deeper than the maximum depth of 32".to_owned()
+        )
+    );
+}
+
+#[test]
+fn too_many_elements() {
+    let doc = format!("<r>{}</r>", "<a/>".repeat(10_000));
+    let err = parse_document(doc.as_bytes(), &limits()).unwrap_err();
+    assert!(
+        matches!(err, XmlError::LimitExceeded(ref m) if m.contains("10000")),
+        "{err:?}"
+    );
+    let small = XmlLimits {
+        max_elements: 3,
+        ..limits()
+    };
+    assert!(parse_document(b"<r><a/><b/></r>", &small).is_ok());
+    assert!(matches!(
+        parse_document(b"<r><a/><b/><c/></r>", &small),
+        Err(XmlError::LimitExceeded(_))
+    ));
+}
+
+#[test]
+fn too_many_attributes() {
+    let attrs: String = (0..33).map(|i| format!(" a{i}=\"v\"")).collect();
+    let doc = format!("<r{attrs}/>");
+    assert!(matches!(
+        parse_document(doc.as_bytes(), &limits()),
+        Err(XmlError::LimitExceeded(_))
+    ));
+}
+
+#[test]
+fn huge_attribute_and_text_refused() {
+    let doc = format!(r#"<r a="{}"/>"#, "x".repeat(1 << 20));
+    let err = parse_document(doc.as_bytes(), &limits()).unwrap_err();
+    assert!(
+        matches!(err, XmlError::LimitExceeded(ref m) if m.contains("65536")),
+        "{err:?}"
+    );
+    let doc = format!("<r>{}</r>", "x".repeat(65_537));
+    assert!(matches!(
+        parse_document(doc.as_bytes(), &limits()),
+        Err(XmlError::LimitExceeded(_))
+    ));
+    let doc = format!("<r>{}</r>", "x".repeat(65_536));
+    assert!(parse_document(doc.as_bytes(), &limits()).is_ok());
+}
+
+#[test]
+fn missing_and_duplicated_required_element() {
+    let err = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><n>1</n></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert_eq!(decode_msg(err), "missing element `text` in `chatMessage`");
+    let err = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>a</text><text>b</text></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert_eq!(
+        decode_msg(err),
+        "element `text` appears more than once in `chatMessage`"
+    );
+    let err = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>a</text><link rel="r"/></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert_eq!(decode_msg(err), "missing attribute `href` on `link`");
+}
+
+#[test]
+fn bad_scalars() {
+    let err = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>a</text><n>-3</n></chatMessage>"#
+    ))
+    .unwrap_err();
+    assert_eq!(
+        decode_msg(err),
+        "element `n` in `chatMessage`: `-3` is not an integer between 0 and 4294967295"
+    );
+    let msg = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>a</text><n> 7 </n></chatMessage>"#
+    ))
+    .expect("trimmed");
+    assert_eq!(msg.n, Some(7));
+    assert_eq!(bool::from_xml_text(" 1 "), Ok(true));
+    assert_eq!(bool::from_xml_text("false"), Ok(false));
+    assert_eq!(
+        bool::from_xml_text("yes"),
+        Err("`yes` is not a boolean (expected true, false, 1 or 0)".to_owned())
+    );
+    assert!(u32::from_xml_text("4294967296").is_err());
+    assert!(f64::from_xml_text("inf").is_err());
+    assert_eq!(f64::from_xml_text("-INF"), Ok(f64::NEG_INFINITY));
+    assert_eq!(f64::from_xml_text("1.5e3"), Ok(1500.0));
+    let long = "9".repeat(1000);
+    let err = i32::from_xml_text(&long).unwrap_err();
+    assert!(err.len() < 200, "{err}");
+}
+
+#[test]
+fn namespace_forms_accepted() {
+    let default_ns = read(&format!(
+        r#"<chatMessage xmlns="{NS}"><text>a</text></chatMessage>"#
+    ))
+    .expect("default namespace");
+    let prefixed = read(&format!(
+        r#"<x:chatMessage xmlns:x="{NS}"><text>a</text><unknown><deep/></unknown></x:chatMessage>"#
+    ))
+    .expect("other prefix");
+    assert_eq!(default_ns, prefixed);
+    let root = parse_document(
+        format!(r#"<x:m xmlns:x="{NS}" xmlns:y="urn:y" y:a="1" b="2"><c/><y:d/></x:m>"#).as_bytes(),
+        &limits(),
+    )
+    .expect("parse");
+    assert_eq!(root.namespace.as_deref(), Some(NS));
+    assert_eq!(
+        root.attributes,
+        vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "2".to_owned())
+        ]
+    );
+    assert_eq!(root.children[0].namespace, None);
+    assert_eq!(root.children[1].namespace.as_deref(), Some("urn:y"));
+    assert!(matches!(
+        parse_document(b"<p:a/>", &limits()),
+        Err(XmlError::Syntax(_))
+    ));
+    assert!(matches!(
+        parse_document(
+            br#"<a xmlns:p="urn:p" xmlns:q="urn:p" p:x="1" q:x="2"/>"#,
+            &limits()
+        ),
+        Err(XmlError::Syntax(_))
+    ));
+    assert!(matches!(
+        parse_document(br#"<a x="1" x="2"/>"#, &limits()),
+        Err(XmlError::Syntax(_))
+    ));
+}
+
+#[test]
+fn malformed_documents() {
+    let syntax = |doc: &[u8]| {
+        let result = parse_document(doc, &limits());
+        assert!(
+            matches!(result, Err(XmlError::Syntax(_))),
+            "{doc:?}: {result:?}"
+        );
+    };
+    syntax(b"<a/>garbage");
+    syntax(b"<a/><b/>");
+    syntax(b"<a></a></b>");
+    syntax(b"<a><b></a>");
+    syntax(b"<a>");
+    syntax(b"");
+    syntax(b"  <!-- only a comment -->  ");
+    syntax(b"text<a/>");
+    syntax(b"<a>\xff\xfe</a>");
+    syntax(b"<a>&</a>");
+    syntax(br#"<?xml version="1.0" encoding="ISO-8859-1"?><a/>"#);
+    syntax(b"<a>\x01</a>");
+    assert!(
+        parse_document(
+            b"\xEF\xBB\xBF<?xml version=\"1.0\"?>\n<!--c--><a/>\n<?pi x?>\n",
+            &limits()
+        )
+        .is_ok()
+    );
+    let err = parse_document(b"<a>\xff</a>", &limits()).unwrap_err();
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn text_is_concatenated_and_untrimmed() {
+    let root =
+        parse_document(b"<a> x <!--c--><b/>y&amp;<![CDATA[z]]>\r\n</a>", &limits()).expect("parse");
+    assert_eq!(root.text, " x y&z\n");
+    assert_eq!(root.children.len(), 1);
+}
+
+#[test]
+fn quote_input_truncates() {
+    assert_eq!(quote_input("abc"), "abc");
+    let long = "é".repeat(100);
+    let q = quote_input(&long);
+    assert_eq!(q.chars().count(), 65);
+    assert!(q.ends_with('…'));
+}

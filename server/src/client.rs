@@ -1,0 +1,1066 @@
+//! `netapi-chat client …`: the API from a terminal, for application developers (issue 17
+//! item 6), in the manner of `gh` and `stripe`: one subcommand per thing an application does
+//! (subscribe, start, invite, accept, send, confirm, list, …) and `listen`, a callback receiver
+//! that verifies signatures.
+//!
+//! *Where the wire comes from.* Nothing here spells a path or a document: the JSON face is the
+//! generated progenitor client (`netapi-chat-client`); the XML face, which progenitor does not
+//! speak, sends the generated API types encoded by `netapi_chat_runtime::wire` to the URLs of
+//! the generated `Urls`. A request document is built once, as the API type, and handed to
+//! progenitor through its JSON form ([`to_client`]), so both faces send the same document.
+//!
+//! *What it prints.* The answer document on stdout, indented (`netapi_chat_webhooks::pretty`;
+//! nothing for a `204`), or with `--id` only the id of the created resource (the last
+//! segment of `Location`), for scripts. A refusal prints the OMA `requestError` as one line on
+//! stderr, `STATUS MESSAGEID: text` with its variables filled in, and exits [`EXIT_REFUSED`].
+//!
+//! *Why a subcommand of the server binary* rather than a `netapi-chat-cli` binary: one program
+//! to install and to find in the README, next to the operator's `tokens`, `backup` and
+//! `summary`; the client shares no configuration with the server (it reads only its own
+//! options and `NETAPI_CHAT_URL` / `NETAPI_CHAT_TOKEN` / `NETAPI_CHAT_USER`), so it runs on any
+//! machine, and a server configuration that does not load does not stop it.
+
+use clap::{Args, Subcommand, ValueEnum};
+use netapi_chat_api as api;
+use netapi_chat_api::Urls;
+use netapi_chat_client as generated;
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::{self, Document};
+use progenitor_client::ResponseValue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+/// Exit status when the server refused the request (an OMA `requestError`).
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status of a command line that cannot be run (clap's usage errors use it too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when no usable answer came: the server could not be reached, timed out, or
+/// answered something that is not the API's; also a listener that cannot bind.
+pub const EXIT_NO_ANSWER: u8 = 3;
+
+/// The server's base URL.
+pub const ENV_URL: &str = "NETAPI_CHAT_URL";
+/// The bearer token.
+pub const ENV_TOKEN: &str = "NETAPI_CHAT_TOKEN";
+/// The user acted for.
+pub const ENV_USER: &str = "NETAPI_CHAT_USER";
+/// The client's own environment variables. They are not server settings: the server reads
+/// none of them, and the client reads none of the server's (`config`'s README test knows).
+pub const ENV_VARIABLES: [&str; 3] = [ENV_URL, ENV_TOKEN, ENV_USER];
+
+/// Longest a request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest excerpt of an answer that is not a `requestError`, shown in the error line.
+const EXCERPT_CHARS: usize = 200;
+
+/// `netapi-chat client`: the options every operation shares, then the operation.
+#[derive(Args, Debug)]
+#[command(
+    about = "Drive the chat API as an application: subscribe, start, invite, accept, send, \
+             confirm, list, in JSON or XML; and listen for notifications",
+    after_help = "Exit status: 0 done, 1 the server refused (its requestError on stderr), \
+                  2 bad command line, 3 no usable answer (unreachable, timeout, not the API)."
+)]
+pub struct ClientArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = ENV_URL,
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// The bearer token (of the token file, or a JWT).
+    #[arg(
+        long,
+        global = true,
+        env = ENV_TOKEN,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// The user the application acts for: a `tel:` or `sip:` address, or `acr:auth` for the
+    /// token's own user. accept/decline/leave/rejoin need an address (it is the participant).
+    #[arg(
+        long,
+        global = true,
+        env = ENV_USER,
+        default_value = "acr:auth",
+        value_name = "ADDRESS"
+    )]
+    pub user: String,
+    /// The face to use: request and answer documents in JSON or in XML.
+    #[arg(long, global = true, value_enum, default_value_t = Face::Json)]
+    pub format: Face,
+    /// Print only the id of the created resource (subscribe, start, send), for scripts.
+    #[arg(long, global = true)]
+    pub id: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+/// `--format`: JSON or XML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Face {
+    /// `application/json`, through the generated progenitor client.
+    Json,
+    /// `application/xml`, the generated types' XML encoding.
+    Xml,
+}
+
+impl From<Face> for Format {
+    fn from(face: Face) -> Format {
+        match face {
+            Face::Json => Format::Json,
+            Face::Xml => Format::Xml,
+        }
+    }
+}
+
+/// The operations (seed section in brackets).
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Subscribe to the user's chat notifications at a callback URL [7.1.1].
+    Subscribe {
+        /// Where notifications are POSTed (`notifyURL`).
+        notify_url: String,
+        /// Echoed in every notification (`callbackData`).
+        #[arg(long)]
+        callback_data: Option<String>,
+        /// The notifications' format (JSON when absent).
+        #[arg(long, value_enum)]
+        notification_format: Option<Face>,
+        /// Seconds until the subscription expires (absent or 0: never).
+        #[arg(long)]
+        duration: Option<i64>,
+        /// The secret the notifications are signed with (`whsec_` + base64 of 24-64 bytes);
+        /// when absent the server makes one and shows it in the answer, once.
+        #[arg(long, value_name = "SECRET")]
+        signing_secret: Option<String>,
+        /// Makes a repeated request return the first one's subscription.
+        #[arg(long)]
+        client_correlator: Option<String>,
+    },
+    /// Delete a subscription [7.1.1].
+    Unsubscribe {
+        /// The subscription's id.
+        subscription: String,
+    },
+    /// Start a chat: 1-1 with one participant, a group chat with several [7.1.2, 7.1.4].
+    Start {
+        /// The invitees' addresses.
+        #[arg(required = true, value_name = "PARTICIPANT")]
+        participants: Vec<String>,
+        /// The chat's topic.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Makes a repeated request return the first one's session.
+        #[arg(long)]
+        client_correlator: Option<String>,
+    },
+    /// Invite more participants to a session (extend a 1-1 chat to a group) [7.1.3].
+    Invite {
+        /// The session's id.
+        session: String,
+        /// The invitees' addresses.
+        #[arg(required = true, value_name = "PARTICIPANT")]
+        participants: Vec<String>,
+    },
+    /// Accept an invitation: the user's status becomes Connected [7.1.7].
+    Accept {
+        /// The session's id.
+        session: String,
+    },
+    /// Decline an invitation: the user's status becomes Disconnected [7.1.7].
+    Decline {
+        /// The session's id.
+        session: String,
+    },
+    /// Leave a session the user is connected to (Disconnected) [7.1.8].
+    Leave {
+        /// The session's id.
+        session: String,
+    },
+    /// Re-join a session the user left (Connected) [7.1.8].
+    Rejoin {
+        /// The session's id.
+        session: String,
+    },
+    /// End a session for every participant [7.1.5].
+    End {
+        /// The session's id.
+        session: String,
+    },
+    /// Cancel a pending invitation [7.1.6].
+    Cancel {
+        /// The session's id.
+        session: String,
+        /// The invitee whose invitation is cancelled.
+        participant: String,
+    },
+    /// Send a message [7.1.9].
+    Send {
+        /// The session's id.
+        session: String,
+        /// The text.
+        text: String,
+        /// Ask for a delivery report (`successReport`): the sender is notified when the
+        /// recipient confirms.
+        #[arg(long)]
+        report: bool,
+        /// Makes a repeated request return the first one's message.
+        #[arg(long)]
+        client_correlator: Option<String>,
+    },
+    /// Confirm a received message as Delivered or Displayed [7.1.10].
+    Confirm {
+        /// The session's id.
+        session: String,
+        /// The message's id.
+        message: String,
+        /// The status confirmed.
+        #[arg(long, value_enum, default_value_t = Confirmed::Delivered)]
+        status: Confirmed,
+    },
+    /// List the user's subscriptions, sessions, or a session's messages or participants.
+    List {
+        /// What to list.
+        #[command(subcommand)]
+        what: ListWhat,
+        /// The most entries of one page (1-1000; the server's default when absent).
+        #[arg(long, global = true)]
+        max_entries: Option<NonZeroU64>,
+        /// Where the page starts: the cursor of the previous page's `next` link.
+        #[arg(long, global = true)]
+        cursor: Option<String>,
+    },
+    /// Receive notifications: a callback listener on 127.0.0.1:PORT that prints each one and
+    /// answers 204, verifying its Standard Webhooks signature with the secrets given (one that
+    /// does not verify is printed as refused and answered 401, so the server retries it).
+    Listen {
+        /// The port (0: a free one, printed on the first line).
+        #[arg(default_value_t = 9000)]
+        port: u16,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// A subscription's signing secret (`whsec_…`); repeat it for several subscriptions
+        /// or during a rotation: any one verifying is enough.
+        #[arg(long = "secret", value_name = "SECRET")]
+        secrets: Vec<String>,
+    },
+}
+
+/// What `list` lists.
+#[derive(Subcommand, Debug)]
+pub enum ListWhat {
+    /// The user's subscriptions.
+    Subscriptions,
+    /// The user's open sessions.
+    Sessions,
+    /// A session's messages (oldest first).
+    Messages {
+        /// The session's id.
+        session: String,
+    },
+    /// A session's participants.
+    Participants {
+        /// The session's id.
+        session: String,
+    },
+}
+
+/// `confirm --status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Confirmed {
+    /// The message reached the user's device.
+    Delivered,
+    /// The user saw it.
+    Displayed,
+}
+
+/// Why a command failed; each has its exit status ([`Failure::exit_status`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The server answered with an error: `STATUS MESSAGEID: text` (or the status and an
+    /// excerpt of a body that is not a `requestError`).
+    Refused(String),
+    /// The command cannot be run as given.
+    Usage(String),
+    /// No usable answer.
+    NoAnswer(String),
+}
+
+impl Failure {
+    /// The process exit status for it.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Failure::Refused(_) => EXIT_REFUSED,
+            Failure::Usage(_) => EXIT_USAGE,
+            Failure::NoAnswer(_) => EXIT_NO_ANSWER,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(text) | Failure::Usage(text) | Failure::NoAnswer(text) => {
+                f.write_str(text)
+            }
+        }
+    }
+}
+
+/// A successful answer: its `Location` and its document, as text to print.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The `Location` header of a `201`.
+    pub location: Option<String>,
+    /// The document, indented; `None` for an answer without one.
+    pub document: Option<String>,
+}
+
+impl Answer {
+    /// What the command prints: the document, or with `id` the created resource's id.
+    pub fn output(self, id: bool) -> Result<String, Failure> {
+        if id {
+            let location = self.location.ok_or_else(|| {
+                Failure::NoAnswer(
+                    "--id: the answer has no Location (this operation creates nothing)".to_owned(),
+                )
+            })?;
+            return Ok(format!("{}\n", last_segment(&location)));
+        }
+        Ok(self
+            .document
+            .map(|d| format!("{}\n", d.trim_end()))
+            .unwrap_or_default())
+    }
+}
+
+/// The last path segment of a URL, percent-decoded: the id of the resource it names.
+pub fn last_segment(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let segment = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// One line for a refusal: `STATUS MESSAGEID: text` from the `requestError` in `body` (read
+/// in `format`), or the status and an excerpt when the body is not one.
+pub fn refusal(status: u16, format: Format, body: &[u8]) -> String {
+    let limits = netapi_chat_runtime::xml::XmlLimits::default();
+    if let Ok(error) = wire::decode::<api::RequestError>(format, body, &limits)
+        && let Some(exception) = error.service_exception.or(error.policy_exception)
+    {
+        let text =
+            netapi_chat_runtime::error::fill_variables(&exception.text, &exception.variables);
+        return format!("{status} {}: {text}", exception.message_id);
+    }
+    let excerpt: String = String::from_utf8_lossy(body)
+        .trim()
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect();
+    if excerpt.is_empty() {
+        format!("{status} (no body)")
+    } else {
+        format!("{status}: {excerpt}")
+    }
+}
+
+/// An API document as the progenitor client's type for it: through its JSON form, the one
+/// both crates are generated to read and write.
+pub fn to_client<T: Document, C: DeserializeOwned>(doc: &T) -> Result<C, Failure> {
+    serde_json::from_slice(&wire::encode(Format::Json, doc)).map_err(|e| {
+        Failure::Usage(format!(
+            "{} does not convert to the generated client's type: {e}",
+            T::NAME
+        ))
+    })
+}
+
+/// The document type an answer is read as: an API document, or none (a `204`).
+trait Expected {
+    /// The answer's JSON (as the generated client read it) as the text to print, in the
+    /// API type's property order (the spec's, as the server writes it; the generated
+    /// client's types order them otherwise). Reading it as the API type also checks it.
+    fn print(json: serde_json::Value) -> Result<Option<String>, Failure>;
+}
+
+/// The answer of an operation without a document (`204`).
+enum NoDocument {}
+
+impl Expected for NoDocument {
+    fn print(_: serde_json::Value) -> Result<Option<String>, Failure> {
+        Ok(None)
+    }
+}
+
+impl<T: Document> Expected for T {
+    fn print(json: serde_json::Value) -> Result<Option<String>, Failure> {
+        let not_it = |e: String| Failure::NoAnswer(format!("the answer is not a {}: {e}", T::NAME));
+        let bytes = serde_json::to_vec(&json).map_err(|e| not_it(e.to_string()))?;
+        let limits = netapi_chat_runtime::xml::XmlLimits::default();
+        let doc =
+            wire::decode::<T>(Format::Json, &bytes, &limits).map_err(|e| not_it(e.rendered()))?;
+        let ordered: serde_json::Value = serde_json::from_slice(&wire::encode(Format::Json, &doc))
+            .map_err(|e| not_it(e.to_string()))?;
+        serde_json::to_string_pretty(&ordered)
+            .map(Some)
+            .map_err(|e| not_it(e.to_string()))
+    }
+}
+
+/// The answer of a generated-client call, its document read as `A`.
+async fn from_generated<A: Expected, T: Serialize>(
+    result: Result<ResponseValue<T>, progenitor_client::Error<generated::types::RequestErrorRoot>>,
+) -> Result<Answer, Failure> {
+    match result {
+        Ok(value) => {
+            let location = value
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned);
+            let json = serde_json::to_value(value.into_inner())
+                .map_err(|e| Failure::NoAnswer(format!("the answer does not print: {e}")))?;
+            Ok(Answer {
+                location,
+                document: A::print(json)?,
+            })
+        }
+        Err(progenitor_client::Error::ErrorResponse(error)) => {
+            let status = error.status().as_u16();
+            let body = serde_json::to_vec(&error.into_inner()).unwrap_or_default();
+            Err(Failure::Refused(refusal(status, Format::Json, &body)))
+        }
+        // A status the spec does not list for the operation (e.g. a 503 of a failing store):
+        // read like any other answer.
+        Err(progenitor_client::Error::UnexpectedResponse(response)) => read_answer(response).await,
+        Err(e) => Err(Failure::NoAnswer(format!("no usable answer: {e}"))),
+    }
+}
+
+/// Reads a raw answer: the body of a 2xx as the document, else a refusal.
+async fn read_answer(response: reqwest::Response) -> Result<Answer, Failure> {
+    let status = response.status();
+    let header = |name: http::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let location = header(http::header::LOCATION);
+    let format =
+        netapi_chat_runtime::media::body_format(header(http::header::CONTENT_TYPE).as_deref())
+            .unwrap_or(Format::Json);
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Failure::NoAnswer(format!("reading the answer: {e}")))?;
+    if !status.is_success() {
+        return Err(Failure::Refused(refusal(status.as_u16(), format, &body)));
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    Ok(Answer {
+        location,
+        document: (!text.is_empty()).then(|| netapi_chat_webhooks::pretty::document(format, text)),
+    })
+}
+
+/// A client of one server, for one user, in one face.
+struct Session {
+    http: reqwest::Client,
+    generated: generated::Client,
+    urls: Urls,
+    user: String,
+    format: Format,
+}
+
+/// Which list, with its paging.
+struct Page<'a> {
+    max_entries: Option<NonZeroU64>,
+    cursor: Option<&'a str>,
+}
+
+impl Page<'_> {
+    /// The query of the XML face (the generated client makes its own).
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(n) = self.max_entries {
+            query.push(("maxEntries", n.to_string()));
+        }
+        if let Some(c) = self.cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        query
+    }
+
+    /// The cursor as the generated client's type for list `C`.
+    fn cursor<C>(&self) -> Result<Option<C>, Failure>
+    where
+        C: for<'s> TryFrom<&'s str>,
+    {
+        self.cursor
+            .map(|c| {
+                C::try_from(c)
+                    .map_err(|_| Failure::Usage(format!("--cursor `{c}` is not a cursor")))
+            })
+            .transpose()
+    }
+}
+
+impl Session {
+    /// Connects nothing yet: builds the HTTP client carrying the token.
+    fn new(args: &ClientArgs) -> Result<Session, Failure> {
+        let token = args.token.as_deref().ok_or_else(|| {
+            Failure::Usage("no token: give --token or set NETAPI_CHAT_TOKEN".to_owned())
+        })?;
+        let mut auth = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| Failure::Usage("the token holds characters a header cannot".to_owned()))?;
+        auth.set_sensitive(true);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, auth);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| Failure::Usage(format!("cannot make an HTTP client: {e}")))?;
+        let base = args.server.trim_end_matches('/');
+        Ok(Session {
+            generated: generated::Client::new_with_client(base, http.clone()),
+            http,
+            urls: Urls::new(base),
+            user: args.user.clone(),
+            format: args.format.into(),
+        })
+    }
+
+    /// The XML face: `method` on `url` with `doc` encoded in XML, the answer asked in XML.
+    async fn xml<T: Document>(
+        &self,
+        method: http::Method,
+        url: String,
+        query: &[(&str, String)],
+        doc: Option<&T>,
+    ) -> Result<Answer, Failure> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(http::header::ACCEPT, Format::Xml.media_type())
+            .query(query);
+        if let Some(doc) = doc {
+            request = request
+                .header(http::header::CONTENT_TYPE, Format::Xml.content_type())
+                .body(wire::encode(Format::Xml, doc));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::NoAnswer(format!("no answer from the server: {e}")))?;
+        read_answer(response).await
+    }
+
+    /// The XML face of a request without a body.
+    async fn xml_empty(
+        &self,
+        method: http::Method,
+        url: String,
+        query: &[(&str, String)],
+    ) -> Result<Answer, Failure> {
+        self.xml::<api::RequestError>(method, url, query, None)
+            .await
+    }
+
+    async fn subscribe(&self, doc: api::ChatSubscription) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                let body = to_client(&doc)?;
+                from_generated::<api::ChatSubscription, _>(
+                    self.generated
+                        .create_chat_subscription(&self.user, &body)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.subscriptions(&self.user);
+                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+            }
+        }
+    }
+
+    async fn unsubscribe(&self, subscription: &str) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                from_generated::<NoDocument, _>(
+                    self.generated
+                        .delete_chat_subscription(&self.user, subscription)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.subscription(&self.user, subscription);
+                self.xml_empty(http::Method::DELETE, url, &[]).await
+            }
+        }
+    }
+
+    async fn start(&self, doc: api::ChatSessionInformation) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                let body = to_client(&doc)?;
+                from_generated::<api::ChatSessionInformation, _>(
+                    self.generated.create_chat_session(&self.user, &body).await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.chat_sessions(&self.user);
+                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+            }
+        }
+    }
+
+    async fn invite(&self, session: &str, doc: api::ParticipantList) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                let body = to_client(&doc)?;
+                from_generated::<api::ParticipantList, _>(
+                    self.generated
+                        .add_participants(&self.user, session, &body)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.participants(&self.user, session);
+                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+            }
+        }
+    }
+
+    /// Accept, decline, leave, re-join: the user's own participant status in `session`.
+    async fn set_status(
+        &self,
+        session: &str,
+        status: api::ParticipantStatus,
+    ) -> Result<Answer, Failure> {
+        let doc = api::ParticipantSessionStatus { status };
+        let me = self.user.as_str();
+        match self.format {
+            Format::Json => {
+                let body = to_client(&doc)?;
+                from_generated::<api::ParticipantSessionStatus, _>(
+                    self.generated
+                        .update_participant_status(me, session, me, &body)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.participant_status(me, session, me);
+                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+            }
+        }
+    }
+
+    async fn end(&self, session: &str) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                from_generated::<NoDocument, _>(
+                    self.generated
+                        .delete_chat_session(&self.user, session)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.session(&self.user, session);
+                self.xml_empty(http::Method::DELETE, url, &[]).await
+            }
+        }
+    }
+
+    async fn cancel(&self, session: &str, participant: &str) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                from_generated::<NoDocument, _>(
+                    self.generated
+                        .cancel_invitation(&self.user, session, participant)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.participant(&self.user, session, participant);
+                self.xml_empty(http::Method::DELETE, url, &[]).await
+            }
+        }
+    }
+
+    async fn send(&self, session: &str, doc: api::ChatMessage) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                let body = to_client(&doc)?;
+                from_generated::<api::ResourceReference, _>(
+                    self.generated
+                        .send_message(&self.user, session, &body)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.messages(&self.user, session);
+                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+            }
+        }
+    }
+
+    async fn confirm(
+        &self,
+        session: &str,
+        message: &str,
+        doc: api::MessageDeliveryStatus,
+    ) -> Result<Answer, Failure> {
+        match self.format {
+            Format::Json => {
+                let body = to_client(&doc)?;
+                from_generated::<NoDocument, _>(
+                    self.generated
+                        .confirm_message_delivery(&self.user, session, message, &body)
+                        .await,
+                )
+                .await
+            }
+            Format::Xml => {
+                let url = self.urls.message_status(&self.user, session, message);
+                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+            }
+        }
+    }
+
+    async fn list(&self, what: &ListWhat, page: &Page<'_>) -> Result<Answer, Failure> {
+        let user = self.user.as_str();
+        let n = page.max_entries;
+        if self.format == Format::Xml {
+            let url = match what {
+                ListWhat::Subscriptions => self.urls.subscriptions(user),
+                ListWhat::Sessions => self.urls.chat_sessions(user),
+                ListWhat::Messages { session } => self.urls.messages(user, session),
+                ListWhat::Participants { session } => self.urls.participants(user, session),
+            };
+            return self.xml_empty(http::Method::GET, url, &page.query()).await;
+        }
+        let g = &self.generated;
+        match what {
+            ListWhat::Subscriptions => {
+                let cursor = page.cursor()?;
+                from_generated::<api::ChatSubscriptionList, _>(
+                    g.list_chat_subscriptions(user, cursor.as_ref(), n).await,
+                )
+                .await
+            }
+            ListWhat::Sessions => {
+                let cursor = page.cursor()?;
+                from_generated::<api::ChatSessionList, _>(
+                    g.list_chat_sessions(user, cursor.as_ref(), n).await,
+                )
+                .await
+            }
+            ListWhat::Messages { session } => {
+                let cursor = page.cursor()?;
+                from_generated::<api::ChatMessageList, _>(
+                    g.list_messages(user, session, cursor.as_ref(), n).await,
+                )
+                .await
+            }
+            ListWhat::Participants { session } => {
+                let cursor = page.cursor()?;
+                from_generated::<api::ParticipantList, _>(
+                    g.list_participants(user, session, cursor.as_ref(), n).await,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// The participants of a start or invite, as the API's list entries.
+fn invitees(addresses: &[String]) -> Vec<api::ParticipantInformation> {
+    addresses
+        .iter()
+        .map(|address| api::ParticipantInformation {
+            address: address.clone(),
+            name: None,
+            is_originator: None,
+            status: None,
+            client_correlator: None,
+            resource_url: None,
+        })
+        .collect()
+}
+
+/// Runs one operation (not `listen`): what to print on stdout, or why it failed.
+pub async fn run(args: &ClientArgs) -> Result<String, Failure> {
+    let session = Session::new(args)?;
+    let answer = match &args.command {
+        ClientCommand::Subscribe {
+            notify_url,
+            callback_data,
+            notification_format,
+            duration,
+            signing_secret,
+            client_correlator,
+        } => {
+            session
+                .subscribe(api::ChatSubscription {
+                    callback_reference: api::CallbackReference {
+                        notify_url: notify_url.clone(),
+                        callback_data: callback_data.clone(),
+                        notification_format: notification_format.map(|f| match f {
+                            Face::Json => api::NotificationFormat::Json,
+                            Face::Xml => api::NotificationFormat::Xml,
+                        }),
+                    },
+                    duration: *duration,
+                    client_correlator: client_correlator.clone(),
+                    resource_url: None,
+                    subscription_status: None,
+                    status_reason: None,
+                    signing_secret: signing_secret.clone(),
+                })
+                .await
+        }
+        ClientCommand::Unsubscribe { subscription } => session.unsubscribe(subscription).await,
+        ClientCommand::Start {
+            participants,
+            subject,
+            client_correlator,
+        } => {
+            session
+                .start(api::ChatSessionInformation {
+                    subject: subject.clone(),
+                    participant: invitees(participants),
+                    client_correlator: client_correlator.clone(),
+                    ..api::ChatSessionInformation::default()
+                })
+                .await
+        }
+        ClientCommand::Invite {
+            session: id,
+            participants,
+        } => {
+            session
+                .invite(
+                    id,
+                    api::ParticipantList {
+                        participant: invitees(participants),
+                        resource_url: None,
+                        link: Vec::new(),
+                    },
+                )
+                .await
+        }
+        ClientCommand::Accept { session: id } | ClientCommand::Rejoin { session: id } => {
+            session
+                .set_status(id, api::ParticipantStatus::Connected)
+                .await
+        }
+        ClientCommand::Decline { session: id } | ClientCommand::Leave { session: id } => {
+            session
+                .set_status(id, api::ParticipantStatus::Disconnected)
+                .await
+        }
+        ClientCommand::End { session: id } => session.end(id).await,
+        ClientCommand::Cancel {
+            session: id,
+            participant,
+        } => session.cancel(id, participant).await,
+        ClientCommand::Send {
+            session: id,
+            text,
+            report,
+            client_correlator,
+        } => {
+            session
+                .send(
+                    id,
+                    api::ChatMessage {
+                        text: text.clone(),
+                        success_report: report.then_some(true),
+                        report_request: Vec::new(),
+                        client_correlator: client_correlator.clone(),
+                        sender_address: None,
+                        date_time: None,
+                        resource_url: None,
+                    },
+                )
+                .await
+        }
+        ClientCommand::Confirm {
+            session: id,
+            message,
+            status,
+        } => {
+            let status = match status {
+                Confirmed::Delivered => api::MessageStatus::Delivered,
+                Confirmed::Displayed => api::MessageStatus::Displayed,
+            };
+            session
+                .confirm(id, message, api::MessageDeliveryStatus { status })
+                .await
+        }
+        ClientCommand::List {
+            what,
+            max_entries,
+            cursor,
+        } => {
+            let page = Page {
+                max_entries: *max_entries,
+                cursor: cursor.as_deref(),
+            };
+            session.list(what, &page).await
+        }
+        ClientCommand::Listen { .. } => {
+            return Err(Failure::Usage(
+                "listen runs through `main`, not `run`".to_owned(),
+            ));
+        }
+    }?;
+    answer.output(args.id)
+}
+
+/// `netapi-chat client …`: runs the command, prints, and gives the exit status.
+pub async fn main(args: ClientArgs) -> std::process::ExitCode {
+    use std::io::Write as _;
+    let done = match &args.command {
+        ClientCommand::Listen {
+            port,
+            bind,
+            secrets,
+        } => listen(bind, *port, secrets).await.map(|()| String::new()),
+        _ => run(&args).await,
+    };
+    match done {
+        Ok(out) => {
+            // Stdout may be closed (e.g. piped into `head`): not the command's failure.
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("netapi-chat client: {failure}");
+            std::process::ExitCode::from(failure.exit_status())
+        }
+    }
+}
+
+/// `listen`: the project's printing listener (`netapi_chat_webhooks::listen`).
+async fn listen(bind: &str, port: u16, secrets: &[String]) -> Result<(), Failure> {
+    let signers = secrets
+        .iter()
+        .map(|s| {
+            crate::signing::Signer::from_secret(s)
+                .map_err(|e| Failure::Usage(format!("--secret: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let addr = if bind.contains(':') {
+        format!("[{bind}]:{port}")
+    } else {
+        format!("{bind}:{port}")
+    };
+    netapi_chat_webhooks::listen::serve_printing(&addr, signers)
+        .await
+        .map_err(|e| Failure::NoAnswer(format!("cannot listen on {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_is_the_last_segment_of_the_location() {
+        assert_eq!(
+            last_segment("http://h/v1/chat/tel%3A%2B1/chatSessions/s-12"),
+            "s-12"
+        );
+        assert_eq!(last_segment("/a/b%20c/?x=1"), "b c");
+        let answer = Answer {
+            location: Some("http://h/x/m1".to_owned()),
+            document: Some("{}\n\n".to_owned()),
+        };
+        assert_eq!(answer.output(true), Ok("m1\n".to_owned()));
+        let answer = Answer {
+            location: None,
+            document: Some("{}\n\n".to_owned()),
+        };
+        assert_eq!(answer.output(false), Ok("{}\n".to_owned()));
+        assert!(matches!(
+            Answer::default().output(true),
+            Err(Failure::NoAnswer(_))
+        ));
+        assert_eq!(Answer::default().output(false), Ok(String::new()));
+    }
+
+    #[test]
+    fn a_refusal_is_the_oma_text_with_its_variables_in_either_format() {
+        let json = br#"{"requestError":{"serviceException":{"messageId":"SVC0004","text":"No valid addresses provided in message part %1","variables":["participant"]}}}"#;
+        assert_eq!(
+            refusal(400, Format::Json, json),
+            "400 SVC0004: No valid addresses provided in message part participant"
+        );
+        let xml = br#"<common:requestError xmlns:common="urn:oma:xml:rest:netapi:common:1"><policyException><messageId>POL0001</messageId><text>A policy error occurred: %1</text><variables>quota</variables></policyException></common:requestError>"#;
+        assert_eq!(
+            refusal(403, Format::Xml, xml),
+            "403 POL0001: A policy error occurred: quota"
+        );
+        assert_eq!(
+            refusal(502, Format::Json, b" bad gateway "),
+            "502: bad gateway"
+        );
+        assert_eq!(refusal(500, Format::Json, b""), "500 (no body)");
+    }
+
+    #[test]
+    fn a_request_document_converts_to_the_generated_clients_type() {
+        let doc = api::ChatMessage {
+            text: "12:30?".to_owned(),
+            success_report: Some(true),
+            report_request: Vec::new(),
+            client_correlator: None,
+            sender_address: None,
+            date_time: None,
+            resource_url: None,
+        };
+        let root: generated::types::ChatMessageRoot = to_client(&doc).expect("converts");
+        let back = serde_json::to_value(&root).expect("serializes");
+        assert_eq!(
+            back,
+            serde_json::json!({"chatMessage": {"text": "12:30?", "successReport": true}})
+        );
+    }
+
+    #[test]
+    fn exit_statuses_tell_refused_from_unreachable() {
+        assert_eq!(Failure::Refused(String::new()).exit_status(), 1);
+        assert_eq!(Failure::Usage(String::new()).exit_status(), 2);
+        assert_eq!(Failure::NoAnswer(String::new()).exit_status(), 3);
+    }
+}

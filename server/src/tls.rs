@@ -1,0 +1,68 @@
+//! HTTPS in the server, as an option (issue 17 item 7): the certificate chain and key named by
+//! `NETAPI_CHAT_TLS_CERT` / `NETAPI_CHAT_TLS_KEY` (PEM files) become the rustls configuration
+//! dropshot terminates TLS with. Plain HTTP stays the default.
+//!
+//! The pair is loaded and checked here rather than by dropshot's `ConfigTls::AsFile`, which
+//! accepts PKCS #8 keys only and panics on a key that does not match the certificate: here a
+//! bad pair is a clear message naming the setting, for `check-config` and at start-up alike.
+//! TLS 1.2 and 1.3 (rustls' safe defaults, the aws-lc-rs provider dropshot already uses); ALPN
+//! offers `http/1.1` only, so that the connection limits and header-read timeout, which are
+//! HTTP/1.1 settings, hold for every TLS client.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The certificate chain and key files (`NETAPI_CHAT_TLS_CERT`, `NETAPI_CHAT_TLS_KEY`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate (PKCS #8, PKCS #1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// What a PEM read failure means for the operator.
+fn pem_problem(e: &rustls::pki_types::pem::Error, what: &str) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => format!("cannot be read: {io}"),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            format!("no {what} in the file (PEM expected)")
+        }
+        other => format!("not a valid PEM file: {other:?}"),
+    }
+}
+
+/// The rustls server configuration of `files`, or what is wrong with them (naming the setting
+/// and the file).
+pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+    let cert_err = |p: String| format!("NETAPI_CHAT_TLS_CERT: {}: {p}", files.cert.display());
+    let key_err = |p: String| format!("NETAPI_CHAT_TLS_KEY: {}: {p}", files.key.display());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| cert_err(pem_problem(&e, "certificate")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_err(pem_problem(&e, "certificate")))?;
+    if certs.is_empty() {
+        return Err(cert_err(
+            "no certificate in the file (PEM `CERTIFICATE` blocks expected)".to_owned(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| key_err(pem_problem(&e, "private key")))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => key_err(format!(
+                "does not match the certificate in {} (NETAPI_CHAT_TLS_CERT)",
+                files.cert.display()
+            )),
+            other => key_err(format!("unusable: {other}")),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

@@ -1,0 +1,471 @@
+//! The client CLI (issue 17 item 6), black box: the real `netapi-chat client …` commands
+//! against the real server, with `netapi-chat client listen` as both users' callback
+//! listeners, verifying signatures. A 1-1 chat end to end in each face (every command with
+//! `--format json`, then with `--format xml`), and the exit statuses of failures.
+
+mod support;
+
+use netapi_chat_api as api;
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::{self, Document};
+use netapi_chat_runtime::xml::XmlLimits;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use support::{APP_TOKEN, Server};
+
+const ALICE: &str = "tel:+15551230001";
+const BOB: &str = "sip:bob@example.com";
+/// Each application's signing secret, chosen by the client (base64 of 29 and 32 bytes).
+const ALICE_SECRET: &str = "whsec_YWxpY2UncyBhcHBsaWNhdGlvbiBzZWNyZXQgMDE=";
+const BOB_SECRET: &str = "whsec_Ym9iJ3MgYXBwbGljYXRpb24gc2VjcmV0IG51bWJlciAwMg==";
+/// Longest wait for a notification to be printed (a deadline, not an assertion on speed).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The binary under test.
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
+    for var in ["NETAPI_CHAT_URL", "NETAPI_CHAT_TOKEN", "NETAPI_CHAT_USER"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// `netapi-chat client ARGS` against `server` with the application token (from the
+/// environment, as a user would set it).
+fn client(server: &Server, args: &[&str]) -> Output {
+    binary()
+        .arg("client")
+        .args(args)
+        .env("NETAPI_CHAT_URL", &server.base)
+        .env("NETAPI_CHAT_TOKEN", APP_TOKEN)
+        .output()
+        .expect("run netapi-chat client")
+}
+
+/// Like [`client`], and the command must succeed: its stdout.
+fn ok(server: &Server, args: &[&str]) -> String {
+    let out = client(server, args);
+    assert!(
+        out.status.success(),
+        "netapi-chat client {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
+
+/// Decodes a printed answer as the document `T` in `format` (indented, it is still the
+/// document).
+fn decode<T: Document>(format: Format, printed: &str) -> T {
+    wire::decode::<T>(format, printed.as_bytes(), &XmlLimits::default())
+        .unwrap_or_else(|e| panic!("not a {}: {e}\n{printed}", T::NAME))
+}
+
+/// `netapi-chat client listen 0 --secret SECRET`, its stdout collected line by line.
+struct CliListener {
+    url: String,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    child: Child,
+}
+
+impl CliListener {
+    fn start(secret: &str) -> CliListener {
+        let mut child = binary()
+            .args(["client", "listen", "0", "--secret", secret])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start netapi-chat client listen");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        reader.read_line(&mut first).expect("first line");
+        assert!(
+            first.starts_with("listening for notifications on http://")
+                && first.contains("verifying signatures with 1 secret(s)"),
+            "{first:?}"
+        );
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("the listener's URL")
+            .to_owned();
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let shared = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                let (list, arrived) = &*shared;
+                list.lock().unwrap().push(line);
+                arrived.notify_all();
+            }
+        });
+        CliListener { url, lines, child }
+    }
+
+    /// The deliveries printed so far: each from one `--- ` line to the next.
+    fn deliveries(lines: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for line in lines {
+            if line.starts_with("--- ") {
+                out.push(String::new());
+            }
+            if let Some(last) = out.last_mut() {
+                last.push_str(line);
+                last.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Waits until one printed delivery holds every word of `words`; returns it.
+    fn expect(&self, words: &[&str]) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let (list, arrived) = &*self.lines;
+        let mut lines = list.lock().unwrap();
+        loop {
+            if let Some(found) = Self::deliveries(&lines)
+                .into_iter()
+                .find(|d| words.iter().all(|w| d.contains(w)))
+            {
+                return found;
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "no delivery with {words:?} at {}; printed:\n{}",
+                self.url,
+                lines.join("\n")
+            );
+            lines = arrived.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+}
+
+impl Drop for CliListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The README's chat, every command in `face`: alice (JSON notifications) starts a 1-1 chat
+/// with bob (XML notifications), bob accepts, alice sends asking for a report, bob confirms,
+/// alice ends; each notification arrives at the right CLI listener, signature verified.
+fn one_to_one_chat(face: &str, format: Format) {
+    let server = Server::default_for_tests();
+    let alice = CliListener::start(ALICE_SECRET);
+    let bob = CliListener::start(BOB_SECRET);
+    let f = ["--format", face];
+
+    let printed = ok(
+        &server,
+        &[
+            &f[..],
+            &["--user", ALICE, "subscribe", &alice.url],
+            &[
+                "--callback-data",
+                "alice-app",
+                "--signing-secret",
+                ALICE_SECRET,
+            ],
+        ]
+        .concat(),
+    );
+    let sub: api::ChatSubscription = decode(format, &printed);
+    assert_eq!(sub.callback_reference.notify_url, alice.url);
+    // Printed in the spec's property order, as the server wrote it (not the generated
+    // client's alphabetical one).
+    let at = |key: &str| printed.find(key).unwrap_or(usize::MAX);
+    assert!(
+        at("notifyURL") < at("callbackData") && at("callbackReference") < at("duration"),
+        "{printed}"
+    );
+    assert_eq!(sub.signing_secret.as_deref(), Some(ALICE_SECRET));
+    let printed = ok(
+        &server,
+        &[
+            &f[..],
+            &[
+                "--user",
+                BOB,
+                "subscribe",
+                &bob.url,
+                "--callback-data",
+                "bob-app",
+            ],
+            &[
+                "--notification-format",
+                "xml",
+                "--signing-secret",
+                BOB_SECRET,
+            ],
+        ]
+        .concat(),
+    );
+    let sub: api::ChatSubscription = decode(format, &printed);
+    assert_eq!(
+        sub.callback_reference.notification_format,
+        Some(api::NotificationFormat::Xml)
+    );
+
+    let sid = ok(
+        &server,
+        &[
+            &f[..],
+            &["--user", ALICE, "--id", "start", BOB, "--subject", "lunch?"],
+        ]
+        .concat(),
+    );
+    let sid = sid.trim();
+    assert!(!sid.is_empty() && !sid.contains('/'), "{sid:?}");
+    let invitation = bob.expect(&["sessionInvitationNotification", "lunch?", sid]);
+    assert!(
+        invitation.contains("(application/xml") && invitation.contains("signature verified"),
+        "{invitation}"
+    );
+
+    let printed = ok(&server, &[&f[..], &["--user", BOB, "accept", sid]].concat());
+    let status: api::ParticipantSessionStatus = decode(format, &printed);
+    assert_eq!(status.status, api::ParticipantStatus::Connected);
+    let connected = alice.expect(&["participantStatusNotification", "Connected", BOB]);
+    assert!(
+        connected.contains("(application/json") && connected.contains("signature verified"),
+        "{connected}"
+    );
+
+    let printed = ok(
+        &server,
+        &[&f[..], &["--user", BOB, "list", "sessions"]].concat(),
+    );
+    let sessions: api::ChatSessionList = decode(format, &printed);
+    assert!(
+        sessions
+            .chat_session_information
+            .iter()
+            .any(|s| s.resource_url.as_deref().is_some_and(|u| u.ends_with(sid))),
+        "{printed}"
+    );
+
+    let mid = ok(
+        &server,
+        &[
+            &f[..],
+            &["--user", ALICE, "--id", "send", sid, "12:30?", "--report"],
+        ]
+        .concat(),
+    );
+    let mid = mid.trim();
+    let message = bob.expect(&["messageNotification", "12:30?", mid]);
+    assert!(message.contains("signature verified"), "{message}");
+
+    let printed = ok(
+        &server,
+        &[&f[..], &["--user", BOB, "confirm", sid, mid]].concat(),
+    );
+    assert_eq!(printed, "", "a 204 prints nothing");
+    let report = alice.expect(&["messageDeliveryNotification", "Delivered", mid]);
+    assert!(report.contains("signature verified"), "{report}");
+
+    let printed = ok(
+        &server,
+        &[&f[..], &["--user", ALICE, "list", "messages", sid]].concat(),
+    );
+    let messages: api::ChatMessageList = decode(format, &printed);
+    assert_eq!(messages.chat_message.len(), 1, "{printed}");
+    assert_eq!(messages.chat_message[0].text, "12:30?");
+    let printed = ok(
+        &server,
+        &[&f[..], &["--user", ALICE, "list", "participants", sid]].concat(),
+    );
+    let participants: api::ParticipantList = decode(format, &printed);
+    assert_eq!(participants.participant.len(), 2, "{printed}");
+
+    ok(&server, &[&f[..], &["--user", ALICE, "end", sid]].concat());
+    for listener in [&bob, &alice] {
+        let ended = listener.expect(&["chatEventNotification", "SessionEnded", sid]);
+        assert!(ended.contains("signature verified"), "{ended}");
+    }
+}
+
+#[test]
+fn a_one_to_one_chat_in_json() {
+    one_to_one_chat("json", Format::Json);
+}
+
+#[test]
+fn a_one_to_one_chat_in_xml() {
+    one_to_one_chat("xml", Format::Xml);
+}
+
+/// A refused request exits 1 with the OMA requestError's text on stderr, in both faces;
+/// a bad command line exits 2 and an unreachable server 3.
+#[test]
+fn failures_have_their_exit_status_and_the_oma_text() {
+    let server = Server::default_for_tests();
+    for face in ["json", "xml"] {
+        let out = client(
+            &server,
+            &[
+                "--format",
+                face,
+                "--user",
+                ALICE,
+                "accept",
+                "no-such-session",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{face}: {stderr}");
+        assert!(out.stdout.is_empty(), "{face}");
+        assert!(
+            stderr.starts_with("netapi-chat client: 404 SVC2008: Resource ")
+                && stderr.contains("no-such-session")
+                && stderr.trim_end().ends_with("does not exist"),
+            "{face}: {stderr}"
+        );
+        let out = client(
+            &server,
+            &[
+                "--format",
+                face,
+                "--user",
+                ALICE,
+                "start",
+                "mailto:bob@example.com",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{face}: {stderr}");
+        assert!(stderr.contains(": 400 SVC"), "{face}: {stderr}");
+    }
+    let out = binary()
+        .args(["client", "--server", &server.base, "--token", "not-a-token"])
+        .args(["list", "sessions"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(": 401 POL"), "{stderr}");
+
+    let out = binary()
+        .args(["client", "--server", &server.base, "list", "sessions"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no token"), "{stderr}");
+
+    // A port nothing listens on: the server's own, once it is gone.
+    let base = server.base.clone();
+    drop(server);
+    let out = binary()
+        .args(["client", "--server", &base, "--token", APP_TOKEN])
+        .args(["list", "sessions"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The CLI listener refuses a notification signed with another secret: printed as refused,
+/// answered 401 (so the server keeps it for a retry instead of counting it delivered).
+#[test]
+fn the_listener_refuses_a_signature_it_cannot_verify() {
+    let server = Server::default_for_tests();
+    let listener = CliListener::start(BOB_SECRET);
+    ok(
+        &server,
+        &[
+            "--user",
+            ALICE,
+            "subscribe",
+            &listener.url,
+            "--signing-secret",
+            ALICE_SECRET,
+        ],
+    );
+    ok(&server, &["--user", BOB, "start", ALICE]);
+    let refused = listener.expect(&["sessionInvitationNotification", "SIGNATURE REFUSED"]);
+    assert!(refused.contains("answered 401"), "{refused}");
+}
+
+/// The status of `who` in a printed participant list.
+fn status_of(format: Format, printed: &str, who: &str) -> Option<api::ParticipantStatus> {
+    let list: api::ParticipantList = decode(format, printed);
+    list.participant
+        .iter()
+        .find(|p| p.address == who)
+        .and_then(|p| p.status)
+}
+
+/// The commands the walkthrough does not use, in each face: a group chat (invite), decline,
+/// leave and re-join, cancel, unsubscribe; each changes what the server then lists.
+#[test]
+fn group_chat_commands_in_both_faces() {
+    const CAROL: &str = "sip:carol@example.com";
+    const DAVE: &str = "sip:dave@example.com";
+    let server = Server::default_for_tests();
+    for (face, format) in [("json", Format::Json), ("xml", Format::Xml)] {
+        let f = ["--format", face];
+        let run = |args: &[&str]| ok(&server, &[&f[..], args].concat());
+        let sid = run(&["--user", ALICE, "--id", "start", BOB]);
+        let sid = sid.trim();
+        let printed = run(&["--user", ALICE, "invite", sid, CAROL, DAVE]);
+        for invitee in [CAROL, DAVE] {
+            assert_eq!(
+                status_of(format, &printed, invitee),
+                Some(api::ParticipantStatus::Invited),
+                "{face}: {printed}"
+            );
+        }
+        run(&["--user", BOB, "accept", sid]);
+        run(&["--user", CAROL, "accept", sid]);
+        run(&["--user", ALICE, "cancel", sid, DAVE]);
+        let listed = run(&["--user", ALICE, "list", "participants", sid]);
+        assert_eq!(
+            status_of(format, &listed, BOB),
+            Some(api::ParticipantStatus::Connected),
+            "{face}: {listed}"
+        );
+        assert!(
+            status_of(format, &listed, DAVE) != Some(api::ParticipantStatus::Invited),
+            "{face}: a cancelled invitation is not pending: {listed}"
+        );
+
+        run(&["--user", BOB, "leave", sid]);
+        let listed = run(&["--user", ALICE, "list", "participants", sid]);
+        assert_eq!(
+            status_of(format, &listed, BOB),
+            Some(api::ParticipantStatus::Disconnected),
+            "{face}: {listed}"
+        );
+        run(&["--user", BOB, "rejoin", sid]);
+        let listed = run(&["--user", ALICE, "list", "participants", sid]);
+        assert_eq!(
+            status_of(format, &listed, BOB),
+            Some(api::ParticipantStatus::Connected),
+            "{face}: {listed}"
+        );
+
+        let other = run(&["--user", ALICE, "--id", "start", CAROL]);
+        run(&["--user", CAROL, "decline", other.trim()]);
+        let out = client(
+            &server,
+            &[&f[..], &["--user", CAROL, "accept", other.trim()]].concat(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{face}: declined is gone");
+
+        let sub = run(&["--user", DAVE, "--id", "subscribe", "http://127.0.0.1:9/"]);
+        let printed = run(&["--user", DAVE, "list", "subscriptions"]);
+        assert!(printed.contains(sub.trim()), "{face}: {printed}");
+        run(&["--user", DAVE, "unsubscribe", sub.trim()]);
+        let printed = run(&["--user", DAVE, "list", "subscriptions"]);
+        assert!(!printed.contains(sub.trim()), "{face}: {printed}");
+    }
+}

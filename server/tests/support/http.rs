@@ -1,0 +1,243 @@
+//! Raw HTTP against the server: any method, headers and body, and the answer as it came
+//! (status, headers, text), decoded and XSD-validated on request.
+
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::{self, Document};
+use netapi_chat_runtime::xml::XmlLimits;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::APP_TOKEN;
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// The Content-Type, or "".
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Decodes the body as `T` in the format its Content-Type says (XML validated first).
+    pub fn decode<T: Document>(&self) -> T {
+        decode_body(format_of(self.content_type()), &self.body, "answer")
+    }
+
+    /// The id a `201 Created` names: asserts the 201 and a `Location`, and returns the
+    /// `Location`'s last segment.
+    #[track_caller]
+    pub fn created_id(&self) -> String {
+        assert_eq!(self.status, 201, "expected 201; body: {}", self.body);
+        let location = self.header("location");
+        assert!(!location.is_empty(), "no Location; body: {}", self.body);
+        super::docs::last_segment(location)
+    }
+
+    /// Asserts an OMA error: status, exception id, and that the body is a valid `requestError`
+    /// in `format`.
+    pub fn assert_error(
+        &self,
+        status: u16,
+        message_id: &str,
+        format: Format,
+    ) -> netapi_chat_api::RequestError {
+        assert_eq!(self.status, status, "status; body: {}", self.body);
+        let want = if format == Format::Xml {
+            "application/xml"
+        } else {
+            "application/json"
+        };
+        assert!(
+            self.content_type().starts_with(want),
+            "error Content-Type {} (wanted {want})",
+            self.content_type()
+        );
+        let e: netapi_chat_api::RequestError = self.decode();
+        let ex = e
+            .service_exception
+            .as_ref()
+            .or(e.policy_exception.as_ref())
+            .expect("an exception");
+        assert_eq!(
+            ex.message_id, message_id,
+            "exception id; body: {}",
+            self.body
+        );
+        assert!(!ex.text.is_empty());
+        e
+    }
+}
+
+/// Sends a raw request; `body` is sent with `content_type` when given. Unless `headers` has
+/// an `authorization` entry, `Authorization: Bearer APP_TOKEN` is added; an `authorization`
+/// entry with an empty value sends none.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
+    let client = reqwest::Client::new();
+    let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        req = req.bearer_auth(APP_TOKEN);
+    }
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("authorization") && v.is_empty() {
+            continue;
+        }
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_owned());
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// POSTs a body written by hand, as `f` (its Content-Type), asking for `accept` back.
+pub async fn post_raw(url: &str, f: Format, accept: Format, body: &str) -> Answer {
+    send(
+        "POST",
+        url,
+        &[
+            ("content-type", f.media_type()),
+            ("accept", accept.media_type()),
+        ],
+        Some(body),
+    )
+    .await
+}
+
+/// Sends a document in `format`, asking for `format` back.
+pub async fn send_doc<T: Document>(method: &str, url: &str, format: Format, doc: &T) -> Answer {
+    let body = String::from_utf8(wire::encode(format, doc)).expect("utf-8");
+    if format == Format::Xml {
+        xsd_validate(&body);
+    }
+    send(
+        method,
+        url,
+        &[
+            ("content-type", format.media_type()),
+            ("accept", format.media_type()),
+        ],
+        Some(&body),
+    )
+    .await
+}
+
+/// Sends a body-less request with this `Authorization` value (`""`: none), asking for
+/// `format`.
+pub async fn send_authorized(
+    method: &str,
+    url: &str,
+    authorization: &str,
+    format: Format,
+) -> Answer {
+    send(
+        method,
+        url,
+        &[
+            ("authorization", authorization),
+            ("accept", format.media_type()),
+        ],
+        None,
+    )
+    .await
+}
+
+/// Sends a body-less request asking for `format`.
+pub async fn send_empty(method: &str, url: &str, format: Format) -> Answer {
+    send(method, url, &[("accept", format.media_type())], None).await
+}
+
+/// The format a Content-Type names: XML for any `…xml…` type, JSON otherwise.
+pub fn format_of(content_type: &str) -> Format {
+    if content_type.contains("xml") {
+        Format::Xml
+    } else {
+        Format::Json
+    }
+}
+
+/// Decodes `body` as `T` in `format`, validating XML against the XSD first; a failure panics
+/// naming `what` was decoded (an answer, a notification) and the body.
+pub fn decode_body<T: Document>(format: Format, body: &str, what: &str) -> T {
+    if format == Format::Xml {
+        xsd_validate(body);
+    }
+    wire::decode::<T>(format, body.as_bytes(), &XmlLimits::default())
+        .unwrap_or_else(|e| panic!("{what} does not decode as {}: {e}\n{body}", T::NAME))
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Validates an XML document against the generated XSD of its root's namespace with
+/// `xmllint --schema`; panics with xmllint's message when it is not valid.
+pub fn xsd_validate(doc: &str) {
+    let root = netapi_chat_runtime::xml::parse_document(doc.as_bytes(), &XmlLimits::default())
+        .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {doc}"));
+    let ns = root.namespace.clone().unwrap_or_default();
+    let (_, file, _) = netapi_chat_api::XSDS
+        .iter()
+        .find(|(n, _, _)| *n == ns)
+        .unwrap_or_else(|| panic!("no XSD for namespace {ns:?}"));
+    let xsd = workspace().join("generated/xsd").join(file);
+    let tmp =
+        std::env::temp_dir().join(format!("netapi-chat-{}.xml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, doc).expect("write temp xml");
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&xsd)
+        .arg(&tmp)
+        .output()
+        .expect(
+            "xmllint is needed for XSD validation (Debian: libxml2-utils; .ci/run installs it)",
+        );
+    let _ = std::fs::remove_file(&tmp);
+    assert!(
+        out.status.success(),
+        "XML not valid against {}:\n{}\n{doc}",
+        xsd.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// This machine's host name and the addresses it resolves to (in /etc/hosts here: loopback),
+/// for the tests of a notifyURL whose name resolves to a refused address.
+pub async fn host_name_addresses() -> (String, Vec<std::net::SocketAddr>) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let resolved = tokio::net::lookup_host((host.as_str(), 80))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    (host, resolved)
+}

@@ -1,0 +1,471 @@
+//! The real `netapi-chat` binary under test: started on a free loopback port with its own data
+//! directory and the test token file, on the store backend [`Backend::for_tests`] chooses.
+//!
+//! Every server a suite starts goes through [`Launch::spawn`], the one place the binary, its
+//! baseline settings and its backend are chosen: [`Server`] (the usual handle), [`Launch`]
+//! itself for the suites that read the server's log or start it under a umask.
+
+use netapi_chat_api::Urls;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Percent-encodes an address for a path segment (same rule as the server's).
+pub fn enc(s: &str) -> String {
+    netapi_chat::address::encode_segment(s)
+}
+
+/// The application token every helper sends unless told otherwise: it may act for any user
+/// (`*` in the token file the harness writes).
+pub const APP_TOKEN: &str = "test-application-token-0123456789";
+
+/// Users with a token of their own (for tests of who may act for whom).
+pub const USERS_WITH_TOKENS: &[&str] = &[
+    "tel:+15551230001",
+    "tel:+15551230002",
+    "sip:alice@example.com",
+    "sip:bob@example.com",
+    "sip:mallory@example.com",
+];
+
+/// The token of one of [`USERS_WITH_TOKENS`] (it may act for that user only).
+pub fn user_token(user: &str) -> String {
+    let hex: String = user.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("user-{hex}")
+}
+
+/// The test token file's contents: [`APP_TOKEN`] for anyone, one token per user of
+/// [`USERS_WITH_TOKENS`].
+pub fn token_file() -> String {
+    let mut tokens = format!("{APP_TOKEN} *\n");
+    for u in USERS_WITH_TOKENS {
+        tokens.push_str(&format!("{} {u}\n", user_token(u)));
+    }
+    tokens
+}
+
+/// A fresh data directory under the system temp dir, holding the test token file.
+pub fn temp_data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "netapi-chat-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("create data dir");
+    std::fs::write(dir.join("tokens"), token_file()).expect("write token file");
+    dir
+}
+
+/// A reqwest client that sends `Authorization: Bearer <token>` on every request.
+pub fn http_client(token: &str) -> reqwest::Client {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// The store backend a test server runs on. Chosen in one place, [`Launch::spawn`], so that
+/// every suite runs unchanged on each backend: a backend is one arm here (its settings for a
+/// fresh server, e.g. a fresh database per server), never a change in a suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite database in the server's data directory (the default).
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend of this test run: `NETAPI_CHAT_TEST_BACKEND` (`sqlite`, the default).
+    pub fn for_tests() -> Backend {
+        match std::env::var("NETAPI_CHAT_TEST_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("sqlite") => Backend::Sqlite,
+            Ok(other) => panic!("NETAPI_CHAT_TEST_BACKEND={other}: the harness knows `sqlite`"),
+        }
+    }
+
+    /// The settings a server on this backend gets on top of its data directory.
+    fn settings(self, _data_dir: &Path) -> Vec<(&'static str, String)> {
+        match self {
+            Backend::Sqlite => Vec::new(),
+        }
+    }
+}
+
+/// Where a started server's stderr (its log) goes.
+#[derive(Clone, Debug, Default)]
+pub enum Stderr {
+    /// Dropped, unless `NETAPI_CHAT_TEST_LOGS` is set (then shown).
+    #[default]
+    Quiet,
+    /// Written to this file, for a test that reads the operator's log.
+    File(PathBuf),
+    /// Collected in memory ([`Spawned::stderr`]).
+    Collect,
+}
+
+/// How to start the binary: everything but the baseline settings, which [`Launch::spawn`]
+/// adds for every server (loopback callbacks allowed, no request rate limit, a fast retry
+/// schedule) before `env`, so a test overrides any of them.
+#[derive(Clone, Debug, Default)]
+pub struct Launch<'a> {
+    /// The data directory (it must exist and hold the token file, see [`temp_data_dir`]).
+    pub data_dir: PathBuf,
+    /// Extra `NETAPI_CHAT_*` settings.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Command-line arguments (e.g. `--config FILE`).
+    pub args: &'a [&'a str],
+    /// The address to listen on (`127.0.0.1:0` when `None`).
+    pub bind: Option<&'a str>,
+    /// Where stderr goes.
+    pub stderr: Stderr,
+    /// Started through `sh -c 'umask U; exec …'` (no `pre_exec`, no unsafe) when given.
+    pub umask: Option<&'a str>,
+    /// A command that runs the binary (its path appended), e.g.
+    /// `["prlimit", "--nofile=256:256"]`; empty: run directly.
+    pub run_under: &'a [&'a str],
+}
+
+/// A started process: its base URL once it said it listens (`None` if it exited first).
+/// Killed on drop.
+pub struct Spawned {
+    pub child: Child,
+    /// e.g. `http://127.0.0.1:41234`
+    pub base: Option<String>,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// What the process wrote on stderr so far ([`Stderr::Collect`] only).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// What the process wrote on stdout after its first line, so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The URL builders generated from the spec's paths, for this server (it must listen).
+    pub fn urls(&self) -> Urls {
+        Urls::new(self.base.as_deref().expect("listening"))
+    }
+
+    /// Waits (up to `secs`) for the process to exit; its status, or `None` if it still runs.
+    /// Once it exited, everything it wrote is in [`Spawned::stdout`] and [`Spawned::stderr`].
+    pub fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on `data_dir` under `umask` with `env` and its stderr collected, whether
+/// or not it comes up ([`Spawned::base`] says).
+pub fn start_under_umask(data_dir: &Path, env: &[(&str, &str)], umask: &str) -> Spawned {
+    Launch {
+        data_dir: data_dir.to_path_buf(),
+        env,
+        umask: Some(umask),
+        stderr: Stderr::Collect,
+        ..Launch::default()
+    }
+    .spawn()
+}
+
+/// Starts the binary on `data_dir` with `env`, for a start that must fail: its exit status
+/// and stderr. Panics (naming `env`) if it still runs after 20 s.
+pub fn run_to_exit(data_dir: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut spawned = Launch {
+        data_dir: data_dir.to_path_buf(),
+        env,
+        stderr: Stderr::Collect,
+        ..Launch::default()
+    }
+    .spawn();
+    let status = spawned
+        .wait_exit(20)
+        .unwrap_or_else(|| panic!("the server started with {env:?} (it should have refused)"));
+    (status, spawned.stderr())
+}
+
+impl Launch<'_> {
+    /// Starts the binary (`NETAPI_CHAT_TEST_BIN` runs another build instead, e.g. an older
+    /// one, to write a stored-format fixture: see tests/stored_format.rs) and reads its first
+    /// line for the address it listens on.
+    pub fn spawn(&self) -> Spawned {
+        let bin: std::ffi::OsString = std::env::var_os("NETAPI_CHAT_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_netapi-chat").into());
+        let mut cmd = match (self.umask, self.run_under) {
+            (Some(umask), _) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+                    .args(self.run_under)
+                    .arg(bin);
+                c
+            }
+            (None, [wrapper, wrapper_args @ ..]) => {
+                let mut c = Command::new(wrapper);
+                c.args(wrapper_args).arg(bin);
+                c
+            }
+            (None, []) => Command::new(bin),
+        };
+        cmd.args(self.args)
+            .env("NETAPI_CHAT_BIND", self.bind.unwrap_or("127.0.0.1:0"))
+            .env("NETAPI_CHAT_DATA_DIR", &self.data_dir)
+            .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
+            // One token drives many users here; the rate limit has tests of its own.
+            .env("NETAPI_CHAT_RATE_LIMIT", "0")
+            .env("NETAPI_CHAT_RETRY_SCHEDULE", "0,50ms,100ms,200ms,400ms")
+            .stdout(Stdio::piped());
+        for (k, v) in Backend::for_tests().settings(&self.data_dir) {
+            cmd.env(k, v);
+        }
+        match &self.stderr {
+            Stderr::Quiet if std::env::var_os("NETAPI_CHAT_TEST_LOGS").is_some() => {
+                cmd.stderr(Stdio::inherit())
+            }
+            Stderr::Quiet => cmd.stderr(Stdio::null()),
+            Stderr::File(path) => {
+                cmd.stderr(std::fs::File::create(path).expect("create the log file"))
+            }
+            Stderr::Collect => cmd.stderr(Stdio::piped()),
+        };
+        for (k, v) in self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start netapi-chat");
+        let (stderr, stdout) = (Arc::default(), Arc::default());
+        let mut readers = Vec::new();
+        if let Some(err) = child.stderr.take() {
+            readers.push(collect(err, Arc::clone(&stderr)));
+        }
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        // Keep reading the rest, so the server never writes into a closed pipe.
+        readers.push(collect(reader, Arc::clone(&stdout)));
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+            .map(str::to_owned);
+        Spawned {
+            child,
+            base,
+            stderr,
+            stdout,
+            readers,
+        }
+    }
+}
+
+/// Reads `from` to its end into `into`, on a thread of its own.
+fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+}
+
+/// The real `netapi-chat` binary, started on a free loopback port with its own data
+/// directory; killed on drop (the directory is removed unless it was given by the test).
+pub struct Server {
+    /// e.g. `http://127.0.0.1:41234`
+    pub base: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    owns_dir: bool,
+    process: Spawned,
+    /// Where its stderr went, when a file ([`Server::logged`]).
+    log: Option<PathBuf>,
+}
+
+impl Server {
+    /// Starts the server with extra `NETAPI_CHAT_*` settings, on a fresh data directory.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_with_args(&[], env)
+    }
+
+    /// Starts the server on `data_dir` (e.g. again after a kill), optionally on a given address.
+    pub fn start_in(data_dir: &Path, env: &[(&str, &str)], bind: Option<&str>) -> Server {
+        Server::launch(
+            Launch {
+                data_dir: data_dir.to_path_buf(),
+                env,
+                bind,
+                ..Launch::default()
+            },
+            false,
+        )
+    }
+
+    /// Starts the server again on the data directory a killed server left ([`Server::kill`]),
+    /// and owns it from now on: removed when this one is dropped.
+    pub fn restart(data_dir: PathBuf, env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            Launch {
+                data_dir,
+                env,
+                ..Launch::default()
+            },
+            true,
+        )
+    }
+
+    /// Starts the server with command-line arguments (e.g. `--config FILE`) and extra
+    /// settings, on a fresh data directory.
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            Launch {
+                data_dir: temp_data_dir(),
+                env,
+                args,
+                ..Launch::default()
+            },
+            true,
+        )
+    }
+
+    /// Starts the server on a fresh data directory with its stderr (the operator's log) in a
+    /// file the test reads with [`Server::log_text`], at log level `info` (the most it
+    /// writes), plus `env`.
+    pub fn logged(env: &[(&str, &str)]) -> Server {
+        let data_dir = temp_data_dir();
+        let log = data_dir.join("stderr.log");
+        let mut all = vec![("NETAPI_CHAT_LOG_LEVEL", "info")];
+        all.extend_from_slice(env);
+        let mut s = Server::launch(
+            Launch {
+                data_dir,
+                env: &all,
+                stderr: Stderr::File(log.clone()),
+                ..Launch::default()
+            },
+            true,
+        );
+        s.log = Some(log);
+        s
+    }
+
+    fn launch(launch: Launch<'_>, owns_dir: bool) -> Server {
+        let process = launch.spawn();
+        let base = process
+            .base
+            .clone()
+            .unwrap_or_else(|| panic!("the server did not say where it listens"));
+        Server {
+            base,
+            data_dir: launch.data_dir,
+            owns_dir,
+            process,
+            log: None,
+        }
+    }
+
+    /// Starts the server with defaults suited to tests.
+    pub fn default_for_tests() -> Server {
+        Server::start(&[])
+    }
+
+    /// Kills the process with SIGKILL (no clean shutdown) and keeps the data directory.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        self.owns_dir = false;
+        self.data_dir.clone()
+    }
+
+    /// Stops the process with SIGTERM (the graceful stop), waits for it to exit, and keeps
+    /// the data directory.
+    pub fn terminate(mut self) -> PathBuf {
+        let pid = self.process.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let _ = self.process.child.wait();
+        self.owns_dir = false;
+        self.data_dir.clone()
+    }
+
+    /// The process id (benches read its RSS from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// The `host:port` it listens on.
+    pub fn addr(&self) -> String {
+        self.base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned()
+    }
+
+    /// The URLs of this server's resources: the builders generated from the spec's paths
+    /// (`netapi_chat_api::Urls`), the same ones the server writes its `resourceURL`s with.
+    pub fn urls(&self) -> Urls {
+        Urls::new(&self.base)
+    }
+
+    /// `{base}/v1/chat/{user}` + `rest`, for a URL the spec has no path for (a typo, a
+    /// trailing slash, a raw segment a test wants as it is); every path of the spec is built
+    /// by [`Server::urls`].
+    pub fn url(&self, user: &str, rest: &str) -> String {
+        format!("{}/v1/chat/{}{rest}", self.base, enc(user))
+    }
+
+    /// The progenitor client for this server, authenticated with [`APP_TOKEN`].
+    pub fn client(&self) -> netapi_chat_client::Client {
+        netapi_chat_client::Client::new_with_client(&self.base, http_client(APP_TOKEN))
+    }
+
+    /// Its log so far ([`Server::logged`] only).
+    pub fn log_text(&self) -> String {
+        let path = self
+            .log
+            .as_ref()
+            .expect("a server started with Server::logged");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}

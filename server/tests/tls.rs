@@ -1,0 +1,370 @@
+//! TLS termination in the server (issue 17 item 7), against the real binary: with
+//! `NETAPI_CHAT_TLS_CERT` / `NETAPI_CHAT_TLS_KEY` set to a self-signed certificate made here
+//! (rcgen), a client that trusts it runs a flow over HTTPS in JSON and XML, and every URL the
+//! server hands out (Location, resourceURL, the links of the notifications at a real callback
+//! listener) is `https`; a plain-HTTP request and a client that does not trust the certificate
+//! get nowhere. `check-config` refuses a missing, unreadable or mismatched pair with a message
+//! that names the setting.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use netapi_chat_api::*;
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire::{self, Document};
+use netapi_chat_runtime::xml::XmlLimits;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use support::{APP_TOKEN, Listener, Server, enc, temp_data_dir};
+
+const A: &str = "tel:+15551230001";
+const B: &str = "sip:bob@example.com";
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM into `dir`:
+/// (certificate path, key path, certificate DER).
+fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("self-signed certificate");
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, made.cert.pem()).expect("write certificate");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    (cert, key, made.cert.der().to_vec())
+}
+
+/// An HTTPS client that trusts exactly `roots` (DER certificates).
+fn tls_client(roots: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(CertificateDer::from(r.to_vec()))
+            .expect("trust the certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// An answer over HTTPS.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn decode<T: Document>(&self, format: Format) -> T {
+        wire::decode::<T>(format, self.body.as_bytes(), &XmlLimits::default())
+            .unwrap_or_else(|e| panic!("not a {}: {e}\n{}", T::NAME, self.body))
+    }
+}
+
+/// One request over a fresh TLS connection to `srv` (HTTP/1.1), authenticated with the
+/// application token; the TLS or HTTP error as text when it fails.
+async fn https(
+    tls: &tokio_rustls::TlsConnector,
+    srv: &Server,
+    method: &str,
+    url: &str,
+    format: Format,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, String> {
+    let tcp = tokio::net::TcpStream::connect(srv.base.trim_start_matches("https://"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let stream = tls
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let path = url
+        .strip_prefix(&srv.base)
+        .unwrap_or_else(|| panic!("{url} is not on {}", srv.base));
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, srv.base.trim_start_matches("https://"))
+        .header(http::header::AUTHORIZATION, format!("Bearer {APP_TOKEN}"))
+        .header(http::header::ACCEPT, format.media_type());
+    if body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, format.media_type());
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn subscription(url: &str, format: Format) -> ChatSubscription {
+    ChatSubscription {
+        callback_reference: CallbackReference {
+            notify_url: url.to_owned(),
+            callback_data: None,
+            notification_format: Some(if format == Format::Xml {
+                NotificationFormat::Xml
+            } else {
+                NotificationFormat::Json
+            }),
+        },
+        duration: None,
+        client_correlator: None,
+        resource_url: None,
+        subscription_status: None,
+        status_reason: None,
+        signing_secret: None,
+    }
+}
+
+fn participant(address: &str) -> ParticipantInformation {
+    ParticipantInformation {
+        address: address.to_owned(),
+        name: None,
+        is_originator: None,
+        status: None,
+        client_correlator: None,
+        resource_url: None,
+    }
+}
+
+/// Over HTTPS, in JSON and XML: subscribe B at a real listener, start a session from A
+/// inviting B. The answers' URLs and the invitation's links are `https` URLs of this server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_over_https_hands_out_https_urls() {
+    let dir = temp_data_dir();
+    let (cert, key, der) = certificate(&dir, "server");
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    assert!(srv.base.starts_with("https://127.0.0.1:"), "{}", srv.base);
+    let tls = tls_client(&[&der]);
+
+    for format in [Format::Json, Format::Xml] {
+        let l = Listener::start().await;
+        let url = format!("{}/v1/chat/{}/subscriptions", srv.base, enc(B));
+        let body = wire::encode(format, &subscription(&l.url, format));
+        let a = https(&tls, &srv, "POST", &url, format, Some(body))
+            .await
+            .expect("subscribe over HTTPS");
+        assert_eq!(a.status, 201, "{}", a.body);
+        let sub: ChatSubscription = a.decode(format);
+        let location = a.headers[http::header::LOCATION].to_str().unwrap();
+        assert!(location.starts_with(&srv.base), "{location}");
+        assert_eq!(sub.resource_url.as_deref(), Some(location));
+
+        let session = ChatSessionInformation {
+            subject: Some("over TLS".into()),
+            participant: vec![participant(B)],
+            originator_address: None,
+            originator_name: None,
+            status: None,
+            ended: None,
+            client_correlator: None,
+            resource_url: None,
+        };
+        let url = format!("{}/v1/chat/{}/chatSessions", srv.base, enc(A));
+        let a = https(
+            &tls,
+            &srv,
+            "POST",
+            &url,
+            format,
+            Some(wire::encode(format, &session)),
+        )
+        .await
+        .expect("start a session over HTTPS");
+        assert_eq!(a.status, 201, "{}", a.body);
+        let created: ChatSessionInformation = a.decode(format);
+        let resource = created.resource_url.unwrap_or_default();
+        assert!(resource.starts_with(&srv.base), "{resource}");
+
+        let n = l.nth(1).await;
+        assert_eq!(n.format(), format);
+        assert_eq!(n.kind(), "sessionInvitationNotification", "{}", n.body);
+        let inv: SessionInvitationNotification = n.decode();
+        assert!(!inv.link.is_empty(), "{}", n.body);
+        for link in &inv.link {
+            assert!(
+                link.href.starts_with(&srv.base),
+                "{} in {}",
+                link.href,
+                n.body
+            );
+        }
+        // The link works: the session reads back over HTTPS.
+        let a = https(&tls, &srv, "GET", &resource, format, None)
+            .await
+            .expect("read the session over HTTPS");
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = reqwest::Client::new()
+        .get(format!(
+            "http://{}/healthz",
+            srv.base.trim_start_matches("https://")
+        ))
+        .send()
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| !r.status().is_success()),
+        "{plain:?}"
+    );
+    // A client that does not trust the certificate gets no connection.
+    let (_, _, other) = certificate(&dir, "other");
+    let stranger = tls_client(&[&other]);
+    let refused = https(
+        &stranger,
+        &srv,
+        "GET",
+        &format!("{}/healthz", srv.base),
+        Format::Json,
+        None,
+    )
+    .await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.starts_with("TLS")),
+        "{:?}",
+        refused.map(|a| a.status)
+    );
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `netapi-chat check-config` with `env`: (exit code, stderr).
+fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .arg("check-config")
+        .env("NETAPI_CHAT_DATA_DIR", dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `check-config` takes a matching pair and refuses, naming the setting, half a pair, a file
+/// that is missing or holds no PEM, and a key that is not the certificate's.
+#[test]
+fn check_config_refuses_a_bad_certificate_pair() {
+    let dir = temp_data_dir();
+    let (cert, key, _) = certificate(&dir, "one");
+    let (_, other_key, _) = certificate(&dir, "two");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file\n").unwrap();
+    let missing = dir.join("missing.pem");
+    let (cert, key, other_key, garbage, missing) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        other_key.to_str().unwrap(),
+        garbage.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    );
+
+    let (code, err) = check_config(
+        &dir,
+        &[("NETAPI_CHAT_TLS_CERT", cert), ("NETAPI_CHAT_TLS_KEY", key)],
+    );
+    assert_eq!(code, Some(0), "{err}");
+
+    for (env, words) in [
+        (
+            vec![("NETAPI_CHAT_TLS_CERT", cert)],
+            vec!["NETAPI_CHAT_TLS_KEY", "must be set when"],
+        ),
+        (
+            vec![("NETAPI_CHAT_TLS_KEY", key)],
+            vec!["NETAPI_CHAT_TLS_CERT", "must be set when"],
+        ),
+        (
+            vec![
+                ("NETAPI_CHAT_TLS_CERT", missing),
+                ("NETAPI_CHAT_TLS_KEY", key),
+            ],
+            vec!["NETAPI_CHAT_TLS_CERT", missing],
+        ),
+        (
+            vec![
+                ("NETAPI_CHAT_TLS_CERT", garbage),
+                ("NETAPI_CHAT_TLS_KEY", key),
+            ],
+            vec!["NETAPI_CHAT_TLS_CERT", "no certificate"],
+        ),
+        (
+            vec![
+                ("NETAPI_CHAT_TLS_CERT", cert),
+                ("NETAPI_CHAT_TLS_KEY", garbage),
+            ],
+            vec!["NETAPI_CHAT_TLS_KEY", "no private key"],
+        ),
+        (
+            vec![
+                ("NETAPI_CHAT_TLS_CERT", cert),
+                ("NETAPI_CHAT_TLS_KEY", other_key),
+            ],
+            vec!["NETAPI_CHAT_TLS_KEY", "does not match"],
+        ),
+    ] {
+        let (code, err) = check_config(&dir, &env);
+        assert_ne!(code, Some(0), "{env:?} accepted");
+        for w in words {
+            assert!(err.contains(w), "{env:?}: {err:?} lacks {w:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that opens a TCP connection to the HTTPS port and never starts its handshake is
+/// disconnected (after the handshake timeout, 10 s; vendor/dropshot/PATCHES.md item 9), so
+/// such connections cannot pile up outside the connection limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_on_the_https_port_is_disconnected() {
+    use tokio::io::AsyncReadExt;
+    let dir = temp_data_dir();
+    let (cert, key, _) = certificate(&dir, "server");
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    let mut tcp = tokio::net::TcpStream::connect(srv.addr())
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    // Ends with EOF or a reset once the server drops it; a server that kept it would leave
+    // this read (and the test) hanging until the 60 s guard.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent connection is still open: {read:?}"
+    );
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,275 @@
+//! `cargo xtask bench --delivery [--before BIN] [--smoke]`: what delivering notifications costs
+//! the server (issue 13 item 5), before and after a change, in one run.
+//!
+//! Three servers with the message-send workload of the full bench (each user's real callback
+//! listener, JSON): the bare-hyper baseline, netapi-chat as built now, and, with `--before`,
+//! another build of netapi-chat (e.g. the commit before the change, built into a file of its
+//! own). Steps at fixed rates go to them in turn, round after round (the order rotates each
+//! round), so that whatever else the machine does weighs on all of them alike. Per step: the
+//! server's CPU seconds per message (utime + stime from `/proc`, which include the delivery of
+//! the notifications each message causes), the store commits per message (from `/metrics`),
+//! and the POST → notification p99. The table gives each figure's median over the rounds.
+//! Writes `target/bench/delivery.md` and prints it; BENCHMARKS.md quotes it by hand.
+
+use super::baseline;
+use super::chat::{Format, Plan, Workload};
+use super::listen::Collector;
+use super::load::{Options, StepResult, Target, run_step};
+use super::proc::{self, NetapiChat, start_netapi_chat, start_netapi_chat_bin};
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The token that opens `/metrics` on the servers of this phase.
+const METRICS_TOKEN: &str = "bench-delivery-metrics-token-0123456789";
+
+/// What the phase does.
+pub struct Settings {
+    /// Rates, msg/s.
+    pub rates: Vec<u32>,
+    /// Length of each step.
+    pub step: Duration,
+    /// Rounds over every (rate, server).
+    pub rounds: usize,
+    /// Load generator settings.
+    pub opts: Options,
+    /// The workload.
+    pub plan: Plan,
+    /// Message text length.
+    pub text_len: usize,
+}
+
+/// One of the servers measured.
+struct Side {
+    name: String,
+    chat: Option<NetapiChat>,
+    baseline: Option<proc::Server>,
+    _workload: Option<Workload>,
+    target: Target,
+    pool: Vec<super::http::Conn>,
+    /// Per rate: the steps, with the commits they made.
+    steps: Vec<Vec<(StepResult, Option<f64>)>>,
+}
+
+/// The number of store commits so far, from `/metrics` (the commit group size's `_count`).
+fn commits(addr: std::net::SocketAddr) -> Option<f64> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {METRICS_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("netapi_chat_store_commit_group_size_count"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) -> Result<Side> {
+    let env = [("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)];
+    let label = format!("delivery-{name}");
+    let chat = match bin {
+        Some(b) => start_netapi_chat_bin(root, b, &label, &env)?,
+        None => start_netapi_chat(root, &label, &env)?,
+    };
+    let collector = Arc::new(Collector::default());
+    let workload = Workload::setup(chat.server.addr, &s.plan, Format::Json, &collector).await?;
+    let target = Target {
+        addr: chat.server.addr,
+        make: workload.make_request(Format::Json, s.text_len),
+        collector: Some(collector),
+        server_pid: Some(chat.server.pid()),
+        tap: None,
+    };
+    Ok(Side {
+        name: name.to_owned(),
+        chat: Some(chat),
+        baseline: None,
+        _workload: Some(workload),
+        target,
+        pool: Vec::new(),
+        steps: vec![Vec::new(); s.rates.len()],
+    })
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Runs the phase and returns its report (markdown).
+pub async fn run(
+    root: &Path,
+    s: &Settings,
+    before: Option<PathBuf>,
+    command: &str,
+) -> Result<String> {
+    let load_before = proc::loadavg();
+    let started = std::time::Instant::now();
+    let base = baseline::start()?;
+    let mut sides = vec![Side {
+        name: "baseline".to_owned(),
+        chat: None,
+        target: Target {
+            addr: base.addr,
+            make: baseline::make_request(s.text_len),
+            collector: None,
+            server_pid: Some(base.pid()),
+            tap: None,
+        },
+        baseline: Some(base),
+        _workload: None,
+        pool: Vec::new(),
+        steps: vec![Vec::new(); s.rates.len()],
+    }];
+    if let Some(b) = &before {
+        sides.push(chat_side(root, s, "before", Some(b)).await?);
+    }
+    sides.push(chat_side(root, s, "after", None).await?);
+    for side in sides.iter_mut() {
+        run_step(
+            &side.target,
+            &mut side.pool,
+            &s.opts,
+            300,
+            s.rates[0],
+            s.opts.warmup,
+        )
+        .await?;
+    }
+    let mut step = 300u32;
+    for round in 0..s.rounds {
+        for (r, rate) in s.rates.iter().enumerate() {
+            let n = sides.len();
+            for k in 0..n {
+                let side = &mut sides[(k + round) % n];
+                step += 1;
+                let c0 = commits(side.target.addr);
+                let res =
+                    run_step(&side.target, &mut side.pool, &s.opts, step, *rate, s.step).await?;
+                let c1 = commits(side.target.addr);
+                let per_msg = match (c0, c1) {
+                    (Some(a), Some(b)) if res.ok > 0 => Some((b - a) / res.ok as f64),
+                    _ => None,
+                };
+                println!(
+                    "  delivery {} round {}: {}{}",
+                    side.name,
+                    round + 1,
+                    super::report::step_line(&res),
+                    per_msg
+                        .map(|c| format!(", {c:.2} commits/msg"))
+                        .unwrap_or_default()
+                );
+                side.steps[r].push((res, per_msg));
+            }
+        }
+    }
+    for side in sides.iter_mut() {
+        if let Some(c) = side.chat.as_mut()
+            && !c.server.running()
+        {
+            bail!(
+                "netapi-chat ({}) exited during the delivery phase",
+                side.name
+            );
+        }
+        if let Some(b) = side.baseline.as_mut() {
+            let _ = b.kill();
+        }
+    }
+    let load_after = proc::loadavg();
+    let m = proc::Machine::read();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Run {} · `{}` · {:.0} s · machine: `nproc` {} · {} · {}; load average (1/5/15 min) before: {} · after: {}\n",
+        super::now_utc(),
+        command,
+        started.elapsed().as_secs_f64(),
+        m.cores,
+        m.memory,
+        m.cpu,
+        load_before,
+        load_after
+    );
+    let _ = writeln!(
+        md,
+        "Workload: {} users in {} sessions, JSON, each user's own callback listener; {} rounds of {:.0} s steps per rate and server, in rotating order; medians over the rounds.\n",
+        s.plan.users(),
+        s.plan.sessions().len(),
+        s.rounds,
+        s.step.as_secs_f64()
+    );
+    let chats: Vec<&Side> = sides.iter().filter(|x| x.chat.is_some()).collect();
+    let mut head = "| msg/s | baseline µs/msg |".to_owned();
+    let mut rule = "|---:|---:|".to_owned();
+    for c in &chats {
+        let _ = write!(
+            head,
+            " {0} µs/msg (× baseline) | {0} commits/msg | {0} notification p99 ms |",
+            c.name
+        );
+        rule.push_str("---:|---:|---:|");
+    }
+    let _ = writeln!(md, "{head}\n{rule}");
+    for (r, rate) in s.rates.iter().enumerate() {
+        let cpu = |side: &Side| {
+            median(
+                side.steps[r]
+                    .iter()
+                    .filter_map(|(x, _)| x.server_cpu_us)
+                    .collect(),
+            )
+        };
+        let base = cpu(&sides[0]);
+        let mut line = format!(
+            "| {rate} | {} |",
+            base.map(|b| format!("{b:.1}"))
+                .unwrap_or_else(|| "–".into())
+        );
+        for c in &chats {
+            let us = cpu(c);
+            let commits = median(c.steps[r].iter().filter_map(|(_, k)| *k).collect());
+            let p99 = median(
+                c.steps[r]
+                    .iter()
+                    .filter_map(|(x, _)| x.notify.map(|p| p.p99 as f64 / 1e6))
+                    .collect(),
+            );
+            let _ = write!(
+                line,
+                " {} | {} | {} |",
+                match (us, base) {
+                    (Some(u), Some(b)) if b > 0.0 => format!("{u:.1} ({:.1}×)", u / b),
+                    (Some(u), _) => format!("{u:.1}"),
+                    _ => "–".into(),
+                },
+                commits
+                    .map(|k| format!("{k:.2}"))
+                    .unwrap_or_else(|| "–".into()),
+                p99.map(|p| format!("{p:.2}")).unwrap_or_else(|| "–".into()),
+            );
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    let path = proc::target_dir(root).join("bench/delivery.md");
+    std::fs::create_dir_all(path.parent().context("bench dir")?)?;
+    std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
+    println!("bench: wrote {}\n\n{md}", path.display());
+    Ok(md)
+}
