@@ -233,6 +233,67 @@ async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowled
     }
 }
 
+/// The loss window a long poll had: a poll whose client gave up (closed its connection) kept
+/// waiting, took the next notification and answered it to nobody, and the next poll then
+/// acknowledged it. Now a poll stops waiting when its client goes, before it takes anything:
+/// the next poll gets the notification.
+#[tokio::test]
+async fn a_poll_whose_client_went_away_takes_nothing() {
+    use tokio::io::AsyncWriteExt;
+    const WAITING: &str = "long poll waiting";
+    const GONE: &str = "request handling cancelled (client disconnected)";
+    let s = Server::logged(&[
+        ("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0"),
+        ("NETAPI_CHAT_LOG_LEVEL", "debug"),
+    ]);
+    let count = |line: &str| s.log_text().matches(line).count();
+    // Waits until the server's log holds `line` more than `before` times.
+    let logged = async |line: &str, before: usize| {
+        for _ in 0..500 {
+            if count(line) > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server never logged {line:?}: {}", s.log_text());
+    };
+    for f in FORMATS {
+        // A wait long enough that, without the fix, the abandoned poll is still waiting when
+        // the notification comes.
+        let ch = create_channel(&s, B, f, None, Some(20)).await;
+        let url = channel_url(&ch);
+        subscribe(&s, B, &ch, "bob-app").await;
+
+        // A client opens a poll and goes away while it waits.
+        let path = url.strip_prefix(&s.base).expect("channelURL on the server");
+        let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+             accept: {}\r\ncontent-length: 0\r\n\r\n",
+            s.addr(),
+            support::APP_TOKEN,
+            f.media_type()
+        );
+        let (waiting, gone) = (count(WAITING), count(GONE));
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp.flush().await.unwrap();
+        // The server's log says when the poll waits, and when it has seen the client go.
+        logged(WAITING, waiting).await;
+        drop(tcp);
+        logged(GONE, gone).await;
+
+        // Then a notification, then a new poll: it gets the notification.
+        invite(&s, A, B, "after the client left").await;
+        let got = invitations(&poll_list(&url, f).await);
+        assert_eq!(
+            got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+            ["after the client left"],
+            "the abandoned poll took nothing"
+        );
+        send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_channel_ends_an_open_poll_with_404() {
     // The server's wait is long: only the deletion can end this poll before the client's own

@@ -5644,9 +5644,11 @@ impl Client {
     the same `webhookId`, to the next poll, so a client that lost an answer loses nothing;
 
     drop duplicates by `webhookId`. Notifications of one subscription come in the order
-    they were created. A client must therefore wait for its poll's answer longer than
-    the channel's `maxWaitTime`: a poll it gave up on may still take notifications, which
-    its next poll then acknowledges.
+    they were created. A poll whose client closes its connection while the poll waits
+    stops there and takes nothing, so what arrives afterwards goes to the next poll. A
+    client should still wait for its poll's answer longer than the channel's
+    `maxWaitTime`: an answer lost on a connection that breaks without the server seeing
+    it close (no FIN or RST reaches it) is acknowledged by the next poll.
     **Decision (one poll at a time, OMA `SVC1012`):** a new poll of the channel ends a poll
     still waiting on it with `409 SVC1012`. Deleting the channel (or its expiry) ends a
     waiting poll with `404`.

@@ -401,7 +401,8 @@ impl Chat {
     /// The long poll (the channel's `channelURL`): acknowledges what the previous poll got,
     /// then answers the notifications waiting, at most the channel's `maxNotifications`, as
     /// soon as there are any, or an empty list when its wait runs out. Each poll starts the
-    /// channel's lifetime again.
+    /// channel's lifetime again. A poll whose client disconnects while it waits ends without
+    /// taking anything (`dropshot::client_gone`), so the next poll gets what arrived.
     pub async fn poll_notifications(
         &self,
         user: &str,
@@ -420,7 +421,20 @@ impl Chat {
                 .min(self.settings.limits.channel_poll_wait);
             (Arc::clone(&c.mailbox), c.rec.max_notifications, wait)
         };
-        let polled = mailbox.poll(max, wait).await;
+        // A poll whose client has gone away stops waiting before it takes anything (what it
+        // would take would be answered to nobody, and the next poll would acknowledge it).
+        // `biased`: the disconnect is looked at first, so a poll woken by a notification after
+        // its client went takes nothing.
+        slog::debug!(self.log, "long poll waiting"; "channel" => id);
+        let polled = tokio::select! {
+            biased;
+            () = dropshot::client_gone() => {
+                slog::debug!(self.log, "long poll ended: its client has gone, nothing taken";
+                    "channel" => id);
+                Polled::Notifications(Vec::new())
+            }
+            polled = mailbox.poll(max, wait) => polled,
+        };
         if let Some(c) = self.lock().channels.get_mut(id) {
             c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
         }
