@@ -62,7 +62,8 @@ chmod 600 "$WORK/tokens"
 
 # Schemathesis sends bad credentials on purpose (its ignored_auth check), all from this one
 # address: the per-address limit on failed authentication (tested in hardening_wire) would turn
-# its later valid requests into 429s.
+# its later valid requests into 429s. A long poll of a notification channel waits at most 1 s
+# here (25 s by default), well within --max-response-time.
 NETAPI_CHAT_BIND=127.0.0.1:0 \
 NETAPI_CHAT_DATA_DIR="$WORK/data" \
 NETAPI_CHAT_TOKEN_FILE="$WORK/tokens" \
@@ -70,6 +71,7 @@ NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=1 \
 NETAPI_CHAT_RETRY_SCHEDULE=0,1s \
 NETAPI_CHAT_NOTIFY_TIMEOUT_MS=500 \
 NETAPI_CHAT_AUTH_FAILURE_LIMIT=0 \
+NETAPI_CHAT_CHANNEL_POLL_WAIT=1s \
     "$ROOT/target/debug/netapi-chat" >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 

@@ -357,6 +357,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session"),
     Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user"),
     Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to"),
+    Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it)"),
+    Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it); clients should wait longer than this for an answer"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee"),
     Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
@@ -905,6 +907,13 @@ impl Config {
                 sessions_per_user: s
                     .var("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "a count")?
                     .unwrap_or(d.limits.sessions_per_user),
+                channels_per_user: s
+                    .var("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "a count")?
+                    .unwrap_or(d.limits.channels_per_user),
+                channel_poll_wait: s
+                    .duration("NETAPI_CHAT_CHANNEL_POLL_WAIT")?
+                    .filter(|w| !w.is_zero())
+                    .unwrap_or(d.limits.channel_poll_wait),
                 invitations: InvitationLimits {
                     per_inviter: s
                         .var("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "a count")?

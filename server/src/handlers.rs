@@ -12,9 +12,11 @@ use netapi_chat_api::{
     ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, GroupChatSessionInformation,
     Headed, ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
     ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery, ListMessagesHeaders,
-    ListMessagesQuery, ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus,
-    MessageStatusReport, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
-    ResourceReference, SubscriptionSecret,
+    ListMessagesQuery, ListNotificationChannelsHeaders, ListNotificationChannelsQuery,
+    ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus, MessageStatusReport,
+    NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ResourceReference,
+    SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -561,5 +563,75 @@ impl ChatService for ChatServer {
         self.chat
             .update_group_message_status(&user_id, &session_id, &message_id, body.status)
             .await
+    }
+
+    /// Notification channel (issue 15): one page of the user's channels.
+    async fn list_notification_channels(
+        &self,
+        user_id: String,
+        query: ListNotificationChannelsQuery,
+    ) -> Result<Headed<NotificationChannelList, ListNotificationChannelsHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self.chat.list_notification_channels(&user_id, req);
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListNotificationChannelsHeaders { link },
+        })
+    }
+
+    /// Notification channel: create one (the seed's optional Notification Server).
+    async fn create_notification_channel(
+        &self,
+        user_id: String,
+        body: NotificationChannel,
+    ) -> Result<Created<NotificationChannel>, ApiError> {
+        self.chat.create_notification_channel(&user_id, body).await
+    }
+
+    async fn get_notification_channel(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> Result<NotificationChannel, ApiError> {
+        self.chat.get_notification_channel(&user_id, &channel_id)
+    }
+
+    async fn delete_notification_channel(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .delete_notification_channel(&user_id, &channel_id)
+            .await
+    }
+
+    async fn get_channel_lifetime(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> Result<NotificationChannelLifetime, ApiError> {
+        self.chat.get_channel_lifetime(&user_id, &channel_id)
+    }
+
+    async fn refresh_channel_lifetime(
+        &self,
+        user_id: String,
+        channel_id: String,
+        body: NotificationChannelLifetime,
+    ) -> Result<NotificationChannelLifetime, ApiError> {
+        self.chat
+            .refresh_channel_lifetime(&user_id, &channel_id, body)
+            .await
+    }
+
+    /// Notification channel: the long poll at a channel's `channelURL`.
+    async fn poll_notifications(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> Result<NotificationList, ApiError> {
+        self.chat.poll_notifications(&user_id, &channel_id).await
     }
 }

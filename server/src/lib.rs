@@ -1,7 +1,8 @@
 //! netapi-chat: an OMA RESTful Network API for Chat server.
 //!
 //! - [`handlers`]: one handler body per operation (find a flow by its seed section title);
-//! - `chat`: the chat core, the state machine behind the handlers;
+//! - `chat`: the chat core, the state machine behind the handlers; `channel_socket`: the
+//!   WebSockets notification channel endpoint (upgrade and frames);
 //! - [`notify`]: delivery of notifications to subscribers' callbacks;
 //! - `retention`: the background purge of messages past `NETAPI_CHAT_RETENTION`;
 //! - [`server`]: routing (generated API + published documents) and start-up;
@@ -21,6 +22,7 @@ pub mod admin;
 pub(crate) mod admin_api;
 pub mod auth;
 pub mod callback_guard;
+pub(crate) mod channel_socket;
 pub(crate) mod chat;
 pub mod client;
 pub mod config;

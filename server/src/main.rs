@@ -261,6 +261,8 @@ async fn shutdown(
 ) -> std::process::ExitCode {
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + grace;
+    // Long polls answer now (an empty list) rather than hold the drain for their whole wait.
+    netapi_chat::notify::channel::end_polls();
     let drained = tokio::time::timeout_at(deadline, server.close()).await;
     let outcome = match drained {
         Ok(Ok(())) => "requests in flight answered".to_owned(),

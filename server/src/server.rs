@@ -293,6 +293,8 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         .map_err(|e| StartError::Api(e.to_string()))?;
     api.register(crate::health::readyz)
         .map_err(|e| StartError::Api(e.to_string()))?;
+    api.register(crate::channel_socket::channel_socket)
+        .map_err(|e| StartError::Api(e.to_string()))?;
     if config.metrics_token.is_some() {
         crate::metrics::install().map_err(StartError::Api)?;
         api.register(crate::metrics::metrics_endpoint)
@@ -349,6 +351,8 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     for path in unpublished_get_paths() {
         methods.add(path, &["GET"]);
     }
+    // The socket of a WebSockets notification channel (unpublished: OpenAPI has no WebSocket).
+    methods.add(crate::channel_socket::PATH, &["GET"]);
     if config.metrics_token.is_some() {
         methods.add(crate::metrics::PATH, &["GET"]);
     }

@@ -8,19 +8,28 @@ mod support;
 // progenitor client (subscriptions asking for JSON notifications), and XML over raw HTTP
 // (subscriptions asking for XML notifications; every XML body sent or received, notifications
 // included, is validated against the generated XSD by the support helpers).
+//
+// Each flow runs again with every user's notifications coming through a notification channel
+// instead of a callback (issue 15), long polling (`…_channel_*`) and WebSockets (`…_socket_*`):
+// the user's application creates a channel, subscribes with the channel's callbackURL, and a
+// relay (`support::channel`) hands every notification it gets (decoded from the
+// `notificationList`, XML validated against the XSD) to the user's listener, so the very same
+// checks apply to what came through the channel.
 
 use netapi_chat_api::{
-    ChatEventNotification, ChatMessage, ChatSessionInformation, ChatSubscription, EventType, Link,
-    MessageDeliveryNotification, MessageNotification, MessageStatus, ParticipantInformation,
-    ParticipantList, ParticipantSessionStatus, ParticipantStatus, ParticipantStatusNotification,
-    SessionInvitationNotification, SubscriptionCancellationNotification,
+    ChannelType, ChatEventNotification, ChatMessage, ChatSessionInformation, ChatSubscription,
+    EventType, Link, MessageDeliveryNotification, MessageNotification, MessageStatus,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
+    ParticipantStatusNotification, SessionInvitationNotification,
+    SubscriptionCancellationNotification,
 };
 use netapi_chat_runtime::wire::Document;
 use std::cell::Cell;
 use std::fmt::Debug;
 use std::time::Duration;
+use support::channel::Relay;
 use support::docs::{self, last_segment};
-use support::{Face, Listener, Received, Server, Wire};
+use support::{Face, Listener, Received, Server, Via, Wire};
 
 use ParticipantStatus::{Connected, Disconnected, Invited};
 
@@ -41,7 +50,21 @@ impl Face<'_> {
     /// checking the 201 answer (seed 7.1.1 step 1).
     async fn user(&self, addr: &'static str, callback_data: &str) -> User {
         let listener = Listener::start().await;
-        let request = docs::subscription_to(&listener.url, callback_data, self.fmt());
+        let (notify_url, relay) = match self.via {
+            Via::Callback => (listener.url.clone(), None),
+            Via::Channel => {
+                let (callback, channel_url) = self.channel(addr, ChannelType::LongPolling).await;
+                let relay = Relay::start(channel_url, self.fmt(), listener.url.clone());
+                (callback, Some(relay))
+            }
+            Via::Socket => {
+                let (callback, channel_url) = self.channel(addr, ChannelType::WebSockets).await;
+                assert!(channel_url.starts_with("ws://"), "{channel_url}");
+                let relay = Relay::start_socket(channel_url, self.fmt(), listener.url.clone());
+                (callback, Some(relay))
+            }
+        };
+        let request = docs::subscription_to(&notify_url, callback_data, self.fmt());
         let (location, mut sub) = self.create_subscription(addr, &request).await.created();
         // Its own signing secret is in the create's answer only; what is read later has none.
         assert!(
@@ -77,6 +100,7 @@ impl Face<'_> {
             sub_id: id,
             sub,
             listener,
+            _relay: relay,
             seen: Cell::new(0),
         }
     }
@@ -349,6 +373,8 @@ struct User {
     sub_id: String,
     sub: ChatSubscription,
     listener: Listener,
+    /// The relay of the user's notification channel, when it has one.
+    _relay: Option<Relay>,
     /// Notifications read so far.
     seen: Cell<usize>,
 }
@@ -1284,4 +1310,238 @@ async fn flow_7_1_10_confirm_delivery_json() {
 #[tokio::test]
 async fn flow_7_1_10_confirm_delivery_xml() {
     run_default(Wire::Xml, flow_7_1_10).await;
+}
+
+/// A flow with every user's notifications coming through a long-poll notification channel.
+async fn run_channel<F>(wire: Wire, flow: F)
+where
+    F: for<'a> AsyncFnOnce(&'a Face<'a>),
+{
+    let server = Server::default_for_tests();
+    let face = Face::via_channel(wire, &server, false);
+    flow(&face).await;
+}
+
+async fn run_channel_with_timeout(wire: Wire) {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
+    flow_7_1_4(&Face::via_channel(wire, &server, false)).await;
+}
+
+/// A flow with every user's notifications coming through a WebSockets notification channel.
+async fn run_socket<F>(wire: Wire, flow: F)
+where
+    F: for<'a> AsyncFnOnce(&'a Face<'a>),
+{
+    let server = Server::default_for_tests();
+    let face = Face::via_channel(wire, &server, true);
+    flow(&face).await;
+}
+
+async fn run_socket_with_timeout(wire: Wire) {
+    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
+    flow_7_1_4(&Face::via_channel(wire, &server, true)).await;
+}
+
+// ------------------------------------------------------------------ through notification channels
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_channel_json() {
+    run_channel(Wire::Json, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_channel_json() {
+    run_channel(Wire::Json, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_channel_json() {
+    run_channel(Wire::Json, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_channel_json() {
+    run_channel(Wire::Json, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_channel_json() {
+    run_channel(Wire::Json, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_channel_json() {
+    run_channel(Wire::Json, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_channel_json() {
+    run_channel(Wire::Json, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_channel_json() {
+    run_channel(Wire::Json, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_channel_json() {
+    run_channel(Wire::Json, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_channel_xml() {
+    run_channel(Wire::Xml, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_channel_json() {
+    run_channel_with_timeout(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_channel_xml() {
+    run_channel_with_timeout(Wire::Xml).await;
+}
+
+// ------------------------------------------------------------------ through WebSockets channels
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_socket_json() {
+    run_socket(Wire::Json, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_1_subscribe_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_1).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_socket_json() {
+    run_socket(Wire::Json, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_2_start_one_to_one_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_2).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_socket_json() {
+    run_socket(Wire::Json, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_3_extend_to_group_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_3).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_socket_json() {
+    run_socket(Wire::Json, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_5_end_session_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_5).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_socket_json() {
+    run_socket(Wire::Json, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_6_cancel_invitation_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_6).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_socket_json() {
+    run_socket(Wire::Json, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_7_accept_decline_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_7).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_socket_json() {
+    run_socket(Wire::Json, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_8_leave_rejoin_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_8).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_socket_json() {
+    run_socket(Wire::Json, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_9_send_message_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_9).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_socket_json() {
+    run_socket(Wire::Json, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_10_confirm_delivery_socket_xml() {
+    run_socket(Wire::Xml, flow_7_1_10).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_socket_json() {
+    run_socket_with_timeout(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn flow_7_1_4_group_chat_with_timeout_socket_xml() {
+    run_socket_with_timeout(Wire::Xml).await;
 }

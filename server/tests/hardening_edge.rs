@@ -70,7 +70,7 @@ fn location_id(a: &support::Answer) -> String {
 
 /// A subscription, a session between alice and bob (bob connected) and one message: the ids
 /// every GET path of the API needs.
-async fn fixtures(server: &Server) -> [(&'static str, String); 8] {
+async fn fixtures(server: &Server) -> [(&'static str, String); 9] {
     let json = [("content-type", "application/json")];
     let sub = send(
         "POST",
@@ -100,6 +100,14 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 8] {
     )
     .await;
     assert_eq!(group_msg.status, 201, "{}", group_msg.body);
+    let channel = send(
+        "POST",
+        &server.urls().channels(ALICE),
+        &json,
+        Some(r#"{"notificationChannel":{"channelType":"LongPolling"}}"#),
+    )
+    .await;
+    assert_eq!(channel.status, 201, "{}", channel.body);
     [
         ("userId", enc(ALICE)),
         ("subscriptionId", location_id(&sub)),
@@ -111,6 +119,7 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 8] {
         ("otherUserId", enc(BOB)),
         ("groupSessionId", gid),
         ("groupMessageId", location_id(&group_msg)),
+        ("channelId", location_id(&channel)),
     ]
 }
 

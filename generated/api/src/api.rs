@@ -128,6 +128,17 @@ pub struct OtherUserIdSessionIdMessageIdPath {
     pub message_id: String,
 }
 
+/// Path parameters of `/notificationchannel/v1/{userId}/channels/{channelId}`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ChannelIdPath {
+    /// `userId`, percent-decoded.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `channelId`, percent-decoded.
+    #[serde(rename = "channelId")]
+    pub channel_id: String,
+}
+
 /// Query parameters of `listChatSubscriptions`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct ListChatSubscriptionsQuery {
@@ -361,6 +372,51 @@ impl ListMessagesQuery {
     }
 }
 
+/// Query parameters of `listNotificationChannels`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListNotificationChannelsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListNotificationChannelsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListNotificationChannelsQuery {
+    /// `maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
 /// Response headers of `listChatSubscriptions`.
 #[derive(Clone, Debug, Default)]
 pub struct ListChatSubscriptionsHeaders {
@@ -442,6 +498,24 @@ pub struct ListMessagesHeaders {
 }
 
 impl netapi_chat_runtime::negotiate::ResponseHeaders for ListMessagesHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listNotificationChannels`.
+#[derive(Clone, Debug, Default)]
+pub struct ListNotificationChannelsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListNotificationChannelsHeaders {
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Some(v) = &self.link {
@@ -1000,6 +1074,130 @@ pub trait ChatService: Send + Sync + 'static {
         message_id: String,
         body: MessageStatusReport,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// List the user's notification channels.
+    fn list_notification_channels(
+        &self,
+        user_id: String,
+        query: ListNotificationChannelsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<NotificationChannelList, ListNotificationChannelsHeaders>, ApiError>,
+    > + Send;
+
+    /// Create a notification channel.
+    ///
+    /// Creates a channel and answers it with the server-chosen `channelData.channelURL` (where
+    /// the application long-polls), `callbackURL` (what it gives as `notifyURL` when it
+    /// subscribes to chat notifications) and `resourceURL`. `LongPolling` and `WebSockets`
+    /// are served; `OMAPush` and `NativeChannel` are `403 POL1023` naming the type asked for
+    /// and the supported ones.
+    ///
+    /// **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
+    /// `wss://`) URL; the client opens it with the same `Authorization` header as every
+    /// request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
+    /// text frame the server sends is one notification, as a `notificationList` holding one
+    /// entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
+    /// XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    /// does it leave the server's outbox and the next one come (so a notification whose
+    /// frame was lost, or not acknowledged before the socket closed, is sent again, with the
+    /// same `webhookId`, on the next connection or poll). Frames are not signed: they come over
+    /// the connection the client authenticated. An open socket keeps the channel alive;
+    /// opening a second one ends the first (close code 1008). The socket is not
+    /// described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
+    /// `WebSockets` channel's notifications URL is `403 POL0001`.
+    ///
+    /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
+    /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
+    /// Every poll, and `refreshChannelLifetime`, starts the lifetime again. A channel whose
+    /// lifetime ends is deleted, with the subscriptions that deliver into it (as OMA's
+    /// gateways did: a notification has nowhere to go once its channel is gone); their
+    /// undelivered notifications go with them. A restart of the server starts every
+    /// channel's lifetime again (a client could not poll while it was down).
+    /// **Decision (limits):** a user holds at most `NETAPI_CHAT_MAX_CHANNELS_PER_USER`
+    /// channels (default 10; `403 POL2008` past it). `channelData.maxNotifications` (the most
+    /// notifications one poll answers) is 1-100, 20 when absent (outside is `400 SVC0002`);
+    /// `channelData.maxWaitTime` (seconds a poll waits for a notification, from later versions
+    /// of the Notification Channel API) is at most the server's own wait
+    /// (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, default 25 s), which it also is when absent or 0; a
+    /// longer one is shortened and the answer shows what was granted. In XML, OMA's
+    /// `xsi:type` on `channelData` is accepted and not needed.
+    /// A repeated create with the same `clientCorrelator` returns the original channel.
+    fn create_notification_channel(
+        &self,
+        user_id: String,
+        body: NotificationChannel,
+    ) -> impl std::future::Future<Output = Result<Created<NotificationChannel>, ApiError>> + Send;
+
+    /// Read one notification channel.
+    fn get_notification_channel(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> impl std::future::Future<Output = Result<NotificationChannel, ApiError>> + Send;
+
+    /// Delete a notification channel.
+    ///
+    /// The channel is gone at once: a poll waiting on it is answered `404`, and the
+    /// subscriptions that deliver into it are deleted with their undelivered notifications
+    /// (see `createNotificationChannel`, "lifetime"). A channel of another user is `404`,
+    /// exactly as one that does not exist.
+    fn delete_notification_channel(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// Read a channel's lifetime.
+    ///
+    /// The lifetime granted, in seconds (not the time left).
+    fn get_channel_lifetime(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> impl std::future::Future<Output = Result<NotificationChannelLifetime, ApiError>> + Send;
+
+    /// Refresh a channel's lifetime.
+    ///
+    /// Starts the channel's lifetime again with the `channelLifetime` sent (granted as on
+    /// create: 0 is one hour, at most one day); answers what was granted.
+    fn refresh_channel_lifetime(
+        &self,
+        user_id: String,
+        channel_id: String,
+        body: NotificationChannelLifetime,
+    ) -> impl std::future::Future<Output = Result<NotificationChannelLifetime, ApiError>> + Send;
+
+    /// Long poll a channel (its `channelURL`).
+    ///
+    /// Waits until notifications are there, then answers at once with at most
+    /// `maxNotifications` of them, oldest first, in the negotiated format; when none come
+    /// within the channel's `maxWaitTime` the answer is an empty `notificationList`. Each poll
+    /// starts the channel's lifetime again. A body is not needed (OMA's empty
+    /// `longPollingRequestParameters` may be sent and is ignored).
+    ///
+    /// **Decision (acknowledgement, at least once):** a poll acknowledges what the previous
+    /// poll of the channel answered: only then do those notifications leave the server's
+    /// durable outbox. Until then they are kept (a restart included) and answered again, with
+    /// the same `webhookId`, to the next poll, so a client that lost an answer loses nothing;
+    /// drop duplicates by `webhookId`. Notifications of one subscription come in the order
+    /// they were created. A poll whose client closes its connection while the poll waits
+    /// stops there and takes nothing, so what arrives afterwards goes to the next poll. A
+    /// client should still wait for its poll's answer longer than the channel's
+    /// `maxWaitTime`: an answer lost on a connection that breaks without the server seeing
+    /// it close (no FIN or RST reaches it) is acknowledged by the next poll.
+    /// **Decision (one poll at a time, OMA `SVC1012`):** a new poll of the channel ends a poll
+    /// still waiting on it with `409 SVC1012`. Deleting the channel (or its expiry) ends a
+    /// waiting poll with `404`.
+    /// **Decision (a bounded buffer):** what waits in a channel is bounded per subscription by
+    /// the delivery backlog cap (`NETAPI_CHAT_DELIVERY_BACKLOG` notifications and
+    /// `…_BACKLOG_BYTES`, counted until acknowledged), as for a callback: past it the
+    /// subscription is `Disabled` and what it could not take is kept as dead letters
+    /// (`listDeadLetters`, `redeliverDeadLetters`).
+    fn poll_notifications(
+        &self,
+        user_id: String,
+        channel_id: String,
+    ) -> impl std::future::Future<Output = Result<NotificationList, ApiError>> + Send;
 }
 
 /// The chat API as dropshot sees it (generated from the spec; implement
@@ -1779,6 +1977,179 @@ pub trait ChatApi {
         path: Captured<Path<MessageIdPath>>,
         body: Body<MessageStatusReport>,
     ) -> Result<NoContent, HttpError>;
+
+    /// List the user's notification channels.
+    #[endpoint {
+        method = GET,
+        path = "/notificationchannel/v1/{userId}/channels",
+        operation_id = "listNotificationChannels",
+        tags = ["channels"],
+    }]
+    async fn list_notification_channels(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListNotificationChannelsQuery>>,
+    ) -> Result<Reply<NotificationChannelList, 200>, HttpError>;
+
+    /// Create a notification channel.
+    ///
+    /// Creates a channel and answers it with the server-chosen `channelData.channelURL` (where
+    /// the application long-polls), `callbackURL` (what it gives as `notifyURL` when it
+    /// subscribes to chat notifications) and `resourceURL`. `LongPolling` and `WebSockets`
+    /// are served; `OMAPush` and `NativeChannel` are `403 POL1023` naming the type asked for
+    /// and the supported ones.
+    ///
+    /// **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
+    /// `wss://`) URL; the client opens it with the same `Authorization` header as every
+    /// request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
+    /// text frame the server sends is one notification, as a `notificationList` holding one
+    /// entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
+    /// XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    /// does it leave the server's outbox and the next one come (so a notification whose
+    /// frame was lost, or not acknowledged before the socket closed, is sent again, with the
+    /// same `webhookId`, on the next connection or poll). Frames are not signed: they come over
+    /// the connection the client authenticated. An open socket keeps the channel alive;
+    /// opening a second one ends the first (close code 1008). The socket is not
+    /// described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
+    /// `WebSockets` channel's notifications URL is `403 POL0001`.
+    ///
+    /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
+    /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
+    /// Every poll, and `refreshChannelLifetime`, starts the lifetime again. A channel whose
+    /// lifetime ends is deleted, with the subscriptions that deliver into it (as OMA's
+    /// gateways did: a notification has nowhere to go once its channel is gone); their
+    /// undelivered notifications go with them. A restart of the server starts every
+    /// channel's lifetime again (a client could not poll while it was down).
+    /// **Decision (limits):** a user holds at most `NETAPI_CHAT_MAX_CHANNELS_PER_USER`
+    /// channels (default 10; `403 POL2008` past it). `channelData.maxNotifications` (the most
+    /// notifications one poll answers) is 1-100, 20 when absent (outside is `400 SVC0002`);
+    /// `channelData.maxWaitTime` (seconds a poll waits for a notification, from later versions
+    /// of the Notification Channel API) is at most the server's own wait
+    /// (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, default 25 s), which it also is when absent or 0; a
+    /// longer one is shortened and the answer shows what was granted. In XML, OMA's
+    /// `xsi:type` on `channelData` is accepted and not needed.
+    /// A repeated create with the same `clientCorrelator` returns the original channel.
+    #[endpoint {
+        method = POST,
+        path = "/notificationchannel/v1/{userId}/channels",
+        operation_id = "createNotificationChannel",
+        tags = ["channels"],
+    }]
+    async fn create_notification_channel(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        body: Body<NotificationChannel>,
+    ) -> Result<Reply<NotificationChannel, 201>, HttpError>;
+
+    /// Read one notification channel.
+    #[endpoint {
+        method = GET,
+        path = "/notificationchannel/v1/{userId}/channels/{channelId}",
+        operation_id = "getNotificationChannel",
+        tags = ["channels"],
+    }]
+    async fn get_notification_channel(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<Reply<NotificationChannel, 200>, HttpError>;
+
+    /// Delete a notification channel.
+    ///
+    /// The channel is gone at once: a poll waiting on it is answered `404`, and the
+    /// subscriptions that deliver into it are deleted with their undelivered notifications
+    /// (see `createNotificationChannel`, "lifetime"). A channel of another user is `404`,
+    /// exactly as one that does not exist.
+    #[endpoint {
+        method = DELETE,
+        path = "/notificationchannel/v1/{userId}/channels/{channelId}",
+        operation_id = "deleteNotificationChannel",
+        tags = ["channels"],
+    }]
+    async fn delete_notification_channel(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// Read a channel's lifetime.
+    ///
+    /// The lifetime granted, in seconds (not the time left).
+    #[endpoint {
+        method = GET,
+        path = "/notificationchannel/v1/{userId}/channels/{channelId}/channelLifetime",
+        operation_id = "getChannelLifetime",
+        tags = ["channels"],
+    }]
+    async fn get_channel_lifetime(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<Reply<NotificationChannelLifetime, 200>, HttpError>;
+
+    /// Refresh a channel's lifetime.
+    ///
+    /// Starts the channel's lifetime again with the `channelLifetime` sent (granted as on
+    /// create: 0 is one hour, at most one day); answers what was granted.
+    #[endpoint {
+        method = PUT,
+        path = "/notificationchannel/v1/{userId}/channels/{channelId}/channelLifetime",
+        operation_id = "refreshChannelLifetime",
+        tags = ["channels"],
+    }]
+    async fn refresh_channel_lifetime(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+        body: Body<NotificationChannelLifetime>,
+    ) -> Result<Reply<NotificationChannelLifetime, 200>, HttpError>;
+
+    /// Long poll a channel (its `channelURL`).
+    ///
+    /// Waits until notifications are there, then answers at once with at most
+    /// `maxNotifications` of them, oldest first, in the negotiated format; when none come
+    /// within the channel's `maxWaitTime` the answer is an empty `notificationList`. Each poll
+    /// starts the channel's lifetime again. A body is not needed (OMA's empty
+    /// `longPollingRequestParameters` may be sent and is ignored).
+    ///
+    /// **Decision (acknowledgement, at least once):** a poll acknowledges what the previous
+    /// poll of the channel answered: only then do those notifications leave the server's
+    /// durable outbox. Until then they are kept (a restart included) and answered again, with
+    /// the same `webhookId`, to the next poll, so a client that lost an answer loses nothing;
+    /// drop duplicates by `webhookId`. Notifications of one subscription come in the order
+    /// they were created. A poll whose client closes its connection while the poll waits
+    /// stops there and takes nothing, so what arrives afterwards goes to the next poll. A
+    /// client should still wait for its poll's answer longer than the channel's
+    /// `maxWaitTime`: an answer lost on a connection that breaks without the server seeing
+    /// it close (no FIN or RST reaches it) is acknowledged by the next poll.
+    /// **Decision (one poll at a time, OMA `SVC1012`):** a new poll of the channel ends a poll
+    /// still waiting on it with `409 SVC1012`. Deleting the channel (or its expiry) ends a
+    /// waiting poll with `404`.
+    /// **Decision (a bounded buffer):** what waits in a channel is bounded per subscription by
+    /// the delivery backlog cap (`NETAPI_CHAT_DELIVERY_BACKLOG` notifications and
+    /// `…_BACKLOG_BYTES`, counted until acknowledged), as for a callback: past it the
+    /// subscription is `Disabled` and what it could not take is kept as dead letters
+    /// (`listDeadLetters`, `redeliverDeadLetters`).
+    #[endpoint {
+        method = POST,
+        path = "/notificationchannel/v1/{userId}/channels/{channelId}/notifications",
+        operation_id = "pollNotifications",
+        tags = ["channels"],
+    }]
+    async fn poll_notifications(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<Reply<NotificationList, 200>, HttpError>;
 }
 
 /// Adapts any [`ChatService`] to [`ChatApi`].
@@ -2714,6 +3085,176 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         .await;
         let outcome = body.finish(outcome);
         Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn list_notification_channels(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListNotificationChannelsQuery>>,
+    ) -> Result<Reply<NotificationChannelList, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx
+                .context()
+                .list_notification_channels(user_id, query)
+                .await
+        }
+        .await;
+        Ok(Reply::headed(&accept, outcome))
+    }
+
+    async fn create_notification_channel(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        mut body: Body<NotificationChannel>,
+    ) -> Result<Reply<NotificationChannel, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .create_notification_channel(user_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_notification_channel(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<Reply<NotificationChannel, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_notification_channel(user_id, path.channel_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn delete_notification_channel(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_notification_channel(user_id, path.channel_id)
+                .await
+        }
+        .await;
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn get_channel_lifetime(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<Reply<NotificationChannelLifetime, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_channel_lifetime(user_id, path.channel_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn refresh_channel_lifetime(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+        mut body: Body<NotificationChannelLifetime>,
+    ) -> Result<Reply<NotificationChannelLifetime, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .refresh_channel_lifetime(user_id, path.channel_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn poll_notifications(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ChannelIdPath>>,
+    ) -> Result<Reply<NotificationList, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .poll_notifications(user_id, path.channel_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
     }
 }
 

@@ -29,4 +29,9 @@ pub const XSDS: &[(&str, &str, &str)] = &[
         "rest_netapi_common-v1_0.xsd",
         include_str!("../../xsd/rest_netapi_common-v1_0.xsd"),
     ),
+    (
+        "urn:oma:xml:rest:netapi:notificationchannel:1",
+        "rest_netapi_notificationchannel-v1_0.xsd",
+        include_str!("../../xsd/rest_netapi_notificationchannel-v1_0.xsd"),
+    ),
 ];

@@ -2987,6 +2987,659 @@ impl From<SubscriptionCancellationNotification> for SubscriptionCancellationNoti
     }
 }
 
+/// The kind of channel (OMA Notification Channel). This server serves `LongPolling` and
+/// `WebSockets`; the others are `403 POL1023`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+pub enum ChannelType {
+    /// `LongPolling`
+    #[serde(rename = "LongPolling")]
+    LongPolling,
+    /// `OMAPush`
+    #[serde(rename = "OMAPush")]
+    OmaPush,
+    /// `WebSockets`
+    #[serde(rename = "WebSockets")]
+    WebSockets,
+    /// `NativeChannel`
+    #[serde(rename = "NativeChannel")]
+    NativeChannel,
+}
+
+impl ChannelType {
+    /// Every value, in spec order.
+    pub const ALL: &'static [ChannelType] = &[
+        ChannelType::LongPolling,
+        ChannelType::OmaPush,
+        ChannelType::WebSockets,
+        ChannelType::NativeChannel,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::LongPolling => "LongPolling",
+            ChannelType::OmaPush => "OMAPush",
+            ChannelType::WebSockets => "WebSockets",
+            ChannelType::NativeChannel => "NativeChannel",
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads the wire spelling, ignoring ASCII case (servers have sent `DELIVERED`).
+impl std::str::FromStr for ChannelType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        ChannelType::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not {}",
+                    "one of LongPolling, OMAPush, WebSockets, NativeChannel"
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl XmlLeaf for ChannelType {
+    fn to_xml_text(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self.as_str())
+    }
+
+    fn from_xml_text(s: &str) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// OMA `LongPollingData` (in OMA an `xsi:type` of the abstract `ChannelData`; here the one
+/// concrete form, its `xsi:type` accepted and not needed).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelData {
+    /// `channelURL`: (set by the server) Where the application long-polls (`pollNotifications`),
+    /// or, for a `WebSockets` channel, the `ws://` / `wss://` URL it connects to.
+    #[serde(
+        rename = "channelURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 2048))]
+    pub channel_url: Option<String>,
+    /// `maxNotifications`: The most notifications one poll answers, 1-100; 20 when absent.
+    #[serde(
+        rename = "maxNotifications",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub max_notifications: Option<i64>,
+    /// `maxWaitTime`: Seconds a poll waits for a notification before it answers an empty list; at
+    /// most the server's own wait, which it is when absent or 0. The server answers what it
+    /// granted.
+    #[serde(
+        rename = "maxWaitTime",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub max_wait_time: Option<i64>,
+}
+
+impl XmlType for ChannelData {
+    fn write_children(&self, w: &mut XmlWriter) {
+        if let Some(v) = &self.channel_url {
+            w.leaf("channelURL", v);
+        }
+        if let Some(v) = &self.max_notifications {
+            w.leaf("maxNotifications", v);
+        }
+        if let Some(v) = &self.max_wait_time {
+            w.leaf("maxWaitTime", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = ChannelData {
+            channel_url: e.optional_leaf("channelURL")?,
+            max_notifications: e.optional_leaf("maxNotifications")?,
+            max_wait_time: e.optional_leaf("maxWaitTime")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for ChannelData {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.channel_url {
+            netapi_chat_runtime::wire::check_max_length("channelURL", v, 2048)?;
+        }
+        Ok(())
+    }
+}
+
+/// OMA `NotificationChannel`: where an application collects its notifications. The client
+/// sends `channelType` and optionally `channelData`, `channelLifetime`,
+/// `clientCorrelator`, `applicationTag`; the server adds the URLs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NotificationChannel {
+    /// `clientCorrelator`: Client-chosen id that makes a retried create safe.
+    #[serde(
+        rename = "clientCorrelator",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub client_correlator: Option<String>,
+    /// `applicationTag`: Free text the application may use to tell its channels apart.
+    #[serde(
+        rename = "applicationTag",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub application_tag: Option<String>,
+    /// `channelType`.
+    #[serde(rename = "channelType")]
+    pub channel_type: ChannelType,
+    /// `channelData`.
+    #[serde(
+        rename = "channelData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub channel_data: Option<ChannelData>,
+    /// `channelLifetime`: Seconds; the server answers what it granted (see
+    /// `createNotificationChannel`).
+    #[serde(
+        rename = "channelLifetime",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub channel_lifetime: Option<i64>,
+    /// `callbackURL`: (set by the server) The URL to give as `callbackReference.notifyURL` when
+    /// subscribing (only the channel's own user may); its notifications then come
+    /// through this channel. Not a URL to POST to.
+    #[serde(
+        rename = "callbackURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 2048))]
+    pub callback_url: Option<String>,
+    /// `resourceURL`: (set by the server) This channel.
+    #[serde(
+        rename = "resourceURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 2048))]
+    pub resource_url: Option<String>,
+}
+
+impl XmlType for NotificationChannel {
+    fn write_children(&self, w: &mut XmlWriter) {
+        if let Some(v) = &self.client_correlator {
+            w.leaf("clientCorrelator", v);
+        }
+        if let Some(v) = &self.application_tag {
+            w.leaf("applicationTag", v);
+        }
+        w.leaf("channelType", &self.channel_type);
+        if let Some(v) = &self.channel_data {
+            w.element("channelData", v);
+        }
+        if let Some(v) = &self.channel_lifetime {
+            w.leaf("channelLifetime", v);
+        }
+        if let Some(v) = &self.callback_url {
+            w.leaf("callbackURL", v);
+        }
+        if let Some(v) = &self.resource_url {
+            w.leaf("resourceURL", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = NotificationChannel {
+            client_correlator: e.optional_leaf("clientCorrelator")?,
+            application_tag: e.optional_leaf("applicationTag")?,
+            channel_type: e.required_leaf("channelType")?,
+            channel_data: e.optional_child("channelData")?,
+            channel_lifetime: e.optional_leaf("channelLifetime")?,
+            callback_url: e.optional_leaf("callbackURL")?,
+            resource_url: e.optional_leaf("resourceURL")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for NotificationChannel {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.application_tag {
+            netapi_chat_runtime::wire::check_max_length("applicationTag", v, 256)?;
+        }
+        if let Some(v) = &self.channel_data {
+            v.validate()?;
+        }
+        if let Some(v) = &self.callback_url {
+            netapi_chat_runtime::wire::check_max_length("callbackURL", v, 2048)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for NotificationChannel {
+    const NAME: &'static str = "notificationChannel";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:notificationchannel:1";
+    const PREFIX: &'static str = "nc";
+}
+
+/// JSON form of [`NotificationChannel`]: an object whose one key is the root element's name,
+/// `notificationChannel`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationChannelRoot {
+    /// The document.
+    #[serde(rename = "notificationChannel")]
+    pub notification_channel: NotificationChannel,
+}
+
+impl netapi_chat_runtime::wire::Document for NotificationChannel {
+    type Json = NotificationChannelRoot;
+
+    fn from_json(wrapper: NotificationChannelRoot) -> Self {
+        wrapper.notification_channel
+    }
+}
+
+impl From<NotificationChannel> for NotificationChannelRoot {
+    fn from(notification_channel: NotificationChannel) -> Self {
+        NotificationChannelRoot {
+            notification_channel,
+        }
+    }
+}
+
+/// The user's notification channels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NotificationChannelList {
+    /// `notificationChannel`.
+    #[serde(
+        rename = "notificationChannel",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub notification_channel: Vec<NotificationChannel>,
+    /// `resourceURL`.
+    #[serde(rename = "resourceURL")]
+    pub resource_url: String,
+    /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
+    /// entries follow this page (see "Lists are paged").
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub link: Vec<Link>,
+}
+
+impl XmlType for NotificationChannelList {
+    fn write_children(&self, w: &mut XmlWriter) {
+        for v in &self.notification_channel {
+            w.element("notificationChannel", v);
+        }
+        w.leaf("resourceURL", &self.resource_url);
+        for v in &self.link {
+            w.element("link", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = NotificationChannelList {
+            notification_channel: e.child_list("notificationChannel")?,
+            resource_url: e.required_leaf("resourceURL")?,
+            link: e.child_list("link")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for NotificationChannelList {
+    fn validate(&self) -> Result<(), String> {
+        for v in &self.notification_channel {
+            v.validate()?;
+        }
+        for v in &self.link {
+            v.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for NotificationChannelList {
+    const NAME: &'static str = "notificationChannelList";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:notificationchannel:1";
+    const PREFIX: &'static str = "nc";
+}
+
+/// JSON form of [`NotificationChannelList`]: an object whose one key is the root element's
+/// name, `notificationChannelList`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationChannelListRoot {
+    /// The document.
+    #[serde(rename = "notificationChannelList")]
+    pub notification_channel_list: NotificationChannelList,
+}
+
+impl netapi_chat_runtime::wire::Document for NotificationChannelList {
+    type Json = NotificationChannelListRoot;
+
+    fn from_json(wrapper: NotificationChannelListRoot) -> Self {
+        wrapper.notification_channel_list
+    }
+}
+
+impl From<NotificationChannelList> for NotificationChannelListRoot {
+    fn from(notification_channel_list: NotificationChannelList) -> Self {
+        NotificationChannelListRoot {
+            notification_channel_list,
+        }
+    }
+}
+
+/// A channel's lifetime in seconds (OMA `NotificationChannelLifetime`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NotificationChannelLifetime {
+    /// `channelLifetime`.
+    #[serde(
+        rename = "channelLifetime",
+        deserialize_with = "netapi_chat_runtime::json::int"
+    )]
+    pub channel_lifetime: i64,
+}
+
+impl XmlType for NotificationChannelLifetime {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("channelLifetime", &self.channel_lifetime);
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = NotificationChannelLifetime {
+            channel_lifetime: e.required_leaf("channelLifetime")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for NotificationChannelLifetime {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl XmlRoot for NotificationChannelLifetime {
+    const NAME: &'static str = "notificationChannelLifetime";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:notificationchannel:1";
+    const PREFIX: &'static str = "nc";
+}
+
+/// JSON form of [`NotificationChannelLifetime`]: an object whose one key is the root element's
+/// name, `notificationChannelLifetime`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationChannelLifetimeRoot {
+    /// The document.
+    #[serde(rename = "notificationChannelLifetime")]
+    pub notification_channel_lifetime: NotificationChannelLifetime,
+}
+
+impl netapi_chat_runtime::wire::Document for NotificationChannelLifetime {
+    type Json = NotificationChannelLifetimeRoot;
+
+    fn from_json(wrapper: NotificationChannelLifetimeRoot) -> Self {
+        wrapper.notification_channel_lifetime
+    }
+}
+
+impl From<NotificationChannelLifetime> for NotificationChannelLifetimeRoot {
+    fn from(notification_channel_lifetime: NotificationChannelLifetime) -> Self {
+        NotificationChannelLifetimeRoot {
+            notification_channel_lifetime,
+        }
+    }
+}
+
+/// One notification in a `notificationList`: its `webhookId` (the stable id a callback
+/// gets as `webhook-id`; the same when it is answered again, so drop duplicates by it) and
+/// the notification itself, under its own name (exactly one of the six, an `xsd:choice`),
+/// exactly as a callback would receive it, `callbackData` of its subscription included.
+/// **Decision:** OMA's list holds the bare notifications; each is wrapped here so that its
+/// stable id travels with it (a poll has no per-notification headers).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelNotification {
+    /// `webhookId`: Its stable id (`msg_<n>`).
+    #[serde(rename = "webhookId")]
+    pub webhook_id: String,
+    /// `sessionInvitationNotification`.
+    #[serde(
+        rename = "sessionInvitationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_invitation_notification: Option<SessionInvitationNotification>,
+    /// `participantStatusNotification`.
+    #[serde(
+        rename = "participantStatusNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub participant_status_notification: Option<ParticipantStatusNotification>,
+    /// `chatEventNotification`.
+    #[serde(
+        rename = "chatEventNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chat_event_notification: Option<ChatEventNotification>,
+    /// `messageNotification`.
+    #[serde(
+        rename = "messageNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub message_notification: Option<MessageNotification>,
+    /// `messageDeliveryNotification`.
+    #[serde(
+        rename = "messageDeliveryNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub message_delivery_notification: Option<MessageDeliveryNotification>,
+    /// `subscriptionCancellationNotification`.
+    #[serde(
+        rename = "subscriptionCancellationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subscription_cancellation_notification: Option<SubscriptionCancellationNotification>,
+}
+
+impl XmlType for ChannelNotification {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("webhookId", &self.webhook_id);
+        if let Some(v) = &self.session_invitation_notification {
+            w.element("sessionInvitationNotification", v);
+        }
+        if let Some(v) = &self.participant_status_notification {
+            w.element("participantStatusNotification", v);
+        }
+        if let Some(v) = &self.chat_event_notification {
+            w.element("chatEventNotification", v);
+        }
+        if let Some(v) = &self.message_notification {
+            w.element("messageNotification", v);
+        }
+        if let Some(v) = &self.message_delivery_notification {
+            w.element("messageDeliveryNotification", v);
+        }
+        if let Some(v) = &self.subscription_cancellation_notification {
+            w.element("subscriptionCancellationNotification", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = ChannelNotification {
+            webhook_id: e.required_leaf("webhookId")?,
+            session_invitation_notification: e.optional_child("sessionInvitationNotification")?,
+            participant_status_notification: e.optional_child("participantStatusNotification")?,
+            chat_event_notification: e.optional_child("chatEventNotification")?,
+            message_notification: e.optional_child("messageNotification")?,
+            message_delivery_notification: e.optional_child("messageDeliveryNotification")?,
+            subscription_cancellation_notification: e
+                .optional_child("subscriptionCancellationNotification")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for ChannelNotification {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.session_invitation_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.participant_status_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.chat_event_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.message_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.message_delivery_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.subscription_cancellation_notification {
+            v.validate()?;
+        }
+        if [
+            self.session_invitation_notification.is_some(),
+            self.participant_status_notification.is_some(),
+            self.chat_event_notification.is_some(),
+            self.message_notification.is_some(),
+            self.message_delivery_notification.is_some(),
+            self.subscription_cancellation_notification.is_some(),
+        ]
+        .iter()
+        .filter(|p| **p)
+        .count()
+            != 1
+        {
+            return Err(
+                "`ChannelNotification` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification`"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a poll answers (OMA `NotificationList`), oldest first; empty when the wait ran out.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct NotificationList {
+    /// `notification`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub notification: Vec<ChannelNotification>,
+}
+
+impl XmlType for NotificationList {
+    fn write_children(&self, w: &mut XmlWriter) {
+        for v in &self.notification {
+            w.element("notification", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = NotificationList {
+            notification: e.child_list("notification")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for NotificationList {
+    fn validate(&self) -> Result<(), String> {
+        for v in &self.notification {
+            v.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for NotificationList {
+    const NAME: &'static str = "notificationList";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:notificationchannel:1";
+    const PREFIX: &'static str = "nc";
+}
+
+/// JSON form of [`NotificationList`]: an object whose one key is the root element's name,
+/// `notificationList`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationListRoot {
+    /// The document.
+    #[serde(rename = "notificationList")]
+    pub notification_list: NotificationList,
+}
+
+impl netapi_chat_runtime::wire::Document for NotificationList {
+    type Json = NotificationListRoot;
+
+    fn from_json(wrapper: NotificationListRoot) -> Self {
+        wrapper.notification_list
+    }
+}
+
+impl From<NotificationList> for NotificationListRoot {
+    fn from(notification_list: NotificationList) -> Self {
+        NotificationListRoot { notification_list }
+    }
+}
+
 /// Any notification the spec's callbacks carry. The server stores records of its own
 /// (`server/src/chat/records.rs`), never this serde form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

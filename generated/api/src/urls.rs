@@ -343,4 +343,47 @@ impl Urls {
             encode_segment(message_id)
         )
     }
+
+    /// `/notificationchannel/v1/{userId}/channels`: `listNotificationChannels` (GET),
+    /// `createNotificationChannel` (POST).
+    pub fn channels(&self, user_id: &str) -> String {
+        format!(
+            "{}/notificationchannel/v1/{}/channels",
+            self.base,
+            encode_segment(user_id)
+        )
+    }
+
+    /// `/notificationchannel/v1/{userId}/channels/{channelId}`: `getNotificationChannel` (GET),
+    /// `deleteNotificationChannel` (DELETE).
+    pub fn channel(&self, user_id: &str, channel_id: &str) -> String {
+        format!(
+            "{}/notificationchannel/v1/{}/channels/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(channel_id)
+        )
+    }
+
+    /// `/notificationchannel/v1/{userId}/channels/{channelId}/channelLifetime`:
+    /// `getChannelLifetime` (GET), `refreshChannelLifetime` (PUT).
+    pub fn channel_lifetime(&self, user_id: &str, channel_id: &str) -> String {
+        format!(
+            "{}/notificationchannel/v1/{}/channels/{}/channelLifetime",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(channel_id)
+        )
+    }
+
+    /// `/notificationchannel/v1/{userId}/channels/{channelId}/notifications`: `pollNotifications`
+    /// (POST).
+    pub fn notifications(&self, user_id: &str, channel_id: &str) -> String {
+        format!(
+            "{}/notificationchannel/v1/{}/channels/{}/notifications",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(channel_id)
+        )
+    }
 }

@@ -154,6 +154,202 @@ pub mod types {
         }
     }
 
+    /**OMA `LongPollingData` (in OMA an `xsi:type` of the abstract `ChannelData`; here the one
+    concrete form, its `xsi:type` accepted and not needed).
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct ChannelData {
+        /**(set by the server) Where the application long-polls (`pollNotifications`), or, for a
+        `WebSockets` channel, the `ws://` / `wss://` URL it connects to.
+        */
+        #[serde(
+            rename = "channelURL",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub channel_url: ::std::option::Option<ChannelDataChannelUrl>,
+        ///The most notifications one poll answers, 1-100; 20 when absent.
+        #[serde(
+            rename = "maxNotifications",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub max_notifications: ::std::option::Option<i64>,
+        /**Seconds a poll waits for a notification before it answers an empty list; at most
+        the server's own wait, which it is when absent or 0. The server answers what it
+        granted.
+        */
+        #[serde(
+            rename = "maxWaitTime",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub max_wait_time: ::std::option::Option<i64>,
+    }
+
+    /**(set by the server) Where the application long-polls (`pollNotifications`), or, for a
+    `WebSockets` channel, the `ws://` / `wss://` URL it connects to.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChannelDataChannelUrl(::std::string::String);
+    impl ::std::ops::Deref for ChannelDataChannelUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChannelDataChannelUrl> for ::std::string::String {
+        fn from(value: ChannelDataChannelUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChannelDataChannelUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChannelDataChannelUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChannelDataChannelUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChannelDataChannelUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    /**One notification in a `notificationList`: its `webhookId` (the stable id a callback
+    gets as `webhook-id`; the same when it is answered again, so drop duplicates by it) and
+    the notification itself, under its own name (exactly one of the six, an `xsd:choice`),
+    exactly as a callback would receive it, `callbackData` of its subscription included.
+    **Decision:** OMA's list holds the bare notifications; each is wrapped here so that its
+    stable id travels with it (a poll has no per-notification headers).
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ChannelNotification {
+        #[serde(
+            rename = "chatEventNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub chat_event_notification: ::std::option::Option<ChatEventNotification>,
+        #[serde(
+            rename = "messageDeliveryNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_delivery_notification: ::std::option::Option<MessageDeliveryNotification>,
+        #[serde(
+            rename = "messageNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_notification: ::std::option::Option<MessageNotification>,
+        #[serde(
+            rename = "participantStatusNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub participant_status_notification: ::std::option::Option<ParticipantStatusNotification>,
+        #[serde(
+            rename = "sessionInvitationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub session_invitation_notification: ::std::option::Option<SessionInvitationNotification>,
+        #[serde(
+            rename = "subscriptionCancellationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub subscription_cancellation_notification:
+            ::std::option::Option<SubscriptionCancellationNotification>,
+        ///Its stable id (`msg_<n>`).
+        #[serde(rename = "webhookId")]
+        pub webhook_id: ::std::string::String,
+    }
+
+    /**The kind of channel (OMA Notification Channel). This server serves `LongPolling` and
+    `WebSockets`; the others are `403 POL1023`.
+    */
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd,
+    )]
+    pub enum ChannelType {
+        LongPolling,
+        #[serde(rename = "OMAPush")]
+        OmaPush,
+        WebSockets,
+        NativeChannel,
+    }
+
+    impl ::std::fmt::Display for ChannelType {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::LongPolling => f.write_str("LongPolling"),
+                Self::OmaPush => f.write_str("OMAPush"),
+                Self::WebSockets => f.write_str("WebSockets"),
+                Self::NativeChannel => f.write_str("NativeChannel"),
+            }
+        }
+    }
+
+    impl ::std::str::FromStr for ChannelType {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "LongPolling" => Ok(Self::LongPolling),
+                "OMAPush" => Ok(Self::OmaPush),
+                "WebSockets" => Ok(Self::WebSockets),
+                "NativeChannel" => Ok(Self::NativeChannel),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChannelType {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChannelType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
     ///Seed `ChatEventNotification`, a session-level event.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChatEventNotification {
@@ -1938,6 +2134,62 @@ pub mod types {
         }
     }
 
+    ///`ListNotificationChannelsCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListNotificationChannelsCursor(::std::string::String);
+    impl ::std::ops::Deref for ListNotificationChannelsCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListNotificationChannelsCursor> for ::std::string::String {
+        fn from(value: ListNotificationChannelsCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListNotificationChannelsCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListNotificationChannelsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListNotificationChannelsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListNotificationChannelsCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
     ///`ListParticipantsCursor`
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
@@ -2162,6 +2414,330 @@ pub mod types {
         pub message_status_report: MessageStatusReport,
     }
 
+    /**OMA `NotificationChannel`: where an application collects its notifications. The client
+    sends `channelType` and optionally `channelData`, `channelLifetime`,
+    `clientCorrelator`, `applicationTag`; the server adds the URLs.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NotificationChannel {
+        ///Free text the application may use to tell its channels apart.
+        #[serde(
+            rename = "applicationTag",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub application_tag: ::std::option::Option<NotificationChannelApplicationTag>,
+        /**(set by the server) The URL to give as `callbackReference.notifyURL` when
+        subscribing (only the channel's own user may); its notifications then come
+        through this channel. Not a URL to POST to.
+        */
+        #[serde(
+            rename = "callbackURL",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub callback_url: ::std::option::Option<NotificationChannelCallbackUrl>,
+        #[serde(
+            rename = "channelData",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub channel_data: ::std::option::Option<ChannelData>,
+        ///Seconds; the server answers what it granted (see `createNotificationChannel`).
+        #[serde(
+            rename = "channelLifetime",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub channel_lifetime: ::std::option::Option<i64>,
+        #[serde(rename = "channelType")]
+        pub channel_type: ChannelType,
+        ///Client-chosen id that makes a retried create safe.
+        #[serde(
+            rename = "clientCorrelator",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub client_correlator: ::std::option::Option<NotificationChannelClientCorrelator>,
+        ///(set by the server) This channel.
+        #[serde(
+            rename = "resourceURL",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub resource_url: ::std::option::Option<NotificationChannelResourceUrl>,
+    }
+
+    ///Free text the application may use to tell its channels apart.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct NotificationChannelApplicationTag(::std::string::String);
+    impl ::std::ops::Deref for NotificationChannelApplicationTag {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<NotificationChannelApplicationTag> for ::std::string::String {
+        fn from(value: NotificationChannelApplicationTag) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for NotificationChannelApplicationTag {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for NotificationChannelApplicationTag {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for NotificationChannelApplicationTag {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for NotificationChannelApplicationTag {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    /**(set by the server) The URL to give as `callbackReference.notifyURL` when
+    subscribing (only the channel's own user may); its notifications then come
+    through this channel. Not a URL to POST to.
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct NotificationChannelCallbackUrl(::std::string::String);
+    impl ::std::ops::Deref for NotificationChannelCallbackUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<NotificationChannelCallbackUrl> for ::std::string::String {
+        fn from(value: NotificationChannelCallbackUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for NotificationChannelCallbackUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for NotificationChannelCallbackUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for NotificationChannelCallbackUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for NotificationChannelCallbackUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///Client-chosen id that makes a retried create safe.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct NotificationChannelClientCorrelator(::std::string::String);
+    impl ::std::ops::Deref for NotificationChannelClientCorrelator {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<NotificationChannelClientCorrelator> for ::std::string::String {
+        fn from(value: NotificationChannelClientCorrelator) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for NotificationChannelClientCorrelator {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for NotificationChannelClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for NotificationChannelClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for NotificationChannelClientCorrelator {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///A channel's lifetime in seconds (OMA `NotificationChannelLifetime`).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NotificationChannelLifetime {
+        #[serde(rename = "channelLifetime")]
+        pub channel_lifetime: i64,
+    }
+
+    ///JSON form of `NotificationChannelLifetime`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct NotificationChannelLifetimeRoot {
+        #[serde(rename = "notificationChannelLifetime")]
+        pub notification_channel_lifetime: NotificationChannelLifetime,
+    }
+
+    ///The user's notification channels.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct NotificationChannelList {
+        /**(set by the server) `rel="next"`: the URL of the next page, present when more
+        entries follow this page (see "Lists are paged").
+        */
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub link: ::std::vec::Vec<Link>,
+        #[serde(
+            rename = "notificationChannel",
+            default,
+            skip_serializing_if = "::std::vec::Vec::is_empty"
+        )]
+        pub notification_channel: ::std::vec::Vec<NotificationChannel>,
+        #[serde(rename = "resourceURL")]
+        pub resource_url: ::std::string::String,
+    }
+
+    ///JSON form of `NotificationChannelList`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct NotificationChannelListRoot {
+        #[serde(rename = "notificationChannelList")]
+        pub notification_channel_list: NotificationChannelList,
+    }
+
+    ///(set by the server) This channel.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct NotificationChannelResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for NotificationChannelResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<NotificationChannelResourceUrl> for ::std::string::String {
+        fn from(value: NotificationChannelResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for NotificationChannelResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for NotificationChannelResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for NotificationChannelResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for NotificationChannelResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `NotificationChannel`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct NotificationChannelRoot {
+        #[serde(rename = "notificationChannel")]
+        pub notification_channel: NotificationChannel,
+    }
+
     ///Format of the notifications POSTed to a callback (OMA Common).
     #[derive(
         ::serde::Deserialize,
@@ -2216,6 +2792,21 @@ pub mod types {
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
+    }
+
+    ///What a poll answers (OMA `NotificationList`), oldest first; empty when the wait ran out.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct NotificationList {
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub notification: ::std::vec::Vec<ChannelNotification>,
+    }
+
+    ///JSON form of `NotificationList`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct NotificationListRoot {
+        #[serde(rename = "notificationList")]
+        pub notification_list: NotificationList,
     }
 
     ///A participant of a session (OMA 2012 `ParticipantInformation`).
@@ -3026,7 +3617,9 @@ format follows `Accept` (q-values and wildcards honoured; JSON when absent; 406 
 fits) and every response carries `Vary: Accept`. JSON bodies are one object whose single key
 is the XML root element's name (`{"chatMessage": {...}}`); XML bodies have a root element in
 the chat namespace `urn:oma:xml:rest:netapi:chat:1` (prefix `chat`) or, for common types, the
-common namespace `urn:oma:xml:rest:netapi:common:1` (prefix `common`); child elements are
+common namespace `urn:oma:xml:rest:netapi:common:1` (prefix `common`), or for the
+notification channel (tag `channels`) the namespace
+`urn:oma:xml:rest:netapi:notificationchannel:1` (prefix `nc`); child elements are
 unqualified and appear in the order given here. XML documents with a DOCTYPE are refused.
 Bodies are capped (64 KiB by default); larger ones get 413.
 
@@ -3039,7 +3632,7 @@ stops (fail-stop: a restart reloads a consistent state). Any operation may answe
 
 **Lists are paged.** **Decision (paging; OMA 2012 pages no list):** every list operation
 (`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`,
-`listDeadLetters`) answers
+`listDeadLetters`, `listNotificationChannels`) answers
 at most one page, in creation order, so that no answer grows with a user's history. A
 client that sends no paging parameter gets the first `maxEntries` (default 100) entries,
 exactly the body OMA defines; when more follow, the answer carries the URL of the next page
@@ -6171,6 +6764,579 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**List the user's notification channels
+
+    Sends a `GET` request to `/notificationchannel/v1/{userId}/channels`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
+    */
+    pub async fn list_notification_channels<'a>(
+        &'a self,
+        user_id: &'a str,
+        cursor: Option<&'a types::ListNotificationChannelsCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
+    ) -> Result<ResponseValue<types::NotificationChannelListRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/notificationchannel/v1/{}/channels",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_notification_channels",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**Create a notification channel
+
+    Creates a channel and answers it with the server-chosen `channelData.channelURL` (where
+    the application long-polls), `callbackURL` (what it gives as `notifyURL` when it
+    subscribes to chat notifications) and `resourceURL`. `LongPolling` and `WebSockets`
+    are served; `OMAPush` and `NativeChannel` are `403 POL1023` naming the type asked for
+    and the supported ones.
+
+    **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
+    `wss://`) URL; the client opens it with the same `Authorization` header as every
+    request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
+    text frame the server sends is one notification, as a `notificationList` holding one
+    entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
+    XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    does it leave the server's outbox and the next one come (so a notification whose
+    frame was lost, or not acknowledged before the socket closed, is sent again, with the
+    same `webhookId`, on the next connection or poll). Frames are not signed: they come over
+    the connection the client authenticated. An open socket keeps the channel alive;
+
+    opening a second one ends the first (close code 1008). The socket is not
+    described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
+    `WebSockets` channel's notifications URL is `403 POL0001`.
+
+    **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
+    (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
+    Every poll, and `refreshChannelLifetime`, starts the lifetime again. A channel whose
+    lifetime ends is deleted, with the subscriptions that deliver into it (as OMA's
+    gateways did: a notification has nowhere to go once its channel is gone); their
+    undelivered notifications go with them. A restart of the server starts every
+    channel's lifetime again (a client could not poll while it was down).
+    **Decision (limits):** a user holds at most `NETAPI_CHAT_MAX_CHANNELS_PER_USER`
+    channels (default 10; `403 POL2008` past it). `channelData.maxNotifications` (the most
+    notifications one poll answers) is 1-100, 20 when absent (outside is `400 SVC0002`);
+
+    `channelData.maxWaitTime` (seconds a poll waits for a notification, from later versions
+    of the Notification Channel API) is at most the server's own wait
+    (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, default 25 s), which it also is when absent or 0; a
+    longer one is shortened and the answer shows what was granted. In XML, OMA's
+    `xsi:type` on `channelData` is accepted and not needed.
+    A repeated create with the same `clientCorrelator` returns the original channel.
+
+
+    Sends a `POST` request to `/notificationchannel/v1/{userId}/channels`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `body`
+    */
+    pub async fn create_notification_channel<'a>(
+        &'a self,
+        user_id: &'a str,
+        body: &'a types::NotificationChannelRoot,
+    ) -> Result<ResponseValue<types::NotificationChannelRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/notificationchannel/v1/{}/channels",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "create_notification_channel",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**Read one notification channel
+
+    Sends a `GET` request to `/notificationchannel/v1/{userId}/channels/{channelId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `channel_id`: Server-chosen notification channel id.
+    */
+    pub async fn get_notification_channel<'a>(
+        &'a self,
+        user_id: &'a str,
+        channel_id: &'a str,
+    ) -> Result<ResponseValue<types::NotificationChannelRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/notificationchannel/v1/{}/channels/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&channel_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_notification_channel",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**Delete a notification channel
+
+    The channel is gone at once: a poll waiting on it is answered `404`, and the
+    subscriptions that deliver into it are deleted with their undelivered notifications
+    (see `createNotificationChannel`, "lifetime"). A channel of another user is `404`,
+    exactly as one that does not exist.
+
+
+    Sends a `DELETE` request to `/notificationchannel/v1/{userId}/channels/{channelId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `channel_id`: Server-chosen notification channel id.
+    */
+    pub async fn delete_notification_channel<'a>(
+        &'a self,
+        user_id: &'a str,
+        channel_id: &'a str,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/notificationchannel/v1/{}/channels/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&channel_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_notification_channel",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**Read a channel's lifetime
+
+    The lifetime granted, in seconds (not the time left).
+
+    Sends a `GET` request to `/notificationchannel/v1/{userId}/channels/{channelId}/channelLifetime`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `channel_id`: Server-chosen notification channel id.
+    */
+    pub async fn get_channel_lifetime<'a>(
+        &'a self,
+        user_id: &'a str,
+        channel_id: &'a str,
+    ) -> Result<ResponseValue<types::NotificationChannelLifetimeRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/notificationchannel/v1/{}/channels/{}/channelLifetime",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&channel_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_channel_lifetime",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**Refresh a channel's lifetime
+
+    Starts the channel's lifetime again with the `channelLifetime` sent (granted as on
+    create: 0 is one hour, at most one day); answers what was granted.
+
+
+    Sends a `PUT` request to `/notificationchannel/v1/{userId}/channels/{channelId}/channelLifetime`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `channel_id`: Server-chosen notification channel id.
+    - `body`
+    */
+    pub async fn refresh_channel_lifetime<'a>(
+        &'a self,
+        user_id: &'a str,
+        channel_id: &'a str,
+        body: &'a types::NotificationChannelLifetimeRoot,
+    ) -> Result<ResponseValue<types::NotificationChannelLifetimeRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/notificationchannel/v1/{}/channels/{}/channelLifetime",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&channel_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "refresh_channel_lifetime",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**Long poll a channel (its `channelURL`)
+
+    Waits until notifications are there, then answers at once with at most
+    `maxNotifications` of them, oldest first, in the negotiated format; when none come
+    within the channel's `maxWaitTime` the answer is an empty `notificationList`. Each poll
+    starts the channel's lifetime again. A body is not needed (OMA's empty
+    `longPollingRequestParameters` may be sent and is ignored).
+
+    **Decision (acknowledgement, at least once):** a poll acknowledges what the previous
+    poll of the channel answered: only then do those notifications leave the server's
+    durable outbox. Until then they are kept (a restart included) and answered again, with
+    the same `webhookId`, to the next poll, so a client that lost an answer loses nothing;
+
+    drop duplicates by `webhookId`. Notifications of one subscription come in the order
+    they were created. A poll whose client closes its connection while the poll waits
+    stops there and takes nothing, so what arrives afterwards goes to the next poll. A
+    client should still wait for its poll's answer longer than the channel's
+    `maxWaitTime`: an answer lost on a connection that breaks without the server seeing
+    it close (no FIN or RST reaches it) is acknowledged by the next poll.
+    **Decision (one poll at a time, OMA `SVC1012`):** a new poll of the channel ends a poll
+    still waiting on it with `409 SVC1012`. Deleting the channel (or its expiry) ends a
+    waiting poll with `404`.
+    **Decision (a bounded buffer):** what waits in a channel is bounded per subscription by
+    the delivery backlog cap (`NETAPI_CHAT_DELIVERY_BACKLOG` notifications and
+    `…_BACKLOG_BYTES`, counted until acknowledged), as for a callback: past it the
+    subscription is `Disabled` and what it could not take is kept as dead letters
+    (`listDeadLetters`, `redeliverDeadLetters`).
+
+
+    Sends a `POST` request to `/notificationchannel/v1/{userId}/channels/{channelId}/notifications`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `channel_id`: Server-chosen notification channel id.
+    */
+    pub async fn poll_notifications<'a>(
+        &'a self,
+        user_id: &'a str,
+        channel_id: &'a str,
+    ) -> Result<ResponseValue<types::NotificationListRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/notificationchannel/v1/{}/channels/{}/notifications",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&channel_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "poll_notifications",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(

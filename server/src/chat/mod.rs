@@ -34,6 +34,7 @@
 //! - `state` (working types), `records` (stored format), `views` (documents as one user
 //!   sees them), `page`, `quota`.
 
+pub(crate) mod channels;
 mod deadletters;
 mod fanout;
 mod messages;
@@ -83,6 +84,11 @@ pub struct Limits {
     /// The inviter's own invitation quotas: unanswered invitations in all and per invitee
     /// (`403 POL2008` above), invitations a minute (`429 POL2005` above).
     pub invitations: quota::InvitationLimits,
+    /// Notification channels a user may hold (`403 POL2008` above).
+    pub channels_per_user: usize,
+    /// The longest a long poll waits for a notification (a channel's `maxWaitTime` is at
+    /// most this).
+    pub channel_poll_wait: Duration,
 }
 
 impl Default for Limits {
@@ -93,6 +99,8 @@ impl Default for Limits {
             subscriptions_per_user: 20,
             sessions_per_user: 1000,
             invitations: quota::InvitationLimits::default(),
+            channels_per_user: 10,
+            channel_poll_wait: Duration::from_secs(25),
         }
     }
 }

@@ -19,7 +19,7 @@
 //! server refuses to start on it.
 
 use super::state::{
-    Counters, Disabled, Invitation, Message, Participant, Session, SigningSecret,
+    ChannelRecord, Counters, Disabled, Invitation, Message, Participant, Session, SigningSecret,
     SubscriptionRecord,
 };
 use crate::notify::Notification;
@@ -44,6 +44,105 @@ pub fn encode_subscription(rec: &SubscriptionRecord) -> Vec<u8> {
 /// A stored subscription, read back.
 pub fn decode_subscription(bytes: &[u8]) -> Result<SubscriptionRecord, String> {
     decode::<StoredSubscription>(bytes).map(SubscriptionRecord::from)
+}
+
+/// The stored form of a notification channel (stored format 6).
+pub fn encode_channel(rec: &ChannelRecord) -> Vec<u8> {
+    encode(&StoredChannel::from(rec))
+}
+
+/// A stored notification channel, read back.
+pub fn decode_channel(bytes: &[u8]) -> Result<ChannelRecord, String> {
+    decode::<StoredChannel>(bytes).map(ChannelRecord::from)
+}
+
+/// A notification channel as stored (format 6). Its expiry is not stored: a restart starts
+/// every channel's lifetime again (see `chat::channels`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredChannel {
+    #[serde(rename = "id")]
+    id: String,
+    #[serde(rename = "user")]
+    user: String,
+    #[serde(rename = "seq")]
+    seq: u64,
+    #[serde(rename = "client_correlator")]
+    client_correlator: Option<String>,
+    #[serde(rename = "application_tag")]
+    application_tag: Option<String>,
+    #[serde(rename = "lifetime_secs")]
+    lifetime_secs: i64,
+    #[serde(rename = "max_notifications")]
+    max_notifications: usize,
+    #[serde(rename = "max_wait_secs")]
+    max_wait_secs: i64,
+    #[serde(rename = "callback_url")]
+    callback_url: String,
+    /// A `WebSockets` channel; absent for `LongPolling`.
+    #[serde(
+        rename = "websocket",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    websocket: bool,
+}
+
+impl From<&ChannelRecord> for StoredChannel {
+    fn from(r: &ChannelRecord) -> Self {
+        let ChannelRecord {
+            id,
+            user,
+            seq,
+            client_correlator,
+            application_tag,
+            lifetime_secs,
+            max_notifications,
+            max_wait_secs,
+            callback_url,
+            websocket,
+        } = r.clone();
+        StoredChannel {
+            id,
+            user,
+            seq,
+            client_correlator,
+            application_tag,
+            lifetime_secs,
+            max_notifications,
+            max_wait_secs,
+            callback_url,
+            websocket,
+        }
+    }
+}
+
+impl From<StoredChannel> for ChannelRecord {
+    fn from(r: StoredChannel) -> Self {
+        let StoredChannel {
+            id,
+            user,
+            seq,
+            client_correlator,
+            application_tag,
+            lifetime_secs,
+            max_notifications,
+            max_wait_secs,
+            callback_url,
+            websocket,
+        } = r;
+        ChannelRecord {
+            id,
+            user,
+            seq,
+            client_correlator,
+            application_tag,
+            lifetime_secs,
+            max_notifications,
+            max_wait_secs,
+            callback_url,
+            websocket,
+        }
+    }
 }
 
 /// The stored form of a session (without its messages, which are records of their own).
@@ -1165,6 +1264,7 @@ mod tests {
                 Kind::Session => encode_session(&decode_session(&value).unwrap()),
                 Kind::Message => encode_message(&decode_message(&value).unwrap()),
                 Kind::Meta => encode_counters(&decode_counters(&value).unwrap()),
+                Kind::Channel => encode_channel(&decode_channel(&value).unwrap()),
             };
             assert_eq!(
                 String::from_utf8(again).unwrap(),

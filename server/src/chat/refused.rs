@@ -72,6 +72,12 @@ pub(super) enum Refused {
     },
     /// A subscription `duration` below zero (`400`).
     BadDuration(i64),
+    /// A notification channel type this server does not serve (`403 POL1023`).
+    UnsupportedChannelType(String),
+    /// A value of a notification channel outside its range; the text says which (`400`).
+    Invalid(String),
+    /// A newer poll of the channel took over a waiting one (`409 SVC1012`).
+    PollSuperseded,
 }
 
 impl Refused {
@@ -159,6 +165,28 @@ impl Refused {
             Refused::BadDuration(duration) => ApiError::invalid_input(format!(
                 "duration {duration} must be 0 (no expiry) or a number of seconds"
             )),
+            Refused::UnsupportedChannelType(asked) => {
+                let mut e = ApiError::policy(
+                    "POL1023",
+                    "Notification channel type %1 is not supported; supported: %2",
+                    asked,
+                );
+                e.variables.push(
+                    super::channels::SUPPORTED
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+                e
+            }
+            Refused::Invalid(detail) => ApiError::invalid_input(detail),
+            Refused::PollSuperseded => ApiError::service(
+                http::StatusCode::CONFLICT,
+                "SVC1012",
+                "Simultaneous channel requests are not supported: %1",
+                "a newer poll of this channel took over",
+            ),
         }
     }
 }

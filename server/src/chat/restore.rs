@@ -5,7 +5,7 @@
 //! that does not decode stops the start (see [`Chat::restore`]).
 
 use super::records;
-use super::state::{Counters, Invitation, Session, SubscriptionRecord};
+use super::state::{ChannelRecord, Counters, Invitation, Session, SubscriptionRecord};
 use super::{Change, Chat};
 use crate::notify::Delivery;
 use crate::store::{Kind, Snapshot};
@@ -42,6 +42,12 @@ impl Chat {
             }
             state.sessions.insert(s.id.clone(), s);
         }
+        // Channels first: a subscription whose notifyURL is a channel's callbackURL is
+        // attached to that channel.
+        let channels: Vec<String> = live.channels.iter().map(|c| c.id.clone()).collect();
+        for rec in live.channels {
+            self.attach_channel(&mut state, rec);
+        }
         for rec in live.subscriptions {
             self.attach_subscription(&mut state, rec);
         }
@@ -76,6 +82,9 @@ impl Chat {
         for (id, at) in expiries {
             self.expiry_timer(id, at);
         }
+        for id in channels {
+            self.channel_timer(id);
+        }
         info!(self.log, "state restored"; "sessions" => counts.0, "subscriptions" => counts.1, "pending_notifications" => resumed);
         Ok(())
     }
@@ -92,6 +101,8 @@ struct Live {
     ended: Vec<String>,
     /// Subscriptions, in creation order.
     subscriptions: Vec<SubscriptionRecord>,
+    /// Notification channels, in creation order.
+    channels: Vec<ChannelRecord>,
 }
 
 /// The rule of start-up: every record decodes as its stored type or the start stops with an
@@ -117,6 +128,9 @@ fn read_records(records: Vec<(Kind, String, Vec<u8>)>) -> Result<Live, String> {
             Kind::Session => {
                 sessions.push(records::decode_session(&value).map_err(|e| bad(kind, &key, e))?)
             }
+            Kind::Channel => live
+                .channels
+                .push(records::decode_channel(&value).map_err(|e| bad(kind, &key, e))?),
             // Messages stay in the store and are read on demand; a backend never hands
             // them over at start-up.
             Kind::Message => {
@@ -134,6 +148,7 @@ fn read_records(records: Vec<(Kind, String, Vec<u8>)>) -> Result<Live, String> {
     live.ended = ended.into_iter().map(|s| s.id).collect();
     live.sessions = sessions;
     live.subscriptions.sort_by_key(|s| s.seq);
+    live.channels.sort_by_key(|c| c.seq);
     Ok(live)
 }
 

@@ -23,6 +23,44 @@ pub struct State {
     pub counters: Counters,
     /// When each inviter sent its recent invitations (the invitation rate; not persisted).
     pub invitations_sent: super::quota::SendLog,
+    /// Notification channels by id (see `super::channels`).
+    pub channels: HashMap<String, Channel>,
+    /// Channel ids per user address, in creation order (at most the per-user channel limit).
+    pub user_channels: HashMap<String, Vec<String>>,
+    /// Channel id by its `callbackURL`: how a subscription's `notifyURL` is recognised as a
+    /// channel before the callback policy would look at it.
+    pub channel_callbacks: HashMap<String, String>,
+}
+
+/// A notification channel: its stored part, where its notifications wait, and until when it
+/// lives (in memory only: every poll moves it, and a restart starts it again).
+pub struct Channel {
+    pub rec: ChannelRecord,
+    pub mailbox: std::sync::Arc<crate::notify::channel::Mailbox>,
+    /// When its lifetime ends, Unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
+/// The stored part of a notification channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub id: String,
+    pub user: String,
+    /// Creation order.
+    pub seq: u64,
+    pub client_correlator: Option<String>,
+    pub application_tag: Option<String>,
+    /// Granted lifetime, seconds.
+    pub lifetime_secs: i64,
+    /// The most notifications one poll answers.
+    pub max_notifications: usize,
+    /// Granted wait of a poll, seconds.
+    pub max_wait_secs: i64,
+    /// The `callbackURL` subscriptions give as `notifyURL` (kept as made, so that a changed
+    /// public URL does not orphan the subscriptions that use it).
+    pub callback_url: String,
+    /// A `WebSockets` channel (else `LongPolling`).
+    pub websocket: bool,
 }
 
 /// Counters that must never repeat, persisted with every change that advances them (as the

@@ -51,14 +51,21 @@ impl Chat {
             Some(NotificationFormat::Xml) => Format::Xml,
             _ => Format::Json,
         };
-        let queue = Queue::start(
-            Target {
-                notify_url: rec.callback.notify_url.clone(),
-                format,
-                subscription: rec.id.clone(),
-            },
-            self.deliverer.clone(),
-        );
+        let target = Target {
+            notify_url: rec.callback.notify_url.clone(),
+            format,
+            subscription: rec.id.clone(),
+        };
+        // A channel's callbackURL: its notifications wait in the channel (see `channels`).
+        let channel = state
+            .channel_callbacks
+            .get(&rec.callback.notify_url)
+            .and_then(|id| state.channels.get(id))
+            .map(|c| Arc::clone(&c.mailbox));
+        let queue = match channel {
+            Some(mailbox) => Queue::start_channel(target, self.deliverer.clone(), mailbox),
+            None => Queue::start(target, self.deliverer.clone()),
+        };
         if rec.disabled.is_some() {
             queue.disable();
         }
@@ -95,15 +102,33 @@ impl Chat {
                 "url" => %Escaped(&notify_url), "why" => %Escaped(&detail.to_string()));
             ApiError::invalid_input(format!("callbackReference.notifyURL: {client}"))
         };
-        let parsed =
-            check_url(&notify_url, &self.settings.callbacks).map_err(|e| bad(&e, &e.detail()))?;
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            resolve_checked(&parsed, &self.settings.callbacks),
-        )
-        .await
-        .map_err(|_| bad(&NOT_ALLOWED, &"resolving the host timed out"))?
-        .map_err(|e| bad(&e, &e.detail()))?;
+        // A notification channel's callbackURL is recognised before the callback policy: its
+        // notifications are not POSTed anywhere (see `channels`). Only the channel's own user
+        // may use it; anyone else gets the answer of a host that is not allowed.
+        let via_channel = {
+            let state = self.lock();
+            match channel_of(&state, &notify_url) {
+                Some(owner) if owner == user => true,
+                Some(_) => {
+                    return Err(bad(
+                        &NOT_ALLOWED,
+                        &"the callbackURL of another user's notification channel",
+                    ));
+                }
+                None => false,
+            }
+        };
+        if !via_channel {
+            let parsed = check_url(&notify_url, &self.settings.callbacks)
+                .map_err(|e| bad(&e, &e.detail()))?;
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                resolve_checked(&parsed, &self.settings.callbacks),
+            )
+            .await
+            .map_err(|_| bad(&NOT_ALLOWED, &"resolving the host timed out"))?
+            .map_err(|e| bad(&e, &e.detail()))?;
+        }
         let own_secret = secrets::for_new_subscription(
             body.signing_secret.as_deref(),
             self.settings.own_secrets,
@@ -127,6 +152,12 @@ impl Chat {
                     location,
                     body: view,
                 });
+            }
+            if via_channel && channel_of(&state, &notify_url).is_none() {
+                return Err(bad(
+                    &NOT_ALLOWED,
+                    &"the notification channel was deleted meanwhile",
+                ));
             }
             let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
             may_subscribe(held, self.settings.limits.subscriptions_per_user)
@@ -293,7 +324,16 @@ impl Chat {
     }
 }
 
-fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
+/// The owner of the notification channel whose `callbackURL` is `url`, if it is one.
+fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
+    state
+        .channel_callbacks
+        .get(url)
+        .and_then(|id| state.channels.get(id))
+        .map(|c| c.rec.user.as_str())
+}
+
+pub(super) fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
     let sub = state.subscriptions.remove(id)?;
     if let Some(ids) = state.user_subscriptions.get_mut(&sub.rec.user) {
         ids.retain(|i| i != id);

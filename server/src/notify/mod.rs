@@ -11,7 +11,10 @@
 //! connection is pinned to the checked addresses; redirects are not followed). Subscriptions
 //! with the same callback endpoint share kept-alive HTTP/1.1 connections
 //! ([`endpoints`]), and delivered notifications are forgotten in groups ([`forget`]): a
-//! delivery costs no store commit of its own.
+//! delivery costs no store commit of its own. A subscription whose `notifyURL` is a
+//! notification channel's `callbackURL` is fed into the channel instead ([`channel`]), with
+//! the same outbox, order, state and backlog rules, and forgotten through the same grouped
+//! forgets once the application acknowledges it.
 //!
 //! Backoff is per endpoint ([`rules`]): while a callback fails, its head is retried on the
 //! schedule with gaps capped at [`RetryPolicy::max_backoff`]; the first 2xx drains the backlog
@@ -24,6 +27,7 @@
 //! its backlog as dead letters. What is given up or disabled is logged and counted
 //! ([`dropped_count`], [`disabled_count`]).
 
+pub mod channel;
 pub mod endpoints;
 pub mod forget;
 pub mod rules;

@@ -43,7 +43,10 @@ use serde_json::Value;
 ///   wrote reads unchanged; see [`DELIVERY_COLUMNS`]. A subscription record may also carry
 ///   `secrets` (`[{"secret":"whsec_…","until_ms":…}]`, its own signing secrets; absent: the
 ///   server-wide secret signs, as for every subscription version 4 stored).
-pub const CURRENT: u32 = 5;
+/// - 6: records of a new kind, `channel` (notification channels, `crate::chat::records`
+///   `StoredChannel`); nothing version 5 wrote changes. The bump keeps a version-5 binary
+///   from starting on a directory that holds channels it would not know.
+pub const CURRENT: u32 = 6;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
 /// step to it changes the layout (a column), which the backend does when it runs
@@ -102,6 +105,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 4,
         what: "outbox rows gain their delivery state (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 5,
+        what: "notification channels may be stored (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },

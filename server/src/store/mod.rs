@@ -39,6 +39,8 @@ pub enum Kind {
     Message,
     /// Counters and other server-wide values.
     Meta,
+    /// A notification channel (since stored format 6).
+    Channel,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::Message => "message",
             Kind::Meta => "meta",
+            Kind::Channel => "channel",
         }
     }
 }

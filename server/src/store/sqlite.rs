@@ -115,6 +115,7 @@ pub(super) fn kind_of(name: &str) -> Option<Kind> {
         "session" => Some(Kind::Session),
         "message" => Some(Kind::Message),
         "meta" => Some(Kind::Meta),
+        "channel" => Some(Kind::Channel),
         _ => None,
     }
 }

@@ -64,6 +64,10 @@ macro_rules! for_each_document_type {
             DeadLetterList,
             MessageStatusReport,
             GroupChatSessionInformation,
+            NotificationChannel,
+            NotificationChannelList,
+            NotificationChannelLifetime,
+            NotificationList,
         ];
     };
 }

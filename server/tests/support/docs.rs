@@ -4,9 +4,10 @@
 //! readers of what comes back (ids from URLs, an error's rendered text).
 
 use netapi_chat_api::{
-    CallbackReference, ChatMessage, ChatSessionInformation, ChatSubscription,
-    MessageDeliveryStatus, MessageStatus, NotificationFormat, ParticipantInformation,
-    ParticipantList, ParticipantSessionStatus, ParticipantStatus, RequestError,
+    CallbackReference, ChannelData, ChannelType, ChatMessage, ChatSessionInformation,
+    ChatSubscription, MessageDeliveryStatus, MessageStatus, NotificationChannel,
+    NotificationFormat, ParticipantInformation, ParticipantList, ParticipantSessionStatus,
+    ParticipantStatus, RequestError,
 };
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::{self, Document};
@@ -78,6 +79,28 @@ pub fn subscription_to(notify_url: &str, callback_data: &str, format: Format) ->
     doc.callback_reference.callback_data = Some(callback_data.to_owned());
     doc.callback_reference.notification_format = Some(notification_format(format));
     doc
+}
+
+/// A notification channel request of `channel_type` (applicationTag `test-app`), with these
+/// `maxNotifications` and `maxWaitTime` (none: the server's defaults).
+pub fn channel(
+    channel_type: ChannelType,
+    max_notifications: Option<i64>,
+    max_wait: Option<i64>,
+) -> NotificationChannel {
+    NotificationChannel {
+        client_correlator: None,
+        application_tag: Some("test-app".to_owned()),
+        channel_type,
+        channel_data: Some(ChannelData {
+            channel_url: None,
+            max_notifications,
+            max_wait_time: max_wait,
+        }),
+        channel_lifetime: None,
+        callback_url: None,
+        resource_url: None,
+    }
 }
 
 /// The `notificationFormat` that asks for notifications in `format`.

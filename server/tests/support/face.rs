@@ -4,10 +4,11 @@
 //! body or decoded `requestError`), so a scenario is written once and runs in both faces.
 
 use netapi_chat_api::{
-    ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList, ChatSubscription,
-    ChatSubscriptionList, GroupChatSessionInformation, MessageDeliveryStatus, MessageStatus,
-    MessageStatusReport, NotificationFormat, ParticipantInformation, ParticipantList,
-    ParticipantSessionStatus, ParticipantStatus, RequestError, ResourceReference,
+    ChannelType, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
+    ChatSubscription, ChatSubscriptionList, GroupChatSessionInformation, MessageDeliveryStatus,
+    MessageStatus, MessageStatusReport, NotificationChannel, NotificationFormat,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
+    RequestError, ResourceReference,
 };
 use netapi_chat_client::types as ct;
 use netapi_chat_client::{Error as ClientError, ResponseValue};
@@ -203,10 +204,25 @@ fn from_xml<T>(a: Answer, conv: fn(&Answer) -> T) -> Resp<T> {
     }
 }
 
+/// Where a face's users get their notifications (the flows run once per way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// POSTed to the user's callback listener.
+    Callback,
+    /// Through a long-poll notification channel (relayed to the listener by
+    /// [`Relay`](super::channel::Relay)).
+    Channel,
+    /// Through a WebSockets notification channel (relayed to the listener by
+    /// [`Relay`](super::channel::Relay)).
+    Socket,
+}
+
 /// The API as a flow uses it, in one format. Ids are plain (unencoded); each face builds its
 /// own URLs.
 pub struct Face<'s> {
     pub wire: Wire,
+    /// Where its users' notifications come from.
+    pub via: Via,
     pub server: &'s Server,
     client: netapi_chat_client::Client,
 }
@@ -215,8 +231,18 @@ impl<'s> Face<'s> {
     pub fn new(wire: Wire, server: &'s Server) -> Self {
         Face {
             wire,
+            via: Via::Callback,
             server,
             client: server.client(),
+        }
+    }
+
+    /// A face whose users get their notifications through notification channels (long
+    /// polling, or WebSockets when `socket`).
+    pub fn via_channel(wire: Wire, server: &'s Server, socket: bool) -> Self {
+        Face {
+            via: if socket { Via::Socket } else { Via::Channel },
+            ..Face::new(wire, server)
         }
     }
 
@@ -264,6 +290,9 @@ impl<'s> Face<'s> {
     }
     pub fn mstatus_url(&self, user: &str, sid: &str, mid: &str) -> String {
         self.server.urls().message_status(user, sid, mid)
+    }
+    pub fn channels_url(&self, user: &str) -> String {
+        self.server.urls().channels(user)
     }
 
     // --- the operations
@@ -949,5 +978,45 @@ impl<'s> Face<'s> {
                 from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ())
             }
         }
+    }
+
+    // --- notification channels (issue 15)
+
+    pub async fn create_channel(
+        &self,
+        user: &str,
+        body: &NotificationChannel,
+    ) -> Resp<NotificationChannel> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .create_notification_channel(user, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => from_xml(
+                send_doc("POST", &self.channels_url(user), self.fmt(), body).await,
+                xml_doc,
+            ),
+        }
+    }
+
+    /// Creates a channel of `channel_type` for `user` whose polls wait at most 1 s and answer
+    /// at most 5 notifications (so a relay notices a finished test quickly); asserts `201`
+    /// and returns its callbackURL and channelURL.
+    pub async fn channel(&self, user: &str, channel_type: ChannelType) -> (String, String) {
+        let request = NotificationChannel {
+            application_tag: Some("flows".to_owned()),
+            ..super::docs::channel(channel_type, Some(5), Some(1))
+        };
+        let (_, ch) = self.create_channel(user, &request).await.created();
+        let data = ch.channel_data.expect("channelData");
+        (
+            ch.callback_url.expect("a callbackURL"),
+            data.channel_url.expect("a channelURL"),
+        )
     }
 }

@@ -7,7 +7,8 @@
 //! - [`http`]: raw HTTP ([`send`], [`send_doc`], [`send_empty`]) and its [`Answer`], XSD
 //!   validation with xmllint;
 //! - [`face`]: the two-format client ([`Face`]: JSON through the progenitor client, XML over
-//!   raw HTTP);
+//!   raw HTTP; [`Via`]: callbacks or notification channels);
+//! - [`channel`]: a notification channel's poll loop or socket relayed into a listener;
 //! - [`docs`]: the request documents suites send, and readers of what comes back;
 //! - [`chat`]: the set-up steps (subscribe, start and accept a session, send a message);
 //! - [`doc_types`]: the one list of the spec's document types;
@@ -22,6 +23,7 @@
 // Each suite is its own crate and uses a part of this module; the rest is not dead code.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod channel;
 pub mod chat;
 pub mod doc_types;
 pub mod docs;
@@ -31,7 +33,7 @@ pub mod listener;
 pub mod server;
 pub mod tmpfs;
 
-pub use face::{Face, Resp, Wire};
+pub use face::{Face, Resp, Via, Wire};
 pub use http::{
     Answer, host_name_addresses, post_raw, send, send_authorized, send_doc, send_empty,
     xsd_validate,

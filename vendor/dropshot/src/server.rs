@@ -924,7 +924,11 @@ async fn http_request_handle_wrap<C: ServerContext>(
     // In the case the client disconnects early, the scopeguard allows us
     // to perform extra housekeeping before this task is dropped.
     let observed_on_disconnect = observed.clone();
+    // Tells a detached handler that its client has gone (`crate::client_gone`), first.
+    let client_gone = crate::client_gone::ClientGone::new();
+    let gone_on_disconnect = Arc::clone(&client_gone);
     let on_disconnect = guard((), |_| {
+        gone_on_disconnect.set();
         let latency_us = start_time.elapsed().as_micros();
         if let Some((observer, method, path)) = &observed_on_disconnect {
             observer(method, path, 499, start_time.elapsed());
@@ -955,6 +959,7 @@ async fn http_request_handle_wrap<C: ServerContext>(
         &request_id,
         request_log.new(o!()),
         remote_addr,
+        client_gone,
     )
     .await;
 
@@ -1037,6 +1042,7 @@ async fn http_request_handle<C: ServerContext>(
     request_id: &str,
     request_log: Logger,
     remote_addr: std::net::SocketAddr,
+    client_gone: Arc<crate::client_gone::ClientGone>,
 ) -> Result<Response<Body>, HandlerError> {
     // TODO-hardening: is it correct to (and do we correctly) read the entire
     // request body even if we decide it's too large and are going to send a 400
@@ -1089,7 +1095,9 @@ async fn http_request_handle<C: ServerContext>(
             let worker = server.handler_waitgroup_worker.clone();
             let handler_task = tokio::spawn(async move {
                 let request_log = rqctx.log.clone();
-                let result = handler.handle_request(rqctx, request).await;
+                let result = client_gone
+                    .scope(handler.handle_request(rqctx, request))
+                    .await;
 
                 // If this send fails, our spawning task has been cancelled in
                 // the `rx.await` below; log such a result.

@@ -1,0 +1,597 @@
+//! Notification channels (issue 15; OMA RESTful Network API for Notification Channel, the
+//! seed's optional Notification Server): create, list, read, delete, the lifetime, and the
+//! long poll that hands an application its notifications.
+//!
+//! Owns `State::channels`, `State::user_channels` and `State::channel_callbacks`. A channel's
+//! notifications come from the subscriptions whose `notifyURL` is its `callbackURL`: they are
+//! attached to the channel's mailbox instead of an HTTP callback (see
+//! `Chat::attach_subscription` and `notify::channel`), so they go through the same durable
+//! outbox and leave it only when a poll has acknowledged them.
+//!
+//! Decisions (the spec says each one too): a channel whose lifetime ends, or that is deleted,
+//! goes with the subscriptions that deliver into it (a notification has nowhere to go any
+//! more; OMA's gateways cancelled them too); the lifetime is not stored per poll (that would be
+//! a write per poll): a restart starts every channel's lifetime again.
+//!
+//! Rules (plain functions, tested below): [`supported`], [`granted_lifetime`],
+//! [`max_notifications`], [`granted_wait`], [`may_create`].
+
+use super::page::{self, PageRequest};
+use super::records;
+use super::refused::Refused;
+use super::state::{Channel, ChannelRecord, State};
+use super::{Change, Chat, durable, missing};
+use crate::notify::channel::{Mailbox, Polled};
+use crate::notify::webhook_id;
+use crate::store::{Kind, now_ms};
+use netapi_chat_api::{
+    ChannelData, ChannelNotification, ChannelType, Created, Notification, NotificationChannel,
+    NotificationChannelLifetime, NotificationChannelList, NotificationList,
+};
+use netapi_chat_runtime::ApiError;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The channel types this server serves.
+pub const SUPPORTED: &[ChannelType] = &[ChannelType::LongPolling, ChannelType::WebSockets];
+/// Lifetime granted when the client asks for none (or 0), seconds.
+pub const DEFAULT_LIFETIME_SECS: i64 = 3600;
+/// Longest lifetime granted, seconds.
+pub const MAX_LIFETIME_SECS: i64 = 86_400;
+/// `maxNotifications` when absent.
+pub const DEFAULT_MAX_NOTIFICATIONS: usize = 20;
+/// Largest `maxNotifications` (one poll's answer stays small).
+pub const MAX_NOTIFICATIONS: usize = 100;
+
+/// Whether a channel of type `t` can be made (`403 POL1023` naming the supported ones).
+pub(super) fn supported(t: ChannelType) -> Result<(), Refused> {
+    if SUPPORTED.contains(&t) {
+        Ok(())
+    } else {
+        Err(Refused::UnsupportedChannelType(t.as_str().to_owned()))
+    }
+}
+
+/// The lifetime granted for a requested one: 0 or none is the default, at most the maximum
+/// (OMA lets the server change it); below 0 is refused.
+pub(super) fn granted_lifetime(requested: Option<i64>) -> Result<i64, Refused> {
+    match requested {
+        None | Some(0) => Ok(DEFAULT_LIFETIME_SECS),
+        Some(s) if s < 0 => Err(Refused::Invalid(format!("channelLifetime: {s} is below 0"))),
+        Some(s) => Ok(s.min(MAX_LIFETIME_SECS)),
+    }
+}
+
+/// `maxNotifications`: absent is the default; outside 1-100 is refused (not clamped, as
+/// every other limit of the API).
+pub(super) fn max_notifications(requested: Option<i64>) -> Result<usize, Refused> {
+    match requested {
+        None => Ok(DEFAULT_MAX_NOTIFICATIONS),
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_NOTIFICATIONS).contains(n))
+            .ok_or_else(|| {
+                Refused::Invalid(format!(
+                    "channelData.maxNotifications: {n} is not within 1-{MAX_NOTIFICATIONS}"
+                ))
+            }),
+    }
+}
+
+/// The wait of a poll, in whole seconds: the server's own wait (rounded up) when the client
+/// asks for none (or 0), the client's when shorter; below 0 is refused.
+pub(super) fn granted_wait(requested: Option<i64>, server: Duration) -> Result<i64, Refused> {
+    let server_secs =
+        i64::try_from(server.as_secs() + u64::from(server.subsec_nanos() > 0)).unwrap_or(i64::MAX);
+    match requested {
+        None | Some(0) => Ok(server_secs),
+        Some(s) if s < 0 => Err(Refused::Invalid(format!(
+            "channelData.maxWaitTime: {s} is below 0"
+        ))),
+        Some(s) => Ok(s.min(server_secs)),
+    }
+}
+
+/// The `ws://` (`wss://`) URL of a WebSockets channel, from its resource URL.
+pub fn socket_url(channel: &str) -> String {
+    let url = if let Some(rest) = channel.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = channel.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        channel.to_owned()
+    };
+    format!("{url}/websocket")
+}
+
+/// A user holding `held` channels may create one more while under `limit` (`403 POL2008`).
+pub(super) fn may_create(held: usize, limit: usize) -> Result<(), Refused> {
+    if held < limit {
+        Ok(())
+    } else {
+        Err(Refused::TooMany {
+            what: "notification channels",
+            limit,
+        })
+    }
+}
+
+/// A notification as a poll answers it: its stable id and the notification under its name.
+pub(crate) fn entry(id: u64, n: Notification) -> ChannelNotification {
+    let mut e = ChannelNotification {
+        webhook_id: webhook_id(id),
+        session_invitation_notification: None,
+        participant_status_notification: None,
+        chat_event_notification: None,
+        message_notification: None,
+        message_delivery_notification: None,
+        subscription_cancellation_notification: None,
+    };
+    match n {
+        Notification::SessionInvitationNotification(n) => {
+            e.session_invitation_notification = Some(n);
+        }
+        Notification::ParticipantStatusNotification(n) => {
+            e.participant_status_notification = Some(n);
+        }
+        Notification::ChatEventNotification(n) => e.chat_event_notification = Some(n),
+        Notification::MessageNotification(n) => e.message_notification = Some(n),
+        Notification::MessageDeliveryNotification(n) => {
+            e.message_delivery_notification = Some(n);
+        }
+        Notification::SubscriptionCancellationNotification(n) => {
+            e.subscription_cancellation_notification = Some(n);
+        }
+    }
+    e
+}
+
+impl Chat {
+    fn channel_view(&self, rec: &ChannelRecord) -> NotificationChannel {
+        let (channel_type, channel_url) = if rec.websocket {
+            (
+                ChannelType::WebSockets,
+                socket_url(&self.urls.channel(&rec.user, &rec.id)),
+            )
+        } else {
+            (
+                ChannelType::LongPolling,
+                self.urls.notifications(&rec.user, &rec.id),
+            )
+        };
+        NotificationChannel {
+            client_correlator: rec.client_correlator.clone(),
+            application_tag: rec.application_tag.clone(),
+            channel_type,
+            channel_data: Some(ChannelData {
+                channel_url: Some(channel_url),
+                max_notifications: i64::try_from(rec.max_notifications).ok(),
+                max_wait_time: Some(rec.max_wait_secs),
+            }),
+            channel_lifetime: Some(rec.lifetime_secs),
+            callback_url: Some(rec.callback_url.clone()),
+            resource_url: Some(self.urls.channel(&rec.user, &rec.id)),
+        }
+    }
+
+    /// Puts a channel in memory (new, or restored at start-up) with a full lifetime ahead.
+    pub(super) fn attach_channel(&self, state: &mut State, rec: ChannelRecord) {
+        state
+            .user_channels
+            .entry(rec.user.clone())
+            .or_default()
+            .push(rec.id.clone());
+        state
+            .channel_callbacks
+            .insert(rec.callback_url.clone(), rec.id.clone());
+        let expires_at_ms = now_ms() + rec.lifetime_secs * 1000;
+        state.channels.insert(
+            rec.id.clone(),
+            Channel {
+                rec,
+                mailbox: Mailbox::new(self.deliverer.forgetter.clone()),
+                expires_at_ms,
+            },
+        );
+    }
+
+    /// The channel `id` if it is `user`'s, else the `404` of a channel that does not exist.
+    fn own_channel<'a>(
+        &self,
+        state: &'a mut State,
+        user: &str,
+        id: &str,
+    ) -> Result<&'a mut Channel, ApiError> {
+        match state.channels.get_mut(id) {
+            Some(c) if c.rec.user == user => Ok(c),
+            _ => Err(missing(&self.urls.channel(user, id))),
+        }
+    }
+
+    /// Removes a channel and the subscriptions that deliver into it (call under the lock): the
+    /// change deletes their records (and so their outbox rows); a waiting poll answers 404.
+    fn remove_channel(&self, state: &mut State, change: &mut Change, id: &str) {
+        let Some(ch) = state.channels.remove(id) else {
+            return;
+        };
+        if let Some(ids) = state.user_channels.get_mut(&ch.rec.user) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                state.user_channels.remove(&ch.rec.user);
+            }
+        }
+        state.channel_callbacks.remove(&ch.rec.callback_url);
+        let feeding: Vec<String> = state
+            .user_subscriptions
+            .get(&ch.rec.user)
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                state
+                    .subscriptions
+                    .get(*s)
+                    .is_some_and(|s| s.rec.callback.notify_url == ch.rec.callback_url)
+            })
+            .cloned()
+            .collect();
+        for sid in feeding {
+            if let Some(sub) = super::subscriptions::remove_subscription(state, &sid) {
+                sub.queue.cancel();
+            }
+            change.batch.deletes.push((Kind::Subscription, sid));
+        }
+        change.batch.deletes.push((Kind::Channel, id.to_owned()));
+        ch.mailbox.close();
+    }
+
+    /// Creates a notification channel (`LongPolling`).
+    pub async fn create_notification_channel(
+        self: &Arc<Self>,
+        user: &str,
+        body: NotificationChannel,
+    ) -> Result<Created<NotificationChannel>, ApiError> {
+        let refused = |r: Refused| r.into_api(String::new);
+        supported(body.channel_type).map_err(refused)?;
+        let data = body.channel_data.unwrap_or_default();
+        let lifetime_secs = granted_lifetime(body.channel_lifetime).map_err(refused)?;
+        let max = max_notifications(data.max_notifications).map_err(refused)?;
+        let wait = granted_wait(data.max_wait_time, self.settings.limits.channel_poll_wait)
+            .map_err(refused)?;
+        let (view, id, rx) = {
+            let mut state = self.lock();
+            let mine = state
+                .user_channels
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| state.channels.get(id));
+            if let Some(c) = &body.client_correlator
+                && let Some(existing) = mine
+                    .map(|c| &c.rec)
+                    .find(|r| r.client_correlator.as_ref() == Some(c))
+            {
+                let view = self.channel_view(existing);
+                return Ok(Created {
+                    location: view.resource_url.clone().unwrap_or_default(),
+                    body: view,
+                });
+            }
+            let held = state.user_channels.get(user).map_or(0, Vec::len);
+            may_create(held, self.settings.limits.channels_per_user).map_err(refused)?;
+            let (id, seq) = state.new_id("chan");
+            let rec = ChannelRecord {
+                callback_url: format!("{}/callback", self.urls.channel(user, &id)),
+                id: id.clone(),
+                user: user.to_owned(),
+                seq,
+                client_correlator: body.client_correlator,
+                application_tag: body.application_tag,
+                lifetime_secs,
+                max_notifications: max,
+                max_wait_secs: wait,
+                websocket: body.channel_type == ChannelType::WebSockets,
+            };
+            let view = self.channel_view(&rec);
+            let mut change = Change::default();
+            change.put(Kind::Channel, id.clone(), records::encode_channel(&rec));
+            self.attach_channel(&mut state, rec);
+            (view, id, self.submit(&state, change))
+        };
+        durable(rx).await?;
+        self.channel_timer(id);
+        Ok(Created {
+            location: view.resource_url.clone().unwrap_or_default(),
+            body: view,
+        })
+    }
+
+    /// One page of the user's channels, in creation order (at most the per-user limit of
+    /// them, so skipping to the cursor walks a short list).
+    pub fn list_notification_channels(
+        &self,
+        user: &str,
+        req: PageRequest,
+    ) -> NotificationChannelList {
+        let state = self.lock();
+        let entries = state
+            .user_channels
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.channels.get(id))
+            .map(|c| (c.rec.seq, c));
+        let p = page::page(entries, req);
+        let resource_url = self.urls.channels(user);
+        NotificationChannelList {
+            notification_channel: p
+                .items
+                .into_iter()
+                .map(|c| self.channel_view(&c.rec))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url,
+        }
+    }
+
+    /// One channel of the user.
+    pub fn get_notification_channel(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<NotificationChannel, ApiError> {
+        let mut state = self.lock();
+        let c = self.own_channel(&mut state, user, id)?;
+        Ok(self.channel_view(&c.rec))
+    }
+
+    /// Deletes a channel with the subscriptions that deliver into it; a waiting poll answers
+    /// 404.
+    pub async fn delete_notification_channel(&self, user: &str, id: &str) -> Result<(), ApiError> {
+        let rx = {
+            let mut state = self.lock();
+            self.own_channel(&mut state, user, id)?;
+            let mut change = Change::default();
+            self.remove_channel(&mut state, &mut change, id);
+            self.submit(&state, change)
+        };
+        durable(rx).await
+    }
+
+    /// The channel's granted lifetime.
+    pub fn get_channel_lifetime(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<NotificationChannelLifetime, ApiError> {
+        let mut state = self.lock();
+        let c = self.own_channel(&mut state, user, id)?;
+        Ok(NotificationChannelLifetime {
+            channel_lifetime: c.rec.lifetime_secs,
+        })
+    }
+
+    /// Starts the channel's lifetime again with the one asked for (granted as on create).
+    pub async fn refresh_channel_lifetime(
+        &self,
+        user: &str,
+        id: &str,
+        body: NotificationChannelLifetime,
+    ) -> Result<NotificationChannelLifetime, ApiError> {
+        let granted =
+            granted_lifetime(Some(body.channel_lifetime)).map_err(|r| r.into_api(String::new))?;
+        let rx = {
+            let mut state = self.lock();
+            let c = self.own_channel(&mut state, user, id)?;
+            c.rec.lifetime_secs = granted;
+            c.expires_at_ms = now_ms() + granted * 1000;
+            let mut change = Change::default();
+            change.put(
+                Kind::Channel,
+                id.to_owned(),
+                records::encode_channel(&c.rec),
+            );
+            self.submit(&state, change)
+        };
+        durable(rx).await?;
+        Ok(NotificationChannelLifetime {
+            channel_lifetime: granted,
+        })
+    }
+
+    /// The long poll (the channel's `channelURL`): acknowledges what the previous poll got,
+    /// then answers the notifications waiting, at most the channel's `maxNotifications`, as
+    /// soon as there are any, or an empty list when its wait runs out. Each poll starts the
+    /// channel's lifetime again. A poll whose client disconnects while it waits ends without
+    /// taking anything (`dropshot::client_gone`), so the next poll gets what arrived.
+    pub async fn poll_notifications(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<NotificationList, ApiError> {
+        let (mailbox, max, wait) = {
+            let mut state = self.lock();
+            let c = self.own_channel(&mut state, user, id)?;
+            if c.rec.websocket {
+                return Err(ApiError::forbidden(
+                    "this is a WebSockets channel: connect to its channelURL instead of polling",
+                ));
+            }
+            c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+            let wait = Duration::from_secs(u64::try_from(c.rec.max_wait_secs).unwrap_or(0))
+                .min(self.settings.limits.channel_poll_wait);
+            (Arc::clone(&c.mailbox), c.rec.max_notifications, wait)
+        };
+        // A poll whose client has gone away stops waiting before it takes anything (what it
+        // would take would be answered to nobody, and the next poll would acknowledge it).
+        // `biased`: the disconnect is looked at first, so a poll woken by a notification after
+        // its client went takes nothing.
+        slog::debug!(self.log, "long poll waiting"; "channel" => id);
+        let polled = tokio::select! {
+            biased;
+            () = dropshot::client_gone() => {
+                slog::debug!(self.log, "long poll ended: its client has gone, nothing taken";
+                    "channel" => id);
+                Polled::Notifications(Vec::new())
+            }
+            polled = mailbox.poll(max, wait) => polled,
+        };
+        if let Some(c) = self.lock().channels.get_mut(id) {
+            c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+        }
+        match polled {
+            Polled::Notifications(list) => Ok(NotificationList {
+                notification: list.into_iter().map(|(id, n)| entry(id, n)).collect(),
+            }),
+            Polled::Closed => Err(missing(&self.urls.channel(user, id))),
+            Polled::Superseded => Err(Refused::PollSuperseded.into_api(String::new)),
+        }
+    }
+
+    /// A WebSockets channel of `user` about to get a socket: its mailbox and the wait of one
+    /// round (the channel's `maxWaitTime`); `404` for a channel that is not the user's,
+    /// `403` for a long-poll channel.
+    pub fn channel_socket(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<(Arc<Mailbox>, Duration), ApiError> {
+        let mut state = self.lock();
+        let c = self.own_channel(&mut state, user, id)?;
+        if !c.rec.websocket {
+            return Err(ApiError::forbidden(
+                "this is a LongPolling channel: POST to its channelURL instead",
+            ));
+        }
+        c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+        let wait = Duration::from_secs(u64::try_from(c.rec.max_wait_secs).unwrap_or(0))
+            .min(self.settings.limits.channel_poll_wait);
+        Ok((Arc::clone(&c.mailbox), wait))
+    }
+
+    /// An open socket keeps its channel alive: its lifetime starts again.
+    pub fn touch_channel(&self, id: &str) {
+        if let Some(c) = self.lock().channels.get_mut(id) {
+            c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+        }
+    }
+
+    /// Watches a channel's lifetime: when it ends (no poll waiting), the channel goes with its
+    /// subscriptions. Holds only a `Weak<Chat>`; ends when the channel is gone.
+    pub(super) fn channel_timer(self: &Arc<Self>, id: String) {
+        let chat = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let at = {
+                    let Some(chat) = chat.upgrade() else { return };
+                    let state = chat.lock();
+                    match state.channels.get(&id) {
+                        Some(c) => c.expires_at_ms,
+                        None => return,
+                    }
+                };
+                let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let Some(chat) = chat.upgrade() else { return };
+                if chat.expire_channel(&id) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The channel's lifetime may have ended: if so (and no poll waits on it) it is removed;
+    /// answers whether it is gone.
+    fn expire_channel(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        let Some(c) = state.channels.get_mut(id) else {
+            return true;
+        };
+        let now = now_ms();
+        if c.mailbox.polling() {
+            c.expires_at_ms = c.expires_at_ms.max(now + c.rec.lifetime_secs * 1000);
+        }
+        if c.expires_at_ms > now {
+            return false;
+        }
+        let mut change = Change::default();
+        self.remove_channel(&mut state, &mut change, id);
+        slog::info!(self.log, "notification channel expired"; "channel" => id);
+        // Nobody waits: the timer made this change.
+        drop(self.submit(&state, change));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_url_follows_the_scheme() {
+        assert_eq!(
+            socket_url("http://h:1/notificationchannel/v1/u/channels/c"),
+            "ws://h:1/notificationchannel/v1/u/channels/c/websocket"
+        );
+        assert_eq!(socket_url("https://h/x"), "wss://h/x/websocket");
+    }
+
+    #[test]
+    fn long_polling_and_websockets_are_served() {
+        assert_eq!(supported(ChannelType::LongPolling), Ok(()));
+        assert_eq!(supported(ChannelType::WebSockets), Ok(()));
+        for t in [ChannelType::OmaPush, ChannelType::NativeChannel] {
+            assert_eq!(
+                supported(t),
+                Err(Refused::UnsupportedChannelType(t.as_str().to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_lifetime_is_granted_within_a_day() {
+        let cases = [
+            (None, Ok(3600)),
+            (Some(0), Ok(3600)),
+            (Some(60), Ok(60)),
+            (Some(86_400), Ok(86_400)),
+            (Some(1_000_000), Ok(86_400)),
+        ];
+        for (asked, granted) in cases {
+            assert_eq!(granted_lifetime(asked), granted, "{asked:?}");
+        }
+        assert!(granted_lifetime(Some(-1)).is_err());
+    }
+
+    #[test]
+    fn max_notifications_is_refused_outside_its_range() {
+        assert_eq!(max_notifications(None), Ok(20));
+        assert_eq!(max_notifications(Some(1)), Ok(1));
+        assert_eq!(max_notifications(Some(100)), Ok(100));
+        for bad in [0, -3, 101] {
+            assert!(max_notifications(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_wait_is_at_most_the_servers() {
+        let server = Duration::from_secs(25);
+        assert_eq!(granted_wait(None, server), Ok(25));
+        assert_eq!(granted_wait(Some(0), server), Ok(25));
+        assert_eq!(granted_wait(Some(2), server), Ok(2));
+        assert_eq!(granted_wait(Some(600), server), Ok(25));
+        assert_eq!(granted_wait(None, Duration::from_millis(1500)), Ok(2));
+        assert!(granted_wait(Some(-1), server).is_err());
+    }
+
+    #[test]
+    fn channels_per_user_are_limited() {
+        assert_eq!(may_create(9, 10), Ok(()));
+        assert_eq!(
+            may_create(10, 10),
+            Err(Refused::TooMany {
+                what: "notification channels",
+                limit: 10
+            })
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! Delivery into a notification channel (issue 15): the subscriptions whose `notifyURL` is a
+//! channel's `callbackURL` put their notifications into the channel's [`Mailbox`], where the
+//! application collects them by long polling, instead of having them POSTed anywhere.
+//!
+//! The guarantees are those of a callback, because the path is the same up to the last step:
+//! a notification is in the store's outbox from the commit of its cause, it reaches the
+//! subscription's [`Queue`] after that commit, in order, and it leaves the outbox only when
+//! the application has acknowledged it, which it does by polling again (OMA: "each poll
+//! acknowledges the previous answer"). A notification handed to a poll but not acknowledged is
+//! handed again by the next poll, and after a restart (the outbox is loaded into the queues
+//! again), with the same id. Each subscription still has its own feed task, which applies the
+//! subscription's state as the callback task does: cancelled or expired (only its
+//! cancellation notice still goes), disabled (what arrives is buried as dead letters), and the
+//! backlog cap, counted until acknowledged, so that one channel's buffer is bounded by the
+//! caps of the subscriptions feeding it (and those by the per-user subscription limit).
+
+use super::rules::backlog_full;
+use super::{
+    CANCELLED, DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, EXPIRED, Forgetter,
+    LIVE, Notification, Queue, Shared, Target, bury, disable,
+};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+/// Set when the server stops: waiting polls answer (an empty list) at once instead of holding
+/// up the drain of requests in flight, and sockets close.
+static ENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Rings when [`ENDING`] is set.
+static ENDING_BELL: Notify = Notify::const_new();
+
+/// The server is stopping (SIGTERM/SIGINT): every waiting poll answers now, with what it took
+/// so far (nothing), and no new one waits; what waits in the mailboxes stays in the outbox for
+/// the next start.
+pub fn end_polls() {
+    ENDING.store(true, Ordering::SeqCst);
+    ENDING_BELL.notify_waiters();
+}
+
+/// Whether the server is stopping (see [`end_polls`]).
+pub fn ending() -> bool {
+    ENDING.load(Ordering::SeqCst)
+}
+
+/// A notification waiting in a channel, with the backlog it counts against.
+struct Held {
+    delivery: Delivery,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Not handed out yet, in arrival order (per subscription: creation order).
+    pending: VecDeque<Held>,
+    /// Handed to the last poll, waiting for the next poll to acknowledge them.
+    handed: Vec<Held>,
+    /// The channel is gone: polls answer 404, nothing is taken any more.
+    closed: bool,
+    /// Number of the newest poll: an older one still waiting sees it changed and ends.
+    poll: u64,
+    /// Polls waiting now (a channel does not expire under a waiting poll).
+    waiting: usize,
+}
+
+/// Where a channel's notifications wait for the application's polls.
+pub struct Mailbox {
+    inner: Mutex<Inner>,
+    bell: Notify,
+    /// Where acknowledged notifications are forgotten: the same grouped forgets as delivered
+    /// callbacks (`super::forget`), so an acknowledgement costs no store commit of its own.
+    forgetter: Forgetter,
+}
+
+/// What a poll ends with.
+#[derive(Debug)]
+pub enum Polled {
+    /// The notifications handed out (oldest first; empty when the wait ran out), each with
+    /// its outbox id (its `webhook-id`).
+    Notifications(Vec<(u64, Notification)>),
+    /// The channel was deleted or expired.
+    Closed,
+    /// A newer poll of the channel took over (OMA `SVC1012`).
+    Superseded,
+}
+
+/// Which of `pending` a poll takes: at most `max`, skipping nothing; the rule as a plain
+/// function of the queue length.
+pub fn take_count(pending: usize, max: usize) -> usize {
+    pending.min(max.max(1))
+}
+
+impl Mailbox {
+    /// An empty mailbox; acknowledged notifications are forgotten through `forgetter`.
+    pub fn new(forgetter: Forgetter) -> Arc<Mailbox> {
+        Arc::new(Mailbox {
+            inner: Mutex::new(Inner::default()),
+            bell: Notify::new(),
+            forgetter,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a notification (after those already there) and wakes a waiting poll.
+    fn put(&self, held: Held) {
+        {
+            let mut inner = self.lock();
+            if inner.closed {
+                // The channel is going with its subscriptions and their outbox rows.
+                return;
+            }
+            inner.pending.push_back(held);
+        }
+        self.bell.notify_waiters();
+    }
+
+    /// The channel is gone: a waiting poll answers 404, nothing more is taken. What it holds
+    /// is dropped: the subscriptions feeding it are deleted with their outbox rows in the same
+    /// change.
+    pub fn close(&self) {
+        {
+            let mut inner = self.lock();
+            inner.closed = true;
+            inner.pending.clear();
+            inner.handed.clear();
+        }
+        self.bell.notify_waiters();
+    }
+
+    /// Puts what the last poll was handed, and nobody acknowledged, back in front of what
+    /// waits (a socket closed before its client acknowledged a frame; a new socket starts
+    /// afresh): it is handed again, with the same ids.
+    pub fn release(&self) {
+        let mut inner = self.lock();
+        let handed = std::mem::take(&mut inner.handed);
+        for h in handed.into_iter().rev() {
+            inner.pending.push_front(h);
+        }
+    }
+
+    /// The number of the newest poll (a socket that sees it change was taken over).
+    pub fn generation(&self) -> u64 {
+        self.lock().poll
+    }
+
+    /// Whether the channel is gone.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Whether a poll is waiting now.
+    pub fn polling(&self) -> bool {
+        self.lock().waiting > 0
+    }
+
+    /// One long poll: acknowledges what the previous poll was handed (it leaves the outbox),
+    /// ends a poll still waiting (`Superseded`), then waits up to `wait` for notifications
+    /// and takes at most `max` of them.
+    pub async fn poll(&self, max: usize, wait: Duration) -> Polled {
+        let me = {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Polled::Closed;
+            }
+            inner.poll += 1;
+            let acked: Vec<Held> = std::mem::take(&mut inner.handed);
+            self.acknowledge(acked);
+            inner.waiting += 1;
+            inner.poll
+        };
+        // Counted down however the wait ends (a dropped request included).
+        let _waiting = Waiting(self);
+        // An older poll still waiting wakes, sees the newer number and ends.
+        self.bell.notify_waiters();
+        self.wait_for(me, max, wait).await
+    }
+
+    async fn wait_for(&self, me: u64, max: usize, wait: Duration) -> Polled {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.bell.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a put between the look and the wait is not missed.
+            notified.as_mut().enable();
+            let stopping = ENDING_BELL.notified();
+            tokio::pin!(stopping);
+            stopping.as_mut().enable();
+            if ending() {
+                return Polled::Notifications(Vec::new());
+            }
+            {
+                let mut inner = self.lock();
+                if inner.closed {
+                    return Polled::Closed;
+                }
+                if inner.poll != me {
+                    return Polled::Superseded;
+                }
+                let dropped = drop_unwanted(&mut inner.pending);
+                self.acknowledge(dropped);
+                if !inner.pending.is_empty() {
+                    let n = take_count(inner.pending.len(), max);
+                    let taken: Vec<Held> = inner.pending.drain(..n).collect();
+                    let out = taken
+                        .iter()
+                        .map(|h| (h.delivery.id, h.delivery.notification.clone()))
+                        .collect();
+                    inner.handed = taken;
+                    return Polled::Notifications(out);
+                }
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = &mut stopping => {}
+                () = tokio::time::sleep_until(deadline) => return Polled::Notifications(Vec::new()),
+            }
+        }
+    }
+
+    /// Forgets acknowledged (or unwanted) notifications through the grouped forgets and takes
+    /// them off their subscriptions' backlogs. As for a delivered callback, a crash within
+    /// `super::forget::FORGET_DELAY` of the acknowledgement hands them again (same id) after the
+    /// restart; a graceful stop waits for the forget to be submitted.
+    fn acknowledge(&self, done: Vec<Held>) {
+        if done.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = done.iter().map(|h| h.delivery.id).collect();
+        for h in &done {
+            h.shared.done(&h.delivery);
+        }
+        DELIVERED.fetch_add(done.len() as u64, Ordering::Relaxed);
+        self.forgetter.forget(&ids);
+    }
+}
+
+/// One poll waiting on a mailbox, for as long as it lives.
+struct Waiting<'a>(&'a Mailbox);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.waiting = inner.waiting.saturating_sub(1);
+    }
+}
+
+/// Takes out what must not be handed any more: notifications of a subscription deleted since
+/// they arrived, and, of an expired one, everything but its cancellation notice (as the
+/// callback task does).
+fn drop_unwanted(pending: &mut VecDeque<Held>) -> Vec<Held> {
+    let mut dropped = Vec::new();
+    let mut kept = VecDeque::with_capacity(pending.len());
+    for h in pending.drain(..) {
+        let state = h.shared.state.load(Ordering::SeqCst);
+        let cancellation = matches!(
+            h.delivery.notification,
+            Notification::SubscriptionCancellationNotification(_)
+        );
+        if state == CANCELLED || (state == EXPIRED && !cancellation) {
+            dropped.push(h);
+        } else {
+            kept.push_back(h);
+        }
+    }
+    *pending = kept;
+    dropped
+}
+
+impl Queue {
+    /// Starts the feed task of a subscription that delivers into a channel's `mailbox`
+    /// (its `notifyURL` is the channel's `callbackURL`).
+    pub fn start_channel(target: Target, deliverer: Deliverer, mailbox: Arc<Mailbox>) -> Queue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(feed(target, rx, Arc::clone(&shared), deliverer, mailbox));
+        Queue { tx, shared }
+    }
+}
+
+/// One subscription's feed into its channel: the subscription's state and backlog cap
+/// applied as in the callback task, then the notification waits in the mailbox.
+async fn feed(
+    target: Target,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    shared: Arc<Shared>,
+    d: Deliverer,
+    mailbox: Arc<Mailbox>,
+) {
+    while let Some(item) = rx.recv().await {
+        let state = shared.state.load(Ordering::SeqCst);
+        let cancellation = matches!(
+            item.notification,
+            Notification::SubscriptionCancellationNotification(_)
+        );
+        if state == CANCELLED || (state == EXPIRED && !cancellation) {
+            d.forgetter.forget(&[item.id]);
+            shared.done(&item);
+            continue;
+        }
+        if state == DISABLED_STATE {
+            let mut dead = vec![item];
+            while let Ok(i) = rx.try_recv() {
+                dead.push(i);
+            }
+            bury(&target, &d, &shared, dead);
+            continue;
+        }
+        let (count, bytes) = (
+            shared.count.load(Ordering::SeqCst),
+            shared.bytes.load(Ordering::SeqCst),
+        );
+        if state == LIVE && backlog_full(d.policy.backlog, count, bytes) {
+            // The application does not keep up: as for a callback, the subscription is
+            // disabled and what it could not take becomes dead letters.
+            disable(&target, &d, &shared, DisableReason::BacklogFull, count);
+            bury(&target, &d, &shared, vec![item]);
+            continue;
+        }
+        mailbox.put(Held {
+            delivery: item,
+            shared: Arc::clone(&shared),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_count;
+
+    /// A poll takes what is there, at most its channel's maximum, and at least one when
+    /// something waits (a maximum of 0 would hand out nothing forever).
+    #[test]
+    fn a_poll_takes_at_most_its_maximum() {
+        assert_eq!(take_count(0, 20), 0);
+        assert_eq!(take_count(3, 20), 3);
+        assert_eq!(take_count(30, 20), 20);
+        assert_eq!(take_count(5, 0), 1);
+    }
+}

@@ -1,0 +1,895 @@
+//! Notification channels (issue 15), black-box against the real binary, in JSON and XML: the
+//! channel resources, long polling (an empty list when the wait runs out, `maxNotifications`,
+//! acknowledgement by the next poll, a newer poll ending a waiting one), a deleted channel
+//! ending an open poll, notifications waiting in a channel across a SIGKILL, two users'
+//! channels isolated, unsupported types, limits and expiry. The seed flows through channels
+//! are in `flows.rs` (`…_channel_json` / `…_channel_xml`).
+//!
+//! Every server here runs with `NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=0`: a channel's
+//! callbackURL (on the server's own loopback address) must work without it.
+
+mod support;
+
+use netapi_chat_api::{
+    ChannelType, ChatSubscription, NotificationChannel, NotificationChannelLifetime,
+    NotificationChannelList, NotificationList,
+};
+use netapi_chat_runtime::Format;
+use std::time::Duration;
+use support::{Answer, Server, chat, docs, send, send_doc, send_empty, user_token};
+
+const A: &str = "tel:+15551230001";
+const B: &str = "sip:bob@example.com";
+const M: &str = "sip:mallory@example.com";
+
+const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
+
+/// A server whose callbacks may not reach loopback (the default outside tests).
+fn server(extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")];
+    env.extend_from_slice(extra);
+    Server::start(&env)
+}
+
+/// Creates a long-poll channel for `user`; returns it as answered.
+async fn create_channel(
+    s: &Server,
+    user: &str,
+    f: Format,
+    max_notifications: Option<i64>,
+    max_wait: Option<i64>,
+) -> NotificationChannel {
+    let a = send_doc(
+        "POST",
+        &s.urls().channels(user),
+        f,
+        &docs::channel(ChannelType::LongPolling, max_notifications, max_wait),
+    )
+    .await;
+    assert_eq!(a.status, 201, "create channel: {}", a.body);
+    let ch: NotificationChannel = a.decode();
+    assert_eq!(a.header("location"), ch.resource_url.as_deref().unwrap());
+    ch
+}
+
+fn channel_url(ch: &NotificationChannel) -> String {
+    ch.channel_data
+        .as_ref()
+        .and_then(|d| d.channel_url.clone())
+        .expect("channelURL")
+}
+
+/// Subscribes `user` to chat notifications with the channel's callbackURL; returns the
+/// subscription's URL.
+async fn subscribe(s: &Server, user: &str, ch: &NotificationChannel, data: &str) -> String {
+    let mut doc = docs::subscription(ch.callback_url.as_deref().expect("callbackURL"));
+    doc.callback_reference.callback_data = Some(data.to_owned());
+    let sub = chat::subscribe_with(s, user, &doc, Format::Json).await;
+    sub.resource_url.expect("resourceURL")
+}
+
+/// `from` invites `to` to a 1-1 chat (so `to` gets a sessionInvitationNotification); returns
+/// the session id.
+async fn invite(s: &Server, from: &str, to: &str, subject: &str) -> String {
+    chat::start_session(s, from, &docs::session(subject, &[to])).await
+}
+
+async fn poll(url: &str, f: Format) -> Answer {
+    send_empty("POST", url, f).await
+}
+
+/// Polls and decodes the list (XML validated against the XSD).
+async fn poll_list(url: &str, f: Format) -> NotificationList {
+    let a = poll(url, f).await;
+    assert_eq!(a.status, 200, "poll: {}", a.body);
+    assert!(
+        a.content_type().starts_with(f.media_type()),
+        "{}",
+        a.content_type()
+    );
+    a.decode()
+}
+
+/// The subjects of the invitations in a poll's answer, with their ids.
+fn invitations(list: &NotificationList) -> Vec<(String, String)> {
+    list.notification
+        .iter()
+        .map(|e| {
+            let n = e
+                .session_invitation_notification
+                .as_ref()
+                .unwrap_or_else(|| panic!("an invitation: {e:?}"));
+            (e.webhook_id.clone(), n.subject.clone().unwrap_or_default())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_channel_is_created_read_listed_refreshed_and_deleted() {
+    let s = server(&[]);
+    for f in FORMATS {
+        let ch = create_channel(&s, A, f, None, None).await;
+        let url = ch.resource_url.clone().unwrap();
+        let id = url.rsplit('/').next().unwrap().to_owned();
+        assert_eq!(url, s.urls().channel(A, &id));
+        assert_eq!(ch.channel_type, ChannelType::LongPolling);
+        assert_eq!(ch.application_tag.as_deref(), Some("test-app"));
+        assert_eq!(ch.channel_lifetime, Some(3600), "the default lifetime");
+        let data = ch.channel_data.clone().unwrap();
+        assert_eq!(data.channel_url, Some(s.urls().notifications(A, &id)));
+        assert_eq!(data.max_notifications, Some(20));
+        assert_eq!(data.max_wait_time, Some(25), "the server's wait");
+        assert!(ch.callback_url.as_deref().unwrap().starts_with(&url));
+
+        let got: NotificationChannel = send_empty("GET", &url, f).await.decode();
+        assert_eq!(got, ch);
+        let list: NotificationChannelList =
+            send_empty("GET", &s.urls().channels(A), f).await.decode();
+        assert_eq!(list.notification_channel.last(), Some(&ch));
+        assert_eq!(list.resource_url, s.urls().channels(A));
+
+        let life_url = s.urls().channel_lifetime(A, &id);
+        let life: NotificationChannelLifetime = send_empty("GET", &life_url, f).await.decode();
+        assert_eq!(life.channel_lifetime, 3600);
+        for (asked, granted) in [(120, 120), (10_000_000, 86_400)] {
+            let a = send_doc(
+                "PUT",
+                &life_url,
+                f,
+                &NotificationChannelLifetime {
+                    channel_lifetime: asked,
+                },
+            )
+            .await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            let life: NotificationChannelLifetime = a.decode();
+            assert_eq!(life.channel_lifetime, granted);
+            let read: NotificationChannelLifetime = send_empty("GET", &life_url, f).await.decode();
+            assert_eq!(read.channel_lifetime, granted);
+        }
+
+        let a = send_empty("DELETE", &url, f).await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        for (method, u) in [
+            ("GET", &url),
+            ("DELETE", &url),
+            ("GET", &life_url),
+            ("POST", &channel_url(&ch)),
+        ] {
+            send_empty(method, u, f)
+                .await
+                .assert_error(404, "SVC2008", f);
+        }
+    }
+    // A repeated create with the same clientCorrelator answers the same channel.
+    let mut req = docs::channel(ChannelType::LongPolling, None, None);
+    req.client_correlator = Some("once".to_owned());
+    let first: NotificationChannel = send_doc("POST", &s.urls().channels(B), Format::Json, &req)
+        .await
+        .decode();
+    let again: NotificationChannel = send_doc("POST", &s.urls().channels(B), Format::Json, &req)
+        .await
+        .decode();
+    assert_eq!(first, again);
+    let list: NotificationChannelList = send_empty("GET", &s.urls().channels(B), Format::Json)
+        .await
+        .decode();
+    assert_eq!(list.notification_channel, vec![first]);
+}
+
+#[tokio::test]
+async fn a_poll_answers_an_empty_list_when_its_wait_runs_out() {
+    let s = server(&[]);
+    for f in FORMATS {
+        let ch = create_channel(&s, A, f, None, Some(1)).await;
+        subscribe(&s, A, &ch, "alice").await;
+        let a = poll(&channel_url(&ch), f).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let list: NotificationList = a.decode();
+        assert!(list.notification.is_empty(), "{list:?}");
+        match f {
+            Format::Json => assert_eq!(a.body, r#"{"notificationList":{}}"#),
+            Format::Xml => assert!(a.body.contains("notificationList"), "{}", a.body),
+        }
+    }
+}
+
+#[tokio::test]
+async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowledged() {
+    let s = server(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "100")]);
+    for f in FORMATS {
+        let ch = create_channel(&s, B, f, Some(2), Some(1)).await;
+        let url = channel_url(&ch);
+        subscribe(&s, B, &ch, "bob-app").await;
+        for subject in ["one", "two", "three"] {
+            invite(&s, A, B, subject).await;
+        }
+        let first = poll_list(&url, f).await;
+        let got = invitations(&first);
+        assert_eq!(
+            got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+            ["one", "two"],
+            "at most maxNotifications, oldest first"
+        );
+        let n = first.notification[0]
+            .session_invitation_notification
+            .as_ref()
+            .unwrap();
+        assert_eq!(n.callback_data.as_deref(), Some("bob-app"));
+        assert!(!n.link.is_empty());
+        let second = invitations(&poll_list(&url, f).await);
+        assert_eq!(
+            second.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+            ["three"]
+        );
+        let ids: std::collections::BTreeSet<&String> =
+            got.iter().chain(&second).map(|g| &g.0).collect();
+        assert_eq!(ids.len(), 3, "distinct ids: {ids:?}");
+        assert!(
+            poll_list(&url, f).await.notification.is_empty(),
+            "acknowledged notifications are not answered again"
+        );
+        send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
+    }
+}
+
+/// The loss window a long poll had: a poll whose client gave up (closed its connection) kept
+/// waiting, took the next notification and answered it to nobody, and the next poll then
+/// acknowledged it. Now a poll stops waiting when its client goes, before it takes anything:
+/// the next poll gets the notification.
+#[tokio::test]
+async fn a_poll_whose_client_went_away_takes_nothing() {
+    use tokio::io::AsyncWriteExt;
+    const WAITING: &str = "long poll waiting";
+    const GONE: &str = "request handling cancelled (client disconnected)";
+    let s = Server::logged(&[
+        ("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0"),
+        ("NETAPI_CHAT_LOG_LEVEL", "debug"),
+    ]);
+    let count = |line: &str| s.log_text().matches(line).count();
+    // Waits until the server's log holds `line` more than `before` times.
+    let logged = async |line: &str, before: usize| {
+        for _ in 0..500 {
+            if count(line) > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server never logged {line:?}: {}", s.log_text());
+    };
+    for f in FORMATS {
+        // A wait long enough that, without the fix, the abandoned poll is still waiting when
+        // the notification comes.
+        let ch = create_channel(&s, B, f, None, Some(20)).await;
+        let url = channel_url(&ch);
+        subscribe(&s, B, &ch, "bob-app").await;
+
+        // A client opens a poll and goes away while it waits.
+        let path = url.strip_prefix(&s.base).expect("channelURL on the server");
+        let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+             accept: {}\r\ncontent-length: 0\r\n\r\n",
+            s.addr(),
+            support::APP_TOKEN,
+            f.media_type()
+        );
+        let (waiting, gone) = (count(WAITING), count(GONE));
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp.flush().await.unwrap();
+        // The server's log says when the poll waits, and when it has seen the client go.
+        logged(WAITING, waiting).await;
+        drop(tcp);
+        logged(GONE, gone).await;
+
+        // Then a notification, then a new poll: it gets the notification.
+        invite(&s, A, B, "after the client left").await;
+        let got = invitations(&poll_list(&url, f).await);
+        assert_eq!(
+            got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+            ["after the client left"],
+            "the abandoned poll took nothing"
+        );
+        send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_channel_ends_an_open_poll_with_404() {
+    // The server's wait is long: only the deletion can end this poll before the client's own
+    // timeout (30 s), which would fail the test.
+    let s = server(&[("NETAPI_CHAT_CHANNEL_POLL_WAIT", "120s")]);
+    for f in FORMATS {
+        let ch = create_channel(&s, A, f, None, None).await;
+        let sub = subscribe(&s, A, &ch, "alice").await;
+        let url = channel_url(&ch);
+        let open = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            let r = client
+                .post(&url)
+                .bearer_auth(support::APP_TOKEN)
+                .header("accept", f.media_type())
+                .send()
+                .await
+                .expect("the poll is answered");
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (status, ct, r.text().await.unwrap_or_default())
+        });
+        // Let the poll reach the server and wait (ordering only: a poll arriving after the
+        // deletion gets the same 404, so this cannot make the test pass wrongly).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let a = send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        let (status, ct, body) = open.await.unwrap();
+        let answer = Answer {
+            status,
+            headers: {
+                let mut h = http::HeaderMap::new();
+                h.insert("content-type", ct.parse().unwrap());
+                h
+            },
+            body,
+        };
+        answer.assert_error(404, "SVC2008", f);
+        // The subscriptions delivering into it went with it.
+        send_empty("GET", &sub, f)
+            .await
+            .assert_error(404, "SVC2008", f);
+    }
+}
+
+#[tokio::test]
+async fn a_newer_poll_ends_a_waiting_one_with_409() {
+    let s = server(&[("NETAPI_CHAT_CHANNEL_POLL_WAIT", "120s")]);
+    let ch = create_channel(&s, A, Format::Json, None, None).await;
+    let url = channel_url(&ch);
+    let u = url.clone();
+    let first = tokio::spawn(async move { poll(&u, Format::Xml).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = tokio::spawn({
+        let url = url.clone();
+        async move { poll(&url, Format::Json).await }
+    });
+    first
+        .await
+        .unwrap()
+        .assert_error(409, "SVC1012", Format::Xml);
+    send_empty("DELETE", ch.resource_url.as_deref().unwrap(), Format::Json).await;
+    second
+        .await
+        .unwrap()
+        .assert_error(404, "SVC2008", Format::Json);
+}
+
+#[tokio::test]
+async fn notifications_waiting_in_a_channel_survive_a_kill() {
+    let s = server(&[]);
+    let dir = s.data_dir.clone();
+    let ch = create_channel(&s, B, Format::Json, None, Some(1)).await;
+    let url = channel_url(&ch);
+    subscribe(&s, B, &ch, "bob-app").await;
+    invite(&s, A, B, "before the poll").await;
+    let handed = invitations(&poll_list(&url, Format::Json).await);
+    assert_eq!(handed.len(), 1);
+    // Handed out but not acknowledged, and one never handed out.
+    invite(&s, A, B, "never polled").await;
+    let dir_kept = s.kill();
+    assert_eq!(dir_kept, dir);
+
+    let s = Server::start_in(&dir, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")], None);
+    let again = invitations(&poll_list(&url_on(&s, &url), Format::Xml).await);
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(
+        again[0], handed[0],
+        "the same notification, with the same id"
+    );
+    assert_eq!(again[1].1, "never polled");
+    // Acknowledged by this poll: gone, after another restart too.
+    assert!(
+        poll_list(&url_on(&s, &url), Format::Json)
+            .await
+            .notification
+            .is_empty()
+    );
+    s.kill();
+    let s = Server::start_in(&dir, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")], None);
+    assert!(
+        poll_list(&url_on(&s, &url), Format::Json)
+            .await
+            .notification
+            .is_empty()
+    );
+    // The channel still works after the restarts.
+    invite(&s, A, B, "after").await;
+    let after = invitations(&poll_list(&url_on(&s, &url), Format::Json).await);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].1, "after");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A URL of an earlier run moved to server `s` (a restart binds another port).
+fn url_on(s: &Server, url: &str) -> String {
+    let path = url.splitn(4, '/').nth(3).unwrap_or_default();
+    format!("{}/{path}", s.base)
+}
+
+#[tokio::test]
+async fn two_users_channels_are_isolated() {
+    let s = server(&[]);
+    let ch = create_channel(&s, A, Format::Json, None, Some(1)).await;
+    let id = ch
+        .resource_url
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mine = create_channel(&s, M, Format::Json, None, Some(1)).await;
+    let mallory = [("authorization", format!("Bearer {}", user_token(M)))];
+    let as_m = |method: &'static str, url: String, f: Format| {
+        let h = mallory.clone();
+        async move {
+            send(
+                method,
+                &url,
+                &[(h[0].0, h[0].1.as_str()), ("accept", f.media_type())],
+                None,
+            )
+            .await
+        }
+    };
+    for f in FORMATS {
+        // Under her own user id, A's channel does not exist for Mallory.
+        for (method, url) in [
+            ("GET", s.urls().channel(M, &id)),
+            ("DELETE", s.urls().channel(M, &id)),
+            ("GET", s.urls().channel_lifetime(M, &id)),
+            ("POST", s.urls().notifications(M, &id)),
+        ] {
+            as_m(method, url, f).await.assert_error(404, "SVC2008", f);
+        }
+        // Under A's user id, her token may not act.
+        for (method, url) in [
+            ("GET", s.urls().channel(A, &id)),
+            ("POST", s.urls().notifications(A, &id)),
+            ("GET", s.urls().channels(A)),
+        ] {
+            as_m(method, url, f).await.assert_error(403, "POL0001", f);
+        }
+        // Her list shows her channel only.
+        let list: NotificationChannelList = as_m("GET", s.urls().channels(M), f).await.decode();
+        assert_eq!(list.notification_channel, vec![mine.clone()]);
+    }
+    // She cannot subscribe with A's callbackURL (answered as any host that is not allowed).
+    let body = docs::encode(
+        Format::Json,
+        &docs::subscription(ch.callback_url.as_deref().unwrap()),
+    );
+    let a = send(
+        "POST",
+        &s.urls().subscriptions(M),
+        &[
+            ("authorization", mallory[0].1.as_str()),
+            ("content-type", "application/json"),
+        ],
+        Some(&body),
+    )
+    .await;
+    a.assert_error(400, "SVC0002", Format::Json);
+    assert!(
+        a.body.contains("not an allowed callback host"),
+        "{}",
+        a.body
+    );
+    // A's notifications reach A's channel only.
+    subscribe(&s, A, &ch, "alice").await;
+    subscribe(&s, M, &mine, "mallory").await;
+    invite(&s, B, A, "for alice").await;
+    let got = invitations(&poll_list(&channel_url(&ch), Format::Json).await);
+    assert_eq!(got.len(), 1);
+    let hers = as_m("POST", channel_url(&mine), Format::Json).await;
+    assert_eq!(hers.status, 200);
+    let hers: NotificationList = hers.decode();
+    assert!(hers.notification.is_empty(), "{hers:?}");
+}
+
+#[tokio::test]
+async fn an_unsupported_channel_type_is_refused_with_pol1023() {
+    let s = server(&[]);
+    for f in FORMATS {
+        for t in [ChannelType::OmaPush, ChannelType::NativeChannel] {
+            let a = send_doc(
+                "POST",
+                &s.urls().channels(A),
+                f,
+                &docs::channel(t, None, None),
+            )
+            .await;
+            let e = a.assert_error(403, "POL1023", f);
+            let ex = e.policy_exception.expect("a policyException");
+            assert_eq!(
+                ex.variables,
+                vec![t.as_str().to_owned(), "LongPolling,WebSockets".into()]
+            );
+        }
+    }
+    let list: NotificationChannelList = send_empty("GET", &s.urls().channels(A), Format::Json)
+        .await
+        .decode();
+    assert!(list.notification_channel.is_empty());
+}
+
+#[tokio::test]
+async fn channel_values_and_counts_are_bounded() {
+    let s = server(&[("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "2")]);
+    for f in FORMATS {
+        for bad in [0, 101, -1] {
+            let a = send_doc(
+                "POST",
+                &s.urls().channels(A),
+                f,
+                &docs::channel(ChannelType::LongPolling, Some(bad), None),
+            )
+            .await;
+            a.assert_error(400, "SVC0002", f);
+        }
+        let a = send_doc(
+            "POST",
+            &s.urls().channels(A),
+            f,
+            &docs::channel(ChannelType::LongPolling, None, Some(600)),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        let ch: NotificationChannel = a.decode();
+        assert_eq!(
+            ch.channel_data.unwrap().max_wait_time,
+            Some(25),
+            "a longer wait than the server's is shortened"
+        );
+    }
+    let a = send_doc(
+        "POST",
+        &s.urls().channels(A),
+        Format::Json,
+        &docs::channel(ChannelType::LongPolling, None, None),
+    )
+    .await;
+    a.assert_error(403, "POL2008", Format::Json);
+}
+
+#[tokio::test]
+async fn a_channel_whose_lifetime_ends_goes_with_its_subscriptions() {
+    let s = server(&[]);
+    let mut req = docs::channel(ChannelType::LongPolling, None, Some(1));
+    req.channel_lifetime = Some(1);
+    let a = send_doc("POST", &s.urls().channels(A), Format::Json, &req).await;
+    let ch: NotificationChannel = a.decode();
+    assert_eq!(ch.channel_lifetime, Some(1));
+    let sub = subscribe(&s, A, &ch, "alice").await;
+    let url = ch.resource_url.clone().unwrap();
+    // Wait (bounded) for the expiry; nothing polls, so nothing keeps it alive.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = send_empty("GET", &url, Format::Json).await;
+        if a.status == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the channel did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    send_empty("GET", &sub, Format::Json)
+        .await
+        .assert_error(404, "SVC2008", Format::Json);
+}
+
+#[tokio::test]
+async fn a_channel_that_is_not_polled_is_bounded_by_the_backlog_cap() {
+    let s = server(&[("NETAPI_CHAT_DELIVERY_BACKLOG", "2")]);
+    let ch = create_channel(&s, B, Format::Json, None, Some(1)).await;
+    let sub = subscribe(&s, B, &ch, "bob-app").await;
+    for subject in ["one", "two", "three", "four"] {
+        invite(&s, A, B, subject).await;
+    }
+    // Past the cap the subscription is disabled, as for a callback that does not keep up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: ChatSubscription = send_empty("GET", &sub, Format::Json).await.decode();
+        if got.subscription_status == Some(netapi_chat_api::SubscriptionStatus::Disabled) {
+            assert!(got.status_reason.unwrap_or_default().contains("backlog"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not disabled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What the channel took is still answered; what it could not take is a dead letter.
+    let got = invitations(&poll_list(&channel_url(&ch), Format::Json).await);
+    assert_eq!(
+        got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+    let id = sub.rsplit('/').next().unwrap();
+    let dead: netapi_chat_api::DeadLetterList =
+        send_empty("GET", &s.urls().dead_letters(B, id), Format::Json)
+            .await
+            .decode();
+    let first = dead.dead_letter.first().expect("a dead letter");
+    assert_eq!(
+        first
+            .session_invitation_notification
+            .as_ref()
+            .and_then(|n| n.subject.as_deref()),
+        Some("three")
+    );
+}
+
+// ------------------------------------------------------------------------------ WebSockets
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a channel's socket with `token`, asking for frames in `f`; the HTTP status of a
+/// refused handshake otherwise.
+async fn connect(url: &str, token: &str, f: Format) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws URL");
+    let h = request.headers_mut();
+    if !token.is_empty() {
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
+    let host = request.uri().authority().expect("host").to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+/// The next frame: (webhookId, invitation subject).
+async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        let Message::Text(t) = m else { continue };
+        if f == Format::Xml {
+            support::xsd_validate(&t);
+        }
+        let list: NotificationList = netapi_chat_runtime::wire::decode(
+            f,
+            t.as_bytes(),
+            &netapi_chat_runtime::xml::XmlLimits::default(),
+        )
+        .expect("a notificationList");
+        assert_eq!(list.notification.len(), 1, "one notification a frame");
+        return invitations(&list).remove(0);
+    }
+}
+
+async fn ack(ws: &mut Socket, id: &str) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(id.into()))
+        .await
+        .expect("acknowledge");
+}
+
+async fn create_socket_channel(s: &Server, user: &str) -> NotificationChannel {
+    let a = send_doc(
+        "POST",
+        &s.urls().channels(user),
+        Format::Json,
+        &docs::channel(ChannelType::WebSockets, None, Some(1)),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let ch: NotificationChannel = a.decode();
+    assert_eq!(ch.channel_type, ChannelType::WebSockets);
+    assert!(channel_url(&ch).starts_with("ws://"), "{ch:?}");
+    ch
+}
+
+#[tokio::test]
+async fn a_frame_comes_again_until_acknowledged_across_sockets_and_a_kill() {
+    let s = server(&[]);
+    let dir = s.data_dir.clone();
+    let ch = create_socket_channel(&s, B).await;
+    subscribe(&s, B, &ch, "bob-app").await;
+    invite(&s, A, B, "one").await;
+    for f in FORMATS {
+        // Not acknowledged: the next socket gets it again, with the same id.
+        let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, f)
+            .await
+            .unwrap();
+        let first = frame(&mut ws, f).await;
+        assert_eq!(first.1, "one");
+        drop(ws);
+        let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, f)
+            .await
+            .unwrap();
+        assert_eq!(frame(&mut ws, f).await, first);
+    }
+    invite(&s, A, B, "two").await;
+    let url = channel_url(&ch);
+    s.kill();
+    let s = Server::start_in(&dir, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")], None);
+    let url = format!(
+        "ws://{}/{}",
+        s.base.trim_start_matches("http://"),
+        url.splitn(4, '/').nth(3).unwrap()
+    );
+    let mut ws = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    let one = frame(&mut ws, Format::Json).await;
+    assert_eq!(one.1, "one");
+    ack(&mut ws, &one.0).await;
+    let two = frame(&mut ws, Format::Json).await;
+    assert_eq!(two.1, "two");
+    ack(&mut ws, &two.0).await;
+    invite(&s, A, B, "three").await;
+    let three = frame(&mut ws, Format::Json).await;
+    assert_eq!(three.1, "three");
+    assert!(one.0 != two.0 && two.0 != three.0);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn socket_handshakes_are_checked_like_requests() {
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    let id = ch
+        .resource_url
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mallory = user_token(M);
+    assert_eq!(connect(&url, "", Format::Json).await.err(), Some(401));
+    assert_eq!(connect(&url, &mallory, Format::Json).await.err(), Some(403));
+    let under_m = url.replace(&support::enc(A), &support::enc(M));
+    assert_ne!(under_m, url);
+    assert_eq!(
+        connect(&under_m, &mallory, Format::Json).await.err(),
+        Some(404),
+        "another user's channel is a channel that does not exist"
+    );
+    // A long-poll channel has no socket; a WebSockets channel is not polled.
+    let polled = create_channel(&s, A, Format::Json, None, Some(1)).await;
+    let lp_socket = format!(
+        "{}/websocket",
+        polled
+            .resource_url
+            .as_deref()
+            .unwrap()
+            .replacen("http://", "ws://", 1)
+    );
+    assert_eq!(
+        connect(&lp_socket, support::APP_TOKEN, Format::Json)
+            .await
+            .err(),
+        Some(403)
+    );
+    poll(&s.urls().notifications(A, &id), Format::Xml)
+        .await
+        .assert_error(403, "POL0001", Format::Xml);
+}
+
+#[tokio::test]
+async fn deleting_a_channel_closes_its_socket() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    let a = send_empty("DELETE", ch.resource_url.as_deref().unwrap(), Format::Json).await;
+    assert_eq!(a.status, 204);
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed");
+    assert_eq!(closed, Some(1001));
+}
+
+#[tokio::test]
+async fn the_channel_list_is_paged_like_every_list() {
+    let s = server(&[]);
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(create_channel(&s, A, Format::Json, None, Some(1)).await);
+    }
+    for f in FORMATS {
+        let first = send_empty("GET", &format!("{}?maxEntries=2", s.urls().channels(A)), f).await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        let page: NotificationChannelList = first.decode();
+        assert_eq!(page.notification_channel, made[..2].to_vec());
+        let next = page
+            .link
+            .iter()
+            .find(|l| l.rel == "next")
+            .expect("a next link")
+            .href
+            .clone();
+        assert_eq!(first.header("link"), format!("<{next}>; rel=\"next\""));
+        let last = send_empty("GET", &next, f).await;
+        let page: NotificationChannelList = last.decode();
+        assert_eq!(page.notification_channel, made[2..].to_vec());
+        assert!(page.link.is_empty() && last.header("link").is_empty());
+    }
+    send_empty(
+        "GET",
+        &format!("{}?maxEntries=0", s.urls().channels(A)),
+        Format::Json,
+    )
+    .await
+    .assert_error(400, "SVC0002", Format::Json);
+}
+
+#[tokio::test]
+async fn a_graceful_stop_answers_an_open_poll_at_once() {
+    // The poll would wait 120 s and the drain allows 60 s: only an answer at the stop itself
+    // comes within the client's 30 s.
+    let s = server(&[
+        ("NETAPI_CHAT_CHANNEL_POLL_WAIT", "120s"),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "60"),
+    ]);
+    let ch = create_channel(&s, A, Format::Json, None, None).await;
+    let url = channel_url(&ch);
+    let open = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let r = client
+            .post(&url)
+            .bearer_auth(support::APP_TOKEN)
+            .send()
+            .await
+            .expect("the poll is answered");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    });
+    // Ordering only (a poll arriving during the stop is answered at once too).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let (code, body) = open.await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, r#"{"notificationList":{}}"#);
+}

@@ -1,0 +1,130 @@
+//! Notification channels seen from an application (issue 15): a [`Relay`] runs a channel's
+//! poll loop (long polling) or socket (WebSockets) and POSTs every notification it gets, as
+//! the document a callback would have received, to a [`Listener`](super::Listener), so a
+//! flow reads a user's notifications the same way whichever way (`Via`) they came.
+
+use netapi_chat_api::{ChannelNotification, NotificationList};
+use netapi_chat_runtime::Format;
+use netapi_chat_runtime::wire;
+use netapi_chat_runtime::xml::XmlLimits;
+
+use super::{APP_TOKEN, send_empty, xsd_validate};
+
+/// A poll loop (or socket) on a user's notification channel, relaying to the user's listener.
+/// Stops when dropped (with the user), or when the channel is gone.
+pub struct Relay(tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Relay {
+    /// Long-polls `channel_url` in `format` (each poll acknowledging the previous answer) and
+    /// POSTs every notification a poll answers to `listener_url`.
+    pub fn start(channel_url: String, format: Format, listener_url: String) -> Relay {
+        Relay(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let a = send_empty("POST", &channel_url, format).await;
+                if a.status == 404 {
+                    return;
+                }
+                assert_eq!(a.status, 200, "poll of {channel_url}: {}", a.body);
+                let list: NotificationList = a.decode();
+                for e in list.notification {
+                    let id = e.webhook_id.clone();
+                    relay(&http, &listener_url, format, &id, entry_body(e, format)).await;
+                }
+            }
+        }))
+    }
+
+    /// A socket on a WebSockets channel: each frame (one notification, XML validated against
+    /// the XSD) is handed to the listener, then acknowledged by sending its `webhookId` back.
+    pub fn start_socket(channel_url: String, format: Format, listener_url: String) -> Relay {
+        Relay(tokio::spawn(async move {
+            use futures_util::{SinkExt, StreamExt};
+            use tokio_tungstenite::tungstenite::Message;
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = channel_url.as_str().into_client_request().expect("ws URL");
+            let h = request.headers_mut();
+            h.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {APP_TOKEN}").parse().unwrap(),
+            );
+            h.insert(http::header::ACCEPT, format.media_type().parse().unwrap());
+            let host = request.uri().authority().expect("host").to_string();
+            let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+            let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+                .await
+                .expect("WebSocket handshake");
+            let http = reqwest::Client::new();
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                if format == Format::Xml {
+                    xsd_validate(&t);
+                }
+                let mut list: NotificationList =
+                    wire::decode(format, t.as_bytes(), &XmlLimits::default())
+                        .expect("a frame is a notificationList");
+                assert_eq!(list.notification.len(), 1, "one notification a frame: {t}");
+                let e = list.notification.remove(0);
+                let id = e.webhook_id.clone();
+                relay(&http, &listener_url, format, &id, entry_body(e, format)).await;
+                ws.send(Message::Text(id.into()))
+                    .await
+                    .expect("acknowledge");
+            }
+        }))
+    }
+}
+
+/// POSTs one notification to the listener, with its `webhook-id`.
+async fn relay(
+    http: &reqwest::Client,
+    listener_url: &str,
+    format: Format,
+    id: &str,
+    body: Vec<u8>,
+) {
+    http.post(listener_url)
+        .header(http::header::CONTENT_TYPE, format.media_type())
+        .header("webhook-id", id)
+        .body(body)
+        .send()
+        .await
+        .expect("relay to the listener");
+}
+
+/// The notification of a list entry, as the document a callback would have received.
+pub fn entry_body(e: ChannelNotification, format: Format) -> Vec<u8> {
+    match e {
+        ChannelNotification {
+            session_invitation_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            participant_status_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            chat_event_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            message_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            message_delivery_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        ChannelNotification {
+            subscription_cancellation_notification: Some(n),
+            ..
+        } => wire::encode(format, &n),
+        other => panic!("an entry without a notification: {other:?}"),
+    }
+}
