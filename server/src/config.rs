@@ -130,6 +130,9 @@ pub struct Config {
     /// its key; both set, the server speaks HTTPS only (see [`crate::tls`]). Default (`None`):
     /// plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `NETAPI_CHAT_CALLBACK_CA_FILE`: PEM root certificates trusted for `https` notifyURLs
+    /// besides Mozilla's (a receiver behind a private CA). Default (`None`): Mozilla's only.
+    pub callback_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -247,6 +250,7 @@ impl Default for Config {
             admin_token: None,
             retention: Retention::default(),
             tls: None,
+            callback_ca_file: None,
         }
     }
 }
@@ -342,6 +346,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_JWT_SCOPE", "chat", "the scope a JWT must carry"),
     Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "each subscription has its own secret", "opt-in: one `whsec_…` secret signing every subscription whose client sent none (Standard Webhooks; see Verifying notifications)").secret(),
     Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too"),
+    Setting::unset("NETAPI_CHAT_CALLBACK_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for `https` notifyURLs besides Mozilla's (webpki-roots), for receivers behind a private CA"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1`: callbacks may reach loopback addresses (local development only)"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1`: callbacks may reach private-network addresses"),
     Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),
@@ -874,6 +879,11 @@ impl Config {
                     });
                 }
             },
+            callback_ca_file: s
+                .text("NETAPI_CHAT_CALLBACK_CA_FILE")
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
             log_format: match s.text("NETAPI_CHAT_LOG_FORMAT").map(str::trim) {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,

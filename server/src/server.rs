@@ -150,6 +150,7 @@ pub fn check(config: &Config) -> Result<(), String> {
     if let Some(files) = &config.tls {
         crate::tls::server_config(files)?;
     }
+    crate::tls::callback_client_config(config.callback_ca_file.as_deref())?;
     if let Some(secret) = &config.webhook_secret {
         Signer::from_secret(secret).map_err(|e| format!("NETAPI_CHAT_WEBHOOK_SECRET: {e}"))?;
     }
@@ -325,6 +326,10 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         invitation_timeout: config.invitation_timeout,
         retry: config.retry_policy(),
         callbacks: config.callbacks,
+        callback_tls: Arc::new(
+            crate::tls::callback_client_config(config.callback_ca_file.as_deref())
+                .map_err(StartError::Listen)?,
+        ),
         signer: signer.map(Arc::new),
         own_secrets: !server_wide,
         rotation_window: config.rotation_window,

@@ -66,3 +66,40 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// The TLS configuration callbacks to `https` notifyURLs are made with (issue 13): Mozilla's
+/// root certificates (`webpki-roots`, so every machine trusts the same set, whatever its
+/// system store holds) plus the PEM certificates of `NETAPI_CHAT_CALLBACK_CA_FILE`, for
+/// receivers behind a private CA (and tests). ALPN offers `http/1.1` only: delivery speaks
+/// HTTP/1.1 (see `notify::endpoints`). The error names the setting and the file.
+pub fn callback_client_config(
+    extra_roots: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(file) = extra_roots {
+        let err = |p: String| format!("NETAPI_CHAT_CALLBACK_CA_FILE: {}: {p}", file.display());
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| err(pem_problem(&e, "certificate")))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(pem_problem(&e, "certificate")))?;
+        if certs.is_empty() {
+            return Err(err(
+                "no certificate in the file (PEM `CERTIFICATE` blocks expected)".to_owned(),
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| err(format!("not a usable root certificate: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

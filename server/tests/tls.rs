@@ -4,7 +4,8 @@
 //! server hands out (Location, resourceURL, the links of the notifications at a real callback
 //! listener) is `https`; a plain-HTTP request and a client that does not trust the certificate
 //! get nowhere. `check-config` refuses a missing, unreadable or mismatched pair with a message
-//! that names the setting.
+//! that names the setting. The other direction: `https` notifyURLs are delivered over TLS to a
+//! receiver whose certificate verifies (`NETAPI_CHAT_CALLBACK_CA_FILE`), and to no other.
 
 mod support;
 
@@ -327,4 +328,165 @@ async fn a_silent_client_on_the_https_port_is_disconnected() {
     );
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTPS callback receiver on 127.0.0.1 with the certificate `cert`/`key`: what arrives
+/// (each notification body) and how many TLS handshakes failed (a client that refused the
+/// certificate), each with a bell rung when it changes.
+struct HttpsReceiver {
+    url: String,
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+    bell: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpsReceiver {
+    async fn start(cert: &Path, key: &Path) -> HttpsReceiver {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_file_iter(cert)
+            .expect("certificate file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate");
+        let key = PrivateKeyDer::from_pem_file(key).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("https://{}/cb", listener.local_addr().expect("address"));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bell = Arc::new(tokio::sync::Notify::new());
+        let (b, r, n) = (bodies.clone(), refused.clone(), bell.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, b, r, n) = (acceptor.clone(), b.clone(), r.clone(), n.clone());
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(tls) => tls,
+                        Err(_) => {
+                            r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            n.notify_waiters();
+                            return;
+                        }
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (b, n) = (b.clone(), n.clone());
+                            async move {
+                                let body = req.into_body().collect().await?.to_bytes();
+                                b.lock()
+                                    .unwrap()
+                                    .push(String::from_utf8_lossy(&body).into_owned());
+                                n.notify_waiters();
+                                let mut answer = http::Response::new(Full::new(Bytes::new()));
+                                *answer.status_mut() = http::StatusCode::NO_CONTENT;
+                                Ok::<_, hyper::Error>(answer)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        HttpsReceiver {
+            url,
+            bodies,
+            refused,
+            bell,
+            task,
+        }
+    }
+
+    /// Waits (at most 10 s) until `done` holds of (bodies, refused handshakes).
+    async fn wait(&self, what: &str, done: impl Fn(&[String], usize) -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let bell = self.bell.notified();
+            let bodies = self.bodies.lock().unwrap().clone();
+            let refused = self.refused.load(std::sync::atomic::Ordering::SeqCst);
+            if done(&bodies, refused) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, bell).await.is_err() {
+                panic!("{what}: not within 10 s (bodies {bodies:?}, refused handshakes {refused})");
+            }
+        }
+    }
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `https` notifyURLs (issue 13): notifications reach a receiver over TLS, in JSON and XML,
+/// when its certificate verifies against the roots the server trusts (here the receiver's
+/// own self-signed certificate, given as `NETAPI_CHAT_CALLBACK_CA_FILE`); a server that does
+/// not trust it refuses the handshake and delivers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_callbacks_are_delivered_only_to_a_certificate_that_verifies() {
+    let dir = temp_data_dir();
+    let (cert, key, _) = certificate(&dir, "receiver");
+    let rx = HttpsReceiver::start(&cert, &key).await;
+    let ca = cert.to_string_lossy().into_owned();
+    let srv = Server::start(&[("NETAPI_CHAT_CALLBACK_CA_FILE", &ca)]);
+    for (n, format) in [Format::Json, Format::Xml].into_iter().enumerate() {
+        let user = [B, "tel:+15551230003"][n];
+        let doc = docs::subscription_to(&rx.url, user, format);
+        support::chat::subscribe_with(&srv, user, &doc, format).await;
+        support::chat::start_session(&srv, A, &docs::session("over https", &[user])).await;
+        rx.wait("the invitation over https", |bodies, _| {
+            bodies.len() == n + 1
+        })
+        .await;
+        let body = rx.bodies.lock().unwrap()[n].clone();
+        assert!(body.contains("sessionInvitationNotification"), "{body}");
+        let decoded: SessionInvitationNotification =
+            wire::decode(format, body.as_bytes(), &XmlLimits::default())
+                .unwrap_or_else(|e| panic!("a sessionInvitationNotification: {e}\n{body}"));
+        assert!(!decoded.link.is_empty(), "{body}");
+    }
+    assert_eq!(rx.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Mozilla's roots only: the receiver's self-signed certificate does not verify.
+    let strict = Server::start(&[]);
+    let user = "tel:+15551230004";
+    let doc = docs::subscription_to(&rx.url, user, Format::Json);
+    support::chat::subscribe_with(&strict, user, &doc, Format::Json).await;
+    support::chat::start_session(&strict, A, &docs::session("untrusted", &[user])).await;
+    rx.wait("a refused handshake", |_, refused| refused >= 1)
+        .await;
+    assert_eq!(
+        rx.bodies.lock().unwrap().len(),
+        2,
+        "nothing over an unverified connection"
+    );
+}
+
+/// A CA file that holds no certificate is refused by `check-config`, naming the setting.
+#[test]
+fn check_config_refuses_a_callback_ca_file_without_certificates() {
+    let dir = temp_data_dir();
+    let bad = dir.join("not-a-ca.pem");
+    std::fs::write(&bad, "no certificate here\n").expect("write");
+    let bad = bad.to_string_lossy().into_owned();
+    let (code, out) = check_config(&dir, &[("NETAPI_CHAT_CALLBACK_CA_FILE", &bad)]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("NETAPI_CHAT_CALLBACK_CA_FILE"), "{out}");
 }

@@ -133,6 +133,8 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// Which callback addresses may be reached.
     pub callbacks: CallbackPolicy,
+    /// What `https` callbacks trust (`crate::tls::callback_client_config`).
+    pub callback_tls: Arc<rustls::ClientConfig>,
     /// The server-wide secret: signs the notifications of subscriptions without one of their
     /// own (see [`secrets`]).
     pub signer: Option<Arc<Signer>>,
@@ -283,7 +285,7 @@ impl Chat {
                 policy: settings.retry.clone(),
                 store: store.clone(),
                 forgetter: crate::notify::Forgetter::start(store.clone()),
-                endpoints: crate::notify::endpoints::Endpoints::default(),
+                endpoints: crate::notify::endpoints::Endpoints::new(settings.callback_tls.clone()),
                 on_disable: Arc::new(move |id: &str, reason: &str| {
                     if let Some(chat) = gone.upgrade() {
                         chat.disable_subscription(id, reason);

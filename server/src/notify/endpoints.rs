@@ -19,9 +19,12 @@
 //! delivery tasks (one attempt in flight per subscription). An answer's body is read (to keep
 //! the connection) up to [`MAX_ANSWER_BYTES`]; a longer one closes the connection.
 //!
-//! HTTP/1.1 only, plain `http`: there is no TLS client (an `https` callback fails every
-//! attempt, as it did with the earlier client, which was built without TLS), so there is no
-//! ALPN to offer HTTP/2 with, and HTTP/2 by prior knowledge would fail every delivery to the
+//! `http` and `https`: an `https` connection is TLS (rustls) over the same pinned TCP
+//! connection, the certificate checked against the URL's host name (SNI) and the roots of
+//! `crate::tls::callback_client_config` (Mozilla's, plus `NETAPI_CHAT_CALLBACK_CA_FILE`); a
+//! certificate that does not verify fails the attempt like an unreachable receiver. HTTP/1.1
+//! only (ALPN offers `http/1.1`): one request in flight per subscription leaves nothing for
+//! HTTP/2's multiplexing to win, and HTTP/2 by prior knowledge would fail every delivery to the
 //! many receivers that only speak HTTP/1.1.
 
 use crate::callback_guard::{CallbackPolicy, resolve_checked};
@@ -82,18 +85,23 @@ pub struct Endpoint {
     target: http::Uri,
     /// The `Host` header.
     host: http::HeaderValue,
+    /// For `https`: the name its certificate must hold (SNI); `None` for `http`.
+    tls_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Endpoint {
     /// The endpoint of a callback URL, or why it cannot be delivered to.
     pub fn parse(notify_url: &str) -> Result<Endpoint, String> {
         let url = reqwest::Url::parse(notify_url).map_err(|e| e.to_string())?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "{} callbacks are not supported (plain http only)",
-                url.scheme()
-            ));
-        }
+        let tls_name = match url.scheme() {
+            "http" => None,
+            "https" => Some(tls_name(&url)?),
+            other => {
+                return Err(format!(
+                    "{other} callbacks are not supported (http or https)"
+                ));
+            }
+        };
         let origin = Origin::of(&url).ok_or_else(|| "the callback URL has no host".to_owned())?;
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
@@ -110,7 +118,23 @@ impl Endpoint {
             origin,
             target,
             host,
+            tls_name,
         })
+    }
+}
+
+/// The name an `https` URL's certificate must hold: its DNS name, or its IP address.
+fn tls_name(url: &reqwest::Url) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    use rustls::pki_types::ServerName;
+    let host = url
+        .host_str()
+        .ok_or_else(|| "the callback URL has no host".to_owned())?;
+    // An IPv6 literal is written in brackets in a URL, not in a certificate.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(ServerName::IpAddress(ip.into())),
+        Err(_) => ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host} is not a name a certificate can hold: {e}")),
     }
 }
 
@@ -146,9 +170,11 @@ struct Entry {
 }
 
 /// The connections, by endpoint; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Endpoints {
     map: Arc<Mutex<HashMap<Origin, Entry>>>,
+    /// What `https` connections trust.
+    tls: tokio_rustls::TlsConnector,
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -170,6 +196,14 @@ struct Conn {
 }
 
 impl Endpoints {
+    /// No connections yet; `https` ones made with `tls`.
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Endpoints {
+        Endpoints {
+            map: Arc::default(),
+            tls: tokio_rustls::TlsConnector::from(tls),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, Entry>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -289,14 +323,16 @@ impl Endpoints {
             match tokio::net::TcpStream::connect(addr).await {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
-                    let (sender, connection) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                            .await
-                            .map_err(|e| Failure::Unreachable(e.to_string()))?;
-                    // Ends when the receiver closes or the sender is dropped.
-                    tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
+                    let sender = match &ep.tls_name {
+                        None => http1(tcp).await?,
+                        Some(name) => {
+                            let tls =
+                                self.tls.connect(name.clone(), tcp).await.map_err(|e| {
+                                    Failure::Unreachable(format!("{addr}: TLS: {e}"))
+                                })?;
+                            http1(tls).await?
+                        }
+                    };
                     return Ok(Conn {
                         sender,
                         generation,
@@ -395,6 +431,21 @@ impl Endpoints {
     }
 }
 
+/// An HTTP/1.1 connection over `io`, its driver spawned (it ends when the receiver closes or
+/// the sender is dropped).
+async fn http1<T>(io: T) -> Result<Sender, Failure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,7 +481,22 @@ mod tests {
         let e = Endpoint::parse("http://example.com").unwrap();
         assert_eq!(e.target, "/");
         assert_eq!(e.host, "example.com");
-        assert!(Endpoint::parse("https://example.com/").is_err());
+        let e = Endpoint::parse("https://example.com:8443/cb").unwrap();
+        assert_eq!(e.host, "example.com:8443");
+        assert!(e.tls_name.is_some());
+        assert!(
+            Endpoint::parse("http://example.com/")
+                .unwrap()
+                .tls_name
+                .is_none()
+        );
+        assert!(
+            Endpoint::parse("https://[2001:db8::1]/")
+                .unwrap()
+                .tls_name
+                .is_some()
+        );
+        assert!(Endpoint::parse("ftp://example.com/").is_err());
         assert!(Endpoint::parse("not a url").is_err());
     }
 }
