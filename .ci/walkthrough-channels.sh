@@ -14,44 +14,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 README="$ROOT/README.md"
 
-say() { echo "walkthrough-channels: $*" >&2; }
-fail() {
-    say "FAILED: $*"
-    exit 1
-}
-command -v curl >/dev/null 2>&1 || fail "curl is missing"
+WALKTHROUGH_NAME=walkthrough-channels
+# shellcheck source=.ci/walkthrough-lib.sh
+. "$ROOT/.ci/walkthrough-lib.sh"
+ensure_curl
+walkthrough_tmp walkthrough-channels
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/netapi-chat-walkthrough-channels.XXXXXX")
-PIDS=()
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$status" != 0 ]; then
-        for log in "$TMP"/*.log; do
-            [ -e "$log" ] || continue
-            echo "----- $(basename "$log")" >&2
-            cat "$log" >&2
-        done
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-SECTION=$(awk '/^## Notification channels/ {on = 1; next} /^## / {on = 0} on' "$README")
-[ -n "$SECTION" ] || fail "README.md has no \"## Notification channels\" section"
-block() {
-    printf '%s\n' "$SECTION" | awk -v want="$1" '
-        /^```sh$/ { n++; inside = (n == want); next }
-        /^```/    { inside = 0; next }
-        inside'
-}
-BLOCKS=$(printf '%s\n' "$SECTION" | grep -c '^```sh$' || true)
-[ "$BLOCKS" = 2 ] || fail "expected 2 sh blocks in the section, found $BLOCKS"
+readme_section "## Notification channels"
+expect_blocks 2
 TERMINAL=$(block 1)
 SESSION=$(block 2)
 printf '%s\n' "$TERMINAL" | grep -q 'cargo run --release' || fail "no 'cargo run --release'"
@@ -59,15 +29,7 @@ printf '%s\n' "$TERMINAL" | grep -q 'ALLOW_LOOPBACK' && fail "channels must not 
 printf '%s\n' "$SESSION" | grep -qF 127.0.0.1:8080 || fail "the session no longer uses 127.0.0.1:8080"
 if printf '%s\n' "$SESSION" | grep -q 'xtask listen'; then fail "the session starts a listener"; fi
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT=
-for p in 8080 $(shuf -i 20000-60999 -n 100); do
-    if port_free "$p"; then
-        PORT=$p
-        break
-    fi
-done
-[ -n "$PORT" ] || fail "no free port found"
+PORT=$(pick_port 8080)
 say "server port $PORT"
 
 CARGO=$(type -P cargo) || fail "cargo is not on PATH"

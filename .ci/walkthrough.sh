@@ -33,54 +33,15 @@ case "$VARIANT" in
         ;;
 esac
 
-say() { echo "walkthrough ($VARIANT): $*" >&2; }
-fail() {
-    say "FAILED: $*"
-    exit 1
-}
-
-if ! command -v curl >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "installing curl"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
-    else
-        fail "curl is missing (install it, or run as root on Debian to have it installed)"
-    fi
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/netapi-chat-walkthrough.XXXXXX")
-PIDS=()
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$status" != 0 ]; then
-        for log in "$TMP"/*.log; do
-            [ -e "$log" ] || continue
-            echo "----- $(basename "$log")" >&2
-            cat "$log" >&2
-        done
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+WALKTHROUGH_NAME="walkthrough ($VARIANT)"
+# shellcheck source=.ci/walkthrough-lib.sh
+. "$ROOT/.ci/walkthrough-lib.sh"
+ensure_curl
+walkthrough_tmp walkthrough
 
 # --- the README's walkthrough blocks ---------------------------------------------------------
-SECTION=$(awk -v heading="$HEADING" 'index($0, heading) == 1 {on = 1; next} /^## / {on = 0} on' "$README")
-[ -n "$SECTION" ] || fail "README.md has no \"$HEADING\" section"
-block() {
-    printf '%s\n' "$SECTION" | awk -v want="$1" '
-        /^```sh$/ { n++; inside = (n == want); next }
-        /^```/    { inside = 0; next }
-        inside'
-}
-BLOCKS=$(printf '%s\n' "$SECTION" | grep -c '^```sh$' || true)
-[ "$BLOCKS" = 2 ] || fail "expected 2 sh blocks in the walkthrough, found $BLOCKS"
+readme_section "$HEADING"
+expect_blocks 2
 TERMINALS=$(block 1)
 SESSION=$(block 2)
 
@@ -92,20 +53,6 @@ printf '%s\n' "$TERMINALS" | grep -q 'listen 9002 .*bob' || fail "no 'listen 900
 printf '%s\n' "$TERMINALS" | grep -q 'cargo run --release' || fail "no 'cargo run --release'"
 
 # --- free ports (the README's own when they are free) ----------------------------------------
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-TAKEN=" "
-pick_port() {
-    local p
-    for p in "$1" $(shuf -i 20000-60999 -n 100); do
-        case "$TAKEN" in *" $p "*) continue ;; esac
-        if port_free "$p"; then
-            TAKEN="$TAKEN$p "
-            echo "$p"
-            return
-        fi
-    done
-    fail "no free port found"
-}
 SERVER_PORT=$(pick_port 8080)
 TAKEN=" $SERVER_PORT "
 ALICE_PORT=$(pick_port 9001)
