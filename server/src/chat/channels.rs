@@ -20,6 +20,7 @@ use super::page::{self, PageRequest};
 use super::records;
 use super::refused::Refused;
 use super::state::{Channel, ChannelRecord, State};
+use super::views::with_notification;
 use super::{Change, Chat, durable, missing};
 use crate::notify::channel::{Mailbox, Polled};
 use crate::notify::webhook_id;
@@ -118,32 +119,12 @@ pub(super) fn may_create(held: usize, limit: usize) -> Result<(), Refused> {
 
 /// A notification as a poll answers it: its stable id and the notification under its name.
 pub(crate) fn entry(id: u64, n: Notification) -> ChannelNotification {
-    let mut e = ChannelNotification {
-        webhook_id: webhook_id(id),
-        session_invitation_notification: None,
-        participant_status_notification: None,
-        chat_event_notification: None,
-        message_notification: None,
-        message_delivery_notification: None,
-        subscription_cancellation_notification: None,
-    };
-    match n {
-        Notification::SessionInvitationNotification(n) => {
-            e.session_invitation_notification = Some(n);
-        }
-        Notification::ParticipantStatusNotification(n) => {
-            e.participant_status_notification = Some(n);
-        }
-        Notification::ChatEventNotification(n) => e.chat_event_notification = Some(n),
-        Notification::MessageNotification(n) => e.message_notification = Some(n),
-        Notification::MessageDeliveryNotification(n) => {
-            e.message_delivery_notification = Some(n);
-        }
-        Notification::SubscriptionCancellationNotification(n) => {
-            e.subscription_cancellation_notification = Some(n);
-        }
-    }
-    e
+    with_notification!(
+        ChannelNotification {
+            webhook_id: webhook_id(id)
+        },
+        n
+    )
 }
 
 impl Chat {

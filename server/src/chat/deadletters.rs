@@ -17,6 +17,7 @@
 
 use super::page::{self, PageRequest};
 use super::records;
+use super::views::with_notification;
 use super::{Change, Chat, durable, missing, read_failed};
 use crate::address::encode_segment;
 use crate::logsafe::Escaped;
@@ -72,35 +73,15 @@ fn at(ms: i64) -> String {
 /// A dead letter as listed: its `webhook-id`, times and attempts, and the notification in
 /// the one element named after its kind (what the callback's body would have held).
 pub fn entry(row: &DeadLetterRow, n: Notification) -> DeadLetter {
-    let mut e = DeadLetter {
-        webhook_id: webhook_id(row.id),
-        created: at(row.created_ms),
-        died: at(row.dead_ms),
-        attempts: i64::from(row.attempts),
-        session_invitation_notification: None,
-        participant_status_notification: None,
-        chat_event_notification: None,
-        message_notification: None,
-        message_delivery_notification: None,
-        subscription_cancellation_notification: None,
-    };
-    match n {
-        Notification::SessionInvitationNotification(n) => {
-            e.session_invitation_notification = Some(n);
-        }
-        Notification::ParticipantStatusNotification(n) => {
-            e.participant_status_notification = Some(n);
-        }
-        Notification::ChatEventNotification(n) => e.chat_event_notification = Some(n),
-        Notification::MessageNotification(n) => e.message_notification = Some(n),
-        Notification::MessageDeliveryNotification(n) => {
-            e.message_delivery_notification = Some(n);
-        }
-        Notification::SubscriptionCancellationNotification(n) => {
-            e.subscription_cancellation_notification = Some(n);
-        }
-    }
-    e
+    with_notification!(
+        DeadLetter {
+            webhook_id: webhook_id(row.id),
+            created: at(row.created_ms),
+            died: at(row.dead_ms),
+            attempts: i64::from(row.attempts),
+        },
+        n
+    )
 }
 
 impl Chat {

@@ -225,3 +225,39 @@ pub fn delivery(
         ],
     })
 }
+
+/// A document carrying one notification in the element named after its kind (a channel poll's
+/// entry, a dead letter: the generated types have one optional field per kind, the choice of
+/// `Notification`): `$ty { given fields }` with `$n` placed in its field and the others `None`.
+/// Written once here so that a new kind of notification is added in one place.
+macro_rules! with_notification {
+    ($ty:ident { $($field:ident: $value:expr),* $(,)? }, $n:expr) => {{
+        let mut e = $ty {
+            $($field: $value,)*
+            session_invitation_notification: None,
+            participant_status_notification: None,
+            chat_event_notification: None,
+            message_notification: None,
+            message_delivery_notification: None,
+            subscription_cancellation_notification: None,
+        };
+        match $n {
+            netapi_chat_api::Notification::SessionInvitationNotification(n) => {
+                e.session_invitation_notification = Some(n);
+            }
+            netapi_chat_api::Notification::ParticipantStatusNotification(n) => {
+                e.participant_status_notification = Some(n);
+            }
+            netapi_chat_api::Notification::ChatEventNotification(n) => e.chat_event_notification = Some(n),
+            netapi_chat_api::Notification::MessageNotification(n) => e.message_notification = Some(n),
+            netapi_chat_api::Notification::MessageDeliveryNotification(n) => {
+                e.message_delivery_notification = Some(n);
+            }
+            netapi_chat_api::Notification::SubscriptionCancellationNotification(n) => {
+                e.subscription_cancellation_notification = Some(n);
+            }
+        }
+        e
+    }};
+}
+pub(crate) use with_notification;
