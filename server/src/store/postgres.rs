@@ -487,6 +487,19 @@ async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, S
         .await
         .map_err(failed)?;
     }
+    // A format step that changes only the records' JSON (format 6 added the channel record
+    // kind) has no DDL entry: the version is recorded all the same, so that an older binary
+    // refuses this database (`format::check`).
+    let recorded = SCHEMA.iter().map(|(v, _)| *v).max().unwrap_or(0).max(from);
+    if recorded < format::CURRENT {
+        let v = i32::try_from(format::CURRENT).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO schema_version (version, migrated_ms) VALUES ($1, $2)",
+            &[&v, &now_ms()],
+        )
+        .await
+        .map_err(failed)?;
+    }
     tx.commit().await.map_err(failed)?;
     // A stored version older than the first one PostgreSQL knew cannot exist; a new database is
     // created at the current version: neither is a migration to report.
@@ -716,6 +729,12 @@ impl Backend for Postgres {
     }
 
     fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        // A message id is the client's path segment; PostgreSQL's text refuses NUL, which no
+        // id the server made holds: such an id names no message (404, as on SQLite), not a
+        // failed read.
+        if id.contains('\0') {
+            return Ok(None);
+        }
         self.with(async move |c: &mut Conn| {
             match c.client.query_opt(&c.st.by_id, &[&session, &id]).await? {
                 Some(r) => Ok(Some(r.try_get(0)?)),
@@ -1046,6 +1065,15 @@ mod tests {
         drop(db);
         let mut db = Postgres::open(&url).unwrap();
         let snap = db.load().unwrap();
+        assert_eq!(
+            snap.migrated, None,
+            "a new database is stamped with the current format"
+        );
+        assert_eq!(
+            db.message("s1", "m\0").unwrap(),
+            None,
+            "a NUL in a client's id names nothing"
+        );
         assert_eq!(
             snap.records
                 .iter()
