@@ -302,7 +302,12 @@ impl Endpoints {
             && let Some(e) = self.lock().get_mut(&ep.origin)
             && e.generation == generation
         {
-            e.idle.extend(idle);
+            // Older than the check-ins made while this one looked: in front of them, and the
+            // oldest go past the bound.
+            idle.append(&mut e.idle);
+            let excess = idle.len().saturating_sub(MAX_IDLE_PER_ENDPOINT);
+            idle.drain(..excess);
+            e.idle = idle;
         }
         match found {
             Some(sender) => Ok(Conn {

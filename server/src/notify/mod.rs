@@ -378,6 +378,12 @@ async fn attempt(
         .endpoints
         .post(ep, &d.callbacks, headers, body.clone(), d.policy.timeout)
         .await;
+    // Only a failure to reach the endpoint puts its addresses in doubt (look the host up again
+    // before the next attempt); an HTTP answer, even a 500, came over a good connection, and
+    // the endpoint's other subscriptions keep its kept-alive connections.
+    if result.is_err() {
+        d.endpoints.failed(&ep.origin);
+    }
     let outcome = match result {
         Ok(a) if a.status.is_success() => Outcome::Delivered,
         Ok(a) if a.status == http::StatusCode::GONE => Outcome::Gone,
@@ -405,10 +411,6 @@ async fn attempt(
         Outcome::Retry(_) => "failed",
     };
     crate::metrics::notification_attempt(label, started.elapsed());
-    if matches!(outcome, Outcome::Retry(_)) {
-        // Look the host up again before the next attempt.
-        d.endpoints.failed(&ep.origin);
-    }
     outcome
 }
 

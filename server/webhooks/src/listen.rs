@@ -358,9 +358,9 @@ impl Listener {
             tokio::pin!(notified);
             // Registered before looking, so an arrival between the look and the wait counts.
             notified.as_mut().enable();
-            let kept = self.received();
-            if kept.len() >= n {
-                return Ok(kept);
+            // Counted under the lock; copied only once there are enough.
+            if lock(&self.shared.kept).len() >= n {
+                return Ok(self.received());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(self.received());
