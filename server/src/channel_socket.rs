@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 /// The socket's path template (registered unpublished; the gate allows `GET` on it).
 pub const PATH: &str = "/notificationchannel/v1/{userId}/channels/{channelId}/websocket";
@@ -58,13 +58,16 @@ fn refused(e: ApiError) -> HttpError {
     }
 }
 
-/// The format of the frames: XML when the handshake's `Accept` names XML, else JSON.
-pub fn frame_format(accept: Option<&str>) -> Format {
-    match accept {
-        Some(a) if a.to_ascii_lowercase().contains("xml") => Format::Xml,
-        _ => Format::Json,
-    }
+/// The format of the frames: the handshake's `Accept` negotiated like every request's (q-values
+/// honoured, JSON when absent), or the `406` it would get.
+pub fn frame_format(accept: Option<&str>) -> Result<Format, ApiError> {
+    netapi_chat_runtime::media::response_format(accept)
+        .map_err(|e| ApiError::not_acceptable(e.to_string()))
 }
+
+/// Largest frame or message a client may send on a channel's socket (an acknowledgement is one
+/// `webhookId`, a few dozen bytes); a larger one ends the socket.
+const MAX_CLIENT_MESSAGE: usize = 1024;
 
 /// The socket of a `WebSockets` channel.
 #[endpoint { method = GET, path = "/notificationchannel/v1/{userId}/channels/{channelId}/websocket", unpublished = true }]
@@ -86,7 +89,8 @@ pub async fn channel_socket(
         headers
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok()),
-    );
+    )
+    .map_err(refused)?;
     let (mailbox, wait) = server
         .chat
         .channel_socket(&user, &p.channel_id)
@@ -112,7 +116,12 @@ async fn serve(
     wait: Duration,
     format: Format,
 ) {
-    let ws = WebSocketStream::from_raw_socket(conn.into_inner(), Role::Server, None).await;
+    // A client only ever sends `webhookId`s: frames and messages are bounded far below
+    // tungstenite's defaults (16 MiB / 64 MiB), so one socket cannot make the server hold more.
+    let limits = WebSocketConfig::default()
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+    let ws = WebSocketStream::from_raw_socket(conn.into_inner(), Role::Server, Some(limits)).await;
     let (mut tx, mut rx) = ws.split();
     // What an earlier socket was sent and did not acknowledge comes first, again.
     mailbox.release();
@@ -207,5 +216,22 @@ fn frame(id: u64, n: Notification, format: Format) -> String {
     let list = NotificationList {
         notification: vec![crate::chat::channels::entry(id, n)],
     };
-    String::from_utf8(netapi_chat_runtime::wire::encode(format, &list)).unwrap_or_default()
+    String::from_utf8_lossy(&netapi_chat_runtime::wire::encode(format, &list)).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handshake's `Accept` is negotiated like a request's: q-values count, and one that
+    /// names nothing servable is a 406, not JSON frames.
+    #[test]
+    fn frames_follow_the_negotiated_format() {
+        assert_eq!(frame_format(None).unwrap(), Format::Json);
+        assert_eq!(frame_format(Some("application/xml")).unwrap(), Format::Xml);
+        let json = frame_format(Some("application/json, application/xml;q=0")).unwrap();
+        assert_eq!(json, Format::Json);
+        let refused = frame_format(Some("text/html")).unwrap_err();
+        assert_eq!(refused.status.as_u16(), 406);
+    }
 }
