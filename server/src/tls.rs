@@ -34,20 +34,24 @@ fn pem_problem(e: &rustls::pki_types::pem::Error, what: &str) -> String {
     }
 }
 
+/// The PEM certificates of `file` (at least one), or what is wrong with it.
+fn certificates(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .map_err(|e| pem_problem(&e, "certificate"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_problem(&e, "certificate"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the file (PEM `CERTIFICATE` blocks expected)".to_owned());
+    }
+    Ok(certs)
+}
+
 /// The rustls server configuration of `files`, or what is wrong with them (naming the setting
 /// and the file).
 pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
     let cert_err = |p: String| format!("NETAPI_CHAT_TLS_CERT: {}: {p}", files.cert.display());
     let key_err = |p: String| format!("NETAPI_CHAT_TLS_KEY: {}: {p}", files.key.display());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| cert_err(pem_problem(&e, "certificate")))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| cert_err(pem_problem(&e, "certificate")))?;
-    if certs.is_empty() {
-        return Err(cert_err(
-            "no certificate in the file (PEM `CERTIFICATE` blocks expected)".to_owned(),
-        ));
-    }
+    let certs = certificates(&files.cert).map_err(cert_err)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| key_err(pem_problem(&e, "private key")))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -79,16 +83,7 @@ pub fn callback_client_config(
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(file) = extra_roots {
         let err = |p: String| format!("NETAPI_CHAT_CALLBACK_CA_FILE: {}: {p}", file.display());
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-            .map_err(|e| err(pem_problem(&e, "certificate")))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(pem_problem(&e, "certificate")))?;
-        if certs.is_empty() {
-            return Err(err(
-                "no certificate in the file (PEM `CERTIFICATE` blocks expected)".to_owned(),
-            ));
-        }
-        for cert in certs {
+        for cert in certificates(file).map_err(err)? {
             roots
                 .add(cert)
                 .map_err(|e| err(format!("not a usable root certificate: {e}")))?;
