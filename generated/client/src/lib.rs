@@ -172,7 +172,7 @@ pub mod types {
             rename = "maxNotifications",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub max_notifications: ::std::option::Option<i64>,
+        pub max_notifications: ::std::option::Option<::std::num::NonZeroU64>,
         /**Seconds a poll waits for a notification before it answers an empty list; at most
         the server's own wait, which it is when absent or 0. The server answers what it
         granted.
