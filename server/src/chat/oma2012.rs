@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 /// The other participant of `s` as `user` sees it, when `s` is a one-to-one session (two
 /// participants, never extended to a group); `None` for a group session, which the OMA 2012
-/// face shows under `group/` (not built yet), never under `oneToOne/`.
+/// face shows under `group/`, never under `oneToOne/`.
 pub(super) fn peer<'a>(s: &'a Session, user: &str) -> Option<&'a str> {
     if s.group || s.participants.len() != 2 {
         return None;

@@ -54,6 +54,19 @@ impl Kind {
             Kind::Channel => "channel",
         }
     }
+
+    /// The kind whose [`Kind::name`] is `name` (every backend reads stored kinds with it).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        [
+            Kind::Subscription,
+            Kind::Session,
+            Kind::Message,
+            Kind::Meta,
+            Kind::Channel,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
 }
 
 /// A notification waiting for delivery: committed with its cause, deleted once delivered.

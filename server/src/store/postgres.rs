@@ -651,7 +651,7 @@ impl Backend for Postgres {
                 .await?;
             for r in records {
                 let name: String = r.try_get(0)?;
-                let kind = super::sqlite::kind_of(&name).ok_or_else(|| {
+                let kind = Kind::from_name(&name).ok_or_else(|| {
                     StoreError(format!("unknown record kind `{name}` in the store"))
                 })?;
                 snapshot.records.push((kind, r.try_get(1)?, r.try_get(2)?));

@@ -108,18 +108,6 @@ fn err(e: rusqlite::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// The kind a stored kind name names (the `kind` column of `records`; PostgreSQL's too).
-pub(super) fn kind_of(name: &str) -> Option<Kind> {
-    match name {
-        "subscription" => Some(Kind::Subscription),
-        "session" => Some(Kind::Session),
-        "message" => Some(Kind::Message),
-        "meta" => Some(Kind::Meta),
-        "channel" => Some(Kind::Channel),
-        _ => None,
-    }
-}
-
 impl Sqlite {
     /// Sets the page cache's budget (`NETAPI_CHAT_CACHE_MB`): the only cache of stored data
     /// the server keeps, since messages live only in the store. SQLite evicts past it.
@@ -323,7 +311,7 @@ fn migrate(conn: &Connection, from: u32, place: &str) -> Result<Option<Migrated>
             let Some(last) = rows.last() else { break };
             after = (last.0.clone(), last.1.clone());
             for (name, key, value) in &rows {
-                let kind = kind_of(name).ok_or_else(|| {
+                let kind = Kind::from_name(name).ok_or_else(|| {
                     failed(format!("record `{key}`"), format!("unknown kind `{name}`"))
                 })?;
                 match (step.record)(kind, value) {
@@ -575,7 +563,7 @@ impl Backend for Sqlite {
             .map_err(err)?;
         for row in rows {
             let (kind, key, value) = row.map_err(err)?;
-            let kind = kind_of(&kind)
+            let kind = Kind::from_name(&kind)
                 .ok_or_else(|| StoreError(format!("unknown record kind `{kind}` in the store")))?;
             snapshot.records.push((kind, key, value));
         }
