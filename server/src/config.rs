@@ -64,8 +64,15 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `NETAPI_CHAT_DATABASE_URL`: `postgres://…` stores everything in that PostgreSQL
     /// database instead of SQLite in the data directory (which then holds only the token file
-    /// and webhook secret). Unset (the default): SQLite. One server per database for now.
+    /// and webhook secret). Unset (the default): SQLite. Several servers share one only with `NETAPI_CHAT_CLUSTER_URL` (`crate::cluster`).
     pub database_url: Option<String>,
+    /// `NETAPI_CHAT_CLUSTER_URL`: the URL at which the other instances on the same PostgreSQL
+    /// database reach this one (`http://host:port`, or `auto` for `http://` + the bound
+    /// address). Set: this instance is one of several (`crate::cluster`): it leads (serves
+    /// from its memory, delivers, fires timers) while it holds the database, and forwards
+    /// every request to the instance that does otherwise. Unset (the default): one server
+    /// per database.
+    pub cluster_url: Option<crate::cluster::ClusterUrl>,
     /// `NETAPI_CHAT_SYNC`: `normal` (default; a commit survives a crash of the process) or
     /// `full` (it also survives a power cut; an fsync per group commit).
     pub sync: Sync,
@@ -232,6 +239,7 @@ impl Default for Config {
             notify_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("netapi-chat-data"),
             database_url: None,
+            cluster_url: None,
             sync: Sync::Normal,
             cache_mb: 8,
             auth: AuthConfig::TokenFile(None),
@@ -333,7 +341,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end): the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
-    Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). One server per database until multi-instance support lands: a second one refuses to start").secret(),
+    Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port` (no TLS: terminate TLS at the load balancer), or `auto` for `http://` + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it and take over within seconds when it is gone"),
+    Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
     Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
@@ -814,6 +823,16 @@ impl Config {
                         "a postgres:// or postgresql:// URL",
                     ));
                 }
+            },
+            cluster_url: match s.text("NETAPI_CHAT_CLUSTER_URL").map(str::trim) {
+                None | Some("") => None,
+                Some(u) => Some(crate::cluster::ClusterUrl::parse(u).ok_or_else(|| {
+                    s.invalid(
+                        "NETAPI_CHAT_CLUSTER_URL",
+                        u,
+                        "auto, or an http://host:port URL without a path",
+                    )
+                })?),
             },
             data_dir: s
                 .text("NETAPI_CHAT_DATA_DIR")

@@ -25,6 +25,7 @@ pub mod callback_guard;
 pub(crate) mod channel_socket;
 pub(crate) mod chat;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub(crate) mod data_dir;
 pub(crate) mod gate;

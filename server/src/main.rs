@@ -201,11 +201,19 @@ async fn serve(config: Config) -> std::process::ExitCode {
         store,
         scheme,
         ..
-    } = match netapi_chat::server::start(&config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("netapi-chat: {e}");
-            return std::process::ExitCode::FAILURE;
+    } = tokio::select! {
+        // A cluster's standby stays in here, forwarding, until it leads.
+        started = netapi_chat::cluster::start(&config) => match started {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("netapi-chat: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        signal = stop_signal() => {
+            let name = signal.unwrap_or("a stop signal");
+            let _ = writeln!(std::io::stdout(), "netapi-chat: {name}: stopped (standby)");
+            return std::process::ExitCode::SUCCESS;
         }
     };
     let addr = server.local_addr();

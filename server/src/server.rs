@@ -147,6 +147,7 @@ fn token_verifier(
 /// read as what they should be (the JWKS with the JWT settings; the token file, when it
 /// exists: a missing one is generated at first start).
 pub fn check(config: &Config) -> Result<(), String> {
+    crate::cluster::validate(config)?;
     if let Some(files) = &config.tls {
         crate::tls::server_config(files)?;
     }
@@ -268,6 +269,15 @@ pub fn logger(config: &Config) -> Result<slog::Logger, String> {
 
 /// Starts the server on `config.bind`.
 pub fn start(config: &Config) -> Result<Started, StartError> {
+    start_on(config, None)
+}
+
+/// Starts the server on `config.bind` over `backend` when given (a cluster's new leader has
+/// already opened it, `crate::cluster`), else over the store the configuration names.
+pub fn start_on(
+    config: &Config,
+    backend: Option<Box<dyn crate::store::Backend>>,
+) -> Result<Started, StartError> {
     let log = logger(config).map_err(StartError::Log)?;
     // Read before anything is opened, so that a bad pair stops the start with its message.
     let tls = match &config.tls {
@@ -335,7 +345,12 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
         rotation_window: config.rotation_window,
         limits: config.limits,
     };
-    let backend = crate::store::open(config).map_err(|e| StartError::Store(e.to_string()))?;
+    let backend = match backend {
+        Some(b) => b,
+        None => crate::store::open(config).map_err(|e| StartError::Store(e.to_string()))?,
+    };
+    // A cluster's leader trusts the client address its standbys forward (with the key).
+    let cluster_key = backend.cluster_key();
     let (store, snapshot) = Store::start(backend).map_err(|e| StartError::Store(e.to_string()))?;
     let closer = store.clone();
     let health = Arc::new(crate::health::Health::new(store.clone(), log.clone()));
@@ -410,7 +425,10 @@ pub fn start(config: &Config) -> Result<Started, StartError> {
     // A sane incoming x-request-id becomes the request's id (its log lines' req_id), and every
     // response carries the id (vendor/dropshot/PATCHES.md, item 8).
     .request_ids(true)
-    .request_gate(methods.into_gate());
+    .request_gate(match cluster_key {
+        Some(key) => crate::cluster::trusting_forwarders(methods.into_gate(), key),
+        None => methods.into_gate(),
+    });
     let server = if config.metrics_token.is_some() {
         server.request_observer(observer)
     } else {

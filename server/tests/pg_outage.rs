@@ -1,4 +1,5 @@
-//! On PostgreSQL: one server per database (a second one refuses to start, naming the reason),
+//! On PostgreSQL: one server per database unless both are of a cluster (a second one refuses to
+//! start, naming the reason; `cluster.rs` runs several),
 //! and losing the database (issue 14 item 4): the database is stopped under a running server
 //! (`pg_ctl stop -m fast`) and started again. Meanwhile requests get `503` with an OMA
 //! `requestError` (`SVC2001`, in the asked format) and `Retry-After`, `/readyz` says not
@@ -191,8 +192,8 @@ async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_a
     assert_eq!(listed(&s, &sid).await, sent);
 }
 
-/// One instance per database until multi-instance support lands: a second server pointed at
-/// a database a running server uses refuses to start, saying why; once the first has stopped,
+/// Without `NETAPI_CHAT_CLUSTER_URL`, one server per database: a second server pointed at a
+/// database a running server uses refuses to start, saying why (and how to run several); once the first has stopped,
 /// a server starts on it and finds what the first stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
@@ -212,7 +213,7 @@ async fn a_second_server_on_the_same_database_refuses_to_start() {
     assert!(!out.status.success(), "the second server started: {stderr}");
     assert!(
         stderr.contains("is in use by another netapi-chat server")
-            && stderr.contains("one instance per database until multi-instance support lands"),
+            && stderr.contains("set NETAPI_CHAT_CLUSTER_URL on every server"),
         "{stderr}"
     );
     assert!(

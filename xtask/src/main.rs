@@ -136,7 +136,8 @@ const SQLITE_ONLY: [&str; 1] =
 /// `NETAPI_CHAT_TEST_DATABASE_URL` set (each test server then gets a database of its own, see
 /// `server/tests/support`): the backend's unit tests (ignored without a database), the
 /// [`POSTGRES_SUITES`], then the outage suite (`pg_outage`: the database stopped and started
-/// under a running server), which needs the cluster to itself. Skipped with
+/// under a running server) and the several-instances suite (`cluster`), which need the
+/// cluster to themselves. Skipped with
 /// `NETAPI_CHAT_TEST_BACKENDS=sqlite`.
 fn postgres_pass(root: &Path) -> Result<()> {
     if std::env::var("NETAPI_CHAT_TEST_BACKENDS").is_ok_and(|b| !b.contains("postgres")) {
@@ -153,7 +154,7 @@ fn postgres_pass(root: &Path) -> Result<()> {
     for t in SQLITE_ONLY {
         suites.extend(["--skip", t]);
     }
-    let runs: [(&str, Vec<&str>); 3] = [
+    let runs: [(&str, Vec<&str>); 4] = [
         (
             "unit tests of the PostgreSQL backend",
             vec![
@@ -176,6 +177,19 @@ fn postgres_pass(root: &Path) -> Result<()> {
                 "--",
                 "--ignored",
                 // One at a time: one of them stops the database under the other.
+                "--test-threads=1",
+            ],
+        ),
+        (
+            "several instances on one database (cluster)",
+            vec![
+                "-p",
+                "netapi-chat",
+                "--test",
+                "cluster",
+                "--",
+                "--ignored",
+                // One at a time: one of them stops the database under the others.
                 "--test-threads=1",
             ],
         ),

@@ -356,6 +356,12 @@ pub trait Backend: Send + 'static {
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
+    /// Called about every [`HEARTBEAT`] while no work comes: a database that went away, or a
+    /// cluster's leader that lost its lock with its session, is noticed now
+    /// ([`Backend::unavailable`] then says so) rather than at the next write, so a leader
+    /// that only serves reads from memory does not keep serving them after another instance
+    /// took over.
+    fn heartbeat(&mut self) {}
     /// Whether housekeeping is due now, so that [`Backend::idle`] should run in the next gap
     /// between commits, even a short one, rather than wait for a quiet moment that a steady
     /// load never leaves (then the work piles up and is done all at once, in one long stall).
@@ -375,6 +381,17 @@ pub trait Backend: Send + 'static {
     fn reconnect(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Whether another server took the database while this one was away (a cluster's
+    /// leader that was cut off): the store must not write again, and the process starts
+    /// over as a standby (`crate::cluster::start_over`).
+    fn taken_over(&self) -> bool {
+        false
+    }
+    /// The key a cluster's standbys prove forwarded requests with, once this server leads one
+    /// (`None` alone, and on SQLite).
+    fn cluster_key(&self) -> Option<String> {
+        None
+    }
     /// Why `netapi-chat backup` cannot copy this engine's data (the admin endpoint answers it
     /// instead of trying), or `None` when [`Backend::backup_into`] works.
     fn backup_unsupported(&self) -> Option<&'static str> {
@@ -385,22 +402,39 @@ pub trait Backend: Send + 'static {
 /// The backend the configuration asks for: PostgreSQL when `NETAPI_CHAT_DATABASE_URL` is set
 /// (the data directory still holds the token file), else SQLite in the data directory.
 pub fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreError> {
+    match open_unless_led(config, None)? {
+        Some(backend) => Ok(backend),
+        None => Err(StoreError(
+            "the database is held by another netapi-chat server".to_owned(),
+        )),
+    }
+}
+
+/// [`open`], for an instance of a cluster reached at `seat`: `None` while another instance
+/// holds the database (this one then waits as a standby, `crate::cluster`).
+pub fn open_unless_led(
+    config: &crate::config::Config,
+    seat: Option<postgres::Seat>,
+) -> Result<Option<Box<dyn Backend>>, StoreError> {
     match &config.database_url {
         Some(url) => {
             crate::data_dir::create(&config.data_dir).map_err(StoreError)?;
             // The backend drives its client with a small runtime of its own, which must not be
             // started (or dropped) on a thread of tokio's: connect on a plain thread.
             let url = url.clone();
-            let opened = std::thread::spawn(move || postgres::Postgres::open(&url))
+            let opened = std::thread::spawn(move || postgres::Postgres::open(&url, seat))
                 .join()
                 .map_err(|_| StoreError("opening the PostgreSQL backend panicked".to_owned()))?;
             let _ = ANSWER_WITHIN.set(POSTGRES_ANSWER_WITHIN);
-            Ok(Box::new(opened?))
+            Ok(match opened? {
+                postgres::Opening::Opened(pg) => Some(pg as Box<dyn Backend>),
+                postgres::Opening::Busy => None,
+            })
         }
         None => {
             let mut backend = sqlite::Sqlite::open(&config.data_dir, config.sync)?;
             backend.set_cache_mb(config.cache_mb)?;
-            Ok(Box::new(backend))
+            Ok(Some(Box::new(backend)))
         }
     }
 }
@@ -490,6 +524,9 @@ const MAX_GROUP: usize = 512;
 
 /// How long the store thread must have had nothing to commit before [`Backend::idle`] runs.
 const QUIET: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How often an idle store checks that its database is still there ([`Backend::heartbeat`]).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Store {
     /// Starts the store thread over a backend, after reading its snapshot. The snapshot is
@@ -679,9 +716,24 @@ fn run(
                             break;
                         }
                         backend.idle();
-                        match rx.recv() {
-                            Ok(work) => work,
-                            Err(_) => break,
+                        let mut waited = None;
+                        while waited.is_none() {
+                            match rx.recv_timeout(HEARTBEAT) {
+                                Ok(work) => waited = Some(work),
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                                Err(mpsc::RecvTimeoutError::Timeout) => {
+                                    backend.heartbeat();
+                                    if backend.unavailable() {
+                                        go_down(&outage, "a heartbeat");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        match waited {
+                            Some(work) => work,
+                            None if outage.down.load(Ordering::SeqCst) => continue,
+                            None => break,
                         }
                     }
                 }
@@ -754,7 +806,7 @@ fn hold(work: Work, outage: &mut Outage, rx: &mpsc::Receiver<Work>, failed: &Ato
                 let e = StoreError(format!(
                     "the database stayed unreachable while {MAX_HELD} changes waited for it"
                 ));
-                fail_stop(&e, held, rx, failed);
+                fail_stop(&e, held, rx, failed, Then::Exit);
             }
         }
         Work::Read(read) => drop(read),
@@ -811,7 +863,12 @@ fn recover(
             Err(_) if backend.unavailable() => {}
             Err(e) => {
                 let held = std::mem::take(&mut outage.held);
-                fail_stop(&e, held, rx, failed);
+                let then = if backend.taken_over() {
+                    Then::StartOver
+                } else {
+                    Then::Exit
+                };
+                fail_stop(&e, held, rx, failed, then);
             }
         }
         if stop.load(Ordering::SeqCst) {
@@ -880,7 +937,7 @@ fn commit_group(
                 hold(Work::Commit(Box::new(job)), outage, rx, failed);
             }
         }
-        Err(e) => fail_stop(&e, jobs, rx, failed),
+        Err(e) => fail_stop(&e, jobs, rx, failed, Then::Exit),
     }
 }
 
@@ -891,11 +948,27 @@ const FAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(50
 /// Exit status after a storage failure (`EX_IOERR`).
 pub const EXIT_STORAGE_FAILED: i32 = 74;
 
+/// What the process does once a fail-stop has answered everyone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    /// Exit with [`EXIT_STORAGE_FAILED`]; a supervisor's restart reloads a consistent state.
+    Exit,
+    /// Start over in place as a cluster's standby (another instance leads the database now):
+    /// `crate::cluster::start_over`, which exits as above if it cannot.
+    StartOver,
+}
+
 /// Fail-stop after a failed commit: memory now holds changes the disk does not, so the
 /// process must stop and a restart reload a consistent state. Before it does, every request
 /// waiting on the store, and every one that arrives during [`FAIL_STOP_GRACE`], is told (the
 /// core answers them `503`), instead of having its connection reset by the exit.
-fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Work>, failed: &AtomicBool) -> ! {
+fn fail_stop(
+    e: &StoreError,
+    jobs: Vec<Job>,
+    rx: &mpsc::Receiver<Work>,
+    failed: &AtomicBool,
+    then: Then,
+) -> ! {
     failed.store(true, Ordering::SeqCst);
     eprintln!(
         "netapi-chat: {e}; answering waiting requests 503 and stopping so that a restart reloads a consistent state"
@@ -933,6 +1006,10 @@ fn fail_stop(e: &StoreError, jobs: Vec<Job>, rx: &mpsc::Receiver<Work>, failed: 
     // The answers handed out still need time to be written, even if the channel closed early.
     if let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
         std::thread::sleep(left);
+    }
+    if then == Then::StartOver {
+        eprintln!("netapi-chat: {refused} waiting requests answered 503");
+        crate::cluster::start_over();
     }
     eprintln!(
         "netapi-chat: stopped after a storage failure ({refused} waiting requests answered 503); exit status {EXIT_STORAGE_FAILED}"

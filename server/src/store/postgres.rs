@@ -10,11 +10,13 @@
 //! ([`WAIT_AT_MOST`]). A batch group is one transaction; PostgreSQL's default
 //! `synchronous_commit = on` means a 2xx is on the database server's disk (WAL flushed).
 //!
-//! **One instance per database** until multi-instance support lands (issue 14 items 2, 3, 5):
-//! the core still trusts its memory for every decision, so two servers on one database would
-//! overwrite each other. The store connection holds a session-level advisory lock
-//! ([`INSTANCE_LOCK`]) for as long as it lives; a second server pointed at the same database
-//! refuses to start, naming the reason.
+//! **One writer per database.** The core trusts its memory for every decision, so only one
+//! server may write a database at a time: the store connection holds a session-level advisory
+//! lock ([`INSTANCE_LOCK`]) for as long as it lives, and nothing is written on a connection
+//! without it. A second server pointed at the same database refuses to start, naming the
+//! reason, unless it is one of a cluster (`NETAPI_CHAT_CLUSTER_URL`, `crate::cluster`): then
+//! it waits as a standby ([`Opening::Busy`]) and the leading one records where it is reached
+//! in [`LEADER_TABLE`].
 //!
 //! **Losing the database** (issue 14 item 4): a commit that fails because the connection is
 //! gone (or the server is shutting down, out of resources, or cancelled the statement) marks
@@ -43,6 +45,33 @@ type PgError = tokio_postgres::Error;
 /// `netapich` as a big-endian integer (advisory locks are per database, so a constant names
 /// "this database's netapi-chat" on any server).
 pub const INSTANCE_LOCK: i64 = i64::from_be_bytes(*b"netapich");
+
+/// Where the other instances of a cluster find the one holding [`INSTANCE_LOCK`]: one row
+/// (its URL, since when, and the cluster key its standbys prove themselves with), written by
+/// each new leader under the lock. Coordination, not stored data: not part of the stored
+/// format, created when missing, harmless to drop.
+pub const LEADER_TABLE: &str = "netapi_chat_leader";
+
+/// Server-side TCP keepalive of the store's session (`tcp_keepalives_idle`, `_interval`,
+/// `_count`, seconds) and `tcp_user_timeout` (ms): a leader whose machine vanished without
+/// closing its connection loses the session, and with it [`INSTANCE_LOCK`], within about
+/// 5 + 2 × 3 = 11 s, so that a standby can take over (issue 14: ≤ 30 s).
+const SERVER_SIDE_KEEPALIVE: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
+
+/// What [`Postgres::open`] found.
+pub enum Opening {
+    /// This server holds the database.
+    Opened(Box<Postgres>),
+    /// Another server holds it (cluster mode only; alone, that refuses the start).
+    Busy,
+}
+
+/// This server's place in a cluster, for [`Postgres::open`]: the URL the others reach it at.
+#[derive(Clone, Debug)]
+pub struct Seat {
+    pub url: String,
+}
 
 /// How long connecting may take before it counts as a failure (when the URL sets no
 /// `connect_timeout` of its own).
@@ -242,6 +271,16 @@ pub struct Postgres {
     /// fault of the data or of this program (stop).
     lost: bool,
     migrated: Option<Migrated>,
+    /// In a cluster: where the others reach this server.
+    seat: Option<Seat>,
+    /// The key standbys prove forwarded requests with (cluster mode, once leading).
+    cluster_key: Option<String>,
+    /// The database server's process of the session that took [`INSTANCE_LOCK`]: after a lost
+    /// connection, a lock held by any other session means another server leads now.
+    lock_pid: Option<i32>,
+    /// Set when another server took the database while this one was away (cluster mode): this
+    /// one must not write again ([`Backend::taken_over`]).
+    taken: bool,
 }
 
 /// A failure inside the backend: PostgreSQL's (classified by [`transient`]), the database not
@@ -321,7 +360,7 @@ impl Postgres {
     /// database is created at it, an older one migrated (in one transaction), a newer one
     /// refused before anything is written. Call it on a plain thread (not one of tokio's):
     /// the backend runs a small runtime of its own.
-    pub fn open(url: &str) -> Result<Postgres, StoreError> {
+    pub fn open(url: &str, seat: Option<Seat>) -> Result<Opening, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError(format!("NETAPI_CHAT_DATABASE_URL does not read: {e}")))?;
         if config.get_connect_timeout().is_none() {
@@ -346,49 +385,93 @@ impl Postgres {
             conn: None,
             lost: false,
             migrated: None,
+            seat,
+            cluster_key: None,
+            lock_pid: None,
+            taken: false,
         };
-        let mut client = pg.connect(false)?;
+        let Some(mut client) = pg.connect(false)? else {
+            return Ok(Opening::Busy);
+        };
         let place = pg.place.clone();
         pg.migrated = pg.rt.block_on(migrate(&mut client, &place))?;
+        if let Some(seat) = pg.seat.clone() {
+            let key = wait(&pg.rt, async {
+                Ok(take_the_lead(&client, &seat.url).await?)
+            })
+            .map_err(|e| {
+                let e = pg.fail(e);
+                StoreError(format!("recording this server as the leader in the {e}"))
+            })?;
+            pg.cluster_key = Some(key);
+        }
         pg.ready(client)?;
-        Ok(pg)
+        Ok(Opening::Opened(Box::new(pg)))
     }
 
     /// A new connection holding the instance lock (not yet with its statements). At start a
-    /// lock held elsewhere refuses the start; on a reconnection (`again`) it is waited for
-    /// like an unreachable database (see [`Backend::reconnect`]).
-    fn connect(&mut self, again: bool) -> Result<Client, StoreError> {
+    /// lock held elsewhere refuses the start, or (in a cluster) answers `None`: wait as a
+    /// standby. On a reconnection (`again`) it is waited for like an unreachable database (see
+    /// [`Backend::reconnect`]), unless, in a cluster, another session than this server's last
+    /// one holds it: another server leads now, and this one is [`Backend::taken_over`].
+    fn connect(&mut self, again: bool) -> Result<Option<Client>, StoreError> {
         let config = self.config.clone();
         let connected = wait(&self.rt, async {
             let (client, connection) = config.connect(NoTls).await?;
             // Driven by this runtime whenever the backend waits on it.
             tokio::spawn(connection);
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
-                .await?
-                .try_get(0)?;
-            Ok((client, locked))
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT pg_try_advisory_lock($1), pg_backend_pid(), \
+                         (SELECT pid FROM pg_locks WHERE {HOLDER} AND pid <> pg_backend_pid() LIMIT 1)"
+                    ),
+                    &[&INSTANCE_LOCK, &lock_classid(), &lock_objid()],
+                )
+                .await?;
+            let locked: bool = row.try_get(0)?;
+            let pid: i32 = row.try_get(1)?;
+            let holder: Option<i32> = row.try_get(2)?;
+            Ok((client, locked, pid, holder))
         });
-        let (client, locked) = connected.map_err(|e| {
+        let (client, locked, pid, holder) = connected.map_err(|e| {
             let e = self.fail(e);
             StoreError(format!("connecting to the {e}"))
         })?;
-        if !locked {
-            self.lost = again;
-            return Err(StoreError(format!(
-                "the {} is in use by another netapi-chat server (it holds advisory lock {INSTANCE_LOCK}): \
-                 one instance per database until multi-instance support lands",
-                self.place
-            )));
+        if locked {
+            self.lock_pid = Some(pid);
+            return Ok(Some(client));
         }
-        Ok(client)
+        if self.seat.is_some() {
+            if !again {
+                return Ok(None);
+            }
+            if holder.is_some_and(|h| Some(h) != self.lock_pid) {
+                // Another server took the database while this one was away: what this one
+                // holds in memory no longer describes it.
+                self.lost = false;
+                self.taken = true;
+                return Err(StoreError(format!(
+                    "another netapi-chat instance leads the {} now (it took advisory lock {INSTANCE_LOCK} while this one was cut off)",
+                    self.place
+                )));
+            }
+        }
+        self.lost = again;
+        Err(StoreError(format!(
+            "the {} is in use by another netapi-chat server (it holds advisory lock {INSTANCE_LOCK}): \
+             set NETAPI_CHAT_CLUSTER_URL on every server to run several on one database",
+            self.place
+        )))
     }
 
     /// Sets the session up for the store's work and prepares its statements.
     fn ready(&mut self, client: Client) -> Result<(), StoreError> {
         let prepared = wait(&self.rt, async {
             client
-                .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+                .batch_execute(&format!(
+                    "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; {SERVER_SIDE_KEEPALIVE}"
+                ))
                 .await?;
             Ok(Statements::prepare(&client).await?)
         });
@@ -465,6 +548,50 @@ async fn stored_version(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<u
 /// Brings the schema to [`format::CURRENT`] in one transaction (run under the instance lock,
 /// so two servers starting at once cannot both migrate): each [`SCHEMA`] entry past the stored
 /// version, recorded in `schema_version`. `None` for a database already current or new.
+/// The `pg_locks` rows of [`INSTANCE_LOCK`] held on this database (`$2`, `$3`: [`lock_classid`],
+/// [`lock_objid`]); `pg_locks` shows every database's locks.
+pub const HOLDER: &str = "locktype = 'advisory' AND granted AND classid = $2 AND objid = $3 \
+     AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+/// The high half of [`INSTANCE_LOCK`] as `pg_locks.classid` shows a bigint advisory key.
+pub fn lock_classid() -> u32 {
+    u32::try_from((INSTANCE_LOCK >> 32) & 0xffff_ffff).unwrap_or(0)
+}
+
+/// The low half of [`INSTANCE_LOCK`] as `pg_locks.objid` shows it.
+pub fn lock_objid() -> u32 {
+    u32::try_from(INSTANCE_LOCK & 0xffff_ffff).unwrap_or(0)
+}
+
+/// Records this server (reached at `url`) as the leader, under the instance lock; answers the
+/// cluster key (made by the first leader, kept by the next ones so that a standby that read
+/// it keeps proving itself).
+async fn take_the_lead(client: &Client, url: &str) -> Result<String, PgError> {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {LEADER_TABLE} (
+               one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+               url TEXT NOT NULL, key TEXT NOT NULL, since_ms BIGINT NOT NULL)"
+        ))
+        .await?;
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO {LEADER_TABLE} (one, url, key, since_ms) VALUES (TRUE, $1, $2, $3)
+                 ON CONFLICT (one) DO UPDATE SET url = EXCLUDED.url, since_ms = EXCLUDED.since_ms
+                 RETURNING key"
+            ),
+            &[&url, &key, &now_ms()],
+        )
+        .await?;
+    row.try_get(0)
+}
+
 async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
     let failed = |e: PgError| StoreError(format!("preparing the {place}: {e}"));
     let tx = client.transaction().await.map_err(failed)?;
@@ -926,6 +1053,19 @@ impl Backend for Postgres {
         self.lost
     }
 
+    fn heartbeat(&mut self) {
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        let client = &conn.client;
+        let checked = wait(&self.rt, async {
+            Ok(client.simple_query("SELECT 1").await.map(drop)?)
+        });
+        if let Err(e) = checked {
+            let _ = self.fail(e);
+        }
+    }
+
     /// A new connection, the instance lock taken again, the statements prepared again. A lock
     /// still held elsewhere is waited for (the store stays down, answering 503): after a
     /// network cut the database may not yet have ended this server's old session, which
@@ -933,8 +1073,19 @@ impl Backend for Postgres {
     /// instead of writing over it with what its memory holds.
     fn reconnect(&mut self) -> Result<(), StoreError> {
         self.conn = None;
-        let client = self.connect(true)?;
-        self.ready(client)
+        match self.connect(true)? {
+            Some(client) => self.ready(client),
+            // `connect(true)` answers a lock held elsewhere with an error, never `None`.
+            None => Err(StoreError("the instance lock is held elsewhere".to_owned())),
+        }
+    }
+
+    fn taken_over(&self) -> bool {
+        self.taken
+    }
+
+    fn cluster_key(&self) -> Option<String> {
+        self.cluster_key.clone()
     }
 }
 
@@ -942,6 +1093,14 @@ impl Backend for Postgres {
 mod tests {
     use super::*;
     use crate::store::{MessageRow, after_session};
+
+    /// Opens `url` as a lone server (no cluster): a lock held elsewhere is an error.
+    fn open_alone(url: &str) -> Result<Postgres, StoreError> {
+        match Postgres::open(url, None)? {
+            Opening::Opened(pg) => Ok(*pg),
+            Opening::Busy => Err(StoreError("busy".into())),
+        }
+    }
 
     #[test]
     fn lost_connections_and_server_shutdowns_are_transient_data_errors_are_not() {
@@ -1017,12 +1176,12 @@ mod tests {
     fn pg_an_empty_database_gets_the_schema_and_keeps_what_is_committed() {
         let admin = admin_url();
         let url = fresh_database(&admin, "schema");
-        let mut db = Postgres::open(&url).unwrap();
+        let mut db = open_alone(&url).unwrap();
         assert_eq!(db.load().unwrap().migrated, None);
-        let second = Postgres::open(&url).err().unwrap().to_string();
+        let second = open_alone(&url).err().unwrap().to_string();
         assert!(
             second.contains("in use by another netapi-chat server")
-                && second.contains("one instance per database"),
+                && second.contains("NETAPI_CHAT_CLUSTER_URL"),
             "{second}"
         );
         let outbox = |id: u64| OutboxEntry {
@@ -1063,7 +1222,7 @@ mod tests {
         ])
         .unwrap();
         drop(db);
-        let mut db = Postgres::open(&url).unwrap();
+        let mut db = open_alone(&url).unwrap();
         let snap = db.load().unwrap();
         assert_eq!(
             snap.migrated, None,
@@ -1159,7 +1318,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let e = Postgres::open(&url).err().unwrap().to_string();
+        let e = open_alone(&url).err().unwrap().to_string();
         assert!(e.contains("version 99") && e.contains("newer"), "{e}");
     }
 
@@ -1172,7 +1331,7 @@ mod tests {
     #[ignore = "needs PostgreSQL: `cargo xtask test` runs it"]
     fn pg_a_reconnection_waits_for_the_instance_lock() {
         let url = fresh_database(&admin_url(), "relock");
-        let mut a = Postgres::open(&url).unwrap();
+        let mut a = open_alone(&url).unwrap();
         // `a` loses its connection (as after a failed commit); its runtime closes it.
         a.conn = None;
         a.lost = true;
@@ -1190,7 +1349,7 @@ mod tests {
         retry(
             "a second server never got the database",
             Box::new(|| {
-                b = Postgres::open(&url).ok();
+                b = open_alone(&url).ok();
                 b.is_some()
             }),
         );
@@ -1308,7 +1467,7 @@ mod tests {
         println!("| client, operation | rate | p50 ms | p99 ms |\n|---|--:|--:|--:|");
         // The shipped backend: pipelined.
         let url = fresh_database(&admin, "bench_pipelined");
-        let mut db = Postgres::open(&url).unwrap();
+        let mut db = open_alone(&url).unwrap();
         show(
             "pipelined, 1-batch commit",
             "commits",
@@ -1345,7 +1504,7 @@ mod tests {
         drop(db);
         // The blocking client, one statement after the other, same statements and schema.
         let url = fresh_database(&admin, "bench_blocking");
-        drop(Postgres::open(&url).unwrap());
+        drop(open_alone(&url).unwrap());
         let mut client = postgres::Client::connect(&url, NoTls).unwrap();
         let put = client.prepare("INSERT INTO records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value").unwrap();
         let put_message = client.prepare("INSERT INTO messages (session, seq, id, sender, correlator, value, sent_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session, seq) DO UPDATE SET id = EXCLUDED.id, sender = EXCLUDED.sender, correlator = EXCLUDED.correlator, value = EXCLUDED.value, sent_ms = EXCLUDED.sent_ms").unwrap();
@@ -1427,7 +1586,7 @@ mod tests {
         // submitting a send batch and waiting for it; SQLite (default settings) for reference.
         for clients in [1u64, 16] {
             let url = fresh_database(&admin, "bench_store");
-            let pg = Postgres::open(&url).unwrap();
+            let pg = open_alone(&url).unwrap();
             show(
                 &format!("store thread, PostgreSQL, {clients} clients"),
                 "batches",

@@ -480,6 +480,12 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// What the process wrote on stdout after its first line, so far (e.g. a cluster's
+    /// instance that started over says where it listens again).
+    pub fn stdout(&self) -> String {
+        self.process.stdout()
+    }
+
     /// The process id (benches read its RSS from `/proc`).
     pub fn pid(&self) -> u32 {
         self.process.child.id()

@@ -974,6 +974,7 @@ pub use pagination::WhichPage;
 pub use client_gone::client_gone;
 pub use connection_limits::ConnectionLimits;
 pub use server::BuildError;
+pub use server::ClientAddr;
 pub use server::RequestGate;
 pub use server::RequestObserver;
 pub use server::{MAX_INCOMING_REQUEST_ID, incoming_request_id};

@@ -110,6 +110,13 @@ pub type RequestGate = Arc<
         + Sync,
 >;
 
+/// The client's address as a trusted proxy in front of the server gives it: a
+/// [`RequestGate`] that has checked the proxy puts it in the request's
+/// extensions, and the request is then handled (and `RequestInfo::remote_addr`
+/// answers) as if it came from there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 impl<C: ServerContext> DropshotState<C> {
     pub fn using_tls(&self) -> bool {
         self.tls_acceptor.is_some()
@@ -1060,6 +1067,10 @@ async fn http_request_handle<C: ServerContext>(
             return Ok(response);
         }
     }
+    let remote_addr = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(remote_addr, |c| c.0);
     let request = request.map(crate::Body::wrap);
     let method = request.method().clone();
     let uri = request.uri();

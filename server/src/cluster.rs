@@ -1,0 +1,628 @@
+//! Several instances on one PostgreSQL database (issue 14), set by `NETAPI_CHAT_CLUSTER_URL`.
+//!
+//! **One leader, fenced by the database.** The chat core decides from its memory, so exactly
+//! one instance may decide at a time: the one whose store connection holds the database's
+//! instance lock (`store::postgres::INSTANCE_LOCK`). It serves every request, delivers every
+//! notification and fires every timer, exactly as a lone server does. Every other instance is
+//! a *standby*: it forwards each request it receives, unchanged, to the leader (found in
+//! `store::postgres::LEADER_TABLE`) and relays the answer, WebSocket channels included, so any
+//! request may reach any instance behind an ordinary load balancer. A standby polls the lock
+//! every [`POLL`]; when the leader is gone (its session ended: a killed process at once, a
+//! vanished machine within the server-side keepalive, ~11 s) one standby takes the lock, loads
+//! the live state like any start, and serves on the same address.
+//!
+//! **Architecture Invariant: nothing is written to the database without the lock.** A leader
+//! cut off from the database keeps its changes waiting (answering `503`) and must take the lock
+//! again before it commits them; if another instance took it meanwhile, the cut-off one never
+//! writes again: it answers what waits with `503` and starts over in place as a standby
+//! ([`start_over`]). So two instances never decide from two memories.
+//!
+//! **API Boundary: the forwarded request.** A standby adds the client's address
+//! ([`FORWARDED_FOR`]) and the cluster key ([`CLUSTER_KEY`], made by the first leader and kept
+//! in the leader table); the leader trusts the address only with the key
+//! ([`trusting_forwarders`]) and drops both headers before anything else sees them, so a
+//! client cannot pose as another address. A request that arrives at a standby already
+//! forwarded is not forwarded again (no loops while the leader table is stale): `503`.
+//!
+//! What a second instance adds is availability (the service survives the loss of an instance
+//! or a machine) and the standby's HTTP work; not a second decider: all chat decisions stay on
+//! one instance (see ARCHITECTURE.md, "Several instances").
+
+use crate::config::Config;
+use crate::server::{StartError, Started};
+use crate::store::postgres::{HOLDER, LEADER_TABLE, Seat, lock_classid, lock_objid};
+use bytes::Bytes;
+use dropshot::RequestGate;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use netapi_chat_api::RequestError;
+use netapi_chat_runtime::error::ApiError;
+use netapi_chat_runtime::media;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::str::FromStr as _;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The client's address, added by a standby to the request it forwards.
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-netapi-chat-forwarded-for");
+
+/// The cluster key, proving to the leader that a forwarded request comes from a standby.
+pub const CLUSTER_KEY: HeaderName = HeaderName::from_static("x-netapi-chat-cluster-key");
+
+/// How often a standby looks at the lock and the leader table.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// Seconds a client is asked to wait (`Retry-After`) when a standby cannot reach a leader.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// `NETAPI_CHAT_CLUSTER_URL`: where the other instances reach this one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterUrl {
+    /// `http://` + the address the server is bound to (which must then be a specific one).
+    Auto,
+    /// `http://host:port`, as given (no trailing slash).
+    Given(String),
+}
+
+impl ClusterUrl {
+    /// `auto`, or an `http://host:port` URL without path, query or credentials; `None`
+    /// otherwise (TLS between instances is not offered: the peers' link is the operator's
+    /// network, as between a load balancer and its backends).
+    pub fn parse(text: &str) -> Option<ClusterUrl> {
+        if text == "auto" {
+            return Some(ClusterUrl::Auto);
+        }
+        let uri = http::Uri::from_str(text).ok()?;
+        let plain = uri.scheme_str() == Some("http")
+            && uri
+                .authority()
+                .is_some_and(|a| a.port_u16().is_some_and(|p| p != 0) && !a.as_str().contains('@'))
+            && matches!(uri.path(), "" | "/")
+            && uri.query().is_none();
+        plain.then(|| ClusterUrl::Given(text.trim_end_matches('/').to_owned()))
+    }
+
+    /// The URL, once the server's address is known.
+    pub fn resolve(&self, bound: SocketAddr) -> Result<String, String> {
+        match self {
+            ClusterUrl::Given(url) => Ok(url.clone()),
+            ClusterUrl::Auto if bound.ip().is_unspecified() => Err(format!(
+                "NETAPI_CHAT_CLUSTER_URL=auto needs NETAPI_CHAT_BIND to name one address (it is {bound}): \
+                 give the URL the other instances reach this one at"
+            )),
+            ClusterUrl::Auto => Ok(format!("http://{bound}")),
+        }
+    }
+}
+
+impl std::fmt::Display for ClusterUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterUrl::Auto => f.write_str("auto"),
+            ClusterUrl::Given(u) => f.write_str(u),
+        }
+    }
+}
+
+/// What cluster mode needs besides its URL: PostgreSQL (the database is what the instances
+/// share) and no TLS on the instance (the standby's forwarding link is plain HTTP).
+pub fn validate(config: &Config) -> Result<(), String> {
+    if config.cluster_url.is_none() {
+        return Ok(());
+    }
+    if config.database_url.is_none() {
+        return Err("NETAPI_CHAT_CLUSTER_URL needs NETAPI_CHAT_DATABASE_URL: the instances of a cluster share one PostgreSQL database".to_owned());
+    }
+    if config.tls.is_some() {
+        return Err("NETAPI_CHAT_CLUSTER_URL with NETAPI_CHAT_TLS_CERT: in a cluster, terminate TLS at the load balancer".to_owned());
+    }
+    Ok(())
+}
+
+/// The leader's request gate: a request that proves it comes from a standby (the cluster key)
+/// is handled as coming from the client address the standby names; both headers are removed
+/// from every request before `inner` (the method gate) and the handlers see it.
+pub fn trusting_forwarders(inner: RequestGate, key: String) -> RequestGate {
+    Arc::new(move |request| {
+        if let Some(addr) = forwarded_client(request, &key) {
+            request.extensions_mut().insert(dropshot::ClientAddr(addr));
+        }
+        inner(request)
+    })
+}
+
+/// The client address a standby forwarded `request` for, when it proves itself with `key`;
+/// removes both headers whatever they say.
+fn forwarded_client<B>(request: &mut Request<B>, key: &str) -> Option<SocketAddr> {
+    let headers = request.headers_mut();
+    let proven = headers
+        .remove(&CLUSTER_KEY)
+        .is_some_and(|given| same_secret(given.as_bytes(), key.as_bytes()));
+    let client = headers
+        .remove(&FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<SocketAddr>().ok()));
+    client.filter(|_| proven)
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Starts this instance: alone (no cluster URL) as [`crate::server::start`] does; in a
+/// cluster, as the leader when the database is free, else as a standby that forwards until it
+/// can lead (this future then runs until it does).
+pub async fn start(config: &Config) -> Result<Started, StartError> {
+    let Some(cluster_url) = config.cluster_url.clone() else {
+        return crate::server::start(config);
+    };
+    validate(config).map_err(StartError::Store)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| StartError::Listen(format!("{}: {e}", config.bind)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(e.to_string()))?;
+    let own_url = cluster_url.resolve(bound).map_err(StartError::Listen)?;
+    let _ = BOUND.set(bound);
+    let mut config = config.clone();
+    config.bind = bound;
+    let seat = Seat { url: own_url };
+    if let Some(backend) = try_to_lead(&config, &seat).await? {
+        drop(listener);
+        return crate::server::start_on(&config, Some(backend));
+    }
+    let forwarder = Arc::new(Forwarder::new(seat.url.clone()));
+    let url = config.database_url.clone().unwrap_or_default();
+    let mut watch = Watch::default();
+    // Know the leader before saying this instance listens.
+    let mut free = watch.look(&url, &forwarder).await;
+    println!(
+        "netapi-chat listening on http://{bound} (standby: forwarding to the leader until it can take over; reached by the others at {})",
+        seat.url
+    );
+    let proxy = tokio::spawn(serve_standby(
+        listener,
+        Arc::clone(&forwarder),
+        config.connections.header_read_timeout,
+        config
+            .connections
+            .max
+            .unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS),
+    ));
+    loop {
+        if free && let Some(backend) = try_to_lead(&config, &seat).await? {
+            proxy.abort();
+            let _ = proxy.await;
+            eprintln!("netapi-chat: the leader is gone; this instance leads now");
+            return crate::server::start_on(&config, Some(backend));
+        }
+        tokio::time::sleep(POLL).await;
+        free = watch.look(&url, &forwarder).await;
+    }
+}
+
+/// Opens the store if the database is free (`None`: another instance leads).
+async fn try_to_lead(
+    config: &Config,
+    seat: &Seat,
+) -> Result<Option<Box<dyn crate::store::Backend>>, StartError> {
+    let (config, seat) = (config.clone(), seat.clone());
+    tokio::task::spawn_blocking(move || crate::store::open_unless_led(&config, Some(seat)))
+        .await
+        .map_err(|e| StartError::Store(format!("opening the store: {e}")))?
+        .map_err(|e| StartError::Store(e.to_string()))
+}
+
+/// A standby's view of the database: one connection, kept between looks.
+#[derive(Default)]
+struct Watch {
+    client: Option<tokio_postgres::Client>,
+}
+
+impl Watch {
+    /// Reads the leader table into `forwarder` and says whether the instance lock is free. A
+    /// database it cannot reach keeps what was known (forwarding goes on; the leader, if it
+    /// still runs, sees the same database) and answers "not free".
+    async fn look(&mut self, url: &str, forwarder: &Forwarder) -> bool {
+        if self.client.is_none() {
+            self.client = connect(url).await;
+        }
+        let Some(client) = &self.client else {
+            return false;
+        };
+        let looked = tokio::time::timeout(POLL * 5, async {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE {HOLDER}), \
+                         to_regclass('{LEADER_TABLE}') IS NOT NULL, $1::BIGINT"
+                    ),
+                    // `$1` only numbers the parameters as HOLDER expects them ($2, $3).
+                    &[&0i64, &lock_classid(), &lock_objid()],
+                )
+                .await?;
+            let (held, table): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+            let leader = if table {
+                client
+                    .query_opt(&format!("SELECT url, key FROM {LEADER_TABLE}"), &[])
+                    .await?
+                    .map(|r| Ok::<_, tokio_postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
+                    .transpose()?
+            } else {
+                None
+            };
+            Ok::<_, tokio_postgres::Error>((held, leader))
+        })
+        .await;
+        match looked {
+            Ok(Ok((held, leader))) => {
+                forwarder
+                    .set_leader(leader.map(|(url, key): (String, String)| Leader { url, key }));
+                !held
+            }
+            _ => {
+                self.client = None;
+                false
+            }
+        }
+    }
+}
+
+/// A connection for a standby's looks (bounded waits; `None` when the database is away).
+async fn connect(url: &str) -> Option<tokio_postgres::Client> {
+    let mut config = tokio_postgres::Config::from_str(url).ok()?;
+    config
+        .connect_timeout(Duration::from_secs(5))
+        .application_name("netapi-chat standby");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(connection);
+    Some(client)
+}
+
+/// Where the leader is reached, and the key that proves a standby to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Leader {
+    url: String,
+    key: String,
+}
+
+/// A standby's forwarding: the leader as last read, and one pooled HTTP client to it.
+struct Forwarder {
+    own_url: String,
+    leader: RwLock<Option<Leader>>,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Forwarder {
+    fn new(own_url: String) -> Forwarder {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Forwarder {
+            own_url,
+            leader: RwLock::new(None),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .build(connector),
+        }
+    }
+
+    fn set_leader(&self, leader: Option<Leader>) {
+        if let Ok(mut l) = self.leader.write() {
+            *l = leader;
+        }
+    }
+
+    /// The leader to forward to (`None`: unknown, or this instance itself, which the table
+    /// can still name for a moment after this one started over as a standby).
+    fn leader(&self) -> Option<Leader> {
+        let leader = self.leader.read().ok()?.clone()?;
+        (leader.url != self.own_url).then_some(leader)
+    }
+}
+
+/// The body of what a standby answers: the leader's, streamed, or its own.
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Accepts connections (at most `max` at once: past it a new one is closed at once) and
+/// forwards their requests until aborted (which drops every connection it serves).
+async fn serve_standby(
+    listener: tokio::net::TcpListener,
+    forwarder: Arc<Forwarder>,
+    header_read_timeout: Duration,
+    max: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // Reap finished connections so the set stays as large as the open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, peer)) = accepted else {
+            // Out of descriptors or similar: give it a moment rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let forwarder = Arc::clone(&forwarder);
+        connections.spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |request| {
+                let forwarder = Arc::clone(&forwarder);
+                async move { Ok::<_, Infallible>(forward(&forwarder, peer, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus `Host`
+/// (the leader's is set by the client).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+];
+
+/// Removes the hop-by-hop headers, except `Connection: upgrade` + `Upgrade` for a protocol
+/// switch (a WebSocket handshake), which must reach the other side.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    for name in HOP_BY_HOP {
+        if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+}
+
+/// Whether a request asks to switch protocols (a WebSocket handshake).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// One request at a standby: `/healthz` answered here (this process is alive); anything
+/// else forwarded to the leader, or `503` with `Retry-After` when there is none to reach.
+async fn forward(
+    forwarder: &Forwarder,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if request.uri().path() == "/healthz" {
+        return plain(StatusCode::OK, "ok (standby)\n");
+    }
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if request.headers().contains_key(&CLUSTER_KEY) {
+        // Forwarded by another standby that took this one for the leader.
+        return unavailable(
+            accept.as_deref(),
+            "no instance leads the database at the moment",
+        );
+    }
+    let Some(leader) = forwarder.leader() else {
+        return unavailable(
+            accept.as_deref(),
+            "no instance leads the database at the moment",
+        );
+    };
+    let upgrade = wants_upgrade(request.headers());
+    let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = http::Uri::from_str(&format!("{}{target}", leader.url)) else {
+        return unavailable(accept.as_deref(), "the leader's address does not read");
+    };
+    parts.uri = uri;
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // Whatever a client put there is replaced: only this standby says where a request came from.
+    parts.headers.remove(&FORWARDED_FOR);
+    if let (Ok(from), Ok(key)) = (
+        HeaderValue::from_str(&peer.to_string()),
+        HeaderValue::from_str(&leader.key),
+    ) {
+        parts.headers.insert(FORWARDED_FOR, from);
+        parts.headers.insert(CLUSTER_KEY, key);
+    }
+    let mut answer = match forwarder
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+    {
+        Ok(a) => a,
+        Err(_) => {
+            return unavailable(
+                accept.as_deref(),
+                "the instance that leads cannot be reached; another takes over within seconds",
+            );
+        }
+    };
+    if answer.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_side) = client_side
+    {
+        let leader_side = hyper::upgrade::on(&mut answer);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(l)) = (client_side.await, leader_side.await) {
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(l)).await;
+            }
+        });
+    }
+    let switching = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(answer.headers_mut(), switching);
+    answer.map(http_body_util::BodyExt::boxed)
+}
+
+/// A short text answer of the standby itself.
+fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|n| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// `503 SVC2001` with `Retry-After`, in the format the client accepts (JSON when none fits).
+fn unavailable(accept: Option<&str>, why: &str) -> Response<ProxyBody> {
+    let format = media::response_format(accept).unwrap_or(media::Format::Json);
+    let error = ApiError::service(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SVC2001",
+        "No server resources available to process the request: %1",
+        why,
+    );
+    let body = netapi_chat_runtime::wire::encode(
+        format,
+        &<RequestError as netapi_chat_runtime::wire::ErrorDocument>::from_error(&error),
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+/// The address this instance listens on (set once, when a cluster's instance starts), so that
+/// starting over ([`start_over`]) listens there again even when port 0 was configured.
+static BOUND: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// Starts the process over in place (same pid, arguments and environment), for a leader that
+/// found another instance leading the database after it was cut off: the new image finds the
+/// lock held and stands by. Returns only if that cannot be done (the caller then exits).
+pub fn start_over() {
+    use std::os::unix::process::CommandExt as _;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    eprintln!("netapi-chat: another instance leads the database now; starting over as a standby");
+    let mut again = std::process::Command::new(exe);
+    again.args(std::env::args_os().skip(1));
+    if let Some(bound) = BOUND.get() {
+        again.env("NETAPI_CHAT_BIND", bound.to_string());
+    }
+    let e = again.exec();
+    eprintln!("netapi-chat: could not start over as a standby ({e}); exiting");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_are_auto_or_plain_http_with_a_port() {
+        assert_eq!(ClusterUrl::parse("auto"), Some(ClusterUrl::Auto));
+        assert_eq!(
+            ClusterUrl::parse("http://10.0.0.2:8080/"),
+            Some(ClusterUrl::Given("http://10.0.0.2:8080".into()))
+        );
+        for bad in [
+            "https://10.0.0.2:8080",
+            "http://10.0.0.2",
+            "http://10.0.0.2:0",
+            "http://10.0.0.2:8080/v1",
+            "http://a:b@10.0.0.2:8080",
+            "http://10.0.0.2:8080?x=1",
+            "10.0.0.2:8080",
+            "",
+        ] {
+            assert_eq!(ClusterUrl::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn auto_needs_a_specific_bound_address() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let one: SocketAddr = "10.0.0.2:8080".parse().unwrap();
+        assert!(ClusterUrl::Auto.resolve(any).is_err());
+        assert_eq!(
+            ClusterUrl::Auto.resolve(one).unwrap(),
+            "http://10.0.0.2:8080"
+        );
+    }
+
+    #[test]
+    fn the_leader_trusts_a_forwarded_address_only_with_the_key() {
+        let request = |key: Option<&str>| {
+            let mut b = Request::builder()
+                .uri("/x")
+                .header(&FORWARDED_FOR, "192.0.2.7:5000");
+            if let Some(k) = key {
+                b = b.header(&CLUSTER_KEY, k);
+            }
+            b.body(()).unwrap()
+        };
+        let from: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        for (key, expected) in [
+            (Some("k3y"), Some(from)),
+            (Some("k3x"), None),
+            (Some("k3yy"), None),
+            (None, None),
+        ] {
+            let mut r = request(key);
+            assert_eq!(forwarded_client(&mut r, "k3y"), expected, "{key:?}");
+            assert!(
+                r.headers().is_empty(),
+                "both headers removed: {:?}",
+                r.headers()
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind_except_a_protocol_switch() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::HOST, HeaderValue::from_static("lb.example"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        assert!(wants_upgrade(&h));
+        let mut plain = h.clone();
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.contains_key(header::UPGRADE) && h.contains_key(header::CONNECTION));
+        assert!(!h.contains_key(header::HOST));
+    }
+}
