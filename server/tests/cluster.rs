@@ -13,12 +13,13 @@
 
 mod support;
 
-use netapi_chat_api::{MessageNotification, MessageStatus, ParticipantStatus};
+use netapi_chat_api::{ChannelType, MessageNotification, MessageStatus, ParticipantStatus};
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use support::channel::Relay;
 use support::{Face, Listener, Server, docs};
 
 const ALICE: &str = "sip:alice@example.com";
@@ -412,6 +413,38 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
     assert!(
         log.contains("standby"),
         "the old leader stands by now: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&p.standby_dir);
+}
+
+/// A WebSockets notification channel whose socket is opened through the standby: the
+/// handshake is forwarded to the leader and the upgraded connection relayed both ways, so the
+/// notifications of a chat started through the leader arrive over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_websocket_channel_opened_through_the_standby_gets_its_notifications() {
+    let p = pair(&[]);
+    let (a, b) = (
+        Face::for_format(Format::Json, &p.leader),
+        Face::for_format(Format::Json, &p.standby),
+    );
+    let listener = Listener::start().await;
+    let (callback, channel_url) = b.channel(BOB, ChannelType::WebSockets).await;
+    // The channel's URL names the leader (the public URL); the socket goes to the standby.
+    let through_standby = channel_url.replace(&p.leader.addr(), &p.standby.addr());
+    assert_ne!(through_standby, channel_url);
+    let _relay = Relay::start_socket(through_standby, Format::Json, listener.url.clone());
+    let doc = docs::subscription_to(&callback, BOB, Format::Json);
+    b.create_subscription(BOB, &doc).await.created();
+    a.create_session(ALICE, &docs::session("over a socket", &[BOB]))
+        .await
+        .created();
+    let got = listener.wait_for(1).await;
+    assert_eq!(
+        got[0].kind(),
+        "sessionInvitationNotification",
+        "{:?}",
+        got[0].body
     );
     let _ = std::fs::remove_dir_all(&p.standby_dir);
 }
