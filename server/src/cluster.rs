@@ -180,7 +180,12 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     }
     let forwarder = Arc::new(Forwarder::new(seat.url.clone()));
     let url = config.database_url.clone().unwrap_or_default();
-    let mut watch = Watch::default();
+    let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
+        .map_err(StartError::Store)?;
+    let mut watch = Watch {
+        client: None,
+        tls: Arc::new(tls),
+    };
     // Know the leader before saying this instance listens.
     let mut free = watch.look(&url, &forwarder).await;
     println!(
@@ -221,9 +226,9 @@ async fn try_to_lead(
 }
 
 /// A standby's view of the database: one connection, kept between looks.
-#[derive(Default)]
 struct Watch {
     client: Option<tokio_postgres::Client>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Watch {
@@ -232,7 +237,7 @@ impl Watch {
     /// still runs, sees the same database) and answers "not free".
     async fn look(&mut self, url: &str, forwarder: &Forwarder) -> bool {
         if self.client.is_none() {
-            self.client = connect(url).await;
+            self.client = connect(url, &self.tls).await;
         }
         let Some(client) = &self.client else {
             return false;
@@ -275,13 +280,15 @@ impl Watch {
     }
 }
 
-/// A connection for a standby's looks (bounded waits; `None` when the database is away).
-async fn connect(url: &str) -> Option<tokio_postgres::Client> {
+/// A connection for a standby's looks (bounded waits; `None` when the database is away), with
+/// the store's TLS rule.
+async fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> Option<tokio_postgres::Client> {
     let mut config = tokio_postgres::Config::from_str(url).ok()?;
     config
         .connect_timeout(Duration::from_secs(5))
         .application_name("netapi-chat standby");
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+    let tls = crate::store::postgres::connector_for(&mut config, Arc::clone(tls));
+    let (client, connection) = config.connect(tls).await.ok()?;
     tokio::spawn(connection);
     Some(client)
 }

@@ -140,6 +140,9 @@ pub struct Config {
     /// `NETAPI_CHAT_CALLBACK_CA_FILE`: PEM root certificates trusted for `https` notifyURLs
     /// besides Mozilla's (a receiver behind a private CA). Default (`None`): Mozilla's only.
     pub callback_ca_file: Option<PathBuf>,
+    /// `NETAPI_CHAT_DATABASE_CA_FILE`: PEM root certificates trusted for the PostgreSQL
+    /// server's certificate besides Mozilla's (with `sslmode=require` in the database URL).
+    pub database_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -259,6 +262,7 @@ impl Default for Config {
             retention: Retention::default(),
             tls: None,
             callback_ca_file: None,
+            database_ca_file: None,
         }
     }
 }
@@ -342,7 +346,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end): the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port` (no TLS: terminate TLS at the load balancer), or `auto` for `http://` + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it and take over within seconds when it is gone"),
-    Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
+    Setting::unset("NETAPI_CHAT_DATABASE_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for the PostgreSQL server's certificate besides Mozilla's (webpki-roots), e.g. a managed database's CA bundle; used with `sslmode=require`"),
+    Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). `?sslmode=require`: TLS, the server's certificate verified for its host (stricter than libpq's `require`); any other `sslmode` (default `prefer`): no TLS. A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
     Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
@@ -900,6 +905,11 @@ impl Config {
             },
             callback_ca_file: s
                 .text("NETAPI_CHAT_CALLBACK_CA_FILE")
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+            database_ca_file: s
+                .text("NETAPI_CHAT_DATABASE_CA_FILE")
                 .map(str::trim)
                 .filter(|f| !f.is_empty())
                 .map(PathBuf::from),

@@ -79,10 +79,31 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
 pub fn callback_client_config(
     extra_roots: Option<&std::path::Path>,
 ) -> Result<rustls::ClientConfig, String> {
+    let mut config = client_config("NETAPI_CHAT_CALLBACK_CA_FILE", extra_roots)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The TLS client of the PostgreSQL connections (`sslmode=require` in
+/// `NETAPI_CHAT_DATABASE_URL`): the database server's certificate is verified for its host
+/// against Mozilla's roots plus `NETAPI_CHAT_DATABASE_CA_FILE` (a private CA's, as managed
+/// databases hand out).
+pub fn database_client_config(
+    extra_roots: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, String> {
+    client_config("NETAPI_CHAT_DATABASE_CA_FILE", extra_roots)
+}
+
+/// A client configuration trusting Mozilla's roots plus the certificates of `extra_roots`
+/// (named `setting` in errors).
+fn client_config(
+    setting: &str,
+    extra_roots: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(file) = extra_roots {
-        let err = |p: String| format!("NETAPI_CHAT_CALLBACK_CA_FILE: {}: {p}", file.display());
+        let err = |p: String| format!("{setting}: {}: {p}", file.display());
         for cert in certificates(file).map_err(err)? {
             roots
                 .add(cert)
@@ -90,11 +111,9 @@ pub fn callback_client_config(
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+        .with_no_client_auth())
 }

@@ -230,3 +230,56 @@ async fn a_second_server_on_the_same_database_refuses_to_start() {
     let _ = std::fs::remove_dir_all(first_dir);
     let _ = std::fs::remove_dir_all(other_dir);
 }
+
+/// TLS to the database (`sslmode=require` in `NETAPI_CHAT_DATABASE_URL`): the server refuses
+/// to start on a database whose certificate it cannot verify (the test cluster's is
+/// self-signed), naming the certificate; trusting it with `NETAPI_CHAT_DATABASE_CA_FILE`, the
+/// server starts, works, and its connection is encrypted (as the database itself reports in
+/// `pg_stat_ssl`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_database_over_tls_is_used_only_with_a_certificate_that_verifies() {
+    let tls_url = std::env::var("NETAPI_CHAT_TEST_DATABASE_TLS_URL")
+        .expect("NETAPI_CHAT_TEST_DATABASE_TLS_URL: run through `cargo xtask test`");
+    let ca = std::env::var("NETAPI_CHAT_TEST_DATABASE_CA").expect("NETAPI_CHAT_TEST_DATABASE_CA");
+    let dir = support::temp_data_dir();
+    let over_socket = support::postgres_database_for(&dir).expect("the test database");
+    let db = over_socket
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.split('?').next())
+        .expect("database name")
+        .to_owned();
+    let url = tls_url.replace("/postgres?", &format!("/{db}?"));
+    let (status, stderr) = support::run_to_exit(&dir, &[("NETAPI_CHAT_DATABASE_URL", &url)]);
+    assert!(
+        !status.success(),
+        "started on a certificate it cannot verify"
+    );
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let s = Server::start_in(
+        &dir,
+        &[
+            ("NETAPI_CHAT_DATABASE_URL", &url),
+            ("NETAPI_CHAT_DATABASE_CA_FILE", &ca),
+        ],
+        None,
+    );
+    let sid = connected_session(&s).await;
+    let a = send_empty("GET", &s.urls().session(BOB, &sid), Format::Json).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").expect("test database");
+    let encrypted = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        c.query_one(
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND a.application_name = 'netapi-chat'",
+            &[&db],
+        )
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, Option<bool>>(1)))
+        .expect("ask the database")
+    })
+    .join()
+    .expect("ask the database");
+    assert_eq!(encrypted, (1, Some(true)), "the store's connection is TLS");
+}

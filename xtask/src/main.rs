@@ -201,6 +201,8 @@ fn postgres_pass(root: &Path) -> Result<()> {
             .arg("test")
             .args(&args)
             .env("NETAPI_CHAT_TEST_DATABASE_URL", &cluster.url)
+            .env("NETAPI_CHAT_TEST_DATABASE_TLS_URL", &cluster.tls_url)
+            .env("NETAPI_CHAT_TEST_DATABASE_CA", &cluster.ca)
             .env("NETAPI_CHAT_TEST_PG_CTL", &cluster.ctl)
             .status()
             .context("running cargo test")?;

@@ -4,9 +4,10 @@
 //! installing `postgresql` with apt-get when none is there. PostgreSQL refuses to run as root
 //! (CI runs as root), so as root the cluster belongs to an unprivileged system user
 //! ([`PG_USER`], created when missing) and its commands run through `runuser`. The cluster
-//! lives in a temporary directory, listens only on a unix socket in it (no TCP port to collide
-//! with; the port number only names the socket), runs with `fsync=off` (the tests kill
-//! netapi-chat, never the database's machine) and is stopped and deleted when dropped.
+//! lives in a temporary directory, listens on a unix socket in it and on 127.0.0.1 (the same
+//! free port) with TLS on, a self-signed certificate for `127.0.0.1` made here (the tests of
+//! TLS to the database), runs with `fsync=off` (the tests kill netapi-chat, never the
+//! database's machine) and is stopped and deleted when dropped.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ pub struct Cluster {
     pub ctl: PathBuf,
     /// The URL of its `postgres` database, as the `postgres` superuser, over the socket.
     pub url: String,
+    /// The same database over TCP with TLS required (`NETAPI_CHAT_TEST_DATABASE_TLS_URL`).
+    pub tls_url: String,
+    /// The PEM certificate the cluster's TLS uses, to trust (`NETAPI_CHAT_TEST_DATABASE_CA`).
+    pub ca: PathBuf,
 }
 
 /// The newest `/usr/lib/postgresql/<major>/bin` that has `initdb`, `pg_ctl` and `postgres`.
@@ -100,7 +105,8 @@ fn ensure_user() -> Result<()> {
     Ok(())
 }
 
-/// A port nobody listens on now (it names the socket file; no TCP listener is opened).
+/// A port nobody listens on now (it names the socket file, and the cluster's TCP listener on
+/// 127.0.0.1).
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
@@ -157,6 +163,23 @@ impl Cluster {
         }
         let port = free_port()?;
         let data = dir.join("data");
+        // TLS on the TCP listener: a self-signed certificate for 127.0.0.1, its key readable
+        // by the cluster's owner only (PostgreSQL refuses a key others can read).
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .context("making the test cluster's certificate")?;
+        let (ca, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&ca, made.cert.pem())?;
+        std::fs::write(&key, made.signing_key.serialize_pem())?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        }
+        if root {
+            run(
+                "chown",
+                Command::new("chown").arg(PG_USER).arg(&ca).arg(&key),
+            )?;
+        }
         // The wrapper every pg_ctl call goes through (ours and the outage test's).
         let as_owner = if root {
             format!("runuser -u {PG_USER} -- ")
@@ -165,8 +188,11 @@ impl Cluster {
         };
         let ctl = dir.join("pg_ctl");
         let options = format!(
-            "-p {port} -k {} -c listen_addresses='' -c max_connections=200{}",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
+             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}{}",
             dir.display(),
+            ca.display(),
+            key.display(),
             if durable {
                 ""
             } else {
@@ -191,6 +217,8 @@ impl Cluster {
                 "postgres://postgres@{}:{port}/postgres",
                 percent_encode_path(&dir)
             ),
+            tls_url: format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=require"),
+            ca,
             dir,
             ctl,
         };

@@ -18,6 +18,7 @@
 //! has reconnected (see [`Store::is_down`] and `recover`).
 
 pub mod format;
+mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 
@@ -422,7 +423,11 @@ pub fn open_unless_led(
             // The backend drives its client with a small runtime of its own, which must not be
             // started (or dropped) on a thread of tokio's: connect on a plain thread.
             let url = url.clone();
-            let opened = std::thread::spawn(move || postgres::Postgres::open(&url, seat))
+            let tls = std::sync::Arc::new(
+                crate::tls::database_client_config(config.database_ca_file.as_deref())
+                    .map_err(StoreError)?,
+            );
+            let opened = std::thread::spawn(move || postgres::Postgres::open(&url, seat, tls))
                 .join()
                 .map_err(|_| StoreError("opening the PostgreSQL backend panicked".to_owned()))?;
             let _ = ANSWER_WITHIN.set(POSTGRES_ANSWER_WITHIN);

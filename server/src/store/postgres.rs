@@ -28,6 +28,7 @@
 //! `INSERT … ON CONFLICT … DO UPDATE`, a window function for trimming dead letters. What
 //! differs is listed in ARCHITECTURE.md ("PostgreSQL backend").
 
+pub use super::pg_tls::connector_for;
 use super::{
     Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot,
     StoreError, StoredCounts, expired_head, format, now_ms,
@@ -36,7 +37,7 @@ use std::future::Future;
 use std::str::FromStr as _;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// PostgreSQL's error type (connection, protocol or the database's answer).
 type PgError = tokio_postgres::Error;
@@ -273,6 +274,8 @@ pub struct Postgres {
     migrated: Option<Migrated>,
     /// In a cluster: where the others reach this server.
     seat: Option<Seat>,
+    /// TLS for `sslmode=require` (see `pg_tls`).
+    tls: super::pg_tls::MakeRustls,
     /// The key standbys prove forwarded requests with (cluster mode, once leading).
     cluster_key: Option<String>,
     /// The database server's process of the session that took [`INSTANCE_LOCK`]: after a lost
@@ -360,9 +363,14 @@ impl Postgres {
     /// database is created at it, an older one migrated (in one transaction), a newer one
     /// refused before anything is written. Call it on a plain thread (not one of tokio's):
     /// the backend runs a small runtime of its own.
-    pub fn open(url: &str, seat: Option<Seat>) -> Result<Opening, StoreError> {
+    pub fn open(
+        url: &str,
+        seat: Option<Seat>,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Opening, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError(format!("NETAPI_CHAT_DATABASE_URL does not read: {e}")))?;
+        let tls = super::pg_tls::connector_for(&mut config, tls);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -386,6 +394,7 @@ impl Postgres {
             lost: false,
             migrated: None,
             seat,
+            tls,
             cluster_key: None,
             lock_pid: None,
             taken: false,
@@ -401,7 +410,10 @@ impl Postgres {
             })
             .map_err(|e| {
                 let e = pg.fail(e);
-                StoreError(format!("recording this server as the leader in the {e}"))
+                StoreError(format!(
+                    "recording this server as the leader in the {}",
+                    e.0
+                ))
             })?;
             pg.cluster_key = Some(key);
         }
@@ -416,8 +428,9 @@ impl Postgres {
     /// one holds it: another server leads now, and this one is [`Backend::taken_over`].
     fn connect(&mut self, again: bool) -> Result<Option<Client>, StoreError> {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let connected = wait(&self.rt, async {
-            let (client, connection) = config.connect(NoTls).await?;
+            let (client, connection) = config.connect(tls).await?;
             // Driven by this runtime whenever the backend waits on it.
             tokio::spawn(connection);
             let row = client
@@ -436,7 +449,7 @@ impl Postgres {
         });
         let (client, locked, pid, holder) = connected.map_err(|e| {
             let e = self.fail(e);
-            StoreError(format!("connecting to the {e}"))
+            StoreError(format!("connecting to the {}", e.0))
         })?;
         if locked {
             self.lock_pid = Some(pid);
@@ -504,7 +517,7 @@ impl Postgres {
                     e.code().map(|c| c.code()),
                     e.as_db_error().is_some(),
                 ),
-                StoreError(format!("{}: {e}", self.place)),
+                StoreError(format!("{}: {}", self.place, with_causes(&e))),
             ),
         };
         self.lost = lost;
@@ -552,6 +565,22 @@ async fn stored_version(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<u
 /// [`lock_objid`]); `pg_locks` shows every database's locks.
 pub const HOLDER: &str = "locktype = 'advisory' AND granted AND classid = $2 AND objid = $3 \
      AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+/// `e` and what caused it (tokio-postgres says "error performing TLS handshake" and keeps
+/// the reason, e.g. rustls's "invalid peer certificate: UnknownIssuer", as its source).
+fn with_causes(e: &PgError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
 
 /// The high half of [`INSTANCE_LOCK`] as `pg_locks.classid` shows a bigint advisory key.
 pub fn lock_classid() -> u32 {
@@ -1093,10 +1122,12 @@ impl Backend for Postgres {
 mod tests {
     use super::*;
     use crate::store::{MessageRow, after_session};
+    use tokio_postgres::NoTls;
 
     /// Opens `url` as a lone server (no cluster): a lock held elsewhere is an error.
     fn open_alone(url: &str) -> Result<Postgres, StoreError> {
-        match Postgres::open(url, None)? {
+        let tls = std::sync::Arc::new(crate::tls::database_client_config(None).unwrap());
+        match Postgres::open(url, None, tls)? {
             Opening::Opened(pg) => Ok(*pg),
             Opening::Busy => Err(StoreError("busy".into())),
         }

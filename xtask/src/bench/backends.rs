@@ -6,6 +6,12 @@
 //! does weighs on both alike. Reported per step: POST p50/p99, netapi-chat's CPU per message,
 //! and the database server's CPU per message (the cluster's processes: on SQLite that work is
 //! inside netapi-chat). Written to `target/bench/BENCHMARKS.postgres.md`; nothing is asserted.
+//!
+//! Two instances on one database (issue 14): the PostgreSQL server runs as a cluster's leader
+//! (`NETAPI_CHAT_CLUSTER_URL=auto`) and a second instance stands by on the same database; a
+//! third side sends its workload to the standby, which forwards every request to the leader.
+//! Its rows give the leader's CPU per message and the standby's beside it (the cost a second
+//! machine would carry per request), at the same rates, alternating with the others.
 
 use super::chat::{Format, Plan, Workload};
 use super::listen::Collector;
@@ -29,7 +35,11 @@ pub struct Settings {
 
 struct Side {
     name: &'static str,
+    /// The instance the workload goes to.
     chat: NetapiChat,
+    /// Whether `chat` is a standby (forwarding to the PostgreSQL side's leader, whose CPU is
+    /// then the side's netapi-chat CPU).
+    standby: bool,
     _workload: Workload,
     target: Target,
     pool: Vec<super::http::Conn>,
@@ -43,18 +53,34 @@ async fn side(
     text_len: usize,
 ) -> Result<Side> {
     let chat = start_netapi_chat(root, &format!("backend-{name}"), env)?;
+    let pid = chat.server.pid();
+    side_through(plan, name, chat, pid, text_len).await
+}
+
+/// A side whose workload goes to `chat`; the netapi-chat CPU per message reported is
+/// `decider`'s (`chat` itself, or the leader a standby forwards to).
+async fn side_through(
+    plan: &Plan,
+    name: &'static str,
+    chat: NetapiChat,
+    decider: u32,
+    text_len: usize,
+) -> Result<Side> {
+    let addr = chat.server.addr;
+    let standby = decider != chat.server.pid();
     let collector = Arc::new(Collector::default());
-    let workload = Workload::setup(chat.server.addr, plan, Format::Json, &collector).await?;
+    let workload = Workload::setup(addr, plan, Format::Json, &collector).await?;
     let target = Target {
-        addr: chat.server.addr,
+        addr,
         make: workload.make_request(Format::Json, text_len),
         collector: Some(collector),
-        server_pid: Some(chat.server.pid()),
+        server_pid: Some(decider),
         tap: None,
     };
     Ok(Side {
         name,
         chat,
+        standby,
         _workload: workload,
         target,
         pool: Vec::new(),
@@ -96,13 +122,22 @@ pub async fn run(
         .postmaster_pid()
         .ok_or_else(|| anyhow::anyhow!("no postmaster.pid in the test cluster"))?;
     let url = cluster.url.clone();
+    let on_postgres = [
+        ("NETAPI_CHAT_DATABASE_URL", url.as_str()),
+        ("NETAPI_CHAT_CLUSTER_URL", "auto"),
+    ];
+    let leader = side(root, plan, "PostgreSQL", &on_postgres, text_len).await?;
+    let leader_pid = leader.chat.server.pid();
+    // A second instance on the same database: it stands by and forwards to the leader.
+    let standby = start_netapi_chat(root, "backend-standby", &on_postgres)?;
     let mut sides = [
         side(root, plan, "SQLite", &[], text_len).await?,
-        side(
-            root,
+        leader,
+        side_through(
             plan,
-            "PostgreSQL",
-            &[("NETAPI_CHAT_DATABASE_URL", url.as_str())],
+            "PostgreSQL via a standby",
+            standby,
+            leader_pid,
             text_len,
         )
         .await?,
@@ -110,23 +145,30 @@ pub async fn run(
     for s in sides.iter_mut() {
         run_step(&s.target, &mut s.pool, opts, 300, 200, opts.warmup).await?;
     }
-    let mut rows: Vec<(&'static str, StepResult, Option<f64>)> = Vec::new();
+    let mut rows: Vec<(&'static str, StepResult, Option<f64>, Option<f64>)> = Vec::new();
     let mut step = 300u32;
     for &rate in &settings.rates {
         for _ in 0..settings.rounds {
             for s in sides.iter_mut() {
                 step += 1;
                 let db_before = cluster_cpu(postmaster);
+                let standby_pid = s.standby.then(|| s.chat.server.pid());
+                let standby_before = cpu_secs(standby_pid);
                 let r = run_step(&s.target, &mut s.pool, opts, step, rate, settings.step).await?;
                 let db_secs = cluster_cpu(postmaster) - db_before;
-                let db_us = (r.ok > 0).then(|| db_secs * 1e6 / r.ok as f64);
+                let per_msg = |secs: f64| (r.ok > 0).then(|| secs * 1e6 / r.ok as f64);
+                let db_us = per_msg(db_secs);
+                let standby_us = cpu_secs(standby_pid)
+                    .zip(standby_before)
+                    .and_then(|(after, before)| per_msg(after - before));
                 println!(
-                    "  {:<10} {}, database CPU {} µs/msg",
+                    "  {:<26} {}, database CPU {} µs/msg, standby CPU {} µs/msg",
                     s.name,
                     super::report::step_line(&r),
-                    db_us.map_or("-".to_owned(), |u| format!("{u:.1}"))
+                    db_us.map_or("-".to_owned(), |u| format!("{u:.1}")),
+                    standby_us.map_or("-".to_owned(), |u| format!("{u:.1}"))
                 );
-                rows.push((s.name, r, db_us));
+                rows.push((s.name, r, db_us, standby_us));
             }
         }
     }
@@ -136,13 +178,13 @@ pub async fn run(
         }
     }
     let mut md = String::from(
-        "| rate msg/s | backend | achieved/s | POST p50 ms | POST p99 ms | errors | netapi-chat CPU µs/msg | database CPU µs/msg |\n|--:|---|--:|--:|--:|--:|--:|--:|\n",
+        "| rate msg/s | backend | achieved/s | POST p50 ms | POST p99 ms | errors | netapi-chat CPU µs/msg (the deciding instance) | standby CPU µs/msg | database CPU µs/msg |\n|--:|---|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     let ms = |ns: u64| ns as f64 / 1e6;
-    for (name, r, db) in &rows {
+    for (name, r, db, standby) in &rows {
         let _ = writeln!(
             md,
-            "| {} | {name} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {name} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
             r.rate,
             r.achieved,
             ms(r.post.p50),
@@ -150,6 +192,7 @@ pub async fn run(
             r.errors + r.skipped,
             r.server_cpu_us
                 .map_or("-".to_owned(), |u| format!("{u:.1}")),
+            standby.map_or("-".to_owned(), |u| format!("{u:.1}")),
             if *name == "SQLite" {
                 "(in netapi-chat)".to_owned()
             } else {
