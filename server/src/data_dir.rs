@@ -46,7 +46,7 @@ pub fn warning_line(text: &str, json: bool, now: std::time::SystemTime) -> Strin
 
 /// Says something to the operator on stderr (start-up only; the log is not set up yet for all
 /// callers, and these lines must be seen whatever the log level).
-fn warn(text: &str) {
+pub(crate) fn warn(text: &str) {
     let json = JSON_LINES.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("{}", warning_line(text, json, std::time::SystemTime::now()));
 }

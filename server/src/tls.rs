@@ -8,11 +8,26 @@
 //! TLS 1.2 and 1.3 (rustls' safe defaults, the aws-lc-rs provider dropshot already uses); ALPN
 //! offers `http/1.1` only, so that the connection limits and header-read timeout, which are
 //! HTTP/1.1 settings, hold for every TLS client.
+//!
+//! Renewal without a restart (issue 17): a handshake looks at the two files at most every
+//! [`RELOAD_CHECK`] (a `stat` each, like the token file) and, when either changed, loads the
+//! pair again; new connections get the new certificate, open ones keep theirs. A pair that does
+//! not load (half-written, mismatched) changes nothing: the certificate in force stays and a
+//! warning names the problem, once per change of the files.
 
+use crate::auth::watched::{Stamp, look_due};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Longest time between a renewed certificate on disk and new connections getting it (at the
+/// first handshake after it).
+pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// The certificate chain and key files (`NETAPI_CHAT_TLS_CERT`, `NETAPI_CHAT_TLS_KEY`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,26 +64,98 @@ fn certificates(file: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, 
 /// The rustls server configuration of `files`, or what is wrong with them (naming the setting
 /// and the file).
 pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let stamps = stamps(files);
+    let key = certified_key(files, &provider)?;
+    let resolver = ReloadingCert {
+        files: files.clone(),
+        provider: Arc::clone(&provider),
+        current: RwLock::new(Arc::new(key)),
+        look: Mutex::new((Instant::now(), stamps)),
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The certificate chain and key of `files`, checked to belong together, or what is wrong
+/// (naming the setting and the file).
+fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
     let cert_err = |p: String| format!("NETAPI_CHAT_TLS_CERT: {}: {p}", files.cert.display());
     let key_err = |p: String| format!("NETAPI_CHAT_TLS_KEY: {}: {p}", files.key.display());
     let certs = certificates(&files.cert).map_err(cert_err)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| key_err(pem_problem(&e, "private key")))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => key_err(format!(
-                "does not match the certificate in {} (NETAPI_CHAT_TLS_CERT)",
-                files.cert.display()
+    CertifiedKey::from_der(certs, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => key_err(format!(
+            "does not match the certificate in {} (NETAPI_CHAT_TLS_CERT)",
+            files.cert.display()
+        )),
+        other => key_err(format!("unusable: {other}")),
+    })
+}
+
+/// The versions of the two files now (`None` when either cannot be `stat`ed).
+fn stamps(files: &TlsFiles) -> Option<(Stamp, Stamp)> {
+    let cert = std::fs::metadata(&files.cert).ok()?;
+    let key = std::fs::metadata(&files.key).ok()?;
+    Some((Stamp::of(&cert), Stamp::of(&key)))
+}
+
+/// The server's certificate, loaded again when its files change (see the module
+/// documentation).
+#[derive(Debug)]
+struct ReloadingCert {
+    files: TlsFiles,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// When the files were last looked at, and their versions then.
+    look: Mutex<(Instant, Option<(Stamp, Stamp)>)>,
+}
+
+impl ReloadingCert {
+    /// Looks at the files when a look is due (one handshake at a time; the others go on
+    /// with the certificate in force) and loads a changed pair.
+    fn refresh(&self) {
+        let Ok(mut look) = self.look.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if !look_due(look.0, now, RELOAD_CHECK) {
+            return;
+        }
+        look.0 = now;
+        let seen = stamps(&self.files);
+        if seen == look.1 {
+            return;
+        }
+        look.1 = seen;
+        match certified_key(&self.files, &self.provider) {
+            Ok(key) => {
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(key);
+                }
+                crate::data_dir::warn(&format!(
+                    "TLS certificate reloaded from {}: new connections get it",
+                    self.files.cert.display()
+                ));
+            }
+            Err(e) => crate::data_dir::warn(&format!(
+                "the changed TLS certificate pair does not load ({e}); the previous one stays in force"
             )),
-            other => key_err(format!("unusable: {other}")),
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.refresh();
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
 }
 
 /// The TLS configuration callbacks to `https` notifyURLs are made with (issue 13): Mozilla's

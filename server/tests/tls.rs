@@ -490,3 +490,99 @@ fn check_config_refuses_a_callback_ca_file_without_certificates() {
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("NETAPI_CHAT_CALLBACK_CA_FILE"), "{out}");
 }
+
+/// The certificate a TLS handshake with `srv` is answered with (DER), or the TLS error.
+async fn served_certificate(srv: &Server) -> Vec<u8> {
+    // Trust anything: the test looks at which certificate is served, not at its validity.
+    #[derive(Debug)]
+    struct Anything(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for Anything {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Anything(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(srv.base.trim_start_matches("https://"))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let (_, session) = stream.get_ref();
+    session.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+/// A renewed certificate is served without a restart: the files replaced under the running
+/// server (by rename, as certbot and cert-manager do), new connections get the new one within
+/// about a second; a broken pair written over them changes nothing (the renewed certificate
+/// stays in force, a warning says why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = temp_data_dir();
+    let (cert, key, first) = certificate(&dir, "server");
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    assert_eq!(served_certificate(&srv).await, first);
+    let (new_cert, new_key, renewed) = certificate(&dir, "renewed");
+    std::fs::rename(&new_key, &key).expect("replace the key");
+    std::fs::rename(&new_cert, &cert).expect("replace the certificate");
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while served_certificate(&srv).await != renewed {
+        assert!(
+            std::time::Instant::now() < patience,
+            "the old certificate is still served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A key that is not a key: nothing changes.
+    std::fs::write(&key, "not a key").expect("break the key");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(served_certificate(&srv).await, renewed);
+    assert_eq!(served_certificate(&srv).await, renewed);
+}

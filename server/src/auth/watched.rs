@@ -22,7 +22,7 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// What identifies one version of the file: a replacement by rename changes the inode, an
 /// edit in place the size or the modification time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     dev: u64,
     ino: u64,
     len: u64,
@@ -30,7 +30,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
