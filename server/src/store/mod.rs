@@ -819,13 +819,43 @@ fn hold(work: Work, outage: &mut Outage, rx: &mpsc::Receiver<Work>, failed: &Ato
 }
 
 /// Reconnects (waiting 100 ms, then twice as long each time up to 2 s, refusing or keeping the
-/// work that arrives meanwhile) and commits the kept batches in one transaction, then runs their
+/// work that arrives meanwhile) and commits the kept batches ([`commit_kept`]: in order, in
+/// bounded groups), then runs their
 /// hooks in order (their notifications go to delivery). Each kept batch is committed exactly
 /// as it was submitted and before anything newer, and every batch is idempotent when applied
 /// twice in a row (upserts and deletes of whole rows by key; a bury sets the time again), so
 /// a commit whose acknowledgement was lost with the connection is simply applied again.
 /// `false` when the store should stop: asked to close while the database is still away (the
 /// kept changes were never confirmed to anyone, so nothing answered 2xx is lost).
+/// Commits the kept batches in order, at most [`MAX_GROUP`] per transaction (a long outage can
+/// keep up to `MAX_HELD`: as one transaction that backlog could outlast every timeout and be
+/// retried for ever), running each group's hooks once it is committed and dropping it from
+/// `held`; how many were committed. On a failure the groups before stay committed and the rest
+/// stay kept, in order, for the next attempt.
+fn commit_kept(backend: &mut dyn Backend, held: &mut Vec<Job>) -> Result<usize, StoreError> {
+    let mut committed = 0;
+    while !held.is_empty() {
+        let n = held.len().min(MAX_GROUP);
+        let batches: Vec<&Batch> = held[..n]
+            .iter()
+            .map(|j| &j.batch)
+            .filter(|b| !b.is_empty())
+            .collect();
+        if !batches.is_empty() {
+            let started = std::time::Instant::now();
+            backend.commit(&batches)?;
+            crate::metrics::store_commit(batches.len(), started.elapsed());
+        }
+        for job in held.drain(..n) {
+            if let Some(hook) = job.after_commit {
+                hook();
+            }
+        }
+        committed += n;
+    }
+    Ok(committed)
+}
+
 fn recover(
     backend: &mut dyn Backend,
     rx: &mpsc::Receiver<Work>,
@@ -835,33 +865,12 @@ fn recover(
 ) -> bool {
     let mut wait = RECONNECT_FIRST;
     loop {
-        let attempt = backend.reconnect().and_then(|()| {
-            let batches: Vec<&Batch> = outage
-                .held
-                .iter()
-                .map(|j| &j.batch)
-                .filter(|b| !b.is_empty())
-                .collect();
-            if batches.is_empty() {
-                return Ok(());
-            }
-            let started = std::time::Instant::now();
-            let result = backend.commit(&batches);
-            crate::metrics::store_commit(batches.len(), started.elapsed());
-            result
-        });
+        let attempt = backend
+            .reconnect()
+            .and_then(|()| commit_kept(backend, &mut outage.held));
         match attempt {
-            Ok(()) => {
-                let held = std::mem::take(&mut outage.held);
-                eprintln!(
-                    "netapi-chat: the database is back; {} kept changes committed",
-                    held.len()
-                );
-                for job in held {
-                    if let Some(hook) = job.after_commit {
-                        hook();
-                    }
-                }
+            Ok(committed) => {
+                eprintln!("netapi-chat: the database is back; {committed} kept changes committed");
                 outage.down.store(false, Ordering::SeqCst);
                 return true;
             }
@@ -1191,6 +1200,89 @@ mod tests {
             Some("f")
         );
         store.close();
+    }
+
+    /// A backend that records the size of each commit and fails the `fail_on`-th (1-based) as
+    /// an unreachable database.
+    struct Groups {
+        sizes: Vec<usize>,
+        fail_on: Option<usize>,
+    }
+
+    impl Backend for Groups {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn commit(&mut self, batches: &[&Batch]) -> Result<(), StoreError> {
+            if self.fail_on == Some(self.sizes.len() + 1) {
+                self.fail_on = None;
+                return Err(StoreError("gone".into()));
+            }
+            self.sizes.push(batches.len());
+            Ok(())
+        }
+        fn messages_after(
+            &mut self,
+            _: &str,
+            _: Option<u64>,
+            _: usize,
+        ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn message_by_correlator(
+            &mut self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<String>, StoreError> {
+            Ok(None)
+        }
+        fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
+            Ok(Purged {
+                deleted: 0,
+                next: None,
+            })
+        }
+    }
+
+    /// A long outage's backlog is committed in groups of at most `MAX_GROUP` (one transaction
+    /// each), in order, each group's hooks run once it is committed; a failure keeps the rest,
+    /// in order, for the next attempt, the committed groups gone from it.
+    #[test]
+    fn kept_batches_are_committed_in_bounded_groups_in_order() {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let mut held: Vec<Job> = (0..1300)
+            .map(|i| {
+                let ran = Arc::clone(&ran);
+                Job {
+                    batch: named(&i.to_string()),
+                    after_commit: Some(Box::new(move || ran.lock().unwrap().push(i))),
+                    done: None,
+                }
+            })
+            .collect();
+        let mut backend = Groups {
+            sizes: Vec::new(),
+            fail_on: Some(2),
+        };
+        assert!(commit_kept(&mut backend, &mut held).is_err());
+        assert_eq!(backend.sizes, [MAX_GROUP]);
+        assert_eq!(
+            held.len(),
+            1300 - MAX_GROUP,
+            "the committed group left the queue"
+        );
+        assert_eq!(*ran.lock().unwrap(), (0..MAX_GROUP).collect::<Vec<_>>());
+        assert_eq!(
+            commit_kept(&mut backend, &mut held).unwrap(),
+            1300 - MAX_GROUP
+        );
+        assert_eq!(backend.sizes, [MAX_GROUP, MAX_GROUP, 1300 - 2 * MAX_GROUP]);
+        assert!(held.is_empty());
+        assert_eq!(*ran.lock().unwrap(), (0..1300).collect::<Vec<_>>());
     }
 
     /// A message-send batch as the core builds it: a ~400-byte message record, the counters,
