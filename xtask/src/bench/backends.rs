@@ -153,12 +153,14 @@ pub async fn run(
                 step += 1;
                 let db_before = cluster_cpu(postmaster);
                 let standby_pid = s.standby.then(|| s.chat.server.pid());
-                let standby_before = cpu_secs(standby_pid);
+                // (`cpu_secs(None)` is this process's: only a standby side has a figure.)
+                let standby_before = standby_pid.and_then(|p| cpu_secs(Some(p)));
                 let r = run_step(&s.target, &mut s.pool, opts, step, rate, settings.step).await?;
                 let db_secs = cluster_cpu(postmaster) - db_before;
                 let per_msg = |secs: f64| (r.ok > 0).then(|| secs * 1e6 / r.ok as f64);
                 let db_us = per_msg(db_secs);
-                let standby_us = cpu_secs(standby_pid)
+                let standby_us = standby_pid
+                    .and_then(|p| cpu_secs(Some(p)))
                     .zip(standby_before)
                     .and_then(|(after, before)| per_msg(after - before));
                 println!(
