@@ -124,9 +124,18 @@ fn main() -> Result<()> {
 }
 
 /// The black-box suites that run against PostgreSQL as well (the backend matrix): the
-/// flows, durability (restart and SIGKILL: nothing answered 2xx lost), paging, retention and
-/// delivery. The other suites test what does not depend on the store, or SQLite itself.
-const POSTGRES_SUITES: [&str; 5] = ["flows", "durability", "paging", "retention", "delivery"];
+/// flows, errors, durability (restart and SIGKILL: nothing answered 2xx lost), security,
+/// limits, paging, retention and delivery (issue 14's list and what depends on the store). The other suites test what does not depend on the store, or SQLite itself.
+const POSTGRES_SUITES: [&str; 8] = [
+    "flows",
+    "errors",
+    "durability",
+    "security",
+    "limits",
+    "paging",
+    "retention",
+    "delivery",
+];
 
 /// Tests of the PostgreSQL pass that read the SQLite file directly (so mean nothing there).
 const SQLITE_ONLY: [&str; 1] =
