@@ -19,7 +19,7 @@
 
 use crate::chat::Chat;
 use crate::handlers::ChatServer;
-use crate::notify::channel::{Mailbox, Polled};
+use crate::notify::channel::{Ack, Mailbox, Polled};
 use crate::notify::webhook_id;
 use dropshot::{
     ClientErrorStatusCode, HttpError, Path, RequestContext, WebsocketConnection,
@@ -140,7 +140,7 @@ async fn serve(
         }
         chat.touch_channel(&id);
         let polled = tokio::select! {
-            p = mailbox.poll(1, wait) => p,
+            p = mailbox.poll(Ack::Previous, 1, wait) => p,
             m = rx.next() => match m {
                 // A stray frame (nothing is waiting for an acknowledgement): ignored.
                 Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,

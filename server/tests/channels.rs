@@ -233,6 +233,69 @@ async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowled
     }
 }
 
+/// The explicit acknowledgement: an answer the client did not process (lost on the way: the
+/// client polls again naming the last `webhookId` it processed, which is not in that answer)
+/// comes again, same ids, same order; a partly processed answer comes again from the first
+/// unprocessed one; acknowledged ones are gone, across a kill too; a malformed `ack` is 400.
+#[tokio::test]
+async fn an_answer_not_acknowledged_comes_again_with_the_same_ids() {
+    let s = server(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "100")]);
+    let dir = s.data_dir.clone();
+    let mut kept = Vec::new();
+    // One user per format, so that one round's invitations do not reach the other's channel.
+    for (f, user) in FORMATS.into_iter().zip([B, "sip:carol@example.com"]) {
+        let ch = create_channel(&s, user, f, Some(3), Some(1)).await;
+        let url = channel_url(&ch);
+        let with_ack = |id: &str| format!("{url}?ack={id}");
+        subscribe(&s, user, &ch, "app").await;
+        for subject in ["one", "two", "three", "four"] {
+            invite(&s, A, user, subject).await;
+        }
+        // The first answer is "lost": the client processed nothing yet (`ack=` empty).
+        let lost = invitations(&poll_list(&with_ack(""), f).await);
+        let subjects = |l: &[(String, String)]| l.iter().map(|g| g.1.clone()).collect::<Vec<_>>();
+        assert_eq!(subjects(&lost), ["one", "two", "three"]);
+        let again = invitations(&poll_list(&with_ack(""), f).await);
+        assert_eq!(again, lost, "the same notifications, same ids, in order");
+        // The client processed "one" only: the rest comes again, then what follows.
+        let rest = invitations(&poll_list(&with_ack(&lost[0].0), f).await);
+        assert_eq!(subjects(&rest), ["two", "three", "four"]);
+        assert_eq!(rest[..2], lost[1..]);
+        // An ack of an id already acknowledged (nothing of the last answer read): all again.
+        let lost_again = invitations(&poll_list(&with_ack(&lost[0].0), f).await);
+        assert_eq!(lost_again, rest);
+        // Processed through "three": only "four" is left, and after its ack, nothing.
+        let four = invitations(&poll_list(&with_ack(&rest[1].0), f).await);
+        assert_eq!(four, rest[2..]);
+        let none = poll_list(&with_ack(&four[0].0), f).await;
+        assert!(none.notification.is_empty(), "{none:?}");
+        // A malformed ack is refused and changes nothing.
+        poll(&with_ack("three"), f)
+            .await
+            .assert_error(400, "SVC0002", f);
+        // One handed out and not acknowledged is kept across a kill.
+        invite(&s, A, user, format!("kept {}", f.media_type()).as_str()).await;
+        let handed = invitations(&poll_list(&with_ack(&four[0].0), f).await);
+        assert_eq!(handed.len(), 1);
+        kept.push((url.clone(), handed[0].clone(), four[0].0.clone(), f));
+    }
+    s.kill();
+    let s = Server::start_in(&dir, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")], None);
+    for (url, handed, before, f) in kept {
+        let url = url_on(&s, &url);
+        let again = invitations(&poll_list(&format!("{url}?ack={before}"), f).await);
+        assert_eq!(
+            again,
+            std::slice::from_ref(&handed),
+            "kept across the kill, same id"
+        );
+        let after = poll_list(&format!("{url}?ack={}", handed.0), f).await;
+        assert!(after.notification.is_empty(), "{after:?}");
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The loss window a long poll had: a poll whose client gave up (closed its connection) kept
 /// waiting, took the next notification and answered it to nobody, and the next poll then
 /// acknowledged it. Now a poll stops waiting when its client goes, before it takes anything:

@@ -22,7 +22,7 @@ use super::refused::Refused;
 use super::state::{Channel, ChannelRecord, State};
 use super::views::with_notification;
 use super::{Change, Chat, durable, missing};
-use crate::notify::channel::{Mailbox, Polled};
+use crate::notify::channel::{Ack, Mailbox, Polled};
 use crate::notify::webhook_id;
 use crate::store::{Kind, now_ms};
 use netapi_chat_api::{
@@ -103,6 +103,25 @@ pub fn socket_url(channel: &str) -> String {
         channel.to_owned()
     };
     format!("{url}/websocket")
+}
+
+/// Reads a poll's `ack`: absent is OMA 2012's implicit acknowledgement, empty is "nothing
+/// processed yet", else a `webhookId` (`msg_<n>`); anything else is `400 SVC0002`.
+pub fn parse_ack(ack: Option<&str>) -> Result<Ack, ApiError> {
+    let Some(text) = ack else {
+        return Ok(Ack::Previous);
+    };
+    if text.is_empty() {
+        return Ok(Ack::Through(None));
+    }
+    text.strip_prefix("msg_")
+        .and_then(|n| page::parse_cursor(n).ok())
+        .map(|id| Ack::Through(Some(id)))
+        .ok_or_else(|| {
+            ApiError::invalid_input(format!(
+                "`ack` {text:?} is not a webhookId (msg_42) nor empty"
+            ))
+        })
 }
 
 /// A user holding `held` channels may create one more while under `limit` (`403 POL2008`).
@@ -379,8 +398,8 @@ impl Chat {
         })
     }
 
-    /// The long poll (the channel's `channelURL`): acknowledges what the previous poll got,
-    /// then answers the notifications waiting, at most the channel's `maxNotifications`, as
+    /// The long poll (the channel's `channelURL`): acknowledges what `ack` covers of what the
+    /// previous poll got (all of it without `ack`, OMA 2012), then answers the notifications waiting, at most the channel's `maxNotifications`, as
     /// soon as there are any, or an empty list when its wait runs out. Each poll starts the
     /// channel's lifetime again. A poll whose client disconnects while it waits ends without
     /// taking anything (`dropshot::client_gone`), so the next poll gets what arrived.
@@ -388,6 +407,7 @@ impl Chat {
         &self,
         user: &str,
         id: &str,
+        ack: Ack,
     ) -> Result<NotificationList, ApiError> {
         let (mailbox, max, wait) = {
             let mut state = self.lock();
@@ -414,7 +434,7 @@ impl Chat {
                     "channel" => id);
                 Polled::Notifications(Vec::new())
             }
-            polled = mailbox.poll(max, wait) => polled,
+            polled = mailbox.poll(ack, max, wait) => polled,
         };
         if let Some(c) = self.lock().channels.get_mut(id) {
             c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
@@ -514,6 +534,17 @@ mod tests {
             "ws://h:1/notificationchannel/v1/u/channels/c/websocket"
         );
         assert_eq!(socket_url("https://h/x"), "wss://h/x/websocket");
+    }
+
+    #[test]
+    fn an_ack_is_absent_empty_or_a_webhook_id() {
+        assert_eq!(parse_ack(None).unwrap(), Ack::Previous);
+        assert_eq!(parse_ack(Some("")).unwrap(), Ack::Through(None));
+        assert_eq!(parse_ack(Some("msg_42")).unwrap(), Ack::Through(Some(42)));
+        for bad in ["42", "msg_", "msg_x", "msg_-1", "evt_1"] {
+            let e = parse_ack(Some(bad)).unwrap_err();
+            assert_eq!(e.status.as_u16(), 400, "{bad}");
+        }
     }
 
     #[test]

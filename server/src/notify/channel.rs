@@ -85,6 +85,27 @@ pub enum Polled {
     Superseded,
 }
 
+/// What a poll says about the previous answer of its channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// No `ack` (OMA 2012): the previous answer is acknowledged whole.
+    Previous,
+    /// `ack=<webhookId>`: the client has processed up to this outbox id (`None`: nothing).
+    Through(Option<u64>),
+}
+
+/// How many of the previous answer (its outbox ids, in the order answered) an acknowledgement
+/// covers: all of it without `ack`; with one, the prefix up to and including the id named, or
+/// nothing when the id is not in it (the client read none of that answer). The rest is
+/// answered again.
+pub fn acknowledged(handed: &[u64], ack: Ack) -> usize {
+    match ack {
+        Ack::Previous => handed.len(),
+        Ack::Through(None) => 0,
+        Ack::Through(Some(id)) => handed.iter().position(|h| *h == id).map_or(0, |i| i + 1),
+    }
+}
+
 /// Which of `pending` a poll takes: at most `max`, skipping nothing; the rule as a plain
 /// function of the queue length.
 pub fn take_count(pending: usize, max: usize) -> usize {
@@ -157,17 +178,23 @@ impl Mailbox {
         self.lock().waiting > 0
     }
 
-    /// One long poll: acknowledges what the previous poll was handed (it leaves the outbox),
-    /// ends a poll still waiting (`Superseded`), then waits up to `wait` for notifications
-    /// and takes at most `max` of them.
-    pub async fn poll(&self, max: usize, wait: Duration) -> Polled {
+    /// One long poll: acknowledges what `ack` covers of the previous answer (it leaves the
+    /// outbox; the rest is put back in front, to be answered again), ends a poll still
+    /// waiting (`Superseded`), then waits up to `wait` for notifications and takes at most
+    /// `max` of them.
+    pub async fn poll(&self, ack: Ack, max: usize, wait: Duration) -> Polled {
         let me = {
             let mut inner = self.lock();
             if inner.closed {
                 return Polled::Closed;
             }
             inner.poll += 1;
-            let acked: Vec<Held> = std::mem::take(&mut inner.handed);
+            let mut acked: Vec<Held> = std::mem::take(&mut inner.handed);
+            let ids: Vec<u64> = acked.iter().map(|h| h.delivery.id).collect();
+            let again = acked.split_off(acknowledged(&ids, ack));
+            for h in again.into_iter().rev() {
+                inner.pending.push_front(h);
+            }
             self.acknowledge(acked);
             inner.waiting += 1;
             inner.poll
@@ -329,7 +356,21 @@ async fn feed(
 
 #[cfg(test)]
 mod tests {
-    use super::take_count;
+    use super::{Ack, acknowledged, take_count};
+
+    /// Without `ack` the previous answer is acknowledged whole (OMA 2012); with one, up to the
+    /// id named; an id not in the answer (or `ack=` empty) acknowledges none of it.
+    #[test]
+    fn an_ack_covers_the_answer_up_to_the_id_it_names() {
+        let handed = [7, 9, 12];
+        assert_eq!(acknowledged(&handed, Ack::Previous), 3);
+        assert_eq!(acknowledged(&handed, Ack::Through(Some(7))), 1);
+        assert_eq!(acknowledged(&handed, Ack::Through(Some(12))), 3);
+        assert_eq!(acknowledged(&handed, Ack::Through(Some(5))), 0);
+        assert_eq!(acknowledged(&handed, Ack::Through(None)), 0);
+        assert_eq!(acknowledged(&[], Ack::Through(Some(5))), 0);
+        assert_eq!(acknowledged(&[], Ack::Previous), 0);
+    }
 
     /// A poll takes what is there, at most its channel's maximum, and at least one when
     /// something waits (a maximum of 0 would hand out nothing forever).
