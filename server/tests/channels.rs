@@ -726,8 +726,8 @@ async fn connect(url: &str, token: &str, f: Format) -> Result<Socket, u16> {
     }
 }
 
-/// The next frame: (webhookId, invitation subject).
-async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
+/// The next frame, parsed (its body, XML, validated against the XSD).
+async fn next_frame(ws: &mut Socket, f: Format) -> support::channel::Frame {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     loop {
@@ -737,18 +737,27 @@ async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
             .expect("the socket is open")
             .expect("a frame");
         let Message::Text(t) = m else { continue };
+        let frame = support::channel::Frame::parse(&t);
         if f == Format::Xml {
-            support::xsd_validate(&t);
+            support::xsd_validate(&frame.body);
         }
-        let list: NotificationList = netapi_chat_runtime::wire::decode(
-            f,
-            t.as_bytes(),
-            &netapi_chat_runtime::xml::XmlLimits::default(),
-        )
-        .expect("a notificationList");
-        assert_eq!(list.notification.len(), 1, "one notification a frame");
-        return invitations(&list).remove(0);
+        return frame;
     }
+}
+
+/// The next frame: (webhookId, invitation subject).
+async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
+    let frame = next_frame(ws, f).await;
+    let n: netapi_chat_api::SessionInvitationNotification = netapi_chat_runtime::wire::decode(
+        f,
+        frame.body.as_bytes(),
+        &netapi_chat_runtime::xml::XmlLimits::default(),
+    )
+    .unwrap_or_else(|e| panic!("an invitation: {e:?}: {}", frame.body));
+    (
+        frame.header("webhook-id").to_owned(),
+        n.subject.unwrap_or_default(),
+    )
 }
 
 async fn ack(ws: &mut Socket, id: &str) {
@@ -861,6 +870,174 @@ async fn socket_handshakes_are_checked_like_requests() {
     poll(&s.urls().notifications(A, &id), Format::Xml)
         .await
         .assert_error(403, "POL0001", Format::Xml);
+}
+
+/// Opens a channel's socket as a browser does: no `Authorization` (a browser cannot set one),
+/// the token in the subprotocol list, no `Accept` unless `f` is XML; the subprotocol the
+/// server selected, or the HTTP status of a refused handshake.
+async fn connect_browser(
+    url: &str,
+    protocols: &[&str],
+    f: Format,
+) -> Result<(Socket, Option<String>), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws URL");
+    let h = request.headers_mut();
+    h.insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        protocols.join(", ").parse().unwrap(),
+    );
+    if f == Format::Xml {
+        h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
+    }
+    let host = request.uri().authority().expect("host").to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, answer)) => {
+            let selected = answer
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                .map(|v| v.to_str().unwrap().to_owned());
+            Ok((ws, selected))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+const PROTOCOL: &str = "netapi-chat.notificationchannel.v1";
+
+/// The subprotocol entry carrying `token` (base64url, no padding).
+fn bearer(token: &str) -> String {
+    use base64::Engine;
+    format!(
+        "base64url.bearer.authorization.netapi-chat.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+    )
+}
+
+/// A browser's socket: the token travels in the subprotocol list and is checked like a header
+/// (401 without a good one, 403 for a token that may not act for the path's user, 404 for
+/// another user's channel), the server selects the plain subprotocol (never echoes the token),
+/// and never logs it; each frame is signed like a callback and verifies with the subscription's
+/// own secret, in JSON and XML.
+#[tokio::test]
+async fn a_browser_opens_a_socket_with_its_token_in_the_subprotocols_and_frames_verify() {
+    let s = Server::logged(&[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    let doc = docs::subscription(ch.callback_url.as_deref().expect("callbackURL"));
+    let sub = chat::subscribe_with(&s, A, &doc, Format::Json).await;
+    let secret = sub.signing_secret.expect("the subscription's own secret");
+    let token = bearer(support::APP_TOKEN);
+
+    // Refused handshakes: plain HTTP statuses, before any upgrade.
+    let mallory = user_token(M);
+    let under_m = url.replace(&support::enc(A), &support::enc(M));
+    for (u, protocols, status) in [
+        (&url, vec![PROTOCOL.to_owned()], 401),
+        (&url, vec![PROTOCOL.to_owned(), bearer("not a token")], 401),
+        (&url, vec![token.clone()], 400),
+        (&url, vec![PROTOCOL.to_owned(), bearer(&mallory)], 403),
+        (&under_m, vec![PROTOCOL.to_owned(), bearer(&mallory)], 404),
+    ] {
+        let offered: Vec<&str> = protocols.iter().map(String::as_str).collect();
+        let got = connect_browser(u, &offered, Format::Json).await.err();
+        assert_eq!(got, Some(status), "{u} {protocols:?}");
+    }
+
+    let mut seen = Vec::new();
+    for (f, subject) in [(Format::Json, "json"), (Format::Xml, "xml")] {
+        let (mut ws, selected) = connect_browser(&url, &[PROTOCOL, &token], f)
+            .await
+            .expect("the browser's handshake");
+        assert_eq!(selected.as_deref(), Some(PROTOCOL));
+        invite(&s, B, A, subject).await;
+        // The previous socket's acknowledgement may still be on its way when this one takes
+        // over: a duplicate is dropped by its id, as a client does.
+        let got = loop {
+            let got = next_frame(&mut ws, f).await;
+            let id = got.header("webhook-id").to_owned();
+            if !seen.contains(&id) {
+                seen.push(id);
+                break got;
+            }
+            ack(&mut ws, &id).await;
+        };
+        assert!(
+            got.verifies(&secret),
+            "signed with the subscription's secret: {got:?}"
+        );
+        let (_, other_secret) = netapi_chat::signing::Signer::generate();
+        assert!(
+            !got.verifies(&other_secret),
+            "another secret does not verify it"
+        );
+        let n: netapi_chat_api::SessionInvitationNotification = netapi_chat_runtime::wire::decode(
+            f,
+            got.body.as_bytes(),
+            &netapi_chat_runtime::xml::XmlLimits::default(),
+        )
+        .expect("the callback's body");
+        assert_eq!(n.subject.as_deref(), Some(subject));
+        ack(&mut ws, got.header("webhook-id")).await;
+        drop(ws);
+    }
+    let log = s.log_text();
+    assert!(
+        !log.contains(support::APP_TOKEN) && !log.contains(&token),
+        "the token is logged"
+    );
+}
+
+/// A second socket takes the channel over: the first is closed with 1008, and what it was sent
+/// and not acknowledged comes on the second with the same id; once acknowledged there it does
+/// not come again.
+#[tokio::test]
+async fn a_second_socket_takes_the_channel_over() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    subscribe(&s, A, &ch, "app").await;
+    invite(&s, B, A, "x").await;
+    let url = channel_url(&ch);
+    let mut first = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    let x = frame(&mut first, Format::Json).await;
+    let mut second = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    assert_eq!(
+        frame(&mut second, Format::Json).await,
+        x,
+        "sent again, same id"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match first.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the first socket is closed");
+    assert_eq!(closed, Some(1008));
+    ack(&mut second, &x.0).await;
+    invite(&s, B, A, "y").await;
+    assert_eq!(frame(&mut second, Format::Json).await.1, "y");
+    drop(second);
+    let mut third = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    assert_eq!(
+        frame(&mut third, Format::Json).await.1,
+        "y",
+        "y was not acknowledged"
+    );
 }
 
 #[tokio::test]

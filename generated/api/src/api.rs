@@ -1116,17 +1116,26 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
     /// `wss://`) URL; the client opens it with the same `Authorization` header as every
-    /// request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
-    /// text frame the server sends is one notification, as a `notificationList` holding one
-    /// entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
-    /// XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    /// request, or, from a browser (which cannot set headers on a WebSocket), with the token
+    /// in the subprotocol list: `Sec-WebSocket-Protocol: netapi-chat.notificationchannel.v1,
+    /// base64url.bearer.authorization.netapi-chat.<token in base64url, no padding>` (the
+    /// Kubernetes scheme; both entries are needed, the server selects the first and never
+    /// echoes the token; without the first, or with an entry that does not decode, `400`).
+    /// The token is checked exactly as the header (a refused handshake is answered `401`,
+    /// `403` or `404` before any upgrade). Each text frame the server sends is one
+    /// notification, signed like a callback: the lines `webhook-id: msg_<n>`,
+    /// `webhook-timestamp: <Unix seconds>` and `webhook-signature: v1,<base64> …` (Standard
+    /// Webhooks, with the subscription's signing secret; one signature per key during a
+    /// rotation), each ended by LF, an empty line, then the body a callback would carry
+    /// (e.g. `{"messageNotification":{…}}`), in JSON unless the handshake's `Accept` asks for
+    /// XML. The client acknowledges it by sending its `webhook-id` as a text frame; only then
     /// does it leave the server's outbox and the next one come (so a notification whose
     /// frame was lost, or not acknowledged before the socket closed, is sent again, with the
-    /// same `webhookId`, on the next connection or poll). Frames are not signed: they come over
-    /// the connection the client authenticated. An open socket keeps the channel alive;
-    /// opening a second one ends the first (close code 1008). The socket is not
-    /// described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
-    /// `WebSockets` channel's notifications URL is `403 POL0001`.
+    /// same `webhook-id`, on the next connection). An open socket keeps the channel alive;
+    /// opening a second one takes the channel over at once (what the first was sent and not
+    /// acknowledged comes again on the second) and ends the first (close code 1008). The
+    /// socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
+    /// polling a `WebSockets` channel's notifications URL is `403 POL0001`.
     ///
     /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
@@ -2034,17 +2043,26 @@ pub trait ChatApi {
     ///
     /// **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
     /// `wss://`) URL; the client opens it with the same `Authorization` header as every
-    /// request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
-    /// text frame the server sends is one notification, as a `notificationList` holding one
-    /// entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
-    /// XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    /// request, or, from a browser (which cannot set headers on a WebSocket), with the token
+    /// in the subprotocol list: `Sec-WebSocket-Protocol: netapi-chat.notificationchannel.v1,
+    /// base64url.bearer.authorization.netapi-chat.<token in base64url, no padding>` (the
+    /// Kubernetes scheme; both entries are needed, the server selects the first and never
+    /// echoes the token; without the first, or with an entry that does not decode, `400`).
+    /// The token is checked exactly as the header (a refused handshake is answered `401`,
+    /// `403` or `404` before any upgrade). Each text frame the server sends is one
+    /// notification, signed like a callback: the lines `webhook-id: msg_<n>`,
+    /// `webhook-timestamp: <Unix seconds>` and `webhook-signature: v1,<base64> …` (Standard
+    /// Webhooks, with the subscription's signing secret; one signature per key during a
+    /// rotation), each ended by LF, an empty line, then the body a callback would carry
+    /// (e.g. `{"messageNotification":{…}}`), in JSON unless the handshake's `Accept` asks for
+    /// XML. The client acknowledges it by sending its `webhook-id` as a text frame; only then
     /// does it leave the server's outbox and the next one come (so a notification whose
     /// frame was lost, or not acknowledged before the socket closed, is sent again, with the
-    /// same `webhookId`, on the next connection or poll). Frames are not signed: they come over
-    /// the connection the client authenticated. An open socket keeps the channel alive;
-    /// opening a second one ends the first (close code 1008). The socket is not
-    /// described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
-    /// `WebSockets` channel's notifications URL is `403 POL0001`.
+    /// same `webhook-id`, on the next connection). An open socket keeps the channel alive;
+    /// opening a second one takes the channel over at once (what the first was sent and not
+    /// acknowledged comes again on the second) and ends the first (close code 1008). The
+    /// socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
+    /// polling a `WebSockets` channel's notifications URL is `403 POL0001`.
     ///
     /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.

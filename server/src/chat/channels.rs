@@ -189,7 +189,10 @@ impl Chat {
             rec.id.clone(),
             Channel {
                 rec,
-                mailbox: Mailbox::new(self.deliverer.forgetter.clone()),
+                mailbox: Mailbox::new(
+                    self.deliverer.forgetter.clone(),
+                    self.deliverer.signer.clone(),
+                ),
                 expires_at_ms,
             },
         );
@@ -441,7 +444,10 @@ impl Chat {
         }
         match polled {
             Polled::Notifications(list) => Ok(NotificationList {
-                notification: list.into_iter().map(|(id, n)| entry(id, n)).collect(),
+                notification: list
+                    .into_iter()
+                    .map(|t| entry(t.id, t.notification))
+                    .collect(),
             }),
             Polled::Closed => Err(missing(&self.urls.channel(user, id))),
             Polled::Superseded => Err(Refused::PollSuperseded.into_api(String::new)),

@@ -19,6 +19,7 @@ use super::{
     CANCELLED, DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, EXPIRED, Forgetter,
     LIVE, Notification, Queue, Shared, Target, bury, disable,
 };
+use crate::signing::Signer;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -71,14 +72,29 @@ pub struct Mailbox {
     /// Where acknowledged notifications are forgotten: the same grouped forgets as delivered
     /// callbacks (`super::forget`), so an acknowledgement costs no store commit of its own.
     forgetter: Forgetter,
+    /// The server-wide key, which signs for a subscription without keys of its own (as for a
+    /// callback).
+    signer: Option<Arc<Signer>>,
+}
+
+/// A notification a poll (or socket) took: its outbox id (its `webhook-id`), the notification,
+/// and the keys that sign it as they would sign its callback now (the subscription's own
+/// current keys, else the server-wide one).
+#[derive(Debug)]
+pub struct Taken {
+    /// Outbox id.
+    pub id: u64,
+    /// The notification, `callbackData` set.
+    pub notification: Notification,
+    /// The keys a callback of it would be signed with now.
+    pub keys: Vec<Arc<Signer>>,
 }
 
 /// What a poll ends with.
 #[derive(Debug)]
 pub enum Polled {
-    /// The notifications handed out (oldest first; empty when the wait ran out), each with
-    /// its outbox id (its `webhook-id`).
-    Notifications(Vec<(u64, Notification)>),
+    /// The notifications handed out (oldest first; empty when the wait ran out).
+    Notifications(Vec<Taken>),
     /// The channel was deleted or expired.
     Closed,
     /// A newer poll of the channel took over (OMA `SVC1012`).
@@ -113,13 +129,25 @@ pub fn take_count(pending: usize, max: usize) -> usize {
 }
 
 impl Mailbox {
-    /// An empty mailbox; acknowledged notifications are forgotten through `forgetter`.
-    pub fn new(forgetter: Forgetter) -> Arc<Mailbox> {
+    /// An empty mailbox; acknowledged notifications are forgotten through `forgetter`;
+    /// `signer` is the server-wide key.
+    pub fn new(forgetter: Forgetter, signer: Option<Arc<Signer>>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             inner: Mutex::new(Inner::default()),
             bell: Notify::new(),
             forgetter,
+            signer,
         })
+    }
+
+    /// What a callback of `held` would be signed with now.
+    fn keys(&self, held: &Held) -> Vec<Arc<Signer>> {
+        let own = held.shared.keys_at(crate::store::now_ms());
+        if own.is_empty() {
+            self.signer.iter().cloned().collect()
+        } else {
+            own
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -152,18 +180,61 @@ impl Mailbox {
         self.bell.notify_waiters();
     }
 
-    /// Puts what the last poll was handed, and nobody acknowledged, back in front of what
-    /// waits (a socket closed before its client acknowledged a frame; a new socket starts
-    /// afresh): it is handed again, with the same ids.
-    pub fn release(&self) {
+    /// A socket takes the channel over, in one step under the lock: what an earlier socket was
+    /// handed and did not acknowledge goes back in front of what waits (it is sent again, with
+    /// the same id), and an earlier socket (or poll) still waiting is superseded. Answers the
+    /// socket's generation, which its later calls name.
+    pub fn take_over(&self) -> u64 {
+        let me = {
+            let mut inner = self.lock();
+            inner.poll += 1;
+            put_back(&mut inner);
+            inner.poll
+        };
+        self.bell.notify_waiters();
+        me
+    }
+
+    /// A socket of generation `me` is gone without acknowledging what it was handed: that goes
+    /// back in front, unless a newer socket has taken over (it did that already, and what is
+    /// handed now is the newer socket's).
+    pub fn release(&self, me: u64) {
         let mut inner = self.lock();
-        let handed = std::mem::take(&mut inner.handed);
-        for h in handed.into_iter().rev() {
-            inner.pending.push_front(h);
+        if inner.poll == me {
+            put_back(&mut inner);
         }
     }
 
-    /// The number of the newest poll (a socket that sees it change was taken over).
+    /// The client of a socket acknowledged notification `id`: it leaves the outbox wherever it
+    /// waits (handed to this socket, or put back by a newer socket's take-over, which may have
+    /// sent it again: the client has it all the same).
+    pub fn acknowledge_id(&self, id: u64) {
+        let mut inner = self.lock();
+        let done = if let Some(i) = inner.handed.iter().position(|h| h.delivery.id == id) {
+            Some(inner.handed.remove(i))
+        } else {
+            let i = inner.pending.iter().position(|h| h.delivery.id == id);
+            i.and_then(|i| inner.pending.remove(i))
+        };
+        self.acknowledge(done.into_iter().collect());
+    }
+
+    /// The next notification for the socket of generation `me` (taking it, unacknowledged):
+    /// waits up to `wait`; `Superseded` once a newer socket took over.
+    pub async fn next(&self, me: u64, wait: Duration) -> Polled {
+        {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Polled::Closed;
+            }
+            inner.waiting += 1;
+        }
+        let _waiting = Waiting(self);
+        self.wait_for(me, 1, wait).await
+    }
+
+    /// The generation of the newest socket or poll (a socket that sees it change was taken
+    /// over).
     pub fn generation(&self) -> u64 {
         self.lock().poll
     }
@@ -191,10 +262,8 @@ impl Mailbox {
             inner.poll += 1;
             let mut acked: Vec<Held> = std::mem::take(&mut inner.handed);
             let ids: Vec<u64> = acked.iter().map(|h| h.delivery.id).collect();
-            let again = acked.split_off(acknowledged(&ids, ack));
-            for h in again.into_iter().rev() {
-                inner.pending.push_front(h);
-            }
+            inner.handed = acked.split_off(acknowledged(&ids, ack));
+            put_back(&mut inner);
             self.acknowledge(acked);
             inner.waiting += 1;
             inner.poll
@@ -234,7 +303,11 @@ impl Mailbox {
                     let taken: Vec<Held> = inner.pending.drain(..n).collect();
                     let out = taken
                         .iter()
-                        .map(|h| (h.delivery.id, h.delivery.notification.clone()))
+                        .map(|h| Taken {
+                            id: h.delivery.id,
+                            notification: h.delivery.notification.clone(),
+                            keys: self.keys(h),
+                        })
                         .collect();
                     inner.handed = taken;
                     return Polled::Notifications(out);
@@ -262,6 +335,14 @@ impl Mailbox {
         }
         DELIVERED.fetch_add(done.len() as u64, Ordering::Relaxed);
         self.forgetter.forget(&ids);
+    }
+}
+
+/// Puts what was handed and not acknowledged back in front of what waits, in its order.
+fn put_back(inner: &mut Inner) {
+    let handed = std::mem::take(&mut inner.handed);
+    for h in handed.into_iter().rev() {
+        inner.pending.push_front(h);
     }
 }
 
