@@ -328,6 +328,27 @@ pub fn frame(t: &Taken, format: Format, timestamp: i64) -> String {
 mod tests {
     use super::*;
 
+    /// The socket's route is the spec's channel path (the one `Urls::channel` builds) plus
+    /// `SOCKET_SUFFIX`, the same suffix `socket_url` adds: the endpoint's literal cannot drift.
+    #[test]
+    fn the_socket_path_is_the_channel_path_and_the_suffix() {
+        let spec: serde_json::Value =
+            serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("the published OpenAPI");
+        let channel = spec["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .find(|(_, item)| item["get"]["operationId"] == "getNotificationChannel")
+            .map(|(path, _)| path.clone())
+            .expect("getNotificationChannel");
+        assert_eq!(
+            PATH,
+            format!("{channel}{}", crate::chat::channels::SOCKET_SUFFIX)
+        );
+        let endpoint: dropshot::ApiEndpoint<ChatServer> = channel_socket.into();
+        assert_eq!(endpoint.path, PATH);
+    }
+
     /// The handshake's `Accept` is negotiated like a request's: q-values count, and one that
     /// names nothing servable is a 406, not JSON frames.
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -660,6 +660,40 @@ async fn a_channel_whose_lifetime_ends_goes_with_its_subscriptions() {
         .assert_error(404, "SVC2008", Format::Json);
 }
 
+/// A refresh that shortens the lifetime moves the expiry: a channel created for an hour and
+/// refreshed to 1 s goes within the test's bound (the timer used to sleep the whole hour).
+#[tokio::test]
+async fn a_refresh_that_shortens_the_lifetime_ends_it_sooner() {
+    let s = server(&[]);
+    for f in FORMATS {
+        let ch = create_channel(&s, A, f, None, Some(1)).await;
+        assert_eq!(ch.channel_lifetime, Some(3600));
+        let url = ch.resource_url.clone().unwrap();
+        let id = url.rsplit('/').next().unwrap().to_owned();
+        let a = send_doc(
+            "PUT",
+            &s.urls().channel_lifetime(A, &id),
+            f,
+            &NotificationChannelLifetime {
+                channel_lifetime: 1,
+            },
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if send_empty("GET", &url, f).await.status == 404 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the shortened lifetime did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_channel_that_is_not_polled_is_bounded_by_the_backlog_cap() {
     let s = server(&[("NETAPI_CHAT_DELIVERY_BACKLOG", "2")]);

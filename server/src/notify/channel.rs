@@ -16,8 +16,8 @@
 
 use super::rules::backlog_full;
 use super::{
-    CANCELLED, DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, EXPIRED, Forgetter,
-    LIVE, Notification, Queue, Shared, Target, bury, disable,
+    DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, Forgetter, LIVE, Notification,
+    Queue, Shared, Target, bury, disable, skipped,
 };
 use crate::signing::Signer;
 use std::collections::VecDeque;
@@ -363,12 +363,10 @@ fn drop_unwanted(pending: &mut VecDeque<Held>) -> Vec<Held> {
     let mut dropped = Vec::new();
     let mut kept = VecDeque::with_capacity(pending.len());
     for h in pending.drain(..) {
-        let state = h.shared.state.load(Ordering::SeqCst);
-        let cancellation = matches!(
-            h.delivery.notification,
-            Notification::SubscriptionCancellationNotification(_)
-        );
-        if state == CANCELLED || (state == EXPIRED && !cancellation) {
+        if skipped(
+            h.shared.state.load(Ordering::SeqCst),
+            &h.delivery.notification,
+        ) {
             dropped.push(h);
         } else {
             kept.push_back(h);
@@ -400,11 +398,7 @@ async fn feed(
 ) {
     while let Some(item) = rx.recv().await {
         let state = shared.state.load(Ordering::SeqCst);
-        let cancellation = matches!(
-            item.notification,
-            Notification::SubscriptionCancellationNotification(_)
-        );
-        if state == CANCELLED || (state == EXPIRED && !cancellation) {
+        if skipped(state, &item.notification) {
             d.forgetter.forget(&[item.id]);
             shared.done(&item);
             continue;
@@ -437,7 +431,34 @@ async fn feed(
 
 #[cfg(test)]
 mod tests {
-    use super::{Ack, acknowledged, take_count};
+    use super::super::{CANCELLED, DISABLED_STATE, EXPIRED, LIVE, skipped};
+    use super::{Ack, Notification, acknowledged, take_count};
+    use netapi_chat_api::{ChatEventNotification, EventType, SubscriptionCancellationNotification};
+
+    /// A cancelled subscription's notifications are all dropped; an expired one's but its
+    /// cancellation notice; a live or disabled one's none (disabled ones become dead letters).
+    #[test]
+    fn the_skip_rule() {
+        let notice = Notification::SubscriptionCancellationNotification(
+            SubscriptionCancellationNotification {
+                callback_data: None,
+                reason: None,
+                link: Vec::new(),
+            },
+        );
+        let event = Notification::ChatEventNotification(ChatEventNotification {
+            event_type: EventType::SessionEnded,
+            event_description: None,
+            session_id: "s".to_owned(),
+            callback_data: None,
+            link: Vec::new(),
+        });
+        assert!(skipped(CANCELLED, &notice) && skipped(CANCELLED, &event));
+        assert!(skipped(EXPIRED, &event) && !skipped(EXPIRED, &notice));
+        for state in [LIVE, DISABLED_STATE] {
+            assert!(!skipped(state, &event) && !skipped(state, &notice));
+        }
+    }
 
     /// Without `ack` the previous answer is acknowledged whole (OMA 2012); with one, up to the
     /// id named; an id not in the answer (or `ack=` empty) acknowledges none of it.
