@@ -15,8 +15,8 @@ use netapi_chat_api::{
     ListMessagesQuery, ListNotificationChannelsHeaders, ListNotificationChannelsQuery,
     ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus, MessageStatusReport,
     NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ResourceReference,
-    SubscriptionSecret,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, PollNotificationsQuery,
+    ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -631,7 +631,11 @@ impl ChatService for ChatServer {
         &self,
         user_id: String,
         channel_id: String,
+        query: PollNotificationsQuery,
     ) -> Result<NotificationList, ApiError> {
-        self.chat.poll_notifications(&user_id, &channel_id).await
+        let ack = crate::chat::channels::parse_ack(query.ack.as_deref())?;
+        self.chat
+            .poll_notifications(&user_id, &channel_id, ack)
+            .await
     }
 }

@@ -233,6 +233,69 @@ async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowled
     }
 }
 
+/// The explicit acknowledgement: an answer the client did not process (lost on the way: the
+/// client polls again naming the last `webhookId` it processed, which is not in that answer)
+/// comes again, same ids, same order; a partly processed answer comes again from the first
+/// unprocessed one; acknowledged ones are gone, across a kill too; a malformed `ack` is 400.
+#[tokio::test]
+async fn an_answer_not_acknowledged_comes_again_with_the_same_ids() {
+    let s = server(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "100")]);
+    let dir = s.data_dir.clone();
+    let mut kept = Vec::new();
+    // One user per format, so that one round's invitations do not reach the other's channel.
+    for (f, user) in FORMATS.into_iter().zip([B, "sip:carol@example.com"]) {
+        let ch = create_channel(&s, user, f, Some(3), Some(1)).await;
+        let url = channel_url(&ch);
+        let with_ack = |id: &str| format!("{url}?ack={id}");
+        subscribe(&s, user, &ch, "app").await;
+        for subject in ["one", "two", "three", "four"] {
+            invite(&s, A, user, subject).await;
+        }
+        // The first answer is "lost": the client processed nothing yet (`ack=` empty).
+        let lost = invitations(&poll_list(&with_ack(""), f).await);
+        let subjects = |l: &[(String, String)]| l.iter().map(|g| g.1.clone()).collect::<Vec<_>>();
+        assert_eq!(subjects(&lost), ["one", "two", "three"]);
+        let again = invitations(&poll_list(&with_ack(""), f).await);
+        assert_eq!(again, lost, "the same notifications, same ids, in order");
+        // The client processed "one" only: the rest comes again, then what follows.
+        let rest = invitations(&poll_list(&with_ack(&lost[0].0), f).await);
+        assert_eq!(subjects(&rest), ["two", "three", "four"]);
+        assert_eq!(rest[..2], lost[1..]);
+        // An ack of an id already acknowledged (nothing of the last answer read): all again.
+        let lost_again = invitations(&poll_list(&with_ack(&lost[0].0), f).await);
+        assert_eq!(lost_again, rest);
+        // Processed through "three": only "four" is left, and after its ack, nothing.
+        let four = invitations(&poll_list(&with_ack(&rest[1].0), f).await);
+        assert_eq!(four, rest[2..]);
+        let none = poll_list(&with_ack(&four[0].0), f).await;
+        assert!(none.notification.is_empty(), "{none:?}");
+        // A malformed ack is refused and changes nothing.
+        poll(&with_ack("three"), f)
+            .await
+            .assert_error(400, "SVC0002", f);
+        // One handed out and not acknowledged is kept across a kill.
+        invite(&s, A, user, format!("kept {}", f.media_type()).as_str()).await;
+        let handed = invitations(&poll_list(&with_ack(&four[0].0), f).await);
+        assert_eq!(handed.len(), 1);
+        kept.push((url.clone(), handed[0].clone(), four[0].0.clone(), f));
+    }
+    s.kill();
+    let s = Server::start_in(&dir, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")], None);
+    for (url, handed, before, f) in kept {
+        let url = url_on(&s, &url);
+        let again = invitations(&poll_list(&format!("{url}?ack={before}"), f).await);
+        assert_eq!(
+            again,
+            std::slice::from_ref(&handed),
+            "kept across the kill, same id"
+        );
+        let after = poll_list(&format!("{url}?ack={}", handed.0), f).await;
+        assert!(after.notification.is_empty(), "{after:?}");
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The loss window a long poll had: a poll whose client gave up (closed its connection) kept
 /// waiting, took the next notification and answered it to nobody, and the next poll then
 /// acknowledged it. Now a poll stops waiting when its client goes, before it takes anything:
@@ -597,6 +660,40 @@ async fn a_channel_whose_lifetime_ends_goes_with_its_subscriptions() {
         .assert_error(404, "SVC2008", Format::Json);
 }
 
+/// A refresh that shortens the lifetime moves the expiry: a channel created for an hour and
+/// refreshed to 1 s goes within the test's bound (the timer used to sleep the whole hour).
+#[tokio::test]
+async fn a_refresh_that_shortens_the_lifetime_ends_it_sooner() {
+    let s = server(&[]);
+    for f in FORMATS {
+        let ch = create_channel(&s, A, f, None, Some(1)).await;
+        assert_eq!(ch.channel_lifetime, Some(3600));
+        let url = ch.resource_url.clone().unwrap();
+        let id = url.rsplit('/').next().unwrap().to_owned();
+        let a = send_doc(
+            "PUT",
+            &s.urls().channel_lifetime(A, &id),
+            f,
+            &NotificationChannelLifetime {
+                channel_lifetime: 1,
+            },
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if send_empty("GET", &url, f).await.status == 404 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the shortened lifetime did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_channel_that_is_not_polled_is_bounded_by_the_backlog_cap() {
     let s = server(&[("NETAPI_CHAT_DELIVERY_BACKLOG", "2")]);
@@ -663,8 +760,8 @@ async fn connect(url: &str, token: &str, f: Format) -> Result<Socket, u16> {
     }
 }
 
-/// The next frame: (webhookId, invitation subject).
-async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
+/// The next frame, parsed (its body, XML, validated against the XSD).
+async fn next_frame(ws: &mut Socket, f: Format) -> support::channel::Frame {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     loop {
@@ -674,18 +771,27 @@ async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
             .expect("the socket is open")
             .expect("a frame");
         let Message::Text(t) = m else { continue };
+        let frame = support::channel::Frame::parse(&t);
         if f == Format::Xml {
-            support::xsd_validate(&t);
+            support::xsd_validate(&frame.body);
         }
-        let list: NotificationList = netapi_chat_runtime::wire::decode(
-            f,
-            t.as_bytes(),
-            &netapi_chat_runtime::xml::XmlLimits::default(),
-        )
-        .expect("a notificationList");
-        assert_eq!(list.notification.len(), 1, "one notification a frame");
-        return invitations(&list).remove(0);
+        return frame;
     }
+}
+
+/// The next frame: (webhookId, invitation subject).
+async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
+    let frame = next_frame(ws, f).await;
+    let n: netapi_chat_api::SessionInvitationNotification = netapi_chat_runtime::wire::decode(
+        f,
+        frame.body.as_bytes(),
+        &netapi_chat_runtime::xml::XmlLimits::default(),
+    )
+    .unwrap_or_else(|e| panic!("an invitation: {e:?}: {}", frame.body));
+    (
+        frame.header("webhook-id").to_owned(),
+        n.subject.unwrap_or_default(),
+    )
 }
 
 async fn ack(ws: &mut Socket, id: &str) {
@@ -798,6 +904,174 @@ async fn socket_handshakes_are_checked_like_requests() {
     poll(&s.urls().notifications(A, &id), Format::Xml)
         .await
         .assert_error(403, "POL0001", Format::Xml);
+}
+
+/// Opens a channel's socket as a browser does: no `Authorization` (a browser cannot set one),
+/// the token in the subprotocol list, no `Accept` unless `f` is XML; the subprotocol the
+/// server selected, or the HTTP status of a refused handshake.
+async fn connect_browser(
+    url: &str,
+    protocols: &[&str],
+    f: Format,
+) -> Result<(Socket, Option<String>), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws URL");
+    let h = request.headers_mut();
+    h.insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        protocols.join(", ").parse().unwrap(),
+    );
+    if f == Format::Xml {
+        h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
+    }
+    let host = request.uri().authority().expect("host").to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, answer)) => {
+            let selected = answer
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                .map(|v| v.to_str().unwrap().to_owned());
+            Ok((ws, selected))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+const PROTOCOL: &str = "netapi-chat.notificationchannel.v1";
+
+/// The subprotocol entry carrying `token` (base64url, no padding).
+fn bearer(token: &str) -> String {
+    use base64::Engine;
+    format!(
+        "base64url.bearer.authorization.netapi-chat.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+    )
+}
+
+/// A browser's socket: the token travels in the subprotocol list and is checked like a header
+/// (401 without a good one, 403 for a token that may not act for the path's user, 404 for
+/// another user's channel), the server selects the plain subprotocol (never echoes the token),
+/// and never logs it; each frame is signed like a callback and verifies with the subscription's
+/// own secret, in JSON and XML.
+#[tokio::test]
+async fn a_browser_opens_a_socket_with_its_token_in_the_subprotocols_and_frames_verify() {
+    let s = Server::logged(&[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    let doc = docs::subscription(ch.callback_url.as_deref().expect("callbackURL"));
+    let sub = chat::subscribe_with(&s, A, &doc, Format::Json).await;
+    let secret = sub.signing_secret.expect("the subscription's own secret");
+    let token = bearer(support::APP_TOKEN);
+
+    // Refused handshakes: plain HTTP statuses, before any upgrade.
+    let mallory = user_token(M);
+    let under_m = url.replace(&support::enc(A), &support::enc(M));
+    for (u, protocols, status) in [
+        (&url, vec![PROTOCOL.to_owned()], 401),
+        (&url, vec![PROTOCOL.to_owned(), bearer("not a token")], 401),
+        (&url, vec![token.clone()], 400),
+        (&url, vec![PROTOCOL.to_owned(), bearer(&mallory)], 403),
+        (&under_m, vec![PROTOCOL.to_owned(), bearer(&mallory)], 404),
+    ] {
+        let offered: Vec<&str> = protocols.iter().map(String::as_str).collect();
+        let got = connect_browser(u, &offered, Format::Json).await.err();
+        assert_eq!(got, Some(status), "{u} {protocols:?}");
+    }
+
+    let mut seen = Vec::new();
+    for (f, subject) in [(Format::Json, "json"), (Format::Xml, "xml")] {
+        let (mut ws, selected) = connect_browser(&url, &[PROTOCOL, &token], f)
+            .await
+            .expect("the browser's handshake");
+        assert_eq!(selected.as_deref(), Some(PROTOCOL));
+        invite(&s, B, A, subject).await;
+        // The previous socket's acknowledgement may still be on its way when this one takes
+        // over: a duplicate is dropped by its id, as a client does.
+        let got = loop {
+            let got = next_frame(&mut ws, f).await;
+            let id = got.header("webhook-id").to_owned();
+            if !seen.contains(&id) {
+                seen.push(id);
+                break got;
+            }
+            ack(&mut ws, &id).await;
+        };
+        assert!(
+            got.verifies(&secret),
+            "signed with the subscription's secret: {got:?}"
+        );
+        let (_, other_secret) = netapi_chat::signing::Signer::generate();
+        assert!(
+            !got.verifies(&other_secret),
+            "another secret does not verify it"
+        );
+        let n: netapi_chat_api::SessionInvitationNotification = netapi_chat_runtime::wire::decode(
+            f,
+            got.body.as_bytes(),
+            &netapi_chat_runtime::xml::XmlLimits::default(),
+        )
+        .expect("the callback's body");
+        assert_eq!(n.subject.as_deref(), Some(subject));
+        ack(&mut ws, got.header("webhook-id")).await;
+        drop(ws);
+    }
+    let log = s.log_text();
+    assert!(
+        !log.contains(support::APP_TOKEN) && !log.contains(&token),
+        "the token is logged"
+    );
+}
+
+/// A second socket takes the channel over: the first is closed with 1008, and what it was sent
+/// and not acknowledged comes on the second with the same id; once acknowledged there it does
+/// not come again.
+#[tokio::test]
+async fn a_second_socket_takes_the_channel_over() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    subscribe(&s, A, &ch, "app").await;
+    invite(&s, B, A, "x").await;
+    let url = channel_url(&ch);
+    let mut first = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    let x = frame(&mut first, Format::Json).await;
+    let mut second = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    assert_eq!(
+        frame(&mut second, Format::Json).await,
+        x,
+        "sent again, same id"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match first.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the first socket is closed");
+    assert_eq!(closed, Some(1008));
+    ack(&mut second, &x.0).await;
+    invite(&s, B, A, "y").await;
+    assert_eq!(frame(&mut second, Format::Json).await.1, "y");
+    drop(second);
+    let mut third = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    assert_eq!(
+        frame(&mut third, Format::Json).await.1,
+        "y",
+        "y was not acknowledged"
+    );
 }
 
 #[tokio::test]

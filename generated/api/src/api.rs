@@ -417,6 +417,28 @@ impl ListNotificationChannelsQuery {
     }
 }
 
+/// Query parameters of `pollNotifications`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct PollNotificationsQuery {
+    /// The `webhookId` (`msg_<n>`) of the last notification the client has processed, or
+    /// empty when it has processed none; see "acknowledgement". Anything else is
+    /// `400 SVC0002`. Absent: the previous answer is acknowledged whole (OMA 2012).
+    #[serde(rename = "ack", default)]
+    pub ack: Option<String>,
+}
+
+impl PollNotificationsQuery {
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if let Some(v) = &self.ack {
+            netapi_chat_runtime::wire::check_max_length("ack", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
 /// Response headers of `listChatSubscriptions`.
 #[derive(Clone, Debug, Default)]
 pub struct ListChatSubscriptionsHeaders {
@@ -1094,17 +1116,26 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
     /// `wss://`) URL; the client opens it with the same `Authorization` header as every
-    /// request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
-    /// text frame the server sends is one notification, as a `notificationList` holding one
-    /// entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
-    /// XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    /// request, or, from a browser (which cannot set headers on a WebSocket), with the token
+    /// in the subprotocol list: `Sec-WebSocket-Protocol: netapi-chat.notificationchannel.v1,
+    /// base64url.bearer.authorization.netapi-chat.<token in base64url, no padding>` (the
+    /// Kubernetes scheme; both entries are needed, the server selects the first and never
+    /// echoes the token; without the first, or with an entry that does not decode, `400`).
+    /// The token is checked exactly as the header (a refused handshake is answered `401`,
+    /// `403` or `404` before any upgrade). Each text frame the server sends is one
+    /// notification, signed like a callback: the lines `webhook-id: msg_<n>`,
+    /// `webhook-timestamp: <Unix seconds>` and `webhook-signature: v1,<base64> …` (Standard
+    /// Webhooks, with the subscription's signing secret; one signature per key during a
+    /// rotation), each ended by LF, an empty line, then the body a callback would carry
+    /// (e.g. `{"messageNotification":{…}}`), in JSON unless the handshake's `Accept` asks for
+    /// XML. The client acknowledges it by sending its `webhook-id` as a text frame; only then
     /// does it leave the server's outbox and the next one come (so a notification whose
     /// frame was lost, or not acknowledged before the socket closed, is sent again, with the
-    /// same `webhookId`, on the next connection or poll). Frames are not signed: they come over
-    /// the connection the client authenticated. An open socket keeps the channel alive;
-    /// opening a second one ends the first (close code 1008). The socket is not
-    /// described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
-    /// `WebSockets` channel's notifications URL is `403 POL0001`.
+    /// same `webhook-id`, on the next connection). An open socket keeps the channel alive;
+    /// opening a second one takes the channel over at once (what the first was sent and not
+    /// acknowledged comes again on the second) and ends the first (close code 1008). The
+    /// socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
+    /// polling a `WebSockets` channel's notifications URL is `403 POL0001`.
     ///
     /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
@@ -1175,16 +1206,24 @@ pub trait ChatService: Send + Sync + 'static {
     /// starts the channel's lifetime again. A body is not needed (OMA's empty
     /// `longPollingRequestParameters` may be sent and is ignored).
     ///
-    /// **Decision (acknowledgement, at least once):** a poll acknowledges what the previous
-    /// poll of the channel answered: only then do those notifications leave the server's
-    /// durable outbox. Until then they are kept (a restart included) and answered again, with
-    /// the same `webhookId`, to the next poll, so a client that lost an answer loses nothing;
-    /// drop duplicates by `webhookId`. Notifications of one subscription come in the order
-    /// they were created. A poll whose client closes its connection while the poll waits
-    /// stops there and takes nothing, so what arrives afterwards goes to the next poll. A
-    /// client should still wait for its poll's answer longer than the channel's
-    /// `maxWaitTime`: an answer lost on a connection that breaks without the server seeing
-    /// it close (no FIN or RST reaches it) is acknowledged by the next poll.
+    /// **Decision (acknowledgement, at least once):** notifications leave the server's
+    /// durable outbox only once acknowledged; until then they are kept (a restart included)
+    /// and answered again, with the same `webhookId`, in the same order, so drop duplicates
+    /// by `webhookId`. Notifications of one subscription come in the order they were
+    /// created. Two ways to acknowledge:
+    /// - **Explicitly (recommended):** `ack` names the `webhookId` of the last notification
+    ///   the client has processed. That notification and those before it in the previous
+    ///   answer are acknowledged; the rest of the previous answer is answered again first.
+    ///   When `ack` is not in the previous answer (the client read nothing of it, e.g. the
+    ///   answer was lost on a connection that broke without the server seeing it close),
+    ///   none of it is acknowledged: all of it comes again. A client that has processed
+    ///   nothing yet sends `ack=` (empty). So nothing is lost to a broken connection.
+    /// - **Implicitly (OMA 2012 clients, unchanged):** a poll without `ack` acknowledges
+    ///   everything the previous poll of the channel answered. A poll whose client closes its
+    ///   connection while the poll waits stops there and takes nothing; but an answer lost on
+    ///   a connection that breaks without the server seeing it close (no FIN or RST reaches
+    ///   it) is acknowledged by the next such poll: use `ack` to close that window.
+    ///
     /// **Decision (one poll at a time, OMA `SVC1012`):** a new poll of the channel ends a poll
     /// still waiting on it with `409 SVC1012`. Deleting the channel (or its expiry) ends a
     /// waiting poll with `404`.
@@ -1197,6 +1236,7 @@ pub trait ChatService: Send + Sync + 'static {
         &self,
         user_id: String,
         channel_id: String,
+        query: PollNotificationsQuery,
     ) -> impl std::future::Future<Output = Result<NotificationList, ApiError>> + Send;
 }
 
@@ -2003,17 +2043,26 @@ pub trait ChatApi {
     ///
     /// **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
     /// `wss://`) URL; the client opens it with the same `Authorization` header as every
-    /// request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
-    /// text frame the server sends is one notification, as a `notificationList` holding one
-    /// entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
-    /// XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    /// request, or, from a browser (which cannot set headers on a WebSocket), with the token
+    /// in the subprotocol list: `Sec-WebSocket-Protocol: netapi-chat.notificationchannel.v1,
+    /// base64url.bearer.authorization.netapi-chat.<token in base64url, no padding>` (the
+    /// Kubernetes scheme; both entries are needed, the server selects the first and never
+    /// echoes the token; without the first, or with an entry that does not decode, `400`).
+    /// The token is checked exactly as the header (a refused handshake is answered `401`,
+    /// `403` or `404` before any upgrade). Each text frame the server sends is one
+    /// notification, signed like a callback: the lines `webhook-id: msg_<n>`,
+    /// `webhook-timestamp: <Unix seconds>` and `webhook-signature: v1,<base64> …` (Standard
+    /// Webhooks, with the subscription's signing secret; one signature per key during a
+    /// rotation), each ended by LF, an empty line, then the body a callback would carry
+    /// (e.g. `{"messageNotification":{…}}`), in JSON unless the handshake's `Accept` asks for
+    /// XML. The client acknowledges it by sending its `webhook-id` as a text frame; only then
     /// does it leave the server's outbox and the next one come (so a notification whose
     /// frame was lost, or not acknowledged before the socket closed, is sent again, with the
-    /// same `webhookId`, on the next connection or poll). Frames are not signed: they come over
-    /// the connection the client authenticated. An open socket keeps the channel alive;
-    /// opening a second one ends the first (close code 1008). The socket is not
-    /// described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
-    /// `WebSockets` channel's notifications URL is `403 POL0001`.
+    /// same `webhook-id`, on the next connection). An open socket keeps the channel alive;
+    /// opening a second one takes the channel over at once (what the first was sent and not
+    /// acknowledged comes again on the second) and ends the first (close code 1008). The
+    /// socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
+    /// polling a `WebSockets` channel's notifications URL is `403 POL0001`.
     ///
     /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
@@ -2120,16 +2169,24 @@ pub trait ChatApi {
     /// starts the channel's lifetime again. A body is not needed (OMA's empty
     /// `longPollingRequestParameters` may be sent and is ignored).
     ///
-    /// **Decision (acknowledgement, at least once):** a poll acknowledges what the previous
-    /// poll of the channel answered: only then do those notifications leave the server's
-    /// durable outbox. Until then they are kept (a restart included) and answered again, with
-    /// the same `webhookId`, to the next poll, so a client that lost an answer loses nothing;
-    /// drop duplicates by `webhookId`. Notifications of one subscription come in the order
-    /// they were created. A poll whose client closes its connection while the poll waits
-    /// stops there and takes nothing, so what arrives afterwards goes to the next poll. A
-    /// client should still wait for its poll's answer longer than the channel's
-    /// `maxWaitTime`: an answer lost on a connection that breaks without the server seeing
-    /// it close (no FIN or RST reaches it) is acknowledged by the next poll.
+    /// **Decision (acknowledgement, at least once):** notifications leave the server's
+    /// durable outbox only once acknowledged; until then they are kept (a restart included)
+    /// and answered again, with the same `webhookId`, in the same order, so drop duplicates
+    /// by `webhookId`. Notifications of one subscription come in the order they were
+    /// created. Two ways to acknowledge:
+    /// - **Explicitly (recommended):** `ack` names the `webhookId` of the last notification
+    ///   the client has processed. That notification and those before it in the previous
+    ///   answer are acknowledged; the rest of the previous answer is answered again first.
+    ///   When `ack` is not in the previous answer (the client read nothing of it, e.g. the
+    ///   answer was lost on a connection that broke without the server seeing it close),
+    ///   none of it is acknowledged: all of it comes again. A client that has processed
+    ///   nothing yet sends `ack=` (empty). So nothing is lost to a broken connection.
+    /// - **Implicitly (OMA 2012 clients, unchanged):** a poll without `ack` acknowledges
+    ///   everything the previous poll of the channel answered. A poll whose client closes its
+    ///   connection while the poll waits stops there and takes nothing; but an answer lost on
+    ///   a connection that breaks without the server seeing it close (no FIN or RST reaches
+    ///   it) is acknowledged by the next such poll: use `ack` to close that window.
+    ///
     /// **Decision (one poll at a time, OMA `SVC1012`):** a new poll of the channel ends a poll
     /// still waiting on it with `409 SVC1012`. Deleting the channel (or its expiry) ends a
     /// waiting poll with `404`.
@@ -2149,6 +2206,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<ChannelIdPath>>,
+        query: Captured<dropshot::Query<PollNotificationsQuery>>,
     ) -> Result<Reply<NotificationList, 200>, HttpError>;
 }
 
@@ -3239,6 +3297,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<ChannelIdPath>>,
+        query: Captured<dropshot::Query<PollNotificationsQuery>>,
     ) -> Result<Reply<NotificationList, 200>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -3248,9 +3307,11 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
             rqctx
                 .context()
-                .poll_notifications(user_id, path.channel_id)
+                .poll_notifications(user_id, path.channel_id, query)
                 .await
         }
         .await;

@@ -3257,6 +3257,62 @@ pub mod types {
         pub participant_status_notification: ParticipantStatusNotification,
     }
 
+    ///`PollNotificationsAck`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct PollNotificationsAck(::std::string::String);
+    impl ::std::ops::Deref for PollNotificationsAck {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<PollNotificationsAck> for ::std::string::String {
+        fn from(value: PollNotificationsAck) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for PollNotificationsAck {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for PollNotificationsAck {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for PollNotificationsAck {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for PollNotificationsAck {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
     ///The body of every error response; exactly one of the two exceptions.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct RequestError {
@@ -6858,18 +6914,28 @@ impl Client {
 
     **Decision (WebSockets):** the `channelURL` of a `WebSockets` channel is a `ws://` (or
     `wss://`) URL; the client opens it with the same `Authorization` header as every
-    request (a refused handshake is answered `401`, `403` or `404` before any upgrade). Each
-    text frame the server sends is one notification, as a `notificationList` holding one
-    entry (the document a poll answers), in JSON unless the handshake's `Accept` asks for
-    XML. The client acknowledges it by sending its `webhookId` as a text frame; only then
+    request, or, from a browser (which cannot set headers on a WebSocket), with the token
+    in the subprotocol list: `Sec-WebSocket-Protocol: netapi-chat.notificationchannel.v1,
+    base64url.bearer.authorization.netapi-chat.<token in base64url, no padding>` (the
+    Kubernetes scheme; both entries are needed, the server selects the first and never
+    echoes the token; without the first, or with an entry that does not decode, `400`).
+    The token is checked exactly as the header (a refused handshake is answered `401`,
+    `403` or `404` before any upgrade). Each text frame the server sends is one
+    notification, signed like a callback: the lines `webhook-id: msg_<n>`,
+    `webhook-timestamp: <Unix seconds>` and `webhook-signature: v1,<base64> …` (Standard
+    Webhooks, with the subscription's signing secret; one signature per key during a
+    rotation), each ended by LF, an empty line, then the body a callback would carry
+    (e.g. `{"messageNotification":{…}}`), in JSON unless the handshake's `Accept` asks for
+    XML. The client acknowledges it by sending its `webhook-id` as a text frame; only then
     does it leave the server's outbox and the next one come (so a notification whose
     frame was lost, or not acknowledged before the socket closed, is sent again, with the
-    same `webhookId`, on the next connection or poll). Frames are not signed: they come over
-    the connection the client authenticated. An open socket keeps the channel alive;
+    same `webhook-id`, on the next connection). An open socket keeps the channel alive;
 
-    opening a second one ends the first (close code 1008). The socket is not
-    described as an operation here: OpenAPI 3.0 has no WebSocket operations; polling a
-    `WebSockets` channel's notifications URL is `403 POL0001`.
+    opening a second one takes the channel over at once (what the first was sent and not
+    acknowledged comes again on the second) and ends the first (close code 1008). The
+    socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
+
+    polling a `WebSockets` channel's notifications URL is `403 POL0001`.
 
     **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
@@ -7257,17 +7323,24 @@ impl Client {
     starts the channel's lifetime again. A body is not needed (OMA's empty
     `longPollingRequestParameters` may be sent and is ignored).
 
-    **Decision (acknowledgement, at least once):** a poll acknowledges what the previous
-    poll of the channel answered: only then do those notifications leave the server's
-    durable outbox. Until then they are kept (a restart included) and answered again, with
-    the same `webhookId`, to the next poll, so a client that lost an answer loses nothing;
+    **Decision (acknowledgement, at least once):** notifications leave the server's
+    durable outbox only once acknowledged; until then they are kept (a restart included)
+    and answered again, with the same `webhookId`, in the same order, so drop duplicates
+    by `webhookId`. Notifications of one subscription come in the order they were
+    created. Two ways to acknowledge:
+    - **Explicitly (recommended):** `ack` names the `webhookId` of the last notification
+      the client has processed. That notification and those before it in the previous
+      answer are acknowledged; the rest of the previous answer is answered again first.
+      When `ack` is not in the previous answer (the client read nothing of it, e.g. the
+      answer was lost on a connection that broke without the server seeing it close),
+      none of it is acknowledged: all of it comes again. A client that has processed
+      nothing yet sends `ack=` (empty). So nothing is lost to a broken connection.
+    - **Implicitly (OMA 2012 clients, unchanged):** a poll without `ack` acknowledges
+      everything the previous poll of the channel answered. A poll whose client closes its
+      connection while the poll waits stops there and takes nothing; but an answer lost on
+      a connection that breaks without the server seeing it close (no FIN or RST reaches
+      it) is acknowledged by the next such poll: use `ack` to close that window.
 
-    drop duplicates by `webhookId`. Notifications of one subscription come in the order
-    they were created. A poll whose client closes its connection while the poll waits
-    stops there and takes nothing, so what arrives afterwards goes to the next poll. A
-    client should still wait for its poll's answer longer than the channel's
-    `maxWaitTime`: an answer lost on a connection that breaks without the server seeing
-    it close (no FIN or RST reaches it) is acknowledged by the next poll.
     **Decision (one poll at a time, OMA `SVC1012`):** a new poll of the channel ends a poll
     still waiting on it with `409 SVC1012`. Deleting the channel (or its expiry) ends a
     waiting poll with `404`.
@@ -7285,11 +7358,16 @@ impl Client {
     `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `channel_id`: Server-chosen notification channel id.
+    - `ack`: The `webhookId` (`msg_<n>`) of the last notification the client has processed, or
+    empty when it has processed none; see "acknowledgement". Anything else is
+    `400 SVC0002`. Absent: the previous answer is acknowledged whole (OMA 2012).
+
     */
     pub async fn poll_notifications<'a>(
         &'a self,
         user_id: &'a str,
         channel_id: &'a str,
+        ack: Option<&'a types::PollNotificationsAck>,
     ) -> Result<ResponseValue<types::NotificationListRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/notificationchannel/v1/{}/channels/{}/notifications",
@@ -7310,6 +7388,7 @@ impl Client {
                 ::reqwest::header::ACCEPT,
                 ::reqwest::header::HeaderValue::from_static("application/json"),
             )
+            .query(&progenitor_client::QueryParam::new("ack", &ack))
             .headers(header_map)
             .build()?;
         let info = OperationInfo {

@@ -22,7 +22,7 @@ use super::refused::Refused;
 use super::state::{Channel, ChannelRecord, State};
 use super::views::with_notification;
 use super::{Change, Chat, durable, missing};
-use crate::notify::channel::{Mailbox, Polled};
+use crate::notify::channel::{Ack, Mailbox, Polled};
 use crate::notify::webhook_id;
 use crate::store::{Kind, now_ms};
 use netapi_chat_api::{
@@ -93,6 +93,19 @@ pub(super) fn granted_wait(requested: Option<i64>, server: Duration) -> Result<i
     }
 }
 
+/// What a channel's `callbackURL` adds to its resource URL (the spec's `channel` URL, built
+/// by the generated `Urls::channel`). Not a route: a subscription names it, nothing is
+/// POSTed to it.
+pub const CALLBACK_SUFFIX: &str = "/callback";
+/// What a WebSockets channel's socket adds to its resource URL (`channel_socket::PATH` is the
+/// spec's channel path with it, tested there).
+pub const SOCKET_SUFFIX: &str = "/websocket";
+
+/// The `callbackURL` of the channel whose resource URL is `channel`.
+pub fn callback_url(channel: &str) -> String {
+    format!("{channel}{CALLBACK_SUFFIX}")
+}
+
 /// The `ws://` (`wss://`) URL of a WebSockets channel, from its resource URL.
 pub fn socket_url(channel: &str) -> String {
     let url = if let Some(rest) = channel.strip_prefix("https://") {
@@ -102,7 +115,39 @@ pub fn socket_url(channel: &str) -> String {
     } else {
         channel.to_owned()
     };
-    format!("{url}/websocket")
+    format!("{url}{SOCKET_SUFFIX}")
+}
+
+/// Reads a poll's `ack`: absent is OMA 2012's implicit acknowledgement, empty is "nothing
+/// processed yet", else a `webhookId` (`msg_<n>`); anything else is `400 SVC0002`.
+pub fn parse_ack(ack: Option<&str>) -> Result<Ack, ApiError> {
+    let Some(text) = ack else {
+        return Ok(Ack::Previous);
+    };
+    if text.is_empty() {
+        return Ok(Ack::Through(None));
+    }
+    text.strip_prefix("msg_")
+        .and_then(|n| page::parse_cursor(n).ok())
+        .map(|id| Ack::Through(Some(id)))
+        .ok_or_else(|| {
+            ApiError::invalid_input(format!(
+                "`ack` {text:?} is not a webhookId (msg_42) nor empty"
+            ))
+        })
+}
+
+/// When a lifetime of `lifetime_secs` that starts at `now_ms` ends (Unix ms; saturating, so
+/// no lifetime overflows).
+pub(super) fn expiry(now_ms: i64, lifetime_secs: i64) -> i64 {
+    now_ms.saturating_add(lifetime_secs.saturating_mul(1000))
+}
+
+impl Channel {
+    /// Starts the channel's lifetime again at `now_ms` (a poll, an open socket, a refresh).
+    fn restart_lifetime(&mut self, now_ms: i64) {
+        self.expires_at_ms = expiry(now_ms, self.rec.lifetime_secs);
+    }
 }
 
 /// A user holding `held` channels may create one more while under `limit` (`403 POL2008`).
@@ -165,13 +210,17 @@ impl Chat {
         state
             .channel_callbacks
             .insert(rec.callback_url.clone(), rec.id.clone());
-        let expires_at_ms = now_ms() + rec.lifetime_secs * 1000;
+        let expires_at_ms = expiry(now_ms(), rec.lifetime_secs);
         state.channels.insert(
             rec.id.clone(),
             Channel {
                 rec,
-                mailbox: Mailbox::new(self.deliverer.forgetter.clone()),
+                mailbox: Mailbox::new(
+                    self.deliverer.forgetter.clone(),
+                    self.deliverer.signer.clone(),
+                ),
                 expires_at_ms,
+                timer: Arc::new(tokio::sync::Notify::new()),
             },
         );
     }
@@ -261,7 +310,7 @@ impl Chat {
             may_create(held, self.settings.limits.channels_per_user).map_err(refused)?;
             let (id, seq) = state.new_id("chan");
             let rec = ChannelRecord {
-                callback_url: format!("{}/callback", self.urls.channel(user, &id)),
+                callback_url: callback_url(&self.urls.channel(user, &id)),
                 id: id.clone(),
                 user: user.to_owned(),
                 seq,
@@ -364,7 +413,9 @@ impl Chat {
             let mut state = self.lock();
             let c = self.own_channel(&mut state, user, id)?;
             c.rec.lifetime_secs = granted;
-            c.expires_at_ms = now_ms() + granted * 1000;
+            c.restart_lifetime(now_ms());
+            // A shorter lifetime ends before the timer's wake-up: it looks again now.
+            c.timer.notify_one();
             let mut change = Change::default();
             change.put(
                 Kind::Channel,
@@ -379,8 +430,8 @@ impl Chat {
         })
     }
 
-    /// The long poll (the channel's `channelURL`): acknowledges what the previous poll got,
-    /// then answers the notifications waiting, at most the channel's `maxNotifications`, as
+    /// The long poll (the channel's `channelURL`): acknowledges what `ack` covers of what the
+    /// previous poll got (all of it without `ack`, OMA 2012), then answers the notifications waiting, at most the channel's `maxNotifications`, as
     /// soon as there are any, or an empty list when its wait runs out. Each poll starts the
     /// channel's lifetime again. A poll whose client disconnects while it waits ends without
     /// taking anything (`dropshot::client_gone`), so the next poll gets what arrived.
@@ -388,6 +439,7 @@ impl Chat {
         &self,
         user: &str,
         id: &str,
+        ack: Ack,
     ) -> Result<NotificationList, ApiError> {
         let (mailbox, max, wait) = {
             let mut state = self.lock();
@@ -397,7 +449,7 @@ impl Chat {
                     "this is a WebSockets channel: connect to its channelURL instead of polling",
                 ));
             }
-            c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+            c.restart_lifetime(now_ms());
             let wait = Duration::from_secs(u64::try_from(c.rec.max_wait_secs).unwrap_or(0))
                 .min(self.settings.limits.channel_poll_wait);
             (Arc::clone(&c.mailbox), c.rec.max_notifications, wait)
@@ -414,14 +466,17 @@ impl Chat {
                     "channel" => id);
                 Polled::Notifications(Vec::new())
             }
-            polled = mailbox.poll(max, wait) => polled,
+            polled = mailbox.poll(ack, max, wait) => polled,
         };
         if let Some(c) = self.lock().channels.get_mut(id) {
-            c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+            c.restart_lifetime(now_ms());
         }
         match polled {
             Polled::Notifications(list) => Ok(NotificationList {
-                notification: list.into_iter().map(|(id, n)| entry(id, n)).collect(),
+                notification: list
+                    .into_iter()
+                    .map(|t| entry(t.id, t.notification))
+                    .collect(),
             }),
             Polled::Closed => Err(missing(&self.urls.channel(user, id))),
             Polled::Superseded => Err(Refused::PollSuperseded.into_api(String::new)),
@@ -443,7 +498,7 @@ impl Chat {
                 "this is a LongPolling channel: POST to its channelURL instead",
             ));
         }
-        c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+        c.restart_lifetime(now_ms());
         let wait = Duration::from_secs(u64::try_from(c.rec.max_wait_secs).unwrap_or(0))
             .min(self.settings.limits.channel_poll_wait);
         Ok((Arc::clone(&c.mailbox), wait))
@@ -452,7 +507,7 @@ impl Chat {
     /// An open socket keeps its channel alive: its lifetime starts again.
     pub fn touch_channel(&self, id: &str) {
         if let Some(c) = self.lock().channels.get_mut(id) {
-            c.expires_at_ms = now_ms() + c.rec.lifetime_secs * 1000;
+            c.restart_lifetime(now_ms());
         }
     }
 
@@ -462,16 +517,21 @@ impl Chat {
         let chat = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let at = {
+                let (at, bell) = {
                     let Some(chat) = chat.upgrade() else { return };
                     let state = chat.lock();
                     match state.channels.get(&id) {
-                        Some(c) => c.expires_at_ms,
+                        Some(c) => (c.expires_at_ms, Arc::clone(&c.timer)),
                         None => return,
                     }
                 };
-                let wait = u64::try_from(at - now_ms()).unwrap_or(0);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let wait = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    // The lifetime was set anew (a refresh rings after it changed the expiry,
+                    // and a ring before this wait is kept): look at the new end.
+                    () = bell.notified() => continue,
+                }
                 let Some(chat) = chat.upgrade() else { return };
                 if chat.expire_channel(&id) {
                     return;
@@ -489,7 +549,7 @@ impl Chat {
         };
         let now = now_ms();
         if c.mailbox.polling() {
-            c.expires_at_ms = c.expires_at_ms.max(now + c.rec.lifetime_secs * 1000);
+            c.expires_at_ms = c.expires_at_ms.max(expiry(now, c.rec.lifetime_secs));
         }
         if c.expires_at_ms > now {
             return false;
@@ -514,6 +574,18 @@ mod tests {
             "ws://h:1/notificationchannel/v1/u/channels/c/websocket"
         );
         assert_eq!(socket_url("https://h/x"), "wss://h/x/websocket");
+        assert_eq!(callback_url("http://h/x"), "http://h/x/callback");
+    }
+
+    #[test]
+    fn an_ack_is_absent_empty_or_a_webhook_id() {
+        assert_eq!(parse_ack(None).unwrap(), Ack::Previous);
+        assert_eq!(parse_ack(Some("")).unwrap(), Ack::Through(None));
+        assert_eq!(parse_ack(Some("msg_42")).unwrap(), Ack::Through(Some(42)));
+        for bad in ["42", "msg_", "msg_x", "msg_-1", "evt_1"] {
+            let e = parse_ack(Some(bad)).unwrap_err();
+            assert_eq!(e.status.as_u16(), 400, "{bad}");
+        }
     }
 
     #[test]
@@ -562,6 +634,13 @@ mod tests {
         assert_eq!(granted_wait(Some(600), server), Ok(25));
         assert_eq!(granted_wait(None, Duration::from_millis(1500)), Ok(2));
         assert!(granted_wait(Some(-1), server).is_err());
+    }
+
+    #[test]
+    fn a_lifetime_ends_its_seconds_after_it_starts() {
+        assert_eq!(expiry(1_000, 60), 61_000);
+        assert_eq!(expiry(1_000, 0), 1_000);
+        assert_eq!(expiry(i64::MAX - 5, 86_400), i64::MAX, "saturates");
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct Channel {
     pub mailbox: std::sync::Arc<crate::notify::channel::Mailbox>,
     /// When its lifetime ends, Unix milliseconds.
     pub expires_at_ms: i64,
+    /// Rung when the lifetime is set anew (a refresh may shorten it): the expiry timer looks
+    /// again instead of sleeping to the old end.
+    pub timer: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The stored part of a notification channel.

@@ -16,9 +16,10 @@
 
 use super::rules::backlog_full;
 use super::{
-    CANCELLED, DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, EXPIRED, Forgetter,
-    LIVE, Notification, Queue, Shared, Target, bury, disable,
+    DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, Forgetter, LIVE, Notification,
+    Queue, Shared, Target, bury, disable, skipped,
 };
+use crate::signing::Signer;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -71,18 +72,54 @@ pub struct Mailbox {
     /// Where acknowledged notifications are forgotten: the same grouped forgets as delivered
     /// callbacks (`super::forget`), so an acknowledgement costs no store commit of its own.
     forgetter: Forgetter,
+    /// The server-wide key, which signs for a subscription without keys of its own (as for a
+    /// callback).
+    signer: Option<Arc<Signer>>,
+}
+
+/// A notification a poll (or socket) took: its outbox id (its `webhook-id`), the notification,
+/// and the keys that sign it as they would sign its callback now (the subscription's own
+/// current keys, else the server-wide one).
+#[derive(Debug)]
+pub struct Taken {
+    /// Outbox id.
+    pub id: u64,
+    /// The notification, `callbackData` set.
+    pub notification: Notification,
+    /// The keys a callback of it would be signed with now.
+    pub keys: Vec<Arc<Signer>>,
 }
 
 /// What a poll ends with.
 #[derive(Debug)]
 pub enum Polled {
-    /// The notifications handed out (oldest first; empty when the wait ran out), each with
-    /// its outbox id (its `webhook-id`).
-    Notifications(Vec<(u64, Notification)>),
+    /// The notifications handed out (oldest first; empty when the wait ran out).
+    Notifications(Vec<Taken>),
     /// The channel was deleted or expired.
     Closed,
     /// A newer poll of the channel took over (OMA `SVC1012`).
     Superseded,
+}
+
+/// What a poll says about the previous answer of its channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// No `ack` (OMA 2012): the previous answer is acknowledged whole.
+    Previous,
+    /// `ack=<webhookId>`: the client has processed up to this outbox id (`None`: nothing).
+    Through(Option<u64>),
+}
+
+/// How many of the previous answer (its outbox ids, in the order answered) an acknowledgement
+/// covers: all of it without `ack`; with one, the prefix up to and including the id named, or
+/// nothing when the id is not in it (the client read none of that answer). The rest is
+/// answered again.
+pub fn acknowledged(handed: &[u64], ack: Ack) -> usize {
+    match ack {
+        Ack::Previous => handed.len(),
+        Ack::Through(None) => 0,
+        Ack::Through(Some(id)) => handed.iter().position(|h| *h == id).map_or(0, |i| i + 1),
+    }
 }
 
 /// Which of `pending` a poll takes: at most `max`, skipping nothing; the rule as a plain
@@ -92,13 +129,25 @@ pub fn take_count(pending: usize, max: usize) -> usize {
 }
 
 impl Mailbox {
-    /// An empty mailbox; acknowledged notifications are forgotten through `forgetter`.
-    pub fn new(forgetter: Forgetter) -> Arc<Mailbox> {
+    /// An empty mailbox; acknowledged notifications are forgotten through `forgetter`;
+    /// `signer` is the server-wide key.
+    pub fn new(forgetter: Forgetter, signer: Option<Arc<Signer>>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             inner: Mutex::new(Inner::default()),
             bell: Notify::new(),
             forgetter,
+            signer,
         })
+    }
+
+    /// What a callback of `held` would be signed with now.
+    fn keys(&self, held: &Held) -> Vec<Arc<Signer>> {
+        let own = held.shared.keys_at(crate::store::now_ms());
+        if own.is_empty() {
+            self.signer.iter().cloned().collect()
+        } else {
+            own
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -131,18 +180,61 @@ impl Mailbox {
         self.bell.notify_waiters();
     }
 
-    /// Puts what the last poll was handed, and nobody acknowledged, back in front of what
-    /// waits (a socket closed before its client acknowledged a frame; a new socket starts
-    /// afresh): it is handed again, with the same ids.
-    pub fn release(&self) {
+    /// A socket takes the channel over, in one step under the lock: what an earlier socket was
+    /// handed and did not acknowledge goes back in front of what waits (it is sent again, with
+    /// the same id), and an earlier socket (or poll) still waiting is superseded. Answers the
+    /// socket's generation, which its later calls name.
+    pub fn take_over(&self) -> u64 {
+        let me = {
+            let mut inner = self.lock();
+            inner.poll += 1;
+            put_back(&mut inner);
+            inner.poll
+        };
+        self.bell.notify_waiters();
+        me
+    }
+
+    /// A socket of generation `me` is gone without acknowledging what it was handed: that goes
+    /// back in front, unless a newer socket has taken over (it did that already, and what is
+    /// handed now is the newer socket's).
+    pub fn release(&self, me: u64) {
         let mut inner = self.lock();
-        let handed = std::mem::take(&mut inner.handed);
-        for h in handed.into_iter().rev() {
-            inner.pending.push_front(h);
+        if inner.poll == me {
+            put_back(&mut inner);
         }
     }
 
-    /// The number of the newest poll (a socket that sees it change was taken over).
+    /// The client of a socket acknowledged notification `id`: it leaves the outbox wherever it
+    /// waits (handed to this socket, or put back by a newer socket's take-over, which may have
+    /// sent it again: the client has it all the same).
+    pub fn acknowledge_id(&self, id: u64) {
+        let mut inner = self.lock();
+        let done = if let Some(i) = inner.handed.iter().position(|h| h.delivery.id == id) {
+            Some(inner.handed.remove(i))
+        } else {
+            let i = inner.pending.iter().position(|h| h.delivery.id == id);
+            i.and_then(|i| inner.pending.remove(i))
+        };
+        self.acknowledge(done.into_iter().collect());
+    }
+
+    /// The next notification for the socket of generation `me` (taking it, unacknowledged):
+    /// waits up to `wait`; `Superseded` once a newer socket took over.
+    pub async fn next(&self, me: u64, wait: Duration) -> Polled {
+        {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Polled::Closed;
+            }
+            inner.waiting += 1;
+        }
+        let _waiting = Waiting(self);
+        self.wait_for(me, 1, wait).await
+    }
+
+    /// The generation of the newest socket or poll (a socket that sees it change was taken
+    /// over).
     pub fn generation(&self) -> u64 {
         self.lock().poll
     }
@@ -157,17 +249,21 @@ impl Mailbox {
         self.lock().waiting > 0
     }
 
-    /// One long poll: acknowledges what the previous poll was handed (it leaves the outbox),
-    /// ends a poll still waiting (`Superseded`), then waits up to `wait` for notifications
-    /// and takes at most `max` of them.
-    pub async fn poll(&self, max: usize, wait: Duration) -> Polled {
+    /// One long poll: acknowledges what `ack` covers of the previous answer (it leaves the
+    /// outbox; the rest is put back in front, to be answered again), ends a poll still
+    /// waiting (`Superseded`), then waits up to `wait` for notifications and takes at most
+    /// `max` of them.
+    pub async fn poll(&self, ack: Ack, max: usize, wait: Duration) -> Polled {
         let me = {
             let mut inner = self.lock();
             if inner.closed {
                 return Polled::Closed;
             }
             inner.poll += 1;
-            let acked: Vec<Held> = std::mem::take(&mut inner.handed);
+            let mut acked: Vec<Held> = std::mem::take(&mut inner.handed);
+            let ids: Vec<u64> = acked.iter().map(|h| h.delivery.id).collect();
+            inner.handed = acked.split_off(acknowledged(&ids, ack));
+            put_back(&mut inner);
             self.acknowledge(acked);
             inner.waiting += 1;
             inner.poll
@@ -207,7 +303,11 @@ impl Mailbox {
                     let taken: Vec<Held> = inner.pending.drain(..n).collect();
                     let out = taken
                         .iter()
-                        .map(|h| (h.delivery.id, h.delivery.notification.clone()))
+                        .map(|h| Taken {
+                            id: h.delivery.id,
+                            notification: h.delivery.notification.clone(),
+                            keys: self.keys(h),
+                        })
                         .collect();
                     inner.handed = taken;
                     return Polled::Notifications(out);
@@ -238,6 +338,14 @@ impl Mailbox {
     }
 }
 
+/// Puts what was handed and not acknowledged back in front of what waits, in its order.
+fn put_back(inner: &mut Inner) {
+    let handed = std::mem::take(&mut inner.handed);
+    for h in handed.into_iter().rev() {
+        inner.pending.push_front(h);
+    }
+}
+
 /// One poll waiting on a mailbox, for as long as it lives.
 struct Waiting<'a>(&'a Mailbox);
 
@@ -255,12 +363,10 @@ fn drop_unwanted(pending: &mut VecDeque<Held>) -> Vec<Held> {
     let mut dropped = Vec::new();
     let mut kept = VecDeque::with_capacity(pending.len());
     for h in pending.drain(..) {
-        let state = h.shared.state.load(Ordering::SeqCst);
-        let cancellation = matches!(
-            h.delivery.notification,
-            Notification::SubscriptionCancellationNotification(_)
-        );
-        if state == CANCELLED || (state == EXPIRED && !cancellation) {
+        if skipped(
+            h.shared.state.load(Ordering::SeqCst),
+            &h.delivery.notification,
+        ) {
             dropped.push(h);
         } else {
             kept.push_back(h);
@@ -292,11 +398,7 @@ async fn feed(
 ) {
     while let Some(item) = rx.recv().await {
         let state = shared.state.load(Ordering::SeqCst);
-        let cancellation = matches!(
-            item.notification,
-            Notification::SubscriptionCancellationNotification(_)
-        );
-        if state == CANCELLED || (state == EXPIRED && !cancellation) {
+        if skipped(state, &item.notification) {
             d.forgetter.forget(&[item.id]);
             shared.done(&item);
             continue;
@@ -329,7 +431,48 @@ async fn feed(
 
 #[cfg(test)]
 mod tests {
-    use super::take_count;
+    use super::super::{CANCELLED, DISABLED_STATE, EXPIRED, LIVE, skipped};
+    use super::{Ack, Notification, acknowledged, take_count};
+    use netapi_chat_api::{ChatEventNotification, EventType, SubscriptionCancellationNotification};
+
+    /// A cancelled subscription's notifications are all dropped; an expired one's but its
+    /// cancellation notice; a live or disabled one's none (disabled ones become dead letters).
+    #[test]
+    fn the_skip_rule() {
+        let notice = Notification::SubscriptionCancellationNotification(
+            SubscriptionCancellationNotification {
+                callback_data: None,
+                reason: None,
+                link: Vec::new(),
+            },
+        );
+        let event = Notification::ChatEventNotification(ChatEventNotification {
+            event_type: EventType::SessionEnded,
+            event_description: None,
+            session_id: "s".to_owned(),
+            callback_data: None,
+            link: Vec::new(),
+        });
+        assert!(skipped(CANCELLED, &notice) && skipped(CANCELLED, &event));
+        assert!(skipped(EXPIRED, &event) && !skipped(EXPIRED, &notice));
+        for state in [LIVE, DISABLED_STATE] {
+            assert!(!skipped(state, &event) && !skipped(state, &notice));
+        }
+    }
+
+    /// Without `ack` the previous answer is acknowledged whole (OMA 2012); with one, up to the
+    /// id named; an id not in the answer (or `ack=` empty) acknowledges none of it.
+    #[test]
+    fn an_ack_covers_the_answer_up_to_the_id_it_names() {
+        let handed = [7, 9, 12];
+        assert_eq!(acknowledged(&handed, Ack::Previous), 3);
+        assert_eq!(acknowledged(&handed, Ack::Through(Some(7))), 1);
+        assert_eq!(acknowledged(&handed, Ack::Through(Some(12))), 3);
+        assert_eq!(acknowledged(&handed, Ack::Through(Some(5))), 0);
+        assert_eq!(acknowledged(&handed, Ack::Through(None)), 0);
+        assert_eq!(acknowledged(&[], Ack::Through(Some(5))), 0);
+        assert_eq!(acknowledged(&[], Ack::Previous), 0);
+    }
 
     /// A poll takes what is there, at most its channel's maximum, and at least one when
     /// something waits (a maximum of 0 would hand out nothing forever).

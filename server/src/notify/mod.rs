@@ -152,6 +152,14 @@ const EXPIRED: u8 = 1;
 const CANCELLED: u8 = 2;
 const DISABLED_STATE: u8 = 3;
 
+/// Whether a notification of a subscription in `state` is dropped instead of delivered: every
+/// one of a cancelled (deleted) subscription, and of an expired one all but its cancellation
+/// notice. The one rule of the callback task and of a channel's feed and mailbox.
+fn skipped(state: u8, n: &Notification) -> bool {
+    state == CANCELLED
+        || (state == EXPIRED && !matches!(n, Notification::SubscriptionCancellationNotification(_)))
+}
+
 /// Why delivery disabled a subscription (shown as its status reason, and logged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisableReason {
@@ -455,7 +463,7 @@ async fn deliver(
             item.notification,
             Notification::SubscriptionCancellationNotification(_)
         );
-        if state == CANCELLED || (state == EXPIRED && !is_cancellation) {
+        if skipped(state, &item.notification) {
             d.forgetter.forget(&[item.id]);
             shared.done(&item);
             continue;

@@ -41,8 +41,9 @@ impl Relay {
         }))
     }
 
-    /// A socket on a WebSockets channel: each frame (one notification, XML validated against
-    /// the XSD) is handed to the listener, then acknowledged by sending its `webhookId` back.
+    /// A socket on a WebSockets channel: each frame (one notification signed like a callback,
+    /// its body XML validated against the XSD) is handed to the listener, then acknowledged by
+    /// sending its `webhook-id` back.
     pub fn start_socket(channel_url: String, format: Format, listener_url: String) -> Relay {
         Relay(tokio::spawn(async move {
             use futures_util::{SinkExt, StreamExt};
@@ -63,21 +64,75 @@ impl Relay {
             let http = reqwest::Client::new();
             while let Some(Ok(m)) = ws.next().await {
                 let Message::Text(t) = m else { continue };
+                let f = Frame::parse(&t);
                 if format == Format::Xml {
-                    xsd_validate(&t);
+                    xsd_validate(&f.body);
                 }
-                let mut list: NotificationList =
-                    wire::decode(format, t.as_bytes(), &XmlLimits::default())
-                        .expect("a frame is a notificationList");
-                assert_eq!(list.notification.len(), 1, "one notification a frame: {t}");
-                let e = list.notification.remove(0);
-                let id = e.webhook_id.clone();
-                relay(&http, &listener_url, format, &id, entry_body(e, format)).await;
+                let id = f.header("webhook-id").to_owned();
+                relay(&http, &listener_url, format, &id, f.body.into_bytes()).await;
                 ws.send(Message::Text(id.into()))
                     .await
                     .expect("acknowledge");
             }
         }))
+    }
+}
+
+/// A frame of a channel's socket: the Standard Webhooks header lines, a blank line, the body
+/// a callback would carry.
+#[derive(Debug)]
+pub struct Frame {
+    /// `(name, value)` of each header line, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Frame {
+    /// Splits a frame's text (panics on a frame that is not header lines, a blank line, a body).
+    pub fn parse(text: &str) -> Frame {
+        let (head, body) = text
+            .split_once("\n\n")
+            .unwrap_or_else(|| panic!("a frame is headers, a blank line, a body: {text}"));
+        let headers = head
+            .lines()
+            .map(|l| {
+                let (n, v) = l
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("a header line: {l}"));
+                (n.to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        Frame {
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    /// The value of header `name` (panics without it).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {name} in {self:?}"))
+    }
+
+    /// Whether the signature verifies with `secret` now (Standard Webhooks, 5 min tolerance).
+    pub fn verifies(&self, secret: &str) -> bool {
+        use netapi_chat::signing::{Signer, WebhookHeaders};
+        let headers = WebhookHeaders {
+            id: self.header("webhook-id"),
+            timestamp: self.header("webhook-timestamp"),
+            signature: self.header("webhook-signature"),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        Signer::from_secret(secret)
+            .expect("a whsec_ secret")
+            .verify(&headers, self.body.as_bytes(), now, 300)
+            .is_ok()
     }
 }
 

@@ -30,9 +30,14 @@
 //! `--delivery [--before BIN]` runs only the delivery-cost phase of issue 13 item 5
 //! ([`delivery`]): server CPU and store commits per message, baseline vs this build vs `BIN`
 //! (another build of the server), in alternating steps; it writes `target/bench/delivery.md`.
+//!
+//! `--channels` runs only the channel phase of issue 15 ([`channels`]): POST → notification
+//! received over a callback, a long-poll channel and a WebSocket channel; it writes
+//! `target/bench/channels.md`. The smoke run includes a 1-second one.
 
 mod backends;
 mod baseline;
+mod channels;
 mod chart;
 mod chat;
 mod cost;
@@ -58,7 +63,7 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --postgres [--smoke]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --postgres [--smoke]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
 #[derive(Default)]
@@ -317,6 +322,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut postgres = false;
     let mut long_args = LongArgs::default();
     let (mut delivery, mut before) = (false, None::<PathBuf>);
+    let mut channels_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -333,12 +339,16 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
                     })?));
             }
             "--postgres" => postgres = true,
+            "--channels" => channels_only = true,
             "--messages" => long_args.messages = Some(value(&mut it, a)?),
             "--rate" => long_args.rate = Some(value(&mut it, a)?),
             "--sessions-cycled" => long_args.sessions_cycled = Some(value(&mut it, a)?),
             "--sample-secs" => long_args.sample_secs = Some(value(&mut it, a)?),
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
+    }
+    if channels_only && (delivery || long || postgres || peer.is_some()) {
+        bail!("--channels goes alone (with --smoke); {USAGE}");
     }
     if (delivery && (long || peer.is_some())) || (before.is_some() && !delivery) {
         bail!("--delivery goes alone (with --smoke), and --before with --delivery; {USAGE}");
@@ -367,6 +377,20 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     }
     if std::env::var_os(BUILT_ENV).is_none() {
         build(root, false)?;
+    }
+    if channels_only {
+        let command = format!("cargo xtask bench {}", args.join(" "));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(channels::run(
+            root,
+            &channel_settings(smoke),
+            smoke,
+            &command,
+        ));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return result.map(|_| ());
     }
     if delivery {
         let ds = delivery_settings(smoke);
@@ -483,6 +507,17 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             ))
             .map_err(|e| println!("bench: the delivery phase (smoke) failed: {e:#}"))
             .is_err();
+    // And a tiny channel phase, so that harness cannot rot either.
+    let channels_smoke = smoke
+        && rt
+            .block_on(channels::run(
+                root,
+                &channel_settings(true),
+                true,
+                "cargo xtask bench --smoke",
+            ))
+            .map_err(|e| println!("bench: the channel phase (smoke) failed: {e:#}"))
+            .is_err();
     rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [
         ("baseline", report.baseline.is_err()),
@@ -492,6 +527,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         ("scale", report.scale.is_err()),
         ("long run (smoke)", long_smoke),
         ("delivery cost (smoke)", delivery_smoke),
+        ("channels (smoke)", channels_smoke),
     ]
     .into_iter()
     .filter_map(|(n, f)| f.then_some(n))
@@ -500,6 +536,17 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         bail!("phases failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The channel phase's settings (`--channels`; tiny with `--smoke`): a rate far below what
+/// the server takes, so the figures are the path's latency, not a queue's.
+fn channel_settings(smoke: bool) -> channels::Settings {
+    channels::Settings {
+        messages: if smoke { 40 } else { 3000 },
+        rate: if smoke { 40 } else { 100 },
+        text_len: 120,
+        max_wait_secs: 5,
+    }
 }
 
 /// The delivery-cost phase's settings (`--delivery`; tiny with `--smoke`).
