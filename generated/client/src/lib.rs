@@ -3861,6 +3861,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -3942,6 +3945,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -4007,6 +4013,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -4076,6 +4085,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -4166,6 +4178,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -4267,6 +4282,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -4350,6 +4368,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -4426,6 +4447,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -4516,6 +4540,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -4582,6 +4609,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -4670,6 +4700,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -4748,6 +4781,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -4838,6 +4874,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -4907,6 +4946,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -4990,6 +5032,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -5059,6 +5104,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -5157,6 +5205,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -5239,6 +5290,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -5330,6 +5384,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -5402,6 +5459,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -5479,6 +5539,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -5568,6 +5631,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -5663,6 +5729,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -5741,6 +5810,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -5826,6 +5898,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -5920,6 +5995,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6011,6 +6089,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6088,6 +6169,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -6183,6 +6267,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6264,6 +6351,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6334,6 +6424,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -6421,6 +6514,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6498,6 +6594,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -6586,6 +6685,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6669,6 +6771,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6739,6 +6844,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -6825,6 +6933,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -6898,6 +7009,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -7020,6 +7134,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -7085,6 +7202,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -7160,6 +7280,9 @@ impl Client {
             429u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
@@ -7228,6 +7351,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -7309,6 +7435,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
@@ -7419,6 +7548,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             _ => Err(Error::UnexpectedResponse(response)),
