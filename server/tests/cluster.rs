@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::channel::Relay;
-use support::{Face, Listener, Server, docs};
+use support::{Face, Listener, Server, docs, pg_ctl};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -40,6 +40,13 @@ struct Pair {
     standby: Server,
     standby_dir: PathBuf,
     database: String,
+}
+
+impl Drop for Pair {
+    /// The standby's data directory is the test's (the leader's goes with its `Server`).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.standby_dir);
+    }
 }
 
 fn cluster_env<'a>(database: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -64,17 +71,6 @@ fn pair(extra: &[(&str, &str)]) -> Pair {
         standby_dir,
         database,
     }
-}
-
-/// Runs `pg_ctl` of the test cluster.
-fn pg_ctl(args: &[&str]) {
-    let ctl = std::env::var("NETAPI_CHAT_TEST_PG_CTL")
-        .expect("NETAPI_CHAT_TEST_PG_CTL: run through `cargo xtask test`");
-    let out = std::process::Command::new(ctl)
-        .args(args)
-        .output()
-        .expect("run pg_ctl");
-    assert!(out.status.success(), "pg_ctl {args:?}: {out:?}");
 }
 
 /// Starts a session `subject` from alice through `server` (whichever instance leads decides),
@@ -196,7 +192,6 @@ async fn a_chat_whose_steps_alternate_between_instances_works_in_both_formats() 
         );
         assert!(got.iter().all(|r| r.format() == format), "{format:?}");
     }
-    let _ = std::fs::remove_dir_all(&p.standby_dir);
 }
 
 /// The same create sent to both instances at once (a client retrying through the load
@@ -233,7 +228,6 @@ async fn one_client_correlator_sent_to_both_instances_at_once_makes_one_message(
     }
     let list = b.list_messages(BOB, &sid).await.ok(200);
     assert_eq!(list.chat_message.len(), 10, "{list:?}");
-    let _ = std::fs::remove_dir_all(&p.standby_dir);
 }
 
 /// SIGKILL the leader mid-burst while the callback is down: the standby takes the database
@@ -339,7 +333,6 @@ async fn killing_the_leader_mid_burst_loses_nothing_answered_2xx() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = std::fs::remove_dir_all(&p.standby_dir);
 }
 
 /// The database stopped and started under both instances: each keeps running, and once the
@@ -372,7 +365,6 @@ async fn the_database_restarted_under_both_instances_leaves_a_cluster_that_answe
         let list = face.list_sessions(ALICE).await.ok(200);
         assert_eq!(list.chat_session_information.len(), 3, "{list:?}");
     }
-    let _ = std::fs::remove_dir_all(&p.standby_dir);
 }
 
 /// The fence: a leader frozen (SIGSTOP) while its database session is ended, so that the
@@ -414,7 +406,6 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
         log.contains("standby"),
         "the old leader stands by now: {log}"
     );
-    let _ = std::fs::remove_dir_all(&p.standby_dir);
 }
 
 /// A WebSockets notification channel whose socket is opened through the standby: the
@@ -446,5 +437,4 @@ async fn a_websocket_channel_opened_through_the_standby_gets_its_notifications()
         "{:?}",
         got[0].body
     );
-    let _ = std::fs::remove_dir_all(&p.standby_dir);
 }

@@ -20,7 +20,7 @@ use netapi_chat_api::{
 };
 use netapi_chat_runtime::Format;
 use std::time::{Duration, Instant};
-use support::{Server, send, send_doc, send_empty};
+use support::{Server, pg_ctl, send, send_doc, send_empty};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -31,22 +31,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 fn last_segment(location: &str) -> String {
     location.rsplit('/').next().unwrap_or_default().to_owned()
-}
-
-/// Runs the test cluster's `pg_ctl` with `args`.
-fn pg_ctl(args: &[&str]) {
-    let ctl = std::env::var("NETAPI_CHAT_TEST_PG_CTL")
-        .expect("NETAPI_CHAT_TEST_PG_CTL: run through `cargo xtask test`");
-    let out = std::process::Command::new(ctl)
-        .args(args)
-        .output()
-        .expect("run pg_ctl");
-    assert!(
-        out.status.success(),
-        "pg_ctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn message(text: &str, correlator: Option<&str>) -> ChatMessage {

@@ -41,6 +41,7 @@ pub use http::{
 pub use listener::{Listener, Received};
 pub use server::{
     APP_TOKEN, Backend, Launch, Server, Spawned, Stderr, USERS_WITH_TOKENS, enc, http_client,
-    postgres_database_for, run_to_exit, start_under_umask, temp_data_dir, token_file, user_token,
+    pg_ctl, postgres_database_for, run_to_exit, start_under_umask, temp_data_dir, token_file,
+    user_token,
 };
 pub use tmpfs::Tmpfs;

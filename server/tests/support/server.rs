@@ -117,6 +117,24 @@ impl Backend {
     }
 }
 
+/// Runs the test cluster's `pg_ctl` with `args` (`NETAPI_CHAT_TEST_PG_CTL`, set by the
+/// PostgreSQL pass of `cargo xtask test`): how the outage and cluster suites stop and start
+/// the database.
+pub fn pg_ctl(args: &[&str]) {
+    let ctl = std::env::var("NETAPI_CHAT_TEST_PG_CTL")
+        .expect("NETAPI_CHAT_TEST_PG_CTL: run through `cargo xtask test`");
+    let out = std::process::Command::new(ctl)
+        .args(args)
+        .output()
+        .expect("run pg_ctl");
+    assert!(
+        out.status.success(),
+        "pg_ctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The database of `data_dir` on the test PostgreSQL server, when
 /// `NETAPI_CHAT_TEST_DATABASE_URL` names one: created on first use and named after the
 /// directory, so a server restarted on the same directory (after a kill) finds its data again.
