@@ -11,7 +11,8 @@ use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
     ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, GroupChatSessionInformation,
     Headed, ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
-    ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery, ListMessagesHeaders,
+    ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery,
+    ListGroupChatParticipantsHeaders, ListGroupChatParticipantsQuery, ListMessagesHeaders,
     ListMessagesQuery, ListNotificationChannelsHeaders, ListNotificationChannelsQuery,
     ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus, MessageStatusReport,
     NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
@@ -484,6 +485,42 @@ impl ChatService for ChatServer {
         session_id: String,
     ) -> Result<GroupChatSessionInformation, ApiError> {
         self.chat.get_group_session(&user_id, &session_id)
+    }
+
+    /// OMA 2012 "Terminate a group chat" (seed 7.1.5 on this face).
+    async fn delete_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat.delete_group_session(&user_id, &session_id).await
+    }
+
+    async fn list_group_chat_participants(
+        &self,
+        user_id: String,
+        session_id: String,
+        query: ListGroupChatParticipantsQuery,
+    ) -> Result<Headed<ParticipantList, ListGroupChatParticipantsHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self
+            .chat
+            .list_group_participants(&user_id, &session_id, req)?;
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListGroupChatParticipantsHeaders { link },
+        })
+    }
+
+    async fn get_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> Result<ParticipantInformation, ApiError> {
+        self.chat
+            .get_group_participant(&user_id, &session_id, &participant(participant_id))
     }
 
     /// OMA 2012 "Add a participant" with one `participantInformation` (seed 7.1.3).

@@ -67,6 +67,19 @@ impl User {
         );
         got.decode()
     }
+
+    /// The next `T`, past notifications of other kinds (what happened in between is not the
+    /// test's subject).
+    async fn until<T: Document>(&self) -> T {
+        loop {
+            let n = self.seen.get() + 1;
+            let got = self.listener.nth(n).await;
+            self.seen.set(n);
+            if got.kind() == T::NAME {
+                return got.decode();
+            }
+        }
+    }
 }
 
 /// The OMA 2012 create body: flat, one invitee, as the GSMA gateway's clients sent it.
@@ -649,6 +662,57 @@ async fn group_chat(wire: Wire) {
         st.participant[0].status,
         Some(ParticipantStatus::Disconnected)
     );
+
+    // Participant reads: the list (originator first, then in invitation order) and one
+    // participant, every resourceURL under group/ for the reader.
+    let list = face.list_group_participants(C, &sid).await.ok(200);
+    assert_eq!(list.resource_url, Some(urls.group_participants(C, &sid)));
+    let who: Vec<_> = list
+        .participant
+        .iter()
+        .map(|p| (p.address.as_str(), p.status))
+        .collect();
+    use ParticipantStatus::Disconnected;
+    assert_eq!(
+        who,
+        [
+            (A, Some(Connected)),
+            (B, Some(Disconnected)),
+            (C, Some(Disconnected)),
+            (D, Some(Disconnected))
+        ]
+    );
+    assert_eq!(
+        list.participant[1].resource_url,
+        Some(urls.group_participant(C, &sid, B))
+    );
+    let one = face.get_group_participant(A, &sid, B).await.ok(200);
+    assert_eq!(one.status, Some(Disconnected));
+    assert_eq!(one.resource_url, Some(urls.group_participant(A, &sid, B)));
+    face.get_group_participant(A, &sid, "tel:+15559999999")
+        .await
+        .fails(404, Some("SVC2008"));
+    face.list_group_participants("tel:+15559999999", &sid)
+        .await
+        .fails(404, Some("SVC2008"));
+
+    // Only the originator terminates the group; then it is gone for everyone.
+    face.delete_group(B, &sid).await.fails(403, Some("POL0001"));
+    face.put_group_status(B, &sid, B, Connected)
+        .await
+        .no_content();
+    let _: ParticipantStatusNotification = a.next().await;
+    face.delete_group(A, &sid).await.no_content();
+    let end: ChatEventNotification = b.until().await;
+    assert_eq!(
+        (end.event_type, end.session_id.as_str()),
+        (EventType::SessionEnded, sid.as_str())
+    );
+    let _: ChatEventNotification = a.until().await;
+    face.get_group(A, &sid).await.fails(404, Some("SVC2008"));
+    face.list_group_participants(B, &sid)
+        .await
+        .fails(404, Some("SVC2008"));
 
     // A seed group session is under group/ too; a one-to-one session is not.
     let gid = last_segment(

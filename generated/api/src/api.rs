@@ -372,6 +372,51 @@ impl ListMessagesQuery {
     }
 }
 
+/// Query parameters of `listGroupChatParticipants`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListGroupChatParticipantsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListGroupChatParticipantsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListGroupChatParticipantsQuery {
+    /// `maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
 /// Query parameters of `listNotificationChannels`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct ListNotificationChannelsQuery {
@@ -498,6 +543,24 @@ pub struct ListMessagesHeaders {
 }
 
 impl netapi_chat_runtime::negotiate::ResponseHeaders for ListMessagesHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listGroupChatParticipants`.
+#[derive(Clone, Debug, Default)]
+pub struct ListGroupChatParticipantsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListGroupChatParticipantsHeaders {
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Some(v) = &self.link {
@@ -1005,6 +1068,35 @@ pub trait ChatService: Send + Sync + 'static {
         session_id: String,
     ) -> impl std::future::Future<Output = Result<GroupChatSessionInformation, ApiError>> + Send;
 
+    /// OMA 2012 Terminate a group chat.
+    ///
+    /// The seed's `deleteChatSession` (seed 7.1.5) on a group session: the originator ends it
+    /// for everyone (each participant still in it gets `chatEventNotification` `SessionEnded`,
+    /// an unanswered invitee `SessionCancelled`), and it is gone for everyone (`404`).
+    /// **Decision:** OMA 2012 leaves who may terminate to the server (`POL1018` allowed); here,
+    /// as on the seed face, only the originator may (`403 POL0001` otherwise); any other
+    /// participant leaves with `DELETE …/participants/{own address}`.
+    fn delete_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 List a group chat's participants.
+    ///
+    /// The seed's `listParticipants` on a group session, every `resourceURL` under `group/`
+    /// (a one-to-one session is `404` here). Paged as every list (see "Lists are paged"):
+    /// without paging parameters the first `maxEntries` (100), which is the whole list under
+    /// the default participant limit.
+    fn list_group_chat_participants(
+        &self,
+        user_id: String,
+        session_id: String,
+        query: ListGroupChatParticipantsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<ParticipantList, ListGroupChatParticipantsHeaders>, ApiError>,
+    > + Send;
+
     /// OMA 2012 Invite one participant into a group chat.
     ///
     /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
@@ -1017,6 +1109,16 @@ pub trait ChatService: Send + Sync + 'static {
         session_id: String,
         body: ParticipantInformation,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read one participant of a group chat.
+    ///
+    /// The seed's `getParticipant` on a group session, its `resourceURL` under `group/`.
+    fn get_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> impl std::future::Future<Output = Result<ParticipantInformation, ApiError>> + Send;
 
     /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
     ///
@@ -1870,6 +1972,47 @@ pub trait ChatApi {
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<GroupChatSessionInformation, 200>, HttpError>;
 
+    /// OMA 2012 Terminate a group chat.
+    ///
+    /// The seed's `deleteChatSession` (seed 7.1.5) on a group session: the originator ends it
+    /// for everyone (each participant still in it gets `chatEventNotification` `SessionEnded`,
+    /// an unanswered invitee `SessionCancelled`), and it is gone for everyone (`404`).
+    /// **Decision:** OMA 2012 leaves who may terminate to the server (`POL1018` allowed); here,
+    /// as on the seed face, only the originator may (`403 POL0001` otherwise); any other
+    /// participant leaves with `DELETE …/participants/{own address}`.
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/group/{sessionId}",
+        operation_id = "deleteGroupChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn delete_group_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 List a group chat's participants.
+    ///
+    /// The seed's `listParticipants` on a group session, every `resourceURL` under `group/`
+    /// (a one-to-one session is `404` here). Paged as every list (see "Lists are paged"):
+    /// without paging parameters the first `maxEntries` (100), which is the whole list under
+    /// the default participant limit.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants",
+        operation_id = "listGroupChatParticipants",
+        tags = ["oma2012"],
+    }]
+    async fn list_group_chat_participants(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListGroupChatParticipantsQuery>>,
+    ) -> Result<Reply<ParticipantList, 200>, HttpError>;
+
     /// OMA 2012 Invite one participant into a group chat.
     ///
     /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
@@ -1889,6 +2032,22 @@ pub trait ChatApi {
         path: Captured<Path<SessionIdPath>>,
         body: Body<ParticipantInformation>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read one participant of a group chat.
+    ///
+    /// The seed's `getParticipant` on a group session, its `resourceURL` under `group/`.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants/{participantId}",
+        operation_id = "getGroupChatParticipant",
+        tags = ["oma2012"],
+    }]
+    async fn get_group_chat_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<Reply<ParticipantInformation, 200>, HttpError>;
 
     /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
     ///
@@ -2932,6 +3091,55 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(Reply::ok(&accept, outcome))
     }
 
+    async fn delete_group_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_group_chat_session(user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn list_group_chat_participants(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListGroupChatParticipantsQuery>>,
+    ) -> Result<Reply<ParticipantList, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx
+                .context()
+                .list_group_chat_participants(user_id, path.session_id, query)
+                .await
+        }
+        .await;
+        Ok(Reply::headed(&accept, outcome))
+    }
+
     async fn add_group_chat_participant(
         rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -2956,6 +3164,29 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         .await;
         let outcome = body.finish(outcome);
         Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_group_chat_participant(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<Reply<ParticipantInformation, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_group_chat_participant(user_id, path.session_id, path.participant_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
     }
 
     async fn delete_group_chat_participant(

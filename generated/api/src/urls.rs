@@ -263,7 +263,8 @@ impl Urls {
         format!("{}/chat/v1/{}/group", self.base, encode_segment(user_id))
     }
 
-    /// `/chat/v1/{userId}/group/{sessionId}`: `getGroupChatSession` (GET).
+    /// `/chat/v1/{userId}/group/{sessionId}`: `getGroupChatSession` (GET), `deleteGroupChatSession`
+    /// (DELETE).
     pub fn group_session(&self, user_id: &str, session_id: &str) -> String {
         format!(
             "{}/chat/v1/{}/group/{}",
@@ -273,7 +274,8 @@ impl Urls {
         )
     }
 
-    /// `/chat/v1/{userId}/group/{sessionId}/participants`: `addGroupChatParticipant` (POST).
+    /// `/chat/v1/{userId}/group/{sessionId}/participants`: `listGroupChatParticipants` (GET),
+    /// `addGroupChatParticipant` (POST).
     pub fn group_participants(&self, user_id: &str, session_id: &str) -> String {
         format!(
             "{}/chat/v1/{}/group/{}/participants",
@@ -284,7 +286,7 @@ impl Urls {
     }
 
     /// `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`:
-    /// `deleteGroupChatParticipant` (DELETE).
+    /// `getGroupChatParticipant` (GET), `deleteGroupChatParticipant` (DELETE).
     pub fn group_participant(
         &self,
         user_id: &str,

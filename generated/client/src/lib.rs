@@ -2078,6 +2078,62 @@ pub mod types {
         }
     }
 
+    ///`ListGroupChatParticipantsCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListGroupChatParticipantsCursor(::std::string::String);
+    impl ::std::ops::Deref for ListGroupChatParticipantsCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListGroupChatParticipantsCursor> for ::std::string::String {
+        fn from(value: ListGroupChatParticipantsCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListGroupChatParticipantsCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListGroupChatParticipantsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListGroupChatParticipantsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListGroupChatParticipantsCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
     ///`ListMessagesCursor`
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
@@ -6284,6 +6340,167 @@ impl Client {
         }
     }
 
+    /**OMA 2012 Terminate a group chat
+
+    The seed's `deleteChatSession` (seed 7.1.5) on a group session: the originator ends it
+    for everyone (each participant still in it gets `chatEventNotification` `SessionEnded`,
+    an unanswered invitee `SessionCancelled`), and it is gone for everyone (`404`).
+    **Decision:** OMA 2012 leaves who may terminate to the server (`POL1018` allowed); here,
+    as on the seed face, only the originator may (`403 POL0001` otherwise); any other
+    participant leaves with `DELETE …/participants/{own address}`.
+
+
+    Sends a `DELETE` request to `/chat/v1/{userId}/group/{sessionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    */
+    pub async fn delete_group_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_group_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 List a group chat's participants
+
+    The seed's `listParticipants` on a group session, every `resourceURL` under `group/`
+    (a one-to-one session is `404` here). Paged as every list (see "Lists are paged"):
+    without paging parameters the first `maxEntries` (100), which is the whole list under
+    the default participant limit.
+
+
+    Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/participants`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
+    */
+    pub async fn list_group_chat_participants<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        cursor: Option<&'a types::ListGroupChatParticipantsCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
+    ) -> Result<ResponseValue<types::ParticipantListRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/participants",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_group_chat_participants",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
     /**OMA 2012 Invite one participant into a group chat
 
     The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
@@ -6360,6 +6577,79 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read one participant of a group chat
+
+    The seed's `getParticipant` on a group session, its `resourceURL` under `group/`.
+
+    Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
+    */
+    pub async fn get_group_chat_participant<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        participant_id: &'a str,
+    ) -> Result<ResponseValue<types::ParticipantInformationRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/participants/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&participant_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_group_chat_participant",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(

@@ -11,10 +11,11 @@
 //! with whom, [`request`] reads the 2012 create body, [`session`] and [`group_view`] are the
 //! 2012 views, [`close`] decides a 1-1 DELETE, [`withdraws`] a group participant's DELETE.
 
+use super::page::{self, PageRequest};
 use super::participants::set_status;
 use super::refused::Refused;
 use super::sessions::{end, end_for_all};
-use super::state::{Session, State};
+use super::state::{Participant, Session, State};
 use super::views;
 use super::{Change, Chat, Decision, durable, missing};
 use crate::urls::Urls;
@@ -165,10 +166,7 @@ pub(super) fn group_view(urls: &Urls, viewer: &str, s: &Session) -> GroupChatSes
         participant: s
             .participants
             .iter()
-            .map(|p| ParticipantInformation {
-                resource_url: Some(urls.group_participant(viewer, &s.id, &p.address)),
-                ..views::participant(urls, viewer, s, p)
-            })
+            .map(|p| group_participant(urls, viewer, s, p))
             .collect(),
         client_correlator: if viewer == s.originator {
             s.client_correlator.clone()
@@ -176,6 +174,20 @@ pub(super) fn group_view(urls: &Urls, viewer: &str, s: &Session) -> GroupChatSes
             None
         },
         resource_url: Some(urls.group_session(viewer, &s.id)),
+    }
+}
+
+/// A participant of group session `s` as `viewer` sees it on the OMA 2012 face: the seed's
+/// view with its `resourceURL` under `group/`.
+pub(super) fn group_participant(
+    urls: &Urls,
+    viewer: &str,
+    s: &Session,
+    p: &Participant,
+) -> ParticipantInformation {
+    ParticipantInformation {
+        resource_url: Some(urls.group_participant(viewer, &s.id, &p.address)),
+        ..views::participant(urls, viewer, s, p)
     }
 }
 
@@ -386,6 +398,53 @@ impl Chat {
         let state = self.lock();
         let s = self.group(&state, user, sid)?;
         Ok(group_view(&self.urls, user, s))
+    }
+
+    /// OMA 2012: end a group session for everyone: the seed's [`end`] (only the originator;
+    /// `403` for anyone else, who leaves instead).
+    pub async fn delete_group_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.delete_session(user, sid)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))
+    }
+
+    /// OMA 2012: one page of a group session's participants (the seed's
+    /// [`Chat::list_participants`] order and paging), URLs under `group/`.
+    pub fn list_group_participants(
+        &self,
+        user: &str,
+        sid: &str,
+        req: PageRequest,
+    ) -> Result<ParticipantList, ApiError> {
+        let state = self.lock();
+        let s = self.group(&state, user, sid)?;
+        let p = page::page((1u64..).zip(&s.participants), req);
+        let resource_url = self.urls.group_participants(user, sid);
+        Ok(ParticipantList {
+            participant: p
+                .items
+                .into_iter()
+                .map(|p| group_participant(&self.urls, user, s, p))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url: Some(resource_url),
+        })
+    }
+
+    /// OMA 2012: one participant of a group session.
+    pub fn get_group_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Result<ParticipantInformation, ApiError> {
+        let state = self.lock();
+        let s = self.group(&state, user, sid)?;
+        let p = s
+            .participant(pid)
+            .ok_or_else(|| missing(&self.urls.group_participant(user, sid, pid)))?;
+        Ok(group_participant(&self.urls, user, s, p))
     }
 
     /// OMA 2012: invite one participant (the seed's [`Chat::add_participants`] with a list of

@@ -843,6 +843,61 @@ impl<'s> Face<'s> {
         }
     }
 
+    pub async fn delete_group(&self, user: &str, sid: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client.delete_group_chat_session(user, sid).await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_session(user, sid);
+                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
+            }
+        }
+    }
+
+    pub async fn list_group_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .list_group_chat_participants(user, sid, None, None)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_participants(user, sid);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_group_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Resp<ParticipantInformation> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client.get_group_chat_participant(user, sid, pid).await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_participant(user, sid, pid);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
     pub async fn add_group_participant(
         &self,
         user: &str,
