@@ -8,16 +8,17 @@ use crate::chat::Chat;
 use crate::chat::page::{self, PageRequest};
 use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
-    ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, GroupChatSessionInformation,
-    Headed, ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
-    ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery,
-    ListGroupChatParticipantsHeaders, ListGroupChatParticipantsQuery, ListMessagesHeaders,
-    ListMessagesQuery, ListNotificationChannelsHeaders, ListNotificationChannelsQuery,
-    ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus, MessageStatusReport,
-    NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ResourceReference,
-    SubscriptionSecret,
+    ChatMessage, ChatMessageList, ChatNotificationSubscription, ChatService,
+    ChatSessionInformation, ChatSessionList, ChatSubscription, ChatSubscriptionList, Created,
+    DeadLetterList, GroupChatSessionInformation, Headed, ListChatNotificationSubscriptionsHeaders,
+    ListChatNotificationSubscriptionsQuery, ListChatSessionsHeaders, ListChatSessionsQuery,
+    ListChatSubscriptionsHeaders, ListChatSubscriptionsQuery, ListDeadLettersHeaders,
+    ListDeadLettersQuery, ListGroupChatParticipantsHeaders, ListGroupChatParticipantsQuery,
+    ListMessagesHeaders, ListMessagesQuery, ListNotificationChannelsHeaders,
+    ListNotificationChannelsQuery, ListParticipantsHeaders, ListParticipantsQuery,
+    MessageDeliveryStatus, MessageStatusReport, NotificationChannel, NotificationChannelLifetime,
+    NotificationChannelList, NotificationList, ParticipantInformation, ParticipantList,
+    ParticipantSessionStatus, ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use std::net::SocketAddr;
@@ -356,6 +357,65 @@ impl ChatService for ChatServer {
     // ---------------------------------------------------------------- OMA 2012 face
     // `/chat/v1/{userId}/oneToOne/…` (issue 16): each hands over to the core's adapter of the
     // same name, which checks the peer and calls the seed's entry point (`chat/oma2012.rs`).
+
+    /// OMA 2012 subscriptions: one page of the user's subscriptions as this face shows them.
+    async fn list_chat_notification_subscriptions(
+        &self,
+        user_id: String,
+        query: ListChatNotificationSubscriptionsQuery,
+    ) -> Result<Headed<ChatSubscriptionList, ListChatNotificationSubscriptionsHeaders>, ApiError>
+    {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self.chat.list_notification_subscriptions(&user_id, req);
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListChatNotificationSubscriptionsHeaders { link },
+        })
+    }
+
+    /// OMA 2012 "Subscribe to chat notifications" (seed 7.1.1 on this face; the 2012 profile).
+    async fn create_chat_notification_subscription(
+        &self,
+        user_id: String,
+        body: ChatNotificationSubscription,
+    ) -> Result<Created<ChatNotificationSubscription>, ApiError> {
+        self.chat
+            .create_notification_subscription(&user_id, body)
+            .await
+    }
+
+    async fn get_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> Result<ChatNotificationSubscription, ApiError> {
+        self.chat
+            .get_notification_subscription(&user_id, &subscription_id)
+    }
+
+    /// OMA 2012 subscriptions: refresh with PUT (a decision: OMA 2012 has no update).
+    async fn update_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        body: ChatNotificationSubscription,
+    ) -> Result<ChatNotificationSubscription, ApiError> {
+        self.chat
+            .update_notification_subscription(&user_id, &subscription_id, body)
+            .await
+    }
+
+    /// OMA 2012 "Unsubscribe" (seed 7.1.1).
+    async fn delete_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .delete_notification_subscription(&user_id, &subscription_id)
+            .await
+    }
 
     /// OMA 2012 "Create a confirmed one-to-one chat session" (seed 7.1.2 on this face).
     async fn create_one_to_one_chat_session(

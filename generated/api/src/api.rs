@@ -372,6 +372,51 @@ impl ListMessagesQuery {
     }
 }
 
+/// Query parameters of `listChatNotificationSubscriptions`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListChatNotificationSubscriptionsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListChatNotificationSubscriptionsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListChatNotificationSubscriptionsQuery {
+    /// `maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
 /// Query parameters of `listGroupChatParticipants`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct ListGroupChatParticipantsQuery {
@@ -543,6 +588,24 @@ pub struct ListMessagesHeaders {
 }
 
 impl netapi_chat_runtime::negotiate::ResponseHeaders for ListMessagesHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listChatNotificationSubscriptions`.
+#[derive(Clone, Debug, Default)]
+pub struct ListChatNotificationSubscriptionsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListChatNotificationSubscriptionsHeaders {
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Some(v) = &self.link {
@@ -925,6 +988,80 @@ pub trait ChatService: Send + Sync + 'static {
         body: MessageDeliveryStatus,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 
+    /// OMA 2012 List the user's chat notification subscriptions.
+    ///
+    /// Every subscription of the user, whichever face it was made through, as OMA 2012 shows
+    /// it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
+    /// `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
+    /// instead). Paged as every list (see "Lists are paged").
+    fn list_chat_notification_subscriptions(
+        &self,
+        user_id: String,
+        query: ListChatNotificationSubscriptionsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<
+            Headed<ChatSubscriptionList, ListChatNotificationSubscriptionsHeaders>,
+            ApiError,
+        >,
+    > + Send;
+
+    /// OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face).
+    ///
+    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
+    /// `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body.
+    /// **Decision (which profile a subscriber gets):** a subscription made here receives the
+    /// OMA 2012 notification profile, for every session whichever face started it: a
+    /// one-to-one invitation is `chatSessionInvitationNotification` and a group one
+    /// `groupSessionInvitationNotification`; a delivery report is `messageStatusNotification`;
+    /// `chatEventNotification`, `messageNotification` and `participantStatusNotification` keep
+    /// their names; every `link` names a resource of this tree (`oneToOne/{peer}/{sessionId}`
+    /// or `group/{sessionId}`, with the rels of OMA 2012). In a one-to-one session a peer's
+    /// accept is `chatEventNotification` `Accepted` and a decline `Declined` (OMA 2012 has no
+    /// participant resources there). A subscription made on the seed face keeps the seed's
+    /// names and links. The profile is stored with the subscription and never changes; both
+    /// faces read, list and delete every subscription.
+    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
+    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
+    /// (as for `duration`, the answer says what was granted).
+    fn create_chat_notification_subscription(
+        &self,
+        user_id: String,
+        body: ChatNotificationSubscription,
+    ) -> impl std::future::Future<Output = Result<Created<ChatNotificationSubscription>, ApiError>> + Send;
+
+    /// OMA 2012 Read one subscription.
+    fn get_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> impl std::future::Future<Output = Result<ChatNotificationSubscription, ApiError>> + Send;
+
+    /// OMA 2012 Refresh a subscription (PUT of the whole subscription).
+    ///
+    /// **Decision (refresh; OMA 2012 defines no update):** PUT of the full
+    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration`
+    /// is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
+    /// none). Where notifications go cannot change here: `callbackReference.notifyURL` and
+    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
+    /// (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
+    /// subscription stays disabled. The answer is the subscription as it now is.
+    fn update_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        body: ChatNotificationSubscription,
+    ) -> impl std::future::Future<Output = Result<ChatNotificationSubscription, ApiError>> + Send;
+
+    /// OMA 2012 Unsubscribe (seed 7.1.1).
+    ///
+    /// The seed's `deleteChatSubscription`; no notification is sent to the callback once this
+    /// returns.
+    fn delete_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
     /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
     ///
     /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
@@ -938,10 +1075,9 @@ pub trait ChatService: Send + Sync + 'static {
     /// **Decision (one core, two faces):** this is the same session the seed face creates
     /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
     /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
-    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
-    /// subscription resource exists, notifications go to the subscriptions made on the seed
-    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
-    /// they carry work under this tree too).
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
+    /// is told in the profile of the face it subscribed through (see
+    /// `createChatNotificationSubscription`).
     fn create_one_to_one_chat_session(
         &self,
         user_id: String,
@@ -1773,6 +1909,112 @@ pub trait ChatApi {
         body: Body<MessageDeliveryStatus>,
     ) -> Result<NoContent, HttpError>;
 
+    /// OMA 2012 List the user's chat notification subscriptions.
+    ///
+    /// Every subscription of the user, whichever face it was made through, as OMA 2012 shows
+    /// it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
+    /// `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
+    /// instead). Paged as every list (see "Lists are paged").
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/subscriptions",
+        operation_id = "listChatNotificationSubscriptions",
+        tags = ["oma2012"],
+    }]
+    async fn list_chat_notification_subscriptions(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatNotificationSubscriptionsQuery>>,
+    ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError>;
+
+    /// OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face).
+    ///
+    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
+    /// `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body.
+    /// **Decision (which profile a subscriber gets):** a subscription made here receives the
+    /// OMA 2012 notification profile, for every session whichever face started it: a
+    /// one-to-one invitation is `chatSessionInvitationNotification` and a group one
+    /// `groupSessionInvitationNotification`; a delivery report is `messageStatusNotification`;
+    /// `chatEventNotification`, `messageNotification` and `participantStatusNotification` keep
+    /// their names; every `link` names a resource of this tree (`oneToOne/{peer}/{sessionId}`
+    /// or `group/{sessionId}`, with the rels of OMA 2012). In a one-to-one session a peer's
+    /// accept is `chatEventNotification` `Accepted` and a decline `Declined` (OMA 2012 has no
+    /// participant resources there). A subscription made on the seed face keeps the seed's
+    /// names and links. The profile is stored with the subscription and never changes; both
+    /// faces read, list and delete every subscription.
+    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
+    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
+    /// (as for `duration`, the answer says what was granted).
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/subscriptions",
+        operation_id = "createChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn create_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 201>, HttpError>;
+
+    /// OMA 2012 Read one subscription.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",
+        operation_id = "getChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn get_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError>;
+
+    /// OMA 2012 Refresh a subscription (PUT of the whole subscription).
+    ///
+    /// **Decision (refresh; OMA 2012 defines no update):** PUT of the full
+    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration`
+    /// is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
+    /// none). Where notifications go cannot change here: `callbackReference.notifyURL` and
+    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
+    /// (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
+    /// subscription stays disabled. The answer is the subscription as it now is.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",
+        operation_id = "updateChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn update_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError>;
+
+    /// OMA 2012 Unsubscribe (seed 7.1.1).
+    ///
+    /// The seed's `deleteChatSubscription`; no notification is sent to the callback once this
+    /// returns.
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",
+        operation_id = "deleteChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn delete_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
     /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
     ///
     /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
@@ -1786,10 +2028,9 @@ pub trait ChatApi {
     /// **Decision (one core, two faces):** this is the same session the seed face creates
     /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
     /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
-    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
-    /// subscription resource exists, notifications go to the subscriptions made on the seed
-    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
-    /// they carry work under this tree too).
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
+    /// is told in the profile of the face it subscribed through (see
+    /// `createChatNotificationSubscription`).
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}",
@@ -2850,6 +3091,130 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         }
         .await;
         let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn list_chat_notification_subscriptions(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatNotificationSubscriptionsQuery>>,
+    ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx
+                .context()
+                .list_chat_notification_subscriptions(user_id, query)
+                .await
+        }
+        .await;
+        Ok(Reply::headed(&accept, outcome))
+    }
+
+    async fn create_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        mut body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .create_chat_notification_subscription(user_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_chat_notification_subscription(user_id, path.subscription_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn update_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        mut body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_chat_notification_subscription(user_id, path.subscription_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn delete_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_chat_notification_subscription(user_id, path.subscription_id)
+                .await
+        }
+        .await;
         Ok(NoContent::new(&accept, outcome))
     }
 

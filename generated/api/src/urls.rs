@@ -178,6 +178,27 @@ impl Urls {
         )
     }
 
+    /// `/chat/v1/{userId}/subscriptions`: `listChatNotificationSubscriptions` (GET),
+    /// `createChatNotificationSubscription` (POST).
+    pub fn oma2012_subscriptions(&self, user_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/subscriptions",
+            self.base,
+            encode_segment(user_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/subscriptions/{subscriptionId}`: `getChatNotificationSubscription` (GET),
+    /// `updateChatNotificationSubscription` (PUT), `deleteChatNotificationSubscription` (DELETE).
+    pub fn oma2012_subscription(&self, user_id: &str, subscription_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/subscriptions/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(subscription_id)
+        )
+    }
+
     /// `/chat/v1/{userId}/oneToOne/{otherUserId}`: `createOneToOneChatSession` (POST).
     pub fn one_to_one_other_user(&self, user_id: &str, other_user_id: &str) -> String {
         format!(

@@ -5,11 +5,16 @@
 //! **Invariant:** a notification reaches a delivery queue only through [`Chat::notify`] into a
 //! [`Change`], so it is in the same store batch as the records that caused it (the transactional
 //! outbox), and queued only after that batch committed.
+//!
+//! A flow builds each notification once, in the seed's profile; a subscription made on the OMA
+//! 2012 face gets it rendered in that face's profile (`oma2012::profile`, once per user and
+//! notification), and the outbox holds what each subscription is told.
 
+use super::oma2012;
 use super::records;
-use super::state::State;
+use super::state::{Face, State};
 use super::{Change, Chat, Outbox};
-use crate::notify::Delivery;
+use crate::notify::{Delivery, Notification};
 use crate::store::{OutboxEntry, Progress, now_ms};
 
 impl Chat {
@@ -21,6 +26,7 @@ impl Chat {
             let Some(ids) = state.user_subscriptions.get(&user) else {
                 continue;
             };
+            let mut oma2012: Option<Notification> = None;
             for id in ids {
                 // A disabled subscription gets nothing new (see `disable_subscription`).
                 let Some(sub) = state
@@ -30,7 +36,15 @@ impl Chat {
                 else {
                     continue;
                 };
-                let mut n = n.clone();
+                let mut n = match sub.rec.face {
+                    Face::Seed => n.clone(),
+                    Face::Oma2012 => oma2012
+                        .get_or_insert_with(|| {
+                            let s = oma2012::session_of(&n).and_then(|sid| state.sessions.get(sid));
+                            oma2012::profile(&self.urls, &user, s, n.clone())
+                        })
+                        .clone(),
+                };
                 n.set_callback_data(sub.rec.callback.callback_data.clone());
                 state.counters.next_notification += 1;
                 let nid = state.counters.next_notification;

@@ -128,6 +128,20 @@ pub struct Subscription {
     pub rec: SubscriptionRecord,
     /// Its delivery queue.
     pub queue: Queue,
+    /// Its expiry task (`Chat::expiry_timer`), while it has one: at most one per subscription
+    /// (a refresh that moves the expiry replaces it, one that removes it aborts it).
+    pub timer: Option<tokio::task::AbortHandle>,
+}
+
+/// The face a subscription was made through, which decides the profile its notifications are
+/// told in (issue 16): the seed's names and links, or OMA 2012's (`oma2012::profile`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Face {
+    /// `/v1/chat/{userId}/subscriptions` (and every subscription stored before faces were).
+    #[default]
+    Seed,
+    /// `/chat/v1/{userId}/subscriptions`.
+    Oma2012,
 }
 
 /// The stored part of a subscription.
@@ -149,6 +163,8 @@ pub struct SubscriptionRecord {
     /// Its own signing secrets, newest first (at most [`MAX_SECRETS`]); empty: signed with
     /// the server-wide secret.
     pub secrets: Vec<SigningSecret>,
+    /// The face it was made through: the profile of its notifications.
+    pub face: Face,
 }
 
 /// Most secrets that sign a subscription's notifications at once (the current one and the

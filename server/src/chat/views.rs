@@ -240,6 +240,9 @@ macro_rules! with_notification {
             message_notification: None,
             message_delivery_notification: None,
             subscription_cancellation_notification: None,
+            chat_session_invitation_notification: None,
+            group_session_invitation_notification: None,
+            message_status_notification: None,
         };
         match $n {
             netapi_chat_api::Notification::SessionInvitationNotification(n) => {
@@ -255,6 +258,15 @@ macro_rules! with_notification {
             }
             netapi_chat_api::Notification::SubscriptionCancellationNotification(n) => {
                 e.subscription_cancellation_notification = Some(n);
+            }
+            netapi_chat_api::Notification::ChatSessionInvitationNotification(n) => {
+                e.chat_session_invitation_notification = Some(n);
+            }
+            netapi_chat_api::Notification::GroupSessionInvitationNotification(n) => {
+                e.group_session_invitation_notification = Some(n);
+            }
+            netapi_chat_api::Notification::MessageStatusNotification(n) => {
+                e.message_status_notification = Some(n);
             }
         }
         e

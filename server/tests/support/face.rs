@@ -4,11 +4,11 @@
 //! body or decoded `requestError`), so a scenario is written once and runs in both faces.
 
 use netapi_chat_api::{
-    ChannelType, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, GroupChatSessionInformation, MessageDeliveryStatus,
-    MessageStatus, MessageStatusReport, NotificationChannel, NotificationFormat,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
-    RequestError, ResourceReference,
+    ChannelType, ChatMessage, ChatMessageList, ChatNotificationSubscription,
+    ChatSessionInformation, ChatSessionList, ChatSubscription, ChatSubscriptionList,
+    GroupChatSessionInformation, MessageDeliveryStatus, MessageStatus, MessageStatusReport,
+    NotificationChannel, NotificationFormat, ParticipantInformation, ParticipantList,
+    ParticipantSessionStatus, ParticipantStatus, RequestError, ResourceReference,
 };
 use netapi_chat_client::types as ct;
 use netapi_chat_client::{Error as ClientError, ResponseValue};
@@ -358,6 +358,111 @@ impl<'s> Face<'s> {
                 send_empty("DELETE", &self.sub_url(user, id), self.fmt()).await,
                 |_| (),
             ),
+        }
+    }
+
+    // --- the OMA 2012 face's subscriptions (`/chat/v1/{userId}/subscriptions`)
+
+    pub async fn create_notification_subscription(
+        &self,
+        user: &str,
+        body: &ChatNotificationSubscription,
+    ) -> Resp<ChatNotificationSubscription> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .create_chat_notification_subscription(user, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscriptions(user);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn list_notification_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .list_chat_notification_subscriptions(user, None, None)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscriptions(user);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_notification_subscription(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Resp<ChatNotificationSubscription> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .get_chat_notification_subscription(user, id)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscription(user, id);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn put_notification_subscription(
+        &self,
+        user: &str,
+        id: &str,
+        body: &ChatNotificationSubscription,
+    ) -> Resp<ChatNotificationSubscription> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .update_chat_notification_subscription(user, id, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscription(user, id);
+                from_xml(send_doc("PUT", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn delete_notification_subscription(&self, user: &str, id: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .delete_chat_notification_subscription(user, id)
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscription(user, id);
+                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
+            }
         }
     }
 
