@@ -21,6 +21,7 @@ use netapi_chat_api::{
     ParticipantSessionStatus, ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
+use netapi_chat_runtime::wire::OneOf;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -583,17 +584,28 @@ impl ChatService for ChatServer {
             .get_group_participant(&user_id, &session_id, &participant(participant_id))
     }
 
-    /// OMA 2012 "Add a participant" with one `participantInformation` (seed 7.1.3).
+    /// OMA 2012 "Add participants": one `participantInformation` or a `participantList`
+    /// (seed 7.1.3).
     async fn add_group_chat_participant(
         &self,
         user_id: String,
         session_id: String,
-        mut body: ParticipantInformation,
+        body: OneOf<ParticipantInformation, ParticipantList>,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        body.address = address::canonical(&body.address)?;
-        self.chat
-            .add_group_participant(&user_id, &session_id, body)
-            .await
+        match body {
+            OneOf::A(mut one) => {
+                one.address = address::canonical(&one.address)?;
+                self.chat
+                    .add_group_participant(&user_id, &session_id, one)
+                    .await
+            }
+            OneOf::B(mut list) => {
+                canonical_participants(&mut list.participant)?;
+                self.chat
+                    .add_group_participants(&user_id, &session_id, list)
+                    .await
+            }
+        }
     }
 
     /// OMA 2012 "Leave / decline" (own participant) or withdraw an invitation (seed 7.1.6-7.1.8).

@@ -823,6 +823,89 @@ async fn a_single_participant_information_is_accepted() {
     assert_eq!(face.get_group(A, &sid).await.ok(200).participant.len(), 4);
 }
 
+/// The other form OMA 2012 allows on a group's participants: a `participantList` of several,
+/// in JSON (the generated client's choice type) and XML; all of it is invited or, when one is
+/// in the session already, nothing (409); a root that is neither is a 400 naming both.
+async fn participant_list_form(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let c = User::new_2012(&face, C).await;
+    let req = GroupChatSessionInformation {
+        participant: vec![docs::participant(B)],
+        ..GroupChatSessionInformation::default()
+    };
+    let sid = last_segment(&face.create_group(A, &req).await.created().0);
+    const D: &str = "sip:dave@example.org";
+    let list = |who: &[&str]| netapi_chat_api::ParticipantList {
+        participant: who.iter().map(|a| docs::participant(a)).collect(),
+        resource_url: None,
+        link: Vec::new(),
+    };
+    let (loc, r) = face
+        .add_group_participant(A, &sid, &list(&[C, D]))
+        .await
+        .created();
+    assert_eq!(loc, urls.group_participants(A, &sid));
+    assert_eq!(r.resource_url, loc);
+    let inv: GroupSessionInvitationNotification = c.next().await;
+    assert_eq!(inv.participant.len(), 4);
+    let who: Vec<_> = face
+        .list_group_participants(A, &sid)
+        .await
+        .ok(200)
+        .participant
+        .into_iter()
+        .map(|p| (p.address, p.status))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            (A.to_owned(), Some(Connected)),
+            (B.to_owned(), Some(Invited)),
+            (C.to_owned(), Some(Invited)),
+            (D.to_owned(), Some(Invited))
+        ]
+    );
+    // One already in it: nothing is added.
+    face.add_group_participant(A, &sid, &list(&["tel:+15551230009", B]))
+        .await
+        .fails(409, Some("SVC0001"));
+    assert_eq!(
+        face.list_group_participants(A, &sid)
+            .await
+            .ok(200)
+            .participant
+            .len(),
+        4
+    );
+    // Neither root: 400, naming both.
+    let f = face.fmt();
+    let wrong = send_doc(
+        "POST",
+        &urls.group_participants(A, &sid),
+        f,
+        &docs::status(Connected),
+    )
+    .await;
+    wrong.assert_error(400, "SVC0002", f);
+    assert!(
+        wrong.body.contains("participantInformation") && wrong.body.contains("participantList"),
+        "{}",
+        wrong.body
+    );
+}
+
+#[tokio::test]
+async fn participant_list_form_in_json() {
+    participant_list_form(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn participant_list_form_in_xml() {
+    participant_list_form(Wire::Xml).await;
+}
+
 /// The 2012 subscription resource, as an OMA 2012 client uses it: create (201, `Location`,
 /// the flags and duration the server grants), a resend with its `clientCorrelator`, read,
 /// list (on both faces, each in its own form), refresh with PUT (the new `callbackData` in

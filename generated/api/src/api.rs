@@ -1233,17 +1233,18 @@ pub trait ChatService: Send + Sync + 'static {
         Output = Result<Headed<ParticipantList, ListGroupChatParticipantsHeaders>, ApiError>,
     > + Send;
 
-    /// OMA 2012 Invite one participant into a group chat.
+    /// OMA 2012 Invite participants into a group chat.
     ///
-    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
-    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
-    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
-    /// `resourceReference` to the new participant under `group/`.
+    /// The OMA 2012 forms of seed 7.1.3: one `participantInformation`, or a `participantList`
+    /// of one or more (both forms OMA 2012 allows; the root element says which). The seed's
+    /// rules apply unchanged (`409 SVC0001` for someone already in it; the whole list or
+    /// nothing). The answer is a `resourceReference` under `group/`: to the new participant
+    /// for a `participantInformation`, to the session's participants for a `participantList`.
     fn add_group_chat_participant(
         &self,
         user_id: String,
         session_id: String,
-        body: ParticipantInformation,
+        body: netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
     /// OMA 2012 Read one participant of a group chat.
@@ -2254,12 +2255,13 @@ pub trait ChatApi {
         query: Captured<dropshot::Query<ListGroupChatParticipantsQuery>>,
     ) -> Result<Reply<ParticipantList, 200>, HttpError>;
 
-    /// OMA 2012 Invite one participant into a group chat.
+    /// OMA 2012 Invite participants into a group chat.
     ///
-    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
-    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
-    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
-    /// `resourceReference` to the new participant under `group/`.
+    /// The OMA 2012 forms of seed 7.1.3: one `participantInformation`, or a `participantList`
+    /// of one or more (both forms OMA 2012 allows; the root element says which). The seed's
+    /// rules apply unchanged (`409 SVC0001` for someone already in it; the whole list or
+    /// nothing). The answer is a `resourceReference` under `group/`: to the new participant
+    /// for a `participantInformation`, to the session's participants for a `participantList`.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/group/{sessionId}/participants",
@@ -2271,7 +2273,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        body: Body<ParticipantInformation>,
+        body: Body<netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
     /// OMA 2012 Read one participant of a group chat.
@@ -3510,7 +3512,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        mut body: Body<ParticipantInformation>,
+        mut body: Body<netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;

@@ -17,6 +17,26 @@ use progenitor_client::{ClientHooks, OperationInfo, RequestBuilderExt, encode_pa
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
+    ///`AddGroupChatParticipantBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum AddGroupChatParticipantBody {
+        InformationRoot(ParticipantInformationRoot),
+        ListRoot(ParticipantListRoot),
+    }
+
+    impl ::std::convert::From<ParticipantInformationRoot> for AddGroupChatParticipantBody {
+        fn from(value: ParticipantInformationRoot) -> Self {
+            Self::InformationRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<ParticipantListRoot> for AddGroupChatParticipantBody {
+        fn from(value: ParticipantListRoot) -> Self {
+            Self::ListRoot(value)
+        }
+    }
+
     ///Where and how notifications are delivered (OMA Common `CallbackReference`).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct CallbackReference {
@@ -7262,12 +7282,13 @@ impl Client {
         }
     }
 
-    /**OMA 2012 Invite one participant into a group chat
+    /**OMA 2012 Invite participants into a group chat
 
-    The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
-    takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
-    unchanged (`409 SVC0001` for someone already in it). The answer is a
-    `resourceReference` to the new participant under `group/`.
+    The OMA 2012 forms of seed 7.1.3: one `participantInformation`, or a `participantList`
+    of one or more (both forms OMA 2012 allows; the root element says which). The seed's
+    rules apply unchanged (`409 SVC0001` for someone already in it; the whole list or
+    nothing). The answer is a `resourceReference` under `group/`: to the new participant
+    for a `participantInformation`, to the session's participants for a `participantList`.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/participants`
@@ -7283,7 +7304,7 @@ impl Client {
         &'a self,
         user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ParticipantInformationRoot,
+        body: &'a types::AddGroupChatParticipantBody,
     ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/chat/v1/{}/group/{}/participants",

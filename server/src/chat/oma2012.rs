@@ -842,6 +842,25 @@ impl Chat {
         })
     }
 
+    /// OMA 2012: invite a `participantList` (the seed's [`Chat::add_participants`] as it is);
+    /// the answer names the session's participants under `group/`.
+    pub async fn add_group_participants(
+        self: &Arc<Self>,
+        user: &str,
+        sid: &str,
+        list: ParticipantList,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.add_participants(user, sid, list)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
+        let url = self.urls.group_participants(user, sid);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
+    }
+
     /// OMA 2012: leave or decline (one's own participant), or withdraw an invitation (someone
     /// else's): the seed's [`Chat::update_participant_status`] or [`Chat::cancel_invitation`],
     /// as [`withdraws`] says.

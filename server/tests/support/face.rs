@@ -1003,11 +1003,12 @@ impl<'s> Face<'s> {
         }
     }
 
-    pub async fn add_group_participant(
+    /// POST a `participantInformation` or a `participantList` (OMA 2012 takes either).
+    pub async fn add_group_participant<T: Document>(
         &self,
         user: &str,
         sid: &str,
-        body: &ParticipantInformation,
+        body: &T,
     ) -> Resp<ResourceReference> {
         match self.wire {
             Wire::Json => {
