@@ -1250,3 +1250,43 @@ async fn profiles_follow_the_face_in_json() {
 async fn profiles_follow_the_face_in_xml() {
     profiles_follow_the_face(Wire::Xml).await;
 }
+
+/// The profile is stored with the subscription: after a restart (SIGKILL, no clean stop) a
+/// subscriber of the 2012 face is still told in the OMA 2012 profile, and its subscription
+/// still reads on that face.
+#[tokio::test]
+async fn the_profile_survives_a_restart() {
+    let srv = Server::default_for_tests();
+    let listener = Listener::start().await;
+    let face = Face::new(Wire::Json, &srv);
+    let (loc, _) = face
+        .create_notification_subscription(
+            A,
+            &subscription_2012(&listener.url, A, Format::Xml, None),
+        )
+        .await
+        .created();
+    let id = last_segment(&loc);
+    let dir = srv.kill();
+    let srv = Server::restart(dir, &[]);
+    let face = Face::new(Wire::Json, &srv);
+    let sub = face.get_notification_subscription(A, &id).await.ok(200);
+    assert_eq!(sub.callback_reference.notify_url, listener.url);
+    let sid = last_segment(
+        &face
+            .create_one_to_one(B, A, &one_to_one_request(B, A, "still there?"))
+            .await
+            .created()
+            .0,
+    );
+    let got = listener.nth(1).await;
+    assert_eq!(
+        got.kind(),
+        "chatSessionInvitationNotification",
+        "{}",
+        got.body
+    );
+    let inv: ChatSessionInvitationNotification = got.decode();
+    assert_eq!(inv.session_id, sid);
+    assert_eq!(inv.link[0].href, srv.urls().one_to_one_session(A, B, &sid));
+}
