@@ -10,15 +10,16 @@ use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, ChatNotificationSubscription, ChatService,
     ChatSessionInformation, ChatSessionList, ChatSubscription, ChatSubscriptionList, Created,
-    DeadLetterList, GroupChatSessionInformation, Headed, ListChatNotificationSubscriptionsHeaders,
-    ListChatNotificationSubscriptionsQuery, ListChatSessionsHeaders, ListChatSessionsQuery,
-    ListChatSubscriptionsHeaders, ListChatSubscriptionsQuery, ListDeadLettersHeaders,
-    ListDeadLettersQuery, ListGroupChatParticipantsHeaders, ListGroupChatParticipantsQuery,
-    ListMessagesHeaders, ListMessagesQuery, ListNotificationChannelsHeaders,
-    ListNotificationChannelsQuery, ListParticipantsHeaders, ListParticipantsQuery,
-    MessageDeliveryStatus, MessageStatusReport, NotificationChannel, NotificationChannelLifetime,
-    NotificationChannelList, NotificationList, ParticipantInformation, ParticipantList,
-    ParticipantSessionStatus, ResourceReference, SubscriptionSecret,
+    DeadLetterList, GroupChatSessionInformation, Headed, IsComposing,
+    ListChatNotificationSubscriptionsHeaders, ListChatNotificationSubscriptionsQuery,
+    ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
+    ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery,
+    ListGroupChatParticipantsHeaders, ListGroupChatParticipantsQuery, ListMessagesHeaders,
+    ListMessagesQuery, ListNotificationChannelsHeaders, ListNotificationChannelsQuery,
+    ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus, MessageStatusReport,
+    NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ResourceReference,
+    SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use netapi_chat_runtime::wire::OneOf;
@@ -342,6 +343,18 @@ impl ChatService for ChatServer {
         Ok(MessageDeliveryStatus { status })
     }
 
+    /// OMA 2012 `isComposing` on the seed face.
+    async fn indicate_composing(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: IsComposing,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .indicate_composing(&user_id, &session_id, body)
+            .await
+    }
+
     /// Seed 7.1.10 "Confirm message delivery success".
     async fn confirm_message_delivery(
         &self,
@@ -480,17 +493,27 @@ impl ChatService for ChatServer {
             .await
     }
 
-    /// OMA 2012 "Send a chat message" (seed 7.1.9).
+    /// OMA 2012 "Send a chat message" (seed 7.1.9), or an `isComposing`.
     async fn send_one_to_one_chat_message(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: OneOf<ChatMessage, IsComposing>,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.chat
-            .send_one_to_one_message(&user_id, &participant(other_user_id), &session_id, body)
-            .await
+        let other = participant(other_user_id);
+        match body {
+            OneOf::A(message) => {
+                self.chat
+                    .send_one_to_one_message(&user_id, &other, &session_id, message)
+                    .await
+            }
+            OneOf::B(composing) => {
+                self.chat
+                    .one_to_one_composing(&user_id, &other, &session_id, composing)
+                    .await
+            }
+        }
     }
 
     async fn get_one_to_one_chat_message_status(
@@ -638,16 +661,25 @@ impl ChatService for ChatServer {
             .await
     }
 
-    /// OMA 2012 "Send a group chat message" (seed 7.1.9).
+    /// OMA 2012 "Send a group chat message" (seed 7.1.9), or an `isComposing`.
     async fn send_group_chat_message(
         &self,
         user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: OneOf<ChatMessage, IsComposing>,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.chat
-            .send_group_message(&user_id, &session_id, body)
-            .await
+        match body {
+            OneOf::A(message) => {
+                self.chat
+                    .send_group_message(&user_id, &session_id, message)
+                    .await
+            }
+            OneOf::B(composing) => {
+                self.chat
+                    .group_composing(&user_id, &session_id, composing)
+                    .await
+            }
+        }
     }
 
     async fn get_group_chat_message_status(

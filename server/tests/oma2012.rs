@@ -205,10 +205,13 @@ async fn confirmed_chat(wire: Wire) {
     assert_eq!(r.resource_url, loc);
     let m: MessageNotification = b.next().await;
     assert_eq!(
-        (m.message_id.as_str(), m.session_id.as_str()),
-        (mid.as_str(), sid.as_str())
+        (m.message_id.as_deref(), m.session_id.as_str()),
+        (Some(mid.as_str()), sid.as_str())
     );
-    assert_eq!(m.chat_message.text, "Noon at the usual place");
+    assert_eq!(
+        m.chat_message.as_ref().expect("a message").text,
+        "Noon at the usual place"
+    );
 
     // The sender reads `Sent`; the recipient reports Delivered, then Displayed, with PUT.
     assert_eq!(
@@ -676,7 +679,7 @@ async fn group_chat(wire: Wire) {
     let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
     assert_eq!(loc, urls.group_message_status(A, &sid, &mid));
     let m: MessageNotification = b.next().await;
-    assert_eq!(m.message_id, mid);
+    assert_eq!(m.message_id.as_deref(), Some(mid.as_str()));
     face.put_group_mstatus(B, &sid, &mid, MessageStatus::Displayed)
         .await
         .no_content();
@@ -1126,15 +1129,21 @@ async fn profiles_follow_the_face(wire: Wire) {
     let mid = last_segment(&face.send_message(A, &sid, &msg).await.created().0);
     let m: MessageNotification = b.next().await;
     assert_eq!(
-        m.chat_message.resource_url,
+        m.chat_message.as_ref().expect("a message").resource_url,
         Some(urls.message(B, &sid, &mid))
     );
     let m12: MessageNotification = b12.next().await;
     assert_eq!(
-        (m12.message_id.as_str(), m12.chat_message.text.as_str()),
-        (mid.as_str(), "Noon?")
+        (
+            m12.message_id.as_deref(),
+            m12.chat_message.as_ref().map(|c| c.text.as_str())
+        ),
+        (Some(mid.as_str()), Some("Noon?"))
     );
-    assert_eq!(m12.chat_message.resource_url, None);
+    assert_eq!(
+        m12.chat_message.as_ref().expect("a message").resource_url,
+        None
+    );
     let report_url = urls.one_to_one_message_status(B, A, &sid, &mid);
     assert_eq!(
         links(&m12.link),
@@ -1289,4 +1298,113 @@ async fn the_profile_survives_a_restart() {
     let inv: ChatSessionInvitationNotification = got.decode();
     assert_eq!(inv.session_id, sid);
     assert_eq!(inv.link[0].href, srv.urls().one_to_one_session(A, B, &sid));
+}
+
+/// `isComposing` on both faces (OMA 2012 §2.3): POSTed to the 2012 messages collection (201,
+/// the collection named) or to the seed face's `isComposing` (204), it reaches the other
+/// connected participant as a `messageNotification` carrying `isComposing` (no `chatMessage`,
+/// no `messageId`), in each subscriber's profile, and is stored nowhere: the session's message
+/// history stays empty. An invitee who has not accepted may not; a state other than
+/// `active`/`idle` is a 400.
+async fn is_composing(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let (a, b) = (User::new(&face, A).await, User::new_2012(&face, B).await);
+    let (loc, _) = face
+        .create_one_to_one(A, B, &one_to_one_request(A, B, "Lunch?"))
+        .await
+        .created();
+    let sid = last_segment(&loc);
+    let _: ChatSessionInvitationNotification = b.next().await;
+    face.put_one_to_one_status(B, A, &sid, Connected)
+        .await
+        .no_content();
+    let _: ParticipantStatusNotification = a.next().await;
+
+    // A is typing (the 2012 face): 201, the collection named; B hears it in the 2012 profile.
+    let typing = netapi_chat_api::IsComposing {
+        state: "active".to_owned(),
+        last_active: None,
+        content_type: Some("text/plain".to_owned()),
+        refresh: Some(30),
+    };
+    let (loc, r) = face.send_one_to_one(A, B, &sid, &typing).await.created();
+    assert_eq!(loc, urls.one_to_one_messages(A, B, &sid));
+    assert_eq!(r.resource_url, loc);
+    let n: MessageNotification = b.next().await;
+    assert_eq!(
+        (n.sender_address.as_str(), n.session_id.as_str()),
+        (A, sid.as_str())
+    );
+    assert_eq!((n.chat_message, n.message_id), (None, None));
+    assert_eq!(n.is_composing, Some(typing.clone()));
+    assert_eq!(
+        links(&n.link),
+        [(
+            "ChatSessionInformation",
+            urls.one_to_one_session(B, A, &sid).as_str()
+        )]
+    );
+
+    // B stops (the seed face's resource): 204; A hears it in the seed profile, with the
+    // default refresh filled in.
+    let idle = netapi_chat_api::IsComposing {
+        state: "IDLE".to_owned(),
+        last_active: Some("2026-12-03T12:00:00Z".to_owned()),
+        content_type: None,
+        refresh: None,
+    };
+    face.indicate_composing(B, &sid, &idle).await.no_content();
+    let n: MessageNotification = a.next().await;
+    let got = n.is_composing.expect("an isComposing");
+    assert_eq!(
+        (got.state.as_str(), got.refresh, got.last_active.as_deref()),
+        ("idle", Some(60), Some("2026-12-03T12:00:00Z"))
+    );
+    assert_eq!(
+        links(&n.link),
+        [("ChatSessionInformation", urls.session(A, &sid).as_str())]
+    );
+
+    // Stored nowhere: no message in the session's history.
+    assert!(
+        face.list_messages(A, &sid)
+            .await
+            .ok(200)
+            .chat_message
+            .is_empty()
+    );
+
+    // Refusals.
+    let bad = netapi_chat_api::IsComposing {
+        state: "typing".to_owned(),
+        ..typing.clone()
+    };
+    face.indicate_composing(A, &sid, &bad)
+        .await
+        .fails(400, Some("SVC0002"));
+    let pending = last_segment(
+        &face
+            .create_one_to_one(A, C, &one_to_one_request(A, C, "hi"))
+            .await
+            .created()
+            .0,
+    );
+    face.send_one_to_one(C, A, &pending, &typing)
+        .await
+        .fails(403, Some("POL1012"));
+    face.indicate_composing("tel:+15559999999", &sid, &typing)
+        .await
+        .fails(404, None);
+}
+
+#[tokio::test]
+async fn is_composing_in_json() {
+    is_composing(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn is_composing_in_xml() {
+    is_composing(Wire::Xml).await;
 }

@@ -950,6 +950,26 @@ pub trait ChatService: Send + Sync + 'static {
         body: ChatMessage,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
+    /// (OMA 2012 isComposing) Tell the others that you are composing a message.
+    ///
+    /// OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
+    /// `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
+    /// `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
+    /// for a message). Every other connected participant gets a `messageNotification` that
+    /// carries `isComposing` instead of `chatMessage` (no `messageId`).
+    /// **Decision (never stored):** an indication is not persisted at all: it is not in the
+    /// outbox, not in the message history, not a dead letter and not resent after a restart
+    /// (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
+    /// when absent, at most 300 s) has passed is dropped rather than delivered late.
+    /// **Decision (rate):** one indication per sender per second; more is `429 POL2005` with
+    /// `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+    fn indicate_composing(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: IsComposing,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
     /// Read one message of a session.
     ///
     /// `404 SVC2008` once the message is older than the retention period (see "Messages are
@@ -1142,12 +1162,15 @@ pub trait ChatService: Send + Sync + 'static {
     /// `resourceReference` and `Location` point at the message's status under this tree
     /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
     /// the same on both faces.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     fn send_one_to_one_chat_message(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
     /// OMA 2012 Read a message's status.
@@ -1286,11 +1309,14 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
     /// `Location` name the message's status under `group/`.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     fn send_group_chat_message(
         &self,
         user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
     /// OMA 2012 Read a group message's status.
@@ -1854,6 +1880,33 @@ pub trait ChatApi {
         body: Body<ChatMessage>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
+    /// (OMA 2012 isComposing) Tell the others that you are composing a message.
+    ///
+    /// OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
+    /// `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
+    /// `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
+    /// for a message). Every other connected participant gets a `messageNotification` that
+    /// carries `isComposing` instead of `chatMessage` (no `messageId`).
+    /// **Decision (never stored):** an indication is not persisted at all: it is not in the
+    /// outbox, not in the message history, not a dead letter and not resent after a restart
+    /// (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
+    /// when absent, at most 300 s) has passed is dropped rather than delivered late.
+    /// **Decision (rate):** one indication per sender per second; more is `429 POL2005` with
+    /// `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+    #[endpoint {
+        method = POST,
+        path = "/v1/chat/{userId}/chatSessions/{sessionId}/isComposing",
+        operation_id = "indicateComposing",
+        tags = ["messages"],
+    }]
+    async fn indicate_composing(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        body: Body<IsComposing>,
+    ) -> Result<NoContent, HttpError>;
+
     /// Read one message of a session.
     ///
     /// `404 SVC2008` once the message is older than the retention period (see "Messages are
@@ -2121,6 +2174,9 @@ pub trait ChatApi {
     /// `resourceReference` and `Location` point at the message's status under this tree
     /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
     /// the same on both faces.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages",
@@ -2132,7 +2188,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdPath>>,
-        body: Body<ChatMessage>,
+        body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
     /// OMA 2012 Read a message's status.
@@ -2333,6 +2389,9 @@ pub trait ChatApi {
     ///
     /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
     /// `Location` name the message's status under `group/`.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/group/{sessionId}/messages",
@@ -2344,7 +2403,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        body: Body<ChatMessage>,
+        body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
     /// OMA 2012 Read a group message's status.
@@ -3024,6 +3083,32 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(Reply::created(&accept, outcome))
     }
 
+    async fn indicate_composing(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        mut body: Body<IsComposing>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .indicate_composing(user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
     async fn get_message(
         rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -3328,7 +3413,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdPath>>,
-        mut body: Body<ChatMessage>,
+        mut body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -3615,7 +3700,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        mut body: Body<ChatMessage>,
+        mut body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;

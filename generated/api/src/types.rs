@@ -2334,6 +2334,107 @@ impl From<MessageStatusReport> for MessageStatusReportRoot {
     }
 }
 
+/// OMA 2012 `isComposing` (RFC 3994): that a participant is composing (`active`) or
+/// stopped (`idle`). See `indicateComposing`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IsComposing {
+    /// `state`: `active` or `idle` (RFC 3994; lower case).
+    #[schemars(length(max = 64))]
+    pub state: String,
+    /// `lastActive`: When the user was last active (RFC 3339), mainly with `idle`.
+    #[serde(
+        rename = "lastActive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 64))]
+    pub last_active: Option<String>,
+    /// `contentType`: What is being composed, e.g. `text/plain`.
+    #[serde(
+        rename = "contentType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub content_type: Option<String>,
+    /// `refresh`: Seconds until the indication lapses unless refreshed (1-300; 60 when absent).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub refresh: Option<i64>,
+}
+
+impl XmlType for IsComposing {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("state", &self.state);
+        if let Some(v) = &self.last_active {
+            w.leaf("lastActive", v);
+        }
+        if let Some(v) = &self.content_type {
+            w.leaf("contentType", v);
+        }
+        if let Some(v) = &self.refresh {
+            w.leaf("refresh", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = IsComposing {
+            state: e.required_leaf("state")?,
+            last_active: e.optional_leaf("lastActive")?,
+            content_type: e.optional_leaf("contentType")?,
+            refresh: e.optional_leaf("refresh")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for IsComposing {
+    fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_max_length("state", &self.state, 64)?;
+        if let Some(v) = &self.last_active {
+            netapi_chat_runtime::wire::check_max_length("lastActive", v, 64)?;
+        }
+        if let Some(v) = &self.content_type {
+            netapi_chat_runtime::wire::check_max_length("contentType", v, 256)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for IsComposing {
+    const NAME: &'static str = "isComposing";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`IsComposing`]: an object whose one key is the root element's name,
+/// `isComposing`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IsComposingRoot {
+    /// The document.
+    #[serde(rename = "isComposing")]
+    pub is_composing: IsComposing,
+}
+
+impl netapi_chat_runtime::wire::Document for IsComposing {
+    type Json = IsComposingRoot;
+
+    fn from_json(wrapper: IsComposingRoot) -> Self {
+        wrapper.is_composing
+    }
+}
+
+impl From<IsComposing> for IsComposingRoot {
+    fn from(is_composing: IsComposing) -> Self {
+        IsComposingRoot { is_composing }
+    }
+}
+
 /// (OMA 2012 face) OMA 2012 `chatNotificationSubscription`: chat notifications at a
 /// callback, in the OMA 2012 profile (see `createChatNotificationSubscription`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -2852,7 +2953,8 @@ impl From<ChatEventNotification> for ChatEventNotificationRoot {
     }
 }
 
-/// Seed `MessageNotification`, a message for the notified user.
+/// Seed `MessageNotification`, a message for the notified user: `chatMessage` and
+/// `messageId`; or (OMA 2012) that the sender is composing: `isComposing`, no `messageId`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageNotification {
     /// `senderAddress`.
@@ -2866,8 +2968,19 @@ pub struct MessageNotification {
     )]
     pub sender_name: Option<String>,
     /// `chatMessage`.
-    #[serde(rename = "chatMessage")]
-    pub chat_message: ChatMessage,
+    #[serde(
+        rename = "chatMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chat_message: Option<ChatMessage>,
+    /// `isComposing`.
+    #[serde(
+        rename = "isComposing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub is_composing: Option<IsComposing>,
     /// `dateTime`.
     #[serde(rename = "dateTime", default, skip_serializing_if = "Option::is_none")]
     pub date_time: Option<String>,
@@ -2875,8 +2988,8 @@ pub struct MessageNotification {
     #[serde(rename = "sessionId")]
     pub session_id: String,
     /// `messageId`.
-    #[serde(rename = "messageId")]
-    pub message_id: String,
+    #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
@@ -2896,12 +3009,19 @@ impl XmlType for MessageNotification {
         if let Some(v) = &self.sender_name {
             w.leaf("senderName", v);
         }
-        w.element("chatMessage", &self.chat_message);
+        if let Some(v) = &self.chat_message {
+            w.element("chatMessage", v);
+        }
+        if let Some(v) = &self.is_composing {
+            w.element("isComposing", v);
+        }
         if let Some(v) = &self.date_time {
             w.leaf("dateTime", v);
         }
         w.leaf("sessionId", &self.session_id);
-        w.leaf("messageId", &self.message_id);
+        if let Some(v) = &self.message_id {
+            w.leaf("messageId", v);
+        }
         if let Some(v) = &self.callback_data {
             w.leaf("callbackData", v);
         }
@@ -2914,10 +3034,11 @@ impl XmlType for MessageNotification {
         let value = MessageNotification {
             sender_address: e.required_leaf("senderAddress")?,
             sender_name: e.optional_leaf("senderName")?,
-            chat_message: e.required_child("chatMessage")?,
+            chat_message: e.optional_child("chatMessage")?,
+            is_composing: e.optional_child("isComposing")?,
             date_time: e.optional_leaf("dateTime")?,
             session_id: e.required_leaf("sessionId")?,
-            message_id: e.required_leaf("messageId")?,
+            message_id: e.optional_leaf("messageId")?,
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
@@ -2928,7 +3049,12 @@ impl XmlType for MessageNotification {
 
 impl Validate for MessageNotification {
     fn validate(&self) -> Result<(), String> {
-        self.chat_message.validate()?;
+        if let Some(v) = &self.chat_message {
+            v.validate()?;
+        }
+        if let Some(v) = &self.is_composing {
+            v.validate()?;
+        }
         if self.link.is_empty() {
             return Err("`MessageNotification` needs at least one `link`".to_owned());
         }
@@ -4224,8 +4350,12 @@ impl From<NotificationList> for NotificationListRoot {
 }
 
 /// Any notification the spec's callbacks carry. The server stores records of its own
-/// (`server/src/chat/records.rs`), never this serde form.
+/// (`server/src/chat/records.rs`), never this serde form. Variants are held inline,
+/// whatever their size: a notification is built once and moved into its delivery
+/// (boxing the largest would cost an allocation per notification to save bytes of
+/// queues that are bounded anyway).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum Notification {
     /// A `SessionInvitationNotification`.
     SessionInvitationNotification(SessionInvitationNotification),

@@ -155,6 +155,16 @@ impl Urls {
         )
     }
 
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}/isComposing`: `indicateComposing` (POST).
+    pub fn is_composing(&self, user_id: &str, session_id: &str) -> String {
+        format!(
+            "{}/v1/chat/{}/chatSessions/{}/isComposing",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id)
+        )
+    }
+
     /// `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}`: `getMessage` (GET).
     pub fn message(&self, user_id: &str, session_id: &str, message_id: &str) -> String {
         format!(

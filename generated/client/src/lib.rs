@@ -2139,6 +2139,206 @@ pub mod types {
         pub group_session_invitation_notification: GroupSessionInvitationNotification,
     }
 
+    /**OMA 2012 `isComposing` (RFC 3994): that a participant is composing (`active`) or
+    stopped (`idle`). See `indicateComposing`.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct IsComposing {
+        ///What is being composed, e.g. `text/plain`.
+        #[serde(
+            rename = "contentType",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub content_type: ::std::option::Option<IsComposingContentType>,
+        ///When the user was last active (RFC 3339), mainly with `idle`.
+        #[serde(
+            rename = "lastActive",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub last_active: ::std::option::Option<IsComposingLastActive>,
+        ///Seconds until the indication lapses unless refreshed (1-300; 60 when absent).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub refresh: ::std::option::Option<i64>,
+        ///`active` or `idle` (RFC 3994; lower case).
+        pub state: IsComposingState,
+    }
+
+    ///What is being composed, e.g. `text/plain`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IsComposingContentType(::std::string::String);
+    impl ::std::ops::Deref for IsComposingContentType {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<IsComposingContentType> for ::std::string::String {
+        fn from(value: IsComposingContentType) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for IsComposingContentType {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for IsComposingContentType {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for IsComposingContentType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for IsComposingContentType {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///When the user was last active (RFC 3339), mainly with `idle`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IsComposingLastActive(::std::string::String);
+    impl ::std::ops::Deref for IsComposingLastActive {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<IsComposingLastActive> for ::std::string::String {
+        fn from(value: IsComposingLastActive) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for IsComposingLastActive {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for IsComposingLastActive {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for IsComposingLastActive {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for IsComposingLastActive {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `IsComposing`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct IsComposingRoot {
+        #[serde(rename = "isComposing")]
+        pub is_composing: IsComposing,
+    }
+
+    ///`active` or `idle` (RFC 3994; lower case).
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IsComposingState(::std::string::String);
+    impl ::std::ops::Deref for IsComposingState {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<IsComposingState> for ::std::string::String {
+        fn from(value: IsComposingState) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for IsComposingState {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for IsComposingState {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for IsComposingState {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for IsComposingState {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
     ///A typed link to a related resource (attributes in XML, keys in JSON).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Link {
@@ -2703,7 +2903,9 @@ pub mod types {
         pub message_delivery_status: MessageDeliveryStatus,
     }
 
-    ///Seed `MessageNotification`, a message for the notified user.
+    /**Seed `MessageNotification`, a message for the notified user: `chatMessage` and
+    `messageId`; or (OMA 2012) that the sender is composing: `isComposing`, no `messageId`.
+    */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct MessageNotification {
         #[serde(
@@ -2711,17 +2913,28 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub callback_data: ::std::option::Option<::std::string::String>,
-        #[serde(rename = "chatMessage")]
-        pub chat_message: ChatMessage,
+        #[serde(
+            rename = "chatMessage",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub chat_message: ::std::option::Option<ChatMessage>,
         #[serde(
             rename = "dateTime",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub date_time: ::std::option::Option<::std::string::String>,
+        #[serde(
+            rename = "isComposing",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub is_composing: ::std::option::Option<IsComposing>,
         ///`ChatMessage` (the message) and `MessageStatusReport` (POST here to confirm delivery).
         pub link: ::std::vec::Vec<Link>,
-        #[serde(rename = "messageId")]
-        pub message_id: ::std::string::String,
+        #[serde(
+            rename = "messageId",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_id: ::std::option::Option<::std::string::String>,
         #[serde(rename = "senderAddress")]
         pub sender_address: ::std::string::String,
         #[serde(
@@ -3733,6 +3946,46 @@ pub mod types {
     pub struct ResourceReferenceRoot {
         #[serde(rename = "resourceReference")]
         pub resource_reference: ResourceReference,
+    }
+
+    ///`SendGroupChatMessageBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum SendGroupChatMessageBody {
+        ChatMessageRoot(ChatMessageRoot),
+        IsComposingRoot(IsComposingRoot),
+    }
+
+    impl ::std::convert::From<ChatMessageRoot> for SendGroupChatMessageBody {
+        fn from(value: ChatMessageRoot) -> Self {
+            Self::ChatMessageRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<IsComposingRoot> for SendGroupChatMessageBody {
+        fn from(value: IsComposingRoot) -> Self {
+            Self::IsComposingRoot(value)
+        }
+    }
+
+    ///`SendOneToOneChatMessageBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum SendOneToOneChatMessageBody {
+        ChatMessageRoot(ChatMessageRoot),
+        IsComposingRoot(IsComposingRoot),
+    }
+
+    impl ::std::convert::From<ChatMessageRoot> for SendOneToOneChatMessageBody {
+        fn from(value: ChatMessageRoot) -> Self {
+            Self::ChatMessageRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<IsComposingRoot> for SendOneToOneChatMessageBody {
+        fn from(value: IsComposingRoot) -> Self {
+            Self::IsComposingRoot(value)
+        }
     }
 
     /**One exception: `messageId` (SVCnnnn or POLnnnn), a `text` with `%1`, `%2`…
@@ -5716,6 +5969,95 @@ impl Client {
         }
     }
 
+    /**(OMA 2012 isComposing) Tell the others that you are composing a message
+
+    OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
+    `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
+    `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
+    for a message). Every other connected participant gets a `messageNotification` that
+    carries `isComposing` instead of `chatMessage` (no `messageId`).
+    **Decision (never stored):** an indication is not persisted at all: it is not in the
+    outbox, not in the message history, not a dead letter and not resent after a restart
+    (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
+    when absent, at most 300 s) has passed is dropped rather than delivered late.
+    **Decision (rate):** one indication per sender per second; more is
+    `429 POL2005` with `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+
+
+    Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/isComposing`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `body`
+    */
+    pub async fn indicate_composing<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        body: &'a types::IsComposingRoot,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/v1/chat/{}/chatSessions/{}/isComposing",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "indicate_composing",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
     /**Read one message of a session
 
     `404 SVC2008` once the message is older than the retention period (see "Messages are
@@ -6712,6 +7054,9 @@ impl Client {
     `resourceReference` and `Location` point at the message's status under this tree
     (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
     the same on both faces.
+    An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    are then this collection.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages`
@@ -6731,7 +7076,7 @@ impl Client {
         user_id: &'a str,
         other_user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ChatMessageRoot,
+        body: &'a types::SendOneToOneChatMessageBody,
     ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/chat/v1/{}/oneToOne/{}/{}/messages",
@@ -7610,6 +7955,9 @@ impl Client {
 
     The seed's `sendMessage` in a group session; the answer's `resourceReference` and
     `Location` name the message's status under `group/`.
+    An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    are then this collection.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/messages`
@@ -7625,7 +7973,7 @@ impl Client {
         &'a self,
         user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ChatMessageRoot,
+        body: &'a types::SendGroupChatMessageBody,
     ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/chat/v1/{}/group/{}/messages",

@@ -21,6 +21,29 @@ impl Chat {
     /// Adds the notifications of `outbox` to the change: one outbox entry per subscription of
     /// each user, with a fresh id and the subscription's `callbackData`.
     pub(super) fn notify(&self, state: &mut State, change: &mut Change, outbox: Outbox) {
+        self.fan_out(state, change, outbox, None);
+    }
+
+    /// Like [`Chat::notify`], for notifications that are never stored (`isComposing`): no
+    /// outbox entry (nothing to resend after a restart, nothing counted against a backlog),
+    /// and a delivery deadline `deadline_ms` past which a queue drops it.
+    pub(super) fn notify_transient(
+        &self,
+        state: &mut State,
+        change: &mut Change,
+        outbox: Outbox,
+        deadline_ms: i64,
+    ) {
+        self.fan_out(state, change, outbox, Some(deadline_ms));
+    }
+
+    fn fan_out(
+        &self,
+        state: &mut State,
+        change: &mut Change,
+        outbox: Outbox,
+        deadline_ms: Option<i64>,
+    ) {
         let created_ms = now_ms();
         for (user, n) in outbox {
             let Some(ids) = state.user_subscriptions.get(&user) else {
@@ -48,6 +71,15 @@ impl Chat {
                 n.set_callback_data(sub.rec.callback.callback_data.clone());
                 state.counters.next_notification += 1;
                 let nid = state.counters.next_notification;
+                if deadline_ms.is_some() {
+                    let delivery = Delivery {
+                        created_ms,
+                        deadline_ms,
+                        ..Delivery::new(nid, n, 0)
+                    };
+                    change.deliveries.push((sub.queue.clone(), delivery));
+                    continue;
+                }
                 let body = records::encode_notification(&n);
                 let delivery = Delivery {
                     created_ms,

@@ -35,6 +35,7 @@
 //!   sees them), `page`, `quota`.
 
 pub(crate) mod channels;
+mod composing;
 mod deadletters;
 mod fanout;
 mod messages;

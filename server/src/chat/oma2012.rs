@@ -32,9 +32,9 @@ use crate::urls::Urls;
 use netapi_chat_api::{
     ChatEventNotification, ChatMessage, ChatNotificationSubscription, ChatSessionInformation,
     ChatSessionInvitationNotification, ChatSubscription, ChatSubscriptionList, Created, EventType,
-    GroupChatSessionInformation, GroupSessionInvitationNotification, Link, MessageStatus,
-    MessageStatusNotification, MessageStatusReport, ParticipantInformation, ParticipantList,
-    ParticipantStatus, ResourceReference,
+    GroupChatSessionInformation, GroupSessionInvitationNotification, IsComposing, Link,
+    MessageStatus, MessageStatusNotification, MessageStatusReport, ParticipantInformation,
+    ParticipantList, ParticipantStatus, ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -372,8 +372,14 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
             Notification::from(n)
         }
         Notification::MessageNotification(mut n) => {
-            n.chat_message.resource_url = None;
-            n.link = vec![message_status_link(urls, to, s, &n.message_id)];
+            n.link = match (&mut n.chat_message, &n.message_id) {
+                (Some(m), Some(mid)) => {
+                    m.resource_url = None;
+                    vec![message_status_link(urls, to, s, mid)]
+                }
+                // An isComposing: the session it is about.
+                _ => vec![session_link(urls, to, s)],
+            };
             Notification::from(n)
         }
         Notification::MessageDeliveryNotification(n) => {
@@ -685,6 +691,26 @@ impl Chat {
         .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))
     }
 
+    /// OMA 2012: `isComposing` POSTed to a one-to-one session's messages
+    /// ([`Chat::indicate_composing`]); the answer names the collection.
+    pub async fn one_to_one_composing(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        body: IsComposing,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.indicate_composing(user, sid, body)
+            .await
+            .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))?;
+        let url = self.urls.one_to_one_messages(user, other, sid);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
+    }
+
     /// OMA 2012: a message's status as a `messageStatusReport` (the seed's
     /// [`Chat::get_message_delivery_status`]).
     pub async fn get_one_to_one_message_status(
@@ -909,6 +935,25 @@ impl Chat {
         self.post_message(user, sid, body, Urls::group_message_status)
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))
+    }
+
+    /// OMA 2012: `isComposing` POSTed to a group session's messages
+    /// ([`Chat::indicate_composing`]); the answer names the collection.
+    pub async fn group_composing(
+        &self,
+        user: &str,
+        sid: &str,
+        body: IsComposing,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.indicate_composing(user, sid, body)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
+        let url = self.urls.group_messages(user, sid);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
     }
 
     /// OMA 2012: a group message's status (the seed's
@@ -1175,7 +1220,7 @@ mod tests {
         let Notification::MessageNotification(n) = profile(&u, B, Some(&one), n) else {
             panic!("renamed")
         };
-        assert_eq!(n.chat_message.resource_url, None);
+        assert_eq!(n.chat_message.expect("a message").resource_url, None);
         assert_eq!(n.link.len(), 1);
         assert!(n.link[0].href.starts_with(&format!("{base}/oneToOne/")));
         // Without its session a notification is told as it is.

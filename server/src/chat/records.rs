@@ -865,6 +865,27 @@ struct StoredParticipantStatusEntry {
     link: Vec<StoredLink>,
 }
 
+/// An `isComposing` inside a message notification (format 7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredIsComposing {
+    #[serde(rename = "state")]
+    state: String,
+    #[serde(
+        rename = "lastActive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    last_active: Option<String>,
+    #[serde(
+        rename = "contentType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    content_type: Option<String>,
+    #[serde(rename = "refresh", default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<i64>,
+}
+
 /// The message inside a message notification.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct StoredChatMessage {
@@ -978,14 +999,28 @@ struct StoredMessageNotification {
         skip_serializing_if = "Option::is_none"
     )]
     sender_name: Option<String>,
-    #[serde(rename = "chatMessage")]
-    chat_message: StoredChatMessage,
+    /// Always present up to format 6; absent (format 7) in an `isComposing` notification.
+    #[serde(
+        rename = "chatMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    chat_message: Option<StoredChatMessage>,
+    /// Format 7: an `isComposing` notification (never stored by this binary, which does not
+    /// persist them; representable so that the conversion is total).
+    #[serde(
+        rename = "isComposing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    is_composing: Option<StoredIsComposing>,
     #[serde(rename = "dateTime", default, skip_serializing_if = "Option::is_none")]
     date_time: Option<String>,
     #[serde(rename = "sessionId")]
     session_id: String,
-    #[serde(rename = "messageId")]
-    message_id: String,
+    /// Always present up to format 6; absent (format 7) in an `isComposing` notification.
+    #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
     #[serde(
         rename = "callbackData",
         default,
@@ -1123,8 +1158,10 @@ struct StoredMessageStatusNotification {
     link: Vec<StoredLink>,
 }
 
-/// An outbox entry's body: one notification, tagged with its kind.
+/// An outbox entry's body: one notification, tagged with its kind. Only built to be written
+/// or read at once, so its variants' sizes do not matter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 enum StoredNotification {
     #[serde(rename = "SessionInvitationNotification")]
     SessionInvitation(StoredSessionInvitation),
@@ -1228,27 +1265,30 @@ impl From<&Notification> for StoredNotification {
                 callback_data: n.callback_data.clone(),
                 link: links(&n.link),
             }),
-            Notification::MessageNotification(n) => {
-                let m = &n.chat_message;
-                S::Message(StoredMessageNotification {
-                    sender_address: n.sender_address.clone(),
-                    sender_name: n.sender_name.clone(),
-                    chat_message: StoredChatMessage {
-                        text: m.text.clone(),
-                        success_report: m.success_report,
-                        report_request: m.report_request.iter().map(|s| (*s).into()).collect(),
-                        client_correlator: m.client_correlator.clone(),
-                        sender_address: m.sender_address.clone(),
-                        date_time: m.date_time.clone(),
-                        resource_url: m.resource_url.clone(),
-                    },
-                    date_time: n.date_time.clone(),
-                    session_id: n.session_id.clone(),
-                    message_id: n.message_id.clone(),
-                    callback_data: n.callback_data.clone(),
-                    link: links(&n.link),
-                })
-            }
+            Notification::MessageNotification(n) => S::Message(StoredMessageNotification {
+                sender_address: n.sender_address.clone(),
+                sender_name: n.sender_name.clone(),
+                chat_message: n.chat_message.as_ref().map(|m| StoredChatMessage {
+                    text: m.text.clone(),
+                    success_report: m.success_report,
+                    report_request: m.report_request.iter().map(|s| (*s).into()).collect(),
+                    client_correlator: m.client_correlator.clone(),
+                    sender_address: m.sender_address.clone(),
+                    date_time: m.date_time.clone(),
+                    resource_url: m.resource_url.clone(),
+                }),
+                is_composing: n.is_composing.as_ref().map(|c| StoredIsComposing {
+                    state: c.state.clone(),
+                    last_active: c.last_active.clone(),
+                    content_type: c.content_type.clone(),
+                    refresh: c.refresh,
+                }),
+                date_time: n.date_time.clone(),
+                session_id: n.session_id.clone(),
+                message_id: n.message_id.clone(),
+                callback_data: n.callback_data.clone(),
+                link: links(&n.link),
+            }),
             Notification::MessageDeliveryNotification(n) => {
                 S::MessageDelivery(StoredMessageDelivery {
                     status: n.status.into(),
@@ -1358,27 +1398,30 @@ impl From<StoredNotification> for Notification {
                 callback_data: n.callback_data,
                 link: api_links(n.link),
             }),
-            S::Message(n) => {
-                let m = n.chat_message;
-                Notification::MessageNotification(api::MessageNotification {
-                    sender_address: n.sender_address,
-                    sender_name: n.sender_name,
-                    chat_message: api::ChatMessage {
-                        text: m.text,
-                        success_report: m.success_report,
-                        report_request: m.report_request.into_iter().map(Into::into).collect(),
-                        client_correlator: m.client_correlator,
-                        sender_address: m.sender_address,
-                        date_time: m.date_time,
-                        resource_url: m.resource_url,
-                    },
-                    date_time: n.date_time,
-                    session_id: n.session_id,
-                    message_id: n.message_id,
-                    callback_data: n.callback_data,
-                    link: api_links(n.link),
-                })
-            }
+            S::Message(n) => Notification::MessageNotification(api::MessageNotification {
+                sender_address: n.sender_address,
+                sender_name: n.sender_name,
+                chat_message: n.chat_message.map(|m| api::ChatMessage {
+                    text: m.text,
+                    success_report: m.success_report,
+                    report_request: m.report_request.into_iter().map(Into::into).collect(),
+                    client_correlator: m.client_correlator,
+                    sender_address: m.sender_address,
+                    date_time: m.date_time,
+                    resource_url: m.resource_url,
+                }),
+                is_composing: n.is_composing.map(|c| api::IsComposing {
+                    state: c.state,
+                    last_active: c.last_active,
+                    content_type: c.content_type,
+                    refresh: c.refresh,
+                }),
+                date_time: n.date_time,
+                session_id: n.session_id,
+                message_id: n.message_id,
+                callback_data: n.callback_data,
+                link: api_links(n.link),
+            }),
             S::MessageDelivery(n) => {
                 Notification::MessageDeliveryNotification(api::MessageDeliveryNotification {
                     status: n.status.into(),

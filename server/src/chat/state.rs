@@ -23,6 +23,8 @@ pub struct State {
     pub counters: Counters,
     /// When each inviter sent its recent invitations (the invitation rate; not persisted).
     pub invitations_sent: super::quota::SendLog,
+    /// When each sender last indicated `isComposing` (its rate; not persisted).
+    pub composing: super::composing::Log,
     /// Notification channels by id (see `super::channels`).
     pub channels: HashMap<String, Channel>,
     /// Channel ids per user address, in creation order (at most the per-user channel limit).

@@ -116,7 +116,8 @@ pub(super) fn told(outbox: &Outbox) -> Vec<String> {
                 }
                 Notification::ChatEventNotification(n) => format!("{:?}", n.event_type),
                 Notification::MessageNotification(n) => {
-                    format!("message {} from {}", n.message_id, n.sender_address)
+                    let what = n.message_id.as_deref().unwrap_or("isComposing");
+                    format!("message {what} from {}", n.sender_address)
                 }
                 Notification::MessageDeliveryNotification(n) => {
                     format!("report {:?} {}", n.status, n.message_id)

@@ -17,6 +17,11 @@ fn link(rel: &str, href: String) -> Link {
     }
 }
 
+/// The seed's link to session `sid` as `to` reaches it.
+pub fn session_link(urls: &Urls, to: &str, sid: &str) -> Link {
+    link("ChatSessionInformation", urls.session(to, sid))
+}
+
 /// A participant as `viewer` sees it.
 pub fn participant(
     urls: &Urls,
@@ -188,10 +193,11 @@ pub fn message_notification(
     Notification::from(MessageNotification {
         sender_address: m.sender.clone(),
         sender_name,
-        chat_message: message(urls, to, &s.id, m),
+        chat_message: Some(message(urls, to, &s.id, m)),
+        is_composing: None,
         date_time: Some(m.date_time.clone()),
         session_id: s.id.clone(),
-        message_id: m.id.clone(),
+        message_id: Some(m.id.clone()),
         callback_data: None,
         link: vec![
             link("ChatMessage", urls.message(to, &s.id, &m.id)),

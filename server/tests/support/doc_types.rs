@@ -65,6 +65,7 @@ macro_rules! for_each_document_type {
             MessageStatusReport,
             GroupChatSessionInformation,
             ChatNotificationSubscription,
+            IsComposing,
             ChatSessionInvitationNotification,
             GroupSessionInvitationNotification,
             MessageStatusNotification,

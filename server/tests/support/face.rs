@@ -829,12 +829,13 @@ impl<'s> Face<'s> {
         }
     }
 
-    pub async fn send_one_to_one(
+    /// POST a `chatMessage` or an `isComposing` (OMA 2012 takes either).
+    pub async fn send_one_to_one<T: Document>(
         &self,
         user: &str,
         other: &str,
         sid: &str,
-        body: &ChatMessage,
+        body: &T,
     ) -> Resp<ResourceReference> {
         match self.wire {
             Wire::Json => {
@@ -849,6 +850,30 @@ impl<'s> Face<'s> {
             Wire::Xml => {
                 let url = self.server.urls().one_to_one_messages(user, other, sid);
                 from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    /// The seed face's `isComposing` (`chatSessions/{sessionId}/isComposing`).
+    pub async fn indicate_composing(
+        &self,
+        user: &str,
+        sid: &str,
+        body: &netapi_chat_api::IsComposing,
+    ) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .indicate_composing(user, sid, &to_client(body))
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().is_composing(user, sid);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, |_| ())
             }
         }
     }
