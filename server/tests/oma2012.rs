@@ -1408,3 +1408,40 @@ async fn is_composing_in_json() {
 async fn is_composing_in_xml() {
     is_composing(Wire::Xml).await;
 }
+
+/// An `isComposing` is not delivered past its `refresh`: while B's callback fails, A's
+/// indication (refresh 1 s) waits at the head of B's queue; once that second has passed (the
+/// test sleeps past it: a precondition, not a measurement) the queue drops it, and what B
+/// receives when its callback recovers is A's next message, not the stale indication.
+#[tokio::test]
+async fn a_lapsed_is_composing_is_dropped_not_delivered_late() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "200ms"),
+    ]);
+    let face = Face::new(Wire::Json, &srv);
+    let b = User::new(&face, B).await;
+    let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[B])).await;
+    let _: SessionInvitationNotification = b.next().await;
+    b.listener.set_status(503);
+    let typing = netapi_chat_api::IsComposing {
+        state: "active".to_owned(),
+        last_active: None,
+        content_type: None,
+        refresh: Some(1),
+    };
+    face.indicate_composing(A, &sid, &typing).await.no_content();
+    while b.listener.refused_ids().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    support::chat::send_message(&srv, A, &sid, &docs::message("after the pause")).await;
+    b.listener.set_status(204);
+    let m: MessageNotification = b.next().await;
+    assert_eq!(
+        m.chat_message.map(|c| c.text).as_deref(),
+        Some("after the pause"),
+        "the lapsed isComposing was dropped"
+    );
+    assert_eq!(m.is_composing, None);
+}
