@@ -949,6 +949,14 @@ async fn subscription_resource(wire: Wire) {
         face.get_notification_subscription(A, &id).await.ok(200),
         sub
     );
+    // The same correlator on the seed face is another subscription (another profile).
+    let mut seed_doc = docs::subscription_to(&listener.url, A, f);
+    seed_doc.client_correlator = Some("c-1".to_owned());
+    let (seed_loc, _) = face.create_subscription(A, &seed_doc).await.created();
+    assert_ne!(last_segment(&seed_loc), id);
+    face.delete_subscription(A, &last_segment(&seed_loc))
+        .await
+        .no_content();
     // Both faces list it, each in its own form.
     let list = face.list_notification_subscriptions(A).await.ok(200);
     assert_eq!(list.resource_url, urls.oma2012_subscriptions(A));

@@ -6382,7 +6382,9 @@ impl Client {
     /**OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face)
 
     The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
-    `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body.
+    `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A
+    replay is a resend through the same face: a `clientCorrelator` used on the seed face
+    makes a new subscription here.
     **Decision (which profile a subscriber gets):** a subscription made here receives the
     OMA 2012 notification profile, for every session whichever face started it: a
     one-to-one invitation is `chatSessionInvitationNotification` and a group one

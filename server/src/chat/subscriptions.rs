@@ -167,7 +167,10 @@ impl Chat {
                 .into_iter()
                 .flatten()
                 .filter_map(|id| state.subscriptions.get(id))
-                .map(|s| &s.rec);
+                .map(|s| &s.rec)
+                // A resend is one through the same face: a correlator the other face used
+                // names a subscription of another profile, not this one.
+                .filter(|r| r.face == face);
             if let Some(c) = &body.client_correlator
                 && let Some(existing) = replayed(mine, user, c)
             {
