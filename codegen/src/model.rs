@@ -102,8 +102,9 @@ pub struct Operation {
     pub path_params: Vec<String>,
     /// Query parameters, in declaration order (path level, then operation level).
     pub query_params: Vec<QueryParam>,
-    /// Root schema (the XML form) of the request body.
-    pub body: Option<String>,
+    /// Root schema (the XML form) of the request body, or the two roots of a `oneOf` body
+    /// (read as `netapi_chat_runtime::wire::OneOf`).
+    pub body: Option<Vec<String>>,
     /// The success status (200, 201 or 204).
     pub success: u16,
     /// Root schema (the XML form) of the success body.
@@ -409,7 +410,7 @@ fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
             );
             let body = match op.get("requestBody") {
                 None => None,
-                Some(rb) => Some(media_pair(
+                Some(rb) => Some(body_roots(
                     &rb["content"],
                     schemas,
                     &format!("{id} request body"),
@@ -651,6 +652,35 @@ fn media_pair(content: &Value, schemas: &[Schema], what: &str) -> Result<String>
         "{what}: schema `{xml}` is not a document root (it needs `xml.name`)"
     );
     Ok(xml.to_owned())
+}
+
+/// The roots of a request body: one (`media_pair`), or two written as a `oneOf` in both media
+/// types, pairwise (the JSON alternative `i` the wrapper of the XML alternative `i`), which the
+/// generated endpoint reads as one of the two by the root element's name.
+fn body_roots(content: &Value, schemas: &[Schema], what: &str) -> Result<Vec<String>> {
+    let (Some(json), Some(xml)) = (
+        content["application/json"]["schema"]["oneOf"].as_array(),
+        content["application/xml"]["schema"]["oneOf"].as_array(),
+    ) else {
+        return Ok(vec![media_pair(content, schemas, what)?]);
+    };
+    ensure!(
+        json.len() == 2 && xml.len() == 2,
+        "{what}: a `oneOf` body must offer exactly two roots in each media type"
+    );
+    let mut out = Vec::new();
+    for (j, x) in json.iter().zip(xml) {
+        let pair = serde_json::json!({
+            "application/json": { "schema": j },
+            "application/xml": { "schema": x },
+        });
+        out.push(media_pair(&pair, schemas, what)?);
+    }
+    ensure!(
+        out[0] != out[1],
+        "{what}: the two roots of a `oneOf` body must differ"
+    );
+    Ok(out)
 }
 
 /// The notification schemas: every `oneOf` member of a callback's XML request body. Each must be

@@ -232,10 +232,24 @@ fn service_args(op: &Operation) -> Vec<TokenStream> {
         args.push(quote!(query: #t));
     }
     if let Some(b) = &op.body {
-        let t = type_ident(b);
+        let t = body_type(b);
         args.push(quote!(body: #t));
     }
     args
+}
+
+/// The Rust type of a request body: its root's type, or `OneOf` of its two roots' types.
+fn body_type(roots: &[String]) -> TokenStream {
+    match roots {
+        [a, b] => {
+            let (a, b) = (type_ident(a), type_ident(b));
+            quote!(netapi_chat_runtime::wire::OneOf<#a, #b>)
+        }
+        _ => {
+            let t = roots.iter().map(|r| type_ident(r));
+            quote!(#(#t)*)
+        }
+    }
 }
 
 fn query_ident(op: &Operation) -> syn::Ident {
@@ -502,7 +516,7 @@ fn endpoint(
     // takes no `mut`).
     let mut impl_params = params.clone();
     if let Some(b) = &op.body {
-        let t = type_ident(b);
+        let t = body_type(b);
         params.push(quote!(body: Body<#t>));
         impl_params.push(quote!(mut body: Body<#t>));
     }

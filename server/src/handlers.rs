@@ -8,10 +8,13 @@ use crate::chat::Chat;
 use crate::chat::page::{self, PageRequest};
 use crate::rate::{AuthFailures, RateLimiter};
 use netapi_chat_api::{
-    ChatMessage, ChatMessageList, ChatService, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, Created, DeadLetterList, GroupChatSessionInformation,
-    Headed, ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
-    ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery, ListMessagesHeaders,
+    ChatMessage, ChatMessageList, ChatNotificationSubscription, ChatService,
+    ChatSessionInformation, ChatSessionList, ChatSubscription, ChatSubscriptionList, Created,
+    DeadLetterList, GroupChatSessionInformation, Headed, IsComposing,
+    ListChatNotificationSubscriptionsHeaders, ListChatNotificationSubscriptionsQuery,
+    ListChatSessionsHeaders, ListChatSessionsQuery, ListChatSubscriptionsHeaders,
+    ListChatSubscriptionsQuery, ListDeadLettersHeaders, ListDeadLettersQuery,
+    ListGroupChatParticipantsHeaders, ListGroupChatParticipantsQuery, ListMessagesHeaders,
     ListMessagesQuery, ListNotificationChannelsHeaders, ListNotificationChannelsQuery,
     ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus, MessageStatusReport,
     NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
@@ -19,6 +22,7 @@ use netapi_chat_api::{
     ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
+use netapi_chat_runtime::wire::OneOf;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -339,6 +343,18 @@ impl ChatService for ChatServer {
         Ok(MessageDeliveryStatus { status })
     }
 
+    /// OMA 2012 `isComposing` on the seed face.
+    async fn indicate_composing(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: IsComposing,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .indicate_composing(&user_id, &session_id, body)
+            .await
+    }
+
     /// Seed 7.1.10 "Confirm message delivery success".
     async fn confirm_message_delivery(
         &self,
@@ -355,6 +371,65 @@ impl ChatService for ChatServer {
     // ---------------------------------------------------------------- OMA 2012 face
     // `/chat/v1/{userId}/oneToOne/…` (issue 16): each hands over to the core's adapter of the
     // same name, which checks the peer and calls the seed's entry point (`chat/oma2012.rs`).
+
+    /// OMA 2012 subscriptions: one page of the user's subscriptions as this face shows them.
+    async fn list_chat_notification_subscriptions(
+        &self,
+        user_id: String,
+        query: ListChatNotificationSubscriptionsQuery,
+    ) -> Result<Headed<ChatSubscriptionList, ListChatNotificationSubscriptionsHeaders>, ApiError>
+    {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self.chat.list_notification_subscriptions(&user_id, req);
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListChatNotificationSubscriptionsHeaders { link },
+        })
+    }
+
+    /// OMA 2012 "Subscribe to chat notifications" (seed 7.1.1 on this face; the 2012 profile).
+    async fn create_chat_notification_subscription(
+        &self,
+        user_id: String,
+        body: ChatNotificationSubscription,
+    ) -> Result<Created<ChatNotificationSubscription>, ApiError> {
+        self.chat
+            .create_notification_subscription(&user_id, body)
+            .await
+    }
+
+    async fn get_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> Result<ChatNotificationSubscription, ApiError> {
+        self.chat
+            .get_notification_subscription(&user_id, &subscription_id)
+    }
+
+    /// OMA 2012 subscriptions: refresh with PUT (a decision: OMA 2012 has no update).
+    async fn update_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        body: ChatNotificationSubscription,
+    ) -> Result<ChatNotificationSubscription, ApiError> {
+        self.chat
+            .update_notification_subscription(&user_id, &subscription_id, body)
+            .await
+    }
+
+    /// OMA 2012 "Unsubscribe" (seed 7.1.1).
+    async fn delete_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .delete_notification_subscription(&user_id, &subscription_id)
+            .await
+    }
 
     /// OMA 2012 "Create a confirmed one-to-one chat session" (seed 7.1.2 on this face).
     async fn create_one_to_one_chat_session(
@@ -418,17 +493,27 @@ impl ChatService for ChatServer {
             .await
     }
 
-    /// OMA 2012 "Send a chat message" (seed 7.1.9).
+    /// OMA 2012 "Send a chat message" (seed 7.1.9), or an `isComposing`.
     async fn send_one_to_one_chat_message(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: OneOf<ChatMessage, IsComposing>,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.chat
-            .send_one_to_one_message(&user_id, &participant(other_user_id), &session_id, body)
-            .await
+        let other = participant(other_user_id);
+        match body {
+            OneOf::A(message) => {
+                self.chat
+                    .send_one_to_one_message(&user_id, &other, &session_id, message)
+                    .await
+            }
+            OneOf::B(composing) => {
+                self.chat
+                    .one_to_one_composing(&user_id, &other, &session_id, composing)
+                    .await
+            }
+        }
     }
 
     async fn get_one_to_one_chat_message_status(
@@ -486,17 +571,64 @@ impl ChatService for ChatServer {
         self.chat.get_group_session(&user_id, &session_id)
     }
 
-    /// OMA 2012 "Add a participant" with one `participantInformation` (seed 7.1.3).
+    /// OMA 2012 "Terminate a group chat" (seed 7.1.5 on this face).
+    async fn delete_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> Result<(), ApiError> {
+        self.chat.delete_group_session(&user_id, &session_id).await
+    }
+
+    async fn list_group_chat_participants(
+        &self,
+        user_id: String,
+        session_id: String,
+        query: ListGroupChatParticipantsQuery,
+    ) -> Result<Headed<ParticipantList, ListGroupChatParticipantsHeaders>, ApiError> {
+        let req = PageRequest::new(query.max_entries, query.cursor.as_deref())?;
+        let body = self
+            .chat
+            .list_group_participants(&user_id, &session_id, req)?;
+        let link = page::link_header(&body.link);
+        Ok(Headed {
+            body,
+            headers: ListGroupChatParticipantsHeaders { link },
+        })
+    }
+
+    async fn get_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> Result<ParticipantInformation, ApiError> {
+        self.chat
+            .get_group_participant(&user_id, &session_id, &participant(participant_id))
+    }
+
+    /// OMA 2012 "Add participants": one `participantInformation` or a `participantList`
+    /// (seed 7.1.3).
     async fn add_group_chat_participant(
         &self,
         user_id: String,
         session_id: String,
-        mut body: ParticipantInformation,
+        body: OneOf<ParticipantInformation, ParticipantList>,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        body.address = address::canonical(&body.address)?;
-        self.chat
-            .add_group_participant(&user_id, &session_id, body)
-            .await
+        match body {
+            OneOf::A(mut one) => {
+                one.address = address::canonical(&one.address)?;
+                self.chat
+                    .add_group_participant(&user_id, &session_id, one)
+                    .await
+            }
+            OneOf::B(mut list) => {
+                canonical_participants(&mut list.participant)?;
+                self.chat
+                    .add_group_participants(&user_id, &session_id, list)
+                    .await
+            }
+        }
     }
 
     /// OMA 2012 "Leave / decline" (own participant) or withdraw an invitation (seed 7.1.6-7.1.8).
@@ -529,16 +661,25 @@ impl ChatService for ChatServer {
             .await
     }
 
-    /// OMA 2012 "Send a group chat message" (seed 7.1.9).
+    /// OMA 2012 "Send a group chat message" (seed 7.1.9), or an `isComposing`.
     async fn send_group_chat_message(
         &self,
         user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: OneOf<ChatMessage, IsComposing>,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.chat
-            .send_group_message(&user_id, &session_id, body)
-            .await
+        match body {
+            OneOf::A(message) => {
+                self.chat
+                    .send_group_message(&user_id, &session_id, message)
+                    .await
+            }
+            OneOf::B(composing) => {
+                self.chat
+                    .group_composing(&user_id, &session_id, composing)
+                    .await
+            }
+        }
     }
 
     async fn get_group_chat_message_status(

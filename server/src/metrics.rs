@@ -182,7 +182,8 @@ pub fn notification_attempt(outcome: &'static str, took: Duration) {
     metrics::histogram!(NOTIFICATION_ATTEMPT_DURATION).record(took.as_secs_f64());
 }
 
-/// Records a `429` from a rate limit: `requests`, `auth_failures` or `invitations`.
+/// Records a `429` from a rate limit: `requests`, `auth_failures`, `invitations` or
+/// `is_composing`.
 pub fn rate_limited(limit: &'static str) {
     metrics::counter!(RATE_LIMITED, "limit" => limit).increment(1);
 }

@@ -314,7 +314,7 @@ async fn killing_the_leader_mid_burst_loses_nothing_answered_2xx() {
         let delivered: BTreeSet<String> = got
             .iter()
             .filter(|r| r.kind() == "messageNotification")
-            .map(|r| r.decode::<MessageNotification>().message_id)
+            .filter_map(|r| r.decode::<MessageNotification>().message_id)
             .collect();
         if sent.is_subset(&delivered) {
             let ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();

@@ -67,7 +67,10 @@ async fn messages_at(l: &Listener, n: usize) -> Vec<(String, String)> {
             .map(|r| {
                 (
                     r.id.clone(),
-                    r.decode::<MessageNotification>().chat_message.text,
+                    r.decode::<MessageNotification>()
+                        .chat_message
+                        .expect("a message")
+                        .text,
                 )
             })
             .collect();
@@ -336,7 +339,10 @@ fn dead_messages(list: &DeadLetterList) -> Vec<(String, String)> {
                 .message_notification
                 .as_ref()
                 .unwrap_or_else(|| panic!("a message notification: {d:?}"));
-            (d.webhook_id.clone(), n.chat_message.text.clone())
+            (
+                d.webhook_id.clone(),
+                n.chat_message.as_ref().expect("a message").text.clone(),
+            )
         })
         .collect()
 }

@@ -56,7 +56,13 @@ fn message_notifications(l: &Listener) -> Vec<(String, String)> {
     l.all()
         .iter()
         .filter(|r| r.kind() == "messageNotification")
-        .map(|r| (r.id.clone(), r.decode::<MessageNotification>().message_id))
+        .map(|r| {
+            let id = r.decode::<MessageNotification>().message_id;
+            (
+                r.id.clone(),
+                id.expect("a message's notification has its messageId"),
+            )
+        })
         .collect()
 }
 
@@ -279,7 +285,10 @@ async fn a_callback_that_was_down_gets_everything_in_order_with_the_same_ids() {
         .map(|r| {
             (
                 r.id.clone(),
-                r.decode::<MessageNotification>().chat_message.text,
+                r.decode::<MessageNotification>()
+                    .chat_message
+                    .expect("a message")
+                    .text,
             )
         })
         .collect();

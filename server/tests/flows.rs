@@ -283,22 +283,26 @@ impl Face<'_> {
     ) {
         assert_eq!(n.sender_address, sender);
         assert_eq!(n.session_id, sid);
-        assert_eq!(n.message_id, mid);
-        assert_eq!(n.chat_message.text, text);
-        assert_eq!(n.chat_message.sender_address.as_deref(), Some(sender));
+        assert_eq!(n.message_id.as_deref(), Some(mid));
+        let m = n
+            .chat_message
+            .as_ref()
+            .expect("a message, not an isComposing");
+        assert_eq!(m.text, text);
+        assert_eq!(m.sender_address.as_deref(), Some(sender));
         assert_eq!(
-            n.chat_message.resource_url.as_deref(),
+            m.resource_url.as_deref(),
             Some(self.message_url(to, sid, mid).as_str()),
             "the message under the recipient"
         );
         let when = n.date_time.as_deref().expect("dateTime");
-        assert_eq!(n.chat_message.date_time.as_deref(), Some(when));
+        assert_eq!(m.date_time.as_deref(), Some(when));
         assert!(
             when.ends_with('Z') && when.contains('T'),
             "RFC 3339 UTC: {when}"
         );
         assert_eq!(
-            n.chat_message.success_report, None,
+            m.success_report, None,
             "the sender's report flags are not shown to recipients"
         );
         assert_links(

@@ -10,15 +10,18 @@ mod support;
 // XSD), with notifications at real listeners. The faces share one core: sessions cross.
 
 use netapi_chat_api::{
-    ChatEventNotification, ChatSessionInformation, EventType, GroupChatSessionInformation,
-    MessageDeliveryNotification, MessageNotification, MessageStatus, ParticipantInformation,
+    ChatEventNotification, ChatNotificationSubscription, ChatSessionInformation,
+    ChatSessionInvitationNotification, EventType, GroupChatSessionInformation,
+    GroupSessionInvitationNotification, MessageDeliveryNotification, MessageNotification,
+    MessageStatus, MessageStatusNotification, MessageStatusReport, ParticipantInformation,
     ParticipantStatus, ParticipantStatusNotification, SessionInvitationNotification,
+    SubscriptionCancellationNotification,
 };
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
 use std::cell::Cell;
 use support::docs::{self, last_segment};
-use support::{Face, Listener, Server, Wire, enc, send, xsd_validate};
+use support::{Face, Listener, Server, Wire, enc, send, send_doc, xsd_validate};
 
 use ParticipantStatus::{Connected, Invited};
 
@@ -47,6 +50,24 @@ impl User {
         }
     }
 
+    /// A user subscribed through the OMA 2012 face (`chatNotificationSubscription`): its
+    /// notifications come in the OMA 2012 profile.
+    async fn new_2012(face: &Face<'_>, addr: &'static str) -> User {
+        let listener = Listener::start().await;
+        face.create_notification_subscription(
+            addr,
+            &subscription_2012(&listener.url, addr, face.fmt(), None),
+        )
+        .await
+        .created();
+        User {
+            addr,
+            format: face.fmt(),
+            listener,
+            seen: Cell::new(0),
+        }
+    }
+
     /// The next notification: a `T` in the subscription's format (XML validated by the XSD).
     async fn next<T: Document>(&self) -> T {
         let n = self.seen.get() + 1;
@@ -67,6 +88,48 @@ impl User {
         );
         got.decode()
     }
+
+    /// The next `T`, past notifications of other kinds (what happened in between is not the
+    /// test's subject).
+    async fn until<T: Document>(&self) -> T {
+        loop {
+            let n = self.seen.get() + 1;
+            let got = self.listener.nth(n).await;
+            self.seen.set(n);
+            if got.kind() == T::NAME {
+                return got.decode();
+            }
+        }
+    }
+}
+
+/// An OMA 2012 `chatNotificationSubscription` to `url` (callbackData `data`, notifications in
+/// `format`) as the GSMA gateway's clients sent it (`adhocChatSupported` asked for).
+fn subscription_2012(
+    url: &str,
+    data: &str,
+    format: Format,
+    duration: Option<i64>,
+) -> ChatNotificationSubscription {
+    ChatNotificationSubscription {
+        callback_reference: netapi_chat_api::CallbackReference {
+            notify_url: url.to_owned(),
+            callback_data: Some(data.to_owned()),
+            notification_format: Some(docs::notification_format(format)),
+        },
+        client_correlator: None,
+        confirmed_chat_supported: Some(true),
+        adhoc_chat_supported: Some(true),
+        duration,
+        resource_url: None,
+    }
+}
+
+/// The (rel, href) pairs of a notification's links.
+fn links(l: &[netapi_chat_api::Link]) -> Vec<(&str, &str)> {
+    l.iter()
+        .map(|l| (l.rel.as_str(), l.href.as_str()))
+        .collect()
 }
 
 /// The OMA 2012 create body: flat, one invitee, as the GSMA gateway's clients sent it.
@@ -142,10 +205,13 @@ async fn confirmed_chat(wire: Wire) {
     assert_eq!(r.resource_url, loc);
     let m: MessageNotification = b.next().await;
     assert_eq!(
-        (m.message_id.as_str(), m.session_id.as_str()),
-        (mid.as_str(), sid.as_str())
+        (m.message_id.as_deref(), m.session_id.as_str()),
+        (Some(mid.as_str()), sid.as_str())
     );
-    assert_eq!(m.chat_message.text, "Noon at the usual place");
+    assert_eq!(
+        m.chat_message.as_ref().expect("a message").text,
+        "Noon at the usual place"
+    );
 
     // The sender reads `Sent`; the recipient reports Delivered, then Displayed, with PUT.
     assert_eq!(
@@ -613,7 +679,7 @@ async fn group_chat(wire: Wire) {
     let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
     assert_eq!(loc, urls.group_message_status(A, &sid, &mid));
     let m: MessageNotification = b.next().await;
-    assert_eq!(m.message_id, mid);
+    assert_eq!(m.message_id.as_deref(), Some(mid.as_str()));
     face.put_group_mstatus(B, &sid, &mid, MessageStatus::Displayed)
         .await
         .no_content();
@@ -649,6 +715,57 @@ async fn group_chat(wire: Wire) {
         st.participant[0].status,
         Some(ParticipantStatus::Disconnected)
     );
+
+    // Participant reads: the list (originator first, then in invitation order) and one
+    // participant, every resourceURL under group/ for the reader.
+    let list = face.list_group_participants(C, &sid).await.ok(200);
+    assert_eq!(list.resource_url, Some(urls.group_participants(C, &sid)));
+    let who: Vec<_> = list
+        .participant
+        .iter()
+        .map(|p| (p.address.as_str(), p.status))
+        .collect();
+    use ParticipantStatus::Disconnected;
+    assert_eq!(
+        who,
+        [
+            (A, Some(Connected)),
+            (B, Some(Disconnected)),
+            (C, Some(Disconnected)),
+            (D, Some(Disconnected))
+        ]
+    );
+    assert_eq!(
+        list.participant[1].resource_url,
+        Some(urls.group_participant(C, &sid, B))
+    );
+    let one = face.get_group_participant(A, &sid, B).await.ok(200);
+    assert_eq!(one.status, Some(Disconnected));
+    assert_eq!(one.resource_url, Some(urls.group_participant(A, &sid, B)));
+    face.get_group_participant(A, &sid, "tel:+15559999999")
+        .await
+        .fails(404, Some("SVC2008"));
+    face.list_group_participants("tel:+15559999999", &sid)
+        .await
+        .fails(404, Some("SVC2008"));
+
+    // Only the originator terminates the group; then it is gone for everyone.
+    face.delete_group(B, &sid).await.fails(403, Some("POL0001"));
+    face.put_group_status(B, &sid, B, Connected)
+        .await
+        .no_content();
+    let _: ParticipantStatusNotification = a.next().await;
+    face.delete_group(A, &sid).await.no_content();
+    let end: ChatEventNotification = b.until().await;
+    assert_eq!(
+        (end.event_type, end.session_id.as_str()),
+        (EventType::SessionEnded, sid.as_str())
+    );
+    let _: ChatEventNotification = a.until().await;
+    face.get_group(A, &sid).await.fails(404, Some("SVC2008"));
+    face.list_group_participants(B, &sid)
+        .await
+        .fails(404, Some("SVC2008"));
 
     // A seed group session is under group/ too; a one-to-one session is not.
     let gid = last_segment(
@@ -707,4 +824,632 @@ async fn a_single_participant_information_is_accepted() {
         assert_eq!(r.resource_url, added.header("location"));
     }
     assert_eq!(face.get_group(A, &sid).await.ok(200).participant.len(), 4);
+}
+
+/// The other form OMA 2012 allows on a group's participants: a `participantList` of several,
+/// in JSON (the generated client's choice type) and XML; all of it is invited or, when one is
+/// in the session already, nothing (409); a root that is neither is a 400 naming both.
+async fn participant_list_form(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let c = User::new_2012(&face, C).await;
+    let req = GroupChatSessionInformation {
+        participant: vec![docs::participant(B)],
+        ..GroupChatSessionInformation::default()
+    };
+    let sid = last_segment(&face.create_group(A, &req).await.created().0);
+    const D: &str = "sip:dave@example.org";
+    let list = |who: &[&str]| netapi_chat_api::ParticipantList {
+        participant: who.iter().map(|a| docs::participant(a)).collect(),
+        resource_url: None,
+        link: Vec::new(),
+    };
+    let (loc, r) = face
+        .add_group_participant(A, &sid, &list(&[C, D]))
+        .await
+        .created();
+    assert_eq!(loc, urls.group_participants(A, &sid));
+    assert_eq!(r.resource_url, loc);
+    let inv: GroupSessionInvitationNotification = c.next().await;
+    assert_eq!(inv.participant.len(), 4);
+    let who: Vec<_> = face
+        .list_group_participants(A, &sid)
+        .await
+        .ok(200)
+        .participant
+        .into_iter()
+        .map(|p| (p.address, p.status))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            (A.to_owned(), Some(Connected)),
+            (B.to_owned(), Some(Invited)),
+            (C.to_owned(), Some(Invited)),
+            (D.to_owned(), Some(Invited))
+        ]
+    );
+    // One already in it: nothing is added.
+    face.add_group_participant(A, &sid, &list(&["tel:+15551230009", B]))
+        .await
+        .fails(409, Some("SVC0001"));
+    assert_eq!(
+        face.list_group_participants(A, &sid)
+            .await
+            .ok(200)
+            .participant
+            .len(),
+        4
+    );
+    // Neither root: 400, naming both.
+    let f = face.fmt();
+    let wrong = send_doc(
+        "POST",
+        &urls.group_participants(A, &sid),
+        f,
+        &docs::status(Connected),
+    )
+    .await;
+    wrong.assert_error(400, "SVC0002", f);
+    assert!(
+        wrong.body.contains("participantInformation") && wrong.body.contains("participantList"),
+        "{}",
+        wrong.body
+    );
+}
+
+#[tokio::test]
+async fn participant_list_form_in_json() {
+    participant_list_form(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn participant_list_form_in_xml() {
+    participant_list_form(Wire::Xml).await;
+}
+
+/// The 2012 subscription resource, as an OMA 2012 client uses it: create (201, `Location`,
+/// the flags and duration the server grants), a resend with its `clientCorrelator`, read,
+/// list (on both faces, each in its own form), refresh with PUT (the new `callbackData` in
+/// the next notification; a `duration` set by a refresh expires it, and the cancellation links
+/// to it under this tree), refusals, DELETE.
+async fn subscription_resource(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let listener = Listener::start().await;
+    let f = face.fmt();
+    let mut doc = subscription_2012(&listener.url, A, f, Some(3600));
+    doc.client_correlator = Some("c-1".to_owned());
+    let (loc, sub) = face
+        .create_notification_subscription(A, &doc)
+        .await
+        .created();
+    let id = last_segment(&loc);
+    assert_eq!(loc, urls.oma2012_subscription(A, &id));
+    assert_eq!(sub.resource_url.as_deref(), Some(loc.as_str()));
+    // Confirmed chats granted, ad hoc ones not (asked for); the duration as granted.
+    assert_eq!(
+        (
+            sub.confirmed_chat_supported,
+            sub.adhoc_chat_supported,
+            sub.duration
+        ),
+        (Some(true), Some(false), Some(3600))
+    );
+    assert_eq!(sub.callback_reference.notify_url, listener.url);
+    // A resend with its clientCorrelator is the same subscription.
+    let (again, _) = face
+        .create_notification_subscription(A, &doc)
+        .await
+        .created();
+    assert_eq!(again, loc);
+    assert_eq!(
+        face.get_notification_subscription(A, &id).await.ok(200),
+        sub
+    );
+    // The same correlator on the seed face is another subscription (another profile).
+    let mut seed_doc = docs::subscription_to(&listener.url, A, f);
+    seed_doc.client_correlator = Some("c-1".to_owned());
+    let (seed_loc, _) = face.create_subscription(A, &seed_doc).await.created();
+    assert_ne!(last_segment(&seed_loc), id);
+    face.delete_subscription(A, &last_segment(&seed_loc))
+        .await
+        .no_content();
+    // Both faces list it, each in its own form.
+    let list = face.list_notification_subscriptions(A).await.ok(200);
+    assert_eq!(list.resource_url, urls.oma2012_subscriptions(A));
+    assert!(list.chat_subscription.is_empty());
+    assert_eq!(
+        list.chat_notification_subscription,
+        std::slice::from_ref(&sub)
+    );
+    let seed = face.list_subscriptions(A).await.ok(200);
+    assert!(seed.chat_notification_subscription.is_empty());
+    assert_eq!(
+        seed.chat_subscription[0].resource_url,
+        Some(urls.subscription(A, &id))
+    );
+
+    // Refresh: no expiry, new callbackData, which the next notification carries.
+    let mut refreshed = doc.clone();
+    refreshed.duration = None;
+    refreshed.callback_reference.callback_data = Some("refreshed".to_owned());
+    let now = face
+        .put_notification_subscription(A, &id, &refreshed)
+        .await
+        .ok(200);
+    assert_eq!(now.duration, Some(0));
+    assert_eq!(
+        now.callback_reference.callback_data.as_deref(),
+        Some("refreshed")
+    );
+    face.create_one_to_one(B, A, &one_to_one_request(B, A, "hello"))
+        .await
+        .created();
+    let got = listener.nth(1).await;
+    assert_eq!(
+        got.kind(),
+        "chatSessionInvitationNotification",
+        "{}",
+        got.body
+    );
+    let inv: ChatSessionInvitationNotification = got.decode();
+    assert_eq!(inv.callback_data.as_deref(), Some("refreshed"));
+
+    // Where notifications go is not refreshed: 400, the subscription unchanged.
+    let mut moved = refreshed.clone();
+    moved.callback_reference.notify_url = "http://127.0.0.1:9/elsewhere".to_owned();
+    face.put_notification_subscription(A, &id, &moved)
+        .await
+        .fails(400, Some("SVC0002"));
+    let mut other = refreshed.clone();
+    other.client_correlator = Some("c-2".to_owned());
+    face.put_notification_subscription(A, &id, &other)
+        .await
+        .fails(400, Some("SVC0002"));
+    face.put_notification_subscription(A, "sub-0-nope", &refreshed)
+        .await
+        .fails(404, None);
+    face.put_notification_subscription(B, &id, &refreshed)
+        .await
+        .fails(404, None);
+    assert_eq!(
+        face.get_notification_subscription(A, &id)
+            .await
+            .ok(200)
+            .callback_reference
+            .callback_data
+            .as_deref(),
+        Some("refreshed")
+    );
+
+    // A refresh that sets a duration arms its expiry: the callback is told, linked here.
+    let mut short = refreshed.clone();
+    short.duration = Some(1);
+    face.put_notification_subscription(A, &id, &short)
+        .await
+        .ok(200);
+    let got = listener.nth(2).await;
+    assert_eq!(
+        got.kind(),
+        "subscriptionCancellationNotification",
+        "{}",
+        got.body
+    );
+    let gone: SubscriptionCancellationNotification = got.decode();
+    assert_eq!(
+        links(&gone.link),
+        [("ChatNotificationSubscription", loc.as_str())]
+    );
+    face.get_notification_subscription(A, &id)
+        .await
+        .fails(404, None);
+
+    // DELETE: 204, then gone on both faces.
+    let (loc, _) = face
+        .create_notification_subscription(A, &subscription_2012(&listener.url, A, f, None))
+        .await
+        .created();
+    let id = last_segment(&loc);
+    face.delete_notification_subscription(A, &id)
+        .await
+        .no_content();
+    face.get_notification_subscription(A, &id)
+        .await
+        .fails(404, None);
+    face.get_subscription(A, &id).await.fails(404, None);
+    face.delete_notification_subscription(A, &id)
+        .await
+        .fails(404, None);
+}
+
+#[tokio::test]
+async fn subscription_resource_in_json() {
+    subscription_resource(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn subscription_resource_in_xml() {
+    subscription_resource(Wire::Xml).await;
+}
+
+/// Which profile a subscriber gets follows the face it subscribed through: each user holds a
+/// subscription on each face, and every change reaches both, with the seed's names and links
+/// at one and OMA 2012's at the other. The session is started on the seed face, and the OMA
+/// 2012 links are what the client follows to accept and to report.
+async fn profiles_follow_the_face(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let f = face.fmt();
+    let (a, a12) = (User::new(&face, A).await, User::new_2012(&face, A).await);
+    let (b, b12) = (User::new(&face, B).await, User::new_2012(&face, B).await);
+
+    // A one-to-one invitation.
+    let sid = last_segment(
+        &face
+            .create_session(A, &docs::session("Lunch?", &[B]))
+            .await
+            .created()
+            .0,
+    );
+    let seed: SessionInvitationNotification = b.next().await;
+    assert_eq!(seed.link[0].href, urls.session(B, &sid));
+    let inv: ChatSessionInvitationNotification = b12.next().await;
+    assert_eq!(
+        (inv.subject.as_str(), inv.originator_address.as_str()),
+        ("Lunch?", A)
+    );
+    assert_eq!(inv.t_participant_address.as_deref(), Some(B));
+    assert_eq!(inv.callback_data.as_deref(), Some(B));
+    let session_url = urls.one_to_one_session(B, A, &sid);
+    let status_url = urls.one_to_one_session_status(B, A, &sid);
+    assert_eq!(
+        links(&inv.link),
+        [
+            ("ChatSessionInformation", session_url.as_str()),
+            ("ParticipantSessionStatus", status_url.as_str())
+        ]
+    );
+    // B accepts by following the link: the seed subscriber hears the participant's status,
+    // the 2012 one the event OMA 2012 names.
+    let put = send_doc("PUT", &inv.link[1].href, f, &docs::status(Connected)).await;
+    assert_eq!(put.status, 204, "{}", put.body);
+    let st: ParticipantStatusNotification = a.next().await;
+    assert_eq!(st.participant[0].status, Some(Connected));
+    let ev: ChatEventNotification = a12.next().await;
+    assert_eq!(ev.event_type, EventType::Accepted);
+    assert_eq!(
+        links(&ev.link),
+        [(
+            "ChatSessionInformation",
+            urls.one_to_one_session(A, B, &sid).as_str()
+        )]
+    );
+
+    // A message, and its Displayed report sent to the link the 2012 notification gives.
+    let msg = netapi_chat_api::ChatMessage {
+        report_request: vec![MessageStatus::Displayed],
+        ..docs::message("Noon?")
+    };
+    let mid = last_segment(&face.send_message(A, &sid, &msg).await.created().0);
+    let m: MessageNotification = b.next().await;
+    assert_eq!(
+        m.chat_message.as_ref().expect("a message").resource_url,
+        Some(urls.message(B, &sid, &mid))
+    );
+    let m12: MessageNotification = b12.next().await;
+    assert_eq!(
+        (
+            m12.message_id.as_deref(),
+            m12.chat_message.as_ref().map(|c| c.text.as_str())
+        ),
+        (Some(mid.as_str()), Some("Noon?"))
+    );
+    assert_eq!(
+        m12.chat_message.as_ref().expect("a message").resource_url,
+        None
+    );
+    let report_url = urls.one_to_one_message_status(B, A, &sid, &mid);
+    assert_eq!(
+        links(&m12.link),
+        [("MessageStatusReport", report_url.as_str())]
+    );
+    let report = MessageStatusReport {
+        status: MessageStatus::Displayed,
+    };
+    let put = send_doc("PUT", &m12.link[0].href, f, &report).await;
+    assert_eq!(put.status, 204, "{}", put.body);
+    let d: MessageDeliveryNotification = a.next().await;
+    assert_eq!(d.status, MessageStatus::Displayed);
+    let d12: MessageStatusNotification = a12.next().await;
+    assert_eq!(
+        (d12.status, d12.message_id.as_str()),
+        (MessageStatus::Displayed, mid.as_str())
+    );
+    assert_eq!(
+        d12.description.as_deref(),
+        Some(format!("reported by {B}").as_str())
+    );
+    assert_eq!(
+        links(&d12.link),
+        [(
+            "MessageStatusReport",
+            urls.one_to_one_message_status(A, B, &sid, &mid).as_str()
+        )]
+    );
+
+    // The session ends: the same event in both profiles, each linking its own tree.
+    face.end_session(A, &sid).await.no_content();
+    let _: ChatEventNotification = a.next().await;
+    let mine: ChatEventNotification = a12.next().await;
+    assert_eq!(
+        links(&mine.link),
+        [(
+            "ChatSessionInformation",
+            urls.one_to_one_session(A, B, &sid).as_str()
+        )]
+    );
+    let e: ChatEventNotification = b.next().await;
+    assert_eq!(e.link[0].href, urls.session(B, &sid));
+    let e12: ChatEventNotification = b12.next().await;
+    assert_eq!(e12.event_type, EventType::SessionEnded);
+    assert_eq!(
+        links(&e12.link),
+        [("ChatSessionInformation", session_url.as_str())]
+    );
+
+    // A group invitation: the whole participant list, and the links to accept or decline.
+    let req = GroupChatSessionInformation {
+        subject: Some("Team".to_owned()),
+        participant: vec![docs::participant(B)],
+        client_correlator: None,
+        resource_url: None,
+    };
+    let gid = last_segment(&face.create_group(A, &req).await.created().0);
+    let _: SessionInvitationNotification = b.next().await;
+    let g: GroupSessionInvitationNotification = b12.next().await;
+    assert_eq!(
+        (g.subject.as_str(), g.session_id.as_str()),
+        ("Team", gid.as_str())
+    );
+    let who: Vec<_> = g
+        .participant
+        .iter()
+        .map(|p| (p.address.as_str(), p.is_originator))
+        .collect();
+    assert_eq!(who, [(A, Some(true)), (B, Some(false))]);
+    let mine = urls.group_participant(B, &gid, B);
+    let mine_status = urls.group_participant_status(B, &gid, B);
+    let group_url = urls.group_session(B, &gid);
+    assert_eq!(
+        links(&g.link),
+        [
+            ("ParticipantInformation", mine.as_str()),
+            ("ParticipantInformationStatus", mine_status.as_str()),
+            ("GroupChatSessionInformation", group_url.as_str())
+        ]
+    );
+    let put = send_doc("PUT", &g.link[1].href, f, &docs::status(Connected)).await;
+    assert_eq!(put.status, 204, "{}", put.body);
+    let _: ParticipantStatusNotification = a.next().await;
+    let st: ParticipantStatusNotification = a12.next().await;
+    assert_eq!(
+        links(&st.participant[0].link),
+        [
+            (
+                "ParticipantInformation",
+                urls.group_participant(A, &gid, B).as_str()
+            ),
+            (
+                "ParticipantInformationStatus",
+                urls.group_participant_status(A, &gid, B).as_str()
+            )
+        ]
+    );
+    assert_eq!(
+        links(&st.link),
+        [(
+            "GroupChatSessionInformation",
+            urls.group_session(A, &gid).as_str()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn profiles_follow_the_face_in_json() {
+    profiles_follow_the_face(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn profiles_follow_the_face_in_xml() {
+    profiles_follow_the_face(Wire::Xml).await;
+}
+
+/// The profile is stored with the subscription: after a restart (SIGKILL, no clean stop) a
+/// subscriber of the 2012 face is still told in the OMA 2012 profile, and its subscription
+/// still reads on that face.
+#[tokio::test]
+async fn the_profile_survives_a_restart() {
+    let srv = Server::default_for_tests();
+    let listener = Listener::start().await;
+    let face = Face::new(Wire::Json, &srv);
+    let (loc, _) = face
+        .create_notification_subscription(
+            A,
+            &subscription_2012(&listener.url, A, Format::Xml, None),
+        )
+        .await
+        .created();
+    let id = last_segment(&loc);
+    let dir = srv.kill();
+    let srv = Server::restart(dir, &[]);
+    let face = Face::new(Wire::Json, &srv);
+    let sub = face.get_notification_subscription(A, &id).await.ok(200);
+    assert_eq!(sub.callback_reference.notify_url, listener.url);
+    let sid = last_segment(
+        &face
+            .create_one_to_one(B, A, &one_to_one_request(B, A, "still there?"))
+            .await
+            .created()
+            .0,
+    );
+    let got = listener.nth(1).await;
+    assert_eq!(
+        got.kind(),
+        "chatSessionInvitationNotification",
+        "{}",
+        got.body
+    );
+    let inv: ChatSessionInvitationNotification = got.decode();
+    assert_eq!(inv.session_id, sid);
+    assert_eq!(inv.link[0].href, srv.urls().one_to_one_session(A, B, &sid));
+}
+
+/// `isComposing` on both faces (OMA 2012 §2.3): POSTed to the 2012 messages collection (201,
+/// the collection named) or to the seed face's `isComposing` (204), it reaches the other
+/// connected participant as a `messageNotification` carrying `isComposing` (no `chatMessage`,
+/// no `messageId`), in each subscriber's profile, and is stored nowhere: the session's message
+/// history stays empty. An invitee who has not accepted may not; a state other than
+/// `active`/`idle` is a 400.
+async fn is_composing(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let (a, b) = (User::new(&face, A).await, User::new_2012(&face, B).await);
+    let (loc, _) = face
+        .create_one_to_one(A, B, &one_to_one_request(A, B, "Lunch?"))
+        .await
+        .created();
+    let sid = last_segment(&loc);
+    let _: ChatSessionInvitationNotification = b.next().await;
+    face.put_one_to_one_status(B, A, &sid, Connected)
+        .await
+        .no_content();
+    let _: ParticipantStatusNotification = a.next().await;
+
+    // A is typing (the 2012 face): 201, the collection named; B hears it in the 2012 profile.
+    let typing = netapi_chat_api::IsComposing {
+        state: "active".to_owned(),
+        last_active: None,
+        content_type: Some("text/plain".to_owned()),
+        refresh: Some(30),
+    };
+    let (loc, r) = face.send_one_to_one(A, B, &sid, &typing).await.created();
+    assert_eq!(loc, urls.one_to_one_messages(A, B, &sid));
+    assert_eq!(r.resource_url, loc);
+    let n: MessageNotification = b.next().await;
+    assert_eq!(
+        (n.sender_address.as_str(), n.session_id.as_str()),
+        (A, sid.as_str())
+    );
+    assert_eq!((n.chat_message, n.message_id), (None, None));
+    assert_eq!(n.is_composing, Some(typing.clone()));
+    assert_eq!(
+        links(&n.link),
+        [(
+            "ChatSessionInformation",
+            urls.one_to_one_session(B, A, &sid).as_str()
+        )]
+    );
+
+    // B stops (the seed face's resource): 204; A hears it in the seed profile, with the
+    // default refresh filled in.
+    let idle = netapi_chat_api::IsComposing {
+        state: "IDLE".to_owned(),
+        last_active: Some("2026-12-03T12:00:00Z".to_owned()),
+        content_type: None,
+        refresh: None,
+    };
+    face.indicate_composing(B, &sid, &idle).await.no_content();
+    let n: MessageNotification = a.next().await;
+    let got = n.is_composing.expect("an isComposing");
+    assert_eq!(
+        (got.state.as_str(), got.refresh, got.last_active.as_deref()),
+        ("idle", Some(60), Some("2026-12-03T12:00:00Z"))
+    );
+    assert_eq!(
+        links(&n.link),
+        [("ChatSessionInformation", urls.session(A, &sid).as_str())]
+    );
+
+    // Stored nowhere: no message in the session's history.
+    assert!(
+        face.list_messages(A, &sid)
+            .await
+            .ok(200)
+            .chat_message
+            .is_empty()
+    );
+
+    // Refusals.
+    let bad = netapi_chat_api::IsComposing {
+        state: "typing".to_owned(),
+        ..typing.clone()
+    };
+    face.indicate_composing(A, &sid, &bad)
+        .await
+        .fails(400, Some("SVC0002"));
+    let pending = last_segment(
+        &face
+            .create_one_to_one(A, C, &one_to_one_request(A, C, "hi"))
+            .await
+            .created()
+            .0,
+    );
+    face.send_one_to_one(C, A, &pending, &typing)
+        .await
+        .fails(403, Some("POL1012"));
+    face.indicate_composing("tel:+15559999999", &sid, &typing)
+        .await
+        .fails(404, None);
+}
+
+#[tokio::test]
+async fn is_composing_in_json() {
+    is_composing(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn is_composing_in_xml() {
+    is_composing(Wire::Xml).await;
+}
+
+/// An `isComposing` is not delivered past its `refresh`: while B's callback fails, A's
+/// indication (refresh 1 s) waits at the head of B's queue; once that second has passed (the
+/// test sleeps past it: a precondition, not a measurement) the queue drops it, and what B
+/// receives when its callback recovers is A's next message, not the stale indication.
+#[tokio::test]
+async fn a_lapsed_is_composing_is_dropped_not_delivered_late() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "200ms"),
+    ]);
+    let face = Face::new(Wire::Json, &srv);
+    let b = User::new(&face, B).await;
+    let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[B])).await;
+    let _: SessionInvitationNotification = b.next().await;
+    b.listener.set_status(503);
+    let typing = netapi_chat_api::IsComposing {
+        state: "active".to_owned(),
+        last_active: None,
+        content_type: None,
+        refresh: Some(1),
+    };
+    face.indicate_composing(A, &sid, &typing).await.no_content();
+    while b.listener.refused_ids().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    support::chat::send_message(&srv, A, &sid, &docs::message("after the pause")).await;
+    b.listener.set_status(204);
+    let m: MessageNotification = b.next().await;
+    assert_eq!(
+        m.chat_message.map(|c| c.text).as_deref(),
+        Some("after the pause"),
+        "the lapsed isComposing was dropped"
+    );
+    assert_eq!(m.is_composing, None);
 }

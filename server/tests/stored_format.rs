@@ -293,9 +293,14 @@ async fn opens_and_works(version: u32) -> PathBuf {
     let s1 = inv.session_id;
     let r = wait_for(&listener, B, "messageNotification", |_| true).await;
     let m = r.decode::<MessageNotification>();
-    assert_eq!(m.chat_message.text, "hello from v1");
+    assert_eq!(
+        m.chat_message.as_ref().expect("a message").text,
+        "hello from v1"
+    );
     assert_eq!(m.sender_address, A);
-    let m1 = m.message_id;
+    let m1 = m
+        .message_id
+        .expect("a message's notification has its messageId");
     let r = wait_for(&listener, A, "messageDeliveryNotification", |_| true).await;
     let d = r.decode::<MessageDeliveryNotification>();
     assert_eq!(
@@ -308,7 +313,10 @@ async fn opens_and_works(version: u32) -> PathBuf {
     );
     let r = wait_for(&listener, A, "messageNotification", |_| true).await;
     assert_eq!(
-        r.decode::<MessageNotification>().chat_message.text,
+        r.decode::<MessageNotification>()
+            .chat_message
+            .expect("a message")
+            .text,
         "reply from v1"
     );
     let r = wait_for(&listener, C, "sessionInvitationNotification", |_| true).await;
@@ -356,7 +364,9 @@ async fn opens_and_works(version: u32) -> PathBuf {
     // The session goes on: a new message reaches B (in XML), B's report reaches A.
     let m3 = send_message(&srv, A, &s1, "after the upgrade").await;
     wait_for(&listener, B, "messageNotification", |r| {
-        r.decode::<MessageNotification>().chat_message.text == "after the upgrade"
+        r.decode::<MessageNotification>()
+            .chat_message
+            .is_some_and(|m| m.text == "after the upgrade")
     })
     .await;
     let url = srv.urls().message_status(B, &s1, &m3);

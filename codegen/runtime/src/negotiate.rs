@@ -9,7 +9,7 @@
 
 use crate::error::ApiError;
 use crate::media::{self, Format};
-use crate::wire::{self, Document, ErrorDocument};
+use crate::wire::{self, Document, ErrorDocument, RequestBody};
 use crate::xml::XmlLimits;
 use dropshot::{
     ApiEndpointBodyContentType, ApiEndpointResponse, Body as DropshotBody, ExclusiveExtractor,
@@ -111,7 +111,7 @@ pub struct Body<T> {
 }
 
 #[async_trait::async_trait]
-impl<T: Document> ExclusiveExtractor for Body<T> {
+impl<T: RequestBody> ExclusiveExtractor for Body<T> {
     async fn from_request<C: ServerContext>(
         rqctx: &RequestContext<C>,
         request: http::Request<DropshotBody>,
@@ -141,7 +141,7 @@ impl<T: Document> ExclusiveExtractor for Body<T> {
     }
 }
 
-impl<T: Document> Body<T> {
+impl<T: RequestBody> Body<T> {
     /// Reads and decodes the body, within the process's body timeout ([`set_body_timeout`]).
     pub async fn read(&mut self) -> Result<T, ApiError> {
         let format = media::body_format(self.content_type.as_deref())
@@ -161,7 +161,7 @@ impl<T: Document> Body<T> {
         let bytes = tokio::time::timeout(timeout, collect(body, self.cap))
             .await
             .map_err(|_| ApiError::request_timeout(timeout.as_millis()))??;
-        wire::decode::<T>(format, &bytes, &xml_limits())
+        T::decode(format, &bytes, &xml_limits())
     }
 
     /// `outcome`, except that an error answered while the body is still unread (refused

@@ -99,3 +99,80 @@ pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> R
 fn xml_error(root: &str, e: XmlError) -> ApiError {
     ApiError::invalid_input(format!("XML body ({root}): {e}"))
 }
+
+/// A request body as the generated endpoints read it: one document type, or a choice of two
+/// ([`OneOf`], a `oneOf` of two roots in the spec, e.g. OMA 2012's `participantInformation`
+/// or `participantList` POSTed to the same collection).
+pub trait RequestBody: Sized + Send + Sync + 'static {
+    /// The JSON form dropshot describes (a document's wrapper, or the choice of wrappers).
+    type Json: JsonSchema + DeserializeOwned + Send + Sync + 'static;
+    /// Decodes and validates a body in `format`; every failure is a 400 the client can act on.
+    fn decode(format: Format, body: &[u8], limits: &XmlLimits) -> Result<Self, ApiError>;
+}
+
+impl<T: Document> RequestBody for T {
+    type Json = T::Json;
+
+    fn decode(format: Format, body: &[u8], limits: &XmlLimits) -> Result<Self, ApiError> {
+        decode::<T>(format, body, limits)
+    }
+}
+
+/// One of two documents, told apart by the root element's name (the JSON wrapper's one key).
+#[derive(Clone, Debug, PartialEq)]
+pub enum OneOf<A, B> {
+    /// A document of the first root.
+    A(A),
+    /// A document of the second root.
+    B(B),
+}
+
+/// The JSON form of [`OneOf`]: either wrapper (each has exactly one, distinct key).
+#[derive(Clone, Debug, serde::Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOfJson<A, B> {
+    /// The first root's wrapper.
+    A(A),
+    /// The second root's wrapper.
+    B(B),
+}
+
+impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
+    type Json = OneOfJson<A::Json, B::Json>;
+
+    fn decode(format: Format, body: &[u8], limits: &XmlLimits) -> Result<Self, ApiError> {
+        match root_name(format, body, limits) {
+            Some(n) if n == A::NAME => decode::<A>(format, body, limits).map(OneOf::A),
+            Some(n) if n == B::NAME => decode::<B>(format, body, limits).map(OneOf::B),
+            Some(n) => Err(ApiError::invalid_input(format!(
+                "{} body: the document must be `{}` or `{}`, not `{}`",
+                match format {
+                    Format::Json => "JSON",
+                    Format::Xml => "XML",
+                },
+                A::NAME,
+                B::NAME,
+                xml::quote_input(&n)
+            ))),
+            // Not a document at all: the first root's decoder says what is wrong with it.
+            None => decode::<A>(format, body, limits).map(OneOf::A),
+        }
+    }
+}
+
+/// The name of a body's root element (XML) or of its wrapper's key (JSON, an object of exactly
+/// one key); `None` when the body is not that much of a document.
+fn root_name(format: Format, body: &[u8], limits: &XmlLimits) -> Option<String> {
+    match format {
+        Format::Json => {
+            let keys: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+                serde_json::from_slice(body).ok()?;
+            let mut keys = keys.into_keys();
+            match (keys.next(), keys.next()) {
+                (Some(k), None) => Some(k),
+                _ => None,
+            }
+        }
+        Format::Xml => xml::parse_document(body, limits).ok().map(|r| r.name),
+    }
+}

@@ -372,6 +372,96 @@ impl ListMessagesQuery {
     }
 }
 
+/// Query parameters of `listChatNotificationSubscriptions`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListChatNotificationSubscriptionsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListChatNotificationSubscriptionsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListChatNotificationSubscriptionsQuery {
+    /// `maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
+/// Query parameters of `listGroupChatParticipants`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+pub struct ListGroupChatParticipantsQuery {
+    /// The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    /// `400 SVC0002`.
+    #[serde(
+        rename = "maxEntries",
+        default = "ListGroupChatParticipantsQuery::max_entries_default"
+    )]
+    pub max_entries: i64,
+    /// Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    /// the first page. A cursor this server did not make is `400 SVC0002`.
+    #[serde(rename = "cursor", default)]
+    pub cursor: Option<String>,
+}
+
+impl ListGroupChatParticipantsQuery {
+    /// `maxEntries` when the request does not give it (100).
+    pub fn max_entries_default() -> i64 {
+        100i64
+    }
+
+    /// Checks the bounds the spec gives the parameters (400 `SVC0002` naming the
+    /// parameter and its bound).
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.max_entries < 1i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at least 1 ({} given)",
+                self.max_entries
+            )));
+        }
+        if self.max_entries > 1000i64 {
+            return Err(ApiError::invalid_input(format!(
+                "`maxEntries` must be at most 1000 ({} given)",
+                self.max_entries
+            )));
+        }
+        if let Some(v) = &self.cursor {
+            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+                .map_err(ApiError::invalid_input)?;
+        }
+        Ok(())
+    }
+}
+
 /// Query parameters of `listNotificationChannels`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct ListNotificationChannelsQuery {
@@ -520,6 +610,42 @@ pub struct ListMessagesHeaders {
 }
 
 impl netapi_chat_runtime::negotiate::ResponseHeaders for ListMessagesHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listChatNotificationSubscriptions`.
+#[derive(Clone, Debug, Default)]
+pub struct ListChatNotificationSubscriptionsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListChatNotificationSubscriptionsHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.link {
+            out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `listGroupChatParticipants`.
+#[derive(Clone, Debug, Default)]
+pub struct ListGroupChatParticipantsHeaders {
+    /// `<url>; rel="next"` (RFC 8288): the URL of the next page of this list, present when
+    /// more entries follow; the same URL as the body's `link` with `rel="next"`.
+    pub link: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for ListGroupChatParticipantsHeaders {
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Some(v) = &self.link {
@@ -846,6 +972,26 @@ pub trait ChatService: Send + Sync + 'static {
         body: ChatMessage,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
+    /// (OMA 2012 isComposing) Tell the others that you are composing a message.
+    ///
+    /// OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
+    /// `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
+    /// `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
+    /// for a message). Every other connected participant gets a `messageNotification` that
+    /// carries `isComposing` instead of `chatMessage` (no `messageId`).
+    /// **Decision (never stored):** an indication is not persisted at all: it is not in the
+    /// outbox, not in the message history, not a dead letter and not resent after a restart
+    /// (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
+    /// when absent, at most 300 s) has passed is dropped rather than delivered late.
+    /// **Decision (rate):** one indication per sender per second; more is `429 POL2005` with
+    /// `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+    fn indicate_composing(
+        &self,
+        user_id: String,
+        session_id: String,
+        body: IsComposing,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
     /// Read one message of a session.
     ///
     /// `404 SVC2008` once the message is older than the retention period (see "Messages are
@@ -884,6 +1030,82 @@ pub trait ChatService: Send + Sync + 'static {
         body: MessageDeliveryStatus,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 
+    /// OMA 2012 List the user's chat notification subscriptions.
+    ///
+    /// Every subscription of the user, whichever face it was made through, as OMA 2012 shows
+    /// it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
+    /// `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
+    /// instead). Paged as every list (see "Lists are paged").
+    fn list_chat_notification_subscriptions(
+        &self,
+        user_id: String,
+        query: ListChatNotificationSubscriptionsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<
+            Headed<ChatSubscriptionList, ListChatNotificationSubscriptionsHeaders>,
+            ApiError,
+        >,
+    > + Send;
+
+    /// OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face).
+    ///
+    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
+    /// `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A
+    /// replay is a resend through the same face: a `clientCorrelator` used on the seed face
+    /// makes a new subscription here.
+    /// **Decision (which profile a subscriber gets):** a subscription made here receives the
+    /// OMA 2012 notification profile, for every session whichever face started it: a
+    /// one-to-one invitation is `chatSessionInvitationNotification` and a group one
+    /// `groupSessionInvitationNotification`; a delivery report is `messageStatusNotification`;
+    /// `chatEventNotification`, `messageNotification` and `participantStatusNotification` keep
+    /// their names; every `link` names a resource of this tree (`oneToOne/{peer}/{sessionId}`
+    /// or `group/{sessionId}`, with the rels of OMA 2012). In a one-to-one session a peer's
+    /// accept is `chatEventNotification` `Accepted` and a decline `Declined` (OMA 2012 has no
+    /// participant resources there). A subscription made on the seed face keeps the seed's
+    /// names and links. The profile is stored with the subscription and never changes; both
+    /// faces read, list and delete every subscription.
+    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
+    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
+    /// (as for `duration`, the answer says what was granted).
+    fn create_chat_notification_subscription(
+        &self,
+        user_id: String,
+        body: ChatNotificationSubscription,
+    ) -> impl std::future::Future<Output = Result<Created<ChatNotificationSubscription>, ApiError>> + Send;
+
+    /// OMA 2012 Read one subscription.
+    fn get_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> impl std::future::Future<Output = Result<ChatNotificationSubscription, ApiError>> + Send;
+
+    /// OMA 2012 Refresh a subscription (PUT of the whole subscription).
+    ///
+    /// **Decision (refresh; OMA 2012 defines no update):** PUT of the full
+    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration`
+    /// is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
+    /// none). Where notifications go cannot change here: `callbackReference.notifyURL` and
+    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
+    /// (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
+    /// subscription stays disabled. The answer is the subscription as it now is.
+    fn update_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+        body: ChatNotificationSubscription,
+    ) -> impl std::future::Future<Output = Result<ChatNotificationSubscription, ApiError>> + Send;
+
+    /// OMA 2012 Unsubscribe (seed 7.1.1).
+    ///
+    /// The seed's `deleteChatSubscription`; no notification is sent to the callback once this
+    /// returns.
+    fn delete_chat_notification_subscription(
+        &self,
+        user_id: String,
+        subscription_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
     /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
     ///
     /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
@@ -897,10 +1119,9 @@ pub trait ChatService: Send + Sync + 'static {
     /// **Decision (one core, two faces):** this is the same session the seed face creates
     /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
     /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
-    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
-    /// subscription resource exists, notifications go to the subscriptions made on the seed
-    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
-    /// they carry work under this tree too).
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
+    /// is told in the profile of the face it subscribed through (see
+    /// `createChatNotificationSubscription`).
     fn create_one_to_one_chat_session(
         &self,
         user_id: String,
@@ -965,12 +1186,15 @@ pub trait ChatService: Send + Sync + 'static {
     /// `resourceReference` and `Location` point at the message's status under this tree
     /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
     /// the same on both faces.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     fn send_one_to_one_chat_message(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
     /// OMA 2012 Read a message's status.
@@ -1027,18 +1251,58 @@ pub trait ChatService: Send + Sync + 'static {
         session_id: String,
     ) -> impl std::future::Future<Output = Result<GroupChatSessionInformation, ApiError>> + Send;
 
-    /// OMA 2012 Invite one participant into a group chat.
+    /// OMA 2012 Terminate a group chat.
     ///
-    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
-    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
-    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
-    /// `resourceReference` to the new participant under `group/`.
+    /// The seed's `deleteChatSession` (seed 7.1.5) on a group session: the originator ends it
+    /// for everyone (each participant still in it gets `chatEventNotification` `SessionEnded`,
+    /// an unanswered invitee `SessionCancelled`), and it is gone for everyone (`404`).
+    /// **Decision:** OMA 2012 leaves who may terminate to the server (`POL1018` allowed); here,
+    /// as on the seed face, only the originator may (`403 POL0001` otherwise); any other
+    /// participant leaves with `DELETE …/participants/{own address}`.
+    fn delete_group_chat_session(
+        &self,
+        user_id: String,
+        session_id: String,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
+    /// OMA 2012 List a group chat's participants.
+    ///
+    /// The seed's `listParticipants` on a group session, every `resourceURL` under `group/`
+    /// (a one-to-one session is `404` here). Paged as every list (see "Lists are paged"):
+    /// without paging parameters the first `maxEntries` (100), which is the whole list under
+    /// the default participant limit.
+    fn list_group_chat_participants(
+        &self,
+        user_id: String,
+        session_id: String,
+        query: ListGroupChatParticipantsQuery,
+    ) -> impl std::future::Future<
+        Output = Result<Headed<ParticipantList, ListGroupChatParticipantsHeaders>, ApiError>,
+    > + Send;
+
+    /// OMA 2012 Invite participants into a group chat.
+    ///
+    /// The OMA 2012 forms of seed 7.1.3: one `participantInformation`, or a `participantList`
+    /// of one or more (both forms OMA 2012 allows; the root element says which). The seed's
+    /// rules apply unchanged (`409 SVC0001` for someone already in it; the whole list or
+    /// nothing). The answer is a `resourceReference` under `group/`: to the new participant
+    /// for a `participantInformation`, to the session's participants for a `participantList`.
     fn add_group_chat_participant(
         &self,
         user_id: String,
         session_id: String,
-        body: ParticipantInformation,
+        body: netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read one participant of a group chat.
+    ///
+    /// The seed's `getParticipant` on a group session, its `resourceURL` under `group/`.
+    fn get_group_chat_participant(
+        &self,
+        user_id: String,
+        session_id: String,
+        participant_id: String,
+    ) -> impl std::future::Future<Output = Result<ParticipantInformation, ApiError>> + Send;
 
     /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
     ///
@@ -1069,11 +1333,14 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
     /// `Location` name the message's status under `group/`.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     fn send_group_chat_message(
         &self,
         user_id: String,
         session_id: String,
-        body: ChatMessage,
+        body: netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
     /// OMA 2012 Read a group message's status.
@@ -1655,6 +1922,33 @@ pub trait ChatApi {
         body: Body<ChatMessage>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
+    /// (OMA 2012 isComposing) Tell the others that you are composing a message.
+    ///
+    /// OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
+    /// `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
+    /// `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
+    /// for a message). Every other connected participant gets a `messageNotification` that
+    /// carries `isComposing` instead of `chatMessage` (no `messageId`).
+    /// **Decision (never stored):** an indication is not persisted at all: it is not in the
+    /// outbox, not in the message history, not a dead letter and not resent after a restart
+    /// (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
+    /// when absent, at most 300 s) has passed is dropped rather than delivered late.
+    /// **Decision (rate):** one indication per sender per second; more is `429 POL2005` with
+    /// `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+    #[endpoint {
+        method = POST,
+        path = "/v1/chat/{userId}/chatSessions/{sessionId}/isComposing",
+        operation_id = "indicateComposing",
+        tags = ["messages"],
+    }]
+    async fn indicate_composing(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        body: Body<IsComposing>,
+    ) -> Result<NoContent, HttpError>;
+
     /// Read one message of a session.
     ///
     /// `404 SVC2008` once the message is older than the retention period (see "Messages are
@@ -1711,6 +2005,114 @@ pub trait ChatApi {
         body: Body<MessageDeliveryStatus>,
     ) -> Result<NoContent, HttpError>;
 
+    /// OMA 2012 List the user's chat notification subscriptions.
+    ///
+    /// Every subscription of the user, whichever face it was made through, as OMA 2012 shows
+    /// it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
+    /// `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
+    /// instead). Paged as every list (see "Lists are paged").
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/subscriptions",
+        operation_id = "listChatNotificationSubscriptions",
+        tags = ["oma2012"],
+    }]
+    async fn list_chat_notification_subscriptions(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatNotificationSubscriptionsQuery>>,
+    ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError>;
+
+    /// OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face).
+    ///
+    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
+    /// `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A
+    /// replay is a resend through the same face: a `clientCorrelator` used on the seed face
+    /// makes a new subscription here.
+    /// **Decision (which profile a subscriber gets):** a subscription made here receives the
+    /// OMA 2012 notification profile, for every session whichever face started it: a
+    /// one-to-one invitation is `chatSessionInvitationNotification` and a group one
+    /// `groupSessionInvitationNotification`; a delivery report is `messageStatusNotification`;
+    /// `chatEventNotification`, `messageNotification` and `participantStatusNotification` keep
+    /// their names; every `link` names a resource of this tree (`oneToOne/{peer}/{sessionId}`
+    /// or `group/{sessionId}`, with the rels of OMA 2012). In a one-to-one session a peer's
+    /// accept is `chatEventNotification` `Accepted` and a decline `Declined` (OMA 2012 has no
+    /// participant resources there). A subscription made on the seed face keeps the seed's
+    /// names and links. The profile is stored with the subscription and never changes; both
+    /// faces read, list and delete every subscription.
+    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
+    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
+    /// (as for `duration`, the answer says what was granted).
+    #[endpoint {
+        method = POST,
+        path = "/chat/v1/{userId}/subscriptions",
+        operation_id = "createChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn create_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 201>, HttpError>;
+
+    /// OMA 2012 Read one subscription.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",
+        operation_id = "getChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn get_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError>;
+
+    /// OMA 2012 Refresh a subscription (PUT of the whole subscription).
+    ///
+    /// **Decision (refresh; OMA 2012 defines no update):** PUT of the full
+    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration`
+    /// is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
+    /// none). Where notifications go cannot change here: `callbackReference.notifyURL` and
+    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
+    /// (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
+    /// subscription stays disabled. The answer is the subscription as it now is.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",
+        operation_id = "updateChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn update_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError>;
+
+    /// OMA 2012 Unsubscribe (seed 7.1.1).
+    ///
+    /// The seed's `deleteChatSubscription`; no notification is sent to the callback once this
+    /// returns.
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",
+        operation_id = "deleteChatNotificationSubscription",
+        tags = ["oma2012"],
+    }]
+    async fn delete_chat_notification_subscription(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
     /// OMA 2012 Start a confirmed one-to-one chat with `otherUserId`.
     ///
     /// The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
@@ -1724,10 +2126,9 @@ pub trait ChatApi {
     /// **Decision (one core, two faces):** this is the same session the seed face creates
     /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
     /// timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
-    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
-    /// subscription resource exists, notifications go to the subscriptions made on the seed
-    /// face, with the seed's notification names and links (the `sessionId` and `messageId`
-    /// they carry work under this tree too).
+    /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
+    /// is told in the profile of the face it subscribed through (see
+    /// `createChatNotificationSubscription`).
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}",
@@ -1817,6 +2218,9 @@ pub trait ChatApi {
     /// `resourceReference` and `Location` point at the message's status under this tree
     /// (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
     /// the same on both faces.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages",
@@ -1828,7 +2232,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdPath>>,
-        body: Body<ChatMessage>,
+        body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
     /// OMA 2012 Read a message's status.
@@ -1910,12 +2314,54 @@ pub trait ChatApi {
         path: Captured<Path<SessionIdPath>>,
     ) -> Result<Reply<GroupChatSessionInformation, 200>, HttpError>;
 
-    /// OMA 2012 Invite one participant into a group chat.
+    /// OMA 2012 Terminate a group chat.
     ///
-    /// The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
-    /// takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
-    /// unchanged (`409 SVC0001` for someone already in it). The answer is a
-    /// `resourceReference` to the new participant under `group/`.
+    /// The seed's `deleteChatSession` (seed 7.1.5) on a group session: the originator ends it
+    /// for everyone (each participant still in it gets `chatEventNotification` `SessionEnded`,
+    /// an unanswered invitee `SessionCancelled`), and it is gone for everyone (`404`).
+    /// **Decision:** OMA 2012 leaves who may terminate to the server (`POL1018` allowed); here,
+    /// as on the seed face, only the originator may (`403 POL0001` otherwise); any other
+    /// participant leaves with `DELETE …/participants/{own address}`.
+    #[endpoint {
+        method = DELETE,
+        path = "/chat/v1/{userId}/group/{sessionId}",
+        operation_id = "deleteGroupChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn delete_group_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError>;
+
+    /// OMA 2012 List a group chat's participants.
+    ///
+    /// The seed's `listParticipants` on a group session, every `resourceURL` under `group/`
+    /// (a one-to-one session is `404` here). Paged as every list (see "Lists are paged"):
+    /// without paging parameters the first `maxEntries` (100), which is the whole list under
+    /// the default participant limit.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants",
+        operation_id = "listGroupChatParticipants",
+        tags = ["oma2012"],
+    }]
+    async fn list_group_chat_participants(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListGroupChatParticipantsQuery>>,
+    ) -> Result<Reply<ParticipantList, 200>, HttpError>;
+
+    /// OMA 2012 Invite participants into a group chat.
+    ///
+    /// The OMA 2012 forms of seed 7.1.3: one `participantInformation`, or a `participantList`
+    /// of one or more (both forms OMA 2012 allows; the root element says which). The seed's
+    /// rules apply unchanged (`409 SVC0001` for someone already in it; the whole list or
+    /// nothing). The answer is a `resourceReference` under `group/`: to the new participant
+    /// for a `participantInformation`, to the session's participants for a `participantList`.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/group/{sessionId}/participants",
@@ -1927,8 +2373,24 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        body: Body<ParticipantInformation>,
+        body: Body<netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read one participant of a group chat.
+    ///
+    /// The seed's `getParticipant` on a group session, its `resourceURL` under `group/`.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}/participants/{participantId}",
+        operation_id = "getGroupChatParticipant",
+        tags = ["oma2012"],
+    }]
+    async fn get_group_chat_participant(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<Reply<ParticipantInformation, 200>, HttpError>;
 
     /// OMA 2012 Leave a group chat, decline its invitation, or withdraw one.
     ///
@@ -1971,6 +2433,9 @@ pub trait ChatApi {
     ///
     /// The seed's `sendMessage` in a group session; the answer's `resourceReference` and
     /// `Location` name the message's status under `group/`.
+    /// An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    /// composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    /// are then this collection.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/group/{sessionId}/messages",
@@ -1982,7 +2447,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        body: Body<ChatMessage>,
+        body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
     /// OMA 2012 Read a group message's status.
@@ -2680,6 +3145,32 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(Reply::created(&accept, outcome))
     }
 
+    async fn indicate_composing(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        mut body: Body<IsComposing>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .indicate_composing(user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
     async fn get_message(
         rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -2749,6 +3240,130 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         }
         .await;
         let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn list_chat_notification_subscriptions(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        query: Captured<dropshot::Query<ListChatNotificationSubscriptionsQuery>>,
+    ) -> Result<Reply<ChatSubscriptionList, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx
+                .context()
+                .list_chat_notification_subscriptions(user_id, query)
+                .await
+        }
+        .await;
+        Ok(Reply::headed(&accept, outcome))
+    }
+
+    async fn create_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<UserIdPath>>,
+        mut body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 201>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .create_chat_notification_subscription(user_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_chat_notification_subscription(user_id, path.subscription_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn update_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+        mut body: Body<ChatNotificationSubscription>,
+    ) -> Result<Reply<ChatNotificationSubscription, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_chat_notification_subscription(user_id, path.subscription_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn delete_chat_notification_subscription(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SubscriptionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_chat_notification_subscription(user_id, path.subscription_id)
+                .await
+        }
+        .await;
         Ok(NoContent::new(&accept, outcome))
     }
 
@@ -2860,7 +3475,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdPath>>,
-        mut body: Body<ChatMessage>,
+        mut body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -2990,12 +3605,61 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(Reply::ok(&accept, outcome))
     }
 
+    async fn delete_group_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .delete_group_chat_session(user_id, path.session_id)
+                .await
+        }
+        .await;
+        Ok(NoContent::new(&accept, outcome))
+    }
+
+    async fn list_group_chat_participants(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<SessionIdPath>>,
+        query: Captured<dropshot::Query<ListGroupChatParticipantsQuery>>,
+    ) -> Result<Reply<ParticipantList, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let query = query.0?.into_inner();
+            query.validate()?;
+            rqctx
+                .context()
+                .list_group_chat_participants(user_id, path.session_id, query)
+                .await
+        }
+        .await;
+        Ok(Reply::headed(&accept, outcome))
+    }
+
     async fn add_group_chat_participant(
         rqctx: RequestContext<S>,
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        mut body: Body<ParticipantInformation>,
+        mut body: Body<netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;
@@ -3014,6 +3678,29 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         .await;
         let outcome = body.finish(outcome);
         Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_group_chat_participant(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<ParticipantIdPath>>,
+    ) -> Result<Reply<ParticipantInformation, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_group_chat_participant(user_id, path.session_id, path.participant_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
     }
 
     async fn delete_group_chat_participant(
@@ -3075,7 +3762,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        mut body: Body<ChatMessage>,
+        mut body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError> {
         let outcome = async {
             accept.check()?;

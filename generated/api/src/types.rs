@@ -916,7 +916,7 @@ impl XmlLeaf for SubscriptionStatus {
 /// The user's subscriptions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatSubscriptionList {
-    /// `chatSubscription`.
+    /// `chatSubscription`: The subscriptions as the seed face shows them (`listChatSubscriptions`).
     #[serde(
         rename = "chatSubscription",
         default,
@@ -924,6 +924,16 @@ pub struct ChatSubscriptionList {
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub chat_subscription: Vec<ChatSubscription>,
+    /// `chatNotificationSubscription`: (OMA 2012 face) The subscriptions as OMA 2012 shows them
+    /// (`listChatNotificationSubscriptions`). One root element in one namespace, so one
+    /// schema for both faces' lists: a list holds one of the two item forms.
+    #[serde(
+        rename = "chatNotificationSubscription",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub chat_notification_subscription: Vec<ChatNotificationSubscription>,
     /// `resourceURL`.
     #[serde(rename = "resourceURL")]
     pub resource_url: String,
@@ -942,6 +952,9 @@ impl XmlType for ChatSubscriptionList {
         for v in &self.chat_subscription {
             w.element("chatSubscription", v);
         }
+        for v in &self.chat_notification_subscription {
+            w.element("chatNotificationSubscription", v);
+        }
         w.leaf("resourceURL", &self.resource_url);
         for v in &self.link {
             w.element("link", v);
@@ -951,6 +964,7 @@ impl XmlType for ChatSubscriptionList {
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = ChatSubscriptionList {
             chat_subscription: e.child_list("chatSubscription")?,
+            chat_notification_subscription: e.child_list("chatNotificationSubscription")?,
             resource_url: e.required_leaf("resourceURL")?,
             link: e.child_list("link")?,
         };
@@ -962,6 +976,9 @@ impl XmlType for ChatSubscriptionList {
 impl Validate for ChatSubscriptionList {
     fn validate(&self) -> Result<(), String> {
         for v in &self.chat_subscription {
+            v.validate()?;
+        }
+        for v in &self.chat_notification_subscription {
             v.validate()?;
         }
         for v in &self.link {
@@ -1004,7 +1021,7 @@ impl From<ChatSubscriptionList> for ChatSubscriptionListRoot {
 }
 
 /// (extension) A notification that was not delivered (see `listDeadLetters`). The
-/// notification is the one element named after its kind (exactly one of the six, an
+/// notification is the one element named after its kind (exactly one of the nine, an
 /// `xsd:choice`), as the callback would have received it: in JSON the same key and object as
 /// the callback's body (`"messageNotification": {...}`), in XML the same element with its
 /// content.
@@ -1063,6 +1080,27 @@ pub struct DeadLetter {
         skip_serializing_if = "Option::is_none"
     )]
     pub subscription_cancellation_notification: Option<SubscriptionCancellationNotification>,
+    /// `chatSessionInvitationNotification`.
+    #[serde(
+        rename = "chatSessionInvitationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chat_session_invitation_notification: Option<ChatSessionInvitationNotification>,
+    /// `groupSessionInvitationNotification`.
+    #[serde(
+        rename = "groupSessionInvitationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group_session_invitation_notification: Option<GroupSessionInvitationNotification>,
+    /// `messageStatusNotification`.
+    #[serde(
+        rename = "messageStatusNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub message_status_notification: Option<MessageStatusNotification>,
 }
 
 impl XmlType for DeadLetter {
@@ -1089,6 +1127,15 @@ impl XmlType for DeadLetter {
         if let Some(v) = &self.subscription_cancellation_notification {
             w.element("subscriptionCancellationNotification", v);
         }
+        if let Some(v) = &self.chat_session_invitation_notification {
+            w.element("chatSessionInvitationNotification", v);
+        }
+        if let Some(v) = &self.group_session_invitation_notification {
+            w.element("groupSessionInvitationNotification", v);
+        }
+        if let Some(v) = &self.message_status_notification {
+            w.element("messageStatusNotification", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
@@ -1104,6 +1151,11 @@ impl XmlType for DeadLetter {
             message_delivery_notification: e.optional_child("messageDeliveryNotification")?,
             subscription_cancellation_notification: e
                 .optional_child("subscriptionCancellationNotification")?,
+            chat_session_invitation_notification: e
+                .optional_child("chatSessionInvitationNotification")?,
+            group_session_invitation_notification: e
+                .optional_child("groupSessionInvitationNotification")?,
+            message_status_notification: e.optional_child("messageStatusNotification")?,
         };
         value.validate().map_err(XmlError::Decode)?;
         Ok(value)
@@ -1130,6 +1182,15 @@ impl Validate for DeadLetter {
         if let Some(v) = &self.subscription_cancellation_notification {
             v.validate()?;
         }
+        if let Some(v) = &self.chat_session_invitation_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.group_session_invitation_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.message_status_notification {
+            v.validate()?;
+        }
         if [
             self.session_invitation_notification.is_some(),
             self.participant_status_notification.is_some(),
@@ -1137,6 +1198,9 @@ impl Validate for DeadLetter {
             self.message_notification.is_some(),
             self.message_delivery_notification.is_some(),
             self.subscription_cancellation_notification.is_some(),
+            self.chat_session_invitation_notification.is_some(),
+            self.group_session_invitation_notification.is_some(),
+            self.message_status_notification.is_some(),
         ]
         .iter()
         .filter(|p| **p)
@@ -1144,7 +1208,7 @@ impl Validate for DeadLetter {
             != 1
         {
             return Err(
-                "`DeadLetter` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification`"
+                "`DeadLetter` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification` or `chatSessionInvitationNotification` or `groupSessionInvitationNotification` or `messageStatusNotification`"
                     .to_owned(),
             );
         }
@@ -2270,6 +2334,237 @@ impl From<MessageStatusReport> for MessageStatusReportRoot {
     }
 }
 
+/// OMA 2012 `isComposing` (RFC 3994): that a participant is composing (`active`) or
+/// stopped (`idle`). See `indicateComposing`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IsComposing {
+    /// `state`: `active` or `idle` (RFC 3994; lower case).
+    #[schemars(length(max = 64))]
+    pub state: String,
+    /// `lastActive`: When the user was last active (RFC 3339), mainly with `idle`.
+    #[serde(
+        rename = "lastActive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 64))]
+    pub last_active: Option<String>,
+    /// `contentType`: What is being composed, e.g. `text/plain`.
+    #[serde(
+        rename = "contentType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub content_type: Option<String>,
+    /// `refresh`: Seconds until the indication lapses unless refreshed (1-300; 60 when absent).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub refresh: Option<i64>,
+}
+
+impl XmlType for IsComposing {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("state", &self.state);
+        if let Some(v) = &self.last_active {
+            w.leaf("lastActive", v);
+        }
+        if let Some(v) = &self.content_type {
+            w.leaf("contentType", v);
+        }
+        if let Some(v) = &self.refresh {
+            w.leaf("refresh", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = IsComposing {
+            state: e.required_leaf("state")?,
+            last_active: e.optional_leaf("lastActive")?,
+            content_type: e.optional_leaf("contentType")?,
+            refresh: e.optional_leaf("refresh")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for IsComposing {
+    fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_max_length("state", &self.state, 64)?;
+        if let Some(v) = &self.last_active {
+            netapi_chat_runtime::wire::check_max_length("lastActive", v, 64)?;
+        }
+        if let Some(v) = &self.content_type {
+            netapi_chat_runtime::wire::check_max_length("contentType", v, 256)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for IsComposing {
+    const NAME: &'static str = "isComposing";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`IsComposing`]: an object whose one key is the root element's name,
+/// `isComposing`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IsComposingRoot {
+    /// The document.
+    #[serde(rename = "isComposing")]
+    pub is_composing: IsComposing,
+}
+
+impl netapi_chat_runtime::wire::Document for IsComposing {
+    type Json = IsComposingRoot;
+
+    fn from_json(wrapper: IsComposingRoot) -> Self {
+        wrapper.is_composing
+    }
+}
+
+impl From<IsComposing> for IsComposingRoot {
+    fn from(is_composing: IsComposing) -> Self {
+        IsComposingRoot { is_composing }
+    }
+}
+
+/// (OMA 2012 face) OMA 2012 `chatNotificationSubscription`: chat notifications at a
+/// callback, in the OMA 2012 profile (see `createChatNotificationSubscription`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatNotificationSubscription {
+    /// `callbackReference`.
+    #[serde(rename = "callbackReference")]
+    pub callback_reference: CallbackReference,
+    /// `clientCorrelator`: Client-chosen id that makes a retried create safe.
+    #[serde(
+        rename = "clientCorrelator",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 256))]
+    pub client_correlator: Option<String>,
+    /// `confirmedChatSupported`: (answered by the server) Whether the application manages
+    /// one-to-one sessions (always `true` here).
+    #[serde(
+        rename = "confirmedChatSupported",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_bool"
+    )]
+    pub confirmed_chat_supported: Option<bool>,
+    /// `adhocChatSupported`: (answered by the server) Whether the server manages ad hoc one-to-one
+    /// sessions; `false`, not offered yet.
+    #[serde(
+        rename = "adhocChatSupported",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_bool"
+    )]
+    pub adhoc_chat_supported: Option<bool>,
+    /// `duration`: Requested lifetime in seconds; absent or 0 = no expiry. The server returns what
+    /// it granted.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub duration: Option<i64>,
+    /// `resourceURL`: (set by the server) This subscription under `/chat/v1/`.
+    #[serde(
+        rename = "resourceURL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = 2048))]
+    pub resource_url: Option<String>,
+}
+
+impl XmlType for ChatNotificationSubscription {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.element("callbackReference", &self.callback_reference);
+        if let Some(v) = &self.client_correlator {
+            w.leaf("clientCorrelator", v);
+        }
+        if let Some(v) = &self.confirmed_chat_supported {
+            w.leaf("confirmedChatSupported", v);
+        }
+        if let Some(v) = &self.adhoc_chat_supported {
+            w.leaf("adhocChatSupported", v);
+        }
+        if let Some(v) = &self.duration {
+            w.leaf("duration", v);
+        }
+        if let Some(v) = &self.resource_url {
+            w.leaf("resourceURL", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = ChatNotificationSubscription {
+            callback_reference: e.required_child("callbackReference")?,
+            client_correlator: e.optional_leaf("clientCorrelator")?,
+            confirmed_chat_supported: e.optional_leaf("confirmedChatSupported")?,
+            adhoc_chat_supported: e.optional_leaf("adhocChatSupported")?,
+            duration: e.optional_leaf("duration")?,
+            resource_url: e.optional_leaf("resourceURL")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for ChatNotificationSubscription {
+    fn validate(&self) -> Result<(), String> {
+        self.callback_reference.validate()?;
+        if let Some(v) = &self.client_correlator {
+            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+        }
+        if let Some(v) = &self.resource_url {
+            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for ChatNotificationSubscription {
+    const NAME: &'static str = "chatNotificationSubscription";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`ChatNotificationSubscription`]: an object whose one key is the root element's
+/// name, `chatNotificationSubscription`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatNotificationSubscriptionRoot {
+    /// The document.
+    #[serde(rename = "chatNotificationSubscription")]
+    pub chat_notification_subscription: ChatNotificationSubscription,
+}
+
+impl netapi_chat_runtime::wire::Document for ChatNotificationSubscription {
+    type Json = ChatNotificationSubscriptionRoot;
+
+    fn from_json(wrapper: ChatNotificationSubscriptionRoot) -> Self {
+        wrapper.chat_notification_subscription
+    }
+}
+
+impl From<ChatNotificationSubscription> for ChatNotificationSubscriptionRoot {
+    fn from(chat_notification_subscription: ChatNotificationSubscription) -> Self {
+        ChatNotificationSubscriptionRoot {
+            chat_notification_subscription,
+        }
+    }
+}
+
 /// Seed `SessionInvitationNotification`, sent to an invitee.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionInvitationNotification {
@@ -2658,7 +2953,8 @@ impl From<ChatEventNotification> for ChatEventNotificationRoot {
     }
 }
 
-/// Seed `MessageNotification`, a message for the notified user.
+/// Seed `MessageNotification`, a message for the notified user: `chatMessage` and
+/// `messageId`; or (OMA 2012) that the sender is composing: `isComposing`, no `messageId`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageNotification {
     /// `senderAddress`.
@@ -2672,8 +2968,19 @@ pub struct MessageNotification {
     )]
     pub sender_name: Option<String>,
     /// `chatMessage`.
-    #[serde(rename = "chatMessage")]
-    pub chat_message: ChatMessage,
+    #[serde(
+        rename = "chatMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chat_message: Option<ChatMessage>,
+    /// `isComposing`.
+    #[serde(
+        rename = "isComposing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub is_composing: Option<IsComposing>,
     /// `dateTime`.
     #[serde(rename = "dateTime", default, skip_serializing_if = "Option::is_none")]
     pub date_time: Option<String>,
@@ -2681,8 +2988,8 @@ pub struct MessageNotification {
     #[serde(rename = "sessionId")]
     pub session_id: String,
     /// `messageId`.
-    #[serde(rename = "messageId")]
-    pub message_id: String,
+    #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
@@ -2702,12 +3009,19 @@ impl XmlType for MessageNotification {
         if let Some(v) = &self.sender_name {
             w.leaf("senderName", v);
         }
-        w.element("chatMessage", &self.chat_message);
+        if let Some(v) = &self.chat_message {
+            w.element("chatMessage", v);
+        }
+        if let Some(v) = &self.is_composing {
+            w.element("isComposing", v);
+        }
         if let Some(v) = &self.date_time {
             w.leaf("dateTime", v);
         }
         w.leaf("sessionId", &self.session_id);
-        w.leaf("messageId", &self.message_id);
+        if let Some(v) = &self.message_id {
+            w.leaf("messageId", v);
+        }
         if let Some(v) = &self.callback_data {
             w.leaf("callbackData", v);
         }
@@ -2720,10 +3034,11 @@ impl XmlType for MessageNotification {
         let value = MessageNotification {
             sender_address: e.required_leaf("senderAddress")?,
             sender_name: e.optional_leaf("senderName")?,
-            chat_message: e.required_child("chatMessage")?,
+            chat_message: e.optional_child("chatMessage")?,
+            is_composing: e.optional_child("isComposing")?,
             date_time: e.optional_leaf("dateTime")?,
             session_id: e.required_leaf("sessionId")?,
-            message_id: e.required_leaf("messageId")?,
+            message_id: e.optional_leaf("messageId")?,
             callback_data: e.optional_leaf("callbackData")?,
             link: e.child_list("link")?,
         };
@@ -2734,7 +3049,12 @@ impl XmlType for MessageNotification {
 
 impl Validate for MessageNotification {
     fn validate(&self) -> Result<(), String> {
-        self.chat_message.validate()?;
+        if let Some(v) = &self.chat_message {
+            v.validate()?;
+        }
+        if let Some(v) = &self.is_composing {
+            v.validate()?;
+        }
         if self.link.is_empty() {
             return Err("`MessageNotification` needs at least one `link`".to_owned());
         }
@@ -2983,6 +3303,348 @@ impl From<SubscriptionCancellationNotification> for SubscriptionCancellationNoti
     fn from(subscription_cancellation_notification: SubscriptionCancellationNotification) -> Self {
         SubscriptionCancellationNotificationRoot {
             subscription_cancellation_notification,
+        }
+    }
+}
+
+/// (OMA 2012 profile) OMA 2012 `chatSessionInvitationNotification`: a one-to-one
+/// invitation. `tParticipantAddress` is the invitee (the notified user); `subject` is
+/// empty when the session has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChatSessionInvitationNotification {
+    /// `subject`.
+    pub subject: String,
+    /// `originatorAddress`.
+    #[serde(rename = "originatorAddress")]
+    pub originator_address: String,
+    /// `originatorName`.
+    #[serde(
+        rename = "originatorName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub originator_name: Option<String>,
+    /// `tParticipantAddress`.
+    #[serde(
+        rename = "tParticipantAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub t_participant_address: Option<String>,
+    /// `tParticipantName`.
+    #[serde(
+        rename = "tParticipantName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub t_participant_name: Option<String>,
+    /// `sessionId`.
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    /// `callbackData`.
+    #[serde(
+        rename = "callbackData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub callback_data: Option<String>,
+    /// `link`: `ChatSessionInformation` (`oneToOne/{originator}/{sessionId}`, DELETE declines) and
+    /// `ParticipantSessionStatus` (its `status`, PUT `Connected` accepts).
+    #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    pub link: Vec<Link>,
+}
+
+impl XmlType for ChatSessionInvitationNotification {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("subject", &self.subject);
+        w.leaf("originatorAddress", &self.originator_address);
+        if let Some(v) = &self.originator_name {
+            w.leaf("originatorName", v);
+        }
+        if let Some(v) = &self.t_participant_address {
+            w.leaf("tParticipantAddress", v);
+        }
+        if let Some(v) = &self.t_participant_name {
+            w.leaf("tParticipantName", v);
+        }
+        w.leaf("sessionId", &self.session_id);
+        if let Some(v) = &self.callback_data {
+            w.leaf("callbackData", v);
+        }
+        for v in &self.link {
+            w.element("link", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = ChatSessionInvitationNotification {
+            subject: e.required_leaf("subject")?,
+            originator_address: e.required_leaf("originatorAddress")?,
+            originator_name: e.optional_leaf("originatorName")?,
+            t_participant_address: e.optional_leaf("tParticipantAddress")?,
+            t_participant_name: e.optional_leaf("tParticipantName")?,
+            session_id: e.required_leaf("sessionId")?,
+            callback_data: e.optional_leaf("callbackData")?,
+            link: e.child_list("link")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for ChatSessionInvitationNotification {
+    fn validate(&self) -> Result<(), String> {
+        if self.link.is_empty() {
+            return Err("`ChatSessionInvitationNotification` needs at least one `link`".to_owned());
+        }
+        for v in &self.link {
+            v.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for ChatSessionInvitationNotification {
+    const NAME: &'static str = "chatSessionInvitationNotification";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`ChatSessionInvitationNotification`]: an object whose one key is the root
+/// element's name, `chatSessionInvitationNotification`; any other key is refused (a body is one
+/// document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSessionInvitationNotificationRoot {
+    /// The document.
+    #[serde(rename = "chatSessionInvitationNotification")]
+    pub chat_session_invitation_notification: ChatSessionInvitationNotification,
+}
+
+impl netapi_chat_runtime::wire::Document for ChatSessionInvitationNotification {
+    type Json = ChatSessionInvitationNotificationRoot;
+
+    fn from_json(wrapper: ChatSessionInvitationNotificationRoot) -> Self {
+        wrapper.chat_session_invitation_notification
+    }
+}
+
+impl From<ChatSessionInvitationNotification> for ChatSessionInvitationNotificationRoot {
+    fn from(chat_session_invitation_notification: ChatSessionInvitationNotification) -> Self {
+        ChatSessionInvitationNotificationRoot {
+            chat_session_invitation_notification,
+        }
+    }
+}
+
+/// (OMA 2012 profile) OMA 2012 `groupSessionInvitationNotification`: a group invitation
+/// with everyone in the session (`isOriginator` marks who started it); `subject` is empty
+/// when the session has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupSessionInvitationNotification {
+    /// `subject`.
+    pub subject: String,
+    /// `participant`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
+    pub participant: Vec<ParticipantInformation>,
+    /// `sessionId`.
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    /// `callbackData`.
+    #[serde(
+        rename = "callbackData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub callback_data: Option<String>,
+    /// `link`: `ParticipantInformation` (the invitee's participant, DELETE declines),
+    /// `ParticipantInformationStatus` (its `status`, PUT `Connected` accepts) and
+    /// `GroupChatSessionInformation` (the session).
+    #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    pub link: Vec<Link>,
+}
+
+impl XmlType for GroupSessionInvitationNotification {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("subject", &self.subject);
+        for v in &self.participant {
+            w.element("participant", v);
+        }
+        w.leaf("sessionId", &self.session_id);
+        if let Some(v) = &self.callback_data {
+            w.leaf("callbackData", v);
+        }
+        for v in &self.link {
+            w.element("link", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = GroupSessionInvitationNotification {
+            subject: e.required_leaf("subject")?,
+            participant: e.child_list("participant")?,
+            session_id: e.required_leaf("sessionId")?,
+            callback_data: e.optional_leaf("callbackData")?,
+            link: e.child_list("link")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for GroupSessionInvitationNotification {
+    fn validate(&self) -> Result<(), String> {
+        for v in &self.participant {
+            v.validate()?;
+        }
+        if self.link.is_empty() {
+            return Err(
+                "`GroupSessionInvitationNotification` needs at least one `link`".to_owned(),
+            );
+        }
+        for v in &self.link {
+            v.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for GroupSessionInvitationNotification {
+    const NAME: &'static str = "groupSessionInvitationNotification";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`GroupSessionInvitationNotification`]: an object whose one key is the root
+/// element's name, `groupSessionInvitationNotification`; any other key is refused (a body is
+/// one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSessionInvitationNotificationRoot {
+    /// The document.
+    #[serde(rename = "groupSessionInvitationNotification")]
+    pub group_session_invitation_notification: GroupSessionInvitationNotification,
+}
+
+impl netapi_chat_runtime::wire::Document for GroupSessionInvitationNotification {
+    type Json = GroupSessionInvitationNotificationRoot;
+
+    fn from_json(wrapper: GroupSessionInvitationNotificationRoot) -> Self {
+        wrapper.group_session_invitation_notification
+    }
+}
+
+impl From<GroupSessionInvitationNotification> for GroupSessionInvitationNotificationRoot {
+    fn from(group_session_invitation_notification: GroupSessionInvitationNotification) -> Self {
+        GroupSessionInvitationNotificationRoot {
+            group_session_invitation_notification,
+        }
+    }
+}
+
+/// (OMA 2012 profile) OMA 2012 `messageStatusNotification`: a recipient's report on a
+/// message, to its sender (the seed's `messageDeliveryNotification`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MessageStatusNotification {
+    /// `status`.
+    pub status: MessageStatus,
+    /// `errorCode`.
+    #[serde(rename = "errorCode", default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// `description`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `messageId`.
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    /// `callbackData`.
+    #[serde(
+        rename = "callbackData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub callback_data: Option<String>,
+    /// `link`: `MessageStatusReport`: the message's status under this tree (GET reads it).
+    #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    pub link: Vec<Link>,
+}
+
+impl XmlType for MessageStatusNotification {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("status", &self.status);
+        if let Some(v) = &self.error_code {
+            w.leaf("errorCode", v);
+        }
+        if let Some(v) = &self.description {
+            w.leaf("description", v);
+        }
+        w.leaf("messageId", &self.message_id);
+        if let Some(v) = &self.callback_data {
+            w.leaf("callbackData", v);
+        }
+        for v in &self.link {
+            w.element("link", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = MessageStatusNotification {
+            status: e.required_leaf("status")?,
+            error_code: e.optional_leaf("errorCode")?,
+            description: e.optional_leaf("description")?,
+            message_id: e.required_leaf("messageId")?,
+            callback_data: e.optional_leaf("callbackData")?,
+            link: e.child_list("link")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for MessageStatusNotification {
+    fn validate(&self) -> Result<(), String> {
+        if self.link.is_empty() {
+            return Err("`MessageStatusNotification` needs at least one `link`".to_owned());
+        }
+        for v in &self.link {
+            v.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl XmlRoot for MessageStatusNotification {
+    const NAME: &'static str = "messageStatusNotification";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:chat:1";
+    const PREFIX: &'static str = "chat";
+}
+
+/// JSON form of [`MessageStatusNotification`]: an object whose one key is the root element's
+/// name, `messageStatusNotification`; any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageStatusNotificationRoot {
+    /// The document.
+    #[serde(rename = "messageStatusNotification")]
+    pub message_status_notification: MessageStatusNotification,
+}
+
+impl netapi_chat_runtime::wire::Document for MessageStatusNotification {
+    type Json = MessageStatusNotificationRoot;
+
+    fn from_json(wrapper: MessageStatusNotificationRoot) -> Self {
+        wrapper.message_status_notification
+    }
+}
+
+impl From<MessageStatusNotification> for MessageStatusNotificationRoot {
+    fn from(message_status_notification: MessageStatusNotification) -> Self {
+        MessageStatusNotificationRoot {
+            message_status_notification,
         }
     }
 }
@@ -3439,7 +4101,7 @@ impl From<NotificationChannelLifetime> for NotificationChannelLifetimeRoot {
 
 /// One notification in a `notificationList`: its `webhookId` (the stable id a callback
 /// gets as `webhook-id`; the same when it is answered again, so drop duplicates by it) and
-/// the notification itself, under its own name (exactly one of the six, an `xsd:choice`),
+/// the notification itself, under its own name (exactly one of the nine, an `xsd:choice`),
 /// exactly as a callback would receive it, `callbackData` of its subscription included.
 /// **Decision:** OMA's list holds the bare notifications; each is wrapped here so that its
 /// stable id travels with it (a poll has no per-notification headers).
@@ -3490,6 +4152,27 @@ pub struct ChannelNotification {
         skip_serializing_if = "Option::is_none"
     )]
     pub subscription_cancellation_notification: Option<SubscriptionCancellationNotification>,
+    /// `chatSessionInvitationNotification`.
+    #[serde(
+        rename = "chatSessionInvitationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub chat_session_invitation_notification: Option<ChatSessionInvitationNotification>,
+    /// `groupSessionInvitationNotification`.
+    #[serde(
+        rename = "groupSessionInvitationNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group_session_invitation_notification: Option<GroupSessionInvitationNotification>,
+    /// `messageStatusNotification`.
+    #[serde(
+        rename = "messageStatusNotification",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub message_status_notification: Option<MessageStatusNotification>,
 }
 
 impl XmlType for ChannelNotification {
@@ -3513,6 +4196,15 @@ impl XmlType for ChannelNotification {
         if let Some(v) = &self.subscription_cancellation_notification {
             w.element("subscriptionCancellationNotification", v);
         }
+        if let Some(v) = &self.chat_session_invitation_notification {
+            w.element("chatSessionInvitationNotification", v);
+        }
+        if let Some(v) = &self.group_session_invitation_notification {
+            w.element("groupSessionInvitationNotification", v);
+        }
+        if let Some(v) = &self.message_status_notification {
+            w.element("messageStatusNotification", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
@@ -3525,6 +4217,11 @@ impl XmlType for ChannelNotification {
             message_delivery_notification: e.optional_child("messageDeliveryNotification")?,
             subscription_cancellation_notification: e
                 .optional_child("subscriptionCancellationNotification")?,
+            chat_session_invitation_notification: e
+                .optional_child("chatSessionInvitationNotification")?,
+            group_session_invitation_notification: e
+                .optional_child("groupSessionInvitationNotification")?,
+            message_status_notification: e.optional_child("messageStatusNotification")?,
         };
         value.validate().map_err(XmlError::Decode)?;
         Ok(value)
@@ -3551,6 +4248,15 @@ impl Validate for ChannelNotification {
         if let Some(v) = &self.subscription_cancellation_notification {
             v.validate()?;
         }
+        if let Some(v) = &self.chat_session_invitation_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.group_session_invitation_notification {
+            v.validate()?;
+        }
+        if let Some(v) = &self.message_status_notification {
+            v.validate()?;
+        }
         if [
             self.session_invitation_notification.is_some(),
             self.participant_status_notification.is_some(),
@@ -3558,6 +4264,9 @@ impl Validate for ChannelNotification {
             self.message_notification.is_some(),
             self.message_delivery_notification.is_some(),
             self.subscription_cancellation_notification.is_some(),
+            self.chat_session_invitation_notification.is_some(),
+            self.group_session_invitation_notification.is_some(),
+            self.message_status_notification.is_some(),
         ]
         .iter()
         .filter(|p| **p)
@@ -3565,7 +4274,7 @@ impl Validate for ChannelNotification {
             != 1
         {
             return Err(
-                "`ChannelNotification` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification`"
+                "`ChannelNotification` needs exactly one of `sessionInvitationNotification` or `participantStatusNotification` or `chatEventNotification` or `messageNotification` or `messageDeliveryNotification` or `subscriptionCancellationNotification` or `chatSessionInvitationNotification` or `groupSessionInvitationNotification` or `messageStatusNotification`"
                     .to_owned(),
             );
         }
@@ -3641,8 +4350,12 @@ impl From<NotificationList> for NotificationListRoot {
 }
 
 /// Any notification the spec's callbacks carry. The server stores records of its own
-/// (`server/src/chat/records.rs`), never this serde form.
+/// (`server/src/chat/records.rs`), never this serde form. Variants are held inline,
+/// whatever their size: a notification is built once and moved into its delivery
+/// (boxing the largest would cost an allocation per notification to save bytes of
+/// queues that are bounded anyway).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 pub enum Notification {
     /// A `SessionInvitationNotification`.
     SessionInvitationNotification(SessionInvitationNotification),
@@ -3656,6 +4369,12 @@ pub enum Notification {
     MessageDeliveryNotification(MessageDeliveryNotification),
     /// A `SubscriptionCancellationNotification`.
     SubscriptionCancellationNotification(SubscriptionCancellationNotification),
+    /// A `ChatSessionInvitationNotification`.
+    ChatSessionInvitationNotification(ChatSessionInvitationNotification),
+    /// A `GroupSessionInvitationNotification`.
+    GroupSessionInvitationNotification(GroupSessionInvitationNotification),
+    /// A `MessageStatusNotification`.
+    MessageStatusNotification(MessageStatusNotification),
 }
 
 impl Notification {
@@ -3670,6 +4389,9 @@ impl Notification {
             Notification::SubscriptionCancellationNotification(n) => {
                 n.callback_data = data;
             }
+            Notification::ChatSessionInvitationNotification(n) => n.callback_data = data,
+            Notification::GroupSessionInvitationNotification(n) => n.callback_data = data,
+            Notification::MessageStatusNotification(n) => n.callback_data = data,
         }
     }
 
@@ -3690,6 +4412,15 @@ impl Notification {
             Notification::SubscriptionCancellationNotification(n) => {
                 netapi_chat_runtime::wire::encode(format, n)
             }
+            Notification::ChatSessionInvitationNotification(n) => {
+                netapi_chat_runtime::wire::encode(format, n)
+            }
+            Notification::GroupSessionInvitationNotification(n) => {
+                netapi_chat_runtime::wire::encode(format, n)
+            }
+            Notification::MessageStatusNotification(n) => {
+                netapi_chat_runtime::wire::encode(format, n)
+            }
         }
     }
 
@@ -3704,6 +4435,13 @@ impl Notification {
             Notification::SubscriptionCancellationNotification(_) => {
                 SubscriptionCancellationNotification::NAME
             }
+            Notification::ChatSessionInvitationNotification(_) => {
+                ChatSessionInvitationNotification::NAME
+            }
+            Notification::GroupSessionInvitationNotification(_) => {
+                GroupSessionInvitationNotification::NAME
+            }
+            Notification::MessageStatusNotification(_) => MessageStatusNotification::NAME,
         }
     }
 }
@@ -3741,5 +4479,23 @@ impl From<MessageDeliveryNotification> for Notification {
 impl From<SubscriptionCancellationNotification> for Notification {
     fn from(n: SubscriptionCancellationNotification) -> Self {
         Notification::SubscriptionCancellationNotification(n)
+    }
+}
+
+impl From<ChatSessionInvitationNotification> for Notification {
+    fn from(n: ChatSessionInvitationNotification) -> Self {
+        Notification::ChatSessionInvitationNotification(n)
+    }
+}
+
+impl From<GroupSessionInvitationNotification> for Notification {
+    fn from(n: GroupSessionInvitationNotification) -> Self {
+        Notification::GroupSessionInvitationNotification(n)
+    }
+}
+
+impl From<MessageStatusNotification> for Notification {
+    fn from(n: MessageStatusNotification) -> Self {
+        Notification::MessageStatusNotification(n)
     }
 }

@@ -155,6 +155,16 @@ impl Urls {
         )
     }
 
+    /// `/v1/chat/{userId}/chatSessions/{sessionId}/isComposing`: `indicateComposing` (POST).
+    pub fn is_composing(&self, user_id: &str, session_id: &str) -> String {
+        format!(
+            "{}/v1/chat/{}/chatSessions/{}/isComposing",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id)
+        )
+    }
+
     /// `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}`: `getMessage` (GET).
     pub fn message(&self, user_id: &str, session_id: &str, message_id: &str) -> String {
         format!(
@@ -175,6 +185,27 @@ impl Urls {
             encode_segment(user_id),
             encode_segment(session_id),
             encode_segment(message_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/subscriptions`: `listChatNotificationSubscriptions` (GET),
+    /// `createChatNotificationSubscription` (POST).
+    pub fn oma2012_subscriptions(&self, user_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/subscriptions",
+            self.base,
+            encode_segment(user_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/subscriptions/{subscriptionId}`: `getChatNotificationSubscription` (GET),
+    /// `updateChatNotificationSubscription` (PUT), `deleteChatNotificationSubscription` (DELETE).
+    pub fn oma2012_subscription(&self, user_id: &str, subscription_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/subscriptions/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(subscription_id)
         )
     }
 
@@ -263,7 +294,8 @@ impl Urls {
         format!("{}/chat/v1/{}/group", self.base, encode_segment(user_id))
     }
 
-    /// `/chat/v1/{userId}/group/{sessionId}`: `getGroupChatSession` (GET).
+    /// `/chat/v1/{userId}/group/{sessionId}`: `getGroupChatSession` (GET), `deleteGroupChatSession`
+    /// (DELETE).
     pub fn group_session(&self, user_id: &str, session_id: &str) -> String {
         format!(
             "{}/chat/v1/{}/group/{}",
@@ -273,7 +305,8 @@ impl Urls {
         )
     }
 
-    /// `/chat/v1/{userId}/group/{sessionId}/participants`: `addGroupChatParticipant` (POST).
+    /// `/chat/v1/{userId}/group/{sessionId}/participants`: `listGroupChatParticipants` (GET),
+    /// `addGroupChatParticipant` (POST).
     pub fn group_participants(&self, user_id: &str, session_id: &str) -> String {
         format!(
             "{}/chat/v1/{}/group/{}/participants",
@@ -284,7 +317,7 @@ impl Urls {
     }
 
     /// `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`:
-    /// `deleteGroupChatParticipant` (DELETE).
+    /// `getGroupChatParticipant` (GET), `deleteGroupChatParticipant` (DELETE).
     pub fn group_participant(
         &self,
         user_id: &str,

@@ -17,6 +17,26 @@ use progenitor_client::{ClientHooks, OperationInfo, RequestBuilderExt, encode_pa
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
+    ///`AddGroupChatParticipantBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum AddGroupChatParticipantBody {
+        InformationRoot(ParticipantInformationRoot),
+        ListRoot(ParticipantListRoot),
+    }
+
+    impl ::std::convert::From<ParticipantInformationRoot> for AddGroupChatParticipantBody {
+        fn from(value: ParticipantInformationRoot) -> Self {
+            Self::InformationRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<ParticipantListRoot> for AddGroupChatParticipantBody {
+        fn from(value: ParticipantListRoot) -> Self {
+            Self::ListRoot(value)
+        }
+    }
+
     ///Where and how notifications are delivered (OMA Common `CallbackReference`).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct CallbackReference {
@@ -244,7 +264,7 @@ pub mod types {
 
     /**One notification in a `notificationList`: its `webhookId` (the stable id a callback
     gets as `webhook-id`; the same when it is answered again, so drop duplicates by it) and
-    the notification itself, under its own name (exactly one of the six, an `xsd:choice`),
+    the notification itself, under its own name (exactly one of the nine, an `xsd:choice`),
     exactly as a callback would receive it, `callbackData` of its subscription included.
     **Decision:** OMA's list holds the bare notifications; each is wrapped here so that its
     stable id travels with it (a poll has no per-notification headers).
@@ -257,6 +277,18 @@ pub mod types {
         )]
         pub chat_event_notification: ::std::option::Option<ChatEventNotification>,
         #[serde(
+            rename = "chatSessionInvitationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub chat_session_invitation_notification:
+            ::std::option::Option<ChatSessionInvitationNotification>,
+        #[serde(
+            rename = "groupSessionInvitationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub group_session_invitation_notification:
+            ::std::option::Option<GroupSessionInvitationNotification>,
+        #[serde(
             rename = "messageDeliveryNotification",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
@@ -266,6 +298,11 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub message_notification: ::std::option::Option<MessageNotification>,
+        #[serde(
+            rename = "messageStatusNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_status_notification: ::std::option::Option<MessageStatusNotification>,
         #[serde(
             rename = "participantStatusNotification",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -681,6 +718,164 @@ pub mod types {
                     <D::Error as ::serde::de::Error>::custom(e.to_string())
                 })
         }
+    }
+
+    /**(OMA 2012 face) OMA 2012 `chatNotificationSubscription`: chat notifications at a
+    callback, in the OMA 2012 profile (see `createChatNotificationSubscription`).
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ChatNotificationSubscription {
+        ///(answered by the server) Whether the server manages ad hoc one-to-one sessions; `false`, not offered yet.
+        #[serde(
+            rename = "adhocChatSupported",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub adhoc_chat_supported: ::std::option::Option<bool>,
+        #[serde(rename = "callbackReference")]
+        pub callback_reference: CallbackReference,
+        ///Client-chosen id that makes a retried create safe.
+        #[serde(
+            rename = "clientCorrelator",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub client_correlator: ::std::option::Option<ChatNotificationSubscriptionClientCorrelator>,
+        ///(answered by the server) Whether the application manages one-to-one sessions (always `true` here).
+        #[serde(
+            rename = "confirmedChatSupported",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub confirmed_chat_supported: ::std::option::Option<bool>,
+        ///Requested lifetime in seconds; absent or 0 = no expiry. The server returns what it granted.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub duration: ::std::option::Option<i64>,
+        ///(set by the server) This subscription under `/chat/v1/`.
+        #[serde(
+            rename = "resourceURL",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub resource_url: ::std::option::Option<ChatNotificationSubscriptionResourceUrl>,
+    }
+
+    ///Client-chosen id that makes a retried create safe.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatNotificationSubscriptionClientCorrelator(::std::string::String);
+    impl ::std::ops::Deref for ChatNotificationSubscriptionClientCorrelator {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatNotificationSubscriptionClientCorrelator> for ::std::string::String {
+        fn from(value: ChatNotificationSubscriptionClientCorrelator) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatNotificationSubscriptionClientCorrelator {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatNotificationSubscriptionClientCorrelator {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String>
+        for ChatNotificationSubscriptionClientCorrelator
+    {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatNotificationSubscriptionClientCorrelator {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///(set by the server) This subscription under `/chat/v1/`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatNotificationSubscriptionResourceUrl(::std::string::String);
+    impl ::std::ops::Deref for ChatNotificationSubscriptionResourceUrl {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatNotificationSubscriptionResourceUrl> for ::std::string::String {
+        fn from(value: ChatNotificationSubscriptionResourceUrl) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatNotificationSubscriptionResourceUrl {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 2048usize {
+                return Err("longer than 2048 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatNotificationSubscriptionResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatNotificationSubscriptionResourceUrl {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatNotificationSubscriptionResourceUrl {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `ChatNotificationSubscription`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct ChatNotificationSubscriptionRoot {
+        #[serde(rename = "chatNotificationSubscription")]
+        pub chat_notification_subscription: ChatNotificationSubscription,
     }
 
     /**Seed `ChatSessionInformation`: a 1-1 session (one invitee) or a group session (several).
@@ -1155,6 +1350,49 @@ pub mod types {
         }
     }
 
+    /**(OMA 2012 profile) OMA 2012 `chatSessionInvitationNotification`: a one-to-one
+    invitation. `tParticipantAddress` is the invitee (the notified user); `subject` is
+    empty when the session has none.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ChatSessionInvitationNotification {
+        #[serde(
+            rename = "callbackData",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub callback_data: ::std::option::Option<::std::string::String>,
+        ///`ChatSessionInformation` (`oneToOne/{originator}/{sessionId}`, DELETE declines) and `ParticipantSessionStatus` (its `status`, PUT `Connected` accepts).
+        pub link: ::std::vec::Vec<Link>,
+        #[serde(rename = "originatorAddress")]
+        pub originator_address: ::std::string::String,
+        #[serde(
+            rename = "originatorName",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub originator_name: ::std::option::Option<::std::string::String>,
+        #[serde(rename = "sessionId")]
+        pub session_id: ::std::string::String,
+        pub subject: ::std::string::String,
+        #[serde(
+            rename = "tParticipantAddress",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub t_participant_address: ::std::option::Option<::std::string::String>,
+        #[serde(
+            rename = "tParticipantName",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub t_participant_name: ::std::option::Option<::std::string::String>,
+    }
+
+    ///JSON form of `ChatSessionInvitationNotification`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct ChatSessionInvitationNotificationRoot {
+        #[serde(rename = "chatSessionInvitationNotification")]
+        pub chat_session_invitation_notification: ChatSessionInvitationNotification,
+    }
+
     ///The sessions a user takes part in.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChatSessionList {
@@ -1290,6 +1528,17 @@ pub mod types {
     ///The user's subscriptions.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChatSubscriptionList {
+        /**(OMA 2012 face) The subscriptions as OMA 2012 shows them
+        (`listChatNotificationSubscriptions`). One root element in one namespace, so one
+        schema for both faces' lists: a list holds one of the two item forms.
+        */
+        #[serde(
+            rename = "chatNotificationSubscription",
+            default,
+            skip_serializing_if = "::std::vec::Vec::is_empty"
+        )]
+        pub chat_notification_subscription: ::std::vec::Vec<ChatNotificationSubscription>,
+        ///The subscriptions as the seed face shows them (`listChatSubscriptions`).
         #[serde(
             rename = "chatSubscription",
             default,
@@ -1499,7 +1748,7 @@ pub mod types {
     }
 
     /**(extension) A notification that was not delivered (see `listDeadLetters`). The
-    notification is the one element named after its kind (exactly one of the six, an
+    notification is the one element named after its kind (exactly one of the nine, an
     `xsd:choice`), as the callback would have received it: in JSON the same key and object as
     the callback's body (`"messageNotification": {...}`), in XML the same element with its
     content.
@@ -1513,10 +1762,22 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub chat_event_notification: ::std::option::Option<ChatEventNotification>,
+        #[serde(
+            rename = "chatSessionInvitationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub chat_session_invitation_notification:
+            ::std::option::Option<ChatSessionInvitationNotification>,
         ///When it was created (RFC 3339, UTC); a redelivery restarts it.
         pub created: ::std::string::String,
         ///When it became a dead letter (RFC 3339, UTC).
         pub died: ::std::string::String,
+        #[serde(
+            rename = "groupSessionInvitationNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub group_session_invitation_notification:
+            ::std::option::Option<GroupSessionInvitationNotification>,
         #[serde(
             rename = "messageDeliveryNotification",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -1527,6 +1788,11 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub message_notification: ::std::option::Option<MessageNotification>,
+        #[serde(
+            rename = "messageStatusNotification",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_status_notification: ::std::option::Option<MessageStatusNotification>,
         #[serde(
             rename = "participantStatusNotification",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -1845,6 +2111,234 @@ pub mod types {
         }
     }
 
+    /**(OMA 2012 profile) OMA 2012 `groupSessionInvitationNotification`: a group invitation
+    with everyone in the session (`isOriginator` marks who started it); `subject` is empty
+    when the session has none.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct GroupSessionInvitationNotification {
+        #[serde(
+            rename = "callbackData",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub callback_data: ::std::option::Option<::std::string::String>,
+        ///`ParticipantInformation` (the invitee's participant, DELETE declines), `ParticipantInformationStatus` (its `status`, PUT `Connected` accepts) and `GroupChatSessionInformation` (the session).
+        pub link: ::std::vec::Vec<Link>,
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub participant: ::std::vec::Vec<ParticipantInformation>,
+        #[serde(rename = "sessionId")]
+        pub session_id: ::std::string::String,
+        pub subject: ::std::string::String,
+    }
+
+    ///JSON form of `GroupSessionInvitationNotification`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct GroupSessionInvitationNotificationRoot {
+        #[serde(rename = "groupSessionInvitationNotification")]
+        pub group_session_invitation_notification: GroupSessionInvitationNotification,
+    }
+
+    /**OMA 2012 `isComposing` (RFC 3994): that a participant is composing (`active`) or
+    stopped (`idle`). See `indicateComposing`.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct IsComposing {
+        ///What is being composed, e.g. `text/plain`.
+        #[serde(
+            rename = "contentType",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub content_type: ::std::option::Option<IsComposingContentType>,
+        ///When the user was last active (RFC 3339), mainly with `idle`.
+        #[serde(
+            rename = "lastActive",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub last_active: ::std::option::Option<IsComposingLastActive>,
+        ///Seconds until the indication lapses unless refreshed (1-300; 60 when absent).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub refresh: ::std::option::Option<i64>,
+        ///`active` or `idle` (RFC 3994; lower case).
+        pub state: IsComposingState,
+    }
+
+    ///What is being composed, e.g. `text/plain`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IsComposingContentType(::std::string::String);
+    impl ::std::ops::Deref for IsComposingContentType {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<IsComposingContentType> for ::std::string::String {
+        fn from(value: IsComposingContentType) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for IsComposingContentType {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for IsComposingContentType {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for IsComposingContentType {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for IsComposingContentType {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///When the user was last active (RFC 3339), mainly with `idle`.
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IsComposingLastActive(::std::string::String);
+    impl ::std::ops::Deref for IsComposingLastActive {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<IsComposingLastActive> for ::std::string::String {
+        fn from(value: IsComposingLastActive) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for IsComposingLastActive {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for IsComposingLastActive {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for IsComposingLastActive {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for IsComposingLastActive {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///JSON form of `IsComposing`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct IsComposingRoot {
+        #[serde(rename = "isComposing")]
+        pub is_composing: IsComposing,
+    }
+
+    ///`active` or `idle` (RFC 3994; lower case).
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IsComposingState(::std::string::String);
+    impl ::std::ops::Deref for IsComposingState {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<IsComposingState> for ::std::string::String {
+        fn from(value: IsComposingState) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for IsComposingState {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for IsComposingState {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for IsComposingState {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for IsComposingState {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
     ///A typed link to a related resource (attributes in XML, keys in JSON).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct Link {
@@ -1852,6 +2346,62 @@ pub mod types {
         pub href: ::std::string::String,
         ///The kind of resource linked, e.g. `ChatSessionInformation`.
         pub rel: ::std::string::String,
+    }
+
+    ///`ListChatNotificationSubscriptionsCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListChatNotificationSubscriptionsCursor(::std::string::String);
+    impl ::std::ops::Deref for ListChatNotificationSubscriptionsCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListChatNotificationSubscriptionsCursor> for ::std::string::String {
+        fn from(value: ListChatNotificationSubscriptionsCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListChatNotificationSubscriptionsCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListChatNotificationSubscriptionsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListChatNotificationSubscriptionsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListChatNotificationSubscriptionsCursor {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     ///`ListChatSessionsCursor`
@@ -2066,6 +2616,62 @@ pub mod types {
     }
 
     impl<'de> ::serde::Deserialize<'de> for ListDeadLettersSince {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///`ListGroupChatParticipantsCursor`
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ListGroupChatParticipantsCursor(::std::string::String);
+    impl ::std::ops::Deref for ListGroupChatParticipantsCursor {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ListGroupChatParticipantsCursor> for ::std::string::String {
+        fn from(value: ListGroupChatParticipantsCursor) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ListGroupChatParticipantsCursor {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ListGroupChatParticipantsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ListGroupChatParticipantsCursor {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ListGroupChatParticipantsCursor {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -2297,7 +2903,9 @@ pub mod types {
         pub message_delivery_status: MessageDeliveryStatus,
     }
 
-    ///Seed `MessageNotification`, a message for the notified user.
+    /**Seed `MessageNotification`, a message for the notified user: `chatMessage` and
+    `messageId`; or (OMA 2012) that the sender is composing: `isComposing`, no `messageId`.
+    */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct MessageNotification {
         #[serde(
@@ -2305,17 +2913,28 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub callback_data: ::std::option::Option<::std::string::String>,
-        #[serde(rename = "chatMessage")]
-        pub chat_message: ChatMessage,
+        #[serde(
+            rename = "chatMessage",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub chat_message: ::std::option::Option<ChatMessage>,
         #[serde(
             rename = "dateTime",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub date_time: ::std::option::Option<::std::string::String>,
+        #[serde(
+            rename = "isComposing",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub is_composing: ::std::option::Option<IsComposing>,
         ///`ChatMessage` (the message) and `MessageStatusReport` (POST here to confirm delivery).
         pub link: ::std::vec::Vec<Link>,
-        #[serde(rename = "messageId")]
-        pub message_id: ::std::string::String,
+        #[serde(
+            rename = "messageId",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub message_id: ::std::option::Option<::std::string::String>,
         #[serde(rename = "senderAddress")]
         pub sender_address: ::std::string::String,
         #[serde(
@@ -2395,6 +3014,38 @@ pub mod types {
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
+    }
+
+    /**(OMA 2012 profile) OMA 2012 `messageStatusNotification`: a recipient's report on a
+    message, to its sender (the seed's `messageDeliveryNotification`).
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct MessageStatusNotification {
+        #[serde(
+            rename = "callbackData",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub callback_data: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub description: ::std::option::Option<::std::string::String>,
+        #[serde(
+            rename = "errorCode",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub error_code: ::std::option::Option<::std::string::String>,
+        ///`MessageStatusReport`: the message's status under this tree (GET reads it).
+        pub link: ::std::vec::Vec<Link>,
+        #[serde(rename = "messageId")]
+        pub message_id: ::std::string::String,
+        pub status: MessageStatus,
+    }
+
+    ///JSON form of `MessageStatusNotification`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct MessageStatusNotificationRoot {
+        #[serde(rename = "messageStatusNotification")]
+        pub message_status_notification: MessageStatusNotification,
     }
 
     /**(OMA 2012 face) OMA 2012 `messageStatusReport`: the status a recipient reports (PUT)
@@ -3351,6 +4002,46 @@ pub mod types {
     pub struct ResourceReferenceRoot {
         #[serde(rename = "resourceReference")]
         pub resource_reference: ResourceReference,
+    }
+
+    ///`SendGroupChatMessageBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum SendGroupChatMessageBody {
+        ChatMessageRoot(ChatMessageRoot),
+        IsComposingRoot(IsComposingRoot),
+    }
+
+    impl ::std::convert::From<ChatMessageRoot> for SendGroupChatMessageBody {
+        fn from(value: ChatMessageRoot) -> Self {
+            Self::ChatMessageRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<IsComposingRoot> for SendGroupChatMessageBody {
+        fn from(value: IsComposingRoot) -> Self {
+            Self::IsComposingRoot(value)
+        }
+    }
+
+    ///`SendOneToOneChatMessageBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum SendOneToOneChatMessageBody {
+        ChatMessageRoot(ChatMessageRoot),
+        IsComposingRoot(IsComposingRoot),
+    }
+
+    impl ::std::convert::From<ChatMessageRoot> for SendOneToOneChatMessageBody {
+        fn from(value: ChatMessageRoot) -> Self {
+            Self::ChatMessageRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<IsComposingRoot> for SendOneToOneChatMessageBody {
+        fn from(value: IsComposingRoot) -> Self {
+            Self::IsComposingRoot(value)
+        }
     }
 
     /**One exception: `messageId` (SVCnnnn or POLnnnn), a `text` with `%1`, `%2`…
@@ -5391,6 +6082,98 @@ impl Client {
         }
     }
 
+    /**(OMA 2012 isComposing) Tell the others that you are composing a message
+
+    OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
+    `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
+    `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
+    for a message). Every other connected participant gets a `messageNotification` that
+    carries `isComposing` instead of `chatMessage` (no `messageId`).
+    **Decision (never stored):** an indication is not persisted at all: it is not in the
+    outbox, not in the message history, not a dead letter and not resent after a restart
+    (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
+    when absent, at most 300 s) has passed is dropped rather than delivered late.
+    **Decision (rate):** one indication per sender per second; more is
+    `429 POL2005` with `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+
+
+    Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/isComposing`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `body`
+    */
+    pub async fn indicate_composing<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        body: &'a types::IsComposingRoot,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/v1/chat/{}/chatSessions/{}/isComposing",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "indicate_composing",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
     /**Read one message of a session
 
     `404 SVC2008` once the message is older than the retention period (see "Messages are
@@ -5640,6 +6423,423 @@ impl Client {
         }
     }
 
+    /**OMA 2012 List the user's chat notification subscriptions
+
+    Every subscription of the user, whichever face it was made through, as OMA 2012 shows
+    it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
+    `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
+    instead). Paged as every list (see "Lists are paged").
+
+
+    Sends a `GET` request to `/chat/v1/{userId}/subscriptions`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
+    */
+    pub async fn list_chat_notification_subscriptions<'a>(
+        &'a self,
+        user_id: &'a str,
+        cursor: Option<&'a types::ListChatNotificationSubscriptionsCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
+    ) -> Result<ResponseValue<types::ChatSubscriptionListRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/chat/v1/{}/subscriptions",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_chat_notification_subscriptions",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face)
+
+    The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
+    `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A
+    replay is a resend through the same face: a `clientCorrelator` used on the seed face
+    makes a new subscription here.
+    **Decision (which profile a subscriber gets):** a subscription made here receives the
+    OMA 2012 notification profile, for every session whichever face started it: a
+    one-to-one invitation is `chatSessionInvitationNotification` and a group one
+    `groupSessionInvitationNotification`; a delivery report is `messageStatusNotification`;
+
+    `chatEventNotification`, `messageNotification` and `participantStatusNotification` keep
+    their names; every `link` names a resource of this tree (`oneToOne/{peer}/{sessionId}`
+    or `group/{sessionId}`, with the rels of OMA 2012). In a one-to-one session a peer's
+    accept is `chatEventNotification` `Accepted` and a decline `Declined` (OMA 2012 has no
+    participant resources there). A subscription made on the seed face keeps the seed's
+    names and links. The profile is stored with the subscription and never changes; both
+    faces read, list and delete every subscription.
+    **Decision (flags):** the server manages no ad hoc chats yet, so it answers
+    `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
+    (as for `duration`, the answer says what was granted).
+
+
+    Sends a `POST` request to `/chat/v1/{userId}/subscriptions`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `body`
+    */
+    pub async fn create_chat_notification_subscription<'a>(
+        &'a self,
+        user_id: &'a str,
+        body: &'a types::ChatNotificationSubscriptionRoot,
+    ) -> Result<
+        ResponseValue<types::ChatNotificationSubscriptionRoot>,
+        Error<types::RequestErrorRoot>,
+    > {
+        let url = format!(
+            "{}/chat/v1/{}/subscriptions",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "create_chat_notification_subscription",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            201u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read one subscription
+
+    Sends a `GET` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `subscription_id`: Server-chosen subscription id.
+    */
+    pub async fn get_chat_notification_subscription<'a>(
+        &'a self,
+        user_id: &'a str,
+        subscription_id: &'a str,
+    ) -> Result<
+        ResponseValue<types::ChatNotificationSubscriptionRoot>,
+        Error<types::RequestErrorRoot>,
+    > {
+        let url = format!(
+            "{}/chat/v1/{}/subscriptions/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&subscription_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_chat_notification_subscription",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Refresh a subscription (PUT of the whole subscription)
+
+    **Decision (refresh; OMA 2012 defines no update):** PUT of the full
+    `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration`
+    is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
+    none). Where notifications go cannot change here: `callbackReference.notifyURL` and
+    `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
+    (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
+    subscription stays disabled. The answer is the subscription as it now is.
+
+
+    Sends a `PUT` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `subscription_id`: Server-chosen subscription id.
+    - `body`
+    */
+    pub async fn update_chat_notification_subscription<'a>(
+        &'a self,
+        user_id: &'a str,
+        subscription_id: &'a str,
+        body: &'a types::ChatNotificationSubscriptionRoot,
+    ) -> Result<
+        ResponseValue<types::ChatNotificationSubscriptionRoot>,
+        Error<types::RequestErrorRoot>,
+    > {
+        let url = format!(
+            "{}/chat/v1/{}/subscriptions/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&subscription_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "update_chat_notification_subscription",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Unsubscribe (seed 7.1.1)
+
+    The seed's `deleteChatSubscription`; no notification is sent to the callback once this returns.
+
+    Sends a `DELETE` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `subscription_id`: Server-chosen subscription id.
+    */
+    pub async fn delete_chat_notification_subscription<'a>(
+        &'a self,
+        user_id: &'a str,
+        subscription_id: &'a str,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/subscriptions/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&subscription_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_chat_notification_subscription",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
     /**OMA 2012 Start a confirmed one-to-one chat with `otherUserId`
 
     The OMA 2012 form of seed 7.1.2: the body is the flat 2012 `chatSessionInformation`
@@ -5653,10 +6853,9 @@ impl Client {
     **Decision (one core, two faces):** this is the same session the seed face creates
     with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
     timeout, quotas and notifications. Both faces read and use it (`getChatSession`,
-    `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Until the 2012
-    subscription resource exists, notifications go to the subscriptions made on the seed
-    face, with the seed's notification names and links (the `sessionId` and `messageId`
-    they carry work under this tree too).
+    `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
+    is told in the profile of the face it subscribed through (see
+    `createChatNotificationSubscription`).
 
 
     Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}`
@@ -6009,6 +7208,9 @@ impl Client {
     `resourceReference` and `Location` point at the message's status under this tree
     (`…/messages/{messageId}/status`), as the OMA 2012 gateways did; the `messageId` is
     the same on both faces.
+    An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    are then this collection.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages`
@@ -6028,7 +7230,7 @@ impl Client {
         user_id: &'a str,
         other_user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ChatMessageRoot,
+        body: &'a types::SendOneToOneChatMessageBody,
     ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/chat/v1/{}/oneToOne/{}/{}/messages",
@@ -6433,12 +7635,180 @@ impl Client {
         }
     }
 
-    /**OMA 2012 Invite one participant into a group chat
+    /**OMA 2012 Terminate a group chat
 
-    The OMA 2012 form of seed 7.1.3 with a single `participantInformation` (the seed face
-    takes a `participantList`; the 2012 list form is not here yet). The seed's rules apply
-    unchanged (`409 SVC0001` for someone already in it). The answer is a
-    `resourceReference` to the new participant under `group/`.
+    The seed's `deleteChatSession` (seed 7.1.5) on a group session: the originator ends it
+    for everyone (each participant still in it gets `chatEventNotification` `SessionEnded`,
+    an unanswered invitee `SessionCancelled`), and it is gone for everyone (`404`).
+    **Decision:** OMA 2012 leaves who may terminate to the server (`POL1018` allowed); here,
+    as on the seed face, only the originator may (`403 POL0001` otherwise); any other
+    participant leaves with `DELETE …/participants/{own address}`.
+
+
+    Sends a `DELETE` request to `/chat/v1/{userId}/group/{sessionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    */
+    pub async fn delete_group_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .delete(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "delete_group_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 List a group chat's participants
+
+    The seed's `listParticipants` on a group session, every `resourceURL` under `group/`
+    (a one-to-one session is `404` here). Paged as every list (see "Lists are paged"):
+    without paging parameters the first `maxEntries` (100), which is the whole list under
+    the default participant limit.
+
+
+    Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/participants`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
+    the first page. A cursor this server did not make is `400 SVC0002`.
+
+    - `max_entries`: The most entries one page holds: 1-1000, 100 when absent. Outside 1-1000 is
+    `400 SVC0002`.
+
+    */
+    pub async fn list_group_chat_participants<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        cursor: Option<&'a types::ListGroupChatParticipantsCursor>,
+        max_entries: Option<::std::num::NonZeroU64>,
+    ) -> Result<ResponseValue<types::ParticipantListRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/participants",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .query(&progenitor_client::QueryParam::new("cursor", &cursor))
+            .query(&progenitor_client::QueryParam::new(
+                "maxEntries",
+                &max_entries,
+            ))
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "list_group_chat_participants",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Invite participants into a group chat
+
+    The OMA 2012 forms of seed 7.1.3: one `participantInformation`, or a `participantList`
+    of one or more (both forms OMA 2012 allows; the root element says which). The seed's
+    rules apply unchanged (`409 SVC0001` for someone already in it; the whole list or
+    nothing). The answer is a `resourceReference` under `group/`: to the new participant
+    for a `participantInformation`, to the session's participants for a `participantList`.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/participants`
@@ -6454,7 +7824,7 @@ impl Client {
         &'a self,
         user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ParticipantInformationRoot,
+        body: &'a types::AddGroupChatParticipantBody,
     ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/chat/v1/{}/group/{}/participants",
@@ -6509,6 +7879,82 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read one participant of a group chat
+
+    The seed's `getParticipant` on a group session, its `resourceURL` under `group/`.
+
+    Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
+    */
+    pub async fn get_group_chat_participant<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        participant_id: &'a str,
+    ) -> Result<ResponseValue<types::ParticipantInformationRoot>, Error<types::RequestErrorRoot>>
+    {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/participants/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&participant_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_group_chat_participant",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(
@@ -6696,6 +8142,9 @@ impl Client {
 
     The seed's `sendMessage` in a group session; the answer's `resourceReference` and
     `Location` name the message's status under `group/`.
+    An `isComposing` POSTed here instead (OMA 2012) tells the others that the user is
+    composing (see `indicateComposing`); the answer's `resourceReference` and `Location`
+    are then this collection.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/messages`
@@ -6711,7 +8160,7 @@ impl Client {
         &'a self,
         user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ChatMessageRoot,
+        body: &'a types::SendGroupChatMessageBody,
     ) -> Result<ResponseValue<types::ResourceReferenceRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/chat/v1/{}/group/{}/messages",

@@ -217,6 +217,7 @@ impl Chat {
                         created_ms: now,
                         bytes: r.body.len(),
                         progress: Progress::default(),
+                        deadline_ms: None,
                     },
                 ));
             }

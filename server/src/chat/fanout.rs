@@ -5,22 +5,51 @@
 //! **Invariant:** a notification reaches a delivery queue only through [`Chat::notify`] into a
 //! [`Change`], so it is in the same store batch as the records that caused it (the transactional
 //! outbox), and queued only after that batch committed.
+//!
+//! A flow builds each notification once, in the seed's profile; a subscription made on the OMA
+//! 2012 face gets it rendered in that face's profile (`oma2012::profile`, once per user and
+//! notification), and the outbox holds what each subscription is told.
 
+use super::oma2012;
 use super::records;
-use super::state::State;
+use super::state::{Face, State};
 use super::{Change, Chat, Outbox};
-use crate::notify::Delivery;
+use crate::notify::{Delivery, Notification};
 use crate::store::{OutboxEntry, Progress, now_ms};
 
 impl Chat {
     /// Adds the notifications of `outbox` to the change: one outbox entry per subscription of
     /// each user, with a fresh id and the subscription's `callbackData`.
     pub(super) fn notify(&self, state: &mut State, change: &mut Change, outbox: Outbox) {
+        self.fan_out(state, change, outbox, None);
+    }
+
+    /// Like [`Chat::notify`], for notifications that are never stored (`isComposing`): no
+    /// outbox entry (nothing to resend after a restart, nothing counted against a backlog),
+    /// and a delivery deadline `deadline_ms` past which a queue drops it.
+    pub(super) fn notify_transient(
+        &self,
+        state: &mut State,
+        change: &mut Change,
+        outbox: Outbox,
+        deadline_ms: i64,
+    ) {
+        self.fan_out(state, change, outbox, Some(deadline_ms));
+    }
+
+    fn fan_out(
+        &self,
+        state: &mut State,
+        change: &mut Change,
+        outbox: Outbox,
+        deadline_ms: Option<i64>,
+    ) {
         let created_ms = now_ms();
         for (user, n) in outbox {
             let Some(ids) = state.user_subscriptions.get(&user) else {
                 continue;
             };
+            let mut oma2012: Option<Notification> = None;
             for id in ids {
                 // A disabled subscription gets nothing new (see `disable_subscription`).
                 let Some(sub) = state
@@ -30,10 +59,27 @@ impl Chat {
                 else {
                     continue;
                 };
-                let mut n = n.clone();
+                let mut n = match sub.rec.face {
+                    Face::Seed => n.clone(),
+                    Face::Oma2012 => oma2012
+                        .get_or_insert_with(|| {
+                            let s = oma2012::session_of(&n).and_then(|sid| state.sessions.get(sid));
+                            oma2012::profile(&self.urls, &user, s, n.clone())
+                        })
+                        .clone(),
+                };
                 n.set_callback_data(sub.rec.callback.callback_data.clone());
                 state.counters.next_notification += 1;
                 let nid = state.counters.next_notification;
+                if deadline_ms.is_some() {
+                    let delivery = Delivery {
+                        created_ms,
+                        deadline_ms,
+                        ..Delivery::new(nid, n, 0)
+                    };
+                    change.deliveries.push((sub.queue.clone(), delivery));
+                    continue;
+                }
                 let body = records::encode_notification(&n);
                 let delivery = Delivery {
                     created_ms,

@@ -35,6 +35,7 @@
 //!   sees them), `page`, `quota`.
 
 pub(crate) mod channels;
+mod composing;
 mod deadletters;
 mod fanout;
 mod messages;
@@ -394,8 +395,10 @@ impl Chat {
                 .push(sid.clone());
         }
         state.sessions.insert(sid.clone(), d.session);
-        put_or_release(state, change, &sid);
+        // Before the release: a subscriber of the OMA 2012 face is told with links that the
+        // session's shape decides (`oma2012::profile`), an ended session's too.
         self.notify(state, change, d.outbox);
+        put_or_release(state, change, &sid);
     }
 }
 

@@ -9,19 +9,32 @@
 //!
 //! Rules (plain functions, tested below): [`peer`] says whether a session is one-to-one and
 //! with whom, [`request`] reads the 2012 create body, [`session`] and [`group_view`] are the
-//! 2012 views, [`close`] decides a 1-1 DELETE, [`withdraws`] a group participant's DELETE.
+//! 2012 views, [`close`] decides a 1-1 DELETE, [`withdraws`] a group participant's DELETE,
+//! [`profile`] what a subscriber of this face is told (with [`one_to_one_event`]), [`refresh`]
+//! a subscription's PUT.
+//!
+//! The 2012 subscriptions are the seed's (one set per user, `Chat::subscribe`) stored with the
+//! face they were made through (`Face`), which decides the profile fan-out renders their
+//! notifications in.
 
+use super::page::{self, PageRequest};
 use super::participants::set_status;
+use super::records;
 use super::refused::Refused;
 use super::sessions::{end, end_for_all};
-use super::state::{Session, State};
+use super::state::{Face, Invitation, Participant, Session, State, SubscriptionRecord};
+use super::subscriptions::granted_duration;
 use super::views;
 use super::{Change, Chat, Decision, durable, missing};
+use crate::notify::Notification;
+use crate::store::{Kind, now_ms};
 use crate::urls::Urls;
 use netapi_chat_api::{
-    ChatMessage, ChatSessionInformation, Created, GroupChatSessionInformation, MessageStatus,
-    MessageStatusReport, ParticipantInformation, ParticipantList, ParticipantStatus,
-    ResourceReference,
+    ChatEventNotification, ChatMessage, ChatNotificationSubscription, ChatSessionInformation,
+    ChatSessionInvitationNotification, ChatSubscription, ChatSubscriptionList, Created, EventType,
+    GroupChatSessionInformation, GroupSessionInvitationNotification, IsComposing, Link,
+    MessageStatus, MessageStatusNotification, MessageStatusReport, ParticipantInformation,
+    ParticipantList, ParticipantStatus, ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -165,10 +178,7 @@ pub(super) fn group_view(urls: &Urls, viewer: &str, s: &Session) -> GroupChatSes
         participant: s
             .participants
             .iter()
-            .map(|p| ParticipantInformation {
-                resource_url: Some(urls.group_participant(viewer, &s.id, &p.address)),
-                ..views::participant(urls, viewer, s, p)
-            })
+            .map(|p| group_participant(urls, viewer, s, p))
             .collect(),
         client_correlator: if viewer == s.originator {
             s.client_correlator.clone()
@@ -179,10 +189,265 @@ pub(super) fn group_view(urls: &Urls, viewer: &str, s: &Session) -> GroupChatSes
     }
 }
 
+/// A participant of group session `s` as `viewer` sees it on the OMA 2012 face: the seed's
+/// view with its `resourceURL` under `group/`.
+pub(super) fn group_participant(
+    urls: &Urls,
+    viewer: &str,
+    s: &Session,
+    p: &Participant,
+) -> ParticipantInformation {
+    ParticipantInformation {
+        resource_url: Some(urls.group_participant(viewer, &s.id, &p.address)),
+        ..views::participant(urls, viewer, s, p)
+    }
+}
+
 /// OMA 2012, the rule on a DELETE of group participant `pid` by `user`: one's own participant
 /// leaves or declines (`false`); someone else's withdraws the invitation `user` sent (`true`).
 pub(super) fn withdraws(user: &str, pid: &str) -> bool {
     user != pid
+}
+
+/// Where session `s` lives on the OMA 2012 face for `to`: under `oneToOne/{peer}` or under
+/// `group/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tree<'a> {
+    OneToOne(&'a str),
+    Group,
+}
+
+fn tree<'a>(s: &'a Session, to: &str) -> Tree<'a> {
+    match peer(s, to) {
+        Some(p) => Tree::OneToOne(p),
+        None => Tree::Group,
+    }
+}
+
+fn link(rel: &str, href: String) -> Link {
+    Link {
+        rel: rel.to_owned(),
+        href,
+    }
+}
+
+/// The session link of OMA 2012: `ChatSessionInformation` under `oneToOne/`,
+/// `GroupChatSessionInformation` under `group/`.
+fn session_link(urls: &Urls, to: &str, s: &Session) -> Link {
+    match tree(s, to) {
+        Tree::OneToOne(p) => link(
+            "ChatSessionInformation",
+            urls.one_to_one_session(to, p, &s.id),
+        ),
+        Tree::Group => link("GroupChatSessionInformation", urls.group_session(to, &s.id)),
+    }
+}
+
+/// A message's status under the OMA 2012 tree, as `to` reaches it.
+fn message_status_link(urls: &Urls, to: &str, s: &Session, mid: &str) -> Link {
+    let href = match tree(s, to) {
+        Tree::OneToOne(p) => urls.one_to_one_message_status(to, p, &s.id, mid),
+        Tree::Group => urls.group_message_status(to, &s.id, mid),
+    };
+    link("MessageStatusReport", href)
+}
+
+/// The session a notification is about, if any.
+pub(super) fn session_of(n: &Notification) -> Option<&str> {
+    match n {
+        Notification::SessionInvitationNotification(n) => Some(&n.session_id),
+        Notification::ParticipantStatusNotification(n) => Some(&n.session_id),
+        Notification::ChatEventNotification(n) => Some(&n.session_id),
+        Notification::MessageNotification(n) => Some(&n.session_id),
+        Notification::MessageDeliveryNotification(n) => Some(&n.session_id),
+        Notification::ChatSessionInvitationNotification(n) => Some(&n.session_id),
+        Notification::GroupSessionInvitationNotification(n) => Some(&n.session_id),
+        Notification::SubscriptionCancellationNotification(_)
+        | Notification::MessageStatusNotification(_) => None,
+    }
+}
+
+/// OMA 2012, the event a one-to-one peer's new status is told as (OMA 2012 has no participant
+/// resources under `oneToOne/`): an accept (or re-join) is `Accepted`, a decline `Declined`;
+/// anything else (a seed-face leave) stays a `participantStatusNotification`.
+pub(super) fn one_to_one_event(p: &Participant) -> Option<EventType> {
+    match (p.status, p.invitation) {
+        (ParticipantStatus::Connected, Invitation::Accepted) => Some(EventType::Accepted),
+        (ParticipantStatus::Disconnected, Invitation::Declined) => Some(EventType::Declined),
+        _ => None,
+    }
+}
+
+/// OMA 2012, the rule on what a subscriber of this face is told (issue 16): notification `n`
+/// for `to`, about session `s` as it is now (`None`: about no session, or one already gone
+/// from memory, told as it is), in the OMA 2012 profile. The facts are the seed's; the names
+/// and links are OMA 2012's:
+/// - an invitation is `chatSessionInvitationNotification` (one-to-one) or
+///   `groupSessionInvitationNotification`, linking the resources that accept and decline it;
+/// - a delivery report is `messageStatusNotification` (the recipient, which OMA 2012 has no
+///   field for, in `description` when nothing else is);
+/// - a one-to-one peer's accept / decline is `chatEventNotification` ([`one_to_one_event`]);
+/// - every other notification keeps its name, with its links under `oneToOne/` or `group/`
+///   (a message's `resourceURL`, which has no resource in this tree, is left out).
+pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notification) -> Notification {
+    let Some(s) = s else { return n };
+    let t = tree(s, to);
+    match n {
+        Notification::SessionInvitationNotification(n) => match t {
+            Tree::OneToOne(p) => Notification::from(ChatSessionInvitationNotification {
+                subject: n.subject.unwrap_or_default(),
+                originator_address: n.originator_address,
+                originator_name: n.originator_name,
+                t_participant_address: Some(to.to_owned()),
+                t_participant_name: s.participant(to).and_then(|me| me.name.clone()),
+                session_id: n.session_id,
+                callback_data: n.callback_data,
+                link: vec![
+                    link(
+                        "ChatSessionInformation",
+                        urls.one_to_one_session(to, p, &s.id),
+                    ),
+                    link(
+                        "ParticipantSessionStatus",
+                        urls.one_to_one_session_status(to, p, &s.id),
+                    ),
+                ],
+            }),
+            Tree::Group => Notification::from(GroupSessionInvitationNotification {
+                subject: n.subject.unwrap_or_default(),
+                participant: s
+                    .participants
+                    .iter()
+                    .map(|p| group_participant(urls, to, s, p))
+                    .collect(),
+                session_id: n.session_id,
+                callback_data: n.callback_data,
+                link: vec![
+                    link(
+                        "ParticipantInformation",
+                        urls.group_participant(to, &s.id, to),
+                    ),
+                    link(
+                        "ParticipantInformationStatus",
+                        urls.group_participant_status(to, &s.id, to),
+                    ),
+                    link("GroupChatSessionInformation", urls.group_session(to, &s.id)),
+                ],
+            }),
+        },
+        Notification::ParticipantStatusNotification(mut n) => {
+            if let Tree::OneToOne(p) = t
+                && let [entry] = n.participant.as_slice()
+                && entry.address == p
+                && let Some(event) = s.participant(p).and_then(one_to_one_event)
+            {
+                return Notification::from(ChatEventNotification {
+                    event_type: event,
+                    event_description: Some(format!("{p}: {event:?}")),
+                    session_id: n.session_id,
+                    callback_data: n.callback_data,
+                    link: vec![session_link(urls, to, s)],
+                });
+            }
+            for e in &mut n.participant {
+                e.link = match t {
+                    Tree::OneToOne(_) => vec![session_link(urls, to, s)],
+                    Tree::Group => vec![
+                        link(
+                            "ParticipantInformation",
+                            urls.group_participant(to, &s.id, &e.address),
+                        ),
+                        link(
+                            "ParticipantInformationStatus",
+                            urls.group_participant_status(to, &s.id, &e.address),
+                        ),
+                    ],
+                };
+            }
+            n.link = vec![session_link(urls, to, s)];
+            Notification::from(n)
+        }
+        Notification::ChatEventNotification(mut n) => {
+            n.link = vec![session_link(urls, to, s)];
+            Notification::from(n)
+        }
+        Notification::MessageNotification(mut n) => {
+            n.link = match (&mut n.chat_message, &n.message_id) {
+                (Some(m), Some(mid)) => {
+                    m.resource_url = None;
+                    vec![message_status_link(urls, to, s, mid)]
+                }
+                // An isComposing: the session it is about.
+                _ => vec![session_link(urls, to, s)],
+            };
+            Notification::from(n)
+        }
+        Notification::MessageDeliveryNotification(n) => {
+            Notification::from(MessageStatusNotification {
+                status: n.status,
+                error_code: n.error_code,
+                description: n
+                    .description
+                    .or_else(|| n.recipient_address.map(|r| format!("reported by {r}"))),
+                link: vec![message_status_link(urls, to, s, &n.message_id)],
+                message_id: n.message_id,
+                callback_data: n.callback_data,
+            })
+        }
+        other => other,
+    }
+}
+
+/// A subscription as the OMA 2012 face shows it: what it grants (confirmed chats, no ad hoc
+/// ones yet, the granted `duration`) and its URL under `/chat/v1/`.
+pub(super) fn subscription(urls: &Urls, rec: &SubscriptionRecord) -> ChatNotificationSubscription {
+    ChatNotificationSubscription {
+        callback_reference: rec.callback.clone(),
+        client_correlator: rec.client_correlator.clone(),
+        confirmed_chat_supported: Some(true),
+        adhoc_chat_supported: Some(false),
+        duration: Some(rec.duration),
+        resource_url: Some(urls.oma2012_subscription(&rec.user, &rec.id)),
+    }
+}
+
+/// OMA 2012 (a decision: OMA 2012 defines no update), the rule on a refresh: PUT of the whole
+/// subscription grants `duration` again from `now_ms` and replaces `callbackData`; where
+/// notifications go (`notifyURL`, `notificationFormat`) and the `clientCorrelator` cannot
+/// change (subscribe anew instead). `notify_url` is the body's, whitespace at its ends trimmed.
+pub(super) fn refresh(
+    rec: &SubscriptionRecord,
+    body: ChatNotificationSubscription,
+    notify_url: &str,
+    granted: i64,
+    now_ms: i64,
+) -> Result<SubscriptionRecord, Refused> {
+    let fixed = |field: &str| {
+        Refused::Invalid(format!(
+            "{field}: cannot change on a subscription; subscribe anew for another"
+        ))
+    };
+    if notify_url != rec.callback.notify_url {
+        return Err(fixed("callbackReference.notifyURL"));
+    }
+    if body
+        .callback_reference
+        .notification_format
+        .is_some_and(|f| Some(f) != rec.callback.notification_format)
+    {
+        return Err(fixed("callbackReference.notificationFormat"));
+    }
+    if body
+        .client_correlator
+        .is_some_and(|c| Some(&c) != rec.client_correlator.as_ref())
+    {
+        return Err(fixed("clientCorrelator"));
+    }
+    let mut next = rec.clone();
+    next.callback.callback_data = body.callback_reference.callback_data;
+    next.duration = granted;
+    next.expires_at_ms = (granted > 0).then(|| now_ms + granted * 1000);
+    Ok(next)
 }
 
 /// A `404` from a seed entry point names the seed's URL; on this face it names `url`, the
@@ -192,6 +457,129 @@ fn named(e: ApiError, url: impl FnOnce() -> String) -> ApiError {
         missing(&url())
     } else {
         e
+    }
+}
+
+impl Chat {
+    /// OMA 2012: subscribe (the seed's [`Chat::subscribe`]); the subscription's notifications
+    /// are told in the OMA 2012 profile ([`profile`]).
+    pub async fn create_notification_subscription(
+        self: &Arc<Self>,
+        user: &str,
+        body: ChatNotificationSubscription,
+    ) -> Result<Created<ChatNotificationSubscription>, ApiError> {
+        let seed = ChatSubscription {
+            callback_reference: body.callback_reference,
+            duration: body.duration,
+            client_correlator: body.client_correlator,
+            resource_url: None,
+            subscription_status: None,
+            status_reason: None,
+            signing_secret: None,
+        };
+        let (rec, _) = self.subscribe(user, seed, Face::Oma2012).await?;
+        let view = subscription(&self.urls, &rec);
+        Ok(Created {
+            location: view.resource_url.clone().unwrap_or_default(),
+            body: view,
+        })
+    }
+
+    /// OMA 2012: one page of the user's subscriptions (every face's), as this face shows them.
+    pub fn list_notification_subscriptions(
+        &self,
+        user: &str,
+        req: PageRequest,
+    ) -> ChatSubscriptionList {
+        let state = self.lock();
+        let entries = state
+            .user_subscriptions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.subscriptions.get(id))
+            .map(|s| (s.rec.seq, s));
+        let p = page::page(entries, req);
+        let resource_url = self.urls.oma2012_subscriptions(user);
+        ChatSubscriptionList {
+            chat_subscription: Vec::new(),
+            chat_notification_subscription: p
+                .items
+                .into_iter()
+                .map(|s| subscription(&self.urls, &s.rec))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url,
+        }
+    }
+
+    /// OMA 2012: one subscription of the user.
+    pub fn get_notification_subscription(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<ChatNotificationSubscription, ApiError> {
+        let state = self.lock();
+        match state.subscriptions.get(id) {
+            Some(s) if s.rec.user == user => Ok(subscription(&self.urls, &s.rec)),
+            _ => Err(missing(&self.urls.oma2012_subscription(user, id))),
+        }
+    }
+
+    /// OMA 2012: refresh a subscription with PUT; the rule is [`refresh`]. Its expiry task is
+    /// replaced by one for the new expiry, or ended when it has none.
+    pub async fn update_notification_subscription(
+        self: &Arc<Self>,
+        user: &str,
+        id: &str,
+        body: ChatNotificationSubscription,
+    ) -> Result<ChatNotificationSubscription, ApiError> {
+        let notify_url = body
+            .callback_reference
+            .notify_url
+            .trim_matches([' ', '\t', '\r', '\n'])
+            .to_owned();
+        let granted = granted_duration(body.duration).map_err(|r| r.into_api(String::new))?;
+        let (view, start_timer, rx) = {
+            let mut state = self.lock();
+            let sub = match state.subscriptions.get_mut(id) {
+                Some(s) if s.rec.user == user => s,
+                _ => return Err(missing(&self.urls.oma2012_subscription(user, id))),
+            };
+            let next = refresh(&sub.rec, body, &notify_url, granted, now_ms())
+                .map_err(|r| r.into_api(String::new))?;
+            let start_timer = next.expires_at_ms;
+            if start_timer.is_none()
+                && let Some(t) = sub.timer.take()
+            {
+                t.abort();
+            }
+            let mut change = Change::default();
+            change.put(
+                Kind::Subscription,
+                id.to_owned(),
+                records::encode_subscription(&next),
+            );
+            let view = subscription(&self.urls, &next);
+            sub.rec = next;
+            (view, start_timer, self.submit(&state, change))
+        };
+        durable(rx).await?;
+        if let Some(at) = start_timer {
+            self.expiry_timer(id.to_owned(), at);
+        }
+        Ok(view)
+    }
+
+    /// OMA 2012: unsubscribe (the seed's [`Chat::delete_subscription`]).
+    pub async fn delete_notification_subscription(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        self.delete_subscription(user, id)
+            .await
+            .map_err(|e| named(e, || self.urls.oma2012_subscription(user, id)))
     }
 }
 
@@ -303,6 +691,26 @@ impl Chat {
         .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))
     }
 
+    /// OMA 2012: `isComposing` POSTed to a one-to-one session's messages
+    /// ([`Chat::indicate_composing`]); the answer names the collection.
+    pub async fn one_to_one_composing(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        body: IsComposing,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.indicate_composing(user, sid, body)
+            .await
+            .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))?;
+        let url = self.urls.one_to_one_messages(user, other, sid);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
+    }
+
     /// OMA 2012: a message's status as a `messageStatusReport` (the seed's
     /// [`Chat::get_message_delivery_status`]).
     pub async fn get_one_to_one_message_status(
@@ -388,6 +796,53 @@ impl Chat {
         Ok(group_view(&self.urls, user, s))
     }
 
+    /// OMA 2012: end a group session for everyone: the seed's [`end`] (only the originator;
+    /// `403` for anyone else, who leaves instead).
+    pub async fn delete_group_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.delete_session(user, sid)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))
+    }
+
+    /// OMA 2012: one page of a group session's participants (the seed's
+    /// [`Chat::list_participants`] order and paging), URLs under `group/`.
+    pub fn list_group_participants(
+        &self,
+        user: &str,
+        sid: &str,
+        req: PageRequest,
+    ) -> Result<ParticipantList, ApiError> {
+        let state = self.lock();
+        let s = self.group(&state, user, sid)?;
+        let p = page::page((1u64..).zip(&s.participants), req);
+        let resource_url = self.urls.group_participants(user, sid);
+        Ok(ParticipantList {
+            participant: p
+                .items
+                .into_iter()
+                .map(|p| group_participant(&self.urls, user, s, p))
+                .collect(),
+            link: page::next_links(&resource_url, req, p.next),
+            resource_url: Some(resource_url),
+        })
+    }
+
+    /// OMA 2012: one participant of a group session.
+    pub fn get_group_participant(
+        &self,
+        user: &str,
+        sid: &str,
+        pid: &str,
+    ) -> Result<ParticipantInformation, ApiError> {
+        let state = self.lock();
+        let s = self.group(&state, user, sid)?;
+        let p = s
+            .participant(pid)
+            .ok_or_else(|| missing(&self.urls.group_participant(user, sid, pid)))?;
+        Ok(group_participant(&self.urls, user, s, p))
+    }
+
     /// OMA 2012: invite one participant (the seed's [`Chat::add_participants`] with a list of
     /// one); the answer names the new participant under `group/`.
     pub async fn add_group_participant(
@@ -407,6 +862,25 @@ impl Chat {
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
         let url = self.urls.group_participant(user, sid, &address);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
+    }
+
+    /// OMA 2012: invite a `participantList` (the seed's [`Chat::add_participants`] as it is);
+    /// the answer names the session's participants under `group/`.
+    pub async fn add_group_participants(
+        self: &Arc<Self>,
+        user: &str,
+        sid: &str,
+        list: ParticipantList,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.add_participants(user, sid, list)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
+        let url = self.urls.group_participants(user, sid);
         Ok(Created {
             location: url.clone(),
             body: ResourceReference { resource_url: url },
@@ -461,6 +935,25 @@ impl Chat {
         self.post_message(user, sid, body, Urls::group_message_status)
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))
+    }
+
+    /// OMA 2012: `isComposing` POSTed to a group session's messages
+    /// ([`Chat::indicate_composing`]); the answer names the collection.
+    pub async fn group_composing(
+        &self,
+        user: &str,
+        sid: &str,
+        body: IsComposing,
+    ) -> Result<Created<ResourceReference>, ApiError> {
+        self.group(&self.lock(), user, sid)?;
+        self.indicate_composing(user, sid, body)
+            .await
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
+        let url = self.urls.group_messages(user, sid);
+        Ok(Created {
+            location: url.clone(),
+            body: ResourceReference { resource_url: url },
+        })
     }
 
     /// OMA 2012: a group message's status (the seed's
@@ -624,6 +1117,157 @@ mod tests {
         );
         assert!(withdraws(A, C));
         assert!(!withdraws(B, B));
+    }
+
+    /// The OMA 2012 profile of each seed notification: names and links of this face, facts
+    /// unchanged; a one-to-one peer's accept and decline become events.
+    #[test]
+    fn the_2012_profile_renames_and_relinks() {
+        let u = urls();
+        let rels = |l: &[Link]| -> Vec<(String, String)> {
+            l.iter().map(|l| (l.rel.clone(), l.href.clone())).collect()
+        };
+        let base = "http://chat.test/chat/v1/tel%3A%2B2";
+        // A one-to-one invitation.
+        let one = session_fixture(false, &[(B, Invited, pending(1))]);
+        let n = profile(&u, B, Some(&one), views::invitation(&u, B, &one));
+        let Notification::ChatSessionInvitationNotification(n) = n else {
+            panic!("{n:?}")
+        };
+        assert_eq!(
+            (n.subject.as_str(), n.originator_address.as_str()),
+            ("fixture", A)
+        );
+        assert_eq!(n.t_participant_address.as_deref(), Some(B));
+        assert_eq!(
+            rels(&n.link),
+            [
+                (
+                    "ChatSessionInformation".to_owned(),
+                    format!("{base}/oneToOne/tel%3A%2B1/sess-1")
+                ),
+                (
+                    "ParticipantSessionStatus".to_owned(),
+                    format!("{base}/oneToOne/tel%3A%2B1/sess-1/status")
+                )
+            ]
+        );
+        // A group invitation lists everyone and links the invitee's own participant.
+        let group = session_fixture(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
+        let n = profile(&u, B, Some(&group), views::invitation(&u, B, &group));
+        let Notification::GroupSessionInvitationNotification(n) = n else {
+            panic!("{n:?}")
+        };
+        assert_eq!(n.participant.len(), 3);
+        assert_eq!(n.participant[0].is_originator, Some(true));
+        let got: Vec<_> = rels(&n.link).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(
+            got,
+            [
+                "ParticipantInformation",
+                "ParticipantInformationStatus",
+                "GroupChatSessionInformation"
+            ]
+        );
+        assert_eq!(
+            n.link[0].href,
+            format!("{base}/group/sess-1/participants/tel%3A%2B2")
+        );
+        // The peer accepted: the originator hears `Accepted`, linked under oneToOne/.
+        let accepted = session_fixture(false, &[(B, Connected, Invitation::Accepted)]);
+        let b = accepted.participant(B).expect("B");
+        let n = views::participant_status(&u, A, &accepted, &[b]);
+        let Notification::ChatEventNotification(e) = profile(&u, A, Some(&accepted), n) else {
+            panic!("not an event")
+        };
+        assert_eq!(e.event_type, EventType::Accepted);
+        assert_eq!(
+            e.link[0].href,
+            "http://chat.test/chat/v1/tel%3A%2B1/oneToOne/tel%3A%2B2/sess-1"
+        );
+        // A group member's change stays a participantStatusNotification, links under group/.
+        let g = session_fixture(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(2)),
+            ],
+        );
+        let n = views::participant_status(&u, C, &g, &[g.participant(B).expect("B")]);
+        let Notification::ParticipantStatusNotification(n) = profile(&u, C, Some(&g), n) else {
+            panic!("renamed")
+        };
+        assert_eq!(n.participant[0].link[1].rel, "ParticipantInformationStatus");
+        assert_eq!(n.link[0].rel, "GroupChatSessionInformation");
+        // A delivery report is a messageStatusNotification linking the sender's status URL.
+        let m = super::super::testkit::message("msg-1", A, &[(B, MessageStatus::Sent)]);
+        let n = views::delivery(&u, "sess-1", &m, B, MessageStatus::Displayed);
+        let Notification::MessageStatusNotification(n) = profile(&u, A, Some(&one), n) else {
+            panic!("not renamed")
+        };
+        assert_eq!(n.status, MessageStatus::Displayed);
+        assert_eq!(n.description.as_deref(), Some("reported by tel:+2"));
+        assert_eq!(
+            rels(&n.link),
+            [(
+                "MessageStatusReport".to_owned(),
+                "http://chat.test/chat/v1/tel%3A%2B1/oneToOne/tel%3A%2B2/sess-1/messages/msg-1/status"
+                    .to_owned()
+            )]
+        );
+        // A message: the same name, its status linked under the tree, no seed URL left.
+        let n = views::message_notification(&u, B, &one, &m, None);
+        let Notification::MessageNotification(n) = profile(&u, B, Some(&one), n) else {
+            panic!("renamed")
+        };
+        assert_eq!(n.chat_message.expect("a message").resource_url, None);
+        assert_eq!(n.link.len(), 1);
+        assert!(n.link[0].href.starts_with(&format!("{base}/oneToOne/")));
+        // Without its session a notification is told as it is.
+        let n = views::event(&u, A, &one, EventType::SessionEnded, String::new());
+        assert_eq!(profile(&u, A, None, n.clone()), n);
+    }
+
+    #[test]
+    fn a_refresh_regrants_the_duration_and_keeps_where_notifications_go() {
+        let mut rec = super::super::testkit::subscription("sub-1", A, 1);
+        rec.callback.notification_format = Some(netapi_chat_api::NotificationFormat::Json);
+        rec.client_correlator = Some("c".into());
+        let body = |url: &str| ChatNotificationSubscription {
+            callback_reference: netapi_chat_api::CallbackReference {
+                notify_url: url.to_owned(),
+                callback_data: Some("new".into()),
+                notification_format: None,
+            },
+            client_correlator: None,
+            confirmed_chat_supported: None,
+            adhoc_chat_supported: None,
+            duration: Some(60),
+            resource_url: None,
+        };
+        let url = rec.callback.notify_url.clone();
+        let next = refresh(&rec, body(&url), &url, 60, 1_000).expect("refreshed");
+        assert_eq!((next.duration, next.expires_at_ms), (60, Some(61_000)));
+        assert_eq!(next.callback.callback_data.as_deref(), Some("new"));
+        let forever = refresh(&rec, body(&url), &url, 0, 1_000).expect("refreshed");
+        assert_eq!(forever.expires_at_ms, None);
+        let refused = |b, u: &str| match refresh(&rec, b, u, 60, 0) {
+            Err(Refused::Invalid(t)) => t,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            refused(body("http://elsewhere.test/"), "http://elsewhere.test/")
+                .starts_with("callbackReference.notifyURL")
+        );
+        let mut xml = body(&url);
+        xml.callback_reference.notification_format = Some(netapi_chat_api::NotificationFormat::Xml);
+        assert!(refused(xml, &url).starts_with("callbackReference.notificationFormat"));
+        let mut other = body(&url);
+        other.client_correlator = Some("d".into());
+        assert!(refused(other, &url).starts_with("clientCorrelator"));
+        let mut same = body(&url);
+        same.client_correlator = Some("c".into());
+        assert!(refresh(&rec, same, &url, 60, 0).is_ok());
     }
 
     use super::super::state::Invitation;

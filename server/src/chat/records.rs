@@ -13,14 +13,16 @@
 //!
 //! Outbox entries: a notification is stored as the structured notification (not the wire
 //! bytes), because it is rendered in the subscription's format when it is delivered; its shape
-//! mirrors the generated notifications with explicit names ([`StoredNotification`]).
+//! mirrors the generated notifications with explicit names ([`StoredNotification`]). It is
+//! already in its subscriber's profile (seed or OMA 2012, chosen at fan-out), so a restart
+//! delivers exactly what was stored.
 //!
 //! Reading never guesses: a record that does not match its type is an error naming it, and the
 //! server refuses to start on it.
 
 use super::state::{
-    ChannelRecord, Counters, Disabled, Invitation, Message, Participant, Session, SigningSecret,
-    SubscriptionRecord,
+    ChannelRecord, Counters, Disabled, Face, Invitation, Message, Participant, Session,
+    SigningSecret, SubscriptionRecord,
 };
 use crate::notify::Notification;
 use netapi_chat_api as api;
@@ -381,6 +383,43 @@ struct StoredSubscription {
     /// Since format 4; absent when signed with the server-wide secret.
     #[serde(rename = "secrets", default, skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<StoredSecret>,
+    /// Since format 7; absent for the seed face (so every earlier record reads as one).
+    #[serde(rename = "face", default, skip_serializing_if = "StoredFace::is_seed")]
+    face: StoredFace,
+}
+
+/// The face a subscription was made through (format 7): the profile of its notifications.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+enum StoredFace {
+    #[default]
+    #[serde(rename = "seed")]
+    Seed,
+    #[serde(rename = "oma2012")]
+    Oma2012,
+}
+
+impl StoredFace {
+    fn is_seed(&self) -> bool {
+        *self == StoredFace::Seed
+    }
+}
+
+impl From<Face> for StoredFace {
+    fn from(f: Face) -> Self {
+        match f {
+            Face::Seed => StoredFace::Seed,
+            Face::Oma2012 => StoredFace::Oma2012,
+        }
+    }
+}
+
+impl From<StoredFace> for Face {
+    fn from(f: StoredFace) -> Self {
+        match f {
+            StoredFace::Seed => Face::Seed,
+            StoredFace::Oma2012 => Face::Oma2012,
+        }
+    }
 }
 
 /// One of a subscription's signing secrets (format 4).
@@ -446,6 +485,7 @@ impl From<&SubscriptionRecord> for StoredSubscription {
                     until_ms: k.until_ms,
                 })
                 .collect(),
+            face: r.face.into(),
         }
     }
 }
@@ -476,6 +516,7 @@ impl From<StoredSubscription> for SubscriptionRecord {
                     until_ms: k.until_ms,
                 })
                 .collect(),
+            face: r.face.into(),
         }
     }
 }
@@ -739,6 +780,28 @@ impl From<StoredLink> for api::Link {
     }
 }
 
+fn stored_participant(p: &api::ParticipantInformation) -> StoredParticipantInformation {
+    StoredParticipantInformation {
+        address: p.address.clone(),
+        name: p.name.clone(),
+        is_originator: p.is_originator,
+        status: p.status.map(Into::into),
+        client_correlator: p.client_correlator.clone(),
+        resource_url: p.resource_url.clone(),
+    }
+}
+
+fn api_participant(p: StoredParticipantInformation) -> api::ParticipantInformation {
+    api::ParticipantInformation {
+        address: p.address,
+        name: p.name,
+        is_originator: p.is_originator,
+        status: p.status.map(Into::into),
+        client_correlator: p.client_correlator,
+        resource_url: p.resource_url,
+    }
+}
+
 fn links(l: &[api::Link]) -> Vec<StoredLink> {
     l.iter().map(StoredLink::from).collect()
 }
@@ -800,6 +863,27 @@ struct StoredParticipantStatusEntry {
     yourown: Option<bool>,
     #[serde(rename = "link")]
     link: Vec<StoredLink>,
+}
+
+/// An `isComposing` inside a message notification (format 7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredIsComposing {
+    #[serde(rename = "state")]
+    state: String,
+    #[serde(
+        rename = "lastActive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    last_active: Option<String>,
+    #[serde(
+        rename = "contentType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    content_type: Option<String>,
+    #[serde(rename = "refresh", default, skip_serializing_if = "Option::is_none")]
+    refresh: Option<i64>,
 }
 
 /// The message inside a message notification.
@@ -915,14 +999,28 @@ struct StoredMessageNotification {
         skip_serializing_if = "Option::is_none"
     )]
     sender_name: Option<String>,
-    #[serde(rename = "chatMessage")]
-    chat_message: StoredChatMessage,
+    /// Always present up to format 6; absent (format 7) in an `isComposing` notification.
+    #[serde(
+        rename = "chatMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    chat_message: Option<StoredChatMessage>,
+    /// Format 7: an `isComposing` notification (never stored by this binary, which does not
+    /// persist them; representable so that the conversion is total).
+    #[serde(
+        rename = "isComposing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    is_composing: Option<StoredIsComposing>,
     #[serde(rename = "dateTime", default, skip_serializing_if = "Option::is_none")]
     date_time: Option<String>,
     #[serde(rename = "sessionId")]
     session_id: String,
-    #[serde(rename = "messageId")]
-    message_id: String,
+    /// Always present up to format 6; absent (format 7) in an `isComposing` notification.
+    #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
     #[serde(
         rename = "callbackData",
         default,
@@ -979,8 +1077,91 @@ struct StoredSubscriptionCancellation {
     link: Vec<StoredLink>,
 }
 
-/// An outbox entry's body: one notification, tagged with its kind.
+/// OMA 2012 `chatSessionInvitationNotification` (format 7).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredChatSessionInvitation {
+    #[serde(rename = "subject")]
+    subject: String,
+    #[serde(rename = "originatorAddress")]
+    originator_address: String,
+    #[serde(
+        rename = "originatorName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    originator_name: Option<String>,
+    #[serde(
+        rename = "tParticipantAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    t_participant_address: Option<String>,
+    #[serde(
+        rename = "tParticipantName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    t_participant_name: Option<String>,
+    #[serde(rename = "sessionId")]
+    session_id: String,
+    #[serde(
+        rename = "callbackData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    callback_data: Option<String>,
+    #[serde(rename = "link")]
+    link: Vec<StoredLink>,
+}
+
+/// OMA 2012 `groupSessionInvitationNotification` (format 7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredGroupSessionInvitation {
+    #[serde(rename = "subject")]
+    subject: String,
+    #[serde(rename = "participant", default, skip_serializing_if = "Vec::is_empty")]
+    participant: Vec<StoredParticipantInformation>,
+    #[serde(rename = "sessionId")]
+    session_id: String,
+    #[serde(
+        rename = "callbackData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    callback_data: Option<String>,
+    #[serde(rename = "link")]
+    link: Vec<StoredLink>,
+}
+
+/// OMA 2012 `messageStatusNotification` (format 7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredMessageStatusNotification {
+    #[serde(rename = "status")]
+    status: StoredMessageStatus,
+    #[serde(rename = "errorCode", default, skip_serializing_if = "Option::is_none")]
+    error_code: Option<String>,
+    #[serde(
+        rename = "description",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    description: Option<String>,
+    #[serde(rename = "messageId")]
+    message_id: String,
+    #[serde(
+        rename = "callbackData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    callback_data: Option<String>,
+    #[serde(rename = "link")]
+    link: Vec<StoredLink>,
+}
+
+/// An outbox entry's body: one notification, tagged with its kind. Only built to be written
+/// or read at once, so its variants' sizes do not matter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
 enum StoredNotification {
     #[serde(rename = "SessionInvitationNotification")]
     SessionInvitation(StoredSessionInvitation),
@@ -994,6 +1175,12 @@ enum StoredNotification {
     MessageDelivery(StoredMessageDelivery),
     #[serde(rename = "SubscriptionCancellationNotification")]
     SubscriptionCancellation(StoredSubscriptionCancellation),
+    #[serde(rename = "ChatSessionInvitationNotification")]
+    ChatSessionInvitation(StoredChatSessionInvitation),
+    #[serde(rename = "GroupSessionInvitationNotification")]
+    GroupSessionInvitation(StoredGroupSessionInvitation),
+    #[serde(rename = "MessageStatusNotification")]
+    MessageStatus(StoredMessageStatusNotification),
 }
 
 impl From<&Notification> for StoredNotification {
@@ -1018,6 +1205,37 @@ impl From<&Notification> for StoredNotification {
                         })
                         .collect(),
                     session_id: n.session_id.clone(),
+                    callback_data: n.callback_data.clone(),
+                    link: links(&n.link),
+                })
+            }
+            Notification::ChatSessionInvitationNotification(n) => {
+                S::ChatSessionInvitation(StoredChatSessionInvitation {
+                    subject: n.subject.clone(),
+                    originator_address: n.originator_address.clone(),
+                    originator_name: n.originator_name.clone(),
+                    t_participant_address: n.t_participant_address.clone(),
+                    t_participant_name: n.t_participant_name.clone(),
+                    session_id: n.session_id.clone(),
+                    callback_data: n.callback_data.clone(),
+                    link: links(&n.link),
+                })
+            }
+            Notification::GroupSessionInvitationNotification(n) => {
+                S::GroupSessionInvitation(StoredGroupSessionInvitation {
+                    subject: n.subject.clone(),
+                    participant: n.participant.iter().map(stored_participant).collect(),
+                    session_id: n.session_id.clone(),
+                    callback_data: n.callback_data.clone(),
+                    link: links(&n.link),
+                })
+            }
+            Notification::MessageStatusNotification(n) => {
+                S::MessageStatus(StoredMessageStatusNotification {
+                    status: n.status.into(),
+                    error_code: n.error_code.clone(),
+                    description: n.description.clone(),
+                    message_id: n.message_id.clone(),
                     callback_data: n.callback_data.clone(),
                     link: links(&n.link),
                 })
@@ -1047,27 +1265,30 @@ impl From<&Notification> for StoredNotification {
                 callback_data: n.callback_data.clone(),
                 link: links(&n.link),
             }),
-            Notification::MessageNotification(n) => {
-                let m = &n.chat_message;
-                S::Message(StoredMessageNotification {
-                    sender_address: n.sender_address.clone(),
-                    sender_name: n.sender_name.clone(),
-                    chat_message: StoredChatMessage {
-                        text: m.text.clone(),
-                        success_report: m.success_report,
-                        report_request: m.report_request.iter().map(|s| (*s).into()).collect(),
-                        client_correlator: m.client_correlator.clone(),
-                        sender_address: m.sender_address.clone(),
-                        date_time: m.date_time.clone(),
-                        resource_url: m.resource_url.clone(),
-                    },
-                    date_time: n.date_time.clone(),
-                    session_id: n.session_id.clone(),
-                    message_id: n.message_id.clone(),
-                    callback_data: n.callback_data.clone(),
-                    link: links(&n.link),
-                })
-            }
+            Notification::MessageNotification(n) => S::Message(StoredMessageNotification {
+                sender_address: n.sender_address.clone(),
+                sender_name: n.sender_name.clone(),
+                chat_message: n.chat_message.as_ref().map(|m| StoredChatMessage {
+                    text: m.text.clone(),
+                    success_report: m.success_report,
+                    report_request: m.report_request.iter().map(|s| (*s).into()).collect(),
+                    client_correlator: m.client_correlator.clone(),
+                    sender_address: m.sender_address.clone(),
+                    date_time: m.date_time.clone(),
+                    resource_url: m.resource_url.clone(),
+                }),
+                is_composing: n.is_composing.as_ref().map(|c| StoredIsComposing {
+                    state: c.state.clone(),
+                    last_active: c.last_active.clone(),
+                    content_type: c.content_type.clone(),
+                    refresh: c.refresh,
+                }),
+                date_time: n.date_time.clone(),
+                session_id: n.session_id.clone(),
+                message_id: n.message_id.clone(),
+                callback_data: n.callback_data.clone(),
+                link: links(&n.link),
+            }),
             Notification::MessageDeliveryNotification(n) => {
                 S::MessageDelivery(StoredMessageDelivery {
                     status: n.status.into(),
@@ -1121,6 +1342,37 @@ impl From<StoredNotification> for Notification {
                     link: api_links(n.link),
                 })
             }
+            S::ChatSessionInvitation(n) => Notification::ChatSessionInvitationNotification(
+                api::ChatSessionInvitationNotification {
+                    subject: n.subject,
+                    originator_address: n.originator_address,
+                    originator_name: n.originator_name,
+                    t_participant_address: n.t_participant_address,
+                    t_participant_name: n.t_participant_name,
+                    session_id: n.session_id,
+                    callback_data: n.callback_data,
+                    link: api_links(n.link),
+                },
+            ),
+            S::GroupSessionInvitation(n) => Notification::GroupSessionInvitationNotification(
+                api::GroupSessionInvitationNotification {
+                    subject: n.subject,
+                    participant: n.participant.into_iter().map(api_participant).collect(),
+                    session_id: n.session_id,
+                    callback_data: n.callback_data,
+                    link: api_links(n.link),
+                },
+            ),
+            S::MessageStatus(n) => {
+                Notification::MessageStatusNotification(api::MessageStatusNotification {
+                    status: n.status.into(),
+                    error_code: n.error_code,
+                    description: n.description,
+                    message_id: n.message_id,
+                    callback_data: n.callback_data,
+                    link: api_links(n.link),
+                })
+            }
             S::ParticipantStatus(n) => {
                 Notification::ParticipantStatusNotification(api::ParticipantStatusNotification {
                     participant: n
@@ -1146,27 +1398,30 @@ impl From<StoredNotification> for Notification {
                 callback_data: n.callback_data,
                 link: api_links(n.link),
             }),
-            S::Message(n) => {
-                let m = n.chat_message;
-                Notification::MessageNotification(api::MessageNotification {
-                    sender_address: n.sender_address,
-                    sender_name: n.sender_name,
-                    chat_message: api::ChatMessage {
-                        text: m.text,
-                        success_report: m.success_report,
-                        report_request: m.report_request.into_iter().map(Into::into).collect(),
-                        client_correlator: m.client_correlator,
-                        sender_address: m.sender_address,
-                        date_time: m.date_time,
-                        resource_url: m.resource_url,
-                    },
-                    date_time: n.date_time,
-                    session_id: n.session_id,
-                    message_id: n.message_id,
-                    callback_data: n.callback_data,
-                    link: api_links(n.link),
-                })
-            }
+            S::Message(n) => Notification::MessageNotification(api::MessageNotification {
+                sender_address: n.sender_address,
+                sender_name: n.sender_name,
+                chat_message: n.chat_message.map(|m| api::ChatMessage {
+                    text: m.text,
+                    success_report: m.success_report,
+                    report_request: m.report_request.into_iter().map(Into::into).collect(),
+                    client_correlator: m.client_correlator,
+                    sender_address: m.sender_address,
+                    date_time: m.date_time,
+                    resource_url: m.resource_url,
+                }),
+                is_composing: n.is_composing.map(|c| api::IsComposing {
+                    state: c.state,
+                    last_active: c.last_active,
+                    content_type: c.content_type,
+                    refresh: c.refresh,
+                }),
+                date_time: n.date_time,
+                session_id: n.session_id,
+                message_id: n.message_id,
+                callback_data: n.callback_data,
+                link: api_links(n.link),
+            }),
             S::MessageDelivery(n) => {
                 Notification::MessageDeliveryNotification(api::MessageDeliveryNotification {
                     status: n.status.into(),
@@ -1368,6 +1623,7 @@ mod tests {
             seq: 3,
             disabled: None,
             secrets: vec![],
+            face: Face::Seed,
         };
         let bytes = encode_subscription(&sub);
         assert!(!String::from_utf8_lossy(&bytes).contains("callbackData"));
@@ -1420,6 +1676,71 @@ mod tests {
             },
         );
         assert_eq!(decode_notification(&encode_notification(&n)).unwrap(), n);
+    }
+
+    /// The OMA 2012 profile's notifications (format 7) read back as written, and a
+    /// subscription's face is stored only when it is not the seed's (so a seed subscription's
+    /// record is what format 6 wrote, and every format-6 record reads as the seed face).
+    #[test]
+    fn oma2012_notifications_and_faces_round_trip() {
+        let link = || {
+            vec![api::Link {
+                rel: "ChatSessionInformation".into(),
+                href: "http://h/chat/v1/u/oneToOne/o/s".into(),
+            }]
+        };
+        let all = [
+            Notification::ChatSessionInvitationNotification(
+                api::ChatSessionInvitationNotification {
+                    subject: "hi".into(),
+                    originator_address: "tel:+1".into(),
+                    originator_name: Some("A".into()),
+                    t_participant_address: Some("tel:+2".into()),
+                    t_participant_name: None,
+                    session_id: "s".into(),
+                    callback_data: Some("d".into()),
+                    link: link(),
+                },
+            ),
+            Notification::GroupSessionInvitationNotification(
+                api::GroupSessionInvitationNotification {
+                    subject: String::new(),
+                    participant: vec![api::ParticipantInformation {
+                        address: "tel:+1".into(),
+                        name: None,
+                        is_originator: Some(true),
+                        status: Some(api::ParticipantStatus::Connected),
+                        client_correlator: None,
+                        resource_url: Some("http://h/p".into()),
+                    }],
+                    session_id: "s".into(),
+                    callback_data: None,
+                    link: link(),
+                },
+            ),
+            Notification::MessageStatusNotification(api::MessageStatusNotification {
+                status: api::MessageStatus::Displayed,
+                error_code: None,
+                description: Some("x".into()),
+                message_id: "m".into(),
+                callback_data: None,
+                link: link(),
+            }),
+        ];
+        for n in all {
+            assert_eq!(decode_notification(&encode_notification(&n)).unwrap(), n);
+        }
+        let seed = super::super::testkit::subscription("sub-1", "tel:+1", 1);
+        let bytes = encode_subscription(&seed);
+        assert!(!String::from_utf8_lossy(&bytes).contains("face"));
+        assert_eq!(decode_subscription(&bytes).unwrap().face, Face::Seed);
+        let oma = SubscriptionRecord {
+            face: Face::Oma2012,
+            ..seed
+        };
+        let bytes = encode_subscription(&oma);
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""face":"oma2012""#));
+        assert_eq!(decode_subscription(&bytes).unwrap().face, Face::Oma2012);
     }
 
     /// A record that does not match its stored type is an error, not a default.

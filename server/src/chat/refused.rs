@@ -35,6 +35,8 @@ pub(super) enum Refused {
     NotOriginator,
     /// Only a connected participant invites others (`403`).
     NotConnected,
+    /// A sender indicated `isComposing` again within `composing::GAP` (`429 POL2005`).
+    ComposingRate,
     /// `address` is already a participant of session `sid` (`409`).
     AlreadyParticipant { address: String, sid: String },
     /// The invitation of `pid` was answered (or ended) already (`409`).
@@ -113,6 +115,7 @@ impl Refused {
             Refused::NotOriginator => ApiError::forbidden(
                 "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
             ),
+            Refused::ComposingRate => composing_rate(),
             Refused::NotConnected => ApiError::forbidden(
                 "only a connected participant can invite others; accept or re-join first",
             ),
@@ -199,6 +202,23 @@ pub(super) fn too_many(what: &str, limit: usize) -> ApiError {
         what,
     );
     e.variables.push(limit.to_string());
+    e
+}
+
+/// `429 POL2005` with `Retry-After: 1`: the sender indicated `isComposing` less than
+/// `composing::GAP` ago.
+fn composing_rate() -> ApiError {
+    let mut e = ApiError::policy(
+        "POL2005",
+        "Maximum number of requests exceeded: %1",
+        "one isComposing a second per sender; retry after 1 s",
+    );
+    crate::metrics::rate_limited("is_composing");
+    e.status = http::StatusCode::TOO_MANY_REQUESTS;
+    e.headers.push((
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    ));
     e
 }
 

@@ -64,6 +64,7 @@ impl Chat {
                 created_ms: e.created_ms,
                 bytes: e.body.len(),
                 progress: e.progress,
+                deadline_ms: None,
             });
             resumed += 1;
         }

@@ -23,6 +23,8 @@ pub struct State {
     pub counters: Counters,
     /// When each inviter sent its recent invitations (the invitation rate; not persisted).
     pub invitations_sent: super::quota::SendLog,
+    /// When each sender last indicated `isComposing` (its rate; not persisted).
+    pub composing: super::composing::Log,
     /// Notification channels by id (see `super::channels`).
     pub channels: HashMap<String, Channel>,
     /// Channel ids per user address, in creation order (at most the per-user channel limit).
@@ -131,6 +133,20 @@ pub struct Subscription {
     pub rec: SubscriptionRecord,
     /// Its delivery queue.
     pub queue: Queue,
+    /// Its expiry task (`Chat::expiry_timer`), while it has one: at most one per subscription
+    /// (a refresh that moves the expiry replaces it, one that removes it aborts it).
+    pub timer: Option<tokio::task::AbortHandle>,
+}
+
+/// The face a subscription was made through, which decides the profile its notifications are
+/// told in (issue 16): the seed's names and links, or OMA 2012's (`oma2012::profile`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Face {
+    /// `/v1/chat/{userId}/subscriptions` (and every subscription stored before faces were).
+    #[default]
+    Seed,
+    /// `/chat/v1/{userId}/subscriptions`.
+    Oma2012,
 }
 
 /// The stored part of a subscription.
@@ -152,6 +168,8 @@ pub struct SubscriptionRecord {
     /// Its own signing secrets, newest first (at most [`MAX_SECRETS`]); empty: signed with
     /// the server-wide secret.
     pub secrets: Vec<SigningSecret>,
+    /// The face it was made through: the profile of its notifications.
+    pub face: Face,
 }
 
 /// Most secrets that sign a subscription's notifications at once (the current one and the

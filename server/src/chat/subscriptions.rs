@@ -12,7 +12,7 @@ use super::page::{self, PageRequest};
 use super::records;
 use super::refused::Refused;
 use super::secrets;
-use super::state::{self, State, Subscription, SubscriptionRecord};
+use super::state::{self, Face, State, Subscription, SubscriptionRecord};
 use super::{Change, Chat, MAX_SUBSCRIPTION_SECS, durable, missing};
 use crate::callback_guard::{NOT_ALLOWED, check_url, resolve_checked};
 use crate::logsafe::Escaped;
@@ -75,9 +75,15 @@ impl Chat {
             .entry(rec.user.clone())
             .or_default()
             .push(rec.id.clone());
-        state
-            .subscriptions
-            .insert(rec.id.clone(), Subscription { rec, queue });
+        // The caller starts the expiry task of a subscription that expires (`expiry_timer`).
+        state.subscriptions.insert(
+            rec.id.clone(),
+            Subscription {
+                rec,
+                queue,
+                timer: None,
+            },
+        );
     }
 
     /// Seed 7.1.1: subscribe.
@@ -86,6 +92,25 @@ impl Chat {
         user: &str,
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
+        let (rec, own_secret) = self.subscribe(user, body, Face::Seed).await?;
+        let mut view = self.subscription_view(&rec);
+        view.signing_secret = own_secret;
+        let location = view.resource_url.clone().unwrap_or_default();
+        Ok(Created {
+            location,
+            body: view,
+        })
+    }
+
+    /// Seed 7.1.1 through either face: the subscription made (or the one a resend with its
+    /// `clientCorrelator` names) and, when the server made the subscription's own signing
+    /// secret just now, that secret (shown once, by the seed face).
+    pub(super) async fn subscribe(
+        self: &Arc<Self>,
+        user: &str,
+        body: ChatSubscription,
+        face: Face,
+    ) -> Result<(SubscriptionRecord, Option<String>), ApiError> {
         // xs:anyURI collapses whitespace at the ends (pretty-printed XML); anywhere else a
         // control character or whitespace is refused by check_url (log forging, issue 11).
         let notify_url = body
@@ -142,16 +167,14 @@ impl Chat {
                 .into_iter()
                 .flatten()
                 .filter_map(|id| state.subscriptions.get(id))
-                .map(|s| &s.rec);
+                .map(|s| &s.rec)
+                // A resend is one through the same face: a correlator the other face used
+                // names a subscription of another profile, not this one.
+                .filter(|r| r.face == face);
             if let Some(c) = &body.client_correlator
                 && let Some(existing) = replayed(mine, user, c)
             {
-                let view = self.subscription_view(existing);
-                let location = view.resource_url.clone().unwrap_or_default();
-                return Ok(Created {
-                    location,
-                    body: view,
-                });
+                return Ok((existing.clone(), None));
             }
             if via_channel && channel_of(&state, &notify_url).is_none() {
                 return Err(bad(
@@ -187,9 +210,9 @@ impl Chat {
                         until_ms: None,
                     })
                     .collect(),
+                face,
             };
-            let mut view = self.subscription_view(&rec);
-            view.signing_secret = own_secret;
+            let made = rec.clone();
             let mut change = Change::default();
             change.put(
                 Kind::Subscription,
@@ -198,7 +221,7 @@ impl Chat {
             );
             self.attach_subscription(&mut state, rec);
             (
-                view,
+                made,
                 expires_at_ms.map(|t| (id, t)),
                 self.submit(&state, change),
             )
@@ -208,19 +231,31 @@ impl Chat {
             self.expiry_timer(id, at);
         }
         info!(self.log, "subscription created"; "user" => %Escaped(user),
-            "url" => %Escaped(&view.callback_reference.notify_url));
-        let location = view.resource_url.clone().unwrap_or_default();
-        Ok(Created {
-            location,
-            body: view,
-        })
+            "url" => %Escaped(&view.callback.notify_url));
+        Ok((view, own_secret))
+    }
+
+    /// The expiry task of subscription `id` woke: when the subscription's expiry has come it
+    /// expires ([`Chat::expire_subscription`]) and the task ends (`None`); when it is still
+    /// ahead (the wall clock behind the task's timer) the task sleeps on until then (`Some`);
+    /// without an expiry, or without the subscription, the task ends.
+    pub(super) fn expiry_due(&self, id: &str) -> Option<i64> {
+        let mut state = self.lock();
+        let sub = state.subscriptions.get_mut(id)?;
+        match sub.rec.expires_at_ms {
+            Some(at) if at > now_ms() => Some(at),
+            Some(_) => {
+                self.expire_subscription(&mut state, id);
+                None
+            }
+            None => None,
+        }
     }
 
     /// A subscription's `duration` ran out: it is removed, and its callback gets a
     /// `subscriptionCancellationNotification` (and nothing else any more).
-    pub(super) fn expire_subscription(&self, id: &str) {
-        let mut state = self.lock();
-        let Some(sub) = remove_subscription(&mut state, id) else {
+    fn expire_subscription(&self, state: &mut State, id: &str) {
+        let Some(sub) = remove_subscription(state, id) else {
             return;
         };
         sub.queue.expire();
@@ -239,7 +274,7 @@ impl Chat {
             .deliveries
             .push((sub.queue.clone(), Delivery::new(nid, notification, 0)));
         // Nobody waits: a timer (or the delivery task) made this change.
-        drop(self.submit(&state, change));
+        drop(self.submit(state, change));
     }
 
     /// Delivery disabled the subscription (`410 Gone`, failing past the give-up age, backlog
@@ -288,6 +323,7 @@ impl Chat {
                 .into_iter()
                 .map(|s| self.subscription_view(&s.rec))
                 .collect(),
+            chat_notification_subscription: Vec::new(),
             link: page::next_links(&resource_url, req, p.next),
             resource_url,
         }
@@ -335,6 +371,10 @@ fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
 
 pub(super) fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
     let sub = state.subscriptions.remove(id)?;
+    // Its expiry task has nothing left to do (when it is the caller, it is about to end).
+    if let Some(t) = &sub.timer {
+        t.abort();
+    }
     if let Some(ids) = state.user_subscriptions.get_mut(&sub.rec.user) {
         ids.retain(|i| i != id);
         if ids.is_empty() {
@@ -358,7 +398,7 @@ fn replayed<'a>(
 
 /// Seed 7.1.1, the rule on `duration`: absent or 0 is no expiry, a longer one than
 /// [`MAX_SUBSCRIPTION_SECS`] gets that, a negative one is refused.
-fn granted_duration(requested: Option<i64>) -> Result<i64, Refused> {
+pub(super) fn granted_duration(requested: Option<i64>) -> Result<i64, Refused> {
     let duration = requested.unwrap_or(0).min(MAX_SUBSCRIPTION_SECS);
     if duration < 0 {
         return Err(Refused::BadDuration(duration));
@@ -380,7 +420,7 @@ fn may_subscribe(held: usize, limit: usize) -> Result<(), Refused> {
 
 /// What the callback of subscription `rec` is told when its `duration` ran out: a
 /// `subscriptionCancellationNotification` with the reason, its `callbackData` and a link to the
-/// subscription (the last notification it gets).
+/// subscription on the face it was made through (the last notification it gets).
 fn expiry_notice(urls: &Urls, rec: &SubscriptionRecord) -> Notification {
     Notification::from(SubscriptionCancellationNotification {
         reason: Some(ServiceException {
@@ -392,9 +432,15 @@ fn expiry_notice(urls: &Urls, rec: &SubscriptionRecord) -> Notification {
             )],
         }),
         callback_data: rec.callback.callback_data.clone(),
-        link: vec![Link {
-            rel: "ChatSubscription".to_owned(),
-            href: urls.subscription(&rec.user, &rec.id),
+        link: vec![match rec.face {
+            Face::Seed => Link {
+                rel: "ChatSubscription".to_owned(),
+                href: urls.subscription(&rec.user, &rec.id),
+            },
+            Face::Oma2012 => Link {
+                rel: "ChatNotificationSubscription".to_owned(),
+                href: urls.oma2012_subscription(&rec.user, &rec.id),
+            },
         }],
     })
 }
@@ -480,5 +526,16 @@ mod tests {
         assert_eq!(n.link.len(), 1);
         assert_eq!(n.link[0].rel, "ChatSubscription");
         assert_eq!(n.link[0].href, urls().subscription("tel:+1", "sub-3"));
+        // One made on the OMA 2012 face links to itself there.
+        rec.face = Face::Oma2012;
+        let Notification::SubscriptionCancellationNotification(n) = expiry_notice(&urls(), &rec)
+        else {
+            panic!("not a cancellation");
+        };
+        assert_eq!(n.link[0].rel, "ChatNotificationSubscription");
+        assert_eq!(
+            n.link[0].href,
+            "http://chat.test/chat/v1/tel%3A%2B1/subscriptions/sub-3"
+        );
     }
 }

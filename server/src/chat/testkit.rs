@@ -82,6 +82,7 @@ pub(super) fn subscription(id: &str, user: &str, seq: u64) -> SubscriptionRecord
         seq,
         disabled: None,
         secrets: Vec::new(),
+        face: super::state::Face::Seed,
     }
 }
 
@@ -115,14 +116,46 @@ pub(super) fn told(outbox: &Outbox) -> Vec<String> {
                 }
                 Notification::ChatEventNotification(n) => format!("{:?}", n.event_type),
                 Notification::MessageNotification(n) => {
-                    format!("message {} from {}", n.message_id, n.sender_address)
+                    let what = n.message_id.as_deref().unwrap_or("isComposing");
+                    format!("message {what} from {}", n.sender_address)
                 }
                 Notification::MessageDeliveryNotification(n) => {
                     format!("report {:?} {}", n.status, n.message_id)
                 }
                 Notification::SubscriptionCancellationNotification(_) => "cancellation".to_owned(),
+                Notification::ChatSessionInvitationNotification(n) => {
+                    format!("1-1 invitation {}", n.session_id)
+                }
+                Notification::GroupSessionInvitationNotification(n) => {
+                    format!("group invitation {}", n.session_id)
+                }
+                Notification::MessageStatusNotification(n) => {
+                    format!("status report {:?} {}", n.status, n.message_id)
+                }
             };
             format!("{to} <- {what}")
         })
         .collect()
+}
+
+/// Message `id` from `sender`, sent first, with `recipients` as (address, status).
+pub(super) fn message(
+    id: &str,
+    sender: &str,
+    recipients: &[(&str, netapi_chat_api::MessageStatus)],
+) -> super::state::Message {
+    super::state::Message {
+        id: id.to_owned(),
+        seq: 1,
+        sender: sender.to_owned(),
+        text: "hi".to_owned(),
+        date_time: "2026-12-03T14:51:54Z".to_owned(),
+        report_delivered: true,
+        report_displayed: true,
+        client_correlator: None,
+        recipients: recipients
+            .iter()
+            .map(|(a, s)| ((*a).to_owned(), *s))
+            .collect(),
+    }
 }

@@ -12,15 +12,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl Chat {
+    /// Starts the expiry task of subscription `id`, due at `at_ms` (`Chat::expiry_due` decides
+    /// when it wakes), in place of the one it had: one task per subscription at most.
     pub(super) fn expiry_timer(self: &Arc<Self>, id: String, at_ms: i64) {
         let chat = Arc::downgrade(self);
-        let wait = Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0));
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Some(chat) = chat.upgrade() {
-                chat.expire_subscription(&id);
+        let key = id.clone();
+        let task = tokio::spawn(async move {
+            let mut at = at_ms;
+            loop {
+                let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
+                tokio::time::sleep(wait).await;
+                let Some(chat) = chat.upgrade() else { return };
+                match chat.expiry_due(&id) {
+                    Some(next) => at = next,
+                    None => return,
+                }
             }
-        });
+        })
+        .abort_handle();
+        let mut state = self.lock();
+        match state.subscriptions.get_mut(&key) {
+            Some(sub) => {
+                if let Some(old) = sub.timer.replace(task) {
+                    old.abort();
+                }
+            }
+            None => task.abort(),
+        }
     }
 
     pub(super) fn invitation_timer(

@@ -17,6 +17,11 @@ fn link(rel: &str, href: String) -> Link {
     }
 }
 
+/// The seed's link to session `sid` as `to` reaches it.
+pub fn session_link(urls: &Urls, to: &str, sid: &str) -> Link {
+    link("ChatSessionInformation", urls.session(to, sid))
+}
+
 /// A participant as `viewer` sees it.
 pub fn participant(
     urls: &Urls,
@@ -188,10 +193,11 @@ pub fn message_notification(
     Notification::from(MessageNotification {
         sender_address: m.sender.clone(),
         sender_name,
-        chat_message: message(urls, to, &s.id, m),
+        chat_message: Some(message(urls, to, &s.id, m)),
+        is_composing: None,
         date_time: Some(m.date_time.clone()),
         session_id: s.id.clone(),
-        message_id: m.id.clone(),
+        message_id: Some(m.id.clone()),
         callback_data: None,
         link: vec![
             link("ChatMessage", urls.message(to, &s.id, &m.id)),
@@ -240,6 +246,9 @@ macro_rules! with_notification {
             message_notification: None,
             message_delivery_notification: None,
             subscription_cancellation_notification: None,
+            chat_session_invitation_notification: None,
+            group_session_invitation_notification: None,
+            message_status_notification: None,
         };
         match $n {
             netapi_chat_api::Notification::SessionInvitationNotification(n) => {
@@ -255,6 +264,15 @@ macro_rules! with_notification {
             }
             netapi_chat_api::Notification::SubscriptionCancellationNotification(n) => {
                 e.subscription_cancellation_notification = Some(n);
+            }
+            netapi_chat_api::Notification::ChatSessionInvitationNotification(n) => {
+                e.chat_session_invitation_notification = Some(n);
+            }
+            netapi_chat_api::Notification::GroupSessionInvitationNotification(n) => {
+                e.group_session_invitation_notification = Some(n);
+            }
+            netapi_chat_api::Notification::MessageStatusNotification(n) => {
+                e.message_status_notification = Some(n);
             }
         }
         e

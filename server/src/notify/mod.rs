@@ -132,6 +132,9 @@ pub struct Delivery {
     pub bytes: usize,
     /// Attempts made, next attempt, the endpoint's failure run (from its outbox row).
     pub progress: Progress,
+    /// Until when it is worth delivering (Unix ms; an `isComposing`, which is not in the
+    /// outbox): past it, the queue drops it instead of trying. `None`: no such limit.
+    pub deadline_ms: Option<i64>,
 }
 
 impl Delivery {
@@ -143,6 +146,7 @@ impl Delivery {
             created_ms: now_ms(),
             bytes,
             progress: Progress::default(),
+            deadline_ms: None,
         }
     }
 }
@@ -510,6 +514,12 @@ async fn deliver(
         if STOPPING.load(Ordering::SeqCst) {
             // Still in the outbox, with its progress: resumed after the restart.
             return;
+        }
+        // Past its deadline (a lapsed isComposing): dropped, never delivered late.
+        if item.deadline_ms.is_some_and(|t| now_ms() > t) {
+            d.forgetter.forget(&[item.id]);
+            shared.done(&item);
+            continue;
         }
         let _attempting = Attempting::enter();
         if shared.state.load(Ordering::SeqCst) == CANCELLED {

@@ -46,7 +46,14 @@ use serde_json::Value;
 /// - 6: records of a new kind, `channel` (notification channels, `crate::chat::records`
 ///   `StoredChannel`); nothing version 5 wrote changes. The bump keeps a version-5 binary
 ///   from starting on a directory that holds channels it would not know.
-pub const CURRENT: u32 = 6;
+/// - 7: the OMA 2012 face's subscriptions (issue 16): a subscription record may carry
+///   `face` (`"oma2012"`; absent: the seed face, as every record version 6 wrote reads), and
+///   outbox entries may hold the OMA 2012 profile's notifications
+///   (`ChatSessionInvitationNotification`, `GroupSessionInvitationNotification`,
+///   `MessageStatusNotification`). Nothing version 6 wrote changes; the bump keeps a version-6
+///   binary from starting on a directory whose subscribers it would tell in the wrong profile
+///   (or whose outbox it could not read).
+pub const CURRENT: u32 = 7;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
 /// step to it changes the layout (a column), which the backend does when it runs
@@ -111,6 +118,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 5,
         what: "notification channels may be stored (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 6,
+        what: "subscriptions may carry the face they were made through (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },
@@ -323,5 +336,21 @@ mod tests {
         }
         assert_eq!((STEPS[2].record)(Kind::Message, v3).unwrap(), None);
         assert_eq!((STEPS[2].outbox)(b"{}").unwrap(), None);
+    }
+
+    /// Step 6 → 7 changes no value: a version-6 subscription record (no `face`) is read as a
+    /// seed-face subscription by `records` (tested there), and the outbox is untouched.
+    #[test]
+    fn step_6_to_7_keeps_every_value() {
+        let v6 = br#"{"id":"sub-1-ab","user":"tel:+1","callback":{"notifyURL":"http://cb.test/n"},"duration":0,"expires_at_ms":null,"client_correlator":null,"seq":1}"#;
+        let step = &STEPS[5];
+        assert_eq!(step.from, 6);
+        assert_eq!((step.record)(Kind::Subscription, v6).unwrap(), None);
+        assert_eq!(
+            (step.outbox)(b"{\"MessageNotification\":{}}").unwrap(),
+            None
+        );
+        let rec = crate::chat::records::decode_subscription(v6).expect("a v6 record reads");
+        assert_eq!(rec.face, crate::chat::state::Face::Seed);
     }
 }

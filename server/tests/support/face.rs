@@ -4,11 +4,11 @@
 //! body or decoded `requestError`), so a scenario is written once and runs in both faces.
 
 use netapi_chat_api::{
-    ChannelType, ChatMessage, ChatMessageList, ChatSessionInformation, ChatSessionList,
-    ChatSubscription, ChatSubscriptionList, GroupChatSessionInformation, MessageDeliveryStatus,
-    MessageStatus, MessageStatusReport, NotificationChannel, NotificationFormat,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
-    RequestError, ResourceReference,
+    ChannelType, ChatMessage, ChatMessageList, ChatNotificationSubscription,
+    ChatSessionInformation, ChatSessionList, ChatSubscription, ChatSubscriptionList,
+    GroupChatSessionInformation, MessageDeliveryStatus, MessageStatus, MessageStatusReport,
+    NotificationChannel, NotificationFormat, ParticipantInformation, ParticipantList,
+    ParticipantSessionStatus, ParticipantStatus, RequestError, ResourceReference,
 };
 use netapi_chat_client::types as ct;
 use netapi_chat_client::{Error as ClientError, ResponseValue};
@@ -358,6 +358,111 @@ impl<'s> Face<'s> {
                 send_empty("DELETE", &self.sub_url(user, id), self.fmt()).await,
                 |_| (),
             ),
+        }
+    }
+
+    // --- the OMA 2012 face's subscriptions (`/chat/v1/{userId}/subscriptions`)
+
+    pub async fn create_notification_subscription(
+        &self,
+        user: &str,
+        body: &ChatNotificationSubscription,
+    ) -> Resp<ChatNotificationSubscription> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .create_chat_notification_subscription(user, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscriptions(user);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn list_notification_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .list_chat_notification_subscriptions(user, None, None)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscriptions(user);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_notification_subscription(
+        &self,
+        user: &str,
+        id: &str,
+    ) -> Resp<ChatNotificationSubscription> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .get_chat_notification_subscription(user, id)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscription(user, id);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn put_notification_subscription(
+        &self,
+        user: &str,
+        id: &str,
+        body: &ChatNotificationSubscription,
+    ) -> Resp<ChatNotificationSubscription> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .update_chat_notification_subscription(user, id, &to_client(body))
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscription(user, id);
+                from_xml(send_doc("PUT", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn delete_notification_subscription(&self, user: &str, id: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .delete_chat_notification_subscription(user, id)
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().oma2012_subscription(user, id);
+                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
+            }
         }
     }
 
@@ -724,12 +829,13 @@ impl<'s> Face<'s> {
         }
     }
 
-    pub async fn send_one_to_one(
+    /// POST a `chatMessage` or an `isComposing` (OMA 2012 takes either).
+    pub async fn send_one_to_one<T: Document>(
         &self,
         user: &str,
         other: &str,
         sid: &str,
-        body: &ChatMessage,
+        body: &T,
     ) -> Resp<ResourceReference> {
         match self.wire {
             Wire::Json => {
@@ -744,6 +850,30 @@ impl<'s> Face<'s> {
             Wire::Xml => {
                 let url = self.server.urls().one_to_one_messages(user, other, sid);
                 from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
+            }
+        }
+    }
+
+    /// The seed face's `isComposing` (`chatSessions/{sessionId}/isComposing`).
+    pub async fn indicate_composing(
+        &self,
+        user: &str,
+        sid: &str,
+        body: &netapi_chat_api::IsComposing,
+    ) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .indicate_composing(user, sid, &to_client(body))
+                        .await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().is_composing(user, sid);
+                from_xml(send_doc("POST", &url, self.fmt(), body).await, |_| ())
             }
         }
     }
@@ -843,11 +973,67 @@ impl<'s> Face<'s> {
         }
     }
 
-    pub async fn add_group_participant(
+    pub async fn delete_group(&self, user: &str, sid: &str) -> Resp<()> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client.delete_group_chat_session(user, sid).await,
+                    nothing,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_session(user, sid);
+                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
+            }
+        }
+    }
+
+    pub async fn list_group_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client
+                        .list_group_chat_participants(user, sid, None, None)
+                        .await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_participants(user, sid);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    pub async fn get_group_participant(
         &self,
         user: &str,
         sid: &str,
-        body: &ParticipantInformation,
+        pid: &str,
+    ) -> Resp<ParticipantInformation> {
+        match self.wire {
+            Wire::Json => {
+                from_client(
+                    self.client.get_group_chat_participant(user, sid, pid).await,
+                    doc,
+                )
+                .await
+            }
+            Wire::Xml => {
+                let url = self.server.urls().group_participant(user, sid, pid);
+                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
+            }
+        }
+    }
+
+    /// POST a `participantInformation` or a `participantList` (OMA 2012 takes either).
+    pub async fn add_group_participant<T: Document>(
+        &self,
+        user: &str,
+        sid: &str,
+        body: &T,
     ) -> Resp<ResourceReference> {
         match self.wire {
             Wire::Json => {

@@ -1,0 +1,223 @@
+//! OMA 2012 `isComposing` (issue 16) on both faces: a participant tells the others it is
+//! composing (`active`) or stopped (`idle`).
+//!
+//! **Never stored.** An indication is told to the connected others and forgotten: no outbox
+//! entry, no history, no dead letter, nothing resent after a restart (best effort). It still
+//! goes through `Chat::submit`, because its notification id comes from the counters, which are
+//! committed before an id is used (a crash must not hand that id to another notification).
+//! Its delivery carries a deadline, the indication's `refresh`: a queue that cannot deliver it
+//! by then (a failing callback) drops it instead of delivering it late.
+//!
+//! **Rate.** One indication per sender per [`GAP`] ([`Log::admit`]); the log is bounded
+//! ([`LOG_CAP`] senders, the oldest forgotten first), so memory does not grow with senders.
+//!
+//! Rules (plain functions, tested below): [`indication`], [`Log::admit`].
+
+use super::refused::Refused;
+use super::views;
+use super::{Change, Chat, durable};
+use crate::notify::Notification;
+use crate::store::now_ms;
+use netapi_chat_api::{IsComposing, MessageNotification, ParticipantStatus};
+use netapi_chat_runtime::ApiError;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The least time between two indications of one sender.
+pub const GAP: Duration = Duration::from_secs(1);
+
+/// The most senders the rate log remembers at once.
+pub const LOG_CAP: usize = 65_536;
+
+/// `refresh` when the client sends none (seconds; RFC 3994's default is 120, OMA gives none).
+pub const DEFAULT_REFRESH: i64 = 60;
+
+/// The longest `refresh` (seconds): how long an indication may wait in a queue.
+pub const MAX_REFRESH: i64 = 300;
+
+/// When each sender last indicated (not persisted).
+#[derive(Debug, Default)]
+pub struct Log {
+    last: HashMap<String, Instant>,
+}
+
+impl Log {
+    /// The rate rule: `sender` may indicate at `now` when its last indication is at least
+    /// [`GAP`] old; if so, `now` is remembered. A full log first forgets every entry older
+    /// than the gap (they decide nothing any more), and when all are recent, the oldest.
+    pub fn admit(&mut self, sender: &str, now: Instant) -> bool {
+        if let Some(t) = self.last.get(sender)
+            && now.saturating_duration_since(*t) < GAP
+        {
+            return false;
+        }
+        if self.last.len() >= LOG_CAP && !self.last.contains_key(sender) {
+            self.last
+                .retain(|_, t| now.saturating_duration_since(*t) < GAP);
+            if self.last.len() >= LOG_CAP
+                && let Some(oldest) = self
+                    .last
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone())
+            {
+                self.last.remove(&oldest);
+            }
+        }
+        self.last.insert(sender.to_owned(), now);
+        true
+    }
+
+    /// Senders remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+}
+
+/// The rule on an `isComposing` body: `state` is `active` or `idle` (any case; answered in
+/// lower case, as RFC 3994 writes it), `refresh` 1-[`MAX_REFRESH`] s ([`DEFAULT_REFRESH`] when
+/// absent). The indication as it is told, with its `refresh` set.
+pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
+    let state = body.state.trim().to_ascii_lowercase();
+    if state != "active" && state != "idle" {
+        return Err(Refused::Invalid(format!(
+            "state: `active` or `idle`, not {:?}",
+            body.state
+        )));
+    }
+    let refresh = body.refresh.unwrap_or(DEFAULT_REFRESH);
+    if !(1..=MAX_REFRESH).contains(&refresh) {
+        return Err(Refused::Invalid(format!(
+            "refresh: 1 to {MAX_REFRESH} seconds, not {refresh}"
+        )));
+    }
+    Ok(IsComposing {
+        state,
+        refresh: Some(refresh),
+        ..body
+    })
+}
+
+impl Chat {
+    /// OMA 2012 `isComposing` (both faces): tells the other connected participants of `sid`
+    /// that `user` is composing or stopped. Only a connected participant may (the seed's send
+    /// rule: `403 POL1012` before accepting); nobody connected to tell is no error.
+    pub async fn indicate_composing(
+        &self,
+        user: &str,
+        sid: &str,
+        body: IsComposing,
+    ) -> Result<(), ApiError> {
+        let ind = indication(body).map_err(|r| r.into_api(String::new))?;
+        let rx = {
+            let mut state = self.lock();
+            let s = self.visible(&state, user, sid)?;
+            let me = s
+                .participant(user)
+                .ok_or_else(|| Refused::NotFound.into_api(|| self.urls.session(user, sid)))?;
+            match me.status {
+                ParticipantStatus::Connected => {}
+                ParticipantStatus::Invited => {
+                    return Err(Refused::NotYetAccepted.into_api(String::new));
+                }
+                ParticipantStatus::Disconnected => {
+                    return Err(Refused::HasLeft {
+                        user: user.to_owned(),
+                        sid: sid.to_owned(),
+                    }
+                    .into_api(String::new));
+                }
+            }
+            let name = me.name.clone();
+            let others = s.connected_others(user);
+            if !state.composing.admit(user, Instant::now()) {
+                return Err(Refused::ComposingRate.into_api(String::new));
+            }
+            let outbox = others
+                .into_iter()
+                .map(|to| {
+                    let n = Notification::from(MessageNotification {
+                        sender_address: user.to_owned(),
+                        sender_name: name.clone(),
+                        chat_message: None,
+                        is_composing: Some(ind.clone()),
+                        date_time: Some(crate::time::now_rfc3339()),
+                        session_id: sid.to_owned(),
+                        message_id: None,
+                        callback_data: None,
+                        link: vec![views::session_link(&self.urls, &to, sid)],
+                    });
+                    (to, n)
+                })
+                .collect();
+            let deadline = now_ms() + ind.refresh.unwrap_or(DEFAULT_REFRESH) * 1000;
+            let mut change = Change::default();
+            self.notify_transient(&mut state, &mut change, outbox, deadline);
+            self.submit(&state, change)
+        };
+        durable(rx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(state: &str, refresh: Option<i64>) -> IsComposing {
+        IsComposing {
+            state: state.to_owned(),
+            last_active: None,
+            content_type: Some("text/plain".to_owned()),
+            refresh,
+        }
+    }
+
+    #[test]
+    fn an_indication_is_active_or_idle_with_a_bounded_refresh() {
+        let ok = indication(body("Active", None)).expect("active");
+        assert_eq!(ok.state, "active");
+        assert_eq!(ok.refresh, Some(DEFAULT_REFRESH));
+        assert_eq!(ok.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            indication(body("idle", Some(1))).expect("idle").refresh,
+            Some(1)
+        );
+        assert!(indication(body("idle", Some(MAX_REFRESH))).is_ok());
+        for bad in [
+            body("typing", None),
+            body("", None),
+            body("active", Some(0)),
+            body("active", Some(MAX_REFRESH + 1)),
+            body("active", Some(-5)),
+        ] {
+            assert!(
+                matches!(indication(bad.clone()), Err(Refused::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_indication_per_sender_per_gap_and_the_log_is_bounded() {
+        let mut log = Log::default();
+        let t0 = Instant::now();
+        assert!(log.admit("a", t0));
+        assert!(!log.admit("a", t0 + GAP / 2), "too soon");
+        assert!(
+            log.admit("b", t0 + GAP / 2),
+            "another sender is not limited"
+        );
+        assert!(log.admit("a", t0 + GAP));
+        // Full of recent senders: the oldest is forgotten, the log never passes its cap.
+        let mut log = Log::default();
+        for i in 0..LOG_CAP {
+            assert!(log.admit(&format!("s{i}"), t0));
+        }
+        assert!(log.admit("late", t0 + GAP / 2));
+        assert_eq!(log.len(), LOG_CAP);
+        // Once the gap has passed, a full log drops every stale entry.
+        assert!(log.admit("later", t0 + GAP * 2));
+        assert!(log.len() <= 2, "{}", log.len());
+    }
+}
