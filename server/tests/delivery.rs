@@ -277,6 +277,67 @@ async fn a_receiver_failing_for_the_give_up_age_is_disabled() {
     assert!(n > 1, "not disabled before the give-up age");
 }
 
+/// A stored `notifyURL` that delivery cannot use is permanent, like `410`: no retry can make
+/// it deliverable, so at its first notification the subscription is disabled with the reason
+/// (readable in JSON and XML) and what was queued is a dead letter, never attempted; another
+/// user's delivery goes on. The URL is an `https` one whose host a URL may hold but no
+/// certificate can name (a label ending in a hyphen), written into the stored subscription
+/// between two runs, as data of an earlier version would hold it (the create refuses a host
+/// that does not resolve, and this one does not). SQLite only: it edits the stored record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_url_that_cannot_be_delivered_to_disables_its_subscription() {
+    if support::Backend::for_tests() != support::Backend::Sqlite {
+        return;
+    }
+    const BAD: &str = "https://bad-.example/cb";
+    // A give-up age of an hour: a URL retried like a failing receiver would stay `Active` for
+    // the whole test.
+    let schedule = [("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h")];
+    let srv = Server::start(&schedule);
+    let (lb, lc) = (Listener::start().await, Listener::start().await);
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    subscribe(&srv, C, &lc, Format::Json).await;
+    let url = sub.resource_url.unwrap_or_default();
+    let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let dir = srv.kill();
+    let db = rusqlite::Connection::open(dir.join("netapi-chat.sqlite3")).expect("open store");
+    let changed = db
+        .execute(
+            "UPDATE records SET value = CAST(replace(CAST(value AS TEXT), ?1, ?2) AS BLOB) \
+             WHERE kind = 'subscription' AND key = ?3",
+            [lb.url.as_str(), BAD, sub_id.as_str()],
+        )
+        .expect("edit the stored subscription");
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let srv = Server::start_in(&dir, &schedule, None);
+    let url = on(&srv, &url);
+    let read: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+    assert_eq!(read.callback_reference.notify_url, BAD);
+    assert_eq!(read.subscription_status, Some(SubscriptionStatus::Active));
+    // An invitation for B (and one for C).
+    session(&srv, &[B, C], false).await;
+    let got = disabled(&url, Format::Json).await;
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(
+        reason.contains("cannot be delivered to") && reason.contains("certificate"),
+        "{reason}"
+    );
+    chat::assert_disabled_in_xml(&url).await;
+    let dead = dead_letters(&format!("{url}/deadLetters"), 1).await;
+    let letter = &dead.dead_letter[0];
+    assert!(
+        letter.session_invitation_notification.is_some(),
+        "{letter:?}"
+    );
+    assert_eq!(letter.attempts, 0, "never attempted: {letter:?}");
+    lc.wait_for(1).await;
+    lb.assert_count_stays(0, Duration::from_millis(300)).await;
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// One notification to a receiver that always answers 500, with a schedule of 4 tries over
 /// 9 s; the server is killed (SIGKILL) right after the first try and started again. The
 /// attempt count and the next-attempt time come back from the store: the receiver sees

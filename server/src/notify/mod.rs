@@ -22,9 +22,10 @@
 //! failure; `429` and `503` honour `Retry-After`. After each failed attempt the head's attempt
 //! count, next attempt time and the endpoint's failure run are written to its outbox row, so
 //! a restart resumes where it was. A notification still failing at its give-up age becomes a
-//! dead letter; `410 Gone`, an endpoint failing for longer than that age, or a backlog past
-//! [`BacklogLimit`] disables the subscription (it stays readable, with its status) and keeps
-//! its backlog as dead letters. What is given up or disabled is logged and counted
+//! dead letter; `410 Gone`, a `notifyURL` that cannot be delivered to at all (it does not
+//! make an endpoint: no retry would change that), an endpoint failing for longer than that
+//! age, or a backlog past [`BacklogLimit`] disables the subscription (it stays readable, with
+//! its status) and keeps its backlog as dead letters. What is given up or disabled is logged and counted
 //! ([`dropped_count`], [`disabled_count`]).
 
 pub mod channel;
@@ -153,10 +154,14 @@ const CANCELLED: u8 = 2;
 const DISABLED_STATE: u8 = 3;
 
 /// Why delivery disabled a subscription (shown as its status reason, and logged).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DisableReason {
     /// The callback answered `410 Gone`.
     Gone,
+    /// The callback URL cannot be delivered to at all (it does not parse as a callback
+    /// endpoint: e.g. an `https` host no certificate can name); why. No retry can change that,
+    /// so it is permanent, like `410`.
+    Undeliverable(String),
     /// The callback failed without a break for the give-up age.
     Failing,
     /// The backlog reached its cap.
@@ -165,9 +170,12 @@ pub enum DisableReason {
 
 impl DisableReason {
     /// The text shown to the subscription's owner and logged.
-    pub fn text(self, policy: &RetryPolicy) -> String {
+    pub fn text(&self, policy: &RetryPolicy) -> String {
         match self {
             DisableReason::Gone => "the callback answered 410 Gone".to_owned(),
+            DisableReason::Undeliverable(why) => {
+                format!("the callback URL cannot be delivered to: {why}")
+            }
             DisableReason::Failing => format!(
                 "the callback failed without a break for {} s (the give-up age)",
                 policy.give_up_after.as_secs_f64()
@@ -319,25 +327,14 @@ enum Outcome {
     Retry(Option<Duration>),
 }
 
-/// The callback URL made ready once per delivery task, or why it cannot be delivered to.
-type Prepared = Result<Endpoint, String>;
-
 async fn attempt(
     target: &Target,
     d: &Deliverer,
     keys: &[Arc<Signer>],
-    endpoint: &Prepared,
+    ep: &Endpoint,
     id: u64,
     body: &bytes::Bytes,
 ) -> Outcome {
-    let ep = match endpoint {
-        Ok(ep) => ep,
-        Err(e) => {
-            warn!(d.log, "callback URL cannot be delivered to";
-                "subscription" => &target.subscription, "id" => id, "error" => %Escaped(e));
-            return Outcome::Retry(None);
-        }
-    };
     let msg_id = webhook_id(id);
     let timestamp = crate::store::now_ms() / 1000;
     let mut headers = http::HeaderMap::new();
@@ -481,6 +478,21 @@ async fn deliver(
             head = Some(item);
             continue;
         }
+        let ep = match &endpoint {
+            Ok(ep) => ep,
+            // No retry can make the URL deliverable: permanent, like 410.
+            Err(why) if state == LIVE => {
+                let why = DisableReason::Undeliverable(why.clone());
+                disable(&target, &d, &shared, why, count);
+                head = Some(item);
+                continue;
+            }
+            // Expired: only its cancellation notification was left, and it cannot be sent.
+            Err(_) => {
+                bury(&target, &d, &shared, vec![item]);
+                return;
+            }
+        };
         // After a restart the failure run is read back from the head's row.
         if failing_since.is_none() {
             failing_since = item.progress.failing_since_ms;
@@ -510,7 +522,7 @@ async fn deliver(
         }
         let body = bytes::Bytes::from(item.notification.encode(target.format));
         let keys = shared.keys_at(now_ms());
-        match attempt(&target, &d, &keys, &endpoint, item.id, &body).await {
+        match attempt(&target, &d, &keys, ep, item.id, &body).await {
             Outcome::Delivered => {
                 debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
                     "subscription" => &target.subscription, "id" => item.id,
@@ -597,4 +609,20 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
         "subscription" => &target.subscription, "url" => %Escaped(&target.notify_url),
         "reason" => %reason, "backlog" => backlog, "disabled_total" => total);
     (d.on_disable)(&target.subscription, &reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An undeliverable URL is shown with why, like the other reasons.
+    #[test]
+    fn an_undeliverable_url_is_a_reason_that_says_why() {
+        let policy = RetryPolicy::default();
+        let why = DisableReason::Undeliverable("bad-.example is not a name".into());
+        assert_eq!(
+            why.text(&policy),
+            "the callback URL cannot be delivered to: bad-.example is not a name"
+        );
+    }
 }
