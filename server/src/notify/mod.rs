@@ -424,6 +424,31 @@ fn jitter() -> f64 {
     rand::random_range(1.0..1.2)
 }
 
+/// The encoded body of a queue's head, kept while it is the head so that its retries send the
+/// bytes encoded for its first attempt instead of encoding the notification again each time.
+/// Bounded: one body per subscription (its head's), dropped when the head is done.
+#[derive(Debug, Default)]
+struct HeadBody(Option<(u64, bytes::Bytes)>);
+
+impl HeadBody {
+    /// The body of notification `id`: the kept one if it is `id`'s, else `encode()`d and kept.
+    fn get(&mut self, id: u64, encode: impl FnOnce() -> Vec<u8>) -> bytes::Bytes {
+        match &self.0 {
+            Some((kept, body)) if *kept == id => body.clone(),
+            _ => {
+                let body = bytes::Bytes::from(encode());
+                self.0 = Some((id, body.clone()));
+                body
+            }
+        }
+    }
+
+    /// The head is done (delivered, given up, buried or dropped): its body goes.
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// One subscription's delivery task: see the module documentation and [`rules`].
 async fn deliver(
     target: Target,
@@ -434,12 +459,17 @@ async fn deliver(
     let endpoint = Endpoint::parse(&target.notify_url);
     // The head of the queue, when it has been taken from the channel and is not done yet.
     let mut head: Option<Delivery> = None;
+    let mut body = HeadBody::default();
     // The endpoint's current run of failures: since when, how many, and when the next try
     // is due (so that a given-up head's successor waits for the next probe).
     let mut failing_since: Option<i64> = None;
     let mut failures: u32 = 0;
     let mut probe_at: i64 = 0;
     loop {
+        if head.is_none() {
+            // The last head is done: its encoded body is not needed any more.
+            body.clear();
+        }
         let mut item = match head.take() {
             Some(h) => h,
             None => match rx.recv().await {
@@ -520,9 +550,9 @@ async fn deliver(
             head = Some(item);
             continue;
         }
-        let body = bytes::Bytes::from(item.notification.encode(target.format));
+        let bytes = body.get(item.id, || item.notification.encode(target.format));
         let keys = shared.keys_at(now_ms());
-        match attempt(&target, &d, &keys, ep, item.id, &body).await {
+        match attempt(&target, &d, &keys, ep, item.id, &bytes).await {
             Outcome::Delivered => {
                 debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
                     "subscription" => &target.subscription, "id" => item.id,
@@ -614,6 +644,27 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head's retries reuse the bytes of its first encoding; the next head is encoded anew,
+    /// and a cleared one (done) is not kept.
+    #[test]
+    fn a_heads_body_is_encoded_once_while_it_is_the_head() {
+        let mut kept = HeadBody::default();
+        let encoded = std::cell::Cell::new(0);
+        let encode = |text: &str| {
+            encoded.set(encoded.get() + 1);
+            text.as_bytes().to_vec()
+        };
+        assert_eq!(kept.get(7, || encode("seven")), "seven");
+        assert_eq!(kept.get(7, || encode("other")), "seven", "a retry");
+        assert_eq!(encoded.get(), 1);
+        assert_eq!(kept.get(8, || encode("eight")), "eight", "the next head");
+        assert_eq!(encoded.get(), 2);
+        kept.clear();
+        assert!(kept.0.is_none(), "nothing kept once the head is done");
+        assert_eq!(kept.get(8, || encode("eight")), "eight");
+        assert_eq!(encoded.get(), 3);
+    }
 
     /// An undeliverable URL is shown with why, like the other reasons.
     #[test]
