@@ -35,7 +35,7 @@ pub mod rules;
 
 use crate::callback_guard::CallbackPolicy;
 use crate::logsafe::Escaped;
-use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
+use crate::signing::{Signer, headers};
 use crate::store::{Batch, Bury, Progress, Store, now_ms};
 use endpoints::{Endpoint, Endpoints, Failure};
 pub use forget::Forgetter;
@@ -335,45 +335,36 @@ async fn attempt(
     id: u64,
     body: &bytes::Bytes,
 ) -> Outcome {
-    let msg_id = webhook_id(id);
     let timestamp = crate::store::now_ms() / 1000;
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
+    let mut map = http::HeaderMap::new();
+    map.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(target.format.content_type()),
     );
-    // One signature per key (Standard Webhooks: space-separated), so that during a rotation
-    // window a receiver verifies with the old secret or the new one.
-    let server_wide: Vec<Arc<Signer>> = d.signer.iter().cloned().collect();
+    // The subscription's own keys (more than one during a rotation window), else the
+    // server-wide secret, if any.
     let keys = if keys.is_empty() {
-        &server_wide[..]
+        d.signer.as_slice()
     } else {
         keys
     };
-    let signatures: Vec<String> = keys
-        .iter()
-        .map(|k| k.sign(&msg_id, timestamp, body))
-        .collect();
-    for (name, value) in [
-        (HEADER_ID, msg_id),
-        (HEADER_TIMESTAMP, timestamp.to_string()),
-        (HEADER_SIGNATURE, signatures.join(" ")),
-    ] {
-        // Ids, digits and base64: always valid header values.
+    for (name, value) in headers(keys.iter().map(|k| &**k), &webhook_id(id), timestamp, body) {
+        // Ids, digits and base64: always valid header values; an empty signature (no key) is
+        // left out.
         if let Ok(v) = http::HeaderValue::try_from(value)
             && !v.is_empty()
         {
-            headers.insert(name, v);
+            map.insert(name, v);
         }
     }
-    if signatures.is_empty() {
+    if keys.is_empty() {
         warn!(d.log, "no secret to sign the notification with: sent unsigned";
             "subscription" => &target.subscription, "id" => id);
     }
     let started = std::time::Instant::now();
     let result = d
         .endpoints
-        .post(ep, &d.callbacks, headers, body.clone(), d.policy.timeout)
+        .post(ep, &d.callbacks, map, body.clone(), d.policy.timeout)
         .await;
     // Only a failure to reach the endpoint puts its addresses in doubt (look the host up again
     // before the next attempt); an HTTP answer, even a 500, came over a good connection, and
