@@ -75,37 +75,29 @@ pub fn webhook_id(id: u64) -> String {
     format!("msg_{id}")
 }
 
-/// Set when the process stops: no delivery attempt starts any more.
-static STOPPING: AtomicBool = AtomicBool::new(false);
-/// Delivery attempts between their start and the forgetting of their notification.
-static ATTEMPTING: AtomicUsize = AtomicUsize::new(0);
+/// One server's delivery run: whether it is stopping, and the attempts under way. Owned by its
+/// [`Deliverer`] (not process-wide), so that two servers in one process (tests) stop apart.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// Set when the server stops: no delivery attempt starts any more.
+    stopping: AtomicBool,
+    /// Delivery attempts between their start and the forgetting of their notification.
+    attempting: AtomicUsize,
+}
 
-/// Counts one attempt (and the forget after it) in [`ATTEMPTING`] while alive.
-struct Attempting;
+/// Counts one attempt (and the forget after it) in [`Run::attempting`] while alive.
+struct Attempting<'a>(&'a Run);
 
-impl Attempting {
-    fn enter() -> Attempting {
-        ATTEMPTING.fetch_add(1, Ordering::SeqCst);
-        Attempting
+impl<'a> Attempting<'a> {
+    fn enter(run: &'a Run) -> Attempting<'a> {
+        run.attempting.fetch_add(1, Ordering::SeqCst);
+        Attempting(run)
     }
 }
 
-impl Drop for Attempting {
+impl Drop for Attempting<'_> {
     fn drop(&mut self) {
-        ATTEMPTING.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Stops delivery at a clean point, for a graceful stop: no attempt starts any more (what is
-/// not delivered stays in the outbox for the next start), and attempts under way get until
-/// `deadline` to finish and the forgetter to submit what it holds before the store is closed
-/// (one cut short is delivered again after the restart, with the same `webhook-id`).
-pub async fn stop_deliveries(deadline: tokio::time::Instant) {
-    STOPPING.store(true, Ordering::SeqCst);
-    while (ATTEMPTING.load(Ordering::SeqCst) > 0 || forget::pending() > 0)
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.0.attempting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -211,8 +203,26 @@ pub struct Deliverer {
     pub endpoints: Endpoints,
     /// Called with the subscription id and the reason text when delivery disables it.
     pub on_disable: OnDisable,
+    /// This server's run: stopping, attempts under way (see [`Deliverer::stop`]).
+    pub run: Arc<Run>,
     /// Logger.
     pub log: Logger,
+}
+
+impl Deliverer {
+    /// Stops delivery at a clean point, for a graceful stop: no attempt starts any more (what
+    /// is not delivered stays in the outbox for the next start), and attempts under way get
+    /// until `deadline` to finish and the forgetter to submit what it holds before the store
+    /// is closed (one cut short is delivered again after the restart, same `webhook-id`).
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        self.run.stopping.store(true, Ordering::SeqCst);
+        self.forgetter.stop();
+        while (self.run.attempting.load(Ordering::SeqCst) > 0 || self.forgetter.pending() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// What the queue's two ends share: the subscription's delivery state, the size of its
@@ -532,11 +542,11 @@ async fn deliver(
                 }
             }
         }
-        if STOPPING.load(Ordering::SeqCst) {
+        if d.run.stopping.load(Ordering::SeqCst) {
             // Still in the outbox, with its progress: resumed after the restart.
             return;
         }
-        let _attempting = Attempting::enter();
+        let _attempting = Attempting::enter(&d.run);
         if shared.state.load(Ordering::SeqCst) == CANCELLED {
             head = Some(item);
             continue;
