@@ -24,6 +24,25 @@ const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
 const C: &str = "tel:+15551230003";
 
+/// Opens `/metrics` on the servers that set it (`NETAPI_CHAT_METRICS_TOKEN`).
+const METRICS_TOKEN: &str = "delivery-metrics-token-0123456789abcdef";
+
+/// The unlabelled metric `name` on `srv`'s `/metrics` (0 while nothing was counted).
+async fn metric(srv: &Server, name: &str) -> f64 {
+    let a = support::send(
+        "GET",
+        &format!("{}/metrics", srv.base),
+        &[("authorization", &format!("Bearer {METRICS_TOKEN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Subscribes `user` at `l` and returns the subscription as created.
 async fn subscribe(srv: &Server, user: &str, l: &Listener, format: Format) -> ChatSubscription {
     let sub = chat::subscribe(srv, user, l, format).await;
@@ -181,11 +200,14 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
     let srv = Server::start(&[
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG", "5"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
     ]);
     let (lb, lc) = (Listener::start().await, Listener::start().await);
     let sub = subscribe(&srv, B, &lb, Format::Json).await;
     subscribe(&srv, C, &lc, Format::Json).await;
     lb.set_status(500);
+    let disabled_total = "netapi_chat_subscriptions_disabled_total";
+    assert_eq!(metric(&srv, disabled_total).await, 0.0);
     let sid = session(&srv, &[B, C], true).await;
     for n in 0..10 {
         send_message(&srv, &sid, &format!("m{n}")).await;
@@ -198,6 +220,7 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
         "{reason}"
     );
     chat::assert_disabled_in_xml(&url).await;
+    assert_eq!(metric(&srv, disabled_total).await, 1.0, "counted");
     // The list shows it too.
     let list: ChatSubscriptionList = send_empty("GET", &srv.url(B, "/subscriptions"), Format::Json)
         .await
