@@ -208,7 +208,7 @@ fn metric(addr: std::net::SocketAddr, prefix: &str) -> Option<f64> {
         text.lines()
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum(),
+            .fold(0.0, |a, b| a + b),
     )
 }
 
@@ -344,7 +344,7 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
     );
     let _ = writeln!(
         md,
-        "| msg/s | dead receivers | achieved msg/s | healthy notification p50 / p99 / p99.9 ms | p99 vs none | notifications received / expected | POST p99 ms | server CPU µs/msg |\n|---:|---|---:|---|---:|---:|---:|---:|"
+        "| msg/s | dead receivers | achieved msg/s | healthy notification p50 / p99 / p99.9 ms | p99 vs none | p99 of each round ms | notifications received / expected | POST p99 ms | server CPU µs/msg |\n|---:|---|---:|---|---:|---|---:|---:|---:|"
     );
     for (r, rate) in s.rates.iter().enumerate() {
         let med = |side: &Side, f: &dyn Fn(&StepResult) -> Option<f64>| {
@@ -362,9 +362,10 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
                 }
                 _ => "–".into(),
             };
+            let rounds: Vec<String> = side.steps[r].iter().map(|x| cell(p99(x), 1)).collect();
             let _ = writeln!(
                 md,
-                "| {rate} | {} | {} | {} / {} / {} | {ratio} | {received} / {expected} | {} | {} |",
+                "| {rate} | {} | {} | {} / {} / {} | {ratio} | {} | {received} / {expected} | {} | {} |",
                 match side.kind {
                     Kind::None => "none".to_owned(),
                     k => format!("{} × {}", s.dead, k.name()),
@@ -373,6 +374,7 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
                 cell(med(side, &|x| x.notify.map(|p| ms(p.p50))), 2),
                 cell(this_p99, 2),
                 cell(med(side, &|x| x.notify.map(|p| ms(p.p999))), 2),
+                rounds.join(", "),
                 cell(med(side, &|x| Some(ms(x.post.p99))), 2),
                 cell(med(side, &|x| x.server_cpu_us), 1),
             );

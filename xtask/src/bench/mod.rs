@@ -572,7 +572,7 @@ fn dead_settings(smoke: bool) -> dead::Settings {
         dead::Settings {
             rates: vec![500, 2000],
             step: Duration::from_secs(8),
-            rounds: 3,
+            rounds: 5,
             opts: s.opts,
             plan: s.plan,
             text_len: s.text_len,
