@@ -269,6 +269,58 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The byte cap alone (the count cap stays at its default, 10,000): a dead receiver's backlog
+/// of messages of 1,000 characters passes 6,000 bytes within a few notifications, the
+/// subscription is disabled with that reason, and at most 6,000 bytes of them are kept as dead
+/// letters (so at most 5: each stored body holds its 1,000 characters and more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receivers_backlog_stops_at_the_byte_cap() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "6000"),
+    ]);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    // What the session's set-up sends B is delivered before the receiver dies.
+    lb.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lb.set_status(500);
+    let url = sub.resource_url.unwrap_or_default();
+    let pad = "x".repeat(1000);
+    let mut sent = 0;
+    let got = loop {
+        send_message(&srv, &sid, &format!("m{sent} {pad}")).await;
+        sent += 1;
+        let now: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
+            break now;
+        }
+        assert!(
+            sent < 100,
+            "not disabled after {sent} messages of 1,000 characters"
+        );
+    };
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(reason.contains("6000 bytes"), "{reason}");
+    let list_url = format!("{url}/deadLetters");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let (list, _) = dead_page(&list_url, Format::Json).await;
+        if !list.dead_letter.is_empty() {
+            break dead_messages(&list);
+        }
+        assert!(Instant::now() < deadline, "no dead letters");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        kept.len() <= 5,
+        "{} dead letters past 6,000 bytes",
+        kept.len()
+    );
+    assert!(kept.iter().all(|(_, text)| text.ends_with(&pad)));
+}
+
 /// A receiver that fails without a break for the give-up age (1.5 s here) while notifications
 /// keep coming: the subscription is disabled with that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
