@@ -1,10 +1,12 @@
 //! `cargo xtask bench --dead-receivers [--smoke]`: healthy receivers' POST → notification
 //! latency with dead receivers in the mix (issue 13, the bench bullet of its tests).
 //!
-//! Four netapi-chat servers in one run, each with the message-send workload of the full bench
-//! (every user with its own healthy callback listener, JSON): one with nothing else ("none"),
-//! and three with [`Settings::dead`] more users in the group sessions whose `notifyURL` is dead,
-//! one kind per server:
+//! Five netapi-chat servers in one run, each with the message-send workload of the full bench
+//! (every user with its own healthy callback listener, JSON): one with nothing else ("none");
+//! one with [`Settings::dead`] more users in the group sessions whose receivers are healthy but
+//! not measured ("healthy", the control: the same extra notifications to store and send, none
+//! of them failing); and three with as many users whose `notifyURL` is dead, one kind per
+//! server:
 //!
 //! - **refused**: a loopback port nothing listens on (the connection is refused at once);
 //! - **500**: a listener that answers every notification `500`;
@@ -68,11 +70,13 @@ pub struct Settings {
     pub dead: usize,
 }
 
-/// How the dead receivers of one server are dead.
+/// How the extra receivers of one server are dead (or not, for the control).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     /// None: the healthy workload alone.
     None,
+    /// Extra receivers that answer 204 at once (not measured): the control.
+    Healthy,
     /// Connection refused.
     Refused,
     /// Answers 500.
@@ -82,11 +86,18 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::None, Kind::Refused, Kind::Failing, Kind::Blackhole];
+    const ALL: [Kind; 5] = [
+        Kind::None,
+        Kind::Healthy,
+        Kind::Refused,
+        Kind::Failing,
+        Kind::Blackhole,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::None => "none",
+            Kind::Healthy => "healthy",
             Kind::Refused => "refused",
             Kind::Failing => "500",
             Kind::Blackhole => "blackhole",
@@ -125,7 +136,7 @@ async fn dead_receivers(kind: Kind, n: usize) -> Result<(Vec<String>, Keep)> {
             }
             Ok((urls, Keep::default()))
         }
-        Kind::Failing => {
+        Kind::Healthy | Kind::Failing => {
             use netapi_chat_webhooks::listen::{Listener, Options};
             let mut urls = Vec::new();
             let mut keep = Vec::new();
@@ -138,7 +149,9 @@ async fn dead_receivers(kind: Kind, n: usize) -> Result<(Vec<String>, Keep)> {
                     },
                 )
                 .await?;
-                l.set_status(500);
+                if kind == Kind::Failing {
+                    l.set_status(500);
+                }
                 urls.push(l.url());
                 keep.push(l);
             }
@@ -336,7 +349,7 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
     );
     let _ = writeln!(
         md,
-        "Workload: {}, JSON, each user with its own healthy callback listener; on three of the four servers {} more users with a dead `notifyURL` (each its own endpoint) sit in the group sessions and receive but never send, so every server gets the same messages and the healthy listeners the same notifications. Every server: default settings but `NETAPI_CHAT_DELIVERY_MAX_BACKOFF={MAX_BACKOFF}` (dead receivers probed every 1–1.2 s) and metrics on. {} rounds of {:.0} s steps per rate and server, in rotating order; each figure is the median over the rounds. Notification latency is the healthy listeners' only, from each message's intended send time.\n",
+        "Workload: {}, JSON, each user with its own healthy callback listener; on four of the five servers {} more users (each its own endpoint) sit in the group sessions and receive but never send: with receivers that answer 204 and are not measured (the control: the same extra notifications to store and send), or with a dead `notifyURL`. Every server gets the same messages and the measured listeners the same notifications. Every server: default settings but `NETAPI_CHAT_DELIVERY_MAX_BACKOFF={MAX_BACKOFF}` (dead receivers probed every 1–1.2 s) and metrics on. {} rounds of {:.0} s steps per rate and server, in rotating order; each figure is the median over the rounds. Notification latency is the healthy listeners' only, from each message's intended send time.\n",
         s.plan.describe(),
         s.dead,
         s.rounds,
@@ -344,7 +357,7 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
     );
     let _ = writeln!(
         md,
-        "| msg/s | dead receivers | achieved msg/s | healthy notification p50 / p99 / p99.9 ms | p99 vs none | p99 of each round ms | notifications received / expected | POST p99 ms | server CPU µs/msg |\n|---:|---|---:|---|---:|---|---:|---:|---:|"
+        "| msg/s | extra receivers | achieved msg/s | healthy notification p50 / p99 / p99.9 ms | p99 vs none / vs control | p99 of each round ms | notifications received / expected | POST p99 ms | server CPU µs/msg |\n|---:|---|---:|---|---:|---|---:|---:|---:|"
     );
     for (r, rate) in s.rates.iter().enumerate() {
         let med = |side: &Side, f: &dyn Fn(&StepResult) -> Option<f64>| {
@@ -352,15 +365,19 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
         };
         let p99 = |x: &StepResult| x.notify.map(|p| ms(p.p99));
         let none_p99 = med(&sides[0], &p99);
+        let control_p99 = med(&sides[1], &p99);
         for side in &sides {
             let received: u64 = side.steps[r].iter().map(StepResult::notify_received).sum();
             let expected: u64 = side.steps[r].iter().map(|x| x.notify_expected).sum();
             let this_p99 = med(side, &p99);
-            let ratio = match (this_p99, none_p99) {
-                (Some(a), Some(b)) if side.kind != Kind::None && b > 0.0 => {
-                    format!("{:.2}×", a / b)
-                }
+            let times = |base: Option<f64>| match (this_p99, base) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
                 _ => "–".into(),
+            };
+            let ratio = match side.kind {
+                Kind::None => "–".to_owned(),
+                Kind::Healthy => format!("{} / –", times(none_p99)),
+                _ => format!("{} / {}", times(none_p99), times(control_p99)),
             };
             let rounds: Vec<String> = side.steps[r].iter().map(|x| cell(p99(x), 1)).collect();
             let _ = writeln!(
@@ -368,6 +385,7 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
                 "| {rate} | {} | {} | {} / {} / {} | {ratio} | {} | {received} / {expected} | {} | {} |",
                 match side.kind {
                     Kind::None => "none".to_owned(),
+                    Kind::Healthy => format!("{} × healthy (control)", s.dead),
                     k => format!("{} × {}", s.dead, k.name()),
                 },
                 cell(med(side, &|x| Some(x.achieved)), 0),

@@ -32,9 +32,10 @@
 //! (another build of the server), in alternating steps; it writes `target/bench/delivery.md`.
 //!
 //! `--dead-receivers` runs only the dead-receivers phase of issue 13 ([`dead`]): healthy
-//! receivers' POST → notification latency on a server without dead receivers and on servers
-//! with 10 refused, 500-answering or blackholing ones in the mix, in alternating steps; it
-//! rewrites its own section of `BENCHMARKS.md`. The smoke run includes a one-step version.
+//! receivers' POST → notification latency on a server without extra receivers, on one with 10
+//! extra healthy ones (the control) and on servers with 10 refused, 500-answering or
+//! blackholing ones in the mix, in alternating steps; it rewrites its own section of
+//! `BENCHMARKS.md`. The smoke run includes a one-step version.
 
 mod backends;
 mod baseline;
