@@ -269,6 +269,7 @@ async fn shutdown(
 ) -> std::process::ExitCode {
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + grace;
+    let chat = std::sync::Arc::clone(&server.app_private().chat);
     // Long polls answer now (an empty list) rather than hold the drain for their whole wait.
     netapi_chat::notify::channel::end_polls();
     let drained = tokio::time::timeout_at(deadline, server.close()).await;
@@ -280,7 +281,7 @@ async fn shutdown(
             grace.as_secs_f64()
         ),
     };
-    netapi_chat::notify::stop_deliveries(deadline).await;
+    chat.stop_deliveries(deadline).await;
     // Blocking (joins the store thread): off the async workers.
     let closed = tokio::task::spawn_blocking(move || store.close()).await;
     let store_state = if closed.is_ok() {

@@ -42,6 +42,9 @@ pub const NOTIFICATION_ATTEMPT_DURATION: &str = "netapi_chat_notification_attemp
 pub const NOTIFICATIONS_DELIVERED: &str = "netapi_chat_notifications_delivered_total";
 /// Notifications given up after every attempt of the retry schedule failed.
 pub const NOTIFICATIONS_GIVEN_UP: &str = "netapi_chat_notifications_given_up_total";
+/// Subscriptions disabled by delivery since start (`410`, an undeliverable `notifyURL`,
+/// failing for the give-up age, backlog full): their backlog became dead letters.
+pub const SUBSCRIPTIONS_DISABLED: &str = "netapi_chat_subscriptions_disabled_total";
 /// Requests refused `429` by a rate limit, by `limit` (`requests`, `auth_failures`,
 /// `invitations`).
 pub const RATE_LIMITED: &str = "netapi_chat_rate_limited_total";
@@ -199,6 +202,7 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     }
     metrics::counter!(NOTIFICATIONS_DELIVERED).absolute(crate::notify::delivered_count());
     metrics::counter!(NOTIFICATIONS_GIVEN_UP).absolute(crate::notify::dropped_count());
+    metrics::counter!(SUBSCRIPTIONS_DISABLED).absolute(crate::notify::disabled_count());
     let (sessions, subscriptions) = server.chat.sizes();
     metrics::gauge!(SESSIONS).set(sessions as f64);
     metrics::gauge!(SUBSCRIPTIONS).set(subscriptions as f64);

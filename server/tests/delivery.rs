@@ -24,6 +24,25 @@ const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
 const C: &str = "tel:+15551230003";
 
+/// Opens `/metrics` on the servers that set it (`NETAPI_CHAT_METRICS_TOKEN`).
+const METRICS_TOKEN: &str = "delivery-metrics-token-0123456789abcdef";
+
+/// The unlabelled metric `name` on `srv`'s `/metrics` (0 while nothing was counted).
+async fn metric(srv: &Server, name: &str) -> f64 {
+    let a = support::send(
+        "GET",
+        &format!("{}/metrics", srv.base),
+        &[("authorization", &format!("Bearer {METRICS_TOKEN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Subscribes `user` at `l` and returns the subscription as created.
 async fn subscribe(srv: &Server, user: &str, l: &Listener, format: Format) -> ChatSubscription {
     let sub = chat::subscribe(srv, user, l, format).await;
@@ -184,11 +203,14 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
     let srv = Server::start(&[
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG", "5"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
     ]);
     let (lb, lc) = (Listener::start().await, Listener::start().await);
     let sub = subscribe(&srv, B, &lb, Format::Json).await;
     subscribe(&srv, C, &lc, Format::Json).await;
     lb.set_status(500);
+    let disabled_total = "netapi_chat_subscriptions_disabled_total";
+    assert_eq!(metric(&srv, disabled_total).await, 0.0);
     let sid = session(&srv, &[B, C], true).await;
     for n in 0..10 {
         send_message(&srv, &sid, &format!("m{n}")).await;
@@ -201,6 +223,7 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
         "{reason}"
     );
     chat::assert_disabled_in_xml(&url).await;
+    assert_eq!(metric(&srv, disabled_total).await, 1.0, "counted");
     // The list shows it too.
     let list: ChatSubscriptionList = send_empty("GET", &srv.url(B, "/subscriptions"), Format::Json)
         .await
@@ -249,6 +272,58 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The byte cap alone (the count cap stays at its default, 10,000): a dead receiver's backlog
+/// of messages of 1,000 characters passes 6,000 bytes within a few notifications, the
+/// subscription is disabled with that reason, and at most 6,000 bytes of them are kept as dead
+/// letters (so at most 5: each stored body holds its 1,000 characters and more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_receivers_backlog_stops_at_the_byte_cap() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "6000"),
+    ]);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    // What the session's set-up sends B is delivered before the receiver dies.
+    lb.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lb.set_status(500);
+    let url = sub.resource_url.unwrap_or_default();
+    let pad = "x".repeat(1000);
+    let mut sent = 0;
+    let got = loop {
+        send_message(&srv, &sid, &format!("m{sent} {pad}")).await;
+        sent += 1;
+        let now: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
+            break now;
+        }
+        assert!(
+            sent < 100,
+            "not disabled after {sent} messages of 1,000 characters"
+        );
+    };
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(reason.contains("6000 bytes"), "{reason}");
+    let list_url = format!("{url}/deadLetters");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let (list, _) = dead_page(&list_url, Format::Json).await;
+        if !list.dead_letter.is_empty() {
+            break dead_messages(&list);
+        }
+        assert!(Instant::now() < deadline, "no dead letters");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        kept.len() <= 5,
+        "{} dead letters past 6,000 bytes",
+        kept.len()
+    );
+    assert!(kept.iter().all(|(_, text)| text.ends_with(&pad)));
+}
+
 /// A receiver that fails without a break for the give-up age (1.5 s here) while notifications
 /// keep coming: the subscription is disabled with that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,6 +353,67 @@ async fn a_receiver_failing_for_the_give_up_age_is_disabled() {
     let reason = got.status_reason.unwrap_or_default();
     assert!(reason.contains("failed without a break"), "{reason}");
     assert!(n > 1, "not disabled before the give-up age");
+}
+
+/// A stored `notifyURL` that delivery cannot use is permanent, like `410`: no retry can make
+/// it deliverable, so at its first notification the subscription is disabled with the reason
+/// (readable in JSON and XML) and what was queued is a dead letter, never attempted; another
+/// user's delivery goes on. The URL is an `https` one whose host a URL may hold but no
+/// certificate can name (a label ending in a hyphen), written into the stored subscription
+/// between two runs, as data of an earlier version would hold it (the create refuses a host
+/// that does not resolve, and this one does not). SQLite only: it edits the stored record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_url_that_cannot_be_delivered_to_disables_its_subscription() {
+    if support::Backend::for_tests() != support::Backend::Sqlite {
+        return;
+    }
+    const BAD: &str = "https://bad-.example/cb";
+    // A give-up age of an hour: a URL retried like a failing receiver would stay `Active` for
+    // the whole test.
+    let schedule = [("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h")];
+    let srv = Server::start(&schedule);
+    let (lb, lc) = (Listener::start().await, Listener::start().await);
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    subscribe(&srv, C, &lc, Format::Json).await;
+    let url = sub.resource_url.unwrap_or_default();
+    let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let dir = srv.kill();
+    let db = rusqlite::Connection::open(dir.join("netapi-chat.sqlite3")).expect("open store");
+    let changed = db
+        .execute(
+            "UPDATE records SET value = CAST(replace(CAST(value AS TEXT), ?1, ?2) AS BLOB) \
+             WHERE kind = 'subscription' AND key = ?3",
+            [lb.url.as_str(), BAD, sub_id.as_str()],
+        )
+        .expect("edit the stored subscription");
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let srv = Server::start_in(&dir, &schedule, None);
+    let url = on(&srv, &url);
+    let read: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+    assert_eq!(read.callback_reference.notify_url, BAD);
+    assert_eq!(read.subscription_status, Some(SubscriptionStatus::Active));
+    // An invitation for B (and one for C).
+    session(&srv, &[B, C], false).await;
+    let got = disabled(&url, Format::Json).await;
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(
+        reason.contains("cannot be delivered to") && reason.contains("certificate"),
+        "{reason}"
+    );
+    chat::assert_disabled_in_xml(&url).await;
+    let dead = dead_letters(&format!("{url}/deadLetters"), 1).await;
+    let letter = &dead.dead_letter[0];
+    assert!(
+        letter.session_invitation_notification.is_some(),
+        "{letter:?}"
+    );
+    assert_eq!(letter.attempts, 0, "never attempted: {letter:?}");
+    lc.wait_for(1).await;
+    lb.assert_count_stays(0, Duration::from_millis(300)).await;
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One notification to a receiver that always answers 500, with a schedule of 4 tries over

@@ -137,9 +137,12 @@ const POSTGRES_SUITES: [&str; 8] = [
     "delivery",
 ];
 
-/// Tests of the PostgreSQL pass that read the SQLite file directly (so mean nothing there).
-const SQLITE_ONLY: [&str; 1] =
-    ["a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disabled"];
+/// Tests of the PostgreSQL pass that read or edit the SQLite file directly (so mean nothing
+/// there).
+const SQLITE_ONLY: [&str; 2] = [
+    "a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disabled",
+    "a_notify_url_that_cannot_be_delivered_to_disables_its_subscription",
+];
 
 /// The PostgreSQL pass of `cargo xtask test`: starts a throwaway cluster and runs, with
 /// `NETAPI_CHAT_TEST_DATABASE_URL` set (each test server then gets a database of its own, see

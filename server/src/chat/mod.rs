@@ -292,6 +292,7 @@ impl Chat {
                         chat.disable_subscription(id, reason);
                     }
                 }),
+                run: Arc::default(),
                 log: log.clone(),
             };
             Chat {
@@ -322,6 +323,12 @@ impl Chat {
         } else {
             Ok(())
         }
+    }
+
+    /// Stops this server's deliveries for a graceful stop (see `notify::Deliverer::stop`):
+    /// attempts under way and grouped forgets get until `deadline`, nothing new starts.
+    pub async fn stop_deliveries(&self, deadline: tokio::time::Instant) {
+        self.deliverer.stop(deadline).await;
     }
 
     /// The store (for the metrics' outbox count).

@@ -14,11 +14,11 @@
 //! with the same `webhook-id` (at least once, as promised: receivers de-duplicate on it).
 //! Batches are submitted in the order their ids were handed over and the store commits in
 //! submission order, so what is resent is, per subscription, the tail of what was delivered.
-//! A graceful stop waits for the pending ids to be submitted ([`pending`]) before the store
-//! closes, so nothing is resent after one.
+//! A graceful stop ([`Forgetter::stop`]) submits the pending ids at once, and every id handed
+//! over after it, before the store closes, so nothing is resent after one.
 
 use crate::store::{Batch, Store};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -32,26 +32,21 @@ pub const FORGET_DELAY: Duration = Duration::from_millis(50);
 /// ms of the store thread, and the holding costs 8 bytes an id).
 pub const MAX_PENDING: usize = 4096;
 
-/// Ids handed over and not yet submitted, over every forgetter of the process (a graceful stop
-/// waits for it to reach 0).
-static PENDING: AtomicUsize = AtomicUsize::new(0);
-
-/// Ids handed to a forgetter and not yet submitted to the store.
-pub fn pending() -> usize {
-    PENDING.load(Ordering::SeqCst)
-}
-
 /// Collects delivered (or otherwise finished) outbox ids and forgets them in groups; cheap to
-/// clone (one per process, shared by every delivery task).
+/// clone (one per server, shared by its delivery tasks; what it holds is its own, so two
+/// servers in one process do not count each other's ids).
 #[derive(Clone)]
 pub struct Forgetter {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    /// Ids handed over and not yet submitted (at most [`MAX_PENDING`]).
     pending: Mutex<Vec<u64>>,
     bell: Notify,
     store: Store,
+    /// Set by [`Forgetter::stop`]: ids are submitted as they come.
+    stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for Forgetter {
@@ -67,6 +62,7 @@ impl Forgetter {
             pending: Mutex::new(Vec::new()),
             bell: Notify::new(),
             store,
+            stopping: AtomicBool::new(false),
         });
         let task = Arc::clone(&inner);
         tokio::spawn(async move {
@@ -89,13 +85,23 @@ impl Forgetter {
         let mut pending = self.inner.lock();
         let first = pending.is_empty();
         pending.extend_from_slice(ids);
-        PENDING.fetch_add(ids.len(), Ordering::SeqCst);
-        if pending.len() >= MAX_PENDING || super::STOPPING.load(Ordering::SeqCst) {
+        if pending.len() >= MAX_PENDING || self.inner.stopping.load(Ordering::SeqCst) {
             self.inner.submit(&mut pending);
         } else if first {
             drop(pending);
             self.inner.bell.notify_one();
         }
+    }
+
+    /// Ids handed over and not yet submitted to the store (a graceful stop waits for 0).
+    pub fn pending(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// For a graceful stop: submits what is held now, and from now on every id as it comes.
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.flush();
     }
 }
 
@@ -117,12 +123,10 @@ impl Inner {
             return;
         }
         let ids = std::mem::take(pending);
-        let n = ids.len();
         self.store.submit_detached(Batch {
             forget: ids,
             ..Batch::default()
         });
-        PENDING.fetch_sub(n, Ordering::SeqCst);
     }
 }
 
@@ -174,9 +178,9 @@ mod tests {
         let forgetter = Forgetter::start(store.clone());
 
         forgetter.forget(&[1, 2, 3]);
-        assert_eq!(pending(), 3, "held until the delay is over");
+        assert_eq!(forgetter.pending(), 3, "held until the delay is over");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while pending() > 0 {
+        while forgetter.pending() > 0 {
             assert!(tokio::time::Instant::now() < deadline, "never submitted");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -184,10 +188,49 @@ mod tests {
 
         let many: Vec<u64> = (4..4 + MAX_PENDING as u64).collect();
         forgetter.forget(&many);
-        assert_eq!(pending(), 0, "submitted at once at the bound");
+        assert_eq!(forgetter.pending(), 0, "submitted at once at the bound");
         assert_eq!(outbox_len(&store).await, 4997 - MAX_PENDING as u64);
 
         store.close();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two forgetters (two servers in one process) each count only the ids handed to them, and
+    /// a stop submits what one holds at once, and every id after it as it comes.
+    #[tokio::test]
+    async fn each_forgetter_holds_its_own_ids_and_a_stop_submits_them() {
+        let dirs: Vec<_> = (0..2)
+            .map(|_| {
+                std::env::temp_dir().join(format!(
+                    "netapi-chat-forget-{}",
+                    uuid::Uuid::new_v4().simple()
+                ))
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for dir in &dirs {
+            let (store, _) =
+                Store::start(Box::new(Sqlite::open(dir, Sync::Normal).unwrap())).unwrap();
+            stores.push(store);
+        }
+        let (one, two) = (
+            Forgetter::start(stores[0].clone()),
+            Forgetter::start(stores[1].clone()),
+        );
+        one.forget(&[1, 2]);
+        two.forget(&[3]);
+        assert_eq!((one.pending(), two.pending()), (2, 1));
+        one.stop();
+        assert_eq!(
+            (one.pending(), two.pending()),
+            (0, 1),
+            "only the one stopped"
+        );
+        one.forget(&[4]);
+        assert_eq!(one.pending(), 0, "submitted as it comes once stopping");
+        for (store, dir) in stores.iter().zip(&dirs) {
+            store.close();
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -22,9 +22,10 @@
 //! failure; `429` and `503` honour `Retry-After`. After each failed attempt the head's attempt
 //! count, next attempt time and the endpoint's failure run are written to its outbox row, so
 //! a restart resumes where it was. A notification still failing at its give-up age becomes a
-//! dead letter; `410 Gone`, an endpoint failing for longer than that age, or a backlog past
-//! [`BacklogLimit`] disables the subscription (it stays readable, with its status) and keeps
-//! its backlog as dead letters. What is given up or disabled is logged and counted
+//! dead letter; `410 Gone`, a `notifyURL` that cannot be delivered to at all (it does not
+//! make an endpoint: no retry would change that), an endpoint failing for longer than that
+//! age, or a backlog past [`BacklogLimit`] disables the subscription (it stays readable, with
+//! its status) and keeps its backlog as dead letters. What is given up or disabled is logged and counted
 //! ([`dropped_count`], [`disabled_count`]).
 
 pub mod channel;
@@ -34,7 +35,7 @@ pub mod rules;
 
 use crate::callback_guard::CallbackPolicy;
 use crate::logsafe::Escaped;
-use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
+use crate::signing::{Signer, headers};
 use crate::store::{Batch, Bury, Progress, Store, now_ms};
 use endpoints::{Endpoint, Endpoints, Failure};
 pub use forget::Forgetter;
@@ -74,37 +75,29 @@ pub fn webhook_id(id: u64) -> String {
     format!("msg_{id}")
 }
 
-/// Set when the process stops: no delivery attempt starts any more.
-static STOPPING: AtomicBool = AtomicBool::new(false);
-/// Delivery attempts between their start and the forgetting of their notification.
-static ATTEMPTING: AtomicUsize = AtomicUsize::new(0);
+/// One server's delivery run: whether it is stopping, and the attempts under way. Owned by its
+/// [`Deliverer`] (not process-wide), so that two servers in one process (tests) stop apart.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// Set when the server stops: no delivery attempt starts any more.
+    stopping: AtomicBool,
+    /// Delivery attempts between their start and the forgetting of their notification.
+    attempting: AtomicUsize,
+}
 
-/// Counts one attempt (and the forget after it) in [`ATTEMPTING`] while alive.
-struct Attempting;
+/// Counts one attempt (and the forget after it) in [`Run::attempting`] while alive.
+struct Attempting<'a>(&'a Run);
 
-impl Attempting {
-    fn enter() -> Attempting {
-        ATTEMPTING.fetch_add(1, Ordering::SeqCst);
-        Attempting
+impl<'a> Attempting<'a> {
+    fn enter(run: &'a Run) -> Attempting<'a> {
+        run.attempting.fetch_add(1, Ordering::SeqCst);
+        Attempting(run)
     }
 }
 
-impl Drop for Attempting {
+impl Drop for Attempting<'_> {
     fn drop(&mut self) {
-        ATTEMPTING.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Stops delivery at a clean point, for a graceful stop: no attempt starts any more (what is
-/// not delivered stays in the outbox for the next start), and attempts under way get until
-/// `deadline` to finish and the forgetter to submit what it holds before the store is closed
-/// (one cut short is delivered again after the restart, with the same `webhook-id`).
-pub async fn stop_deliveries(deadline: tokio::time::Instant) {
-    STOPPING.store(true, Ordering::SeqCst);
-    while (ATTEMPTING.load(Ordering::SeqCst) > 0 || forget::pending() > 0)
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.0.attempting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -165,10 +158,14 @@ fn skipped(state: u8, n: &Notification) -> bool {
 }
 
 /// Why delivery disabled a subscription (shown as its status reason, and logged).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DisableReason {
     /// The callback answered `410 Gone`.
     Gone,
+    /// The callback URL cannot be delivered to at all (it does not parse as a callback
+    /// endpoint: e.g. an `https` host no certificate can name); why. No retry can change that,
+    /// so it is permanent, like `410`.
+    Undeliverable(String),
     /// The callback failed without a break for the give-up age.
     Failing,
     /// The backlog reached its cap.
@@ -177,9 +174,12 @@ pub enum DisableReason {
 
 impl DisableReason {
     /// The text shown to the subscription's owner and logged.
-    pub fn text(self, policy: &RetryPolicy) -> String {
+    pub fn text(&self, policy: &RetryPolicy) -> String {
         match self {
             DisableReason::Gone => "the callback answered 410 Gone".to_owned(),
+            DisableReason::Undeliverable(why) => {
+                format!("the callback URL cannot be delivered to: {why}")
+            }
             DisableReason::Failing => format!(
                 "the callback failed without a break for {} s (the give-up age)",
                 policy.give_up_after.as_secs_f64()
@@ -215,8 +215,26 @@ pub struct Deliverer {
     pub endpoints: Endpoints,
     /// Called with the subscription id and the reason text when delivery disables it.
     pub on_disable: OnDisable,
+    /// This server's run: stopping, attempts under way (see [`Deliverer::stop`]).
+    pub run: Arc<Run>,
     /// Logger.
     pub log: Logger,
+}
+
+impl Deliverer {
+    /// Stops delivery at a clean point, for a graceful stop: no attempt starts any more (what
+    /// is not delivered stays in the outbox for the next start), and attempts under way get
+    /// until `deadline` to finish and the forgetter to submit what it holds before the store
+    /// is closed (one cut short is delivered again after the restart, same `webhook-id`).
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        self.run.stopping.store(true, Ordering::SeqCst);
+        self.forgetter.stop();
+        while (self.run.attempting.load(Ordering::SeqCst) > 0 || self.forgetter.pending() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// What the queue's two ends share: the subscription's delivery state, the size of its
@@ -331,64 +349,44 @@ enum Outcome {
     Retry(Option<Duration>),
 }
 
-/// The callback URL made ready once per delivery task, or why it cannot be delivered to.
-type Prepared = Result<Endpoint, String>;
-
 async fn attempt(
     target: &Target,
     d: &Deliverer,
     keys: &[Arc<Signer>],
-    endpoint: &Prepared,
+    ep: &Endpoint,
     id: u64,
     body: &bytes::Bytes,
 ) -> Outcome {
-    let ep = match endpoint {
-        Ok(ep) => ep,
-        Err(e) => {
-            warn!(d.log, "callback URL cannot be delivered to";
-                "subscription" => &target.subscription, "id" => id, "error" => %Escaped(e));
-            return Outcome::Retry(None);
-        }
-    };
-    let msg_id = webhook_id(id);
     let timestamp = crate::store::now_ms() / 1000;
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
+    let mut map = http::HeaderMap::new();
+    map.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(target.format.content_type()),
     );
-    // One signature per key (Standard Webhooks: space-separated), so that during a rotation
-    // window a receiver verifies with the old secret or the new one.
-    let server_wide: Vec<Arc<Signer>> = d.signer.iter().cloned().collect();
+    // The subscription's own keys (more than one during a rotation window), else the
+    // server-wide secret, if any.
     let keys = if keys.is_empty() {
-        &server_wide[..]
+        d.signer.as_slice()
     } else {
         keys
     };
-    let signatures: Vec<String> = keys
-        .iter()
-        .map(|k| k.sign(&msg_id, timestamp, body))
-        .collect();
-    for (name, value) in [
-        (HEADER_ID, msg_id),
-        (HEADER_TIMESTAMP, timestamp.to_string()),
-        (HEADER_SIGNATURE, signatures.join(" ")),
-    ] {
-        // Ids, digits and base64: always valid header values.
+    for (name, value) in headers(keys.iter().map(|k| &**k), &webhook_id(id), timestamp, body) {
+        // Ids, digits and base64: always valid header values; an empty signature (no key) is
+        // left out.
         if let Ok(v) = http::HeaderValue::try_from(value)
             && !v.is_empty()
         {
-            headers.insert(name, v);
+            map.insert(name, v);
         }
     }
-    if signatures.is_empty() {
+    if keys.is_empty() {
         warn!(d.log, "no secret to sign the notification with: sent unsigned";
             "subscription" => &target.subscription, "id" => id);
     }
     let started = std::time::Instant::now();
     let result = d
         .endpoints
-        .post(ep, &d.callbacks, headers, body.clone(), d.policy.timeout)
+        .post(ep, &d.callbacks, map, body.clone(), d.policy.timeout)
         .await;
     // Only a failure to reach the endpoint puts its addresses in doubt (look the host up again
     // before the next attempt); an HTTP answer, even a 500, came over a good connection, and
@@ -439,6 +437,31 @@ fn jitter() -> f64 {
     rand::random_range(1.0..1.2)
 }
 
+/// The encoded body of a queue's head, kept while it is the head so that its retries send the
+/// bytes encoded for its first attempt instead of encoding the notification again each time.
+/// Bounded: one body per subscription (its head's), dropped when the head is done.
+#[derive(Debug, Default)]
+struct HeadBody(Option<(u64, bytes::Bytes)>);
+
+impl HeadBody {
+    /// The body of notification `id`: the kept one if it is `id`'s, else `encode()`d and kept.
+    fn get(&mut self, id: u64, encode: impl FnOnce() -> Vec<u8>) -> bytes::Bytes {
+        match &self.0 {
+            Some((kept, body)) if *kept == id => body.clone(),
+            _ => {
+                let body = bytes::Bytes::from(encode());
+                self.0 = Some((id, body.clone()));
+                body
+            }
+        }
+    }
+
+    /// The head is done (delivered, given up, buried or dropped): its body goes.
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// One subscription's delivery task: see the module documentation and [`rules`].
 async fn deliver(
     target: Target,
@@ -449,12 +472,17 @@ async fn deliver(
     let endpoint = Endpoint::parse(&target.notify_url);
     // The head of the queue, when it has been taken from the channel and is not done yet.
     let mut head: Option<Delivery> = None;
+    let mut body = HeadBody::default();
     // The endpoint's current run of failures: since when, how many, and when the next try
     // is due (so that a given-up head's successor waits for the next probe).
     let mut failing_since: Option<i64> = None;
     let mut failures: u32 = 0;
     let mut probe_at: i64 = 0;
     loop {
+        if head.is_none() {
+            // The last head is done: its encoded body is not needed any more.
+            body.clear();
+        }
         let mut item = match head.take() {
             Some(h) => h,
             None => match rx.recv().await {
@@ -493,6 +521,21 @@ async fn deliver(
             head = Some(item);
             continue;
         }
+        let ep = match &endpoint {
+            Ok(ep) => ep,
+            // No retry can make the URL deliverable: permanent, like 410.
+            Err(why) if state == LIVE => {
+                let why = DisableReason::Undeliverable(why.clone());
+                disable(&target, &d, &shared, why, count);
+                head = Some(item);
+                continue;
+            }
+            // Expired: only its cancellation notification was left, and it cannot be sent.
+            Err(_) => {
+                bury(&target, &d, &shared, vec![item]);
+                return;
+            }
+        };
         // After a restart the failure run is read back from the head's row.
         if failing_since.is_none() {
             failing_since = item.progress.failing_since_ms;
@@ -511,7 +554,7 @@ async fn deliver(
                 }
             }
         }
-        if STOPPING.load(Ordering::SeqCst) {
+        if d.run.stopping.load(Ordering::SeqCst) {
             // Still in the outbox, with its progress: resumed after the restart.
             return;
         }
@@ -521,14 +564,14 @@ async fn deliver(
             shared.done(&item);
             continue;
         }
-        let _attempting = Attempting::enter();
+        let _attempting = Attempting::enter(&d.run);
         if shared.state.load(Ordering::SeqCst) == CANCELLED {
             head = Some(item);
             continue;
         }
-        let body = bytes::Bytes::from(item.notification.encode(target.format));
+        let bytes = body.get(item.id, || item.notification.encode(target.format));
         let keys = shared.keys_at(now_ms());
-        match attempt(&target, &d, &keys, &endpoint, item.id, &body).await {
+        match attempt(&target, &d, &keys, ep, item.id, &bytes).await {
             Outcome::Delivered => {
                 debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
                     "subscription" => &target.subscription, "id" => item.id,
@@ -615,4 +658,41 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
         "subscription" => &target.subscription, "url" => %Escaped(&target.notify_url),
         "reason" => %reason, "backlog" => backlog, "disabled_total" => total);
     (d.on_disable)(&target.subscription, &reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head's retries reuse the bytes of its first encoding; the next head is encoded anew,
+    /// and a cleared one (done) is not kept.
+    #[test]
+    fn a_heads_body_is_encoded_once_while_it_is_the_head() {
+        let mut kept = HeadBody::default();
+        let encoded = std::cell::Cell::new(0);
+        let encode = |text: &str| {
+            encoded.set(encoded.get() + 1);
+            text.as_bytes().to_vec()
+        };
+        assert_eq!(kept.get(7, || encode("seven")), "seven");
+        assert_eq!(kept.get(7, || encode("other")), "seven", "a retry");
+        assert_eq!(encoded.get(), 1);
+        assert_eq!(kept.get(8, || encode("eight")), "eight", "the next head");
+        assert_eq!(encoded.get(), 2);
+        kept.clear();
+        assert!(kept.0.is_none(), "nothing kept once the head is done");
+        assert_eq!(kept.get(8, || encode("eight")), "eight");
+        assert_eq!(encoded.get(), 3);
+    }
+
+    /// An undeliverable URL is shown with why, like the other reasons.
+    #[test]
+    fn an_undeliverable_url_is_a_reason_that_says_why() {
+        let policy = RetryPolicy::default();
+        let why = DisableReason::Undeliverable("bad-.example is not a name".into());
+        assert_eq!(
+            why.text(&policy),
+            "the callback URL cannot be delivered to: bad-.example is not a name"
+        );
+    }
 }

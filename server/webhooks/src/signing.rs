@@ -61,6 +61,29 @@ pub struct Signer {
     mac: HmacSha256,
 }
 
+/// The three headers for one message signed with each of `signers`, as `(name, value)`
+/// pairs: `webhook-id`, `webhook-timestamp`, and `webhook-signature` holding one signature per
+/// signer, space-separated (Standard Webhooks), so that during a key rotation a receiver
+/// verifies with the old secret or the new one. No signer: the signature value is empty (the
+/// sender leaves that header out). The one place the header names and values are put
+/// together, for the server and for anyone signing like it.
+pub fn headers<'a>(
+    signers: impl IntoIterator<Item = &'a Signer>,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> [(&'static str, String); 3] {
+    let signatures: Vec<String> = signers
+        .into_iter()
+        .map(|s| s.sign(id, timestamp, body))
+        .collect();
+    [
+        (HEADER_ID, id.to_owned()),
+        (HEADER_TIMESTAMP, timestamp.to_string()),
+        (HEADER_SIGNATURE, signatures.join(" ")),
+    ]
+}
+
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Signer { key: <redacted> }")
@@ -194,13 +217,10 @@ impl Signer {
 
     /// The three headers for one message, as `(name, value)` pairs: `webhook-id`,
     /// `webhook-timestamp`, `webhook-signature`. `id` must be unique per notification and
-    /// kept across its retries; `timestamp` is the Unix time of this attempt.
+    /// kept across its retries; `timestamp` is the Unix time of this attempt. One signer's
+    /// case of [`headers`].
     pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 3] {
-        [
-            (HEADER_ID, id.to_owned()),
-            (HEADER_TIMESTAMP, timestamp.to_string()),
-            (HEADER_SIGNATURE, self.sign(id, timestamp, body)),
-        ]
+        headers([self], id, timestamp, body)
     }
 
     /// Verifies a received message: the timestamp must be within `tolerance_secs` of `now`
@@ -281,6 +301,36 @@ mod tests {
             timestamp,
             signature,
         }
+    }
+
+    /// Several signers (a rotation window): one signature each in one header, and a receiver
+    /// with any one of the secrets verifies; a third secret does not. No signer: an empty
+    /// signature. One signer: what `Signer::headers` gives.
+    #[test]
+    fn headers_carry_one_signature_per_signer() {
+        let (old, _) = Signer::generate();
+        let (new, _) = Signer::generate();
+        let (other, _) = Signer::generate();
+        let both = headers([&old, &new], MSG_ID, TIMESTAMP, BODY);
+        assert_eq!(both[0], (HEADER_ID, MSG_ID.to_owned()));
+        assert_eq!(both[1], (HEADER_TIMESTAMP, TIMESTAMP.to_string()));
+        assert_eq!(both[2].0, HEADER_SIGNATURE);
+        assert_eq!(both[2].1.split(' ').count(), 2);
+        let got = received(&both[2].1, &both[1].1);
+        assert_eq!(old.verify(&got, BODY, TIMESTAMP, 300), Ok(()));
+        assert_eq!(new.verify(&got, BODY, TIMESTAMP, 300), Ok(()));
+        assert_eq!(
+            other.verify(&got, BODY, TIMESTAMP, 300),
+            Err(SigningError::SignatureMismatch)
+        );
+        assert_eq!(
+            headers(std::iter::empty(), MSG_ID, TIMESTAMP, BODY)[2].1,
+            ""
+        );
+        assert_eq!(
+            headers([&signer()], MSG_ID, TIMESTAMP, BODY),
+            signer().headers(MSG_ID, TIMESTAMP, BODY)
+        );
     }
 
     #[test]

@@ -167,8 +167,10 @@ pub async fn open_session(conn: &mut Conn, members: &[String]) -> Result<String>
 
 /// A running workload: users subscribed with their own listeners, sessions accepted.
 pub struct Workload {
-    /// Per session: the message path of each member as sender.
+    /// Per session: the message path of each member with a listener, as sender.
     routes: Vec<Vec<String>>,
+    /// Per session: the members with a listener (each message notifies all but its sender).
+    notified: Vec<u32>,
     /// The listeners (stopped when the workload is dropped).
     _listeners: Vec<Listener>,
 }
@@ -182,31 +184,74 @@ impl Workload {
         format: Format,
         collector: &Arc<Collector>,
     ) -> Result<Workload> {
+        Workload::setup_with_extra(addr, plan, format, collector, &[]).await
+    }
+
+    /// [`Workload::setup`] plus one more user per URL of `extra`, subscribed with that
+    /// `notifyURL` (a receiver the harness does not collect from, e.g. a dead one) and added
+    /// to the group sessions in turn (1-1 sessions stay 1-1), where it accepts like the
+    /// others. Extra users never send: the messages and the notifications the collector
+    /// expects are those of `plan` alone, so a run with extras and one without send the same.
+    pub async fn setup_with_extra(
+        addr: SocketAddr,
+        plan: &Plan,
+        format: Format,
+        collector: &Arc<Collector>,
+        extra: &[String],
+    ) -> Result<Workload> {
         let mut conn = Conn::new(addr);
         let mut listeners = Vec::new();
+        let subscribe = |i: usize, url: &str| {
+            format!(
+                r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{url}","callbackData":"bench-{i}","notificationFormat":"{}"}}}}}}"#,
+                format.notification_format()
+            )
+        };
         for i in 0..plan.users() {
             let l = Listener::start(Arc::clone(collector)).await?;
-            let body = format!(
-                r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}","callbackData":"bench-{i}","notificationFormat":"{}"}}}}}}"#,
-                l.url,
-                format.notification_format()
-            );
-            post_json(&mut conn, &path(&user(i), "/subscriptions"), body).await?;
+            post_json(
+                &mut conn,
+                &path(&user(i), "/subscriptions"),
+                subscribe(i, &l.url),
+            )
+            .await?;
             listeners.push(l);
         }
+        let sessions = plan.sessions();
+        let groups: Vec<usize> = (0..sessions.len())
+            .filter(|&s| sessions[s].len() > 2)
+            .collect();
+        if !extra.is_empty() && groups.is_empty() {
+            bail!("extra receivers go into group sessions, and the plan has none");
+        }
+        let mut extras: Vec<Vec<String>> = vec![Vec::new(); sessions.len()];
+        for (k, url) in extra.iter().enumerate() {
+            let i = plan.users() + k;
+            post_json(
+                &mut conn,
+                &path(&user(i), "/subscriptions"),
+                subscribe(i, url),
+            )
+            .await?;
+            extras[groups[k % groups.len()]].push(user(i));
+        }
         let mut routes = Vec::new();
-        for members in plan.sessions() {
+        let mut notified = Vec::new();
+        for (members, more) in sessions.iter().zip(extras) {
             let addrs: Vec<String> = members.iter().map(|&i| user(i)).collect();
-            let sid = open_session(&mut conn, &addrs).await?;
+            let all: Vec<String> = addrs.iter().cloned().chain(more).collect();
+            let sid = open_session(&mut conn, &all).await?;
             routes.push(
                 addrs
                     .iter()
                     .map(|a| path(a, &format!("/chatSessions/{sid}/messages")))
                     .collect(),
             );
+            notified.push(u32::try_from(addrs.len()).unwrap_or(u32::MAX));
         }
         Ok(Workload {
             routes,
+            notified,
             _listeners: listeners,
         })
     }
@@ -215,11 +260,13 @@ impl Workload {
     /// member is connected and gets a notification.
     pub fn make_request(&self, format: Format, text_len: usize) -> MakeRequest {
         let routes = self.routes.clone();
+        let notified = self.notified.clone();
         Arc::new(move |step, seq| {
             let m = routes.len().max(1) as u64;
             let members = routes
                 .get((seq % m) as usize)
                 .context("workload has no sessions")?;
+            let listening = notified.get((seq % m) as usize).copied().unwrap_or(0);
             let sender = ((seq / m) % members.len().max(1) as u64) as usize;
             let body = format.chat_message(&message_text(step, seq, text_len));
             let req = request(
@@ -232,7 +279,7 @@ impl Workload {
                 ],
                 body,
             )?;
-            Ok((req, u32::try_from(members.len() - 1).unwrap_or(0)))
+            Ok((req, listening.saturating_sub(1)))
         })
     }
 }

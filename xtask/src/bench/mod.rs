@@ -34,6 +34,11 @@
 //! `--channels` runs only the channel phase of issue 15 ([`channels`]): POST → notification
 //! received over a callback, a long-poll channel and a WebSocket channel; it writes
 //! `target/bench/channels.md`. The smoke run includes a 1-second one.
+//! `--dead-receivers` runs only the dead-receivers phase of issue 13 ([`dead`]): healthy
+//! receivers' POST → notification latency on a server without extra receivers, on one with 10
+//! extra healthy ones (the control) and on servers with 10 refused, 500-answering or
+//! blackholing ones in the mix, in alternating steps; it rewrites its own section of
+//! `BENCHMARKS.md`. The smoke run includes a one-step version.
 
 mod backends;
 mod baseline;
@@ -41,6 +46,7 @@ mod channels;
 mod chart;
 mod chat;
 mod cost;
+mod dead;
 mod delivery;
 mod http;
 mod listen;
@@ -63,7 +69,7 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --postgres [--smoke]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
 #[derive(Default)]
@@ -323,6 +329,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut long_args = LongArgs::default();
     let (mut delivery, mut before) = (false, None::<PathBuf>);
     let mut channels_only = false;
+    let mut dead_receivers = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -332,6 +339,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "--peer" => peer = Some(true),
             "--long" => long = true,
             "--delivery" => delivery = true,
+            "--dead-receivers" => dead_receivers = true,
             "--before" => {
                 before =
                     Some(PathBuf::from(it.next().with_context(|| {
@@ -352,6 +360,9 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     }
     if (delivery && (long || peer.is_some())) || (before.is_some() && !delivery) {
         bail!("--delivery goes alone (with --smoke), and --before with --delivery; {USAGE}");
+    }
+    if dead_receivers && (delivery || long || postgres || peer.is_some()) {
+        bail!("--dead-receivers goes alone (with --smoke); {USAGE}");
     }
     if !long && long_args.any() {
         bail!("--messages, --rate, --sessions-cycled and --sample-secs go with --long; {USAGE}");
@@ -401,6 +412,15 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         let result = rt.block_on(delivery::run(root, &ds, before, &command));
         rt.shutdown_timeout(Duration::from_secs(2));
         return result.map(|_| ());
+    }
+    if dead_receivers {
+        let command = format!("cargo xtask bench {}", args.join(" "));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(dead_phase(root, smoke, &command));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return result;
     }
     if postgres {
         let s = if smoke {
@@ -518,6 +538,12 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             ))
             .map_err(|e| println!("bench: the channel phase (smoke) failed: {e:#}"))
             .is_err();
+    // And a tiny dead-receivers phase, into the smoke file.
+    let dead_smoke = smoke
+        && rt
+            .block_on(dead_phase(root, true, "cargo xtask bench --smoke"))
+            .map_err(|e| println!("bench: the dead-receivers phase (smoke) failed: {e:#}"))
+            .is_err();
     rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [
         ("baseline", report.baseline.is_err()),
@@ -528,6 +554,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         ("long run (smoke)", long_smoke),
         ("delivery cost (smoke)", delivery_smoke),
         ("channels (smoke)", channels_smoke),
+        ("dead receivers (smoke)", dead_smoke),
     ]
     .into_iter()
     .filter_map(|(n, f)| f.then_some(n))
@@ -572,6 +599,61 @@ fn delivery_settings(smoke: bool) -> delivery::Settings {
             text_len: s.text_len,
         }
     }
+}
+
+/// The dead-receivers phase's settings (`--dead-receivers`; tiny with `--smoke`).
+fn dead_settings(smoke: bool) -> dead::Settings {
+    if smoke {
+        let s = Settings::smoke();
+        dead::Settings {
+            rates: vec![200],
+            step: Duration::from_secs(1),
+            rounds: 1,
+            opts: s.opts,
+            plan: s.plan,
+            text_len: s.text_len,
+            dead: 2,
+        }
+    } else {
+        let s = Settings::full();
+        dead::Settings {
+            rates: vec![500, 2000],
+            step: Duration::from_secs(8),
+            rounds: 5,
+            opts: s.opts,
+            plan: s.plan,
+            text_len: s.text_len,
+            dead: 10,
+        }
+    }
+}
+
+/// Runs the dead-receivers phase and splices its section into `BENCHMARKS.md` (or, when
+/// `smoke`, into `target/bench/BENCHMARKS.smoke.md`).
+async fn dead_phase(root: &Path, smoke: bool, command: &str) -> Result<()> {
+    let section = dead::run(root, &dead_settings(smoke), command).await?;
+    let md = if smoke {
+        proc::target_dir(root).join("bench/BENCHMARKS.smoke.md")
+    } else {
+        root.join("BENCHMARKS.md")
+    };
+    if let Some(dir) = md.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let doc = match std::fs::read_to_string(&md) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# Benchmarks\n\nGenerated by `cargo xtask bench`; see xtask/src/bench/.\n".to_owned()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", md.display())),
+    };
+    std::fs::write(
+        &md,
+        report::splice_between(&doc, dead::START, dead::END, &section),
+    )
+    .with_context(|| format!("writing {}", md.display()))?;
+    println!("bench: dead receivers written to {}", md.display());
+    Ok(())
 }
 
 async fn run(root: &Path, s: &Settings) -> report::Report {
