@@ -98,6 +98,10 @@ impl Backend for Redb {
         Err(StoreError("not measured in this bench".into()))
     }
 
+    fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
+        Err(StoreError("not measured in this bench".into()))
+    }
+
     fn message_by_correlator(
         &mut self,
         _: &str,

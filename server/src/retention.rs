@@ -2,8 +2,10 @@
 //! the data directory is bounded by live data plus the retained history (issue 12 item 4).
 //!
 //! Messages are the one thing that grows with use while a session stays open (ended sessions go
-//! with their messages when they end; delivered and given-up notifications, expired and deleted
-//! subscriptions are deleted when that happens). A message's delivery statuses are part of its
+//! with their messages when they end; delivered notifications, expired and deleted
+//! subscriptions are deleted when that happens). Dead letters (notifications given up or left
+//! by a disabled subscription) are kept for the same retention, counted from their burial, then
+//! purged in the same rounds (issue 13: replay stays possible for the retention period). A message's delivery statuses are part of its
 //! record, so they go with it.
 //!
 //! How it runs: a task wakes every purge interval and runs a round: a walk over the sessions
@@ -158,6 +160,35 @@ async fn run(store: Store, settings: Retention, log: Logger) {
         }
         if purged > 0 {
             info!(log, "messages past retention purged"; "messages" => purged);
+        }
+        // Dead letters buried before the cutoff, in jobs of the same adapted size.
+        let mut dead = 0usize;
+        loop {
+            let cutoff = cutoff_ms(now_ms(), settings.keep);
+            let job = move |b: &mut dyn crate::store::Backend| {
+                let t = std::time::Instant::now();
+                b.purge_dead_letters(cutoff, batch)
+                    .map(|n| (n, t.elapsed()))
+            };
+            match store.read(job).await {
+                Ok(Ok((n, took))) => {
+                    dead += n;
+                    let full = n >= batch;
+                    batch = next_batch(batch, took);
+                    if !full {
+                        break;
+                    }
+                    tokio::time::sleep(PAUSE).await;
+                }
+                Ok(Err(e)) => {
+                    warn!(log, "purging dead letters past retention failed; retried at the next round"; "error" => e);
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        if dead > 0 {
+            info!(log, "dead letters past retention purged"; "dead_letters" => dead);
         }
         tokio::time::sleep(settings.interval).await;
     }

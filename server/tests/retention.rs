@@ -294,3 +294,60 @@ fn a_retention_that_does_not_parse_stops_the_start() {
         );
     }
 }
+
+/// Dead letters are kept for the retention period, then purged like messages (issue 13: replay
+/// stays possible for that long, and the outbox does not keep what nobody will ever replay). A
+/// notification given up at once (a one-try schedule, its receiver down) is listed, in JSON and
+/// XML, while it is younger than the retention, and is gone from the list after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_kept_for_the_retention_then_purged() {
+    let s = Server::start(&[
+        ("NETAPI_CHAT_RETENTION", "3s"),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", "100"),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0"),
+    ]);
+    let listener = support::Listener::start().await;
+    listener.set_down(true);
+    let sub = chat::subscribe(&s, BOB, &listener, Format::Json).await;
+    let sub_id = last_segment(sub.resource_url.as_deref().expect("resourceURL"));
+    let list_url = s.urls().dead_letters(BOB, &sub_id);
+    chat::start_session(&s, ALICE, &docs::session("retained", &[BOB])).await;
+    let count = |format: Format| {
+        let url = list_url.clone();
+        async move {
+            let a = send_empty("GET", &url, format).await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            if format == Format::Xml {
+                support::xsd_validate(&a.body);
+            }
+            a.decode::<netapi_chat_api::DeadLetterList>()
+                .dead_letter
+                .len()
+        }
+    };
+    // Buried: listed while younger than the retention (the test's clock proves it).
+    let started = Instant::now();
+    while count(Format::Json).await == 0 {
+        assert!(started.elapsed() < PATIENCE, "never buried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let buried = Instant::now();
+    for format in FORMATS {
+        let n = count(format).await;
+        if buried.elapsed() < Duration::from_secs(3) {
+            assert_eq!(
+                n, 1,
+                "{format:?}: a dead letter younger than the retention is listed"
+            );
+        }
+    }
+    // Past the retention: purged.
+    while count(Format::Json).await != 0 {
+        assert!(
+            buried.elapsed() < PATIENCE,
+            "the dead letter was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(Format::Xml).await, 0);
+}

@@ -354,6 +354,12 @@ pub trait Backend: Send + 'static {
         from: &str,
         budget: usize,
     ) -> Result<Purged, StoreError>;
+    /// Deletes at most `budget` dead letters buried before `before_ms` (Unix milliseconds),
+    /// the oldest first (retention, issue 13: dead letters are kept for the retention period,
+    /// then go like the messages do); how many it deleted. The outbox is bounded (backlog
+    /// caps, dead letters trimmed per subscription), so the scan without an index by burial
+    /// time is bounded too.
+    fn purge_dead_letters(&mut self, before_ms: i64, budget: usize) -> Result<usize, StoreError>;
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
@@ -1116,6 +1122,9 @@ mod tests {
                 next: None,
             })
         }
+        fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
+            Ok(0)
+        }
         fn unavailable(&self) -> bool {
             self.lost
         }
@@ -1245,6 +1254,9 @@ mod tests {
                 deleted: 0,
                 next: None,
             })
+        }
+        fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
+            Ok(0)
         }
     }
 

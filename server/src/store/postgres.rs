@@ -1019,6 +1019,20 @@ impl Backend for Postgres {
         })
     }
 
+    fn purge_dead_letters(&mut self, before_ms: i64, budget: usize) -> Result<usize, StoreError> {
+        self.with(async move |c: &mut Conn| {
+            let n = c
+                .client
+                .execute(
+                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+                       WHERE dead_ms IS NOT NULL AND dead_ms < $1 ORDER BY dead_ms, id LIMIT $2)",
+                    &[&before_ms, &count(budget)],
+                )
+                .await?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
     fn purge_messages(
         &mut self,
         before_ms: i64,

@@ -858,6 +858,23 @@ impl Backend for Sqlite {
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
+    fn purge_dead_letters(&mut self, before_ms: i64, budget: usize) -> Result<usize, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+                   WHERE dead_ms IS NOT NULL AND dead_ms < ?1 ORDER BY dead_ms, id LIMIT ?2)",
+            )
+            .and_then(|mut st| {
+                st.execute(rusqlite::params![
+                    before_ms,
+                    i64::try_from(budget).unwrap_or(i64::MAX)
+                ])
+            })
+            .map_err(err)?;
+        Ok(n)
+    }
+
     fn purge_messages(
         &mut self,
         before_ms: i64,
