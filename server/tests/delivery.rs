@@ -937,3 +937,21 @@ async fn a_restart_after_delivery_loses_nothing_and_resends_at_most_the_unforgot
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A notifyURL delivery could never use (an `https` host no certificate can name) is refused
+/// when the subscription is made, `400 SVC0002` naming why, in JSON and XML, instead of being
+/// accepted and disabled at its first notification (issue 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_url_that_cannot_be_delivered_to_is_refused_at_create() {
+    let srv = Server::default_for_tests();
+    for format in [Format::Json, Format::Xml] {
+        let doc = docs::subscription_to("https://bad-.example/cb", B, format);
+        let a = support::send_doc("POST", &srv.urls().subscriptions(B), format, &doc).await;
+        assert_eq!(a.status, 400, "{format:?}: {}", a.body);
+        assert!(
+            a.body.contains("SVC0002") && a.body.contains("certificate"),
+            "{format:?}: {}",
+            a.body
+        );
+    }
+}

@@ -146,6 +146,10 @@ impl Chat {
         if !via_channel {
             let parsed = check_url(&notify_url, &self.settings.callbacks)
                 .map_err(|e| bad(&e, &e.detail()))?;
+            // What delivery would make of it (e.g. an `https` host no certificate can name):
+            // refused now rather than disabled at its first notification (issue 13).
+            crate::notify::endpoints::Endpoint::parse(&notify_url)
+                .map_err(|why| bad(&format!("cannot be delivered to: {why}"), &why))?;
             tokio::time::timeout(
                 Duration::from_secs(5),
                 resolve_checked(&parsed, &self.settings.callbacks),
