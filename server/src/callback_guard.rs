@@ -409,12 +409,6 @@ pub fn forbidden_character(url: &str) -> Option<(usize, char)> {
         .map(|(i, c)| (i + 1, c))
 }
 
-/// The class of an address, or `None` for a public unicast address. IPv6 addresses that
-/// embed an IPv4 address (mapped, NAT64, 6to4) get the class of the embedded address.
-pub fn classify(ip: IpAddr) -> Option<AddressClass> {
-    classify_detailed(ip).map(|(class, _)| class)
-}
-
 fn refused(host: &str, resolved: Option<IpAddr>, r: Refusal) -> GuardError {
     GuardError::RefusedAddress {
         host: host.to_owned(),
@@ -535,6 +529,12 @@ fn classify_v6(ip: Ipv6Addr) -> Option<(AddressClass, Option<Ipv4Addr>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The class of an address, or `None` for a public unicast address (the detailed rule
+    /// without the embedded address).
+    fn classify(ip: IpAddr) -> Option<AddressClass> {
+        classify_detailed(ip).map(|(class, _)| class)
+    }
 
     fn deny() -> CallbackPolicy {
         CallbackPolicy::default()

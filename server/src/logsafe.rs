@@ -7,7 +7,6 @@
 //! operator's terminal shows. Every such value goes through [`escape`] (or the zero-allocation
 //! [`Escaped`] with slog's `%`) before it reaches a log macro.
 
-use std::borrow::Cow;
 use std::fmt;
 
 /// Whether `c` must be escaped in a log value: control characters (C0, DEL, C1, so CR, LF,
@@ -26,16 +25,8 @@ pub fn needs_escape(c: char) -> bool {
         )
 }
 
-/// `text` with every character of [`needs_escape`] written as a Rust escape (`\r`, `\n`, `\t`,
-/// `\\`, `\u{1b}`, …); borrowed unchanged when there is none (the usual case).
-pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(Escaped(text).to_string())
-}
-
-/// Displays its text escaped as [`escape`] does, without allocating: for slog's `%` form,
+/// Displays its text with every character of [`needs_escape`] written as a Rust escape (`\r`,
+/// `\n`, `\t`, `\\`, `\u{1b}`, …), without allocating: for slog's `%` form,
 /// `"url" => %Escaped(&url)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Escaped<'a>(pub &'a str);
@@ -60,6 +51,16 @@ impl fmt::Display for Escaped<'_> {
 mod tests {
     use super::*;
 
+    /// The rule as a value: borrowed unchanged when nothing needs escaping.
+    /// `text` with every character of [`needs_escape`] written as a Rust escape (`\r`, `\n`, `\t`,
+    /// `\\`, `\u{1b}`, …); borrowed unchanged when there is none (the usual case).
+    fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+        if !text.chars().any(needs_escape) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        std::borrow::Cow::Owned(Escaped(text).to_string())
+    }
+
     #[test]
     fn plain_text_is_borrowed_unchanged() {
         for text in [
@@ -69,7 +70,7 @@ mod tests {
             "é ü 中文",
         ] {
             assert!(
-                matches!(escape(text), Cow::Borrowed(t) if t == text),
+                matches!(escape(text), std::borrow::Cow::Borrowed(t) if t == text),
                 "{text}"
             );
         }

@@ -136,6 +136,12 @@ fn token_verifier(
             cfg.required_scope = Some(scope.clone());
             let verifier = JwtVerifier::from_jwks_file(jwks, cfg)
                 .map_err(|e| StartError::Auth(e.to_string()))?;
+            // The operator learns which keys of the JWKS are not used, and why, once.
+            slog::info!(log, "JWT verification keys loaded"; "jwks" => %jwks.display(),
+                "keys" => verifier.key_count(), "skipped" => verifier.skipped_keys().len());
+            for why in verifier.skipped_keys() {
+                slog::warn!(log, "a key of the JWKS is not used"; "why" => %crate::logsafe::Escaped(why));
+            }
             Ok((Arc::new(verifier), None))
         }
     }

@@ -21,8 +21,8 @@ pub mod token_admin;
 pub mod token_file;
 pub mod watched;
 
-pub use jwt::{JwtConfig, JwtConfigError, JwtVerifier};
-pub use token_file::{TokenFile, TokenFileError};
+pub use jwt::{JwtConfig, JwtVerifier};
+pub use token_file::TokenFile;
 pub use watched::WatchedTokenFile;
 
 use crate::address;

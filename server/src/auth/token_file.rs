@@ -220,11 +220,6 @@ impl TokenFile {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
-
-    /// Whether there are no tokens (never true for a parsed file).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 impl TokenVerifier for TokenFile {
@@ -416,7 +411,6 @@ mod tests {
     fn parses_tokens_users_and_comments() {
         let file = sample();
         assert_eq!(file.len(), 3);
-        assert!(!file.is_empty());
         let alice = file.verify(ALICE).expect("alice");
         assert_eq!(alice.users, ["tel:+15550100"]);
         assert_eq!(alice.subject, "tel:+15550100");
