@@ -1453,3 +1453,51 @@ async fn a_lapsed_is_composing_is_dropped_not_delivered_late() {
     );
     assert_eq!(m.is_composing, None);
 }
+
+/// An isComposing that waited in a notification channel past its `refresh` is not handed to the
+/// next poll (as a callback does not send it late): the poll gets the message sent after it,
+/// and no isComposing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_is_composing_is_not_handed_from_a_channel() {
+    let srv = Server::default_for_tests();
+    let face = Face::new(Wire::Json, &srv);
+    let (callback, channel_url) = face
+        .channel(B, netapi_chat_api::ChannelType::LongPolling)
+        .await;
+    let doc = docs::subscription_to(&callback, B, Format::Json);
+    face.create_subscription(B, &doc).await.created();
+    let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[B])).await;
+    let poll = |url: String| async move {
+        let a = support::send_empty("POST", &url, Format::Json).await;
+        assert_eq!(a.status, 200, "poll: {}", a.body);
+        a.decode::<netapi_chat_api::NotificationList>()
+    };
+    // The invitation (and the session's own notices) taken, acknowledged by the next poll.
+    assert!(!poll(channel_url.clone()).await.notification.is_empty());
+    let typing = netapi_chat_api::IsComposing {
+        state: "active".to_owned(),
+        last_active: None,
+        content_type: None,
+        refresh: Some(1),
+    };
+    face.indicate_composing(A, &sid, &typing).await.no_content();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    support::chat::send_message(&srv, A, &sid, &docs::message("after the pause")).await;
+    let list = poll(channel_url).await;
+    let messages: Vec<&MessageNotification> = list
+        .notification
+        .iter()
+        .filter_map(|n| n.message_notification.as_ref())
+        .collect();
+    assert!(
+        messages.iter().all(|m| m.is_composing.is_none()),
+        "a lapsed isComposing was handed: {list:?}"
+    );
+    assert_eq!(
+        messages
+            .iter()
+            .filter_map(|m| m.chat_message.as_ref().map(|c| c.text.as_str()))
+            .collect::<Vec<_>>(),
+        ["after the pause"]
+    );
+}

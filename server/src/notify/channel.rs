@@ -358,15 +358,18 @@ impl Drop for Waiting<'_> {
 
 /// Takes out what must not be handed any more: notifications of a subscription deleted since
 /// they arrived, and, of an expired one, everything but its cancellation notice (as the
-/// callback task does).
+/// callback task does); and one past its delivery deadline (a lapsed `isComposing`: never
+/// handed late, as the callback task does not send it late).
 fn drop_unwanted(pending: &mut VecDeque<Held>) -> Vec<Held> {
+    let now = crate::store::now_ms();
     let mut dropped = Vec::new();
     let mut kept = VecDeque::with_capacity(pending.len());
     for h in pending.drain(..) {
         if skipped(
             h.shared.state.load(Ordering::SeqCst),
             &h.delivery.notification,
-        ) {
+        ) || lapsed(h.delivery.deadline_ms, now)
+        {
             dropped.push(h);
         } else {
             kept.push_back(h);
@@ -374,6 +377,12 @@ fn drop_unwanted(pending: &mut VecDeque<Held>) -> Vec<Held> {
     }
     *pending = kept;
     dropped
+}
+
+/// Whether a notification with delivery deadline `deadline_ms` may no longer be handed out at
+/// `now_ms` (none: it never lapses).
+pub fn lapsed(deadline_ms: Option<i64>, now_ms: i64) -> bool {
+    deadline_ms.is_some_and(|t| now_ms > t)
 }
 
 impl Queue {
@@ -432,7 +441,7 @@ async fn feed(
 #[cfg(test)]
 mod tests {
     use super::super::{CANCELLED, DISABLED_STATE, EXPIRED, LIVE, skipped};
-    use super::{Ack, Notification, acknowledged, take_count};
+    use super::{Ack, Notification, acknowledged, lapsed, take_count};
     use netapi_chat_api::{ChatEventNotification, EventType, SubscriptionCancellationNotification};
 
     /// A cancelled subscription's notifications are all dropped; an expired one's but its
@@ -472,6 +481,14 @@ mod tests {
         assert_eq!(acknowledged(&handed, Ack::Through(None)), 0);
         assert_eq!(acknowledged(&[], Ack::Through(Some(5))), 0);
         assert_eq!(acknowledged(&[], Ack::Previous), 0);
+    }
+
+    #[test]
+    fn a_notification_lapses_only_past_its_deadline() {
+        assert!(!lapsed(None, i64::MAX));
+        assert!(!lapsed(Some(1_000), 999));
+        assert!(!lapsed(Some(1_000), 1_000));
+        assert!(lapsed(Some(1_000), 1_001));
     }
 
     /// A poll takes what is there, at most its channel's maximum, and at least one when

@@ -559,7 +559,7 @@ async fn deliver(
             return;
         }
         // Past its deadline (a lapsed isComposing): dropped, never delivered late.
-        if item.deadline_ms.is_some_and(|t| now_ms() > t) {
+        if channel::lapsed(item.deadline_ms, now_ms()) {
             d.forgetter.forget(&[item.id]);
             shared.done(&item);
             continue;
