@@ -1355,6 +1355,19 @@ async fn is_composing(wire: Wire) {
         )]
     );
 
+    // Typing again within the second is refused (one indication a second per sender), but
+    // the idle that ends it is not: B must not see A typing until the refresh runs out.
+    face.send_one_to_one(A, B, &sid, &typing)
+        .await
+        .fails(429, Some("POL2005"));
+    let stopped = netapi_chat_api::IsComposing {
+        state: "idle".to_owned(),
+        ..typing.clone()
+    };
+    face.send_one_to_one(A, B, &sid, &stopped).await.created();
+    let n: MessageNotification = b.next().await;
+    assert_eq!(n.is_composing, Some(stopped));
+
     // B stops (the seed face's resource): 204; A hears it in the seed profile, with the
     // default refresh filled in.
     let idle = netapi_chat_api::IsComposing {

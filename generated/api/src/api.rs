@@ -983,8 +983,10 @@ pub trait ChatService: Send + Sync + 'static {
     /// outbox, not in the message history, not a dead letter and not resent after a restart
     /// (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
     /// when absent, at most 300 s) has passed is dropped rather than delivered late.
-    /// **Decision (rate):** one indication per sender per second; more is `429 POL2005` with
-    /// `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+    /// **Decision (rate):** one indication per sender per second, except the `idle` that
+    /// ends the sender's `active` in the same session, which is always taken (a client that
+    /// stops typing within the second can say so); more is `429 POL2005` with `Retry-After`
+    /// (a client sends `active` when typing starts and then every `refresh`).
     fn indicate_composing(
         &self,
         user_id: String,
@@ -1933,8 +1935,10 @@ pub trait ChatApi {
     /// outbox, not in the message history, not a dead letter and not resent after a restart
     /// (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
     /// when absent, at most 300 s) has passed is dropped rather than delivered late.
-    /// **Decision (rate):** one indication per sender per second; more is `429 POL2005` with
-    /// `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+    /// **Decision (rate):** one indication per sender per second, except the `idle` that
+    /// ends the sender's `active` in the same session, which is always taken (a client that
+    /// stops typing within the second can say so); more is `429 POL2005` with `Retry-After`
+    /// (a client sends `active` when typing starts and then every `refresh`).
     #[endpoint {
         method = POST,
         path = "/v1/chat/{userId}/chatSessions/{sessionId}/isComposing",

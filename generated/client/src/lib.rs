@@ -6093,8 +6093,10 @@ impl Client {
     outbox, not in the message history, not a dead letter and not resent after a restart
     (best effort). A delivery that cannot be made before the indication's `refresh` (60 s
     when absent, at most 300 s) has passed is dropped rather than delivered late.
-    **Decision (rate):** one indication per sender per second; more is
-    `429 POL2005` with `Retry-After` (a client sends `active` when typing starts and then every `refresh`).
+    **Decision (rate):** one indication per sender per second, except the `idle` that
+    ends the sender's `active` in the same session, which is always taken (a client that
+    stops typing within the second can say so); more is `429 POL2005` with `Retry-After`
+    (a client sends `active` when typing starts and then every `refresh`).
 
 
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/isComposing`

@@ -8,7 +8,8 @@
 //! Its delivery carries a deadline, the indication's `refresh`: a queue that cannot deliver it
 //! by then (a failing callback) drops it instead of delivering it late.
 //!
-//! **Rate.** One indication per sender per [`GAP`] ([`Log::admit`]); the log is bounded
+//! **Rate.** One indication per sender per [`GAP`], plus the `idle` that ends an `active`
+//! ([`Log::admit`]); the log is bounded
 //! ([`LOG_CAP`] senders, the oldest forgotten first), so memory does not grow with senders.
 //!
 //! Rules (plain functions, tested below): [`indication`], [`Log::admit`].
@@ -35,36 +36,56 @@ pub const DEFAULT_REFRESH: i64 = 60;
 /// The longest `refresh` (seconds): how long an indication may wait in a queue.
 pub const MAX_REFRESH: i64 = 300;
 
-/// When each sender last indicated (not persisted).
+/// When each sender last indicated, and what (not persisted).
 #[derive(Debug, Default)]
 pub struct Log {
-    last: HashMap<String, Instant>,
+    last: HashMap<String, Last>,
+}
+
+/// A sender's last admitted indication.
+#[derive(Debug)]
+struct Last {
+    at: Instant,
+    sid: String,
+    active: bool,
 }
 
 impl Log {
-    /// The rate rule: `sender` may indicate at `now` when its last indication is at least
-    /// [`GAP`] old; if so, `now` is remembered. A full log first forgets every entry older
+    /// The rate rule: `sender` may indicate (`active` or idle) in session `sid` at `now` when
+    /// its last indication is at least [`GAP`] old, or when this one is the `idle` that ends
+    /// an `active` it sent in the same session: a client that starts and stops typing within
+    /// a second must be able to say it stopped, or its peer shows it typing until the
+    /// `refresh` runs out. So a sender gets at most two indications per gap (`active`, then
+    /// `idle`); an admitted one is remembered. A full log first forgets every entry older
     /// than the gap (they decide nothing any more), and when all are recent, the oldest.
-    pub fn admit(&mut self, sender: &str, now: Instant) -> bool {
-        if let Some(t) = self.last.get(sender)
-            && now.saturating_duration_since(*t) < GAP
+    pub fn admit(&mut self, sender: &str, sid: &str, active: bool, now: Instant) -> bool {
+        if let Some(last) = self.last.get(sender)
+            && now.saturating_duration_since(last.at) < GAP
+            && (active || !last.active || last.sid != sid)
         {
             return false;
         }
         if self.last.len() >= LOG_CAP && !self.last.contains_key(sender) {
             self.last
-                .retain(|_, t| now.saturating_duration_since(*t) < GAP);
+                .retain(|_, l| now.saturating_duration_since(l.at) < GAP);
             if self.last.len() >= LOG_CAP
                 && let Some(oldest) = self
                     .last
                     .iter()
-                    .min_by_key(|(_, t)| **t)
+                    .min_by_key(|(_, l)| l.at)
                     .map(|(k, _)| k.clone())
             {
                 self.last.remove(&oldest);
             }
         }
-        self.last.insert(sender.to_owned(), now);
+        self.last.insert(
+            sender.to_owned(),
+            Last {
+                at: now,
+                sid: sid.to_owned(),
+                active,
+            },
+        );
         true
     }
 
@@ -131,7 +152,10 @@ impl Chat {
             }
             let name = me.name.clone();
             let others = s.connected_others(user);
-            if !state.composing.admit(user, Instant::now()) {
+            if !state
+                .composing
+                .admit(user, sid, ind.state == "active", Instant::now())
+            {
                 return Err(Refused::ComposingRate.into_api(String::new));
             }
             let outbox = others
@@ -202,22 +226,44 @@ mod tests {
     fn one_indication_per_sender_per_gap_and_the_log_is_bounded() {
         let mut log = Log::default();
         let t0 = Instant::now();
-        assert!(log.admit("a", t0));
-        assert!(!log.admit("a", t0 + GAP / 2), "too soon");
+        assert!(log.admit("a", "s1", true, t0));
+        assert!(!log.admit("a", "s1", true, t0 + GAP / 2), "too soon");
         assert!(
-            log.admit("b", t0 + GAP / 2),
+            log.admit("b", "s1", true, t0 + GAP / 2),
             "another sender is not limited"
         );
-        assert!(log.admit("a", t0 + GAP));
+        assert!(log.admit("a", "s1", true, t0 + GAP));
         // Full of recent senders: the oldest is forgotten, the log never passes its cap.
         let mut log = Log::default();
         for i in 0..LOG_CAP {
-            assert!(log.admit(&format!("s{i}"), t0));
+            assert!(log.admit(&format!("s{i}"), "s", true, t0));
         }
-        assert!(log.admit("late", t0 + GAP / 2));
+        assert!(log.admit("late", "s", true, t0 + GAP / 2));
         assert_eq!(log.len(), LOG_CAP);
         // Once the gap has passed, a full log drops every stale entry.
-        assert!(log.admit("later", t0 + GAP * 2));
+        assert!(log.admit("later", "s", true, t0 + GAP * 2));
         assert!(log.len() <= 2, "{}", log.len());
+    }
+
+    #[test]
+    fn the_idle_that_ends_an_active_is_admitted_at_once_and_only_once() {
+        let mut log = Log::default();
+        let t0 = Instant::now();
+        assert!(log.admit("a", "s1", true, t0));
+        assert!(
+            !log.admit("a", "s2", false, t0 + GAP / 4),
+            "an idle in another session ends nothing"
+        );
+        assert!(log.admit("a", "s1", false, t0 + GAP / 4), "stopped typing");
+        assert!(!log.admit("a", "s1", false, t0 + GAP / 2), "a second idle");
+        assert!(
+            !log.admit("a", "s1", true, t0 + GAP / 2),
+            "typing again waits a gap"
+        );
+        assert!(log.admit("a", "s1", true, t0 + GAP / 4 + GAP));
+        // An idle first is limited like any indication.
+        let mut log = Log::default();
+        assert!(log.admit("a", "s1", false, t0));
+        assert!(!log.admit("a", "s1", false, t0 + GAP / 2));
     }
 }

@@ -211,7 +211,7 @@ fn composing_rate() -> ApiError {
     let mut e = ApiError::policy(
         "POL2005",
         "Maximum number of requests exceeded: %1",
-        "one isComposing a second per sender; retry after 1 s",
+        "one isComposing a second per sender (and the idle that ends it); retry after 1 s",
     );
     crate::metrics::rate_limited("is_composing");
     e.status = http::StatusCode::TOO_MANY_REQUESTS;
