@@ -113,7 +113,7 @@ impl Refused {
             }
             Refused::Quota(quota::Refusal::Rate { limit }, wait) => invitation_rate(limit, wait),
             Refused::NotOriginator => ApiError::forbidden(
-                "only the originator can end a session; leave it by POSTing status Disconnected to your participant status",
+                "only the originator can end a session; a participant leaves it instead (seed face: status Disconnected on its participant status; OMA 2012 face: DELETE on its own participant)",
             ),
             Refused::ComposingRate => composing_rate(),
             Refused::NotConnected => ApiError::forbidden(
