@@ -65,9 +65,9 @@ fn refused(e: ApiError) -> HttpError {
 }
 
 /// The format of the frames: the handshake's `Accept` negotiated like every request's (q-values
-/// honoured, JSON when absent), or the `406` it would get.
+/// honoured, JSON when absent: a handshake has no body), or the `406` it would get.
 pub fn frame_format(accept: Option<&str>) -> Result<Format, ApiError> {
-    netapi_chat_runtime::media::response_format(accept)
+    netapi_chat_runtime::media::response_format(accept, None)
         .map_err(|e| ApiError::not_acceptable(e.to_string()))
 }
 

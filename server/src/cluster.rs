@@ -426,30 +426,28 @@ async fn forward(
     if request.uri().path() == "/healthz" {
         return plain(StatusCode::OK, "ok (standby)\n");
     }
-    let accept = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // The format of a 503 this standby answers itself, negotiated like every answer.
+    let format = {
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
+        media::response_format(accept, body).unwrap_or(media::Format::Json)
+    };
     if request.headers().contains_key(&CLUSTER_KEY) {
         // Forwarded by another standby that took this one for the leader.
-        return unavailable(
-            accept.as_deref(),
-            "no instance leads the database at the moment",
-        );
+        return unavailable(format, "no instance leads the database at the moment");
     }
     let Some(leader) = forwarder.leader() else {
-        return unavailable(
-            accept.as_deref(),
-            "no instance leads the database at the moment",
-        );
+        return unavailable(format, "no instance leads the database at the moment");
     };
     let upgrade = wants_upgrade(request.headers());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = http::Uri::from_str(&format!("{}{target}", leader.url)) else {
-        return unavailable(accept.as_deref(), "the leader's address does not read");
+        return unavailable(format, "the leader's address does not read");
     };
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -470,7 +468,7 @@ async fn forward(
         Ok(a) => a,
         Err(_) => {
             return unavailable(
-                accept.as_deref(),
+                format,
                 "the instance that leads cannot be reached; another takes over within seconds",
             );
         }
@@ -506,9 +504,8 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     r
 }
 
-/// `503 SVC2001` with `Retry-After`, in the format the client accepts (JSON when none fits).
-fn unavailable(accept: Option<&str>, why: &str) -> Response<ProxyBody> {
-    let format = media::response_format(accept).unwrap_or(media::Format::Json);
+/// `503 SVC2001` with `Retry-After`, in `format` (negotiated; JSON when none fits).
+fn unavailable(format: media::Format, why: &str) -> Response<ProxyBody> {
     let error = ApiError::service(
         StatusCode::SERVICE_UNAVAILABLE,
         "SVC2001",

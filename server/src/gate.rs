@@ -154,7 +154,9 @@ impl Methods {
                 .collect::<Vec<_>>();
             let joined = (!accept.is_empty()).then(|| accept.join(","));
             // An Accept nothing fits gets the 405 in JSON: the method is the first problem.
-            let format = media::response_format(joined.as_deref()).unwrap_or(media::Format::Json);
+            let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
+            let format =
+                media::response_format(joined.as_deref(), body).unwrap_or(media::Format::Json);
             let error = ApiError::method_not_allowed(method.as_str(), &route.allow);
             return error_response::<RequestError>(format, &error).ok();
         }

@@ -1664,7 +1664,7 @@ fn check_media(h: &str) -> Result<(), TestCaseError> {
     };
     let start = Instant::now();
     let body = catch_unwind(|| media::body_format(Some(h)));
-    let accept = catch_unwind(|| media::response_format(Some(h)));
+    let accept = catch_unwind(|| media::response_format(Some(h), None));
     prop_assert!(start.elapsed() < HANG, "{h:?} took {:?}", start.elapsed());
     let (body, accept) = match (body, accept) {
         (Ok(b), Ok(a)) => (b, a),
@@ -1701,7 +1701,7 @@ fn check_media(h: &str) -> Result<(), TestCaseError> {
         "case changed the Content-Type verdict"
     );
     prop_assert_eq!(
-        media::response_format(Some(&upper)).ok(),
+        media::response_format(Some(&upper), None).ok(),
         accept.ok(),
         "case changed the Accept verdict"
     );
@@ -1719,7 +1719,7 @@ fn content_type_and_accept_headers() {
     );
     for fixed in [None, Some(""), Some(" ")] {
         assert!(media::body_format(fixed).is_err());
-        assert_eq!(media::response_format(fixed), Ok(Format::Json));
+        assert_eq!(media::response_format(fixed, None), Ok(Format::Json));
     }
 }
 

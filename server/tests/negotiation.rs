@@ -25,10 +25,19 @@ const SUBSCRIPTION_JSON: &str =
     r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/notify"}}}"#;
 const SUBSCRIPTION_XML: &str = r#"<chat:chatSubscription xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><callbackReference><notifyURL>http://127.0.0.1:9/notify</notifyURL></callbackReference></chat:chatSubscription>"#;
 
-/// The two ways an error is asked for in these tests: no `Accept` (→ JSON) and
-/// `Accept: application/xml` (→ XML).
+/// The two ways an error is asked for in these tests: no `Accept` (→ JSON, or see
+/// [`answered`]) and `Accept: application/xml` (→ XML).
 const ASKS: [(Option<&str>, Format); 2] =
     [(None, Format::Json), (Some("application/xml"), Format::Xml)];
+
+/// The format an ask of [`ASKS`] is answered in when the request's body is `content_type`:
+/// with no `Accept`, an XML body is answered in XML (the spec's "no preference" decision).
+fn answered(accept: Option<&str>, format: Format, content_type: Option<&str>) -> Format {
+    match (accept, content_type) {
+        (None, Some(ct)) if ct.contains("xml") => Format::Xml,
+        _ => format,
+    }
+}
 
 fn sessions(server: &Server, user: &str) -> String {
     server.urls().chat_sessions(user)
@@ -140,10 +149,16 @@ async fn request_content_types() {
         ("text/xml", SESSION_XML),
         ("application/vnd.oma+xml", SESSION_XML),
     ];
+    // No Accept: answered in the body's format (the spec's "no preference" decision).
     for (content_type, body) in accepted {
         let a = post(&url, Some(content_type), None, body).await;
         assert_eq!(a.status, 201, "Content-Type {content_type}: {}", a.body);
-        assert_format(&a, 201, Format::Json);
+        let format = if body == SESSION_XML {
+            Format::Xml
+        } else {
+            Format::Json
+        };
+        assert_format(&a, 201, format);
         let created: ChatSessionInformation = a.decode();
         assert_eq!(
             created.resource_url.as_deref(),
@@ -177,7 +192,14 @@ async fn request_content_types() {
             Some("application/json"),
             Format::Json,
         ),
-        ("text/xml", SUBSCRIPTION_XML, None, Format::Json),
+        ("text/xml", SUBSCRIPTION_XML, None, Format::Xml),
+        ("text/xml", SUBSCRIPTION_XML, Some("*/*"), Format::Xml),
+        (
+            "application/json",
+            SUBSCRIPTION_JSON,
+            Some("*/*"),
+            Format::Json,
+        ),
         (
             "application/vnd.oma+xml",
             SUBSCRIPTION_XML,
@@ -225,8 +247,13 @@ async fn request_content_types() {
         a.decode::<netapi_chat_api::ChatSubscriptionList>()
             .chat_subscription
             .len(),
-        5
+        7
     );
+    // An error about an XML body, with no preference, is XML too.
+    let a = post(&url, Some("application/xml"), None, "<chat:oops").await;
+    assert_error(&a, 400, "SVC0002", Format::Xml);
+    let a = post(&url, Some("application/xml"), Some("*/*"), "<chat:oops").await;
+    assert_error(&a, 400, "SVC0002", Format::Xml);
 }
 
 #[tokio::test]
@@ -403,6 +430,7 @@ async fn errors_in_negotiated_format() {
     for (content_type, body, hint) in &bad_bodies {
         for (accept, format) in ASKS {
             let a = post(&url, Some(content_type), accept, body).await;
+            let format = answered(accept, format, Some(content_type));
             let text = assert_error(&a, 400, "SVC0002", format);
             assert!(
                 text.contains(hint),
@@ -532,6 +560,7 @@ async fn body_cap_is_413() {
     ] {
         for (accept, format) in ASKS {
             let a = post(&url, Some(content_type), accept, body).await;
+            let format = answered(accept, format, Some(content_type));
             let text = assert_error(&a, 413, "POL2004", format);
             assert!(
                 text.contains("2048"),
@@ -606,6 +635,7 @@ async fn doctype_and_entities_refused() {
                 let started = Instant::now();
                 let a = post(&url, Some(content_type), accept, body).await;
                 let took = started.elapsed();
+                let format = answered(accept, format, Some(content_type));
                 let text = assert_error(&a, 400, "SVC0002", format);
                 assert!(
                     text.contains("DOCTYPE"),
@@ -631,6 +661,7 @@ async fn doctype_and_entities_refused() {
                 &body_with("", subject),
             )
             .await;
+            let format = answered(accept, format, Some("application/xml"));
             let text = assert_error(&a, 400, "SVC0002", format);
             let name = subject
                 .split('&')

@@ -36,16 +36,20 @@
 //!
 //!   Parameters other than `q` do not change what a range matches or how specific it is. When
 //!   several ranges of the same specificity match a format, the highest `q` among them counts.
-//! * The format with the highest weight above zero wins; a tie goes to JSON.
-//! * No header, or one that is empty or only whitespace, means JSON.
+//! * The format with the highest weight above zero wins. A tie (`*/*`, `application/*`, equal
+//!   weights) goes to the request body's format when the request has a JSON or XML body, else
+//!   to JSON: a client that sends XML and expresses no preference reads XML.
+//! * No header, or one that is empty or only whitespace, is a tie: the body's format, else
+//!   JSON.
 //! * If valid ranges were given but none matches either format with `q > 0`, the result is
 //!   [`NotAcceptable`] (HTTP 406).
 //! * Garbage is skipped, one range at a time: a range that is not `type/subtype`, `type/*` or
 //!   `*/*` made of RFC 9110 tokens, or whose *first* `q` parameter is not a valid qvalue
 //!   (`q=2`, `q=0.0001`, `q=abc`, a bare `q`), is ignored as if it had not been sent. This never
 //!   grants a format the client validly refused with `q=0`; it only drops information the client
-//!   did not manage to express. If nothing valid remains, the header is treated as absent (JSON),
-//!   as most servers do, rather than failing a request over an unreadable preference.
+//!   did not manage to express. If nothing valid remains, the header is treated as absent (the
+//!   body's format, else JSON), as most servers do, rather than failing a request over an
+//!   unreadable preference.
 
 use std::fmt;
 
@@ -172,7 +176,9 @@ pub fn body_format(content_type: Option<&str>) -> Result<Format, UnsupportedMedi
     }
 }
 
-/// Picks the response format from the `Accept` header value.
+/// Picks the response format from the `Accept` header value and, where `Accept` expresses no
+/// preference between the two, the format of the request's body (`body`: what [`body_format`]
+/// made of its `Content-Type`, `None` without a body or with an unsupported one).
 ///
 /// Exists so every endpoint negotiates identically (including error responses, which must also
 /// come back in a format the client reads); the exact rules are in the
@@ -182,9 +188,13 @@ pub fn body_format(content_type: Option<&str>) -> Result<Format, UnsupportedMedi
 ///
 /// [`NotAcceptable`] when the header holds at least one valid media range but none of them
 /// accepts JSON or XML with a weight above zero.
-pub fn response_format(accept: Option<&str>) -> Result<Format, NotAcceptable> {
+pub fn response_format(
+    accept: Option<&str>,
+    body: Option<Format>,
+) -> Result<Format, NotAcceptable> {
+    let tie = body.unwrap_or(Format::Json);
     let Some(header) = accept else {
-        return Ok(Format::Json);
+        return Ok(tie);
     };
     let mut json = Weight::default();
     let mut xml = Weight::default();
@@ -204,13 +214,13 @@ pub fn response_format(accept: Option<&str>) -> Result<Format, NotAcceptable> {
                 accept: header.to_owned(),
             })
         } else {
-            Ok(Format::Json)
+            Ok(tie)
         };
     }
-    Ok(if json_q >= xml_q {
-        Format::Json
-    } else {
-        Format::Xml
+    Ok(match json_q.cmp(&xml_q) {
+        std::cmp::Ordering::Greater => Format::Json,
+        std::cmp::Ordering::Less => Format::Xml,
+        std::cmp::Ordering::Equal => tie,
     })
 }
 
@@ -543,7 +553,7 @@ mod tests {
     use super::*;
 
     fn negotiate(accept: &str) -> Result<Format, NotAcceptable> {
-        response_format(Some(accept))
+        response_format(Some(accept), None)
     }
 
     #[test]
@@ -560,7 +570,7 @@ mod tests {
     #[test]
     fn accept_required_examples() {
         use Format::{Json, Xml};
-        assert_eq!(response_format(None), Ok(Json));
+        assert_eq!(response_format(None, None), Ok(Json));
         let cases = [
             ("application/xml", Xml),
             ("text/xml", Xml),
@@ -597,6 +607,42 @@ mod tests {
         for accept in ["", "   ", "\t", " \t "] {
             assert_eq!(negotiate(accept), Ok(Format::Json), "Accept: {accept:?}");
         }
+    }
+
+    #[test]
+    fn no_preference_answers_in_the_body_s_format() {
+        use Format::{Json, Xml};
+        for accept in [
+            None,
+            Some(""),
+            Some("*/*"),
+            Some("application/*"),
+            Some("garbage"),
+        ] {
+            assert_eq!(response_format(accept, Some(Xml)), Ok(Xml), "{accept:?}");
+            assert_eq!(response_format(accept, Some(Json)), Ok(Json), "{accept:?}");
+        }
+        assert_eq!(
+            response_format(
+                Some("application/json;q=0.5,application/xml;q=0.5"),
+                Some(Xml)
+            ),
+            Ok(Xml)
+        );
+        // A preference wins over the body's format; a refusal stays a refusal.
+        assert_eq!(
+            response_format(Some("application/json"), Some(Xml)),
+            Ok(Json)
+        );
+        assert_eq!(
+            response_format(Some("*/*;q=0.5, application/json"), Some(Xml)),
+            Ok(Json)
+        );
+        assert_eq!(
+            response_format(Some("application/xml"), Some(Json)),
+            Ok(Xml)
+        );
+        assert!(response_format(Some("text/html"), Some(Xml)).is_err());
     }
 
     #[test]

@@ -52,7 +52,10 @@ impl SharedExtractor for Negotiated {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect::<Vec<_>>();
         let joined = (!accept.is_empty()).then(|| accept.join(","));
-        Ok(Negotiated(media::response_format(joined.as_deref())))
+        Ok(Negotiated(media::response_format(
+            joined.as_deref(),
+            body_format_of(rqctx.request.headers()),
+        )))
     }
 
     fn metadata(_: ApiEndpointBodyContentType) -> ExtractorMetadata {
@@ -61,6 +64,13 @@ impl SharedExtractor for Negotiated {
             parameters: Vec::new(),
         }
     }
+}
+
+/// The format of a request's body as its `Content-Type` names it, if JSON or XML: where
+/// `Accept` has no preference, the answer follows it ([`media::response_format`]).
+pub fn body_format_of(headers: &http::HeaderMap) -> Option<Format> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    media::body_format(Some(value)).ok()
 }
 
 /// The request's `Authorization` header as sent (several are joined with `,`, which no bearer
