@@ -1064,9 +1064,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// participant resources there). A subscription made on the seed face keeps the seed's
     /// names and links. The profile is stored with the subscription and never changes; both
     /// faces read, list and delete every subscription.
-    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
-    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
-    /// (as for `duration`, the answer says what was granted).
+    /// **Decision (flags):** the server offers both kinds of one-to-one chat to everyone, so
+    /// it answers `confirmedChatSupported=true` and `adhocChatSupported=true`, whatever was
+    /// asked (as for `duration`, the answer says what was granted; `POL1013` / `POL1014` are
+    /// never answered). Here the sender of a chat picks its mode (`oneToOne/{otherUserId}`
+    /// invites, `oneToOne/{otherUserId}/adhoc/messages` does not), so there is no incoming
+    /// chat whose mode the flags would decide: an ad hoc message reaches its recipient
+    /// whatever the recipient's subscriptions say, as an invitation does.
     fn create_chat_notification_subscription(
         &self,
         user_id: String,
@@ -2042,9 +2046,13 @@ pub trait ChatApi {
     /// participant resources there). A subscription made on the seed face keeps the seed's
     /// names and links. The profile is stored with the subscription and never changes; both
     /// faces read, list and delete every subscription.
-    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
-    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
-    /// (as for `duration`, the answer says what was granted).
+    /// **Decision (flags):** the server offers both kinds of one-to-one chat to everyone, so
+    /// it answers `confirmedChatSupported=true` and `adhocChatSupported=true`, whatever was
+    /// asked (as for `duration`, the answer says what was granted; `POL1013` / `POL1014` are
+    /// never answered). Here the sender of a chat picks its mode (`oneToOne/{otherUserId}`
+    /// invites, `oneToOne/{otherUserId}/adhoc/messages` does not), so there is no incoming
+    /// chat whose mode the flags would decide: an ad hoc message reaches its recipient
+    /// whatever the recipient's subscriptions say, as an invitation does.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/subscriptions",

@@ -411,6 +411,7 @@ fn start(
         client_correlator: new.client_correlator,
         group: new.group || participants.len() > 2,
         participants,
+        adhoc: false,
         ended: false,
     };
     let outbox = session
