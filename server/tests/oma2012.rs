@@ -997,6 +997,7 @@ async fn subscription_resource(wire: Wire) {
     );
     let inv: ChatSessionInvitationNotification = got.decode();
     assert_eq!(inv.callback_data.as_deref(), Some("refreshed"));
+    // (2: the subject as a first message, see `profiles_follow_the_face`.)
 
     // Where notifications go is not refreshed: 400, the subscription unchanged.
     let mut moved = refreshed.clone();
@@ -1031,7 +1032,7 @@ async fn subscription_resource(wire: Wire) {
     face.put_notification_subscription(A, &id, &short)
         .await
         .ok(200);
-    let got = listener.nth(2).await;
+    let got = listener.nth(3).await;
     assert_eq!(
         got.kind(),
         "subscriptionCancellationNotification",
@@ -1112,6 +1113,26 @@ async fn profiles_follow_the_face(wire: Wire) {
             ("ChatSessionInformation", session_url.as_str()),
             ("ParticipantSessionStatus", status_url.as_str())
         ]
+    );
+    // As the GSMA gateway did, the subject reaches the 2012 invitee as a first message too
+    // (no stored message: no messageId, linked to the session). The seed subscriber keeps the
+    // seed's invitation alone (its next notification is A's message below).
+    let first: MessageNotification = b12.next().await;
+    assert_eq!(
+        (
+            first.sender_address.as_str(),
+            first.session_id.as_str(),
+            first.message_id.as_deref()
+        ),
+        (A, sid.as_str(), None)
+    );
+    assert_eq!(
+        first.chat_message.map(|m| m.text).as_deref(),
+        Some("Lunch?")
+    );
+    assert_eq!(
+        links(&first.link),
+        [("ChatSessionInformation", session_url.as_str())]
     );
     // B accepts by following the link: the seed subscriber hears the participant's status,
     // the 2012 one the event OMA 2012 names.
@@ -1325,6 +1346,7 @@ async fn is_composing(wire: Wire) {
         .created();
     let sid = last_segment(&loc);
     let _: ChatSessionInvitationNotification = b.next().await;
+    let _subject: MessageNotification = b.next().await;
     face.put_one_to_one_status(B, A, &sid, Connected)
         .await
         .no_content();

@@ -1126,6 +1126,15 @@ pub trait ChatService: Send + Sync + 'static {
     /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
     /// is told in the profile of the face it subscribed through (see
     /// `createChatNotificationSubscription`).
+    ///
+    /// **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
+    /// subscribed through this face gets, after its `chatSessionInvitationNotification`, a
+    /// `messageNotification` from the originator whose `chatMessage.text` is the `subject`
+    /// (for a one-to-one invitation from either face). It is no stored message: no
+    /// `messageId`, its link is the session (`ChatSessionInformation`), and the session's
+    /// history does not list it. A subscriber of the seed face gets the invitation alone
+    /// (its `subject` is there, and a message without a resource would break the seed's
+    /// rule that every `messageNotification` names a message).
     fn create_one_to_one_chat_session(
         &self,
         user_id: String,
@@ -2137,6 +2146,15 @@ pub trait ChatApi {
     /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
     /// is told in the profile of the face it subscribed through (see
     /// `createChatNotificationSubscription`).
+    ///
+    /// **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
+    /// subscribed through this face gets, after its `chatSessionInvitationNotification`, a
+    /// `messageNotification` from the originator whose `chatMessage.text` is the `subject`
+    /// (for a one-to-one invitation from either face). It is no stored message: no
+    /// `messageId`, its link is the session (`ChatSessionInformation`), and the session's
+    /// history does not list it. A subscriber of the seed face gets the invitation alone
+    /// (its `subject` is there, and a message without a resource would break the seed's
+    /// rule that every `messageNotification` names a message).
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}",

@@ -6861,6 +6861,15 @@ impl Client {
     is told in the profile of the face it subscribed through (see
     `createChatNotificationSubscription`).
 
+    **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
+    subscribed through this face gets, after its `chatSessionInvitationNotification`, a
+    `messageNotification` from the originator whose `chatMessage.text` is the `subject`
+    (for a one-to-one invitation from either face). It is no stored message: no
+    `messageId`, its link is the session (`ChatSessionInformation`), and the session's
+    history does not list it. A subscriber of the seed face gets the invitation alone
+    (its `subject` is there, and a message without a resource would break the seed's
+    rule that every `messageNotification` names a message).
+
 
     Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}`
 

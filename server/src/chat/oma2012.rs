@@ -33,8 +33,8 @@ use netapi_chat_api::{
     ChatEventNotification, ChatMessage, ChatNotificationSubscription, ChatSessionInformation,
     ChatSessionInvitationNotification, ChatSubscription, ChatSubscriptionList, Created, EventType,
     GroupChatSessionInformation, GroupSessionInvitationNotification, IsComposing, Link,
-    MessageStatus, MessageStatusNotification, MessageStatusReport, ParticipantInformation,
-    ParticipantList, ParticipantStatus, ResourceReference,
+    MessageNotification, MessageStatus, MessageStatusNotification, MessageStatusReport,
+    ParticipantInformation, ParticipantList, ParticipantStatus, ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -509,6 +509,59 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
         }
         other => other,
     }
+}
+
+/// OMA 2012, what a subscriber of this face is told for seed notification `n` to `to` about
+/// session `s`: its [`profile`], and after a one-to-one invitation a `messageNotification`
+/// carrying the `subject` ([`subject_message`]).
+pub(super) fn rendered(
+    urls: &Urls,
+    to: &str,
+    s: Option<&Session>,
+    n: Notification,
+) -> Vec<Notification> {
+    let n = profile(urls, to, s, n);
+    let subject = subject_message(urls, to, s, &n);
+    std::iter::once(n).chain(subject).collect()
+}
+
+/// OMA 2012 as its gateways behaved (reference §2.4, "event order seen on the wire"): the
+/// `subject` of a one-to-one invitation `n` (in this face's profile) also reaches the invitee
+/// as a first `messageNotification` from the originator. It is no stored message (the seed's
+/// sessions have none before the invitee accepts): no `messageId`, nothing to report on, and
+/// its link is the session's. `None` for anything else or an empty subject. A subscriber of
+/// the seed face keeps the seed's invitation alone.
+pub(super) fn subject_message(
+    urls: &Urls,
+    to: &str,
+    s: Option<&Session>,
+    n: &Notification,
+) -> Option<Notification> {
+    let (Notification::ChatSessionInvitationNotification(inv), Some(s)) = (n, s) else {
+        return None;
+    };
+    if inv.subject.is_empty() {
+        return None;
+    }
+    Some(Notification::from(MessageNotification {
+        sender_address: inv.originator_address.clone(),
+        sender_name: inv.originator_name.clone(),
+        chat_message: Some(ChatMessage {
+            text: inv.subject.clone(),
+            success_report: None,
+            report_request: Vec::new(),
+            client_correlator: None,
+            sender_address: None,
+            date_time: None,
+            resource_url: None,
+        }),
+        is_composing: None,
+        date_time: None,
+        session_id: inv.session_id.clone(),
+        message_id: None,
+        callback_data: None,
+        link: vec![session_link(urls, to, s)],
+    }))
 }
 
 /// A subscription as the OMA 2012 face shows it: what it grants (confirmed and ad hoc chats,
@@ -1507,6 +1560,49 @@ mod tests {
         let mut same = body(&url);
         same.client_correlator = Some("c".into());
         assert!(refresh(&rec, same, &url, 60, 0).is_ok());
+    }
+
+    /// OMA 2012 as its gateways behaved: a one-to-one invitation is followed by its subject as
+    /// a message (no messageId, the session linked); a group invitation, another notification
+    /// or an empty subject is told alone.
+    #[test]
+    fn the_subject_of_a_one_to_one_invitation_is_also_a_first_message() {
+        let u = urls();
+        let one = session_fixture(false, &[(B, Invited, pending(1))]);
+        let told = rendered(&u, B, Some(&one), views::invitation(&u, B, &one));
+        let [
+            Notification::ChatSessionInvitationNotification(_),
+            Notification::MessageNotification(m),
+        ] = told.as_slice()
+        else {
+            panic!("{told:?}")
+        };
+        assert_eq!(
+            (
+                m.sender_address.as_str(),
+                m.session_id.as_str(),
+                &m.message_id
+            ),
+            (A, "sess-1", &None)
+        );
+        assert_eq!(
+            m.chat_message.as_ref().map(|c| c.text.as_str()),
+            Some("fixture")
+        );
+        assert_eq!(m.link[0].rel, "ChatSessionInformation");
+        let group = session_fixture(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
+        assert_eq!(
+            rendered(&u, B, Some(&group), views::invitation(&u, B, &group)).len(),
+            1
+        );
+        let mut quiet = one.clone();
+        quiet.subject = None;
+        assert_eq!(
+            rendered(&u, B, Some(&quiet), views::invitation(&u, B, &quiet)).len(),
+            1
+        );
+        let ended = views::event(&u, A, &one, EventType::SessionEnded, String::new());
+        assert_eq!(rendered(&u, A, Some(&one), ended).len(), 1);
     }
 
     /// An ad hoc session of A (opener) with B, as [`open_adhoc`] makes it.
