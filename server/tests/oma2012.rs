@@ -21,7 +21,7 @@ use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
 use std::cell::Cell;
 use support::docs::{self, last_segment};
-use support::{Face, Listener, Server, Wire, enc, send, send_doc, xsd_validate};
+use support::{Face, Listener, Server, Wire, enc, send, send_doc, send_empty, xsd_validate};
 
 use ParticipantStatus::{Connected, Invited};
 
@@ -1792,4 +1792,92 @@ async fn an_adhoc_chat_survives_a_restart() {
         .map(|m| m.text)
         .collect();
     assert_eq!(texts, ["before", "after"]);
+}
+
+/// The GSMA OneAPI gateways' `apiVersion` `0.1` (reference: "[S]/[G] used `0.1`"): a client
+/// written against them reaches the OMA 2012 tree under `/chat/0.1/…` unchanged (ad hoc send,
+/// status read and report, subscriptions); the answers name the canonical `/chat/v1/…`.
+async fn gsma_api_version(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let f = face.fmt();
+    let gsma = |url: String| url.replacen("/chat/v1/", "/chat/0.1/", 1);
+    let b12 = User::new_2012(&face, B).await;
+
+    // A subscribes and sends ad hoc under 0.1.
+    let listener = Listener::start().await;
+    let sub = send_doc(
+        "POST",
+        &gsma(urls.oma2012_subscriptions(A)),
+        f,
+        &subscription_2012(&listener.url, A, f, None),
+    )
+    .await;
+    assert_eq!(sub.status, 201, "{}", sub.body);
+    let created: ChatNotificationSubscription = sub.decode();
+    let sub_url = created.resource_url.expect("a resourceURL");
+    assert!(sub_url.contains("/chat/v1/"), "{sub_url}");
+    let sent = send_doc(
+        "POST",
+        &gsma(urls.one_to_one_messages(A, B, ADHOC)),
+        f,
+        &docs::message("from a 0.1 client"),
+    )
+    .await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    let r: netapi_chat_api::ResourceReference = sent.decode();
+    let mid = r
+        .resource_url
+        .rsplit('/')
+        .nth(1)
+        .expect("message id")
+        .to_owned();
+    assert_eq!(
+        r.resource_url,
+        urls.one_to_one_message_status(A, B, ADHOC, &mid)
+    );
+    let m: MessageNotification = b12.next().await;
+    assert_eq!(m.message_id.as_deref(), Some(mid.as_str()));
+
+    // B reports Displayed under 0.1; A reads the status there.
+    let put = send_doc(
+        "PUT",
+        &gsma(urls.one_to_one_message_status(B, A, ADHOC, &mid)),
+        f,
+        &MessageStatusReport {
+            status: MessageStatus::Displayed,
+        },
+    )
+    .await;
+    assert_eq!(put.status, 204, "{}", put.body);
+    let got = send_empty(
+        "GET",
+        &gsma(urls.one_to_one_message_status(A, B, ADHOC, &mid)),
+        f,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(
+        got.decode::<MessageStatusReport>().status,
+        MessageStatus::Displayed
+    );
+
+    // The subscription lists and goes under 0.1 too; a verb the path has not is the 405.
+    let list = send_empty("GET", &gsma(urls.oma2012_subscriptions(A)), f).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let del = send_empty("DELETE", &gsma(sub_url), f).await;
+    assert_eq!(del.status, 204, "{}", del.body);
+    let wrong = send_empty("DELETE", &gsma(urls.oma2012_subscriptions(A)), f).await;
+    assert_eq!(wrong.status, 405, "{}", wrong.body);
+}
+
+#[tokio::test]
+async fn gsma_api_version_in_json() {
+    gsma_api_version(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn gsma_api_version_in_xml() {
+    gsma_api_version(Wire::Xml).await;
 }
