@@ -824,7 +824,8 @@ impl Chat {
         let mut state = self.lock();
         let active = *state.adhoc_active.get(sid)?;
         let idle_ms = i64::try_from(self.settings.adhoc_idle.as_millis()).unwrap_or(i64::MAX);
-        let Some(s) = state.sessions.get(sid) else {
+        // Gone, or no longer ad hoc (extended to a group): nothing left to watch.
+        let Some(s) = state.sessions.get(sid).filter(|s| s.adhoc) else {
             state.adhoc_active.remove(sid);
             return None;
         };
