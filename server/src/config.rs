@@ -39,6 +39,9 @@ pub struct Config {
     /// `NETAPI_CHAT_INVITATION_TIMEOUT_SECS`: how long an invitation waits for an answer before
     /// it times out. Default 120 s.
     pub invitation_timeout: Duration,
+    /// `NETAPI_CHAT_ADHOC_IDLE_SECS`: how long an OMA 2012 ad hoc chat stays open without a
+    /// message before the server ends it. Default 600 s.
+    pub adhoc_idle: Duration,
     /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB.
     pub max_body_bytes: usize,
     /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each attempt while a callback fails,
@@ -234,6 +237,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             invitation_timeout: Duration::from_secs(120),
+            adhoc_idle: Duration::from_secs(600),
             max_body_bytes: 64 * 1024,
             retry_schedule: RetryPolicy::default().schedule,
             delivery_max_backoff: RetryPolicy::default().max_backoff,
@@ -370,6 +374,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters); past it the subscription is disabled"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (fractions allowed)"),
+    Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (fractions allowed; the next message opens a new one)"),
     Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`"),
     Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed"),
     Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters"),
@@ -787,6 +792,11 @@ impl Config {
                 .filter(|s| s.is_finite() && *s > 0.0)
                 .map(Duration::from_secs_f64)
                 .unwrap_or(d.invitation_timeout),
+            adhoc_idle: s
+                .var::<f64>("NETAPI_CHAT_ADHOC_IDLE_SECS", "seconds, e.g. 600 or 0.5")?
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .unwrap_or(d.adhoc_idle),
             max_body_bytes: s
                 .var("NETAPI_CHAT_MAX_BODY_BYTES", "a byte count")?
                 .unwrap_or(d.max_body_bytes),

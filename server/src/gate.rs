@@ -12,6 +12,11 @@
 //!   [`crate::server::unpublished_get_paths`]), so dropshot's router-level 405 (dropshot
 //!   JSON, its `Allow` listing the registered methods) is never reached on a known path.
 //!
+//! - The GSMA OneAPI gateways' `apiVersion` `0.1` for the OMA 2012 tree: `/chat/0.1/…` is
+//!   routed as `/chat/v1/…` ([`alias`]; the query kept). The answers and notifications name the
+//!   canonical `/chat/v1/…` (the server has one public URL per resource), which such a client
+//!   follows like any link; the published OpenAPI lists `v1` only.
+//!
 //! `OPTIONS` is not answered (it gets the 405, whose `Allow` tells the same thing): the API is
 //! for server-side applications with bearer tokens, and answering `OPTIONS` usefully would mean
 //! a CORS policy, which nobody has asked for.
@@ -27,6 +32,35 @@ use netapi_chat_runtime::media;
 use netapi_chat_runtime::negotiate::error_response;
 use percent_encoding::percent_decode_str;
 use std::sync::Arc;
+
+/// The path prefix of the OMA 2012 tree under the `apiVersion` the GSMA OneAPI gateways used
+/// (reference: "`apiVersion` is `v1` in OMA text; [S]/[G] used `0.1`").
+const GSMA_PREFIX: &str = "/chat/0.1/";
+
+/// The path `/chat/0.1/…` (the GSMA gateways' `apiVersion`) is routed as: `/chat/v1/…`;
+/// `None` for any other path.
+pub fn alias(path: &str) -> Option<String> {
+    path.strip_prefix(GSMA_PREFIX)
+        .map(|rest| format!("/chat/v1/{rest}"))
+}
+
+/// Rewrites a request for `/chat/0.1/…` to `/chat/v1/…` ([`alias`]), its query kept; any other
+/// request (or one whose rewritten URI would not parse) is left as it is.
+fn route_alias<B>(request: &mut Request<B>) {
+    let Some(path) = alias(request.uri().path()) else {
+        return;
+    };
+    let target = match request.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    let Ok(pq) = target.parse() else { return };
+    parts.path_and_query = Some(pq);
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
 
 /// One segment of a path template.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,12 +171,17 @@ impl Methods {
 
     /// The template of the known path `path` matches (`None` for an unknown one).
     pub fn template(&self, path: &str) -> Option<&str> {
-        self.lookup(path).map(|r| r.template.as_str())
+        match alias(path) {
+            Some(p) => self.lookup(&p),
+            None => self.lookup(path),
+        }
+        .map(|r| r.template.as_str())
     }
 
     /// What the gate does with a request: `Some` answer, or `None` to route it (after turning a
-    /// `HEAD` into a `GET`).
+    /// `HEAD` into a `GET`, and `/chat/0.1/…` into `/chat/v1/…`).
     pub fn check<B>(&self, request: &mut Request<B>) -> Option<Response<dropshot::Body>> {
+        route_alias(request);
         let route = self.lookup(request.uri().path())?;
         let method = request.method().clone();
         if !route.methods.contains(&method) {
@@ -197,6 +236,35 @@ mod tests {
                     .and_then(|v| v.to_str().ok().map(str::to_owned))
             }),
         )
+    }
+
+    /// The GSMA gateways' `apiVersion` `0.1` reaches the OMA 2012 tree (the same routes, the
+    /// same methods, the query kept); nothing else is rewritten.
+    #[test]
+    fn the_gsma_api_version_is_routed_as_v1() {
+        let m = methods();
+        let mut r = Request::builder()
+            .method(Method::POST)
+            .uri("/chat/0.1/tel%3A%2B1/oneToOne/tel%3A%2B2/adhoc/messages?x=1")
+            .body(())
+            .expect("request");
+        assert!(m.check(&mut r).is_none());
+        assert_eq!(
+            r.uri().to_string(),
+            "/chat/v1/tel%3A%2B1/oneToOne/tel%3A%2B2/adhoc/messages?x=1"
+        );
+        assert_eq!(
+            check(&m, "DELETE", "/chat/0.1/tel%3A%2B1/group").0,
+            Some(405)
+        );
+        assert_eq!(
+            m.template("/chat/0.1/tel%3A%2B1/subscriptions"),
+            m.template("/chat/v1/tel%3A%2B1/subscriptions")
+        );
+        assert!(m.template("/chat/v1/tel%3A%2B1/subscriptions").is_some());
+        for other in ["/chat/0.2/u/subscriptions", "/v1/chat/0.1/x", "/chat/0.1"] {
+            assert_eq!(alias(other), None, "{other}");
+        }
     }
 
     #[test]

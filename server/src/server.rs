@@ -341,6 +341,7 @@ pub fn start_on(
     let (signer, server_wide) = webhook_signer(config)?;
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
+        adhoc_idle: config.adhoc_idle,
         retry: config.retry_policy(),
         callbacks: config.callbacks,
         callback_tls: Arc::new(

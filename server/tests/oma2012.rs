@@ -21,7 +21,7 @@ use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire::Document;
 use std::cell::Cell;
 use support::docs::{self, last_segment};
-use support::{Face, Listener, Server, Wire, enc, send, send_doc, xsd_validate};
+use support::{Face, Listener, Server, Wire, enc, send, send_doc, send_empty, xsd_validate};
 
 use ParticipantStatus::{Connected, Invited};
 
@@ -929,14 +929,14 @@ async fn subscription_resource(wire: Wire) {
     let id = last_segment(&loc);
     assert_eq!(loc, urls.oma2012_subscription(A, &id));
     assert_eq!(sub.resource_url.as_deref(), Some(loc.as_str()));
-    // Confirmed chats granted, ad hoc ones not (asked for); the duration as granted.
+    // Confirmed and ad hoc chats granted; the duration as granted.
     assert_eq!(
         (
             sub.confirmed_chat_supported,
             sub.adhoc_chat_supported,
             sub.duration
         ),
-        (Some(true), Some(false), Some(3600))
+        (Some(true), Some(true), Some(3600))
     );
     assert_eq!(sub.callback_reference.notify_url, listener.url);
     // A resend with its clientCorrelator is the same subscription.
@@ -997,6 +997,7 @@ async fn subscription_resource(wire: Wire) {
     );
     let inv: ChatSessionInvitationNotification = got.decode();
     assert_eq!(inv.callback_data.as_deref(), Some("refreshed"));
+    // (2: the subject as a first message, see `profiles_follow_the_face`.)
 
     // Where notifications go is not refreshed: 400, the subscription unchanged.
     let mut moved = refreshed.clone();
@@ -1031,7 +1032,7 @@ async fn subscription_resource(wire: Wire) {
     face.put_notification_subscription(A, &id, &short)
         .await
         .ok(200);
-    let got = listener.nth(2).await;
+    let got = listener.nth(3).await;
     assert_eq!(
         got.kind(),
         "subscriptionCancellationNotification",
@@ -1112,6 +1113,26 @@ async fn profiles_follow_the_face(wire: Wire) {
             ("ChatSessionInformation", session_url.as_str()),
             ("ParticipantSessionStatus", status_url.as_str())
         ]
+    );
+    // As the GSMA gateway did, the subject reaches the 2012 invitee as a first message too
+    // (no stored message: no messageId, linked to the session). The seed subscriber keeps the
+    // seed's invitation alone (its next notification is A's message below).
+    let first: MessageNotification = b12.next().await;
+    assert_eq!(
+        (
+            first.sender_address.as_str(),
+            first.session_id.as_str(),
+            first.message_id.as_deref()
+        ),
+        (A, sid.as_str(), None)
+    );
+    assert_eq!(
+        first.chat_message.map(|m| m.text).as_deref(),
+        Some("Lunch?")
+    );
+    assert_eq!(
+        links(&first.link),
+        [("ChatSessionInformation", session_url.as_str())]
     );
     // B accepts by following the link: the seed subscriber hears the participant's status,
     // the 2012 one the event OMA 2012 names.
@@ -1325,6 +1346,7 @@ async fn is_composing(wire: Wire) {
         .created();
     let sid = last_segment(&loc);
     let _: ChatSessionInvitationNotification = b.next().await;
+    let _subject: MessageNotification = b.next().await;
     face.put_one_to_one_status(B, A, &sid, Connected)
         .await
         .no_content();
@@ -1513,4 +1535,362 @@ async fn a_lapsed_is_composing_is_not_handed_from_a_channel() {
             .collect::<Vec<_>>(),
         ["after the pause"]
     );
+}
+
+/// The session id OMA 2012 reserves for ad hoc chats.
+const ADHOC: &str = "adhoc";
+
+/// OMA 2012 ad hoc one-to-one chat (reference §1.3), as the GSMA gateway's clients used it: A
+/// POSTs a `chatMessage` to `oneToOne/{B}/adhoc/messages` with no session set up (201 + a
+/// `resourceReference` to the message's status under `…/adhoc/`); A is told
+/// `chatEventNotification` `Accepted` with `sessionId` `adhoc`; B gets the message with no
+/// invitation first (`sessionId` `adhoc` for its 2012 subscription, the real id for its seed
+/// one); B reports `Delivered` and `Displayed` with PUT on `…/adhoc/messages/{id}/status`,
+/// A reads the status there; B answers on its own `oneToOne/{A}/adhoc/messages` (the same
+/// session: no second `Accepted`); `isComposing` goes to the ad hoc collection too; the seed
+/// face reaches the same session by its id.
+async fn adhoc_chat(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let f = face.fmt();
+    let a12 = User::new_2012(&face, A).await;
+    let (b, b12) = (User::new(&face, B).await, User::new_2012(&face, B).await);
+
+    // The subscription grants ad hoc chats.
+    let listener = Listener::start().await;
+    let (_, granted) = face
+        .create_notification_subscription(C, &subscription_2012(&listener.url, C, f, None))
+        .await
+        .created();
+    assert_eq!(
+        (
+            granted.adhoc_chat_supported,
+            granted.confirmed_chat_supported
+        ),
+        (Some(true), Some(true))
+    );
+
+    // A writes to B: no session, no invitation.
+    let msg = netapi_chat_api::ChatMessage {
+        report_request: vec![MessageStatus::Delivered, MessageStatus::Displayed],
+        ..docs::message("Hi Bob")
+    };
+    let (loc, r) = face.send_one_to_one(A, B, ADHOC, &msg).await.created();
+    assert_eq!(r.resource_url, loc);
+    let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
+    assert_eq!(loc, urls.one_to_one_message_status(A, B, ADHOC, &mid));
+    let ev: ChatEventNotification = a12.next().await;
+    assert_eq!(
+        (ev.event_type, ev.session_id.as_str()),
+        (EventType::Accepted, ADHOC)
+    );
+    assert_eq!(
+        links(&ev.link),
+        [(
+            "ChatSessionInformation",
+            urls.one_to_one_session(A, B, ADHOC).as_str()
+        )]
+    );
+    // B's seed subscription names the session the server opened; its 2012 one says `adhoc`.
+    let seed: MessageNotification = b.next().await;
+    let sid = seed.session_id.clone();
+    assert!(sid.starts_with("sess-"), "{sid}");
+    assert_eq!(seed.message_id.as_deref(), Some(mid.as_str()));
+    let m: MessageNotification = b12.next().await;
+    assert_eq!(
+        (
+            m.session_id.as_str(),
+            m.message_id.as_deref(),
+            m.sender_address.as_str()
+        ),
+        (ADHOC, Some(mid.as_str()), A)
+    );
+    assert_eq!(m.chat_message.expect("a message").text, "Hi Bob");
+    let report_url = urls.one_to_one_message_status(B, A, ADHOC, &mid);
+    assert_eq!(
+        links(&m.link),
+        [("MessageStatusReport", report_url.as_str())]
+    );
+
+    // B reports Delivered by the link, then Displayed; A hears both, linked under adhoc/.
+    let report = MessageStatusReport {
+        status: MessageStatus::Delivered,
+    };
+    let put = send_doc("PUT", &m.link[0].href, f, &report).await;
+    assert_eq!(put.status, 204, "{}", put.body);
+    let d: MessageStatusNotification = a12.next().await;
+    assert_eq!(
+        (d.status, d.message_id.as_str()),
+        (MessageStatus::Delivered, mid.as_str())
+    );
+    assert_eq!(
+        links(&d.link),
+        [(
+            "MessageStatusReport",
+            urls.one_to_one_message_status(A, B, ADHOC, &mid).as_str()
+        )]
+    );
+    face.put_one_to_one_mstatus(B, A, ADHOC, &mid, MessageStatus::Displayed)
+        .await
+        .no_content();
+    let d: MessageStatusNotification = a12.next().await;
+    assert_eq!(d.status, MessageStatus::Displayed);
+    let st = face.get_one_to_one_mstatus(A, B, ADHOC, &mid).await.ok(200);
+    assert_eq!(st.status, MessageStatus::Displayed);
+    let st = face.get_one_to_one_mstatus(B, A, ADHOC, &mid).await.ok(200);
+    assert_eq!(st.status, MessageStatus::Displayed);
+
+    // B answers on its own ad hoc collection: the same session, A told no second Accepted.
+    let (loc, _) = face
+        .send_one_to_one(B, A, ADHOC, &docs::message("Hi Alice"))
+        .await
+        .created();
+    let reply = loc.rsplit('/').nth(1).expect("message id").to_owned();
+    let m: MessageNotification = a12.next().await;
+    assert_eq!(
+        (m.session_id.as_str(), m.message_id.as_deref()),
+        (ADHOC, Some(reply.as_str()))
+    );
+    let texts: Vec<String> = face
+        .list_messages(A, &sid)
+        .await
+        .ok(200)
+        .chat_message
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["Hi Bob", "Hi Alice"]);
+
+    // isComposing on the ad hoc collection: 201 naming it; B hears it with `sessionId` adhoc.
+    let typing = netapi_chat_api::IsComposing {
+        state: "active".to_owned(),
+        last_active: None,
+        content_type: Some("text/plain".to_owned()),
+        refresh: Some(30),
+    };
+    let (loc, _) = face.send_one_to_one(A, B, ADHOC, &typing).await.created();
+    assert_eq!(loc, urls.one_to_one_messages(A, B, ADHOC));
+    let n: MessageNotification = b12.until().await;
+    assert_eq!(n.session_id, ADHOC);
+    assert_eq!(n.is_composing.map(|c| c.state), Some("active".to_owned()));
+
+    // The seed face reaches the same session by its id; A's 2012 subscription says adhoc.
+    face.send_message(B, &sid, &docs::message("from the seed face"))
+        .await
+        .created();
+    let m: MessageNotification = a12.next().await;
+    assert_eq!(m.session_id, ADHOC);
+    assert_eq!(
+        m.chat_message.map(|c| c.text).as_deref(),
+        Some("from the seed face")
+    );
+
+    // Refusals: an ad hoc chat with oneself; a status of a pair with no ad hoc chat (404
+    // naming the URL asked for, never opening one); no session resource is named `adhoc`.
+    face.send_one_to_one(A, A, ADHOC, &docs::message("me"))
+        .await
+        .fails(400, Some("SVC0002"));
+    let missing = face.get_one_to_one_mstatus(A, C, ADHOC, &mid).await;
+    let text = docs::rendered(missing.error.as_ref().expect("a requestError"));
+    assert!(
+        text.contains(&face.one_to_one_mstatus_url(A, C, ADHOC, &mid)),
+        "{text}"
+    );
+    missing.fails(404, Some("SVC2008"));
+    face.put_one_to_one_mstatus(C, A, ADHOC, &mid, MessageStatus::Displayed)
+        .await
+        .fails(404, Some("SVC2008"));
+    face.get_one_to_one(A, B, ADHOC)
+        .await
+        .fails(404, Some("SVC2008"));
+    // Nothing was opened for A and C: the pair's first message is the one that does.
+    face.send_one_to_one(A, C, ADHOC, &docs::message("Hi Carol"))
+        .await
+        .created();
+    let ev: ChatEventNotification = a12.next().await;
+    assert_eq!(
+        (ev.event_type, ev.session_id.as_str()),
+        (EventType::Accepted, ADHOC)
+    );
+}
+
+#[tokio::test]
+async fn adhoc_chat_in_json() {
+    adhoc_chat(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn adhoc_chat_in_xml() {
+    adhoc_chat(Wire::Xml).await;
+}
+
+/// The server tears an ad hoc chat down once it carried no message for
+/// `NETAPI_CHAT_ADHOC_IDLE_SECS`: both are told `SessionEnded` (`sessionId` adhoc on the 2012
+/// face), its statuses are gone, and the next message opens a new session (`Accepted` again).
+async fn adhoc_idle(wire: Wire) {
+    let srv = Server::start(&[("NETAPI_CHAT_ADHOC_IDLE_SECS", "0.3")]);
+    let face = Face::new(wire, &srv);
+    let (a12, b12) = (
+        User::new_2012(&face, A).await,
+        User::new_2012(&face, B).await,
+    );
+    let loc = face
+        .send_one_to_one(A, B, ADHOC, &docs::message("brief"))
+        .await
+        .created()
+        .0;
+    let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
+    let _: ChatEventNotification = a12.next().await;
+    let _: MessageNotification = b12.next().await;
+    for u in [&a12, &b12] {
+        let e: ChatEventNotification = u.next().await;
+        assert_eq!(
+            (e.event_type, e.session_id.as_str()),
+            (EventType::SessionEnded, ADHOC)
+        );
+    }
+    face.get_one_to_one_mstatus(A, B, ADHOC, &mid)
+        .await
+        .fails(404, Some("SVC2008"));
+    face.send_one_to_one(B, A, ADHOC, &docs::message("again"))
+        .await
+        .created();
+    let e: ChatEventNotification = b12.next().await;
+    assert_eq!(e.event_type, EventType::Accepted);
+    let m: MessageNotification = a12.next().await;
+    assert_eq!(m.session_id, ADHOC);
+}
+
+#[tokio::test]
+async fn adhoc_idle_in_json() {
+    adhoc_idle(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn adhoc_idle_in_xml() {
+    adhoc_idle(Wire::Xml).await;
+}
+
+/// An ad hoc session is stored as one (format 8): after a restart (SIGKILL) the pair's next
+/// message goes into the same session (both messages in its history: a session not read back
+/// as ad hoc would not be found, and a new one would be opened) and is still told with
+/// `sessionId` adhoc. (The `Accepted` may be told twice: delivery is at least once, and the
+/// kill may come before its delivery was recorded.)
+#[tokio::test]
+async fn an_adhoc_chat_survives_a_restart() {
+    let srv = Server::default_for_tests();
+    let face = Face::new(Wire::Json, &srv);
+    let a12 = User::new_2012(&face, A).await;
+    face.send_one_to_one(A, B, ADHOC, &docs::message("before"))
+        .await
+        .created();
+    let _: ChatEventNotification = a12.next().await;
+    let sessions = face.list_sessions(A).await.ok(200).chat_session_information;
+    let sid = last_segment(sessions[0].resource_url.as_deref().expect("a resourceURL"));
+    let dir = srv.kill();
+    let srv = Server::restart(dir, &[]);
+    let face = Face::new(Wire::Json, &srv);
+    face.send_one_to_one(B, A, ADHOC, &docs::message("after"))
+        .await
+        .created();
+    let m: MessageNotification = a12.until().await;
+    assert_eq!(m.session_id, ADHOC);
+    let texts: Vec<String> = face
+        .list_messages(A, &sid)
+        .await
+        .ok(200)
+        .chat_message
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+}
+
+/// The GSMA OneAPI gateways' `apiVersion` `0.1` (reference: "[S]/[G] used `0.1`"): a client
+/// written against them reaches the OMA 2012 tree under `/chat/0.1/…` unchanged (ad hoc send,
+/// status read and report, subscriptions); the answers name the canonical `/chat/v1/…`.
+async fn gsma_api_version(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let urls = srv.urls();
+    let f = face.fmt();
+    let gsma = |url: String| url.replacen("/chat/v1/", "/chat/0.1/", 1);
+    let b12 = User::new_2012(&face, B).await;
+
+    // A subscribes and sends ad hoc under 0.1.
+    let listener = Listener::start().await;
+    let sub = send_doc(
+        "POST",
+        &gsma(urls.oma2012_subscriptions(A)),
+        f,
+        &subscription_2012(&listener.url, A, f, None),
+    )
+    .await;
+    assert_eq!(sub.status, 201, "{}", sub.body);
+    let created: ChatNotificationSubscription = sub.decode();
+    let sub_url = created.resource_url.expect("a resourceURL");
+    assert!(sub_url.contains("/chat/v1/"), "{sub_url}");
+    let sent = send_doc(
+        "POST",
+        &gsma(urls.one_to_one_messages(A, B, ADHOC)),
+        f,
+        &docs::message("from a 0.1 client"),
+    )
+    .await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    let r: netapi_chat_api::ResourceReference = sent.decode();
+    let mid = r
+        .resource_url
+        .rsplit('/')
+        .nth(1)
+        .expect("message id")
+        .to_owned();
+    assert_eq!(
+        r.resource_url,
+        urls.one_to_one_message_status(A, B, ADHOC, &mid)
+    );
+    let m: MessageNotification = b12.next().await;
+    assert_eq!(m.message_id.as_deref(), Some(mid.as_str()));
+
+    // B reports Displayed under 0.1; A reads the status there.
+    let put = send_doc(
+        "PUT",
+        &gsma(urls.one_to_one_message_status(B, A, ADHOC, &mid)),
+        f,
+        &MessageStatusReport {
+            status: MessageStatus::Displayed,
+        },
+    )
+    .await;
+    assert_eq!(put.status, 204, "{}", put.body);
+    let got = send_empty(
+        "GET",
+        &gsma(urls.one_to_one_message_status(A, B, ADHOC, &mid)),
+        f,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(
+        got.decode::<MessageStatusReport>().status,
+        MessageStatus::Displayed
+    );
+
+    // The subscription lists and goes under 0.1 too; a verb the path has not is the 405.
+    let list = send_empty("GET", &gsma(urls.oma2012_subscriptions(A)), f).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let del = send_empty("DELETE", &gsma(sub_url), f).await;
+    assert_eq!(del.status, 204, "{}", del.body);
+    let wrong = send_empty("DELETE", &gsma(urls.oma2012_subscriptions(A)), f).await;
+    assert_eq!(wrong.status, 405, "{}", wrong.body);
+}
+
+#[tokio::test]
+async fn gsma_api_version_in_json() {
+    gsma_api_version(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn gsma_api_version_in_xml() {
+    gsma_api_version(Wire::Xml).await;
 }

@@ -217,9 +217,10 @@ async fn a_data_dir_written_by_format_v3_opens_and_works() {
         })
         .expect("messages");
     drop(db);
-    // The fixture's two messages got the time their `date_time` names; the one sent after
-    // the upgrade its own (taken just after its `date_time`, which has whole seconds).
-    assert_eq!(times.len(), 3, "{times:?}");
+    // The fixture's two messages got the time their `date_time` names; the two sent after
+    // the upgrade (one of them ad hoc) their own (taken just after their `date_time`, which
+    // has whole seconds).
+    assert_eq!(times.len(), 4, "{times:?}");
     for (i, (value, sent_ms)) in times.iter().enumerate() {
         let v: serde_json::Value = serde_json::from_str(value).expect("JSON");
         let date = v["date_time"].as_str().expect("date_time");
@@ -395,6 +396,20 @@ async fn opens_and_works(version: u32) -> PathBuf {
                 .any(|p| p.address == C && p.status == Some(ParticipantStatus::Connected))
     })
     .await;
+
+    // A session an older format stored is no OMA 2012 ad hoc chat (format 8 reads it as
+    // confirmed): A's ad hoc message to B opens a session of its own beside s1.
+    let adhoc = docs::message("ad hoc after the upgrade");
+    let url = srv.urls().one_to_one_messages(A, B, "adhoc");
+    let sent = send_doc("POST", &url, Format::Json, &adhoc).await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    let r = wait_for(&listener, B, "messageNotification", |r| {
+        r.decode::<MessageNotification>()
+            .chat_message
+            .is_some_and(|m| m.text == "ad hoc after the upgrade")
+    })
+    .await;
+    assert_ne!(r.decode::<MessageNotification>().session_id, s1);
 
     // Every notification kept its own stable id.
     let ids: std::collections::BTreeSet<String> =

@@ -1066,9 +1066,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// participant resources there). A subscription made on the seed face keeps the seed's
     /// names and links. The profile is stored with the subscription and never changes; both
     /// faces read, list and delete every subscription.
-    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
-    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
-    /// (as for `duration`, the answer says what was granted).
+    /// **Decision (flags):** the server offers both kinds of one-to-one chat to everyone, so
+    /// it answers `confirmedChatSupported=true` and `adhocChatSupported=true`, whatever was
+    /// asked (as for `duration`, the answer says what was granted; `POL1013` / `POL1014` are
+    /// never answered). Here the sender of a chat picks its mode (`oneToOne/{otherUserId}`
+    /// invites, `oneToOne/{otherUserId}/adhoc/messages` does not), so there is no incoming
+    /// chat whose mode the flags would decide: an ad hoc message reaches its recipient
+    /// whatever the recipient's subscriptions say, as an invitation does.
     fn create_chat_notification_subscription(
         &self,
         user_id: String,
@@ -1124,6 +1128,15 @@ pub trait ChatService: Send + Sync + 'static {
     /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
     /// is told in the profile of the face it subscribed through (see
     /// `createChatNotificationSubscription`).
+    ///
+    /// **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
+    /// subscribed through this face gets, after its `chatSessionInvitationNotification`, a
+    /// `messageNotification` from the originator whose `chatMessage.text` is the `subject`
+    /// (for a one-to-one invitation from either face). It is no stored message: no
+    /// `messageId`, its link is the session (`ChatSessionInformation`), and the session's
+    /// history does not list it. A subscriber of the seed face gets the invitation alone
+    /// (its `subject` is there, and a message without a resource would break the seed's
+    /// rule that every `messageNotification` names a message).
     fn create_one_to_one_chat_session(
         &self,
         user_id: String,
@@ -2046,9 +2059,13 @@ pub trait ChatApi {
     /// participant resources there). A subscription made on the seed face keeps the seed's
     /// names and links. The profile is stored with the subscription and never changes; both
     /// faces read, list and delete every subscription.
-    /// **Decision (flags):** the server manages no ad hoc chats yet, so it answers
-    /// `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
-    /// (as for `duration`, the answer says what was granted).
+    /// **Decision (flags):** the server offers both kinds of one-to-one chat to everyone, so
+    /// it answers `confirmedChatSupported=true` and `adhocChatSupported=true`, whatever was
+    /// asked (as for `duration`, the answer says what was granted; `POL1013` / `POL1014` are
+    /// never answered). Here the sender of a chat picks its mode (`oneToOne/{otherUserId}`
+    /// invites, `oneToOne/{otherUserId}/adhoc/messages` does not), so there is no incoming
+    /// chat whose mode the flags would decide: an ad hoc message reaches its recipient
+    /// whatever the recipient's subscriptions say, as an invitation does.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/subscriptions",
@@ -2133,6 +2150,15 @@ pub trait ChatApi {
     /// `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
     /// is told in the profile of the face it subscribed through (see
     /// `createChatNotificationSubscription`).
+    ///
+    /// **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
+    /// subscribed through this face gets, after its `chatSessionInvitationNotification`, a
+    /// `messageNotification` from the originator whose `chatMessage.text` is the `subject`
+    /// (for a one-to-one invitation from either face). It is no stored message: no
+    /// `messageId`, its link is the session (`ChatSessionInformation`), and the session's
+    /// history does not list it. A subscriber of the seed face gets the invitation alone
+    /// (its `subject` is there, and a message without a resource would break the seed's
+    /// rule that every `messageNotification` names a message).
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}",

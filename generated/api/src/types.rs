@@ -2460,7 +2460,7 @@ pub struct ChatNotificationSubscription {
     )]
     pub confirmed_chat_supported: Option<bool>,
     /// `adhocChatSupported`: (answered by the server) Whether the server manages ad hoc one-to-one
-    /// sessions; `false`, not offered yet.
+    /// sessions (`oneToOne/{otherUserId}/adhoc`); always `true` here.
     #[serde(
         rename = "adhocChatSupported",
         default,

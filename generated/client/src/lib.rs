@@ -725,7 +725,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChatNotificationSubscription {
-        ///(answered by the server) Whether the server manages ad hoc one-to-one sessions; `false`, not offered yet.
+        ///(answered by the server) Whether the server manages ad hoc one-to-one sessions (`oneToOne/{otherUserId}/adhoc`); always `true` here.
         #[serde(
             rename = "adhocChatSupported",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -6452,9 +6452,13 @@ impl Client {
     participant resources there). A subscription made on the seed face keeps the seed's
     names and links. The profile is stored with the subscription and never changes; both
     faces read, list and delete every subscription.
-    **Decision (flags):** the server manages no ad hoc chats yet, so it answers
-    `confirmedChatSupported=true` and `adhocChatSupported=false`, whatever was asked
-    (as for `duration`, the answer says what was granted).
+    **Decision (flags):** the server offers both kinds of one-to-one chat to everyone, so
+    it answers `confirmedChatSupported=true` and `adhocChatSupported=true`, whatever was
+    asked (as for `duration`, the answer says what was granted; `POL1013` / `POL1014` are
+    never answered). Here the sender of a chat picks its mode (`oneToOne/{otherUserId}`
+    invites, `oneToOne/{otherUserId}/adhoc/messages` does not), so there is no incoming
+    chat whose mode the flags would decide: an ad hoc message reaches its recipient
+    whatever the recipient's subscriptions say, as an invitation does.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/subscriptions`
@@ -6783,6 +6787,15 @@ impl Client {
     `updateParticipantStatus`, `sendMessage`, ... under `/v1/chat/...`). Each subscriber
     is told in the profile of the face it subscribed through (see
     `createChatNotificationSubscription`).
+
+    **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
+    subscribed through this face gets, after its `chatSessionInvitationNotification`, a
+    `messageNotification` from the originator whose `chatMessage.text` is the `subject`
+    (for a one-to-one invitation from either face). It is no stored message: no
+    `messageId`, its link is the session (`ChatSessionInformation`), and the session's
+    history does not list it. A subscriber of the seed face gets the invitation alone
+    (its `subject` is there, and a message without a resource would break the seed's
+    rule that every `messageNotification` names a message).
 
 
     Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}`
@@ -7149,7 +7162,15 @@ impl Client {
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
 
-    - `session_id`: Server-chosen session id, the same for every participant.
+    - `session_id`: Server-chosen session id of a confirmed one-to-one chat, or the reserved `adhoc`
+    (OMA 2012 ad hoc chat: the server manages the session; its own ids are never `adhoc`).
+    A message POSTed to `…/adhoc/messages` goes into the pair's open ad hoc session, which
+    the server opens when there is none (both connected at once, no invitation; the
+    sender is told `chatEventNotification` `Accepted`) and ends after
+    `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
+    message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
+    under `…/adhoc/` for subscribers of this face.
+
     - `body`
     */
     pub async fn send_one_to_one_chat_message<'a>(
@@ -7240,7 +7261,15 @@ impl Client {
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
 
-    - `session_id`: Server-chosen session id, the same for every participant.
+    - `session_id`: Server-chosen session id of a confirmed one-to-one chat, or the reserved `adhoc`
+    (OMA 2012 ad hoc chat: the server manages the session; its own ids are never `adhoc`).
+    A message POSTed to `…/adhoc/messages` goes into the pair's open ad hoc session, which
+    the server opens when there is none (both connected at once, no invitation; the
+    sender is told `chatEventNotification` `Accepted`) and ends after
+    `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
+    message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
+    under `…/adhoc/` for subscribers of this face.
+
     - `message_id`: Server-chosen message id.
     */
     pub async fn get_one_to_one_chat_message_status<'a>(
@@ -7324,7 +7353,15 @@ impl Client {
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
 
-    - `session_id`: Server-chosen session id, the same for every participant.
+    - `session_id`: Server-chosen session id of a confirmed one-to-one chat, or the reserved `adhoc`
+    (OMA 2012 ad hoc chat: the server manages the session; its own ids are never `adhoc`).
+    A message POSTed to `…/adhoc/messages` goes into the pair's open ad hoc session, which
+    the server opens when there is none (both connected at once, no invitation; the
+    sender is told `chatEventNotification` `Accepted`) and ends after
+    `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
+    message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
+    under `…/adhoc/` for subscribers of this face.
+
     - `message_id`: Server-chosen message id.
     - `body`
     */

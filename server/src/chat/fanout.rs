@@ -7,8 +7,9 @@
 //! outbox), and queued only after that batch committed.
 //!
 //! A flow builds each notification once, in the seed's profile; a subscription made on the OMA
-//! 2012 face gets it rendered in that face's profile (`oma2012::profile`, once per user and
-//! notification), and the outbox holds what each subscription is told.
+//! 2012 face gets it rendered in that face's profile (`oma2012::rendered`, once per user and
+//! notification: one notification, or two where OMA 2012 tells more), and the outbox holds
+//! what each subscription is told.
 
 use super::oma2012;
 use super::records;
@@ -49,7 +50,7 @@ impl Chat {
             let Some(ids) = state.user_subscriptions.get(&user) else {
                 continue;
             };
-            let mut oma2012: Option<Notification> = None;
+            let mut oma2012: Option<Vec<Notification>> = None;
             for id in ids {
                 // A disabled subscription gets nothing new (see `disable_subscription`).
                 let Some(sub) = state
@@ -59,40 +60,40 @@ impl Chat {
                 else {
                     continue;
                 };
-                let mut n = match sub.rec.face {
-                    Face::Seed => n.clone(),
-                    Face::Oma2012 => oma2012
-                        .get_or_insert_with(|| {
-                            let s = oma2012::session_of(&n).and_then(|sid| state.sessions.get(sid));
-                            oma2012::profile(&self.urls, &user, s, n.clone())
-                        })
-                        .clone(),
+                let told: &[Notification] = match sub.rec.face {
+                    Face::Seed => std::slice::from_ref(&n),
+                    Face::Oma2012 => oma2012.get_or_insert_with(|| {
+                        let s = oma2012::session_of(&n).and_then(|sid| state.sessions.get(sid));
+                        oma2012::rendered(&self.urls, &user, s, n.clone())
+                    }),
                 };
-                n.set_callback_data(sub.rec.callback.callback_data.clone());
-                state.counters.next_notification += 1;
-                let nid = state.counters.next_notification;
-                if deadline_ms.is_some() {
+                for mut n in told.iter().cloned() {
+                    n.set_callback_data(sub.rec.callback.callback_data.clone());
+                    state.counters.next_notification += 1;
+                    let nid = state.counters.next_notification;
+                    if deadline_ms.is_some() {
+                        let delivery = Delivery {
+                            created_ms,
+                            deadline_ms,
+                            ..Delivery::new(nid, n, 0)
+                        };
+                        change.deliveries.push((sub.queue.clone(), delivery));
+                        continue;
+                    }
+                    let body = records::encode_notification(&n);
                     let delivery = Delivery {
                         created_ms,
-                        deadline_ms,
-                        ..Delivery::new(nid, n, 0)
+                        ..Delivery::new(nid, n, body.len())
                     };
+                    change.batch.outbox.push(OutboxEntry {
+                        id: nid,
+                        subscription: id.clone(),
+                        body,
+                        created_ms,
+                        progress: Progress::default(),
+                    });
                     change.deliveries.push((sub.queue.clone(), delivery));
-                    continue;
                 }
-                let body = records::encode_notification(&n);
-                let delivery = Delivery {
-                    created_ms,
-                    ..Delivery::new(nid, n, body.len())
-                };
-                change.batch.outbox.push(OutboxEntry {
-                    id: nid,
-                    subscription: id.clone(),
-                    body,
-                    created_ms,
-                    progress: Progress::default(),
-                });
-                change.deliveries.push((sub.queue.clone(), delivery));
             }
         }
     }

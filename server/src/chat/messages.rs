@@ -137,6 +137,10 @@ impl Chat {
             .map_err(|r| r.into_api(String::new))?;
             let mut change = Change::default();
             change.put_message(sid, &message, Some(now_ms()));
+            // An ad hoc session is idle from its last message on (`oma2012::idle`).
+            if let Some(active) = state.adhoc_active.get_mut(sid) {
+                *active = now_ms();
+            }
             self.notify(&mut state, &mut change, outbox);
             (url(urls, user, sid, &id), self.submit(&state, change))
         };

@@ -130,6 +130,9 @@ fn visible_to(s: &Session, user: &str) -> bool {
 pub struct Settings {
     /// How long an invitation waits for an answer.
     pub invitation_timeout: Duration,
+    /// How long an OMA 2012 ad hoc chat stays open without a message before the server ends
+    /// it (`oma2012::idle`).
+    pub adhoc_idle: Duration,
     /// How notifications are delivered.
     pub retry: RetryPolicy,
     /// Which callback addresses may be reached.
@@ -430,6 +433,7 @@ fn release_session(state: &mut State, sid: &str) {
     let Some(s) = state.sessions.remove(sid) else {
         return;
     };
+    state.adhoc_active.remove(sid);
     for p in &s.participants {
         if let Some(ids) = state.user_sessions.get_mut(&p.address) {
             ids.retain(|i| i != sid);

@@ -33,8 +33,8 @@ use netapi_chat_api::{
     ChatEventNotification, ChatMessage, ChatNotificationSubscription, ChatSessionInformation,
     ChatSessionInvitationNotification, ChatSubscription, ChatSubscriptionList, Created, EventType,
     GroupChatSessionInformation, GroupSessionInvitationNotification, IsComposing, Link,
-    MessageStatus, MessageStatusNotification, MessageStatusReport, ParticipantInformation,
-    ParticipantList, ParticipantStatus, ResourceReference,
+    MessageNotification, MessageStatus, MessageStatusNotification, MessageStatusReport,
+    ParticipantInformation, ParticipantList, ParticipantStatus, ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -209,6 +209,109 @@ pub(super) fn withdraws(user: &str, pid: &str) -> bool {
     user != pid
 }
 
+/// The reserved `sessionId` of OMA 2012's ad hoc one-to-one chats
+/// (`oneToOne/{otherUserId}/adhoc/messages[/{messageId}/status]`): the server's own ids are
+/// `sess-…`, never this, so the routes of confirmed chats read it.
+pub const ADHOC: &str = "adhoc";
+
+/// OMA 2012, the rule finding the ad hoc chat of `user` with `other` among `mine` (the
+/// sessions `user` takes part in): the open ad hoc session of the pair in which both are
+/// still connected. One a participant left on the seed face (its `Disconnected`) is not used
+/// again: the next send opens another and the idle time ends the old one.
+pub(super) fn adhoc_with<'a>(
+    mine: impl IntoIterator<Item = &'a Session>,
+    user: &str,
+    other: &str,
+) -> Option<&'a Session> {
+    mine.into_iter().find(|s| {
+        s.adhoc
+            && !s.ended
+            && peer(s, user) == Some(other)
+            && s.participants
+                .iter()
+                .all(|p| p.status == ParticipantStatus::Connected)
+    })
+}
+
+/// OMA 2012, the rule opening an ad hoc chat of `user` with `other` (who have none,
+/// [`adhoc_with`]): session `id` with both connected at once and nobody invited (OMA 2012
+/// sends no invitation for an ad hoc chat), counted against `user`'s open sessions
+/// (`open_sessions` of `limit`; the peer's count does not grow, so nobody fills another's
+/// limit by writing to it). The sender is told `chatEventNotification` `Accepted` (the GSMA
+/// gateway's answer to a first ad hoc send). A chat with oneself is refused.
+pub(super) fn open_adhoc(
+    urls: &Urls,
+    user: &str,
+    other: &str,
+    (id, seq): (String, u64),
+    open_sessions: usize,
+    limit: usize,
+) -> Result<Decision, Refused> {
+    if user == other {
+        return Err(Refused::NotThisOneToOne {
+            field: "otherUserId",
+            why: "an ad hoc chat is with another user than the userId".to_owned(),
+        });
+    }
+    if open_sessions >= limit {
+        return Err(Refused::TooMany {
+            what: "open sessions of this user",
+            limit,
+        });
+    }
+    let connected = |address: &str, is_originator| Participant {
+        address: address.to_owned(),
+        name: None,
+        is_originator,
+        status: ParticipantStatus::Connected,
+        invitation: Invitation::None,
+        invited_by: user.to_owned(),
+    };
+    let session = Session {
+        id,
+        seq,
+        subject: None,
+        originator: user.to_owned(),
+        originator_name: None,
+        client_correlator: None,
+        participants: vec![connected(user, true), connected(other, false)],
+        group: false,
+        adhoc: true,
+        ended: false,
+    };
+    let outbox = vec![(
+        user.to_owned(),
+        views::event(
+            urls,
+            user,
+            &session,
+            EventType::Accepted,
+            format!("ad hoc chat with {other} set up"),
+        ),
+    )];
+    Ok(Decision { session, outbox })
+}
+
+/// OMA 2012, the rule on an ad hoc session's idle time: `s` last carried a message at
+/// `active_ms`; from `active_ms + idle_ms` on (`now_ms`) the server ends it, both told
+/// `SessionEnded` (a later send opens a new one). Before that: `Err` with when to look again.
+pub(super) fn idle(
+    urls: &Urls,
+    s: &Session,
+    active_ms: i64,
+    idle_ms: i64,
+    now_ms: i64,
+) -> Result<Decision, i64> {
+    let due = active_ms.saturating_add(idle_ms);
+    if now_ms < due {
+        return Err(due);
+    }
+    let mut s = s.clone();
+    s.ended = true;
+    let outbox = end_for_all(urls, &mut s, "the ad hoc chat was idle", None);
+    Ok(Decision { session: s, outbox })
+}
+
 /// Where session `s` lives on the OMA 2012 face for `to`: under `oneToOne/{peer}` or under
 /// `group/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +327,12 @@ fn tree<'a>(s: &'a Session, to: &str) -> Tree<'a> {
     }
 }
 
+/// The `sessionId` of `s` on the OMA 2012 face: the reserved [`ADHOC`] for an ad hoc session
+/// (the server manages it; OMA 2012 clients never see its id), its id otherwise.
+pub(super) fn shown_id(s: &Session) -> &str {
+    if s.adhoc { ADHOC } else { &s.id }
+}
+
 fn link(rel: &str, href: String) -> Link {
     Link {
         rel: rel.to_owned(),
@@ -237,7 +346,7 @@ fn session_link(urls: &Urls, to: &str, s: &Session) -> Link {
     match tree(s, to) {
         Tree::OneToOne(p) => link(
             "ChatSessionInformation",
-            urls.one_to_one_session(to, p, &s.id),
+            urls.one_to_one_session(to, p, shown_id(s)),
         ),
         Tree::Group => link("GroupChatSessionInformation", urls.group_session(to, &s.id)),
     }
@@ -246,7 +355,7 @@ fn session_link(urls: &Urls, to: &str, s: &Session) -> Link {
 /// A message's status under the OMA 2012 tree, as `to` reaches it.
 fn message_status_link(urls: &Urls, to: &str, s: &Session, mid: &str) -> Link {
     let href = match tree(s, to) {
-        Tree::OneToOne(p) => urls.one_to_one_message_status(to, p, &s.id, mid),
+        Tree::OneToOne(p) => urls.one_to_one_message_status(to, p, shown_id(s), mid),
         Tree::Group => urls.group_message_status(to, &s.id, mid),
     };
     link("MessageStatusReport", href)
@@ -288,7 +397,8 @@ pub(super) fn one_to_one_event(p: &Participant) -> Option<EventType> {
 ///   field for, in `description` when nothing else is);
 /// - a one-to-one peer's accept / decline is `chatEventNotification` ([`one_to_one_event`]);
 /// - every other notification keeps its name, with its links under `oneToOne/` or `group/`
-///   (a message's `resourceURL`, which has no resource in this tree, is left out).
+///   (a message's `resourceURL`, which has no resource in this tree, is left out);
+/// - about an ad hoc session, `sessionId` and the links say [`ADHOC`] ([`shown_id`]).
 pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notification) -> Notification {
     let Some(s) = s else { return n };
     let t = tree(s, to);
@@ -336,6 +446,7 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
             }),
         },
         Notification::ParticipantStatusNotification(mut n) => {
+            n.session_id = shown_id(s).to_owned();
             if let Tree::OneToOne(p) = t
                 && let [entry] = n.participant.as_slice()
                 && entry.address == p
@@ -368,10 +479,12 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
             Notification::from(n)
         }
         Notification::ChatEventNotification(mut n) => {
+            n.session_id = shown_id(s).to_owned();
             n.link = vec![session_link(urls, to, s)];
             Notification::from(n)
         }
         Notification::MessageNotification(mut n) => {
+            n.session_id = shown_id(s).to_owned();
             n.link = match (&mut n.chat_message, &n.message_id) {
                 (Some(m), Some(mid)) => {
                     m.resource_url = None;
@@ -398,14 +511,68 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
     }
 }
 
-/// A subscription as the OMA 2012 face shows it: what it grants (confirmed chats, no ad hoc
-/// ones yet, the granted `duration`) and its URL under `/chat/v1/`.
+/// OMA 2012, what a subscriber of this face is told for seed notification `n` to `to` about
+/// session `s`: its [`profile`], and after a one-to-one invitation a `messageNotification`
+/// carrying the `subject` ([`subject_message`]).
+pub(super) fn rendered(
+    urls: &Urls,
+    to: &str,
+    s: Option<&Session>,
+    n: Notification,
+) -> Vec<Notification> {
+    let n = profile(urls, to, s, n);
+    let subject = subject_message(urls, to, s, &n);
+    std::iter::once(n).chain(subject).collect()
+}
+
+/// OMA 2012 as its gateways behaved (reference §2.4, "event order seen on the wire"): the
+/// `subject` of a one-to-one invitation `n` (in this face's profile) also reaches the invitee
+/// as a first `messageNotification` from the originator. It is no stored message (the seed's
+/// sessions have none before the invitee accepts): no `messageId`, nothing to report on, and
+/// its link is the session's. `None` for anything else or an empty subject. A subscriber of
+/// the seed face keeps the seed's invitation alone.
+pub(super) fn subject_message(
+    urls: &Urls,
+    to: &str,
+    s: Option<&Session>,
+    n: &Notification,
+) -> Option<Notification> {
+    let (Notification::ChatSessionInvitationNotification(inv), Some(s)) = (n, s) else {
+        return None;
+    };
+    if inv.subject.is_empty() {
+        return None;
+    }
+    Some(Notification::from(MessageNotification {
+        sender_address: inv.originator_address.clone(),
+        sender_name: inv.originator_name.clone(),
+        chat_message: Some(ChatMessage {
+            text: inv.subject.clone(),
+            success_report: None,
+            report_request: Vec::new(),
+            client_correlator: None,
+            sender_address: None,
+            date_time: None,
+            resource_url: None,
+        }),
+        is_composing: None,
+        date_time: None,
+        session_id: inv.session_id.clone(),
+        message_id: None,
+        callback_data: None,
+        link: vec![session_link(urls, to, s)],
+    }))
+}
+
+/// A subscription as the OMA 2012 face shows it: what it grants (confirmed and ad hoc chats,
+/// whatever was asked: the sender of a chat picks its mode here, see [`open_adhoc`]; the
+/// granted `duration`) and its URL under `/chat/v1/`.
 pub(super) fn subscription(urls: &Urls, rec: &SubscriptionRecord) -> ChatNotificationSubscription {
     ChatNotificationSubscription {
         callback_reference: rec.callback.clone(),
         client_correlator: rec.client_correlator.clone(),
         confirmed_chat_supported: Some(true),
-        adhoc_chat_supported: Some(false),
+        adhoc_chat_supported: Some(true),
         duration: Some(rec.duration),
         resource_url: Some(urls.oma2012_subscription(&rec.user, &rec.id)),
     }
@@ -584,6 +751,98 @@ impl Chat {
 }
 
 impl Chat {
+    /// The id of the ad hoc session of `user` with `other` ([`adhoc_with`]), marked active
+    /// now; when there is none, one is opened ([`open_adhoc`], committed before the answer)
+    /// if `open`, else the `404` of `url`.
+    async fn adhoc(
+        self: &Arc<Self>,
+        user: &str,
+        other: &str,
+        open: bool,
+        url: impl FnOnce() -> String,
+    ) -> Result<String, ApiError> {
+        let (sid, rx) = {
+            let mut state = self.lock();
+            let mine = state
+                .user_sessions
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| state.sessions.get(id));
+            if let Some(s) = adhoc_with(mine, user, other) {
+                let sid = s.id.clone();
+                if open {
+                    state.adhoc_active.insert(sid.clone(), now_ms());
+                }
+                return Ok(sid);
+            }
+            if !open {
+                return Err(missing(&url()));
+            }
+            let new = state.new_id("sess");
+            let sid = new.0.clone();
+            let d = open_adhoc(
+                &self.urls,
+                user,
+                other,
+                new,
+                state.open_sessions(user),
+                self.settings.limits.sessions_per_user,
+            )
+            .map_err(|r| r.into_api(String::new))?;
+            state.adhoc_active.insert(sid.clone(), now_ms());
+            let mut change = Change::default();
+            self.apply(&mut state, &mut change, d);
+            (sid, self.submit(&state, change))
+        };
+        durable(rx).await?;
+        self.adhoc_timer(sid.clone());
+        Ok(sid)
+    }
+
+    /// Starts the idle timer of ad hoc session `sid` (one per session: started when it is
+    /// opened or restored): it wakes when the session may have become idle and ends it then
+    /// ([`idle`]), or sleeps on to its new due time.
+    pub(super) fn adhoc_timer(self: &Arc<Self>, sid: String) {
+        let chat = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(c) = chat.upgrade() else { return };
+                let Some(due) = c.adhoc_idle(&sid) else {
+                    return;
+                };
+                drop(c);
+                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+        });
+    }
+
+    /// Ends ad hoc session `sid` if it is idle ([`idle`]); `Some(when to look again)` while
+    /// it is not, `None` once it is gone.
+    fn adhoc_idle(&self, sid: &str) -> Option<i64> {
+        let mut state = self.lock();
+        let active = *state.adhoc_active.get(sid)?;
+        let idle_ms = i64::try_from(self.settings.adhoc_idle.as_millis()).unwrap_or(i64::MAX);
+        // Gone, or no longer ad hoc (extended to a group): nothing left to watch.
+        let Some(s) = state.sessions.get(sid).filter(|s| s.adhoc) else {
+            state.adhoc_active.remove(sid);
+            return None;
+        };
+        match idle(&self.urls, s, active, idle_ms, now_ms()) {
+            Err(due) => Some(due),
+            Ok(d) => {
+                let mut change = Change::default();
+                self.apply(&mut state, &mut change, d);
+                // Nobody waits: the timer made this change.
+                drop(self.submit(&state, change));
+                None
+            }
+        }
+    }
+}
+
+impl Chat {
     /// Session `sid` if it is a one-to-one session `user` sees with `other` as its peer; the
     /// `404` of a session that never existed otherwise (a group session included).
     fn one_to_one<'a>(
@@ -598,6 +857,24 @@ impl Chat {
             Some(p) if p == other => Ok(s),
             _ => Err(missing(&self.urls.one_to_one_session(user, other, sid))),
         }
+    }
+
+    /// The session a message status URL under `oneToOne/{other}/{sid}` names: `sid` itself
+    /// when it is a one-to-one session with `other`, the pair's ad hoc session for [`ADHOC`]
+    /// (never opened by a read or a report); the `404` of the status URL otherwise.
+    async fn resolve(
+        self: &Arc<Self>,
+        user: &str,
+        other: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<String, ApiError> {
+        if sid == ADHOC {
+            let url = || self.urls.one_to_one_message_status(user, other, ADHOC, mid);
+            return self.adhoc(user, other, false, url).await;
+        }
+        self.one_to_one(&self.lock(), user, other, sid)?;
+        Ok(sid.to_owned())
     }
 
     /// OMA 2012: start a confirmed one-to-one chat with `other` (canonical): the seed's start
@@ -677,12 +954,22 @@ impl Chat {
     /// OMA 2012: send a message in a one-to-one session: the seed's send
     /// ([`Chat::post_message`]); the answer points at the message's status under `oneToOne/`.
     pub async fn send_one_to_one_message(
-        &self,
+        self: &Arc<Self>,
         user: &str,
         other: &str,
         sid: &str,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
+        if sid == ADHOC {
+            let url = || self.urls.one_to_one_messages(user, other, ADHOC);
+            let real = self.adhoc(user, other, true, url).await?;
+            return self
+                .post_message(user, &real, body, |urls, user, _, mid| {
+                    urls.one_to_one_message_status(user, other, ADHOC, mid)
+                })
+                .await
+                .map_err(|e| named(e, url));
+        }
         self.one_to_one(&self.lock(), user, other, sid)?;
         self.post_message(user, sid, body, |urls, user, sid, mid| {
             urls.one_to_one_message_status(user, other, sid, mid)
@@ -694,14 +981,20 @@ impl Chat {
     /// OMA 2012: `isComposing` POSTed to a one-to-one session's messages
     /// ([`Chat::indicate_composing`]); the answer names the collection.
     pub async fn one_to_one_composing(
-        &self,
+        self: &Arc<Self>,
         user: &str,
         other: &str,
         sid: &str,
         body: IsComposing,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.one_to_one(&self.lock(), user, other, sid)?;
-        self.indicate_composing(user, sid, body)
+        let real = if sid == ADHOC {
+            let url = || self.urls.one_to_one_messages(user, other, ADHOC);
+            self.adhoc(user, other, true, url).await?
+        } else {
+            self.one_to_one(&self.lock(), user, other, sid)?;
+            sid.to_owned()
+        };
+        self.indicate_composing(user, &real, body)
             .await
             .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))?;
         let url = self.urls.one_to_one_messages(user, other, sid);
@@ -714,15 +1007,15 @@ impl Chat {
     /// OMA 2012: a message's status as a `messageStatusReport` (the seed's
     /// [`Chat::get_message_delivery_status`]).
     pub async fn get_one_to_one_message_status(
-        &self,
+        self: &Arc<Self>,
         user: &str,
         other: &str,
         sid: &str,
         mid: &str,
     ) -> Result<MessageStatusReport, ApiError> {
-        self.one_to_one(&self.lock(), user, other, sid)?;
+        let real = self.resolve(user, other, sid, mid).await?;
         let status = self
-            .get_message_delivery_status(user, sid, mid)
+            .get_message_delivery_status(user, &real, mid)
             .await
             .map_err(|e| {
                 named(e, || {
@@ -735,15 +1028,15 @@ impl Chat {
     /// OMA 2012: the recipient reports `Delivered` or `Displayed` (the seed's
     /// [`Chat::confirm_message_delivery`]).
     pub async fn update_one_to_one_message_status(
-        &self,
+        self: &Arc<Self>,
         user: &str,
         other: &str,
         sid: &str,
         mid: &str,
         status: MessageStatus,
     ) -> Result<(), ApiError> {
-        self.one_to_one(&self.lock(), user, other, sid)?;
-        self.confirm_message_delivery(user, sid, mid, status)
+        let real = self.resolve(user, other, sid, mid).await?;
+        self.confirm_message_delivery(user, &real, mid, status)
             .await
             .map_err(|e| {
                 named(e, || {
@@ -1268,6 +1561,156 @@ mod tests {
         let mut same = body(&url);
         same.client_correlator = Some("c".into());
         assert!(refresh(&rec, same, &url, 60, 0).is_ok());
+    }
+
+    /// OMA 2012 as its gateways behaved: a one-to-one invitation is followed by its subject as
+    /// a message (no messageId, the session linked); a group invitation, another notification
+    /// or an empty subject is told alone.
+    #[test]
+    fn the_subject_of_a_one_to_one_invitation_is_also_a_first_message() {
+        let u = urls();
+        let one = session_fixture(false, &[(B, Invited, pending(1))]);
+        let told = rendered(&u, B, Some(&one), views::invitation(&u, B, &one));
+        let [
+            Notification::ChatSessionInvitationNotification(_),
+            Notification::MessageNotification(m),
+        ] = told.as_slice()
+        else {
+            panic!("{told:?}")
+        };
+        assert_eq!(
+            (
+                m.sender_address.as_str(),
+                m.session_id.as_str(),
+                &m.message_id
+            ),
+            (A, "sess-1", &None)
+        );
+        assert_eq!(
+            m.chat_message.as_ref().map(|c| c.text.as_str()),
+            Some("fixture")
+        );
+        assert_eq!(m.link[0].rel, "ChatSessionInformation");
+        let group = session_fixture(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
+        assert_eq!(
+            rendered(&u, B, Some(&group), views::invitation(&u, B, &group)).len(),
+            1
+        );
+        let mut quiet = one.clone();
+        quiet.subject = None;
+        assert_eq!(
+            rendered(&u, B, Some(&quiet), views::invitation(&u, B, &quiet)).len(),
+            1
+        );
+        let ended = views::event(&u, A, &one, EventType::SessionEnded, String::new());
+        assert_eq!(rendered(&u, A, Some(&one), ended).len(), 1);
+    }
+
+    /// An ad hoc session of A (opener) with B, as [`open_adhoc`] makes it.
+    fn adhoc_fixture(id: &str) -> Session {
+        open_adhoc(&urls(), A, B, (id.to_owned(), 1), 0, 10)
+            .expect("opened")
+            .session
+    }
+
+    #[test]
+    fn an_adhoc_chat_opens_connected_without_invitation_and_tells_the_sender_accepted() {
+        let u = urls();
+        let d = open_adhoc(&u, A, B, ("sess-9".to_owned(), 9), 0, 10).expect("opened");
+        assert!(d.session.adhoc && !d.session.group && !d.session.ended);
+        for who in [A, B] {
+            assert_eq!(state_of(&d.session, who), (Connected, Invitation::None));
+        }
+        assert_eq!(d.session.originator, A);
+        // Only the sender is told, and only `Accepted`: no invitation reaches the peer.
+        assert_eq!(
+            told(&d.outbox),
+            [format!("{A} <- {:?}", EventType::Accepted)]
+        );
+        // Its 2012 profile says `adhoc`, linked under `…/adhoc`.
+        let Notification::ChatEventNotification(e) =
+            profile(&u, A, Some(&d.session), d.outbox[0].1.clone())
+        else {
+            panic!("not an event")
+        };
+        assert_eq!(e.session_id, ADHOC);
+        assert_eq!(
+            e.link[0].href,
+            "http://chat.test/chat/v1/tel%3A%2B1/oneToOne/tel%3A%2B2/adhoc"
+        );
+        // With oneself: refused; at the opener's session limit: refused.
+        assert!(matches!(
+            open_adhoc(&u, A, A, ("sess-9".to_owned(), 9), 0, 10),
+            Err(Refused::NotThisOneToOne {
+                field: "otherUserId",
+                ..
+            })
+        ));
+        assert!(matches!(
+            open_adhoc(&u, A, B, ("sess-9".to_owned(), 9), 10, 10),
+            Err(Refused::TooMany { limit: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn the_pairs_adhoc_chat_is_found_from_either_side_while_both_are_in_it() {
+        let adhoc = adhoc_fixture("sess-2");
+        let confirmed = session_fixture(false, &[(B, Connected, Invitation::Accepted)]);
+        let all = [confirmed.clone(), adhoc.clone()];
+        assert_eq!(
+            adhoc_with(&all, A, B).map(|s| s.id.as_str()),
+            Some("sess-2")
+        );
+        assert_eq!(
+            adhoc_with(&all, B, A).map(|s| s.id.as_str()),
+            Some("sess-2")
+        );
+        assert!(adhoc_with(&all, A, C).is_none());
+        assert!(adhoc_with([&confirmed], A, B).is_none());
+        let mut ended = adhoc.clone();
+        ended.ended = true;
+        assert!(adhoc_with([&ended], A, B).is_none());
+        let mut left = adhoc.clone();
+        left.participants[1].status = Disconnected;
+        assert!(adhoc_with([&left], A, B).is_none());
+        // It counts against the opener's open sessions only.
+        let mut state = State::default();
+        state.sessions.insert(adhoc.id.clone(), adhoc.clone());
+        for who in [A, B] {
+            state
+                .user_sessions
+                .insert(who.to_owned(), vec![adhoc.id.clone()]);
+        }
+        assert_eq!((state.open_sessions(A), state.open_sessions(B)), (1, 0));
+    }
+
+    #[test]
+    fn an_idle_adhoc_chat_ends_for_both() {
+        let u = urls();
+        let s = adhoc_fixture("sess-3");
+        assert!(matches!(idle(&u, &s, 1_000, 500, 1_499), Err(1_500)));
+        let d = idle(&u, &s, 1_000, 500, 1_500).expect("ended");
+        assert!(d.session.ended);
+        let mut t = told(&d.outbox);
+        t.sort();
+        assert_eq!(
+            t,
+            [
+                format!("{A} <- {:?}", EventType::SessionEnded),
+                format!("{B} <- {:?}", EventType::SessionEnded)
+            ]
+        );
+        // A message in it is told with `sessionId` adhoc and its status under `…/adhoc/`.
+        let m = super::super::testkit::message("msg-1", A, &[(B, MessageStatus::Sent)]);
+        let n = views::message_notification(&u, B, &s, &m, None);
+        let Notification::MessageNotification(n) = profile(&u, B, Some(&s), n) else {
+            panic!("renamed")
+        };
+        assert_eq!(n.session_id, ADHOC);
+        assert_eq!(
+            n.link[0].href,
+            "http://chat.test/chat/v1/tel%3A%2B2/oneToOne/tel%3A%2B1/adhoc/messages/msg-1/status"
+        );
     }
 
     use super::super::state::Invitation;

@@ -611,6 +611,10 @@ struct StoredSession {
     participants: Vec<StoredParticipant>,
     #[serde(rename = "group")]
     group: bool,
+    /// Format 8: an OMA 2012 ad hoc session; absent (every session earlier versions wrote):
+    /// not one.
+    #[serde(rename = "adhoc", default, skip_serializing_if = "std::ops::Not::not")]
+    adhoc: bool,
     #[serde(rename = "ended")]
     ended: bool,
 }
@@ -637,6 +641,7 @@ impl From<&Session> for StoredSession {
                 })
                 .collect(),
             group: s.group,
+            adhoc: s.adhoc,
             ended: s.ended,
         }
     }
@@ -664,6 +669,7 @@ impl From<StoredSession> for Session {
                 })
                 .collect(),
             group: s.group,
+            adhoc: s.adhoc,
             ended: s.ended,
         }
     }
@@ -1580,10 +1586,12 @@ mod tests {
             client_correlator: Some("c".into()),
             participants,
             group: true,
+            adhoc: true,
             ended: false,
         };
         let back = decode_session(&encode_session(&s)).unwrap();
         assert_eq!(encode_session(&back), encode_session(&s));
+        assert!(back.adhoc);
         for (a, b) in back.participants.iter().zip(&s.participants) {
             assert_eq!((a.invitation, a.status), (b.invitation, b.status));
         }

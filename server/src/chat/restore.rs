@@ -70,6 +70,17 @@ impl Chat {
         }
         // Timers: what was pending before the restart fires as if the server had stayed up.
         let invitations = pending_invitations(state.sessions.values());
+        // Ad hoc sessions: idle from the restart on (their last message time is not stored).
+        let adhoc: Vec<String> = state
+            .sessions
+            .values()
+            .filter(|s| s.adhoc)
+            .map(|s| s.id.clone())
+            .collect();
+        let now = crate::store::now_ms();
+        for sid in &adhoc {
+            state.adhoc_active.insert(sid.clone(), now);
+        }
         let expiries: Vec<(String, i64)> = state
             .subscriptions
             .values()
@@ -82,6 +93,9 @@ impl Chat {
         }
         for (id, at) in expiries {
             self.expiry_timer(id, at);
+        }
+        for sid in adhoc {
+            self.adhoc_timer(sid);
         }
         for id in channels {
             self.channel_timer(id);

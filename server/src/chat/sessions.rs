@@ -411,6 +411,7 @@ fn start(
         client_correlator: new.client_correlator,
         group: new.group || participants.len() > 2,
         participants,
+        adhoc: false,
         ended: false,
     };
     let outbox = session
@@ -429,7 +430,8 @@ fn start(
 
 /// Seed 7.1.3, the rule: `user` invites `invited` into `s` (which it sees). Only a connected
 /// participant invites; nobody already in the session (or listed twice); at most `limit`
-/// participants; then the inviter's quotas (`quota`). The session becomes a group session;
+/// participants; then the inviter's quotas (`quota`). The session becomes a group session
+/// (an ad hoc one an ordinary one);
 /// each invitee gets its invitation and the other connected participants learn who was
 /// invited.
 fn extend(
@@ -470,6 +472,9 @@ fn extend(
         });
     }
     s.group = true;
+    // An OMA 2012 ad hoc chat extended (on the seed face) becomes an ordinary group chat: no
+    // longer the pair's ad hoc chat, under `group/`, not ended by the server when idle.
+    s.adhoc = false;
     let mut outbox: Outbox = new
         .iter()
         .map(|a| (a.clone(), views::invitation(urls, a, &s)))
@@ -738,6 +743,10 @@ mod tests {
             !s.group,
             "the rule reads the session, it does not change it"
         );
+        // An ad hoc chat extended is an ordinary group chat.
+        let adhoc = Session { adhoc: true, ..s };
+        let d = extend(&urls(), &adhoc, A, invited(&[C]), 10, Ok(())).unwrap();
+        assert!(d.session.group && !d.session.adhoc);
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub struct State {
     pub channels: HashMap<String, Channel>,
     /// Channel ids per user address, in creation order (at most the per-user channel limit).
     pub user_channels: HashMap<String, Vec<String>>,
+    /// When each open ad hoc session (`Session::adhoc`) last carried a message, Unix ms: its
+    /// idle timer ends it once this is older than the idle time. One entry per open ad hoc
+    /// session (removed when the session is released); not stored (a restart counts from
+    /// the restart).
+    pub adhoc_active: HashMap<String, i64>,
     /// Channel id by its `callbackURL`: how a subscription's `notifyURL` is recognised as a
     /// channel before the callback policy would look at it.
     pub channel_callbacks: HashMap<String, String>,
@@ -80,13 +85,15 @@ pub struct Counters {
 
 impl State {
     /// Sessions that have not ended in which `user` is connected (invitations are counted by
-    /// [`State::pending_sent`]).
+    /// [`State::pending_sent`]); an ad hoc session counts for the user who opened it only
+    /// (`oma2012::open_adhoc`).
     pub fn open_sessions(&self, user: &str) -> usize {
         self.user_sessions.get(user).map_or(0, |ids| {
             ids.iter()
                 .filter_map(|id| self.sessions.get(id))
                 .filter(|s| {
                     !s.ended
+                        && (!s.adhoc || s.originator == user)
                         && s.participant(user).is_some_and(|p| {
                             p.status == netapi_chat_api::ParticipantStatus::Connected
                         })
@@ -258,6 +265,10 @@ pub struct Session {
     pub participants: Vec<Participant>,
     /// True once more than one invitee was ever invited.
     pub group: bool,
+    /// An OMA 2012 ad hoc one-to-one session (`oneToOne/{otherUserId}/adhoc`): the server
+    /// opened it for the pair at a first send, with both participants connected and nobody
+    /// invited, and ends it once idle (`oma2012`). At most one is open per pair.
+    pub adhoc: bool,
     pub ended: bool,
 }
 

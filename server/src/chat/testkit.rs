@@ -62,6 +62,7 @@ pub(super) fn session(group: bool, others: &[(&str, ParticipantStatus, Invitatio
         client_correlator: None,
         participants,
         group,
+        adhoc: false,
         ended: false,
     }
 }

@@ -53,7 +53,11 @@ use serde_json::Value;
 ///   `MessageStatusNotification`). Nothing version 6 wrote changes; the bump keeps a version-6
 ///   binary from starting on a directory whose subscribers it would tell in the wrong profile
 ///   (or whose outbox it could not read).
-pub const CURRENT: u32 = 7;
+/// - 8: OMA 2012 ad hoc one-to-one chats (issue 16): a session record may carry `adhoc`
+///   (`true`; absent: a session of another kind, as every record version 7 wrote reads).
+///   Nothing version 7 wrote changes; the bump keeps a version-7 binary from starting on a
+///   directory whose ad hoc sessions it would take for confirmed ones (and never end).
+pub const CURRENT: u32 = 8;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
 /// step to it changes the layout (a column), which the backend does when it runs
@@ -124,6 +128,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 6,
         what: "subscriptions may carry the face they were made through (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 7,
+        what: "sessions may be OMA 2012 ad hoc chats (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },
@@ -352,5 +362,21 @@ mod tests {
         );
         let rec = crate::chat::records::decode_subscription(v6).expect("a v6 record reads");
         assert_eq!(rec.face, crate::chat::state::Face::Seed);
+    }
+
+    /// Step 7 → 8 changes no value: a version-7 session record (no `adhoc`) reads as a
+    /// session that is not ad hoc, and the outbox is untouched.
+    #[test]
+    fn step_7_to_8_keeps_every_value() {
+        let v7 = br#"{"id":"sess-1-ab","seq":1,"subject":"hi","originator":"tel:+1","originator_name":null,"client_correlator":null,"participants":[],"group":false,"ended":false}"#;
+        let step = &STEPS[6];
+        assert_eq!(step.from, 7);
+        assert_eq!((step.record)(Kind::Session, v7).unwrap(), None);
+        assert_eq!(
+            (step.outbox)(b"{\"MessageNotification\":{}}").unwrap(),
+            None
+        );
+        let s = crate::chat::records::decode_session(v7).expect("a v7 record reads");
+        assert!(!s.adhoc);
     }
 }
