@@ -516,6 +516,24 @@ impl ChatService for ChatServer {
         }
     }
 
+    /// OMA 2012 "Read a message" in a one-to-one chat (the seed's `getMessage`).
+    async fn get_one_to_one_chat_message(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<ChatMessage, ApiError> {
+        self.chat
+            .get_one_to_one_message(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                &message_id,
+            )
+            .await
+    }
+
     async fn get_one_to_one_chat_message_status(
         &self,
         user_id: String,
@@ -680,6 +698,18 @@ impl ChatService for ChatServer {
                     .await
             }
         }
+    }
+
+    /// OMA 2012 "Read a message" in a group chat (the seed's `getMessage`).
+    async fn get_group_chat_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> Result<ChatMessage, ApiError> {
+        self.chat
+            .get_group_message(&user_id, &session_id, &message_id)
+            .await
     }
 
     async fn get_group_chat_message_status(

@@ -10,7 +10,7 @@ mod support;
 // XSD), with notifications at real listeners. The faces share one core: sessions cross.
 
 use netapi_chat_api::{
-    ChatEventNotification, ChatNotificationSubscription, ChatSessionInformation,
+    ChatEventNotification, ChatMessage, ChatNotificationSubscription, ChatSessionInformation,
     ChatSessionInvitationNotification, EventType, GroupChatSessionInformation,
     GroupSessionInvitationNotification, MessageDeliveryNotification, MessageNotification,
     MessageStatus, MessageStatusNotification, MessageStatusReport, ParticipantInformation,
@@ -689,6 +689,20 @@ async fn group_chat(wire: Wire) {
         face.get_group_mstatus(A, &sid, &mid).await.ok(200).status,
         MessageStatus::Displayed
     );
+    // The message itself under group/ (what a 2012 messageStatusNotification links), for
+    // every participant; C, who declined, gets the 404 of a message that never existed.
+    for who in [A, B] {
+        let url = urls.group_message(who, &sid, &mid);
+        let got = send_empty("GET", &url, face.fmt()).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        let read: ChatMessage = got.decode();
+        assert_eq!(
+            (read.text.as_str(), read.resource_url.as_deref()),
+            ("stand-up in 5", Some(url.as_str()))
+        );
+    }
+    let declined = send_empty("GET", &urls.group_message(C, &sid, &mid), face.fmt()).await;
+    assert_eq!(declined.status, 404, "{}", declined.body);
 
     // Someone else's participant: the inviter withdraws an unanswered invitation.
     const D: &str = "sip:dave@example.org";
@@ -1169,9 +1183,19 @@ async fn profiles_follow_the_face(wire: Wire) {
         ),
         (Some(mid.as_str()), Some("Noon?"))
     );
+    // Under this tree, the message is a resource (OMA 2012's `ChatMessage` link names it):
+    // readable there by its recipient, in the face's format.
+    let message_url = urls.one_to_one_message(B, A, &sid, &mid);
     assert_eq!(
         m12.chat_message.as_ref().expect("a message").resource_url,
-        None
+        Some(message_url.clone())
+    );
+    let got = send_empty("GET", &message_url, f).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let read: ChatMessage = got.decode();
+    assert_eq!(
+        (read.text.as_str(), read.resource_url.as_deref()),
+        ("Noon?", Some(message_url.as_str()))
     );
     let report_url = urls.one_to_one_message_status(B, A, &sid, &mid);
     assert_eq!(
@@ -1196,10 +1220,16 @@ async fn profiles_follow_the_face(wire: Wire) {
     );
     assert_eq!(
         links(&d12.link),
-        [(
-            "MessageStatusReport",
-            urls.one_to_one_message_status(A, B, &sid, &mid).as_str()
-        )]
+        [
+            (
+                "ChatMessage",
+                urls.one_to_one_message(A, B, &sid, &mid).as_str()
+            ),
+            (
+                "MessageStatusReport",
+                urls.one_to_one_message_status(A, B, &sid, &mid).as_str()
+            )
+        ]
     );
 
     // The session ends: the same event in both profiles, each linking its own tree.
@@ -1626,10 +1656,23 @@ async fn adhoc_chat(wire: Wire) {
     );
     assert_eq!(
         links(&d.link),
-        [(
-            "MessageStatusReport",
-            urls.one_to_one_message_status(A, B, ADHOC, &mid).as_str()
-        )]
+        [
+            (
+                "ChatMessage",
+                urls.one_to_one_message(A, B, ADHOC, &mid).as_str()
+            ),
+            (
+                "MessageStatusReport",
+                urls.one_to_one_message_status(A, B, ADHOC, &mid).as_str()
+            )
+        ]
+    );
+    // The sender reads its message by that link (the ad hoc session found, as for a status).
+    let got = send_empty("GET", &d.link[0].href, f).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(
+        got.decode::<ChatMessage>().resource_url.as_deref(),
+        Some(d.link[0].href.as_str())
     );
     face.put_one_to_one_mstatus(B, A, ADHOC, &mid, MessageStatus::Displayed)
         .await

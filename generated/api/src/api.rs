@@ -111,7 +111,7 @@ pub struct OtherUserIdSessionIdPath {
 }
 
 /// Path parameters of
-/// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`.
+/// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct OtherUserIdSessionIdMessageIdPath {
     /// `userId`, percent-decoded.
@@ -1212,6 +1212,20 @@ pub trait ChatService: Send + Sync + 'static {
         body: netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
 
+    /// OMA 2012 Read one message of a one-to-one session.
+    ///
+    /// The seed's `getMessage` under this tree. OMA 2012 leaves a GET here to the
+    /// implementation but has every `messageStatusNotification` link the message with
+    /// `rel=ChatMessage` to this URL, so it answers the `chatMessage` (its `resourceURL` this
+    /// URL); `404 SVC2008` once the message is older than the retention period.
+    fn get_one_to_one_chat_message(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> impl std::future::Future<Output = Result<ChatMessage, ApiError>> + Send;
+
     /// OMA 2012 Read a message's status.
     ///
     /// The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
@@ -1357,6 +1371,16 @@ pub trait ChatService: Send + Sync + 'static {
         session_id: String,
         body: netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>,
     ) -> impl std::future::Future<Output = Result<Created<ResourceReference>, ApiError>> + Send;
+
+    /// OMA 2012 Read one message of a group session.
+    ///
+    /// As `getOneToOneChatMessage`, in a group session.
+    fn get_group_chat_message(
+        &self,
+        user_id: String,
+        session_id: String,
+        message_id: String,
+    ) -> impl std::future::Future<Output = Result<ChatMessage, ApiError>> + Send;
 
     /// OMA 2012 Read a group message's status.
     ///
@@ -2265,6 +2289,25 @@ pub trait ChatApi {
         body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
 
+    /// OMA 2012 Read one message of a one-to-one session.
+    ///
+    /// The seed's `getMessage` under this tree. OMA 2012 leaves a GET here to the
+    /// implementation but has every `messageStatusNotification` link the message with
+    /// `rel=ChatMessage` to this URL, so it answers the `chatMessage` (its `resourceURL` this
+    /// URL); `404 SVC2008` once the message is older than the retention period.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}",
+        operation_id = "getOneToOneChatMessage",
+        tags = ["oma2012"],
+    }]
+    async fn get_one_to_one_chat_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+    ) -> Result<Reply<ChatMessage, 200>, HttpError>;
+
     /// OMA 2012 Read a message's status.
     ///
     /// The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
@@ -2479,6 +2522,22 @@ pub trait ChatApi {
         path: Captured<Path<SessionIdPath>>,
         body: Body<netapi_chat_runtime::wire::OneOf<ChatMessage, IsComposing>>,
     ) -> Result<Reply<ResourceReference, 201>, HttpError>;
+
+    /// OMA 2012 Read one message of a group session.
+    ///
+    /// As `getOneToOneChatMessage`, in a group session.
+    #[endpoint {
+        method = GET,
+        path = "/chat/v1/{userId}/group/{sessionId}/messages/{messageId}",
+        operation_id = "getGroupChatMessage",
+        tags = ["oma2012"],
+    }]
+    async fn get_group_chat_message(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+    ) -> Result<Reply<ChatMessage, 200>, HttpError>;
 
     /// OMA 2012 Read a group message's status.
     ///
@@ -3526,6 +3585,34 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         Ok(Reply::created(&accept, outcome))
     }
 
+    async fn get_one_to_one_chat_message(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdMessageIdPath>>,
+    ) -> Result<Reply<ChatMessage, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_one_to_one_chat_message(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    path.message_id,
+                )
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
+    }
+
     async fn get_one_to_one_chat_message_status(
         rqctx: RequestContext<S>,
         accept: Negotiated,
@@ -3811,6 +3898,29 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         .await;
         let outcome = body.finish(outcome);
         Ok(Reply::created(&accept, outcome))
+    }
+
+    async fn get_group_chat_message(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<MessageIdPath>>,
+    ) -> Result<Reply<ChatMessage, 200>, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            rqctx
+                .context()
+                .get_group_chat_message(user_id, path.session_id, path.message_id)
+                .await
+        }
+        .await;
+        Ok(Reply::ok(&accept, outcome))
     }
 
     async fn get_group_chat_message_status(

@@ -270,6 +270,25 @@ impl Urls {
         )
     }
 
+    /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}`:
+    /// `getOneToOneChatMessage` (GET).
+    pub fn one_to_one_message(
+        &self,
+        user_id: &str,
+        other_user_id: &str,
+        session_id: &str,
+        message_id: &str,
+    ) -> String {
+        format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(other_user_id),
+            encode_segment(session_id),
+            encode_segment(message_id)
+        )
+    }
+
     /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`:
     /// `getOneToOneChatMessageStatus` (GET), `updateOneToOneChatMessageStatus` (PUT).
     pub fn one_to_one_message_status(
@@ -357,6 +376,17 @@ impl Urls {
             self.base,
             encode_segment(user_id),
             encode_segment(session_id)
+        )
+    }
+
+    /// `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}`: `getGroupChatMessage` (GET).
+    pub fn group_message(&self, user_id: &str, session_id: &str, message_id: &str) -> String {
+        format!(
+            "{}/chat/v1/{}/group/{}/messages/{}",
+            self.base,
+            encode_segment(user_id),
+            encode_segment(session_id),
+            encode_segment(message_id)
         )
     }
 

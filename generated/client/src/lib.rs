@@ -7246,6 +7246,98 @@ impl Client {
         }
     }
 
+    /**OMA 2012 Read one message of a one-to-one session
+
+    The seed's `getMessage` under this tree. OMA 2012 leaves a GET here to the
+    implementation but has every `messageStatusNotification` link the message with
+    `rel=ChatMessage` to this URL, so it answers the `chatMessage` (its `resourceURL` this
+    URL); `404 SVC2008` once the message is older than the retention period.
+
+
+    Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id of a confirmed one-to-one chat, or the reserved `adhoc`
+    (OMA 2012 ad hoc chat: the server manages the session; its own ids are never `adhoc`).
+    A message POSTed to `…/adhoc/messages` goes into the pair's open ad hoc session, which
+    the server opens when there is none (both connected at once, no invitation; the
+    sender is told `chatEventNotification` `Accepted`) and ends after
+    `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
+    message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
+    under `…/adhoc/` for subscribers of this face.
+
+    - `message_id`: Server-chosen message id.
+    */
+    pub async fn get_one_to_one_chat_message<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+        message_id: &'a str,
+    ) -> Result<ResponseValue<types::ChatMessageRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}/messages/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&message_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_one_to_one_chat_message",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
     /**OMA 2012 Read a message's status
 
     The seed's `getMessageDeliveryStatus` as an OMA 2012 `messageStatusReport`: the sender
@@ -8179,6 +8271,81 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
+    /**OMA 2012 Read one message of a group session
+
+    As `getOneToOneChatMessage`, in a group session.
+
+    Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `message_id`: Server-chosen message id.
+    */
+    pub async fn get_group_chat_message<'a>(
+        &'a self,
+        user_id: &'a str,
+        session_id: &'a str,
+        message_id: &'a str,
+    ) -> Result<ResponseValue<types::ChatMessageRoot>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/group/{}/messages/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&session_id.to_string()),
+            encode_path(&message_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "get_group_chat_message",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             429u16 => Err(Error::ErrorResponse(

@@ -361,6 +361,14 @@ fn message_status_link(urls: &Urls, to: &str, s: &Session, mid: &str) -> Link {
     link("MessageStatusReport", href)
 }
 
+/// A message under the OMA 2012 tree, as `to` reaches it.
+fn message_url(urls: &Urls, to: &str, s: &Session, mid: &str) -> String {
+    match tree(s, to) {
+        Tree::OneToOne(p) => urls.one_to_one_message(to, p, shown_id(s), mid),
+        Tree::Group => urls.group_message(to, &s.id, mid),
+    }
+}
+
 /// The session a notification is about, if any.
 pub(super) fn session_of(n: &Notification) -> Option<&str> {
     match n {
@@ -394,10 +402,11 @@ pub(super) fn one_to_one_event(p: &Participant) -> Option<EventType> {
 /// - an invitation is `chatSessionInvitationNotification` (one-to-one) or
 ///   `groupSessionInvitationNotification`, linking the resources that accept and decline it;
 /// - a delivery report is `messageStatusNotification` (the recipient, which OMA 2012 has no
-///   field for, in `description` when nothing else is);
+///   field for, in `description` when nothing else is), linking the message (`ChatMessage`,
+///   which OMA 2012 requires) and its status (`MessageStatusReport`);
 /// - a one-to-one peer's accept / decline is `chatEventNotification` ([`one_to_one_event`]);
-/// - every other notification keeps its name, with its links under `oneToOne/` or `group/`
-///   (a message's `resourceURL`, which has no resource in this tree, is left out);
+/// - every other notification keeps its name, with its links (and a message's `resourceURL`)
+///   under `oneToOne/` or `group/`;
 /// - about an ad hoc session, `sessionId` and the links say [`ADHOC`] ([`shown_id`]).
 pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notification) -> Notification {
     let Some(s) = s else { return n };
@@ -487,7 +496,7 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
             n.session_id = shown_id(s).to_owned();
             n.link = match (&mut n.chat_message, &n.message_id) {
                 (Some(m), Some(mid)) => {
-                    m.resource_url = None;
+                    m.resource_url = Some(message_url(urls, to, s, mid));
                     vec![message_status_link(urls, to, s, mid)]
                 }
                 // An isComposing: the session it is about.
@@ -502,7 +511,10 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
                 description: n
                     .description
                     .or_else(|| n.recipient_address.map(|r| format!("reported by {r}"))),
-                link: vec![message_status_link(urls, to, s, &n.message_id)],
+                link: vec![
+                    link("ChatMessage", message_url(urls, to, s, &n.message_id)),
+                    message_status_link(urls, to, s, &n.message_id),
+                ],
                 message_id: n.message_id,
                 callback_data: n.callback_data,
             })
@@ -1004,6 +1016,29 @@ impl Chat {
         })
     }
 
+    /// OMA 2012: one message of a one-to-one chat (the seed's [`Chat::get_message`]), its
+    /// `resourceURL` under this tree: what a `messageStatusNotification`'s `ChatMessage` link
+    /// names.
+    pub async fn get_one_to_one_message(
+        self: &Arc<Self>,
+        user: &str,
+        other: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<ChatMessage, ApiError> {
+        let url = || self.urls.one_to_one_message(user, other, sid, mid);
+        let real = self
+            .resolve(user, other, sid, mid)
+            .await
+            .map_err(|e| named(e, url))?;
+        let mut m = self
+            .get_message(user, &real, mid)
+            .await
+            .map_err(|e| named(e, url))?;
+        m.resource_url = Some(url());
+        Ok(m)
+    }
+
     /// OMA 2012: a message's status as a `messageStatusReport` (the seed's
     /// [`Chat::get_message_delivery_status`]).
     pub async fn get_one_to_one_message_status(
@@ -1249,6 +1284,24 @@ impl Chat {
         })
     }
 
+    /// OMA 2012: one message of a group chat (the seed's [`Chat::get_message`]), its
+    /// `resourceURL` under this tree.
+    pub async fn get_group_message(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+    ) -> Result<ChatMessage, ApiError> {
+        let url = || self.urls.group_message(user, sid, mid);
+        self.group(&self.lock(), user, sid)?;
+        let mut m = self
+            .get_message(user, sid, mid)
+            .await
+            .map_err(|e| named(e, url))?;
+        m.resource_url = Some(url());
+        Ok(m)
+    }
+
     /// OMA 2012: a group message's status (the seed's
     /// [`Chat::get_message_delivery_status`]).
     pub async fn get_group_message_status(
@@ -1492,7 +1545,8 @@ mod tests {
         };
         assert_eq!(n.participant[0].link[1].rel, "ParticipantInformationStatus");
         assert_eq!(n.link[0].rel, "GroupChatSessionInformation");
-        // A delivery report is a messageStatusNotification linking the sender's status URL.
+        // A delivery report is a messageStatusNotification linking the sender's message and its
+        // status URL.
         let m = super::super::testkit::message("msg-1", A, &[(B, MessageStatus::Sent)]);
         let n = views::delivery(&u, "sess-1", &m, B, MessageStatus::Displayed);
         let Notification::MessageStatusNotification(n) = profile(&u, A, Some(&one), n) else {
@@ -1502,18 +1556,28 @@ mod tests {
         assert_eq!(n.description.as_deref(), Some("reported by tel:+2"));
         assert_eq!(
             rels(&n.link),
-            [(
-                "MessageStatusReport".to_owned(),
-                "http://chat.test/chat/v1/tel%3A%2B1/oneToOne/tel%3A%2B2/sess-1/messages/msg-1/status"
-                    .to_owned()
-            )]
+            [
+                (
+                    "ChatMessage".to_owned(),
+                    "http://chat.test/chat/v1/tel%3A%2B1/oneToOne/tel%3A%2B2/sess-1/messages/msg-1"
+                        .to_owned()
+                ),
+                (
+                    "MessageStatusReport".to_owned(),
+                    "http://chat.test/chat/v1/tel%3A%2B1/oneToOne/tel%3A%2B2/sess-1/messages/msg-1/status"
+                        .to_owned()
+                )
+            ]
         );
-        // A message: the same name, its status linked under the tree, no seed URL left.
+        // A message: the same name, itself and its status under the tree, no seed URL left.
         let n = views::message_notification(&u, B, &one, &m, None);
         let Notification::MessageNotification(n) = profile(&u, B, Some(&one), n) else {
             panic!("renamed")
         };
-        assert_eq!(n.chat_message.expect("a message").resource_url, None);
+        assert_eq!(
+            n.chat_message.expect("a message").resource_url.as_deref(),
+            Some("http://chat.test/chat/v1/tel%3A%2B2/oneToOne/tel%3A%2B1/sess-1/messages/msg-1")
+        );
         assert_eq!(n.link.len(), 1);
         assert!(n.link[0].href.starts_with(&format!("{base}/oneToOne/")));
         // Without its session a notification is told as it is.
