@@ -118,10 +118,7 @@ impl Chat {
             let s = self.visible(&state, user, sid)?;
             if let Some(mid) = replay {
                 let url = url(urls, user, sid, &mid);
-                return Ok(Created {
-                    location: url.clone(),
-                    body: ResourceReference { resource_url: url },
-                });
+                return Ok(views::created(url));
             }
             let (message, outbox) = send(
                 urls,
@@ -145,10 +142,7 @@ impl Chat {
             (url(urls, user, sid, &id), self.submit(&state, change))
         };
         durable(rx).await?;
-        Ok(Created {
-            location: url.clone(),
-            body: ResourceReference { resource_url: url },
-        })
+        Ok(views::created(url))
     }
 
     /// Message `mid` as `user` may read it: in a session the user sees, sent or received by

@@ -1010,10 +1010,7 @@ impl Chat {
             .await
             .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))?;
         let url = self.urls.one_to_one_messages(user, other, sid);
-        Ok(Created {
-            location: url.clone(),
-            body: ResourceReference { resource_url: url },
-        })
+        Ok(views::created(url))
     }
 
     /// OMA 2012: one message of a one-to-one chat (the seed's [`Chat::get_message`]), its
@@ -1190,10 +1187,7 @@ impl Chat {
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
         let url = self.urls.group_participant(user, sid, &address);
-        Ok(Created {
-            location: url.clone(),
-            body: ResourceReference { resource_url: url },
-        })
+        Ok(views::created(url))
     }
 
     /// OMA 2012: invite a `participantList` (the seed's [`Chat::add_participants`] as it is);
@@ -1209,10 +1203,7 @@ impl Chat {
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
         let url = self.urls.group_participants(user, sid);
-        Ok(Created {
-            location: url.clone(),
-            body: ResourceReference { resource_url: url },
-        })
+        Ok(views::created(url))
     }
 
     /// OMA 2012: leave or decline (one's own participant), or withdraw an invitation (someone
@@ -1278,10 +1269,7 @@ impl Chat {
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
         let url = self.urls.group_messages(user, sid);
-        Ok(Created {
-            location: url.clone(),
-            body: ResourceReference { resource_url: url },
-        })
+        Ok(views::created(url))
     }
 
     /// OMA 2012: one message of a group chat (the seed's [`Chat::get_message`]), its

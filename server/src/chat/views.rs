@@ -17,6 +17,17 @@ fn link(rel: &str, href: String) -> Link {
     }
 }
 
+/// The answer to a create whose body only names what was made: `201`, `Location` and a
+/// `resourceReference` both `url` (OMA 2012's sends, invitations and indications).
+pub fn created(
+    url: String,
+) -> netapi_chat_runtime::negotiate::Created<netapi_chat_api::ResourceReference> {
+    netapi_chat_runtime::negotiate::Created {
+        location: url.clone(),
+        body: netapi_chat_api::ResourceReference { resource_url: url },
+    }
+}
+
 /// The seed's link to session `sid` as `to` reaches it.
 pub fn session_link(urls: &Urls, to: &str, sid: &str) -> Link {
     link("ChatSessionInformation", urls.session(to, sid))
