@@ -1323,11 +1323,19 @@ mod tests {
         let endpoint = |v: &str| config(None, &[("NETAPI_CHAT_OTLP_ENDPOINT", v)]);
         assert_eq!(config(None, &[]).unwrap().otlp_endpoint, None);
         assert_eq!(
-            endpoint("http://127.0.0.1:4318/").unwrap().otlp_endpoint.as_deref(),
+            endpoint("http://127.0.0.1:4318/")
+                .unwrap()
+                .otlp_endpoint
+                .as_deref(),
             Some("http://127.0.0.1:4318")
         );
         assert_eq!(endpoint(" ").unwrap().otlp_endpoint, None);
-        for bad in ["https://collector:4318", "collector:4318", "http://", "http://h/?q=1"] {
+        for bad in [
+            "https://collector:4318",
+            "collector:4318",
+            "http://",
+            "http://h/?q=1",
+        ] {
             let e = endpoint(bad).unwrap_err().to_string();
             assert!(
                 e.starts_with("NETAPI_CHAT_OTLP_ENDPOINT=") && e.contains("an http:// URL"),

@@ -112,8 +112,11 @@ fn line_filter(
 /// Flushes and stops the span exporter, if any (blocking: at most the exporter's timeout).
 pub fn shutdown() {
     #[cfg(feature = "otel")]
-    if let Some(provider) = PROVIDER.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        if let Err(e) = provider.shutdown() {
+    {
+        let provider = PROVIDER.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(provider) = provider
+            && let Err(e) = provider.shutdown()
+        {
             tracing::warn!(error = %e, "exporting the last spans failed");
         }
     }
@@ -123,6 +126,7 @@ pub fn shutdown() {
 #[cfg(feature = "otel")]
 mod otel {
     use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
     use tracing::Subscriber;
     use tracing_subscriber::Layer;
     use tracing_subscriber::registry::LookupSpan;
@@ -699,8 +703,7 @@ mod tests {
             .with_filter(line_filter(level));
         let subscriber = tracing_subscriber::registry().with(lines);
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
-        text
+        String::from_utf8(out.lock().unwrap().clone()).unwrap()
     }
 
     fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -717,7 +720,10 @@ mod tests {
         let text = lines_of(true, Level::INFO, || {
             let span = request_span(routes)(&http::Method::GET, "/x", "rid-1");
             let _in = span.enter();
-            let log = slog::Logger::root(SlogBridge, slog::o!("req_id" => "rid-1", "method" => "GET", "hdr_x" => "h"));
+            let log = slog::Logger::root(
+                SlogBridge,
+                slog::o!("req_id" => "rid-1", "method" => "GET", "hdr_x" => "h"),
+            );
             slog::info!(log, "request completed"; "response_code" => 200u16, "latency_us" => 17u128);
             slog::debug!(log, "not at info");
             tracing::warn!(user = "tel:+1", "ours");
@@ -736,11 +742,17 @@ mod tests {
         assert_eq!(l["latency_us"], 17);
         assert_eq!(l["kv"], "hdr_x=h");
         assert!(l["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
-        assert!(l.get("http.request.method").is_none() && l.get("otel.name").is_none(), "{l}");
+        assert!(
+            l.get("http.request.method").is_none() && l.get("otel.name").is_none(),
+            "{l}"
+        );
         assert_eq!(lines[1]["msg"], "ours");
         assert_eq!(lines[1]["level"], "WARN");
         assert_eq!(lines[1]["user"], "tel:+1");
-        assert_eq!(lines[1]["req_id"], "rid-1", "our event carries the span's req_id");
+        assert_eq!(
+            lines[1]["req_id"], "rid-1",
+            "our event carries the span's req_id"
+        );
         assert_eq!(lines[2]["latency_us"], 9, "recorded on the span");
     }
 
@@ -797,7 +809,10 @@ mod tests {
     fn span_paths_are_cut_at_a_character_boundary() {
         assert_eq!(cut("abc", 5), "abc");
         assert_eq!(cut("aé", 2), "a");
-        assert_eq!(otel_method(&http::Method::from_bytes(b"BREW").unwrap()), "_OTHER");
+        assert_eq!(
+            otel_method(&http::Method::from_bytes(b"BREW").unwrap()),
+            "_OTHER"
+        );
         assert_eq!(otel_method(&http::Method::GET), "GET");
     }
 

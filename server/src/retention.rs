@@ -150,7 +150,10 @@ async fn run(store: Store, settings: Retention) {
                 }
                 // Nothing in memory depends on a purge: the next round tries again.
                 Ok(Err(e)) => {
-                    tracing::warn!(error = e, "purging messages past retention failed; retried at the next round");
+                    tracing::warn!(
+                        error = e,
+                        "purging messages past retention failed; retried at the next round"
+                    );
                     break;
                 }
                 // The store has stopped (shutdown, or fail-stop).
@@ -180,7 +183,10 @@ async fn run(store: Store, settings: Retention) {
                     tokio::time::sleep(PAUSE).await;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = e, "purging dead letters past retention failed; retried at the next round");
+                    tracing::warn!(
+                        error = e,
+                        "purging dead letters past retention failed; retried at the next round"
+                    );
                     break;
                 }
                 Err(_) => return,

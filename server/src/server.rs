@@ -12,8 +12,8 @@ use crate::signing::Signer;
 use crate::store::Store;
 use crate::urls::Urls;
 use dropshot::{
-    Body, ConfigDropshot, ConnectionLimits, HttpError,
-    HttpServer, Path, RequestContext, ServerBuilder, endpoint,
+    Body, ConfigDropshot, ConnectionLimits, HttpError, HttpServer, Path, RequestContext,
+    ServerBuilder, endpoint,
 };
 use http::{Response, StatusCode, header};
 use schemars::JsonSchema;
@@ -101,9 +101,7 @@ fn document(content_type: &'static str, text: &'static str) -> Result<Response<B
 
 /// The verifier of access tokens, and a message to print once (a token file just generated).
 /// A token file is watched: edits (`netapi-chat tokens …`) apply without a restart.
-fn token_verifier(
-    config: &Config,
-) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
+fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
     match &config.auth {
         AuthConfig::TokenFile(_) => {
             let path = config
@@ -115,11 +113,7 @@ fn token_verifier(
             let (file, summary) = TokenFile::load_or_generate(&path, &[ANY_USER])
                 .map_err(|e| StartError::Auth(e.to_string()))?;
             data_dir::warn_if_readable_by_others(&path);
-            let watched = WatchedTokenFile::new(
-                path,
-                file,
-                crate::auth::watched::CHECK_INTERVAL,
-            );
+            let watched = WatchedTokenFile::new(path, file, crate::auth::watched::CHECK_INTERVAL);
             Ok((Arc::new(watched), summary))
         }
         AuthConfig::Jwt {
@@ -328,8 +322,8 @@ pub fn start_on(
     let closer = store.clone();
     let health = Arc::new(crate::health::Health::new(store.clone()));
     let purger = store.clone();
-    let chat = Chat::open(Urls::new(public), settings, store, snapshot)
-        .map_err(StartError::Store)?;
+    let chat =
+        Chat::open(Urls::new(public), settings, store, snapshot).map_err(StartError::Store)?;
     // Messages past retention go in the background (a first round at once).
     crate::retention::start(purger, config.retention);
     let dropshot = ConfigDropshot {

@@ -17,7 +17,13 @@ impl Chat {
     /// subscription and re-arms the timers.
     pub(super) fn restore(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
         if let Some(m) = &snapshot.migrated {
-            tracing::info!(from_version = m.from, to_version = m.to, records_rewritten = m.records, notifications_rewritten = m.outbox, "stored format migrated");
+            tracing::info!(
+                from_version = m.from,
+                to_version = m.to,
+                records_rewritten = m.records,
+                notifications_rewritten = m.outbox,
+                "stored format migrated"
+            );
         }
         let live = read_records(snapshot.records)?;
         let mut state = self.lock();
@@ -85,7 +91,12 @@ impl Chat {
         for id in channels {
             self.channel_timer(id);
         }
-        tracing::info!(sessions = counts.0, subscriptions = counts.1, pending_notifications = resumed, "state restored");
+        tracing::info!(
+            sessions = counts.0,
+            subscriptions = counts.1,
+            pending_notifications = resumed,
+            "state restored"
+        );
         Ok(())
     }
 }

@@ -377,7 +377,11 @@ async fn attempt(
         }
     }
     if keys.is_empty() {
-        tracing::warn!(subscription = &target.subscription, id = id, "no secret to sign the notification with: sent unsigned");
+        tracing::warn!(
+            subscription = &target.subscription,
+            id = id,
+            "no secret to sign the notification with: sent unsigned"
+        );
     }
     let started = std::time::Instant::now();
     let result = d
@@ -397,7 +401,12 @@ async fn attempt(
             let retry_after = matches!(a.status.as_u16(), 429 | 503)
                 .then(|| a.retry_after.as_ref().and_then(retry_after))
                 .flatten();
-            tracing::warn!(subscription = &target.subscription, id = id, status = a.status.as_u16(), "callback refused notification");
+            tracing::warn!(
+                subscription = &target.subscription,
+                id = id,
+                status = a.status.as_u16(),
+                "callback refused notification"
+            );
             Outcome::Retry(retry_after)
         }
         Err(Failure::Refused(e)) => {
@@ -567,7 +576,13 @@ async fn deliver(
         let keys = shared.keys_at(now_ms());
         match attempt(&target, &d, &keys, ep, item.id, &bytes).await {
             Outcome::Delivered => {
-                tracing::debug!(kind = item.notification.kind(), subscription = &target.subscription, id = item.id, attempt = item.progress.attempts + 1, "notification delivered");
+                tracing::debug!(
+                    kind = item.notification.kind(),
+                    subscription = &target.subscription,
+                    id = item.id,
+                    attempt = item.progress.attempts + 1,
+                    "notification delivered"
+                );
                 DELIVERED.fetch_add(1, Ordering::Relaxed);
                 d.forgetter.forget(&[item.id]);
                 shared.done(&item);
