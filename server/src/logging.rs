@@ -38,6 +38,10 @@ const MAX_SPAN_PATH: usize = 512;
 /// becomes leader starts the server a second time).
 static INSTALLED: Mutex<bool> = Mutex::new(false);
 
+/// Whether spans are exported: only then does a request span get its OpenTelemetry name (a
+/// string made per request).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The tracer provider exporting spans, kept for [`shutdown`].
 #[cfg(feature = "otel")]
 static PROVIDER: Mutex<Option<opentelemetry_sdk::trace::SdkTracerProvider>> = Mutex::new(None);
@@ -151,6 +155,7 @@ mod otel {
             .build();
         let tracer = provider.tracer("netapi-chat");
         *super::PROVIDER.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider);
+        super::EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         let filter = tracing_subscriber::filter::FilterFn::new(|m| {
             if m.is_span() {
                 m.target() == super::REQUEST_TARGET
@@ -178,10 +183,12 @@ pub fn request_span(
     move |method, path, req_id| {
         let method = otel_method(method);
         let route = routes.template(path);
-        let name = match route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_owned(),
-        };
+        let name = EXPORTING
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| match route {
+                Some(route) => format!("{method} {route}"),
+                None => method.to_owned(),
+            });
         let span = tracing::info_span!(
             target: REQUEST_TARGET,
             "request",
@@ -191,7 +198,7 @@ pub fn request_span(
             url.path = cut(path, MAX_SPAN_PATH),
             http.response.status_code = tracing::field::Empty,
             latency_us = tracing::field::Empty,
-            otel.name = name.as_str(),
+            otel.name = name.as_deref(),
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
         );
