@@ -195,7 +195,7 @@ pub async fn backup_endpoint(
         Err(e) => {
             // Not a backup: nothing half-made is left to be mistaken for one.
             let _ = std::fs::remove_dir_all(&dir);
-            slog::error!(rqctx.log, "backup failed"; "dir" => %dir.display(), "error" => &e);
+            tracing::error!(dir = %dir.display(), error = &e, "backup failed");
             refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the backup failed: {e}"),

@@ -113,6 +113,9 @@ pub struct Config {
     pub log_level: dropshot::ConfigLoggingLevel,
     /// `NETAPI_CHAT_LOG_FORMAT`: `text` (default) or `json` (one JSON object per line).
     pub log_format: LogFormat,
+    /// `NETAPI_CHAT_OTLP_ENDPOINT`: the OpenTelemetry collector (`http://host:port`) the request
+    /// spans are exported to (`crate::logging`); none by default. Needs the `otel` feature.
+    pub otlp_endpoint: Option<String>,
     /// `NETAPI_CHAT_WEBHOOK_SECRET`: opt-in to one server-wide `whsec_…` secret that signs the
     /// notifications of every subscription whose client sent no secret of its own. Unset (the
     /// default): each new subscription gets a secret of its own; the server-wide secret is
@@ -260,6 +263,7 @@ impl Default for Config {
             auth_failures: (20, Duration::from_secs(60)),
             log_level: dropshot::ConfigLoggingLevel::Warn,
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             connections: Connections::default(),
             metrics_token: None,
             admin_token: None,
@@ -356,6 +360,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
     Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
+    Setting::unset("NETAPI_CHAT_OTLP_ENDPOINT", "no traces exported", "OpenTelemetry collector to export one span per request to (request id, method, route, status), over OTLP/HTTP with protobuf, e.g. `http://127.0.0.1:4318` (spans are POSTed to its `/v1/traces`; plain `http://`: run the collector's agent next to the server); needs a binary built with `--features otel` (start and `check-config` refuse the setting otherwise)"),
     Setting::unset("NETAPI_CHAT_TOKEN_FILE", "`<data dir>/tokens`", "token file: one token per line and the users it may act for, or `*` (generated with one `*` token at first start when missing)"),
     Setting::unset("NETAPI_CHAT_JWKS_FILE", "the token file is used", "when set, OAuth 2.0 JWT access tokens (RS256/ES256) verified against this JWKS are used instead of the token file"),
     Setting::unset("NETAPI_CHAT_JWT_ISSUER", "required with `jwks_file`", "the `iss` a JWT must have"),
@@ -930,6 +935,24 @@ impl Config {
                     return Err(s.invalid("NETAPI_CHAT_LOG_FORMAT", other, "text or json"));
                 }
             },
+            otlp_endpoint: match s.text("NETAPI_CHAT_OTLP_ENDPOINT").map(str::trim) {
+                None | Some("") => None,
+                Some(url) => {
+                    let uri = url.parse::<http::Uri>().ok();
+                    if !uri.is_some_and(|u| {
+                        u.scheme_str() == Some("http")
+                            && u.authority().is_some()
+                            && u.query().is_none()
+                    }) {
+                        return Err(s.invalid(
+                            "NETAPI_CHAT_OTLP_ENDPOINT",
+                            url,
+                            "an http:// URL such as http://127.0.0.1:4318",
+                        ));
+                    }
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+            },
             log_level: match s.text("NETAPI_CHAT_LOG_LEVEL").map(str::trim) {
                 None | Some("warn") => dropshot::ConfigLoggingLevel::Warn,
                 Some("info") => dropshot::ConfigLoggingLevel::Info,
@@ -1301,6 +1324,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read the configuration file"), "{e}");
+    }
+
+    /// The OTLP endpoint is a plain `http://` base URL (its trailing `/` dropped: the exporter
+    /// appends `/v1/traces`); anything else is refused naming the setting.
+    #[test]
+    fn the_otlp_endpoint_is_an_http_base_url() {
+        let endpoint = |v: &str| config(None, &[("NETAPI_CHAT_OTLP_ENDPOINT", v)]);
+        assert_eq!(config(None, &[]).unwrap().otlp_endpoint, None);
+        assert_eq!(
+            endpoint("http://127.0.0.1:4318/")
+                .unwrap()
+                .otlp_endpoint
+                .as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(endpoint(" ").unwrap().otlp_endpoint, None);
+        for bad in [
+            "https://collector:4318",
+            "collector:4318",
+            "http://",
+            "http://h/?q=1",
+        ] {
+            let e = endpoint(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("NETAPI_CHAT_OTLP_ENDPOINT=") && e.contains("an http:// URL"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     /// What `check-config` prints is a configuration file that reads back as the same

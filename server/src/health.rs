@@ -29,7 +29,6 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Readiness state: the store, and the last probe's time and result.
 pub struct Health {
     store: Store,
-    log: slog::Logger,
     /// Held across a probe, so that one probe runs at a time and callers arriving meanwhile
     /// get its result.
     last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
@@ -37,10 +36,9 @@ pub struct Health {
 
 impl Health {
     /// Readiness over `store`.
-    pub fn new(store: Store, log: slog::Logger) -> Health {
+    pub fn new(store: Store) -> Health {
         Health {
             store,
-            log,
             last: tokio::sync::Mutex::new(None),
         }
     }
@@ -73,7 +71,7 @@ impl Health {
         };
         if let Err(e) = &result {
             // Once per probe, not per request: a polling load balancer does not flood the log.
-            slog::warn!(self.log, "not ready"; "reason" => e);
+            tracing::warn!(reason = %e, "not ready");
         }
         *last = Some((Instant::now(), result.clone()));
         result

@@ -5,13 +5,14 @@
 //!   WebSockets notification channel endpoint (upgrade and frames);
 //! - [`notify`]: delivery of notifications to subscribers' callbacks;
 //! - `retention`: the background purge of messages past `NETAPI_CHAT_RETENTION`;
-//! - [`server`]: routing (generated API + published documents) and start-up;
+//! - [`server`]: routing (generated API + published documents) and start-up; [`logging`]: logs
+//!   and request spans (`tracing`, dropshot's slog bridged, OpenTelemetry export);
 //! - `health`: `/healthz` and `/readyz` for load balancers; `metrics`: Prometheus `/metrics`;
 //! - [`client`]: `netapi-chat client …`, the API from a terminal (generated client + `Urls`);
 //! - [`config`], [`address`], `urls`, `time`, [`logsafe`]: the small pieces they share.
 //!
 //! *API boundary.* The `pub` modules are what something outside this crate uses: the binary
-//! (`main.rs`: [`config`], [`server`], [`admin`], [`client`], [`handlers`], [`store`],
+//! (`main.rs`: [`config`], [`server`], [`logging`], [`admin`], [`client`], [`handlers`], [`store`],
 //! [`notify`]), the benches ([`store`]) and the black-box tests ([`address`], [`config`], [`signing`],
 //! [`store`]); the rest is `pub(crate)`, so what it exposes can change without reaching them.
 //! (`auth`, `callback_guard` and `logsafe` stay `pub` for now: a few of their items are used
@@ -31,6 +32,7 @@ pub(crate) mod data_dir;
 pub(crate) mod gate;
 pub mod handlers;
 pub(crate) mod health;
+pub mod logging;
 pub(crate) mod logsafe;
 pub(crate) mod metrics;
 pub mod notify;

@@ -1,11 +1,12 @@
 //! Client-controlled text in log lines, escaped (issue 11, item 10: log forging).
 //!
-//! The operator's log is a terminal stream (dropshot's `StderrTerminal` drain, slog-term), which
-//! prints string values as they are. A value a client chose (a `notifyURL`, a user address, an
-//! error text quoting either) that holds CR/LF would end the log line and start a forged one;
-//! other control characters (ANSI escapes) or Unicode bidi controls would rewrite what the
-//! operator's terminal shows. Every such value goes through [`escape`] (or the zero-allocation
-//! [`Escaped`] with slog's `%`) before it reaches a log macro.
+//! The operator's log is a terminal stream (`crate::logging`'s text lines). A value a client
+//! chose (a `notifyURL`, a user address, an error text quoting either) that holds CR/LF would
+//! end the log line and start a forged one; other control characters (ANSI escapes) or Unicode
+//! bidi controls would rewrite what the operator's terminal shows. Every such value goes
+//! through [`escape`] (or the zero-allocation [`Escaped`] with `tracing`'s `%`) before it
+//! reaches a log macro. (The text lines escape control characters again, as a second guard;
+//! bidi controls are this module's alone.)
 
 use std::fmt;
 
@@ -26,8 +27,8 @@ pub fn needs_escape(c: char) -> bool {
 }
 
 /// Displays its text with every character of [`needs_escape`] written as a Rust escape (`\r`,
-/// `\n`, `\t`, `\\`, `\u{1b}`, …), without allocating: for slog's `%` form,
-/// `"url" => %Escaped(&url)`.
+/// `\n`, `\t`, `\\`, `\u{1b}`, …), without allocating: for `tracing`'s `%` form,
+/// `url = %Escaped(&url)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Escaped<'a>(pub &'a str);
 

@@ -261,6 +261,7 @@ async fn stop_signal() -> std::io::Result<&'static str> {
 /// database closed), one line on stdout, exit 0. Delivery stops first: no new attempt, and
 /// attempts under way get what is left of the grace period to finish and forget their
 /// notification; what is not delivered stays in the outbox for the restart (same `webhook-id`).
+/// Exported spans still buffered are sent last (`netapi_chat::logging::shutdown`).
 async fn shutdown(
     signal: &str,
     server: dropshot::HttpServer<netapi_chat::handlers::ChatServer>,
@@ -289,6 +290,8 @@ async fn shutdown(
     } else {
         "store thread did not stop cleanly"
     };
+    // The spans of the last requests go to the collector (`otel`): blocking, off the workers.
+    let _ = tokio::task::spawn_blocking(netapi_chat::logging::shutdown).await;
     let _ = writeln!(
         std::io::stdout(),
         "netapi-chat: {signal}: stopped in {:.2} s ({outcome}; {store_state})",

@@ -30,7 +30,6 @@
 //! `expired_head`) are plain functions, unit-tested; the loop only sequences them.
 
 use crate::store::{Store, now_ms};
-use slog::{Logger, info, warn};
 use std::time::Duration;
 
 /// Default retention when `NETAPI_CHAT_RETENTION` is unset: 30 days, long enough to read back
@@ -119,11 +118,11 @@ pub fn next_batch(batch: usize, took: Duration) -> usize {
 
 /// Starts the purge task (on the current tokio runtime): a round at once, then one every
 /// `interval`. It ends when the store has stopped.
-pub fn start(store: Store, settings: Retention, log: Logger) {
-    tokio::spawn(run(store, settings, log));
+pub fn start(store: Store, settings: Retention) {
+    tokio::spawn(run(store, settings));
 }
 
-async fn run(store: Store, settings: Retention, log: Logger) {
+async fn run(store: Store, settings: Retention) {
     let mut batch = FIRST_BATCH;
     loop {
         let mut purged = 0usize;
@@ -151,7 +150,10 @@ async fn run(store: Store, settings: Retention, log: Logger) {
                 }
                 // Nothing in memory depends on a purge: the next round tries again.
                 Ok(Err(e)) => {
-                    warn!(log, "purging messages past retention failed; retried at the next round"; "error" => e);
+                    tracing::warn!(
+                        error = e,
+                        "purging messages past retention failed; retried at the next round"
+                    );
                     break;
                 }
                 // The store has stopped (shutdown, or fail-stop).
@@ -159,7 +161,7 @@ async fn run(store: Store, settings: Retention, log: Logger) {
             }
         }
         if purged > 0 {
-            info!(log, "messages past retention purged"; "messages" => purged);
+            tracing::info!(messages = purged, "messages past retention purged");
         }
         // Dead letters buried before the cutoff, in jobs of the same adapted size.
         let mut dead = 0usize;
@@ -181,14 +183,17 @@ async fn run(store: Store, settings: Retention, log: Logger) {
                     tokio::time::sleep(PAUSE).await;
                 }
                 Ok(Err(e)) => {
-                    warn!(log, "purging dead letters past retention failed; retried at the next round"; "error" => e);
+                    tracing::warn!(
+                        error = e,
+                        "purging dead letters past retention failed; retried at the next round"
+                    );
                     break;
                 }
                 Err(_) => return,
             }
         }
         if dead > 0 {
-            info!(log, "dead letters past retention purged"; "dead_letters" => dead);
+            tracing::info!(dead_letters = dead, "dead letters past retention purged");
         }
         tokio::time::sleep(settings.interval).await;
     }

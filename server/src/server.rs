@@ -3,7 +3,7 @@
 
 use crate::auth::{ANY_USER, JwtConfig, JwtVerifier, TokenFile, TokenVerifier, WatchedTokenFile};
 use crate::chat::{Chat, Settings};
-use crate::config::{AuthConfig, Config, LogFormat};
+use crate::config::{AuthConfig, Config};
 use crate::data_dir;
 use crate::gate::Methods;
 use crate::handlers::ChatServer;
@@ -12,8 +12,8 @@ use crate::signing::Signer;
 use crate::store::Store;
 use crate::urls::Urls;
 use dropshot::{
-    Body, ConfigDropshot, ConfigLogging, ConfigLoggingLevel, ConnectionLimits, HttpError,
-    HttpServer, Path, RequestContext, ServerBuilder, endpoint,
+    Body, ConfigDropshot, ConnectionLimits, HttpError, HttpServer, Path, RequestContext,
+    ServerBuilder, endpoint,
 };
 use http::{Response, StatusCode, header};
 use schemars::JsonSchema;
@@ -101,10 +101,7 @@ fn document(content_type: &'static str, text: &'static str) -> Result<Response<B
 
 /// The verifier of access tokens, and a message to print once (a token file just generated).
 /// A token file is watched: edits (`netapi-chat tokens …`) apply without a restart.
-fn token_verifier(
-    config: &Config,
-    log: &slog::Logger,
-) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
+fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
     match &config.auth {
         AuthConfig::TokenFile(_) => {
             let path = config
@@ -116,12 +113,7 @@ fn token_verifier(
             let (file, summary) = TokenFile::load_or_generate(&path, &[ANY_USER])
                 .map_err(|e| StartError::Auth(e.to_string()))?;
             data_dir::warn_if_readable_by_others(&path);
-            let watched = WatchedTokenFile::new(
-                path,
-                file,
-                crate::auth::watched::CHECK_INTERVAL,
-                log.clone(),
-            );
+            let watched = WatchedTokenFile::new(path, file, crate::auth::watched::CHECK_INTERVAL);
             Ok((Arc::new(watched), summary))
         }
         AuthConfig::Jwt {
@@ -137,10 +129,10 @@ fn token_verifier(
             let verifier = JwtVerifier::from_jwks_file(jwks, cfg)
                 .map_err(|e| StartError::Auth(e.to_string()))?;
             // The operator learns which keys of the JWKS are not used, and why, once.
-            slog::info!(log, "JWT verification keys loaded"; "jwks" => %jwks.display(),
-                "keys" => verifier.key_count(), "skipped" => verifier.skipped_keys().len());
+            tracing::info!(jwks = %jwks.display(), keys = verifier.key_count(),
+                skipped = verifier.skipped_keys().len(), "JWT verification keys loaded");
             for why in verifier.skipped_keys() {
-                slog::warn!(log, "a key of the JWKS is not used"; "why" => %crate::logsafe::Escaped(why));
+                tracing::warn!(why = %crate::logsafe::Escaped(why), "a key of the JWKS is not used");
             }
             Ok((Arc::new(verifier), None))
         }
@@ -153,6 +145,7 @@ fn token_verifier(
 /// read as what they should be (the JWKS with the JWT settings; the token file, when it
 /// exists: a missing one is generated at first start).
 pub fn check(config: &Config) -> Result<(), String> {
+    crate::logging::check(config)?;
     crate::cluster::validate(config)?;
     if let Some(files) = &config.tls {
         crate::tls::server_config(files)?;
@@ -241,39 +234,6 @@ fn raise_open_files_limit() -> u64 {
     }
 }
 
-/// The server's logger, on stderr: dropshot's terminal format, or one JSON object per line
-/// (`NETAPI_CHAT_LOG_FORMAT=json`: `msg`, `level`, `ts`, `name` and the line's keys, such as
-/// the `req_id` every request's lines carry), at the configured level.
-pub fn logger(config: &Config) -> Result<slog::Logger, String> {
-    // Start-up warnings written before the logger exists follow the same format.
-    data_dir::set_json_lines(config.log_format == LogFormat::Json);
-    match config.log_format {
-        LogFormat::Text => ConfigLogging::StderrTerminal {
-            level: config.log_level.clone(),
-        }
-        .to_logger("netapi-chat")
-        .map_err(|e| e.to_string()),
-        LogFormat::Json => {
-            use slog::Drain as _;
-            let level = match config.log_level {
-                ConfigLoggingLevel::Critical => slog::Level::Critical,
-                ConfigLoggingLevel::Error => slog::Level::Error,
-                ConfigLoggingLevel::Warn => slog::Level::Warning,
-                ConfigLoggingLevel::Info => slog::Level::Info,
-                ConfigLoggingLevel::Debug => slog::Level::Debug,
-                ConfigLoggingLevel::Trace => slog::Level::Trace,
-            };
-            let json = slog_json::Json::new(std::io::stderr())
-                .add_default_keys()
-                .build();
-            // A line is written whole under the lock; a failed write (stderr closed) is dropped.
-            let drain = std::sync::Mutex::new(json).ignore_res();
-            let drain = slog::LevelFilter::new(drain, level).ignore_res();
-            Ok(slog::Logger::root(drain, slog::o!("name" => "netapi-chat")))
-        }
-    }
-}
-
 /// Starts the server on `config.bind`.
 pub fn start(config: &Config) -> Result<Started, StartError> {
     start_on(config, None)
@@ -285,7 +245,8 @@ pub fn start_on(
     config: &Config,
     backend: Option<Box<dyn crate::store::Backend>>,
 ) -> Result<Started, StartError> {
-    let log = logger(config).map_err(StartError::Log)?;
+    // Dropshot's logger, bridged into the process's `tracing` subscriber (crate::logging).
+    let log = crate::logging::init(config).map_err(StartError::Log)?;
     // Read before anything is opened, so that a bad pair stops the start with its message.
     let tls = match &config.tls {
         Some(files) => Some(crate::tls::server_config(files).map_err(StartError::Listen)?),
@@ -295,8 +256,7 @@ pub fn start_on(
     if config.callbacks.allow_loopback {
         // Loud, at the default level: a development switch left on in production would let
         // any client make the server POST to this machine's own services.
-        slog::warn!(
-            log,
+        tracing::warn!(
             "NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK is set: callbacks may reach \
             services on this machine's loopback addresses; for local development only"
         );
@@ -361,18 +321,18 @@ pub fn start_on(
     let cluster_key = backend.cluster_key();
     let (store, snapshot) = Store::start(backend).map_err(|e| StartError::Store(e.to_string()))?;
     let closer = store.clone();
-    let health = Arc::new(crate::health::Health::new(store.clone(), log.clone()));
+    let health = Arc::new(crate::health::Health::new(store.clone()));
     let purger = store.clone();
-    let chat = Chat::open(Urls::new(public), settings, store, snapshot, log.clone())
-        .map_err(StartError::Store)?;
+    let chat =
+        Chat::open(Urls::new(public), settings, store, snapshot).map_err(StartError::Store)?;
     // Messages past retention go in the background (a first round at once).
-    crate::retention::start(purger, config.retention, log.clone());
+    crate::retention::start(purger, config.retention);
     let dropshot = ConfigDropshot {
         bind_address: bound,
         default_request_body_max_bytes: config.max_body_bytes,
         ..Default::default()
     };
-    let (verifier, token_notice) = token_verifier(config, &log)?;
+    let (verifier, token_notice) = token_verifier(config)?;
     let notice = token_notice;
     let mut methods =
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;
@@ -389,10 +349,17 @@ pub fn start_on(
             methods.add(path, &[method]);
         }
     }
-    // Request metrics are labelled with the route templates the gate knows.
+    // Request metrics and spans are labelled with the route templates the gate knows.
     let routes = Arc::new(methods.clone());
+    let request_span: dropshot::RequestSpan =
+        Arc::new(crate::logging::request_span(Arc::clone(&routes)));
+    let metrics_on = config.metrics_token.is_some();
+    // Called inside the request's span, once answered.
     let observer: dropshot::RequestObserver = Arc::new(move |method, path, status, took| {
-        crate::metrics::request(method, routes.template(path), status, took)
+        crate::logging::answered(status, took);
+        if metrics_on {
+            crate::metrics::request(method, routes.template(path), status, took)
+        }
     });
     let open_files = raise_open_files_limit();
     let max_connections = config.connections.max.unwrap_or_else(|| {
@@ -433,15 +400,13 @@ pub fn start_on(
     // A sane incoming x-request-id becomes the request's id (its log lines' req_id), and every
     // response carries the id (vendor/dropshot/PATCHES.md, item 8).
     .request_ids(true)
+    // One tracing span per request, its req_id that id (crate::logging).
+    .request_span(request_span)
+    .request_observer(observer)
     .request_gate(match cluster_key {
         Some(key) => crate::cluster::trusting_forwarders(methods.into_gate(), key),
         None => methods.into_gate(),
     });
-    let server = if config.metrics_token.is_some() {
-        server.request_observer(observer)
-    } else {
-        server
-    };
     let server = server
         .start()
         .map_err(|e| StartError::Listen(e.to_string()))?;

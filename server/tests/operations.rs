@@ -325,6 +325,40 @@ fn check_config_refuses_an_invalid_configuration() {
     }
 }
 
+/// `NETAPI_CHAT_OTLP_ENDPOINT` in a binary built without the `otel` feature: `check-config`
+/// and the start refuse it saying so (exit 2 and 1); built with it, `check-config` accepts it.
+#[test]
+fn an_otlp_endpoint_needs_a_binary_built_with_otel() {
+    let env = [("NETAPI_CHAT_OTLP_ENDPOINT", "http://127.0.0.1:4318")];
+    let r = run(&["check-config"], &env);
+    if cfg!(feature = "otel") {
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(
+            r.stdout
+                .contains("otlp_endpoint = \"http://127.0.0.1:4318\""),
+            "{}",
+            r.stdout
+        );
+        return;
+    }
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("NETAPI_CHAT_OTLP_ENDPOINT is set")
+            && r.stderr.contains("built without OpenTelemetry export")
+            && r.stderr.contains("--features otel"),
+        "{}",
+        r.stderr
+    );
+    let dir = support::temp_data_dir();
+    let (status, stderr) = support::run_to_exit(&dir, &env);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("built without OpenTelemetry export"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A server started with `--config`: the file's settings are in force, and the environment
 /// overrides them (a body over the file's `max_body_bytes` gets 413, unless the environment
 /// raises it). An invalid file stops the start with exit 2.
@@ -958,8 +992,9 @@ fn uuid_like() -> String {
 // ---------------------------------------------------------------- item 3: logs
 
 /// Every response carries `x-request-id`: the client's own when it is sane (echoed), a fresh one
-/// otherwise; with `NETAPI_CHAT_LOG_FORMAT=json` every stderr line is a JSON object, and the
-/// request's lines carry its id as `req_id`.
+/// otherwise; with `NETAPI_CHAT_LOG_FORMAT=json` every stderr line is a JSON object (`msg`,
+/// `level`, `ts`), and the request's lines carry its id as `req_id`: dropshot's (bridged from
+/// slog) and the server's own (inside the request's span).
 #[tokio::test]
 async fn request_ids_are_echoed_and_json_logs_parse() {
     let dir = support::temp_data_dir();
@@ -1014,6 +1049,22 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
     let a = id_of(&send("GET", &url, &[], None).await);
     let b = id_of(&send("GET", &url, &[], None).await);
     assert!(!a.is_empty() && a != b, "{a} {b}");
+    // The server's own line inside a request ("subscription created") carries its id too.
+    let body = support::docs::encode(
+        Format::Json,
+        &support::docs::subscription("http://127.0.0.1:9/notify"),
+    );
+    let created = send(
+        "POST",
+        &url,
+        &[
+            ("x-request-id", "client-create-7"),
+            ("content-type", "application/json"),
+        ],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
 
     let _ = server.child.kill();
     server.wait_exit(10).expect("killed");
@@ -1038,5 +1089,17 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
         401
     );
     assert!(completed(&a).is_some(), "generated id {a} not logged");
+    let ours = lines
+        .iter()
+        .find(|l| l["msg"] == "subscription created")
+        .unwrap_or_else(|| panic!("no subscription created line in\n{logs}"));
+    assert_eq!(ours["req_id"], "client-create-7", "{ours}");
+    assert_eq!(ours["level"], "INFO", "{ours}");
+    for l in &lines {
+        assert!(
+            l["msg"].is_string() && l["level"].is_string() && l["ts"].is_string(),
+            "{l}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,8 @@
 //! - `codegen`: regenerate `generated/` from `spec/`.
 //! - `codegen --check`: fail (exit 1) if `generated/` is not what `spec/` generates; for CI.
 //! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`
-//!   (SQLite), then the PostgreSQL pass: a throwaway cluster ([`pg`]) and the suites of the
+//!   (SQLite), then the suites that need a cargo feature ([`FEATURE_SUITES`]: OpenTelemetry
+//!   export), then the PostgreSQL pass: a throwaway cluster ([`pg`]) and the suites of the
 //!   backend matrix against it ([`postgres_pass`]).
 //! - `bench [--smoke] [--no-peer] [--long]`: the benchmark harness (release build); writes
 //!   BENCHMARKS.md (`--long`: only its "Long run" section and BENCHMARKS-long.svg).
@@ -113,6 +114,7 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("tests failed");
             }
+            feature_suites(&root)?;
             postgres_pass(&root)
         }
         ["bench", rest @ ..] => bench::main(&root, rest),
@@ -121,6 +123,36 @@ fn main() -> Result<()> {
             "usage: cargo xtask codegen [--check] | cargo xtask test [cargo test args] | cargo xtask bench [--smoke] [--no-peer] [--long] | cargo xtask listen [PORT] [--secret whsec_…]"
         ),
     }
+}
+
+/// The suites built only with a cargo feature of the server (`required-features` in the root
+/// `Cargo.toml`, so `cargo test --workspace` skips them), each with its feature: only the
+/// server crate is rebuilt for them.
+const FEATURE_SUITES: [(&str, &str); 1] = [("otel", "otel")];
+
+/// Runs [`FEATURE_SUITES`], one `cargo test` each.
+fn feature_suites(root: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    for (suite, feature) in FEATURE_SUITES {
+        println!("== suite {suite} (--features {feature})");
+        let status = Command::new(&cargo)
+            .current_dir(root)
+            .args([
+                "test",
+                "-p",
+                "netapi-chat",
+                "--features",
+                feature,
+                "--test",
+                suite,
+            ])
+            .status()
+            .context("running cargo test")?;
+        if !status.success() {
+            bail!("tests failed ({suite}, --features {feature})");
+        }
+    }
+    Ok(())
 }
 
 /// The black-box suites that run against PostgreSQL as well (the backend matrix): the

@@ -53,7 +53,6 @@ pub struct WatchedTokenFile {
     interval: Duration,
     current: RwLock<Arc<TokenFile>>,
     look: Mutex<Look>,
-    log: slog::Logger,
 }
 
 impl std::fmt::Debug for WatchedTokenFile {
@@ -72,7 +71,7 @@ pub fn look_due(last: Instant, now: Instant, interval: Duration) -> bool {
 impl WatchedTokenFile {
     /// Watches `path`, whose content is `loaded` (just read by the caller), looking again at
     /// most every `interval`.
-    pub fn new(path: PathBuf, loaded: TokenFile, interval: Duration, log: slog::Logger) -> Self {
+    pub fn new(path: PathBuf, loaded: TokenFile, interval: Duration) -> Self {
         let seen = std::fs::metadata(&path).ok().map(|m| Stamp::of(&m));
         WatchedTokenFile {
             path,
@@ -82,7 +81,6 @@ impl WatchedTokenFile {
                 at: Instant::now(),
                 seen,
             }),
-            log,
         }
     }
 
@@ -110,10 +108,10 @@ impl WatchedTokenFile {
             Ok(file) => {
                 let tokens = file.len();
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(file);
-                slog::info!(self.log, "token file reloaded"; "path" => %self.path.display(), "tokens" => tokens);
+                tracing::info!(path = %self.path.display(), tokens, "token file reloaded");
             }
             Err(e) => {
-                slog::warn!(self.log, "token file changed but does not load; the tokens in force stay"; "error" => %e);
+                tracing::warn!(error = %e, "token file changed but does not load; the tokens in force stay");
             }
         }
     }
@@ -158,8 +156,7 @@ mod tests {
         let users = |u: &str| vec![u.to_owned()];
         token_admin::edit(&path, |t| token_admin::add(t, A, &users("*"))).expect("create");
         let loaded = TokenFile::load(&path).expect("load");
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let watched = WatchedTokenFile::new(path.clone(), loaded, Duration::ZERO, log);
+        let watched = WatchedTokenFile::new(path.clone(), loaded, Duration::ZERO);
         assert!(watched.verify(A).is_ok());
         assert!(watched.verify(B).is_err());
 

@@ -458,12 +458,11 @@ impl Chat {
         // would take would be answered to nobody, and the next poll would acknowledge it).
         // `biased`: the disconnect is looked at first, so a poll woken by a notification after
         // its client went takes nothing.
-        slog::debug!(self.log, "long poll waiting"; "channel" => id);
+        tracing::debug!(channel = id, "long poll waiting");
         let polled = tokio::select! {
             biased;
             () = dropshot::client_gone() => {
-                slog::debug!(self.log, "long poll ended: its client has gone, nothing taken";
-                    "channel" => id);
+                tracing::debug!(channel = id, "long poll ended: its client has gone, nothing taken");
                 Polled::Notifications(Vec::new())
             }
             polled = mailbox.poll(ack, max, wait) => polled,
@@ -556,7 +555,7 @@ impl Chat {
         }
         let mut change = Change::default();
         self.remove_channel(&mut state, &mut change, id);
-        slog::info!(self.log, "notification channel expired"; "channel" => id);
+        tracing::info!(channel = id, "notification channel expired");
         // Nobody waits: the timer made this change.
         drop(self.submit(&state, change));
         true

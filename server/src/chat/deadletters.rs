@@ -25,7 +25,6 @@ use crate::notify::{Delivery, webhook_id};
 use crate::store::{DeadLetterRow, Kind, Progress, Revive, now_ms};
 use netapi_chat_api::{ChatSubscription, DeadLetter, DeadLetterList, Link, Notification};
 use netapi_chat_runtime::ApiError;
-use slog::{error, info};
 
 /// Where a listing starts, as the client's `since` said it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +103,7 @@ impl Chat {
             .map(|r| match records::decode_notification(&r.body) {
                 Ok(n) => Ok((r, n)),
                 Err(e) => {
-                    error!(self.log, "stored dead letter is unreadable"; "id" => r.id, "error" => %Escaped(&e));
+                    tracing::error!(id = r.id, error = %Escaped(&e), "stored dead letter is unreadable");
                     Err(read_failed())
                 }
             })
@@ -225,8 +224,7 @@ impl Chat {
             (view, was_disabled, self.submit(&state, change))
         };
         durable(rx).await?;
-        info!(self.log, "dead letters requeued"; "user" => %Escaped(user),
-            "subscription" => %Escaped(id), "count" => count, "re_enabled" => was_disabled);
+        tracing::info!(user = %Escaped(user), subscription = %Escaped(id), count = count, re_enabled = was_disabled, "dead letters requeued");
         Ok(view)
     }
 }

@@ -22,7 +22,6 @@ use netapi_chat_api::{
     ChatMessage, ChatMessageList, Created, MessageStatus, ParticipantStatus, ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
-use slog::error;
 
 impl Chat {
     /// Runs a read on the store thread. Never called with the state lock held.
@@ -43,7 +42,7 @@ impl Chat {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(super::storage_unavailable()),
             Ok(Err(e)) => {
-                error!(self.log, "reading the store failed"; "error" => e);
+                tracing::error!(error = e, "reading the store failed");
                 Err(read_failed())
             }
             // The database is unreachable: the read was refused (the server reconnects).

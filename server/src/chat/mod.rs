@@ -61,7 +61,6 @@ use crate::signing::Signer;
 use crate::store::{Batch, Kind, MessageRow, Snapshot, Store};
 use crate::urls::Urls;
 use netapi_chat_runtime::ApiError;
-use slog::Logger;
 use state::{Message, Participant, Session, State};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -158,7 +157,6 @@ pub struct Chat {
     settings: Settings,
     store: Store,
     deliverer: Deliverer,
-    log: Logger,
     /// Locks that order read-modify-write steps on a session's messages (a confirmation; a
     /// send with a `clientCorrelator`; a redelivery of a subscription's dead letters), which
     /// read from the store and so cannot hold the state lock. Striped by session (or
@@ -279,7 +277,6 @@ impl Chat {
         settings: Settings,
         store: Store,
         snapshot: Snapshot,
-        log: Logger,
     ) -> Result<Arc<Chat>, String> {
         let chat = Arc::new_cyclic(|weak: &Weak<Chat>| {
             let gone = weak.clone();
@@ -296,7 +293,6 @@ impl Chat {
                     }
                 }),
                 run: Arc::default(),
-                log: log.clone(),
             };
             Chat {
                 state: Mutex::new(State::default()),
@@ -304,7 +300,6 @@ impl Chat {
                 settings,
                 store,
                 deliverer,
-                log,
                 message_locks: (0..MESSAGE_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),

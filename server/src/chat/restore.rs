@@ -9,7 +9,6 @@ use super::state::{ChannelRecord, Counters, Invitation, Session, SubscriptionRec
 use super::{Change, Chat};
 use crate::notify::Delivery;
 use crate::store::{Kind, Snapshot};
-use slog::info;
 use std::sync::Arc;
 
 impl Chat {
@@ -18,7 +17,13 @@ impl Chat {
     /// subscription and re-arms the timers.
     pub(super) fn restore(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
         if let Some(m) = &snapshot.migrated {
-            info!(self.log, "stored format migrated"; "from_version" => m.from, "to_version" => m.to, "records_rewritten" => m.records, "notifications_rewritten" => m.outbox);
+            tracing::info!(
+                from_version = m.from,
+                to_version = m.to,
+                records_rewritten = m.records,
+                notifications_rewritten = m.outbox,
+                "stored format migrated"
+            );
         }
         let live = read_records(snapshot.records)?;
         let mut state = self.lock();
@@ -100,7 +105,12 @@ impl Chat {
         for id in channels {
             self.channel_timer(id);
         }
-        info!(self.log, "state restored"; "sessions" => counts.0, "subscriptions" => counts.1, "pending_notifications" => resumed);
+        tracing::info!(
+            sessions = counts.0,
+            subscriptions = counts.1,
+            pending_notifications = resumed,
+            "state restored"
+        );
         Ok(())
     }
 }

@@ -24,7 +24,6 @@ use netapi_chat_api::{
     SubscriptionCancellationNotification, SubscriptionStatus,
 };
 use netapi_chat_runtime::{ApiError, Format};
-use slog::info;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,8 +122,7 @@ impl Chat {
         // GuardError's Display (no resolved address: no DNS oracle); the operator's log, the
         // detail, escaped.
         let bad = |client: &dyn std::fmt::Display, detail: &dyn std::fmt::Display| {
-            info!(self.log, "notifyURL refused"; "user" => %Escaped(user),
-                "url" => %Escaped(&notify_url), "why" => %Escaped(&detail.to_string()));
+            tracing::info!(user = %Escaped(user), url = %Escaped(&notify_url), why = %Escaped(&detail.to_string()), "notifyURL refused");
             ApiError::invalid_input(format!("callbackReference.notifyURL: {client}"))
         };
         // A notification channel's callbackURL is recognised before the callback policy: its
@@ -234,8 +232,7 @@ impl Chat {
         if let Some((id, at)) = expiry {
             self.expiry_timer(id, at);
         }
-        info!(self.log, "subscription created"; "user" => %Escaped(user),
-            "url" => %Escaped(&view.callback.notify_url));
+        tracing::info!(user = %Escaped(user), url = %Escaped(&view.callback.notify_url), "subscription created");
         Ok((view, own_secret))
     }
 

@@ -43,7 +43,6 @@ pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
 pub use rules::{BacklogLimit, RetryPolicy};
 use rules::{Next, after_failure, backlog_full, retry_delay};
-use slog::{Logger, debug, warn};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -217,8 +216,6 @@ pub struct Deliverer {
     pub on_disable: OnDisable,
     /// This server's run: stopping, attempts under way (see [`Deliverer::stop`]).
     pub run: Arc<Run>,
-    /// Logger.
-    pub log: Logger,
 }
 
 impl Deliverer {
@@ -380,8 +377,11 @@ async fn attempt(
         }
     }
     if keys.is_empty() {
-        warn!(d.log, "no secret to sign the notification with: sent unsigned";
-            "subscription" => &target.subscription, "id" => id);
+        tracing::warn!(
+            subscription = &target.subscription,
+            id = id,
+            "no secret to sign the notification with: sent unsigned"
+        );
     }
     let started = std::time::Instant::now();
     let result = d
@@ -401,17 +401,20 @@ async fn attempt(
             let retry_after = matches!(a.status.as_u16(), 429 | 503)
                 .then(|| a.retry_after.as_ref().and_then(retry_after))
                 .flatten();
-            warn!(d.log, "callback refused notification";
-                "subscription" => &target.subscription, "id" => id, "status" => a.status.as_u16());
+            tracing::warn!(
+                subscription = &target.subscription,
+                id = id,
+                status = a.status.as_u16(),
+                "callback refused notification"
+            );
             Outcome::Retry(retry_after)
         }
         Err(Failure::Refused(e)) => {
-            warn!(d.log, "callback refused by the callback policy or unresolvable";
-                "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
+            tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), "callback refused by the callback policy or unresolvable");
             Outcome::Retry(None)
         }
         Err(Failure::Unreachable(e)) => {
-            warn!(d.log, "callback unreachable"; "subscription" => &target.subscription, "id" => id, "error" => %Escaped(&e));
+            tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), "callback unreachable");
             Outcome::Retry(None)
         }
     };
@@ -573,9 +576,13 @@ async fn deliver(
         let keys = shared.keys_at(now_ms());
         match attempt(&target, &d, &keys, ep, item.id, &bytes).await {
             Outcome::Delivered => {
-                debug!(d.log, "notification delivered"; "kind" => item.notification.kind(),
-                    "subscription" => &target.subscription, "id" => item.id,
-                    "attempt" => item.progress.attempts + 1);
+                tracing::debug!(
+                    kind = item.notification.kind(),
+                    subscription = &target.subscription,
+                    id = item.id,
+                    attempt = item.progress.attempts + 1,
+                    "notification delivered"
+                );
                 DELIVERED.fetch_add(1, Ordering::Relaxed);
                 d.forgetter.forget(&[item.id]);
                 shared.done(&item);
@@ -609,10 +616,7 @@ async fn deliver(
                     }
                     Next::GiveUp => {
                         let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-                        warn!(d.log, "notification given up at its give-up age: kept as a dead letter";
-                            "kind" => item.notification.kind(), "subscription" => &target.subscription,
-                            "url" => %Escaped(&target.notify_url), "id" => item.id,
-                            "attempts" => item.progress.attempts, "dropped_total" => total);
+                        tracing::warn!(kind = item.notification.kind(), subscription = &target.subscription, url = %Escaped(&target.notify_url), id = item.id, attempts = item.progress.attempts, dropped_total = total, "notification given up at its give-up age: kept as a dead letter");
                         probe_at = now
                             .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                         bury(&target, &d, &shared, vec![item]);
@@ -654,9 +658,7 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
     }
     let reason = why.text(&d.policy);
     let total = DISABLED.fetch_add(1, Ordering::Relaxed) + 1;
-    warn!(d.log, "subscription disabled by delivery: its backlog is kept as dead letters";
-        "subscription" => &target.subscription, "url" => %Escaped(&target.notify_url),
-        "reason" => %reason, "backlog" => backlog, "disabled_total" => total);
+    tracing::warn!(subscription = &target.subscription, url = %Escaped(&target.notify_url), reason = %reason, backlog = backlog, disabled_total = total, "subscription disabled by delivery: its backlog is kept as dead letters");
     (d.on_disable)(&target.subscription, &reason);
 }
 

@@ -92,6 +92,8 @@ pub struct DropshotState<C: ServerContext> {
     /// take a valid incoming `x-request-id` and put the request id on every
     /// response (see [`ServerBuilder::request_ids`])
     pub(crate) request_ids: bool,
+    /// makes each request's span (see [`ServerBuilder::request_span`])
+    pub(crate) request_span: DebugIgnore<Option<RequestSpan>>,
 }
 
 /// A hook told about every request once it is answered: its method and path
@@ -99,6 +101,14 @@ pub struct DropshotState<C: ServerContext> {
 /// the answer) and the time taken. For metrics; it must be quick.
 pub type RequestObserver = Arc<
     dyn Fn(&http::Method, &str, u16, std::time::Duration) + Send + Sync,
+>;
+
+/// A hook that makes each request's tracing span, given its method, path (as
+/// received) and request id: the request's handling (its handler's task, its
+/// log records and the [`RequestObserver`] call included) runs inside it, so
+/// that the observer can record the status on `Span::current()`.
+pub type RequestSpan = Arc<
+    dyn Fn(&http::Method, &str, &str) -> tracing::Span + Send + Sync,
 >;
 
 /// A hook run on every request before routing and before its body is read:
@@ -204,6 +214,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
         request_gate: Option<RequestGate>,
         request_observer: Option<RequestObserver>,
         request_ids: bool,
+        request_span: Option<RequestSpan>,
     ) -> Result<HttpServerStarter<C>, BuildError> {
         let tcp = {
             let std_listener = std::net::TcpListener::bind(
@@ -266,6 +277,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             request_gate: DebugIgnore(request_gate),
             request_observer: DebugIgnore(request_observer),
             request_ids,
+            request_span: DebugIgnore(request_span),
         });
 
         for (path, method, endpoint) in app_state.router.endpoints(None) {
@@ -870,6 +882,34 @@ async fn http_request_handle_wrap<C: ServerContext>(
         .then(|| incoming_request_id(request.headers()))
         .flatten()
         .unwrap_or_else(generate_request_id);
+    // The request's span (patch 12): everything below, the handler's task and
+    // the observer included, runs inside it; none without a hook.
+    let span = match server.request_span.0.as_ref() {
+        Some(make) => make(request.method(), request.uri().path(), &request_id),
+        None => tracing::Span::none(),
+    };
+    tracing::Instrument::instrument(
+        http_request_handle_wrap_in_span(
+            server,
+            remote_addr,
+            request,
+            request_id,
+            start_time,
+        ),
+        span,
+    )
+    .await
+}
+
+/// The rest of [`http_request_handle_wrap`], inside the request's span.
+async fn http_request_handle_wrap_in_span<C: ServerContext>(
+    server: Arc<DropshotState<C>>,
+    remote_addr: SocketAddr,
+    request: Request<hyper::body::Incoming>,
+    request_id: String,
+    start_time: std::time::Instant,
+) -> Result<Response<Body>, GenericError> {
+    let request_ids = server.request_ids;
     // What the request observer is told, taken before the request is consumed.
     let observed = server
         .request_observer
@@ -1104,7 +1144,8 @@ async fn http_request_handle<C: ServerContext>(
             let (tx, rx) = oneshot::channel();
             let request_log = request_log.clone();
             let worker = server.handler_waitgroup_worker.clone();
-            let handler_task = tokio::spawn(async move {
+            // In the request's span (patch 12), when there is one.
+            let handler_task = tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let request_log = rqctx.log.clone();
                 let result = client_gone
                     .scope(handler.handle_request(rqctx, request))
@@ -1131,7 +1172,7 @@ async fn http_request_handle<C: ServerContext>(
                 // Drop our waitgroup worker, allowing graceful shutdown to
                 // complete (if it's waiting on us).
                 mem::drop(worker);
-            });
+            }));
 
             // The only way we can fail to receive on `rx` is if `tx` is
             // dropped before a result is sent, which can only happen if
@@ -1345,6 +1386,7 @@ pub struct ServerBuilder<C: ServerContext> {
     request_gate: DebugIgnore<Option<RequestGate>>,
     request_observer: DebugIgnore<Option<RequestObserver>>,
     request_ids: bool,
+    request_span: DebugIgnore<Option<RequestSpan>>,
 }
 
 impl<C: ServerContext> ServerBuilder<C> {
@@ -1370,6 +1412,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             request_gate: DebugIgnore(None),
             request_observer: DebugIgnore(None),
             request_ids: false,
+            request_span: DebugIgnore(None),
         }
     }
 
@@ -1400,6 +1443,13 @@ impl<C: ServerContext> ServerBuilder<C> {
     /// errors. Off by default (upstream behaviour).
     pub fn request_ids(mut self, on: bool) -> Self {
         self.request_ids = on;
+        self
+    }
+
+    /// Run each request inside the tracing span `make` returns for it (see
+    /// [`RequestSpan`]); none by default.
+    pub fn request_span(mut self, make: RequestSpan) -> Self {
+        self.request_span = DebugIgnore(Some(make));
         self
     }
 
@@ -1464,6 +1514,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             self.request_gate.0,
             self.request_observer.0,
             self.request_ids,
+            self.request_span.0,
         )
     }
 }
