@@ -501,7 +501,13 @@ impl ChatService for ChatServer {
         session_id: String,
         body: OneOf<ChatMessage, IsComposing>,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        let other = participant(other_user_id);
+        // A send to `adhoc` may open a chat with the peer, which must then be a user address
+        // (400 `SVC0004`, as for a create); elsewhere the peer only has to match the session.
+        let other = if session_id == crate::chat::ADHOC {
+            address::canonical(&other_user_id)?
+        } else {
+            participant(other_user_id)
+        };
         match body {
             OneOf::A(message) => {
                 self.chat

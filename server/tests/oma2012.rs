@@ -1729,11 +1729,28 @@ async fn adhoc_chat(wire: Wire) {
         Some("from the seed face")
     );
 
-    // Refusals: an ad hoc chat with oneself; a status of a pair with no ad hoc chat (404
-    // naming the URL asked for, never opening one); no session resource is named `adhoc`.
+    // The session link the ad hoc notifications carry resolves: the pair's open ad hoc
+    // session, under `…/adhoc`.
+    let open = face.get_one_to_one(A, B, ADHOC).await.ok(200);
+    assert_eq!(
+        (open.resource_url, open.status),
+        (
+            Some(urls.one_to_one_session(A, B, ADHOC)),
+            Some(ParticipantStatus::Connected)
+        )
+    );
+
+    // Refusals: an ad hoc chat with oneself, or with what is no user address (it would open
+    // a chat with nobody: 400 SVC0004, as for a create); a status of a pair with no ad hoc
+    // chat (404 naming the URL asked for, never opening one), and its session.
     face.send_one_to_one(A, A, ADHOC, &docs::message("me"))
         .await
         .fails(400, Some("SVC0002"));
+    for nobody in ["bob", "tel:abc", " "] {
+        face.send_one_to_one(A, nobody, ADHOC, &docs::message("lost?"))
+            .await
+            .fails(400, Some("SVC0004"));
+    }
     let missing = face.get_one_to_one_mstatus(A, C, ADHOC, &mid).await;
     let text = docs::rendered(missing.error.as_ref().expect("a requestError"));
     assert!(
@@ -1744,7 +1761,7 @@ async fn adhoc_chat(wire: Wire) {
     face.put_one_to_one_mstatus(C, A, ADHOC, &mid, MessageStatus::Displayed)
         .await
         .fails(404, Some("SVC2008"));
-    face.get_one_to_one(A, B, ADHOC)
+    face.get_one_to_one(A, C, ADHOC)
         .await
         .fails(404, Some("SVC2008"));
     // Nothing was opened for A and C: the pair's first message is the one that does.

@@ -7169,7 +7169,10 @@ impl Client {
     sender is told `chatEventNotification` `Accepted`) and ends after
     `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
     message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
-    under `…/adhoc/` for subscribers of this face.
+    under `…/adhoc/` for subscribers of this face; `…/oneToOne/{otherUserId}/adhoc` is the
+    pair's open ad hoc session (GET, DELETE, PUT status), `404` when there is none (only a
+    message opens one). The peer of a new ad hoc chat must be a user address (`400
+    SVC0004`).
 
     - `body`
     */
@@ -7270,7 +7273,10 @@ impl Client {
     sender is told `chatEventNotification` `Accepted`) and ends after
     `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
     message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
-    under `…/adhoc/` for subscribers of this face.
+    under `…/adhoc/` for subscribers of this face; `…/oneToOne/{otherUserId}/adhoc` is the
+    pair's open ad hoc session (GET, DELETE, PUT status), `404` when there is none (only a
+    message opens one). The peer of a new ad hoc chat must be a user address (`400
+    SVC0004`).
 
     - `message_id`: Server-chosen message id.
     */
@@ -7360,7 +7366,10 @@ impl Client {
     sender is told `chatEventNotification` `Accepted`) and ends after
     `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
     message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
-    under `…/adhoc/` for subscribers of this face.
+    under `…/adhoc/` for subscribers of this face; `…/oneToOne/{otherUserId}/adhoc` is the
+    pair's open ad hoc session (GET, DELETE, PUT status), `404` when there is none (only a
+    message opens one). The peer of a new ad hoc chat must be a user address (`400
+    SVC0004`).
 
     - `message_id`: Server-chosen message id.
     */
@@ -7452,7 +7461,10 @@ impl Client {
     sender is told `chatEventNotification` `Accepted`) and ends after
     `NETAPI_CHAT_ADHOC_IDLE_SECS` without a message (both told `SessionEnded`; the next
     message opens a new one). Notifications about it carry `sessionId` `adhoc` and links
-    under `…/adhoc/` for subscribers of this face.
+    under `…/adhoc/` for subscribers of this face; `…/oneToOne/{otherUserId}/adhoc` is the
+    pair's open ad hoc session (GET, DELETE, PUT status), `404` when there is none (only a
+    message opens one). The peer of a new ad hoc chat must be a user address (`400
+    SVC0004`).
 
     - `message_id`: Server-chosen message id.
     - `body`

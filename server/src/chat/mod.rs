@@ -55,6 +55,9 @@ mod testkit;
 mod timers;
 pub(crate) mod views;
 
+/// The reserved `sessionId` of an OMA 2012 ad hoc chat (see `oma2012`).
+pub(crate) use oma2012::ADHOC;
+
 use crate::callback_guard::CallbackPolicy;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy};
 use crate::signing::Signer;

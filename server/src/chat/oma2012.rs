@@ -134,7 +134,7 @@ pub(super) fn session(
         } else {
             None
         },
-        resource_url: Some(urls.one_to_one_session(viewer, other, &s.id)),
+        resource_url: Some(urls.one_to_one_session(viewer, other, shown_id(s))),
     }
 }
 
@@ -855,8 +855,10 @@ impl Chat {
 }
 
 impl Chat {
-    /// Session `sid` if it is a one-to-one session `user` sees with `other` as its peer; the
-    /// `404` of a session that never existed otherwise (a group session included).
+    /// Session `sid` if it is a one-to-one session `user` sees with `other` as its peer, or
+    /// for [`ADHOC`] the pair's open ad hoc session (what the ad hoc notifications link: read,
+    /// closed or answered there like a confirmed one; never opened by this lookup); the `404`
+    /// of a session that never existed otherwise (a group session included).
     fn one_to_one<'a>(
         &self,
         state: &'a State,
@@ -864,6 +866,16 @@ impl Chat {
         other: &str,
         sid: &str,
     ) -> Result<&'a Session, ApiError> {
+        if sid == ADHOC {
+            let mine = state
+                .user_sessions
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| state.sessions.get(id));
+            return adhoc_with(mine, user, other)
+                .ok_or_else(|| missing(&self.urls.one_to_one_session(user, other, ADHOC)));
+        }
         let s = self.visible(state, user, sid)?;
         match peer(s, user) {
             Some(p) if p == other => Ok(s),
