@@ -33,15 +33,20 @@ use netapi_chat_runtime::negotiate::error_response;
 use percent_encoding::percent_decode_str;
 use std::sync::Arc;
 
-/// The path prefix of the OMA 2012 tree under the `apiVersion` the GSMA OneAPI gateways used
-/// (reference: "`apiVersion` is `v1` in OMA text; [S]/[G] used `0.1`").
-const GSMA_PREFIX: &str = "/chat/0.1/";
+/// The OMA trees the GSMA OneAPI gateways served under `apiVersion` `0.1` (reference:
+/// "`apiVersion` is `v1` in OMA text; [S]/[G] used `0.1`"): the chat API and the notification
+/// channel its clients open first, each with the `v1` prefix it is routed as.
+const GSMA_PREFIXES: [(&str, &str); 2] = [
+    ("/chat/0.1/", "/chat/v1/"),
+    ("/notificationchannel/0.1/", "/notificationchannel/v1/"),
+];
 
-/// The path `/chat/0.1/…` (the GSMA gateways' `apiVersion`) is routed as: `/chat/v1/…`;
-/// `None` for any other path.
+/// The path a `…/0.1/…` one of the GSMA gateways' trees is routed as (`/chat/v1/…`,
+/// `/notificationchannel/v1/…`); `None` for any other path.
 pub fn alias(path: &str) -> Option<String> {
-    path.strip_prefix(GSMA_PREFIX)
-        .map(|rest| format!("/chat/v1/{rest}"))
+    GSMA_PREFIXES
+        .iter()
+        .find_map(|(gsma, v1)| path.strip_prefix(gsma).map(|rest| format!("{v1}{rest}")))
 }
 
 /// Rewrites a request for `/chat/0.1/…` to `/chat/v1/…` ([`alias`]), its query kept; any other
@@ -262,7 +267,16 @@ mod tests {
             m.template("/chat/v1/tel%3A%2B1/subscriptions")
         );
         assert!(m.template("/chat/v1/tel%3A%2B1/subscriptions").is_some());
-        for other in ["/chat/0.2/u/subscriptions", "/v1/chat/0.1/x", "/chat/0.1"] {
+        assert_eq!(
+            alias("/notificationchannel/0.1/tel%3A%2B1/channels").as_deref(),
+            Some("/notificationchannel/v1/tel%3A%2B1/channels")
+        );
+        for other in [
+            "/chat/0.2/u/subscriptions",
+            "/v1/chat/0.1/x",
+            "/chat/0.1",
+            "/notificationchannel/0.1",
+        ] {
             assert_eq!(alias(other), None, "{other}");
         }
     }
