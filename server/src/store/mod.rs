@@ -233,6 +233,18 @@ pub fn after_session(session: &str) -> String {
     format!("{session}\u{0}")
 }
 
+/// A page's cursor (`after`, client input) as the backends' SQL compares it: `Some(-1)` for
+/// no cursor (before every row: no seq or outbox id is negative), `None` for one past what an `i64`
+/// can hold, which is past every row: the page is empty. Shared so that both backends read a
+/// cursor by one rule.
+pub fn cursor(after: Option<u64>) -> Option<i64> {
+    match after.map(i64::try_from) {
+        None => Some(-1),
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => None,
+    }
+}
+
 /// Everything the core keeps in memory, as read at start-up (messages stay in the store).
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -1068,6 +1080,34 @@ mod tests {
         assert!(next.as_str() < "sess-2");
     }
 
+    /// The lookups and purges of a test backend that stores no messages: nothing is found,
+    /// nothing is purged. A macro because trait methods cannot be shared by a function, and the
+    /// `Backend` trait keeps no defaults so that a real backend cannot forget one.
+    macro_rules! empty_lookups {
+        () => {
+            fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(None)
+            }
+            fn message_by_correlator(
+                &mut self,
+                _: &str,
+                _: &str,
+                _: &str,
+            ) -> Result<Option<String>, StoreError> {
+                Ok(None)
+            }
+            fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
+                Ok(Purged {
+                    deleted: 0,
+                    next: None,
+                })
+            }
+            fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
+                Ok(0)
+            }
+        };
+    }
+
     /// A backend whose database goes away on demand: while `away` is set, every commit, read
     /// and reconnection fails as unreachable; it records what was committed, in order.
     struct Flaky {
@@ -1105,26 +1145,7 @@ mod tests {
             }
             Ok(Vec::new())
         }
-        fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn message_by_correlator(
-            &mut self,
-            _: &str,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<String>, StoreError> {
-            Ok(None)
-        }
-        fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
-            Ok(Purged {
-                deleted: 0,
-                next: None,
-            })
-        }
-        fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
-            Ok(0)
-        }
+        empty_lookups!();
         fn unavailable(&self) -> bool {
             self.lost
         }
@@ -1238,26 +1259,7 @@ mod tests {
         ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
             Ok(Vec::new())
         }
-        fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn message_by_correlator(
-            &mut self,
-            _: &str,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<String>, StoreError> {
-            Ok(None)
-        }
-        fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
-            Ok(Purged {
-                deleted: 0,
-                next: None,
-            })
-        }
-        fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
-            Ok(0)
-        }
+        empty_lookups!();
     }
 
     /// A long outage's backlog is committed in groups of at most `MAX_GROUP` (one transaction
@@ -1297,16 +1299,17 @@ mod tests {
         assert_eq!(*ran.lock().unwrap(), (0..1300).collect::<Vec<_>>());
     }
 
-    /// A message-send batch as the core builds it: a ~400-byte message record, the counters,
-    /// two ~1 KiB outbox entries.
-    fn send_batch(i: u64) -> Batch {
+    /// A message-send batch as the core builds it (the shape `store_throughput`, the
+    /// PostgreSQL backend's tests and measurements use): the counters record, a ~400-byte
+    /// message `msg-{i}` in session `ses-bench`, two ~1 KiB outbox entries.
+    pub(super) fn send_batch(i: u64) -> Batch {
         Batch {
-            puts: vec![(Kind::Meta, "counters".into(), b"{}".to_vec())],
+            puts: vec![(Kind::Meta, "counters".into(), vec![b'c'; 60])],
             messages: vec![MessageRow {
-                session: "ses-1-x".into(),
+                session: "ses-bench".into(),
                 seq: i,
-                id: format!("msg-{i}-0123456789abcdef"),
-                sender: "tel:+1".into(),
+                id: format!("msg-{i}"),
+                sender: "tel:+15551230001".into(),
                 correlator: None,
                 value: vec![b'm'; 400],
                 sent_ms: Some(1),

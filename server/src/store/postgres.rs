@@ -869,10 +869,8 @@ impl Backend for Postgres {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         // A cursor past what a seq can be (client input) is past every message.
-        let after = match after.map(i64::try_from) {
-            None => -1,
-            Some(Ok(a)) => a,
-            Some(Err(_)) => return Ok(Vec::new()),
+        let Some(after) = super::cursor(after) else {
+            return Ok(Vec::new());
         };
         self.with(async move |c: &mut Conn| {
             c.client
@@ -928,10 +926,8 @@ impl Backend for Postgres {
         limit: usize,
     ) -> Result<Vec<DeadLetterRow>, StoreError> {
         // A cursor past what an id can be (client input) is past every dead letter.
-        let after = match after.map(i64::try_from) {
-            None => -1,
-            Some(Ok(a)) => a,
-            Some(Err(_)) => return Ok(Vec::new()),
+        let Some(after) = super::cursor(after) else {
+            return Ok(Vec::new());
         };
         self.with(async move |c: &mut Conn| {
             c.client
@@ -1135,6 +1131,7 @@ impl Backend for Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::send_batch;
     use crate::store::{MessageRow, after_session};
     use tokio_postgres::NoTls;
 
@@ -1412,33 +1409,6 @@ mod tests {
         );
         assert!(!a.unavailable());
         a.commit(&[&send_batch(1)]).unwrap();
-    }
-
-    /// A message-send batch as the core builds it (the shape `store_throughput` and the
-    /// engines bench use): the counters record, a ~400-byte message, two ~1 KiB outbox entries.
-    fn send_batch(i: u64) -> Batch {
-        Batch {
-            puts: vec![(Kind::Meta, "counters".into(), vec![b'c'; 60])],
-            messages: vec![MessageRow {
-                session: "ses-bench".into(),
-                seq: i,
-                id: format!("msg-{i}"),
-                sender: "tel:+15551230001".into(),
-                correlator: None,
-                value: vec![b'm'; 400],
-                sent_ms: Some(1),
-            }],
-            outbox: (0..2)
-                .map(|k| OutboxEntry {
-                    id: 2 * i + k,
-                    subscription: format!("sub-{k}"),
-                    body: vec![b'n'; 1024],
-                    created_ms: 1,
-                    progress: Progress::default(),
-                })
-                .collect(),
-            ..Batch::default()
-        }
     }
 
     /// Runs `f` `n` times; (per second, p50, p99) of its durations.
