@@ -245,6 +245,83 @@ pub fn cursor(after: Option<u64>) -> Option<i64> {
     }
 }
 
+/// The bookkeeping of one purge job ([`Backend::purge_messages`]), shared by the backends so
+/// that they differ only in how they query: the budget (a session visited or a message deleted
+/// is one unit), where the walk stands, what the job deleted and where the next one starts.
+/// A backend loops `while let Some(from) = walk.next_start()`: finds the first session at or
+/// after `from` (none: the round is over), calls [`PurgeWalk::visit`] for how many of its
+/// oldest messages to read, then [`PurgeWalk::head`] with them, and deletes through the seq
+/// that returns.
+pub struct PurgeWalk {
+    budget: usize,
+    work: usize,
+    room: usize,
+    done: Purged,
+}
+
+impl PurgeWalk {
+    /// A job from session `from` (inclusive; `""` for the first) with `budget` units. A visit
+    /// takes one unit: at least two leave room to delete, so every job makes progress.
+    pub fn new(from: &str, budget: usize) -> Self {
+        PurgeWalk {
+            budget: budget.max(2),
+            work: 0,
+            room: 0,
+            done: Purged {
+                deleted: 0,
+                next: Some(from.to_owned()),
+            },
+        }
+    }
+
+    /// Where to look for the next session (inclusive; [`after_session`] marks "just after"),
+    /// or `None` when the budget is spent: the job is over and the next one starts there. A
+    /// backend that finds no session at or after the start stops: the walk's place stays
+    /// empty, so [`PurgeWalk::done`] says the round is over.
+    pub fn next_start(&mut self) -> Option<String> {
+        let from = self.done.next.take()?;
+        if self.work >= self.budget {
+            self.done.next = Some(from);
+            return None;
+        }
+        Some(from)
+    }
+
+    /// A session was found: counts its visit and says how many of its oldest messages to read
+    /// (one more than may be deleted: that one tells whether the head goes on).
+    pub fn visit(&mut self) -> usize {
+        self.work += 1;
+        self.room = self.budget.saturating_sub(self.work);
+        self.room + 1
+    }
+
+    /// The visited `session`'s oldest messages as `(seq, sent_ms)` in seq order: counts what
+    /// expired before `before_ms` ([`expired_head`]) within the budget, sets where the walk goes
+    /// on (this session again when the budget cut its head short, else the next one), and
+    /// returns the seq through which to delete, if any.
+    pub fn head(&mut self, session: &str, rows: &[(i64, i64)], before_ms: i64) -> Option<i64> {
+        let times: Vec<i64> = rows.iter().map(|(_, t)| *t).collect();
+        let whole = expired_head(&times, before_ms);
+        let expired = whole.min(self.room);
+        self.work += expired;
+        self.done.deleted += expired;
+        self.done.next = Some(if whole > self.room {
+            session.to_owned()
+        } else {
+            after_session(session)
+        });
+        expired
+            .checked_sub(1)
+            .and_then(|i| rows.get(i))
+            .map(|(seq, _)| *seq)
+    }
+
+    /// What the job did.
+    pub fn done(self) -> Purged {
+        self.done
+    }
+}
+
 /// Everything the core keeps in memory, as read at start-up (messages stay in the store).
 #[derive(Debug, Default)]
 pub struct Snapshot {

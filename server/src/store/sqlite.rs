@@ -11,8 +11,8 @@
 
 use super::now_ms;
 use super::{
-    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot,
-    StoreError, after_session, expired_head, format,
+    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, PurgeWalk, Purged,
+    Snapshot, StoreError, format,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::ffi::c_int;
@@ -879,61 +879,38 @@ impl Backend for Sqlite {
         from: &str,
         budget: usize,
     ) -> Result<Purged, StoreError> {
-        // A visit takes one unit: two leave room to delete, so every job makes progress.
-        let budget = budget.max(2);
+        let mut walk = PurgeWalk::new(from, budget);
         let tx = self.conn.transaction().map_err(err)?;
-        let mut done = Purged {
-            deleted: 0,
-            next: Some(from.to_owned()),
-        };
         {
             let mut next_session = tx.prepare_cached(NEXT_SESSION_SQL).map_err(err)?;
             let mut head = tx.prepare_cached(HEAD_SQL).map_err(err)?;
             let mut delete = tx.prepare_cached(DELETE_HEAD_SQL).map_err(err)?;
-            let mut work = 0usize;
-            while let Some(from) = done.next.take() {
-                if work >= budget {
-                    done.next = Some(from);
-                    break;
-                }
+            while let Some(from) = walk.next_start() {
                 let session: Option<String> = next_session
                     .query_row(params![from], |r| r.get(0))
                     .optional()
                     .map_err(err)?;
                 // The walk is past the last session: the round is over.
                 let Some(session) = session else { break };
-                work += 1;
-                // One more row than may be deleted: tells whether the head goes on.
-                let room = budget.saturating_sub(work);
+                let read = walk.visit();
                 let rows = head
                     .query_map(
-                        params![session, i64::try_from(room + 1).unwrap_or(i64::MAX)],
+                        params![session, i64::try_from(read).unwrap_or(i64::MAX)],
                         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                     )
                     .map_err(err)?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                let times: Vec<i64> = rows.iter().map(|(_, t)| *t).collect();
-                let whole = expired_head(&times, before_ms);
-                let expired = whole.min(room);
-                if let Some((last, _)) = expired.checked_sub(1).and_then(|i| rows.get(i)) {
+                if let Some(last) = walk.head(&session, &rows, before_ms) {
                     delete.execute(params![session, last]).map_err(err)?;
                 }
-                work += expired;
-                done.deleted += expired;
-                // A head cut short by the budget: the next job starts on this session again.
-                done.next = Some(if whole > room {
-                    session
-                } else {
-                    after_session(&session)
-                });
             }
         }
         tx.commit().map_err(err)?;
         if self.frames.load(Ordering::Relaxed) >= FORCE_CHECKPOINT_FRAMES {
             self.checkpoint();
         }
-        Ok(done)
+        Ok(walk.done())
     }
 
     fn dead_letters(
@@ -1077,6 +1054,7 @@ fn row(session: &str, seq: u64, sender: &str, correlator: Option<&str>) -> super
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::after_session;
 
     #[test]
     fn commits_survive_reopening() {
