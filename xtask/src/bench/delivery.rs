@@ -12,15 +12,13 @@
 //! Writes `target/bench/delivery.md` and prints it; BENCHMARKS.md quotes it by hand.
 
 use super::baseline;
-use super::chat::{Format, Plan, Workload};
-use super::listen::Collector;
+use super::chat::{Format, Plan, Workload, chat_target};
 use super::load::{Options, StepResult, Target, run_step};
+use super::median;
 use super::proc::{self, NetapiChat, start_netapi_chat, start_netapi_chat_bin};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The token that opens `/metrics` on the servers of this phase.
@@ -56,19 +54,11 @@ struct Side {
 
 /// The number of store commits so far, from `/metrics` (the commit group size's `_count`).
 fn commits(addr: std::net::SocketAddr) -> Option<f64> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {METRICS_TOKEN}\r\nConnection: close\r\n\r\n"
+    super::metric(
+        addr,
+        METRICS_TOKEN,
+        "netapi_chat_store_commit_group_size_count",
     )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find(|l| l.starts_with("netapi_chat_store_commit_group_size_count"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
 }
 
 async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) -> Result<Side> {
@@ -78,15 +68,15 @@ async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) ->
         Some(b) => start_netapi_chat_bin(root, b, &label, &env)?,
         None => start_netapi_chat(root, &label, &env)?,
     };
-    let collector = Arc::new(Collector::default());
-    let workload = Workload::setup(chat.server.addr, &s.plan, Format::Json, &collector).await?;
-    let target = Target {
-        addr: chat.server.addr,
-        make: workload.make_request(Format::Json, s.text_len),
-        collector: Some(collector),
-        server_pid: Some(chat.server.pid()),
-        tap: None,
-    };
+    let (workload, target) = chat_target(
+        chat.server.addr,
+        &s.plan,
+        Format::Json,
+        s.text_len,
+        chat.server.pid(),
+        &[],
+    )
+    .await?;
     Ok(Side {
         name: name.to_owned(),
         chat: Some(chat),
@@ -95,19 +85,6 @@ async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) ->
         target,
         pool: Vec::new(),
         steps: vec![Vec::new(); s.rates.len()],
-    })
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
 }
 
