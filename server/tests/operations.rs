@@ -465,25 +465,7 @@ async fn metrics_follow_a_flow() {
     assert_eq!(sample(&before, "netapi_chat_sessions", &[]), Some(0.0));
 
     let bob = Listener::start().await;
-    let a = send(
-        "POST",
-        &server.urls().subscriptions("sip:bob@example.com"),
-        &[("content-type", "application/json")],
-        Some(&format!(
-            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-            bob.url
-        )),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let a = send(
-        "POST",
-        &server.urls().chat_sessions("tel:+15551230001"),
-        &[("content-type", "application/json")],
-        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
+    bob_invited(&server, &bob).await;
     bob.wait_for(1).await;
     let a = send(
         "GET",
@@ -600,25 +582,7 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     ]);
     let bob = Listener::start().await;
     bob.set_down(true);
-    let a = send(
-        "POST",
-        &server.urls().subscriptions("sip:bob@example.com"),
-        &[("content-type", "application/json")],
-        Some(&format!(
-            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-            bob.url
-        )),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let a = send(
-        "POST",
-        &server.urls().chat_sessions("tel:+15551230001"),
-        &[("content-type", "application/json")],
-        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
+    bob_invited(&server, &bob).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let failed = [("outcome", "failed")];
     let text = loop {
@@ -818,25 +782,7 @@ async fn summary_and_backup_go_through_the_running_server() {
     ]);
     let bob = Listener::start().await;
     bob.set_down(true);
-    let a = send(
-        "POST",
-        &server.url("sip:bob@example.com", "/subscriptions"),
-        &[("content-type", "application/json")],
-        Some(&format!(
-            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-            bob.url
-        )),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let a = send(
-        "POST",
-        &server.url("tel:+15551230001", "/chatSessions"),
-        &[("content-type", "application/json")],
-        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
+    let a = bob_invited(&server, &bob).await;
     let location = a.headers["location"].to_str().expect("location").to_owned();
     let sid = location.rsplit('/').next().expect("session id").to_owned();
     let a = send(
@@ -1039,4 +985,30 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
     );
     assert!(completed(&a).is_some(), "generated id {a} not logged");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The set-up of the metrics and admin tests: `sip:bob@example.com` subscribes (JSON, no
+/// `callbackData`) to `bob`, then `tel:+15551230001` invites him into a new 1-1 session; each
+/// step is asserted `201`. The session's creation answer, for its `Location`.
+async fn bob_invited(server: &Server, bob: &Listener) -> support::Answer {
+    let a = send(
+        "POST",
+        &server.urls().subscriptions("sip:bob@example.com"),
+        &[("content-type", "application/json")],
+        Some(&format!(
+            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
+            bob.url
+        )),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = send(
+        "POST",
+        &server.urls().chat_sessions("tel:+15551230001"),
+        &[("content-type", "application/json")],
+        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a
 }
