@@ -794,6 +794,24 @@ async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
     )
 }
 
+/// Reads `ws` up to its close (within 30 s, else fails saying `what` was expected): the close
+/// frame's code, `None` when the socket ended without one.
+async fn close_code(ws: &mut Socket, what: &str) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect(what)
+}
+
 async fn ack(ws: &mut Socket, id: &str) {
     use futures_util::SinkExt;
     ws.send(tokio_tungstenite::tungstenite::Message::Text(id.into()))
@@ -1029,8 +1047,6 @@ async fn a_browser_opens_a_socket_with_its_token_in_the_subprotocols_and_frames_
 /// not come again.
 #[tokio::test]
 async fn a_second_socket_takes_the_channel_over() {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
     let s = server(&[]);
     let ch = create_socket_channel(&s, A).await;
     subscribe(&s, A, &ch, "app").await;
@@ -1048,17 +1064,7 @@ async fn a_second_socket_takes_the_channel_over() {
         x,
         "sent again, same id"
     );
-    let closed = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match first.next().await {
-                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("the first socket is closed");
+    let closed = close_code(&mut first, "the first socket is closed").await;
     assert_eq!(closed, Some(1008));
     ack(&mut second, &x.0).await;
     invite(&s, B, A, "y").await;
@@ -1076,8 +1082,6 @@ async fn a_second_socket_takes_the_channel_over() {
 
 #[tokio::test]
 async fn deleting_a_channel_closes_its_socket() {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
     let s = server(&[]);
     let ch = create_socket_channel(&s, A).await;
     let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
@@ -1085,17 +1089,7 @@ async fn deleting_a_channel_closes_its_socket() {
         .unwrap();
     let a = send_empty("DELETE", ch.resource_url.as_deref().unwrap(), Format::Json).await;
     assert_eq!(a.status, 204);
-    let closed = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("the socket is closed");
+    let closed = close_code(&mut ws, "the socket is closed").await;
     assert_eq!(closed, Some(1001));
 }
 
