@@ -892,21 +892,19 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "chatMessage",
         "<text>x</tex>",
     );
-    let a = c
-        .raw("POST", &c.urls().messages(ALICE, &sid), &garbage)
-        .await;
-    c.refused("truncated body", &a, 400, "SVC0002");
     let wrong_root = body(
         r#"{"chatSubscription":{"text":"x"}}"#,
         "chatSubscription",
         "<text>x</text>",
     );
-    let a = c
-        .raw("POST", &c.urls().messages(ALICE, &sid), &wrong_root)
-        .await;
-    c.refused("wrong root", &a, 400, "SVC0002");
-    let a = c.raw("POST", &c.urls().messages(ALICE, &sid), "").await;
-    c.refused("empty body", &a, 400, "SVC0002");
+    for (what, b) in [
+        ("truncated body", garbage.as_str()),
+        ("wrong root", wrong_root.as_str()),
+        ("empty body", ""),
+    ] {
+        let a = c.raw("POST", &c.urls().messages(ALICE, &sid), b).await;
+        c.refused(what, &a, 400, "SVC0002");
+    }
     assert_eq!(
         c.subscription_count(DAVE).await,
         before_subs,
