@@ -82,15 +82,7 @@ async fn messages_at(l: &Listener, n: usize) -> Vec<(String, String)> {
             .all()
             .iter()
             .filter(|r| r.kind() == "messageNotification")
-            .map(|r| {
-                (
-                    r.id.clone(),
-                    r.decode::<MessageNotification>()
-                        .chat_message
-                        .expect("a message")
-                        .text,
-                )
-            })
+            .map(|r| r.id_and_text())
             .collect();
         if got.len() >= n {
             return Ok(got);

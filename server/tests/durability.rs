@@ -280,18 +280,7 @@ async fn a_callback_that_was_down_gets_everything_in_order_with_the_same_ids() {
     lb.set_down(false);
 
     let got = lb.wait_for(6).await;
-    let messages: Vec<(String, String)> = got[1..]
-        .iter()
-        .map(|r| {
-            (
-                r.id.clone(),
-                r.decode::<MessageNotification>()
-                    .chat_message
-                    .expect("a message")
-                    .text,
-            )
-        })
-        .collect();
+    let messages: Vec<(String, String)> = got[1..].iter().map(|r| r.id_and_text()).collect();
     let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
         texts,
