@@ -254,35 +254,31 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
         sides.push(side(root, s, kind).await?);
     }
     // A warm-up step each, so that connections and caches are up before anything counts.
-    for side in sides.iter_mut() {
-        run_step(
+    super::warm_up(
+        sides.iter_mut().map(|s| (&s.target, &mut s.pool)),
+        &s.opts,
+        500,
+        s.rates[0],
+    )
+    .await?;
+    for (round, r, i, step) in super::rotation(sides.len(), s.rounds, s.rates.len(), 500) {
+        let side = &mut sides[i];
+        let res = run_step(
             &side.target,
             &mut side.pool,
             &s.opts,
-            500,
-            s.rates[0],
-            s.opts.warmup,
+            step,
+            s.rates[r],
+            s.step,
         )
         .await?;
-    }
-    let mut step = 500u32;
-    for round in 0..s.rounds {
-        for (r, rate) in s.rates.iter().enumerate() {
-            let n = sides.len();
-            for k in 0..n {
-                let side = &mut sides[(k + round) % n];
-                step += 1;
-                let res =
-                    run_step(&side.target, &mut side.pool, &s.opts, step, *rate, s.step).await?;
-                println!(
-                    "  dead receivers: {} round {}: {}",
-                    side.kind.name(),
-                    round + 1,
-                    super::report::step_line(&res)
-                );
-                side.steps[r].push(res);
-            }
-        }
+        println!(
+            "  dead receivers: {} round {}: {}",
+            side.kind.name(),
+            round + 1,
+            super::report::step_line(&res)
+        );
+        side.steps[r].push(res);
     }
     let mut ends = Vec::new();
     for side in sides.iter_mut() {

@@ -117,44 +117,40 @@ pub async fn run(
         sides.push(chat_side(root, s, "before", Some(b)).await?);
     }
     sides.push(chat_side(root, s, "after", None).await?);
-    for side in sides.iter_mut() {
-        run_step(
+    super::warm_up(
+        sides.iter_mut().map(|s| (&s.target, &mut s.pool)),
+        &s.opts,
+        300,
+        s.rates[0],
+    )
+    .await?;
+    for (round, r, i, step) in super::rotation(sides.len(), s.rounds, s.rates.len(), 300) {
+        let side = &mut sides[i];
+        let c0 = commits(side.target.addr);
+        let res = run_step(
             &side.target,
             &mut side.pool,
             &s.opts,
-            300,
-            s.rates[0],
-            s.opts.warmup,
+            step,
+            s.rates[r],
+            s.step,
         )
         .await?;
-    }
-    let mut step = 300u32;
-    for round in 0..s.rounds {
-        for (r, rate) in s.rates.iter().enumerate() {
-            let n = sides.len();
-            for k in 0..n {
-                let side = &mut sides[(k + round) % n];
-                step += 1;
-                let c0 = commits(side.target.addr);
-                let res =
-                    run_step(&side.target, &mut side.pool, &s.opts, step, *rate, s.step).await?;
-                let c1 = commits(side.target.addr);
-                let per_msg = match (c0, c1) {
-                    (Some(a), Some(b)) if res.ok > 0 => Some((b - a) / res.ok as f64),
-                    _ => None,
-                };
-                println!(
-                    "  delivery {} round {}: {}{}",
-                    side.name,
-                    round + 1,
-                    super::report::step_line(&res),
-                    per_msg
-                        .map(|c| format!(", {c:.2} commits/msg"))
-                        .unwrap_or_default()
-                );
-                side.steps[r].push((res, per_msg));
-            }
-        }
+        let c1 = commits(side.target.addr);
+        let per_msg = match (c0, c1) {
+            (Some(a), Some(b)) if res.ok > 0 => Some((b - a) / res.ok as f64),
+            _ => None,
+        };
+        println!(
+            "  delivery {} round {}: {}{}",
+            side.name,
+            round + 1,
+            super::report::step_line(&res),
+            per_msg
+                .map(|c| format!(", {c:.2} commits/msg"))
+                .unwrap_or_default()
+        );
+        side.steps[r].push((res, per_msg));
     }
     for side in sides.iter_mut() {
         if let Some(c) = side.chat.as_mut()

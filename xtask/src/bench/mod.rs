@@ -588,6 +588,44 @@ fn delivery_settings(smoke: bool) -> delivery::Settings {
     }
 }
 
+/// One step of each side at `rate` before anything counts (step number `step`), so that
+/// connections and caches are up: the warm-up of the phases that compare servers.
+async fn warm_up<'a>(
+    sides: impl IntoIterator<Item = (&'a Target, &'a mut Vec<http::Conn>)>,
+    opts: &Options,
+    step: u32,
+    rate: u32,
+) -> Result<()> {
+    for (target, pool) in sides {
+        load::run_step(target, pool, opts, step, rate, opts.warmup).await?;
+    }
+    Ok(())
+}
+
+/// The order in which the phases that compare servers (delivery, dead receivers) run their
+/// steps: `rounds` rounds, each running every rate on every side, the side order rotated by
+/// one each round so that no side always runs first or right after the same other. Each
+/// entry is (round, rate index, side index, step number), the step numbers following
+/// `after` (the warm-up's). One rule for both phases, so that their tables compare alike.
+fn rotation(
+    sides: usize,
+    rounds: usize,
+    rates: usize,
+    after: u32,
+) -> Vec<(usize, usize, usize, u32)> {
+    let mut order = Vec::with_capacity(sides * rounds * rates);
+    let mut step = after;
+    for round in 0..rounds {
+        for r in 0..rates {
+            for k in 0..sides {
+                step += 1;
+                order.push((round, r, (k + round) % sides, step));
+            }
+        }
+    }
+    order
+}
+
 /// The median of `v`, `None` when it is empty: the figure the phases that alternate their
 /// sides (cost, delivery, dead receivers) report per side, so that one noisy step does not move it.
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -843,4 +881,30 @@ async fn long_phase(root: &Path, ls: &long::Settings, smoke: bool, command: &str
         bail!("the restart after the long run failed: {e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    /// Each round starts one side later, every rate runs on every side in each round, and the
+    /// step numbers follow the warm-up's.
+    #[test]
+    fn each_round_starts_one_side_later() {
+        assert_eq!(
+            super::rotation(3, 2, 2, 10),
+            [
+                (0, 0, 0, 11),
+                (0, 0, 1, 12),
+                (0, 0, 2, 13),
+                (0, 1, 0, 14),
+                (0, 1, 1, 15),
+                (0, 1, 2, 16),
+                (1, 0, 1, 17),
+                (1, 0, 2, 18),
+                (1, 0, 0, 19),
+                (1, 1, 1, 20),
+                (1, 1, 2, 21),
+                (1, 1, 0, 22),
+            ]
+        );
+    }
 }
