@@ -366,27 +366,7 @@ async fn deleting_a_channel_ends_an_open_poll_with_404() {
         let ch = create_channel(&s, A, f, None, None).await;
         let sub = subscribe(&s, A, &ch, "alice").await;
         let url = channel_url(&ch);
-        let open = tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap();
-            let r = client
-                .post(&url)
-                .bearer_auth(support::APP_TOKEN)
-                .header("accept", f.media_type())
-                .send()
-                .await
-                .expect("the poll is answered");
-            let status = r.status().as_u16();
-            let ct = r
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            (status, ct, r.text().await.unwrap_or_default())
-        });
+        let open = spawn_poll(url, Some(f));
         // Let the poll reach the server and wait (ordering only: a poll arriving after the
         // deletion gets the same 404, so this cannot make the test pass wrongly).
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -732,6 +712,35 @@ async fn a_channel_that_is_not_polled_is_bounded_by_the_backlog_cap() {
             .and_then(|n| n.subject.as_deref()),
         Some("three")
     );
+}
+
+/// Opens a long poll on the channel at `url` in the background, as the application
+/// (`Accept: accept` when given), for the tests that end it from outside (a deletion, a
+/// shutdown); its answer's (status, Content-Type, body). The client's 30 s timeout fails the
+/// test should nothing end the poll.
+fn spawn_poll(
+    url: String,
+    accept: Option<Format>,
+) -> tokio::task::JoinHandle<(u16, String, String)> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut request = client.post(&url).bearer_auth(support::APP_TOKEN);
+        if let Some(f) = accept {
+            request = request.header("accept", f.media_type());
+        }
+        let r = request.send().await.expect("the poll is answered");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, ct, r.text().await.unwrap_or_default())
+    })
 }
 
 // ------------------------------------------------------------------------------ WebSockets
@@ -1137,19 +1146,7 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
     ]);
     let ch = create_channel(&s, A, Format::Json, None, None).await;
     let url = channel_url(&ch);
-    let open = tokio::spawn(async move {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let r = client
-            .post(&url)
-            .bearer_auth(support::APP_TOKEN)
-            .send()
-            .await
-            .expect("the poll is answered");
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
-    });
+    let open = spawn_poll(url, None);
     // Ordering only (a poll arriving during the stop is answered at once too).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = std::process::Command::new("kill")
@@ -1157,7 +1154,7 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
         .status()
         .expect("kill");
     assert!(status.success());
-    let (code, body) = open.await.unwrap();
+    let (code, _, body) = open.await.unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, r#"{"notificationList":{}}"#);
 }
