@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, Tmpfs, send, send_authorized};
+use support::{Listener, Server, Tmpfs, send, send_authorized, within};
 
 // ---------------------------------------------------------------- item 2: health
 
@@ -627,18 +627,18 @@ async fn status_with(server: &Server, token: &str, user: &str) -> u16 {
 /// Polls [`status_with`] until it is `wanted` (the server looks at the token file at most every
 /// 250 ms); panics with the last status after 10 s.
 async fn becomes(server: &Server, token: &str, user: &str, wanted: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status_with(server, token, user).await;
-        if status == wanted {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {status} for {user}, expected {wanted}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    within(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            let status = status_with(server, token, user).await;
+            if status == wanted {
+                return Ok(());
+            }
+            Err(format!("still {status} for {user}, expected {wanted}"))
+        },
+    )
+    .await
 }
 
 /// `tokens …` run against `server`'s data directory.

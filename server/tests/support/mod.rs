@@ -47,4 +47,4 @@ pub use server::{
     user_token,
 };
 pub use tmpfs::Tmpfs;
-pub use wait::within_20s;
+pub use wait::{within, within_20s};
