@@ -493,44 +493,37 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         report.secs,
         path.display()
     );
-    // The smoke run also runs a tiny long run, so that harness cannot rot either; its section
-    // goes into the same smoke file, never into the committed BENCHMARKS.md.
-    let long_smoke = if smoke {
-        let ls = long::Settings::smoke(settings.plan);
-        rt.block_on(long_phase(root, &ls, true, "cargo xtask bench --smoke"))
-            .map_err(|e| println!("bench: the long run (smoke) failed: {e:#}"))
+    // The smoke run also runs a tiny phase of each other kind, so that no harness can rot;
+    // their sections go into the same smoke file, never into the committed BENCHMARKS.md.
+    // Each says whether it failed (and why, on the output).
+    fn failed_smoke<T>(what: &str, r: Result<T>) -> bool {
+        r.map_err(|e| println!("bench: the {what} (smoke) failed: {e:#}"))
             .is_err()
-    } else {
-        false
+    }
+    const SMOKE: &str = "cargo xtask bench --smoke";
+    // A tiny long run.
+    let long_smoke = smoke && {
+        let ls = long::Settings::smoke(settings.plan);
+        failed_smoke("long run", rt.block_on(long_phase(root, &ls, true, SMOKE)))
     };
-    // And a tiny delivery-cost phase (baseline and this build), so that harness cannot rot.
+    // A tiny delivery-cost phase (baseline and this build).
     let delivery_smoke = smoke
-        && rt
-            .block_on(delivery::run(
-                root,
-                &delivery_settings(true),
-                None,
-                "cargo xtask bench --smoke",
-            ))
-            .map_err(|e| println!("bench: the delivery phase (smoke) failed: {e:#}"))
-            .is_err();
-    // And a tiny channel phase, so that harness cannot rot either.
+        && failed_smoke(
+            "delivery phase",
+            rt.block_on(delivery::run(root, &delivery_settings(true), None, SMOKE)),
+        );
+    // A tiny channel phase.
     let channels_smoke = smoke
-        && rt
-            .block_on(channels::run(
-                root,
-                &channel_settings(true),
-                true,
-                "cargo xtask bench --smoke",
-            ))
-            .map_err(|e| println!("bench: the channel phase (smoke) failed: {e:#}"))
-            .is_err();
-    // And a tiny dead-receivers phase, into the smoke file.
+        && failed_smoke(
+            "channel phase",
+            rt.block_on(channels::run(root, &channel_settings(true), true, SMOKE)),
+        );
+    // A tiny dead-receivers phase.
     let dead_smoke = smoke
-        && rt
-            .block_on(dead_phase(root, true, "cargo xtask bench --smoke"))
-            .map_err(|e| println!("bench: the dead-receivers phase (smoke) failed: {e:#}"))
-            .is_err();
+        && failed_smoke(
+            "dead-receivers phase",
+            rt.block_on(dead_phase(root, true, SMOKE)),
+        );
     rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [
         ("baseline", report.baseline.is_err()),
