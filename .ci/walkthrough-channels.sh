@@ -29,22 +29,11 @@ printf '%s\n' "$TERMINAL" | grep -q 'ALLOW_LOOPBACK' && fail "channels must not 
 printf '%s\n' "$SESSION" | grep -qF 127.0.0.1:8080 || fail "the session no longer uses 127.0.0.1:8080"
 if printf '%s\n' "$SESSION" | grep -q 'xtask listen'; then fail "the session starts a listener"; fi
 
-PORT=$(pick_port 8080)
-say "server port $PORT"
+SERVER_PORT=$(pick_port 8080)
+say "server port $SERVER_PORT"
 
-CARGO=$(type -P cargo) || fail "cargo is not on PATH"
-cargo() {
-    if [ "${1:-}" = run ] && [ "${2:-}" = --release ]; then
-        shift 2
-        local profile=()
-        [ "${WALKTHROUGH_PROFILE:-debug}" = release ] && profile=(--release)
-        cd "$ROOT"
-        NETAPI_CHAT_DATA_DIR="$TMP/netapi-chat-data" NETAPI_CHAT_BIND="127.0.0.1:$PORT" \
-            exec "$CARGO" run --quiet "${profile[@]}" --bin netapi-chat "$@"
-    fi
-    cd "$ROOT"
-    exec "$CARGO" "$@"
-}
+# `cargo` as the README's lines call it: see readme_cargo in walkthrough-lib.sh.
+readme_cargo
 line=$(printf '%s\n' "$TERMINAL" | sed -e 's/#.*//' | grep -v '^ *$')
 say "terminal: $line"
 (eval "$line") >"$TMP/server.log" 2>&1 &
@@ -56,7 +45,7 @@ for _ in $(seq 6000); do
 done
 grep -q 'netapi-chat listening on' "$TMP/server.log" || fail "the server did not start"
 
-printf '%s\n' "$SESSION" | sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT/g" >"$TMP/session.sh"
+printf '%s\n' "$SESSION" | sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$SERVER_PORT/g" >"$TMP/session.sh"
 say "running the session block in $TMP"
 (cd "$TMP" && timeout 120 bash -euo pipefail "$TMP/session.sh") >"$TMP/session.log" 2>&1 ||
     fail "the session block failed"

@@ -2,7 +2,8 @@
 # What the README walkthrough checks share (sourced by .ci/walkthrough.sh and
 # .ci/walkthrough-channels.sh, not run): messages, curl, a temporary directory whose
 # background processes are stopped (and logs shown on failure) at exit, the README section's
-# ```sh blocks, and free ports. The caller sets README and WALKTHROUGH_NAME first.
+# ```sh blocks, free ports, and `cargo` as the README's lines call it. The caller sets README
+# and WALKTHROUGH_NAME first.
 
 say() { echo "$WALKTHROUGH_NAME: $*" >&2; }
 fail() {
@@ -80,4 +81,25 @@ pick_port() {
         fi
     done
     fail "no free port found"
+}
+
+# Defines `cargo` as the README's lines call it: `cargo run --release` runs the server from the
+# repository (a debug build unless WALKTHROUGH_PROFILE=release) with its data directory in TMP
+# and bound to 127.0.0.1:$SERVER_PORT; any other `cargo …` (e.g. `cargo xtask listen`) runs in
+# the repository. Each call execs: the README's lines run it in a subshell. The caller sets
+# ROOT, TMP and SERVER_PORT first.
+readme_cargo() {
+    CARGO=$(type -P cargo) || fail "cargo is not on PATH"
+    cargo() {
+        if [ "${1:-}" = run ] && [ "${2:-}" = --release ]; then
+            shift 2
+            local profile=()
+            [ "${WALKTHROUGH_PROFILE:-debug}" = release ] && profile=(--release)
+            cd "$ROOT"
+            NETAPI_CHAT_DATA_DIR="$TMP/netapi-chat-data" NETAPI_CHAT_BIND="127.0.0.1:$SERVER_PORT" \
+                exec "$CARGO" run --quiet "${profile[@]}" --bin netapi-chat "$@"
+        fi
+        cd "$ROOT"
+        exec "$CARGO" "$@"
+    }
 }

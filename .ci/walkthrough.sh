@@ -66,21 +66,8 @@ ports() {
 }
 
 # --- the three terminals ---------------------------------------------------------------------
-# `cargo` as the README's lines call it: the server runs from the repository, with its data
-# directory in the temporary working directory and the chosen port; `cargo xtask` too.
-CARGO=$(type -P cargo) || fail "cargo is not on PATH"
-cargo() {
-    if [ "${1:-}" = run ] && [ "${2:-}" = --release ]; then
-        shift 2
-        local profile=()
-        [ "${WALKTHROUGH_PROFILE:-debug}" = release ] && profile=(--release)
-        cd "$ROOT"
-        NETAPI_CHAT_DATA_DIR="$TMP/netapi-chat-data" NETAPI_CHAT_BIND="127.0.0.1:$SERVER_PORT" \
-            exec "$CARGO" run --quiet "${profile[@]}" --bin netapi-chat "$@"
-    fi
-    cd "$ROOT"
-    exec "$CARGO" "$@"
-}
+# `cargo` as the README's lines call it: see readme_cargo in walkthrough-lib.sh.
+readme_cargo
 # `netapi-chat` as if installed: the repository's binary, built like the server.
 PROFILE_ARGS=""
 [ "${WALKTHROUGH_PROFILE:-debug}" = release ] && PROFILE_ARGS=--release

@@ -195,6 +195,24 @@ fn obj<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
         .ok_or_else(|| anyhow!("{what} must be an object"))
 }
 
+/// The `maxLength` of `schema` (a property's, or its items' for a list, or a query
+/// parameter's), checked: a non-negative integer, on a string only. One reading for properties
+/// and query parameters, so that both refuse the same spec errors; `what` names the place
+/// in the error.
+fn max_length(schema: &Value, ty: &FieldType, what: &str) -> Result<Option<u64>> {
+    let Some(v) = schema.get("maxLength") else {
+        return Ok(None);
+    };
+    let n = v
+        .as_u64()
+        .ok_or_else(|| anyhow!("{what}: maxLength must be a non-negative integer"))?;
+    ensure!(
+        *ty == FieldType::String,
+        "{what}: maxLength is only supported on strings"
+    );
+    Ok(Some(n))
+}
+
 fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key)
         .and_then(Value::as_str)
@@ -311,19 +329,7 @@ fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
         } else {
             p
         };
-        let max_length = match leaf.get("maxLength") {
-            None => None,
-            Some(v) => {
-                let n = v.as_u64().ok_or_else(|| {
-                    anyhow!("schema `{name}` property `{pname}`: maxLength must be a non-negative integer")
-                })?;
-                ensure!(
-                    ty == FieldType::String,
-                    "schema `{name}` property `{pname}`: maxLength is only supported on strings"
-                );
-                Some(n)
-            }
-        };
+        let max_length = max_length(leaf, &ty, &format!("schema `{name}` property `{pname}`"))?;
         fields.push(Field {
             name: pname.clone(),
             description: text(p, "description"),
@@ -566,20 +572,7 @@ fn query_params_of(raw: &Value, params: &Value, what: &str) -> Result<Vec<QueryP
                 "{what}: query parameter `{name}`: default {d} is out of its bounds"
             );
         }
-        let max_length = match schema.get("maxLength") {
-            None => None,
-            Some(v) => {
-                ensure!(
-                    ty == FieldType::String,
-                    "{what}: query parameter `{name}`: maxLength is only supported on strings"
-                );
-                Some(v.as_u64().ok_or_else(|| {
-                    anyhow!(
-                        "{what}: query parameter `{name}`: maxLength must be a non-negative integer"
-                    )
-                })?)
-            }
-        };
+        let max_length = max_length(schema, &ty, &format!("{what}: query parameter `{name}`"))?;
         out.push(QueryParam {
             name,
             description: text(p, "description"),

@@ -9,6 +9,20 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The `429` of both limits: `POL2005` with `text` (`%1` the limit, `%2` the wait), the wait
+/// also in `Retry-After` (whole seconds), counted in the rate-limited metric as `kind`. One
+/// builder so that a client handles both refusals alike.
+fn too_many(text: &str, limit: String, wait: f64, kind: &'static str) -> ApiError {
+    let mut e = ApiError::policy("POL2005", text, limit);
+    e.variables.push(format!("{wait}"));
+    crate::metrics::rate_limited(kind);
+    e.status = http::StatusCode::TOO_MANY_REQUESTS;
+    if let Ok(v) = http::HeaderValue::from_str(&format!("{wait}")) {
+        e.headers.push((http::header::RETRY_AFTER, v));
+    }
+    e
+}
+
 /// Buckets of every token seen.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -50,18 +64,12 @@ impl RateLimiter {
             return Ok(());
         }
         let wait = ((1.0 - *tokens) / self.rate).ceil().max(1.0);
-        let mut e = ApiError::policy(
-            "POL2005",
+        Err(too_many(
             "Maximum number of requests exceeded: %1 requests a second for this token; retry after %2 s",
             format!("{}", self.rate),
-        );
-        e.variables.push(format!("{wait}"));
-        crate::metrics::rate_limited("requests");
-        e.status = http::StatusCode::TOO_MANY_REQUESTS;
-        if let Ok(v) = http::HeaderValue::from_str(&format!("{wait}")) {
-            e.headers.push((http::header::RETRY_AFTER, v));
-        }
-        Err(e)
+            wait,
+            "requests",
+        ))
     }
 }
 
@@ -115,18 +123,12 @@ impl AuthFailures {
         match seen.get(&Self::key(ip)) {
             Some((count, start)) if *count >= self.limit && now < *start + self.window => {
                 let wait = (*start + self.window - now).as_secs_f64().ceil().max(1.0);
-                let mut e = ApiError::policy(
-                    "POL2005",
+                Err(too_many(
                     "Maximum number of requests exceeded: %1 failed authentications from this address; retry after %2 s",
                     self.limit.to_string(),
-                );
-                e.variables.push(format!("{wait}"));
-                crate::metrics::rate_limited("auth_failures");
-                e.status = http::StatusCode::TOO_MANY_REQUESTS;
-                if let Ok(v) = http::HeaderValue::from_str(&format!("{wait}")) {
-                    e.headers.push((http::header::RETRY_AFTER, v));
-                }
-                Err(e)
+                    wait,
+                    "auth_failures",
+                ))
             }
             _ => Ok(()),
         }

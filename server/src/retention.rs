@@ -125,77 +125,96 @@ pub fn start(store: Store, settings: Retention) {
 async fn run(store: Store, settings: Retention) {
     let mut batch = FIRST_BATCH;
     loop {
-        let mut purged = 0usize;
-        let mut from = String::new();
-        loop {
-            let cutoff = cutoff_ms(now_ms(), settings.keep);
-            // Timed on the store thread: the job itself, not its wait in the queue.
-            let start = from.clone();
-            let job = move |b: &mut dyn crate::store::Backend| {
-                let t = std::time::Instant::now();
-                b.purge_messages(cutoff, &start, batch)
-                    .map(|p| (p, t.elapsed()))
-            };
-            match store.read(job).await {
-                Ok(Ok((p, took))) => {
-                    purged += p.deleted;
-                    batch = next_batch(batch, took);
-                    match p.next {
-                        Some(next) => {
-                            from = next;
-                            tokio::time::sleep(PAUSE).await;
-                        }
-                        None => break,
-                    }
-                }
-                // Nothing in memory depends on a purge: the next round tries again.
-                Ok(Err(e)) => {
-                    tracing::warn!(
-                        error = e,
-                        "purging messages past retention failed; retried at the next round"
-                    );
-                    break;
-                }
-                // The store has stopped (shutdown, or fail-stop).
-                Err(_) => return,
-            }
-        }
+        let messages = purge(
+            &store,
+            settings.keep,
+            &mut batch,
+            "messages",
+            |b, cutoff, from, batch| {
+                b.purge_messages(cutoff, from, batch)
+                    .map(|p| (p.deleted, p.next))
+            },
+        );
+        let Some(purged) = messages.await else { return };
         if purged > 0 {
             tracing::info!(messages = purged, "messages past retention purged");
         }
-        // Dead letters buried before the cutoff, in jobs of the same adapted size.
-        let mut dead = 0usize;
-        loop {
-            let cutoff = cutoff_ms(now_ms(), settings.keep);
-            let job = move |b: &mut dyn crate::store::Backend| {
-                let t = std::time::Instant::now();
+        // Dead letters buried before the cutoff, in jobs of the same adapted size; a job that
+        // used its whole batch may have left some.
+        let dead = purge(
+            &store,
+            settings.keep,
+            &mut batch,
+            "dead letters",
+            |b, cutoff, _, batch| {
                 b.purge_dead_letters(cutoff, batch)
-                    .map(|n| (n, t.elapsed()))
-            };
-            match store.read(job).await {
-                Ok(Ok((n, took))) => {
-                    dead += n;
-                    let full = n >= batch;
-                    batch = next_batch(batch, took);
-                    if !full {
-                        break;
-                    }
-                    tokio::time::sleep(PAUSE).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(
-                        error = e,
-                        "purging dead letters past retention failed; retried at the next round"
-                    );
-                    break;
-                }
-                Err(_) => return,
-            }
-        }
+                    .map(|n| (n, (n >= batch).then(String::new)))
+            },
+        );
+        let Some(dead) = dead.await else { return };
         if dead > 0 {
             tracing::info!(dead_letters = dead, "dead letters past retention purged");
         }
         tokio::time::sleep(settings.interval).await;
+    }
+}
+
+/// One round's purge of `what`, in jobs on the store thread [`PAUSE`] apart, each sized by
+/// [`next_batch`] from how long the last one held the thread (the job itself is timed there,
+/// not its wait in the queue): `job(backend, cutoff, from, batch)` deletes what was sent or
+/// buried before the cutoff, from `from` on, and says how many it deleted and where the next
+/// job starts (`None`: the round is over). How many went; a failed job ends the round (nothing
+/// in memory depends on a purge: the next round tries again); `None` when the store has
+/// stopped (shutdown, or fail-stop). One loop for messages and dead letters, so both keep to
+/// the same budget.
+async fn purge<J>(
+    store: &Store,
+    keep: Duration,
+    batch: &mut usize,
+    what: &str,
+    job: J,
+) -> Option<usize>
+where
+    J: Fn(
+            &mut dyn crate::store::Backend,
+            i64,
+            &str,
+            usize,
+        ) -> Result<(usize, Option<String>), crate::store::StoreError>
+        + Clone
+        + Send
+        + 'static,
+{
+    let mut total = 0usize;
+    let mut from = String::new();
+    loop {
+        let cutoff = cutoff_ms(now_ms(), keep);
+        let (start, size, job) = (from.clone(), *batch, job.clone());
+        let timed = move |b: &mut dyn crate::store::Backend| {
+            let t = std::time::Instant::now();
+            job(b, cutoff, &start, size).map(|done| (done, t.elapsed()))
+        };
+        match store.read(timed).await {
+            Ok(Ok(((deleted, next), took))) => {
+                total += deleted;
+                *batch = next_batch(*batch, took);
+                match next {
+                    Some(next) => {
+                        from = next;
+                        tokio::time::sleep(PAUSE).await;
+                    }
+                    None => return Some(total),
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    error = e,
+                    "purging {what} past retention failed; retried at the next round"
+                );
+                return Some(total);
+            }
+            Err(_) => return None,
+        }
     }
 }
 

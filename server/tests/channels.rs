@@ -366,27 +366,7 @@ async fn deleting_a_channel_ends_an_open_poll_with_404() {
         let ch = create_channel(&s, A, f, None, None).await;
         let sub = subscribe(&s, A, &ch, "alice").await;
         let url = channel_url(&ch);
-        let open = tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap();
-            let r = client
-                .post(&url)
-                .bearer_auth(support::APP_TOKEN)
-                .header("accept", f.media_type())
-                .send()
-                .await
-                .expect("the poll is answered");
-            let status = r.status().as_u16();
-            let ct = r
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            (status, ct, r.text().await.unwrap_or_default())
-        });
+        let open = spawn_poll(url, Some(f));
         // Let the poll reach the server and wait (ordering only: a poll arriving after the
         // deletion gets the same 404, so this cannot make the test pass wrongly).
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -734,6 +714,35 @@ async fn a_channel_that_is_not_polled_is_bounded_by_the_backlog_cap() {
     );
 }
 
+/// Opens a long poll on the channel at `url` in the background, as the application
+/// (`Accept: accept` when given), for the tests that end it from outside (a deletion, a
+/// shutdown); its answer's (status, Content-Type, body). The client's 30 s timeout fails the
+/// test should nothing end the poll.
+fn spawn_poll(
+    url: String,
+    accept: Option<Format>,
+) -> tokio::task::JoinHandle<(u16, String, String)> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut request = client.post(&url).bearer_auth(support::APP_TOKEN);
+        if let Some(f) = accept {
+            request = request.header("accept", f.media_type());
+        }
+        let r = request.send().await.expect("the poll is answered");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, ct, r.text().await.unwrap_or_default())
+    })
+}
+
 // ------------------------------------------------------------------------------ WebSockets
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -792,6 +801,24 @@ async fn frame(ws: &mut Socket, f: Format) -> (String, String) {
         frame.header("webhook-id").to_owned(),
         n.subject.unwrap_or_default(),
     )
+}
+
+/// Reads `ws` up to its close (within 30 s, else fails saying `what` was expected): the close
+/// frame's code, `None` when the socket ended without one.
+async fn close_code(ws: &mut Socket, what: &str) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect(what)
 }
 
 async fn ack(ws: &mut Socket, id: &str) {
@@ -1029,8 +1056,6 @@ async fn a_browser_opens_a_socket_with_its_token_in_the_subprotocols_and_frames_
 /// not come again.
 #[tokio::test]
 async fn a_second_socket_takes_the_channel_over() {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
     let s = server(&[]);
     let ch = create_socket_channel(&s, A).await;
     subscribe(&s, A, &ch, "app").await;
@@ -1048,17 +1073,7 @@ async fn a_second_socket_takes_the_channel_over() {
         x,
         "sent again, same id"
     );
-    let closed = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match first.next().await {
-                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("the first socket is closed");
+    let closed = close_code(&mut first, "the first socket is closed").await;
     assert_eq!(closed, Some(1008));
     ack(&mut second, &x.0).await;
     invite(&s, B, A, "y").await;
@@ -1076,8 +1091,6 @@ async fn a_second_socket_takes_the_channel_over() {
 
 #[tokio::test]
 async fn deleting_a_channel_closes_its_socket() {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
     let s = server(&[]);
     let ch = create_socket_channel(&s, A).await;
     let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
@@ -1085,17 +1098,7 @@ async fn deleting_a_channel_closes_its_socket() {
         .unwrap();
     let a = send_empty("DELETE", ch.resource_url.as_deref().unwrap(), Format::Json).await;
     assert_eq!(a.status, 204);
-    let closed = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("the socket is closed");
+    let closed = close_code(&mut ws, "the socket is closed").await;
     assert_eq!(closed, Some(1001));
 }
 
@@ -1143,19 +1146,7 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
     ]);
     let ch = create_channel(&s, A, Format::Json, None, None).await;
     let url = channel_url(&ch);
-    let open = tokio::spawn(async move {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let r = client
-            .post(&url)
-            .bearer_auth(support::APP_TOKEN)
-            .send()
-            .await
-            .expect("the poll is answered");
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
-    });
+    let open = spawn_poll(url, None);
     // Ordering only (a poll arriving during the stop is answered at once too).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = std::process::Command::new("kill")
@@ -1163,7 +1154,7 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
         .status()
         .expect("kill");
     assert!(status.success());
-    let (code, body) = open.await.unwrap();
+    let (code, _, body) = open.await.unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, r#"{"notificationList":{}}"#);
 }

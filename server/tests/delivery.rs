@@ -18,7 +18,7 @@ use netapi_chat_runtime::Format;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, chat, docs, send_empty};
+use support::{Listener, Server, chat, docs, send_empty, within_20s};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -77,62 +77,46 @@ async fn send_message(srv: &Server, sid: &str, text: &str) {
 /// Waits (up to 20 s) until `l` received `n` message notifications; returns them as
 /// (`webhook-id`, text), in arrival order.
 async fn messages_at(l: &Listener, n: usize) -> Vec<(String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    within_20s(Duration::from_millis(20), async || {
         let got: Vec<(String, String)> = l
             .all()
             .iter()
             .filter(|r| r.kind() == "messageNotification")
-            .map(|r| {
-                (
-                    r.id.clone(),
-                    r.decode::<MessageNotification>()
-                        .chat_message
-                        .expect("a message")
-                        .text,
-                )
-            })
+            .map(|r| r.id_and_text())
             .collect();
         if got.len() >= n {
-            return got;
+            return Ok(got);
         }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} messages at {}, got {got:?}",
-            l.url
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("expected {n} messages at {}, got {got:?}", l.url))
+    })
+    .await
 }
 
 /// Waits (up to 20 s) until `l` has refused at least `n` attempts; returns their ids.
 async fn refused_at_least(l: &Listener, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    within_20s(Duration::from_millis(20), async || {
         let ids = l.refused_ids();
         if ids.len() >= n {
-            return ids;
+            return Ok(ids);
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "expected {n} refused attempts at {}, got {ids:?}",
             l.url
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ))
+    })
+    .await
 }
 
 /// Waits (up to 20 s) until the subscription at `url` reads as disabled; returns it.
 async fn disabled(url: &str, format: Format) -> ChatSubscription {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    within_20s(Duration::from_millis(50), async || {
         let got: ChatSubscription = send_empty("GET", url, format).await.decode();
         if got.subscription_status == Some(SubscriptionStatus::Disabled) {
-            return got;
+            return Ok(got);
         }
-        assert!(Instant::now() < deadline, "not disabled: {got:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!("not disabled: {got:?}"))
+    })
+    .await
 }
 
 /// Two receivers (JSON and XML) fail while their backlog grows. The schedule's next step is an
@@ -307,15 +291,14 @@ async fn a_dead_receivers_backlog_stops_at_the_byte_cap() {
     let reason = got.status_reason.unwrap_or_default();
     assert!(reason.contains("6000 bytes"), "{reason}");
     let list_url = format!("{url}/deadLetters");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let kept = loop {
+    let kept = within_20s(Duration::from_millis(50), async || {
         let (list, _) = dead_page(&list_url, Format::Json).await;
         if !list.dead_letter.is_empty() {
-            break dead_messages(&list);
+            return Ok(dead_messages(&list));
         }
-        assert!(Instant::now() < deadline, "no dead letters");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        Err("no dead letters".to_owned())
+    })
+    .await;
     assert!(
         kept.len() <= 5,
         "{} dead letters past 6,000 bytes",
@@ -505,16 +488,15 @@ async fn send_until_disabled(srv: &Server, sid: &str, url: &str) -> usize {
 /// Waits (up to 20 s) until the list at `list_url` holds `n` dead letters (the delivery task
 /// writes them right after it disabled the subscription); returns it.
 async fn dead_letters(list_url: &str, n: usize) -> DeadLetterList {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    within_20s(Duration::from_millis(50), async || {
         let (list, link) = dead_page(list_url, Format::Json).await;
         if list.dead_letter.len() == n {
             assert_eq!(link, "", "one page: no next link");
-            return list;
+            return Ok(list);
         }
-        assert!(Instant::now() < deadline, "dead letters: {list:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!("dead letters: {list:?}"))
+    })
+    .await
 }
 
 /// Issue 13 item 3, catch up and replay. A dead receiver (XML notifications) has its
@@ -794,19 +776,14 @@ impl CountingListener {
 
     /// Waits (up to 20 s) until `n` notifications whose text is one of `texts` arrived.
     async fn wait_for_texts(&self, texts: &[String]) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        within_20s(Duration::from_millis(5), async || {
             let got = self.all();
             if texts.iter().all(|t| got.iter().any(|(_, g)| g == t)) {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "expected {texts:?} at {}, got {got:?}",
-                self.url
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            Err(format!("expected {texts:?} at {}, got {got:?}", self.url))
+        })
+        .await
     }
 }
 

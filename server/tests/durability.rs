@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::docs::{self, last_segment};
-use support::{Listener, Server, chat, send_doc, send_empty};
+use support::{Listener, Server, chat, send_doc, send_empty, within};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -68,19 +68,17 @@ fn message_notifications(l: &Listener) -> Vec<(String, String)> {
 
 /// Waits (up to 10 s) for the first notification of `kind` at `l`.
 async fn first_of_kind(l: &Listener, kind: &str) -> support::Received {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(r) = l.all().into_iter().find(|r| r.kind() == kind) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {kind} at {}: {:#?}",
-            l.url,
-            l.all()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    within(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            if let Some(r) = l.all().into_iter().find(|r| r.kind() == kind) {
+                return Ok(r);
+            }
+            Err(format!("no {kind} at {}: {:#?}", l.url, l.all()))
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -280,18 +278,7 @@ async fn a_callback_that_was_down_gets_everything_in_order_with_the_same_ids() {
     lb.set_down(false);
 
     let got = lb.wait_for(6).await;
-    let messages: Vec<(String, String)> = got[1..]
-        .iter()
-        .map(|r| {
-            (
-                r.id.clone(),
-                r.decode::<MessageNotification>()
-                    .chat_message
-                    .expect("a message")
-                    .text,
-            )
-        })
-        .collect();
+    let messages: Vec<(String, String)> = got[1..].iter().map(|r| r.id_and_text()).collect();
     let texts: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
         texts,
@@ -419,15 +406,18 @@ async fn a_callback_answering_410_disables_its_subscription() {
     chat::start_session(&srv, A, &session_doc(&[B], None)).await;
     let url = sub.resource_url.unwrap_or_default();
     // The subscription stays, disabled, in both formats.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let got = loop {
-        let got: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
-        if got.subscription_status == Some(SubscriptionStatus::Disabled) {
-            break got;
-        }
-        assert!(Instant::now() < deadline, "not disabled after 410: {got:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let got = within(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        async || {
+            let got: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+            if got.subscription_status == Some(SubscriptionStatus::Disabled) {
+                return Ok(got);
+            }
+            Err(format!("not disabled after 410: {got:?}"))
+        },
+    )
+    .await;
     assert_eq!(
         got.status_reason.as_deref(),
         Some("the callback answered 410 Gone")

@@ -175,6 +175,20 @@ impl Ctx<'_> {
         self.face().get_session(user, sid).await.ok(200)
     }
 
+    /// What the refusals of a status or invitation case must have left as it was: Alice's
+    /// list of `sid`'s participants is `before`, and Carol's invitation is still pending.
+    async fn assert_carol_still_invited(
+        &self,
+        sid: &str,
+        before: &[(String, Option<ParticipantStatus>)],
+    ) {
+        assert_eq!(self.participants(ALICE, sid).await, before);
+        assert_eq!(
+            self.session(CAROL, sid).await.status,
+            Some(ParticipantStatus::Invited)
+        );
+    }
+
     async fn participants(
         &self,
         user: &str,
@@ -588,11 +602,7 @@ async fn status_cases(c: &Ctx<'_>) {
         .await;
     c.refused("bob disconnects alice", &a, 403, "POL0001");
 
-    assert_eq!(c.participants(ALICE, &sid).await, before);
-    assert_eq!(
-        c.session(CAROL, &sid).await.status,
-        Some(ParticipantStatus::Invited)
-    );
+    c.assert_carol_still_invited(&sid, &before).await;
 }
 
 /// Delivery confirmations: by the sender 403, twice 409, `Sent` 400, by a non-recipient 404.
@@ -690,11 +700,7 @@ async fn cancel_cases(c: &Ctx<'_>) {
     let a = c.delete(&c.urls().participant(ALICE, &d, CAROL)).await;
     c.refused("cancel a declined invitation", &a, 409, "SVC0001");
 
-    assert_eq!(c.participants(ALICE, &sid).await, before);
-    assert_eq!(
-        c.session(CAROL, &sid).await.status,
-        Some(ParticipantStatus::Invited)
-    );
+    c.assert_carol_still_invited(&sid, &before).await;
 }
 
 /// Inviting more participants: already in the session or an ended session 409, by an
@@ -892,21 +898,19 @@ async fn malformed_cases(c: &Ctx<'_>) {
         "chatMessage",
         "<text>x</tex>",
     );
-    let a = c
-        .raw("POST", &c.urls().messages(ALICE, &sid), &garbage)
-        .await;
-    c.refused("truncated body", &a, 400, "SVC0002");
     let wrong_root = body(
         r#"{"chatSubscription":{"text":"x"}}"#,
         "chatSubscription",
         "<text>x</text>",
     );
-    let a = c
-        .raw("POST", &c.urls().messages(ALICE, &sid), &wrong_root)
-        .await;
-    c.refused("wrong root", &a, 400, "SVC0002");
-    let a = c.raw("POST", &c.urls().messages(ALICE, &sid), "").await;
-    c.refused("empty body", &a, 400, "SVC0002");
+    for (what, b) in [
+        ("truncated body", garbage.as_str()),
+        ("wrong root", wrong_root.as_str()),
+        ("empty body", ""),
+    ] {
+        let a = c.raw("POST", &c.urls().messages(ALICE, &sid), b).await;
+        c.refused(what, &a, 400, "SVC0002");
+    }
     assert_eq!(
         c.subscription_count(DAVE).await,
         before_subs,

@@ -1202,350 +1202,102 @@ async fn flow_7_1_10(f: &Face<'_>) {
 
 // ------------------------------------------------------------------------------------ tests
 
-async fn run_default<F>(wire: Wire, flow: F)
+/// The server's settings for most flows: its defaults.
+const DEFAULTS: &[(&str, &str)] = &[];
+/// Flow 7.1.4's: invitations time out after 1 s.
+const TIMEOUT_1S: &[(&str, &str)] = &[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")];
+
+/// Runs `flow` on a fresh server started with `env`, through the face of `wire`, every user's
+/// notifications coming `via` a callback, a long-poll or a WebSockets notification channel.
+async fn run<F>(via: Via, wire: Wire, env: &[(&str, &str)], flow: F)
 where
     F: for<'a> AsyncFnOnce(&'a Face<'a>),
 {
-    let server = Server::default_for_tests();
-    let face = Face::new(wire, &server);
+    let server = Server::start(env);
+    let face = match via {
+        Via::Callback => Face::new(wire, &server),
+        Via::Channel => Face::via_channel(wire, &server, false),
+        Via::Socket => Face::via_channel(wire, &server, true),
+    };
     flow(&face).await;
 }
 
-#[tokio::test]
-async fn flow_7_1_1_subscribe_json() {
-    run_default(Wire::Json, flow_7_1_1).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_1_subscribe_xml() {
-    run_default(Wire::Xml, flow_7_1_1).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_2_start_one_to_one_json() {
-    run_default(Wire::Json, flow_7_1_2).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_2_start_one_to_one_xml() {
-    run_default(Wire::Xml, flow_7_1_2).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_3_extend_to_group_json() {
-    run_default(Wire::Json, flow_7_1_3).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_3_extend_to_group_xml() {
-    run_default(Wire::Xml, flow_7_1_3).await;
-}
-
-async fn run_with_timeout(wire: Wire) {
-    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
-    flow_7_1_4(&Face::new(wire, &server)).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_4_group_chat_with_timeout_json() {
-    run_with_timeout(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_4_group_chat_with_timeout_xml() {
-    run_with_timeout(Wire::Xml).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_5_end_session_json() {
-    run_default(Wire::Json, flow_7_1_5).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_5_end_session_xml() {
-    run_default(Wire::Xml, flow_7_1_5).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_6_cancel_invitation_json() {
-    run_default(Wire::Json, flow_7_1_6).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_6_cancel_invitation_xml() {
-    run_default(Wire::Xml, flow_7_1_6).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_7_accept_decline_json() {
-    run_default(Wire::Json, flow_7_1_7).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_7_accept_decline_xml() {
-    run_default(Wire::Xml, flow_7_1_7).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_8_leave_rejoin_json() {
-    run_default(Wire::Json, flow_7_1_8).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_8_leave_rejoin_xml() {
-    run_default(Wire::Xml, flow_7_1_8).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_9_send_message_json() {
-    run_default(Wire::Json, flow_7_1_9).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_9_send_message_xml() {
-    run_default(Wire::Xml, flow_7_1_9).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_10_confirm_delivery_json() {
-    run_default(Wire::Json, flow_7_1_10).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_10_confirm_delivery_xml() {
-    run_default(Wire::Xml, flow_7_1_10).await;
-}
-
-/// A flow with every user's notifications coming through a long-poll notification channel.
-async fn run_channel<F>(wire: Wire, flow: F)
-where
-    F: for<'a> AsyncFnOnce(&'a Face<'a>),
-{
-    let server = Server::default_for_tests();
-    let face = Face::via_channel(wire, &server, false);
-    flow(&face).await;
-}
-
-async fn run_channel_with_timeout(wire: Wire) {
-    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
-    flow_7_1_4(&Face::via_channel(wire, &server, false)).await;
-}
-
-/// A flow with every user's notifications coming through a WebSockets notification channel.
-async fn run_socket<F>(wire: Wire, flow: F)
-where
-    F: for<'a> AsyncFnOnce(&'a Face<'a>),
-{
-    let server = Server::default_for_tests();
-    let face = Face::via_channel(wire, &server, true);
-    flow(&face).await;
-}
-
-async fn run_socket_with_timeout(wire: Wire) {
-    let server = Server::start(&[("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "1")]);
-    flow_7_1_4(&Face::via_channel(wire, &server, true)).await;
-}
-
-// ------------------------------------------------------------------ through notification channels
-
-#[tokio::test]
-async fn flow_7_1_1_subscribe_channel_json() {
-    run_channel(Wire::Json, flow_7_1_1).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_1_subscribe_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_1).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_2_start_one_to_one_channel_json() {
-    run_channel(Wire::Json, flow_7_1_2).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_2_start_one_to_one_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_2).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_3_extend_to_group_channel_json() {
-    run_channel(Wire::Json, flow_7_1_3).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_3_extend_to_group_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_3).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_5_end_session_channel_json() {
-    run_channel(Wire::Json, flow_7_1_5).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_5_end_session_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_5).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_6_cancel_invitation_channel_json() {
-    run_channel(Wire::Json, flow_7_1_6).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_6_cancel_invitation_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_6).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_7_accept_decline_channel_json() {
-    run_channel(Wire::Json, flow_7_1_7).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_7_accept_decline_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_7).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_8_leave_rejoin_channel_json() {
-    run_channel(Wire::Json, flow_7_1_8).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_8_leave_rejoin_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_8).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_9_send_message_channel_json() {
-    run_channel(Wire::Json, flow_7_1_9).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_9_send_message_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_9).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_10_confirm_delivery_channel_json() {
-    run_channel(Wire::Json, flow_7_1_10).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_10_confirm_delivery_channel_xml() {
-    run_channel(Wire::Xml, flow_7_1_10).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_4_group_chat_with_timeout_channel_json() {
-    run_channel_with_timeout(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_4_group_chat_with_timeout_channel_xml() {
-    run_channel_with_timeout(Wire::Xml).await;
-}
-
-// ------------------------------------------------------------------ through WebSockets channels
-
-#[tokio::test]
-async fn flow_7_1_1_subscribe_socket_json() {
-    run_socket(Wire::Json, flow_7_1_1).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_1_subscribe_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_1).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_2_start_one_to_one_socket_json() {
-    run_socket(Wire::Json, flow_7_1_2).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_2_start_one_to_one_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_2).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_3_extend_to_group_socket_json() {
-    run_socket(Wire::Json, flow_7_1_3).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_3_extend_to_group_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_3).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_5_end_session_socket_json() {
-    run_socket(Wire::Json, flow_7_1_5).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_5_end_session_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_5).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_6_cancel_invitation_socket_json() {
-    run_socket(Wire::Json, flow_7_1_6).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_6_cancel_invitation_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_6).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_7_accept_decline_socket_json() {
-    run_socket(Wire::Json, flow_7_1_7).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_7_accept_decline_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_7).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_8_leave_rejoin_socket_json() {
-    run_socket(Wire::Json, flow_7_1_8).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_8_leave_rejoin_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_8).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_9_send_message_socket_json() {
-    run_socket(Wire::Json, flow_7_1_9).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_9_send_message_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_9).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_10_confirm_delivery_socket_json() {
-    run_socket(Wire::Json, flow_7_1_10).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_10_confirm_delivery_socket_xml() {
-    run_socket(Wire::Xml, flow_7_1_10).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_4_group_chat_with_timeout_socket_json() {
-    run_socket_with_timeout(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn flow_7_1_4_group_chat_with_timeout_socket_xml() {
-    run_socket_with_timeout(Wire::Xml).await;
+/// One `#[tokio::test]` per line, `name: via, wire, flow, server settings;`: each flow in each
+/// face and each way notifications come. A macro because tests are items, which a function
+/// cannot declare; the names are the tests' own (`cargo test --test flows <name>`).
+macro_rules! flow_tests {
+    ($($name:ident: $via:ident, $wire:ident, $flow:ident, $env:ident;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                run(Via::$via, Wire::$wire, $env, $flow).await;
+            }
+        )*
+    };
+}
+
+flow_tests! {
+    // through callbacks
+    flow_7_1_1_subscribe_json: Callback, Json, flow_7_1_1, DEFAULTS;
+    flow_7_1_1_subscribe_xml: Callback, Xml, flow_7_1_1, DEFAULTS;
+    flow_7_1_2_start_one_to_one_json: Callback, Json, flow_7_1_2, DEFAULTS;
+    flow_7_1_2_start_one_to_one_xml: Callback, Xml, flow_7_1_2, DEFAULTS;
+    flow_7_1_3_extend_to_group_json: Callback, Json, flow_7_1_3, DEFAULTS;
+    flow_7_1_3_extend_to_group_xml: Callback, Xml, flow_7_1_3, DEFAULTS;
+    flow_7_1_4_group_chat_with_timeout_json: Callback, Json, flow_7_1_4, TIMEOUT_1S;
+    flow_7_1_4_group_chat_with_timeout_xml: Callback, Xml, flow_7_1_4, TIMEOUT_1S;
+    flow_7_1_5_end_session_json: Callback, Json, flow_7_1_5, DEFAULTS;
+    flow_7_1_5_end_session_xml: Callback, Xml, flow_7_1_5, DEFAULTS;
+    flow_7_1_6_cancel_invitation_json: Callback, Json, flow_7_1_6, DEFAULTS;
+    flow_7_1_6_cancel_invitation_xml: Callback, Xml, flow_7_1_6, DEFAULTS;
+    flow_7_1_7_accept_decline_json: Callback, Json, flow_7_1_7, DEFAULTS;
+    flow_7_1_7_accept_decline_xml: Callback, Xml, flow_7_1_7, DEFAULTS;
+    flow_7_1_8_leave_rejoin_json: Callback, Json, flow_7_1_8, DEFAULTS;
+    flow_7_1_8_leave_rejoin_xml: Callback, Xml, flow_7_1_8, DEFAULTS;
+    flow_7_1_9_send_message_json: Callback, Json, flow_7_1_9, DEFAULTS;
+    flow_7_1_9_send_message_xml: Callback, Xml, flow_7_1_9, DEFAULTS;
+    flow_7_1_10_confirm_delivery_json: Callback, Json, flow_7_1_10, DEFAULTS;
+    flow_7_1_10_confirm_delivery_xml: Callback, Xml, flow_7_1_10, DEFAULTS;
+    // through long-poll notification channels
+    flow_7_1_1_subscribe_channel_json: Channel, Json, flow_7_1_1, DEFAULTS;
+    flow_7_1_1_subscribe_channel_xml: Channel, Xml, flow_7_1_1, DEFAULTS;
+    flow_7_1_2_start_one_to_one_channel_json: Channel, Json, flow_7_1_2, DEFAULTS;
+    flow_7_1_2_start_one_to_one_channel_xml: Channel, Xml, flow_7_1_2, DEFAULTS;
+    flow_7_1_3_extend_to_group_channel_json: Channel, Json, flow_7_1_3, DEFAULTS;
+    flow_7_1_3_extend_to_group_channel_xml: Channel, Xml, flow_7_1_3, DEFAULTS;
+    flow_7_1_5_end_session_channel_json: Channel, Json, flow_7_1_5, DEFAULTS;
+    flow_7_1_5_end_session_channel_xml: Channel, Xml, flow_7_1_5, DEFAULTS;
+    flow_7_1_6_cancel_invitation_channel_json: Channel, Json, flow_7_1_6, DEFAULTS;
+    flow_7_1_6_cancel_invitation_channel_xml: Channel, Xml, flow_7_1_6, DEFAULTS;
+    flow_7_1_7_accept_decline_channel_json: Channel, Json, flow_7_1_7, DEFAULTS;
+    flow_7_1_7_accept_decline_channel_xml: Channel, Xml, flow_7_1_7, DEFAULTS;
+    flow_7_1_8_leave_rejoin_channel_json: Channel, Json, flow_7_1_8, DEFAULTS;
+    flow_7_1_8_leave_rejoin_channel_xml: Channel, Xml, flow_7_1_8, DEFAULTS;
+    flow_7_1_9_send_message_channel_json: Channel, Json, flow_7_1_9, DEFAULTS;
+    flow_7_1_9_send_message_channel_xml: Channel, Xml, flow_7_1_9, DEFAULTS;
+    flow_7_1_10_confirm_delivery_channel_json: Channel, Json, flow_7_1_10, DEFAULTS;
+    flow_7_1_10_confirm_delivery_channel_xml: Channel, Xml, flow_7_1_10, DEFAULTS;
+    flow_7_1_4_group_chat_with_timeout_channel_json: Channel, Json, flow_7_1_4, TIMEOUT_1S;
+    flow_7_1_4_group_chat_with_timeout_channel_xml: Channel, Xml, flow_7_1_4, TIMEOUT_1S;
+    // through WebSockets notification channels
+    flow_7_1_1_subscribe_socket_json: Socket, Json, flow_7_1_1, DEFAULTS;
+    flow_7_1_1_subscribe_socket_xml: Socket, Xml, flow_7_1_1, DEFAULTS;
+    flow_7_1_2_start_one_to_one_socket_json: Socket, Json, flow_7_1_2, DEFAULTS;
+    flow_7_1_2_start_one_to_one_socket_xml: Socket, Xml, flow_7_1_2, DEFAULTS;
+    flow_7_1_3_extend_to_group_socket_json: Socket, Json, flow_7_1_3, DEFAULTS;
+    flow_7_1_3_extend_to_group_socket_xml: Socket, Xml, flow_7_1_3, DEFAULTS;
+    flow_7_1_5_end_session_socket_json: Socket, Json, flow_7_1_5, DEFAULTS;
+    flow_7_1_5_end_session_socket_xml: Socket, Xml, flow_7_1_5, DEFAULTS;
+    flow_7_1_6_cancel_invitation_socket_json: Socket, Json, flow_7_1_6, DEFAULTS;
+    flow_7_1_6_cancel_invitation_socket_xml: Socket, Xml, flow_7_1_6, DEFAULTS;
+    flow_7_1_7_accept_decline_socket_json: Socket, Json, flow_7_1_7, DEFAULTS;
+    flow_7_1_7_accept_decline_socket_xml: Socket, Xml, flow_7_1_7, DEFAULTS;
+    flow_7_1_8_leave_rejoin_socket_json: Socket, Json, flow_7_1_8, DEFAULTS;
+    flow_7_1_8_leave_rejoin_socket_xml: Socket, Xml, flow_7_1_8, DEFAULTS;
+    flow_7_1_9_send_message_socket_json: Socket, Json, flow_7_1_9, DEFAULTS;
+    flow_7_1_9_send_message_socket_xml: Socket, Xml, flow_7_1_9, DEFAULTS;
+    flow_7_1_10_confirm_delivery_socket_json: Socket, Json, flow_7_1_10, DEFAULTS;
+    flow_7_1_10_confirm_delivery_socket_xml: Socket, Xml, flow_7_1_10, DEFAULTS;
+    flow_7_1_4_group_chat_with_timeout_socket_json: Socket, Json, flow_7_1_4, TIMEOUT_1S;
+    flow_7_1_4_group_chat_with_timeout_socket_xml: Socket, Xml, flow_7_1_4, TIMEOUT_1S;
 }

@@ -442,6 +442,16 @@ impl Tally {
         }
         .fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Prints, after a mutation property's tally, how its inputs fared as the document type
+    /// each was mutated from (the tally of all types says little about that one).
+    fn print_own(&self) {
+        eprintln!(
+            "  of which as their own document type: {} decodes, {} refusals",
+            self.decoded.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// Runs one input through every document type in `formats` and through `parse_document`.
@@ -1514,11 +1524,7 @@ fn mutated_json_documents() {
         },
         &tally,
     );
-    eprintln!(
-        "  of which as their own document type: {} decodes, {} refusals",
-        own.decoded.load(Ordering::Relaxed),
-        own.refused.load(Ordering::Relaxed)
-    );
+    own.print_own();
 }
 
 #[test]
@@ -1557,11 +1563,7 @@ fn mutated_xml_documents() {
         },
         &tally,
     );
-    eprintln!(
-        "  of which as their own document type: {} decodes, {} refusals",
-        own.decoded.load(Ordering::Relaxed),
-        own.refused.load(Ordering::Relaxed)
-    );
+    own.print_own();
 }
 
 /// Every seed decodes as its own type in both formats (so the mutations start from valid

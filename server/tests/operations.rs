@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, Tmpfs, send, send_authorized};
+use support::{Listener, Server, Tmpfs, send, send_authorized, within};
 
 // ---------------------------------------------------------------- item 2: health
 
@@ -499,25 +499,7 @@ async fn metrics_follow_a_flow() {
     assert_eq!(sample(&before, "netapi_chat_sessions", &[]), Some(0.0));
 
     let bob = Listener::start().await;
-    let a = send(
-        "POST",
-        &server.urls().subscriptions("sip:bob@example.com"),
-        &[("content-type", "application/json")],
-        Some(&format!(
-            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-            bob.url
-        )),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let a = send(
-        "POST",
-        &server.urls().chat_sessions("tel:+15551230001"),
-        &[("content-type", "application/json")],
-        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
+    bob_invited(&server, &bob).await;
     bob.wait_for(1).await;
     let a = send(
         "GET",
@@ -634,25 +616,7 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     ]);
     let bob = Listener::start().await;
     bob.set_down(true);
-    let a = send(
-        "POST",
-        &server.urls().subscriptions("sip:bob@example.com"),
-        &[("content-type", "application/json")],
-        Some(&format!(
-            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-            bob.url
-        )),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let a = send(
-        "POST",
-        &server.urls().chat_sessions("tel:+15551230001"),
-        &[("content-type", "application/json")],
-        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
+    bob_invited(&server, &bob).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let failed = [("outcome", "failed")];
     let text = loop {
@@ -697,18 +661,18 @@ async fn status_with(server: &Server, token: &str, user: &str) -> u16 {
 /// Polls [`status_with`] until it is `wanted` (the server looks at the token file at most every
 /// 250 ms); panics with the last status after 10 s.
 async fn becomes(server: &Server, token: &str, user: &str, wanted: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status_with(server, token, user).await;
-        if status == wanted {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {status} for {user}, expected {wanted}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    within(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            let status = status_with(server, token, user).await;
+            if status == wanted {
+                return Ok(());
+            }
+            Err(format!("still {status} for {user}, expected {wanted}"))
+        },
+    )
+    .await
 }
 
 /// `tokens …` run against `server`'s data directory.
@@ -852,25 +816,7 @@ async fn summary_and_backup_go_through_the_running_server() {
     ]);
     let bob = Listener::start().await;
     bob.set_down(true);
-    let a = send(
-        "POST",
-        &server.url("sip:bob@example.com", "/subscriptions"),
-        &[("content-type", "application/json")],
-        Some(&format!(
-            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-            bob.url
-        )),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
-    let a = send(
-        "POST",
-        &server.url("tel:+15551230001", "/chatSessions"),
-        &[("content-type", "application/json")],
-        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
-    )
-    .await;
-    assert_eq!(a.status, 201, "{}", a.body);
+    let a = bob_invited(&server, &bob).await;
     let location = a.headers["location"].to_str().expect("location").to_owned();
     let sid = location.rsplit('/').next().expect("session id").to_owned();
     let a = send(
@@ -1102,4 +1048,30 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The set-up of the metrics and admin tests: `sip:bob@example.com` subscribes (JSON, no
+/// `callbackData`) to `bob`, then `tel:+15551230001` invites him into a new 1-1 session; each
+/// step is asserted `201`. The session's creation answer, for its `Location`.
+async fn bob_invited(server: &Server, bob: &Listener) -> support::Answer {
+    let a = send(
+        "POST",
+        &server.urls().subscriptions("sip:bob@example.com"),
+        &[("content-type", "application/json")],
+        Some(&format!(
+            r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
+            bob.url
+        )),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = send(
+        "POST",
+        &server.urls().chat_sessions("tel:+15551230001"),
+        &[("content-type", "application/json")],
+        Some(r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a
 }

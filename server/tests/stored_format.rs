@@ -17,7 +17,7 @@ use netapi_chat_runtime::Format;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::docs::{self, last_segment};
-use support::{Listener, Received, Server, chat, send_doc, send_empty};
+use support::{Listener, Received, Server, chat, send_doc, send_empty, within};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -172,22 +172,21 @@ async fn wait_for(
     kind: &str,
     matches: impl Fn(&Received) -> bool,
 ) -> Received {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(r) = l
-            .all()
-            .into_iter()
-            .find(|r| r.kind() == kind && callback_data(r) == user && matches(r))
-        {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no matching {kind} for {user}: {:#?}",
-            l.all()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    within(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            if let Some(r) = l
+                .all()
+                .into_iter()
+                .find(|r| r.kind() == kind && callback_data(r) == user && matches(r))
+            {
+                return Ok(r);
+            }
+            Err(format!("no matching {kind} for {user}: {:#?}", l.all()))
+        },
+    )
+    .await
 }
 
 async fn get<T: netapi_chat_runtime::wire::Document>(url: &str) -> T {

@@ -786,6 +786,8 @@ impl From<StoredLink> for api::Link {
     }
 }
 
+/// A participant as an invitation lists it, in stored form: one conversion for the seed's
+/// `sessionInvitationNotification` and OMA 2012's `groupSessionInvitationNotification`.
 fn stored_participant(p: &api::ParticipantInformation) -> StoredParticipantInformation {
     StoredParticipantInformation {
         address: p.address.clone(),
@@ -797,6 +799,7 @@ fn stored_participant(p: &api::ParticipantInformation) -> StoredParticipantInfor
     }
 }
 
+/// [`stored_participant`] read back.
 fn api_participant(p: StoredParticipantInformation) -> api::ParticipantInformation {
     api::ParticipantInformation {
         address: p.address,
@@ -808,10 +811,12 @@ fn api_participant(p: StoredParticipantInformation) -> api::ParticipantInformati
     }
 }
 
+/// A notification's links in stored form (every notification has them).
 fn links(l: &[api::Link]) -> Vec<StoredLink> {
     l.iter().map(StoredLink::from).collect()
 }
 
+/// [`links`] read back.
 fn api_links(l: Vec<StoredLink>) -> Vec<api::Link> {
     l.into_iter().map(api::Link::from).collect()
 }
@@ -1198,18 +1203,7 @@ impl From<&Notification> for StoredNotification {
                     subject: n.subject.clone(),
                     originator_address: n.originator_address.clone(),
                     originator_name: n.originator_name.clone(),
-                    participant: n
-                        .participant
-                        .iter()
-                        .map(|p| StoredParticipantInformation {
-                            address: p.address.clone(),
-                            name: p.name.clone(),
-                            is_originator: p.is_originator,
-                            status: p.status.map(Into::into),
-                            client_correlator: p.client_correlator.clone(),
-                            resource_url: p.resource_url.clone(),
-                        })
-                        .collect(),
+                    participant: n.participant.iter().map(stored_participant).collect(),
                     session_id: n.session_id.clone(),
                     callback_data: n.callback_data.clone(),
                     link: links(&n.link),
@@ -1331,18 +1325,7 @@ impl From<StoredNotification> for Notification {
                     subject: n.subject,
                     originator_address: n.originator_address,
                     originator_name: n.originator_name,
-                    participant: n
-                        .participant
-                        .into_iter()
-                        .map(|p| api::ParticipantInformation {
-                            address: p.address,
-                            name: p.name,
-                            is_originator: p.is_originator,
-                            status: p.status.map(Into::into),
-                            client_correlator: p.client_correlator,
-                            resource_url: p.resource_url,
-                        })
-                        .collect(),
+                    participant: n.participant.into_iter().map(api_participant).collect(),
                     session_id: n.session_id,
                     callback_data: n.callback_data,
                     link: api_links(n.link),

@@ -16,8 +16,8 @@
 
 use super::rules::backlog_full;
 use super::{
-    DELIVERED, DISABLED_STATE, Deliverer, Delivery, DisableReason, Forgetter, LIVE, Notification,
-    Queue, Shared, Target, bury, disable, skipped,
+    DELIVERED, Deliverer, Delivery, DisableReason, Forgetter, LIVE, Notification, Queue, Shared,
+    Target, bury, disable, settle, skipped,
 };
 use crate::signing::Signer;
 use std::collections::VecDeque;
@@ -407,19 +407,9 @@ async fn feed(
 ) {
     while let Some(item) = rx.recv().await {
         let state = shared.state.load(Ordering::SeqCst);
-        if skipped(state, &item.notification) {
-            d.forgetter.forget(&[item.id]);
-            shared.done(&item);
+        let Some(item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
-        }
-        if state == DISABLED_STATE {
-            let mut dead = vec![item];
-            while let Ok(i) = rx.try_recv() {
-                dead.push(i);
-            }
-            bury(&target, &d, &shared, dead);
-            continue;
-        }
+        };
         let (count, bytes) = (
             shared.count.load(Ordering::SeqCst),
             shared.bytes.load(Ordering::SeqCst),

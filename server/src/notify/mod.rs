@@ -486,7 +486,7 @@ async fn deliver(
             // The last head is done: its encoded body is not needed any more.
             body.clear();
         }
-        let mut item = match head.take() {
+        let item = match head.take() {
             Some(h) => h,
             None => match rx.recv().await {
                 Some(i) => i,
@@ -498,23 +498,14 @@ async fn deliver(
             item.notification,
             Notification::SubscriptionCancellationNotification(_)
         );
-        if skipped(state, &item.notification) {
-            d.forgetter.forget(&[item.id]);
-            shared.done(&item);
-            continue;
-        }
         if state == DISABLED_STATE {
             // The failure run ends with the subscription: should it be enabled again (a
             // redelivery), its endpoint starts healthy, probed at once.
             (failing_since, failures, probe_at) = (None, 0, 0);
-            // Everything queued is buried in one batch.
-            let mut dead = vec![item];
-            while let Ok(i) = rx.try_recv() {
-                dead.push(i);
-            }
-            bury(&target, &d, &shared, dead);
-            continue;
         }
+        let Some(mut item) = settle(state, item, &mut rx, &target, &d, &shared) else {
+            continue;
+        };
         let (count, bytes) = (
             shared.count.load(Ordering::SeqCst),
             shared.bytes.load(Ordering::SeqCst),
@@ -632,6 +623,35 @@ async fn deliver(
             }
         }
     }
+}
+
+/// The first rules a subscription's feed applies to its next notification, in a callback
+/// task ([`deliver`]) and a notification channel's feed (`channel::feed`) alike: one that its
+/// subscription's state skips ([`skipped`]) is forgotten; while the subscription is disabled,
+/// it and everything queued behind it are buried in one batch. `None` when it was settled so;
+/// else the notification, to be delivered.
+fn settle(
+    state: u8,
+    item: Delivery,
+    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    target: &Target,
+    d: &Deliverer,
+    shared: &Shared,
+) -> Option<Delivery> {
+    if skipped(state, &item.notification) {
+        d.forgetter.forget(&[item.id]);
+        shared.done(&item);
+        return None;
+    }
+    if state == DISABLED_STATE {
+        let mut dead = vec![item];
+        while let Ok(i) = rx.try_recv() {
+            dead.push(i);
+        }
+        bury(target, d, shared, dead);
+        return None;
+    }
+    Some(item)
 }
 
 /// Makes notifications dead letters (kept within the backlog cap per subscription).

@@ -233,6 +233,95 @@ pub fn after_session(session: &str) -> String {
     format!("{session}\u{0}")
 }
 
+/// A page's cursor (`after`, client input) as the backends' SQL compares it: `Some(-1)` for
+/// no cursor (before every row: no seq or outbox id is negative), `None` for one past what an `i64`
+/// can hold, which is past every row: the page is empty. Shared so that both backends read a
+/// cursor by one rule.
+pub fn cursor(after: Option<u64>) -> Option<i64> {
+    match after.map(i64::try_from) {
+        None => Some(-1),
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => None,
+    }
+}
+
+/// The bookkeeping of one purge job ([`Backend::purge_messages`]), shared by the backends so
+/// that they differ only in how they query: the budget (a session visited or a message deleted
+/// is one unit), where the walk stands, what the job deleted and where the next one starts.
+/// A backend loops `while let Some(from) = walk.next_start()`: finds the first session at or
+/// after `from` (none: the round is over), calls [`PurgeWalk::visit`] for how many of its
+/// oldest messages to read, then [`PurgeWalk::head`] with them, and deletes through the seq
+/// that returns.
+pub struct PurgeWalk {
+    budget: usize,
+    work: usize,
+    room: usize,
+    done: Purged,
+}
+
+impl PurgeWalk {
+    /// A job from session `from` (inclusive; `""` for the first) with `budget` units. A visit
+    /// takes one unit: at least two leave room to delete, so every job makes progress.
+    pub fn new(from: &str, budget: usize) -> Self {
+        PurgeWalk {
+            budget: budget.max(2),
+            work: 0,
+            room: 0,
+            done: Purged {
+                deleted: 0,
+                next: Some(from.to_owned()),
+            },
+        }
+    }
+
+    /// Where to look for the next session (inclusive; [`after_session`] marks "just after"),
+    /// or `None` when the budget is spent: the job is over and the next one starts there. A
+    /// backend that finds no session at or after the start stops: the walk's place stays
+    /// empty, so [`PurgeWalk::done`] says the round is over.
+    pub fn next_start(&mut self) -> Option<String> {
+        let from = self.done.next.take()?;
+        if self.work >= self.budget {
+            self.done.next = Some(from);
+            return None;
+        }
+        Some(from)
+    }
+
+    /// A session was found: counts its visit and says how many of its oldest messages to read
+    /// (one more than may be deleted: that one tells whether the head goes on).
+    pub fn visit(&mut self) -> usize {
+        self.work += 1;
+        self.room = self.budget.saturating_sub(self.work);
+        self.room + 1
+    }
+
+    /// The visited `session`'s oldest messages as `(seq, sent_ms)` in seq order: counts what
+    /// expired before `before_ms` ([`expired_head`]) within the budget, sets where the walk goes
+    /// on (this session again when the budget cut its head short, else the next one), and
+    /// returns the seq through which to delete, if any.
+    pub fn head(&mut self, session: &str, rows: &[(i64, i64)], before_ms: i64) -> Option<i64> {
+        let times: Vec<i64> = rows.iter().map(|(_, t)| *t).collect();
+        let whole = expired_head(&times, before_ms);
+        let expired = whole.min(self.room);
+        self.work += expired;
+        self.done.deleted += expired;
+        self.done.next = Some(if whole > self.room {
+            session.to_owned()
+        } else {
+            after_session(session)
+        });
+        expired
+            .checked_sub(1)
+            .and_then(|i| rows.get(i))
+            .map(|(seq, _)| *seq)
+    }
+
+    /// What the job did.
+    pub fn done(self) -> Purged {
+        self.done
+    }
+}
+
 /// Everything the core keeps in memory, as read at start-up (messages stay in the store).
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -1068,6 +1157,34 @@ mod tests {
         assert!(next.as_str() < "sess-2");
     }
 
+    /// The lookups and purges of a test backend that stores no messages: nothing is found,
+    /// nothing is purged. A macro because trait methods cannot be shared by a function, and the
+    /// `Backend` trait keeps no defaults so that a real backend cannot forget one.
+    macro_rules! empty_lookups {
+        () => {
+            fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(None)
+            }
+            fn message_by_correlator(
+                &mut self,
+                _: &str,
+                _: &str,
+                _: &str,
+            ) -> Result<Option<String>, StoreError> {
+                Ok(None)
+            }
+            fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
+                Ok(Purged {
+                    deleted: 0,
+                    next: None,
+                })
+            }
+            fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
+                Ok(0)
+            }
+        };
+    }
+
     /// A backend whose database goes away on demand: while `away` is set, every commit, read
     /// and reconnection fails as unreachable; it records what was committed, in order.
     struct Flaky {
@@ -1105,26 +1222,7 @@ mod tests {
             }
             Ok(Vec::new())
         }
-        fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn message_by_correlator(
-            &mut self,
-            _: &str,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<String>, StoreError> {
-            Ok(None)
-        }
-        fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
-            Ok(Purged {
-                deleted: 0,
-                next: None,
-            })
-        }
-        fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
-            Ok(0)
-        }
+        empty_lookups!();
         fn unavailable(&self) -> bool {
             self.lost
         }
@@ -1238,26 +1336,7 @@ mod tests {
         ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
             Ok(Vec::new())
         }
-        fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(None)
-        }
-        fn message_by_correlator(
-            &mut self,
-            _: &str,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<String>, StoreError> {
-            Ok(None)
-        }
-        fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
-            Ok(Purged {
-                deleted: 0,
-                next: None,
-            })
-        }
-        fn purge_dead_letters(&mut self, _: i64, _: usize) -> Result<usize, StoreError> {
-            Ok(0)
-        }
+        empty_lookups!();
     }
 
     /// A long outage's backlog is committed in groups of at most `MAX_GROUP` (one transaction
@@ -1297,16 +1376,17 @@ mod tests {
         assert_eq!(*ran.lock().unwrap(), (0..1300).collect::<Vec<_>>());
     }
 
-    /// A message-send batch as the core builds it: a ~400-byte message record, the counters,
-    /// two ~1 KiB outbox entries.
-    fn send_batch(i: u64) -> Batch {
+    /// A message-send batch as the core builds it (the shape `store_throughput`, the
+    /// PostgreSQL backend's tests and measurements use): the counters record, a ~400-byte
+    /// message `msg-{i}` in session `ses-bench`, two ~1 KiB outbox entries.
+    pub(super) fn send_batch(i: u64) -> Batch {
         Batch {
-            puts: vec![(Kind::Meta, "counters".into(), b"{}".to_vec())],
+            puts: vec![(Kind::Meta, "counters".into(), vec![b'c'; 60])],
             messages: vec![MessageRow {
-                session: "ses-1-x".into(),
+                session: "ses-bench".into(),
                 seq: i,
-                id: format!("msg-{i}-0123456789abcdef"),
-                sender: "tel:+1".into(),
+                id: format!("msg-{i}"),
+                sender: "tel:+15551230001".into(),
                 correlator: None,
                 value: vec![b'm'; 400],
                 sent_ms: Some(1),

@@ -30,8 +30,8 @@
 
 pub use super::pg_tls::connector_for;
 use super::{
-    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot,
-    StoreError, StoredCounts, expired_head, format, now_ms,
+    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, PurgeWalk, Purged,
+    Snapshot, StoreError, StoredCounts, format, now_ms,
 };
 use std::future::Future;
 use std::str::FromStr as _;
@@ -869,10 +869,8 @@ impl Backend for Postgres {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         // A cursor past what a seq can be (client input) is past every message.
-        let after = match after.map(i64::try_from) {
-            None => -1,
-            Some(Ok(a)) => a,
-            Some(Err(_)) => return Ok(Vec::new()),
+        let Some(after) = super::cursor(after) else {
+            return Ok(Vec::new());
         };
         self.with(async move |c: &mut Conn| {
             c.client
@@ -928,10 +926,8 @@ impl Backend for Postgres {
         limit: usize,
     ) -> Result<Vec<DeadLetterRow>, StoreError> {
         // A cursor past what an id can be (client input) is past every dead letter.
-        let after = match after.map(i64::try_from) {
-            None => -1,
-            Some(Ok(a)) => a,
-            Some(Err(_)) => return Ok(Vec::new()),
+        let Some(after) = super::cursor(after) else {
+            return Ok(Vec::new());
         };
         self.with(async move |c: &mut Conn| {
             c.client
@@ -1039,21 +1035,11 @@ impl Backend for Postgres {
         from: &str,
         budget: usize,
     ) -> Result<Purged, StoreError> {
-        // A visit takes one unit: two leave room to delete, so every job makes progress.
-        let budget = budget.max(2);
         self.with(async move |c: &mut Conn| {
             let st = &c.st;
             let tx = c.client.transaction().await?;
-            let mut done = Purged {
-                deleted: 0,
-                next: Some(from.to_owned()),
-            };
-            let mut work = 0usize;
-            while let Some(from) = done.next.take() {
-                if work >= budget {
-                    done.next = Some(from);
-                    break;
-                }
+            let mut walk = PurgeWalk::new(from, budget);
+            while let Some(from) = walk.next_start() {
                 // `after_session` marks "just after" with a NUL, which PostgreSQL text cannot
                 // hold (and no session id contains): it becomes a strict comparison.
                 let row = match from.strip_suffix('\u{0}') {
@@ -1063,32 +1049,19 @@ impl Backend for Postgres {
                 // The walk is past the last session: the round is over.
                 let Some(row) = row else { break };
                 let session: String = row.try_get(0)?;
-                work += 1;
-                // One more row than may be deleted: tells whether the head goes on.
-                let room = budget.saturating_sub(work);
+                let read = walk.visit();
                 let rows = tx
-                    .query(&st.head, &[&session, &count(room + 1)])
+                    .query(&st.head, &[&session, &count(read)])
                     .await?
                     .into_iter()
                     .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)))
                     .collect::<Result<Vec<_>, Fail>>()?;
-                let times: Vec<i64> = rows.iter().map(|(_, t)| *t).collect();
-                let whole = expired_head(&times, before_ms);
-                let expired = whole.min(room);
-                if let Some((last, _)) = expired.checked_sub(1).and_then(|i| rows.get(i)) {
-                    tx.execute(&st.delete_head, &[&session, last]).await?;
+                if let Some(last) = walk.head(&session, &rows, before_ms) {
+                    tx.execute(&st.delete_head, &[&session, &last]).await?;
                 }
-                work += expired;
-                done.deleted += expired;
-                // A head cut short by the budget: the next job starts on this session again.
-                done.next = Some(if whole > room {
-                    session
-                } else {
-                    super::after_session(&session)
-                });
             }
             tx.commit().await?;
-            Ok(done)
+            Ok(walk.done())
         })
     }
 
@@ -1135,6 +1108,7 @@ impl Backend for Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::send_batch;
     use crate::store::{MessageRow, after_session};
     use tokio_postgres::NoTls;
 
@@ -1412,33 +1386,6 @@ mod tests {
         );
         assert!(!a.unavailable());
         a.commit(&[&send_batch(1)]).unwrap();
-    }
-
-    /// A message-send batch as the core builds it (the shape `store_throughput` and the
-    /// engines bench use): the counters record, a ~400-byte message, two ~1 KiB outbox entries.
-    fn send_batch(i: u64) -> Batch {
-        Batch {
-            puts: vec![(Kind::Meta, "counters".into(), vec![b'c'; 60])],
-            messages: vec![MessageRow {
-                session: "ses-bench".into(),
-                seq: i,
-                id: format!("msg-{i}"),
-                sender: "tel:+15551230001".into(),
-                correlator: None,
-                value: vec![b'm'; 400],
-                sent_ms: Some(1),
-            }],
-            outbox: (0..2)
-                .map(|k| OutboxEntry {
-                    id: 2 * i + k,
-                    subscription: format!("sub-{k}"),
-                    body: vec![b'n'; 1024],
-                    created_ms: 1,
-                    progress: Progress::default(),
-                })
-                .collect(),
-            ..Batch::default()
-        }
     }
 
     /// Runs `f` `n` times; (per second, p50, p99) of its durations.

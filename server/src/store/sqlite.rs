@@ -11,8 +11,8 @@
 
 use super::now_ms;
 use super::{
-    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, Purged, Snapshot,
-    StoreError, after_session, expired_head, format,
+    Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, PurgeWalk, Purged,
+    Snapshot, StoreError, format,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::ffi::c_int;
@@ -843,10 +843,8 @@ impl Backend for Sqlite {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         // A cursor past what a seq can be (client input) is past every message.
-        let after = match after.map(i64::try_from) {
-            None => -1,
-            Some(Ok(a)) => a,
-            Some(Err(_)) => return Ok(Vec::new()),
+        let Some(after) = super::cursor(after) else {
+            return Ok(Vec::new());
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(PAGE_SQL).map_err(err)?;
@@ -881,61 +879,38 @@ impl Backend for Sqlite {
         from: &str,
         budget: usize,
     ) -> Result<Purged, StoreError> {
-        // A visit takes one unit: two leave room to delete, so every job makes progress.
-        let budget = budget.max(2);
+        let mut walk = PurgeWalk::new(from, budget);
         let tx = self.conn.transaction().map_err(err)?;
-        let mut done = Purged {
-            deleted: 0,
-            next: Some(from.to_owned()),
-        };
         {
             let mut next_session = tx.prepare_cached(NEXT_SESSION_SQL).map_err(err)?;
             let mut head = tx.prepare_cached(HEAD_SQL).map_err(err)?;
             let mut delete = tx.prepare_cached(DELETE_HEAD_SQL).map_err(err)?;
-            let mut work = 0usize;
-            while let Some(from) = done.next.take() {
-                if work >= budget {
-                    done.next = Some(from);
-                    break;
-                }
+            while let Some(from) = walk.next_start() {
                 let session: Option<String> = next_session
                     .query_row(params![from], |r| r.get(0))
                     .optional()
                     .map_err(err)?;
                 // The walk is past the last session: the round is over.
                 let Some(session) = session else { break };
-                work += 1;
-                // One more row than may be deleted: tells whether the head goes on.
-                let room = budget.saturating_sub(work);
+                let read = walk.visit();
                 let rows = head
                     .query_map(
-                        params![session, i64::try_from(room + 1).unwrap_or(i64::MAX)],
+                        params![session, i64::try_from(read).unwrap_or(i64::MAX)],
                         |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                     )
                     .map_err(err)?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                let times: Vec<i64> = rows.iter().map(|(_, t)| *t).collect();
-                let whole = expired_head(&times, before_ms);
-                let expired = whole.min(room);
-                if let Some((last, _)) = expired.checked_sub(1).and_then(|i| rows.get(i)) {
+                if let Some(last) = walk.head(&session, &rows, before_ms) {
                     delete.execute(params![session, last]).map_err(err)?;
                 }
-                work += expired;
-                done.deleted += expired;
-                // A head cut short by the budget: the next job starts on this session again.
-                done.next = Some(if whole > room {
-                    session
-                } else {
-                    after_session(&session)
-                });
             }
         }
         tx.commit().map_err(err)?;
         if self.frames.load(Ordering::Relaxed) >= FORCE_CHECKPOINT_FRAMES {
             self.checkpoint();
         }
-        Ok(done)
+        Ok(walk.done())
     }
 
     fn dead_letters(
@@ -946,10 +921,8 @@ impl Backend for Sqlite {
         limit: usize,
     ) -> Result<Vec<DeadLetterRow>, StoreError> {
         // A cursor past what an id can be (client input) is past every dead letter.
-        let after = match after.map(i64::try_from) {
-            None => -1,
-            Some(Ok(a)) => a,
-            Some(Err(_)) => return Ok(Vec::new()),
+        let Some(after) = super::cursor(after) else {
+            return Ok(Vec::new());
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(DEAD_LETTERS_SQL).map_err(err)?;
@@ -1081,6 +1054,7 @@ fn row(session: &str, seq: u64, sender: &str, correlator: Option<&str>) -> super
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::after_session;
 
     #[test]
     fn commits_survive_reopening() {
@@ -1769,24 +1743,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// How long `netapi-chat backup` (`VACUUM INTO`) and `summary` (`counts`) hold the store
-    /// thread, i.e. delay commits, on `BACKUP_ROWS` (default 1M) stored messages of 300 bytes
-    /// in 1000 sessions, with 10,000 notifications in the outbox of 100 subscriptions. For
-    /// the issue-17 report:
-    /// `[BACKUP_ROWS=…] cargo test --release --lib -- --ignored --nocapture backup_cost`.
-    #[test]
-    #[ignore]
-    fn backup_cost() {
-        let rows: u64 = std::env::var("BACKUP_ROWS")
+    /// A size the cost measurements below take from the environment (`BACKUP_ROWS`,
+    /// `PURGE_ROWS`, `PURGE_STEP`), or `default` when unset or not a number.
+    fn env_rows(name: &str, default: u64) -> u64 {
+        std::env::var(name)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000_000);
-        backup_cost_with(rows, "backup-cost");
+            .unwrap_or(default)
     }
 
-    fn backup_cost_with(rows: u64, name: &str) {
-        let dir = temp_dir(name);
-        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+    /// Stores `rows` messages of 300 bytes sent round-robin in 1000 sessions (as on a busy
+    /// server: the oldest message of every session is on a page of its own), sent at time
+    /// `i` ms for the `i`-th, in commits of 10,000: the table the cost measurements below run on.
+    fn fill_round_robin(db: &mut Sqlite, rows: u64) {
         for chunk in 0..rows.div_ceil(10_000) {
             let messages = (chunk * 10_000..((chunk + 1) * 10_000).min(rows))
                 .map(|i| super::super::MessageRow {
@@ -1805,6 +1774,24 @@ mod tests {
             }])
             .unwrap();
         }
+    }
+
+    /// How long `netapi-chat backup` (`VACUUM INTO`) and `summary` (`counts`) hold the store
+    /// thread, i.e. delay commits, on `BACKUP_ROWS` (default 1M) stored messages of 300 bytes
+    /// in 1000 sessions, with 10,000 notifications in the outbox of 100 subscriptions. For
+    /// the issue-17 report:
+    /// `[BACKUP_ROWS=…] cargo test --release --lib -- --ignored --nocapture backup_cost`.
+    #[test]
+    #[ignore]
+    fn backup_cost() {
+        let rows: u64 = env_rows("BACKUP_ROWS", 1_000_000);
+        backup_cost_with(rows, "backup-cost");
+    }
+
+    fn backup_cost_with(rows: u64, name: &str) {
+        let dir = temp_dir(name);
+        let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
+        fill_round_robin(&mut db, rows);
         for i in 0..10_000 {
             db.conn
                 .execute(
@@ -1866,40 +1853,16 @@ mod tests {
     #[ignore]
     fn purge_batch_cost() {
         use crate::retention::{FIRST_BATCH, next_batch};
-        let rows: u64 = std::env::var("PURGE_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000_000);
+        let rows: u64 = env_rows("PURGE_ROWS", 1_000_000);
         let dir = temp_dir("purge-cost");
         let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
         let fill = std::time::Instant::now();
-        for chunk in 0..rows.div_ceil(10_000) {
-            let messages = (chunk * 10_000..((chunk + 1) * 10_000).min(rows))
-                .map(|i| super::super::MessageRow {
-                    session: format!("sess-{}-0123456789abcdef", i % 1000),
-                    seq: i,
-                    id: format!("msg-{i}-0123456789abcdef"),
-                    sender: "tel:+15551230001".into(),
-                    correlator: None,
-                    value: vec![b'm'; 300],
-                    sent_ms: Some(i64::try_from(i).unwrap()),
-                })
-                .collect();
-            db.commit(&[&Batch {
-                messages,
-                ..Batch::default()
-            }])
-            .unwrap();
-        }
+        fill_round_robin(&mut db, rows);
         db.checkpoint();
         println!("{rows} rows written in {:?}", fill.elapsed());
         // PURGE_STEP: rows each round finds expired (steady state: a round every 10 s at
         // 5,000 messages/s finds 50,000); by default one round finds them all (a backlog).
-        let step: u64 = std::env::var("PURGE_STEP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(rows)
-            .max(1);
+        let step: u64 = env_rows("PURGE_STEP", rows).max(1);
         let (mut times, mut sizes) = (Vec::new(), Vec::new());
         let mut batch = FIRST_BATCH;
         let all = std::time::Instant::now();

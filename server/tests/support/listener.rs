@@ -53,6 +53,17 @@ impl Received {
     pub fn decode<T: Document>(&self) -> T {
         decode_body(self.format(), &self.body, "notification")
     }
+
+    /// A message notification as (`webhook-id`, message text): what the delivery suites
+    /// compare (order, ids kept across retries and restarts). Panics when it holds no message.
+    pub fn id_and_text(&self) -> (String, String) {
+        let text = self
+            .decode::<netapi_chat_api::MessageNotification>()
+            .chat_message
+            .expect("a message")
+            .text;
+        (self.id.clone(), text)
+    }
 }
 
 /// A real HTTP callback receiver on a loopback port: records every POST it accepts and

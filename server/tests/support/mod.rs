@@ -12,7 +12,8 @@
 //! - [`docs`]: the request documents suites send, and readers of what comes back;
 //! - [`chat`]: the set-up steps (subscribe, start and accept a session, send a message);
 //! - [`doc_types`]: the one list of the spec's document types;
-//! - [`tmpfs`]: a small tmpfs, for a full or read-only disk.
+//! - [`tmpfs`]: a small tmpfs, for a full or read-only disk;
+//! - [`wait`]: waiting (bounded) for what the server does in the background.
 //!
 //! Switches (environment, all optional): `NETAPI_CHAT_TEST_LOGS=1` shows the servers' logs;
 //! `NETAPI_CHAT_TEST_BACKEND` picks the store backend every test server runs on (`sqlite`, the
@@ -32,6 +33,7 @@ pub mod http;
 pub mod listener;
 pub mod server;
 pub mod tmpfs;
+pub mod wait;
 
 pub use face::{Face, Resp, Via, Wire};
 pub use http::{
@@ -45,3 +47,4 @@ pub use server::{
     user_token,
 };
 pub use tmpfs::Tmpfs;
+pub use wait::{within, within_20s};

@@ -13,14 +13,12 @@
 //! Its rows give the leader's CPU per message and the standby's beside it (the cost a second
 //! machine would carry per request), at the same rates, alternating with the others.
 
-use super::chat::{Format, Plan, Workload};
-use super::listen::Collector;
+use super::chat::{Format, Plan, Workload, chat_target};
 use super::load::{Options, StepResult, Target, run_step};
 use super::proc::{NetapiChat, cpu_secs, start_netapi_chat};
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What the phase does.
@@ -68,15 +66,7 @@ async fn side_through(
 ) -> Result<Side> {
     let addr = chat.server.addr;
     let standby = decider != chat.server.pid();
-    let collector = Arc::new(Collector::default());
-    let workload = Workload::setup(addr, plan, Format::Json, &collector).await?;
-    let target = Target {
-        addr,
-        make: workload.make_request(Format::Json, text_len),
-        collector: Some(collector),
-        server_pid: Some(decider),
-        tap: None,
-    };
+    let (workload, target) = chat_target(addr, plan, Format::Json, text_len, decider, &[]).await?;
     Ok(Side {
         name,
         chat,

@@ -3,7 +3,7 @@
 
 use super::http::{Conn, Reply, encode, request};
 use super::listen::{Collector, Listener, message_text};
-use super::load::MakeRequest;
+use super::load::{MakeRequest, Target};
 use super::proc::AUTHORIZATION;
 use anyhow::{Context, Result, bail};
 use http::Method;
@@ -175,19 +175,35 @@ pub struct Workload {
     _listeners: Vec<Listener>,
 }
 
+/// The set-up of every phase that sends chat messages: a [`Workload`] on the server at `addr`
+/// (every user of `plan` subscribed with a listener, every session open, plus the `extra`
+/// users: [`Workload::setup_with_extra`]) and the [`Target`] that sends its messages in
+/// `format` with `text_len` characters, collects their notifications and measures the CPU of
+/// `server_pid` (the server itself, or the leader a standby forwards to). The workload keeps
+/// the listeners: hold it as long as the target runs.
+pub async fn chat_target(
+    addr: SocketAddr,
+    plan: &Plan,
+    format: Format,
+    text_len: usize,
+    server_pid: u32,
+    extra: &[String],
+) -> Result<(Workload, Target)> {
+    let collector = Arc::new(Collector::default());
+    let workload = Workload::setup_with_extra(addr, plan, format, &collector, extra).await?;
+    let target = Target {
+        addr,
+        make: workload.make_request(format, text_len),
+        collector: Some(collector),
+        server_pid: Some(server_pid),
+        tap: None,
+    };
+    Ok((workload, target))
+}
+
 impl Workload {
     /// Subscribes every user of `plan` (notifications in `format` to its own listener), then
-    /// opens every session.
-    pub async fn setup(
-        addr: SocketAddr,
-        plan: &Plan,
-        format: Format,
-        collector: &Arc<Collector>,
-    ) -> Result<Workload> {
-        Workload::setup_with_extra(addr, plan, format, collector, &[]).await
-    }
-
-    /// [`Workload::setup`] plus one more user per URL of `extra`, subscribed with that
+    /// opens every session; plus one more user per URL of `extra`, subscribed with that
     /// `notifyURL` (a receiver the harness does not collect from, e.g. a dead one) and added
     /// to the group sessions in turn (1-1 sessions stay 1-1), where it accepts like the
     /// others. Extra users never send: the messages and the notifications the collector

@@ -2,13 +2,11 @@
 //! measured in alternating steps at one fixed rate, so that whatever else the machine is doing
 //! weighs on both alike. The cost is the server's CPU time per message.
 
-use super::chat::{Format, Plan, Workload};
-use super::listen::Collector;
+use super::chat::{Format, Plan, Workload, chat_target};
 use super::load::{Options, StepResult, Target, run_step};
 use super::proc::{NetapiChat, start_netapi_chat};
 use anyhow::{Result, bail};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What the cost phase does.
@@ -33,17 +31,7 @@ pub struct CostResult {
 
 /// Median of the server CPU µs/msg of `steps`.
 pub fn median_cpu(steps: &[StepResult]) -> Option<f64> {
-    let mut v: Vec<f64> = steps.iter().filter_map(|s| s.server_cpu_us).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    super::median(steps.iter().filter_map(|s| s.server_cpu_us).collect())
 }
 
 struct Side {
@@ -59,15 +47,15 @@ async fn side(root: &Path, plan: &Plan, format: Format, text_len: usize) -> Resu
         Format::Xml => "cost-xml",
     };
     let chat = start_netapi_chat(root, label, &[])?;
-    let collector = Arc::new(Collector::default());
-    let workload = Workload::setup(chat.server.addr, plan, format, &collector).await?;
-    let target = Target {
-        addr: chat.server.addr,
-        make: workload.make_request(format, text_len),
-        collector: Some(collector),
-        server_pid: Some(chat.server.pid()),
-        tap: None,
-    };
+    let (workload, target) = chat_target(
+        chat.server.addr,
+        plan,
+        format,
+        text_len,
+        chat.server.pid(),
+        &[],
+    )
+    .await?;
     Ok(Side {
         chat,
         _workload: workload,

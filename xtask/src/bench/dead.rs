@@ -22,16 +22,14 @@
 //! server's durable backlog and failed attempts (from `/metrics`), which show the dead
 //! receivers were dead. Nothing is asserted: benchmarks are not tests.
 
-use super::chat::{Format, Plan, Workload};
-use super::listen::Collector;
+use super::chat::{Format, Plan, Workload, chat_target};
 use super::load::{Options, StepResult, Target, run_step};
+use super::median;
 use super::proc::{self, NetapiChat, start_netapi_chat};
 use anyhow::{Context, Result, bail};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The token that opens `/metrics` on the servers of this phase.
@@ -202,27 +200,9 @@ struct Side {
     steps: Vec<Vec<StepResult>>,
 }
 
-/// The sum of the `/metrics` lines starting with `prefix` (one line, or one per label set; 0
-/// when there is none: a counter appears with its first count). `None`: no answer.
+/// The sum of the `/metrics` lines starting with `prefix` ([`super::metric`]).
 fn metric(addr: std::net::SocketAddr, prefix: &str) -> Option<f64> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {METRICS_TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .fold(0.0, |a, b| a + b),
-    )
+    super::metric(addr, METRICS_TOKEN, prefix)
 }
 
 async fn side(root: &Path, s: &Settings, kind: Kind) -> Result<Side> {
@@ -233,17 +213,15 @@ async fn side(root: &Path, s: &Settings, kind: Kind) -> Result<Side> {
     let chat = start_netapi_chat(root, &format!("dead-{}", kind.name()), &env)?;
     let n = if kind == Kind::None { 0 } else { s.dead };
     let (urls, dead) = dead_receivers(kind, n).await?;
-    let collector = Arc::new(Collector::default());
-    let workload =
-        Workload::setup_with_extra(chat.server.addr, &s.plan, Format::Json, &collector, &urls)
-            .await?;
-    let target = Target {
-        addr: chat.server.addr,
-        make: workload.make_request(Format::Json, s.text_len),
-        collector: Some(collector),
-        server_pid: Some(chat.server.pid()),
-        tap: None,
-    };
+    let (workload, target) = chat_target(
+        chat.server.addr,
+        &s.plan,
+        Format::Json,
+        s.text_len,
+        chat.server.pid(),
+        &urls,
+    )
+    .await?;
     Ok(Side {
         kind,
         chat,
@@ -252,19 +230,6 @@ async fn side(root: &Path, s: &Settings, kind: Kind) -> Result<Side> {
         target,
         pool: Vec::new(),
         steps: vec![Vec::new(); s.rates.len()],
-    })
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
 }
 
@@ -289,35 +254,31 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
         sides.push(side(root, s, kind).await?);
     }
     // A warm-up step each, so that connections and caches are up before anything counts.
-    for side in sides.iter_mut() {
-        run_step(
+    super::warm_up(
+        sides.iter_mut().map(|s| (&s.target, &mut s.pool)),
+        &s.opts,
+        500,
+        s.rates[0],
+    )
+    .await?;
+    for (round, r, i, step) in super::rotation(sides.len(), s.rounds, s.rates.len(), 500) {
+        let side = &mut sides[i];
+        let res = run_step(
             &side.target,
             &mut side.pool,
             &s.opts,
-            500,
-            s.rates[0],
-            s.opts.warmup,
+            step,
+            s.rates[r],
+            s.step,
         )
         .await?;
-    }
-    let mut step = 500u32;
-    for round in 0..s.rounds {
-        for (r, rate) in s.rates.iter().enumerate() {
-            let n = sides.len();
-            for k in 0..n {
-                let side = &mut sides[(k + round) % n];
-                step += 1;
-                let res =
-                    run_step(&side.target, &mut side.pool, &s.opts, step, *rate, s.step).await?;
-                println!(
-                    "  dead receivers: {} round {}: {}",
-                    side.kind.name(),
-                    round + 1,
-                    super::report::step_line(&res)
-                );
-                side.steps[r].push(res);
-            }
-        }
+        println!(
+            "  dead receivers: {} round {}: {}",
+            side.kind.name(),
+            round + 1,
+            super::report::step_line(&res)
+        );
+        side.steps[r].push(res);
     }
     let mut ends = Vec::new();
     for side in sides.iter_mut() {

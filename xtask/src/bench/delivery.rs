@@ -12,15 +12,13 @@
 //! Writes `target/bench/delivery.md` and prints it; BENCHMARKS.md quotes it by hand.
 
 use super::baseline;
-use super::chat::{Format, Plan, Workload};
-use super::listen::Collector;
+use super::chat::{Format, Plan, Workload, chat_target};
 use super::load::{Options, StepResult, Target, run_step};
+use super::median;
 use super::proc::{self, NetapiChat, start_netapi_chat, start_netapi_chat_bin};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The token that opens `/metrics` on the servers of this phase.
@@ -56,19 +54,11 @@ struct Side {
 
 /// The number of store commits so far, from `/metrics` (the commit group size's `_count`).
 fn commits(addr: std::net::SocketAddr) -> Option<f64> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {METRICS_TOKEN}\r\nConnection: close\r\n\r\n"
+    super::metric(
+        addr,
+        METRICS_TOKEN,
+        "netapi_chat_store_commit_group_size_count",
     )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find(|l| l.starts_with("netapi_chat_store_commit_group_size_count"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
 }
 
 async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) -> Result<Side> {
@@ -78,15 +68,15 @@ async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) ->
         Some(b) => start_netapi_chat_bin(root, b, &label, &env)?,
         None => start_netapi_chat(root, &label, &env)?,
     };
-    let collector = Arc::new(Collector::default());
-    let workload = Workload::setup(chat.server.addr, &s.plan, Format::Json, &collector).await?;
-    let target = Target {
-        addr: chat.server.addr,
-        make: workload.make_request(Format::Json, s.text_len),
-        collector: Some(collector),
-        server_pid: Some(chat.server.pid()),
-        tap: None,
-    };
+    let (workload, target) = chat_target(
+        chat.server.addr,
+        &s.plan,
+        Format::Json,
+        s.text_len,
+        chat.server.pid(),
+        &[],
+    )
+    .await?;
     Ok(Side {
         name: name.to_owned(),
         chat: Some(chat),
@@ -95,19 +85,6 @@ async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) ->
         target,
         pool: Vec::new(),
         steps: vec![Vec::new(); s.rates.len()],
-    })
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
 }
 
@@ -140,44 +117,40 @@ pub async fn run(
         sides.push(chat_side(root, s, "before", Some(b)).await?);
     }
     sides.push(chat_side(root, s, "after", None).await?);
-    for side in sides.iter_mut() {
-        run_step(
+    super::warm_up(
+        sides.iter_mut().map(|s| (&s.target, &mut s.pool)),
+        &s.opts,
+        300,
+        s.rates[0],
+    )
+    .await?;
+    for (round, r, i, step) in super::rotation(sides.len(), s.rounds, s.rates.len(), 300) {
+        let side = &mut sides[i];
+        let c0 = commits(side.target.addr);
+        let res = run_step(
             &side.target,
             &mut side.pool,
             &s.opts,
-            300,
-            s.rates[0],
-            s.opts.warmup,
+            step,
+            s.rates[r],
+            s.step,
         )
         .await?;
-    }
-    let mut step = 300u32;
-    for round in 0..s.rounds {
-        for (r, rate) in s.rates.iter().enumerate() {
-            let n = sides.len();
-            for k in 0..n {
-                let side = &mut sides[(k + round) % n];
-                step += 1;
-                let c0 = commits(side.target.addr);
-                let res =
-                    run_step(&side.target, &mut side.pool, &s.opts, step, *rate, s.step).await?;
-                let c1 = commits(side.target.addr);
-                let per_msg = match (c0, c1) {
-                    (Some(a), Some(b)) if res.ok > 0 => Some((b - a) / res.ok as f64),
-                    _ => None,
-                };
-                println!(
-                    "  delivery {} round {}: {}{}",
-                    side.name,
-                    round + 1,
-                    super::report::step_line(&res),
-                    per_msg
-                        .map(|c| format!(", {c:.2} commits/msg"))
-                        .unwrap_or_default()
-                );
-                side.steps[r].push((res, per_msg));
-            }
-        }
+        let c1 = commits(side.target.addr);
+        let per_msg = match (c0, c1) {
+            (Some(a), Some(b)) if res.ok > 0 => Some((b - a) / res.ok as f64),
+            _ => None,
+        };
+        println!(
+            "  delivery {} round {}: {}{}",
+            side.name,
+            round + 1,
+            super::report::step_line(&res),
+            per_msg
+                .map(|c| format!(", {c:.2} commits/msg"))
+                .unwrap_or_default()
+        );
+        side.steps[r].push((res, per_msg));
     }
     for side in sides.iter_mut() {
         if let Some(c) = side.chat.as_mut()

@@ -8,10 +8,9 @@
 //! Growth is what this phase is for: a reader should see from the chart whether a line is
 //! flat or climbs, so every sample is kept (CSV) and drawn ([`super::chart`]).
 
-use super::chat::{Format, Plan, Workload, open_session, path, user};
+use super::chat::{Format, Plan, chat_target, open_session, path, user};
 use super::http::{Conn, request};
-use super::listen::Collector;
-use super::load::{Options, Percentiles, StepResult, Tap, Target, run_step};
+use super::load::{Options, Percentiles, StepResult, Tap, run_step};
 use super::proc::{self, AUTHORIZATION, NetapiChat, dir_bytes, file_bytes, rss_kib, wal_path};
 use anyhow::{Context, Result, bail};
 use http::Method;
@@ -471,16 +470,17 @@ pub fn mib(bytes: u64) -> f64 {
 /// Runs the long phase on a fresh server, writing every sample to `csv_path`.
 pub async fn run(root: &Path, s: &Settings, csv_path: &Path) -> Result<LongResult> {
     let mut chat = proc::start_netapi_chat(root, "long", &[])?;
-    let collector = Arc::new(Collector::default());
-    let workload = Workload::setup(chat.server.addr, &s.plan, Format::Json, &collector).await?;
+    let (workload, mut target) = chat_target(
+        chat.server.addr,
+        &s.plan,
+        Format::Json,
+        s.text_len,
+        chat.server.pid(),
+        &[],
+    )
+    .await?;
     let tap = Arc::new(Tap::default());
-    let target = Target {
-        addr: chat.server.addr,
-        make: workload.make_request(Format::Json, s.text_len),
-        collector: Some(collector),
-        server_pid: Some(chat.server.pid()),
-        tap: Some(Arc::clone(&tap)),
-    };
+    target.tap = Some(Arc::clone(&tap));
     let opts = Options {
         connections: s.connections,
         drain: Duration::from_secs(5),

@@ -668,12 +668,6 @@ fn join_rates(r: &[u32]) -> String {
         .join(", ")
 }
 
-/// Replaces the results section of `doc` (between [`START`] and [`END`]) with `section`;
-/// appends one when `doc` has none.
-pub fn splice(doc: &str, section: &str) -> String {
-    splice_between(doc, START, END, section)
-}
-
 /// Replaces what lies between the marker lines `start` and `end` of `doc` with `section`;
 /// appends the markers and the section when `doc` has none.
 pub fn splice_between(doc: &str, start: &str, end: &str, section: &str) -> String {
@@ -958,6 +952,12 @@ pub fn long_markdown(r: &LongResult, meta: &LongMeta) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Replaces the results section of `doc` (between [`START`] and [`END`]) with `section`,
+    /// as `cargo xtask bench` writes it into BENCHMARKS.md.
+    fn splice(doc: &str, section: &str) -> String {
+        splice_between(doc, START, END, section)
+    }
 
     #[test]
     fn splice_replaces_only_the_section() {

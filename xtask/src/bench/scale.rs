@@ -1,10 +1,10 @@
 //! Scale: resident memory of netapi-chat idle, with many open sessions, and per stored
 //! message; and the message-send latency of a small workload with few sessions vs with many.
 
-use super::chat::{Format, Plan, Workload, open_session, path, post_json};
+use super::chat::{Format, Plan, chat_target, open_session, path, post_json};
 use super::http::Conn;
-use super::listen::{Collector, message_text};
-use super::load::{Options, StepResult, Target, run_step};
+use super::listen::message_text;
+use super::load::{Options, StepResult, run_step};
 use super::proc::{NetapiChat, Server, dir_bytes, rss_kib};
 use anyhow::Result;
 use std::sync::Arc;
@@ -170,15 +170,15 @@ pub async fn run(
         ..ScaleResult::default()
     };
 
-    let collector = Arc::new(Collector::default());
-    let workload = Workload::setup(server.addr, &settings.plan, Format::Json, &collector).await?;
-    let target = Target {
-        addr: server.addr,
-        make: workload.make_request(Format::Json, text_len),
-        collector: Some(Arc::clone(&collector)),
-        server_pid: Some(pid),
-        tap: None,
-    };
+    let (_workload, target) = chat_target(
+        server.addr,
+        &settings.plan,
+        Format::Json,
+        text_len,
+        pid,
+        &[],
+    )
+    .await?;
     let mut pool = Vec::new();
     run_step(&target, &mut pool, opts, 100, settings.rate, opts.warmup).await?;
     out.few = run_step(&target, &mut pool, opts, 101, settings.rate, settings.step).await?;
