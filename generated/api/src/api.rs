@@ -1452,7 +1452,8 @@ pub trait ChatService: Send + Sync + 'static {
     /// channel's lifetime again (a client could not poll while it was down).
     /// **Decision (limits):** a user holds at most `NETAPI_CHAT_MAX_CHANNELS_PER_USER`
     /// channels (default 10; `403 POL2008` past it). `channelData.maxNotifications` (the most
-    /// notifications one poll answers) is 1-100, 20 when absent (outside is `400 SVC0002`);
+    /// notifications one poll answers) is at most 100, 20 when absent or 0; more is granted
+    /// as 100 (the GSMA gateways' clients ask for 1000), below 0 is `400 SVC0002`;
     /// `channelData.maxWaitTime` (seconds a poll waits for a notification, from later versions
     /// of the Notification Channel API) is at most the server's own wait
     /// (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, default 25 s), which it also is when absent or 0; a
@@ -2627,7 +2628,8 @@ pub trait ChatApi {
     /// channel's lifetime again (a client could not poll while it was down).
     /// **Decision (limits):** a user holds at most `NETAPI_CHAT_MAX_CHANNELS_PER_USER`
     /// channels (default 10; `403 POL2008` past it). `channelData.maxNotifications` (the most
-    /// notifications one poll answers) is 1-100, 20 when absent (outside is `400 SVC0002`);
+    /// notifications one poll answers) is at most 100, 20 when absent or 0; more is granted
+    /// as 100 (the GSMA gateways' clients ask for 1000), below 0 is `400 SVC0002`;
     /// `channelData.maxWaitTime` (seconds a poll waits for a notification, from later versions
     /// of the Notification Channel API) is at most the server's own wait
     /// (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, default 25 s), which it also is when absent or 0; a

@@ -3742,7 +3742,8 @@ pub struct ChannelData {
     )]
     #[schemars(length(max = 2048))]
     pub channel_url: Option<String>,
-    /// `maxNotifications`: The most notifications one poll answers, 1-100; 20 when absent.
+    /// `maxNotifications`: The most notifications one poll answers: at most 100 (more asks for
+    /// 100); 20 when absent or 0. The answer shows what was granted.
     #[serde(
         rename = "maxNotifications",
         default,

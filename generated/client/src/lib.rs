@@ -187,12 +187,14 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub channel_url: ::std::option::Option<ChannelDataChannelUrl>,
-        ///The most notifications one poll answers, 1-100; 20 when absent.
+        /**The most notifications one poll answers: at most 100 (more asks for 100); 20 when
+        absent or 0. The answer shows what was granted.
+        */
         #[serde(
             rename = "maxNotifications",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub max_notifications: ::std::option::Option<::std::num::NonZeroU64>,
+        pub max_notifications: ::std::option::Option<i64>,
         /**Seconds a poll waits for a notification before it answers an empty list; at most
         the server's own wait, which it is when absent or 0. The server answers what it
         granted.
@@ -8652,7 +8654,8 @@ impl Client {
     channel's lifetime again (a client could not poll while it was down).
     **Decision (limits):** a user holds at most `NETAPI_CHAT_MAX_CHANNELS_PER_USER`
     channels (default 10; `403 POL2008` past it). `channelData.maxNotifications` (the most
-    notifications one poll answers) is 1-100, 20 when absent (outside is `400 SVC0002`);
+    notifications one poll answers) is at most 100, 20 when absent or 0; more is granted
+    as 100 (the GSMA gateways' clients ask for 1000), below 0 is `400 SVC0002`;
 
     `channelData.maxWaitTime` (seconds a poll waits for a notification, from later versions
     of the Notification Channel API) is at most the server's own wait

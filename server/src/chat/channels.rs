@@ -63,19 +63,16 @@ pub(super) fn granted_lifetime(requested: Option<i64>) -> Result<i64, Refused> {
     }
 }
 
-/// `maxNotifications`: absent is the default; outside 1-100 is refused (not clamped, as
-/// every other limit of the API).
+/// `maxNotifications`, as granted: absent or 0 is the default, more than
+/// [`MAX_NOTIFICATIONS`] is that (as a lifetime or a wait is shortened: the channel's clients
+/// of the GSMA gateways ask for 1000, and the answer shows what was granted); below 0 is
+/// refused.
 pub(super) fn max_notifications(requested: Option<i64>) -> Result<usize, Refused> {
     match requested {
-        None => Ok(DEFAULT_MAX_NOTIFICATIONS),
+        None | Some(0) => Ok(DEFAULT_MAX_NOTIFICATIONS),
         Some(n) => usize::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_NOTIFICATIONS).contains(n))
-            .ok_or_else(|| {
-                Refused::Invalid(format!(
-                    "channelData.maxNotifications: {n} is not within 1-{MAX_NOTIFICATIONS}"
-                ))
-            }),
+            .map(|n| n.min(MAX_NOTIFICATIONS))
+            .map_err(|_| Refused::Invalid(format!("channelData.maxNotifications: {n} is below 0"))),
     }
 }
 
@@ -615,11 +612,14 @@ mod tests {
     }
 
     #[test]
-    fn max_notifications_is_refused_outside_its_range() {
+    fn max_notifications_is_granted_at_most_the_cap() {
         assert_eq!(max_notifications(None), Ok(20));
+        assert_eq!(max_notifications(Some(0)), Ok(20));
         assert_eq!(max_notifications(Some(1)), Ok(1));
         assert_eq!(max_notifications(Some(100)), Ok(100));
-        for bad in [0, -3, 101] {
+        assert_eq!(max_notifications(Some(101)), Ok(100));
+        assert_eq!(max_notifications(Some(1000)), Ok(100));
+        for bad in [-1, -3, i64::MIN] {
             assert!(max_notifications(Some(bad)).is_err(), "{bad}");
         }
     }
