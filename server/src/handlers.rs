@@ -476,6 +476,18 @@ impl ChatService for ChatServer {
     }
 
     /// OMA 2012 "Accept a one-to-one invitation" with PUT (seed 7.1.7).
+    /// OMA 2012 §6.2's accept at the session's own link: the same as at `…/status`.
+    async fn update_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ParticipantSessionStatus,
+    ) -> Result<(), ApiError> {
+        self.update_one_to_one_chat_session_status(user_id, other_user_id, session_id, body)
+            .await
+    }
+
     async fn update_one_to_one_chat_session_status(
         &self,
         user_id: String,

@@ -1954,3 +1954,54 @@ async fn gsma_api_version_in_json() {
 async fn gsma_api_version_in_xml() {
     gsma_api_version(Wire::Xml).await;
 }
+
+/// OMA 2012 §6.2: the invitee accepts with a PUT of `participantSessionStatus` on the
+/// invitation's `ChatSessionInformation` link itself (the operation list and the GSMA
+/// gateways use `…/status`, which the other tests use); the originator hears `Accepted`, and
+/// the session reads `Connected` there.
+async fn accept_at_the_session_link(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let f = face.fmt();
+    let (a, b) = (
+        User::new_2012(&face, A).await,
+        User::new_2012(&face, B).await,
+    );
+    let (loc, _) = face
+        .create_one_to_one(A, B, &one_to_one_request(A, B, "Lunch?"))
+        .await
+        .created();
+    let sid = last_segment(&loc);
+    let inv: ChatSessionInvitationNotification = b.next().await;
+    let session_link = inv
+        .link
+        .iter()
+        .find(|l| l.rel == "ChatSessionInformation")
+        .expect("a ChatSessionInformation link")
+        .href
+        .clone();
+    assert_eq!(session_link, srv.urls().one_to_one_session(B, A, &sid));
+    let accept = netapi_chat_api::ParticipantSessionStatus { status: Connected };
+    let put = send_doc("PUT", &session_link, f, &accept).await;
+    assert_eq!(put.status, 204, "{}", put.body);
+    let ev: ChatEventNotification = a.next().await;
+    assert_eq!(
+        (ev.event_type, ev.session_id.as_str()),
+        (EventType::Accepted, sid.as_str())
+    );
+    let read = face.get_one_to_one(B, A, &sid).await.ok(200);
+    assert_eq!(read.status, Some(Connected));
+    // Again: the status it has already (409, as at `…/status`).
+    let again = send_doc("PUT", &session_link, f, &accept).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+}
+
+#[tokio::test]
+async fn accept_at_the_session_link_in_json() {
+    accept_at_the_session_link(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn accept_at_the_session_link_in_xml() {
+    accept_at_the_session_link(Wire::Xml).await;
+}

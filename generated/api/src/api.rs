@@ -1158,6 +1158,20 @@ pub trait ChatService: Send + Sync + 'static {
         session_id: String,
     ) -> impl std::future::Future<Output = Result<ChatSessionInformation, ApiError>> + Send;
 
+    /// OMA 2012 Accept (or decline) a one-to-one invitation at the session's link.
+    ///
+    /// OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
+    /// `ChatSessionInformation` link (this URL), where its operation list and the GSMA
+    /// gateways use `…/status`; both are served, with the same body, rules and answers as
+    /// `updateOneToOneChatSessionStatus`.
+    fn update_one_to_one_chat_session(
+        &self,
+        user_id: String,
+        other_user_id: String,
+        session_id: String,
+        body: ParticipantSessionStatus,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+
     /// OMA 2012 Close a one-to-one session, or decline its invitation.
     ///
     /// Either participant may close (OMA 2012: a SIP BYE from either side): the session ends
@@ -2217,6 +2231,26 @@ pub trait ChatApi {
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdPath>>,
     ) -> Result<Reply<ChatSessionInformation, 200>, HttpError>;
+
+    /// OMA 2012 Accept (or decline) a one-to-one invitation at the session's link.
+    ///
+    /// OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
+    /// `ChatSessionInformation` link (this URL), where its operation list and the GSMA
+    /// gateways use `…/status`; both are served, with the same body, rules and answers as
+    /// `updateOneToOneChatSessionStatus`.
+    #[endpoint {
+        method = PUT,
+        path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
+        operation_id = "updateOneToOneChatSession",
+        tags = ["oma2012"],
+    }]
+    async fn update_one_to_one_chat_session(
+        rqctx: RequestContext<Self::Context>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError>;
 
     /// OMA 2012 Close a one-to-one session, or decline its invitation.
     ///
@@ -3505,6 +3539,32 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         }
         .await;
         Ok(Reply::ok(&accept, outcome))
+    }
+
+    async fn update_one_to_one_chat_session(
+        rqctx: RequestContext<S>,
+        accept: Negotiated,
+        credentials: Credentials,
+        path: Captured<Path<OtherUserIdSessionIdPath>>,
+        mut body: Body<ParticipantSessionStatus>,
+    ) -> Result<NoContent, HttpError> {
+        let outcome = async {
+            accept.check()?;
+            let path = path.0?.into_inner();
+            let user_id = rqctx.context().authorize(
+                credentials.0.as_deref(),
+                &path.user_id,
+                rqctx.request.remote_addr(),
+            )?;
+            let body = body.read().await?;
+            rqctx
+                .context()
+                .update_one_to_one_chat_session(user_id, path.other_user_id, path.session_id, body)
+                .await
+        }
+        .await;
+        let outcome = body.finish(outcome);
+        Ok(NoContent::new(&accept, outcome))
     }
 
     async fn delete_one_to_one_chat_session(

@@ -220,7 +220,7 @@ impl Urls {
     }
 
     /// `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`: `getOneToOneChatSession` (GET),
-    /// `deleteOneToOneChatSession` (DELETE).
+    /// `updateOneToOneChatSession` (PUT), `deleteOneToOneChatSession` (DELETE).
     pub fn one_to_one_session(
         &self,
         user_id: &str,

@@ -6960,6 +6960,99 @@ impl Client {
         }
     }
 
+    /**OMA 2012 Accept (or decline) a one-to-one invitation at the session's link
+
+    OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
+    `ChatSessionInformation` link (this URL), where its operation list and the GSMA
+    gateways use `…/status`; both are served, with the same body, rules and answers as
+    `updateOneToOneChatSessionStatus`.
+
+
+    Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
+
+    Arguments:
+    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
+    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+
+    - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
+    percent-encoded.
+
+    - `session_id`: Server-chosen session id, the same for every participant.
+    - `body`
+    */
+    pub async fn update_one_to_one_chat_session<'a>(
+        &'a self,
+        user_id: &'a str,
+        other_user_id: &'a str,
+        session_id: &'a str,
+        body: &'a types::ParticipantSessionStatusRoot,
+    ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
+        let url = format!(
+            "{}/chat/v1/{}/oneToOne/{}/{}",
+            self.baseurl,
+            encode_path(&user_id.to_string()),
+            encode_path(&other_user_id.to_string()),
+            encode_path(&session_id.to_string()),
+        );
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map.append(
+            ::reqwest::header::HeaderName::from_static("api-version"),
+            ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+        );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .put(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "update_one_to_one_chat_session",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            204u16 => Ok(ResponseValue::empty(response)),
+            400u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            401u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            403u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            404u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            413u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            415u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            429u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            503u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+
     /**OMA 2012 Close a one-to-one session, or decline its invitation
 
     Either participant may close (OMA 2012: a SIP BYE from either side): the session ends
