@@ -484,7 +484,13 @@ impl ChatService for ChatServer {
         session_id: String,
         body: ParticipantSessionStatus,
     ) -> Result<(), ApiError> {
-        self.update_one_to_one_chat_session_status(user_id, other_user_id, session_id, body)
+        self.chat
+            .update_one_to_one_session(
+                &user_id,
+                &participant(other_user_id),
+                &session_id,
+                body.status,
+            )
             .await
     }
 

@@ -578,7 +578,7 @@ async fn hand_written_2012_documents_and_verbs() {
         )
         .await;
         assert_eq!(wrong.status, 405);
-        assert_eq!(wrong.header("allow"), "GET, HEAD, DELETE");
+        assert_eq!(wrong.header("allow"), "GET, HEAD, PUT, DELETE");
         let closed = send(
             "DELETE",
             &urls.one_to_one_session(B, A, &sid),

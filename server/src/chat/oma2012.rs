@@ -957,6 +957,19 @@ impl Chat {
         durable(rx).await
     }
 
+    /// OMA 2012 §6.2: the same change of one's own status, PUT at the session's link
+    /// ([`Chat::update_one_to_one_session_status`]).
+    pub async fn update_one_to_one_session(
+        &self,
+        user: &str,
+        other: &str,
+        sid: &str,
+        status: ParticipantStatus,
+    ) -> Result<(), ApiError> {
+        self.update_one_to_one_session_status(user, other, sid, status)
+            .await
+    }
+
     /// OMA 2012: accept (`Connected`) or decline / leave (`Disconnected`): the seed's
     /// [`Chat::update_participant_status`] on the user's own status. The peer cannot change
     /// between the check and the update: a 1-1 session only gains participants by becoming a
