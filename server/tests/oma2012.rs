@@ -620,6 +620,12 @@ async fn group_chat(wire: Wire) {
     assert_eq!(loc, urls.group_session(A, &sid));
     assert_eq!(r.resource_url, loc);
     let _: SessionInvitationNotification = b.next().await;
+    // The creator is told the group is set up (the GSMA gateways' `Successful`).
+    let ok: ChatEventNotification = a.next().await;
+    assert_eq!(
+        (ok.event_type, ok.session_id.as_str()),
+        (EventType::Successful, sid.as_str())
+    );
     let g = face.get_group(B, &sid).await.ok(200);
     assert_eq!(g.resource_url, Some(urls.group_session(B, &sid)));
     let who: Vec<_> = g
@@ -1261,6 +1267,20 @@ async fn profiles_follow_the_face(wire: Wire) {
     };
     let gid = last_segment(&face.create_group(A, &req).await.created().0);
     let _: SessionInvitationNotification = b.next().await;
+    // Its creator hears `Successful` in each profile, linked under each face's tree.
+    let ok: ChatEventNotification = a.next().await;
+    assert_eq!(ok.event_type, EventType::Successful);
+    let ok12: ChatEventNotification = a12.next().await;
+    assert_eq!(
+        (ok12.event_type, links(&ok12.link)),
+        (
+            EventType::Successful,
+            vec![(
+                "GroupChatSessionInformation",
+                urls.group_session(A, &gid).as_str()
+            )]
+        )
+    );
     let g: GroupSessionInvitationNotification = b12.next().await;
     assert_eq!(
         (g.subject.as_str(), g.session_id.as_str()),

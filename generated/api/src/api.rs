@@ -1278,6 +1278,9 @@ pub trait ChatService: Send + Sync + 'static {
     /// **Decision:** a group started here stays a group chat with a single invitee too (the
     /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
     /// `oneToOne/`, and one invitee's decline does not end it.
+    /// **Decision (as the GSMA gateways):** once it is set up, the creator's subscriptions are
+    /// told `chatEventNotification` with `eventType` `Successful` (after the invitations go
+    /// out), which their clients wait for; a group started on the seed face tells nothing.
     fn create_group_chat_session(
         &self,
         user_id: String,
@@ -2391,6 +2394,9 @@ pub trait ChatApi {
     /// **Decision:** a group started here stays a group chat with a single invitee too (the
     /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
     /// `oneToOne/`, and one invitee's decline does not end it.
+    /// **Decision (as the GSMA gateways):** once it is set up, the creator's subscriptions are
+    /// told `chatEventNotification` with `eventType` `Successful` (after the invitations go
+    /// out), which their clients wait for; a group started on the seed face tells nothing.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/group",

@@ -378,14 +378,15 @@ struct Start {
 
 /// Seed 7.1.2 / 7.1.4, the new session: the originator `Connected`, each invitee `Invited`
 /// with its invitation, a group session when more than one was invited (or a group was asked
-/// for); each invitee is sent
-/// its invitation.
+/// for); each invitee is sent its invitation, and the creator of a group asked for as one
+/// (OMA 2012) a `chatEventNotification` `Successful`.
 fn start(
     urls: &Urls,
     user: &str,
     new: Start,
     invited: Vec<(ParticipantInformation, Invitation)>,
 ) -> Decision {
+    let new_group = new.group;
     let mut participants = vec![Participant {
         address: user.to_owned(),
         name: new.originator_name.clone(),
@@ -414,7 +415,7 @@ fn start(
         adhoc: false,
         ended: false,
     };
-    let outbox = session
+    let mut outbox: Vec<_> = session
         .participants
         .iter()
         .skip(1)
@@ -425,6 +426,20 @@ fn start(
             )
         })
         .collect();
+    // A group made on the OMA 2012 face (`new.group`): its creator is told it is set up, as
+    // the GSMA gateways did, whose clients wait for that `Successful` before they go on.
+    if new_group {
+        outbox.push((
+            user.to_owned(),
+            views::event(
+                urls,
+                user,
+                &session,
+                EventType::Successful,
+                "group chat session set up".to_owned(),
+            ),
+        ));
+    }
     Decision { session, outbox }
 }
 
@@ -690,14 +705,23 @@ mod tests {
         }
     }
 
-    /// OMA 2012's `group/`: a group chat asked for as one stays one with a single invitee.
+    /// OMA 2012's `group/`: a group chat asked for as one stays one with a single invitee,
+    /// and its creator is told `Successful` after the invitations (the GSMA gateways' order).
     #[test]
     fn a_start_asked_as_a_group_is_a_group_with_one_invitee() {
         let asked = Start {
             group: true,
             ..new("sess-8")
         };
-        assert!(start(&urls(), A, asked, invited(&[B])).session.group);
+        let d = start(&urls(), A, asked, invited(&[B]));
+        assert!(d.session.group);
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{B} <- invitation sess-8"),
+                format!("{A} <- Successful")
+            ]
+        );
     }
 
     #[test]
