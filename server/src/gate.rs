@@ -22,7 +22,10 @@
 //! a CORS policy, which nobody has asked for.
 //!
 //! Which path allows which methods is read once, at start, from the published OpenAPI document,
-//! so it cannot drift from the routes. Unknown paths are left to dropshot (its 404).
+//! so it cannot drift from the routes. The gate knows every route the server registers, so a
+//! path it does not know is one dropshot's router would answer with its own JSON 404 (or 400
+//! for a path that is not UTF-8): the gate answers it instead as an OMA `requestError`
+//! ([`unrouted`]), in the negotiated format.
 
 use dropshot::RequestGate;
 use http::{Method, Request, Response};
@@ -65,6 +68,45 @@ fn route_alias<B>(request: &mut Request<B>) {
     if let Ok(uri) = http::Uri::from_parts(parts) {
         *request.uri_mut() = uri;
     }
+}
+
+/// The format the gate answers `request` in, negotiated like every answer; an `Accept`
+/// nothing fits gets JSON (the path or the method is the first problem).
+fn answer_format<B>(request: &Request<B>) -> media::Format {
+    let accept = request
+        .headers()
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>();
+    let joined = (!accept.is_empty()).then(|| accept.join(","));
+    let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
+    media::response_format(joined.as_deref(), body).unwrap_or(media::Format::Json)
+}
+
+/// Longest piece of a path an error repeats.
+const QUOTED_PATH: usize = 256;
+
+/// Why `path` matches no route: `400 SVC0002` when no route could ever match it (a segment
+/// that is not UTF-8 once percent-decoded, or a dot-segment, which dropshot's router refuses),
+/// else `404 SVC2008` naming the path (its first [`QUOTED_PATH`] bytes).
+pub fn unrouted(path: &str) -> ApiError {
+    let unreadable = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .any(|s| s == "." || s == ".." || percent_decode_str(s).decode_utf8().is_err());
+    if unreadable {
+        return ApiError::invalid_input(
+            "the path: a segment is `.` or `..`, or not UTF-8 once percent-decoded",
+        );
+    }
+    let end = path
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end <= QUOTED_PATH)
+        .last()
+        .unwrap_or(0);
+    ApiError::not_found(&path[..end])
 }
 
 /// One segment of a path template.
@@ -187,22 +229,16 @@ impl Methods {
     /// `HEAD` into a `GET`, and `/chat/0.1/…` into `/chat/v1/…`).
     pub fn check<B>(&self, request: &mut Request<B>) -> Option<Response<dropshot::Body>> {
         route_alias(request);
-        let route = self.lookup(request.uri().path())?;
+        let Some(route) = self.lookup(request.uri().path()) else {
+            // The gate knows every route the server registers, so this is dropshot's
+            // router-level 404 / 400, answered as the OMA error it is instead.
+            let error = unrouted(request.uri().path());
+            return error_response::<RequestError>(answer_format(request), &error).ok();
+        };
         let method = request.method().clone();
         if !route.methods.contains(&method) {
-            let accept = request
-                .headers()
-                .get_all(http::header::ACCEPT)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect::<Vec<_>>();
-            let joined = (!accept.is_empty()).then(|| accept.join(","));
-            // An Accept nothing fits gets the 405 in JSON: the method is the first problem.
-            let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
-            let format =
-                media::response_format(joined.as_deref(), body).unwrap_or(media::Format::Json);
             let error = ApiError::method_not_allowed(method.as_str(), &route.allow);
-            return error_response::<RequestError>(format, &error).ok();
+            return error_response::<RequestError>(answer_format(request), &error).ok();
         }
         if method == Method::HEAD {
             *request.method_mut() = Method::GET;
@@ -302,12 +338,35 @@ mod tests {
             check(&m, "POST", msg),
             (Some(405), "POST".into(), Some("GET, HEAD".into()))
         );
-        // Unknown paths and dot-segments are dropshot's business.
-        assert_eq!(check(&m, "TRACE", "/nowhere"), (None, "TRACE".into(), None));
+        // A path no route matches: the OMA 404, whatever the method; one no route could ever
+        // match (a dot-segment, bytes that are not UTF-8): the OMA 400.
         assert_eq!(
-            check(&m, "TRACE", "/v1/chat/u/../subscriptions"),
-            (None, "TRACE".into(), None)
+            check(&m, "TRACE", "/nowhere"),
+            (Some(404), "TRACE".into(), None)
         );
+        assert_eq!(
+            check(&m, "GET", "/v1/chat/u/nothing"),
+            (Some(404), "GET".into(), None)
+        );
+        for unreadable in ["/v1/chat/u/../subscriptions", "/v1/chat/%FF/chatSessions"] {
+            assert_eq!(
+                check(&m, "GET", unreadable),
+                (Some(400), "GET".into(), None),
+                "{unreadable}"
+            );
+        }
+    }
+
+    /// What a path without a route is answered with: the OMA error, naming at most the
+    /// path's first bytes.
+    #[test]
+    fn an_unrouted_path_is_an_oma_error() {
+        let e = unrouted("/chat/V1/u/foo");
+        assert_eq!((e.status.as_u16(), e.message_id), (404, "SVC2008"));
+        assert!(e.rendered().contains("/chat/V1/u/foo"), "{}", e.rendered());
+        let long = format!("/{}", "a".repeat(5000));
+        assert!(unrouted(&long).rendered().len() < 600);
+        assert_eq!(unrouted("/x/%C3%28").status.as_u16(), 400);
     }
 
     /// Every known path answers every method its OpenAPI item does not list (the methods of

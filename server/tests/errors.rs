@@ -1041,11 +1041,10 @@ async fn one_user_in_two_spellings_is_a_duplicate() {
     }
 }
 
-/// A path that matches no route never reaches the API: dropshot's router answers it with its
-/// own JSON 404 (documented in the spec's `NotFound` response; dropshot 0.18 has no hook to
-/// render it otherwise). Still a 404, never a 5xx, whatever the Accept header.
+/// A path that matches no route never reaches the API, and is still answered as an OMA
+/// error: `404 SVC2008` in the negotiated format, never a 5xx, never the router's own JSON.
 #[tokio::test]
-async fn unrouted_path_is_a_plain_404() {
+async fn unrouted_path_is_an_oma_404() {
     let srv = Server::default_for_tests();
     for f in FORMATS {
         let c = Ctx { srv: &srv, f };
@@ -1055,12 +1054,7 @@ async fn unrouted_path_is_a_plain_404() {
             format!("{}/v2/chat", srv.base),
         ] {
             let a = c.get(&url).await;
-            assert_eq!(a.status, 404, "[{f:?}] GET {url}: {}", a.body);
-            assert!(
-                a.content_type().starts_with("application/json"),
-                "[{f:?}] {}",
-                a.content_type()
-            );
+            a.assert_error(404, "SVC2008", f);
         }
     }
 }

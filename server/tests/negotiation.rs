@@ -810,17 +810,33 @@ async fn openapi_document_is_published() {
     assert!(root["properties"]["chatMessage"].is_object(), "{root}");
 }
 
-/// Paths no route matches, and path bytes that are not UTF-8, are answered by dropshot's router
-/// before the API runs: a plain JSON 404 / 400 (dropshot 0.18 has no hook to render these in
-/// the negotiated format; the spec's `NotFound` response says so). Never a 5xx.
+/// Paths no route matches, and path bytes that are not UTF-8, are answered before the API
+/// runs, and still as an OMA `requestError` in the negotiated format, with `Vary: Accept`: a
+/// 404 `SVC2008` naming the path, a 400 `SVC0002`. Never a 5xx, never dropshot's own JSON.
 #[tokio::test]
-async fn router_level_errors_are_plain_json() {
+async fn paths_without_a_route_get_oma_errors() {
     let server = Server::default_for_tests();
-    for (accept, _) in ASKS {
-        let a = get(&server.url(ALICE, "/nothingHere"), accept).await;
-        assert_eq!(a.status, 404, "{}", a.body);
-        assert!(a.content_type().starts_with("application/json"));
+    for (accept, format) in ASKS {
+        for path in [
+            server.url(ALICE, "/nothingHere"),
+            format!(
+                "{}/chat/V1/{}/subscriptions",
+                server.base, "tel%3A%2B15551230001"
+            ),
+            format!("{}/nowhere", server.base),
+        ] {
+            let a = get(&path, accept).await;
+            let text = assert_error(&a, 404, "SVC2008", format);
+            assert!(
+                text.contains("nothingHere")
+                    || text.contains("/chat/V1/")
+                    || text.contains("/nowhere"),
+                "{text}"
+            );
+            assert_vary(&a);
+        }
         let a = get(&format!("{}/v1/chat/%FF/chatSessions", server.base), accept).await;
-        assert_eq!(a.status, 400, "{}", a.body);
+        assert_error(&a, 400, "SVC0002", format);
+        assert_vary(&a);
     }
 }
