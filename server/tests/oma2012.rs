@@ -251,6 +251,48 @@ async fn confirmed_chat(wire: Wire) {
     face.get_session(A, &sid).await.fails(404, Some("SVC2008"));
 }
 
+/// OMA 2012: the PUT of `Disconnected` on one's own status is the DELETE: a decline while
+/// invited, and once accepted the end of the chat for both (the peer hears `SessionEnded`,
+/// the session is gone), where the seed's leave would have kept it half open.
+async fn disconnected_closes_a_one_to_one(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let (a, b) = (
+        User::new_2012(&face, A).await,
+        User::new_2012(&face, B).await,
+    );
+    let req = one_to_one_request(A, B, "Brief");
+    let sid = last_segment(&face.create_one_to_one(A, B, &req).await.created().0);
+    let _: ChatSessionInvitationNotification = b.next().await;
+    let _: MessageNotification = b.next().await;
+    face.put_one_to_one_status(B, A, &sid, Connected)
+        .await
+        .no_content();
+    let ev: ChatEventNotification = a.next().await;
+    assert_eq!(ev.event_type, EventType::Accepted);
+    face.put_one_to_one_status(B, A, &sid, ParticipantStatus::Disconnected)
+        .await
+        .no_content();
+    let ev: ChatEventNotification = a.next().await;
+    assert_eq!(
+        (ev.event_type, ev.session_id.as_str()),
+        (EventType::SessionEnded, sid.as_str())
+    );
+    face.get_one_to_one(A, B, &sid)
+        .await
+        .fails(404, Some("SVC2008"));
+}
+
+#[tokio::test]
+async fn disconnected_closes_a_one_to_one_in_json() {
+    disconnected_closes_a_one_to_one(Wire::Json).await;
+}
+
+#[tokio::test]
+async fn disconnected_closes_a_one_to_one_in_xml() {
+    disconnected_closes_a_one_to_one(Wire::Xml).await;
+}
+
 #[tokio::test]
 async fn confirmed_one_to_one_chat_in_json() {
     confirmed_chat(Wire::Json).await;

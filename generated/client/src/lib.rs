@@ -7145,8 +7145,9 @@ impl Client {
 
     The invitee PUTs `participantSessionStatus` with `Connected` to accept (the OMA 2012
     form of the seed's `updateParticipantStatus`, whose rules apply unchanged, on the
-    user's own status): the originator is told. **Decision:** `Disconnected` declines (OMA
-    2012 declines with DELETE, which works too) and, after accepting, leaves; `Invited` is
+    user's own status): the originator is told. **Decision:** `Disconnected` is the DELETE:
+    it declines while invited and, after accepting, closes the chat for both (the peer is
+    told `SessionEnded`; a one-to-one chat does not outlive one side leaving); `Invited` is
     `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
     OMA 2012 has it (the seed face answers `200` with the status).
 

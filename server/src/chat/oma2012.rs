@@ -970,8 +970,8 @@ impl Chat {
             .await
     }
 
-    /// OMA 2012: accept (`Connected`) or decline / leave (`Disconnected`): the seed's
-    /// [`Chat::update_participant_status`] on the user's own status. The peer cannot change
+    /// OMA 2012: accept (`Connected`): the seed's [`Chat::update_participant_status`] on the
+    /// user's own status; or decline / close (`Disconnected`), as DELETE does. The peer cannot change
     /// between the check and the update: a 1-1 session only gains participants by becoming a
     /// group, and then the seed's rules still hold for the user's own status.
     pub async fn update_one_to_one_session_status(
@@ -981,6 +981,12 @@ impl Chat {
         sid: &str,
         wanted: ParticipantStatus,
     ) -> Result<(), ApiError> {
+        // `Disconnected` is the DELETE's [`close`]: a decline while invited, else the end of
+        // the chat for both (a one-to-one chat does not outlive one side leaving it; OMA 2012
+        // tells the peer `SessionEnded`, where the seed's leave would keep it half open).
+        if wanted == ParticipantStatus::Disconnected {
+            return self.delete_one_to_one_session(user, other, sid).await;
+        }
         self.one_to_one(&self.lock(), user, other, sid)?;
         self.update_participant_status(user, sid, user, wanted)
             .await
