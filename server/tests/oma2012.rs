@@ -1177,16 +1177,18 @@ async fn profiles_follow_the_face(wire: Wire) {
         ]
     );
     // As the GSMA gateway did, the subject reaches the 2012 invitee as a first message too
-    // (no stored message: no messageId, linked to the session). The seed subscriber keeps the
-    // seed's invitation alone (its next notification is A's message below).
+    // (no stored message: a messageId that names none, as OMA 2012's XSD requires one; linked
+    // to the session). The seed subscriber keeps the seed's invitation alone (its next
+    // notification is A's message below).
     let first: MessageNotification = b12.next().await;
+    let subject_id = format!("subject-{sid}");
     assert_eq!(
         (
             first.sender_address.as_str(),
             first.session_id.as_str(),
             first.message_id.as_deref()
         ),
-        (A, sid.as_str(), None)
+        (A, sid.as_str(), Some(subject_id.as_str()))
     );
     assert_eq!(
         first.chat_message.map(|m| m.text).as_deref(),
@@ -1459,7 +1461,10 @@ async fn is_composing(wire: Wire) {
         (n.sender_address.as_str(), n.session_id.as_str()),
         (A, sid.as_str())
     );
-    assert_eq!((n.chat_message, n.message_id), (None, None));
+    // No message, but a messageId all the same (OMA 2012's XSD requires one), naming none.
+    assert_eq!(n.chat_message, None);
+    let indication_id = n.message_id.clone().expect("a messageId");
+    assert!(indication_id.starts_with("composing-"), "{indication_id}");
     assert_eq!(n.is_composing, Some(typing.clone()));
     assert_eq!(
         links(&n.link),

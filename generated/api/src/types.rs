@@ -2954,7 +2954,11 @@ impl From<ChatEventNotification> for ChatEventNotificationRoot {
 }
 
 /// Seed `MessageNotification`, a message for the notified user: `chatMessage` and
-/// `messageId`; or (OMA 2012) that the sender is composing: `isComposing`, no `messageId`.
+/// `messageId`; or (OMA 2012) that the sender is composing: `isComposing`. **Decision:**
+/// the server always sends a `messageId` (OMA 2012's XSD requires one): for an
+/// `isComposing` (`composing-…`) or the subject told to an OMA 2012 invitee as its first
+/// message (`subject-{sessionId}`) it names no stored message, and the notification links
+/// the session instead of a message status.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageNotification {
     /// `senderAddress`.

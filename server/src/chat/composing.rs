@@ -158,6 +158,9 @@ impl Chat {
             {
                 return Err(Refused::ComposingRate.into_api(String::new));
             }
+            // OMA's XSD requires a `messageId` on every messageNotification: an indication
+            // gets one of its own, which names no stored message (`composing-…`).
+            let (indication_id, _) = state.new_id("composing");
             let outbox = others
                 .into_iter()
                 .map(|to| {
@@ -168,7 +171,7 @@ impl Chat {
                         is_composing: Some(ind.clone()),
                         date_time: Some(crate::time::now_rfc3339()),
                         session_id: sid.to_owned(),
-                        message_id: None,
+                        message_id: Some(indication_id.clone()),
                         callback_data: None,
                         link: vec![views::session_link(&self.urls, &to, sid)],
                     });

@@ -570,7 +570,9 @@ pub(super) fn subject_message(
         is_composing: None,
         date_time: None,
         session_id: inv.session_id.clone(),
-        message_id: None,
+        // OMA's XSD requires a `messageId` on every messageNotification; the subject is no
+        // stored message, so its id names none (one per session: `subject-{sessionId}`).
+        message_id: Some(format!("subject-{}", inv.session_id)),
         callback_data: None,
         link: vec![session_link(urls, to, s)],
     }))
@@ -1665,9 +1667,9 @@ mod tests {
             (
                 m.sender_address.as_str(),
                 m.session_id.as_str(),
-                &m.message_id
+                m.message_id.as_deref()
             ),
-            (A, "sess-1", &None)
+            (A, "sess-1", Some("subject-sess-1"))
         );
         assert_eq!(
             m.chat_message.as_ref().map(|c| c.text.as_str()),
