@@ -2335,12 +2335,19 @@ impl From<MessageStatusReport> for MessageStatusReportRoot {
 }
 
 /// OMA 2012 `isComposing` (RFC 3994): that a participant is composing (`active`) or
-/// stopped (`idle`). See `indicateComposing`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// stopped (`idle`). See `indicateComposing`. **Decision:** the state is read from
+/// `state` or from `status` (the GSMA gateways' spelling; exactly one of the two), and
+/// always told as `state`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct IsComposing {
     /// `state`: `active` or `idle` (RFC 3994; lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    pub state: String,
+    pub state: Option<String>,
+    /// `status`: The GSMA gateways' spelling of `state`, read as it (never sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub status: Option<String>,
     /// `lastActive`: When the user was last active (RFC 3339), mainly with `idle`.
     #[serde(
         rename = "lastActive",
@@ -2368,7 +2375,12 @@ pub struct IsComposing {
 
 impl XmlType for IsComposing {
     fn write_children(&self, w: &mut XmlWriter) {
-        w.leaf("state", &self.state);
+        if let Some(v) = &self.state {
+            w.leaf("state", v);
+        }
+        if let Some(v) = &self.status {
+            w.leaf("status", v);
+        }
         if let Some(v) = &self.last_active {
             w.leaf("lastActive", v);
         }
@@ -2382,7 +2394,8 @@ impl XmlType for IsComposing {
 
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = IsComposing {
-            state: e.required_leaf("state")?,
+            state: e.optional_leaf("state")?,
+            status: e.optional_leaf("status")?,
             last_active: e.optional_leaf("lastActive")?,
             content_type: e.optional_leaf("contentType")?,
             refresh: e.optional_leaf("refresh")?,
@@ -2394,12 +2407,25 @@ impl XmlType for IsComposing {
 
 impl Validate for IsComposing {
     fn validate(&self) -> Result<(), String> {
-        netapi_chat_runtime::wire::check_max_length("state", &self.state, 64)?;
+        if let Some(v) = &self.state {
+            netapi_chat_runtime::wire::check_max_length("state", v, 64)?;
+        }
+        if let Some(v) = &self.status {
+            netapi_chat_runtime::wire::check_max_length("status", v, 64)?;
+        }
         if let Some(v) = &self.last_active {
             netapi_chat_runtime::wire::check_max_length("lastActive", v, 64)?;
         }
         if let Some(v) = &self.content_type {
             netapi_chat_runtime::wire::check_max_length("contentType", v, 256)?;
+        }
+        if [self.state.is_some(), self.status.is_some()]
+            .iter()
+            .filter(|p| **p)
+            .count()
+            != 1
+        {
+            return Err("`IsComposing` needs exactly one of `state` or `status`".to_owned());
         }
         Ok(())
     }

@@ -2142,9 +2142,11 @@ pub mod types {
     }
 
     /**OMA 2012 `isComposing` (RFC 3994): that a participant is composing (`active`) or
-    stopped (`idle`). See `indicateComposing`.
+    stopped (`idle`). See `indicateComposing`. **Decision:** the state is read from
+    `state` or from `status` (the GSMA gateways' spelling; exactly one of the two), and
+    always told as `state`.
     */
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct IsComposing {
         ///What is being composed, e.g. `text/plain`.
         #[serde(
@@ -2162,7 +2164,11 @@ pub mod types {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub refresh: ::std::option::Option<i64>,
         ///`active` or `idle` (RFC 3994; lower case).
-        pub state: IsComposingState,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub state: ::std::option::Option<IsComposingState>,
+        ///The GSMA gateways' spelling of `state`, read as it (never sent).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub status: ::std::option::Option<IsComposingStatus>,
     }
 
     ///What is being composed, e.g. `text/plain`.
@@ -2329,6 +2335,62 @@ pub mod types {
     }
 
     impl<'de> ::serde::Deserialize<'de> for IsComposingState {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
+    }
+
+    ///The GSMA gateways' spelling of `state`, read as it (never sent).
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct IsComposingStatus(::std::string::String);
+    impl ::std::ops::Deref for IsComposingStatus {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<IsComposingStatus> for ::std::string::String {
+        fn from(value: IsComposingStatus) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for IsComposingStatus {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 64usize {
+                return Err("longer than 64 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for IsComposingStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for IsComposingStatus {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for IsComposingStatus {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,

@@ -96,15 +96,20 @@ impl Log {
     }
 }
 
-/// The rule on an `isComposing` body: `state` is `active` or `idle` (any case; answered in
+/// The rule on an `isComposing` body: `state` (or `status`) is `active` or `idle` (any case; answered in
 /// lower case, as RFC 3994 writes it), `refresh` 1-[`MAX_REFRESH`] s ([`DEFAULT_REFRESH`] when
 /// absent). The indication as it is told, with its `refresh` set.
 pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
-    let state = body.state.trim().to_ascii_lowercase();
+    // `state`, or the GSMA gateways' `status` (the schema admits exactly one of them).
+    let given = body
+        .state
+        .as_deref()
+        .or(body.status.as_deref())
+        .unwrap_or("");
+    let state = given.trim().to_ascii_lowercase();
     if state != "active" && state != "idle" {
         return Err(Refused::Invalid(format!(
-            "state: `active` or `idle`, not {:?}",
-            body.state
+            "state: `active` or `idle`, not {given:?}"
         )));
     }
     let refresh = body.refresh.unwrap_or(DEFAULT_REFRESH);
@@ -114,7 +119,8 @@ pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
         )));
     }
     Ok(IsComposing {
-        state,
+        state: Some(state),
+        status: None,
         refresh: Some(refresh),
         ..body
     })
@@ -152,10 +158,12 @@ impl Chat {
             }
             let name = me.name.clone();
             let others = s.connected_others(user);
-            if !state
-                .composing
-                .admit(user, sid, ind.state == "active", Instant::now())
-            {
+            if !state.composing.admit(
+                user,
+                sid,
+                ind.state.as_deref() == Some("active"),
+                Instant::now(),
+            ) {
                 return Err(Refused::ComposingRate.into_api(String::new));
             }
             // OMA's XSD requires a `messageId` on every messageNotification: an indication
@@ -193,7 +201,8 @@ mod tests {
 
     fn body(state: &str, refresh: Option<i64>) -> IsComposing {
         IsComposing {
-            state: state.to_owned(),
+            state: Some(state.to_owned()),
+            status: None,
             last_active: None,
             content_type: Some("text/plain".to_owned()),
             refresh,
@@ -203,7 +212,7 @@ mod tests {
     #[test]
     fn an_indication_is_active_or_idle_with_a_bounded_refresh() {
         let ok = indication(body("Active", None)).expect("active");
-        assert_eq!(ok.state, "active");
+        assert_eq!(ok.state.as_deref(), Some("active"));
         assert_eq!(ok.refresh, Some(DEFAULT_REFRESH));
         assert_eq!(ok.content_type.as_deref(), Some("text/plain"));
         assert_eq!(
@@ -211,6 +220,14 @@ mod tests {
             Some(1)
         );
         assert!(indication(body("idle", Some(MAX_REFRESH))).is_ok());
+        // The GSMA gateways' spelling is read as `state`, and told as `state`.
+        let gsma = IsComposing {
+            state: None,
+            status: Some("ACTIVE".to_owned()),
+            ..body("x", None)
+        };
+        let told = indication(gsma).expect("status read as state");
+        assert_eq!((told.state.as_deref(), told.status), (Some("active"), None));
         for bad in [
             body("typing", None),
             body("", None),

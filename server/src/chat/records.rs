@@ -1278,7 +1278,13 @@ impl From<&Notification> for StoredNotification {
                     resource_url: m.resource_url.clone(),
                 }),
                 is_composing: n.is_composing.as_ref().map(|c| StoredIsComposing {
-                    state: c.state.clone(),
+                    // Told indications carry `state` (`composing::indication`); the GSMA
+                    // spelling is only read, so the stored form is unchanged.
+                    state: c
+                        .state
+                        .clone()
+                        .or_else(|| c.status.clone())
+                        .unwrap_or_default(),
                     last_active: c.last_active.clone(),
                     content_type: c.content_type.clone(),
                     refresh: c.refresh,
@@ -1400,7 +1406,8 @@ impl From<StoredNotification> for Notification {
                     resource_url: m.resource_url,
                 }),
                 is_composing: n.is_composing.map(|c| api::IsComposing {
-                    state: c.state,
+                    state: Some(c.state),
+                    status: None,
                     last_active: c.last_active,
                     content_type: c.content_type,
                     refresh: c.refresh,
