@@ -1351,6 +1351,19 @@ async fn profiles_follow_the_face(wire: Wire) {
     assert_eq!(put.status, 204, "{}", put.body);
     let _: ParticipantStatusNotification = a.next().await;
     let st: ParticipantStatusNotification = a12.next().await;
+    // OMA 2012 tells the whole roster, who changed first, `yourown` on the reader's entry.
+    let roster: Vec<_> = st
+        .participant
+        .iter()
+        .map(|e| (e.address.as_str(), e.status, e.yourown))
+        .collect();
+    assert_eq!(
+        roster,
+        [
+            (B, Some(Connected), Some(false)),
+            (A, Some(Connected), Some(true))
+        ]
+    );
     assert_eq!(
         links(&st.participant[0].link),
         [

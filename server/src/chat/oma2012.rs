@@ -34,7 +34,8 @@ use netapi_chat_api::{
     ChatSessionInvitationNotification, ChatSubscription, ChatSubscriptionList, Created, EventType,
     GroupChatSessionInformation, GroupSessionInvitationNotification, IsComposing, Link,
     MessageNotification, MessageStatus, MessageStatusNotification, MessageStatusReport,
-    ParticipantInformation, ParticipantList, ParticipantStatus, ResourceReference,
+    ParticipantInformation, ParticipantList, ParticipantStatus, ParticipantStatusEntry,
+    ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -369,6 +370,33 @@ fn message_url(urls: &Urls, to: &str, s: &Session, mid: &str) -> String {
     }
 }
 
+/// OMA 2012, the rule on a group's `participantStatusNotification`: the whole roster (OMA
+/// 2012 tells the participant list, not only who changed), the changed entries first (as told)
+/// and then everyone else in the session's order, `yourown` true on the entry of `to` and
+/// false on the others.
+pub(super) fn roster(
+    changed: Vec<ParticipantStatusEntry>,
+    to: &str,
+    s: &Session,
+) -> Vec<ParticipantStatusEntry> {
+    let mut all = changed;
+    for p in &s.participants {
+        if !all.iter().any(|e| e.address == p.address) {
+            all.push(ParticipantStatusEntry {
+                address: p.address.clone(),
+                name: p.name.clone(),
+                status: Some(p.status),
+                yourown: None,
+                link: Vec::new(),
+            });
+        }
+    }
+    for e in &mut all {
+        e.yourown = Some(e.address == to);
+    }
+    all
+}
+
 /// The session a notification is about, if any.
 pub(super) fn session_of(n: &Notification) -> Option<&str> {
     match n {
@@ -468,6 +496,9 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
                     callback_data: n.callback_data,
                     link: vec![session_link(urls, to, s)],
                 });
+            }
+            if t == Tree::Group {
+                n.participant = roster(n.participant, to, s);
             }
             for e in &mut n.participant {
                 e.link = match t {
@@ -1651,6 +1682,36 @@ mod tests {
     /// OMA 2012 as its gateways behaved: a one-to-one invitation is followed by its subject as
     /// a message (no messageId, the session linked); a group invitation, another notification
     /// or an empty subject is told alone.
+    #[test]
+    fn a_group_status_is_told_with_the_whole_roster_and_yourown() {
+        let g = session_fixture(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(1)),
+            ],
+        );
+        let changed = vec![ParticipantStatusEntry {
+            address: B.to_owned(),
+            name: None,
+            status: Some(Connected),
+            yourown: Some(false),
+            link: Vec::new(),
+        }];
+        let all: Vec<_> = roster(changed, C, &g)
+            .into_iter()
+            .map(|e| (e.address, e.status, e.yourown))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                (B.to_owned(), Some(Connected), Some(false)),
+                (A.to_owned(), Some(Connected), Some(false)),
+                (C.to_owned(), Some(Invited), Some(true))
+            ]
+        );
+    }
+
     #[test]
     fn the_subject_of_a_one_to_one_invitation_is_also_a_first_message() {
         let u = urls();
