@@ -90,22 +90,40 @@ impl Element {
             .collect()
     }
 
+    /// Decodes this element as the complex type `T`. A complex type of the Chat schemas has
+    /// element content only, so text in it (`<channelData>42</channelData>`, where the schema
+    /// wants child elements) is refused rather than ignored; whitespace between children is
+    /// not text.
+    pub fn read_complex<T: XmlType>(&self) -> Result<T, XmlError> {
+        if !self.text.trim().is_empty() {
+            return Err(XmlError::Decode(format!(
+                "element `{}` holds text where the schema has child elements",
+                self.name
+            )));
+        }
+        T::read(self)
+    }
+
     /// Decodes a complex child that must appear exactly once.
     pub fn required_child<T: XmlType>(&self, name: &str) -> Result<T, XmlError> {
         match self.single_child(name)? {
-            Some(child) => T::read(child),
+            Some(child) => child.read_complex(),
             None => Err(self.missing_element(name)),
         }
     }
 
     /// Decodes a complex child that may appear at most once.
     pub fn optional_child<T: XmlType>(&self, name: &str) -> Result<Option<T>, XmlError> {
-        self.single_child(name)?.map(T::read).transpose()
+        self.single_child(name)?
+            .map(Element::read_complex)
+            .transpose()
     }
 
     /// Decodes every complex child called `name`.
     pub fn child_list<T: XmlType>(&self, name: &str) -> Result<Vec<T>, XmlError> {
-        self.children_named(name).map(T::read).collect()
+        self.children_named(name)
+            .map(Element::read_complex)
+            .collect()
     }
 
     /// Decodes an attribute that must be present.

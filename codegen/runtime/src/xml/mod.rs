@@ -63,7 +63,7 @@ pub fn from_document<T: XmlRoot>(input: &[u8], limits: &XmlLimits) -> Result<T, 
             found,
         });
     }
-    T::read(&root)
+    root.read_complex()
 }
 
 #[cfg(test)]
