@@ -60,6 +60,7 @@ expect() { # who, log, words...
     done
     say "ok: $who's poll loop printed $*"
 }
-expect bob "$BOB" '<nc:notificationList' sessionInvitationNotification messageNotification '12:30?' SessionEnded
-expect alice "$ALICE" '{"notificationList"' participantStatusNotification Connected messageDeliveryNotification Delivered SessionEnded
+# OMA's notificationList: XML notifications in the chat namespace, a JSON array of single-key objects
+expect bob "$BOB" '<nc:notificationList' '<chat:sessionInvitationNotification' '<chat:messageNotification' '12:30?' SessionEnded
+expect alice "$ALICE" '{"notificationList":[{"' participantStatusNotification Connected messageDeliveryNotification Delivered SessionEnded
 say "passed"

@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 /// Suffix of the derived JSON wrapper schemas (`ChatMessage` → `ChatMessageRoot`).
 pub const ROOT_SUFFIX: &str = "Root";
 
+/// The name of the one field a list schema is read as (`NotificationList::items`).
+pub const BARE_LIST_FIELD: &str = "items";
+
 /// The whole spec, resolved.
 #[derive(Debug)]
 pub struct Spec {
@@ -52,6 +55,12 @@ pub struct StructSchema {
     pub fields: Vec<Field>,
     /// Properties of which exactly one must be present (`x-oma-choice`, an `xsd:choice`).
     pub choice: Vec<String>,
+    /// A list schema (`type: array`, OMA's `NotificationList`): a document that is a list
+    /// with no element of its own around each item, read as a struct of one list field,
+    /// [`BARE_LIST_FIELD`]. Its items are a choice whose members are document roots: in JSON
+    /// the document is the array (each item a single-key object), in XML each item is its
+    /// member's own root element, in the member's namespace.
+    pub bare_list: bool,
 }
 
 /// A property of a struct schema.
@@ -255,6 +264,7 @@ fn parse_schemas(raw: &Value) -> Result<Vec<Schema>> {
                 SchemaKind::Enum(values)
             }
             Some("object") => SchemaKind::Struct(parse_struct(name, s)?),
+            Some("array") => SchemaKind::Struct(parse_bare_list(name, s)?),
             other => bail!("schema `{name}`: unsupported type {other:?}"),
         };
         out.push(Schema {
@@ -278,9 +288,61 @@ fn parse_schemas(raw: &Value) -> Result<Vec<Schema>> {
                     );
                 }
             }
+            if st.bare_list {
+                check_bare_list(&out, &s.name, st)?;
+            }
         }
     }
     Ok(out)
+}
+
+/// The struct schema called `name` in `schemas`, if there is one.
+fn struct_schema<'a>(schemas: &'a [Schema], name: &str) -> Option<&'a StructSchema> {
+    schemas.iter().find_map(|o| match &o.kind {
+        SchemaKind::Struct(st) if o.name == name => Some(st),
+        _ => None,
+    })
+}
+
+/// A list schema is what its writers assume: a list of a choice schema every property of which
+/// is a member, each member a document root named as the member (so that the item's XML
+/// element is the member's own root element).
+fn check_bare_list(schemas: &[Schema], name: &str, st: &StructSchema) -> Result<()> {
+    let [
+        Field {
+            ty: FieldType::Named(item),
+            ..
+        },
+    ] = st.fields.as_slice()
+    else {
+        bail!("schema `{name}`: a list schema is read as one list of a schema");
+    };
+    let item_st = struct_schema(schemas, item)
+        .ok_or_else(|| anyhow!("schema `{name}`: `{item}` is not an object schema"))?;
+    ensure!(
+        !item_st.fields.is_empty()
+            && item_st
+                .fields
+                .iter()
+                .all(|f| item_st.choice.contains(&f.name)),
+        "schema `{name}`: every property of its item `{item}` is an x-oma-choice member"
+    );
+    for f in &item_st.fields {
+        let FieldType::Named(member) = &f.ty else {
+            bail!(
+                "schema `{item}`: bare-list member `{}` is not a schema",
+                f.name
+            );
+        };
+        let root = struct_schema(schemas, member).and_then(|m| m.root.as_deref());
+        ensure!(
+            root == Some(f.name.as_str()),
+            "schema `{item}`: bare-list member `{}` must be a document root named `{}`",
+            f.name,
+            f.name
+        );
+    }
+    Ok(())
 }
 
 fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
@@ -364,6 +426,33 @@ fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
         root,
         fields,
         choice,
+        bare_list: false,
+    })
+}
+
+/// A list schema: a document root whose items are a schema (checked further by
+/// [`check_bare_list`] once every schema is read).
+fn parse_bare_list(name: &str, s: &Value) -> Result<StructSchema> {
+    let item = ref_name(&s["items"])
+        .ok_or_else(|| anyhow!("schema `{name}`: a list schema's items must be a $ref"))?;
+    let root = text(&s["xml"], "name")
+        .ok_or_else(|| anyhow!("schema `{name}`: a list schema is a document root (xml.name)"))?;
+    ensure!(
+        s["xml"]["wrapped"].as_bool() == Some(true),
+        "schema `{name}`: a list schema's XML is its root element around the items (xml.wrapped: true)"
+    );
+    Ok(StructSchema {
+        root: Some(root),
+        fields: vec![Field {
+            name: BARE_LIST_FIELD.to_owned(),
+            description: None,
+            ty: FieldType::Named(item.to_owned()),
+            card: Card::List { min: 0 },
+            attribute: false,
+            max_length: None,
+        }],
+        choice: Vec::new(),
+        bare_list: true,
     })
 }
 

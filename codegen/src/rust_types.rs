@@ -1,7 +1,9 @@
 //! Emits the data types: one struct per object schema, one enum per string enum, one JSON
 //! wrapper per document root, each speaking JSON (serde) and XML (the runtime's `xml` traits).
 
-use crate::model::{Card, Field, FieldType, ROOT_SUFFIX, Schema, SchemaKind, Spec, StructSchema};
+use crate::model::{
+    BARE_LIST_FIELD, Card, Field, FieldType, ROOT_SUFFIX, Schema, SchemaKind, Spec, StructSchema,
+};
 use crate::naming::{doc_attrs, ident, snake, type_ident, variant_ident};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -159,10 +161,17 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
     let fields = st.fields.iter().map(|f| {
         let id = ident(&snake(&f.name));
         let ty = rust_type(spec, f);
-        let serde = serde_attrs(f);
-        let doc = match &f.description {
-            Some(d) => format!("`{}`: {d}", f.name),
-            None => format!("`{}`.", f.name),
+        // A list schema's document is its one list (`#[serde(transparent)]`, below), which
+        // can be neither skipped nor defaulted; it reads OMA's single item and `null` too.
+        let serde = if st.bare_list {
+            quote!(#[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")])
+        } else {
+            serde_attrs(f)
+        };
+        let doc = match (&f.description, st.bare_list) {
+            (Some(d), _) => format!("`{}`: {d}", f.name),
+            (None, true) => "The items, in order: the document's whole content.".to_owned(),
+            (None, false) => format!("`{}`.", f.name),
         };
         let docs = doc_attrs(&doc);
         // The limit in the schema dropshot derives too (not for a list: there `length` would
@@ -182,7 +191,11 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         }
     });
 
-    let xml_impl = xml_impl(spec, &name, st);
+    let xml_impl = if st.bare_list {
+        bare_list_xml_impl(spec, &name, st)
+    } else {
+        xml_impl(spec, &name, st)
+    };
     let validate_impl = validate_impl(spec, schema, &name, st);
     let root_impl = root_impl(schema, &name, st);
 
@@ -192,9 +205,11 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         .iter()
         .all(|f| f.card != Card::Required)
         .then(|| quote!(Default,));
+    let transparent = st.bare_list.then(|| quote!(#[serde(transparent)]));
     quote! {
         #docs
         #[derive(Clone, Debug, PartialEq, #default Serialize, Deserialize, JsonSchema)]
+        #transparent
         pub struct #name {
             #(#fields)*
         }
@@ -268,6 +283,59 @@ fn xml_impl(spec: &Spec, name: &syn::Ident, st: &StructSchema) -> TokenStream {
             }
             fn read(e: &Element) -> Result<Self, XmlError> {
                 let value = #name { #(#reads)* };
+                value.validate().map_err(XmlError::Decode)?;
+                Ok(value)
+            }
+        }
+    }
+}
+
+/// `XmlType` of a list schema: each item is written as its chosen member's own root element,
+/// in the member's namespace (`<chat:messageNotification xmlns:chat="…">`, as OMA's
+/// `NotificationList` holds notifications), and read back from its element's local name, in
+/// document order. An element that is no member is refused, like any unknown content.
+fn bare_list_xml_impl(spec: &Spec, name: &syn::Ident, st: &StructSchema) -> TokenStream {
+    let Some(FieldType::Named(item)) = st.fields.first().map(|f| &f.ty) else {
+        return TokenStream::new();
+    };
+    let members: Vec<&Field> = match spec.schema(item).map(|s| &s.kind) {
+        Some(SchemaKind::Struct(item_st)) => item_st.fields.iter().collect(),
+        _ => Vec::new(),
+    };
+    let field = ident(BARE_LIST_FIELD);
+    let item_ty = type_ident(item);
+    let ids: Vec<_> = members.iter().map(|m| ident(&snake(&m.name))).collect();
+    let wires: Vec<&String> = members.iter().map(|m| &m.name).collect();
+    let root = st.root.as_deref().unwrap_or_default();
+    let unknown = format!("`{root}` cannot hold an element `{{other}}`");
+    quote! {
+        impl XmlType for #name {
+            fn write_children(&self, w: &mut XmlWriter) {
+                for v in &self.#field {
+                    #(
+                        if let Some(n) = &v.#ids {
+                            w.root_element(n);
+                        }
+                    )*
+                }
+            }
+            fn read(e: &Element) -> Result<Self, XmlError> {
+                let #field = e
+                    .children
+                    .iter()
+                    .map(|c| {
+                        Ok(match c.name.as_str() {
+                            #(
+                                #wires => #item_ty {
+                                    #ids: Some(c.read_complex()?),
+                                    ..Default::default()
+                                },
+                            )*
+                            other => return Err(XmlError::Decode(format!(#unknown))),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, XmlError>>()?;
+                let value = #name { #field };
                 value.validate().map_err(XmlError::Decode)?;
                 Ok(value)
             }

@@ -1,9 +1,10 @@
 //! Emits one XSD per namespace from the spec's schemas: complex types with their sequence in
 //! property order (attributes as `xsd:attribute`, `x-oma-choice` members as an `xsd:choice`),
 //! enumerations as restricted strings, and a global element per document root. Children are
-//! unqualified (no `elementFormDefault`), as in OMA's own schemas.
+//! unqualified (no `elementFormDefault`), as in OMA's own schemas; a list schema's items are
+//! references to other roots' global elements (an unbounded `xsd:choice` of `ref`s).
 
-use crate::model::{Card, Field, FieldType, SchemaKind, Spec};
+use crate::model::{Card, Field, FieldType, SchemaKind, Spec, StructSchema};
 use anyhow::{Result, anyhow};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -50,14 +51,13 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
         let mut used: Vec<&String> = Vec::new();
         for s in spec.schemas.iter().filter(|s| &s.namespace == ns) {
             if let SchemaKind::Struct(st) = &s.kind {
-                for f in &st.fields {
-                    let other = match &f.ty {
-                        FieldType::Named(n) => spec.schema(n),
-                        _ => None,
-                    };
-                    if let Some(o) =
-                        other.filter(|o| &o.namespace != ns && !used.contains(&&o.namespace))
-                    {
+                let members = bare_list_members(spec, st).into_iter().map(|(_, ty)| ty);
+                let fields = st.fields.iter().filter_map(|f| match &f.ty {
+                    FieldType::Named(n) => Some(n.as_str()),
+                    _ => None,
+                });
+                for o in fields.chain(members).filter_map(|n| spec.schema(n)) {
+                    if &o.namespace != ns && !used.contains(&&o.namespace) {
                         used.push(&o.namespace);
                     }
                 }
@@ -101,7 +101,15 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                 }
                 SchemaKind::Struct(st) => {
                     writeln!(out, r#"  <xsd:complexType name="{}">"#, s.name)?;
-                    let elements: Vec<&Field> = st.fields.iter().filter(|f| !f.attribute).collect();
+                    if st.bare_list {
+                        write_bare_list(&mut out, spec, st, prefix)?;
+                    }
+                    // A list schema's one field is the choice written above.
+                    let elements: Vec<&Field> = st
+                        .fields
+                        .iter()
+                        .filter(|f| !f.attribute && !st.bare_list)
+                        .collect();
                     if !elements.is_empty() {
                         writeln!(out, "    <xsd:sequence>")?;
                         let mut in_choice = false;
@@ -193,6 +201,43 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
         });
     }
     Ok(files)
+}
+
+/// A list schema's content: an unbounded choice of references to its members' global
+/// elements (each notification in its own namespace, as OMA's `NotificationList`).
+fn write_bare_list(out: &mut String, spec: &Spec, st: &StructSchema, prefix: &str) -> Result<()> {
+    writeln!(out, "    <xsd:sequence>")?;
+    writeln!(
+        out,
+        r#"      <xsd:choice minOccurs="0" maxOccurs="unbounded">"#
+    )?;
+    for (member, ty) in bare_list_members(spec, st) {
+        let prefix = spec.schema(ty).map_or(prefix, |m| &m.prefix);
+        writeln!(out, r#"        <xsd:element ref="{prefix}:{member}"/>"#)?;
+    }
+    writeln!(out, "      </xsd:choice>")?;
+    writeln!(out, "    </xsd:sequence>")?;
+    Ok(())
+}
+
+/// A list schema's items as (member element, member schema): the global elements its
+/// `xsd:choice` refers to (see `model::check_bare_list`).
+fn bare_list_members<'a>(spec: &'a Spec, st: &'a StructSchema) -> Vec<(&'a str, &'a str)> {
+    let item = match st.fields.first().map(|f| &f.ty) {
+        Some(FieldType::Named(item)) => spec.schema(item),
+        _ => None,
+    };
+    match item.map(|i| &i.kind) {
+        Some(SchemaKind::Struct(item_st)) => item_st
+            .fields
+            .iter()
+            .filter_map(|f| match &f.ty {
+                FieldType::Named(ty) => Some((f.name.as_str(), ty.as_str())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// An anonymous `xsd:simpleType` restricting `base` to `max` characters: the spec's

@@ -220,6 +220,16 @@ fn codegen_refuses_an_inconsistent_spec() {
         1,
     );
     assert!(generate(&broken).is_err());
+    // A list schema whose items are no choice of document roots cannot be written as OMA's
+    // bare list (the items would have no element of their own).
+    let broken = spec.replacen(
+        "      items: { $ref: '#/components/schemas/ChannelNotification' }\n      xml: { name: notificationList,",
+        "      items: { $ref: '#/components/schemas/ChatMessage' }\n      xml: { name: notificationList,",
+        1,
+    );
+    assert_ne!(broken, spec, "the anchor moved");
+    let err = generate(&broken).unwrap_err().to_string();
+    assert!(err.contains("x-oma-choice member"), "{err}");
     // OpenAPI 3.1 is refused (progenitor reads 3.0 only).
     let broken = spec.replacen("openapi: 3.0.3", "openapi: 3.1.0", 1);
     assert!(generate(&broken).unwrap_err().to_string().contains("3.0"));

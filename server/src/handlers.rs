@@ -18,8 +18,8 @@ use netapi_chat_api::{
     ListMessagesQuery, ListNotificationChannelsHeaders, ListNotificationChannelsQuery,
     ListParticipantsHeaders, ListParticipantsQuery, MessageDeliveryStatus, MessageStatusReport,
     NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
-    ParticipantInformation, ParticipantList, ParticipantSessionStatus, PollNotificationsQuery,
-    ResourceReference, SubscriptionSecret,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, PollNotificationsHeaders,
+    PollNotificationsQuery, ResourceReference, SubscriptionSecret,
 };
 use netapi_chat_runtime::ApiError;
 use netapi_chat_runtime::wire::OneOf;
@@ -827,7 +827,7 @@ impl ChatService for ChatServer {
         user_id: String,
         channel_id: String,
         query: PollNotificationsQuery,
-    ) -> Result<NotificationList, ApiError> {
+    ) -> Result<Headed<NotificationList, PollNotificationsHeaders>, ApiError> {
         let ack = crate::chat::channels::parse_ack(query.ack.as_deref())?;
         self.chat
             .poll_notifications(&user_id, &channel_id, ack)

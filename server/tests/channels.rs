@@ -11,11 +11,12 @@
 mod support;
 
 use netapi_chat_api::{
-    ChannelType, ChatSubscription, NotificationChannel, NotificationChannelLifetime,
-    NotificationChannelList, NotificationList,
+    ChannelNotification, ChannelType, ChatSubscription, NotificationChannel,
+    NotificationChannelLifetime, NotificationChannelList,
 };
 use netapi_chat_runtime::Format;
 use std::time::Duration;
+use support::channel::answered;
 use support::{Answer, Server, chat, docs, send, send_doc, send_empty, user_token};
 
 const A: &str = "tel:+15551230001";
@@ -78,8 +79,9 @@ async fn poll(url: &str, f: Format) -> Answer {
     send_empty("POST", url, f).await
 }
 
-/// Polls and decodes the list (XML validated against the XSD).
-async fn poll_list(url: &str, f: Format) -> NotificationList {
+/// Polls and decodes the answer as (id, notification) pairs: the `notificationList` (XML
+/// validated against the XSD) with its `Webhook-Ids`.
+async fn poll_list(url: &str, f: Format) -> Vec<(String, ChannelNotification)> {
     let a = poll(url, f).await;
     assert_eq!(a.status, 200, "poll: {}", a.body);
     assert!(
@@ -87,19 +89,18 @@ async fn poll_list(url: &str, f: Format) -> NotificationList {
         "{}",
         a.content_type()
     );
-    a.decode()
+    answered(&a)
 }
 
 /// The subjects of the invitations in a poll's answer, with their ids.
-fn invitations(list: &NotificationList) -> Vec<(String, String)> {
-    list.notification
-        .iter()
-        .map(|e| {
+fn invitations(list: &[(String, ChannelNotification)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(id, e)| {
             let n = e
                 .session_invitation_notification
                 .as_ref()
                 .unwrap_or_else(|| panic!("an invitation: {e:?}"));
-            (e.webhook_id.clone(), n.subject.clone().unwrap_or_default())
+            (id.clone(), n.subject.clone().unwrap_or_default())
         })
         .collect()
 }
@@ -192,11 +193,19 @@ async fn a_poll_answers_an_empty_list_when_its_wait_runs_out() {
         subscribe(&s, A, &ch, "alice").await;
         let a = poll(&channel_url(&ch), f).await;
         assert_eq!(a.status, 200, "{}", a.body);
-        let list: NotificationList = a.decode();
-        assert!(list.notification.is_empty(), "{list:?}");
+        assert!(answered(&a).is_empty(), "{}", a.body);
+        assert!(a.headers.get("webhook-ids").is_none(), "{:?}", a.headers);
+        // OMA's empty list: an empty array in JSON, an empty element in XML.
         match f {
-            Format::Json => assert_eq!(a.body, r#"{"notificationList":{}}"#),
-            Format::Xml => assert!(a.body.contains("notificationList"), "{}", a.body),
+            Format::Json => assert_eq!(a.body, r#"{"notificationList":[]}"#),
+            Format::Xml => assert_eq!(
+                a.body,
+                concat!(
+                    r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+                    r#"<nc:notificationList xmlns:nc="urn:oma:xml:rest:netapi:notificationchannel:1">"#,
+                    "</nc:notificationList>"
+                )
+            ),
         }
     }
 }
@@ -218,10 +227,7 @@ async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowled
             ["one", "two"],
             "at most maxNotifications, oldest first"
         );
-        let n = first.notification[0]
-            .session_invitation_notification
-            .as_ref()
-            .unwrap();
+        let n = first[0].1.session_invitation_notification.as_ref().unwrap();
         assert_eq!(n.callback_data.as_deref(), Some("bob-app"));
         assert!(!n.link.is_empty());
         let second = invitations(&poll_list(&url, f).await);
@@ -233,8 +239,68 @@ async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowled
             got.iter().chain(&second).map(|g| &g.0).collect();
         assert_eq!(ids.len(), 3, "distinct ids: {ids:?}");
         assert!(
-            poll_list(&url, f).await.notification.is_empty(),
+            poll_list(&url, f).await.is_empty(),
             "acknowledged notifications are not answered again"
+        );
+        send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
+    }
+}
+
+/// An OMA Notification Channel client reads a poll's answer unchanged: in JSON
+/// `notificationList` is an array of single-key objects named after each notification; in XML
+/// each notification is its own root element in the chat namespace, straight under
+/// `nc:notificationList` (XSD-valid); the stable ids are the `Webhook-Ids` header, in order.
+#[tokio::test]
+async fn a_poll_answers_omas_notification_list_with_the_ids_in_a_header() {
+    let s = server(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "100")]);
+    for f in FORMATS {
+        let ch = create_channel(&s, B, f, None, Some(1)).await;
+        subscribe(&s, B, &ch, "bob-app").await;
+        for subject in ["one", "two"] {
+            invite(&s, A, B, subject).await;
+        }
+        let a = poll(&channel_url(&ch), f).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let ids = support::channel::webhook_ids(&a);
+        assert_eq!(ids.len(), 2, "{:?}", a.headers);
+        assert!(ids.iter().all(|id| id.starts_with("msg_")), "{ids:?}");
+        match f {
+            Format::Json => {
+                let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+                let list = v["notificationList"].as_array().expect("an array");
+                assert_eq!(list.len(), 2, "{}", a.body);
+                for (n, subject) in list.iter().zip(["one", "two"]) {
+                    let keys: Vec<&String> = n.as_object().expect("an object").keys().collect();
+                    assert_eq!(keys, ["sessionInvitationNotification"], "{}", a.body);
+                    assert_eq!(n["sessionInvitationNotification"]["subject"], subject);
+                }
+            }
+            Format::Xml => {
+                let open = concat!(
+                    r#"<nc:notificationList xmlns:nc="urn:oma:xml:rest:netapi:notificationchannel:1">"#,
+                    r#"<chat:sessionInvitationNotification xmlns:chat="urn:oma:xml:rest:netapi:chat:1">"#
+                );
+                assert!(a.body.contains(open), "{}", a.body);
+                assert_eq!(
+                    a.body
+                        .matches("<chat:sessionInvitationNotification ")
+                        .count(),
+                    2,
+                    "{}",
+                    a.body
+                );
+                assert!(!a.body.contains("webhookId"), "{}", a.body);
+            }
+        }
+        // The same answer through the test client: XSD-valid, one id per notification.
+        let again = invitations(&poll_list(&format!("{}?ack=", channel_url(&ch)), f).await);
+        assert_eq!(
+            again,
+            [
+                (ids[0].clone(), "one".to_owned()),
+                (ids[1].clone(), "two".to_owned())
+            ],
+            "not acknowledged (ack= names none): the same ids again"
         );
         send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
     }
@@ -275,7 +341,7 @@ async fn an_answer_not_acknowledged_comes_again_with_the_same_ids() {
         let four = invitations(&poll_list(&with_ack(&rest[1].0), f).await);
         assert_eq!(four, rest[2..]);
         let none = poll_list(&with_ack(&four[0].0), f).await;
-        assert!(none.notification.is_empty(), "{none:?}");
+        assert!(none.is_empty(), "{none:?}");
         // A malformed ack is refused and changes nothing.
         poll(&with_ack("three"), f)
             .await
@@ -297,7 +363,7 @@ async fn an_answer_not_acknowledged_comes_again_with_the_same_ids() {
             "kept across the kill, same id"
         );
         let after = poll_list(&format!("{url}?ack={}", handed.0), f).await;
-        assert!(after.notification.is_empty(), "{after:?}");
+        assert!(after.is_empty(), "{after:?}");
     }
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
@@ -444,20 +510,10 @@ async fn notifications_waiting_in_a_channel_survive_a_kill() {
     );
     assert_eq!(again[1].1, "never polled");
     // Acknowledged by this poll: gone, after another restart too.
-    assert!(
-        poll_list(&url_on(&s, &url), Format::Json)
-            .await
-            .notification
-            .is_empty()
-    );
+    assert!(poll_list(&url_on(&s, &url), Format::Json).await.is_empty());
     s.kill();
     let s = Server::start_in(&dir, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")], None);
-    assert!(
-        poll_list(&url_on(&s, &url), Format::Json)
-            .await
-            .notification
-            .is_empty()
-    );
+    assert!(poll_list(&url_on(&s, &url), Format::Json).await.is_empty());
     // The channel still works after the restarts.
     invite(&s, A, B, "after").await;
     let after = invitations(&poll_list(&url_on(&s, &url), Format::Json).await);
@@ -550,8 +606,7 @@ async fn two_users_channels_are_isolated() {
     assert_eq!(got.len(), 1);
     let hers = as_m("POST", channel_url(&mine), Format::Json).await;
     assert_eq!(hers.status, 200);
-    let hers: NotificationList = hers.decode();
-    assert!(hers.notification.is_empty(), "{hers:?}");
+    assert!(answered(&hers).is_empty(), "{}", hers.body);
 }
 
 #[tokio::test]
@@ -1182,5 +1237,5 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
     assert!(status.success());
     let (code, _, body) = open.await.unwrap();
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body, r#"{"notificationList":{}}"#);
+    assert_eq!(body, r#"{"notificationList":[]}"#);
 }

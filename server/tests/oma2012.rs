@@ -1649,10 +1649,10 @@ async fn a_lapsed_is_composing_is_not_handed_from_a_channel() {
     let poll = |url: String| async move {
         let a = support::send_empty("POST", &url, Format::Json).await;
         assert_eq!(a.status, 200, "poll: {}", a.body);
-        a.decode::<netapi_chat_api::NotificationList>()
+        support::channel::answered(&a)
     };
     // The invitation (and the session's own notices) taken, acknowledged by the next poll.
-    assert!(!poll(channel_url.clone()).await.notification.is_empty());
+    assert!(!poll(channel_url.clone()).await.is_empty());
     let typing = netapi_chat_api::IsComposing {
         state: Some("active".to_owned()),
         status: None,
@@ -1665,9 +1665,8 @@ async fn a_lapsed_is_composing_is_not_handed_from_a_channel() {
     support::chat::send_message(&srv, A, &sid, &docs::message("after the pause")).await;
     let list = poll(channel_url).await;
     let messages: Vec<&MessageNotification> = list
-        .notification
         .iter()
-        .filter_map(|n| n.message_notification.as_ref())
+        .filter_map(|(_, n)| n.message_notification.as_ref())
         .collect();
     assert!(
         messages.iter().all(|m| m.is_composing.is_none()),

@@ -510,7 +510,7 @@ impl ListNotificationChannelsQuery {
 /// Query parameters of `pollNotifications`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 pub struct PollNotificationsQuery {
-    /// The `webhookId` (`msg_<n>`) of the last notification the client has processed, or
+    /// The id (`msg_<n>`, from `Webhook-Ids`) of the last notification the client has processed, or
     /// empty when it has processed none; see "acknowledgement". Anything else is
     /// `400 SVC0002`. Absent: the previous answer is acknowledged whole (OMA 2012).
     #[serde(rename = "ack", default)]
@@ -668,6 +668,26 @@ impl netapi_chat_runtime::negotiate::ResponseHeaders for ListNotificationChannel
         let mut out = Vec::new();
         if let Some(v) = &self.link {
             out.push(("Link", v.clone()));
+        }
+        out
+    }
+}
+
+/// Response headers of `pollNotifications`.
+#[derive(Clone, Debug, Default)]
+pub struct PollNotificationsHeaders {
+    /// The stable ids (`msg_<n>`) of the notifications a poll answers, in the order of its
+    /// `notificationList`, separated by `, ` (absent when the list is empty): each is the
+    /// `webhook-id` a callback would get for it, the same whenever it is answered again (drop
+    /// duplicates by it), and what `ack` names.
+    pub webhook_ids: Option<String>,
+}
+
+impl netapi_chat_runtime::negotiate::ResponseHeaders for PollNotificationsHeaders {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.webhook_ids {
+            out.push(("Webhook-Ids", v.clone()));
         }
         out
     }
@@ -1533,10 +1553,12 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// **Decision (acknowledgement, at least once):** notifications leave the server's
     /// durable outbox only once acknowledged; until then they are kept (a restart included)
-    /// and answered again, with the same `webhookId`, in the same order, so drop duplicates
-    /// by `webhookId`. Notifications of one subscription come in the order they were
-    /// created. Two ways to acknowledge:
-    /// - **Explicitly (recommended):** `ack` names the `webhookId` of the last notification
+    /// and answered again, with the same id, in the same order, so drop duplicates by id.
+    /// **Decision (the ids travel in a header):** the body is OMA's `notificationList` as is
+    /// (an OMA client reads it unchanged); the notifications' stable ids are the answer's
+    /// `Webhook-Ids` header, in list order. Notifications of one subscription come in the
+    /// order they were created. Two ways to acknowledge:
+    /// - **Explicitly (recommended):** `ack` names the id of the last notification
     ///   the client has processed. That notification and those before it in the previous
     ///   answer are acknowledged; the rest of the previous answer is answered again first.
     ///   When `ack` is not in the previous answer (the client read nothing of it, e.g. the
@@ -1562,7 +1584,9 @@ pub trait ChatService: Send + Sync + 'static {
         user_id: String,
         channel_id: String,
         query: PollNotificationsQuery,
-    ) -> impl std::future::Future<Output = Result<NotificationList, ApiError>> + Send;
+    ) -> impl std::future::Future<
+        Output = Result<Headed<NotificationList, PollNotificationsHeaders>, ApiError>,
+    > + Send;
 }
 
 /// The chat API as dropshot sees it (generated from the spec; implement
@@ -2769,10 +2793,12 @@ pub trait ChatApi {
     ///
     /// **Decision (acknowledgement, at least once):** notifications leave the server's
     /// durable outbox only once acknowledged; until then they are kept (a restart included)
-    /// and answered again, with the same `webhookId`, in the same order, so drop duplicates
-    /// by `webhookId`. Notifications of one subscription come in the order they were
-    /// created. Two ways to acknowledge:
-    /// - **Explicitly (recommended):** `ack` names the `webhookId` of the last notification
+    /// and answered again, with the same id, in the same order, so drop duplicates by id.
+    /// **Decision (the ids travel in a header):** the body is OMA's `notificationList` as is
+    /// (an OMA client reads it unchanged); the notifications' stable ids are the answer's
+    /// `Webhook-Ids` header, in list order. Notifications of one subscription come in the
+    /// order they were created. Two ways to acknowledge:
+    /// - **Explicitly (recommended):** `ack` names the id of the last notification
     ///   the client has processed. That notification and those before it in the previous
     ///   answer are acknowledged; the rest of the previous answer is answered again first.
     ///   When `ack` is not in the previous answer (the client read nothing of it, e.g. the
@@ -4212,7 +4238,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 .await
         }
         .await;
-        Ok(Reply::ok(&accept, outcome))
+        Ok(Reply::headed(&accept, outcome))
     }
 }
 

@@ -4130,17 +4130,14 @@ impl From<NotificationChannelLifetime> for NotificationChannelLifetimeRoot {
     }
 }
 
-/// One notification in a `notificationList`: its `webhookId` (the stable id a callback
-/// gets as `webhook-id`; the same when it is answered again, so drop duplicates by it) and
-/// the notification itself, under its own name (exactly one of the nine, an `xsd:choice`),
-/// exactly as a callback would receive it, `callbackData` of its subscription included.
-/// **Decision:** OMA's list holds the bare notifications; each is wrapped here so that its
-/// stable id travels with it (a poll has no per-notification headers).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// One notification of a `notificationList`, under its own name (exactly one of the nine,
+/// an `xsd:choice`), exactly as a callback would receive it, `callbackData` of its
+/// subscription included. In JSON a single-key object (`{"messageNotification": {…}}`), in
+/// XML the notification's own root element in its own namespace
+/// (`<chat:messageNotification xmlns:chat="urn:oma:xml:rest:netapi:chat:1">`), as OMA's
+/// `NotificationList` holds them.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ChannelNotification {
-    /// `webhookId`: Its stable id (`msg_<n>`).
-    #[serde(rename = "webhookId")]
-    pub webhook_id: String,
     /// `sessionInvitationNotification`.
     #[serde(
         rename = "sessionInvitationNotification",
@@ -4208,7 +4205,6 @@ pub struct ChannelNotification {
 
 impl XmlType for ChannelNotification {
     fn write_children(&self, w: &mut XmlWriter) {
-        w.leaf("webhookId", &self.webhook_id);
         if let Some(v) = &self.session_invitation_notification {
             w.element("sessionInvitationNotification", v);
         }
@@ -4240,7 +4236,6 @@ impl XmlType for ChannelNotification {
 
     fn read(e: &Element) -> Result<Self, XmlError> {
         let value = ChannelNotification {
-            webhook_id: e.required_leaf("webhookId")?,
             session_invitation_notification: e.optional_child("sessionInvitationNotification")?,
             participant_status_notification: e.optional_child("participantStatusNotification")?,
             chat_event_notification: e.optional_child("chatEventNotification")?,
@@ -4313,29 +4308,105 @@ impl Validate for ChannelNotification {
     }
 }
 
-/// What a poll answers (OMA `NotificationList`), oldest first; empty when the wait ran out.
+/// What a poll answers (OMA `NotificationList`): the notifications, oldest first, each
+/// with no element of its own around it (a list schema: items of a choice whose members
+/// are document roots). JSON: `{"notificationList": [{"chatEventNotification": {…}},
+/// {"messageNotification": {…}}]}`, always an array (OMA's recommended form on the
+/// channel), `[]` when the wait ran out. XML: `<nc:notificationList>` holding each
+/// notification's own root element in its own namespace. Their stable ids are the
+/// answer's `Webhook-Ids` header, in the same order.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
 pub struct NotificationList {
-    /// `notification`.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
-    pub notification: Vec<ChannelNotification>,
+    /// The items, in order: the document's whole content.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    pub items: Vec<ChannelNotification>,
 }
 
 impl XmlType for NotificationList {
     fn write_children(&self, w: &mut XmlWriter) {
-        for v in &self.notification {
-            w.element("notification", v);
+        for v in &self.items {
+            if let Some(n) = &v.session_invitation_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.participant_status_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.chat_event_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.message_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.message_delivery_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.subscription_cancellation_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.chat_session_invitation_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.group_session_invitation_notification {
+                w.root_element(n);
+            }
+            if let Some(n) = &v.message_status_notification {
+                w.root_element(n);
+            }
         }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
-        let value = NotificationList {
-            notification: e.child_list("notification")?,
-        };
+        let items = e
+            .children
+            .iter()
+            .map(|c| {
+                Ok(match c.name.as_str() {
+                    "sessionInvitationNotification" => ChannelNotification {
+                        session_invitation_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "participantStatusNotification" => ChannelNotification {
+                        participant_status_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "chatEventNotification" => ChannelNotification {
+                        chat_event_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "messageNotification" => ChannelNotification {
+                        message_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "messageDeliveryNotification" => ChannelNotification {
+                        message_delivery_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "subscriptionCancellationNotification" => ChannelNotification {
+                        subscription_cancellation_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "chatSessionInvitationNotification" => ChannelNotification {
+                        chat_session_invitation_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "groupSessionInvitationNotification" => ChannelNotification {
+                        group_session_invitation_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    "messageStatusNotification" => ChannelNotification {
+                        message_status_notification: Some(c.read_complex()?),
+                        ..Default::default()
+                    },
+                    other => {
+                        return Err(XmlError::Decode(format!(
+                            "`notificationList` cannot hold an element `{other}`"
+                        )));
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, XmlError>>()?;
+        let value = NotificationList { items };
         value.validate().map_err(XmlError::Decode)?;
         Ok(value)
     }
@@ -4343,7 +4414,7 @@ impl XmlType for NotificationList {
 
 impl Validate for NotificationList {
     fn validate(&self) -> Result<(), String> {
-        for v in &self.notification {
+        for v in &self.items {
             v.validate()?;
         }
         Ok(())

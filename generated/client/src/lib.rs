@@ -264,14 +264,14 @@ pub mod types {
         }
     }
 
-    /**One notification in a `notificationList`: its `webhookId` (the stable id a callback
-    gets as `webhook-id`; the same when it is answered again, so drop duplicates by it) and
-    the notification itself, under its own name (exactly one of the nine, an `xsd:choice`),
-    exactly as a callback would receive it, `callbackData` of its subscription included.
-    **Decision:** OMA's list holds the bare notifications; each is wrapped here so that its
-    stable id travels with it (a poll has no per-notification headers).
+    /**One notification of a `notificationList`, under its own name (exactly one of the nine,
+    an `xsd:choice`), exactly as a callback would receive it, `callbackData` of its
+    subscription included. In JSON a single-key object (`{"messageNotification": {…}}`), in
+    XML the notification's own root element in its own namespace
+    (`<chat:messageNotification xmlns:chat="urn:oma:xml:rest:netapi:chat:1">`), as OMA's
+    `NotificationList` holds them.
     */
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct ChannelNotification {
         #[serde(
             rename = "chatEventNotification",
@@ -321,9 +321,6 @@ pub mod types {
         )]
         pub subscription_cancellation_notification:
             ::std::option::Option<SubscriptionCancellationNotification>,
-        ///Its stable id (`msg_<n>`).
-        #[serde(rename = "webhookId")]
-        pub webhook_id: ::std::string::String,
     }
 
     /**The kind of channel (OMA Notification Channel). This server serves `LongPolling` and
@@ -3513,11 +3510,34 @@ pub mod types {
         }
     }
 
-    ///What a poll answers (OMA `NotificationList`), oldest first; empty when the wait ran out.
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
-    pub struct NotificationList {
-        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
-        pub notification: ::std::vec::Vec<ChannelNotification>,
+    /**What a poll answers (OMA `NotificationList`): the notifications, oldest first, each
+    with no element of its own around it (a list schema: items of a choice whose members
+    are document roots). JSON: `{"notificationList": [{"chatEventNotification": {…}},
+    {"messageNotification": {…}}]}`, always an array (OMA's recommended form on the
+    channel), `[]` when the wait ran out. XML: `<nc:notificationList>` holding each
+    notification's own root element in its own namespace. Their stable ids are the
+    answer's `Webhook-Ids` header, in the same order.
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(transparent)]
+    pub struct NotificationList(pub ::std::vec::Vec<ChannelNotification>);
+    impl ::std::ops::Deref for NotificationList {
+        type Target = ::std::vec::Vec<ChannelNotification>;
+        fn deref(&self) -> &::std::vec::Vec<ChannelNotification> {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<NotificationList> for ::std::vec::Vec<ChannelNotification> {
+        fn from(value: NotificationList) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::convert::From<::std::vec::Vec<ChannelNotification>> for NotificationList {
+        fn from(value: ::std::vec::Vec<ChannelNotification>) -> Self {
+            Self(value)
+        }
     }
 
     ///JSON form of `NotificationList`: an object whose one key is the root element's name; any other key is refused (400).
@@ -9212,10 +9232,12 @@ impl Client {
 
     **Decision (acknowledgement, at least once):** notifications leave the server's
     durable outbox only once acknowledged; until then they are kept (a restart included)
-    and answered again, with the same `webhookId`, in the same order, so drop duplicates
-    by `webhookId`. Notifications of one subscription come in the order they were
-    created. Two ways to acknowledge:
-    - **Explicitly (recommended):** `ack` names the `webhookId` of the last notification
+    and answered again, with the same id, in the same order, so drop duplicates by id.
+    **Decision (the ids travel in a header):** the body is OMA's `notificationList` as is
+    (an OMA client reads it unchanged); the notifications' stable ids are the answer's
+    `Webhook-Ids` header, in list order. Notifications of one subscription come in the
+    order they were created. Two ways to acknowledge:
+    - **Explicitly (recommended):** `ack` names the id of the last notification
       the client has processed. That notification and those before it in the previous
       answer are acknowledged; the rest of the previous answer is answered again first.
       When `ack` is not in the previous answer (the client read nothing of it, e.g. the
@@ -9245,7 +9267,7 @@ impl Client {
     `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `channel_id`: Server-chosen notification channel id.
-    - `ack`: The `webhookId` (`msg_<n>`) of the last notification the client has processed, or
+    - `ack`: The id (`msg_<n>`, from `Webhook-Ids`) of the last notification the client has processed, or
     empty when it has processed none; see "acknowledgement". Anything else is
     `400 SVC0002`. Absent: the previous answer is acknowledged whole (OMA 2012).
 

@@ -14,7 +14,7 @@
 //! a write per poll): a restart starts every channel's lifetime again.
 //!
 //! Rules (plain functions, tested below): [`supported`], [`granted_lifetime`],
-//! [`max_notifications`], [`granted_wait`], [`may_create`].
+//! [`max_notifications`], [`granted_wait`], [`may_create`], [`webhook_ids`].
 
 use super::page::{self, PageRequest};
 use super::records;
@@ -26,8 +26,9 @@ use crate::notify::channel::{Ack, Mailbox, Polled};
 use crate::notify::webhook_id;
 use crate::store::{Kind, now_ms};
 use netapi_chat_api::{
-    ChannelData, ChannelNotification, ChannelType, Created, Notification, NotificationChannel,
-    NotificationChannelLifetime, NotificationChannelList, NotificationList,
+    ChannelData, ChannelNotification, ChannelType, Created, Headed, Notification,
+    NotificationChannel, NotificationChannelLifetime, NotificationChannelList, NotificationList,
+    PollNotificationsHeaders,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -159,14 +160,16 @@ pub(super) fn may_create(held: usize, limit: usize) -> Result<(), Refused> {
     }
 }
 
-/// A notification as a poll answers it: its stable id and the notification under its name.
-pub(crate) fn entry(id: u64, n: Notification) -> ChannelNotification {
-    with_notification!(
-        ChannelNotification {
-            webhook_id: webhook_id(id)
-        },
-        n
-    )
+/// A notification as a poll answers it: under its own name (its id goes in `Webhook-Ids`).
+pub(crate) fn entry(n: Notification) -> ChannelNotification {
+    with_notification!(ChannelNotification {}, n)
+}
+
+/// A poll's `Webhook-Ids` header: the answered notifications' stable ids in list order,
+/// `, `-separated (RFC 9110 list syntax); none for an empty answer.
+pub(crate) fn webhook_ids(ids: impl IntoIterator<Item = u64>) -> Option<String> {
+    let ids: Vec<String> = ids.into_iter().map(webhook_id).collect();
+    (!ids.is_empty()).then(|| ids.join(", "))
 }
 
 impl Chat {
@@ -437,7 +440,7 @@ impl Chat {
         user: &str,
         id: &str,
         ack: Ack,
-    ) -> Result<NotificationList, ApiError> {
+    ) -> Result<Headed<NotificationList, PollNotificationsHeaders>, ApiError> {
         let (mailbox, max, wait) = {
             let mut state = self.lock();
             let c = self.own_channel(&mut state, user, id)?;
@@ -468,11 +471,13 @@ impl Chat {
             c.restart_lifetime(now_ms());
         }
         match polled {
-            Polled::Notifications(list) => Ok(NotificationList {
-                notification: list
-                    .into_iter()
-                    .map(|t| entry(t.id, t.notification))
-                    .collect(),
+            Polled::Notifications(list) => Ok(Headed {
+                headers: PollNotificationsHeaders {
+                    webhook_ids: webhook_ids(list.iter().map(|t| t.id)),
+                },
+                body: NotificationList {
+                    items: list.into_iter().map(|t| entry(t.notification)).collect(),
+                },
             }),
             Polled::Closed => Err(missing(&self.urls.channel(user, id))),
             Polled::Superseded => Err(Refused::PollSuperseded.into_api(String::new)),
@@ -582,6 +587,16 @@ mod tests {
             let e = parse_ack(Some(bad)).unwrap_err();
             assert_eq!(e.status.as_u16(), 400, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_ids_header_lists_the_answer_in_order_and_is_absent_when_empty() {
+        assert_eq!(webhook_ids([7]).as_deref(), Some("msg_7"));
+        assert_eq!(
+            webhook_ids([7, 9, 12]).as_deref(),
+            Some("msg_7, msg_9, msg_12")
+        );
+        assert_eq!(webhook_ids([]), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire;
 use netapi_chat_runtime::xml::XmlLimits;
 
-use super::{APP_TOKEN, send_empty, xsd_validate};
+use super::{APP_TOKEN, Answer, send_empty, xsd_validate};
 
 /// A poll loop (or socket) on a user's notification channel, relaying to the user's listener.
 /// Stops when dropped (with the user), or when the channel is gone.
@@ -32,9 +32,7 @@ impl Relay {
                     return;
                 }
                 assert_eq!(a.status, 200, "poll of {channel_url}: {}", a.body);
-                let list: NotificationList = a.decode();
-                for e in list.notification {
-                    let id = e.webhook_id.clone();
+                for (id, e) in answered(&a) {
                     relay(&http, &listener_url, format, &id, entry_body(e, format)).await;
                 }
             }
@@ -134,6 +132,35 @@ impl Frame {
             .verify(&headers, self.body.as_bytes(), now, 300)
             .is_ok()
     }
+}
+
+/// A poll's answer as (stable id, notification) pairs, in order: the body's
+/// `notificationList` (XML validated against the XSD) beside its `Webhook-Ids` header, which
+/// must name exactly one id per notification.
+pub fn answered(a: &Answer) -> Vec<(String, ChannelNotification)> {
+    let list: NotificationList = a.decode();
+    let ids = webhook_ids(a);
+    assert_eq!(
+        ids.len(),
+        list.items.len(),
+        "one Webhook-Ids entry per notification: {ids:?}, {}",
+        a.body
+    );
+    ids.into_iter().zip(list.items).collect()
+}
+
+/// The ids of a poll's `Webhook-Ids` header, in order (none when it is absent).
+pub fn webhook_ids(a: &Answer) -> Vec<String> {
+    let all: Vec<&str> = a
+        .headers
+        .get_all("webhook-ids")
+        .iter()
+        .map(|v| v.to_str().expect("an ASCII header"))
+        .collect();
+    assert!(all.len() <= 1, "one Webhook-Ids header: {all:?}");
+    all.first()
+        .map(|v| v.split(',').map(|id| id.trim().to_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// POSTs one notification to the listener, with its `webhook-id`.

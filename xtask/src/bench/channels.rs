@@ -73,16 +73,14 @@ fn record_all(collector: &Collector, body: &[u8], at: Instant) {
     }
 }
 
-/// The `webhookId`s of a JSON poll answer, in order.
-fn webhook_ids(body: &[u8]) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Vec::new();
-    };
-    let list = &v["notificationList"]["notification"];
-    list.as_array()
+/// The ids of a poll answer, in order: its `Webhook-Ids` header, `, `-separated.
+fn webhook_ids(header: Option<&str>) -> Vec<String> {
+    header
         .into_iter()
-        .flatten()
-        .filter_map(|e| e["webhookId"].as_str().map(str::to_owned))
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
         .collect()
 }
 
@@ -146,7 +144,8 @@ async fn poll_loop(addr: SocketAddr, url: String, collector: Arc<Collector>, max
             return;
         }
         record_all(&collector, &r.body, Instant::now());
-        if let Some(id) = webhook_ids(&r.body).pop() {
+        let ids = r.headers.get("webhook-ids").and_then(|v| v.to_str().ok());
+        if let Some(id) = webhook_ids(ids).pop() {
             last = id;
         }
     }
@@ -330,14 +329,15 @@ mod tests {
         let start = Instant::now();
         c.begin(1, start, 1e6);
         let body = format!(
-            r#"{{"notificationList":{{"notification":[{{"webhookId":"msg_1","messageNotification":{{"chatMessage":{{"text":"{}"}}}}}},{{"webhookId":"msg_2","messageNotification":{{"chatMessage":{{"text":"{}"}}}}}}]}}}}"#,
+            r#"{{"notificationList":[{{"messageNotification":{{"chatMessage":{{"text":"{}"}}}}}},{{"messageNotification":{{"chatMessage":{{"text":"{}"}}}}}}]}}"#,
             message_text(1, 0, 20),
             message_text(1, 1, 20)
         );
         record_all(&c, body.as_bytes(), start + Duration::from_millis(5));
         assert_eq!(c.count(), 2);
-        assert_eq!(webhook_ids(body.as_bytes()), ["msg_1", "msg_2"]);
-        assert!(webhook_ids(b"{}").is_empty());
+        assert_eq!(webhook_ids(Some("msg_1, msg_2")), ["msg_1", "msg_2"]);
+        assert_eq!(webhook_ids(Some("msg_3")), ["msg_3"]);
+        assert!(webhook_ids(None).is_empty());
         assert_eq!(path_of("http://127.0.0.1:9/a/b?c"), "/a/b?c");
     }
 }

@@ -103,6 +103,20 @@ impl XmlWriter {
         self.end(name);
     }
 
+    /// Writes a document root as an element in its own namespace:
+    /// `<prefix:name xmlns:prefix="namespace">…</prefix:name>`, its children unqualified. A
+    /// whole document is one; so is each notification of a `notificationList`, which OMA
+    /// writes in the notification's own namespace.
+    pub fn root_element<T: XmlRoot>(&mut self, value: &T) {
+        self.start_root(T::PREFIX, T::NAME, T::NAMESPACE);
+        value.write_attributes(self);
+        self.close_start();
+        value.write_children(self);
+        self.buf.push_str("</");
+        self.push_qualified(T::PREFIX, T::NAME);
+        self.buf.push('>');
+    }
+
     /// Returns the document built so far.
     pub fn finish(self) -> String {
         self.buf
@@ -150,12 +164,6 @@ fn escape_into(out: &mut String, s: &str, attribute: bool) {
 pub fn to_document<T: XmlRoot>(value: &T) -> String {
     let mut w = XmlWriter::with_capacity(512);
     w.declaration();
-    w.start_root(T::PREFIX, T::NAME, T::NAMESPACE);
-    value.write_attributes(&mut w);
-    w.close_start();
-    value.write_children(&mut w);
-    w.buf.push_str("</");
-    w.push_qualified(T::PREFIX, T::NAME);
-    w.buf.push('>');
+    w.root_element(value);
     w.finish()
 }
