@@ -808,12 +808,7 @@ impl Chat {
     ) -> Result<String, ApiError> {
         let (sid, rx) = {
             let mut state = self.lock();
-            let mine = state
-                .user_sessions
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.sessions.get(id));
+            let mine = state.sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
                 if open {
@@ -900,12 +895,7 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a Session, ApiError> {
         if sid == ADHOC {
-            let mine = state
-                .user_sessions
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.sessions.get(id));
+            let mine = state.sessions_of(user);
             return adhoc_with(mine, user, other)
                 .ok_or_else(|| missing(&self.urls.one_to_one_session(user, other, ADHOC)));
         }

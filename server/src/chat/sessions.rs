@@ -104,14 +104,8 @@ impl Chat {
         .map_err(|r| r.into_api(String::new))?;
         let (id, view, timers, rx) = {
             let mut state = self.lock();
-            let mine = state
-                .user_sessions
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.sessions.get(id));
             if let Some(c) = &body.client_correlator
-                && let Some(s) = replayed(mine, user, c)
+                && let Some(s) = replayed(state.sessions_of(user), user, c)
             {
                 let (location, body) = shown(&self.urls, user, s);
                 return Ok(Created { location, body });
@@ -171,11 +165,7 @@ impl Chat {
     pub fn list_sessions(&self, user: &str, req: PageRequest) -> ChatSessionList {
         let state = self.lock();
         let mut sessions: Vec<&Session> = state
-            .user_sessions
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| state.sessions.get(id))
+            .sessions_of(user)
             .filter(|s| req.after.is_none_or(|after| s.seq > after))
             .filter(|s| s.participant(user).is_some_and(Participant::sees_session))
             .collect();

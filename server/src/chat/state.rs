@@ -84,22 +84,31 @@ pub struct Counters {
 }
 
 impl State {
+    /// The sessions held in memory that list `user` as a participant, whatever its status
+    /// and theirs, in the order of [`State::user_sessions`] (resolved through
+    /// [`State::sessions`]). The walk every per-user question starts from (open sessions,
+    /// pending invitations, the listing, the ad hoc and replay lookups): one place, so that
+    /// they all see the same sessions.
+    pub fn sessions_of<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a Session> + 'a {
+        self.user_sessions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.get(id))
+    }
+
     /// Sessions that have not ended in which `user` is connected (invitations are counted by
     /// [`State::pending_sent`]); an ad hoc session counts for the user who opened it only
     /// (`oma2012::open_adhoc`).
     pub fn open_sessions(&self, user: &str) -> usize {
-        self.user_sessions.get(user).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.sessions.get(id))
-                .filter(|s| {
-                    !s.ended
-                        && (!s.adhoc || s.originator == user)
-                        && s.participant(user).is_some_and(|p| {
-                            p.status == netapi_chat_api::ParticipantStatus::Connected
-                        })
-                })
-                .count()
-        })
+        self.sessions_of(user)
+            .filter(|s| {
+                !s.ended
+                    && (!s.adhoc || s.originator == user)
+                    && s.participant(user)
+                        .is_some_and(|p| p.status == netapi_chat_api::ParticipantStatus::Connected)
+            })
+            .count()
     }
 
     /// Unanswered invitations `inviter` sent, per invitee, in one pass over its sessions (the
@@ -107,13 +116,7 @@ impl State {
     /// at).
     pub fn pending_sent(&self, inviter: &str) -> HashMap<&str, usize> {
         let mut per_invitee: HashMap<&str, usize> = HashMap::new();
-        for s in self
-            .user_sessions
-            .get(inviter)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.sessions.get(id))
-        {
+        for s in self.sessions_of(inviter) {
             for p in &s.participants {
                 if p.invited_by == inviter && p.address != inviter && p.invitation.is_pending() {
                     *per_invitee.entry(p.address.as_str()).or_default() += 1;
