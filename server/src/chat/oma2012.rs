@@ -704,13 +704,7 @@ impl Chat {
         req: PageRequest,
     ) -> ChatSubscriptionList {
         let state = self.lock();
-        let entries = state
-            .user_subscriptions
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| state.subscriptions.get(id))
-            .map(|s| (s.rec.seq, s));
+        let entries = state.subscriptions_of(user).map(|s| (s.rec.seq, s));
         let p = page::page(entries, req);
         let resource_url = self.urls.oma2012_subscriptions(user);
         ChatSubscriptionList {

@@ -84,6 +84,20 @@ pub struct Counters {
 }
 
 impl State {
+    /// The user's subscriptions (every face's), in the order of [`State::user_subscriptions`],
+    /// resolved through [`State::subscriptions`]: the one walk that both faces' listings and
+    /// the replay lookup start from.
+    pub fn subscriptions_of<'a>(
+        &'a self,
+        user: &str,
+    ) -> impl Iterator<Item = &'a Subscription> + 'a {
+        self.user_subscriptions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.subscriptions.get(id))
+    }
+
     /// The sessions held in memory that list `user` as a participant, whatever its status
     /// and theirs, in the order of [`State::user_sessions`] (resolved through
     /// [`State::sessions`]). The walk every per-user question starts from (open sessions,
