@@ -433,12 +433,7 @@ fn release_session(state: &mut State, sid: &str) {
     };
     state.adhoc_active.remove(sid);
     for p in &s.participants {
-        if let Some(ids) = state.user_sessions.get_mut(&p.address) {
-            ids.retain(|i| i != sid);
-            if ids.is_empty() {
-                state.user_sessions.remove(&p.address);
-            }
-        }
+        state::unindex(&mut state.user_sessions, &p.address, sid);
     }
 }
 

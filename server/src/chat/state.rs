@@ -151,6 +151,18 @@ impl State {
     }
 }
 
+/// Takes `id` out of `owner`'s list in a per-user index (`State::user_sessions`,
+/// `State::user_subscriptions`), dropping the list once it is empty, so that the index's
+/// memory follows the live resources: the one way a session or a subscription leaves it.
+pub fn unindex(index: &mut HashMap<String, Vec<String>>, owner: &str, id: &str) {
+    if let Some(ids) = index.get_mut(owner) {
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            index.remove(owner);
+        }
+    }
+}
+
 /// One chat notification subscription: the persisted record and its delivery queue.
 pub struct Subscription {
     /// What is stored.

@@ -367,12 +367,7 @@ pub(super) fn remove_subscription(state: &mut State, id: &str) -> Option<Subscri
     if let Some(t) = &sub.timer {
         t.abort();
     }
-    if let Some(ids) = state.user_subscriptions.get_mut(&sub.rec.user) {
-        ids.retain(|i| i != id);
-        if ids.is_empty() {
-            state.user_subscriptions.remove(&sub.rec.user);
-        }
-    }
+    state::unindex(&mut state.user_subscriptions, &sub.rec.user, id);
     Some(sub)
 }
 
