@@ -825,9 +825,7 @@ impl Chat {
             )
             .map_err(|r| r.into_api(String::new))?;
             state.adhoc_active.insert(sid.clone(), now_ms());
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            (sid, self.submit(&state, change))
+            (sid, self.apply(&mut state, d))
         };
         durable(rx).await?;
         self.adhoc_timer(sid.clone());
@@ -866,10 +864,8 @@ impl Chat {
         match idle(&self.urls, s, active, idle_ms, now_ms()) {
             Err(due) => Some(due),
             Ok(d) => {
-                let mut change = Change::default();
-                self.apply(&mut state, &mut change, d);
                 // Nobody waits: the timer made this change.
-                drop(self.submit(&state, change));
+                drop(self.apply(&mut state, d));
                 None
             }
         }
@@ -967,9 +963,7 @@ impl Chat {
                 self.settings.limits.sessions_per_user,
             )
             .map_err(|r| r.into_api(|| self.urls.one_to_one_session(user, other, sid)))?;
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            self.submit(&state, change)
+            self.apply(&mut state, d)
         };
         durable(rx).await
     }

@@ -15,7 +15,7 @@ use super::refused::Refused;
 use super::state::{Invitation, Participant, Session, State};
 use super::timers::next_invitation_seq;
 use super::views;
-use super::{Change, Chat, Decision, Outbox, durable};
+use super::{Chat, Decision, Outbox, durable};
 use crate::store::now_ms;
 use crate::urls::Urls;
 use netapi_chat_api::{
@@ -133,9 +133,7 @@ impl Chat {
                 invited,
             );
             let view = shown(&self.urls, user, &d.session);
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            (id, view, timers, self.submit(&state, change))
+            (id, view, timers, self.apply(&mut state, d))
         };
         durable(rx).await?;
         for (address, seq, deadline) in timers {
@@ -199,9 +197,7 @@ impl Chat {
             let mut state = self.lock();
             let s = self.visible(&state, user, sid)?;
             let d = end(&self.urls, s, user).map_err(|r| r.into_api(String::new))?;
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            self.submit(&state, change)
+            self.apply(&mut state, d)
         };
         durable(rx).await
     }
@@ -250,9 +246,7 @@ impl Chat {
                 // limit bounds; it is not a page of the list operation.
                 link: Vec::new(),
             };
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            (list, timers, self.submit(&state, change))
+            (list, timers, self.apply(&mut state, d))
         };
         durable(rx).await?;
         for (address, seq, deadline) in timers {
@@ -276,9 +270,7 @@ impl Chat {
             let s = self.visible(&state, user, sid)?;
             let d = cancel(&self.urls, s, user, pid)
                 .map_err(|r| r.into_api(|| self.urls.participant(user, sid, pid)))?;
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            self.submit(&state, change)
+            self.apply(&mut state, d)
         };
         durable(rx).await
     }
