@@ -123,11 +123,8 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
             user_claim,
             scope,
         } => {
-            let mut cfg = JwtConfig::new(issuer.clone(), audience.clone());
-            cfg.user_claim = user_claim.clone();
-            cfg.required_scope = Some(scope.clone());
-            let verifier = JwtVerifier::from_jwks_file(jwks, cfg)
-                .map_err(|e| StartError::Auth(e.to_string()))?;
+            let verifier = jwt_verifier(jwks, issuer, audience, user_claim, scope)
+                .map_err(StartError::Auth)?;
             // The operator learns which keys of the JWKS are not used, and why, once.
             tracing::info!(jwks = %jwks.display(), keys = verifier.key_count(),
                 skipped = verifier.skipped_keys().len(), "JWT verification keys loaded");
@@ -137,6 +134,22 @@ fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<Str
             Ok((Arc::new(verifier), None))
         }
     }
+}
+
+/// The verifier [`AuthConfig::Jwt`]'s settings describe (JWKS file, expected `iss` and `aud`,
+/// the claim naming the user, the scope required). Serving and `check-config` both build it
+/// here, so that what `check-config` proves is what the server loads.
+fn jwt_verifier(
+    jwks: &std::path::Path,
+    issuer: &str,
+    audience: &str,
+    user_claim: &str,
+    scope: &str,
+) -> Result<JwtVerifier, String> {
+    let mut cfg = JwtConfig::new(issuer, audience);
+    cfg.user_claim = user_claim.to_owned();
+    cfg.required_scope = Some(scope.to_owned());
+    JwtVerifier::from_jwks_file(jwks, cfg).map_err(|e| e.to_string())
 }
 
 /// What `check-config` proves beyond parsing, without starting anything or writing: the TLS
@@ -171,10 +184,7 @@ pub fn check(config: &Config) -> Result<(), String> {
             user_claim,
             scope,
         } => {
-            let mut cfg = JwtConfig::new(issuer.clone(), audience.clone());
-            cfg.user_claim = user_claim.clone();
-            cfg.required_scope = Some(scope.clone());
-            JwtVerifier::from_jwks_file(jwks, cfg).map_err(|e| e.to_string())?;
+            jwt_verifier(jwks, issuer, audience, user_claim, scope)?;
         }
     }
     Ok(())

@@ -490,22 +490,7 @@ async fn flow_7_1_1(f: &Face<'_>) {
     f.get_subscription(B, &a1.sub_id).await.fails(404, None);
 
     // An event for A reaches both of its subscriptions, each with its own callbackData.
-    let (loc, _) = f
-        .create_session(B, &session_request(Some("first"), &[(A, None)]))
-        .await
-        .created();
-    let first = last_segment(&loc);
-    for a in [&a1, &a2] {
-        let n: SessionInvitationNotification = a.next().await;
-        f.check_invitation(
-            &n,
-            A,
-            &first,
-            B,
-            Some("first"),
-            &[(B, Connected), (A, Invited)],
-        );
-    }
+    b_invites_a(f, "first", &[&a1, &a2]).await;
 
     // Unsubscribe the first: 204, then it is gone.
     f.delete_subscription(A, &a1.sub_id).await.no_content();
@@ -515,20 +500,7 @@ async fn flow_7_1_1(f: &Face<'_>) {
     assert_eq!(list.chat_subscription, vec![a2.sub.clone()]);
 
     // A second event: the remaining subscription gets it, the deleted one nothing.
-    let (loc, _) = f
-        .create_session(B, &session_request(Some("second"), &[(A, None)]))
-        .await
-        .created();
-    let second = last_segment(&loc);
-    let n: SessionInvitationNotification = a2.next().await;
-    f.check_invitation(
-        &n,
-        A,
-        &second,
-        B,
-        Some("second"),
-        &[(B, Connected), (A, Invited)],
-    );
+    b_invites_a(f, "second", &[&a2]).await;
 
     // Unsubscribing the last one leaves an empty list; events then go nowhere.
     f.delete_subscription(A, &a2.sub_id).await.no_content();
@@ -538,6 +510,27 @@ async fn flow_7_1_1(f: &Face<'_>) {
         .await
         .created();
     quiet(&[&a1, &a2, &b]).await;
+}
+
+/// Flow 7.1.1's event: B starts a session with A about `subject`, and each of `subscriptions`
+/// (A's) gets the invitation, checked (its own callbackData included).
+async fn b_invites_a(f: &Face<'_>, subject: &str, subscriptions: &[&User]) {
+    let (loc, _) = f
+        .create_session(B, &session_request(Some(subject), &[(A, None)]))
+        .await
+        .created();
+    let sid = last_segment(&loc);
+    for a in subscriptions {
+        let n: SessionInvitationNotification = a.next().await;
+        f.check_invitation(
+            &n,
+            A,
+            &sid,
+            B,
+            Some(subject),
+            &[(B, Connected), (A, Invited)],
+        );
+    }
 }
 
 /// Seed 7.1.2: A starts a 1-1 chat with B; B is invited (with links to the session and to its

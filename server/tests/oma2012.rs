@@ -25,6 +25,23 @@ use support::{Face, Listener, Server, Wire, enc, send, send_doc, send_empty, xsd
 
 use ParticipantStatus::{Connected, Invited};
 
+/// The two `#[tokio::test]`s of a scenario that takes the face: `(scenario, json_test,
+/// xml_test)` runs it once in JSON and once in XML. A macro because tests are items, which a
+/// function cannot declare; the names are the tests' own (`cargo test --test oma2012 <name>`).
+macro_rules! in_json_and_xml {
+    ($scenario:ident, $json:ident, $xml:ident) => {
+        #[tokio::test]
+        async fn $json() {
+            $scenario(Wire::Json).await;
+        }
+
+        #[tokio::test]
+        async fn $xml() {
+            $scenario(Wire::Xml).await;
+        }
+    };
+}
+
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
 const C: &str = "tel:+15551230003";
@@ -283,25 +300,17 @@ async fn disconnected_closes_a_one_to_one(wire: Wire) {
         .fails(404, Some("SVC2008"));
 }
 
-#[tokio::test]
-async fn disconnected_closes_a_one_to_one_in_json() {
-    disconnected_closes_a_one_to_one(Wire::Json).await;
-}
+in_json_and_xml!(
+    disconnected_closes_a_one_to_one,
+    disconnected_closes_a_one_to_one_in_json,
+    disconnected_closes_a_one_to_one_in_xml
+);
 
-#[tokio::test]
-async fn disconnected_closes_a_one_to_one_in_xml() {
-    disconnected_closes_a_one_to_one(Wire::Xml).await;
-}
-
-#[tokio::test]
-async fn confirmed_one_to_one_chat_in_json() {
-    confirmed_chat(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn confirmed_one_to_one_chat_in_xml() {
-    confirmed_chat(Wire::Xml).await;
-}
+in_json_and_xml!(
+    confirmed_chat,
+    confirmed_one_to_one_chat_in_json,
+    confirmed_one_to_one_chat_in_xml
+);
 
 /// The invitee declines with DELETE (OMA 2012), and the originator cancels with DELETE.
 async fn decline_and_cancel(wire: Wire) {
@@ -331,15 +340,11 @@ async fn decline_and_cancel(wire: Wire) {
         .fails(404, Some("SVC2008"));
 }
 
-#[tokio::test]
-async fn decline_and_cancel_with_delete_in_json() {
-    decline_and_cancel(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn decline_and_cancel_with_delete_in_xml() {
-    decline_and_cancel(Wire::Xml).await;
-}
+in_json_and_xml!(
+    decline_and_cancel,
+    decline_and_cancel_with_delete_in_json,
+    decline_and_cancel_with_delete_in_xml
+);
 
 /// One session, two faces: started on either, answered and used from the other.
 async fn sessions_cross_faces(wire: Wire) {
@@ -422,15 +427,11 @@ async fn sessions_cross_faces(wire: Wire) {
         .fails(404, Some("SVC2008"));
 }
 
-#[tokio::test]
-async fn sessions_cross_faces_in_json() {
-    sessions_cross_faces(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn sessions_cross_faces_in_xml() {
-    sessions_cross_faces(Wire::Xml).await;
-}
+in_json_and_xml!(
+    sessions_cross_faces,
+    sessions_cross_faces_in_json,
+    sessions_cross_faces_in_xml
+);
 
 /// Bad input on the 2012 face gets the OMA error, never a 5xx.
 async fn refusals(wire: Wire) {
@@ -518,15 +519,7 @@ async fn refusals(wire: Wire) {
         .fails(403, Some("POL0001"));
 }
 
-#[tokio::test]
-async fn refusals_in_json() {
-    refusals(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn refusals_in_xml() {
-    refusals(Wire::Xml).await;
-}
+in_json_and_xml!(refusals, refusals_in_json, refusals_in_xml);
 
 /// The documents as an OMA 2012 client writes them by hand (reference §1.2 and the GSMA
 /// gateway tests), JSON and XML, each XML one valid against the published XSD: the server
@@ -848,15 +841,7 @@ async fn group_chat(wire: Wire) {
     face.get_group(A, &one).await.fails(404, Some("SVC2008"));
 }
 
-#[tokio::test]
-async fn group_chat_in_json() {
-    group_chat(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn group_chat_in_xml() {
-    group_chat(Wire::Xml).await;
-}
+in_json_and_xml!(group_chat, group_chat_in_json, group_chat_in_xml);
 
 /// The first failure, as an OMA 2012 client sends it by hand: one
 /// `participantInformation` POSTed to a group's participants, in JSON and in XML (valid against
@@ -961,15 +946,11 @@ async fn participant_list_form(wire: Wire) {
     );
 }
 
-#[tokio::test]
-async fn participant_list_form_in_json() {
-    participant_list_form(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn participant_list_form_in_xml() {
-    participant_list_form(Wire::Xml).await;
-}
+in_json_and_xml!(
+    participant_list_form,
+    participant_list_form_in_json,
+    participant_list_form_in_xml
+);
 
 /// The 2012 subscription resource, as an OMA 2012 client uses it: create (201, `Location`,
 /// the flags and duration the server grants), a resend with its `clientCorrelator`, read,
@@ -1128,15 +1109,11 @@ async fn subscription_resource(wire: Wire) {
         .fails(404, None);
 }
 
-#[tokio::test]
-async fn subscription_resource_in_json() {
-    subscription_resource(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn subscription_resource_in_xml() {
-    subscription_resource(Wire::Xml).await;
-}
+in_json_and_xml!(
+    subscription_resource,
+    subscription_resource_in_json,
+    subscription_resource_in_xml
+);
 
 /// Which profile a subscriber gets follows the face it subscribed through: each user holds a
 /// subscription on each face, and every change reaches both, with the seed's names and links
@@ -1386,15 +1363,11 @@ async fn profiles_follow_the_face(wire: Wire) {
     );
 }
 
-#[tokio::test]
-async fn profiles_follow_the_face_in_json() {
-    profiles_follow_the_face(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn profiles_follow_the_face_in_xml() {
-    profiles_follow_the_face(Wire::Xml).await;
-}
+in_json_and_xml!(
+    profiles_follow_the_face,
+    profiles_follow_the_face_in_json,
+    profiles_follow_the_face_in_xml
+);
 
 /// The profile is stored with the subscription: after a restart (SIGKILL, no clean stop) a
 /// subscriber of the 2012 face is still told in the OMA 2012 profile, and its subscription
@@ -1585,15 +1558,7 @@ async fn is_composing(wire: Wire) {
         .fails(404, None);
 }
 
-#[tokio::test]
-async fn is_composing_in_json() {
-    is_composing(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn is_composing_in_xml() {
-    is_composing(Wire::Xml).await;
-}
+in_json_and_xml!(is_composing, is_composing_in_json, is_composing_in_xml);
 
 /// An `isComposing` is not delivered past its `refresh`: while B's callback fails, A's
 /// indication (refresh 1 s) waits at the head of B's queue; once that second has passed (the
@@ -1893,15 +1858,7 @@ async fn adhoc_chat(wire: Wire) {
     );
 }
 
-#[tokio::test]
-async fn adhoc_chat_in_json() {
-    adhoc_chat(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn adhoc_chat_in_xml() {
-    adhoc_chat(Wire::Xml).await;
-}
+in_json_and_xml!(adhoc_chat, adhoc_chat_in_json, adhoc_chat_in_xml);
 
 /// The server tears an ad hoc chat down once it carried no message for
 /// `NETAPI_CHAT_ADHOC_IDLE_SECS`: both are told `SessionEnded` (`sessionId` adhoc on the 2012
@@ -1940,15 +1897,7 @@ async fn adhoc_idle(wire: Wire) {
     assert_eq!(m.session_id, ADHOC);
 }
 
-#[tokio::test]
-async fn adhoc_idle_in_json() {
-    adhoc_idle(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn adhoc_idle_in_xml() {
-    adhoc_idle(Wire::Xml).await;
-}
+in_json_and_xml!(adhoc_idle, adhoc_idle_in_json, adhoc_idle_in_xml);
 
 /// An ad hoc session is stored as one (format 8): after a restart (SIGKILL) the pair's next
 /// message goes into the same session (both messages in its history: a session not read back
@@ -2063,15 +2012,11 @@ async fn gsma_api_version(wire: Wire) {
     assert_eq!(wrong.status, 405, "{}", wrong.body);
 }
 
-#[tokio::test]
-async fn gsma_api_version_in_json() {
-    gsma_api_version(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn gsma_api_version_in_xml() {
-    gsma_api_version(Wire::Xml).await;
-}
+in_json_and_xml!(
+    gsma_api_version,
+    gsma_api_version_in_json,
+    gsma_api_version_in_xml
+);
 
 /// OMA 2012 §6.2: the invitee accepts with a PUT of `participantSessionStatus` on the
 /// invitation's `ChatSessionInformation` link itself (the operation list and the GSMA
@@ -2114,12 +2059,8 @@ async fn accept_at_the_session_link(wire: Wire) {
     assert_eq!(again.status, 409, "{}", again.body);
 }
 
-#[tokio::test]
-async fn accept_at_the_session_link_in_json() {
-    accept_at_the_session_link(Wire::Json).await;
-}
-
-#[tokio::test]
-async fn accept_at_the_session_link_in_xml() {
-    accept_at_the_session_link(Wire::Xml).await;
-}
+in_json_and_xml!(
+    accept_at_the_session_link,
+    accept_at_the_session_link_in_json,
+    accept_at_the_session_link_in_xml
+);

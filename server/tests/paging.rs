@@ -45,6 +45,19 @@ struct Read<K> {
     header: String,
 }
 
+impl<K> Read<K> {
+    /// The page answer `a` carries: `keys` of the entries its body lists, the body's `links`
+    /// checked against the `Link` header ([`next_of`]), the header itself. Every walk reads
+    /// its pages through here, so each makes the same check.
+    fn new(a: &Answer, links: &[Link], keys: impl IntoIterator<Item = K>) -> Self {
+        Read {
+            keys: keys.into_iter().collect(),
+            next: next_of(a, links),
+            header: a.header("link").to_owned(),
+        }
+    }
+}
+
 /// The body's `next` href, checking that the `Link` header says the same thing.
 fn next_of(a: &Answer, links: &[Link]) -> Option<String> {
     let next: Vec<&Link> = links.iter().filter(|l| l.rel == "next").collect();
@@ -95,10 +108,8 @@ async fn messages_walked_page_by_page_come_once_each_in_order_and_the_default_pa
         for user in [ALICE, BOB] {
             // No paging parameter: what an OMA client sends.
             let url = s.urls().messages(user, &sid);
-            let pages = walk(&url, f, |a, l: ChatMessageList| Read {
-                keys: l.chat_message.iter().map(|m| m.text.clone()).collect(),
-                next: next_of(a, &l.link),
-                header: a.header("link").to_owned(),
+            let pages = walk(&url, f, |a, l: ChatMessageList| {
+                Read::new(a, &l.link, l.chat_message.iter().map(|m| m.text.clone()))
             })
             .await;
             let sizes: Vec<usize> = pages.iter().map(|p| p.keys.len()).collect();
@@ -115,10 +126,8 @@ async fn messages_walked_page_by_page_come_once_each_in_order_and_the_default_pa
             let pages = walk(
                 &format!("{url}?maxEntries=7"),
                 f,
-                |a, l: ChatMessageList| Read {
-                    keys: l.chat_message.iter().map(|m| m.text.clone()).collect(),
-                    next: next_of(a, &l.link),
-                    header: a.header("link").to_owned(),
+                |a, l: ChatMessageList| {
+                    Read::new(a, &l.link, l.chat_message.iter().map(|m| m.text.clone()))
                 },
             )
             .await;
@@ -197,14 +206,14 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         let pages = walk(
             &format!("{}?maxEntries=3", s.urls().subscriptions(ALICE)),
             f,
-            |a, l: ChatSubscriptionList| Read {
-                keys: l
-                    .chat_subscription
-                    .iter()
-                    .map(|c| c.resource_url.clone().unwrap_or_default())
-                    .collect(),
-                next: next_of(a, &l.link),
-                header: String::new(),
+            |a, l: ChatSubscriptionList| {
+                Read::new(
+                    a,
+                    &l.link,
+                    l.chat_subscription
+                        .iter()
+                        .map(|c| c.resource_url.clone().unwrap_or_default()),
+                )
             },
         )
         .await;
@@ -214,14 +223,14 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         let pages = walk(
             &format!("{}?maxEntries=3", s.urls().chat_sessions(ALICE)),
             f,
-            |a, l: ChatSessionList| Read {
-                keys: l
-                    .chat_session_information
-                    .iter()
-                    .map(|c| c.resource_url.clone().unwrap_or_default())
-                    .collect(),
-                next: next_of(a, &l.link),
-                header: String::new(),
+            |a, l: ChatSessionList| {
+                Read::new(
+                    a,
+                    &l.link,
+                    l.chat_session_information
+                        .iter()
+                        .map(|c| c.resource_url.clone().unwrap_or_default()),
+                )
             },
         )
         .await;
@@ -231,10 +240,8 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
         let pages = walk(
             &format!("{}?maxEntries=2", s.urls().participants(ALICE, &group)),
             f,
-            |a, l: ParticipantList| Read {
-                keys: l.participant.iter().map(|p| p.address.clone()).collect(),
-                next: next_of(a, &l.link),
-                header: String::new(),
+            |a, l: ParticipantList| {
+                Read::new(a, &l.link, l.participant.iter().map(|p| p.address.clone()))
             },
         )
         .await;
@@ -407,14 +414,14 @@ async fn sessions_come_in_creation_order_not_join_order() {
             let pages = walk(
                 &s.url(BOB, &format!("/chatSessions{size}")),
                 f,
-                |a, l: ChatSessionList| Read {
-                    keys: l
-                        .chat_session_information
-                        .iter()
-                        .map(|c| last_segment(c.resource_url.as_deref().unwrap_or_default()))
-                        .collect(),
-                    next: next_of(a, &l.link),
-                    header: String::new(),
+                |a, l: ChatSessionList| {
+                    Read::new(
+                        a,
+                        &l.link,
+                        l.chat_session_information
+                            .iter()
+                            .map(|c| last_segment(c.resource_url.as_deref().unwrap_or_default())),
+                    )
                 },
             )
             .await;

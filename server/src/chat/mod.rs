@@ -388,11 +388,13 @@ impl Chat {
     }
 
     /// Applies a rule's decision (call under the lock): the session takes its new state, a
-    /// participant new to it finds it in its per-user index, the change records it (or
-    /// releases it, once ended) and carries the notifications. Participants are only ever
+    /// participant new to it finds it in its per-user index, a change of its own records it
+    /// (or releases it, once ended) and carries the notifications, and goes to the store
+    /// ([`Chat::submit`]; the answer tells when it is durable). Participants are only ever
     /// appended to a session (a position names one participant for good), so the new ones
     /// are those past the old session's length.
-    fn apply(&self, state: &mut State, change: &mut Change, d: Decision) {
+    fn apply(&self, state: &mut State, d: Decision) -> oneshot::Receiver<Result<(), String>> {
+        let mut change = Change::default();
         let sid = d.session.id.clone();
         let known = state.sessions.get(&sid).map_or(0, |s| s.participants.len());
         for p in d.session.participants.iter().skip(known) {
@@ -405,8 +407,9 @@ impl Chat {
         state.sessions.insert(sid.clone(), d.session);
         // Before the release: a subscriber of the OMA 2012 face is told with links that the
         // session's shape decides (`oma2012::profile`), an ended session's too.
-        self.notify(state, change, d.outbox);
-        put_or_release(state, change, &sid);
+        self.notify(state, &mut change, d.outbox);
+        put_or_release(state, &mut change, &sid);
+        self.submit(state, change)
     }
 }
 
@@ -433,12 +436,7 @@ fn release_session(state: &mut State, sid: &str) {
     };
     state.adhoc_active.remove(sid);
     for p in &s.participants {
-        if let Some(ids) = state.user_sessions.get_mut(&p.address) {
-            ids.retain(|i| i != sid);
-            if ids.is_empty() {
-                state.user_sessions.remove(&p.address);
-            }
-        }
+        state::unindex(&mut state.user_sessions, &p.address, sid);
     }
 }
 

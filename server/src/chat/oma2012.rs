@@ -704,13 +704,7 @@ impl Chat {
         req: PageRequest,
     ) -> ChatSubscriptionList {
         let state = self.lock();
-        let entries = state
-            .user_subscriptions
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| state.subscriptions.get(id))
-            .map(|s| (s.rec.seq, s));
+        let entries = state.subscriptions_of(user).map(|s| (s.rec.seq, s));
         let p = page::page(entries, req);
         let resource_url = self.urls.oma2012_subscriptions(user);
         ChatSubscriptionList {
@@ -808,12 +802,7 @@ impl Chat {
     ) -> Result<String, ApiError> {
         let (sid, rx) = {
             let mut state = self.lock();
-            let mine = state
-                .user_sessions
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.sessions.get(id));
+            let mine = state.sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
                 if open {
@@ -836,9 +825,7 @@ impl Chat {
             )
             .map_err(|r| r.into_api(String::new))?;
             state.adhoc_active.insert(sid.clone(), now_ms());
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            (sid, self.submit(&state, change))
+            (sid, self.apply(&mut state, d))
         };
         durable(rx).await?;
         self.adhoc_timer(sid.clone());
@@ -877,10 +864,8 @@ impl Chat {
         match idle(&self.urls, s, active, idle_ms, now_ms()) {
             Err(due) => Some(due),
             Ok(d) => {
-                let mut change = Change::default();
-                self.apply(&mut state, &mut change, d);
                 // Nobody waits: the timer made this change.
-                drop(self.submit(&state, change));
+                drop(self.apply(&mut state, d));
                 None
             }
         }
@@ -900,12 +885,7 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a Session, ApiError> {
         if sid == ADHOC {
-            let mine = state
-                .user_sessions
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.sessions.get(id));
+            let mine = state.sessions_of(user);
             return adhoc_with(mine, user, other)
                 .ok_or_else(|| missing(&self.urls.one_to_one_session(user, other, ADHOC)));
         }
@@ -983,9 +963,7 @@ impl Chat {
                 self.settings.limits.sessions_per_user,
             )
             .map_err(|r| r.into_api(|| self.urls.one_to_one_session(user, other, sid)))?;
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            self.submit(&state, change)
+            self.apply(&mut state, d)
         };
         durable(rx).await
     }

@@ -13,7 +13,7 @@ use super::refused::Refused;
 use super::sessions::end_for_all;
 use super::state::{Invitation, Session};
 use super::views;
-use super::{Change, Chat, Decision, Outbox, durable, missing};
+use super::{Chat, Decision, Outbox, durable, missing};
 use crate::urls::Urls;
 use netapi_chat_api::{
     EventType, ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
@@ -34,10 +34,8 @@ impl Chat {
         else {
             return;
         };
-        let mut change = Change::default();
-        self.apply(&mut state, &mut change, d);
         // Nobody waits: a timer (or the delivery task) made this change.
-        drop(self.submit(&state, change));
+        drop(self.apply(&mut state, d));
     }
 
     /// One page of the session's participants: the originator first, then in invitation
@@ -118,9 +116,7 @@ impl Chat {
                 self.settings.limits.sessions_per_user,
             )
             .map_err(|r| r.into_api(|| self.urls.participant_status(user, sid, pid)))?;
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            self.submit(&state, change)
+            self.apply(&mut state, d)
         };
         durable(rx).await?;
         Ok(ParticipantSessionStatus { status: wanted })

@@ -15,7 +15,7 @@ use super::refused::Refused;
 use super::state::{Invitation, Participant, Session, State};
 use super::timers::next_invitation_seq;
 use super::views;
-use super::{Change, Chat, Decision, Outbox, durable};
+use super::{Chat, Decision, Outbox, durable};
 use crate::store::now_ms;
 use crate::urls::Urls;
 use netapi_chat_api::{
@@ -104,14 +104,8 @@ impl Chat {
         .map_err(|r| r.into_api(String::new))?;
         let (id, view, timers, rx) = {
             let mut state = self.lock();
-            let mine = state
-                .user_sessions
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.sessions.get(id));
             if let Some(c) = &body.client_correlator
-                && let Some(s) = replayed(mine, user, c)
+                && let Some(s) = replayed(state.sessions_of(user), user, c)
             {
                 let (location, body) = shown(&self.urls, user, s);
                 return Ok(Created { location, body });
@@ -139,9 +133,7 @@ impl Chat {
                 invited,
             );
             let view = shown(&self.urls, user, &d.session);
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            (id, view, timers, self.submit(&state, change))
+            (id, view, timers, self.apply(&mut state, d))
         };
         durable(rx).await?;
         for (address, seq, deadline) in timers {
@@ -171,11 +163,7 @@ impl Chat {
     pub fn list_sessions(&self, user: &str, req: PageRequest) -> ChatSessionList {
         let state = self.lock();
         let mut sessions: Vec<&Session> = state
-            .user_sessions
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| state.sessions.get(id))
+            .sessions_of(user)
             .filter(|s| req.after.is_none_or(|after| s.seq > after))
             .filter(|s| s.participant(user).is_some_and(Participant::sees_session))
             .collect();
@@ -209,9 +197,7 @@ impl Chat {
             let mut state = self.lock();
             let s = self.visible(&state, user, sid)?;
             let d = end(&self.urls, s, user).map_err(|r| r.into_api(String::new))?;
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            self.submit(&state, change)
+            self.apply(&mut state, d)
         };
         durable(rx).await
     }
@@ -260,9 +246,7 @@ impl Chat {
                 // limit bounds; it is not a page of the list operation.
                 link: Vec::new(),
             };
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            (list, timers, self.submit(&state, change))
+            (list, timers, self.apply(&mut state, d))
         };
         durable(rx).await?;
         for (address, seq, deadline) in timers {
@@ -286,9 +270,7 @@ impl Chat {
             let s = self.visible(&state, user, sid)?;
             let d = cancel(&self.urls, s, user, pid)
                 .map_err(|r| r.into_api(|| self.urls.participant(user, sid, pid)))?;
-            let mut change = Change::default();
-            self.apply(&mut state, &mut change, d);
-            self.submit(&state, change)
+            self.apply(&mut state, d)
         };
         durable(rx).await
     }

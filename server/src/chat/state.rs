@@ -84,22 +84,45 @@ pub struct Counters {
 }
 
 impl State {
+    /// The user's subscriptions (every face's), in the order of [`State::user_subscriptions`],
+    /// resolved through [`State::subscriptions`]: the one walk that both faces' listings and
+    /// the replay lookup start from.
+    pub fn subscriptions_of<'a>(
+        &'a self,
+        user: &str,
+    ) -> impl Iterator<Item = &'a Subscription> + 'a {
+        self.user_subscriptions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.subscriptions.get(id))
+    }
+
+    /// The sessions held in memory that list `user` as a participant, whatever its status
+    /// and theirs, in the order of [`State::user_sessions`] (resolved through
+    /// [`State::sessions`]). The walk every per-user question starts from (open sessions,
+    /// pending invitations, the listing, the ad hoc and replay lookups): one place, so that
+    /// they all see the same sessions.
+    pub fn sessions_of<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a Session> + 'a {
+        self.user_sessions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sessions.get(id))
+    }
+
     /// Sessions that have not ended in which `user` is connected (invitations are counted by
     /// [`State::pending_sent`]); an ad hoc session counts for the user who opened it only
     /// (`oma2012::open_adhoc`).
     pub fn open_sessions(&self, user: &str) -> usize {
-        self.user_sessions.get(user).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.sessions.get(id))
-                .filter(|s| {
-                    !s.ended
-                        && (!s.adhoc || s.originator == user)
-                        && s.participant(user).is_some_and(|p| {
-                            p.status == netapi_chat_api::ParticipantStatus::Connected
-                        })
-                })
-                .count()
-        })
+        self.sessions_of(user)
+            .filter(|s| {
+                !s.ended
+                    && (!s.adhoc || s.originator == user)
+                    && s.participant(user)
+                        .is_some_and(|p| p.status == netapi_chat_api::ParticipantStatus::Connected)
+            })
+            .count()
     }
 
     /// Unanswered invitations `inviter` sent, per invitee, in one pass over its sessions (the
@@ -107,13 +130,7 @@ impl State {
     /// at).
     pub fn pending_sent(&self, inviter: &str) -> HashMap<&str, usize> {
         let mut per_invitee: HashMap<&str, usize> = HashMap::new();
-        for s in self
-            .user_sessions
-            .get(inviter)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.sessions.get(id))
-        {
+        for s in self.sessions_of(inviter) {
             for p in &s.participants {
                 if p.invited_by == inviter && p.address != inviter && p.invitation.is_pending() {
                     *per_invitee.entry(p.address.as_str()).or_default() += 1;
@@ -131,6 +148,18 @@ impl State {
             format!("{prefix}-{seq}-{}", uuid::Uuid::new_v4().simple()),
             seq,
         )
+    }
+}
+
+/// Takes `id` out of `owner`'s list in a per-user index (`State::user_sessions`,
+/// `State::user_subscriptions`), dropping the list once it is empty, so that the index's
+/// memory follows the live resources: the one way a session or a subscription leaves it.
+pub fn unindex(index: &mut HashMap<String, Vec<String>>, owner: &str, id: &str) {
+    if let Some(ids) = index.get_mut(owner) {
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            index.remove(owner);
+        }
     }
 }
 

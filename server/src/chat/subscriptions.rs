@@ -163,19 +163,16 @@ impl Chat {
         let duration = granted_duration(body.duration).map_err(|r| r.into_api(String::new))?;
         let (view, expiry, rx) = {
             let mut state = self.lock();
-            let mine = state
-                .user_subscriptions
-                .get(user)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.subscriptions.get(id))
-                .map(|s| &s.rec)
-                // A resend is one through the same face: a correlator the other face used
-                // names a subscription of another profile, not this one.
-                .filter(|r| r.face == face);
-            if let Some(c) = &body.client_correlator
-                && let Some(existing) = replayed(mine, user, c)
-            {
+            let replay = body.client_correlator.as_ref().and_then(|c| {
+                let mine = state
+                    .subscriptions_of(user)
+                    .map(|s| &s.rec)
+                    // A resend is one through the same face: a correlator the other face used
+                    // names a subscription of another profile, not this one.
+                    .filter(|r| r.face == face);
+                replayed(mine, user, c)
+            });
+            if let Some(existing) = replay {
                 return Ok((existing.clone(), None));
             }
             if via_channel && channel_of(&state, &notify_url).is_none() {
@@ -309,13 +306,7 @@ impl Chat {
     /// walks it.
     pub fn list_subscriptions(&self, user: &str, req: PageRequest) -> ChatSubscriptionList {
         let state = self.lock();
-        let entries = state
-            .user_subscriptions
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| state.subscriptions.get(id))
-            .map(|s| (s.rec.seq, s));
+        let entries = state.subscriptions_of(user).map(|s| (s.rec.seq, s));
         let p = page::page(entries, req);
         let resource_url = self.urls.subscriptions(user);
         ChatSubscriptionList {
@@ -376,12 +367,7 @@ pub(super) fn remove_subscription(state: &mut State, id: &str) -> Option<Subscri
     if let Some(t) = &sub.timer {
         t.abort();
     }
-    if let Some(ids) = state.user_subscriptions.get_mut(&sub.rec.user) {
-        ids.retain(|i| i != id);
-        if ids.is_empty() {
-            state.user_subscriptions.remove(&sub.rec.user);
-        }
-    }
+    state::unindex(&mut state.user_subscriptions, &sub.rec.user, id);
     Some(sub)
 }
 

@@ -14,7 +14,8 @@ use super::{
     Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, PurgeWalk, Purged,
     Snapshot, StoreError, format,
 };
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use std::ffi::c_int;
 use std::path::Path;
 use std::sync::Arc;
@@ -263,6 +264,35 @@ fn stored_version(conn: &Connection) -> Result<(u32, bool), rusqlite::Error> {
 /// Rows one migration query reads at a time, so that memory stays bounded on a large store.
 const MIGRATION_PAGE: i64 = 1000;
 
+/// Hands `each` every row of `read`, [`MIGRATION_PAGE`] rows at a time. `read` is
+/// keyset-paged: it answers rows in key order, and its parameters are the key its page starts
+/// after, then the page size; `start` is a key below every stored one, `row` reads a row and
+/// `key_of` tells its key. Every migration walk goes through here, so that each reads its
+/// table the same bounded way; the first error, `read`'s or `each`'s, ends the walk.
+fn each_row<R>(
+    read: &mut rusqlite::Statement<'_>,
+    start: Vec<Value>,
+    row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+    key_of: impl Fn(&R) -> Vec<Value>,
+    mut each: impl FnMut(&R) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut after = start;
+    loop {
+        let page = after.iter().chain([&Value::Integer(MIGRATION_PAGE)]);
+        let rows = read
+            .query_map(params_from_iter(page), &row)
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let Some(last) = rows.last() else { break };
+        after = key_of(last);
+        for r in &rows {
+            each(r)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the steps from `from` to [`format::CURRENT`] over every record and outbox entry, inside
 /// the caller's transaction; `None` when there was nothing to do. A record a step cannot read
 /// stops the start with an error naming it (the transaction is rolled back, the data directory
@@ -295,22 +325,18 @@ fn migrate(conn: &Connection, from: u32, place: &str) -> Result<Option<Migrated>
         let mut write = conn
             .prepare("UPDATE records SET value = ?3 WHERE kind = ?1 AND key = ?2")
             .map_err(err)?;
-        let mut after = (String::new(), String::new());
-        loop {
-            let rows = read
-                .query_map(params![after.0, after.1, MIGRATION_PAGE], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                })
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            let Some(last) = rows.last() else { break };
-            after = (last.0.clone(), last.1.clone());
-            for (name, key, value) in &rows {
+        each_row(
+            &mut read,
+            vec![String::new().into(), String::new().into()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            },
+            |(name, key, _)| vec![name.clone().into(), key.clone().into()],
+            |(name, key, value)| {
                 let kind = Kind::from_name(name).ok_or_else(|| {
                     failed(format!("record `{key}`"), format!("unknown kind `{name}`"))
                 })?;
@@ -318,40 +344,34 @@ fn migrate(conn: &Connection, from: u32, place: &str) -> Result<Option<Migrated>
                     Ok(Some(new)) => {
                         write.execute(params![name, key, new]).map_err(err)?;
                         done.records += 1;
+                        Ok(())
                     }
-                    Ok(None) => {}
-                    Err(e) => return Err(failed(format!("stored {name} `{key}`"), e)),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(failed(format!("stored {name} `{key}`"), e)),
                 }
-            }
-        }
+            },
+        )?;
         let mut read = conn
             .prepare("SELECT id, body FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2")
             .map_err(err)?;
         let mut write = conn
             .prepare("UPDATE outbox SET body = ?2 WHERE id = ?1")
             .map_err(err)?;
-        let mut after = i64::MIN;
-        loop {
-            let rows = read
-                .query_map(params![after, MIGRATION_PAGE], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            let Some(last) = rows.last() else { break };
-            after = last.0;
-            for (id, body) in &rows {
-                match (step.outbox)(body) {
-                    Ok(Some(new)) => {
-                        write.execute(params![id, new]).map_err(err)?;
-                        done.outbox += 1;
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(failed(format!("stored notification {id}"), e)),
+        each_row(
+            &mut read,
+            vec![i64::MIN.into()],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            |(id, _)| vec![(*id).into()],
+            |(id, body)| match (step.outbox)(body) {
+                Ok(Some(new)) => {
+                    write.execute(params![id, new]).map_err(err)?;
+                    done.outbox += 1;
+                    Ok(())
                 }
-            }
-        }
+                Ok(None) => Ok(()),
+                Err(e) => Err(failed(format!("stored notification {id}"), e)),
+            },
+        )?;
     }
     if from < format::MESSAGES_TABLE {
         done.records += move_messages(conn, place)?;
@@ -405,19 +425,13 @@ fn move_messages(conn: &Connection, place: &str) -> Result<u64, StoreError> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
         )
         .map_err(err)?;
-    let mut after = String::new();
     let mut moved = 0u64;
-    loop {
-        let rows = read
-            .query_map(params![after, MIGRATION_PAGE], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
-        let Some(last) = rows.last() else { break };
-        after = last.0.clone();
-        for (key, value) in &rows {
+    each_row(
+        &mut read,
+        vec![String::new().into()],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        |(key, _)| vec![key.clone().into()],
+        |(key, value)| {
             let row = format::message_row(key, value).map_err(|e| failed(key, e))?;
             let seq = i64::try_from(row.seq).map_err(|_| failed(key, "seq out of range".into()))?;
             write
@@ -431,8 +445,9 @@ fn move_messages(conn: &Connection, place: &str) -> Result<u64, StoreError> {
                 ])
                 .map_err(|e| failed(key, e.to_string()))?;
             moved += 1;
-        }
-    }
+            Ok(())
+        },
+    )?;
     conn.execute("DELETE FROM records WHERE kind = 'message'", [])
         .map_err(err)?;
     Ok(moved)
@@ -471,27 +486,23 @@ fn stamp_message_times(conn: &Connection, place: &str) -> Result<(), StoreError>
     let mut write = conn
         .prepare("UPDATE messages SET sent_ms = ?3 WHERE session = ?1 AND seq = ?2")
         .map_err(err)?;
-    let mut after = (String::new(), i64::MIN);
-    loop {
-        let rows = read
-            .query_map(params![after.0, after.1, MIGRATION_PAGE], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
-        let Some(last) = rows.last() else { break };
-        after = (last.0.clone(), last.1);
-        for (session, seq, value) in &rows {
+    each_row(
+        &mut read,
+        vec![String::new().into(), i64::MIN.into()],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        },
+        |(session, seq, _)| vec![session.clone().into(), (*seq).into()],
+        |(session, seq, value)| {
             let at = format::message_time(value).map_err(|e| failed(session, *seq, e))?;
             write.execute(params![session, seq, at]).map_err(err)?;
-        }
-    }
-    Ok(())
+            Ok(())
+        },
+    )
 }
 
 impl Sqlite {
@@ -1158,6 +1169,39 @@ mod tests {
     /// Opening an unversioned (v1) directory runs steps 1 → 2 → 3 → 4 and stamps the version,
     /// once: the message is rewritten, then moved to the messages table; the outbox row gains
     /// its delivery state.
+    /// A migration walk reads every row once, in key order, across pages (here 2,345 rows
+    /// under a two-column key: three pages).
+    #[test]
+    fn each_row_walks_every_row_once_across_pages() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a TEXT, b INTEGER, PRIMARY KEY (a, b))")
+            .unwrap();
+        let mut want = Vec::new();
+        for i in 0..2345_i64 {
+            let a = format!("k{}", i % 3);
+            conn.execute("INSERT INTO t VALUES (?1, ?2)", params![a, i])
+                .unwrap();
+            want.push((a, i));
+        }
+        want.sort();
+        let mut read = conn
+            .prepare("SELECT a, b FROM t WHERE (a, b) > (?1, ?2) ORDER BY a, b LIMIT ?3")
+            .unwrap();
+        let mut got = Vec::new();
+        each_row(
+            &mut read,
+            vec![String::new().into(), i64::MIN.into()],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            |(a, b)| vec![a.clone().into(), (*b).into()],
+            |r| {
+                got.push(r.clone());
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn an_older_version_is_migrated_on_open_once() {
         let dir = v1_dir(

@@ -297,68 +297,73 @@ impl<'s> Face<'s> {
 
     // --- the operations
 
+    /// One operation that answers a document, in this face: `json` (the progenitor client's
+    /// call) or `xml` (raw HTTP: [`send_doc`] or [`send_empty`]). Both are futures and only
+    /// this face's is awaited, so only it is sent; a JSON call that takes a body converts it
+    /// ([`to_client`]) inside an `async` block, so the XML face never converts it. Every
+    /// operation goes through here or [`Face::call_bare`]: one place decides how each face's
+    /// answer is read.
+    async fn call<C: Serialize, T: Document>(
+        &self,
+        json: impl Future<Output = ClientResult<C>>,
+        xml: impl Future<Output = Answer>,
+    ) -> Resp<T> {
+        match self.wire {
+            Wire::Json => from_client(json.await, doc).await,
+            Wire::Xml => from_xml(xml.await, xml_doc),
+        }
+    }
+
+    /// [`Face::call`] for an operation whose answer has no document to read.
+    async fn call_bare<C: Serialize>(
+        &self,
+        json: impl Future<Output = ClientResult<C>>,
+        xml: impl Future<Output = Answer>,
+    ) -> Resp<()> {
+        match self.wire {
+            Wire::Json => from_client(json.await, nothing).await,
+            Wire::Xml => from_xml(xml.await, |_| ()),
+        }
+    }
+
     pub async fn create_subscription(
         &self,
         user: &str,
         body: &ChatSubscription,
     ) -> Resp<ChatSubscription> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .create_chat_subscription(user, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.subs_url(user), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            async {
+                self.client
+                    .create_chat_subscription(user, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &self.subs_url(user), self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn list_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.list_chat_subscriptions(user, None, None).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.subs_url(user), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.list_chat_subscriptions(user, None, None),
+            send_empty("GET", &self.subs_url(user), self.fmt()),
+        )
+        .await
     }
 
     pub async fn get_subscription(&self, user: &str, id: &str) -> Resp<ChatSubscription> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_chat_subscription(user, id).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.sub_url(user, id), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.get_chat_subscription(user, id),
+            send_empty("GET", &self.sub_url(user, id), self.fmt()),
+        )
+        .await
     }
 
     pub async fn delete_subscription(&self, user: &str, id: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.delete_chat_subscription(user, id).await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("DELETE", &self.sub_url(user, id), self.fmt()).await,
-                |_| (),
-            ),
-        }
+        self.call_bare(
+            self.client.delete_chat_subscription(user, id),
+            send_empty("DELETE", &self.sub_url(user, id), self.fmt()),
+        )
+        .await
     }
 
     // --- the OMA 2012 face's subscriptions (`/chat/v1/{userId}/subscriptions`)
@@ -368,39 +373,26 @@ impl<'s> Face<'s> {
         user: &str,
         body: &ChatNotificationSubscription,
     ) -> Resp<ChatNotificationSubscription> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .create_chat_notification_subscription(user, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().oma2012_subscriptions(user);
-                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().oma2012_subscriptions(user);
+        self.call(
+            async {
+                self.client
+                    .create_chat_notification_subscription(user, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &url, self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn list_notification_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .list_chat_notification_subscriptions(user, None, None)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().oma2012_subscriptions(user);
-                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().oma2012_subscriptions(user);
+        self.call(
+            self.client
+                .list_chat_notification_subscriptions(user, None, None),
+            send_empty("GET", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn get_notification_subscription(
@@ -408,21 +400,12 @@ impl<'s> Face<'s> {
         user: &str,
         id: &str,
     ) -> Resp<ChatNotificationSubscription> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .get_chat_notification_subscription(user, id)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().oma2012_subscription(user, id);
-                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().oma2012_subscription(user, id);
+        self.call(
+            self.client.get_chat_notification_subscription(user, id),
+            send_empty("GET", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn put_notification_subscription(
@@ -431,39 +414,25 @@ impl<'s> Face<'s> {
         id: &str,
         body: &ChatNotificationSubscription,
     ) -> Resp<ChatNotificationSubscription> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .update_chat_notification_subscription(user, id, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().oma2012_subscription(user, id);
-                from_xml(send_doc("PUT", &url, self.fmt(), body).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().oma2012_subscription(user, id);
+        self.call(
+            async {
+                self.client
+                    .update_chat_notification_subscription(user, id, &to_client(body))
+                    .await
+            },
+            send_doc("PUT", &url, self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn delete_notification_subscription(&self, user: &str, id: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .delete_chat_notification_subscription(user, id)
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().oma2012_subscription(user, id);
-                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
-            }
-        }
+        let url = self.server.urls().oma2012_subscription(user, id);
+        self.call_bare(
+            self.client.delete_chat_notification_subscription(user, id),
+            send_empty("DELETE", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn create_session(
@@ -471,71 +440,47 @@ impl<'s> Face<'s> {
         user: &str,
         body: &ChatSessionInformation,
     ) -> Resp<ChatSessionInformation> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .create_chat_session(user, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.sessions_url(user), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            async {
+                self.client
+                    .create_chat_session(user, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &self.sessions_url(user), self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn list_sessions(&self, user: &str) -> Resp<ChatSessionList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.list_chat_sessions(user, None, None).await, doc).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.sessions_url(user), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.list_chat_sessions(user, None, None),
+            send_empty("GET", &self.sessions_url(user), self.fmt()),
+        )
+        .await
     }
 
     pub async fn get_session(&self, user: &str, sid: &str) -> Resp<ChatSessionInformation> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_chat_session(user, sid).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.session_url(user, sid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.get_chat_session(user, sid),
+            send_empty("GET", &self.session_url(user, sid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn end_session(&self, user: &str, sid: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.delete_chat_session(user, sid).await, nothing).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("DELETE", &self.session_url(user, sid), self.fmt()).await,
-                |_| (),
-            ),
-        }
+        self.call_bare(
+            self.client.delete_chat_session(user, sid),
+            send_empty("DELETE", &self.session_url(user, sid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn list_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.list_participants(user, sid, None, None).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.participants_url(user, sid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.list_participants(user, sid, None, None),
+            send_empty("GET", &self.participants_url(user, sid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn add_participants(
@@ -544,21 +489,15 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &ParticipantList,
     ) -> Resp<ParticipantList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .add_participants(user, sid, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.participants_url(user, sid), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            async {
+                self.client
+                    .add_participants(user, sid, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &self.participants_url(user, sid), self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn get_participant(
@@ -567,25 +506,19 @@ impl<'s> Face<'s> {
         sid: &str,
         pid: &str,
     ) -> Resp<ParticipantInformation> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_participant(user, sid, pid).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.participant_url(user, sid, pid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.get_participant(user, sid, pid),
+            send_empty("GET", &self.participant_url(user, sid, pid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn cancel_invitation(&self, user: &str, sid: &str, pid: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.cancel_invitation(user, sid, pid).await, nothing).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("DELETE", &self.participant_url(user, sid, pid), self.fmt()).await,
-                |_| (),
-            ),
-        }
+        self.call_bare(
+            self.client.cancel_invitation(user, sid, pid),
+            send_empty("DELETE", &self.participant_url(user, sid, pid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn get_status(
@@ -594,19 +527,11 @@ impl<'s> Face<'s> {
         sid: &str,
         pid: &str,
     ) -> Resp<ParticipantSessionStatus> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.get_participant_status(user, sid, pid).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.pstatus_url(user, sid, pid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.get_participant_status(user, sid, pid),
+            send_empty("GET", &self.pstatus_url(user, sid, pid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn set_status(
@@ -617,33 +542,23 @@ impl<'s> Face<'s> {
         status: ParticipantStatus,
     ) -> Resp<ParticipantSessionStatus> {
         let body = ParticipantSessionStatus { status };
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .update_participant_status(user, sid, pid, &to_client(&body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.pstatus_url(user, sid, pid), self.fmt(), &body).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            async {
+                self.client
+                    .update_participant_status(user, sid, pid, &to_client(&body))
+                    .await
+            },
+            send_doc("POST", &self.pstatus_url(user, sid, pid), self.fmt(), &body),
+        )
+        .await
     }
 
     pub async fn list_messages(&self, user: &str, sid: &str) -> Resp<ChatMessageList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.list_messages(user, sid, None, None).await, doc).await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.messages_url(user, sid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.list_messages(user, sid, None, None),
+            send_empty("GET", &self.messages_url(user, sid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn send_message(
@@ -652,29 +567,19 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &ChatMessage,
     ) -> Resp<ResourceReference> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.send_message(user, sid, &to_client(body)).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.messages_url(user, sid), self.fmt(), body).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            async { self.client.send_message(user, sid, &to_client(body)).await },
+            send_doc("POST", &self.messages_url(user, sid), self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn get_message(&self, user: &str, sid: &str, mid: &str) -> Resp<ChatMessage> {
-        match self.wire {
-            Wire::Json => from_client(self.client.get_message(user, sid, mid).await, doc).await,
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.message_url(user, sid, mid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.get_message(user, sid, mid),
+            send_empty("GET", &self.message_url(user, sid, mid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn get_delivery(
@@ -683,21 +588,11 @@ impl<'s> Face<'s> {
         sid: &str,
         mid: &str,
     ) -> Resp<MessageDeliveryStatus> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .get_message_delivery_status(user, sid, mid)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.mstatus_url(user, sid, mid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.get_message_delivery_status(user, sid, mid),
+            send_empty("GET", &self.mstatus_url(user, sid, mid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn confirm(
@@ -708,21 +603,15 @@ impl<'s> Face<'s> {
         status: MessageStatus,
     ) -> Resp<()> {
         let body = MessageDeliveryStatus { status };
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .confirm_message_delivery(user, sid, mid, &to_client(&body))
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_doc("POST", &self.mstatus_url(user, sid, mid), self.fmt(), &body).await,
-                |_| (),
-            ),
-        }
+        self.call_bare(
+            async {
+                self.client
+                    .confirm_message_delivery(user, sid, mid, &to_client(&body))
+                    .await
+            },
+            send_doc("POST", &self.mstatus_url(user, sid, mid), self.fmt(), &body),
+        )
+        .await
     }
 
     // --- the OMA 2012 face (`/chat/v1/{userId}/oneToOne/…`, issue 16); `other` is the peer
@@ -743,21 +632,16 @@ impl<'s> Face<'s> {
         other: &str,
         body: &ChatSessionInformation,
     ) -> Resp<ChatSessionInformation> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .create_one_to_one_chat_session(user, other, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().one_to_one_other_user(user, other);
-                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().one_to_one_other_user(user, other);
+        self.call(
+            async {
+                self.client
+                    .create_one_to_one_chat_session(user, other, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &url, self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn get_one_to_one(
@@ -766,39 +650,19 @@ impl<'s> Face<'s> {
         other: &str,
         sid: &str,
     ) -> Resp<ChatSessionInformation> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .get_one_to_one_chat_session(user, other, sid)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("GET", &self.one_to_one_url(user, other, sid), self.fmt()).await,
-                xml_doc,
-            ),
-        }
+        self.call(
+            self.client.get_one_to_one_chat_session(user, other, sid),
+            send_empty("GET", &self.one_to_one_url(user, other, sid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn delete_one_to_one(&self, user: &str, other: &str, sid: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .delete_one_to_one_chat_session(user, other, sid)
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty("DELETE", &self.one_to_one_url(user, other, sid), self.fmt()).await,
-                |_| (),
-            ),
-        }
+        self.call_bare(
+            self.client.delete_one_to_one_chat_session(user, other, sid),
+            send_empty("DELETE", &self.one_to_one_url(user, other, sid), self.fmt()),
+        )
+        .await
     }
 
     pub async fn put_one_to_one_status(
@@ -809,24 +673,19 @@ impl<'s> Face<'s> {
         status: ParticipantStatus,
     ) -> Resp<()> {
         let body = ParticipantSessionStatus { status };
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .update_one_to_one_chat_session_status(user, other, sid, &to_client(&body))
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self
-                    .server
-                    .urls()
-                    .one_to_one_session_status(user, other, sid);
-                from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ())
-            }
-        }
+        let url = self
+            .server
+            .urls()
+            .one_to_one_session_status(user, other, sid);
+        self.call_bare(
+            async {
+                self.client
+                    .update_one_to_one_chat_session_status(user, other, sid, &to_client(&body))
+                    .await
+            },
+            send_doc("PUT", &url, self.fmt(), &body),
+        )
+        .await
     }
 
     /// POST a `chatMessage` or an `isComposing` (OMA 2012 takes either).
@@ -837,21 +696,16 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &T,
     ) -> Resp<ResourceReference> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .send_one_to_one_chat_message(user, other, sid, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().one_to_one_messages(user, other, sid);
-                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().one_to_one_messages(user, other, sid);
+        self.call(
+            async {
+                self.client
+                    .send_one_to_one_chat_message(user, other, sid, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &url, self.fmt(), body),
+        )
+        .await
     }
 
     /// The seed face's `isComposing` (`chatSessions/{sessionId}/isComposing`).
@@ -861,21 +715,16 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &netapi_chat_api::IsComposing,
     ) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .indicate_composing(user, sid, &to_client(body))
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().is_composing(user, sid);
-                from_xml(send_doc("POST", &url, self.fmt(), body).await, |_| ())
-            }
-        }
+        let url = self.server.urls().is_composing(user, sid);
+        self.call_bare(
+            async {
+                self.client
+                    .indicate_composing(user, sid, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &url, self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn get_one_to_one_mstatus(
@@ -885,26 +734,13 @@ impl<'s> Face<'s> {
         sid: &str,
         mid: &str,
     ) -> Resp<MessageStatusReport> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .get_one_to_one_chat_message_status(user, other, sid, mid)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(
-                send_empty(
-                    "GET",
-                    &self.one_to_one_mstatus_url(user, other, sid, mid),
-                    self.fmt(),
-                )
-                .await,
-                xml_doc,
-            ),
-        }
+        let url = self.one_to_one_mstatus_url(user, other, sid, mid);
+        self.call(
+            self.client
+                .get_one_to_one_chat_message_status(user, other, sid, mid),
+            send_empty("GET", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn put_one_to_one_mstatus(
@@ -917,24 +753,15 @@ impl<'s> Face<'s> {
     ) -> Resp<()> {
         let body = MessageStatusReport { status };
         let url = self.one_to_one_mstatus_url(user, other, sid, mid);
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .update_one_to_one_chat_message_status(
-                            user,
-                            other,
-                            sid,
-                            mid,
-                            &to_client(&body),
-                        )
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ()),
-        }
+        self.call_bare(
+            async {
+                self.client
+                    .update_one_to_one_chat_message_status(user, other, sid, mid, &to_client(&body))
+                    .await
+            },
+            send_doc("PUT", &url, self.fmt(), &body),
+        )
+        .await
     }
 
     // --- the OMA 2012 face's group chat (`/chat/v1/{userId}/group/…`)
@@ -944,67 +771,44 @@ impl<'s> Face<'s> {
         user: &str,
         body: &GroupChatSessionInformation,
     ) -> Resp<ResourceReference> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .create_group_chat_session(user, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_group(user);
-                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().group_group(user);
+        self.call(
+            async {
+                self.client
+                    .create_group_chat_session(user, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &url, self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn get_group(&self, user: &str, sid: &str) -> Resp<GroupChatSessionInformation> {
-        match self.wire {
-            Wire::Json => {
-                from_client(self.client.get_group_chat_session(user, sid).await, doc).await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_session(user, sid);
-                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().group_session(user, sid);
+        self.call(
+            self.client.get_group_chat_session(user, sid),
+            send_empty("GET", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn delete_group(&self, user: &str, sid: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.delete_group_chat_session(user, sid).await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_session(user, sid);
-                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
-            }
-        }
+        let url = self.server.urls().group_session(user, sid);
+        self.call_bare(
+            self.client.delete_group_chat_session(user, sid),
+            send_empty("DELETE", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn list_group_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .list_group_chat_participants(user, sid, None, None)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_participants(user, sid);
-                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().group_participants(user, sid);
+        self.call(
+            self.client
+                .list_group_chat_participants(user, sid, None, None),
+            send_empty("GET", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn get_group_participant(
@@ -1013,19 +817,12 @@ impl<'s> Face<'s> {
         sid: &str,
         pid: &str,
     ) -> Resp<ParticipantInformation> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client.get_group_chat_participant(user, sid, pid).await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_participant(user, sid, pid);
-                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().group_participant(user, sid, pid);
+        self.call(
+            self.client.get_group_chat_participant(user, sid, pid),
+            send_empty("GET", &url, self.fmt()),
+        )
+        .await
     }
 
     /// POST a `participantInformation` or a `participantList` (OMA 2012 takes either).
@@ -1035,39 +832,25 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &T,
     ) -> Resp<ResourceReference> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .add_group_chat_participant(user, sid, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_participants(user, sid);
-                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().group_participants(user, sid);
+        self.call(
+            async {
+                self.client
+                    .add_group_chat_participant(user, sid, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &url, self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn delete_group_participant(&self, user: &str, sid: &str, pid: &str) -> Resp<()> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .delete_group_chat_participant(user, sid, pid)
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_participant(user, sid, pid);
-                from_xml(send_empty("DELETE", &url, self.fmt()).await, |_| ())
-            }
-        }
+        let url = self.server.urls().group_participant(user, sid, pid);
+        self.call_bare(
+            self.client.delete_group_chat_participant(user, sid, pid),
+            send_empty("DELETE", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn put_group_status(
@@ -1078,21 +861,16 @@ impl<'s> Face<'s> {
         status: ParticipantStatus,
     ) -> Resp<()> {
         let body = ParticipantSessionStatus { status };
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .update_group_chat_participant_status(user, sid, pid, &to_client(&body))
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_participant_status(user, sid, pid);
-                from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ())
-            }
-        }
+        let url = self.server.urls().group_participant_status(user, sid, pid);
+        self.call_bare(
+            async {
+                self.client
+                    .update_group_chat_participant_status(user, sid, pid, &to_client(&body))
+                    .await
+            },
+            send_doc("PUT", &url, self.fmt(), &body),
+        )
+        .await
     }
 
     pub async fn send_group(
@@ -1101,21 +879,16 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &ChatMessage,
     ) -> Resp<ResourceReference> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .send_group_chat_message(user, sid, &to_client(body))
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_messages(user, sid);
-                from_xml(send_doc("POST", &url, self.fmt(), body).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().group_messages(user, sid);
+        self.call(
+            async {
+                self.client
+                    .send_group_chat_message(user, sid, &to_client(body))
+                    .await
+            },
+            send_doc("POST", &url, self.fmt(), body),
+        )
+        .await
     }
 
     pub async fn get_group_mstatus(
@@ -1124,21 +897,12 @@ impl<'s> Face<'s> {
         sid: &str,
         mid: &str,
     ) -> Resp<MessageStatusReport> {
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .get_group_chat_message_status(user, sid, mid)
-                        .await,
-                    doc,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_message_status(user, sid, mid);
-                from_xml(send_empty("GET", &url, self.fmt()).await, xml_doc)
-            }
-        }
+        let url = self.server.urls().group_message_status(user, sid, mid);
+        self.call(
+            self.client.get_group_chat_message_status(user, sid, mid),
+            send_empty("GET", &url, self.fmt()),
+        )
+        .await
     }
 
     pub async fn put_group_mstatus(
@@ -1149,21 +913,16 @@ impl<'s> Face<'s> {
         status: MessageStatus,
     ) -> Resp<()> {
         let body = MessageStatusReport { status };
-        match self.wire {
-            Wire::Json => {
-                from_client(
-                    self.client
-                        .update_group_chat_message_status(user, sid, mid, &to_client(&body))
-                        .await,
-                    nothing,
-                )
-                .await
-            }
-            Wire::Xml => {
-                let url = self.server.urls().group_message_status(user, sid, mid);
-                from_xml(send_doc("PUT", &url, self.fmt(), &body).await, |_| ())
-            }
-        }
+        let url = self.server.urls().group_message_status(user, sid, mid);
+        self.call_bare(
+            async {
+                self.client
+                    .update_group_chat_message_status(user, sid, mid, &to_client(&body))
+                    .await
+            },
+            send_doc("PUT", &url, self.fmt(), &body),
+        )
+        .await
     }
 
     // --- notification channels (issue 15)
