@@ -234,8 +234,17 @@ impl ChatService for ChatServer {
         &self,
         user_id: String,
         session_id: String,
-        mut body: ParticipantList,
+        body: OneOf<ParticipantInformation, ParticipantList>,
     ) -> Result<Created<ParticipantList>, ApiError> {
+        // The seed's figure posts one `participantInformation`; a list is the same invitation.
+        let mut body = match body {
+            OneOf::A(one) => ParticipantList {
+                participant: vec![one],
+                resource_url: None,
+                link: Vec::new(),
+            },
+            OneOf::B(list) => list,
+        };
         canonical_participants(&mut body.participant)?;
         self.chat
             .add_participants(&user_id, &session_id, body)

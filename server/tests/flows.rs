@@ -592,6 +592,29 @@ async fn flow_7_1_2(f: &Face<'_>) {
     quiet(&[&a, &b]).await;
 }
 
+/// Seed 7.1.3 as its figure draws it: the POST carries one `participantInformation` (not a
+/// list); the answer is the participants added as a `participantList` (201 + Location), the
+/// invitee gets its invitation and B learns who was invited, as with a list.
+async fn flow_7_1_3_one(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let sid = f.connected_session(&a, &[&b], "one to one").await;
+
+    let url = f.participants_url(A, &sid);
+    let answer = support::send_doc("POST", &url, f.fmt(), &participant(C, Some("Carol"))).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert_eq!(answer.header("location"), url);
+    let list: ParticipantList = answer.decode();
+    let all3 = [(A, Connected), (B, Connected), (C, Invited)];
+    f.check_participants(&list.participant, A, &sid, &all3);
+    let inv: SessionInvitationNotification = c.next().await;
+    f.check_invitation(&inv, C, &sid, A, Some("one to one"), &all3);
+    let n: ParticipantStatusNotification = b.next().await;
+    f.check_status_notification(&n, B, &sid, &[(C, Invited)]);
+    quiet(&[&a, &b, &c]).await;
+}
+
 /// Seed 7.1.3: a connected 1-1 chat (A, B) is extended with C and D in one POST; the answer is
 /// the whole participant list; C and D are invited, B learns who was invited, and everyone
 /// connected learns C accepted and D declined.
@@ -1237,6 +1260,8 @@ flow_tests! {
     flow_7_1_2_start_one_to_one_xml: Callback, Xml, flow_7_1_2, DEFAULTS;
     flow_7_1_3_extend_to_group_json: Callback, Json, flow_7_1_3, DEFAULTS;
     flow_7_1_3_extend_to_group_xml: Callback, Xml, flow_7_1_3, DEFAULTS;
+    flow_7_1_3_extend_with_one_participant_json: Callback, Json, flow_7_1_3_one, DEFAULTS;
+    flow_7_1_3_extend_with_one_participant_xml: Callback, Xml, flow_7_1_3_one, DEFAULTS;
     flow_7_1_4_group_chat_with_timeout_json: Callback, Json, flow_7_1_4, TIMEOUT_1S;
     flow_7_1_4_group_chat_with_timeout_xml: Callback, Xml, flow_7_1_4, TIMEOUT_1S;
     flow_7_1_5_end_session_json: Callback, Json, flow_7_1_5, DEFAULTS;

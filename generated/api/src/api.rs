@@ -895,10 +895,12 @@ pub trait ChatService: Send + Sync + 'static {
 
     /// Seed 7.1.3 Extending a 1-1 chat to group chat.
     ///
-    /// Invites one or more new participants (the seed's TODO "allow to post a list" is settled:
-    /// the body is a `participantList` with one or more `participant`). A 1-1 session becomes a
-    /// group session. Each new invitee gets a `sessionInvitationNotification`; the originator
-    /// later gets `participantStatusNotification`s as they answer.
+    /// Invites one or more new participants. The body is the seed's `participantInformation`
+    /// (one participant, the structure its figure posts) or, settling the seed's TODO "allow
+    /// to post a list", a `participantList` with one or more `participant`. A 1-1 session
+    /// becomes a group session. Each new invitee gets a `sessionInvitationNotification`; the
+    /// originator later gets `participantStatusNotification`s as they answer. Either way the
+    /// answer is the participants added, as a `participantList`.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
     /// someone already in the session is `409 SVC0001`; an ended session is gone (`404`).
@@ -906,7 +908,7 @@ pub trait ChatService: Send + Sync + 'static {
         &self,
         user_id: String,
         session_id: String,
-        body: ParticipantList,
+        body: netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>,
     ) -> impl std::future::Future<Output = Result<Created<ParticipantList>, ApiError>> + Send;
 
     /// Read one participant.
@@ -1864,10 +1866,12 @@ pub trait ChatApi {
 
     /// Seed 7.1.3 Extending a 1-1 chat to group chat.
     ///
-    /// Invites one or more new participants (the seed's TODO "allow to post a list" is settled:
-    /// the body is a `participantList` with one or more `participant`). A 1-1 session becomes a
-    /// group session. Each new invitee gets a `sessionInvitationNotification`; the originator
-    /// later gets `participantStatusNotification`s as they answer.
+    /// Invites one or more new participants. The body is the seed's `participantInformation`
+    /// (one participant, the structure its figure posts) or, settling the seed's TODO "allow
+    /// to post a list", a `participantList` with one or more `participant`. A 1-1 session
+    /// becomes a group session. Each new invitee gets a `sessionInvitationNotification`; the
+    /// originator later gets `participantStatusNotification`s as they answer. Either way the
+    /// answer is the participants added, as a `participantList`.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
     /// someone already in the session is `409 SVC0001`; an ended session is gone (`404`).
@@ -1882,7 +1886,7 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        body: Body<ParticipantList>,
+        body: Body<netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>>,
     ) -> Result<Reply<ParticipantList, 201>, HttpError>;
 
     /// Read one participant.
@@ -3136,7 +3140,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<SessionIdPath>>,
-        mut body: Body<ParticipantList>,
+        mut body: Body<netapi_chat_runtime::wire::OneOf<ParticipantInformation, ParticipantList>>,
     ) -> Result<Reply<ParticipantList, 201>, HttpError> {
         let outcome = async {
             accept.check()?;

@@ -37,6 +37,26 @@ pub mod types {
         }
     }
 
+    ///`AddParticipantsBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum AddParticipantsBody {
+        InformationRoot(ParticipantInformationRoot),
+        ListRoot(ParticipantListRoot),
+    }
+
+    impl ::std::convert::From<ParticipantInformationRoot> for AddParticipantsBody {
+        fn from(value: ParticipantInformationRoot) -> Self {
+            Self::InformationRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<ParticipantListRoot> for AddParticipantsBody {
+        fn from(value: ParticipantListRoot) -> Self {
+            Self::ListRoot(value)
+        }
+    }
+
     ///Where and how notifications are delivered (OMA Common `CallbackReference`).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct CallbackReference {
@@ -5496,10 +5516,12 @@ impl Client {
 
     /**Seed 7.1.3 Extending a 1-1 chat to group chat
 
-    Invites one or more new participants (the seed's TODO "allow to post a list" is settled:
-    the body is a `participantList` with one or more `participant`). A 1-1 session becomes a
-    group session. Each new invitee gets a `sessionInvitationNotification`; the originator
-    later gets `participantStatusNotification`s as they answer.
+    Invites one or more new participants. The body is the seed's `participantInformation`
+    (one participant, the structure its figure posts) or, settling the seed's TODO "allow
+    to post a list", a `participantList` with one or more `participant`. A 1-1 session
+    becomes a group session. Each new invitee gets a `sessionInvitationNotification`; the
+    originator later gets `participantStatusNotification`s as they answer. Either way the
+    answer is the participants added, as a `participantList`.
 
     **Decision:** any connected participant may invite (as in RCS group chat). Inviting
     someone already in the session is `409 SVC0001`; an ended session is gone (`404`).
@@ -5518,7 +5540,7 @@ impl Client {
         &'a self,
         user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ParticipantListRoot,
+        body: &'a types::AddParticipantsBody,
     ) -> Result<ResponseValue<types::ParticipantListRoot>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/v1/chat/{}/chatSessions/{}/participants",
