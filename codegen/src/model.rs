@@ -61,6 +61,11 @@ pub struct StructSchema {
     /// the document is the array (each item a single-key object), in XML each item is its
     /// member's own root element, in the member's namespace.
     pub bare_list: bool,
+    /// `x-oma-xsi-type`: the concrete OMA type this schema is written as in XML, where OMA's
+    /// schema declares the element with an abstract base (`channelData` is an abstract
+    /// `ChannelData`; an XSD-bound client needs `xsi:type="nc:LongPollingData"` to read it).
+    /// XML only: JSON drops `xsi:type` (reference §2.1).
+    pub xsi_type: Option<String>,
 }
 
 /// A property of a struct schema.
@@ -427,6 +432,7 @@ fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
         fields,
         choice,
         bare_list: false,
+        xsi_type: text(s, "x-oma-xsi-type"),
     })
 }
 
@@ -453,6 +459,7 @@ fn parse_bare_list(name: &str, s: &Value) -> Result<StructSchema> {
         }],
         choice: Vec::new(),
         bare_list: true,
+        xsi_type: None,
     })
 }
 

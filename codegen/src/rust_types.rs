@@ -194,7 +194,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
     let xml_impl = if st.bare_list {
         bare_list_xml_impl(spec, &name, st)
     } else {
-        xml_impl(spec, &name, st)
+        xml_impl(spec, schema, &name, st)
     };
     let validate_impl = validate_impl(spec, schema, &name, st);
     let root_impl = root_impl(schema, &name, st);
@@ -222,7 +222,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
 
 /// `XmlType`: attributes, then child elements in sequence order; `read` reads the structure
 /// and leaves the value rules to `Validate` (one copy of them for both faces).
-fn xml_impl(spec: &Spec, name: &syn::Ident, st: &StructSchema) -> TokenStream {
+fn xml_impl(spec: &Spec, schema: &Schema, name: &syn::Ident, st: &StructSchema) -> TokenStream {
     let write_attrs = st.fields.iter().filter(|f| f.attribute).map(|f| {
         let id = ident(&snake(&f.name));
         let wire = &f.name;
@@ -262,9 +262,18 @@ fn xml_impl(spec: &Spec, name: &syn::Ident, st: &StructSchema) -> TokenStream {
         };
         quote!(#id: #call,)
     });
-    let attrs_fn = st.fields.iter().any(|f| f.attribute).then(|| {
+    // OMA's concrete type of an element its schema declares abstract (`x-oma-xsi-type`).
+    let xsi = st.xsi_type.as_ref().map(|t| {
+        let qualified = format!("{}:{t}", schema.prefix);
+        quote! {
+            w.attribute("xmlns:xsi", netapi_chat_runtime::xml::XSI_NAMESPACE);
+            w.attribute("xsi:type", #qualified);
+        }
+    });
+    let attrs_fn = (st.fields.iter().any(|f| f.attribute) || xsi.is_some()).then(|| {
         quote! {
             fn write_attributes(&self, w: &mut XmlWriter) {
+                #xsi
                 #(#write_attrs)*
             }
         }

@@ -183,6 +183,14 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                         }
                     }
                     writeln!(out, "  </xsd:complexType>")?;
+                    // The concrete OMA type written as `xsi:type`: derived, adding nothing.
+                    if let Some(t) = &st.xsi_type {
+                        writeln!(out, r#"  <xsd:complexType name="{t}">"#)?;
+                        writeln!(out, "    <xsd:complexContent>")?;
+                        writeln!(out, r#"      <xsd:extension base="{prefix}:{}"/>"#, s.name)?;
+                        writeln!(out, "    </xsd:complexContent>")?;
+                        writeln!(out, "  </xsd:complexType>")?;
+                    }
                     if let Some(root) = &st.root {
                         writeln!(
                             out,

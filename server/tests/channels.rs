@@ -129,8 +129,17 @@ async fn a_channel_is_created_read_listed_refreshed_and_deleted() {
             Some(100)
         );
 
-        let got: NotificationChannel = send_empty("GET", &url, f).await.decode();
+        let read = send_empty("GET", &url, f).await;
+        let got: NotificationChannel = read.decode();
         assert_eq!(got, ch);
+        // OMA's channelData is abstract: an XSD-bound client needs its concrete xsi:type (and
+        // the answer stays valid against the published XSD, which decode checked).
+        if f == Format::Xml {
+            let typed = r#"<channelData xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="nc:LongPollingData">"#;
+            assert!(read.body.contains(typed), "{}", read.body);
+        } else {
+            assert!(!read.body.contains("LongPollingData"), "{}", read.body);
+        }
         let list: NotificationChannelList =
             send_empty("GET", &s.urls().channels(A), f).await.decode();
         assert_eq!(list.notification_channel.last(), Some(&ch));

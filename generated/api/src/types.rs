@@ -3760,7 +3760,11 @@ impl XmlLeaf for ChannelType {
 }
 
 /// OMA `LongPollingData` (in OMA an `xsi:type` of the abstract `ChannelData`; here the one
-/// concrete form, its `xsi:type` accepted and not needed).
+/// concrete form). Input: its `xsi:type` accepted and not needed. Output: in XML it is
+/// written `<channelData xsi:type="nc:LongPollingData">`, which an XSD-bound OMA client
+/// needs to read it (JSON drops `xsi:type`); a `WebSockets` channel's too, since its
+/// `channelURL` is what such a client reads (OMA's later `WebSocketsData` has nothing
+/// else).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ChannelData {
     /// `channelURL`: (set by the server) Where the application long-polls (`pollNotifications`),
@@ -3794,6 +3798,11 @@ pub struct ChannelData {
 }
 
 impl XmlType for ChannelData {
+    fn write_attributes(&self, w: &mut XmlWriter) {
+        w.attribute("xmlns:xsi", netapi_chat_runtime::xml::XSI_NAMESPACE);
+        w.attribute("xsi:type", "nc:LongPollingData");
+    }
+
     fn write_children(&self, w: &mut XmlWriter) {
         if let Some(v) = &self.channel_url {
             w.leaf("channelURL", v);

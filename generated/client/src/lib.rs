@@ -195,7 +195,11 @@ pub mod types {
     }
 
     /**OMA `LongPollingData` (in OMA an `xsi:type` of the abstract `ChannelData`; here the one
-    concrete form, its `xsi:type` accepted and not needed).
+    concrete form). Input: its `xsi:type` accepted and not needed. Output: in XML it is
+    written `<channelData xsi:type="nc:LongPollingData">`, which an XSD-bound OMA client
+    needs to read it (JSON drops `xsi:type`); a `WebSockets` channel's too, since its
+    `channelURL` is what such a client reads (OMA's later `WebSocketsData` has nothing
+    else).
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct ChannelData {

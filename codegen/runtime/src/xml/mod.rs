@@ -34,6 +34,10 @@ mod parse;
 mod traits;
 mod write;
 
+/// The XML Schema instance namespace, bound to `xsi` where an element names its concrete
+/// type (`xsi:type`).
+pub const XSI_NAMESPACE: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
 pub use dom::Element;
 pub use error::{XmlError, quote_input};
 pub use parse::{XmlLimits, parse_document};
