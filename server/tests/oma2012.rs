@@ -1155,8 +1155,8 @@ async fn profiles_follow_the_face(wire: Wire) {
     );
     // As the GSMA gateway did, the subject reaches the 2012 invitee as a first message too
     // (no stored message: a messageId that names none, as OMA 2012's XSD requires one; linked
-    // to the session). The seed subscriber keeps the seed's invitation alone (its next
-    // notification is A's message below).
+    // to the session and to a status a report can be PUT to). The seed subscriber keeps the
+    // seed's invitation alone (its next notification is A's message below).
     let first: MessageNotification = b12.next().await;
     let subject_id = format!("subject-{sid}");
     assert_eq!(
@@ -1171,10 +1171,21 @@ async fn profiles_follow_the_face(wire: Wire) {
         first.chat_message.map(|m| m.text).as_deref(),
         Some("Lunch?")
     );
+    let subject_status = urls.one_to_one_message_status(B, A, &sid, &subject_id);
     assert_eq!(
         links(&first.link),
-        [("ChatSessionInformation", session_url.as_str())]
+        [
+            ("ChatSessionInformation", session_url.as_str()),
+            ("MessageStatusReport", subject_status.as_str())
+        ]
     );
+    // A GSMA client reports Displayed on every message it shows: taken, and nobody is told
+    // (A's next notifications below are about the accept and the real message).
+    let shown = MessageStatusReport {
+        status: MessageStatus::Displayed,
+    };
+    let put = send_doc("PUT", &first.link[1].href, f, &shown).await;
+    assert_eq!(put.status, 204, "{}", put.body);
     // B accepts by following the link: the seed subscriber hears the participant's status,
     // the 2012 one the event OMA 2012 names.
     let put = send_doc("PUT", &inv.link[1].href, f, &docs::status(Connected)).await;

@@ -1154,9 +1154,11 @@ pub trait ChatService: Send + Sync + 'static {
     /// **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
     /// subscribed through this face gets, after its `chatSessionInvitationNotification`, a
     /// `messageNotification` from the originator whose `chatMessage.text` is the `subject`
-    /// (for a one-to-one invitation from either face). It is no stored message: no
-    /// `messageId`, its link is the session (`ChatSessionInformation`), and the session's
-    /// history does not list it. A subscriber of the seed face gets the invitation alone
+    /// (for a one-to-one invitation from either face). It is no stored message: its
+    /// `messageId` is `subject-{sessionId}`, its links the session (`ChatSessionInformation`)
+    /// and a `MessageStatusReport` where a report is answered `204` and changes nothing
+    /// (GSMA clients report every message they show), and the session's history does not
+    /// list it. A subscriber of the seed face gets the invitation alone
     /// (its `subject` is there, and a message without a resource would break the seed's
     /// rule that every `messageNotification` names a message).
     fn create_one_to_one_chat_session(
@@ -1281,6 +1283,8 @@ pub trait ChatService: Send + Sync + 'static {
     /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
     /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
     /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    /// A report on the subject told as a first message (`subject-{sessionId}`) is answered
+    /// `204` and changes nothing.
     fn update_one_to_one_chat_message_status(
         &self,
         user_id: String,
@@ -2225,9 +2229,11 @@ pub trait ChatApi {
     /// **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
     /// subscribed through this face gets, after its `chatSessionInvitationNotification`, a
     /// `messageNotification` from the originator whose `chatMessage.text` is the `subject`
-    /// (for a one-to-one invitation from either face). It is no stored message: no
-    /// `messageId`, its link is the session (`ChatSessionInformation`), and the session's
-    /// history does not list it. A subscriber of the seed face gets the invitation alone
+    /// (for a one-to-one invitation from either face). It is no stored message: its
+    /// `messageId` is `subject-{sessionId}`, its links the session (`ChatSessionInformation`)
+    /// and a `MessageStatusReport` where a report is answered `204` and changes nothing
+    /// (GSMA clients report every message they show), and the session's history does not
+    /// list it. A subscriber of the seed face gets the invitation alone
     /// (its `subject` is there, and a message without a resource would break the seed's
     /// rule that every `messageNotification` names a message).
     #[endpoint {
@@ -2399,6 +2405,8 @@ pub trait ChatApi {
     /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
     /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
     /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    /// A report on the subject told as a first message (`subject-{sessionId}`) is answered
+    /// `204` and changes nothing.
     #[endpoint {
         method = PUT,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status",

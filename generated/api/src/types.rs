@@ -2984,7 +2984,7 @@ impl From<ChatEventNotification> for ChatEventNotificationRoot {
 /// the server always sends a `messageId` (OMA 2012's XSD requires one): for an
 /// `isComposing` (`composing-…`) or the subject told to an OMA 2012 invitee as its first
 /// message (`subject-{sessionId}`) it names no stored message, and the notification links
-/// the session instead of a message status.
+/// the session (the subject also a status a report may be PUT to, which changes nothing).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageNotification {
     /// `senderAddress`.

@@ -2993,7 +2993,7 @@ pub mod types {
     the server always sends a `messageId` (OMA 2012's XSD requires one): for an
     `isComposing` (`composing-…`) or the subject told to an OMA 2012 invitee as its first
     message (`subject-{sessionId}`) it names no stored message, and the notification links
-    the session instead of a message status.
+    the session (the subject also a status a report may be PUT to, which changes nothing).
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct MessageNotification {
@@ -6905,9 +6905,11 @@ impl Client {
     **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
     subscribed through this face gets, after its `chatSessionInvitationNotification`, a
     `messageNotification` from the originator whose `chatMessage.text` is the `subject`
-    (for a one-to-one invitation from either face). It is no stored message: no
-    `messageId`, its link is the session (`ChatSessionInformation`), and the session's
-    history does not list it. A subscriber of the seed face gets the invitation alone
+    (for a one-to-one invitation from either face). It is no stored message: its
+    `messageId` is `subject-{sessionId}`, its links the session (`ChatSessionInformation`)
+    and a `MessageStatusReport` where a report is answered `204` and changes nothing
+    (GSMA clients report every message they show), and the session's history does not
+    list it. A subscriber of the seed face gets the invitation alone
     (its `subject` is there, and a message without a resource would break the seed's
     rule that every `messageNotification` names a message).
 
@@ -7651,6 +7653,8 @@ impl Client {
     rules unchanged (`Delivered` and `Displayed` only; the sender gets a
     `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
     lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    A report on the subject told as a first message (`subject-{sessionId}`) is answered
+    `204` and changes nothing.
 
 
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`

@@ -568,12 +568,20 @@ pub(super) fn rendered(
     std::iter::once(n).chain(subject).collect()
 }
 
+/// The `messageId` the subject of session `sid` is told with ([`subject_message`]): one per
+/// session, naming no stored message.
+pub(super) fn subject_message_id(sid: &str) -> String {
+    format!("subject-{sid}")
+}
+
 /// OMA 2012 as its gateways behaved (reference §2.4, "event order seen on the wire"): the
 /// `subject` of a one-to-one invitation `n` (in this face's profile) also reaches the invitee
 /// as a first `messageNotification` from the originator. It is no stored message (the seed's
-/// sessions have none before the invitee accepts): no `messageId`, nothing to report on, and
-/// its link is the session's. `None` for anything else or an empty subject. A subscriber of
-/// the seed face keeps the seed's invitation alone.
+/// sessions have none before the invitee accepts): its `messageId` is
+/// [`subject_message_id`], its links the session's and the `MessageStatusReport` OMA requires
+/// on every messageNotification (a report there is taken and changes nothing, see
+/// [`Chat::update_one_to_one_message_status`]). `None` for anything else or an empty subject.
+/// A subscriber of the seed face keeps the seed's invitation alone.
 pub(super) fn subject_message(
     urls: &Urls,
     to: &str,
@@ -603,9 +611,12 @@ pub(super) fn subject_message(
         session_id: inv.session_id.clone(),
         // OMA's XSD requires a `messageId` on every messageNotification; the subject is no
         // stored message, so its id names none (one per session: `subject-{sessionId}`).
-        message_id: Some(format!("subject-{}", inv.session_id)),
+        message_id: Some(subject_message_id(&inv.session_id)),
         callback_data: None,
-        link: vec![session_link(urls, to, s)],
+        link: vec![
+            session_link(urls, to, s),
+            message_status_link(urls, to, s, &subject_message_id(&inv.session_id)),
+        ],
     }))
 }
 
@@ -1100,7 +1111,8 @@ impl Chat {
     }
 
     /// OMA 2012: the recipient reports `Delivered` or `Displayed` (the seed's
-    /// [`Chat::confirm_message_delivery`]).
+    /// [`Chat::confirm_message_delivery`]). A report on the subject told as a first message
+    /// ([`subject_message_id`]) is taken (204) and changes nothing: it is no stored message.
     pub async fn update_one_to_one_message_status(
         self: &Arc<Self>,
         user: &str,
@@ -1110,6 +1122,11 @@ impl Chat {
         status: MessageStatus,
     ) -> Result<(), ApiError> {
         let real = self.resolve(user, other, sid, mid).await?;
+        if mid == subject_message_id(&real) {
+            // The subject told as a first message (GSMA clients report Displayed on every
+            // messageNotification): taken, nothing to record or forward.
+            return Ok(());
+        }
         self.confirm_message_delivery(user, &real, mid, status)
             .await
             .map_err(|e| {
@@ -1715,6 +1732,11 @@ mod tests {
             Some("fixture")
         );
         assert_eq!(m.link[0].rel, "ChatSessionInformation");
+        assert_eq!(m.link[1].rel, "MessageStatusReport");
+        assert_eq!(
+            m.link[1].href,
+            u.one_to_one_message_status(B, A, "sess-1", "subject-sess-1")
+        );
         let group = session_fixture(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
         assert_eq!(
             rendered(&u, B, Some(&group), views::invitation(&u, B, &group)).len(),
