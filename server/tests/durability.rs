@@ -397,12 +397,25 @@ async fn client_correlator_replays_return_the_original_xml() {
 
 #[tokio::test]
 async fn a_callback_answering_410_disables_its_subscription() {
+    gone_for_good(410, "the callback answered 410 Gone").await;
+}
+
+/// OMA: "treat 404 as permanent" (reference §1.5): a callback that is not there any more is
+/// not retried for a day.
+#[tokio::test]
+async fn a_callback_answering_404_disables_its_subscription() {
+    gone_for_good(404, "the callback answered 404 Not Found").await;
+}
+
+/// A callback answering `status` disables its subscription at the first attempt, which says
+/// `reason`; nothing more is tried, and its owner can still delete it.
+async fn gone_for_good(status: u16, reason: &str) {
     let srv = Server::default_for_tests();
     let (la, lb) = (Listener::start().await, Listener::start().await);
     subscribe(&srv, A, &la, Format::Json, None).await;
     let sub = subscribe(&srv, B, &lb, Format::Json, None).await;
     assert_eq!(sub.subscription_status, Some(SubscriptionStatus::Active));
-    lb.set_status(410);
+    lb.set_status(status);
     chat::start_session(&srv, A, &session_doc(&[B], None)).await;
     let url = sub.resource_url.unwrap_or_default();
     // The subscription stays, disabled, in both formats.
@@ -414,14 +427,11 @@ async fn a_callback_answering_410_disables_its_subscription() {
             if got.subscription_status == Some(SubscriptionStatus::Disabled) {
                 return Ok(got);
             }
-            Err(format!("not disabled after 410: {got:?}"))
+            Err(format!("not disabled after {status}: {got:?}"))
         },
     )
     .await;
-    assert_eq!(
-        got.status_reason.as_deref(),
-        Some("the callback answered 410 Gone")
-    );
+    assert_eq!(got.status_reason.as_deref(), Some(reason));
     chat::assert_disabled_in_xml(&url).await;
     // Nothing more is tried: a second session's invitation is not sent to it.
     lb.set_status(204);

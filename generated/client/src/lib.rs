@@ -4366,7 +4366,8 @@ pub mod types {
     the sequence OMA defines (as the paging `link`), so an OMA client that does not know
     them still reads the subscription: `subscriptionStatus` and `statusReason`. `Active`:
     notifications are delivered. `Disabled`: delivery stopped for good because the
-    callback answered `410 Gone`, failed without a break for the give-up age (about 27 h
+    callback answered `410 Gone` or `404 Not Found` (OMA treats 404 as permanent), failed
+    without a break for the give-up age (about 27 h
     by default), or let its backlog of undelivered notifications reach the server's cap;
 
     nothing new is queued for it, and what was not delivered is kept by the server as dead

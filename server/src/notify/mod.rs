@@ -22,7 +22,7 @@
 //! failure; `429` and `503` honour `Retry-After`. After each failed attempt the head's attempt
 //! count, next attempt time and the endpoint's failure run are written to its outbox row, so
 //! a restart resumes where it was. A notification still failing at its give-up age becomes a
-//! dead letter; `410 Gone`, a `notifyURL` that cannot be delivered to at all (it does not
+//! dead letter; `410 Gone` or `404 Not Found` ([`permanent`]), a `notifyURL` that cannot be delivered to at all (it does not
 //! make an endpoint: no retry would change that), an endpoint failing for longer than that
 //! age, or a backlog past [`BacklogLimit`] disables the subscription (it stays readable, with
 //! its status) and keeps its backlog as dead letters. What is given up or disabled is logged and counted
@@ -159,8 +159,8 @@ fn skipped(state: u8, n: &Notification) -> bool {
 /// Why delivery disabled a subscription (shown as its status reason, and logged).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DisableReason {
-    /// The callback answered `410 Gone`.
-    Gone,
+    /// The callback answered a status that says it is gone for good ([`permanent`]).
+    Gone(http::StatusCode),
     /// The callback URL cannot be delivered to at all (it does not parse as a callback
     /// endpoint: e.g. an `https` host no certificate can name); why. No retry can change that,
     /// so it is permanent, like `410`.
@@ -175,7 +175,7 @@ impl DisableReason {
     /// The text shown to the subscription's owner and logged.
     pub fn text(&self, policy: &RetryPolicy) -> String {
         match self {
-            DisableReason::Gone => "the callback answered 410 Gone".to_owned(),
+            DisableReason::Gone(status) => format!("the callback answered {status}"),
             DisableReason::Undeliverable(why) => {
                 format!("the callback URL cannot be delivered to: {why}")
             }
@@ -340,9 +340,16 @@ impl Queue {
     }
 }
 
+/// Whether a callback's answer says it is gone for good, so that retrying is pointless and
+/// the subscription is disabled at once: `410 Gone`, and `404 Not Found` (OMA: "treat 404 as
+/// permanent and 503 as temporary", reference §1.5). Everything else is retried.
+pub fn permanent(status: http::StatusCode) -> bool {
+    matches!(status, http::StatusCode::GONE | http::StatusCode::NOT_FOUND)
+}
+
 enum Outcome {
     Delivered,
-    Gone,
+    Gone(http::StatusCode),
     Retry(Option<Duration>),
 }
 
@@ -396,7 +403,7 @@ async fn attempt(
     }
     let outcome = match result {
         Ok(a) if a.status.is_success() => Outcome::Delivered,
-        Ok(a) if a.status == http::StatusCode::GONE => Outcome::Gone,
+        Ok(a) if permanent(a.status) => Outcome::Gone(a.status),
         Ok(a) => {
             let retry_after = matches!(a.status.as_u16(), 429 | 503)
                 .then(|| a.retry_after.as_ref().and_then(retry_after))
@@ -420,7 +427,7 @@ async fn attempt(
     };
     let label = match outcome {
         Outcome::Delivered => "delivered",
-        Outcome::Gone => "gone",
+        Outcome::Gone(_) => "gone",
         Outcome::Retry(_) => "failed",
     };
     crate::metrics::notification_attempt(label, started.elapsed());
@@ -583,8 +590,8 @@ async fn deliver(
                     return;
                 }
             }
-            Outcome::Gone => {
-                disable(&target, &d, &shared, DisableReason::Gone, count);
+            Outcome::Gone(status) => {
+                disable(&target, &d, &shared, DisableReason::Gone(status), count);
                 head = Some(item);
             }
             Outcome::Retry(hint) => {
@@ -685,6 +692,24 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 410 and 404 end a subscription at once (OMA: 404 is permanent); every other failure,
+    /// 503 and 429 included, is retried on the schedule.
+    #[test]
+    fn gone_and_not_found_are_permanent_the_rest_is_retried() {
+        use http::StatusCode;
+        for s in [StatusCode::GONE, StatusCode::NOT_FOUND] {
+            assert!(permanent(s), "{s}");
+        }
+        for s in [400, 401, 403, 408, 429, 500, 502, 503, 301, 302] {
+            let s = StatusCode::from_u16(s).unwrap();
+            assert!(!permanent(s), "{s}");
+        }
+        assert_eq!(
+            DisableReason::Gone(StatusCode::NOT_FOUND).text(&RetryPolicy::default()),
+            "the callback answered 404 Not Found"
+        );
+    }
 
     /// A head's retries reuse the bytes of its first encoding; the next head is encoded anew,
     /// and a cleared one (done) is not kept.
