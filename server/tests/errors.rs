@@ -703,8 +703,8 @@ async fn cancel_cases(c: &Ctx<'_>) {
     c.assert_carol_still_invited(&sid, &before).await;
 }
 
-/// Inviting more participants: already in the session or an ended session 409, by an
-/// invitee who has not accepted 403, too many 403 `POL1017`, a bad address 400 `SVC0004`.
+/// Inviting more participants: already in the session or an ended session 409, listed twice
+/// 403 `POL0013`, by an invitee who has not accepted 403, too many 403 `POL1017`, a bad address 400 `SVC0004`.
 async fn invite_cases(c: &Ctx<'_>) {
     let invite = |addresses: &[&str]| ParticipantList {
         participant: addresses.iter().map(|a| docs::participant(a)).collect(),
@@ -720,8 +720,12 @@ async fn invite_cases(c: &Ctx<'_>) {
         let a = send_doc("POST", &url, c.f, &invite(&[DAVE, who])).await;
         c.refused(&format!("invite {who}, already in"), &a, 409, "SVC0001");
     }
+    // Listed twice is the body's fault, refused as a start's is (403 POL0013 naming it),
+    // not a conflict with the session (nobody of the two is in it).
     let a = send_doc("POST", &url, c.f, &invite(&[DAVE, DAVE])).await;
-    c.refused("invite the same new participant twice", &a, 409, "SVC0001");
+    let e = c.refused("invite the same new participant twice", &a, 403, "POL0013");
+    let p = e.policy_exception.expect("a policyException");
+    assert_eq!(p.variables, [DAVE], "[{:?}] the address listed twice", c.f);
     let a = send_doc("POST", &url, c.f, &invite(&[DAVE, "mailto:x@y"])).await;
     c.refused("invite mailto:", &a, 400, "SVC0004");
     let carol_url = c.urls().participants(CAROL, &sid);

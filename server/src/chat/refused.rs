@@ -20,7 +20,7 @@ pub(super) enum Refused {
     /// An OMA 2012 one-to-one create body names someone else than the URL in `field`, or
     /// carries the seed's `participant` list (`400 SVC0002`); `why` says what it must be.
     NotThisOneToOne { field: &'static str, why: String },
-    /// A start request lists `address` twice (`403 POL0013`).
+    /// A start or an extension lists `address` twice (`403 POL0013`).
     Duplicate(String),
     /// A start request lists nobody but the originator (`400 SVC0002`).
     NoInvitee,

@@ -426,7 +426,7 @@ fn start(
 }
 
 /// Seed 7.1.3, the rule: `user` invites `invited` into `s` (which it sees). Only a connected
-/// participant invites; nobody already in the session (or listed twice); at most `limit`
+/// participant invites; nobody listed twice (`POL0013`, as a start) nor already in the session; at most `limit`
 /// participants; then the inviter's quotas (`quota`). The session becomes a group session
 /// (an ad hoc one an ordinary one);
 /// each invitee gets its invitation and the other connected participants learn who was
@@ -442,10 +442,15 @@ fn extend(
     if s.participant(user).map(|p| p.status) != Some(ParticipantStatus::Connected) {
         return Err(Refused::NotConnected);
     }
+    // A body that lists someone twice is refused as a start's is (`POL0013`), before the
+    // session is looked at: the duplicate is the request's fault, not a conflict with it.
     for (i, (p, _)) in invited.iter().enumerate() {
-        if s.participant(&p.address).is_some()
-            || invited[..i].iter().any(|(q, _)| q.address == p.address)
-        {
+        if invited[..i].iter().any(|(q, _)| q.address == p.address) {
+            return Err(Refused::Duplicate(p.address.clone()));
+        }
+    }
+    for (p, _) in &invited {
+        if s.participant(&p.address).is_some() {
             return Err(Refused::AlreadyParticipant {
                 address: p.address.clone(),
                 sid: s.id.clone(),
@@ -766,9 +771,10 @@ mod tests {
             (B, vec![C], 10, Ok(()), Refused::NotConnected),
             (STRANGER, vec![C], 10, Ok(()), Refused::NotConnected),
             (A, vec![B], 10, Ok(()), already(B)),
-            (A, vec![C, C], 10, Ok(()), already(C)),
+            (A, vec![C, C], 10, Ok(()), Refused::Duplicate(C.into())),
+            (A, vec![B, B], 10, Ok(()), Refused::Duplicate(B.into())),
             (A, vec![C], 2, Ok(()), Refused::TooManyParticipants(2)),
-            (A, vec![C, C], 2, Err(rate()), already(C)),
+            (A, vec![C, C], 2, Err(rate()), Refused::Duplicate(C.into())),
             (A, vec![C], 10, Err(rate()), rate()),
         ];
         for (by, to, limit, quota, why) in cases {
