@@ -981,6 +981,50 @@ async fn flow_7_1_7(f: &Face<'_>) {
     quiet(&[&a, &b, &c]).await;
 }
 
+/// Seed 7.1.7 (b) then 7.1.3: an invitee who declined a group chat is not in it any more, so
+/// it can be invited again (it was 409 "already a participant", although the server tells a
+/// late accept to "ask to be invited again"): a new invitation reaches it, the others learn
+/// it is invited, and this time it accepts.
+async fn flow_7_1_7_invited_again(f: &Face<'_>) {
+    let a = f.user(A, "a").await;
+    let b = f.user(B, "b").await;
+    let c = f.user(C, "c").await;
+    let sid = f.connected_session(&a, &[&b], "one to one").await;
+    let invite_c = ParticipantList {
+        participant: vec![participant(C, None)],
+        resource_url: None,
+        link: Vec::new(),
+    };
+    f.add_participants(A, &sid, &invite_c).await.created();
+    let _: SessionInvitationNotification = c.next().await;
+    let _: ParticipantStatusNotification = b.next().await;
+    f.set_status(C, &sid, C, Disconnected).await.ok(200);
+    for u in [&a, &b] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(C, Disconnected)]);
+    }
+    f.set_status(C, &sid, C, Connected)
+        .await
+        .fails(409, Some("SVC0001"));
+
+    let (_, list) = f.add_participants(A, &sid, &invite_c).await.created();
+    let all3 = [(A, Connected), (B, Connected), (C, Invited)];
+    f.check_participants(&list.participant, A, &sid, &all3);
+    let inv: SessionInvitationNotification = c.next().await;
+    f.check_invitation(&inv, C, &sid, A, Some("one to one"), &all3);
+    let n: ParticipantStatusNotification = b.next().await;
+    f.check_status_notification(&n, B, &sid, &[(C, Invited)]);
+    assert_eq!(
+        f.set_status(C, &sid, C, Connected).await.ok(200).status,
+        Connected
+    );
+    for u in [&a, &b] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(C, Connected)]);
+    }
+    quiet(&[&a, &b, &c]).await;
+}
+
 /// Seed 7.1.8: a participant leaves (Disconnected) and re-joins (Connected); the others get
 /// `participantStatusNotification`s Disconnected then Connected; while away it gets no
 /// messages and cannot send.
@@ -1262,6 +1306,8 @@ flow_tests! {
     flow_7_1_3_extend_to_group_xml: Callback, Xml, flow_7_1_3, DEFAULTS;
     flow_7_1_3_extend_with_one_participant_json: Callback, Json, flow_7_1_3_one, DEFAULTS;
     flow_7_1_3_extend_with_one_participant_xml: Callback, Xml, flow_7_1_3_one, DEFAULTS;
+    flow_7_1_7_declined_then_invited_again_json: Callback, Json, flow_7_1_7_invited_again, DEFAULTS;
+    flow_7_1_7_declined_then_invited_again_xml: Callback, Xml, flow_7_1_7_invited_again, DEFAULTS;
     flow_7_1_4_group_chat_with_timeout_json: Callback, Json, flow_7_1_4, TIMEOUT_1S;
     flow_7_1_4_group_chat_with_timeout_xml: Callback, Xml, flow_7_1_4, TIMEOUT_1S;
     flow_7_1_5_end_session_json: Callback, Json, flow_7_1_5, DEFAULTS;

@@ -903,8 +903,10 @@ pub trait ChatService: Send + Sync + 'static {
     /// answer is the participants added, as a `participantList`.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
-    /// someone already in the session is `409 SVC0001`; a body that lists someone twice is
-    /// `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
+    /// someone already in the session (invited or connected) is `409 SVC0001`; someone who
+    /// is not in it any more (declined, did not answer in time, had the invitation withdrawn,
+    /// or left) is invited again, in place, with a new invitation; a body that lists someone
+    /// twice is `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
     fn add_participants(
         &self,
         user_id: String,
@@ -1879,8 +1881,10 @@ pub trait ChatApi {
     /// answer is the participants added, as a `participantList`.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
-    /// someone already in the session is `409 SVC0001`; a body that lists someone twice is
-    /// `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
+    /// someone already in the session (invited or connected) is `409 SVC0001`; someone who
+    /// is not in it any more (declined, did not answer in time, had the invitation withdrawn,
+    /// or left) is invited again, in place, with a new invitation; a body that lists someone
+    /// twice is `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
     #[endpoint {
         method = POST,
         path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants",

@@ -5529,8 +5529,10 @@ impl Client {
     answer is the participants added, as a `participantList`.
 
     **Decision:** any connected participant may invite (as in RCS group chat). Inviting
-    someone already in the session is `409 SVC0001`; a body that lists someone twice is
-    `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
+    someone already in the session (invited or connected) is `409 SVC0001`; someone who
+    is not in it any more (declined, did not answer in time, had the invitation withdrawn,
+    or left) is invited again, in place, with a new invitation; a body that lists someone
+    twice is `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
 
 
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants`

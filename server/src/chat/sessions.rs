@@ -425,8 +425,17 @@ fn start(
     Decision { session, outbox }
 }
 
+/// Whether `p`, already listed in a session, may be invited to it again: someone who is not
+/// in it any more (declined, did not answer in time, had the invitation withdrawn, or left),
+/// except its originator (who rejoins by itself). An invited or connected participant is
+/// already in it (`409`).
+fn invitable_again(p: &Participant) -> bool {
+    p.status == ParticipantStatus::Disconnected && !p.is_originator
+}
+
 /// Seed 7.1.3, the rule: `user` invites `invited` into `s` (which it sees). Only a connected
-/// participant invites; nobody listed twice (`POL0013`, as a start) nor already in the session; at most `limit`
+/// participant invites; nobody listed twice (`POL0013`, as a start) nor already in the session
+/// (someone who left it, declined or missed an invitation is invited again, [`invitable_again`]); at most `limit`
 /// participants; then the inviter's quotas (`quota`). The session becomes a group session
 /// (an ad hoc one an ordinary one);
 /// each invitee gets its invitation and the other connected participants learn who was
@@ -450,28 +459,44 @@ fn extend(
         }
     }
     for (p, _) in &invited {
-        if s.participant(&p.address).is_some() {
+        if s.participant(&p.address)
+            .is_some_and(|q| !invitable_again(q))
+        {
             return Err(Refused::AlreadyParticipant {
                 address: p.address.clone(),
                 sid: s.id.clone(),
             });
         }
     }
-    if s.participants.len() + invited.len() > limit {
+    // Someone invited again keeps their place in the list: only newcomers count.
+    let newcomers = invited
+        .iter()
+        .filter(|(p, _)| s.participant(&p.address).is_none())
+        .count();
+    if s.participants.len() + newcomers > limit {
         return Err(Refused::TooManyParticipants(limit));
     }
     quota?;
     let mut s = s.clone();
     let new: Vec<String> = invited.iter().map(|(p, _)| p.address.clone()).collect();
     for (p, invitation) in invited {
-        s.participants.push(Participant {
-            address: p.address,
-            name: p.name,
-            is_originator: false,
-            status: ParticipantStatus::Invited,
-            invitation,
-            invited_by: user.to_owned(),
-        });
+        match s.participants.iter_mut().find(|q| q.address == p.address) {
+            // Invited again: a new invitation (its own timer number), by this inviter.
+            Some(q) => {
+                q.name = p.name.or(q.name.take());
+                q.status = ParticipantStatus::Invited;
+                q.invitation = invitation;
+                q.invited_by = user.to_owned();
+            }
+            None => s.participants.push(Participant {
+                address: p.address,
+                name: p.name,
+                is_originator: false,
+                status: ParticipantStatus::Invited,
+                invitation,
+                invited_by: user.to_owned(),
+            }),
+        }
     }
     s.group = true;
     // An OMA 2012 ad hoc chat extended (on the seed face) becomes an ordinary group chat: no
@@ -758,6 +783,50 @@ mod tests {
         let adhoc = Session { adhoc: true, ..s };
         let d = extend(&urls(), &adhoc, A, invited(&[C]), 10, Ok(())).unwrap();
         assert!(d.session.group && !d.session.adhoc);
+    }
+
+    /// Someone who declined, missed the invitation, had it withdrawn or left is invited again
+    /// in place (a new invitation, the same position, not counted against the limit again);
+    /// the originator, and anyone invited or connected, is already in the session.
+    #[test]
+    fn whoever_is_not_in_the_session_any_more_is_invited_again() {
+        let ways_out = [
+            Invitation::Declined,
+            Invitation::TimedOut,
+            Invitation::Cancelled,
+            Invitation::Accepted, // then left
+        ];
+        for way in ways_out {
+            let s = session(
+                true,
+                &[(B, Connected, Invitation::Accepted), (C, Disconnected, way)],
+            );
+            let d = extend(&urls(), &s, A, invited(&[C]), 3, Ok(()))
+                .unwrap_or_else(|e| panic!("{way:?}: {e:?}"));
+            assert_eq!(d.session.participants.len(), 3, "{way:?}: in place");
+            assert_eq!(state_of(&d.session, C), (Invited, pending(1)), "{way:?}");
+            assert_eq!(
+                told(&d.outbox),
+                [
+                    format!("{C} <- invitation sess-1"),
+                    format!("{B} <- status {C}=Invited")
+                ],
+                "{way:?}"
+            );
+        }
+        let left = session(true, &[(B, Connected, Invitation::Accepted)]);
+        let mut gone = left.clone();
+        if let Some(a) = gone.participants.iter_mut().find(|p| p.address == A) {
+            a.status = Disconnected;
+        }
+        assert_eq!(
+            extend(&urls(), &gone, B, invited(&[A]), 10, Ok(())).map(|_| ()),
+            Err(Refused::AlreadyParticipant {
+                address: A.into(),
+                sid: "sess-1".into()
+            }),
+            "the originator rejoins by itself"
+        );
     }
 
     #[test]
