@@ -8,6 +8,7 @@ pub mod model;
 mod naming;
 pub mod openapi;
 mod rust_api;
+mod rust_requests;
 mod rust_types;
 mod rust_urls;
 pub mod xsd;
@@ -353,14 +354,31 @@ pub fn generate(spec_text: &str) -> Result<Vec<GeneratedFile>> {
              `participant_status`).",
         )?,
     );
+    add(
+        "generated/api/src/requests.rs",
+        rust_file(
+            rust_requests::emit(&spec)?,
+            "Request builders: one method of [`Requests`] per operation of the spec, answering its\n\
+             request line (the spec's method, and the URL of [`Urls`] with the query encoded), so\n\
+             a client that speaks HTTP itself (the XML face) writes neither a verb nor a URL. The\n\
+             body stays with the caller, who encodes it in its format; each builder's doc names\n\
+             the body's root(s) and the success status.\n\
+             \n\
+             Naming rule: operation `fooBarBaz` is the builder `foo_bar_baz` (as in [`crate::api`]\n\
+             and the progenitor client); it takes the path parameters as the URL builder does,\n\
+             then one `Option` per query parameter in the spec's order, `None` leaving it out.",
+        )?,
+    );
     let lib = quote::quote! {
         #![deny(missing_docs)]
 
         pub mod api;
+        pub mod requests;
         pub mod types;
         pub mod urls;
 
         pub use api::*;
+        pub use requests::Requests;
         pub use types::*;
         pub use urls::Urls;
         pub use netapi_chat_runtime as runtime;

@@ -111,8 +111,8 @@ fn names(templates: &[Template]) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The `urls.rs` items of the API crate.
-pub fn emit(spec: &Spec) -> Result<TokenStream> {
+/// The path templates of the spec's operations, parsed, each once, in spec order.
+fn templates(spec: &Spec) -> Result<Vec<Template>> {
     let mut templates: Vec<Template> = Vec::new();
     for op in &spec.operations {
         let label = format!("`{}` ({})", op.id, op.method.to_uppercase());
@@ -128,6 +128,20 @@ pub fn emit(spec: &Spec) -> Result<TokenStream> {
             }),
         }
     }
+    Ok(templates)
+}
+
+/// Each path template of the spec with the name of its URL builder (the names [`emit`]
+/// gives), for the request builders (`rust_requests`), which build their URLs with them.
+pub(crate) fn builder_names(spec: &Spec) -> Result<Vec<(String, String)>> {
+    let templates = templates(spec)?;
+    let names = names(&templates)?;
+    Ok(templates.into_iter().map(|t| t.path).zip(names).collect())
+}
+
+/// The `urls.rs` items of the API crate.
+pub fn emit(spec: &Spec) -> Result<TokenStream> {
+    let templates = templates(spec)?;
     let names = names(&templates)?;
     let builders = templates.iter().zip(&names).map(|(t, name)| {
         let name = format_ident!("{name}");

@@ -365,3 +365,119 @@ fn every_path_has_one_url_builder_and_a_path_edit_reaches_it() {
     assert!(stale(&scratch, &regenerated).contains(&PathBuf::from("generated/api/src/urls.rs")));
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// `fooBarBaz` → `foo_bar_baz`: the naming rule of operations (the operation ids have no
+/// acronyms), written here again so the test does not take the rule from the code it checks.
+fn snake(id: &str) -> String {
+    id.chars()
+        .flat_map(|c| {
+            let lower = c.to_ascii_lowercase();
+            if c.is_ascii_uppercase() {
+                vec!['_', lower]
+            } else {
+                vec![lower]
+            }
+        })
+        .collect()
+}
+
+/// The source of builder `name` in `requests.rs`: from its `pub fn` to the next one.
+fn request_builder<'a>(requests: &'a str, name: &str) -> &'a str {
+    let start = requests
+        .find(&format!("    pub fn {name}("))
+        .unwrap_or_else(|| panic!("no request builder `{name}`:\n{requests}"));
+    let rest = &requests[start + 1..];
+    &rest[..rest.find("    pub fn ").unwrap_or(rest.len())]
+}
+
+/// Issue 18: an operation's method and URL are written down once, in the spec. Every
+/// operation gets exactly one request builder in `requests.rs`, named by the naming rule, with
+/// the spec's method and the URL builder of its path; an edit of an operation's method or path
+/// in the spec reaches the builder the XML clients call.
+#[test]
+fn every_operation_has_one_request_builder_and_a_method_or_path_edit_reaches_it() {
+    let root = workspace();
+    let spec = read_spec(&root).unwrap();
+    let files = generate(&spec).unwrap();
+    let requests = file(&files, "generated/api/src/requests.rs");
+    let published: serde_json::Value =
+        serde_json::from_str(file(&files, "generated/openapi/chat.openapi.json")).unwrap();
+    let mut operations = 0;
+    for (path, item) in published["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(id) = op["operationId"].as_str() else {
+                continue;
+            };
+            operations += 1;
+            let name = snake(id);
+            assert_eq!(
+                requests.matches(&format!("    pub fn {name}(")).count(),
+                1,
+                "no single request builder for `{id}`"
+            );
+            let builder = request_builder(requests, &name);
+            let method = method.to_uppercase();
+            assert!(
+                builder.contains(&format!("method: Method::{method},")),
+                "{builder}"
+            );
+            assert!(
+                requests.contains(&format!("`{path}`")),
+                "no builder's doc names `{path}`"
+            );
+        }
+    }
+    assert!(operations >= 19, "only {operations} operations");
+    // One builder per operation, and nothing else but `new` and `urls`.
+    assert_eq!(requests.matches("    pub fn ").count(), operations + 2);
+    let confirm = request_builder(requests, "confirm_message_delivery");
+    assert!(confirm.contains("method: Method::POST,"), "{confirm}");
+    assert!(
+        confirm.contains("self.urls.message_status(user_id, session_id, message_id)"),
+        "{confirm}"
+    );
+    let list = request_builder(requests, "list_messages");
+    assert!(
+        list.contains("max_entries: Option<u64>,") && list.contains("cursor: Option<&str>,"),
+        "{list}"
+    );
+    assert!(list.contains("(\"maxEntries\", max_entries"), "{list}");
+
+    let old_method = "    post:\n      operationId: confirmMessageDelivery\n";
+    assert!(
+        spec.contains(old_method),
+        "confirmMessageDelivery moved; update this test"
+    );
+    let edited = spec.replacen(
+        old_method,
+        "    put:\n      operationId: confirmMessageDelivery\n",
+        1,
+    );
+    let regenerated = generate(&edited).unwrap();
+    let confirm = request_builder(
+        file(&regenerated, "generated/api/src/requests.rs"),
+        "confirm_message_delivery",
+    );
+    assert!(confirm.contains("method: Method::PUT,"), "{confirm}");
+
+    let old_path = "  /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status:";
+    assert!(
+        spec.contains(old_path),
+        "the message status path moved; update this test"
+    );
+    let edited = spec.replacen(
+        old_path,
+        "  /v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/deliveryStatus:",
+        1,
+    );
+    let regenerated = generate(&edited).unwrap();
+    let requests = file(&regenerated, "generated/api/src/requests.rs");
+    let confirm = request_builder(requests, "confirm_message_delivery");
+    assert!(
+        confirm.contains("self.urls.delivery_status(user_id, session_id, message_id)"),
+        "{confirm}"
+    );
+    assert!(requests.contains(
+        "`/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/deliveryStatus`"
+    ));
+}

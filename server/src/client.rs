@@ -5,9 +5,10 @@
 //!
 //! *Where the wire comes from.* Nothing here spells a path or a document: the JSON face is the
 //! generated progenitor client (`netapi-chat-client`); the XML face, which progenitor does not
-//! speak, sends the generated API types encoded by `netapi_chat_runtime::wire` to the URLs of
-//! the generated `Urls`. A request document is built once, as the API type, and handed to
-//! progenitor through its JSON form ([`to_client`]), so both faces send the same document.
+//! speak, sends the generated API types encoded by `netapi_chat_runtime::wire` with the request
+//! line (method and URL) of the generated request builders (`Requests`). A request document is
+//! built once, as the API type, and handed to progenitor through its JSON form ([`to_client`]),
+//! so both faces send the same document.
 //!
 //! *What it prints.* The answer document on stdout, indented (`netapi_chat_webhooks::pretty`;
 //! nothing for a `204`), or with `--id` only the id of the created resource (the last
@@ -22,9 +23,10 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use netapi_chat_api as api;
-use netapi_chat_api::Urls;
+use netapi_chat_api::{Requests, Urls};
 use netapi_chat_client as generated;
 use netapi_chat_runtime::Format;
+use netapi_chat_runtime::url::OperationRequest;
 use netapi_chat_runtime::wire::{self, Document};
 use progenitor_client::ResponseValue;
 use serde::Serialize;
@@ -567,7 +569,8 @@ async fn read_answer(response: reqwest::Response) -> Result<Answer, Failure> {
 struct Session {
     http: reqwest::Client,
     generated: generated::Client,
-    urls: Urls,
+    /// The XML face's request lines: each operation's method and URL, from the spec.
+    requests: Requests,
     user: String,
     format: Format,
 }
@@ -579,18 +582,6 @@ struct Page<'a> {
 }
 
 impl Page<'_> {
-    /// The query of the XML face (the generated client makes its own).
-    fn query(&self) -> Vec<(&'static str, String)> {
-        let mut query = Vec::new();
-        if let Some(n) = self.max_entries {
-            query.push(("maxEntries", n.to_string()));
-        }
-        if let Some(c) = self.cursor {
-            query.push(("cursor", c.to_owned()));
-        }
-        query
-    }
-
     /// The cursor as the generated client's type for list `C`.
     fn cursor<C>(&self) -> Result<Option<C>, Failure>
     where
@@ -658,25 +649,23 @@ impl Session {
         Ok(Session {
             generated: generated::Client::new_with_client(base, http.clone()),
             http,
-            urls: Urls::new(base),
+            requests: Requests::new(Urls::new(base)),
             user: args.user.clone(),
             format: args.format.into(),
         })
     }
 
-    /// The XML face: `method` on `url` with `doc` encoded in XML, the answer asked in XML.
+    /// The XML face: the operation's `request` line (from the generated [`Requests`]) with
+    /// `doc` encoded in XML, the answer asked in XML.
     async fn xml<T: Document>(
         &self,
-        method: http::Method,
-        url: String,
-        query: &[(&str, String)],
+        request: OperationRequest,
         doc: Option<&T>,
     ) -> Result<Answer, Failure> {
         let mut request = self
             .http
-            .request(method, url)
-            .header(http::header::ACCEPT, Format::Xml.media_type())
-            .query(query);
+            .request(request.method, request.url)
+            .header(http::header::ACCEPT, Format::Xml.media_type());
         if let Some(doc) = doc {
             request = request
                 .header(http::header::CONTENT_TYPE, Format::Xml.content_type())
@@ -690,26 +679,20 @@ impl Session {
     }
 
     /// The XML face of a request without a body.
-    async fn xml_empty(
-        &self,
-        method: http::Method,
-        url: String,
-        query: &[(&str, String)],
-    ) -> Result<Answer, Failure> {
-        self.xml::<api::RequestError>(method, url, query, None)
-            .await
+    async fn xml_empty(&self, request: OperationRequest) -> Result<Answer, Failure> {
+        self.xml::<api::RequestError>(request, None).await
     }
 
     /// A read in the session's face: the generated call `json` (a future, so not run in the
-    /// XML face), or a GET of `url` asking for XML.
+    /// XML face), or the same operation's `request` asking for XML.
     async fn fetch<A: Expected, T: Serialize>(
         &self,
         json: impl Future<Output = Generated<T>>,
-        url: String,
+        request: OperationRequest,
     ) -> Result<Answer, Failure> {
         match self.format {
             Format::Json => from_generated::<A, _>(json.await).await,
-            Format::Xml => self.xml_empty(http::Method::GET, url, &[]).await,
+            Format::Xml => self.xml_empty(request).await,
         }
     }
 
@@ -718,7 +701,7 @@ impl Session {
         let user = self.user.as_str();
         self.fetch::<api::ChatSessionInformation, _>(
             self.generated.get_chat_session(user, session),
-            self.urls.session(user, session),
+            self.requests.get_chat_session(user, session),
         )
         .await
     }
@@ -769,12 +752,12 @@ impl Session {
     /// `get …`: one resource.
     async fn get(&self, what: &GetWhat) -> Result<Answer, Failure> {
         let user = self.user.as_str();
-        let (g, urls) = (&self.generated, &self.urls);
+        let (g, requests) = (&self.generated, &self.requests);
         match what {
             GetWhat::Subscription { subscription } => {
                 self.fetch::<api::ChatSubscription, _>(
                     g.get_chat_subscription(user, subscription),
-                    urls.subscription(user, subscription),
+                    requests.get_chat_subscription(user, subscription),
                 )
                 .await
             }
@@ -793,13 +776,13 @@ impl Session {
                 if matches!(what, GetWhat::Participant { .. }) {
                     self.fetch::<api::ParticipantInformation, _>(
                         g.get_participant(user, session, &who),
-                        urls.participant(user, session, &who),
+                        requests.get_participant(user, session, &who),
                     )
                     .await
                 } else {
                     self.fetch::<api::ParticipantSessionStatus, _>(
                         g.get_participant_status(user, session, &who),
-                        urls.participant_status(user, session, &who),
+                        requests.get_participant_status(user, session, &who),
                     )
                     .await
                 }
@@ -807,14 +790,14 @@ impl Session {
             GetWhat::Message { session, message } => {
                 self.fetch::<api::ChatMessage, _>(
                     g.get_message(user, session, message),
-                    urls.message(user, session, message),
+                    requests.get_message(user, session, message),
                 )
                 .await
             }
             GetWhat::MessageStatus { session, message } => {
                 self.fetch::<api::MessageDeliveryStatus, _>(
                     g.get_message_delivery_status(user, session, message),
-                    urls.message_status(user, session, message),
+                    requests.get_message_delivery_status(user, session, message),
                 )
                 .await
             }
@@ -834,8 +817,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.redelivery(user, subscription);
-                self.xml_empty(http::Method::POST, url, &[]).await
+                let request = self.requests.redeliver_dead_letters(user, subscription);
+                self.xml_empty(request).await
             }
         }
     }
@@ -858,8 +841,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.secret(user, subscription);
-                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+                let request = self.requests.rotate_subscription_secret(user, subscription);
+                self.xml(request, Some(&doc)).await
             }
         }
     }
@@ -876,8 +859,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.subscriptions(&self.user);
-                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+                let request = self.requests.create_chat_subscription(&self.user);
+                self.xml(request, Some(&doc)).await
             }
         }
     }
@@ -893,8 +876,10 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.subscription(&self.user, subscription);
-                self.xml_empty(http::Method::DELETE, url, &[]).await
+                let request = self
+                    .requests
+                    .delete_chat_subscription(&self.user, subscription);
+                self.xml_empty(request).await
             }
         }
     }
@@ -909,8 +894,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.chat_sessions(&self.user);
-                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+                let request = self.requests.create_chat_session(&self.user);
+                self.xml(request, Some(&doc)).await
             }
         }
     }
@@ -927,8 +912,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.participants(&self.user, session);
-                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+                let request = self.requests.add_participants(&self.user, session);
+                self.xml(request, Some(&doc)).await
             }
         }
     }
@@ -953,8 +938,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.participant_status(user, session, &me);
-                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+                let request = self.requests.update_participant_status(user, session, &me);
+                self.xml(request, Some(&doc)).await
             }
         }
     }
@@ -970,8 +955,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.session(&self.user, session);
-                self.xml_empty(http::Method::DELETE, url, &[]).await
+                let request = self.requests.delete_chat_session(&self.user, session);
+                self.xml_empty(request).await
             }
         }
     }
@@ -987,8 +972,10 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.participant(&self.user, session, participant);
-                self.xml_empty(http::Method::DELETE, url, &[]).await
+                let request = self
+                    .requests
+                    .cancel_invitation(&self.user, session, participant);
+                self.xml_empty(request).await
             }
         }
     }
@@ -1005,8 +992,8 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.messages(&self.user, session);
-                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+                let request = self.requests.send_message(&self.user, session);
+                self.xml(request, Some(&doc)).await
             }
         }
     }
@@ -1028,8 +1015,10 @@ impl Session {
                 .await
             }
             Format::Xml => {
-                let url = self.urls.message_status(&self.user, session, message);
-                self.xml(http::Method::POST, url, &[], Some(&doc)).await
+                let request = self
+                    .requests
+                    .confirm_message_delivery(&self.user, session, message);
+                self.xml(request, Some(&doc)).await
             }
         }
     }
@@ -1038,21 +1027,21 @@ impl Session {
         let user = self.user.as_str();
         let n = page.max_entries;
         if self.format == Format::Xml {
-            let mut query = page.query();
-            let url = match what {
-                ListWhat::Subscriptions => self.urls.subscriptions(user),
-                ListWhat::Sessions => self.urls.chat_sessions(user),
-                ListWhat::Messages { session } => self.urls.messages(user, session),
-                ListWhat::Participants { session } => self.urls.participants(user, session),
+            // The page's query goes to each list's builder as the spec's parameters.
+            let (r, max, cursor) = (&self.requests, n.map(NonZeroU64::get), page.cursor);
+            let request = match what {
+                ListWhat::Subscriptions => r.list_chat_subscriptions(user, max, cursor),
+                ListWhat::Sessions => r.list_chat_sessions(user, max, cursor),
+                ListWhat::Messages { session } => r.list_messages(user, session, max, cursor),
+                ListWhat::Participants { session } => {
+                    r.list_participants(user, session, max, cursor)
+                }
                 ListWhat::DeadLetters {
                     subscription,
                     since,
-                } => {
-                    query.extend(since.iter().map(|s| ("since", s.clone())));
-                    self.urls.dead_letters(user, subscription)
-                }
+                } => r.list_dead_letters(user, subscription, max, cursor, since.as_deref()),
             };
-            return self.xml_empty(http::Method::GET, url, &query).await;
+            return self.xml_empty(request).await;
         }
         let g = &self.generated;
         match what {

@@ -290,3 +290,47 @@ fn handlers_follow_the_naming_rule() {
         );
     }
 }
+
+/// Issue 18: the XML clients (the test faces, `netapi-chat client`) send each operation with
+/// its generated request builder, so there must be exactly one per operation of the published
+/// document, named by the naming rule, with the operation's method, and none for anything else
+/// (`new` and `urls` aside).
+#[test]
+fn every_operation_has_one_request_builder() {
+    let requests = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/generated/api/src/requests.rs"
+    ))
+    .expect("requests.rs");
+    let published = published_doc();
+    let mut operations = 0;
+    for (path, item) in published["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let Some(id) = op.get("operationId").and_then(Value::as_str) else {
+                continue;
+            };
+            operations += 1;
+            let name = snake(id);
+            let head = format!("    pub fn {name}(");
+            assert_eq!(
+                requests.matches(&head).count(),
+                1,
+                "no single request builder `{name}` for `{id}`"
+            );
+            let start = requests.find(&head).expect("counted above");
+            let body = &requests[start + 1..];
+            let body = &body[..body.find("    pub fn ").unwrap_or(body.len())];
+            let method = method.to_uppercase();
+            assert!(
+                body.contains(&format!("method: Method::{method},")),
+                "`{name}` does not send {method} ({path})"
+            );
+        }
+    }
+    assert!(operations >= 19, "only {operations} operations");
+    assert_eq!(
+        requests.matches("    pub fn ").count(),
+        operations + 2,
+        "a request builder for something that is not an operation"
+    );
+}

@@ -5,12 +5,15 @@
 #![deny(missing_docs)]
 pub mod api;
 
+pub mod requests;
+
 pub mod types;
 
 pub mod urls;
 
 pub use api::*;
 pub use netapi_chat_runtime as runtime;
+pub use requests::Requests;
 pub use types::*;
 pub use urls::Urls;
 

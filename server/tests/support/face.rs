@@ -1,18 +1,21 @@
 //! The two-format client: the API as a test uses it, in one format. JSON goes through the
-//! generated progenitor client (`netapi_chat_client`), XML over raw HTTP with every body
-//! validated against the generated XSD; both answer a [`Resp`] (status, `Location`, decoded
-//! body or decoded `requestError`), so a scenario is written once and runs in both faces.
+//! generated progenitor client (`netapi_chat_client`), XML over raw HTTP to the request line
+//! of the generated request builders (`netapi_chat_api::Requests`: the spec's method and URL),
+//! with every body validated against the generated XSD; both answer a [`Resp`] (status,
+//! `Location`, decoded body or decoded `requestError`), so a scenario is written once and runs
+//! in both faces.
 
 use netapi_chat_api::{
     ChannelType, ChatMessage, ChatMessageList, ChatNotificationSubscription,
     ChatSessionInformation, ChatSessionList, ChatSubscription, ChatSubscriptionList,
     GroupChatSessionInformation, MessageDeliveryStatus, MessageStatus, MessageStatusReport,
     NotificationChannel, NotificationFormat, ParticipantInformation, ParticipantList,
-    ParticipantSessionStatus, ParticipantStatus, RequestError, ResourceReference,
+    ParticipantSessionStatus, ParticipantStatus, RequestError, Requests, ResourceReference,
 };
 use netapi_chat_client::types as ct;
 use netapi_chat_client::{Error as ClientError, ResponseValue};
 use netapi_chat_runtime::Format;
+use netapi_chat_runtime::url::OperationRequest;
 use netapi_chat_runtime::wire::{self, Document};
 use netapi_chat_runtime::xml::XmlLimits;
 use serde::Serialize;
@@ -168,6 +171,17 @@ async fn from_client<C: Serialize, T>(r: ClientResult<C>, conv: fn(C) -> Option<
     }
 }
 
+/// Sends an operation's request (from the generated [`Requests`]) with `doc` in `format`,
+/// asking for `format` back: the XML face's request line comes from the spec, not from here.
+async fn xml_send<T: Document>(request: OperationRequest, format: Format, doc: &T) -> Answer {
+    send_doc(request.method.as_str(), &request.url, format, doc).await
+}
+
+/// [`xml_send`] for an operation without a request body.
+async fn xml_send_empty(request: OperationRequest, format: Format) -> Answer {
+    send_empty(request.method.as_str(), &request.url, format).await
+}
+
 fn xml_doc<T: Document>(a: &Answer) -> T {
     a.decode()
 }
@@ -218,13 +232,16 @@ pub enum Via {
 }
 
 /// The API as a flow uses it, in one format. Ids are plain (unencoded); each face builds its
-/// own URLs.
+/// own URLs: the JSON face in the progenitor client, the XML face with the generated request
+/// builders.
 pub struct Face<'s> {
     pub wire: Wire,
     /// Where its users' notifications come from.
     pub via: Via,
     pub server: &'s Server,
     client: netapi_chat_client::Client,
+    /// The XML face's request lines (method and URL of each operation, from the spec).
+    requests: Requests,
 }
 
 impl<'s> Face<'s> {
@@ -234,6 +251,7 @@ impl<'s> Face<'s> {
             via: Via::Callback,
             server,
             client: server.client(),
+            requests: Requests::new(server.urls()),
         }
     }
 
@@ -291,14 +309,11 @@ impl<'s> Face<'s> {
     pub fn mstatus_url(&self, user: &str, sid: &str, mid: &str) -> String {
         self.server.urls().message_status(user, sid, mid)
     }
-    pub fn channels_url(&self, user: &str) -> String {
-        self.server.urls().channels(user)
-    }
 
     // --- the operations
 
     /// One operation that answers a document, in this face: `json` (the progenitor client's
-    /// call) or `xml` (raw HTTP: [`send_doc`] or [`send_empty`]). Both are futures and only
+    /// call) or `xml` (raw HTTP: [`xml_send`] or [`xml_send_empty`]). Both are futures and only
     /// this face's is awaited, so only it is sent; a JSON call that takes a body converts it
     /// ([`to_client`]) inside an `async` block, so the XML face never converts it. Every
     /// operation goes through here or [`Face::call_bare`]: one place decides how each face's
@@ -337,7 +352,11 @@ impl<'s> Face<'s> {
                     .create_chat_subscription(user, &to_client(body))
                     .await
             },
-            send_doc("POST", &self.subs_url(user), self.fmt(), body),
+            xml_send(
+                self.requests.create_chat_subscription(user),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
@@ -345,7 +364,10 @@ impl<'s> Face<'s> {
     pub async fn list_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
         self.call(
             self.client.list_chat_subscriptions(user, None, None),
-            send_empty("GET", &self.subs_url(user), self.fmt()),
+            xml_send_empty(
+                self.requests.list_chat_subscriptions(user, None, None),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -353,7 +375,7 @@ impl<'s> Face<'s> {
     pub async fn get_subscription(&self, user: &str, id: &str) -> Resp<ChatSubscription> {
         self.call(
             self.client.get_chat_subscription(user, id),
-            send_empty("GET", &self.sub_url(user, id), self.fmt()),
+            xml_send_empty(self.requests.get_chat_subscription(user, id), self.fmt()),
         )
         .await
     }
@@ -361,7 +383,7 @@ impl<'s> Face<'s> {
     pub async fn delete_subscription(&self, user: &str, id: &str) -> Resp<()> {
         self.call_bare(
             self.client.delete_chat_subscription(user, id),
-            send_empty("DELETE", &self.sub_url(user, id), self.fmt()),
+            xml_send_empty(self.requests.delete_chat_subscription(user, id), self.fmt()),
         )
         .await
     }
@@ -373,24 +395,30 @@ impl<'s> Face<'s> {
         user: &str,
         body: &ChatNotificationSubscription,
     ) -> Resp<ChatNotificationSubscription> {
-        let url = self.server.urls().oma2012_subscriptions(user);
         self.call(
             async {
                 self.client
                     .create_chat_notification_subscription(user, &to_client(body))
                     .await
             },
-            send_doc("POST", &url, self.fmt(), body),
+            xml_send(
+                self.requests.create_chat_notification_subscription(user),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
 
     pub async fn list_notification_subscriptions(&self, user: &str) -> Resp<ChatSubscriptionList> {
-        let url = self.server.urls().oma2012_subscriptions(user);
         self.call(
             self.client
                 .list_chat_notification_subscriptions(user, None, None),
-            send_empty("GET", &url, self.fmt()),
+            xml_send_empty(
+                self.requests
+                    .list_chat_notification_subscriptions(user, None, None),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -400,10 +428,12 @@ impl<'s> Face<'s> {
         user: &str,
         id: &str,
     ) -> Resp<ChatNotificationSubscription> {
-        let url = self.server.urls().oma2012_subscription(user, id);
         self.call(
             self.client.get_chat_notification_subscription(user, id),
-            send_empty("GET", &url, self.fmt()),
+            xml_send_empty(
+                self.requests.get_chat_notification_subscription(user, id),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -414,23 +444,30 @@ impl<'s> Face<'s> {
         id: &str,
         body: &ChatNotificationSubscription,
     ) -> Resp<ChatNotificationSubscription> {
-        let url = self.server.urls().oma2012_subscription(user, id);
         self.call(
             async {
                 self.client
                     .update_chat_notification_subscription(user, id, &to_client(body))
                     .await
             },
-            send_doc("PUT", &url, self.fmt(), body),
+            xml_send(
+                self.requests
+                    .update_chat_notification_subscription(user, id),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
 
     pub async fn delete_notification_subscription(&self, user: &str, id: &str) -> Resp<()> {
-        let url = self.server.urls().oma2012_subscription(user, id);
         self.call_bare(
             self.client.delete_chat_notification_subscription(user, id),
-            send_empty("DELETE", &url, self.fmt()),
+            xml_send_empty(
+                self.requests
+                    .delete_chat_notification_subscription(user, id),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -446,7 +483,7 @@ impl<'s> Face<'s> {
                     .create_chat_session(user, &to_client(body))
                     .await
             },
-            send_doc("POST", &self.sessions_url(user), self.fmt(), body),
+            xml_send(self.requests.create_chat_session(user), self.fmt(), body),
         )
         .await
     }
@@ -454,7 +491,10 @@ impl<'s> Face<'s> {
     pub async fn list_sessions(&self, user: &str) -> Resp<ChatSessionList> {
         self.call(
             self.client.list_chat_sessions(user, None, None),
-            send_empty("GET", &self.sessions_url(user), self.fmt()),
+            xml_send_empty(
+                self.requests.list_chat_sessions(user, None, None),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -462,7 +502,7 @@ impl<'s> Face<'s> {
     pub async fn get_session(&self, user: &str, sid: &str) -> Resp<ChatSessionInformation> {
         self.call(
             self.client.get_chat_session(user, sid),
-            send_empty("GET", &self.session_url(user, sid), self.fmt()),
+            xml_send_empty(self.requests.get_chat_session(user, sid), self.fmt()),
         )
         .await
     }
@@ -470,7 +510,7 @@ impl<'s> Face<'s> {
     pub async fn end_session(&self, user: &str, sid: &str) -> Resp<()> {
         self.call_bare(
             self.client.delete_chat_session(user, sid),
-            send_empty("DELETE", &self.session_url(user, sid), self.fmt()),
+            xml_send_empty(self.requests.delete_chat_session(user, sid), self.fmt()),
         )
         .await
     }
@@ -478,7 +518,10 @@ impl<'s> Face<'s> {
     pub async fn list_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
         self.call(
             self.client.list_participants(user, sid, None, None),
-            send_empty("GET", &self.participants_url(user, sid), self.fmt()),
+            xml_send_empty(
+                self.requests.list_participants(user, sid, None, None),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -495,7 +538,7 @@ impl<'s> Face<'s> {
                     .add_participants(user, sid, &to_client(body))
                     .await
             },
-            send_doc("POST", &self.participants_url(user, sid), self.fmt(), body),
+            xml_send(self.requests.add_participants(user, sid), self.fmt(), body),
         )
         .await
     }
@@ -508,7 +551,7 @@ impl<'s> Face<'s> {
     ) -> Resp<ParticipantInformation> {
         self.call(
             self.client.get_participant(user, sid, pid),
-            send_empty("GET", &self.participant_url(user, sid, pid), self.fmt()),
+            xml_send_empty(self.requests.get_participant(user, sid, pid), self.fmt()),
         )
         .await
     }
@@ -516,7 +559,7 @@ impl<'s> Face<'s> {
     pub async fn cancel_invitation(&self, user: &str, sid: &str, pid: &str) -> Resp<()> {
         self.call_bare(
             self.client.cancel_invitation(user, sid, pid),
-            send_empty("DELETE", &self.participant_url(user, sid, pid), self.fmt()),
+            xml_send_empty(self.requests.cancel_invitation(user, sid, pid), self.fmt()),
         )
         .await
     }
@@ -529,7 +572,10 @@ impl<'s> Face<'s> {
     ) -> Resp<ParticipantSessionStatus> {
         self.call(
             self.client.get_participant_status(user, sid, pid),
-            send_empty("GET", &self.pstatus_url(user, sid, pid), self.fmt()),
+            xml_send_empty(
+                self.requests.get_participant_status(user, sid, pid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -548,7 +594,11 @@ impl<'s> Face<'s> {
                     .update_participant_status(user, sid, pid, &to_client(&body))
                     .await
             },
-            send_doc("POST", &self.pstatus_url(user, sid, pid), self.fmt(), &body),
+            xml_send(
+                self.requests.update_participant_status(user, sid, pid),
+                self.fmt(),
+                &body,
+            ),
         )
         .await
     }
@@ -556,7 +606,10 @@ impl<'s> Face<'s> {
     pub async fn list_messages(&self, user: &str, sid: &str) -> Resp<ChatMessageList> {
         self.call(
             self.client.list_messages(user, sid, None, None),
-            send_empty("GET", &self.messages_url(user, sid), self.fmt()),
+            xml_send_empty(
+                self.requests.list_messages(user, sid, None, None),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -569,7 +622,7 @@ impl<'s> Face<'s> {
     ) -> Resp<ResourceReference> {
         self.call(
             async { self.client.send_message(user, sid, &to_client(body)).await },
-            send_doc("POST", &self.messages_url(user, sid), self.fmt(), body),
+            xml_send(self.requests.send_message(user, sid), self.fmt(), body),
         )
         .await
     }
@@ -577,7 +630,7 @@ impl<'s> Face<'s> {
     pub async fn get_message(&self, user: &str, sid: &str, mid: &str) -> Resp<ChatMessage> {
         self.call(
             self.client.get_message(user, sid, mid),
-            send_empty("GET", &self.message_url(user, sid, mid), self.fmt()),
+            xml_send_empty(self.requests.get_message(user, sid, mid), self.fmt()),
         )
         .await
     }
@@ -590,7 +643,10 @@ impl<'s> Face<'s> {
     ) -> Resp<MessageDeliveryStatus> {
         self.call(
             self.client.get_message_delivery_status(user, sid, mid),
-            send_empty("GET", &self.mstatus_url(user, sid, mid), self.fmt()),
+            xml_send_empty(
+                self.requests.get_message_delivery_status(user, sid, mid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -609,7 +665,11 @@ impl<'s> Face<'s> {
                     .confirm_message_delivery(user, sid, mid, &to_client(&body))
                     .await
             },
-            send_doc("POST", &self.mstatus_url(user, sid, mid), self.fmt(), &body),
+            xml_send(
+                self.requests.confirm_message_delivery(user, sid, mid),
+                self.fmt(),
+                &body,
+            ),
         )
         .await
     }
@@ -632,14 +692,17 @@ impl<'s> Face<'s> {
         other: &str,
         body: &ChatSessionInformation,
     ) -> Resp<ChatSessionInformation> {
-        let url = self.server.urls().one_to_one_other_user(user, other);
         self.call(
             async {
                 self.client
                     .create_one_to_one_chat_session(user, other, &to_client(body))
                     .await
             },
-            send_doc("POST", &url, self.fmt(), body),
+            xml_send(
+                self.requests.create_one_to_one_chat_session(user, other),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
@@ -652,7 +715,10 @@ impl<'s> Face<'s> {
     ) -> Resp<ChatSessionInformation> {
         self.call(
             self.client.get_one_to_one_chat_session(user, other, sid),
-            send_empty("GET", &self.one_to_one_url(user, other, sid), self.fmt()),
+            xml_send_empty(
+                self.requests.get_one_to_one_chat_session(user, other, sid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -660,7 +726,11 @@ impl<'s> Face<'s> {
     pub async fn delete_one_to_one(&self, user: &str, other: &str, sid: &str) -> Resp<()> {
         self.call_bare(
             self.client.delete_one_to_one_chat_session(user, other, sid),
-            send_empty("DELETE", &self.one_to_one_url(user, other, sid), self.fmt()),
+            xml_send_empty(
+                self.requests
+                    .delete_one_to_one_chat_session(user, other, sid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -673,17 +743,18 @@ impl<'s> Face<'s> {
         status: ParticipantStatus,
     ) -> Resp<()> {
         let body = ParticipantSessionStatus { status };
-        let url = self
-            .server
-            .urls()
-            .one_to_one_session_status(user, other, sid);
         self.call_bare(
             async {
                 self.client
                     .update_one_to_one_chat_session_status(user, other, sid, &to_client(&body))
                     .await
             },
-            send_doc("PUT", &url, self.fmt(), &body),
+            xml_send(
+                self.requests
+                    .update_one_to_one_chat_session_status(user, other, sid),
+                self.fmt(),
+                &body,
+            ),
         )
         .await
     }
@@ -696,14 +767,17 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &T,
     ) -> Resp<ResourceReference> {
-        let url = self.server.urls().one_to_one_messages(user, other, sid);
         self.call(
             async {
                 self.client
                     .send_one_to_one_chat_message(user, other, sid, &to_client(body))
                     .await
             },
-            send_doc("POST", &url, self.fmt(), body),
+            xml_send(
+                self.requests.send_one_to_one_chat_message(user, other, sid),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
@@ -715,14 +789,17 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &netapi_chat_api::IsComposing,
     ) -> Resp<()> {
-        let url = self.server.urls().is_composing(user, sid);
         self.call_bare(
             async {
                 self.client
                     .indicate_composing(user, sid, &to_client(body))
                     .await
             },
-            send_doc("POST", &url, self.fmt(), body),
+            xml_send(
+                self.requests.indicate_composing(user, sid),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
@@ -734,11 +811,14 @@ impl<'s> Face<'s> {
         sid: &str,
         mid: &str,
     ) -> Resp<MessageStatusReport> {
-        let url = self.one_to_one_mstatus_url(user, other, sid, mid);
         self.call(
             self.client
                 .get_one_to_one_chat_message_status(user, other, sid, mid),
-            send_empty("GET", &url, self.fmt()),
+            xml_send_empty(
+                self.requests
+                    .get_one_to_one_chat_message_status(user, other, sid, mid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -752,14 +832,18 @@ impl<'s> Face<'s> {
         status: MessageStatus,
     ) -> Resp<()> {
         let body = MessageStatusReport { status };
-        let url = self.one_to_one_mstatus_url(user, other, sid, mid);
         self.call_bare(
             async {
                 self.client
                     .update_one_to_one_chat_message_status(user, other, sid, mid, &to_client(&body))
                     .await
             },
-            send_doc("PUT", &url, self.fmt(), &body),
+            xml_send(
+                self.requests
+                    .update_one_to_one_chat_message_status(user, other, sid, mid),
+                self.fmt(),
+                &body,
+            ),
         )
         .await
     }
@@ -771,42 +855,49 @@ impl<'s> Face<'s> {
         user: &str,
         body: &GroupChatSessionInformation,
     ) -> Resp<ResourceReference> {
-        let url = self.server.urls().group_group(user);
         self.call(
             async {
                 self.client
                     .create_group_chat_session(user, &to_client(body))
                     .await
             },
-            send_doc("POST", &url, self.fmt(), body),
+            xml_send(
+                self.requests.create_group_chat_session(user),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
 
     pub async fn get_group(&self, user: &str, sid: &str) -> Resp<GroupChatSessionInformation> {
-        let url = self.server.urls().group_session(user, sid);
         self.call(
             self.client.get_group_chat_session(user, sid),
-            send_empty("GET", &url, self.fmt()),
+            xml_send_empty(self.requests.get_group_chat_session(user, sid), self.fmt()),
         )
         .await
     }
 
     pub async fn delete_group(&self, user: &str, sid: &str) -> Resp<()> {
-        let url = self.server.urls().group_session(user, sid);
         self.call_bare(
             self.client.delete_group_chat_session(user, sid),
-            send_empty("DELETE", &url, self.fmt()),
+            xml_send_empty(
+                self.requests.delete_group_chat_session(user, sid),
+                self.fmt(),
+            ),
         )
         .await
     }
 
     pub async fn list_group_participants(&self, user: &str, sid: &str) -> Resp<ParticipantList> {
-        let url = self.server.urls().group_participants(user, sid);
         self.call(
             self.client
                 .list_group_chat_participants(user, sid, None, None),
-            send_empty("GET", &url, self.fmt()),
+            xml_send_empty(
+                self.requests
+                    .list_group_chat_participants(user, sid, None, None),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -817,10 +908,12 @@ impl<'s> Face<'s> {
         sid: &str,
         pid: &str,
     ) -> Resp<ParticipantInformation> {
-        let url = self.server.urls().group_participant(user, sid, pid);
         self.call(
             self.client.get_group_chat_participant(user, sid, pid),
-            send_empty("GET", &url, self.fmt()),
+            xml_send_empty(
+                self.requests.get_group_chat_participant(user, sid, pid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -832,23 +925,28 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &T,
     ) -> Resp<ResourceReference> {
-        let url = self.server.urls().group_participants(user, sid);
         self.call(
             async {
                 self.client
                     .add_group_chat_participant(user, sid, &to_client(body))
                     .await
             },
-            send_doc("POST", &url, self.fmt(), body),
+            xml_send(
+                self.requests.add_group_chat_participant(user, sid),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
 
     pub async fn delete_group_participant(&self, user: &str, sid: &str, pid: &str) -> Resp<()> {
-        let url = self.server.urls().group_participant(user, sid, pid);
         self.call_bare(
             self.client.delete_group_chat_participant(user, sid, pid),
-            send_empty("DELETE", &url, self.fmt()),
+            xml_send_empty(
+                self.requests.delete_group_chat_participant(user, sid, pid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -861,14 +959,18 @@ impl<'s> Face<'s> {
         status: ParticipantStatus,
     ) -> Resp<()> {
         let body = ParticipantSessionStatus { status };
-        let url = self.server.urls().group_participant_status(user, sid, pid);
         self.call_bare(
             async {
                 self.client
                     .update_group_chat_participant_status(user, sid, pid, &to_client(&body))
                     .await
             },
-            send_doc("PUT", &url, self.fmt(), &body),
+            xml_send(
+                self.requests
+                    .update_group_chat_participant_status(user, sid, pid),
+                self.fmt(),
+                &body,
+            ),
         )
         .await
     }
@@ -879,14 +981,17 @@ impl<'s> Face<'s> {
         sid: &str,
         body: &ChatMessage,
     ) -> Resp<ResourceReference> {
-        let url = self.server.urls().group_messages(user, sid);
         self.call(
             async {
                 self.client
                     .send_group_chat_message(user, sid, &to_client(body))
                     .await
             },
-            send_doc("POST", &url, self.fmt(), body),
+            xml_send(
+                self.requests.send_group_chat_message(user, sid),
+                self.fmt(),
+                body,
+            ),
         )
         .await
     }
@@ -897,10 +1002,12 @@ impl<'s> Face<'s> {
         sid: &str,
         mid: &str,
     ) -> Resp<MessageStatusReport> {
-        let url = self.server.urls().group_message_status(user, sid, mid);
         self.call(
             self.client.get_group_chat_message_status(user, sid, mid),
-            send_empty("GET", &url, self.fmt()),
+            xml_send_empty(
+                self.requests.get_group_chat_message_status(user, sid, mid),
+                self.fmt(),
+            ),
         )
         .await
     }
@@ -913,14 +1020,18 @@ impl<'s> Face<'s> {
         status: MessageStatus,
     ) -> Resp<()> {
         let body = MessageStatusReport { status };
-        let url = self.server.urls().group_message_status(user, sid, mid);
         self.call_bare(
             async {
                 self.client
                     .update_group_chat_message_status(user, sid, mid, &to_client(&body))
                     .await
             },
-            send_doc("PUT", &url, self.fmt(), &body),
+            xml_send(
+                self.requests
+                    .update_group_chat_message_status(user, sid, mid),
+                self.fmt(),
+                &body,
+            ),
         )
         .await
     }
@@ -943,7 +1054,12 @@ impl<'s> Face<'s> {
                 .await
             }
             Wire::Xml => from_xml(
-                send_doc("POST", &self.channels_url(user), self.fmt(), body).await,
+                xml_send(
+                    self.requests.create_notification_channel(user),
+                    self.fmt(),
+                    body,
+                )
+                .await,
                 xml_doc,
             ),
         }
