@@ -315,6 +315,49 @@ async fn a_poll_answers_omas_notification_list_with_the_ids_in_a_header() {
     }
 }
 
+/// A client that writes the channel's callbackURL its own way (lower-case hex, the address
+/// unencoded: the same URL by RFC 3986) still reaches its channel (it was taken for an
+/// outside callback, POSTed to the server itself and lost); a URL under the server's channels
+/// that names no channel of the user is refused at once.
+#[tokio::test]
+async fn a_callback_url_spelled_another_way_still_reaches_the_channel() {
+    let s = server(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "100")]);
+    let given_by_server = |ch: &NotificationChannel| ch.callback_url.clone().unwrap();
+    let respellings: [fn(&str) -> String; 2] = [
+        |u| u.replace("%3A", "%3a").replace("%2B", "%2b"),
+        |u| u.replace("%3A", ":").replace("%2B", "+"),
+    ];
+    for (f, respell) in FORMATS.into_iter().zip(respellings) {
+        let ch = create_channel(&s, B, f, None, Some(1)).await;
+        let url = respell(&given_by_server(&ch));
+        assert_ne!(url, given_by_server(&ch));
+        let doc = docs::subscription_to(&url, "bob-app", f);
+        chat::subscribe_with(&s, B, &doc, Format::Json).await;
+        invite(&s, A, B, "respelled").await;
+        let got = invitations(&poll_list(&channel_url(&ch), f).await);
+        assert_eq!(got.len(), 1, "{url}: {got:?}");
+        assert_eq!(got[0].1, "respelled");
+        send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
+    }
+    let ch = create_channel(&s, B, Format::Json, None, Some(1)).await;
+    let none = given_by_server(&ch).replace("/channels/", "/channels/no-such-");
+    for f in FORMATS {
+        let a = send_doc(
+            "POST",
+            &s.urls().subscriptions(B),
+            f,
+            &docs::subscription(&none),
+        )
+        .await;
+        let e = a.assert_error(400, "SVC0002", f);
+        assert!(
+            docs::rendered(&e).contains("names no notification channel"),
+            "{}",
+            a.body
+        );
+    }
+}
+
 /// The explicit acknowledgement: an answer the client did not process (lost on the way: the
 /// client polls again naming the last `webhookId` it processed, which is not in that answer)
 /// comes again, same ids, same order; a partly processed answer comes again from the first

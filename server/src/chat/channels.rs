@@ -31,6 +31,7 @@ use netapi_chat_api::{
     PollNotificationsHeaders,
 };
 use netapi_chat_runtime::ApiError;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,51 @@ pub const SOCKET_SUFFIX: &str = "/websocket";
 /// The `callbackURL` of the channel whose resource URL is `channel`.
 pub fn callback_url(channel: &str) -> String {
     format!("{channel}{CALLBACK_SUFFIX}")
+}
+
+/// The key a channel's `callbackURL` is found by (`State::channel_callbacks`): the URL with
+/// the spellings RFC 3986 §6.2.2 makes equal brought to one (scheme and host case, the
+/// default port, percent-encoding: every path segment decoded, so `%3A`, `%3a` and `:` are
+/// one), so that a client that writes the URL its own way (an unencoded `tel:+…`, lower-case
+/// hex) still reaches its channel instead of an HTTP POST to the server itself. `None` for
+/// what does not parse as an absolute `http(s)` URL.
+pub(crate) fn callback_key(url: &str) -> Option<String> {
+    let uri = http::Uri::from_str(url.trim()).ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let port = authority.port_u16().unwrap_or(default_port);
+    let path: Vec<String> = uri
+        .path()
+        .split('/')
+        .map(|seg| {
+            percent_encoding::percent_decode_str(seg)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Some(format!("{scheme}://{host}:{port}{}{query}", path.join("/")))
+}
+
+/// Whether `url` (as [`callback_key`] reads it) lies under this server's notification
+/// channels, whose base URL is `base`: a `notifyURL` there that names no channel of its user
+/// would only ever be POSTed to the server itself, so it is refused.
+pub(crate) fn under_channels(base: &str, url: &str) -> bool {
+    match (callback_key(base), callback_key(url)) {
+        (Some(base), Some(url)) => url
+            .strip_prefix(base.trim_end_matches('/'))
+            .is_some_and(|rest| rest.starts_with("/notificationchannel/")),
+        _ => false,
+    }
 }
 
 /// The `ws://` (`wss://`) URL of a WebSockets channel, from its resource URL.
@@ -207,9 +253,9 @@ impl Chat {
             .entry(rec.user.clone())
             .or_default()
             .push(rec.id.clone());
-        state
-            .channel_callbacks
-            .insert(rec.callback_url.clone(), rec.id.clone());
+        if let Some(key) = callback_key(&rec.callback_url) {
+            state.channel_callbacks.insert(key, rec.id.clone());
+        }
         let expires_at_ms = expiry(now_ms(), rec.lifetime_secs);
         state.channels.insert(
             rec.id.clone(),
@@ -250,7 +296,9 @@ impl Chat {
                 state.user_channels.remove(&ch.rec.user);
             }
         }
-        state.channel_callbacks.remove(&ch.rec.callback_url);
+        if let Some(key) = callback_key(&ch.rec.callback_url) {
+            state.channel_callbacks.remove(&key);
+        }
         let feeding: Vec<String> = state
             .user_subscriptions
             .get(&ch.rec.user)
@@ -587,6 +635,49 @@ mod tests {
             let e = parse_ack(Some(bad)).unwrap_err();
             assert_eq!(e.status.as_u16(), 400, "{bad}");
         }
+    }
+
+    /// The spellings of one URL RFC 3986 makes equal find the same channel; another
+    /// channel, path, port or host does not.
+    #[test]
+    fn a_callback_url_is_found_however_it_is_spelled() {
+        let given = "http://127.0.0.1:8080/notificationchannel/v1/tel%3A%2B15551230009/channels/ch-7/callback";
+        let key = callback_key(given);
+        assert!(key.is_some());
+        for same in [
+            "http://127.0.0.1:8080/notificationchannel/v1/tel%3a%2b15551230009/channels/ch-7/callback",
+            "http://127.0.0.1:8080/notificationchannel/v1/tel:+15551230009/channels/ch-7/callback",
+            "HTTP://127.0.0.1:8080/notificationchannel/v1/tel:%2B15551230009/channels/ch-7/callback",
+            " http://127.0.0.1:8080/notificationchannel/v1/tel:+15551230009/channels/ch-7/callback",
+        ] {
+            assert_eq!(callback_key(same), key, "{same}");
+        }
+        assert_eq!(
+            callback_key("http://Example.COM/x"),
+            callback_key("http://example.com:80/x")
+        );
+        for other in [
+            "http://127.0.0.1:8080/notificationchannel/v1/tel%3A%2B15551230009/channels/ch-8/callback",
+            "http://127.0.0.1:8081/notificationchannel/v1/tel%3A%2B15551230009/channels/ch-7/callback",
+            "https://127.0.0.1:8080/notificationchannel/v1/tel%3A%2B15551230009/channels/ch-7/callback",
+            "http://127.0.0.2:8080/notificationchannel/v1/tel%3A%2B15551230009/channels/ch-7/callback",
+        ] {
+            assert_ne!(callback_key(other), key, "{other}");
+        }
+        assert_eq!(callback_key("ftp://h/x"), None);
+        assert_eq!(callback_key("http://u:p@h/x"), None);
+        assert_eq!(callback_key("/relative"), None);
+        let base = "http://127.0.0.1:8080";
+        assert!(under_channels(base, given));
+        assert!(under_channels(
+            base,
+            "http://127.0.0.1:8080/notificationchannel/v1/x/channels/nope/callback"
+        ));
+        assert!(!under_channels(
+            base,
+            "http://127.0.0.1:9001/notificationchannel/v1/x"
+        ));
+        assert!(!under_channels(base, "http://127.0.0.1:8080/v1/chat/x"));
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct State {
     /// session (removed when the session is released); not stored (a restart counts from
     /// the restart).
     pub adhoc_active: HashMap<String, i64>,
-    /// Channel id by its `callbackURL`: how a subscription's `notifyURL` is recognised as a
+    /// Channel id by its `callbackURL` (keyed by `channels::callback_key`, so any spelling
+    /// RFC 3986 makes equal finds it): how a subscription's `notifyURL` is recognised as a
     /// channel before the callback policy would look at it.
     pub channel_callbacks: HashMap<String, String>,
 }

@@ -56,9 +56,8 @@ impl Chat {
             subscription: rec.id.clone(),
         };
         // A channel's callbackURL: its notifications wait in the channel (see `channels`).
-        let channel = state
-            .channel_callbacks
-            .get(&rec.callback.notify_url)
+        let channel = super::channels::callback_key(&rec.callback.notify_url)
+            .and_then(|key| state.channel_callbacks.get(&key))
             .and_then(|id| state.channels.get(id))
             .map(|c| Arc::clone(&c.mailbox));
         let queue = match channel {
@@ -136,6 +135,14 @@ impl Chat {
                     return Err(bad(
                         &NOT_ALLOWED,
                         &"the callbackURL of another user's notification channel",
+                    ));
+                }
+                // Under this server's channels but no channel's: it would only ever be
+                // POSTed to the server itself, and every notification lost.
+                None if super::channels::under_channels(self.urls.base(), &notify_url) => {
+                    return Err(bad(
+                        &"names no notification channel of yours (use a channel's callbackURL as it was given)",
+                        &"under the server's own notification channels, no channel's",
                     ));
                 }
                 None => false,
@@ -354,9 +361,8 @@ impl Chat {
 
 /// The owner of the notification channel whose `callbackURL` is `url`, if it is one.
 fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
-    state
-        .channel_callbacks
-        .get(url)
+    super::channels::callback_key(url)
+        .and_then(|key| state.channel_callbacks.get(&key))
         .and_then(|id| state.channels.get(id))
         .map(|c| c.rec.user.as_str())
 }
