@@ -1257,6 +1257,21 @@ async fn flow_7_1_10(f: &Face<'_>) {
         .no_content();
     let n: MessageDeliveryNotification = a.next().await;
     f.check_delivery(&n, A, &sid, &shown, C, MessageStatus::Displayed);
+
+    // Both asked for, and the recipient reports Displayed straight away (as GSMA clients
+    // do): the sender is told Delivered, then Displayed.
+    let both = ChatMessage {
+        report_request: vec![MessageStatus::Delivered, MessageStatus::Displayed],
+        ..text("both reports")
+    };
+    let read = f.send_and_receive(&a, &sid, &both, &[&b, &c]).await;
+    f.confirm(B, &sid, &read, MessageStatus::Displayed)
+        .await
+        .no_content();
+    for st in [MessageStatus::Delivered, MessageStatus::Displayed] {
+        let n: MessageDeliveryNotification = a.next().await;
+        f.check_delivery(&n, A, &sid, &read, B, st);
+    }
     quiet(&[&a, &b, &c]).await;
 }
 

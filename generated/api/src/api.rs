@@ -1046,7 +1046,10 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// A recipient of the message confirms `Delivered` or `Displayed` (`Sent` and `Failed`
     /// are set by the server only: `400 SVC0002`). The sender gets a
-    /// `messageDeliveryNotification` if it asked for that report. The sender itself cannot
+    /// `messageDeliveryNotification` if it asked for that report: `Delivered` at a recipient's
+    /// first confirmation (a `Displayed` straight away was delivered too), then `Displayed`
+    /// when that is confirmed; one asking for both gets both, in that order, even when the
+    /// recipient reports only `Displayed`. The sender itself cannot
     /// confirm its own message (`403 POL0001`); confirming the same status twice is
     /// `409 SVC0001`; `Delivered` after `Displayed` is `409 SVC0001` too.
     fn confirm_message_delivery(
@@ -2086,7 +2089,10 @@ pub trait ChatApi {
     ///
     /// A recipient of the message confirms `Delivered` or `Displayed` (`Sent` and `Failed`
     /// are set by the server only: `400 SVC0002`). The sender gets a
-    /// `messageDeliveryNotification` if it asked for that report. The sender itself cannot
+    /// `messageDeliveryNotification` if it asked for that report: `Delivered` at a recipient's
+    /// first confirmation (a `Displayed` straight away was delivered too), then `Displayed`
+    /// when that is confirmed; one asking for both gets both, in that order, even when the
+    /// recipient reports only `Displayed`. The sender itself cannot
     /// confirm its own message (`403 POL0001`); confirming the same status twice is
     /// `409 SVC0001`; `Delivered` after `Displayed` is `409 SVC0001` too.
     #[endpoint {

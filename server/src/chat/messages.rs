@@ -381,9 +381,11 @@ struct Confirmed {
 }
 
 /// Seed 7.1.10, the rule: `user` confirms `status` for message `m`. Only a recipient may
-/// confirm; a status only moves forward; the sender is told `Displayed` when it asked for it,
-/// and otherwise `Delivered` when it asked for that and this is the first confirmation from
-/// this recipient. Changes only this recipient's entry.
+/// confirm; a status only moves forward. The sender is told `Delivered` when it asked for
+/// that and this is the recipient's first confirmation (a `Displayed` straight from `Sent`
+/// was delivered too), then `Displayed` when that is the status and it asked for it: one
+/// asking for both gets both, in that order, whichever the recipient reports (GSMA clients
+/// only ever report `Displayed`). Changes only this recipient's entry.
 fn confirm(m: &Message, user: &str, status: MessageStatus) -> Result<Confirmed, Refused> {
     if m.sender == user {
         return Err(Refused::Sender);
@@ -402,10 +404,11 @@ fn confirm(m: &Message, user: &str, status: MessageStatus) -> Result<Confirmed, 
     let was = entry.1;
     entry.1 = status;
     let mut reports = Vec::new();
+    if message.report_delivered && was == MessageStatus::Sent {
+        reports.push(MessageStatus::Delivered);
+    }
     if status == MessageStatus::Displayed && message.report_displayed {
         reports.push(MessageStatus::Displayed);
-    } else if message.report_delivered && was == MessageStatus::Sent {
-        reports.push(MessageStatus::Delivered);
     }
     Ok(Confirmed { message, reports })
 }
@@ -454,7 +457,11 @@ mod tests {
         let c2 = confirm(&c.message, "tel:+3", MessageStatus::Displayed).unwrap();
         assert_eq!(status(&c2.message, "tel:+2"), MessageStatus::Delivered);
         assert_eq!(status(&c2.message, "tel:+3"), MessageStatus::Displayed);
-        assert_eq!(c2.reports, [MessageStatus::Displayed]);
+        // Both asked for and Displayed reported straight away: Delivered, then Displayed.
+        assert_eq!(
+            c2.reports,
+            [MessageStatus::Delivered, MessageStatus::Displayed]
+        );
         // Displayed after Delivered reports Displayed only when asked; Delivered is not repeated.
         let c3 = confirm(&c.message, "tel:+2", MessageStatus::Displayed).unwrap();
         assert_eq!(c3.reports, [MessageStatus::Displayed]);
