@@ -141,7 +141,7 @@ impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
     type Json = OneOfJson<A::Json, B::Json>;
 
     fn decode(format: Format, body: &[u8], limits: &XmlLimits) -> Result<Self, ApiError> {
-        match root_name(format, body, limits) {
+        match root_name(format, body, limits, [A::NAME, B::NAME]) {
             Some(n) if n == A::NAME => decode::<A>(format, body, limits).map(OneOf::A),
             Some(n) if n == B::NAME => decode::<B>(format, body, limits).map(OneOf::B),
             Some(n) => Err(ApiError::invalid_input(format!(
@@ -160,15 +160,19 @@ impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
     }
 }
 
-/// The name of a body's root element (XML) or of its wrapper's key (JSON, an object of exactly
-/// one key); `None` when the body is not that much of a document.
-fn root_name(format: Format, body: &[u8], limits: &XmlLimits) -> Option<String> {
+/// The name of a body's root element (XML) or of its wrapper's key (JSON: an object of one
+/// key, or of several of which exactly one is one of the `roots`, so that the root's own
+/// decoder names the stray keys); `None` when the body is not that much of a document.
+fn root_name(format: Format, body: &[u8], limits: &XmlLimits, roots: [&str; 2]) -> Option<String> {
     match format {
         Format::Json => {
             let keys: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
                 serde_json::from_slice(body).ok()?;
-            let mut keys = keys.into_keys();
-            match (keys.next(), keys.next()) {
+            if keys.len() == 1 {
+                return keys.into_keys().next();
+            }
+            let mut known = keys.into_keys().filter(|k| roots.contains(&k.as_str()));
+            match (known.next(), known.next()) {
                 (Some(k), None) => Some(k),
                 _ => None,
             }
