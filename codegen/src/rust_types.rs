@@ -127,7 +127,14 @@ fn serde_attrs(f: &Field) -> TokenStream {
         Card::List { .. } => None,
     };
     let reader = match (&f.ty, f.card) {
+        (FieldType::String, Card::List { .. }) => {
+            Some("netapi_chat_runtime::json::strings".to_owned())
+        }
         (_, Card::List { .. }) => Some("netapi_chat_runtime::json::one_or_many".to_owned()),
+        (FieldType::String, _) => lenient(
+            "netapi_chat_runtime::json::string",
+            "netapi_chat_runtime::json::opt_string",
+        ),
         (FieldType::Bool, _) => lenient(
             "netapi_chat_runtime::json::bool",
             "netapi_chat_runtime::json::opt_bool",

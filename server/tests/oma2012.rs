@@ -525,6 +525,30 @@ in_json_and_xml!(refusals, refusals_in_json, refusals_in_xml);
 /// gateway tests), JSON and XML, each XML one valid against the published XSD: the server
 /// takes them as they are. Also the verbs: a method the resource does not have is 405 with
 /// its `Allow`.
+/// A JSON number or boolean where the schema has a string is read as its text (clients that
+/// build JSON with a generic XML-to-JSON converter type `12345`; the mirror of OMA's strings
+/// for numbers): the subscription is made and answers the values as strings. An object there
+/// is still refused.
+#[tokio::test]
+async fn a_number_in_a_string_field_is_read_as_its_text() {
+    let srv = Server::default_for_tests();
+    let url = srv.urls().oma2012_subscriptions(A);
+    let json = [("content-type", "application/json")];
+    let body = r#"{"chatNotificationSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/","callbackData":4711},"clientCorrelator":12345}}"#;
+    let a = send("POST", &url, &json, Some(body)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let sub: ChatNotificationSubscription = a.decode();
+    assert_eq!(sub.client_correlator.as_deref(), Some("12345"));
+    assert_eq!(
+        sub.callback_reference.callback_data.as_deref(),
+        Some("4711")
+    );
+    let bad = r#"{"chatNotificationSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"},"clientCorrelator":{"x":1}}}"#;
+    send("POST", &url, &json, Some(bad))
+        .await
+        .assert_error(400, "SVC0002", Format::Json);
+}
+
 #[tokio::test]
 async fn hand_written_2012_documents_and_verbs() {
     let srv = Server::default_for_tests();

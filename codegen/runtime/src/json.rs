@@ -66,6 +66,50 @@ pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
     Option::<IntLike>::deserialize(d)?.map(int_from).transpose()
 }
 
+/// A JSON scalar read as the text of a string field: a string as it is, a number or a
+/// boolean as its JSON text (`12345`, `true`): clients that build JSON with a generic
+/// XML-to-JSON converter type numeric-looking text (a `clientCorrelator` of `12345`), the
+/// mirror of OMA's strings for numbers. Objects and arrays stay refused.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum TextLike {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl TextLike {
+    fn text(self) -> String {
+        match self {
+            TextLike::Text(s) => s,
+            TextLike::Number(n) => n.to_string(),
+            TextLike::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// A string, or a number or boolean read as its JSON text ([`TextLike`]).
+pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    TextLike::deserialize(d)
+        .map(TextLike::text)
+        .map_err(|_: D::Error| de::Error::custom("expected a string"))
+}
+
+/// An optional string, or a number or boolean read as its JSON text; `null` is absent.
+pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<TextLike>::deserialize(d)
+        .map(|v| v.map(TextLike::text))
+        .map_err(|_: D::Error| de::Error::custom("expected a string"))
+}
+
+/// A list of strings ([`one_or_many`]), each item a string, number or boolean.
+pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(one_or_many::<D, TextLike>(d)?
+        .into_iter()
+        .map(TextLike::text)
+        .collect())
+}
+
 /// A list: an array, a single value standing for a one-item list, or `null` for none.
 pub fn one_or_many<'de, D: Deserializer<'de>, T: DeserializeOwned>(
     d: D,
@@ -95,6 +139,39 @@ mod tests {
         n: Option<i64>,
         #[serde(default, deserialize_with = "super::one_or_many")]
         l: Vec<String>,
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct S {
+        #[serde(deserialize_with = "super::string")]
+        s: String,
+        #[serde(default, deserialize_with = "super::opt_string")]
+        o: Option<String>,
+        #[serde(default, deserialize_with = "super::strings")]
+        l: Vec<String>,
+    }
+
+    #[test]
+    fn a_string_field_reads_a_number_or_boolean_as_its_text() {
+        let s: S = serde_json::from_str(r#"{"s":12345,"o":true,"l":[1.5,"x",false]}"#).unwrap();
+        assert_eq!(
+            s,
+            S {
+                s: "12345".into(),
+                o: Some("true".into()),
+                l: vec!["1.5".into(), "x".into(), "false".into()]
+            }
+        );
+        let n: S = serde_json::from_str(r#"{"s":"a","o":null,"l":7}"#).unwrap();
+        assert_eq!((n.o, n.l), (None, vec!["7".to_owned()]));
+        for bad in [
+            r#"{"s":{}}"#,
+            r#"{"s":[]}"#,
+            r#"{"s":null}"#,
+            r#"{"s":"a","o":{"x":1}}"#,
+        ] {
+            assert!(serde_json::from_str::<S>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

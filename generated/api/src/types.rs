@@ -72,7 +72,10 @@ impl XmlLeaf for NotificationFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CallbackReference {
     /// `notifyURL`: Absolute http(s) URL the notifications are POSTed to.
-    #[serde(rename = "notifyURL")]
+    #[serde(
+        rename = "notifyURL",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     #[schemars(length(max = 2048))]
     pub notify_url: String,
     /// `callbackData`: Opaque data echoed in every notification. At most 1024 characters: it is
@@ -81,7 +84,8 @@ pub struct CallbackReference {
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 1024))]
     pub callback_data: Option<String>,
@@ -130,8 +134,10 @@ impl Validate for CallbackReference {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Link {
     /// `rel`: The kind of resource linked, e.g. `ChatSessionInformation`.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub rel: String,
     /// `href`: Its URL.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub href: String,
 }
 
@@ -163,7 +169,10 @@ impl Validate for Link {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceReference {
     /// `resourceURL`.
-    #[serde(rename = "resourceURL")]
+    #[serde(
+        rename = "resourceURL",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub resource_url: String,
 }
 
@@ -222,15 +231,19 @@ impl From<ResourceReference> for ResourceReferenceRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceException {
     /// `messageId`.
-    #[serde(rename = "messageId")]
+    #[serde(
+        rename = "messageId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub message_id: String,
     /// `text`.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub text: String,
     /// `variables`.
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+        deserialize_with = "netapi_chat_runtime::json::strings"
     )]
     pub variables: Vec<String>,
 }
@@ -632,7 +645,8 @@ pub struct ChatSubscription {
     #[serde(
         rename = "clientCorrelator",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
@@ -640,7 +654,8 @@ pub struct ChatSubscription {
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -656,7 +671,8 @@ pub struct ChatSubscription {
     #[serde(
         rename = "statusReason",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 1024))]
     pub status_reason: Option<String>,
@@ -669,7 +685,8 @@ pub struct ChatSubscription {
     #[serde(
         rename = "signingSecret",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub signing_secret: Option<String>,
@@ -766,7 +783,10 @@ impl From<ChatSubscription> for ChatSubscriptionRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SubscriptionSecret {
     /// `signingSecret`: The new secret (`whsec_` + base64 of 24-64 bytes).
-    #[serde(rename = "signingSecret")]
+    #[serde(
+        rename = "signingSecret",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     #[schemars(length(max = 256))]
     pub signing_secret: String,
     /// `previousSecretExpires`: (set by the server) Until when the previous secret keeps signing
@@ -774,7 +794,8 @@ pub struct SubscriptionSecret {
     #[serde(
         rename = "previousSecretExpires",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 64))]
     pub previous_secret_expires: Option<String>,
@@ -936,7 +957,10 @@ pub struct ChatSubscriptionList {
     )]
     pub chat_notification_subscription: Vec<ChatNotificationSubscription>,
     /// `resourceURL`.
-    #[serde(rename = "resourceURL")]
+    #[serde(
+        rename = "resourceURL",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
@@ -1029,11 +1053,16 @@ impl From<ChatSubscriptionList> for ChatSubscriptionListRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeadLetter {
     /// `webhookId`: The `webhook-id` it was sent with and will be sent with again (`msg_<n>`).
-    #[serde(rename = "webhookId")]
+    #[serde(
+        rename = "webhookId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub webhook_id: String,
     /// `created`: When it was created (RFC 3339, UTC); a redelivery restarts it.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub created: String,
     /// `died`: When it became a dead letter (RFC 3339, UTC).
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub died: String,
     /// `attempts`: Delivery attempts made before it was given up (0 when it was queued behind a
     /// failing one).
@@ -1229,7 +1258,10 @@ pub struct DeadLetterList {
     )]
     pub dead_letter: Vec<DeadLetter>,
     /// `resourceURL`.
-    #[serde(rename = "resourceURL")]
+    #[serde(
+        rename = "resourceURL",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
@@ -1309,10 +1341,15 @@ impl From<DeadLetterList> for DeadLetterListRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantInformation {
     /// `address`: The participant's `tel:` or `sip:` URI; also its `participantId`.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     #[schemars(length(max = 256))]
     pub address: String,
     /// `name`: Display name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     #[schemars(length(max = 256))]
     pub name: Option<String>,
     /// `isOriginator`: (set by the server) True for the user who started the session.
@@ -1330,7 +1367,8 @@ pub struct ParticipantInformation {
     #[serde(
         rename = "clientCorrelator",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
@@ -1338,7 +1376,8 @@ pub struct ParticipantInformation {
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -1436,7 +1475,8 @@ pub struct ParticipantList {
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -1537,7 +1577,11 @@ impl From<ParticipantList> for ParticipantListRoot {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ChatSessionInformation {
     /// `subject`: Topic of the chat, shown with the invitation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     #[schemars(length(max = 1024))]
     pub subject: Option<String>,
     /// `participant`: (seed face) The invitees, at least one; the answer lists everyone. Absent in
@@ -1553,7 +1597,8 @@ pub struct ChatSessionInformation {
     #[serde(
         rename = "originatorAddress",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub originator_address: Option<String>,
@@ -1561,7 +1606,8 @@ pub struct ChatSessionInformation {
     #[serde(
         rename = "originatorName",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub originator_name: Option<String>,
@@ -1570,7 +1616,8 @@ pub struct ChatSessionInformation {
     #[serde(
         rename = "tParticipantAddress",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub t_participant_address: Option<String>,
@@ -1578,7 +1625,8 @@ pub struct ChatSessionInformation {
     #[serde(
         rename = "tParticipantName",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub t_participant_name: Option<String>,
@@ -1599,7 +1647,8 @@ pub struct ChatSessionInformation {
     #[serde(
         rename = "clientCorrelator",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
@@ -1607,7 +1656,8 @@ pub struct ChatSessionInformation {
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -1739,7 +1789,10 @@ pub struct ChatSessionList {
     )]
     pub chat_session_information: Vec<ChatSessionInformation>,
     /// `resourceURL`.
-    #[serde(rename = "resourceURL")]
+    #[serde(
+        rename = "resourceURL",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
@@ -1882,6 +1935,7 @@ impl From<ParticipantSessionStatus> for ParticipantSessionStatusRoot {
 pub struct ChatMessage {
     /// `text`: The message. Its limit is a server setting, `NETAPI_CHAT_MAX_TEXT_CHARS` (default
     /// 4096 characters); a longer text gets 400 SVC0002.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub text: String,
     /// `successReport`: Seed flag; true = report `Delivered` confirmations to the sender.
     #[serde(
@@ -1903,7 +1957,8 @@ pub struct ChatMessage {
     #[serde(
         rename = "clientCorrelator",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
@@ -1911,19 +1966,26 @@ pub struct ChatMessage {
     #[serde(
         rename = "senderAddress",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub sender_address: Option<String>,
     /// `dateTime`: (set by the server) When the server accepted it, RFC 3339 UTC.
-    #[serde(rename = "dateTime", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dateTime",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     #[schemars(length(max = 64))]
     pub date_time: Option<String>,
     /// `resourceURL`: (set by the server) This message, under the requesting user.
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -2027,7 +2089,10 @@ pub struct ChatMessageList {
     )]
     pub chat_message: Vec<ChatMessage>,
     /// `resourceURL`.
-    #[serde(rename = "resourceURL")]
+    #[serde(
+        rename = "resourceURL",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
@@ -2168,7 +2233,11 @@ impl From<MessageDeliveryStatus> for MessageDeliveryStatusRoot {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct GroupChatSessionInformation {
     /// `subject`: Topic of the chat, shown with the invitation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     #[schemars(length(max = 1024))]
     pub subject: Option<String>,
     /// `participant`.
@@ -2182,7 +2251,8 @@ pub struct GroupChatSessionInformation {
     #[serde(
         rename = "clientCorrelator",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
@@ -2190,7 +2260,8 @@ pub struct GroupChatSessionInformation {
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -2342,18 +2413,27 @@ impl From<MessageStatusReport> for MessageStatusReportRoot {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct IsComposing {
     /// `state`: `active` or `idle` (RFC 3994; lower case).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     #[schemars(length(max = 64))]
     pub state: Option<String>,
     /// `status`: The GSMA gateways' spelling of `state`, read as it (never sent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     #[schemars(length(max = 64))]
     pub status: Option<String>,
     /// `lastActive`: When the user was last active (RFC 3339), mainly with `idle`.
     #[serde(
         rename = "lastActive",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 64))]
     pub last_active: Option<String>,
@@ -2361,7 +2441,8 @@ pub struct IsComposing {
     #[serde(
         rename = "contentType",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub content_type: Option<String>,
@@ -2473,7 +2554,8 @@ pub struct ChatNotificationSubscription {
     #[serde(
         rename = "clientCorrelator",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
@@ -2507,7 +2589,8 @@ pub struct ChatNotificationSubscription {
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -2596,16 +2679,24 @@ impl From<ChatNotificationSubscription> for ChatNotificationSubscriptionRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionInvitationNotification {
     /// `subject`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub subject: Option<String>,
     /// `originatorAddress`.
-    #[serde(rename = "originatorAddress")]
+    #[serde(
+        rename = "originatorAddress",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub originator_address: String,
     /// `originatorName`.
     #[serde(
         rename = "originatorName",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub originator_name: Option<String>,
     /// `participant`: Everyone in the session, the invitee included.
@@ -2616,13 +2707,17 @@ pub struct SessionInvitationNotification {
     )]
     pub participant: Vec<ParticipantInformation>,
     /// `sessionId`.
-    #[serde(rename = "sessionId")]
+    #[serde(
+        rename = "sessionId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub session_id: String,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`: `ChatSessionInformation` (the session) and `ParticipantSessionStatus` (POST here to
@@ -2719,9 +2814,14 @@ impl From<SessionInvitationNotification> for SessionInvitationNotificationRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantStatusEntry {
     /// `address`.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub address: String,
     /// `name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub name: Option<String>,
     /// `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -2787,13 +2887,17 @@ pub struct ParticipantStatusNotification {
     #[serde(deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub participant: Vec<ParticipantStatusEntry>,
     /// `sessionId`.
-    #[serde(rename = "sessionId")]
+    #[serde(
+        rename = "sessionId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub session_id: String,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`.
@@ -2890,17 +2994,22 @@ pub struct ChatEventNotification {
     #[serde(
         rename = "eventDescription",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub event_description: Option<String>,
     /// `sessionId`.
-    #[serde(rename = "sessionId")]
+    #[serde(
+        rename = "sessionId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub session_id: String,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`.
@@ -2989,13 +3098,17 @@ impl From<ChatEventNotification> for ChatEventNotificationRoot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageNotification {
     /// `senderAddress`.
-    #[serde(rename = "senderAddress")]
+    #[serde(
+        rename = "senderAddress",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub sender_address: String,
     /// `senderName`.
     #[serde(
         rename = "senderName",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub sender_name: Option<String>,
     /// `chatMessage`.
@@ -3013,19 +3126,33 @@ pub struct MessageNotification {
     )]
     pub is_composing: Option<IsComposing>,
     /// `dateTime`.
-    #[serde(rename = "dateTime", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dateTime",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub date_time: Option<String>,
     /// `sessionId`.
-    #[serde(rename = "sessionId")]
+    #[serde(
+        rename = "sessionId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub session_id: String,
     /// `messageId`.
-    #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "messageId",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub message_id: Option<String>,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`: `ChatMessage` (the message) and `MessageStatusReport` (POST here to confirm
@@ -3137,26 +3264,43 @@ pub struct MessageDeliveryNotification {
     #[serde(
         rename = "recipientAddress",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub recipient_address: Option<String>,
     /// `errorCode`.
-    #[serde(rename = "errorCode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "errorCode",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub error_code: Option<String>,
     /// `description`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub description: Option<String>,
     /// `messageId`.
-    #[serde(rename = "messageId")]
+    #[serde(
+        rename = "messageId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub message_id: String,
     /// `sessionId`.
-    #[serde(rename = "sessionId")]
+    #[serde(
+        rename = "sessionId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub session_id: String,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`.
@@ -3256,7 +3400,8 @@ pub struct SubscriptionCancellationNotification {
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`.
@@ -3344,39 +3489,50 @@ impl From<SubscriptionCancellationNotification> for SubscriptionCancellationNoti
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChatSessionInvitationNotification {
     /// `subject`.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub subject: String,
     /// `originatorAddress`.
-    #[serde(rename = "originatorAddress")]
+    #[serde(
+        rename = "originatorAddress",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub originator_address: String,
     /// `originatorName`.
     #[serde(
         rename = "originatorName",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub originator_name: Option<String>,
     /// `tParticipantAddress`.
     #[serde(
         rename = "tParticipantAddress",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub t_participant_address: Option<String>,
     /// `tParticipantName`.
     #[serde(
         rename = "tParticipantName",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub t_participant_name: Option<String>,
     /// `sessionId`.
-    #[serde(rename = "sessionId")]
+    #[serde(
+        rename = "sessionId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub session_id: String,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`: `ChatSessionInformation` (`oneToOne/{originator}/{sessionId}`, DELETE declines) and
@@ -3474,6 +3630,7 @@ impl From<ChatSessionInvitationNotification> for ChatSessionInvitationNotificati
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GroupSessionInvitationNotification {
     /// `subject`.
+    #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub subject: String,
     /// `participant`.
     #[serde(
@@ -3483,13 +3640,17 @@ pub struct GroupSessionInvitationNotification {
     )]
     pub participant: Vec<ParticipantInformation>,
     /// `sessionId`.
-    #[serde(rename = "sessionId")]
+    #[serde(
+        rename = "sessionId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub session_id: String,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`: `ParticipantInformation` (the invitee's participant, DELETE declines),
@@ -3584,19 +3745,32 @@ pub struct MessageStatusNotification {
     /// `status`.
     pub status: MessageStatus,
     /// `errorCode`.
-    #[serde(rename = "errorCode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "errorCode",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub error_code: Option<String>,
     /// `description`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
     pub description: Option<String>,
     /// `messageId`.
-    #[serde(rename = "messageId")]
+    #[serde(
+        rename = "messageId",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub message_id: String,
     /// `callbackData`.
     #[serde(
         rename = "callbackData",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     pub callback_data: Option<String>,
     /// `link`: `MessageStatusReport`: the message's status under this tree (GET reads it).
@@ -3773,7 +3947,8 @@ pub struct ChannelData {
     #[serde(
         rename = "channelURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub channel_url: Option<String>,
@@ -3845,7 +4020,8 @@ pub struct NotificationChannel {
     #[serde(
         rename = "clientCorrelator",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub client_correlator: Option<String>,
@@ -3853,7 +4029,8 @@ pub struct NotificationChannel {
     #[serde(
         rename = "applicationTag",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 256))]
     pub application_tag: Option<String>,
@@ -3882,7 +4059,8 @@ pub struct NotificationChannel {
     #[serde(
         rename = "callbackURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub callback_url: Option<String>,
@@ -3890,7 +4068,8 @@ pub struct NotificationChannel {
     #[serde(
         rename = "resourceURL",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
@@ -3999,7 +4178,10 @@ pub struct NotificationChannelList {
     )]
     pub notification_channel: Vec<NotificationChannel>,
     /// `resourceURL`.
-    #[serde(rename = "resourceURL")]
+    #[serde(
+        rename = "resourceURL",
+        deserialize_with = "netapi_chat_runtime::json::string"
+    )]
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
