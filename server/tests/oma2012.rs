@@ -549,6 +549,37 @@ async fn a_number_in_a_string_field_is_read_as_its_text() {
         .assert_error(400, "SVC0002", Format::Json);
 }
 
+/// A 404 on this tree names the URL the client used, under `/chat/v1/` (it named the seed
+/// face's session URL for a group or one-to-one session that does not exist).
+#[tokio::test]
+async fn a_missing_session_is_named_as_the_client_asked_for_it() {
+    let srv = Server::default_for_tests();
+    let urls = srv.urls();
+    let cases = [
+        (
+            urls.group_session(A, "nosuch"),
+            urls.group_session(A, "nosuch"),
+        ),
+        (
+            urls.group_message_status(A, "nosuch", "m"),
+            urls.group_session(A, "nosuch"),
+        ),
+        (
+            urls.one_to_one_message_status(A, B, "nosuch", "m"),
+            urls.one_to_one_session(A, B, "nosuch"),
+        ),
+    ];
+    for f in [Format::Json, Format::Xml] {
+        for (url, named) in &cases {
+            let e = send_empty("GET", url, f)
+                .await
+                .assert_error(404, "SVC2008", f);
+            let v = e.service_exception.expect("a serviceException").variables;
+            assert_eq!(v, [named.clone()], "{url}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn hand_written_2012_documents_and_verbs() {
     let srv = Server::default_for_tests();

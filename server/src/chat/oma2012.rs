@@ -900,7 +900,10 @@ impl Chat {
             return adhoc_with(mine, user, other)
                 .ok_or_else(|| missing(&self.urls.one_to_one_session(user, other, ADHOC)));
         }
-        let s = self.visible(state, user, sid)?;
+        // The 404 names the URL the client used, under this tree.
+        let s = self
+            .visible(state, user, sid)
+            .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))?;
         match peer(s, user) {
             Some(p) if p == other => Ok(s),
             _ => Err(missing(&self.urls.one_to_one_session(user, other, sid))),
@@ -1141,7 +1144,10 @@ impl Chat {
     /// Session `sid` if it is a group session `user` sees; the `404` of a session that never
     /// existed otherwise (a one-to-one session included).
     fn group<'a>(&self, state: &'a State, user: &str, sid: &str) -> Result<&'a Session, ApiError> {
-        let s = self.visible(state, user, sid)?;
+        // The 404 names the URL the client used, under this tree.
+        let s = self
+            .visible(state, user, sid)
+            .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
         if s.group {
             Ok(s)
         } else {
