@@ -539,3 +539,65 @@ async fn failed_authentication_is_rate_limited_per_address() {
         }
     }
 }
+
+/// XML bodies in the encodings XML 1.0 makes every processor read (UTF-16 with its byte order
+/// mark) or that declare ISO-8859-1, and a `utf-16` declaration on UTF-8 bytes (.NET's
+/// `XmlSerializer` over a `StringWriter`), are read as the message they hold; an encoding
+/// outside those is refused 400, naming it.
+#[tokio::test]
+async fn xml_in_utf16_latin1_or_declared_utf16_is_read() {
+    let srv = Server::default_for_tests();
+    let sid = support::chat::connected_session(&srv, ALICE, &docs::session("enc", &[BOB])).await;
+    let url = srv.urls().messages(ALICE, &sid);
+    let doc = |enc: &str, text: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="{enc}"?><chat:chatMessage xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><text>{text}</text></chat:chatMessage>"#
+        )
+    };
+    let utf16 = doc("UTF-16", "café 16");
+    let le: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(utf16.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let mut latin1: Vec<u8> = doc("ISO-8859-1", "caf").into_bytes();
+    let at = latin1.len() - "</text></chat:chatMessage>".len();
+    latin1.insert(at, 0xE9); // é in ISO-8859-1
+    let bodies = [
+        (le, "café 16"),
+        (latin1, "café"),
+        (doc("utf-16", "declared").into_bytes(), "declared"),
+    ];
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>| {
+        http.post(&url)
+            .bearer_auth(support::APP_TOKEN)
+            .header("content-type", "application/xml")
+            .header("accept", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, text) in bodies {
+        let a = post(body).await.expect("send");
+        let status = a.status().as_u16();
+        let location = a
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            status,
+            201,
+            "{text}: {}",
+            a.text().await.unwrap_or_default()
+        );
+        let m: netapi_chat_api::ChatMessage =
+            send_empty("GET", &location, Format::Json).await.decode();
+        assert_eq!(m.text, text);
+    }
+    let a = post(doc("Shift_JIS", "x").into_bytes())
+        .await
+        .expect("send");
+    assert_eq!(a.status().as_u16(), 400);
+    assert!(a.text().await.unwrap_or_default().contains("Shift_JIS"));
+}

@@ -54,23 +54,99 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
 /// The UTF-8 byte order mark, accepted and skipped at the start of input.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The encodings a document may be in, and may declare: UTF-8; UTF-16 with its byte order
+/// mark (XML 1.0 §4.3.3 makes both mandatory for every processor); and ISO-8859-1 and
+/// US-ASCII when declared. A `UTF-16` declaration on UTF-8 bytes without a byte order mark
+/// is read as the UTF-8 it is (.NET's `XmlSerializer` over a `StringWriter` declares
+/// `utf-16` whatever it is sent as). Anything else is refused, naming the encoding.
+const ENCODINGS: [&str; 6] = [
+    "UTF-8",
+    "UTF-16",
+    "UTF-16LE",
+    "UTF-16BE",
+    "ISO-8859-1",
+    "US-ASCII",
+];
+
+/// The document as text: UTF-8 (its byte order mark skipped), UTF-16 told by its byte order
+/// mark, or the single-byte encoding its declaration names (ISO-8859-1, US-ASCII); and how
+/// many bytes were skipped before the text (for error positions in UTF-8 input).
+fn decode_text(input: &[u8]) -> Result<(std::borrow::Cow<'_, str>, usize), XmlError> {
+    let utf16 = |units: &[u8], from: fn([u8; 2]) -> u16| {
+        if !units.len().is_multiple_of(2) {
+            return Err(XmlError::Syntax(
+                "the UTF-16 document has an odd number of bytes".to_owned(),
+            ));
+        }
+        let units: Vec<u16> = units.chunks_exact(2).map(|c| from([c[0], c[1]])).collect();
+        String::from_utf16(&units).map_err(|_| {
+            XmlError::Syntax("the UTF-16 document holds an unpaired surrogate".to_owned())
+        })
+    };
+    if let Some(rest) = input.strip_prefix(b"\xFF\xFE") {
+        return Ok((utf16(rest, u16::from_le_bytes)?.into(), 0));
+    }
+    if let Some(rest) = input.strip_prefix(b"\xFE\xFF") {
+        return Ok((utf16(rest, u16::from_be_bytes)?.into(), 0));
+    }
+    let (offset, body) = match input.strip_prefix(UTF8_BOM) {
+        Some(rest) => (UTF8_BOM.len(), rest),
+        None => (0, input),
+    };
+    match declared_encoding(body)
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        Some("ISO-8859-1" | "LATIN1" | "ISO_8859-1") => {
+            // Each byte is the code point of the same value.
+            Ok((
+                body.iter()
+                    .map(|b| char::from(*b))
+                    .collect::<String>()
+                    .into(),
+                offset,
+            ))
+        }
+        Some("US-ASCII" | "ASCII") if !body.is_ascii() => Err(XmlError::Syntax(
+            "the document declares US-ASCII but holds bytes above 0x7F".to_owned(),
+        )),
+        _ => {
+            let text = std::str::from_utf8(body).map_err(|e| {
+                XmlError::Syntax(format!(
+                    "document is not valid UTF-8 (invalid byte sequence at byte {}); UTF-8, \
+                     UTF-16 with a byte order mark, or a declared ISO-8859-1 are accepted",
+                    e.valid_up_to() + offset
+                ))
+            })?;
+            Ok((text.into(), offset))
+        }
+    }
+}
+
+/// The `encoding` of an XML declaration at the very start of `body`, read as ASCII (every
+/// encoding sniffed here writes its declaration in ASCII); `None` without one.
+fn declared_encoding(body: &[u8]) -> Option<&str> {
+    let decl = body.strip_prefix(b"<?xml")?;
+    let end = decl.windows(2).position(|w| w == b"?>")?;
+    let decl = std::str::from_utf8(&decl[..end]).ok()?;
+    let at = decl.find("encoding")?;
+    let rest = decl[at + "encoding".len()..]
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
+    let quote = rest.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+    let value = &rest[1..];
+    value.find(quote).map(|close| &value[..close])
+}
+
 /// Parses an untrusted XML document into an [`Element`] tree.
 ///
 /// This is the only entry point for XML input: it enforces `limits`, refuses
 /// DOCTYPE and non-predefined entities, resolves namespaces and checks
 /// well-formedness (exactly one root, balanced tags, no stray content).
 pub fn parse_document(input: &[u8], limits: &XmlLimits) -> Result<Element, XmlError> {
-    let (offset, body) = match input.strip_prefix(UTF8_BOM) {
-        Some(rest) => (UTF8_BOM.len(), rest),
-        None => (0, input),
-    };
-    let text = std::str::from_utf8(body).map_err(|e| {
-        XmlError::Syntax(format!(
-            "document is not valid UTF-8 (invalid byte sequence at byte {}); only UTF-8 is accepted",
-            e.valid_up_to() + offset
-        ))
-    })?;
-    let mut reader = NsReader::from_str(text);
+    let (text, offset) = decode_text(input)?;
+    let mut reader = NsReader::from_str(&text);
     let config = reader.config_mut();
     config.check_end_names = true;
     config.check_comments = true;
@@ -122,12 +198,18 @@ impl<'i> Parser<'i, '_> {
                                 .to_owned(),
                         ));
                     }
+                    // The text was decoded by what the byte order mark or the declaration
+                    // said ([`decode_text`]); a declaration of another encoding is refused.
                     if let Some(Ok(encoding)) = decl.encoding()
-                        && !encoding.eq_ignore_ascii_case("UTF-8")
+                        && !ENCODINGS.iter().any(|e| encoding.eq_ignore_ascii_case(e))
+                        && !["LATIN1", "ISO_8859-1", "ASCII"]
+                            .iter()
+                            .any(|e| encoding.eq_ignore_ascii_case(e))
                     {
                         return Err(XmlError::Syntax(format!(
-                            "the document declares encoding `{}`; only UTF-8 is accepted",
-                            quote_input(&encoding)
+                            "the document declares encoding `{}`; accepted: {}",
+                            quote_input(&encoding),
+                            ENCODINGS.join(", ")
                         )));
                     }
                 }

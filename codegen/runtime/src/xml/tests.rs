@@ -374,7 +374,9 @@ fn malformed_documents() {
     syntax(b"text<a/>");
     syntax(b"<a>\xff\xfe</a>");
     syntax(b"<a>&</a>");
-    syntax(br#"<?xml version="1.0" encoding="ISO-8859-1"?><a/>"#);
+    syntax(br#"<?xml version="1.0" encoding="Shift_JIS"?><a/>"#);
+    syntax(b"<?xml version=\"1.0\" encoding=\"US-ASCII\"?><a>\xc3\xa9</a>");
+    syntax(b"\xFF\xFE<\x00a\x00/"); // odd length
     syntax(b"<a>\x01</a>");
     assert!(
         parse_document(
@@ -385,6 +387,30 @@ fn malformed_documents() {
     );
     let err = parse_document(b"<a>\xff</a>", &limits()).unwrap_err();
     assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
+/// UTF-16 with its byte order mark (either order), ISO-8859-1 and US-ASCII when declared,
+/// and a `utf-16` declaration on UTF-8 bytes (.NET) all read as the same document.
+#[test]
+fn the_encodings_xml_requires_and_declared_single_byte_ones_are_read() {
+    let doc = r#"<?xml version="1.0" encoding="UTF-16"?><a>café</a>"#;
+    let le: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(doc.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let be: Vec<u8> = [0xFE, 0xFF]
+        .into_iter()
+        .chain(doc.encode_utf16().flat_map(u16::to_be_bytes))
+        .collect();
+    let mut latin1 = br#"<?xml version="1.0" encoding="ISO-8859-1"?><a>caf"#.to_vec();
+    latin1.extend([0xE9]);
+    latin1.extend(b"</a>");
+    for input in [le, be, latin1, doc.as_bytes().to_vec()] {
+        let root = parse_document(&input, &limits()).expect("parse");
+        assert_eq!((root.name.as_str(), root.text.as_str()), ("a", "café"));
+    }
+    let ascii = br#"<?xml version='1.0' encoding='us-ascii'?><a>cafe</a>"#;
+    assert_eq!(parse_document(ascii, &limits()).unwrap().text, "cafe");
 }
 
 #[test]
