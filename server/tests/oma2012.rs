@@ -575,7 +575,7 @@ async fn a_missing_session_is_named_as_the_client_asked_for_it() {
                 .await
                 .assert_error(404, "SVC2008", f);
             let v = e.service_exception.expect("a serviceException").variables;
-            assert_eq!(v, [named.clone()], "{url}");
+            assert_eq!(v, std::slice::from_ref(named), "{url}");
         }
     }
 }
