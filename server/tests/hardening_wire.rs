@@ -543,7 +543,7 @@ async fn failed_authentication_is_rate_limited_per_address() {
 /// XML bodies in the encodings XML 1.0 makes every processor read (UTF-16 with its byte order
 /// mark) or that declare ISO-8859-1, and a `utf-16` declaration on UTF-8 bytes (.NET's
 /// `XmlSerializer` over a `StringWriter`), are read as the message they hold; an encoding
-/// outside those is refused 400, naming it.
+/// outside those is refused 400, naming it. A JSON body may start with a byte order mark.
 #[tokio::test]
 async fn xml_in_utf16_latin1_or_declared_utf16_is_read() {
     let srv = Server::default_for_tests();
@@ -595,6 +595,16 @@ async fn xml_in_utf16_latin1_or_declared_utf16_is_read() {
             send_empty("GET", &location, Format::Json).await.decode();
         assert_eq!(m.text, text);
     }
+    // A JSON body may start with a byte order mark too (RFC 8259 §8.1).
+    let bom = http
+        .post(&url)
+        .bearer_auth(support::APP_TOKEN)
+        .header("content-type", "application/json")
+        .body(b"\xEF\xBB\xBF{\"chatMessage\":{\"text\":\"bom\"}}".to_vec())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bom.status().as_u16(), 201);
     let a = post(doc("Shift_JIS", "x").into_bytes())
         .await
         .expect("send");

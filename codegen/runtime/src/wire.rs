@@ -76,7 +76,7 @@ pub fn encode<T: Document>(format: Format, value: &T) -> Vec<u8> {
 pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> Result<T, ApiError> {
     match format {
         Format::Json => {
-            let value = serde_json::from_slice::<T::Json>(body)
+            let value = serde_json::from_slice::<T::Json>(json_text(body))
                 .map(T::from_json)
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
             value
@@ -94,6 +94,12 @@ pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> R
             Ok(value)
         }
     }
+}
+
+/// A JSON body without the UTF-8 byte order mark some clients put first (RFC 8259 §8.1
+/// lets a parser ignore it; the XML reader skips it too).
+fn json_text(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
 }
 
 fn xml_error(root: &str, e: XmlError) -> ApiError {
@@ -167,7 +173,7 @@ fn root_name(format: Format, body: &[u8], limits: &XmlLimits, roots: [&str; 2]) 
     match format {
         Format::Json => {
             let keys: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
-                serde_json::from_slice(body).ok()?;
+                serde_json::from_slice(json_text(body)).ok()?;
             if keys.len() == 1 {
                 return keys.into_keys().next();
             }
