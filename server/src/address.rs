@@ -1,4 +1,5 @@
-//! User addresses: the `tel:` and `sip:` URIs that name chat users, and how they appear in URLs.
+//! User addresses: the `tel:`, `sip:` and `acr:` URIs that name chat users, and how they appear
+//! in URLs.
 
 use netapi_chat_runtime::ApiError;
 /// Percent-encodes an address (or any id) for use as one path segment (`tel:+1555` →
@@ -7,7 +8,8 @@ pub use netapi_chat_runtime::url::encode_segment;
 
 /// The one spelling of an address that the server stores, compares and answers with: scheme in
 /// lower case; for `tel:`, visual separators (`-.()`, RFC 3966) removed; for `sip:`/`sips:`,
-/// the host in lower case (RFC 3261; the user part is case-sensitive and kept).
+/// the host in lower case (RFC 3261; the user part is case-sensitive and kept); an `acr:`
+/// reference as given (it is opaque).
 pub fn canonical(address: &str) -> Result<String, ApiError> {
     validate(address)?;
     let (scheme, rest) = address
@@ -29,7 +31,9 @@ pub fn canonical(address: &str) -> Result<String, ApiError> {
 }
 
 /// Checks that `address` is a user address this server serves: `tel:` with a global number
-/// (`tel:+` and 3–15 digits, visual separators `-.()` allowed) or `sip:`/`sips:` with `user@host`.
+/// (`tel:+` and 3–15 digits, visual separators `-.()` allowed), `sip:`/`sips:` with
+/// `user@host`, or an anonymous customer reference `acr:` + unreserved characters (OMA; not
+/// `acr:auth`, the keyword for the token's own user).
 pub fn validate(address: &str) -> Result<(), ApiError> {
     if is_valid(address) {
         Ok(())
@@ -53,6 +57,15 @@ fn is_valid(address: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_digit() || "-.()".contains(c))
             && digits.starts_with(|c: char| c.is_ascii_digit());
+    }
+    // An anonymous customer reference (OMA `acr:`): an opaque token of unreserved characters,
+    // compared as given; `acr:auth` is OMA's keyword for the token's own user, never an address.
+    if let Some(reference) = lower.strip_prefix("acr:") {
+        return !reference.is_empty()
+            && reference != "auth"
+            && address[4..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c));
     }
     let rest = lower
         .strip_prefix("sips:")
@@ -89,6 +102,8 @@ mod tests {
             "sip:alice@example.com",
             "sips:bob@10.0.0.1:5061",
             "SIP:Carol@Example.COM",
+            "acr:pseudonym123",
+            "ACR:Ab-9_x.~",
         ] {
             assert!(is_valid(ok), "{ok}");
         }
@@ -104,6 +119,11 @@ mod tests {
             "mailto:a@b.c",
             "sip:alice@",
             "tel:+1555 123",
+            "acr:",
+            "acr:auth",
+            "acr:a b",
+            "acr:a@b",
+            "acr:a/b",
         ] {
             assert!(!is_valid(bad), "{bad}");
         }
@@ -124,6 +144,7 @@ mod tests {
             "sip:Bob@example.com"
         );
         assert_eq!(canonical("sips:a@B.org").unwrap(), "sips:a@b.org");
+        assert_eq!(canonical("ACR:PseudoNym").unwrap(), "acr:PseudoNym");
         assert!(canonical("bogus").is_err());
     }
 

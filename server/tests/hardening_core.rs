@@ -518,3 +518,42 @@ async fn full_disk_answers_503_then_stops() {
         "the message says what happened: {err}"
     );
 }
+
+/// An anonymous customer reference (OMA `acr:`) is a user address like `tel:` and `sip:`:
+/// such a user subscribes, chats with a `tel:` user, and is named as given in what the other
+/// side receives, in both formats; `acr:auth` stays the keyword, never a participant.
+#[tokio::test]
+async fn an_acr_user_chats_like_any_other() {
+    use netapi_chat_api::{MessageNotification, SessionInvitationNotification};
+    let srv = support::Server::default_for_tests();
+    let acr = "acr:Pseudonym-123";
+    let tel = "tel:+15551230077";
+    for f in [Format::Json, Format::Xml] {
+        let (la, lt) = (
+            support::Listener::start().await,
+            support::Listener::start().await,
+        );
+        support::chat::subscribe(&srv, acr, &la, f).await;
+        support::chat::subscribe(&srv, tel, &lt, f).await;
+        let sid =
+            support::chat::connected_session(&srv, acr, &support::docs::session("acr", &[tel]))
+                .await;
+        let got = lt.wait_for(1).await;
+        let inv: SessionInvitationNotification = got[0].decode();
+        assert_eq!(inv.originator_address, acr, "{f:?}");
+        let url = srv.urls().messages(acr, &sid);
+        let a = support::send_doc("POST", &url, f, &support::docs::message("hello")).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        let got = lt.wait_for(2).await;
+        let m: MessageNotification = got[1].decode();
+        assert_eq!(m.sender_address, acr, "{f:?}");
+    }
+    let a = support::send_doc(
+        "POST",
+        &srv.urls().chat_sessions(tel),
+        Format::Json,
+        &support::docs::session("keyword", &["acr:auth"]),
+    )
+    .await;
+    a.assert_error(400, "SVC0004", Format::Json);
+}

@@ -89,7 +89,7 @@ impl ApiError {
         Self::service(
             StatusCode::BAD_REQUEST,
             "SVC0004",
-            "No valid addresses provided in message part %1 (expected a tel: or sip: URI)",
+            "No valid addresses provided in message part %1 (expected a tel:, sip: or acr: URI)",
             address,
         )
     }

@@ -4458,7 +4458,7 @@ pub mod types {
 }
 
 #[derive(Clone, Debug)]
-#[doc = "Client for OMA RESTful Network API for Chat (netapi-chat)\n\nApplications act for chat users (`tel:` / `sip:` addresses) over HTTP: subscribe to chat\nnotifications, start 1-1 and group chats, invite, accept, decline, leave and re-join, send\nmessages and confirm their delivery.\n\n**Sources and precedence.** The resource tree, verbs and structure names are those of the OMA\nchange request OMA-ARC-REST-NetAPI-2011-0093 (\"Flows section of the Chat API\", the *seed*,\nsections 7.1.1-7.1.10). Where the seed is silent, field names, enumerations, common types,\nnamespaces, JSON wrapping and error codes follow OMA REST NetAPI Chat 2012 (V1_0-20120509-C)\nand OMA REST NetAPI Common. Decisions where both are silent are written on the operation or\nschema they concern, each marked **Decision**.\n\n**Wire formats.** Every request body may be JSON (`application/json`, `*+json`) or XML\n(`application/xml`, `text/xml`, `*+xml`); anything else is refused with 415. The response\nformat follows `Accept` (q-values and wildcards honoured; 406 when neither fits). **Decision\n(no preference):** when `Accept` is absent or does not prefer one format (`*/*`, equal\nweights), the answer is in the request body's format, else JSON, so a client that sends XML\nreads XML. Every response carries `Vary: Accept`. JSON bodies are one object whose single key\nis the XML root element's name (`{\"chatMessage\": {...}}`); XML bodies have a root element in\nthe chat namespace `urn:oma:xml:rest:netapi:chat:1` (prefix `chat`) or, for common types, the\ncommon namespace `urn:oma:xml:rest:netapi:common:1` (prefix `common`), or for the\nnotification channel (tag `channels`) the namespace\n`urn:oma:xml:rest:netapi:notificationchannel:1` (prefix `nc`); child elements are\nunqualified and appear in the order given here. XML documents with a DOCTYPE are refused.\nAn XML body is UTF-8, UTF-16 with its byte order mark (the two XML requires every reader\nto take), or declares ISO-8859-1 or US-ASCII; a `utf-16` declaration on UTF-8 bytes is\nread as UTF-8 (.NET's serializers write one); other encodings are `400`, naming it (a\n`charset` parameter other than UTF-8 on the `Content-Type` is `415`). Answers are UTF-8.\nBodies are capped (64 KiB by default); larger ones get 413. JSON input is read as both of\nOMA's JSON mappings write it: numbers and booleans as strings (`\"60\"`, `\"true\"`), one item\nwhere a list is expected, `null` for an empty element, and a number or boolean where a\nstring is expected, read as its text (`\"clientCorrelator\": 12345`); answers are always\nthe structure-aware form (native numbers and booleans, arrays for lists).\n\n**Errors.** Every error is an OMA `requestError` in the negotiated format, holding a\n`serviceException` (SVCnnnn, mostly 400/404/409) or a `policyException` (POLnnnn, 403).\n**Decision (statuses HTTP defines):** a policy refusal for which HTTP has a status of its\nown gets that status, its `policyException` still naming the policy: `401` (`POL0001`,\nno or bad credentials, with `WWW-Authenticate`), `413` (`POL2004`, body too large), `415`\n(`POL0011`, media type) and `429` (`POL2005`, rate, with `Retry-After`); a client that\nbranches on the exception kind reads the same `requestError` either way.\n**Decision (storage failure):** when the server's storage fails, the request whose change\ncould not be stored, and any request arriving while the server stops, get\n`503 SVC2001` (no server resources; the request was not carried out), then the process\nstops (fail-stop: a restart reloads a consistent state). Any operation may answer so.\n\n**Lists are paged.** **Decision (paging; OMA 2012 pages no list):** every list operation\n(`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`,\n`listDeadLetters`, `listNotificationChannels`) answers\nat most one page, in creation order, so that no answer grows with a user's history. A\nclient that sends no paging parameter gets the first `maxEntries` (default 100) entries,\nexactly the body OMA defines; when more follow, the answer carries the URL of the next page\ntwice: as an HTTP `Link: <url>; rel=\"next\"` header (RFC 8288) and as an OMA Common `link`\nelement with `rel=\"next\"` at the end of the list body (an optional element after the\nsequence OMA defines, so an OMA client that does not know it still reads the list). The\nlast page has neither. The next page's URL carries `maxEntries` and an opaque `cursor`;\nfollow it as given. A cursor is a position in creation order, not a resource: it stays\nvalid when the entry it was taken after is gone (the walk just goes on from there), and an\nentry created while a client walks the list is found on a later page. A `maxEntries`\noutside 1-1000 or a cursor this server did not make is `400 SVC0002` (refused, not\nclamped, as every other limit of this API).\n\n**Messages are kept for a retention period.** **Decision (retention; OMA 2012 keeps no\nhistory rule):** a message, with its delivery status, is kept for the server's retention\nperiod (30 days unless the operator set another) after it was sent, then purged in the\nbackground. A purged message answers exactly as one that never existed: `404 SVC2008` on\nthe message and its status, `404` to a delivery confirmation, absent from\n`listMessages`; a `cursor` taken before the purge still works. A resend with the same\n`clientCorrelator` after the first message was purged creates a new message. The session\nitself stays as long as it is not ended (an ended session is gone at once, with its\nmessages).\n\n**Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,\n`sip:alice@example.com`), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are\ncompared in a canonical form: scheme and SIP host in lower case, `tel:` visual separators\n(`-.()`) removed, so `tel:+1-555-123-0001` and `tel:+15551230001` are one user; the server\nanswers with the canonical form. Anything else is `400 SVC0004`. A session has one\n`sessionId` shared by all its participants: each reaches it under its own `userId`. A user\nsees only sessions it takes part in; anything else is 404, exactly as if it did not exist.\n\n**This file is the source.** Each schema with an `xml.name` is a document root; its JSON\nwrapper `<Name>Root` (one property, the root element's name) is derived from it by\n`cargo xtask codegen` and appears in the published document\n`generated/openapi/chat.openapi.json`, which is also served at `GET /openapi.json`. The XSDs\nfor the XML face (`generated/xsd/`) are derived from the `xml` objects and the property\norder written here.\n\n\nVersion: 1.0.0"]
+#[doc = "Client for OMA RESTful Network API for Chat (netapi-chat)\n\nApplications act for chat users (`tel:` / `sip:` addresses) over HTTP: subscribe to chat\nnotifications, start 1-1 and group chats, invite, accept, decline, leave and re-join, send\nmessages and confirm their delivery.\n\n**Sources and precedence.** The resource tree, verbs and structure names are those of the OMA\nchange request OMA-ARC-REST-NetAPI-2011-0093 (\"Flows section of the Chat API\", the *seed*,\nsections 7.1.1-7.1.10). Where the seed is silent, field names, enumerations, common types,\nnamespaces, JSON wrapping and error codes follow OMA REST NetAPI Chat 2012 (V1_0-20120509-C)\nand OMA REST NetAPI Common. Decisions where both are silent are written on the operation or\nschema they concern, each marked **Decision**.\n\n**Wire formats.** Every request body may be JSON (`application/json`, `*+json`) or XML\n(`application/xml`, `text/xml`, `*+xml`); anything else is refused with 415. The response\nformat follows `Accept` (q-values and wildcards honoured; 406 when neither fits). **Decision\n(no preference):** when `Accept` is absent or does not prefer one format (`*/*`, equal\nweights), the answer is in the request body's format, else JSON, so a client that sends XML\nreads XML. Every response carries `Vary: Accept`. JSON bodies are one object whose single key\nis the XML root element's name (`{\"chatMessage\": {...}}`); XML bodies have a root element in\nthe chat namespace `urn:oma:xml:rest:netapi:chat:1` (prefix `chat`) or, for common types, the\ncommon namespace `urn:oma:xml:rest:netapi:common:1` (prefix `common`), or for the\nnotification channel (tag `channels`) the namespace\n`urn:oma:xml:rest:netapi:notificationchannel:1` (prefix `nc`); child elements are\nunqualified and appear in the order given here. XML documents with a DOCTYPE are refused.\nAn XML body is UTF-8, UTF-16 with its byte order mark (the two XML requires every reader\nto take), or declares ISO-8859-1 or US-ASCII; a `utf-16` declaration on UTF-8 bytes is\nread as UTF-8 (.NET's serializers write one); other encodings are `400`, naming it (a\n`charset` parameter other than UTF-8 on the `Content-Type` is `415`). Answers are UTF-8.\nBodies are capped (64 KiB by default); larger ones get 413. JSON input is read as both of\nOMA's JSON mappings write it: numbers and booleans as strings (`\"60\"`, `\"true\"`), one item\nwhere a list is expected, `null` for an empty element, and a number or boolean where a\nstring is expected, read as its text (`\"clientCorrelator\": 12345`); answers are always\nthe structure-aware form (native numbers and booleans, arrays for lists).\n\n**Errors.** Every error is an OMA `requestError` in the negotiated format, holding a\n`serviceException` (SVCnnnn, mostly 400/404/409) or a `policyException` (POLnnnn, 403).\n**Decision (statuses HTTP defines):** a policy refusal for which HTTP has a status of its\nown gets that status, its `policyException` still naming the policy: `401` (`POL0001`,\nno or bad credentials, with `WWW-Authenticate`), `413` (`POL2004`, body too large), `415`\n(`POL0011`, media type) and `429` (`POL2005`, rate, with `Retry-After`); a client that\nbranches on the exception kind reads the same `requestError` either way.\n**Decision (storage failure):** when the server's storage fails, the request whose change\ncould not be stored, and any request arriving while the server stops, get\n`503 SVC2001` (no server resources; the request was not carried out), then the process\nstops (fail-stop: a restart reloads a consistent state). Any operation may answer so.\n\n**Lists are paged.** **Decision (paging; OMA 2012 pages no list):** every list operation\n(`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`,\n`listDeadLetters`, `listNotificationChannels`) answers\nat most one page, in creation order, so that no answer grows with a user's history. A\nclient that sends no paging parameter gets the first `maxEntries` (default 100) entries,\nexactly the body OMA defines; when more follow, the answer carries the URL of the next page\ntwice: as an HTTP `Link: <url>; rel=\"next\"` header (RFC 8288) and as an OMA Common `link`\nelement with `rel=\"next\"` at the end of the list body (an optional element after the\nsequence OMA defines, so an OMA client that does not know it still reads the list). The\nlast page has neither. The next page's URL carries `maxEntries` and an opaque `cursor`;\nfollow it as given. A cursor is a position in creation order, not a resource: it stays\nvalid when the entry it was taken after is gone (the walk just goes on from there), and an\nentry created while a client walks the list is found on a later page. A `maxEntries`\noutside 1-1000 or a cursor this server did not make is `400 SVC0002` (refused, not\nclamped, as every other limit of this API).\n\n**Messages are kept for a retention period.** **Decision (retention; OMA 2012 keeps no\nhistory rule):** a message, with its delivery status, is kept for the server's retention\nperiod (30 days unless the operator set another) after it was sent, then purged in the\nbackground. A purged message answers exactly as one that never existed: `404 SVC2008` on\nthe message and its status, `404` to a delivery confirmation, absent from\n`listMessages`; a `cursor` taken before the purge still works. A resend with the same\n`clientCorrelator` after the first message was purged creates a new message. The session\nitself stays as long as it is not ended (an ended session is gone at once, with its\nmessages).\n\n**Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,\n`sip:alice@example.com`, or an anonymous customer reference `acr:` + unreserved characters,\ncompared as given), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are\ncompared in a canonical form: scheme and SIP host in lower case, `tel:` visual separators\n(`-.()`) removed, so `tel:+1-555-123-0001` and `tel:+15551230001` are one user; the server\nanswers with the canonical form. Anything else is `400 SVC0004`. A session has one\n`sessionId` shared by all its participants: each reaches it under its own `userId`. A user\nsees only sessions it takes part in; anything else is 404, exactly as if it did not exist.\n\n**This file is the source.** Each schema with an `xml.name` is a document root; its JSON\nwrapper `<Name>Root` (one property, the root element's name) is derived from it by\n`cargo xtask codegen` and appears in the published document\n`generated/openapi/chat.openapi.json`, which is also served at `GET /openapi.json`. The XSDs\nfor the XML face (`generated/xsd/`) are derived from the `xml` objects and the property\norder written here.\n\n\nVersion: 1.0.0"]
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
@@ -4524,8 +4524,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/subscriptions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -4613,8 +4613,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/subscriptions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `body`
     */
@@ -4686,8 +4686,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -4758,8 +4758,8 @@ impl Client {
     Sends a `DELETE` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -4842,8 +4842,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}/secret`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     - `body`
@@ -4935,8 +4935,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}/deadLetters`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -5039,8 +5039,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/subscriptions/{subscriptionId}/redelivery`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -5113,8 +5113,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -5207,8 +5207,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `body`
     */
@@ -5281,8 +5281,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -5371,8 +5371,8 @@ impl Client {
     Sends a `DELETE` request to `/v1/chat/{userId}/chatSessions/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -5441,8 +5441,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -5538,8 +5538,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -5620,8 +5620,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -5702,8 +5702,8 @@ impl Client {
     Sends a `DELETE` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -5778,8 +5778,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -5865,8 +5865,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/participants/{participantId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -5955,8 +5955,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -6048,8 +6048,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -6145,8 +6145,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/isComposing`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -6228,8 +6228,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -6307,8 +6307,8 @@ impl Client {
     Sends a `GET` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -6391,8 +6391,8 @@ impl Client {
     Sends a `POST` request to `/v1/chat/{userId}/chatSessions/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -6482,8 +6482,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/subscriptions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -6585,8 +6585,8 @@ impl Client {
     Sends a `POST` request to `/chat/v1/{userId}/subscriptions`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `body`
     */
@@ -6661,8 +6661,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -6743,8 +6743,8 @@ impl Client {
     Sends a `PUT` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     - `body`
@@ -6827,8 +6827,8 @@ impl Client {
     Sends a `DELETE` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -6924,8 +6924,8 @@ impl Client {
     Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7010,8 +7010,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7092,8 +7092,8 @@ impl Client {
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7192,8 +7192,8 @@ impl Client {
     Sends a `DELETE` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7276,8 +7276,8 @@ impl Client {
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7373,8 +7373,8 @@ impl Client {
     Sends a `POST` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7477,8 +7477,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7570,8 +7570,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7667,8 +7667,8 @@ impl Client {
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7782,8 +7782,8 @@ impl Client {
     Sends a `POST` request to `/chat/v1/{userId}/group`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `body`
     */
@@ -7859,8 +7859,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -7938,8 +7938,8 @@ impl Client {
     Sends a `DELETE` request to `/chat/v1/{userId}/group/{sessionId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -8014,8 +8014,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/participants`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -8104,8 +8104,8 @@ impl Client {
     Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/participants`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -8188,8 +8188,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -8268,8 +8268,8 @@ impl Client {
     Sends a `DELETE` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -8348,8 +8348,8 @@ impl Client {
     Sends a `PUT` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -8440,8 +8440,8 @@ impl Client {
     Sends a `POST` request to `/chat/v1/{userId}/group/{sessionId}/messages`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -8524,8 +8524,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -8599,8 +8599,8 @@ impl Client {
     Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -8674,8 +8674,8 @@ impl Client {
     Sends a `PUT` request to `/chat/v1/{userId}/group/{sessionId}/messages/{messageId}/status`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -8759,8 +8759,8 @@ impl Client {
     Sends a `GET` request to `/notificationchannel/v1/{userId}/channels`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -8888,8 +8888,8 @@ impl Client {
     Sends a `POST` request to `/notificationchannel/v1/{userId}/channels`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `body`
     */
@@ -8961,8 +8961,8 @@ impl Client {
     Sends a `GET` request to `/notificationchannel/v1/{userId}/channels/{channelId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `channel_id`: Server-chosen notification channel id.
     */
@@ -9037,8 +9037,8 @@ impl Client {
     Sends a `DELETE` request to `/notificationchannel/v1/{userId}/channels/{channelId}`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `channel_id`: Server-chosen notification channel id.
     */
@@ -9109,8 +9109,8 @@ impl Client {
     Sends a `GET` request to `/notificationchannel/v1/{userId}/channels/{channelId}/channelLifetime`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `channel_id`: Server-chosen notification channel id.
     */
@@ -9184,8 +9184,8 @@ impl Client {
     Sends a `PUT` request to `/notificationchannel/v1/{userId}/channels/{channelId}/channelLifetime`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `channel_id`: Server-chosen notification channel id.
     - `body`
@@ -9300,8 +9300,8 @@ impl Client {
     Sends a `POST` request to `/notificationchannel/v1/{userId}/channels/{channelId}/notifications`
 
     Arguments:
-    - `user_id`: The user the application acts for, a `tel:` or `sip:` URI, percent-encoded, or
-    `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
+    or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
 
     - `channel_id`: Server-chosen notification channel id.
     - `ack`: The id (`msg_<n>`, from `Webhook-Ids`) of the last notification the client has processed, or
