@@ -345,6 +345,25 @@ async fn correlator_replays(format: Format) {
         .await
         .decode();
     assert_eq!(list.chat_subscription.len(), 1);
+    // The same correlator with another callback is a conflict (409 SVC0005, naming it), not
+    // the first subscription answered as if the new callback had been registered.
+    let other = ChatSubscription {
+        client_correlator: Some("sub-1".to_owned()),
+        ..docs::subscription_to(&lb.url, A, format)
+    };
+    let a = send_doc("POST", &srv.urls().subscriptions(A), format, &other).await;
+    let e = a.assert_error(409, "SVC0005", format);
+    assert_eq!(
+        e.service_exception.map(|x| x.variables),
+        Some(vec!["sub-1".to_owned()])
+    );
+    let kept: ChatSubscription = send_empty("GET", s1.resource_url.as_deref().unwrap(), format)
+        .await
+        .decode();
+    assert_eq!(
+        kept.callback_reference.notify_url, la.url,
+        "[{format:?}] unchanged"
+    );
     subscribe(&srv, B, &lb, format, None).await;
 
     let url = srv.urls().chat_sessions(A);

@@ -728,6 +728,11 @@ pub trait ChatService: Send + Sync + 'static {
     /// its callback.
     /// **Decision (several subscriptions):** a user may hold several subscriptions; each
     /// notification goes to every one of them.
+    /// **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
+    /// and the same request (callback, `callbackData`, format, granted duration) answers the
+    /// first subscription; with a different request it is `409 SVC0005` naming the
+    /// correlator (reference §3.4), since answering the first one would tell the client its
+    /// new callback was registered when notifications keep going to the old one.
     fn create_chat_subscription(
         &self,
         user_id: String,
@@ -1079,10 +1084,10 @@ pub trait ChatService: Send + Sync + 'static {
 
     /// OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face).
     ///
-    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
-    /// `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A
-    /// replay is a resend through the same face: a `clientCorrelator` used on the seed face
-    /// makes a new subscription here.
+    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits, `duration`
+    /// grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A replay is a resend
+    /// through the same face, with the same request (else `409 SVC0005`): a `clientCorrelator` used
+    /// on the seed face makes a new subscription here.
     /// **Decision (which profile a subscriber gets):** a subscription made here receives the
     /// OMA 2012 notification profile, for every session whichever face started it: a
     /// one-to-one invitation is `chatSessionInvitationNotification` and a group one
@@ -1635,6 +1640,11 @@ pub trait ChatApi {
     /// its callback.
     /// **Decision (several subscriptions):** a user may hold several subscriptions; each
     /// notification goes to every one of them.
+    /// **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
+    /// and the same request (callback, `callbackData`, format, granted duration) answers the
+    /// first subscription; with a different request it is `409 SVC0005` naming the
+    /// correlator (reference §3.4), since answering the first one would tell the client its
+    /// new callback was registered when notifications keep going to the old one.
     #[endpoint {
         method = POST,
         path = "/v1/chat/{userId}/subscriptions",
@@ -2131,10 +2141,10 @@ pub trait ChatApi {
 
     /// OMA 2012 Subscribe to chat notifications (seed 7.1.1 on this face).
     ///
-    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
-    /// `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A
-    /// replay is a resend through the same face: a `clientCorrelator` used on the seed face
-    /// makes a new subscription here.
+    /// The seed's subscribe (`createChatSubscription`: the same callback policy, limits, `duration`
+    /// grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A replay is a resend
+    /// through the same face, with the same request (else `409 SVC0005`): a `clientCorrelator` used
+    /// on the seed face makes a new subscription here.
     /// **Decision (which profile a subscriber gets):** a subscription made here receives the
     /// OMA 2012 notification profile, for every session whichever face started it: a
     /// one-to-one invitation is `chatSessionInvitationNotification` and a group one

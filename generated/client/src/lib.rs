@@ -4608,6 +4608,11 @@ impl Client {
     and a `subscriptionCancellationNotification` is sent to its callback.
     **Decision (several subscriptions):** a user may hold several subscriptions; each
     notification goes to every one of them.
+    **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
+    and the same request (callback, `callbackData`, format, granted duration) answers the
+    first subscription; with a different request it is `409 SVC0005` naming the
+    correlator (reference §3.4), since answering the first one would tell the client its
+    new callback was registered when notifications keep going to the old one.
 
 
     Sends a `POST` request to `/v1/chat/{userId}/subscriptions`
@@ -4663,6 +4668,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             413u16 => Err(Error::ErrorResponse(
@@ -6559,7 +6567,7 @@ impl Client {
 
     The seed's subscribe (`createChatSubscription`: the same callback policy, limits,
     `duration` grant, `clientCorrelator` replay and expiry) with the OMA 2012 body. A
-    replay is a resend through the same face: a `clientCorrelator` used on the seed face
+    replay is a resend through the same face, with the same request (else `409 SVC0005`): a `clientCorrelator` used on the seed face
     makes a new subscription here.
     **Decision (which profile a subscriber gets):** a subscription made here receives the
     OMA 2012 notification profile, for every session whichever face started it: a
@@ -6638,6 +6646,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             413u16 => Err(Error::ErrorResponse(

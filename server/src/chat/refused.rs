@@ -22,6 +22,8 @@ pub(super) enum Refused {
     NotThisOneToOne { field: &'static str, why: String },
     /// A start or an extension lists `address` twice (`403 POL0013`).
     Duplicate(String),
+    /// A create reuses `clientCorrelator` with a different request (`409 SVC0005`).
+    DuplicateCorrelator(String),
     /// A start request lists nobody but the originator (`400 SVC0002`).
     NoInvitee,
     /// A session would have more than `limit` participants (`403 POL1017`).
@@ -88,6 +90,12 @@ impl Refused {
     pub(super) fn into_api(self, not_found: impl FnOnce() -> String) -> ApiError {
         match self {
             Refused::NotFound => ApiError::not_found(not_found()),
+            Refused::DuplicateCorrelator(correlator) => ApiError::service(
+                http::StatusCode::CONFLICT,
+                "SVC0005",
+                "Duplicate correlator %1: it was used with a different request",
+                correlator,
+            ),
             Refused::Duplicate(address) => ApiError::policy(
                 "POL0013",
                 "Addresses duplication: %1 is listed more than once",

@@ -20,8 +20,8 @@ use crate::notify::{Delivery, Notification, Queue, Target};
 use crate::store::{Kind, now_ms};
 use crate::urls::Urls;
 use netapi_chat_api::{
-    ChatSubscription, ChatSubscriptionList, Created, Link, NotificationFormat, ServiceException,
-    SubscriptionCancellationNotification, SubscriptionStatus,
+    CallbackReference, ChatSubscription, ChatSubscriptionList, Created, Link, NotificationFormat,
+    ServiceException, SubscriptionCancellationNotification, SubscriptionStatus,
 };
 use netapi_chat_runtime::{ApiError, Format};
 use std::sync::Arc;
@@ -180,6 +180,8 @@ impl Chat {
                 replayed(mine, user, c)
             });
             if let Some(existing) = replay {
+                same_request(existing, &notify_url, &body.callback_reference, duration)
+                    .map_err(|r| r.into_api(String::new))?;
                 return Ok((existing.clone(), None));
             }
             if via_channel && channel_of(&state, &notify_url).is_none() {
@@ -389,6 +391,31 @@ fn replayed<'a>(
         .find(|s| s.user == user && s.client_correlator.as_deref() == Some(correlator))
 }
 
+/// Seed 7.1.1, the rule on a `clientCorrelator` replay: the same correlator with the same
+/// request (callback, data, format, granted duration) answers the first subscription; with a
+/// different one it is refused (`409 SVC0005`, reference §3.4) rather than answered with a
+/// subscription that delivers somewhere else than the client now asks.
+fn same_request(
+    existing: &SubscriptionRecord,
+    notify_url: &str,
+    asked: &CallbackReference,
+    duration: i64,
+) -> Result<(), Refused> {
+    let format = |f: Option<NotificationFormat>| f.unwrap_or(NotificationFormat::Json);
+    let kept = &existing.callback;
+    let same = kept.notify_url == notify_url
+        && kept.callback_data == asked.callback_data
+        && format(kept.notification_format) == format(asked.notification_format)
+        && existing.duration == duration;
+    if same {
+        Ok(())
+    } else {
+        Err(Refused::DuplicateCorrelator(
+            existing.client_correlator.clone().unwrap_or_default(),
+        ))
+    }
+}
+
 /// Seed 7.1.1, the rule on `duration`: absent or 0 is no expiry, a longer one than
 /// [`MAX_SUBSCRIPTION_SECS`] gets that, a negative one is refused.
 pub(super) fn granted_duration(requested: Option<i64>) -> Result<i64, Refused> {
@@ -447,6 +474,37 @@ mod tests {
         SubscriptionRecord {
             client_correlator: correlator.map(str::to_owned),
             ..subscription(id, user, 1)
+        }
+    }
+
+    /// A correlator replayed with the same request answers the first subscription; with
+    /// another callback, data, format or duration it is 409 SVC0005.
+    #[test]
+    fn a_replayed_correlator_must_carry_the_same_request() {
+        let mut existing = record("sub-1", "tel:+1", Some("c1"));
+        existing.callback.notify_url = "http://a/".into();
+        existing.duration = 60;
+        let asked = |url: &str, data: Option<&str>, xml: bool| CallbackReference {
+            notify_url: url.into(),
+            callback_data: data.map(str::to_owned),
+            notification_format: xml.then_some(NotificationFormat::Xml),
+        };
+        assert_eq!(
+            same_request(&existing, "http://a/", &asked("http://a/", None, false), 60),
+            Ok(())
+        );
+        let conflict = Err(Refused::DuplicateCorrelator("c1".into()));
+        for (url, data, xml, duration) in [
+            ("http://b/", None, false, 60),
+            ("http://a/", Some("x"), false, 60),
+            ("http://a/", None, true, 60),
+            ("http://a/", None, false, 0),
+        ] {
+            assert_eq!(
+                same_request(&existing, url, &asked(url, data, xml), duration),
+                conflict,
+                "{url} {data:?} {xml} {duration}"
+            );
         }
     }
 
