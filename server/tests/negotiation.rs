@@ -840,3 +840,24 @@ async fn paths_without_a_route_get_oma_errors() {
         assert_vary(&a);
     }
 }
+
+/// A request with no body at all where a document is required is `400 SVC0002` saying the body
+/// is missing (it was `415`, about a Content-Type the client had no body to label); a body
+/// without a Content-Type stays `415`.
+#[tokio::test]
+async fn a_missing_body_is_400_and_an_unlabelled_one_415() {
+    let server = Server::default_for_tests();
+    let url = subscriptions(&server, "tel:+15551230001");
+    for accept in ["application/json", "application/xml"] {
+        let a = send("POST", &url, &[("accept", accept)], None).await;
+        let format = if accept.ends_with("json") {
+            Format::Json
+        } else {
+            Format::Xml
+        };
+        let text = assert_error(&a, 400, "SVC0002", format);
+        assert!(text.contains("request body is required"), "{text}");
+        let a = send("POST", &url, &[("accept", accept)], Some("{}")).await;
+        assert_error(&a, 415, "POL0011", format);
+    }
+}

@@ -154,6 +154,13 @@ impl<T: RequestBody> ExclusiveExtractor for Body<T> {
 impl<T: RequestBody> Body<T> {
     /// Reads and decodes the body, within the process's body timeout ([`set_body_timeout`]).
     pub async fn read(&mut self) -> Result<T, ApiError> {
+        // No body at all (nothing announced, no Content-Type): what is missing is the document,
+        // not a media type.
+        if !self.announced && self.content_type.is_none() {
+            return Err(ApiError::invalid_input(
+                "a request body is required (application/json or application/xml)",
+            ));
+        }
         let format = media::body_format(self.content_type.as_deref())
             .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
         if let Some(length) = &self.content_length {
