@@ -1290,6 +1290,25 @@ async fn profiles_follow_the_face(wire: Wire) {
         (read.text.as_str(), read.resource_url.as_deref()),
         ("Noon?", Some(message_url.as_str()))
     );
+    // OMA 2012's chatMessage is text, reportRequest, resourceURL: nothing of the seed's in
+    // between, in the notification or the read (a client bound to OMA's XSD reads both).
+    for (what, m) in [
+        ("read", &read),
+        ("notified", m12.chat_message.as_ref().unwrap()),
+    ] {
+        assert_eq!(
+            (
+                m.success_report,
+                m.sender_address.as_deref(),
+                m.date_time.as_deref(),
+                m.client_correlator.as_deref()
+            ),
+            (None, None, None, None),
+            "{what}: {m:?}"
+        );
+        assert_eq!(m.report_request, [MessageStatus::Displayed], "{what}");
+    }
+    assert!(!got.body.contains("successReport"), "{}", got.body);
     let report_url = urls.one_to_one_message_status(B, A, &sid, &mid);
     assert_eq!(
         links(&m12.link),

@@ -7483,6 +7483,10 @@ impl Client {
     implementation but has every `messageStatusNotification` link the message with
     `rel=ChatMessage` to this URL, so it answers the `chatMessage` (its `resourceURL` this
     URL); `404 SVC2008` once the message is older than the retention period.
+    **Decision:** on this face a `chatMessage` (read here or in a `messageNotification`)
+    holds OMA 2012's elements only, `text`, `reportRequest`, `resourceURL`, so a client
+    bound to OMA's XSD reads it: a seed `successReport` is a `Delivered` in
+    `reportRequest`, and who sent it and when are the notification's own elements.
 
 
     Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}`

@@ -527,6 +527,7 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
             n.session_id = shown_id(s).to_owned();
             n.link = match (&mut n.chat_message, &n.message_id) {
                 (Some(m), Some(mid)) => {
+                    oma2012_chat_message(m);
                     m.resource_url = Some(message_url(urls, to, s, mid));
                     vec![message_status_link(urls, to, s, mid)]
                 }
@@ -552,6 +553,22 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
         }
         other => other,
     }
+}
+
+/// A `chatMessage` as OMA 2012 defines it: `text`, `reportRequest`, `resourceURL`, in that
+/// order, so that a client bound to OMA's XSD reads it. The seed's `successReport` becomes a
+/// `Delivered` in `reportRequest`; the extensions go (who sent it and when are the
+/// notification's own `senderAddress` and `dateTime`; the sender's `clientCorrelator` is the
+/// sender's). The seed face keeps them all.
+pub(super) fn oma2012_chat_message(m: &mut ChatMessage) {
+    if m.success_report.take() == Some(true)
+        && !m.report_request.contains(&MessageStatus::Delivered)
+    {
+        m.report_request.insert(0, MessageStatus::Delivered);
+    }
+    m.client_correlator = None;
+    m.sender_address = None;
+    m.date_time = None;
 }
 
 /// OMA 2012, what a subscriber of this face is told for seed notification `n` to `to` about
@@ -1088,6 +1105,7 @@ impl Chat {
             .get_message(user, &real, mid)
             .await
             .map_err(|e| named(e, url))?;
+        oma2012_chat_message(&mut m);
         m.resource_url = Some(url());
         Ok(m)
     }
@@ -1351,6 +1369,7 @@ impl Chat {
             .get_message(user, sid, mid)
             .await
             .map_err(|e| named(e, url))?;
+        oma2012_chat_message(&mut m);
         m.resource_url = Some(url());
         Ok(m)
     }
@@ -1711,6 +1730,42 @@ mod tests {
                 (C.to_owned(), Some(Invited), Some(true))
             ]
         );
+    }
+
+    /// The 2012 face's chatMessage holds OMA's three elements; a seed successReport is a
+    /// Delivered in reportRequest (once).
+    #[test]
+    fn a_2012_chat_message_holds_omas_elements_only() {
+        let mut m = ChatMessage {
+            text: "hi".into(),
+            success_report: Some(true),
+            report_request: vec![MessageStatus::Displayed],
+            client_correlator: Some("c".into()),
+            sender_address: Some(A.into()),
+            date_time: Some("2026-12-04T00:00:00Z".into()),
+            resource_url: None,
+        };
+        oma2012_chat_message(&mut m);
+        assert_eq!(
+            (
+                m.success_report,
+                m.client_correlator.as_deref(),
+                m.sender_address.as_deref(),
+                m.date_time.as_deref()
+            ),
+            (None, None, None, None)
+        );
+        assert_eq!(
+            m.report_request,
+            [MessageStatus::Delivered, MessageStatus::Displayed]
+        );
+        let mut both = ChatMessage {
+            success_report: Some(true),
+            report_request: vec![MessageStatus::Delivered],
+            ..m.clone()
+        };
+        oma2012_chat_message(&mut both);
+        assert_eq!(both.report_request, [MessageStatus::Delivered]);
     }
 
     #[test]
