@@ -46,24 +46,34 @@ fn int_from<E: de::Error>(v: IntLike) -> Result<i64, E> {
 
 /// A boolean, or a string holding one.
 pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    bool_from(BoolLike::deserialize(d)?)
+    bool_from(BoolLike::deserialize(d).map_err(|_: D::Error| expected("a boolean"))?)
+}
+
+/// The error of a value of the wrong JSON type, in the client's terms (serde's own names the
+/// reader's internal enum: "did not match any variant of untagged enum IntLike").
+fn expected<E: de::Error>(what: &str) -> E {
+    E::custom(format!("expected {what}"))
 }
 
 /// An optional boolean, or a string holding one; `null` is absent.
 pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    Option::<BoolLike>::deserialize(d)?
+    Option::<BoolLike>::deserialize(d)
+        .map_err(|_: D::Error| expected("a boolean"))?
         .map(bool_from)
         .transpose()
 }
 
 /// An integer, or a string holding one.
 pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    int_from(IntLike::deserialize(d)?)
+    int_from(IntLike::deserialize(d).map_err(|_: D::Error| expected("an integer"))?)
 }
 
 /// An optional integer, or a string holding one; `null` is absent.
 pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Option::<IntLike>::deserialize(d)?.map(int_from).transpose()
+    Option::<IntLike>::deserialize(d)
+        .map_err(|_: D::Error| expected("an integer"))?
+        .map(int_from)
+        .transpose()
 }
 
 /// A JSON scalar read as the text of a string field: a string as it is, a number or a
@@ -92,14 +102,14 @@ impl TextLike {
 pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     TextLike::deserialize(d)
         .map(TextLike::text)
-        .map_err(|_: D::Error| de::Error::custom("expected a string"))
+        .map_err(|_: D::Error| expected("a string"))
 }
 
 /// An optional string, or a number or boolean read as its JSON text; `null` is absent.
 pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Option::<TextLike>::deserialize(d)
         .map(|v| v.map(TextLike::text))
-        .map_err(|_: D::Error| de::Error::custom("expected a string"))
+        .map_err(|_: D::Error| expected("a string"))
 }
 
 /// A list of strings ([`one_or_many`]), each item a string, number or boolean.
@@ -190,5 +200,14 @@ mod tests {
         );
         assert!(serde_json::from_str::<T>(r#"{"b":"yes"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"n":"6x"}"#).is_err());
+        // A wrong JSON type is told in the client's terms, not the reader's enum.
+        let e = serde_json::from_str::<T>(r#"{"n":3600.5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("expected an integer"), "{e}");
+        let e = serde_json::from_str::<T>(r#"{"b":[]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("expected a boolean"), "{e}");
     }
 }
