@@ -76,47 +76,70 @@ pub fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
         .transpose()
 }
 
-/// A JSON scalar read as the text of a string field: a string as it is, a number or a
+/// Reads a JSON scalar as the text of a string field: a string as it is, a number or a
 /// boolean as its JSON text (`12345`, `true`): clients that build JSON with a generic
 /// XML-to-JSON converter type numeric-looking text (a `clientCorrelator` of `12345`), the
-/// mirror of OMA's strings for numbers. Objects and arrays stay refused.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum TextLike {
-    Text(String),
-    Number(serde_json::Number),
-    Bool(bool),
-}
+/// mirror of OMA's strings for numbers. Objects, arrays and `null` stay refused. A visitor,
+/// not an untagged enum: every string field of every JSON body goes through it, and an
+/// untagged enum would buffer each value before trying its variants.
+struct TextVisitor;
 
-impl TextLike {
-    fn text(self) -> String {
-        match self {
-            TextLike::Text(s) => s,
-            TextLike::Number(n) => n.to_string(),
-            TextLike::Bool(b) => b.to_string(),
-        }
+impl<'de> de::Visitor<'de> for TextVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string()))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
     }
 }
 
-/// A string, or a number or boolean read as its JSON text ([`TextLike`]).
+/// One string-field value ([`TextVisitor`]), for `Option` and lists.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor).map(Text)
+    }
+}
+
+/// A string, or a number or boolean read as its JSON text ([`TextVisitor`]).
 pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    TextLike::deserialize(d)
-        .map(TextLike::text)
-        .map_err(|_: D::Error| expected("a string"))
+    d.deserialize_any(TextVisitor)
 }
 
 /// An optional string, or a number or boolean read as its JSON text; `null` is absent.
 pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Option::<TextLike>::deserialize(d)
-        .map(|v| v.map(TextLike::text))
-        .map_err(|_: D::Error| expected("a string"))
+    Ok(Option::<Text>::deserialize(d)?.map(|t| t.0))
 }
 
 /// A list of strings ([`one_or_many`]), each item a string, number or boolean.
 pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(one_or_many::<D, TextLike>(d)?
+    Ok(one_or_many::<D, Text>(d)?
         .into_iter()
-        .map(TextLike::text)
+        .map(|t| t.0)
         .collect())
 }
 

@@ -377,14 +377,11 @@ fn start(
         invitation: Invitation::None,
         invited_by: user.to_owned(),
     }];
-    participants.extend(invited.into_iter().map(|(p, invitation)| Participant {
-        address: p.address,
-        name: p.name,
-        is_originator: false,
-        status: ParticipantStatus::Invited,
-        invitation,
-        invited_by: user.to_owned(),
-    }));
+    participants.extend(
+        invited
+            .into_iter()
+            .map(|(p, invitation)| invitee(p, invitation, user)),
+    );
     let session = Session {
         id: new.id,
         seq: new.seq,
@@ -423,6 +420,19 @@ fn start(
         ));
     }
     Decision { session, outbox }
+}
+
+/// A participant newly invited by `by` with `invitation` (a start's invitees, an extension's
+/// newcomers): one construction, so the two cannot disagree on an invitee's state.
+fn invitee(p: ParticipantInformation, invitation: Invitation, by: &str) -> Participant {
+    Participant {
+        address: p.address,
+        name: p.name,
+        is_originator: false,
+        status: ParticipantStatus::Invited,
+        invitation,
+        invited_by: by.to_owned(),
+    }
 }
 
 /// Whether `p`, already listed in a session, may be invited to it again: someone who is not
@@ -488,14 +498,7 @@ fn extend(
                 q.invitation = invitation;
                 q.invited_by = user.to_owned();
             }
-            None => s.participants.push(Participant {
-                address: p.address,
-                name: p.name,
-                is_originator: false,
-                status: ParticipantStatus::Invited,
-                invitation,
-                invited_by: user.to_owned(),
-            }),
+            None => s.participants.push(invitee(p, invitation, user)),
         }
     }
     s.group = true;
