@@ -527,3 +527,73 @@ async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
     assert_eq!(s.status, 201);
     lb.assert_count_stays(1, Duration::from_millis(500)).await;
 }
+
+/// Sends made side by side, in several sessions at once and several at once in each session,
+/// reach the store and the callback in one order per session: a recipient is told of a
+/// session's messages in the order it lists them, and every message is listed and told once.
+/// (A send takes the state's read lock, so sends of unrelated sessions go side by side; its
+/// session's order lock keeps the sequence number and the hand-over to the store together.)
+#[tokio::test]
+async fn sends_side_by_side_keep_each_sessions_order_in_listing_and_notifications() {
+    const SESSIONS: usize = 4;
+    const EACH: usize = 30;
+    let srv = Server::default_for_tests();
+    let lb = Listener::start().await;
+    subscribe(&srv, B, &lb, Format::Json, None).await;
+    let mut sids = Vec::new();
+    for _ in 0..SESSIONS {
+        sids.push(connected_session(&srv, &[B]).await);
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (s, sid) in sids.iter().enumerate() {
+        for n in 0..EACH {
+            let url = srv.urls().messages(A, sid);
+            sends.spawn(async move {
+                let text = format!("s{s}-{n}");
+                let a = send_doc("POST", &url, Format::Json, &message(&text, None)).await;
+                assert_eq!(a.status, 201, "{text}: {}", a.body);
+            });
+        }
+    }
+    while let Some(done) = sends.join_next().await {
+        done.expect("a send task");
+    }
+
+    let told: Vec<String> = within(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || {
+            let texts: Vec<String> = lb
+                .all()
+                .iter()
+                .filter(|r| r.kind() == "messageNotification")
+                .map(|r| r.id_and_text().1)
+                .collect();
+            if texts.len() >= SESSIONS * EACH {
+                Ok(texts)
+            } else {
+                Err(format!("{} of {} told", texts.len(), SESSIONS * EACH))
+            }
+        },
+    )
+    .await;
+    for (s, sid) in sids.iter().enumerate() {
+        let prefix = format!("s{s}-");
+        let url = format!("{}?maxEntries={EACH}", srv.urls().messages(B, sid));
+        let a = send_empty("GET", &url, Format::Json).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let listed: Vec<String> = a
+            .decode::<ChatMessageList>()
+            .chat_message
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(listed.len(), EACH, "session {s}: every message listed");
+        let told_here: Vec<&String> = told.iter().filter(|t| t.starts_with(&prefix)).collect();
+        assert_eq!(
+            told_here,
+            listed.iter().collect::<Vec<_>>(),
+            "session {s}: told once each, in the order listed"
+        );
+    }
+}

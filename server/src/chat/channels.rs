@@ -336,7 +336,7 @@ impl Chat {
         let wait = granted_wait(data.max_wait_time, self.settings.limits.channel_poll_wait)
             .map_err(refused)?;
         let (view, id, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let mine = state
                 .user_channels
                 .get(user)
@@ -373,7 +373,7 @@ impl Chat {
             let mut change = Change::default();
             change.put(Kind::Channel, id.clone(), records::encode_channel(&rec));
             self.attach_channel(&mut state, rec);
-            (view, id, self.submit(&state, change))
+            (view, id, self.submit(&mut state, change))
         };
         durable(rx).await?;
         self.channel_timer(id);
@@ -390,7 +390,7 @@ impl Chat {
         user: &str,
         req: PageRequest,
     ) -> NotificationChannelList {
-        let state = self.lock();
+        let state = self.read_state();
         let entries = state
             .user_channels
             .get(user)
@@ -417,7 +417,7 @@ impl Chat {
         user: &str,
         id: &str,
     ) -> Result<NotificationChannel, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.write_state();
         let c = self.own_channel(&mut state, user, id)?;
         Ok(self.channel_view(&c.rec))
     }
@@ -426,11 +426,11 @@ impl Chat {
     /// 404.
     pub async fn delete_notification_channel(&self, user: &str, id: &str) -> Result<(), ApiError> {
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             self.own_channel(&mut state, user, id)?;
             let mut change = Change::default();
             self.remove_channel(&mut state, &mut change, id);
-            self.submit(&state, change)
+            self.submit(&mut state, change)
         };
         durable(rx).await
     }
@@ -441,7 +441,7 @@ impl Chat {
         user: &str,
         id: &str,
     ) -> Result<NotificationChannelLifetime, ApiError> {
-        let mut state = self.lock();
+        let mut state = self.write_state();
         let c = self.own_channel(&mut state, user, id)?;
         Ok(NotificationChannelLifetime {
             channel_lifetime: c.rec.lifetime_secs,
@@ -458,7 +458,7 @@ impl Chat {
         let granted =
             granted_lifetime(Some(body.channel_lifetime)).map_err(|r| r.into_api(String::new))?;
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let c = self.own_channel(&mut state, user, id)?;
             c.rec.lifetime_secs = granted;
             c.restart_lifetime(now_ms());
@@ -470,7 +470,7 @@ impl Chat {
                 id.to_owned(),
                 records::encode_channel(&c.rec),
             );
-            self.submit(&state, change)
+            self.submit(&mut state, change)
         };
         durable(rx).await?;
         Ok(NotificationChannelLifetime {
@@ -490,7 +490,7 @@ impl Chat {
         ack: Ack,
     ) -> Result<Headed<NotificationList, PollNotificationsHeaders>, ApiError> {
         let (mailbox, max, wait) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let c = self.own_channel(&mut state, user, id)?;
             if c.rec.websocket {
                 return Err(ApiError::forbidden(
@@ -515,7 +515,7 @@ impl Chat {
             }
             polled = mailbox.poll(ack, max, wait) => polled,
         };
-        if let Some(c) = self.lock().channels.get_mut(id) {
+        if let Some(c) = self.write_state().channels.get_mut(id) {
             c.restart_lifetime(now_ms());
         }
         match polled {
@@ -540,7 +540,7 @@ impl Chat {
         user: &str,
         id: &str,
     ) -> Result<(Arc<Mailbox>, Duration), ApiError> {
-        let mut state = self.lock();
+        let mut state = self.write_state();
         let c = self.own_channel(&mut state, user, id)?;
         if !c.rec.websocket {
             return Err(ApiError::forbidden(
@@ -555,7 +555,7 @@ impl Chat {
 
     /// An open socket keeps its channel alive: its lifetime starts again.
     pub fn touch_channel(&self, id: &str) {
-        if let Some(c) = self.lock().channels.get_mut(id) {
+        if let Some(c) = self.write_state().channels.get_mut(id) {
             c.restart_lifetime(now_ms());
         }
     }
@@ -568,7 +568,7 @@ impl Chat {
             loop {
                 let (at, bell) = {
                     let Some(chat) = chat.upgrade() else { return };
-                    let state = chat.lock();
+                    let state = chat.read_state();
                     match state.channels.get(&id) {
                         Some(c) => (c.expires_at_ms, Arc::clone(&c.timer)),
                         None => return,
@@ -592,7 +592,7 @@ impl Chat {
     /// The channel's lifetime may have ended: if so (and no poll waits on it) it is removed;
     /// answers whether it is gone.
     fn expire_channel(&self, id: &str) -> bool {
-        let mut state = self.lock();
+        let mut state = self.write_state();
         let Some(c) = state.channels.get_mut(id) else {
             return true;
         };
@@ -607,7 +607,7 @@ impl Chat {
         self.remove_channel(&mut state, &mut change, id);
         tracing::info!(channel = id, "notification channel expired");
         // Nobody waits: the timer made this change.
-        drop(self.submit(&state, change));
+        drop(self.submit(&mut state, change));
         true
     }
 }

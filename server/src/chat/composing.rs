@@ -138,7 +138,7 @@ impl Chat {
     ) -> Result<(), ApiError> {
         let ind = indication(body).map_err(|r| r.into_api(String::new))?;
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let s = self.visible(&state, user, sid)?;
             let me = s
                 .participant(user)
@@ -188,8 +188,8 @@ impl Chat {
                 .collect();
             let deadline = now_ms() + ind.refresh.unwrap_or(DEFAULT_REFRESH) * 1000;
             let mut change = Change::default();
-            self.notify_transient(&mut state, &mut change, outbox, deadline);
-            self.submit(&state, change)
+            self.notify_transient(&state, &mut change, outbox, deadline);
+            self.submit(&mut state, change)
         };
         durable(rx).await
     }

@@ -87,7 +87,7 @@ impl Chat {
     /// `404` unless subscription `id` is `user`'s (another user's answers exactly as a
     /// missing one).
     fn check_owner(&self, user: &str, id: &str) -> Result<(), ApiError> {
-        match self.lock().subscriptions.get(id) {
+        match self.read_state().subscriptions.get(id) {
             Some(s) if s.rec.user == user => Ok(()),
             _ => Err(missing(&self.urls.subscription(user, id))),
         }
@@ -182,7 +182,7 @@ impl Chat {
         let dead = self.decoded(rows)?;
         let count = dead.len();
         let (view, was_disabled, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let Some(sub) = state
                 .subscriptions
                 .get_mut(id)
@@ -221,7 +221,7 @@ impl Chat {
                 ));
             }
             let view = self.subscription_view(&sub.rec);
-            (view, was_disabled, self.submit(&state, change))
+            (view, was_disabled, self.submit(&mut state, change))
         };
         durable(rx).await?;
         tracing::info!(user = %Escaped(user), subscription = %Escaped(id), count = count, re_enabled = was_disabled, "dead letters requeued");

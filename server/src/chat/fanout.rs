@@ -21,7 +21,7 @@ use crate::store::{OutboxEntry, Progress, now_ms};
 impl Chat {
     /// Adds the notifications of `outbox` to the change: one outbox entry per subscription of
     /// each user, with a fresh id and the subscription's `callbackData`.
-    pub(super) fn notify(&self, state: &mut State, change: &mut Change, outbox: Outbox) {
+    pub(super) fn notify(&self, state: &State, change: &mut Change, outbox: Outbox) {
         self.fan_out(state, change, outbox, None);
     }
 
@@ -30,7 +30,7 @@ impl Chat {
     /// and a delivery deadline `deadline_ms` past which a queue drops it.
     pub(super) fn notify_transient(
         &self,
-        state: &mut State,
+        state: &State,
         change: &mut Change,
         outbox: Outbox,
         deadline_ms: i64,
@@ -40,7 +40,7 @@ impl Chat {
 
     fn fan_out(
         &self,
-        state: &mut State,
+        state: &State,
         change: &mut Change,
         outbox: Outbox,
         deadline_ms: Option<i64>,
@@ -69,8 +69,7 @@ impl Chat {
                 };
                 for mut n in told.iter().cloned() {
                     n.set_callback_data(sub.rec.callback.callback_data.clone());
-                    state.counters.next_notification += 1;
-                    let nid = state.counters.next_notification;
+                    let nid = state.ids.next_notification();
                     if deadline_ms.is_some() {
                         let delivery = Delivery {
                             created_ms,

@@ -66,11 +66,7 @@ impl Chat {
     /// The lock that orders the read-modify-write steps on the messages of `sid` (see
     /// [`Chat::message_locks`]).
     pub(super) fn message_lock(&self, sid: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        sid.hash(&mut h);
-        let i = usize::try_from(h.finish() % MESSAGE_LOCKS as u64).unwrap_or(0);
-        &self.message_locks[i]
+        &self.message_locks[super::stripe(sid, MESSAGE_LOCKS)]
     }
 
     /// Seed 7.1.9: send a message to the other connected participants.
@@ -103,7 +99,7 @@ impl Chat {
         };
         let replay = match &body.client_correlator {
             Some(c) => {
-                self.visible(&self.lock(), user, sid)?;
+                self.visible(&self.read_state(), user, sid)?;
                 let (s, u, c) = (sid.to_owned(), user.to_owned(), c.clone());
                 self.read(move |b| b.message_by_correlator(&s, &u, &c))
                     .await?
@@ -111,14 +107,17 @@ impl Chat {
             None => None,
         };
         let (url, rx) = {
-            let mut state = self.lock();
-            let (id, seq) = state.new_id("msg");
+            // A send changes no map of the state: the read lock, and this session's order
+            // from its sequence number to its hand-over (see `Chat::session_order`).
+            let state = self.read_state();
+            let order = self.session_order(sid);
             let urls = &self.urls;
             let s = self.visible(&state, user, sid)?;
             if let Some(mid) = replay {
                 let url = url(urls, user, sid, &mid);
                 return Ok(views::created(url));
             }
+            let (id, seq) = state.new_id("msg");
             let (message, outbox) = send(
                 urls,
                 s,
@@ -134,11 +133,14 @@ impl Chat {
             let mut change = Change::default();
             change.put_message(sid, &message, Some(now_ms()));
             // An ad hoc session is idle from its last message on (`oma2012::idle`).
-            if let Some(active) = state.adhoc_active.get_mut(sid) {
-                *active = now_ms();
+            if let Some(active) = state.adhoc_active.get(sid) {
+                active.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
             }
-            self.notify(&mut state, &mut change, outbox);
-            (url(urls, user, sid, &id), self.submit(&state, change))
+            self.notify(&state, &mut change, outbox);
+            (
+                url(urls, user, sid, &id),
+                self.submit_in_order(&state, &order, change),
+            )
         };
         durable(rx).await?;
         Ok(views::created(url))
@@ -147,7 +149,7 @@ impl Chat {
     /// Message `mid` as `user` may read it: in a session the user sees, sent or received by
     /// the user; 404 otherwise.
     async fn readable(&self, user: &str, sid: &str, mid: &str) -> Result<Message, ApiError> {
-        self.visible(&self.lock(), user, sid)?;
+        self.visible(&self.read_state(), user, sid)?;
         self.stored_message(sid, mid)
             .await?
             .filter(|m| m.sender == user || m.recipients.iter().any(|(r, _)| r == user))
@@ -164,7 +166,7 @@ impl Chat {
         sid: &str,
         req: PageRequest,
     ) -> Result<ChatMessageList, ApiError> {
-        self.visible(&self.lock(), user, sid)?;
+        self.visible(&self.read_state(), user, sid)?;
         let (s, u) = (sid.to_owned(), user.to_owned());
         let found = self
             .read(move |b| readable_page(b, &s, &u, req.after, req.limit.saturating_add(1)))
@@ -212,8 +214,9 @@ impl Chat {
     /// confirming at once cannot overwrite each other's status (the second reads what the
     /// first submitted: the store queue is FIFO). A lock and not an update job on the store
     /// thread because the change also needs the core's state (the sender's subscriptions, the
-    /// notification counter), which must be taken under the state lock to keep commit order
-    /// state order.
+    /// notification counter): it is handed to the store under the state's read lock and the
+    /// session's order lock, like a send, so the session's changes reach the store in its
+    /// order.
     pub async fn confirm_message_delivery(
         &self,
         user: &str,
@@ -225,14 +228,15 @@ impl Chat {
         let urls = &self.urls;
         let rx = {
             let _ordered = self.message_lock(sid).lock().await;
-            self.visible(&self.lock(), user, sid)?;
+            self.visible(&self.read_state(), user, sid)?;
             let m = self
                 .stored_message(sid, mid)
                 .await?
                 .ok_or_else(|| missing(&urls.message(user, sid, mid)))?;
             let confirmed = confirm(&m, user, status)
                 .map_err(|r| r.into_api(|| urls.message(user, sid, mid)))?;
-            let mut state = self.lock();
+            let state = self.read_state();
+            let order = self.session_order(sid);
             // The session may have ended while the message was read.
             self.visible(&state, user, sid)?;
             let m = &confirmed.message;
@@ -243,8 +247,8 @@ impl Chat {
                 .collect();
             let mut change = Change::default();
             change.put_message(sid, m, None);
-            self.notify(&mut state, &mut change, outbox);
-            self.submit(&state, change)
+            self.notify(&state, &mut change, outbox);
+            self.submit_in_order(&state, &order, change)
         };
         durable(rx).await
     }

@@ -5,10 +5,14 @@
 //! and describes the change as a store `Batch`: the records it wrote and the notifications it
 //! causes (the transactional outbox). The batch is handed to the store *under the lock*, so
 //! commit order is state order; the caller is answered only once the batch is durable, and the
-//! notifications reach the delivery queues right after their commit, in commit order. Reads
-//! of sessions, participants and subscriptions are served from memory; messages live only in
-//! the store and are read through the store thread without holding the lock (see
-//! `messages`), so memory does not grow with messages sent.
+//! notifications reach the delivery queues right after their commit, in commit order. The lock
+//! is a read-write lock: a change of the maps (sessions started, ended or joined, subscriptions
+//! and channels made or gone) takes it for writing; a message sent or confirmed changes no map
+//! and takes it for reading plus its session's order lock ([`Chat::session_order`]), so sends
+//! in unrelated sessions (and every read) go side by side, and each session's changes still
+//! reach the store in its order. Reads of sessions, participants and subscriptions are served
+//! from memory; messages live only in the store and are read through the store thread without
+//! holding the lock (see `messages`), so memory does not grow with messages sent.
 //!
 //! This module keeps the `Chat` type, its lock and the commit plumbing (`Change`,
 //! `Chat::submit`, `Chat::apply`, `put_or_release`); each flow lives in the module of its
@@ -65,7 +69,7 @@ use crate::store::{Batch, Kind, MessageRow, Snapshot, Store};
 use crate::urls::Urls;
 use netapi_chat_runtime::ApiError;
 use state::{Message, Participant, Session, State};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -155,7 +159,21 @@ pub struct Settings {
 
 /// The chat system: all state, and what runs on it.
 pub struct Chat {
-    state: Mutex<State>,
+    /// The state: written by changes of its maps, read by everything else (see the module
+    /// docs). Lock order: a message lock, then this, then a session order lock, then
+    /// [`Chat::handing_over`]; nothing waits for an earlier one while holding a later one.
+    state: RwLock<State>,
+    /// Orders the changes of one session made under the read lock (a message sent or
+    /// confirmed): held from reading the session to handing the change to the store, so a
+    /// session's messages get their sequence numbers and reach the store in one order. A
+    /// writer of the state needs none (it excludes every reader). Striped by session id, like
+    /// [`Chat::message_locks`]: fixed memory, and two sessions sharing a stripe only wait for
+    /// each other's few microseconds of in-memory work.
+    session_order: Box<[Mutex<()>]>,
+    /// Held while a change takes its counters snapshot and is handed to the store
+    /// ([`Chat::hand_over`]): changes made side by side under the read lock reach the store in
+    /// the order of their snapshots, so the counters stored last are at least every id used.
+    handing_over: Mutex<()>,
     urls: Urls,
     settings: Settings,
     store: Store,
@@ -168,8 +186,20 @@ pub struct Chat {
     message_locks: Box<[tokio::sync::Mutex<()>]>,
 }
 
-/// Stripes of [`Chat::message_locks`].
+/// Stripes of [`Chat::message_locks`] and of [`Chat::session_order`].
 const MESSAGE_LOCKS: usize = 64;
+
+/// Proof that a session's order lock is held ([`Chat::session_order`]): what lets a change be
+/// handed to the store under the read lock ([`Chat::submit_in_order`]).
+pub(super) struct SessionOrder<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
+
+/// The stripe of `id` among `n` (a session's or a subscription's lock).
+fn stripe(id: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    usize::try_from(h.finish() % n as u64).unwrap_or(0)
+}
 
 fn missing(what: &str) -> ApiError {
     ApiError::not_found(what)
@@ -298,7 +328,9 @@ impl Chat {
                 run: Arc::default(),
             };
             Chat {
-                state: Mutex::new(State::default()),
+                state: RwLock::new(State::default()),
+                session_order: (0..MESSAGE_LOCKS).map(|_| Mutex::new(())).collect(),
+                handing_over: Mutex::new(()),
                 urls,
                 settings,
                 store,
@@ -339,7 +371,7 @@ impl Chat {
 
     /// Sessions and subscriptions held (for the metrics).
     pub fn sizes(&self) -> (usize, usize) {
-        let state = self.lock();
+        let state = self.read_state();
         (state.sessions.len(), state.subscriptions.len())
     }
 
@@ -348,20 +380,48 @@ impl Chat {
         &self.urls
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// The state for reading: every read, and a change of one session's messages (with
+    /// [`Chat::session_order`]).
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-made change that matters more
         // than refusing all further service; keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands the change to the store (call under the lock); its notifications go to their
-    /// queues right after the commit.
-    fn submit(&self, state: &State, mut change: Change) -> oneshot::Receiver<Result<(), String>> {
-        change.put(
-            Kind::Meta,
-            "counters".to_owned(),
-            records::encode_counters(&state.counters),
-        );
+    /// The state for a change of its maps (see the module docs).
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Session `sid`'s order lock (see [`Chat::session_order`]); take it holding the read lock.
+    fn session_order(&self, sid: &str) -> SessionOrder<'_> {
+        let lock = &self.session_order[stripe(sid, MESSAGE_LOCKS)];
+        SessionOrder(lock.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Hands the change to the store holding the write lock (the `&mut` is the proof); its
+    /// notifications go to their queues right after the commit.
+    fn submit(&self, state: &mut State, change: Change) -> oneshot::Receiver<Result<(), String>> {
+        self.hand_over(state, change)
+    }
+
+    /// Hands a change of one session to the store holding the read lock and that session's
+    /// order lock (see [`Chat::session_order`]).
+    fn submit_in_order(
+        &self,
+        state: &State,
+        _order: &SessionOrder<'_>,
+        change: Change,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        self.hand_over(state, change)
+    }
+
+    /// The counters' snapshot and the hand-over, together under [`Chat::handing_over`].
+    fn hand_over(
+        &self,
+        state: &State,
+        mut change: Change,
+    ) -> oneshot::Receiver<Result<(), String>> {
         let deliveries = std::mem::take(&mut change.deliveries);
         let hook: Option<Box<dyn FnOnce() + Send>> = (!deliveries.is_empty()).then(|| {
             Box::new(move || {
@@ -370,6 +430,12 @@ impl Chat {
                 }
             }) as Box<dyn FnOnce() + Send>
         });
+        let _in_order = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
+        change.put(
+            Kind::Meta,
+            "counters".to_owned(),
+            records::encode_counters(&state.ids.snapshot()),
+        );
         self.store.submit(change.batch, hook)
     }
 

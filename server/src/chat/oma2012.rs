@@ -731,7 +731,7 @@ impl Chat {
         user: &str,
         req: PageRequest,
     ) -> ChatSubscriptionList {
-        let state = self.lock();
+        let state = self.read_state();
         let entries = state.subscriptions_of(user).map(|s| (s.rec.seq, s));
         let p = page::page(entries, req);
         let resource_url = self.urls.oma2012_subscriptions(user);
@@ -753,7 +753,7 @@ impl Chat {
         user: &str,
         id: &str,
     ) -> Result<ChatNotificationSubscription, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         match state.subscriptions.get(id) {
             Some(s) if s.rec.user == user => Ok(subscription(&self.urls, &s.rec)),
             _ => Err(missing(&self.urls.oma2012_subscription(user, id))),
@@ -775,7 +775,7 @@ impl Chat {
             .to_owned();
         let granted = granted_duration(body.duration).map_err(|r| r.into_api(String::new))?;
         let (view, start_timer, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let sub = match state.subscriptions.get_mut(id) {
                 Some(s) if s.rec.user == user => s,
                 _ => return Err(missing(&self.urls.oma2012_subscription(user, id))),
@@ -796,7 +796,7 @@ impl Chat {
             );
             let view = subscription(&self.urls, &next);
             sub.rec = next;
-            (view, start_timer, self.submit(&state, change))
+            (view, start_timer, self.submit(&mut state, change))
         };
         durable(rx).await?;
         if let Some(at) = start_timer {
@@ -829,12 +829,12 @@ impl Chat {
         url: impl FnOnce() -> String,
     ) -> Result<String, ApiError> {
         let (sid, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let mine = state.sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
                 if open {
-                    state.adhoc_active.insert(sid.clone(), now_ms());
+                    state.adhoc_active.insert(sid.clone(), now_ms().into());
                 }
                 return Ok(sid);
             }
@@ -852,7 +852,7 @@ impl Chat {
                 self.settings.limits.sessions_per_user,
             )
             .map_err(|r| r.into_api(String::new))?;
-            state.adhoc_active.insert(sid.clone(), now_ms());
+            state.adhoc_active.insert(sid.clone(), now_ms().into());
             (sid, self.apply(&mut state, d))
         };
         durable(rx).await?;
@@ -881,8 +881,11 @@ impl Chat {
     /// Ends ad hoc session `sid` if it is idle ([`idle`]); `Some(when to look again)` while
     /// it is not, `None` once it is gone.
     fn adhoc_idle(&self, sid: &str) -> Option<i64> {
-        let mut state = self.lock();
-        let active = *state.adhoc_active.get(sid)?;
+        let mut state = self.write_state();
+        let active = state
+            .adhoc_active
+            .get(sid)?
+            .load(std::sync::atomic::Ordering::Relaxed);
         let idle_ms = i64::try_from(self.settings.adhoc_idle.as_millis()).unwrap_or(i64::MAX);
         // Gone, or no longer ad hoc (extended to a group): nothing left to watch.
         let Some(s) = state.sessions.get(sid).filter(|s| s.adhoc) else {
@@ -941,7 +944,7 @@ impl Chat {
             let url = || self.urls.one_to_one_message_status(user, other, ADHOC, mid);
             return self.adhoc(user, other, false, url).await;
         }
-        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.one_to_one(&self.read_state(), user, other, sid)?;
         Ok(sid.to_owned())
     }
 
@@ -970,7 +973,7 @@ impl Chat {
         other: &str,
         sid: &str,
     ) -> Result<ChatSessionInformation, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.one_to_one(&state, user, other, sid)?;
         Ok(session(&self.urls, user, other, s))
     }
@@ -983,7 +986,7 @@ impl Chat {
         sid: &str,
     ) -> Result<(), ApiError> {
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let open = state.open_sessions(user);
             let s = self.one_to_one(&state, user, other, sid)?;
             let d = close(
@@ -1029,7 +1032,7 @@ impl Chat {
         if wanted == ParticipantStatus::Disconnected {
             return self.delete_one_to_one_session(user, other, sid).await;
         }
-        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.one_to_one(&self.read_state(), user, other, sid)?;
         self.update_participant_status(user, sid, user, wanted)
             .await
             .map(|_| ())
@@ -1055,7 +1058,7 @@ impl Chat {
                 .await
                 .map_err(|e| named(e, url));
         }
-        self.one_to_one(&self.lock(), user, other, sid)?;
+        self.one_to_one(&self.read_state(), user, other, sid)?;
         self.post_message(user, sid, body, |urls, user, sid, mid| {
             urls.one_to_one_message_status(user, other, sid, mid)
         })
@@ -1076,7 +1079,7 @@ impl Chat {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
             self.adhoc(user, other, true, url).await?
         } else {
-            self.one_to_one(&self.lock(), user, other, sid)?;
+            self.one_to_one(&self.read_state(), user, other, sid)?;
             sid.to_owned()
         };
         self.indicate_composing(user, &real, body)
@@ -1199,7 +1202,7 @@ impl Chat {
         user: &str,
         sid: &str,
     ) -> Result<GroupChatSessionInformation, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.group(&state, user, sid)?;
         Ok(group_view(&self.urls, user, s))
     }
@@ -1207,7 +1210,7 @@ impl Chat {
     /// OMA 2012: end a group session for everyone: the seed's [`end`] (only the originator;
     /// `403` for anyone else, who leaves instead).
     pub async fn delete_group_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         self.delete_session(user, sid)
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))
@@ -1221,7 +1224,7 @@ impl Chat {
         sid: &str,
         req: PageRequest,
     ) -> Result<ParticipantList, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.group(&state, user, sid)?;
         let p = page::page((1u64..).zip(&s.participants), req);
         let resource_url = self.urls.group_participants(user, sid);
@@ -1243,7 +1246,7 @@ impl Chat {
         sid: &str,
         pid: &str,
     ) -> Result<ParticipantInformation, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.group(&state, user, sid)?;
         let p = s
             .participant(pid)
@@ -1259,7 +1262,7 @@ impl Chat {
         sid: &str,
         body: ParticipantInformation,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         let address = body.address.clone();
         let list = ParticipantList {
             participant: vec![body],
@@ -1281,7 +1284,7 @@ impl Chat {
         sid: &str,
         list: ParticipantList,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         self.add_participants(user, sid, list)
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
@@ -1298,7 +1301,7 @@ impl Chat {
         sid: &str,
         pid: &str,
     ) -> Result<(), ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         let done = if withdraws(user, pid) {
             self.cancel_invitation(user, sid, pid).await
         } else {
@@ -1318,7 +1321,7 @@ impl Chat {
         pid: &str,
         wanted: ParticipantStatus,
     ) -> Result<(), ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         self.update_participant_status(user, sid, pid, wanted)
             .await
             .map(|_| ())
@@ -1333,7 +1336,7 @@ impl Chat {
         sid: &str,
         body: ChatMessage,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         self.post_message(user, sid, body, Urls::group_message_status)
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))
@@ -1347,7 +1350,7 @@ impl Chat {
         sid: &str,
         body: IsComposing,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         self.indicate_composing(user, sid, body)
             .await
             .map_err(|e| named(e, || self.urls.group_session(user, sid)))?;
@@ -1364,7 +1367,7 @@ impl Chat {
         mid: &str,
     ) -> Result<ChatMessage, ApiError> {
         let url = || self.urls.group_message(user, sid, mid);
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         let mut m = self
             .get_message(user, sid, mid)
             .await
@@ -1382,7 +1385,7 @@ impl Chat {
         sid: &str,
         mid: &str,
     ) -> Result<MessageStatusReport, ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         let status = self
             .get_message_delivery_status(user, sid, mid)
             .await
@@ -1399,7 +1402,7 @@ impl Chat {
         mid: &str,
         status: MessageStatus,
     ) -> Result<(), ApiError> {
-        self.group(&self.lock(), user, sid)?;
+        self.group(&self.read_state(), user, sid)?;
         self.confirm_message_delivery(user, sid, mid, status)
             .await
             .map_err(|e| named(e, || self.urls.group_message_status(user, sid, mid)))

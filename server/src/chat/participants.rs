@@ -26,7 +26,7 @@ impl Chat {
     /// `Timeout` event and the other connected participants a status notification. A 1-1
     /// session whose only invitation timed out ends. The rule is `time_out`.
     pub(super) fn invitation_timed_out(&self, sid: &str, address: &str, seq: u64) {
-        let mut state = self.lock();
+        let mut state = self.write_state();
         let Some(d) = state
             .sessions
             .get(sid)
@@ -47,7 +47,7 @@ impl Chat {
         sid: &str,
         req: PageRequest,
     ) -> Result<ParticipantList, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.visible(&state, user, sid)?;
         let entries = (1u64..).zip(&s.participants);
         let p = page::page(entries, req);
@@ -70,7 +70,7 @@ impl Chat {
         sid: &str,
         pid: &str,
     ) -> Result<ParticipantInformation, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.visible(&state, user, sid)?;
         let p = s
             .participant(pid)
@@ -85,7 +85,7 @@ impl Chat {
         sid: &str,
         pid: &str,
     ) -> Result<ParticipantSessionStatus, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.visible(&state, user, sid)?;
         let p = s
             .participant(pid)
@@ -103,7 +103,7 @@ impl Chat {
         wanted: ParticipantStatus,
     ) -> Result<ParticipantSessionStatus, ApiError> {
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let connected_now = state.open_sessions(user);
             let s = self.visible(&state, user, sid)?;
             let d = set_status(

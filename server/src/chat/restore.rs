@@ -26,9 +26,9 @@ impl Chat {
             );
         }
         let live = read_records(snapshot.records)?;
-        let mut state = self.lock();
+        let mut state = self.write_state();
         if let Some(c) = live.counters {
-            state.counters = c;
+            state.ids.resume(c);
         }
         if !live.ended.is_empty() {
             let mut change = Change::default();
@@ -84,7 +84,7 @@ impl Chat {
             .collect();
         let now = crate::store::now_ms();
         for sid in &adhoc {
-            state.adhoc_active.insert(sid.clone(), now);
+            state.adhoc_active.insert(sid.clone(), now.into());
         }
         let expiries: Vec<(String, i64)> = state
             .subscriptions

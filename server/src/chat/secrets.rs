@@ -98,7 +98,7 @@ impl Chat {
         let new = accept(supplied, "signingSecret")?;
         let window = i64::try_from(self.settings.rotation_window.as_millis()).unwrap_or(i64::MAX);
         let (previous, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let sub = match state.subscriptions.get_mut(id) {
                 Some(s) if s.rec.user == user => s,
                 _ => return Err(missing(&self.urls.subscription(user, id))),
@@ -112,7 +112,7 @@ impl Chat {
                 id.to_owned(),
                 super::records::encode_subscription(&sub.rec),
             );
-            (previous, self.submit(&state, change))
+            (previous, self.submit(&mut state, change))
         };
         durable(rx).await?;
         Ok(SubscriptionSecret {

@@ -103,7 +103,7 @@ impl Chat {
         )
         .map_err(|r| r.into_api(String::new))?;
         let (id, view, timers, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             if let Some(c) = &body.client_correlator
                 && let Some(s) = replayed(state.sessions_of(user), user, c)
             {
@@ -161,7 +161,7 @@ impl Chat {
     /// references sorted by `seq`; only the page's sessions are turned into views. The list is
     /// bounded by the per-user session and invitation limits (ended sessions leave it).
     pub fn list_sessions(&self, user: &str, req: PageRequest) -> ChatSessionList {
-        let state = self.lock();
+        let state = self.read_state();
         let mut sessions: Vec<&Session> = state
             .sessions_of(user)
             .filter(|s| req.after.is_none_or(|after| s.seq > after))
@@ -183,7 +183,7 @@ impl Chat {
 
     /// One session the user takes part in.
     pub fn get_session(&self, user: &str, sid: &str) -> Result<ChatSessionInformation, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         let s = self.visible(&state, user, sid)?;
         Ok(views::session(&self.urls, user, s))
     }
@@ -194,7 +194,7 @@ impl Chat {
     /// sub-resource): "delete the resource", as the seed says. The rule is `end`.
     pub async fn delete_session(&self, user: &str, sid: &str) -> Result<(), ApiError> {
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let s = self.visible(&state, user, sid)?;
             let d = end(&self.urls, s, user).map_err(|r| r.into_api(String::new))?;
             self.apply(&mut state, d)
@@ -212,7 +212,7 @@ impl Chat {
     ) -> Result<Created<ParticipantList>, ApiError> {
         let urls = &self.urls;
         let (list, timers, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let now = Instant::now();
             let to: Vec<&str> = body
                 .participant
@@ -266,7 +266,7 @@ impl Chat {
         pid: &str,
     ) -> Result<(), ApiError> {
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let s = self.visible(&state, user, sid)?;
             let d = cancel(&self.urls, s, user, pid)
                 .map_err(|r| r.into_api(|| self.urls.participant(user, sid, pid)))?;

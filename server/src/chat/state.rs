@@ -7,8 +7,12 @@
 use crate::notify::Queue;
 use netapi_chat_api::{CallbackReference, MessageStatus, ParticipantStatus};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// Everything the server knows, behind one lock (see [`super::Chat`]).
+/// Everything the server knows, behind one read-write lock (see [`super::Chat`]): a change
+/// of the maps (a session started, ended or joined by someone new; a subscription made or
+/// gone) writes it; everything else (reads, a message sent or confirmed) only reads it, with
+/// the few fields such steps advance ([`State::ids`], [`State::adhoc_active`]) atomic.
 #[derive(Default)]
 pub struct State {
     /// Subscriptions by id.
@@ -19,8 +23,8 @@ pub struct State {
     pub sessions: HashMap<String, Session>,
     /// Session ids per user address, in creation order.
     pub user_sessions: HashMap<String, Vec<String>>,
-    /// Persisted counters.
-    pub counters: Counters,
+    /// Persisted counters, advanced by readers too (see [`Ids`]).
+    pub ids: Ids,
     /// When each inviter sent its recent invitations (the invitation rate; not persisted).
     pub invitations_sent: super::quota::SendLog,
     /// When each sender last indicated `isComposing` (its rate; not persisted).
@@ -32,8 +36,8 @@ pub struct State {
     /// When each open ad hoc session (`Session::adhoc`) last carried a message, Unix ms: its
     /// idle timer ends it once this is older than the idle time. One entry per open ad hoc
     /// session (removed when the session is released); not stored (a restart counts from
-    /// the restart).
-    pub adhoc_active: HashMap<String, i64>,
+    /// the restart). Atomic: a send moves it under the read lock.
+    pub adhoc_active: HashMap<String, AtomicI64>,
     /// Channel id by its `callbackURL` (keyed by `channels::callback_key`, so any spelling
     /// RFC 3986 makes equal finds it): how a subscription's `notifyURL` is recognised as a
     /// channel before the callback policy would look at it.
@@ -75,13 +79,50 @@ pub struct ChannelRecord {
 }
 
 /// Counters that must never repeat, persisted with every change that advances them (as the
-/// `meta` record `counters`).
+/// `meta` record `counters`): the value a change stores (see [`Ids::snapshot`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
     /// Source of resource ids (and of creation order).
     pub next_id: u64,
     /// Source of notification ids (`webhook-id`).
     pub next_notification: u64,
+}
+
+/// The live [`Counters`]: atomic, so that steps holding only the read lock (a message sent in
+/// one session while another is sent in the next) take ids side by side. Every change stores
+/// a [`Ids::snapshot`] taken when it is handed to the store, in hand-over order
+/// (`Chat::submit`), so the last stored value is at least every id any stored change used.
+#[derive(Debug, Default)]
+pub struct Ids {
+    next_id: AtomicU64,
+    next_notification: AtomicU64,
+}
+
+impl Ids {
+    /// Resumes from stored counters (start-up).
+    pub fn resume(&self, c: Counters) {
+        self.next_id.store(c.next_id, Ordering::SeqCst);
+        self.next_notification
+            .store(c.next_notification, Ordering::SeqCst);
+    }
+
+    /// The counters now, to store.
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            next_id: self.next_id.load(Ordering::SeqCst),
+            next_notification: self.next_notification.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The next resource sequence number (ids and creation order).
+    pub fn next_seq(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The next notification id (`webhook-id`).
+    pub fn next_notification(&self) -> u64 {
+        self.next_notification.fetch_add(1, Ordering::SeqCst) + 1
+    }
 }
 
 impl State {
@@ -142,9 +183,8 @@ impl State {
     }
 
     /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`), and its sequence number.
-    pub fn new_id(&mut self, prefix: &str) -> (String, u64) {
-        self.counters.next_id += 1;
-        let seq = self.counters.next_id;
+    pub fn new_id(&self, prefix: &str) -> (String, u64) {
+        let seq = self.ids.next_seq();
         (
             format!("{prefix}-{seq}-{}", uuid::Uuid::new_v4().simple()),
             seq,

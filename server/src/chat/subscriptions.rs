@@ -128,7 +128,7 @@ impl Chat {
         // notifications are not POSTed anywhere (see `channels`). Only the channel's own user
         // may use it; anyone else gets the answer of a host that is not allowed.
         let via_channel = {
-            let state = self.lock();
+            let state = self.read_state();
             match channel_of(&state, &notify_url) {
                 Some(owner) if owner == user => true,
                 Some(_) => {
@@ -169,7 +169,7 @@ impl Chat {
         )?;
         let duration = granted_duration(body.duration).map_err(|r| r.into_api(String::new))?;
         let (view, expiry, rx) = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             let replay = body.client_correlator.as_ref().and_then(|c| {
                 let mine = state
                     .subscriptions_of(user)
@@ -231,7 +231,7 @@ impl Chat {
             (
                 made,
                 expires_at_ms.map(|t| (id, t)),
-                self.submit(&state, change),
+                self.submit(&mut state, change),
             )
         };
         durable(rx).await?;
@@ -247,7 +247,7 @@ impl Chat {
     /// ahead (the wall clock behind the task's timer) the task sleeps on until then (`Some`);
     /// without an expiry, or without the subscription, the task ends.
     pub(super) fn expiry_due(&self, id: &str) -> Option<i64> {
-        let mut state = self.lock();
+        let mut state = self.write_state();
         let sub = state.subscriptions.get_mut(id)?;
         match sub.rec.expires_at_ms {
             Some(at) if at > now_ms() => Some(at),
@@ -267,8 +267,7 @@ impl Chat {
         };
         sub.queue.expire();
         let notification = expiry_notice(&self.urls, &sub.rec);
-        state.counters.next_notification += 1;
-        let nid = state.counters.next_notification;
+        let nid = state.ids.next_notification();
         let mut change = Change::default();
         change
             .batch
@@ -288,7 +287,7 @@ impl Chat {
     /// full; see `notify`): it stays, reads as `Disabled` with `reason`, and gets no new
     /// notifications; its queue buries what it holds as dead letters.
     pub(super) fn disable_subscription(&self, id: &str, reason: &str) {
-        let mut state = self.lock();
+        let mut state = self.write_state();
         let Some(sub) = state.subscriptions.get_mut(id) else {
             return;
         };
@@ -307,14 +306,14 @@ impl Chat {
             records::encode_subscription(&sub.rec),
         );
         // Nobody waits: the delivery task made this change.
-        drop(self.submit(&state, change));
+        drop(self.submit(&mut state, change));
     }
 
     /// One page of the user's subscriptions, in creation order. The user's id list is in
     /// creation order and holds at most `max_subscriptions` entries, so skipping to the cursor
     /// walks it.
     pub fn list_subscriptions(&self, user: &str, req: PageRequest) -> ChatSubscriptionList {
-        let state = self.lock();
+        let state = self.read_state();
         let entries = state.subscriptions_of(user).map(|s| (s.rec.seq, s));
         let p = page::page(entries, req);
         let resource_url = self.urls.subscriptions(user);
@@ -332,7 +331,7 @@ impl Chat {
 
     /// One subscription of the user.
     pub fn get_subscription(&self, user: &str, id: &str) -> Result<ChatSubscription, ApiError> {
-        let state = self.lock();
+        let state = self.read_state();
         match state.subscriptions.get(id) {
             Some(s) if s.rec.user == user => Ok(self.subscription_view(&s.rec)),
             _ => Err(missing(&self.urls.subscription(user, id))),
@@ -342,7 +341,7 @@ impl Chat {
     /// Seed 7.1.1: unsubscribe. Nothing more is delivered to the callback.
     pub async fn delete_subscription(&self, user: &str, id: &str) -> Result<(), ApiError> {
         let rx = {
-            let mut state = self.lock();
+            let mut state = self.write_state();
             match state.subscriptions.get(id) {
                 Some(s) if s.rec.user == user => {}
                 _ => return Err(missing(&self.urls.subscription(user, id))),
@@ -355,7 +354,7 @@ impl Chat {
                 .batch
                 .deletes
                 .push((Kind::Subscription, id.to_owned()));
-            self.submit(&state, change)
+            self.submit(&mut state, change)
         };
         durable(rx).await
     }

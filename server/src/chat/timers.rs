@@ -30,7 +30,7 @@ impl Chat {
             }
         })
         .abort_handle();
-        let mut state = self.lock();
+        let mut state = self.write_state();
         match state.subscriptions.get_mut(&key) {
             Some(sub) => {
                 if let Some(old) = sub.timer.replace(task) {
