@@ -472,6 +472,14 @@ async fn tls_to(
     server: &Server,
     root: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_tls_to(server, root).await.expect("a TLS connection")
+}
+
+/// [`tls_to`], or why not (a server restarting in between closes or refuses connections).
+async fn try_tls_to(
+    server: &Server,
+    root: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
@@ -485,12 +493,12 @@ async fn tls_to(
     .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(server.addr())
         .await
-        .expect("connect");
+        .map_err(|e| format!("connect: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
-        .expect("TLS handshake with the instance")
+        .map_err(|e| format!("TLS handshake: {e}"))
 }
 
 /// An answer over HTTPS: status, `Location`, `Retry-After`, body.
@@ -510,12 +518,25 @@ async fn https(
     url: &str,
     body: Option<Vec<u8>>,
 ) -> Answer {
+    try_https(server, root, method, url, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`https`], or why no answer came.
+async fn try_https(
+    server: &Server,
+    root: &[u8],
+    method: &str,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, String> {
     use http_body_util::BodyExt as _;
-    let stream = tls_to(server, root).await;
+    let stream = try_tls_to(server, root).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .expect("HTTP over TLS");
+            .map_err(|e| format!("HTTP over TLS: {e}"))?;
     tokio::spawn(conn);
     let path = url
         .strip_prefix(&server.base)
@@ -537,7 +558,10 @@ async fn https(
             body.unwrap_or_default(),
         )))
         .expect("a request");
-    let answer = sender.send_request(request).await.expect("an answer");
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
     let status = answer.status().as_u16();
     let header = |name| {
         answer
@@ -554,14 +578,14 @@ async fn https(
         .into_body()
         .collect()
         .await
-        .expect("the body")
+        .map_err(|e| format!("the body: {e}"))?
         .to_bytes();
-    Answer {
+    Ok(Answer {
         status,
         location,
         retry_after,
         body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    })
 }
 
 /// HTTPS end to end: both instances serve TLS with one certificate (`auto` cluster URLs,
@@ -797,5 +821,59 @@ async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
         location.starts_with(&p.leader.base),
         "made by the leader: {location}"
     );
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// Losing an HTTPS leader: SIGKILL it, and the standby takes the database over and serves
+/// HTTPS on the same address with the same certificate (a client that trusts it goes on
+/// unchanged); a create retried with its `clientCorrelator` through it until `201` is then
+/// readable, and the new leader's own cluster URL is `https://` (a standby started after the
+/// takeover forwards to it over TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
+    let certs = support::temp_data_dir();
+    let (cert, key, der) = certificate(&certs, "instance");
+    let tls_env = [
+        ("NETAPI_CHAT_TLS_CERT", cert.as_str()),
+        ("NETAPI_CHAT_TLS_KEY", key.as_str()),
+        ("NETAPI_CHAT_CLUSTER_CA_FILE", cert.as_str()),
+    ];
+    let p = pair(&tls_env);
+    signal(&p.leader, "-KILL");
+    let mut doc = docs::session("after the takeover", &[BOB]);
+    doc.client_correlator = Some("takeover-over-tls".to_owned());
+    let body = wire::encode(Format::Json, &doc);
+    let url = p.standby.urls().chat_sessions(ALICE);
+    let started = std::time::Instant::now();
+    let location = loop {
+        match try_https(&p.standby, &der, "POST", &url, Some(body.clone())).await {
+            Ok(a) if a.status == 201 => break a.location.unwrap_or_default(),
+            Ok(a) if a.status == 503 => {}
+            Ok(a) => panic!("{}: {}", a.status, a.body),
+            // The standby closes its connections once as it starts serving.
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no takeover within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        location.starts_with(&p.standby.base),
+        "the former standby leads: {location}"
+    );
+    let a = https(&p.standby, &der, "GET", &location, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // A new standby finds the new leader's https:// URL in the leader row and forwards over TLS.
+    let third_dir = support::temp_data_dir();
+    let third = Server::start_in(&third_dir, &cluster_env(&p.database, &tls_env), None);
+    let url = location.replace(&p.standby.base, &third.base);
+    let a = https(&third, &der, "GET", &url, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("after the takeover"), "{}", a.body);
+    drop(third);
+    let _ = std::fs::remove_dir_all(&third_dir);
     let _ = std::fs::remove_dir_all(&certs);
 }
