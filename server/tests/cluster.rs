@@ -5,7 +5,9 @@
 //! listener; the same `clientCorrelator` sent to both at once makes one message; killing the
 //! leader (SIGKILL) mid-burst while the callback is down hands the database to the standby,
 //! which serves every message answered 2xx before and delivers every notification; the
-//! database stopped and started under both leaves a cluster that answers again.
+//! database stopped and started under both leaves a cluster that answers again. With TLS on
+//! the instances, a client talks HTTPS to a standby that forwards over TLS (WebSocket
+//! included), refuses to forward to a leader it does not trust, and takes over serving HTTPS.
 //!
 //! Needs the PostgreSQL pass of `cargo xtask test` (`NETAPI_CHAT_TEST_DATABASE_URL`,
 //! `NETAPI_CHAT_TEST_PG_CTL`), which runs these one at a time (one stops the database):
