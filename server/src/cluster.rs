@@ -24,6 +24,12 @@
 //! client cannot pose as another address. A request that arrives at a standby already
 //! forwarded is not forwarded again (no loops while the leader table is stale): `503`.
 //!
+//! **TLS between instances.** With `NETAPI_CHAT_TLS_CERT` an instance's cluster URL is
+//! `https://` and its standby listener serves HTTPS with the same certificate as its leader
+//! would; a standby forwards to an `https://` leader over rustls ([`LeaderConnector`]),
+//! verifying the certificate for the URL's host against Mozilla's roots plus
+//! `NETAPI_CHAT_CLUSTER_CA_FILE`, so a client's token is never in clear between machines.
+//!
 //! What a second instance adds is availability (the service survives the loss of an instance
 //! or a machine) and the standby's HTTP work; not a second decider: all chat decisions stay on
 //! one instance (see ARCHITECTURE.md, "Several instances").
@@ -38,7 +44,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use netapi_chat_api::RequestError;
 use netapi_chat_runtime::error::ApiError;
@@ -64,38 +70,51 @@ const RETRY_AFTER_SECS: u32 = 1;
 /// `NETAPI_CHAT_CLUSTER_URL`: where the other instances reach this one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterUrl {
-    /// `http://` + the address the server is bound to (which must then be a specific one).
+    /// `http://` (`https://` when the instance serves TLS) + the address the server is bound
+    /// to (which must then be a specific one).
     Auto,
-    /// `http://host:port`, as given (no trailing slash).
+    /// `http://host:port` or `https://host:port`, as given (no trailing slash).
     Given(String),
 }
 
 impl ClusterUrl {
-    /// `auto`, or an `http://host:port` URL without path, query or credentials; `None`
-    /// otherwise (TLS between instances is not offered: the peers' link is the operator's
-    /// network, as between a load balancer and its backends).
+    /// `auto`, or an `http://` or `https://` `host:port` URL without path, query or
+    /// credentials; `None` otherwise. `https://` makes the standbys speak TLS to this
+    /// instance and verify its certificate for `host`, so that a client's bearer token is
+    /// never in clear between two machines.
     pub fn parse(text: &str) -> Option<ClusterUrl> {
         if text == "auto" {
             return Some(ClusterUrl::Auto);
         }
         let uri = http::Uri::from_str(text).ok()?;
-        let plain = uri.scheme_str() == Some("http")
+        let usable = matches!(uri.scheme_str(), Some("http" | "https"))
             && uri
                 .authority()
                 .is_some_and(|a| a.port_u16().is_some_and(|p| p != 0) && !a.as_str().contains('@'))
             && matches!(uri.path(), "" | "/")
             && uri.query().is_none();
-        plain.then(|| ClusterUrl::Given(text.trim_end_matches('/').to_owned()))
+        usable.then(|| ClusterUrl::Given(text.trim_end_matches('/').to_owned()))
     }
 
-    /// The URL, once the server's address is known.
-    pub fn resolve(&self, bound: SocketAddr) -> Result<String, String> {
+    /// Whether this URL is reached over TLS, given whether the instance serves TLS (`auto`
+    /// follows the instance).
+    pub fn is_https(&self, tls: bool) -> bool {
+        match self {
+            ClusterUrl::Auto => tls,
+            ClusterUrl::Given(url) => url.starts_with("https://"),
+        }
+    }
+
+    /// The URL, once the server's address is known; `tls`: the instance serves HTTPS
+    /// (`NETAPI_CHAT_TLS_CERT`), so `auto` is `https://` + the bound address.
+    pub fn resolve(&self, bound: SocketAddr, tls: bool) -> Result<String, String> {
         match self {
             ClusterUrl::Given(url) => Ok(url.clone()),
             ClusterUrl::Auto if bound.ip().is_unspecified() => Err(format!(
                 "NETAPI_CHAT_CLUSTER_URL=auto needs NETAPI_CHAT_BIND to name one address (it is {bound}): \
                  give the URL the other instances reach this one at"
             )),
+            ClusterUrl::Auto if tls => Ok(format!("https://{bound}")),
             ClusterUrl::Auto => Ok(format!("http://{bound}")),
         }
     }
@@ -111,16 +130,22 @@ impl std::fmt::Display for ClusterUrl {
 }
 
 /// What cluster mode needs besides its URL: PostgreSQL (the database is what the instances
-/// share) and no TLS on the instance (the standby's forwarding link is plain HTTP).
+/// share), and an `https://` URL (or `auto`) on an instance that serves HTTPS: its port
+/// speaks TLS only, so an `http://` URL would only make every forwarded request fail. An
+/// `https://` URL on an instance without TLS is accepted: a TLS proxy of the operator's may
+/// stand in front of it.
 pub fn validate(config: &Config) -> Result<(), String> {
-    if config.cluster_url.is_none() {
+    let Some(url) = &config.cluster_url else {
         return Ok(());
-    }
+    };
     if config.database_url.is_none() {
         return Err("NETAPI_CHAT_CLUSTER_URL needs NETAPI_CHAT_DATABASE_URL: the instances of a cluster share one PostgreSQL database".to_owned());
     }
-    if config.tls.is_some() {
-        return Err("NETAPI_CHAT_CLUSTER_URL with NETAPI_CHAT_TLS_CERT: in a cluster, terminate TLS at the load balancer".to_owned());
+    if config.tls.is_some() && !url.is_https(true) {
+        return Err(format!(
+            "NETAPI_CHAT_CLUSTER_URL={url} with NETAPI_CHAT_TLS_CERT: this instance serves HTTPS only, \
+             so the other instances reach it at an https:// URL (or `auto`)"
+        ));
     }
     Ok(())
 }
@@ -169,7 +194,19 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     let bound = listener
         .local_addr()
         .map_err(|e| StartError::Listen(e.to_string()))?;
-    let own_url = cluster_url.resolve(bound).map_err(StartError::Listen)?;
+    let own_url = cluster_url
+        .resolve(bound, config.tls.is_some())
+        .map_err(StartError::Listen)?;
+    // Read before anything is opened, whichever role this instance gets: a bad CA file or
+    // certificate pair stops the start with its message.
+    let leader_tls = crate::tls::cluster_client_config(config.cluster_ca_file.as_deref())
+        .map_err(StartError::Listen)?;
+    let own_tls = match &config.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            crate::tls::server_config(files).map_err(StartError::Listen)?,
+        ))),
+        None => None,
+    };
     let _ = BOUND.set(bound);
     let mut config = config.clone();
     config.bind = bound;
@@ -178,7 +215,7 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         drop(listener);
         return crate::server::start_on(&config, Some(backend));
     }
-    let forwarder = Arc::new(Forwarder::new(seat.url.clone()));
+    let forwarder = Arc::new(Forwarder::new(seat.url.clone(), Arc::new(leader_tls)));
     let url = config.database_url.clone().unwrap_or_default();
     let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
         .map_err(StartError::Store)?;
@@ -188,12 +225,14 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     };
     // Know the leader before saying this instance listens.
     let mut free = watch.look(&url, &forwarder).await;
+    let scheme = if own_tls.is_some() { "https" } else { "http" };
     println!(
-        "netapi-chat listening on http://{bound} (standby: forwarding to the leader until it can take over; reached by the others at {})",
+        "netapi-chat listening on {scheme}://{bound} (standby: forwarding to the leader until it can take over; reached by the others at {})",
         seat.url
     );
     let proxy = tokio::spawn(serve_standby(
         listener,
+        own_tls,
         Arc::clone(&forwarder),
         config.connections.header_read_timeout,
         config
@@ -300,25 +339,73 @@ struct Leader {
     key: String,
 }
 
+/// Longest a standby waits for a TCP connection to the leader, and then for its TLS
+/// handshake: the leader is on the operator's network, so anything slower is a leader that
+/// cannot be reached (the client gets `503` and retries).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A standby's forwarding: the leader as last read, and one pooled HTTP client to it.
 struct Forwarder {
     own_url: String,
     leader: RwLock<Option<Leader>>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<LeaderConnector, Incoming>,
+    /// The last reason a forward failed that was logged, so a leader that stays unreachable
+    /// (or untrusted) is reported once, not once per request.
+    failure: std::sync::Mutex<Option<String>>,
+    /// Whether `failure` holds one.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Forwarder {
-    fn new(own_url: String) -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    /// No leader yet; `tls`: what an `https://` leader's certificate is verified against.
+    fn new(own_url: String, tls: Arc<rustls::ClientConfig>) -> Forwarder {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // `https://` leaders too: TLS is added on top by `LeaderConnector`.
+        tcp.enforce_http(false);
         Forwarder {
             own_url,
             leader: RwLock::new(None),
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(64)
-                .build(connector),
+                .build(LeaderConnector {
+                    tcp,
+                    tls: tokio_rustls::TlsConnector::from(tls),
+                }),
+            failure: std::sync::Mutex::new(None),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Logs why a forward to `leader` failed, when that is news (see [`Forwarder::failure`]).
+    fn report(&self, leader: &Leader, error: &(dyn std::error::Error + 'static)) {
+        let mut why = error.to_string();
+        let mut source = error.source();
+        while let Some(e) = source {
+            why.push_str(": ");
+            why.push_str(&e.to_string());
+            source = e.source();
+        }
+        let line = format!("forwarding to the leader at {} failed: {why}", leader.url);
+        let mut last = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(line.as_str()) {
+            eprintln!("netapi-chat: {line}");
+            *last = Some(line);
+        }
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Forgets the last failure logged, after a forward that worked (a load only while one
+    /// is remembered: the lock is not taken on every request).
+    fn recovered(&self) {
+        if self
+            .failing
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
@@ -336,13 +423,158 @@ impl Forwarder {
     }
 }
 
+/// The connections of a standby to the leader: TCP for an `http://` leader, TLS (rustls) over
+/// it for an `https://` one, the certificate verified for the host of the leader's URL. One
+/// connector for both, so that the client's pool keeps serving a mixed cluster whatever
+/// scheme the leader row names.
+#[derive(Clone)]
+struct LeaderConnector {
+    tcp: HttpConnector,
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// What a failed connection to the leader says (for the log).
+type ConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for LeaderConnector {
+    type Response = TokioIo<LeaderStream>;
+    type Error = ConnectError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, ConnectError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ConnectError>> {
+        tower_service::Service::<http::Uri>::poll_ready(&mut self.tcp, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (mut tcp, tls) = (self.tcp.clone(), self.tls.clone());
+        Box::pin(async move {
+            let name = match uri.scheme_str() {
+                Some("https") => Some(tls_name(&uri)?),
+                _ => None,
+            };
+            let stream = tower_service::Service::call(&mut tcp, uri)
+                .await?
+                .into_inner();
+            let Some(name) = name else {
+                return Ok(TokioIo::new(LeaderStream::Plain(stream)));
+            };
+            let secured = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream))
+                .await
+                .map_err(|_| "no TLS handshake within 2 s")??;
+            Ok(TokioIo::new(LeaderStream::Tls(Box::new(secured))))
+        })
+    }
+}
+
+/// The name an `https://` leader's certificate must hold: its URL's host, a DNS name or an IP
+/// address (matched against an IP SAN).
+fn tls_name(uri: &http::Uri) -> Result<rustls::pki_types::ServerName<'static>, ConnectError> {
+    use rustls::pki_types::ServerName;
+    let host = uri.host().ok_or("the leader's URL has no host")?;
+    // An IPv6 literal is written in brackets in a URL, not in a certificate.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(ServerName::IpAddress(ip.into())),
+        Err(_) => Ok(ServerName::try_from(host.to_owned())?),
+    }
+}
+
+/// A connection to the leader, plain or TLS (see [`LeaderConnector`]).
+enum LeaderStream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl Connection for LeaderStream {
+    fn connected(&self) -> Connected {
+        match self {
+            LeaderStream::Plain(s) => s.connected(),
+            LeaderStream::Tls(s) => s.get_ref().0.connected(),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for LeaderStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LeaderStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            LeaderStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LeaderStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            LeaderStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            LeaderStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            LeaderStream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            LeaderStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            LeaderStream::Plain(s) => s.is_write_vectored(),
+            LeaderStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LeaderStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            LeaderStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LeaderStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            LeaderStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The body of what a standby answers: the leader's, streamed, or its own.
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Accepts connections (at most `max` at once: past it a new one is closed at once) and
-/// forwards their requests until aborted (which drops every connection it serves).
+/// forwards their requests until aborted (which drops every connection it serves). With
+/// `tls` (`NETAPI_CHAT_TLS_CERT`) every connection is HTTPS, with the certificate the leader
+/// serves: clients reach a standby through the same load balancer and URLs as the leader, so
+/// a standby speaking plain HTTP would break them (or, behind a TCP balancer, carry their
+/// tokens in clear). The TLS handshake must end within `header_read_timeout`.
 async fn serve_standby(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     forwarder: Arc<Forwarder>,
     header_read_timeout: Duration,
     max: usize,
@@ -365,20 +597,44 @@ async fn serve_standby(
         };
         let _ = stream.set_nodelay(true);
         let forwarder = Arc::clone(&forwarder);
+        let tls = tls.clone();
         connections.spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |request| {
-                let forwarder = Arc::clone(&forwarder);
-                async move { Ok::<_, Infallible>(forward(&forwarder, peer, request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+            match tls {
+                None => serve_one(stream, forwarder, peer, header_read_timeout).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_read_timeout, handshake).await
+                    {
+                        serve_one(stream, forwarder, peer, header_read_timeout).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// Serves the requests of one client connection (plain or TLS) of a standby, WebSocket
+/// upgrades included.
+async fn serve_one<S>(
+    stream: S,
+    forwarder: Arc<Forwarder>,
+    peer: SocketAddr,
+    header_read_timeout: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let forwarder = Arc::clone(&forwarder);
+        async move { Ok::<_, Infallible>(forward(&forwarder, peer, request).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus `Host`
@@ -465,8 +721,12 @@ async fn forward(
         .request(Request::from_parts(parts, body))
         .await
     {
-        Ok(a) => a,
-        Err(_) => {
+        Ok(a) => {
+            forwarder.recovered();
+            a
+        }
+        Err(e) => {
+            forwarder.report(&leader, &e);
             return unavailable(
                 format,
                 "the instance that leads cannot be reached; another takes over within seconds",
@@ -555,14 +815,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cluster_urls_are_auto_or_plain_http_with_a_port() {
+    fn cluster_urls_are_auto_or_http_or_https_with_a_port() {
         assert_eq!(ClusterUrl::parse("auto"), Some(ClusterUrl::Auto));
         assert_eq!(
             ClusterUrl::parse("http://10.0.0.2:8080/"),
             Some(ClusterUrl::Given("http://10.0.0.2:8080".into()))
         );
+        assert_eq!(
+            ClusterUrl::parse("https://chat-1.internal:8443/"),
+            Some(ClusterUrl::Given("https://chat-1.internal:8443".into()))
+        );
+        assert_eq!(
+            ClusterUrl::parse("https://[fd00::2]:8443"),
+            Some(ClusterUrl::Given("https://[fd00::2]:8443".into()))
+        );
         for bad in [
-            "https://10.0.0.2:8080",
+            "ftp://10.0.0.2:8080",
+            "ws://10.0.0.2:8080",
+            "https://10.0.0.2",
+            "https://10.0.0.2:8443/v1",
+            "https://u@10.0.0.2:8443",
             "http://10.0.0.2",
             "http://10.0.0.2:0",
             "http://10.0.0.2:8080/v1",
@@ -579,10 +851,84 @@ mod tests {
     fn auto_needs_a_specific_bound_address() {
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         let one: SocketAddr = "10.0.0.2:8080".parse().unwrap();
-        assert!(ClusterUrl::Auto.resolve(any).is_err());
+        assert!(ClusterUrl::Auto.resolve(any, false).is_err());
+        assert!(ClusterUrl::Auto.resolve(any, true).is_err());
         assert_eq!(
-            ClusterUrl::Auto.resolve(one).unwrap(),
+            ClusterUrl::Auto.resolve(one, false).unwrap(),
             "http://10.0.0.2:8080"
+        );
+    }
+
+    #[test]
+    fn auto_is_https_when_the_instance_serves_tls() {
+        let one: SocketAddr = "10.0.0.2:8443".parse().unwrap();
+        assert_eq!(
+            ClusterUrl::Auto.resolve(one, true).unwrap(),
+            "https://10.0.0.2:8443"
+        );
+        assert!(ClusterUrl::Auto.is_https(true) && !ClusterUrl::Auto.is_https(false));
+        // A given URL is what it says, whatever the instance serves.
+        let given = ClusterUrl::Given("http://10.0.0.2:8080".into());
+        assert_eq!(given.resolve(one, true).unwrap(), "http://10.0.0.2:8080");
+        assert!(!given.is_https(true));
+    }
+
+    /// The configuration rules: TLS on the instance with `auto` or `https://` is a cluster
+    /// (it was refused before TLS between instances existed); with `http://` it is refused,
+    /// naming the setting, since its port speaks TLS only; `https://` without TLS is
+    /// accepted (a TLS proxy of the operator's in front of the instance).
+    #[test]
+    fn tls_on_the_instance_needs_an_https_or_auto_cluster_url() {
+        let tls = crate::tls::TlsFiles {
+            cert: "/etc/netapi-chat/cert.pem".into(),
+            key: "/etc/netapi-chat/key.pem".into(),
+        };
+        let config = |url: &str, tls: Option<crate::tls::TlsFiles>| Config {
+            database_url: Some("postgres://db/chat".into()),
+            cluster_url: ClusterUrl::parse(url),
+            tls,
+            ..Config::default()
+        };
+        assert_eq!(validate(&config("auto", Some(tls.clone()))), Ok(()));
+        assert_eq!(
+            validate(&config("https://10.0.0.2:8443", Some(tls.clone()))),
+            Ok(())
+        );
+        assert_eq!(validate(&config("https://10.0.0.2:8443", None)), Ok(()));
+        assert_eq!(validate(&config("http://10.0.0.2:8080", None)), Ok(()));
+        let refused = validate(&config("http://10.0.0.2:8080", Some(tls))).unwrap_err();
+        assert!(
+            refused.contains("NETAPI_CHAT_CLUSTER_URL") && refused.contains("https://"),
+            "{refused}"
+        );
+        let alone = Config {
+            database_url: None,
+            ..config("auto", None)
+        };
+        assert!(
+            validate(&alone)
+                .unwrap_err()
+                .contains("NETAPI_CHAT_DATABASE_URL")
+        );
+    }
+
+    /// The name a leader's certificate is verified for: its URL's host, an IP address (IPv6
+    /// without brackets) as an IP name, anything else as a DNS name.
+    #[test]
+    fn the_leaders_certificate_is_verified_for_its_urls_host() {
+        use rustls::pki_types::ServerName;
+        let name = |u: &str| tls_name(&http::Uri::from_str(u).unwrap()).unwrap();
+        assert_eq!(
+            name("https://10.0.0.2:8443/v1"),
+            ServerName::IpAddress("10.0.0.2".parse::<std::net::IpAddr>().unwrap().into())
+        );
+        assert_eq!(
+            name("https://[fd00::2]:8443/"),
+            ServerName::IpAddress("fd00::2".parse::<std::net::IpAddr>().unwrap().into())
+        );
+        assert_eq!(
+            name("https://chat-1.internal:8443/"),
+            ServerName::try_from("chat-1.internal").unwrap()
         );
     }
 

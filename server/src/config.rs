@@ -70,8 +70,8 @@ pub struct Config {
     /// and webhook secret). Unset (the default): SQLite. Several servers share one only with `NETAPI_CHAT_CLUSTER_URL` (`crate::cluster`).
     pub database_url: Option<String>,
     /// `NETAPI_CHAT_CLUSTER_URL`: the URL at which the other instances on the same PostgreSQL
-    /// database reach this one (`http://host:port`, or `auto` for `http://` + the bound
-    /// address). Set: this instance is one of several (`crate::cluster`): it leads (serves
+    /// database reach this one (`http://host:port`, `https://host:port` when it serves HTTPS,
+    /// or `auto` for `http://` or, with TLS, `https://` + the bound address). Set: this instance is one of several (`crate::cluster`): it leads (serves
     /// from its memory, delivers, fires timers) while it holds the database, and forwards
     /// every request to the instance that does otherwise. Unset (the default): one server
     /// per database.
@@ -149,6 +149,11 @@ pub struct Config {
     /// `NETAPI_CHAT_DATABASE_CA_FILE`: PEM root certificates trusted for the PostgreSQL
     /// server's certificate besides Mozilla's (with `sslmode=require` in the database URL).
     pub database_ca_file: Option<PathBuf>,
+    /// `NETAPI_CHAT_CLUSTER_CA_FILE`: PEM root certificates trusted for an `https://` leader's
+    /// certificate besides Mozilla's, when this instance stands by and forwards to it: the
+    /// instances of a cluster usually carry certificates of the operator's private CA.
+    /// Default (`None`): Mozilla's only.
+    pub cluster_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -271,6 +276,7 @@ impl Default for Config {
             tls: None,
             callback_ca_file: None,
             database_ca_file: None,
+            cluster_ca_file: None,
         }
     }
 }
@@ -353,7 +359,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
-    Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port` (no TLS: terminate TLS at the load balancer), or `auto` for `http://` + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it and take over within seconds when it is gone"),
+    Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port`, or `https://host:port` when it serves HTTPS (`tls_cert`; then it must), or `auto` for `http://` (with `tls_cert`: `https://`) + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it (over TLS to an `https://` leader, its certificate verified for the URL's host: a DNS name, or an IP address in an IP SAN) and take over within seconds when it is gone. A standby serves HTTPS with the same certificate when `tls_cert` is set"),
+    Setting::unset("NETAPI_CHAT_CLUSTER_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for an `https://` leader's certificate besides Mozilla's (webpki-roots), e.g. the private CA the cluster's instances have their certificates from; used by a standby forwarding to the leader"),
     Setting::unset("NETAPI_CHAT_DATABASE_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for the PostgreSQL server's certificate besides Mozilla's (webpki-roots), e.g. a managed database's CA bundle; used with `sslmode=require`"),
     Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). `?sslmode=require`: TLS, the server's certificate verified for its host (stricter than libpq's `require`); any other `sslmode` (default `prefer`): no TLS. A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
@@ -850,7 +857,7 @@ impl Config {
                     s.invalid(
                         "NETAPI_CHAT_CLUSTER_URL",
                         u,
-                        "auto, or an http://host:port URL without a path",
+                        "auto, or an http:// or https://host:port URL without a path",
                     )
                 })?),
             },
@@ -925,6 +932,11 @@ impl Config {
                 .map(PathBuf::from),
             database_ca_file: s
                 .text("NETAPI_CHAT_DATABASE_CA_FILE")
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+            cluster_ca_file: s
+                .text("NETAPI_CHAT_CLUSTER_CA_FILE")
                 .map(str::trim)
                 .filter(|f| !f.is_empty())
                 .map(PathBuf::from),

@@ -165,6 +165,7 @@ pub fn check(config: &Config) -> Result<(), String> {
     }
     crate::tls::callback_client_config(config.callback_ca_file.as_deref())?;
     crate::tls::database_client_config(config.database_ca_file.as_deref())?;
+    crate::tls::cluster_client_config(config.cluster_ca_file.as_deref())?;
     if let Some(secret) = &config.webhook_secret {
         Signer::from_secret(secret).map_err(|e| format!("NETAPI_CHAT_WEBHOOK_SECRET: {e}"))?;
     }

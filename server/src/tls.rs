@@ -181,6 +181,20 @@ pub fn database_client_config(
     client_config("NETAPI_CHAT_DATABASE_CA_FILE", extra_roots)
 }
 
+/// The TLS client a standby forwards to an `https://` leader with (issue 14, TLS between
+/// instances): the leader's certificate is verified for the host of its cluster URL (a DNS
+/// name, or an IP address against an IP SAN) against Mozilla's roots plus
+/// `NETAPI_CHAT_CLUSTER_CA_FILE`, the private CA an operator's instances usually carry
+/// certificates from. ALPN offers `http/1.1` only: the leader serves HTTP/1.1 only
+/// ([`server_config`]), and the forwarding client speaks it.
+pub fn cluster_client_config(
+    extra_roots: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut config = client_config("NETAPI_CHAT_CLUSTER_CA_FILE", extra_roots)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A client configuration trusting Mozilla's roots plus the certificates of `extra_roots`
 /// (named `setting` in errors).
 fn client_config(
@@ -203,4 +217,27 @@ fn client_config(
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The standby's client for an `https://` leader speaks HTTP/1.1 (what the leader serves)
+    /// and refuses a CA file without certificates, naming its setting, so `check-config` and
+    /// the start say which file is wrong.
+    #[test]
+    fn the_cluster_client_names_its_ca_setting_and_offers_http_1_1() {
+        let config = cluster_client_config(None).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let file =
+            std::env::temp_dir().join(format!("netapi-chat-cluster-ca-{}", std::process::id()));
+        std::fs::write(&file, "not a certificate\n").unwrap();
+        let refused = cluster_client_config(Some(&file)).unwrap_err();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            refused.starts_with("NETAPI_CHAT_CLUSTER_CA_FILE: "),
+            "{refused}"
+        );
+    }
 }

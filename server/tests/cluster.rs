@@ -5,7 +5,9 @@
 //! listener; the same `clientCorrelator` sent to both at once makes one message; killing the
 //! leader (SIGKILL) mid-burst while the callback is down hands the database to the standby,
 //! which serves every message answered 2xx before and delivers every notification; the
-//! database stopped and started under both leaves a cluster that answers again.
+//! database stopped and started under both leaves a cluster that answers again. With TLS on
+//! the instances, a client talks HTTPS to a standby that forwards over TLS (WebSocket
+//! included), refuses to forward to a leader it does not trust, and takes over serving HTTPS.
 //!
 //! Needs the PostgreSQL pass of `cargo xtask test` (`NETAPI_CHAT_TEST_DATABASE_URL`,
 //! `NETAPI_CHAT_TEST_PG_CTL`), which runs these one at a time (one stops the database):
@@ -444,4 +446,436 @@ async fn a_websocket_channel_opened_through_the_standby_gets_its_notifications()
         "{:?}",
         got[0].body
     );
+}
+
+// --- TLS between instances: every instance serves HTTPS, standbys forward over TLS.
+
+/// A self-signed certificate for 127.0.0.1 (an IP SAN: `auto` makes the cluster URL
+/// `https://127.0.0.1:port`, and that address is what a standby verifies) and localhost,
+/// written as PEM into `dir`: (certificate path, key path, certificate DER).
+fn certificate(dir: &std::path::Path, name: &str) -> (String, String, Vec<u8>) {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("self-signed certificate");
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, made.cert.pem()).expect("write certificate");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    (
+        cert.display().to_string(),
+        key.display().to_string(),
+        made.cert.der().to_vec(),
+    )
+}
+
+/// A client TLS connection to `server` trusting exactly `root` (DER), verified for 127.0.0.1.
+async fn tls_to(
+    server: &Server,
+    root: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_tls_to(server, root).await.expect("a TLS connection")
+}
+
+/// [`tls_to`], or why not (a server restarting in between closes or refuses connections).
+async fn try_tls_to(
+    server: &Server,
+    root: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
+        .expect("trust the certificate");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))
+}
+
+/// An answer over HTTPS: status, `Location`, `Retry-After`, body.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+/// One JSON request over a fresh TLS connection to `server` (trusting `root`), authenticated
+/// with the application token.
+async fn https(
+    server: &Server,
+    root: &[u8],
+    method: &str,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> Answer {
+    try_https(server, root, method, url, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`https`], or why no answer came.
+async fn try_https(
+    server: &Server,
+    root: &[u8],
+    method: &str,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, String> {
+    use http_body_util::BodyExt as _;
+    let stream = try_tls_to(server, root).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP over TLS: {e}"))?;
+    tokio::spawn(conn);
+    let path = url
+        .strip_prefix(&server.base)
+        .unwrap_or_else(|| panic!("{url} is not on {}", server.base));
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, server.addr())
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", support::APP_TOKEN),
+        )
+        .header(http::header::ACCEPT, Format::Json.media_type());
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, Format::Json.media_type());
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default(),
+        )))
+        .expect("a request");
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let status = answer.status().as_u16();
+    let header = |name| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (location, retry_after) = (
+        header(http::header::LOCATION),
+        header(http::header::RETRY_AFTER),
+    );
+    let body = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("the body: {e}"))?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        location,
+        retry_after,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// HTTPS end to end: both instances serve TLS with one certificate (`auto` cluster URLs,
+/// hence `https://`), the standby trusting it through `NETAPI_CHAT_CLUSTER_CA_FILE`. A client
+/// talking HTTPS to the standby only subscribes, starts a session and reads it back; each
+/// request is forwarded to the leader over TLS (the notification comes from the leader, the
+/// `Location` names it), and a WebSocket channel socket opened over TLS to the standby is
+/// relayed over TLS to the leader and carries the next invitation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
+    use futures_util::StreamExt as _;
+    let certs = support::temp_data_dir();
+    let (cert, key, der) = certificate(&certs, "instance");
+    let p = pair(&[
+        ("NETAPI_CHAT_TLS_CERT", &cert),
+        ("NETAPI_CHAT_TLS_KEY", &key),
+        ("NETAPI_CHAT_CLUSTER_CA_FILE", &cert),
+    ]);
+    assert!(p.leader.base.starts_with("https://"), "{}", p.leader.base);
+    assert!(
+        p.standby.base.starts_with("https://"),
+        "the standby serves HTTPS: {}",
+        p.standby.base
+    );
+    let (standby, leader) = (p.standby.urls(), p.leader.urls());
+    let listener = Listener::start().await;
+
+    let doc = wire::encode(
+        Format::Json,
+        &docs::subscription_to(&listener.url, BOB, Format::Json),
+    );
+    let a = https(
+        &p.standby,
+        &der,
+        "POST",
+        &standby.subscriptions(BOB),
+        Some(doc),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let location = a.location.unwrap_or_default();
+    assert!(
+        location.starts_with(&p.leader.base),
+        "made by the leader: {location}"
+    );
+
+    let doc = wire::encode(Format::Json, &docs::session("over TLS twice", &[BOB]));
+    let a = https(
+        &p.standby,
+        &der,
+        "POST",
+        &standby.chat_sessions(ALICE),
+        Some(doc),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let sid = docs::last_segment(&a.location.unwrap_or_default());
+    let got = listener.wait_for(1).await;
+    assert_eq!(got[0].kind(), "sessionInvitationNotification");
+    let a = https(&p.standby, &der, "GET", &standby.session(BOB, &sid), None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("over TLS twice"), "{}", a.body);
+
+    // A WebSocket channel: created through the standby, its socket opened over TLS to it.
+    let doc = wire::encode(
+        Format::Json,
+        &docs::channel(ChannelType::WebSockets, Some(5), Some(1)),
+    );
+    let a = https(&p.standby, &der, "POST", &standby.channels(BOB), Some(doc)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let channel: netapi_chat_api::NotificationChannel =
+        wire::decode(Format::Json, a.body.as_bytes(), &Default::default()).expect("a channel");
+    let (callback, channel_url) = (
+        channel.callback_url.expect("a callbackURL"),
+        channel
+            .channel_data
+            .and_then(|d| d.channel_url)
+            .expect("a channelURL"),
+    );
+    let through_standby = channel_url.replace(&p.leader.addr(), &p.standby.addr());
+    assert_ne!(through_standby, channel_url);
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            through_standby.as_str(),
+        )
+        .expect("a WebSocket URL");
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", support::APP_TOKEN)
+            .parse()
+            .expect("a header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::client_async(request, tls_to(&p.standby, &der).await)
+        .await
+        .expect("WebSocket handshake through the standby");
+    let doc = wire::encode(
+        Format::Json,
+        &docs::subscription_to(&callback, BOB, Format::Json),
+    );
+    let a = https(
+        &p.leader,
+        &der,
+        "POST",
+        &leader.subscriptions(BOB),
+        Some(doc),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let doc = wire::encode(Format::Json, &docs::session("over the socket", &[BOB]));
+    let a = https(
+        &p.leader,
+        &der,
+        "POST",
+        &leader.chat_sessions(ALICE),
+        Some(doc),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let frame = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => break t,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a frame over the socket");
+    assert!(
+        frame.contains("sessionInvitationNotification") && frame.contains("over the socket"),
+        "{frame}"
+    );
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// A standby that does not trust the leader's certificate (no `NETAPI_CHAT_CLUSTER_CA_FILE`:
+/// a self-signed certificate is in no public root set) sends it nothing: the client gets
+/// `503 SVC2001` with `Retry-After` in the OMA error format, and the leader, asked directly,
+/// has no session, so the request never reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust() {
+    let certs = support::temp_data_dir();
+    let (cert, key, der) = certificate(&certs, "instance");
+    let p = pair(&[
+        ("NETAPI_CHAT_TLS_CERT", &cert),
+        ("NETAPI_CHAT_TLS_KEY", &key),
+    ]);
+    let doc = wire::encode(Format::Json, &docs::session("never forwarded", &[BOB]));
+    let a = https(
+        &p.standby,
+        &der,
+        "POST",
+        &p.standby.urls().chat_sessions(ALICE),
+        Some(doc),
+    )
+    .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.retry_after.as_deref(), Some("1"));
+    let error: netapi_chat_api::RequestError =
+        wire::decode(Format::Json, a.body.as_bytes(), &Default::default())
+            .unwrap_or_else(|e| panic!("an OMA requestError: {e}: {}", a.body));
+    let exception = error.service_exception.expect("a serviceException");
+    assert_eq!(exception.message_id, "SVC2001", "{}", a.body);
+    let a = https(
+        &p.leader,
+        &der,
+        "GET",
+        &p.leader.urls().chat_sessions(ALICE),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!a.body.contains("never forwarded"), "{}", a.body);
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// A mixed cluster: the leader serves HTTPS (`auto`: an `https://` URL in the leader row), the
+/// standby plain HTTP. The standby forwards in the scheme the leader row says: a plain client
+/// request to it is forwarded over TLS (the leader's port speaks nothing else) and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
+    let certs = support::temp_data_dir();
+    let (cert, key, _) = certificate(&certs, "leader");
+    let leader_dir = support::temp_data_dir();
+    let database = support::postgres_database_for(&leader_dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    let leader = Server::start_in(
+        &leader_dir,
+        &cluster_env(
+            &database,
+            &[
+                ("NETAPI_CHAT_TLS_CERT", &cert),
+                ("NETAPI_CHAT_TLS_KEY", &key),
+            ],
+        ),
+        None,
+    );
+    let standby_dir = support::temp_data_dir();
+    let standby = Server::start_in(
+        &standby_dir,
+        &cluster_env(&database, &[("NETAPI_CHAT_CLUSTER_CA_FILE", &cert)]),
+        None,
+    );
+    let p = Pair {
+        leader,
+        standby,
+        standby_dir,
+        database,
+    };
+    assert!(p.leader.base.starts_with("https://"), "{}", p.leader.base);
+    assert!(p.standby.base.starts_with("http://"), "{}", p.standby.base);
+    let answer = support::http_client(support::APP_TOKEN)
+        .post(p.standby.urls().chat_sessions(ALICE))
+        .header(http::header::ACCEPT, Format::Json.media_type())
+        .header(http::header::CONTENT_TYPE, Format::Json.media_type())
+        .body(wire::encode(
+            Format::Json,
+            &docs::session("from http to https", &[BOB]),
+        ))
+        .send()
+        .await
+        .expect("an answer from the standby");
+    assert_eq!(answer.status(), 201);
+    let location = answer.headers()[http::header::LOCATION]
+        .to_str()
+        .expect("a Location")
+        .to_owned();
+    assert!(
+        location.starts_with(&p.leader.base),
+        "made by the leader: {location}"
+    );
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// Losing an HTTPS leader: SIGKILL it, and the standby takes the database over and serves
+/// HTTPS on the same address with the same certificate (a client that trusts it goes on
+/// unchanged); a create retried with its `clientCorrelator` through it until `201` is then
+/// readable, and the new leader's own cluster URL is `https://` (a standby started after the
+/// takeover forwards to it over TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
+    let certs = support::temp_data_dir();
+    let (cert, key, der) = certificate(&certs, "instance");
+    let tls_env = [
+        ("NETAPI_CHAT_TLS_CERT", cert.as_str()),
+        ("NETAPI_CHAT_TLS_KEY", key.as_str()),
+        ("NETAPI_CHAT_CLUSTER_CA_FILE", cert.as_str()),
+    ];
+    let p = pair(&tls_env);
+    signal(&p.leader, "-KILL");
+    let mut doc = docs::session("after the takeover", &[BOB]);
+    doc.client_correlator = Some("takeover-over-tls".to_owned());
+    let body = wire::encode(Format::Json, &doc);
+    let url = p.standby.urls().chat_sessions(ALICE);
+    let started = std::time::Instant::now();
+    let location = loop {
+        match try_https(&p.standby, &der, "POST", &url, Some(body.clone())).await {
+            Ok(a) if a.status == 201 => break a.location.unwrap_or_default(),
+            Ok(a) if a.status == 503 => {}
+            Ok(a) => panic!("{}: {}", a.status, a.body),
+            // The standby closes its connections once as it starts serving.
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no takeover within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        location.starts_with(&p.standby.base),
+        "the former standby leads: {location}"
+    );
+    let a = https(&p.standby, &der, "GET", &location, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // A new standby finds the new leader's https:// URL in the leader row and forwards over TLS.
+    let third_dir = support::temp_data_dir();
+    let third = Server::start_in(&third_dir, &cluster_env(&p.database, &tls_env), None);
+    let url = location.replace(&p.standby.base, &third.base);
+    let a = https(&third, &der, "GET", &url, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("after the takeover"), "{}", a.body);
+    drop(third);
+    let _ = std::fs::remove_dir_all(&third_dir);
+    let _ = std::fs::remove_dir_all(&certs);
 }
