@@ -530,9 +530,12 @@ async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
 
 /// Sends made side by side, in several sessions at once and several at once in each session,
 /// reach the store and the callback in one order per session: a recipient is told of a
-/// session's messages in the order it lists them, and every message is listed and told once.
+/// session's messages in the order it lists them, and every message is listed and told once;
+/// and its subscription's `webhook-id`s increase in the order they arrive, across sessions
+/// (what catching up on dead letters `since` an id relies on).
 /// (A send takes the state's read lock, so sends of unrelated sessions go side by side; its
-/// session's order lock keeps the sequence number and the hand-over to the store together.)
+/// session's order lock keeps the sequence number and the hand-over to the store together,
+/// and notification ids are given at hand-over.)
 #[tokio::test]
 async fn sends_side_by_side_keep_each_sessions_order_in_listing_and_notifications() {
     const SESSIONS: usize = 4;
@@ -577,6 +580,19 @@ async fn sends_side_by_side_keep_each_sessions_order_in_listing_and_notification
         },
     )
     .await;
+    let ids: Vec<u64> = lb
+        .all()
+        .iter()
+        .map(|r| {
+            r.id.strip_prefix("msg_")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a webhook-id msg_<n>: {}", r.id))
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "webhook-ids increase in the order they arrive: {ids:?}"
+    );
     for (s, sid) in sids.iter().enumerate() {
         let prefix = format!("s{s}-");
         let url = format!("{}?maxEntries={EACH}", srv.urls().messages(B, sid));

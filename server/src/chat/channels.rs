@@ -33,6 +33,7 @@ use netapi_chat_api::{
 use netapi_chat_runtime::ApiError;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// The channel types this server serves.
@@ -189,8 +190,9 @@ pub(super) fn expiry(now_ms: i64, lifetime_secs: i64) -> i64 {
 
 impl Channel {
     /// Starts the channel's lifetime again at `now_ms` (a poll, an open socket, a refresh).
-    fn restart_lifetime(&mut self, now_ms: i64) {
-        self.expires_at_ms = expiry(now_ms, self.rec.lifetime_secs);
+    fn restart_lifetime(&self, now_ms: i64) {
+        self.expires_at_ms
+            .store(expiry(now_ms, self.rec.lifetime_secs), Ordering::Relaxed);
     }
 }
 
@@ -265,7 +267,7 @@ impl Chat {
                     self.deliverer.forgetter.clone(),
                     self.deliverer.signer.clone(),
                 ),
-                expires_at_ms,
+                expires_at_ms: expires_at_ms.into(),
                 timer: Arc::new(tokio::sync::Notify::new()),
             },
         );
@@ -273,6 +275,19 @@ impl Chat {
 
     /// The channel `id` if it is `user`'s, else the `404` of a channel that does not exist.
     fn own_channel<'a>(
+        &self,
+        state: &'a State,
+        user: &str,
+        id: &str,
+    ) -> Result<&'a Channel, ApiError> {
+        match state.channels.get(id) {
+            Some(c) if c.rec.user == user => Ok(c),
+            _ => Err(missing(&self.urls.channel(user, id))),
+        }
+    }
+
+    /// [`Chat::own_channel`], to change its record (under the write lock).
+    fn own_channel_mut<'a>(
         &self,
         state: &'a mut State,
         user: &str,
@@ -417,8 +432,8 @@ impl Chat {
         user: &str,
         id: &str,
     ) -> Result<NotificationChannel, ApiError> {
-        let mut state = self.write_state();
-        let c = self.own_channel(&mut state, user, id)?;
+        let state = self.read_state();
+        let c = self.own_channel(&state, user, id)?;
         Ok(self.channel_view(&c.rec))
     }
 
@@ -427,7 +442,7 @@ impl Chat {
     pub async fn delete_notification_channel(&self, user: &str, id: &str) -> Result<(), ApiError> {
         let rx = {
             let mut state = self.write_state();
-            self.own_channel(&mut state, user, id)?;
+            self.own_channel(&state, user, id)?;
             let mut change = Change::default();
             self.remove_channel(&mut state, &mut change, id);
             self.submit(&mut state, change)
@@ -441,8 +456,8 @@ impl Chat {
         user: &str,
         id: &str,
     ) -> Result<NotificationChannelLifetime, ApiError> {
-        let mut state = self.write_state();
-        let c = self.own_channel(&mut state, user, id)?;
+        let state = self.read_state();
+        let c = self.own_channel(&state, user, id)?;
         Ok(NotificationChannelLifetime {
             channel_lifetime: c.rec.lifetime_secs,
         })
@@ -459,7 +474,7 @@ impl Chat {
             granted_lifetime(Some(body.channel_lifetime)).map_err(|r| r.into_api(String::new))?;
         let rx = {
             let mut state = self.write_state();
-            let c = self.own_channel(&mut state, user, id)?;
+            let c = self.own_channel_mut(&mut state, user, id)?;
             c.rec.lifetime_secs = granted;
             c.restart_lifetime(now_ms());
             // A shorter lifetime ends before the timer's wake-up: it looks again now.
@@ -490,8 +505,8 @@ impl Chat {
         ack: Ack,
     ) -> Result<Headed<NotificationList, PollNotificationsHeaders>, ApiError> {
         let (mailbox, max, wait) = {
-            let mut state = self.write_state();
-            let c = self.own_channel(&mut state, user, id)?;
+            let state = self.read_state();
+            let c = self.own_channel(&state, user, id)?;
             if c.rec.websocket {
                 return Err(ApiError::forbidden(
                     "this is a WebSockets channel: connect to its channelURL instead of polling",
@@ -515,7 +530,7 @@ impl Chat {
             }
             polled = mailbox.poll(ack, max, wait) => polled,
         };
-        if let Some(c) = self.write_state().channels.get_mut(id) {
+        if let Some(c) = self.read_state().channels.get(id) {
             c.restart_lifetime(now_ms());
         }
         match polled {
@@ -540,8 +555,8 @@ impl Chat {
         user: &str,
         id: &str,
     ) -> Result<(Arc<Mailbox>, Duration), ApiError> {
-        let mut state = self.write_state();
-        let c = self.own_channel(&mut state, user, id)?;
+        let state = self.read_state();
+        let c = self.own_channel(&state, user, id)?;
         if !c.rec.websocket {
             return Err(ApiError::forbidden(
                 "this is a LongPolling channel: POST to its channelURL instead",
@@ -555,7 +570,7 @@ impl Chat {
 
     /// An open socket keeps its channel alive: its lifetime starts again.
     pub fn touch_channel(&self, id: &str) {
-        if let Some(c) = self.write_state().channels.get_mut(id) {
+        if let Some(c) = self.read_state().channels.get(id) {
             c.restart_lifetime(now_ms());
         }
     }
@@ -570,7 +585,10 @@ impl Chat {
                     let Some(chat) = chat.upgrade() else { return };
                     let state = chat.read_state();
                     match state.channels.get(&id) {
-                        Some(c) => (c.expires_at_ms, Arc::clone(&c.timer)),
+                        Some(c) => (
+                            c.expires_at_ms.load(Ordering::Relaxed),
+                            Arc::clone(&c.timer),
+                        ),
                         None => return,
                     }
                 };
@@ -593,14 +611,15 @@ impl Chat {
     /// answers whether it is gone.
     fn expire_channel(&self, id: &str) -> bool {
         let mut state = self.write_state();
-        let Some(c) = state.channels.get_mut(id) else {
+        let Some(c) = state.channels.get(id) else {
             return true;
         };
         let now = now_ms();
         if c.mailbox.polling() {
-            c.expires_at_ms = c.expires_at_ms.max(expiry(now, c.rec.lifetime_secs));
+            c.expires_at_ms
+                .fetch_max(expiry(now, c.rec.lifetime_secs), Ordering::Relaxed);
         }
-        if c.expires_at_ms > now {
+        if c.expires_at_ms.load(Ordering::Relaxed) > now {
             return false;
         }
         let mut change = Change::default();

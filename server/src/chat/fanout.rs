@@ -69,29 +69,29 @@ impl Chat {
                 };
                 for mut n in told.iter().cloned() {
                     n.set_callback_data(sub.rec.callback.callback_data.clone());
-                    let nid = state.ids.next_notification();
+                    // Its id comes at hand-over (`Change::number`).
                     if deadline_ms.is_some() {
                         let delivery = Delivery {
                             created_ms,
                             deadline_ms,
-                            ..Delivery::new(nid, n, 0)
+                            ..Delivery::new(0, n, 0)
                         };
-                        change.deliveries.push((sub.queue.clone(), delivery));
+                        change.new_notification(sub.queue.clone(), delivery, None);
                         continue;
                     }
                     let body = records::encode_notification(&n);
                     let delivery = Delivery {
                         created_ms,
-                        ..Delivery::new(nid, n, body.len())
+                        ..Delivery::new(0, n, body.len())
                     };
-                    change.batch.outbox.push(OutboxEntry {
-                        id: nid,
+                    let entry = OutboxEntry {
+                        id: 0,
                         subscription: id.clone(),
                         body,
                         created_ms,
                         progress: Progress::default(),
-                    });
-                    change.deliveries.push((sub.queue.clone(), delivery));
+                    };
+                    change.new_notification(sub.queue.clone(), delivery, Some(entry));
                 }
             }
         }

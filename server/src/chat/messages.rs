@@ -110,13 +110,13 @@ impl Chat {
             // A send changes no map of the state: the read lock, and this session's order
             // from its sequence number to its hand-over (see `Chat::session_order`).
             let state = self.read_state();
-            let order = self.session_order(sid);
             let urls = &self.urls;
             let s = self.visible(&state, user, sid)?;
             if let Some(mid) = replay {
                 let url = url(urls, user, sid, &mid);
                 return Ok(views::created(url));
             }
+            let order = self.session_order(sid);
             let (id, seq) = state.new_id("msg");
             let (message, outbox) = send(
                 urls,
@@ -139,7 +139,7 @@ impl Chat {
             self.notify(&state, &mut change, outbox);
             (
                 url(urls, user, sid, &id),
-                self.submit_in_order(&state, &order, change),
+                self.submit_in_order(&state, &order, sid, change),
             )
         };
         durable(rx).await?;
@@ -236,9 +236,9 @@ impl Chat {
             let confirmed = confirm(&m, user, status)
                 .map_err(|r| r.into_api(|| urls.message(user, sid, mid)))?;
             let state = self.read_state();
-            let order = self.session_order(sid);
             // The session may have ended while the message was read.
             self.visible(&state, user, sid)?;
+            let order = self.session_order(sid);
             let m = &confirmed.message;
             let outbox: Outbox = confirmed
                 .reports
@@ -248,7 +248,7 @@ impl Chat {
             let mut change = Change::default();
             change.put_message(sid, m, None);
             self.notify(&state, &mut change, outbox);
-            self.submit_in_order(&state, &order, change)
+            self.submit_in_order(&state, &order, sid, change)
         };
         durable(rx).await
     }

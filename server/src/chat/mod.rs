@@ -4,13 +4,14 @@
 //! Every changing operation takes the lock once, checks the rules, changes the in-memory state
 //! and describes the change as a store `Batch`: the records it wrote and the notifications it
 //! causes (the transactional outbox). The batch is handed to the store *under the lock*, so
-//! commit order is state order; the caller is answered only once the batch is durable, and the
-//! notifications reach the delivery queues right after their commit, in commit order. The lock
-//! is a read-write lock: a change of the maps (sessions started, ended or joined, subscriptions
-//! and channels made or gone) takes it for writing; a message sent or confirmed changes no map
-//! and takes it for reading plus its session's order lock ([`Chat::session_order`]), so sends
-//! in unrelated sessions (and every read) go side by side, and each session's changes still
-//! reach the store in its order. Reads of sessions, participants and subscriptions are served
+//! commit order follows the state's order; the caller is answered only once the batch is
+//! durable, and the notifications reach the delivery queues right after their commit, in
+//! commit order. The lock is a read-write lock: a change of the session, subscription or
+//! channel maps takes it for writing (and so does `isComposing`, for its rate log); a message
+//! sent or confirmed changes no map and takes it for reading plus its session's order lock
+//! ([`Chat::session_order`]), as do reads and a channel's polls, so sends in unrelated sessions
+//! go side by side: commit order is then state order per session, and notification ids are
+//! given at hand-over, so they still increase in commit order per subscription. Reads of sessions, participants and subscriptions are served
 //! from memory; messages live only in the store and are read through the store thread without
 //! holding the lock (see `messages`), so memory does not grow with messages sent.
 //!
@@ -65,7 +66,7 @@ pub(crate) use oma2012::ADHOC;
 use crate::callback_guard::CallbackPolicy;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy};
 use crate::signing::Signer;
-use crate::store::{Batch, Kind, MessageRow, Snapshot, Store};
+use crate::store::{Batch, Kind, MessageRow, OutboxEntry, Snapshot, Store};
 use crate::urls::Urls;
 use netapi_chat_runtime::ApiError;
 use state::{Message, Participant, Session, State};
@@ -189,9 +190,13 @@ pub struct Chat {
 /// Stripes of [`Chat::message_locks`] and of [`Chat::session_order`].
 const MESSAGE_LOCKS: usize = 64;
 
-/// Proof that a session's order lock is held ([`Chat::session_order`]): what lets a change be
-/// handed to the store under the read lock ([`Chat::submit_in_order`]).
-pub(super) struct SessionOrder<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
+/// Proof that a session's order lock is held ([`Chat::session_order`]): what lets a change of
+/// that session be handed to the store under the read lock ([`Chat::submit_in_order`]).
+pub(super) struct SessionOrder<'a> {
+    _held: MutexGuard<'a, ()>,
+    /// The stripe held, checked against the session handed over (debug builds).
+    stripe: usize,
+}
 
 /// The stripe of `id` among `n` (a session's or a subscription's lock).
 fn stripe(id: &str, n: usize) -> usize {
@@ -211,9 +216,38 @@ fn missing(what: &str) -> ApiError {
 struct Change {
     batch: Batch,
     deliveries: Vec<(Queue, Delivery)>,
+    /// The new notifications of this change, waiting for their ids: (index in `deliveries`,
+    /// index of its outbox entry in `batch.outbox` unless it is never stored). They are
+    /// numbered at hand-over ([`Change::number`]), so a subscription's ids increase in the
+    /// order its notifications are committed and queued, whatever ran side by side.
+    unnumbered: Vec<(usize, Option<usize>)>,
 }
 
 impl Change {
+    /// Adds a new notification: its delivery, queued after the commit, and (unless it is
+    /// never stored) its outbox entry; both get their id at hand-over.
+    fn new_notification(&mut self, queue: Queue, delivery: Delivery, entry: Option<OutboxEntry>) {
+        let stored = entry.map(|e| {
+            self.batch.outbox.push(e);
+            self.batch.outbox.len() - 1
+        });
+        self.deliveries.push((queue, delivery));
+        self.unnumbered.push((self.deliveries.len() - 1, stored));
+    }
+
+    /// Gives each new notification its id (call under [`Chat::handing_over`]).
+    fn number(&mut self, ids: &state::Ids) {
+        for (d, o) in std::mem::take(&mut self.unnumbered) {
+            let nid = ids.next_notification();
+            if let Some((_, delivery)) = self.deliveries.get_mut(d) {
+                delivery.id = nid;
+            }
+            if let Some(entry) = o.and_then(|o| self.batch.outbox.get_mut(o)) {
+                entry.id = nid;
+            }
+        }
+    }
+
     /// Writes a record, already in its stored form (see [`records`]).
     fn put(&mut self, kind: Kind, key: String, bytes: Vec<u8>) {
         self.batch.puts.push((kind, key, bytes));
@@ -395,8 +429,13 @@ impl Chat {
 
     /// Session `sid`'s order lock (see [`Chat::session_order`]); take it holding the read lock.
     fn session_order(&self, sid: &str) -> SessionOrder<'_> {
-        let lock = &self.session_order[stripe(sid, MESSAGE_LOCKS)];
-        SessionOrder(lock.lock().unwrap_or_else(|e| e.into_inner()))
+        let i = stripe(sid, MESSAGE_LOCKS);
+        SessionOrder {
+            _held: self.session_order[i]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            stripe: i,
+        }
     }
 
     /// Hands the change to the store holding the write lock (the `&mut` is the proof); its
@@ -405,23 +444,35 @@ impl Chat {
         self.hand_over(state, change)
     }
 
-    /// Hands a change of one session to the store holding the read lock and that session's
+    /// Hands a change of session `sid` to the store holding the read lock and that session's
     /// order lock (see [`Chat::session_order`]).
     fn submit_in_order(
         &self,
         state: &State,
-        _order: &SessionOrder<'_>,
+        order: &SessionOrder<'_>,
+        sid: &str,
         change: Change,
     ) -> oneshot::Receiver<Result<(), String>> {
+        debug_assert_eq!(
+            order.stripe,
+            stripe(sid, MESSAGE_LOCKS),
+            "the order lock of {sid}"
+        );
         self.hand_over(state, change)
     }
 
-    /// The counters' snapshot and the hand-over, together under [`Chat::handing_over`].
+    /// The new notifications' ids, the counters' snapshot and the hand-over, together under
+    /// [`Chat::handing_over`]: ids are given in hand-over order, which is commit order and
+    /// the order of the delivery queues, so each subscription's ids increase in the order its
+    /// notifications are sent (dead letters listed `since` an id, and a restart that reloads
+    /// the outbox by id, rely on it).
     fn hand_over(
         &self,
         state: &State,
         mut change: Change,
     ) -> oneshot::Receiver<Result<(), String>> {
+        let _in_order = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
+        change.number(&state.ids);
         let deliveries = std::mem::take(&mut change.deliveries);
         let hook: Option<Box<dyn FnOnce() + Send>> = (!deliveries.is_empty()).then(|| {
             Box::new(move || {
@@ -430,7 +481,6 @@ impl Chat {
                 }
             }) as Box<dyn FnOnce() + Send>
         });
-        let _in_order = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
         change.put(
             Kind::Meta,
             "counters".to_owned(),

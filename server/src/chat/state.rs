@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Everything the server knows, behind one read-write lock (see [`super::Chat`]): a change
-/// of the maps (a session started, ended or joined by someone new; a subscription made or
-/// gone) writes it; everything else (reads, a message sent or confirmed) only reads it, with
-/// the few fields such steps advance ([`State::ids`], [`State::adhoc_active`]) atomic.
+/// of a session, a subscription or a channel record (and an `isComposing`, for its rate log)
+/// writes it; reads, a message sent or confirmed, and a channel's polls only read it, with
+/// the few fields they advance ([`State::ids`], [`State::adhoc_active`],
+/// `Channel::expires_at_ms`) atomic.
 #[derive(Default)]
 pub struct State {
     /// Subscriptions by id.
@@ -49,8 +50,9 @@ pub struct State {
 pub struct Channel {
     pub rec: ChannelRecord,
     pub mailbox: std::sync::Arc<crate::notify::channel::Mailbox>,
-    /// When its lifetime ends, Unix milliseconds.
-    pub expires_at_ms: i64,
+    /// When its lifetime ends, Unix milliseconds. Atomic: a poll, a socket and a read move it
+    /// under the state's read lock; the expiry, which removes the channel, writes the state.
+    pub expires_at_ms: AtomicI64,
     /// Rung when the lifetime is set anew (a refresh may shorten it): the expiry timer looks
     /// again instead of sleeping to the old end.
     pub timer: std::sync::Arc<tokio::sync::Notify>,

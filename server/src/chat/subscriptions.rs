@@ -267,7 +267,6 @@ impl Chat {
         };
         sub.queue.expire();
         let notification = expiry_notice(&self.urls, &sub.rec);
-        let nid = state.ids.next_notification();
         let mut change = Change::default();
         change
             .batch
@@ -276,9 +275,7 @@ impl Chat {
         // The cancellation goes out from memory only: the subscription's record (and so its
         // outbox) is gone once this commits.
         // Not in the outbox: no bytes counted against the backlog.
-        change
-            .deliveries
-            .push((sub.queue.clone(), Delivery::new(nid, notification, 0)));
+        change.new_notification(sub.queue.clone(), Delivery::new(0, notification, 0), None);
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(state, change));
     }

@@ -712,8 +712,9 @@ impl Store {
     /// commit order (used to hand notifications to delivery). The returned receiver tells the
     /// waiting request when the batch is durable.
     ///
-    /// Call this while still holding the lock under which the batch was built, so that commit
-    /// order is state order.
+    /// Call this while still holding the lock under which the batch was built (the chat
+    /// core's write lock, or its read lock and the session's order lock), so that commit order
+    /// is the state's order (per session, for changes made side by side).
     pub fn submit(
         &self,
         batch: Batch,
