@@ -24,12 +24,16 @@
 //! `--long` runs only the long run of issue 12 ([`long`], [`chart`]): a million messages at a
 //! steady rate with sessions opened and ended alongside, sampling RSS, disk and latency over
 //! time, then a restart after SIGKILL; it rewrites its own section of `BENCHMARKS.md` and
-//! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`)
-//! and a one-step delivery-cost phase (baseline and this build).
+//! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`),
+//! a one-step delivery-cost phase (baseline and this build) and a one-second neighbour phase.
 //!
 //! `--delivery [--before BIN]` runs only the delivery-cost phase of issue 13 item 5
 //! ([`delivery`]): server CPU and store commits per message, baseline vs this build vs `BIN`
 //! (another build of the server), in alternating steps; it writes `target/bench/delivery.md`.
+//!
+//! `--neighbour [--before BIN]` runs only the neighbour phase of issue 12 item 2
+//! ([`neighbour`]): message sends with and without one heavy user listing its large sessions
+//! back to back, this build vs `BIN`; it writes `target/bench/neighbour.md`.
 //!
 //! `--channels` runs only the channel phase of issue 15 ([`channels`]): POST → notification
 //! received over a callback, a long-poll channel and a WebSocket channel; it writes
@@ -52,6 +56,7 @@ mod http;
 mod listen;
 mod load;
 mod long;
+mod neighbour;
 mod peer;
 mod proc;
 mod report;
@@ -67,7 +72,7 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --neighbour [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
 #[derive(Default)]
@@ -326,6 +331,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut postgres = false;
     let mut long_args = LongArgs::default();
     let (mut delivery, mut before) = (false, None::<PathBuf>);
+    let mut neighbour = false;
     let mut channels_only = false;
     let mut dead_receivers = false;
     let mut it = args.iter();
@@ -337,6 +343,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "--peer" => peer = Some(true),
             "--long" => long = true,
             "--delivery" => delivery = true,
+            "--neighbour" => neighbour = true,
             "--dead-receivers" => dead_receivers = true,
             "--before" => {
                 before =
@@ -356,8 +363,13 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     if channels_only && (delivery || long || postgres || peer.is_some()) {
         bail!("--channels goes alone (with --smoke); {USAGE}");
     }
-    if (delivery && (long || peer.is_some())) || (before.is_some() && !delivery) {
-        bail!("--delivery goes alone (with --smoke), and --before with --delivery; {USAGE}");
+    if neighbour && (delivery || channels_only || long || postgres || peer.is_some()) {
+        bail!("--neighbour goes alone (with --smoke and --before); {USAGE}");
+    }
+    if (delivery && (long || peer.is_some())) || (before.is_some() && !delivery && !neighbour) {
+        bail!(
+            "--delivery goes alone (with --smoke), and --before with --delivery or --neighbour; {USAGE}"
+        );
     }
     if dead_receivers && (delivery || long || postgres || peer.is_some()) {
         bail!("--dead-receivers goes alone (with --smoke); {USAGE}");
@@ -398,6 +410,16 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             smoke,
             &command,
         ));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return result.map(|_| ());
+    }
+    if neighbour {
+        let ns = neighbour_settings(smoke);
+        let command = format!("cargo xtask bench {}", args.join(" "));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(neighbour::run(root, &ns, before, &command));
         rt.shutdown_timeout(Duration::from_secs(2));
         return result.map(|_| ());
     }
@@ -518,6 +540,12 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "channel phase",
             rt.block_on(channels::run(root, &channel_settings(true), true, SMOKE)),
         );
+    // A tiny neighbour phase (this build only).
+    let neighbour_smoke = smoke
+        && failed_smoke(
+            "neighbour phase",
+            rt.block_on(neighbour::run(root, &neighbour_settings(true), None, SMOKE)),
+        );
     // A tiny dead-receivers phase.
     let dead_smoke = smoke
         && failed_smoke(
@@ -535,6 +563,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         ("delivery cost (smoke)", delivery_smoke),
         ("channels (smoke)", channels_smoke),
         ("dead receivers (smoke)", dead_smoke),
+        ("neighbour (smoke)", neighbour_smoke),
     ]
     .into_iter()
     .filter_map(|(n, f)| f.then_some(n))
@@ -553,6 +582,39 @@ fn channel_settings(smoke: bool) -> channels::Settings {
         rate: if smoke { 40 } else { 100 },
         text_len: 120,
         max_wait_secs: 5,
+    }
+}
+
+/// The neighbour phase's settings (`--neighbour`; tiny with `--smoke`).
+fn neighbour_settings(smoke: bool) -> neighbour::Settings {
+    let (s, rates, step, rounds, heavy_sessions, heavy_participants) = if smoke {
+        (
+            Settings::smoke(),
+            vec![200],
+            Duration::from_secs(1),
+            1,
+            3,
+            5,
+        )
+    } else {
+        (
+            Settings::full(),
+            vec![1000, 2000],
+            Duration::from_secs(10),
+            3,
+            200,
+            200,
+        )
+    };
+    neighbour::Settings {
+        rates,
+        step,
+        rounds,
+        opts: s.opts,
+        plan: s.plan,
+        text_len: s.text_len,
+        heavy_sessions,
+        heavy_participants,
     }
 }
 
