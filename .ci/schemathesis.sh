@@ -25,7 +25,14 @@ ROOT=$PWD
 
 SCHEMATHESIS_VERSION=4.32.5
 EXAMPLES=${SCHEMATHESIS_EXAMPLES:-30}
-SEED=${SCHEMATHESIS_SEED:-}
+# A fixed seed, so that CI runs the same requests every time: a random seed once generated an
+# XML body whose "invalid" callbackURL lost its invalid characters in schemathesis' own XML
+# serialisation (a 2-character value reported as breaking maxLength 2048), and a landing must
+# not depend on the draw. SCHEMATHESIS_SEED=random explores new draws locally.
+SEED=${SCHEMATHESIS_SEED:-127284188306138315785249776773863720922}
+if [[ $SEED == random ]]; then
+    SEED=
+fi
 VENV=$ROOT/target/schemathesis-venv
 TOKEN=fuzzTokenfuzzToken0123456789
 
