@@ -11,9 +11,10 @@
 //! sent or confirmed changes no map and takes it for reading plus its session's order lock
 //! ([`Chat::session_order`]), as do reads and a channel's polls, so sends in unrelated sessions
 //! go side by side: commit order is then state order per session, and notification ids are
-//! given at hand-over, so they still increase in commit order per subscription. Reads of sessions, participants and subscriptions are served
-//! from memory; messages live only in the store and are read through the store thread without
-//! holding the lock (see `messages`), so memory does not grow with messages sent.
+//! given at hand-over, so they still increase in commit order per subscription. Reads of
+//! sessions, participants and subscriptions are served from memory; messages live only in the
+//! store and are read through the store thread without holding the lock (see `messages`), so
+//! memory does not grow with messages sent.
 //!
 //! This module keeps the `Chat` type, its lock and the commit plumbing (`Change`,
 //! `Chat::submit`, `Chat::apply`, `put_or_release`); each flow lives in the module of its
@@ -160,8 +161,8 @@ pub struct Settings {
 
 /// The chat system: all state, and what runs on it.
 pub struct Chat {
-    /// The state: written by changes of its maps, read by everything else (see the module
-    /// docs). Lock order: a message lock, then this, then a session order lock, then
+    /// The state: written by changes of a session, subscription or channel record (and by
+    /// `isComposing`), read by everything else (see the module docs). Lock order: a message lock, then this, then a session order lock, then
     /// [`Chat::handing_over`]; nothing waits for an earlier one while holding a later one.
     state: RwLock<State>,
     /// Orders the changes of one session made under the read lock (a message sent or
@@ -171,9 +172,10 @@ pub struct Chat {
     /// [`Chat::message_locks`]: fixed memory, and two sessions sharing a stripe only wait for
     /// each other's few microseconds of in-memory work.
     session_order: Box<[Mutex<()>]>,
-    /// Held while a change takes its counters snapshot and is handed to the store
-    /// ([`Chat::hand_over`]): changes made side by side under the read lock reach the store in
-    /// the order of their snapshots, so the counters stored last are at least every id used.
+    /// Held while a change numbers its new notifications, takes its counters snapshot and is
+    /// handed to the store ([`Chat::hand_over`]): changes made side by side under the read
+    /// lock reach the store in the order of their ids and snapshots, so each subscription's
+    /// ids increase in commit order and the counters stored last are at least every id used.
     handing_over: Mutex<()>,
     urls: Urls,
     settings: Settings,
