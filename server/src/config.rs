@@ -130,6 +130,9 @@ pub struct Config {
     /// `NETAPI_CHAT_METRICS_TOKEN`: the bearer token that opens `/metrics`; unset (the
     /// default): no metrics are recorded and there is no `/metrics`.
     pub metrics_token: Option<String>,
+    /// `NETAPI_CHAT_CORS_ORIGINS`: the origins whose web pages may call the API (`*`, or a
+    /// list); unset (the default): no CORS headers, `OPTIONS` is `405`. See [`crate::cors`].
+    pub cors_origins: Option<crate::cors::Origins>,
     /// `NETAPI_CHAT_ADMIN_TOKEN`: the bearer token that opens the admin endpoints (see
     /// [`crate::admin_api`]), which `netapi-chat backup` and `summary` call; unset (the
     /// default): there are none.
@@ -271,6 +274,7 @@ impl Default for Config {
             otlp_endpoint: None,
             connections: Connections::default(),
             metrics_token: None,
+            cors_origins: None,
             admin_token: None,
             retention: Retention::default(),
             tls: None,
@@ -409,6 +413,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
+    Setting::unset("NETAPI_CHAT_CORS_ORIGINS", "no CORS: pages of other origins cannot read answers", "origins whose web pages may call the API from a browser, e.g. `https://app.example.com, http://localhost:3000`, or `*` for any: preflights (`OPTIONS`) are answered and every answer to such a page carries `Access-Control-Allow-Origin` (no credentials mode: tokens, not cookies)"),
     Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
     Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
     Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long to be answered, then the store is closed and the process exits 0"),
@@ -877,6 +882,17 @@ impl Config {
                     return Err(s.invalid("NETAPI_CHAT_METRICS_TOKEN", "", "a non-empty token"));
                 }
                 Some(t) => Some(t.to_owned()),
+            },
+            cors_origins: match s.text("NETAPI_CHAT_CORS_ORIGINS") {
+                None => None,
+                Some(v) => Some(crate::cors::parse_origins(v).map_err(|_| {
+                    s.invalid(
+                        "NETAPI_CHAT_CORS_ORIGINS",
+                        v,
+                        "`*`, or origins (`http://` or `https://`, a host and port, nothing more) \
+                         separated by commas, e.g. https://app.example.com",
+                    )
+                })?),
             },
             rotation_window: s
                 .duration("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW")?

@@ -17,9 +17,10 @@
 //!   canonical `/chat/v1/…` (the server has one public URL per resource), which such a client
 //!   follows like any link; the published OpenAPI lists `v1` only.
 //!
-//! `OPTIONS` is not answered (it gets the 405, whose `Allow` tells the same thing): the API is
-//! for server-side applications with bearer tokens, and answering `OPTIONS` usefully would mean
-//! a CORS policy, which nobody has asked for.
+//! - A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) when
+//!   `NETAPI_CHAT_CORS_ORIGINS` is set: answered by [`crate::cors::Cors::preflight`] with the
+//!   path's methods (its `Allow`). Any other `OPTIONS` gets the 405, whose `Allow` tells what
+//!   an `OPTIONS` answer would.
 //!
 //! Which path allows which methods is read once, at start, from the published OpenAPI document,
 //! so it cannot drift from the routes. The gate knows every route the server registers, so a
@@ -127,10 +128,12 @@ struct Route {
     allow: String,
 }
 
-/// Which methods each known path template allows.
+/// Which methods each known path template allows (and the CORS policy that answers
+/// preflights of those paths, when there is one).
 #[derive(Clone, Debug, Default)]
 pub struct Methods {
     routes: Vec<Route>,
+    cors: Option<Arc<crate::cors::Cors>>,
 }
 
 /// The order methods are listed in `Allow`.
@@ -216,6 +219,12 @@ impl Methods {
         })
     }
 
+    /// Answer CORS preflights with `cors` (see [`crate::cors`]).
+    pub fn with_cors(mut self, cors: Arc<crate::cors::Cors>) -> Methods {
+        self.cors = Some(cors);
+        self
+    }
+
     /// The template of the known path `path` matches (`None` for an unknown one).
     pub fn template(&self, path: &str) -> Option<&str> {
         match alias(path) {
@@ -235,6 +244,13 @@ impl Methods {
             let error = unrouted(request.uri().path());
             return error_response::<RequestError>(answer_format(request), &error).ok();
         };
+        if let Some(answer) = self
+            .cors
+            .as_ref()
+            .and_then(|cors| cors.preflight(request, &route.allow, answer_format(request)))
+        {
+            return Some(answer);
+        }
         let method = request.method().clone();
         if !route.methods.contains(&method) {
             let error = ApiError::method_not_allowed(method.as_str(), &route.allow);

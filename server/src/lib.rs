@@ -28,6 +28,7 @@ pub(crate) mod chat;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub(crate) mod cors;
 pub(crate) mod data_dir;
 pub(crate) mod gate;
 pub mod handlers;

@@ -360,6 +360,20 @@ pub fn start_on(
             methods.add(path, &[method]);
         }
     }
+    // Pages of the origins the operator lists may call the API (crate::cors).
+    let cors = match &config.cors_origins {
+        Some(origins) => {
+            let exposed = crate::cors::exposed_headers(netapi_chat_api::OPENAPI_JSON)
+                .map_err(StartError::Api)?;
+            let cors =
+                crate::cors::Cors::new(origins.clone(), &exposed).map_err(StartError::Api)?;
+            Some(Arc::new(cors))
+        }
+        None => None,
+    };
+    if let Some(cors) = &cors {
+        methods = methods.with_cors(Arc::clone(cors));
+    }
     // Request metrics and spans are labelled with the route templates the gate knows.
     let routes = Arc::new(methods.clone());
     let request_span: dropshot::RequestSpan =
@@ -413,8 +427,13 @@ pub fn start_on(
     .request_ids(true)
     // One tracing span per request, its req_id that id (crate::logging).
     .request_span(request_span)
-    .request_observer(observer)
-    .request_gate(match cluster_key {
+    .request_observer(observer);
+    // CORS headers on every answer to an allowed origin, the gate's and errors included.
+    let server = match cors {
+        Some(cors) => server.response_headers(cors.into_hook()),
+        None => server,
+    };
+    let server = server.request_gate(match cluster_key {
         Some(key) => crate::cluster::trusting_forwarders(methods.into_gate(), key),
         None => methods.into_gate(),
     });

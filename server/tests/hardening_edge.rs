@@ -252,6 +252,147 @@ async fn methods_not_allowed_get_405_with_the_exact_allow() {
     }
 }
 
+/// A page of an origin `NETAPI_CHAT_CORS_ORIGINS` lists can call the API from a browser: its
+/// preflight is answered with the path's methods, and every answer to it (a 201 in JSON or XML,
+/// a 401) carries `Access-Control-Allow-Origin`, the headers it may read and `Vary: Origin`
+/// beside `Vary: Accept`. Another origin's preflight is a 403 and its answers carry nothing;
+/// without the setting a preflight is the gate's 405; a bad setting refuses the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_listed_origins_may_call_the_api_from_a_browser() {
+    const PAGE: &str = "https://app.example.com";
+    let server = Server::start(&[(
+        "NETAPI_CHAT_CORS_ORIGINS",
+        "https://App.Example.com/, http://localhost:3000",
+    )]);
+    let subs = server.urls().subscriptions(ALICE);
+    let preflight = |origin: &'static str| {
+        let subs = subs.clone();
+        async move {
+            send(
+                "OPTIONS",
+                &subs,
+                &[
+                    ("authorization", ""),
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                    (
+                        "access-control-request-headers",
+                        "authorization, content-type",
+                    ),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let ok = preflight(PAGE).await;
+    assert_eq!(ok.status, 204, "{}", ok.body);
+    assert_eq!(ok.header("access-control-allow-origin"), PAGE);
+    assert_eq!(ok.header("access-control-allow-methods"), "GET, HEAD, POST");
+    let allowed = ok
+        .header("access-control-allow-headers")
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    assert_eq!(ok.header("access-control-max-age"), "600");
+    assert!(ok.header("vary").contains("Origin"), "{:?}", ok.headers);
+
+    let refused = preflight("https://evil.example").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("POL0001"), "{}", refused.body);
+    assert_eq!(refused.header("access-control-allow-origin"), "");
+
+    for (media, body) in [
+        (
+            "application/json",
+            r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}}"#,
+        ),
+        (
+            "application/xml",
+            r#"<chat:chatSubscription xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><callbackReference><notifyURL>http://127.0.0.1:9/</notifyURL></callbackReference></chat:chatSubscription>"#,
+        ),
+    ] {
+        let created = send(
+            "POST",
+            &subs,
+            &[("origin", PAGE), ("content-type", media), ("accept", media)],
+            Some(body),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{media}: {}", created.body);
+        assert_eq!(created.header("access-control-allow-origin"), PAGE);
+        let exposed = created
+            .header("access-control-expose-headers")
+            .to_ascii_lowercase();
+        for h in [
+            "location",
+            "retry-after",
+            "www-authenticate",
+            "x-request-id",
+            "link",
+        ] {
+            assert!(exposed.contains(h), "{h}: {exposed}");
+        }
+        let vary = created.header("vary");
+        assert!(vary.contains("Accept") && vary.contains("Origin"), "{vary}");
+    }
+    // An error answer is readable too, so the page learns why.
+    let unauthenticated = send(
+        "GET",
+        &subs,
+        &[("authorization", ""), ("origin", "http://localhost:3000")],
+        None,
+    )
+    .await;
+    assert_eq!(unauthenticated.status, 401);
+    assert_eq!(
+        unauthenticated.header("access-control-allow-origin"),
+        "http://localhost:3000"
+    );
+    // A request from an origin not listed is answered (the browser keeps it from the page).
+    let other = send("GET", &subs, &[("origin", "https://evil.example")], None).await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("access-control-allow-origin"), "");
+    assert_eq!(other.header("access-control-expose-headers"), "");
+    // An OPTIONS that is no preflight is still the gate's 405.
+    let plain = send("OPTIONS", &subs, &[("origin", PAGE)], None).await;
+    assert_eq!(plain.status, 405);
+
+    // Without the setting: no preflight answer, no CORS headers.
+    let plain_server = Server::default_for_tests();
+    let subs = plain_server.urls().subscriptions(ALICE);
+    let p = send(
+        "OPTIONS",
+        &subs,
+        &[("origin", PAGE), ("access-control-request-method", "POST")],
+        None,
+    )
+    .await;
+    assert_eq!(p.status, 405);
+    let g = send("GET", &subs, &[("origin", PAGE)], None).await;
+    assert_eq!(
+        (g.status, g.header("access-control-allow-origin")),
+        (200, "")
+    );
+
+    for bad in [
+        "https://app.example.com/path",
+        "*, https://app.example.com",
+        "",
+    ] {
+        let dir = temp_data_dir();
+        let (status, stderr) = support::run_to_exit(&dir, &[("NETAPI_CHAT_CORS_ORIGINS", bad)]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!status.success(), "{bad:?}");
+        assert!(
+            stderr.contains("NETAPI_CHAT_CORS_ORIGINS"),
+            "{bad:?}: {stderr}"
+        );
+    }
+}
+
 /// The gate is the only source of 405s: on every path of the published OpenAPI (and the
 /// documents), every method the path does not list gets the OMA 405 with the exact `Allow`,
 /// never dropshot's router-level JSON 405, and no listed method is answered 405.

@@ -978,6 +978,7 @@ pub use server::ClientAddr;
 pub use server::RequestGate;
 pub use server::RequestObserver;
 pub use server::RequestSpan;
+pub use server::ResponseHeaders;
 pub use server::{MAX_INCOMING_REQUEST_ID, incoming_request_id};
 pub use server::ServerBuilder;
 pub use server::ServerContext;

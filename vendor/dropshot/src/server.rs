@@ -94,6 +94,8 @@ pub struct DropshotState<C: ServerContext> {
     pub(crate) request_ids: bool,
     /// makes each request's span (see [`ServerBuilder::request_span`])
     pub(crate) request_span: DebugIgnore<Option<RequestSpan>>,
+    /// adds headers to each response (see [`ServerBuilder::response_headers`])
+    pub(crate) response_headers: DebugIgnore<Option<ResponseHeaders>>,
 }
 
 /// A hook told about every request once it is answered: its method and path
@@ -109,6 +111,19 @@ pub type RequestObserver = Arc<
 /// that the observer can record the status on `Span::current()`.
 pub type RequestSpan = Arc<
     dyn Fn(&http::Method, &str, &str) -> tracing::Span + Send + Sync,
+>;
+
+/// A hook that looks at each request as it arrives (before the request gate)
+/// and may return what to add to its response's headers once it is answered,
+/// whatever answers it (a handler, an error, the gate). For headers that
+/// depend on the request but not on the handler, e.g. CORS; `None` leaves the
+/// response as it is.
+pub type ResponseHeaders = Arc<
+    dyn Fn(
+            &Request<hyper::body::Incoming>,
+        ) -> Option<Box<dyn FnOnce(&mut http::HeaderMap) + Send>>
+        + Send
+        + Sync,
 >;
 
 /// A hook run on every request before routing and before its body is read:
@@ -215,6 +230,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
         request_observer: Option<RequestObserver>,
         request_ids: bool,
         request_span: Option<RequestSpan>,
+        response_headers: Option<ResponseHeaders>,
     ) -> Result<HttpServerStarter<C>, BuildError> {
         let tcp = {
             let std_listener = std::net::TcpListener::bind(
@@ -278,6 +294,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
             request_observer: DebugIgnore(request_observer),
             request_ids,
             request_span: DebugIgnore(request_span),
+            response_headers: DebugIgnore(response_headers),
         });
 
         for (path, method, endpoint) in app_state.router.endpoints(None) {
@@ -910,6 +927,10 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
     start_time: std::time::Instant,
 ) -> Result<Response<Body>, GenericError> {
     let request_ids = server.request_ids;
+    // What the response gets added to its headers (patch 13), decided before
+    // the request is consumed (or rewritten by the gate).
+    let finish_headers =
+        server.response_headers.0.as_ref().and_then(|hook| hook(&request));
     // What the request observer is told, taken before the request is consumed.
     let observed = server
         .request_observer
@@ -1077,6 +1098,9 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
         if let Ok(value) = http::HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(HEADER_REQUEST_ID, value);
         }
+    }
+    if let Some(finish) = finish_headers {
+        finish(response.headers_mut());
     }
 
     Ok(response)
@@ -1387,6 +1411,7 @@ pub struct ServerBuilder<C: ServerContext> {
     request_observer: DebugIgnore<Option<RequestObserver>>,
     request_ids: bool,
     request_span: DebugIgnore<Option<RequestSpan>>,
+    response_headers: DebugIgnore<Option<ResponseHeaders>>,
 }
 
 impl<C: ServerContext> ServerBuilder<C> {
@@ -1413,6 +1438,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             request_observer: DebugIgnore(None),
             request_ids: false,
             request_span: DebugIgnore(None),
+            response_headers: DebugIgnore(None),
         }
     }
 
@@ -1450,6 +1476,13 @@ impl<C: ServerContext> ServerBuilder<C> {
     /// [`RequestSpan`]); none by default.
     pub fn request_span(mut self, make: RequestSpan) -> Self {
         self.request_span = DebugIgnore(Some(make));
+        self
+    }
+
+    /// Add headers to each response as `hook` decides from its request (see
+    /// [`ResponseHeaders`]); none by default.
+    pub fn response_headers(mut self, hook: ResponseHeaders) -> Self {
+        self.response_headers = DebugIgnore(Some(hook));
         self
     }
 
@@ -1515,6 +1548,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             self.request_observer.0,
             self.request_ids,
             self.request_span.0,
+            self.response_headers.0,
         )
     }
 }
