@@ -22,15 +22,13 @@
 //! server's durable backlog and failed attempts (from `/metrics`), which show the dead
 //! receivers were dead. Nothing is asserted: benchmarks are not tests.
 
-use super::chat::{Format, Plan, Workload, chat_target};
-use super::load::{Options, StepResult, Target, run_step};
+use super::compare::{ChatSide, Run, Steps, cell, write_report};
+use super::load::{StepResult, run_step};
 use super::median;
-use super::proc::{self, NetapiChat, start_netapi_chat};
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 /// The token that opens `/metrics` on the servers of this phase.
 const METRICS_TOKEN: &str = "bench-dead-receivers-metrics-token-0123456789";
@@ -52,18 +50,8 @@ pub const END: &str = "<!-- bench:dead:end -->";
 
 /// What the phase does.
 pub struct Settings {
-    /// Rates, msg/s.
-    pub rates: Vec<u32>,
-    /// Length of each step.
-    pub step: Duration,
-    /// Rounds over every (rate, server).
-    pub rounds: usize,
-    /// Load generator settings.
-    pub opts: Options,
-    /// The healthy workload.
-    pub plan: Plan,
-    /// Message text length.
-    pub text_len: usize,
+    /// Rates, step length, rounds (over every rate and server), the healthy workload.
+    pub steps: Steps,
     /// Dead receivers per server (but the first).
     pub dead: usize,
 }
@@ -191,11 +179,8 @@ async fn dead_receivers(kind: Kind, n: usize) -> Result<(Vec<String>, Keep)> {
 /// One server measured.
 struct Side {
     kind: Kind,
-    chat: NetapiChat,
-    _workload: Workload,
+    side: ChatSide,
     _dead: Keep,
-    target: Target,
-    pool: Vec<super::http::Conn>,
     /// Per rate: the steps.
     steps: Vec<Vec<StepResult>>,
 }
@@ -210,26 +195,15 @@ async fn side(root: &Path, s: &Settings, kind: Kind) -> Result<Side> {
         ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
         ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", MAX_BACKOFF),
     ];
-    let chat = start_netapi_chat(root, &format!("dead-{}", kind.name()), &env)?;
     let n = if kind == Kind::None { 0 } else { s.dead };
     let (urls, dead) = dead_receivers(kind, n).await?;
-    let (workload, target) = chat_target(
-        chat.server.addr,
-        &s.plan,
-        Format::Json,
-        s.text_len,
-        chat.server.pid(),
-        &urls,
-    )
-    .await?;
+    let label = format!("dead-{}", kind.name());
+    let side = ChatSide::start(root, &s.steps, &label, None, &env, &urls).await?;
     Ok(Side {
         kind,
-        chat,
-        _workload: workload,
+        side,
         _dead: dead,
-        target,
-        pool: Vec::new(),
-        steps: vec![Vec::new(); s.rates.len()],
+        steps: vec![Vec::new(); s.steps.rates.len()],
     })
 }
 
@@ -237,39 +211,32 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn cell(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}"))
-        .unwrap_or_else(|| "–".into())
-}
-
 /// Runs the phase and returns its section (markdown); also writes it to
 /// `target/bench/dead-receivers.md`.
 pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
-    let load_before = proc::loadavg();
-    let started_at = super::now_utc();
-    let git = super::git_state(root);
-    let started = std::time::Instant::now();
+    let run = Run::start(root);
+    let st = &s.steps;
     let mut sides = Vec::new();
     for kind in Kind::ALL {
         sides.push(side(root, s, kind).await?);
     }
     // A warm-up step each, so that connections and caches are up before anything counts.
     super::warm_up(
-        sides.iter_mut().map(|s| (&s.target, &mut s.pool)),
-        &s.opts,
+        sides.iter_mut().map(|s| (&s.side.target, &mut s.side.pool)),
+        &st.opts,
         500,
-        s.rates[0],
+        st.rates[0],
     )
     .await?;
-    for (round, r, i, step) in super::rotation(sides.len(), s.rounds, s.rates.len(), 500) {
+    for (round, r, i, step) in super::rotation(sides.len(), st.rounds, st.rates.len(), 500) {
         let side = &mut sides[i];
         let res = run_step(
-            &side.target,
-            &mut side.pool,
-            &s.opts,
+            &side.side.target,
+            &mut side.side.pool,
+            &st.opts,
             step,
-            s.rates[r],
-            s.step,
+            st.rates[r],
+            st.step,
         )
         .await?;
         println!(
@@ -282,13 +249,9 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
     }
     let mut ends = Vec::new();
     for side in sides.iter_mut() {
-        if !side.chat.server.running() {
-            bail!(
-                "netapi-chat ({} dead receivers) exited during the phase",
-                side.kind.name()
-            );
-        }
-        let addr = side.target.addr;
+        let name = format!("{} dead receivers", side.kind.name());
+        side.side.check_running(&name, "dead-receivers")?;
+        let addr = side.side.target.addr;
         ends.push((
             metric(addr, "netapi_chat_notifications_undelivered"),
             metric(
@@ -297,30 +260,20 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
             ),
         ));
     }
-    let load_after = proc::loadavg();
-    let m = proc::Machine::read();
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "Run {started_at} · `{command}` · {:.0} s · `{git}` · machine: `nproc` {} · {} · {}; load average (1/5/15 min) before: {load_before} · after: {load_after}\n",
-        started.elapsed().as_secs_f64(),
-        m.cores,
-        m.memory,
-        m.cpu,
-    );
+    let mut md = run.header(command);
     let _ = writeln!(
         md,
         "Workload: {}, JSON, each user with its own healthy callback listener; on four of the five servers {} more users (each its own endpoint) sit in the group sessions and receive but never send: with receivers that answer 204 and are not measured (the control: the same extra notifications to store and send), or with a dead `notifyURL`. Every server gets the same messages and the measured listeners the same notifications. Every server: default settings but `NETAPI_CHAT_DELIVERY_MAX_BACKOFF={MAX_BACKOFF}` (dead receivers probed every 1–1.2 s) and metrics on. {} rounds of {:.0} s steps per rate and server, in rotating order; each figure is the median over the rounds. Notification latency is the healthy listeners' only, from each message's intended send time.\n",
-        s.plan.describe(),
+        st.plan.describe(),
         s.dead,
-        s.rounds,
-        s.step.as_secs_f64()
+        st.rounds,
+        st.step.as_secs_f64()
     );
     let _ = writeln!(
         md,
         "| msg/s | extra receivers | achieved msg/s | healthy notification p50 / p99 / p99.9 ms | p99 vs none / vs control | p99 of each round ms | notifications received / expected | POST p99 ms | server CPU µs/msg |\n|---:|---|---:|---|---:|---|---:|---:|---:|"
     );
-    for (r, rate) in s.rates.iter().enumerate() {
+    for (r, rate) in st.rates.iter().enumerate() {
         let med = |side: &Side, f: &dyn Fn(&StepResult) -> Option<f64>| {
             median(side.steps[r].iter().filter_map(f).collect())
         };
@@ -372,9 +325,6 @@ pub async fn run(root: &Path, s: &Settings, command: &str) -> Result<String> {
             cell(*failed, 0)
         );
     }
-    let path = proc::target_dir(root).join("bench/dead-receivers.md");
-    std::fs::create_dir_all(path.parent().context("bench dir")?)?;
-    std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
-    println!("bench: wrote {}\n\n{md}", path.display());
+    write_report(root, "dead-receivers.md", &md)?;
     Ok(md)
 }

@@ -12,40 +12,22 @@
 //! Writes `target/bench/delivery.md` and prints it; BENCHMARKS.md quotes it by hand.
 
 use super::baseline;
-use super::chat::{Format, Plan, Workload, chat_target};
-use super::load::{Options, StepResult, Target, run_step};
+use super::compare::{ChatSide, Run, Steps, cell, write_report};
+use super::load::{StepResult, Target, run_step};
 use super::median;
-use super::proc::{self, NetapiChat, start_netapi_chat, start_netapi_chat_bin};
-use anyhow::{Context, Result, bail};
+use super::proc;
+use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The token that opens `/metrics` on the servers of this phase.
 const METRICS_TOKEN: &str = "bench-delivery-metrics-token-0123456789";
 
-/// What the phase does.
-pub struct Settings {
-    /// Rates, msg/s.
-    pub rates: Vec<u32>,
-    /// Length of each step.
-    pub step: Duration,
-    /// Rounds over every (rate, server).
-    pub rounds: usize,
-    /// Load generator settings.
-    pub opts: Options,
-    /// The workload.
-    pub plan: Plan,
-    /// Message text length.
-    pub text_len: usize,
-}
-
-/// One of the servers measured.
+/// One of the servers measured: the baseline, or a netapi-chat build.
 struct Side {
     name: String,
-    chat: Option<NetapiChat>,
+    chat: Option<ChatSide>,
     baseline: Option<proc::Server>,
-    _workload: Option<Workload>,
     target: Target,
     pool: Vec<super::http::Conn>,
     /// Per rate: the steps, with the commits they made.
@@ -61,42 +43,22 @@ fn commits(addr: std::net::SocketAddr) -> Option<f64> {
     )
 }
 
-async fn chat_side(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) -> Result<Side> {
+async fn chat_side(root: &Path, s: &Steps, name: &str, bin: Option<&Path>) -> Result<Side> {
     let env = [("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)];
-    let label = format!("delivery-{name}");
-    let chat = match bin {
-        Some(b) => start_netapi_chat_bin(root, b, &label, &env)?,
-        None => start_netapi_chat(root, &label, &env)?,
-    };
-    let (workload, target) = chat_target(
-        chat.server.addr,
-        &s.plan,
-        Format::Json,
-        s.text_len,
-        chat.server.pid(),
-        &[],
-    )
-    .await?;
+    let side = ChatSide::start(root, s, &format!("delivery-{name}"), bin, &env, &[]).await?;
     Ok(Side {
         name: name.to_owned(),
-        chat: Some(chat),
+        target: side.target.clone(),
+        chat: Some(side),
         baseline: None,
-        _workload: Some(workload),
-        target,
         pool: Vec::new(),
         steps: vec![Vec::new(); s.rates.len()],
     })
 }
 
 /// Runs the phase and returns its report (markdown).
-pub async fn run(
-    root: &Path,
-    s: &Settings,
-    before: Option<PathBuf>,
-    command: &str,
-) -> Result<String> {
-    let load_before = proc::loadavg();
-    let started = std::time::Instant::now();
+pub async fn run(root: &Path, s: &Steps, before: Option<PathBuf>, command: &str) -> Result<String> {
+    let run = Run::start(root);
     let base = baseline::start()?;
     let mut sides = vec![Side {
         name: "baseline".to_owned(),
@@ -109,7 +71,6 @@ pub async fn run(
             tap: None,
         },
         baseline: Some(base),
-        _workload: None,
         pool: Vec::new(),
         steps: vec![Vec::new(); s.rates.len()],
     }];
@@ -153,33 +114,14 @@ pub async fn run(
         side.steps[r].push((res, per_msg));
     }
     for side in sides.iter_mut() {
-        if let Some(c) = side.chat.as_mut()
-            && !c.server.running()
-        {
-            bail!(
-                "netapi-chat ({}) exited during the delivery phase",
-                side.name
-            );
+        if let Some(c) = side.chat.as_mut() {
+            c.check_running(&side.name, "delivery")?;
         }
         if let Some(b) = side.baseline.as_mut() {
             let _ = b.kill();
         }
     }
-    let load_after = proc::loadavg();
-    let m = proc::Machine::read();
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "Run {} · `{}` · {:.0} s · machine: `nproc` {} · {} · {}; load average (1/5/15 min) before: {} · after: {}\n",
-        super::now_utc(),
-        command,
-        started.elapsed().as_secs_f64(),
-        m.cores,
-        m.memory,
-        m.cpu,
-        load_before,
-        load_after
-    );
+    let mut md = run.header(command);
     let _ = writeln!(
         md,
         "Workload: {} users in {} sessions, JSON, each user's own callback listener; {} rounds of {:.0} s steps per rate and server, in rotating order; medians over the rounds.\n",
@@ -210,11 +152,7 @@ pub async fn run(
             )
         };
         let base = cpu(&sides[0]);
-        let mut line = format!(
-            "| {rate} | {} |",
-            base.map(|b| format!("{b:.1}"))
-                .unwrap_or_else(|| "–".into())
-        );
+        let mut line = format!("| {rate} | {} |", cell(base, 1));
         for c in &chats {
             let us = cpu(c);
             let commits = median(c.steps[r].iter().filter_map(|(_, k)| *k).collect());
@@ -232,17 +170,12 @@ pub async fn run(
                     (Some(u), _) => format!("{u:.1}"),
                     _ => "–".into(),
                 },
-                commits
-                    .map(|k| format!("{k:.2}"))
-                    .unwrap_or_else(|| "–".into()),
-                p99.map(|p| format!("{p:.2}")).unwrap_or_else(|| "–".into()),
+                cell(commits, 2),
+                cell(p99, 2),
             );
         }
         let _ = writeln!(md, "{line}");
     }
-    let path = proc::target_dir(root).join("bench/delivery.md");
-    std::fs::create_dir_all(path.parent().context("bench dir")?)?;
-    std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
-    println!("bench: wrote {}\n\n{md}", path.display());
+    write_report(root, "delivery.md", &md)?;
     Ok(md)
 }

@@ -49,6 +49,7 @@ mod baseline;
 mod channels;
 mod chart;
 mod chat;
+mod compare;
 mod cost;
 mod dead;
 mod delivery;
@@ -587,60 +588,17 @@ fn channel_settings(smoke: bool) -> channels::Settings {
 
 /// The neighbour phase's settings (`--neighbour`; tiny with `--smoke`).
 fn neighbour_settings(smoke: bool) -> neighbour::Settings {
-    let (s, rates, step, rounds, heavy_sessions, heavy_participants) = if smoke {
-        (
-            Settings::smoke(),
-            vec![200],
-            Duration::from_secs(1),
-            1,
-            3,
-            5,
-        )
-    } else {
-        (
-            Settings::full(),
-            vec![1000, 2000],
-            Duration::from_secs(10),
-            3,
-            200,
-            200,
-        )
-    };
+    let (heavy_sessions, heavy_participants) = if smoke { (3, 5) } else { (200, 200) };
     neighbour::Settings {
-        rates,
-        step,
-        rounds,
-        opts: s.opts,
-        plan: s.plan,
-        text_len: s.text_len,
+        steps: compare::Steps::new(smoke, &[1000, 2000], Duration::from_secs(10), 3),
         heavy_sessions,
         heavy_participants,
     }
 }
 
 /// The delivery-cost phase's settings (`--delivery`; tiny with `--smoke`).
-fn delivery_settings(smoke: bool) -> delivery::Settings {
-    if smoke {
-        let s = Settings::smoke();
-        delivery::Settings {
-            rates: vec![200],
-            step: Duration::from_secs(1),
-            rounds: 1,
-            opts: s.opts,
-            plan: s.plan,
-            text_len: s.text_len,
-        }
-    } else {
-        let s = Settings::full();
-        delivery::Settings {
-            rates: vec![500, 2000, 5000],
-            step: Duration::from_secs(10),
-            rounds: 3,
-            opts: s.opts,
-            plan: s.plan,
-            text_len: s.text_len,
-        }
-    }
+fn delivery_settings(smoke: bool) -> compare::Steps {
+    compare::Steps::new(smoke, &[500, 2000, 5000], Duration::from_secs(10), 3)
 }
 
 /// One step of each side at `rate` before anything counts (step number `step`), so that
@@ -753,28 +711,9 @@ fn write_section(md: &Path, start: &str, end: &str, section: &str) -> Result<()>
 
 /// The dead-receivers phase's settings (`--dead-receivers`; tiny with `--smoke`).
 fn dead_settings(smoke: bool) -> dead::Settings {
-    if smoke {
-        let s = Settings::smoke();
-        dead::Settings {
-            rates: vec![200],
-            step: Duration::from_secs(1),
-            rounds: 1,
-            opts: s.opts,
-            plan: s.plan,
-            text_len: s.text_len,
-            dead: 2,
-        }
-    } else {
-        let s = Settings::full();
-        dead::Settings {
-            rates: vec![500, 2000],
-            step: Duration::from_secs(8),
-            rounds: 5,
-            opts: s.opts,
-            plan: s.plan,
-            text_len: s.text_len,
-            dead: 10,
-        }
+    dead::Settings {
+        steps: compare::Steps::new(smoke, &[500, 2000], Duration::from_secs(8), 5),
+        dead: if smoke { 2 } else { 10 },
     }
 }
 

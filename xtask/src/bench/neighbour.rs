@@ -12,11 +12,12 @@
 //! over the rounds of the send latency (from the intended send time) and of the neighbour's
 //! lists a second. Writes `target/bench/neighbour.md` and prints it.
 
-use super::chat::{Format, Plan, Workload, chat_target, path, post_json, user};
+use super::chat::{path, post_json, user};
+use super::compare::{ChatSide, Run, Steps, cell, write_report};
 use super::http::{Conn, request};
-use super::load::{Options, StepResult, Target, run_step};
+use super::load::{StepResult, run_step};
 use super::median;
-use super::proc::{self, AUTHORIZATION, NetapiChat, start_netapi_chat, start_netapi_chat_bin};
+use super::proc::AUTHORIZATION;
 use anyhow::{Result, bail};
 use http::Method;
 use std::fmt::Write as _;
@@ -27,18 +28,8 @@ use std::time::{Duration, Instant};
 
 /// What the phase does.
 pub struct Settings {
-    /// Rates, msg/s.
-    pub rates: Vec<u32>,
-    /// Length of each step.
-    pub step: Duration,
-    /// Rounds over every (rate, server, neighbour on/off).
-    pub rounds: usize,
-    /// Load generator settings.
-    pub opts: Options,
-    /// The workload.
-    pub plan: Plan,
-    /// Message text length.
-    pub text_len: usize,
+    /// Rates, step length, rounds (over every rate, server and neighbour on/off), workload.
+    pub steps: Steps,
     /// Sessions the heavy user started.
     pub heavy_sessions: usize,
     /// Participants of each (the heavy user included).
@@ -63,31 +54,23 @@ fn heavy_user() -> String {
 /// One server measured.
 struct Server {
     name: String,
-    chat: NetapiChat,
-    _workload: Workload,
-    target: Target,
-    pool: Vec<Conn>,
+    side: ChatSide,
 }
 
 /// Per (server, neighbour on/off) and rate: the steps, with the neighbour's lists a second.
-type Steps = Vec<Vec<Vec<(StepResult, Option<f64>)>>>;
+type PerSide = Vec<Vec<Vec<(StepResult, Option<f64>)>>>;
 
 async fn server(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) -> Result<Server> {
-    let label = format!("neighbour-{name}");
-    let chat = match bin {
-        Some(b) => start_netapi_chat_bin(root, b, &label, &HEAVY_ENV)?,
-        None => start_netapi_chat(root, &label, &HEAVY_ENV)?,
-    };
-    let (workload, target) = chat_target(
-        chat.server.addr,
-        &s.plan,
-        Format::Json,
-        s.text_len,
-        chat.server.pid(),
+    let side = ChatSide::start(
+        root,
+        &s.steps,
+        &format!("neighbour-{name}"),
+        bin,
+        &HEAVY_ENV,
         &[],
     )
     .await?;
-    let mut conn = Conn::new(chat.server.addr);
+    let mut conn = Conn::new(side.target.addr);
     let heavy = heavy_user();
     let invitees: Vec<String> = (1..s.heavy_participants)
         .map(|i| format!(r#"{{"address":"{}"}}"#, user(9_000_000 + i)))
@@ -101,10 +84,7 @@ async fn server(root: &Path, s: &Settings, name: &str, bin: Option<&Path>) -> Re
     }
     Ok(Server {
         name: name.to_owned(),
-        chat,
-        _workload: workload,
-        target,
-        pool: Vec::new(),
+        side,
     })
 }
 
@@ -144,36 +124,39 @@ pub async fn run(
     before: Option<PathBuf>,
     command: &str,
 ) -> Result<String> {
-    let load_before = proc::loadavg();
-    let started = Instant::now();
+    let run = Run::start(root);
+    let st = &s.steps;
     let mut servers = Vec::new();
     if let Some(b) = &before {
         servers.push(server(root, s, "before", Some(b)).await?);
     }
     servers.push(server(root, s, "after", None).await?);
     super::warm_up(
-        servers.iter_mut().map(|x| (&x.target, &mut x.pool)),
-        &s.opts,
+        servers
+            .iter_mut()
+            .map(|x| (&x.side.target, &mut x.side.pool)),
+        &st.opts,
         300,
-        s.rates[0],
+        st.rates[0],
     )
     .await?;
     // Side k: server k / 2, with the neighbour when k is odd.
     let sides = servers.len() * 2;
-    let mut steps: Steps = vec![vec![Vec::new(); s.rates.len()]; sides];
-    for (round, r, k, step) in super::rotation(sides, s.rounds, s.rates.len(), 300) {
+    let mut steps: PerSide = vec![vec![Vec::new(); st.rates.len()]; sides];
+    for (round, r, k, step) in super::rotation(sides, st.rounds, st.rates.len(), 300) {
         let (srv, busy) = (&mut servers[k / 2], k % 2 == 1);
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
-        let task = busy.then(|| neighbour(srv.target.addr, Arc::clone(&stop), Arc::clone(&done)));
+        let task =
+            busy.then(|| neighbour(srv.side.target.addr, Arc::clone(&stop), Arc::clone(&done)));
         let t0 = Instant::now();
         let res = run_step(
-            &srv.target,
-            &mut srv.pool,
-            &s.opts,
+            &srv.side.target,
+            &mut srv.side.pool,
+            &st.opts,
             step,
-            s.rates[r],
-            s.step,
+            st.rates[r],
+            st.step,
         )
         .await?;
         stop.store(true, Ordering::Relaxed);
@@ -198,50 +181,27 @@ pub async fn run(
         steps[k][r].push((res, lists));
     }
     for srv in servers.iter_mut() {
-        if !srv.chat.server.running() {
-            bail!(
-                "netapi-chat ({}) exited during the neighbour phase",
-                srv.name
-            );
-        }
+        srv.side.check_running(&srv.name, "neighbour")?;
     }
-    let load_after = proc::loadavg();
-    let m = proc::Machine::read();
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "Run {} · `{}` · {:.0} s · machine: `nproc` {} · {} · {}; load average (1/5/15 min) before: {} · after: {}\n",
-        super::now_utc(),
-        command,
-        started.elapsed().as_secs_f64(),
-        m.cores,
-        m.memory,
-        m.cpu,
-        load_before,
-        load_after
-    );
+    let mut md = run.header(command);
     let _ = writeln!(
         md,
         "Workload: {} users in {} sessions, JSON; the neighbour: one user with {} sessions of {} participants fetching its session list back to back on one connection; {} rounds of {:.0} s steps per rate, server and neighbour on/off, in rotating order; medians over the rounds.\n",
-        s.plan.users(),
-        s.plan.sessions().len(),
+        st.plan.users(),
+        st.plan.sessions().len(),
         s.heavy_sessions,
         s.heavy_participants,
-        s.rounds,
-        s.step.as_secs_f64()
+        st.rounds,
+        st.step.as_secs_f64()
     );
     let _ = writeln!(
         md,
         "| server | neighbour | msg/s | achieved msg/s | POST p50 / p99 / p99.9 ms | neighbour lists/s |\n|---|---|---:|---:|---:|---:|"
     );
-    let ms = |v: Vec<f64>| {
-        median(v)
-            .map(|x| format!("{:.2}", x / 1e6))
-            .unwrap_or_else(|| "–".into())
-    };
+    let ms = |v: Vec<f64>| cell(median(v).map(|x| x / 1e6), 2);
     for (k, per_rate) in steps.iter().enumerate() {
         let name = &servers[k / 2].name;
-        for (r, rate) in s.rates.iter().enumerate() {
+        for (r, rate) in st.rates.iter().enumerate() {
             let runs = &per_rate[r];
             let achieved = median(runs.iter().map(|(x, _)| x.achieved).collect());
             let lists = median(runs.iter().filter_map(|(_, n)| *n).collect());
@@ -249,23 +209,14 @@ pub async fn run(
                 md,
                 "| {name} | {} | {rate} | {} | {} / {} / {} | {} |",
                 if k % 2 == 1 { "on" } else { "off" },
-                achieved
-                    .map(|a| format!("{a:.0}"))
-                    .unwrap_or_else(|| "–".into()),
+                cell(achieved, 0),
                 ms(runs.iter().map(|(x, _)| x.post.p50 as f64).collect()),
                 ms(runs.iter().map(|(x, _)| x.post.p99 as f64).collect()),
                 ms(runs.iter().map(|(x, _)| x.post.p999 as f64).collect()),
-                lists
-                    .map(|n| format!("{n:.1}"))
-                    .unwrap_or_else(|| "–".into()),
+                cell(lists, 1),
             );
         }
     }
-    let path = proc::target_dir(root).join("bench/neighbour.md");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&path, &md)?;
-    println!("bench: wrote {}\n\n{md}", path.display());
+    write_report(root, "neighbour.md", &md)?;
     Ok(md)
 }
