@@ -173,7 +173,7 @@ pub async fn channel_socket(
             .and_then(|v| v.to_str().ok()),
     )
     .map_err(refused)?;
-    let (mailbox, wait) = server
+    let (mailbox, wait, _max) = server
         .chat
         .channel_socket(&user, &p.channel_id)
         .map_err(refused)?;
@@ -231,7 +231,7 @@ async fn serve(
         }
         chat.touch_channel(&id);
         let polled = tokio::select! {
-            p = mailbox.next(me, wait) => p,
+            p = mailbox.next(me, 1, wait) => p,
             m = rx.next() => match m {
                 // A stray frame (nothing is waiting for an acknowledgement): ignored.
                 Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
