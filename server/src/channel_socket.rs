@@ -432,7 +432,13 @@ async fn from_oma_client(
     let check = match read_conn_check(&text) {
         Ok(c) => c,
         Err(e) => {
-            tracing::debug!(channel = %channel.id, error = %e.rendered(), "OMA socket: not a connCheck, closed");
+            // The decoder's text may quote the frame: escaped (client-controlled text).
+            let why = e.rendered();
+            tracing::debug!(
+                channel = %channel.id,
+                error = %crate::logsafe::Escaped(&why),
+                "OMA socket: not a connCheck, closed"
+            );
             return FromClient::Close(CloseCode::Invalid, "not a connCheck");
         }
     };
