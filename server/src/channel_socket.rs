@@ -20,8 +20,15 @@
 //! ([`Mailbox::release`], unless a newer socket took over), so the next socket sends it again
 //! with the same id. A deleted or expired channel closes the socket (1001); a newer socket or poll
 //! on the channel ends an older one (1008, as OMA's `SVC1012`).
+//!
+//! That is the binding of our own subprotocol ([`PROTOCOL`], also spoken when none is offered).
+//! A client written against OMA Notification Channel 1.0's WebSockets binding offers
+//! [`OMA_PROTOCOL`] instead and gets that binding ([`Binding::Oma`], [`serve_oma`]): each
+//! frame is a `notificationList` exactly as a long poll answers it, acknowledged by the Pong of
+//! the Ping sent right after it, and its `connCheck` frames are answered with `connAck`.
 
 use crate::chat::Chat;
+use crate::chat::channels::notification_list;
 use crate::handlers::ChatServer;
 use crate::notify::channel::{Mailbox, Polled, Taken};
 use crate::notify::webhook_id;
@@ -31,9 +38,11 @@ use dropshot::{
     ClientErrorStatusCode, HttpError, HttpResponse, Path, RequestContext, WebsocketConnection,
     WebsocketUpgrade, endpoint,
 };
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use netapi_chat_api::ChatService;
-use netapi_chat_runtime::{ApiError, Format};
+use netapi_chat_api::{ChatService, ConnAck, ConnCheck, NotificationChannelLifetime};
+use netapi_chat_runtime::xml::XmlLimits;
+use netapi_chat_runtime::{ApiError, Format, wire};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -71,29 +80,46 @@ pub fn frame_format(accept: Option<&str>) -> Result<Format, ApiError> {
         .map_err(|e| ApiError::not_acceptable(e.to_string()))
 }
 
-/// The subprotocol the server selects: a client that offers a token in the subprotocol list
-/// offers this name too (a browser fails a handshake whose answer selects no subprotocol, and
-/// the token's own entry must not be echoed back).
+/// Our own subprotocol, selected whenever it is offered: a client that offers a token in the
+/// subprotocol list offers this name (or [`OMA_PROTOCOL`]) too (a browser fails a handshake
+/// whose answer selects no subprotocol, and the token's own entry must not be echoed back).
 pub const PROTOCOL: &str = "netapi-chat.notificationchannel.v1";
+/// OMA Notification Channel 1.0's WebSockets subprotocol: selected when offered without
+/// [`PROTOCOL`], so that a client written against OMA works unchanged ([`Binding::Oma`]).
+pub const OMA_PROTOCOL: &str = "notificationchannel-netapi-rest.openmobilealliance.org";
 /// The subprotocol entry that carries a bearer token: this prefix, then the token in base64url
 /// without padding (the Kubernetes `base64url.bearer.authorization.k8s.io.<token>` scheme).
 pub const BEARER_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.netapi-chat.";
 
-/// Who a handshake says it is: the `Authorization` value to check, and the subprotocol the
-/// answer selects.
+/// What a socket speaks, chosen by the subprotocol the handshake selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// Ours ([`PROTOCOL`], or no subprotocol at all): one signed notification a frame, each
+    /// acknowledged by its `webhook-id`.
+    Signed,
+    /// OMA's ([`OMA_PROTOCOL`]): `notificationList` frames, acknowledged by the WebSocket's
+    /// own Ping/Pong; `connCheck` answered with `connAck`.
+    Oma,
+}
+
+/// Who a handshake says it is: the `Authorization` value to check, the subprotocol the answer
+/// selects, and the binding the socket then speaks.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Handshake {
     /// `Bearer <token>` (from the header, or built from the subprotocol entry).
     pub authorization: Option<String>,
-    /// The subprotocol to select (only ever [`PROTOCOL`]).
+    /// The subprotocol to select ([`PROTOCOL`] or [`OMA_PROTOCOL`], only ever one offered).
     pub protocol: Option<&'static str>,
+    /// [`Binding::Oma`] exactly when [`OMA_PROTOCOL`] is selected.
+    pub binding: Binding,
 }
 
 /// The credentials of a handshake: the `Authorization` header when there is one (the token in
 /// the subprotocol list is then ignored), else the bearer entry of `Sec-WebSocket-Protocol`
-/// (for browsers). [`PROTOCOL`] is selected whenever the client offered it. A bearer entry
-/// that does not decode, or that comes without [`PROTOCOL`] offered, is `400` (the text never
-/// quotes the entry: it is a credential).
+/// (for browsers). [`PROTOCOL`] is selected whenever the client offered it (it has
+/// acknowledgements, so it wins when both are offered); else [`OMA_PROTOCOL`] when offered,
+/// and the socket speaks OMA's binding. A bearer entry that does not decode, or that comes
+/// with neither name offered, is `400` (the text never quotes the entry: it is a credential).
 pub fn credentials(
     authorization: Option<&str>,
     protocols: Option<&str>,
@@ -103,7 +129,14 @@ pub fn credentials(
         .flat_map(|p| p.split(','))
         .map(str::trim)
         .collect();
-    let protocol = offered.contains(&PROTOCOL).then_some(PROTOCOL);
+    let protocol = [PROTOCOL, OMA_PROTOCOL]
+        .into_iter()
+        .find(|p| offered.contains(p));
+    let binding = if protocol == Some(OMA_PROTOCOL) {
+        Binding::Oma
+    } else {
+        Binding::Signed
+    };
     let bearer = offered
         .iter()
         .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX));
@@ -111,17 +144,19 @@ pub fn credentials(
         return Ok(Handshake {
             authorization: Some(header.to_owned()),
             protocol,
+            binding,
         });
     }
     let Some(encoded) = bearer else {
         return Ok(Handshake {
             authorization: None,
             protocol,
+            binding,
         });
     };
     if protocol.is_none() {
         return Err(ApiError::invalid_input(format!(
-            "Sec-WebSocket-Protocol: a bearer token entry needs {PROTOCOL:?} offered beside it"
+            "Sec-WebSocket-Protocol: a bearer token entry needs {PROTOCOL:?} or {OMA_PROTOCOL:?} offered beside it"
         )));
     }
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -137,11 +172,13 @@ pub fn credentials(
     Ok(Handshake {
         authorization: Some(format!("Bearer {token}")),
         protocol,
+        binding,
     })
 }
 
 /// Largest frame or message a client may send on a channel's socket (an acknowledgement is one
-/// `webhookId`, a few dozen bytes); a larger one ends the socket.
+/// `webhookId`, a few dozen bytes; an OMA `connCheck` in XML about 200); a larger one ends the
+/// socket.
 const MAX_CLIENT_MESSAGE: usize = 1024;
 
 /// The socket of a `WebSockets` channel.
@@ -173,14 +210,26 @@ pub async fn channel_socket(
             .and_then(|v| v.to_str().ok()),
     )
     .map_err(refused)?;
-    let (mailbox, wait) = server
+    let (mailbox, wait, max) = server
         .chat
         .channel_socket(&user, &p.channel_id)
         .map_err(refused)?;
     let chat = Arc::clone(&server.chat);
     let id = p.channel_id;
+    let binding = hs.binding;
     let switching = upgrade.handle(move |conn| async move {
-        serve(conn, chat, id, mailbox, wait, format).await;
+        let channel = SocketChannel {
+            chat,
+            user,
+            id,
+            mailbox,
+            wait,
+            format,
+        };
+        match binding {
+            Binding::Signed => serve(conn, channel).await,
+            Binding::Oma => serve_oma(conn, channel, max).await,
+        }
         Ok(())
     })?;
     let mut response = switching.to_result()?;
@@ -197,31 +246,56 @@ pub async fn channel_socket(
 /// still there.
 const ACK_CHECK: Duration = Duration::from_secs(1);
 
-/// One socket: a frame per notification, each waiting for its acknowledgement.
-async fn serve(
-    conn: WebsocketConnection,
+/// What a socket serves: the channel (its user, id, mailbox), the wait of one round, and the
+/// frames' format.
+struct SocketChannel {
     chat: Arc<Chat>,
+    user: String,
     id: String,
     mailbox: Arc<Mailbox>,
     wait: Duration,
     format: Format,
-) {
-    // A client only ever sends `webhookId`s: frames and messages are bounded far below
-    // tungstenite's defaults (16 MiB / 64 MiB), so one socket cannot make the server hold more.
+}
+
+/// The sending half of a channel's socket.
+type Tx = SplitSink<WebSocketStream<dropshot::WebsocketConnectionRaw>, Message>;
+/// The receiving half of a channel's socket.
+type Rx = SplitStream<WebSocketStream<dropshot::WebsocketConnectionRaw>>;
+
+/// The upgraded connection as a WebSocket, split. A client only ever sends `webhookId`s or
+/// `connCheck`s: frames and messages are bounded far below tungstenite's defaults (16 MiB /
+/// 64 MiB), so one socket cannot make the server hold more.
+async fn open(conn: WebsocketConnection) -> (Tx, Rx) {
     let limits = WebSocketConfig::default()
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
     let ws = WebSocketStream::from_raw_socket(conn.into_inner(), Role::Server, Some(limits)).await;
-    let (mut tx, mut rx) = ws.split();
+    ws.split()
+}
+
+/// A close frame with `code` and the reason `why` (short: a close reason is at most 123
+/// bytes).
+fn close(code: CloseCode, why: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: why.into(),
+    }))
+}
+
+/// One socket: a frame per notification, each waiting for its acknowledgement.
+async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
+    let SocketChannel {
+        chat,
+        id,
+        mailbox,
+        wait,
+        format,
+        ..
+    } = channel;
+    let (mut tx, mut rx) = open(conn).await;
     // The channel is this socket's from now on, in one step: what an earlier socket was sent
     // and did not acknowledge comes first, again, and that socket ends.
     let me = mailbox.take_over();
-    let close = |code: CloseCode, why: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: why.into(),
-        }))
-    };
     loop {
         if crate::notify::channel::ending() {
             let _ = tx
@@ -231,7 +305,7 @@ async fn serve(
         }
         chat.touch_channel(&id);
         let polled = tokio::select! {
-            p = mailbox.next(me, wait) => p,
+            p = mailbox.next(me, 1, wait) => p,
             m = rx.next() => match m {
                 // A stray frame (nothing is waiting for an acknowledgement): ignored.
                 Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -302,6 +376,256 @@ async fn serve(
             }
         }
     }
+}
+
+/// How long an OMA socket waits for the Pong of the Ping sent after a frame (a WebSocket
+/// client answers a Ping by itself, RFC 6455 §5.5.2): past it the connection counts as dead,
+/// the frame's notifications wait for the next socket, and this one is closed (1002).
+const PONG_WAIT: Duration = Duration::from_secs(30);
+
+/// What an OMA socket does with one thing its client sent.
+#[derive(Debug, PartialEq)]
+enum FromClient {
+    /// A `connCheck`: answer this `connAck` frame.
+    Answer(String),
+    /// Nothing to do (a Ping, which tungstenite answers itself; a Pong that acknowledges
+    /// nothing; a raw frame).
+    Ignore,
+    /// End the socket with this close frame (a frame it cannot take).
+    Close(CloseCode, &'static str),
+    /// The client closed the socket, or the connection broke.
+    Gone,
+}
+
+/// A client's text frame read as a `connCheck`: the XML document when it starts with `<`,
+/// else JSON (either form, whatever the socket's format; the generated type and the same
+/// decoder as a request body's, with the default XML limits: the frame is at most
+/// [`MAX_CLIENT_MESSAGE`] bytes anyway).
+pub fn read_conn_check(text: &str) -> Result<ConnCheck, ApiError> {
+    let format = if text.trim_start().starts_with('<') {
+        Format::Xml
+    } else {
+        Format::Json
+    };
+    wire::decode::<ConnCheck>(format, text.as_bytes(), &XmlLimits::default())
+}
+
+/// Serves an OMA client's message: a `connCheck` starts the channel's lifetime again (with
+/// its `newChannelLifetime`, granted and stored as `refreshChannelLifetime` does) and is
+/// answered with the `connAck` of the lifetime granted, in the socket's format; any other
+/// text frame is closed with 1007, a binary one with 1003 (decision: an OMA client sends
+/// nothing else, so a stray frame is a client bug better reported than hidden).
+async fn from_oma_client(
+    channel: &SocketChannel,
+    m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> FromClient {
+    let text = match m {
+        Some(Ok(Message::Text(t))) => t,
+        Some(Ok(Message::Binary(_))) => {
+            return FromClient::Close(CloseCode::Unsupported, "only text frames are read");
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+            return FromClient::Ignore;
+        }
+        Some(Ok(Message::Close(_)) | Err(_)) | None => return FromClient::Gone,
+    };
+    let check = match read_conn_check(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            // The decoder's text may quote the frame: escaped (client-controlled text).
+            let why = e.rendered();
+            tracing::debug!(
+                channel = %channel.id,
+                error = %crate::logsafe::Escaped(&why),
+                "OMA socket: not a connCheck, closed"
+            );
+            return FromClient::Close(CloseCode::Invalid, "not a connCheck");
+        }
+    };
+    let granted = match check.new_channel_lifetime {
+        Some(asked) => channel
+            .chat
+            .refresh_channel_lifetime(
+                &channel.user,
+                &channel.id,
+                NotificationChannelLifetime {
+                    channel_lifetime: asked,
+                },
+            )
+            .await
+            .map(|l| l.channel_lifetime),
+        None => {
+            channel.chat.touch_channel(&channel.id);
+            channel
+                .chat
+                .get_channel_lifetime(&channel.user, &channel.id)
+                .map(|l| l.channel_lifetime)
+        }
+    };
+    match granted {
+        Ok(channel_lifetime) => {
+            let ack = wire::encode(channel.format, &ConnAck { channel_lifetime });
+            FromClient::Answer(String::from_utf8_lossy(&ack).into_owned())
+        }
+        Err(e) if e.status.as_u16() == 400 => {
+            FromClient::Close(CloseCode::Invalid, "newChannelLifetime is below 0")
+        }
+        Err(e) if e.status.as_u16() == 404 => {
+            FromClient::Close(CloseCode::Away, "the channel was deleted")
+        }
+        Err(_) => FromClient::Close(CloseCode::Away, "the server is stopping"),
+    }
+}
+
+/// What an OMA socket waits on: its mailbox, or its client.
+enum Event {
+    Polled(Polled),
+    Client(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+}
+
+/// One OMA socket (OMA Notification Channel 1.0, WebSockets binding): each frame is a
+/// `notificationList` of up to `max` notifications, built and encoded exactly as a long
+/// poll's answer, never empty. OMA has no acknowledgement, so the WebSocket's own is used: a
+/// Ping follows each frame, and the frame's notifications leave the outbox when its Pong
+/// comes back (the client's WebSocket stack read the frame before it); only then is the next
+/// frame sent. Until then every way out puts them back ([`Mailbox::release`]; a newer socket's
+/// take-over does so too), so a socket torn down before its frame arrived loses nothing: the
+/// next socket sends them again (at least once). Takeover and deletion close it as our own
+/// binding does.
+async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize) {
+    let (mut tx, mut rx) = open(conn).await;
+    let SocketChannel {
+        chat,
+        id,
+        mailbox,
+        wait,
+        format,
+        ..
+    } = &channel;
+    let me = mailbox.take_over();
+    loop {
+        if crate::notify::channel::ending() {
+            let _ = tx
+                .send(close(CloseCode::Away, "the server is stopping"))
+                .await;
+            return;
+        }
+        chat.touch_channel(id);
+        let event = tokio::select! {
+            p = mailbox.next(me, max, *wait) => Event::Polled(p),
+            m = rx.next() => Event::Client(m),
+        };
+        let taken = match event {
+            Event::Client(m) => match from_oma_client(&channel, m).await {
+                FromClient::Answer(ack) => {
+                    if tx.send(Message::Text(ack.into())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                FromClient::Ignore => continue,
+                FromClient::Close(code, why) => {
+                    let _ = tx.send(close(code, why)).await;
+                    return;
+                }
+                FromClient::Gone => return,
+            },
+            // The wait ran out: nothing is sent (an empty list would tell the client nothing).
+            Event::Polled(Polled::Notifications(list)) if list.is_empty() => continue,
+            Event::Polled(Polled::Notifications(list)) => list,
+            Event::Polled(Polled::Closed) => {
+                let _ = tx
+                    .send(close(CloseCode::Away, "the channel was deleted"))
+                    .await;
+                return;
+            }
+            Event::Polled(Polled::Superseded) => {
+                let _ = tx
+                    .send(close(
+                        CloseCode::Policy,
+                        "a newer socket or poll took over the channel",
+                    ))
+                    .await;
+                return;
+            }
+        };
+        let ids: Vec<u64> = taken.iter().map(|t| t.id).collect();
+        let body = wire::encode(*format, &notification_list(taken));
+        // The Ping names this socket and the frame's last notification, so a Pong of an
+        // earlier frame (or one the client sent unasked) acknowledges nothing here.
+        let token = ping_payload(me, &ids);
+        let sent = async {
+            tx.feed(Message::Text(
+                String::from_utf8_lossy(&body).into_owned().into(),
+            ))
+            .await?;
+            tx.send(Message::Ping(token.clone().into())).await
+        };
+        if sent.await.is_err() {
+            mailbox.release(me);
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + PONG_WAIT;
+        loop {
+            let m = tokio::select! {
+                m = rx.next() => m,
+                () = tokio::time::sleep(ACK_CHECK) => {
+                    let end = if mailbox.is_closed() {
+                        Some((CloseCode::Away, "the channel was deleted"))
+                    } else if mailbox.generation() != me {
+                        // Taken over: the newer socket or poll has what this one was sent.
+                        Some((CloseCode::Policy, "a newer socket or poll took over the channel"))
+                    } else if crate::notify::channel::ending() {
+                        Some((CloseCode::Away, "the server is stopping"))
+                    } else if tokio::time::Instant::now() >= deadline {
+                        Some((CloseCode::Protocol, "no Pong answered the Ping"))
+                    } else {
+                        None
+                    };
+                    if let Some((code, why)) = end {
+                        mailbox.release(me);
+                        let _ = tx.send(close(code, why)).await;
+                        return;
+                    }
+                    chat.touch_channel(id);
+                    continue;
+                }
+            };
+            if let Some(Ok(Message::Pong(p))) = &m
+                && p.as_ref() == token.as_slice()
+            {
+                mailbox.acknowledge_ids(&ids);
+                break;
+            }
+            match from_oma_client(&channel, m).await {
+                FromClient::Answer(ack) => {
+                    if tx.send(Message::Text(ack.into())).await.is_err() {
+                        mailbox.release(me);
+                        return;
+                    }
+                }
+                FromClient::Ignore => {}
+                FromClient::Close(code, why) => {
+                    mailbox.release(me);
+                    let _ = tx.send(close(code, why)).await;
+                    return;
+                }
+                FromClient::Gone => {
+                    // Closed before the Pong: sent again on the next socket.
+                    mailbox.release(me);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The payload of the Ping that follows an OMA frame: the socket's generation and the outbox
+/// id of the frame's last notification (unique per frame of a channel; at most a few dozen
+/// bytes, a Ping may carry 125).
+fn ping_payload(me: u64, ids: &[u64]) -> Vec<u8> {
+    let last = ids.last().copied().unwrap_or_default();
+    format!("{me}.{}", webhook_id(last)).into_bytes()
 }
 
 /// A frame: the notification signed like a callback, as the text of its request: the three
@@ -382,6 +706,102 @@ mod tests {
             let tail = bad.rsplit('.').next().unwrap();
             assert!(tail.is_empty() || !e.rendered().contains(tail), "{bad}");
         }
+    }
+
+    /// OMA's subprotocol alone selects it and OMA's binding; with ours beside it ours wins
+    /// (it has acknowledgements); a browser's bearer entry may stand beside either name; with
+    /// no name offered the socket speaks ours, selecting nothing, as before.
+    #[test]
+    fn omas_subprotocol_selects_omas_binding_unless_ours_is_offered_too() {
+        let entry = format!("{BEARER_PROTOCOL_PREFIX}{}", B64.encode("tok"));
+        let oma = credentials(Some("Bearer h"), Some(OMA_PROTOCOL)).unwrap();
+        assert_eq!(
+            (oma.protocol, oma.binding),
+            (Some(OMA_PROTOCOL), Binding::Oma)
+        );
+        for both in [
+            format!("{OMA_PROTOCOL}, {PROTOCOL}"),
+            format!("{PROTOCOL}, {OMA_PROTOCOL}"),
+        ] {
+            let hs = credentials(Some("Bearer h"), Some(&both)).unwrap();
+            assert_eq!((hs.protocol, hs.binding), (Some(PROTOCOL), Binding::Signed));
+        }
+        let browser = credentials(None, Some(&format!("{OMA_PROTOCOL}, {entry}"))).unwrap();
+        assert_eq!(browser.authorization.as_deref(), Some("Bearer tok"));
+        assert_eq!(
+            (browser.protocol, browser.binding),
+            (Some(OMA_PROTOCOL), Binding::Oma)
+        );
+        let none = credentials(Some("Bearer h"), None).unwrap();
+        assert_eq!((none.protocol, none.binding), (None, Binding::Signed));
+        let other = credentials(Some("Bearer h"), Some("chat")).unwrap();
+        assert_eq!((other.protocol, other.binding), (None, Binding::Signed));
+    }
+
+    /// A `connCheck` is read in JSON or in XML (OMA's namespace), both fields optional, as
+    /// OMA's JSON mappings write numbers; anything else is refused, not guessed at.
+    #[test]
+    fn a_conn_check_is_read_in_either_form() {
+        let full =
+            read_conn_check(r#"{"connCheck":{"checkInterval":30,"newChannelLifetime":"600"}}"#)
+                .unwrap();
+        assert_eq!(
+            (full.check_interval, full.new_channel_lifetime),
+            (Some(30), Some(600))
+        );
+        let empty = read_conn_check(r#" {"connCheck":{}}"#).unwrap();
+        assert_eq!(
+            (empty.check_interval, empty.new_channel_lifetime),
+            (None, None)
+        );
+        let xml = read_conn_check(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<nc:connCheck xmlns:nc="urn:oma:xml:rest:netapi:notificationchannel:1"><newChannelLifetime>90</newChannelLifetime></nc:connCheck>"#,
+        )
+        .unwrap();
+        assert_eq!(xml.new_channel_lifetime, Some(90));
+        for bad in [
+            "",
+            "msg_7",
+            r#"{"connAck":{"channelLifetime":1}}"#,
+            r#"{"connCheck":{"newChannelLifetime":"soon"}}"#,
+            r#"<connCheck xmlns="urn:oma:xml:rest:netapi:chat:1"/>"#,
+            "<nc:connCheck",
+        ] {
+            assert!(read_conn_check(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A connAck is the generated `ConnAck` in the socket's format.
+    #[test]
+    fn a_conn_ack_is_omas_document() {
+        let ack = ConnAck {
+            channel_lifetime: 600,
+        };
+        assert_eq!(
+            wire::encode(Format::Json, &ack),
+            br#"{"connAck":{"channelLifetime":600}}"#
+        );
+        let xml = String::from_utf8(wire::encode(Format::Xml, &ack)).unwrap();
+        assert!(
+            xml.contains("connAck")
+                && xml.contains("urn:oma:xml:rest:netapi:notificationchannel:1"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<channelLifetime>600</channelLifetime>"),
+            "{xml}"
+        );
+    }
+
+    /// A Ping's payload names the socket and the frame's last notification: two frames, or two
+    /// sockets, never share one; it fits a control frame (125 bytes).
+    #[test]
+    fn a_ping_names_its_socket_and_frame() {
+        assert_eq!(ping_payload(3, &[7, 9]), b"3.msg_9");
+        assert_ne!(ping_payload(3, &[7]), ping_payload(4, &[7]));
+        assert_ne!(ping_payload(3, &[7]), ping_payload(3, &[8]));
+        assert!(ping_payload(u64::MAX, &[u64::MAX]).len() <= 125);
     }
 
     /// A frame is the callback's request as text: its three Standard Webhooks headers, a blank

@@ -11,10 +11,11 @@
 mod support;
 
 use netapi_chat_api::{
-    ChannelNotification, ChannelType, ChatSubscription, NotificationChannel,
-    NotificationChannelLifetime, NotificationChannelList,
+    ChannelNotification, ChannelType, ChatSubscription, ConnAck, NotificationChannel,
+    NotificationChannelLifetime, NotificationChannelList, NotificationList,
 };
 use netapi_chat_runtime::Format;
+use netapi_chat_runtime::xml::XmlLimits;
 use std::time::Duration;
 use support::channel::answered;
 use support::{Answer, Server, chat, docs, send, send_doc, send_empty, user_token};
@@ -1233,6 +1234,302 @@ async fn deleting_a_channel_closes_its_socket() {
     assert_eq!(a.status, 204);
     let closed = close_code(&mut ws, "the socket is closed").await;
     assert_eq!(closed, Some(1001));
+}
+
+// ------------------------------------------------------------------ WebSockets, OMA clients
+
+const OMA_PROTOCOL: &str = "notificationchannel-netapi-rest.openmobilealliance.org";
+
+/// Opens a channel's socket as a client written against OMA's WebSockets binding does: the
+/// `Authorization` header, only OMA's subprotocol offered, `Accept` naming `f`; the socket
+/// and the subprotocol the server selected, or the HTTP status of a refused handshake.
+async fn connect_oma(url: &str, f: Format) -> Result<(Socket, Option<String>), u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws URL");
+    let h = request.headers_mut();
+    h.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", support::APP_TOKEN).parse().unwrap(),
+    );
+    h.insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        OMA_PROTOCOL.parse().unwrap(),
+    );
+    h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
+    let host = request.uri().authority().expect("host").to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, answer)) => {
+            let selected = answer
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                .map(|v| v.to_str().unwrap().to_owned());
+            Ok((ws, selected))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+/// The next text frame of an OMA socket (within 10 s), as sent. Stops reading right after
+/// it, so the Ping that follows the frame is not read and no Pong goes back until the socket
+/// is read again (tungstenite answers a Ping when it reads it).
+async fn oma_text(ws: &mut Socket) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        match m {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("a text frame, not {other:?}"),
+        }
+    }
+}
+
+/// The next frame of an OMA socket read as a long poll's answer: a `notificationList`
+/// (XML valid against the XSD), never empty, and exactly the text the long poll's encoder
+/// writes for it.
+async fn oma_frame(ws: &mut Socket, f: Format) -> Vec<ChannelNotification> {
+    let text = oma_text(ws).await;
+    if f == Format::Xml {
+        support::xsd_validate(&text);
+    }
+    let list: NotificationList =
+        netapi_chat_runtime::wire::decode(f, text.as_bytes(), &XmlLimits::default())
+            .unwrap_or_else(|e| panic!("a notificationList: {e:?}: {text}"));
+    assert!(!list.items.is_empty(), "an empty list is not sent: {text}");
+    assert_eq!(
+        String::from_utf8(netapi_chat_runtime::wire::encode(f, &list)).unwrap(),
+        text,
+        "the frame is the long poll's body"
+    );
+    list.items
+}
+
+/// The invitation subjects of an OMA socket's frames, read until `n` have come; the frames'
+/// sizes too.
+async fn oma_subjects(ws: &mut Socket, f: Format, n: usize) -> (Vec<String>, Vec<usize>) {
+    let (mut subjects, mut sizes) = (Vec::new(), Vec::new());
+    while subjects.len() < n {
+        let items = oma_frame(ws, f).await;
+        sizes.push(items.len());
+        for e in items {
+            let n = e
+                .session_invitation_notification
+                .clone()
+                .unwrap_or_else(|| panic!("an invitation: {e:?}"));
+            subjects.push(n.subject.unwrap_or_default());
+        }
+    }
+    (subjects, sizes)
+}
+
+/// Reads an OMA socket on for `d`, expecting no text frame: the Ping that followed the last
+/// frame is read and its Pong goes back (tungstenite writes it on the read after the Ping),
+/// so the server acknowledges that frame.
+async fn read_on(ws: &mut Socket, d: Duration) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let until = tokio::time::Instant::now() + d;
+    while let Ok(m) = tokio::time::timeout_at(until, ws.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("nothing more was expected: {other:?}"),
+        }
+    }
+}
+
+/// A client written against OMA's WebSockets binding works unchanged: offering only OMA's
+/// subprotocol gets it selected (also for a browser, whose token entry may stand beside it),
+/// offering ours too gets ours; a chat message to the channel's user arrives as a
+/// `notificationList` frame holding its `messageNotification`, exactly as a long poll would
+/// answer it, in JSON and in XML.
+#[tokio::test]
+async fn an_oma_client_gets_its_subprotocol_and_notification_lists() {
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    subscribe(&s, A, &ch, "oma-app").await;
+    let url = channel_url(&ch);
+
+    let (_both, selected) = connect_browser(
+        &url,
+        &[OMA_PROTOCOL, PROTOCOL, &bearer(support::APP_TOKEN)],
+        Format::Json,
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(
+        selected.as_deref(),
+        Some(PROTOCOL),
+        "ours, when both are offered"
+    );
+    let (_browser, selected) = connect_browser(
+        &url,
+        &[OMA_PROTOCOL, &bearer(support::APP_TOKEN)],
+        Format::Json,
+    )
+    .await
+    .expect("an OMA browser's handshake");
+    assert_eq!(selected.as_deref(), Some(OMA_PROTOCOL));
+    drop((_both, _browser));
+
+    let sid = chat::connected_session(&s, B, &docs::session("oma", &[A])).await;
+    for f in FORMATS {
+        let (mut ws, selected) = connect_oma(&url, f).await.expect("the OMA handshake");
+        assert_eq!(selected.as_deref(), Some(OMA_PROTOCOL));
+        let text = format!("hello in {f:?}");
+        chat::send_message(&s, B, &sid, &docs::message(&text)).await;
+        // What came before (the invitation, on the first socket) comes first; then the message.
+        let got = loop {
+            let items = oma_frame(&mut ws, f).await;
+            if let Some(n) = items.into_iter().find_map(|e| e.message_notification) {
+                break n;
+            }
+        };
+        assert_eq!(got.sender_address, B);
+        assert_eq!(
+            got.chat_message.map(|m| m.text).as_deref(),
+            Some(text.as_str())
+        );
+        // Read on, so the Pong of the frame's Ping goes back, then hand the channel on.
+        read_on(&mut ws, Duration::from_millis(300)).await;
+        drop(ws);
+    }
+}
+
+/// A `connCheck` (in the socket's format) starts the lifetime again with its
+/// `newChannelLifetime`, granted as a refresh grants it, and is answered with a `connAck`
+/// naming it; the channel shows it. A frame that is not a `connCheck` closes the socket with
+/// 1007.
+#[tokio::test]
+async fn an_oma_conn_check_is_answered_with_a_conn_ack_and_refreshes_the_lifetime() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    let resource = ch.resource_url.clone().unwrap();
+    assert_eq!(ch.channel_lifetime, Some(3600));
+    for (f, check, granted) in [
+        (
+            Format::Json,
+            r#"{"connCheck":{"checkInterval":30,"newChannelLifetime":1000000}}"#,
+            86_400,
+        ),
+        (
+            Format::Xml,
+            r#"<?xml version="1.0" encoding="UTF-8"?><nc:connCheck xmlns:nc="urn:oma:xml:rest:netapi:notificationchannel:1"><checkInterval>30</checkInterval><newChannelLifetime>120</newChannelLifetime></nc:connCheck>"#,
+            120,
+        ),
+        // Without newChannelLifetime: the lifetime granted so far, started again.
+        (Format::Json, r#"{"connCheck":{}}"#, 120),
+    ] {
+        let (mut ws, _) = connect_oma(&url, f).await.expect("handshake");
+        ws.send(Message::Text(check.into()))
+            .await
+            .expect("connCheck");
+        let text = oma_text(&mut ws).await;
+        if f == Format::Xml {
+            support::xsd_validate(&text);
+        }
+        let ack: ConnAck =
+            netapi_chat_runtime::wire::decode(f, text.as_bytes(), &XmlLimits::default())
+                .unwrap_or_else(|e| panic!("a connAck: {e:?}: {text}"));
+        assert_eq!(ack.channel_lifetime, granted, "{check}");
+        let read: NotificationChannel = send_empty("GET", &resource, f).await.decode();
+        assert_eq!(read.channel_lifetime, Some(granted), "{check}");
+        drop(ws);
+    }
+    let (mut ws, _) = connect_oma(&url, Format::Json).await.expect("handshake");
+    ws.send(Message::Text("hello".into())).await.expect("send");
+    assert_eq!(
+        close_code(&mut ws, "closed on a stray frame").await,
+        Some(1007)
+    );
+}
+
+/// Takeover holds for OMA sockets: a newer one closes the older with 1008, and what the older
+/// was sent (its Pong not come back) comes on the newer one.
+#[tokio::test]
+async fn a_newer_oma_socket_takes_the_channel_over() {
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    subscribe(&s, A, &ch, "app").await;
+    let url = channel_url(&ch);
+    let (mut first, _) = connect_oma(&url, Format::Json).await.expect("handshake");
+    invite(&s, B, A, "x").await;
+    assert_eq!(oma_subjects(&mut first, Format::Json, 1).await.0, ["x"]);
+    let (mut second, selected) = connect_oma(&url, Format::Json).await.expect("handshake");
+    assert_eq!(selected.as_deref(), Some(OMA_PROTOCOL));
+    // The newer socket first: reading the older one would send the Pong of its frame.
+    assert_eq!(
+        oma_subjects(&mut second, Format::Json, 1).await.0,
+        ["x"],
+        "sent again on the newer socket"
+    );
+    // The older one, waiting for its Pong, looks at its channel each second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        close_code(&mut first, "the older socket is closed").await,
+        Some(1008)
+    );
+    // An idle socket (its frame's Pong back) is taken over too, and x does not come again.
+    read_on(&mut second, Duration::from_millis(300)).await;
+    let (mut third, _) = connect_oma(&url, Format::Json).await.expect("handshake");
+    assert_eq!(
+        close_code(&mut second, "the idle socket is closed").await,
+        Some(1008)
+    );
+    invite(&s, B, A, "y").await;
+    assert_eq!(oma_subjects(&mut third, Format::Json, 1).await.0, ["y"]);
+}
+
+/// Nothing is lost with an OMA socket that closes before the Pong of its frame: the frame's
+/// notifications come first on the next socket, with what arrived meanwhile, several to a
+/// frame; once a frame's Pong is back its notifications do not come again.
+#[tokio::test]
+async fn an_oma_socket_closed_before_its_pong_loses_nothing() {
+    // Five invitations a format from one inviter to one invitee.
+    let s = server(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "20")]);
+    let ch = create_socket_channel(&s, A).await;
+    subscribe(&s, A, &ch, "app").await;
+    let url = channel_url(&ch);
+    for f in FORMATS {
+        let (mut ws, _) = connect_oma(&url, f).await.expect("handshake");
+        invite(&s, B, A, "one").await;
+        assert_eq!(oma_subjects(&mut ws, f, 1).await.0, ["one"]);
+        // Gone without reading the Ping after the frame: no Pong was sent.
+        drop(ws);
+        invite(&s, B, A, "two").await;
+        invite(&s, B, A, "three").await;
+        // Time for the feed to put both in the mailbox, so they share the first frame.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (mut ws, _) = connect_oma(&url, f).await.expect("handshake");
+        let (subjects, sizes) = oma_subjects(&mut ws, f, 3).await;
+        assert_eq!(subjects, ["one", "two", "three"]);
+        assert_eq!(sizes, [3], "one frame, up to maxNotifications");
+        // Reading on sends the Pong; the next frame comes only after it was received.
+        invite(&s, B, A, "four").await;
+        assert_eq!(oma_subjects(&mut ws, f, 1).await.0, ["four"]);
+        drop(ws);
+        let (mut ws, _) = connect_oma(&url, f).await.expect("handshake");
+        assert_eq!(
+            oma_subjects(&mut ws, f, 1).await.0,
+            ["four"],
+            "only the frame whose Pong did not come back comes again"
+        );
+        // Acknowledge it before the next round: read on until the Pong is surely back.
+        invite(&s, B, A, "five").await;
+        assert_eq!(oma_subjects(&mut ws, f, 1).await.0, ["five"]);
+        read_on(&mut ws, Duration::from_millis(300)).await;
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test]

@@ -1502,6 +1502,34 @@ pub trait ChatService: Send + Sync + 'static {
     /// socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
     /// polling a `WebSockets` channel's notifications URL is `403 POL0001`.
     ///
+    /// **Decision (two subprotocols, chosen by the client):** the binding a socket speaks is
+    /// the subprotocol the server selects. `netapi-chat.notificationchannel.v1` (selected
+    /// when offered, and also spoken when no subprotocol is offered) is the protocol above:
+    /// one signed notification a frame, each acknowledged by its `webhook-id`.
+    /// `notificationchannel-netapi-rest.openmobilealliance.org` (selected when offered without
+    /// the first name) is OMA Notification Channel 1.0's WebSockets binding, for OMA clients
+    /// unchanged: each text frame is a `notificationList` exactly as `pollNotifications`
+    /// answers it (JSON, or XML when the handshake's `Accept` asks for it), one to
+    /// `maxNotifications` notifications, never empty; there are no header lines and no ids.
+    /// When both names are offered the server selects `netapi-chat.notificationchannel.v1`
+    /// (it has acknowledgements). A browser's bearer entry may stand beside either name.
+    /// **Decision (OMA sockets, at least once):** OMA's binding has no acknowledgement, so
+    /// the server uses the WebSocket's own: right after each `notificationList` frame it sends
+    /// a Ping, and the frame's notifications leave the outbox when the matching Pong comes
+    /// back (every WebSocket client answers a Ping by itself, RFC 6455 §5.5.2; a browser
+    /// does so without the page's code, and only after the frame before it was read). The
+    /// next frame is sent after that Pong. If the socket closes or breaks before the Pong
+    /// (a frame lost with a dying connection included), the notifications are sent again
+    /// on the next socket, so an OMA client may see a notification twice (no id travels:
+    /// compare contents if that matters) but never loses one. A socket whose Pong does not
+    /// come within 30 s is closed (1002) and its notifications wait for the next one. The
+    /// client may send a `connCheck` frame at any time (schema `ConnCheck`, JSON or XML): it
+    /// starts the channel's lifetime again (with its `newChannelLifetime` when given, granted
+    /// as `refreshChannelLifetime` grants it) and is answered with a `connAck` frame (schema
+    /// `ConnAck`) giving the lifetime granted. Any other text frame closes the socket with
+    /// 1007, a binary frame with 1003; a frame above 1 KiB ends it. Takeover, deletion and
+    /// expiry close an OMA socket as above (1008, 1001).
+    ///
     /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.
     /// Every poll, and `refreshChannelLifetime`, starts the lifetime again. A channel whose
@@ -2726,6 +2754,34 @@ pub trait ChatApi {
     /// acknowledged comes again on the second) and ends the first (close code 1008). The
     /// socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
     /// polling a `WebSockets` channel's notifications URL is `403 POL0001`.
+    ///
+    /// **Decision (two subprotocols, chosen by the client):** the binding a socket speaks is
+    /// the subprotocol the server selects. `netapi-chat.notificationchannel.v1` (selected
+    /// when offered, and also spoken when no subprotocol is offered) is the protocol above:
+    /// one signed notification a frame, each acknowledged by its `webhook-id`.
+    /// `notificationchannel-netapi-rest.openmobilealliance.org` (selected when offered without
+    /// the first name) is OMA Notification Channel 1.0's WebSockets binding, for OMA clients
+    /// unchanged: each text frame is a `notificationList` exactly as `pollNotifications`
+    /// answers it (JSON, or XML when the handshake's `Accept` asks for it), one to
+    /// `maxNotifications` notifications, never empty; there are no header lines and no ids.
+    /// When both names are offered the server selects `netapi-chat.notificationchannel.v1`
+    /// (it has acknowledgements). A browser's bearer entry may stand beside either name.
+    /// **Decision (OMA sockets, at least once):** OMA's binding has no acknowledgement, so
+    /// the server uses the WebSocket's own: right after each `notificationList` frame it sends
+    /// a Ping, and the frame's notifications leave the outbox when the matching Pong comes
+    /// back (every WebSocket client answers a Ping by itself, RFC 6455 §5.5.2; a browser
+    /// does so without the page's code, and only after the frame before it was read). The
+    /// next frame is sent after that Pong. If the socket closes or breaks before the Pong
+    /// (a frame lost with a dying connection included), the notifications are sent again
+    /// on the next socket, so an OMA client may see a notification twice (no id travels:
+    /// compare contents if that matters) but never loses one. A socket whose Pong does not
+    /// come within 30 s is closed (1002) and its notifications wait for the next one. The
+    /// client may send a `connCheck` frame at any time (schema `ConnCheck`, JSON or XML): it
+    /// starts the channel's lifetime again (with its `newChannelLifetime` when given, granted
+    /// as `refreshChannelLifetime` grants it) and is answered with a `connAck` frame (schema
+    /// `ConnAck`) giving the lifetime granted. Any other text frame closes the socket with
+    /// 1007, a binary frame with 1003; a frame above 1 KiB ends it. Takeover, deletion and
+    /// expiry close an OMA socket as above (1008, 1001).
     ///
     /// **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     /// (3600 s); the server grants at most one day (86400 s) and answers with what it granted.

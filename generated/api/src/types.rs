@@ -4322,6 +4322,157 @@ impl From<NotificationChannelLifetime> for NotificationChannelLifetimeRoot {
     }
 }
 
+/// OMA `ConnCheck` (Notification Channel 1.0, WebSockets binding): a text frame an OMA
+/// client sends on a `WebSockets` channel's socket opened with the subprotocol
+/// `notificationchannel-netapi-rest.openmobilealliance.org`, to keep the socket and the
+/// channel alive. It starts the channel's lifetime again, with `newChannelLifetime` when
+/// given (granted as `refreshChannelLifetime` grants it); the server answers a `connAck`
+/// frame. JSON `{"connCheck":{"checkInterval":30,"newChannelLifetime":600}}`, or the XML
+/// document `<nc:connCheck>`; either form is read whatever the socket's format. Not a
+/// request body of any operation (see `createNotificationChannel`, "WebSockets").
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ConnCheck {
+    /// `checkInterval`: Seconds until the client's next `connCheck`. Accepted and not used: the
+    /// server does not expect a `connCheck` at any time (an open socket keeps its channel alive).
+    #[serde(
+        rename = "checkInterval",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub check_interval: Option<i64>,
+    /// `newChannelLifetime`: The channel lifetime asked for, in seconds (0: the default; at most
+    /// one day; below 0 closes the socket with 1007). Absent: the lifetime granted so far starts
+    /// again.
+    #[serde(
+        rename = "newChannelLifetime",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_int"
+    )]
+    pub new_channel_lifetime: Option<i64>,
+}
+
+impl XmlType for ConnCheck {
+    fn write_children(&self, w: &mut XmlWriter) {
+        if let Some(v) = &self.check_interval {
+            w.leaf("checkInterval", v);
+        }
+        if let Some(v) = &self.new_channel_lifetime {
+            w.leaf("newChannelLifetime", v);
+        }
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = ConnCheck {
+            check_interval: e.optional_leaf("checkInterval")?,
+            new_channel_lifetime: e.optional_leaf("newChannelLifetime")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for ConnCheck {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl XmlRoot for ConnCheck {
+    const NAME: &'static str = "connCheck";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:notificationchannel:1";
+    const PREFIX: &'static str = "nc";
+}
+
+/// JSON form of [`ConnCheck`]: an object whose one key is the root element's name, `connCheck`;
+/// any other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnCheckRoot {
+    /// The document.
+    #[serde(rename = "connCheck")]
+    pub conn_check: ConnCheck,
+}
+
+impl netapi_chat_runtime::wire::Document for ConnCheck {
+    type Json = ConnCheckRoot;
+
+    fn from_json(wrapper: ConnCheckRoot) -> Self {
+        wrapper.conn_check
+    }
+}
+
+impl From<ConnCheck> for ConnCheckRoot {
+    fn from(conn_check: ConnCheck) -> Self {
+        ConnCheckRoot { conn_check }
+    }
+}
+
+/// OMA `ConnAck`: the server's answer to a `connCheck` frame on an OMA socket, in the
+/// socket's format (JSON `{"connAck":{"channelLifetime":600}}`, or `<nc:connAck>` when the
+/// handshake's `Accept` asked for XML).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConnAck {
+    /// `channelLifetime`: The channel's lifetime now granted, in seconds; it has just started
+    /// again.
+    #[serde(
+        rename = "channelLifetime",
+        deserialize_with = "netapi_chat_runtime::json::int"
+    )]
+    pub channel_lifetime: i64,
+}
+
+impl XmlType for ConnAck {
+    fn write_children(&self, w: &mut XmlWriter) {
+        w.leaf("channelLifetime", &self.channel_lifetime);
+    }
+
+    fn read(e: &Element) -> Result<Self, XmlError> {
+        let value = ConnAck {
+            channel_lifetime: e.required_leaf("channelLifetime")?,
+        };
+        value.validate().map_err(XmlError::Decode)?;
+        Ok(value)
+    }
+}
+
+impl Validate for ConnAck {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl XmlRoot for ConnAck {
+    const NAME: &'static str = "connAck";
+    const NAMESPACE: &'static str = "urn:oma:xml:rest:netapi:notificationchannel:1";
+    const PREFIX: &'static str = "nc";
+}
+
+/// JSON form of [`ConnAck`]: an object whose one key is the root element's name, `connAck`; any
+/// other key is refused (a body is one document).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnAckRoot {
+    /// The document.
+    #[serde(rename = "connAck")]
+    pub conn_ack: ConnAck,
+}
+
+impl netapi_chat_runtime::wire::Document for ConnAck {
+    type Json = ConnAckRoot;
+
+    fn from_json(wrapper: ConnAckRoot) -> Self {
+        wrapper.conn_ack
+    }
+}
+
+impl From<ConnAck> for ConnAckRoot {
+    fn from(conn_ack: ConnAck) -> Self {
+        ConnAckRoot { conn_ack }
+    }
+}
+
 /// One notification of a `notificationList`, under its own name (exactly one of the nine,
 /// an `xsd:choice`), exactly as a callback would receive it, `callbackData` of its
 /// subscription included. In JSON a single-key object (`{"messageNotification": {…}}`), in

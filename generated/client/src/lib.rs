@@ -1770,6 +1770,62 @@ pub mod types {
         }
     }
 
+    /**OMA `ConnAck`: the server's answer to a `connCheck` frame on an OMA socket, in the
+    socket's format (JSON `{"connAck":{"channelLifetime":600}}`, or `<nc:connAck>` when the
+    handshake's `Accept` asked for XML).
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    pub struct ConnAck {
+        ///The channel's lifetime now granted, in seconds; it has just started again.
+        #[serde(rename = "channelLifetime")]
+        pub channel_lifetime: i64,
+    }
+
+    ///JSON form of `ConnAck`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct ConnAckRoot {
+        #[serde(rename = "connAck")]
+        pub conn_ack: ConnAck,
+    }
+
+    /**OMA `ConnCheck` (Notification Channel 1.0, WebSockets binding): a text frame an OMA
+    client sends on a `WebSockets` channel's socket opened with the subprotocol
+    `notificationchannel-netapi-rest.openmobilealliance.org`, to keep the socket and the
+    channel alive. It starts the channel's lifetime again, with `newChannelLifetime` when
+    given (granted as `refreshChannelLifetime` grants it); the server answers a `connAck`
+    frame. JSON `{"connCheck":{"checkInterval":30,"newChannelLifetime":600}}`, or the XML
+    document `<nc:connCheck>`; either form is read whatever the socket's format. Not a
+    request body of any operation (see `createNotificationChannel`, "WebSockets").
+    */
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct ConnCheck {
+        /**Seconds until the client's next `connCheck`. Accepted and not used: the server
+        does not expect a `connCheck` at any time (an open socket keeps its channel alive).
+        */
+        #[serde(
+            rename = "checkInterval",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub check_interval: ::std::option::Option<i64>,
+        /**The channel lifetime asked for, in seconds (0: the default; at most one day; below 0
+        closes the socket with 1007). Absent: the lifetime granted so far starts again.
+        */
+        #[serde(
+            rename = "newChannelLifetime",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub new_channel_lifetime: ::std::option::Option<i64>,
+    }
+
+    ///JSON form of `ConnCheck`: an object whose one key is the root element's name; any other key is refused (400).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct ConnCheckRoot {
+        #[serde(rename = "connCheck")]
+        pub conn_check: ConnCheck,
+    }
+
     /**(extension) A notification that was not delivered (see `listDeadLetters`). The
     notification is the one element named after its kind (exactly one of the nine, an
     `xsd:choice`), as the callback would have received it: in JSON the same key and object as
@@ -8879,6 +8935,34 @@ impl Client {
     socket is not described as an operation here: OpenAPI 3.0 has no WebSocket operations;
 
     polling a `WebSockets` channel's notifications URL is `403 POL0001`.
+
+    **Decision (two subprotocols, chosen by the client):** the binding a socket speaks is
+    the subprotocol the server selects. `netapi-chat.notificationchannel.v1` (selected
+    when offered, and also spoken when no subprotocol is offered) is the protocol above:
+    one signed notification a frame, each acknowledged by its `webhook-id`.
+    `notificationchannel-netapi-rest.openmobilealliance.org` (selected when offered without
+    the first name) is OMA Notification Channel 1.0's WebSockets binding, for OMA clients
+    unchanged: each text frame is a `notificationList` exactly as `pollNotifications`
+    answers it (JSON, or XML when the handshake's `Accept` asks for it), one to
+    `maxNotifications` notifications, never empty; there are no header lines and no ids.
+    When both names are offered the server selects `netapi-chat.notificationchannel.v1`
+    (it has acknowledgements). A browser's bearer entry may stand beside either name.
+    **Decision (OMA sockets, at least once):** OMA's binding has no acknowledgement, so
+    the server uses the WebSocket's own: right after each `notificationList` frame it sends
+    a Ping, and the frame's notifications leave the outbox when the matching Pong comes
+    back (every WebSocket client answers a Ping by itself, RFC 6455 §5.5.2; a browser
+    does so without the page's code, and only after the frame before it was read). The
+    next frame is sent after that Pong. If the socket closes or breaks before the Pong
+    (a frame lost with a dying connection included), the notifications are sent again
+    on the next socket, so an OMA client may see a notification twice (no id travels:
+    compare contents if that matters) but never loses one. A socket whose Pong does not
+    come within 30 s is closed (1002) and its notifications wait for the next one. The
+    client may send a `connCheck` frame at any time (schema `ConnCheck`, JSON or XML): it
+    starts the channel's lifetime again (with its `newChannelLifetime` when given, granted
+    as `refreshChannelLifetime` grants it) and is answered with a `connAck` frame (schema
+    `ConnAck`) giving the lifetime granted. Any other text frame closes the socket with
+    1007, a binary frame with 1003; a frame above 1 KiB ends it. Takeover, deletion and
+    expiry close an OMA socket as above (1008, 1001).
 
     **Decision (lifetime):** `channelLifetime` is in seconds; absent or 0 means one hour
     (3600 s); the server grants at most one day (86400 s) and answers with what it granted.

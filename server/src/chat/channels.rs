@@ -22,7 +22,7 @@ use super::refused::Refused;
 use super::state::{Channel, ChannelRecord, State};
 use super::views::with_notification;
 use super::{Change, Chat, durable, missing};
-use crate::notify::channel::{Ack, Mailbox, Polled};
+use crate::notify::channel::{Ack, Mailbox, Polled, Taken};
 use crate::notify::webhook_id;
 use crate::store::{Kind, now_ms};
 use netapi_chat_api::{
@@ -211,6 +211,16 @@ pub(super) fn may_create(held: usize, limit: usize) -> Result<(), Refused> {
 /// A notification as a poll answers it: under its own name (its id goes in `Webhook-Ids`).
 pub(crate) fn entry(n: Notification) -> ChannelNotification {
     with_notification!(ChannelNotification {}, n)
+}
+
+/// The `notificationList` of what a poll or an OMA socket took, in the order taken: the one
+/// place its body is built, so a long poll's answer and an OMA socket's frame
+/// (`channel_socket`, encoded by the same `wire::encode` the answer goes through) cannot
+/// differ.
+pub(crate) fn notification_list(taken: Vec<Taken>) -> NotificationList {
+    NotificationList {
+        items: taken.into_iter().map(|t| entry(t.notification)).collect(),
+    }
 }
 
 /// A poll's `Webhook-Ids` header: the answered notifications' stable ids in list order,
@@ -538,23 +548,22 @@ impl Chat {
                 headers: PollNotificationsHeaders {
                     webhook_ids: webhook_ids(list.iter().map(|t| t.id)),
                 },
-                body: NotificationList {
-                    items: list.into_iter().map(|t| entry(t.notification)).collect(),
-                },
+                body: notification_list(list),
             }),
             Polled::Closed => Err(missing(&self.urls.channel(user, id))),
             Polled::Superseded => Err(Refused::PollSuperseded.into_api(String::new)),
         }
     }
 
-    /// A WebSockets channel of `user` about to get a socket: its mailbox and the wait of one
-    /// round (the channel's `maxWaitTime`); `404` for a channel that is not the user's,
-    /// `403` for a long-poll channel.
+    /// A WebSockets channel of `user` about to get a socket: its mailbox, the wait of one
+    /// round (the channel's `maxWaitTime`) and its `maxNotifications` (the most an OMA
+    /// socket's frame carries, as for a poll's answer); `404` for a channel that is not the
+    /// user's, `403` for a long-poll channel.
     pub fn channel_socket(
         &self,
         user: &str,
         id: &str,
-    ) -> Result<(Arc<Mailbox>, Duration), ApiError> {
+    ) -> Result<(Arc<Mailbox>, Duration, usize), ApiError> {
         let state = self.read_state();
         let c = self.own_channel(&state, user, id)?;
         if !c.rec.websocket {
@@ -565,7 +574,7 @@ impl Chat {
         c.restart_lifetime(now_ms());
         let wait = Duration::from_secs(u64::try_from(c.rec.max_wait_secs).unwrap_or(0))
             .min(self.settings.limits.channel_poll_wait);
-        Ok((Arc::clone(&c.mailbox), wait))
+        Ok((Arc::clone(&c.mailbox), wait, c.rec.max_notifications))
     }
 
     /// An open socket keeps its channel alive: its lifetime starts again.

@@ -209,19 +209,34 @@ impl Mailbox {
     /// waits (handed to this socket, or put back by a newer socket's take-over, which may have
     /// sent it again: the client has it all the same).
     pub fn acknowledge_id(&self, id: u64) {
-        let mut inner = self.lock();
-        let done = if let Some(i) = inner.handed.iter().position(|h| h.delivery.id == id) {
-            Some(inner.handed.remove(i))
-        } else {
-            let i = inner.pending.iter().position(|h| h.delivery.id == id);
-            i.and_then(|i| inner.pending.remove(i))
-        };
-        self.acknowledge(done.into_iter().collect());
+        self.acknowledge_ids(&[id]);
     }
 
-    /// The next notification for the socket of generation `me` (taking it, unacknowledged):
-    /// waits up to `wait`; `Superseded` once a newer socket took over.
-    pub async fn next(&self, me: u64, wait: Duration) -> Polled {
+    /// [`Mailbox::acknowledge_id`] for every id of `ids` at once (an OMA socket's frame
+    /// carries several, acknowledged together by one Pong), in one forget.
+    pub fn acknowledge_ids(&self, ids: &[u64]) {
+        let mut inner = self.lock();
+        let mut done = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(i) = inner.handed.iter().position(|h| h.delivery.id == *id) {
+                done.push(inner.handed.remove(i));
+            } else if let Some(h) = inner
+                .pending
+                .iter()
+                .position(|h| h.delivery.id == *id)
+                .and_then(|i| inner.pending.remove(i))
+            {
+                done.push(h);
+            }
+        }
+        self.acknowledge(done);
+    }
+
+    /// The next notifications for the socket of generation `me` (taking them,
+    /// unacknowledged): at most `max` (our protocol takes 1, an OMA socket its channel's
+    /// `maxNotifications`, by the long poll's [`take_count`]), waiting up to `wait`;
+    /// `Superseded` once a newer socket took over.
+    pub async fn next(&self, me: u64, max: usize, wait: Duration) -> Polled {
         {
             let mut inner = self.lock();
             if inner.closed {
@@ -230,7 +245,7 @@ impl Mailbox {
             inner.waiting += 1;
         }
         let _waiting = Waiting(self);
-        self.wait_for(me, 1, wait).await
+        self.wait_for(me, max, wait).await
     }
 
     /// The generation of the newest socket or poll (a socket that sees it change was taken

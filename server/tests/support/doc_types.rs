@@ -73,6 +73,8 @@ macro_rules! for_each_document_type {
             NotificationChannelList,
             NotificationChannelLifetime,
             NotificationList,
+            ConnCheck,
+            ConnAck,
         ];
     };
 }
