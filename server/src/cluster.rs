@@ -110,9 +110,16 @@ impl ClusterUrl {
     pub fn resolve(&self, bound: SocketAddr, tls: bool) -> Result<String, String> {
         match self {
             ClusterUrl::Given(url) => Ok(url.clone()),
+            // Every address of the machine: none of them is known to reach it from the others
+            // (nor, with TLS, to be named by its certificate), so the operator names one.
             ClusterUrl::Auto if bound.ip().is_unspecified() => Err(format!(
                 "NETAPI_CHAT_CLUSTER_URL=auto needs NETAPI_CHAT_BIND to name one address (it is {bound}): \
-                 give the URL the other instances reach this one at"
+                 set NETAPI_CHAT_CLUSTER_URL to the URL the other instances reach this one at{}",
+                if tls {
+                    " (https://host:port, its host a name this instance's certificate carries)"
+                } else {
+                    " (http://host:port)"
+                }
             )),
             ClusterUrl::Auto if tls => Ok(format!("https://{bound}")),
             ClusterUrl::Auto => Ok(format!("http://{bound}")),
@@ -148,6 +155,41 @@ pub fn validate(config: &Config) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The host this instance's certificate must name ([`crate::tls::MustName`]): that of its own
+/// cluster URL (`auto`: `https://` + `bound`), when it is an instance of a cluster, serves TLS
+/// and that URL is `https://`. Every standby verifies the leader's certificate for that host,
+/// so an instance whose certificate does not name it is refused at start rather than leading
+/// a cluster whose standbys all answer `503`. An `https://` URL on an instance without TLS is
+/// a TLS proxy's, whose certificate is not this one: nothing to check. `Err`: the URL cannot
+/// be resolved (`auto` on a wildcard address) or its host is no name a certificate can carry.
+pub fn own_certificate_name(
+    config: &Config,
+    bound: SocketAddr,
+) -> Result<Option<crate::tls::MustName>, String> {
+    let (Some(url), true) = (&config.cluster_url, config.tls.is_some()) else {
+        return Ok(None);
+    };
+    let own = url.resolve(bound, true)?;
+    if !own.starts_with("https://") {
+        return Ok(None);
+    }
+    let name = http::Uri::from_str(&own)
+        .map_err(|e| e.to_string())
+        .and_then(|uri| tls_name(&uri).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            format!(
+                "NETAPI_CHAT_CLUSTER_URL={own}: its host is no name a certificate can carry ({e})"
+            )
+        })?;
+    let url = match url {
+        ClusterUrl::Auto => {
+            format!("{own} (NETAPI_CHAT_CLUSTER_URL=auto: https:// + the bound address)")
+        }
+        ClusterUrl::Given(_) => own,
+    };
+    Ok(Some(crate::tls::MustName { name, url }))
 }
 
 /// The leader's request gate: a request that proves it comes from a standby (the cluster key)
@@ -201,9 +243,12 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     // certificate pair stops the start with its message.
     let leader_tls = crate::tls::cluster_client_config(config.cluster_ca_file.as_deref())
         .map_err(StartError::Listen)?;
+    // The certificate must name this instance's own cluster-URL host, which every standby
+    // verifies it for (checked again on every reload).
+    let must = own_certificate_name(config, bound).map_err(StartError::Listen)?;
     let own_tls = match &config.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            crate::tls::server_config(files).map_err(StartError::Listen)?,
+            crate::tls::server_config(files, must.as_ref()).map_err(StartError::Listen)?,
         ))),
         None => None,
     };
@@ -929,6 +974,60 @@ mod tests {
         assert_eq!(
             name("https://chat-1.internal:8443/"),
             ServerName::try_from("chat-1.internal").unwrap()
+        );
+    }
+
+    /// The host an instance's own certificate must name: its cluster URL's (`auto`: the
+    /// bound address, said to be `auto`'s), only with TLS on the instance and an `https://`
+    /// URL; `auto` on a wildcard address has no host to check and is refused, the message
+    /// asking for an explicit `https://` URL with a host the certificate carries.
+    #[test]
+    fn the_own_certificate_must_name_the_own_cluster_urls_host() {
+        use rustls::pki_types::ServerName;
+        let tls = crate::tls::TlsFiles {
+            cert: "/etc/netapi-chat/cert.pem".into(),
+            key: "/etc/netapi-chat/key.pem".into(),
+        };
+        let config = |url: Option<&str>, tls: Option<crate::tls::TlsFiles>| Config {
+            database_url: Some("postgres://db/chat".into()),
+            cluster_url: url.and_then(ClusterUrl::parse),
+            tls,
+            ..Config::default()
+        };
+        let one: SocketAddr = "10.0.0.2:8443".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let must = own_certificate_name(&config(Some("auto"), Some(tls.clone())), one)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            must.name,
+            ServerName::IpAddress("10.0.0.2".parse::<std::net::IpAddr>().unwrap().into())
+        );
+        assert!(
+            must.url.starts_with("https://10.0.0.2:8443 ") && must.url.contains("auto"),
+            "{}",
+            must.url
+        );
+        let given = config(Some("https://chat-1.internal:8443"), Some(tls.clone()));
+        let must = own_certificate_name(&given, any).unwrap().unwrap();
+        assert_eq!(must.name, ServerName::try_from("chat-1.internal").unwrap());
+        assert_eq!(must.url, "https://chat-1.internal:8443");
+        // No certificate of this instance's in play: nothing to check.
+        for nothing in [
+            config(Some("https://chat-1.internal:8443"), None),
+            config(Some("http://chat-1.internal:8080"), None),
+            config(Some("auto"), None),
+            config(None, Some(tls.clone())),
+        ] {
+            assert_eq!(own_certificate_name(&nothing, one), Ok(None));
+        }
+        let refused = own_certificate_name(&config(Some("auto"), Some(tls)), any).unwrap_err();
+        assert!(
+            refused.contains("NETAPI_CHAT_BIND")
+                && refused.contains("set NETAPI_CHAT_CLUSTER_URL")
+                && refused.contains("https://host:port")
+                && refused.contains("certificate"),
+            "{refused}"
         );
     }
 
