@@ -510,7 +510,9 @@ impl tower_service::Service<http::Uri> for LeaderConnector {
             };
             let secured = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream))
                 .await
-                .map_err(|_| "no TLS handshake within 2 s")??;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within 2 s")
+                })??;
             Ok(TokioIo::new(LeaderStream::Tls(Box::new(secured))))
         })
     }
@@ -772,10 +774,7 @@ async fn forward(
         }
         Err(e) => {
             forwarder.report(&leader, &e);
-            return unavailable(
-                format,
-                "the instance that leads cannot be reached; another takes over within seconds",
-            );
+            return unavailable(format, unreachable_because(&e));
         }
     };
     if answer.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -792,6 +791,63 @@ async fn forward(
     let switching = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(answer.headers_mut(), switching);
     answer.map(http_body_util::BodyExt::boxed)
+}
+
+/// What a client is told (the `%1` of `SVC2001`) when a forward to the leader failed with
+/// `error`: a short class of reason an app developer or operator can act on, read from the
+/// error's chain (a certificate the TLS client refused, a refused connection, a timeout),
+/// never the error's own text (which names addresses). The full error goes to the standby's
+/// log ([`Forwarder::report`]). A certificate problem is not passing (it lasts until the
+/// certificates or `NETAPI_CHAT_CLUSTER_CA_FILE` change), so only the other classes promise a
+/// takeover.
+fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    use rustls::CertificateError as C;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let io = e.downcast_ref::<std::io::Error>();
+        // An I/O error's source is its inner error's source: the inner error (rustls' own,
+        // from the TLS handshake) is reached through `get_ref`.
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            io.and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            )) => {
+                return "the leading instance's TLS certificate does not name the host this \
+                        instance reaches it at";
+            }
+            Some(rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            )) => {
+                return "the leading instance's TLS certificate has expired or is not valid yet";
+            }
+            Some(rustls::Error::InvalidCertificate(_)) => {
+                return "the leading instance's TLS certificate is not trusted by this instance";
+            }
+            Some(_) => {
+                return "the TLS handshake with the leading instance failed";
+            }
+            None => {}
+        }
+        match io.map(std::io::Error::kind) {
+            Some(std::io::ErrorKind::ConnectionRefused) => {
+                return "the leading instance refused the connection; another takes over within \
+                        seconds";
+            }
+            Some(std::io::ErrorKind::TimedOut) => {
+                return "the leading instance did not answer in time; another takes over within \
+                        seconds";
+            }
+            _ => {}
+        }
+        next = e.source();
+    }
+    "the instance that leads cannot be reached; another takes over within seconds"
 }
 
 /// A short text answer of the standby itself.
@@ -1029,6 +1085,105 @@ mod tests {
                 && refused.contains("certificate"),
             "{refused}"
         );
+    }
+
+    /// An error with a source, as hyper's client and connector wrap what failed.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.1.as_ref())
+        }
+    }
+
+    /// A forward's failure as the client gets it from hyper's pool: the connector's error
+    /// (`cause`) inside a client error.
+    fn failed(cause: impl std::error::Error + Send + Sync + 'static) -> Wrapped {
+        Wrapped("client error (Connect)", Box::new(cause))
+    }
+
+    /// The TLS handshake's error as tokio-rustls returns it: rustls' inside an I/O error.
+    fn handshake(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    /// What a client is told for each class of failure, from the error chains hyper and
+    /// tokio-rustls make; nothing of the error's own text (addresses) gets through.
+    #[test]
+    fn a_failed_forward_tells_the_client_a_class_of_reason() {
+        use rustls::CertificateError as C;
+        let untrusted = handshake(rustls::Error::InvalidCertificate(C::UnknownIssuer));
+        assert_eq!(
+            unreachable_because(&failed(untrusted)),
+            "the leading instance's TLS certificate is not trusted by this instance"
+        );
+        let wrong_name = handshake(rustls::Error::InvalidCertificate(
+            C::NotValidForNameContext {
+                expected: rustls::pki_types::ServerName::try_from("chat-1.internal").unwrap(),
+                presented: vec!["DnsName(\"chat-2.internal\")".into()],
+            },
+        ));
+        let told = unreachable_because(&failed(wrong_name));
+        assert_eq!(
+            told,
+            "the leading instance's TLS certificate does not name the host this instance reaches it at"
+        );
+        assert!(!told.contains("chat-"), "no names from the error: {told}");
+        let expired = handshake(rustls::Error::InvalidCertificate(C::Expired));
+        assert!(unreachable_because(&failed(expired)).contains("has expired"));
+        let alert = handshake(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        assert_eq!(
+            unreachable_because(&failed(alert)),
+            "the TLS handshake with the leading instance failed"
+        );
+        // hyper's connector puts the I/O error one level deeper.
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connect to 10.0.0.2:8443",
+        );
+        let refused = failed(Wrapped("tcp connect error", Box::new(refused)));
+        assert_eq!(
+            unreachable_because(&refused),
+            "the leading instance refused the connection; another takes over within seconds"
+        );
+        let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within 2 s");
+        assert!(unreachable_because(&failed(slow)).contains("did not answer in time"));
+        let closed = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            unreachable_because(&failed(closed)),
+            "the instance that leads cannot be reached; another takes over within seconds"
+        );
+    }
+
+    /// The standby's own `503` carries the reason in the client's format, with `SVC2001`
+    /// and `Retry-After`.
+    #[tokio::test]
+    async fn the_standbys_503_says_why_in_the_clients_format() {
+        let why = "the leading instance's TLS certificate is not trusted by this instance";
+        for format in [media::Format::Json, media::Format::Xml] {
+            let answer = unavailable(format, why);
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
+            assert_eq!(
+                answer.headers()[header::CONTENT_TYPE],
+                format.content_type()
+            );
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                body.contains("SVC2001") && body.contains(why),
+                "{format:?}: {body}"
+            );
+        }
     }
 
     #[test]
