@@ -19,10 +19,9 @@ use netapi_chat_api::{ChannelType, MessageNotification, MessageStatus, Participa
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::channel::Relay;
-use support::{Face, Listener, Server, docs, pg_ctl};
+use support::{Face, Listener, Server, TempDir, docs, pg_ctl};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -40,15 +39,10 @@ const LONG_SCHEDULE: &str =
 struct Pair {
     leader: Server,
     standby: Server,
-    standby_dir: PathBuf,
     database: String,
-}
-
-impl Drop for Pair {
-    /// The standby's data directory is the test's (the leader's goes with its `Server`).
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.standby_dir);
-    }
+    /// Their data directories (and any certificates): declared after the servers, so removed
+    /// once both processes are gone, however the test ends.
+    _dirs: Vec<TempDir>,
 }
 
 fn cluster_env<'a>(database: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -70,8 +64,8 @@ fn pair(extra: &[(&str, &str)]) -> Pair {
     Pair {
         leader,
         standby,
-        standby_dir,
         database,
+        _dirs: vec![leader_dir, standby_dir],
     }
 }
 
@@ -600,7 +594,7 @@ async fn try_https(
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
     use futures_util::StreamExt as _;
-    let certs = support::temp_data_dir();
+    let certs = support::temp_dir();
     let (cert, key, der) = certificate(&certs, "instance");
     let p = pair(&[
         ("NETAPI_CHAT_TLS_CERT", &cert),
@@ -722,7 +716,6 @@ async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
         frame.contains("sessionInvitationNotification") && frame.contains("over the socket"),
         "{frame}"
     );
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// A standby that does not trust the leader's certificate (no `NETAPI_CHAT_CLUSTER_CA_FILE`:
@@ -732,7 +725,7 @@ async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust() {
-    let certs = support::temp_data_dir();
+    let certs = support::temp_dir();
     let (cert, key, der) = certificate(&certs, "instance");
     let p = pair(&[
         ("NETAPI_CHAT_TLS_CERT", &cert),
@@ -764,7 +757,6 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(!a.body.contains("never forwarded"), "{}", a.body);
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// A mixed cluster: the leader serves HTTPS (`auto`: an `https://` URL in the leader row), the
@@ -773,7 +765,7 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
-    let certs = support::temp_data_dir();
+    let certs = support::temp_dir();
     let (cert, key, _) = certificate(&certs, "leader");
     let leader_dir = support::temp_data_dir();
     let database = support::postgres_database_for(&leader_dir)
@@ -798,8 +790,8 @@ async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
     let p = Pair {
         leader,
         standby,
-        standby_dir,
         database,
+        _dirs: vec![leader_dir, standby_dir],
     };
     assert!(p.leader.base.starts_with("https://"), "{}", p.leader.base);
     assert!(p.standby.base.starts_with("http://"), "{}", p.standby.base);
@@ -823,7 +815,6 @@ async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
         location.starts_with(&p.leader.base),
         "made by the leader: {location}"
     );
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// Losing an HTTPS leader: SIGKILL it, and the standby takes the database over and serves
@@ -834,7 +825,7 @@ async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
-    let certs = support::temp_data_dir();
+    let certs = support::temp_dir();
     let (cert, key, der) = certificate(&certs, "instance");
     let tls_env = [
         ("NETAPI_CHAT_TLS_CERT", cert.as_str()),
@@ -875,7 +866,4 @@ async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
     let a = https(&third, &der, "GET", &url, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("after the takeover"), "{}", a.body);
-    drop(third);
-    let _ = std::fs::remove_dir_all(&third_dir);
-    let _ = std::fs::remove_dir_all(&certs);
 }
