@@ -54,13 +54,19 @@ fn cluster_env<'a>(database: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a 
     env
 }
 
+/// Two instances with the same settings `extra`.
 fn pair(extra: &[(&str, &str)]) -> Pair {
+    pair_with(extra, extra)
+}
+
+/// Two instances: the leader with `leader_extra`, the standby with `standby_extra`.
+fn pair_with(leader_extra: &[(&str, &str)], standby_extra: &[(&str, &str)]) -> Pair {
     let leader_dir = support::temp_data_dir();
     let database = support::postgres_database_for(&leader_dir)
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
-    let leader = Server::start_in(&leader_dir, &cluster_env(&database, extra), None);
+    let leader = Server::start_in(&leader_dir, &cluster_env(&database, leader_extra), None);
     let standby_dir = support::temp_data_dir();
-    let standby = Server::start_in(&standby_dir, &cluster_env(&database, extra), None);
+    let standby = Server::start_in(&standby_dir, &cluster_env(&database, standby_extra), None);
     Pair {
         leader,
         standby,
@@ -463,6 +469,62 @@ fn certificate(dir: &std::path::Path, name: &str) -> (String, String, Vec<u8>) {
     )
 }
 
+/// How the standby of a [`tls_pair`] is set up (the leader always serves HTTPS).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Standby {
+    /// Serves HTTPS with the leader's certificate and trusts it
+    /// (`NETAPI_CHAT_CLUSTER_CA_FILE`, given to the leader too).
+    Trusting,
+    /// Serves HTTPS with the leader's certificate but trusts Mozilla's roots only, which hold
+    /// no self-signed certificate.
+    Untrusting,
+    /// Serves plain HTTP and trusts the leader's certificate: a mixed cluster.
+    Plain,
+}
+
+/// Two instances on one database whose leader serves HTTPS with a self-signed certificate
+/// for 127.0.0.1 (`auto` cluster URLs, hence `https://127.0.0.1:port`, which is what a
+/// standby verifies), the standby set up as [`Standby`] says.
+struct TlsPair {
+    p: Pair,
+    /// The certificate (DER): what a test's client trusts.
+    der: Vec<u8>,
+    /// The settings the standby got besides the cluster's, for another instance like it.
+    standby_env: Vec<(&'static str, String)>,
+}
+
+/// Owned settings as [`cluster_env`] takes them.
+fn settings<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Starts a [`TlsPair`]; the certificate's directory goes with the pair's directories.
+fn tls_pair(standby: Standby) -> TlsPair {
+    let certs = support::temp_dir();
+    let (cert, key, der) = certificate(&certs, "instance");
+    let serving = vec![
+        ("NETAPI_CHAT_TLS_CERT", cert.clone()),
+        ("NETAPI_CHAT_TLS_KEY", key),
+    ];
+    let trusting = ("NETAPI_CHAT_CLUSTER_CA_FILE", cert);
+    let (leader_env, standby_env) = match standby {
+        Standby::Trusting => {
+            let mut both = serving;
+            both.push(trusting);
+            (both.clone(), both)
+        }
+        Standby::Untrusting => (serving.clone(), serving),
+        Standby::Plain => (serving, vec![trusting]),
+    };
+    let mut p = pair_with(&settings(&leader_env), &settings(&standby_env));
+    p._dirs.push(certs);
+    TlsPair {
+        p,
+        der,
+        standby_env,
+    }
+}
+
 /// A client TLS connection to `server` trusting exactly `root` (DER), verified for 127.0.0.1.
 async fn tls_to(
     server: &Server,
@@ -594,13 +656,7 @@ async fn try_https(
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
     use futures_util::StreamExt as _;
-    let certs = support::temp_dir();
-    let (cert, key, der) = certificate(&certs, "instance");
-    let p = pair(&[
-        ("NETAPI_CHAT_TLS_CERT", &cert),
-        ("NETAPI_CHAT_TLS_KEY", &key),
-        ("NETAPI_CHAT_CLUSTER_CA_FILE", &cert),
-    ]);
+    let TlsPair { p, der, .. } = tls_pair(Standby::Trusting);
     assert!(p.leader.base.starts_with("https://"), "{}", p.leader.base);
     assert!(
         p.standby.base.starts_with("https://"),
@@ -725,12 +781,7 @@ async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust() {
-    let certs = support::temp_dir();
-    let (cert, key, der) = certificate(&certs, "instance");
-    let p = pair(&[
-        ("NETAPI_CHAT_TLS_CERT", &cert),
-        ("NETAPI_CHAT_TLS_KEY", &key),
-    ]);
+    let TlsPair { p, der, .. } = tls_pair(Standby::Untrusting);
     let doc = wire::encode(Format::Json, &docs::session("never forwarded", &[BOB]));
     let a = https(
         &p.standby,
@@ -765,34 +816,7 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
-    let certs = support::temp_dir();
-    let (cert, key, _) = certificate(&certs, "leader");
-    let leader_dir = support::temp_data_dir();
-    let database = support::postgres_database_for(&leader_dir)
-        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
-    let leader = Server::start_in(
-        &leader_dir,
-        &cluster_env(
-            &database,
-            &[
-                ("NETAPI_CHAT_TLS_CERT", &cert),
-                ("NETAPI_CHAT_TLS_KEY", &key),
-            ],
-        ),
-        None,
-    );
-    let standby_dir = support::temp_data_dir();
-    let standby = Server::start_in(
-        &standby_dir,
-        &cluster_env(&database, &[("NETAPI_CHAT_CLUSTER_CA_FILE", &cert)]),
-        None,
-    );
-    let p = Pair {
-        leader,
-        standby,
-        database,
-        _dirs: vec![leader_dir, standby_dir],
-    };
+    let TlsPair { p, .. } = tls_pair(Standby::Plain);
     assert!(p.leader.base.starts_with("https://"), "{}", p.leader.base);
     assert!(p.standby.base.starts_with("http://"), "{}", p.standby.base);
     let answer = support::http_client(support::APP_TOKEN)
@@ -825,14 +849,11 @@ async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
-    let certs = support::temp_dir();
-    let (cert, key, der) = certificate(&certs, "instance");
-    let tls_env = [
-        ("NETAPI_CHAT_TLS_CERT", cert.as_str()),
-        ("NETAPI_CHAT_TLS_KEY", key.as_str()),
-        ("NETAPI_CHAT_CLUSTER_CA_FILE", cert.as_str()),
-    ];
-    let p = pair(&tls_env);
+    let TlsPair {
+        p,
+        der,
+        standby_env,
+    } = tls_pair(Standby::Trusting);
     signal(&p.leader, "-KILL");
     let mut doc = docs::session("after the takeover", &[BOB]);
     doc.client_correlator = Some("takeover-over-tls".to_owned());
@@ -861,7 +882,11 @@ async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
     assert_eq!(a.status, 200, "{}", a.body);
     // A new standby finds the new leader's https:// URL in the leader row and forwards over TLS.
     let third_dir = support::temp_data_dir();
-    let third = Server::start_in(&third_dir, &cluster_env(&p.database, &tls_env), None);
+    let third = Server::start_in(
+        &third_dir,
+        &cluster_env(&p.database, &settings(&standby_env)),
+        None,
+    );
     let url = location.replace(&p.standby.base, &third.base);
     let a = https(&third, &der, "GET", &url, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
