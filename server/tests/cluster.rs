@@ -7,7 +7,9 @@
 //! which serves every message answered 2xx before and delivers every notification; the
 //! database stopped and started under both leaves a cluster that answers again. With TLS on
 //! the instances, a client talks HTTPS to a standby that forwards over TLS (WebSocket
-//! included), refuses to forward to a leader it does not trust, and takes over serving HTTPS.
+//! included), refuses to forward to a leader it does not trust (telling the client why), and
+//! takes over serving HTTPS; an instance whose certificate does not name its own cluster-URL
+//! host refuses to start (that test needs no database and runs in every pass).
 //!
 //! Needs the PostgreSQL pass of `cargo xtask test` (`NETAPI_CHAT_TEST_DATABASE_URL`,
 //! `NETAPI_CHAT_TEST_PG_CTL`), which runs these one at a time (one stops the database):
@@ -776,8 +778,9 @@ async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
 
 /// A standby that does not trust the leader's certificate (no `NETAPI_CHAT_CLUSTER_CA_FILE`:
 /// a self-signed certificate is in no public root set) sends it nothing: the client gets
-/// `503 SVC2001` with `Retry-After` in the OMA error format, and the leader, asked directly,
-/// has no session, so the request never reached it.
+/// `503 SVC2001` with `Retry-After` in the OMA error format, its text saying that the
+/// leader's certificate is not trusted, and the leader, asked directly, has no session, so
+/// the request never reached it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust() {
@@ -798,6 +801,14 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
             .unwrap_or_else(|e| panic!("an OMA requestError: {e}: {}", a.body));
     let exception = error.service_exception.expect("a serviceException");
     assert_eq!(exception.message_id, "SVC2001", "{}", a.body);
+    // The reason, for the app developer and the operator: the leader is up, but its
+    // certificate is not trusted here.
+    assert_eq!(
+        exception.variables,
+        vec!["the leading instance's TLS certificate is not trusted by this instance".to_owned()],
+        "{}",
+        a.body
+    );
     let a = https(
         &p.leader,
         &der,
@@ -891,4 +902,59 @@ async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
     let a = https(&third, &der, "GET", &url, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("after the takeover"), "{}", a.body);
+}
+
+/// An instance whose certificate does not name the host of its own cluster URL would be
+/// refused by every standby once it leads (`503` to every client): it refuses to start
+/// instead, naming the host, the names the certificate carries and the setting to change,
+/// whether the URL is `auto` (an IP address: `https://` + the bound address) or given (a DNS
+/// name); `auto` on a wildcard address has no host to check, and is refused asking for an
+/// explicit URL. Refused before the database is used, so this runs without PostgreSQL.
+#[test]
+fn an_instance_whose_certificate_does_not_name_its_cluster_host_refuses_to_start() {
+    let dir = support::temp_data_dir();
+    let made = rcgen::generate_simple_self_signed(vec!["chat-1.internal".into()])
+        .expect("self-signed certificate");
+    let (cert, key) = (dir.join("chat-1.crt"), dir.join("chat-1.key"));
+    std::fs::write(&cert, made.cert.pem()).expect("write certificate");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let refused = |url: &str, bind: &str| {
+        let (status, stderr) = support::run_to_exit(
+            &dir,
+            &[
+                (
+                    "NETAPI_CHAT_DATABASE_URL",
+                    "postgres://netapi@127.0.0.1:9/unused",
+                ),
+                ("NETAPI_CHAT_CLUSTER_URL", url),
+                ("NETAPI_CHAT_BIND", bind),
+                ("NETAPI_CHAT_TLS_CERT", &cert),
+                ("NETAPI_CHAT_TLS_KEY", &key),
+            ],
+        );
+        assert!(!status.success(), "{url} on {bind}: {stderr}");
+        stderr
+    };
+    for (url, host) in [
+        ("auto", "127.0.0.1"),
+        ("https://chat-2.internal:8443", "chat-2.internal"),
+    ] {
+        let stderr = refused(url, "127.0.0.1:0");
+        for part in [
+            format!("NETAPI_CHAT_TLS_CERT: {cert}: "),
+            format!("does not name {host}, the host of this instance's cluster URL"),
+            "; it names chat-1.internal. ".to_owned(),
+            "set NETAPI_CHAT_CLUSTER_URL".to_owned(),
+        ] {
+            assert!(stderr.contains(&part), "{url}: {part:?} in {stderr}");
+        }
+    }
+    let stderr = refused("auto", "0.0.0.0:0");
+    assert!(
+        stderr.contains("NETAPI_CHAT_CLUSTER_URL=auto needs NETAPI_CHAT_BIND to name one address")
+            && stderr
+                .contains("https://host:port, its host a name this instance's certificate carries"),
+        "{stderr}"
+    );
 }
