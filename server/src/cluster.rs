@@ -110,9 +110,16 @@ impl ClusterUrl {
     pub fn resolve(&self, bound: SocketAddr, tls: bool) -> Result<String, String> {
         match self {
             ClusterUrl::Given(url) => Ok(url.clone()),
+            // Every address of the machine: none of them is known to reach it from the others
+            // (nor, with TLS, to be named by its certificate), so the operator names one.
             ClusterUrl::Auto if bound.ip().is_unspecified() => Err(format!(
                 "NETAPI_CHAT_CLUSTER_URL=auto needs NETAPI_CHAT_BIND to name one address (it is {bound}): \
-                 give the URL the other instances reach this one at"
+                 set NETAPI_CHAT_CLUSTER_URL to the URL the other instances reach this one at{}",
+                if tls {
+                    " (https://host:port, its host a name this instance's certificate carries)"
+                } else {
+                    " (http://host:port)"
+                }
             )),
             ClusterUrl::Auto if tls => Ok(format!("https://{bound}")),
             ClusterUrl::Auto => Ok(format!("http://{bound}")),
@@ -148,6 +155,41 @@ pub fn validate(config: &Config) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The host this instance's certificate must name ([`crate::tls::MustName`]): that of its own
+/// cluster URL (`auto`: `https://` + `bound`), when it is an instance of a cluster, serves TLS
+/// and that URL is `https://`. Every standby verifies the leader's certificate for that host,
+/// so an instance whose certificate does not name it is refused at start rather than leading
+/// a cluster whose standbys all answer `503`. An `https://` URL on an instance without TLS is
+/// a TLS proxy's, whose certificate is not this one: nothing to check. `Err`: the URL cannot
+/// be resolved (`auto` on a wildcard address) or its host is no name a certificate can carry.
+pub fn own_certificate_name(
+    config: &Config,
+    bound: SocketAddr,
+) -> Result<Option<crate::tls::MustName>, String> {
+    let (Some(url), true) = (&config.cluster_url, config.tls.is_some()) else {
+        return Ok(None);
+    };
+    let own = url.resolve(bound, true)?;
+    if !own.starts_with("https://") {
+        return Ok(None);
+    }
+    let name = http::Uri::from_str(&own)
+        .map_err(|e| e.to_string())
+        .and_then(|uri| tls_name(&uri).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            format!(
+                "NETAPI_CHAT_CLUSTER_URL={own}: its host is no name a certificate can carry ({e})"
+            )
+        })?;
+    let url = match url {
+        ClusterUrl::Auto => {
+            format!("{own} (NETAPI_CHAT_CLUSTER_URL=auto: https:// + the bound address)")
+        }
+        ClusterUrl::Given(_) => own,
+    };
+    Ok(Some(crate::tls::MustName { name, url }))
 }
 
 /// The leader's request gate: a request that proves it comes from a standby (the cluster key)
@@ -201,9 +243,12 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     // certificate pair stops the start with its message.
     let leader_tls = crate::tls::cluster_client_config(config.cluster_ca_file.as_deref())
         .map_err(StartError::Listen)?;
+    // The certificate must name this instance's own cluster-URL host, which every standby
+    // verifies it for (checked again on every reload).
+    let must = own_certificate_name(config, bound).map_err(StartError::Listen)?;
     let own_tls = match &config.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            crate::tls::server_config(files).map_err(StartError::Listen)?,
+            crate::tls::server_config(files, must.as_ref()).map_err(StartError::Listen)?,
         ))),
         None => None,
     };
@@ -465,7 +510,9 @@ impl tower_service::Service<http::Uri> for LeaderConnector {
             };
             let secured = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream))
                 .await
-                .map_err(|_| "no TLS handshake within 2 s")??;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within 2 s")
+                })??;
             Ok(TokioIo::new(LeaderStream::Tls(Box::new(secured))))
         })
     }
@@ -727,10 +774,7 @@ async fn forward(
         }
         Err(e) => {
             forwarder.report(&leader, &e);
-            return unavailable(
-                format,
-                "the instance that leads cannot be reached; another takes over within seconds",
-            );
+            return unavailable(format, unreachable_because(&e));
         }
     };
     if answer.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -747,6 +791,63 @@ async fn forward(
     let switching = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(answer.headers_mut(), switching);
     answer.map(http_body_util::BodyExt::boxed)
+}
+
+/// What a client is told (the `%1` of `SVC2001`) when a forward to the leader failed with
+/// `error`: a short class of reason an app developer or operator can act on, read from the
+/// error's chain (a certificate the TLS client refused, a refused connection, a timeout),
+/// never the error's own text (which names addresses). The full error goes to the standby's
+/// log ([`Forwarder::report`]). A certificate problem is not passing (it lasts until the
+/// certificates or `NETAPI_CHAT_CLUSTER_CA_FILE` change), so only the other classes promise a
+/// takeover.
+fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    use rustls::CertificateError as C;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let io = e.downcast_ref::<std::io::Error>();
+        // An I/O error's source is its inner error's source: the inner error (rustls' own,
+        // from the TLS handshake) is reached through `get_ref`.
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            io.and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            )) => {
+                return "the leading instance's TLS certificate does not name the host this \
+                        instance reaches it at";
+            }
+            Some(rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            )) => {
+                return "the leading instance's TLS certificate has expired or is not valid yet";
+            }
+            Some(rustls::Error::InvalidCertificate(_)) => {
+                return "the leading instance's TLS certificate is not trusted by this instance";
+            }
+            Some(_) => {
+                return "the TLS handshake with the leading instance failed";
+            }
+            None => {}
+        }
+        match io.map(std::io::Error::kind) {
+            Some(std::io::ErrorKind::ConnectionRefused) => {
+                return "the leading instance refused the connection; another takes over within \
+                        seconds";
+            }
+            Some(std::io::ErrorKind::TimedOut) => {
+                return "the leading instance did not answer in time; another takes over within \
+                        seconds";
+            }
+            _ => {}
+        }
+        next = e.source();
+    }
+    "the instance that leads cannot be reached; another takes over within seconds"
 }
 
 /// A short text answer of the standby itself.
@@ -930,6 +1031,159 @@ mod tests {
             name("https://chat-1.internal:8443/"),
             ServerName::try_from("chat-1.internal").unwrap()
         );
+    }
+
+    /// The host an instance's own certificate must name: its cluster URL's (`auto`: the
+    /// bound address, said to be `auto`'s), only with TLS on the instance and an `https://`
+    /// URL; `auto` on a wildcard address has no host to check and is refused, the message
+    /// asking for an explicit `https://` URL with a host the certificate carries.
+    #[test]
+    fn the_own_certificate_must_name_the_own_cluster_urls_host() {
+        use rustls::pki_types::ServerName;
+        let tls = crate::tls::TlsFiles {
+            cert: "/etc/netapi-chat/cert.pem".into(),
+            key: "/etc/netapi-chat/key.pem".into(),
+        };
+        let config = |url: Option<&str>, tls: Option<crate::tls::TlsFiles>| Config {
+            database_url: Some("postgres://db/chat".into()),
+            cluster_url: url.and_then(ClusterUrl::parse),
+            tls,
+            ..Config::default()
+        };
+        let one: SocketAddr = "10.0.0.2:8443".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let must = own_certificate_name(&config(Some("auto"), Some(tls.clone())), one)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            must.name,
+            ServerName::IpAddress("10.0.0.2".parse::<std::net::IpAddr>().unwrap().into())
+        );
+        assert!(
+            must.url.starts_with("https://10.0.0.2:8443 ") && must.url.contains("auto"),
+            "{}",
+            must.url
+        );
+        let given = config(Some("https://chat-1.internal:8443"), Some(tls.clone()));
+        let must = own_certificate_name(&given, any).unwrap().unwrap();
+        assert_eq!(must.name, ServerName::try_from("chat-1.internal").unwrap());
+        assert_eq!(must.url, "https://chat-1.internal:8443");
+        // No certificate of this instance's in play: nothing to check.
+        for nothing in [
+            config(Some("https://chat-1.internal:8443"), None),
+            config(Some("http://chat-1.internal:8080"), None),
+            config(Some("auto"), None),
+            config(None, Some(tls.clone())),
+        ] {
+            assert_eq!(own_certificate_name(&nothing, one), Ok(None));
+        }
+        let refused = own_certificate_name(&config(Some("auto"), Some(tls)), any).unwrap_err();
+        assert!(
+            refused.contains("NETAPI_CHAT_BIND")
+                && refused.contains("set NETAPI_CHAT_CLUSTER_URL")
+                && refused.contains("https://host:port")
+                && refused.contains("certificate"),
+            "{refused}"
+        );
+    }
+
+    /// An error with a source, as hyper's client and connector wrap what failed.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.1.as_ref())
+        }
+    }
+
+    /// A forward's failure as the client gets it from hyper's pool: the connector's error
+    /// (`cause`) inside a client error.
+    fn failed(cause: impl std::error::Error + Send + Sync + 'static) -> Wrapped {
+        Wrapped("client error (Connect)", Box::new(cause))
+    }
+
+    /// The TLS handshake's error as tokio-rustls returns it: rustls' inside an I/O error.
+    fn handshake(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    /// What a client is told for each class of failure, from the error chains hyper and
+    /// tokio-rustls make; nothing of the error's own text (addresses) gets through.
+    #[test]
+    fn a_failed_forward_tells_the_client_a_class_of_reason() {
+        use rustls::CertificateError as C;
+        let untrusted = handshake(rustls::Error::InvalidCertificate(C::UnknownIssuer));
+        assert_eq!(
+            unreachable_because(&failed(untrusted)),
+            "the leading instance's TLS certificate is not trusted by this instance"
+        );
+        let wrong_name = handshake(rustls::Error::InvalidCertificate(
+            C::NotValidForNameContext {
+                expected: rustls::pki_types::ServerName::try_from("chat-1.internal").unwrap(),
+                presented: vec!["DnsName(\"chat-2.internal\")".into()],
+            },
+        ));
+        let told = unreachable_because(&failed(wrong_name));
+        assert_eq!(
+            told,
+            "the leading instance's TLS certificate does not name the host this instance reaches it at"
+        );
+        assert!(!told.contains("chat-"), "no names from the error: {told}");
+        let expired = handshake(rustls::Error::InvalidCertificate(C::Expired));
+        assert!(unreachable_because(&failed(expired)).contains("has expired"));
+        let alert = handshake(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        assert_eq!(
+            unreachable_because(&failed(alert)),
+            "the TLS handshake with the leading instance failed"
+        );
+        // hyper's connector puts the I/O error one level deeper.
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connect to 10.0.0.2:8443",
+        );
+        let refused = failed(Wrapped("tcp connect error", Box::new(refused)));
+        assert_eq!(
+            unreachable_because(&refused),
+            "the leading instance refused the connection; another takes over within seconds"
+        );
+        let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within 2 s");
+        assert!(unreachable_because(&failed(slow)).contains("did not answer in time"));
+        let closed = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            unreachable_because(&failed(closed)),
+            "the instance that leads cannot be reached; another takes over within seconds"
+        );
+    }
+
+    /// The standby's own `503` carries the reason in the client's format, with `SVC2001`
+    /// and `Retry-After`.
+    #[tokio::test]
+    async fn the_standbys_503_says_why_in_the_clients_format() {
+        let why = "the leading instance's TLS certificate is not trusted by this instance";
+        for format in [media::Format::Json, media::Format::Xml] {
+            let answer = unavailable(format, why);
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
+            assert_eq!(
+                answer.headers()[header::CONTENT_TYPE],
+                format.content_type()
+            );
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                body.contains("SVC2001") && body.contains(why),
+                "{format:?}: {body}"
+            );
+        }
     }
 
     #[test]

@@ -153,7 +153,8 @@ fn jwt_verifier(
 }
 
 /// What `check-config` proves beyond parsing, without starting anything or writing: the TLS
-/// certificate and key read and match, the configured webhook secret is a `whsec_…` secret,
+/// certificate and key read and match (and, on an instance of a cluster, the certificate names
+/// the host of its `https://` cluster URL), the configured webhook secret is a `whsec_…` secret,
 /// and the files the configuration names
 /// read as what they should be (the JWKS with the JWT settings; the token file, when it
 /// exists: a missing one is generated at first start).
@@ -161,7 +162,8 @@ pub fn check(config: &Config) -> Result<(), String> {
     crate::logging::check(config)?;
     crate::cluster::validate(config)?;
     if let Some(files) = &config.tls {
-        crate::tls::server_config(files)?;
+        let must = crate::cluster::own_certificate_name(config, config.bind)?;
+        crate::tls::server_config(files, must.as_ref())?;
     }
     crate::tls::callback_client_config(config.callback_ca_file.as_deref())?;
     crate::tls::database_client_config(config.database_ca_file.as_deref())?;
@@ -259,8 +261,14 @@ pub fn start_on(
     // Dropshot's logger, bridged into the process's `tracing` subscriber (crate::logging).
     let log = crate::logging::init(config).map_err(StartError::Log)?;
     // Read before anything is opened, so that a bad pair stops the start with its message.
+    // An instance of a cluster: the certificate must name its cluster URL's host
+    // (`crate::cluster::own_certificate_name`; `config.bind` is the bound address there).
     let tls = match &config.tls {
-        Some(files) => Some(crate::tls::server_config(files).map_err(StartError::Listen)?),
+        Some(files) => {
+            let must = crate::cluster::own_certificate_name(config, config.bind)
+                .map_err(StartError::Listen)?;
+            Some(crate::tls::server_config(files, must.as_ref()).map_err(StartError::Listen)?)
+        }
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -7,7 +7,9 @@
 //! which serves every message answered 2xx before and delivers every notification; the
 //! database stopped and started under both leaves a cluster that answers again. With TLS on
 //! the instances, a client talks HTTPS to a standby that forwards over TLS (WebSocket
-//! included), refuses to forward to a leader it does not trust, and takes over serving HTTPS.
+//! included), refuses to forward to a leader it does not trust (telling the client why), and
+//! takes over serving HTTPS; an instance whose certificate does not name its own cluster-URL
+//! host refuses to start (that test needs no database and runs in every pass).
 //!
 //! Needs the PostgreSQL pass of `cargo xtask test` (`NETAPI_CHAT_TEST_DATABASE_URL`,
 //! `NETAPI_CHAT_TEST_PG_CTL`), which runs these one at a time (one stops the database):
@@ -19,10 +21,9 @@ use netapi_chat_api::{ChannelType, MessageNotification, MessageStatus, Participa
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::channel::Relay;
-use support::{Face, Listener, Server, docs, pg_ctl};
+use support::{Face, Listener, Server, TempDir, docs, pg_ctl};
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -40,15 +41,10 @@ const LONG_SCHEDULE: &str =
 struct Pair {
     leader: Server,
     standby: Server,
-    standby_dir: PathBuf,
     database: String,
-}
-
-impl Drop for Pair {
-    /// The standby's data directory is the test's (the leader's goes with its `Server`).
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.standby_dir);
-    }
+    /// Their data directories (and any certificates): declared after the servers, so removed
+    /// once both processes are gone, however the test ends.
+    _dirs: Vec<TempDir>,
 }
 
 fn cluster_env<'a>(database: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -60,18 +56,24 @@ fn cluster_env<'a>(database: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a 
     env
 }
 
+/// Two instances with the same settings `extra`.
 fn pair(extra: &[(&str, &str)]) -> Pair {
+    pair_with(extra, extra)
+}
+
+/// Two instances: the leader with `leader_extra`, the standby with `standby_extra`.
+fn pair_with(leader_extra: &[(&str, &str)], standby_extra: &[(&str, &str)]) -> Pair {
     let leader_dir = support::temp_data_dir();
     let database = support::postgres_database_for(&leader_dir)
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
-    let leader = Server::start_in(&leader_dir, &cluster_env(&database, extra), None);
+    let leader = Server::start_in(&leader_dir, &cluster_env(&database, leader_extra), None);
     let standby_dir = support::temp_data_dir();
-    let standby = Server::start_in(&standby_dir, &cluster_env(&database, extra), None);
+    let standby = Server::start_in(&standby_dir, &cluster_env(&database, standby_extra), None);
     Pair {
         leader,
         standby,
-        standby_dir,
         database,
+        _dirs: vec![leader_dir, standby_dir],
     }
 }
 
@@ -469,6 +471,62 @@ fn certificate(dir: &std::path::Path, name: &str) -> (String, String, Vec<u8>) {
     )
 }
 
+/// How the standby of a [`tls_pair`] is set up (the leader always serves HTTPS).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Standby {
+    /// Serves HTTPS with the leader's certificate and trusts it
+    /// (`NETAPI_CHAT_CLUSTER_CA_FILE`, given to the leader too).
+    Trusting,
+    /// Serves HTTPS with the leader's certificate but trusts Mozilla's roots only, which hold
+    /// no self-signed certificate.
+    Untrusting,
+    /// Serves plain HTTP and trusts the leader's certificate: a mixed cluster.
+    Plain,
+}
+
+/// Two instances on one database whose leader serves HTTPS with a self-signed certificate
+/// for 127.0.0.1 (`auto` cluster URLs, hence `https://127.0.0.1:port`, which is what a
+/// standby verifies), the standby set up as [`Standby`] says.
+struct TlsPair {
+    p: Pair,
+    /// The certificate (DER): what a test's client trusts.
+    der: Vec<u8>,
+    /// The settings the standby got besides the cluster's, for another instance like it.
+    standby_env: Vec<(&'static str, String)>,
+}
+
+/// Owned settings as [`cluster_env`] takes them.
+fn settings<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Starts a [`TlsPair`]; the certificate's directory goes with the pair's directories.
+fn tls_pair(standby: Standby) -> TlsPair {
+    let certs = support::temp_dir();
+    let (cert, key, der) = certificate(&certs, "instance");
+    let serving = vec![
+        ("NETAPI_CHAT_TLS_CERT", cert.clone()),
+        ("NETAPI_CHAT_TLS_KEY", key),
+    ];
+    let trusting = ("NETAPI_CHAT_CLUSTER_CA_FILE", cert);
+    let (leader_env, standby_env) = match standby {
+        Standby::Trusting => {
+            let mut both = serving;
+            both.push(trusting);
+            (both.clone(), both)
+        }
+        Standby::Untrusting => (serving.clone(), serving),
+        Standby::Plain => (serving, vec![trusting]),
+    };
+    let mut p = pair_with(&settings(&leader_env), &settings(&standby_env));
+    p._dirs.push(certs);
+    TlsPair {
+        p,
+        der,
+        standby_env,
+    }
+}
+
 /// A client TLS connection to `server` trusting exactly `root` (DER), verified for 127.0.0.1.
 async fn tls_to(
     server: &Server,
@@ -600,13 +658,7 @@ async fn try_https(
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
     use futures_util::StreamExt as _;
-    let certs = support::temp_data_dir();
-    let (cert, key, der) = certificate(&certs, "instance");
-    let p = pair(&[
-        ("NETAPI_CHAT_TLS_CERT", &cert),
-        ("NETAPI_CHAT_TLS_KEY", &key),
-        ("NETAPI_CHAT_CLUSTER_CA_FILE", &cert),
-    ]);
+    let TlsPair { p, der, .. } = tls_pair(Standby::Trusting);
     assert!(p.leader.base.starts_with("https://"), "{}", p.leader.base);
     assert!(
         p.standby.base.starts_with("https://"),
@@ -722,22 +774,17 @@ async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
         frame.contains("sessionInvitationNotification") && frame.contains("over the socket"),
         "{frame}"
     );
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// A standby that does not trust the leader's certificate (no `NETAPI_CHAT_CLUSTER_CA_FILE`:
 /// a self-signed certificate is in no public root set) sends it nothing: the client gets
-/// `503 SVC2001` with `Retry-After` in the OMA error format, and the leader, asked directly,
-/// has no session, so the request never reached it.
+/// `503 SVC2001` with `Retry-After` in the OMA error format, its text saying that the
+/// leader's certificate is not trusted, and the leader, asked directly, has no session, so
+/// the request never reached it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust() {
-    let certs = support::temp_data_dir();
-    let (cert, key, der) = certificate(&certs, "instance");
-    let p = pair(&[
-        ("NETAPI_CHAT_TLS_CERT", &cert),
-        ("NETAPI_CHAT_TLS_KEY", &key),
-    ]);
+    let TlsPair { p, der, .. } = tls_pair(Standby::Untrusting);
     let doc = wire::encode(Format::Json, &docs::session("never forwarded", &[BOB]));
     let a = https(
         &p.standby,
@@ -754,6 +801,14 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
             .unwrap_or_else(|e| panic!("an OMA requestError: {e}: {}", a.body));
     let exception = error.service_exception.expect("a serviceException");
     assert_eq!(exception.message_id, "SVC2001", "{}", a.body);
+    // The reason, for the app developer and the operator: the leader is up, but its
+    // certificate is not trusted here.
+    assert_eq!(
+        exception.variables,
+        vec!["the leading instance's TLS certificate is not trusted by this instance".to_owned()],
+        "{}",
+        a.body
+    );
     let a = https(
         &p.leader,
         &der,
@@ -764,7 +819,6 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(!a.body.contains("never forwarded"), "{}", a.body);
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// A mixed cluster: the leader serves HTTPS (`auto`: an `https://` URL in the leader row), the
@@ -773,34 +827,7 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
-    let certs = support::temp_data_dir();
-    let (cert, key, _) = certificate(&certs, "leader");
-    let leader_dir = support::temp_data_dir();
-    let database = support::postgres_database_for(&leader_dir)
-        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
-    let leader = Server::start_in(
-        &leader_dir,
-        &cluster_env(
-            &database,
-            &[
-                ("NETAPI_CHAT_TLS_CERT", &cert),
-                ("NETAPI_CHAT_TLS_KEY", &key),
-            ],
-        ),
-        None,
-    );
-    let standby_dir = support::temp_data_dir();
-    let standby = Server::start_in(
-        &standby_dir,
-        &cluster_env(&database, &[("NETAPI_CHAT_CLUSTER_CA_FILE", &cert)]),
-        None,
-    );
-    let p = Pair {
-        leader,
-        standby,
-        standby_dir,
-        database,
-    };
+    let TlsPair { p, .. } = tls_pair(Standby::Plain);
     assert!(p.leader.base.starts_with("https://"), "{}", p.leader.base);
     assert!(p.standby.base.starts_with("http://"), "{}", p.standby.base);
     let answer = support::http_client(support::APP_TOKEN)
@@ -823,7 +850,6 @@ async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
         location.starts_with(&p.leader.base),
         "made by the leader: {location}"
     );
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// Losing an HTTPS leader: SIGKILL it, and the standby takes the database over and serves
@@ -834,14 +860,11 @@ async fn a_plain_http_standby_forwards_to_an_https_leader_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
-    let certs = support::temp_data_dir();
-    let (cert, key, der) = certificate(&certs, "instance");
-    let tls_env = [
-        ("NETAPI_CHAT_TLS_CERT", cert.as_str()),
-        ("NETAPI_CHAT_TLS_KEY", key.as_str()),
-        ("NETAPI_CHAT_CLUSTER_CA_FILE", cert.as_str()),
-    ];
-    let p = pair(&tls_env);
+    let TlsPair {
+        p,
+        der,
+        standby_env,
+    } = tls_pair(Standby::Trusting);
     signal(&p.leader, "-KILL");
     let mut doc = docs::session("after the takeover", &[BOB]);
     doc.client_correlator = Some("takeover-over-tls".to_owned());
@@ -870,12 +893,68 @@ async fn an_https_standby_takes_over_from_a_killed_leader_and_serves_https() {
     assert_eq!(a.status, 200, "{}", a.body);
     // A new standby finds the new leader's https:// URL in the leader row and forwards over TLS.
     let third_dir = support::temp_data_dir();
-    let third = Server::start_in(&third_dir, &cluster_env(&p.database, &tls_env), None);
+    let third = Server::start_in(
+        &third_dir,
+        &cluster_env(&p.database, &settings(&standby_env)),
+        None,
+    );
     let url = location.replace(&p.standby.base, &third.base);
     let a = https(&third, &der, "GET", &url, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("after the takeover"), "{}", a.body);
-    drop(third);
-    let _ = std::fs::remove_dir_all(&third_dir);
-    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// An instance whose certificate does not name the host of its own cluster URL would be
+/// refused by every standby once it leads (`503` to every client): it refuses to start
+/// instead, naming the host, the names the certificate carries and the setting to change,
+/// whether the URL is `auto` (an IP address: `https://` + the bound address) or given (a DNS
+/// name); `auto` on a wildcard address has no host to check, and is refused asking for an
+/// explicit URL. Refused before the database is used, so this runs without PostgreSQL.
+#[test]
+fn an_instance_whose_certificate_does_not_name_its_cluster_host_refuses_to_start() {
+    let dir = support::temp_data_dir();
+    let made = rcgen::generate_simple_self_signed(vec!["chat-1.internal".into()])
+        .expect("self-signed certificate");
+    let (cert, key) = (dir.join("chat-1.crt"), dir.join("chat-1.key"));
+    std::fs::write(&cert, made.cert.pem()).expect("write certificate");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let refused = |url: &str, bind: &str| {
+        let (status, stderr) = support::run_to_exit(
+            &dir,
+            &[
+                (
+                    "NETAPI_CHAT_DATABASE_URL",
+                    "postgres://netapi@127.0.0.1:9/unused",
+                ),
+                ("NETAPI_CHAT_CLUSTER_URL", url),
+                ("NETAPI_CHAT_BIND", bind),
+                ("NETAPI_CHAT_TLS_CERT", &cert),
+                ("NETAPI_CHAT_TLS_KEY", &key),
+            ],
+        );
+        assert!(!status.success(), "{url} on {bind}: {stderr}");
+        stderr
+    };
+    for (url, host) in [
+        ("auto", "127.0.0.1"),
+        ("https://chat-2.internal:8443", "chat-2.internal"),
+    ] {
+        let stderr = refused(url, "127.0.0.1:0");
+        for part in [
+            format!("NETAPI_CHAT_TLS_CERT: {cert}: "),
+            format!("does not name {host}, the host of this instance's cluster URL"),
+            "; it names chat-1.internal. ".to_owned(),
+            "set NETAPI_CHAT_CLUSTER_URL".to_owned(),
+        ] {
+            assert!(stderr.contains(&part), "{url}: {part:?} in {stderr}");
+        }
+    }
+    let stderr = refused("auto", "0.0.0.0:0");
+    assert!(
+        stderr.contains("NETAPI_CHAT_CLUSTER_URL=auto needs NETAPI_CHAT_BIND to name one address")
+            && stderr
+                .contains("https://host:port, its host a name this instance's certificate carries"),
+        "{stderr}"
+    );
 }

@@ -228,7 +228,7 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
     // The dead letters are kept, at most the cap of them, and survive a restart as dead letters
     // (not delivered after it).
     let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let dir = srv.kill();
+    let dir = support::TempDir::adopt(srv.kill());
     let db = rusqlite::Connection::open(dir.join("netapi-chat.sqlite3")).expect("open store");
     let (dead, live): (i64, i64) = db
         .query_row(
@@ -252,8 +252,6 @@ async fn a_dead_receivers_backlog_stops_at_the_cap_and_the_subscription_is_disab
         Some(SubscriptionStatus::Disabled)
     );
     lb.assert_count_stays(0, Duration::from_millis(500)).await;
-    drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The byte cap alone (the count cap stays at its default, 10,000): a dead receiver's backlog
@@ -360,7 +358,7 @@ async fn a_notify_url_that_cannot_be_delivered_to_disables_its_subscription() {
     subscribe(&srv, C, &lc, Format::Json).await;
     let url = sub.resource_url.unwrap_or_default();
     let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let dir = srv.kill();
+    let dir = support::TempDir::adopt(srv.kill());
     let db = rusqlite::Connection::open(dir.join("netapi-chat.sqlite3")).expect("open store");
     let changed = db
         .execute(
@@ -395,8 +393,6 @@ async fn a_notify_url_that_cannot_be_delivered_to_disables_its_subscription() {
     assert_eq!(letter.attempts, 0, "never attempted: {letter:?}");
     lc.wait_for(1).await;
     lb.assert_count_stays(0, Duration::from_millis(300)).await;
-    drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One notification to a receiver that always answers 500, with a schedule of 4 tries over
@@ -418,7 +414,7 @@ async fn a_restart_in_the_middle_of_a_retry_schedule_keeps_attempts_and_give_up_
     refused_at_least(&lb, 1).await;
     // The progress of the failed try is committed right after it; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let dir = srv.kill();
+    let dir = support::TempDir::adopt(srv.kill());
     let srv = Server::start_in(&dir, &env, None);
     let refused = refused_at_least(&lb, 4).await;
     // Past the give-up age (9 s after creation): nothing more.
@@ -435,8 +431,6 @@ async fn a_restart_in_the_middle_of_a_retry_schedule_keeps_attempts_and_give_up_
     // endpoint first), whichever the milliseconds decide; either way it is never tried again.
     let url = on(&srv, &sub.resource_url.unwrap_or_default());
     assert_eq!(send_empty("GET", &url, Format::Json).await.status, 200);
-    drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// GETs `url` in `format` and returns the dead-letter page with its `Link` header.
@@ -697,7 +691,7 @@ async fn a_redelivery_survives_a_restart() {
     let (left, _) = dead_page(&list_url, Format::Json).await;
     assert!(left.dead_letter.is_empty(), "{left:?}");
 
-    let dir = srv.kill();
+    let dir = support::TempDir::adopt(srv.kill());
     let srv = Server::start_in(&dir, &env, None);
     let url = on(&srv, &url);
     let now: ChatSubscription = send_empty("GET", &url, Format::Xml).await.decode();
@@ -707,8 +701,6 @@ async fn a_redelivery_survives_a_restart() {
     lb.set_status(204);
     let got = messages_at(&lb, 3).await;
     assert_eq!(got, dead, "the requeued ones, in order, with their ids");
-    drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A callback receiver that counts the TCP connections it accepts, and records each
@@ -873,7 +865,7 @@ async fn a_restart_after_delivery_loses_nothing_and_resends_at_most_the_unforgot
     subscribe_at(&srv, B, &l.url).await;
     let sid = session(&srv, &[B], true).await;
     let texts = send_and_deliver(&srv, &sid, &l, "before kill", 40).await;
-    let dir = srv.kill();
+    let dir = support::TempDir::adopt(srv.kill());
     let first: Vec<(String, String)> = messages_after(&l, 0);
     assert_eq!(
         first.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(),
@@ -902,7 +894,7 @@ async fn a_restart_after_delivery_loses_nothing_and_resends_at_most_the_unforgot
 
     let texts = send_and_deliver(&srv, &sid, &l, "before stop", 40).await;
     let seen = l.all().len();
-    let dir = srv.terminate();
+    srv.terminate();
     let srv = Server::start_in(&dir, &[], None);
     let after = send_and_deliver(&srv, &sid, &l, "after stop", 1).await;
     let again = messages_after(&l, seen);
@@ -911,8 +903,6 @@ async fn a_restart_after_delivery_loses_nothing_and_resends_at_most_the_unforgot
         after,
         "nothing resent after a graceful stop (the 40 before it: {texts:?})"
     );
-    drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A notifyURL delivery could never use (an `https` host no certificate can name) is refused

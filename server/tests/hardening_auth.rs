@@ -196,7 +196,7 @@ fn jwt_server(env: &[(&str, &str)]) -> Server {
     all.extend_from_slice(env);
     let srv = Server::logged(&all);
     // The JWKS was read at start.
-    let _ = std::fs::remove_dir_all(&jwks_dir);
+    drop(jwks_dir);
     srv
 }
 

@@ -459,7 +459,6 @@ async fn second_server_on_one_data_directory_refuses_to_start() {
     assert!(!status.expect("it exits").success());
     assert!(err.contains("in use by another process"), "{err}");
     drop(first);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------- item 15

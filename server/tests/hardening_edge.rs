@@ -546,7 +546,7 @@ async fn at_the_connection_cap_the_oldest_idle_connections_are_shed() {
 async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Duration {
     let dir = temp_data_dir();
     let server = Launch {
-        data_dir: dir.clone(),
+        data_dir: dir.to_path_buf(),
         env,
         run_under: &["prlimit", "--nofile=256:256"],
         ..Launch::default()
@@ -578,7 +578,6 @@ async fn served_under_flood_at_the_open_files_limit(env: &[(&str, &str)]) -> Dur
     .await;
     let took = started.elapsed();
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
     let a = a.unwrap_or_else(|_| {
         panic!(
             "not answered within 10 s at the open-files limit ({} flood connections open)",
@@ -675,7 +674,7 @@ enum Outcome {
 async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
     let dir = temp_data_dir();
     let mut server = Launch {
-        data_dir: dir.clone(),
+        data_dir: dir.to_path_buf(),
         env: &[("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5")],
         ..Launch::default()
     }
@@ -793,5 +792,4 @@ async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
         "committed but not answered: {committed:?}"
     );
     drop(again);
-    let _ = std::fs::remove_dir_all(&dir);
 }

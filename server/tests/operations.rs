@@ -356,7 +356,6 @@ fn an_otlp_endpoint_needs_a_binary_built_with_otel() {
         stderr.contains("built without OpenTelemetry export"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A server started with `--config`: the file's settings are in force, and the environment
@@ -945,7 +944,7 @@ fn uuid_like() -> String {
 async fn request_ids_are_echoed_and_json_logs_parse() {
     let dir = support::temp_data_dir();
     let mut server = support::Launch {
-        data_dir: dir.clone(),
+        data_dir: dir.to_path_buf(),
         env: &[
             ("NETAPI_CHAT_LOG_FORMAT", "json"),
             ("NETAPI_CHAT_LOG_LEVEL", "info"),
@@ -1047,7 +1046,6 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
             "{l}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The set-up of the metrics and admin tests: `sip:bob@example.com` subscribes (JSON, no

@@ -189,7 +189,7 @@ async fn a_second_server_on_the_same_database_refuses_to_start() {
     let other_dir = support::temp_data_dir();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
         .env("NETAPI_CHAT_BIND", "127.0.0.1:0")
-        .env("NETAPI_CHAT_DATA_DIR", &other_dir)
+        .env("NETAPI_CHAT_DATA_DIR", other_dir.path())
         .env("NETAPI_CHAT_DATABASE_URL", &url)
         .output()
         .expect("run a second netapi-chat");
@@ -205,14 +205,11 @@ async fn a_second_server_on_the_same_database_refuses_to_start() {
         "the URL (and a password) is not printed: {stderr}"
     );
     // The first stops; a server on the other data directory now takes the database over.
-    let first_dir = first.kill();
+    let _first_dir = support::TempDir::adopt(first.kill());
     let second = Server::start_in(&other_dir, &[("NETAPI_CHAT_DATABASE_URL", &url)], None);
     let url = format!("{}?maxEntries=10", second.urls().messages(BOB, &sid));
     let a = send_empty("GET", &url, Format::Json).await;
     assert_eq!(a.status, 200, "the session is there: {}", a.body);
-    drop(second);
-    let _ = std::fs::remove_dir_all(first_dir);
-    let _ = std::fs::remove_dir_all(other_dir);
 }
 
 /// TLS to the database (`sslmode=require` in `NETAPI_CHAT_DATABASE_URL`): the server refuses

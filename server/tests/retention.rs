@@ -271,10 +271,7 @@ async fn a_purge_alongside_sends_loses_no_message_younger_than_the_retention() {
 /// Runs the binary with `env` and returns its exit status and standard error (it should
 /// refuse to start).
 fn run_to_exit(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let dir = support::temp_data_dir();
-    let out = support::run_to_exit(&dir, env);
-    let _ = std::fs::remove_dir_all(&dir);
-    out
+    support::run_to_exit(&support::temp_data_dir(), env)
 }
 
 #[test]

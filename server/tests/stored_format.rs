@@ -36,14 +36,15 @@ fn fixture(version: u32) -> PathBuf {
     ))
 }
 
-/// A fresh data directory (with the test token file) holding a copy of a fixture.
-fn fixture_data_dir(version: u32) -> PathBuf {
+/// A fresh data directory (with the test token file) holding a copy of a fixture; removed
+/// when dropped.
+fn fixture_data_dir(version: u32) -> support::TempDir {
     let dir = support::temp_data_dir();
     std::fs::copy(fixture(version), dir.join(DB_FILE)).expect("copy the fixture");
     dir
 }
 
-fn v1_data_dir() -> PathBuf {
+fn v1_data_dir() -> support::TempDir {
     fixture_data_dir(1)
 }
 
@@ -137,7 +138,6 @@ async fn write_format_v1_fixture() {
     drop(db);
     std::fs::create_dir_all(out.parent().expect("a file path")).expect("fixture dir");
     std::fs::copy(dir.join(DB_FILE), &out).expect("write fixture");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `callbackData` of a received notification (every fixture subscription echoes its user).
@@ -197,8 +197,7 @@ async fn get<T: netapi_chat_runtime::wire::Document>(url: &str) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_data_dir_written_by_format_v1_opens_and_works() {
-    let dir = opens_and_works(1).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    opens_and_works(1).await;
 }
 
 /// The version-3 fixture migrates to the current format too, and its messages got the time
@@ -261,16 +260,16 @@ async fn a_data_dir_written_by_format_v3_opens_and_works() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let dir = srv.kill();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(srv);
 }
 
 /// Taken by the test listening on [`FIXTURE_LISTENER`].
 static FIXTURE_LISTENER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Opens a copy of the fixture of format `version` and checks that everything in it is there
-/// and works; returns the data directory (killed server, current format).
-async fn opens_and_works(version: u32) -> PathBuf {
+/// and works; returns the data directory (killed server, current format), removed when
+/// dropped.
+async fn opens_and_works(version: u32) -> support::TempDir {
     // The fixtures share one callback address: one test at a time listens there, once the
     // previous one's listener has let go of it.
     let _turn = FIXTURE_LISTENER_TURN.lock().await;
@@ -416,7 +415,7 @@ async fn opens_and_works(version: u32) -> PathBuf {
     assert_eq!(ids.len(), listener.all().len(), "{:#?}", listener.all());
 
     // The data directory now carries the current format version.
-    let dir = srv.kill();
+    srv.kill();
     let db = rusqlite::Connection::open(dir.join(DB_FILE)).expect("open");
     let version: u32 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -442,5 +441,4 @@ fn a_data_dir_from_a_newer_format_refuses_to_start() {
     );
     // Refused before anything was written.
     assert_eq!(std::fs::read(dir.join(DB_FILE)).expect("read"), before);
-    let _ = std::fs::remove_dir_all(&dir);
 }

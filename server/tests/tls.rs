@@ -215,7 +215,6 @@ async fn a_flow_over_https_hands_out_https_urls() {
         refused.map(|a| a.status)
     );
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `netapi-chat check-config` with `env`: (exit code, stderr).
@@ -300,7 +299,6 @@ fn check_config_refuses_a_bad_certificate_pair() {
             assert!(err.contains(w), "{env:?}: {err:?} lacks {w:?}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A client that opens a TCP connection to the HTTPS port and never starts its handshake is
@@ -327,7 +325,6 @@ async fn a_silent_client_on_the_https_port_is_disconnected() {
         "the silent connection is still open: {read:?}"
     );
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An HTTPS callback receiver on 127.0.0.1 with the certificate `cert`/`key`: what arrives

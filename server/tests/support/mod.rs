@@ -2,7 +2,8 @@
 //!
 //! - [`server`]: the real binary on a free port with its own data directory; [`Launch`] is
 //!   the one place a server is started, and [`Backend`] the one place its store backend is
-//!   chosen;
+//!   chosen; [`TempDir`] (from [`temp_data_dir`], [`temp_dir`]) removes a test's directory when
+//!   its owner drops it, so no run leaves `netapi-chat-test-*` directories behind;
 //! - [`listener`]: real callback listeners with test controls;
 //! - [`http`]: raw HTTP ([`send`], [`send_doc`], [`send_empty`]) and its [`Answer`], XSD
 //!   validation with xmllint;
@@ -42,9 +43,9 @@ pub use http::{
 };
 pub use listener::{Listener, Received};
 pub use server::{
-    APP_TOKEN, Backend, Launch, Server, Spawned, Stderr, USERS_WITH_TOKENS, enc, http_client,
-    pg_ctl, postgres_database_for, run_to_exit, start_under_umask, temp_data_dir, token_file,
-    user_token,
+    APP_TOKEN, Backend, Launch, Server, Spawned, Stderr, TempDir, USERS_WITH_TOKENS, enc,
+    http_client, pg_ctl, postgres_database_for, run_to_exit, start_under_umask, temp_data_dir,
+    temp_dir, token_file, user_token,
 };
 pub use tmpfs::Tmpfs;
 pub use wait::{within, within_20s};

@@ -47,13 +47,74 @@ pub fn token_file() -> String {
     tokens
 }
 
-/// A fresh data directory under the system temp dir, holding the test token file.
-pub fn temp_data_dir() -> PathBuf {
+/// A directory a test made under the system temp dir, removed with everything in it when
+/// this is dropped: whoever creates one owns it (a test's local, a [`Server`] that made its
+/// own data directory), so that a test that ends, passes or panics, leaves nothing in `/tmp`.
+/// A test that needs the directory to outlive its owner takes the path with
+/// [`TempDir::keep`] (and removes it itself). Reads as a [`Path`].
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+    /// False once kept: not removed on drop.
+    remove: bool,
+}
+
+impl TempDir {
+    /// Owns `path` from now on (an existing directory, e.g. one a killed server left).
+    pub fn adopt(path: PathBuf) -> TempDir {
+        TempDir { path, remove: true }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Gives the directory up: its path, no longer removed by this guard.
+    pub fn keep(mut self) -> PathBuf {
+        self.remove = false;
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A fresh, empty directory under the system temp dir (`netapi-chat-test-<uuid>`), removed
+/// when the guard is dropped.
+pub fn temp_dir() -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "netapi-chat-test-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::create_dir_all(&dir).expect("create data dir");
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    TempDir::adopt(dir)
+}
+
+/// A fresh data directory under the system temp dir, holding the test token file; removed
+/// when the guard is dropped (a server started on it must be dropped first: declare the
+/// directory before the server, so that it is dropped after it).
+pub fn temp_data_dir() -> TempDir {
+    let dir = temp_dir();
     std::fs::write(dir.join("tokens"), token_file()).expect("write token file");
     dir
 }
@@ -386,10 +447,13 @@ pub struct Server {
     pub base: String,
     /// The data directory.
     pub data_dir: PathBuf,
-    owns_dir: bool,
     process: Spawned,
     /// Where its stderr went, when a file ([`Server::logged`]).
     log: Option<PathBuf>,
+    /// The data directory when this server owns it (it made it, or took it over with
+    /// [`Server::restart`]): removed once the process is gone. Declared after `process`, so
+    /// dropped after it.
+    owned_dir: Option<TempDir>,
 }
 
 impl Server {
@@ -407,34 +471,36 @@ impl Server {
                 bind,
                 ..Launch::default()
             },
-            false,
+            None,
         )
     }
 
     /// Starts the server again on the data directory a killed server left ([`Server::kill`]),
     /// and owns it from now on: removed when this one is dropped.
     pub fn restart(data_dir: PathBuf, env: &[(&str, &str)]) -> Server {
+        let owned = TempDir::adopt(data_dir.clone());
         Server::launch(
             Launch {
                 data_dir,
                 env,
                 ..Launch::default()
             },
-            true,
+            Some(owned),
         )
     }
 
     /// Starts the server with command-line arguments (e.g. `--config FILE`) and extra
     /// settings, on a fresh data directory.
     pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = temp_data_dir();
         Server::launch(
             Launch {
-                data_dir: temp_data_dir(),
+                data_dir: dir.to_path_buf(),
                 env,
                 args,
                 ..Launch::default()
             },
-            true,
+            Some(dir),
         )
     }
 
@@ -442,24 +508,26 @@ impl Server {
     /// file the test reads with [`Server::log_text`], at log level `info` (the most it
     /// writes), plus `env`.
     pub fn logged(env: &[(&str, &str)]) -> Server {
-        let data_dir = temp_data_dir();
-        let log = data_dir.join("stderr.log");
+        let dir = temp_data_dir();
+        let log = dir.join("stderr.log");
         let mut all = vec![("NETAPI_CHAT_LOG_LEVEL", "info")];
         all.extend_from_slice(env);
         let mut s = Server::launch(
             Launch {
-                data_dir,
+                data_dir: dir.to_path_buf(),
                 env: &all,
                 stderr: Stderr::File(log.clone()),
                 ..Launch::default()
             },
-            true,
+            Some(dir),
         );
         s.log = Some(log);
         s
     }
 
-    fn launch(launch: Launch<'_>, owns_dir: bool) -> Server {
+    /// Starts `launch`; `owned_dir`: its data directory when the server is to own it (removed
+    /// with the server, also when it fails to start).
+    fn launch(launch: Launch<'_>, owned_dir: Option<TempDir>) -> Server {
         let process = launch.spawn();
         let base = process
             .base
@@ -468,9 +536,9 @@ impl Server {
         Server {
             base,
             data_dir: launch.data_dir,
-            owns_dir,
             process,
             log: None,
+            owned_dir,
         }
     }
 
@@ -483,7 +551,9 @@ impl Server {
     pub fn kill(mut self) -> PathBuf {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
-        self.owns_dir = false;
+        if let Some(dir) = self.owned_dir.take() {
+            dir.keep();
+        }
         self.data_dir.clone()
     }
 
@@ -494,7 +564,9 @@ impl Server {
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
         let _ = self.process.child.wait();
-        self.owns_dir = false;
+        if let Some(dir) = self.owned_dir.take() {
+            dir.keep();
+        }
         self.data_dir.clone()
     }
 
@@ -546,11 +618,9 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Kills the process; its data directory, if owned, goes right after (`owned_dir`).
     fn drop(&mut self) {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
-        if self.owns_dir {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
     }
 }
