@@ -384,7 +384,6 @@ async fn pages_of_listed_origins_may_call_the_api_from_a_browser() {
     ] {
         let dir = temp_data_dir();
         let (status, stderr) = support::run_to_exit(&dir, &[("NETAPI_CHAT_CORS_ORIGINS", bad)]);
-        let _ = std::fs::remove_dir_all(&dir);
         assert!(!status.success(), "{bad:?}");
         assert!(
             stderr.contains("NETAPI_CHAT_CORS_ORIGINS"),
