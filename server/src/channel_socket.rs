@@ -246,6 +246,102 @@ pub async fn channel_socket(
 /// still there.
 const ACK_CHECK: Duration = Duration::from_secs(1);
 
+/// The least time a client has to answer a keep-alive Ping ([`Liveness`]).
+const MIN_PONG_WAIT: Duration = Duration::from_secs(5);
+
+/// The payload of a keep-alive Ping (a frame's Ping names the frame: [`ping_payload`]).
+const KEEPALIVE: &[u8] = b"keepalive";
+
+/// Whether a socket's client is still there. An open socket keeps its channel alive, so a
+/// client that vanished without closing (a phone gone out of coverage, a NAT that dropped the
+/// mapping: no FIN ever comes) would keep its channel, and the subscriptions on it, for as
+/// long as the server runs. So a socket that heard nothing from its client for `quiet` (the
+/// channel's poll wait: the same round a long poll has) sends a Ping, which every WebSocket
+/// client answers by itself (RFC 6455 §5.5.2); when nothing at all comes back within
+/// `max(quiet, MIN_PONG_WAIT)`, the socket is closed (1002) and the channel's lifetime runs
+/// again as without a socket. Any frame from the client counts as hearing from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Liveness {
+    quiet: Duration,
+    last_heard: tokio::time::Instant,
+    pinged_at: Option<tokio::time::Instant>,
+}
+
+/// What a socket must do now for its client's liveness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// Nothing yet.
+    Nothing,
+    /// Send a keep-alive Ping.
+    Ping,
+    /// The client did not answer the Ping: close the socket.
+    Dead,
+}
+
+impl Liveness {
+    /// A socket that just heard from its client (the handshake) at `now`.
+    fn new(quiet: Duration, now: tokio::time::Instant) -> Liveness {
+        Liveness {
+            quiet: quiet.max(Duration::from_secs(1)),
+            last_heard: now,
+            pinged_at: None,
+        }
+    }
+
+    /// The client sent a frame at `now`.
+    fn heard(&mut self, now: tokio::time::Instant) {
+        self.last_heard = now;
+        self.pinged_at = None;
+    }
+
+    /// A keep-alive Ping went out at `now`.
+    fn pinged(&mut self, now: tokio::time::Instant) {
+        self.pinged_at = Some(now);
+    }
+
+    /// When [`Liveness::due`] next changes.
+    fn next_check(&self) -> tokio::time::Instant {
+        match self.pinged_at {
+            Some(at) => at + self.quiet.max(MIN_PONG_WAIT),
+            None => self.last_heard + self.quiet,
+        }
+    }
+
+    /// What is due at `now`.
+    fn due(&self, now: tokio::time::Instant) -> Due {
+        match self.pinged_at {
+            _ if now < self.next_check() => Due::Nothing,
+            Some(_) => Due::Dead,
+            None => Due::Ping,
+        }
+    }
+}
+
+/// Sends a keep-alive Ping or tells that the client is gone, as `live` says is due now; `Err`
+/// when the socket must end (the client did not answer, or the Ping could not be sent; the
+/// close frame, when one can be sent, is sent).
+async fn keep_alive(tx: &mut Tx, live: &mut Liveness) -> Result<(), ()> {
+    let now = tokio::time::Instant::now();
+    match live.due(now) {
+        Due::Nothing => Ok(()),
+        Due::Ping => {
+            live.pinged(now);
+            tx.send(Message::Ping(KEEPALIVE.to_vec().into()))
+                .await
+                .map_err(|_| ())
+        }
+        Due::Dead => {
+            let _ = tx
+                .send(close(
+                    CloseCode::Protocol,
+                    "no Pong answered the keep-alive Ping",
+                ))
+                .await;
+            Err(())
+        }
+    }
+}
+
 /// What a socket serves: the channel (its user, id, mailbox), the wait of one round, and the
 /// frames' format.
 struct SocketChannel {
@@ -293,6 +389,7 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
         ..
     } = channel;
     let (mut tx, mut rx) = open(conn).await;
+    let mut live = Liveness::new(wait, tokio::time::Instant::now());
     // The channel is this socket's from now on, in one step: what an earlier socket was sent
     // and did not acknowledge comes first, again, and that socket ends.
     let me = mailbox.take_over();
@@ -307,10 +404,20 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
         let polled = tokio::select! {
             p = mailbox.next(me, 1, wait) => p,
             m = rx.next() => match m {
-                // A stray frame (nothing is waiting for an acknowledgement): ignored.
-                Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                // A stray frame (nothing is waiting for an acknowledgement): ignored, but the
+                // client is there.
+                Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    live.heard(tokio::time::Instant::now());
+                    continue;
+                }
                 _ => return,
             },
+            () = tokio::time::sleep_until(live.next_check()) => {
+                if keep_alive(&mut tx, &mut live).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let taken = match polled {
             Polled::Notifications(mut list) => match list.pop() {
@@ -352,10 +459,18 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                         let _ = tx.send(close(CloseCode::Policy, "a newer socket or poll took over the channel")).await;
                         return;
                     }
+                    if keep_alive(&mut tx, &mut live).await.is_err() {
+                        // Gone without the acknowledgement: sent again next time.
+                        mailbox.release(me);
+                        return;
+                    }
                     chat.touch_channel(&id);
                     continue;
                 }
             };
+            if let Some(Ok(_)) = &m {
+                live.heard(tokio::time::Instant::now());
+            }
             match m {
                 Some(Ok(Message::Text(t))) if t.trim() == want => {
                     mailbox.acknowledge_id(taken.id);
@@ -503,6 +618,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
         ..
     } = &channel;
     let me = mailbox.take_over();
+    let mut live = Liveness::new(*wait, tokio::time::Instant::now());
     loop {
         if crate::notify::channel::ending() {
             let _ = tx
@@ -514,7 +630,16 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
         let event = tokio::select! {
             p = mailbox.next(me, max, *wait) => Event::Polled(p),
             m = rx.next() => Event::Client(m),
+            () = tokio::time::sleep_until(live.next_check()) => {
+                if keep_alive(&mut tx, &mut live).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
+        if let Event::Client(Some(Ok(_))) = &event {
+            live.heard(tokio::time::Instant::now());
+        }
         let taken = match event {
             Event::Client(m) => match from_oma_client(&channel, m).await {
                 FromClient::Answer(ack) => {
@@ -591,6 +716,9 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                     continue;
                 }
             };
+            if let Some(Ok(_)) = &m {
+                live.heard(tokio::time::Instant::now());
+            }
             if let Some(Ok(Message::Pong(p))) = &m
                 && p.as_ref() == token.as_slice()
             {
@@ -792,6 +920,32 @@ mod tests {
             xml.contains("<channelLifetime>600</channelLifetime>"),
             "{xml}"
         );
+    }
+
+    /// A quiet client is pinged after one round; one that answers nothing within the wait
+    /// (at least [`MIN_PONG_WAIT`]) is dead; any frame from it starts over.
+    #[test]
+    fn a_quiet_client_is_pinged_and_a_silent_one_let_go() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut live = Liveness::new(s(25), t0);
+        assert_eq!(live.due(t0 + s(24)), Due::Nothing);
+        assert_eq!(live.due(t0 + s(25)), Due::Ping);
+        live.pinged(t0 + s(25));
+        assert_eq!(live.next_check(), t0 + s(50));
+        assert_eq!(live.due(t0 + s(49)), Due::Nothing);
+        assert_eq!(live.due(t0 + s(50)), Due::Dead);
+        live.heard(t0 + s(40));
+        assert_eq!(live.due(t0 + s(50)), Due::Nothing);
+        assert_eq!(live.due(t0 + s(65)), Due::Ping);
+        // A short round (a channel's small maxWaitTime) still leaves the client 5 s to answer,
+        // and a zero one pings at most once a second.
+        let mut short = Liveness::new(s(1), t0);
+        assert_eq!(short.due(t0 + s(1)), Due::Ping);
+        short.pinged(t0 + s(1));
+        assert_eq!(short.due(t0 + s(5)), Due::Nothing);
+        assert_eq!(short.due(t0 + s(6)), Due::Dead);
+        assert_eq!(Liveness::new(s(0), t0).next_check(), t0 + s(1));
     }
 
     /// A Ping's payload names the socket and the frame's last notification: two frames, or two

@@ -1233,6 +1233,46 @@ async fn a_second_socket_takes_the_channel_over() {
     );
 }
 
+/// A client that vanished without closing its socket (modelled by one that reads nothing, so
+/// it answers no Ping) loses it: after a quiet round (the channel's 1 s `maxWaitTime`) the
+/// server pings, and with nothing back within 5 s it closes the socket (1002), on either
+/// binding. A client that reads (and so answers Pings) keeps its socket as long.
+#[tokio::test]
+async fn a_socket_whose_client_answers_no_ping_is_closed() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    // Reading: Pings come and are answered, and the socket stays open past the Pong wait.
+    let mut alive = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while let Ok(m) = tokio::time::timeout_at(until, alive.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("a socket that answers its Pings stays open: {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "{pings} Pings in 8 quiet seconds");
+    drop(alive);
+    for oma in [false, true] {
+        let mut silent = if oma {
+            connect_oma(&url, Format::Json).await.unwrap().0
+        } else {
+            connect(&url, support::APP_TOKEN, Format::Json)
+                .await
+                .unwrap()
+        };
+        // Reads nothing (answers nothing) for longer than a round plus the Pong wait.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let closed = close_code(&mut silent, "the silent socket is closed").await;
+        assert_eq!(closed, Some(1002), "OMA binding: {oma}");
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_channel_closes_its_socket() {
     let s = server(&[]);
