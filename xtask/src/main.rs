@@ -157,8 +157,10 @@ fn feature_suites(root: &Path) -> Result<()> {
 
 /// The black-box suites that run against PostgreSQL as well (the backend matrix): the
 /// flows, errors, durability (restart and SIGKILL: nothing answered 2xx lost), security,
-/// limits, paging, retention and delivery (issue 14's list and what depends on the store). The other suites test what does not depend on the store, or SQLite itself.
-const POSTGRES_SUITES: [&str; 8] = [
+/// limits, paging, retention, delivery (issue 14's list and what depends on the store) and
+/// channels (channel records and their mailboxes' outbox rows, sockets on both bindings). The
+/// other suites test what does not depend on the store, or SQLite itself.
+const POSTGRES_SUITES: [&str; 9] = [
     "flows",
     "errors",
     "durability",
@@ -167,6 +169,7 @@ const POSTGRES_SUITES: [&str; 8] = [
     "paging",
     "retention",
     "delivery",
+    "channels",
 ];
 
 /// Tests of the PostgreSQL pass that read or edit the SQLite file directly (so mean nothing
