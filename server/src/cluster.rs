@@ -260,7 +260,8 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         drop(listener);
         return crate::server::start_on(&config, Some(backend));
     }
-    let forwarder = Arc::new(Forwarder::new(seat.url.clone(), Arc::new(leader_tls)));
+    let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
+    let forwarder = Arc::new(Forwarder::new(seat.url.clone(), Arc::new(leader_tls), cors));
     let url = config.database_url.clone().unwrap_or_default();
     let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
         .map_err(StartError::Store)?;
@@ -399,11 +400,19 @@ struct Forwarder {
     failure: std::sync::Mutex<Option<String>>,
     /// Whether `failure` holds one.
     failing: std::sync::atomic::AtomicBool,
+    /// The CORS policy (`NETAPI_CHAT_CORS_ORIGINS`), so that the answers a standby makes
+    /// itself (a `503` while no leader can be used) are readable by a page the leader's
+    /// answers are readable by.
+    cors: Option<Arc<crate::cors::Cors>>,
 }
 
 impl Forwarder {
     /// No leader yet; `tls`: what an `https://` leader's certificate is verified against.
-    fn new(own_url: String, tls: Arc<rustls::ClientConfig>) -> Forwarder {
+    fn new(
+        own_url: String,
+        tls: Arc<rustls::ClientConfig>,
+        cors: Option<Arc<crate::cors::Cors>>,
+    ) -> Forwarder {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -421,6 +430,7 @@ impl Forwarder {
                 }),
             failure: std::sync::Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
+            cors,
         }
     }
 
@@ -674,7 +684,19 @@ async fn serve_one<S>(
 {
     let service = hyper::service::service_fn(move |request| {
         let forwarder = Arc::clone(&forwarder);
-        async move { Ok::<_, Infallible>(forward(&forwarder, peer, request).await) }
+        async move {
+            // Forwarded answers carry the leader's CORS headers already (applying the same
+            // policy again changes nothing); the standby's own answers get them here.
+            let finish = forwarder
+                .cors
+                .as_ref()
+                .and_then(|c| c.finish(request.headers()));
+            let mut answer = forward(&forwarder, peer, request).await;
+            if let Some(finish) = finish {
+                finish(answer.headers_mut());
+            }
+            Ok::<_, Infallible>(answer)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

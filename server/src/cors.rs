@@ -123,6 +123,16 @@ pub fn exposed_headers(document: &str) -> Result<Vec<String>, String> {
     Ok(names.into_iter().collect())
 }
 
+/// The policy `NETAPI_CHAT_CORS_ORIGINS` asks for (`None`: CORS off), exposing the response
+/// headers of the published OpenAPI: what the server and a cluster standby both apply.
+pub fn policy(origins: Option<&Origins>) -> Result<Option<Arc<Cors>>, String> {
+    let Some(origins) = origins else {
+        return Ok(None);
+    };
+    let exposed = exposed_headers(netapi_chat_api::OPENAPI_JSON)?;
+    Ok(Some(Arc::new(Cors::new(origins.clone(), &exposed)?)))
+}
+
 /// The CORS policy of a running server.
 #[derive(Debug)]
 pub struct Cors {

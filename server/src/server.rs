@@ -369,16 +369,7 @@ pub fn start_on(
         }
     }
     // Pages of the origins the operator lists may call the API (crate::cors).
-    let cors = match &config.cors_origins {
-        Some(origins) => {
-            let exposed = crate::cors::exposed_headers(netapi_chat_api::OPENAPI_JSON)
-                .map_err(StartError::Api)?;
-            let cors =
-                crate::cors::Cors::new(origins.clone(), &exposed).map_err(StartError::Api)?;
-            Some(Arc::new(cors))
-        }
-        None => None,
-    };
+    let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
     if let Some(cors) = &cors {
         methods = methods.with_cors(Arc::clone(cors));
     }

@@ -821,6 +821,62 @@ async fn a_standby_sends_nothing_to_a_leader_whose_certificate_it_does_not_trust
     assert!(!a.body.contains("never forwarded"), "{}", a.body);
 }
 
+/// A page of an allowed origin reads a standby's answers as it reads the leader's: a
+/// forwarded answer carries the leader's CORS headers (once), a preflight is answered
+/// through the standby, and the standby's own `503` (here: a request that carries the cluster
+/// key, which a standby never forwards) carries them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_answers_pages_of_allowed_origins_like_the_leader() {
+    const PAGE: &str = "https://app.example.com";
+    let p = pair(&[("NETAPI_CHAT_CORS_ORIGINS", PAGE)]);
+    let subs = p.standby.urls().subscriptions(ALICE);
+    let forwarded = support::send("GET", &subs, &[("origin", PAGE)], None).await;
+    assert_eq!(forwarded.status, 200, "{}", forwarded.body);
+    let origins: Vec<_> = forwarded
+        .headers
+        .get_all("access-control-allow-origin")
+        .iter()
+        .collect();
+    assert_eq!(origins, [PAGE], "{:?}", forwarded.headers);
+    let vary = forwarded.header("vary");
+    assert_eq!(vary.matches("Origin").count(), 1, "{vary}");
+    let preflight = support::send(
+        "OPTIONS",
+        &subs,
+        &[
+            ("authorization", ""),
+            ("origin", PAGE),
+            ("access-control-request-method", "POST"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(preflight.status, 204, "{}", preflight.body);
+    assert_eq!(
+        preflight.header("access-control-allow-methods"),
+        "GET, HEAD, POST"
+    );
+    let own = support::send(
+        "GET",
+        &subs,
+        &[
+            ("origin", PAGE),
+            ("x-netapi-chat-cluster-key", "not the key"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(own.status, 503, "{}", own.body);
+    assert_eq!(own.header("access-control-allow-origin"), PAGE);
+    assert!(
+        own.header("access-control-expose-headers")
+            .contains("Retry-After"),
+        "{:?}",
+        own.headers
+    );
+}
+
 /// A mixed cluster: the leader serves HTTPS (`auto`: an `https://` URL in the leader row), the
 /// standby plain HTTP. The standby forwards in the scheme the leader row says: a plain client
 /// request to it is forwarded over TLS (the leader's port speaks nothing else) and answered.
