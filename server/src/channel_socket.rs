@@ -215,6 +215,12 @@ pub async fn channel_socket(
         .channel_socket(&user, &p.channel_id)
         .map_err(refused)?;
     let chat = Arc::clone(&server.chat);
+    let grant = Grant {
+        verifier: Arc::clone(&server.verifier),
+        rate: Arc::clone(&server.rate),
+        authorization: hs.authorization.clone(),
+        path_user: p.user_id.clone(),
+    };
     let id = p.channel_id;
     let binding = hs.binding;
     let switching = upgrade.handle(move |conn| async move {
@@ -225,6 +231,7 @@ pub async fn channel_socket(
             mailbox,
             wait,
             format,
+            grant,
         };
         match binding {
             Binding::Signed => serve(conn, channel).await,
@@ -351,6 +358,45 @@ struct SocketChannel {
     mailbox: Arc<Mailbox>,
     wait: Duration,
     format: Format,
+    grant: Grant,
+}
+
+/// What a socket was opened with, looked at again while it is open. A request is authorized
+/// once, but a socket streams a user's notifications for as long as it lives: so before each
+/// frame and at each quiet round it checks that its handshake's credentials still grant the
+/// channel's user (a token revoked from the token file, or a JWT past its `exp`, ends the
+/// socket: 1008), and a client frame that changes something (a `connCheck`) counts against
+/// the token's request rate like a request (past it: 1008), since each one may write the
+/// store.
+struct Grant {
+    verifier: Arc<dyn crate::auth::TokenVerifier>,
+    rate: Arc<crate::rate::RateLimiter>,
+    authorization: Option<String>,
+    path_user: String,
+}
+
+/// Why a socket's grant no longer holds.
+const REVOKED: &str = "the credentials no longer grant this channel";
+/// Why a client's frames end its socket.
+const TOO_FAST: &str = "frames faster than the token's request rate";
+
+impl Grant {
+    /// Whether the credentials still grant `user` (the user the socket was opened for).
+    fn holds(&self, user: &str) -> bool {
+        crate::auth::authenticate(self.verifier.as_ref(), self.authorization.as_deref())
+            .ok()
+            .and_then(|p| crate::auth::resolve_user(&p, &self.path_user).ok())
+            .is_some_and(|u| u == user)
+    }
+
+    /// A client frame that changes something, counted against the token's request rate:
+    /// `Err` with the close reason when the socket must end.
+    fn frame(&self) -> Result<(), &'static str> {
+        let principal =
+            crate::auth::authenticate(self.verifier.as_ref(), self.authorization.as_deref())
+                .map_err(|_| REVOKED)?;
+        self.rate.check(&principal.token_id).map_err(|_| TOO_FAST)
+    }
 }
 
 /// The sending half of a channel's socket.
@@ -386,7 +432,8 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
         mailbox,
         wait,
         format,
-        ..
+        user,
+        grant,
     } = channel;
     let (mut tx, mut rx) = open(conn).await;
     let mut live = Liveness::new(wait, tokio::time::Instant::now());
@@ -419,6 +466,12 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                 continue;
             }
         };
+        if !grant.holds(&user) {
+            // Whatever was just taken goes back for a socket that may have it.
+            mailbox.release(me);
+            let _ = tx.send(close(CloseCode::Policy, REVOKED)).await;
+            return;
+        }
         let taken = match polled {
             Polled::Notifications(mut list) => match list.pop() {
                 Some(one) => one,
@@ -557,6 +610,9 @@ async fn from_oma_client(
             return FromClient::Close(CloseCode::Invalid, "not a connCheck");
         }
     };
+    if let Err(why) = channel.grant.frame() {
+        return FromClient::Close(CloseCode::Policy, why);
+    }
     let granted = match check.new_channel_lifetime {
         Some(asked) => channel
             .chat
@@ -639,6 +695,12 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
         };
         if let Event::Client(Some(Ok(_))) = &event {
             live.heard(tokio::time::Instant::now());
+        }
+        if matches!(event, Event::Polled(_)) && !channel.grant.holds(&channel.user) {
+            // Whatever was just taken goes back for a socket that may have it.
+            mailbox.release(me);
+            let _ = tx.send(close(CloseCode::Policy, REVOKED)).await;
+            return;
         }
         let taken = match event {
             Event::Client(m) => match from_oma_client(&channel, m).await {

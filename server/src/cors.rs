@@ -229,20 +229,29 @@ impl Cors {
         Some(answer)
     }
 
-    /// What to add to the answer of `request`: for an allowed `Origin`, the allowed origin,
-    /// the readable headers and `Vary: Origin` (with a list); nothing for a request without
-    /// `Origin` or from an origin not allowed (the browser then keeps the answer from the
-    /// page). For dropshot's response hook.
+    /// What to add to the answer of `request`: for an allowed `Origin`, the allowed origin and
+    /// the readable headers (a request without `Origin`, or from an origin not allowed, gets
+    /// neither: the browser then keeps the answer from the page); and with a list, `Vary:
+    /// Origin` on every answer, those without the headers included, so that a cache never
+    /// hands a page the answer made for another origin or for none (the Fetch standard's
+    /// "CORS protocol and HTTP caches"). For dropshot's response hook; `None`: nothing to add.
     pub fn finish(
         &self,
         request_headers: &HeaderMap,
     ) -> Option<impl FnOnce(&mut HeaderMap) + Send + use<>> {
-        let allowed = self.allow_origin(request_headers.get(header::ORIGIN)?)?;
-        let expose = self.expose.clone();
+        let allowed = request_headers
+            .get(header::ORIGIN)
+            .and_then(|o| self.allow_origin(o));
         let varies = self.varies();
+        if allowed.is_none() && !varies {
+            return None;
+        }
+        let expose = self.expose.clone();
         Some(move |h: &mut HeaderMap| {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose);
+            if let Some(allowed) = allowed {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+                h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose);
+            }
             if varies {
                 add_vary(h, "Origin");
             }
@@ -449,12 +458,20 @@ mod tests {
                 .expect("ascii")
                 .contains("Location")
         );
-        assert!(cors.finish(&from("https://app.example.com:8443")).is_none());
-        assert!(cors.finish(&HeaderMap::new()).is_none());
+        // Another origin, or none: nothing to read, but the answer still varies by origin.
+        for request in [from("https://app.example.com:8443"), HeaderMap::new()] {
+            let mut h = HeaderMap::new();
+            h.insert(header::VARY, HeaderValue::from_static("Accept"));
+            (cors.finish(&request).expect("a list varies"))(&mut h);
+            assert!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+            assert!(h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
+            assert_eq!(h[header::VARY], "Accept, Origin");
+        }
         let any = listed("*");
         let mut h = HeaderMap::new();
         (any.finish(&from("null")).expect("any"))(&mut h);
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(h.get(header::VARY).is_none());
+        assert!(any.finish(&HeaderMap::new()).is_none(), "`*` does not vary");
     }
 }

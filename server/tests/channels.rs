@@ -1273,6 +1273,79 @@ async fn a_socket_whose_client_answers_no_ping_is_closed() {
     }
 }
 
+/// A socket streams only while its credentials hold: once its token is revoked (the token file
+/// edited under the running server), the next notification is not sent on it; the socket is
+/// closed (1008) and the notification waits for a socket whose credentials hold.
+#[tokio::test]
+async fn a_revoked_token_ends_its_socket_before_the_next_frame() {
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, B).await;
+    subscribe(&s, B, &ch, "bob-app").await;
+    let url = channel_url(&ch);
+    let token = support::user_token(B);
+    let mut ws = connect(&url, &token, Format::Json).await.unwrap();
+    invite(&s, A, B, "before").await;
+    let before = frame(&mut ws, Format::Json).await;
+    assert_eq!(before.1, "before");
+    ack(&mut ws, &before.0).await;
+    let revoked: String = support::token_file()
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{token} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(s.data_dir.join("tokens"), revoked).expect("token file");
+    // The server reads a changed token file within 250 ms.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    invite(&s, A, B, "after").await;
+    assert_eq!(
+        close_code(&mut ws, "the revoked token's socket is closed").await,
+        Some(1008)
+    );
+    let mut app = connect(&url, support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    assert_eq!(frame(&mut app, Format::Json).await.1, "after", "not lost");
+}
+
+/// A `connCheck` may write the store (a new lifetime), so an OMA client's frames count against
+/// its token's request rate like requests: past it, the socket is closed (1008).
+#[tokio::test]
+async fn conn_checks_count_against_the_tokens_request_rate() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[("NETAPI_CHAT_RATE_LIMIT", "50")]);
+    let ch = create_socket_channel(&s, A).await;
+    let (mut ws, _) = connect_oma(&channel_url(&ch), Format::Json)
+        .await
+        .expect("handshake");
+    let mut acks = 0;
+    let mut closed = None;
+    for _ in 0..200 {
+        if ws
+            .send(Message::Text(
+                r#"{"connCheck":{"newChannelLifetime":600}}"#.into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        match m {
+            Ok(Message::Text(_)) => acks += 1,
+            Ok(Message::Close(c)) => {
+                closed = c.map(|c| u16::from(c.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(closed, Some(1008), "after {acks} connAcks");
+    assert!(acks < 200, "{acks} connAcks: none refused");
+}
+
 #[tokio::test]
 async fn deleting_a_channel_closes_its_socket() {
     let s = server(&[]);

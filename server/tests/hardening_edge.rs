@@ -356,6 +356,22 @@ async fn pages_of_listed_origins_may_call_the_api_from_a_browser() {
     assert_eq!(other.status, 200);
     assert_eq!(other.header("access-control-allow-origin"), "");
     assert_eq!(other.header("access-control-expose-headers"), "");
+    // With a list, every answer varies by origin (a cache must not hand it to a listed page),
+    // also one to a request without Origin, and a document's.
+    assert!(
+        other.header("vary").contains("Origin"),
+        "{:?}",
+        other.headers
+    );
+    let no_origin = send("GET", &subs, &[], None).await;
+    assert_eq!(no_origin.header("vary"), "Accept, Origin");
+    let doc = send("GET", &format!("{}/openapi.json", server.base), &[], None).await;
+    assert_eq!((doc.status, doc.header("vary")), (200, "Origin"));
+    assert!(
+        refused.header("vary").contains("Origin"),
+        "{:?}",
+        refused.headers
+    );
     // An OPTIONS that is no preflight is still the gate's 405.
     let plain = send("OPTIONS", &subs, &[("origin", PAGE)], None).await;
     assert_eq!(plain.status, 405);
