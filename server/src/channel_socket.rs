@@ -7,7 +7,8 @@
 //! WebSocket, and the generated client could not use one; the spec describes the protocol on
 //! `createNotificationChannel`. The handshake is checked like any request (credentials, the
 //! user the token may act for, the channel being the user's own and a `WebSockets` one)
-//! before the upgrade, so a refusal is an ordinary `401`, `403` or `404`.
+//! before the upgrade, so a refusal is the `401`, `403` or `404` any request gets (an OMA
+//! `requestError` in the format the handshake's `Accept` asks for, [`refused`]).
 //!
 //! The protocol is the long poll's, one notification at a time: the server takes the next
 //! notification from the channel's mailbox and sends it as one text frame, signed like a
@@ -35,8 +36,7 @@ use crate::notify::webhook_id;
 use crate::signing::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use base64::Engine;
 use dropshot::{
-    ClientErrorStatusCode, HttpError, HttpResponse, Path, RequestContext, WebsocketConnection,
-    WebsocketUpgrade, endpoint,
+    HttpError, HttpResponse, Path, RequestContext, WebsocketConnection, WebsocketUpgrade, endpoint,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -64,13 +64,11 @@ pub struct SocketPath {
     channel_id: String,
 }
 
-/// An OMA refusal as a plain HTTP error (the handshake has no negotiated body format).
-fn refused(e: ApiError) -> HttpError {
-    let text = e.rendered();
-    match ClientErrorStatusCode::from_u16(e.status.as_u16()) {
-        Ok(status) => HttpError::for_client_error(Some(e.message_id.to_owned()), status, text),
-        Err(_) => HttpError::for_unavail(Some(e.message_id.to_owned()), text),
-    }
+/// A refused handshake: the OMA `requestError` every refused request gets, in the format the
+/// handshake's `Accept` asks for (JSON when it asks for neither), with the error's headers
+/// (`WWW-Authenticate` on a `401`).
+fn refused(format: Format, e: &ApiError) -> Result<http::Response<dropshot::Body>, HttpError> {
+    netapi_chat_runtime::negotiate::error_response::<netapi_chat_api::RequestError>(format, e)
 }
 
 /// The format of the frames: the handshake's `Accept` negotiated like every request's (q-values
@@ -192,28 +190,31 @@ pub async fn channel_socket(
     let p = path.into_inner();
     let headers = rqctx.request.headers();
     let text = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let hs = credentials(
+    let format = frame_format(text(http::header::ACCEPT));
+    let answer = *format.as_ref().unwrap_or(&Format::Json);
+    let hs = match credentials(
         text(http::header::AUTHORIZATION),
         text(http::header::SEC_WEBSOCKET_PROTOCOL),
-    )
-    .map_err(refused)?;
-    let user = server
-        .authorize(
-            hs.authorization.as_deref(),
-            &p.user_id,
-            rqctx.request.remote_addr(),
-        )
-        .map_err(refused)?;
-    let format = frame_format(
-        headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .map_err(refused)?;
-    let (mailbox, wait, max) = server
-        .chat
-        .channel_socket(&user, &p.channel_id)
-        .map_err(refused)?;
+    ) {
+        Ok(hs) => hs,
+        Err(e) => return refused(answer, &e),
+    };
+    let user = match server.authorize(
+        hs.authorization.as_deref(),
+        &p.user_id,
+        rqctx.request.remote_addr(),
+    ) {
+        Ok(user) => user,
+        Err(e) => return refused(answer, &e),
+    };
+    let format = match format {
+        Ok(f) => f,
+        Err(e) => return refused(answer, &e),
+    };
+    let (mailbox, wait, max) = match server.chat.channel_socket(&user, &p.channel_id) {
+        Ok(found) => found,
+        Err(e) => return refused(answer, &e),
+    };
     let chat = Arc::clone(&server.chat);
     let grant = Grant {
         verifier: Arc::clone(&server.verifier),
@@ -413,6 +414,28 @@ async fn open(conn: WebsocketConnection) -> (Tx, Rx) {
         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
     let ws = WebSocketStream::from_raw_socket(conn.into_inner(), Role::Server, Some(limits)).await;
     ws.split()
+}
+
+/// How long a socket closed because of what its client sent reads on for the client's own
+/// close frame ([`close_draining`]).
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// Ends a socket whose client may still be writing to it (the server refused one of its
+/// frames): sends the close frame, then reads and drops what the client sends until its close
+/// frame, the end of the connection, or [`CLOSE_DRAIN`], as RFC 6455 §7.1.1 has the closing
+/// side do. Dropping the connection with the client's frames unread would reset it, and a
+/// reset may discard the close frame (and the answers before it) before the client reads
+/// them, so the client would never learn why.
+async fn close_draining(tx: &mut Tx, rx: &mut Rx, code: CloseCode, why: &'static str) {
+    let _ = tx.send(close(code, why)).await;
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A close frame with `code` and the reason `why` (short: a close reason is at most 123
@@ -712,7 +735,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                 }
                 FromClient::Ignore => continue,
                 FromClient::Close(code, why) => {
-                    let _ = tx.send(close(code, why)).await;
+                    close_draining(&mut tx, &mut rx, code, why).await;
                     return;
                 }
                 FromClient::Gone => return,
@@ -797,7 +820,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                 FromClient::Ignore => {}
                 FromClient::Close(code, why) => {
                     mailbox.release(me);
-                    let _ = tx.send(close(code, why)).await;
+                    close_draining(&mut tx, &mut rx, code, why).await;
                     return;
                 }
                 FromClient::Gone => {

@@ -1075,6 +1075,39 @@ async fn socket_handshakes_are_checked_like_requests() {
     poll(&s.urls().notifications(A, &id), Format::Xml)
         .await
         .assert_error(403, "POL0001", Format::Xml);
+    // A refused handshake is the OMA requestError any refused request gets, in the format its
+    // Accept asks for, the 401 with its Bearer challenge.
+    let handshake = |authorization: String, f: Format| {
+        let url = url.replacen("ws://", "http://", 1);
+        async move {
+            send(
+                "GET",
+                &url,
+                &[
+                    ("authorization", authorization.as_str()),
+                    ("upgrade", "websocket"),
+                    ("connection", "Upgrade"),
+                    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("sec-websocket-version", "13"),
+                    ("accept", f.media_type()),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    for f in FORMATS {
+        let a = handshake(String::new(), f).await;
+        a.assert_error(401, "POL0001", f);
+        assert!(
+            a.header("www-authenticate").starts_with("Bearer"),
+            "{:?}",
+            a.headers
+        );
+    }
+    handshake(format!("Bearer {mallory}"), Format::Xml)
+        .await
+        .assert_error(403, "POL0001", Format::Xml);
 }
 
 /// Opens a channel's socket as a browser does: no `Authorization` (a browser cannot set one),
