@@ -416,6 +416,12 @@ async fn open(conn: WebsocketConnection) -> (Tx, Rx) {
     ws.split()
 }
 
+/// Whether reading failed because the client's frame or message was over
+/// [`MAX_CLIENT_MESSAGE`]: the socket is then closed with 1009 (RFC 6455 §7.4.1), not dropped.
+fn too_big(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
+}
+
 /// How long a socket closed because of what its client sent reads on for the client's own
 /// close frame ([`close_draining`]).
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
@@ -479,6 +485,10 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                 Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                     live.heard(tokio::time::Instant::now());
                     continue;
+                }
+                Some(Err(e)) if too_big(&e) => {
+                    let _ = tx.send(close(CloseCode::Size, "a frame or message over 1 KiB")).await;
+                    return;
                 }
                 _ => return,
             },
@@ -559,6 +569,13 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                     | Message::Pong(_)
                     | Message::Frame(_),
                 )) => continue,
+                Some(Err(e)) if too_big(&e) => {
+                    mailbox.release(me);
+                    let _ = tx
+                        .send(close(CloseCode::Size, "a frame or message over 1 KiB"))
+                        .await;
+                    return;
+                }
                 _ => {
                     // Closed without the acknowledgement: sent again next time.
                     mailbox.release(me);
@@ -617,6 +634,9 @@ async fn from_oma_client(
         }
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
             return FromClient::Ignore;
+        }
+        Some(Err(e)) if too_big(&e) => {
+            return FromClient::Close(CloseCode::Size, "a frame or message over 1 KiB");
         }
         Some(Ok(Message::Close(_)) | Err(_)) | None => return FromClient::Gone,
     };

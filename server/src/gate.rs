@@ -110,6 +110,46 @@ pub fn unrouted(path: &str) -> ApiError {
     ApiError::not_found(&path[..end])
 }
 
+/// Whether `m` may be a handshake's method (a `HEAD` is refused later, as no handshake).
+fn method_is_get_or_head(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// Why a request to a socket path is no WebSocket handshake this server speaks (RFC 6455
+/// §4.2.1–4.2.2): without `Upgrade: websocket`, `426` asking for it; with a
+/// `Sec-WebSocket-Version` other than 13, `426` naming 13. `None`: a handshake (the rest is
+/// checked by the upgrade itself).
+pub fn socket_refusal(headers: &http::HeaderMap) -> Option<ApiError> {
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let (header, value, why) = if !has(http::header::UPGRADE, "websocket") {
+        (
+            http::header::UPGRADE,
+            "websocket",
+            "this path takes a WebSocket handshake (Upgrade: websocket)",
+        )
+    } else if !has(http::header::SEC_WEBSOCKET_VERSION, "13") {
+        (
+            http::header::SEC_WEBSOCKET_VERSION,
+            "13",
+            "Sec-WebSocket-Version: this server speaks 13",
+        )
+    } else {
+        return None;
+    };
+    let mut error = ApiError::invalid_input(why).with_status(http::StatusCode::UPGRADE_REQUIRED);
+    error
+        .headers
+        .push((header, http::HeaderValue::from_static(value)));
+    Some(error)
+}
+
 /// One segment of a path template.
 #[derive(Clone, Debug, PartialEq)]
 enum Segment {
@@ -134,6 +174,8 @@ struct Route {
 pub struct Methods {
     routes: Vec<Route>,
     cors: Option<Arc<crate::cors::Cors>>,
+    /// Templates that take only a WebSocket handshake ([`Methods::add_socket`]).
+    sockets: Vec<String>,
 }
 
 /// The order methods are listed in `Allow`.
@@ -219,6 +261,14 @@ impl Methods {
         })
     }
 
+    /// Adds a path template that takes only a WebSocket handshake (a `GET`): a request there
+    /// that is no handshake the server speaks gets an OMA error here, before dropshot's
+    /// upgrade extractor would refuse it in its own JSON ([`socket_refusal`]).
+    pub fn add_socket(&mut self, template: &str) {
+        self.add(template, &["GET"]);
+        self.sockets.push(template.to_owned());
+    }
+
     /// Answer CORS preflights with `cors` (see [`crate::cors`]).
     pub fn with_cors(mut self, cors: Arc<crate::cors::Cors>) -> Methods {
         self.cors = Some(cors);
@@ -251,12 +301,24 @@ impl Methods {
         {
             return Some(answer);
         }
+        if method_is_get_or_head(request.method())
+            && self.sockets.contains(&route.template)
+            && let Some(error) = socket_refusal(request.headers())
+        {
+            return error_response::<RequestError>(answer_format(request), &error).ok();
+        }
         let method = request.method().clone();
         if !route.methods.contains(&method) {
             let error = ApiError::method_not_allowed(method.as_str(), &route.allow);
             return error_response::<RequestError>(answer_format(request), &error).ok();
         }
         if method == Method::HEAD {
+            if request.headers().contains_key(http::header::UPGRADE) {
+                // Routed as a GET it would switch protocols (a WebSocket handshake is a GET,
+                // RFC 6455 §4.1), and a HEAD answer has no connection to hand over.
+                let error = ApiError::invalid_input("a HEAD request cannot upgrade the connection");
+                return error_response::<RequestError>(answer_format(request), &error).ok();
+            }
             *request.method_mut() = Method::GET;
         }
         None
@@ -371,6 +433,41 @@ mod tests {
                 "{unreadable}"
             );
         }
+    }
+
+    /// A socket path takes a WebSocket handshake of version 13 only; anything else is a 426
+    /// saying what to send.
+    #[test]
+    fn a_socket_path_takes_only_a_version_13_handshake() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        let named = |e: ApiError| {
+            assert_eq!(e.status.as_u16(), 426);
+            e.headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+        };
+        let none = socket_refusal(&headers(&[])).expect("no handshake");
+        assert_eq!(named(none), ["upgrade: websocket"]);
+        let old = socket_refusal(&headers(&[
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-version", "8"),
+        ]))
+        .expect("version 8");
+        assert_eq!(named(old), ["sec-websocket-version: 13"]);
+        assert!(
+            socket_refusal(&headers(&[
+                ("upgrade", "h2c, websocket"),
+                ("sec-websocket-version", "13"),
+            ]))
+            .is_none()
+        );
     }
 
     /// What a path without a route is answered with: the OMA error, naming at most the

@@ -359,7 +359,7 @@ pub fn start_on(
         methods.add(path, &["GET"]);
     }
     // The socket of a WebSockets notification channel (unpublished: OpenAPI has no WebSocket).
-    methods.add(crate::channel_socket::PATH, &["GET"]);
+    methods.add_socket(crate::channel_socket::PATH);
     if config.metrics_token.is_some() {
         methods.add(crate::metrics::PATH, &["GET"]);
     }

@@ -1108,6 +1108,25 @@ async fn socket_handshakes_are_checked_like_requests() {
     handshake(format!("Bearer {mallory}"), Format::Xml)
         .await
         .assert_error(403, "POL0001", Format::Xml);
+    // Only version 13 (RFC 6455 §4.2.2: 426 naming it), and only a GET upgrades.
+    let http_url = url.replacen("ws://", "http://", 1);
+    let upgrade = |version: &'static str| {
+        [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", version),
+        ]
+    };
+    let old = send("GET", &http_url, &upgrade("8"), None).await;
+    old.assert_error(426, "SVC0002", Format::Json);
+    assert_eq!(old.header("sec-websocket-version"), "13");
+    let head = send("HEAD", &http_url, &upgrade("13"), None).await;
+    assert_eq!(head.status, 400, "{:?}", head.headers);
+    // A plain GET of the socket is no handshake: 426 asking for one, in the Accept's format.
+    let plain = send("GET", &http_url, &[("accept", "application/xml")], None).await;
+    plain.assert_error(426, "SVC0002", Format::Xml);
+    assert_eq!(plain.header("upgrade"), "websocket");
 }
 
 /// Opens a channel's socket as a browser does: no `Authorization` (a browser cannot set one),
@@ -1377,6 +1396,38 @@ async fn conn_checks_count_against_the_tokens_request_rate() {
     }
     assert_eq!(closed, Some(1008), "after {acks} connAcks");
     assert!(acks < 200, "{acks} connAcks: none refused");
+}
+
+/// A client frame over 1 KiB (a connCheck or an acknowledgement is a few dozen bytes) ends the
+/// socket with 1009, on either binding, instead of a dropped connection.
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_the_socket_with_1009() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    let padded = format!(
+        r#"{{"connCheck":{{"newChannelLifetime":600}}{}}}"#,
+        " ".repeat(1100)
+    );
+    for oma in [false, true] {
+        let mut ws = if oma {
+            connect_oma(&url, Format::Json).await.unwrap().0
+        } else {
+            connect(&url, support::APP_TOKEN, Format::Json)
+                .await
+                .unwrap()
+        };
+        ws.send(Message::Text(padded.clone().into()))
+            .await
+            .expect("send");
+        assert_eq!(
+            close_code(&mut ws, "the socket is closed").await,
+            Some(1009),
+            "OMA binding: {oma}"
+        );
+    }
 }
 
 #[tokio::test]
