@@ -340,10 +340,10 @@ async fn keep_alive(tx: &mut Tx, live: &mut Liveness) -> Result<(), ()> {
         }
         Due::Dead => {
             let _ = tx
-                .send(close(
+                .send(close((
                     CloseCode::Protocol,
                     "no Pong answered the keep-alive Ping",
-                ))
+                )))
                 .await;
             Err(())
         }
@@ -377,9 +377,15 @@ struct Grant {
 }
 
 /// Why a socket's grant no longer holds.
-const REVOKED: &str = "the credentials no longer grant this channel";
+const REVOKED: End = (
+    CloseCode::Policy,
+    "the credentials no longer grant this channel",
+);
 /// Why a client's frames end its socket.
-const TOO_FAST: &str = "frames faster than the token's request rate";
+const TOO_FAST: End = (
+    CloseCode::Policy,
+    "frames faster than the token's request rate",
+);
 
 impl Grant {
     /// Whether the credentials still grant `user` (the user the socket was opened for).
@@ -392,7 +398,7 @@ impl Grant {
 
     /// A client frame that changes something, counted against the token's request rate:
     /// `Err` with the close reason when the socket must end.
-    fn frame(&self) -> Result<(), &'static str> {
+    fn frame(&self) -> Result<(), End> {
         let principal =
             crate::auth::authenticate(self.verifier.as_ref(), self.authorization.as_deref())
                 .map_err(|_| REVOKED)?;
@@ -432,8 +438,8 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// side do. Dropping the connection with the client's frames unread would reset it, and a
 /// reset may discard the close frame (and the answers before it) before the client reads
 /// them, so the client would never learn why.
-async fn close_draining(tx: &mut Tx, rx: &mut Rx, code: CloseCode, why: &'static str) {
-    let _ = tx.send(close(code, why)).await;
+async fn close_draining(tx: &mut Tx, rx: &mut Rx, end: End) {
+    let _ = tx.send(close(end)).await;
     let _ = tokio::time::timeout(CLOSE_DRAIN, async {
         while let Some(Ok(m)) = rx.next().await {
             if matches!(m, Message::Close(_)) {
@@ -446,11 +452,37 @@ async fn close_draining(tx: &mut Tx, rx: &mut Rx, code: CloseCode, why: &'static
 
 /// A close frame with `code` and the reason `why` (short: a close reason is at most 123
 /// bytes).
-fn close(code: CloseCode, why: &'static str) -> Message {
+fn close((code, why): End) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: why.into(),
     }))
+}
+
+/// Why the server ends a socket: the close code and the reason sent with it.
+type End = (CloseCode, &'static str);
+/// The server is shutting down (SIGTERM).
+const STOPPING: End = (CloseCode::Away, "the server is stopping");
+/// The channel was deleted, or its lifetime ended.
+const DELETED: End = (CloseCode::Away, "the channel was deleted");
+/// A newer socket or poll took the channel over (OMA's `SVC1012` on a poll).
+const TAKEN_OVER: End = (
+    CloseCode::Policy,
+    "a newer socket or poll took over the channel",
+);
+/// A client frame or message over [`MAX_CLIENT_MESSAGE`].
+const TOO_BIG: End = (CloseCode::Size, "a frame or message over 1 KiB");
+
+/// How the mailbox ends a socket of generation `me`, when it does: the channel is gone, or a
+/// newer socket or poll took it over (it has what this one was handed).
+fn mailbox_end(mailbox: &Mailbox, me: u64) -> Option<End> {
+    if mailbox.is_closed() {
+        Some(DELETED)
+    } else if mailbox.generation() != me {
+        Some(TAKEN_OVER)
+    } else {
+        None
+    }
 }
 
 /// One socket: a frame per notification, each waiting for its acknowledgement.
@@ -471,9 +503,7 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
     let me = mailbox.take_over();
     loop {
         if crate::notify::channel::ending() {
-            let _ = tx
-                .send(close(CloseCode::Away, "the server is stopping"))
-                .await;
+            let _ = tx.send(close(STOPPING)).await;
             return;
         }
         chat.touch_channel(&id);
@@ -487,7 +517,7 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                     continue;
                 }
                 Some(Err(e)) if too_big(&e) => {
-                    let _ = tx.send(close(CloseCode::Size, "a frame or message over 1 KiB")).await;
+                    let _ = tx.send(close(TOO_BIG)).await;
                     return;
                 }
                 _ => return,
@@ -502,7 +532,7 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
         if !grant.holds(&user) {
             // Whatever was just taken goes back for a socket that may have it.
             mailbox.release(me);
-            let _ = tx.send(close(CloseCode::Policy, REVOKED)).await;
+            let _ = tx.send(close(REVOKED)).await;
             return;
         }
         let taken = match polled {
@@ -511,18 +541,11 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                 None => continue,
             },
             Polled::Closed => {
-                let _ = tx
-                    .send(close(CloseCode::Away, "the channel was deleted"))
-                    .await;
+                let _ = tx.send(close(DELETED)).await;
                 return;
             }
             Polled::Superseded => {
-                let _ = tx
-                    .send(close(
-                        CloseCode::Policy,
-                        "a newer socket or poll took over the channel",
-                    ))
-                    .await;
+                let _ = tx.send(close(TAKEN_OVER)).await;
                 return;
             }
         };
@@ -536,13 +559,8 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
             let m = tokio::select! {
                 m = rx.next() => m,
                 () = tokio::time::sleep(ACK_CHECK) => {
-                    if mailbox.is_closed() {
-                        let _ = tx.send(close(CloseCode::Away, "the channel was deleted")).await;
-                        return;
-                    }
-                    if mailbox.generation() != me {
-                        // Taken over: the newer socket or poll has what this one was sent.
-                        let _ = tx.send(close(CloseCode::Policy, "a newer socket or poll took over the channel")).await;
+                    if let Some(end) = mailbox_end(&mailbox, me) {
+                        let _ = tx.send(close(end)).await;
                         return;
                     }
                     if keep_alive(&mut tx, &mut live).await.is_err() {
@@ -571,9 +589,7 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                 )) => continue,
                 Some(Err(e)) if too_big(&e) => {
                     mailbox.release(me);
-                    let _ = tx
-                        .send(close(CloseCode::Size, "a frame or message over 1 KiB"))
-                        .await;
+                    let _ = tx.send(close(TOO_BIG)).await;
                     return;
                 }
                 _ => {
@@ -600,7 +616,7 @@ enum FromClient {
     /// nothing; a raw frame).
     Ignore,
     /// End the socket with this close frame (a frame it cannot take).
-    Close(CloseCode, &'static str),
+    Close(End),
     /// The client closed the socket, or the connection broke.
     Gone,
 }
@@ -630,13 +646,13 @@ async fn from_oma_client(
     let text = match m {
         Some(Ok(Message::Text(t))) => t,
         Some(Ok(Message::Binary(_))) => {
-            return FromClient::Close(CloseCode::Unsupported, "only text frames are read");
+            return FromClient::Close((CloseCode::Unsupported, "only text frames are read"));
         }
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
             return FromClient::Ignore;
         }
         Some(Err(e)) if too_big(&e) => {
-            return FromClient::Close(CloseCode::Size, "a frame or message over 1 KiB");
+            return FromClient::Close(TOO_BIG);
         }
         Some(Ok(Message::Close(_)) | Err(_)) | None => return FromClient::Gone,
     };
@@ -650,11 +666,11 @@ async fn from_oma_client(
                 error = %crate::logsafe::Escaped(&why),
                 "OMA socket: not a connCheck, closed"
             );
-            return FromClient::Close(CloseCode::Invalid, "not a connCheck");
+            return FromClient::Close((CloseCode::Invalid, "not a connCheck"));
         }
     };
     if let Err(why) = channel.grant.frame() {
-        return FromClient::Close(CloseCode::Policy, why);
+        return FromClient::Close(why);
     }
     let granted = match check.new_channel_lifetime {
         Some(asked) => channel
@@ -682,12 +698,10 @@ async fn from_oma_client(
             FromClient::Answer(String::from_utf8_lossy(&ack).into_owned())
         }
         Err(e) if e.status.as_u16() == 400 => {
-            FromClient::Close(CloseCode::Invalid, "newChannelLifetime is below 0")
+            FromClient::Close((CloseCode::Invalid, "newChannelLifetime is below 0"))
         }
-        Err(e) if e.status.as_u16() == 404 => {
-            FromClient::Close(CloseCode::Away, "the channel was deleted")
-        }
-        Err(_) => FromClient::Close(CloseCode::Away, "the server is stopping"),
+        Err(e) if e.status.as_u16() == 404 => FromClient::Close(DELETED),
+        Err(_) => FromClient::Close(STOPPING),
     }
 }
 
@@ -720,9 +734,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
     let mut live = Liveness::new(*wait, tokio::time::Instant::now());
     loop {
         if crate::notify::channel::ending() {
-            let _ = tx
-                .send(close(CloseCode::Away, "the server is stopping"))
-                .await;
+            let _ = tx.send(close(STOPPING)).await;
             return;
         }
         chat.touch_channel(id);
@@ -742,7 +754,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
         if matches!(event, Event::Polled(_)) && !channel.grant.holds(&channel.user) {
             // Whatever was just taken goes back for a socket that may have it.
             mailbox.release(me);
-            let _ = tx.send(close(CloseCode::Policy, REVOKED)).await;
+            let _ = tx.send(close(REVOKED)).await;
             return;
         }
         let taken = match event {
@@ -754,8 +766,8 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                     continue;
                 }
                 FromClient::Ignore => continue,
-                FromClient::Close(code, why) => {
-                    close_draining(&mut tx, &mut rx, code, why).await;
+                FromClient::Close(end) => {
+                    close_draining(&mut tx, &mut rx, end).await;
                     return;
                 }
                 FromClient::Gone => return,
@@ -764,18 +776,11 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
             Event::Polled(Polled::Notifications(list)) if list.is_empty() => continue,
             Event::Polled(Polled::Notifications(list)) => list,
             Event::Polled(Polled::Closed) => {
-                let _ = tx
-                    .send(close(CloseCode::Away, "the channel was deleted"))
-                    .await;
+                let _ = tx.send(close(DELETED)).await;
                 return;
             }
             Event::Polled(Polled::Superseded) => {
-                let _ = tx
-                    .send(close(
-                        CloseCode::Policy,
-                        "a newer socket or poll took over the channel",
-                    ))
-                    .await;
+                let _ = tx.send(close(TAKEN_OVER)).await;
                 return;
             }
         };
@@ -800,21 +805,18 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
             let m = tokio::select! {
                 m = rx.next() => m,
                 () = tokio::time::sleep(ACK_CHECK) => {
-                    let end = if mailbox.is_closed() {
-                        Some((CloseCode::Away, "the channel was deleted"))
-                    } else if mailbox.generation() != me {
-                        // Taken over: the newer socket or poll has what this one was sent.
-                        Some((CloseCode::Policy, "a newer socket or poll took over the channel"))
-                    } else if crate::notify::channel::ending() {
-                        Some((CloseCode::Away, "the server is stopping"))
-                    } else if tokio::time::Instant::now() >= deadline {
-                        Some((CloseCode::Protocol, "no Pong answered the Ping"))
-                    } else {
-                        None
-                    };
-                    if let Some((code, why)) = end {
+                    let end = mailbox_end(mailbox, me).or_else(|| {
+                        if crate::notify::channel::ending() {
+                            Some(STOPPING)
+                        } else if tokio::time::Instant::now() >= deadline {
+                            Some((CloseCode::Protocol, "no Pong answered the Ping"))
+                        } else {
+                            None
+                        }
+                    });
+                    if let Some(end) = end {
                         mailbox.release(me);
-                        let _ = tx.send(close(code, why)).await;
+                        let _ = tx.send(close(end)).await;
                         return;
                     }
                     chat.touch_channel(id);
@@ -838,9 +840,9 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                     }
                 }
                 FromClient::Ignore => {}
-                FromClient::Close(code, why) => {
+                FromClient::Close(end) => {
                     mailbox.release(me);
-                    close_draining(&mut tx, &mut rx, code, why).await;
+                    close_draining(&mut tx, &mut rx, end).await;
                     return;
                 }
                 FromClient::Gone => {

@@ -904,10 +904,22 @@ async fn connect(url: &str, token: &str, f: Format) -> Result<Socket, u16> {
         );
     }
     h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
+    handshake(request).await.map(|(ws, _)| ws)
+}
+
+/// Sends a prepared handshake: the socket and the subprotocol the server selected, or the HTTP
+/// status of a refused handshake.
+async fn handshake(request: http::Request<()>) -> Result<(Socket, Option<String>), u16> {
     let host = request.uri().authority().expect("host").to_string();
     let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
     match tokio_tungstenite::client_async(request, tcp).await {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, answer)) => {
+            let selected = answer
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                .map(|v| v.to_str().unwrap().to_owned());
+            Ok((ws, selected))
+        }
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
         Err(e) => panic!("handshake: {e}"),
     }
@@ -1147,19 +1159,7 @@ async fn connect_browser(
     if f == Format::Xml {
         h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
     }
-    let host = request.uri().authority().expect("host").to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
-    match tokio_tungstenite::client_async(request, tcp).await {
-        Ok((ws, answer)) => {
-            let selected = answer
-                .headers()
-                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
-                .map(|v| v.to_str().unwrap().to_owned());
-            Ok((ws, selected))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("handshake: {e}"),
-    }
+    handshake(request).await
 }
 
 const PROTOCOL: &str = "netapi-chat.notificationchannel.v1";
@@ -1463,19 +1463,7 @@ async fn connect_oma(url: &str, f: Format) -> Result<(Socket, Option<String>), u
         OMA_PROTOCOL.parse().unwrap(),
     );
     h.insert(http::header::ACCEPT, f.media_type().parse().unwrap());
-    let host = request.uri().authority().expect("host").to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
-    match tokio_tungstenite::client_async(request, tcp).await {
-        Ok((ws, answer)) => {
-            let selected = answer
-                .headers()
-                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
-                .map(|v| v.to_str().unwrap().to_owned());
-            Ok((ws, selected))
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("handshake: {e}"),
-    }
+    handshake(request).await
 }
 
 /// The next text frame of an OMA socket (within 10 s), as sent. Stops reading right after
