@@ -21,8 +21,10 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Smallest RSA modulus accepted, in bits.
 const MIN_RSA_BITS: usize = 2048;
@@ -125,6 +127,104 @@ pub struct JwtVerifier {
     keys: Vec<Key>,
     config: JwtConfig,
     skipped: Vec<String>,
+    /// Tokens this verifier accepted recently ([`Verified`]).
+    verified: Verified,
+}
+
+/// Most tokens [`Verified`] holds (about 200 bytes each with their principal: under 1 MiB).
+pub const VERIFIED_CAP: usize = 4096;
+
+/// Tokens a verifier accepted recently, so that a token presented again (each request of an
+/// application, each frame and quiet round of its socket) costs a SHA-256 and a map lookup
+/// instead of a signature verification (BENCHMARKS.md "JWT verification"). Keyed by the
+/// token's SHA-256 (the token itself is never kept); each entry holds the principal that
+/// verification concluded and the claims that make the token lapse (`exp`, `nbf`), checked
+/// again at every hit by the rule jsonwebtoken applies ([`in_force`]), so a cached token
+/// expires at the same second as an uncached one.
+///
+/// Only acceptances are kept: a refused token is verified (and refused) again each time,
+/// as before. Nothing else can change the verdict: the keys, the issuer, the audience, the
+/// scope and the user claim are fixed for the verifier's life (read at start; other keys
+/// mean another verifier, with an empty cache), and a token's bytes fix its claims.
+///
+/// Bounded by [`VERIFIED_CAP`]: when full, the lapsed entries go first, then an arbitrary
+/// one, so a client presenting ever new tokens (each must be validly signed to get in)
+/// churns the cache but never grows it.
+#[derive(Default)]
+struct Verified(Mutex<HashMap<[u8; 32], Accepted>>);
+
+/// What verifying one token concluded.
+#[derive(Clone)]
+struct Accepted {
+    principal: Principal,
+    /// `exp`, seconds since the epoch (required: verification refuses a token without it).
+    exp: u64,
+    /// `nbf`, when the token has one.
+    nbf: Option<u64>,
+}
+
+impl Verified {
+    /// The cached verdict on the token with SHA-256 `key` at `now` (seconds), if it was
+    /// accepted before: the principal while it is in force, else why not (and the entry goes).
+    fn get(
+        &self,
+        key: &[u8; 32],
+        now: u64,
+        leeway: u64,
+    ) -> Option<Result<Principal, InvalidToken>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = map.get(key)?;
+        match in_force(hit.exp, hit.nbf, now, leeway) {
+            Ok(()) => Some(Ok(hit.principal.clone())),
+            Err(why) => {
+                map.remove(key);
+                Some(Err(why))
+            }
+        }
+    }
+
+    /// Keeps an accepted token, making room as [`Verified`] says.
+    fn put(&self, key: [u8; 32], accepted: Accepted, now: u64, leeway: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VERIFIED_CAP && !map.contains_key(&key) {
+            map.retain(|_, a| in_force(a.exp, a.nbf, now, leeway).is_ok());
+            if map.len() >= VERIFIED_CAP
+                && let Some(any) = map.keys().next().copied()
+            {
+                map.remove(&any);
+            }
+        }
+        map.insert(key, accepted);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Whether a token with `exp` and `nbf` is in force at `now` with `leeway` (all seconds): the
+/// rule jsonwebtoken's validation applies (`exp < now - leeway` has expired, `nbf > now +
+/// leeway` is not valid yet), applied again to a cached verdict ([`Verified`]).
+fn in_force(exp: u64, nbf: Option<u64>, now: u64, leeway: u64) -> Result<(), InvalidToken> {
+    if exp < now.saturating_sub(leeway) {
+        return Err(InvalidToken::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(InvalidToken::NotYetValid);
+    }
+    Ok(())
+}
+
+/// A numeric date claim as jsonwebtoken reads it: an unsigned integer, or a finite
+/// non-negative number rounded.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<u64> {
+    let v = claims.get(name)?;
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f.round() as u64)
+    })
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -211,6 +311,7 @@ impl JwtVerifier {
             keys,
             config,
             skipped,
+            verified: Verified::default(),
         })
     }
 
@@ -254,11 +355,31 @@ impl JwtVerifier {
 }
 
 impl TokenVerifier for JwtVerifier {
+    /// A token accepted before is answered from [`Verified`]; any other is verified.
     fn verify(&self, bearer: &str) -> Result<Principal, AuthError> {
-        let invalid = |why| Err(AuthError::Invalid(why));
         if bearer.len() > MAX_TOKEN_LEN {
-            return invalid(InvalidToken::NotAJwt);
+            return Err(AuthError::Invalid(InvalidToken::NotAJwt));
         }
+        let key = super::digest(bearer);
+        let (now, leeway) = (
+            jsonwebtoken::get_current_timestamp(),
+            self.config.leeway_secs,
+        );
+        if let Some(verdict) = self.verified.get(&key, now, leeway) {
+            return verdict.map_err(AuthError::Invalid);
+        }
+        let accepted = self.verify_signed(bearer)?;
+        let principal = accepted.principal.clone();
+        self.verified.put(key, accepted, now, leeway);
+        Ok(principal)
+    }
+}
+
+impl JwtVerifier {
+    /// Verifies `bearer` (at most [`MAX_TOKEN_LEN`] bytes) in full: the header, the signature,
+    /// the registered claims, the scope and the user claim.
+    fn verify_signed(&self, bearer: &str) -> Result<Accepted, AuthError> {
+        let invalid = |why| Err(AuthError::Invalid(why));
         let Ok(header) = jsonwebtoken::decode_header(bearer) else {
             return invalid(InvalidToken::NotAJwt);
         };
@@ -310,10 +431,18 @@ impl TokenVerifier for JwtVerifier {
             Some(sub) => sub.to_owned(),
             None => users.first().cloned().unwrap_or_default(),
         };
-        Ok(Principal {
-            users,
-            subject,
-            token_id: token_id(bearer),
+        // Validation required `exp` and read it the same way: never missing here.
+        let Some(exp) = numeric_date(&claims, "exp") else {
+            return invalid(InvalidToken::MissingClaim("exp".to_owned()));
+        };
+        Ok(Accepted {
+            principal: Principal {
+                users,
+                subject,
+                token_id: token_id(bearer),
+            },
+            exp,
+            nbf: numeric_date(&claims, "nbf"),
         })
     }
 }
@@ -1128,5 +1257,134 @@ Auq45p/ZZnRRb5fjoWS1brdMyTXbuwiB";
         assert_eq!(modulus_bits(RSA_1_N), Ok(2048));
         assert_eq!(modulus_bits(&URL_SAFE_NO_PAD.encode([0, 0, 1])), Ok(1));
         assert!(modulus_bits(&URL_SAFE_NO_PAD.encode([0, 0])).is_err());
+    }
+
+    /// The rule a cached verdict is checked by again, at its edges: `exp` is in force up to
+    /// `now - leeway` (equal included), `nbf` from `now + leeway`.
+    #[test]
+    fn a_cached_verdict_lapses_by_jsonwebtokens_rule() {
+        let (now, leeway) = (1_000_000, 60);
+        let cases = [
+            (now - 60, None, Ok(())),
+            (now - 61, None, Err(InvalidToken::Expired)),
+            (now + 3600, Some(now + 60), Ok(())),
+            (now + 3600, Some(now + 61), Err(InvalidToken::NotYetValid)),
+            (0, None, Err(InvalidToken::Expired)),
+        ];
+        for (exp, nbf, want) in cases {
+            assert_eq!(
+                in_force(exp, nbf, now, leeway),
+                want,
+                "exp {exp} nbf {nbf:?}"
+            );
+        }
+        assert_eq!(
+            in_force(0, None, 10, 60),
+            Ok(()),
+            "no underflow near the epoch"
+        );
+    }
+
+    /// A token accepted once is answered from the cache with the same principal, expires there
+    /// at its `exp` (and leaves it), and a refused token is never kept.
+    #[test]
+    fn accepted_tokens_are_kept_until_they_lapse_refused_ones_never() {
+        let v = verifier();
+        let token = rs256(&claims());
+        let first = v.verify(&token).expect("valid");
+        assert_eq!(v.verified.len(), 1);
+        assert_eq!(v.verify(&token).expect("valid again"), first);
+        assert_eq!(v.verified.len(), 1, "one entry per token");
+
+        let key = super::super::digest(&token);
+        let exp = u64::try_from(now() + 3600).expect("positive");
+        let later = exp + JwtConfig::new(ISS, AUD).leeway_secs + 1;
+        assert_eq!(
+            v.verified.get(&key, later, 60),
+            Some(Err(InvalidToken::Expired))
+        );
+        assert_eq!(v.verified.len(), 0, "a lapsed entry goes");
+
+        let forged = format!("{}x", rs256(&claims()));
+        assert!(v.verify(&forged).is_err());
+        let expired = rs256(&with(claims(), "exp", json!(now() - 3600)));
+        assert_eq!(
+            v.verify(&expired),
+            Err(AuthError::Invalid(InvalidToken::Expired))
+        );
+        assert_eq!(v.verified.len(), 0, "refusals are not kept");
+    }
+
+    /// The cache never holds more than its cap; when full, lapsed entries make room first.
+    #[test]
+    fn the_cache_is_bounded_and_drops_lapsed_entries_first() {
+        let cache = Verified::default();
+        let principal = Principal {
+            users: vec![ALICE.to_owned()],
+            subject: ALICE.to_owned(),
+            token_id: "sha256:0".to_owned(),
+        };
+        let (now, leeway) = (1_000_000, 60);
+        let entry = |exp| Accepted {
+            principal: principal.clone(),
+            exp,
+            nbf: None,
+        };
+        let key = |i: usize| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            k
+        };
+        for i in 0..VERIFIED_CAP + 100 {
+            cache.put(key(i), entry(now + 3600), now, leeway);
+        }
+        assert_eq!(cache.len(), VERIFIED_CAP);
+
+        let lapsed = Verified::default();
+        for i in 0..VERIFIED_CAP {
+            let exp = if i % 2 == 0 { now - 3600 } else { now + 3600 };
+            lapsed.put(key(i), entry(exp), now, leeway);
+        }
+        lapsed.put(key(VERIFIED_CAP), entry(now + 3600), now, leeway);
+        assert_eq!(
+            lapsed.len(),
+            VERIFIED_CAP / 2 + 1,
+            "the lapsed half made room"
+        );
+        assert!(matches!(lapsed.get(&key(1), now, leeway), Some(Ok(_))));
+    }
+
+    /// BENCHMARKS.md "JWT verification": the cost of verifying an RS256 and an ES256 token in
+    /// full against answering one accepted before from the cache, in one run.
+    /// `cargo test --release --lib -- --ignored --nocapture jwt_verify_bench`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn jwt_verify_bench() {
+        let v = verifier();
+        let es = sign(Algorithm::ES256, Some("ec-1"), &ec_1(), &claims());
+        let rs = rs256(&claims());
+        let time = |f: &dyn Fn()| {
+            let rounds = 2000;
+            let t = std::time::Instant::now();
+            for _ in 0..rounds {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+        };
+        println!("| token | verified in full µs | from the cache µs | ratio |");
+        println!("|---|---:|---:|---:|");
+        for (name, token) in [("RS256 (2048-bit)", &rs), ("ES256 (P-256)", &es)] {
+            let full = time(&|| {
+                v.verify_signed(token).expect("valid");
+            });
+            v.verify(token).expect("valid");
+            let cached = time(&|| {
+                v.verify(token).expect("valid");
+            });
+            println!(
+                "| {name} | {full:.1} | {cached:.2} | {:.0}× |",
+                full / cached
+            );
+        }
     }
 }
