@@ -376,6 +376,9 @@ async fn correlator_replays(format: Format) {
         "[{format:?}] same session"
     );
     let sid = last_segment(one.header("location"));
+    // The same correlator with other invitees is a conflict, not the first session.
+    let other = send_doc("POST", &url, format, &session_doc(&[C], Some("sess-1"))).await;
+    other.assert_error(409, "SVC0005", format);
     let sessions: ChatSessionList = send_empty("GET", &srv.urls().chat_sessions(A), format)
         .await
         .decode();
@@ -396,8 +399,17 @@ async fn correlator_replays(format: Format) {
         m2.header("location"),
         "[{format:?}] same message"
     );
+    // The same correlator with another text is a conflict: the client is not told that
+    // a message it never sent was sent.
+    let m3 = send_doc("POST", &murl, format, &message("twice", Some("msg-1"))).await;
+    let e = m3.assert_error(409, "SVC0005", format);
+    assert_eq!(
+        e.service_exception.map(|x| x.variables),
+        Some(vec!["msg-1".to_owned()])
+    );
     let msgs: ChatMessageList = send_empty("GET", &murl, format).await.decode();
     assert_eq!(msgs.chat_message.len(), 1);
+    assert_eq!(msgs.chat_message[0].text, "once");
     // B got one invitation and one message, nothing twice.
     let got = lb.wait_for(2).await;
     assert_eq!(got[1].kind(), "messageNotification");

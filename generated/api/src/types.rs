@@ -1643,7 +1643,9 @@ pub struct ChatSessionInformation {
         deserialize_with = "netapi_chat_runtime::json::opt_bool"
     )]
     pub ended: Option<bool>,
-    /// `clientCorrelator`.
+    /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
+    /// subject and invitees answers the session it started; another request with it is `409
+    /// SVC0005`.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -1953,7 +1955,9 @@ pub struct ChatMessage {
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub report_request: Vec<MessageStatus>,
-    /// `clientCorrelator`.
+    /// `clientCorrelator`: Client-chosen id that makes a retried send safe: a resend with the same
+    /// text and reports answers the message it sent (nothing is sent twice); another request with
+    /// it is `409 SVC0005`.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -2247,7 +2251,9 @@ pub struct GroupChatSessionInformation {
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub participant: Vec<ParticipantInformation>,
-    /// `clientCorrelator`.
+    /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
+    /// subject and invitees answers the session it started; another request with it is `409
+    /// SVC0005`.
     #[serde(
         rename = "clientCorrelator",
         default,

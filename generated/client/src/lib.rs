@@ -444,6 +444,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChatMessage {
+        ///Client-chosen id that makes a retried send safe: a resend with the same text and reports answers the message it sent (nothing is sent twice); another request with it is `409 SVC0005`.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -485,7 +486,7 @@ pub mod types {
         pub text: ::std::string::String,
     }
 
-    ///`ChatMessageClientCorrelator`
+    ///Client-chosen id that makes a retried send safe: a resend with the same text and reports answers the message it sent (nothing is sent twice); another request with it is `409 SVC0005`.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatMessageClientCorrelator(::std::string::String);
@@ -916,6 +917,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct ChatSessionInformation {
+        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -969,7 +971,7 @@ pub mod types {
         pub t_participant_name: ::std::option::Option<ChatSessionInformationTParticipantName>,
     }
 
-    ///`ChatSessionInformationClientCorrelator`
+    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatSessionInformationClientCorrelator(::std::string::String);
@@ -1994,6 +1996,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct GroupChatSessionInformation {
+        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -2012,7 +2015,7 @@ pub mod types {
         pub subject: ::std::option::Option<GroupChatSessionInformationSubject>,
     }
 
-    ///`GroupChatSessionInformationClientCorrelator`
+    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct GroupChatSessionInformationClientCorrelator(::std::string::String);
@@ -5324,6 +5327,9 @@ impl Client {
             406u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             413u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -7049,6 +7055,9 @@ impl Client {
             406u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
+            409u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
             413u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
@@ -7903,6 +7912,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             413u16 => Err(Error::ErrorResponse(

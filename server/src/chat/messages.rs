@@ -101,8 +101,22 @@ impl Chat {
             Some(c) => {
                 self.visible(&self.read_state(), user, sid)?;
                 let (s, u, c) = (sid.to_owned(), user.to_owned(), c.clone());
-                self.read(move |b| b.message_by_correlator(&s, &u, &c))
-                    .await?
+                let first = self
+                    .read(move |b| match b.message_by_correlator(&s, &u, &c)? {
+                        Some(mid) => b
+                            .message(&s, &mid)?
+                            .map(|v| decode_stored_message(&s, &mid, &v))
+                            .transpose(),
+                        None => Ok(None),
+                    })
+                    .await?;
+                match first {
+                    Some(m) => {
+                        same_message(&m, &body).map_err(|r| r.into_api(String::new))?;
+                        Some(m.id)
+                    }
+                    None => None,
+                }
             }
             None => None,
         };
@@ -340,15 +354,15 @@ fn send(
         return Err(Refused::NobodyJoined);
     }
     let sender_name = me.and_then(|(_, n)| n);
+    let (report_delivered, report_displayed) = reports_asked(&body);
     let message = Message {
         id: draft.id,
         seq: draft.seq,
         sender: user.to_owned(),
         text: body.text,
         date_time: draft.date_time,
-        report_delivered: body.success_report == Some(true)
-            || body.report_request.contains(&MessageStatus::Delivered),
-        report_displayed: body.report_request.contains(&MessageStatus::Displayed),
+        report_delivered,
+        report_displayed,
         client_correlator: body.client_correlator,
         recipients: recipients
             .iter()
@@ -365,6 +379,32 @@ fn send(
         })
         .collect();
     Ok((message, outbox))
+}
+
+/// The reports a send asks for, (`Delivered`, `Displayed`): `Delivered` with `successReport`
+/// or in `reportRequest`, `Displayed` in `reportRequest`.
+fn reports_asked(body: &ChatMessage) -> (bool, bool) {
+    (
+        body.success_report == Some(true)
+            || body.report_request.contains(&MessageStatus::Delivered),
+        body.report_request.contains(&MessageStatus::Displayed),
+    )
+}
+
+/// Seed 7.1.9, the rule on a `clientCorrelator` replay: a resend (the same text, asking for
+/// the same reports) answers the first message; another request with the correlator is
+/// refused (`409 SVC0005`, reference §3.4), rather than told a message was sent that never
+/// was.
+fn same_message(first: &Message, body: &ChatMessage) -> Result<(), Refused> {
+    if first.text == body.text
+        && (first.report_delivered, first.report_displayed) == reports_asked(body)
+    {
+        Ok(())
+    } else {
+        Err(Refused::DuplicateCorrelator(
+            first.client_correlator.clone().unwrap_or_default(),
+        ))
+    }
 }
 
 /// Seed 7.1.10, the rule on the status confirmed: `Delivered` or `Displayed`; `Sent` and
@@ -630,6 +670,34 @@ mod tests {
                     Err(Refused::ServerSetStatus(status))
                 }
             );
+        }
+    }
+
+    /// A resend with the correlator answers the first message only when it asks the same:
+    /// the same text and the same reports (`successReport` and `reportRequest: Delivered`
+    /// ask the same); anything else is `409 SVC0005`.
+    #[test]
+    fn a_correlators_resend_must_ask_what_the_first_send_asked() {
+        let mut first = message(true, false);
+        first.text = "hello".into();
+        first.client_correlator = Some("c-1".into());
+        let dup = Err(Refused::DuplicateCorrelator("c-1".into()));
+        let other_text = ChatMessage {
+            text: "hello again".into(),
+            ..body(Some(true), vec![])
+        };
+        let cases = [
+            (body(Some(true), vec![]), Ok(())),
+            (body(None, vec![MessageStatus::Delivered]), Ok(())),
+            (other_text, dup.clone()),
+            (body(None, vec![]), dup.clone()),
+            (
+                body(Some(true), vec![MessageStatus::Displayed]),
+                dup.clone(),
+            ),
+        ];
+        for (asked, want) in cases {
+            assert_eq!(same_message(&first, &asked), want, "{asked:?}");
         }
     }
 }

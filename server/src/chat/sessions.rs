@@ -107,6 +107,8 @@ impl Chat {
             if let Some(c) = &body.client_correlator
                 && let Some(s) = replayed(state.sessions_of(user), user, c)
             {
+                same_start(s, body.subject.as_deref(), &invitees)
+                    .map_err(|r| r.into_api(String::new))?;
                 let (location, body) = shown(&self.urls, user, s);
                 return Ok(Created { location, body });
             }
@@ -328,6 +330,37 @@ fn replayed<'a>(
 ) -> Option<&'a Session> {
     mine.into_iter()
         .find(|s| s.originator == user && s.client_correlator.as_deref() == Some(correlator))
+}
+
+/// Seed 7.1.2 / 7.1.4, the rule on a resend's content: the same `subject` and the same
+/// invitees in the same order answer the session; another request with the correlator is
+/// refused (`409 SVC0005`, reference §3.4) rather than answered with a session that is not
+/// the one asked for. A 1-1 session's one invitee must be the resend's only one; a group's
+/// first invitees must be the resend's (an extension only adds after them, and how many the
+/// start listed is not kept, so a resend listing the first few of a group's start answers it).
+fn same_start(
+    first: &Session,
+    subject: Option<&str>,
+    invitees: &[ParticipantInformation],
+) -> Result<(), Refused> {
+    let invited = first
+        .participants
+        .iter()
+        .skip(1)
+        .map(|p| p.address.as_str());
+    let asked = invitees.iter().map(|p| p.address.as_str());
+    let same_invitees = if first.group {
+        invited.take(invitees.len()).eq(asked)
+    } else {
+        invited.eq(asked)
+    };
+    if first.subject.as_deref() == subject && same_invitees {
+        Ok(())
+    } else {
+        Err(Refused::DuplicateCorrelator(
+            first.client_correlator.clone().unwrap_or_default(),
+        ))
+    }
 }
 
 /// Seed 7.1.2 / 7.1.4, the rule on the originator: a user connected to `open_sessions`
@@ -671,6 +704,45 @@ mod tests {
             assert_eq!(invitees(A, None, list, limit).unwrap_err(), why);
         }
         assert!(invitees(A, None, vec![listed(B, None), listed(C, None)], 3).is_ok());
+    }
+
+    /// A resend answers the session only when it asks the same: the same subject and the
+    /// same invitees in the same order, whatever was added by an extension since; anything
+    /// else is `409 SVC0005`.
+    #[test]
+    fn a_correlators_resend_must_ask_what_the_first_start_asked() {
+        let mut first = session(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
+        first.subject = Some("lunch".into());
+        first.client_correlator = Some("c-1".into());
+        let asked = |who: &[&str]| -> Vec<ParticipantInformation> {
+            who.iter()
+                .map(|a| serde_json::from_value(serde_json::json!({ "address": a })).unwrap())
+                .collect()
+        };
+        let dup = Err(Refused::DuplicateCorrelator("c-1".into()));
+        let mut one = session(false, &[(B, Invited, pending(1))]);
+        one.client_correlator = Some("c-1".into());
+        one.subject = None;
+        assert_eq!(same_start(&one, None, &asked(&[B])), Ok(()));
+        assert_eq!(same_start(&one, None, &asked(&[C])), dup);
+        assert_eq!(same_start(&one, None, &asked(&[B, C])), dup);
+        assert_eq!(same_start(&first, Some("lunch"), &asked(&[B, C])), Ok(()));
+        assert_eq!(same_start(&first, Some("dinner"), &asked(&[B, C])), dup);
+        assert_eq!(same_start(&first, None, &asked(&[B, C])), dup);
+        assert_eq!(same_start(&first, Some("lunch"), &asked(&[C, B])), dup);
+        assert_eq!(
+            same_start(&first, Some("lunch"), &asked(&[B])),
+            Ok(()),
+            "fewer invitees than the group's: not told from a group extended since"
+        );
+        assert_eq!(same_start(&first, Some("lunch"), &asked(&[B, C, D])), dup);
+        first.participants.push(first.participants[1].clone());
+        first.participants[3].address = D.to_owned();
+        assert_eq!(
+            same_start(&first, Some("lunch"), &asked(&[B, C])),
+            Ok(()),
+            "an extension since does not change what the start asked"
+        );
     }
 
     /// A resend answers the session the user started with that correlator, not one it was
