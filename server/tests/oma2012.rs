@@ -517,6 +517,35 @@ async fn refusals(wire: Wire) {
     face.put_one_to_one_mstatus(A, B, &sid, &mid, MessageStatus::Displayed)
         .await
         .fails(403, Some("POL0001"));
+
+    // A clientCorrelator names one request: resent as it was, it answers the first session;
+    // used for another peer, or for a group, it is 409 SVC0005, never a 201 whose Location
+    // is another kind of session (a 404 under this URL) and nobody invited.
+    let with_b = ChatSessionInformation {
+        client_correlator: Some("corr-1".to_owned()),
+        ..one_to_one_request(A, B, "c")
+    };
+    let first = face.create_one_to_one(A, B, &with_b).await.created().0;
+    assert_eq!(
+        face.create_one_to_one(A, B, &with_b).await.created().0,
+        first
+    );
+    let with_c = ChatSessionInformation {
+        client_correlator: Some("corr-1".to_owned()),
+        ..one_to_one_request(A, C, "c")
+    };
+    face.create_one_to_one(A, C, &with_c)
+        .await
+        .fails(409, Some("SVC0005"));
+    let as_group = GroupChatSessionInformation {
+        subject: Some("c".to_owned()),
+        participant: vec![docs::participant(B)],
+        client_correlator: Some("corr-1".to_owned()),
+        ..GroupChatSessionInformation::default()
+    };
+    face.create_group(A, &as_group)
+        .await
+        .fails(409, Some("SVC0005"));
 }
 
 in_json_and_xml!(refusals, refusals_in_json, refusals_in_xml);

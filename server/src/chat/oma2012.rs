@@ -957,12 +957,18 @@ impl Chat {
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         let body = request(user, other, body).map_err(|r| r.into_api(String::new))?;
-        self.start_session(user, body, false, |urls, user, s| {
-            (
-                urls.one_to_one_session(user, other, &s.id),
-                session(urls, user, other, s),
-            )
-        })
+        self.start_session(
+            user,
+            body,
+            false,
+            |s| peer(s, user) == Some(other),
+            |urls, user, s| {
+                (
+                    urls.one_to_one_session(user, other, &s.id),
+                    session(urls, user, other, s),
+                )
+            },
+        )
         .await
     }
 
@@ -1189,10 +1195,16 @@ impl Chat {
             client_correlator: body.client_correlator,
             ..ChatSessionInformation::default()
         };
-        self.start_session(user, seed, true, |urls, user, s| {
-            let url = urls.group_session(user, &s.id);
-            (url.clone(), ResourceReference { resource_url: url })
-        })
+        self.start_session(
+            user,
+            seed,
+            true,
+            |s| s.group,
+            |urls, user, s| {
+                let url = urls.group_session(user, &s.id);
+                (url.clone(), ResourceReference { resource_url: url })
+            },
+        )
         .await
     }
 

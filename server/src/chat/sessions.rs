@@ -77,14 +77,20 @@ impl Chat {
         user: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
-        self.start_session(user, body, false, |urls, user, s| {
-            (urls.session(user, &s.id), views::session(urls, user, s))
-        })
+        self.start_session(
+            user,
+            body,
+            false,
+            |_| true,
+            |urls, user, s| (urls.session(user, &s.id), views::session(urls, user, s)),
+        )
         .await
     }
 
     /// The one start of a session, whichever face asked: `body` in the seed's form, `group`
-    /// true for a group chat even with one invitee, `shown` the face's view of the new (or
+    /// true for a group chat even with one invitee, `fits` whether a session is one the face
+    /// shows where it answers (a replayed correlator's session of another kind is `409
+    /// SVC0005`, never a `Location` that is `404`), `shown` the face's view of the new (or
     /// replayed) session and its URL, so each face answers in its own shape while the rules,
     /// limits and notifications stay one.
     pub(super) async fn start_session<V>(
@@ -92,6 +98,7 @@ impl Chat {
         user: &str,
         body: ChatSessionInformation,
         group: bool,
+        fits: impl Fn(&Session) -> bool,
         shown: impl Fn(&Urls, &str, &Session) -> (String, V),
     ) -> Result<Created<V>, ApiError> {
         let limits = self.settings.limits;
@@ -108,6 +115,7 @@ impl Chat {
                 && let Some(s) = replayed(state.sessions_of(user), user, c)
             {
                 same_start(s, body.subject.as_deref(), &invitees)
+                    .and_then(|()| fitting(s, &fits))
                     .map_err(|r| r.into_api(String::new))?;
                 let (location, body) = shown(&self.urls, user, s);
                 return Ok(Created { location, body });
@@ -355,6 +363,19 @@ fn same_start(
         invited.eq(asked)
     };
     if first.subject.as_deref() == subject && same_invitees {
+        Ok(())
+    } else {
+        Err(Refused::DuplicateCorrelator(
+            first.client_correlator.clone().unwrap_or_default(),
+        ))
+    }
+}
+
+/// A replayed session is answered only where the face asking shows it (`fits`): a
+/// correlator first used for a one-to-one chat, then for a group (or another peer), is
+/// another request (`409 SVC0005`).
+fn fitting(first: &Session, fits: impl Fn(&Session) -> bool) -> Result<(), Refused> {
+    if fits(first) {
         Ok(())
     } else {
         Err(Refused::DuplicateCorrelator(
