@@ -149,7 +149,9 @@ fn serde_attrs(f: &Field) -> TokenStream {
     let extra = match f.card {
         Card::Required => quote!(),
         Card::Optional => quote!(default, skip_serializing_if = "Option::is_none",),
-        Card::List { min: 0 } => quote!(default, skip_serializing_if = "Vec::is_empty",),
+        // Structure-aware JSON (reference §5.3 B): a list is always an array, `[]` when empty,
+        // so a client can iterate it without checking that the key is there.
+        Card::List { min: 0 } => quote!(default,),
         Card::List { .. } => quote!(),
     };
     let body = quote!(#rename #extra #with);

@@ -256,9 +256,10 @@ async fn subscriptions_sessions_and_participants_are_paged_too() {
     let l: ChatSessionList = a.decode();
     assert_eq!(l.chat_session_information.len(), 6);
     assert!(l.link.is_empty() && a.headers.get("link").is_none());
+    // Structure-aware JSON: the list of links is there, empty.
     assert!(
-        !a.body.contains("\"link\""),
-        "no link key on a last page: {}",
+        a.body.contains("\"link\":[]"),
+        "no next link on a last page: {}",
         a.body
     );
 }
@@ -427,5 +428,33 @@ async fn sessions_come_in_creation_order_not_join_order() {
             .await;
             assert_eq!(flat(&pages), [older.clone(), newer.clone()], "{f:?} {size}");
         }
+    }
+}
+
+/// Structure-aware JSON (reference §5.3 B): an empty list is `"child": []`, never a missing
+/// key, so a client that iterates `chatMessageList.chatMessage` does not fail on an empty one.
+#[tokio::test]
+async fn an_empty_list_is_an_empty_array_in_json() {
+    let s = Server::default_for_tests();
+    let sid = connected_session(&s, ALICE, BOB).await;
+    let urls = s.urls();
+    let cases = [
+        (
+            urls.subscriptions(ALICE),
+            "chatSubscriptionList",
+            "chatSubscription",
+        ),
+        (urls.messages(ALICE, &sid), "chatMessageList", "chatMessage"),
+        (
+            urls.chat_sessions("tel:+15550009999"),
+            "chatSessionList",
+            "chatSessionInformation",
+        ),
+    ];
+    for (url, root, list) in cases {
+        let a = send_empty("GET", &url, Format::Json).await;
+        assert_eq!(a.status, 200, "{url}: {}", a.body);
+        let doc: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+        assert_eq!(doc[root][list], serde_json::json!([]), "{url}: {}", a.body);
     }
 }

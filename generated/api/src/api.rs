@@ -905,7 +905,8 @@ pub trait ChatService: Send + Sync + 'static {
     /// to post a list", a `participantList` with one or more `participant`. A 1-1 session
     /// becomes a group session. Each new invitee gets a `sessionInvitationNotification`; the
     /// originator later gets `participantStatusNotification`s as they answer. Either way the
-    /// answer is the participants added, as a `participantList`.
+    /// answer is the resulting participant list (the seed's words): everyone in the session
+    /// after the extension, the new invitees with status `Invited`, as a `participantList`.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
     /// someone already in the session (invited or connected) is `409 SVC0001`; someone who
@@ -1923,7 +1924,8 @@ pub trait ChatApi {
     /// to post a list", a `participantList` with one or more `participant`. A 1-1 session
     /// becomes a group session. Each new invitee gets a `sessionInvitationNotification`; the
     /// originator later gets `participantStatusNotification`s as they answer. Either way the
-    /// answer is the participants added, as a `participantList`.
+    /// answer is the resulting participant list (the seed's words): everyone in the session
+    /// after the extension, the new invitees with status `Invited`, as a `participantList`.
     ///
     /// **Decision:** any connected participant may invite (as in RCS group chat). Inviting
     /// someone already in the session (invited or connected) is `409 SVC0001`; someone who

@@ -240,11 +240,7 @@ pub struct ServiceException {
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub text: String,
     /// `variables`.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::strings"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::strings")]
     pub variables: Vec<String>,
 }
 
@@ -278,11 +274,7 @@ impl Validate for ServiceException {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RequestError {
     /// `link`.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
     /// `serviceException`.
     #[serde(
@@ -942,7 +934,6 @@ pub struct ChatSubscriptionList {
     #[serde(
         rename = "chatSubscription",
         default,
-        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub chat_subscription: Vec<ChatSubscription>,
@@ -952,7 +943,6 @@ pub struct ChatSubscriptionList {
     #[serde(
         rename = "chatNotificationSubscription",
         default,
-        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub chat_notification_subscription: Vec<ChatNotificationSubscription>,
@@ -964,11 +954,7 @@ pub struct ChatSubscriptionList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
 
@@ -1253,7 +1239,6 @@ pub struct DeadLetterList {
     #[serde(
         rename = "deadLetter",
         default,
-        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub dead_letter: Vec<DeadLetter>,
@@ -1265,11 +1250,7 @@ pub struct DeadLetterList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
 
@@ -1482,11 +1463,7 @@ pub struct ParticipantList {
     pub resource_url: Option<String>,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
 
@@ -1586,11 +1563,7 @@ pub struct ChatSessionInformation {
     pub subject: Option<String>,
     /// `participant`: (seed face) The invitees, at least one; the answer lists everyone. Absent in
     /// the OMA 2012 form.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub participant: Vec<ParticipantInformation>,
     /// `originatorAddress`: (set by the server on the seed face) The user who started the session.
     /// An OMA 2012 client may send it: it must be the requesting user.
@@ -1786,7 +1759,6 @@ pub struct ChatSessionList {
     #[serde(
         rename = "chatSessionInformation",
         default,
-        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub chat_session_information: Vec<ChatSessionInformation>,
@@ -1798,11 +1770,7 @@ pub struct ChatSessionList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
 
@@ -1951,7 +1919,6 @@ pub struct ChatMessage {
     #[serde(
         rename = "reportRequest",
         default,
-        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub report_request: Vec<MessageStatus>,
@@ -2088,7 +2055,6 @@ pub struct ChatMessageList {
     #[serde(
         rename = "chatMessage",
         default,
-        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub chat_message: Vec<ChatMessage>,
@@ -2100,11 +2066,7 @@ pub struct ChatMessageList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
 
@@ -2245,11 +2207,7 @@ pub struct GroupChatSessionInformation {
     #[schemars(length(max = 1024))]
     pub subject: Option<String>,
     /// `participant`.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub participant: Vec<ParticipantInformation>,
     /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
     /// subject and invitees answers the session it started; another request with it is `409
@@ -2706,11 +2664,7 @@ pub struct SessionInvitationNotification {
     )]
     pub originator_name: Option<String>,
     /// `participant`: Everyone in the session, the invitee included.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub participant: Vec<ParticipantInformation>,
     /// `sessionId`.
     #[serde(
@@ -3639,11 +3593,7 @@ pub struct GroupSessionInvitationNotification {
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub subject: String,
     /// `participant`.
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub participant: Vec<ParticipantInformation>,
     /// `sessionId`.
     #[serde(
@@ -4179,7 +4129,6 @@ pub struct NotificationChannelList {
     #[serde(
         rename = "notificationChannel",
         default,
-        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub notification_channel: Vec<NotificationChannel>,
@@ -4191,11 +4140,7 @@ pub struct NotificationChannelList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "netapi_chat_runtime::json::one_or_many"
-    )]
+    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
     pub link: Vec<Link>,
 }
 
