@@ -528,8 +528,7 @@ async fn bad_address_cases(c: &Ctx<'_>) {
 }
 
 /// Sending a message: ended session 404 (gone, issue 11 item 4; was 409), not yet accepted
-/// 403 `POL1012`, nobody else joined
-/// 403 `POL1012`.
+/// 403 `POL1012`, nobody else joined 403 `POL1012`, everyone else left 409 `SVC0001`.
 async fn message_cases(c: &Ctx<'_>) {
     // Ended session.
     let sid = c.connected_pair().await;
@@ -572,6 +571,19 @@ async fn message_cases(c: &Ctx<'_>) {
     // The refusal did not spoil the session: once bob joins, the message goes.
     c.accept(BOB, &lonely).await;
     c.message(ALICE, &lonely, "now").await;
+    // Once bob left, the session is past its setup: 409, not POL1012 "during setup".
+    let a = c
+        .set_status(BOB, &lonely, BOB, ParticipantStatus::Disconnected)
+        .await;
+    c.ok("bob leaves", &a, 200);
+    let a = c.post_message(ALICE, &lonely, "still there?").await;
+    let e = c.refused("message after everyone else left", &a, 409, "SVC0001");
+    assert!(
+        docs::rendered(&e).contains("has left"),
+        "{}",
+        docs::rendered(&e)
+    );
+    assert_eq!(c.messages(ALICE, &lonely).await.len(), 1);
 }
 
 /// Participant status: accepting twice 409, `Invited` 400 `SVC0002`, someone else's 403.

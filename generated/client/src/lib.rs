@@ -6108,7 +6108,8 @@ impl Client {
 
     The sender must be `Connected` to the session: an invitee who has not accepted yet, or
     a session where nobody else has joined yet, gets `403 POL1012` (messages during session
-    setup are not supported); a sender who has left gets `409 SVC0001`, and an ended
+    setup are not supported); a sender who has left, or one whose every other participant
+    who had joined has left (and nobody is still invited), gets `409 SVC0001`, and an ended
     session is gone (`404`). Every other connected participant gets a
     `messageNotification`. With `successReport=true` (or `reportRequest` containing
     `Delivered`), the sender gets a `messageDeliveryNotification` each time a recipient

@@ -13,7 +13,7 @@
 use super::page::{self, PageRequest};
 use super::records;
 use super::refused::Refused;
-use super::state::{Message, Session, status_rank};
+use super::state::{Invitation, Message, Session, status_rank};
 use super::views;
 use super::{Change, Chat, MESSAGE_LOCKS, Outbox, durable, missing, read_failed, storage_failed};
 use crate::store::{Backend, StoreError, now_ms};
@@ -328,7 +328,8 @@ struct Draft {
 
 /// Seed 7.1.9, the rule: `user` sends `body` in `s` (which it sees). Only a connected
 /// participant sends (an invitee has not accepted yet: `POL1012`; one who left must re-join),
-/// and only when somebody else is connected. The message's recipients are the other
+/// and only when somebody else is connected (while others are still invited, or nobody ever
+/// joined, that is the session's setup: `POL1012`; once everyone who joined left, `409`). The message's recipients are the other
 /// connected participants, each at `Sent`, and each gets a message notification; the sender
 /// asked for a `Delivered` report with `successReport` or `reportRequest`.
 fn send(
@@ -351,7 +352,16 @@ fn send(
     }
     let recipients = s.connected_others(user);
     if recipients.is_empty() {
-        return Err(Refused::NobodyJoined);
+        let others = || s.participants.iter().filter(|p| p.address != user);
+        let setting_up = others().any(|p| p.invitation.is_pending());
+        let left = others().any(|p| {
+            p.invitation == Invitation::Accepted && p.status == ParticipantStatus::Disconnected
+        });
+        return Err(if left && !setting_up {
+            Refused::EveryoneLeft { sid: s.id.clone() }
+        } else {
+            Refused::NobodyJoined
+        });
     }
     let sender_name = me.and_then(|(_, n)| n);
     let (report_delivered, report_displayed) = reports_asked(&body);
@@ -652,6 +662,15 @@ mod tests {
             let r = send(&urls(), &s, who, draft(), body(None, vec![]));
             assert_eq!(r.map(|_| ()).unwrap_err(), why, "{who}");
         }
+        // A 1-1 whose peer left is past its setup: not POL1012 "during session setup".
+        let left = session(false, &[(B, Disconnected, Invitation::Accepted)]);
+        let r = send(&urls(), &left, A, draft(), body(None, vec![]));
+        assert_eq!(
+            r.map(|_| ()).unwrap_err(),
+            Refused::EveryoneLeft {
+                sid: "sess-1".into()
+            }
+        );
     }
 
     #[test]

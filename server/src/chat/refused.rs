@@ -62,8 +62,12 @@ pub(super) enum Refused {
     NotYetAccepted,
     /// The sender `user` left session `sid` (`409`).
     HasLeft { user: String, sid: String },
-    /// Nobody else is connected to receive the message (`403 POL1012`).
+    /// Nobody else is connected to receive the message while the session is being set up
+    /// (`403 POL1012`).
     NobodyJoined,
+    /// Every other participant who had joined session `sid` left it, and nobody is still
+    /// invited (`409`): no longer the session's setup.
+    EveryoneLeft { sid: String },
     /// A client confirmed `Sent` or `Failed`, which only the server sets (`400`).
     ServerSetStatus(MessageStatus),
     /// The sender tried to confirm its own message (`403`).
@@ -164,6 +168,9 @@ impl Refused {
                 "Messages during session setup are not supported: %1",
                 "no other participant has joined the session yet",
             ),
+            Refused::EveryoneLeft { sid } => ApiError::conflict(format!(
+                "every other participant has left session {sid}; a message needs someone connected to receive it"
+            )),
             Refused::ServerSetStatus(status) => ApiError::invalid_input(format!(
                 "status: {status} is set by the server; confirm Delivered or Displayed"
             )),
@@ -272,6 +279,11 @@ mod tests {
                 StatusCode::CONFLICT,
             ),
             (Refused::NotYetAccepted, StatusCode::FORBIDDEN),
+            (Refused::NobodyJoined, StatusCode::FORBIDDEN),
+            (
+                Refused::EveryoneLeft { sid: "s".into() },
+                StatusCode::CONFLICT,
+            ),
             (rate(0), StatusCode::TOO_MANY_REQUESTS),
         ];
         for (why, status) in cases {
