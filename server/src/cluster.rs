@@ -280,11 +280,7 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         listener,
         own_tls,
         Arc::clone(&forwarder),
-        config.connections.header_read_timeout,
-        config
-            .connections
-            .max
-            .unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS),
+        config.connections,
     ));
     loop {
         if free && let Some(backend) = try_to_lead(&config, &seat).await? {
@@ -628,14 +624,16 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 /// `tls` (`NETAPI_CHAT_TLS_CERT`) every connection is HTTPS, with the certificate the leader
 /// serves: clients reach a standby through the same load balancer and URLs as the leader, so
 /// a standby speaking plain HTTP would break them (or, behind a TCP balancer, carry their
-/// tokens in clear). The TLS handshake must end within `header_read_timeout`.
+/// tokens in clear). The TLS handshake must end within `header_read_timeout`. The same limits
+/// as the leader's on what one connection may hold ([`crate::config::Connections`]).
 async fn serve_standby(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     forwarder: Arc<Forwarder>,
-    header_read_timeout: Duration,
-    max: usize,
+    limits: crate::config::Connections,
 ) {
+    let max = limits.max.unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS);
+    let header_read_timeout = limits.header_read_timeout;
     let slots = Arc::new(tokio::sync::Semaphore::new(max));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -658,13 +656,13 @@ async fn serve_standby(
         connections.spawn(async move {
             let _slot = slot;
             match tls {
-                None => serve_one(stream, forwarder, peer, header_read_timeout).await,
+                None => serve_one(stream, forwarder, peer, limits).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(header_read_timeout, handshake).await
                     {
-                        serve_one(stream, forwarder, peer, header_read_timeout).await;
+                        serve_one(stream, forwarder, peer, limits).await;
                     }
                 }
             }
@@ -678,7 +676,7 @@ async fn serve_one<S>(
     stream: S,
     forwarder: Arc<Forwarder>,
     peer: SocketAddr,
-    header_read_timeout: Duration,
+    limits: crate::config::Connections,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -700,7 +698,8 @@ async fn serve_one<S>(
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(crate::config::read_buffer_bytes(limits.max_header_bytes))
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;

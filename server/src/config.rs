@@ -197,6 +197,13 @@ pub struct Connections {
     /// `NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS`: time a client has to send a whole request head
     /// once it has started one (slow-header clients). Default 10 s.
     pub header_read_timeout: Duration,
+    /// `NETAPI_CHAT_MAX_HEADER_BYTES`: most bytes of a request head (request line and
+    /// headers; HTTP/1): a larger one is answered `431` and its connection closed. It also
+    /// sizes what a connection may make the server buffer before it is authenticated
+    /// ([`read_buffer_bytes`]: twice this), so memory is bounded by connections × that, not by
+    /// what clients send (hyper's own default is about 400 KiB). Default 16 KiB, at least
+    /// 8 KiB, which holds the largest token (8 KiB) and URL (2 KiB) accepted.
+    pub max_header_bytes: usize,
     /// `NETAPI_CHAT_SHUTDOWN_GRACE_SECS`: on SIGTERM/SIGINT, how long requests in flight get to
     /// be answered before the process stops anyway. Default 10 s.
     pub shutdown_grace: Duration,
@@ -207,12 +214,25 @@ pub struct Connections {
 /// more sets `NETAPI_CHAT_MAX_CONNECTIONS`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// The smallest `NETAPI_CHAT_MAX_HEADER_BYTES`: hyper's smallest read buffer (it refuses less).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// hyper's read buffer for a head limit of `max_header_bytes`: twice it, so that a head just
+/// over the limit is still parsed and reaches the request gate, which refuses it with an OMA
+/// `431` naming the limit (`gate::head_bytes`); a head too large even for the buffer gets
+/// hyper's own bare `431`. What one connection can make the server hold before its request
+/// is authenticated is this buffer.
+pub fn read_buffer_bytes(max_header_bytes: usize) -> usize {
+    max_header_bytes.max(MIN_HEADER_BYTES).saturating_mul(2)
+}
+
 impl Default for Connections {
     fn default() -> Self {
         Connections {
             max: None,
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -413,6 +433,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
+    Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
     Setting::unset("NETAPI_CHAT_CORS_ORIGINS", "no CORS: pages of other origins cannot read answers", "origins whose web pages may call the API from a browser, e.g. `https://app.example.com, http://localhost:3000`, or `*` for any: preflights (`OPTIONS`) are answered and every answer to such a page carries `Access-Control-Allow-Origin` (no credentials mode: tokens, not cookies)"),
     Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
     Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
@@ -915,6 +936,20 @@ impl Config {
                 header_read_timeout: s
                     .seconds("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS")?
                     .unwrap_or(d.connections.header_read_timeout),
+                max_header_bytes: match s.var::<usize>(
+                    "NETAPI_CHAT_MAX_HEADER_BYTES",
+                    "a byte count of at least 8192",
+                )? {
+                    Some(n) if n < MIN_HEADER_BYTES => {
+                        return Err(s.invalid(
+                            "NETAPI_CHAT_MAX_HEADER_BYTES",
+                            &n.to_string(),
+                            "a byte count of at least 8192",
+                        ));
+                    }
+                    Some(n) => n,
+                    None => d.connections.max_header_bytes,
+                },
                 shutdown_grace: s
                     .seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
                     .unwrap_or(d.connections.shutdown_grace),

@@ -176,6 +176,25 @@ pub struct Methods {
     cors: Option<Arc<crate::cors::Cors>>,
     /// Templates that take only a WebSocket handshake ([`Methods::add_socket`]).
     sockets: Vec<String>,
+    /// Most bytes of a request head ([`Methods::with_head_limit`]).
+    head_limit: Option<usize>,
+}
+
+/// The bytes of a request's head as HTTP/1.1 sends it: request line and header lines, with
+/// their separators. The rule of `NETAPI_CHAT_MAX_HEADER_BYTES` (a plain function, tested).
+pub fn head_bytes<B>(request: &Request<B>) -> usize {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |p| p.as_str().len());
+    // "METHOD target HTTP/1.1\r\n" … "\r\n"
+    let line = request.method().as_str().len() + 1 + target + 1 + 8 + 2;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + headers + 2
 }
 
 /// The order methods are listed in `Allow`.
@@ -269,6 +288,14 @@ impl Methods {
         self.sockets.push(template.to_owned());
     }
 
+    /// Refuse request heads over `limit` bytes ([`head_bytes`]) with an OMA `431`. hyper's
+    /// read buffer (bounded by the same setting) keeps a connection from holding much more
+    /// before the head is parsed; this makes the limit exact and the answer an OMA error.
+    pub fn with_head_limit(mut self, limit: usize) -> Methods {
+        self.head_limit = Some(limit);
+        self
+    }
+
     /// Answer CORS preflights with `cors` (see [`crate::cors`]).
     pub fn with_cors(mut self, cors: Arc<crate::cors::Cors>) -> Methods {
         self.cors = Some(cors);
@@ -287,6 +314,13 @@ impl Methods {
     /// What the gate does with a request: `Some` answer, or `None` to route it (after turning a
     /// `HEAD` into a `GET`, and `/chat/0.1/…` into `/chat/v1/…`).
     pub fn check<B>(&self, request: &mut Request<B>) -> Option<Response<dropshot::Body>> {
+        if let Some(limit) = self.head_limit {
+            let size = head_bytes(request);
+            if size > limit {
+                let error = ApiError::header_fields_too_large(size, limit);
+                return error_response::<RequestError>(answer_format(request), &error).ok();
+            }
+        }
         route_alias(request);
         let Some(route) = self.lookup(request.uri().path()) else {
             // The gate knows every route the server registers, so this is dropshot's
@@ -562,6 +596,38 @@ mod tests {
 
     /// The gate's 405 is rendered in the negotiated format (JSON when nothing fits); its body
     /// (an OMA `requestError`) is checked black-box in `tests/hardening_edge.rs`.
+    /// The head is counted as HTTP/1.1 writes it; one byte over the limit is refused with
+    /// an OMA 431 that closes the connection, one at the limit is routed.
+    #[test]
+    fn a_request_head_is_counted_as_sent_and_refused_past_its_limit() {
+        let request = |pad: &str| {
+            Request::builder()
+                .method("GET")
+                .uri("/v1/chat/tel%3A%2B1/subscriptions?maxEntries=5")
+                .header("x-pad", pad)
+                .body(())
+                .unwrap()
+        };
+        let sent =
+            "GET /v1/chat/tel%3A%2B1/subscriptions?maxEntries=5 HTTP/1.1\r\nx-pad: ab\r\n\r\n";
+        assert_eq!(head_bytes(&request("ab")), sent.len());
+        let limit = sent.len();
+        let m = methods().with_head_limit(limit);
+        assert!(
+            m.check(&mut request("ab")).is_none(),
+            "at the limit: routed"
+        );
+        let refused = m.check(&mut request("abc")).expect("over the limit");
+        assert_eq!(refused.status(), 431);
+        assert_eq!(
+            refused
+                .headers()
+                .get(http::header::CONNECTION)
+                .map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
+    }
+
     #[test]
     fn the_405_is_an_oma_request_error_in_the_negotiated_format() {
         let m = methods();

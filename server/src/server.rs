@@ -368,6 +368,7 @@ pub fn start_on(
             methods.add(path, &[method]);
         }
     }
+    methods = methods.with_head_limit(config.connections.max_header_bytes);
     // Pages of the origins the operator lists may call the API (crate::cors).
     let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
     if let Some(cors) = &cors {
@@ -395,6 +396,9 @@ pub fn start_on(
         max_connections: Some(max_connections),
         idle_timeout: Some(config.connections.idle_timeout),
         header_read_timeout: Some(config.connections.header_read_timeout),
+        read_buffer_bytes: Some(crate::config::read_buffer_bytes(
+            config.connections.max_header_bytes,
+        )),
     };
     let server = ServerBuilder::new(
         api,

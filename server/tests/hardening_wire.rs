@@ -508,6 +508,59 @@ async fn credentials_and_announced_length_are_checked_before_the_body_is_read() 
     }
 }
 
+/// A request head is bounded before anyone is authenticated: one over
+/// `NETAPI_CHAT_MAX_HEADER_BYTES` (16 KiB by default) is answered `431` (an OMA error naming
+/// the limit) and its connection closed, and no connection is buffered past twice the limit
+/// (hyper's ~400 KiB before), so what clients can make the server hold is connections × that
+/// bound. One within it is served as usual.
+#[tokio::test]
+async fn a_request_head_over_its_bound_is_431_one_within_is_served() {
+    let srv = Server::default_for_tests();
+    let url = srv.urls().subscriptions(ALICE);
+    let path = url
+        .split_once("//")
+        .and_then(|(_, r)| r.find('/').map(|i| r[i..].to_owned()));
+    let path = path.expect("a path");
+    let head = |pad: usize| {
+        format!(
+            "GET {path} HTTP/1.1\r\nauthorization: Bearer {}\r\nx-pad: {}",
+            support::APP_TOKEN,
+            "a".repeat(pad)
+        )
+    };
+    let within = raw_request(&srv, &head(12 * 1024), b"", Duration::from_secs(2)).await;
+    assert_eq!(within.answer.map(|a| a.status), Some(200));
+
+    // Just over: the OMA error (the gate counts the head hyper parsed).
+    let over = raw_request(&srv, &head(17 * 1024), b"", Duration::from_secs(3)).await;
+    let a = over.answer.expect("an answer");
+    let text = docs::rendered(&a.assert_error(431, "SVC0002", Format::Json));
+    assert!(text.contains("16384"), "{text}");
+    assert!(over.closed, "the connection is closed after the 431");
+    // Far over (past twice the limit): hyper stops buffering and answers 431 itself.
+    let far = raw_request(&srv, &head(200 * 1024), b"", Duration::from_secs(3)).await;
+    assert_eq!(far.answer.map(|a| a.status), Some(431));
+    assert!(far.closed);
+
+    let lower = Server::start(&[("NETAPI_CHAT_MAX_HEADER_BYTES", "9000")]);
+    let url = lower.urls().subscriptions(ALICE);
+    let path = url
+        .split_once("//")
+        .and_then(|(_, r)| r.find('/').map(|i| r[i..].to_owned()));
+    let head = format!(
+        "GET {} HTTP/1.1\r\nauthorization: Bearer {}\r\nx-pad: {}",
+        path.expect("a path"),
+        support::APP_TOKEN,
+        "a".repeat(12 * 1024)
+    );
+    let over = raw_request(&lower, &head, b"", Duration::from_secs(3)).await;
+    assert_eq!(
+        over.answer.map(|a| a.status),
+        Some(431),
+        "the setting is used"
+    );
+}
+
 /// Failed authentication is limited per client address: after the configured number of
 /// failures the address gets 429 POL2005 with `Retry-After`, even with a valid token (its
 /// credentials are no longer checked), in the client's format.

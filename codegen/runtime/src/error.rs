@@ -146,6 +146,18 @@ impl ApiError {
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
+    /// 431 `SVC0002`: the request head (request line and headers) is `size` bytes, more than
+    /// `limit`. Closes the connection, as hyper does for a head too large to buffer.
+    pub fn header_fields_too_large(size: usize, limit: usize) -> Self {
+        Self::service(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "SVC0002",
+            "Invalid input value for message part %1",
+            format!("the request line and headers are {size} bytes; the limit is {limit}"),
+        )
+        .closing()
+    }
+
     /// 408 `SVC0001`: the request body did not arrive within `timeout_ms`. Carries
     /// `Connection: close`: the rest of a slow body is never read, so the connection cannot be
     /// reused and is closed instead of being held open by a client that trickles bytes.

@@ -34,6 +34,10 @@ pub struct ConnectionLimits {
     /// Time a client has to send a complete request head once it has started
     /// one (HTTP/1; hyper's `header_read_timeout`). `None` disables it.
     pub header_read_timeout: Option<Duration>,
+    /// Most bytes of a connection's read buffer (HTTP/1; hyper's `max_buf_size`, at least
+    /// 8192): a request head that does not fit is answered `431` by hyper and the connection
+    /// closed. `None` keeps hyper's default (about 400 KiB).
+    pub read_buffer_bytes: Option<usize>,
 }
 
 impl Default for ConnectionLimits {
@@ -42,6 +46,7 @@ impl Default for ConnectionLimits {
             max_connections: None,
             idle_timeout: None,
             header_read_timeout: Some(Duration::from_secs(30)),
+            read_buffer_bytes: None,
         }
     }
 }

@@ -347,6 +347,9 @@ impl<C: ServerContext> HttpServerStarter<C> {
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(tracker.limits.header_read_timeout);
+            if let Some(max) = tracker.limits.read_buffer_bytes {
+                builder.http1().max_buf_size(max.max(8192));
+            }
             // http/2 settings
             builder.http2().timer(TokioTimer::new());
 
