@@ -26,7 +26,8 @@
 //! A client written against OMA Notification Channel 1.0's WebSockets binding offers
 //! [`OMA_PROTOCOL`] instead and gets that binding ([`Binding::Oma`], [`serve_oma`]): each
 //! frame is a `notificationList` exactly as a long poll answers it, acknowledged by the Pong of
-//! the Ping sent right after it, and its `connCheck` frames are answered with `connAck`.
+//! the Ping sent right after it once the socket stayed open [`SETTLE`] after that Pong, and its
+//! `connCheck` frames are answered with `connAck`.
 
 use crate::chat::Chat;
 use crate::chat::channels::notification_list;
@@ -602,6 +603,45 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
     }
 }
 
+/// How long an OMA frame's notifications stay handed after its Pong came back before they
+/// leave the outbox, the socket still open. The Pong shows the client's WebSocket stack has
+/// the frame, not that the application read it: libraries and browsers answer a Ping for
+/// frames still queued unread, and drop those when the application closes. A socket that
+/// closes (or breaks, or is taken over) within this of a frame's Pong puts the frame back,
+/// and the next socket sends it again, same notifications (at least once).
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Frames of an OMA socket whose Pong came back, oldest first: when each is settled and its
+/// notifications' outbox ids.
+type Settling = std::collections::VecDeque<(tokio::time::Instant, Vec<u64>)>;
+
+/// Acknowledges the frames settled by `now` ([`SETTLE`]).
+fn settle(mailbox: &Mailbox, settling: &mut Settling, now: tokio::time::Instant) {
+    while settling.front().is_some_and(|(at, _)| *at <= now) {
+        if let Some((_, ids)) = settling.pop_front() {
+            mailbox.acknowledge_ids(&ids);
+        }
+    }
+}
+
+/// Resolves at `at`, never without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts back what a socket was handed and did not acknowledge, however the socket ends
+/// ([`Mailbox::release`]: nothing once a newer socket took over).
+struct Releasing<'a>(&'a Mailbox, u64);
+
+impl Drop for Releasing<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
+
 /// How long an OMA socket waits for the Pong of the Ping sent after a frame (a WebSocket
 /// client answers a Ping by itself, RFC 6455 §5.5.2): past it the connection counts as dead,
 /// the frame's notifications wait for the next socket, and this one is closed (1002).
@@ -624,13 +664,24 @@ enum FromClient {
 /// A client's text frame read as a `connCheck`: the XML document when it starts with `<`,
 /// else JSON (either form, whatever the socket's format; the generated type and the same
 /// decoder as a request body's, with the default XML limits: the frame is at most
-/// [`MAX_CLIENT_MESSAGE`] bytes anyway).
+/// [`MAX_CLIENT_MESSAGE`] bytes anyway). In JSON an empty `connCheck` may also be `null` or
+/// `""`: OMA's instance-based mapping writes an empty element so (reference §5.3 A), as the
+/// XML `<nc:connCheck/>` is.
 pub fn read_conn_check(text: &str) -> Result<ConnCheck, ApiError> {
     let format = if text.trim_start().starts_with('<') {
         Format::Xml
     } else {
         Format::Json
     };
+    if format == Format::Json
+        && let Ok(serde_json::Value::Object(root)) = serde_json::from_str(text)
+        && root.len() == 1
+        && root
+            .get("connCheck")
+            .is_some_and(|v| v.is_null() || v.as_str() == Some(""))
+    {
+        return Ok(ConnCheck::default());
+    }
     wire::decode::<ConnCheck>(format, text.as_bytes(), &XmlLimits::default())
 }
 
@@ -714,10 +765,11 @@ enum Event {
 /// One OMA socket (OMA Notification Channel 1.0, WebSockets binding): each frame is a
 /// `notificationList` of up to `max` notifications, built and encoded exactly as a long
 /// poll's answer, never empty. OMA has no acknowledgement, so the WebSocket's own is used: a
-/// Ping follows each frame, and the frame's notifications leave the outbox when its Pong
-/// comes back (the client's WebSocket stack read the frame before it); only then is the next
-/// frame sent. Until then every way out puts them back ([`Mailbox::release`]; a newer socket's
-/// take-over does so too), so a socket torn down before its frame arrived loses nothing: the
+/// Ping follows each frame, and the next frame is sent once its Pong came back (the client's
+/// WebSocket stack has the frame); the frame's notifications leave the outbox [`SETTLE`]
+/// after that Pong, the socket still open. Until then every way out puts them back
+/// ([`Releasing`]; a newer socket's take-over does so too), so a socket torn down before its
+/// frame arrived, or closed by an application that had not read it yet, loses nothing: the
 /// next socket sends them again (at least once). Takeover and deletion close it as our own
 /// binding does.
 async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize) {
@@ -731,13 +783,17 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
         ..
     } = &channel;
     let me = mailbox.take_over();
+    let _releasing = Releasing(mailbox, me);
+    let mut settling = Settling::new();
     let mut live = Liveness::new(*wait, tokio::time::Instant::now());
     loop {
+        settle(mailbox, &mut settling, tokio::time::Instant::now());
         if crate::notify::channel::ending() {
             let _ = tx.send(close(STOPPING)).await;
             return;
         }
         chat.touch_channel(id);
+        let settled_at = settling.front().map(|(at, _)| *at);
         let event = tokio::select! {
             p = mailbox.next(me, max, *wait) => Event::Polled(p),
             m = rx.next() => Event::Client(m),
@@ -747,13 +803,13 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                 }
                 continue;
             }
+            () = sleep_until_some(settled_at) => continue,
         };
         if let Event::Client(Some(Ok(_))) = &event {
             live.heard(tokio::time::Instant::now());
         }
         if matches!(event, Event::Polled(_)) && !channel.grant.holds(&channel.user) {
-            // Whatever was just taken goes back for a socket that may have it.
-            mailbox.release(me);
+            // Whatever was just taken goes back (`Releasing`) for a socket that may have it.
             let _ = tx.send(close(REVOKED)).await;
             return;
         }
@@ -797,7 +853,6 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
             tx.send(Message::Ping(token.clone().into())).await
         };
         if sent.await.is_err() {
-            mailbox.release(me);
             return;
         }
         let deadline = tokio::time::Instant::now() + PONG_WAIT;
@@ -805,6 +860,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
             let m = tokio::select! {
                 m = rx.next() => m,
                 () = tokio::time::sleep(ACK_CHECK) => {
+                    settle(mailbox, &mut settling, tokio::time::Instant::now());
                     let end = mailbox_end(mailbox, me).or_else(|| {
                         if crate::notify::channel::ending() {
                             Some(STOPPING)
@@ -815,7 +871,6 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                         }
                     });
                     if let Some(end) = end {
-                        mailbox.release(me);
                         let _ = tx.send(close(end)).await;
                         return;
                     }
@@ -829,25 +884,22 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
             if let Some(Ok(Message::Pong(p))) = &m
                 && p.as_ref() == token.as_slice()
             {
-                mailbox.acknowledge_ids(&ids);
+                settling.push_back((tokio::time::Instant::now() + SETTLE, ids));
                 break;
             }
             match from_oma_client(&channel, m).await {
                 FromClient::Answer(ack) => {
                     if tx.send(Message::Text(ack.into())).await.is_err() {
-                        mailbox.release(me);
                         return;
                     }
                 }
                 FromClient::Ignore => {}
                 FromClient::Close(end) => {
-                    mailbox.release(me);
                     close_draining(&mut tx, &mut rx, end).await;
                     return;
                 }
                 FromClient::Gone => {
                     // Closed before the Pong: sent again on the next socket.
-                    mailbox.release(me);
                     return;
                 }
             }
@@ -984,11 +1036,17 @@ mod tests {
             (full.check_interval, full.new_channel_lifetime),
             (Some(30), Some(600))
         );
-        let empty = read_conn_check(r#" {"connCheck":{}}"#).unwrap();
-        assert_eq!(
-            (empty.check_interval, empty.new_channel_lifetime),
-            (None, None)
-        );
+        for empty in [
+            r#" {"connCheck":{}}"#,
+            r#"{"connCheck":null}"#,
+            r#"{"connCheck":""}"#,
+        ] {
+            assert_eq!(
+                read_conn_check(empty).unwrap(),
+                ConnCheck::default(),
+                "{empty}"
+            );
+        }
         let xml = read_conn_check(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <nc:connCheck xmlns:nc="urn:oma:xml:rest:netapi:notificationchannel:1"><newChannelLifetime>90</newChannelLifetime></nc:connCheck>"#,
@@ -999,6 +1057,9 @@ mod tests {
             "",
             "msg_7",
             r#"{"connAck":{"channelLifetime":1}}"#,
+            r#"{"connAck":null}"#,
+            r#"{"connCheck":null,"other":1}"#,
+            r#"{"connCheck":"x"}"#,
             r#"{"connCheck":{"newChannelLifetime":"soon"}}"#,
             r#"<connCheck xmlns="urn:oma:xml:rest:netapi:chat:1"/>"#,
             "<nc:connCheck",

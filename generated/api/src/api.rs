@@ -1517,13 +1517,17 @@ pub trait ChatService: Send + Sync + 'static {
     /// (it has acknowledgements). A browser's bearer entry may stand beside either name.
     /// **Decision (OMA sockets, at least once):** OMA's binding has no acknowledgement, so
     /// the server uses the WebSocket's own: right after each `notificationList` frame it sends
-    /// a Ping, and the frame's notifications leave the outbox when the matching Pong comes
-    /// back (every WebSocket client answers a Ping by itself, RFC 6455 §5.5.2; a browser
-    /// does so without the page's code, and only after the frame before it was read). The
-    /// next frame is sent after that Pong. If the socket closes or breaks before the Pong
-    /// (a frame lost with a dying connection included), the notifications are sent again
-    /// on the next socket, so an OMA client may see a notification twice (no id travels:
-    /// compare contents if that matters) but never loses one. A socket whose Pong does not
+    /// a Ping, and the next frame is sent once the matching Pong comes back (every WebSocket
+    /// client answers a Ping by itself, RFC 6455 §5.5.2; a browser does so without the
+    /// page's code, and only after the frame before it was read). The Pong shows that the
+    /// client's stack has the frame, not that the application read it, so the frame's
+    /// notifications leave the outbox 5 s after its Pong, the socket still open. If the
+    /// socket closes, breaks or is taken over before then (a frame lost with a dying
+    /// connection included, or one a library had answered the Ping of but the application
+    /// had not read), the notifications are sent again on the next socket, so an OMA client
+    /// may see a notification twice (no id travels: compare contents if that matters); one
+    /// its application leaves unread longer than 5 s and then closes on can be lost (our
+    /// subprotocol and the long poll's `ack` acknowledge by id). A socket whose Pong does not
     /// come within 30 s is closed (1002) and its notifications wait for the next one. The
     /// client may send a `connCheck` frame at any time (schema `ConnCheck`, JSON or XML): it
     /// starts the channel's lifetime again (with its `newChannelLifetime` when given, granted
@@ -2772,13 +2776,17 @@ pub trait ChatApi {
     /// (it has acknowledgements). A browser's bearer entry may stand beside either name.
     /// **Decision (OMA sockets, at least once):** OMA's binding has no acknowledgement, so
     /// the server uses the WebSocket's own: right after each `notificationList` frame it sends
-    /// a Ping, and the frame's notifications leave the outbox when the matching Pong comes
-    /// back (every WebSocket client answers a Ping by itself, RFC 6455 §5.5.2; a browser
-    /// does so without the page's code, and only after the frame before it was read). The
-    /// next frame is sent after that Pong. If the socket closes or breaks before the Pong
-    /// (a frame lost with a dying connection included), the notifications are sent again
-    /// on the next socket, so an OMA client may see a notification twice (no id travels:
-    /// compare contents if that matters) but never loses one. A socket whose Pong does not
+    /// a Ping, and the next frame is sent once the matching Pong comes back (every WebSocket
+    /// client answers a Ping by itself, RFC 6455 §5.5.2; a browser does so without the
+    /// page's code, and only after the frame before it was read). The Pong shows that the
+    /// client's stack has the frame, not that the application read it, so the frame's
+    /// notifications leave the outbox 5 s after its Pong, the socket still open. If the
+    /// socket closes, breaks or is taken over before then (a frame lost with a dying
+    /// connection included, or one a library had answered the Ping of but the application
+    /// had not read), the notifications are sent again on the next socket, so an OMA client
+    /// may see a notification twice (no id travels: compare contents if that matters); one
+    /// its application leaves unread longer than 5 s and then closes on can be lost (our
+    /// subprotocol and the long poll's `ack` acknowledge by id). A socket whose Pong does not
     /// come within 30 s is closed (1002) and its notifications wait for the next one. The
     /// client may send a `connCheck` frame at any time (schema `ConnCheck`, JSON or XML): it
     /// starts the channel's lifetime again (with its `newChannelLifetime` when given, granted

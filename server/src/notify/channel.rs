@@ -324,7 +324,10 @@ impl Mailbox {
                             keys: self.keys(h),
                         })
                         .collect();
-                    inner.handed = taken;
+                    // Added to what is handed and not acknowledged yet (an OMA socket's frames
+                    // settle after their Pong, `channel_socket::SETTLE`): a release or a
+                    // take-over puts all of it back.
+                    inner.handed.extend(taken);
                     return Polled::Notifications(out);
                 }
             }
