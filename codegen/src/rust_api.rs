@@ -336,7 +336,7 @@ fn query_struct(op: &Operation) -> TokenStream {
                 if let Some(max) = q.max_length {
                     checks.push(quote! {
                         if let Some(v) = &self.#id {
-                            netapi_chat_runtime::wire::check_max_length(#wire, v, #max)
+                            netapi_chat_runtime::wire::check_string(#wire, v, #max)
                                 .map_err(ApiError::invalid_input)?;
                         }
                     });

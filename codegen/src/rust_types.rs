@@ -389,9 +389,8 @@ fn validate_impl(
         let max_length = f.max_length.map(|max| {
             let wire = &f.name;
             let max = proc_macro2::Literal::u64_unsuffixed(max);
-            let check = |v: TokenStream| {
-                quote!(netapi_chat_runtime::wire::check_max_length(#wire, #v, #max)?;)
-            };
+            let check =
+                |v: TokenStream| quote!(netapi_chat_runtime::wire::check_string(#wire, #v, #max)?;);
             match f.card {
                 Card::Required => check(quote!(&self.#id)),
                 Card::Optional => {

@@ -92,7 +92,7 @@ fn a_max_length_reaches_validation_openapi_xsd_and_client() {
     let files = generate(&spec_with_property("type: string\n          maxLength: 7")).unwrap();
     let types = file(&files, "generated/api/src/types.rs");
     assert!(
-        types.contains("check_max_length(\"deliveryNote\", v, 7)"),
+        types.contains("check_string(\"deliveryNote\", v, 7)"),
         "validation does not enforce it"
     );
     let published: serde_json::Value =

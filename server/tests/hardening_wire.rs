@@ -322,6 +322,54 @@ async fn every_client_string_has_a_limit_on_both_faces() {
     a.created_id();
 }
 
+/// Both faces take the same strings: a character XML cannot carry (a control character but
+/// tab, line feed and carriage return; U+FFFE, U+FFFF), which the XML face cannot even parse,
+/// is refused in JSON too (400 SVC0002 naming the field and the character), so an XML reader
+/// or subscriber never gets a replacement character where the sender wrote something else.
+#[tokio::test]
+async fn a_character_xml_cannot_carry_is_refused_on_the_json_face_too() {
+    let srv = Server::default_for_tests();
+    let url = srv.urls().chat_sessions(ALICE);
+    for (subject, named) in [
+        (r"bell\u0007", "U+0007"),
+        (r"nul\u0000", "U+0000"),
+        (r"\uFFFE", "U+FFFE"),
+    ] {
+        let before = send_empty("GET", &url, Format::Json).await;
+        let a = post_raw(
+            &url,
+            Format::Json,
+            Format::Json,
+            &session_body(Format::Json, subject, "n", "c"),
+        )
+        .await;
+        let text = assert_invalid(&a, subject, Format::Json);
+        assert!(text.contains("`subject`") && text.contains(named), "{text}");
+        assert_eq!(
+            before.body,
+            send_empty("GET", &url, Format::Json).await.body,
+            "nothing stored"
+        );
+    }
+    let xml = post_raw(
+        &url,
+        Format::Xml,
+        Format::Xml,
+        &session_body(Format::Xml, "bell&#7;", "n", "c"),
+    )
+    .await;
+    assert_invalid(&xml, "the XML face", Format::Xml);
+    // Tab, line feed and carriage return are text like any other.
+    let ok = post_raw(
+        &url,
+        Format::Json,
+        Format::Json,
+        &session_body(Format::Json, r"a\tb\nc\rd", "n", "c2"),
+    )
+    .await;
+    ok.created_id();
+}
+
 /// The limits are published: the OpenAPI document carries `maxLength`, the XSD the
 /// `xsd:maxLength` facet, and the JSON wrappers allow no second key.
 #[tokio::test]

@@ -16,12 +16,17 @@ pub trait Validate {
     fn validate(&self) -> Result<(), String>;
 }
 
-/// The `maxLength` rule of a string field, in characters (Unicode scalar values, as JSON Schema
-/// and `xsd:maxLength` count them). Called by the generated [`Validate`] impls: every
-/// client-given string is bounded, because stored strings are copied into notifications
-/// (`callbackData` into every one of a subscription's) and a body-sized string would be
-/// multiplied many times over on disk and in memory.
-pub fn check_max_length(field: &str, value: &str, max: u64) -> Result<(), String> {
+/// The rules of a client-given string field. Called by the generated [`Validate`] impls.
+///
+/// - Its `maxLength`, in characters (Unicode scalar values, as JSON Schema and
+///   `xsd:maxLength` count them): every client-given string is bounded, because stored
+///   strings are copied into notifications (`callbackData` into every one of a
+///   subscription's) and a body-sized string would be multiplied many times over on disk and
+///   in memory.
+/// - Only characters XML 1.0 can carry ([`xml_char`]): what a JSON client sends is read back
+///   and notified in XML too, and the XML face refuses the others when it parses them, so
+///   both faces take the same strings and an XML reader gets what was sent.
+pub fn check_string(field: &str, value: &str, max: u64) -> Result<(), String> {
     // Counting stops one past the limit: a long value costs no more than the limit.
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let count = value.chars().take(limit.saturating_add(1)).count();
@@ -31,7 +36,20 @@ pub fn check_max_length(field: &str, value: &str, max: u64) -> Result<(), String
             value.chars().count()
         ));
     }
+    if let Some(c) = value.chars().find(|c| !xml_char(*c)) {
+        return Err(format!(
+            "`{field}` holds U+{:04X}, a character XML cannot carry (control characters other \
+             than tab, line feed and carriage return, U+FFFE and U+FFFF)",
+            u32::from(c)
+        ));
+    }
     Ok(())
+}
+
+/// Whether XML 1.0 can carry `c` (its `Char` production, §2.2): tab, line feed, carriage
+/// return, U+0020–U+D7FF, U+E000–U+FFFD and U+10000 up (a Rust `char` is never a surrogate).
+pub fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// A type that is a whole request or response document (a schema with an XML root name).
@@ -184,5 +202,31 @@ fn root_name(format: Format, body: &[u8], limits: &XmlLimits, roots: [&str; 2]) 
             }
         }
         Format::Xml => xml::parse_document(body, limits).ok().map(|r| r.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A string is refused past its length in characters, or holding a character XML cannot
+    /// carry (named by its code point); tab, line feed, carriage return and everything from
+    /// U+0020 up but U+FFFE and U+FFFF pass.
+    #[test]
+    fn a_string_is_bounded_and_xml_can_carry_it() {
+        assert!(check_string("text", "héllo\t\n\r 😀 \u{FFFD}", 20).is_ok());
+        let long = check_string("text", "abcd", 3).unwrap_err();
+        assert!(long.contains("longer than 3"), "{long}");
+        for (bad, named) in [
+            ("bell\u{7}", "U+0007"),
+            ("nul\u{0}", "U+0000"),
+            ("\u{1F}", "U+001F"),
+            ("\u{FFFE}", "U+FFFE"),
+            ("\u{FFFF}", "U+FFFF"),
+        ] {
+            let e = check_string("subject", bad, 100).unwrap_err();
+            assert!(e.contains("`subject`") && e.contains(named), "{e}");
+        }
+        assert!(xml_char('\u{10000}') && xml_char('\u{E000}') && !xml_char('\u{8}'));
     }
 }

@@ -177,7 +177,7 @@ impl ListChatSubscriptionsQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -226,11 +226,11 @@ impl ListDeadLettersQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         if let Some(v) = &self.since {
-            netapi_chat_runtime::wire::check_max_length("since", v, 64u64)
+            netapi_chat_runtime::wire::check_string("since", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -275,7 +275,7 @@ impl ListChatSessionsQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -320,7 +320,7 @@ impl ListParticipantsQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -365,7 +365,7 @@ impl ListMessagesQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -410,7 +410,7 @@ impl ListChatNotificationSubscriptionsQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -455,7 +455,7 @@ impl ListGroupChatParticipantsQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -500,7 +500,7 @@ impl ListNotificationChannelsQuery {
             )));
         }
         if let Some(v) = &self.cursor {
-            netapi_chat_runtime::wire::check_max_length("cursor", v, 64u64)
+            netapi_chat_runtime::wire::check_string("cursor", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())
@@ -522,7 +522,7 @@ impl PollNotificationsQuery {
     /// parameter and its bound).
     pub fn validate(&self) -> Result<(), ApiError> {
         if let Some(v) = &self.ack {
-            netapi_chat_runtime::wire::check_max_length("ack", v, 64u64)
+            netapi_chat_runtime::wire::check_string("ack", v, 64u64)
                 .map_err(ApiError::invalid_input)?;
         }
         Ok(())

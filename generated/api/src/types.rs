@@ -122,9 +122,9 @@ impl XmlType for CallbackReference {
 
 impl Validate for CallbackReference {
     fn validate(&self) -> Result<(), String> {
-        netapi_chat_runtime::wire::check_max_length("notifyURL", &self.notify_url, 2048)?;
+        netapi_chat_runtime::wire::check_string("notifyURL", &self.notify_url, 2048)?;
         if let Some(v) = &self.callback_data {
-            netapi_chat_runtime::wire::check_max_length("callbackData", v, 1024)?;
+            netapi_chat_runtime::wire::check_string("callbackData", v, 1024)?;
         }
         Ok(())
     }
@@ -726,16 +726,16 @@ impl Validate for ChatSubscription {
     fn validate(&self) -> Result<(), String> {
         self.callback_reference.validate()?;
         if let Some(v) = &self.client_correlator {
-            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+            netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         if let Some(v) = &self.status_reason {
-            netapi_chat_runtime::wire::check_max_length("statusReason", v, 1024)?;
+            netapi_chat_runtime::wire::check_string("statusReason", v, 1024)?;
         }
         if let Some(v) = &self.signing_secret {
-            netapi_chat_runtime::wire::check_max_length("signingSecret", v, 256)?;
+            netapi_chat_runtime::wire::check_string("signingSecret", v, 256)?;
         }
         Ok(())
     }
@@ -813,9 +813,9 @@ impl XmlType for SubscriptionSecret {
 
 impl Validate for SubscriptionSecret {
     fn validate(&self) -> Result<(), String> {
-        netapi_chat_runtime::wire::check_max_length("signingSecret", &self.signing_secret, 256)?;
+        netapi_chat_runtime::wire::check_string("signingSecret", &self.signing_secret, 256)?;
         if let Some(v) = &self.previous_secret_expires {
-            netapi_chat_runtime::wire::check_max_length("previousSecretExpires", v, 64)?;
+            netapi_chat_runtime::wire::check_string("previousSecretExpires", v, 64)?;
         }
         Ok(())
     }
@@ -1400,15 +1400,15 @@ impl XmlType for ParticipantInformation {
 
 impl Validate for ParticipantInformation {
     fn validate(&self) -> Result<(), String> {
-        netapi_chat_runtime::wire::check_max_length("address", &self.address, 256)?;
+        netapi_chat_runtime::wire::check_string("address", &self.address, 256)?;
         if let Some(v) = &self.name {
-            netapi_chat_runtime::wire::check_max_length("name", v, 256)?;
+            netapi_chat_runtime::wire::check_string("name", v, 256)?;
         }
         if let Some(v) = &self.client_correlator {
-            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+            netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         Ok(())
     }
@@ -1500,7 +1500,7 @@ impl Validate for ParticipantList {
             v.validate()?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         for v in &self.link {
             v.validate()?;
@@ -1693,28 +1693,28 @@ impl XmlType for ChatSessionInformation {
 impl Validate for ChatSessionInformation {
     fn validate(&self) -> Result<(), String> {
         if let Some(v) = &self.subject {
-            netapi_chat_runtime::wire::check_max_length("subject", v, 1024)?;
+            netapi_chat_runtime::wire::check_string("subject", v, 1024)?;
         }
         for v in &self.participant {
             v.validate()?;
         }
         if let Some(v) = &self.originator_address {
-            netapi_chat_runtime::wire::check_max_length("originatorAddress", v, 256)?;
+            netapi_chat_runtime::wire::check_string("originatorAddress", v, 256)?;
         }
         if let Some(v) = &self.originator_name {
-            netapi_chat_runtime::wire::check_max_length("originatorName", v, 256)?;
+            netapi_chat_runtime::wire::check_string("originatorName", v, 256)?;
         }
         if let Some(v) = &self.t_participant_address {
-            netapi_chat_runtime::wire::check_max_length("tParticipantAddress", v, 256)?;
+            netapi_chat_runtime::wire::check_string("tParticipantAddress", v, 256)?;
         }
         if let Some(v) = &self.t_participant_name {
-            netapi_chat_runtime::wire::check_max_length("tParticipantName", v, 256)?;
+            netapi_chat_runtime::wire::check_string("tParticipantName", v, 256)?;
         }
         if let Some(v) = &self.client_correlator {
-            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+            netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         Ok(())
     }
@@ -2003,16 +2003,16 @@ impl XmlType for ChatMessage {
 impl Validate for ChatMessage {
     fn validate(&self) -> Result<(), String> {
         if let Some(v) = &self.client_correlator {
-            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+            netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
         if let Some(v) = &self.sender_address {
-            netapi_chat_runtime::wire::check_max_length("senderAddress", v, 256)?;
+            netapi_chat_runtime::wire::check_string("senderAddress", v, 256)?;
         }
         if let Some(v) = &self.date_time {
-            netapi_chat_runtime::wire::check_max_length("dateTime", v, 64)?;
+            netapi_chat_runtime::wire::check_string("dateTime", v, 64)?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         Ok(())
     }
@@ -2262,16 +2262,16 @@ impl XmlType for GroupChatSessionInformation {
 impl Validate for GroupChatSessionInformation {
     fn validate(&self) -> Result<(), String> {
         if let Some(v) = &self.subject {
-            netapi_chat_runtime::wire::check_max_length("subject", v, 1024)?;
+            netapi_chat_runtime::wire::check_string("subject", v, 1024)?;
         }
         for v in &self.participant {
             v.validate()?;
         }
         if let Some(v) = &self.client_correlator {
-            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+            netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         Ok(())
     }
@@ -2454,16 +2454,16 @@ impl XmlType for IsComposing {
 impl Validate for IsComposing {
     fn validate(&self) -> Result<(), String> {
         if let Some(v) = &self.state {
-            netapi_chat_runtime::wire::check_max_length("state", v, 64)?;
+            netapi_chat_runtime::wire::check_string("state", v, 64)?;
         }
         if let Some(v) = &self.status {
-            netapi_chat_runtime::wire::check_max_length("status", v, 64)?;
+            netapi_chat_runtime::wire::check_string("status", v, 64)?;
         }
         if let Some(v) = &self.last_active {
-            netapi_chat_runtime::wire::check_max_length("lastActive", v, 64)?;
+            netapi_chat_runtime::wire::check_string("lastActive", v, 64)?;
         }
         if let Some(v) = &self.content_type {
-            netapi_chat_runtime::wire::check_max_length("contentType", v, 256)?;
+            netapi_chat_runtime::wire::check_string("contentType", v, 256)?;
         }
         if [self.state.is_some(), self.status.is_some()]
             .iter()
@@ -2598,10 +2598,10 @@ impl Validate for ChatNotificationSubscription {
     fn validate(&self) -> Result<(), String> {
         self.callback_reference.validate()?;
         if let Some(v) = &self.client_correlator {
-            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+            netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         Ok(())
     }
@@ -3961,7 +3961,7 @@ impl XmlType for ChannelData {
 impl Validate for ChannelData {
     fn validate(&self) -> Result<(), String> {
         if let Some(v) = &self.channel_url {
-            netapi_chat_runtime::wire::check_max_length("channelURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("channelURL", v, 2048)?;
         }
         Ok(())
     }
@@ -4072,19 +4072,19 @@ impl XmlType for NotificationChannel {
 impl Validate for NotificationChannel {
     fn validate(&self) -> Result<(), String> {
         if let Some(v) = &self.client_correlator {
-            netapi_chat_runtime::wire::check_max_length("clientCorrelator", v, 256)?;
+            netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
         if let Some(v) = &self.application_tag {
-            netapi_chat_runtime::wire::check_max_length("applicationTag", v, 256)?;
+            netapi_chat_runtime::wire::check_string("applicationTag", v, 256)?;
         }
         if let Some(v) = &self.channel_data {
             v.validate()?;
         }
         if let Some(v) = &self.callback_url {
-            netapi_chat_runtime::wire::check_max_length("callbackURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("callbackURL", v, 2048)?;
         }
         if let Some(v) = &self.resource_url {
-            netapi_chat_runtime::wire::check_max_length("resourceURL", v, 2048)?;
+            netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
         }
         Ok(())
     }
