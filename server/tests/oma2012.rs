@@ -1270,6 +1270,16 @@ async fn profiles_follow_the_face(wire: Wire) {
     };
     let put = send_doc("PUT", &first.link[1].href, f, &shown).await;
     assert_eq!(put.status, 204, "{}", put.body);
+    // The links a notification gives are readable: the status (it was delivered, as the
+    // notification that carried it; no report is kept) and the message itself.
+    let status: MessageStatusReport = send_empty("GET", &first.link[1].href, f).await.decode();
+    assert_eq!(status.status, MessageStatus::Delivered);
+    let message_url = urls.one_to_one_message(B, A, &sid, &subject_id);
+    let told: ChatMessage = send_empty("GET", &message_url, f).await.decode();
+    assert_eq!(
+        (told.text.as_str(), told.sender_address.as_deref()),
+        ("Lunch?", Some(A))
+    );
     // B accepts by following the link: the seed subscriber hears the participant's status,
     // the 2012 one the event OMA 2012 names.
     let put = send_doc("PUT", &inv.link[1].href, f, &docs::status(Connected)).await;

@@ -1301,7 +1301,8 @@ pub trait ChatService: Send + Sync + 'static {
     /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
     /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
     /// A report on the subject told as a first message (`subject-{sessionId}`) is answered
-    /// `204` and changes nothing.
+    /// `204` and changes nothing (a `GET` of its status answers `Delivered`, of the message
+    /// the subject).
     fn update_one_to_one_chat_message_status(
         &self,
         user_id: String,
@@ -2472,7 +2473,8 @@ pub trait ChatApi {
     /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
     /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
     /// A report on the subject told as a first message (`subject-{sessionId}`) is answered
-    /// `204` and changes nothing.
+    /// `204` and changes nothing (a `GET` of its status answers `Delivered`, of the message
+    /// the subject).
     #[endpoint {
         method = PUT,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status",

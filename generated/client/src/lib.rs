@@ -7743,7 +7743,8 @@ impl Client {
     `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
     lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
     A report on the subject told as a first message (`subject-{sessionId}`) is answered
-    `204` and changes nothing.
+    `204` and changes nothing (a `GET` of its status answers `Delivered`, of the message
+    the subject).
 
 
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/messages/{messageId}/status`

@@ -616,12 +616,7 @@ pub(super) fn subject_message(
         sender_name: inv.originator_name.clone(),
         chat_message: Some(ChatMessage {
             text: inv.subject.clone(),
-            success_report: None,
-            report_request: Vec::new(),
-            client_correlator: None,
-            sender_address: None,
-            date_time: None,
-            resource_url: None,
+            ..subject_chat_message()
         }),
         is_composing: None,
         date_time: None,
@@ -635,6 +630,20 @@ pub(super) fn subject_message(
             message_status_link(urls, to, s, &subject_message_id(&inv.session_id)),
         ],
     }))
+}
+
+/// The subject told as a first message, as a `ChatMessage` without its text: no reports
+/// asked, no correlator (it is no message a client sent).
+fn subject_chat_message() -> ChatMessage {
+    ChatMessage {
+        text: String::new(),
+        success_report: None,
+        report_request: Vec::new(),
+        client_correlator: None,
+        sender_address: None,
+        date_time: None,
+        resource_url: None,
+    }
 }
 
 /// A subscription as the OMA 2012 face shows it: what it grants (confirmed and ad hoc chats,
@@ -1110,6 +1119,20 @@ impl Chat {
             .resolve(user, other, sid, mid)
             .await
             .map_err(|e| named(e, url))?;
+        if let Some(subject) = self.subject_told(user, other, &real, mid) {
+            // The subject told as a first message: the message its notification carried.
+            let originator = self
+                .read_state()
+                .sessions
+                .get(&real)
+                .map(|s| s.originator.clone());
+            return Ok(ChatMessage {
+                text: subject,
+                sender_address: originator,
+                resource_url: Some(url()),
+                ..subject_chat_message()
+            });
+        }
         let mut m = self
             .get_message(user, &real, mid)
             .await
@@ -1129,6 +1152,13 @@ impl Chat {
         mid: &str,
     ) -> Result<MessageStatusReport, ApiError> {
         let real = self.resolve(user, other, sid, mid).await?;
+        if self.subject_told(user, other, &real, mid).is_some() {
+            // No report on it is kept (see `update_one_to_one_message_status`): it was
+            // delivered, as the notification that carried it.
+            return Ok(MessageStatusReport {
+                status: MessageStatus::Delivered,
+            });
+        }
         let status = self
             .get_message_delivery_status(user, &real, mid)
             .await
@@ -1138,6 +1168,18 @@ impl Chat {
                 })
             })?;
         Ok(MessageStatusReport { status })
+    }
+
+    /// The subject of one-to-one session `sid` when `mid` names it told as a first message
+    /// ([`subject_message_id`]) and the session has one: what reads of that message answer
+    /// instead of a `404` (the notification links them).
+    fn subject_told(&self, user: &str, other: &str, sid: &str, mid: &str) -> Option<String> {
+        if mid != subject_message_id(sid) {
+            return None;
+        }
+        let state = self.read_state();
+        let s = self.one_to_one(&state, user, other, sid).ok()?;
+        s.subject.clone().filter(|t| !t.is_empty())
     }
 
     /// OMA 2012: the recipient reports `Delivered` or `Displayed` (the seed's
