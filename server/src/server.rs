@@ -399,6 +399,10 @@ pub fn start_on(
         read_buffer_bytes: Some(crate::config::read_buffer_bytes(
             config.connections.max_header_bytes,
         )),
+        // HTTP/1.1 only, as TLS's ALPN offers: the head bound and the header timeout are
+        // HTTP/1 settings, and an h2c connection would buffer up to a 1 MiB window unbounded
+        // by them.
+        http2: false,
     };
     let server = ServerBuilder::new(
         api,

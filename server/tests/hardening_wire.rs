@@ -322,6 +322,42 @@ async fn every_client_string_has_a_limit_on_both_faces() {
     a.created_id();
 }
 
+/// HTTP/1.1 only, as TLS's ALPN offers: an HTTP/2 client with prior knowledge (h2c) on the
+/// plain port is told it may open no stream (`SETTINGS_MAX_CONCURRENT_STREAMS` 0), since the
+/// head bound and the header timeout are HTTP/1 settings and an HTTP/2 connection would
+/// escape them.
+#[tokio::test]
+async fn an_http2_client_may_open_no_stream() {
+    let srv = Server::default_for_tests();
+    let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
+    // The client preface and an empty SETTINGS frame (RFC 9113 §3.4, §6.5).
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut head))
+        .await
+        .expect("the server's first frame within 5 s")
+        .expect("a frame");
+    assert_eq!(head[3], 4, "a SETTINGS frame first: {head:?}");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    conn.read_exact(&mut payload).await.expect("its payload");
+    let settings: Vec<(u16, u32)> = payload
+        .chunks_exact(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    assert!(
+        settings.contains(&(3, 0)),
+        "MAX_CONCURRENT_STREAMS 0 announced: {settings:?}"
+    );
+}
+
 /// Both faces take the same strings: a character XML cannot carry (a control character but
 /// tab, line feed and carriage return; U+FFFE, U+FFFF), which the XML face cannot even parse,
 /// is refused in JSON too (400 SVC0002 naming the field and the character), so an XML reader

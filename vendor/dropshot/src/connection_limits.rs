@@ -38,6 +38,11 @@ pub struct ConnectionLimits {
     /// 8192): a request head that does not fit is answered `431` by hyper and the connection
     /// closed. `None` keeps hyper's default (about 400 KiB).
     pub read_buffer_bytes: Option<usize>,
+    /// Whether HTTP/2 streams are served (on a TLS port only if ALPN offers `h2`; on a plain
+    /// port through prior knowledge, h2c). `false` announces `SETTINGS_MAX_CONCURRENT_STREAMS`
+    /// 0: every stream an HTTP/2 client opens is refused, so nothing HTTP/1's limits do not
+    /// cover (header timeout, read buffer) is served. Default `true`, as upstream.
+    pub http2: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -47,6 +52,7 @@ impl Default for ConnectionLimits {
             idle_timeout: None,
             header_read_timeout: Some(Duration::from_secs(30)),
             read_buffer_bytes: None,
+            http2: true,
         }
     }
 }

@@ -350,6 +350,11 @@ impl<C: ServerContext> HttpServerStarter<C> {
             if let Some(max) = tracker.limits.read_buffer_bytes {
                 builder.http1().max_buf_size(max.max(8192));
             }
+            if !tracker.limits.http2 {
+                // The auto builder detects an HTTP/2 preface even when told HTTP/1 only if
+                // connections are served with upgrades: refuse every stream instead.
+                builder.http2().max_concurrent_streams(0);
+            }
             // http/2 settings
             builder.http2().timer(TokioTimer::new());
 
