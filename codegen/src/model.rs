@@ -80,6 +80,11 @@ pub struct Field {
     /// `maxLength` of a string (of each item, for a list of strings), in characters: what the
     /// generated validation enforces on both faces and the XSD publishes as `xsd:maxLength`.
     pub max_length: Option<u64>,
+    /// `x-empty-array: true` on a list: JSON writes it `[]` when empty instead of leaving the
+    /// key out (structure-aware JSON, reference §5.3 B), for the lists a client iterates (the
+    /// entries of a list resource). Other lists, some of which only one face fills, are left
+    /// out when empty, so a face never shows a member its types do not have.
+    pub empty_array: bool,
 }
 
 /// What a field holds.
@@ -397,6 +402,11 @@ fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
             p
         };
         let max_length = max_length(leaf, &ty, &format!("schema `{name}` property `{pname}`"))?;
+        let empty_array = p["x-empty-array"].as_bool().unwrap_or(false);
+        ensure!(
+            !empty_array || matches!(card, Card::List { .. }),
+            "schema `{name}` property `{pname}`: x-empty-array is for lists"
+        );
         fields.push(Field {
             name: pname.clone(),
             description: text(p, "description"),
@@ -404,6 +414,7 @@ fn parse_struct(name: &str, s: &Value) -> Result<StructSchema> {
             card,
             attribute,
             max_length,
+            empty_array,
         });
     }
     let choice: Vec<String> = s["x-oma-choice"]
@@ -456,6 +467,7 @@ fn parse_bare_list(name: &str, s: &Value) -> Result<StructSchema> {
             card: Card::List { min: 0 },
             attribute: false,
             max_length: None,
+            empty_array: false,
         }],
         choice: Vec::new(),
         bare_list: true,

@@ -149,9 +149,10 @@ fn serde_attrs(f: &Field) -> TokenStream {
     let extra = match f.card {
         Card::Required => quote!(),
         Card::Optional => quote!(default, skip_serializing_if = "Option::is_none",),
-        // Structure-aware JSON (reference §5.3 B): a list is always an array, `[]` when empty,
-        // so a client can iterate it without checking that the key is there.
-        Card::List { min: 0 } => quote!(default,),
+        // Structure-aware JSON (reference §5.3 B): a list a client iterates is `[]` when empty
+        // (`x-empty-array`); another is left out then (see `Field::empty_array`).
+        Card::List { min: 0 } if f.empty_array => quote!(default,),
+        Card::List { min: 0 } => quote!(default, skip_serializing_if = "Vec::is_empty",),
         Card::List { .. } => quote!(),
     };
     let body = quote!(#rename #extra #with);

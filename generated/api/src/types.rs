@@ -240,7 +240,11 @@ pub struct ServiceException {
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub text: String,
     /// `variables`.
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::strings")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::strings"
+    )]
     pub variables: Vec<String>,
 }
 
@@ -274,7 +278,11 @@ impl Validate for ServiceException {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RequestError {
     /// `link`.
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub link: Vec<Link>,
     /// `serviceException`.
     #[serde(
@@ -934,6 +942,7 @@ pub struct ChatSubscriptionList {
     #[serde(
         rename = "chatSubscription",
         default,
+        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub chat_subscription: Vec<ChatSubscription>,
@@ -943,6 +952,7 @@ pub struct ChatSubscriptionList {
     #[serde(
         rename = "chatNotificationSubscription",
         default,
+        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub chat_notification_subscription: Vec<ChatNotificationSubscription>,
@@ -954,7 +964,11 @@ pub struct ChatSubscriptionList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub link: Vec<Link>,
 }
 
@@ -1250,7 +1264,11 @@ pub struct DeadLetterList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub link: Vec<Link>,
 }
 
@@ -1463,7 +1481,11 @@ pub struct ParticipantList {
     pub resource_url: Option<String>,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub link: Vec<Link>,
 }
 
@@ -1563,7 +1585,11 @@ pub struct ChatSessionInformation {
     pub subject: Option<String>,
     /// `participant`: (seed face) The invitees, at least one; the answer lists everyone. Absent in
     /// the OMA 2012 form.
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub participant: Vec<ParticipantInformation>,
     /// `originatorAddress`: (set by the server on the seed face) The user who started the session.
     /// An OMA 2012 client may send it: it must be the requesting user.
@@ -1770,7 +1796,11 @@ pub struct ChatSessionList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub link: Vec<Link>,
 }
 
@@ -1919,6 +1949,7 @@ pub struct ChatMessage {
     #[serde(
         rename = "reportRequest",
         default,
+        skip_serializing_if = "Vec::is_empty",
         deserialize_with = "netapi_chat_runtime::json::one_or_many"
     )]
     pub report_request: Vec<MessageStatus>,
@@ -2066,7 +2097,11 @@ pub struct ChatMessageList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub link: Vec<Link>,
 }
 
@@ -2207,7 +2242,11 @@ pub struct GroupChatSessionInformation {
     #[schemars(length(max = 1024))]
     pub subject: Option<String>,
     /// `participant`.
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub participant: Vec<ParticipantInformation>,
     /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
     /// subject and invitees answers the session it started; another request with it is `409
@@ -2664,7 +2703,11 @@ pub struct SessionInvitationNotification {
     )]
     pub originator_name: Option<String>,
     /// `participant`: Everyone in the session, the invitee included.
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub participant: Vec<ParticipantInformation>,
     /// `sessionId`.
     #[serde(
@@ -3593,7 +3636,11 @@ pub struct GroupSessionInvitationNotification {
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub subject: String,
     /// `participant`.
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub participant: Vec<ParticipantInformation>,
     /// `sessionId`.
     #[serde(
@@ -4140,7 +4187,11 @@ pub struct NotificationChannelList {
     pub resource_url: String,
     /// `link`: (set by the server) `rel="next"`: the URL of the next page, present when more
     /// entries follow this page (see "Lists are paged").
-    #[serde(default, deserialize_with = "netapi_chat_runtime::json::one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "netapi_chat_runtime::json::one_or_many"
+    )]
     pub link: Vec<Link>,
 }
 
