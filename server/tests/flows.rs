@@ -153,9 +153,32 @@ impl Face<'_> {
         let mid = last_segment(&location);
         assert_eq!(location, self.message_url(sender.addr, sid, &mid));
         assert_eq!(r.resource_url, location, "resourceURL = Location");
+        // Every recipient sees the reports the sender asked for: it is who makes them.
+        let asked: Vec<MessageStatus> = [
+            (
+                body.success_report == Some(true)
+                    || body.report_request.contains(&MessageStatus::Delivered),
+                MessageStatus::Delivered,
+            ),
+            (
+                body.report_request.contains(&MessageStatus::Displayed),
+                MessageStatus::Displayed,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, st)| on.then_some(st))
+        .collect();
         for u in recipients {
             let n: MessageNotification = u.next().await;
             self.check_message_notification(&n, u.addr, sid, &mid, sender.addr, &body.text);
+            assert_eq!(
+                n.chat_message.as_ref().map(|m| m.report_request.clone()),
+                Some(asked.clone()),
+                "{}: the reports asked, in the notification",
+                u.addr
+            );
+            let read = self.get_message(u.addr, sid, &mid).await.ok(200);
+            assert_eq!(read.report_request, asked, "{}: and in the message", u.addr);
         }
         mid
     }
@@ -301,9 +324,12 @@ impl Face<'_> {
             when.ends_with('Z') && when.contains('T'),
             "RFC 3339 UTC: {when}"
         );
-        assert_eq!(
-            m.success_report, None,
-            "the sender's report flags are not shown to recipients"
+        // The reports asked are shown to the recipient (who makes them): the seed's
+        // `successReport` (the OMA 2012 profile folds it into `reportRequest`) agrees with them.
+        assert!(
+            m.success_report
+                .is_none_or(|asked| asked == m.report_request.contains(&MessageStatus::Delivered)),
+            "successReport and reportRequest agree: {m:?}"
         );
         assert_links(
             &n.link,

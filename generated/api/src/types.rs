@@ -1937,7 +1937,8 @@ pub struct ChatMessage {
     /// 4096 characters); a longer text gets 400 SVC0002.
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub text: String,
-    /// `successReport`: Seed flag; true = report `Delivered` confirmations to the sender.
+    /// `successReport`: Seed flag; true = report `Delivered` confirmations to the sender. Shown to
+    /// every participant who reads the message (a recipient is who confirms).
     #[serde(
         rename = "successReport",
         default,
@@ -1945,7 +1946,9 @@ pub struct ChatMessage {
         deserialize_with = "netapi_chat_runtime::json::opt_bool"
     )]
     pub success_report: Option<bool>,
-    /// `reportRequest`.
+    /// `reportRequest`: (OMA 2012) The statuses the sender wants reported (`Delivered`,
+    /// `Displayed`), shown to every participant who reads the message or is notified of it, since
+    /// the recipient is who reports them.
     #[serde(
         rename = "reportRequest",
         default,

@@ -456,6 +456,10 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub date_time: ::std::option::Option<ChatMessageDateTime>,
+        /**(OMA 2012) The statuses the sender wants reported (`Delivered`, `Displayed`), shown
+        to every participant who reads the message or is notified of it, since the
+        recipient is who reports them.
+        */
         #[serde(
             rename = "reportRequest",
             default,
@@ -474,7 +478,9 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub sender_address: ::std::option::Option<ChatMessageSenderAddress>,
-        ///Seed flag; true = report `Delivered` confirmations to the sender.
+        /**Seed flag; true = report `Delivered` confirmations to the sender. Shown to every
+        participant who reads the message (a recipient is who confirms).
+        */
         #[serde(
             rename = "successReport",
             skip_serializing_if = "::std::option::Option::is_none"

@@ -74,7 +74,10 @@ pub fn session(urls: &Urls, viewer: &str, s: &Session) -> ChatSessionInformation
     }
 }
 
-/// A message as `viewer` sees it.
+/// A message as `viewer` sees it. The reports the sender asked for (`successReport`,
+/// `reportRequest`) are shown to every viewer: a recipient is who acts on them (OMA: the list
+/// of statuses the sender wants reported), so a client that reports only what is asked sees
+/// what is. The `clientCorrelator` is the sender's own id, shown to the sender alone.
 pub fn message(urls: &Urls, viewer: &str, sid: &str, m: &Message) -> ChatMessage {
     let mut report_request = Vec::new();
     if m.report_delivered {
@@ -86,12 +89,8 @@ pub fn message(urls: &Urls, viewer: &str, sid: &str, m: &Message) -> ChatMessage
     let sender_view = viewer == m.sender;
     ChatMessage {
         text: m.text.clone(),
-        success_report: sender_view.then_some(m.report_delivered),
-        report_request: if sender_view {
-            report_request
-        } else {
-            Vec::new()
-        },
+        success_report: Some(m.report_delivered),
+        report_request,
         client_correlator: if sender_view {
             m.client_correlator.clone()
         } else {
