@@ -45,18 +45,28 @@ pub struct ChatServer {
     pub admin: Option<Arc<crate::admin_api::Admin>>,
 }
 
-/// Puts every participant address in its canonical form (400 `SVC0004` for one that is not a
-/// user address).
-fn canonical_participants(list: &mut [ParticipantInformation]) -> Result<(), ApiError> {
+/// An address the client gave, as the core knows it: `acr:auth` (OMA's name for the token's
+/// own user) is `user`, the path's user it was already resolved to; any other is put in its
+/// canonical form (400 `SVC0004` for one that is not a user address).
+fn resolved(user: &str, given: &str) -> Result<String, ApiError> {
+    if auth::is_acr_auth(given) {
+        return Ok(user.to_owned());
+    }
+    address::canonical(given)
+}
+
+/// Every participant address of a body [`resolved`].
+fn canonical_participants(user: &str, list: &mut [ParticipantInformation]) -> Result<(), ApiError> {
     for p in list {
-        p.address = address::canonical(&p.address)?;
+        p.address = resolved(user, &p.address)?;
     }
     Ok(())
 }
 
-/// A participant id in canonical form; one that is no address at all names nothing (404 later).
-fn participant(id: String) -> String {
-    address::canonical(&id).unwrap_or(id)
+/// A participant id of a path [`resolved`]; one that is no address at all names nothing (404
+/// later).
+fn participant(user: &str, id: String) -> String {
+    resolved(user, &id).unwrap_or(id)
 }
 
 impl ChatService for ChatServer {
@@ -192,7 +202,7 @@ impl ChatService for ChatServer {
         user_id: String,
         mut body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
-        canonical_participants(&mut body.participant)?;
+        canonical_participants(&user_id, &mut body.participant)?;
         self.chat.create_session(&user_id, body).await
     }
 
@@ -245,7 +255,7 @@ impl ChatService for ChatServer {
             },
             OneOf::B(list) => list,
         };
-        canonical_participants(&mut body.participant)?;
+        canonical_participants(&user_id, &mut body.participant)?;
         self.chat
             .add_participants(&user_id, &session_id, body)
             .await
@@ -257,8 +267,11 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<ParticipantInformation, ApiError> {
-        self.chat
-            .get_participant(&user_id, &session_id, &participant(participant_id))
+        self.chat.get_participant(
+            &user_id,
+            &session_id,
+            &participant(&user_id, participant_id),
+        )
     }
 
     /// Seed 7.1.6 "Cancel a chat invitation".
@@ -269,7 +282,11 @@ impl ChatService for ChatServer {
         participant_id: String,
     ) -> Result<(), ApiError> {
         self.chat
-            .cancel_invitation(&user_id, &session_id, &participant(participant_id))
+            .cancel_invitation(
+                &user_id,
+                &session_id,
+                &participant(&user_id, participant_id),
+            )
             .await
     }
 
@@ -279,8 +296,11 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<ParticipantSessionStatus, ApiError> {
-        self.chat
-            .get_participant_status(&user_id, &session_id, &participant(participant_id))
+        self.chat.get_participant_status(
+            &user_id,
+            &session_id,
+            &participant(&user_id, participant_id),
+        )
     }
 
     /// Seed 7.1.7 "Accept or decline a chat session invitation" and 7.1.8 "Leave and re-join a
@@ -296,7 +316,7 @@ impl ChatService for ChatServer {
             .update_participant_status(
                 &user_id,
                 &session_id,
-                &participant(participant_id),
+                &participant(&user_id, participant_id),
                 body.status,
             )
             .await
@@ -455,7 +475,7 @@ impl ChatService for ChatServer {
         .into_iter()
         .flatten()
         {
-            *a = address::canonical(a)?;
+            *a = resolved(&user_id, a)?;
         }
         self.chat
             .create_one_to_one_session(&user_id, &other, body)
@@ -468,8 +488,11 @@ impl ChatService for ChatServer {
         other_user_id: String,
         session_id: String,
     ) -> Result<ChatSessionInformation, ApiError> {
-        self.chat
-            .get_one_to_one_session(&user_id, &participant(other_user_id), &session_id)
+        self.chat.get_one_to_one_session(
+            &user_id,
+            &participant(&user_id, other_user_id),
+            &session_id,
+        )
     }
 
     /// OMA 2012 "Close a one-to-one session" by either side, or decline (seed 7.1.5 / 7.1.7).
@@ -480,7 +503,7 @@ impl ChatService for ChatServer {
         session_id: String,
     ) -> Result<(), ApiError> {
         self.chat
-            .delete_one_to_one_session(&user_id, &participant(other_user_id), &session_id)
+            .delete_one_to_one_session(&user_id, &participant(&user_id, other_user_id), &session_id)
             .await
     }
 
@@ -496,7 +519,7 @@ impl ChatService for ChatServer {
         self.chat
             .update_one_to_one_session(
                 &user_id,
-                &participant(other_user_id),
+                &participant(&user_id, other_user_id),
                 &session_id,
                 body.status,
             )
@@ -513,7 +536,7 @@ impl ChatService for ChatServer {
         self.chat
             .update_one_to_one_session_status(
                 &user_id,
-                &participant(other_user_id),
+                &participant(&user_id, other_user_id),
                 &session_id,
                 body.status,
             )
@@ -533,7 +556,7 @@ impl ChatService for ChatServer {
         let other = if session_id == crate::chat::ADHOC {
             address::canonical(&other_user_id)?
         } else {
-            participant(other_user_id)
+            participant(&user_id, other_user_id)
         };
         match body {
             OneOf::A(message) => {
@@ -560,7 +583,7 @@ impl ChatService for ChatServer {
         self.chat
             .get_one_to_one_message(
                 &user_id,
-                &participant(other_user_id),
+                &participant(&user_id, other_user_id),
                 &session_id,
                 &message_id,
             )
@@ -577,7 +600,7 @@ impl ChatService for ChatServer {
         self.chat
             .get_one_to_one_message_status(
                 &user_id,
-                &participant(other_user_id),
+                &participant(&user_id, other_user_id),
                 &session_id,
                 &message_id,
             )
@@ -596,7 +619,7 @@ impl ChatService for ChatServer {
         self.chat
             .update_one_to_one_message_status(
                 &user_id,
-                &participant(other_user_id),
+                &participant(&user_id, other_user_id),
                 &session_id,
                 &message_id,
                 body.status,
@@ -610,7 +633,7 @@ impl ChatService for ChatServer {
         user_id: String,
         mut body: GroupChatSessionInformation,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        canonical_participants(&mut body.participant)?;
+        canonical_participants(&user_id, &mut body.participant)?;
         self.chat.create_group_session(&user_id, body).await
     }
 
@@ -654,8 +677,11 @@ impl ChatService for ChatServer {
         session_id: String,
         participant_id: String,
     ) -> Result<ParticipantInformation, ApiError> {
-        self.chat
-            .get_group_participant(&user_id, &session_id, &participant(participant_id))
+        self.chat.get_group_participant(
+            &user_id,
+            &session_id,
+            &participant(&user_id, participant_id),
+        )
     }
 
     /// OMA 2012 "Add participants": one `participantInformation` or a `participantList`
@@ -674,7 +700,7 @@ impl ChatService for ChatServer {
                     .await
             }
             OneOf::B(mut list) => {
-                canonical_participants(&mut list.participant)?;
+                canonical_participants(&user_id, &mut list.participant)?;
                 self.chat
                     .add_group_participants(&user_id, &session_id, list)
                     .await
@@ -690,7 +716,11 @@ impl ChatService for ChatServer {
         participant_id: String,
     ) -> Result<(), ApiError> {
         self.chat
-            .delete_group_participant(&user_id, &session_id, &participant(participant_id))
+            .delete_group_participant(
+                &user_id,
+                &session_id,
+                &participant(&user_id, participant_id),
+            )
             .await
     }
 
@@ -706,7 +736,7 @@ impl ChatService for ChatServer {
             .update_group_participant_status(
                 &user_id,
                 &session_id,
-                &participant(participant_id),
+                &participant(&user_id, participant_id),
                 body.status,
             )
             .await

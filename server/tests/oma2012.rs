@@ -2187,3 +2187,37 @@ in_json_and_xml!(
     accept_at_the_session_link_in_json,
     accept_at_the_session_link_in_xml
 );
+
+/// `acr:auth`, OMA's name for the token's own user, stands for it wherever an address is
+/// given, not only in `{userId}`: as the originator of a one-to-one or group start, and as a
+/// participant id in a path.
+#[tokio::test]
+async fn acr_auth_names_the_caller_in_bodies_and_participant_ids() {
+    let srv = Server::default_for_tests();
+    let urls = srv.urls();
+    let f = Format::Json;
+    let own = ChatSessionInformation {
+        originator_address: Some("acr:auth".to_owned()),
+        ..one_to_one_request(A, B, "hi")
+    };
+    let one = send_doc("POST", &urls.one_to_one_other_user(A, B), f, &own).await;
+    assert_eq!(one.status, 201, "{}", one.body);
+    let group = GroupChatSessionInformation {
+        subject: Some("team".to_owned()),
+        participant: vec![
+            ParticipantInformation {
+                is_originator: Some(true),
+                ..docs::participant("acr:auth")
+            },
+            docs::participant(C),
+        ],
+        ..GroupChatSessionInformation::default()
+    };
+    let made = send_doc("POST", &urls.group_group(A), f, &group).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let sid = last_segment(made.header("location"));
+    let me = send_empty("GET", &urls.participant(A, &sid, "acr:auth"), f).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let p: ParticipantInformation = me.decode();
+    assert_eq!(p.address, A);
+}

@@ -341,7 +341,7 @@ pub fn resolve_user(principal: &Principal, path_user: &str) -> Result<String, Us
 }
 
 /// Whether `user` is OMA's `acr:auth` (the scheme is case-insensitive, so the whole is).
-fn is_acr_auth(user: &str) -> bool {
+pub(crate) fn is_acr_auth(user: &str) -> bool {
     user.eq_ignore_ascii_case(ACR_AUTH)
 }
 
