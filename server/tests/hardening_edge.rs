@@ -808,3 +808,20 @@ async fn sigterm_drains_requests_in_flight_and_exits_cleanly() {
     );
     drop(again);
 }
+
+/// A cap of one connection serves each new client in turn: room is made when a client
+/// arrives (the idle one before it is closed), never ahead of it, so the new connection is
+/// not shed before its request (before: every request got an empty reply).
+#[tokio::test]
+async fn a_cap_of_one_serves_each_new_client() {
+    let server = Server::start(&[("NETAPI_CHAT_MAX_CONNECTIONS", "1")]);
+    for i in 0..4 {
+        let a = tokio::time::timeout(
+            Duration::from_secs(10),
+            send("GET", &server.urls().subscriptions(ALICE), &[], None),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} answered within 10 s"));
+        assert_eq!(a.status, 200, "request {i}: {}", a.body);
+    }
+}

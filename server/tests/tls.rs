@@ -583,3 +583,52 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     assert_eq!(served_certificate(&srv).await, renewed);
     assert_eq!(served_certificate(&srv).await, renewed);
 }
+
+/// The connection cap holds on the HTTPS port as on a plain one: with
+/// `NETAPI_CHAT_MAX_CONNECTIONS=3`, of ten idle TLS connections (handshakes done) the oldest
+/// are closed to make room, at most three stay open, and a new request is served.
+/// (Before, the HTTPS accept loop never counted: every idle connection stayed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_holds_on_the_https_port() {
+    use tokio::io::AsyncReadExt;
+    let dir = temp_data_dir();
+    let (cert, key, der) = certificate(&dir, "server");
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+        ("NETAPI_CHAT_MAX_CONNECTIONS", "3"),
+    ]);
+    let tls = tls_client(&[&der]);
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        let tcp = tokio::net::TcpStream::connect(srv.addr())
+            .await
+            .expect("connect");
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        idle.push(tls.connect(name, tcp).await.expect("handshake"));
+        // In order: the server registers each before the next arrives.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let a = https(
+        &tls,
+        &srv,
+        "GET",
+        &srv.urls().subscriptions(A),
+        Format::Json,
+        None,
+    )
+    .await
+    .expect("a request is served at the cap");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let mut open = 0;
+    for c in idle.iter_mut() {
+        let mut buf = [0u8; 1];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut buf)).await;
+        // Still waiting for an answer (timed out): open. EOF or an error: closed.
+        if read.is_err() {
+            open += 1;
+        }
+    }
+    assert!(open <= 3, "{open} of 10 idle TLS connections still open");
+}

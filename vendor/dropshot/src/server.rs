@@ -373,10 +373,14 @@ impl<C: ServerContext> HttpServerStarter<C> {
                         log.clone(),
                         tls_acceptor,
                         http_acceptor,
+                        tracker.limits.max_connections.unwrap_or(1024),
                     );
                     loop {
                         tokio::select! {
                             Some(Ok(sock)) = https_acceptor.accept() => {
+                                // PATCHES.md item 15: a negotiated connection
+                                // counts against the cap like a plain one.
+                                tracker.make_room().await;
                                 let remote_addr = sock.remote_addr();
                                 let conn = tracker.register();
                                 let handler = make_service
@@ -405,12 +409,17 @@ impl<C: ServerContext> HttpServerStarter<C> {
                     }
                 }
                 None => loop {
+                    // At the connection cap, room is made when a client
+                    // arrives (PATCHES.md item 15: before, it was made ahead
+                    // of the next client, so the cap held one connection
+                    // fewer and a cap of 1 shed each new connection before
+                    // its request); when nothing is idle, that client waits
+                    // here and the next ones in the listen backlog.
                     tokio::select! {
-                        // At the connection cap, new connections wait in the
-                        // listen backlog until there is room.
                         (sock, remote_addr) = async {
+                            let accepted = http_acceptor.accept().await;
                             tracker.make_room().await;
-                            http_acceptor.accept().await
+                            accepted
                         } => {
                             let conn = tracker.register();
                             let handler = make_service
@@ -614,12 +623,14 @@ impl HttpsAcceptor {
         log: slog::Logger,
         tls_acceptor: Arc<Mutex<TlsAcceptor>>,
         http_acceptor: HttpAcceptor,
+        max_handshakes: usize,
     ) -> HttpsAcceptor {
         HttpsAcceptor {
             stream: Box::new(Box::pin(Self::new_stream(
                 log,
                 tls_acceptor,
                 http_acceptor,
+                max_handshakes.max(1),
             ))),
         }
     }
@@ -632,6 +643,7 @@ impl HttpsAcceptor {
         log: slog::Logger,
         tls_acceptor: Arc<Mutex<TlsAcceptor>>,
         http_acceptor: HttpAcceptor,
+        max_handshakes: usize,
     ) -> impl Stream<Item = std::io::Result<TlsConn>> {
         stream! {
             let mut tls_negotiations = futures::stream::FuturesUnordered::new();
@@ -657,7 +669,10 @@ impl HttpsAcceptor {
                             },
                         }
                     },
-                    (socket, addr) = http_acceptor.accept() => {
+                    // PATCHES.md item 15: at most `max_handshakes` under
+                    // way; the next clients wait in the listen backlog.
+                    (socket, addr) = http_acceptor.accept(),
+                            if tls_negotiations.len() < max_handshakes => {
                         // PATCHES.md item 9: a handshake that does not
                         // finish in time is dropped (its socket closed).
                         let accepting =
