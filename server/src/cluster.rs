@@ -261,7 +261,12 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         return crate::server::start_on(&config, Some(backend));
     }
     let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
-    let forwarder = Arc::new(Forwarder::new(seat.url.clone(), Arc::new(leader_tls), cors));
+    let forwarder = Arc::new(Forwarder::new(
+        seat.url.clone(),
+        Arc::new(leader_tls),
+        cors,
+        config.limits.channel_poll_wait,
+    ));
     let url = config.database_url.clone().unwrap_or_default();
     let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
         .map_err(StartError::Store)?;
@@ -386,6 +391,43 @@ struct Leader {
 /// cannot be reached (the client gets `503` and retries).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest a standby waits for the head of the leader's answer to a request other than a long
+/// poll: the leader answers every request within `store::answer_within` (15 s) even while its
+/// database is unreachable, so past this the leader is stuck (a stopped or frozen process
+/// whose database session still holds the lead, so nobody takes over) and the client gets
+/// `503` to retry, not a request that hangs.
+const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// How long a standby waits for the head of the leader's answer to `request`: a long poll
+/// (`POST …/notifications` of a channel) may wait `poll_wait` before its answer starts, the
+/// rest [`ANSWER_WITHIN`]; both with that bound's margin.
+fn answer_within<B>(request: &Request<B>, poll_wait: Duration) -> Duration {
+    let poll = request.method() == http::Method::POST
+        && request.uri().path().starts_with("/notificationchannel/")
+        && request.uri().path().ends_with("/notifications");
+    if poll {
+        poll_wait.saturating_add(ANSWER_WITHIN)
+    } else {
+        ANSWER_WITHIN
+    }
+}
+
+/// The leader did not start its answer within this (for the standby's log, [`Forwarder::report`]).
+#[derive(Debug)]
+struct LeaderSilent(Duration);
+
+impl std::fmt::Display for LeaderSilent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer started within {} s", self.0.as_secs_f64())
+    }
+}
+
+impl std::error::Error for LeaderSilent {}
+
+/// What a client is told when the leader did not start its answer within [`answer_within`].
+const LEADER_SILENT: &str =
+    "the leading instance did not answer in time; it may be stuck while it still holds the lead";
+
 /// A standby's forwarding: the leader as last read, and one pooled HTTP client to it.
 struct Forwarder {
     own_url: String,
@@ -400,6 +442,9 @@ struct Forwarder {
     /// itself (a `503` while no leader can be used) are readable by a page the leader's
     /// answers are readable by.
     cors: Option<Arc<crate::cors::Cors>>,
+    /// `NETAPI_CHAT_CHANNEL_POLL_WAIT`: how long a long poll may wait before the leader
+    /// starts its answer ([`answer_within`]).
+    poll_wait: Duration,
 }
 
 impl Forwarder {
@@ -408,6 +453,7 @@ impl Forwarder {
         own_url: String,
         tls: Arc<rustls::ClientConfig>,
         cors: Option<Arc<crate::cors::Cors>>,
+        poll_wait: Duration,
     ) -> Forwarder {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -427,6 +473,7 @@ impl Forwarder {
             failure: std::sync::Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
             cors,
+            poll_wait,
         }
     }
 
@@ -784,18 +831,20 @@ async fn forward(
         parts.headers.insert(FORWARDED_FOR, from);
         parts.headers.insert(CLUSTER_KEY, key);
     }
-    let mut answer = match forwarder
-        .client
-        .request(Request::from_parts(parts, body))
-        .await
-    {
-        Ok(a) => {
+    let request = Request::from_parts(parts, body);
+    let within = answer_within(&request, forwarder.poll_wait);
+    let mut answer = match tokio::time::timeout(within, forwarder.client.request(request)).await {
+        Ok(Ok(a)) => {
             forwarder.recovered();
             a
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             forwarder.report(&leader, &e);
             return unavailable(format, unreachable_because(&e));
+        }
+        Err(_) => {
+            forwarder.report(&leader, &LeaderSilent(within));
+            return unavailable(format, LEADER_SILENT);
         }
     };
     if answer.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -935,6 +984,40 @@ pub fn start_over() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long poll (POST of a channel's `notifications`) may wait its poll wait before the
+    /// leader starts its answer; everything else gets the leader's own bound and a margin.
+    #[test]
+    fn a_long_poll_may_wait_its_poll_wait_the_rest_twenty_seconds() {
+        let req = |method: &str, path: &str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap()
+        };
+        let wait = Duration::from_secs(25);
+        let poll = req(
+            "POST",
+            "/notificationchannel/v1/tel%3A%2B1/channels/ch-1/notifications",
+        );
+        assert_eq!(answer_within(&poll, wait), Duration::from_secs(45));
+        for (m, path) in [
+            (
+                "GET",
+                "/notificationchannel/v1/tel%3A%2B1/channels/ch-1/notifications",
+            ),
+            ("POST", "/notificationchannel/v1/tel%3A%2B1/channels"),
+            ("POST", "/v1/chat/tel%3A%2B1/chatSessions/s/messages"),
+            ("GET", "/v1/chat/tel%3A%2B1/subscriptions"),
+        ] {
+            assert_eq!(
+                answer_within(&req(m, path), wait),
+                ANSWER_WITHIN,
+                "{m} {path}"
+            );
+        }
+    }
 
     #[test]
     fn cluster_urls_are_auto_or_http_or_https_with_a_port() {

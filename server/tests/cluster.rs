@@ -419,6 +419,40 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
     );
 }
 
+/// A leader frozen (SIGSTOP) while its database session still holds the lead: nobody takes
+/// over (the fence is the database's), and the standby does not hang either: a request it
+/// forwards is answered `503 SVC2001` with `Retry-After: 1` once the leader has not started
+/// its answer within 20 s (the leader answers everything within 15 s, database outage
+/// included). Continued, the leader serves again through the standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
+    let p = pair(&[]);
+    changes_again(&p.leader, "before").await;
+    signal(&p.leader, "-STOP");
+    let started = Instant::now();
+    let a = tokio::time::timeout(
+        Duration::from_secs(40),
+        support::send_empty("GET", &p.standby.urls().subscriptions(ALICE), Format::Json),
+    )
+    .await
+    .expect("answered, not left hanging");
+    let took = started.elapsed();
+    signal(&p.leader, "-CONT");
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.header("retry-after"), "1");
+    assert!(
+        a.body.contains("SVC2001") && a.body.contains("did not answer in time"),
+        "{}",
+        a.body
+    );
+    assert!(
+        took >= Duration::from_secs(19),
+        "waited for the leader: {took:?}"
+    );
+    changes_again(&p.standby, "after").await;
+}
+
 /// A WebSockets notification channel whose socket is opened through the standby: the
 /// handshake is forwarded to the leader and the upgraded connection relayed both ways, so the
 /// notifications of a chat started through the leader arrive over it.
