@@ -291,7 +291,7 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         if free && let Some(backend) = try_to_lead(&config, &seat).await? {
             proxy.abort();
             let _ = proxy.await;
-            eprintln!("netapi-chat: the leader is gone; this instance leads now");
+            tracing::warn!("the leader is gone; this instance leads now");
             return crate::server::start_on(&config, Some(backend));
         }
         tokio::time::sleep(POLL).await;
@@ -489,7 +489,7 @@ impl Forwarder {
         let line = format!("forwarding to the leader at {} failed: {why}", leader.url);
         let mut last = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if last.as_deref() != Some(line.as_str()) {
-            eprintln!("netapi-chat: {line}");
+            tracing::warn!("{line}");
             *last = Some(line);
         }
         self.failing
@@ -971,7 +971,7 @@ pub fn start_over() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    eprintln!("netapi-chat: another instance leads the database now; starting over as a standby");
+    tracing::warn!("another instance leads the database now; starting over as a standby");
     let mut again = std::process::Command::new(exe);
     again.args(std::env::args_os().skip(1));
     if let Some(bound) = BOUND.get() {

@@ -887,8 +887,9 @@ fn run(
 /// Marks the database unreachable (once per outage in the log).
 fn go_down(outage: &Outage, what: &str) {
     if !outage.down.swap(true, Ordering::SeqCst) {
-        eprintln!(
-            "netapi-chat: the database is unreachable ({what} failed); answering 503 and reconnecting, changes in flight are kept and committed once it is back"
+        tracing::warn!(
+            failed = what,
+            "the database is unreachable; answering 503 and reconnecting, changes in flight are kept and committed once it is back"
         );
     }
 }
@@ -966,7 +967,10 @@ fn recover(
             .and_then(|()| commit_kept(backend, &mut outage.held));
         match attempt {
             Ok(committed) => {
-                eprintln!("netapi-chat: the database is back; {committed} kept changes committed");
+                tracing::info!(
+                    committed,
+                    "the database is back; the kept changes are committed"
+                );
                 outage.down.store(false, Ordering::SeqCst);
                 return true;
             }
@@ -982,9 +986,9 @@ fn recover(
             }
         }
         if stop.load(Ordering::SeqCst) {
-            eprintln!(
-                "netapi-chat: stopping while the database is unreachable: {} changes that were answered 503 (not confirmed) are not stored",
-                outage.held.len()
+            tracing::warn!(
+                not_stored = outage.held.len(),
+                "stopping while the database is unreachable: the changes that were answered 503 (not confirmed) are not stored"
             );
             return false;
         }
@@ -1118,7 +1122,7 @@ fn fail_stop(
         std::thread::sleep(left);
     }
     if then == Then::StartOver {
-        eprintln!("netapi-chat: {refused} waiting requests answered 503");
+        tracing::warn!(refused, "waiting requests answered 503");
         crate::cluster::start_over();
     }
     eprintln!(
