@@ -48,9 +48,58 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// A callback URL as the log shows it: scheme, host, port and path, escaped ([`Escaped`]),
+/// never its user information (`user:password@`) nor its query or fragment, which receivers
+/// use to carry credentials (`?api_key=…`); a query or fragment is shown as `?…` / `#…`, so
+/// the operator sees that there was one. For `tracing`'s `%` form: `url = %Callback(&url)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Callback<'a>(pub &'a str);
+
+impl fmt::Display for Callback<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self.0;
+        let (scheme, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, url),
+        };
+        let cut = rest.find(['?', '#']).unwrap_or(rest.len());
+        let (before, after) = rest.split_at(cut);
+        let authority_end = before.find('/').unwrap_or(before.len());
+        let (authority, path) = before.split_at(authority_end);
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if let Some(scheme) = scheme {
+            write!(f, "{}://", Escaped(scheme))?;
+        }
+        write!(f, "{}{}", Escaped(host), Escaped(path))?;
+        match after.chars().next() {
+            Some('?') => f.write_str("?…"),
+            Some('#') => f.write_str("#…"),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A callback URL is logged without credentials: no user information, no query or
+    /// fragment (shown as present), the rest escaped.
+    #[test]
+    fn a_callback_url_is_logged_without_its_credentials() {
+        let shown = |u: &str| Callback(u).to_string();
+        assert_eq!(
+            shown("https://user:pw@hooks.example.com:8443/chat/in?api_key=SECRET#x"),
+            "https://hooks.example.com:8443/chat/in?…"
+        );
+        assert_eq!(shown("http://127.0.0.1:9/n#tok"), "http://127.0.0.1:9/n#…");
+        assert_eq!(shown("http://a.example/p@q"), "http://a.example/p@q");
+        assert_eq!(
+            shown("http://x.example/\r\nforged"),
+            "http://x.example/\\r\\nforged"
+        );
+        assert_eq!(shown("not a url"), "not a url");
+    }
 
     /// The rule as a value: borrowed unchanged when nothing needs escaping.
     /// `text` with every character of [`needs_escape`] written as a Rust escape (`\r`, `\n`, `\t`,

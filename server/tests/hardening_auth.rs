@@ -121,6 +121,35 @@ async fn notify_url_with_control_characters_is_refused_and_never_logged_raw() {
     );
 }
 
+/// A callback URL's credentials never reach the log: no `user:password@`, no query or
+/// fragment (receivers carry keys there, `?api_key=…`); the operator still sees where it
+/// goes, and that there was a query.
+#[tokio::test]
+async fn a_callback_urls_credentials_are_never_logged() {
+    let srv = Server::logged(&[]);
+    // Refused (credentials in a callback URL are), and logged as refused.
+    let a = subscribe(
+        &srv.urls().subscriptions(ALICE),
+        Format::Json,
+        "http://hook:pa55word@127.0.0.1:9/in",
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = subscribe(
+        &srv.urls().subscriptions(ALICE),
+        Format::Json,
+        "http://127.0.0.1:9/in?api_key=S3CRETKEY#frag",
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let log = wait_for_log(&srv, "subscription created").await;
+    assert!(log.contains("notifyURL refused"), "{log}");
+    for secret in ["pa55word", "S3CRETKEY", "frag", "hook:"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    assert!(log.contains("http://127.0.0.1:9/in?…"), "{log}");
+}
+
 /// The log once it holds `needle` (a few seconds at most: the terminal drain is asynchronous).
 async fn wait_for_log(srv: &Server, needle: &str) -> String {
     for _ in 0..50 {

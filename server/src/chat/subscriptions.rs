@@ -15,7 +15,7 @@ use super::secrets;
 use super::state::{self, Face, State, Subscription, SubscriptionRecord};
 use super::{Change, Chat, MAX_SUBSCRIPTION_SECS, durable, missing};
 use crate::callback_guard::{NOT_ALLOWED, check_url, resolve_checked};
-use crate::logsafe::Escaped;
+use crate::logsafe::{Callback, Escaped};
 use crate::notify::{Delivery, Notification, Queue, Target};
 use crate::store::{Kind, now_ms};
 use crate::urls::Urls;
@@ -121,7 +121,7 @@ impl Chat {
         // GuardError's Display (no resolved address: no DNS oracle); the operator's log, the
         // detail, escaped.
         let bad = |client: &dyn std::fmt::Display, detail: &dyn std::fmt::Display| {
-            tracing::info!(user = %Escaped(user), url = %Escaped(&notify_url), why = %Escaped(&detail.to_string()), "notifyURL refused");
+            tracing::info!(user = %Escaped(user), url = %Callback(&notify_url), why = %Escaped(&detail.to_string()), "notifyURL refused");
             ApiError::invalid_input(format!("callbackReference.notifyURL: {client}"))
         };
         // A notification channel's callbackURL is recognised before the callback policy: its
@@ -238,7 +238,7 @@ impl Chat {
         if let Some((id, at)) = expiry {
             self.expiry_timer(id, at);
         }
-        tracing::info!(user = %Escaped(user), url = %Escaped(&view.callback.notify_url), "subscription created");
+        tracing::info!(user = %Escaped(user), url = %Callback(&view.callback.notify_url), "subscription created");
         Ok((view, own_secret))
     }
 

@@ -34,7 +34,7 @@ pub mod forget;
 pub mod rules;
 
 use crate::callback_guard::CallbackPolicy;
-use crate::logsafe::Escaped;
+use crate::logsafe::{Callback, Escaped};
 use crate::signing::{Signer, headers};
 use crate::store::{Batch, Bury, Progress, Store, now_ms};
 use endpoints::{Endpoint, Endpoints, Failure};
@@ -614,7 +614,7 @@ async fn deliver(
                     }
                     Next::GiveUp => {
                         let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(kind = item.notification.kind(), subscription = &target.subscription, url = %Escaped(&target.notify_url), id = item.id, attempts = item.progress.attempts, dropped_total = total, "notification given up at its give-up age: kept as a dead letter");
+                        tracing::warn!(kind = item.notification.kind(), subscription = &target.subscription, url = %Callback(&target.notify_url), id = item.id, attempts = item.progress.attempts, dropped_total = total, "notification given up at its give-up age: kept as a dead letter");
                         probe_at = now
                             .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                         bury(&target, &d, &shared, vec![item]);
@@ -685,7 +685,7 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
     }
     let reason = why.text(&d.policy);
     let total = DISABLED.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::warn!(subscription = &target.subscription, url = %Escaped(&target.notify_url), reason = %reason, backlog = backlog, disabled_total = total, "subscription disabled by delivery: its backlog is kept as dead letters");
+    tracing::warn!(subscription = &target.subscription, url = %Callback(&target.notify_url), reason = %reason, backlog = backlog, disabled_total = total, "subscription disabled by delivery: its backlog is kept as dead letters");
     (d.on_disable)(&target.subscription, &reason);
 }
 
