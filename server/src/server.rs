@@ -149,7 +149,9 @@ fn jwt_verifier(
     let mut cfg = JwtConfig::new(issuer, audience);
     cfg.user_claim = user_claim.to_owned();
     cfg.required_scope = Some(scope.to_owned());
-    JwtVerifier::from_jwks_file(jwks, cfg).map_err(|e| e.to_string())
+    // The operator is told which setting and file: the JWKS error alone names neither.
+    JwtVerifier::from_jwks_file(jwks, cfg)
+        .map_err(|e| format!("NETAPI_CHAT_JWKS_FILE ({}): {e}", jwks.display()))
 }
 
 /// What `check-config` proves beyond parsing, without starting anything or writing: the TLS

@@ -303,7 +303,8 @@ fn check_config_refuses_an_invalid_configuration() {
                 ("NETAPI_CHAT_JWT_ISSUER", "https://issuer.example"),
                 ("NETAPI_CHAT_JWT_AUDIENCE", "chat"),
             ],
-            vec!["not a JWKS"],
+            // The setting and the file are named, not only what is wrong.
+            vec!["NETAPI_CHAT_JWKS_FILE", bad_value.path(), "not a JWKS"],
         ),
         (
             vec!["check-config"],
