@@ -654,7 +654,7 @@ impl HttpsAcceptor {
 
                         match negotiation {
                             Ok(conn) => yield Ok(conn),
-                            Err(e) => {
+                            Err((e, addr)) => {
                                 // If TLS negotiation fails, log the cause but
                                 // don't forward it along. Yielding an error
                                 // from here will terminate the server.
@@ -665,7 +665,12 @@ impl HttpsAcceptor {
                                 // different error types, since this may contain
                                 // useful things like "your certificate is
                                 // invalid"
-                                warn!(log, "tls accept err: {}", e);
+                                // PATCHES.md item 15: with the
+                                // client's address, so that an
+                                // operator can tell a scanner from a
+                                // client with a real problem.
+                                warn!(log, "tls accept err: {}", e;
+                                    "remote_addr" => %addr);
                             },
                         }
                     },
@@ -684,10 +689,15 @@ impl HttpsAcceptor {
                             )
                             .await
                             {
-                                Ok(r) => r.map(|s| TlsConn::new(s, addr)),
-                                Err(_) => Err(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    "TLS handshake timed out",
+                                Ok(r) => r
+                                    .map(|s| TlsConn::new(s, addr))
+                                    .map_err(|e| (e, addr)),
+                                Err(_) => Err((
+                                    std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "TLS handshake timed out",
+                                    ),
+                                    addr,
                                 )),
                             }
                         };
