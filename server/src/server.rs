@@ -29,7 +29,7 @@ pub enum StartError {
     Log(String),
     /// Binding or starting the listener failed (e.g. the port is in use).
     Listen(String),
-    /// The data directory could not be opened or read.
+    /// The store (the data directory's database, or PostgreSQL) could not be opened or read.
     Store(String),
     /// The token file or JWKS could not be read.
     Auth(String),
@@ -41,7 +41,9 @@ impl std::fmt::Display for StartError {
             StartError::Api(e) => write!(f, "building the API failed: {e}"),
             StartError::Log(e) => write!(f, "setting up logging failed: {e}"),
             StartError::Listen(e) => write!(f, "could not listen: {e}"),
-            StartError::Store(e) => write!(f, "could not open the data directory: {e}"),
+            // The store is the data directory's SQLite database or, with
+            // NETAPI_CHAT_DATABASE_URL, PostgreSQL: the message names neither wrongly.
+            StartError::Store(e) => write!(f, "could not open the store: {e}"),
             StartError::Auth(e) => write!(f, "authentication is not set up: {e}"),
         }
     }
