@@ -266,6 +266,7 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         Arc::new(leader_tls),
         cors,
         config.limits.channel_poll_wait,
+        config.trusted_proxies.clone(),
     ));
     let url = config.database_url.clone().unwrap_or_default();
     let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
@@ -445,6 +446,9 @@ struct Forwarder {
     /// `NETAPI_CHAT_CHANNEL_POLL_WAIT`: how long a long poll may wait before the leader
     /// starts its answer ([`answer_within`]).
     poll_wait: Duration,
+    /// `NETAPI_CHAT_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client this standby
+    /// forwards for ([`crate::proxies::client_address`]).
+    trusted_proxies: Vec<crate::proxies::Net>,
 }
 
 impl Forwarder {
@@ -454,6 +458,7 @@ impl Forwarder {
         tls: Arc<rustls::ClientConfig>,
         cors: Option<Arc<crate::cors::Cors>>,
         poll_wait: Duration,
+        trusted_proxies: Vec<crate::proxies::Net>,
     ) -> Forwarder {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -474,6 +479,7 @@ impl Forwarder {
             failing: std::sync::atomic::AtomicBool::new(false),
             cors,
             poll_wait,
+            trusted_proxies,
         }
     }
 
@@ -822,10 +828,12 @@ async fn forward(
     };
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    // Whatever a client put there is replaced: only this standby says where a request came from.
+    // Whatever a client put there is replaced: only this standby says where a request came
+    // from (through a proxy it trusts, the client that proxy names).
     parts.headers.remove(&FORWARDED_FOR);
+    let client = crate::proxies::client_address(peer, &parts.headers, &forwarder.trusted_proxies);
     if let (Ok(from), Ok(key)) = (
-        HeaderValue::from_str(&peer.to_string()),
+        HeaderValue::from_str(&client.to_string()),
         HeaderValue::from_str(&leader.key),
     ) {
         parts.headers.insert(FORWARDED_FOR, from);

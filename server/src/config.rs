@@ -133,6 +133,10 @@ pub struct Config {
     /// `NETAPI_CHAT_CORS_ORIGINS`: the origins whose web pages may call the API (`*`, or a
     /// list); unset (the default): no CORS headers, `OPTIONS` is `405`. See [`crate::cors`].
     pub cors_origins: Option<crate::cors::Origins>,
+    /// `NETAPI_CHAT_TRUSTED_PROXIES`: the addresses or networks of the proxies in front of the
+    /// server (a load balancer, a TLS terminator), whose `X-Forwarded-For` names the client;
+    /// empty (the default): every connection is its own client. See [`crate::proxies`].
+    pub trusted_proxies: Vec<crate::proxies::Net>,
     /// `NETAPI_CHAT_ADMIN_TOKEN`: the bearer token that opens the admin endpoints (see
     /// [`crate::admin_api`]), which `netapi-chat backup` and `summary` call; unset (the
     /// default): there are none.
@@ -295,6 +299,7 @@ impl Default for Config {
             connections: Connections::default(),
             metrics_token: None,
             cors_origins: None,
+            trusted_proxies: Vec::new(),
             admin_token: None,
             retention: Retention::default(),
             tls: None,
@@ -435,6 +440,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
     Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
     Setting::unset("NETAPI_CHAT_CORS_ORIGINS", "no CORS: pages of other origins cannot read answers", "origins whose web pages may call the API from a browser, e.g. `https://app.example.com, http://localhost:3000`, or `*` for any: preflights (`OPTIONS`) are answered and every answer to such a page carries `Access-Control-Allow-Origin` (no credentials mode: tokens, not cookies)"),
+    Setting::unset("NETAPI_CHAT_TRUSTED_PROXIES", "none: each connection is its own client", "addresses or networks of the proxies in front of the server (e.g. `10.0.0.0/8, 127.0.0.1`): a request whose connection comes from one is counted as coming from the rightmost `X-Forwarded-For` address that is not a trusted proxy (the authentication-failure limit is per client address); from anyone else the header is ignored"),
     Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
     Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
     Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long to be answered, then the store is closed and the process exits 0"),
@@ -914,6 +920,16 @@ impl Config {
                          separated by commas, e.g. https://app.example.com",
                     )
                 })?),
+            },
+            trusted_proxies: match s.text("NETAPI_CHAT_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(v) => crate::proxies::parse_list(v).map_err(|_| {
+                    s.invalid(
+                        "NETAPI_CHAT_TRUSTED_PROXIES",
+                        v,
+                        "IP addresses or networks (`10.0.0.0/8`, `::1`) separated by commas",
+                    )
+                })?,
             },
             rotation_window: s
                 .duration("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW")?

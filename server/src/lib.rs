@@ -37,6 +37,7 @@ pub mod logging;
 pub(crate) mod logsafe;
 pub(crate) mod metrics;
 pub mod notify;
+pub(crate) mod proxies;
 pub(crate) mod rate;
 pub(crate) mod retention;
 pub mod server;

@@ -444,9 +444,15 @@ pub fn start_on(
         Some(cors) => server.response_headers(cors.into_hook()),
         None => server,
     };
+    // Proxies in front (NETAPI_CHAT_TRUSTED_PROXIES) name the client; a standby of the
+    // cluster (which applied the same rule) names it with the cluster key, over them.
+    let gate = match config.trusted_proxies.as_slice() {
+        [] => methods.into_gate(),
+        trusted => crate::proxies::trusting(methods.into_gate(), Arc::new(trusted.to_vec())),
+    };
     let server = server.request_gate(match cluster_key {
-        Some(key) => crate::cluster::trusting_forwarders(methods.into_gate(), key),
-        None => methods.into_gate(),
+        Some(key) => crate::cluster::trusting_forwarders(gate, key),
+        None => gate,
     });
     let server = server
         .start()

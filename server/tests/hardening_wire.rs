@@ -677,6 +677,61 @@ async fn failed_authentication_is_rate_limited_per_address() {
     }
 }
 
+/// Behind a trusted proxy (`NETAPI_CHAT_TRUSTED_PROXIES`), the failure limit counts the
+/// clients the proxy names in `X-Forwarded-For`, not the proxy: one client guessing tokens is
+/// refused, another behind the same proxy is served. From an address that is not trusted the
+/// header is ignored, so a client cannot pose as another.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_failure_limit_counts_each_client() {
+    let limited = |extra: &'static [(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "3"),
+            ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60"),
+        ];
+        env.extend_from_slice(extra);
+        Server::start(&env)
+    };
+    let good = format!("Bearer {}", support::APP_TOKEN);
+    let bad = "Bearer guessed-token-number-0001";
+    let get = async |srv: &Server, auth: &str, client: &str| {
+        send(
+            "GET",
+            &srv.urls().chat_sessions(ALICE),
+            &[("authorization", auth), ("x-forwarded-for", client)],
+            None,
+        )
+        .await
+        .status
+    };
+    // The tests reach the server from 127.0.0.1: trusted here.
+    let srv = limited(&[("NETAPI_CHAT_TRUSTED_PROXIES", "127.0.0.1, ::1")]);
+    for _ in 0..3 {
+        assert_eq!(get(&srv, bad, "198.51.100.1").await, 401);
+    }
+    assert_eq!(
+        get(&srv, &good, "198.51.100.1").await,
+        429,
+        "the guesser is limited"
+    );
+    assert_eq!(
+        get(&srv, &good, "198.51.100.2").await,
+        200,
+        "its neighbour is not"
+    );
+    assert_eq!(
+        get(&srv, &good, "198.51.100.2, 198.51.100.1").await,
+        429,
+        "the rightmost address is the one the proxy saw"
+    );
+
+    // Not trusted: the header counts for nothing, every request is the connection's.
+    let srv = limited(&[]);
+    for _ in 0..3 {
+        assert_eq!(get(&srv, bad, "198.51.100.1").await, 401);
+    }
+    assert_eq!(get(&srv, &good, "198.51.100.2").await, 429);
+}
+
 /// XML bodies in the encodings XML 1.0 makes every processor read (UTF-16 with its byte order
 /// mark) or that declare ISO-8859-1, and a `utf-16` declaration on UTF-8 bytes (.NET's
 /// `XmlSerializer` over a `StringWriter`), are read as the message they hold; an encoding

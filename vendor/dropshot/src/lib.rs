@@ -975,6 +975,7 @@ pub use client_gone::client_gone;
 pub use connection_limits::ConnectionLimits;
 pub use server::BuildError;
 pub use server::ClientAddr;
+pub use server::PeerAddr;
 pub use server::RequestGate;
 pub use server::RequestObserver;
 pub use server::RequestSpan;

@@ -142,6 +142,12 @@ pub type RequestGate = Arc<
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The address of the connection a request came on (PATCHES.md item 16), in
+/// the request's extensions when the [`RequestGate`] runs: what a gate that
+/// trusts proxies by address decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 impl<C: ServerContext> DropshotState<C> {
     pub fn using_tls(&self) -> bool {
         self.tls_acceptor.is_some()
@@ -1155,6 +1161,7 @@ async fn http_request_handle<C: ServerContext>(
     // this to take forever.
     // TODO-correctness: Do we need to dump the body on errors?
     let mut request = request;
+    request.extensions_mut().insert(PeerAddr(remote_addr));
     if let Some(gate) = server.request_gate.as_ref() {
         if let Some(mut response) = gate(&mut request) {
             response.headers_mut().insert(
