@@ -38,6 +38,7 @@ pub(crate) mod logsafe;
 pub(crate) mod metrics;
 pub mod notify;
 pub(crate) mod rate;
+pub(crate) mod reach;
 pub(crate) mod retention;
 pub mod server;
 /// Standard Webhooks signatures: in `netapi-chat-webhooks`, shared with receivers.
