@@ -4,7 +4,8 @@
 //! up within [`CHECK_INTERVAL`] without a restart. `backup` and `summary` need the database,
 //! which only the running server can open (held exclusively, `unix-excl`): they call its admin
 //! endpoints ([`crate::admin_api`]) with `NETAPI_CHAT_ADMIN_TOKEN`, at `--url` or at the
-//! configured bind address.
+//! configured bind address: over HTTPS when the configuration has `NETAPI_CHAT_TLS_CERT`,
+//! trusting that certificate ([`server_url`], [`trust`]).
 
 use crate::auth::token_admin::{self, Listed};
 use crate::auth::watched::CHECK_INTERVAL;
@@ -104,11 +105,44 @@ pub fn tokens(config: &Config, command: TokensCommand) -> Result<Output, String>
     }
 }
 
-/// Where the running server is: `url` when given, else `http://` + the configured bind
-/// address (an unspecified address, e.g. `0.0.0.0`, reached on loopback).
-pub fn server_url(config: &Config, url: Option<&str>) -> Result<String, String> {
+/// Where the running server is called.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The base URL (no trailing slash).
+    pub url: String,
+    /// The URL's host and where it is connected to instead of being looked up: the
+    /// configured bind address, when the URL names the server by a DNS name of its
+    /// certificate.
+    pub at: Option<(String, std::net::SocketAddr)>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.at {
+            Some((_, at)) => write!(
+                f,
+                "{} (connecting to {at}, the configured bind address)",
+                self.url
+            ),
+            None => f.write_str(&self.url),
+        }
+    }
+}
+
+/// Where the running server is: `url` when given, else the configured bind address (an
+/// unspecified address, e.g. `0.0.0.0`, reached on loopback): `http://` + it, or with
+/// `NETAPI_CHAT_TLS_CERT` `https://`. Over HTTPS the certificate is verified for the URL's
+/// host, so the URL names the server as its certificate does ([`crate::tls::own_host`]):
+/// by that address when the certificate carries it as an IP SAN, else by the certificate's
+/// first DNS name, connecting to the bind address all the same ([`Target::at`]); a
+/// certificate made for `chat.example.com` then verifies for `chat.example.com` while the
+/// command talks to `127.0.0.1:8443`.
+pub fn server_url(config: &Config, url: Option<&str>) -> Result<Target, String> {
     if let Some(url) = url {
-        return Ok(url.trim_end_matches('/').to_owned());
+        return Ok(Target {
+            url: url.trim_end_matches('/').to_owned(),
+            at: None,
+        });
     }
     let mut addr = config.bind;
     if addr.port() == 0 {
@@ -124,7 +158,55 @@ pub fn server_url(config: &Config, url: Option<&str>) -> Result<String, String> 
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
-    Ok(format!("http://{addr}"))
+    let Some(files) = &config.tls else {
+        return Ok(Target {
+            url: format!("http://{addr}"),
+            at: None,
+        });
+    };
+    Ok(match crate::tls::own_host(files, addr.ip()) {
+        Some(host) => Target {
+            url: format!("https://{host}:{}", addr.port()),
+            at: Some((host, addr)),
+        },
+        None => Target {
+            url: format!("https://{addr}"),
+            at: None,
+        },
+    })
+}
+
+/// What `backup` and `summary` trust for an `https://` server: Mozilla's roots, the server's
+/// own certificate file (`NETAPI_CHAT_TLS_CERT`: its certificate, or what issued it) and
+/// `NETAPI_CHAT_CLUSTER_CA_FILE` (the private CA of a cluster's instances).
+pub fn trust(config: &Config) -> crate::reach::Trust {
+    crate::reach::Trust::new(
+        "run the command with the server's configuration (NETAPI_CHAT_TLS_CERT), or set \
+         NETAPI_CHAT_CLUSTER_CA_FILE to the certificate of the CA that issued the server's",
+    )
+    .with(
+        "NETAPI_CHAT_TLS_CERT",
+        config.tls.as_ref().map(|files| files.cert.as_path()),
+    )
+    .with(
+        "NETAPI_CHAT_CLUSTER_CA_FILE",
+        config.cluster_ca_file.as_deref(),
+    )
+}
+
+/// The HTTP client of a command that may take `wait`, for `target`.
+fn http_client(
+    config: &Config,
+    target: &Target,
+    wait: std::time::Duration,
+) -> Result<(reqwest::Client, crate::reach::Trust), String> {
+    let trust = trust(config);
+    let mut builder = trust.client_builder()?.timeout(wait);
+    if let Some((host, at)) = &target.at {
+        builder = builder.resolve(host, *at);
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
+    Ok((client, trust))
 }
 
 /// Longest a backup may take before the command gives up waiting (the server finishes it
@@ -136,6 +218,8 @@ const SUMMARY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Calls an admin endpoint: the JSON answer on 2xx, the server's `error` text otherwise.
 async fn call(
     config: &Config,
+    target: &Target,
+    trust: &crate::reach::Trust,
     request: reqwest::RequestBuilder,
 ) -> Result<serde_json::Value, String> {
     let token = config.admin_token.as_deref().ok_or(
@@ -145,7 +229,7 @@ async fn call(
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| format!("cannot reach the server: {e}"))?;
+        .map_err(|e| crate::reach::unreachable(&target.to_string(), &e, trust))?;
     let status = answer.status();
     let text = answer
         .text()
@@ -177,19 +261,18 @@ pub async fn backup(
     url: Option<&str>,
     dir: &std::path::Path,
 ) -> Result<Output, String> {
-    let base = server_url(config, url)?;
+    let target = server_url(config, url)?;
     let dir = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dir_text = dir
         .to_str()
         .ok_or_else(|| format!("{} is not UTF-8", dir.display()))?;
-    let client = reqwest::Client::builder()
-        .timeout(BACKUP_WAIT)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (client, trust) = http_client(config, &target, BACKUP_WAIT)?;
     let answer = call(
         config,
+        &target,
+        &trust,
         client
-            .post(format!("{base}/admin/backup"))
+            .post(format!("{}/admin/backup", target.url))
             .query(&[("dir", dir_text)]),
     )
     .await?;
@@ -222,12 +305,15 @@ pub async fn backup(
 
 /// `netapi-chat summary`: what the running server stores, as text (or its JSON).
 pub async fn summary(config: &Config, url: Option<&str>, json: bool) -> Result<Output, String> {
-    let base = server_url(config, url)?;
-    let client = reqwest::Client::builder()
-        .timeout(SUMMARY_WAIT)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let answer = call(config, client.get(format!("{base}/admin/summary"))).await?;
+    let target = server_url(config, url)?;
+    let (client, trust) = http_client(config, &target, SUMMARY_WAIT)?;
+    let answer = call(
+        config,
+        &target,
+        &trust,
+        client.get(format!("{}/admin/summary", target.url)),
+    )
+    .await?;
     let stdout = if json {
         format!("{answer:#}\n")
     } else {
@@ -308,26 +394,83 @@ mod tests {
             bind: "0.0.0.0:8080".parse().expect("addr"),
             ..Config::default()
         };
-        assert_eq!(
-            server_url(&config, None).as_deref(),
-            Ok("http://127.0.0.1:8080")
-        );
+        let url = |config: &Config, given: Option<&str>| server_url(config, given).map(|t| t.url);
+        assert_eq!(url(&config, None).as_deref(), Ok("http://127.0.0.1:8080"));
         config.bind = "[::]:9000".parse().expect("addr");
-        assert_eq!(
-            server_url(&config, None).as_deref(),
-            Ok("http://[::1]:9000")
-        );
+        assert_eq!(url(&config, None).as_deref(), Ok("http://[::1]:9000"));
         config.bind = "10.0.0.5:8080".parse().expect("addr");
+        assert_eq!(url(&config, None).as_deref(), Ok("http://10.0.0.5:8080"));
         assert_eq!(
-            server_url(&config, None).as_deref(),
-            Ok("http://10.0.0.5:8080")
-        );
-        assert_eq!(
-            server_url(&config, Some("https://chat.example/")).as_deref(),
+            url(&config, Some("https://chat.example/")).as_deref(),
             Ok("https://chat.example")
         );
         config.bind = "127.0.0.1:0".parse().expect("addr");
         assert!(server_url(&config, None).is_err());
+    }
+
+    /// A certificate with these subjectAltNames, as the configured `tls` of a configuration
+    /// bound to `bind`, in `dir`.
+    fn with_certificate(dir: &std::path::Path, bind: &str, sans: &[&str]) -> Config {
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let made = rcgen::generate_simple_self_signed(sans).expect("certificate");
+        let files = crate::tls::TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, made.cert.pem()).expect("write");
+        std::fs::write(&files.key, made.signing_key.serialize_pem()).expect("write");
+        Config {
+            bind: bind.parse().expect("addr"),
+            tls: Some(files),
+            ..Config::default()
+        }
+    }
+
+    /// With `NETAPI_CHAT_TLS_CERT` the server is called over HTTPS at its bind address, named
+    /// as its certificate names it: the address itself when it is an IP SAN, else the first
+    /// DNS name (not a wildcard), connected to at the address all the same.
+    #[test]
+    fn with_tls_the_server_is_called_by_a_name_its_certificate_carries() {
+        let dir =
+            std::env::temp_dir().join(format!("netapi-chat-admin-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let at = |config: &Config| server_url(config, None).expect("url");
+        let config = with_certificate(&dir, "127.0.0.1:8443", &["localhost", "127.0.0.1"]);
+        assert_eq!(
+            at(&config),
+            Target {
+                url: "https://127.0.0.1:8443".to_owned(),
+                at: None
+            }
+        );
+        let config = with_certificate(&dir, "0.0.0.0:8443", &["*.chat.example", "chat.example"]);
+        let target = at(&config);
+        assert_eq!(
+            target,
+            Target {
+                url: "https://chat.example:8443".to_owned(),
+                at: Some((
+                    "chat.example".to_owned(),
+                    "127.0.0.1:8443".parse().expect("addr")
+                ))
+            }
+        );
+        assert_eq!(
+            target.to_string(),
+            "https://chat.example:8443 (connecting to 127.0.0.1:8443, the configured bind address)"
+        );
+        // No name to use: the address, whose failure will say what the certificate names.
+        let config = with_certificate(&dir, "[::]:8443", &["*.chat.example", "10.0.0.1"]);
+        assert_eq!(at(&config).url, "https://[::1]:8443");
+        // A given URL is used as it is.
+        assert_eq!(
+            server_url(&config, Some("https://chat.example:9443/")).expect("url"),
+            Target {
+                url: "https://chat.example:9443".to_owned(),
+                at: None
+            }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -18,8 +18,13 @@
 //! *Why a subcommand of the server binary* rather than a `netapi-chat-cli` binary: one program
 //! to install and to find in the README, next to the operator's `tokens`, `backup` and
 //! `summary`; the client shares no configuration with the server (it reads only its own
-//! options and `NETAPI_CHAT_URL` / `NETAPI_CHAT_TOKEN` / `NETAPI_CHAT_USER`), so it runs on any
-//! machine, and a server configuration that does not load does not stop it.
+//! options and `NETAPI_CHAT_URL` / `NETAPI_CHAT_TOKEN` / `NETAPI_CHAT_USER` /
+//! `NETAPI_CHAT_CA_FILE`), so it runs on any machine, and a server configuration that does not
+//! load does not stop it.
+//!
+//! *HTTPS.* An `https://` server's certificate is verified for the URL's host against
+//! Mozilla's roots plus the certificates of `--ca-file` (a private CA's, or the server's own
+//! certificate: see [`crate::tls::command_client_config`]); see [`crate::reach`].
 
 use clap::{Args, Subcommand, ValueEnum};
 use netapi_chat_api as api;
@@ -48,9 +53,11 @@ pub const ENV_URL: &str = "NETAPI_CHAT_URL";
 pub const ENV_TOKEN: &str = "NETAPI_CHAT_TOKEN";
 /// The user acted for.
 pub const ENV_USER: &str = "NETAPI_CHAT_USER";
+/// Certificates trusted for an `https://` server besides Mozilla's roots.
+pub const ENV_CA_FILE: &str = "NETAPI_CHAT_CA_FILE";
 /// The client's own environment variables. They are not server settings: the server reads
 /// none of them, and the client reads none of the server's (`config`'s README test knows).
-pub const ENV_VARIABLES: [&str; 3] = [ENV_URL, ENV_TOKEN, ENV_USER];
+pub const ENV_VARIABLES: [&str; 4] = [ENV_URL, ENV_TOKEN, ENV_USER, ENV_CA_FILE];
 
 /// Longest a request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,6 +104,11 @@ pub struct ClientArgs {
         value_name = "ADDRESS"
     )]
     pub user: String,
+    /// PEM certificates trusted for an `https://` server besides Mozilla's roots: the
+    /// certificate of the CA that issued the server's, or the server's own certificate (its
+    /// NETAPI_CHAT_TLS_CERT file). The host name is verified either way.
+    #[arg(long, global = true, env = ENV_CA_FILE, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The face to use: request and answer documents in JSON or in XML.
     #[arg(long, global = true, value_enum, default_value_t = Face::Json)]
     pub format: Face,
@@ -508,6 +520,7 @@ type Generated<T> =
 
 /// The answer of a generated-client call, its document read as `A`.
 async fn from_generated<A: Expected, T: Serialize>(
+    session: &Session,
     result: Generated<T>,
 ) -> Result<Answer, Failure> {
     match result {
@@ -532,6 +545,7 @@ async fn from_generated<A: Expected, T: Serialize>(
         // A status the spec does not list for the operation (e.g. a 503 of a failing store):
         // read like any other answer.
         Err(progenitor_client::Error::UnexpectedResponse(response)) => read_answer(response).await,
+        Err(progenitor_client::Error::CommunicationError(e)) => Err(session.unreachable(&e)),
         Err(e) => Err(Failure::NoAnswer(format!("no usable answer: {e}"))),
     }
 }
@@ -568,6 +582,10 @@ async fn read_answer(response: reqwest::Response) -> Result<Answer, Failure> {
 /// A client of one server, for one user, in one face.
 struct Session {
     http: reqwest::Client,
+    /// The server's base URL, for messages.
+    base: String,
+    /// What its certificate is verified against, for messages.
+    trust: crate::reach::Trust,
     generated: generated::Client,
     /// The XML face's request lines: each operation's method and URL, from the spec.
     requests: Requests,
@@ -639,7 +657,14 @@ impl Session {
         auth.set_sensitive(true);
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::AUTHORIZATION, auth);
-        let http = reqwest::Client::builder()
+        let trust = crate::reach::Trust::new(
+            "give --ca-file (NETAPI_CHAT_CA_FILE) with the certificate of the CA that issued the \
+             server's, or with the server's own certificate",
+        )
+        .with("--ca-file", args.ca_file.as_deref());
+        let http = trust
+            .client_builder()
+            .map_err(Failure::Usage)?
             .default_headers(headers)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -649,10 +674,17 @@ impl Session {
         Ok(Session {
             generated: generated::Client::new_with_client(base, http.clone()),
             http,
+            base: base.to_owned(),
+            trust,
             requests: Requests::new(Urls::new(base)),
             user: args.user.clone(),
             format: args.format.into(),
         })
+    }
+
+    /// Why a request got no answer, naming the server's URL ([`crate::reach`]).
+    fn unreachable(&self, e: &reqwest::Error) -> Failure {
+        Failure::NoAnswer(crate::reach::unreachable(&self.base, e, &self.trust))
     }
 
     /// The XML face: the operation's `request` line (from the generated [`Requests`]) with
@@ -671,10 +703,7 @@ impl Session {
                 .header(http::header::CONTENT_TYPE, Format::Xml.content_type())
                 .body(wire::encode(Format::Xml, doc));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Failure::NoAnswer(format!("no answer from the server: {e}")))?;
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         read_answer(response).await
     }
 
@@ -691,7 +720,7 @@ impl Session {
         request: OperationRequest,
     ) -> Result<Answer, Failure> {
         match self.format {
-            Format::Json => from_generated::<A, _>(json.await).await,
+            Format::Json => from_generated::<A, _>(self, json.await).await,
             Format::Xml => self.xml_empty(request).await,
         }
     }
@@ -810,6 +839,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 from_generated::<api::ChatSubscription, _>(
+                    self,
                     self.generated
                         .redeliver_dead_letters(user, subscription)
                         .await,
@@ -834,6 +864,7 @@ impl Session {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<api::SubscriptionSecret, _>(
+                    self,
                     self.generated
                         .rotate_subscription_secret(user, subscription, &body)
                         .await,
@@ -852,6 +883,7 @@ impl Session {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<api::ChatSubscription, _>(
+                    self,
                     self.generated
                         .create_chat_subscription(&self.user, &body)
                         .await,
@@ -869,6 +901,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 from_generated::<NoDocument, _>(
+                    self,
                     self.generated
                         .delete_chat_subscription(&self.user, subscription)
                         .await,
@@ -889,6 +922,7 @@ impl Session {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<api::ChatSessionInformation, _>(
+                    self,
                     self.generated.create_chat_session(&self.user, &body).await,
                 )
                 .await
@@ -905,6 +939,7 @@ impl Session {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<api::ParticipantList, _>(
+                    self,
                     self.generated
                         .add_participants(&self.user, session, &body)
                         .await,
@@ -931,6 +966,7 @@ impl Session {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<api::ParticipantSessionStatus, _>(
+                    self,
                     self.generated
                         .update_participant_status(user, session, &me, &body)
                         .await,
@@ -948,6 +984,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 from_generated::<NoDocument, _>(
+                    self,
                     self.generated
                         .delete_chat_session(&self.user, session)
                         .await,
@@ -965,6 +1002,7 @@ impl Session {
         match self.format {
             Format::Json => {
                 from_generated::<NoDocument, _>(
+                    self,
                     self.generated
                         .cancel_invitation(&self.user, session, participant)
                         .await,
@@ -985,6 +1023,7 @@ impl Session {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<api::ResourceReference, _>(
+                    self,
                     self.generated
                         .send_message(&self.user, session, &body)
                         .await,
@@ -1008,6 +1047,7 @@ impl Session {
             Format::Json => {
                 let body = to_client(&doc)?;
                 from_generated::<NoDocument, _>(
+                    self,
                     self.generated
                         .confirm_message_delivery(&self.user, session, message, &body)
                         .await,
@@ -1048,6 +1088,7 @@ impl Session {
             ListWhat::Subscriptions => {
                 let cursor = page.cursor()?;
                 from_generated::<api::ChatSubscriptionList, _>(
+                    self,
                     g.list_chat_subscriptions(user, cursor.as_ref(), n).await,
                 )
                 .await
@@ -1055,6 +1096,7 @@ impl Session {
             ListWhat::Sessions => {
                 let cursor = page.cursor()?;
                 from_generated::<api::ChatSessionList, _>(
+                    self,
                     g.list_chat_sessions(user, cursor.as_ref(), n).await,
                 )
                 .await
@@ -1062,6 +1104,7 @@ impl Session {
             ListWhat::Messages { session } => {
                 let cursor = page.cursor()?;
                 from_generated::<api::ChatMessageList, _>(
+                    self,
                     g.list_messages(user, session, cursor.as_ref(), n).await,
                 )
                 .await
@@ -1069,6 +1112,7 @@ impl Session {
             ListWhat::Participants { session } => {
                 let cursor = page.cursor()?;
                 from_generated::<api::ParticipantList, _>(
+                    self,
                     g.list_participants(user, session, cursor.as_ref(), n).await,
                 )
                 .await
@@ -1080,6 +1124,7 @@ impl Session {
                 let cursor = page.cursor()?;
                 let since = client_param("--since", since.as_deref())?;
                 from_generated::<api::DeadLetterList, _>(
+                    self,
                     g.list_dead_letters(user, subscription, cursor.as_ref(), n, since.as_ref())
                         .await,
                 )

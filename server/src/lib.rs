@@ -39,6 +39,7 @@ pub(crate) mod metrics;
 pub mod notify;
 pub(crate) mod proxies;
 pub(crate) mod rate;
+pub(crate) mod reach;
 pub(crate) mod retention;
 pub mod server;
 /// Standard Webhooks signatures: in `netapi-chat-webhooks`, shared with receivers.

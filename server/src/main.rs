@@ -49,14 +49,16 @@ enum Command {
     Backup {
         /// The directory to create (must not exist).
         dir: PathBuf,
-        /// The server's base URL (default: http:// + the configured bind address).
+        /// The server's base URL (default: the configured bind address, https:// when
+        /// NETAPI_CHAT_TLS_CERT is set, that certificate trusted).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
     /// Print what the running server stores: subscriptions, open sessions, messages,
     /// undelivered notifications (per subscription); needs NETAPI_CHAT_ADMIN_TOKEN.
     Summary {
-        /// The server's base URL (default: http:// + the configured bind address).
+        /// The server's base URL (default: the configured bind address, https:// when
+        /// NETAPI_CHAT_TLS_CERT is set, that certificate trusted).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
         /// Print the server's JSON instead of text.

@@ -97,21 +97,53 @@ pub fn names(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> Result<(), Str
         .map_err(|e| format!("the certificate cannot be read: {e}"))?;
     match rustls::client::verify_server_name(&parsed, name) {
         Ok(()) => Ok(()),
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::NotValidForNameContext { presented, .. },
-        )) => {
+        Err(rustls::Error::InvalidCertificate(e)) => {
+            Err(name_problem(&e)
+                .unwrap_or_else(|| format!("the certificate cannot be checked: {e}")))
+        }
+        Err(e) => Err(format!("the certificate cannot be checked: {e}")),
+    }
+}
+
+/// What a certificate that does not name the host a client asked for names instead (`it
+/// names a.example, IP 10.0.0.2`), as [`names`] says it; `None` when `e` is not about the name.
+pub fn name_problem(e: &rustls::CertificateError) -> Option<String> {
+    match e {
+        rustls::CertificateError::NotValidForNameContext { presented, .. } => {
             let carried: Vec<String> = presented.iter().map(|n| readable_name(n)).collect();
-            Err(if carried.is_empty() {
+            Some(if carried.is_empty() {
                 "it names no host (no DNS or IP subjectAltName)".to_owned()
             } else {
                 format!("it names {}", carried.join(", "))
             })
         }
-        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)) => {
-            Err("it does not name it".to_owned())
-        }
-        Err(e) => Err(format!("the certificate cannot be checked: {e}")),
+        rustls::CertificateError::NotValidForName => Some("it does not name it".to_owned()),
+        _ => None,
     }
+}
+
+/// The host a command on the server's machine calls the server at, when it connects to
+/// `ip` (the configured bind address) and trusts the server's own certificate file: `None`
+/// when the certificate names `ip` itself (an IP SAN: the URL is `https://ip:port`), else
+/// the first DNS name it carries that is not a wildcard (the URL names it and the connection
+/// still goes to `ip`, so the certificate is verified for a name it was made for). `None`
+/// too when the file cannot be read or carries no such name: the URL is then `ip`'s, and its
+/// failure says why.
+pub fn own_host(files: &TlsFiles, ip: std::net::IpAddr) -> Option<String> {
+    let certs = certificates(&files.cert).ok()?;
+    let leaf = certs.first()?;
+    let parsed = rustls::server::ParsedCertificate::try_from(leaf).ok()?;
+    let carried =
+        match rustls::client::verify_server_name(&parsed, &ServerName::IpAddress(ip.into())) {
+            Ok(()) => return None,
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { presented, .. },
+            )) => presented,
+            Err(_) => return None,
+        };
+    carried.iter().map(|n| readable_name(n)).find(|n| {
+        !n.starts_with("IP ") && !n.contains('*') && ServerName::try_from(n.as_str()).is_ok()
+    })
 }
 
 /// A subjectAltName as webpki reports it (`DnsName("a.example")`, `IpAddress(10.0.0.2)`),
@@ -302,21 +334,156 @@ pub fn cluster_client_config(
     Ok(config)
 }
 
+/// The TLS client of the commands that call a server over HTTPS (`backup` and `summary`,
+/// `client`; see `crate::reach`): Mozilla's roots plus the PEM certificates of `files`, each
+/// given with what names it in errors (a setting or an option). Those certificates are
+/// trusted two ways: as roots, for a server whose certificate one of them issued; and as
+/// themselves, for a server that presents one of them as its own ([`KnownCertificates`]), so
+/// that the server's own certificate file (`NETAPI_CHAT_TLS_CERT`) is enough to trust it even
+/// when it is self-signed with `CA:TRUE` (as `openssl req -x509` makes it by default, which
+/// webpki refuses as a server's certificate) or issued by a private CA the file does not hold.
+/// The host name is verified either way. ALPN offers `http/1.1`, what the server serves.
+pub fn command_client_config(
+    files: &[(&str, &std::path::Path)],
+) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = command_verifier(files, &provider)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The verifier of [`command_client_config`].
+fn command_verifier(
+    files: &[(&str, &std::path::Path)],
+    provider: &Arc<CryptoProvider>,
+) -> Result<KnownCertificates, String> {
+    let mut roots = mozilla_roots();
+    let mut known = Vec::new();
+    for (setting, file) in files {
+        known.extend(add_roots(&mut roots, setting, file)?);
+    }
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(provider),
+    )
+    .build()
+    .map_err(|e| format!("TLS: {e}"))?;
+    Ok(KnownCertificates { webpki, known })
+}
+
+/// The commands' certificate verifier ([`command_client_config`]): webpki's (the chain to a
+/// root, the validity period, the host name); and when webpki finds no root for a certificate
+/// (or refuses it as a `CA:TRUE` one) that is byte for byte one of `known`, that certificate,
+/// for the names it carries. Its validity period was checked before either refusal
+/// (webpki looks at it first), and the host name is checked here: verification is never off.
+#[derive(Debug)]
+struct KnownCertificates {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    known: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for KnownCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let refused = match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => return Ok(verified),
+            Err(refused) => refused,
+        };
+        let no_root = match &refused {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => true,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                is_ca_as_server(other)
+            }
+            _ => false,
+        };
+        if !no_root || !self.known.iter().any(|k| k.as_ref() == end_entity.as_ref()) {
+            return Err(refused);
+        }
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Whether webpki refused a certificate because it is a CA's (`basicConstraints CA:TRUE`)
+/// presented as a server's: rustls passes that refusal on as an opaque error, known by its
+/// name only.
+pub fn is_ca_as_server(other: &rustls::OtherError) -> bool {
+    format!("{other:?}").contains("CaUsedAsEndEntity")
+}
+
+/// Mozilla's root certificates (`webpki-roots`: the same set on every machine).
+fn mozilla_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots
+}
+
+/// Adds the certificates of `file` (named `setting` in errors) to `roots`; gives them back.
+fn add_roots(
+    roots: &mut rustls::RootCertStore,
+    setting: &str,
+    file: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let err = |p: String| format!("{setting}: {}: {p}", file.display());
+    let certs = certificates(file).map_err(err)?;
+    for cert in &certs {
+        roots
+            .add(cert.clone())
+            .map_err(|e| err(format!("not a usable root certificate: {e}")))?;
+    }
+    Ok(certs)
+}
+
 /// A client configuration trusting Mozilla's roots plus the certificates of `extra_roots`
 /// (named `setting` in errors).
 fn client_config(
     setting: &str,
     extra_roots: Option<&std::path::Path>,
 ) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = mozilla_roots();
     if let Some(file) = extra_roots {
-        let err = |p: String| format!("{setting}: {}: {p}", file.display());
-        for cert in certificates(file).map_err(err)? {
-            roots
-                .add(cert)
-                .map_err(|e| err(format!("not a usable root certificate: {e}")))?;
-        }
+        add_roots(&mut roots, setting, file)?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -503,6 +670,136 @@ mod tests {
             renewed.der().to_vec(),
             "the renewed one"
         );
+    }
+
+    /// A self-signed certificate for `sans` with `basicConstraints CA:TRUE`, as
+    /// `openssl req -x509` makes one by default, and its key.
+    fn made_ca(
+        subject: &str,
+        sans: &[&str],
+    ) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, subject);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert, rcgen::Issuer::new(params, key))
+    }
+
+    /// The commands' verifier with the certificates of `files` (PEM text each): what it says
+    /// of a server presenting `chain` (its own certificate first) for `host`.
+    fn command_verdict(
+        dir: &Dir,
+        files: &[String],
+        chain: &[&rcgen::Certificate],
+        host: ServerName<'static>,
+    ) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let paths: Vec<PathBuf> = files
+            .iter()
+            .enumerate()
+            .map(|(i, pem)| {
+                let path = dir.0.join(format!("trusted-{i}.pem"));
+                std::fs::write(&path, pem).unwrap();
+                path
+            })
+            .collect();
+        let named: Vec<(&str, &std::path::Path)> =
+            paths.iter().map(|p| ("--ca-file", p.as_path())).collect();
+        let config = command_client_config(&named).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = command_verifier(&named, &provider).unwrap();
+        let intermediates: Vec<CertificateDer<'_>> =
+            chain[1..].iter().map(|c| c.der().clone()).collect();
+        verifier
+            .verify_server_cert(
+                chain[0].der(),
+                &intermediates,
+                &host,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map(|_| ())
+    }
+
+    /// What `backup`, `summary` and `client` trust: a server presenting one of the given
+    /// certificates as its own (self-signed with `CA:TRUE`, or a leaf whose CA is not given),
+    /// for the names it carries and no other; a server whose certificate a given CA issued;
+    /// nothing else (no root, or a stranger's `CA:TRUE` certificate).
+    #[test]
+    fn the_commands_trust_the_given_certificates_for_their_names_only() {
+        use rustls::CertificateError as C;
+        let dir = Dir::new("command");
+        let (openssl_like, _) = made_ca("localhost", &["localhost", "127.0.0.1"]);
+        let (ca, issuer) = made_ca("Private CA", &[]);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["chat.internal".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let refused = |r: Result<(), rustls::Error>| match r {
+            Err(rustls::Error::InvalidCertificate(c)) => c,
+            other => panic!("not a refused certificate: {other:?}"),
+        };
+
+        // The server's own self-signed CA:TRUE certificate, for its names.
+        let own = vec![openssl_like.pem()];
+        assert_eq!(
+            command_verdict(&dir, &own, &[&openssl_like], dns("localhost")),
+            Ok(())
+        );
+        assert_eq!(
+            command_verdict(&dir, &own, &[&openssl_like], ip("127.0.0.1")),
+            Ok(())
+        );
+        let other_name = refused(command_verdict(
+            &dir,
+            &own,
+            &[&openssl_like],
+            dns("chat.example"),
+        ));
+        assert!(
+            matches!(other_name, C::NotValidForNameContext { .. }),
+            "{other_name:?}"
+        );
+        // The leaf alone (its CA not given), for its name; by its CA, through the chain.
+        assert_eq!(
+            command_verdict(&dir, &[leaf.pem()], &[&leaf], dns("chat.internal")),
+            Ok(())
+        );
+        assert_eq!(
+            command_verdict(&dir, &[ca.pem()], &[&leaf], dns("chat.internal")),
+            Ok(())
+        );
+        assert!(matches!(
+            refused(command_verdict(
+                &dir,
+                &[ca.pem()],
+                &[&leaf],
+                dns("chat-2.internal")
+            )),
+            C::NotValidForNameContext { .. }
+        ));
+        // Given nothing: no root for the leaf; a stranger's CA:TRUE certificate is refused as
+        // such (the message names both).
+        assert_eq!(
+            refused(command_verdict(&dir, &[], &[&leaf], dns("chat.internal"))),
+            C::UnknownIssuer
+        );
+        match refused(command_verdict(
+            &dir,
+            &[leaf.pem()],
+            &[&openssl_like],
+            dns("localhost"),
+        )) {
+            C::Other(other) => assert!(is_ca_as_server(&other), "{other:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The standby's client for an `https://` leader speaks HTTP/1.1 (what the leader serves)

@@ -632,3 +632,235 @@ async fn the_connection_cap_holds_on_the_https_port() {
     }
     assert!(open <= 3, "{open} of 10 idle TLS connections still open");
 }
+
+// ------------------------------------------- the commands that call a server: over HTTPS too
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// A self-signed certificate naming `localhost` only, with `basicConstraints CA:TRUE`, as
+/// `openssl req -x509 … -addext subjectAltName=DNS:localhost` makes one: (certificate path,
+/// key path).
+fn openssl_like_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("parameters");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let made = params.self_signed(&key).expect("self-signed certificate");
+    let (cert_path, key_path) = (dir.join("openssl-like.crt"), dir.join("openssl-like.key"));
+    std::fs::write(&cert_path, made.pem()).expect("write certificate");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    (cert_path, key_path)
+}
+
+/// What a run of the binary printed: (exit code, stdout, stderr).
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args` and `env` only (no other `NETAPI_CHAT_*` variable) to its end.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("NETAPI_CHAT_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netapi-chat");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The port of `srv`.
+fn port(srv: &Server) -> String {
+    srv.addr().rsplit_once(':').expect("host:port").1.to_owned()
+}
+
+/// The operator's case (an outside review, F3): a server serving HTTPS with a self-signed
+/// certificate made like `openssl req -x509` makes it (`CA:TRUE`, naming `localhost` only),
+/// and `netapi-chat summary` / `backup` run with the same configuration file. They call it
+/// over HTTPS at its bind address, verify its certificate for `localhost` (a name it carries)
+/// and trust it because it is the configured certificate. A failure names the URL and says
+/// why: a host the certificate does not name, nothing listening, plain HTTP on the HTTPS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_and_backup_reach_an_https_server_with_its_own_configuration() {
+    let dir = temp_data_dir();
+    let (cert, key) = openssl_like_certificate(&dir);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert),
+        ("NETAPI_CHAT_TLS_KEY", key),
+        ("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN),
+    ]);
+    assert!(srv.base.starts_with("https://"), "{}", srv.base);
+    let file = dir.join("server.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "bind = \"{}\"\ndata_dir = \"{}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n",
+            srv.addr(),
+            srv.data_dir.display()
+        ),
+    )
+    .expect("write the configuration file");
+    let config = file.to_str().unwrap();
+
+    let r = command(&["--config", config, "summary"], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("messages                    0\n"),
+        "{}",
+        r.stdout
+    );
+    let r = command(&["--config", config, "summary", "--json"], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(json["subscriptions"], 0, "{json}");
+
+    // The backup needs SQLite (the server copies its database file).
+    if support::Backend::for_tests() == support::Backend::Sqlite {
+        let backup = dir.join("backup");
+        let r = command(
+            &["--config", config, "backup", backup.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(r.stderr.contains("backup written to"), "{}", r.stderr);
+        assert!(backup.join("netapi-chat.sqlite3").is_file());
+    }
+
+    // Failures name the URL and why.
+    let at_ip = format!("https://127.0.0.1:{}", port(&srv));
+    let r = command(&["--config", config, "summary", "--url", &at_ip], &[]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    for part in [
+        format!("cannot reach the server at {at_ip}: "),
+        "does not name the host 127.0.0.1".to_owned(),
+        "it names localhost".to_owned(),
+    ] {
+        assert!(r.stderr.contains(&part), "{part:?} in {}", r.stderr);
+    }
+    let plain = format!("http://{}", srv.addr());
+    let r = command(&["--config", config, "summary", "--url", &plain], &[]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains(&format!("cannot reach the server at {plain}: "))
+            && r.stderr.contains("use https://"),
+        "{}",
+        r.stderr
+    );
+    let nobody = "https://127.0.0.1:1";
+    let r = command(&["--config", config, "summary", "--url", nobody], &[]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot reach the server at {nobody}: connection refused"
+        )),
+        "{}",
+        r.stderr
+    );
+    drop(srv);
+}
+
+/// `--url https://…`: trusted through the server's certificate file of the configuration,
+/// or `NETAPI_CHAT_CLUSTER_CA_FILE`; without either (Mozilla's roots only) the certificate is
+/// not trusted, and the message says so, naming the URL, what is trusted and what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_takes_an_https_url() {
+    let dir = temp_data_dir();
+    let (cert, key, _) = certificate(&dir, "server");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert),
+        ("NETAPI_CHAT_TLS_KEY", key),
+        ("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN),
+    ]);
+    let url = format!("https://localhost:{}", port(&srv));
+    let admin = ("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN);
+    for trusted in [
+        [("NETAPI_CHAT_TLS_CERT", cert), ("NETAPI_CHAT_TLS_KEY", key)].as_slice(),
+        [("NETAPI_CHAT_CLUSTER_CA_FILE", cert)].as_slice(),
+    ] {
+        let mut env = vec![admin];
+        env.extend_from_slice(trusted);
+        let r = command(&["summary", "--url", &url], &env);
+        assert_eq!(r.code, Some(0), "{trusted:?}: {}", r.stderr);
+        assert!(
+            r.stdout.contains("messages                    0\n"),
+            "{}",
+            r.stdout
+        );
+    }
+    let r = command(&["summary", "--url", &url], &[admin]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    for part in [
+        format!("cannot reach the server at {url}: its certificate is not trusted"),
+        "Mozilla's roots".to_owned(),
+        "NETAPI_CHAT_CLUSTER_CA_FILE".to_owned(),
+    ] {
+        assert!(r.stderr.contains(&part), "{part:?} in {}", r.stderr);
+    }
+    drop(srv);
+}
+
+/// `netapi-chat client` against an HTTPS server: trusted with `--ca-file` (or
+/// `NETAPI_CHAT_CA_FILE`) holding the server's certificate; without it, no answer (exit 3)
+/// and a message naming the URL and the option.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_talks_https_with_a_ca_file() {
+    let dir = temp_data_dir();
+    let (cert, key) = openssl_like_certificate(&dir);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let srv = Server::start(&[("NETAPI_CHAT_TLS_CERT", cert), ("NETAPI_CHAT_TLS_KEY", key)]);
+    let url = format!("https://localhost:{}", port(&srv));
+    let base = [
+        "client",
+        "--server",
+        &url,
+        "--token",
+        support::APP_TOKEN,
+        "--user",
+        A,
+    ];
+    for format in ["json", "xml"] {
+        let mut args = base.to_vec();
+        args.extend([
+            "--ca-file",
+            cert,
+            "--format",
+            format,
+            "list",
+            "subscriptions",
+        ]);
+        let r = command(&args, &[]);
+        assert_eq!(r.code, Some(0), "{format}: {}", r.stderr);
+        assert!(
+            r.stdout.contains("ubscriptionList"),
+            "{format}: {}",
+            r.stdout
+        );
+    }
+    let mut args = base.to_vec();
+    args.extend(["list", "subscriptions"]);
+    let r = command(&args, &[("NETAPI_CHAT_CA_FILE", cert)]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = command(&args, &[]);
+    assert_eq!(r.code, Some(3), "{}", r.stdout);
+    for part in [
+        format!("cannot reach the server at {url}: its certificate is not trusted"),
+        "--ca-file".to_owned(),
+    ] {
+        assert!(r.stderr.contains(&part), "{part:?} in {}", r.stderr);
+    }
+    drop(srv);
+}
