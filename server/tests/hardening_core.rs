@@ -520,7 +520,8 @@ async fn full_disk_answers_503_then_stops() {
 
 /// An anonymous customer reference (OMA `acr:`) is a user address like `tel:` and `sip:`:
 /// such a user subscribes, chats with a `tel:` user, and is named as given in what the other
-/// side receives, in both formats; `acr:auth` stays the keyword, never a participant.
+/// side receives, in both formats; `acr:auth` stays the keyword: it names the caller, so a
+/// start that lists only it invites nobody (400 SVC0002), never a user named `acr:auth`.
 #[tokio::test]
 async fn an_acr_user_chats_like_any_other() {
     use netapi_chat_api::{MessageNotification, SessionInvitationNotification};
@@ -554,5 +555,7 @@ async fn an_acr_user_chats_like_any_other() {
         &support::docs::session("keyword", &["acr:auth"]),
     )
     .await;
-    a.assert_error(400, "SVC0004", Format::Json);
+    let e = a.assert_error(400, "SVC0002", Format::Json);
+    let text = support::docs::rendered(&e);
+    assert!(text.contains("other than the originator"), "{text}");
 }
