@@ -37,10 +37,15 @@ pub struct Config {
     /// `Location` and notification links. Default `http://` + the bound address.
     pub public_url: Option<String>,
     /// `NETAPI_CHAT_INVITATION_TIMEOUT_SECS`: how long an invitation waits for an answer before
-    /// it times out. Default 120 s.
+    /// it times out. Default 120 s. A positive number of seconds below 10⁹ (fractions allowed):
+    /// 0 or less would time every invitation out as it is sent, and anything else (`nan`,
+    /// `inf`) is refused rather than replaced by the default, which `check-config` would not
+    /// show.
     pub invitation_timeout: Duration,
     /// `NETAPI_CHAT_ADHOC_IDLE_SECS`: how long an OMA 2012 ad hoc chat stays open without a
-    /// message before the server ends it. Default 600 s.
+    /// message before the server ends it. Default 600 s. A positive number of seconds below
+    /// 10⁹, as `invitation_timeout` and for the same reasons (0 would end every ad hoc chat as
+    /// it opens).
     pub adhoc_idle: Duration,
     /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB.
     pub max_body_bytes: usize,
@@ -101,7 +106,9 @@ pub struct Config {
     pub rate: (f64, f64),
     /// `NETAPI_CHAT_BODY_TIMEOUT_MS`: how long a request body may take to arrive once the
     /// request is authenticated (default 10 s); a slower one gets 408 and the connection is
-    /// closed, so that trickled bodies cannot hold connections open.
+    /// closed, so that trickled bodies cannot hold connections open. At least 1 ms, like every
+    /// timeout: 0 would answer every body 408 (it was silently replaced by the default, which
+    /// `check-config` did not show).
     pub body_timeout: Duration,
     /// `NETAPI_CHAT_AUTH_FAILURE_LIMIT` failed authentications per client address (default 20;
     /// 0 = no limit) within `NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS` (default 60); past it the
@@ -216,6 +223,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The smallest `NETAPI_CHAT_MAX_HEADER_BYTES`: hyper's smallest read buffer (it refuses less).
 pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// The shortest `NETAPI_CHAT_CHANNEL_POLL_WAIT`: a channel's wait is granted to its clients in
+/// whole seconds (`maxWaitTime`), and a shorter one (0 was silently replaced by the default)
+/// would have every long poll answer at once, its client polling in a tight loop.
+pub const MIN_CHANNEL_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// hyper's read buffer for a head limit of `max_header_bytes`: twice it, so that a head just
 /// over the limit is still parsed and reaches the request gate, which refuses it with an OMA
@@ -409,16 +421,16 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have; past it the subscription is disabled. Also the most dead letters kept per subscription"),
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters); past it the subscription is disabled"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST"),
-    Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (fractions allowed)"),
-    Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (fractions allowed; the next message opens a new one)"),
+    Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
+    Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
     Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`"),
-    Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed"),
+    Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed (at least `1`)"),
     Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters"),
     Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session"),
     Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user"),
     Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to"),
     Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it)"),
-    Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it); clients should wait longer than this for an answer"),
+    Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), at least `1s`; clients should wait longer than this for an answer"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee"),
     Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
@@ -669,12 +681,34 @@ impl Sources {
         }
     }
 
-    /// A positive duration in seconds (fractions allowed), if given.
+    /// `variable` parsed as a number within `range` (surrounding blanks ignored), if given: a
+    /// value that does not parse, or parses to one outside the range (`NaN` included), is
+    /// refused as given, with `expected`, which says the range (e.g. "a count of at least 1").
+    pub fn number<T: std::str::FromStr + PartialOrd>(
+        &self,
+        variable: &'static str,
+        range: impl std::ops::RangeBounds<T>,
+        expected: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.var::<T>(variable, expected)? {
+            Some(n) if !range.contains(&n) => {
+                Err(self.invalid(variable, self.text(variable).unwrap_or_default(), expected))
+            }
+            n => Ok(n),
+        }
+    }
+
+    /// A positive duration in seconds (fractions allowed), less than 10⁹ s (about 31 years,
+    /// which keeps every deadline computed from it within the clock's range), if given.
     pub fn seconds(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
         match self.var::<f64>(variable, "seconds, e.g. 10 or 0.5")? {
             None => Ok(None),
             Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
-            Some(s) => Err(self.invalid(variable, &s.to_string(), "a positive number of seconds")),
+            Some(_) => Err(self.invalid(
+                variable,
+                self.text(variable).unwrap_or_default(),
+                "a positive number of seconds, less than 1000000000",
+            )),
         }
     }
 
@@ -685,6 +719,22 @@ impl Sources {
                 self.invalid(variable, v, "a duration such as 5m, 90s, 1.5h or 250ms")
             }),
             None => Ok(None),
+        }
+    }
+
+    /// A duration as [`Sources::duration`] reads it, at least `min`, if given; a shorter one is
+    /// refused as given, with `expected` (which says the minimum).
+    pub fn duration_at_least(
+        &self,
+        variable: &'static str,
+        min: Duration,
+        expected: &'static str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match self.duration(variable)? {
+            Some(d) if d < min => {
+                Err(self.invalid(variable, self.text(variable).unwrap_or_default(), expected))
+            }
+            d => Ok(d),
         }
     }
 
@@ -823,17 +873,10 @@ impl Config {
                 .text("NETAPI_CHAT_PUBLIC_URL")
                 .map(|u| u.trim_end_matches('/').to_owned()),
             invitation_timeout: s
-                .var::<f64>(
-                    "NETAPI_CHAT_INVITATION_TIMEOUT_SECS",
-                    "seconds, e.g. 120 or 0.5",
-                )?
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64)
+                .seconds("NETAPI_CHAT_INVITATION_TIMEOUT_SECS")?
                 .unwrap_or(d.invitation_timeout),
             adhoc_idle: s
-                .var::<f64>("NETAPI_CHAT_ADHOC_IDLE_SECS", "seconds, e.g. 600 or 0.5")?
-                .filter(|s| *s > 0.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .seconds("NETAPI_CHAT_ADHOC_IDLE_SECS")?
                 .unwrap_or(d.adhoc_idle),
             max_body_bytes: s
                 .var("NETAPI_CHAT_MAX_BODY_BYTES", "a byte count")?
@@ -936,20 +979,13 @@ impl Config {
                 header_read_timeout: s
                     .seconds("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS")?
                     .unwrap_or(d.connections.header_read_timeout),
-                max_header_bytes: match s.var::<usize>(
-                    "NETAPI_CHAT_MAX_HEADER_BYTES",
-                    "a byte count of at least 8192",
-                )? {
-                    Some(n) if n < MIN_HEADER_BYTES => {
-                        return Err(s.invalid(
-                            "NETAPI_CHAT_MAX_HEADER_BYTES",
-                            &n.to_string(),
-                            "a byte count of at least 8192",
-                        ));
-                    }
-                    Some(n) => n,
-                    None => d.connections.max_header_bytes,
-                },
+                max_header_bytes: s
+                    .number(
+                        "NETAPI_CHAT_MAX_HEADER_BYTES",
+                        MIN_HEADER_BYTES..,
+                        "a byte count of at least 8192",
+                    )?
+                    .unwrap_or(d.connections.max_header_bytes),
                 shutdown_grace: s
                     .seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
                     .unwrap_or(d.connections.shutdown_grace),
@@ -1046,8 +1082,11 @@ impl Config {
                     .var("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "a count")?
                     .unwrap_or(d.limits.channels_per_user),
                 channel_poll_wait: s
-                    .duration("NETAPI_CHAT_CHANNEL_POLL_WAIT")?
-                    .filter(|w| !w.is_zero())
+                    .duration_at_least(
+                        "NETAPI_CHAT_CHANNEL_POLL_WAIT",
+                        MIN_CHANNEL_POLL_WAIT,
+                        "a duration of at least 1s, such as 25s",
+                    )?
                     .unwrap_or(d.limits.channel_poll_wait),
                 invitations: InvitationLimits {
                     per_inviter: s
@@ -1083,8 +1122,11 @@ impl Config {
                 (rate, burst)
             },
             body_timeout: s
-                .var("NETAPI_CHAT_BODY_TIMEOUT_MS", "milliseconds")?
-                .filter(|ms: &u64| *ms > 0)
+                .number::<u64>(
+                    "NETAPI_CHAT_BODY_TIMEOUT_MS",
+                    1..,
+                    "milliseconds, at least 1",
+                )?
                 .map(Duration::from_millis)
                 .unwrap_or(d.body_timeout),
             auth_failures: (
@@ -1105,17 +1147,14 @@ impl Config {
                     })?,
                     None => d.retention.keep,
                 },
-                interval: match s.var::<u64>("NETAPI_CHAT_PURGE_INTERVAL_MS", "milliseconds")? {
-                    None => d.retention.interval,
-                    Some(0) => {
-                        return Err(s.invalid(
-                            "NETAPI_CHAT_PURGE_INTERVAL_MS",
-                            "0",
-                            "milliseconds, at least 1",
-                        ));
-                    }
-                    Some(ms) => Duration::from_millis(ms),
-                },
+                interval: s
+                    .number::<u64>(
+                        "NETAPI_CHAT_PURGE_INTERVAL_MS",
+                        1..,
+                        "milliseconds, at least 1",
+                    )?
+                    .map(Duration::from_millis)
+                    .unwrap_or(d.retention.interval),
             },
             sync: match s.text("NETAPI_CHAT_SYNC").map(str::trim) {
                 None | Some("normal") => Sync::Normal,
@@ -1124,17 +1163,9 @@ impl Config {
                     return Err(s.invalid("NETAPI_CHAT_SYNC", other, "normal or full"));
                 }
             },
-            cache_mb: match s.var::<u32>("NETAPI_CHAT_CACHE_MB", "MiB, 1 to 65536")? {
-                None => d.cache_mb,
-                Some(mb @ 1..=65536) => mb,
-                Some(mb) => {
-                    return Err(s.invalid(
-                        "NETAPI_CHAT_CACHE_MB",
-                        &mb.to_string(),
-                        "MiB, 1 to 65536",
-                    ));
-                }
-            },
+            cache_mb: s
+                .number("NETAPI_CHAT_CACHE_MB", 1..=65536, "MiB, 1 to 65536")?
+                .unwrap_or(d.cache_mb),
         })
     }
 }
@@ -1387,6 +1418,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read the configuration file"), "{e}");
+    }
+
+    /// Out-of-range values, each refused naming its setting and the value as given (the
+    /// message of [`Sources::invalid`]), and the boundary value, accepted and in force: `(setting,
+    /// refused values, boundary value)`.
+    const RANGES: &[(&str, &[&str], &str)] = &[
+        (
+            "NETAPI_CHAT_INVITATION_TIMEOUT_SECS",
+            &["-1", "0", "nan", "inf", "1e9", "soon"],
+            "0.001",
+        ),
+        (
+            "NETAPI_CHAT_ADHOC_IDLE_SECS",
+            &["0", "-5", "inf", "NaN"],
+            "0.001",
+        ),
+        ("NETAPI_CHAT_BODY_TIMEOUT_MS", &["0", "-1", "1.5"], "1"),
+        (
+            "NETAPI_CHAT_CHANNEL_POLL_WAIT",
+            &["0", "999ms", "0.5s", "-1s"],
+            "1s",
+        ),
+        (
+            "NETAPI_CHAT_IDLE_TIMEOUT_SECS",
+            &["0", "-1", "nan"],
+            "0.001",
+        ),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", &["0"], "1"),
+        ("NETAPI_CHAT_CACHE_MB", &["0", "65537"], "65536"),
+        ("NETAPI_CHAT_MAX_HEADER_BYTES", &["100", "8191"], "8192"),
+    ];
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_setting() {
+        let default = format!("{:?}", Config::default());
+        for (variable, refused, boundary) in RANGES {
+            for value in *refused {
+                let e = config(None, &[(variable, value)])
+                    .map(|_| "accepted".to_owned())
+                    .unwrap_or_else(|e| e.to_string());
+                assert!(
+                    e.starts_with(&format!("{variable}={value:?} is not valid: expected ")),
+                    "{variable}={value}: {e}"
+                );
+            }
+            let c = config(None, &[(variable, boundary)])
+                .unwrap_or_else(|e| panic!("{variable}={boundary} is refused: {e}"));
+            assert_ne!(
+                format!("{c:?}"),
+                default,
+                "{variable}={boundary} is not in force"
+            );
+        }
+        // From the file: the file and the key are named.
+        let f = TempFile::new("invitation_timeout_secs = -1\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: invitation_timeout_secs = \"-1\" is not valid: expected a positive number \
+                 of seconds, less than 1000000000",
+                f.0.display()
+            )
+        );
     }
 
     /// The OTLP endpoint is a plain `http://` base URL (its trailing `/` dropped: the exporter
