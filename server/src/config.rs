@@ -47,7 +47,11 @@ pub struct Config {
     /// 10⁹, as `invitation_timeout` and for the same reasons (0 would end every ad hoc chat as
     /// it opens).
     pub adhoc_idle: Duration,
-    /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB.
+    /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB;
+    /// at least [`MIN_BODY_BYTES`], which holds the smallest document of every request (the
+    /// largest of them, a subscription in XML with its declaration, namespace and a short
+    /// `notifyURL`, is about 250 bytes): below it some requests could not be made at all, and
+    /// at 0 every write was answered 413.
     pub max_body_bytes: usize,
     /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each attempt while a callback fails,
     /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); past its end the last delay
@@ -97,9 +101,16 @@ pub struct Config {
     /// Invitation quotas are the inviter's own: `NETAPI_CHAT_MAX_PENDING_INVITATIONS`
     /// (unanswered invitations it sent, default 1000), `…_PER_INVITEE` (to one invitee,
     /// default 5) and `NETAPI_CHAT_INVITATION_RATE` (sent a minute, default 300; 0 = off).
+    ///
+    /// Ranges (a value outside is refused): `NETAPI_CHAT_MAX_PARTICIPANTS` at least 2, since
+    /// the originator counts and a session needs one other participant (0 or 1 refused every
+    /// session); `NETAPI_CHAT_MAX_TEXT_CHARS` at least 1 (0 refused every message);
+    /// `NETAPI_CHAT_CHANNEL_POLL_WAIT` at least [`MIN_CHANNEL_POLL_WAIT`].
     pub limits: Limits,
     /// XML parsing limits: `NETAPI_CHAT_XML_MAX_DEPTH` (default 32), `…_ELEMENTS` (10000),
-    /// `…_ATTRIBUTES` (per element, 32), `…_TEXT_BYTES` (65536).
+    /// `…_ATTRIBUTES` (per element, 32), `…_TEXT_BYTES` (65536). Each has a minimum (see
+    /// [`MIN_XML_LIMITS`]) under which some request documents could not be sent in XML at all
+    /// (at 0, none could).
     pub xml: XmlLimits,
     /// `NETAPI_CHAT_RATE_LIMIT`: requests a second per access token (default 200; 0 = none),
     /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate).
@@ -223,6 +234,24 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The smallest `NETAPI_CHAT_MAX_HEADER_BYTES`: hyper's smallest read buffer (it refuses less).
 pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// The smallest `NETAPI_CHAT_MAX_BODY_BYTES`: the smallest document of every request fits
+/// (the largest of them, an XML subscription with its XML declaration, namespace declaration
+/// and a short `notifyURL`, is about 250 bytes), so that no kind of request is made impossible.
+pub const MIN_BODY_BYTES: usize = 256;
+
+/// The smallest XML limits, each what the smallest document of every request needs, so that no
+/// request is made impossible in XML: depth 3 and 3 elements (the deepest and largest of them:
+/// a session's root, one `participant` and its `address`; a subscription's root,
+/// `callbackReference` and `notifyURL`), 1 attribute (the root's namespace declaration, which
+/// counts), 64 bytes of text (an ordinary address such as `sip:alice@example.com` or
+/// `tel:+` and 15 digits, or a short `notifyURL`).
+pub const MIN_XML_LIMITS: XmlLimits = XmlLimits {
+    max_depth: 3,
+    max_elements: 3,
+    max_attributes_per_element: 1,
+    max_text_bytes: 64,
+};
 
 /// The shortest `NETAPI_CHAT_CHANNEL_POLL_WAIT`: a channel's wait is granted to its clients in
 /// whole seconds (`maxWaitTime`), and a shorter one (0 was silently replaced by the default)
@@ -423,10 +452,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
-    Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`"),
+    Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`; at least `256`, which holds the smallest document of every request"),
     Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed (at least `1`)"),
-    Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters"),
-    Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session"),
+    Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters (at least `1`)"),
+    Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session, the originator included (at least `2`)"),
     Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user"),
     Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to"),
     Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it)"),
@@ -434,10 +463,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee"),
     Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
-    Setting::new("NETAPI_CHAT_XML_MAX_DEPTH", "32", "deepest XML element nesting"),
-    Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body"),
-    Setting::new("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "32", "most attributes on one XML element"),
-    Setting::new("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "65536", "longest XML text node, in bytes"),
+    Setting::new("NETAPI_CHAT_XML_MAX_DEPTH", "32", "deepest XML element nesting, the root at depth 1 (at least `3`, the deepest request document)"),
+    Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body (at least `3`, what a session with one participant needs)"),
+    Setting::new("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "32", "most attributes on one XML element, namespace declarations included (at least `1`, the root's namespace)"),
+    Setting::new("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "65536", "longest XML text node or attribute value, in bytes (at least `64`, an ordinary address or short URL)"),
     Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token (`0` = off)"),
     Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate", "burst size of the per-token request rate"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
@@ -879,7 +908,11 @@ impl Config {
                 .seconds("NETAPI_CHAT_ADHOC_IDLE_SECS")?
                 .unwrap_or(d.adhoc_idle),
             max_body_bytes: s
-                .var("NETAPI_CHAT_MAX_BODY_BYTES", "a byte count")?
+                .number(
+                    "NETAPI_CHAT_MAX_BODY_BYTES",
+                    MIN_BODY_BYTES..,
+                    "a byte count of at least 256",
+                )?
                 .unwrap_or(d.max_body_bytes),
             retry_schedule: match s.text("NETAPI_CHAT_RETRY_SCHEDULE") {
                 Some(v) => RetryPolicy::parse_schedule(v).ok_or_else(|| {
@@ -1067,10 +1100,10 @@ impl Config {
             },
             limits: Limits {
                 participants_per_session: s
-                    .var("NETAPI_CHAT_MAX_PARTICIPANTS", "a count")?
+                    .number("NETAPI_CHAT_MAX_PARTICIPANTS", 2.., "a count of at least 2")?
                     .unwrap_or(d.limits.participants_per_session),
                 text_chars: s
-                    .var("NETAPI_CHAT_MAX_TEXT_CHARS", "a count")?
+                    .number("NETAPI_CHAT_MAX_TEXT_CHARS", 1.., "a count of at least 1")?
                     .unwrap_or(d.limits.text_chars),
                 subscriptions_per_user: s
                     .var("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "a count")?
@@ -1102,16 +1135,32 @@ impl Config {
             },
             xml: XmlLimits {
                 max_depth: s
-                    .var("NETAPI_CHAT_XML_MAX_DEPTH", "a count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_DEPTH",
+                        MIN_XML_LIMITS.max_depth..,
+                        "a count of at least 3",
+                    )?
                     .unwrap_or(d.xml.max_depth),
                 max_elements: s
-                    .var("NETAPI_CHAT_XML_MAX_ELEMENTS", "a count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_ELEMENTS",
+                        MIN_XML_LIMITS.max_elements..,
+                        "a count of at least 3",
+                    )?
                     .unwrap_or(d.xml.max_elements),
                 max_attributes_per_element: s
-                    .var("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "a count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_ATTRIBUTES",
+                        MIN_XML_LIMITS.max_attributes_per_element..,
+                        "a count of at least 1",
+                    )?
                     .unwrap_or(d.xml.max_attributes_per_element),
                 max_text_bytes: s
-                    .var("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "a byte count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_TEXT_BYTES",
+                        MIN_XML_LIMITS.max_text_bytes..,
+                        "a byte count of at least 64",
+                    )?
                     .unwrap_or(d.xml.max_text_bytes),
             },
             rate: {
@@ -1393,7 +1442,7 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "{}: max_body_bytes = \"lots\" is not valid: expected a byte count",
+                "{}: max_body_bytes = \"lots\" is not valid: expected a byte count of at least 256",
                 f.0.display()
             )
         );
@@ -1402,7 +1451,7 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "NETAPI_CHAT_MAX_BODY_BYTES=\"-1\" is not valid: expected a byte count"
+            "NETAPI_CHAT_MAX_BODY_BYTES=\"-1\" is not valid: expected a byte count of at least 256"
         );
         let e = config(None, &[("NETAPI_CHAT_JWKS_FILE", "/k.json")])
             .unwrap_err()
@@ -1448,6 +1497,13 @@ mod tests {
         ("NETAPI_CHAT_PURGE_INTERVAL_MS", &["0"], "1"),
         ("NETAPI_CHAT_CACHE_MB", &["0", "65537"], "65536"),
         ("NETAPI_CHAT_MAX_HEADER_BYTES", &["100", "8191"], "8192"),
+        ("NETAPI_CHAT_MAX_BODY_BYTES", &["0", "255", "-1"], "256"),
+        ("NETAPI_CHAT_MAX_PARTICIPANTS", &["0", "1"], "2"),
+        ("NETAPI_CHAT_MAX_TEXT_CHARS", &["0"], "1"),
+        ("NETAPI_CHAT_XML_MAX_DEPTH", &["0", "2"], "3"),
+        ("NETAPI_CHAT_XML_MAX_ELEMENTS", &["0", "2"], "3"),
+        ("NETAPI_CHAT_XML_MAX_ATTRIBUTES", &["0"], "1"),
+        ("NETAPI_CHAT_XML_MAX_TEXT_BYTES", &["0", "63"], "64"),
     ];
 
     #[test]
