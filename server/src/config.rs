@@ -105,7 +105,13 @@ pub struct Config {
     /// Ranges (a value outside is refused): `NETAPI_CHAT_MAX_PARTICIPANTS` at least 2, since
     /// the originator counts and a session needs one other participant (0 or 1 refused every
     /// session); `NETAPI_CHAT_MAX_TEXT_CHARS` at least 1 (0 refused every message);
-    /// `NETAPI_CHAT_CHANNEL_POLL_WAIT` at least [`MIN_CHANNEL_POLL_WAIT`].
+    /// `NETAPI_CHAT_CHANNEL_POLL_WAIT` at least [`MIN_CHANNEL_POLL_WAIT`]. The per-user
+    /// quotas at least 1, each because 0 would stop the service for everyone:
+    /// `NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER` (every notification, of an invitation or a
+    /// message, reaches a user through a subscription), `NETAPI_CHAT_MAX_SESSIONS_PER_USER` (no
+    /// one could start, accept or join a chat), `NETAPI_CHAT_MAX_PENDING_INVITATIONS` and
+    /// `…_PER_INVITEE` (no one could invite, so no session could start). Not
+    /// `NETAPI_CHAT_MAX_CHANNELS_PER_USER`: 0 is a service, notifications by callback only.
     pub limits: Limits,
     /// XML parsing limits: `NETAPI_CHAT_XML_MAX_DEPTH` (default 32), `…_ELEMENTS` (10000),
     /// `…_ATTRIBUTES` (per element, 32), `…_TEXT_BYTES` (65536). Each has a minimum (see
@@ -456,12 +462,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed (at least `1`)"),
     Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters (at least `1`)"),
     Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session, the originator included (at least `2`)"),
-    Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user"),
-    Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to"),
-    Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it)"),
+    Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user (at least `1`: every notification goes through one)"),
+    Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to (at least `1`)"),
+    Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it; `0` = no channels, notifications by callback only)"),
     Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), at least `1s`; clients should wait longer than this for an answer"),
-    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent"),
-    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee"),
+    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent (at least `1`: a session starts with an invitation)"),
+    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
     Setting::new("NETAPI_CHAT_XML_MAX_DEPTH", "32", "deepest XML element nesting, the root at depth 1 (at least `3`, the deepest request document)"),
     Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body (at least `3`, what a session with one participant needs)"),
@@ -1106,10 +1112,18 @@ impl Config {
                     .number("NETAPI_CHAT_MAX_TEXT_CHARS", 1.., "a count of at least 1")?
                     .unwrap_or(d.limits.text_chars),
                 subscriptions_per_user: s
-                    .var("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "a count")?
+                    .number(
+                        "NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER",
+                        1..,
+                        "a count of at least 1",
+                    )?
                     .unwrap_or(d.limits.subscriptions_per_user),
                 sessions_per_user: s
-                    .var("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "a count")?
+                    .number(
+                        "NETAPI_CHAT_MAX_SESSIONS_PER_USER",
+                        1..,
+                        "a count of at least 1",
+                    )?
                     .unwrap_or(d.limits.sessions_per_user),
                 channels_per_user: s
                     .var("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "a count")?
@@ -1123,10 +1137,18 @@ impl Config {
                     .unwrap_or(d.limits.channel_poll_wait),
                 invitations: InvitationLimits {
                     per_inviter: s
-                        .var("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "a count")?
+                        .number(
+                            "NETAPI_CHAT_MAX_PENDING_INVITATIONS",
+                            1..,
+                            "a count of at least 1",
+                        )?
                         .unwrap_or(d.limits.invitations.per_inviter),
                     per_pair: s
-                        .var("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "a count")?
+                        .number(
+                            "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
+                            1..,
+                            "a count of at least 1",
+                        )?
                         .unwrap_or(d.limits.invitations.per_pair),
                     per_minute: s
                         .var("NETAPI_CHAT_INVITATION_RATE", "invitations a minute")?
@@ -1504,6 +1526,18 @@ mod tests {
         ("NETAPI_CHAT_XML_MAX_ELEMENTS", &["0", "2"], "3"),
         ("NETAPI_CHAT_XML_MAX_ATTRIBUTES", &["0"], "1"),
         ("NETAPI_CHAT_XML_MAX_TEXT_BYTES", &["0", "63"], "64"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", &["0", "-1"], "1"),
+        ("NETAPI_CHAT_MAX_SESSIONS_PER_USER", &["0"], "1"),
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", &["0"], "1"),
+        (
+            "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
+            &["0"],
+            "1",
+        ),
+        // 0 means off (or none) and stays allowed.
+        ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", &["-1"], "0"),
+        ("NETAPI_CHAT_INVITATION_RATE", &["-1"], "0"),
+        ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", &["-1"], "0"),
     ];
 
     #[test]
