@@ -55,22 +55,31 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each attempt while a callback fails,
     /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); past its end the last delay
-    /// repeats, every gap capped at `delivery_max_backoff`.
+    /// repeats, every gap capped at `delivery_max_backoff`. Its last delay must be above 0
+    /// while failing callbacks are retried at all (a give-up age above 0): repeated, 0 would
+    /// retry a failing receiver in a tight loop until the give-up age. `0` alone (one try, given
+    /// up at once: its total, the default give-up age, is 0) stays allowed.
     pub retry_schedule: Vec<Duration>,
     /// `NETAPI_CHAT_DELIVERY_MAX_BACKOFF`: longest gap between two attempts of a failing
     /// callback (a receiver's `Retry-After` excepted), so that one that recovers is noticed
-    /// within it. Default `5m` (units ms, s, m, h; a bare number is seconds).
+    /// within it. Default `5m` (units ms, s, m, h; a bare number is seconds). At least 1 ms:
+    /// a cap of 0 would make every retry immediate, a tight loop against a failing receiver.
     pub delivery_max_backoff: Duration,
     /// `NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`: age at which a notification that still fails
     /// becomes a dead letter, and how long a callback may fail without a break before its
-    /// subscription is disabled. Default (`None`): the retry schedule's total.
+    /// subscription is disabled. Default (`None`): the retry schedule's total. 0 is allowed
+    /// (one try, then the subscription is disabled), but not above 0 with the one-try schedule
+    /// `0`, whose repeated 0 delay would retry in a tight loop until that age.
     pub delivery_give_up_after: Option<Duration>,
     /// `NETAPI_CHAT_DELIVERY_BACKLOG` (default 10000) notifications and
     /// `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES` (default 16 MiB) of stored bodies: the most one
     /// subscription may have undelivered before it is disabled; also the most dead letters it
-    /// keeps.
+    /// keeps. A notification counts from its commit until it is delivered, so a cap must hold
+    /// at least one, else every subscription is disabled by its first notification even with a
+    /// healthy receiver (as 0 did): at least 1 notification and [`MIN_BACKLOG_BYTES`].
     pub delivery_backlog: BacklogLimit,
-    /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s.
+    /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s;
+    /// at least 1 ms, like every timeout (0 would fail every attempt before it is sent).
     pub notify_timeout: Duration,
     /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
     pub data_dir: PathBuf,
@@ -245,6 +254,12 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 /// (the largest of them, an XML subscription with its XML declaration, namespace declaration
 /// and a short `notifyURL`, is about 250 bytes), so that no kind of request is made impossible.
 pub const MIN_BODY_BYTES: usize = 256;
+
+/// The smallest `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES`: room for a few notifications of the
+/// longest message (with the default 4096 characters of up to 4 bytes, escaped, a message
+/// notification is at most about 25 KiB), so that the byte cap does not disable a subscription
+/// with a healthy receiver on an ordinary message.
+pub const MIN_BACKLOG_BYTES: usize = 64 * 1024;
 
 /// The smallest XML limits, each what the smallest document of every request needs, so that no
 /// request is made impossible in XML: depth 3 and 3 elements (the deepest and largest of them:
@@ -450,12 +465,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_CALLBACK_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for `https` notifyURLs besides Mozilla's (webpki-roots), for receivers behind a private CA"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1`: callbacks may reach loopback addresses (local development only)"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1`: callbacks may reach private-network addresses"),
-    Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),
-    Setting::new("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "5m", "longest gap between two attempts of a failing callback (before jitter; a receiver's `Retry-After` excepted): a receiver that recovers is noticed within it"),
-    Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled"),
-    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have; past it the subscription is disabled. Also the most dead letters kept per subscription"),
-    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters); past it the subscription is disabled"),
-    Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST"),
+    Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats, so it must be above `0` unless nothing is retried: a give-up age of `0`, as with the one-try schedule `0`; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),
+    Setting::new("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "5m", "longest gap between two attempts of a failing callback (before jitter; a receiver's `Retry-After` excepted), at least `1ms`: a receiver that recovers is noticed within it"),
+    Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled (only `0` with a schedule whose last delay is `0`)"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have (at least `1`); past it the subscription is disabled. Also the most dead letters kept per subscription"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters), at least `65536`; past it the subscription is disabled"),
+    Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
     Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`; at least `256`, which holds the smallest document of every request"),
@@ -899,6 +914,40 @@ impl Config {
     /// The configuration from raw values (see [`Sources`]); unset settings keep their
     /// defaults.
     pub fn from_sources(s: &Sources) -> Result<Config, ConfigError> {
+        let c = Config::read(s)?;
+        c.check_retries(s)?;
+        Ok(c)
+    }
+
+    /// Refuses a retry schedule that would retry a failing callback in a tight loop: while
+    /// notifications are retried at all (a give-up age above 0), the delay that repeats, the
+    /// schedule's last, must be above 0. With the one-try schedule `0`, a give-up age above 0
+    /// is what is refused.
+    fn check_retries(&self, s: &Sources) -> Result<(), ConfigError> {
+        let give_up = self.retry_policy().give_up_after;
+        let last = self.retry_schedule.last().copied().unwrap_or_default();
+        if give_up.is_zero() || !last.is_zero() {
+            return Ok(());
+        }
+        Err(match self.retry_schedule.as_slice() {
+            [_] => s.invalid(
+                "NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER",
+                s.text("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER")
+                    .unwrap_or_default(),
+                "0 with the one-try retry schedule 0 (any other age would retry a failing \
+                 callback at once, in a loop, until that age)",
+            ),
+            _ => s.invalid(
+                "NETAPI_CHAT_RETRY_SCHEDULE",
+                s.text("NETAPI_CHAT_RETRY_SCHEDULE").unwrap_or_default(),
+                "comma-separated delays whose last, repeated while a callback fails, is above 0, \
+                 such as 0,5s,5m,2h",
+            ),
+        })
+    }
+
+    /// Every setting read and checked on its own (see [`Config::from_sources`]).
+    fn read(s: &Sources) -> Result<Config, ConfigError> {
         let d = Config::default();
         Ok(Config {
             bind: s
@@ -931,19 +980,35 @@ impl Config {
                 None => d.retry_schedule,
             },
             delivery_max_backoff: s
-                .duration("NETAPI_CHAT_DELIVERY_MAX_BACKOFF")?
+                .duration_at_least(
+                    "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
+                    Duration::from_millis(1),
+                    "a duration of at least 1ms, such as 5m",
+                )?
                 .unwrap_or(d.delivery_max_backoff),
             delivery_give_up_after: s.duration("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER")?,
             delivery_backlog: BacklogLimit {
                 count: s
-                    .var("NETAPI_CHAT_DELIVERY_BACKLOG", "a number of notifications")?
+                    .number(
+                        "NETAPI_CHAT_DELIVERY_BACKLOG",
+                        1..,
+                        "a number of notifications, at least 1",
+                    )?
                     .unwrap_or(d.delivery_backlog.count),
                 bytes: s
-                    .var("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "a byte count")?
+                    .number(
+                        "NETAPI_CHAT_DELIVERY_BACKLOG_BYTES",
+                        MIN_BACKLOG_BYTES..,
+                        "a byte count of at least 65536",
+                    )?
                     .unwrap_or(d.delivery_backlog.bytes),
             },
             notify_timeout: s
-                .var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
+                .number::<u64>(
+                    "NETAPI_CHAT_NOTIFY_TIMEOUT_MS",
+                    1..,
+                    "milliseconds, at least 1",
+                )?
                 .map(Duration::from_millis)
                 .unwrap_or(d.notify_timeout),
             database_url: match s.text("NETAPI_CHAT_DATABASE_URL").map(str::trim) {
@@ -1538,7 +1603,55 @@ mod tests {
         ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", &["-1"], "0"),
         ("NETAPI_CHAT_INVITATION_RATE", &["-1"], "0"),
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", &["-1"], "0"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", &["0"], "1"),
+        (
+            "NETAPI_CHAT_DELIVERY_BACKLOG_BYTES",
+            &["0", "65535"],
+            "65536",
+        ),
+        ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", &["0"], "1"),
+        (
+            "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
+            &["0", "0.5ms", "0s"],
+            "1ms",
+        ),
+        (
+            "NETAPI_CHAT_RETRY_SCHEDULE",
+            &["0,5s,0", "5s,0", "", "0,,5s"],
+            "0,1ms",
+        ),
     ];
+
+    /// The retry schedule and give-up age together: the delay that repeats may be 0 only when
+    /// nothing is retried (a give-up age of 0).
+    #[test]
+    fn a_retry_loop_without_a_pause_is_refused() {
+        let retries = |schedule: &str, give_up: Option<&str>| {
+            let mut env = vec![("NETAPI_CHAT_RETRY_SCHEDULE", schedule)];
+            env.extend(give_up.map(|g| ("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", g)));
+            config(None, &env).map(|c| c.retry_policy().give_up_after)
+        };
+        // One try: given up (and the subscription disabled) at the first failure.
+        assert_eq!(retries("0", None).unwrap(), Duration::ZERO);
+        assert_eq!(retries("0", Some("0")).unwrap(), Duration::ZERO);
+        assert_eq!(retries("0,0", Some("0s")).unwrap(), Duration::ZERO);
+        // Retried: the last delay repeats, so it must be above 0.
+        assert_eq!(retries("0,1h", None).unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            retries("0,50ms", Some("1.5s")).unwrap(),
+            Duration::from_millis(1500)
+        );
+        let e = retries("0", Some("1h")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER=\"1h\" is not valid: expected 0"),
+            "{e}"
+        );
+        let e = retries("0,0", Some("1h")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("NETAPI_CHAT_RETRY_SCHEDULE=\"0,0\" is not valid: expected"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn out_of_range_values_are_refused_naming_the_setting() {
