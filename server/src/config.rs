@@ -128,7 +128,11 @@ pub struct Config {
     /// (at 0, none could).
     pub xml: XmlLimits,
     /// `NETAPI_CHAT_RATE_LIMIT`: requests a second per access token (default 200; 0 = none),
-    /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate).
+    /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate, at least 1). The rate is 0 or
+    /// from [`MIN_RATE`] up, finite: a negative one turned the limit off unsaid, `nan` refused
+    /// every request 429, and below [`MIN_RATE`] a token could not finish one chat flow while
+    /// `Retry-After` ran to years. The burst is at least 1, finite: a bucket that never holds a
+    /// whole request would refuse every one (the limiter used to raise it to 1 silently).
     pub rate: (f64, f64),
     /// `NETAPI_CHAT_BODY_TIMEOUT_MS`: how long a request body may take to arrive once the
     /// request is authenticated (default 10 s); a slower one gets 408 and the connection is
@@ -139,7 +143,10 @@ pub struct Config {
     /// `NETAPI_CHAT_AUTH_FAILURE_LIMIT` failed authentications per client address (default 20;
     /// 0 = no limit) within `NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS` (default 60); past it the
     /// address gets 429 with `Retry-After` until the window ends, without its credentials being
-    /// checked.
+    /// checked. The window is 1 s to a day ([`MAX_AUTH_FAILURE_WINDOW`]): 0 was silently made
+    /// 1 s; a longer one would lock out an address (often a NAT or proxy many clients share)
+    /// for longer than an operator would notice, and one near 2⁶⁴ s overflowed the clock (a
+    /// panic at the first failure).
     pub auth_failures: (u32, Duration),
     /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
     /// `info` (also one line per request), `debug`, `error`.
@@ -222,7 +229,10 @@ pub struct Connections {
     /// `NETAPI_CHAT_MAX_CONNECTIONS`: most client connections open at once; at the cap the
     /// connection idle the longest is closed to make room. Default (`None`): three quarters of
     /// the open-files limit (raised to its hard limit at start), leaving the rest for the
-    /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`].
+    /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`]. Given: 1 to
+    /// [`MAX_CONNECTIONS_LIMIT`]; 0 is refused (it was silently made 1, although the message
+    /// for a value that does not parse already said "at least 1"), and the upper bound keeps
+    /// a standby's connection semaphore (at most 2⁶¹ permits) from panicking.
     pub max: Option<usize>,
     /// `NETAPI_CHAT_IDLE_TIMEOUT_SECS`: a keep-alive connection with no request in flight is
     /// closed after this long. Default 60 s.
@@ -246,6 +256,16 @@ pub struct Connections {
 /// common (systemd), and every open connection holds hyper's buffers; an operator who wants
 /// more sets `NETAPI_CHAT_MAX_CONNECTIONS`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The largest `NETAPI_CHAT_MAX_CONNECTIONS`: no machine holds a billion connections, and more
+/// than a standby's connection semaphore takes (2⁶¹) would panic.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000_000;
+
+/// The smallest `NETAPI_CHAT_RATE_LIMIT` other than 0 (off): one request in 1000 s.
+pub const MIN_RATE: f64 = 0.001;
+
+/// The longest `NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS`: a day.
+pub const MAX_AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// The smallest `NETAPI_CHAT_MAX_HEADER_BYTES`: hyper's smallest read buffer (it refuses less).
 pub const MIN_HEADER_BYTES: usize = 8192;
@@ -488,11 +508,11 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body (at least `3`, what a session with one participant needs)"),
     Setting::new("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "32", "most attributes on one XML element, namespace declarations included (at least `1`, the root's namespace)"),
     Setting::new("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "65536", "longest XML text node or attribute value, in bytes (at least `64`, an ordinary address or short URL)"),
-    Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token (`0` = off)"),
-    Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate", "burst size of the per-token request rate"),
+    Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token (`0` = off; otherwise at least `0.001`)"),
+    Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
-    Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`"),
-    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
+    Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (at least `1`); at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
     Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
@@ -1074,8 +1094,11 @@ impl Config {
             },
             connections: Connections {
                 max: s
-                    .var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?
-                    .map(|n| n.max(1))
+                    .number(
+                        "NETAPI_CHAT_MAX_CONNECTIONS",
+                        1..=MAX_CONNECTIONS_LIMIT,
+                        "a count from 1 to 1000000000",
+                    )?
                     .or(d.connections.max),
                 idle_timeout: s
                     .seconds("NETAPI_CHAT_IDLE_TIMEOUT_SECS")?
@@ -1251,10 +1274,22 @@ impl Config {
                     .unwrap_or(d.xml.max_text_bytes),
             },
             rate: {
-                let rate: f64 = s
-                    .var("NETAPI_CHAT_RATE_LIMIT", "requests a second")?
-                    .unwrap_or(d.rate.0);
-                let burst: f64 = s.var("NETAPI_CHAT_RATE_BURST", "a count")?.unwrap_or(rate);
+                const RATE: &str = "requests a second: 0 (no limit), or at least 0.001";
+                let rate = match s.number("NETAPI_CHAT_RATE_LIMIT", 0.0..=f64::MAX, RATE)? {
+                    Some(r) if r > 0.0 && r < MIN_RATE => {
+                        let given = s.text("NETAPI_CHAT_RATE_LIMIT").unwrap_or_default();
+                        return Err(s.invalid("NETAPI_CHAT_RATE_LIMIT", given, RATE));
+                    }
+                    Some(r) => r,
+                    None => d.rate.0,
+                };
+                let burst = s
+                    .number(
+                        "NETAPI_CHAT_RATE_BURST",
+                        1.0..=f64::MAX,
+                        "a count of at least 1",
+                    )?
+                    .unwrap_or(rate.max(1.0));
                 (rate, burst)
             },
             body_timeout: s
@@ -1268,9 +1303,13 @@ impl Config {
             auth_failures: (
                 s.var("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "a count")?
                     .unwrap_or(d.auth_failures.0),
-                s.var("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "seconds")?
-                    .map(Duration::from_secs)
-                    .unwrap_or(d.auth_failures.1),
+                s.number(
+                    "NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS",
+                    1..=MAX_AUTH_FAILURE_WINDOW.as_secs(),
+                    "seconds, 1 to 86400",
+                )?
+                .map(Duration::from_secs)
+                .unwrap_or(d.auth_failures.1),
             ),
             retention: Retention {
                 keep: match s.text("NETAPI_CHAT_RETENTION") {
@@ -1615,6 +1654,29 @@ mod tests {
             &["0", "0.5ms", "0s"],
             "1ms",
         ),
+        (
+            "NETAPI_CHAT_MAX_CONNECTIONS",
+            &["0", "-1", "1000000001"],
+            "1",
+        ),
+        ("NETAPI_CHAT_MAX_CONNECTIONS", &[], "1000000000"),
+        (
+            "NETAPI_CHAT_RATE_LIMIT",
+            &["-1", "nan", "inf", "-inf", "0.0009", "1e-300"],
+            "0.001",
+        ),
+        ("NETAPI_CHAT_RATE_LIMIT", &[], "0"),
+        (
+            "NETAPI_CHAT_RATE_BURST",
+            &["0", "0.5", "-1", "nan", "inf"],
+            "1",
+        ),
+        (
+            "NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS",
+            &["0", "86401", "18446744073709551615"],
+            "1",
+        ),
+        ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", &[], "86400"),
         (
             "NETAPI_CHAT_RETRY_SCHEDULE",
             &["0,5s,0", "5s,0", "", "0,,5s"],
