@@ -34,7 +34,11 @@ pub struct Config {
     /// `NETAPI_CHAT_BIND`: address to listen on. Default `127.0.0.1:8080`.
     pub bind: SocketAddr,
     /// `NETAPI_CHAT_PUBLIC_URL`: base URL clients reach the server at, used in `resourceURL`,
-    /// `Location` and notification links. Default `http://` + the bound address.
+    /// `Location` and notification links. Default `http://` + the bound address. An absolute
+    /// `http://` or `https://` URL with a host ([`is_base_url`]), its trailing `/` dropped; a
+    /// path is allowed (a proxy that serves the API under a prefix). Anything else is refused:
+    /// every link is this followed by a path, so `notaurl` or `ftp://x` broke them all, and
+    /// user info, a query or a fragment would be copied into each. Blank: the default.
     pub public_url: Option<String>,
     /// `NETAPI_CHAT_INVITATION_TIMEOUT_SECS`: how long an invitation waits for an answer before
     /// it times out. Default 120 s. A positive number of seconds below 10⁹ (fractions allowed):
@@ -387,6 +391,31 @@ impl Default for Config {
     }
 }
 
+/// Whether `url` can be the base of the links the server writes (`NETAPI_CHAT_PUBLIC_URL`):
+/// an absolute `http://` or `https://` URL with a host and, if it gives one, a port from 1 to
+/// 65535; a path is allowed, user info (`user:password@`), a query and a fragment are not.
+pub fn is_base_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    // The port as written: after the last `:` that is not inside an IPv6 address's brackets.
+    let port = authority
+        .as_str()
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains(']'));
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && !authority.host().is_empty()
+        && !authority.as_str().contains('@')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p != 0))
+        && uri.query().is_none()
+        // `http::Uri` drops a fragment without a word.
+        && !url.contains('#')
+}
+
 /// The prefix of every setting's environment variable; the file key is the rest, lowercased.
 pub const ENV_PREFIX: &str = "NETAPI_CHAT_";
 
@@ -459,7 +488,7 @@ impl Setting {
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_BIND", "127.0.0.1:8080", "listen address (`127.0.0.1:0` picks a free port)"),
-    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` (`https://` with TLS) + the bound address", "base of every `resourceURL`, `Location` and notification link"),
+    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` (`https://` with TLS) + the bound address", "base of every `resourceURL`, `Location` and notification link: an absolute `http://` or `https://` URL, e.g. `https://chat.example.com` (a path prefix allowed; no user info, query or fragment)"),
     Setting::unset("NETAPI_CHAT_TLS_CERT", "plain HTTP", "PEM file with the certificate chain (the server's first) to serve HTTPS with (TLS 1.2/1.3, rustls); needs `tls_key`"),
     Setting::unset("NETAPI_CHAT_TLS_KEY", "plain HTTP", "PEM file with the private key of `tls_cert` (PKCS #8, PKCS #1 or SEC1); needs `tls_cert`"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
@@ -973,9 +1002,18 @@ impl Config {
             bind: s
                 .var("NETAPI_CHAT_BIND", "an address such as 127.0.0.1:8080")?
                 .unwrap_or(d.bind),
-            public_url: s
-                .text("NETAPI_CHAT_PUBLIC_URL")
-                .map(|u| u.trim_end_matches('/').to_owned()),
+            public_url: match s.text("NETAPI_CHAT_PUBLIC_URL").map(str::trim) {
+                None | Some("") => None,
+                Some(url) if is_base_url(url) => Some(url.trim_end_matches('/').to_owned()),
+                Some(url) => {
+                    return Err(s.invalid(
+                        "NETAPI_CHAT_PUBLIC_URL",
+                        url,
+                        "an absolute http:// or https:// URL such as https://chat.example.com \
+                         (a path allowed; no user info, query or fragment)",
+                    ));
+                }
+            },
             invitation_timeout: s
                 .seconds("NETAPI_CHAT_INVITATION_TIMEOUT_SECS")?
                 .unwrap_or(d.invitation_timeout),
@@ -1747,6 +1785,56 @@ mod tests {
                 f.0.display()
             )
         );
+    }
+
+    /// The public URL is an absolute `http(s)://` base (its trailing `/` dropped, a path
+    /// kept); anything links cannot be built on is refused naming the setting.
+    #[test]
+    fn the_public_url_is_an_http_or_https_base_url() {
+        let public = |v: &str| config(None, &[("NETAPI_CHAT_PUBLIC_URL", v)]);
+        for (given, in_force) in [
+            ("https://chat.example.com", Some("https://chat.example.com")),
+            (
+                "https://chat.example.com/",
+                Some("https://chat.example.com"),
+            ),
+            (
+                " http://10.0.0.5:8080/chat/ ",
+                Some("http://10.0.0.5:8080/chat"),
+            ),
+            ("http://[::1]:8080", Some("http://[::1]:8080")),
+            ("http://[::1]", Some("http://[::1]")),
+            ("https://h:65535", Some("https://h:65535")),
+            ("", None),
+            (" ", None),
+        ] {
+            let c = public(given).unwrap_or_else(|e| panic!("{given:?}: {e}"));
+            assert_eq!(c.public_url.as_deref(), in_force, "{given:?}");
+        }
+        for bad in [
+            "notaurl",
+            "ftp://x",
+            "chat.example.com:443",
+            "/v1",
+            "http://",
+            "https://:8080",
+            "http://user:pw@chat.example.com",
+            "http://h/?q=1",
+            "http://h/#top",
+            "http://h:0",
+            "http://h:65536",
+            "http://h:",
+            "http://h h",
+        ] {
+            let e = public(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "NETAPI_CHAT_PUBLIC_URL={:?} is not valid",
+                    bad.trim()
+                )) && e.contains("an absolute http:// or https:// URL"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     /// The OTLP endpoint is a plain `http://` base URL (its trailing `/` dropped: the exporter
