@@ -90,6 +90,8 @@ pub struct Config {
     /// `NETAPI_CHAT_DATABASE_URL`: `postgres://…` stores everything in that PostgreSQL
     /// database instead of SQLite in the data directory (which then holds only the token file
     /// and webhook secret). Unset (the default): SQLite. Several servers share one only with `NETAPI_CHAT_CLUSTER_URL` (`crate::cluster`).
+    /// Another scheme is refused showing only the scheme ([`scheme_only`]): the rest may hold
+    /// the database password.
     pub database_url: Option<String>,
     /// `NETAPI_CHAT_CLUSTER_URL`: the URL at which the other instances on the same PostgreSQL
     /// database reach this one (`http://host:port`, `https://host:port` when it serves HTTPS,
@@ -414,6 +416,23 @@ pub fn is_base_url(url: &str) -> bool {
         && uri.query().is_none()
         // `http::Uri` drops a fragment without a word.
         && !url.contains('#')
+}
+
+/// What a message may show of a secret URL that is refused: its scheme (`mysql://<redacted>`),
+/// so that the operator sees what is wrong, and never the rest, which may hold a password;
+/// `<redacted>` alone when it does not start with a scheme and `://`.
+pub fn scheme_only(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _))
+            if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            format!("{scheme}://<redacted>")
+        }
+        _ => "<redacted>".to_owned(),
+    }
 }
 
 /// The prefix of every setting's environment variable; the file key is the rest, lowercased.
@@ -1074,10 +1093,10 @@ impl Config {
                 Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                     Some(u.to_owned())
                 }
-                Some(_) => {
+                Some(other) => {
                     return Err(s.invalid(
                         "NETAPI_CHAT_DATABASE_URL",
-                        "",
+                        &scheme_only(other),
                         "a postgres:// or postgresql:// URL",
                     ));
                 }
@@ -1835,6 +1854,49 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    /// A database URL of another scheme is refused showing its scheme, never the rest (the
+    /// password); the file's, naming the file.
+    #[test]
+    fn a_refused_database_url_shows_its_scheme_only() {
+        for (given, shown) in [
+            ("mysql://x", "mysql://<redacted>"),
+            (
+                "mysql://chat:s3cret@db.example.com/chat",
+                "mysql://<redacted>",
+            ),
+            (
+                "postgres+tls://chat:s3cret@db/chat",
+                "postgres+tls://<redacted>",
+            ),
+            ("chat:s3cret@db.example.com/chat", "<redacted>"),
+            ("postgres:chat:s3cret@db/chat", "<redacted>"),
+            ("s3cret@x://db", "<redacted>"),
+        ] {
+            let e = config(None, &[("NETAPI_CHAT_DATABASE_URL", given)])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "NETAPI_CHAT_DATABASE_URL={shown:?} is not valid: expected a postgres:// or \
+                     postgresql:// URL"
+                ),
+                "{given}"
+            );
+        }
+        let f = TempFile::new("database_url = \"mysql://chat:s3cret@db/chat\"\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: database_url = \"mysql://<redacted>\" is not valid",
+                f.0.display()
+            )) && !e.contains("s3cret"),
+            "{e}"
+        );
+        let c = config(None, &[("NETAPI_CHAT_DATABASE_URL", "postgres://u:p@h/db")]).unwrap();
+        assert_eq!(c.database_url.as_deref(), Some("postgres://u:p@h/db"));
     }
 
     /// The OTLP endpoint is a plain `http://` base URL (its trailing `/` dropped: the exporter
