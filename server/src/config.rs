@@ -120,7 +120,8 @@ pub struct Config {
     /// Ranges (a value outside is refused): `NETAPI_CHAT_MAX_PARTICIPANTS` at least 2, since
     /// the originator counts and a session needs one other participant (0 or 1 refused every
     /// session); `NETAPI_CHAT_MAX_TEXT_CHARS` at least 1 (0 refused every message);
-    /// `NETAPI_CHAT_CHANNEL_POLL_WAIT` at least [`MIN_CHANNEL_POLL_WAIT`]. The per-user
+    /// `NETAPI_CHAT_CHANNEL_POLL_WAIT` from [`MIN_CHANNEL_POLL_WAIT`] to
+    /// [`MAX_CHANNEL_POLL_WAIT`]. The per-user
     /// quotas at least 1, each because 0 would stop the service for everyone:
     /// `NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER` (every notification, of an invitation or a
     /// message, reaches a user through a subscription), `NETAPI_CHAT_MAX_SESSIONS_PER_USER` (no
@@ -304,6 +305,17 @@ pub const MIN_XML_LIMITS: XmlLimits = XmlLimits {
 /// whole seconds (`maxWaitTime`), and a shorter one (0 was silently replaced by the default)
 /// would have every long poll answer at once, its client polling in a tight loop.
 pub const MIN_CHANNEL_POLL_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest `NETAPI_CHAT_CHANNEL_POLL_WAIT`: a channel's default lifetime, which a poll
+/// restarts; a longer wait would outlast the channel it waits on (and one near 2⁶³ s
+/// overflowed the clock when the poll began: a panic).
+pub const MAX_CHANNEL_POLL_WAIT: Duration =
+    Duration::from_secs(crate::chat::channels::DEFAULT_LIFETIME_SECS.unsigned_abs());
+
+/// Every duration setting is less than this, 10⁹ s (about 31 years): longer means "never" in
+/// practice, and every deadline and jittered retry gap computed from it then stays within the
+/// clock's range (a retry delay near 2⁶⁴ s made the jitter overflow: a panic in delivery).
+pub const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
 
 /// hyper's read buffer for a head limit of `max_header_bytes`: twice it, so that a head just
 /// over the limit is still parsed and reaches the request gate, which refuses it with an OMA
@@ -548,7 +560,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user (at least `1`: every notification goes through one)"),
     Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to (at least `1`)"),
     Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it; `0` = no channels, notifications by callback only)"),
-    Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), at least `1s`; clients should wait longer than this for an answer"),
+    Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), `1s` to `1h` (a channel's default lifetime); clients should wait longer than this for an answer"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent (at least `1`: a session starts with an invitation)"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
@@ -816,12 +828,14 @@ impl Sources {
         }
     }
 
-    /// A positive duration in seconds (fractions allowed), less than 10⁹ s (about 31 years,
-    /// which keeps every deadline computed from it within the clock's range), if given.
+    /// A positive duration in seconds (fractions allowed), less than [`MAX_DURATION`], if
+    /// given.
     pub fn seconds(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
         match self.var::<f64>(variable, "seconds, e.g. 10 or 0.5")? {
             None => Ok(None),
-            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(s) if s.is_finite() && s > 0.0 && s < MAX_DURATION.as_secs_f64() => {
+                Ok(Some(Duration::from_secs_f64(s)))
+            }
             Some(_) => Err(self.invalid(
                 variable,
                 self.text(variable).unwrap_or_default(),
@@ -830,26 +844,34 @@ impl Sources {
         }
     }
 
-    /// A duration such as `5m`, `90s`, `1.5h`, `250ms` (a bare number is seconds), if given.
+    /// A duration such as `5m`, `90s`, `1.5h`, `250ms` (a bare number is seconds), less than
+    /// [`MAX_DURATION`], if given.
     pub fn duration(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
         match self.text(variable) {
-            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
-                self.invalid(variable, v, "a duration such as 5m, 90s, 1.5h or 250ms")
-            }),
+            Some(v) => parse_duration(v)
+                .filter(|d| *d < MAX_DURATION)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.invalid(
+                        variable,
+                        v,
+                        "a duration such as 5m, 90s, 1.5h or 250ms, less than 1000000000s",
+                    )
+                }),
             None => Ok(None),
         }
     }
 
-    /// A duration as [`Sources::duration`] reads it, at least `min`, if given; a shorter one is
-    /// refused as given, with `expected` (which says the minimum).
-    pub fn duration_at_least(
+    /// A duration as [`Sources::duration`] reads it, within `range`, if given; one outside is
+    /// refused as given, with `expected` (which says the range).
+    pub fn duration_in(
         &self,
         variable: &'static str,
-        min: Duration,
+        range: impl std::ops::RangeBounds<Duration>,
         expected: &'static str,
     ) -> Result<Option<Duration>, ConfigError> {
         match self.duration(variable)? {
-            Some(d) if d < min => {
+            Some(d) if !range.contains(&d) => {
                 Err(self.invalid(variable, self.text(variable).unwrap_or_default(), expected))
             }
             d => Ok(d),
@@ -1047,19 +1069,21 @@ impl Config {
                 )?
                 .unwrap_or(d.max_body_bytes),
             retry_schedule: match s.text("NETAPI_CHAT_RETRY_SCHEDULE") {
-                Some(v) => RetryPolicy::parse_schedule(v).ok_or_else(|| {
-                    s.invalid(
-                        "NETAPI_CHAT_RETRY_SCHEDULE",
-                        v,
-                        "comma-separated delays such as 0,5s,5m,2h",
-                    )
-                })?,
+                Some(v) => RetryPolicy::parse_schedule(v)
+                    .filter(|delays| delays.iter().all(|d| *d < MAX_DURATION))
+                    .ok_or_else(|| {
+                        s.invalid(
+                            "NETAPI_CHAT_RETRY_SCHEDULE",
+                            v,
+                            "comma-separated delays such as 0,5s,5m,2h, each less than 1000000000s",
+                        )
+                    })?,
                 None => d.retry_schedule,
             },
             delivery_max_backoff: s
-                .duration_at_least(
+                .duration_in(
                     "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
-                    Duration::from_millis(1),
+                    Duration::from_millis(1)..,
                     "a duration of at least 1ms, such as 5m",
                 )?
                 .unwrap_or(d.delivery_max_backoff),
@@ -1274,10 +1298,10 @@ impl Config {
                     .var("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "a count")?
                     .unwrap_or(d.limits.channels_per_user),
                 channel_poll_wait: s
-                    .duration_at_least(
+                    .duration_in(
                         "NETAPI_CHAT_CHANNEL_POLL_WAIT",
-                        MIN_CHANNEL_POLL_WAIT,
-                        "a duration of at least 1s, such as 25s",
+                        MIN_CHANNEL_POLL_WAIT..=MAX_CHANNEL_POLL_WAIT,
+                        "a duration from 1s to 1h, such as 25s",
                     )?
                     .unwrap_or(d.limits.channel_poll_wait),
                 invitations: InvitationLimits {
@@ -1669,9 +1693,10 @@ mod tests {
         ("NETAPI_CHAT_BODY_TIMEOUT_MS", &["0", "-1", "1.5"], "1"),
         (
             "NETAPI_CHAT_CHANNEL_POLL_WAIT",
-            &["0", "999ms", "0.5s", "-1s"],
+            &["0", "999ms", "0.5s", "-1s", "61m", "1e15h"],
             "1s",
         ),
+        ("NETAPI_CHAT_CHANNEL_POLL_WAIT", &[], "1h"),
         (
             "NETAPI_CHAT_IDLE_TIMEOUT_SECS",
             &["0", "-1", "nan"],
@@ -1708,9 +1733,15 @@ mod tests {
         ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", &["0"], "1"),
         (
             "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
-            &["0", "0.5ms", "0s"],
+            &["0", "0.5ms", "0s", "1e9s", "5e15h"],
             "1ms",
         ),
+        (
+            "NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER",
+            &["1e9", "-1s", "soon"],
+            "999999999s",
+        ),
+        ("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", &["1e9s", "-1s"], "0"),
         (
             "NETAPI_CHAT_MAX_CONNECTIONS",
             &["0", "-1", "1000000001"],
@@ -1736,7 +1767,7 @@ mod tests {
         ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", &[], "86400"),
         (
             "NETAPI_CHAT_RETRY_SCHEDULE",
-            &["0,5s,0", "5s,0", "", "0,,5s"],
+            &["0,5s,0", "5s,0", "", "0,,5s", "0,1e9"],
             "0,1ms",
         ),
     ];
