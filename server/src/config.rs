@@ -7,8 +7,12 @@
 //! it is refused by name.
 //!
 //! To add a setting: one line in [`SETTINGS`], a field in [`Config`] (with its typed default in
-//! `Config::default`), and its reading in [`Config::from_sources`] with the [`Sources`] helpers
-//! (`s.var("NETAPI_CHAT_X", "what is expected")?`, `s.flag`, `s.seconds`, `s.text`); then
+//! `Config::default`), and its reading in `Config::read` (checks across settings: in
+//! [`Config::from_sources`]) with the [`Sources`] helpers
+//! (`s.var("NETAPI_CHAT_X", "what is expected")?`, `s.number` for a number within a range,
+//! `s.flag`, `s.seconds`, `s.duration_in`, `s.text`): a value out of range is refused naming the
+//! setting, never replaced by the default (`check-config` would show it as in force), and the
+//! reason for a range goes in the field's documentation and its text in [`SETTINGS`]; then
 //! `UPDATE_EXPECT=1 cargo test -p netapi-chat --lib config` rewrites the README table. The unit
 //! tests check that every listed setting is read, that nothing unlisted is, and that the listed
 //! defaults are the typed ones.
@@ -170,7 +174,8 @@ pub struct Config {
     /// subscriptions it made.
     pub webhook_secret: Option<String>,
     /// `NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW`: how long a subscription's replaced secret keeps
-    /// signing after `rotateSubscriptionSecret`. Default `24h`.
+    /// signing after `rotateSubscriptionSecret`. Default `24h`. 0 is allowed: the replaced
+    /// secret stops signing at once (a receiver that takes the new one first).
     pub rotation_window: Duration,
     /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
     pub connections: Connections,
@@ -541,7 +546,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_JWT_USER_CLAIM", "sub", "the JWT claim naming the users it acts for (one address, or an array in a custom claim)"),
     Setting::new("NETAPI_CHAT_JWT_SCOPE", "chat", "the scope a JWT must carry"),
     Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "each subscription has its own secret", "opt-in: one `whsec_…` secret signing every subscription whose client sent none (Standard Webhooks; see Verifying notifications)").secret(),
-    Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too"),
+    Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too (`0`: not at all)"),
     Setting::unset("NETAPI_CHAT_CALLBACK_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for `https` notifyURLs besides Mozilla's (webpki-roots), for receivers behind a private CA"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1`: callbacks may reach loopback addresses (local development only)"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1`: callbacks may reach private-network addresses"),
