@@ -287,11 +287,14 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 /// and a short `notifyURL`, is about 250 bytes), so that no kind of request is made impossible.
 pub const MIN_BODY_BYTES: usize = 256;
 
-/// The smallest `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES`: room for a few notifications of the
-/// longest message (with the default 4096 characters of up to 4 bytes, escaped, a message
-/// notification is at most about 25 KiB), so that the byte cap does not disable a subscription
-/// with a healthy receiver on an ordinary message.
-pub const MIN_BACKLOG_BYTES: usize = 64 * 1024;
+/// The smallest `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES`: room for a few notifications of ordinary
+/// messages (a message notification is its text and an envelope of several hundred bytes), so
+/// that the byte cap does not disable a subscription with a healthy receiver on its first
+/// notification, as 0 did. A cap is still best kept well above 4 × `NETAPI_CHAT_MAX_TEXT_CHARS`
+/// (the default is 16 MiB): one notification larger than the cap disables its subscription
+/// on its own. Not more: a small cap is how a deployment (and a test) bounds what a dead
+/// receiver costs.
+pub const MIN_BACKLOG_BYTES: usize = 4096;
 
 /// The smallest XML limits, each what the smallest document of every request needs, so that no
 /// request is made impossible in XML: depth 3 and 3 elements (the deepest and largest of them:
@@ -554,7 +557,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "5m", "longest gap between two attempts of a failing callback (before jitter; a receiver's `Retry-After` excepted), at least `1ms`: a receiver that recovers is noticed within it"),
     Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled (only `0` with a schedule whose last delay is `0`)"),
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have (at least `1`); past it the subscription is disabled. Also the most dead letters kept per subscription"),
-    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters), at least `65536`; past it the subscription is disabled"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters), at least `4096`; past it the subscription is disabled (a single notification over it too: keep it well above 4 × `max_text_chars`)"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
@@ -1105,7 +1108,7 @@ impl Config {
                     .number(
                         "NETAPI_CHAT_DELIVERY_BACKLOG_BYTES",
                         MIN_BACKLOG_BYTES..,
-                        "a byte count of at least 65536",
+                        "a byte count of at least 4096",
                     )?
                     .unwrap_or(d.delivery_backlog.bytes),
             },
@@ -1730,11 +1733,7 @@ mod tests {
         ("NETAPI_CHAT_INVITATION_RATE", &["-1"], "0"),
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", &["-1"], "0"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG", &["0"], "1"),
-        (
-            "NETAPI_CHAT_DELIVERY_BACKLOG_BYTES",
-            &["0", "65535"],
-            "65536",
-        ),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", &["0", "4095"], "4096"),
         ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", &["0"], "1"),
         (
             "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
