@@ -7,8 +7,12 @@
 //! it is refused by name.
 //!
 //! To add a setting: one line in [`SETTINGS`], a field in [`Config`] (with its typed default in
-//! `Config::default`), and its reading in [`Config::from_sources`] with the [`Sources`] helpers
-//! (`s.var("NETAPI_CHAT_X", "what is expected")?`, `s.flag`, `s.seconds`, `s.text`); then
+//! `Config::default`), and its reading in `Config::read` (checks across settings: in
+//! [`Config::from_sources`]) with the [`Sources`] helpers
+//! (`s.var("NETAPI_CHAT_X", "what is expected")?`, `s.number` for a number within a range,
+//! `s.flag`, `s.seconds`, `s.duration_in`, `s.text`): a value out of range is refused naming the
+//! setting, never replaced by the default (`check-config` would show it as in force), and the
+//! reason for a range goes in the field's documentation and its text in [`SETTINGS`]; then
 //! `UPDATE_EXPECT=1 cargo test -p netapi-chat --lib config` rewrites the README table. The unit
 //! tests check that every listed setting is read, that nothing unlisted is, and that the listed
 //! defaults are the typed ones.
@@ -34,40 +38,64 @@ pub struct Config {
     /// `NETAPI_CHAT_BIND`: address to listen on. Default `127.0.0.1:8080`.
     pub bind: SocketAddr,
     /// `NETAPI_CHAT_PUBLIC_URL`: base URL clients reach the server at, used in `resourceURL`,
-    /// `Location` and notification links. Default `http://` + the bound address.
+    /// `Location` and notification links. Default `http://` + the bound address. An absolute
+    /// `http://` or `https://` URL with a host ([`is_base_url`]), its trailing `/` dropped; a
+    /// path is allowed (a proxy that serves the API under a prefix). Anything else is refused:
+    /// every link is this followed by a path, so `notaurl` or `ftp://x` broke them all, and
+    /// user info, a query or a fragment would be copied into each. Blank: the default.
     pub public_url: Option<String>,
     /// `NETAPI_CHAT_INVITATION_TIMEOUT_SECS`: how long an invitation waits for an answer before
-    /// it times out. Default 120 s.
+    /// it times out. Default 120 s. A positive number of seconds below 10⁹ (fractions allowed):
+    /// 0 or less would time every invitation out as it is sent, and anything else (`nan`,
+    /// `inf`) is refused rather than replaced by the default, which `check-config` would not
+    /// show.
     pub invitation_timeout: Duration,
     /// `NETAPI_CHAT_ADHOC_IDLE_SECS`: how long an OMA 2012 ad hoc chat stays open without a
-    /// message before the server ends it. Default 600 s.
+    /// message before the server ends it. Default 600 s. A positive number of seconds below
+    /// 10⁹, as `invitation_timeout` and for the same reasons (0 would end every ad hoc chat as
+    /// it opens).
     pub adhoc_idle: Duration,
-    /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB.
+    /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB;
+    /// at least [`MIN_BODY_BYTES`], which holds the smallest document of every request (the
+    /// largest of them, a subscription in XML with its declaration, namespace and a short
+    /// `notifyURL`, is about 250 bytes): below it some requests could not be made at all, and
+    /// at 0 every write was answered 413.
     pub max_body_bytes: usize,
     /// `NETAPI_CHAT_RETRY_SCHEDULE`: delays before each attempt while a callback fails,
     /// e.g. `0,5s,5m,30m,2h,5h,10h,10h` (the default, about 27 h); past its end the last delay
-    /// repeats, every gap capped at `delivery_max_backoff`.
+    /// repeats, every gap capped at `delivery_max_backoff`. Its last delay must be above 0
+    /// while failing callbacks are retried at all (a give-up age above 0): repeated, 0 would
+    /// retry a failing receiver in a tight loop until the give-up age. `0` alone (one try, given
+    /// up at once: its total, the default give-up age, is 0) stays allowed.
     pub retry_schedule: Vec<Duration>,
     /// `NETAPI_CHAT_DELIVERY_MAX_BACKOFF`: longest gap between two attempts of a failing
     /// callback (a receiver's `Retry-After` excepted), so that one that recovers is noticed
-    /// within it. Default `5m` (units ms, s, m, h; a bare number is seconds).
+    /// within it. Default `5m` (units ms, s, m, h; a bare number is seconds). At least 1 ms:
+    /// a cap of 0 would make every retry immediate, a tight loop against a failing receiver.
     pub delivery_max_backoff: Duration,
     /// `NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`: age at which a notification that still fails
     /// becomes a dead letter, and how long a callback may fail without a break before its
-    /// subscription is disabled. Default (`None`): the retry schedule's total.
+    /// subscription is disabled. Default (`None`): the retry schedule's total. 0 is allowed
+    /// (one try, then the subscription is disabled), but not above 0 with the one-try schedule
+    /// `0`, whose repeated 0 delay would retry in a tight loop until that age.
     pub delivery_give_up_after: Option<Duration>,
     /// `NETAPI_CHAT_DELIVERY_BACKLOG` (default 10000) notifications and
     /// `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES` (default 16 MiB) of stored bodies: the most one
     /// subscription may have undelivered before it is disabled; also the most dead letters it
-    /// keeps.
+    /// keeps. A notification counts from its commit until it is delivered, so a cap must hold
+    /// at least one, else every subscription is disabled by its first notification even with a
+    /// healthy receiver (as 0 did): at least 1 notification and [`MIN_BACKLOG_BYTES`].
     pub delivery_backlog: BacklogLimit,
-    /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s.
+    /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s;
+    /// at least 1 ms, like every timeout (0 would fail every attempt before it is sent).
     pub notify_timeout: Duration,
     /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
     pub data_dir: PathBuf,
     /// `NETAPI_CHAT_DATABASE_URL`: `postgres://…` stores everything in that PostgreSQL
     /// database instead of SQLite in the data directory (which then holds only the token file
     /// and webhook secret). Unset (the default): SQLite. Several servers share one only with `NETAPI_CHAT_CLUSTER_URL` (`crate::cluster`).
+    /// Another scheme is refused showing only the scheme ([`scheme_only`]): the rest may hold
+    /// the database password.
     pub database_url: Option<String>,
     /// `NETAPI_CHAT_CLUSTER_URL`: the URL at which the other instances on the same PostgreSQL
     /// database reach this one (`http://host:port`, `https://host:port` when it serves HTTPS,
@@ -92,21 +120,44 @@ pub struct Config {
     /// Invitation quotas are the inviter's own: `NETAPI_CHAT_MAX_PENDING_INVITATIONS`
     /// (unanswered invitations it sent, default 1000), `…_PER_INVITEE` (to one invitee,
     /// default 5) and `NETAPI_CHAT_INVITATION_RATE` (sent a minute, default 300; 0 = off).
+    ///
+    /// Ranges (a value outside is refused): `NETAPI_CHAT_MAX_PARTICIPANTS` at least 2, since
+    /// the originator counts and a session needs one other participant (0 or 1 refused every
+    /// session); `NETAPI_CHAT_MAX_TEXT_CHARS` at least 1 (0 refused every message);
+    /// `NETAPI_CHAT_CHANNEL_POLL_WAIT` from [`MIN_CHANNEL_POLL_WAIT`] to
+    /// [`MAX_CHANNEL_POLL_WAIT`]. The per-user
+    /// quotas at least 1, each because 0 would stop the service for everyone:
+    /// `NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER` (every notification, of an invitation or a
+    /// message, reaches a user through a subscription), `NETAPI_CHAT_MAX_SESSIONS_PER_USER` (no
+    /// one could start, accept or join a chat), `NETAPI_CHAT_MAX_PENDING_INVITATIONS` and
+    /// `…_PER_INVITEE` (no one could invite, so no session could start). Not
+    /// `NETAPI_CHAT_MAX_CHANNELS_PER_USER`: 0 is a service, notifications by callback only.
     pub limits: Limits,
     /// XML parsing limits: `NETAPI_CHAT_XML_MAX_DEPTH` (default 32), `…_ELEMENTS` (10000),
-    /// `…_ATTRIBUTES` (per element, 32), `…_TEXT_BYTES` (65536).
+    /// `…_ATTRIBUTES` (per element, 32), `…_TEXT_BYTES` (65536). Each has a minimum (see
+    /// [`MIN_XML_LIMITS`]) under which some request documents could not be sent in XML at all
+    /// (at 0, none could).
     pub xml: XmlLimits,
     /// `NETAPI_CHAT_RATE_LIMIT`: requests a second per access token (default 200; 0 = none),
-    /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate).
+    /// with bursts of `NETAPI_CHAT_RATE_BURST` (default: the rate, at least 1). The rate is 0 or
+    /// from [`MIN_RATE`] up, finite: a negative one turned the limit off unsaid, `nan` refused
+    /// every request 429, and below [`MIN_RATE`] a token could not finish one chat flow while
+    /// `Retry-After` ran to years. The burst is at least 1, finite: a bucket that never holds a
+    /// whole request would refuse every one (the limiter used to raise it to 1 silently).
     pub rate: (f64, f64),
     /// `NETAPI_CHAT_BODY_TIMEOUT_MS`: how long a request body may take to arrive once the
     /// request is authenticated (default 10 s); a slower one gets 408 and the connection is
-    /// closed, so that trickled bodies cannot hold connections open.
+    /// closed, so that trickled bodies cannot hold connections open. At least 1 ms, like every
+    /// timeout: 0 would answer every body 408 (it was silently replaced by the default, which
+    /// `check-config` did not show).
     pub body_timeout: Duration,
     /// `NETAPI_CHAT_AUTH_FAILURE_LIMIT` failed authentications per client address (default 20;
     /// 0 = no limit) within `NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS` (default 60); past it the
     /// address gets 429 with `Retry-After` until the window ends, without its credentials being
-    /// checked.
+    /// checked. The window is 1 s to a day ([`MAX_AUTH_FAILURE_WINDOW`]): 0 was silently made
+    /// 1 s; a longer one would lock out an address (often a NAT or proxy many clients share)
+    /// for longer than an operator would notice, and one near 2⁶⁴ s overflowed the clock (a
+    /// panic at the first failure).
     pub auth_failures: (u32, Duration),
     /// `NETAPI_CHAT_LOG_LEVEL`: `warn` (default: problems only, e.g. failing callbacks),
     /// `info` (also one line per request), `debug`, `error`.
@@ -123,7 +174,8 @@ pub struct Config {
     /// subscriptions it made.
     pub webhook_secret: Option<String>,
     /// `NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW`: how long a subscription's replaced secret keeps
-    /// signing after `rotateSubscriptionSecret`. Default `24h`.
+    /// signing after `rotateSubscriptionSecret`. Default `24h`. 0 is allowed: the replaced
+    /// secret stops signing at once (a receiver that takes the new one first).
     pub rotation_window: Duration,
     /// Connection limits and shutdown (`NETAPI_CHAT_MAX_CONNECTIONS`, …; see [`Connections`]).
     pub connections: Connections,
@@ -193,7 +245,10 @@ pub struct Connections {
     /// `NETAPI_CHAT_MAX_CONNECTIONS`: most client connections open at once; at the cap the
     /// connection idle the longest is closed to make room. Default (`None`): three quarters of
     /// the open-files limit (raised to its hard limit at start), leaving the rest for the
-    /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`].
+    /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`]. Given: 1 to
+    /// [`MAX_CONNECTIONS_LIMIT`]; 0 is refused (it was silently made 1, although the message
+    /// for a value that does not parse already said "at least 1"), and the upper bound keeps
+    /// a standby's connection semaphore (at most 2⁶¹ permits) from panicking.
     pub max: Option<usize>,
     /// `NETAPI_CHAT_IDLE_TIMEOUT_SECS`: a keep-alive connection with no request in flight is
     /// closed after this long. Default 60 s.
@@ -218,8 +273,61 @@ pub struct Connections {
 /// more sets `NETAPI_CHAT_MAX_CONNECTIONS`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// The largest `NETAPI_CHAT_MAX_CONNECTIONS`: no machine holds a billion connections, and more
+/// than a standby's connection semaphore takes (2⁶¹) would panic.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000_000;
+
+/// The smallest `NETAPI_CHAT_RATE_LIMIT` other than 0 (off): one request in 1000 s.
+pub const MIN_RATE: f64 = 0.001;
+
+/// The longest `NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS`: a day.
+pub const MAX_AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(86_400);
+
 /// The smallest `NETAPI_CHAT_MAX_HEADER_BYTES`: hyper's smallest read buffer (it refuses less).
 pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// The smallest `NETAPI_CHAT_MAX_BODY_BYTES`: the smallest document of every request fits
+/// (the largest of them, an XML subscription with its XML declaration, namespace declaration
+/// and a short `notifyURL`, is about 250 bytes), so that no kind of request is made impossible.
+pub const MIN_BODY_BYTES: usize = 256;
+
+/// The smallest `NETAPI_CHAT_DELIVERY_BACKLOG_BYTES`: room for a few notifications of ordinary
+/// messages (a message notification is its text and an envelope of several hundred bytes), so
+/// that the byte cap does not disable a subscription with a healthy receiver on its first
+/// notification, as 0 did. A cap is still best kept well above 4 × `NETAPI_CHAT_MAX_TEXT_CHARS`
+/// (the default is 16 MiB): one notification larger than the cap disables its subscription
+/// on its own. Not more: a small cap is how a deployment (and a test) bounds what a dead
+/// receiver costs.
+pub const MIN_BACKLOG_BYTES: usize = 4096;
+
+/// The smallest XML limits, each what the smallest document of every request needs, so that no
+/// request is made impossible in XML: depth 3 and 3 elements (the deepest and largest of them:
+/// a session's root, one `participant` and its `address`; a subscription's root,
+/// `callbackReference` and `notifyURL`), 1 attribute (the root's namespace declaration, which
+/// counts), 64 bytes of text (an ordinary address such as `sip:alice@example.com` or
+/// `tel:+` and 15 digits, or a short `notifyURL`).
+pub const MIN_XML_LIMITS: XmlLimits = XmlLimits {
+    max_depth: 3,
+    max_elements: 3,
+    max_attributes_per_element: 1,
+    max_text_bytes: 64,
+};
+
+/// The shortest `NETAPI_CHAT_CHANNEL_POLL_WAIT`: a channel's wait is granted to its clients in
+/// whole seconds (`maxWaitTime`), and a shorter one (0 was silently replaced by the default)
+/// would have every long poll answer at once, its client polling in a tight loop.
+pub const MIN_CHANNEL_POLL_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest `NETAPI_CHAT_CHANNEL_POLL_WAIT`: a channel's default lifetime, which a poll
+/// restarts; a longer wait would outlast the channel it waits on (and one near 2⁶³ s
+/// overflowed the clock when the poll began: a panic).
+pub const MAX_CHANNEL_POLL_WAIT: Duration =
+    Duration::from_secs(crate::chat::channels::DEFAULT_LIFETIME_SECS.unsigned_abs());
+
+/// Every duration setting is less than this, 10⁹ s (about 31 years): longer means "never" in
+/// practice, and every deadline and jittered retry gap computed from it then stays within the
+/// clock's range (a retry delay near 2⁶⁴ s made the jitter overflow: a panic in delivery).
+pub const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
 
 /// hyper's read buffer for a head limit of `max_header_bytes`: twice it, so that a head just
 /// over the limit is still parsed and reaches the request gate, which refuses it with an OMA
@@ -310,6 +418,48 @@ impl Default for Config {
     }
 }
 
+/// Whether `url` can be the base of the links the server writes (`NETAPI_CHAT_PUBLIC_URL`):
+/// an absolute `http://` or `https://` URL with a host and, if it gives one, a port from 1 to
+/// 65535; a path is allowed, user info (`user:password@`), a query and a fragment are not.
+pub fn is_base_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    // The port as written: after the last `:` that is not inside an IPv6 address's brackets.
+    let port = authority
+        .as_str()
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.contains(']'));
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && !authority.host().is_empty()
+        && !authority.as_str().contains('@')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p != 0))
+        && uri.query().is_none()
+        // `http::Uri` drops a fragment without a word.
+        && !url.contains('#')
+}
+
+/// What a message may show of a secret URL that is refused: its scheme (`mysql://<redacted>`),
+/// so that the operator sees what is wrong, and never the rest, which may hold a password;
+/// `<redacted>` alone when it does not start with a scheme and `://`.
+pub fn scheme_only(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _))
+            if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            format!("{scheme}://<redacted>")
+        }
+        _ => "<redacted>".to_owned(),
+    }
+}
+
 /// The prefix of every setting's environment variable; the file key is the rest, lowercased.
 pub const ENV_PREFIX: &str = "NETAPI_CHAT_";
 
@@ -382,7 +532,7 @@ impl Setting {
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_BIND", "127.0.0.1:8080", "listen address (`127.0.0.1:0` picks a free port)"),
-    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` (`https://` with TLS) + the bound address", "base of every `resourceURL`, `Location` and notification link"),
+    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` (`https://` with TLS) + the bound address", "base of every `resourceURL`, `Location` and notification link: an absolute `http://` or `https://` URL, e.g. `https://chat.example.com` (a path prefix allowed; no user info, query or fragment)"),
     Setting::unset("NETAPI_CHAT_TLS_CERT", "plain HTTP", "PEM file with the certificate chain (the server's first) to serve HTTPS with (TLS 1.2/1.3, rustls); needs `tls_key`"),
     Setting::unset("NETAPI_CHAT_TLS_KEY", "plain HTTP", "PEM file with the private key of `tls_cert` (PKCS #8, PKCS #1 or SEC1); needs `tls_cert`"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory"),
@@ -404,38 +554,38 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_JWT_USER_CLAIM", "sub", "the JWT claim naming the users it acts for (one address, or an array in a custom claim)"),
     Setting::new("NETAPI_CHAT_JWT_SCOPE", "chat", "the scope a JWT must carry"),
     Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "each subscription has its own secret", "opt-in: one `whsec_…` secret signing every subscription whose client sent none (Standard Webhooks; see Verifying notifications)").secret(),
-    Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too"),
+    Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too (`0`: not at all)"),
     Setting::unset("NETAPI_CHAT_CALLBACK_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for `https` notifyURLs besides Mozilla's (webpki-roots), for receivers behind a private CA"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1`: callbacks may reach loopback addresses (local development only)"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1`: callbacks may reach private-network addresses"),
-    Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),
-    Setting::new("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "5m", "longest gap between two attempts of a failing callback (before jitter; a receiver's `Retry-After` excepted): a receiver that recovers is noticed within it"),
-    Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled"),
-    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have; past it the subscription is disabled. Also the most dead letters kept per subscription"),
-    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters); past it the subscription is disabled"),
-    Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST"),
-    Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (fractions allowed)"),
-    Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (fractions allowed; the next message opens a new one)"),
-    Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`"),
-    Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed"),
-    Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters"),
-    Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session"),
-    Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user"),
-    Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to"),
-    Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it)"),
-    Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it); clients should wait longer than this for an answer"),
-    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent"),
-    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee"),
+    Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats, so it must be above `0` unless nothing is retried: a give-up age of `0`, as with the one-try schedule `0`; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),
+    Setting::new("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "5m", "longest gap between two attempts of a failing callback (before jitter; a receiver's `Retry-After` excepted), at least `1ms`: a receiver that recovers is noticed within it"),
+    Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled (only `0` with a schedule whose last delay is `0`)"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have (at least `1`); past it the subscription is disabled. Also the most dead letters kept per subscription"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters), at least `4096`; past it the subscription is disabled (a single notification over it too: keep it well above 4 × `max_text_chars`)"),
+    Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST (at least `1`)"),
+    Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
+    Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
+    Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`; at least `256`, which holds the smallest document of every request"),
+    Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed (at least `1`)"),
+    Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters (at least `1`)"),
+    Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session, the originator included (at least `2`)"),
+    Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user (at least `1`: every notification goes through one)"),
+    Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to (at least `1`)"),
+    Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it; `0` = no channels, notifications by callback only)"),
+    Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), `1s` to `1h` (a channel's default lifetime); clients should wait longer than this for an answer"),
+    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent (at least `1`: a session starts with an invitation)"),
+    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
-    Setting::new("NETAPI_CHAT_XML_MAX_DEPTH", "32", "deepest XML element nesting"),
-    Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body"),
-    Setting::new("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "32", "most attributes on one XML element"),
-    Setting::new("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "65536", "longest XML text node, in bytes"),
-    Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token (`0` = off)"),
-    Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate", "burst size of the per-token request rate"),
+    Setting::new("NETAPI_CHAT_XML_MAX_DEPTH", "32", "deepest XML element nesting, the root at depth 1 (at least `3`, the deepest request document)"),
+    Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body (at least `3`, what a session with one participant needs)"),
+    Setting::new("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "32", "most attributes on one XML element, namespace declarations included (at least `1`, the root's namespace)"),
+    Setting::new("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "65536", "longest XML text node or attribute value, in bytes (at least `64`, an ordinary address or short URL)"),
+    Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token (`0` = off; otherwise at least `0.001`)"),
+    Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
-    Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`"),
-    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once; at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
+    Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (at least `1`); at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
     Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
@@ -675,22 +825,70 @@ impl Sources {
         }
     }
 
-    /// A positive duration in seconds (fractions allowed), if given.
-    pub fn seconds(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
-        match self.var::<f64>(variable, "seconds, e.g. 10 or 0.5")? {
-            None => Ok(None),
-            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
-            Some(s) => Err(self.invalid(variable, &s.to_string(), "a positive number of seconds")),
+    /// `variable` parsed as a number within `range` (surrounding blanks ignored), if given: a
+    /// value that does not parse, or parses to one outside the range (`NaN` included), is
+    /// refused as given, with `expected`, which says the range (e.g. "a count of at least 1").
+    pub fn number<T: std::str::FromStr + PartialOrd>(
+        &self,
+        variable: &'static str,
+        range: impl std::ops::RangeBounds<T>,
+        expected: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.var::<T>(variable, expected)? {
+            Some(n) if !range.contains(&n) => {
+                Err(self.invalid(variable, self.text(variable).unwrap_or_default(), expected))
+            }
+            n => Ok(n),
         }
     }
 
-    /// A duration such as `5m`, `90s`, `1.5h`, `250ms` (a bare number is seconds), if given.
+    /// A positive duration in seconds (fractions allowed), less than [`MAX_DURATION`], if
+    /// given.
+    pub fn seconds(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
+        match self.var::<f64>(variable, "seconds, e.g. 10 or 0.5")? {
+            None => Ok(None),
+            Some(s) if s.is_finite() && s > 0.0 && s < MAX_DURATION.as_secs_f64() => {
+                Ok(Some(Duration::from_secs_f64(s)))
+            }
+            Some(_) => Err(self.invalid(
+                variable,
+                self.text(variable).unwrap_or_default(),
+                "a positive number of seconds, less than 1000000000",
+            )),
+        }
+    }
+
+    /// A duration such as `5m`, `90s`, `1.5h`, `250ms` (a bare number is seconds), less than
+    /// [`MAX_DURATION`], if given.
     pub fn duration(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
         match self.text(variable) {
-            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
-                self.invalid(variable, v, "a duration such as 5m, 90s, 1.5h or 250ms")
-            }),
+            Some(v) => parse_duration(v)
+                .filter(|d| *d < MAX_DURATION)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.invalid(
+                        variable,
+                        v,
+                        "a duration such as 5m, 90s, 1.5h or 250ms, less than 1000000000s",
+                    )
+                }),
             None => Ok(None),
+        }
+    }
+
+    /// A duration as [`Sources::duration`] reads it, within `range`, if given; one outside is
+    /// refused as given, with `expected` (which says the range).
+    pub fn duration_in(
+        &self,
+        variable: &'static str,
+        range: impl std::ops::RangeBounds<Duration>,
+        expected: &'static str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match self.duration(variable)? {
+            Some(d) if !range.contains(&d) => {
+                Err(self.invalid(variable, self.text(variable).unwrap_or_default(), expected))
+            }
+            d => Ok(d),
         }
     }
 
@@ -820,54 +1018,112 @@ impl Config {
     /// The configuration from raw values (see [`Sources`]); unset settings keep their
     /// defaults.
     pub fn from_sources(s: &Sources) -> Result<Config, ConfigError> {
+        let c = Config::read(s)?;
+        c.check_retries(s)?;
+        Ok(c)
+    }
+
+    /// Refuses a retry schedule that would retry a failing callback in a tight loop: while
+    /// notifications are retried at all (a give-up age above 0), the delay that repeats, the
+    /// schedule's last, must be above 0. With the one-try schedule `0`, a give-up age above 0
+    /// is what is refused.
+    fn check_retries(&self, s: &Sources) -> Result<(), ConfigError> {
+        let give_up = self.retry_policy().give_up_after;
+        let last = self.retry_schedule.last().copied().unwrap_or_default();
+        if give_up.is_zero() || !last.is_zero() {
+            return Ok(());
+        }
+        Err(match self.retry_schedule.as_slice() {
+            [_] => s.invalid(
+                "NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER",
+                s.text("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER")
+                    .unwrap_or_default(),
+                "0 with the one-try retry schedule 0 (any other age would retry a failing \
+                 callback at once, in a loop, until that age)",
+            ),
+            _ => s.invalid(
+                "NETAPI_CHAT_RETRY_SCHEDULE",
+                s.text("NETAPI_CHAT_RETRY_SCHEDULE").unwrap_or_default(),
+                "comma-separated delays whose last, repeated while a callback fails, is above 0, \
+                 such as 0,5s,5m,2h",
+            ),
+        })
+    }
+
+    /// Every setting read and checked on its own (see [`Config::from_sources`]).
+    fn read(s: &Sources) -> Result<Config, ConfigError> {
         let d = Config::default();
         Ok(Config {
             bind: s
                 .var("NETAPI_CHAT_BIND", "an address such as 127.0.0.1:8080")?
                 .unwrap_or(d.bind),
-            public_url: s
-                .text("NETAPI_CHAT_PUBLIC_URL")
-                .map(|u| u.trim_end_matches('/').to_owned()),
+            public_url: match s.text("NETAPI_CHAT_PUBLIC_URL").map(str::trim) {
+                None | Some("") => None,
+                Some(url) if is_base_url(url) => Some(url.trim_end_matches('/').to_owned()),
+                Some(url) => {
+                    return Err(s.invalid(
+                        "NETAPI_CHAT_PUBLIC_URL",
+                        url,
+                        "an absolute http:// or https:// URL such as https://chat.example.com \
+                         (a path allowed; no user info, query or fragment)",
+                    ));
+                }
+            },
             invitation_timeout: s
-                .var::<f64>(
-                    "NETAPI_CHAT_INVITATION_TIMEOUT_SECS",
-                    "seconds, e.g. 120 or 0.5",
-                )?
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64)
+                .seconds("NETAPI_CHAT_INVITATION_TIMEOUT_SECS")?
                 .unwrap_or(d.invitation_timeout),
             adhoc_idle: s
-                .var::<f64>("NETAPI_CHAT_ADHOC_IDLE_SECS", "seconds, e.g. 600 or 0.5")?
-                .filter(|s| *s > 0.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .seconds("NETAPI_CHAT_ADHOC_IDLE_SECS")?
                 .unwrap_or(d.adhoc_idle),
             max_body_bytes: s
-                .var("NETAPI_CHAT_MAX_BODY_BYTES", "a byte count")?
+                .number(
+                    "NETAPI_CHAT_MAX_BODY_BYTES",
+                    MIN_BODY_BYTES..,
+                    "a byte count of at least 256",
+                )?
                 .unwrap_or(d.max_body_bytes),
             retry_schedule: match s.text("NETAPI_CHAT_RETRY_SCHEDULE") {
-                Some(v) => RetryPolicy::parse_schedule(v).ok_or_else(|| {
-                    s.invalid(
-                        "NETAPI_CHAT_RETRY_SCHEDULE",
-                        v,
-                        "comma-separated delays such as 0,5s,5m,2h",
-                    )
-                })?,
+                Some(v) => RetryPolicy::parse_schedule(v)
+                    .filter(|delays| delays.iter().all(|d| *d < MAX_DURATION))
+                    .ok_or_else(|| {
+                        s.invalid(
+                            "NETAPI_CHAT_RETRY_SCHEDULE",
+                            v,
+                            "comma-separated delays such as 0,5s,5m,2h, each less than 1000000000s",
+                        )
+                    })?,
                 None => d.retry_schedule,
             },
             delivery_max_backoff: s
-                .duration("NETAPI_CHAT_DELIVERY_MAX_BACKOFF")?
+                .duration_in(
+                    "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
+                    Duration::from_millis(1)..,
+                    "a duration of at least 1ms, such as 5m",
+                )?
                 .unwrap_or(d.delivery_max_backoff),
             delivery_give_up_after: s.duration("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER")?,
             delivery_backlog: BacklogLimit {
                 count: s
-                    .var("NETAPI_CHAT_DELIVERY_BACKLOG", "a number of notifications")?
+                    .number(
+                        "NETAPI_CHAT_DELIVERY_BACKLOG",
+                        1..,
+                        "a number of notifications, at least 1",
+                    )?
                     .unwrap_or(d.delivery_backlog.count),
                 bytes: s
-                    .var("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "a byte count")?
+                    .number(
+                        "NETAPI_CHAT_DELIVERY_BACKLOG_BYTES",
+                        MIN_BACKLOG_BYTES..,
+                        "a byte count of at least 4096",
+                    )?
                     .unwrap_or(d.delivery_backlog.bytes),
             },
             notify_timeout: s
-                .var("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "milliseconds")?
+                .number::<u64>(
+                    "NETAPI_CHAT_NOTIFY_TIMEOUT_MS",
+                    1..,
+                    "milliseconds, at least 1",
+                )?
                 .map(Duration::from_millis)
                 .unwrap_or(d.notify_timeout),
             database_url: match s.text("NETAPI_CHAT_DATABASE_URL").map(str::trim) {
@@ -875,10 +1131,10 @@ impl Config {
                 Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                     Some(u.to_owned())
                 }
-                Some(_) => {
+                Some(other) => {
                     return Err(s.invalid(
                         "NETAPI_CHAT_DATABASE_URL",
-                        "",
+                        &scheme_only(other),
                         "a postgres:// or postgresql:// URL",
                     ));
                 }
@@ -943,8 +1199,11 @@ impl Config {
             },
             connections: Connections {
                 max: s
-                    .var::<usize>("NETAPI_CHAT_MAX_CONNECTIONS", "a count of at least 1")?
-                    .map(|n| n.max(1))
+                    .number(
+                        "NETAPI_CHAT_MAX_CONNECTIONS",
+                        1..=MAX_CONNECTIONS_LIMIT,
+                        "a count from 1 to 1000000000",
+                    )?
                     .or(d.connections.max),
                 idle_timeout: s
                     .seconds("NETAPI_CHAT_IDLE_TIMEOUT_SECS")?
@@ -952,20 +1211,13 @@ impl Config {
                 header_read_timeout: s
                     .seconds("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS")?
                     .unwrap_or(d.connections.header_read_timeout),
-                max_header_bytes: match s.var::<usize>(
-                    "NETAPI_CHAT_MAX_HEADER_BYTES",
-                    "a byte count of at least 8192",
-                )? {
-                    Some(n) if n < MIN_HEADER_BYTES => {
-                        return Err(s.invalid(
-                            "NETAPI_CHAT_MAX_HEADER_BYTES",
-                            &n.to_string(),
-                            "a byte count of at least 8192",
-                        ));
-                    }
-                    Some(n) => n,
-                    None => d.connections.max_header_bytes,
-                },
+                max_header_bytes: s
+                    .number(
+                        "NETAPI_CHAT_MAX_HEADER_BYTES",
+                        MIN_HEADER_BYTES..,
+                        "a byte count of at least 8192",
+                    )?
+                    .unwrap_or(d.connections.max_header_bytes),
                 shutdown_grace: s
                     .seconds("NETAPI_CHAT_SHUTDOWN_GRACE_SECS")?
                     .unwrap_or(d.connections.shutdown_grace),
@@ -1047,30 +1299,49 @@ impl Config {
             },
             limits: Limits {
                 participants_per_session: s
-                    .var("NETAPI_CHAT_MAX_PARTICIPANTS", "a count")?
+                    .number("NETAPI_CHAT_MAX_PARTICIPANTS", 2.., "a count of at least 2")?
                     .unwrap_or(d.limits.participants_per_session),
                 text_chars: s
-                    .var("NETAPI_CHAT_MAX_TEXT_CHARS", "a count")?
+                    .number("NETAPI_CHAT_MAX_TEXT_CHARS", 1.., "a count of at least 1")?
                     .unwrap_or(d.limits.text_chars),
                 subscriptions_per_user: s
-                    .var("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "a count")?
+                    .number(
+                        "NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER",
+                        1..,
+                        "a count of at least 1",
+                    )?
                     .unwrap_or(d.limits.subscriptions_per_user),
                 sessions_per_user: s
-                    .var("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "a count")?
+                    .number(
+                        "NETAPI_CHAT_MAX_SESSIONS_PER_USER",
+                        1..,
+                        "a count of at least 1",
+                    )?
                     .unwrap_or(d.limits.sessions_per_user),
                 channels_per_user: s
                     .var("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "a count")?
                     .unwrap_or(d.limits.channels_per_user),
                 channel_poll_wait: s
-                    .duration("NETAPI_CHAT_CHANNEL_POLL_WAIT")?
-                    .filter(|w| !w.is_zero())
+                    .duration_in(
+                        "NETAPI_CHAT_CHANNEL_POLL_WAIT",
+                        MIN_CHANNEL_POLL_WAIT..=MAX_CHANNEL_POLL_WAIT,
+                        "a duration from 1s to 1h, such as 25s",
+                    )?
                     .unwrap_or(d.limits.channel_poll_wait),
                 invitations: InvitationLimits {
                     per_inviter: s
-                        .var("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "a count")?
+                        .number(
+                            "NETAPI_CHAT_MAX_PENDING_INVITATIONS",
+                            1..,
+                            "a count of at least 1",
+                        )?
                         .unwrap_or(d.limits.invitations.per_inviter),
                     per_pair: s
-                        .var("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "a count")?
+                        .number(
+                            "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
+                            1..,
+                            "a count of at least 1",
+                        )?
                         .unwrap_or(d.limits.invitations.per_pair),
                     per_minute: s
                         .var("NETAPI_CHAT_INVITATION_RATE", "invitations a minute")?
@@ -1079,36 +1350,71 @@ impl Config {
             },
             xml: XmlLimits {
                 max_depth: s
-                    .var("NETAPI_CHAT_XML_MAX_DEPTH", "a count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_DEPTH",
+                        MIN_XML_LIMITS.max_depth..,
+                        "a count of at least 3",
+                    )?
                     .unwrap_or(d.xml.max_depth),
                 max_elements: s
-                    .var("NETAPI_CHAT_XML_MAX_ELEMENTS", "a count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_ELEMENTS",
+                        MIN_XML_LIMITS.max_elements..,
+                        "a count of at least 3",
+                    )?
                     .unwrap_or(d.xml.max_elements),
                 max_attributes_per_element: s
-                    .var("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "a count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_ATTRIBUTES",
+                        MIN_XML_LIMITS.max_attributes_per_element..,
+                        "a count of at least 1",
+                    )?
                     .unwrap_or(d.xml.max_attributes_per_element),
                 max_text_bytes: s
-                    .var("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "a byte count")?
+                    .number(
+                        "NETAPI_CHAT_XML_MAX_TEXT_BYTES",
+                        MIN_XML_LIMITS.max_text_bytes..,
+                        "a byte count of at least 64",
+                    )?
                     .unwrap_or(d.xml.max_text_bytes),
             },
             rate: {
-                let rate: f64 = s
-                    .var("NETAPI_CHAT_RATE_LIMIT", "requests a second")?
-                    .unwrap_or(d.rate.0);
-                let burst: f64 = s.var("NETAPI_CHAT_RATE_BURST", "a count")?.unwrap_or(rate);
+                const RATE: &str = "requests a second: 0 (no limit), or at least 0.001";
+                let rate = match s.number("NETAPI_CHAT_RATE_LIMIT", 0.0..=f64::MAX, RATE)? {
+                    Some(r) if r > 0.0 && r < MIN_RATE => {
+                        let given = s.text("NETAPI_CHAT_RATE_LIMIT").unwrap_or_default();
+                        return Err(s.invalid("NETAPI_CHAT_RATE_LIMIT", given, RATE));
+                    }
+                    Some(r) => r,
+                    None => d.rate.0,
+                };
+                let burst = s
+                    .number(
+                        "NETAPI_CHAT_RATE_BURST",
+                        1.0..=f64::MAX,
+                        "a count of at least 1",
+                    )?
+                    .unwrap_or(rate.max(1.0));
                 (rate, burst)
             },
             body_timeout: s
-                .var("NETAPI_CHAT_BODY_TIMEOUT_MS", "milliseconds")?
-                .filter(|ms: &u64| *ms > 0)
+                .number::<u64>(
+                    "NETAPI_CHAT_BODY_TIMEOUT_MS",
+                    1..,
+                    "milliseconds, at least 1",
+                )?
                 .map(Duration::from_millis)
                 .unwrap_or(d.body_timeout),
             auth_failures: (
                 s.var("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "a count")?
                     .unwrap_or(d.auth_failures.0),
-                s.var("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "seconds")?
-                    .map(Duration::from_secs)
-                    .unwrap_or(d.auth_failures.1),
+                s.number(
+                    "NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS",
+                    1..=MAX_AUTH_FAILURE_WINDOW.as_secs(),
+                    "seconds, 1 to 86400",
+                )?
+                .map(Duration::from_secs)
+                .unwrap_or(d.auth_failures.1),
             ),
             retention: Retention {
                 keep: match s.text("NETAPI_CHAT_RETENTION") {
@@ -1121,17 +1427,14 @@ impl Config {
                     })?,
                     None => d.retention.keep,
                 },
-                interval: match s.var::<u64>("NETAPI_CHAT_PURGE_INTERVAL_MS", "milliseconds")? {
-                    None => d.retention.interval,
-                    Some(0) => {
-                        return Err(s.invalid(
-                            "NETAPI_CHAT_PURGE_INTERVAL_MS",
-                            "0",
-                            "milliseconds, at least 1",
-                        ));
-                    }
-                    Some(ms) => Duration::from_millis(ms),
-                },
+                interval: s
+                    .number::<u64>(
+                        "NETAPI_CHAT_PURGE_INTERVAL_MS",
+                        1..,
+                        "milliseconds, at least 1",
+                    )?
+                    .map(Duration::from_millis)
+                    .unwrap_or(d.retention.interval),
             },
             sync: match s.text("NETAPI_CHAT_SYNC").map(str::trim) {
                 None | Some("normal") => Sync::Normal,
@@ -1140,17 +1443,9 @@ impl Config {
                     return Err(s.invalid("NETAPI_CHAT_SYNC", other, "normal or full"));
                 }
             },
-            cache_mb: match s.var::<u32>("NETAPI_CHAT_CACHE_MB", "MiB, 1 to 65536")? {
-                None => d.cache_mb,
-                Some(mb @ 1..=65536) => mb,
-                Some(mb) => {
-                    return Err(s.invalid(
-                        "NETAPI_CHAT_CACHE_MB",
-                        &mb.to_string(),
-                        "MiB, 1 to 65536",
-                    ));
-                }
-            },
+            cache_mb: s
+                .number("NETAPI_CHAT_CACHE_MB", 1..=65536, "MiB, 1 to 65536")?
+                .unwrap_or(d.cache_mb),
         })
     }
 }
@@ -1378,7 +1673,7 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "{}: max_body_bytes = \"lots\" is not valid: expected a byte count",
+                "{}: max_body_bytes = \"lots\" is not valid: expected a byte count of at least 256",
                 f.0.display()
             )
         );
@@ -1387,7 +1682,7 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "NETAPI_CHAT_MAX_BODY_BYTES=\"-1\" is not valid: expected a byte count"
+            "NETAPI_CHAT_MAX_BODY_BYTES=\"-1\" is not valid: expected a byte count of at least 256"
         );
         let e = config(None, &[("NETAPI_CHAT_JWKS_FILE", "/k.json")])
             .unwrap_err()
@@ -1403,6 +1698,256 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read the configuration file"), "{e}");
+    }
+
+    /// Out-of-range values, each refused naming its setting and the value as given (the
+    /// message of [`Sources::invalid`]), and the boundary value, accepted and in force: `(setting,
+    /// refused values, boundary value)`.
+    const RANGES: &[(&str, &[&str], &str)] = &[
+        (
+            "NETAPI_CHAT_INVITATION_TIMEOUT_SECS",
+            &["-1", "0", "nan", "inf", "1e9", "soon"],
+            "0.001",
+        ),
+        (
+            "NETAPI_CHAT_ADHOC_IDLE_SECS",
+            &["0", "-5", "inf", "NaN"],
+            "0.001",
+        ),
+        ("NETAPI_CHAT_BODY_TIMEOUT_MS", &["0", "-1", "1.5"], "1"),
+        (
+            "NETAPI_CHAT_CHANNEL_POLL_WAIT",
+            &["0", "999ms", "0.5s", "-1s", "61m", "1e15h"],
+            "1s",
+        ),
+        ("NETAPI_CHAT_CHANNEL_POLL_WAIT", &[], "1h"),
+        (
+            "NETAPI_CHAT_IDLE_TIMEOUT_SECS",
+            &["0", "-1", "nan"],
+            "0.001",
+        ),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", &["0"], "1"),
+        ("NETAPI_CHAT_CACHE_MB", &["0", "65537"], "65536"),
+        ("NETAPI_CHAT_MAX_HEADER_BYTES", &["100", "8191"], "8192"),
+        ("NETAPI_CHAT_MAX_BODY_BYTES", &["0", "255", "-1"], "256"),
+        ("NETAPI_CHAT_MAX_PARTICIPANTS", &["0", "1"], "2"),
+        ("NETAPI_CHAT_MAX_TEXT_CHARS", &["0"], "1"),
+        ("NETAPI_CHAT_XML_MAX_DEPTH", &["0", "2"], "3"),
+        ("NETAPI_CHAT_XML_MAX_ELEMENTS", &["0", "2"], "3"),
+        ("NETAPI_CHAT_XML_MAX_ATTRIBUTES", &["0"], "1"),
+        ("NETAPI_CHAT_XML_MAX_TEXT_BYTES", &["0", "63"], "64"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", &["0", "-1"], "1"),
+        ("NETAPI_CHAT_MAX_SESSIONS_PER_USER", &["0"], "1"),
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", &["0"], "1"),
+        (
+            "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
+            &["0"],
+            "1",
+        ),
+        // 0 means off (or none) and stays allowed.
+        ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", &["-1"], "0"),
+        ("NETAPI_CHAT_INVITATION_RATE", &["-1"], "0"),
+        ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", &["-1"], "0"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", &["0"], "1"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", &["0", "4095"], "4096"),
+        ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", &["0"], "1"),
+        (
+            "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
+            &["0", "0.5ms", "0s", "1e9s", "5e15h"],
+            "1ms",
+        ),
+        (
+            "NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER",
+            &["1e9", "-1s", "soon"],
+            "999999999s",
+        ),
+        ("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", &["1e9s", "-1s"], "0"),
+        (
+            "NETAPI_CHAT_MAX_CONNECTIONS",
+            &["0", "-1", "1000000001"],
+            "1",
+        ),
+        ("NETAPI_CHAT_MAX_CONNECTIONS", &[], "1000000000"),
+        (
+            "NETAPI_CHAT_RATE_LIMIT",
+            &["-1", "nan", "inf", "-inf", "0.0009", "1e-300"],
+            "0.001",
+        ),
+        ("NETAPI_CHAT_RATE_LIMIT", &[], "0"),
+        (
+            "NETAPI_CHAT_RATE_BURST",
+            &["0", "0.5", "-1", "nan", "inf"],
+            "1",
+        ),
+        (
+            "NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS",
+            &["0", "86401", "18446744073709551615"],
+            "1",
+        ),
+        ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", &[], "86400"),
+        (
+            "NETAPI_CHAT_RETRY_SCHEDULE",
+            &["0,5s,0", "5s,0", "", "0,,5s", "0,1e9"],
+            "0,1ms",
+        ),
+    ];
+
+    /// The retry schedule and give-up age together: the delay that repeats may be 0 only when
+    /// nothing is retried (a give-up age of 0).
+    #[test]
+    fn a_retry_loop_without_a_pause_is_refused() {
+        let retries = |schedule: &str, give_up: Option<&str>| {
+            let mut env = vec![("NETAPI_CHAT_RETRY_SCHEDULE", schedule)];
+            env.extend(give_up.map(|g| ("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", g)));
+            config(None, &env).map(|c| c.retry_policy().give_up_after)
+        };
+        // One try: given up (and the subscription disabled) at the first failure.
+        assert_eq!(retries("0", None).unwrap(), Duration::ZERO);
+        assert_eq!(retries("0", Some("0")).unwrap(), Duration::ZERO);
+        assert_eq!(retries("0,0", Some("0s")).unwrap(), Duration::ZERO);
+        // Retried: the last delay repeats, so it must be above 0.
+        assert_eq!(retries("0,1h", None).unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            retries("0,50ms", Some("1.5s")).unwrap(),
+            Duration::from_millis(1500)
+        );
+        let e = retries("0", Some("1h")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER=\"1h\" is not valid: expected 0"),
+            "{e}"
+        );
+        let e = retries("0,0", Some("1h")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("NETAPI_CHAT_RETRY_SCHEDULE=\"0,0\" is not valid: expected"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_setting() {
+        let default = format!("{:?}", Config::default());
+        for (variable, refused, boundary) in RANGES {
+            for value in *refused {
+                let e = config(None, &[(variable, value)])
+                    .map(|_| "accepted".to_owned())
+                    .unwrap_or_else(|e| e.to_string());
+                assert!(
+                    e.starts_with(&format!("{variable}={value:?} is not valid: expected ")),
+                    "{variable}={value}: {e}"
+                );
+            }
+            let c = config(None, &[(variable, boundary)])
+                .unwrap_or_else(|e| panic!("{variable}={boundary} is refused: {e}"));
+            assert_ne!(
+                format!("{c:?}"),
+                default,
+                "{variable}={boundary} is not in force"
+            );
+        }
+        // From the file: the file and the key are named.
+        let f = TempFile::new("invitation_timeout_secs = -1\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: invitation_timeout_secs = \"-1\" is not valid: expected a positive number \
+                 of seconds, less than 1000000000",
+                f.0.display()
+            )
+        );
+    }
+
+    /// The public URL is an absolute `http(s)://` base (its trailing `/` dropped, a path
+    /// kept); anything links cannot be built on is refused naming the setting.
+    #[test]
+    fn the_public_url_is_an_http_or_https_base_url() {
+        let public = |v: &str| config(None, &[("NETAPI_CHAT_PUBLIC_URL", v)]);
+        for (given, in_force) in [
+            ("https://chat.example.com", Some("https://chat.example.com")),
+            (
+                "https://chat.example.com/",
+                Some("https://chat.example.com"),
+            ),
+            (
+                " http://10.0.0.5:8080/chat/ ",
+                Some("http://10.0.0.5:8080/chat"),
+            ),
+            ("http://[::1]:8080", Some("http://[::1]:8080")),
+            ("http://[::1]", Some("http://[::1]")),
+            ("https://h:65535", Some("https://h:65535")),
+            ("", None),
+            (" ", None),
+        ] {
+            let c = public(given).unwrap_or_else(|e| panic!("{given:?}: {e}"));
+            assert_eq!(c.public_url.as_deref(), in_force, "{given:?}");
+        }
+        for bad in [
+            "notaurl",
+            "ftp://x",
+            "chat.example.com:443",
+            "/v1",
+            "http://",
+            "https://:8080",
+            "http://user:pw@chat.example.com",
+            "http://h/?q=1",
+            "http://h/#top",
+            "http://h:0",
+            "http://h:65536",
+            "http://h:",
+            "http://h h",
+        ] {
+            let e = public(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "NETAPI_CHAT_PUBLIC_URL={:?} is not valid",
+                    bad.trim()
+                )) && e.contains("an absolute http:// or https:// URL"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    /// A database URL of another scheme is refused showing its scheme, never the rest (the
+    /// password); the file's, naming the file.
+    #[test]
+    fn a_refused_database_url_shows_its_scheme_only() {
+        for (given, shown) in [
+            ("mysql://x", "mysql://<redacted>"),
+            (
+                "mysql://chat:s3cret@db.example.com/chat",
+                "mysql://<redacted>",
+            ),
+            (
+                "postgres+tls://chat:s3cret@db/chat",
+                "postgres+tls://<redacted>",
+            ),
+            ("chat:s3cret@db.example.com/chat", "<redacted>"),
+            ("postgres:chat:s3cret@db/chat", "<redacted>"),
+            ("s3cret@x://db", "<redacted>"),
+        ] {
+            let e = config(None, &[("NETAPI_CHAT_DATABASE_URL", given)])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "NETAPI_CHAT_DATABASE_URL={shown:?} is not valid: expected a postgres:// or \
+                     postgresql:// URL"
+                ),
+                "{given}"
+            );
+        }
+        let f = TempFile::new("database_url = \"mysql://chat:s3cret@db/chat\"\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: database_url = \"mysql://<redacted>\" is not valid",
+                f.0.display()
+            )) && !e.contains("s3cret"),
+            "{e}"
+        );
+        let c = config(None, &[("NETAPI_CHAT_DATABASE_URL", "postgres://u:p@h/db")]).unwrap();
+        assert_eq!(c.database_url.as_deref(), Some("postgres://u:p@h/db"));
     }
 
     /// The OTLP endpoint is a plain `http://` base URL (its trailing `/` dropped: the exporter
