@@ -879,53 +879,30 @@ async fn forward(
 /// certificates or `NETAPI_CHAT_CLUSTER_CA_FILE` change), so only the other classes promise a
 /// takeover.
 fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    use crate::tls::Stopped;
     use rustls::CertificateError as C;
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let io = e.downcast_ref::<std::io::Error>();
-        // An I/O error's source is its inner error's source: the inner error (rustls' own,
-        // from the TLS handshake) is reached through `get_ref`.
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            io.and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        match tls {
-            Some(rustls::Error::InvalidCertificate(
-                C::NotValidForName | C::NotValidForNameContext { .. },
-            )) => {
-                return "the leading instance's TLS certificate does not name the host this \
-                        instance reaches it at";
-            }
-            Some(rustls::Error::InvalidCertificate(
-                C::Expired
-                | C::ExpiredContext { .. }
-                | C::NotValidYet
-                | C::NotValidYetContext { .. },
-            )) => {
-                return "the leading instance's TLS certificate has expired or is not valid yet";
-            }
-            Some(rustls::Error::InvalidCertificate(_)) => {
-                return "the leading instance's TLS certificate is not trusted by this instance";
-            }
-            Some(_) => {
-                return "the TLS handshake with the leading instance failed";
-            }
-            None => {}
+    match crate::tls::stopped_by(error) {
+        Some(Stopped::Tls(rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ))) => {
+            "the leading instance's TLS certificate does not name the host this instance \
+             reaches it at"
         }
-        match io.map(std::io::Error::kind) {
-            Some(std::io::ErrorKind::ConnectionRefused) => {
-                return "the leading instance refused the connection; another takes over within \
-                        seconds";
-            }
-            Some(std::io::ErrorKind::TimedOut) => {
-                return "the leading instance did not answer in time; another takes over within \
-                        seconds";
-            }
-            _ => {}
+        Some(Stopped::Tls(rustls::Error::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ))) => "the leading instance's TLS certificate has expired or is not valid yet",
+        Some(Stopped::Tls(rustls::Error::InvalidCertificate(_))) => {
+            "the leading instance's TLS certificate is not trusted by this instance"
         }
-        next = e.source();
+        Some(Stopped::Tls(_)) => "the TLS handshake with the leading instance failed",
+        Some(Stopped::Refused) => {
+            "the leading instance refused the connection; another takes over within seconds"
+        }
+        Some(Stopped::TimedOut) => {
+            "the leading instance did not answer in time; another takes over within seconds"
+        }
+        None => "the instance that leads cannot be reached; another takes over within seconds",
     }
-    "the instance that leads cannot be reached; another takes over within seconds"
 }
 
 /// A short text answer of the standby itself.

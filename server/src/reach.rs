@@ -77,23 +77,19 @@ pub fn unreachable(url: &str, error: &reqwest::Error, trust: &Trust) -> String {
 /// The reason of [`unreachable`]: the first cause down `error`'s chain that says something to
 /// an operator (a TLS refusal, a refused connection), else the innermost cause's text.
 pub fn reason(url: &str, error: &reqwest::Error, trust: &Trust) -> String {
+    use crate::tls::Stopped;
+    match crate::tls::stopped_by(error) {
+        Some(Stopped::Tls(tls)) => return tls_reason(tls, trust),
+        Some(Stopped::Refused) => {
+            return "connection refused: nothing listens at that address and port (is the \
+                    server running, and is this its address?)"
+                .to_owned();
+        }
+        Some(Stopped::TimedOut) | None => {}
+    }
     let mut innermost = error.to_string();
     let mut next: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = next {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return tls_reason(tls, trust);
-        }
-        let mut wrapped = None;
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return "connection refused: nothing listens at that address and port (is the \
-                        server running, and is this its address?)"
-                    .to_owned();
-            }
-            // An io::Error's `source` skips the error it wraps (the TLS refusal, perhaps in
-            // another io::Error): go on with that one.
-            wrapped = io.get_ref().map(|inner| inner as &(dyn StdError + 'static));
-        }
         if let Some(hyper) = e.downcast_ref::<hyper::Error>()
             && (hyper.is_incomplete_message() || hyper.is_parse())
             && url.starts_with("http://")
@@ -104,7 +100,7 @@ pub fn reason(url: &str, error: &reqwest::Error, trust: &Trust) -> String {
             );
         }
         innermost = e.to_string();
-        next = wrapped.or_else(|| e.source());
+        next = e.source();
     }
     if error.is_timeout() {
         return format!("no answer in time ({innermost})");

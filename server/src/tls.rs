@@ -445,6 +445,41 @@ impl rustls::client::danger::ServerCertVerifier for KnownCertificates {
     }
 }
 
+/// What stopped a connection, as far as a message to a person goes ([`stopped_by`]).
+#[derive(Debug)]
+pub enum Stopped<'a> {
+    /// The TLS handshake failed with this (a certificate refused, an alert, not TLS at all).
+    Tls(&'a rustls::Error),
+    /// Nothing accepted the connection.
+    Refused,
+    /// The connection or the answer did not come in time.
+    TimedOut,
+}
+
+/// The first cause down `error`'s chain that says why a connection failed ([`Stopped`]):
+/// one walk for every client that tells a person why (the standby's `503`, the commands'
+/// messages). An I/O error's `source` skips the error it wraps (rustls' own, from the
+/// handshake), so the walk goes through `get_ref` there.
+pub fn stopped_by<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<Stopped<'a>> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(Stopped::Tls(tls));
+        }
+        let io = e.downcast_ref::<std::io::Error>();
+        match io.map(std::io::Error::kind) {
+            Some(std::io::ErrorKind::ConnectionRefused) => return Some(Stopped::Refused),
+            Some(std::io::ErrorKind::TimedOut) => return Some(Stopped::TimedOut),
+            _ => {}
+        }
+        next = io
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static))
+            .or_else(|| e.source());
+    }
+    None
+}
+
 /// Whether webpki refused a certificate because it is a CA's (`basicConstraints CA:TRUE`)
 /// presented as a server's: rustls passes that refusal on as an opaque error, known by its
 /// name only.

@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, Tmpfs, send, send_authorized, within};
+use support::{Listener, Ran, Server, Tmpfs, run_command as run, send, send_authorized, within};
 
 // ---------------------------------------------------------------- item 2: health
 
@@ -150,34 +150,6 @@ impl ConfigFile {
 impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// What a run of the binary that exits by itself printed.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary with `args` and `env` (and no other `NETAPI_CHAT_*` variable) to its end.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NETAPI_CHAT_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run netapi-chat");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -676,7 +648,7 @@ async fn becomes(server: &Server, token: &str, user: &str, wanted: u16) {
 }
 
 /// `tokens …` run against `server`'s data directory.
-fn tokens(server: &Server, args: &[&str]) -> Run {
+fn tokens(server: &Server, args: &[&str]) -> Ran {
     let dir = server.data_dir.to_string_lossy().into_owned();
     let mut all = vec!["tokens"];
     all.extend_from_slice(args);

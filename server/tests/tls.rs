@@ -20,7 +20,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use support::{APP_TOKEN, Listener, Server, docs, enc, temp_data_dir};
+use support::{APP_TOKEN, Listener, Server, docs, enc, run_command, temp_data_dir};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -652,34 +652,6 @@ fn openssl_like_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert_path, key_path)
 }
 
-/// What a run of the binary printed: (exit code, stdout, stderr).
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary with `args` and `env` only (no other `NETAPI_CHAT_*` variable) to its end.
-fn command(args: &[&str], env: &[(&str, &str)]) -> Ran {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NETAPI_CHAT_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run netapi-chat");
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// The port of `srv`.
 fn port(srv: &Server) -> String {
     srv.addr().rsplit_once(':').expect("host:port").1.to_owned()
@@ -714,14 +686,14 @@ async fn summary_and_backup_reach_an_https_server_with_its_own_configuration() {
     .expect("write the configuration file");
     let config = file.to_str().unwrap();
 
-    let r = command(&["--config", config, "summary"], &[]);
+    let r = run_command(&["--config", config, "summary"], &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(
         r.stdout.contains("messages                    0\n"),
         "{}",
         r.stdout
     );
-    let r = command(&["--config", config, "summary", "--json"], &[]);
+    let r = run_command(&["--config", config, "summary", "--json"], &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
     assert_eq!(json["subscriptions"], 0, "{json}");
@@ -729,7 +701,7 @@ async fn summary_and_backup_reach_an_https_server_with_its_own_configuration() {
     // The backup needs SQLite (the server copies its database file).
     if support::Backend::for_tests() == support::Backend::Sqlite {
         let backup = dir.join("backup");
-        let r = command(
+        let r = run_command(
             &["--config", config, "backup", backup.to_str().unwrap()],
             &[],
         );
@@ -740,7 +712,7 @@ async fn summary_and_backup_reach_an_https_server_with_its_own_configuration() {
 
     // Failures name the URL and why.
     let at_ip = format!("https://127.0.0.1:{}", port(&srv));
-    let r = command(&["--config", config, "summary", "--url", &at_ip], &[]);
+    let r = run_command(&["--config", config, "summary", "--url", &at_ip], &[]);
     assert_eq!(r.code, Some(1), "{}", r.stdout);
     for part in [
         format!("cannot reach the server at {at_ip}: "),
@@ -750,7 +722,7 @@ async fn summary_and_backup_reach_an_https_server_with_its_own_configuration() {
         assert!(r.stderr.contains(&part), "{part:?} in {}", r.stderr);
     }
     let plain = format!("http://{}", srv.addr());
-    let r = command(&["--config", config, "summary", "--url", &plain], &[]);
+    let r = run_command(&["--config", config, "summary", "--url", &plain], &[]);
     assert_eq!(r.code, Some(1), "{}", r.stdout);
     assert!(
         r.stderr
@@ -760,7 +732,7 @@ async fn summary_and_backup_reach_an_https_server_with_its_own_configuration() {
         r.stderr
     );
     let nobody = "https://127.0.0.1:1";
-    let r = command(&["--config", config, "summary", "--url", nobody], &[]);
+    let r = run_command(&["--config", config, "summary", "--url", nobody], &[]);
     assert_eq!(r.code, Some(1), "{}", r.stdout);
     assert!(
         r.stderr.contains(&format!(
@@ -793,7 +765,7 @@ async fn summary_takes_an_https_url() {
     ] {
         let mut env = vec![admin];
         env.extend_from_slice(trusted);
-        let r = command(&["summary", "--url", &url], &env);
+        let r = run_command(&["summary", "--url", &url], &env);
         assert_eq!(r.code, Some(0), "{trusted:?}: {}", r.stderr);
         assert!(
             r.stdout.contains("messages                    0\n"),
@@ -801,7 +773,7 @@ async fn summary_takes_an_https_url() {
             r.stdout
         );
     }
-    let r = command(&["summary", "--url", &url], &[admin]);
+    let r = run_command(&["summary", "--url", &url], &[admin]);
     assert_eq!(r.code, Some(1), "{}", r.stdout);
     for part in [
         format!("cannot reach the server at {url}: its certificate is not trusted"),
@@ -842,7 +814,7 @@ async fn the_client_talks_https_with_a_ca_file() {
             "list",
             "subscriptions",
         ]);
-        let r = command(&args, &[]);
+        let r = run_command(&args, &[]);
         assert_eq!(r.code, Some(0), "{format}: {}", r.stderr);
         assert!(
             r.stdout.contains("ubscriptionList"),
@@ -852,9 +824,9 @@ async fn the_client_talks_https_with_a_ca_file() {
     }
     let mut args = base.to_vec();
     args.extend(["list", "subscriptions"]);
-    let r = command(&args, &[("NETAPI_CHAT_CA_FILE", cert)]);
+    let r = run_command(&args, &[("NETAPI_CHAT_CA_FILE", cert)]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let r = command(&args, &[]);
+    let r = run_command(&args, &[]);
     assert_eq!(r.code, Some(3), "{}", r.stdout);
     for part in [
         format!("cannot reach the server at {url}: its certificate is not trusted"),

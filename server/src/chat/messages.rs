@@ -411,9 +411,7 @@ fn same_message(first: &Message, body: &ChatMessage) -> Result<(), Refused> {
     {
         Ok(())
     } else {
-        Err(Refused::DuplicateCorrelator(
-            first.client_correlator.clone().unwrap_or_default(),
-        ))
+        Err(Refused::reused(first.client_correlator.as_deref()))
     }
 }
 

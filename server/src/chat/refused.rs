@@ -89,6 +89,12 @@ pub(super) enum Refused {
 }
 
 impl Refused {
+    /// A create that names a `clientCorrelator` already used (`correlator`, the first
+    /// resource's) for another request: `409 SVC0005`, one construction for every create.
+    pub fn reused(correlator: Option<&str>) -> Refused {
+        Refused::DuplicateCorrelator(correlator.unwrap_or_default().to_owned())
+    }
+
     /// The error the client sees; `not_found` names the resource a [`Refused::NotFound`] is
     /// about (the entry point knows which one it was asked for).
     pub(super) fn into_api(self, not_found: impl FnOnce() -> String) -> ApiError {

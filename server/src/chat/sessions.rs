@@ -365,9 +365,7 @@ fn same_start(
     if first.subject.as_deref() == subject && same_invitees {
         Ok(())
     } else {
-        Err(Refused::DuplicateCorrelator(
-            first.client_correlator.clone().unwrap_or_default(),
-        ))
+        Err(Refused::reused(first.client_correlator.as_deref()))
     }
 }
 
@@ -378,9 +376,7 @@ fn fitting(first: &Session, fits: impl Fn(&Session) -> bool) -> Result<(), Refus
     if fits(first) {
         Ok(())
     } else {
-        Err(Refused::DuplicateCorrelator(
-            first.client_correlator.clone().unwrap_or_default(),
-        ))
+        Err(Refused::reused(first.client_correlator.as_deref()))
     }
 }
 

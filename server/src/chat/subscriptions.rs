@@ -406,9 +406,7 @@ fn same_request(
     if same {
         Ok(())
     } else {
-        Err(Refused::DuplicateCorrelator(
-            existing.client_correlator.clone().unwrap_or_default(),
-        ))
+        Err(Refused::reused(existing.client_correlator.as_deref()))
     }
 }
 

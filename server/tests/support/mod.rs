@@ -43,9 +43,9 @@ pub use http::{
 };
 pub use listener::{Listener, Received};
 pub use server::{
-    APP_TOKEN, Backend, Launch, Server, Spawned, Stderr, TempDir, USERS_WITH_TOKENS, enc,
-    http_client, pg_ctl, postgres_database_for, run_to_exit, start_under_umask, temp_data_dir,
-    temp_dir, token_file, user_token,
+    APP_TOKEN, Backend, Launch, Ran, Server, Spawned, Stderr, TempDir, USERS_WITH_TOKENS, enc,
+    http_client, pg_ctl, postgres_database_for, run_command, run_to_exit, start_under_umask,
+    temp_data_dir, temp_dir, token_file, user_token,
 };
 pub use tmpfs::Tmpfs;
 pub use wait::{within, within_20s};

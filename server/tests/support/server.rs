@@ -337,6 +337,35 @@ pub fn start_under_umask(data_dir: &Path, env: &[(&str, &str)], umask: &str) -> 
     .spawn()
 }
 
+/// What a run of the binary that exits by itself printed.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` and `env` (and no other `NETAPI_CHAT_*` variable) to its end:
+/// a command (`check-config`, `tokens`, `summary`, …), not a server.
+pub fn run_command(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netapi-chat"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("NETAPI_CHAT_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netapi-chat");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Starts the binary on `data_dir` with `env`, for a start that must fail: its exit status
 /// and stderr. Panics (naming `env`) if it still runs after 20 s.
 pub fn run_to_exit(data_dir: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
