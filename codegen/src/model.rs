@@ -124,6 +124,9 @@ pub struct Operation {
     /// Root schema (the XML form) of the request body, or the two roots of a `oneOf` body
     /// (read as `netapi_chat_runtime::wire::OneOf`).
     pub body: Option<Vec<String>>,
+    /// Whether the body may be left out (`requestBody.required: false`): the implementation
+    /// then gets `None` for a request that sends no body at all.
+    pub body_optional: bool,
     /// The success status (200, 201 or 204).
     pub success: u16,
     /// Root schema (the XML form) of the success body.
@@ -530,6 +533,12 @@ fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
                     &format!("{id} request body"),
                 )?),
             };
+            // OpenAPI's default is `false`; a body is optional only where the spec says so.
+            let body_optional = match op.get("requestBody").map(|rb| &rb["required"]) {
+                None => false,
+                Some(Value::Bool(required)) => !required,
+                Some(_) => bail!("{id}: requestBody must say `required: true` or `false`"),
+            };
             let responses = obj(&op["responses"], &format!("{id} responses"))?;
             let mut success = None;
             for (code, resp) in responses {
@@ -584,6 +593,7 @@ fn parse_operations(raw: &Value, schemas: &[Schema]) -> Result<Vec<Operation>> {
                 path_params: path_params.clone(),
                 query_params,
                 body,
+                body_optional,
                 success,
                 response,
                 response_headers,

@@ -233,7 +233,11 @@ fn service_args(op: &Operation) -> Vec<TokenStream> {
     }
     if let Some(b) = &op.body {
         let t = body_type(b);
-        args.push(quote!(body: #t));
+        if op.body_optional {
+            args.push(quote!(body: Option<#t>));
+        } else {
+            args.push(quote!(body: #t));
+        }
     }
     args
 }
@@ -486,7 +490,11 @@ fn endpoint(
     }
     if op.body.is_some() {
         // Read and parsed only now, after authorization.
-        takes.push(quote!(let body = body.read().await?;));
+        if op.body_optional {
+            takes.push(quote!(let body = body.read_optional().await?;));
+        } else {
+            takes.push(quote!(let body = body.read().await?;));
+        }
         call_args.push(quote!(body));
     }
     // A refusal answered before the body was read closes the connection (see `Body::finish`).

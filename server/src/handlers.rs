@@ -531,14 +531,16 @@ impl ChatService for ChatServer {
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ParticipantSessionStatus,
+        body: Option<ParticipantSessionStatus>,
     ) -> Result<(), ApiError> {
+        // No body is an accept, as the GSMA gateways' clients send it (see the spec).
+        let wanted = body.map_or(netapi_chat_api::ParticipantStatus::Connected, |b| b.status);
         self.chat
             .update_one_to_one_session_status(
                 &user_id,
                 &participant(&user_id, other_user_id),
                 &session_id,
-                body.status,
+                wanted,
             )
             .await
     }

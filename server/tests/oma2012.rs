@@ -745,6 +745,21 @@ async fn group_chat(wire: Wire) {
         (ok.event_type, ok.session_id.as_str()),
         (EventType::Successful, sid.as_str())
     );
+    // ... then the roster it set up, itself marked as its own.
+    let roster: ParticipantStatusNotification = a.next().await;
+    let who: Vec<_> = roster
+        .participant
+        .iter()
+        .map(|p| (p.address.as_str(), p.status, p.yourown))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            (A, Some(Connected), Some(true)),
+            (B, Some(Invited), Some(false))
+        ]
+    );
+    assert_eq!(roster.session_id, sid);
     let g = face.get_group(B, &sid).await.ok(200);
     assert_eq!(g.resource_url, Some(urls.group_session(B, &sid)));
     let who: Vec<_> = g
@@ -1424,6 +1439,16 @@ async fn profiles_follow_the_face(wire: Wire) {
                 urls.group_session(A, &gid).as_str()
             )]
         )
+    );
+    // ... and the roster, in each profile; the 2012 one links the group's tree.
+    let _: ParticipantStatusNotification = a.next().await;
+    let roster12: ParticipantStatusNotification = a12.next().await;
+    assert_eq!(
+        links(&roster12.link),
+        [(
+            "GroupChatSessionInformation",
+            urls.group_session(A, &gid).as_str()
+        )]
     );
     let g: GroupSessionInvitationNotification = b12.next().await;
     assert_eq!(
@@ -2220,4 +2245,61 @@ async fn acr_auth_names_the_caller_in_bodies_and_participant_ids() {
     assert_eq!(me.status, 200, "{}", me.body);
     let p: ParticipantInformation = me.decode();
     assert_eq!(p.address, A);
+}
+
+/// The GSMA test suites' clients accept a one-to-one invitation with a `PUT` of `…/status`
+/// that has no body at all: that is an accept, whatever the `Content-Type` of the nothing,
+/// and the originator hears `Accepted`. Where a body is required (the group's participant
+/// status), leaving it out is still `400 SVC0002`.
+#[tokio::test]
+async fn an_empty_put_of_a_one_to_one_status_accepts() {
+    let srv = Server::default_for_tests();
+    let urls = srv.urls();
+    for (f, content_type) in [(Format::Json, None), (Format::Xml, Some("application/xml"))] {
+        let face = Face::new(
+            match f {
+                Format::Json => Wire::Json,
+                Format::Xml => Wire::Xml,
+            },
+            &srv,
+        );
+        let a = User::new_2012(&face, A).await;
+        let (loc, _) = face
+            .create_one_to_one(A, B, &one_to_one_request(A, B, "Lunch?"))
+            .await
+            .created();
+        let sid = last_segment(&loc);
+        let mut h = vec![("accept", f.media_type())];
+        h.extend(content_type.map(|ct| ("content-type", ct)));
+        let put = send("PUT", &urls.one_to_one_session_status(B, A, &sid), &h, None).await;
+        assert_eq!(put.status, 204, "{}", put.body);
+        let ev: ChatEventNotification = a.next().await;
+        assert_eq!(
+            (ev.event_type, ev.session_id.as_str()),
+            (EventType::Accepted, sid.as_str())
+        );
+        let read = face.get_one_to_one(B, A, &sid).await.ok(200);
+        assert_eq!(read.status, Some(Connected));
+        // Again: it is connected already.
+        let again = send("PUT", &urls.one_to_one_session_status(B, A, &sid), &h, None).await;
+        again.assert_error(409, "SVC0001", f);
+    }
+
+    // A group's participant status still needs its body.
+    let face = Face::new(Wire::Json, &srv);
+    let req = GroupChatSessionInformation {
+        subject: Some("Team".to_owned()),
+        participant: vec![docs::participant(B)],
+        client_correlator: None,
+        resource_url: None,
+    };
+    let gid = last_segment(&face.create_group(A, &req).await.created().0);
+    let put = send(
+        "PUT",
+        &urls.group_participant_status(B, &gid, B),
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    put.assert_error(400, "SVC0002", Format::Json);
 }

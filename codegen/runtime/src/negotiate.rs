@@ -161,6 +161,24 @@ impl<T: RequestBody> Body<T> {
                 "a request body is required (application/json or application/xml)",
             ));
         }
+        self.read_some()
+            .await?
+            .ok_or_else(|| ApiError::invalid_input("the request body is empty"))
+    }
+
+    /// The body of an operation whose body may be left out: `None` when the request sends
+    /// none (no length or a zero one, or an empty chunked body), whatever its `Content-Type`
+    /// (the media type of nothing does not matter); otherwise as [`Body::read`].
+    pub async fn read_optional(&mut self) -> Result<Option<T>, ApiError> {
+        if !self.announced {
+            self.body = None;
+            return Ok(None);
+        }
+        self.read_some().await
+    }
+
+    /// The body decoded, or `None` when it turned out to hold no bytes.
+    async fn read_some(&mut self) -> Result<Option<T>, ApiError> {
         let format = media::body_format(self.content_type.as_deref())
             .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
         if let Some(length) = &self.content_length {
@@ -178,7 +196,11 @@ impl<T: RequestBody> Body<T> {
         let bytes = tokio::time::timeout(timeout, collect(body, self.cap))
             .await
             .map_err(|_| ApiError::request_timeout(timeout.as_millis()))??;
-        T::decode(format, &bytes, &xml_limits())
+        if bytes.is_empty() && self.announced && self.content_length.is_none() {
+            // A chunked body that turned out empty.
+            return Ok(None);
+        }
+        T::decode(format, &bytes, &xml_limits()).map(Some)
     }
 
     /// `outcome`, except that an error answered while the body is still unread (refused

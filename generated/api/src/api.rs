@@ -1238,12 +1238,15 @@ pub trait ChatService: Send + Sync + 'static {
     /// told `SessionEnded`; a one-to-one chat does not outlive one side leaving); `Invited` is
     /// `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
     /// OMA 2012 has it (the seed face answers `200` with the status).
+    /// **Decision (as the GSMA gateways):** the body may be left out; a `PUT` with no body
+    /// (no length or a zero one, whatever its `Content-Type`) accepts, as `Connected` does.
+    /// The GSMA test suites' clients accept that way.
     fn update_one_to_one_chat_session_status(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ParticipantSessionStatus,
+        body: Option<ParticipantSessionStatus>,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 
     /// OMA 2012 Send a message in a one-to-one session.
@@ -1325,7 +1328,9 @@ pub trait ChatService: Send + Sync + 'static {
     /// `oneToOne/`, and one invitee's decline does not end it.
     /// **Decision (as the GSMA gateways):** once it is set up, the creator's subscriptions are
     /// told `chatEventNotification` with `eventType` `Successful` (after the invitations go
-    /// out), which their clients wait for; a group started on the seed face tells nothing.
+    /// out), which their clients wait for, and then `participantStatusNotification` with the
+    /// roster it set up (itself `Connected` and `yourown`, each invitee `Invited`); a group
+    /// started on the seed face tells nothing.
     fn create_group_chat_session(
         &self,
         user_id: String,
@@ -2388,6 +2393,9 @@ pub trait ChatApi {
     /// told `SessionEnded`; a one-to-one chat does not outlive one side leaving); `Invited` is
     /// `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
     /// OMA 2012 has it (the seed face answers `200` with the status).
+    /// **Decision (as the GSMA gateways):** the body may be left out; a `PUT` with no body
+    /// (no length or a zero one, whatever its `Content-Type`) accepts, as `Connected` does.
+    /// The GSMA test suites' clients accept that way.
     #[endpoint {
         method = PUT,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status",
@@ -2502,7 +2510,9 @@ pub trait ChatApi {
     /// `oneToOne/`, and one invitee's decline does not end it.
     /// **Decision (as the GSMA gateways):** once it is set up, the creator's subscriptions are
     /// told `chatEventNotification` with `eventType` `Successful` (after the invitations go
-    /// out), which their clients wait for; a group started on the seed face tells nothing.
+    /// out), which their clients wait for, and then `participantStatusNotification` with the
+    /// roster it set up (itself `Connected` and `yourown`, each invitee `Invited`); a group
+    /// started on the seed face tells nothing.
     #[endpoint {
         method = POST,
         path = "/chat/v1/{userId}/group",
@@ -3751,7 +3761,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            let body = body.read().await?;
+            let body = body.read_optional().await?;
             rqctx
                 .context()
                 .update_one_to_one_chat_session_status(

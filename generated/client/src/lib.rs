@@ -7355,6 +7355,9 @@ impl Client {
     told `SessionEnded`; a one-to-one chat does not outlive one side leaving); `Invited` is
     `400 SVC0002`; repeating the current status is `409 SVC0001`. The answer is `204`, as
     OMA 2012 has it (the seed face answers `200` with the status).
+    **Decision (as the GSMA gateways):** the body may be left out; a `PUT` with no body
+    (no length or a zero one, whatever its `Content-Type`) accepts, as `Connected` does.
+    The GSMA test suites' clients accept that way.
 
 
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}/status`
@@ -7865,7 +7868,9 @@ impl Client {
     `oneToOne/`, and one invitee's decline does not end it.
     **Decision (as the GSMA gateways):** once it is set up, the creator's subscriptions are
     told `chatEventNotification` with `eventType` `Successful` (after the invitations go
-    out), which their clients wait for; a group started on the seed face tells nothing.
+    out), which their clients wait for, and then `participantStatusNotification` with the
+    roster it set up (itself `Connected` and `yourown`, each invitee `Invited`); a group
+    started on the seed face tells nothing.
 
 
     Sends a `POST` request to `/chat/v1/{userId}/group`

@@ -411,7 +411,8 @@ struct Start {
 /// Seed 7.1.2 / 7.1.4, the new session: the originator `Connected`, each invitee `Invited`
 /// with its invitation, a group session when more than one was invited (or a group was asked
 /// for); each invitee is sent its invitation, and the creator of a group asked for as one
-/// (OMA 2012) a `chatEventNotification` `Successful`.
+/// (OMA 2012) a `chatEventNotification` `Successful`, then the roster as a
+/// `participantStatusNotification`.
 fn start(
     urls: &Urls,
     user: &str,
@@ -467,6 +468,13 @@ fn start(
                 EventType::Successful,
                 "group chat session set up".to_owned(),
             ),
+        ));
+        // ... and then the roster it set up (itself `Connected`, each invitee `Invited`): the
+        // GSMA gateways' `participantStatusNotification` after `Successful`.
+        let everyone: Vec<&Participant> = session.participants.iter().collect();
+        outbox.push((
+            user.to_owned(),
+            views::participant_status(urls, user, &session, &everyone),
         ));
     }
     Decision { session, outbox }
@@ -810,7 +818,8 @@ mod tests {
     }
 
     /// OMA 2012's `group/`: a group chat asked for as one stays one with a single invitee,
-    /// and its creator is told `Successful` after the invitations (the GSMA gateways' order).
+    /// and its creator is told `Successful` after the invitations, then the roster (the GSMA
+    /// gateways' order).
     #[test]
     fn a_start_asked_as_a_group_is_a_group_with_one_invitee() {
         let asked = Start {
@@ -823,7 +832,8 @@ mod tests {
             told(&d.outbox),
             [
                 format!("{B} <- invitation sess-8"),
-                format!("{A} <- Successful")
+                format!("{A} <- Successful"),
+                format!("{A} <- status {A}=Connected,{B}=Invited"),
             ]
         );
     }
