@@ -54,6 +54,9 @@ pub const NOTIFICATIONS_UNDELIVERED: &str = "netapi_chat_notifications_undeliver
 pub const SESSIONS: &str = "netapi_chat_sessions";
 /// Notification subscriptions held in memory.
 pub const SUBSCRIPTIONS: &str = "netapi_chat_subscriptions";
+/// Tasks alive in the process's runtime: timers, deliveries, connections. Bounded by live
+/// data; a count that grows with history is a leak an operator can see.
+pub const RUNTIME_TASKS: &str = "netapi_chat_runtime_tasks";
 
 /// Buckets of the latency histograms, in seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -145,6 +148,10 @@ fn describe() {
         "Notifications in the outbox, not yet delivered or given up"
     );
     describe_gauge!(SUBSCRIPTIONS, "Notification subscriptions held");
+    describe_gauge!(
+        RUNTIME_TASKS,
+        "Tasks alive in the runtime (timers, deliveries, connections)"
+    );
 }
 
 /// The `method` label: a method of HTTP, or `other` (a client may send any token).
@@ -206,6 +213,10 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     let (sessions, subscriptions) = server.chat.sizes();
     metrics::gauge!(SESSIONS).set(sessions as f64);
     metrics::gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    metrics::gauge!(RUNTIME_TASKS).set(tasks as f64);
     handle.run_upkeep();
     handle.render()
 }

@@ -1801,3 +1801,51 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, r#"{"notificationList":[]}"#);
 }
+
+/// A deleted channel leaves nothing running: its expiry task ends with it, not at the end of
+/// its lifetime (an hour by default, a day at most). Before, each create-and-delete left a
+/// sleeping task behind, so memory grew with the channels' history; `/metrics` shows the
+/// runtime's tasks to an operator.
+#[tokio::test]
+async fn a_deleted_channel_leaves_no_task_behind() {
+    const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
+    let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
+    let tasks = || async {
+        let a = send(
+            "GET",
+            &format!("{}/metrics", s.base),
+            &[("authorization", &format!("Bearer {METRICS_TOKEN}"))],
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("netapi_chat_runtime_tasks ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .expect("netapi_chat_runtime_tasks on /metrics")
+    };
+    let before = tasks().await;
+    for _ in 0..60 {
+        let ch = create_channel(&s, A, Format::Json, None, None).await;
+        let url = ch.resource_url.expect("resourceURL");
+        assert_eq!(send("DELETE", &url, &[], None).await.status, 204);
+    }
+    // Connections of the requests above may take a moment to close.
+    let mut after = tasks().await;
+    for _ in 0..50 {
+        if after < before + 20.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = tasks().await;
+    }
+    assert!(
+        after < before + 20.0,
+        "{before} tasks before 60 channels were made and deleted, {after} after"
+    );
+}

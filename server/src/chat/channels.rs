@@ -315,6 +315,9 @@ impl Chat {
         let Some(ch) = state.channels.remove(id) else {
             return;
         };
+        // Its expiry task wakes, finds it gone and ends now, not at the end of a lifetime
+        // that may be a day away (deleted channels' tasks would otherwise pile up).
+        ch.timer.notify_one();
         if let Some(ids) = state.user_channels.get_mut(&ch.rec.user) {
             ids.retain(|i| i != id);
             if ids.is_empty() {
