@@ -803,3 +803,51 @@ async fn xml_in_utf16_latin1_or_declared_utf16_is_read() {
     assert_eq!(a.status().as_u16(), 400);
     assert!(a.text().await.unwrap_or_default().contains("Shift_JIS"));
 }
+
+/// Markup inside a text field (`<text>a<b>bold</b>c</text>`, often a client that forgot to
+/// escape user text) is refused with 400 SVC0002 naming both elements: reading only its text
+/// would send `ac` on a 2xx. Nothing is sent; the escaped form goes through as written.
+#[tokio::test]
+async fn markup_inside_a_text_field_is_refused_not_dropped() {
+    let srv = Server::default_for_tests();
+    let sid = post_raw(
+        &srv.urls().chat_sessions(ALICE),
+        Format::Json,
+        Format::Json,
+        &format!(r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#),
+    )
+    .await
+    .created_id();
+    let accepted = post_raw(
+        &srv.urls().participant_status(BOB, &sid, BOB),
+        Format::Json,
+        Format::Json,
+        r#"{"participantSessionStatus":{"status":"Connected"}}"#,
+    )
+    .await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    let messages = srv.urls().messages(ALICE, &sid);
+    let send_xml = async |text: &str| {
+        post_raw(
+            &messages,
+            Format::Xml,
+            Format::Xml,
+            &format!("<chat:chatMessage {CHAT}><text>{text}</text></chat:chatMessage>"),
+        )
+        .await
+    };
+    let refused = send_xml("a<b>bold</b>c").await;
+    let why = assert_invalid(&refused, "markup in text", Format::Xml);
+    assert!(why.contains("`text`") && why.contains("`b`"), "{why}");
+    let list = send(
+        "GET",
+        &srv.urls().messages(ALICE, &sid),
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    let list: ChatMessageList = list.decode();
+    assert!(list.chat_message.is_empty(), "{:?}", list.chat_message);
+    let sent = send_xml("a&lt;b&gt;bold&lt;/b&gt;c").await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+}

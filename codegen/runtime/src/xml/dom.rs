@@ -58,8 +58,18 @@ impl Element {
         XmlError::Decode(format!("missing element `{name}` in `{}`", self.name))
     }
 
-    /// Decodes the text of a leaf child, adding context to the error.
+    /// Decodes the text of a leaf child, adding context to the error. A leaf is simple-typed
+    /// in the Chat schemas, so an element inside it (`<text>a<b>bold</b>c</text>`, often
+    /// unescaped markup in user text) is refused: reading its text alone would store and
+    /// deliver `ac`, another text than the client sent, on a 2xx.
     fn decode_leaf<T: XmlLeaf>(&self, child: &Element) -> Result<T, XmlError> {
+        if let Some(inner) = child.children.first() {
+            return Err(XmlError::Decode(format!(
+                "element `{}` in `{}` holds an element (`{}`) where the schema has text; \
+                 escape `<` as `&lt;` and `&` as `&amp;`",
+                child.name, self.name, inner.name
+            )));
+        }
         T::from_xml_text(&child.text).map_err(|msg| {
             XmlError::Decode(format!(
                 "element `{}` in `{}`: {msg}",

@@ -429,3 +429,18 @@ fn quote_input_truncates() {
     assert_eq!(q.chars().count(), 65);
     assert!(q.ends_with('…'));
 }
+
+/// A simple-typed element holding an element (often unescaped markup in user text) is
+/// refused, not read as its text alone (`ac`); comments stay out of the text as before.
+#[test]
+fn an_element_inside_a_leaf_is_refused() {
+    let doc = |text: &str| {
+        format!("<chat:chatMessage xmlns:chat=\"{NS}\"><text>{text}</text></chat:chatMessage>")
+    };
+    let err = decode_msg(read(&doc("a<b>bold</b>c")).unwrap_err());
+    assert!(err.contains("`text`") && err.contains("`b`"), "{err}");
+    let err = decode_msg(read(&doc("a<br/>")).unwrap_err());
+    assert!(err.contains("`br`"), "{err}");
+    assert_eq!(read(&doc("a<!--x-->b")).unwrap().text, "ab");
+    assert_eq!(read(&doc("I &lt;3 you")).unwrap().text, "I <3 you");
+}
