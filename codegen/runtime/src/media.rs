@@ -13,12 +13,13 @@
 //!   `application/merge-patch+json`). XML: `application/xml`, `text/xml` and any concrete
 //!   `type/name+xml` (e.g. `application/soap+xml`). Wildcards (`*`) are not media types and are
 //!   refused, as is anything else, a missing header and an empty one.
-//! * Parameters are ignored except `charset`: bodies are decoded as UTF-8 only, so a `charset`
-//!   other than `utf-8`, `utf8` or `us-ascii` (an ASCII subset of UTF-8), compared
-//!   case-insensitively and possibly quoted, is refused rather than misread. This applies to XML
-//!   too: an HTTP charset overrides the XML declaration, and the XML reader decodes UTF-8 only.
-//!   A `charset` whose value is not a valid token or quoted-string is ignored, like any other
-//!   parameter that does not parse.
+//! * Parameters are ignored except `charset` ([`body_charset`]): `utf-8` (or `utf8`),
+//!   `us-ascii` and `iso-8859-1` (or `iso_8859-1`, `latin1`; what Apache HttpClient's
+//!   `ContentType.APPLICATION_XML` sends), compared case-insensitively and possibly quoted, are
+//!   decoded as named; any other charset is refused rather than misread. For XML an HTTP
+//!   charset overrides the document's own declaration (RFC 7303 §3.2; a byte order mark still
+//!   comes first). A `charset` whose value is not a valid token or quoted-string is ignored,
+//!   like any other parameter that does not parse.
 //!
 //! # Responses: [`response_format`]
 //!
@@ -115,8 +116,8 @@ impl fmt::Display for UnsupportedMediaType {
         match classify_content_type(received) {
             ContentTypeVerdict::BadCharset(format) => write!(
                 f,
-                "Content-Type `{}` is not supported: request bodies must be UTF-8; \
-                 send `{}` or leave the charset out",
+                "Content-Type `{}` is not supported: request bodies must be UTF-8, US-ASCII \
+                 or ISO-8859-1; send `{}` or leave the charset out",
                 Excerpt(received),
                 format.content_type(),
             ),
@@ -162,7 +163,7 @@ impl std::error::Error for NotAcceptable {}
 /// # Errors
 ///
 /// [`UnsupportedMediaType`] when the header is missing, empty, names neither JSON nor XML, or
-/// declares a charset other than UTF-8 / US-ASCII.
+/// declares a charset other than UTF-8, US-ASCII or ISO-8859-1.
 pub fn body_format(content_type: Option<&str>) -> Result<Format, UnsupportedMediaType> {
     let refuse = || UnsupportedMediaType {
         received: content_type.map(str::to_owned),
@@ -227,6 +228,50 @@ pub fn response_format(
 // ---------------------------------------------------------------------------------------------
 // Content-Type
 
+/// The character encoding a request body's `Content-Type` names, among those it may be in
+/// (see the [module documentation](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Charset {
+    /// `utf-8`, `utf8`.
+    Utf8,
+    /// `us-ascii`: UTF-8 with no byte above 0x7F.
+    Ascii,
+    /// `iso-8859-1`, `iso_8859-1`, `latin1`: each byte the code point of its value.
+    Latin1,
+}
+
+impl Charset {
+    /// The charset a `charset` parameter's value names, if one we decode.
+    fn named(value: &str) -> Option<Charset> {
+        let is = |names: &[&str]| names.iter().any(|n| value.eq_ignore_ascii_case(n));
+        if is(&["utf-8", "utf8"]) {
+            Some(Charset::Utf8)
+        } else if is(&["us-ascii"]) {
+            Some(Charset::Ascii)
+        } else if is(&["iso-8859-1", "iso_8859-1", "latin1"]) {
+            Some(Charset::Latin1)
+        } else {
+            None
+        }
+    }
+}
+
+/// The `charset` a request's `Content-Type` names (the last valid one), `None` without one.
+/// Call it on a value [`body_format`] accepted: an unsupported charset is `None` here.
+pub fn body_charset(content_type: Option<&str>) -> Option<Charset> {
+    let mut pieces = split_unquoted(content_type?, b';');
+    pieces.next();
+    pieces
+        .filter_map(|piece| {
+            let (name, value) = split_parameter(piece);
+            if !name.eq_ignore_ascii_case("charset") {
+                return None;
+            }
+            Charset::named(&value.and_then(parameter_value)?)
+        })
+        .last()
+}
+
 /// Outcome of looking at a `Content-Type` value; shared by [`body_format`] and the 415 message.
 enum ContentTypeVerdict {
     Accepted(Format),
@@ -260,10 +305,7 @@ fn classify_content_type(value: &str) -> ContentTypeVerdict {
         let Some(charset) = value.and_then(parameter_value) else {
             continue;
         };
-        let supported = ["utf-8", "utf8", "us-ascii"]
-            .iter()
-            .any(|ok| charset.eq_ignore_ascii_case(ok));
-        if !supported {
+        if Charset::named(&charset).is_none() {
             return ContentTypeVerdict::BadCharset(format);
         }
     }
@@ -919,10 +961,9 @@ mod tests {
             "application/jsön",
             "multipart/form-data; boundary=x",
             "application/octet-stream",
-            "application/json; charset=iso-8859-1",
             "application/json; charset=\"UTF-16\"",
-            "application/xml; charset=latin1",
-            "application/json; charset=utf-8; charset=latin1",
+            "application/xml; charset=windows-1252",
+            "application/json; charset=utf-8; charset=utf-16",
             "\u{0}",
         ] {
             assert!(
@@ -930,6 +971,30 @@ mod tests {
                 "{content_type:?} should be refused"
             );
         }
+    }
+
+    /// The charsets a body may be in, as `Content-Type` names them (Apache HttpClient's
+    /// `ContentType.APPLICATION_XML` is `application/xml; charset=ISO-8859-1`).
+    #[test]
+    fn the_charset_a_body_is_in() {
+        use Charset::*;
+        for (content_type, charset) in [
+            ("application/xml; charset=ISO-8859-1", Some(Latin1)),
+            ("application/json;charset=\"latin1\"", Some(Latin1)),
+            ("text/xml; charset=iso_8859-1", Some(Latin1)),
+            ("application/xml; charset=UTF-8", Some(Utf8)),
+            ("application/json; charset=us-ascii", Some(Ascii)),
+            (
+                "application/json; charset=utf-8; charset=latin1",
+                Some(Latin1),
+            ),
+            ("application/xml", None),
+            ("application/xml; profile=x", None),
+        ] {
+            assert!(body_format(Some(content_type)).is_ok(), "{content_type}");
+            assert_eq!(body_charset(Some(content_type)), charset, "{content_type}");
+        }
+        assert_eq!(body_charset(None), None);
     }
 
     #[test]
@@ -948,9 +1013,10 @@ mod tests {
             "the Content-Type header is empty; send application/json or application/xml"
         );
         assert_eq!(
-            message(Some("application/xml; charset=latin1")),
-            "Content-Type `application/xml; charset=latin1` is not supported: request bodies \
-             must be UTF-8; send `application/xml; charset=utf-8` or leave the charset out"
+            message(Some("application/xml; charset=windows-1252")),
+            "Content-Type `application/xml; charset=windows-1252` is not supported: request \
+             bodies must be UTF-8, US-ASCII or ISO-8859-1; send `application/xml; charset=utf-8` \
+             or leave the charset out"
         );
         let long = message(Some(&"x".repeat(10_000)));
         assert!(long.len() < 300 && long.contains('…'));

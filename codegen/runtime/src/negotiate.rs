@@ -200,7 +200,8 @@ impl<T: RequestBody> Body<T> {
             // A chunked body that turned out empty.
             return Ok(None);
         }
-        T::decode(format, &bytes, &xml_limits()).map(Some)
+        let charset = media::body_charset(self.content_type.as_deref());
+        T::decode(format, charset, &bytes, &xml_limits()).map(Some)
     }
 
     /// `outcome`, except that an error answered while the body is still unread (refused

@@ -2,12 +2,13 @@
 //! OMA JSON (`{"rootName": {...}}`) and OMA XML (namespaced root element).
 
 use crate::error::ApiError;
-use crate::media::Format;
+use crate::media::{Charset, Format};
 use crate::xml::{self, XmlError, XmlLimits, XmlRoot};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
+use std::borrow::Cow;
 
 /// The rules of a schema that serde's derive cannot check (a list's minimum length, exactly
 /// one member of a choice), checked after a JSON body is read. Generated for every structure.
@@ -92,9 +93,23 @@ pub fn encode<T: Document>(format: Format, value: &T) -> Vec<u8> {
 
 /// Decodes a document in the given format; every failure is a 400 the client can act on.
 pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> Result<T, ApiError> {
+    decode_in(format, None, body, limits)
+}
+
+/// [`decode`] for a body whose `Content-Type` named `charset` ([`media::body_charset`]): JSON
+/// in ISO-8859-1 is read as such, US-ASCII must be ASCII, and XML is read in it whatever its
+/// declaration says (RFC 7303 §3.2).
+pub fn decode_in<T: Document>(
+    format: Format,
+    charset: Option<Charset>,
+    body: &[u8],
+    limits: &XmlLimits,
+) -> Result<T, ApiError> {
     match format {
         Format::Json => {
-            let value = serde_json::from_slice::<T::Json>(json_text(body))
+            let text = json_utf8(body, charset)
+                .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
+            let value = serde_json::from_slice::<T::Json>(json_text(&text))
                 .map(T::from_json)
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
             value
@@ -103,7 +118,8 @@ pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> R
             Ok(value)
         }
         Format::Xml => {
-            let value = xml::from_document::<T>(body, limits).map_err(|e| xml_error(T::NAME, e))?;
+            let value = xml::from_document_in::<T>(body, charset, limits)
+                .map_err(|e| xml_error(T::NAME, e))?;
             // The reader checked structure; the value rules (e.g. `maxLength`) are the same
             // code as for JSON, so both faces refuse the same documents.
             value
@@ -111,6 +127,23 @@ pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> R
                 .map_err(|e| ApiError::invalid_input(format!("XML body ({}): {e}", T::NAME)))?;
             Ok(value)
         }
+    }
+}
+
+/// A JSON body as UTF-8: as sent, unless its `Content-Type` named ISO-8859-1 (each byte the
+/// code point of its value) or US-ASCII (which must hold no byte above 0x7F).
+fn json_utf8(body: &[u8], charset: Option<Charset>) -> Result<Cow<'_, [u8]>, &'static str> {
+    match charset {
+        Some(Charset::Latin1) => Ok(Cow::Owned(
+            body.iter()
+                .map(|b| char::from(*b))
+                .collect::<String>()
+                .into_bytes(),
+        )),
+        Some(Charset::Ascii) if !body.is_ascii() => {
+            Err("the body is declared US-ASCII but holds bytes above 0x7F")
+        }
+        _ => Ok(Cow::Borrowed(body)),
     }
 }
 
@@ -130,15 +163,26 @@ fn xml_error(root: &str, e: XmlError) -> ApiError {
 pub trait RequestBody: Sized + Send + Sync + 'static {
     /// The JSON form dropshot describes (a document's wrapper, or the choice of wrappers).
     type Json: JsonSchema + DeserializeOwned + Send + Sync + 'static;
-    /// Decodes and validates a body in `format`; every failure is a 400 the client can act on.
-    fn decode(format: Format, body: &[u8], limits: &XmlLimits) -> Result<Self, ApiError>;
+    /// Decodes and validates a body in `format` and the `charset` its `Content-Type` named;
+    /// every failure is a 400 the client can act on.
+    fn decode(
+        format: Format,
+        charset: Option<Charset>,
+        body: &[u8],
+        limits: &XmlLimits,
+    ) -> Result<Self, ApiError>;
 }
 
 impl<T: Document> RequestBody for T {
     type Json = T::Json;
 
-    fn decode(format: Format, body: &[u8], limits: &XmlLimits) -> Result<Self, ApiError> {
-        decode::<T>(format, body, limits)
+    fn decode(
+        format: Format,
+        charset: Option<Charset>,
+        body: &[u8],
+        limits: &XmlLimits,
+    ) -> Result<Self, ApiError> {
+        decode_in::<T>(format, charset, body, limits)
     }
 }
 
@@ -164,10 +208,16 @@ pub enum OneOfJson<A, B> {
 impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
     type Json = OneOfJson<A::Json, B::Json>;
 
-    fn decode(format: Format, body: &[u8], limits: &XmlLimits) -> Result<Self, ApiError> {
-        match root_name(format, body, limits, [A::NAME, B::NAME]) {
-            Some(n) if n == A::NAME => decode::<A>(format, body, limits).map(OneOf::A),
-            Some(n) if n == B::NAME => decode::<B>(format, body, limits).map(OneOf::B),
+    fn decode(
+        format: Format,
+        charset: Option<Charset>,
+        body: &[u8],
+        limits: &XmlLimits,
+    ) -> Result<Self, ApiError> {
+        let decode_a = || decode_in::<A>(format, charset, body, limits).map(OneOf::A);
+        match root_name(format, charset, body, limits, [A::NAME, B::NAME]) {
+            Some(n) if n == A::NAME => decode_a(),
+            Some(n) if n == B::NAME => decode_in::<B>(format, charset, body, limits).map(OneOf::B),
             Some(n) => Err(ApiError::invalid_input(format!(
                 "{} body: the document must be `{}` or `{}`, not `{}`",
                 match format {
@@ -179,7 +229,7 @@ impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
                 xml::quote_input(&n)
             ))),
             // Not a document at all: the first root's decoder says what is wrong with it.
-            None => decode::<A>(format, body, limits).map(OneOf::A),
+            None => decode_a(),
         }
     }
 }
@@ -187,11 +237,18 @@ impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
 /// The name of a body's root element (XML) or of its wrapper's key (JSON: an object of one
 /// key, or of several of which exactly one is one of the `roots`, so that the root's own
 /// decoder names the stray keys); `None` when the body is not that much of a document.
-fn root_name(format: Format, body: &[u8], limits: &XmlLimits, roots: [&str; 2]) -> Option<String> {
+fn root_name(
+    format: Format,
+    charset: Option<Charset>,
+    body: &[u8],
+    limits: &XmlLimits,
+    roots: [&str; 2],
+) -> Option<String> {
     match format {
         Format::Json => {
+            let text = json_utf8(body, charset).ok()?;
             let keys: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
-                serde_json::from_slice(json_text(body)).ok()?;
+                serde_json::from_slice(json_text(&text)).ok()?;
             if keys.len() == 1 {
                 return keys.into_keys().next();
             }
@@ -201,7 +258,9 @@ fn root_name(format: Format, body: &[u8], limits: &XmlLimits, roots: [&str; 2]) 
                 _ => None,
             }
         }
-        Format::Xml => xml::parse_document(body, limits).ok().map(|r| r.name),
+        Format::Xml => xml::parse_document_in(body, charset, limits)
+            .ok()
+            .map(|r| r.name),
     }
 }
 

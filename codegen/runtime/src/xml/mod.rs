@@ -40,7 +40,7 @@ pub const XSI_NAMESPACE: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 pub use dom::Element;
 pub use error::{XmlError, quote_input};
-pub use parse::{XmlLimits, parse_document};
+pub use parse::{XmlLimits, parse_document, parse_document_in};
 pub use traits::{LeafText, XmlLeaf, XmlRoot, XmlType};
 pub use write::{XmlWriter, to_document};
 
@@ -56,7 +56,17 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 /// Checks that the root element is `{T::NAMESPACE}T::NAME` (any prefix or a
 /// default namespace is accepted) before decoding.
 pub fn from_document<T: XmlRoot>(input: &[u8], limits: &XmlLimits) -> Result<T, XmlError> {
-    let root = parse_document(input, limits)?;
+    from_document_in(input, None, limits)
+}
+
+/// [`from_document`] for a body whose `Content-Type` named `charset` (see
+/// [`parse_document_in`]).
+pub fn from_document_in<T: XmlRoot>(
+    input: &[u8],
+    charset: Option<crate::media::Charset>,
+    limits: &XmlLimits,
+) -> Result<T, XmlError> {
+    let root = parse_document_in(input, charset, limits)?;
     if root.namespace.as_deref() != Some(T::NAMESPACE) || root.name != T::NAME {
         let found = match &root.namespace {
             Some(ns) => format!("{{{}}}{}", quote_input(ns), quote_input(&root.name)),

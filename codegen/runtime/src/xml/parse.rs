@@ -1,5 +1,6 @@
 //! The bounded streaming parser: untrusted bytes in, an [`Element`] tree out.
 
+use crate::media::Charset;
 use quick_xml::XmlVersion;
 use quick_xml::escape::EscapeError;
 use quick_xml::events::attributes::AttrError;
@@ -68,10 +69,15 @@ const ENCODINGS: [&str; 6] = [
     "US-ASCII",
 ];
 
-/// The document as text: UTF-8 (its byte order mark skipped), UTF-16 told by its byte order
-/// mark, or the single-byte encoding its declaration names (ISO-8859-1, US-ASCII); and how
-/// many bytes were skipped before the text (for error positions in UTF-8 input).
-fn decode_text(input: &[u8]) -> Result<(std::borrow::Cow<'_, str>, usize), XmlError> {
+/// The document as text: UTF-16 told by its byte order mark; else in the charset the HTTP
+/// `Content-Type` named (`http`, which overrides the declaration, RFC 7303 §3.2); else UTF-8
+/// (its byte order mark skipped) or the single-byte encoding its declaration names
+/// (ISO-8859-1, US-ASCII); and how many bytes were skipped before the text (for error
+/// positions in UTF-8 input).
+fn decode_text(
+    input: &[u8],
+    http: Option<Charset>,
+) -> Result<(std::borrow::Cow<'_, str>, usize), XmlError> {
     let utf16 = |units: &[u8], from: fn([u8; 2]) -> u16| {
         if !units.len().is_multiple_of(2) {
             return Err(XmlError::Syntax(
@@ -93,10 +99,13 @@ fn decode_text(input: &[u8]) -> Result<(std::borrow::Cow<'_, str>, usize), XmlEr
         Some(rest) => (UTF8_BOM.len(), rest),
         None => (0, input),
     };
-    match declared_encoding(body)
-        .map(str::to_ascii_uppercase)
-        .as_deref()
-    {
+    let declared = match http {
+        Some(Charset::Latin1) => Some("ISO-8859-1".to_owned()),
+        Some(Charset::Ascii) => Some("US-ASCII".to_owned()),
+        Some(Charset::Utf8) => None,
+        None => declared_encoding(body).map(str::to_ascii_uppercase),
+    };
+    match declared.as_deref() {
         Some("ISO-8859-1" | "LATIN1" | "ISO_8859-1") => {
             // Each byte is the code point of the same value.
             Ok((
@@ -108,7 +117,7 @@ fn decode_text(input: &[u8]) -> Result<(std::borrow::Cow<'_, str>, usize), XmlEr
             ))
         }
         Some("US-ASCII" | "ASCII") if !body.is_ascii() => Err(XmlError::Syntax(
-            "the document declares US-ASCII but holds bytes above 0x7F".to_owned(),
+            "the document is declared US-ASCII but holds bytes above 0x7F".to_owned(),
         )),
         _ => {
             let text = std::str::from_utf8(body).map_err(|e| {
@@ -145,7 +154,17 @@ fn declared_encoding(body: &[u8]) -> Option<&str> {
 /// DOCTYPE and non-predefined entities, resolves namespaces and checks
 /// well-formedness (exactly one root, balanced tags, no stray content).
 pub fn parse_document(input: &[u8], limits: &XmlLimits) -> Result<Element, XmlError> {
-    let (text, offset) = decode_text(input)?;
+    parse_document_in(input, None, limits)
+}
+
+/// [`parse_document`] for a body whose `Content-Type` named `charset`: the document is read
+/// in it, whatever its declaration says (RFC 7303 §3.2).
+pub fn parse_document_in(
+    input: &[u8],
+    charset: Option<Charset>,
+    limits: &XmlLimits,
+) -> Result<Element, XmlError> {
+    let (text, offset) = decode_text(input, charset)?;
     let mut reader = NsReader::from_str(&text);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -158,6 +177,7 @@ pub fn parse_document(input: &[u8], limits: &XmlLimits) -> Result<Element, XmlEr
         reader,
         limits,
         offset,
+        charset,
         stack: Vec::new(),
         root: None,
         elements: 0,
@@ -173,6 +193,8 @@ struct Parser<'i, 'l> {
     limits: &'l XmlLimits,
     /// Bytes stripped before the reader's input (BOM), for error positions.
     offset: usize,
+    /// The charset the HTTP `Content-Type` named: the declaration's encoding is then ignored.
+    charset: Option<Charset>,
     /// Open elements, innermost last.
     stack: Vec<Element>,
     /// The completed root element.
@@ -201,6 +223,7 @@ impl<'i> Parser<'i, '_> {
                     // The text was decoded by what the byte order mark or the declaration
                     // said ([`decode_text`]); a declaration of another encoding is refused.
                     if let Some(Ok(encoding)) = decl.encoding()
+                        && self.charset.is_none()
                         && !ENCODINGS.iter().any(|e| encoding.eq_ignore_ascii_case(e))
                         && !["LATIN1", "ISO_8859-1", "ASCII"]
                             .iter()

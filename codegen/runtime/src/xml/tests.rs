@@ -444,3 +444,30 @@ fn an_element_inside_a_leaf_is_refused() {
     assert_eq!(read(&doc("a<!--x-->b")).unwrap().text, "ab");
     assert_eq!(read(&doc("I &lt;3 you")).unwrap().text, "I <3 you");
 }
+
+/// The charset the HTTP `Content-Type` names wins over the document's declaration
+/// (RFC 7303 §3.2): ISO-8859-1 bytes under a UTF-8 declaration are read as ISO-8859-1, UTF-8
+/// bytes under an ISO-8859-1 declaration as UTF-8 (not `Ã©`); without one, the declaration
+/// decides as before.
+#[test]
+fn the_http_charset_overrides_the_declaration() {
+    use crate::media::Charset;
+    let doc = |decl: &str, text: &[u8]| {
+        let mut d = format!("<?xml version=\"1.0\" encoding=\"{decl}\"?><chat:chatMessage xmlns:chat=\"{NS}\"><text>").into_bytes();
+        d.extend_from_slice(text);
+        d.extend_from_slice(b"</text></chat:chatMessage>");
+        d
+    };
+    let read_in = |d: &[u8], c| from_document_in::<Msg>(d, c, &limits()).map(|m| m.text);
+    let latin1 = doc("UTF-8", b"caf\xE9");
+    assert_eq!(read_in(&latin1, Some(Charset::Latin1)).unwrap(), "café");
+    assert!(read_in(&latin1, None).is_err(), "not UTF-8 as declared");
+    let utf8 = doc("ISO-8859-1", "café".as_bytes());
+    assert_eq!(read_in(&utf8, Some(Charset::Utf8)).unwrap(), "café");
+    assert_eq!(read_in(&utf8, None).unwrap(), "cafÃ©");
+    assert!(read_in(&utf8, Some(Charset::Ascii)).is_err());
+    // A declaration of an encoding we do not read is beside the point under an HTTP charset.
+    let other = doc("windows-1252", b"cafe");
+    assert_eq!(read_in(&other, Some(Charset::Latin1)).unwrap(), "cafe");
+    assert!(read_in(&other, None).is_err());
+}
