@@ -86,6 +86,11 @@ pub struct Config {
     /// at least one, else every subscription is disabled by its first notification even with a
     /// healthy receiver (as 0 did): at least 1 notification and [`MIN_BACKLOG_BYTES`].
     pub delivery_backlog: BacklogLimit,
+    /// `NETAPI_CHAT_DELIVERY_BUDGET_BYTES` (default 256 MiB) of stored bodies: what every
+    /// subscription's backlog may hold together (held decoded in memory until delivered);
+    /// past it the backlogs over their share are disabled (`notify::rules::over_budget`). At
+    /// least [`MIN_BACKLOG_BYTES`], for the same reason as a backlog's own cap.
+    pub delivery_budget_bytes: usize,
     /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s;
     /// at least 1 ms, like every timeout (0 would fail every attempt before it is sent).
     pub notify_timeout: Duration,
@@ -386,6 +391,7 @@ impl Default for Config {
             delivery_max_backoff: RetryPolicy::default().max_backoff,
             delivery_give_up_after: None,
             delivery_backlog: BacklogLimit::default(),
+            delivery_budget_bytes: crate::notify::rules::DEFAULT_BUDGET_BYTES,
             notify_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("netapi-chat-data"),
             database_url: None,
@@ -543,7 +549,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_DATABASE_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for the PostgreSQL server's certificate besides Mozilla's (webpki-roots), e.g. a managed database's CA bundle; used with `sslmode=require`"),
     Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). `?sslmode=require`: TLS, the server's certificate verified for its host (stricter than libpq's `require`); any other `sslmode` (default `prefer`): no TLS. A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
-    Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions"),
+    Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions plus what waits for delivery (at most `delivery_budget_bytes`)"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
     Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
     Setting::unset("NETAPI_CHAT_OTLP_ENDPOINT", "no traces exported", "OpenTelemetry collector to export one span per request to (request id, method, route, status), over OTLP/HTTP with protobuf, e.g. `http://127.0.0.1:4318` (spans are POSTed to its `/v1/traces`; plain `http://`: run the collector's agent next to the server); needs a binary built with `--features otel` (start and `check-config` refuse the setting otherwise)"),
@@ -563,6 +569,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled (only `0` with a schedule whose last delay is `0`)"),
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have (at least `1`); past it the subscription is disabled. Also the most dead letters kept per subscription"),
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters), at least `4096`; past it the subscription is disabled (a single notification over it too: keep it well above 4 × `max_text_chars`)"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "268435456", "most bytes of stored notification bodies every subscription's backlog may hold together (held in memory until delivered), at least `4096`; past it each subscription holding more than its share (this budget / the subscriptions with a backlog) is disabled, its backlog kept as dead letters"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
@@ -1007,6 +1014,7 @@ impl Config {
                 .delivery_give_up_after
                 .unwrap_or_else(|| self.retry_schedule.iter().sum()),
             backlog: self.delivery_backlog,
+            budget_bytes: self.delivery_budget_bytes,
         }
     }
 
@@ -1118,6 +1126,13 @@ impl Config {
                     )?
                     .unwrap_or(d.delivery_backlog.bytes),
             },
+            delivery_budget_bytes: s
+                .number(
+                    "NETAPI_CHAT_DELIVERY_BUDGET_BYTES",
+                    MIN_BACKLOG_BYTES..,
+                    "a byte count of at least 4096",
+                )?
+                .unwrap_or(d.delivery_budget_bytes),
             notify_timeout: s
                 .number::<u64>(
                     "NETAPI_CHAT_NOTIFY_TIMEOUT_MS",
@@ -1750,6 +1765,7 @@ mod tests {
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", &["-1"], "0"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG", &["0"], "1"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", &["0", "4095"], "4096"),
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", &["0", "4095"], "4096"),
         ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", &["0"], "1"),
         (
             "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",

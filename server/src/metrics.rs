@@ -54,6 +54,9 @@ pub const NOTIFICATIONS_UNDELIVERED: &str = "netapi_chat_notifications_undeliver
 pub const SESSIONS: &str = "netapi_chat_sessions";
 /// Notification subscriptions held in memory.
 pub const SUBSCRIPTIONS: &str = "netapi_chat_subscriptions";
+/// Bytes of stored bodies held in every subscription's delivery backlog, against
+/// `NETAPI_CHAT_DELIVERY_BUDGET_BYTES`.
+pub const NOTIFICATIONS_HELD_BYTES: &str = "netapi_chat_notifications_held_bytes";
 /// Tasks alive in the process's runtime: timers, deliveries, connections. Bounded by live
 /// data; a count that grows with history is a leak an operator can see.
 pub const RUNTIME_TASKS: &str = "netapi_chat_runtime_tasks";
@@ -149,6 +152,10 @@ fn describe() {
     );
     describe_gauge!(SUBSCRIPTIONS, "Notification subscriptions held");
     describe_gauge!(
+        NOTIFICATIONS_HELD_BYTES,
+        "Bytes of notifications held for delivery, against the delivery budget"
+    );
+    describe_gauge!(
         RUNTIME_TASKS,
         "Tasks alive in the runtime (timers, deliveries, connections)"
     );
@@ -213,6 +220,7 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     let (sessions, subscriptions) = server.chat.sizes();
     metrics::gauge!(SESSIONS).set(sessions as f64);
     metrics::gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
+    metrics::gauge!(NOTIFICATIONS_HELD_BYTES).set(server.chat.held_bytes() as f64);
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();

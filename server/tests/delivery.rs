@@ -305,6 +305,93 @@ async fn a_dead_receivers_backlog_stops_at_the_byte_cap() {
     assert!(kept.iter().all(|(_, text)| text.ends_with(&pad)));
 }
 
+/// The server-wide budget (12,000 bytes here; each subscription's own cap stays at 16 MiB):
+/// two users whose receivers fail hold the undelivered backlog between them; once it passes
+/// the budget, each holding more than its share is disabled with that reason, and what they
+/// held is let go (`netapi_chat_notifications_held_bytes` falls back under the budget). A
+/// third user whose receiver answers holds next to nothing and keeps getting everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlogs_over_their_share_of_the_servers_budget_are_disabled() {
+    const D: &str = "tel:+15551230004";
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "12000"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+    ]);
+    let (lb, lc, ld) = (
+        Listener::start().await,
+        Listener::start().await,
+        Listener::start().await,
+    );
+    let sb = subscribe(&srv, B, &lb, Format::Json).await;
+    let sc = subscribe(&srv, C, &lc, Format::Xml).await;
+    let sd = subscribe(&srv, D, &ld, Format::Json).await;
+    let sid = session(&srv, &[B, C, D], true).await;
+    lb.wait_for(1).await;
+    lc.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lb.set_status(500);
+    lc.set_status(500);
+    let status = async |sub: &ChatSubscription| {
+        let url = sub.resource_url.clone().unwrap_or_default();
+        send_empty("GET", &url, Format::Json)
+            .await
+            .decode::<ChatSubscription>()
+    };
+    let pad = "x".repeat(1000);
+    let mut sent = 0;
+    loop {
+        send_message(&srv, &sid, &format!("m{sent} {pad}")).await;
+        sent += 1;
+        let (b, c) = (status(&sb).await, status(&sc).await);
+        let off =
+            |s: &ChatSubscription| s.subscription_status == Some(SubscriptionStatus::Disabled);
+        if off(&b) && off(&c) {
+            for s in [b, c] {
+                let reason = s.status_reason.unwrap_or_default();
+                assert!(
+                    reason.contains("budget") && reason.contains("12000"),
+                    "{reason}"
+                );
+            }
+            break;
+        }
+        assert!(
+            sent < 100,
+            "not both disabled after {sent} messages of 1,000 characters"
+        );
+    }
+    let d = status(&sd).await;
+    assert_eq!(d.subscription_status, Some(SubscriptionStatus::Active));
+    // D got every message, in order.
+    let texts = within_20s(Duration::from_millis(50), async || {
+        let texts: Vec<String> = ld
+            .all()
+            .iter()
+            .filter(|r| r.kind() == "messageNotification")
+            .map(|r| r.id_and_text().1)
+            .collect();
+        if texts.len() >= sent {
+            Ok(texts)
+        } else {
+            Err(format!("{} of {sent} messages", texts.len()))
+        }
+    })
+    .await;
+    let wanted: Vec<String> = (0..sent).map(|n| format!("m{n} {pad}")).collect();
+    assert_eq!(texts, wanted);
+    let held = within_20s(Duration::from_millis(50), async || {
+        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
+        if held < 12_000.0 {
+            Ok(held)
+        } else {
+            Err(format!("{held} bytes held"))
+        }
+    })
+    .await;
+    assert!(held < 12_000.0);
+}
+
 /// A receiver that fails without a break for the give-up age (1.5 s here) while notifications
 /// keep coming: the subscription is disabled with that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -362,6 +362,7 @@ impl Chat {
                     }
                 }),
                 run: Arc::default(),
+                totals: Arc::default(),
             };
             Chat {
                 state: RwLock::new(State::default()),
@@ -409,6 +410,12 @@ impl Chat {
     pub fn sizes(&self) -> (usize, usize) {
         let state = self.read_state();
         (state.sessions.len(), state.subscriptions.len())
+    }
+
+    /// Bytes of stored bodies every subscription's backlog holds together (the delivery
+    /// budget's figure), for `/metrics`.
+    pub fn held_bytes(&self) -> usize {
+        self.deliverer.totals.bytes()
     }
 
     /// The URL builder.

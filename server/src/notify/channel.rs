@@ -14,10 +14,9 @@
 //! backlog cap, counted until acknowledged, so that one channel's buffer is bounded by the
 //! caps of the subscriptions feeding it (and those by the per-user subscription limit).
 
-use super::rules::backlog_full;
 use super::{
-    DELIVERED, Deliverer, Delivery, DisableReason, Forgetter, LIVE, Notification, Queue, Shared,
-    Target, bury, disable, settle, skipped,
+    DELIVERED, Deliverer, Delivery, Forgetter, LIVE, Notification, Queue, Shared, Target, bury,
+    disable, settle, skipped,
 };
 use crate::signing::Signer;
 use std::collections::VecDeque;
@@ -408,7 +407,7 @@ impl Queue {
     /// (its `notifyURL` is the channel's `callbackURL`).
     pub fn start_channel(target: Target, deliverer: Deliverer, mailbox: Arc<Mailbox>) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(&deliverer.totals));
         tokio::spawn(feed(target, rx, Arc::clone(&shared), deliverer, mailbox));
         Queue { tx, shared }
     }
@@ -428,14 +427,13 @@ async fn feed(
         let Some(item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
         };
-        let (count, bytes) = (
-            shared.count.load(Ordering::SeqCst),
-            shared.bytes.load(Ordering::SeqCst),
-        );
-        if state == LIVE && backlog_full(d.policy.backlog, count, bytes) {
+        let count = shared.count.load(Ordering::SeqCst);
+        if state == LIVE
+            && let Some(why) = shared.too_full(&d.policy)
+        {
             // The application does not keep up: as for a callback, the subscription is
             // disabled and what it could not take becomes dead letters.
-            disable(&target, &d, &shared, DisableReason::BacklogFull, count);
+            disable(&target, &d, &shared, why, count);
             bury(&target, &d, &shared, vec![item]);
             continue;
         }

@@ -42,7 +42,7 @@ pub use forget::Forgetter;
 pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
 pub use rules::{BacklogLimit, RetryPolicy};
-use rules::{Next, after_failure, backlog_full, retry_delay};
+use rules::{Next, after_failure, backlog_full, over_budget, retry_delay};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -169,6 +169,9 @@ pub enum DisableReason {
     Failing,
     /// The backlog reached its cap.
     BacklogFull,
+    /// The server-wide budget was full and this backlog held more than its share
+    /// ([`rules::over_budget`]).
+    OverBudget,
 }
 
 impl DisableReason {
@@ -186,6 +189,11 @@ impl DisableReason {
             DisableReason::BacklogFull => format!(
                 "the backlog of undelivered notifications passed its cap ({} notifications or {} bytes)",
                 policy.backlog.count, policy.backlog.bytes
+            ),
+            DisableReason::OverBudget => format!(
+                "the server's budget for undelivered notifications ({} bytes) was full and this \
+                 subscription's backlog held more than its share",
+                policy.budget_bytes
             ),
         }
     }
@@ -216,6 +224,24 @@ pub struct Deliverer {
     pub on_disable: OnDisable,
     /// This server's run: stopping, attempts under way (see [`Deliverer::stop`]).
     pub run: Arc<Run>,
+    /// What every subscription's backlog holds together, against the policy's budget.
+    pub totals: Arc<Totals>,
+}
+
+/// What the backlogs of every subscription of one server hold together (their notifications
+/// are held decoded, in memory, until delivered or buried): bytes of stored bodies, and how
+/// many backlogs hold any. Read against [`RetryPolicy::budget_bytes`] by [`over_budget`].
+#[derive(Debug, Default)]
+pub struct Totals {
+    bytes: AtomicUsize,
+    holding: AtomicUsize,
+}
+
+impl Totals {
+    /// Bytes of stored bodies held in every backlog.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
 }
 
 impl Deliverer {
@@ -245,13 +271,50 @@ struct Shared {
     /// The subscription's own signing keys, each with the time it stops signing (Unix ms;
     /// `None`: current); empty: the server-wide secret signs.
     keys: std::sync::Mutex<Vec<(Arc<Signer>, Option<i64>)>>,
+    /// The server's totals, which this backlog counts into.
+    totals: Arc<Totals>,
 }
 
 impl Shared {
+    /// A live queue's state, counting into `totals`.
+    fn new(totals: &Arc<Totals>) -> Shared {
+        Shared {
+            totals: Arc::clone(totals),
+            ..Shared::default()
+        }
+    }
+
+    /// A notification joined the backlog.
+    fn held(&self, d: &Delivery) {
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.totals.holding.fetch_add(1, Ordering::SeqCst);
+        }
+        self.bytes.fetch_add(d.bytes, Ordering::SeqCst);
+        self.totals.bytes.fetch_add(d.bytes, Ordering::SeqCst);
+    }
+
     /// A notification left the backlog (delivered, forgotten or buried).
     fn done(&self, d: &Delivery) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.totals.holding.fetch_sub(1, Ordering::SeqCst);
+        }
         self.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
+        self.totals.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
+    }
+
+    /// Why this live backlog must give way, if it must: past its own cap, or holding more than
+    /// its share of a full server-wide budget.
+    fn too_full(&self, policy: &RetryPolicy) -> Option<DisableReason> {
+        let (count, bytes) = (
+            self.count.load(Ordering::SeqCst),
+            self.bytes.load(Ordering::SeqCst),
+        );
+        if backlog_full(policy.backlog, count, bytes) {
+            return Some(DisableReason::BacklogFull);
+        }
+        let total = self.totals.bytes.load(Ordering::SeqCst);
+        let holding = self.totals.holding.load(Ordering::SeqCst);
+        over_budget(policy.budget_bytes, total, holding, bytes).then_some(DisableReason::OverBudget)
     }
 
     /// The keys that sign an attempt made at `now_ms` (the subscription's own, still valid).
@@ -284,7 +347,7 @@ impl Queue {
     /// Starts the delivery task of one subscription.
     pub fn start(target: Target, deliverer: Deliverer) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(&deliverer.totals));
         tokio::spawn(deliver(target, rx, Arc::clone(&shared), deliverer));
         Queue { tx, shared }
     }
@@ -294,8 +357,7 @@ impl Queue {
     /// buries what is queued.
     pub fn push(&self, d: Delivery) {
         crate::metrics::notification_queued();
-        self.shared.count.fetch_add(1, Ordering::SeqCst);
-        self.shared.bytes.fetch_add(d.bytes, Ordering::SeqCst);
+        self.shared.held(&d);
         // The task only ends once every sender is dropped.
         let _ = self.tx.send(d);
         self.shared.wake.notify_one();
@@ -513,12 +575,11 @@ async fn deliver(
         let Some(mut item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
         };
-        let (count, bytes) = (
-            shared.count.load(Ordering::SeqCst),
-            shared.bytes.load(Ordering::SeqCst),
-        );
-        if state == LIVE && backlog_full(d.policy.backlog, count, bytes) {
-            disable(&target, &d, &shared, DisableReason::BacklogFull, count);
+        let count = shared.count.load(Ordering::SeqCst);
+        if state == LIVE
+            && let Some(why) = shared.too_full(&d.policy)
+        {
+            disable(&target, &d, &shared, why, count);
             head = Some(item);
             continue;
         }

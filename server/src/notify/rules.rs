@@ -52,6 +52,23 @@ pub struct RetryPolicy {
     pub give_up_after: Duration,
     /// Per-subscription cap of the backlog.
     pub backlog: BacklogLimit,
+    /// Server-wide budget of undelivered notifications held for delivery, in bytes of stored
+    /// bodies (`NETAPI_CHAT_DELIVERY_BUDGET_BYTES`, default 256 MiB): see [`over_budget`].
+    pub budget_bytes: usize,
+}
+
+/// The default server-wide delivery budget: 256 MiB of stored bodies.
+pub const DEFAULT_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+
+/// Whether a subscription whose backlog holds `own` bytes gives way to the server-wide
+/// budget: the backlogs of every subscription hold `total` bytes, `holding` of them hold any,
+/// and past `budget` each backlog over its fair share (`budget / holding`) is disabled like a
+/// full one. The largest always is (it holds at least `total / holding`), so the total comes
+/// back under the budget; subscriptions whose receivers keep up hold next to nothing and are
+/// never touched. Without it the per-subscription caps alone let memory grow with the number
+/// of users whose callbacks do not answer (each backlog's notifications are held decoded).
+pub fn over_budget(budget: usize, total: usize, holding: usize, own: usize) -> bool {
+    total > budget && own > budget / holding.max(1)
 }
 
 /// The default schedule: about 27 h in all.
@@ -71,6 +88,7 @@ impl Default for RetryPolicy {
             timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             backlog: BacklogLimit::default(),
+            budget_bytes: DEFAULT_BUDGET_BYTES,
         }
     }
 }
@@ -184,6 +202,28 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under the budget nobody gives way; past it, every backlog over its fair share does,
+    /// and so always the largest.
+    #[test]
+    fn past_the_budget_backlogs_over_their_share_give_way() {
+        // (budget, total, holding, own, gives way)
+        for (budget, total, holding, own, gives) in [
+            (100, 100, 4, 100, false),
+            (100, 101, 1, 101, true),
+            (100, 120, 4, 60, true),
+            (100, 120, 4, 25, false),
+            (100, 120, 4, 26, true),
+            (100, 120, 0, 1, false),
+            (100, 1_000, 10, 10, false),
+        ] {
+            assert_eq!(
+                over_budget(budget, total, holding, own),
+                gives,
+                "{budget} {total} {holding} {own}"
+            );
+        }
+    }
 
     fn policy(schedule: &str, cap: &str, give_up: &str) -> RetryPolicy {
         RetryPolicy {
