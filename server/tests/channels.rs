@@ -1810,25 +1810,7 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
 async fn a_deleted_channel_leaves_no_task_behind() {
     const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
     let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
-    let tasks = || async {
-        let a = send(
-            "GET",
-            &format!("{}/metrics", s.base),
-            &[("authorization", &format!("Bearer {METRICS_TOKEN}"))],
-            None,
-        )
-        .await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.body
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("netapi_chat_runtime_tasks ")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .expect("netapi_chat_runtime_tasks on /metrics")
-    };
+    let tasks = async || support::metric(&s.base, METRICS_TOKEN, "netapi_chat_runtime_tasks").await;
     let before = tasks().await;
     for _ in 0..60 {
         let ch = create_channel(&s, A, Format::Json, None, None).await;

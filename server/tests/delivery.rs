@@ -29,18 +29,7 @@ const METRICS_TOKEN: &str = "delivery-metrics-token-0123456789abcdef";
 
 /// The unlabelled metric `name` on `srv`'s `/metrics` (0 while nothing was counted).
 async fn metric(srv: &Server, name: &str) -> f64 {
-    let a = support::send(
-        "GET",
-        &format!("{}/metrics", srv.base),
-        &[("authorization", &format!("Bearer {METRICS_TOKEN}"))],
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    a.body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    support::metric(&srv.base, METRICS_TOKEN, name).await
 }
 
 /// Subscribes `user` at `l` and returns the subscription as created.

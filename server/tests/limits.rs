@@ -665,3 +665,40 @@ async fn request_rate_per_token() {
         assert_eq!(a.status, 200, "[{f:?}] after Retry-After; body: {}", a.body);
     }
 }
+
+/// An invitation's timer lives while the invitation waits for an answer: answering it, or
+/// ending its session, stops it. Before, each invitation left a task asleep for the whole
+/// invitation timeout (120 s by default, up to what the setting allows) after it was
+/// answered, so memory followed the invitations of the last timeout period, not the pending
+/// ones. Seen through `netapi_chat_runtime_tasks`.
+#[tokio::test]
+async fn an_answered_invitation_leaves_no_timer_behind() {
+    const METRICS_TOKEN: &str = "limits-metrics-token-0123456789abcdef";
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+        ("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "3600"),
+    ]);
+    let tasks =
+        async || support::metric(&srv.base, METRICS_TOKEN, "netapi_chat_runtime_tasks").await;
+    let before = tasks().await;
+    for n in 0..30 {
+        let (a, b) = (format!("tel:+1555900{n:04}"), format!("tel:+1555910{n:04}"));
+        let sid = support::chat::connected_session(&srv, &a, &docs::session("timers", &[&b])).await;
+        if n % 2 == 0 {
+            let end = send_empty("DELETE", &srv.urls().session(&a, &sid), Format::Json).await;
+            assert_eq!(end.status, 204, "{}", end.body);
+        }
+    }
+    let mut after = tasks().await;
+    for _ in 0..50 {
+        if after < before + 15.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = tasks().await;
+    }
+    assert!(
+        after < before + 15.0,
+        "{before} tasks before 30 invitations were answered, {after} after"
+    );
+}

@@ -187,6 +187,10 @@ pub struct Chat {
     /// subscription) id: memory stays fixed whatever the number of sessions, and two ids
     /// sharing a stripe only wait for each other's short read.
     message_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// The timer task of each pending invitation, by its `seq`: an invitation answered,
+    /// withdrawn or ended with its session stops its timer (`Chat::apply`), so the tasks follow
+    /// pending invitations, not the invitations of the last timeout period.
+    invitation_timers: Mutex<std::collections::HashMap<u64, tokio::task::AbortHandle>>,
 }
 
 /// Stripes of [`Chat::message_locks`] and of [`Chat::session_order`].
@@ -375,6 +379,7 @@ impl Chat {
                 message_locks: (0..MESSAGE_LOCKS)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                invitation_timers: Mutex::default(),
             }
         });
         chat.restore(snapshot)?;
@@ -521,6 +526,9 @@ impl Chat {
     fn apply(&self, state: &mut State, d: Decision) -> oneshot::Receiver<Result<(), String>> {
         let mut change = Change::default();
         let sid = d.session.id.clone();
+        if let Some(old) = state.sessions.get(&sid) {
+            self.stop_invitation_timers(&pending_seqs(old, false), &pending_seqs(&d.session, true));
+        }
         let known = state.sessions.get(&sid).map_or(0, |s| s.participants.len());
         for p in d.session.participants.iter().skip(known) {
             state
@@ -536,6 +544,20 @@ impl Chat {
         put_or_release(state, &mut change, &sid);
         self.submit(state, change)
     }
+}
+
+/// The `seq`s of `s`'s pending invitations (none once it has ended, when `ending_counts`).
+fn pending_seqs(s: &Session, ending_counts: bool) -> Vec<u64> {
+    if ending_counts && s.ended {
+        return Vec::new();
+    }
+    s.participants
+        .iter()
+        .filter_map(|p| match p.invitation {
+            state::Invitation::Pending { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Records the session's new state in the change, or, once it has ended, releases it: an

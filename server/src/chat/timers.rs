@@ -4,12 +4,16 @@
 //! it belongs to) and then calls the core; it holds only a `Weak<Chat>`, so a timer never keeps the
 //! core alive. A restart re-arms them from the stored deadlines (see `restore`), so a deadline
 //! fires as if the server had stayed up. An invitation timer carries its invitation's `seq`, so a
-//! timer of an invitation already answered (or replaced) does nothing.
+//! timer of an invitation already answered (or replaced) does nothing; and it is stopped as
+//! soon as its invitation is not pending any more (`Chat::apply`), so the tasks follow the
+//! pending invitations.
 
 use super::Chat;
 use crate::store::now_ms;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
+use tokio::task::AbortHandle;
 
 impl Chat {
     /// Starts the expiry task of subscription `id`, due at `at_ms` (`Chat::expiry_due` decides
@@ -50,12 +54,34 @@ impl Chat {
     ) {
         let chat = Arc::downgrade(self);
         let wait = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             if let Some(chat) = chat.upgrade() {
+                chat.invitation_tasks().remove(&seq);
                 chat.invitation_timed_out(&sid, &address, seq);
             }
-        });
+        })
+        .abort_handle();
+        self.invitation_tasks().insert(seq, task);
+    }
+
+    /// Stops the timers of the invitations pending `before` a change and not after it
+    /// (answered, withdrawn, timed out, or ended with their session).
+    pub(super) fn stop_invitation_timers(&self, before: &[u64], after: &[u64]) {
+        let mut tasks = None;
+        for seq in before.iter().filter(|s| !after.contains(s)) {
+            let tasks = tasks.get_or_insert_with(|| self.invitation_tasks());
+            if let Some(task) = tasks.remove(seq) {
+                task.abort();
+            }
+        }
+    }
+
+    /// The pending invitations' timer tasks, by `seq`.
+    fn invitation_tasks(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        self.invitation_timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -241,3 +241,20 @@ pub async fn host_name_addresses() -> (String, Vec<std::net::SocketAddr>) {
         .unwrap_or_default();
     (host, resolved)
 }
+
+/// The unlabelled metric `name` on `base`'s `/metrics`, opened with `metrics_token` (0 while
+/// nothing was counted, as Prometheus has it).
+pub async fn metric(base: &str, metrics_token: &str, name: &str) -> f64 {
+    let a = send(
+        "GET",
+        &format!("{base}/metrics"),
+        &[("authorization", &format!("Bearer {metrics_token}"))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

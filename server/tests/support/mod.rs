@@ -38,7 +38,7 @@ pub mod wait;
 
 pub use face::{Face, Resp, Via, Wire};
 pub use http::{
-    Answer, host_name_addresses, post_raw, send, send_authorized, send_doc, send_empty,
+    Answer, host_name_addresses, metric, post_raw, send, send_authorized, send_doc, send_empty,
     xsd_validate,
 };
 pub use listener::{Listener, Received};
