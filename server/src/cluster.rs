@@ -64,6 +64,20 @@ pub const CLUSTER_KEY: HeaderName = HeaderName::from_static("x-netapi-chat-clust
 /// How often a standby looks at the lock and the leader table.
 pub const POLL: Duration = Duration::from_secs(1);
 
+/// Sent by a leader's `/healthz` (`health::healthz`): this process's id ([`instance_id`]), so
+/// that the leader can tell its cluster URL reaches it and not another instance
+/// ([`check_own_url`]). A standby's own `/healthz` does not send it.
+pub const INSTANCE: HeaderName = HeaderName::from_static("x-netapi-chat-instance");
+
+/// How often a leader looks again whether its cluster URL reaches it ([`check_own_url`]).
+const OWN_URL_EVERY: Duration = Duration::from_secs(30);
+
+/// This process's instance id: random, made once.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("{:016x}", rand::random::<u64>()))
+}
+
 /// Seconds a client is asked to wait (`Retry-After`) when a standby cannot reach a leader.
 const RETRY_AFTER_SECS: u32 = 1;
 
@@ -229,6 +243,8 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     let Some(cluster_url) = config.cluster_url.clone() else {
         return crate::server::start(config);
     };
+    // Before anything a standby logs (its forwarding failures, the takeover).
+    let _dropshot_logger = crate::logging::init(config).map_err(StartError::Log)?;
     validate(config).map_err(StartError::Store)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -258,12 +274,15 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
     let seat = Seat { url: own_url };
     if let Some(backend) = try_to_lead(&config, &seat).await? {
         drop(listener);
-        return crate::server::start_on(&config, Some(backend));
+        let started = crate::server::start_on(&config, Some(backend))?;
+        tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
+        return Ok(started);
     }
     let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
+    let leader_tls = Arc::new(leader_tls);
     let forwarder = Arc::new(Forwarder::new(
         seat.url.clone(),
-        Arc::new(leader_tls),
+        Arc::clone(&leader_tls),
         cors,
         config.limits.channel_poll_wait,
         config.trusted_proxies.clone(),
@@ -293,7 +312,9 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
             proxy.abort();
             let _ = proxy.await;
             tracing::warn!("the leader is gone; this instance leads now");
-            return crate::server::start_on(&config, Some(backend));
+            let started = crate::server::start_on(&config, Some(backend))?;
+            tokio::spawn(check_own_url(seat.url.clone(), leader_tls));
+            return Ok(started);
         }
         tokio::time::sleep(POLL).await;
         free = watch.look(&url, &forwarder).await;
@@ -301,6 +322,96 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
 }
 
 /// Opens the store if the database is free (`None`: another instance leads).
+/// An error with its sources, `: `-separated (for the log: it may name addresses).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut why = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        why.push_str(": ");
+        why.push_str(&e.to_string());
+        source = e.source();
+    }
+    why
+}
+
+/// What a leader's request to its own cluster URL's `/healthz` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OwnUrl {
+    /// This process answered.
+    ReachesThis,
+    /// Something else answered (another instance, a standby, another service).
+    ReachesAnother,
+    /// Nothing answered: why.
+    Unreachable(String),
+}
+
+/// Whether `answer`, the instance id a `/healthz` at the cluster URL sent (if any), is this
+/// process's: the rule of [`check_own_url`].
+fn own_url_reaches(answer: Option<&str>, own: &str) -> OwnUrl {
+    if answer == Some(own) {
+        OwnUrl::ReachesThis
+    } else {
+        OwnUrl::ReachesAnother
+    }
+}
+
+/// A leader checks that its cluster URL (the one it wrote for the standbys) reaches it: else
+/// every standby forwards to nowhere, or to another instance, and answers every client `503`
+/// for as long as this one leads, which nothing else would tell the operator. Checked at once
+/// and every [`OWN_URL_EVERY`]; logged (at `error`) when it does not, and when it does again.
+/// Runs until the process ends (a leader that loses the lead starts over as a new process).
+async fn check_own_url(url: String, tls: Arc<rustls::ClientConfig>) {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.enforce_http(false);
+    let client: Client<LeaderConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(LeaderConnector {
+            tcp,
+            tls: tokio_rustls::TlsConnector::from(tls),
+        });
+    let mut last = OwnUrl::ReachesThis;
+    loop {
+        let found = match http::Uri::from_str(&format!("{url}/healthz")) {
+            Err(e) => OwnUrl::Unreachable(e.to_string()),
+            Ok(uri) => match tokio::time::timeout(ANSWER_WITHIN, client.get(uri)).await {
+                Err(_) => OwnUrl::Unreachable("no answer within 20 s".to_owned()),
+                Ok(Err(e)) => OwnUrl::Unreachable(chain(&e)),
+                Ok(Ok(answer)) => own_url_reaches(
+                    answer
+                        .headers()
+                        .get(&INSTANCE)
+                        .and_then(|v| v.to_str().ok()),
+                    instance_id(),
+                ),
+            },
+        };
+        if found != last {
+            match &found {
+                OwnUrl::ReachesThis => tracing::warn!(
+                    url = %url,
+                    "NETAPI_CHAT_CLUSTER_URL reaches this instance again: standbys can forward to it"
+                ),
+                OwnUrl::ReachesAnother => tracing::error!(
+                    url = %url,
+                    "NETAPI_CHAT_CLUSTER_URL reaches another instance or service, not this one, \
+                     which leads: every standby forwards there and answers its clients 503; \
+                     set it to a URL at which the others reach this instance"
+                ),
+                OwnUrl::Unreachable(why) => tracing::error!(
+                    url = %url,
+                    why = %why,
+                    "this instance leads, but its NETAPI_CHAT_CLUSTER_URL does not reach it: \
+                     every standby answers its clients 503 while it leads; set it to a URL at \
+                     which the others reach this instance"
+                ),
+            }
+            last = found;
+        }
+        tokio::time::sleep(OWN_URL_EVERY).await;
+    }
+}
+
 async fn try_to_lead(
     config: &Config,
     seat: &Seat,
@@ -485,13 +596,7 @@ impl Forwarder {
 
     /// Logs why a forward to `leader` failed, when that is news (see [`Forwarder::failure`]).
     fn report(&self, leader: &Leader, error: &(dyn std::error::Error + 'static)) {
-        let mut why = error.to_string();
-        let mut source = error.source();
-        while let Some(e) = source {
-            why.push_str(": ");
-            why.push_str(&e.to_string());
-            source = e.source();
-        }
+        let why = chain(error);
         let line = format!("forwarding to the leader at {} failed: {why}", leader.url);
         let mut last = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if last.as_deref() != Some(line.as_str()) {
@@ -1002,6 +1107,20 @@ mod tests {
                 "{m} {path}"
             );
         }
+    }
+
+    /// The leader's cluster URL reaches it only when its own id comes back; a standby's
+    /// `/healthz` (no id), another instance's or another service's do not.
+    #[test]
+    fn a_cluster_url_reaches_the_leader_when_its_own_id_comes_back() {
+        assert_eq!(own_url_reaches(Some("ab12"), "ab12"), OwnUrl::ReachesThis);
+        assert_eq!(
+            own_url_reaches(Some("cd34"), "ab12"),
+            OwnUrl::ReachesAnother
+        );
+        assert_eq!(own_url_reaches(None, "ab12"), OwnUrl::ReachesAnother);
+        assert_eq!(instance_id(), instance_id());
+        assert_eq!(instance_id().len(), 16);
     }
 
     #[test]

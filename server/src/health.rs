@@ -88,10 +88,17 @@ fn text(status: StatusCode, body: &'static str) -> Result<Response<Body>, HttpEr
         .map_err(|e| HttpError::for_internal_error(e.to_string()))
 }
 
-/// Liveness: `200 ok` whenever the process answers HTTP at all.
+/// Liveness: `200 ok` whenever the process answers HTTP at all, with this process's
+/// instance id (`x-netapi-chat-instance`), by which a cluster's leader tells that its
+/// cluster URL reaches it (`cluster::check_own_url`).
 #[endpoint { method = GET, path = "/healthz", unpublished = true }]
 pub async fn healthz(_rqctx: RequestContext<ChatServer>) -> Result<Response<Body>, HttpError> {
-    text(StatusCode::OK, "ok\n")
+    let mut answer = text(StatusCode::OK, "ok\n")?;
+    answer.headers_mut().insert(
+        crate::cluster::INSTANCE,
+        http::HeaderValue::from_static(crate::cluster::instance_id()),
+    );
+    Ok(answer)
 }
 
 /// Readiness: `200 ready`, or `503` with a short reason (the details go to the log, not to an

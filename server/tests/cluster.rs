@@ -56,6 +56,13 @@ fn cluster_env<'a>(database: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a 
     env
 }
 
+impl Pair {
+    /// Where the standby's log goes.
+    fn standby_log(&self) -> std::path::PathBuf {
+        self._dirs[1].join("standby.log")
+    }
+}
+
 /// Two instances with the same settings `extra`.
 fn pair(extra: &[(&str, &str)]) -> Pair {
     pair_with(extra, extra)
@@ -68,7 +75,17 @@ fn pair_with(leader_extra: &[(&str, &str)], standby_extra: &[(&str, &str)]) -> P
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
     let leader = Server::start_in(&leader_dir, &cluster_env(&database, leader_extra), None);
     let standby_dir = support::temp_data_dir();
-    let standby = Server::start_in(&standby_dir, &cluster_env(&database, standby_extra), None);
+    let env = cluster_env(&database, standby_extra);
+    // The standby's log, for the tests that read what it tells the operator.
+    let standby = Server::launch(
+        support::Launch {
+            data_dir: standby_dir.to_path_buf(),
+            env: &env,
+            stderr: support::Stderr::File(standby_dir.join("standby.log")),
+            ..support::Launch::default()
+        },
+        None,
+    );
     Pair {
         leader,
         standby,
@@ -450,7 +467,49 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
         took >= Duration::from_secs(19),
         "waited for the leader: {took:?}"
     );
+    // The standby tells its operator too (before, nothing a standby logged reached the log).
+    let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+    assert!(
+        log.contains("forwarding to the leader at") && log.contains("WARN"),
+        "the standby's log: {log}"
+    );
     changes_again(&p.standby, "after").await;
+}
+
+/// A leader whose `NETAPI_CHAT_CLUSTER_URL` does not reach it (a copy-paste slip, a port
+/// nobody listens on) makes every standby answer `503` for as long as it leads; it says so in
+/// its log, at `error`, naming the URL. A leader whose URL is right says nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_leader_whose_cluster_url_does_not_reach_it_says_so() {
+    let check = async |cluster_url: &str| {
+        let dir = support::temp_data_dir();
+        let database = support::postgres_database_for(&dir)
+            .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+        let env = cluster_env(&database, &[("NETAPI_CHAT_CLUSTER_URL", cluster_url)]);
+        let server = support::Launch {
+            data_dir: dir.to_path_buf(),
+            env: &env,
+            stderr: support::Stderr::Collect,
+            ..support::Launch::default()
+        }
+        .spawn();
+        assert!(server.base.is_some(), "listening: {}", server.stderr());
+        // The check runs at once when it leads; 5 s is ample.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !server.stderr().contains("does not reach it") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = server.stderr();
+        (log.contains("does not reach it"), log)
+    };
+    let (said, log) = check("http://127.0.0.1:9").await;
+    assert!(
+        said && log.contains("ERRO") && log.contains("http://127.0.0.1:9"),
+        "{log}"
+    );
+    let (said, log) = check("auto").await;
+    assert!(!said, "a right URL is not reported: {log}");
 }
 
 /// A WebSockets notification channel whose socket is opened through the standby: the

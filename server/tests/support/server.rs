@@ -556,7 +556,7 @@ impl Server {
 
     /// Starts `launch`; `owned_dir`: its data directory when the server is to own it (removed
     /// with the server, also when it fails to start).
-    fn launch(launch: Launch<'_>, owned_dir: Option<TempDir>) -> Server {
+    pub fn launch(launch: Launch<'_>, owned_dir: Option<TempDir>) -> Server {
         let process = launch.spawn();
         let base = process
             .base
