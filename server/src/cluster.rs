@@ -239,7 +239,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Starts this instance: alone (no cluster URL) as [`crate::server::start`] does; in a
 /// cluster, as the leader when the database is free, else as a standby that forwards until it
 /// can lead (this future then runs until it does).
-pub async fn start(config: &Config) -> Result<Started, StartError> {
+pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError> {
     let Some(cluster_url) = config.cluster_url.clone() else {
         return crate::server::start(config);
     };
@@ -306,6 +306,7 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         own_tls,
         Arc::clone(&forwarder),
         config.connections,
+        drain.clone(),
     ));
     loop {
         if free && let Some(backend) = try_to_lead(&config, &seat).await? {
@@ -537,8 +538,9 @@ impl std::fmt::Display for LeaderSilent {
 impl std::error::Error for LeaderSilent {}
 
 /// What a client is told when the leader did not start its answer within [`answer_within`].
-const LEADER_SILENT: &str =
-    "the leading instance did not answer in time; it may be stuck while it still holds the lead";
+const LEADER_SILENT: &str = "the leading instance did not answer in time; it may be stuck while \
+     it still holds the lead, and may still carry the request out: repeat a create with the same \
+     clientCorrelator";
 
 /// A standby's forwarding: the leader as last read, and one pooled HTTP client to it.
 struct Forwarder {
@@ -789,16 +791,26 @@ async fn serve_standby(
     tls: Option<tokio_rustls::TlsAcceptor>,
     forwarder: Arc<Forwarder>,
     limits: crate::config::Connections,
+    drain: Drain,
 ) {
     let max = limits.max.unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS);
     let header_read_timeout = limits.header_read_timeout;
     let slots = Arc::new(tokio::sync::Semaphore::new(max));
     let mut connections = tokio::task::JoinSet::new();
+    let mut stopping = drain.stop.subscribe();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             // Reap finished connections so the set stays as large as the open ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            // A graceful stop: no new connection; each open one finishes the request it is
+            // forwarding (`serve_one`), then this says it is done.
+            () = stopped(&mut stopping) => {
+                drop(listener);
+                while connections.join_next().await.is_some() {}
+                drain.done.send_replace(true);
+                return;
+            }
         };
         let Ok((stream, peer)) = accepted else {
             // Out of descriptors or similar: give it a moment rather than spin.
@@ -811,16 +823,17 @@ async fn serve_standby(
         let _ = stream.set_nodelay(true);
         let forwarder = Arc::clone(&forwarder);
         let tls = tls.clone();
+        let stopping = drain.stop.subscribe();
         connections.spawn(async move {
             let _slot = slot;
             match tls {
-                None => serve_one(stream, forwarder, peer, limits).await,
+                None => serve_one(stream, forwarder, peer, limits, stopping).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(header_read_timeout, handshake).await
                     {
-                        serve_one(stream, forwarder, peer, limits).await;
+                        serve_one(stream, forwarder, peer, limits, stopping).await;
                     }
                 }
             }
@@ -835,6 +848,7 @@ async fn serve_one<S>(
     forwarder: Arc<Forwarder>,
     peer: SocketAddr,
     limits: crate::config::Connections,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -854,13 +868,64 @@ async fn serve_one<S>(
             Ok::<_, Infallible>(answer)
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(crate::config::read_buffer_bytes(limits.max_header_bytes))
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stopped(&mut stopping) => {
+            // The request under way (if any) is answered, then the connection closes; an
+            // idle one closes now.
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Returns once a graceful stop is asked for (never, should the [`Drain`] be gone).
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A standby's graceful stop (SIGTERM, SIGINT): made by `main` before [`start`], which hands
+/// it to the standby's proxy. [`Drain::stop`] stops accepting connections, lets each open one
+/// finish the request it is forwarding (a client whose request the leader carried out gets
+/// its answer, not a reset connection it would have to retry), closes it, and waits for
+/// that, at most `grace`.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            stop: tokio::sync::watch::Sender::new(false),
+            done: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+}
+
+impl Drain {
+    /// Stops the standby's proxy gracefully (see [`Drain`]); `true` when every connection
+    /// closed within `grace`. Returns at once when this instance never stood by.
+    pub async fn stop(&self, grace: Duration) -> bool {
+        let mut done = self.done.subscribe();
+        self.stop.send_replace(true);
+        if self.stop.receiver_count() == 0 {
+            return true;
+        }
+        tokio::time::timeout(grace, done.wait_for(|d| *d))
+            .await
+            .is_ok()
+    }
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus `Host`

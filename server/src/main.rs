@@ -197,6 +197,7 @@ fn admin_output(done: Result<netapi_chat::admin::Output, String>) -> std::proces
 
 /// Runs the server until SIGTERM/SIGINT (see [`shutdown`]) or a fatal error.
 async fn serve(config: Config) -> std::process::ExitCode {
+    let drain = netapi_chat::cluster::Drain::default();
     let netapi_chat::server::Started {
         server,
         notice,
@@ -205,7 +206,7 @@ async fn serve(config: Config) -> std::process::ExitCode {
         ..
     } = tokio::select! {
         // A cluster's standby stays in here, forwarding, until it leads.
-        started = netapi_chat::cluster::start(&config) => match started {
+        started = netapi_chat::cluster::start(&config, &drain) => match started {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("netapi-chat: {e}");
@@ -214,7 +215,14 @@ async fn serve(config: Config) -> std::process::ExitCode {
         },
         signal = stop_signal() => {
             let name = signal.unwrap_or("a stop signal");
-            let _ = writeln!(std::io::stdout(), "netapi-chat: {name}: stopped (standby)");
+            // What is being forwarded is answered first (within the grace), as a leader
+            // answers what it serves.
+            let all = drain.stop(config.connections.shutdown_grace).await;
+            let _ = writeln!(
+                std::io::stdout(),
+                "netapi-chat: {name}: stopped (standby{})",
+                if all { "" } else { "; some forwarded requests were cut at the grace" }
+            );
             return std::process::ExitCode::SUCCESS;
         }
     };

@@ -459,7 +459,9 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.header("retry-after"), "1");
     assert!(
-        a.body.contains("SVC2001") && a.body.contains("did not answer in time"),
+        a.body.contains("SVC2001")
+            && a.body.contains("did not answer in time")
+            && a.body.contains("may still carry the request out"),
         "{}",
         a.body
     );
@@ -474,6 +476,43 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
         "the standby's log: {log}"
     );
     changes_again(&p.standby, "after").await;
+}
+
+/// A standby stopped with SIGTERM (a rolling restart) while it forwards a request: the
+/// request is answered (before, the connection was reset, though the leader had carried the
+/// request out, so a client retried a change it had made), then the standby exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_stopped_with_sigterm_answers_what_it_forwards() {
+    let mut p = pair(&[]);
+    let face = Face::for_format(Format::Json, &p.leader);
+    // A long poll that waits 3 s: forwarded, and under way when the standby is told to stop.
+    let request = docs::channel(ChannelType::LongPolling, Some(5), Some(3));
+    let (_, ch) = face.create_channel(BOB, &request).await.created();
+    let channel_url = ch
+        .channel_data
+        .and_then(|d| d.channel_url)
+        .expect("a channelURL");
+    let through_standby = channel_url.replace(&p.leader.addr(), &p.standby.addr());
+    assert_ne!(through_standby, channel_url);
+    let poll = tokio::spawn(async move {
+        support::send(
+            "POST",
+            &through_standby,
+            &[("accept", "application/json")],
+            None,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    signal(&p.standby, "-TERM");
+    let answered = poll.await.expect("answered, not reset");
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    let exited = p.standby.wait_exit(10);
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the standby exits once it answered: {exited:?}"
+    );
 }
 
 /// A leader whose `NETAPI_CHAT_CLUSTER_URL` does not reach it (a copy-paste slip, a port

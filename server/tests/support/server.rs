@@ -605,6 +605,11 @@ impl Server {
         self.process.stdout()
     }
 
+    /// Waits (up to `secs`) for the process to exit by itself; its status, or `None`.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        self.process.wait_exit(secs)
+    }
+
     /// The process id (benches read its RSS from `/proc`).
     pub fn pid(&self) -> u32 {
         self.process.child.id()
