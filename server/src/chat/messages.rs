@@ -88,6 +88,17 @@ impl Chat {
         body: ChatMessage,
         url: impl Fn(&Urls, &str, &str, &str) -> String,
     ) -> Result<Created<ResourceReference>, ApiError> {
+        super::within_answer(self.post_message_waiting(user, sid, body, url)).await
+    }
+
+    /// [`Chat::post_message`], however long the store takes.
+    async fn post_message_waiting(
+        &self,
+        user: &str,
+        sid: &str,
+        body: ChatMessage,
+        url: impl Fn(&Urls, &str, &str, &str) -> String,
+    ) -> Result<Created<ResourceReference>, ApiError> {
         check_text(&body.text, self.settings.limits.text_chars)
             .map_err(|r| r.into_api(String::new))?;
         // A resend with the same clientCorrelator answers the first message. The lookup and
@@ -232,6 +243,17 @@ impl Chat {
     /// session's order lock, like a send, so the session's changes reach the store in its
     /// order.
     pub async fn confirm_message_delivery(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+    ) -> Result<(), ApiError> {
+        super::within_answer(self.confirm_waiting(user, sid, mid, status)).await
+    }
+
+    /// [`Chat::confirm_message_delivery`], however long the store takes.
+    async fn confirm_waiting(
         &self,
         user: &str,
         sid: &str,

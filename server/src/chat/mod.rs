@@ -279,6 +279,23 @@ impl Change {
     }
 }
 
+/// Runs `request` (its whole wait on the store: a message lock, reads, the commit) within the
+/// store's answer bound ([`crate::store::answer_within`]; none for SQLite), past which it is
+/// `503` not confirmed ([`storage_unavailable`]), as any single wait is. Without it, requests
+/// queued on one session's message lock while the database stopped answering each added
+/// their own wait to the ones ahead (24 s for the second of them). A change already handed
+/// to the store stays queued, as after any unconfirmed answer.
+async fn within_answer<T>(
+    request: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    match crate::store::answer_within() {
+        Some(within) => tokio::time::timeout(within, request)
+            .await
+            .unwrap_or_else(|_| Err(storage_unavailable())),
+        None => request.await,
+    }
+}
+
 /// Waits until a submitted change is durable; a failed store answers `503 SVC2001`, an
 /// unreachable database `503 SVC2001` with `Retry-After` ([`storage_unavailable`]).
 async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {

@@ -18,6 +18,12 @@ use crate::callback_guard::{NOT_ALLOWED, check_url, resolve_checked};
 use crate::logsafe::{Callback, Escaped};
 use crate::notify::{Delivery, Notification, Queue, Target};
 use crate::store::{Kind, now_ms};
+
+/// How long an expired subscription's `subscriptionCancellationNotification` is tried: a
+/// minute, then dropped. It tells a callback about a subscription that is gone, so it is not
+/// worth the give-up age's retries (a day), for which each expired subscription's queue and
+/// task would stay in memory.
+const EXPIRY_NOTICE_WITHIN_MS: i64 = 60_000;
 use crate::urls::Urls;
 use netapi_chat_api::{
     CallbackReference, ChatSubscription, ChatSubscriptionList, Created, Link, NotificationFormat,
@@ -260,7 +266,8 @@ impl Chat {
     }
 
     /// A subscription's `duration` ran out: it is removed, and its callback gets a
-    /// `subscriptionCancellationNotification` (and nothing else any more).
+    /// `subscriptionCancellationNotification`, tried for a minute ([`EXPIRY_NOTICE_WITHIN_MS`]),
+    /// and nothing else any more.
     fn expire_subscription(&self, state: &mut State, id: &str) {
         let Some(sub) = remove_subscription(state, id) else {
             return;
@@ -274,8 +281,13 @@ impl Chat {
             .push((Kind::Subscription, id.to_owned()));
         // The cancellation goes out from memory only: the subscription's record (and so its
         // outbox) is gone once this commits.
-        // Not in the outbox: no bytes counted against the backlog.
-        change.new_notification(sub.queue.clone(), Delivery::new(0, notification, 0), None);
+        // Not in the outbox: no bytes counted against the backlog. Tried for
+        // `EXPIRY_NOTICE_WITHIN` only: a callback that does not take it then is not retried
+        // for the give-up age (a day) for a subscription that is gone, which kept each
+        // expired subscription's queue in memory that long.
+        let mut notice = Delivery::new(0, notification, 0);
+        notice.deadline_ms = Some(now_ms().saturating_add(EXPIRY_NOTICE_WITHIN_MS));
+        change.new_notification(sub.queue.clone(), notice, None);
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(state, change));
     }

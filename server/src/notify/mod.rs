@@ -603,7 +603,7 @@ async fn deliver(
             failing_since = item.progress.failing_since_ms;
             failures = item.progress.attempts;
         }
-        let due = item.progress.next_attempt_ms.max(probe_at);
+        let due = rules::due(item.progress.next_attempt_ms, probe_at, item.deadline_ms);
         let wait = due.saturating_sub(now_ms());
         if wait > 0 {
             let wait = Duration::from_millis(wait.unsigned_abs());

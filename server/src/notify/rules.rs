@@ -190,6 +190,15 @@ pub fn after_failure(
     }
 }
 
+/// When the head is looked at next (Unix ms): its next attempt, not before the endpoint's next
+/// probe; but one with a deadline (an `isComposing`, an expired subscription's cancellation
+/// notice) at its deadline at the latest, to be dropped then rather than held in memory until
+/// a try that will not be made (hours away on a failing endpoint).
+pub fn due(next_attempt_ms: i64, probe_at_ms: i64, deadline_ms: Option<i64>) -> i64 {
+    let due = next_attempt_ms.max(probe_at_ms);
+    deadline_ms.map_or(due, |d| due.min(d.saturating_add(1)))
+}
+
 /// Whether a backlog of `count` notifications holding `bytes` is over the limit.
 pub fn backlog_full(limit: BacklogLimit, count: usize, bytes: usize) -> bool {
     count > limit.count || bytes > limit.bytes
@@ -202,6 +211,17 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head is looked at when its attempt and the endpoint's probe are due, or just past
+    /// its deadline if that comes first.
+    #[test]
+    fn a_head_is_looked_at_when_due_or_past_its_deadline() {
+        assert_eq!(due(1_000, 500, None), 1_000);
+        assert_eq!(due(1_000, 5_000, None), 5_000);
+        assert_eq!(due(1_000, 18_000_000, Some(60_000)), 60_001);
+        assert_eq!(due(1_000, 500, Some(60_000)), 1_000);
+        assert_eq!(due(i64::MAX, 0, Some(i64::MAX)), i64::MAX);
+    }
 
     /// Under the budget nobody gives way; past it, every backlog over its fair share does,
     /// and so always the largest.
