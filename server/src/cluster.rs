@@ -79,7 +79,7 @@ pub fn instance_id() -> &'static str {
 }
 
 /// Seconds a client is asked to wait (`Retry-After`) when a standby cannot reach a leader.
-const RETRY_AFTER_SECS: u32 = 1;
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// `NETAPI_CHAT_CLUSTER_URL`: where the other instances reach this one.
 #[derive(Clone, Debug, PartialEq, Eq)]

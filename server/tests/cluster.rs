@@ -410,6 +410,33 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
     let took = changes_again(&p.standby, "while the old leader is frozen").await;
     eprintln!("the standby led {took:?} after the leader's session ended");
     signal(&p.leader, "-CONT");
+    // What the old leader answers while it finds out and starts over: a 503 always comes with
+    // `Retry-After` and never says its storage failed (the lead moved; nothing failed).
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    while !p.leader.stdout().contains("standby") && Instant::now() < until {
+        let url = p.leader.urls().subscriptions(ALICE);
+        let Ok(a) = support::http_client(support::APP_TOKEN)
+            .get(&url)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        if a.status() == 503 {
+            refused += 1;
+            let retry = a.headers().get("retry-after").cloned();
+            let body = a.text().await.unwrap_or_default();
+            assert_eq!(
+                retry.as_ref().map(|v| v.as_bytes()),
+                Some(&b"1"[..]),
+                "{body}"
+            );
+            assert!(body.contains("another instance leads"), "{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the old leader answered {refused} requests 503 while it started over");
     let took = changes_again(&p.leader, "through the old leader").await;
     eprintln!("the old leader forwarded a change {took:?} after it was continued");
     for s in [&p.leader, &p.standby] {

@@ -350,6 +350,23 @@ pub fn read_failed() -> ApiError {
 /// stored, and the server is stopping (fail-stop; a restart reloads a consistent state). The
 /// storage error itself (paths, errno) is for the operator's log, not for clients.
 pub fn storage_failed() -> ApiError {
+    if crate::store::taken_over() {
+        // Not a failure: another instance of the cluster leads the database now, and this one
+        // starts over as a standby in a moment. The client repeats the request (it reaches
+        // the new leader), as after any `503` with `Retry-After`.
+        let mut e = ApiError::service(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "SVC2001",
+            "No server resources available to process the request: %1",
+            "another instance leads the database now; the request was not carried out (a \
+             create: repeat it with the same clientCorrelator)",
+        );
+        e.headers.push((
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(crate::cluster::RETRY_AFTER_SECS),
+        ));
+        return e;
+    }
     ApiError::service(
         http::StatusCode::SERVICE_UNAVAILABLE,
         "SVC2001",

@@ -1062,6 +1062,17 @@ const FAIL_STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(50
 /// Exit status after a storage failure (`EX_IOERR`).
 pub const EXIT_STORAGE_FAILED: i32 = 74;
 
+/// Set once this process's store found that another instance leads the database (a
+/// cluster's deposed leader, [`Then::StartOver`]): what is refused meanwhile is told so
+/// (`chat::storage_failed`), not that storage failed. Process-wide: the process starts over.
+static TAKEN_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Whether another instance leads the database now and this process is about to start over
+/// as a standby.
+pub fn taken_over() -> bool {
+    TAKEN_OVER.load(Ordering::SeqCst)
+}
+
 /// What the process does once a fail-stop has answered everyone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Then {
@@ -1083,10 +1094,18 @@ fn fail_stop(
     failed: &AtomicBool,
     then: Then,
 ) -> ! {
+    if then == Then::StartOver {
+        TAKEN_OVER.store(true, Ordering::SeqCst);
+        tracing::warn!(
+            "another instance leads the database now: answering the waiting requests 503 and \
+             starting over as a standby"
+        );
+    } else {
+        eprintln!(
+            "netapi-chat: {e}; answering waiting requests 503 and stopping so that a restart reloads a consistent state"
+        );
+    }
     failed.store(true, Ordering::SeqCst);
-    eprintln!(
-        "netapi-chat: {e}; answering waiting requests 503 and stopping so that a restart reloads a consistent state"
-    );
     let refuse = |job: Job| {
         if let Some(done) = job.done {
             let _ = done.send(Err(e.to_string()));
