@@ -1970,6 +1970,8 @@ async fn adhoc_chat(wire: Wire) {
             Some(ParticipantStatus::Connected)
         )
     );
+    // OMA 2012 makes `subject` mandatory: an ad hoc chat, which has none, shows it empty.
+    assert_eq!(open.subject.as_deref(), Some(""));
 
     // Refusals: an ad hoc chat with oneself, or with what is no user address (it would open
     // a chat with nobody: 400 SVC0004, as for a create); a status of a pair with no ad hoc

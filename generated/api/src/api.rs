@@ -1187,7 +1187,9 @@ pub trait ChatService: Send + Sync + 'static {
     /// shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
     /// group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
     /// is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
-    /// `otherUserId`.
+    /// `otherUserId`. **Decision:** `subject` is always in the answer, empty for a session
+    /// started without one (on the seed face, or an ad hoc chat): OMA 2012 makes it
+    /// mandatory, so a client built from its schema needs it.
     fn get_one_to_one_chat_session(
         &self,
         user_id: String,
@@ -1340,7 +1342,8 @@ pub trait ChatService: Send + Sync + 'static {
     /// OMA 2012 Read a group session.
     ///
     /// A group session the user takes part in (started on either face, or a seed 1-1 session
-    /// extended to a group); a one-to-one session is `404 SVC2008` here.
+    /// extended to a group); a one-to-one session is `404 SVC2008` here. `subject` is always
+    /// in the answer, empty for a session started without one (as `getOneToOneChatSession`).
     fn get_group_chat_session(
         &self,
         user_id: String,
@@ -2324,7 +2327,9 @@ pub trait ChatApi {
     /// shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
     /// group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
     /// is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
-    /// `otherUserId`.
+    /// `otherUserId`. **Decision:** `subject` is always in the answer, empty for a session
+    /// started without one (on the seed face, or an ad hoc chat): OMA 2012 makes it
+    /// mandatory, so a client built from its schema needs it.
     #[endpoint {
         method = GET,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
@@ -2530,7 +2535,8 @@ pub trait ChatApi {
     /// OMA 2012 Read a group session.
     ///
     /// A group session the user takes part in (started on either face, or a seed 1-1 session
-    /// extended to a group); a one-to-one session is `404 SVC2008` here.
+    /// extended to a group); a one-to-one session is `404 SVC2008` here. `subject` is always
+    /// in the answer, empty for a session started without one (as `getOneToOneChatSession`).
     #[endpoint {
         method = GET,
         path = "/chat/v1/{userId}/group/{sessionId}",

@@ -7088,7 +7088,9 @@ impl Client {
     shows it (see `createOneToOneChatSession`). **Decision (where the faces part):** a
     group session, or a 1-1 session the seed face extended to a group (`addParticipants`),
     is not a one-to-one session: `404 SVC2008` here, as is a session whose peer is not
-    `otherUserId`.
+    `otherUserId`. **Decision:** `subject` is always in the answer, empty for a session
+    started without one (on the seed face, or an ad hoc chat): OMA 2012 makes it
+    mandatory, so a client built from its schema needs it.
 
 
     Sends a `GET` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
@@ -7950,7 +7952,8 @@ impl Client {
     /**OMA 2012 Read a group session
 
     A group session the user takes part in (started on either face, or a seed 1-1 session
-    extended to a group); a one-to-one session is `404 SVC2008` here.
+    extended to a group); a one-to-one session is `404 SVC2008` here. `subject` is always
+    in the answer, empty for a session started without one (as `getOneToOneChatSession`).
 
 
     Sends a `GET` request to `/chat/v1/{userId}/group/{sessionId}`

@@ -111,6 +111,14 @@ pub(super) fn request(
     })
 }
 
+/// The `subject` a session shows on the OMA 2012 face: its own, or empty for one started
+/// without (on the seed face, a group without one, an ad hoc chat). OMA 2012 makes `subject`
+/// mandatory in `chatSessionInformation` and `groupChatSessionInformation`, so a client
+/// generated from OMA's schema refuses an answer without the element.
+fn shown_subject(s: &Session) -> String {
+    s.subject.clone().unwrap_or_default()
+}
+
 /// A one-to-one session as `viewer` (whose peer is `other`) sees it on the OMA 2012 face:
 /// flat, `status` the invitee's (the session's: `Invited`, then `Connected`), `resourceURL`
 /// under `oneToOne/`.
@@ -122,7 +130,7 @@ pub(super) fn session(
 ) -> ChatSessionInformation {
     let invitee = s.participants.iter().find(|p| !p.is_originator);
     ChatSessionInformation {
-        subject: s.subject.clone(),
+        subject: Some(shown_subject(s)),
         participant: Vec::new(),
         originator_address: Some(s.originator.clone()),
         originator_name: s.originator_name.clone(),
@@ -175,7 +183,7 @@ pub(super) fn close(
 /// originator first, `isOriginator=true`) with its status, URLs under `group/`.
 pub(super) fn group_view(urls: &Urls, viewer: &str, s: &Session) -> GroupChatSessionInformation {
     GroupChatSessionInformation {
-        subject: s.subject.clone(),
+        subject: Some(shown_subject(s)),
         participant: s
             .participants
             .iter()
