@@ -2305,3 +2305,48 @@ async fn an_empty_put_of_a_one_to_one_status_accepts() {
     .await;
     put.assert_error(400, "SVC0002", Format::Json);
 }
+
+/// A subscription that delivery disabled (its callback answered `410 Gone`) is gone on the
+/// OMA 2012 face, which has no status for one: `404` to a read and to a refresh, not listed,
+/// so a client subscribes anew instead of reading one that looks alive and gets nothing. The
+/// seed face still shows it `Disabled`; a DELETE on the 2012 face removes it.
+#[tokio::test]
+async fn a_subscription_the_server_disabled_is_gone_on_the_2012_face() {
+    let srv = Server::default_for_tests();
+    let face = Face::new(Wire::Xml, &srv);
+    let listener = support::Listener::start().await;
+    listener.set_status(410);
+    let doc = subscription_2012(&listener.url, "gone", Format::Xml, None);
+    let (loc, _) = face
+        .create_notification_subscription(A, &doc)
+        .await
+        .created();
+    let id = last_segment(&loc);
+    face.create_one_to_one(B, A, &one_to_one_request(B, A, "Hello?"))
+        .await
+        .created();
+    // Disabled at its first notification's 410.
+    let seed = support::within_20s(std::time::Duration::from_millis(50), async || {
+        let s = face.get_subscription(A, &id).await.ok(200);
+        match s.subscription_status {
+            Some(netapi_chat_api::SubscriptionStatus::Disabled) => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(seed.status_reason.unwrap_or_default().contains("410"));
+    face.get_notification_subscription(A, &id)
+        .await
+        .fails(404, Some("SVC2008"));
+    face.put_notification_subscription(A, &id, &doc)
+        .await
+        .fails(404, Some("SVC2008"));
+    let list = face.list_notification_subscriptions(A).await.ok(200);
+    assert!(list.chat_notification_subscription.is_empty(), "{list:?}");
+    face.delete_notification_subscription(A, &id)
+        .await
+        .no_content();
+    face.get_subscription(A, &id)
+        .await
+        .fails(404, Some("SVC2008"));
+}

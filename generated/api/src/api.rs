@@ -1072,7 +1072,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// Every subscription of the user, whichever face it was made through, as OMA 2012 shows
     /// it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
     /// `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
-    /// instead). Paged as every list (see "Lists are paged").
+    /// instead). Paged as every list (see "Lists are paged"). **Decision (a subscription
+    /// the server disabled):** OMA 2012 has no status for a subscription, and a server that
+    /// ends one makes it gone; so one that delivery disabled (its callback answered `410`,
+    /// failed for the give-up age, or its backlog passed its cap) is not listed here and is
+    /// `404` to `getChatNotificationSubscription` and `updateChatNotificationSubscription`,
+    /// which tells a client to subscribe anew. `DELETE` still removes it; the seed face
+    /// shows it `Disabled`, with why and its dead letters.
     fn list_chat_notification_subscriptions(
         &self,
         user_id: String,
@@ -1115,6 +1121,9 @@ pub trait ChatService: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Created<ChatNotificationSubscription>, ApiError>> + Send;
 
     /// OMA 2012 Read one subscription.
+    ///
+    /// One subscription of the user, as OMA 2012 shows it. One that delivery disabled is
+    /// `404` here (see `listChatNotificationSubscriptions`).
     fn get_chat_notification_subscription(
         &self,
         user_id: String,
@@ -1124,12 +1133,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// OMA 2012 Refresh a subscription (PUT of the whole subscription).
     ///
     /// **Decision (refresh; OMA 2012 defines no update):** PUT of the full
-    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration`
-    /// is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
-    /// none). Where notifications go cannot change here: `callbackReference.notifyURL` and
-    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
-    /// (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
-    /// subscription stays disabled. The answer is the subscription as it now is.
+    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration` is
+    /// granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent: none).
+    /// Where notifications go cannot change here: `callbackReference.notifyURL` and
+    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator` (when
+    /// sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A subscription that
+    /// delivery disabled is `404` here (see `listChatNotificationSubscriptions`). The answer is the
+    /// subscription as it now is.
     fn update_chat_notification_subscription(
         &self,
         user_id: String,
@@ -2173,7 +2183,13 @@ pub trait ChatApi {
     /// Every subscription of the user, whichever face it was made through, as OMA 2012 shows
     /// it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
     /// `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
-    /// instead). Paged as every list (see "Lists are paged").
+    /// instead). Paged as every list (see "Lists are paged"). **Decision (a subscription
+    /// the server disabled):** OMA 2012 has no status for a subscription, and a server that
+    /// ends one makes it gone; so one that delivery disabled (its callback answered `410`,
+    /// failed for the give-up age, or its backlog passed its cap) is not listed here and is
+    /// `404` to `getChatNotificationSubscription` and `updateChatNotificationSubscription`,
+    /// which tells a client to subscribe anew. `DELETE` still removes it; the seed face
+    /// shows it `Disabled`, with why and its dead letters.
     #[endpoint {
         method = GET,
         path = "/chat/v1/{userId}/subscriptions",
@@ -2227,6 +2243,9 @@ pub trait ChatApi {
     ) -> Result<Reply<ChatNotificationSubscription, 201>, HttpError>;
 
     /// OMA 2012 Read one subscription.
+    ///
+    /// One subscription of the user, as OMA 2012 shows it. One that delivery disabled is
+    /// `404` here (see `listChatNotificationSubscriptions`).
     #[endpoint {
         method = GET,
         path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",
@@ -2243,12 +2262,13 @@ pub trait ChatApi {
     /// OMA 2012 Refresh a subscription (PUT of the whole subscription).
     ///
     /// **Decision (refresh; OMA 2012 defines no update):** PUT of the full
-    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration`
-    /// is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
-    /// none). Where notifications go cannot change here: `callbackReference.notifyURL` and
-    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
-    /// (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
-    /// subscription stays disabled. The answer is the subscription as it now is.
+    /// `chatNotificationSubscription`, the least surprising form (reference §3.3). `duration` is
+    /// granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent: none).
+    /// Where notifications go cannot change here: `callbackReference.notifyURL` and
+    /// `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator` (when
+    /// sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A subscription that
+    /// delivery disabled is `404` here (see `listChatNotificationSubscriptions`). The answer is the
+    /// subscription as it now is.
     #[endpoint {
         method = PUT,
         path = "/chat/v1/{userId}/subscriptions/{subscriptionId}",

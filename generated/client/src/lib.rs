@@ -6554,7 +6554,13 @@ impl Client {
     Every subscription of the user, whichever face it was made through, as OMA 2012 shows
     it (`chatNotificationSubscription`, `resourceURL` under this tree) in a
     `chatSubscriptionList` (the root OMA 2012 names; its seed form lists `chatSubscription`
-    instead). Paged as every list (see "Lists are paged").
+    instead). Paged as every list (see "Lists are paged"). **Decision (a subscription
+    the server disabled):** OMA 2012 has no status for a subscription, and a server that
+    ends one makes it gone; so one that delivery disabled (its callback answered `410`,
+    failed for the give-up age, or its backlog passed its cap) is not listed here and is
+    `404` to `getChatNotificationSubscription` and `updateChatNotificationSubscription`,
+    which tells a client to subscribe anew. `DELETE` still removes it; the seed face
+    shows it `Disabled`, with why and its dead letters.
 
 
     Sends a `GET` request to `/chat/v1/{userId}/subscriptions`
@@ -6739,6 +6745,10 @@ impl Client {
 
     /**OMA 2012 Read one subscription
 
+    One subscription of the user, as OMA 2012 shows it. One that delivery disabled is
+    `404` here (see `listChatNotificationSubscriptions`).
+
+
     Sends a `GET` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`
 
     Arguments:
@@ -6817,8 +6827,8 @@ impl Client {
     is granted again from now (absent or 0: no expiry) and `callbackData` replaced (absent:
     none). Where notifications go cannot change here: `callbackReference.notifyURL` and
     `notificationFormat` (when sent) must be the subscription's, and `clientCorrelator`
-    (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A `Disabled`
-    subscription stays disabled. The answer is the subscription as it now is.
+    (when sent) its own (`400 SVC0002` otherwise; subscribe anew instead). A subscription
+    that delivery disabled is `404` here (see `listChatNotificationSubscriptions`). The answer is the subscription as it now is.
 
 
     Sends a `PUT` request to `/chat/v1/{userId}/subscriptions/{subscriptionId}`

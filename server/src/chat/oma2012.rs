@@ -668,6 +668,15 @@ pub(super) fn subscription(urls: &Urls, rec: &SubscriptionRecord) -> ChatNotific
     }
 }
 
+/// Whether the OMA 2012 face shows a subscription: not once delivery disabled it. OMA 2012
+/// has no status for a subscription, and one the server ends is gone: a client reading it
+/// (or refreshing it) is told `404` and subscribes anew, instead of reading a subscription
+/// that looks alive and gets nothing. The seed face still shows it `Disabled`, and `DELETE`
+/// on either face removes it.
+fn shown(rec: &SubscriptionRecord) -> bool {
+    rec.disabled.is_none()
+}
+
 /// OMA 2012 (a decision: OMA 2012 defines no update), the rule on a refresh: PUT of the whole
 /// subscription grants `duration` again from `now_ms` and replaces `callbackData`; where
 /// notifications go (`notifyURL`, `notificationFormat`) and the `clientCorrelator` cannot
@@ -749,7 +758,10 @@ impl Chat {
         req: PageRequest,
     ) -> ChatSubscriptionList {
         let state = self.read_state();
-        let entries = state.subscriptions_of(user).map(|s| (s.rec.seq, s));
+        let entries = state
+            .subscriptions_of(user)
+            .filter(|s| shown(&s.rec))
+            .map(|s| (s.rec.seq, s));
         let p = page::page(entries, req);
         let resource_url = self.urls.oma2012_subscriptions(user);
         ChatSubscriptionList {
@@ -772,7 +784,7 @@ impl Chat {
     ) -> Result<ChatNotificationSubscription, ApiError> {
         let state = self.read_state();
         match state.subscriptions.get(id) {
-            Some(s) if s.rec.user == user => Ok(subscription(&self.urls, &s.rec)),
+            Some(s) if s.rec.user == user && shown(&s.rec) => Ok(subscription(&self.urls, &s.rec)),
             _ => Err(missing(&self.urls.oma2012_subscription(user, id))),
         }
     }
@@ -794,7 +806,7 @@ impl Chat {
         let (view, start_timer, rx) = {
             let mut state = self.write_state();
             let sub = match state.subscriptions.get_mut(id) {
-                Some(s) if s.rec.user == user => s,
+                Some(s) if s.rec.user == user && shown(&s.rec) => s,
                 _ => return Err(missing(&self.urls.oma2012_subscription(user, id))),
             };
             let next = refresh(&sub.rec, body, &notify_url, granted, now_ms())
