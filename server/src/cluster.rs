@@ -286,6 +286,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         cors,
         config.limits.channel_poll_wait,
         config.trusted_proxies.clone(),
+        config.metrics_token.clone(),
     ));
     let url = config.database_url.clone().unwrap_or_default();
     let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
@@ -562,6 +563,8 @@ struct Forwarder {
     /// `NETAPI_CHAT_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client this standby
     /// forwards for ([`crate::proxies::client_address`]).
     trusted_proxies: Vec<crate::proxies::Net>,
+    /// `NETAPI_CHAT_METRICS_TOKEN`: opens this standby's own `/metrics` ([`standby_metrics`]).
+    metrics_token: Option<String>,
 }
 
 impl Forwarder {
@@ -572,6 +575,7 @@ impl Forwarder {
         cors: Option<Arc<crate::cors::Cors>>,
         poll_wait: Duration,
         trusted_proxies: Vec<crate::proxies::Net>,
+        metrics_token: Option<String>,
     ) -> Forwarder {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
@@ -593,6 +597,7 @@ impl Forwarder {
             cors,
             poll_wait,
             trusted_proxies,
+            metrics_token,
         }
     }
 
@@ -973,6 +978,10 @@ async fn forward(
     if request.uri().path() == "/healthz" {
         return plain(StatusCode::OK, "ok (standby)\n");
     }
+    if request.uri().path() == crate::metrics::PATH {
+        return standby_metrics(forwarder, request.headers());
+    }
+    FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The format of a 503 this standby answers itself, negotiated like every answer.
     let format = {
         let accept = request
@@ -1092,6 +1101,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 
 /// `503 SVC2001` with `Retry-After`, in `format` (negotiated; JSON when none fits).
 fn unavailable(format: media::Format, why: &str) -> Response<ProxyBody> {
+    REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let error = ApiError::service(
         StatusCode::SERVICE_UNAVAILABLE,
         "SVC2001",
@@ -1111,6 +1121,41 @@ fn unavailable(format: media::Format, why: &str) -> Response<ProxyBody> {
     );
     h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+/// Requests a standby took to forward (its `/healthz` and `/metrics` aside), since the process
+/// started.
+static FORWARDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Requests a standby answered `503` itself (no leader to reach, or none answered in time).
+static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A standby's own `/metrics`, with the metrics token (`401` without it; `404` when metrics
+/// are off, as on a leader): whether it leads (`0`), what it took to forward, and what it
+/// answered `503` itself. Its own, not the leader's: a Prometheus job that scrapes every
+/// instance then sums each series once (a forwarded `/metrics` gave every instance the
+/// leader's series, counted once per instance), and sees which instance leads.
+fn standby_metrics(forwarder: &Forwarder, headers: &HeaderMap) -> Response<ProxyBody> {
+    let Some(token) = forwarder.metrics_token.as_deref() else {
+        return plain(StatusCode::NOT_FOUND, "no metrics\n");
+    };
+    if !crate::metrics::authorized(headers.get(header::AUTHORIZATION), token) {
+        let mut r = plain(StatusCode::UNAUTHORIZED, "the metrics token is required\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"netapi-chat metrics\""),
+        );
+        return r;
+    }
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let text = crate::metrics::standby_text(load(&FORWARDING), load(&REFUSED));
+    let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|n| match n {}).boxed());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

@@ -54,6 +54,30 @@ pub const NOTIFICATIONS_UNDELIVERED: &str = "netapi_chat_notifications_undeliver
 pub const SESSIONS: &str = "netapi_chat_sessions";
 /// Notification subscriptions held in memory.
 pub const SUBSCRIPTIONS: &str = "netapi_chat_subscriptions";
+/// `1` on an instance that serves (a lone server, a cluster's leader), `0` on a cluster's
+/// standby (its own `/metrics`, `cluster::standby_metrics`).
+pub const CLUSTER_LEADING: &str = "netapi_chat_cluster_leading";
+/// Requests a standby took to forward to the leader.
+pub const STANDBY_FORWARDED: &str = "netapi_chat_standby_requests_total";
+/// Requests a standby answered `503` itself.
+pub const STANDBY_REFUSED: &str = "netapi_chat_standby_unavailable_total";
+
+/// A standby's `/metrics` text (Prometheus text format): it leads nothing, and its two
+/// counters. A standby has no recorder of its own; these three lines are all it knows.
+pub fn standby_text(forwarded: u64, refused: u64) -> String {
+    format!(
+        "# HELP {CLUSTER_LEADING} 1 when this instance serves (leads), 0 on a standby\n\
+         # TYPE {CLUSTER_LEADING} gauge\n\
+         {CLUSTER_LEADING} 0\n\
+         # HELP {STANDBY_FORWARDED} Requests this standby took to forward to the leader\n\
+         # TYPE {STANDBY_FORWARDED} counter\n\
+         {STANDBY_FORWARDED} {forwarded}\n\
+         # HELP {STANDBY_REFUSED} Requests this standby answered 503 itself (no leader reached in time)\n\
+         # TYPE {STANDBY_REFUSED} counter\n\
+         {STANDBY_REFUSED} {refused}\n"
+    )
+}
+
 /// Bytes of stored bodies held in every subscription's delivery backlog, against
 /// `NETAPI_CHAT_DELIVERY_BUDGET_BYTES`.
 pub const NOTIFICATIONS_HELD_BYTES: &str = "netapi_chat_notifications_held_bytes";
@@ -152,6 +176,10 @@ fn describe() {
     );
     describe_gauge!(SUBSCRIPTIONS, "Notification subscriptions held");
     describe_gauge!(
+        CLUSTER_LEADING,
+        "1 when this instance serves (leads), 0 on a standby"
+    );
+    describe_gauge!(
         NOTIFICATIONS_HELD_BYTES,
         "Bytes of notifications held for delivery, against the delivery budget"
     );
@@ -221,6 +249,7 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     metrics::gauge!(SESSIONS).set(sessions as f64);
     metrics::gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
     metrics::gauge!(NOTIFICATIONS_HELD_BYTES).set(server.chat.held_bytes() as f64);
+    metrics::gauge!(CLUSTER_LEADING).set(1.0);
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();

@@ -542,6 +542,40 @@ async fn a_standby_stopped_with_sigterm_answers_what_it_forwards() {
     );
 }
 
+/// Each instance's `/metrics` is its own: the leader's series with
+/// `netapi_chat_cluster_leading 1`, a standby's `0` with what it forwarded. Before, a standby
+/// forwarded `/metrics`, so a job scraping every instance counted the leader's series once
+/// per instance and could not tell which one leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn each_instance_answers_its_own_metrics() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    changes_again(&p.standby, "through the standby").await;
+    let leading = "netapi_chat_cluster_leading";
+    assert_eq!(support::metric(&p.leader.base, TOKEN, leading).await, 1.0);
+    assert_eq!(support::metric(&p.standby.base, TOKEN, leading).await, 0.0);
+    let forwarded =
+        support::metric(&p.standby.base, TOKEN, "netapi_chat_standby_requests_total").await;
+    assert!(forwarded >= 1.0, "{forwarded}");
+    // The standby's own series only: not the leader's.
+    let a = support::send(
+        "GET",
+        &format!("{}/metrics", p.standby.base),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .await;
+    assert!(
+        !a.body.contains("netapi_chat_http_requests_total"),
+        "{}",
+        a.body
+    );
+    // An API token does not open it.
+    let refused = support::send("GET", &format!("{}/metrics", p.standby.base), &[], None).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+}
+
 /// A leader whose `NETAPI_CHAT_CLUSTER_URL` does not reach it (a copy-paste slip, a port
 /// nobody listens on) makes every standby answer `503` for as long as it leads; it says so in
 /// its log, at `error`, naming the URL. A leader whose URL is right says nothing of the kind.
