@@ -323,7 +323,6 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     }
 }
 
-/// Opens the store if the database is free (`None`: another instance leads).
 /// An error with its sources, `: `-separated (for the log: it may name addresses).
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut why = error.to_string();
@@ -414,6 +413,7 @@ async fn check_own_url(url: String, tls: Arc<rustls::ClientConfig>) {
     }
 }
 
+/// Opens the store if the database is free (`None`: another instance leads).
 async fn try_to_lead(
     config: &Config,
     seat: &Seat,

@@ -1831,3 +1831,31 @@ async fn a_deleted_channel_leaves_no_task_behind() {
         "{before} tasks before 60 channels were made and deleted, {after} after"
     );
 }
+
+/// What a channel holds when it goes (deleted, or expired, with notifications nobody polled)
+/// leaves the server's delivery totals with it: `netapi_chat_notifications_held_bytes` comes
+/// back to 0. Before, those bytes stayed counted for good, and enough of them pushed the
+/// total past the delivery budget, so that healthy subscriptions were disabled.
+#[tokio::test]
+async fn what_a_deleted_channel_held_leaves_the_delivery_totals() {
+    const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
+    let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
+    let held = async || {
+        support::metric(
+            &s.base,
+            METRICS_TOKEN,
+            "netapi_chat_notifications_held_bytes",
+        )
+        .await
+    };
+    let ch = create_channel(&s, B, Format::Json, None, None).await;
+    subscribe(&s, B, &ch, "held").await;
+    for n in 0..3 {
+        invite(&s, A, B, &format!("unpolled {n}")).await;
+    }
+    let before = held().await;
+    assert!(before > 0.0, "the channel holds its invitations: {before}");
+    let url = ch.resource_url.expect("resourceURL");
+    assert_eq!(send("DELETE", &url, &[], None).await.status, 204);
+    assert_eq!(held().await, 0.0, "{before} bytes held before the delete");
+}

@@ -899,7 +899,14 @@ async fn a_body_is_read_in_the_charset_its_content_type_names() {
              </chat:chatSessionInformation>"
         )
     };
-    let cases: [(&str, Vec<u8>); 4] = [
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(
+        r#"{"chatSessionInformation":{"subject":"café","participant":[{"address":"sip:bob@example.com"}]}}"#
+            .as_bytes(),
+    );
+    let cases: [(&str, Vec<u8>); 5] = [
+        // A UTF-8 byte order mark says UTF-8, whatever the header says.
+        ("application/json; charset=ISO-8859-1", bom),
         (
             "application/xml; charset=ISO-8859-1",
             latin1(&xml("UTF-8", "café")),

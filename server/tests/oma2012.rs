@@ -2287,6 +2287,38 @@ async fn an_empty_put_of_a_one_to_one_status_accepts() {
         again.assert_error(409, "SVC0001", f);
     }
 
+    // Raw: an empty chunked body without a Content-Type, and a length written `00`, are no
+    // body either.
+    for (n, framing) in [
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Content-Length: 00\r\n\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let face = Face::new(Wire::Json, &srv);
+        let b = format!("tel:+1555123009{n}");
+        let (loc, _) = face
+            .create_one_to_one(A, &b, &one_to_one_request(A, &b, "Raw?"))
+            .await
+            .created();
+        let sid = last_segment(&loc);
+        let url = urls.one_to_one_session_status(&b, A, &sid);
+        let path = url.trim_start_matches(&srv.base);
+        let addr = srv.base.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Connection: close\r\n{framing}",
+            support::APP_TOKEN
+        );
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 204"), "{framing:?}: {answer}");
+    }
+
     // A group's participant status still needs its body.
     let face = Face::new(Wire::Json, &srv);
     let req = GroupChatSessionInformation {
@@ -2312,11 +2344,13 @@ async fn an_empty_put_of_a_one_to_one_status_accepts() {
 /// seed face still shows it `Disabled`; a DELETE on the 2012 face removes it.
 #[tokio::test]
 async fn a_subscription_the_server_disabled_is_gone_on_the_2012_face() {
-    let srv = Server::default_for_tests();
+    // One subscription per user: the disabled one must give up its place.
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "1")]);
     let face = Face::new(Wire::Xml, &srv);
     let listener = support::Listener::start().await;
     listener.set_status(410);
-    let doc = subscription_2012(&listener.url, "gone", Format::Xml, None);
+    let mut doc = subscription_2012(&listener.url, "gone", Format::Xml, None);
+    doc.client_correlator = Some("gsma-1".to_owned());
     let (loc, _) = face
         .create_notification_subscription(A, &doc)
         .await
@@ -2343,6 +2377,54 @@ async fn a_subscription_the_server_disabled_is_gone_on_the_2012_face() {
         .fails(404, Some("SVC2008"));
     let list = face.list_notification_subscriptions(A).await.ok(200);
     assert!(list.chat_notification_subscription.is_empty(), "{list:?}");
+    // Subscribing anew, with the same clientCorrelator, at the limit of one: a new
+    // subscription (not a replay of the hidden one), which takes the disabled one's place.
+    let working = support::Listener::start().await;
+    doc.callback_reference.notify_url = working.url.clone();
+    let (again, _) = face
+        .create_notification_subscription(A, &doc)
+        .await
+        .created();
+    let new_id = last_segment(&again);
+    assert_ne!(new_id, id);
+    face.get_subscription(A, &id)
+        .await
+        .fails(404, Some("SVC2008"));
+    face.get_notification_subscription(A, &new_id).await.ok(200);
+    face.create_one_to_one(B, A, &one_to_one_request(B, A, "Again?"))
+        .await
+        .created();
+    working.wait_for(1).await;
+    face.delete_notification_subscription(A, &new_id)
+        .await
+        .no_content();
+}
+
+/// A disabled subscription still reads on the seed face until it is deleted, and a DELETE on
+/// the 2012 face removes it.
+#[tokio::test]
+async fn a_disabled_subscription_is_deleted_through_the_2012_face() {
+    let srv = Server::default_for_tests();
+    let face = Face::new(Wire::Json, &srv);
+    let listener = support::Listener::start().await;
+    listener.set_status(410);
+    let doc = subscription_2012(&listener.url, "gone", Format::Json, None);
+    let (loc, _) = face
+        .create_notification_subscription(A, &doc)
+        .await
+        .created();
+    let id = last_segment(&loc);
+    face.create_one_to_one(B, A, &one_to_one_request(B, A, "Hello?"))
+        .await
+        .created();
+    support::within_20s(std::time::Duration::from_millis(50), async || {
+        let s = face.get_subscription(A, &id).await.ok(200);
+        match s.subscription_status {
+            Some(netapi_chat_api::SubscriptionStatus::Disabled) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     face.delete_notification_subscription(A, &id)
         .await
         .no_content();

@@ -134,8 +134,11 @@ impl<T: RequestBody> ExclusiveExtractor for Body<T> {
         };
         let content_type = header(header::CONTENT_TYPE);
         let content_length = header(header::CONTENT_LENGTH);
+        // A length of zero however written (`0`, `00`) announces nothing.
         let announced = request.headers().contains_key(header::TRANSFER_ENCODING)
-            || content_length.as_deref().is_some_and(|l| l.trim() != "0");
+            || content_length
+                .as_deref()
+                .is_some_and(|l| l.trim().parse::<u64>().map_or(true, |n| n > 0));
         Ok(Body {
             content_type,
             content_length,
@@ -170,9 +173,24 @@ impl<T: RequestBody> Body<T> {
     /// none (no length or a zero one, or an empty chunked body), whatever its `Content-Type`
     /// (the media type of nothing does not matter); otherwise as [`Body::read`].
     pub async fn read_optional(&mut self) -> Result<Option<T>, ApiError> {
-        if !self.announced {
-            self.body = None;
-            return Ok(None);
+        let chunked = self.announced && self.content_length.is_none();
+        if !self.announced || chunked {
+            // Nothing, or a chunked body that may turn out empty: read it before the media
+            // type is looked at (the media type of nothing does not matter).
+            let Some(body) = self.body.take() else {
+                return Ok(None);
+            };
+            let timeout = body_timeout();
+            let bytes = tokio::time::timeout(timeout, collect(body, self.cap))
+                .await
+                .map_err(|_| ApiError::request_timeout(timeout.as_millis()))??;
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            let format = media::body_format(self.content_type.as_deref())
+                .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
+            let charset = media::body_charset(self.content_type.as_deref());
+            return T::decode(format, charset, &bytes, &xml_limits()).map(Some);
         }
         self.read_some().await
     }

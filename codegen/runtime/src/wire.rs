@@ -131,8 +131,13 @@ pub fn decode_in<T: Document>(
 }
 
 /// A JSON body as UTF-8: as sent, unless its `Content-Type` named ISO-8859-1 (each byte the
-/// code point of its value) or US-ASCII (which must hold no byte above 0x7F).
+/// code point of its value) or US-ASCII (which must hold no byte above 0x7F); a UTF-8 byte
+/// order mark says UTF-8 whatever the header says.
 fn json_utf8(body: &[u8], charset: Option<Charset>) -> Result<Cow<'_, [u8]>, &'static str> {
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        // A UTF-8 byte order mark says UTF-8, whatever the header says.
+        return Ok(Cow::Borrowed(body));
+    }
     match charset {
         Some(Charset::Latin1) => Ok(Cow::Owned(
             body.iter()

@@ -4672,7 +4672,10 @@ impl Client {
     server grants at most one year (31536000 s) and answers with the duration it granted. When a subscription expires it is deleted
     and a `subscriptionCancellationNotification` is sent to its callback.
     **Decision (several subscriptions):** a user may hold several subscriptions; each
-    notification goes to every one of them.
+    notification goes to every one of them, up to the server's limit (`403 POL2008`). A
+    subscription delivery disabled counts until it is deleted, but gives up its place: at
+    the limit, the user's oldest disabled subscription is deleted, with its dead letters,
+    to make room for the new one.
     **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
     and the same request (callback, `callbackData`, format, granted duration) answers the
     first subscription; with a different request it is `409 SVC0005` naming the

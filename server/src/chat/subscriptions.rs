@@ -181,8 +181,10 @@ impl Chat {
                     .subscriptions_of(user)
                     .map(|s| &s.rec)
                     // A resend is one through the same face: a correlator the other face used
-                    // names a subscription of another profile, not this one.
-                    .filter(|r| r.face == face);
+                    // names a subscription of another profile, not this one. A disabled one
+                    // is gone on the 2012 face (`oma2012::shown`): its correlator subscribes
+                    // anew there.
+                    .filter(|r| r.face == face && (face != Face::Oma2012 || r.disabled.is_none()));
                 replayed(mine, user, c)
             });
             if let Some(existing) = replay {
@@ -196,9 +198,23 @@ impl Chat {
                     &"the notification channel was deleted meanwhile",
                 ));
             }
+            let mut change = Change::default();
+            let limit = self.settings.limits.subscriptions_per_user;
             let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
-            may_subscribe(held, self.settings.limits.subscriptions_per_user)
-                .map_err(|r| r.into_api(String::new))?;
+            // A disabled subscription gives up its place to a new one: the oldest goes, with
+            // its dead letters, so a client whose callback failed can always subscribe again
+            // (on the 2012 face it cannot even see the disabled ones to delete them).
+            if held >= limit
+                && let Some(old) = oldest_disabled(state.subscriptions_of(user).map(|s| &s.rec))
+            {
+                let old = old.to_owned();
+                if let Some(sub) = remove_subscription(&mut state, &old) {
+                    sub.queue.cancel();
+                }
+                change.batch.deletes.push((Kind::Subscription, old));
+            }
+            let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
+            may_subscribe(held, limit).map_err(|r| r.into_api(String::new))?;
             let (id, seq) = state.new_id("sub");
             let mut callback = body.callback_reference;
             callback.notify_url = notify_url;
@@ -227,7 +243,6 @@ impl Chat {
                 face,
             };
             let made = rec.clone();
-            let mut change = Change::default();
             change.put(
                 Kind::Subscription,
                 id.clone(),
@@ -385,6 +400,15 @@ pub(super) fn remove_subscription(state: &mut State, id: &str) -> Option<Subscri
     }
     state::unindex(&mut state.user_subscriptions, &sub.rec.user, id);
     Some(sub)
+}
+
+/// The id of the oldest subscription delivery disabled among `mine` (in creation order), if
+/// any: the one that gives up its place when its user is at the subscription limit.
+fn oldest_disabled<'a>(mine: impl IntoIterator<Item = &'a SubscriptionRecord>) -> Option<&'a str> {
+    mine.into_iter()
+        .filter(|r| r.disabled.is_some())
+        .min_by_key(|r| r.seq)
+        .map(|r| r.id.as_str())
 }
 
 /// Seed 7.1.1, the rule on a resend: a subscribe request carrying the `clientCorrelator` of

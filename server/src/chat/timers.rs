@@ -54,6 +54,10 @@ impl Chat {
     ) {
         let chat = Arc::downgrade(self);
         let wait = Duration::from_millis(u64::try_from(deadline_ms - now_ms()).unwrap_or(0));
+        // Registered before the task can run: its first step (taking itself out) waits for
+        // this lock, so a task due at once cannot end before it is in the map and leave its
+        // handle there for good.
+        let mut tasks = self.invitation_tasks();
         let task = tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             if let Some(chat) = chat.upgrade() {
@@ -62,7 +66,7 @@ impl Chat {
             }
         })
         .abort_handle();
-        self.invitation_tasks().insert(seq, task);
+        tasks.insert(seq, task);
     }
 
     /// Stops the timers of the invitations pending `before` a change and not after it

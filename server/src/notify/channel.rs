@@ -158,7 +158,10 @@ impl Mailbox {
         {
             let mut inner = self.lock();
             if inner.closed {
-                // The channel is going with its subscriptions and their outbox rows.
+                // The channel is going with its subscriptions and their outbox rows; it
+                // leaves its subscription's backlog (and the server's totals) too.
+                drop(inner);
+                held.shared.done(&held.delivery);
                 return;
             }
             inner.pending.push_back(held);
@@ -170,11 +173,16 @@ impl Mailbox {
     /// is dropped: the subscriptions feeding it are deleted with their outbox rows in the same
     /// change.
     pub fn close(&self) {
-        {
+        let dropped: Vec<Held> = {
             let mut inner = self.lock();
             inner.closed = true;
-            inner.pending.clear();
-            inner.handed.clear();
+            let handed = std::mem::take(&mut inner.handed);
+            inner.pending.drain(..).chain(handed).collect()
+        };
+        // Off their subscriptions' backlogs and the server's delivery totals
+        // (`super::Totals`), which would otherwise count them for good.
+        for h in &dropped {
+            h.shared.done(&h.delivery);
         }
         self.bell.notify_waiters();
     }

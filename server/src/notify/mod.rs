@@ -303,7 +303,9 @@ impl Shared {
     }
 
     /// Why this live backlog must give way, if it must: past its own cap, or holding more than
-    /// its share of a full server-wide budget.
+    /// its share of a full server-wide budget. A backlog of one notification (the one in
+    /// flight to a receiver that keeps up) never gives way to the budget: what such backlogs
+    /// hold is one notification per subscription, live data.
     fn too_full(&self, policy: &RetryPolicy) -> Option<DisableReason> {
         let (count, bytes) = (
             self.count.load(Ordering::SeqCst),
@@ -314,7 +316,8 @@ impl Shared {
         }
         let total = self.totals.bytes.load(Ordering::SeqCst);
         let holding = self.totals.holding.load(Ordering::SeqCst);
-        over_budget(policy.budget_bytes, total, holding, bytes).then_some(DisableReason::OverBudget)
+        (count > 1 && over_budget(policy.budget_bytes, total, holding, bytes))
+            .then_some(DisableReason::OverBudget)
     }
 
     /// The keys that sign an attempt made at `now_ms` (the subscription's own, still valid).
@@ -358,8 +361,11 @@ impl Queue {
     pub fn push(&self, d: Delivery) {
         crate::metrics::notification_queued();
         self.shared.held(&d);
-        // The task only ends once every sender is dropped.
-        let _ = self.tx.send(d);
+        // The task only ends once every sender is dropped (or the server stops): one that
+        // ended takes nothing, which leaves the backlog and the totals at once.
+        if let Err(mpsc::error::SendError(d)) = self.tx.send(d) {
+            self.shared.done(&d);
+        }
         self.shared.wake.notify_one();
     }
 

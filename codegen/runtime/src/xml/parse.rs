@@ -95,15 +95,17 @@ fn decode_text(
     if let Some(rest) = input.strip_prefix(b"\xFE\xFF") {
         return Ok((utf16(rest, u16::from_be_bytes)?.into(), 0));
     }
-    let (offset, body) = match input.strip_prefix(UTF8_BOM) {
-        Some(rest) => (UTF8_BOM.len(), rest),
-        None => (0, input),
+    let (offset, body, bom) = match input.strip_prefix(UTF8_BOM) {
+        Some(rest) => (UTF8_BOM.len(), rest, true),
+        None => (0, input, false),
     };
-    let declared = match http {
-        Some(Charset::Latin1) => Some("ISO-8859-1".to_owned()),
-        Some(Charset::Ascii) => Some("US-ASCII".to_owned()),
-        Some(Charset::Utf8) => None,
-        None => declared_encoding(body).map(str::to_ascii_uppercase),
+    // A byte order mark comes first (it says UTF-8 whatever a header or the declaration
+    // says), then the HTTP charset, then the declaration.
+    let declared = match (bom, http) {
+        (true, _) | (false, Some(Charset::Utf8)) => None,
+        (false, Some(Charset::Latin1)) => Some("ISO-8859-1".to_owned()),
+        (false, Some(Charset::Ascii)) => Some("US-ASCII".to_owned()),
+        (false, None) => declared_encoding(body).map(str::to_ascii_uppercase),
     };
     match declared.as_deref() {
         Some("ISO-8859-1" | "LATIN1" | "ISO_8859-1") => {
@@ -121,11 +123,24 @@ fn decode_text(
         )),
         _ => {
             let text = std::str::from_utf8(body).map_err(|e| {
-                XmlError::Syntax(format!(
-                    "document is not valid UTF-8 (invalid byte sequence at byte {}); UTF-8, \
-                     UTF-16 with a byte order mark, or a declared ISO-8859-1 are accepted",
-                    e.valid_up_to() + offset
-                ))
+                XmlError::Syntax(if http.is_some() || bom {
+                    format!(
+                        "document is not valid UTF-8 (invalid byte sequence at byte {}), as its \
+                         {} says it is",
+                        e.valid_up_to() + offset,
+                        if bom {
+                            "byte order mark"
+                        } else {
+                            "Content-Type charset"
+                        }
+                    )
+                } else {
+                    format!(
+                        "document is not valid UTF-8 (invalid byte sequence at byte {}); UTF-8, \
+                         UTF-16 with a byte order mark, or a declared ISO-8859-1 are accepted",
+                        e.valid_up_to() + offset
+                    )
+                })
             })?;
             Ok((text.into(), offset))
         }

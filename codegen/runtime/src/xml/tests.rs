@@ -466,6 +466,11 @@ fn the_http_charset_overrides_the_declaration() {
     assert_eq!(read_in(&utf8, Some(Charset::Utf8)).unwrap(), "café");
     assert_eq!(read_in(&utf8, None).unwrap(), "cafÃ©");
     assert!(read_in(&utf8, Some(Charset::Ascii)).is_err());
+    // A UTF-8 byte order mark comes first: UTF-8 whatever the header or declaration says.
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(&utf8);
+    assert_eq!(read_in(&bom, Some(Charset::Latin1)).unwrap(), "café");
+    assert_eq!(read_in(&bom, None).unwrap(), "café");
     // A declaration of an encoding we do not read is beside the point under an HTTP charset.
     let other = doc("windows-1252", b"cafe");
     assert_eq!(read_in(&other, Some(Charset::Latin1)).unwrap(), "cafe");
