@@ -381,6 +381,62 @@ async fn backlogs_over_their_share_of_the_servers_budget_are_disabled() {
     assert!(held < 12_000.0);
 }
 
+/// A receiver that takes the connection and never answers holds its subscription's task in
+/// an attempt for the whole notify timeout (60 s here): the budget is still enforced while it
+/// waits, since each push wakes the task, which drops the attempt and disables the backlog
+/// past its share. Before, the backlog grew for the attempt's whole length (by the push rate
+/// × the timeout), past the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receivers_backlog_gives_way_to_the_budget_during_its_attempt() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "60000"),
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "12000"),
+    ]);
+    // Accepts and holds every connection, answering nothing.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hang_url = format!("http://{}/", hang.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((c, _)) = hang.accept().await {
+            open.push(c);
+        }
+    });
+    let doc = docs::subscription_to(&hang_url, B, Format::Json);
+    let sb: ChatSubscription = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    let url = sb.resource_url.unwrap_or_default();
+    let pad = "x".repeat(1000);
+    let started = Instant::now();
+    let mut sent = 0;
+    let got = loop {
+        send_message(&srv, &sid, &format!("m{sent} {pad}")).await;
+        sent += 1;
+        let now: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
+            break now;
+        }
+        assert!(
+            sent < 60,
+            "not disabled after {sent} messages of 1,000 characters, {:?} into a hanging attempt",
+            started.elapsed()
+        );
+    };
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(
+        reason.contains("budget") || reason.contains("backlog"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "disabled while the attempt still hung: {:?}",
+        started.elapsed()
+    );
+    held.abort();
+}
+
 /// A receiver that fails without a break for the give-up age (1.5 s here) while notifications
 /// keep coming: the subscription is disabled with that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -639,7 +639,42 @@ async fn deliver(
         }
         let bytes = body.get(item.id, || item.notification.encode(target.format));
         let keys = shared.keys_at(now_ms());
-        match attempt(&target, &d, &keys, ep, item.id, &bytes).await {
+        // While the attempt waits on the receiver (up to the notify timeout), every push wakes
+        // this task: a backlog that passed its cap or its share of the server's budget
+        // meanwhile is disabled at once, the attempt dropped (its notification stays in the
+        // outbox and is buried with the rest), instead of growing for the attempt's length
+        // (a hanging receiver let memory pass the budget by the push rate × 10 s).
+        let outcome = {
+            let attempting = attempt(&target, &d, &keys, ep, item.id, &bytes);
+            tokio::pin!(attempting);
+            loop {
+                tokio::select! {
+                    outcome = &mut attempting => break Ok(outcome),
+                    () = shared.wake.notified() => {
+                        if shared.state.load(Ordering::SeqCst) == LIVE
+                            && let Some(why) = shared.too_full(&d.policy)
+                        {
+                            break Err(why);
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(why) => {
+                disable(
+                    &target,
+                    &d,
+                    &shared,
+                    why,
+                    shared.count.load(Ordering::SeqCst),
+                );
+                head = Some(item);
+                continue;
+            }
+        };
+        match outcome {
             Outcome::Delivered => {
                 tracing::debug!(
                     kind = item.notification.kind(),
