@@ -48,15 +48,9 @@ fn subscription_xml(notify: &str, data: &str) -> String {
     )
 }
 
-// ------------------------------------------------------------------------------ item 2
-
-/// One document per body, on every operation that takes one: `{"a":{…},"b":{…}}` is not an
-/// `a` document, and neither is `<a/><b/>` or `<a/>junk`. Refused with 400 SVC0002 naming the
-/// stray part; nothing is created or changed.
-#[tokio::test]
-async fn a_body_is_exactly_one_document_on_every_operation() {
-    let srv = Server::default_for_tests();
-    // A session with one message, so that every body-taking operation has a target.
+/// A 1-1 session of `ALICE` with `BOB`, who accepted it (hand-written JSON, so that no
+/// generated type stands between the test and the wire); its id.
+async fn connected_session(srv: &Server) -> String {
     let sid = post_raw(
         &srv.urls().chat_sessions(ALICE),
         Format::Json,
@@ -73,6 +67,19 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
     )
     .await;
     assert_eq!(accepted.status, 200, "{}", accepted.body);
+    sid
+}
+
+// ------------------------------------------------------------------------------ item 2
+
+/// One document per body, on every operation that takes one: `{"a":{…},"b":{…}}` is not an
+/// `a` document, and neither is `<a/><b/>` or `<a/>junk`. Refused with 400 SVC0002 naming the
+/// stray part; nothing is created or changed.
+#[tokio::test]
+async fn a_body_is_exactly_one_document_on_every_operation() {
+    let srv = Server::default_for_tests();
+    // A session with one message, so that every body-taking operation has a target.
+    let sid = connected_session(&srv).await;
     let mid = post_raw(
         &srv.urls().messages(ALICE, &sid),
         Format::Json,
@@ -810,22 +817,7 @@ async fn xml_in_utf16_latin1_or_declared_utf16_is_read() {
 #[tokio::test]
 async fn markup_inside_a_text_field_is_refused_not_dropped() {
     let srv = Server::default_for_tests();
-    let sid = post_raw(
-        &srv.urls().chat_sessions(ALICE),
-        Format::Json,
-        Format::Json,
-        &format!(r#"{{"chatSessionInformation":{{"participant":[{{"address":"{BOB}"}}]}}}}"#),
-    )
-    .await
-    .created_id();
-    let accepted = post_raw(
-        &srv.urls().participant_status(BOB, &sid, BOB),
-        Format::Json,
-        Format::Json,
-        r#"{"participantSessionStatus":{"status":"Connected"}}"#,
-    )
-    .await;
-    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    let sid = connected_session(&srv).await;
     let messages = srv.urls().messages(ALICE, &sid);
     let send_xml = async |text: &str| {
         post_raw(
