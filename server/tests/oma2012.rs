@@ -1632,6 +1632,15 @@ async fn is_composing(wire: Wire) {
         content_type: None,
         refresh: None,
     };
+    // A `lastActive` that is no date-time is refused (OMA types it `xsd:dateTime`, and it is
+    // told to the others as sent).
+    let nonsense = netapi_chat_api::IsComposing {
+        last_active: Some("yesterday".to_owned()),
+        ..idle.clone()
+    };
+    face.indicate_composing(B, &sid, &nonsense)
+        .await
+        .fails(400, Some("SVC0002"));
     face.indicate_composing(B, &sid, &idle).await.no_content();
     let n: MessageNotification = a.next().await;
     let got = n.is_composing.expect("an isComposing");

@@ -2434,7 +2434,9 @@ pub struct IsComposing {
     )]
     #[schemars(length(max = 64))]
     pub status: Option<String>,
-    /// `lastActive`: When the user was last active (RFC 3339), mainly with `idle`.
+    /// `lastActive`: When the user was last active, mainly with `idle`: an RFC 3339 date-time (OMA
+    /// types it `xsd:dateTime`); anything else is `400 SVC0002`, since it is told to the others as
+    /// sent.
     #[serde(
         rename = "lastActive",
         default,

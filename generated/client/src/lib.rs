@@ -2240,7 +2240,10 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub content_type: ::std::option::Option<IsComposingContentType>,
-        ///When the user was last active (RFC 3339), mainly with `idle`.
+        /**When the user was last active, mainly with `idle`: an RFC 3339 date-time (OMA types
+        it `xsd:dateTime`); anything else is `400 SVC0002`, since it is told to the others
+        as sent.
+        */
         #[serde(
             rename = "lastActive",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -2313,7 +2316,10 @@ pub mod types {
         }
     }
 
-    ///When the user was last active (RFC 3339), mainly with `idle`.
+    /**When the user was last active, mainly with `idle`: an RFC 3339 date-time (OMA types
+    it `xsd:dateTime`); anything else is `400 SVC0002`, since it is told to the others
+    as sent.
+    */
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct IsComposingLastActive(::std::string::String);

@@ -98,7 +98,9 @@ impl Log {
 
 /// The rule on an `isComposing` body: `state` (or `status`) is `active` or `idle` (any case; answered in
 /// lower case, as RFC 3994 writes it), `refresh` 1-[`MAX_REFRESH`] s ([`DEFAULT_REFRESH`] when
-/// absent). The indication as it is told, with its `refresh` set.
+/// absent), `lastActive` a date-time (OMA types it `xsd:dateTime`: it is told to recipients as
+/// sent, and one bound to OMA's type cannot read `yesterday`). The indication as it is told,
+/// with its `refresh` set.
 pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
     // `state`, or the GSMA gateways' `status` (the schema admits exactly one of them).
     let given = body
@@ -116,6 +118,13 @@ pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
     if !(1..=MAX_REFRESH).contains(&refresh) {
         return Err(Refused::Invalid(format!(
             "refresh: 1 to {MAX_REFRESH} seconds, not {refresh}"
+        )));
+    }
+    if let Some(at) = &body.last_active
+        && crate::time::parse_rfc3339(at.trim()).is_none()
+    {
+        return Err(Refused::Invalid(format!(
+            "lastActive: a date-time such as 2026-12-03T17:00:00Z, not {at:?}"
         )));
     }
     Ok(IsComposing {
@@ -228,12 +237,21 @@ mod tests {
         };
         let told = indication(gsma).expect("status read as state");
         assert_eq!((told.state.as_deref(), told.status), (Some("active"), None));
+        let at = |t: &str| IsComposing {
+            last_active: Some(t.to_owned()),
+            ..body("active", None)
+        };
+        assert!(indication(at("2026-12-03T17:00:00Z")).is_ok());
+        assert!(indication(at("2026-12-03T17:00:00.250+01:00")).is_ok());
         for bad in [
             body("typing", None),
             body("", None),
             body("active", Some(0)),
             body("active", Some(MAX_REFRESH + 1)),
             body("active", Some(-5)),
+            at("yesterday"),
+            at("2026-02-30T10:00:00Z"),
+            at(""),
         ] {
             assert!(
                 matches!(indication(bad.clone()), Err(Refused::Invalid(_))),
