@@ -323,18 +323,6 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     }
 }
 
-/// An error with its sources, `: `-separated (for the log: it may name addresses).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut why = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        why.push_str(": ");
-        why.push_str(&e.to_string());
-        source = e.source();
-    }
-    why
-}
-
 /// What a leader's request to its own cluster URL's `/healthz` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum OwnUrl {
@@ -362,22 +350,16 @@ fn own_url_reaches(answer: Option<&str>, own: &str) -> OwnUrl {
 /// and every [`OWN_URL_EVERY`]; logged (at `error`) when it does not, and when it does again.
 /// Runs until the process ends (a leader that loses the lead starts over as a new process).
 async fn check_own_url(url: String, tls: Arc<rustls::ClientConfig>) {
-    let mut tcp = HttpConnector::new();
-    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    tcp.enforce_http(false);
     let client: Client<LeaderConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(LeaderConnector {
-            tcp,
-            tls: tokio_rustls::TlsConnector::from(tls),
-        });
+        .build(LeaderConnector::new(tls));
     let mut last = OwnUrl::ReachesThis;
     loop {
         let found = match http::Uri::from_str(&format!("{url}/healthz")) {
             Err(e) => OwnUrl::Unreachable(e.to_string()),
             Ok(uri) => match tokio::time::timeout(ANSWER_WITHIN, client.get(uri)).await {
                 Err(_) => OwnUrl::Unreachable("no answer within 20 s".to_owned()),
-                Ok(Err(e)) => OwnUrl::Unreachable(chain(&e)),
+                Ok(Err(e)) => OwnUrl::Unreachable(crate::tls::with_causes(&e)),
                 Ok(Ok(answer)) => own_url_reaches(
                     answer
                         .headers()
@@ -577,21 +559,13 @@ impl Forwarder {
         trusted_proxies: Vec<crate::proxies::Net>,
         metrics_token: Option<String>,
     ) -> Forwarder {
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        // `https://` leaders too: TLS is added on top by `LeaderConnector`.
-        tcp.enforce_http(false);
         Forwarder {
             own_url,
             leader: RwLock::new(None),
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(64)
-                .build(LeaderConnector {
-                    tcp,
-                    tls: tokio_rustls::TlsConnector::from(tls),
-                }),
+                .build(LeaderConnector::new(tls)),
             failure: std::sync::Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
             cors,
@@ -603,7 +577,7 @@ impl Forwarder {
 
     /// Logs why a forward to `leader` failed, when that is news (see [`Forwarder::failure`]).
     fn report(&self, leader: &Leader, error: &(dyn std::error::Error + 'static)) {
-        let why = chain(error);
+        let why = crate::tls::with_causes(error);
         let line = format!("forwarding to the leader at {} failed: {why}", leader.url);
         let mut last = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if last.as_deref() != Some(line.as_str()) {
@@ -647,6 +621,23 @@ impl Forwarder {
 struct LeaderConnector {
     tcp: HttpConnector,
     tls: tokio_rustls::TlsConnector,
+}
+
+impl LeaderConnector {
+    /// TCP (no Nagle, a connect timeout of [`CONNECT_TIMEOUT`]), then TLS with `tls` for an
+    /// `https://` URL: the one connector of the standby's forwards and of the leader's check
+    /// of its own URL ([`check_own_url`]).
+    fn new(tls: Arc<rustls::ClientConfig>) -> LeaderConnector {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // `https://` leaders too: TLS is added on top.
+        tcp.enforce_http(false);
+        LeaderConnector {
+            tcp,
+            tls: tokio_rustls::TlsConnector::from(tls),
+        }
+    }
 }
 
 /// What a failed connection to the leader says (for the log).
@@ -1140,10 +1131,10 @@ fn standby_metrics(forwarder: &Forwarder, headers: &HeaderMap) -> Response<Proxy
         return plain(StatusCode::NOT_FOUND, "no metrics\n");
     };
     if !crate::metrics::authorized(headers.get(header::AUTHORIZATION), token) {
-        let mut r = plain(StatusCode::UNAUTHORIZED, "the metrics token is required\n");
+        let mut r = plain(StatusCode::UNAUTHORIZED, crate::metrics::TOKEN_REQUIRED);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"netapi-chat metrics\""),
+            HeaderValue::from_static(crate::metrics::CHALLENGE),
         );
         return r;
     }
@@ -1153,7 +1144,7 @@ fn standby_metrics(forwarder: &Forwarder, headers: &HeaderMap) -> Response<Proxy
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::metrics::TEXT_FORMAT),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

@@ -258,6 +258,14 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     handle.render()
 }
 
+/// The Prometheus text format's media type, for a `/metrics` answer (a leader's or a
+/// standby's, `cluster::standby_metrics`).
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// What a `/metrics` request without the metrics token is told to present.
+pub const CHALLENGE: &str = "Bearer realm=\"netapi-chat metrics\"";
+/// The body of that `401`.
+pub const TOKEN_REQUIRED: &str = "the metrics token is required\n";
+
 /// Whether `authorization` is `Bearer <token>`, compared in constant time.
 pub fn authorized(authorization: Option<&http::HeaderValue>, token: &str) -> bool {
     let Some(given) = authorization
@@ -289,20 +297,14 @@ pub async fn metrics_endpoint(
     let response = if authorized(rqctx.request.headers().get(header::AUTHORIZATION), token) {
         builder
             .status(StatusCode::OK)
-            .header(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
+            .header(header::CONTENT_TYPE, TEXT_FORMAT)
             .body(Body::from(render(server, handle).await))
     } else {
         builder
             .status(StatusCode::UNAUTHORIZED)
-            .header(
-                header::WWW_AUTHENTICATE,
-                "Bearer realm=\"netapi-chat metrics\"",
-            )
+            .header(header::WWW_AUTHENTICATE, CHALLENGE)
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Body::from("the metrics token is required\n"))
+            .body(Body::from(TOKEN_REQUIRED))
     };
     response.map_err(|e| HttpError::for_internal_error(e.to_string()))
 }

@@ -445,6 +445,24 @@ impl rustls::client::danger::ServerCertVerifier for KnownCertificates {
     }
 }
 
+/// An error with its causes, `: `-separated, each cause left out when the text so far already
+/// says it (tokio-postgres says "error performing TLS handshake" and keeps rustls' reason as
+/// its source; hyper's "client error (Connect)" keeps the I/O error): for the operator's log,
+/// since it may name addresses. One walk for the store's and the cluster's messages.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// What stopped a connection, as far as a message to a person goes ([`stopped_by`]).
 #[derive(Debug)]
 pub enum Stopped<'a> {

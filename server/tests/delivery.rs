@@ -262,19 +262,11 @@ async fn a_dead_receivers_backlog_stops_at_the_byte_cap() {
     lb.set_status(500);
     let url = sub.resource_url.unwrap_or_default();
     let pad = "x".repeat(1000);
-    let mut sent = 0;
-    let got = loop {
-        send_message(&srv, &sid, &format!("m{sent} {pad}")).await;
-        sent += 1;
-        let now: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
-        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
-            break now;
-        }
-        assert!(
-            sent < 100,
-            "not disabled after {sent} messages of 1,000 characters"
-        );
-    };
+    let (got, sent) = send_until_disabled(&srv, &sid, &url, &format!(" {pad}")).await;
+    assert!(
+        sent < 100,
+        "not disabled after {sent} messages of 1,000 characters"
+    );
     let reason = got.status_reason.unwrap_or_default();
     assert!(reason.contains("6000 bytes"), "{reason}");
     let list_url = format!("{url}/deadLetters");
@@ -410,20 +402,12 @@ async fn a_hanging_receivers_backlog_gives_way_to_the_budget_during_its_attempt(
     let url = sb.resource_url.unwrap_or_default();
     let pad = "x".repeat(1000);
     let started = Instant::now();
-    let mut sent = 0;
-    let got = loop {
-        send_message(&srv, &sid, &format!("m{sent} {pad}")).await;
-        sent += 1;
-        let now: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
-        if now.subscription_status == Some(SubscriptionStatus::Disabled) {
-            break now;
-        }
-        assert!(
-            sent < 60,
-            "not disabled after {sent} messages of 1,000 characters, {:?} into a hanging attempt",
-            started.elapsed()
-        );
-    };
+    let (got, sent) = send_until_disabled(&srv, &sid, &url, &format!(" {pad}")).await;
+    assert!(
+        sent < 60,
+        "not disabled after {sent} messages of 1,000 characters, {:?} into a hanging attempt",
+        started.elapsed()
+    );
     let reason = got.status_reason.unwrap_or_default();
     assert!(
         reason.contains("budget") || reason.contains("backlog"),
@@ -592,17 +576,23 @@ fn dead_messages(list: &DeadLetterList) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Sends messages into session `sid` until the subscription at `url` reads as disabled;
-/// returns how many were sent.
-async fn send_until_disabled(srv: &Server, sid: &str, url: &str) -> usize {
+/// Sends messages (`m0`, `m1`, … each followed by `tail`) into session `sid` until the
+/// subscription at `url` reads as disabled, within 20 s; returns it as read then, and how many
+/// were sent.
+async fn send_until_disabled(
+    srv: &Server,
+    sid: &str,
+    url: &str,
+    tail: &str,
+) -> (ChatSubscription, usize) {
     let mut sent = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        send_message(srv, sid, &format!("m{sent}")).await;
+        send_message(srv, sid, &format!("m{sent}{tail}")).await;
         sent += 1;
         let now: ChatSubscription = send_empty("GET", url, Format::Json).await.decode();
         if now.subscription_status == Some(SubscriptionStatus::Disabled) {
-            return sent;
+            return (now, sent);
         }
         assert!(
             Instant::now() < deadline,
@@ -648,7 +638,7 @@ async fn dead_letters_are_listed_and_redelivered_in_order_with_their_ids() {
     lb.set_status(500);
     let url = sub.resource_url.clone().unwrap_or_default();
     let sub_id = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let sent = send_until_disabled(&srv, &sid, &url).await;
+    let (_, sent) = send_until_disabled(&srv, &sid, &url, "").await;
     assert!(sent > 5, "disabled past the cap only ({sent} sent)");
 
     // All of them at once, in both formats: the same 5, oldest first, consecutive messages.
@@ -808,7 +798,7 @@ async fn a_redelivery_survives_a_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     lb.set_status(500);
     let url = sub.resource_url.clone().unwrap_or_default();
-    send_until_disabled(&srv, &sid, &url).await;
+    send_until_disabled(&srv, &sid, &url, "").await;
     let list_url = format!("{url}/deadLetters");
     let dead = dead_messages(&dead_letters(&list_url, 3).await);
     let refused = lb.refused_ids().len();

@@ -164,41 +164,7 @@ impl<T: RequestBody> Body<T> {
                 "a request body is required (application/json or application/xml)",
             ));
         }
-        self.read_some()
-            .await?
-            .ok_or_else(|| ApiError::invalid_input("the request body is empty"))
-    }
-
-    /// The body of an operation whose body may be left out: `None` when the request sends
-    /// none (no length or a zero one, or an empty chunked body), whatever its `Content-Type`
-    /// (the media type of nothing does not matter); otherwise as [`Body::read`].
-    pub async fn read_optional(&mut self) -> Result<Option<T>, ApiError> {
-        let chunked = self.announced && self.content_length.is_none();
-        if !self.announced || chunked {
-            // Nothing, or a chunked body that may turn out empty: read it before the media
-            // type is looked at (the media type of nothing does not matter).
-            let Some(body) = self.body.take() else {
-                return Ok(None);
-            };
-            let timeout = body_timeout();
-            let bytes = tokio::time::timeout(timeout, collect(body, self.cap))
-                .await
-                .map_err(|_| ApiError::request_timeout(timeout.as_millis()))??;
-            if bytes.is_empty() {
-                return Ok(None);
-            }
-            let format = media::body_format(self.content_type.as_deref())
-                .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
-            let charset = media::body_charset(self.content_type.as_deref());
-            return T::decode(format, charset, &bytes, &xml_limits()).map(Some);
-        }
-        self.read_some().await
-    }
-
-    /// The body decoded, or `None` when it turned out to hold no bytes.
-    async fn read_some(&mut self) -> Result<Option<T>, ApiError> {
-        let format = media::body_format(self.content_type.as_deref())
-            .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
+        let format = self.format()?;
         if let Some(length) = &self.content_length {
             // hyper has already refused a Content-Length that is not a number.
             let announced = length.trim().parse::<u64>().unwrap_or(u64::MAX);
@@ -206,20 +172,55 @@ impl<T: RequestBody> Body<T> {
                 return Err(ApiError::payload_too_large(self.cap));
             }
         }
+        let bytes = self.bytes().await?;
+        if bytes.is_empty() && self.content_length.is_none() {
+            return Err(ApiError::invalid_input("the request body is empty"));
+        }
+        self.decode(format, &bytes)
+    }
+
+    /// The body of an operation whose body may be left out: `None` when the request sends
+    /// none (no length or a zero one, or an empty chunked body), whatever its `Content-Type`
+    /// (the media type of nothing does not matter); otherwise as [`Body::read`].
+    pub async fn read_optional(&mut self) -> Result<Option<T>, ApiError> {
+        if !self.announced {
+            self.body = None;
+            return Ok(None);
+        }
+        if self.content_length.is_some() {
+            return self.read().await.map(Some);
+        }
+        // Chunked: it may turn out empty, so it is read before its media type is looked at.
+        let bytes = self.bytes().await?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let format = self.format()?;
+        self.decode(format, &bytes).map(Some)
+    }
+
+    /// The body's format, from its `Content-Type` (`415` for any other).
+    fn format(&self) -> Result<Format, ApiError> {
+        media::body_format(self.content_type.as_deref())
+            .map_err(|e| ApiError::unsupported_media_type(e.to_string()))
+    }
+
+    /// The body's bytes, within the body timeout and the size cap; taken once.
+    async fn bytes(&mut self) -> Result<Vec<u8>, ApiError> {
         let body = self
             .body
             .take()
             .ok_or_else(|| ApiError::internal("the request body was read twice"))?;
         let timeout = body_timeout();
-        let bytes = tokio::time::timeout(timeout, collect(body, self.cap))
+        tokio::time::timeout(timeout, collect(body, self.cap))
             .await
-            .map_err(|_| ApiError::request_timeout(timeout.as_millis()))??;
-        if bytes.is_empty() && self.announced && self.content_length.is_none() {
-            // A chunked body that turned out empty.
-            return Ok(None);
-        }
+            .map_err(|_| ApiError::request_timeout(timeout.as_millis()))?
+    }
+
+    /// The bytes decoded as `format`, in the charset the `Content-Type` names.
+    fn decode(&self, format: Format, bytes: &[u8]) -> Result<T, ApiError> {
         let charset = media::body_charset(self.content_type.as_deref());
-        T::decode(format, charset, &bytes, &xml_limits()).map(Some)
+        T::decode(format, charset, bytes, &xml_limits())
     }
 
     /// `outcome`, except that an error answered while the body is still unread (refused

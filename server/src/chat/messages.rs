@@ -30,13 +30,8 @@ impl Chat {
         T: Send + 'static,
         F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     {
-        let answer = self.store.read(read);
-        let answer = match crate::store::answer_within() {
-            Some(within) => match tokio::time::timeout(within, answer).await {
-                Ok(answer) => answer,
-                Err(_) => return Err(super::storage_unavailable()),
-            },
-            None => answer.await,
+        let Some(answer) = super::bounded(self.store.read(read)).await else {
+            return Err(super::storage_unavailable());
         };
         match answer {
             Ok(Ok(t)) => Ok(t),

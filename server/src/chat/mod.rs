@@ -288,24 +288,27 @@ impl Change {
 async fn within_answer<T>(
     request: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
+    bounded(request)
+        .await
+        .unwrap_or_else(|| Err(storage_unavailable()))
+}
+
+/// `wait`'s output, or `None` once the store's answer bound ([`crate::store::answer_within`])
+/// passed first (none for SQLite: it waits as long as it takes): the one bound of every wait
+/// on the store (a commit, a read, a whole request).
+async fn bounded<F: std::future::Future>(wait: F) -> Option<F::Output> {
     match crate::store::answer_within() {
-        Some(within) => tokio::time::timeout(within, request)
-            .await
-            .unwrap_or_else(|_| Err(storage_unavailable())),
-        None => request.await,
+        Some(within) => tokio::time::timeout(within, wait).await.ok(),
+        None => Some(wait.await),
     }
 }
 
 /// Waits until a submitted change is durable; a failed store answers `503 SVC2001`, an
 /// unreachable database `503 SVC2001` with `Retry-After` ([`storage_unavailable`]).
 async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
-    let answer = match crate::store::answer_within() {
-        // A database that stopped answering: not confirmed (the batch stays queued).
-        Some(within) => match tokio::time::timeout(within, rx).await {
-            Ok(answer) => answer,
-            Err(_) => return Err(storage_unavailable()),
-        },
-        None => rx.await,
+    // A database that stopped answering: not confirmed (the batch stays queued).
+    let Some(answer) = bounded(rx).await else {
+        return Err(storage_unavailable());
     };
     match answer {
         Ok(Ok(())) => Ok(()),

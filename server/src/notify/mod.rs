@@ -644,23 +644,8 @@ async fn deliver(
         // meanwhile is disabled at once, the attempt dropped (its notification stays in the
         // outbox and is buried with the rest), instead of growing for the attempt's length
         // (a hanging receiver let memory pass the budget by the push rate × 10 s).
-        let outcome = {
-            let attempting = attempt(&target, &d, &keys, ep, item.id, &bytes);
-            tokio::pin!(attempting);
-            loop {
-                tokio::select! {
-                    outcome = &mut attempting => break Ok(outcome),
-                    () = shared.wake.notified() => {
-                        if shared.state.load(Ordering::SeqCst) == LIVE
-                            && let Some(why) = shared.too_full(&d.policy)
-                        {
-                            break Err(why);
-                        }
-                    }
-                }
-            }
-        };
-        let outcome = match outcome {
+        let attempting = attempt(&target, &d, &keys, ep, item.id, &bytes);
+        let outcome = match unless_too_full(attempting, &shared, &d.policy).await {
             Ok(outcome) => outcome,
             Err(why) => {
                 disable(
@@ -761,6 +746,29 @@ fn settle(
         return None;
     }
     Some(item)
+}
+
+/// `attempting`'s outcome, unless the live backlog must give way ([`Shared::too_full`])
+/// while it waits: every push rings the task's bell, and each ring looks again. `Err` says
+/// why; the attempt is then dropped.
+async fn unless_too_full(
+    attempting: impl std::future::Future<Output = Outcome>,
+    shared: &Shared,
+    policy: &RetryPolicy,
+) -> Result<Outcome, DisableReason> {
+    tokio::pin!(attempting);
+    loop {
+        tokio::select! {
+            outcome = &mut attempting => return Ok(outcome),
+            () = shared.wake.notified() => {
+                if shared.state.load(Ordering::SeqCst) == LIVE
+                    && let Some(why) = shared.too_full(policy)
+                {
+                    return Err(why);
+                }
+            }
+        }
+    }
 }
 
 /// Makes notifications dead letters (kept within the backlog cap per subscription).

@@ -517,7 +517,7 @@ impl Postgres {
                     e.code().map(|c| c.code()),
                     e.as_db_error().is_some(),
                 ),
-                StoreError(format!("{}: {}", self.place, with_causes(&e))),
+                StoreError(format!("{}: {}", self.place, crate::tls::with_causes(&e))),
             ),
         };
         self.lost = lost;
@@ -565,22 +565,6 @@ async fn stored_version(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<u
 /// [`lock_objid`]); `pg_locks` shows every database's locks.
 pub const HOLDER: &str = "locktype = 'advisory' AND granted AND classid = $2 AND objid = $3 \
      AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-
-/// `e` and what caused it (tokio-postgres says "error performing TLS handshake" and keeps
-/// the reason, e.g. rustls's "invalid peer certificate: UnknownIssuer", as its source).
-fn with_causes(e: &PgError) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
-}
 
 /// The high half of [`INSTANCE_LOCK`] as `pg_locks.classid` shows a bigint advisory key.
 pub fn lock_classid() -> u32 {
