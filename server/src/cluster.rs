@@ -241,7 +241,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// can lead (this future then runs until it does).
 pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError> {
     let Some(cluster_url) = config.cluster_url.clone() else {
-        return crate::server::start(config);
+        return crate::server::start(config).await;
     };
     // Before anything a standby logs (its forwarding failures, the takeover).
     let _dropshot_logger = crate::logging::init(config).map_err(StartError::Log)?;
@@ -274,7 +274,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     let seat = Seat { url: own_url };
     if let Some(backend) = try_to_lead(&config, &seat).await? {
         drop(listener);
-        let started = crate::server::start_on(&config, Some(backend))?;
+        let started = crate::server::start_on(&config, Some(backend)).await?;
         tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
         return Ok(started);
     }
@@ -314,7 +314,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             proxy.abort();
             let _ = proxy.await;
             tracing::warn!("the leader is gone; this instance leads now");
-            let started = crate::server::start_on(&config, Some(backend))?;
+            let started = crate::server::start_on(&config, Some(backend)).await?;
             tokio::spawn(check_own_url(seat.url.clone(), leader_tls));
             return Ok(started);
         }
@@ -400,10 +400,8 @@ async fn try_to_lead(
     config: &Config,
     seat: &Seat,
 ) -> Result<Option<Box<dyn crate::store::Backend>>, StartError> {
-    let (config, seat) = (config.clone(), seat.clone());
-    tokio::task::spawn_blocking(move || crate::store::open_unless_led(&config, Some(seat)))
+    crate::store::open_unless_led(config, Some(seat.clone()))
         .await
-        .map_err(|e| StartError::Store(format!("opening the store: {e}")))?
         .map_err(|e| StartError::Store(e.to_string()))
 }
 

@@ -205,7 +205,8 @@ async fn serve(config: Config) -> std::process::ExitCode {
         scheme,
         ..
     } = tokio::select! {
-        // A cluster's standby stays in here, forwarding, until it leads.
+        // A cluster's standby stays in here, forwarding, until it leads; any instance stays
+        // here while its PostgreSQL database cannot be reached (`store::open_unless_led`).
         started = netapi_chat::cluster::start(&config, &drain) => match started {
             Ok(s) => s,
             Err(e) => {
@@ -218,9 +219,11 @@ async fn serve(config: Config) -> std::process::ExitCode {
             // What is being forwarded is answered first (within the grace), as a leader
             // answers what it serves.
             let all = drain.stop(config.connections.shutdown_grace).await;
+            // Not serving yet: a cluster's standby, or an instance waiting for its database.
+            let role = if config.cluster_url.is_some() { "standby" } else { "waiting for its database" };
             let _ = writeln!(
                 std::io::stdout(),
-                "netapi-chat: {name}: stopped (standby{})",
+                "netapi-chat: {name}: stopped ({role}{})",
                 if all { "" } else { "; some forwarded requests were cut at the grace" }
             );
             return std::process::ExitCode::SUCCESS;

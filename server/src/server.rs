@@ -252,13 +252,13 @@ fn raise_open_files_limit() -> u64 {
 }
 
 /// Starts the server on `config.bind`.
-pub fn start(config: &Config) -> Result<Started, StartError> {
-    start_on(config, None)
+pub async fn start(config: &Config) -> Result<Started, StartError> {
+    start_on(config, None).await
 }
 
 /// Starts the server on `config.bind` over `backend` when given (a cluster's new leader has
 /// already opened it, `crate::cluster`), else over the store the configuration names.
-pub fn start_on(
+pub async fn start_on(
     config: &Config,
     backend: Option<Box<dyn crate::store::Backend>>,
 ) -> Result<Started, StartError> {
@@ -338,7 +338,9 @@ pub fn start_on(
     };
     let backend = match backend {
         Some(b) => b,
-        None => crate::store::open(config).map_err(|e| StartError::Store(e.to_string()))?,
+        None => crate::store::open(config)
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?,
     };
     // A cluster's leader trusts the client address its standbys forward (with the key).
     let cluster_key = backend.cluster_key();

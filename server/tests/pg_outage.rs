@@ -264,3 +264,102 @@ async fn a_database_over_tls_is_used_only_with_a_certificate_that_verifies() {
     .expect("ask the database");
     assert_eq!(encrypted, (1, Some(true)), "the store's connection is TLS");
 }
+
+/// A server started while its database cannot be reached waits for it instead of exiting (a
+/// supervisor's restart limit, systemd's 5 starts in 10 s, would give up on an outage of more
+/// than a few seconds): its log says so, it does not listen meanwhile, and once the database
+/// can be reached it starts and serves. Here the database's address is a port where nothing
+/// listens at first; a forwarder to the test PostgreSQL opens there once the log has said it
+/// waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_server_started_while_its_database_is_unreachable_waits_for_it() {
+    let tls_url = std::env::var("NETAPI_CHAT_TEST_DATABASE_TLS_URL")
+        .expect("NETAPI_CHAT_TEST_DATABASE_TLS_URL: run through `cargo xtask test`");
+    // postgres://postgres@127.0.0.1:PORT/postgres?sslmode=require
+    let pg_port: u16 = tls_url
+        .split_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the test cluster's TCP port");
+    let dir = support::temp_data_dir();
+    let own_db = support::postgres_database_for(&dir).expect("a database for this test");
+    let db = own_db
+        .rsplit('/')
+        .next()
+        .and_then(|d| d.split('?').next())
+        .expect("its name")
+        .to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/{db}");
+    let log = dir.join("stderr.log");
+
+    // Opens the forwarder once the log says the server waits (or after 30 s, so that the test
+    // fails on the assertion below instead of hanging); says whether it saw the line.
+    let watched = log.clone();
+    let forwarder = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut saw = false;
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&watched).unwrap_or_default();
+            if text.contains("cannot reach the database yet")
+                && text.contains("not listening until it can")
+            {
+                saw = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("forwarder");
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(db) = std::net::TcpStream::connect(("127.0.0.1", pg_port)) else {
+                    continue;
+                };
+                let (mut c2, mut d2) = match (client.try_clone(), db.try_clone()) {
+                    (Ok(c), Ok(d)) => (c, d),
+                    _ => continue,
+                };
+                let (mut c1, mut d1) = (client, db);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut d1);
+                    let _ = d1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut d2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        saw
+    });
+
+    let started = Instant::now();
+    let server = Server::launch(
+        support::Launch {
+            data_dir: dir.to_path_buf(),
+            env: &[("NETAPI_CHAT_DATABASE_URL", &url)],
+            stderr: support::Stderr::File(log.clone()),
+            ..support::Launch::default()
+        },
+        None,
+    );
+    let saw = forwarder.join().expect("the forwarder thread");
+    assert!(
+        saw,
+        "the log said the server waits for its database: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        started.elapsed() > Duration::from_millis(400),
+        "it listened only once the database could be reached"
+    );
+    let sid = connected_session(&server).await;
+    let a = send_empty("GET", &server.urls().session(ALICE, &sid), Format::Json).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let ready = send_empty("GET", &format!("{}/readyz", server.base), Format::Json).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+}

@@ -496,9 +496,10 @@ pub trait Backend: Send + 'static {
 }
 
 /// The backend the configuration asks for: PostgreSQL when `NETAPI_CHAT_DATABASE_URL` is set
-/// (the data directory still holds the token file), else SQLite in the data directory.
-pub fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreError> {
-    match open_unless_led(config, None)? {
+/// (the data directory still holds the token file), else SQLite in the data directory. A
+/// PostgreSQL database that cannot be reached yet is waited for ([`open_unless_led`]).
+pub async fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreError> {
+    match open_unless_led(config, None).await? {
         Some(backend) => Ok(backend),
         None => Err(StoreError(
             "the database is held by another netapi-chat server".to_owned(),
@@ -506,12 +507,65 @@ pub fn open(config: &crate::config::Config) -> Result<Box<dyn Backend>, StoreErr
     }
 }
 
+/// The first pause between two attempts to reach a database at start ([`open_unless_led`]);
+/// it doubles up to [`START_RETRY_AT_MOST`].
+const START_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The longest pause between two attempts to reach a database at start: a database back
+/// from an outage is found within this (plus a connection attempt), and the log gets one
+/// line per attempt at most this often.
+pub const START_RETRY_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// [`open`], for an instance of a cluster reached at `seat`: `None` while another instance
 /// holds the database (this one then waits as a standby, `crate::cluster`).
-pub fn open_unless_led(
+///
+/// A PostgreSQL database that cannot be reached (refused, silent, starting up, out of
+/// connections) is tried again until it can, every [`START_RETRY_AT_MOST`] at most, with a
+/// warning each time saying so: the server does not listen meanwhile (a load balancer's
+/// health check keeps it out), and a stop signal ends the wait. Exiting instead would leave
+/// the wait to a supervisor, whose restart limits (systemd's default: 5 starts in 10 s) give
+/// up on an outage longer than a few seconds, and every instance of a cluster would do so at
+/// once. What cannot get better by waiting (a URL that does not read, a certificate that does
+/// not verify, a refused login, the database held by a server outside the cluster, a newer
+/// stored format) still stops the start with its message.
+pub async fn open_unless_led(
     config: &crate::config::Config,
     seat: Option<postgres::Seat>,
 ) -> Result<Option<Box<dyn Backend>>, StoreError> {
+    let mut pause = START_RETRY_FIRST;
+    loop {
+        let (c, s) = (config.clone(), seat.clone());
+        let opened = tokio::task::spawn_blocking(move || open_once(&c, s))
+            .await
+            .map_err(|e| StoreError(format!("opening the store: {e}")))??;
+        match opened {
+            Attempt::Opened(backend) => return Ok(Some(backend)),
+            Attempt::Busy => return Ok(None),
+            Attempt::Unreachable(e) => {
+                tracing::warn!(
+                    "cannot reach the database yet ({e}); not listening until it can, \
+                     trying again in {} ms",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(START_RETRY_AT_MOST);
+            }
+        }
+    }
+}
+
+/// What one attempt of [`open_unless_led`] found: [`postgres::Opening`] for either engine.
+enum Attempt {
+    Opened(Box<dyn Backend>),
+    Busy,
+    Unreachable(StoreError),
+}
+
+/// One attempt of [`open_unless_led`], on a blocking thread.
+fn open_once(
+    config: &crate::config::Config,
+    seat: Option<postgres::Seat>,
+) -> Result<Attempt, StoreError> {
     match &config.database_url {
         Some(url) => {
             crate::data_dir::create(&config.data_dir).map_err(StoreError)?;
@@ -527,14 +581,15 @@ pub fn open_unless_led(
                 .map_err(|_| StoreError("opening the PostgreSQL backend panicked".to_owned()))?;
             let _ = ANSWER_WITHIN.set(POSTGRES_ANSWER_WITHIN);
             Ok(match opened? {
-                postgres::Opening::Opened(pg) => Some(pg as Box<dyn Backend>),
-                postgres::Opening::Busy => None,
+                postgres::Opening::Opened(pg) => Attempt::Opened(pg),
+                postgres::Opening::Busy => Attempt::Busy,
+                postgres::Opening::Unreachable(e) => Attempt::Unreachable(e),
             })
         }
         None => {
             let mut backend = sqlite::Sqlite::open(&config.data_dir, config.sync)?;
             backend.set_cache_mb(config.cache_mb)?;
-            Ok(Some(Box::new(backend)))
+            Ok(Attempt::Opened(Box::new(backend)))
         }
     }
 }

@@ -66,6 +66,11 @@ pub enum Opening {
     Opened(Box<Postgres>),
     /// Another server holds it (cluster mode only; alone, that refuses the start).
     Busy,
+    /// The database cannot be reached or cannot serve yet (refused, no answer, starting up,
+    /// out of connections): worth trying again (`store::open_unless_led` waits). A
+    /// certificate that does not verify, a refused login or a missing database is an error
+    /// instead: it lasts until the configuration changes.
+    Unreachable(StoreError),
 }
 
 /// This server's place in a cluster, for [`Postgres::open`]: the URL the others reach it at.
@@ -294,6 +299,17 @@ enum Fail {
     Ours(StoreError),
 }
 
+impl Fail {
+    /// Whether the TLS handshake with the database failed: a certificate refused (rustls'
+    /// error down the chain) or a server that does not speak TLS (`sslmode=require` against a
+    /// server without `ssl`), which tokio-postgres reports only as its TLS kind's text.
+    fn is_tls(&self) -> bool {
+        matches!(self, Fail::Pg(e)
+            if matches!(crate::tls::stopped_by(e), Some(crate::tls::Stopped::Tls(_)))
+                || e.to_string().starts_with("error performing TLS handshake"))
+    }
+}
+
 impl From<PgError> for Fail {
     fn from(e: PgError) -> Fail {
         Fail::Pg(e)
@@ -399,8 +415,11 @@ impl Postgres {
             lock_pid: None,
             taken: false,
         };
-        let Some(mut client) = pg.connect(false)? else {
-            return Ok(Opening::Busy);
+        let mut client = match pg.connect(false) {
+            Ok(Some(client)) => client,
+            Ok(None) => return Ok(Opening::Busy),
+            Err(e) if pg.lost => return Ok(Opening::Unreachable(e)),
+            Err(e) => return Err(e),
         };
         let place = pg.place.clone();
         pg.migrated = pg.rt.block_on(migrate(&mut client, &place))?;
@@ -448,7 +467,12 @@ impl Postgres {
             Ok((client, locked, pid, holder))
         });
         let (client, locked, pid, holder) = connected.map_err(|e| {
+            // At start a certificate that does not verify is refused, not waited for: it lasts
+            // until the certificates or the configuration change. (Later, reconnecting, it is
+            // waited for like any outage: the server keeps its queued changes.)
+            let untrusted = !again && e.is_tls();
             let e = self.fail(e);
+            self.lost &= !untrusted;
             StoreError(format!("connecting to the {}", e.0))
         })?;
         if locked {
@@ -1102,6 +1126,7 @@ mod tests {
         match Postgres::open(url, None, tls)? {
             Opening::Opened(pg) => Ok(*pg),
             Opening::Busy => Err(StoreError("busy".into())),
+            Opening::Unreachable(e) => Err(e),
         }
     }
 
