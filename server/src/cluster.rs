@@ -492,10 +492,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `503` to retry, not a request that hangs.
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 
+/// How long a standby waits for the leader's `/readyz`: the leader answers it within its
+/// probe's bound (`health::PROBE_TIMEOUT`), and a load balancer's probe gives up within a few
+/// seconds, so a frozen leader must make the standby not ready well before [`ANSWER_WITHIN`].
+const READY_WITHIN: Duration =
+    Duration::from_secs(crate::health::PROBE_TIMEOUT.as_secs().saturating_add(1));
+
 /// How long a standby waits for the head of the leader's answer to `request`: a long poll
-/// (`POST …/notifications` of a channel) may wait `poll_wait` before its answer starts, the
-/// rest [`ANSWER_WITHIN`]; both with that bound's margin.
+/// (`POST …/notifications` of a channel) may wait `poll_wait` before its answer starts,
+/// `/readyz` [`READY_WITHIN`], the rest [`ANSWER_WITHIN`].
 fn answer_within<B>(request: &Request<B>, poll_wait: Duration) -> Duration {
+    if request.uri().path() == "/readyz" {
+        return READY_WITHIN;
+    }
     let poll = request.method() == http::Method::POST
         && request.uri().path().starts_with("/notificationchannel/")
         && request.uri().path().ends_with("/notifications");

@@ -479,6 +479,13 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
     changes_again(&p.leader, "before").await;
     signal(&p.leader, "-STOP");
     let started = Instant::now();
+    // Meanwhile a load balancer's readiness probe at the standby: not ready, within its
+    // probe's few seconds (before, it waited the 20 s too, so the probe timed out instead).
+    let ready_url = format!("{}/readyz", p.standby.base);
+    let probe = tokio::spawn(async move {
+        let a = support::send_empty("GET", &ready_url, Format::Json).await;
+        (a, started.elapsed())
+    });
     let a = tokio::time::timeout(
         Duration::from_secs(40),
         support::send_empty("GET", &p.standby.urls().subscriptions(ALICE), Format::Json),
@@ -487,6 +494,12 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
     .expect("answered, not left hanging");
     let took = started.elapsed();
     signal(&p.leader, "-CONT");
+    let (ready, ready_took) = probe.await.expect("the probe");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready_took < Duration::from_secs(6),
+        "not ready within the probe's bound: {ready_took:?}"
+    );
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.header("retry-after"), "1");
     assert!(
