@@ -387,11 +387,24 @@ fn validate_impl(
             Card::Optional => quote!(if let Some(v) = &self.#id { v.validate()?; }),
             Card::List { .. } => quote!(for v in &self.#id { v.validate()?; }),
         });
-        let max_length = f.max_length.map(|max| {
-            let wire = &f.name;
-            let max = proc_macro2::Literal::u64_unsuffixed(max);
-            let check =
-                |v: TokenStream| quote!(netapi_chat_runtime::wire::check_string(#wire, #v, #max)?;);
+        // Every string is checked for characters XML cannot carry; one with a `maxLength`
+        // for its length too. A string without one (a message's `text`, bounded by a setting
+        // the core checks) is still a string both faces read back.
+        let wire = &f.name;
+        let string_check: Option<Box<dyn Fn(TokenStream) -> TokenStream>> =
+            match (f.max_length, &f.ty) {
+                (Some(max), _) => {
+                    let max = proc_macro2::Literal::u64_unsuffixed(max);
+                    Some(Box::new(move |v: TokenStream| {
+                        quote!(netapi_chat_runtime::wire::check_string(#wire, #v, #max)?;)
+                    }))
+                }
+                (None, FieldType::String) => Some(Box::new(move |v: TokenStream| {
+                    quote!(netapi_chat_runtime::wire::check_chars(#wire, #v)?;)
+                })),
+                (None, _) => None,
+            };
+        let max_length = string_check.map(|check| {
             match f.card {
                 Card::Required => check(quote!(&self.#id)),
                 Card::Optional => {

@@ -411,6 +411,39 @@ async fn a_character_xml_cannot_carry_is_refused_on_the_json_face_too() {
     )
     .await;
     ok.created_id();
+    // A message's `text` too, though its length is a setting rather than a `maxLength`
+    // (before, it alone let them through: JSON readers got a NUL, XML readers U+FFFD).
+    let sid = connected_session(&srv).await;
+    let messages = srv.urls().messages(ALICE, &sid);
+    for (text, named) in [
+        (r"a\u0000b", "U+0000"),
+        (r"\u001f", "U+001F"),
+        (r"\uFFFF", "U+FFFF"),
+    ] {
+        let a = post_raw(
+            &messages,
+            Format::Json,
+            Format::Json,
+            &format!(r#"{{"chatMessage":{{"text":"{text}"}}}}"#),
+        )
+        .await;
+        let why = assert_invalid(&a, text, Format::Json);
+        assert!(why.contains("`text`") && why.contains(named), "{why}");
+    }
+    let listed = send_empty("GET", &messages, Format::Json).await;
+    assert!(
+        listed.body.contains(r#""chatMessage":[]"#),
+        "nothing sent: {}",
+        listed.body
+    );
+    let tab = post_raw(
+        &messages,
+        Format::Json,
+        Format::Json,
+        r#"{"chatMessage":{"text":"a\tb"}}"#,
+    )
+    .await;
+    assert_eq!(tab.status, 201, "{}", tab.body);
 }
 
 /// The limits are published: the OpenAPI document carries `maxLength`, the XSD the

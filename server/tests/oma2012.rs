@@ -2441,3 +2441,47 @@ async fn a_disabled_subscription_is_deleted_through_the_2012_face() {
         .await
         .fails(404, Some("SVC2008"));
 }
+
+/// A client whose numbers are doubles (Jackson for a `Double`, Python's `float`, .NET's
+/// `double`) writes a whole number as `3600.0` or `3.6e3`: it is that integer (before, `400`
+/// "expected an integer"); a fraction is still refused.
+#[tokio::test]
+async fn a_whole_number_written_as_a_double_is_taken() {
+    let srv = Server::default_for_tests();
+    let url = srv.urls().oma2012_subscriptions(A);
+    let body = |duration: &str| {
+        format!(
+            r#"{{"chatNotificationSubscription":{{"callbackReference":{{"notifyURL":"http://127.0.0.1:9/cb"}},"duration":{duration}}}}}"#
+        )
+    };
+    for duration in ["3600.0", "3.6e3", r#""3600.0""#] {
+        let a = send(
+            "POST",
+            &url,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json"),
+            ],
+            Some(&body(duration)),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{duration}: {}", a.body);
+        assert!(
+            a.body.contains(r#""duration":3600"#),
+            "{duration}: {}",
+            a.body
+        );
+    }
+    let a = send(
+        "POST",
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+        ],
+        Some(&body("3600.5")),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("`3600.5` is not an integer"), "{}", a.body);
+}

@@ -37,11 +37,27 @@ pub struct ApiError {
 /// Longest variable echoed back to a client (a 60 KB bad value must not become a 60 KB error).
 const MAX_VARIABLE_CHARS: usize = 300;
 
+/// A variable as it can be echoed: at most [`MAX_VARIABLE_CHARS`], and every character XML
+/// cannot carry (a control character quoted from a malformed body, say) written as its
+/// escape `\u{e}`, so that the error itself is a valid document in both formats, which a
+/// client's decoder (and our own rule for strings, `wire::check_chars`) accepts.
 fn clipped(v: String) -> String {
-    match v.char_indices().nth(MAX_VARIABLE_CHARS) {
+    let v = match v.char_indices().nth(MAX_VARIABLE_CHARS) {
         Some((cut, _)) => format!("{}…", &v[..cut]),
         None => v,
+    };
+    if v.chars().all(crate::wire::xml_char) {
+        return v;
     }
+    v.chars()
+        .map(|c| {
+            if crate::wire::xml_char(c) {
+                c.to_string()
+            } else {
+                c.escape_unicode().to_string()
+            }
+        })
+        .collect()
 }
 
 impl ApiError {
@@ -262,5 +278,14 @@ mod tests {
             "Method PUT is not allowed on this resource; allowed: GET, POST"
         );
         assert_eq!(e.headers.len(), 1);
+    }
+
+    /// A variable quoting a character XML cannot carry shows its escape instead, so the error
+    /// is a document both formats can carry; what XML carries is kept as it is.
+    #[test]
+    fn an_echoed_control_character_is_escaped() {
+        let e = ApiError::invalid_input("text `\u{e}` before the root, tab\tand é");
+        assert_eq!(e.variables, ["text `\\u{e}` before the root, tab\tand é"]);
+        assert!(e.variables[0].chars().all(crate::wire::xml_char));
     }
 }

@@ -18,6 +18,9 @@ enum BoolLike {
 #[serde(untagged)]
 enum IntLike {
     Int(i64),
+    /// `3600.0`, `1e3`: what a client whose numbers are doubles writes (Jackson for a
+    /// `Double`, Python's `float`, .NET's `double`); taken when the value is whole.
+    Float(f64),
     Text(String),
 }
 
@@ -35,13 +38,26 @@ fn bool_from<E: de::Error>(v: BoolLike) -> Result<bool, E> {
 }
 
 fn int_from<E: de::Error>(v: IntLike) -> Result<i64, E> {
+    let not = |shown: &dyn std::fmt::Display| E::custom(format!("`{shown}` is not an integer"));
     match v {
         IntLike::Int(i) => Ok(i),
-        IntLike::Text(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| E::custom(format!("`{s}` is not an integer"))),
+        IntLike::Float(f) => whole(f).ok_or_else(|| not(&f)),
+        IntLike::Text(s) => {
+            let t = s.trim();
+            t.parse()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().and_then(whole))
+                .ok_or_else(|| not(&s))
+        }
     }
+}
+
+/// `f` as an integer when it is one (`3600.0`, `1e3`), within `i64`; `None` for a fraction,
+/// an infinity, NaN or a value out of range.
+fn whole(f: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every f64 below it in magnitude converts exactly once whole.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
 }
 
 /// A boolean, or a string holding one.
@@ -223,8 +239,30 @@ mod tests {
         );
         assert!(serde_json::from_str::<T>(r#"{"b":"yes"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"n":"6x"}"#).is_err());
+        // A whole number written as a double is the integer; a fraction is not.
+        for whole in [
+            r#"{"n":3600.0}"#,
+            r#"{"n":3.6e3}"#,
+            r#"{"n":"3600.0"}"#,
+            r#"{"n":" 3.6E3 "}"#,
+        ] {
+            let t: T = serde_json::from_str(whole).unwrap();
+            assert_eq!(t.n, Some(3600), "{whole}");
+        }
+        for bad in [
+            r#"{"n":"3600.5"}"#,
+            r#"{"n":1e300}"#,
+            r#"{"n":"NaN"}"#,
+            r#"{"n":"inf"}"#,
+        ] {
+            assert!(serde_json::from_str::<T>(bad).is_err(), "{bad}");
+        }
         // A wrong JSON type is told in the client's terms, not the reader's enum.
         let e = serde_json::from_str::<T>(r#"{"n":3600.5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("`3600.5` is not an integer"), "{e}");
+        let e = serde_json::from_str::<T>(r#"{"n":{}}"#)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("expected an integer"), "{e}");

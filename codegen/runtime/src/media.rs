@@ -9,7 +9,7 @@
 //!
 //! * The media type's `type/subtype` is compared case-insensitively; surrounding whitespace is
 //!   ignored.
-//! * JSON: `application/json` and any concrete `type/name+json` (e.g.
+//! * JSON: `application/json`, `text/json` and any concrete `type/name+json` (e.g.
 //!   `application/merge-patch+json`). XML: `application/xml`, `text/xml` and any concrete
 //!   `type/name+xml` (e.g. `application/soap+xml`). Wildcards (`*`) are not media types and are
 //!   refused, as is anything else, a missing header and an empty one.
@@ -29,8 +29,8 @@
 //! * Each format's weight is the `q` of the most specific range that matches it. From most to
 //!   least specific:
 //!   1. the format's own media type, exactly (`application/json`, `application/xml`);
-//!   2. another concrete type the format stands for (`text/xml`, any `…+json` for JSON, any
-//!      `…+xml` for XML);
+//!   2. another concrete type the format stands for (`text/json` or any `…+json` for JSON,
+//!      `text/xml` or any `…+xml` for XML);
 //!   3. `type/*` where the format has a type in it (`application/*` matches both formats,
 //!      `text/*` matches XML only, through `text/xml`);
 //!   4. `*/*`.
@@ -312,9 +312,11 @@ fn classify_content_type(value: &str) -> ContentTypeVerdict {
     ContentTypeVerdict::Accepted(format)
 }
 
-/// `application/json` or a concrete `type/name+json`.
+/// `application/json`, `text/json` (never registered, but what older stacks still send, as
+/// `text/xml` is for XML) or a concrete `type/name+json`.
 fn is_json_type(ty: &str, sub: &str) -> bool {
-    (ty.eq_ignore_ascii_case("application") && sub.eq_ignore_ascii_case("json"))
+    ((ty.eq_ignore_ascii_case("application") || ty.eq_ignore_ascii_case("text"))
+        && sub.eq_ignore_ascii_case("json"))
         || has_suffix(sub, "+json")
 }
 
@@ -616,6 +618,8 @@ mod tests {
         let cases = [
             ("application/xml", Xml),
             ("text/xml", Xml),
+            ("text/json", Json),
+            ("text/json, application/xml;q=0.5", Json),
             ("application/json;q=0.5, application/xml", Xml),
             ("application/json;q=0, */*", Xml),
             ("application/*", Json),
@@ -736,7 +740,6 @@ mod tests {
         for accept in [
             "image/*",
             "text/plain, text/html;q=0.9",
-            "text/json",
             "application/jsonx",
             "application/+json",
             "application/octet-stream",
@@ -926,6 +929,7 @@ mod tests {
             ("application/merge-patch+json", Json),
             ("application/vnd.oma.chat+JSON", Json),
             ("text/foo+json", Json),
+            ("text/json", Json),
             ("TEXT/XML; charset=UTF-8", Xml),
             ("application/atom+xml", Xml),
             ("image/svg+xml", Xml),
@@ -949,7 +953,6 @@ mod tests {
             "*/*",
             "application/*",
             "*/foo+json",
-            "text/json",
             "text/plain; charset=utf-8",
             "application/jsonx",
             "application/+json",

@@ -37,6 +37,12 @@ pub fn check_string(field: &str, value: &str, max: u64) -> Result<(), String> {
             value.chars().count()
         ));
     }
+    check_chars(field, value)
+}
+
+/// The character rule of [`check_string`] alone, for a string whose length is bounded
+/// elsewhere (a message's `text`, by a setting): only characters XML 1.0 can carry.
+pub fn check_chars(field: &str, value: &str) -> Result<(), String> {
     if let Some(c) = value.chars().find(|c| !xml_char(*c)) {
         return Err(format!(
             "`{field}` holds U+{:04X}, a character XML cannot carry (control characters other \

@@ -161,6 +161,8 @@ impl XmlType for Link {
 
 impl Validate for Link {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("rel", &self.rel)?;
+        netapi_chat_runtime::wire::check_chars("href", &self.href)?;
         Ok(())
     }
 }
@@ -192,6 +194,7 @@ impl XmlType for ResourceReference {
 
 impl Validate for ResourceReference {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("resourceURL", &self.resource_url)?;
         Ok(())
     }
 }
@@ -270,6 +273,11 @@ impl XmlType for ServiceException {
 
 impl Validate for ServiceException {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("messageId", &self.message_id)?;
+        netapi_chat_runtime::wire::check_chars("text", &self.text)?;
+        for v in &self.variables {
+            netapi_chat_runtime::wire::check_chars("variables", v)?;
+        }
         Ok(())
     }
 }
@@ -1006,6 +1014,7 @@ impl Validate for ChatSubscriptionList {
         for v in &self.chat_notification_subscription {
             v.validate()?;
         }
+        netapi_chat_runtime::wire::check_chars("resourceURL", &self.resource_url)?;
         for v in &self.link {
             v.validate()?;
         }
@@ -1194,6 +1203,9 @@ impl XmlType for DeadLetter {
 
 impl Validate for DeadLetter {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("webhookId", &self.webhook_id)?;
+        netapi_chat_runtime::wire::check_chars("created", &self.created)?;
+        netapi_chat_runtime::wire::check_chars("died", &self.died)?;
         if let Some(v) = &self.session_invitation_notification {
             v.validate()?;
         }
@@ -1299,6 +1311,7 @@ impl Validate for DeadLetterList {
         for v in &self.dead_letter {
             v.validate()?;
         }
+        netapi_chat_runtime::wire::check_chars("resourceURL", &self.resource_url)?;
         for v in &self.link {
             v.validate()?;
         }
@@ -1831,6 +1844,7 @@ impl Validate for ChatSessionList {
         for v in &self.chat_session_information {
             v.validate()?;
         }
+        netapi_chat_runtime::wire::check_chars("resourceURL", &self.resource_url)?;
         for v in &self.link {
             v.validate()?;
         }
@@ -2036,6 +2050,7 @@ impl XmlType for ChatMessage {
 
 impl Validate for ChatMessage {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("text", &self.text)?;
         if let Some(v) = &self.client_correlator {
             netapi_chat_runtime::wire::check_string("clientCorrelator", v, 256)?;
         }
@@ -2135,6 +2150,7 @@ impl Validate for ChatMessageList {
         for v in &self.chat_message {
             v.validate()?;
         }
+        netapi_chat_runtime::wire::check_chars("resourceURL", &self.resource_url)?;
         for v in &self.link {
             v.validate()?;
         }
@@ -2772,8 +2788,19 @@ impl XmlType for SessionInvitationNotification {
 
 impl Validate for SessionInvitationNotification {
     fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.subject {
+            netapi_chat_runtime::wire::check_chars("subject", v)?;
+        }
+        netapi_chat_runtime::wire::check_chars("originatorAddress", &self.originator_address)?;
+        if let Some(v) = &self.originator_name {
+            netapi_chat_runtime::wire::check_chars("originatorName", v)?;
+        }
         for v in &self.participant {
             v.validate()?;
+        }
+        netapi_chat_runtime::wire::check_chars("sessionId", &self.session_id)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
         }
         if self.link.is_empty() {
             return Err("`SessionInvitationNotification` needs at least one `link`".to_owned());
@@ -2878,6 +2905,10 @@ impl XmlType for ParticipantStatusEntry {
 
 impl Validate for ParticipantStatusEntry {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("address", &self.address)?;
+        if let Some(v) = &self.name {
+            netapi_chat_runtime::wire::check_chars("name", v)?;
+        }
         if self.link.is_empty() {
             return Err("`ParticipantStatusEntry` needs at least one `link`".to_owned());
         }
@@ -2948,6 +2979,10 @@ impl Validate for ParticipantStatusNotification {
         }
         for v in &self.participant {
             v.validate()?;
+        }
+        netapi_chat_runtime::wire::check_chars("sessionId", &self.session_id)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
         }
         if self.link.is_empty() {
             return Err("`ParticipantStatusNotification` needs at least one `link`".to_owned());
@@ -3055,6 +3090,13 @@ impl XmlType for ChatEventNotification {
 
 impl Validate for ChatEventNotification {
     fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.event_description {
+            netapi_chat_runtime::wire::check_chars("eventDescription", v)?;
+        }
+        netapi_chat_runtime::wire::check_chars("sessionId", &self.session_id)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
+        }
         if self.link.is_empty() {
             return Err("`ChatEventNotification` needs at least one `link`".to_owned());
         }
@@ -3215,11 +3257,25 @@ impl XmlType for MessageNotification {
 
 impl Validate for MessageNotification {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("senderAddress", &self.sender_address)?;
+        if let Some(v) = &self.sender_name {
+            netapi_chat_runtime::wire::check_chars("senderName", v)?;
+        }
         if let Some(v) = &self.chat_message {
             v.validate()?;
         }
         if let Some(v) = &self.is_composing {
             v.validate()?;
+        }
+        if let Some(v) = &self.date_time {
+            netapi_chat_runtime::wire::check_chars("dateTime", v)?;
+        }
+        netapi_chat_runtime::wire::check_chars("sessionId", &self.session_id)?;
+        if let Some(v) = &self.message_id {
+            netapi_chat_runtime::wire::check_chars("messageId", v)?;
+        }
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
         }
         if self.link.is_empty() {
             return Err("`MessageNotification` needs at least one `link`".to_owned());
@@ -3356,6 +3412,20 @@ impl XmlType for MessageDeliveryNotification {
 
 impl Validate for MessageDeliveryNotification {
     fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.recipient_address {
+            netapi_chat_runtime::wire::check_chars("recipientAddress", v)?;
+        }
+        if let Some(v) = &self.error_code {
+            netapi_chat_runtime::wire::check_chars("errorCode", v)?;
+        }
+        if let Some(v) = &self.description {
+            netapi_chat_runtime::wire::check_chars("description", v)?;
+        }
+        netapi_chat_runtime::wire::check_chars("messageId", &self.message_id)?;
+        netapi_chat_runtime::wire::check_chars("sessionId", &self.session_id)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
+        }
         if self.link.is_empty() {
             return Err("`MessageDeliveryNotification` needs at least one `link`".to_owned());
         }
@@ -3445,6 +3515,9 @@ impl Validate for SubscriptionCancellationNotification {
     fn validate(&self) -> Result<(), String> {
         if let Some(v) = &self.reason {
             v.validate()?;
+        }
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
         }
         if self.link.is_empty() {
             return Err(
@@ -3589,6 +3662,21 @@ impl XmlType for ChatSessionInvitationNotification {
 
 impl Validate for ChatSessionInvitationNotification {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("subject", &self.subject)?;
+        netapi_chat_runtime::wire::check_chars("originatorAddress", &self.originator_address)?;
+        if let Some(v) = &self.originator_name {
+            netapi_chat_runtime::wire::check_chars("originatorName", v)?;
+        }
+        if let Some(v) = &self.t_participant_address {
+            netapi_chat_runtime::wire::check_chars("tParticipantAddress", v)?;
+        }
+        if let Some(v) = &self.t_participant_name {
+            netapi_chat_runtime::wire::check_chars("tParticipantName", v)?;
+        }
+        netapi_chat_runtime::wire::check_chars("sessionId", &self.session_id)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
+        }
         if self.link.is_empty() {
             return Err("`ChatSessionInvitationNotification` needs at least one `link`".to_owned());
         }
@@ -3698,8 +3786,13 @@ impl XmlType for GroupSessionInvitationNotification {
 
 impl Validate for GroupSessionInvitationNotification {
     fn validate(&self) -> Result<(), String> {
+        netapi_chat_runtime::wire::check_chars("subject", &self.subject)?;
         for v in &self.participant {
             v.validate()?;
+        }
+        netapi_chat_runtime::wire::check_chars("sessionId", &self.session_id)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
         }
         if self.link.is_empty() {
             return Err(
@@ -3820,6 +3913,16 @@ impl XmlType for MessageStatusNotification {
 
 impl Validate for MessageStatusNotification {
     fn validate(&self) -> Result<(), String> {
+        if let Some(v) = &self.error_code {
+            netapi_chat_runtime::wire::check_chars("errorCode", v)?;
+        }
+        if let Some(v) = &self.description {
+            netapi_chat_runtime::wire::check_chars("description", v)?;
+        }
+        netapi_chat_runtime::wire::check_chars("messageId", &self.message_id)?;
+        if let Some(v) = &self.callback_data {
+            netapi_chat_runtime::wire::check_chars("callbackData", v)?;
+        }
         if self.link.is_empty() {
             return Err("`MessageStatusNotification` needs at least one `link`".to_owned());
         }
@@ -4227,6 +4330,7 @@ impl Validate for NotificationChannelList {
         for v in &self.notification_channel {
             v.validate()?;
         }
+        netapi_chat_runtime::wire::check_chars("resourceURL", &self.resource_url)?;
         for v in &self.link {
             v.validate()?;
         }
