@@ -18,7 +18,7 @@ use netapi_chat_runtime::Format;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Listener, Server, chat, docs, send_empty, within_20s};
+use support::{Listener, Received, Server, chat, docs, send_empty, within_20s};
 
 const A: &str = "tel:+15551230001";
 const B: &str = "sip:bob@example.com";
@@ -1043,4 +1043,63 @@ async fn a_notify_url_that_cannot_be_delivered_to_is_refused_at_create() {
             a.body
         );
     }
+}
+
+/// A subscription that expires while its callback fails: what was committed for it while it
+/// was live still goes out once the callback answers (within the minute an expired
+/// subscription's notifications are tried), in order, and then its
+/// `subscriptionCancellationNotification`, last. Before, everything it had not delivered was
+/// dropped at expiry, and the cancellation came alone: the application could not tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
+    ]);
+    let lb = Listener::start().await;
+    let mut doc = docs::subscription_to(&lb.url, B, Format::Json);
+    doc.duration = Some(3);
+    let sub = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    lb.wait_for(1).await;
+    lb.set_status(503);
+    for n in 0..10 {
+        send_message(&srv, &sid, &format!("m{n}")).await;
+    }
+    refused_at_least(&lb, 2).await;
+    // Expired: gone for its user (and nothing new is queued for it).
+    let url = sub.resource_url.unwrap_or_default();
+    within_20s(Duration::from_millis(50), async || {
+        match send_empty("GET", &url, Format::Json).await.status {
+            404 => Ok(()),
+            s => Err(format!("the subscription still answers {s}")),
+        }
+    })
+    .await;
+    send_message(&srv, &sid, "after expiry").await;
+    lb.set_status(204);
+
+    let got = within_20s(Duration::from_millis(20), async || {
+        let all = lb.all();
+        match all.last() {
+            Some(r) if r.kind() == "subscriptionCancellationNotification" => Ok(all),
+            _ => Err(format!(
+                "no cancellation last yet: {:?}",
+                all.iter().map(Received::kind).collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
+    let texts: Vec<String> = got
+        .iter()
+        .filter(|r| r.kind() == "messageNotification")
+        .map(|r| r.id_and_text().1)
+        .collect();
+    let expected: Vec<String> = (0..10).map(|n| format!("m{n}")).collect();
+    assert_eq!(
+        texts, expected,
+        "the backlog, in order, and nothing sent after the expiry"
+    );
+    lb.assert_count_stays(got.len(), Duration::from_millis(500))
+        .await;
 }

@@ -4676,7 +4676,9 @@ impl Client {
 
     **Decision (duration):** `duration` is in seconds; absent or 0 means no expiry. The
     server grants at most one year (31536000 s) and answers with the duration it granted. When a subscription expires it is deleted
-    and a `subscriptionCancellationNotification` is sent to its callback.
+    (nothing new is sent to it); the notifications it had not delivered yet still go to
+    its callback, in order, then a `subscriptionCancellationNotification`, for one minute
+    after the expiry (what is left then, or across a restart in that minute, is dropped).
     **Decision (several subscriptions):** a user may hold several subscriptions; each
     notification goes to every one of them, up to the server's limit (`403 POL2008`). A
     subscription delivery disabled counts until it is deleted, but gives up its place: at

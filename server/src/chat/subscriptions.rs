@@ -19,10 +19,11 @@ use crate::logsafe::{Callback, Escaped};
 use crate::notify::{Delivery, Notification, Queue, Target};
 use crate::store::{Kind, now_ms};
 
-/// How long an expired subscription's `subscriptionCancellationNotification` is tried: a
-/// minute, then dropped. It tells a callback about a subscription that is gone, so it is not
-/// worth the give-up age's retries (a day), for which each expired subscription's queue and
-/// task would stay in memory.
+/// How long an expired subscription's backlog and then its
+/// `subscriptionCancellationNotification` are tried: a minute, then dropped. They go to a
+/// callback for a subscription that is gone (its record and outbox rows are deleted with it),
+/// so they are not worth the give-up age's retries (a day), for which each expired
+/// subscription's queue and task would stay in memory; a restart in that minute drops them.
 const EXPIRY_NOTICE_WITHIN_MS: i64 = 60_000;
 use crate::urls::Urls;
 use netapi_chat_api::{
@@ -280,14 +281,16 @@ impl Chat {
         }
     }
 
-    /// A subscription's `duration` ran out: it is removed, and its callback gets a
-    /// `subscriptionCancellationNotification`, tried for a minute ([`EXPIRY_NOTICE_WITHIN_MS`]),
-    /// and nothing else any more.
+    /// A subscription's `duration` ran out: it is removed and gets nothing new; what it
+    /// still holds (committed while it was live) and then a
+    /// `subscriptionCancellationNotification` are tried for a minute
+    /// ([`EXPIRY_NOTICE_WITHIN_MS`]), from memory only, and dropped after that.
     fn expire_subscription(&self, state: &mut State, id: &str) {
         let Some(sub) = remove_subscription(state, id) else {
             return;
         };
-        sub.queue.expire();
+        let until = now_ms().saturating_add(EXPIRY_NOTICE_WITHIN_MS);
+        sub.queue.expire(until);
         let notification = expiry_notice(&self.urls, &sub.rec);
         let mut change = Change::default();
         change
@@ -301,7 +304,7 @@ impl Chat {
         // for the give-up age (a day) for a subscription that is gone, which kept each
         // expired subscription's queue in memory that long.
         let mut notice = Delivery::new(0, notification, 0);
-        notice.deadline_ms = Some(now_ms().saturating_add(EXPIRY_NOTICE_WITHIN_MS));
+        notice.deadline_ms = Some(until);
         change.new_notification(sub.queue.clone(), notice, None);
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(state, change));

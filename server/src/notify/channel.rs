@@ -16,7 +16,7 @@
 
 use super::{
     DELIVERED, Deliverer, Delivery, Forgetter, LIVE, Notification, Queue, Shared, Target, bury,
-    disable, settle, skipped,
+    disable, settle,
 };
 use crate::signing::Signer;
 use std::collections::VecDeque;
@@ -382,19 +382,15 @@ impl Drop for Waiting<'_> {
 }
 
 /// Takes out what must not be handed any more: notifications of a subscription deleted since
-/// they arrived, and, of an expired one, everything but its cancellation notice (as the
-/// callback task does); and one past its delivery deadline (a lapsed `isComposing`: never
+/// they arrived, and, of an expired one, what is left once its time is up (as the callback
+/// task does, [`super::skipped`]); and one past its delivery deadline (a lapsed `isComposing`: never
 /// handed late, as the callback task does not send it late).
 fn drop_unwanted(pending: &mut VecDeque<Held>) -> Vec<Held> {
     let now = crate::store::now_ms();
     let mut dropped = Vec::new();
     let mut kept = VecDeque::with_capacity(pending.len());
     for h in pending.drain(..) {
-        if skipped(
-            h.shared.state.load(Ordering::SeqCst),
-            &h.delivery.notification,
-        ) || lapsed(h.delivery.deadline_ms, now)
-        {
+        if h.shared.skips(now) || lapsed(h.delivery.deadline_ms, now) {
             dropped.push(h);
         } else {
             kept.push_back(h);
@@ -455,31 +451,19 @@ async fn feed(
 #[cfg(test)]
 mod tests {
     use super::super::{CANCELLED, DISABLED_STATE, EXPIRED, LIVE, skipped};
-    use super::{Ack, Notification, acknowledged, lapsed, take_count};
-    use netapi_chat_api::{ChatEventNotification, EventType, SubscriptionCancellationNotification};
+    use super::{Ack, acknowledged, lapsed, take_count};
 
-    /// A cancelled subscription's notifications are all dropped; an expired one's but its
-    /// cancellation notice; a live or disabled one's none (disabled ones become dead letters).
+    /// A cancelled subscription's notifications are all dropped at once; an expired one's
+    /// (its backlog, then its cancellation notice) only once its time is up; a live or
+    /// disabled one's never (disabled ones become dead letters).
     #[test]
     fn the_skip_rule() {
-        let notice = Notification::SubscriptionCancellationNotification(
-            SubscriptionCancellationNotification {
-                callback_data: None,
-                reason: None,
-                link: Vec::new(),
-            },
-        );
-        let event = Notification::ChatEventNotification(ChatEventNotification {
-            event_type: EventType::SessionEnded,
-            event_description: None,
-            session_id: "s".to_owned(),
-            callback_data: None,
-            link: Vec::new(),
-        });
-        assert!(skipped(CANCELLED, &notice) && skipped(CANCELLED, &event));
-        assert!(skipped(EXPIRED, &event) && !skipped(EXPIRED, &notice));
+        let (until, before, after) = (1_000, 999, 1_001);
+        assert!(skipped(CANCELLED, 0, before) && skipped(CANCELLED, until, before));
+        assert!(!skipped(EXPIRED, until, before) && !skipped(EXPIRED, until, until));
+        assert!(skipped(EXPIRED, until, after));
         for state in [LIVE, DISABLED_STATE] {
-            assert!(!skipped(state, &event) && !skipped(state, &notice));
+            assert!(!skipped(state, 0, after) && !skipped(state, until, after));
         }
     }
 

@@ -44,7 +44,7 @@ use netapi_chat_runtime::Format;
 pub use rules::{BacklogLimit, RetryPolicy};
 use rules::{Next, after_failure, backlog_full, over_budget, retry_delay};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
@@ -148,12 +148,15 @@ const EXPIRED: u8 = 1;
 const CANCELLED: u8 = 2;
 const DISABLED_STATE: u8 = 3;
 
-/// Whether a notification of a subscription in `state` is dropped instead of delivered: every
-/// one of a cancelled (deleted) subscription, and of an expired one all but its cancellation
-/// notice. The one rule of the callback task and of a channel's feed and mailbox.
-fn skipped(state: u8, n: &Notification) -> bool {
-    state == CANCELLED
-        || (state == EXPIRED && !matches!(n, Notification::SubscriptionCancellationNotification(_)))
+/// Whether what a subscription in `state` still holds is dropped at `now_ms` instead of
+/// delivered: everything of a cancelled (deleted) subscription at once; of an expired one,
+/// what is left past `expired_until_ms`. An expired subscription's backlog was committed while
+/// it was live, so it still goes out, then its cancellation notice (queued last), for a
+/// bounded time ([`Queue::expire`]): dropping it at expiry lost every change the callback had
+/// not taken yet, with nothing telling the application. The one rule of the callback task and
+/// of a channel's feed and mailbox.
+fn skipped(state: u8, expired_until_ms: i64, now_ms: i64) -> bool {
+    state == CANCELLED || (state == EXPIRED && now_ms > expired_until_ms)
 }
 
 /// Why delivery disabled a subscription (shown as its status reason, and logged).
@@ -265,6 +268,8 @@ impl Deliverer {
 #[derive(Debug, Default)]
 struct Shared {
     state: AtomicU8,
+    /// Once expired: until when (Unix ms) what is left is still delivered ([`Queue::expire`]).
+    expired_until_ms: AtomicI64,
     count: AtomicUsize,
     bytes: AtomicUsize,
     wake: Notify,
@@ -331,6 +336,15 @@ impl Shared {
             .collect()
     }
 
+    /// Whether [`skipped`] drops what this backlog holds at `now_ms`.
+    fn skips(&self, now_ms: i64) -> bool {
+        skipped(
+            self.state.load(Ordering::SeqCst),
+            self.expired_until_ms.load(Ordering::SeqCst),
+            now_ms,
+        )
+    }
+
     /// Moves from LIVE to `to` (a cancelled or disabled queue stays so).
     fn leave_live(&self, to: u8) -> bool {
         self.state
@@ -375,8 +389,14 @@ impl Queue {
         self.shared.wake.notify_one();
     }
 
-    /// The subscription expired: only its cancellation notification is still delivered.
-    pub fn expire(&self) {
+    /// The subscription expired: what it holds (committed while it was live) and then its
+    /// cancellation notice, pushed after this, are still delivered until `until_ms`; what is
+    /// left then is dropped (the subscription's record and outbox are gone: nothing would
+    /// ever read a dead letter of it).
+    pub fn expire(&self, until_ms: i64) {
+        self.shared
+            .expired_until_ms
+            .store(until_ms, Ordering::SeqCst);
         self.shared.leave_live(EXPIRED);
         self.shared.wake.notify_one();
     }
@@ -581,6 +601,11 @@ async fn deliver(
         let Some(mut item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
         };
+        if state == EXPIRED {
+            // Tried until the expired subscription's time is up, then dropped (`lapsed`).
+            let until = shared.expired_until_ms.load(Ordering::SeqCst);
+            item.deadline_ms = Some(item.deadline_ms.map_or(until, |t| t.min(until)));
+        }
         let count = shared.count.load(Ordering::SeqCst);
         if state == LIVE
             && let Some(why) = shared.too_full(&d.policy)
@@ -598,7 +623,7 @@ async fn deliver(
                 head = Some(item);
                 continue;
             }
-            // Expired: only its cancellation notification was left, and it cannot be sent.
+            // Expired, and its URL cannot be delivered to: nothing it holds can be sent.
             Err(_) => {
                 bury(&target, &d, &shared, vec![item]);
                 return;
@@ -732,7 +757,7 @@ fn settle(
     d: &Deliverer,
     shared: &Shared,
 ) -> Option<Delivery> {
-    if skipped(state, &item.notification) {
+    if shared.skips(now_ms()) {
         d.forgetter.forget(&[item.id]);
         shared.done(&item);
         return None;
