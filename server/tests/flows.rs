@@ -718,7 +718,8 @@ async fn flow_7_1_3(f: &Face<'_>) {
 
 /// Seed 7.1.4 (with 7.1.7 c): A starts a group chat with B, C and D (listing itself too); B
 /// accepts, C declines, D does not answer and its invitation times out (server started with a
-/// 1 s invitation timeout): A gets a `Timeout` event and the session is gone for D.
+/// 1 s invitation timeout): A gets a `Timeout` event and D's status, and the session is gone
+/// for D.
 async fn flow_7_1_4(f: &Face<'_>) {
     let a = f.user(A, "a").await;
     let b = f.user(B, "b").await;
@@ -767,7 +768,8 @@ async fn flow_7_1_4(f: &Face<'_>) {
         f.check_status_notification(&n, u.addr, &sid, &[(C, Disconnected)]);
     }
 
-    // D ignores the invitation: after the timeout A (and D) get a Timeout event.
+    // D ignores the invitation: after the timeout A (and D) get a Timeout event, and A, whose
+    // group goes on, D's new status too (a roster kept from status notifications stays right).
     let n: ChatEventNotification = a.next().await;
     f.check_event(&n, A, &sid, EventType::Timeout);
     assert!(
@@ -777,6 +779,8 @@ async fn flow_7_1_4(f: &Face<'_>) {
             .contains(D),
         "which invitation: {n:?}"
     );
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(D, Disconnected)]);
     let n: ChatEventNotification = d.next().await;
     f.check_event(&n, D, &sid, EventType::Timeout);
     // The other connected participant (B) sees D disconnected, as for a cancelled invitation.

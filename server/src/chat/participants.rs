@@ -127,7 +127,9 @@ impl Chat {
 /// unless it is still that participant's pending invitation (answered, cancelled or replaced
 /// since: the timer is stale). Otherwise the invitee is `Disconnected` and no longer sees the
 /// session, the inviter and the invitee get a `Timeout` event, the other connected
-/// participants its new status, and a 1-1 session ends.
+/// participants its new status, and a 1-1 session ends. In a group, which goes on, a connected
+/// inviter gets the new status too, after the event: a client keeps its roster from status
+/// notifications (OMA 2012's `participantStatusNotification`), and a decline tells it so.
 fn time_out(urls: &Urls, s: &Session, address: &str, seq: u64) -> Option<Decision> {
     let p = s.participant(address)?;
     if !matches!(p.invitation, Invitation::Pending { seq: current, .. } if current == seq) {
@@ -150,6 +152,16 @@ fn time_out(urls: &Urls, s: &Session, address: &str, seq: u64) -> Option<Decisio
             views::event(urls, address, &s, EventType::Timeout, text),
         ),
     ];
+    if s.group
+        && s.participant(&inviter)
+            .is_some_and(|i| i.status == ParticipantStatus::Connected)
+        && let Some(p) = s.participant(address)
+    {
+        outbox.push((
+            inviter.clone(),
+            views::participant_status(urls, &inviter, &s, &[p]),
+        ));
+    }
     outbox.extend(invitation_gone(
         urls,
         &mut s,
@@ -481,7 +493,8 @@ mod tests {
     }
 
     /// Seed 7.1.7 c: an invitation nobody answered. Both ends hear `Timeout`, the other
-    /// connected participants the invitee's new status; a 1-1 session ends; the invitee no
+    /// connected participants (in a group, the inviter too) the invitee's new status; a 1-1
+    /// session ends; the invitee no
     /// longer sees the session, so accepting afterwards is a 404.
     #[test]
     fn an_unanswered_invitation_times_out() {
@@ -512,6 +525,7 @@ mod tests {
                 vec![
                     format!("{A} <- Timeout"),
                     format!("{C} <- Timeout"),
+                    format!("{A} <- status {C}=Disconnected"),
                     format!("{B} <- status {C}=Disconnected"),
                 ]
             )
