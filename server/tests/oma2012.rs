@@ -2485,3 +2485,38 @@ async fn a_whole_number_written_as_a_double_is_taken() {
     assert_eq!(a.status, 400, "{}", a.body);
     assert!(a.body.contains("`3600.5` is not an integer"), "{}", a.body);
 }
+
+/// An OMA 2012 client reads its subscriptions first, at start-up, before it has any: the
+/// empty list carries `"chatNotificationSubscription": []` (before, the key was left out and
+/// `…chatNotificationSubscription.length` threw), and a listed one is in that array.
+#[tokio::test]
+async fn an_empty_2012_subscription_list_has_its_array() {
+    let srv = Server::default_for_tests();
+    let url = srv.urls().oma2012_subscriptions(A);
+    let empty = send_empty("GET", &url, Format::Json).await;
+    assert_eq!(empty.status, 200, "{}", empty.body);
+    let v: serde_json::Value = serde_json::from_str(&empty.body).expect("JSON");
+    assert_eq!(
+        v["chatSubscriptionList"]["chatNotificationSubscription"],
+        serde_json::json!([]),
+        "{}",
+        empty.body
+    );
+    let sub = subscription_2012("http://127.0.0.1:9/cb", "d", Format::Json, None);
+    let made = send_doc("POST", &url, Format::Json, &sub).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let one: serde_json::Value =
+        serde_json::from_str(&send_empty("GET", &url, Format::Json).await.body).expect("JSON");
+    let list = &one["chatSubscriptionList"];
+    assert_eq!(
+        list["chatNotificationSubscription"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{list}"
+    );
+    assert!(
+        list.get("chatSubscription").is_none(),
+        "no seed member: {list}"
+    );
+}

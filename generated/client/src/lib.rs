@@ -1561,7 +1561,11 @@ pub mod types {
     pub struct ChatSubscriptionList {
         /**(OMA 2012 face) The subscriptions as OMA 2012 shows them
         (`listChatNotificationSubscriptions`). One root element in one namespace, so one
-        schema for both faces' lists: a list holds one of the two item forms.
+        schema for both faces' lists: a list holds one of the two item forms. In JSON
+        this array is always present, `[]` when there is none (on the seed face too, where
+        it is always empty), since an OMA 2012 client reads it first, at start-up, before
+        it has any subscription; the seed face's `chatSubscription` is left out when
+        empty, so that a 2012 list shows no member of the seed's.
         */
         #[serde(
             rename = "chatNotificationSubscription",
