@@ -1103,3 +1103,69 @@ async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation()
     lb.assert_count_stays(got.len(), Duration::from_millis(500))
         .await;
 }
+
+/// A receiver in maintenance answering `503` with `Retry-After: 0`: the schedule's gaps still
+/// apply (the header only ever lengthens them), and the log says so on the 1st, 2nd, 4th…
+/// failed attempt, not on each. Before, it was tried in a tight loop, thousands of times a
+/// second, each attempt a `warn` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_zero_does_not_make_a_tight_loop() {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let receiver = tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let counted = counted.clone();
+                    async move {
+                        let _ = req.into_body().collect().await?;
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        resp.headers_mut()
+                            .insert("retry-after", http::HeaderValue::from_static("0"));
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    // Gaps of 200 ms once past the first two: about 12 attempts in 2.5 s.
+    let srv = Server::logged(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,200ms"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "1s"),
+    ]);
+    chat::subscribe_with(
+        &srv,
+        B,
+        &docs::subscription_to(&url, B, Format::Json),
+        Format::Json,
+    )
+    .await;
+    session(&srv, &[B], false).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let made = attempts.load(Ordering::SeqCst);
+    receiver.abort();
+    assert!(
+        (3..=20).contains(&made),
+        "attempts in 2.5 s at the schedule's pace: {made}"
+    );
+    let log = srv.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("callback refused notification"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 5,
+        "logged on the 1st, 2nd, 4th, 8th… of {made} attempts: {lines:#?}"
+    );
+    assert!(lines[0].contains("failures=1"), "{}", lines[0]);
+}

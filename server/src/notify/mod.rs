@@ -441,12 +441,14 @@ enum Outcome {
     Retry(Option<Duration>),
 }
 
+/// One attempt to deliver `body` (notification `id`); `failures`: the failed attempts of the
+/// endpoint's current failure run before this one (0: it was healthy), for the log.
 async fn attempt(
     target: &Target,
     d: &Deliverer,
     keys: &[Arc<Signer>],
     ep: &Endpoint,
-    id: u64,
+    (id, failures): (u64, u32),
     body: &bytes::Bytes,
 ) -> Outcome {
     let timestamp = crate::store::now_ms() / 1000;
@@ -496,20 +498,27 @@ async fn attempt(
             let retry_after = matches!(a.status.as_u16(), 429 | 503)
                 .then(|| a.retry_after.as_ref().and_then(retry_after))
                 .flatten();
-            tracing::warn!(
-                subscription = &target.subscription,
-                id = id,
-                status = a.status.as_u16(),
-                "callback refused notification"
-            );
+            if rules::worth_logging(failures) {
+                tracing::warn!(
+                    subscription = &target.subscription,
+                    id = id,
+                    status = a.status.as_u16(),
+                    failures = failures.saturating_add(1),
+                    "callback refused notification"
+                );
+            }
             Outcome::Retry(retry_after)
         }
         Err(Failure::Refused(e)) => {
-            tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), "callback refused by the callback policy or unresolvable");
+            if rules::worth_logging(failures) {
+                tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), "callback refused by the callback policy or unresolvable");
+            }
             Outcome::Retry(None)
         }
         Err(Failure::Unreachable(e)) => {
-            tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), "callback unreachable");
+            if rules::worth_logging(failures) {
+                tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), "callback unreachable");
+            }
             Outcome::Retry(None)
         }
     };
@@ -669,7 +678,7 @@ async fn deliver(
         // meanwhile is disabled at once, the attempt dropped (its notification stays in the
         // outbox and is buried with the rest), instead of growing for the attempt's length
         // (a hanging receiver let memory pass the budget by the push rate × 10 s).
-        let attempting = attempt(&target, &d, &keys, ep, item.id, &bytes);
+        let attempting = attempt(&target, &d, &keys, ep, (item.id, failures), &bytes);
         let outcome = match unless_too_full(attempting, &shared, &d.policy).await {
             Ok(outcome) => outcome,
             Err(why) => {
@@ -696,6 +705,13 @@ async fn deliver(
                 DELIVERED.fetch_add(1, Ordering::Relaxed);
                 d.forgetter.forget(&[item.id]);
                 shared.done(&item);
+                if failures > 0 {
+                    tracing::info!(
+                        subscription = &target.subscription,
+                        failures = failures,
+                        "callback answers again"
+                    );
+                }
                 // Healthy again: the rest of the backlog goes at full speed.
                 (failing_since, failures, probe_at) = (None, 0, 0);
                 if is_cancellation && shared.state.load(Ordering::SeqCst) == EXPIRED {

@@ -127,16 +127,21 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// one past its end), at most [`RetryPolicy::max_backoff`], then stretched by `jitter` (1.0–1.2
 /// in use: endpoints that failed together do not retry together). Jitter only lengthens a gap,
 /// so a notification is never tried more often than the schedule says. A `Retry-After` the
-/// receiver sent (429/503) is honoured instead, even past the cap: it asked for that.
+/// receiver sent (429/503) lengthens the gap to it, even past the cap (it asked for that), and
+/// never shortens it: `Retry-After: 0` from a receiver in maintenance made a tight loop of
+/// thousands of attempts a second, past the schedule and the cap.
 pub fn retry_delay(
     policy: &RetryPolicy,
     failures: u32,
     jitter: f64,
     retry_after: Option<Duration>,
 ) -> Duration {
-    if let Some(hint) = retry_after {
-        return hint;
-    }
+    let scheduled = scheduled_delay(policy, failures, jitter);
+    retry_after.map_or(scheduled, |hint| hint.max(scheduled))
+}
+
+/// [`retry_delay`] by the schedule alone.
+fn scheduled_delay(policy: &RetryPolicy, failures: u32, jitter: f64) -> Duration {
     let last = policy.schedule.len().saturating_sub(1);
     let at = usize::try_from(failures).unwrap_or(usize::MAX).min(last);
     let capped = policy
@@ -150,6 +155,14 @@ pub fn retry_delay(
     } else {
         capped
     }
+}
+
+/// Whether a failed attempt after `failures` earlier ones in the same failure run is logged:
+/// the first, then the 2nd, 4th, 8th…, so a callback failing for a day at the schedule's
+/// pace (or one retried fast) writes a few dozen lines instead of one per attempt, and each
+/// line says how many so far.
+pub fn worth_logging(failures: u32) -> bool {
+    failures.saturating_add(1).is_power_of_two()
 }
 
 /// What follows a failed attempt.
@@ -281,8 +294,19 @@ mod tests {
         assert_eq!(d.max_backoff, Duration::from_secs(300));
     }
 
+    /// A failure run is logged on its 1st, 2nd, 4th, 8th… failed attempt.
+    #[test]
+    fn a_failure_run_is_logged_at_powers_of_two() {
+        let logged: Vec<u32> = (0..40)
+            .filter(|f| worth_logging(*f))
+            .map(|f| f + 1)
+            .collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16, 32]);
+        assert!(!worth_logging(u32::MAX));
+    }
+
     /// The gap follows the schedule by the run of failures, repeats its last delay, is
-    /// jittered, capped, and replaced by a Retry-After.
+    /// jittered, capped, and lengthened (never shortened) by a Retry-After.
     #[test]
     fn delays_follow_the_schedule_capped() {
         let p = policy("0,5s,5m,30m,2h", "10m", "1h");
@@ -299,10 +323,19 @@ mod tests {
         // Jitter never shortens a gap; a nonsense one is ignored, not propagated.
         assert_eq!(at(1, 0.5), Duration::from_secs(5));
         assert_eq!(at(1, f64::NAN), Duration::from_secs(5));
-        // The receiver's Retry-After wins, even over the cap.
+        // The receiver's Retry-After lengthens the gap, even over the cap, and never
+        // shortens it (0 was a tight loop).
         assert_eq!(
             retry_delay(&p, 1, 1.0, Some(Duration::from_secs(3600))),
             Duration::from_secs(3600)
+        );
+        assert_eq!(
+            retry_delay(&p, 1, 1.0, Some(Duration::ZERO)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            retry_delay(&p, 3, 1.1, Some(Duration::from_secs(1))),
+            Duration::from_secs(660)
         );
     }
 
