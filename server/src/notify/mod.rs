@@ -544,6 +544,39 @@ fn jitter() -> f64 {
     rand::random_range(1.0..1.2)
 }
 
+/// The times a delivery task scheduled itself (a retry, the next probe), in wall-clock Unix
+/// ms as stored (a restart resumes them), each with the monotonic instant it stood for when
+/// it was scheduled. A wait for one of them is measured on the monotonic clock: a wall clock
+/// stepped back an hour (NTP, a VM restored) held every failing callback's next attempt an
+/// hour, and one stepped back and then set right still held it for the sleep already begun.
+/// A time this task did not schedule (read back after a restart, a deadline) is waited for
+/// by the wall clock. At most [`Scheduled::KEPT`] entries.
+#[derive(Debug, Default)]
+struct Scheduled(Vec<(i64, tokio::time::Instant)>);
+
+impl Scheduled {
+    const KEPT: usize = 4;
+
+    /// `at_ms` was just scheduled, at wall time `now_ms`.
+    fn note(&mut self, at_ms: i64, now_ms: i64) {
+        let after = Duration::from_millis(at_ms.saturating_sub(now_ms).max(0).unsigned_abs());
+        self.0.retain(|(t, _)| *t != at_ms);
+        if self.0.len() >= Self::KEPT {
+            self.0.remove(0);
+        }
+        self.0.push((at_ms, tokio::time::Instant::now() + after));
+    }
+
+    /// How long until `due_ms` (wall time now `now_ms`): by the monotonic clock when this task
+    /// scheduled that time, else by the wall clock.
+    fn wait(&self, due_ms: i64, now_ms: i64) -> Duration {
+        match self.0.iter().find(|(t, _)| *t == due_ms) {
+            Some((_, at)) => at.saturating_duration_since(tokio::time::Instant::now()),
+            None => Duration::from_millis(due_ms.saturating_sub(now_ms).max(0).unsigned_abs()),
+        }
+    }
+}
+
 /// The encoded body of a queue's head, kept while it is the head so that its retries send the
 /// bytes encoded for its first attempt instead of encoding the notification again each time.
 /// Bounded: one body per subscription (its head's), dropped when the head is done.
@@ -585,6 +618,7 @@ async fn deliver(
     let mut failing_since: Option<i64> = None;
     let mut failures: u32 = 0;
     let mut probe_at: i64 = 0;
+    let mut scheduled = Scheduled::default();
     loop {
         if head.is_none() {
             // The last head is done: its encoded body is not needed any more.
@@ -644,9 +678,8 @@ async fn deliver(
             failures = item.progress.attempts;
         }
         let due = rules::due(item.progress.next_attempt_ms, probe_at, item.deadline_ms);
-        let wait = due.saturating_sub(now_ms());
-        if wait > 0 {
-            let wait = Duration::from_millis(wait.unsigned_abs());
+        let wait = scheduled.wait(due, now_ms());
+        if !wait.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 // Something changed (a push past the cap, a cancellation): look again.
@@ -732,6 +765,7 @@ async fn deliver(
                 let delay = retry_delay(&d.policy, failures, jitter(), hint);
                 match after_failure(&d.policy, item.created_ms, since, now, delay) {
                     Next::RetryAt(at) => {
+                        scheduled.note(at, now);
                         item.progress.next_attempt_ms = at;
                         item.progress.failing_since_ms = Some(since);
                         d.store.submit_detached(Batch {
@@ -745,6 +779,7 @@ async fn deliver(
                         tracing::warn!(kind = item.notification.kind(), subscription = &target.subscription, url = %Callback(&target.notify_url), id = item.id, attempts = item.progress.attempts, dropped_total = total, "notification given up at its give-up age: kept as a dead letter");
                         probe_at = now
                             .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                        scheduled.note(probe_at, now);
                         bury(&target, &d, &shared, vec![item]);
                         if is_cancellation && shared.state.load(Ordering::SeqCst) == EXPIRED {
                             return;
@@ -843,6 +878,29 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A time the task scheduled is waited for by the monotonic clock, whatever the wall clock
+    /// says now (stepped back an hour: still 200 ms); another one by the wall clock.
+    #[tokio::test]
+    async fn a_scheduled_retry_is_waited_for_by_the_monotonic_clock() {
+        let mut s = Scheduled::default();
+        let now = 10_000_000;
+        s.note(now + 200, now);
+        let hour = 3_600_000;
+        let left = s.wait(now + 200, now - hour);
+        assert!(left <= Duration::from_millis(200) && left > Duration::from_millis(150));
+        assert!(s.wait(now + 200, now + hour) > Duration::from_millis(150));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(s.wait(now + 200, now - hour) <= Duration::from_millis(50));
+        // Not scheduled here (read back after a restart): the wall clock.
+        assert_eq!(s.wait(now + 500, now), Duration::from_millis(500));
+        assert_eq!(s.wait(now - 5, now), Duration::ZERO);
+        // Bounded: the oldest goes.
+        for i in 1..=10 {
+            s.note(now + i, now);
+        }
+        assert_eq!(s.0.len(), Scheduled::KEPT);
+    }
 
     /// 410 and 404 end a subscription at once (OMA: 404 is permanent); every other failure,
     /// 503 and 429 included, is retried on the schedule.
