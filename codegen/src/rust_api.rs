@@ -528,6 +528,13 @@ fn endpoint(
         params.push(quote!(body: Body<#t>));
         impl_params.push(quote!(mut body: Body<#t>));
     }
+    // The operation runs with the request's credentials at hand (a long poll checks them
+    // again before it answers: `Credentials::scope`).
+    let call = if acting_user.is_some() {
+        quote!(credentials.scope(rqctx.context().#name(#(#call_args),*)).await)
+    } else {
+        quote!(rqctx.context().#name(#(#call_args),*).await)
+    };
     let decl = quote! {
         #doc
         #[endpoint { method = #method, path = #path, operation_id = #op_id, tags = [#(#tags),*] }]
@@ -544,7 +551,7 @@ fn endpoint(
             let outcome = async {
                 accept.check()?;
                 #(#takes)*
-                rqctx.context().#name(#(#call_args),*).await
+                #call
             }
             .await;
             #finish

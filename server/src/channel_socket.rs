@@ -549,6 +549,12 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                 let _ = tx.send(close(TAKEN_OVER)).await;
                 return;
             }
+            // Not asked of a socket's mailbox (its grant is checked above).
+            Polled::Revoked => {
+                mailbox.release(me);
+                let _ = tx.send(close(REVOKED)).await;
+                return;
+            }
         };
         let want = webhook_id(taken.id);
         let frame = frame(&taken, format, crate::store::now_ms() / 1000);
@@ -837,6 +843,11 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
             }
             Event::Polled(Polled::Superseded) => {
                 let _ = tx.send(close(TAKEN_OVER)).await;
+                return;
+            }
+            // Not asked of a socket's mailbox (its grant is checked above).
+            Event::Polled(Polled::Revoked) => {
+                let _ = tx.send(close(REVOKED)).await;
                 return;
             }
         };

@@ -870,8 +870,20 @@ impl ChatService for ChatServer {
         query: PollNotificationsQuery,
     ) -> Result<Headed<NotificationList, PollNotificationsHeaders>, ApiError> {
         let ack = crate::chat::channels::parse_ack(query.ack.as_deref())?;
+        // The request's credentials, checked again whenever the poll wakes (see
+        // `Chat::poll_notifications`), as `authorize` checked them when it came.
+        let credentials = netapi_chat_runtime::negotiate::request_credentials();
+        let grant = || -> Result<(), ApiError> {
+            let principal = auth::authenticate(self.verifier.as_ref(), credentials.as_deref())?;
+            match auth::resolve_user(&principal, &user_id)? {
+                u if u == user_id => Ok(()),
+                _ => Err(ApiError::forbidden(
+                    "the credentials no longer grant this channel",
+                )),
+            }
+        };
         self.chat
-            .poll_notifications(&user_id, &channel_id, ack)
+            .poll_notifications(&user_id, &channel_id, ack, &grant)
             .await
     }
 }

@@ -1859,3 +1859,44 @@ async fn what_a_deleted_channel_held_leaves_the_delivery_totals() {
     assert_eq!(send("DELETE", &url, &[], None).await.status, 204);
     assert_eq!(held().await, 0.0, "{before} bytes held before the delete");
 }
+
+/// A long poll waits (here up to 20 s) with credentials checked when it came: a token revoked
+/// meanwhile is not handed what arrives after the revocation (the poll answers `401` and takes
+/// nothing), and the owner's next poll gets it. Before, the revoked holder got it, and the
+/// owner's next poll acknowledged it unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_whose_token_is_revoked_meanwhile_takes_nothing() {
+    let s = server(&[]);
+    let ch = create_channel(&s, B, Format::Json, None, Some(20)).await;
+    subscribe(&s, B, &ch, "bob-app").await;
+    let url = channel_url(&ch);
+    let token = support::user_token(B);
+    let waiting = {
+        let (url, auth) = (url.clone(), format!("Bearer {token}"));
+        tokio::spawn(
+            async move { support::send_authorized("POST", &url, &auth, Format::Json).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let revoked: String = support::token_file()
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{token} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(s.data_dir.join("tokens"), revoked).expect("token file");
+    // The server reads a changed token file within 250 ms.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    invite(&s, A, B, "after").await;
+    let a = waiting.await.expect("the revoked poll");
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(!a.body.contains("after"), "{}", a.body);
+    let got = poll_list(&url, Format::Json).await;
+    assert_eq!(
+        invitations(&got)
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>(),
+        ["after"],
+        "the owner gets it"
+    );
+}

@@ -100,6 +100,28 @@ impl SharedExtractor for Credentials {
     }
 }
 
+tokio::task_local! {
+    /// The credentials of the request whose operation runs in this task ([`Credentials::scope`]).
+    static REQUEST_CREDENTIALS: Option<String>;
+}
+
+impl Credentials {
+    /// Runs `operation` (the service's method, after `authorize` accepted these credentials)
+    /// with them at hand ([`request_credentials`]): an operation that waits (a long poll, up
+    /// to an hour) checks them again before it answers, since a token revoked meanwhile must
+    /// not be handed what arrived after its revocation.
+    pub async fn scope<F: std::future::Future>(self, operation: F) -> F::Output {
+        REQUEST_CREDENTIALS.scope(self.0, operation).await
+    }
+}
+
+/// The `Authorization` of the request being served by this task, inside
+/// [`Credentials::scope`] (every operation of the generated API runs there); `None` outside
+/// it or when the request had none.
+pub fn request_credentials() -> Option<String> {
+    REQUEST_CREDENTIALS.try_with(Clone::clone).ok().flatten()
+}
+
 /// A request body in JSON or XML, not read yet: the generated handler calls
 /// [`Body::read`] only after the request is authenticated, so that an unauthenticated client
 /// cannot make the server wait for, buffer or parse a body. Reading it refuses a wrong

@@ -3015,9 +3015,8 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .list_chat_subscriptions(user_id, query)
+            credentials
+                .scope(rqctx.context().list_chat_subscriptions(user_id, query))
                 .await
         }
         .await;
@@ -3040,9 +3039,8 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .create_chat_subscription(user_id, body)
+            credentials
+                .scope(rqctx.context().create_chat_subscription(user_id, body))
                 .await
         }
         .await;
@@ -3064,9 +3062,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_chat_subscription(user_id, path.subscription_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .get_chat_subscription(user_id, path.subscription_id),
+                )
                 .await
         }
         .await;
@@ -3087,9 +3088,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .delete_chat_subscription(user_id, path.subscription_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .delete_chat_subscription(user_id, path.subscription_id),
+                )
                 .await
         }
         .await;
@@ -3112,9 +3116,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .rotate_subscription_secret(user_id, path.subscription_id, body)
+            credentials
+                .scope(rqctx.context().rotate_subscription_secret(
+                    user_id,
+                    path.subscription_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -3139,9 +3146,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .list_dead_letters(user_id, path.subscription_id, query)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .list_dead_letters(user_id, path.subscription_id, query),
+                )
                 .await
         }
         .await;
@@ -3162,9 +3172,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .redeliver_dead_letters(user_id, path.subscription_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .redeliver_dead_letters(user_id, path.subscription_id),
+                )
                 .await
         }
         .await;
@@ -3188,7 +3201,9 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx.context().list_chat_sessions(user_id, query).await
+            credentials
+                .scope(rqctx.context().list_chat_sessions(user_id, query))
+                .await
         }
         .await;
         Ok(Reply::headed(&accept, outcome))
@@ -3210,7 +3225,9 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx.context().create_chat_session(user_id, body).await
+            credentials
+                .scope(rqctx.context().create_chat_session(user_id, body))
+                .await
         }
         .await;
         let outcome = body.finish(outcome);
@@ -3231,9 +3248,8 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_chat_session(user_id, path.session_id)
+            credentials
+                .scope(rqctx.context().get_chat_session(user_id, path.session_id))
                 .await
         }
         .await;
@@ -3254,9 +3270,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .delete_chat_session(user_id, path.session_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .delete_chat_session(user_id, path.session_id),
+                )
                 .await
         }
         .await;
@@ -3280,9 +3299,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .list_participants(user_id, path.session_id, query)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .list_participants(user_id, path.session_id, query),
+                )
                 .await
         }
         .await;
@@ -3305,9 +3327,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .add_participants(user_id, path.session_id, body)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .add_participants(user_id, path.session_id, body),
+                )
                 .await
         }
         .await;
@@ -3329,9 +3354,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_participant(user_id, path.session_id, path.participant_id)
+            credentials
+                .scope(rqctx.context().get_participant(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                ))
                 .await
         }
         .await;
@@ -3352,9 +3380,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .cancel_invitation(user_id, path.session_id, path.participant_id)
+            credentials
+                .scope(rqctx.context().cancel_invitation(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                ))
                 .await
         }
         .await;
@@ -3375,9 +3406,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_participant_status(user_id, path.session_id, path.participant_id)
+            credentials
+                .scope(rqctx.context().get_participant_status(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                ))
                 .await
         }
         .await;
@@ -3400,9 +3434,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .update_participant_status(user_id, path.session_id, path.participant_id, body)
+            credentials
+                .scope(rqctx.context().update_participant_status(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -3427,9 +3465,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .list_messages(user_id, path.session_id, query)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .list_messages(user_id, path.session_id, query),
+                )
                 .await
         }
         .await;
@@ -3452,9 +3493,8 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .send_message(user_id, path.session_id, body)
+            credentials
+                .scope(rqctx.context().send_message(user_id, path.session_id, body))
                 .await
         }
         .await;
@@ -3478,9 +3518,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .indicate_composing(user_id, path.session_id, body)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .indicate_composing(user_id, path.session_id, body),
+                )
                 .await
         }
         .await;
@@ -3502,9 +3545,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_message(user_id, path.session_id, path.message_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .get_message(user_id, path.session_id, path.message_id),
+                )
                 .await
         }
         .await;
@@ -3525,9 +3571,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_message_delivery_status(user_id, path.session_id, path.message_id)
+            credentials
+                .scope(rqctx.context().get_message_delivery_status(
+                    user_id,
+                    path.session_id,
+                    path.message_id,
+                ))
                 .await
         }
         .await;
@@ -3550,9 +3599,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .confirm_message_delivery(user_id, path.session_id, path.message_id, body)
+            credentials
+                .scope(rqctx.context().confirm_message_delivery(
+                    user_id,
+                    path.session_id,
+                    path.message_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -3577,9 +3630,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .list_chat_notification_subscriptions(user_id, query)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .list_chat_notification_subscriptions(user_id, query),
+                )
                 .await
         }
         .await;
@@ -3602,9 +3658,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .create_chat_notification_subscription(user_id, body)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .create_chat_notification_subscription(user_id, body),
+                )
                 .await
         }
         .await;
@@ -3626,9 +3685,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_chat_notification_subscription(user_id, path.subscription_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .get_chat_notification_subscription(user_id, path.subscription_id),
+                )
                 .await
         }
         .await;
@@ -3651,9 +3713,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .update_chat_notification_subscription(user_id, path.subscription_id, body)
+            credentials
+                .scope(rqctx.context().update_chat_notification_subscription(
+                    user_id,
+                    path.subscription_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -3675,9 +3740,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .delete_chat_notification_subscription(user_id, path.subscription_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .delete_chat_notification_subscription(user_id, path.subscription_id),
+                )
                 .await
         }
         .await;
@@ -3700,9 +3768,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .create_one_to_one_chat_session(user_id, path.other_user_id, body)
+            credentials
+                .scope(rqctx.context().create_one_to_one_chat_session(
+                    user_id,
+                    path.other_user_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -3724,9 +3795,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_one_to_one_chat_session(user_id, path.other_user_id, path.session_id)
+            credentials
+                .scope(rqctx.context().get_one_to_one_chat_session(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                ))
                 .await
         }
         .await;
@@ -3749,9 +3823,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .update_one_to_one_chat_session(user_id, path.other_user_id, path.session_id, body)
+            credentials
+                .scope(rqctx.context().update_one_to_one_chat_session(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -3773,9 +3851,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .delete_one_to_one_chat_session(user_id, path.other_user_id, path.session_id)
+            credentials
+                .scope(rqctx.context().delete_one_to_one_chat_session(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                ))
                 .await
         }
         .await;
@@ -3798,14 +3879,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read_optional().await?;
-            rqctx
-                .context()
-                .update_one_to_one_chat_session_status(
+            credentials
+                .scope(rqctx.context().update_one_to_one_chat_session_status(
                     user_id,
                     path.other_user_id,
                     path.session_id,
                     body,
-                )
+                ))
                 .await
         }
         .await;
@@ -3829,9 +3909,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .send_one_to_one_chat_message(user_id, path.other_user_id, path.session_id, body)
+            credentials
+                .scope(rqctx.context().send_one_to_one_chat_message(
+                    user_id,
+                    path.other_user_id,
+                    path.session_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -3853,14 +3937,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_one_to_one_chat_message(
+            credentials
+                .scope(rqctx.context().get_one_to_one_chat_message(
                     user_id,
                     path.other_user_id,
                     path.session_id,
                     path.message_id,
-                )
+                ))
                 .await
         }
         .await;
@@ -3881,14 +3964,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_one_to_one_chat_message_status(
+            credentials
+                .scope(rqctx.context().get_one_to_one_chat_message_status(
                     user_id,
                     path.other_user_id,
                     path.session_id,
                     path.message_id,
-                )
+                ))
                 .await
         }
         .await;
@@ -3911,15 +3993,14 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .update_one_to_one_chat_message_status(
+            credentials
+                .scope(rqctx.context().update_one_to_one_chat_message_status(
                     user_id,
                     path.other_user_id,
                     path.session_id,
                     path.message_id,
                     body,
-                )
+                ))
                 .await
         }
         .await;
@@ -3943,9 +4024,8 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .create_group_chat_session(user_id, body)
+            credentials
+                .scope(rqctx.context().create_group_chat_session(user_id, body))
                 .await
         }
         .await;
@@ -3967,9 +4047,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_group_chat_session(user_id, path.session_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .get_group_chat_session(user_id, path.session_id),
+                )
                 .await
         }
         .await;
@@ -3990,9 +4073,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .delete_group_chat_session(user_id, path.session_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .delete_group_chat_session(user_id, path.session_id),
+                )
                 .await
         }
         .await;
@@ -4016,9 +4102,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .list_group_chat_participants(user_id, path.session_id, query)
+            credentials
+                .scope(rqctx.context().list_group_chat_participants(
+                    user_id,
+                    path.session_id,
+                    query,
+                ))
                 .await
         }
         .await;
@@ -4041,9 +4130,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .add_group_chat_participant(user_id, path.session_id, body)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .add_group_chat_participant(user_id, path.session_id, body),
+                )
                 .await
         }
         .await;
@@ -4065,9 +4157,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_group_chat_participant(user_id, path.session_id, path.participant_id)
+            credentials
+                .scope(rqctx.context().get_group_chat_participant(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                ))
                 .await
         }
         .await;
@@ -4088,9 +4183,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .delete_group_chat_participant(user_id, path.session_id, path.participant_id)
+            credentials
+                .scope(rqctx.context().delete_group_chat_participant(
+                    user_id,
+                    path.session_id,
+                    path.participant_id,
+                ))
                 .await
         }
         .await;
@@ -4113,14 +4211,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .update_group_chat_participant_status(
+            credentials
+                .scope(rqctx.context().update_group_chat_participant_status(
                     user_id,
                     path.session_id,
                     path.participant_id,
                     body,
-                )
+                ))
                 .await
         }
         .await;
@@ -4144,9 +4241,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .send_group_chat_message(user_id, path.session_id, body)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .send_group_chat_message(user_id, path.session_id, body),
+                )
                 .await
         }
         .await;
@@ -4168,9 +4268,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_group_chat_message(user_id, path.session_id, path.message_id)
+            credentials
+                .scope(rqctx.context().get_group_chat_message(
+                    user_id,
+                    path.session_id,
+                    path.message_id,
+                ))
                 .await
         }
         .await;
@@ -4191,9 +4294,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_group_chat_message_status(user_id, path.session_id, path.message_id)
+            credentials
+                .scope(rqctx.context().get_group_chat_message_status(
+                    user_id,
+                    path.session_id,
+                    path.message_id,
+                ))
                 .await
         }
         .await;
@@ -4216,9 +4322,13 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .update_group_chat_message_status(user_id, path.session_id, path.message_id, body)
+            credentials
+                .scope(rqctx.context().update_group_chat_message_status(
+                    user_id,
+                    path.session_id,
+                    path.message_id,
+                    body,
+                ))
                 .await
         }
         .await;
@@ -4243,9 +4353,8 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .list_notification_channels(user_id, query)
+            credentials
+                .scope(rqctx.context().list_notification_channels(user_id, query))
                 .await
         }
         .await;
@@ -4268,9 +4377,8 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .create_notification_channel(user_id, body)
+            credentials
+                .scope(rqctx.context().create_notification_channel(user_id, body))
                 .await
         }
         .await;
@@ -4292,9 +4400,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_notification_channel(user_id, path.channel_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .get_notification_channel(user_id, path.channel_id),
+                )
                 .await
         }
         .await;
@@ -4315,9 +4426,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .delete_notification_channel(user_id, path.channel_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .delete_notification_channel(user_id, path.channel_id),
+                )
                 .await
         }
         .await;
@@ -4338,9 +4452,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            rqctx
-                .context()
-                .get_channel_lifetime(user_id, path.channel_id)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .get_channel_lifetime(user_id, path.channel_id),
+                )
                 .await
         }
         .await;
@@ -4363,9 +4480,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 rqctx.request.remote_addr(),
             )?;
             let body = body.read().await?;
-            rqctx
-                .context()
-                .refresh_channel_lifetime(user_id, path.channel_id, body)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .refresh_channel_lifetime(user_id, path.channel_id, body),
+                )
                 .await
         }
         .await;
@@ -4390,9 +4510,12 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
             )?;
             let query = query.0?.into_inner();
             query.validate()?;
-            rqctx
-                .context()
-                .poll_notifications(user_id, path.channel_id, query)
+            credentials
+                .scope(
+                    rqctx
+                        .context()
+                        .poll_notifications(user_id, path.channel_id, query),
+                )
                 .await
         }
         .await;

@@ -511,11 +511,17 @@ impl Chat {
     /// soon as there are any, or an empty list when its wait runs out. Each poll starts the
     /// channel's lifetime again. A poll whose client disconnects while it waits ends without
     /// taking anything (`dropshot::client_gone`), so the next poll gets what arrived.
+    ///
+    /// `grant` checks the poll's credentials again, each time the poll wakes and before it
+    /// takes anything: the request was authorized when it came, but a poll waits up to an hour,
+    /// and a token revoked meanwhile must not be handed what arrived after (before, it was:
+    /// the owner's next poll then acknowledged notifications it never saw).
     pub async fn poll_notifications(
         &self,
         user: &str,
         id: &str,
         ack: Ack,
+        grant: &(dyn Fn() -> Result<(), ApiError> + Send + Sync),
     ) -> Result<Headed<NotificationList, PollNotificationsHeaders>, ApiError> {
         let (mailbox, max, wait) = {
             let state = self.read_state();
@@ -535,13 +541,14 @@ impl Chat {
         // `biased`: the disconnect is looked at first, so a poll woken by a notification after
         // its client went takes nothing.
         tracing::debug!(channel = id, "long poll waiting");
+        let granted = || grant().is_ok();
         let polled = tokio::select! {
             biased;
             () = dropshot::client_gone() => {
                 tracing::debug!(channel = id, "long poll ended: its client has gone, nothing taken");
                 Polled::Notifications(Vec::new())
             }
-            polled = mailbox.poll(ack, max, wait) => polled,
+            polled = mailbox.poll(ack, max, wait, &granted) => polled,
         };
         if let Some(c) = self.read_state().channels.get(id) {
             c.restart_lifetime(now_ms());
@@ -555,6 +562,9 @@ impl Chat {
             }),
             Polled::Closed => Err(missing(&self.urls.channel(user, id))),
             Polled::Superseded => Err(Refused::PollSuperseded.into_api(String::new)),
+            Polled::Revoked => Err(grant().err().unwrap_or_else(|| {
+                ApiError::forbidden("the credentials no longer grant this channel")
+            })),
         }
     }
 

@@ -98,6 +98,9 @@ pub enum Polled {
     Closed,
     /// A newer poll of the channel took over (OMA `SVC1012`).
     Superseded,
+    /// The poll's credentials stopped granting the channel while it waited (a token revoked,
+    /// a JWT past its `exp`): nothing was taken.
+    Revoked,
 }
 
 /// What a poll says about the previous answer of its channel.
@@ -252,7 +255,8 @@ impl Mailbox {
             inner.waiting += 1;
         }
         let _waiting = Waiting(self);
-        self.wait_for(me, max, wait).await
+        // A socket checks its own grant before each frame (`channel_socket`).
+        self.wait_for(me, max, wait, &|| true).await
     }
 
     /// The generation of the newest socket or poll (a socket that sees it change was taken
@@ -274,8 +278,15 @@ impl Mailbox {
     /// One long poll: acknowledges what `ack` covers of the previous answer (it leaves the
     /// outbox; the rest is put back in front, to be answered again), ends a poll still
     /// waiting (`Superseded`), then waits up to `wait` for notifications and takes at most
-    /// `max` of them.
-    pub async fn poll(&self, ack: Ack, max: usize, wait: Duration) -> Polled {
+    /// `max` of them, as long as `granted()` says the poll's credentials still grant the
+    /// channel (asked each time the poll wakes, before it takes anything).
+    pub async fn poll(
+        &self,
+        ack: Ack,
+        max: usize,
+        wait: Duration,
+        granted: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Polled {
         let me = {
             let mut inner = self.lock();
             if inner.closed {
@@ -294,10 +305,16 @@ impl Mailbox {
         let _waiting = Waiting(self);
         // An older poll still waiting wakes, sees the newer number and ends.
         self.bell.notify_waiters();
-        self.wait_for(me, max, wait).await
+        self.wait_for(me, max, wait, granted).await
     }
 
-    async fn wait_for(&self, me: u64, max: usize, wait: Duration) -> Polled {
+    async fn wait_for(
+        &self,
+        me: u64,
+        max: usize,
+        wait: Duration,
+        granted: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Polled {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.bell.notified();
@@ -309,6 +326,9 @@ impl Mailbox {
             stopping.as_mut().enable();
             if ending() {
                 return Polled::Notifications(Vec::new());
+            }
+            if !granted() {
+                return Polled::Revoked;
             }
             {
                 let mut inner = self.lock();
