@@ -261,6 +261,12 @@ pub struct Connections {
     /// `NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS`: time a client has to send a whole request head
     /// once it has started one (slow-header clients). Default 10 s.
     pub header_read_timeout: Duration,
+    /// `NETAPI_CHAT_WRITE_STALL_SECS`: a connection whose writes have been blocked this long
+    /// (its client does not read the answer it asked for) is closed, its answer cut, so that
+    /// neither the answer's memory nor the socket's send buffer is held for a client that
+    /// does not read. Each write that goes through starts it again: slow readers are not
+    /// affected. Default 30 s.
+    pub write_stall: Duration,
     /// `NETAPI_CHAT_MAX_HEADER_BYTES`: most bytes of a request head (request line and
     /// headers; HTTP/1): a larger one is answered `431` and its connection closed. It also
     /// sizes what a connection may make the server buffer before it is authenticated
@@ -348,6 +354,7 @@ impl Default for Connections {
         Connections {
             max: None,
             idle_timeout: Duration::from_secs(60),
+            write_stall: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -595,6 +602,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (at least `1`); at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
+    Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected)"),
     Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
     Setting::unset("NETAPI_CHAT_CORS_ORIGINS", "no CORS: pages of other origins cannot read answers", "origins whose web pages may call the API from a browser, e.g. `https://app.example.com, http://localhost:3000`, or `*` for any: preflights (`OPTIONS`) are answered and every answer to such a page carries `Access-Control-Allow-Origin` (no credentials mode: tokens, not cookies)"),
     Setting::unset("NETAPI_CHAT_TRUSTED_PROXIES", "none: each connection is its own client", "addresses or networks of the proxies in front of the server (e.g. `10.0.0.0/8, 127.0.0.1`): a request whose connection comes from one is counted as coming from the rightmost `X-Forwarded-For` address that is not a trusted proxy (the authentication-failure limit is per client address); from anyone else the header is ignored"),
@@ -1226,6 +1234,9 @@ impl Config {
                 header_read_timeout: s
                     .seconds("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS")?
                     .unwrap_or(d.connections.header_read_timeout),
+                write_stall: s
+                    .seconds("NETAPI_CHAT_WRITE_STALL_SECS")?
+                    .unwrap_or(d.connections.write_stall),
                 max_header_bytes: s
                     .number(
                         "NETAPI_CHAT_MAX_HEADER_BYTES",

@@ -409,6 +409,7 @@ pub async fn start_on(
         // HTTP/1 settings, and an h2c connection would buffer up to a 1 MiB window unbounded
         // by them.
         http2: false,
+        write_stall_timeout: Some(config.connections.write_stall),
     };
     let server = ServerBuilder::new(
         api,

@@ -825,3 +825,149 @@ async fn a_cap_of_one_serves_each_new_client() {
         assert_eq!(a.status, 200, "request {i}: {}", a.body);
     }
 }
+
+/// The server's open file descriptors.
+fn open_fds(server: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Reads until the server closes the connection (EOF or reset), at most `wait`; whether it did.
+async fn read_until_closed(conn: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(wait, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Connections that do not end when asked to: an HTTP/2 client that sends its preface and
+/// falls silent (asked to go with GOAWAY, it never answers), and an HTTP/1 client that
+/// pipelines requests for large answers and never reads them. Without a token. They count
+/// against the connection cap until they have closed, so the server's open files stay within
+/// it, and they are closed soon after they are shed or idle. Before, a shed one left the
+/// count at once and was waited for for ever: 20,000 such connections took the process to
+/// its open-files limit and every client got nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_close_by_themselves_are_bounded_and_closed() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_MAX_CONNECTIONS", "20"),
+        ("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "1"),
+    ]);
+    let addr = server.addr();
+    let before = open_fds(&server);
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let pipelined = format!("GET /openapi.json HTTP/1.1\r\nhost: {addr}\r\n\r\n").repeat(30);
+    let mut conns = Vec::new();
+    for i in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut c = socket
+            .connect(addr.parse().expect("address"))
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            c.write_all(preface).await.expect("preface");
+        } else {
+            c.write_all(pipelined.as_bytes()).await.expect("pipeline");
+        }
+        conns.push(c);
+    }
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(open_fds(&server));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The cap, plus the one accepted and waiting for room, plus what the server may open
+    // meanwhile besides client connections (the store's files, a resolver socket).
+    assert!(
+        most <= before + 23,
+        "open files {most} with {before} before and a cap of 20"
+    );
+    let took = timed_get(&server).await;
+    assert!(took < Duration::from_secs(8), "served in {took:?}");
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert!(
+            read_until_closed(c, Duration::from_secs(15)).await,
+            "connection {i} still open"
+        );
+    }
+    assert!(open_fds(&server) <= before + 1, "all closed");
+}
+
+/// A client that asks for large answers and does not read them: once its connection's writes
+/// have been blocked for `NETAPI_CHAT_WRITE_STALL_SECS` (1 s here), the connection is closed,
+/// long before the idle timeout (60 s) would, since it is writing, not idle; a client that
+/// reads slowly but steadily gets its whole answer. Before, a non-reading client held the
+/// answers' memory and the socket's send buffer for as long as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_answers_is_cut_off_one_that_reads_slowly_is_not() {
+    let server = Server::start(&[("NETAPI_CHAT_WRITE_STALL_SECS", "1")]);
+    let addr = server.addr();
+    let request = format!("GET /openapi.json HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    let connect = async || {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .connect(addr.parse().expect("address"))
+            .await
+            .expect("connect")
+    };
+    let mut stuck = connect().await;
+    stuck
+        .write_all(request.repeat(20).as_bytes())
+        .await
+        .expect("pipeline");
+    let mut slow = connect().await;
+    slow.write_all(
+        format!("GET /openapi.json HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("request");
+    // The slow reader takes 4 KiB every 200 ms (a blocked write never lasts 1 s).
+    let slow_reader = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The stuck one was closed: what it reads now ends (at most what the buffers held).
+    assert!(
+        read_until_closed(&mut stuck, Duration::from_secs(5)).await,
+        "the client that does not read is still connected"
+    );
+    let all = tokio::time::timeout(Duration::from_secs(60), slow_reader)
+        .await
+        .expect("the slow reader finished")
+        .expect("its task");
+    let text = String::from_utf8_lossy(&all);
+    let length: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .expect("a content-length");
+    let head = text.find("\r\n\r\n").expect("a head") + 4;
+    assert!(length > 100_000, "a large answer: {length}");
+    assert_eq!(
+        all.len() - head,
+        length,
+        "the slow reader got its whole answer"
+    );
+}

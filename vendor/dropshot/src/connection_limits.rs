@@ -43,7 +43,25 @@ pub struct ConnectionLimits {
     /// 0: every stream an HTTP/2 client opens is refused, so nothing HTTP/1's limits do not
     /// cover (header timeout, read buffer) is served. Default `true`, as upstream.
     pub http2: bool,
+    /// A connection whose writes have been blocked this long (the client does not read what
+    /// it asked for) is closed at once, its answer cut. Slow readers that keep reading are not
+    /// affected: each write that goes through starts the time again. `None` (default, as
+    /// upstream): never.
+    pub write_stall_timeout: Option<Duration>,
 }
+
+/// How long a connection asked to shut down (shed, idle too long, server closing) with no
+/// request in flight and no bytes moving may take to close before it is dropped: hyper
+/// closes an idle HTTP/1 connection at once, but an HTTP/2 one sends GOAWAY and waits for its
+/// client, which may never answer, and an answer to a client that does not read is never
+/// written (upstream waited for ever, and shed connections piled up past the cap). An answer
+/// still being written to a client that reads goes on: its writes move bytes.
+const SHUTDOWN_IDLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Most connections being shed at once: each keeps counting against the cap until it has
+/// closed, so the next client waits for one of these rather than shedding every idle
+/// connection for itself.
+const SHEDDING_AT_ONCE: usize = 16;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
@@ -53,6 +71,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Some(Duration::from_secs(30)),
             read_buffer_bytes: None,
             http2: true,
+            write_stall_timeout: None,
         }
     }
 }
@@ -64,6 +83,13 @@ pub(crate) struct ConnState {
     idle_since: Mutex<Instant>,
     shed: AtomicBool,
     wake: Notify,
+    /// Since when the connection's writes have been blocked (the socket's send buffer full),
+    /// if they are; set by [`Watched`].
+    write_blocked: Mutex<Option<Instant>>,
+    /// Rung when writes become blocked, so [`drive`] starts the stall timer.
+    blocked: Notify,
+    /// When bytes last moved on the socket, either way.
+    last_io: Mutex<Instant>,
 }
 
 impl ConnState {
@@ -71,6 +97,34 @@ impl ConnState {
     pub(crate) fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         RequestGuard(Arc::clone(self))
+    }
+
+    /// Since when writes have been blocked, if they are.
+    fn write_blocked(&self) -> Option<Instant> {
+        *self.write_blocked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When bytes last moved on the socket.
+    fn last_io(&self) -> Instant {
+        *self.last_io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes moved on the socket.
+    fn moved(&self) {
+        *self.last_io.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// A write went through, or was refused by a full send buffer.
+    fn wrote(&self, through: bool) {
+        let mut b = self.write_blocked.lock().unwrap_or_else(|e| e.into_inner());
+        match (through, b.is_some()) {
+            (true, true) => *b = None,
+            (false, false) => {
+                *b = Some(Instant::now());
+                self.blocked.notify_one();
+            }
+            _ => {}
+        }
     }
 
     /// When the connection became idle, or `None` while a request is in
@@ -98,9 +152,12 @@ impl Drop for RequestGuard {
 #[derive(Debug)]
 pub(crate) struct Tracker {
     conns: Mutex<(u64, HashMap<u64, Arc<ConnState>>)>,
-    /// Open connections not being shed (changed under the `conns` lock), so
-    /// that the check before each accept is not a scan.
+    /// Open connections, those being shed included until they have closed
+    /// (changed under the `conns` lock), so that the check before each accept
+    /// is not a scan and the cap bounds open sockets.
     active: AtomicUsize,
+    /// Connections asked to close to make room that have not closed yet.
+    shedding: AtomicUsize,
     /// Signalled (one permit) each time a connection closes.
     closed: Notify,
     pub(crate) limits: ConnectionLimits,
@@ -119,8 +176,9 @@ impl Drop for ConnGuard {
         {
             let mut g = self.tracker.lock();
             g.1.remove(&self.id);
-            if !self.state.shed.load(Ordering::SeqCst) {
-                self.tracker.active.fetch_sub(1, Ordering::SeqCst);
+            self.tracker.active.fetch_sub(1, Ordering::SeqCst);
+            if self.state.shed.load(Ordering::SeqCst) {
+                self.tracker.shedding.fetch_sub(1, Ordering::SeqCst);
             }
         }
         self.tracker.closed.notify_one();
@@ -132,6 +190,7 @@ impl Tracker {
         Arc::new(Tracker {
             conns: Mutex::new((0, HashMap::new())),
             active: AtomicUsize::new(0),
+            shedding: AtomicUsize::new(0),
             closed: Notify::new(),
             limits,
         })
@@ -150,6 +209,9 @@ impl Tracker {
             idle_since: Mutex::new(Instant::now()),
             shed: AtomicBool::new(false),
             wake: Notify::new(),
+            write_blocked: Mutex::new(None),
+            blocked: Notify::new(),
+            last_io: Mutex::new(Instant::now()),
         });
         let mut g = self.lock();
         g.0 += 1;
@@ -159,7 +221,7 @@ impl Tracker {
         ConnGuard { tracker: Arc::clone(self), id, state }
     }
 
-    /// Open connections not already being shed.
+    /// Open connections, those being shed included.
     fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
     }
@@ -177,7 +239,7 @@ impl Tracker {
         match oldest {
             Some((_, c)) => {
                 c.shed.store(true, Ordering::SeqCst);
-                self.active.fetch_sub(1, Ordering::SeqCst);
+                self.shedding.fetch_add(1, Ordering::SeqCst);
                 c.wake.notify_one();
                 true
             }
@@ -195,7 +257,11 @@ impl Tracker {
     pub(crate) async fn make_room(&self) {
         let Some(max) = self.limits.max_connections else { return };
         while self.active() >= max {
-            if !self.shed_oldest_idle() {
+            // A shed connection counts until it has closed (within
+            // `SHUTDOWN_IDLE_WITHIN`): wait for one of those rather than shed
+            // every idle connection for this one client.
+            let busy = self.shedding.load(Ordering::SeqCst) >= SHEDDING_AT_ONCE;
+            if busy || !self.shed_oldest_idle() {
                 self.wait_for_close(Duration::from_secs(1)).await;
             }
         }
@@ -211,7 +277,10 @@ impl Tracker {
 
 /// Drives one connection to its end: asks it to shut down gracefully (hyper
 /// closes an idle connection at once and lets a request in flight finish) when
-/// it is shed, idle for longer than the idle timeout, or the server closes.
+/// it is shed, idle for longer than the idle timeout, or the server closes; and
+/// drops it at once when its writes have been blocked for the write stall
+/// timeout. Once asked to shut down, a connection with no request in flight is
+/// dropped if it has not closed within [`SHUTDOWN_IDLE_WITHIN`].
 pub(crate) async fn drive<F>(
     conn: F,
     graceful_shutdown: impl Fn(Pin<&mut F>),
@@ -221,6 +290,7 @@ pub(crate) async fn drive<F>(
     F: Future,
 {
     let idle_timeout = guard.tracker.limits.idle_timeout;
+    let stall = guard.tracker.limits.write_stall_timeout;
     let state = Arc::clone(&guard.state);
     let mut conn = std::pin::pin!(conn);
     let mut closing_open = true;
@@ -232,21 +302,24 @@ pub(crate) async fn drive<F>(
             Some(since) => since + t,
             None => Instant::now() + t,
         });
+        let stalled_at = stall.and_then(|t| state.write_blocked().map(|b| b + t));
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = state.wake.notified() => break,
+            // Writes became blocked: look again, with the stall timer running.
+            _ = state.blocked.notified() => {}
+            _ = sleep_until(stalled_at) => {
+                if stalled(&state, stall) {
+                    return;
+                }
+            }
             r = closing.changed(), if closing_open => {
                 // The sender is gone only when the server task ended.
                 if r.is_err() {
                     closing_open = false;
                 }
             }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            _ = sleep_until(deadline) => {
                 if let (Some(t), Some(since)) = (idle_timeout, state.idle_since()) {
                     if since.elapsed() >= t {
                         break;
@@ -256,6 +329,132 @@ pub(crate) async fn drive<F>(
         }
     }
     graceful_shutdown(conn.as_mut());
-    conn.await;
+    let asked = Instant::now();
+    loop {
+        let stalled_at = stall.and_then(|t| state.write_blocked().map(|b| b + t));
+        // Counted from the request to shut down at the earliest, so that what it queued (a
+        // GOAWAY) is written first.
+        let quiet_since = || state.last_io().max(asked);
+        let idle_until = state
+            .idle_since()
+            .map(|_| quiet_since() + SHUTDOWN_IDLE_WITHIN);
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = state.blocked.notified() => {}
+            _ = sleep_until(stalled_at) => {
+                if stalled(&state, stall) {
+                    break;
+                }
+            }
+            _ = sleep_until(idle_until) => {
+                if state.idle_since().is_some()
+                    && quiet_since().elapsed() >= SHUTDOWN_IDLE_WITHIN
+                {
+                    break;
+                }
+            }
+            // A request in flight finishing makes the connection idle: look again.
+            _ = tokio::time::sleep(SHUTDOWN_IDLE_WITHIN) => {}
+        }
+    }
     drop(guard);
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the connection's writes have been blocked for `stall` or longer.
+fn stalled(state: &ConnState, stall: Option<Duration>) -> bool {
+    matches!((stall, state.write_blocked()), (Some(t), Some(b)) if b.elapsed() >= t)
+}
+
+/// A connection's socket, telling its [`ConnState`] whether its writes go
+/// through ([`ConnectionLimits::write_stall_timeout`]).
+pub(crate) struct Watched<S> {
+    io: S,
+    state: Arc<ConnState>,
+}
+
+impl<S> Watched<S> {
+    pub(crate) fn new(io: S, state: Arc<ConnState>) -> Watched<S> {
+        Watched { io, state }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.moved();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        watch_write(&self.state, &r);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        watch_write(&self.state, &r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        match &r {
+            std::task::Poll::Pending => self.state.wrote(false),
+            std::task::Poll::Ready(Ok(())) => self.state.wrote(true),
+            std::task::Poll::Ready(Err(_)) => {}
+        }
+        r
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A write's outcome, for the stall timer: blocked (pending) or through.
+fn watch_write(state: &ConnState, r: &std::task::Poll<std::io::Result<usize>>) {
+    match r {
+        std::task::Poll::Pending => state.wrote(false),
+        std::task::Poll::Ready(Ok(n)) if *n > 0 => {
+            state.wrote(true);
+            state.moved();
+        }
+        std::task::Poll::Ready(_) => {}
+    }
 }

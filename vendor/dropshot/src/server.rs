@@ -394,9 +394,13 @@ impl<C: ServerContext> HttpServerStarter<C> {
                                         remote_addr,
                                         Arc::clone(&conn.state),
                                     );
+                                let watched = connection_limits::Watched::new(
+                                    sock,
+                                    Arc::clone(&conn.state),
+                                );
                                 let fut = builder
                                     .serve_connection_with_upgrades(
-                                        TokioIo::new(sock),
+                                        TokioIo::new(watched),
                                         handler,
                                     );
                                 tokio::spawn(connection_limits::drive(
@@ -433,9 +437,13 @@ impl<C: ServerContext> HttpServerStarter<C> {
                                     remote_addr,
                                     Arc::clone(&conn.state),
                                 );
+                            let watched = connection_limits::Watched::new(
+                                sock,
+                                Arc::clone(&conn.state),
+                            );
                             let fut = builder
                                 .serve_connection_with_upgrades(
-                                    TokioIo::new(sock),
+                                    TokioIo::new(watched),
                                     handler,
                                 );
                             tokio::spawn(connection_limits::drive(
