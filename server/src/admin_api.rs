@@ -60,11 +60,20 @@ enum Denied {
     Off,
     /// Other credentials, or none: `401`.
     NotAdmin,
+    /// The address failed to authenticate too often (the API's limit): `429`.
+    TooMany(netapi_chat_runtime::ApiError),
 }
 
 impl Denied {
     fn answer(self) -> Result<Response<Body>, HttpError> {
         match self {
+            Denied::TooMany(e) => {
+                let mut response = refuse(e.status, e.rendered())?;
+                for (name, value) in &e.headers {
+                    response.headers_mut().insert(name.clone(), value.clone());
+                }
+                Ok(response)
+            }
             Denied::Off => Err(HttpError::for_not_found(
                 None,
                 "no admin endpoints".to_owned(),
@@ -84,17 +93,20 @@ impl Denied {
     }
 }
 
-/// The admin settings when the request carries the admin token.
+/// The admin settings when the request carries the admin token; a wrong one counts against
+/// the address's authentication failures, as on the API.
 fn admitted(rqctx: &RequestContext<ChatServer>) -> Result<&Admin, Denied> {
     let admin = rqctx.context().admin.as_deref().ok_or(Denied::Off)?;
-    if crate::metrics::authorized(
-        rqctx.request.headers().get(header::AUTHORIZATION),
-        &admin.token,
-    ) {
-        Ok(admin)
-    } else {
-        Err(Denied::NotAdmin)
-    }
+    let ok = rqctx
+        .context()
+        .auth_failures
+        .operator_token(
+            rqctx.request.remote_addr().ip(),
+            rqctx.request.headers().get(header::AUTHORIZATION),
+            &admin.token,
+        )
+        .map_err(Denied::TooMany)?;
+    if ok { Ok(admin) } else { Err(Denied::NotAdmin) }
 }
 
 /// Where to write a backup.

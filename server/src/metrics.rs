@@ -294,7 +294,16 @@ pub async fn metrics_endpoint(
         return Err(HttpError::for_not_found(None, "no metrics".to_owned()));
     };
     let builder = Response::builder().header(header::CACHE_CONTROL, "no-store");
-    let response = if authorized(rqctx.request.headers().get(header::AUTHORIZATION), token) {
+    let admitted = server.auth_failures.operator_token(
+        rqctx.request.remote_addr().ip(),
+        rqctx.request.headers().get(header::AUTHORIZATION),
+        token,
+    );
+    let response = match admitted {
+        Ok(ok) => ok,
+        Err(too_many) => return Ok(plain_refusal(&too_many)),
+    };
+    let response = if response {
         builder
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, TEXT_FORMAT)
@@ -307,6 +316,26 @@ pub async fn metrics_endpoint(
             .body(Body::from(TOKEN_REQUIRED))
     };
     response.map_err(|e| HttpError::for_internal_error(e.to_string()))
+}
+
+/// An OMA refusal (the authentication-failure limit's `429`) as a plain-text answer with its
+/// headers (`Retry-After`), for the operator endpoints, which do not speak the API's formats.
+pub fn plain_refusal(e: &netapi_chat_runtime::ApiError) -> Response<Body> {
+    let mut response = Response::new(Body::from(format!("{}\n", e.rendered())));
+    *response.status_mut() = e.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    for (name, value) in &e.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    response
 }
 
 #[cfg(test)]

@@ -717,6 +717,46 @@ async fn failed_authentication_is_rate_limited_per_address() {
     }
 }
 
+/// The operator tokens are no cheaper to guess than an API token: wrong `/metrics` and
+/// `/admin/…` tokens count against the same per-address failure limit (before, an outside
+/// review guessed about 9,800 admin tokens a second without a `429`), and past it those
+/// endpoints answer `429` with `Retry-After` too, even to the right token, as the API does.
+#[tokio::test]
+async fn guessing_the_admin_or_metrics_token_counts_against_the_failure_limit() {
+    const ADMIN: &str = "admin-token-0123456789abcdefghij";
+    const METRICS: &str = "metrics-token-0123456789abcdefgh";
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "4"),
+        ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60"),
+        ("NETAPI_CHAT_ADMIN_TOKEN", ADMIN),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS),
+    ]);
+    let (summary, metrics) = (
+        format!("{}/admin/summary", srv.base),
+        format!("{}/metrics", srv.base),
+    );
+    let guess = [("authorization", "Bearer guessed-operator-token-01")];
+    for url in [&summary, &metrics, &summary, &metrics] {
+        assert_eq!(send("GET", url, &guess, None).await.status, 401, "{url}");
+    }
+    for (url, right) in [(&summary, ADMIN), (&metrics, METRICS)] {
+        let a = send(
+            "GET",
+            url,
+            &[("authorization", &format!("Bearer {right}"))],
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 429, "{url}: {}", a.body);
+        assert!(a.body.contains("failed authentication"), "{}", a.body);
+        let retry: u64 = a.header("retry-after").parse().expect("Retry-After");
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    }
+    // One budget: the API refuses that address too.
+    let api = send_empty("GET", &srv.urls().chat_sessions(ALICE), Format::Json).await;
+    api.assert_error(429, "POL2005", Format::Json);
+}
+
 /// Behind a trusted proxy (`NETAPI_CHAT_TRUSTED_PROXIES`), the failure limit counts the
 /// clients the proxy names in `X-Forwarded-For`, not the proxy: one client guessing tokens is
 /// refused, another behind the same proxy is served. From an address that is not trusted the
