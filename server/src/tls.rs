@@ -278,10 +278,11 @@ impl ReloadingCert {
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(key);
                 }
-                crate::data_dir::warn(&format!(
+                // Routine (a renewal), not a problem: `info`.
+                tracing::info!(
                     "TLS certificate reloaded from {}: new connections get it",
                     self.files.cert.display()
-                ));
+                );
             }
             Err(e) => crate::data_dir::warn(&format!(
                 "the changed TLS certificate pair is not used ({e}); the previous one stays in force"

@@ -327,6 +327,40 @@ async fn a_silent_client_on_the_https_port_is_disconnected() {
     drop(srv);
 }
 
+/// Plain HTTP sent to the HTTPS port (a load balancer's check, a misconfigured client, a
+/// scanner) fails one handshake per connection: the log says so once, then once per 10 s with
+/// how many failed, not a warning per connection (an outside review wrote 1,500 lines with
+/// 1,500 connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_are_logged_once_per_interval_with_a_count() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_data_dir();
+    let (cert, key, _) = certificate(&dir, "server");
+    let srv = Server::logged(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    for _ in 0..40 {
+        let mut tcp = tokio::net::TcpStream::connect(srv.addr())
+            .await
+            .expect("connect");
+        let _ = tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = srv.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tls accept err"))
+        .collect();
+    assert!(
+        (1..=2).contains(&lines.len()),
+        "40 failed handshakes: {lines:#?}"
+    );
+    assert!(lines[0].contains("failed_handshakes"), "{}", lines[0]);
+}
+
 /// An HTTPS callback receiver on 127.0.0.1 with the certificate `cert`/`key`: what arrives
 /// (each notification body) and how many TLS handshakes failed (a client that refused the
 /// certificate), each with a bell rung when it changes.

@@ -661,6 +661,10 @@ impl HttpsAcceptor {
     ) -> impl Stream<Item = std::io::Result<TlsConn>> {
         stream! {
             let mut tls_negotiations = futures::stream::FuturesUnordered::new();
+            // PATCHES.md item 18: failed handshakes are logged once per
+            // `TLS_FAILURES_LOGGED_EVERY` at most, with how many failed.
+            let mut failures_unlogged: u64 = 0;
+            let mut failure_logged_at: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     Some(negotiation) = tls_negotiations.next(), if
@@ -683,8 +687,21 @@ impl HttpsAcceptor {
                                 // client's address, so that an
                                 // operator can tell a scanner from a
                                 // client with a real problem.
-                                warn!(log, "tls accept err: {}", e;
-                                    "remote_addr" => %addr);
+                                // PATCHES.md item 18: a load balancer's
+                                // TCP check or a scanner fails one per
+                                // connection, so one line per interval.
+                                failures_unlogged += 1;
+                                let due = failure_logged_at.map_or(true, |t| {
+                                    t.elapsed() >= TLS_FAILURES_LOGGED_EVERY
+                                });
+                                if due {
+                                    warn!(log, "tls accept err: {}", e;
+                                        "remote_addr" => %addr,
+                                        "failed_handshakes" => failures_unlogged,
+                                        "logged_every_secs" => TLS_FAILURES_LOGGED_EVERY.as_secs());
+                                    failures_unlogged = 0;
+                                    failure_logged_at = Some(std::time::Instant::now());
+                                }
                             },
                         }
                     },
@@ -723,6 +740,11 @@ impl HttpsAcceptor {
         }
     }
 }
+
+/// At most one warning per this interval for failed TLS handshakes (PATCHES.md
+/// item 18), counting those not logged since the last one.
+const TLS_FAILURES_LOGGED_EVERY: std::time::Duration =
+    std::time::Duration::from_secs(10);
 
 /// How long a client gets to finish its TLS handshake (PATCHES.md item 9):
 /// connections count against the connection limits only once negotiated, so
