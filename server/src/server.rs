@@ -103,12 +103,30 @@ fn document(content_type: &'static str, text: &'static str) -> Result<Response<B
 
 /// The verifier of access tokens, and a message to print once (a token file just generated).
 /// A token file is watched: edits (`netapi-chat tokens …`) apply without a restart.
-fn token_verifier(config: &Config) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
+///
+/// A missing token file is generated (one `*` token, printed) only at a first start: when the
+/// store holds data (`holds_data`), a missing file is a wrong `NETAPI_CHAT_TOKEN_FILE` or a
+/// secret volume that did not mount, and generating one would lock every client out (`401`,
+/// then the failure limit's `429`) while the server says it is ready, and print a new
+/// full-access token into the logs. The start is refused instead, saying so.
+fn token_verifier(
+    config: &Config,
+    holds_data: bool,
+) -> Result<(Arc<dyn TokenVerifier>, Option<String>), StartError> {
     match &config.auth {
         AuthConfig::TokenFile(_) => {
             let path = config
                 .token_file()
                 .unwrap_or_else(|| config.data_dir.join("tokens"));
+            if holds_data && !path.exists() {
+                return Err(StartError::Auth(format!(
+                    "the token file {} does not exist, but the store already holds data, so this \
+                     is not a first start: is NETAPI_CHAT_TOKEN_FILE wrong, or did its volume not \
+                     mount? Put the file back, or create one with `netapi-chat tokens add` \
+                     (a new token file is generated only at a first start)",
+                    path.display()
+                )));
+            }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 data_dir::create(dir).map_err(StartError::Auth)?;
             }
@@ -345,6 +363,8 @@ pub async fn start_on(
     // A cluster's leader trusts the client address its standbys forward (with the key).
     let cluster_key = backend.cluster_key();
     let (store, snapshot) = Store::start(backend).map_err(|e| StartError::Store(e.to_string()))?;
+    // A store that holds something: not a first start (see `token_verifier`).
+    let holds_data = !snapshot.records.is_empty() || !snapshot.outbox.is_empty();
     let closer = store.clone();
     let health = Arc::new(crate::health::Health::new(store.clone()));
     let purger = store.clone();
@@ -357,7 +377,7 @@ pub async fn start_on(
         default_request_body_max_bytes: config.max_body_bytes,
         ..Default::default()
     };
-    let (verifier, token_notice) = token_verifier(config)?;
+    let (verifier, token_notice) = token_verifier(config, holds_data)?;
     let notice = token_notice;
     let mut methods =
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;

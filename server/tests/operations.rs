@@ -1046,3 +1046,39 @@ async fn bob_invited(server: &Server, bob: &Listener) -> support::Answer {
     assert_eq!(a.status, 201, "{}", a.body);
     a
 }
+
+/// A token file that went missing on a server with data (a wrong `NETAPI_CHAT_TOKEN_FILE`, a
+/// secret volume that did not mount) stops the start, saying so, instead of generating a new
+/// full-access token: that locked every client out while the server said it was ready, and
+/// printed the new token into the logs. At a first start (an empty store) it is still
+/// generated.
+#[tokio::test]
+async fn a_missing_token_file_over_existing_data_stops_the_start() {
+    let srv = Server::default_for_tests();
+    let listener = Listener::start().await;
+    support::chat::subscribe(&srv, "tel:+15551230001", &listener, Format::Json).await;
+    let dir = srv.terminate();
+    let tokens = dir.join("tokens");
+    let kept = std::fs::read(&tokens).expect("the token file");
+    std::fs::remove_file(&tokens).expect("remove it");
+    let (status, stderr) = support::run_to_exit(&dir, &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not exist, but the store already holds data")
+            && stderr.contains("netapi-chat tokens add"),
+        "{stderr}"
+    );
+    assert!(!tokens.exists(), "no token file was generated");
+    // Put back, the server starts on its data.
+    std::fs::write(&tokens, kept).expect("put it back");
+    let again = Server::restart(dir, &[]);
+    let a = send_authorized(
+        "GET",
+        &again.urls().subscriptions("tel:+15551230001"),
+        &format!("Bearer {}", support::APP_TOKEN),
+        Format::Json,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("chatSubscription\":[{"), "{}", a.body);
+}
