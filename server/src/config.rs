@@ -476,6 +476,59 @@ pub fn scheme_only(url: &str) -> String {
 /// The prefix of every setting's environment variable; the file key is the rest, lowercased.
 pub const ENV_PREFIX: &str = "NETAPI_CHAT_";
 
+/// The variables in `names` that are named like a setting (`NETAPI_CHAT_…`) but are none, each
+/// with the setting it most likely meant when one is close: a misspelt setting
+/// (`NETAPI_CHAT_SYNCH`) was silently ignored, its default kept, while the same typo in the
+/// configuration file is refused. Not settings, and not reported: `NETAPI_CHAT_CONFIG`, the
+/// command-line client's variables and the test and bench harnesses' `NETAPI_CHAT_TEST_…` and
+/// `NETAPI_CHAT_BENCH_…`.
+pub fn unknown_variables(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<String> {
+    const PREFIX: &str = "NETAPI_CHAT_";
+    let mut unknown: Vec<String> = names
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| {
+            n.starts_with(PREFIX)
+                && !n.starts_with("NETAPI_CHAT_TEST_")
+                && !n.starts_with("NETAPI_CHAT_BENCH_")
+        })
+        .filter(|n| {
+            n != "NETAPI_CHAT_CONFIG" && !crate::client::ENV_VARIABLES.contains(&n.as_str())
+        })
+        .filter(|n| !SETTINGS.iter().any(|s| s.env == n.as_str()))
+        .map(|n| {
+            let nearest = SETTINGS
+                .iter()
+                .map(|s| (edit_distance(&n, s.env), s.env))
+                .min();
+            match nearest {
+                Some((d, s)) if d <= 3 => format!("{n} (did you mean {s}?)"),
+                _ => n,
+            }
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// Levenshtein distance between `a` and `b`, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// One operator setting, as `--help`, `check-config` and the README describe it.
 #[derive(Clone, Copy, Debug)]
 pub struct Setting {
@@ -1506,6 +1559,33 @@ fn auth_from(s: &Sources) -> Result<AuthConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A variable named like a setting that is none is reported, with the setting it most
+    /// likely meant; settings, the client's variables, the test harness's and unrelated
+    /// variables are not.
+    #[test]
+    fn misspelt_settings_are_reported_with_the_nearest_one() {
+        let names = [
+            "NETAPI_CHAT_SYNCH",
+            "NETAPI_CHAT_RETENTON",
+            "NETAPI_CHAT_SYNC",
+            "NETAPI_CHAT_TOKEN",
+            "NETAPI_CHAT_CONFIG",
+            "NETAPI_CHAT_TEST_DATABASE_URL",
+            "NETAPI_CHAT_SOMETHING_ELSE_ENTIRELY",
+            "PATH",
+        ]
+        .map(std::ffi::OsString::from);
+        assert_eq!(
+            unknown_variables(names),
+            [
+                "NETAPI_CHAT_RETENTON (did you mean NETAPI_CHAT_RETENTION?)",
+                "NETAPI_CHAT_SOMETHING_ELSE_ENTIRELY",
+                "NETAPI_CHAT_SYNCH (did you mean NETAPI_CHAT_SYNC?)",
+            ]
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 
     /// Sources from a map standing for the environment, over `file`.
     fn sources(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Sources, ConfigError> {

@@ -162,6 +162,9 @@ async fn main() -> std::process::ExitCode {
                 eprintln!("netapi-chat: invalid configuration: {e}");
                 return std::process::ExitCode::from(EXIT_BAD_CONFIG);
             }
+            for unknown in unknown_variables() {
+                eprintln!("netapi-chat: warning: {unknown} is not a setting: ignored");
+            }
             // Stdout may be closed (e.g. piped into `head`): not an error of the configuration.
             let _ = std::io::stdout().write_all(sources.render().as_bytes());
             eprintln!("netapi-chat: the configuration is valid");
@@ -195,8 +198,21 @@ fn admin_output(done: Result<netapi_chat::admin::Output, String>) -> std::proces
     }
 }
 
+/// The process's `NETAPI_CHAT_…` variables that are no setting (a misspelt one would otherwise
+/// be ignored without a word; see `config::unknown_variables`).
+fn unknown_variables() -> Vec<String> {
+    netapi_chat::config::unknown_variables(std::env::vars_os().map(|(name, _)| name))
+}
+
 /// Runs the server until SIGTERM/SIGINT (see [`shutdown`]) or a fatal error.
 async fn serve(config: Config) -> std::process::ExitCode {
+    // The logger first (idempotent: the start installs it too), so that this warning is in
+    // the configured format.
+    if netapi_chat::logging::init(&config).is_ok() {
+        for unknown in unknown_variables() {
+            tracing::warn!("{unknown} is not a setting: ignored");
+        }
+    }
     let drain = netapi_chat::cluster::Drain::default();
     let netapi_chat::server::Started {
         server,

@@ -1082,3 +1082,29 @@ async fn a_missing_token_file_over_existing_data_stops_the_start() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("chatSubscription\":[{"), "{}", a.body);
 }
+
+/// A misspelt setting in the environment (`NETAPI_CHAT_SYNCH=full`) was ignored without a word,
+/// its default kept; `check-config` and the server's log now name it, with the setting it most
+/// likely meant (the configuration file already refused unknown keys).
+#[tokio::test]
+async fn a_misspelt_setting_variable_is_named_by_check_config_and_the_log() {
+    let dir = support::temp_data_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
+        .arg("check-config")
+        .env("NETAPI_CHAT_DATA_DIR", dir.path())
+        .env("NETAPI_CHAT_SYNCH", "full")
+        .output()
+        .expect("run check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("NETAPI_CHAT_SYNCH (did you mean NETAPI_CHAT_SYNC?) is not a setting"),
+        "{stderr}"
+    );
+    let srv = Server::logged(&[("NETAPI_CHAT_RETENTON", "7d")]);
+    let log = srv.log_text();
+    assert!(
+        log.contains("NETAPI_CHAT_RETENTON (did you mean NETAPI_CHAT_RETENTION?) is not a setting"),
+        "{log}"
+    );
+}
