@@ -162,6 +162,31 @@ async fn long_messages_are_answered_one_bounded_page_at_a_time() {
     }
 }
 
+/// A page is bounded in bytes as well as in entries: with `maxEntries=1000`, long messages end
+/// the page once their texts reach 512 KiB (before, 1,000 messages of 4,096 characters made
+/// one answer of about 20 MB, held while its client read it), and its next link goes on where
+/// it stopped: the walk still gets every message once, in order.
+#[tokio::test]
+async fn a_page_of_long_messages_ends_at_its_byte_budget() {
+    let s = Server::default_for_tests();
+    let sid = connected_session(&s, ALICE, BOB).await;
+    let long = "x".repeat(4000);
+    let texts: Vec<String> = (0..150).map(|i| format!("{i:03}{long}")).collect();
+    send_messages(&s, ALICE, &sid, &texts).await;
+    let url = format!("{}?maxEntries=1000", s.urls().messages(BOB, &sid));
+    for f in FORMATS {
+        let pages = walk(&url, f, |a, l: ChatMessageList| {
+            Read::new(a, &l.link, l.chat_message.iter().map(|m| m.text.clone()))
+        })
+        .await;
+        let first = pages[0].keys.len();
+        // 512 KiB / 4,003 bytes: the 131st text passes it and is the last one.
+        assert_eq!(first, 131, "{f:?}");
+        assert!(pages[0].next.is_some());
+        assert_eq!(flat(&pages), texts, "{f:?}: each once, in order");
+    }
+}
+
 #[tokio::test]
 async fn subscriptions_sessions_and_participants_are_paged_too() {
     // Bob gets six invitations from alice, one more than the default allows.

@@ -191,7 +191,12 @@ impl Chat {
         let found = self
             .read(move |b| readable_page(b, &s, &u, req.after, req.limit.saturating_add(1)))
             .await?;
-        let p = page::page(found.into_iter().map(|m| (m.seq, m)), req);
+        let p = page::within(
+            page::page(found.into_iter().map(|m| (m.seq, m)), req),
+            PAGE_TEXT_BYTES,
+            |m| m.text.len(),
+            |m| m.seq,
+        );
         let resource_url = self.urls.messages(user, sid);
         Ok(ChatMessageList {
             chat_message: p
@@ -325,6 +330,10 @@ fn readable_page(
         }
     }
 }
+
+/// Most bytes of message text in one page of a message list (`page::within`): at most 4 MiB
+/// of answer even in XML with every character escaped, instead of 1,000 × the longest text.
+const PAGE_TEXT_BYTES: usize = 512 * 1024;
 
 /// Seed 7.1.9, the rule on the text: at most `limit` characters (not bytes).
 fn check_text(text: &str, limit: usize) -> Result<(), Refused> {

@@ -86,6 +86,30 @@ pub fn page<T>(entries: impl IntoIterator<Item = (u64, T)>, req: PageRequest) ->
     Page { items, next }
 }
 
+/// `p` ended early once its entries' `weight` passed `budget` (the entry that passes it is the
+/// last one kept; the first one always is), with the next page starting after the last one
+/// kept: a page's size in bytes is bounded as well as its count, so that 1,000 long messages
+/// do not make one 20 MB answer (held for as long as its client takes to read it).
+pub fn within<T>(
+    mut p: Page<T>,
+    budget: usize,
+    weight: impl Fn(&T) -> usize,
+    position: impl Fn(&T) -> u64,
+) -> Page<T> {
+    let mut total = 0usize;
+    let keep = p.items.iter().position(|item| {
+        total = total.saturating_add(weight(item));
+        total >= budget
+    });
+    if let Some(last) = keep
+        && last + 1 < p.items.len()
+    {
+        p.items.truncate(last + 1);
+        p.next = p.items.last().map(&position);
+    }
+    p
+}
+
 /// The URL of the next page of the list at `list_url`.
 pub fn next_url(list_url: &str, req: PageRequest, next: u64) -> String {
     format!(
@@ -116,6 +140,32 @@ pub fn link_header(links: &[Link]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page ends early at its byte budget, with a next cursor after its last entry; one
+    /// within the budget, or cut by its count already, is left as it is.
+    #[test]
+    fn a_page_ends_at_its_byte_budget() {
+        let req = PageRequest {
+            after: None,
+            limit: 10,
+        };
+        let entries = || (1u64..=6).map(|i| (i, (i, 100usize)));
+        let cut = within(page(entries(), req), 250, |e| e.1, |e| e.0);
+        assert_eq!(cut.items.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(cut.next, Some(3));
+        let whole = within(page(entries(), req), 10_000, |e| e.1, |e| e.0);
+        assert_eq!((whole.items.len(), whole.next), (6, None));
+        // The first entry always goes, however large.
+        let one = within(page(entries(), req), 1, |e| e.1, |e| e.0);
+        assert_eq!((one.items.len(), one.next), (1, Some(1)));
+        // Cut by its count, its next cursor stays.
+        let small = PageRequest {
+            after: None,
+            limit: 2,
+        };
+        let counted = within(page(entries(), small), 10_000, |e| e.1, |e| e.0);
+        assert_eq!((counted.items.len(), counted.next), (2, Some(2)));
+    }
 
     fn req(after: Option<u64>, limit: usize) -> PageRequest {
         PageRequest { after, limit }
