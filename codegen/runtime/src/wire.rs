@@ -117,7 +117,13 @@ pub fn decode_in<T: Document>(
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
             let value = serde_json::from_slice::<T::Json>(json_text(&text))
                 .map(T::from_json)
-                .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
+                .map_err(|e| {
+                    ApiError::invalid_input(format!(
+                        "JSON body ({}): {}",
+                        T::NAME,
+                        in_client_terms(e.to_string())
+                    ))
+                })?;
             value
                 .validate()
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
@@ -134,6 +140,20 @@ pub fn decode_in<T: Document>(
             Ok(value)
         }
     }
+}
+
+/// serde's message with the Rust type it expected ("expected struct ChatSubscriptionRoot")
+/// said in JSON's terms ("expected an object"): a client knows the document, not our types.
+fn in_client_terms(text: String) -> String {
+    const STRUCT: &str = "expected struct ";
+    let Some(at) = text.find(STRUCT) else {
+        return text;
+    };
+    let rest = &text[at + STRUCT.len()..];
+    let name_ends = rest
+        .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .unwrap_or(rest.len());
+    format!("{}expected an object{}", &text[..at], &rest[name_ends..])
 }
 
 /// A JSON body as UTF-8: as sent, unless its `Content-Type` named ISO-8859-1 (each byte the
@@ -278,6 +298,22 @@ fn root_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// serde's Rust type names become JSON's terms; other messages are left as they are.
+    #[test]
+    fn errors_name_json_shapes_not_rust_types() {
+        assert_eq!(
+            in_client_terms(
+                "invalid type: sequence, expected struct ChatSubscriptionRoot at line 1 column 1"
+                    .to_owned()
+            ),
+            "invalid type: sequence, expected an object at line 1 column 1"
+        );
+        assert_eq!(
+            in_client_terms("missing field `text`".to_owned()),
+            "missing field `text`"
+        );
+    }
 
     /// A string is refused past its length in characters, or holding a character XML cannot
     /// carry (named by its code point); tab, line feed, carriage return and everything from

@@ -309,6 +309,13 @@ impl<'i> Parser<'i, '_> {
             quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) => {
                 XmlError::Entity(quote_input(&name).into_owned())
             }
+            // quick-xml's own text names its API ("raise the limit with …"): say it in the
+            // client's terms, as the other limits are.
+            quick_xml::Error::Namespace(quick_xml::name::NamespaceError::TooManyBindings(n)) => {
+                XmlError::LimitExceeded(format!(
+                    "more than {n} namespace declarations are in scope at once"
+                ))
+            }
             other => {
                 let position = usize::try_from(self.reader.error_position())
                     .unwrap_or(usize::MAX)
