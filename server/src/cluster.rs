@@ -782,13 +782,17 @@ impl tokio::io::AsyncWrite for LeaderStream {
 /// The body of what a standby answers: the leader's, streamed, or its own.
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// Accepts connections (at most `max` at once: past it a new one is closed at once) and
-/// forwards their requests until aborted (which drops every connection it serves). With
-/// `tls` (`NETAPI_CHAT_TLS_CERT`) every connection is HTTPS, with the certificate the leader
-/// serves: clients reach a standby through the same load balancer and URLs as the leader, so
-/// a standby speaking plain HTTP would break them (or, behind a TCP balancer, carry their
-/// tokens in clear). The TLS handshake must end within `header_read_timeout`. The same limits
-/// as the leader's on what one connection may hold ([`crate::config::Connections`]).
+/// Accepts connections and forwards their requests until aborted (which drops every
+/// connection it serves), under the same connection limits as the leader's, by the same code
+/// (vendored dropshot's tracker, PATCHES.md 17 and 19): at most `max` connections, the idle
+/// longest shed at the cap, the idle timeout, the write-stall timeout, and a connection asked
+/// to go dropped once nothing moves on it. (Before, a standby had no idle timeout and closed
+/// every new connection at the cap: idle connections, which cost a client nothing, took it
+/// out of service.) With `tls` (`NETAPI_CHAT_TLS_CERT`) every connection is HTTPS, with the
+/// certificate the leader serves: clients reach a standby through the same load balancer and
+/// URLs as the leader, so a standby speaking plain HTTP would break them (or, behind a TCP
+/// balancer, carry their tokens in clear). The TLS handshake must end within
+/// `header_read_timeout`.
 async fn serve_standby(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -796,14 +800,24 @@ async fn serve_standby(
     limits: crate::config::Connections,
     drain: Drain,
 ) {
-    let max = limits.max.unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS);
-    let header_read_timeout = limits.header_read_timeout;
-    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let tracker = dropshot::ConnectionTracker::new(dropshot::ConnectionLimits {
+        max_connections: Some(limits.max.unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS)),
+        idle_timeout: Some(limits.idle_timeout),
+        header_read_timeout: Some(limits.header_read_timeout),
+        read_buffer_bytes: Some(crate::config::read_buffer_bytes(limits.max_header_bytes)),
+        http2: false,
+        write_stall_timeout: Some(limits.write_stall),
+    });
     let mut connections = tokio::task::JoinSet::new();
     let mut stopping = drain.stop.subscribe();
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            // At the cap, room is made (or waited for) once a client arrives, as the leader does.
+            a = async {
+                let a = listener.accept().await;
+                tracker.make_room().await;
+                a
+            } => a,
             // Reap finished connections so the set stays as large as the open ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             // A graceful stop: no new connection; each open one finishes the request it is
@@ -820,23 +834,22 @@ async fn serve_standby(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            continue;
-        };
         let _ = stream.set_nodelay(true);
+        let conn = tracker.register();
+        let stream = dropshot::Watched::new(stream, Arc::clone(&conn.state));
         let forwarder = Arc::clone(&forwarder);
         let tls = tls.clone();
         let stopping = drain.stop.subscribe();
+        let header_read_timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            let _slot = slot;
             match tls {
-                None => serve_one(stream, forwarder, peer, limits, stopping).await,
+                None => serve_one(stream, forwarder, peer, conn, stopping).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(header_read_timeout, handshake).await
                     {
-                        serve_one(stream, forwarder, peer, limits, stopping).await;
+                        serve_one(stream, forwarder, peer, conn, stopping).await;
                     }
                 }
             }
@@ -845,18 +858,24 @@ async fn serve_standby(
 }
 
 /// Serves the requests of one client connection (plain or TLS) of a standby, WebSocket
-/// upgrades included.
+/// upgrades included, counted by `conn` (its requests in flight, for the idle timeout and
+/// shedding) until it closes.
 async fn serve_one<S>(
     stream: S,
     forwarder: Arc<Forwarder>,
     peer: SocketAddr,
-    limits: crate::config::Connections,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    conn: dropshot::ConnGuard,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let state = Arc::clone(&conn.state);
+    let header_read_timeout = conn.tracker_limits().header_read_timeout;
+    let read_buffer = conn.tracker_limits().read_buffer_bytes;
     let service = hyper::service::service_fn(move |request| {
         let forwarder = Arc::clone(&forwarder);
+        // Not idle (not to be shed, no idle timeout) while this request is forwarded.
+        let in_flight = state.begin_request();
         async move {
             // Forwarded answers carry the leader's CORS headers already (applying the same
             // policy again changes nothing); the standby's own answers get them here.
@@ -868,25 +887,23 @@ async fn serve_one<S>(
             if let Some(finish) = finish {
                 finish(answer.headers_mut());
             }
+            drop(in_flight);
             Ok::<_, Infallible>(answer)
         }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(crate::config::read_buffer_bytes(limits.max_header_bytes))
+        .header_read_timeout(header_read_timeout);
+    if let Some(max) = read_buffer {
+        builder.max_buf_size(max);
+    }
+    let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = stopped(&mut stopping) => {
-            // The request under way (if any) is answered, then the connection closes; an
-            // idle one closes now.
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
+    // Asked to go (the stop, shed, idle): the request under way (if any) is answered, then
+    // the connection closes; an idle one closes now, and one on which nothing moves is dropped.
+    dropshot::drive_connection(connection, |c| c.graceful_shutdown(), conn, stopping).await;
 }
 
 /// Returns once a graceful stop is asked for (never, should the [`Drain`] be gone).

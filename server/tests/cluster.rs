@@ -1227,3 +1227,43 @@ fn an_instance_whose_certificate_does_not_name_its_cluster_host_refuses_to_start
         "{stderr}"
     );
 }
+
+/// A standby applies the leader's connection limits, by the same code: idle connections are
+/// shed at its cap for a client with a request, and closed after the idle timeout. Before, it
+/// had no idle timeout and closed every new connection at its cap, so connections that sent
+/// nothing (costing their client nothing) took it out of service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_sheds_and_times_out_idle_connections_as_the_leader_does() {
+    use tokio::io::AsyncReadExt;
+    let limits = [
+        ("NETAPI_CHAT_MAX_CONNECTIONS", "10"),
+        ("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "2"),
+    ];
+    let p = pair_with(&[], &limits);
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(
+            tokio::net::TcpStream::connect(p.standby.addr())
+                .await
+                .expect("connect"),
+        );
+    }
+    let url = p.standby.urls().subscriptions(ALICE);
+    let a = tokio::time::timeout(
+        Duration::from_secs(10),
+        support::send_empty("GET", &url, Format::Json),
+    )
+    .await
+    .expect("answered while idle connections fill the standby's cap");
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Every idle connection is gone within the idle timeout and a bit.
+    for (i, c) in idle.iter_mut().enumerate() {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(8), c.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "idle connection {i} still open: {read:?}"
+        );
+    }
+}

@@ -78,7 +78,7 @@ impl Default for ConnectionLimits {
 
 /// One open connection, as the tracker sees it.
 #[derive(Debug)]
-pub(crate) struct ConnState {
+pub struct ConnState {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
     shed: AtomicBool,
@@ -94,7 +94,7 @@ pub(crate) struct ConnState {
 
 impl ConnState {
     /// Marks a request as in flight until the returned guard is dropped.
-    pub(crate) fn begin_request(self: &Arc<Self>) -> RequestGuard {
+    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         RequestGuard(Arc::clone(self))
     }
@@ -138,7 +138,7 @@ impl ConnState {
 }
 
 /// Keeps a request counted as in flight on its connection.
-pub(crate) struct RequestGuard(Arc<ConnState>);
+pub struct RequestGuard(Arc<ConnState>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -150,7 +150,7 @@ impl Drop for RequestGuard {
 
 /// Every open connection of a server.
 #[derive(Debug)]
-pub(crate) struct Tracker {
+pub struct Tracker {
     conns: Mutex<(u64, HashMap<u64, Arc<ConnState>>)>,
     /// Open connections, those being shed included until they have closed
     /// (changed under the `conns` lock), so that the check before each accept
@@ -163,12 +163,19 @@ pub(crate) struct Tracker {
     pub(crate) limits: ConnectionLimits,
 }
 
+impl ConnGuard {
+    /// The limits of the tracker this connection counts in.
+    pub fn tracker_limits(&self) -> &ConnectionLimits {
+        &self.tracker.limits
+    }
+}
+
 /// Removes its connection from the tracker when dropped (the connection
 /// task ended).
-pub(crate) struct ConnGuard {
+pub struct ConnGuard {
     tracker: Arc<Tracker>,
     id: u64,
-    pub(crate) state: Arc<ConnState>,
+    pub state: Arc<ConnState>,
 }
 
 impl Drop for ConnGuard {
@@ -186,7 +193,7 @@ impl Drop for ConnGuard {
 }
 
 impl Tracker {
-    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Tracker> {
+    pub fn new(limits: ConnectionLimits) -> Arc<Tracker> {
         Arc::new(Tracker {
             conns: Mutex::new((0, HashMap::new())),
             active: AtomicUsize::new(0),
@@ -203,7 +210,7 @@ impl Tracker {
     }
 
     /// Registers a newly accepted connection.
-    pub(crate) fn register(self: &Arc<Self>) -> ConnGuard {
+    pub fn register(self: &Arc<Self>) -> ConnGuard {
         let state = Arc::new(ConnState {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
@@ -254,7 +261,7 @@ impl Tracker {
 
     /// Returns once there is room for one more connection under
     /// `max_connections`, shedding idle connections to make it.
-    pub(crate) async fn make_room(&self) {
+    pub async fn make_room(&self) {
         let Some(max) = self.limits.max_connections else { return };
         while self.active() >= max {
             // A shed connection counts until it has closed (within
@@ -281,7 +288,7 @@ impl Tracker {
 /// drops it at once when its writes have been blocked for the write stall
 /// timeout. Once asked to shut down, a connection with no request in flight is
 /// dropped if it has not closed within [`SHUTDOWN_IDLE_WITHIN`].
-pub(crate) async fn drive<F>(
+pub async fn drive<F>(
     conn: F,
     graceful_shutdown: impl Fn(Pin<&mut F>),
     guard: ConnGuard,
@@ -375,13 +382,13 @@ fn stalled(state: &ConnState, stall: Option<Duration>) -> bool {
 
 /// A connection's socket, telling its [`ConnState`] whether its writes go
 /// through ([`ConnectionLimits::write_stall_timeout`]).
-pub(crate) struct Watched<S> {
+pub struct Watched<S> {
     io: S,
     state: Arc<ConnState>,
 }
 
 impl<S> Watched<S> {
-    pub(crate) fn new(io: S, state: Arc<ConnState>) -> Watched<S> {
+    pub fn new(io: S, state: Arc<ConnState>) -> Watched<S> {
         Watched { io, state }
     }
 }
