@@ -464,7 +464,8 @@ async fn second_server_on_one_data_directory_refuses_to_start() {
 // ---------------------------------------------------------------- item 15
 
 /// The disk fills up under a running server: the request whose change cannot be stored gets
-/// `503 SVC2001` with an OMA body (not a reset connection), then the process stops with a
+/// `503 SVC2001` with an OMA body and `Retry-After` (not a reset connection), then the process
+/// stops with a
 /// message and a non-zero status (no signal).
 #[tokio::test]
 async fn full_disk_answers_503_then_stops() {
@@ -505,6 +506,8 @@ async fn full_disk_answers_503_then_stops() {
     }
     let a = answer.expect("a write fails on the full disk");
     a.assert_error(503, "SVC2001", Format::Xml);
+    // When to try again: the server restarts (once there is room) within seconds.
+    assert_eq!(a.header("retry-after"), "5", "{:?}", a.headers);
     let status = server.wait_exit(10).expect("the process stops");
     assert!(!status.success(), "exit status {status:?}");
     assert!(

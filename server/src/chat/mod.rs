@@ -341,13 +341,22 @@ pub fn storage_unavailable() -> ApiError {
 /// `503 SVC2001` for a read the store could not answer (the server keeps running: nothing was
 /// changed). The storage error itself is logged, not shown to clients.
 pub fn read_failed() -> ApiError {
-    ApiError::service(
+    let mut e = ApiError::service(
         http::StatusCode::SERVICE_UNAVAILABLE,
         "SVC2001",
         "No server resources available to process the request: %1",
         "the server could not read its storage; retry later",
-    )
+    );
+    e.headers.push((
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+    ));
+    e
 }
+
+/// Seconds a client is asked to wait (`Retry-After`) after the storage failed: the server is
+/// stopping, and a supervisor restarts it within seconds (a full disk: once there is room).
+pub const FAILED_RETRY_AFTER_SECS: u32 = 5;
 
 /// `503 SVC2001` (OMA "no server resources"): the server's storage failed, the change was not
 /// stored, and the server is stopping (fail-stop; a restart reloads a consistent state). The
@@ -370,12 +379,17 @@ pub fn storage_failed() -> ApiError {
         ));
         return e;
     }
-    ApiError::service(
+    let mut e = ApiError::service(
         http::StatusCode::SERVICE_UNAVAILABLE,
         "SVC2001",
         "No server resources available to process the request: %1",
         "the server's storage failed and it is stopping; the request was not carried out, retry once the server is back",
-    )
+    );
+    e.headers.push((
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(FAILED_RETRY_AFTER_SECS),
+    ));
+    e
 }
 
 impl Chat {
