@@ -81,6 +81,10 @@ pub fn standby_text(forwarded: u64, refused: u64) -> String {
 /// Bytes of stored bodies held in every subscription's delivery backlog, against
 /// `NETAPI_CHAT_DELIVERY_BUDGET_BYTES`.
 pub const NOTIFICATIONS_HELD_BYTES: &str = "netapi_chat_notifications_held_bytes";
+/// Age of the oldest notification a callback has not taken yet, in seconds (0 when none
+/// waits): a delivery that fell behind, or stopped (a receiver down, a stuck task), shows here
+/// long before a backlog is full.
+pub const NOTIFICATIONS_OLDEST_AGE: &str = "netapi_chat_notifications_oldest_age_seconds";
 /// Tasks alive in the process's runtime: timers, deliveries, connections. Bounded by live
 /// data; a count that grows with history is a leak an operator can see.
 pub const RUNTIME_TASKS: &str = "netapi_chat_runtime_tasks";
@@ -184,6 +188,10 @@ fn describe() {
         "Bytes of notifications held for delivery, against the delivery budget"
     );
     describe_gauge!(
+        NOTIFICATIONS_OLDEST_AGE,
+        "Age in seconds of the oldest notification a callback has not taken yet (0: none)"
+    );
+    describe_gauge!(
         RUNTIME_TASKS,
         "Tasks alive in the runtime (timers, deliveries, connections)"
     );
@@ -249,6 +257,11 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     metrics::gauge!(SESSIONS).set(sessions as f64);
     metrics::gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
     metrics::gauge!(NOTIFICATIONS_HELD_BYTES).set(server.chat.held_bytes() as f64);
+    let oldest_age_ms = server
+        .chat
+        .oldest_undelivered_ms()
+        .map_or(0, |at| crate::store::now_ms().saturating_sub(at).max(0));
+    metrics::gauge!(NOTIFICATIONS_OLDEST_AGE).set(oldest_age_ms as f64 / 1000.0);
     metrics::gauge!(CLUSTER_LEADING).set(1.0);
     let tasks = tokio::runtime::Handle::current()
         .metrics()

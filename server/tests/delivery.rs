@@ -1169,3 +1169,38 @@ async fn retry_after_zero_does_not_make_a_tight_loop() {
     );
     assert!(lines[0].contains("failures=1"), "{}", lines[0]);
 }
+
+/// `/metrics` shows how far behind delivery is: the age of the oldest notification a callback
+/// has not taken yet grows while a receiver is down and is `0` again once it has caught up, so
+/// an operator can alert on a delivery that stopped (an outside review met one that no metric
+/// showed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_undelivered_notifications_age_is_on_metrics() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+        // Retried every 200 ms at most, given up only after hours.
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "200ms"),
+    ]);
+    const AGE: &str = "netapi_chat_notifications_oldest_age_seconds";
+    let lb = Listener::start().await;
+    subscribe(&srv, B, &lb, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    lb.wait_for(1).await;
+    assert_eq!(metric(&srv, AGE).await, 0.0, "nothing waits");
+    lb.set_status(503);
+    send_message(&srv, &sid, "waits").await;
+    refused_at_least(&lb, 2).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let age = metric(&srv, AGE).await;
+    assert!(age >= 1.0, "a second behind: {age}");
+    lb.set_status(204);
+    messages_at(&lb, 1).await;
+    within_20s(Duration::from_millis(50), async || {
+        match metric(&srv, AGE).await {
+            0.0 => Ok(()),
+            a => Err(format!("still {a} s behind")),
+        }
+    })
+    .await;
+}

@@ -474,6 +474,17 @@ impl Chat {
         self.deliverer.totals.bytes()
     }
 
+    /// When the oldest notification a callback has not taken yet was made (Unix ms), over
+    /// every subscription, for `/metrics` (`None`: nothing waits).
+    pub fn oldest_undelivered_ms(&self) -> Option<i64> {
+        let state = self.read_state();
+        state
+            .subscriptions
+            .values()
+            .filter_map(|s| s.queue.oldest_ms())
+            .min()
+    }
+
     /// The URL builder.
     pub fn urls(&self) -> &Urls {
         &self.urls

@@ -270,6 +270,10 @@ struct Shared {
     state: AtomicU8,
     /// Once expired: until when (Unix ms) what is left is still delivered ([`Queue::expire`]).
     expired_until_ms: AtomicI64,
+    /// When the notification the callback task works on was made (Unix ms; the queue is in
+    /// order, so it is the oldest one held), 0 while nothing is held: how far behind this
+    /// subscription's delivery is ([`Queue::oldest_ms`]).
+    oldest_ms: AtomicI64,
     count: AtomicUsize,
     bytes: AtomicUsize,
     wake: Notify,
@@ -302,6 +306,7 @@ impl Shared {
     fn done(&self, d: &Delivery) {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.totals.holding.fetch_sub(1, Ordering::SeqCst);
+            self.oldest_ms.store(0, Ordering::SeqCst);
         }
         self.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
         self.totals.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
@@ -399,6 +404,14 @@ impl Queue {
             .store(until_ms, Ordering::SeqCst);
         self.shared.leave_live(EXPIRED);
         self.shared.wake.notify_one();
+    }
+
+    /// When the oldest notification this subscription's callback has not taken yet was made
+    /// (Unix ms), if it holds any: for the age of the oldest undelivered notification on
+    /// `/metrics`, which shows a delivery that fell behind or stopped.
+    pub fn oldest_ms(&self) -> Option<i64> {
+        let at = self.shared.oldest_ms.load(Ordering::SeqCst);
+        (at > 0 && self.shared.count.load(Ordering::SeqCst) > 0).then_some(at)
     }
 
     /// Sets the subscription's own signing keys, each with the time it stops signing (Unix ms;
@@ -644,6 +657,7 @@ async fn deliver(
         let Some(mut item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
         };
+        shared.oldest_ms.store(item.created_ms, Ordering::SeqCst);
         if state == EXPIRED {
             // Tried until the expired subscription's time is up, then dropped (`lapsed`).
             let until = shared.expired_until_ms.load(Ordering::SeqCst);
