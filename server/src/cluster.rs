@@ -278,6 +278,22 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
         return Ok(started);
     }
+    // A standby takes over without a restart: a token file it would refuse then (missing
+    // over a database that holds data, see `server::token_verifier`) is refused now, before
+    // it stands by, rather than at the moment the cluster needs it to lead.
+    if let crate::config::AuthConfig::TokenFile(_) = &config.auth {
+        let path = config
+            .token_file()
+            .unwrap_or_else(|| config.data_dir.join("tokens"));
+        if !path.exists() {
+            return Err(StartError::Auth(format!(
+                "the token file {} does not exist: every instance of a cluster needs the same \
+                 token file as the leading one (copy it, or fix NETAPI_CHAT_TOKEN_FILE); a \
+                 standby without it could not take over",
+                path.display()
+            )));
+        }
+    }
     let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
     let leader_tls = Arc::new(leader_tls);
     let forwarder = Arc::new(Forwarder::new(
@@ -811,23 +827,28 @@ async fn serve_standby(
     let mut connections = tokio::task::JoinSet::new();
     let mut stopping = drain.stop.subscribe();
     loop {
+        // Reap finished connections so the set stays as large as the open ones.
+        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
-            // At the cap, room is made (or waited for) once a client arrives, as the leader does.
-            a = async {
-                let a = listener.accept().await;
-                tracker.make_room().await;
-                a
-            } => a,
-            // Reap finished connections so the set stays as large as the open ones.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            a = listener.accept() => Some(a),
+            () = stopped(&mut stopping) => None,
+        };
+        // At the cap, room is made (or waited for) for the client that arrived, as the leader
+        // does; in a `select!` of its own, so that reaping cannot drop the accepted connection.
+        let room = match &accepted {
+            Some(_) => tokio::select! {
+                () = tracker.make_room() => true,
+                () = stopped(&mut stopping) => false,
+            },
+            None => false,
+        };
+        let Some(accepted) = accepted.filter(|_| room) else {
             // A graceful stop: no new connection; each open one finishes the request it is
             // forwarding (`serve_one`), then this says it is done.
-            () = stopped(&mut stopping) => {
-                drop(listener);
-                while connections.join_next().await.is_some() {}
-                drain.done.send_replace(true);
-                return;
-            }
+            drop(listener);
+            while connections.join_next().await.is_some() {}
+            drain.done.send_replace(true);
+            return;
         };
         let Ok((stream, peer)) = accepted else {
             // Out of descriptors or similar: give it a moment rather than spin.
@@ -845,10 +866,13 @@ async fn serve_standby(
             match tls {
                 None => serve_one(stream, forwarder, peer, conn, stopping).await,
                 Some(acceptor) => {
+                    // Busy during its handshake (bounded by the header timeout), so that it is
+                    // not picked for shedding, which only a served connection acts on.
+                    let handshaking = conn.state.begin_request();
                     let handshake = acceptor.accept(stream);
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(header_read_timeout, handshake).await
-                    {
+                    let shaken = tokio::time::timeout(header_read_timeout, handshake).await;
+                    drop(handshaking);
+                    if let Ok(Ok(stream)) = shaken {
                         serve_one(stream, forwarder, peer, conn, stopping).await;
                     }
                 }

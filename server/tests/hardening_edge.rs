@@ -971,3 +971,25 @@ async fn a_client_that_does_not_read_its_answers_is_cut_off_one_that_reads_slowl
         "the slow reader got its whole answer"
     );
 }
+
+/// At the cap, a new client makes room by shedding one idle connection, not every idle one
+/// (a shed connection counts until it has closed; before the pace between sheds, one client
+/// shed all ten here, and their clients all reconnected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_new_client_at_the_cap_sheds_one_idle_connection() {
+    let server = Server::start(&[("NETAPI_CHAT_MAX_CONNECTIONS", "10")]);
+    let mut conns = idle_connections(&server.addr(), 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    timed_get(&server).await;
+    let mut closed = 0;
+    for c in conns.iter_mut() {
+        if closed_by_server(c, Duration::from_millis(50)).await {
+            closed += 1;
+        }
+    }
+    // The GET's connection may be kept alive (it is the eleventh), so one more may go.
+    assert!(
+        (1..=2).contains(&closed),
+        "{closed} of 10 idle connections shed"
+    );
+}

@@ -296,9 +296,16 @@ async fn a_server_started_while_its_database_is_unreachable_waits_for_it() {
         .port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/{db}");
     let log = dir.join("stderr.log");
+    // Where the server is to listen, so that the test can see it does not meanwhile.
+    let serve_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bind = format!("127.0.0.1:{serve_port}");
 
     // Opens the forwarder once the log says the server waits (or after 30 s, so that the test
-    // fails on the assertion below instead of hanging); says whether it saw the line.
+    // fails on the assertion below instead of hanging); says whether it saw the line, and
+    // whether the server's port refused connections then.
     let watched = log.clone();
     let forwarder = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -313,6 +320,7 @@ async fn a_server_started_while_its_database_is_unreachable_waits_for_it() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let refused = std::net::TcpStream::connect(("127.0.0.1", serve_port)).is_err();
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("forwarder");
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -334,7 +342,7 @@ async fn a_server_started_while_its_database_is_unreachable_waits_for_it() {
                 });
             }
         });
-        saw
+        (saw, refused)
     });
 
     let started = Instant::now();
@@ -342,21 +350,20 @@ async fn a_server_started_while_its_database_is_unreachable_waits_for_it() {
         support::Launch {
             data_dir: dir.to_path_buf(),
             env: &[("NETAPI_CHAT_DATABASE_URL", &url)],
+            bind: Some(&bind),
             stderr: support::Stderr::File(log.clone()),
             ..support::Launch::default()
         },
         None,
     );
-    let saw = forwarder.join().expect("the forwarder thread");
+    let (saw, refused) = forwarder.join().expect("the forwarder thread");
     assert!(
         saw,
         "the log said the server waits for its database: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    assert!(
-        started.elapsed() > Duration::from_millis(400),
-        "it listened only once the database could be reached"
-    );
+    assert!(refused, "it did not listen while it waited");
+    assert!(started.elapsed() > Duration::from_millis(400));
     let sid = connected_session(&server).await;
     let a = send_empty("GET", &server.urls().session(ALICE, &sid), Format::Json).await;
     assert_eq!(a.status, 200, "{}", a.body);

@@ -765,6 +765,11 @@ async fn deliver(
                     return;
                 }
             }
+            // An expired subscription cannot be disabled: what it still holds goes.
+            Outcome::Gone(_) if shared.state.load(Ordering::SeqCst) == EXPIRED => {
+                forget_all(item, &mut rx, &d, &shared);
+                return;
+            }
             Outcome::Gone(status) => {
                 disable(&target, &d, &shared, DisableReason::Gone(status), count);
                 head = Some(item);
@@ -798,6 +803,10 @@ async fn deliver(
                         if is_cancellation && shared.state.load(Ordering::SeqCst) == EXPIRED {
                             return;
                         }
+                    }
+                    Next::Disable if shared.state.load(Ordering::SeqCst) == EXPIRED => {
+                        forget_all(item, &mut rx, &d, &shared);
+                        return;
                     }
                     Next::Disable => {
                         disable(&target, &d, &shared, DisableReason::Failing, count);
@@ -879,6 +888,26 @@ fn bury(target: &Target, d: &Deliverer, shared: &Shared, dead: Vec<Delivery>) {
 
 /// Disables the subscription: logged, counted, and the core marks it (its status says so and
 /// it gets no new notifications); the task then buries what is queued.
+/// Drops `item` and everything still queued behind it (an expired subscription whose callback
+/// says it is gone: before, each was retried at once, in a loop, until the expiry's minute
+/// was up).
+fn forget_all(
+    item: Delivery,
+    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    d: &Deliverer,
+    shared: &Shared,
+) {
+    let mut all = vec![item];
+    while let Ok(i) = rx.try_recv() {
+        all.push(i);
+    }
+    d.forgetter
+        .forget(&all.iter().map(|i| i.id).collect::<Vec<_>>());
+    for i in &all {
+        shared.done(i);
+    }
+}
+
 fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, backlog: usize) {
     if !shared.leave_live(DISABLED_STATE) {
         return;

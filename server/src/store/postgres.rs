@@ -300,13 +300,23 @@ enum Fail {
 }
 
 impl Fail {
-    /// Whether the TLS handshake with the database failed: a certificate refused (rustls'
-    /// error down the chain) or a server that does not speak TLS (`sslmode=require` against a
-    /// server without `ssl`), which tokio-postgres reports only as its TLS kind's text.
-    fn is_tls(&self) -> bool {
-        matches!(self, Fail::Pg(e)
-            if matches!(crate::tls::stopped_by(e), Some(crate::tls::Stopped::Tls(_)))
-                || e.to_string().starts_with("error performing TLS handshake"))
+    /// Whether a first connection failed for a reason waiting cannot mend: a certificate
+    /// refused (rustls' error down the chain), a server that does not speak TLS under
+    /// `sslmode=require`, a login the database refused or could not even attempt (a missing
+    /// password): tokio-postgres says the last three only in its error kind's text. Any other
+    /// failure in the TLS handshake (a reset, an end of stream from a proxy before a
+    /// restarting database) is an outage like any other.
+    fn refused_at_start(&self) -> bool {
+        let Fail::Pg(e) = self else {
+            return false;
+        };
+        if matches!(crate::tls::stopped_by(e), Some(crate::tls::Stopped::Tls(_))) {
+            return true;
+        }
+        let text = e.to_string();
+        text.starts_with("error performing TLS handshake: server does not support TLS")
+            || text.starts_with("authentication error")
+            || text.starts_with("invalid configuration")
     }
 }
 
@@ -467,12 +477,13 @@ impl Postgres {
             Ok((client, locked, pid, holder))
         });
         let (client, locked, pid, holder) = connected.map_err(|e| {
-            // At start a certificate that does not verify is refused, not waited for: it lasts
-            // until the certificates or the configuration change. (Later, reconnecting, it is
-            // waited for like any outage: the server keeps its queued changes.)
-            let untrusted = !again && e.is_tls();
+            // At start a certificate that does not verify, or a login refused, is refused, not
+            // waited for: it lasts until the certificates or the configuration change. (Later,
+            // reconnecting, it is waited for like any outage: the server keeps its queued
+            // changes.)
+            let refused = !again && e.refused_at_start();
             let e = self.fail(e);
-            self.lost &= !untrusted;
+            self.lost &= !refused;
             StoreError(format!("connecting to the {}", e.0))
         })?;
         if locked {

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
@@ -58,6 +58,10 @@ pub struct ConnectionLimits {
 /// still being written to a client that reads goes on: its writes move bytes.
 const SHUTDOWN_IDLE_WITHIN: Duration = Duration::from_secs(2);
 
+/// How long a client at the cap waits for the connection shed for it to close before another
+/// is shed ([`Tracker::make_room`]).
+const SHED_PACE: Duration = Duration::from_millis(100);
+
 /// Most connections being shed at once: each keeps counting against the cap until it has
 /// closed, so the next client waits for one of these rather than shedding every idle
 /// connection for itself.
@@ -83,13 +87,17 @@ pub struct ConnState {
     idle_since: Mutex<Instant>,
     shed: AtomicBool,
     wake: Notify,
+    /// When the connection was registered: the origin of the two times below, which are
+    /// atomics (milliseconds since then) because [`Watched`] sets them on every read and
+    /// write.
+    born: Instant,
     /// Since when the connection's writes have been blocked (the socket's send buffer full),
-    /// if they are; set by [`Watched`].
-    write_blocked: Mutex<Option<Instant>>,
+    /// as milliseconds since `born` plus one; 0 while they are not.
+    write_blocked_ms: AtomicU64,
     /// Rung when writes become blocked, so [`drive`] starts the stall timer.
     blocked: Notify,
-    /// When bytes last moved on the socket, either way.
-    last_io: Mutex<Instant>,
+    /// When bytes last moved on the socket, either way, as milliseconds since `born`.
+    last_io_ms: AtomicU64,
 }
 
 impl ConnState {
@@ -99,31 +107,43 @@ impl ConnState {
         RequestGuard(Arc::clone(self))
     }
 
+    /// Milliseconds since `born`.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Since when writes have been blocked, if they are.
     fn write_blocked(&self) -> Option<Instant> {
-        *self.write_blocked.lock().unwrap_or_else(|e| e.into_inner())
+        match self.write_blocked_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.born + Duration::from_millis(ms - 1)),
+        }
     }
 
     /// When bytes last moved on the socket.
     fn last_io(&self) -> Instant {
-        *self.last_io.lock().unwrap_or_else(|e| e.into_inner())
+        self.born + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed))
     }
 
     /// Bytes moved on the socket.
     fn moved(&self) {
-        *self.last_io.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// A write went through, or was refused by a full send buffer.
     fn wrote(&self, through: bool) {
-        let mut b = self.write_blocked.lock().unwrap_or_else(|e| e.into_inner());
-        match (through, b.is_some()) {
-            (true, true) => *b = None,
-            (false, false) => {
-                *b = Some(Instant::now());
-                self.blocked.notify_one();
+        if through {
+            // The common case, a write that goes through on a connection whose writes were
+            // not blocked: one load.
+            if self.write_blocked_ms.load(Ordering::Relaxed) != 0 {
+                self.write_blocked_ms.store(0, Ordering::Relaxed);
             }
-            _ => {}
+        } else if self
+            .write_blocked_ms
+            .compare_exchange(0, self.now_ms().saturating_add(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.blocked.notify_one();
         }
     }
 
@@ -216,9 +236,10 @@ impl Tracker {
             idle_since: Mutex::new(Instant::now()),
             shed: AtomicBool::new(false),
             wake: Notify::new(),
-            write_blocked: Mutex::new(None),
+            born: Instant::now(),
+            write_blocked_ms: AtomicU64::new(0),
             blocked: Notify::new(),
-            last_io: Mutex::new(Instant::now()),
+            last_io_ms: AtomicU64::new(0),
         });
         let mut g = self.lock();
         g.0 += 1;
@@ -264,11 +285,16 @@ impl Tracker {
     pub async fn make_room(&self) {
         let Some(max) = self.limits.max_connections else { return };
         while self.active() >= max {
-            // A shed connection counts until it has closed (within
-            // `SHUTDOWN_IDLE_WITHIN`): wait for one of those rather than shed
-            // every idle connection for this one client.
-            let busy = self.shedding.load(Ordering::SeqCst) >= SHEDDING_AT_ONCE;
-            if busy || !self.shed_oldest_idle() {
+            // A shed connection counts until it has closed: an idle HTTP/1
+            // one closes at once, so one client sheds one connection; one that
+            // lingers (an HTTP/2 client that ignores GOAWAY, a client that does
+            // not read, within `SHUTDOWN_IDLE_WITHIN`) is given `SHED_PACE`
+            // before another is shed, and at most `SHEDDING_AT_ONCE` are being
+            // shed at a time (one client shed every idle connection otherwise).
+            let shedding = self.shedding.load(Ordering::SeqCst);
+            if shedding < SHEDDING_AT_ONCE && self.shed_oldest_idle() {
+                self.wait_for_close(SHED_PACE).await;
+            } else {
                 self.wait_for_close(Duration::from_secs(1)).await;
             }
         }
@@ -354,7 +380,14 @@ pub async fn drive<F>(
                 }
             }
             _ = sleep_until(idle_until) => {
+                // Blocked writes are an answer still going out (the handler has
+                // returned, so the tracker calls it idle): after an idle
+                // timeout or at the server's close the write-stall timeout
+                // decides, so a slow reader is not cut; a connection shed for
+                // a new client at the cap goes once nothing moves.
+                let shed = state.shed.load(Ordering::SeqCst);
                 if state.idle_since().is_some()
+                    && (shed || state.write_blocked().is_none())
                     && quiet_since().elapsed() >= SHUTDOWN_IDLE_WITHIN
                 {
                     break;
