@@ -70,6 +70,18 @@ async fn subscribe(s: &Server, user: &str, ch: &NotificationChannel, data: &str)
     sub.resource_url.expect("resourceURL")
 }
 
+/// Removes `token` from the server's token file, and waits until the server has read the
+/// change (it looks every 250 ms).
+async fn revoke(s: &Server, token: &str) {
+    let revoked: String = support::token_file()
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{token} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(s.data_dir.join("tokens"), revoked).expect("token file");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
 /// `from` invites `to` to a 1-1 chat (so `to` gets a sessionInvitationNotification); returns
 /// the session id.
 async fn invite(s: &Server, from: &str, to: &str, subject: &str) -> String {
@@ -1340,14 +1352,7 @@ async fn a_revoked_token_ends_its_socket_before_the_next_frame() {
     let before = frame(&mut ws, Format::Json).await;
     assert_eq!(before.1, "before");
     ack(&mut ws, &before.0).await;
-    let revoked: String = support::token_file()
-        .lines()
-        .filter(|l| !l.starts_with(&format!("{token} ")))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(s.data_dir.join("tokens"), revoked).expect("token file");
-    // The server reads a changed token file within 250 ms.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    revoke(&s, &token).await;
     invite(&s, A, B, "after").await;
     assert_eq!(
         close_code(&mut ws, "the revoked token's socket is closed").await,
@@ -1878,14 +1883,7 @@ async fn a_long_poll_whose_token_is_revoked_meanwhile_takes_nothing() {
         )
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let revoked: String = support::token_file()
-        .lines()
-        .filter(|l| !l.starts_with(&format!("{token} ")))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(s.data_dir.join("tokens"), revoked).expect("token file");
-    // The server reads a changed token file within 250 ms.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    revoke(&s, &token).await;
     invite(&s, A, B, "after").await;
     let a = waiting.await.expect("the revoked poll");
     assert_eq!(a.status, 401, "{}", a.body);

@@ -139,13 +139,20 @@ async fn messages_walked_page_by_page_come_once_each_in_order_and_the_default_pa
     }
 }
 
-#[tokio::test]
-async fn long_messages_are_answered_one_bounded_page_at_a_time() {
+/// A server whose session from ALICE to BOB holds 150 messages of about 4 KB; the session and
+/// the texts, in order.
+async fn long_messages() -> (Server, String, Vec<String>) {
     let s = Server::default_for_tests();
     let sid = connected_session(&s, ALICE, BOB).await;
     let long = "x".repeat(4000);
     let texts: Vec<String> = (0..150).map(|i| format!("{i:03}{long}")).collect();
     send_messages(&s, ALICE, &sid, &texts).await;
+    (s, sid, texts)
+}
+
+#[tokio::test]
+async fn long_messages_are_answered_one_bounded_page_at_a_time() {
+    let (s, sid, _) = long_messages().await;
     let url = s.urls().messages(BOB, &sid);
     for f in FORMATS {
         let a = send_empty("GET", &url, f).await;
@@ -168,11 +175,7 @@ async fn long_messages_are_answered_one_bounded_page_at_a_time() {
 /// it stopped: the walk still gets every message once, in order.
 #[tokio::test]
 async fn a_page_of_long_messages_ends_at_its_byte_budget() {
-    let s = Server::default_for_tests();
-    let sid = connected_session(&s, ALICE, BOB).await;
-    let long = "x".repeat(4000);
-    let texts: Vec<String> = (0..150).map(|i| format!("{i:03}{long}")).collect();
-    send_messages(&s, ALICE, &sid, &texts).await;
+    let (s, sid, texts) = long_messages().await;
     let url = format!("{}?maxEntries=1000", s.urls().messages(BOB, &sid));
     for f in FORMATS {
         let pages = walk(&url, f, |a, l: ChatMessageList| {

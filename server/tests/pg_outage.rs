@@ -33,6 +33,15 @@ fn last_segment(location: &str) -> String {
     location.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
+/// The database a test database URL names (its last path segment, without the query).
+fn database_name(url: &str) -> String {
+    url.rsplit('/')
+        .next()
+        .and_then(|n| n.split('?').next())
+        .expect("database name")
+        .to_owned()
+}
+
 fn message(text: &str, correlator: Option<&str>) -> ChatMessage {
     ChatMessage {
         text: text.to_owned(),
@@ -224,13 +233,7 @@ async fn a_database_over_tls_is_used_only_with_a_certificate_that_verifies() {
         .expect("NETAPI_CHAT_TEST_DATABASE_TLS_URL: run through `cargo xtask test`");
     let ca = std::env::var("NETAPI_CHAT_TEST_DATABASE_CA").expect("NETAPI_CHAT_TEST_DATABASE_CA");
     let dir = support::temp_data_dir();
-    let over_socket = support::postgres_database_for(&dir).expect("the test database");
-    let db = over_socket
-        .rsplit('/')
-        .next()
-        .and_then(|n| n.split('?').next())
-        .expect("database name")
-        .to_owned();
+    let db = database_name(&support::postgres_database_for(&dir).expect("the test database"));
     let url = tls_url.replace("/postgres?", &format!("/{db}?"));
     let (status, stderr) = support::run_to_exit(&dir, &[("NETAPI_CHAT_DATABASE_URL", &url)]);
     assert!(
@@ -283,13 +286,7 @@ async fn a_server_started_while_its_database_is_unreachable_waits_for_it() {
         .and_then(|p| p.parse().ok())
         .expect("the test cluster's TCP port");
     let dir = support::temp_data_dir();
-    let own_db = support::postgres_database_for(&dir).expect("a database for this test");
-    let db = own_db
-        .rsplit('/')
-        .next()
-        .and_then(|d| d.split('?').next())
-        .expect("its name")
-        .to_owned();
+    let db = database_name(&support::postgres_database_for(&dir).expect("the test database"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
