@@ -302,7 +302,10 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         cors,
         config.limits.channel_poll_wait,
         config.trusted_proxies.clone(),
-        config.metrics_token.clone(),
+        (
+            config.metrics_token.clone(),
+            crate::rate::AuthFailures::new(config.auth_failures.0, config.auth_failures.1),
+        ),
     ));
     let url = config.database_url.clone().unwrap_or_default();
     let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
@@ -570,6 +573,10 @@ struct Forwarder {
     trusted_proxies: Vec<crate::proxies::Net>,
     /// `NETAPI_CHAT_METRICS_TOKEN`: opens this standby's own `/metrics` ([`standby_metrics`]).
     metrics_token: Option<String>,
+    /// The per-address authentication-failure limit for that token, as the leader counts
+    /// wrong operator tokens (`rate::AuthFailures::operator_token`): a standby's `/metrics` is
+    /// no cheaper a place to guess it.
+    auth_failures: crate::rate::AuthFailures,
 }
 
 impl Forwarder {
@@ -580,7 +587,7 @@ impl Forwarder {
         cors: Option<Arc<crate::cors::Cors>>,
         poll_wait: Duration,
         trusted_proxies: Vec<crate::proxies::Net>,
-        metrics_token: Option<String>,
+        (metrics_token, auth_failures): (Option<String>, crate::rate::AuthFailures),
     ) -> Forwarder {
         Forwarder {
             own_url,
@@ -595,6 +602,7 @@ impl Forwarder {
             poll_wait,
             trusted_proxies,
             metrics_token,
+            auth_failures,
         }
     }
 
@@ -1018,7 +1026,9 @@ async fn forward(
         return plain(StatusCode::OK, "ok (standby)\n");
     }
     if request.uri().path() == crate::metrics::PATH {
-        return standby_metrics(forwarder, request.headers());
+        let client =
+            crate::proxies::client_address(peer, request.headers(), &forwarder.trusted_proxies);
+        return standby_metrics(forwarder, client.ip(), request.headers());
     }
     FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The format of a 503 this standby answers itself, negotiated like every answer.
@@ -1124,12 +1134,8 @@ fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static st
 }
 
 /// A short text answer of the standby itself.
-fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|n| match n {})
-            .boxed(),
-    );
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = Response::new(Full::new(text.into()).map_err(|n| match n {}).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1174,11 +1180,29 @@ static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// answered `503` itself. Its own, not the leader's: a Prometheus job that scrapes every
 /// instance then sums each series once (a forwarded `/metrics` gave every instance the
 /// leader's series, counted once per instance), and sees which instance leads.
-fn standby_metrics(forwarder: &Forwarder, headers: &HeaderMap) -> Response<ProxyBody> {
+fn standby_metrics(
+    forwarder: &Forwarder,
+    client: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Response<ProxyBody> {
     let Some(token) = forwarder.metrics_token.as_deref() else {
         return plain(StatusCode::NOT_FOUND, "no metrics\n");
     };
-    if !crate::metrics::authorized(headers.get(header::AUTHORIZATION), token) {
+    let admitted =
+        forwarder
+            .auth_failures
+            .operator_token(client, headers.get(header::AUTHORIZATION), token);
+    let admitted = match admitted {
+        Ok(ok) => ok,
+        Err(too_many) => {
+            let mut r = plain(too_many.status, format!("{}\n", too_many.rendered()));
+            for (name, value) in &too_many.headers {
+                r.headers_mut().insert(name.clone(), value.clone());
+            }
+            return r;
+        }
+    };
+    if !admitted {
         let mut r = plain(StatusCode::UNAUTHORIZED, crate::metrics::TOKEN_REQUIRED);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -1267,3 +1267,29 @@ async fn a_standby_sheds_and_times_out_idle_connections_as_the_leader_does() {
         );
     }
 }
+
+/// A standby's own `/metrics` counts wrong tokens against the per-address failure limit, as
+/// the leader's does: guessing the metrics token through a standby is no cheaper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standbys_metrics_token_is_under_the_failure_limit() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", TOKEN),
+        ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "3"),
+    ]);
+    let url = format!("{}/metrics", p.standby.base);
+    for _ in 0..3 {
+        let a = support::send("GET", &url, &[("authorization", "Bearer guessed")], None).await;
+        assert_eq!(a.status, 401, "{}", a.body);
+    }
+    let a = support::send(
+        "GET",
+        &url,
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(!a.header("retry-after").is_empty(), "{:?}", a.headers);
+}
