@@ -166,11 +166,24 @@ impl AuthFailures {
                 seen.clear();
             }
         }
-        let entry = seen.entry(Self::key(ip)).or_insert((0, now));
+        let key = Self::key(ip);
+        let entry = seen.entry(key).or_insert((0, now));
         if now >= entry.1 + self.window {
             *entry = (0, now);
         }
         entry.0 = entry.0.saturating_add(1);
+        if entry.0 == self.limit {
+            // Once per address and window: every request from it (other clients behind the
+            // same address included) is refused `429` from now on, which a metric alone did
+            // not explain (a straggler still using a revoked token locks out its neighbours).
+            let left = (entry.1 + self.window).saturating_duration_since(now);
+            tracing::warn!(
+                address = %key,
+                failures = self.limit,
+                refused_for_secs = left.as_secs().max(1),
+                "authentication failure limit reached: this address is refused 429 until its window ends"
+            );
+        }
     }
 }
 

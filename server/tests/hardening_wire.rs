@@ -725,7 +725,7 @@ async fn failed_authentication_is_rate_limited_per_address() {
 async fn guessing_the_admin_or_metrics_token_counts_against_the_failure_limit() {
     const ADMIN: &str = "admin-token-0123456789abcdefghij";
     const METRICS: &str = "metrics-token-0123456789abcdefgh";
-    let srv = Server::start(&[
+    let srv = Server::logged(&[
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "4"),
         ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60"),
         ("NETAPI_CHAT_ADMIN_TOKEN", ADMIN),
@@ -755,6 +755,14 @@ async fn guessing_the_admin_or_metrics_token_counts_against_the_failure_limit() 
     // One budget: the API refuses that address too.
     let api = send_empty("GET", &srv.urls().chat_sessions(ALICE), Format::Json).await;
     api.assert_error(429, "POL2005", Format::Json);
+    // And the operator's log says why, once (before, only a metric did).
+    let log = srv.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failure limit reached"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("127.0.0.1"), "{}", lines[0]);
 }
 
 /// Behind a trusted proxy (`NETAPI_CHAT_TRUSTED_PROXIES`), the failure limit counts the
