@@ -391,10 +391,13 @@ const TOO_FAST: End = (
 impl Grant {
     /// Whether the credentials still grant `user` (the user the socket was opened for).
     fn holds(&self, user: &str) -> bool {
-        crate::auth::authenticate(self.verifier.as_ref(), self.authorization.as_deref())
-            .ok()
-            .and_then(|p| crate::auth::resolve_user(&p, &self.path_user).ok())
-            .is_some_and(|u| u == user)
+        crate::auth::still_grants(
+            self.verifier.as_ref(),
+            self.authorization.as_deref(),
+            &self.path_user,
+            user,
+        )
+        .is_ok()
     }
 
     /// A client frame that changes something, counted against the token's request rate:

@@ -873,14 +873,13 @@ impl ChatService for ChatServer {
         // The request's credentials, checked again whenever the poll wakes (see
         // `Chat::poll_notifications`), as `authorize` checked them when it came.
         let credentials = netapi_chat_runtime::negotiate::request_credentials();
-        let grant = || -> Result<(), ApiError> {
-            let principal = auth::authenticate(self.verifier.as_ref(), credentials.as_deref())?;
-            match auth::resolve_user(&principal, &user_id)? {
-                u if u == user_id => Ok(()),
-                _ => Err(ApiError::forbidden(
-                    "the credentials no longer grant this channel",
-                )),
-            }
+        let grant = || {
+            auth::still_grants(
+                self.verifier.as_ref(),
+                credentials.as_deref(),
+                &user_id,
+                &user_id,
+            )
         };
         self.chat
             .poll_notifications(&user_id, &channel_id, ack, &grant)

@@ -321,6 +321,26 @@ pub fn bearer_token(authorization_header: Option<&str>) -> Result<&str, AuthErro
     Ok(token)
 }
 
+/// Whether `authorization` still grants acting for `user` (a user the request was already
+/// authorized for, `path_user` as the path named it): what a long-lived request checks again
+/// while it runs (a WebSocket channel before each frame, a long poll before it takes
+/// anything), since a token may be revoked, or a JWT expire, meanwhile.
+pub fn still_grants(
+    verifier: &dyn TokenVerifier,
+    authorization: Option<&str>,
+    path_user: &str,
+    user: &str,
+) -> Result<(), ApiError> {
+    let principal = authenticate(verifier, authorization)?;
+    if resolve_user(&principal, path_user)? == user {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "the credentials no longer grant this user",
+        ))
+    }
+}
+
 /// Resolves the `{userId}` of a path for `principal`: `acr:auth` becomes the token's first
 /// user; an address the token may act for becomes its canonical form (the spelling the chat
 /// core stores). Anything else is a [`UserError`].

@@ -504,6 +504,8 @@ async fn attempt(
     if result.is_err() {
         d.endpoints.failed(&ep.origin);
     }
+    // A failure run is logged on its 1st, 2nd, 4th, 8th… attempt, not on each.
+    let log = rules::worth_logging(failures);
     let outcome = match result {
         Ok(a) if a.status.is_success() => Outcome::Delivered,
         Ok(a) if permanent(a.status) => Outcome::Gone(a.status),
@@ -511,7 +513,7 @@ async fn attempt(
             let retry_after = matches!(a.status.as_u16(), 429 | 503)
                 .then(|| a.retry_after.as_ref().and_then(retry_after))
                 .flatten();
-            if rules::worth_logging(failures) {
+            if log {
                 tracing::warn!(
                     subscription = &target.subscription,
                     id = id,
@@ -523,13 +525,13 @@ async fn attempt(
             Outcome::Retry(retry_after)
         }
         Err(Failure::Refused(e)) => {
-            if rules::worth_logging(failures) {
+            if log {
                 tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), "callback refused by the callback policy or unresolvable");
             }
             Outcome::Retry(None)
         }
         Err(Failure::Unreachable(e)) => {
-            if rules::worth_logging(failures) {
+            if log {
                 tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), "callback unreachable");
             }
             Outcome::Retry(None)
