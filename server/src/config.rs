@@ -476,25 +476,26 @@ pub fn scheme_only(url: &str) -> String {
 /// The prefix of every setting's environment variable; the file key is the rest, lowercased.
 pub const ENV_PREFIX: &str = "NETAPI_CHAT_";
 
-/// The variables in `names` that are named like a setting (`NETAPI_CHAT_…`) but are none, each
-/// with the setting it most likely meant when one is close: a misspelt setting
-/// (`NETAPI_CHAT_SYNCH`) was silently ignored, its default kept, while the same typo in the
-/// configuration file is refused. Not settings, and not reported: `NETAPI_CHAT_CONFIG`, the
-/// command-line client's variables and the test and bench harnesses' `NETAPI_CHAT_TEST_…` and
-/// `NETAPI_CHAT_BENCH_…`.
+/// Variables named like a setting (`NETAPI_CHAT_…`) that are not settings: the configuration
+/// file's own (`NETAPI_CHAT_CONFIG`), the command-line client's ([`crate::client::ENV_VARIABLES`])
+/// and, by prefix, the test and bench harnesses' (`NETAPI_CHAT_TEST_…`, `NETAPI_CHAT_BENCH_…`).
+/// One list, read by the start-up warning and by the README test.
+pub fn not_a_setting(name: &str) -> bool {
+    const HARNESS_PREFIXES: [&str; 2] = ["NETAPI_CHAT_TEST_", "NETAPI_CHAT_BENCH_"];
+    name == "NETAPI_CHAT_CONFIG"
+        || crate::client::ENV_VARIABLES.contains(&name)
+        || HARNESS_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The variables in `names` that are named like a setting (`NETAPI_CHAT_…`) but are none
+/// ([`not_a_setting`] excepted), each with the setting it most likely meant when one is close:
+/// a misspelt setting (`NETAPI_CHAT_SYNCH`) was silently ignored, its default kept, while the
+/// same typo in the configuration file is refused.
 pub fn unknown_variables(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<String> {
-    const PREFIX: &str = "NETAPI_CHAT_";
     let mut unknown: Vec<String> = names
         .into_iter()
         .filter_map(|n| n.into_string().ok())
-        .filter(|n| {
-            n.starts_with(PREFIX)
-                && !n.starts_with("NETAPI_CHAT_TEST_")
-                && !n.starts_with("NETAPI_CHAT_BENCH_")
-        })
-        .filter(|n| {
-            n != "NETAPI_CHAT_CONFIG" && !crate::client::ENV_VARIABLES.contains(&n.as_str())
-        })
+        .filter(|n| n.starts_with(ENV_PREFIX) && !not_a_setting(n))
         .filter(|n| !SETTINGS.iter().any(|s| s.env == n.as_str()))
         .map(|n| {
             let nearest = SETTINGS
@@ -1670,14 +1671,6 @@ mod tests {
     #[test]
     fn every_variable_the_readme_names_is_a_setting() {
         let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-        // The configuration file's variable, the client's (`netapi-chat client`), and the test
-        // harness's (see "Run the tests").
-        let not_settings = [
-            &["NETAPI_CHAT_CONFIG"][..],
-            &crate::client::ENV_VARIABLES,
-            &["NETAPI_CHAT_TEST_BACKENDS", "NETAPI_CHAT_TEST_DATABASE_URL"],
-        ]
-        .concat();
         let mut rest = readme;
         while let Some(at) = rest.find(ENV_PREFIX) {
             let name: String = rest[at..]
@@ -1687,7 +1680,7 @@ mod tests {
             rest = &rest[at + name.len()..];
             let name = name.trim_end_matches('_');
             assert!(
-                setting(name).is_some() || not_settings.contains(&name),
+                setting(name).is_some() || not_a_setting(name),
                 "README names {name}, which is not in config::SETTINGS"
             );
         }
