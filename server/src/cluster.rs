@@ -865,7 +865,7 @@ async fn serve_standby(
         };
         let _ = stream.set_nodelay(true);
         let conn = tracker.register();
-        let stream = dropshot::Watched::new(stream, Arc::clone(&conn.state));
+        let stream = conn.watch(stream);
         let forwarder = Arc::clone(&forwarder);
         let tls = tls.clone();
         let stopping = drain.stop.subscribe();

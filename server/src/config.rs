@@ -247,8 +247,9 @@ pub enum LogFormat {
 /// clients from exhausting file descriptors, and a stop from dropping requests.
 #[derive(Clone, Copy, Debug)]
 pub struct Connections {
-    /// `NETAPI_CHAT_MAX_CONNECTIONS`: most client connections open at once; at the cap the
-    /// connection idle the longest is closed to make room. Default (`None`): three quarters of
+    /// `NETAPI_CHAT_MAX_CONNECTIONS`: most client connections open at once, WebSockets
+    /// included until they close; at the cap the connection idle the longest is closed to
+    /// make room. Default (`None`): three quarters of
     /// the open-files limit (raised to its hard limit at start), leaving the rest for the
     /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`]. Given: 1 to
     /// [`MAX_CONNECTIONS_LIMIT`]; 0 is refused (it was silently made 1, although the message
@@ -653,7 +654,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),
-    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (at least `1`); at the cap the connection idle the longest is closed to make room (the soft open-files limit is raised to the hard one at start)"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (at least `1`), notification-channel WebSockets included until they close; at the cap the connection idle the longest is closed to make room, and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
     Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected)"),

@@ -1297,6 +1297,47 @@ async fn a_second_socket_takes_the_channel_over() {
     );
 }
 
+/// An open socket counts against `NETAPI_CHAT_MAX_CONNECTIONS` until it closes, like any
+/// connection that is not idle: at the cap, with every place held by a socket, a new client
+/// waits (as it does when every connection has a request in flight) and is served once a
+/// socket closes. Before, a socket left the count at its upgrade, so the cap bounded neither
+/// the sockets nor the descriptors they hold (a token acting for many users opens ten per
+/// user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sockets_count_against_the_connection_cap_until_they_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(&[("NETAPI_CHAT_MAX_CONNECTIONS", "3")]);
+    let mut sockets = Vec::new();
+    for user in [A, B, M] {
+        let ch = create_socket_channel(&s, user).await;
+        sockets.push(
+            connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
+                .await
+                .expect("socket"),
+        );
+    }
+    let mut probe = tokio::net::TcpStream::connect(s.addr()).await.expect("tcp");
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(1500), probe.read_to_end(&mut answer)).await;
+    assert!(
+        early.is_err(),
+        "served while three sockets hold the cap of three: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(sockets.pop());
+    tokio::time::timeout(Duration::from_secs(5), probe.read_to_end(&mut answer))
+        .await
+        .expect("served once a socket closed")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// A client that vanished without closing its socket (modelled by one that reads nothing, so
 /// it answers no Ping) loses it: after a quiet round (the channel's 1 s `maxWaitTime`) the
 /// server pings, and with nothing back within 5 s it closes the socket (1002), on either

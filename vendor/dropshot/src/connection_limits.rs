@@ -98,6 +98,11 @@ pub struct ConnState {
     blocked: Notify,
     /// When bytes last moved on the socket, either way, as milliseconds since `born`.
     last_io_ms: AtomicU64,
+    /// HTTP is over on it ([`drive`] returned) while its socket is still open: a WebSocket
+    /// (or other upgrade) took it over. It still counts against the cap (its
+    /// [`Watched`] holds the registration) but is never picked for shedding: nothing would
+    /// act on the request to go.
+    http_over: AtomicBool,
 }
 
 impl ConnState {
@@ -186,19 +191,55 @@ pub struct Tracker {
 impl ConnGuard {
     /// The limits of the tracker this connection counts in.
     pub fn tracker_limits(&self) -> &ConnectionLimits {
-        &self.tracker.limits
+        &self.registration.tracker.limits
+    }
+
+    /// HTTP is over on the connection: its socket is closed, or an upgrade
+    /// took it over and holds the connection's place from now on. Such a
+    /// socket is never shed, and stops counting as being shed if it was
+    /// picked in the moment between its handshake's answer and the upgrade
+    /// (else it would hold one of the [`SHEDDING_AT_ONCE`] places for as long
+    /// as it lives).
+    fn http_over(&self) {
+        let tracker = &self.registration.tracker;
+        let _g = tracker.lock();
+        self.state.http_over.store(true, Ordering::SeqCst);
+        if self.state.shed.swap(false, Ordering::SeqCst) {
+            tracker.shedding.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The connection's socket, watched for the write-stall timeout and
+    /// holding the connection's place in the tracker: the connection counts
+    /// against the cap until both this guard ([`drive`] returned) and the
+    /// socket are gone, so a socket taken over by an upgrade (a WebSocket)
+    /// counts until it closes.
+    pub fn watch<S>(&self, io: S) -> Watched<S> {
+        Watched {
+            io,
+            state: Arc::clone(&self.state),
+            _open: Arc::clone(&self.registration),
+        }
     }
 }
 
-/// Removes its connection from the tracker when dropped (the connection
-/// task ended).
-pub struct ConnGuard {
+/// Keeps a connection counted by the tracker, as long as its guard or its
+/// socket ([`Watched`]) lives.
+struct Registration {
     tracker: Arc<Tracker>,
     id: u64,
+    state: Arc<ConnState>,
+}
+
+/// A connection's place in the tracker while it is served
+/// ([`Tracker::register`]); its socket holds the place too
+/// ([`ConnGuard::watch`]).
+pub struct ConnGuard {
+    registration: Arc<Registration>,
     pub state: Arc<ConnState>,
 }
 
-impl Drop for ConnGuard {
+impl Drop for Registration {
     fn drop(&mut self) {
         {
             let mut g = self.tracker.lock();
@@ -240,13 +281,19 @@ impl Tracker {
             write_blocked_ms: AtomicU64::new(0),
             blocked: Notify::new(),
             last_io_ms: AtomicU64::new(0),
+            http_over: AtomicBool::new(false),
         });
         let mut g = self.lock();
         g.0 += 1;
         let id = g.0;
         g.1.insert(id, Arc::clone(&state));
         self.active.fetch_add(1, Ordering::SeqCst);
-        ConnGuard { tracker: Arc::clone(self), id, state }
+        let registration = Arc::new(Registration {
+            tracker: Arc::clone(self),
+            id,
+            state: Arc::clone(&state),
+        });
+        ConnGuard { registration, state }
     }
 
     /// Open connections, those being shed included.
@@ -262,6 +309,7 @@ impl Tracker {
             .1
             .values()
             .filter(|c| !c.shed.load(Ordering::SeqCst))
+            .filter(|c| !c.http_over.load(Ordering::SeqCst))
             .filter_map(|c| c.idle_since().map(|t| (t, c)))
             .min_by_key(|(t, _)| *t);
         match oldest {
@@ -322,8 +370,8 @@ pub async fn drive<F>(
 ) where
     F: Future,
 {
-    let idle_timeout = guard.tracker.limits.idle_timeout;
-    let stall = guard.tracker.limits.write_stall_timeout;
+    let idle_timeout = guard.tracker_limits().idle_timeout;
+    let stall = guard.tracker_limits().write_stall_timeout;
     let state = Arc::clone(&guard.state);
     let mut conn = std::pin::pin!(conn);
     let mut closing_open = true;
@@ -337,7 +385,12 @@ pub async fn drive<F>(
         });
         let stalled_at = stall.and_then(|t| state.write_blocked().map(|b| b + t));
         tokio::select! {
-            _ = conn.as_mut() => return,
+            _ = conn.as_mut() => {
+                // Served to its end: closed, or taken over by an upgrade,
+                // whose socket still holds the connection's place.
+                guard.http_over();
+                return;
+            }
             _ = state.wake.notified() => break,
             // Writes became blocked: look again, with the stall timer running.
             _ = state.blocked.notified() => {}
@@ -372,7 +425,10 @@ pub async fn drive<F>(
             .idle_since()
             .map(|_| quiet_since() + SHUTDOWN_IDLE_WITHIN);
         tokio::select! {
-            _ = conn.as_mut() => break,
+            _ = conn.as_mut() => {
+                guard.http_over();
+                break;
+            }
             _ = state.blocked.notified() => {}
             _ = sleep_until(stalled_at) => {
                 if stalled(&state, stall) {
@@ -418,12 +474,8 @@ fn stalled(state: &ConnState, stall: Option<Duration>) -> bool {
 pub struct Watched<S> {
     io: S,
     state: Arc<ConnState>,
-}
-
-impl<S> Watched<S> {
-    pub fn new(io: S, state: Arc<ConnState>) -> Watched<S> {
-        Watched { io, state }
-    }
+    /// The connection's place in the tracker ([`ConnGuard::watch`]).
+    _open: Arc<Registration>,
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {

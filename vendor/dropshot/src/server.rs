@@ -394,10 +394,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
                                         remote_addr,
                                         Arc::clone(&conn.state),
                                     );
-                                let watched = connection_limits::Watched::new(
-                                    sock,
-                                    Arc::clone(&conn.state),
-                                );
+                                let watched = conn.watch(sock);
                                 let fut = builder
                                     .serve_connection_with_upgrades(
                                         TokioIo::new(watched),
@@ -437,10 +434,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
                                     remote_addr,
                                     Arc::clone(&conn.state),
                                 );
-                            let watched = connection_limits::Watched::new(
-                                sock,
-                                Arc::clone(&conn.state),
-                            );
+                            let watched = conn.watch(sock);
                             let fut = builder
                                 .serve_connection_with_upgrades(
                                     TokioIo::new(watched),
