@@ -43,6 +43,16 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VE
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
+# (a') the published documents are valid OpenAPI 3.0 by a validator that is not ours: a
+# description that YAML read as a map (`{ description: Left, declined or withdrawn. }`) passed
+# openapiv3 and progenitor, and broke openapi-core, spectral and redocly for a developer.
+OSV_VERSION=0.9.0
+if ! "$VENV/bin/pip" show openapi-spec-validator 2>/dev/null | grep -qx "Version: $OSV_VERSION"; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "openapi-spec-validator==$OSV_VERSION"
+fi
+echo "== openapi-spec-validator $OSV_VERSION on the published documents"
+"$VENV/bin/openapi-spec-validator" generated/openapi/chat.openapi.json generated/openapi/chat.progenitor.json
+
 # (b) the server binary, on 127.0.0.1:0 with a fresh data directory.
 echo "== cargo build --bin netapi-chat"
 cargo build --quiet --bin netapi-chat
