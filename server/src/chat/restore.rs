@@ -30,6 +30,9 @@ impl Chat {
         if let Some(c) = live.counters {
             state.ids.resume(c);
         }
+        state
+            .ids
+            .floor_notifications(u64::try_from(crate::store::now_ms()).unwrap_or(0));
         if !live.ended.is_empty() {
             let mut change = Change::default();
             for sid in live.ended {

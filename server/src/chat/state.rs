@@ -90,6 +90,20 @@ pub struct Counters {
     pub next_notification: u64,
 }
 
+/// The lowest notification id a server started at `now_ms` (Unix milliseconds) issues: a
+/// thousand ids per millisecond since 1970. Receivers drop a notification whose `webhook-id`
+/// they have seen (Standard Webhooks), so an id must never name two notifications. The stored
+/// counter alone repeats them after a restore from a backup (the counter goes back with it:
+/// every id issued after the backup was taken is issued again, for new notifications) or a
+/// reinstall (from 1 again), and the receiver silently drops the new ones. Starting from the
+/// clock instead, a server only issues an id again if an earlier run of the same database
+/// issued more than a thousand notifications per millisecond on average since its start (or
+/// the clock went back by as much). Below 2^53 until the year 2255, so an id read by a
+/// JavaScript client as a number stays exact.
+pub fn notification_floor(now_ms: u64) -> u64 {
+    now_ms.saturating_mul(1000)
+}
+
 /// The live [`Counters`]: atomic, so that steps holding only the read lock (a message sent in
 /// one session while another is sent in the next) take ids side by side. Every change stores
 /// a [`Ids::snapshot`] taken when it is handed to the store, in hand-over order
@@ -106,6 +120,14 @@ impl Ids {
         self.next_id.store(c.next_id, Ordering::SeqCst);
         self.next_notification
             .store(c.next_notification, Ordering::SeqCst);
+    }
+
+    /// Raises the notification counter to at least [`notification_floor`] of `now_ms` (at
+    /// every start, after [`Ids::resume`]), so that a `webhook-id` is not issued again by a
+    /// restored backup, a reinstall or a database whose counters went back.
+    pub fn floor_notifications(&self, now_ms: u64) {
+        self.next_notification
+            .fetch_max(notification_floor(now_ms), Ordering::SeqCst);
     }
 
     /// The counters now, to store.
@@ -388,5 +410,39 @@ pub fn status_rank(s: MessageStatus) -> u8 {
         MessageStatus::Delivered => 1,
         MessageStatus::Displayed => 2,
         MessageStatus::Failed => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start raises the notification counter to the clock's floor and never lowers it: a
+    /// restored backup (stored counter behind) starts past every id its first life issued,
+    /// a database whose counter is already past the floor keeps counting from it.
+    #[test]
+    fn notification_ids_start_from_the_clock_and_never_go_back() {
+        let ids = Ids::default();
+        // The backup's counter: 41 ids issued.
+        ids.resume(Counters {
+            next_id: 7,
+            next_notification: 41,
+        });
+        let restored_at = 1_764_900_000_000;
+        ids.floor_notifications(restored_at);
+        assert_eq!(ids.next_notification(), restored_at * 1000 + 1);
+        // Started again a second later, but the counter ran ahead (a burst): kept.
+        let ahead = (restored_at + 1_000) * 1000 + 5_000_000;
+        ids.resume(Counters {
+            next_id: 7,
+            next_notification: ahead,
+        });
+        ids.floor_notifications(restored_at + 1_000);
+        assert_eq!(ids.next_notification(), ahead + 1);
+        assert_eq!(ids.snapshot().next_id, 7, "resource ids untouched");
+        assert!(
+            notification_floor(7_258_118_400_000) < 1 << 53,
+            "exact in JavaScript to 2200"
+        );
     }
 }
