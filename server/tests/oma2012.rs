@@ -139,6 +139,7 @@ fn subscription_2012(
         adhoc_chat_supported: Some(true),
         duration,
         resource_url: None,
+        signing_secret: None,
     }
 }
 
@@ -1081,12 +1082,20 @@ async fn subscription_resource(wire: Wire) {
         (Some(true), Some(true), Some(3600))
     );
     assert_eq!(sub.callback_reference.notify_url, listener.url);
+    // The secret made for it, shown in this answer only.
+    let mut sub = sub;
+    assert!(
+        sub.signing_secret
+            .take()
+            .is_some_and(|s| s.starts_with("whsec_"))
+    );
     // A resend with its clientCorrelator is the same subscription.
-    let (again, _) = face
+    let (again, resent) = face
         .create_notification_subscription(A, &doc)
         .await
         .created();
     assert_eq!(again, loc);
+    assert_eq!(resent, sub, "no secret shown again");
     assert_eq!(
         face.get_notification_subscription(A, &id).await.ok(200),
         sub

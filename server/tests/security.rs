@@ -486,6 +486,71 @@ async fn each_application_verifies_only_its_own_notifications() {
     );
 }
 
+/// The same on the OMA 2012 face: a `chatNotificationSubscription` may bring its own
+/// `signingSecret` (it was accepted and ignored, so a receiver checking with the secret it
+/// sent refused every notification, and the subscription ended disabled), and one without
+/// gets the secret made for it in the create's answer (it was never shown), once.
+#[tokio::test]
+async fn an_oma_2012_subscription_brings_or_is_given_its_secret() {
+    let srv = Server::default_for_tests();
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    let (_, alice_secret) = Signer::generate();
+    let subscribe = |user: &'static str, url: String, secret: Option<String>, f: Format| {
+        let srv = &srv;
+        async move {
+            let doc = ChatNotificationSubscription {
+                callback_reference: CallbackReference {
+                    notify_url: url,
+                    callback_data: None,
+                    notification_format: None,
+                },
+                client_correlator: None,
+                confirmed_chat_supported: None,
+                adhoc_chat_supported: None,
+                duration: None,
+                resource_url: None,
+                signing_secret: secret,
+            };
+            let a = send_doc("POST", &srv.urls().oma2012_subscriptions(user), f, &doc).await;
+            assert_eq!(a.status, 201, "{}", a.body);
+            a.decode::<ChatNotificationSubscription>()
+        }
+    };
+    let alice = subscribe(
+        ALICE,
+        la.url.clone(),
+        Some(alice_secret.clone()),
+        Format::Xml,
+    )
+    .await;
+    assert_eq!(alice.signing_secret.as_deref(), Some(alice_secret.as_str()));
+    let bob = subscribe(BOB, lb.url.clone(), None, Format::Json).await;
+    let bob_secret = bob.signing_secret.clone().expect("the secret made for it");
+    assert!(bob_secret.starts_with("whsec_"), "{bob_secret}");
+    let read = support::send_empty(
+        "GET",
+        &bob.resource_url.clone().unwrap_or_default(),
+        Format::Json,
+    )
+    .await;
+    assert!(!read.body.contains("whsec_"), "shown once: {}", read.body);
+
+    session_with_notifications(&srv).await;
+    let (ra, rb) = (la.wait_for(1).await, lb.wait_for(1).await);
+    assert!(
+        verifies(&ra[0], &alice_secret),
+        "alice's with the secret she sent"
+    );
+    assert!(
+        verifies(&rb[0], &bob_secret),
+        "bob's with the secret he was given"
+    );
+    assert!(
+        !verifies(&rb[0], &alice_secret),
+        "bob's with alice's secret"
+    );
+}
+
 /// A rotated secret: the answer echoes the new one and gives the end of the window; during it every
 /// notification verifies with the old secret and with the new one; after it, only with the
 /// new one. Another user cannot rotate it (404), and a bad secret is refused (400).

@@ -2621,6 +2621,22 @@ pub struct ChatNotificationSubscription {
     )]
     #[schemars(length(max = 2048))]
     pub resource_url: Option<String>,
+    /// `signingSecret`: (extension, as `ChatSubscription.signingSecret` on the seed face) The
+    /// Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes) this subscription's
+    /// notifications are signed with. A client may send one on create; otherwise the server makes
+    /// one, unless the operator chose one server-wide secret for every subscription (then none is
+    /// set or shown). It is shown once, in the answer to the create that made it (not to a replay
+    /// of it, nor when the subscription is read or refreshed, where it is ignored); a client that
+    /// lost it sets a new one with `rotateSubscriptionSecret` (the subscription's id is the same on
+    /// both faces).
+    #[serde(
+        rename = "signingSecret",
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "netapi_chat_runtime::json::opt_string"
+    )]
+    #[schemars(length(max = 256))]
+    pub signing_secret: Option<String>,
 }
 
 impl XmlType for ChatNotificationSubscription {
@@ -2641,6 +2657,9 @@ impl XmlType for ChatNotificationSubscription {
         if let Some(v) = &self.resource_url {
             w.leaf("resourceURL", v);
         }
+        if let Some(v) = &self.signing_secret {
+            w.leaf("signingSecret", v);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, XmlError> {
@@ -2651,6 +2670,7 @@ impl XmlType for ChatNotificationSubscription {
             adhoc_chat_supported: e.optional_leaf("adhocChatSupported")?,
             duration: e.optional_leaf("duration")?,
             resource_url: e.optional_leaf("resourceURL")?,
+            signing_secret: e.optional_leaf("signingSecret")?,
         };
         value.validate().map_err(XmlError::Decode)?;
         Ok(value)
@@ -2665,6 +2685,9 @@ impl Validate for ChatNotificationSubscription {
         }
         if let Some(v) = &self.resource_url {
             netapi_chat_runtime::wire::check_string("resourceURL", v, 2048)?;
+        }
+        if let Some(v) = &self.signing_secret {
+            netapi_chat_runtime::wire::check_string("signingSecret", v, 256)?;
         }
         Ok(())
     }

@@ -784,6 +784,20 @@ pub mod types {
             skip_serializing_if = "::std::option::Option::is_none"
         )]
         pub resource_url: ::std::option::Option<ChatNotificationSubscriptionResourceUrl>,
+        /**(extension, as `ChatSubscription.signingSecret` on the seed face) The Standard
+        Webhooks secret (`whsec_` + base64 of 24-64 bytes) this subscription's
+        notifications are signed with. A client may send one on create; otherwise the
+        server makes one, unless the operator chose one server-wide secret for every
+        subscription (then none is set or shown). It is shown once, in the answer to the
+        create that made it (not to a replay of it, nor when the subscription is read or
+        refreshed, where it is ignored); a client that lost it sets a new one with
+        `rotateSubscriptionSecret` (the subscription's id is the same on both faces).
+        */
+        #[serde(
+            rename = "signingSecret",
+            skip_serializing_if = "::std::option::Option::is_none"
+        )]
+        pub signing_secret: ::std::option::Option<ChatNotificationSubscriptionSigningSecret>,
     }
 
     ///Client-chosen id that makes a retried create safe.
@@ -906,6 +920,70 @@ pub mod types {
     pub struct ChatNotificationSubscriptionRoot {
         #[serde(rename = "chatNotificationSubscription")]
         pub chat_notification_subscription: ChatNotificationSubscription,
+    }
+
+    /**(extension, as `ChatSubscription.signingSecret` on the seed face) The Standard
+    Webhooks secret (`whsec_` + base64 of 24-64 bytes) this subscription's
+    notifications are signed with. A client may send one on create; otherwise the
+    server makes one, unless the operator chose one server-wide secret for every
+    subscription (then none is set or shown). It is shown once, in the answer to the
+    create that made it (not to a replay of it, nor when the subscription is read or
+    refreshed, where it is ignored); a client that lost it sets a new one with
+    `rotateSubscriptionSecret` (the subscription's id is the same on both faces).
+    */
+    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+    #[serde(transparent)]
+    pub struct ChatNotificationSubscriptionSigningSecret(::std::string::String);
+    impl ::std::ops::Deref for ChatNotificationSubscriptionSigningSecret {
+        type Target = ::std::string::String;
+        fn deref(&self) -> &::std::string::String {
+            &self.0
+        }
+    }
+
+    impl ::std::convert::From<ChatNotificationSubscriptionSigningSecret> for ::std::string::String {
+        fn from(value: ChatNotificationSubscriptionSigningSecret) -> Self {
+            value.0
+        }
+    }
+
+    impl ::std::str::FromStr for ChatNotificationSubscriptionSigningSecret {
+        type Err = self::error::ConversionError;
+        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            if value.chars().count() > 256usize {
+                return Err("longer than 256 characters".into());
+            }
+            Ok(Self(value.to_string()))
+        }
+    }
+
+    impl ::std::convert::TryFrom<&str> for ChatNotificationSubscriptionSigningSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl ::std::convert::TryFrom<::std::string::String> for ChatNotificationSubscriptionSigningSecret {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+
+    impl<'de> ::serde::Deserialize<'de> for ChatNotificationSubscriptionSigningSecret {
+        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+        where
+            D: ::serde::Deserializer<'de>,
+        {
+            ::std::string::String::deserialize(deserializer)?
+                .parse()
+                .map_err(|e: self::error::ConversionError| {
+                    <D::Error as ::serde::de::Error>::custom(e.to_string())
+                })
+        }
     }
 
     /**Seed `ChatSessionInformation`: a 1-1 session (one invitee) or a group session (several).

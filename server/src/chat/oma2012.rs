@@ -665,6 +665,7 @@ pub(super) fn subscription(urls: &Urls, rec: &SubscriptionRecord) -> ChatNotific
         adhoc_chat_supported: Some(true),
         duration: Some(rec.duration),
         resource_url: Some(urls.oma2012_subscription(&rec.user, &rec.id)),
+        signing_secret: None,
     }
 }
 
@@ -741,10 +742,12 @@ impl Chat {
             resource_url: None,
             subscription_status: None,
             status_reason: None,
-            signing_secret: None,
+            signing_secret: body.signing_secret,
         };
-        let (rec, _) = self.subscribe(user, seed, Face::Oma2012).await?;
-        let view = subscription(&self.urls, &rec);
+        let (rec, own_secret) = self.subscribe(user, seed, Face::Oma2012).await?;
+        let mut view = subscription(&self.urls, &rec);
+        // Shown once, as on the seed face: the secret the client sent or the one made for it.
+        view.signing_secret = own_secret;
         Ok(Created {
             location: view.resource_url.clone().unwrap_or_default(),
             body: view,
@@ -1750,6 +1753,7 @@ mod tests {
             adhoc_chat_supported: None,
             duration: Some(60),
             resource_url: None,
+            signing_secret: None,
         };
         let url = rec.callback.notify_url.clone();
         let next = refresh(&rec, body(&url), &url, 60, 1_000).expect("refreshed");
