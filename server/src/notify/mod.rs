@@ -511,7 +511,12 @@ async fn attempt(
         Ok(a) if permanent(a.status) => Outcome::Gone(a.status),
         Ok(a) => {
             let retry_after = matches!(a.status.as_u16(), 429 | 503)
-                .then(|| a.retry_after.as_ref().and_then(retry_after))
+                .then(|| {
+                    a.retry_after
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| retry_after(v, std::time::SystemTime::now()))
+                })
                 .flatten();
             if log {
                 tracing::warn!(
@@ -546,11 +551,22 @@ async fn attempt(
     outcome
 }
 
-/// `Retry-After` as seconds (an HTTP date is honoured as "later", 60 s), at most a day.
-fn retry_after(v: &http::HeaderValue) -> Option<Duration> {
-    let text = v.to_str().ok()?.trim();
-    let secs = text.parse::<u64>().unwrap_or(60);
-    Some(Duration::from_secs(secs.min(86_400)))
+/// A callback's `Retry-After` (RFC 9110 §10.2.3) read at `now`: delay-seconds, or an HTTP date
+/// (how long until then; a date already past is no wait), at most a day. Anything else is
+/// honoured as "later": 60 s. (A date used to be read as 60 s whatever it said: a receiver
+/// asking for 5 s waited a minute, one asking for two hours was retried after one.)
+pub(crate) fn retry_after(text: &str, now: std::time::SystemTime) -> Option<Duration> {
+    const LATER: Duration = Duration::from_secs(60);
+    const AT_MOST: Duration = Duration::from_secs(86_400);
+    let text = text.trim();
+    let wait = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => match httpdate::parse_http_date(text) {
+            Ok(at) => at.duration_since(now).unwrap_or(Duration::ZERO),
+            Err(_) => LATER,
+        },
+    };
+    Some(wait.min(AT_MOST))
 }
 
 /// The jitter factor of one retry gap: 1.0–1.2, so that endpoints that failed together do not
@@ -923,6 +939,24 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Retry-After` in seconds or as an HTTP date, at most a day; what does not parse is 60 s.
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_764_900_000);
+        let date = |after: u64| httpdate::fmt_http_date(now + Duration::from_secs(after));
+        let s = |secs| Some(Duration::from_secs(secs));
+        assert_eq!(retry_after("6", now), s(6));
+        assert_eq!(retry_after(" 0 ", now), s(0));
+        assert_eq!(retry_after(&date(5), now), s(5));
+        assert_eq!(retry_after(&date(7_200), now), s(7_200));
+        assert_eq!(retry_after(&date(200_000), now), s(86_400));
+        assert_eq!(retry_after("99999999", now), s(86_400));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after(&past, now), s(0));
+        assert_eq!(retry_after("soon", now), s(60));
+        assert_eq!(retry_after("-1", now), s(60));
+    }
 
     /// A time the task scheduled is waited for by the monotonic clock, whatever the wall clock
     /// says now (stepped back an hour: still 200 ms); another one by the wall clock.
