@@ -1101,6 +1101,27 @@ async fn flow_7_1_8(f: &Face<'_>) {
         &sid,
         &[(A, Connected), (B, Connected), (C, Connected)],
     );
+
+    // Everyone leaves: the session nobody is in any more ends with the last to go, and each
+    // who could have re-joined is told; it is gone for everyone (it used to stay open, counted
+    // against nobody's session limit, for ever).
+    f.set_status(C, &sid, C, Disconnected).await.ok(200);
+    for u in [&a, &b] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(C, Disconnected)]);
+    }
+    f.set_status(A, &sid, A, Disconnected).await.ok(200);
+    let n: ParticipantStatusNotification = b.next().await;
+    f.check_status_notification(&n, B, &sid, &[(A, Disconnected)]);
+    f.set_status(B, &sid, B, Disconnected).await.ok(200);
+    for u in [&a, &b, &c] {
+        let n: ChatEventNotification = u.next().await;
+        f.check_event(&n, u.addr, &sid, EventType::SessionEnded);
+    }
+    f.get_session(A, &sid).await.fails(404, Some("SVC2008"));
+    f.set_status(A, &sid, A, Connected)
+        .await
+        .fails(404, Some("SVC2008"));
     quiet(&[&a, &b, &c]).await;
 }
 

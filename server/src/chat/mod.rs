@@ -585,7 +585,9 @@ impl Chat {
     /// ([`Chat::submit`]; the answer tells when it is durable). Participants are only ever
     /// appended to a session (a position names one participant for good), so the new ones
     /// are those past the old session's length.
-    fn apply(&self, state: &mut State, d: Decision) -> oneshot::Receiver<Result<(), String>> {
+    fn apply(&self, state: &mut State, mut d: Decision) -> oneshot::Receiver<Result<(), String>> {
+        let deserted = sessions::end_if_deserted(&self.urls, &mut d.session);
+        d.outbox.extend(deserted);
         let mut change = Change::default();
         let sid = d.session.id.clone();
         if let Some(old) = state.sessions.get(&sid) {

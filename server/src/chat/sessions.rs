@@ -630,6 +630,40 @@ fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, R
     Ok(Decision { session: s, outbox })
 }
 
+/// The rule for a session nobody is in any more: with no participant `Connected` and no
+/// invitation pending, it ends, and those who could have re-joined it (the originator, and
+/// invitees who had accepted, all `Disconnected` now) are told `SessionEnded`. Before, such a
+/// session stayed open for ever (a group whose originator left and whose invitees declined
+/// or let their invitations time out): it counted against nobody's
+/// `NETAPI_CHAT_MAX_SESSIONS_PER_USER` (only connected participants count), so one user
+/// could keep any number of them in memory and on disk, beyond retention. Applied to every
+/// decision ([`Chat::apply`]), so every way of leaving (leave, decline, time-out, cancel, on
+/// either face) is covered. Nothing for a session already ended.
+pub(super) fn end_if_deserted(urls: &Urls, s: &mut Session) -> Outbox {
+    let someone_in = s
+        .participants
+        .iter()
+        .any(|p| p.status == ParticipantStatus::Connected || p.invitation.is_pending());
+    if s.ended || someone_in {
+        return Outbox::new();
+    }
+    s.ended = true;
+    let why = format!("session {}: nobody is in it any more", s.id);
+    let could_rejoin: Vec<String> = s
+        .participants
+        .iter()
+        .filter(|p| matches!(p.invitation, Invitation::None | Invitation::Accepted))
+        .map(|p| p.address.clone())
+        .collect();
+    could_rejoin
+        .into_iter()
+        .map(|a| {
+            let n = views::event(urls, &a, s, EventType::SessionEnded, why.clone());
+            (a, n)
+        })
+        .collect()
+}
+
 /// Ends a session for everyone still in it except `by` (who is told otherwise, when it is
 /// given): connected participants get `SessionEnded`, pending invitees `SessionCancelled`;
 /// every status becomes `Disconnected`.
@@ -666,6 +700,59 @@ pub(super) fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&s
 mod tests {
     use super::super::testkit::*;
     use super::*;
+
+    /// A session ends once nobody is connected to it and no invitation is pending; those who
+    /// could have re-joined (the originator, an invitee who had accepted) are told. One that
+    /// someone is still in, or still invited to, stays.
+    #[test]
+    fn a_session_nobody_is_in_any_more_ends() {
+        use ParticipantStatus::{Connected, Disconnected, Invited};
+        let left = |mut s: Session| {
+            if let Some(a) = s.participant_mut(A) {
+                a.status = Disconnected;
+            }
+            s
+        };
+        let cases = [
+            (
+                "the originator left, the invitees declined and timed out",
+                left(session(
+                    true,
+                    &[
+                        (B, Disconnected, Invitation::Declined),
+                        (C, Disconnected, Invitation::TimedOut),
+                    ],
+                )),
+                true,
+                vec![format!("{A} <- SessionEnded")],
+            ),
+            (
+                "everyone left a 1-1",
+                left(session(false, &[(B, Disconnected, Invitation::Accepted)])),
+                true,
+                vec![
+                    format!("{A} <- SessionEnded"),
+                    format!("{B} <- SessionEnded"),
+                ],
+            ),
+            (
+                "an invitation is still pending",
+                left(session(true, &[(B, Invited, pending(1))])),
+                false,
+                vec![],
+            ),
+            (
+                "someone is still connected",
+                left(session(true, &[(B, Connected, Invitation::Accepted)])),
+                false,
+                vec![],
+            ),
+        ];
+        for (what, mut s, ends, want) in cases {
+            let outbox = end_if_deserted(&urls(), &mut s);
+            assert_eq!((s.ended, told(&outbox)), (ends, want), "{what}");
+        }
+    }
 
     fn listed(address: &str, name: Option<&str>) -> ParticipantInformation {
         ParticipantInformation {
