@@ -928,6 +928,19 @@ impl Sources {
         }
     }
 
+    /// A whole number of milliseconds, at least 1 (0 would make every timeout or round
+    /// immediate) and less than [`MAX_DURATION`], if given.
+    pub fn millis(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
+        let below = u64::try_from(MAX_DURATION.as_millis()).unwrap_or(u64::MAX);
+        Ok(self
+            .number::<u64>(
+                variable,
+                1..below,
+                "milliseconds, at least 1 and less than 1000000000000",
+            )?
+            .map(Duration::from_millis))
+    }
+
     /// A duration such as `5m`, `90s`, `1.5h`, `250ms` (a bare number is seconds), less than
     /// [`MAX_DURATION`], if given.
     pub fn duration(&self, variable: &'static str) -> Result<Option<Duration>, ConfigError> {
@@ -1197,12 +1210,7 @@ impl Config {
                 )?
                 .unwrap_or(d.delivery_budget_bytes),
             notify_timeout: s
-                .number::<u64>(
-                    "NETAPI_CHAT_NOTIFY_TIMEOUT_MS",
-                    1..,
-                    "milliseconds, at least 1",
-                )?
-                .map(Duration::from_millis)
+                .millis("NETAPI_CHAT_NOTIFY_TIMEOUT_MS")?
                 .unwrap_or(d.notify_timeout),
             database_url: match s.text("NETAPI_CHAT_DATABASE_URL").map(str::trim) {
                 None | Some("") => None,
@@ -1479,12 +1487,7 @@ impl Config {
                 (rate, burst)
             },
             body_timeout: s
-                .number::<u64>(
-                    "NETAPI_CHAT_BODY_TIMEOUT_MS",
-                    1..,
-                    "milliseconds, at least 1",
-                )?
-                .map(Duration::from_millis)
+                .millis("NETAPI_CHAT_BODY_TIMEOUT_MS")?
                 .unwrap_or(d.body_timeout),
             auth_failures: (
                 s.var("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "a count")?
@@ -1503,18 +1506,13 @@ impl Config {
                         s.invalid(
                             "NETAPI_CHAT_RETENTION",
                             v,
-                            "a positive duration such as 30d, 12h or 90s",
+                            "a positive duration such as 30d, 12h or 90s, less than 1000000000s",
                         )
                     })?,
                     None => d.retention.keep,
                 },
                 interval: s
-                    .number::<u64>(
-                        "NETAPI_CHAT_PURGE_INTERVAL_MS",
-                        1..,
-                        "milliseconds, at least 1",
-                    )?
-                    .map(Duration::from_millis)
+                    .millis("NETAPI_CHAT_PURGE_INTERVAL_MS")?
                     .unwrap_or(d.retention.interval),
             },
             sync: match s.text("NETAPI_CHAT_SYNC").map(str::trim) {
@@ -1814,7 +1812,11 @@ mod tests {
             &["0", "-5", "inf", "NaN"],
             "0.001",
         ),
-        ("NETAPI_CHAT_BODY_TIMEOUT_MS", &["0", "-1", "1.5"], "1"),
+        (
+            "NETAPI_CHAT_BODY_TIMEOUT_MS",
+            &["0", "-1", "1.5", "1000000000000"],
+            "1",
+        ),
         (
             "NETAPI_CHAT_CHANNEL_POLL_WAIT",
             &["0", "999ms", "0.5s", "-1s", "61m", "1e15h"],
@@ -1826,7 +1828,17 @@ mod tests {
             &["0", "-1", "nan"],
             "0.001",
         ),
-        ("NETAPI_CHAT_PURGE_INTERVAL_MS", &["0"], "1"),
+        (
+            "NETAPI_CHAT_PURGE_INTERVAL_MS",
+            &["0", "1000000000000"],
+            "1",
+        ),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", &[], "999999999999"),
+        (
+            "NETAPI_CHAT_RETENTION",
+            &["0s", "30", "1000000000s", "1000000000000000000s", "300000y"],
+            "999999999s",
+        ),
         ("NETAPI_CHAT_CACHE_MB", &["0", "65537"], "65536"),
         ("NETAPI_CHAT_MAX_HEADER_BYTES", &["100", "8191"], "8192"),
         ("NETAPI_CHAT_MAX_BODY_BYTES", &["0", "255", "-1"], "256"),
@@ -1851,7 +1863,11 @@ mod tests {
         ("NETAPI_CHAT_DELIVERY_BACKLOG", &["0"], "1"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", &["0", "4095"], "4096"),
         ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", &["0", "4095"], "4096"),
-        ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", &["0"], "1"),
+        (
+            "NETAPI_CHAT_NOTIFY_TIMEOUT_MS",
+            &["0", "1000000000000"],
+            "1",
+        ),
         (
             "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
             &["0", "0.5ms", "0s", "1e9s", "5e15h"],
@@ -1892,6 +1908,91 @@ mod tests {
             "0,1ms",
         ),
     ];
+
+    /// Every duration setting refuses 10⁹ s, written in its own unit, and takes just under it
+    /// when nothing tighter applies: the README says every duration is less than 10⁹ s, and
+    /// `NETAPI_CHAT_RETENTION` took `1000000000000000000s` and `300000y`, the millisecond
+    /// settings any `u64`. `(setting, 10⁹ s, just under or "" when a tighter bound applies)`.
+    const A_BILLION_SECONDS: &[(&str, &str, &str)] = &[
+        ("NETAPI_CHAT_RETENTION", "1000000000s", "999999999s"),
+        (
+            "NETAPI_CHAT_PURGE_INTERVAL_MS",
+            "1000000000000",
+            "999999999999",
+        ),
+        (
+            "NETAPI_CHAT_NOTIFY_TIMEOUT_MS",
+            "1000000000000",
+            "999999999999",
+        ),
+        (
+            "NETAPI_CHAT_BODY_TIMEOUT_MS",
+            "1000000000000",
+            "999999999999",
+        ),
+        (
+            "NETAPI_CHAT_INVITATION_TIMEOUT_SECS",
+            "1000000000",
+            "999999999",
+        ),
+        ("NETAPI_CHAT_ADHOC_IDLE_SECS", "1000000000", "999999999"),
+        ("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "1000000000", "999999999"),
+        (
+            "NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS",
+            "1000000000",
+            "999999999",
+        ),
+        ("NETAPI_CHAT_WRITE_STALL_SECS", "1000000000", "999999999"),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "1000000000", "999999999"),
+        ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "1000000000", ""),
+        (
+            "NETAPI_CHAT_RETRY_SCHEDULE",
+            "0,1000000000s",
+            "0,999999999s",
+        ),
+        (
+            "NETAPI_CHAT_DELIVERY_MAX_BACKOFF",
+            "1000000000s",
+            "999999999s",
+        ),
+        (
+            "NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER",
+            "1000000000s",
+            "999999999s",
+        ),
+        (
+            "NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW",
+            "1000000000s",
+            "999999999s",
+        ),
+        ("NETAPI_CHAT_CHANNEL_POLL_WAIT", "1000000000s", ""),
+    ];
+
+    #[test]
+    fn every_duration_is_less_than_a_billion_seconds() {
+        for s in SETTINGS {
+            let timed = s.env.ends_with("_SECS") || s.env.ends_with("_MS");
+            assert!(
+                !timed || A_BILLION_SECONDS.iter().any(|(v, _, _)| *v == s.env),
+                "{} is a duration missing from A_BILLION_SECONDS",
+                s.env
+            );
+        }
+        for (variable, refused, under) in A_BILLION_SECONDS {
+            let e = config(None, &[(variable, refused)])
+                .map(|_| "accepted".to_owned())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(
+                e.starts_with(&format!("{variable}={refused:?} is not valid: expected "))
+                    && e.contains("1000000000"),
+                "{variable}={refused}: {e}"
+            );
+            if !under.is_empty() {
+                config(None, &[(variable, under)])
+                    .unwrap_or_else(|e| panic!("{variable}={under} is refused: {e}"));
+            }
+        }
+    }
 
     /// The retry schedule and give-up age together: the delay that repeats may be 0 only when
     /// nothing is retried (a give-up age of 0).

@@ -85,11 +85,16 @@ impl Default for Retention {
 
 /// Reads `NETAPI_CHAT_RETENTION`: a duration such as `30d`, `12h`, `90s` or `1h 30m`
 /// (`humantime` syntax); zero is refused (it would purge every message at once, which is not
-/// a retention but a bug in a deployment file).
+/// a retention but a bug in a deployment file), and so is [`crate::config::MAX_DURATION`] or
+/// more, the bound of every duration setting (`1000000000000000000s` and `300000y` were
+/// accepted although the README says every duration is below it).
 pub fn parse_retention(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
     if d.is_zero() {
         return Err("a retention of zero would purge every message as it is sent".to_owned());
+    }
+    if d >= crate::config::MAX_DURATION {
+        return Err("a retention must be less than 1000000000s".to_owned());
     }
     Ok(d)
 }
@@ -229,7 +234,22 @@ mod tests {
         assert_eq!(parse_retention("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_retention("1h 30m"), Ok(Duration::from_secs(5_400)));
         assert_eq!(parse_retention("2s"), Ok(Duration::from_secs(2)));
-        for bad in ["", "30", "thirty days", "-5d", "0s", "0d", "5 fortnights"] {
+        assert_eq!(
+            parse_retention("999999999s"),
+            Ok(Duration::from_secs(999_999_999))
+        );
+        for bad in [
+            "",
+            "30",
+            "thirty days",
+            "-5d",
+            "0s",
+            "0d",
+            "5 fortnights",
+            "1000000000s",
+            "1000000000000000000s",
+            "300000y",
+        ] {
             assert!(parse_retention(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse_retention("0s").unwrap_err().contains("zero"));

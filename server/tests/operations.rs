@@ -288,6 +288,20 @@ fn check_config_refuses_an_invalid_configuration() {
             vec![("NETAPI_CHAT_CONFIG", "/nonexistent/netapi-chat.toml")],
             vec!["/nonexistent/netapi-chat.toml", "cannot read"],
         ),
+        // Every duration is less than 10⁹ s, the retention's too.
+        (
+            vec!["check-config"],
+            vec![("NETAPI_CHAT_RETENTION", "1000000000000000000s")],
+            vec![
+                "NETAPI_CHAT_RETENTION=\"1000000000000000000s\" is not valid",
+                "less than 1000000000s",
+            ],
+        ),
+        (
+            vec!["check-config"],
+            vec![("NETAPI_CHAT_RETENTION", "300000y")],
+            vec!["NETAPI_CHAT_RETENTION=\"300000y\" is not valid"],
+        ),
     ] {
         let r = run(&args, &env);
         assert_eq!(r.code, Some(2), "{args:?} {env:?}: {}", r.stderr);
