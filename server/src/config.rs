@@ -624,8 +624,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "each subscription has its own secret", "opt-in: one `whsec_…` secret signing every subscription whose client sent none (Standard Webhooks; see Verifying notifications)").secret(),
     Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too (`0`: not at all)"),
     Setting::unset("NETAPI_CHAT_CALLBACK_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for `https` notifyURLs besides Mozilla's (webpki-roots), for receivers behind a private CA"),
-    Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1`: callbacks may reach loopback addresses (local development only)"),
-    Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1`: callbacks may reach private-network addresses"),
+    Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1` or `true`: callbacks may reach loopback addresses (local development only)"),
+    Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1` or `true`: callbacks may reach private-network addresses"),
     Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats, so it must be above `0` unless nothing is retried: a give-up age of `0`, as with the one-try schedule `0`; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),
     Setting::new("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "5m", "longest gap between two attempts of a failing callback (before jitter; a receiver's `Retry-After` excepted), at least `1ms`: a receiver that recovers is noticed within it"),
     Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled (only `0` with a schedule whose last delay is `0`)"),
@@ -975,12 +975,18 @@ impl Sources {
         }
     }
 
-    /// A switch: `1`/`true`/`yes` or `0`/`false`/`no`/empty; off when not given.
+    /// A switch: `true` or `1` on, `false` or `0` off (a TOML boolean reads as `true` or
+    /// `false`); off when not given. Nothing else, as the README says: `yes` was taken for on
+    /// while `on` was refused, and `no` or an empty value silently left a switch off, though
+    /// the message said only 1 or 0 were expected.
     pub fn flag(&self, variable: &'static str) -> Result<bool, ConfigError> {
-        match self.text(variable).map(str::trim) {
-            None | Some("") | Some("0") | Some("false") | Some("no") => Ok(false),
-            Some("1") | Some("true") | Some("yes") => Ok(true),
-            Some(other) => Err(self.invalid(variable, other, "1 or 0")),
+        let Some(given) = self.text(variable) else {
+            return Ok(false);
+        };
+        match given.trim() {
+            "0" | "false" => Ok(false),
+            "1" | "true" => Ok(true),
+            _ => Err(self.invalid(variable, given, "true, false, 1 or 0")),
         }
     }
 
@@ -1839,6 +1845,12 @@ mod tests {
             &["0s", "30", "1000000000s", "1000000000000000000s", "300000y"],
             "999999999s",
         ),
+        (
+            "NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK",
+            &["yes", "no", "", " ", "on", "off", "2", "TRUE"],
+            "1",
+        ),
+        ("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", &["yes", ""], "true"),
         ("NETAPI_CHAT_CACHE_MB", &["0", "65537"], "65536"),
         ("NETAPI_CHAT_MAX_HEADER_BYTES", &["100", "8191"], "8192"),
         ("NETAPI_CHAT_MAX_BODY_BYTES", &["0", "255", "-1"], "256"),
@@ -1992,6 +2004,48 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{variable}={under} is refused: {e}"));
             }
         }
+    }
+
+    /// A switch takes `true`, `false`, `1` or `0` (the file's booleans read as `true` and
+    /// `false`); anything else, an empty value included, is refused naming the setting and
+    /// the accepted forms.
+    #[test]
+    fn switches_take_true_false_1_or_0_and_nothing_else() {
+        let loopback = |v: &str| {
+            config(None, &[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", v)])
+                .map(|c| c.callbacks.allow_loopback)
+                .map_err(|e| e.to_string())
+        };
+        for (given, on) in [
+            ("1", true),
+            ("true", true),
+            (" 0 ", false),
+            ("false", false),
+        ] {
+            assert_eq!(loopback(given), Ok(on), "{given:?}");
+        }
+        assert!(!config(None, &[]).unwrap().callbacks.allow_loopback);
+        for refused in ["yes", "no", "", "on", "off"] {
+            assert_eq!(
+                loopback(refused),
+                Err(format!(
+                    "NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK={refused:?} is not valid: expected \
+                     true, false, 1 or 0"
+                )),
+            );
+        }
+        let f = TempFile::new("callback_allow_loopback = false\ncallback_allow_private = 1\n");
+        let c = config(Some(&f.0), &[]).unwrap();
+        assert!(!c.callbacks.allow_loopback && c.callbacks.allow_private);
+        let f = TempFile::new("callback_allow_private = \"\"\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: callback_allow_private = \"\" is not valid: expected true, false, 1 or 0",
+                f.0.display()
+            )
+        );
     }
 
     /// The retry schedule and give-up age together: the delay that repeats may be 0 only when
@@ -2188,7 +2242,7 @@ mod tests {
             ("NETAPI_CHAT_MAX_BODY_BYTES", "2000"),
             ("NETAPI_CHAT_RATE_LIMIT", "2.5"),
             ("NETAPI_CHAT_PUBLIC_URL", "https://chat.example.com"),
-            ("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "yes"),
+            ("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "true"),
         ];
         let s = sources(None, &env).unwrap();
         let text = s.render();

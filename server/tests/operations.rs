@@ -302,6 +302,21 @@ fn check_config_refuses_an_invalid_configuration() {
             vec![("NETAPI_CHAT_RETENTION", "300000y")],
             vec!["NETAPI_CHAT_RETENTION=\"300000y\" is not valid"],
         ),
+        // A switch is true, false, 1 or 0: not yes, not empty.
+        (
+            vec!["check-config"],
+            vec![("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "yes")],
+            vec![
+                "NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK=\"yes\" is not valid: expected true, false, 1 or 0",
+            ],
+        ),
+        (
+            vec!["check-config"],
+            vec![("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "")],
+            vec![
+                "NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE=\"\" is not valid: expected true, false, 1 or 0",
+            ],
+        ),
     ] {
         let r = run(&args, &env);
         assert_eq!(r.code, Some(2), "{args:?} {env:?}: {}", r.stderr);
