@@ -604,14 +604,14 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_TLS_CERT", "plain HTTP", "PEM file with the certificate chain (the server's first) to serve HTTPS with (TLS 1.2/1.3, rustls); needs `tls_key`"),
     Setting::unset("NETAPI_CHAT_TLS_KEY", "plain HTTP", "PEM file with the private key of `tls_cert` (PKCS #8, PKCS #1 or SEC1); needs `tls_cert`"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory. Its size: the live data and retained history, plus a write-ahead log that a burst of writes may leave at up to 512 MiB (cut back to that at the next quiet moment, and reused rather than grown)"),
-    Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m`; older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history"),
-    Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds; a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
+    Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m` (above `0`); older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history"),
+    Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds (at least `1`); a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port`, or `https://host:port` when it serves HTTPS (`tls_cert`; then it must), or `auto` for `http://` (with `tls_cert`: `https://`) + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it (over TLS to an `https://` leader, its certificate verified for the URL's host: a DNS name, or an IP address in an IP SAN) and take over within seconds when it is gone. A standby serves HTTPS with the same certificate when `tls_cert` is set; that certificate must name the URL's host (an IP address as an IP SAN: with `auto`, the bound address), else the start is refused"),
     Setting::unset("NETAPI_CHAT_CLUSTER_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for an `https://` leader's certificate besides Mozilla's (webpki-roots), e.g. the private CA the cluster's instances have their certificates from; used by a standby forwarding to the leader"),
     Setting::unset("NETAPI_CHAT_DATABASE_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for the PostgreSQL server's certificate besides Mozilla's (webpki-roots), e.g. a managed database's CA bundle; used with `sslmode=require`"),
     Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). `?sslmode=require`: TLS, the server's certificate verified for its host (stricter than libpq's `require`); any other `sslmode` (default `prefer`): no TLS. A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
-    Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`), the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions plus what waits for delivery (at most `delivery_budget_bytes`)"),
+    Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`) in MiB, `1` to `65536`. It is the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions plus what waits for delivery (at most `delivery_budget_bytes`)"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
     Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
     Setting::unset("NETAPI_CHAT_OTLP_ENDPOINT", "no traces exported", "OpenTelemetry collector to export one span per request to (request id, method, route, status), over OTLP/HTTP with protobuf, e.g. `http://127.0.0.1:4318` (spans are POSTed to its `/v1/traces`; plain `http://`: run the collector's agent next to the server); needs a binary built with `--features otel` (start and `check-config` refuse the setting otherwise)"),
@@ -654,16 +654,16 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),
-    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (at least `1`), notification-channel WebSockets included until they close; at the cap the connection idle the longest is closed to make room, and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start)"),
-    Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this"),
-    Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients)"),
-    Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected)"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (`1` to `1000000000`), notification-channel WebSockets included until they close; at the cap the connection idle the longest is closed to make room, and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start)"),
+    Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this (above `0`, fractions allowed)"),
+    Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients; above `0`, fractions allowed)"),
+    Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected; above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
     Setting::unset("NETAPI_CHAT_CORS_ORIGINS", "no CORS: pages of other origins cannot read answers", "origins whose web pages may call the API from a browser, e.g. `https://app.example.com, http://localhost:3000`, or `*` for any: preflights (`OPTIONS`) are answered and every answer to such a page carries `Access-Control-Allow-Origin` (no credentials mode: tokens, not cookies)"),
     Setting::unset("NETAPI_CHAT_TRUSTED_PROXIES", "none: each connection is its own client", "addresses or networks of the proxies in front of the server (e.g. `10.0.0.0/8, 127.0.0.1`): a request whose connection comes from one is counted as coming from the rightmost `X-Forwarded-For` address that is not a trusted proxy (the authentication-failure limit is per client address); from anyone else the header is ignored"),
     Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
     Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
-    Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long to be answered, then the store is closed and the process exits 0"),
+    Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long (above `0`, fractions allowed) to be answered, then the store is closed and the process exits 0"),
 ];
 
 /// The setting with this environment variable.
@@ -1835,6 +1835,13 @@ mod tests {
             "0.001",
         ),
         (
+            "NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS",
+            &["0", "-1", "inf"],
+            "0.001",
+        ),
+        ("NETAPI_CHAT_WRITE_STALL_SECS", &["0", "-0.5"], "0.001"),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", &["0", "nan"], "0.001"),
+        (
             "NETAPI_CHAT_PURGE_INTERVAL_MS",
             &["0", "1000000000000"],
             "1",
@@ -1920,6 +1927,75 @@ mod tests {
             "0,1ms",
         ),
     ];
+
+    /// What the settings table (each setting's text) says of the range of every setting in
+    /// [`RANGES`]: the README promises that the table gives each range. `""`: nothing beyond
+    /// the bound of every duration (less than 10⁹ s), which the README states once.
+    const STATED: &[(&str, &str)] = &[
+        ("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "above `0`"),
+        ("NETAPI_CHAT_ADHOC_IDLE_SECS", "above `0`"),
+        ("NETAPI_CHAT_BODY_TIMEOUT_MS", "at least `1`"),
+        ("NETAPI_CHAT_CHANNEL_POLL_WAIT", "`1s` to `1h`"),
+        ("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "above `0`"),
+        ("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "above `0`"),
+        ("NETAPI_CHAT_WRITE_STALL_SECS", "above `0`"),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "above `0`"),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", "at least `1`"),
+        ("NETAPI_CHAT_RETENTION", "above `0`"),
+        ("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "`1` or `true`"),
+        ("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "`1` or `true`"),
+        ("NETAPI_CHAT_CACHE_MB", "`1` to `65536`"),
+        ("NETAPI_CHAT_MAX_HEADER_BYTES", "at least `8192`"),
+        ("NETAPI_CHAT_MAX_BODY_BYTES", "at least `256`"),
+        ("NETAPI_CHAT_MAX_PARTICIPANTS", "at least `2`"),
+        ("NETAPI_CHAT_MAX_TEXT_CHARS", "at least `1`"),
+        ("NETAPI_CHAT_XML_MAX_DEPTH", "at least `3`"),
+        ("NETAPI_CHAT_XML_MAX_ELEMENTS", "at least `3`"),
+        ("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "at least `1`"),
+        ("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "at least `64`"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "at least `1`"),
+        ("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "at least `1`"),
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "at least `1`"),
+        (
+            "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
+            "at least `1`",
+        ),
+        ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "`0` = no channels"),
+        ("NETAPI_CHAT_INVITATION_RATE", "`0` = off"),
+        ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "`0` = off"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "at least `1`"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "at least `4096`"),
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "at least `4096`"),
+        ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "at least `1`"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "at least `1ms`"),
+        ("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", ""),
+        ("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", ""),
+        ("NETAPI_CHAT_MAX_CONNECTIONS", "`1` to `1000000000`"),
+        ("NETAPI_CHAT_RATE_LIMIT", "at least `0.001`"),
+        ("NETAPI_CHAT_RATE_BURST", "at least `1`"),
+        ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "`1` to `86400`"),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "must be above `0`"),
+    ];
+
+    /// Every range the reading enforces ([`RANGES`]) is in the settings table: seven were
+    /// not (the connection timeouts, the shutdown grace, the purge interval, the cache size,
+    /// the connection cap's upper bound), though the README says the table gives each one.
+    #[test]
+    fn every_enforced_range_is_stated_in_the_table() {
+        for (variable, _, _) in RANGES {
+            let stated = STATED
+                .iter()
+                .find(|(v, _)| v == variable)
+                .map(|(_, stated)| *stated)
+                .unwrap_or_else(|| panic!("{variable} is in RANGES but not in STATED"));
+            let s = setting(variable).unwrap_or_else(|| panic!("{variable} is no setting"));
+            assert!(
+                s.doc.contains(stated) || s.unset.contains(stated),
+                "the table does not give the range of {variable} ({stated:?}): {}",
+                s.doc
+            );
+        }
+    }
 
     /// Every duration setting refuses 10⁹ s, written in its own unit, and takes just under it
     /// when nothing tighter applies: the README says every duration is less than 10⁹ s, and
