@@ -997,8 +997,11 @@ impl Sources {
     }
 
     /// The effective configuration as a TOML file, one line per setting with where its value
-    /// comes from; secrets redacted, unset settings commented out with what that means.
-    pub fn render(&self) -> String {
+    /// comes from; secrets redacted, unset settings commented out with what that means for
+    /// `config` (the configuration these sources make): an unset give-up age is the total of
+    /// the retry schedule in force, which the table's "about 27 h" gives only for the default
+    /// schedule.
+    pub fn render(&self, config: &Config) -> String {
         let mut out = String::new();
         out.push_str(&format!(
             "# netapi-chat {}: effective configuration ({})\n",
@@ -1026,6 +1029,12 @@ impl Sources {
                 }
                 (None, Some(default)) => {
                     out.push_str(&format!("{key} = {}  # default\n", toml_value(default)));
+                }
+                (None, None) if s.env == "NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER" => {
+                    out.push_str(&format!(
+                        "# {key}: not set (the retry schedule's total: {})\n",
+                        humantime::format_duration(config.retry_policy().give_up_after)
+                    ));
                 }
                 (None, None) => {
                     out.push_str(&format!("# {key}: not set ({})\n", s.unset));
@@ -2321,7 +2330,7 @@ mod tests {
             ("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "true"),
         ];
         let s = sources(None, &env).unwrap();
-        let text = s.render();
+        let text = s.render(&Config::from_sources(&s).unwrap());
         assert!(
             text.contains("max_body_bytes = 2000  # NETAPI_CHAT_MAX_BODY_BYTES"),
             "{text}"
@@ -2338,11 +2347,44 @@ mod tests {
             format!("{:?}", Config::from_sources(&s).unwrap())
         );
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let text = sources(None, &[("NETAPI_CHAT_WEBHOOK_SECRET", secret)])
-            .unwrap()
-            .render();
+        let s = sources(None, &[("NETAPI_CHAT_WEBHOOK_SECRET", secret)]).unwrap();
+        let text = s.render(&Config::from_sources(&s).unwrap());
         assert!(!text.contains("MfKQ9r8"), "{text}");
         assert!(text.contains("webhook_secret = \"<redacted>\""), "{text}");
+    }
+
+    /// An unset give-up age is shown as the total of the retry schedule in force: it said
+    /// "about 27 h", the default schedule's, whatever the schedule.
+    #[test]
+    fn the_rendered_give_up_age_is_the_schedule_in_force() {
+        let rendered = |env: &[(&str, &str)]| {
+            let s = sources(None, env).unwrap();
+            s.render(&Config::from_sources(&s).unwrap())
+        };
+        let line = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("# delivery_give_up_after: "))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no give-up line in {text}"))
+        };
+        assert_eq!(
+            line(&rendered(&[("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s")])),
+            "# delivery_give_up_after: not set (the retry schedule's total: 5s)"
+        );
+        assert_eq!(
+            line(&rendered(&[("NETAPI_CHAT_RETRY_SCHEDULE", "0")])),
+            "# delivery_give_up_after: not set (the retry schedule's total: 0s)"
+        );
+        assert_eq!(
+            line(&rendered(&[])),
+            "# delivery_give_up_after: not set (the retry schedule's total: 1day 3h 35m 5s)"
+        );
+        // Given, it is shown as given.
+        let text = rendered(&[("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "2h")]);
+        assert!(
+            text.contains("delivery_give_up_after = \"2h\"  # NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER"),
+            "{text}"
+        );
     }
 
     #[test]

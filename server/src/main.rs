@@ -166,7 +166,7 @@ async fn main() -> std::process::ExitCode {
                 eprintln!("netapi-chat: warning: {unknown} is not a setting: ignored");
             }
             // Stdout may be closed (e.g. piped into `head`): not an error of the configuration.
-            let _ = std::io::stdout().write_all(sources.render().as_bytes());
+            let _ = std::io::stdout().write_all(sources.render(&config).as_bytes());
             eprintln!("netapi-chat: the configuration is valid");
             std::process::ExitCode::SUCCESS
         }

@@ -327,6 +327,31 @@ fn check_config_refuses_an_invalid_configuration() {
     }
 }
 
+/// An unset give-up age is shown as the total of the retry schedule in force (it said "about
+/// 27 h", the default schedule's, whatever the schedule).
+#[test]
+fn check_config_shows_the_give_up_age_of_the_schedule_in_force() {
+    for (schedule, shown) in [
+        (None, "1day 3h 35m 5s"),
+        (Some("0,5s"), "5s"),
+        (Some("0,1m,2h"), "2h 1m"),
+    ] {
+        let env: Vec<(&str, &str)> = schedule
+            .map(|s| ("NETAPI_CHAT_RETRY_SCHEDULE", s))
+            .into_iter()
+            .collect();
+        let r = run(&["check-config"], &env);
+        assert_eq!(r.code, Some(0), "{schedule:?}: {}", r.stderr);
+        let line =
+            format!("# delivery_give_up_after: not set (the retry schedule's total: {shown})");
+        assert!(
+            r.stdout.lines().any(|l| l == line),
+            "{schedule:?}: no {line:?} in:\n{}",
+            r.stdout
+        );
+    }
+}
+
 /// `NETAPI_CHAT_OTLP_ENDPOINT` in a binary built without the `otel` feature: `check-config`
 /// and the start refuse it saying so (exit 2 and 1); built with it, `check-config` accepts it.
 #[test]
