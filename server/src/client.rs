@@ -12,8 +12,9 @@
 //!
 //! *What it prints.* The answer document on stdout, indented (`netapi_chat_webhooks::pretty`;
 //! nothing for a `204`), or with `--id` only the id of the created resource (the last
-//! segment of `Location`), for scripts. A refusal prints the OMA `requestError` as one line on
-//! stderr, `STATUS MESSAGEID: text` with its variables filled in, and exits [`EXIT_REFUSED`].
+//! segment of `Location`; subscribe, start and send), for scripts. A refusal prints the OMA
+//! `requestError` as one line on stderr, `STATUS MESSAGEID: text` with its variables filled
+//! in, and exits [`EXIT_REFUSED`].
 //!
 //! *Why a subcommand of the server binary* rather than a `netapi-chat-cli` binary: one program
 //! to install and to find in the README, next to the operator's `tokens`, `backup` and
@@ -112,7 +113,8 @@ pub struct ClientArgs {
     /// The face to use: request and answer documents in JSON or in XML.
     #[arg(long, global = true, value_enum, default_value_t = Face::Json)]
     pub format: Face,
-    /// Print only the id of the created resource (subscribe, start, send), for scripts.
+    /// Print only the id of the created resource, for scripts: subscribe, start and send
+    /// only (with any other command it is refused, nothing sent).
     #[arg(long, global = true)]
     pub id: bool,
     /// What to do.
@@ -423,7 +425,8 @@ impl Answer {
         if id {
             let location = self.location.ok_or_else(|| {
                 Failure::NoAnswer(
-                    "--id: the answer has no Location (this operation creates nothing)".to_owned(),
+                    "--id: the answer has no Location (the server did not say what it created)"
+                        .to_owned(),
                 )
             })?;
             return Ok(format!("{}\n", last_segment(&location)));
@@ -1134,6 +1137,33 @@ impl Session {
     }
 }
 
+impl ClientCommand {
+    /// Whether it creates a resource whose id `--id` prints: its answer is a `201` whose
+    /// `Location` names one new resource (an invitation's names the participants when it
+    /// invites several, so it is not one).
+    pub fn creates(&self) -> bool {
+        matches!(
+            self,
+            ClientCommand::Subscribe { .. }
+                | ClientCommand::Start { .. }
+                | ClientCommand::Send { .. }
+        )
+    }
+}
+
+/// `--id` with a command that creates nothing: a bad command line, refused before anything is
+/// sent (it used to send the request, then exit 3 for an answer without a `Location`, as if
+/// the server had answered wrongly).
+fn id_refused(args: &ClientArgs) -> Result<(), Failure> {
+    if args.id && !args.command.creates() {
+        return Err(Failure::Usage(
+            "--id prints the id of a created resource: only subscribe, start and send create one"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// The participants of a start or invite, as the API's list entries.
 fn invitees(addresses: &[String]) -> Vec<api::ParticipantInformation> {
     addresses
@@ -1151,6 +1181,7 @@ fn invitees(addresses: &[String]) -> Vec<api::ParticipantInformation> {
 
 /// Runs one operation (not `listen`): what to print on stdout, or why it failed.
 pub async fn run(args: &ClientArgs) -> Result<String, Failure> {
+    id_refused(args)?;
     let session = Session::new(args)?;
     let answer = match &args.command {
         ClientCommand::Subscribe {
@@ -1306,7 +1337,10 @@ pub async fn main(args: ClientArgs) -> std::process::ExitCode {
             port,
             bind,
             secrets,
-        } => listen(bind, *port, secrets).await.map(|()| String::new()),
+        } => match id_refused(&args) {
+            Ok(()) => listen(bind, *port, secrets).await.map(|()| String::new()),
+            Err(refused) => Err(refused),
+        },
         _ => run(&args).await,
     };
     match done {

@@ -383,6 +383,43 @@ fn failures_have_their_exit_status_and_the_oma_text() {
     );
 }
 
+/// `--id` with a command that creates nothing is a bad command line, refused (exit 2) before
+/// anything is sent: it sent the request (an `unsubscribe` was done), then exited 3 as if the
+/// answer were wrong.
+#[test]
+fn id_with_a_command_that_creates_nothing_is_a_bad_command_line() {
+    let server = Server::default_for_tests();
+    let sub = ok(
+        &server,
+        &["--user", ALICE, "--id", "subscribe", "http://127.0.0.1:9/"],
+    );
+    let sub = sub.trim();
+    for args in [
+        &["--id", "list", "sessions"][..],
+        &["--id", "unsubscribe", sub],
+        &["unsubscribe", sub, "--id"],
+        &["--id", "listen", "0"],
+    ] {
+        let out = client(&server, &[&["--user", ALICE][..], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            stderr.trim_end(),
+            "netapi-chat client: --id prints the id of a created resource: only subscribe, \
+             start and send create one",
+            "{args:?}"
+        );
+    }
+    // Nothing was sent: the subscription is still there.
+    let printed = ok(&server, &["--user", ALICE, "get", "subscription", sub]);
+    let still: api::ChatSubscription = decode(Format::Json, &printed);
+    assert!(
+        still.resource_url.is_some_and(|u| u.ends_with(sub)),
+        "{printed}"
+    );
+}
+
 /// The CLI listener refuses a notification signed with another secret: printed as refused,
 /// answered 401 (so the server keeps it for a retry instead of counting it delivered).
 #[test]
