@@ -21,7 +21,8 @@
 //! `summary`; the client shares no configuration with the server (it reads only its own
 //! options and `NETAPI_CHAT_URL` / `NETAPI_CHAT_TOKEN` / `NETAPI_CHAT_USER` /
 //! `NETAPI_CHAT_CA_FILE`), so it runs on any machine, and a server configuration that does not
-//! load does not stop it.
+//! load does not stop it. `netapi-chat --config FILE client …` is refused (exit 2) rather than
+//! calling the default URL while the operator expects the file's server.
 //!
 //! *HTTPS.* An `https://` server's certificate is verified for the URL's host against
 //! Mozilla's roots plus the certificates of `--ca-file` (a private CA's, or the server's own

@@ -19,6 +19,7 @@ const EXIT_BAD_CONFIG: u8 = 2;
 #[command(after_help = "`netapi-chat --help` lists every setting.")]
 struct Cli {
     /// TOML configuration file (`key = value` per setting); the environment overrides it.
+    /// Not for `client`, which reads none: it refuses --config and ignores NETAPI_CHAT_CONFIG.
     #[arg(
         short,
         long,
@@ -135,13 +136,27 @@ fn tokens_command(tokens: Tokens) -> Result<netapi_chat::admin::TokensCommand, S
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let command = Cli::command().after_long_help(netapi_chat::config::help_text());
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    let matches = command.get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
     // The client reads none of the server's configuration: one that does not load (or a
-    // client machine without one) must not stop it.
+    // client machine without one) must not stop it. A file given to it on the command line
+    // is refused: ignored, the client called its default URL while the operator expected
+    // the file's server (`backup` and `summary` do read it). NETAPI_CHAT_CONFIG, set for the
+    // server in an operator's environment, is ignored.
     let command = match cli.command {
+        Some(Command::Client(_))
+            if matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine) =>
+        {
+            eprintln!(
+                "netapi-chat client: --config: the client reads no configuration file; give \
+                 the server with --server (or NETAPI_CHAT_URL) and, for an https:// server, \
+                 its certificate with --ca-file"
+            );
+            return std::process::ExitCode::from(netapi_chat::client::EXIT_USAGE);
+        }
         Some(Command::Client(args)) => return netapi_chat::client::main(args).await,
         command => command,
     };

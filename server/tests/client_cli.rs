@@ -49,6 +49,18 @@ fn client_as(server: &Server, token: &str, args: &[&str]) -> Output {
         .expect("run netapi-chat client")
 }
 
+/// Like [`client`], with one more variable in the environment.
+fn client_and_env(server: &Server, args: &[&str], (name, value): (&str, &str)) -> Output {
+    binary()
+        .arg("client")
+        .args(args)
+        .env("NETAPI_CHAT_URL", &server.base)
+        .env("NETAPI_CHAT_TOKEN", APP_TOKEN)
+        .env(name, value)
+        .output()
+        .expect("run netapi-chat client")
+}
+
 /// Like [`client`], and the command must succeed: its stdout.
 fn ok(server: &Server, args: &[&str]) -> String {
     ok_as(server, APP_TOKEN, args)
@@ -418,6 +430,48 @@ fn id_with_a_command_that_creates_nothing_is_a_bad_command_line() {
         still.resource_url.is_some_and(|u| u.ends_with(sub)),
         "{printed}"
     );
+}
+
+/// `--config` is refused by the client (exit 2): it read no configuration file, so it called
+/// its default URL instead of the file's server. `NETAPI_CHAT_CONFIG`, set for the server in
+/// an operator's environment, is ignored.
+#[test]
+fn the_client_refuses_a_configuration_file() {
+    let server = Server::default_for_tests();
+    let file = std::env::temp_dir().join(format!("netapi-chat-client-{}.toml", std::process::id()));
+    std::fs::write(&file, format!("bind = \"{}\"\n", server.addr())).expect("write the file");
+    let file = file.to_str().expect("UTF-8 temp path");
+    for args in [
+        &["--config", file, "client", "list", "sessions"][..],
+        &["client", "--config", file, "list", "sessions"],
+    ] {
+        let out = binary()
+            .args(args)
+            .env("NETAPI_CHAT_TOKEN", APP_TOKEN)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr.starts_with(
+                "netapi-chat client: --config: the client reads no configuration file"
+            ) && stderr.contains("--server"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = client_and_env(
+        &server,
+        &["--user", ALICE, "list", "sessions"],
+        ("NETAPI_CHAT_CONFIG", file),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(file);
 }
 
 /// The CLI listener refuses a notification signed with another secret: printed as refused,
