@@ -42,7 +42,8 @@ pub struct Config {
     /// `http://` or `https://` URL with a host ([`is_base_url`]), its trailing `/` dropped; a
     /// path is allowed (a proxy that serves the API under a prefix). Anything else is refused:
     /// every link is this followed by a path, so `notaurl` or `ftp://x` broke them all, and
-    /// user info, a query or a fragment would be copied into each. Blank: the default.
+    /// user info, a query or a fragment would be copied into each. Blank: the default, which
+    /// with a bind address of every address names that address ([`Config::warnings`]).
     pub public_url: Option<String>,
     /// `NETAPI_CHAT_INVITATION_TIMEOUT_SECS`: how long an invitation waits for an answer before
     /// it times out. Default 120 s. A positive number of seconds below 10⁹ (fractions allowed):
@@ -221,6 +222,28 @@ pub struct Config {
 }
 
 impl Config {
+    /// What is valid but likely not meant, one sentence each: logged as warnings when the
+    /// server starts and printed by `check-config`. Bound to every address (`0.0.0.0`, `::`)
+    /// without `NETAPI_CHAT_PUBLIC_URL`, the links the server writes default to that address,
+    /// which no client on another machine can follow; the usual container setting, so it is
+    /// said rather than refused (the links are as documented).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.bind.ip().is_unspecified() && self.public_url.is_none() {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            warnings.push(format!(
+                "NETAPI_CHAT_BIND is {bind}, every address, and NETAPI_CHAT_PUBLIC_URL is not \
+                 set: every Location, resourceURL and notification link will name {ip} \
+                 ({scheme}://{bind}/…), which clients on other machines cannot follow; set \
+                 NETAPI_CHAT_PUBLIC_URL to the URL clients reach the server at, e.g. \
+                 https://chat.example.com",
+                bind = self.bind,
+                ip = self.bind.ip(),
+            ));
+        }
+        warnings
+    }
+
     /// The token file in use: `NETAPI_CHAT_TOKEN_FILE`, else `<data dir>/tokens`; `None` when
     /// tokens are JWTs (they come from an identity provider, not from a file).
     pub fn token_file(&self) -> Option<PathBuf> {
@@ -600,7 +623,7 @@ impl Setting {
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_BIND", "127.0.0.1:8080", "listen address (`127.0.0.1:0` picks a free port)"),
-    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` (`https://` with TLS) + the bound address", "base of every `resourceURL`, `Location` and notification link: an absolute `http://` or `https://` URL, e.g. `https://chat.example.com` (a path prefix allowed; no user info, query or fragment)"),
+    Setting::unset("NETAPI_CHAT_PUBLIC_URL", "`http://` (`https://` with TLS) + the bound address", "base of every `resourceURL`, `Location` and notification link: an absolute `http://` or `https://` URL, e.g. `https://chat.example.com` (a path prefix allowed; no user info, query or fragment). Set it when `bind` is every address (`0.0.0.0`, `::`): the default link would name that address, which the start and `check-config` warn about"),
     Setting::unset("NETAPI_CHAT_TLS_CERT", "plain HTTP", "PEM file with the certificate chain (the server's first) to serve HTTPS with (TLS 1.2/1.3, rustls); needs `tls_key`"),
     Setting::unset("NETAPI_CHAT_TLS_KEY", "plain HTTP", "PEM file with the private key of `tls_cert` (PKCS #8, PKCS #1 or SEC1); needs `tls_cert`"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory. Its size: the live data and retained history, plus a write-ahead log that a burst of writes may leave at up to 512 MiB (cut back to that at the next quiet moment, and reused rather than grown)"),
@@ -2196,6 +2219,37 @@ mod tests {
                 f.0.display()
             )
         );
+    }
+
+    /// Bound to every address without a public URL, the links would name that address: a
+    /// warning says so (and what to set); a specific address or a public URL: none.
+    #[test]
+    fn every_address_without_a_public_url_is_warned_about() {
+        let warnings = |env: &[(&str, &str)]| config(None, env).unwrap().warnings();
+        for (bind, link) in [
+            ("0.0.0.0:8080", "will name 0.0.0.0 (http://0.0.0.0:8080/…)"),
+            ("[::]:9000", "will name :: (http://[::]:9000/…)"),
+        ] {
+            let w = warnings(&[("NETAPI_CHAT_BIND", bind)]);
+            assert_eq!(w.len(), 1, "{bind}: {w:?}");
+            assert!(
+                w[0].starts_with(&format!("NETAPI_CHAT_BIND is {bind}, every address, and "))
+                    && w[0].contains(link)
+                    && w[0].contains("set NETAPI_CHAT_PUBLIC_URL to the URL clients reach"),
+                "{bind}: {w:?}"
+            );
+        }
+        for quiet in [
+            &[("NETAPI_CHAT_BIND", "127.0.0.1:8080")][..],
+            &[("NETAPI_CHAT_BIND", "10.0.0.5:8080")],
+            &[],
+            &[
+                ("NETAPI_CHAT_BIND", "0.0.0.0:8080"),
+                ("NETAPI_CHAT_PUBLIC_URL", "https://chat.example.com"),
+            ],
+        ] {
+            assert_eq!(warnings(quiet), Vec::<String>::new(), "{quiet:?}");
+        }
     }
 
     /// The public URL is an absolute `http(s)://` base (its trailing `/` dropped, a path

@@ -180,6 +180,9 @@ async fn main() -> std::process::ExitCode {
             for unknown in unknown_variables() {
                 eprintln!("netapi-chat: warning: {unknown} is not a setting: ignored");
             }
+            for warning in config.warnings() {
+                eprintln!("netapi-chat: warning: {warning}");
+            }
             // Stdout may be closed (e.g. piped into `head`): not an error of the configuration.
             let _ = std::io::stdout().write_all(sources.render(&config).as_bytes());
             eprintln!("netapi-chat: the configuration is valid");
@@ -226,6 +229,9 @@ async fn serve(config: Config) -> std::process::ExitCode {
     if netapi_chat::logging::init(&config).is_ok() {
         for unknown in unknown_variables() {
             tracing::warn!("{unknown} is not a setting: ignored");
+        }
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
         }
     }
     let drain = netapi_chat::cluster::Drain::default();

@@ -352,6 +352,60 @@ fn check_config_shows_the_give_up_age_of_the_schedule_in_force() {
     }
 }
 
+/// Bound to every address without `NETAPI_CHAT_PUBLIC_URL`, every link names `0.0.0.0`
+/// (as documented), which no client on another machine can follow: `check-config` and the
+/// start warn, saying what to set. With a public URL, or bound to one address, no warning.
+#[test]
+fn every_address_without_a_public_url_is_warned_about() {
+    const WARNING: &str = "NETAPI_CHAT_BIND is 0.0.0.0:8080, every address, and \
+        NETAPI_CHAT_PUBLIC_URL is not set: every Location, resourceURL and notification link \
+        will name 0.0.0.0 (http://0.0.0.0:8080/…)";
+    let r = run(&["check-config"], &[("NETAPI_CHAT_BIND", "0.0.0.0:8080")]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("netapi-chat: warning: {WARNING}"))
+            && r.stderr
+                .contains("set NETAPI_CHAT_PUBLIC_URL to the URL clients reach"),
+        "{}",
+        r.stderr
+    );
+    for quiet in [
+        &[
+            ("NETAPI_CHAT_BIND", "0.0.0.0:8080"),
+            ("NETAPI_CHAT_PUBLIC_URL", "https://chat.example.com"),
+        ][..],
+        &[("NETAPI_CHAT_BIND", "127.0.0.1:8080")],
+    ] {
+        let r = run(&["check-config"], quiet);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(!r.stderr.contains("warning"), "{quiet:?}: {}", r.stderr);
+    }
+
+    let dir = support::temp_data_dir();
+    let mut server = support::Launch {
+        data_dir: dir.to_path_buf(),
+        bind: Some("0.0.0.0:0"),
+        stderr: support::Stderr::Collect,
+        ..support::Launch::default()
+    }
+    .spawn();
+    let base = server
+        .base
+        .clone()
+        .unwrap_or_else(|| panic!("not listening: {}", server.stderr()));
+    assert!(base.starts_with("http://0.0.0.0:"), "{base}");
+    let _ = server.child.kill();
+    server.wait_exit(10).expect("killed");
+    let log = server.stderr();
+    assert!(
+        log.contains("WARN")
+            && log.contains("NETAPI_CHAT_BIND is 0.0.0.0:0, every address, and NETAPI_CHAT_PUBLIC_URL is not set")
+            && log.contains("set NETAPI_CHAT_PUBLIC_URL"),
+        "{log}"
+    );
+}
+
 /// `NETAPI_CHAT_OTLP_ENDPOINT` in a binary built without the `otel` feature: `check-config`
 /// and the start refuse it saying so (exit 2 and 1); built with it, `check-config` accepts it.
 #[test]
