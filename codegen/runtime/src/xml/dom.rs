@@ -17,6 +17,10 @@ pub struct Element {
     pub name: String,
     /// Attributes as (local name, unescaped value), in document order.
     pub attributes: Vec<(String, String)>,
+    /// Whether the element is nil (`xsi:nil="true"` or `"1"`): it has no value, as JSON's
+    /// `null`. The decoding helpers read a nil optional element, or a nil list item, as
+    /// absent, and refuse a nil required one.
+    pub nil: bool,
     /// Child elements in document order.
     pub children: Vec<Element>,
     /// All direct text and CDATA content, unescaped and concatenated.
@@ -58,6 +62,58 @@ impl Element {
         XmlError::Decode(format!("missing element `{name}` in `{}`", self.name))
     }
 
+    /// The single child called `name`, which must be there with a value (not nil).
+    fn required<'a>(&'a self, name: &str) -> Result<&'a Element, XmlError> {
+        match self.single_child(name)? {
+            None => Err(self.missing_element(name)),
+            Some(child) if child.nil => Err(XmlError::Decode(format!(
+                "element `{name}` in `{}` is required and cannot be nil (xsi:nil)",
+                self.name
+            ))),
+            Some(child) => Ok(child),
+        }
+    }
+
+    /// The single child called `name` when it has a value: a nil one is absent, as JSON's
+    /// `null` is, rather than read as its empty text (an optional string would become `""`,
+    /// which is a value, e.g. a `clientCorrelator`).
+    fn optional<'a>(&'a self, name: &str) -> Result<Option<&'a Element>, XmlError> {
+        match self.single_child(name)? {
+            Some(child) => self.valued(child),
+            None => Ok(None),
+        }
+    }
+
+    /// `child`, or `None` when it is nil. A nil element holding content contradicts itself
+    /// (XML Schema Part 1 §3.3.4) and is refused rather than either half of it ignored;
+    /// whitespace (a pretty printer's) is not content.
+    fn valued<'a>(&self, child: &'a Element) -> Result<Option<&'a Element>, XmlError> {
+        if !child.nil {
+            return Ok(Some(child));
+        }
+        let blank = child
+            .text
+            .chars()
+            .all(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
+        if child.children.is_empty() && blank {
+            Ok(None)
+        } else {
+            Err(XmlError::Decode(format!(
+                "element `{}` in `{}` is nil (xsi:nil) but has content",
+                child.name, self.name
+            )))
+        }
+    }
+
+    /// The children called `name` that have a value: a nil item of a list is no item.
+    fn valued_children<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = Result<&'a Element, XmlError>> + 'a {
+        self.children_named(name)
+            .filter_map(|child| self.valued(child).transpose())
+    }
+
     /// Decodes the text of a leaf child, adding context to the error. A leaf is simple-typed
     /// in the Chat schemas, so an element inside it (`<text>a<b>bold</b>c</text>`, often
     /// unescaped markup in user text) is refused: reading its text alone would store and
@@ -80,23 +136,20 @@ impl Element {
 
     /// Decodes a leaf child that must appear exactly once.
     pub fn required_leaf<T: XmlLeaf>(&self, name: &str) -> Result<T, XmlError> {
-        match self.single_child(name)? {
-            Some(child) => self.decode_leaf(child),
-            None => Err(self.missing_element(name)),
-        }
+        self.decode_leaf(self.required(name)?)
     }
 
     /// Decodes a leaf child that may appear at most once.
     pub fn optional_leaf<T: XmlLeaf>(&self, name: &str) -> Result<Option<T>, XmlError> {
-        self.single_child(name)?
+        self.optional(name)?
             .map(|child| self.decode_leaf(child))
             .transpose()
     }
 
     /// Decodes every leaf child called `name` (an XSD `maxOccurs > 1` element).
     pub fn leaf_list<T: XmlLeaf>(&self, name: &str) -> Result<Vec<T>, XmlError> {
-        self.children_named(name)
-            .map(|child| self.decode_leaf(child))
+        self.valued_children(name)
+            .map(|child| self.decode_leaf(child?))
             .collect()
     }
 
@@ -116,23 +169,18 @@ impl Element {
 
     /// Decodes a complex child that must appear exactly once.
     pub fn required_child<T: XmlType>(&self, name: &str) -> Result<T, XmlError> {
-        match self.single_child(name)? {
-            Some(child) => child.read_complex(),
-            None => Err(self.missing_element(name)),
-        }
+        self.required(name)?.read_complex()
     }
 
     /// Decodes a complex child that may appear at most once.
     pub fn optional_child<T: XmlType>(&self, name: &str) -> Result<Option<T>, XmlError> {
-        self.single_child(name)?
-            .map(Element::read_complex)
-            .transpose()
+        self.optional(name)?.map(Element::read_complex).transpose()
     }
 
     /// Decodes every complex child called `name`.
     pub fn child_list<T: XmlType>(&self, name: &str) -> Result<Vec<T>, XmlError> {
-        self.children_named(name)
-            .map(Element::read_complex)
+        self.valued_children(name)
+            .map(|child| child?.read_complex())
             .collect()
     }
 

@@ -77,6 +77,13 @@ pub fn from_document_in<T: XmlRoot>(
             found,
         });
     }
+    // A request's document is the value asked for; there is no absent one to stand for.
+    if root.nil {
+        return Err(XmlError::Decode(format!(
+            "the root element `{}` cannot be nil (xsi:nil)",
+            T::NAME
+        )));
+    }
     root.read_complex()
 }
 

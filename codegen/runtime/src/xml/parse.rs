@@ -8,7 +8,7 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
-use super::{Element, XmlError, is_xml_char, quote_input};
+use super::{Element, XSI_NAMESPACE, XmlError, XmlLeaf, is_xml_char, quote_input};
 
 /// Limits applied while parsing (all counted over the whole document).
 ///
@@ -366,6 +366,7 @@ impl<'i> Parser<'i, '_> {
         let name = local.into_inner().to_owned();
 
         let mut attributes = Vec::new();
+        let mut nil = false;
         let mut seen: Vec<(Option<&str>, &str)> = Vec::new();
         for (count, attribute) in start.attributes().enumerate() {
             if count >= limits.max_attributes_per_element {
@@ -430,6 +431,13 @@ impl<'i> Parser<'i, '_> {
                     u32::from(c)
                 )));
             }
+            // `xsi:nil` says the element has no value (XML Schema Part 1 §2.6.2), which the
+            // decoding helpers need apart from the other attributes (see `Element::nil`).
+            if attr_ns == Some(XSI_NAMESPACE) && attr_local == "nil" {
+                nil = bool::from_xml_text(&value).map_err(|msg| {
+                    XmlError::Decode(format!("attribute `xsi:nil` of element `{name}`: {msg}"))
+                })?;
+            }
             attributes.push((attr_local.to_owned(), value.into_owned()));
         }
 
@@ -437,6 +445,7 @@ impl<'i> Parser<'i, '_> {
             namespace,
             name,
             attributes,
+            nil,
             children: Vec::new(),
             text: String::new(),
         })

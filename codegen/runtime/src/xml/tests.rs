@@ -476,3 +476,69 @@ fn the_http_charset_overrides_the_declaration() {
     assert_eq!(read_in(&other, Some(Charset::Latin1)).unwrap(), "cafe");
     assert!(read_in(&other, None).is_err());
 }
+
+/// `xsi:nil="true"` (or `"1"`, under any prefix bound to the XSI namespace) is "no value"
+/// (XML Schema Part 1 §2.6.2), as JSON's `null` is: an optional element so marked is absent,
+/// not the empty string (or an empty number, refused); a nil item of a list is no item. A
+/// required element cannot be nil, a nil element cannot hold content, and the attribute is
+/// a boolean. `nil` outside the XSI namespace is an ordinary attribute.
+#[test]
+fn an_xsi_nil_element_is_absent() {
+    const XSI: &str = "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
+    let doc = |inner: &str| format!(r#"<chatMessage xmlns="{NS}" {XSI}>{inner}</chatMessage>"#);
+    let msg = read(&doc(
+        r#"<text>a</text><reportRequest xsi:nil="true"/><reportRequest>Sent</reportRequest><link xsi:nil="true"/><n xsi:nil="1"></n>"#,
+    ))
+    .expect("nil optional elements");
+    assert_eq!(
+        msg,
+        Msg {
+            text: "a".to_owned(),
+            report: vec!["Sent".to_owned()],
+            link: None,
+            n: None,
+        }
+    );
+    // An optional string: absent, not "" (an empty element without nil stays "").
+    let root = parse_document(
+        format!(
+            r#"<m {XSI} xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><c xsi:nil=" true "/><d i:nil="true">
+            </d><e/><f xsi:nil="false">x</f><g nil="true"/></m>"#
+        )
+        .as_bytes(),
+        &limits(),
+    )
+    .expect("parse");
+    let opt = |name| root.optional_leaf::<String>(name).expect(name);
+    assert_eq!(opt("c"), None);
+    assert_eq!(opt("d"), None, "whitespace in a nil element is not content");
+    assert_eq!(opt("e").as_deref(), Some(""));
+    assert_eq!(opt("f").as_deref(), Some("x"));
+    assert_eq!(opt("g").as_deref(), Some(""), "not the XSI namespace");
+
+    let refused = |inner: &str| decode_msg(read(&doc(inner)).unwrap_err());
+    assert_eq!(
+        refused(r#"<text xsi:nil="true"/>"#),
+        "element `text` in `chatMessage` is required and cannot be nil (xsi:nil)"
+    );
+    assert_eq!(
+        refused(r#"<text>a</text><n xsi:nil="true">5</n>"#),
+        "element `n` in `chatMessage` is nil (xsi:nil) but has content"
+    );
+    assert_eq!(
+        refused(r#"<text>a</text><link xsi:nil="true" rel="r" href="h"><x/></link>"#),
+        "element `link` in `chatMessage` is nil (xsi:nil) but has content"
+    );
+    assert_eq!(
+        refused(r#"<text>a</text><n xsi:nil="yes"/>"#),
+        "attribute `xsi:nil` of element `n`: `yes` is not a boolean (expected true, false, 1 or 0)"
+    );
+    let root = read(&format!(
+        r#"<chatMessage xmlns="{NS}" {XSI} xsi:nil="true"/>"#
+    ))
+    .unwrap_err();
+    assert_eq!(
+        decode_msg(root),
+        "the root element `chatMessage` cannot be nil (xsi:nil)"
+    );
+}
