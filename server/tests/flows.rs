@@ -1431,3 +1431,49 @@ flow_tests! {
     flow_7_1_4_group_chat_with_timeout_socket_json: Socket, Json, flow_7_1_4, TIMEOUT_1S;
     flow_7_1_4_group_chat_with_timeout_socket_xml: Socket, Xml, flow_7_1_4, TIMEOUT_1S;
 }
+
+/// A `clientCorrelator` that is empty (JSON `""`, `<clientCorrelator/>`) or nil (JSON `null`,
+/// `xsi:nil`) names no request, on each create of the seed face (subscription, session,
+/// message, notification channel): every such create makes a new resource, however many came
+/// before, and none reads back with a correlator. (An empty one was kept as the correlator
+/// `""`: the next create with one answered the first resource, or was `409 SVC0005`.)
+#[tokio::test]
+async fn a_blank_client_correlator_is_none() {
+    use netapi_chat_runtime::Format;
+    use support::chat::each_creates_anew;
+    use support::docs::{CORRELATOR_MARK, blank_correlators};
+    let srv = Server::default_for_tests();
+    let urls = srv.urls();
+    let listener = Listener::start().await;
+    let mark = || Some(CORRELATOR_MARK.to_owned());
+    let sid = support::chat::connected_session(&srv, A, &docs::session("talk", &[B])).await;
+    for (f, invitee) in [(Format::Json, C), (Format::Xml, D)] {
+        let subscription = ChatSubscription {
+            client_correlator: mark(),
+            ..docs::subscription(&listener.url)
+        };
+        let bodies = blank_correlators(f, &subscription);
+        each_creates_anew(f, &urls.subscriptions(A), &bodies).await;
+
+        let session = ChatSessionInformation {
+            client_correlator: mark(),
+            ..docs::session("again", &[invitee])
+        };
+        let bodies = blank_correlators(f, &session);
+        each_creates_anew(f, &urls.chat_sessions(A), &bodies).await;
+
+        let message = ChatMessage {
+            client_correlator: mark(),
+            ..docs::message("once more")
+        };
+        let bodies = blank_correlators(f, &message);
+        each_creates_anew(f, &urls.messages(A, &sid), &bodies).await;
+
+        let channel = netapi_chat_api::NotificationChannel {
+            client_correlator: mark(),
+            ..docs::channel(ChannelType::LongPolling, None, None)
+        };
+        let bodies = blank_correlators(f, &channel);
+        each_creates_anew(f, &urls.channels(A), &bodies).await;
+    }
+}

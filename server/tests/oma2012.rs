@@ -2529,3 +2529,87 @@ async fn an_empty_2012_subscription_list_has_its_array() {
         "no seed member: {list}"
     );
 }
+
+/// A `clientCorrelator` that is empty (JSON `""`, `<clientCorrelator/>`) or nil (JSON `null`,
+/// `xsi:nil`) names no request on this face either: every one-to-one or group start, message
+/// (in either) and subscription made with one is new, however many came before, and none
+/// reads back with a correlator; a refresh with one leaves the subscription's as it was
+/// (before, `""` was a correlator: the next such create answered the first resource or was
+/// `409 SVC0005`, and a refresh was `400`, "cannot change").
+#[tokio::test]
+async fn a_blank_client_correlator_is_none() {
+    use support::chat::each_creates_anew;
+    use support::docs::{CORRELATOR_MARK, blank_correlators};
+    let srv = Server::default_for_tests();
+    let urls = srv.urls();
+    let listener = Listener::start().await;
+    let mark = || Some(CORRELATOR_MARK.to_owned());
+    let face = Face::new(Wire::Json, &srv);
+    let one = last_segment(
+        &face
+            .create_one_to_one(A, B, &one_to_one_request(A, B, "talk"))
+            .await
+            .created()
+            .0,
+    );
+    face.put_one_to_one_status(B, A, &one, Connected)
+        .await
+        .no_content();
+    let group = GroupChatSessionInformation {
+        subject: Some("team".to_owned()),
+        participant: vec![docs::participant(C)],
+        ..GroupChatSessionInformation::default()
+    };
+    let gid = last_segment(&face.create_group(A, &group).await.created().0);
+    face.put_group_status(C, &gid, C, Connected)
+        .await
+        .no_content();
+    for (f, peer, member) in [
+        (Format::Json, "tel:+15551230101", "tel:+15551230102"),
+        (Format::Xml, "tel:+15551230201", "tel:+15551230202"),
+    ] {
+        let mut subscription = subscription_2012(&listener.url, A, f, None);
+        subscription.client_correlator = mark();
+        let bodies = blank_correlators(f, &subscription);
+        each_creates_anew(f, &urls.oma2012_subscriptions(A), &bodies).await;
+        // A refresh of a subscription made without one: nothing changes.
+        let plain = subscription_2012(&listener.url, A, f, None);
+        let id = last_segment(
+            &Face::for_format(f, &srv)
+                .create_notification_subscription(A, &plain)
+                .await
+                .created()
+                .0,
+        );
+        for body in &bodies {
+            let h = [("content-type", f.media_type()), ("accept", f.media_type())];
+            let put = send("PUT", &urls.oma2012_subscription(A, &id), &h, Some(body)).await;
+            assert_eq!(put.status, 200, "{body}: {}", put.body);
+            assert!(!put.body.contains("clientCorrelator"), "{}", put.body);
+        }
+
+        let start = ChatSessionInformation {
+            client_correlator: mark(),
+            ..one_to_one_request(A, peer, "again")
+        };
+        let bodies = blank_correlators(f, &start);
+        each_creates_anew(f, &urls.one_to_one_other_user(A, peer), &bodies).await;
+        let start = GroupChatSessionInformation {
+            client_correlator: mark(),
+            ..GroupChatSessionInformation {
+                participant: vec![docs::participant(member)],
+                ..group.clone()
+            }
+        };
+        let bodies = blank_correlators(f, &start);
+        each_creates_anew(f, &urls.group_group(A), &bodies).await;
+
+        let message = ChatMessage {
+            client_correlator: mark(),
+            ..docs::message("once more")
+        };
+        let bodies = blank_correlators(f, &message);
+        each_creates_anew(f, &urls.one_to_one_messages(A, B, &one), &bodies).await;
+        each_creates_anew(f, &urls.group_messages(A, &gid), &bodies).await;
+    }
+}

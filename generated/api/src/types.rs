@@ -649,7 +649,9 @@ pub struct ChatSubscription {
         deserialize_with = "netapi_chat_runtime::json::opt_int"
     )]
     pub duration: Option<i64>,
-    /// `clientCorrelator`: Client-chosen id that makes a retried create safe.
+    /// `clientCorrelator`: Client-chosen id that makes a retried create safe. An empty one (`""`,
+    /// `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request
+    /// from another.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -1660,7 +1662,8 @@ pub struct ChatSessionInformation {
     pub ended: Option<bool>,
     /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
     /// subject and invitees answers the session it started; another request with it is `409
-    /// SVC0005`.
+    /// SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one
+    /// is: it cannot tell one request from another.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -1975,7 +1978,8 @@ pub struct ChatMessage {
     pub report_request: Vec<MessageStatus>,
     /// `clientCorrelator`: Client-chosen id that makes a retried send safe: a resend with the same
     /// text and reports answers the message it sent (nothing is sent twice); another request with
-    /// it is `409 SVC0005`.
+    /// it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or
+    /// `xsi:nil` one is: it cannot tell one request from another.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -2272,7 +2276,8 @@ pub struct GroupChatSessionInformation {
     pub participant: Vec<ParticipantInformation>,
     /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
     /// subject and invitees answers the session it started; another request with it is `409
-    /// SVC0005`.
+    /// SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one
+    /// is: it cannot tell one request from another.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -2577,7 +2582,9 @@ pub struct ChatNotificationSubscription {
     /// `callbackReference`.
     #[serde(rename = "callbackReference")]
     pub callback_reference: CallbackReference,
-    /// `clientCorrelator`: Client-chosen id that makes a retried create safe.
+    /// `clientCorrelator`: Client-chosen id that makes a retried create safe. An empty one (`""`,
+    /// `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request
+    /// from another.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -4153,7 +4160,9 @@ impl Validate for ChannelData {
 /// `clientCorrelator`, `applicationTag`; the server adds the URLs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NotificationChannel {
-    /// `clientCorrelator`: Client-chosen id that makes a retried create safe.
+    /// `clientCorrelator`: Client-chosen id that makes a retried create safe. An empty one (`""`,
+    /// `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request
+    /// from another.
     #[serde(
         rename = "clientCorrelator",
         default,

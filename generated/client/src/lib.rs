@@ -444,7 +444,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
     pub struct ChatMessage {
-        ///Client-chosen id that makes a retried send safe: a resend with the same text and reports answers the message it sent (nothing is sent twice); another request with it is `409 SVC0005`.
+        ///Client-chosen id that makes a retried send safe: a resend with the same text and reports answers the message it sent (nothing is sent twice); another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -492,7 +492,7 @@ pub mod types {
         pub text: ::std::string::String,
     }
 
-    ///Client-chosen id that makes a retried send safe: a resend with the same text and reports answers the message it sent (nothing is sent twice); another request with it is `409 SVC0005`.
+    ///Client-chosen id that makes a retried send safe: a resend with the same text and reports answers the message it sent (nothing is sent twice); another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatMessageClientCorrelator(::std::string::String);
@@ -763,7 +763,7 @@ pub mod types {
         pub adhoc_chat_supported: ::std::option::Option<bool>,
         #[serde(rename = "callbackReference")]
         pub callback_reference: CallbackReference,
-        ///Client-chosen id that makes a retried create safe.
+        ///Client-chosen id that makes a retried create safe. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -800,7 +800,7 @@ pub mod types {
         pub signing_secret: ::std::option::Option<ChatNotificationSubscriptionSigningSecret>,
     }
 
-    ///Client-chosen id that makes a retried create safe.
+    ///Client-chosen id that makes a retried create safe. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatNotificationSubscriptionClientCorrelator(::std::string::String);
@@ -1001,7 +1001,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct ChatSessionInformation {
-        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
+        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -1055,7 +1055,7 @@ pub mod types {
         pub t_participant_name: ::std::option::Option<ChatSessionInformationTParticipantName>,
     }
 
-    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
+    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatSessionInformationClientCorrelator(::std::string::String);
@@ -1535,7 +1535,7 @@ pub mod types {
     pub struct ChatSubscription {
         #[serde(rename = "callbackReference")]
         pub callback_reference: CallbackReference,
-        ///Client-chosen id that makes a retried create safe.
+        ///Client-chosen id that makes a retried create safe. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -1578,7 +1578,7 @@ pub mod types {
         pub subscription_status: ::std::option::Option<SubscriptionStatus>,
     }
 
-    ///Client-chosen id that makes a retried create safe.
+    ///Client-chosen id that makes a retried create safe. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatSubscriptionClientCorrelator(::std::string::String);
@@ -2084,7 +2084,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct GroupChatSessionInformation {
-        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
+        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -2103,7 +2103,7 @@ pub mod types {
         pub subject: ::std::option::Option<GroupChatSessionInformationSubject>,
     }
 
-    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`.
+    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct GroupChatSessionInformationClientCorrelator(::std::string::String);
@@ -3341,7 +3341,7 @@ pub mod types {
         pub channel_lifetime: ::std::option::Option<i64>,
         #[serde(rename = "channelType")]
         pub channel_type: ChannelType,
-        ///Client-chosen id that makes a retried create safe.
+        ///Client-chosen id that makes a retried create safe. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -3470,7 +3470,7 @@ pub mod types {
         }
     }
 
-    ///Client-chosen id that makes a retried create safe.
+    ///Client-chosen id that makes a retried create safe. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct NotificationChannelClientCorrelator(::std::string::String);

@@ -354,8 +354,9 @@ impl Chat {
     pub async fn create_notification_channel(
         self: &Arc<Self>,
         user: &str,
-        body: NotificationChannel,
+        mut body: NotificationChannel,
     ) -> Result<Created<NotificationChannel>, ApiError> {
+        body.client_correlator = super::correlator(body.client_correlator);
         let refused = |r: Refused| r.into_api(String::new);
         supported(body.channel_type).map_err(refused)?;
         let data = body.channel_data.unwrap_or_default();

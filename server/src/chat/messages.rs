@@ -91,9 +91,10 @@ impl Chat {
         &self,
         user: &str,
         sid: &str,
-        body: ChatMessage,
+        mut body: ChatMessage,
         url: impl Fn(&Urls, &str, &str, &str) -> String,
     ) -> Result<Created<ResourceReference>, ApiError> {
+        body.client_correlator = super::correlator(body.client_correlator);
         check_text(&body.text, self.settings.limits.text_chars)
             .map_err(|r| r.into_api(String::new))?;
         // A resend with the same clientCorrelator answers the first message. The lookup and

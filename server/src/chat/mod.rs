@@ -212,6 +212,15 @@ fn stripe(id: &str, n: usize) -> usize {
     usize::try_from(h.finish() % n as u64).unwrap_or(0)
 }
 
+/// The rule on a create's `clientCorrelator` (every create, on both faces): an empty one is
+/// none. `""` cannot tell one request from another: it is what an XML client that has no
+/// correlator writes as an empty element, and kept as a correlator it made every later create
+/// with an empty one the first one's replay or a `409 SVC0005`. (A nil one, `null` or
+/// `xsi:nil`, is already absent when the body is read.)
+fn correlator(given: Option<String>) -> Option<String> {
+    given.filter(|c| !c.is_empty())
+}
+
 fn missing(what: &str) -> ApiError {
     ApiError::not_found(what)
 }
@@ -655,7 +664,25 @@ fn release_session(state: &mut State, sid: &str) {
 mod tests {
     use super::state::Invitation;
     use super::testkit::*;
-    use super::visible_to;
+    use super::{correlator, visible_to};
+
+    /// An empty `clientCorrelator` is none; any other, whitespace too, is kept as it is.
+    #[test]
+    fn an_empty_correlator_is_none() {
+        let cases = [
+            (None, None),
+            (Some(""), None),
+            (Some(" "), Some(" ")),
+            (Some("c-1"), Some("c-1")),
+        ];
+        for (given, kept) in cases {
+            assert_eq!(
+                correlator(given.map(str::to_owned)).as_deref(),
+                kept,
+                "{given:?}"
+            );
+        }
+    }
 
     /// Who sees a session: its participants, except an invitee whose invitation timed out or
     /// was cancelled (so accepting after a timeout, or ending a session one is not in, is the

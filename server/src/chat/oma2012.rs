@@ -704,8 +704,9 @@ pub(super) fn refresh(
     {
         return Err(fixed("callbackReference.notificationFormat"));
     }
-    if body
-        .client_correlator
+    // An empty correlator is none (`super::correlator`): a refresh that leaves it empty
+    // changes nothing.
+    if super::correlator(body.client_correlator)
         .is_some_and(|c| Some(&c) != rec.client_correlator.as_ref())
     {
         return Err(fixed("clientCorrelator"));
@@ -1778,6 +1779,12 @@ mod tests {
         let mut same = body(&url);
         same.client_correlator = Some("c".into());
         assert!(refresh(&rec, same, &url, 60, 0).is_ok());
+        // An empty one is none: it leaves the correlator as it is, with one or without.
+        let mut empty = body(&url);
+        empty.client_correlator = Some(String::new());
+        assert!(refresh(&rec, empty.clone(), &url, 60, 0).is_ok());
+        rec.client_correlator = None;
+        assert!(refresh(&rec, empty, &url, 60, 0).is_ok());
     }
 
     /// OMA 2012 as its gateways behaved: a one-to-one invitation is followed by its subject as

@@ -96,11 +96,12 @@ impl Chat {
     pub(super) async fn start_session<V>(
         self: &Arc<Self>,
         user: &str,
-        body: ChatSessionInformation,
+        mut body: ChatSessionInformation,
         group: bool,
         fits: impl Fn(&Session) -> bool,
         shown: impl Fn(&Urls, &str, &Session) -> (String, V),
     ) -> Result<Created<V>, ApiError> {
+        body.client_correlator = super::correlator(body.client_correlator);
         let limits = self.settings.limits;
         let (originator_name, invitees) = invitees(
             user,

@@ -113,9 +113,10 @@ impl Chat {
     pub(super) async fn subscribe(
         self: &Arc<Self>,
         user: &str,
-        body: ChatSubscription,
+        mut body: ChatSubscription,
         face: Face,
     ) -> Result<(SubscriptionRecord, Option<String>), ApiError> {
+        body.client_correlator = super::correlator(body.client_correlator);
         // xs:anyURI collapses whitespace at the ends (pretty-printed XML); anywhere else a
         // control character or whitespace is refused by check_url (log forging, issue 11).
         let notify_url = body

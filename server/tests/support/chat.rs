@@ -77,3 +77,29 @@ pub async fn assert_disabled_in_xml(url: &str) {
     );
     xsd_validate(&xml.body);
 }
+
+/// POSTs each of `bodies` (in `f`, asking for `f`) to `url`, each twice: every one must make a
+/// resource of its own (`201`, a `Location` no earlier one had), whose read (GET of the
+/// `Location`) holds no `clientCorrelator`. For creates whose correlator says "none" (see
+/// [`docs::blank_correlators`]): a correlator would make the second of two alike answer the
+/// first, and another one conflict.
+pub async fn each_creates_anew(f: Format, url: &str, bodies: &[String]) {
+    let mut made: Vec<String> = Vec::new();
+    for body in bodies.iter().chain(bodies) {
+        let answer = super::post_raw(url, f, f, body).await;
+        assert_eq!(answer.status, 201, "{body}: {}", answer.body);
+        let location = answer.header("location").to_owned();
+        assert!(
+            !made.contains(&location),
+            "{body}: answered {location} again"
+        );
+        let read = send_empty("GET", &location, f).await;
+        assert_eq!(read.status, 200, "{location}: {}", read.body);
+        assert!(
+            !read.body.contains("clientCorrelator"),
+            "{body}: read back as {}",
+            read.body
+        );
+        made.push(location);
+    }
+}

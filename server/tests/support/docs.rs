@@ -126,6 +126,32 @@ pub fn encode<T: Document>(f: Format, doc: &T) -> String {
     String::from_utf8(wire::encode(f, doc)).expect("utf-8")
 }
 
+/// The `clientCorrelator` a document given to [`blank_correlators`] carries, for it to
+/// replace.
+pub const CORRELATOR_MARK: &str = "blank-correlator-mark";
+
+/// `doc`, whose `clientCorrelator` is [`CORRELATOR_MARK`], as `f` writes it with that
+/// correlator written each way a client says "none" in `f`: `""` and `null` in JSON, an empty
+/// element and one marked `xsi:nil` in XML.
+pub fn blank_correlators<T: Document>(f: Format, doc: &T) -> Vec<String> {
+    let body = encode(f, doc);
+    let (given, blanks): (String, &[&str]) = match f {
+        Format::Json => (
+            format!(r#""clientCorrelator":"{CORRELATOR_MARK}""#),
+            &[r#""clientCorrelator":"""#, r#""clientCorrelator":null"#],
+        ),
+        Format::Xml => (
+            format!("<clientCorrelator>{CORRELATOR_MARK}</clientCorrelator>"),
+            &[
+                "<clientCorrelator/>",
+                r#"<clientCorrelator xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:nil="true"/>"#,
+            ],
+        ),
+    };
+    assert!(body.contains(&given), "no correlator to replace in {body}");
+    blanks.iter().map(|b| body.replace(&given, b)).collect()
+}
+
 /// The exception's text with its `%n` placeholders filled.
 pub fn rendered(e: &RequestError) -> String {
     let ex = e
