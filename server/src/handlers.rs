@@ -508,24 +508,27 @@ impl ChatService for ChatServer {
     }
 
     /// OMA 2012 "Accept a one-to-one invitation" with PUT (seed 7.1.7).
-    /// OMA 2012 §6.2's accept at the session's own link: the same as at `…/status`.
+    /// OMA 2012 §6.2's accept at the session's own link: the same as at `…/status`, a PUT
+    /// with no body included.
     async fn update_one_to_one_chat_session(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ParticipantSessionStatus,
+        body: Option<ParticipantSessionStatus>,
     ) -> Result<(), ApiError> {
         self.chat
             .update_one_to_one_session(
                 &user_id,
                 &participant(&user_id, other_user_id),
                 &session_id,
-                body.status,
+                crate::chat::asked_status(body),
             )
             .await
     }
 
+    /// OMA 2012 "Accept a one-to-one invitation" at `…/status`; a PUT with no body accepts,
+    /// as the GSMA gateways' clients send it (`asked_status`).
     async fn update_one_to_one_chat_session_status(
         &self,
         user_id: String,
@@ -533,14 +536,12 @@ impl ChatService for ChatServer {
         session_id: String,
         body: Option<ParticipantSessionStatus>,
     ) -> Result<(), ApiError> {
-        // No body is an accept, as the GSMA gateways' clients send it (see the spec).
-        let wanted = body.map_or(netapi_chat_api::ParticipantStatus::Connected, |b| b.status);
         self.chat
             .update_one_to_one_session_status(
                 &user_id,
                 &participant(&user_id, other_user_id),
                 &session_id,
-                wanted,
+                crate::chat::asked_status(body),
             )
             .await
     }
@@ -726,20 +727,21 @@ impl ChatService for ChatServer {
             .await
     }
 
-    /// OMA 2012 "Accept a group chat invitation" with PUT (seed 7.1.7).
+    /// OMA 2012 "Accept a group chat invitation" with PUT (seed 7.1.7); a PUT with no body
+    /// accepts, as on a one-to-one session (`asked_status`).
     async fn update_group_chat_participant_status(
         &self,
         user_id: String,
         session_id: String,
         participant_id: String,
-        body: ParticipantSessionStatus,
+        body: Option<ParticipantSessionStatus>,
     ) -> Result<(), ApiError> {
         self.chat
             .update_group_participant_status(
                 &user_id,
                 &session_id,
                 &participant(&user_id, participant_id),
-                body.status,
+                crate::chat::asked_status(body),
             )
             .await
     }

@@ -2267,12 +2267,13 @@ async fn acr_auth_names_the_caller_in_bodies_and_participant_ids() {
     assert_eq!(p.address, A);
 }
 
-/// The GSMA test suites' clients accept a one-to-one invitation with a `PUT` of `…/status`
-/// that has no body at all: that is an accept, whatever the `Content-Type` of the nothing,
-/// and the originator hears `Accepted`. Where a body is required (the group's participant
-/// status), leaving it out is still `400 SVC0002`.
+/// The GSMA test suites' clients accept an invitation with a `PUT` that has no body at all:
+/// that is an accept, whatever the `Content-Type` of the nothing, on each URL that accepts:
+/// a one-to-one session's `…/status`, the session's own link (OMA 2012 §6.2, "the same body,
+/// rules and answers"), and a group participant's `…/status`. The originator hears of it,
+/// and the invitee reads `Connected`; again, it is `409 SVC0001`, as a `Connected` body is.
 #[tokio::test]
-async fn an_empty_put_of_a_one_to_one_status_accepts() {
+async fn an_empty_put_accepts_on_every_accept_url() {
     let srv = Server::default_for_tests();
     let urls = srv.urls();
     for (f, content_type) in [(Format::Json, None), (Format::Xml, Some("application/xml"))] {
@@ -2284,25 +2285,67 @@ async fn an_empty_put_of_a_one_to_one_status_accepts() {
             &srv,
         );
         let a = User::new_2012(&face, A).await;
-        let (loc, _) = face
-            .create_one_to_one(A, B, &one_to_one_request(A, B, "Lunch?"))
-            .await
-            .created();
-        let sid = last_segment(&loc);
         let mut h = vec![("accept", f.media_type())];
         h.extend(content_type.map(|ct| ("content-type", ct)));
-        let put = send("PUT", &urls.one_to_one_session_status(B, A, &sid), &h, None).await;
-        assert_eq!(put.status, 204, "{}", put.body);
-        let ev: ChatEventNotification = a.next().await;
+        // A one-to-one accept URL of (user, other user, session).
+        type Url = fn(&netapi_chat_api::Urls, &str, &str, &str) -> String;
+        let one_to_one: [(&str, Url); 2] = [
+            ("…/status", netapi_chat_api::Urls::one_to_one_session_status),
+            (
+                "the session's link",
+                netapi_chat_api::Urls::one_to_one_session,
+            ),
+        ];
+        for (what, url) in one_to_one {
+            let (loc, _) = face
+                .create_one_to_one(A, B, &one_to_one_request(A, B, "Lunch?"))
+                .await
+                .created();
+            let sid = last_segment(&loc);
+            let put = send("PUT", &url(&urls, B, A, &sid), &h, None).await;
+            assert_eq!(put.status, 204, "{what} in {f:?}: {}", put.body);
+            let ev: ChatEventNotification = a.next().await;
+            assert_eq!(
+                (ev.event_type, ev.session_id.as_str()),
+                (EventType::Accepted, sid.as_str()),
+                "{what} in {f:?}"
+            );
+            let read = face.get_one_to_one(B, A, &sid).await.ok(200);
+            assert_eq!(read.status, Some(Connected), "{what} in {f:?}");
+            // Again: it is connected already.
+            let again = send("PUT", &url(&urls, B, A, &sid), &h, None).await;
+            again.assert_error(409, "SVC0001", f);
+        }
+
+        // A group invitation, accepted the same way.
+        let req = GroupChatSessionInformation {
+            subject: Some("Team".to_owned()),
+            participant: vec![docs::participant(B)],
+            client_correlator: None,
+            resource_url: None,
+        };
+        let gid = last_segment(&face.create_group(A, &req).await.created().0);
+        // The creator's `Successful` and roster first.
+        let _: ParticipantStatusNotification = a.until().await;
+        let put = send("PUT", &urls.group_participant_status(B, &gid, B), &h, None).await;
+        assert_eq!(put.status, 204, "group in {f:?}: {}", put.body);
+        let st: ParticipantStatusNotification = a.next().await;
         assert_eq!(
-            (ev.event_type, ev.session_id.as_str()),
-            (EventType::Accepted, sid.as_str())
+            (
+                st.session_id.as_str(),
+                st.participant[0].address.as_str(),
+                st.participant[0].status
+            ),
+            (gid.as_str(), B, Some(Connected)),
+            "group in {f:?}"
         );
-        let read = face.get_one_to_one(B, A, &sid).await.ok(200);
-        assert_eq!(read.status, Some(Connected));
-        // Again: it is connected already.
-        let again = send("PUT", &urls.one_to_one_session_status(B, A, &sid), &h, None).await;
+        let me = face.get_group_participant(B, &gid, B).await.ok(200);
+        assert_eq!(me.status, Some(Connected), "group in {f:?}");
+        let again = send("PUT", &urls.group_participant_status(B, &gid, B), &h, None).await;
         again.assert_error(409, "SVC0001", f);
+        // No body is one's own accept, not a way to change another's status.
+        let theirs = send("PUT", &urls.group_participant_status(B, &gid, A), &h, None).await;
+        theirs.assert_error(403, "POL0001", f);
     }
 
     // Raw: an empty chunked body without a Content-Type, and a length written `00`, are no
@@ -2336,24 +2379,6 @@ async fn an_empty_put_of_a_one_to_one_status_accepts() {
         tcp.read_to_string(&mut answer).await.expect("read");
         assert!(answer.starts_with("HTTP/1.1 204"), "{framing:?}: {answer}");
     }
-
-    // A group's participant status still needs its body.
-    let face = Face::new(Wire::Json, &srv);
-    let req = GroupChatSessionInformation {
-        subject: Some("Team".to_owned()),
-        participant: vec![docs::participant(B)],
-        client_correlator: None,
-        resource_url: None,
-    };
-    let gid = last_segment(&face.create_group(A, &req).await.created().0);
-    let put = send(
-        "PUT",
-        &urls.group_participant_status(B, &gid, B),
-        &[("accept", "application/json")],
-        None,
-    )
-    .await;
-    put.assert_error(400, "SVC0002", Format::Json);
 }
 
 /// A subscription that delivery disabled (its callback answered `410 Gone`) is gone on the

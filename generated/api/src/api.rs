@@ -1217,13 +1217,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
     /// `ChatSessionInformation` link (this URL), where its operation list and the GSMA
     /// gateways use `…/status`; both are served, with the same body, rules and answers as
-    /// `updateOneToOneChatSessionStatus`.
+    /// `updateOneToOneChatSessionStatus`: a `PUT` with no body accepts here too.
     fn update_one_to_one_chat_session(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: ParticipantSessionStatus,
+        body: Option<ParticipantSessionStatus>,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 
     /// OMA 2012 Close a one-to-one session, or decline its invitation.
@@ -1435,12 +1435,16 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
     /// `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+    /// **Decision (as the one-to-one accept):** the body may be left out; a `PUT` with no
+    /// body (no length or a zero one, whatever its `Content-Type`) is `Connected`: it
+    /// accepts (or re-joins), so a client accepts a group invitation the way it accepts a
+    /// one-to-one one (`updateOneToOneChatSessionStatus`).
     fn update_group_chat_participant_status(
         &self,
         user_id: String,
         session_id: String,
         participant_id: String,
-        body: ParticipantSessionStatus,
+        body: Option<ParticipantSessionStatus>,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 
     /// OMA 2012 Send a message in a group chat.
@@ -2378,7 +2382,7 @@ pub trait ChatApi {
     /// OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
     /// `ChatSessionInformation` link (this URL), where its operation list and the GSMA
     /// gateways use `…/status`; both are served, with the same body, rules and answers as
-    /// `updateOneToOneChatSessionStatus`.
+    /// `updateOneToOneChatSessionStatus`: a `PUT` with no body accepts here too.
     #[endpoint {
         method = PUT,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
@@ -2681,6 +2685,10 @@ pub trait ChatApi {
     ///
     /// The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
     /// `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+    /// **Decision (as the one-to-one accept):** the body may be left out; a `PUT` with no
+    /// body (no length or a zero one, whatever its `Content-Type`) is `Connected`: it
+    /// accepts (or re-joins), so a client accepts a group invitation the way it accepts a
+    /// one-to-one one (`updateOneToOneChatSessionStatus`).
     #[endpoint {
         method = PUT,
         path = "/chat/v1/{userId}/group/{sessionId}/participants/{participantId}/status",
@@ -3822,7 +3830,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            let body = body.read().await?;
+            let body = body.read_optional().await?;
             credentials
                 .scope(rqctx.context().update_one_to_one_chat_session(
                     user_id,
@@ -4210,7 +4218,7 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
                 &path.user_id,
                 rqctx.request.remote_addr(),
             )?;
-            let body = body.read().await?;
+            let body = body.read_optional().await?;
             credentials
                 .scope(rqctx.context().update_group_chat_participant_status(
                     user_id,

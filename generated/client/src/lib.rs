@@ -7275,7 +7275,7 @@ impl Client {
     OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
     `ChatSessionInformation` link (this URL), where its operation list and the GSMA
     gateways use `…/status`; both are served, with the same body, rules and answers as
-    `updateOneToOneChatSessionStatus`.
+    `updateOneToOneChatSessionStatus`: a `PUT` with no body accepts here too.
 
 
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
@@ -8546,6 +8546,10 @@ impl Client {
 
     The seed's `updateParticipantStatus` (its rules unchanged: only one's own status,
     `Connected` accepts or re-joins, `Disconnected` leaves) answered `204`.
+    **Decision (as the one-to-one accept):** the body may be left out; a `PUT` with no
+    body (no length or a zero one, whatever its `Content-Type`) is `Connected`: it
+    accepts (or re-joins), so a client accepts a group invitation the way it accepts a
+    one-to-one one (`updateOneToOneChatSessionStatus`).
 
 
     Sends a `PUT` request to `/chat/v1/{userId}/group/{sessionId}/participants/{participantId}/status`

@@ -61,8 +61,9 @@ mod testkit;
 mod timers;
 pub(crate) mod views;
 
-/// The reserved `sessionId` of an OMA 2012 ad hoc chat (see `oma2012`).
-pub(crate) use oma2012::ADHOC;
+/// The reserved `sessionId` of an OMA 2012 ad hoc chat (see `oma2012`), and the status an
+/// OMA 2012 accept asks for (with or without a body).
+pub(crate) use oma2012::{ADHOC, asked_status};
 
 use crate::callback_guard::CallbackPolicy;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy};

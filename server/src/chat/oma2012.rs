@@ -34,8 +34,8 @@ use netapi_chat_api::{
     ChatSessionInvitationNotification, ChatSubscription, ChatSubscriptionList, Created, EventType,
     GroupChatSessionInformation, GroupSessionInvitationNotification, IsComposing, Link,
     MessageNotification, MessageStatus, MessageStatusNotification, MessageStatusReport,
-    ParticipantInformation, ParticipantList, ParticipantStatus, ParticipantStatusEntry,
-    ResourceReference,
+    ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
+    ParticipantStatusEntry, ResourceReference,
 };
 use netapi_chat_runtime::ApiError;
 use std::sync::Arc;
@@ -216,6 +216,14 @@ pub(super) fn group_participant(
 /// leaves or declines (`false`); someone else's withdraws the invitation `user` sent (`true`).
 pub(super) fn withdraws(user: &str, pid: &str) -> bool {
     user != pid
+}
+
+/// OMA 2012 (a decision, as the GSMA gateways), the rule on an accept's body: a `PUT` of
+/// one's status that has no body is `Connected`, on each URL that accepts (a one-to-one
+/// session, its `…/status`, a group participant's `…/status`), since their clients accept
+/// that way; a body says what it says.
+pub(crate) fn asked_status(body: Option<ParticipantSessionStatus>) -> ParticipantStatus {
+    body.map_or(ParticipantStatus::Connected, |b| b.status)
 }
 
 /// The reserved `sessionId` of OMA 2012's ad hoc one-to-one chats
@@ -1616,6 +1624,18 @@ mod tests {
         );
         assert!(withdraws(A, C));
         assert!(!withdraws(B, B));
+    }
+
+    /// No body is an accept; a body is its status, whichever.
+    #[test]
+    fn an_accept_without_a_body_is_connected() {
+        assert_eq!(asked_status(None), Connected);
+        for status in [Connected, Disconnected, Invited] {
+            assert_eq!(
+                asked_status(Some(ParticipantSessionStatus { status })),
+                status
+            );
+        }
     }
 
     /// The OMA 2012 profile of each seed notification: names and links of this face, facts
