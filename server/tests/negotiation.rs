@@ -268,7 +268,7 @@ async fn accept_negotiation() {
     let url = sessions(&server, ALICE);
     let session = create_session(&server, ALICE).await;
 
-    let cases: [(Option<&str>, Format); 14] = [
+    let cases: [(Option<&str>, Format); 20] = [
         (None, Format::Json),
         (Some(""), Format::Json),
         (Some("application/json"), Format::Json),
@@ -286,6 +286,20 @@ async fn accept_negotiation() {
         (Some("application/*"), Format::Json),
         (Some("text/html, application/xml;q=0.1"), Format::Xml),
         (Some("application/vnd.oma+xml"), Format::Xml),
+        // Equal weights: the more specific range wins, then the one listed first.
+        (Some("application/xml, */*"), Format::Xml),
+        (Some("application/xml, application/*"), Format::Xml),
+        (Some("application/xml, application/json"), Format::Xml),
+        (Some("application/json, application/xml"), Format::Json),
+        (Some("text/*, application/json"), Format::Json),
+        // Spring's RestTemplate with JAXB registered first.
+        (
+            Some(
+                "application/xml, text/xml, application/json, application/*+xml, \
+                 application/*+json",
+            ),
+            Format::Xml,
+        ),
     ];
     for (accept, format) in cases {
         let a = get(&url, accept).await;

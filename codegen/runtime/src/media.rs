@@ -36,12 +36,20 @@
 //!   4. `*/*`.
 //!
 //!   Parameters other than `q` do not change what a range matches or how specific it is. When
-//!   several ranges of the same specificity match a format, the highest `q` among them counts.
-//! * The format with the highest weight above zero wins. A tie (`*/*`, `application/*`, equal
-//!   weights) goes to the request body's format when the request has a JSON or XML body, else
-//!   to JSON: a client that sends XML and expresses no preference reads XML.
-//! * No header, or one that is empty or only whitespace, is a tie: the body's format, else
-//!   JSON.
+//!   several ranges of the same specificity match a format, the highest `q` among them counts,
+//!   and the first of those listed is the range that *grants* the format.
+//! * The format with the highest weight above zero wins: `q` dominates, so
+//!   `application/json;q=0.8, application/*;q=0.9` is XML although JSON is named.
+//! * At equal weights, the format granted by the more specific range wins (the order above):
+//!   `application/xml, */*` and `application/xml, application/*` are XML, as in Spring,
+//!   JAX-RS and ASP.NET, and as RFC 9110 ranks `*/*` lowest. At equal weights and
+//!   specificity, the format whose granting range is listed first wins: `application/xml,
+//!   application/json` is XML (Spring's `RestTemplate` with JAXB first sends `application/xml,
+//!   text/xml, application/json, …`).
+//! * Only a true tie, both formats granted by the same range (`*/*`, `application/*`), goes to
+//!   the request body's format when the request has a JSON or XML body, else to JSON: a client
+//!   that sends XML and expresses no preference reads XML. No header, or one that is empty or
+//!   only whitespace, is a true tie too.
 //! * If valid ranges were given but none matches either format with `q > 0`, the result is
 //!   [`NotAcceptable`] (HTTP 406).
 //! * Garbage is skipped, one range at a time: a range that is not `type/subtype`, `type/*` or
@@ -200,25 +208,34 @@ pub fn response_format(
     let mut json = Weight::default();
     let mut xml = Weight::default();
     let mut any_valid = false;
-    for element in split_unquoted(header, b',') {
+    for (position, element) in split_unquoted(header, b',').enumerate() {
         let Some(range) = parse_media_range(element) else {
             continue;
         };
         any_valid = true;
-        json.offer(range.specificity_for(Format::Json), range.q);
-        xml.offer(range.specificity_for(Format::Xml), range.q);
+        json.offer(range.specificity_for(Format::Json), range.q, position);
+        xml.offer(range.specificity_for(Format::Xml), range.q, position);
     }
-    let (json_q, xml_q) = (json.q(), xml.q());
-    if json_q == 0 && xml_q == 0 {
-        return if any_valid {
-            Err(NotAcceptable {
+    let (json, xml) = match (json.grant(), xml.grant()) {
+        (Some(json), Some(xml)) => (json, xml),
+        (Some(_), None) => return Ok(Format::Json),
+        (None, Some(_)) => return Ok(Format::Xml),
+        (None, None) if any_valid => {
+            return Err(NotAcceptable {
                 accept: header.to_owned(),
-            })
-        } else {
-            Ok(tie)
-        };
-    }
-    Ok(match json_q.cmp(&xml_q) {
+            });
+        }
+        // Nothing valid in the header: no preference at all.
+        (None, None) => return Ok(tie),
+    };
+    // Higher q, then the more specific granting range, then the range listed first; the
+    // same range granting both (`*/*`, `application/*`) leaves it to the body.
+    let preference = json
+        .q
+        .cmp(&xml.q)
+        .then(json.specificity.cmp(&xml.specificity))
+        .then(xml.position.cmp(&json.position));
+    Ok(match preference {
         std::cmp::Ordering::Greater => Format::Json,
         std::cmp::Ordering::Less => Format::Xml,
         std::cmp::Ordering::Equal => tie,
@@ -394,26 +411,46 @@ fn format_subtype(format: Format) -> &'static str {
     }
 }
 
-/// The weight of one format so far: the best `q` at the highest specificity seen.
+/// The range that grants one format its weight: the most specific range matching it; among
+/// equally specific ones the highest `q`, and among those the one listed first.
+#[derive(Clone, Copy)]
+struct Grant {
+    specificity: Specificity,
+    /// Weight in thousandths, `0..=1000`.
+    q: u16,
+    /// Where the range is in the `Accept` list (0 = first).
+    position: usize,
+}
+
+/// The grant of one format so far (`None`: no range matched it yet).
 #[derive(Default)]
 struct Weight {
-    best: Option<(Specificity, u16)>,
+    best: Option<Grant>,
 }
 
 impl Weight {
-    fn offer(&mut self, specificity: Option<Specificity>, q: u16) {
+    fn offer(&mut self, specificity: Option<Specificity>, q: u16, position: usize) {
         let Some(specificity) = specificity else {
             return;
         };
-        self.best = match self.best {
-            Some((seen, seen_q)) if seen > specificity => Some((seen, seen_q)),
-            Some((seen, seen_q)) if seen == specificity => Some((seen, seen_q.max(q))),
-            _ => Some((specificity, q)),
+        let better = match self.best {
+            None => true,
+            Some(seen) => {
+                specificity > seen.specificity || (specificity == seen.specificity && q > seen.q)
+            }
         };
+        if better {
+            self.best = Some(Grant {
+                specificity,
+                q,
+                position,
+            });
+        }
     }
 
-    fn q(&self) -> u16 {
-        self.best.map_or(0, |(_, q)| q)
+    /// The grant, if it makes the format acceptable (`q > 0`).
+    fn grant(&self) -> Option<Grant> {
+        self.best.filter(|g| g.q > 0)
     }
 }
 
@@ -668,12 +705,30 @@ mod tests {
             assert_eq!(response_format(accept, Some(Xml)), Ok(Xml), "{accept:?}");
             assert_eq!(response_format(accept, Some(Json)), Ok(Json), "{accept:?}");
         }
+        // Both formats granted by one range at equal weight, however many others are listed.
+        for accept in [
+            "*/*;q=0.5, text/html",
+            "application/*, */*;q=0.1",
+            "application/*, text/*",
+        ] {
+            assert_eq!(
+                response_format(Some(accept), Some(Xml)),
+                Ok(Xml),
+                "{accept}"
+            );
+            assert_eq!(
+                response_format(Some(accept), Some(Json)),
+                Ok(Json),
+                "{accept}"
+            );
+        }
+        // Equal weights from two ranges are no tie: the client's order decides, not the body.
         assert_eq!(
             response_format(
                 Some("application/json;q=0.5,application/xml;q=0.5"),
                 Some(Xml)
             ),
-            Ok(Xml)
+            Ok(Json)
         );
         // A preference wins over the body's format; a refusal stays a refusal.
         assert_eq!(
@@ -719,8 +774,11 @@ mod tests {
                 "application/json;q=0.1, application/json;q=0.9, application/xml;q=0.5",
                 Json,
             ),
-            // Order in the header does not matter.
+            // q dominates specificity and order: a named type loses to a wildcard weighted higher.
             ("application/xml;q=0.9, */*;q=0.8", Xml),
+            ("*/*;q=0.8, application/xml;q=0.9", Xml),
+            ("application/json;q=0.8, application/*;q=0.9", Xml),
+            ("text/xml;q=0.5, */*", Json),
             // Parameters other than q neither match nor rank.
             (
                 "application/json;charset=latin1;q=0.4, application/xml;profile=x;q=0.6",
@@ -733,6 +791,70 @@ mod tests {
         // XML is served as application/xml, which the client refused; text/xml does not undo that.
         assert!(negotiate("application/xml;q=0, text/xml").is_err());
         assert!(negotiate("application/json;q=0, application/problem+json").is_err());
+    }
+
+    /// Equal weights: the more specific granting range wins (exact > alias > `type/*` > `*/*`),
+    /// then the range listed first; only one range granting both is a tie (→ the body, else
+    /// JSON).
+    #[test]
+    fn accept_equal_weights() {
+        use Format::{Json, Xml};
+        let cases = [
+            // A named format beats a wildcard that grants the other one as much.
+            ("application/xml, */*", Xml),
+            ("*/*, application/xml", Xml),
+            ("application/xml, application/*", Xml),
+            ("application/*, application/xml", Xml),
+            ("text/xml, */*", Xml),
+            ("application/json;q=0.5, */*;q=0.5", Json),
+            ("text/*, application/json", Json),
+            // exact > alias, whatever the order.
+            ("text/xml, application/json", Json),
+            ("application/problem+json, application/xml", Xml),
+            // type/* beats */*: text/* grants XML, */* JSON.
+            ("*/*, text/*", Xml),
+            // Equally specific: the first listed wins.
+            ("application/xml, application/json", Xml),
+            ("application/json, application/xml", Json),
+            ("application/xml;q=0.5, application/json;q=0.5", Xml),
+            ("text/xml, text/json", Xml),
+            ("application/vnd.a+json, text/xml", Json),
+            ("text/*, application/*", Xml),
+            // The grant among equally specific ranges is the highest q, then the first listed.
+            (
+                "application/json;q=0.2, application/xml;q=0.5, application/json;q=0.5",
+                Xml,
+            ),
+            ("application/json, application/xml, application/json", Json),
+            // Spring's RestTemplate with JAXB registered before Jackson, and the reverse.
+            (
+                "application/xml, text/xml, application/json, application/*+xml, \
+                 application/*+json",
+                Xml,
+            ),
+            (
+                "application/json, application/*+json, application/xml, text/xml, \
+                 application/*+xml",
+                Json,
+            ),
+            // One range granting both at the same weight: a tie, JSON without a body.
+            ("*/*", Json),
+            ("application/*", Json),
+            ("application/*, text/*", Json),
+            ("*/*, application/*", Json),
+            ("application/*;q=0.1, */*;q=1", Json),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept}");
+        }
+        assert_eq!(
+            response_format(Some("application/*, text/*"), Some(Format::Xml)),
+            Ok(Xml)
+        );
+        assert_eq!(
+            response_format(Some("application/json, */*"), Some(Format::Xml)),
+            Ok(Json)
+        );
     }
 
     #[test]
