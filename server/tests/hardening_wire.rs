@@ -892,6 +892,131 @@ async fn xml_in_utf16_latin1_or_declared_utf16_is_read() {
     assert!(a.text().await.unwrap_or_default().contains("Shift_JIS"));
 }
 
+/// A UTF-16 XML body labelled so (`charset=utf-16`, `utf-16le`, `utf-16be`, any case), as RFC
+/// 7303 asks senders to, is read: with a byte order mark, and without one (.NET's
+/// `StringContent(xml, Encoding.Unicode, "application/xml")` sends little-endian unmarked
+/// under `utf-16`). JSON must be UTF-8 (RFC 8259): a JSON body labelled UTF-16 is `415`
+/// saying so, and UTF-8 bytes labelled UTF-16 are `400` naming the label.
+#[tokio::test]
+async fn xml_labelled_utf16_is_read_and_json_so_labelled_is_415() {
+    let srv = Server::default_for_tests();
+    let sid = support::chat::connected_session(&srv, ALICE, &docs::session("u16", &[BOB])).await;
+    let url = srv.urls().messages(ALICE, &sid);
+    let doc = |decl: &str, text: &str| {
+        format!(
+            r#"{decl}<chat:chatMessage xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><text>{text}</text></chat:chatMessage>"#
+        )
+    };
+    let decl = r#"<?xml version="1.0" encoding="utf-16"?>"#;
+    let le = |d: String| -> Vec<u8> { d.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    let be = |d: String| -> Vec<u8> { d.encode_utf16().flat_map(u16::to_be_bytes).collect() };
+    let marked =
+        |bom: [u8; 2], bytes: Vec<u8>| -> Vec<u8> { bom.into_iter().chain(bytes).collect() };
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "application/xml; charset=utf-16",
+            marked([0xFF, 0xFE], le(doc(decl, "marked le"))),
+            "marked le",
+        ),
+        (
+            "application/xml; charset=UTF-16",
+            marked([0xFE, 0xFF], be(doc(decl, "marked be"))),
+            "marked be",
+        ),
+        (
+            "application/xml; charset=utf-16",
+            le(doc(decl, "unmarked le, as .NET sends it")),
+            "unmarked le, as .NET sends it",
+        ),
+        (
+            "application/xml; charset=utf-16",
+            be(doc("", "unmarked be, RFC 2781")),
+            "unmarked be, RFC 2781",
+        ),
+        (
+            "text/xml; charset=\"UTF-16LE\"",
+            le(doc(decl, "labelled le é")),
+            "labelled le é",
+        ),
+        (
+            "application/xml;charset=utf-16be",
+            be(doc(decl, "labelled be 𝄞")),
+            "labelled be 𝄞",
+        ),
+    ];
+    let http = reqwest::Client::new();
+    let post = |content_type: &str, body: Vec<u8>| {
+        http.post(&url)
+            .bearer_auth(support::APP_TOKEN)
+            .header("content-type", content_type)
+            .header("accept", "application/xml")
+            .body(body)
+            .send()
+    };
+    for (content_type, body, text) in cases {
+        let a = post(content_type, body).await.expect("send");
+        let status = a.status().as_u16();
+        let location = a
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            status,
+            201,
+            "{content_type} {text}: {}",
+            a.text().await.unwrap_or_default()
+        );
+        let m: netapi_chat_api::ChatMessage =
+            send_empty("GET", &location, Format::Json).await.decode();
+        assert_eq!(m.text, text, "{content_type}");
+    }
+
+    // UTF-8 bytes under a UTF-16 label: 400, naming the label, not a parse error in CJK.
+    let a = post(
+        "application/xml; charset=utf-16le",
+        doc("", "utf-8 really").into_bytes(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(a.status().as_u16(), 400);
+    let text = a.text().await.unwrap_or_default();
+    assert!(
+        text.contains("SVC0002") && text.contains("utf-16le"),
+        "{text}"
+    );
+
+    // JSON is UTF-8: labelled UTF-16, it is refused before it is read, saying why.
+    let json: Vec<u8> =
+        r#"{"chatMessage":{"text":"json"}}"#.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    for content_type in [
+        "application/json; charset=utf-16",
+        "application/json; charset=UTF-16LE",
+        "application/vnd.oma+json; charset=utf-16be",
+    ] {
+        let a = post(content_type, json.clone()).await.expect("send");
+        let answer = Answer {
+            status: a.status().as_u16(),
+            headers: a.headers().clone(),
+            body: a.text().await.unwrap_or_default(),
+        };
+        let e = answer.assert_error(415, "POL0011", Format::Xml);
+        let text = docs::rendered(&e);
+        assert!(
+            text.contains(content_type) && text.contains("JSON bodies must be UTF-8"),
+            "{text}"
+        );
+    }
+    let a = send_empty("GET", &url, Format::Json).await;
+    let list: ChatMessageList = a.decode();
+    assert_eq!(
+        list.chat_message.len(),
+        6,
+        "only the XML bodies made messages"
+    );
+}
+
 /// Markup inside a text field (`<text>a<b>bold</b>c</text>`, often a client that forgot to
 /// escape user text) is refused with 400 SVC0002 naming both elements: reading only its text
 /// would send `ac` on a 2xx. Nothing is sent; the escaped form goes through as written.

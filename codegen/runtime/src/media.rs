@@ -16,7 +16,9 @@
 //! * Parameters are ignored except `charset` ([`body_charset`]): `utf-8` (or `utf8`),
 //!   `us-ascii` and `iso-8859-1` (or `iso_8859-1`, `latin1`; what Apache HttpClient's
 //!   `ContentType.APPLICATION_XML` sends), compared case-insensitively and possibly quoted, are
-//!   decoded as named; any other charset is refused rather than misread. For XML an HTTP
+//!   decoded as named; so are `utf-16`, `utf-16le` and `utf-16be` for XML only (every XML
+//!   processor reads UTF-16, RFC 7303 asks senders to label it; JSON is UTF-8, RFC 8259 §8.1).
+//!   Any other charset, and UTF-16 on JSON, is refused rather than misread. For XML an HTTP
 //!   charset overrides the document's own declaration (RFC 7303 §3.2; a byte order mark still
 //!   comes first). A `charset` whose value is not a valid token or quoted-string is ignored,
 //!   like any other parameter that does not parse.
@@ -124,9 +126,17 @@ impl fmt::Display for UnsupportedMediaType {
         match classify_content_type(received) {
             ContentTypeVerdict::BadCharset(format) => write!(
                 f,
-                "Content-Type `{}` is not supported: request bodies must be UTF-8, US-ASCII \
-                 or ISO-8859-1; send `{}` or leave the charset out",
+                "Content-Type `{}` is not supported: {} bodies must be {}; send `{}` or leave \
+                 the charset out",
                 Excerpt(received),
+                match format {
+                    Format::Json => "JSON",
+                    Format::Xml => "XML",
+                },
+                match format {
+                    Format::Json => "UTF-8 (RFC 8259), US-ASCII or ISO-8859-1",
+                    Format::Xml => "UTF-8, UTF-16, US-ASCII or ISO-8859-1",
+                },
                 format.content_type(),
             ),
             ContentTypeVerdict::Accepted(_) | ContentTypeVerdict::Unsupported => write!(
@@ -171,7 +181,7 @@ impl std::error::Error for NotAcceptable {}
 /// # Errors
 ///
 /// [`UnsupportedMediaType`] when the header is missing, empty, names neither JSON nor XML, or
-/// declares a charset other than UTF-8, US-ASCII or ISO-8859-1.
+/// declares a charset other than UTF-8, US-ASCII or ISO-8859-1 (or, for XML, UTF-16).
 pub fn body_format(content_type: Option<&str>) -> Result<Format, UnsupportedMediaType> {
     let refuse = || UnsupportedMediaType {
         received: content_type.map(str::to_owned),
@@ -255,6 +265,13 @@ pub enum Charset {
     Ascii,
     /// `iso-8859-1`, `iso_8859-1`, `latin1`: each byte the code point of its value.
     Latin1,
+    /// `utf-16`, XML only: the byte order from the byte order mark, else from the first
+    /// character (RFC 2781 says big-endian, but .NET labels its little-endian output so).
+    Utf16,
+    /// `utf-16le`, XML only.
+    Utf16Le,
+    /// `utf-16be`, XML only.
+    Utf16Be,
 }
 
 impl Charset {
@@ -267,14 +284,31 @@ impl Charset {
             Some(Charset::Ascii)
         } else if is(&["iso-8859-1", "iso_8859-1", "latin1"]) {
             Some(Charset::Latin1)
+        } else if is(&["utf-16"]) {
+            Some(Charset::Utf16)
+        } else if is(&["utf-16le"]) {
+            Some(Charset::Utf16Le)
+        } else if is(&["utf-16be"]) {
+            Some(Charset::Utf16Be)
         } else {
             None
+        }
+    }
+
+    /// Whether a body in `format` may be in this charset: JSON is UTF-8 (RFC 8259 §8.1; its
+    /// single-byte subsets are read too, as clients label them), XML may also be UTF-16,
+    /// which every XML processor reads (XML 1.0 §4.3.3).
+    fn fits(self, format: Format) -> bool {
+        match self {
+            Charset::Utf8 | Charset::Ascii | Charset::Latin1 => true,
+            Charset::Utf16 | Charset::Utf16Le | Charset::Utf16Be => format == Format::Xml,
         }
     }
 }
 
 /// The `charset` a request's `Content-Type` names (the last valid one), `None` without one.
-/// Call it on a value [`body_format`] accepted: an unsupported charset is `None` here.
+/// Call it on a value [`body_format`] accepted: an unsupported charset is `None` here, and a
+/// UTF-16 one is named whatever the format ([`body_format`] refuses it for JSON).
 pub fn body_charset(content_type: Option<&str>) -> Option<Charset> {
     let mut pieces = split_unquoted(content_type?, b';');
     pieces.next();
@@ -292,7 +326,7 @@ pub fn body_charset(content_type: Option<&str>) -> Option<Charset> {
 /// Outcome of looking at a `Content-Type` value; shared by [`body_format`] and the 415 message.
 enum ContentTypeVerdict {
     Accepted(Format),
-    /// The media type is JSON or XML, but the declared charset is not one we decode.
+    /// The media type is JSON or XML, but the declared charset is not one we decode in it.
     BadCharset(Format),
     Unsupported,
 }
@@ -322,7 +356,7 @@ fn classify_content_type(value: &str) -> ContentTypeVerdict {
         let Some(charset) = value.and_then(parameter_value) else {
             continue;
         };
-        if Charset::named(&charset).is_none() {
+        if !Charset::named(&charset).is_some_and(|c| c.fits(format)) {
             return ContentTypeVerdict::BadCharset(format);
         }
     }
@@ -1053,6 +1087,10 @@ mod tests {
             ("text/foo+json", Json),
             ("text/json", Json),
             ("TEXT/XML; charset=UTF-8", Xml),
+            ("application/xml; charset=utf-16", Xml),
+            ("application/xml; charset=UTF-16LE", Xml),
+            ("text/xml;charset=\"Utf-16be\"", Xml),
+            ("application/soap+xml; charset=utf-16", Xml),
             ("application/atom+xml", Xml),
             ("image/svg+xml", Xml),
         ];
@@ -1087,6 +1125,10 @@ mod tests {
             "multipart/form-data; boundary=x",
             "application/octet-stream",
             "application/json; charset=\"UTF-16\"",
+            "application/json; charset=utf-16le",
+            "application/merge-patch+json; charset=UTF-16BE",
+            "application/xml; charset=utf-32",
+            "application/xml; charset=utf16",
             "application/xml; charset=windows-1252",
             "application/json; charset=utf-8; charset=utf-16",
             "\u{0}",
@@ -1113,6 +1155,9 @@ mod tests {
                 "application/json; charset=utf-8; charset=latin1",
                 Some(Latin1),
             ),
+            ("application/xml; charset=utf-16", Some(Utf16)),
+            ("application/xml; charset=\"UTF-16LE\"", Some(Utf16Le)),
+            ("text/xml; charset=utf-16be", Some(Utf16Be)),
             ("application/xml", None),
             ("application/xml; profile=x", None),
         ] {
@@ -1139,9 +1184,15 @@ mod tests {
         );
         assert_eq!(
             message(Some("application/xml; charset=windows-1252")),
-            "Content-Type `application/xml; charset=windows-1252` is not supported: request \
-             bodies must be UTF-8, US-ASCII or ISO-8859-1; send `application/xml; charset=utf-8` \
-             or leave the charset out"
+            "Content-Type `application/xml; charset=windows-1252` is not supported: XML \
+             bodies must be UTF-8, UTF-16, US-ASCII or ISO-8859-1; send \
+             `application/xml; charset=utf-8` or leave the charset out"
+        );
+        assert_eq!(
+            message(Some("application/json; charset=utf-16")),
+            "Content-Type `application/json; charset=utf-16` is not supported: JSON \
+             bodies must be UTF-8 (RFC 8259), US-ASCII or ISO-8859-1; send \
+             `application/json; charset=utf-8` or leave the charset out"
         );
         let long = message(Some(&"x".repeat(10_000)));
         assert!(long.len() < 300 && long.contains('…'));

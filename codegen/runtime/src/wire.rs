@@ -103,8 +103,8 @@ pub fn decode<T: Document>(format: Format, body: &[u8], limits: &XmlLimits) -> R
 }
 
 /// [`decode`] for a body whose `Content-Type` named `charset` ([`media::body_charset`]): JSON
-/// in ISO-8859-1 is read as such, US-ASCII must be ASCII, and XML is read in it whatever its
-/// declaration says (RFC 7303 §3.2).
+/// in ISO-8859-1 is read as such, US-ASCII must be ASCII, UTF-16 is refused, and XML is read
+/// in it whatever its declaration says (RFC 7303 §3.2).
 pub fn decode_in<T: Document>(
     format: Format,
     charset: Option<Charset>,
@@ -157,8 +157,8 @@ fn in_client_terms(text: String) -> String {
 }
 
 /// A JSON body as UTF-8: as sent, unless its `Content-Type` named ISO-8859-1 (each byte the
-/// code point of its value) or US-ASCII (which must hold no byte above 0x7F); a UTF-8 byte
-/// order mark says UTF-8 whatever the header says.
+/// code point of its value) or US-ASCII (which must hold no byte above 0x7F), and refused
+/// if it named UTF-16; a UTF-8 byte order mark says UTF-8 whatever the header says.
 fn json_utf8(body: &[u8], charset: Option<Charset>) -> Result<Cow<'_, [u8]>, &'static str> {
     if body.starts_with(b"\xEF\xBB\xBF") {
         // A UTF-8 byte order mark says UTF-8, whatever the header says.
@@ -174,7 +174,12 @@ fn json_utf8(body: &[u8], charset: Option<Charset>) -> Result<Cow<'_, [u8]>, &'s
         Some(Charset::Ascii) if !body.is_ascii() => {
             Err("the body is declared US-ASCII but holds bytes above 0x7F")
         }
-        _ => Ok(Cow::Borrowed(body)),
+        // `media::body_format` refuses these for JSON (415) before a body is read; a caller
+        // that decodes directly gets a refusal too, rather than UTF-16 read as UTF-8.
+        Some(Charset::Utf16 | Charset::Utf16Le | Charset::Utf16Be) => {
+            Err("JSON must be UTF-8 (RFC 8259), not UTF-16")
+        }
+        Some(Charset::Utf8 | Charset::Ascii) | None => Ok(Cow::Borrowed(body)),
     }
 }
 

@@ -56,10 +56,11 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The encodings a document may be in, and may declare: UTF-8; UTF-16 with its byte order
-/// mark (XML 1.0 §4.3.3 makes both mandatory for every processor); and ISO-8859-1 and
-/// US-ASCII when declared. A `UTF-16` declaration on UTF-8 bytes without a byte order mark
-/// is read as the UTF-8 it is (.NET's `XmlSerializer` over a `StringWriter` declares
-/// `utf-16` whatever it is sent as). Anything else is refused, naming the encoding.
+/// mark (XML 1.0 §4.3.3 makes both mandatory for every processor), or without one when the
+/// HTTP `Content-Type` labels it UTF-16; and ISO-8859-1 and US-ASCII when declared. A
+/// `UTF-16` declaration on UTF-8 bytes without a byte order mark or label is read as the
+/// UTF-8 it is (.NET's `XmlSerializer` over a `StringWriter` declares `utf-16` whatever it is
+/// sent as). Anything else is refused, naming the encoding.
 const ENCODINGS: [&str; 6] = [
     "UTF-8",
     "UTF-16",
@@ -70,30 +71,34 @@ const ENCODINGS: [&str; 6] = [
 ];
 
 /// The document as text: UTF-16 told by its byte order mark; else in the charset the HTTP
-/// `Content-Type` named (`http`, which overrides the declaration, RFC 7303 §3.2); else UTF-8
-/// (its byte order mark skipped) or the single-byte encoding its declaration names
-/// (ISO-8859-1, US-ASCII); and how many bytes were skipped before the text (for error
-/// positions in UTF-8 input).
+/// `Content-Type` named (`http`, which overrides the declaration, RFC 7303 §3.2; for UTF-16
+/// without a byte order mark see [`unmarked_utf16_order`]); else UTF-8 (its byte order mark
+/// skipped) or the single-byte encoding its declaration names (ISO-8859-1, US-ASCII); and how
+/// many bytes were skipped before the text (for error positions in UTF-8 input).
 fn decode_text(
     input: &[u8],
     http: Option<Charset>,
 ) -> Result<(std::borrow::Cow<'_, str>, usize), XmlError> {
-    let utf16 = |units: &[u8], from: fn([u8; 2]) -> u16| {
+    let utf16 = |units: &[u8], order: Utf16Order| {
         if !units.len().is_multiple_of(2) {
             return Err(XmlError::Syntax(
                 "the UTF-16 document has an odd number of bytes".to_owned(),
             ));
         }
+        let from = match order {
+            Utf16Order::Little => u16::from_le_bytes,
+            Utf16Order::Big => u16::from_be_bytes,
+        };
         let units: Vec<u16> = units.chunks_exact(2).map(|c| from([c[0], c[1]])).collect();
         String::from_utf16(&units).map_err(|_| {
             XmlError::Syntax("the UTF-16 document holds an unpaired surrogate".to_owned())
         })
     };
     if let Some(rest) = input.strip_prefix(b"\xFF\xFE") {
-        return Ok((utf16(rest, u16::from_le_bytes)?.into(), 0));
+        return Ok((utf16(rest, Utf16Order::Little)?.into(), 0));
     }
     if let Some(rest) = input.strip_prefix(b"\xFE\xFF") {
-        return Ok((utf16(rest, u16::from_be_bytes)?.into(), 0));
+        return Ok((utf16(rest, Utf16Order::Big)?.into(), 0));
     }
     let (offset, body, bom) = match input.strip_prefix(UTF8_BOM) {
         Some(rest) => (UTF8_BOM.len(), rest, true),
@@ -105,6 +110,10 @@ fn decode_text(
         (true, _) | (false, Some(Charset::Utf8)) => None,
         (false, Some(Charset::Latin1)) => Some("ISO-8859-1".to_owned()),
         (false, Some(Charset::Ascii)) => Some("US-ASCII".to_owned()),
+        (false, Some(label @ (Charset::Utf16 | Charset::Utf16Le | Charset::Utf16Be))) => {
+            let order = unmarked_utf16_order(body, label)?;
+            return Ok((utf16(body, order)?.into(), 0));
+        }
         (false, None) => declared_encoding(body).map(str::to_ascii_uppercase),
     };
     match declared.as_deref() {
@@ -145,6 +154,46 @@ fn decode_text(
             Ok((text.into(), offset))
         }
     }
+}
+
+/// A byte order of UTF-16.
+#[derive(Clone, Copy)]
+enum Utf16Order {
+    Little,
+    Big,
+}
+
+/// The byte order of a UTF-16 document without a byte order mark, labelled `label`
+/// (`utf-16le`, `utf-16be` or `utf-16`). A plain `utf-16` is big-endian by RFC 2781 §4.3,
+/// but .NET's `Encoding.Unicode` sends little-endian without a mark under that label, so the
+/// first character decides, as XML 1.0 Appendix F reads an unmarked document: a document
+/// starts with `<` or white space, ASCII, so one of its two bytes is zero (`3C 00` is
+/// little-endian, `00 3C` big-endian); neither is big-endian, as RFC 2781 says. A labelled
+/// order is taken as labelled. A document whose first character is not `<` or white space in
+/// the order taken is refused here, naming the label, rather than read as CJK text that the
+/// parser would then find no markup in (the usual cause: UTF-8 bytes labelled UTF-16).
+fn unmarked_utf16_order(body: &[u8], label: Charset) -> Result<Utf16Order, XmlError> {
+    let (order, name) = match (label, body) {
+        (Charset::Utf16Le, _) => (Utf16Order::Little, "utf-16le"),
+        (Charset::Utf16Be, _) => (Utf16Order::Big, "utf-16be"),
+        (_, [first, 0, ..]) if *first != 0 => (Utf16Order::Little, "utf-16"),
+        _ => (Utf16Order::Big, "utf-16"),
+    };
+    let first = match (order, body) {
+        (_, []) => return Ok(order),
+        (Utf16Order::Little, [low, high, ..]) | (Utf16Order::Big, [high, low, ..]) => {
+            (*high == 0).then_some(*low)
+        }
+        // One byte: the odd length is refused when the text is decoded.
+        (_, [_]) => return Ok(order),
+    };
+    if matches!(first, Some(b'<' | b' ' | b'\t' | b'\r' | b'\n')) {
+        return Ok(order);
+    }
+    Err(XmlError::Syntax(format!(
+        "the document does not start with `<` in UTF-16, as its Content-Type charset `{name}` \
+         says it is"
+    )))
 }
 
 /// The `encoding` of an XML declaration at the very start of `body`, read as ASCII (every

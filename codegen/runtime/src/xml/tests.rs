@@ -542,3 +542,77 @@ fn an_xsi_nil_element_is_absent() {
         "the root element `chatMessage` cannot be nil (xsi:nil)"
     );
 }
+
+/// A UTF-16 body labelled so by its `Content-Type` (`utf-16`, `utf-16le`, `utf-16be`; RFC 7303
+/// asks senders to label it) is read as such: by its byte order mark when it has one, else in
+/// the labelled order, and under a plain `utf-16` in the order its first character shows, so
+/// .NET's unmarked little-endian reads as well as RFC 2781's big-endian.
+#[test]
+fn a_utf16_body_is_read_as_its_content_type_labels_it() {
+    use crate::media::Charset::{self, Utf16, Utf16Be, Utf16Le};
+    let doc = |decl: &str| {
+        format!(
+            "{decl}<chat:chatMessage xmlns:chat=\"{NS}\"><text>café 𝄞</text></chat:chatMessage>"
+        )
+    };
+    let le = |d: &str| -> Vec<u8> { d.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    let be = |d: &str| -> Vec<u8> { d.encode_utf16().flat_map(u16::to_be_bytes).collect() };
+    let marked =
+        |bom: [u8; 2], bytes: Vec<u8>| -> Vec<u8> { bom.into_iter().chain(bytes).collect() };
+    let read_in =
+        |d: &[u8], c: Charset| from_document_in::<Msg>(d, Some(c), &limits()).map(|m| m.text);
+    let declared = doc("<?xml version=\"1.0\" encoding=\"UTF-16\"?>");
+    // The declaration does not matter under an HTTP charset, nor does leading white space.
+    let undeclared = doc("\r\n ");
+    let utf8_declared = doc("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+    for d in [&declared, &undeclared, &utf8_declared] {
+        for (input, label) in [
+            (le(d), Utf16),
+            (be(d), Utf16),
+            (le(d), Utf16Le),
+            (be(d), Utf16Be),
+            (marked([0xFF, 0xFE], le(d)), Utf16),
+            (marked([0xFE, 0xFF], be(d)), Utf16),
+            // The byte order mark comes first, even against the labelled order.
+            (marked([0xFF, 0xFE], le(d)), Utf16Be),
+            (marked([0xFE, 0xFF], be(d)), Utf16Le),
+        ] {
+            assert_eq!(
+                read_in(&input, label).as_deref(),
+                Ok("café 𝄞"),
+                "{label:?} {d:?}"
+            );
+        }
+    }
+    // The wrong order labelled, or UTF-8 bytes labelled UTF-16: refused, naming the label.
+    for (input, label, named) in [
+        (be(&declared), Utf16Le, "utf-16le"),
+        (le(&declared), Utf16Be, "utf-16be"),
+        (declared.clone().into_bytes(), Utf16, "utf-16"),
+        (declared.clone().into_bytes(), Utf16Le, "utf-16le"),
+    ] {
+        let err = read_in(&input, label).unwrap_err().to_string();
+        assert!(
+            err.contains("UTF-16") && err.contains(named),
+            "{label:?}: {err}"
+        );
+    }
+    // Odd lengths and unpaired surrogates are refused as with a byte order mark.
+    let mut odd = le(&declared);
+    odd.push(b'x');
+    assert!(
+        read_in(&odd, Utf16)
+            .unwrap_err()
+            .to_string()
+            .contains("odd number")
+    );
+    let mut lone = le("<a>");
+    lone.extend([0x00, 0xD8]);
+    lone.extend(le("</a>"));
+    assert!(
+        read_in(&lone, Utf16Le)
+            .unwrap_err()
+            .to_string()
+            .contains("surrogate")
+    );
+}
