@@ -966,3 +966,114 @@ async fn a_body_is_read_in_the_charset_its_content_type_names() {
         "{text}"
     );
 }
+
+/// `body` gzip-compressed, in one stored (uncompressed) deflate block: a valid gzip stream
+/// (RFC 1952) without a compression library.
+fn gzip_stored(body: &[u8]) -> Vec<u8> {
+    let crc = body.iter().fold(!0u32, |crc, byte| {
+        (0..8).fold(crc ^ u32::from(*byte), |c, _| {
+            (c >> 1) ^ (0xEDB8_8320 & (c & 1).wrapping_neg())
+        })
+    }) ^ !0u32;
+    let len = u16::try_from(body.len()).expect("one stored block");
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 0x01];
+    out.extend(len.to_le_bytes());
+    out.extend((!len).to_le_bytes());
+    out.extend(body);
+    out.extend(crc.to_le_bytes());
+    out.extend(u32::try_from(body.len()).expect("small").to_le_bytes());
+    out
+}
+
+/// A body with a `Content-Encoding` other than identity is `415 POL0011` with
+/// `Accept-Encoding: identity` (RFC 9110 §15.5.16), in the negotiated format, and nothing is
+/// made: a gzip body used to get a misleading `400 "not valid UTF-8"`, and an unknown coding
+/// was read as if there were none. `identity` (any case) is the body as sent.
+#[tokio::test]
+async fn a_content_coding_other_than_identity_is_415() {
+    let server = Server::default_for_tests();
+    let url = subscriptions(&server, DAVE);
+    let client = reqwest::Client::new();
+    let post = async |content_type: &str, coding: &str, accept: Option<&str>, body: Vec<u8>| {
+        let mut request = client
+            .post(&url)
+            .bearer_auth(support::APP_TOKEN)
+            .header("content-type", content_type)
+            .header("content-encoding", coding)
+            .body(body);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let r = request.send().await.expect("sent");
+        Answer {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap_or_default(),
+        }
+    };
+    let xml = SUBSCRIPTION_XML.as_bytes().to_vec();
+    let json = SUBSCRIPTION_JSON.as_bytes().to_vec();
+    for (content_type, coding, accept, body, format) in [
+        (
+            "application/xml",
+            "gzip",
+            None,
+            gzip_stored(&xml),
+            Format::Xml,
+        ),
+        (
+            "application/json",
+            "gzip",
+            Some("application/xml"),
+            gzip_stored(&json),
+            Format::Xml,
+        ),
+        (
+            "application/json",
+            "GZIP",
+            None,
+            gzip_stored(&json),
+            Format::Json,
+        ),
+        ("application/xml", "br", None, xml.clone(), Format::Xml),
+        (
+            "application/xml",
+            "x-unknown-coding",
+            None,
+            xml.clone(),
+            Format::Xml,
+        ),
+        (
+            "application/json",
+            "identity, gzip",
+            None,
+            json.clone(),
+            Format::Json,
+        ),
+    ] {
+        let a = post(content_type, coding, accept, body).await;
+        let text = assert_error(&a, 415, "POL0011", format);
+        assert!(
+            text.contains(&format!("Content-Encoding `{coding}`")),
+            "{coding}: {text}"
+        );
+        assert_eq!(a.header("accept-encoding"), "identity", "{coding}");
+    }
+    let a = get(&url, None).await;
+    assert!(
+        a.decode::<netapi_chat_api::ChatSubscriptionList>()
+            .chat_subscription
+            .is_empty(),
+        "nothing made: {}",
+        a.body
+    );
+
+    // identity is the body as sent.
+    for (content_type, coding, body) in [
+        ("application/xml", "identity", xml.clone()),
+        ("application/json", "Identity", json.clone()),
+    ] {
+        let a = post(content_type, coding, None, body).await;
+        assert_eq!(a.status, 201, "{coding}: {}", a.body);
+    }
+}

@@ -152,6 +152,17 @@ impl ApiError {
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
     }
 
+    /// 415 with `Accept-Encoding: identity`: the body has a content coding (e.g. gzip) the
+    /// server does not undo; the header says what it takes instead (RFC 9110 §15.5.16).
+    pub fn unsupported_content_coding(detail: impl Into<String>) -> Self {
+        let mut e = Self::unsupported_media_type(detail);
+        e.headers.push((
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        ));
+        e
+    }
+
     /// 413: the body is larger than the configured cap.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::policy(
@@ -269,6 +280,23 @@ impl std::error::Error for ApiError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused content coding is the 415 of a refused media type, saying what the server
+    /// takes instead (RFC 9110 §15.5.16).
+    #[test]
+    fn an_unsupported_coding_names_identity() {
+        let e = ApiError::unsupported_content_coding("Content-Encoding `gzip`");
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(e.message_id, "POL0011");
+        assert_eq!(
+            e.headers,
+            [(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static("identity")
+            )]
+        );
+        assert!(ApiError::unsupported_media_type("x").headers.is_empty());
+    }
 
     #[test]
     fn rendered_fills_placeholders_in_order() {

@@ -23,6 +23,14 @@
 //!   comes first). A `charset` whose value is not a valid token or quoted-string is ignored,
 //!   like any other parameter that does not parse.
 //!
+//! # Request content codings: [`body_coding`]
+//!
+//! A body is read as sent: no `Content-Encoding`, or only `identity` (case-insensitively, in
+//! a list with empty elements skipped), is accepted; any other coding (`gzip`, `br`, a name
+//! we do not know) is refused (HTTP 415 with `Accept-Encoding: identity`, RFC 9110 §15.5.16)
+//! rather than read as if it were not there, which made a compressed body a misleading
+//! "not valid UTF-8" and let an unknown coding through as identity.
+//!
 //! # Responses: [`response_format`]
 //!
 //! The `Accept` header (RFC 9110 §12.5.1) is a comma-separated list of media ranges, each with
@@ -149,6 +157,56 @@ impl fmt::Display for UnsupportedMediaType {
 }
 
 impl std::error::Error for UnsupportedMediaType {}
+
+/// Why a request body's `Content-Encoding` was refused (→ HTTP 415 with
+/// `Accept-Encoding: identity`).
+///
+/// Exists so the extractor can tell the client, from [`fmt::Display`], that the body must be
+/// sent uncompressed, instead of failing later on bytes it cannot read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedContentCoding {
+    /// The `Content-Encoding` header as received (several joined with `,`).
+    pub received: String,
+}
+
+impl fmt::Display for UnsupportedContentCoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Content-Encoding `{}` is not supported; send the body uncompressed, without \
+             Content-Encoding (or `identity`)",
+            Excerpt(&self.received),
+        )
+    }
+}
+
+impl std::error::Error for UnsupportedContentCoding {}
+
+/// Whether a request body with this `Content-Encoding` (`None`: no header) can be read.
+///
+/// Exists so every body-reading extractor refuses the same codings with the same 415 text;
+/// the exact rule is in the [module documentation](self).
+///
+/// # Errors
+///
+/// [`UnsupportedContentCoding`] when the header names any coding but `identity`.
+pub fn body_coding(content_encoding: Option<&str>) -> Result<(), UnsupportedContentCoding> {
+    let Some(value) = content_encoding else {
+        return Ok(());
+    };
+    let identity = value
+        .split(',')
+        .map(trim_ows)
+        .filter(|coding| !coding.is_empty())
+        .all(|coding| coding.eq_ignore_ascii_case("identity"));
+    if identity {
+        Ok(())
+    } else {
+        Err(UnsupportedContentCoding {
+            received: value.to_owned(),
+        })
+    }
+}
 
 /// Why no representation fits the `Accept` header (→ HTTP 406 Not Acceptable).
 ///
@@ -1195,6 +1253,51 @@ mod tests {
              `application/json; charset=utf-8` or leave the charset out"
         );
         let long = message(Some(&"x".repeat(10_000)));
+        assert!(long.len() < 300 && long.contains('…'));
+    }
+
+    #[test]
+    fn content_codings() {
+        for accepted in [
+            None,
+            Some(""),
+            Some(" "),
+            Some("identity"),
+            Some("IDENTITY"),
+            Some(" identity ,, Identity"),
+        ] {
+            assert_eq!(body_coding(accepted), Ok(()), "{accepted:?}");
+        }
+        for refused in [
+            "gzip",
+            "x-gzip",
+            "br",
+            "deflate",
+            "compress",
+            "zstd",
+            "x-unknown-coding",
+            "identity, gzip",
+            "gzip, identity",
+            "identity;q=1",
+            "identityx",
+            "\u{1}",
+        ] {
+            assert_eq!(
+                body_coding(Some(refused)),
+                Err(UnsupportedContentCoding {
+                    received: refused.to_owned()
+                }),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            body_coding(Some("gzip")).unwrap_err().to_string(),
+            "Content-Encoding `gzip` is not supported; send the body uncompressed, without \
+             Content-Encoding (or `identity`)"
+        );
+        let long = body_coding(Some(&"x".repeat(10_000)))
+            .unwrap_err()
+            .to_string();
         assert!(long.len() < 300 && long.contains('…'));
     }
 

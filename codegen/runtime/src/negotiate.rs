@@ -124,13 +124,16 @@ pub fn request_credentials() -> Option<String> {
 
 /// A request body in JSON or XML, not read yet: the generated handler calls
 /// [`Body::read`] only after the request is authenticated, so that an unauthenticated client
-/// cannot make the server wait for, buffer or parse a body. Reading it refuses a wrong
+/// cannot make the server wait for, buffer or parse a body. Reading it refuses a
+/// Content-Encoding other than identity (415 with `Accept-Encoding: identity`), a wrong
 /// Content-Type (415), an announced or actual size over the limit (413, before reading for an
 /// announced one), a body that does not arrive within the body timeout (408) and a malformed
 /// document (400), each as an OMA error.
 #[derive(Debug)]
 pub struct Body<T> {
     content_type: Option<String>,
+    /// `Content-Encoding` as sent (several joined with `,`, as one list; `None`: absent).
+    content_encoding: Option<String>,
     /// `Content-Length` as sent (`None`: absent, e.g. chunked).
     content_length: Option<String>,
     /// Whether the request says a body follows (a non-zero length, or chunked).
@@ -156,6 +159,13 @@ impl<T: RequestBody> ExclusiveExtractor for Body<T> {
         };
         let content_type = header(header::CONTENT_TYPE);
         let content_length = header(header::CONTENT_LENGTH);
+        let codings: Vec<String> = request
+            .headers()
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let content_encoding = (!codings.is_empty()).then(|| codings.join(","));
         // A length of zero however written (`0`, `00`) announces nothing.
         let announced = request.headers().contains_key(header::TRANSFER_ENCODING)
             || content_length
@@ -163,6 +173,7 @@ impl<T: RequestBody> ExclusiveExtractor for Body<T> {
                 .is_some_and(|l| l.trim().parse::<u64>().map_or(true, |n| n > 0));
         Ok(Body {
             content_type,
+            content_encoding,
             content_length,
             announced,
             body: Some(request.into_body()),
@@ -186,6 +197,7 @@ impl<T: RequestBody> Body<T> {
                 "a request body is required (application/json or application/xml)",
             ));
         }
+        self.coding()?;
         let format = self.format()?;
         if let Some(length) = &self.content_length {
             // hyper has already refused a Content-Length that is not a number.
@@ -203,7 +215,8 @@ impl<T: RequestBody> Body<T> {
 
     /// The body of an operation whose body may be left out: `None` when the request sends
     /// none (no length or a zero one, or an empty chunked body), whatever its `Content-Type`
-    /// (the media type of nothing does not matter); otherwise as [`Body::read`].
+    /// and `Content-Encoding` (the media type and coding of nothing do not matter); otherwise
+    /// as [`Body::read`].
     pub async fn read_optional(&mut self) -> Result<Option<T>, ApiError> {
         if !self.announced {
             self.body = None;
@@ -212,13 +225,23 @@ impl<T: RequestBody> Body<T> {
         if self.content_length.is_some() {
             return self.read().await.map(Some);
         }
-        // Chunked: it may turn out empty, so it is read before its media type is looked at.
+        // Chunked: it may turn out empty, so it is read before its coding and media type are
+        // looked at.
         let bytes = self.bytes().await?;
         if bytes.is_empty() {
             return Ok(None);
         }
+        self.coding()?;
         let format = self.format()?;
         self.decode(format, &bytes).map(Some)
+    }
+
+    /// Whether the body is sent as it is (`415` with `Accept-Encoding: identity` for any
+    /// content coding): checked before its media type, since a coded body's bytes are not
+    /// yet in any media type at all.
+    fn coding(&self) -> Result<(), ApiError> {
+        media::body_coding(self.content_encoding.as_deref())
+            .map_err(|e| ApiError::unsupported_content_coding(e.to_string()))
     }
 
     /// The body's format, from its `Content-Type` (`415` for any other).
