@@ -1038,7 +1038,7 @@ async fn forward(
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok());
         let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
-        media::response_format(accept, body).unwrap_or(media::Format::Json)
+        media::response_format(accept, body).unwrap_or_else(|e| e.answer_in)
     };
     if request.headers().contains_key(&CLUSTER_KEY) {
         // Forwarded by another standby that took this one for the leader.

@@ -72,7 +72,8 @@ fn route_alias<B>(request: &mut Request<B>) {
 }
 
 /// The format the gate answers `request` in, negotiated like every answer; an `Accept`
-/// nothing fits gets JSON (the path or the method is the first problem).
+/// nothing fits gets the format a 406 would be in, the body's else JSON (the path or the
+/// method is the first problem, so the answer is that error, not a 406).
 fn answer_format<B>(request: &Request<B>) -> media::Format {
     let accept = request
         .headers()
@@ -82,7 +83,7 @@ fn answer_format<B>(request: &Request<B>) -> media::Format {
         .collect::<Vec<_>>();
     let joined = (!accept.is_empty()).then(|| accept.join(","));
     let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
-    media::response_format(joined.as_deref(), body).unwrap_or(media::Format::Json)
+    media::response_format(joined.as_deref(), body).unwrap_or_else(|e| e.answer_in)
 }
 
 /// Longest piece of a path an error repeats.

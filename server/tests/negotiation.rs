@@ -324,7 +324,7 @@ async fn accept_negotiation() {
     .await;
     assert_format(&a, 200, Format::Xml);
 
-    // Nothing acceptable: 406, as a JSON requestError.
+    // Nothing acceptable: 406, as a JSON requestError (the request has no body).
     for accept in [
         "text/html",
         "*/*;q=0",
@@ -350,13 +350,14 @@ async fn not_acceptable_performs_nothing() {
     let session = create_session(&server, ALICE).await;
     assert_eq!(session_count(&server, ALICE).await, 1);
 
-    // A create that could not be answered is not made, whatever the body format.
-    for (accept, content_type, body) in [
-        ("text/html", "application/json", SESSION_JSON),
-        ("*/*;q=0", "application/xml", SESSION_XML),
+    // A create that could not be answered is not made, whatever the body format; the 406 is
+    // in the body's format.
+    for (accept, content_type, body, format) in [
+        ("text/html", "application/json", SESSION_JSON, Format::Json),
+        ("*/*;q=0", "application/xml", SESSION_XML, Format::Xml),
     ] {
         let a = post(&url, Some(content_type), Some(accept), body).await;
-        assert_error(&a, 406, "SVC0002", Format::Json);
+        assert_error(&a, 406, "SVC0002", format);
         assert_eq!(a.header("location"), "", "no Location on a 406");
     }
     assert_eq!(session_count(&server, ALICE).await, 1);
@@ -554,7 +555,7 @@ async fn errors_in_negotiated_format() {
     let a = send("DELETE", &session, &[], None).await;
     assert_eq!(a.status, 204, "DELETE is in Allow: {}", a.body);
 
-    // 406 (always JSON) and 415, side by side with the rest.
+    // 406 (JSON for a request without a body) and 415, side by side with the rest.
     let a = get(&url, Some("text/html")).await;
     assert_error(&a, 406, "SVC0002", Format::Json);
     for (accept, format) in ASKS {
@@ -1076,4 +1077,54 @@ async fn a_content_coding_other_than_identity_is_415() {
         let a = post(content_type, coding, None, body).await;
         assert_eq!(a.status, 201, "{coding}: {}", a.body);
     }
+}
+
+/// When nothing in `Accept` is JSON or XML, the `406` is written in the request body's format
+/// (an XML-only client reads why it failed), else JSON; so is an error the gate answers first
+/// (no route) to such a request. It used to be JSON always.
+#[tokio::test]
+async fn a_406_is_in_the_request_body_s_format() {
+    let server = Server::default_for_tests();
+    let subs = subscriptions(&server, DAVE);
+    for (content_type, body, format) in [
+        (Some("application/xml"), SUBSCRIPTION_XML, Format::Xml),
+        (
+            Some("text/xml; charset=utf-8"),
+            SUBSCRIPTION_XML,
+            Format::Xml,
+        ),
+        (Some("application/json"), SUBSCRIPTION_JSON, Format::Json),
+        // A body in neither format: JSON.
+        (Some("text/plain"), SUBSCRIPTION_XML, Format::Json),
+    ] {
+        for accept in [
+            "text/html",
+            "application/xml;q=0, application/json;q=0",
+            "*/*;q=0",
+        ] {
+            let a = post(&subs, content_type, Some(accept), body).await;
+            let text = assert_error(&a, 406, "SVC0002", format);
+            assert!(text.contains(accept), "{content_type:?} {accept}: {text}");
+        }
+    }
+    // A GET has no body: JSON.
+    let a = get(&subs, Some("text/html")).await;
+    assert_error(&a, 406, "SVC0002", Format::Json);
+    let a = get(&subs, None).await;
+    assert!(
+        a.decode::<netapi_chat_api::ChatSubscriptionList>()
+            .chat_subscription
+            .is_empty(),
+        "nothing made: {}",
+        a.body
+    );
+    // No route for the path: the gate's 404, in the same format.
+    let a = post(
+        &format!("{}/nowhere", server.base),
+        Some("application/xml"),
+        Some("text/html"),
+        SUBSCRIPTION_XML,
+    )
+    .await;
+    assert_error(&a, 404, "SVC2008", Format::Xml);
 }

@@ -61,7 +61,10 @@
 //!   that sends XML and expresses no preference reads XML. No header, or one that is empty or
 //!   only whitespace, is a true tie too.
 //! * If valid ranges were given but none matches either format with `q > 0`, the result is
-//!   [`NotAcceptable`] (HTTP 406).
+//!   [`NotAcceptable`] (HTTP 406). The 406 itself (and any other error answered to such a
+//!   request) is written in [`NotAcceptable::answer_in`]: the request body's format when it
+//!   has a JSON or XML body, else JSON. Neither fits, so the server picks the one the client
+//!   showed it writes, and an XML-only client can read why it failed.
 //! * Garbage is skipped, one range at a time: a range that is not `type/subtype`, `type/*` or
 //!   `*/*` made of RFC 9110 tokens, or whose *first* `q` parameter is not a valid qvalue
 //!   (`q=2`, `q=0.0001`, `q=abc`, a bare `q`), is ignored as if it had not been sent. This never
@@ -216,6 +219,9 @@ pub fn body_coding(content_encoding: Option<&str>) -> Result<(), UnsupportedCont
 pub struct NotAcceptable {
     /// The `Accept` header as received (complete; [`fmt::Display`] shortens long values).
     pub accept: String,
+    /// The format to answer in anyway (the 406, or an error found before it): the request
+    /// body's, else JSON.
+    pub answer_in: Format,
 }
 
 impl fmt::Display for NotAcceptable {
@@ -291,6 +297,7 @@ pub fn response_format(
         (None, None) if any_valid => {
             return Err(NotAcceptable {
                 accept: header.to_owned(),
+                answer_in: tie,
             });
         }
         // Nothing valid in the header: no preference at all.
@@ -770,10 +777,29 @@ mod tests {
             assert_eq!(
                 negotiate(accept),
                 Err(NotAcceptable {
-                    accept: accept.to_owned()
+                    accept: accept.to_owned(),
+                    answer_in: Json,
                 }),
                 "Accept: {accept}"
             );
+        }
+    }
+
+    /// Nothing acceptable: the 406 is written in the request body's format, else JSON.
+    #[test]
+    fn a_406_is_answered_in_the_body_s_format() {
+        use Format::{Json, Xml};
+        for accept in ["text/html", "application/xml;q=0", "*/*;q=0"] {
+            for (body, answer_in) in [(Some(Xml), Xml), (Some(Json), Json), (None, Json)] {
+                assert_eq!(
+                    response_format(Some(accept), body),
+                    Err(NotAcceptable {
+                        accept: accept.to_owned(),
+                        answer_in,
+                    }),
+                    "Accept: {accept}, body {body:?}"
+                );
+            }
         }
     }
 

@@ -22,14 +22,19 @@ use std::marker::PhantomData;
 /// What an `HttpResponse` produces (dropshot does not export its alias).
 type HttpHandlerResult = Result<http::Response<DropshotBody>, HttpError>;
 
-/// The response format the client accepts, or why none fits (→ 406, rendered in JSON).
+/// The response format the client accepts, or why none fits (→ 406, rendered in the request
+/// body's format, else JSON).
 #[derive(Debug)]
 pub struct Negotiated(pub Result<Format, media::NotAcceptable>);
 
 impl Negotiated {
-    /// The format to answer in: the accepted one, else JSON (used for the 406 itself).
+    /// The format to answer in: the accepted one, else the one the 406 itself is written in
+    /// ([`media::NotAcceptable::answer_in`]).
     pub fn format(&self) -> Format {
-        self.0.as_ref().copied().unwrap_or(Format::Json)
+        match &self.0 {
+            Ok(format) => *format,
+            Err(e) => e.answer_in,
+        }
     }
 
     /// The 406 error if nothing acceptable exists.
