@@ -1261,3 +1261,30 @@ async fn a_restored_backup_does_not_reuse_webhook_ids() {
     );
     drop(srv);
 }
+
+/// A dead letter counts every attempt made: one refused with `410` on its first try says `1`
+/// (it said `0`, "queued behind a failing one", which a notification that was tried could not
+/// be told from), one given up after a `500` at each of its tries says how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_counts_the_attempts_made() {
+    let srv = Server::start(&[("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,100ms")]);
+    let (gone, failing) = (Listener::start().await, Listener::start().await);
+    gone.set_status(410);
+    failing.set_status(500);
+    let b = subscribe(&srv, B, &gone, Format::Json).await;
+    let c = subscribe(&srv, C, &failing, Format::Json).await;
+    session(&srv, &[B, C], false).await;
+    for (sub, listener) in [(b, &gone), (c, &failing)] {
+        let url = sub.resource_url.unwrap_or_default();
+        disabled(&url, Format::Json).await;
+        let list = dead_letters(&format!("{url}/deadLetters"), 1).await;
+        let tried = listener.refused_ids().len();
+        assert!(tried >= 1);
+        assert_eq!(
+            list.dead_letter[0].attempts,
+            i64::try_from(tried).unwrap(),
+            "{:?}",
+            list.dead_letter[0]
+        );
+    }
+}

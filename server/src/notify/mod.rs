@@ -789,6 +789,8 @@ async fn deliver(
                 return;
             }
             Outcome::Gone(status) => {
+                // Tried once more: the dead letter it becomes counts this attempt too.
+                item.progress.attempts = item.progress.attempts.saturating_add(1);
                 disable(&target, &d, &shared, DisableReason::Gone(status), count);
                 head = Some(item);
             }
@@ -894,6 +896,14 @@ fn bury(target: &Target, d: &Deliverer, shared: &Shared, dead: Vec<Delivery>) {
         shared.done(item);
     }
     d.store.submit_detached(Batch {
+        // Each one's attempts as they stand (the last attempt before it was given up, or the
+        // one a 404 / 410 answered, was not written yet): a dead letter says how often it was
+        // tried, `0` only for one queued behind the head.
+        progress: dead
+            .iter()
+            .filter(|i| i.progress.attempts > 0)
+            .map(|i| (i.id, i.progress))
+            .collect(),
         bury: vec![Bury {
             subscription: target.subscription.clone(),
             ids: dead.iter().map(|i| i.id).collect(),
