@@ -134,8 +134,8 @@ pub enum AddressClass {
     Documentation,
     /// `240.0.0.0/4` (except broadcast), `192.0.0.0/24` (IETF protocol assignments),
     /// `192.88.99.0/24` (6to4 relay anycast); in IPv6 everything outside `2000::/3` not named
-    /// above (IPv4-compatible `::a.b.c.d`, discard-only `100::/64`, site-local `fec0::/10`, …)
-    /// and Teredo `2001::/32`.
+    /// above (IPv4-compatible `::a.b.c.d`, discard-only `100::/64`, site-local `fec0::/10`, …),
+    /// Teredo `2001::/32` and ORCHID `2001:10::/28`.
     Reserved,
 }
 
@@ -514,6 +514,9 @@ fn classify_v6(ip: Ipv6Addr) -> Option<(AddressClass, Option<Ipv4Addr>)> {
         // Teredo 2001::/32.
         [0x2001, 0, ..] => plain(AddressClass::Reserved),
         [0x2001, 2, 0, ..] => plain(AddressClass::Benchmarking),
+        // ORCHID 2001:10::/28 (RFC 4843, deprecated): not globally reachable (IANA's
+        // special-purpose registry).
+        [0x2001, s, ..] if s & 0xfff0 == 0x0010 => plain(AddressClass::Reserved),
         [0x2001, 0xdb8, ..] => plain(AddressClass::Documentation),
         [0x3fff, s, ..] if s & 0xf000 == 0 => plain(AddressClass::Documentation),
         [s, ..] if s & 0xfe00 == 0xfc00 => plain(AddressClass::Private),
@@ -758,6 +761,8 @@ mod tests {
                 "http://[100::1]/",
                 "http://[fec0::1]/",
                 "http://[2001::1]/",
+                "http://[2001:10::1]/",
+                "http://[2001:1f:ffff::1]/",
                 "http://[4000::1]/",
             ],
         );
