@@ -1065,7 +1065,8 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
             observer(method, path, 499, start_time.elapsed());
         }
 
-        warn!(request_log, "request handling cancelled (client disconnected)";
+        // PATCHES.md item 21: `info`, not `warn` (a client closing its connection is routine).
+        info!(request_log, "request handling cancelled (client disconnected)";
             "latency_us" => latency_us,
         );
 
@@ -1243,12 +1244,12 @@ async fn http_request_handle<C: ServerContext>(
                 // the `rx.await` below; log such a result.
                 if let Err(result) = tx.send(result) {
                     match result {
-                        Ok(r) => warn!(
+                        Ok(r) => info!(
                             request_log, "request completed after handler was already cancelled";
                             "response_code" => r.status().as_u16(),
                         ),
                         Err(error) => {
-                            warn!(request_log, "request completed after handler was already cancelled";
+                            info!(request_log, "request completed after handler was already cancelled";
                                 "response_code" => error.status_code().as_u16(),
                                 "error_message_internal" => error.internal_message(),
                                 "error_message_external" => error.external_message(),
