@@ -43,6 +43,9 @@ pub struct ChatServer {
     pub metrics_token: Option<String>,
     /// The admin endpoints' settings (see [`crate::admin_api`]); `None`: there are none.
     pub admin: Option<Arc<crate::admin_api::Admin>>,
+    /// The published OpenAPI document as this server serves it (`/openapi.json`): its
+    /// `servers` name this server's public URL ([`crate::server::published_document`]).
+    pub openapi: Arc<str>,
 }
 
 /// An address the client gave, as the core knows it: `acr:auth` (OMA's name for the token's

@@ -62,10 +62,30 @@ pub fn unpublished_get_paths() -> impl Iterator<Item = &'static str> {
     DOCUMENT_PATHS.into_iter().chain(crate::health::PATHS)
 }
 
-/// Serves the published OpenAPI document (JSON and XML media types).
+/// Serves the published OpenAPI document (JSON and XML media types), with this server in
+/// its `servers`.
 #[endpoint { method = GET, path = "/openapi.json", unpublished = true }]
-async fn openapi_document(_rqctx: RequestContext<ChatServer>) -> Result<Response<Body>, HttpError> {
-    document("application/json", netapi_chat_api::OPENAPI_JSON)
+async fn openapi_document(rqctx: RequestContext<ChatServer>) -> Result<Response<Body>, HttpError> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(rqctx.context().openapi.to_string()))
+        .map_err(|e| HttpError::for_internal_error(e.to_string()))
+}
+
+/// The published OpenAPI document with `servers` naming `base`, this server's public URL (the
+/// one its links use: `NETAPI_CHAT_PUBLIC_URL`, else the bound address and scheme). The
+/// checked-in document names `http://127.0.0.1:8080`, which clients generated from the served
+/// one baked in as their default base URL (their first call refused anywhere else), and
+/// which Swagger UI, Redoc and Prism read. Falls back to the checked-in text should it not
+/// parse (it always does: a test reads it).
+pub fn published_document(base: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(netapi_chat_api::OPENAPI_JSON)
+    else {
+        return netapi_chat_api::OPENAPI_JSON.to_owned();
+    };
+    doc["servers"] = serde_json::json!([{ "url": base, "description": "this server" }]);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| netapi_chat_api::OPENAPI_JSON.to_owned())
 }
 
 /// Path of an XSD file.
@@ -368,6 +388,7 @@ pub async fn start_on(
     let closer = store.clone();
     let health = Arc::new(crate::health::Health::new(store.clone()));
     let purger = store.clone();
+    let openapi: Arc<str> = published_document(Urls::new(public.clone()).base()).into();
     let chat =
         Chat::open(Urls::new(public), settings, store, snapshot).map_err(StartError::Store)?;
     // Messages past retention go in the background (a first round at once).
@@ -443,6 +464,7 @@ pub async fn start_on(
             )),
             health,
             metrics_token: config.metrics_token.clone(),
+            openapi,
             admin: config.admin_token.clone().map(|token| {
                 Arc::new(crate::admin_api::Admin {
                     token,
