@@ -50,7 +50,9 @@
 //!   and the first of those listed is the range that *grants* the format.
 //! * The format with the highest weight above zero wins: `q` dominates, so
 //!   `application/json;q=0.8, application/*;q=0.9` is XML although JSON is named.
-//! * At equal weights, the format granted by the more specific range wins (the order above):
+//! * At equal weights, the format granted by the more specific range wins, a concrete type
+//!   (1 or 2 above, alike: a client that lists `text/xml` first asks for XML first) over
+//!   `type/*` over `*/*`:
 //!   `application/xml, */*` and `application/xml, application/*` are XML, as in Spring,
 //!   JAX-RS and ASP.NET, and as RFC 9110 ranks `*/*` lowest. At equal weights and
 //!   specificity, the format whose granting range is listed first wins: `application/xml,
@@ -308,7 +310,7 @@ pub fn response_format(
     let preference = json
         .q
         .cmp(&xml.q)
-        .then(json.specificity.cmp(&xml.specificity))
+        .then(json.specificity.rank().cmp(&xml.specificity.rank()))
         .then(xml.position.cmp(&json.position));
     Ok(match preference {
         std::cmp::Ordering::Greater => Format::Json,
@@ -466,6 +468,20 @@ enum Specificity {
     Alias,
     /// The format's own media type.
     Exact,
+}
+
+impl Specificity {
+    /// How specifically a client named a format, to choose between two formats at equal
+    /// weights: any concrete type (the format's own or an alias) ranks above `type/*`, above
+    /// `*/*`. (Within one format, [`Specificity`]'s own order picks the range that grants
+    /// it: `application/xml` over `text/xml`.)
+    fn rank(self) -> u8 {
+        match self {
+            Specificity::Any => 0,
+            Specificity::AnySubtype => 1,
+            Specificity::Alias | Specificity::Exact => 2,
+        }
+    }
 }
 
 /// A usable media range from an `Accept` header.
@@ -911,9 +927,9 @@ mod tests {
         assert!(negotiate("application/json;q=0, application/problem+json").is_err());
     }
 
-    /// Equal weights: the more specific granting range wins (exact > alias > `type/*` > `*/*`),
-    /// then the range listed first; only one range granting both is a tie (→ the body, else
-    /// JSON).
+    /// Equal weights: the more specific granting range wins (a concrete type > `type/*` >
+    /// `*/*`), then the range listed first; only one range granting both is a tie (→ the
+    /// body, else JSON).
     #[test]
     fn accept_equal_weights() {
         use Format::{Json, Xml};
@@ -926,9 +942,11 @@ mod tests {
             ("text/xml, */*", Xml),
             ("application/json;q=0.5, */*;q=0.5", Json),
             ("text/*, application/json", Json),
-            // exact > alias, whatever the order.
-            ("text/xml, application/json", Json),
-            ("application/problem+json, application/xml", Xml),
+            // Concrete types, the format's own or an alias, rank alike: the first listed.
+            ("text/xml, application/json", Xml),
+            ("application/json, text/xml", Json),
+            ("application/problem+json, application/xml", Json),
+            ("application/xml, application/problem+json", Xml),
             // type/* beats */*: text/* grants XML, */* JSON.
             ("*/*, text/*", Xml),
             // Equally specific: the first listed wins.
