@@ -646,7 +646,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_JWT_SCOPE", "chat", "the scope a JWT must carry"),
     Setting::unset("NETAPI_CHAT_WEBHOOK_SECRET", "each subscription has its own secret", "opt-in: one `whsec_…` secret signing every subscription whose client sent none (Standard Webhooks; see Verifying notifications)").secret(),
     Setting::new("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", "24h", "after a secret rotation, how long the previous secret keeps signing too (`0`: not at all)"),
-    Setting::unset("NETAPI_CHAT_CALLBACK_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for `https` notifyURLs besides Mozilla's (webpki-roots), for receivers behind a private CA"),
+    Setting::unset("NETAPI_CHAT_CALLBACK_CA_FILE", "Mozilla's roots only", "PEM file of certificates trusted for `https` notifyURLs besides Mozilla's roots (webpki-roots): a private CA's, or a receiver's own self-signed certificate (`CA:TRUE` as `openssl req -x509` makes it included), its host name still verified"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0", "`1` or `true`: callbacks may reach loopback addresses (local development only)"),
     Setting::new("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "0", "`1` or `true`: callbacks may reach private-network addresses"),
     Setting::new("NETAPI_CHAT_RETRY_SCHEDULE", "0,5s,5m,30m,2h,5h,10h,10h", "delays between the attempts while a callback fails (units `ms`, `s`, `m`, `h`; the last repeats, so it must be above `0` unless nothing is retried: a give-up age of `0`, as with the one-try schedule `0`; +0–20 % jitter), about 27 h in all; each gap capped by `delivery_max_backoff`"),

@@ -306,9 +306,14 @@ impl ResolvesServerCert for ReloadingCert {
 pub fn callback_client_config(
     extra_roots: Option<&std::path::Path>,
 ) -> Result<rustls::ClientConfig, String> {
-    let mut config = client_config("NETAPI_CHAT_CALLBACK_CA_FILE", extra_roots)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    // The commands' verifier: a receiver's own self-signed certificate in the file is trusted
+    // as itself too, `CA:TRUE` (as `openssl req -x509` makes it) included, which webpki alone
+    // refused (`CaUsedAsEndEntity`) although the README tells operators to put it there.
+    let files: Vec<(&str, &std::path::Path)> = extra_roots
+        .map(|file| ("NETAPI_CHAT_CALLBACK_CA_FILE", file))
+        .into_iter()
+        .collect();
+    command_client_config(&files)
 }
 
 /// The TLS client of the PostgreSQL connections (`sslmode=require` in

@@ -510,6 +510,26 @@ async fn https_callbacks_are_delivered_only_to_a_certificate_that_verifies() {
     );
 }
 
+/// A receiver's own self-signed certificate made as `openssl req -x509` makes it
+/// (`basicConstraints CA:TRUE`), given as `NETAPI_CHAT_CALLBACK_CA_FILE`, is trusted for that
+/// receiver (webpki alone refused it as a CA's used by a server, `CaUsedAsEndEntity`, so
+/// nothing was delivered); the host name is still verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_with_an_openssl_made_certificate_is_trusted_when_given() {
+    let dir = temp_data_dir();
+    let (cert, key) = openssl_like_certificate(&dir);
+    let rx = HttpsReceiver::start(&cert, &key).await;
+    let url = rx.url.replace("127.0.0.1", "localhost");
+    let ca = cert.to_string_lossy().into_owned();
+    let srv = Server::start(&[("NETAPI_CHAT_CALLBACK_CA_FILE", &ca)]);
+    let doc = docs::subscription_to(&url, B, Format::Json);
+    support::chat::subscribe_with(&srv, B, &doc, Format::Json).await;
+    support::chat::start_session(&srv, A, &docs::session("openssl-made", &[B])).await;
+    rx.wait("the invitation over https", |bodies, _| bodies.len() == 1)
+        .await;
+    assert_eq!(rx.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
 /// A CA file that holds no certificate is refused by `check-config`, naming the setting.
 #[test]
 fn check_config_refuses_a_callback_ca_file_without_certificates() {
