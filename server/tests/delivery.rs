@@ -421,6 +421,131 @@ async fn a_hanging_receivers_backlog_gives_way_to_the_budget_during_its_attempt(
     held.abort();
 }
 
+/// A long-poll channel of `user` (a poll waits at most 1 s) and a subscription that delivers
+/// into it; returns the channel's `channelURL` and the subscription's URL.
+async fn unread_channel(srv: &Server, user: &str) -> (String, String) {
+    let a = support::send_doc(
+        "POST",
+        &srv.urls().channels(user),
+        Format::Json,
+        &docs::channel(ChannelType::LongPolling, None, Some(1)),
+    )
+    .await;
+    assert_eq!(a.status, 201, "create channel: {}", a.body);
+    let ch: NotificationChannel = a.decode();
+    let doc = docs::subscription(ch.callback_url.as_deref().expect("callbackURL"));
+    let sub = chat::subscribe_with(srv, user, &doc, Format::Json).await;
+    let channel = ch.channel_data.and_then(|d| d.channel_url);
+    (
+        channel.expect("channelURL"),
+        sub.resource_url.expect("resourceURL"),
+    )
+}
+
+/// The subscription at `url`, read in JSON.
+async fn subscription_at(url: &str) -> ChatSubscription {
+    send_empty("GET", url, Format::Json).await.decode()
+}
+
+/// Waits (up to 20 s) until `netapi_chat_notifications_held_bytes` is at most `budget`;
+/// returns it.
+async fn held_within(srv: &Server, budget: f64) -> f64 {
+    within_20s(Duration::from_millis(50), async || {
+        let held = metric(srv, "netapi_chat_notifications_held_bytes").await;
+        if held <= budget {
+            Ok(held)
+        } else {
+            Err(format!("{held} bytes held, past the budget of {budget}"))
+        }
+    })
+    .await
+}
+
+/// Unread notification channels are bounded by the server-wide budget (12,000 bytes here) like
+/// callbacks that do not answer: in three rounds, four users each get a long-poll channel that
+/// nobody polls, fed by a subscription; messages go to them until each has given way. A
+/// channel's subscription over its share is disabled with the budget's reason, and what its
+/// channel held leaves memory as dead letters: `netapi_chat_notifications_held_bytes` comes
+/// back within the budget after each round, a poll answers nothing of it, and its dead letters
+/// start with its oldest notification. A user whose receiver answers, in every round, stays
+/// `Active` and gets every message. Before, a disabled subscription's channel kept all it
+/// held (and only what came after became dead letters), so each round of unread channels added
+/// about a budget's worth of memory for the channels' lifetime, and a full budget disabled
+/// healthy subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_channels_give_way_to_the_budget_and_a_healthy_callback_does_not() {
+    const BUDGET: f64 = 12_000.0;
+    const H: &str = "tel:+15551230009";
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "12000"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+    ]);
+    let lh = Listener::start().await;
+    let healthy = subscribe(&srv, H, &lh, Format::Json).await;
+    let healthy = healthy.resource_url.unwrap_or_default();
+    let pad = "x".repeat(1000);
+    let mut sent = 0;
+    let mut first = None;
+    for round in 0..3 {
+        let users: Vec<String> = (0..4).map(|i| format!("tel:+1555124{round}{i}")).collect();
+        let mut channels = Vec::new();
+        for u in &users {
+            channels.push(unread_channel(&srv, u).await);
+        }
+        let mut invitees: Vec<&str> = users.iter().map(String::as_str).collect();
+        invitees.push(H);
+        let sid = session(&srv, &invitees, true).await;
+        let mut open = channels.len();
+        let mut in_round = 0;
+        while open > 0 {
+            send_message(&srv, &sid, &format!("m{sent} {pad}")).await;
+            (sent, in_round) = (sent + 1, in_round + 1);
+            assert!(
+                in_round < 60,
+                "round {round}: {open} of 4 channels still active after {in_round} messages"
+            );
+            open = 0;
+            for (_, sub) in &channels {
+                let got = subscription_at(sub).await;
+                if got.subscription_status != Some(SubscriptionStatus::Disabled) {
+                    open += 1;
+                    continue;
+                }
+                let reason = got.status_reason.unwrap_or_default();
+                assert!(
+                    reason.contains("budget") && reason.contains("12000"),
+                    "{reason}"
+                );
+            }
+        }
+        let held = held_within(&srv, BUDGET).await;
+        eprintln!("round {round}: {in_round} messages, {held} bytes held after");
+        first.get_or_insert_with(|| (users[0].clone(), channels[0].clone()));
+    }
+    // What the first round's first channel held is not handed to a poll any more: it is in its
+    // dead letters, the oldest (its invitation) first.
+    let (user, (channel, sub)) = first.expect("a round");
+    let a = send_empty("POST", &channel, Format::Json).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(support::channel::answered(&a).len(), 0, "{}", a.body);
+    let id = sub.rsplit('/').next().unwrap_or_default();
+    let list = format!("{}?maxEntries=100", srv.urls().dead_letters(&user, id));
+    let (dead, _) = dead_page(&list, Format::Json).await;
+    assert!(dead.dead_letter.len() > 1, "{dead:?}");
+    assert!(
+        dead.dead_letter[0]
+            .session_invitation_notification
+            .is_some(),
+        "{:?}",
+        dead.dead_letter[0]
+    );
+    assert_eq!(
+        subscription_at(&healthy).await.subscription_status,
+        Some(SubscriptionStatus::Active)
+    );
+    assert_eq!(messages_at(&lh, sent).await.len(), sent);
+}
+
 /// A receiver that fails without a break for the give-up age (1.5 s here) while notifications
 /// keep coming: the subscription is disabled with that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

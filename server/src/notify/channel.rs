@@ -11,8 +11,11 @@
 //! again), with the same id. Each subscription still has its own feed task, which applies the
 //! subscription's state as the callback task does: cancelled or expired (only its
 //! cancellation notice still goes), disabled (what arrives is buried as dead letters), and the
-//! backlog cap, counted until acknowledged, so that one channel's buffer is bounded by the
-//! caps of the subscriptions feeding it (and those by the per-user subscription limit).
+//! backlog cap and the share of the server's delivery budget, counted until acknowledged: a
+//! subscription past either is disabled and what it holds in the channel becomes dead letters
+//! with it (`give_way`), so that one channel's buffer is bounded by the caps of the
+//! subscriptions feeding it (and those by the per-user subscription limit), and every
+//! channel's together by the budget, as callbacks' backlogs are.
 
 use super::{
     DELIVERED, Deliverer, Delivery, Forgetter, LIVE, Notification, Queue, Shared, Target, bury,
@@ -188,6 +191,24 @@ impl Mailbox {
             h.shared.done(&h.delivery);
         }
         self.bell.notify_waiters();
+    }
+
+    /// Takes out everything of the subscription of `shared` (what a poll or socket was handed
+    /// and has not acknowledged, then what waits), in its order, for it to become dead
+    /// letters: the subscription was disabled, and a disabled subscription holds nothing in
+    /// memory (what its channel held used to stay there for the channel's lifetime, counted
+    /// against the delivery budget and freed by nothing). Its notifications are still in the
+    /// outbox; the caller buries them. An acknowledgement naming one of them later finds
+    /// nothing to forget: it stays a dead letter (a redelivery hands it again, same id).
+    fn withdraw(&self, shared: &Arc<Shared>) -> Vec<Delivery> {
+        let mut inner = self.lock();
+        let Inner {
+            pending, handed, ..
+        } = &mut *inner;
+        take_where(handed, pending, |h| Arc::ptr_eq(&h.shared, shared))
+            .into_iter()
+            .map(|h| h.delivery)
+            .collect()
     }
 
     /// A socket takes the channel over, in one step under the lock: what an earlier socket was
@@ -391,6 +412,35 @@ fn put_back(inner: &mut Inner) {
     }
 }
 
+/// Takes out of a mailbox what `mine` selects, in the order a poll would get it: what was
+/// handed (the older) before what waits; the rest stays in its order.
+fn take_where<T>(
+    handed: &mut Vec<T>,
+    pending: &mut VecDeque<T>,
+    mine: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let mut taken = Vec::new();
+    let (kept_handed, kept_pending) = (
+        std::mem::take(handed).into_iter(),
+        std::mem::take(pending).into_iter(),
+    );
+    for t in kept_handed {
+        if mine(&t) {
+            taken.push(t);
+        } else {
+            handed.push(t);
+        }
+    }
+    for t in kept_pending {
+        if mine(&t) {
+            taken.push(t);
+        } else {
+            pending.push_back(t);
+        }
+    }
+    taken
+}
+
 /// One poll waiting on a mailbox, for as long as it lives.
 struct Waiting<'a>(&'a Mailbox);
 
@@ -451,14 +501,10 @@ async fn feed(
         let Some(item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
         };
-        let count = shared.count.load(Ordering::SeqCst);
         if state == LIVE
             && let Some(why) = shared.too_full(&d.policy)
         {
-            // The application does not keep up: as for a callback, the subscription is
-            // disabled and what it could not take becomes dead letters.
-            disable(&target, &d, &shared, why, count);
-            bury(&target, &d, &shared, vec![item]);
+            give_way(&target, &d, &shared, &mailbox, why, Some(item));
             continue;
         }
         mailbox.put(Held {
@@ -468,10 +514,29 @@ async fn feed(
     }
 }
 
+/// The application does not keep up (its subscription's backlog past its cap, or over its
+/// share of a full delivery budget): as for a callback, the subscription is disabled, and what
+/// its channel holds, with `item` that came past the cap, becomes dead letters (within the
+/// per-subscription cap) and leaves memory, so that the budget gets back what it counted.
+fn give_way(
+    target: &Target,
+    d: &Deliverer,
+    shared: &Arc<Shared>,
+    mailbox: &Mailbox,
+    why: super::DisableReason,
+    item: Option<Delivery>,
+) {
+    disable(target, d, shared, why, shared.count.load(Ordering::SeqCst));
+    let mut dead = mailbox.withdraw(shared);
+    dead.extend(item);
+    bury(target, d, shared, dead);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{CANCELLED, DISABLED_STATE, EXPIRED, LIVE, skipped};
-    use super::{Ack, acknowledged, lapsed, take_count};
+    use super::{Ack, acknowledged, lapsed, take_count, take_where};
+    use std::collections::VecDeque;
 
     /// A cancelled subscription's notifications are all dropped at once; an expired one's
     /// (its backlog, then its cancellation notice) only once its time is up; a live or
@@ -517,5 +582,21 @@ mod tests {
         assert_eq!(take_count(3, 20), 3);
         assert_eq!(take_count(30, 20), 20);
         assert_eq!(take_count(5, 0), 1);
+    }
+
+    /// A subscription's notifications leave a mailbox in their order (what was handed, then
+    /// what waits), and the other subscriptions' stay where they were, in theirs.
+    #[test]
+    fn what_a_subscription_holds_leaves_the_mailbox_in_order() {
+        // Even numbers are the disabled subscription's.
+        let mut handed = vec![2, 3, 4];
+        let mut pending = VecDeque::from([5, 6, 7, 8]);
+        let taken = take_where(&mut handed, &mut pending, |n| n % 2 == 0);
+        assert_eq!(taken, [2, 4, 6, 8]);
+        assert_eq!(handed, [3]);
+        assert_eq!(pending, [5, 7]);
+        let taken = take_where(&mut handed, &mut pending, |n| n % 2 == 0);
+        assert!(taken.is_empty());
+        assert_eq!((handed, pending), (vec![3], VecDeque::from([5, 7])));
     }
 }
