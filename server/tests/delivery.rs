@@ -546,6 +546,70 @@ async fn unread_channels_give_way_to_the_budget_and_a_healthy_callback_does_not(
     assert_eq!(messages_at(&lh, sent).await.len(), sent);
 }
 
+/// The largest backlog gives way, not only the one a notification arrives for: a channel that
+/// nobody polls fills to most of the budget (12,000 bytes) and then gets nothing more; once
+/// another channel's notifications take the total past the budget, the idle one, far over its
+/// share, is disabled with the budget's reason and let go, while the newer one, under its
+/// share, stays `Active`, as does a user whose receiver answers. Before, a backlog was only
+/// weighed when a notification of its own arrived, so the idle one kept its bytes and the
+/// total stayed past the budget (each newer channel could then fill up to its share on top).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_over_its_share_gives_way_when_others_pass_the_budget() {
+    const BUDGET: f64 = 12_000.0;
+    const C1: &str = "tel:+15551240001";
+    const C2: &str = "tel:+15551240002";
+    const H: &str = "tel:+15551230009";
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "12000"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+    ]);
+    let (_, idle) = unread_channel(&srv, C1).await;
+    let pad = "x".repeat(500);
+    let s1 = session(&srv, &[C1], true).await;
+    let mut filled = 0;
+    while metric(&srv, "netapi_chat_notifications_held_bytes").await < 9_000.0 {
+        send_message(&srv, &s1, &format!("f{filled} {pad}")).await;
+        filled += 1;
+        assert!(filled < 30, "{filled} messages held under 9,000 bytes");
+    }
+    let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
+    assert!(held <= BUDGET, "{held} bytes held by one channel");
+    assert_eq!(
+        subscription_at(&idle).await.subscription_status,
+        Some(SubscriptionStatus::Active),
+        "under the budget nothing gives way"
+    );
+    let (_, newer) = unread_channel(&srv, C2).await;
+    let lh = Listener::start().await;
+    let healthy = subscribe(&srv, H, &lh, Format::Json).await;
+    let healthy = healthy.resource_url.unwrap_or_default();
+    let s2 = session(&srv, &[C2, H], true).await;
+    let mut sent = 0;
+    let got = loop {
+        send_message(&srv, &s2, &format!("m{sent} {pad}")).await;
+        sent += 1;
+        let got = subscription_at(&idle).await;
+        if got.subscription_status == Some(SubscriptionStatus::Disabled) {
+            break got;
+        }
+        assert!(
+            sent < 6,
+            "the idle channel ({held} bytes) still active after {sent} messages to another"
+        );
+    };
+    let reason = got.status_reason.unwrap_or_default();
+    assert!(reason.contains("budget"), "{reason}");
+    held_within(&srv, BUDGET).await;
+    for url in [&newer, &healthy] {
+        assert_eq!(
+            subscription_at(url).await.subscription_status,
+            Some(SubscriptionStatus::Active),
+            "{url}"
+        );
+    }
+    assert_eq!(messages_at(&lh, sent).await.len(), sent);
+}
+
 /// A receiver that fails without a break for the give-up age (1.5 s here) while notifications
 /// keep coming: the subscription is disabled with that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

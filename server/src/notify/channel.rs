@@ -481,14 +481,16 @@ impl Queue {
     /// (its `notifyURL` is the channel's `callbackURL`).
     pub fn start_channel(target: Target, deliverer: Deliverer, mailbox: Arc<Mailbox>) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(&deliverer.totals));
+        let shared = Arc::new(Shared::new(&deliverer));
         tokio::spawn(feed(target, rx, Arc::clone(&shared), deliverer, mailbox));
         Queue { tx, shared }
     }
 }
 
 /// One subscription's feed into its channel: the subscription's state and backlog cap
-/// applied as in the callback task, then the notification waits in the mailbox.
+/// applied as in the callback task, then the notification waits in the mailbox. Between
+/// notifications it listens for a push past the server's budget, which may make what its
+/// channel holds the share that gives way ([`Shared::budget_passed`]).
 async fn feed(
     target: Target,
     mut rx: mpsc::UnboundedReceiver<Delivery>,
@@ -496,7 +498,21 @@ async fn feed(
     d: Deliverer,
     mailbox: Arc<Mailbox>,
 ) {
-    while let Some(item) = rx.recv().await {
+    loop {
+        let item = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+            () = shared.budget_passed() => {
+                if shared.state.load(Ordering::SeqCst) == LIVE
+                    && let Some(why) = shared.too_full(&d.policy)
+                {
+                    give_way(&target, &d, &shared, &mailbox, why, None);
+                }
+                continue;
+            }
+        };
         let state = shared.state.load(Ordering::SeqCst);
         let Some(item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;

@@ -42,7 +42,7 @@ pub use forget::Forgetter;
 pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
 pub use rules::{BacklogLimit, RetryPolicy};
-use rules::{Next, after_failure, backlog_full, over_budget, retry_delay};
+use rules::{Next, after_failure, backlog_full, may_give_way, over_budget, retry_delay};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -238,6 +238,14 @@ pub struct Deliverer {
 pub struct Totals {
     bytes: AtomicUsize,
     holding: AtomicUsize,
+    /// Rung by a push that leaves the total past the budget. A backlog is weighed when a
+    /// notification of its own arrives; this bell weighs the others too, so that the largest
+    /// gives way even when nothing more comes for it (an unread channel, a dead callback
+    /// between two notifications). Without it, such a backlog kept its bytes while each newer
+    /// one filled up to its shrinking share on top, and the total stayed past the budget.
+    /// Only backlogs that may give way listen ([`rules::may_give_way`]), so a push past the
+    /// budget wakes those, not every subscription.
+    over: Notify,
 }
 
 impl Totals {
@@ -282,24 +290,45 @@ struct Shared {
     keys: std::sync::Mutex<Vec<(Arc<Signer>, Option<i64>)>>,
     /// The server's totals, which this backlog counts into.
     totals: Arc<Totals>,
+    /// The server-wide budget ([`RetryPolicy::budget_bytes`]): a push past it rings
+    /// [`Totals::over`].
+    budget: usize,
 }
 
 impl Shared {
-    /// A live queue's state, counting into `totals`.
-    fn new(totals: &Arc<Totals>) -> Shared {
+    /// A live queue's state, counting into the totals of `d`.
+    fn new(d: &Deliverer) -> Shared {
         Shared {
-            totals: Arc::clone(totals),
+            totals: Arc::clone(&d.totals),
+            budget: d.policy.budget_bytes,
             ..Shared::default()
         }
     }
 
-    /// A notification joined the backlog.
+    /// A notification joined the backlog. Past the budget, every backlog that may give way
+    /// is told to weigh itself ([`Totals::over`]).
     fn held(&self, d: &Delivery) {
         if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
             self.totals.holding.fetch_add(1, Ordering::SeqCst);
         }
         self.bytes.fetch_add(d.bytes, Ordering::SeqCst);
-        self.totals.bytes.fetch_add(d.bytes, Ordering::SeqCst);
+        let total = self.totals.bytes.fetch_add(d.bytes, Ordering::SeqCst) + d.bytes;
+        if total > self.budget {
+            self.totals.over.notify_waiters();
+        }
+    }
+
+    /// Resolves when a push takes the server's total past the budget ([`Totals::over`]),
+    /// if this backlog is live and may give way now; never otherwise (a push to it, or a
+    /// change of its state, wakes its task anyway, which then asks again).
+    async fn budget_passed(&self) {
+        if self.state.load(Ordering::SeqCst) == LIVE
+            && may_give_way(self.count.load(Ordering::SeqCst))
+        {
+            self.totals.over.notified().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// A notification left the backlog (delivered, forgotten or buried).
@@ -326,7 +355,7 @@ impl Shared {
         }
         let total = self.totals.bytes.load(Ordering::SeqCst);
         let holding = self.totals.holding.load(Ordering::SeqCst);
-        (count > 1 && over_budget(policy.budget_bytes, total, holding, bytes))
+        (may_give_way(count) && over_budget(policy.budget_bytes, total, holding, bytes))
             .then_some(DisableReason::OverBudget)
     }
 
@@ -369,7 +398,7 @@ impl Queue {
     /// Starts the delivery task of one subscription.
     pub fn start(target: Target, deliverer: Deliverer) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(&deliverer.totals));
+        let shared = Arc::new(Shared::new(&deliverer));
         tokio::spawn(deliver(target, rx, Arc::clone(&shared), deliverer));
         Queue { tx, shared }
     }
@@ -719,6 +748,11 @@ async fn deliver(
                     head = Some(item);
                     continue;
                 }
+                // Another push took the total past the budget: weigh this backlog again.
+                () = shared.budget_passed() => {
+                    head = Some(item);
+                    continue;
+                }
             }
         }
         if d.run.stopping.load(Ordering::SeqCst) {
@@ -868,8 +902,9 @@ fn settle(
 }
 
 /// `attempting`'s outcome, unless the live backlog must give way ([`Shared::too_full`])
-/// while it waits: every push rings the task's bell, and each ring looks again. `Err` says
-/// why; the attempt is then dropped.
+/// while it waits: every push rings the task's bell, as does any push past the server's
+/// budget ([`Shared::budget_passed`]), and each ring looks again. `Err` says why; the attempt
+/// is then dropped.
 async fn unless_too_full(
     attempting: impl std::future::Future<Output = Outcome>,
     shared: &Shared,
@@ -879,13 +914,13 @@ async fn unless_too_full(
     loop {
         tokio::select! {
             outcome = &mut attempting => return Ok(outcome),
-            () = shared.wake.notified() => {
-                if shared.state.load(Ordering::SeqCst) == LIVE
-                    && let Some(why) = shared.too_full(policy)
-                {
-                    return Err(why);
-                }
-            }
+            () = shared.wake.notified() => {}
+            () = shared.budget_passed() => {}
+        }
+        if shared.state.load(Ordering::SeqCst) == LIVE
+            && let Some(why) = shared.too_full(policy)
+        {
+            return Err(why);
         }
     }
 }

@@ -71,6 +71,15 @@ pub fn over_budget(budget: usize, total: usize, holding: usize, own: usize) -> b
     total > budget && own > budget / holding.max(1)
 }
 
+/// Whether a backlog of `count` notifications may give way to the server-wide budget at all:
+/// one of a single notification (the one in flight to a receiver that keeps up, or waiting for
+/// a poll) never does, since what such backlogs hold is one notification per subscription,
+/// live data. Only those that may are weighed when another backlog's push passes the budget,
+/// so that push wakes them and not every subscription.
+pub fn may_give_way(count: usize) -> bool {
+    count > 1
+}
+
 /// The default schedule: about 27 h in all.
 fn default_schedule() -> Vec<Duration> {
     [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000]
@@ -234,6 +243,15 @@ mod tests {
         assert_eq!(due(1_000, 18_000_000, Some(60_000)), 60_001);
         assert_eq!(due(1_000, 500, Some(60_000)), 1_000);
         assert_eq!(due(i64::MAX, 0, Some(i64::MAX)), i64::MAX);
+    }
+
+    /// A backlog of one notification never gives way to the budget; one of two or more may.
+    #[test]
+    fn only_a_backlog_of_more_than_one_may_give_way() {
+        assert!(!may_give_way(0));
+        assert!(!may_give_way(1));
+        assert!(may_give_way(2));
+        assert!(may_give_way(usize::MAX));
     }
 
     /// Under the budget nobody gives way; past it, every backlog over its fair share does,
