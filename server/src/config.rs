@@ -88,7 +88,8 @@ pub struct Config {
     /// healthy receiver (as 0 did): at least 1 notification and [`MIN_BACKLOG_BYTES`].
     pub delivery_backlog: BacklogLimit,
     /// `NETAPI_CHAT_DELIVERY_BUDGET_BYTES` (default 256 MiB) of stored bodies: what every
-    /// subscription's backlog may hold together (held decoded in memory until delivered);
+    /// subscription's backlog may hold together (held decoded in memory until delivered, or in
+    /// a notification channel until acknowledged);
     /// past it the backlogs over their share are disabled (`notify::rules::over_budget`). At
     /// least [`MIN_BACKLOG_BYTES`], for the same reason as a backlog's own cap.
     pub delivery_budget_bytes: usize,
@@ -654,7 +655,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "the retry schedule's total (about 27 h)", "a notification still failing at this age becomes a dead letter; a callback failing without a break for this long has its subscription disabled (only `0` with a schedule whose last delay is `0`)"),
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG", "10000", "most undelivered notifications one subscription may have (at least `1`); past it the subscription is disabled. Also the most dead letters kept per subscription"),
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters), at least `4096`; past it the subscription is disabled (a single notification over it too: keep it well above 4 × `max_text_chars`)"),
-    Setting::new("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "268435456", "most bytes of stored notification bodies every subscription's backlog may hold together (held in memory until delivered), at least `4096`; past it each subscription holding more than its share (this budget / the subscriptions with a backlog) is disabled, its backlog kept as dead letters"),
+    Setting::new("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "268435456", "most bytes of stored notification bodies every subscription's backlog may hold together (held in memory until delivered, in a notification channel until acknowledged), at least `4096`; past it each subscription holding more than its share (this budget / the subscriptions with a backlog) is disabled, its backlog (what its channel held included) kept as dead letters"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),

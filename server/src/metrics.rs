@@ -78,8 +78,8 @@ pub fn standby_text(forwarded: u64, refused: u64) -> String {
     )
 }
 
-/// Bytes of stored bodies held in every subscription's delivery backlog, against
-/// `NETAPI_CHAT_DELIVERY_BUDGET_BYTES`.
+/// Bytes of stored bodies held in every subscription's delivery backlog (a notification
+/// channel's until acknowledged), against `NETAPI_CHAT_DELIVERY_BUDGET_BYTES`.
 pub const NOTIFICATIONS_HELD_BYTES: &str = "netapi_chat_notifications_held_bytes";
 /// Age of the oldest notification a callback has not taken yet, in seconds (0 when none
 /// waits): a delivery that fell behind, or stopped (a receiver down, a stuck task), shows here

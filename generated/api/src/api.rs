@@ -1659,9 +1659,11 @@ pub trait ChatService: Send + Sync + 'static {
     /// waiting poll with `404`.
     /// **Decision (a bounded buffer):** what waits in a channel is bounded per subscription by
     /// the delivery backlog cap (`NETAPI_CHAT_DELIVERY_BACKLOG` notifications and
-    /// `…_BACKLOG_BYTES`, counted until acknowledged), as for a callback: past it the
-    /// subscription is `Disabled` and what it could not take is kept as dead letters
-    /// (`listDeadLetters`, `redeliverDeadLetters`).
+    /// `…_BACKLOG_BYTES`, counted until acknowledged), and counts against the server's
+    /// delivery budget (`NETAPI_CHAT_DELIVERY_BUDGET_BYTES`), as for a callback: past its cap
+    /// or its share of the budget the subscription is `Disabled`, and what the channel held
+    /// of it leaves the channel (a poll no longer answers it) and is kept with the rest as
+    /// dead letters, the newest within the cap (`listDeadLetters`, `redeliverDeadLetters`).
     fn poll_notifications(
         &self,
         user_id: String,
@@ -2982,9 +2984,11 @@ pub trait ChatApi {
     /// waiting poll with `404`.
     /// **Decision (a bounded buffer):** what waits in a channel is bounded per subscription by
     /// the delivery backlog cap (`NETAPI_CHAT_DELIVERY_BACKLOG` notifications and
-    /// `…_BACKLOG_BYTES`, counted until acknowledged), as for a callback: past it the
-    /// subscription is `Disabled` and what it could not take is kept as dead letters
-    /// (`listDeadLetters`, `redeliverDeadLetters`).
+    /// `…_BACKLOG_BYTES`, counted until acknowledged), and counts against the server's
+    /// delivery budget (`NETAPI_CHAT_DELIVERY_BUDGET_BYTES`), as for a callback: past its cap
+    /// or its share of the budget the subscription is `Disabled`, and what the channel held
+    /// of it leaves the channel (a poll no longer answers it) and is kept with the rest as
+    /// dead letters, the newest within the cap (`listDeadLetters`, `redeliverDeadLetters`).
     #[endpoint {
         method = POST,
         path = "/notificationchannel/v1/{userId}/channels/{channelId}/notifications",

@@ -878,7 +878,8 @@ impl From<SubscriptionSecret> for SubscriptionSecretRoot {
 /// notifications are delivered. `Disabled`: delivery stopped for good because the
 /// callback answered `410 Gone` or `404 Not Found` (OMA treats 404 as permanent), failed
 /// without a break for the give-up age (about 27 h
-/// by default), or let its backlog of undelivered notifications reach the server's cap;
+/// by default), or let its backlog of undelivered notifications reach the server's cap
+/// or hold more than its share of the server's delivery budget;
 /// nothing new is queued for it, and what was not delivered is kept by the server as dead
 /// letters (bounded per subscription). A disabled subscription still counts against the
 /// user's subscriptions until it is deleted; `redeliverDeadLetters` makes it `Active` again

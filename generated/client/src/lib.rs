@@ -4521,7 +4521,8 @@ pub mod types {
     notifications are delivered. `Disabled`: delivery stopped for good because the
     callback answered `410 Gone` or `404 Not Found` (OMA treats 404 as permanent), failed
     without a break for the give-up age (about 27 h
-    by default), or let its backlog of undelivered notifications reach the server's cap;
+    by default), or let its backlog of undelivered notifications reach the server's cap
+    or hold more than its share of the server's delivery budget;
 
     nothing new is queued for it, and what was not delivered is kept by the server as dead
     letters (bounded per subscription). A disabled subscription still counts against the
@@ -9531,9 +9532,11 @@ impl Client {
     waiting poll with `404`.
     **Decision (a bounded buffer):** what waits in a channel is bounded per subscription by
     the delivery backlog cap (`NETAPI_CHAT_DELIVERY_BACKLOG` notifications and
-    `…_BACKLOG_BYTES`, counted until acknowledged), as for a callback: past it the
-    subscription is `Disabled` and what it could not take is kept as dead letters
-    (`listDeadLetters`, `redeliverDeadLetters`).
+    `…_BACKLOG_BYTES`, counted until acknowledged), and counts against the server's
+    delivery budget (`NETAPI_CHAT_DELIVERY_BUDGET_BYTES`), as for a callback: past its cap
+    or its share of the budget the subscription is `Disabled`, and what the channel held
+    of it leaves the channel (a poll no longer answers it) and is kept with the rest as
+    dead letters, the newest within the cap (`listDeadLetters`, `redeliverDeadLetters`).
 
 
     Sends a `POST` request to `/notificationchannel/v1/{userId}/channels/{channelId}/notifications`
