@@ -18,8 +18,8 @@
 //! channel's together by the budget, as callbacks' backlogs are.
 
 use super::{
-    DELIVERED, Deliverer, Delivery, Forgetter, LIVE, Notification, Queue, Shared, Target, bury,
-    disable, settle,
+    DELIVERED, DISABLED_STATE, Deliverer, Delivery, Forgetter, LIVE, Notification, Queue, Shared,
+    Target, bury, disable, settle,
 };
 use crate::signing::Signer;
 use std::collections::VecDeque;
@@ -508,7 +508,7 @@ async fn feed(
                 if shared.state.load(Ordering::SeqCst) == LIVE
                     && let Some(why) = shared.too_full(&d.policy)
                 {
-                    give_way(&target, &d, &shared, &mailbox, why, None);
+                    let _ = give_way(&target, &d, &shared, &mailbox, why, None);
                 }
                 continue;
             }
@@ -517,12 +517,16 @@ async fn feed(
         let Some(item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
         };
-        if state == LIVE
+        let item = if state == LIVE
             && let Some(why) = shared.too_full(&d.policy)
         {
-            give_way(&target, &d, &shared, &mailbox, why, Some(item));
-            continue;
-        }
+            match give_way(&target, &d, &shared, &mailbox, why, Some(item)) {
+                Some(item) => item,
+                None => continue,
+            }
+        } else {
+            item
+        };
         mailbox.put(Held {
             delivery: item,
             shared: Arc::clone(&shared),
@@ -534,6 +538,10 @@ async fn feed(
 /// share of a full delivery budget): as for a callback, the subscription is disabled, and what
 /// its channel holds, with `item` that came past the cap, becomes dead letters (within the
 /// per-subscription cap) and leaves memory, so that the budget gets back what it counted.
+/// `item` comes back when the subscription was not disabled after all: cancelled or expired
+/// in the meantime, it is left to the rules of that state (an expired subscription's backlog
+/// is still handed out until its time is up), as the callback task leaves it.
+#[must_use]
 fn give_way(
     target: &Target,
     d: &Deliverer,
@@ -541,11 +549,15 @@ fn give_way(
     mailbox: &Mailbox,
     why: super::DisableReason,
     item: Option<Delivery>,
-) {
+) -> Option<Delivery> {
     disable(target, d, shared, why, shared.count.load(Ordering::SeqCst));
+    if shared.state.load(Ordering::SeqCst) != DISABLED_STATE {
+        return item;
+    }
     let mut dead = mailbox.withdraw(shared);
     dead.extend(item);
     bury(target, d, shared, dead);
+    None
 }
 
 #[cfg(test)]
