@@ -573,6 +573,16 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                         let _ = tx.send(close(end)).await;
                         return;
                     }
+                    // The server is stopping: the frame goes back (sent again, same id, after
+                    // the restart) and the socket closes, within a second. An open socket
+                    // counts against the connection cap until it closes, so the stop's drain
+                    // waits for it: one waiting here for an acknowledgement held the drain
+                    // for the whole grace period.
+                    if crate::notify::channel::ending() {
+                        mailbox.release(me);
+                        let _ = tx.send(close(STOPPING)).await;
+                        return;
+                    }
                     if keep_alive(&mut tx, &mut live).await.is_err() {
                         // Gone without the acknowledgement: sent again next time.
                         mailbox.release(me);

@@ -1857,6 +1857,40 @@ async fn a_graceful_stop_answers_an_open_poll_at_once() {
     assert_eq!(body, r#"{"notificationList":[]}"#);
 }
 
+/// A graceful stop closes a socket that waits for a frame's acknowledgement (1001) and the
+/// process exits well inside its grace period: an open socket counts against the connection
+/// cap until it closes, so the drain waits for it, and one waiting for an acknowledgement
+/// checked only whether its channel ended, holding the stop for the whole grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_closes_a_socket_waiting_for_an_acknowledgement() {
+    let mut s = server(&[("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "60")]);
+    let ch = create_socket_channel(&s, A).await;
+    subscribe(&s, A, &ch, "app").await;
+    invite(&s, B, A, "x").await;
+    let mut ws = connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
+        .await
+        .unwrap();
+    frame(&mut ws, Format::Json).await;
+    // Reading on, so Pings are answered and the socket stays alive; not acknowledging.
+    let reader = tokio::spawn(async move { close_code(&mut ws, "closed at the stop").await });
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || s.wait_exit(20))
+        .await
+        .unwrap();
+    assert!(exited.is_some_and(|e| e.success()), "{exited:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(reader.await.unwrap(), Some(1001));
+}
+
 /// A deleted channel leaves nothing running: its expiry task ends with it, not at the end of
 /// its lifetime (an hour by default, a day at most). Before, each create-and-delete left a
 /// sleeping task behind, so memory grew with the channels' history; `/metrics` shows the
