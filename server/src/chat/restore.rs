@@ -172,7 +172,12 @@ fn read_records(records: Vec<(Kind, String, Vec<u8>)>) -> Result<Live, String> {
     }
     sessions.sort_by_key(|s| s.seq);
     let (ended, sessions): (Vec<Session>, Vec<Session>) =
-        sessions.into_iter().partition(|s| s.ended);
+        // A session nobody is in any more was stored open by an older version (before
+        // `sessions::end_if_deserted`): it goes now, as it would have then (no notification:
+        // it was deserted long ago), else nothing would ever end it.
+        sessions
+            .into_iter()
+            .partition(|s| s.ended || super::sessions::deserted(s));
     live.ended = ended.into_iter().map(|s| s.id).collect();
     live.sessions = sessions;
     live.subscriptions.sort_by_key(|s| s.seq);
@@ -210,7 +215,8 @@ mod tests {
     }
 
     /// Live sessions and subscriptions come back in creation order whatever the key order;
-    /// ended sessions of earlier versions are listed for deletion, not loaded.
+    /// ended sessions of earlier versions, and sessions they kept open with nobody in them,
+    /// are listed for deletion, not loaded.
     #[test]
     fn start_up_loads_what_is_live_in_creation_order() {
         let counters = Counters {
@@ -239,6 +245,21 @@ mod tests {
                 records::encode_session(&numbered("s-2", 2, true)),
             ),
             (
+                Kind::Session,
+                "d".into(),
+                records::encode_session(&{
+                    // Stored open by an older version with nobody in it any more.
+                    let mut s = numbered("s-4", 4, false);
+                    for p in &mut s.participants {
+                        p.status = Disconnected;
+                        if p.invitation.is_pending() {
+                            p.invitation = Invitation::Declined;
+                        }
+                    }
+                    s
+                }),
+            ),
+            (
                 Kind::Subscription,
                 "x".into(),
                 records::encode_subscription(&subscription("sub-9", A, 9)),
@@ -256,7 +277,7 @@ mod tests {
         );
         let ids: Vec<&str> = live.sessions.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["s-1", "s-3"]);
-        assert_eq!(live.ended, ["s-2"]);
+        assert_eq!(live.ended, ["s-2", "s-4"], "ended, or deserted");
         let subs: Vec<&str> = live.subscriptions.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(subs, ["sub-4", "sub-9"]);
         assert_eq!(

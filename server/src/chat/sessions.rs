@@ -631,6 +631,14 @@ fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, R
     Ok(Decision { session: s, outbox })
 }
 
+/// Whether nobody is in `s` any more: no participant `Connected`, no invitation pending (see
+/// [`end_if_deserted`]).
+pub(super) fn deserted(s: &Session) -> bool {
+    !s.participants
+        .iter()
+        .any(|p| p.status == ParticipantStatus::Connected || p.invitation.is_pending())
+}
+
 /// The rule for a session nobody is in any more: with no participant `Connected` and no
 /// invitation pending, it ends, and those who could have re-joined it (the originator, and
 /// invitees who had accepted, all `Disconnected` now) are told `SessionEnded`. Before, such a
@@ -641,11 +649,7 @@ fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, R
 /// decision ([`Chat::apply`]), so every way of leaving (leave, decline, time-out, cancel, on
 /// either face) is covered. Nothing for a session already ended.
 pub(super) fn end_if_deserted(urls: &Urls, s: &mut Session) -> Outbox {
-    let someone_in = s
-        .participants
-        .iter()
-        .any(|p| p.status == ParticipantStatus::Connected || p.invitation.is_pending());
-    if s.ended || someone_in {
+    if s.ended || !deserted(s) {
         return Outbox::new();
     }
     s.ended = true;
