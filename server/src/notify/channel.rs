@@ -59,6 +59,11 @@ struct Inner {
     pending: VecDeque<Held>,
     /// Handed to the last poll, waiting for the next poll to acknowledge them.
     handed: Vec<Held>,
+    /// The ids of what was handed, in the order answered, which an `ack` names a place in: a
+    /// disabled subscription's notifications leave `handed` ([`Mailbox::withdraw`]), and an
+    /// `ack` naming one of them (the last id of the answer, as clients send) found nothing,
+    /// so the rest of that answer was answered again.
+    answered: Vec<u64>,
     /// The channel is gone: polls answer 404, nothing is taken any more.
     closed: bool,
     /// Number of the newest poll: an older one still waiting sees it changed and ends.
@@ -249,6 +254,7 @@ impl Mailbox {
         let mut inner = self.lock();
         let mut done = Vec::with_capacity(ids.len());
         for id in ids {
+            inner.answered.retain(|a| a != id);
             if let Some(i) = inner.handed.iter().position(|h| h.delivery.id == *id) {
                 done.push(inner.handed.remove(i));
             } else if let Some(h) = inner
@@ -259,6 +265,11 @@ impl Mailbox {
             {
                 done.push(h);
             }
+        }
+        // Nothing handed is left to acknowledge: nothing of that answer to name any more
+        // (withdrawn ids included), so `answered` does not grow over a socket's life.
+        if inner.handed.is_empty() {
+            inner.answered.clear();
         }
         self.acknowledge(done);
     }
@@ -314,9 +325,12 @@ impl Mailbox {
                 return Polled::Closed;
             }
             inner.poll += 1;
-            let mut acked: Vec<Held> = std::mem::take(&mut inner.handed);
-            let ids: Vec<u64> = acked.iter().map(|h| h.delivery.id).collect();
-            inner.handed = acked.split_off(acknowledged(&ids, ack));
+            let answered = std::mem::take(&mut inner.answered);
+            let through = &answered[..acknowledged(&answered, ack)];
+            let (acked, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut inner.handed)
+                .into_iter()
+                .partition(|h| through.contains(&h.delivery.id));
+            inner.handed = kept;
             put_back(&mut inner);
             self.acknowledge(acked);
             inner.waiting += 1;
@@ -375,6 +389,7 @@ impl Mailbox {
                     // Added to what is handed and not acknowledged yet (an OMA socket's frames
                     // settle after their Pong, `channel_socket::SETTLE`): a release or a
                     // take-over puts all of it back.
+                    inner.answered.extend(taken.iter().map(|h| h.delivery.id));
                     inner.handed.extend(taken);
                     return Polled::Notifications(out);
                 }
@@ -406,6 +421,7 @@ impl Mailbox {
 
 /// Puts what was handed and not acknowledged back in front of what waits, in its order.
 fn put_back(inner: &mut Inner) {
+    inner.answered.clear();
     let handed = std::mem::take(&mut inner.handed);
     for h in handed.into_iter().rev() {
         inner.pending.push_front(h);
