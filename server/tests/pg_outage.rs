@@ -118,8 +118,12 @@ async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_a
         "NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`"
     );
     // No purge round reads the database during the test: the first request after the loss is
-    // the first to find it gone.
-    let s = Server::start(&[("NETAPI_CHAT_PURGE_INTERVAL_MS", "3600000")]);
+    // the first to find it gone. The log at the default level, which the outage's start and
+    // end must both reach.
+    let s = Server::logged(&[
+        ("NETAPI_CHAT_LOG_LEVEL", "warn"),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", "3600000"),
+    ]);
     let sid = connected_session(&s).await;
     let mut sent = Vec::new();
     for i in 0..5 {
@@ -183,6 +187,16 @@ async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_a
     assert_eq!(last_segment(again.header("location")), id);
     sent.push((id, "retried".to_owned()));
     assert_eq!(listed(&s, &sid).await, sent);
+    // Once each, both at `warn`: before, the end was at `info`, so at the default level an
+    // operator saw outages start and never end.
+    let log = s.log_text();
+    for said in ["the database is unreachable", "the database is back"] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(said)).collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains("WARN"),
+            "{said}: {lines:?}\n{log}"
+        );
+    }
 }
 
 /// Without `NETAPI_CHAT_CLUSTER_URL`, one server per database: a second server pointed at a

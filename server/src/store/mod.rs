@@ -1022,7 +1022,9 @@ fn recover(
             .and_then(|()| commit_kept(backend, &mut outage.held));
         match attempt {
             Ok(committed) => {
-                tracing::info!(
+                // At the outage's level: an operator who saw it start (a warning) at the
+                // default level sees it end too.
+                tracing::warn!(
                     committed,
                     "the database is back; the kept changes are committed"
                 );
