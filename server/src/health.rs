@@ -53,6 +53,12 @@ impl Health {
         if self.store.is_down() {
             return Err("the database is unreachable; reconnecting".to_owned());
         }
+        if !self.store.holds_lease() {
+            return Err(format!(
+                "the database has not confirmed this server's session for {} s",
+                crate::store::lease::LEASE.as_secs()
+            ));
+        }
         let mut last = self.last.lock().await;
         if let Some((at, result)) = last.as_ref()
             && at.elapsed() < PROBE_INTERVAL

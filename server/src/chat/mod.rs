@@ -450,11 +450,14 @@ impl Chat {
     /// `503` once the store has failed: the process is stopping and memory may hold changes
     /// the disk does not, so nothing is served from it any more (see `store::fail_stop`).
     /// `503` with `Retry-After` while the database is unreachable (`Store::is_down`): nothing
-    /// new is taken into memory until the changes kept for it are stored.
+    /// new is taken into memory until the changes kept for it are stored. The same `503`
+    /// while the database has not confirmed this server's session for `store::lease::LEASE`
+    /// (`Store::holds_lease`): on a silent link the server cannot know whether another
+    /// instance leads now, so it answers nothing from its memory, reads included.
     pub fn check_store(&self) -> Result<(), ApiError> {
         if self.store.has_failed() {
             Err(storage_failed())
-        } else if self.store.is_down() {
+        } else if self.store.is_down() || !self.store.holds_lease() {
             Err(storage_unavailable())
         } else {
             Ok(())

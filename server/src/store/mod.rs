@@ -18,6 +18,7 @@
 //! has reconnected (see [`Store::is_down`] and `recover`).
 
 pub mod format;
+pub mod lease;
 mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
@@ -452,12 +453,20 @@ pub trait Backend: Send + 'static {
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
-    /// Called about every [`HEARTBEAT`] while no work comes: a database that went away, or a
-    /// cluster's leader that lost its lock with its session, is noticed now
-    /// ([`Backend::unavailable`] then says so) rather than at the next write, so a leader
-    /// that only serves reads from memory does not keep serving them after another instance
-    /// took over.
+    /// Called about every [`HEARTBEAT`] while no work comes, and between two groups of work
+    /// once the [`Backend::lease`] has not been confirmed for that long: a round trip that
+    /// confirms the lease, bounded well below it (a heartbeat must not hold the store thread
+    /// for a database's whole wait). A database that went away, or a cluster's leader that
+    /// lost its lock with its session, is noticed now ([`Backend::unavailable`] then says so)
+    /// rather than at the next write; one that is merely silent lets the lease lapse, so that
+    /// a leader serving reads from memory stops within [`lease::LEASE`].
     fn heartbeat(&mut self) {}
+    /// The lease this backend's server answers under ([`lease`]), confirmed by every round
+    /// trip the database answers; `None` (SQLite: no link to lose, nobody else writes the
+    /// file): always served.
+    fn lease(&self) -> Option<Arc<lease::Lease>> {
+        None
+    }
     /// Whether housekeeping is due now, so that [`Backend::idle`] should run in the next gap
     /// between commits, even a short one, rather than wait for a quiet moment that a steady
     /// load never leaves (then the work piles up and is done all at once, in one long stall).
@@ -664,6 +673,8 @@ pub struct Store {
     failed: Arc<AtomicBool>,
     /// Set while the database is unreachable (see [`Store::is_down`]).
     down: Arc<AtomicBool>,
+    /// The backend's lease, if it has one (see [`Store::holds_lease`]).
+    lease: Option<Arc<lease::Lease>>,
     closing: Arc<Closing>,
 }
 
@@ -680,8 +691,19 @@ const MAX_GROUP: usize = 512;
 /// How long the store thread must have had nothing to commit before [`Backend::idle`] runs.
 const QUIET: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// How often an idle store checks that its database is still there ([`Backend::heartbeat`]).
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often an idle store checks that its database is still there ([`Backend::heartbeat`]),
+/// and how old a lease may get before a busy one checks between two groups: a quarter of
+/// [`lease::LEASE`], so that a heartbeat has the rest (1.5 s) to be answered before the lease
+/// lapses.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether a heartbeat is due between two groups of work, given how long ago the lease was
+/// last confirmed (`None`: never): a steady stream of work that never leaves the store idle
+/// long enough for the idle heartbeat, and does not confirm the lease itself (reads answered
+/// without the database), must not let it lapse.
+fn heartbeat_due(unconfirmed_for: Option<std::time::Duration>) -> bool {
+    unconfirmed_for.is_none_or(|age| age >= HEARTBEAT)
+}
 
 impl Store {
     /// Starts the store thread over a backend, after reading its snapshot. The snapshot is
@@ -702,6 +724,8 @@ impl Store {
             thread: Mutex::new(None),
         });
         let stop = Arc::clone(&closing);
+        let lease = backend.lease();
+        let beat = lease.clone();
         let thread = std::thread::Builder::new()
             .name("netapi-chat-store".to_owned())
             .spawn(move || {
@@ -710,7 +734,7 @@ impl Store {
                 let ok = snapshot.is_ok();
                 let _ = loaded.send(snapshot);
                 if ok {
-                    run(backend, rx, flag, outage, &stop.requested);
+                    run(backend, rx, flag, outage, beat, &stop.requested);
                 }
             })
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
@@ -723,6 +747,7 @@ impl Store {
                 tx,
                 failed,
                 down,
+                lease,
                 closing,
             },
             snapshot,
@@ -741,6 +766,22 @@ impl Store {
     /// with `Retry-After`, `/readyz` says not ready).
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::SeqCst)
+    }
+
+    /// Whether the database confirmed this server's session within [`lease::LEASE`] (always,
+    /// for a backend without a lease): past it the server answers nothing from its memory,
+    /// which may no longer describe the database (another instance may lead it now), and
+    /// says it is not ready.
+    pub fn holds_lease(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_none_or(|l| l.holds_at(std::time::Instant::now()))
+    }
+
+    /// Whether this server serves requests now: its store has not failed, its database is
+    /// reachable and its lease holds (`/metrics`' `netapi_chat_cluster_leading`).
+    pub fn serving(&self) -> bool {
+        !self.has_failed() && !self.is_down() && self.holds_lease()
     }
 
     /// Commits every batch queued so far, then stops the store thread and closes the database
@@ -842,6 +883,7 @@ fn run(
     rx: mpsc::Receiver<Work>,
     failed: Arc<AtomicBool>,
     mut outage: Outage,
+    lease: Option<Arc<lease::Lease>>,
     stop: &AtomicBool,
 ) {
     loop {
@@ -936,6 +978,16 @@ fn run(
             }
         }
         commit_group(&mut *backend, jobs, &rx, &failed, &mut outage);
+        if !outage.down.load(Ordering::SeqCst)
+            && lease
+                .as_ref()
+                .is_some_and(|l| heartbeat_due(l.unconfirmed_for(std::time::Instant::now())))
+        {
+            backend.heartbeat();
+            if backend.unavailable() {
+                go_down(&outage, "a heartbeat");
+            }
+        }
     }
 }
 
@@ -1218,6 +1270,21 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_store_checks_its_database_once_the_lease_is_a_heartbeat_old() {
+        let ms = std::time::Duration::from_millis;
+        let cases = [
+            (None, true, "never confirmed"),
+            (Some(ms(0)), false, "just confirmed"),
+            (Some(ms(499)), false, "younger than a heartbeat"),
+            (Some(HEARTBEAT), true, "a heartbeat old"),
+            (Some(lease::LEASE), true, "lapsed"),
+        ];
+        for (age, expected, case) in cases {
+            assert_eq!(heartbeat_due(age), expected, "{case}");
+        }
+    }
 
     #[test]
     fn the_expired_head_is_the_leading_run_sent_before_the_cutoff() {

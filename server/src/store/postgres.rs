@@ -28,6 +28,7 @@
 //! `INSERT … ON CONFLICT … DO UPDATE`, a window function for trimming dead letters. What
 //! differs is listed in ARCHITECTURE.md ("PostgreSQL backend").
 
+use super::lease::Lease;
 pub use super::pg_tls::connector_for;
 use super::{
     Backend, Batch, DeadLetterRow, Kind, Migrated, OutboxEntry, Progress, PurgeWalk, Purged,
@@ -35,7 +36,8 @@ use super::{
 };
 use std::future::Future;
 use std::str::FromStr as _;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
@@ -96,6 +98,22 @@ const TCP_DEAD_AFTER: Duration = Duration::from_secs(10);
 /// read, a purge job), whatever the database does (even a stopped process that keeps the
 /// connection open): past it the connection is dropped and the database treated as away.
 const WAIT_AT_MOST: Duration = Duration::from_secs(12);
+
+/// Longest time a heartbeat ([`Backend::heartbeat`]) holds the store thread: well under the
+/// lease (`store::lease::LEASE`), which it exists to renew, so that a silent link lets the
+/// lease lapse on time instead of holding the thread for [`WAIT_AT_MOST`] (it did: the
+/// heartbeat waited up to 12 s, and a deposed leader answered from its memory all that time).
+const HEARTBEAT_WITHIN: Duration = Duration::from_secs(1);
+
+/// The rule for a heartbeat that got no answer within [`HEARTBEAT_WITHIN`], given how long
+/// ago the last confirmed round trip was sent: the connection is lost (dropped, the store goes
+/// down and reconnects) only once nothing confirmed it for [`WAIT_AT_MOST`], the bound of any
+/// wait on the database, as before; until then it is kept (its heartbeat stays queued on it)
+/// and only the lease lapses. Dropping it at once would end the session and its lock on any
+/// second-long stall of the database, and hand the lead to a standby over a blip.
+fn silent_too_long(unconfirmed_for: Option<Duration>) -> bool {
+    unconfirmed_for.is_none_or(|age| age >= WAIT_AT_MOST)
+}
 
 /// The schema of each stored format version, in order: a new format version adds an entry
 /// (its DDL; value rewrites go through [`format::steps`] like SQLite's). Version 5 is the
@@ -289,6 +307,9 @@ pub struct Postgres {
     /// Set when another server took the database while this one was away (cluster mode): this
     /// one must not write again ([`Backend::taken_over`]).
     taken: bool,
+    /// Renewed by every round trip the database answers on the store's connection (see
+    /// [`Backend::lease`]).
+    lease: Arc<Lease>,
 }
 
 /// A failure inside the backend: PostgreSQL's (classified by [`transient`]), the database not
@@ -424,6 +445,7 @@ impl Postgres {
             cluster_key: None,
             lock_pid: None,
             taken: false,
+            lease: Arc::new(Lease::new()),
         };
         let mut client = match pg.connect(false) {
             Ok(Some(client)) => client,
@@ -515,6 +537,7 @@ impl Postgres {
 
     /// Sets the session up for the store's work and prepares its statements.
     fn ready(&mut self, client: Client) -> Result<(), StoreError> {
+        let sent = Instant::now();
         let prepared = wait(&self.rt, async {
             client
                 .batch_execute(&format!(
@@ -527,6 +550,8 @@ impl Postgres {
             Ok(st) => {
                 self.conn = Some(Conn { client, st });
                 self.lost = false;
+                // On the session that holds the lock (taken before): the lease starts.
+                self.lease.confirm(sent);
                 Ok(())
             }
             Err(e) => Err(self.fail(e)),
@@ -564,10 +589,12 @@ impl Postgres {
 
     /// Runs `f` over the live connection on the backend's runtime (at most [`WAIT_AT_MOST`]);
     /// a failure is classified ([`Postgres::fail`]); no connection is an unreachable database.
+    /// Success renews the lease from when `f` started.
     fn with<T>(
         &mut self,
         f: impl AsyncFnOnce(&mut Conn) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
+        let sent = Instant::now();
         let result = match self.conn.as_mut() {
             Some(c) => wait(&self.rt, f(c)),
             None => {
@@ -575,7 +602,13 @@ impl Postgres {
                 return Err(StoreError(format!("the {} is unreachable", self.place)));
             }
         };
-        result.map_err(|e| self.fail(e))
+        match result {
+            Ok(t) => {
+                self.lease.confirm(sent);
+                Ok(t)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 }
 
@@ -1088,17 +1121,34 @@ impl Backend for Postgres {
         self.lost
     }
 
+    /// `SELECT 1`, answered within [`HEARTBEAT_WITHIN`]: renews the lease. A closed
+    /// connection or an error is a lost database, as for any operation; no answer in time
+    /// leaves the lease to lapse and the connection kept ([`silent_too_long`]). The query
+    /// left unanswered stays queued on the connection (tokio-postgres reads and discards its
+    /// answer, should it come), so the next statement still gets its own answer.
     fn heartbeat(&mut self) {
         let Some(conn) = &self.conn else {
             return;
         };
         let client = &conn.client;
-        let checked = wait(&self.rt, async {
-            Ok(client.simple_query("SELECT 1").await.map(drop)?)
+        let sent = Instant::now();
+        let checked = self.rt.block_on(async {
+            tokio::time::timeout(HEARTBEAT_WITHIN, client.simple_query("SELECT 1")).await
         });
-        if let Err(e) = checked {
-            let _ = self.fail(e);
+        match checked {
+            Ok(Ok(_)) => self.lease.confirm(sent),
+            Ok(Err(e)) => {
+                let _ = self.fail(Fail::Pg(e));
+            }
+            Err(_) if silent_too_long(self.lease.unconfirmed_for(Instant::now())) => {
+                let _ = self.fail(Fail::Timeout);
+            }
+            Err(_) => {}
         }
+    }
+
+    fn lease(&self) -> Option<Arc<Lease>> {
+        Some(Arc::clone(&self.lease))
     }
 
     /// A new connection, the instance lock taken again, the statements prepared again. A lock
@@ -1138,6 +1188,20 @@ mod tests {
             Opening::Opened(pg) => Ok(*pg),
             Opening::Busy => Err(StoreError("busy".into())),
             Opening::Unreachable(e) => Err(e),
+        }
+    }
+
+    #[test]
+    fn an_unanswered_heartbeat_loses_the_connection_only_after_the_whole_wait() {
+        let s = Duration::from_secs;
+        let cases = [
+            (None, true, "never confirmed"),
+            (Some(s(1)), false, "a heartbeat late: only the lease lapses"),
+            (Some(s(11)), false, "still within the wait"),
+            (Some(WAIT_AT_MOST), true, "silent for the whole wait"),
+        ];
+        for (age, expected, case) in cases {
+            assert_eq!(silent_too_long(age), expected, "{case}");
         }
     }
 
