@@ -55,7 +55,9 @@ pub const SESSIONS: &str = "netapi_chat_sessions";
 /// Notification subscriptions held in memory.
 pub const SUBSCRIPTIONS: &str = "netapi_chat_subscriptions";
 /// `1` on an instance that serves (a lone server, a cluster's leader), `0` on a cluster's
-/// standby (its own `/metrics`, `cluster::standby_metrics`).
+/// standby (its own `/metrics`, `cluster::standby_metrics`) and on one that cannot serve now
+/// (`Store::serving`: its database unreachable, or its lease lapsed), so that a leader cut
+/// off from the database does not count as a second leader next to the one that took over.
 pub const CLUSTER_LEADING: &str = "netapi_chat_cluster_leading";
 /// Requests a standby took to forward to the leader.
 pub const STANDBY_FORWARDED: &str = "netapi_chat_standby_requests_total";
@@ -66,7 +68,7 @@ pub const STANDBY_REFUSED: &str = "netapi_chat_standby_unavailable_total";
 /// counters. A standby has no recorder of its own; these three lines are all it knows.
 pub fn standby_text(forwarded: u64, refused: u64) -> String {
     format!(
-        "# HELP {CLUSTER_LEADING} 1 when this instance serves (leads), 0 on a standby\n\
+        "# HELP {CLUSTER_LEADING} 1 when this instance serves (leads), 0 on a standby or while its database is unreachable or unconfirmed\n\
          # TYPE {CLUSTER_LEADING} gauge\n\
          {CLUSTER_LEADING} 0\n\
          # HELP {STANDBY_FORWARDED} Requests this standby took to forward to the leader\n\
@@ -181,7 +183,7 @@ fn describe() {
     describe_gauge!(SUBSCRIPTIONS, "Notification subscriptions held");
     describe_gauge!(
         CLUSTER_LEADING,
-        "1 when this instance serves (leads), 0 on a standby"
+        "1 when this instance serves (leads), 0 on a standby or while its database is unreachable or unconfirmed"
     );
     describe_gauge!(
         NOTIFICATIONS_HELD_BYTES,
@@ -246,9 +248,13 @@ const OUTBOX_COUNT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sets the values read at scrape time, then renders everything.
 async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
-    let count = server.chat.store().read(|backend| backend.outbox_len());
-    if let Ok(Ok(Ok(Some(n)))) = tokio::time::timeout(OUTBOX_COUNT_TIMEOUT, count).await {
-        metrics::gauge!(NOTIFICATIONS_UNDELIVERED).set(n as f64);
+    let serving = server.chat.store().serving();
+    // Not asked of a database that is away or silent: the scrape would only wait it out.
+    if serving {
+        let count = server.chat.store().read(|backend| backend.outbox_len());
+        if let Ok(Ok(Ok(Some(n)))) = tokio::time::timeout(OUTBOX_COUNT_TIMEOUT, count).await {
+            metrics::gauge!(NOTIFICATIONS_UNDELIVERED).set(n as f64);
+        }
     }
     metrics::counter!(NOTIFICATIONS_DELIVERED).absolute(crate::notify::delivered_count());
     metrics::counter!(NOTIFICATIONS_GIVEN_UP).absolute(crate::notify::dropped_count());
@@ -262,7 +268,7 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
         .oldest_undelivered_ms()
         .map_or(0, |at| crate::store::now_ms().saturating_sub(at).max(0));
     metrics::gauge!(NOTIFICATIONS_OLDEST_AGE).set(oldest_age_ms as f64 / 1000.0);
-    metrics::gauge!(CLUSTER_LEADING).set(1.0);
+    metrics::gauge!(CLUSTER_LEADING).set(if serving { 1.0 } else { 0.0 });
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
