@@ -273,6 +273,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     config.bind = bound;
     let seat = Seat { url: own_url };
     if let Some(backend) = try_to_lead(&config, &seat).await? {
+        outlive_a_deposed_lease(std::time::Instant::now()).await;
         drop(listener);
         let started = crate::server::start_on(&config, Some(backend)).await?;
         tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
@@ -330,6 +331,9 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     ));
     loop {
         if free && let Some(backend) = try_to_lead(&config, &seat).await? {
+            // The proxy goes on meanwhile (forwarding to the old leader, which refuses, or
+            // answering 503 itself).
+            outlive_a_deposed_lease(std::time::Instant::now()).await;
             proxy.abort();
             let _ = proxy.await;
             tracing::warn!("the leader is gone; this instance leads now");
@@ -340,6 +344,19 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         tokio::time::sleep(POLL).await;
         free = watch.look(&url, &forwarder).await;
     }
+}
+
+/// Waits, after taking the lock at `led_at`, until any leader deposed before can no longer
+/// answer from its memory: one cut off from the database (a silent link) still serves until
+/// its lease lapses, [`LEASE`](crate::store::lease::LEASE) after its last round trip the
+/// database answered, which was before its session ended and so before this instance got the
+/// lock. Waiting that long before answering anything (requests, timers, deliveries) means
+/// a client never reads the old leader's memory after the new leader changed something.
+/// Neither side can tell a deposed leader that still runs from one that is gone, so every
+/// takeover and every first start of a cluster waits; a lone server does not (nobody else
+/// writes its database).
+async fn outlive_a_deposed_lease(led_at: std::time::Instant) {
+    tokio::time::sleep_until((led_at + crate::store::lease::LEASE).into()).await;
 }
 
 /// What a leader's request to its own cluster URL's `/healthz` found.
