@@ -5,11 +5,13 @@
 //! listener; the same `clientCorrelator` sent to both at once makes one message; killing the
 //! leader (SIGKILL) mid-burst while the callback is down hands the database to the standby,
 //! which serves every message answered 2xx before and delivers every notification; the
-//! database stopped and started under both leaves a cluster that answers again. With TLS on
-//! the instances, a client talks HTTPS to a standby that forwards over TLS (WebSocket
-//! included), refuses to forward to a leader it does not trust (telling the client why), and
-//! takes over serving HTTPS; an instance whose certificate does not name its own cluster-URL
-//! host refuses to start (that test needs no database and runs in every pass).
+//! database stopped and started under both leaves a cluster that answers again; a leader whose
+//! database link goes silent while the standby takes over answers `503`, not its stale
+//! memory, once its lease lapses. With TLS on the instances, a client talks HTTPS to a
+//! standby that forwards over TLS (WebSocket included), refuses to forward to a leader it does
+//! not trust (telling the client why), and takes over serving HTTPS; an instance whose
+//! certificate does not name its own cluster-URL host refuses to start (that test needs no
+//! database and runs in every pass).
 //!
 //! Needs the PostgreSQL pass of `cargo xtask test` (`NETAPI_CHAT_TEST_DATABASE_URL`,
 //! `NETAPI_CHAT_TEST_PG_CTL`), which runs these one at a time (one stops the database):
@@ -21,6 +23,7 @@ use netapi_chat_api::{ChannelType, MessageNotification, MessageStatus, Participa
 use netapi_chat_runtime::Format;
 use netapi_chat_runtime::wire;
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::channel::Relay;
 use support::{Face, Listener, Server, TempDir, docs, pg_ctl};
@@ -154,16 +157,20 @@ fn signal(server: &Server, signal: &str) {
     assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
 }
 
+/// The name of the database `url` names.
+fn database_name(url: &str) -> String {
+    url.rsplit('/')
+        .next()
+        .and_then(|n| n.split('?').next())
+        .expect("database name")
+        .to_owned()
+}
+
 /// Ends the database session that holds `database`'s instance lock (as a network cut that the
 /// database noticed would), from the test cluster's admin connection.
 fn end_the_leaders_session(database: &str) {
     let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").expect("test database");
-    let name = database
-        .rsplit('/')
-        .next()
-        .and_then(|n| n.split('?').next())
-        .expect("database name")
-        .to_owned();
+    let name = database_name(database);
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
         let ended = c
@@ -411,9 +418,11 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
     eprintln!("the standby led {took:?} after the leader's session ended");
     signal(&p.leader, "-CONT");
     // What the old leader answers while it finds out and starts over: a 503 always comes with
-    // `Retry-After` and never says its storage failed (the lead moved; nothing failed).
+    // `Retry-After` and never says its storage failed (the lead moved; nothing failed). Until
+    // its first heartbeat after the freeze, its lease has lapsed (the database's 503); then it
+    // knows another instance leads.
     let until = Instant::now() + Duration::from_secs(10);
-    let mut refused = 0;
+    let (mut refused, mut told_why) = (0, 0);
     while !p.leader.stdout().contains("standby") && Instant::now() < until {
         let url = p.leader.urls().subscriptions(ALICE);
         let Ok(a) = support::http_client(support::APP_TOKEN)
@@ -427,18 +436,30 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
             refused += 1;
             let retry = a.headers().get("retry-after").cloned();
             let body = a.text().await.unwrap_or_default();
-            assert_eq!(
-                retry.as_ref().map(|v| v.as_bytes()),
-                Some(&b"1"[..]),
-                "{body}"
-            );
-            assert!(body.contains("another instance leads"), "{body}");
+            if body.contains("another instance leads") {
+                told_why += 1;
+                assert_eq!(
+                    retry.as_ref().map(|v| v.as_bytes()),
+                    Some(&b"1"[..]),
+                    "{body}"
+                );
+            } else {
+                assert!(body.contains("database is unreachable"), "{body}");
+                assert_eq!(
+                    retry.as_ref().map(|v| v.as_bytes()),
+                    Some(&b"2"[..]),
+                    "{body}"
+                );
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("the old leader answered {refused} requests 503 while it started over");
+    eprintln!(
+        "the old leader answered {refused} requests 503 while it started over, {told_why} \
+         saying another instance leads"
+    );
     assert!(
-        refused > 0,
+        told_why > 0,
         "the old leader was seen refusing while it started over"
     );
     let took = changes_again(&p.leader, "through the old leader").await;
@@ -520,6 +541,275 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
         "the standby's log: {log}"
     );
     changes_again(&p.standby, "after").await;
+}
+
+/// A TCP link to the test database that the test can cut as a network partition does: once
+/// blackholed, nothing is forwarded either way and nothing is closed (no FIN, no RST: the
+/// kernel still acknowledges what arrives), and new connections are accepted and held as
+/// well; healed, the held connections are dropped (their ends see them close) and new ones
+/// are forwarded again.
+struct Link {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    /// A link to the test database's TCP listener (the port of
+    /// `NETAPI_CHAT_TEST_DATABASE_TLS_URL`; a plain connection is accepted there too).
+    async fn to_the_database() -> Link {
+        let tls = std::env::var("NETAPI_CHAT_TEST_DATABASE_TLS_URL").expect("test database");
+        let port: u16 = tls
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|host_port| host_port.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("the test database's TCP port");
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the link");
+        let port = listener.local_addr().expect("the link's address").port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut near, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let blackholed = *watch.borrow();
+                    if !blackholed {
+                        let Ok(mut far) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut near, &mut far) => return,
+                            _ = watch.wait_for(|cut| *cut) => {}
+                        }
+                        let _ = watch.wait_for(|cut| !*cut).await;
+                        drop(far);
+                    } else {
+                        let _ = watch.wait_for(|cut| !*cut).await;
+                    }
+                    drop(near);
+                });
+            }
+        });
+        Link { port, cut }
+    }
+
+    /// `database` (a URL of the test cluster), reached through this link.
+    fn url_of(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+            self.port,
+            database_name(database)
+        )
+    }
+
+    fn blackhole(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+/// One answer of the old leader while it is cut off: when (since the cut), to what, and what.
+#[derive(Debug)]
+struct Seen {
+    at: Duration,
+    what: &'static str,
+    status: u16,
+    retry_after: bool,
+    body: String,
+}
+
+/// GETs `url` with the application token; `None` when no answer came (a closed connection).
+async fn get_answer(client: &reqwest::Client, url: &str) -> Option<(u16, bool, String)> {
+    let a = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .ok()?;
+    let status = a.status().as_u16();
+    let retry_after = a.headers().contains_key("retry-after");
+    Some((status, retry_after, a.text().await.unwrap_or_default()))
+}
+
+/// The split of the cluster-chaos review: the leader's database link goes silent (nothing
+/// arrives, nothing closes), the database ends its session and the standby takes over. The
+/// old leader must not answer from its memory, which no longer describes the database: within
+/// its lease (`store::LEASE`, 2 s, and a second of slack for a loaded machine) every request
+/// to it gets `503 SVC2001` with `Retry-After` (not `200 "ended": false` for a session the new
+/// leader ended, nor `404` for one it created), its `/readyz` is `503` and its `/metrics` says
+/// it does not lead; and nothing it answers after the new leader's first change is anything
+/// but `503`. Healed, it starts over as a standby and forwards. Before, it answered from
+/// memory for ~12 s, until its database wait ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_leader_whose_database_link_goes_silent_answers_503_not_its_stale_memory() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    const LEASE_AND_SLACK: Duration = Duration::from_secs(3);
+    const WATCHED: Duration = Duration::from_secs(9);
+    let link = Link::to_the_database().await;
+    let leader_dir = support::temp_data_dir();
+    let database = support::postgres_database_for(&leader_dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    let metrics = ("NETAPI_CHAT_METRICS_TOKEN", TOKEN);
+    let via_link = link.url_of(&database);
+    let leader = Server::start_in(&leader_dir, &cluster_env(&via_link, &[metrics]), None);
+    let standby_dir = support::temp_data_dir();
+    let standby = Server::start_in(&standby_dir, &cluster_env(&database, &[metrics]), None);
+    let old = Face::for_format(Format::Json, &leader);
+    let (location, _) = old
+        .create_session(ALICE, &docs::session("before the cut", &[BOB]))
+        .await
+        .created();
+    let s1 = docs::last_segment(&location);
+    old.set_status(BOB, &s1, BOB, ParticipantStatus::Connected)
+        .await
+        .ok(200);
+    let leading = "netapi_chat_cluster_leading";
+    assert_eq!(support::metric(&leader.base, TOKEN, leading).await, 1.0);
+
+    let cut = Instant::now();
+    link.blackhole();
+    end_the_leaders_session(&database);
+    // Through the standby, which takes over: the session ends (204), a new one starts.
+    let (s1_at_standby, sessions_at_standby) = {
+        let new = Face::for_format(Format::Json, &standby);
+        (new.session_url(ALICE, &s1), new.sessions_url(ALICE))
+    };
+    let made: Arc<Mutex<(Option<Duration>, Option<String>)>> = Arc::default();
+    let told = Arc::clone(&made);
+    let changes = tokio::spawn(async move {
+        let client = support::http_client(support::APP_TOKEN);
+        loop {
+            match client.delete(&s1_at_standby).send().await {
+                Ok(a) if a.status() == 204 => break,
+                Ok(a) => assert_eq!(a.status(), 503, "ending the session: {a:?}"),
+                Err(_) => {}
+            }
+            assert!(cut.elapsed() < PATIENCE, "the session never ended");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        told.lock().unwrap().0 = Some(cut.elapsed());
+        let mut doc = docs::session("after the cut", &[BOB]);
+        doc.client_correlator = Some("after the cut".to_owned());
+        let (_, location) = post_until_created(&sessions_at_standby, &doc).await;
+        told.lock().unwrap().1 = Some(docs::last_segment(&location));
+    });
+    // Meanwhile the old leader is asked, as a load balancer that still sends it requests
+    // would, every 50 ms; its /metrics and /readyz on the side (a scrape may wait).
+    let asking = {
+        let made = Arc::clone(&made);
+        let s1_at_old = old.session_url(BOB, &s1);
+        // Session ids are URL-safe: S2's URL is S1's with the other id.
+        let (s1_id, s1_url) = (s1.clone(), s1_at_old.clone());
+        let s2_at_old = move |sid: &str| s1_url.replace(&s1_id, sid);
+        tokio::spawn(async move {
+            let client = support::http_client(support::APP_TOKEN);
+            let mut seen: Vec<Seen> = Vec::new();
+            while cut.elapsed() < WATCHED {
+                let mut asked = vec![("S1, which the new leader ends", s1_at_old.clone())];
+                if let Some(sid) = made.lock().unwrap().1.clone() {
+                    asked.push(("S2, which the new leader made", s2_at_old(&sid)));
+                }
+                for (what, url) in asked {
+                    if let Some((status, retry_after, body)) = get_answer(&client, &url).await {
+                        seen.push(Seen {
+                            at: cut.elapsed(),
+                            what,
+                            status,
+                            retry_after,
+                            body,
+                        });
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    let (mut not_leading_at, mut not_ready_at) = (None, None);
+    let ready = format!("{}/readyz", leader.base);
+    while cut.elapsed() < WATCHED && (not_leading_at.is_none() || not_ready_at.is_none()) {
+        if not_leading_at.is_none() && support::metric(&leader.base, TOKEN, leading).await == 0.0 {
+            not_leading_at = Some(cut.elapsed());
+        }
+        let status = support::send_empty("GET", &ready, Format::Json)
+            .await
+            .status;
+        if not_ready_at.is_none() && status == 503 {
+            not_ready_at = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = asking.await.expect("the old leader asked");
+    let client = support::http_client(support::APP_TOKEN);
+    changes.await.expect("the changes through the new leader");
+    let (ended_at, s2) = made.lock().unwrap().clone();
+    let (ended_at, s2) = (ended_at.expect("ended"), s2.expect("made"));
+    let answered = |s: &Seen| s.status != 503;
+    let first_refused = seen.iter().find(|s| !answered(s)).map(|s| s.at);
+    let last_answered = seen.iter().rev().find(|s| answered(s)).map(|s| s.at);
+    eprintln!(
+        "after the cut: the new leader ended S1 at {ended_at:?}; the old leader first answered \
+         503 at {first_refused:?}, last answered from memory at {last_answered:?}, said it does \
+         not lead at {not_leading_at:?}, not ready at {not_ready_at:?}"
+    );
+    let stale: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| answered(s) && (s.at >= LEASE_AND_SLACK || s.at >= ended_at))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "the old leader answered from its memory past its lease or after the new leader's \
+         change: {stale:#?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.at >= LEASE_AND_SLACK),
+        "the old leader was asked past its lease: {seen:#?}"
+    );
+    for s in seen.iter().filter(|s| !answered(s)) {
+        assert!(
+            s.retry_after && s.body.contains("SVC2001"),
+            "{}: {s:#?}",
+            s.what
+        );
+    }
+    assert!(
+        not_leading_at.is_some_and(|at| at < LEASE_AND_SLACK),
+        "netapi_chat_cluster_leading still 1: {not_leading_at:?}"
+    );
+    assert!(
+        not_ready_at.is_some_and(|at| at < LEASE_AND_SLACK),
+        "/readyz still 200: {not_ready_at:?}"
+    );
+    // Healed: the old leader finds another one leading, starts over as a standby and
+    // forwards; S2 reads through it as through the new leader.
+    link.heal();
+    let s2_at_old = old.session_url(BOB, &s2);
+    let until = Instant::now() + PATIENCE;
+    loop {
+        if let Some((200, _, _)) = get_answer(&client, &s2_at_old).await {
+            break;
+        }
+        assert!(Instant::now() < until, "the old leader never forwarded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = get_answer(&client, &old.session_url(BOB, &s1)).await;
+    let at_new = get_answer(
+        &client,
+        &Face::for_format(Format::Json, &standby).session_url(BOB, &s1),
+    )
+    .await;
+    assert_eq!(
+        gone.map(|g| g.0),
+        at_new.map(|n| n.0),
+        "S1 reads alike through both"
+    );
 }
 
 /// A standby stopped with SIGTERM (a rolling restart) while it forwards a request: the
