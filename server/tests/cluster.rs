@@ -658,7 +658,17 @@ async fn a_leader_whose_database_link_goes_silent_answers_503_not_its_stale_memo
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
     let metrics = ("NETAPI_CHAT_METRICS_TOKEN", TOKEN);
     let via_link = link.url_of(&database);
-    let leader = Server::start_in(&leader_dir, &cluster_env(&via_link, &[metrics]), None);
+    // Its log at the default level, which must say why it refuses.
+    let leader_log = leader_dir.join("leader.log");
+    let leader = Server::launch(
+        support::Launch {
+            data_dir: leader_dir.to_path_buf(),
+            env: &cluster_env(&via_link, &[metrics]),
+            stderr: support::Stderr::File(leader_log.clone()),
+            ..support::Launch::default()
+        },
+        None,
+    );
     let standby_dir = support::temp_data_dir();
     let standby = Server::start_in(&standby_dir, &cluster_env(&database, &[metrics]), None);
     let old = Face::for_format(Format::Json, &leader);
@@ -786,6 +796,12 @@ async fn a_leader_whose_database_link_goes_silent_answers_503_not_its_stale_memo
     assert!(
         not_ready_at.is_some_and(|at| at < LEASE_AND_SLACK),
         "/readyz still 200: {not_ready_at:?}"
+    );
+    let log = std::fs::read_to_string(&leader_log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("has not answered for 2 s")),
+        "the old leader's log says why it refuses: {log}"
     );
     // Healed: the old leader finds another one leading, starts over as a standby and
     // forwards; S2 reads through it as through the new leader.

@@ -675,6 +675,8 @@ pub struct Store {
     down: Arc<AtomicBool>,
     /// The backend's lease, if it has one (see [`Store::holds_lease`]).
     lease: Option<Arc<lease::Lease>>,
+    /// Set while the log says the lease lapsed (see [`Store::holds_lease`]).
+    lapse_logged: Arc<AtomicBool>,
     closing: Arc<Closing>,
 }
 
@@ -715,8 +717,10 @@ impl Store {
         let failed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&failed);
         let down = Arc::new(AtomicBool::new(false));
+        let lapse_logged = Arc::new(AtomicBool::new(false));
         let outage = Outage {
             down: Arc::clone(&down),
+            lapse_logged: Arc::clone(&lapse_logged),
             held: Vec::new(),
         };
         let closing = Arc::new(Closing {
@@ -748,6 +752,7 @@ impl Store {
                 failed,
                 down,
                 lease,
+                lapse_logged,
                 closing,
             },
             snapshot,
@@ -772,10 +777,29 @@ impl Store {
     /// for a backend without a lease): past it the server answers nothing from its memory,
     /// which may no longer describe the database (another instance may lead it now), and
     /// says it is not ready.
+    ///
+    /// The first caller to find it lapsed logs so (a warning), and the first to find it
+    /// holding again: the `503`s answered meanwhile have a cause in the log, seconds before a
+    /// silence long enough to count as an outage is logged (the store thread, which notices
+    /// that, may be held in a wait on the database until then).
     pub fn holds_lease(&self) -> bool {
-        self.lease
+        let holds = self
+            .lease
             .as_ref()
-            .is_none_or(|l| l.holds_at(std::time::Instant::now()))
+            .is_none_or(|l| l.holds_at(std::time::Instant::now()));
+        if holds == self.lapse_logged.load(Ordering::Relaxed)
+            && holds == self.lapse_logged.swap(!holds, Ordering::SeqCst)
+        {
+            if holds {
+                tracing::warn!("the database answers again; serving");
+            } else {
+                tracing::warn!(
+                    "the database has not answered for {} s; answering 503 until it does",
+                    lease::LEASE.as_secs()
+                );
+            }
+        }
+        holds
     }
 
     /// Whether this server serves requests now: its store has not failed, its database is
@@ -875,6 +899,8 @@ impl Store {
 /// (their requests were answered [`UNCONFIRMED`]; their hooks run once they are committed).
 struct Outage {
     down: Arc<AtomicBool>,
+    /// [`Store::holds_lease`]'s note: cleared when the outage ends, which says it.
+    lapse_logged: Arc<AtomicBool>,
     held: Vec<Job>,
 }
 
@@ -1080,6 +1106,7 @@ fn recover(
                     committed,
                     "the database is back; the kept changes are committed"
                 );
+                outage.lapse_logged.store(false, Ordering::SeqCst);
                 outage.down.store(false, Ordering::SeqCst);
                 return true;
             }
