@@ -453,9 +453,9 @@ pub trait Backend: Send + 'static {
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
-    /// Called about every [`HEARTBEAT`] while no work comes, and between two groups of work
-    /// once the [`Backend::lease`] has not been confirmed for that long: a round trip that
-    /// confirms the lease, bounded well below it (a heartbeat must not hold the store thread
+    /// Called once the [`Backend::lease`] is [`HEARTBEAT`] old, while no work comes or between
+    /// two groups of work (without a lease: every [`HEARTBEAT`] while no work comes): a round
+    /// trip that confirms the lease, bounded well below it (a heartbeat must not hold the store thread
     /// for a database's whole wait). A database that went away, or a cluster's leader that
     /// lost its lock with its session, is noticed now ([`Backend::unavailable`] then says so)
     /// rather than at the next write; one that is merely silent lets the lease lapse, so that
@@ -693,18 +693,30 @@ const MAX_GROUP: usize = 512;
 /// How long the store thread must have had nothing to commit before [`Backend::idle`] runs.
 const QUIET: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// How often an idle store checks that its database is still there ([`Backend::heartbeat`]),
-/// and how old a lease may get before a busy one checks between two groups: a quarter of
-/// [`lease::LEASE`], so that a heartbeat has the rest (1.5 s) to be answered before the lease
-/// lapses.
+/// How old a lease may get before the store checks that its database is still there
+/// ([`Backend::heartbeat`]; a store without a lease checks this often while idle): a quarter
+/// of [`lease::LEASE`], so that a heartbeat has the rest (1.5 s) to be answered before the
+/// lease lapses.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Whether a heartbeat is due between two groups of work, given how long ago the lease was
-/// last confirmed (`None`: never): a steady stream of work that never leaves the store idle
-/// long enough for the idle heartbeat, and does not confirm the lease itself (reads answered
-/// without the database), must not let it lapse.
-fn heartbeat_due(unconfirmed_for: Option<std::time::Duration>) -> bool {
-    unconfirmed_for.is_none_or(|age| age >= HEARTBEAT)
+/// How long until the next heartbeat, given how long ago the lease was last confirmed
+/// (`None`: never): once the lease is [`HEARTBEAT`] old, whatever confirmed it last (so a
+/// long commit or a slow start is followed by one at once, not [`HEARTBEAT`] later). Zero is
+/// due now, also between two groups of work: a steady stream of work that never leaves the
+/// store idle, and does not confirm the lease itself (reads answered without the database),
+/// must not let it lapse.
+fn next_heartbeat_in(unconfirmed_for: Option<std::time::Duration>) -> std::time::Duration {
+    unconfirmed_for.map_or(std::time::Duration::ZERO, |age| {
+        HEARTBEAT.saturating_sub(age)
+    })
+}
+
+/// [`next_heartbeat_in`] for `lease`, now; a store without one beats every [`HEARTBEAT`] (a
+/// backend's heartbeat may still notice a database gone).
+fn heartbeat_in(lease: Option<&lease::Lease>) -> std::time::Duration {
+    lease.map_or(HEARTBEAT, |l| {
+        next_heartbeat_in(l.unconfirmed_for(std::time::Instant::now()))
+    })
 }
 
 impl Store {
@@ -942,7 +954,7 @@ fn run(
                         backend.idle();
                         let mut waited = None;
                         while waited.is_none() {
-                            match rx.recv_timeout(HEARTBEAT) {
+                            match rx.recv_timeout(heartbeat_in(lease.as_deref())) {
                                 Ok(work) => waited = Some(work),
                                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -1005,9 +1017,8 @@ fn run(
         }
         commit_group(&mut *backend, jobs, &rx, &failed, &mut outage);
         if !outage.down.load(Ordering::SeqCst)
-            && lease
-                .as_ref()
-                .is_some_and(|l| heartbeat_due(l.unconfirmed_for(std::time::Instant::now())))
+            && lease.is_some()
+            && heartbeat_in(lease.as_deref()).is_zero()
         {
             backend.heartbeat();
             if backend.unavailable() {
@@ -1299,18 +1310,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_busy_store_checks_its_database_once_the_lease_is_a_heartbeat_old() {
+    fn a_store_checks_its_database_once_the_lease_is_a_heartbeat_old() {
         let ms = std::time::Duration::from_millis;
         let cases = [
-            (None, true, "never confirmed"),
-            (Some(ms(0)), false, "just confirmed"),
-            (Some(ms(499)), false, "younger than a heartbeat"),
-            (Some(HEARTBEAT), true, "a heartbeat old"),
-            (Some(lease::LEASE), true, "lapsed"),
+            (None, ms(0), "never confirmed: at once"),
+            (Some(ms(0)), HEARTBEAT, "just confirmed"),
+            (Some(ms(499)), ms(1), "younger than a heartbeat"),
+            (Some(HEARTBEAT), ms(0), "a heartbeat old: at once"),
+            (Some(lease::LEASE), ms(0), "lapsed: at once"),
         ];
         for (age, expected, case) in cases {
-            assert_eq!(heartbeat_due(age), expected, "{case}");
+            assert_eq!(next_heartbeat_in(age), expected, "{case}");
         }
+        assert_eq!(heartbeat_in(None), HEARTBEAT, "no lease (SQLite)");
     }
 
     #[test]
