@@ -1000,15 +1000,17 @@ impl Sources {
     }
 
     /// A switch: `true` or `1` on, `false` or `0` off (a TOML boolean reads as `true` or
-    /// `false`); off when not given. Nothing else, as the README says: `yes` was taken for on
-    /// while `on` was refused, and `no` or an empty value silently left a switch off, though
-    /// the message said only 1 or 0 were expected.
+    /// `false`); off when not given or blank. Nothing else, as the README says: `yes` was
+    /// taken for on while `on` was refused, and `no` silently left a switch off, though the
+    /// message said only 1 or 0 were expected.
     pub fn flag(&self, variable: &'static str) -> Result<bool, ConfigError> {
         let Some(given) = self.text(variable) else {
             return Ok(false);
         };
+        // Blank is not given, as for every other setting (Compose writes `VAR=` for a
+        // `${VAR}` that is unset): refusing it broke such deployments at an upgrade.
         match given.trim() {
-            "0" | "false" => Ok(false),
+            "" | "0" | "false" => Ok(false),
             "1" | "true" => Ok(true),
             _ => Err(self.invalid(variable, given, "true, false, 1 or 0")),
         }
@@ -1887,10 +1889,10 @@ mod tests {
         ),
         (
             "NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK",
-            &["yes", "no", "", " ", "on", "off", "2", "TRUE"],
+            &["yes", "no", "on", "off", "2", "TRUE"],
             "1",
         ),
-        ("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", &["yes", ""], "true"),
+        ("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", &["yes", "on"], "true"),
         ("NETAPI_CHAT_CACHE_MB", &["0", "65537"], "65536"),
         ("NETAPI_CHAT_MAX_HEADER_BYTES", &["100", "8191"], "8192"),
         ("NETAPI_CHAT_MAX_BODY_BYTES", &["0", "255", "-1"], "256"),
@@ -2116,7 +2118,7 @@ mod tests {
     }
 
     /// A switch takes `true`, `false`, `1` or `0` (the file's booleans read as `true` and
-    /// `false`); anything else, an empty value included, is refused naming the setting and
+    /// `false`; a blank value is not given); anything else is refused naming the setting and
     /// the accepted forms.
     #[test]
     fn switches_take_true_false_1_or_0_and_nothing_else() {
@@ -2130,11 +2132,13 @@ mod tests {
             ("true", true),
             (" 0 ", false),
             ("false", false),
+            ("", false),
+            (" ", false),
         ] {
             assert_eq!(loopback(given), Ok(on), "{given:?}");
         }
         assert!(!config(None, &[]).unwrap().callbacks.allow_loopback);
-        for refused in ["yes", "no", "", "on", "off"] {
+        for refused in ["yes", "no", "on", "off"] {
             assert_eq!(
                 loopback(refused),
                 Err(format!(
@@ -2146,12 +2150,12 @@ mod tests {
         let f = TempFile::new("callback_allow_loopback = false\ncallback_allow_private = 1\n");
         let c = config(Some(&f.0), &[]).unwrap();
         assert!(!c.callbacks.allow_loopback && c.callbacks.allow_private);
-        let f = TempFile::new("callback_allow_private = \"\"\n");
+        let f = TempFile::new("callback_allow_private = \"yes\"\n");
         let e = config(Some(&f.0), &[]).unwrap_err().to_string();
         assert_eq!(
             e,
             format!(
-                "{}: callback_allow_private = \"\" is not valid: expected true, false, 1 or 0",
+                "{}: callback_allow_private = \"yes\" is not valid: expected true, false, 1 or 0",
                 f.0.display()
             )
         );

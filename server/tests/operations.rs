@@ -302,7 +302,7 @@ fn check_config_refuses_an_invalid_configuration() {
             vec![("NETAPI_CHAT_RETENTION", "300000y")],
             vec!["NETAPI_CHAT_RETENTION=\"300000y\" is not valid"],
         ),
-        // A switch is true, false, 1 or 0: not yes, not empty.
+        // A switch is true, false, 1 or 0 (blank is not given): not yes, not on.
         (
             vec!["check-config"],
             vec![("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "yes")],
@@ -312,9 +312,9 @@ fn check_config_refuses_an_invalid_configuration() {
         ),
         (
             vec!["check-config"],
-            vec![("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "")],
+            vec![("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE", "on")],
             vec![
-                "NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE=\"\" is not valid: expected true, false, 1 or 0",
+                "NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE=\"on\" is not valid: expected true, false, 1 or 0",
             ],
         ),
     ] {
