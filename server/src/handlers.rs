@@ -45,7 +45,7 @@ pub struct ChatServer {
     pub admin: Option<Arc<crate::admin_api::Admin>>,
     /// The published OpenAPI document as this server serves it (`/openapi.json`): its
     /// `servers` name this server's public URL ([`crate::server::published_document`]).
-    pub openapi: Arc<str>,
+    pub openapi: bytes::Bytes,
 }
 
 /// An address the client gave, as the core knows it: `acr:auth` (OMA's name for the token's

@@ -96,15 +96,19 @@ pub struct AuthFailures {
     window: Duration,
     /// Per address: failures in the current window and when that window began.
     seen: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// While the table is full of lockouts: until when (the earliest window end among them)
+    /// nothing can be forgotten, so a new address is not counted without a pass over it.
+    full_until: Mutex<Option<Instant>>,
 }
 
 /// Addresses kept at most (a flood of addresses must not grow memory without bound). Past
 /// this, finished windows are forgotten first, then every address that is not locked out (its
 /// count only starts again); locked-out addresses are never forgotten before their window
-/// ends, and while every kept address is locked out a new one is not counted. (The table used
-/// to start afresh, so 100,000 addresses failing once each, 24 s from an IPv6 /48, lifted
-/// every lockout under way.) Each forgetting is one pass that frees room for the next
-/// addresses, so a flood costs one pass per table's worth of new addresses.
+/// ends, and while every kept address is locked out a new one is not counted (holding that
+/// many lockouts takes 20 failures from each of 100,000 addresses within the window). (The
+/// table used to start afresh, so 100,000 addresses failing once each, 24 s from an IPv6 /48,
+/// lifted every lockout under way.) A pass that frees room is paid for by the addresses that
+/// filled it; one that frees nothing is not made again before the first lockout ends.
 const MAX_ADDRESSES: usize = 100_000;
 
 impl AuthFailures {
@@ -114,6 +118,7 @@ impl AuthFailures {
             limit,
             window: window.max(Duration::from_secs(1)),
             seen: Mutex::new(HashMap::new()),
+            full_until: Mutex::new(None),
         }
     }
 
@@ -179,12 +184,20 @@ impl AuthFailures {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let key = Self::key(ip);
         if seen.len() >= MAX_ADDRESSES && !seen.contains_key(&key) {
+            let mut full_until = self.full_until.lock().unwrap_or_else(|e| e.into_inner());
+            if full_until.is_some_and(|until| now < until) {
+                return;
+            }
             let (window, limit) = (self.window, self.limit);
             seen.retain(|_, (_, start)| now < *start + window);
             if seen.len() >= MAX_ADDRESSES {
                 seen.retain(|_, (count, _)| *count >= limit);
             }
+            *full_until = None;
             if seen.len() >= MAX_ADDRESSES {
+                // Every kept address is locked out: nothing frees before the first window
+                // ends, and looking again sooner would be a pass per failure.
+                *full_until = seen.values().map(|(_, start)| *start + window).min();
                 return;
             }
         }
@@ -250,6 +263,23 @@ mod tests {
         }
         assert!(f.check(late).is_err(), "a new address is still counted");
         assert!(f.seen.lock().unwrap().len() <= MAX_ADDRESSES);
+
+        // A table full of lockouts: a new address is not counted, and the pass that found
+        // nothing to forget is not made again before the first lockout ends.
+        let f = AuthFailures::new(1, Duration::from_secs(3600));
+        for n in 0..u32::try_from(MAX_ADDRESSES).unwrap() {
+            f.failed(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n)));
+        }
+        f.failed(late);
+        assert!(
+            f.check(late).is_ok(),
+            "not counted while every place is a lockout"
+        );
+        assert!(f.full_until.lock().unwrap().is_some());
+        assert!(
+            f.check("10.0.0.0".parse().unwrap()).is_err(),
+            "lockouts kept"
+        );
     }
 
     /// Idle buckets are swept once the table passes its size at the last sweep twice over, not

@@ -62,14 +62,15 @@ pub fn unpublished_get_paths() -> impl Iterator<Item = &'static str> {
     DOCUMENT_PATHS.into_iter().chain(crate::health::PATHS)
 }
 
-/// Serves the published OpenAPI document (JSON and XML media types), with this server in
-/// its `servers`.
+/// Serves the published OpenAPI document (JSON; it describes both media types), with this
+/// server in its `servers`.
 #[endpoint { method = GET, path = "/openapi.json", unpublished = true }]
 async fn openapi_document(rqctx: RequestContext<ChatServer>) -> Result<Response<Body>, HttpError> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(rqctx.context().openapi.to_string()))
+        // A clone of the bytes made at start, not a copy of the document per request.
+        .body(Body::from(rqctx.context().openapi.clone()))
         .map_err(|e| HttpError::for_internal_error(e.to_string()))
 }
 
@@ -388,7 +389,7 @@ pub async fn start_on(
     let closer = store.clone();
     let health = Arc::new(crate::health::Health::new(store.clone()));
     let purger = store.clone();
-    let openapi: Arc<str> = published_document(Urls::new(public.clone()).base()).into();
+    let openapi = bytes::Bytes::from(published_document(Urls::new(public.clone()).base()));
     let chat =
         Chat::open(Urls::new(public), settings, store, snapshot).map_err(StartError::Store)?;
     // Messages past retention go in the background (a first round at once).
