@@ -246,6 +246,23 @@ pub struct Totals {
     /// Only backlogs that may give way listen ([`rules::may_give_way`]), so a push past the
     /// budget wakes those, not every subscription.
     over: Notify,
+    /// When [`Totals::over`] was last rung, as ms on [`ring_clock`] (0: never): past the
+    /// budget it rings at the push that crosses it and then at most every [`RING_GAP`], not at
+    /// every push (a total that none can bring back, e.g. thousands of single notifications
+    /// in flight, woke every listening backlog at each push of a fan-out).
+    rung_ms: AtomicU64,
+}
+
+/// The least time between two rings of [`Totals::over`] while the total stays past the budget.
+const RING_GAP: Duration = Duration::from_millis(50);
+
+/// Milliseconds since the first call (monotonic), plus one so that 0 means "never".
+fn ring_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 impl Totals {
@@ -312,9 +329,23 @@ impl Shared {
             self.totals.holding.fetch_add(1, Ordering::SeqCst);
         }
         self.bytes.fetch_add(d.bytes, Ordering::SeqCst);
-        let total = self.totals.bytes.fetch_add(d.bytes, Ordering::SeqCst) + d.bytes;
+        let before = self.totals.bytes.fetch_add(d.bytes, Ordering::SeqCst);
+        let total = before + d.bytes;
         if total > self.budget {
-            self.totals.over.notify_waiters();
+            let now = ring_clock();
+            let last = self.totals.rung_ms.load(Ordering::SeqCst);
+            let due = before <= self.budget
+                || last == 0
+                || now.saturating_sub(last) >= RING_GAP.as_millis() as u64;
+            if due
+                && self
+                    .totals
+                    .rung_ms
+                    .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                self.totals.over.notify_waiters();
+            }
         }
     }
 
