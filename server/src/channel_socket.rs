@@ -180,6 +180,48 @@ pub fn credentials(
 /// socket.
 const MAX_CLIENT_MESSAGE: usize = 1024;
 
+/// Open sockets against their share of `NETAPI_CHAT_MAX_CONNECTIONS`: a socket counts against
+/// the cap until it closes and is never shed (it is not idle in HTTP's sense), so without a
+/// share of their own sockets could take every place (one token may act for any number of
+/// users, ten sockets each) and every new HTTP client, health checks included, would wait
+/// for one to close. Past the share a handshake is answered `503` with `Retry-After` (long
+/// polling still works), leaving the other half of the cap to HTTP.
+#[derive(Debug)]
+pub struct Sockets {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// A socket's place among [`Sockets`], given back when the socket's task ends.
+struct SocketSlot(Arc<Sockets>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Sockets {
+    /// Half of `max_connections` (at least one).
+    pub fn share_of(max_connections: usize) -> Sockets {
+        Sockets {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            max: (max_connections / 2).max(1),
+        }
+    }
+
+    /// A place for one more socket, if the share has one.
+    fn take(self: &Arc<Self>) -> Option<SocketSlot> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.open
+            .fetch_update(SeqCst, SeqCst, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| SocketSlot(Arc::clone(self)))
+    }
+}
+
 /// The socket of a `WebSockets` channel.
 #[endpoint { method = GET, path = "/notificationchannel/v1/{userId}/channels/{channelId}/websocket", unpublished = true }]
 pub async fn channel_socket(
@@ -216,6 +258,18 @@ pub async fn channel_socket(
         Ok(found) => found,
         Err(e) => return refused(answer, &e),
     };
+    let Some(slot) = server.sockets.take() else {
+        let mut e = ApiError::service(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "SVC2001",
+            "No server resources available to process the request: %1",
+            "too many notification sockets are open on this server; retry later, or poll a channel",
+        );
+        if let Ok(v) = http::HeaderValue::from_str("5") {
+            e.headers.push((http::header::RETRY_AFTER, v));
+        }
+        return refused(answer, &e);
+    };
     let chat = Arc::clone(&server.chat);
     let grant = Grant {
         verifier: Arc::clone(&server.verifier),
@@ -226,6 +280,8 @@ pub async fn channel_socket(
     let id = p.channel_id;
     let binding = hs.binding;
     let switching = upgrade.handle(move |conn| async move {
+        // Held for as long as the socket is served.
+        let _slot = slot;
         let channel = SocketChannel {
             chat,
             user,

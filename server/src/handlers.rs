@@ -46,6 +46,9 @@ pub struct ChatServer {
     /// The published OpenAPI document as this server serves it (`/openapi.json`): its
     /// `servers` name this server's public URL ([`crate::server::published_document`]).
     pub openapi: bytes::Bytes,
+    /// Notification-channel WebSockets open, against their share of the connection cap
+    /// ([`crate::channel_socket::Sockets`]).
+    pub sockets: Arc<crate::channel_socket::Sockets>,
 }
 
 /// An address the client gave, as the core knows it: `acr:auth` (OMA's name for the token's

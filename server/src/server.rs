@@ -466,6 +466,7 @@ pub async fn start_on(
             health,
             metrics_token: config.metrics_token.clone(),
             openapi,
+            sockets: Arc::new(crate::channel_socket::Sockets::share_of(max_connections)),
             admin: config.admin_token.clone().map(|token| {
                 Arc::new(crate::admin_api::Admin {
                     token,

@@ -1307,17 +1307,19 @@ async fn a_second_socket_takes_the_channel_over() {
 }
 
 /// An open socket counts against `NETAPI_CHAT_MAX_CONNECTIONS` until it closes, like any
-/// connection that is not idle: at the cap, with every place held by a socket, a new client
-/// waits (as it does when every connection has a request in flight) and is served once a
-/// socket closes. Before, a socket left the count at its upgrade, so the cap bounded neither
-/// the sockets nor the descriptors they hold (a token acting for many users opens ten per
-/// user).
+/// connection that is not idle, and sockets have half the cap at most. With a cap of four:
+/// two sockets fill their share (a third handshake is `503 SVC2001` with `Retry-After`, the
+/// sockets never shed), two long polls in flight fill the rest, and a new client waits (as
+/// it does when every connection has a request in flight) until a socket closes. Before, a
+/// socket left the count at its upgrade, so the cap bounded neither the sockets nor the
+/// descriptors they hold (a token acting for many users opens ten per user); with no share,
+/// sockets could hold every place and leave HTTP clients waiting for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_sockets_count_against_the_connection_cap_until_they_close() {
+async fn open_sockets_count_against_the_connection_cap_within_their_share() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let s = server(&[("NETAPI_CHAT_MAX_CONNECTIONS", "3")]);
+    let s = server(&[("NETAPI_CHAT_MAX_CONNECTIONS", "4")]);
     let mut sockets = Vec::new();
-    for user in [A, B, M] {
+    for user in [A, B] {
         let ch = create_socket_channel(&s, user).await;
         sockets.push(
             connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
@@ -1325,6 +1327,17 @@ async fn open_sockets_count_against_the_connection_cap_until_they_close() {
                 .expect("socket"),
         );
     }
+    let third = create_socket_channel(&s, M).await;
+    match connect(&channel_url(&third), support::APP_TOKEN, Format::Json).await {
+        Err(status) => assert_eq!(status, 503, "past the sockets' share"),
+        Ok(_) => panic!("a third socket past the share of a cap of four"),
+    }
+    let mut polls = Vec::new();
+    for user in [A, B] {
+        let ch = create_channel(&s, user, Format::Json, None, Some(20)).await;
+        polls.push(spawn_poll(channel_url(&ch), None));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut probe = tokio::net::TcpStream::connect(s.addr()).await.expect("tcp");
     probe
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -1335,7 +1348,7 @@ async fn open_sockets_count_against_the_connection_cap_until_they_close() {
         tokio::time::timeout(Duration::from_millis(1500), probe.read_to_end(&mut answer)).await;
     assert!(
         early.is_err(),
-        "served while three sockets hold the cap of three: {:?}",
+        "served while two sockets and two polls hold the cap of four: {:?}",
         String::from_utf8_lossy(&answer)
     );
     drop(sockets.pop());
@@ -1345,6 +1358,9 @@ async fn open_sockets_count_against_the_connection_cap_until_they_close() {
         .expect("read");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for p in polls {
+        p.abort();
+    }
 }
 
 /// A client that vanished without closing its socket (modelled by one that reads nothing, so
