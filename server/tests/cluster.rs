@@ -828,6 +828,56 @@ async fn a_leader_whose_database_link_goes_silent_answers_503_not_its_stale_memo
     );
 }
 
+/// A leader cut off from the database while another took over, and back after that one died:
+/// the lock is free again, but the other one changed the database, so the old leader must not
+/// go on from its memory (it answered 404 for every session the other one made, and would
+/// have written its kept changes over the other one's). It finds the leader row another's,
+/// starts over, and leads from the database: what the other one made reads through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_leader_back_after_another_led_and_died_leads_from_the_database() {
+    let link = Link::to_the_database().await;
+    let leader_dir = support::temp_data_dir();
+    let database = support::postgres_database_for(&leader_dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    let leader = Server::start_in(
+        &leader_dir,
+        &cluster_env(&link.url_of(&database), &[]),
+        None,
+    );
+    let standby_dir = support::temp_data_dir();
+    let standby = Server::start_in(&standby_dir, &cluster_env(&database, &[]), None);
+    let old = Face::for_format(Format::Json, &leader);
+    old.create_session(ALICE, &docs::session("before the cut", &[BOB]))
+        .await
+        .created();
+
+    link.blackhole();
+    end_the_leaders_session(&database);
+    let mut doc = docs::session("while the old leader was away", &[BOB]);
+    doc.client_correlator = Some("while away".to_owned());
+    let at_standby = Face::for_format(Format::Json, &standby).sessions_url(ALICE);
+    let (_, location) = post_until_created(&at_standby, &doc).await;
+    let made = docs::last_segment(&location);
+    drop(support::TempDir::adopt(standby.kill()));
+    link.heal();
+
+    let client = support::http_client(support::APP_TOKEN);
+    let url = old.session_url(ALICE, &made);
+    let until = Instant::now() + PATIENCE;
+    loop {
+        match get_answer(&client, &url).await {
+            Some((200, _, _)) => break,
+            got => assert!(
+                Instant::now() < until,
+                "the session the other leader made never read through the old one: {got:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(standby_dir);
+}
+
 /// A standby stopped with SIGTERM (a rolling restart) while it forwards a request: the
 /// request is answered (before, the connection was reset, though the leader had carried the
 /// request out, so a client retried a change it had made), then the standby exits.

@@ -307,6 +307,9 @@ pub struct Postgres {
     /// Set when another server took the database while this one was away (cluster mode): this
     /// one must not write again ([`Backend::taken_over`]).
     taken: bool,
+    /// When this server took the lead (`since_ms` of its [`LEADER_TABLE`] row): a
+    /// reconnection that finds another time there finds that another server led meanwhile.
+    led_since: Option<i64>,
     /// Renewed by every round trip the database answers on the store's connection (see
     /// [`Backend::lease`]).
     lease: Arc<Lease>,
@@ -445,6 +448,7 @@ impl Postgres {
             cluster_key: None,
             lock_pid: None,
             taken: false,
+            led_since: None,
             lease: Arc::new(Lease::new()),
         };
         let mut client = match pg.connect(false) {
@@ -466,7 +470,8 @@ impl Postgres {
                     e.0
                 ))
             })?;
-            pg.cluster_key = Some(key);
+            pg.cluster_key = Some(key.0);
+            pg.led_since = Some(key.1);
         }
         pg.ready(client)?;
         Ok(Opening::Opened(Box::new(pg)))
@@ -509,6 +514,18 @@ impl Postgres {
             StoreError(format!("connecting to the {}", e.0))
         })?;
         if locked {
+            if again && self.seat.is_some() && !self.still_led_by_me(&client)? {
+                // Another server led while this one was cut off, and has gone since (its
+                // lock is free again): it changed the database, so what this one holds in
+                // memory no longer describes it, and the changes this one kept must not be
+                // written over it. Dropping `client` frees the lock; this one starts over.
+                self.lost = false;
+                self.taken = true;
+                return Err(StoreError(format!(
+                    "another netapi-chat instance led the {} while this one was cut off",
+                    self.place
+                )));
+            }
             self.lock_pid = Some(pid);
             return Ok(Some(client));
         }
@@ -533,6 +550,25 @@ impl Postgres {
              set NETAPI_CHAT_CLUSTER_URL on every server to run several on one database",
             self.place
         )))
+    }
+
+    /// On a reconnection that took the lock again (cluster mode): whether the leader row is
+    /// still the one this server wrote when it took the lead. The lock being free only says
+    /// nobody leads now; a server that took over while this one was cut off, and died before
+    /// it came back, left its own row. An unreadable row is a failed reconnection (waited
+    /// for, as any).
+    fn still_led_by_me(&mut self, client: &Client) -> Result<bool, StoreError> {
+        let read = wait(&self.rt, async {
+            let row = client
+                .query_opt(&format!("SELECT since_ms FROM {LEADER_TABLE}"), &[])
+                .await?;
+            Ok(row.map(|r| r.try_get::<_, i64>(0)).transpose()?)
+        });
+        let since = read.map_err(|e| {
+            let e = self.fail(e);
+            StoreError(format!("reading the leader of the {}", e.0))
+        })?;
+        Ok(since == self.led_since)
     }
 
     /// Sets the session up for the store's work and prepares its statements.
@@ -647,7 +683,7 @@ pub fn lock_objid() -> u32 {
 /// Records this server (reached at `url`) as the leader, under the instance lock; answers the
 /// cluster key (made by the first leader, kept by the next ones so that a standby that read
 /// it keeps proving itself).
-async fn take_the_lead(client: &Client, url: &str) -> Result<String, PgError> {
+async fn take_the_lead(client: &Client, url: &str) -> Result<(String, i64), PgError> {
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {LEADER_TABLE} (
@@ -660,6 +696,7 @@ async fn take_the_lead(client: &Client, url: &str) -> Result<String, PgError> {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
+    let since = now_ms();
     let row = client
         .query_one(
             &format!(
@@ -667,10 +704,10 @@ async fn take_the_lead(client: &Client, url: &str) -> Result<String, PgError> {
                  ON CONFLICT (one) DO UPDATE SET url = EXCLUDED.url, since_ms = EXCLUDED.since_ms
                  RETURNING key"
             ),
-            &[&url, &key, &now_ms()],
+            &[&url, &key, &since],
         )
         .await?;
-    row.try_get(0)
+    Ok((row.try_get(0)?, since))
 }
 
 async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
