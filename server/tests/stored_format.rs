@@ -48,10 +48,11 @@ fn v1_data_dir() -> support::TempDir {
     fixture_data_dir(1)
 }
 
-/// The fixtures' messages were sent when they were written: a long retention keeps them
+/// The fixtures' messages were sent when they were written: a long retention (30 years, under
+/// the 10⁹ s every duration stays below) keeps them
 /// readable whenever the test runs (retention itself is tested in tests/retention.rs, and
 /// below on a migrated directory).
-const KEEP_FIXTURE_MESSAGES: (&str, &str) = ("NETAPI_CHAT_RETENTION", "100y");
+const KEEP_FIXTURE_MESSAGES: (&str, &str) = ("NETAPI_CHAT_RETENTION", "30y");
 
 async fn subscribe(srv: &Server, user: &str, format: NotificationFormat) {
     let mut doc = docs::subscription(&format!("http://{FIXTURE_LISTENER}/notify"));
