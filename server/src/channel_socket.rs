@@ -259,15 +259,10 @@ pub async fn channel_socket(
         Err(e) => return refused(answer, &e),
     };
     let Some(slot) = server.sockets.take() else {
-        let mut e = ApiError::service(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "SVC2001",
-            "No server resources available to process the request: %1",
+        let e = crate::chat::no_resources(
             "too many notification sockets are open on this server; retry later, or poll a channel",
+            5,
         );
-        if let Ok(v) = http::HeaderValue::from_str("5") {
-            e.headers.push((http::header::RETRY_AFTER, v));
-        }
         return refused(answer, &e);
     };
     let chat = Arc::clone(&server.chat);

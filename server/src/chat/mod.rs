@@ -330,38 +330,41 @@ async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiErr
 /// Seconds a client is asked to wait (`Retry-After`) while the database is unreachable.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
 
+/// `503 SVC2001` (OMA "no server resources") saying `why`, with `Retry-After: retry_after_secs`:
+/// the one shape of every such answer the server makes itself (the store away, failed or
+/// taken over, a read that failed, the sockets' share full).
+pub fn no_resources(why: &str, retry_after_secs: u32) -> ApiError {
+    let mut e = ApiError::service(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "SVC2001",
+        "No server resources available to process the request: %1",
+        why,
+    );
+    e.headers.push((
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after_secs),
+    ));
+    e
+}
+
 /// `503 SVC2001` with `Retry-After` while the database (PostgreSQL) is unreachable: the server
 /// keeps running and reconnects by itself. For a change that was in flight, the answer means
 /// "not confirmed": it is kept and stored once the database is back, so a retry of a create
 /// should carry the same `clientCorrelator` (which returns what the first one made).
 pub fn storage_unavailable() -> ApiError {
-    let mut e = ApiError::service(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        "SVC2001",
-        "No server resources available to process the request: %1",
+    no_resources(
         "the server's database is unreachable; the request was not confirmed: retry later (with the same clientCorrelator for a create)",
-    );
-    e.headers.push((
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
-    ));
-    e
+        UNAVAILABLE_RETRY_AFTER_SECS,
+    )
 }
 
 /// `503 SVC2001` for a read the store could not answer (the server keeps running: nothing was
 /// changed). The storage error itself is logged, not shown to clients.
 pub fn read_failed() -> ApiError {
-    let mut e = ApiError::service(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        "SVC2001",
-        "No server resources available to process the request: %1",
+    no_resources(
         "the server could not read its storage; retry later",
-    );
-    e.headers.push((
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
-    ));
-    e
+        UNAVAILABLE_RETRY_AFTER_SECS,
+    )
 }
 
 /// Seconds a client is asked to wait (`Retry-After`) after the storage failed: the server is
@@ -376,30 +379,16 @@ pub fn storage_failed() -> ApiError {
         // Not a failure: another instance of the cluster leads the database now, and this one
         // starts over as a standby in a moment. The client repeats the request (it reaches
         // the new leader), as after any `503` with `Retry-After`.
-        let mut e = ApiError::service(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "SVC2001",
-            "No server resources available to process the request: %1",
+        return no_resources(
             "another instance leads the database now; the request was not carried out (a \
              create: repeat it with the same clientCorrelator)",
+            crate::cluster::RETRY_AFTER_SECS,
         );
-        e.headers.push((
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from(crate::cluster::RETRY_AFTER_SECS),
-        ));
-        return e;
     }
-    let mut e = ApiError::service(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        "SVC2001",
-        "No server resources available to process the request: %1",
+    no_resources(
         "the server's storage failed and it is stopping; the request was not carried out, retry once the server is back",
-    );
-    e.headers.push((
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from(FAILED_RETRY_AFTER_SECS),
-    ));
-    e
+        FAILED_RETRY_AFTER_SECS,
+    )
 }
 
 impl Chat {
