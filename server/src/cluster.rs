@@ -47,7 +47,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use netapi_chat_api::RequestError;
-use netapi_chat_runtime::error::ApiError;
 use netapi_chat_runtime::media;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -1164,12 +1163,7 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
 /// `503 SVC2001` with `Retry-After`, in `format` (negotiated; JSON when none fits).
 fn unavailable(format: media::Format, why: &str) -> Response<ProxyBody> {
     REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let error = ApiError::service(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SVC2001",
-        "No server resources available to process the request: %1",
-        why,
-    );
+    let error = crate::chat::no_resources(why, RETRY_AFTER_SECS);
     let body = netapi_chat_runtime::wire::encode(
         format,
         &<RequestError as netapi_chat_runtime::wire::ErrorDocument>::from_error(&error),
@@ -1181,7 +1175,9 @@ fn unavailable(format: media::Format, why: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
-    h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    for (name, value) in error.headers {
+        h.insert(name, value);
+    }
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     r
 }
