@@ -94,11 +94,18 @@ impl RateLimiter {
 pub struct AuthFailures {
     limit: u32,
     window: Duration,
+    /// The failures seen, per address.
+    seen: Mutex<Seen>,
+}
+
+/// The failure table behind one lock.
+#[derive(Debug, Default)]
+struct Seen {
     /// Per address: failures in the current window and when that window began.
-    seen: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    by_address: HashMap<IpAddr, (u32, Instant)>,
     /// While the table is full of lockouts: until when (the earliest window end among them)
     /// nothing can be forgotten, so a new address is not counted without a pass over it.
-    full_until: Mutex<Option<Instant>>,
+    full_until: Option<Instant>,
 }
 
 /// Addresses kept at most (a flood of addresses must not grow memory without bound). Past
@@ -117,8 +124,7 @@ impl AuthFailures {
         AuthFailures {
             limit,
             window: window.max(Duration::from_secs(1)),
-            seen: Mutex::new(HashMap::new()),
-            full_until: Mutex::new(None),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
@@ -143,7 +149,7 @@ impl AuthFailures {
         }
         let now = Instant::now();
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get(&Self::key(ip)) {
+        match seen.by_address.get(&Self::key(ip)) {
             Some((count, start)) if *count >= self.limit && now < *start + self.window => {
                 let wait = (*start + self.window - now).as_secs_f64().ceil().max(1.0);
                 Err(too_many(
@@ -181,10 +187,13 @@ impl AuthFailures {
             return;
         }
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let Seen {
+            by_address: seen,
+            full_until,
+        } = &mut *guard;
         let key = Self::key(ip);
         if seen.len() >= MAX_ADDRESSES && !seen.contains_key(&key) {
-            let mut full_until = self.full_until.lock().unwrap_or_else(|e| e.into_inner());
             if full_until.is_some_and(|until| now < until) {
                 return;
             }
@@ -262,7 +271,7 @@ mod tests {
             f.failed(late);
         }
         assert!(f.check(late).is_err(), "a new address is still counted");
-        assert!(f.seen.lock().unwrap().len() <= MAX_ADDRESSES);
+        assert!(f.seen.lock().unwrap().by_address.len() <= MAX_ADDRESSES);
 
         // A table full of lockouts: a new address is not counted, and the pass that found
         // nothing to forget is not made again before the first lockout ends.
@@ -275,7 +284,7 @@ mod tests {
             f.check(late).is_ok(),
             "not counted while every place is a lockout"
         );
-        assert!(f.full_until.lock().unwrap().is_some());
+        assert!(f.seen.lock().unwrap().full_until.is_some());
         assert!(
             f.check("10.0.0.0".parse().unwrap()).is_err(),
             "lockouts kept"
