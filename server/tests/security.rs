@@ -408,6 +408,72 @@ async fn every_notification_is_signed_and_a_receiver_can_verify_it() {
     }
 }
 
+/// The published OpenAPI declares, on both faces' callbacks, the headers every notification
+/// carries, so that a receiver generated from the document reads them: each declared header
+/// arrives, in the declared form, and nothing the server sends for verification is undeclared.
+#[tokio::test]
+async fn the_published_callbacks_declare_the_headers_every_notification_carries() {
+    let doc: serde_json::Value =
+        serde_json::from_str(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI");
+    let mut callbacks = Vec::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        if let Some(cbs) = item["post"]["callbacks"].as_object() {
+            for cb in cbs.values().filter_map(|c| c.as_object()) {
+                callbacks.extend(cb.values().map(|expr| expr["post"].clone()));
+            }
+        }
+    }
+    assert_eq!(
+        callbacks.len(),
+        2,
+        "the seed face's and the OMA 2012 face's"
+    );
+    let declared = |post: &serde_json::Value| -> Vec<(String, String)> {
+        post["parameters"]
+            .as_array()
+            .expect("callback parameters")
+            .iter()
+            .map(|p| {
+                let name = p["$ref"].as_str().expect("a shared parameter");
+                let p = doc
+                    .pointer(name.trim_start_matches('#'))
+                    .expect("it resolves");
+                assert_eq!(p["in"], "header");
+                assert_eq!(p["required"], true);
+                let pattern = p["schema"]["pattern"].as_str().unwrap_or("").to_owned();
+                (p["name"].as_str().expect("a name").to_owned(), pattern)
+            })
+            .collect()
+    };
+    let seed = declared(&callbacks[0]);
+    assert_eq!(seed, declared(&callbacks[1]));
+    let names: Vec<&str> = seed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
+
+    let srv = Server::default_for_tests();
+    let listener = Listener::start().await;
+    send_doc(
+        "POST",
+        &srv.urls().subscriptions(ALICE),
+        Format::Json,
+        &docs::subscription(&listener.url),
+    )
+    .await;
+    session_with_notifications(&srv).await;
+    let r = &listener.wait_for(1).await[0];
+    // The declared patterns, by hand (no regex engine in the tests): `^msg_[0-9]+$` and
+    // `^[0-9]+$`.
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    assert_eq!(seed[0].1, "^msg_[0-9]+$");
+    assert!(r.id.strip_prefix("msg_").is_some_and(digits), "{}", r.id);
+    assert_eq!(seed[1].1, "^[0-9]+$");
+    assert!(digits(&r.timestamp), "{}", r.timestamp);
+    assert!(r.signature.starts_with("v1,"), "{}", r.signature);
+}
+
 /// Verifies a received notification with `secret` (at `now`, 5 minutes' tolerance).
 fn verifies(r: &support::Received, secret: &str) -> bool {
     let h = WebhookHeaders {
