@@ -400,6 +400,17 @@ pub async fn start_on(
         ..Default::default()
     };
     let (verifier, token_notice) = token_verifier(config, holds_data)?;
+    let rate = Arc::new(RateLimiter::new(config.rate.0, config.rate.1));
+    {
+        // The notifications a request's change causes count against its token's rate.
+        let (rate, verifier) = (Arc::clone(&rate), Arc::clone(&verifier));
+        chat.meter_notifications(Box::new(move |caused| {
+            let credentials = netapi_chat_runtime::negotiate::request_credentials();
+            if let Ok(p) = crate::auth::authenticate(verifier.as_ref(), credentials.as_deref()) {
+                rate.charge_notifications(&p.token_id, caused);
+            }
+        }));
+    }
     let notice = token_notice;
     let mut methods =
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).map_err(StartError::Api)?;
@@ -458,7 +469,7 @@ pub async fn start_on(
         ChatServer {
             chat: Arc::clone(&chat),
             verifier,
-            rate: Arc::new(RateLimiter::new(config.rate.0, config.rate.1)),
+            rate,
             auth_failures: Arc::new(AuthFailures::new(
                 config.auth_failures.0,
                 config.auth_failures.1,

@@ -666,6 +666,85 @@ async fn request_rate_per_token() {
     }
 }
 
+/// A token's request rate counts the notifications its requests cause: one more request per
+/// ten begun past the first ten (`rate::NOTIFICATIONS_PER_REQUEST`), charged after the
+/// request (its next ones wait). A message to a peer holding 20 subscriptions causes 20
+/// notifications, so it costs two: the sender's burst of 40 (one request a 1000 s: no refill
+/// during the test) sends 20 such messages, the 21st is `429 POL2005`. A message causing one
+/// notification still costs one: another sender's burst of 40 sends 40. (Before, a message
+/// that made 1,980 deliveries counted as one request.)
+#[tokio::test]
+async fn request_rate_counts_the_notifications_a_request_causes() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RATE_LIMIT", "0.001"),
+        ("NETAPI_CHAT_RATE_BURST", "40"),
+    ]);
+    let [fan, peer, quiet, listener, ..] = support::USERS_WITH_TOKENS else {
+        unreachable!("five users with tokens")
+    };
+    // Set up with the application's token (its own bucket): `peer` holds 20 subscriptions,
+    // `listener` one, all to a receiver that takes everything (one that refused would have
+    // its subscriptions disabled meanwhile, and later messages would cause fewer deliveries).
+    let f = Format::Json;
+    let receiver = support::Listener::start().await;
+    for n in 0..20 {
+        let a = send_doc(
+            "POST",
+            &srv.urls().subscriptions(peer),
+            f,
+            &docs::subscription(&format!("{}/{n}", receiver.url)),
+        )
+        .await;
+        assert_created(&a, "a subscription of the peer");
+    }
+    let a = send_doc(
+        "POST",
+        &srv.urls().subscriptions(listener),
+        f,
+        &docs::subscription(&receiver.url),
+    )
+    .await;
+    assert_created(&a, "the listener's subscription");
+    let loud = new_session(&srv, f, fan, &[peer]).await;
+    set_status(&srv, f, peer, &loud, ParticipantStatus::Connected).await;
+    let calm = new_session(&srv, f, quiet, &[listener]).await;
+    set_status(&srv, f, listener, &calm, ParticipantStatus::Connected).await;
+
+    // Each sender with its own token, one in each format.
+    let sends = |who: &'static str, sid: String, f: Format| {
+        let srv = &srv;
+        async move {
+            let auth = format!("Bearer {}", user_token(who));
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("accept", f.media_type()),
+                ("content-type", f.media_type()),
+            ];
+            let body = docs::encode(f, &docs::message("hello"));
+            let url = srv.urls().messages(who, &sid);
+            for n in 1..=100 {
+                let a = send("POST", &url, &headers, Some(&body)).await;
+                if a.status == 429 {
+                    assert_refused(&a, &format!("[{f:?}] message {n}"), 429, "POL2005", f);
+                    return n - 1;
+                }
+                assert_created(&a, &format!("[{f:?}] message {n}"));
+            }
+            100
+        }
+    };
+    assert_eq!(
+        sends(fan, loud, Format::Json).await,
+        20,
+        "messages of 20 notifications each cost two requests"
+    );
+    assert_eq!(
+        sends(quiet, calm, Format::Xml).await,
+        40,
+        "a message of one notification costs one request"
+    );
+}
+
 /// An invitation's timer lives while the invitation waits for an answer: answering it, or
 /// ending its session, stops it. Before, each invitation left a task asleep for the whole
 /// invitation timeout (120 s by default, up to what the setting allows) after it was

@@ -192,7 +192,15 @@ pub struct Chat {
     /// withdrawn or ended with its session stops its timer (`Chat::apply`), so the tasks follow
     /// pending invitations, not the invitations of the last timeout period.
     invitation_timers: Mutex<std::collections::HashMap<u64, tokio::task::AbortHandle>>,
+    /// Told how many notifications each change handed to the store causes, in the task of the
+    /// request that made it ([`Chat::meter_notifications`]): how the request rate per token
+    /// comes to count the work a request causes, not only the request. Unset (tools, unit
+    /// tests): nothing is told.
+    meter: std::sync::OnceLock<NotificationMeter>,
 }
+
+/// See [`Chat::meter_notifications`].
+pub type NotificationMeter = Box<dyn Fn(usize) + Send + Sync>;
 
 /// Stripes of [`Chat::message_locks`] and of [`Chat::session_order`].
 const MESSAGE_LOCKS: usize = 64;
@@ -430,10 +438,19 @@ impl Chat {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
                 invitation_timers: Mutex::default(),
+                meter: std::sync::OnceLock::new(),
             }
         });
         chat.restore(snapshot)?;
         Ok(chat)
+    }
+
+    /// Sets what is told, at each change's hand-over, how many notifications the change
+    /// causes (deliveries to subscriptions and channels, stored or not): the server charges
+    /// them to the token of the request in whose task it runs (`crate::rate`). A change a
+    /// timer makes runs in no request's task and is charged to nobody. Set once, at start.
+    pub fn meter_notifications(&self, meter: NotificationMeter) {
+        let _ = self.meter.set(meter);
     }
 
     /// `503` once the store has failed: the process is stopping and memory may hold changes
@@ -552,6 +569,9 @@ impl Chat {
         let _in_order = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
         change.number(&state.ids);
         let deliveries = std::mem::take(&mut change.deliveries);
+        if let (false, Some(meter)) = (deliveries.is_empty(), self.meter.get()) {
+            meter(deliveries.len());
+        }
         let hook: Option<Box<dyn FnOnce() + Send>> = (!deliveries.is_empty()).then(|| {
             Box::new(move || {
                 for (queue, d) in deliveries {
