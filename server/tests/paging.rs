@@ -458,6 +458,57 @@ async fn sessions_come_in_creation_order_not_join_order() {
     }
 }
 
+/// A page of sessions is bounded in bytes too: each lists its roster, so with
+/// `maxEntries=1000` 30 sessions of 100 participants end the first page once their rosters
+/// reach the page budget (before, 1,000 such sessions made one 24 MB JSON answer, 30 MB of
+/// XML, for a 140-byte GET), and the walk still gets every session once, in order.
+#[tokio::test]
+async fn a_page_of_large_sessions_ends_at_its_byte_budget() {
+    let s = Server::start(&[
+        ("NETAPI_CHAT_INVITATION_RATE", "0"),
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "5000"),
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "30"),
+    ]);
+    let invitees: Vec<String> = (0..99)
+        .map(|i| format!("sip:invitee-{i:02}@example.com"))
+        .collect();
+    let invitees: Vec<&str> = invitees.iter().map(String::as_str).collect();
+    let mut made = Vec::new();
+    for n in 0..30 {
+        let a = send_doc(
+            "POST",
+            &s.urls().chat_sessions(ALICE),
+            Format::Json,
+            &docs::session(&format!("large {n}"), &invitees),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        made.push(a.created_id());
+    }
+    let url = format!("{}?maxEntries=1000", s.urls().chat_sessions(ALICE));
+    for f in FORMATS {
+        let first = send_empty("GET", &url, f).await;
+        assert!(
+            first.body.len() < 2 * 1024 * 1024,
+            "{f:?}: one page is {} bytes",
+            first.body.len()
+        );
+        let pages = walk(&url, f, |a, l: ChatSessionList| {
+            Read::new(
+                a,
+                &l.link,
+                l.chat_session_information
+                    .iter()
+                    .map(|c| last_segment(c.resource_url.as_deref().unwrap_or_default())),
+            )
+        })
+        .await;
+        assert!(pages.len() >= 2, "{f:?}: the rosters end the first page");
+        assert!(pages[0].keys.len() < 30);
+        assert_eq!(flat(&pages), made, "{f:?}: each once, in order");
+    }
+}
+
 /// Structure-aware JSON (reference §5.3 B): a list resource with no entries is
 /// `"child": []`, never a missing key, so a client that iterates `chatMessageList.chatMessage`
 /// does not fail on an empty one (`x-empty-array`). Other empty lists stay out: the faces

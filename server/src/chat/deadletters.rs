@@ -128,12 +128,17 @@ impl Chat {
         let rows = self
             .read(move |b| b.dead_letters(&sub, after, since_ms, limit))
             .await?;
-        let p = page::page(
-            rows.into_iter().map(|r| (r.id, r)),
-            PageRequest {
-                after: None,
-                limit: req.limit,
-            },
+        let p = page::within(
+            page::page(
+                rows.into_iter().map(|r| (r.id, r)),
+                PageRequest {
+                    after: None,
+                    limit: req.limit,
+                },
+            ),
+            page::PAGE_BYTES,
+            |r| r.body.len(),
+            |r| r.id,
         );
         let resource_url = format!("{}/deadLetters", self.urls.subscription(user, id));
         let link = p

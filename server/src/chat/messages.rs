@@ -332,9 +332,8 @@ fn readable_page(
     }
 }
 
-/// Most bytes of message text in one page of a message list (`page::within`): at most 4 MiB
-/// of answer even in XML with every character escaped, instead of 1,000 × the longest text.
-const PAGE_TEXT_BYTES: usize = 512 * 1024;
+/// Most bytes of message text in one page of a message list (`page::within`).
+const PAGE_TEXT_BYTES: usize = page::PAGE_BYTES;
 
 /// Seed 7.1.9, the rule on the text: at most `limit` characters (not bytes).
 fn check_text(text: &str, limit: usize) -> Result<(), Refused> {

@@ -179,7 +179,12 @@ impl Chat {
             .filter(|s| s.participant(user).is_some_and(Participant::sees_session))
             .collect();
         sessions.sort_unstable_by_key(|s| s.seq);
-        let p = page::page(sessions.into_iter().map(|s| (s.seq, s)), req);
+        let p = page::within(
+            page::page(sessions.into_iter().map(|s| (s.seq, s)), req),
+            page::PAGE_BYTES,
+            |s| listed_bytes(s),
+            |s| s.seq,
+        );
         let resource_url = self.urls.chat_sessions(user);
         ChatSessionList {
             chat_session_information: p
@@ -699,6 +704,21 @@ pub(super) fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&s
         ));
     }
     outbox
+}
+
+/// About what session `s` weighs in a list answer (`page::within`): its subject and, per
+/// participant, its entry as XML writes it (the address, again percent-encoded in the
+/// `resourceURL` beside the session id, and about 250 bytes of elements and URL). A page of
+/// sessions is bounded by what their rosters make, not only by their count: about 15
+/// sessions of 100 participants, some 7,500 elements, which a client's XML parser with the
+/// usual 10,000-element cap (ours among them) still reads.
+fn listed_bytes(s: &Session) -> usize {
+    let roster: usize = s
+        .participants
+        .iter()
+        .map(|p| 2 * p.address.len() + s.id.len() + 250)
+        .sum();
+    s.subject.as_ref().map_or(0, String::len) + roster
 }
 
 #[cfg(test)]
