@@ -877,8 +877,8 @@ async fn flow_7_1_5(f: &Face<'_>) {
 
 /// Seed 7.1.6 (decided): the inviter withdraws an unanswered invitation by deleting the
 /// invitee's participant resource (204); the invitee gets `SessionCancelled`, the other
-/// connected participants see it Disconnected; a 1-1 session whose invitation is withdrawn
-/// ends.
+/// connected participants, the canceller included, see it Disconnected; a 1-1 session whose
+/// invitation is withdrawn ends, and its originator is told `SessionEnded`.
 async fn flow_7_1_6(f: &Face<'_>) {
     let a = f.user(A, "a").await;
     let b = f.user(B, "b").await;
@@ -903,6 +903,9 @@ async fn flow_7_1_6(f: &Face<'_>) {
     f.check_event(&n, C, &sid, EventType::SessionCancelled);
     let n: ParticipantStatusNotification = b.next().await;
     f.check_status_notification(&n, B, &sid, &[(C, Disconnected)]);
+    // The canceller's own applications see it too (another device of the same user).
+    let n: ParticipantStatusNotification = a.next().await;
+    f.check_status_notification(&n, A, &sid, &[(C, Disconnected)]);
 
     f.cancel_invitation(A, &sid, C)
         .await
@@ -936,6 +939,9 @@ async fn flow_7_1_6(f: &Face<'_>) {
     f.cancel_invitation(A, &one, B).await.no_content();
     let n: ChatEventNotification = b.next().await;
     f.check_event(&n, B, &one, EventType::SessionCancelled);
+    // The originator's applications learn that it ended, as on a DELETE.
+    let n: ChatEventNotification = a.next().await;
+    f.check_event(&n, A, &one, EventType::SessionEnded);
     // An ended session is gone (issue 11 item 4; it used to stay readable to the inviter).
     f.get_session(A, &one).await.fails(404, Some("SVC2008"));
     f.get_session(B, &one).await.fails(404, None);

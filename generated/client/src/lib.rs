@@ -5864,9 +5864,11 @@ impl Client {
 
     **Decision (seed 7.1.6 was TBD):** the user who sent an invitation withdraws it, while
     it is still unanswered, by deleting the invitee's participant resource. The invitee gets
-    a `chatEventNotification` with `SessionCancelled`; the other connected participants get
-    a `participantStatusNotification` showing the invitee `Disconnected`. A 1-1 session
-    whose only invitation is cancelled ends. Cancelling an invitation that was already
+    a `chatEventNotification` with `SessionCancelled`; the other connected participants,
+    the canceller's own applications included, get a `participantStatusNotification`
+    showing the invitee `Disconnected`. A 1-1 session whose only invitation is cancelled
+    ends, and its originator's applications get `SessionEnded` (as when it deletes the
+    session). Cancelling an invitation that was already
     answered is `409 SVC0001`; only the inviter may cancel (`403 POL0001`).
 
 

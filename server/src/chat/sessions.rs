@@ -597,7 +597,8 @@ pub(super) fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refu
 
 /// Seed 7.1.6, the rule: `user` withdraws the invitation of `pid`. Only a pending invitation,
 /// and only by whoever sent it. The invitee is told `SessionCancelled` and no longer sees the
-/// session; a 1-1 session, whose only invitation this was, ends.
+/// session; the connected participants, the canceller included, see it `Disconnected`; a 1-1
+/// session, whose only invitation this was, ends (its originator told `SessionEnded`).
 fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, Refused> {
     let p = s.participant(pid).ok_or(Refused::NotFound)?;
     if !p.invitation.is_pending() {
@@ -626,13 +627,29 @@ fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, R
             format!("{user} withdrew the invitation"),
         ),
     )];
-    outbox.extend(invitation_gone(
-        urls,
-        &mut s,
-        pid,
-        user,
-        "the only invitation was cancelled",
-    ));
+    // The canceller's own applications are told too (another device of the same user kept
+    // showing the invitee `Invited`, or a 1-1 session that had ended): in a group, the
+    // invitee's new status, as every other connected participant sees it; a 1-1 session,
+    // which ends, `SessionEnded`, as when its originator deletes it.
+    if s.group
+        && let Some(p) = s.participant(pid)
+        && s.participant(user)
+            .is_some_and(|c| c.status == ParticipantStatus::Connected)
+    {
+        outbox.push((
+            user.to_owned(),
+            views::participant_status(urls, user, &s, &[p]),
+        ));
+    }
+    let why = "the only invitation was cancelled";
+    outbox.extend(invitation_gone(urls, &mut s, pid, user, why));
+    if !s.group {
+        let text = format!("session {}: {why}", s.id);
+        outbox.push((
+            user.to_owned(),
+            views::event(urls, user, &s, EventType::SessionEnded, text),
+        ));
+    }
     Ok(Decision { session: s, outbox })
 }
 
@@ -1104,6 +1121,7 @@ mod tests {
     }
 
     /// Seed 7.1.6: the inviter withdraws a pending invitation; a 1-1 session ends with it.
+    /// The canceller is told too (before, its other devices never learnt of it).
     #[test]
     fn cancelling_an_invitation() {
         let group = session(
@@ -1123,8 +1141,10 @@ mod tests {
             told(&d.outbox),
             [
                 format!("{C} <- SessionCancelled"),
+                format!("{A} <- status {C}=Disconnected"),
                 format!("{B} <- status {C}=Disconnected")
-            ]
+            ],
+            "every connected participant, the canceller's own applications included"
         );
 
         let one = session(false, &[(B, Invited, pending(1))]);
@@ -1133,7 +1153,14 @@ mod tests {
             d.session.ended,
             "a 1-1 session ends with its only invitation"
         );
-        assert_eq!(told(&d.outbox), [format!("{B} <- SessionCancelled")]);
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{B} <- SessionCancelled"),
+                format!("{A} <- SessionEnded")
+            ],
+            "the originator's applications learn that the session ended, as on a DELETE"
+        );
     }
 
     #[test]
