@@ -854,6 +854,13 @@ async fn group_chat(wire: Wire) {
         .await
         .fails(403, Some("POL0001"));
     face.delete_group_participant(A, &sid, D).await.no_content();
+    // The canceller's own applications see the invitee go, as the other members do.
+    let st: ParticipantStatusNotification = a.next().await;
+    assert_eq!(st.participant[0].address, D);
+    assert_eq!(
+        st.participant[0].status,
+        Some(ParticipantStatus::Disconnected)
+    );
     let g = face.get_group(A, &sid).await.ok(200);
     let dave = g
         .participant
