@@ -258,6 +258,10 @@ pub async fn channel_socket(
         Ok(found) => found,
         Err(e) => return refused(answer, &e),
     };
+    let waiting = match server.wait_slot(hs.authorization.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return refused(answer, &e),
+    };
     let Some(slot) = server.sockets.take() else {
         let e = crate::chat::no_resources(
             "too many notification sockets are open on this server; retry later, or poll a channel",
@@ -276,7 +280,7 @@ pub async fn channel_socket(
     let binding = hs.binding;
     let switching = upgrade.handle(move |conn| async move {
         // Held for as long as the socket is served.
-        let _slot = slot;
+        let _slot = (slot, waiting);
         let channel = SocketChannel {
             chat,
             user,

@@ -49,6 +49,9 @@ pub struct ChatServer {
     /// Notification-channel WebSockets open, against their share of the connection cap
     /// ([`crate::channel_socket::Sockets`]).
     pub sockets: Arc<crate::channel_socket::Sockets>,
+    /// Long polls waiting and sockets open per token, against each token's share of the
+    /// connection cap ([`crate::rate::Waits`]).
+    pub waits: Arc<crate::rate::Waits>,
 }
 
 /// An address the client gave, as the core knows it: `acr:auth` (OMA's name for the token's
@@ -73,6 +76,18 @@ fn canonical_participants(user: &str, list: &mut [ParticipantInformation]) -> Re
 /// later).
 fn participant(user: &str, id: String) -> String {
     resolved(user, &id).unwrap_or(id)
+}
+
+impl ChatServer {
+    /// A place among the waits of the token `authorization` names ([`crate::rate::Waits`]):
+    /// a long poll or a socket holds it while it waits.
+    pub(crate) fn wait_slot(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<crate::rate::WaitSlot, ApiError> {
+        let principal = auth::authenticate(self.verifier.as_ref(), authorization)?;
+        self.waits.take(&principal.token_id)
+    }
 }
 
 impl ChatService for ChatServer {
@@ -881,6 +896,8 @@ impl ChatService for ChatServer {
         // The request's credentials, checked again whenever the poll wakes (see
         // `Chat::poll_notifications`), as `authorize` checked them when it came.
         let credentials = netapi_chat_runtime::negotiate::request_credentials();
+        // Held while the poll waits: its token's share of the connection cap.
+        let _slot = self.wait_slot(credentials.as_deref())?;
         let grant = || {
             auth::still_grants(
                 self.verifier.as_ref(),

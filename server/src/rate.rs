@@ -124,6 +124,76 @@ pub fn units_beyond_request(notifications: usize) -> usize {
         .saturating_sub(1)
 }
 
+/// Long polls waiting and notification sockets open, per access token: at most a quarter of
+/// `NETAPI_CHAT_MAX_CONNECTIONS` each. A waiting poll or an open socket holds a connection
+/// that is never idle, so the cap's shedding of the longest-idle connection never frees one:
+/// one token acting for many users (ten channels each) re-polling at a tenth of its request
+/// rate held all 500 places of a server and another tenant's GET waited 20 s. Past its share a
+/// poll or a socket handshake is `429 POL2005` with `Retry-After`; the entries are those of
+/// tokens holding any, so the table is bounded by the connections themselves.
+#[derive(Debug)]
+pub struct Waits {
+    per_token: Mutex<HashMap<String, usize>>,
+    max: usize,
+}
+
+/// One wait's place in its token's share ([`Waits::take`]), given back when dropped.
+#[derive(Debug)]
+pub struct WaitSlot {
+    waits: std::sync::Arc<Waits>,
+    token: String,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .waits
+            .per_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.token);
+            }
+        }
+    }
+}
+
+impl Waits {
+    /// A quarter of `max_connections` per token (at least one).
+    pub fn share_of(max_connections: usize) -> Waits {
+        Waits {
+            per_token: Mutex::new(HashMap::new()),
+            max: (max_connections / 4).max(1),
+        }
+    }
+
+    /// The most waits one token may hold.
+    pub fn per_token(&self) -> usize {
+        self.max
+    }
+
+    /// A place for one more wait of `token_id`, or the `429` past its share.
+    pub fn take(self: &std::sync::Arc<Self>, token_id: &str) -> Result<WaitSlot, ApiError> {
+        let mut held = self.per_token.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(token_id.to_owned()).or_insert(0);
+        if *n >= self.max {
+            return Err(too_many(
+                "Maximum number of requests exceeded: %1 long polls waiting and notification sockets open for this token; retry after %2 s",
+                format!("{}", self.max),
+                1.0,
+                "waits",
+            ));
+        }
+        *n += 1;
+        Ok(WaitSlot {
+            waits: std::sync::Arc::clone(self),
+            token: token_id.to_owned(),
+        })
+    }
+}
+
 /// Failed authentications per client address: after `limit` failures within `window`, the
 /// address gets `429 POL2005` with `Retry-After` (until the window ends) without its
 /// credentials being checked, so that guessing tokens (or JWT signature checks) cannot be done
@@ -320,6 +390,24 @@ mod tests {
         let off = RateLimiter::new(0.0, 0.0);
         off.charge_notifications("t", 1_000_000);
         off.check("t").unwrap();
+    }
+
+    /// A token holds at most its share of waits; a slot given back makes room; other tokens
+    /// have their own share; the table forgets a token holding none.
+    #[test]
+    fn a_token_holds_at_most_its_share_of_waits() {
+        let w = std::sync::Arc::new(Waits::share_of(8));
+        assert_eq!(w.per_token(), 2);
+        let a = w.take("t").unwrap();
+        let _b = w.take("t").unwrap();
+        let refused = w.take("t").unwrap_err();
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.message_id, "POL2005");
+        let _other = w.take("u").unwrap();
+        drop(a);
+        let _c = w.take("t").unwrap();
+        drop((_b, _c, _other));
+        assert!(w.per_token.lock().unwrap().is_empty());
     }
 
     /// A flood of addresses failing once each does not lift a lockout under way (the table

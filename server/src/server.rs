@@ -478,6 +478,7 @@ pub async fn start_on(
             metrics_token: config.metrics_token.clone(),
             openapi,
             sockets: Arc::new(crate::channel_socket::Sockets::share_of(max_connections)),
+            waits: Arc::new(crate::rate::Waits::share_of(max_connections)),
             admin: config.admin_token.clone().map(|token| {
                 Arc::new(crate::admin_api::Admin {
                     token,

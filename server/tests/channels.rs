@@ -887,12 +887,21 @@ fn spawn_poll(
     url: String,
     accept: Option<Format>,
 ) -> tokio::task::JoinHandle<(u16, String, String)> {
+    spawn_poll_as(url, accept, support::APP_TOKEN.to_owned())
+}
+
+/// [`spawn_poll`] with `token`.
+fn spawn_poll_as(
+    url: String,
+    accept: Option<Format>,
+    token: String,
+) -> tokio::task::JoinHandle<(u16, String, String)> {
     tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let mut request = client.post(&url).bearer_auth(support::APP_TOKEN);
+        let mut request = client.post(&url).bearer_auth(token);
         if let Some(f) = accept {
             request = request.header("accept", f.media_type());
         }
@@ -1318,24 +1327,29 @@ async fn a_second_socket_takes_the_channel_over() {
 async fn open_sockets_count_against_the_connection_cap_within_their_share() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = server(&[("NETAPI_CHAT_MAX_CONNECTIONS", "4")]);
+    // Each wait with a token of its own: a token holds a quarter of the cap at most (one of
+    // four; see `one_token_holds_at_most_a_quarter_of_the_connection_cap_in_waits`).
     let mut sockets = Vec::new();
     for user in [A, B] {
         let ch = create_socket_channel(&s, user).await;
         sockets.push(
-            connect(&channel_url(&ch), support::APP_TOKEN, Format::Json)
+            connect(&channel_url(&ch), &user_token(user), Format::Json)
                 .await
                 .expect("socket"),
         );
     }
     let third = create_socket_channel(&s, M).await;
-    match connect(&channel_url(&third), support::APP_TOKEN, Format::Json).await {
+    match connect(&channel_url(&third), &user_token(M), Format::Json).await {
         Err(status) => assert_eq!(status, 503, "past the sockets' share"),
         Ok(_) => panic!("a third socket past the share of a cap of four"),
     }
     let mut polls = Vec::new();
-    for user in [A, B] {
+    for (user, token) in [
+        (M, user_token(M)),
+        ("sip:alice@example.com", support::APP_TOKEN.to_owned()),
+    ] {
         let ch = create_channel(&s, user, Format::Json, None, Some(20)).await;
-        polls.push(spawn_poll(channel_url(&ch), None));
+        polls.push(spawn_poll_as(channel_url(&ch), None, token));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut probe = tokio::net::TcpStream::connect(s.addr()).await.expect("tcp");
@@ -1361,6 +1375,49 @@ async fn open_sockets_count_against_the_connection_cap_within_their_share() {
     for p in polls {
         p.abort();
     }
+}
+
+/// One token holds at most a quarter of `NETAPI_CHAT_MAX_CONNECTIONS` in long polls waiting
+/// and sockets open (two of eight here): a poll is never idle, so without a share one token
+/// acting for many users held every place and other tenants' requests waited for a poll to
+/// end (20 s in the amplification review). Past its share a poll or a handshake is `429
+/// POL2005` with `Retry-After`, in the negotiated format; another token still polls; a place
+/// is given back when its poll answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_holds_at_most_a_quarter_of_the_connection_cap_in_waits() {
+    let s = server(&[("NETAPI_CHAT_MAX_CONNECTIONS", "8")]);
+    let mut polls = Vec::new();
+    for user in [A, B] {
+        let ch = create_channel(&s, user, Format::Json, None, Some(2)).await;
+        polls.push(spawn_poll(channel_url(&ch), None));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mallory = create_channel(&s, M, Format::Json, None, Some(1)).await;
+    for f in FORMATS {
+        let a = poll(&channel_url(&mallory), f).await;
+        a.assert_error(429, "POL2005", f);
+        assert!(!a.header("retry-after").is_empty(), "{}", a.body);
+    }
+    let socket = create_socket_channel(&s, M).await;
+    match connect(&channel_url(&socket), support::APP_TOKEN, Format::Json).await {
+        Err(status) => assert_eq!(status, 429, "a socket counts in the token's share"),
+        Ok(_) => panic!("a third wait of one token past its share of two"),
+    }
+    // Mallory's own token has a share of its own.
+    let auth = format!("Bearer {}", user_token(M));
+    let a = send(
+        "POST",
+        &channel_url(&mallory),
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Once the two polls answered, the token polls again.
+    for p in polls {
+        assert_eq!(p.await.expect("poll").0, 200);
+    }
+    assert_eq!(poll(&channel_url(&mallory), Format::Json).await.status, 200);
 }
 
 /// A client that vanished without closing its socket (modelled by one that reads nothing, so
