@@ -206,15 +206,39 @@ pub fn own_certificate_name(
 }
 
 /// The leader's request gate: a request that proves it comes from a standby (the cluster key)
-/// is handled as coming from the client address the standby names; both headers are removed
-/// from every request before `inner` (the method gate) and the handlers see it.
-pub fn trusting_forwarders(inner: RequestGate, key: String) -> RequestGate {
+/// is handled as coming from the client address the standby names; any other as
+/// `NETAPI_CHAT_TRUSTED_PROXIES` says ([`client_of`]). Both cluster headers are removed from
+/// every request before `inner` (the method gate) and the handlers see it.
+pub fn trusting_forwarders(
+    inner: RequestGate,
+    key: String,
+    trusted: Arc<Vec<crate::proxies::Net>>,
+) -> RequestGate {
     Arc::new(move |request| {
-        if let Some(addr) = forwarded_client(request, &key) {
+        if let Some(addr) = client_of(request, &key, &trusted) {
             request.extensions_mut().insert(dropshot::ClientAddr(addr));
         }
         inner(request)
     })
+}
+
+/// The client a leader counts `request` against, when it is not the connection's peer: the
+/// address a standby proved with `key` is final (the standby applied the trusted-proxy rule to
+/// its own peer already, and passed the client's `X-Forwarded-For` on unchanged, so reading
+/// that header again here, where the standby's address may well be a trusted proxy, would let
+/// a client name any address it likes); without the key, the rule of
+/// [`crate::proxies::client_address`] for the connection's peer.
+fn client_of<B>(
+    request: &mut Request<B>,
+    key: &str,
+    trusted: &[crate::proxies::Net],
+) -> Option<SocketAddr> {
+    if let Some(forwarded) = forwarded_client(request, key) {
+        return Some(forwarded);
+    }
+    let dropshot::PeerAddr(peer) = request.extensions().get::<dropshot::PeerAddr>().copied()?;
+    let client = crate::proxies::client_address(peer, request.headers(), trusted);
+    (client != peer).then_some(client)
 }
 
 /// The client address a standby forwarded `request` for, when it proves itself with `key`;
@@ -1605,6 +1629,46 @@ mod tests {
                 "both headers removed: {:?}",
                 r.headers()
             );
+        }
+    }
+
+    /// Through a standby, the address it proves with the key is final, even when the
+    /// standby's own address is a trusted proxy and the client sent an `X-Forwarded-For`; a
+    /// request without the key gets the trusted-proxy rule for its connection's peer.
+    #[test]
+    fn an_address_proven_by_the_key_is_not_overridden_by_x_forwarded_for() {
+        let trusted = crate::proxies::parse_list("127.0.0.1, 10.0.0.0/8").unwrap();
+        let request = |key: Option<&str>, peer: &str| {
+            let mut b = Request::builder()
+                .uri("/x")
+                .header(&FORWARDED_FOR, "192.0.2.7:5000")
+                .header("x-forwarded-for", "203.0.113.77");
+            if let Some(k) = key {
+                b = b.header(&CLUSTER_KEY, k);
+            }
+            let mut r = b.body(()).unwrap();
+            r.extensions_mut()
+                .insert(dropshot::PeerAddr(peer.parse().unwrap()));
+            r
+        };
+        let standby = "127.0.0.1:40000";
+        let proven: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let named: SocketAddr = "203.0.113.77:0".parse().unwrap();
+        for (key, peer, expected) in [
+            (Some("k3y"), standby, Some(proven)),
+            (Some("k3y"), "198.51.100.9:1", Some(proven)),
+            (Some("wrong"), standby, Some(named)),
+            (None, standby, Some(named)),
+            (None, "198.51.100.9:1", None),
+        ] {
+            let mut r = request(key, peer);
+            assert_eq!(
+                client_of(&mut r, "k3y", &trusted),
+                expected,
+                "{key:?} {peer}"
+            );
+            assert!(!r.headers().contains_key(&CLUSTER_KEY));
+            assert!(!r.headers().contains_key(&FORWARDED_FOR));
         }
     }
 

@@ -504,14 +504,13 @@ pub async fn start_on(
         None => server,
     };
     // Proxies in front (NETAPI_CHAT_TRUSTED_PROXIES) name the client; a standby of the
-    // cluster (which applied the same rule) names it with the cluster key, over them.
-    let gate = match config.trusted_proxies.as_slice() {
-        [] => methods.into_gate(),
-        trusted => crate::proxies::trusting(methods.into_gate(), Arc::new(trusted.to_vec())),
-    };
+    // cluster (which applied the same rule to its own peer) names it with the cluster key,
+    // and that address is final: the client's own X-Forwarded-For is not read again.
+    let trusted = Arc::new(config.trusted_proxies.clone());
     let server = server.request_gate(match cluster_key {
-        Some(key) => crate::cluster::trusting_forwarders(gate, key),
-        None => gate,
+        Some(key) => crate::cluster::trusting_forwarders(methods.into_gate(), key, trusted),
+        None if trusted.is_empty() => methods.into_gate(),
+        None => crate::proxies::trusting(methods.into_gate(), trusted),
     });
     let server = server
         .start()

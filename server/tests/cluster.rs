@@ -1649,3 +1649,105 @@ async fn a_standbys_metrics_token_is_under_the_failure_limit() {
     assert_eq!(a.status, 429, "{}", a.body);
     assert!(!a.header("retry-after").is_empty(), "{:?}", a.headers);
 }
+
+/// One raw HTTP/1.1 exchange with `addr` from the local address `from` (any when `None`): what
+/// came back until the server closed the connection (or 10 s passed). For what a client
+/// library does not send (a target `*`, a broken chunked body) or where a test needs a given
+/// client address.
+async fn raw_exchange(addr: &str, from: Option<&str>, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(from) = from {
+        socket
+            .bind(format!("{from}:0").parse().expect("address"))
+            .expect("bind the client address");
+    }
+    let mut stream = socket
+        .connect(addr.parse().expect("address"))
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw answer (0: none).
+fn raw_status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Through a standby whose own address is a trusted proxy (every instance has the same
+/// settings, and a trusted network often covers them), the leader counts a request against
+/// the address the standby proved with the cluster key, not against one the client wrote
+/// into `X-Forwarded-For`: a client cannot rotate its address past the failure limit, nor
+/// lock out another address; a client behind a trusted proxy is still counted as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn through_a_standby_a_client_cannot_choose_its_address() {
+    let p = pair(&[
+        ("NETAPI_CHAT_TRUSTED_PROXIES", "127.0.0.1"),
+        ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "3"),
+    ]);
+    changes_again(&p.standby, "through the standby").await;
+    let path = format!("/v1/chat/{}/subscriptions", support::enc(ALICE));
+    let get = |token: &str, forwarded_for: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             X-Forwarded-For: {forwarded_for}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // From 127.0.0.5 (no trusted proxy), wrong tokens naming a victim, then another address.
+    let mut statuses = Vec::new();
+    for named in [
+        "203.0.113.77",
+        "203.0.113.77",
+        "203.0.113.77",
+        "198.51.100.1",
+    ] {
+        let a = raw_exchange(
+            &p.standby.addr(),
+            Some("127.0.0.5"),
+            get("wrong", named).as_bytes(),
+        )
+        .await;
+        statuses.push(raw_status(&a));
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "counted against 127.0.0.5");
+    // The victim, behind the trusted proxy 127.0.0.1, is not locked out.
+    let right = support::user_token(ALICE);
+    let a = raw_exchange(
+        &p.standby.addr(),
+        Some("127.0.0.1"),
+        get(&right, "203.0.113.77").as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&a), 200, "{a}");
+    // Behind the trusted proxy, the client is counted as the address the proxy names.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let a = raw_exchange(
+            &p.standby.addr(),
+            Some("127.0.0.1"),
+            get("wrong", "198.51.100.50").as_bytes(),
+        )
+        .await;
+        statuses.push(raw_status(&a));
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 429],
+        "counted against 198.51.100.50"
+    );
+    let a = raw_exchange(
+        &p.standby.addr(),
+        Some("127.0.0.1"),
+        get(&right, "198.51.100.51").as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&a), 200, "{a}");
+}
