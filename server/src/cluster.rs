@@ -20,9 +20,11 @@
 //! **API Boundary: the forwarded request.** A standby adds the client's address
 //! ([`FORWARDED_FOR`]) and the cluster key ([`CLUSTER_KEY`], made by the first leader and kept
 //! in the leader table); the leader trusts the address only with the key
-//! ([`trusting_forwarders`]) and drops both headers before anything else sees them, so a
-//! client cannot pose as another address. A request that arrives at a standby already
-//! forwarded is not forwarded again (no loops while the leader table is stale): `503`.
+//! ([`trusting_forwarders`]), as final, and drops both headers before anything else sees
+//! them, so a client cannot pose as another address. The key goes nowhere but to the
+//! leader's URL ([`upstream_uri`]; a target that names no path is not forwarded). A request
+//! that arrives at a standby already forwarded (with the right key) is not forwarded again
+//! (no loops while the leader table is stale): `503`.
 //!
 //! **TLS between instances.** With `NETAPI_CHAT_TLS_CERT` an instance's cluster URL is
 //! `https://` and its standby listener serves HTTPS with the same certificate as its leader
@@ -595,7 +597,7 @@ const LEADER_SILENT: &str = "the leading instance did not answer in time; it may
 struct Forwarder {
     own_url: String,
     leader: RwLock<Option<Leader>>,
-    client: Client<LeaderConnector, Incoming>,
+    client: Client<LeaderConnector, ClientBody>,
     /// The last reason a forward failed that was logged, so a leader that stays unreachable
     /// (or untrusted) is reported once, not once per request.
     failure: std::sync::Mutex<Option<String>>,
@@ -1055,8 +1057,77 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// One request at a standby: `/healthz` answered here (this process is alive); anything
-/// else forwarded to the leader, or `503` with `Retry-After` when there is none to reach.
+/// The origin-form path and query a standby forwards for `target` (RFC 9112 §3.2): that of
+/// an origin-form target (`/…`) or of an absolute-form one (`http://host/…`, whose host is
+/// ignored, as the leader ignores it). `None` for a target that names no path on this service
+/// (`*`, an authority such as `CONNECT`'s `host:port`): such a request is not forwarded at all
+/// (the leader would answer it `404`, and no upstream URI can be built from it without
+/// changing where it goes).
+fn origin_form(target: &http::Uri) -> Option<http::uri::PathAndQuery> {
+    if !target.path().starts_with('/') {
+        return None;
+    }
+    Some(
+        target
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    )
+}
+
+/// The URI a standby sends a request for `path` to: the scheme and authority of the leader's
+/// URL as parsed (by the rule of [`ClusterUrl::parse`]), and `path`; never text glued
+/// together, which a target like `*` could turn into another authority (`host:port*`, read as
+/// port 80), so that the request and the cluster key never go anywhere but to the leader.
+/// `None` when the leader's URL does not read.
+fn upstream_uri(leader_url: &str, path: http::uri::PathAndQuery) -> Option<http::Uri> {
+    let ClusterUrl::Given(url) = ClusterUrl::parse(leader_url)? else {
+        return None;
+    };
+    let leader = http::Uri::from_str(&url).ok()?.into_parts();
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(leader.scheme?);
+    parts.authority = Some(leader.authority?);
+    parts.path_and_query = Some(path);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// The client's request body on its way to the leader, remembering the first error its stream
+/// gave (a malformed chunk, a body cut short of its `Content-Length`): a forward that fails
+/// because of it is the client's mistake, answered `400` as the leader answers it, not the
+/// leader's outage (no `503`, no count, no warning).
+struct ClientBody {
+    inner: Incoming,
+    failed: Arc<std::sync::OnceLock<String>>,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(e))) = &polled {
+            let _ = self.failed.set(e.to_string());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One request at a standby: `/healthz` answered here (this process is alive); a target that
+/// names no path `404` as the leader answers it; anything else forwarded to the leader, or
+/// `503` with `Retry-After` when there is none to reach.
 async fn forward(
     forwarder: &Forwarder,
     peer: SocketAddr,
@@ -1070,8 +1141,7 @@ async fn forward(
             crate::proxies::client_address(peer, request.headers(), &forwarder.trusted_proxies);
         return standby_metrics(forwarder, client.ip(), request.headers());
     }
-    FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // The format of a 503 this standby answers itself, negotiated like every answer.
+    // The format of an answer this standby makes itself, negotiated like every answer.
     let format = {
         let accept = request
             .headers()
@@ -1080,25 +1150,37 @@ async fn forward(
         let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
         media::response_format(accept, body).unwrap_or_else(|e| e.answer_in)
     };
-    if request.headers().contains_key(&CLUSTER_KEY) {
-        // Forwarded by another standby that took this one for the leader.
-        return unavailable(format, "no instance leads the database at the moment");
-    }
+    let Some(path) = origin_form(request.uri()) else {
+        // What the leader answers it: its router knows no such path.
+        return answer(format, &crate::gate::unrouted(request.uri().path()));
+    };
+    FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(leader) = forwarder.leader() else {
         return unavailable(format, "no instance leads the database at the moment");
+    };
+    // The right key comes from another standby that took this one for the leader: not
+    // forwarded again (no loops while the leader table is stale). Any other value is a
+    // client's, dropped below as the leader drops it.
+    if request
+        .headers()
+        .get_all(&CLUSTER_KEY)
+        .iter()
+        .any(|given| same_secret(given.as_bytes(), leader.key.as_bytes()))
+    {
+        return unavailable(format, "no instance leads the database at the moment");
+    }
+    let Some(uri) = upstream_uri(&leader.url, path) else {
+        return unavailable(format, "the leader's address does not read");
     };
     let upgrade = wants_upgrade(request.headers());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = http::Uri::from_str(&format!("{}{target}", leader.url)) else {
-        return unavailable(format, "the leader's address does not read");
-    };
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // Whatever a client put there is replaced: only this standby says where a request came
     // from (through a proxy it trusts, the client that proxy names).
     parts.headers.remove(&FORWARDED_FOR);
+    parts.headers.remove(&CLUSTER_KEY);
     let client = crate::proxies::client_address(peer, &parts.headers, &forwarder.trusted_proxies);
     if let (Ok(from), Ok(key)) = (
         HeaderValue::from_str(&client.to_string()),
@@ -1107,6 +1189,11 @@ async fn forward(
         parts.headers.insert(FORWARDED_FOR, from);
         parts.headers.insert(CLUSTER_KEY, key);
     }
+    let failed = Arc::new(std::sync::OnceLock::new());
+    let body = ClientBody {
+        inner: body,
+        failed: Arc::clone(&failed),
+    };
     let request = Request::from_parts(parts, body);
     let within = answer_within(&request, forwarder.poll_wait);
     let mut answer = match tokio::time::timeout(within, forwarder.client.request(request)).await {
@@ -1115,6 +1202,10 @@ async fn forward(
             a
         }
         Ok(Err(e)) => {
+            if let Some(why) = failed.get() {
+                // The client's body failed, not the leader: what the leader answers it.
+                return self::answer(format, &client_body_error(why));
+            }
             forwarder.report(&leader, &e);
             return unavailable(format, unreachable_because(&e));
         }
@@ -1137,6 +1228,13 @@ async fn forward(
     let switching = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(answer.headers_mut(), switching);
     answer.map(http_body_util::BodyExt::boxed)
+}
+
+/// `400 SVC0002` for a request body whose stream failed (`why`), with `Connection: close`:
+/// the leader's answer to it (`negotiate::collect`), the connection's framing being lost.
+fn client_body_error(why: &str) -> netapi_chat_runtime::ApiError {
+    netapi_chat_runtime::ApiError::invalid_input(format!("error reading the request body: {why}"))
+        .closing()
 }
 
 /// What a client is told (the `%1` of `SVC2001`) when a forward to the leader failed with
@@ -1184,23 +1282,28 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
     r
 }
 
-/// `503 SVC2001` with `Retry-After`, in `format` (negotiated; JSON when none fits).
+/// `503 SVC2001` with `Retry-After`, in `format` (negotiated; JSON when none fits), counted
+/// as a request no leader could serve.
 fn unavailable(format: media::Format, why: &str) -> Response<ProxyBody> {
     REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let error = crate::chat::no_resources(why, RETRY_AFTER_SECS);
+    answer(format, &crate::chat::no_resources(why, RETRY_AFTER_SECS))
+}
+
+/// An error the standby answers itself, in `format`, as the leader renders one.
+fn answer(format: media::Format, error: &netapi_chat_runtime::ApiError) -> Response<ProxyBody> {
     let body = netapi_chat_runtime::wire::encode(
         format,
-        &<RequestError as netapi_chat_runtime::wire::ErrorDocument>::from_error(&error),
+        &<RequestError as netapi_chat_runtime::wire::ErrorDocument>::from_error(error),
     );
     let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
-    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    *r.status_mut() = error.status;
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
-    for (name, value) in error.headers {
-        h.insert(name, value);
+    for (name, value) in &error.headers {
+        h.insert(name.clone(), value.clone());
     }
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
     r
@@ -1632,6 +1735,45 @@ mod tests {
         }
     }
 
+    /// Only a target that names a path is forwarded, and always to the leader's own scheme
+    /// and authority: `*` (which glued to the URL read as port 80 of the leader's host, the
+    /// cluster key with it), an authority-form target and a bare word are not; an
+    /// absolute-form target keeps only its path and query, whatever host it names.
+    #[test]
+    fn only_a_path_is_forwarded_and_only_to_the_leaders_authority() {
+        // As hyper's server reads request targets.
+        let target = |t: &str| http::Uri::from_str(t).unwrap();
+        for not_a_path in ["*", "evil.example:80", "healthz", "127.0.0.1:80"] {
+            assert_eq!(origin_form(&target(not_a_path)), None, "{not_a_path}");
+        }
+        for leader in ["http://127.0.0.1:19150", "https://chat-1.internal:8443/"] {
+            for (t, path) in [
+                ("/v1/chat/x?a=b", "/v1/chat/x?a=b"),
+                ("//evil.example:81/x", "//evil.example:81/x"),
+                ("/@evil.example/x", "/@evil.example/x"),
+                ("http://evil.example:81/readyz?x=1", "/readyz?x=1"),
+                ("http://evil.example", "/"),
+            ] {
+                let path_and_query = origin_form(&target(t)).expect(t);
+                let uri = upstream_uri(leader, path_and_query).expect(t);
+                let base = http::Uri::from_str(leader).unwrap();
+                assert_eq!(uri.scheme(), base.scheme(), "{t}");
+                assert_eq!(uri.authority(), base.authority(), "{t} to {leader}: {uri}");
+                assert_eq!(uri.path_and_query().unwrap().as_str(), path, "{t}");
+            }
+        }
+        let root = || http::uri::PathAndQuery::from_static("/");
+        for bad in [
+            "",
+            "127.0.0.1:19150",
+            "ftp://h:1",
+            "http://u@h:1",
+            "http://h:1/p",
+        ] {
+            assert_eq!(upstream_uri(bad, root()), None, "{bad}");
+        }
+    }
+
     /// Through a standby, the address it proves with the key is final, even when the
     /// standby's own address is a trusted proxy and the client sent an `X-Forwarded-For`; a
     /// request without the key gets the trusted-proxy rule for its connection's peer.
@@ -1670,6 +1812,24 @@ mod tests {
             assert!(!r.headers().contains_key(&CLUSTER_KEY));
             assert!(!r.headers().contains_key(&FORWARDED_FOR));
         }
+    }
+
+    /// A request whose body failed at the client is answered what the leader answers it:
+    /// `400 SVC0002`, the connection closed.
+    #[tokio::test]
+    async fn a_clients_broken_body_is_its_400_not_the_leaders_503() {
+        let a = answer(
+            media::Format::Json,
+            &client_body_error("invalid chunk size line"),
+        );
+        assert_eq!(a.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(a.headers()[header::CONNECTION], "close");
+        let body = a.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("SVC0002") && body.contains("error reading the request body"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -1681,6 +1681,109 @@ fn raw_status(answer: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A target that names no path (`*`, any method) reaching a standby is answered there as the
+/// leader answers it (`404 SVC2008`), not forwarded: glued to the leader's URL it read as
+/// port 80 of the leader's host, where the request went with the cluster key (and the answer
+/// came back), or the client got a `503` and the operator a warning that the leader fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_target_without_a_path_is_answered_by_the_standby_as_by_the_leader() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    changes_again(&p.standby, "through the standby").await;
+    let refused = "netapi_chat_standby_unavailable_total";
+    let before = support::metric(&p.standby.base, TOKEN, refused).await;
+    for request in [
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "CONNECT evil.example:80 HTTP/1.1\r\nHost: evil.example:80\r\nConnection: close\r\n\r\n",
+    ] {
+        let leader = raw_exchange(&p.leader.addr(), None, request.as_bytes()).await;
+        let standby = raw_exchange(&p.standby.addr(), None, request.as_bytes()).await;
+        assert_eq!(raw_status(&leader), 404, "leader, {request:?}: {leader}");
+        assert_eq!(raw_status(&standby), 404, "standby, {request:?}: {standby}");
+        assert!(standby.contains("SVC2008"), "{standby}");
+        let body = |a: &str| a.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        assert_eq!(body(&standby), body(&leader), "{request:?}");
+    }
+    // An absolute-form target is served on its path, as the leader serves it, whatever host
+    // it names.
+    let absolute =
+        "GET http://evil.example:81/readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(&p.standby.addr(), None, absolute.as_bytes()).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert_eq!(
+        support::metric(&p.standby.base, TOKEN, refused).await,
+        before
+    );
+    let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+    assert!(!log.contains("forwarding to the leader at"), "{log}");
+}
+
+/// A client's own mistakes reaching a standby get the leader's answer to them, not the
+/// standby's "the leader cannot be reached" `503` (which a client retries for ever), and are
+/// neither counted as refusals nor logged as the leader failing: a chunked body that does not
+/// read and a body cut short of its `Content-Length` are `400 SVC0002` (the connection
+/// closed); a client's `x-netapi-chat-cluster-key` is dropped, as the leader drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_answers_a_clients_mistakes_as_the_leader_does_not_with_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    changes_again(&p.standby, "through the standby").await;
+    let refused = "netapi_chat_standby_unavailable_total";
+    let before = support::metric(&p.standby.base, TOKEN, refused).await;
+    let path = format!("/v1/chat/{}/subscriptions", support::enc(ALICE));
+    let token = support::user_token(ALICE);
+    let head = |framing: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n"
+        )
+    };
+    let bad_chunk = format!(
+        "{}zz\r\n{{}}\r\n0\r\n\r\n",
+        head("Transfer-Encoding: chunked\r\n")
+    );
+    for (instance, addr) in [("leader", p.leader.addr()), ("standby", p.standby.addr())] {
+        let a = raw_exchange(&addr, None, bad_chunk.as_bytes()).await;
+        assert_eq!(raw_status(&a), 400, "{instance}, bad chunk: {a}");
+        assert!(a.contains("SVC0002"), "{instance}: {a}");
+        // A body shorter than its Content-Length: the client stops sending.
+        let socket = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let (mut read, mut write) = socket.into_split();
+        write
+            .write_all(format!("{}{{\"a\":", head("Content-Length: 50\r\n")).as_bytes())
+            .await
+            .expect("send");
+        write.shutdown().await.expect("half-close");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut out)).await;
+        let a = String::from_utf8_lossy(&out);
+        assert_eq!(raw_status(&a), 400, "{instance}, short body: {a}");
+    }
+    let a = support::send(
+        "GET",
+        &format!("{}{path}", p.standby.base),
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-netapi-chat-cluster-key", "a client's guess"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        support::metric(&p.standby.base, TOKEN, refused).await,
+        before
+    );
+    let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+    assert!(!log.contains("forwarding to the leader at"), "{log}");
+}
+
 /// Through a standby whose own address is a trusted proxy (every instance has the same
 /// settings, and a trusted network often covers them), the leader counts a request against
 /// the address the standby proved with the cluster key, not against one the client wrote
