@@ -536,14 +536,22 @@ impl ChatService for ChatServer {
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: Option<ParticipantSessionStatus>,
+        body: Option<OneOf<ParticipantSessionStatus, ChatSessionInformation>>,
     ) -> Result<(), ApiError> {
+        // OMA 2012 §6.2 literally: the session PUT back with the `status` asked for.
+        let asked = match body {
+            None => None,
+            Some(OneOf::A(status)) => Some(status),
+            Some(OneOf::B(session)) => session
+                .status
+                .map(|status| ParticipantSessionStatus { status }),
+        };
         self.chat
             .update_one_to_one_session(
                 &user_id,
                 &participant(&user_id, other_user_id),
                 &session_id,
-                crate::chat::asked_status(body),
+                crate::chat::asked_status(asked),
             )
             .await
     }

@@ -2388,6 +2388,51 @@ async fn an_empty_put_accepts_on_every_accept_url() {
     }
 }
 
+/// OMA 2012 §6.2 read literally: the invitee GETs the session at the invitation's
+/// `ChatSessionInformation` link, sets its `status` and PUTs the document back there.
+/// `Connected` accepts (the originator is told, the session reads `Connected`), `Disconnected`
+/// declines (the 1-1 session is gone). Before, that body was `400 SVC0002` (only a
+/// `participantSessionStatus` was taken there), so such a client could accept nothing.
+#[tokio::test]
+async fn putting_the_session_back_with_a_status_answers_the_invitation() {
+    let srv = Server::default_for_tests();
+    let urls = srv.urls();
+    for (f, wire) in [(Format::Json, Wire::Json), (Format::Xml, Wire::Xml)] {
+        let face = Face::new(wire, &srv);
+        let a = User::new_2012(&face, A).await;
+        for (asked, accepted) in [(Connected, true), (ParticipantStatus::Disconnected, false)] {
+            let (loc, _) = face
+                .create_one_to_one(A, B, &one_to_one_request(A, B, "Lunch?"))
+                .await
+                .created();
+            let sid = last_segment(&loc);
+            let mut doc = face.get_one_to_one(B, A, &sid).await.ok(200);
+            assert_eq!(doc.status, Some(ParticipantStatus::Invited));
+            doc.status = Some(asked);
+            let put = send_doc("PUT", &urls.one_to_one_session(B, A, &sid), f, &doc).await;
+            assert_eq!(put.status, 204, "{asked:?} in {f:?}: {}", put.body);
+            let ev: ChatEventNotification = a.next().await;
+            let told = if accepted {
+                EventType::Accepted
+            } else {
+                EventType::Declined
+            };
+            assert_eq!(
+                (ev.event_type, ev.session_id.as_str()),
+                (told, sid.as_str())
+            );
+            if accepted {
+                let read = face.get_one_to_one(B, A, &sid).await.ok(200);
+                assert_eq!(read.status, Some(Connected), "{f:?}");
+            } else {
+                face.get_one_to_one(B, A, &sid).await.fails(404, None);
+                // A declined 1-1 session ends (the originator is told that too).
+                let _: ChatEventNotification = a.next().await;
+            }
+        }
+    }
+}
+
 /// A subscription that delivery disabled (its callback answered `410 Gone`) is gone on the
 /// OMA 2012 face, which has no status for one: `404` to a read and to a refresh, not listed,
 /// so a client subscribes anew instead of reading one that looks alive and gets nothing. The

@@ -1218,14 +1218,22 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
     /// `ChatSessionInformation` link (this URL), where its operation list and the GSMA
-    /// gateways use `…/status`; both are served, with the same body, rules and answers as
+    /// gateways use `…/status`; both are served, with the same rules and answers as
     /// `updateOneToOneChatSessionStatus`: a `PUT` with no body accepts here too.
+    /// **Decision (the body of §6.2's PUT, which OMA does not spell out):** a
+    /// `participantSessionStatus`, as on `…/status`, or the resource itself, a
+    /// `chatSessionInformation` as its GET answers it, whose `status` says what is asked
+    /// (`Connected` accepts, `Disconnected` declines or leaves; absent, it accepts, as no body
+    /// does); its other fields are the server's and are not looked at. A client that follows
+    /// §6.2 literally reads the session, sets `status` and PUTs it back.
     fn update_one_to_one_chat_session(
         &self,
         user_id: String,
         other_user_id: String,
         session_id: String,
-        body: Option<ParticipantSessionStatus>,
+        body: Option<
+            netapi_chat_runtime::wire::OneOf<ParticipantSessionStatus, ChatSessionInformation>,
+        >,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
 
     /// OMA 2012 Close a one-to-one session, or decline its invitation.
@@ -2387,8 +2395,14 @@ pub trait ChatApi {
     ///
     /// OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
     /// `ChatSessionInformation` link (this URL), where its operation list and the GSMA
-    /// gateways use `…/status`; both are served, with the same body, rules and answers as
+    /// gateways use `…/status`; both are served, with the same rules and answers as
     /// `updateOneToOneChatSessionStatus`: a `PUT` with no body accepts here too.
+    /// **Decision (the body of §6.2's PUT, which OMA does not spell out):** a
+    /// `participantSessionStatus`, as on `…/status`, or the resource itself, a
+    /// `chatSessionInformation` as its GET answers it, whose `status` says what is asked
+    /// (`Connected` accepts, `Disconnected` declines or leaves; absent, it accepts, as no body
+    /// does); its other fields are the server's and are not looked at. A client that follows
+    /// §6.2 literally reads the session, sets `status` and PUTs it back.
     #[endpoint {
         method = PUT,
         path = "/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}",
@@ -2400,7 +2414,9 @@ pub trait ChatApi {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdPath>>,
-        body: Body<ParticipantSessionStatus>,
+        body: Body<
+            netapi_chat_runtime::wire::OneOf<ParticipantSessionStatus, ChatSessionInformation>,
+        >,
     ) -> Result<NoContent, HttpError>;
 
     /// OMA 2012 Close a one-to-one session, or decline its invitation.
@@ -3828,7 +3844,9 @@ impl<S: ChatService> ChatApi for ChatApiImpl<S> {
         accept: Negotiated,
         credentials: Credentials,
         path: Captured<Path<OtherUserIdSessionIdPath>>,
-        mut body: Body<ParticipantSessionStatus>,
+        mut body: Body<
+            netapi_chat_runtime::wire::OneOf<ParticipantSessionStatus, ChatSessionInformation>,
+        >,
     ) -> Result<NoContent, HttpError> {
         let outcome = async {
             accept.check()?;

@@ -449,7 +449,7 @@ impl Requests {
     }
 
     /// `updateOneToOneChatSession`: PUT `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`.
-    /// Body: a `ParticipantSessionStatus`. Success: 204.
+    /// Body: one of `ParticipantSessionStatus`, `ChatSessionInformation`. Success: 204.
     pub fn update_one_to_one_chat_session(
         &self,
         user_id: &str,

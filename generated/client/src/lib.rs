@@ -4583,6 +4583,26 @@ pub mod types {
         }
     }
 
+    ///`UpdateOneToOneChatSessionBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[serde(untagged)]
+    pub enum UpdateOneToOneChatSessionBody {
+        ParticipantSessionStatusRoot(ParticipantSessionStatusRoot),
+        ChatSessionInformationRoot(ChatSessionInformationRoot),
+    }
+
+    impl ::std::convert::From<ParticipantSessionStatusRoot> for UpdateOneToOneChatSessionBody {
+        fn from(value: ParticipantSessionStatusRoot) -> Self {
+            Self::ParticipantSessionStatusRoot(value)
+        }
+    }
+
+    impl ::std::convert::From<ChatSessionInformationRoot> for UpdateOneToOneChatSessionBody {
+        fn from(value: ChatSessionInformationRoot) -> Self {
+            Self::ChatSessionInformationRoot(value)
+        }
+    }
+
     /// Error types.
     pub mod error {
         /// Error from a `TryFrom` or `FromStr` implementation.
@@ -7277,8 +7297,14 @@ impl Client {
 
     OMA 2012 §6.2 has the invitee accept with a PUT on the invitation's
     `ChatSessionInformation` link (this URL), where its operation list and the GSMA
-    gateways use `…/status`; both are served, with the same body, rules and answers as
+    gateways use `…/status`; both are served, with the same rules and answers as
     `updateOneToOneChatSessionStatus`: a `PUT` with no body accepts here too.
+    **Decision (the body of §6.2's PUT, which OMA does not spell out):** a
+    `participantSessionStatus`, as on `…/status`, or the resource itself, a
+    `chatSessionInformation` as its GET answers it, whose `status` says what is asked
+    (`Connected` accepts, `Disconnected` declines or leaves; absent, it accepts, as no body
+    does); its other fields are the server's and are not looked at. A client that follows
+    §6.2 literally reads the session, sets `status` and PUTs it back.
 
 
     Sends a `PUT` request to `/chat/v1/{userId}/oneToOne/{otherUserId}/{sessionId}`
@@ -7298,7 +7324,7 @@ impl Client {
         user_id: &'a str,
         other_user_id: &'a str,
         session_id: &'a str,
-        body: &'a types::ParticipantSessionStatusRoot,
+        body: &'a types::UpdateOneToOneChatSessionBody,
     ) -> Result<ResponseValue<()>, Error<types::RequestErrorRoot>> {
         let url = format!(
             "{}/chat/v1/{}/oneToOne/{}/{}",
