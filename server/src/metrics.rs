@@ -83,6 +83,13 @@ pub fn standby_text(forwarded: u64, refused: u64) -> String {
 /// Bytes of stored bodies held in every subscription's delivery backlog (a notification
 /// channel's until acknowledged), against `NETAPI_CHAT_DELIVERY_BUDGET_BYTES`.
 pub const NOTIFICATIONS_HELD_BYTES: &str = "netapi_chat_notifications_held_bytes";
+/// Best-effort indications (`isComposing`) held in every subscription's delivery queue: at
+/// most `notify::MAX_TRANSIENT_HELD` per subscription.
+pub const NOTIFICATIONS_TRANSIENT_HELD: &str = "netapi_chat_notifications_transient_held";
+/// Best-effort indications (`isComposing`) dropped instead of queued: their subscription's
+/// callback was failing or its queue held `notify::MAX_TRANSIENT_HELD` notifications.
+pub const NOTIFICATIONS_TRANSIENT_DROPPED: &str =
+    "netapi_chat_notifications_transient_dropped_total";
 /// Age of the oldest notification a callback has not taken yet, in seconds (0 when none
 /// waits): a delivery that fell behind, or stopped (a receiver down, a stuck task), shows here
 /// long before a backlog is full.
@@ -190,6 +197,14 @@ fn describe() {
         "Bytes of notifications held for delivery, against the delivery budget"
     );
     describe_gauge!(
+        NOTIFICATIONS_TRANSIENT_HELD,
+        "isComposing indications held for delivery (at most 16 per subscription)"
+    );
+    describe_counter!(
+        NOTIFICATIONS_TRANSIENT_DROPPED,
+        "isComposing indications dropped instead of queued (callback failing or queue not short)"
+    );
+    describe_gauge!(
         NOTIFICATIONS_OLDEST_AGE,
         "Age in seconds of the oldest notification a callback has not taken yet (0: none)"
     );
@@ -263,6 +278,9 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     metrics::gauge!(SESSIONS).set(sessions as f64);
     metrics::gauge!(SUBSCRIPTIONS).set(subscriptions as f64);
     metrics::gauge!(NOTIFICATIONS_HELD_BYTES).set(server.chat.held_bytes() as f64);
+    metrics::gauge!(NOTIFICATIONS_TRANSIENT_HELD).set(server.chat.held_transient() as f64);
+    metrics::counter!(NOTIFICATIONS_TRANSIENT_DROPPED)
+        .absolute(crate::notify::transient_dropped_count());
     let oldest_age_ms = server
         .chat
         .oldest_undelivered_ms()

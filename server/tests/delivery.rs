@@ -1478,3 +1478,81 @@ async fn a_dead_letter_counts_the_attempts_made() {
         );
     }
 }
+
+/// `isComposing` behind a failing head (outside review A1): indications are never stored and
+/// count no bytes, so each subscription's queue used to keep every one of them behind a head
+/// that failed (dropped only on reaching the head), and a group's members typing grew memory
+/// by ~1 KiB per indication per subscription without bound. Four subscriptions of B whose
+/// callback fails hold a message each; 41 members then indicate (164 indications for B's
+/// queues): the queues hold at most `MAX_TRANSIENT_HELD` (16) each, the rest is dropped and
+/// counted, and once the callback answers the messages still arrive, each subscription's in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_composing_behind_a_failing_head_stays_within_its_cap() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+        ("NETAPI_CHAT_RATE_LIMIT", "0"),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,200ms,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
+    ]);
+    let others: Vec<String> = (0..40).map(|i| format!("tel:+1555124{i:04}")).collect();
+    let mut invitees: Vec<&str> = others.iter().map(String::as_str).collect();
+    invitees.push(B);
+    let sid = session(&srv, &invitees, true).await;
+    let lb = Listener::start().await;
+    lb.set_status(503);
+    const SUBS: usize = 4;
+    for i in 0..SUBS {
+        let doc = docs::subscription_to(&lb.url, &format!("sub{i}"), Format::Json);
+        chat::subscribe_with(&srv, B, &doc, Format::Json).await;
+    }
+    send_message(&srv, &sid, "first").await;
+    refused_at_least(&lb, SUBS).await;
+    let face = support::Face::new(support::Wire::Json, &srv);
+    let typing = netapi_chat_api::IsComposing {
+        state: Some("active".to_owned()),
+        status: None,
+        last_active: None,
+        content_type: None,
+        refresh: Some(300),
+    };
+    let senders: Vec<&str> = std::iter::once(A).chain(invitees.iter().copied()).collect();
+    for who in senders.iter().filter(|w| **w != B) {
+        face.indicate_composing(who, &sid, &typing)
+            .await
+            .no_content();
+    }
+    let sent = (senders.len() - 1) * SUBS;
+    let held = metric(&srv, "netapi_chat_notifications_transient_held").await;
+    let dropped = metric(&srv, "netapi_chat_notifications_transient_dropped_total").await;
+    assert!(
+        held <= (16 * SUBS) as f64,
+        "{held} indications held for {SUBS} subscriptions ({sent} sent)"
+    );
+    assert!(
+        dropped >= (sent - 16 * SUBS) as f64,
+        "{dropped} of {sent} indications dropped, {held} held"
+    );
+    send_message(&srv, &sid, "second").await;
+    lb.set_status(204);
+    let got = messages_at(&lb, 2 * SUBS).await;
+    assert_eq!(got.len(), 2 * SUBS, "{got:?}");
+    // Each subscription's messages in order: per callbackData, "first" then "second".
+    let mut by_sub: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in lb.all() {
+        if r.kind() != "messageNotification" {
+            continue;
+        }
+        let m: MessageNotification = r.decode();
+        if let Some(text) = m.chat_message.map(|c| c.text) {
+            by_sub
+                .entry(m.callback_data.unwrap_or_default())
+                .or_default()
+                .push(text);
+        }
+    }
+    assert_eq!(by_sub.len(), SUBS, "{by_sub:?}");
+    for texts in by_sub.values() {
+        assert_eq!(texts, &["first", "second"], "{by_sub:?}");
+    }
+}

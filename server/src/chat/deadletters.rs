@@ -222,6 +222,7 @@ impl Chat {
                         bytes: r.body.len(),
                         progress: Progress::default(),
                         deadline_ms: None,
+                        best_effort: false,
                     },
                 ));
             }

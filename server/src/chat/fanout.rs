@@ -26,8 +26,10 @@ impl Chat {
     }
 
     /// Like [`Chat::notify`], for notifications that are never stored (`isComposing`): no
-    /// outbox entry (nothing to resend after a restart, nothing counted against a backlog),
-    /// and a delivery deadline `deadline_ms` past which a queue drops it.
+    /// outbox entry (nothing to resend after a restart, no bytes counted against a backlog),
+    /// a delivery deadline `deadline_ms` past which a queue drops it, and best effort: a
+    /// queue whose callback fails or that is not short drops it at once
+    /// (`notify::Delivery::best_effort`), so memory for them stays bounded.
     pub(super) fn notify_transient(
         &self,
         state: &State,
@@ -71,9 +73,11 @@ impl Chat {
                     n.set_callback_data(sub.rec.callback.callback_data.clone());
                     // Its id comes at hand-over (`Change::number`).
                     if deadline_ms.is_some() {
+                        // Best effort: a queue that cannot take it soon drops it (`Queue::push`).
                         let delivery = Delivery {
                             created_ms,
                             deadline_ms,
+                            best_effort: true,
                             ..Delivery::new(0, n, 0)
                         };
                         change.new_notification(sub.queue.clone(), delivery, None);

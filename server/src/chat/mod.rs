@@ -493,6 +493,12 @@ impl Chat {
         self.deliverer.totals.bytes()
     }
 
+    /// Best-effort indications (`isComposing`) every subscription's queue holds together
+    /// (at most `notify::MAX_TRANSIENT_HELD` each), for `/metrics`.
+    pub fn held_transient(&self) -> usize {
+        self.deliverer.totals.transient()
+    }
+
     /// When the oldest notification a callback has not taken yet was made (Unix ms), over
     /// every subscription, for `/metrics` (`None`: nothing waits).
     pub fn oldest_undelivered_ms(&self) -> Option<i64> {

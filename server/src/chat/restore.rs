@@ -73,6 +73,7 @@ impl Chat {
                 bytes: e.body.len(),
                 progress: e.progress,
                 deadline_ms: None,
+                best_effort: false,
             });
             resumed += 1;
         }

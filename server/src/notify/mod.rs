@@ -127,6 +127,12 @@ pub struct Delivery {
     /// Until when it is worth delivering (Unix ms; an `isComposing`, which is not in the
     /// outbox): past it, the queue drops it instead of trying. `None`: no such limit.
     pub deadline_ms: Option<i64>,
+    /// A best-effort indication (`isComposing`: never stored, nothing resends it): a queue
+    /// takes it only while it is short and its callback is not failing, and holds at most
+    /// [`MAX_TRANSIENT_HELD`] of them ([`Queue::push`]); past that it is dropped at once.
+    /// Such indications are outside the backlog's byte cap and the budget (they count 0
+    /// bytes), so without this bound they piled up behind a failing head without limit.
+    pub best_effort: bool,
 }
 
 impl Delivery {
@@ -139,8 +145,24 @@ impl Delivery {
             bytes,
             progress: Progress::default(),
             deadline_ms: None,
+            best_effort: false,
         }
     }
+}
+
+/// Most best-effort indications ([`Delivery::best_effort`]) one subscription's queue holds,
+/// and the backlog past which it takes none: an indication behind this many notifications
+/// would mostly lapse before its turn (or tell of typing long over), and the bound keeps what
+/// they hold in memory at subscriptions × this (about 1 KiB each), whatever the senders do.
+pub const MAX_TRANSIENT_HELD: usize = 16;
+
+static TRANSIENT_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Best-effort indications (`isComposing`) not queued since the process started, because
+/// their subscription's callback was failing or its queue already held
+/// [`MAX_TRANSIENT_HELD`] notifications.
+pub fn transient_dropped_count() -> u64 {
+    TRANSIENT_DROPPED.load(Ordering::Relaxed)
 }
 
 const LIVE: u8 = 0;
@@ -238,6 +260,8 @@ pub struct Deliverer {
 pub struct Totals {
     bytes: AtomicUsize,
     holding: AtomicUsize,
+    /// Best-effort indications held in every backlog (each at most [`MAX_TRANSIENT_HELD`]).
+    transient: AtomicUsize,
     /// Rung by a push that leaves the total past the budget. A backlog is weighed when a
     /// notification of its own arrives; this bell weighs the others too, so that the largest
     /// gives way even when nothing more comes for it (an unread channel, a dead callback
@@ -270,6 +294,11 @@ impl Totals {
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::SeqCst)
     }
+
+    /// Best-effort indications (`isComposing`) held in every backlog.
+    pub fn transient(&self) -> usize {
+        self.transient.load(Ordering::SeqCst)
+    }
 }
 
 impl Deliverer {
@@ -301,6 +330,11 @@ struct Shared {
     oldest_ms: AtomicI64,
     count: AtomicUsize,
     bytes: AtomicUsize,
+    /// Best-effort indications held (counted in `count` too), at most [`MAX_TRANSIENT_HELD`].
+    transient: AtomicUsize,
+    /// Set while the callback task is in a failure run (its head failed and waits for a
+    /// retry): best-effort indications are not queued then ([`Shared::admit_transient`]).
+    failing: AtomicBool,
     wake: Notify,
     /// The subscription's own signing keys, each with the time it stops signing (Unix ms;
     /// `None`: current); empty: the server-wide secret signs.
@@ -362,8 +396,34 @@ impl Shared {
         }
     }
 
+    /// Whether a best-effort indication may join this backlog, counting it if so: not while
+    /// the callback is failing, nor once the backlog holds [`MAX_TRANSIENT_HELD`]
+    /// notifications, nor past [`MAX_TRANSIENT_HELD`] indications (checked and counted in
+    /// one step, so concurrent pushes cannot pass it). Released by [`Shared::done`].
+    fn admit_transient(&self) -> bool {
+        if self.failing.load(Ordering::SeqCst)
+            || self.count.load(Ordering::SeqCst) >= MAX_TRANSIENT_HELD
+        {
+            return false;
+        }
+        let admitted = self
+            .transient
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_TRANSIENT_HELD).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.totals.transient.fetch_add(1, Ordering::SeqCst);
+        }
+        admitted
+    }
+
     /// A notification left the backlog (delivered, forgotten or buried).
     fn done(&self, d: &Delivery) {
+        if d.best_effort {
+            self.transient.fetch_sub(1, Ordering::SeqCst);
+            self.totals.transient.fetch_sub(1, Ordering::SeqCst);
+        }
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.totals.holding.fetch_sub(1, Ordering::SeqCst);
             self.oldest_ms.store(0, Ordering::SeqCst);
@@ -437,7 +497,15 @@ impl Queue {
     /// Queues a notification (delivered after the ones queued before). The queue is bounded
     /// by the subscription's backlog cap: past it the task disables the subscription and
     /// buries what is queued.
+    ///
+    /// A best-effort indication ([`Delivery::best_effort`]) is dropped instead, counted, when
+    /// the queue may not take it ([`Shared::admit_transient`]): what such indications hold is
+    /// at most [`MAX_TRANSIENT_HELD`] per subscription.
     pub fn push(&self, d: Delivery) {
+        if d.best_effort && !self.shared.admit_transient() {
+            TRANSIENT_DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         crate::metrics::notification_queued();
         self.shared.held(&d);
         // The task only ends once every sender is dropped (or the server stops): one that
@@ -715,6 +783,11 @@ async fn deliver(
             // The last head is done: its encoded body is not needed any more.
             body.clear();
         }
+        // No best-effort indication joins a queue whose head is failing (it would wait
+        // behind retries and lapse there).
+        shared
+            .failing
+            .store(failing_since.is_some(), Ordering::SeqCst);
         let item = match head.take() {
             Some(h) => h,
             None => match rx.recv().await {
@@ -1094,6 +1167,48 @@ mod tests {
         assert!(kept.0.is_none(), "nothing kept once the head is done");
         assert_eq!(kept.get(8, || encode("eight")), "eight");
         assert_eq!(encoded.get(), 3);
+    }
+
+    /// Best-effort indications: at most `MAX_TRANSIENT_HELD` held per queue, none while its
+    /// callback fails or once its backlog holds that many notifications; one leaving makes
+    /// room again, and the server's total follows.
+    #[test]
+    fn best_effort_indications_are_capped_per_queue() {
+        let shared = Shared::default();
+        let indication = Delivery {
+            best_effort: true,
+            ..Delivery::new(
+                1,
+                Notification::SubscriptionCancellationNotification(Default::default()),
+                0,
+            )
+        };
+        for _ in 0..MAX_TRANSIENT_HELD {
+            assert!(shared.admit_transient());
+            shared.held(&indication);
+        }
+        assert!(!shared.admit_transient(), "past the cap");
+        assert_eq!(shared.totals.transient(), MAX_TRANSIENT_HELD);
+        shared.done(&indication);
+        assert!(shared.admit_transient(), "room again");
+        let stored = Delivery {
+            best_effort: false,
+            ..indication.clone()
+        };
+        let behind = Shared::default();
+        for _ in 0..MAX_TRANSIENT_HELD {
+            behind.held(&stored);
+        }
+        assert!(!behind.admit_transient(), "the backlog is not short");
+        let fresh = Shared::default();
+        fresh.failing.store(true, Ordering::SeqCst);
+        assert!(!fresh.admit_transient(), "the callback is failing");
+        fresh.failing.store(false, Ordering::SeqCst);
+        assert!(fresh.admit_transient());
+        fresh.held(&indication);
+        fresh.done(&indication);
+        assert_eq!(fresh.totals.transient(), 0);
+        assert_eq!(fresh.transient.load(Ordering::SeqCst), 0);
     }
 
     /// An undeliverable URL is shown with why, like the other reasons.
