@@ -96,6 +96,19 @@ pub struct Config {
     /// `NETAPI_CHAT_NOTIFY_TIMEOUT_MS`: per-attempt timeout of a callback POST. Default 10 s;
     /// at least 1 ms, like every timeout (0 would fail every attempt before it is sent).
     pub notify_timeout: Duration,
+    /// `NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT` (default
+    /// [`crate::notify::endpoints::DEFAULT_PER_ENDPOINT`]): most connections deliveries hold
+    /// open (in use or idle) to one callback endpoint; deliveries past it wait for one. Without
+    /// it one message to a large group opened a connection per subscription at once (~2,000
+    /// to one receiver). 1 to [`crate::notify::endpoints::MAX_CAP`].
+    pub delivery_connections_per_endpoint: usize,
+    /// `NETAPI_CHAT_DELIVERY_CONNECTIONS`: most connections deliveries hold open in all.
+    /// Default (`None`): an eighth of the open-files limit, at most
+    /// [`crate::notify::endpoints::DEFAULT_MAX_TOTAL`]
+    /// ([`crate::notify::endpoints::default_total`]), so that deliveries never take the file
+    /// descriptors of the listener's `NETAPI_CHAT_MAX_CONNECTIONS` (¾ of the limit). 1 to
+    /// [`crate::notify::endpoints::MAX_CAP`].
+    pub delivery_connections: Option<usize>,
     /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
     pub data_dir: PathBuf,
     /// `NETAPI_CHAT_DATABASE_URL`: `postgres://…` stores everything in that PostgreSQL
@@ -425,6 +438,8 @@ impl Default for Config {
             delivery_backlog: BacklogLimit::default(),
             delivery_budget_bytes: crate::notify::rules::DEFAULT_BUDGET_BYTES,
             notify_timeout: Duration::from_secs(10),
+            delivery_connections_per_endpoint: crate::notify::endpoints::DEFAULT_PER_ENDPOINT,
+            delivery_connections: None,
             data_dir: PathBuf::from("netapi-chat-data"),
             database_url: None,
             cluster_url: None,
@@ -657,6 +672,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "16777216", "most bytes of stored notification bodies one subscription may have undelivered (and as dead letters), at least `4096`; past it the subscription is disabled (a single notification over it too: keep it well above 4 × `max_text_chars`)"),
     Setting::new("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "268435456", "most bytes of stored notification bodies every subscription's backlog may hold together (held in memory until delivered, in a notification channel until acknowledged), at least `4096`; past it each subscription holding more than its share (this budget / the subscriptions with a backlog) is disabled, its backlog (what its channel held included) kept as dead letters"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST (at least `1`)"),
+    Setting::new("NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT", "32", "most connections deliveries hold open (in use or idle) to one callback endpoint (scheme, host, port), `1` to `1000000`; a delivery past it waits for one (not counted in its attempt's timeout), and the idle ones are kept for reuse up to this many"),
+    Setting::unset("NETAPI_CHAT_DELIVERY_CONNECTIONS", "⅛ of the open-files limit, at most `4096`", "most connections deliveries hold open (in use or idle) to every callback endpoint together, `1` to `1000000`; a delivery past it closes the idle connection unused the longest or waits for one, so deliveries never take the file descriptors `max_connections` (¾ of the limit) leaves to clients"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
     Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`; at least `256`, which holds the smallest document of every request"),
@@ -1253,6 +1270,20 @@ impl Config {
             notify_timeout: s
                 .millis("NETAPI_CHAT_NOTIFY_TIMEOUT_MS")?
                 .unwrap_or(d.notify_timeout),
+            delivery_connections_per_endpoint: s
+                .number(
+                    "NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT",
+                    1..=crate::notify::endpoints::MAX_CAP,
+                    "a count from 1 to 1000000",
+                )?
+                .unwrap_or(d.delivery_connections_per_endpoint),
+            delivery_connections: s
+                .number(
+                    "NETAPI_CHAT_DELIVERY_CONNECTIONS",
+                    1..=crate::notify::endpoints::MAX_CAP,
+                    "a count from 1 to 1000000",
+                )?
+                .or(d.delivery_connections),
             database_url: match s.text("NETAPI_CHAT_DATABASE_URL").map(str::trim) {
                 None | Some("") => None,
                 Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
@@ -1940,6 +1971,22 @@ mod tests {
         ),
         ("NETAPI_CHAT_MAX_CONNECTIONS", &[], "1000000000"),
         (
+            "NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT",
+            &["0", "-1", "1000001"],
+            "1",
+        ),
+        (
+            "NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT",
+            &[],
+            "1000000",
+        ),
+        (
+            "NETAPI_CHAT_DELIVERY_CONNECTIONS",
+            &["0", "-1", "1000001"],
+            "1",
+        ),
+        ("NETAPI_CHAT_DELIVERY_CONNECTIONS", &[], "1000000"),
+        (
             "NETAPI_CHAT_RATE_LIMIT",
             &["-1", "nan", "inf", "-inf", "0.0009", "1e-300"],
             "0.001",
@@ -2006,6 +2053,11 @@ mod tests {
         ("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", ""),
         ("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW", ""),
         ("NETAPI_CHAT_MAX_CONNECTIONS", "`1` to `1000000000`"),
+        (
+            "NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT",
+            "`1` to `1000000`",
+        ),
+        ("NETAPI_CHAT_DELIVERY_CONNECTIONS", "`1` to `1000000`"),
         ("NETAPI_CHAT_RATE_LIMIT", "at least `0.001`"),
         ("NETAPI_CHAT_RATE_BURST", "at least `1`"),
         ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "`1` to `86400`"),

@@ -361,6 +361,8 @@ pub async fn start_on(
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let (signer, server_wide) = webhook_signer(config)?;
+    // Raised before deliveries are set up: their connection cap is a share of it.
+    let open_files = raise_open_files_limit();
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
         adhoc_idle: config.adhoc_idle,
@@ -370,6 +372,12 @@ pub async fn start_on(
             crate::tls::callback_client_config(config.callback_ca_file.as_deref())
                 .map_err(StartError::Listen)?,
         ),
+        delivery_connections: crate::notify::endpoints::Caps {
+            per_endpoint: config.delivery_connections_per_endpoint,
+            total: config
+                .delivery_connections
+                .unwrap_or_else(|| crate::notify::endpoints::default_total(open_files)),
+        },
         signer: signer.map(Arc::new),
         own_secrets: !server_wide,
         rotation_window: config.rotation_window,
@@ -445,7 +453,6 @@ pub async fn start_on(
             crate::metrics::request(method, routes.template(path), status, took)
         }
     });
-    let open_files = raise_open_files_limit();
     let max_connections = config.connections.max.unwrap_or_else(|| {
         usize::try_from(open_files / 4 * 3)
             .unwrap_or(usize::MAX)

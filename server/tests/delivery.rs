@@ -1019,27 +1019,45 @@ async fn a_redelivery_survives_a_restart() {
 struct CountingListener {
     url: String,
     accepted: Arc<AtomicUsize>,
+    /// Connections open and requests in flight, with their most at once.
+    tally: Arc<Tally>,
     received: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl CountingListener {
     async fn start() -> CountingListener {
+        CountingListener::answering_after(Duration::ZERO).await
+    }
+
+    /// A counting listener that takes `delay` to answer each notification.
+    async fn answering_after(delay: Duration) -> CountingListener {
+        CountingListener::sharing_counts(delay, Arc::default()).await
+    }
+
+    /// A counting listener that takes `delay` to answer, and counts its connections and
+    /// requests into `tally`, which other listeners may share.
+    async fn sharing_counts(delay: Duration, tally: Arc<Tally>) -> CountingListener {
         let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
         let accepted = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let (acc, rec) = (accepted.clone(), received.clone());
+        let (acc, rec, t) = (accepted.clone(), received.clone(), tally.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = socket.accept().await {
                 acc.fetch_add(1, Ordering::SeqCst);
+                Tally::enter(&t.open, &t.open_peak);
                 let rec = rec.clone();
+                let t = t.clone();
                 tokio::spawn(async move {
+                    let tc = t.clone();
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let rec = rec.clone();
+                        let t = tc.clone();
                         async move {
+                            Tally::enter(&t.busy, &t.busy_peak);
                             let id = req
                                 .headers()
                                 .get("webhook-id")
@@ -1053,7 +1071,9 @@ impl CountingListener {
                                 .as_str()
                                 .unwrap_or_default()
                                 .to_owned();
+                            tokio::time::sleep(delay).await;
                             rec.lock().unwrap().push((id, text));
+                            t.busy.fetch_sub(1, Ordering::SeqCst);
                             let mut resp = hyper::Response::new(Full::new(Bytes::new()));
                             *resp.status_mut() = http::StatusCode::NO_CONTENT;
                             Ok::<_, hyper::Error>(resp)
@@ -1062,12 +1082,14 @@ impl CountingListener {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
+                    t.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         CountingListener {
             url,
             accepted,
+            tally,
             received,
             task,
         }
@@ -1087,6 +1109,24 @@ impl CountingListener {
             Err(format!("expected {texts:?} at {}, got {got:?}", self.url))
         })
         .await
+    }
+}
+
+/// What counting listeners saw at once: connections open (from accept to close as the
+/// receiver sees it, which may lag a close by the server) and requests being answered (a
+/// request is only sent on a connection the server holds open), each with its most.
+#[derive(Debug, Default)]
+struct Tally {
+    open: AtomicUsize,
+    open_peak: AtomicUsize,
+    busy: AtomicUsize,
+    busy_peak: AtomicUsize,
+}
+
+impl Tally {
+    fn enter(now: &AtomicUsize, peak: &AtomicUsize) {
+        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(n, Ordering::SeqCst);
     }
 }
 
@@ -1555,4 +1595,102 @@ async fn is_composing_behind_a_failing_head_stays_within_its_cap() {
     for texts in by_sub.values() {
         assert_eq!(texts, &["first", "second"], "{by_sub:?}");
     }
+}
+
+/// Outgoing connections are capped per endpoint (outside review A3): one message used to open
+/// one connection per subscription at once (~2,000 to one receiver for a group of 100 users
+/// with 20 subscriptions each, exhausting the file descriptors). Here 24 subscriptions of six
+/// users share one receiver that takes 50 ms per answer, and the cap is 4: the receiver never
+/// sees more than 4 connections open, and every notification still arrives (deliveries wait
+/// for a connection instead of failing), in two rounds over the same kept-alive connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_to_many_subscriptions_stays_within_the_connection_cap() {
+    const CAP: usize = 4;
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT", "4"),
+        ("NETAPI_CHAT_RATE_LIMIT", "0"),
+    ]);
+    let l = CountingListener::answering_after(Duration::from_millis(50)).await;
+    let users: Vec<String> = (0..6).map(|i| format!("tel:+1555125{i:04}")).collect();
+    let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
+    let sid = session(&srv, &invitees, true).await;
+    for user in &invitees {
+        for _ in 0..4 {
+            subscribe_at(&srv, user, &l.url).await;
+        }
+    }
+    let mut texts = Vec::new();
+    for round in 0..2 {
+        let text = format!("fan-out {round}");
+        send_message(&srv, &sid, &text).await;
+        texts.push(text);
+    }
+    within_20s(Duration::from_millis(20), async || {
+        let got = l.all().len();
+        if got >= 2 * 24 {
+            return Ok(());
+        }
+        Err(format!("{got} of 48 notifications arrived"))
+    })
+    .await;
+    let got = l.all();
+    for text in &texts {
+        let n = got.iter().filter(|(_, t)| t == text).count();
+        assert_eq!(n, 24, "{text}: {got:?}");
+    }
+    let peak = l.tally.open_peak.load(Ordering::SeqCst);
+    assert!(
+        peak <= CAP,
+        "{peak} connections open at once, the cap is {CAP}"
+    );
+    let accepted = l.accepted.load(Ordering::SeqCst);
+    assert!(
+        accepted <= 2 * CAP,
+        "{accepted} connections opened for 48 notifications: the idle ones were not reused"
+    );
+}
+
+/// The total cap (`NETAPI_CHAT_DELIVERY_CONNECTIONS`, outside review A3) holds over every
+/// endpoint together, and idle connections of one endpoint do not starve another: with a
+/// total of 2, two receivers (counting into one tally) never answer more than 2 requests at
+/// once between them, and both get every notification, the idle connections of one closed to
+/// make room for the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_connection_cap_holds_over_every_endpoint() {
+    const TOTAL: usize = 2;
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_DELIVERY_CONNECTIONS", "2"),
+        ("NETAPI_CHAT_RATE_LIMIT", "0"),
+    ]);
+    let tally = Arc::<Tally>::default();
+    let delay = Duration::from_millis(20);
+    let l1 = CountingListener::sharing_counts(delay, Arc::clone(&tally)).await;
+    let l2 = CountingListener::sharing_counts(delay, Arc::clone(&tally)).await;
+    let users: Vec<String> = (0..4).map(|i| format!("tel:+1555126{i:04}")).collect();
+    let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
+    let sid = session(&srv, &invitees, true).await;
+    for user in &invitees {
+        for _ in 0..3 {
+            subscribe_at(&srv, user, &l1.url).await;
+            subscribe_at(&srv, user, &l2.url).await;
+        }
+    }
+    for round in 0..3 {
+        send_message(&srv, &sid, &format!("total {round}")).await;
+    }
+    within_20s(Duration::from_millis(20), async || {
+        let (a, b) = (l1.all().len(), l2.all().len());
+        if a >= 36 && b >= 36 {
+            return Ok(());
+        }
+        Err(format!("{a} and {b} of 36 notifications each arrived"))
+    })
+    .await;
+    // Requests in flight, not connections open: the receivers see a connection the server
+    // closed to make room for the other endpoint a moment after the new one is accepted.
+    let busy = tally.busy_peak.load(Ordering::SeqCst);
+    assert!(
+        busy <= TOTAL,
+        "{busy} requests in flight at once over both endpoints, the total cap is {TOTAL}"
+    );
 }

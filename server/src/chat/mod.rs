@@ -148,6 +148,8 @@ pub struct Settings {
     pub callbacks: CallbackPolicy,
     /// What `https` callbacks trust (`crate::tls::callback_client_config`).
     pub callback_tls: Arc<rustls::ClientConfig>,
+    /// Most connections deliveries hold open, per endpoint and in all.
+    pub delivery_connections: crate::notify::endpoints::Caps,
     /// The server-wide secret: signs the notifications of subscriptions without one of their
     /// own (see [`secrets`]).
     pub signer: Option<Arc<Signer>>,
@@ -417,7 +419,10 @@ impl Chat {
                 policy: settings.retry.clone(),
                 store: store.clone(),
                 forgetter: crate::notify::Forgetter::start(store.clone()),
-                endpoints: crate::notify::endpoints::Endpoints::new(settings.callback_tls.clone()),
+                endpoints: crate::notify::endpoints::Endpoints::new(
+                    settings.callback_tls.clone(),
+                    settings.delivery_connections,
+                ),
                 on_disable: Arc::new(move |id: &str, reason: &str| {
                     if let Some(chat) = gone.upgrade() {
                         chat.disable_subscription(id, reason);

@@ -14,10 +14,20 @@
 //! connections in use are not taken back); a refused or unresolvable one drops the endpoint.
 //!
 //! Bounds: at most [`MAX_ENDPOINTS`] endpoints (the least recently used goes first, with its
-//! connections), each keeping at most [`MAX_IDLE_PER_ENDPOINT`] idle connections; an idle one
-//! older than [`IDLE_FOR`] is closed instead of used. Connections in use are bounded by the
-//! delivery tasks (one attempt in flight per subscription). An answer's body is read (to keep
-//! the connection) up to [`MAX_ANSWER_BYTES`]; a longer one closes the connection.
+//! connections); an idle connection older than [`IDLE_FOR`] is closed instead of used. **Open
+//! connections (in use or idle) are at most [`Caps::per_endpoint`] per endpoint and
+//! [`Caps::total`] in all**: each connection holds a permit of its endpoint's semaphore and
+//! one of the total's from its opening until its socket is closed (the permits live in the
+//! connection's driver task). A delivery takes an idle connection of its endpoint, else
+//! permits to open one, else waits for either (outside its attempt's timeout: waiting is not
+//! failing); at the total cap it closes the idle connection unused the longest, whatever its
+//! endpoint, so idle connections never starve another endpoint. The idle pool keeps up to
+//! `per_endpoint` connections per endpoint, so a burst's connections are reused by the next
+//! one. Before these caps every subscription's attempt opened its own connection: one message
+//! to a group of 100 users with 20 subscriptions each opened ~2,000 connections to one
+//! receiver at once, exhausted the process's file descriptors and made the listener shed
+//! client connections (outside review A3). An answer's body is read (to keep the connection)
+//! up to [`MAX_ANSWER_BYTES`]; a longer one closes the connection.
 //!
 //! `http` and `https`: an `https` connection is TLS (rustls) over the same pinned TCP
 //! connection, the certificate checked against the URL's host name (SNI) and the roots of
@@ -36,6 +46,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// How long a checked DNS answer is used before the host is resolved and checked again.
@@ -44,8 +55,66 @@ pub const PIN_FOR: Duration = Duration::from_secs(60);
 /// Most endpoints with connections at once; past it the least recently used one is dropped.
 pub const MAX_ENDPOINTS: usize = 512;
 
-/// Most idle kept-alive connections per endpoint (so at most 1,024 idle sockets in all).
-pub const MAX_IDLE_PER_ENDPOINT: usize = 2;
+/// The default of `NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT`: most connections open to
+/// one callback endpoint at once. One request in flight per connection: 32 keep a receiver
+/// answering in 1 ms at ~30,000 notifications a second, and no receiver is made to hold more.
+pub const DEFAULT_PER_ENDPOINT: usize = 32;
+
+/// The most `NETAPI_CHAT_DELIVERY_CONNECTIONS` derives from the open-files limit (an operator
+/// who wants more sets it).
+pub const DEFAULT_MAX_TOTAL: usize = 4096;
+
+/// The most either cap may be set to: no process holds more sockets, and a tokio semaphore
+/// takes at most 2⁶¹ permits.
+pub const MAX_CAP: usize = 1_000_000;
+
+/// The default total cap for an open-files limit of `open_files`: an eighth of it (half of the
+/// quarter the listener's `NETAPI_CHAT_MAX_CONNECTIONS` default leaves to the store,
+/// deliveries and the listener itself), at least 1 and at most [`DEFAULT_MAX_TOTAL`].
+pub fn default_total(open_files: u64) -> usize {
+    usize::try_from(open_files / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(1, DEFAULT_MAX_TOTAL)
+}
+
+/// Caps on the connections deliveries hold open, in use or idle (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// `NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT`: per endpoint (scheme, host, port);
+    /// also the most idle ones an endpoint keeps.
+    pub per_endpoint: usize,
+    /// `NETAPI_CHAT_DELIVERY_CONNECTIONS`: over every endpoint.
+    pub total: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps {
+            per_endpoint: DEFAULT_PER_ENDPOINT,
+            total: default_total(1024),
+        }
+    }
+}
+
+/// What an open connection holds until its socket is closed: its share of both caps.
+struct Permits {
+    _endpoint: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
+}
+
+/// One endpoint's share of the connections: its semaphore and the bell a connection given
+/// back rings for a delivery waiting for one.
+struct Slots {
+    sem: Arc<Semaphore>,
+    returned: Notify,
+}
+
+/// How a delivery may talk to its endpoint: over an idle connection, or over a new one that
+/// the permits allow.
+enum Slot {
+    Idle(Conn),
+    Fresh(Permits),
+}
 
 /// An idle connection older than this is closed rather than used (receivers close theirs
 /// after 5–75 s; using one they are closing would fail the attempt).
@@ -175,6 +244,17 @@ pub struct Endpoints {
     map: Arc<Mutex<HashMap<Origin, Entry>>>,
     /// What `https` connections trust.
     tls: tokio_rustls::TlsConnector,
+    /// The connection caps in force.
+    caps: Caps,
+    /// Permits of [`Caps::total`], one per open connection.
+    total: Arc<Semaphore>,
+    /// Rung when a connection goes idle: a delivery waiting for the total cap may then close
+    /// the idle connection unused the longest.
+    idle_bell: Arc<Notify>,
+    /// Each endpoint's share, kept apart from [`Entry`] (which goes with a DNS change or the
+    /// least-recently-used rule while its connections may still be open); an endpoint's is
+    /// dropped once nothing holds or waits for its permits ([`Endpoints::slots_of`]).
+    slots: Arc<Mutex<HashMap<Origin, Arc<Slots>>>>,
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -196,11 +276,126 @@ struct Conn {
 }
 
 impl Endpoints {
-    /// No connections yet; `https` ones made with `tls`.
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> Endpoints {
+    /// No connections yet; `https` ones made with `tls`, at most `caps` open.
+    pub fn new(tls: Arc<rustls::ClientConfig>, caps: Caps) -> Endpoints {
+        let caps = Caps {
+            per_endpoint: caps.per_endpoint.clamp(1, MAX_CAP),
+            total: caps.total.clamp(1, MAX_CAP),
+        };
         Endpoints {
             map: Arc::default(),
             tls: tokio_rustls::TlsConnector::from(tls),
+            caps,
+            total: Arc::new(Semaphore::new(caps.total)),
+            idle_bell: Arc::default(),
+            slots: Arc::default(),
+        }
+    }
+
+    /// The share of `origin`'s connections. Endpoints whose permits nobody holds or waits for
+    /// are forgotten once there are more than twice [`MAX_ENDPOINTS`], so the map is bounded
+    /// by the endpoints with connections or deliveries under way.
+    fn slots_of(&self, origin: &Origin) -> Arc<Slots> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get(origin) {
+            return Arc::clone(s);
+        }
+        if slots.len() >= 2 * MAX_ENDPOINTS {
+            slots.retain(|_, s| Arc::strong_count(s) > 1 || Arc::strong_count(&s.sem) > 1);
+        }
+        let s = Arc::new(Slots {
+            sem: Arc::new(Semaphore::new(self.caps.per_endpoint)),
+            returned: Notify::new(),
+        });
+        slots.insert(origin.clone(), Arc::clone(&s));
+        s
+    }
+
+    /// An idle connection of the endpoint, or permits for a new one, waiting for either while
+    /// the endpoint (or every endpoint together) has as many open as its cap. The addresses
+    /// are checked first when they are not fresh (the same answer keeps the idle ones).
+    async fn slot(&self, ep: &Endpoint, policy: &CallbackPolicy) -> Result<Slot, Failure> {
+        self.addresses(ep, policy).await.map_err(Failure::Refused)?;
+        let slots = self.slots_of(&ep.origin);
+        loop {
+            let returned = slots.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(conn) = self.take_idle(ep).await {
+                return Ok(Slot::Idle(conn));
+            }
+            let endpoint = match Arc::clone(&slots.sem).try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => tokio::select! {
+                    p = Arc::clone(&slots.sem).acquire_owned() => p.map_err(closed)?,
+                    () = returned => continue,
+                },
+            };
+            let total = self.total_permit().await?;
+            return Ok(Slot::Fresh(Permits {
+                _endpoint: endpoint,
+                _total: total,
+            }));
+        }
+    }
+
+    /// A permit of the total cap; at the cap, the idle connection unused the longest is
+    /// closed to make room (its permit comes back when its driver ends), else this waits for
+    /// a connection to close or go idle.
+    async fn total_permit(&self) -> Result<OwnedSemaphorePermit, Failure> {
+        loop {
+            let idle = self.idle_bell.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if let Ok(p) = Arc::clone(&self.total).try_acquire_owned() {
+                return Ok(p);
+            }
+            self.close_oldest_idle();
+            tokio::select! {
+                p = Arc::clone(&self.total).acquire_owned() => return p.map_err(closed),
+                () = idle => {}
+            }
+        }
+    }
+
+    /// Closes the idle connection unused the longest, of any endpoint (dropping its sender
+    /// ends its driver, which gives its permits back).
+    fn close_oldest_idle(&self) {
+        let mut map = self.lock();
+        let oldest = map
+            .iter()
+            .filter_map(|(o, e)| e.idle.first().map(|(_, since)| (*since, o.clone())))
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, o)| o);
+        if let Some(e) = oldest.and_then(|o| map.get_mut(&o))
+            && !e.idle.is_empty()
+        {
+            e.idle.remove(0);
+        }
+    }
+
+    /// The newest idle connection of the endpoint that is still good, if any; the stale or
+    /// closed ones met on the way are closed.
+    async fn take_idle(&self, ep: &Endpoint) -> Option<Conn> {
+        loop {
+            let now = Instant::now();
+            let (mut sender, since, generation) = {
+                let mut map = self.lock();
+                let e = map.get_mut(&ep.origin)?;
+                let (sender, since) = e.idle.pop()?;
+                e.used = now;
+                (sender, since, e.generation)
+            };
+            if now.saturating_duration_since(since) < IDLE_FOR
+                && !sender.is_closed()
+                && sender.ready().await.is_ok()
+            {
+                return Some(Conn {
+                    sender,
+                    generation,
+                    reused: true,
+                });
+            }
         }
     }
 
@@ -218,13 +413,22 @@ impl Endpoints {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, Failure> {
+        // Waiting for a connection is not part of the attempt: a burst to one endpoint queues
+        // here instead of failing its attempts.
+        let slot = self.slot(ep, policy).await?;
         let exchange = async {
-            let conn = self.checkout(ep, policy).await?;
+            let conn = match slot {
+                Slot::Idle(conn) => conn,
+                Slot::Fresh(permits) => self.connect(ep, policy, permits).await?,
+            };
             match self.exchange(ep, conn, headers.clone(), body.clone()).await {
                 // A kept-alive connection the receiver closed meanwhile: once more on a new
                 // one (the receiver may see it twice, with the same `webhook-id`).
                 Err((e, true)) => {
-                    let conn = self.connect(ep, policy).await?;
+                    let conn = match self.slot(ep, policy).await? {
+                        Slot::Idle(conn) => conn,
+                        Slot::Fresh(permits) => self.connect(ep, policy, permits).await?,
+                    };
                     self.exchange(ep, conn, headers, body)
                         .await
                         .map_err(|(again, _)| {
@@ -275,53 +479,15 @@ impl Endpoints {
         })
     }
 
-    /// An idle connection to the endpoint while its addresses are fresh, else a new one.
-    async fn checkout(&self, ep: &Endpoint, policy: &CallbackPolicy) -> Result<Conn, Failure> {
-        let now = Instant::now();
-        let mut idle = Vec::new();
-        let mut generation = 0;
-        if let Some(e) = self.lock().get_mut(&ep.origin)
-            && usable(e.checked_at, e.stale, now)
-        {
-            e.used = now;
-            generation = e.generation;
-            idle = std::mem::take(&mut e.idle);
-        }
-        // Newest first; the rest go back.
-        let mut found = None;
-        while let Some((mut sender, since)) = idle.pop() {
-            if now.saturating_duration_since(since) < IDLE_FOR
-                && !sender.is_closed()
-                && sender.ready().await.is_ok()
-            {
-                found = Some(sender);
-                break;
-            }
-        }
-        if !idle.is_empty()
-            && let Some(e) = self.lock().get_mut(&ep.origin)
-            && e.generation == generation
-        {
-            // Older than the check-ins made while this one looked: in front of them, and the
-            // oldest go past the bound.
-            idle.append(&mut e.idle);
-            let excess = idle.len().saturating_sub(MAX_IDLE_PER_ENDPOINT);
-            idle.drain(..excess);
-            e.idle = idle;
-        }
-        match found {
-            Some(sender) => Ok(Conn {
-                sender,
-                generation,
-                reused: true,
-            }),
-            None => self.connect(ep, policy).await,
-        }
-    }
-
     /// A new connection to one of the endpoint's checked addresses (checked again first when
     /// they are not fresh).
-    async fn connect(&self, ep: &Endpoint, policy: &CallbackPolicy) -> Result<Conn, Failure> {
+    /// `permits` go with the connection, given back when it closes.
+    async fn connect(
+        &self,
+        ep: &Endpoint,
+        policy: &CallbackPolicy,
+        permits: Permits,
+    ) -> Result<Conn, Failure> {
         let (addrs, generation) = self.addresses(ep, policy).await.map_err(Failure::Refused)?;
         let mut last = String::from("no address");
         for addr in addrs {
@@ -329,13 +495,13 @@ impl Endpoints {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
                     let sender = match &ep.tls_name {
-                        None => http1(tcp).await?,
+                        None => http1(tcp, permits).await?,
                         Some(name) => {
                             let tls =
                                 self.tls.connect(name.clone(), tcp).await.map_err(|e| {
                                     Failure::Unreachable(format!("{addr}: TLS: {e}"))
                                 })?;
-                            http1(tls).await?
+                            http1(tls, permits).await?
                         }
                     };
                     return Ok(Conn {
@@ -414,17 +580,30 @@ impl Endpoints {
 
     /// Gives a connection back after a whole answer, if its endpoint still has the addresses
     /// it was opened to and room for it.
+    /// A delivery waiting for this endpoint's connections, else one waiting for the total
+    /// cap, is told.
     fn checkin(&self, origin: &Origin, conn: Conn) {
         if conn.sender.is_closed() {
             return;
         }
-        let mut map = self.lock();
-        if let Some(e) = map.get_mut(origin)
-            && e.generation == conn.generation
-            && e.idle.len() < MAX_IDLE_PER_ENDPOINT
         {
-            e.idle.push((conn.sender, Instant::now()));
+            let mut map = self.lock();
+            if let Some(e) = map.get_mut(origin)
+                && e.generation == conn.generation
+                && e.idle.len() < self.caps.per_endpoint
+            {
+                e.idle.push((conn.sender, Instant::now()));
+            }
         }
+        if let Some(s) = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(origin)
+        {
+            s.returned.notify_one();
+        }
+        self.idle_bell.notify_waiters();
     }
 
     /// An attempt at `origin` failed: its host is resolved and checked again before the next
@@ -437,8 +616,9 @@ impl Endpoints {
 }
 
 /// An HTTP/1.1 connection over `io`, its driver spawned (it ends when the receiver closes or
-/// the sender is dropped).
-async fn http1<T>(io: T) -> Result<Sender, Failure>
+/// the sender is dropped); the driver holds `permits` until then, so they count the socket
+/// for as long as it is open.
+async fn http1<T>(io: T, permits: Permits) -> Result<Sender, Failure>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -447,8 +627,14 @@ where
         .map_err(|e| Failure::Unreachable(e.to_string()))?;
     tokio::spawn(async move {
         let _ = connection.await;
+        drop(permits);
     });
     Ok(sender)
+}
+
+/// A semaphore was closed (never: they live as long as the endpoints).
+fn closed(_: tokio::sync::AcquireError) -> Failure {
+    Failure::Unreachable("delivery connections are closed".to_owned())
 }
 
 #[cfg(test)]
