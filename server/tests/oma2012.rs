@@ -2388,6 +2388,36 @@ async fn an_empty_put_accepts_on_every_accept_url() {
     }
 }
 
+/// OMA 2012 allows a group with no `participant` (0..*): "create the group, then add
+/// people". It starts with its originator alone (`201`, `Connected`), and the first member
+/// added is invited into it as into any group. Before, `400 SVC0002`.
+#[tokio::test]
+async fn a_group_starts_empty_and_grows() {
+    let srv = Server::default_for_tests();
+    for wire in [Wire::Json, Wire::Xml] {
+        let face = Face::new(wire, &srv);
+        let b = User::new_2012(&face, B).await;
+        let req = GroupChatSessionInformation {
+            subject: Some("Later".to_owned()),
+            ..Default::default()
+        };
+        let (loc, _) = face.create_group(A, &req).await.created();
+        let sid = last_segment(&loc);
+        let g = face.get_group(A, &sid).await.ok(200);
+        let roster: Vec<(String, Option<ParticipantStatus>)> = g
+            .participant
+            .iter()
+            .map(|p| (p.address.clone(), p.status))
+            .collect();
+        assert_eq!(roster, [(A.to_owned(), Some(Connected))], "{wire:?}");
+        face.add_group_participant(A, &sid, &docs::participant(B))
+            .await
+            .created();
+        let inv: GroupSessionInvitationNotification = b.next().await;
+        assert_eq!(inv.session_id, sid, "{wire:?}");
+    }
+}
+
 /// OMA 2012 §6.2 read literally: the invitee GETs the session at the invitation's
 /// `ChatSessionInformation` link, sets its `status` and PUTs the document back there.
 /// `Connected` accepts (the originator is told, the session reads `Connected`), `Disconnected`

@@ -1346,9 +1346,11 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// The OMA 2012 form of seed 7.1.4: `groupChatSessionInformation` with the invitees in
     /// `participant` (the originator may be listed, with `isOriginator=true`; it is always
-    /// part of the session). The seed's rules apply unchanged (duplicates `403 POL0013`, too
-    /// many `403 POL1017`, at least one invitee `400 SVC0002`, quotas and limits). The answer
-    /// is a `resourceReference` to the session under `group/`.
+    /// part of the session). The seed's rules apply (duplicates `403 POL0013`, too many `403
+    /// POL1017`, quotas and limits), but for one: **Decision (OMA 2012 allows `participant`
+    /// 0..*):** a group may start with no invitee, its originator alone in it, and grow by
+    /// `addGroupChatParticipant` ("create the group, then add people"); the seed face still
+    /// needs one. The answer is a `resourceReference` to the session under `group/`.
     ///
     /// **Decision:** a group started here stays a group chat with a single invitee too (the
     /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under
@@ -2562,9 +2564,11 @@ pub trait ChatApi {
     ///
     /// The OMA 2012 form of seed 7.1.4: `groupChatSessionInformation` with the invitees in
     /// `participant` (the originator may be listed, with `isOriginator=true`; it is always
-    /// part of the session). The seed's rules apply unchanged (duplicates `403 POL0013`, too
-    /// many `403 POL1017`, at least one invitee `400 SVC0002`, quotas and limits). The answer
-    /// is a `resourceReference` to the session under `group/`.
+    /// part of the session). The seed's rules apply (duplicates `403 POL0013`, too many `403
+    /// POL1017`, quotas and limits), but for one: **Decision (OMA 2012 allows `participant`
+    /// 0..*):** a group may start with no invitee, its originator alone in it, and grow by
+    /// `addGroupChatParticipant` ("create the group, then add people"); the seed face still
+    /// needs one. The answer is a `resourceReference` to the session under `group/`.
     ///
     /// **Decision:** a group started here stays a group chat with a single invitee too (the
     /// seed face makes a 1-1 chat of one invitee): it is under `group/`, never under

@@ -2256,8 +2256,8 @@ impl From<MessageDeliveryStatus> for MessageDeliveryStatusRoot {
 }
 
 /// (OMA 2012 face) OMA 2012 `groupChatSessionInformation`: a group chat. The client sends
-/// `subject` and the invitees in `participant` (the originator may be listed with
-/// `isOriginator=true`); the server answers every participant with its status and URL.
+/// `subject` and the invitees in `participant`, none or more (the originator may be listed
+/// with `isOriginator=true`); the server answers every participant with its status and URL.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct GroupChatSessionInformation {
     /// `subject`: Topic of the chat, shown with the invitation.

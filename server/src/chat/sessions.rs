@@ -108,6 +108,7 @@ impl Chat {
             body.originator_name,
             body.participant,
             limits.participants_per_session,
+            group,
         )
         .map_err(|r| r.into_api(String::new))?;
         let (id, view, timers, rx) = {
@@ -305,13 +306,15 @@ fn pending_timers(invited: &[(ParticipantInformation, Invitation)]) -> Vec<(Stri
 
 /// Seed 7.1.2 / 7.1.4, the rule on a start request's list: the originator's name
 /// (`originatorName`, or the name of its own entry in the list, which is not an invitee) and
-/// the invitees. An address listed twice, a list with nobody else, or more participants than
-/// `limit` (the originator counts) are refused.
+/// the invitees. An address listed twice, more participants than `limit` (the originator
+/// counts), or a list with nobody else unless `alone` (an OMA 2012 group, which OMA lets
+/// start with no participant and grow by adding them) are refused.
 fn invitees(
     user: &str,
     originator_name: Option<String>,
     listed: Vec<ParticipantInformation>,
     limit: usize,
+    alone: bool,
 ) -> Result<(Option<String>, Vec<ParticipantInformation>), Refused> {
     let mut originator_name = originator_name;
     let mut invitees: Vec<ParticipantInformation> = Vec::new();
@@ -325,7 +328,7 @@ fn invitees(
         }
         invitees.push(p);
     }
-    if invitees.is_empty() {
+    if invitees.is_empty() && !alone {
         return Err(Refused::NoInvitee);
     }
     if invitees.len() + 1 > limit {
@@ -823,8 +826,14 @@ mod tests {
 
     #[test]
     fn a_start_request_names_the_originator_and_each_invitee_once() {
-        let (name, who) =
-            invitees(A, None, vec![listed(A, Some("Alice")), listed(B, None)], 10).unwrap();
+        let (name, who) = invitees(
+            A,
+            None,
+            vec![listed(A, Some("Alice")), listed(B, None)],
+            10,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             name.as_deref(),
             Some("Alice"),
@@ -836,6 +845,7 @@ mod tests {
             Some("Al".into()),
             vec![listed(A, Some("Alice")), listed(B, None)],
             10,
+            false,
         )
         .unwrap();
         assert_eq!(name.as_deref(), Some("Al"), "originatorName wins");
@@ -855,9 +865,12 @@ mod tests {
             ),
         ];
         for (list, limit, why) in refused {
-            assert_eq!(invitees(A, None, list, limit).unwrap_err(), why);
+            assert_eq!(invitees(A, None, list, limit, false).unwrap_err(), why);
         }
-        assert!(invitees(A, None, vec![listed(B, None), listed(C, None)], 3).is_ok());
+        assert!(invitees(A, None, vec![listed(B, None), listed(C, None)], 3, false).is_ok());
+        // An OMA 2012 group may start with nobody but its originator.
+        assert!(invitees(A, None, vec![], 3, true).unwrap().1.is_empty());
+        assert!(invitees(A, None, vec![listed(A, None)], 3, true).is_ok());
     }
 
     /// A resend answers the session only when it asks the same: the same subject and the
