@@ -686,6 +686,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), `1s` to `1h` (a channel's default lifetime); clients should wait longer than this for an answer"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent (at least `1`: a session starts with an invitation)"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee (at least `1`)"),
+    Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED", "100", "unanswered invitations one invitee may have waiting, from every inviter together (at least `1`)"),
     Setting::new("NETAPI_CHAT_INVITATION_RATE", "300", "invitations a minute per inviter, counted when sent (`0` = off)"),
     Setting::new("NETAPI_CHAT_XML_MAX_DEPTH", "32", "deepest XML element nesting, the root at depth 1 (at least `3`, the deepest request document)"),
     Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body (at least `3`, what a session with one participant needs)"),
@@ -1504,6 +1505,13 @@ impl Config {
                             "a count of at least 1",
                         )?
                         .unwrap_or(d.limits.invitations.per_pair),
+                    per_invitee: s
+                        .number(
+                            "NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED",
+                            1..,
+                            "a count of at least 1",
+                        )?
+                        .unwrap_or(d.limits.invitations.per_invitee),
                     per_minute: s
                         .var("NETAPI_CHAT_INVITATION_RATE", "invitations a minute")?
                         .unwrap_or(d.limits.invitations.per_minute),
@@ -1941,6 +1949,7 @@ mod tests {
             &["0"],
             "1",
         ),
+        ("NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED", &["0"], "1"),
         // 0 means off (or none) and stays allowed.
         ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", &["-1"], "0"),
         ("NETAPI_CHAT_INVITATION_RATE", &["-1"], "0"),
@@ -2040,6 +2049,10 @@ mod tests {
         ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "at least `1`"),
         (
             "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
+            "at least `1`",
+        ),
+        (
+            "NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED",
             "at least `1`",
         ),
         ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "`0` = no channels"),

@@ -584,6 +584,43 @@ async fn pending_invitations_limit() {
     }
 }
 
+/// `NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED=3`: one invitee has at most three unanswered
+/// invitations waiting, from every inviter together. Three inviters' invitations go through,
+/// a fourth's is `403 POL2008` (in a start and in an extension) and changes nothing; once the
+/// invitee answered one, a fourth goes through. (The inviter quotas alone let a token acting
+/// for many inviters flood one user, 25 KB an invitation, until its subscription was disabled.)
+#[tokio::test]
+async fn pending_invitations_received_limit() {
+    let srv = Server::start(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED", "3")]);
+    for f in FORMATS {
+        let target = user("target", f);
+        let mut sids = Vec::new();
+        for n in 1..=3 {
+            sids.push(new_session(&srv, f, &user(&format!("from{n}"), f), &[&target]).await);
+        }
+        let late = user("late", f);
+        let a = create_session(&srv, f, &late, &[&target]).await;
+        let text = assert_refused(&a, &format!("[{f:?}] invitation 4"), 403, "POL2008", f);
+        assert!(text.contains('3'), "the text gives the limit: {text}");
+        assert_eq!(
+            session_count(&srv, &late, f).await,
+            0,
+            "[{f:?}] nothing made"
+        );
+        assert_eq!(session_count(&srv, &target, f).await, 3, "[{f:?}]");
+        // Extending a session to the full invitee is refused the same way.
+        let other = user("other", f);
+        let group = new_session(&srv, f, &late, &[&other]).await;
+        let a = add_participants(&srv, f, &late, &group, &[&target]).await;
+        assert_refused(&a, &format!("[{f:?}] by extension"), 403, "POL2008", f);
+
+        // Answered (declined) one: room for one more.
+        set_status(&srv, f, &target, &sids[0], ParticipantStatus::Disconnected).await;
+        let a = create_session(&srv, f, &late, &[&target]).await;
+        assert_created(&a, &format!("[{f:?}] after an answer"));
+    }
+}
+
 /// The pending-invitations limit is a rule about inviting into a session the caller may
 /// extend: a session the caller does not take part in (or that does not exist) is 404
 /// `SVC2008` and someone already in the session is 409 `SVC0001`, as without the limit, and a

@@ -25,6 +25,11 @@ pub struct InvitationLimits {
     pub per_pair: usize,
     /// Invitations one inviter may send per [`RATE_WINDOW`] (0 = no rate).
     pub per_minute: usize,
+    /// Unanswered invitations one invitee may have waiting, from every inviter together: the
+    /// inviter quotas bound what one inviter sends, not what one user receives, and a token
+    /// acting for many inviters flooded one user's subscription past its backlog cap (every
+    /// invitation repeats the roster), disabling it, inside every other limit.
+    pub per_invitee: usize,
 }
 
 impl Default for InvitationLimits {
@@ -33,6 +38,7 @@ impl Default for InvitationLimits {
             per_inviter: 1000,
             per_pair: 5,
             per_minute: 300,
+            per_invitee: 100,
         }
     }
 }
@@ -46,6 +52,9 @@ pub struct Outstanding {
     pub pending_to_one: usize,
     /// Invitations it sent within the last [`RATE_WINDOW`].
     pub sent_recently: usize,
+    /// The unanswered invitations, from anyone, of the invitee (of those asked for now) that
+    /// has the most waiting.
+    pub waiting_for_one: usize,
 }
 
 /// Why more invitations are refused; each names only the inviter's own limit.
@@ -57,6 +66,8 @@ pub enum Refusal {
     PendingToOne { limit: usize },
     /// Too many invitations sent within the window.
     Rate { limit: usize },
+    /// An invitee has too many unanswered invitations waiting, from everyone.
+    WaitingForOne { limit: usize },
 }
 
 /// The quota rule: may an inviter with `out` outstanding send `new` more invitations (each to
@@ -75,6 +86,11 @@ pub fn decide(out: Outstanding, new: usize, limits: InvitationLimits) -> Result<
     if new > 0 && out.pending_to_one + 1 > limits.per_pair {
         return Err(Refusal::PendingToOne {
             limit: limits.per_pair,
+        });
+    }
+    if new > 0 && out.waiting_for_one + 1 > limits.per_invitee {
+        return Err(Refusal::WaitingForOne {
+            limit: limits.per_invitee,
         });
     }
     Ok(())
@@ -130,6 +146,7 @@ mod tests {
         per_inviter: 5,
         per_pair: 2,
         per_minute: 10,
+        per_invitee: 3,
     };
 
     fn out(pending: usize, pending_to_one: usize, sent_recently: usize) -> Outstanding {
@@ -137,6 +154,7 @@ mod tests {
             pending,
             pending_to_one,
             sent_recently,
+            waiting_for_one: 0,
         }
     }
 
@@ -165,6 +183,21 @@ mod tests {
             decide(out(2, 2, 2), 1, L),
             Err(Refusal::PendingToOne { limit: 2 })
         );
+    }
+
+    /// An invitee with `per_invitee` invitations waiting, from anyone, takes no more.
+    #[test]
+    fn per_invitee_from_everyone() {
+        let full = Outstanding {
+            waiting_for_one: 3,
+            ..out(0, 0, 0)
+        };
+        assert_eq!(decide(full, 1, L), Err(Refusal::WaitingForOne { limit: 3 }));
+        let room = Outstanding {
+            waiting_for_one: 2,
+            ..out(0, 0, 0)
+        };
+        assert_eq!(decide(room, 1, L), Ok(()));
     }
 
     #[test]

@@ -130,6 +130,10 @@ impl Refused {
                 too_many("unanswered invitations you sent to one invitee", limit)
             }
             Refused::Quota(quota::Refusal::Rate { limit }, wait) => invitation_rate(limit, wait),
+            Refused::Quota(quota::Refusal::WaitingForOne { limit }, _) => too_many(
+                "unanswered invitations waiting for one invitee, from everyone",
+                limit,
+            ),
             Refused::NotOriginator => ApiError::forbidden(
                 "only the originator can end a session; a participant leaves it instead (seed face: status Disconnected on its participant status; OMA 2012 face: DELETE on its own participant)",
             ),

@@ -61,6 +61,11 @@ impl Chat {
                 .max()
                 .unwrap_or(0),
             sent_recently,
+            waiting_for_one: to
+                .iter()
+                .map(|a| state.pending_received(a))
+                .max()
+                .unwrap_or(0),
         };
         quota::decide(out, to.len(), self.settings.limits.invitations)
             .map_err(|r| Refused::Quota(r, wait))

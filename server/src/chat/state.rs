@@ -206,6 +206,19 @@ impl State {
         per_invitee
     }
 
+    /// Unanswered invitations waiting for `invitee`, from anyone: one per session that has
+    /// not ended in which its invitation is pending (an invitee takes part, as `Invited`, in
+    /// every session it is invited into, so they are all among its sessions).
+    pub fn pending_received(&self, invitee: &str) -> usize {
+        self.sessions_of(invitee)
+            .filter(|s| {
+                !s.ended
+                    && s.participant(invitee)
+                        .is_some_and(|p| p.invitation.is_pending())
+            })
+            .count()
+    }
+
     /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`), and its sequence number.
     pub fn new_id(&self, prefix: &str) -> (String, u64) {
         let seq = self.ids.next_seq();
