@@ -327,6 +327,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         Arc::clone(&leader_tls),
         cors,
         config.limits.channel_poll_wait,
+        config.connections.idle_timeout,
         config.trusted_proxies.clone(),
         (
             config.metrics_token.clone(),
@@ -622,12 +623,16 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    /// No leader yet; `tls`: what an `https://` leader's certificate is verified against.
+    /// No leader yet; `tls`: what an `https://` leader's certificate is verified against;
+    /// `leader_idle`: `NETAPI_CHAT_IDLE_TIMEOUT_SECS`, after which the leader (same setting on
+    /// every instance) closes a keep-alive connection of this standby's pool
+    /// ([`pool_idle_timeout`]).
     fn new(
         own_url: String,
         tls: Arc<rustls::ClientConfig>,
         cors: Option<Arc<crate::cors::Cors>>,
         poll_wait: Duration,
+        leader_idle: Duration,
         trusted_proxies: Vec<crate::proxies::Net>,
         (metrics_token, auth_failures): (Option<String>, crate::rate::AuthFailures),
     ) -> Forwarder {
@@ -635,8 +640,13 @@ impl Forwarder {
             own_url,
             leader: RwLock::new(None),
             client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_idle_timeout(pool_idle_timeout(leader_idle))
                 .pool_max_idle_per_host(64)
+                // A request given a pooled connection found closed before any of it was
+                // written goes again on another (hyper's default, stated because the pool
+                // relies on it): safe for any method, the leader saw nothing of it. One that
+                // was written is never sent again (a create would be carried out twice).
+                .retry_canceled_requests(true)
                 .build(LeaderConnector::new(tls)),
             failure: std::sync::Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -684,6 +694,17 @@ impl Forwarder {
         let leader = self.leader.read().ok()?.clone()?;
         (leader.url != self.own_url).then_some(leader)
     }
+}
+
+/// How long a standby keeps an idle connection to the leader for reuse: half the leader's
+/// idle timeout `leader_idle` (at most 30 s). The leader closes a connection idle for
+/// `leader_idle`, counted from the end of its handler, a little before the standby's count
+/// starts (once the answer has arrived); a connection pooled as long as that or longer was
+/// reused just as the leader closed it, and the request written to it failed (`503`, "the
+/// instance that leads cannot be reached", for a healthy leader). Half leaves a margin of
+/// `leader_idle / 2` for that difference and for the close to reach the standby.
+fn pool_idle_timeout(leader_idle: Duration) -> Duration {
+    (leader_idle / 2).min(Duration::from_secs(30))
 }
 
 /// The connections of a standby to the leader: TCP for an `http://` leader, TLS (rustls) over
@@ -1387,6 +1408,17 @@ pub fn start_over() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The standby lets go of an idle connection to the leader well before the leader closes
+    /// it (half its idle timeout), and never keeps one longer than 30 s.
+    #[test]
+    fn pooled_connections_to_the_leader_expire_before_the_leader_closes_them() {
+        let s = Duration::from_secs_f64;
+        assert_eq!(pool_idle_timeout(s(1.0)), s(0.5));
+        assert_eq!(pool_idle_timeout(s(0.2)), s(0.1));
+        assert_eq!(pool_idle_timeout(s(60.0)), s(30.0));
+        assert_eq!(pool_idle_timeout(s(3600.0)), s(30.0));
+    }
 
     /// A long poll (POST of a channel's `notifications`) may wait its poll wait before the
     /// leader starts its answer; everything else gets the leader's own bound and a margin.
