@@ -1067,15 +1067,19 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Whether the `Connection` headers of a message name `option` (`upgrade`, `close`; any case).
+fn connection_says(headers: &HeaderMap, option: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(option))
+}
+
 /// Whether a request asks to switch protocols (a WebSocket handshake).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    headers.contains_key(header::UPGRADE) && connection_says(headers, "upgrade")
 }
 
 /// The origin-form path and query a standby forwards for `target` (RFC 9112 §3.2): that of
@@ -1247,7 +1251,16 @@ async fn forward(
         });
     }
     let switching = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // The leader closes its connection after an answer whose request's framing it no longer
+    // trusts (`431`, an early `4xx` on an unread body): the client's connection closes too
+    // (hyper does, seeing the header), rather than going on with what the leader refused to.
+    let closing = !switching && connection_says(answer.headers(), "close");
     strip_hop_by_hop(answer.headers_mut(), switching);
+    if closing {
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     answer.map(http_body_util::BodyExt::boxed)
 }
 

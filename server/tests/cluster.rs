@@ -1884,3 +1884,42 @@ async fn requests_spaced_across_the_idle_timeout_reach_the_leader_through_a_stan
     let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
     assert!(!log.contains("forwarding to the leader at"), "{log}");
 }
+
+/// An answer after which the leader closes its connection (`431` for a head over
+/// `NETAPI_CHAT_MAX_HEADER_BYTES`) closes the client's connection to a standby too, as the
+/// leader's own client connection is closed: the standby dropped the leader's `Connection:
+/// close` (hop-by-hop) and kept serving a connection whose request the leader refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_closes_the_clients_connection_when_the_leader_closes_after_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = pair(&[]);
+    changes_again(&p.standby, "through the standby").await;
+    let path = format!("/v1/chat/{}/subscriptions", support::enc(ALICE));
+    let token = support::user_token(ALICE);
+    // Over the default 16 KiB head, still within what the standby's own buffer reads; no
+    // `Connection: close` from the client: the connection would stay open (idle timeout 60 s).
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(17 * 1024)
+    );
+    for (instance, addr) in [("leader", p.leader.addr()), ("standby", p.standby.addr())] {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut out = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+        let a = String::from_utf8_lossy(&out);
+        assert_eq!(raw_status(&a), 431, "{instance}: {a}");
+        assert!(
+            a.to_ascii_lowercase().contains("connection: close"),
+            "{instance}: {a}"
+        );
+        assert!(
+            matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+            "{instance}: the connection stayed open after {a}"
+        );
+    }
+}
