@@ -326,7 +326,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         seat.url.clone(),
         Arc::clone(&leader_tls),
         cors,
-        config.limits.channel_poll_wait,
+        (config.limits.channel_poll_wait, config.max_body_bytes),
         config.connections.idle_timeout,
         config.trusted_proxies.clone(),
         (
@@ -611,6 +611,9 @@ struct Forwarder {
     /// `NETAPI_CHAT_CHANNEL_POLL_WAIT`: how long a long poll may wait before the leader
     /// starts its answer ([`answer_within`]).
     poll_wait: Duration,
+    /// `NETAPI_CHAT_MAX_BODY_BYTES` (the same on every instance): a request that asks for
+    /// `100 Continue` announcing a longer body is refused here ([`refused_before_continue`]).
+    max_body_bytes: usize,
     /// `NETAPI_CHAT_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client this standby
     /// forwards for ([`crate::proxies::client_address`]).
     trusted_proxies: Vec<crate::proxies::Net>,
@@ -624,6 +627,7 @@ struct Forwarder {
 
 impl Forwarder {
     /// No leader yet; `tls`: what an `https://` leader's certificate is verified against;
+    /// `poll_wait`, `max_body_bytes`: the settings of those fields;
     /// `leader_idle`: `NETAPI_CHAT_IDLE_TIMEOUT_SECS`, after which the leader (same setting on
     /// every instance) closes a keep-alive connection of this standby's pool
     /// ([`pool_idle_timeout`]).
@@ -631,7 +635,7 @@ impl Forwarder {
         own_url: String,
         tls: Arc<rustls::ClientConfig>,
         cors: Option<Arc<crate::cors::Cors>>,
-        poll_wait: Duration,
+        (poll_wait, max_body_bytes): (Duration, usize),
         leader_idle: Duration,
         trusted_proxies: Vec<crate::proxies::Net>,
         (metrics_token, auth_failures): (Option<String>, crate::rate::AuthFailures),
@@ -652,6 +656,7 @@ impl Forwarder {
             failing: std::sync::atomic::AtomicBool::new(false),
             cors,
             poll_wait,
+            max_body_bytes,
             trusted_proxies,
             metrics_token,
             auth_failures,
@@ -1117,6 +1122,32 @@ fn upstream_uri(leader_url: &str, path: http::uri::PathAndQuery) -> Option<http:
     http::Uri::from_parts(parts).ok()
 }
 
+/// `413 POL2004` (the leader's answer to an announced body over the limit, connection closed)
+/// for a request that asks for `100 Continue` and announces a `Content-Length` over `cap`.
+/// The standby's hyper sends `100` as soon as the body is polled, which forwarding does at
+/// once, before the leader has authenticated or size-checked anything: the client then
+/// uploaded into a connection the leader closed (a broken pipe, not the refusal). Answered
+/// without polling the body, no `100` goes out and nothing of it is read. Only with `Expect`:
+/// other requests get the leader's own answer (`401` before `413` for a client without a
+/// token).
+fn refused_before_continue(
+    headers: &HeaderMap,
+    cap: usize,
+) -> Option<netapi_chat_runtime::ApiError> {
+    let continues = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let length = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    (continues && length > u64::try_from(cap).unwrap_or(u64::MAX))
+        .then(|| netapi_chat_runtime::ApiError::payload_too_large(cap).closing())
+}
+
 /// The client's request body on its way to the leader, remembering the first error its stream
 /// gave (a malformed chunk, a body cut short of its `Content-Length`): a forward that fails
 /// because of it is the client's mistake, answered `400` as the leader answers it, not the
@@ -1179,6 +1210,9 @@ async fn forward(
         // What the leader answers it: its router knows no such path.
         return answer(format, &crate::gate::unrouted(request.uri().path()));
     };
+    if let Some(refused) = refused_before_continue(request.headers(), forwarder.max_body_bytes) {
+        return answer(format, &refused);
+    }
     FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(leader) = forwarder.leader() else {
         return unavailable(format, "no instance leads the database at the moment");
@@ -1421,6 +1455,35 @@ pub fn start_over() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a request asking for `100 Continue` with a `Content-Length` over the limit is
+    /// refused at the standby (`413 POL2004`, connection closed); anything else goes on to the
+    /// leader.
+    #[test]
+    fn an_announced_body_over_the_limit_is_refused_before_100_continue() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            h
+        };
+        let e = refused_before_continue(
+            &headers(&[("expect", "100-Continue"), ("content-length", "65537")]),
+            65536,
+        )
+        .expect("refused");
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let a = answer(media::Format::Json, &e);
+        assert_eq!(a.headers()[header::CONNECTION], "close");
+        for h in [
+            headers(&[("expect", "100-continue"), ("content-length", "65536")]),
+            headers(&[("content-length", "99999999")]),
+            headers(&[("expect", "100-continue"), ("transfer-encoding", "chunked")]),
+        ] {
+            assert!(refused_before_continue(&h, 65536).is_none(), "{h:?}");
+        }
+    }
 
     /// The standby lets go of an idle connection to the leader well before the leader closes
     /// it (half its idle timeout), and never keeps one longer than 30 s.

@@ -1923,3 +1923,30 @@ async fn a_standby_closes_the_clients_connection_when_the_leader_closes_after_it
         );
     }
 }
+
+/// A request through a standby asking for `100 Continue` with a `Content-Length` over
+/// `NETAPI_CHAT_MAX_BODY_BYTES` gets the leader's `413 POL2004` at once, no `100` first: the
+/// standby sent `100` before the leader had looked at anything, and the client uploaded into
+/// a connection that then broke instead of reading the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_refuses_an_oversized_upload_before_100_continue() {
+    let p = pair(&[]);
+    changes_again(&p.standby, "through the standby").await;
+    let path = format!("/v1/chat/{}/subscriptions", support::enc(ALICE));
+    let token = support::user_token(ALICE);
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 9999999\r\nExpect: 100-continue\r\n\r\n"
+    );
+    for (instance, addr) in [("leader", p.leader.addr()), ("standby", p.standby.addr())] {
+        let started = Instant::now();
+        let a = raw_exchange(&addr, None, request.as_bytes()).await;
+        assert_eq!(raw_status(&a), 413, "{instance}: {a}");
+        assert!(a.contains("POL2004"), "{instance}: {a}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{instance}: the connection stayed open after {a}"
+        );
+    }
+}
