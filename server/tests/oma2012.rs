@@ -1290,8 +1290,8 @@ async fn profiles_follow_the_face(wire: Wire) {
     assert_eq!(
         links(&first.link),
         [
-            ("ChatSessionInformation", session_url.as_str()),
-            ("MessageStatusReport", subject_status.as_str())
+            ("MessageStatusReport", subject_status.as_str()),
+            ("ChatSessionInformation", session_url.as_str())
         ]
     );
     // A GSMA client reports Displayed on every message it shows: taken, and nobody is told
@@ -1299,11 +1299,12 @@ async fn profiles_follow_the_face(wire: Wire) {
     let shown = MessageStatusReport {
         status: MessageStatus::Displayed,
     };
-    let put = send_doc("PUT", &first.link[1].href, f, &shown).await;
+    // It reports to `link[0]`, as GSMA clients do.
+    let put = send_doc("PUT", &first.link[0].href, f, &shown).await;
     assert_eq!(put.status, 204, "{}", put.body);
     // The links a notification gives are readable: the status (it was delivered, as the
     // notification that carried it; no report is kept) and the message itself.
-    let status: MessageStatusReport = send_empty("GET", &first.link[1].href, f).await.decode();
+    let status: MessageStatusReport = send_empty("GET", &first.link[0].href, f).await.decode();
     assert_eq!(status.status, MessageStatus::Delivered);
     let message_url = urls.one_to_one_message(B, A, &sid, &subject_id);
     let told: ChatMessage = send_empty("GET", &message_url, f).await.decode();

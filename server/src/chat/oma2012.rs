@@ -611,8 +611,8 @@ pub(super) fn subject_message_id(sid: &str) -> String {
 /// `subject` of a one-to-one invitation `n` (in this face's profile) also reaches the invitee
 /// as a first `messageNotification` from the originator. It is no stored message (the seed's
 /// sessions have none before the invitee accepts): its `messageId` is
-/// [`subject_message_id`], its links the session's and the `MessageStatusReport` OMA requires
-/// on every messageNotification (a report there is taken and changes nothing, see
+/// [`subject_message_id`], its links the `MessageStatusReport` OMA requires on every
+/// messageNotification (first, as where it is the only one) and the session's (a report there is taken and changes nothing, see
 /// [`Chat::update_one_to_one_message_status`]). `None` for anything else or an empty subject.
 /// A subscriber of the seed face keeps the seed's invitation alone.
 pub(super) fn subject_message(
@@ -641,9 +641,12 @@ pub(super) fn subject_message(
         // stored message, so its id names none (one per session: `subject-{sessionId}`).
         message_id: Some(subject_message_id(&inv.session_id)),
         callback_data: None,
+        // The status first, as on every other messageNotification (where it is the only
+        // link): the GSMA gateways sent it alone, and their clients take `link[0]` as the URL
+        // to report to (with the session first, their report went to the session: `400`).
         link: vec![
-            session_link(urls, to, s),
             message_status_link(urls, to, s, &subject_message_id(&inv.session_id)),
+            session_link(urls, to, s),
         ],
     }))
 }
@@ -1900,10 +1903,10 @@ mod tests {
             m.chat_message.as_ref().map(|c| c.text.as_str()),
             Some("fixture")
         );
-        assert_eq!(m.link[0].rel, "ChatSessionInformation");
-        assert_eq!(m.link[1].rel, "MessageStatusReport");
+        assert_eq!(m.link[0].rel, "MessageStatusReport");
+        assert_eq!(m.link[1].rel, "ChatSessionInformation");
         assert_eq!(
-            m.link[1].href,
+            m.link[0].href,
             u.one_to_one_message_status(B, A, "sess-1", "subject-sess-1")
         );
         let group = session_fixture(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
