@@ -7,7 +7,10 @@
 //!   its parent must) and writes a data directory into it: the database by `VACUUM INTO`
 //!   (one committed state, including every change already answered), the webhook secret and
 //!   the token file, each `0600`. Starting a server on it (`NETAPI_CHAT_DATA_DIR=dir`) is the
-//!   restore. Commits wait while the copy runs: its time follows the database's size.
+//!   restore. Commits wait while `VACUUM INTO` runs (its time follows the database's size,
+//!   stopped after [`BACKUP_HOLD_AT_MOST`]); it writes into the data directory, and a thread
+//!   of its own copies that to `dir`, abandoned (`504`) once it makes no progress for
+//!   [`BACKUP_STALL`]: a hung destination holds neither the store nor the request.
 //! - `GET /admin/summary`: subscriptions and open sessions (in memory), messages and
 //!   undelivered notifications (counted in the database), and the subscriptions with the most
 //!   undelivered notifications, at most [`SUMMARY_MOST`].
@@ -21,6 +24,9 @@ use http::{Response, StatusCode, header};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The admin routes and their methods, for the request gate.
 pub const ROUTES: [(&str, &str); 2] = [("/admin/backup", "POST"), ("/admin/summary", "GET")];
@@ -160,12 +166,33 @@ pub async fn backup_endpoint(
         Ok(dir) => dir,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        if let Err(e) = std::fs::DirBuilder::new()
-            .mode(crate::data_dir::DIR_MODE)
-            .create(&dir)
-        {
+    let Some(running) = Running::take() else {
+        return refuse(
+            StatusCode::CONFLICT,
+            "a backup is running already (or the copy of an abandoned one still hangs on its \
+             destination): try again once it is over",
+        );
+    };
+    let running = Arc::new(running);
+    let started = std::time::Instant::now();
+    // Everything that touches the destination runs on a thread of its own and is waited for
+    // only while it makes progress (`on_destination`): a hung mount cannot hold this request,
+    // a runtime thread or the store.
+    let to = dir.clone();
+    let created = on_destination(
+        &running,
+        move |_| {
+            use std::os::unix::fs::DirBuilderExt as _;
+            Ok(std::fs::DirBuilder::new()
+                .mode(crate::data_dir::DIR_MODE)
+                .create(&to))
+        },
+        || {},
+    )
+    .await;
+    match created {
+        Waited::Done(Ok(Ok(()))) => {}
+        Waited::Done(Ok(Err(e))) => {
             let status = if e.kind() == std::io::ErrorKind::AlreadyExists {
                 StatusCode::CONFLICT
             } else {
@@ -173,24 +200,46 @@ pub async fn backup_endpoint(
             };
             return refuse(status, format!("cannot create {}: {e}", dir.display()));
         }
+        Waited::Done(Err(e)) => return failed(&dir, &e),
+        Waited::Stalled => return abandoned(&dir),
     }
-    let started = std::time::Instant::now();
-    let database = dir.join("netapi-chat.sqlite3");
-    let into = database.clone();
-    let copied = rqctx
+    let part = admin.data_dir.join(crate::data_dir::BACKUP_PART);
+    // Left by a crash during an earlier backup (`VACUUM INTO` needs a new file).
+    let _ = std::fs::remove_file(&part);
+    let into = part.clone();
+    let vacuumed = rqctx
         .context()
         .chat
         .store()
-        .read(move |backend| backend.backup_into(&into))
+        .read(move |backend| backend.backup_into(&into, BACKUP_HOLD_AT_MOST))
         .await;
-    let copied = match copied {
-        Ok(Ok(())) => copy_files(&admin, &dir),
-        Ok(Err(e)) => Err(e),
+    let vacuumed = match vacuumed {
+        Ok(result) => result,
         Err(_) => Err("the store has stopped".to_owned()),
     };
+    if let Err(e) = vacuumed {
+        let _ = std::fs::remove_file(&part);
+        let (to, held) = (dir.clone(), Arc::clone(&running));
+        // Not a backup: nothing half-made is left to be mistaken for one (off this thread:
+        // the destination may hang).
+        let _ = std::thread::Builder::new()
+            .name("netapi-chat-backup".to_owned())
+            .spawn(move || {
+                let _running = held;
+                remove_dir(&to);
+            });
+        return failed(&dir, &e);
+    }
+    let to = dir.clone();
+    let undo = dir.clone();
+    let copied = on_destination(
+        &running,
+        move |progress| copy_out(&part, &admin, &to, progress),
+        move || remove_dir(&undo),
+    )
+    .await;
     match copied {
-        Ok(mut files) => {
-            files.insert(0, ("netapi-chat.sqlite3", file_len(&database)));
+        Waited::Done(Ok(files)) => {
             let files: Vec<serde_json::Value> = files
                 .into_iter()
                 .map(|(name, bytes)| serde_json::json!({ "name": name, "bytes": bytes }))
@@ -204,21 +253,204 @@ pub async fn backup_endpoint(
                 }),
             )
         }
-        Err(e) => {
-            // Not a backup: nothing half-made is left to be mistaken for one.
-            let _ = std::fs::remove_dir_all(&dir);
-            tracing::error!(dir = %dir.display(), error = &e, "backup failed");
-            refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the backup failed: {e}"),
-            )
+        Waited::Done(Err(e)) => failed(&dir, &e),
+        Waited::Stalled => abandoned(&dir),
+    }
+}
+
+/// The answer to a backup that failed (its directory is removed, or being removed).
+fn failed(dir: &Path, e: &str) -> Result<Response<Body>, HttpError> {
+    tracing::error!(dir = %dir.display(), error = e, "backup failed");
+    refuse(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the backup failed: {e}"),
+    )
+}
+
+/// The answer to a backup whose destination stopped taking writes ([`BACKUP_STALL`]).
+fn abandoned(dir: &Path) -> Result<Response<Body>, HttpError> {
+    tracing::error!(
+        dir = %dir.display(),
+        "backup abandoned: its destination took no write for {} s",
+        BACKUP_STALL.as_secs()
+    );
+    refuse(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "the backup was abandoned: {} took no write for {} s (a hung or very slow file \
+             system?); the server goes on, and removes the directory if the file system comes \
+             back",
+            dir.display(),
+            BACKUP_STALL.as_secs()
+        ),
+    )
+}
+
+/// Removes a backup directory that is not a backup (failed, or abandoned and come back).
+fn remove_dir(dir: &Path) {
+    if std::fs::remove_dir_all(dir).is_ok() {
+        tracing::warn!(dir = %dir.display(), "removed the directory of a backup that did not complete");
+    }
+}
+
+/// Runs `work` on a thread of its own (it writes to a backup's destination, which may hang)
+/// and waits for it while the counter it is given moves ([`wait_for_copy`], [`BACKUP_STALL`]).
+/// `undo` runs on that thread when `work` failed, or when it returns after its caller gave up
+/// on it. The thread holds `running`, so no other backup starts while it is stuck.
+async fn on_destination<T: Send + 'static>(
+    running: &Arc<Running>,
+    work: impl FnOnce(&AtomicU64) -> Result<T, String> + Send + 'static,
+    undo: impl FnOnce() + Send + 'static,
+) -> Waited<Result<T, String>> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let (done, rx) = tokio::sync::oneshot::channel();
+    let (step, held) = (Arc::clone(&progress), Arc::clone(running));
+    let spawned = std::thread::Builder::new()
+        .name("netapi-chat-backup".to_owned())
+        .spawn(move || {
+            let _running = held;
+            let result = work(&step);
+            let ok = result.is_ok();
+            if done.send(result).is_err() || !ok {
+                undo();
+            }
+        });
+    if let Err(e) = spawned {
+        return Waited::Done(Err(format!("cannot start a thread for the copy: {e}")));
+    }
+    wait_for_copy(rx, &progress, BACKUP_STALL).await
+}
+
+/// Longest a backup's `VACUUM INTO` may hold the store thread (commits wait for it) before it
+/// is stopped and the backup fails saying so: 30 s copies about 16 GiB at the speed measured
+/// (`backup_cost`, ~570 MiB/s), and a request waiting 30 s is near its clients' time-outs.
+pub const BACKUP_HOLD_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Longest the copy to a backup's destination may go without completing a write (or a sync)
+/// before the backup is abandoned with `504`: a hung network share or disk would otherwise
+/// keep the request (and the `netapi-chat backup` command) waiting for ever. The copy runs off
+/// the store thread, so nothing else waits for it; a slow but working destination is given
+/// as long as it keeps taking writes.
+pub const BACKUP_STALL: Duration = Duration::from_secs(30);
+
+/// Bytes written between two syncs of the copy: bounds what one sync has to flush, so that a
+/// slow destination still shows progress within [`BACKUP_STALL`].
+const COPY_SYNC_EVERY: u64 = 16 << 20;
+
+/// Set while a backup runs, including the copy of one abandoned on a hung destination (its
+/// thread cannot be stopped inside a write): one at a time, so they never share the part file
+/// and an abandoned copy stuck on a hung mount does not have company.
+static BACKUP_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// [`BACKUP_RUNNING`] held; cleared when dropped (shared, through an `Arc`, by the request and
+/// the threads that write to its destination: cleared once the last of them is over).
+struct Running;
+
+impl Running {
+    fn take() -> Option<Running> {
+        (!BACKUP_RUNNING.swap(true, Ordering::SeqCst)).then_some(Running)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        BACKUP_RUNNING.store(false, Ordering::SeqCst);
+    }
+}
+
+/// How the wait for a backup's copy ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited<T> {
+    /// The copy finished (or failed) and said so.
+    Done(T),
+    /// Its `progress` did not move for the stall limit: abandoned (the copy, if it ever
+    /// returns, finds nobody waiting).
+    Stalled,
+}
+
+/// Waits for the copy's answer on `rx` for as long as `progress` keeps moving, giving up once
+/// it has not moved for `stall`. Exact at the edge: an answer sent before the give-up is taken,
+/// and after it the copy's send fails, so both sides agree on whether it was abandoned.
+pub async fn wait_for_copy<T>(
+    mut rx: tokio::sync::oneshot::Receiver<Result<T, String>>,
+    progress: &AtomicU64,
+    stall: Duration,
+) -> Waited<Result<T, String>> {
+    let tick = (stall / 10).max(Duration::from_millis(10));
+    let mut seen = progress.load(Ordering::SeqCst);
+    let mut since = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(tick, &mut rx).await {
+            Ok(Ok(result)) => return Waited::Done(result),
+            Ok(Err(_)) => return Waited::Done(Err("the copy stopped unexpectedly".to_owned())),
+            Err(_) => {
+                let now = progress.load(Ordering::SeqCst);
+                if now != seen {
+                    (seen, since) = (now, std::time::Instant::now());
+                } else if since.elapsed() >= stall {
+                    rx.close();
+                    return match rx.try_recv() {
+                        Ok(result) => Waited::Done(result),
+                        Err(_) => Waited::Stalled,
+                    };
+                }
+            }
         }
     }
 }
 
-/// Size of a file, 0 when it cannot be read.
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+/// The copy thread's work: opens the part file and removes its name at once (the data
+/// directory is clean whatever happens next; its space is freed when the copy ends), copies it
+/// into `dir` as the database in steps, syncing every [`COPY_SYNC_EVERY`] bytes and counting
+/// each step in `progress`, then the webhook secret and the token file, and syncs `dir`.
+/// Returns each file's name and size.
+fn copy_out(
+    part: &Path,
+    admin: &Admin,
+    dir: &Path,
+    progress: &AtomicU64,
+) -> Result<Vec<(&'static str, u64)>, String> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let step = || progress.fetch_add(1, Ordering::SeqCst);
+    let mut from =
+        std::fs::File::open(part).map_err(|e| format!("reading {}: {e}", part.display()))?;
+    let _ = std::fs::remove_file(part);
+    let database = dir.join("netapi-chat.sqlite3");
+    let failed = |e: std::io::Error| format!("writing {}: {e}", database.display());
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::data_dir::FILE_MODE)
+        .open(&database)
+        .map_err(failed)?;
+    step();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut bytes, mut unsynced) = (0u64, 0u64);
+    loop {
+        let n = from
+            .read(&mut buf)
+            .map_err(|e| format!("reading {}: {e}", part.display()))?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        to.write_all(chunk).map_err(failed)?;
+        (bytes, unsynced) = (bytes + n as u64, unsynced + n as u64);
+        if unsynced >= COPY_SYNC_EVERY {
+            to.sync_data().map_err(failed)?;
+            unsynced = 0;
+        }
+        step();
+    }
+    to.sync_all().map_err(failed)?;
+    step();
+    let mut files = vec![("netapi-chat.sqlite3", bytes)];
+    files.extend(copy_files(admin, dir)?);
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+    step();
+    Ok(files)
 }
 
 /// Copies the webhook secret and the token file (when there are such files) into `dir`,
@@ -303,5 +535,34 @@ mod tests {
         ] {
             assert!(backup_dir(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The stall rule: a copy that stops counting progress is given up after the limit (its
+    /// late answer then fails to send, so it knows to clean up); one that keeps counting is
+    /// waited for however long it takes.
+    #[tokio::test]
+    async fn a_copy_is_waited_for_while_it_makes_progress() {
+        let stall = Duration::from_millis(200);
+        let progress = AtomicU64::new(0);
+        let (done, rx) = tokio::sync::oneshot::channel::<Result<u8, String>>();
+        let started = std::time::Instant::now();
+        assert_eq!(wait_for_copy(rx, &progress, stall).await, Waited::Stalled);
+        assert!(started.elapsed() >= stall);
+        assert!(done.send(Ok(1)).is_err(), "the abandoned copy is told");
+
+        let progress = Arc::new(AtomicU64::new(0));
+        let (done, rx) = tokio::sync::oneshot::channel::<Result<u8, String>>();
+        let step = Arc::clone(&progress);
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(60));
+                step.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = done.send(Ok(7));
+        });
+        assert_eq!(
+            wait_for_copy(rx, &progress, stall).await,
+            Waited::Done(Ok(7))
+        );
     }
 }

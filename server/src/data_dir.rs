@@ -20,6 +20,12 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file the server creates in it.
 pub const FILE_MODE: u32 = 0o600;
 
+/// The file a backup's `VACUUM INTO` writes in the data directory, on the database's own
+/// disk, before the copy to the backup's destination (`crate::admin_api`): the store thread is
+/// held only for a copy at the database's own speed. Removed once the copy has it open; one
+/// left by a crash is removed at the next start or backup.
+pub const BACKUP_PART: &str = "backup-in-progress.sqlite3";
+
 /// Whether stderr lines are JSON objects (`NETAPI_CHAT_LOG_FORMAT=json`), for [`warn`].
 static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -1003,6 +1003,229 @@ async fn summary_and_backup_go_through_the_running_server() {
     let _ = std::fs::remove_dir_all(&parent);
 }
 
+/// A FUSE file system (tests/fixtures/hangfs) whose writes block while a flag file exists:
+/// a hung network share. Unmounted (and its flag removed, releasing what waits) on drop.
+struct HangFs {
+    mount: PathBuf,
+    flag: PathBuf,
+    root: PathBuf,
+    daemon: std::process::Child,
+}
+
+impl HangFs {
+    /// Mounts one, or `None` (the test says SKIPPED) where FUSE or fusepy is missing.
+    fn mount() -> Option<HangFs> {
+        let usable = Command::new("python3")
+            .args(["-c", "import fuse"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::path::Path::new("/dev/fuse").exists();
+        if !usable {
+            eprintln!("SKIPPED: needs /dev/fuse and python3's fusepy (`import fuse`)");
+            return None;
+        }
+        let base = std::env::temp_dir().join(format!("netapi-chat-hangfs-{}", uuid_like()));
+        let (root, mount, flag) = (base.join("root"), base.join("mnt"), base.join("HANG"));
+        for d in [&root, &mount] {
+            std::fs::create_dir_all(d).expect("hangfs dirs");
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("server/tests/fixtures/hangfs/hangfs.py");
+        let daemon = Command::new("python3")
+            .arg(script)
+            .args([&root, &mount, &flag])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hangfs");
+        let mut fs = HangFs {
+            mount,
+            flag,
+            root,
+            daemon,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+            if mounts.contains(&*fs.mount.to_string_lossy()) {
+                return Some(fs);
+            }
+            if let Ok(Some(_)) = fs.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("SKIPPED: the FUSE file system did not mount");
+        fs.flag = PathBuf::new();
+        None
+    }
+
+    /// Makes its writes block (`true`) or go through again.
+    fn hang(&self, on: bool) {
+        if on {
+            std::fs::write(&self.flag, "").expect("flag");
+        } else {
+            let _ = std::fs::remove_file(&self.flag);
+        }
+    }
+}
+
+impl Drop for HangFs {
+    fn drop(&mut self) {
+        self.hang(false);
+        let _ = Command::new("fusermount")
+            .arg("-uz")
+            .arg(&self.mount)
+            .status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        if let Some(base) = self.root.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+}
+
+/// A backup into a destination that hangs (a hung network share) does not stop the service:
+/// the copy to the destination runs off the store thread, so sends keep answering `201` at
+/// once, a second backup is refused `409` while the first is stuck, and the backup itself is
+/// abandoned with `504` once its destination has taken no write for 30 s
+/// (`admin_api::BACKUP_STALL`), its half-made directory removed when the file system comes
+/// back. Before, `VACUUM INTO` wrote to the destination on the store thread: every write of
+/// the service waited as long as the share hung, with no time-out and no `503`.
+#[tokio::test]
+async fn a_backup_into_a_hung_destination_does_not_stop_writes() {
+    let server = Server::start(&[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    // Mounted after the server starts, so dropped (releasing the hang) before it is: a server
+    // stuck in a write to it could not be stopped otherwise.
+    let Some(fs) = HangFs::mount() else { return };
+    let bob = Listener::start().await;
+    bob.set_down(true);
+    let a = bob_invited(&server, &bob).await;
+    let location = a.headers["location"].to_str().expect("location").to_owned();
+    let sid = location.rsplit('/').next().expect("session id").to_owned();
+    let a = send(
+        "POST",
+        &server.url(
+            "sip:bob@example.com",
+            &format!("/chatSessions/{sid}/participants/sip%3Abob%40example.com/status"),
+        ),
+        &[("content-type", "application/json")],
+        Some(r#"{"participantSessionStatus":{"status":"Connected"}}"#),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for i in 0..50 {
+        alice_sends(
+            &server,
+            &sid,
+            &format!("before the backup {i} {}", "x".repeat(2000)),
+        )
+        .await;
+    }
+
+    fs.hang(true);
+    let dir = fs.mount.join("bk1");
+    let backup_url = format!("{}/admin/backup?dir={}", server.base, dir.display());
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let started = Instant::now();
+    let backup = {
+        let (url, admin) = (backup_url.clone(), admin.clone());
+        tokio::spawn(async move { send("POST", &url, &[("authorization", &admin)], None).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !backup.is_finished(),
+        "the backup should be stuck on its destination"
+    );
+    // Writes go on while the backup's destination hangs.
+    for i in 0..5 {
+        let sent = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            alice_sends(&server, &sid, &format!("during the backup {i}")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a send waited more than 5 s behind the backup"));
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            sent.elapsed()
+        );
+    }
+    // One backup at a time: the stuck one still holds its place.
+    let other = std::env::temp_dir().join(format!("netapi-chat-bk2-{}", uuid_like()));
+    let a = send(
+        "POST",
+        &format!("{}/admin/backup?dir={}", server.base, other.display()),
+        &[("authorization", &admin)],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(a.body.contains("a backup is running already"), "{}", a.body);
+    assert!(!other.exists());
+
+    // Abandoned with a clear answer once the destination took no write for 30 s.
+    let answer = tokio::time::timeout(Duration::from_secs(45), backup)
+        .await
+        .expect("the backup is answered within its stall limit")
+        .expect("the backup task");
+    assert_eq!(answer.status, 504, "{}", answer.body);
+    assert!(
+        answer.body.contains("took no write for 30 s"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // The part file in the data directory is gone already.
+    assert!(!server.data_dir.join("backup-in-progress.sqlite3").exists());
+    // The share comes back: the abandoned copy ends, its directory is removed, and backups
+    // work again.
+    fs.hang(false);
+    within(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || {
+            if dir.exists() {
+                Err(format!("{} still there", dir.display()))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let again = fs.mount.join("bk2");
+    let a = within(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        async || {
+            let a = send(
+                "POST",
+                &format!("{}/admin/backup?dir={}", server.base, again.display()),
+                &[("authorization", &admin)],
+                None,
+            )
+            .await;
+            if a.status == 409 { Err(a.body) } else { Ok(a) }
+        },
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let restored = Server::start_in(&again, &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)], None);
+    assert_eq!(summary_json(&restored.base)["messages"], 55);
+    drop(restored);
+    drop(fs);
+}
+
 /// A name unique to this run.
 fn uuid_like() -> String {
     format!(

@@ -416,8 +416,16 @@ pub trait Backend: Send + 'static {
     /// Writes a consistent copy of the whole database to `file` (which must not exist), for
     /// `netapi-chat backup`: run through [`Store::read`], so it holds every batch
     /// queued before it and commits wait while it runs (its cost follows the database's size).
-    fn backup_into(&mut self, file: &std::path::Path) -> Result<(), StoreError> {
-        let _ = file;
+    /// Given up with an error once it has run for `within`, so that commits never wait longer
+    /// than that for it (`file` is then incomplete: the caller removes it). `file` is in the
+    /// data directory (`crate::admin_api`), on the database's own disk: a slow or hung
+    /// destination is written to afterwards, off the store thread.
+    fn backup_into(
+        &mut self,
+        file: &std::path::Path,
+        within: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let _ = (file, within);
         Err(StoreError(
             "this storage engine cannot make a backup".to_owned(),
         ))

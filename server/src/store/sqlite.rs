@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use std::ffi::c_int;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How hard a commit syncs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ fn open_excl(path: &Path) -> Result<Connection, StoreError> {
 /// in front of a commit (issue 12 item 5). A passive checkpoint never blocks the writer; the
 /// writer starts the WAL over once a checkpoint has copied all of it.
 struct Checkpointer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -76,7 +76,7 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 
 impl Checkpointer {
     fn start(conn: Connection) -> Result<Checkpointer, StoreError> {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("netapi-chat-checkpoint".to_owned())
@@ -146,6 +146,8 @@ impl Sqlite {
         // SQLite creates the -wal with the database's mode: create the database 0600 first,
         // and tighten files an earlier version left readable by others.
         crate::data_dir::create_private(&path).map_err(StoreError)?;
+        // A backup's copy cut short by a crash: not data, only space.
+        let _ = std::fs::remove_file(dir.join(crate::data_dir::BACKUP_PART));
         for f in [&path, &wal, &std::path::PathBuf::from(shm)] {
             crate::data_dir::tighten(f).map_err(StoreError)?;
         }
@@ -548,6 +550,11 @@ const WAL_LIMIT: u64 = 512 * 1024 * 1024;
 /// then it has copied almost everything, so what is left for the store thread is short.
 const GAP_CHECKPOINT_FRAMES: u64 = 4096;
 
+/// How many SQLite virtual-machine steps `VACUUM INTO` runs between two looks at its time
+/// limit ([`Backend::backup_into`]): a look is a clock read, so this keeps their cost small
+/// while the limit is still kept to well under a millisecond.
+const BACKUP_CHECK_EVERY: c_int = 1000;
+
 /// WAL frames after which a commit checkpoints right away: only reached when the store thread
 /// is never idle for long enough to checkpoint (16384 pages, 64 MiB: measured, 4096 put the
 /// p99 of 16 busy clients at 20 ms; at 16384 one commit in ~3000 waits ~60 ms).
@@ -638,8 +645,9 @@ impl Backend for Sqlite {
     /// `VACUUM INTO` on the store thread's connection (no other process can open the
     /// database: `unix-excl`), so the
     /// copy is of one committed state; into a new file created `0600` first (SQLite would
-    /// create it with the umask's mode, and would write over a small existing file).
-    fn backup_into(&mut self, file: &Path) -> Result<(), StoreError> {
+    /// create it with the umask's mode, and would write over a small existing file). A
+    /// progress handler interrupts it once it has run for `within` (commits wait for it).
+    fn backup_into(&mut self, file: &Path, within: std::time::Duration) -> Result<(), StoreError> {
         let name = file
             .to_str()
             .ok_or_else(|| StoreError(format!("{} is not UTF-8", file.display())))?;
@@ -652,10 +660,36 @@ impl Backend for Sqlite {
                 .open(file)
                 .map_err(|e| StoreError(format!("creating {}: {e}", file.display())))?;
         }
+        let deadline = std::time::Instant::now() + within;
+        let late = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&late);
         self.conn
-            .execute("VACUUM INTO ?1", [name])
-            .map(|_| ())
-            .map_err(|e| StoreError(format!("backing up into {}: {e}", file.display())))
+            .progress_handler(
+                BACKUP_CHECK_EVERY,
+                Some(move || {
+                    let over = std::time::Instant::now() >= deadline;
+                    seen.store(over, Ordering::Relaxed);
+                    over
+                }),
+            )
+            .map_err(err)?;
+        let copied = self.conn.execute("VACUUM INTO ?1", [name]);
+        // Only this statement is timed: a commit after it must never be interrupted.
+        self.conn
+            .progress_handler(0, None::<fn() -> bool>)
+            .map_err(err)?;
+        match copied {
+            Ok(_) => Ok(()),
+            Err(_) if late.load(Ordering::Relaxed) => Err(StoreError(format!(
+                "copying the database took longer than {} s (commits wait while it runs), so it was stopped; \
+                 for a database this large, stop the server and copy its data directory instead",
+                within.as_secs()
+            ))),
+            Err(e) => Err(StoreError(format!(
+                "backing up into {}: {e}",
+                file.display()
+            ))),
+        }
     }
 
     fn counts(&mut self, most: usize) -> Result<super::StoredCounts, StoreError> {
@@ -1856,7 +1890,8 @@ mod tests {
         assert_eq!(counts.undelivered_by_subscription.len(), 100);
         let into = dir.join("backup.sqlite3");
         let t = std::time::Instant::now();
-        db.backup_into(&into).unwrap();
+        db.backup_into(&into, std::time::Duration::from_secs(600))
+            .unwrap();
         let took = t.elapsed();
         println!(
             "VACUUM INTO of {} MiB: {took:?} ({:.0} MiB/s)",
@@ -1876,7 +1911,20 @@ mod tests {
         // Never over an existing backup.
         std::fs::write(dir.join("taken.sqlite3"), "x").unwrap();
         let mut db = Sqlite::open(&dir, Sync::Normal).unwrap();
-        assert!(db.backup_into(&dir.join("taken.sqlite3")).is_err());
+        assert!(
+            db.backup_into(
+                &dir.join("taken.sqlite3"),
+                std::time::Duration::from_secs(600)
+            )
+            .is_err()
+        );
+        // Past its time limit it is stopped with a message saying so, and the store goes on.
+        let late = dir.join("late.sqlite3");
+        let e = db
+            .backup_into(&late, std::time::Duration::ZERO)
+            .unwrap_err();
+        assert!(e.0.contains("took longer than 0 s"), "{e}");
+        db.probe().unwrap();
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
