@@ -381,3 +381,128 @@ async fn a_server_started_while_its_database_is_unreachable_waits_for_it() {
     let ready = send_empty("GET", &format!("{}/readyz", server.base), Format::Json).await;
     assert_eq!(ready.status, 200, "{}", ready.body);
 }
+
+/// Runs `sql` on the test PostgreSQL as its superuser (on a thread of its own: the blocking
+/// client runs a runtime, and the tests run inside tokio's).
+fn as_admin(sql: String) {
+    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL")
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        c.batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+    .join()
+    .expect("the admin thread");
+}
+
+/// A database that turns read-only (a primary demoted to a standby behind the same address
+/// after a failover, a managed database put read-only at its storage quota; here
+/// `default_transaction_read_only` and the server's session ended) is waited for like an
+/// unreachable one: requests get `503` with `Retry-After`, the log names the cause, and once
+/// it takes writes again the server serves with everything answered 2xx still there. A server
+/// *started* on it waits too, its log naming the cause, and starts once it takes writes.
+/// Before, the first commit stopped the server (exit 74), and a restart exited 1 with a bare
+/// `db error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_database_that_turns_read_only_is_waited_for_like_an_unreachable_one() {
+    let s = Server::logged(&[
+        ("NETAPI_CHAT_LOG_LEVEL", "warn"),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", "3600000"),
+    ]);
+    let db = database_name(
+        &support::postgres_database_for(&s.data_dir)
+            .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`"),
+    );
+    let sid = connected_session(&s).await;
+    let send_url = s.urls().messages(ALICE, &sid);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let text = format!("before {i}");
+        let a = send_doc("POST", &send_url, Format::Json, &message(&text, None)).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        sent.push((last_segment(a.header("location")), text));
+    }
+    let read_only = |on: bool| set_read_only(&db, on);
+    read_only(true);
+    let a = send_doc("POST", &send_url, Format::Json, &message("during", None)).await;
+    assert_unavailable(&a, Format::Json);
+    let ready = format!("{}/readyz", s.urls().base());
+    let mut s = s;
+    assert_eq!(s.wait_exit(3), None, "the server stopped: {}", s.log_text());
+    assert_eq!(send("GET", &ready, &[], None).await.status, 503);
+    let a = send_empty("GET", &s.urls().messages(BOB, &sid), Format::Json).await;
+    assert_unavailable(&a, Format::Json);
+    let log = s.log_text();
+    assert!(
+        log.contains("read-only transaction") || log.contains("refuses writes: it is read-only"),
+        "the log names the cause: {log}"
+    );
+
+    read_only(false);
+    let since = Instant::now();
+    while send("GET", &ready, &[], None).await.status != 200 {
+        assert!(since.elapsed() < PATIENCE, "not back: {}", s.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = listed(&s, &sid).await;
+    assert_eq!(&got[..3], &sent[..], "{got:?}");
+    let a = send_doc("POST", &send_url, Format::Json, &message("after", None)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+
+    // Started while it is read-only: waits, saying why, and starts once it takes writes.
+    let dir = s.terminate();
+    let _dir = support::TempDir::adopt(dir.clone());
+    read_only(true);
+    let log = dir.join("restart.log");
+    let (watched, name) = (log.clone(), db.clone());
+    let writable = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&watched).unwrap_or_default();
+            if text.contains("refuses writes: it is read-only") {
+                set_read_only(&name, false);
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        set_read_only(&name, false);
+        std::fs::read_to_string(&watched).unwrap_or_default()
+    });
+    let again = Server::launch(
+        support::Launch {
+            data_dir: dir.clone(),
+            stderr: support::Stderr::File(log.clone()),
+            ..support::Launch::default()
+        },
+        None,
+    );
+    let said = writable.join().expect("the watching thread");
+    assert!(
+        said.contains("cannot reach the database yet")
+            && said.contains("refuses writes: it is read-only"),
+        "{said}"
+    );
+    let got = listed(&again, &sid).await;
+    assert_eq!(&got[..3], &sent[..], "{got:?}");
+    assert_eq!(
+        got.last().map(|(_, t)| t.as_str()),
+        Some("after"),
+        "{got:?}"
+    );
+}
+
+/// Makes the test database `db` read-only for new sessions and ends the server's (`on`), or
+/// lets it take writes again.
+fn set_read_only(db: &str, on: bool) {
+    as_admin(if on {
+        format!(
+            "ALTER DATABASE {db} SET default_transaction_read_only = on;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = '{db}' AND application_name = 'netapi-chat'"
+        )
+    } else {
+        format!("ALTER DATABASE {db} RESET default_transaction_read_only")
+    })
+}

@@ -968,7 +968,7 @@ fn run(
                                 Err(mpsc::RecvTimeoutError::Timeout) => {
                                     backend.heartbeat();
                                     if backend.unavailable() {
-                                        go_down(&outage, "a heartbeat");
+                                        go_down(&outage, "a heartbeat", None);
                                         break;
                                     }
                                 }
@@ -1018,7 +1018,7 @@ fn run(
                     // A read that found the database gone starts the reconnection too, so a
                     // server that only reads (or only answers /readyz) also comes back.
                     if backend.unavailable() {
-                        go_down(&outage, "a read");
+                        go_down(&outage, "a read", None);
                     }
                 }
             }
@@ -1030,19 +1030,21 @@ fn run(
         {
             backend.heartbeat();
             if backend.unavailable() {
-                go_down(&outage, "a heartbeat");
+                go_down(&outage, "a heartbeat", None);
             }
         }
     }
 }
 
-/// Marks the database unreachable (once per outage in the log).
-fn go_down(outage: &Outage, what: &str) {
+/// Marks the database unreachable (once per outage in the log), with the error that showed it
+/// when there is one (a read-only database is told apart from one out of reach only by it).
+fn go_down(outage: &Outage, what: &str, cause: Option<&StoreError>) {
+    const SAYS: &str = "the database is unreachable or refuses writes; answering 503 and reconnecting, changes in flight are kept and committed once it is back";
     if !outage.down.swap(true, Ordering::SeqCst) {
-        tracing::warn!(
-            failed = what,
-            "the database is unreachable; answering 503 and reconnecting, changes in flight are kept and committed once it is back"
-        );
+        match cause {
+            Some(e) => tracing::warn!(failed = what, error = e.0.as_str(), "{SAYS}"),
+            None => tracing::warn!(failed = what, "{SAYS}"),
+        }
     }
 }
 
@@ -1113,6 +1115,10 @@ fn recover(
     stop: &AtomicBool,
 ) -> bool {
     let mut wait = RECONNECT_FIRST;
+    // What the last failed attempt said, logged when it changes (not at every attempt): an
+    // outage's first line may not say why (a closed connection), the reconnection's does (a
+    // database that answers but refuses writes).
+    let mut said: Option<String> = None;
     loop {
         let attempt = backend
             .reconnect()
@@ -1129,7 +1135,15 @@ fn recover(
                 outage.down.store(false, Ordering::SeqCst);
                 return true;
             }
-            Err(_) if backend.unavailable() => {}
+            Err(e) if backend.unavailable() => {
+                if said.as_deref() != Some(e.0.as_str()) {
+                    tracing::warn!(
+                        error = e.0.as_str(),
+                        "the database cannot be used yet; retrying"
+                    );
+                    said = Some(e.0);
+                }
+            }
             Err(e) => {
                 let held = std::mem::take(&mut outage.held);
                 let then = if backend.taken_over() {
@@ -1200,8 +1214,8 @@ fn commit_group(
                 }
             }
         }
-        Err(_) if backend.unavailable() => {
-            go_down(outage, "a commit");
+        Err(e) if backend.unavailable() => {
+            go_down(outage, "a commit", Some(&e));
             for job in jobs {
                 hold(Work::Commit(Box::new(job)), outage, rx, failed);
             }

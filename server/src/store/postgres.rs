@@ -359,8 +359,11 @@ impl From<StoreError> for Fail {
 /// Whether an error means "the database cannot be reached or cannot serve right now" (the
 /// connection is gone, SQLSTATE class 08 connection exception, 53 insufficient resources, 57
 /// operator intervention: shutdown, restart, a cancelled statement; 58 system error; 40001 and
-/// 40P01, a serialization failure or deadlock): the batch is kept and retried once the
-/// database is back. Anything else is a fault of the data or of this program.
+/// 40P01, a serialization failure or deadlock; 25006, a read-only transaction: a primary
+/// demoted to a standby behind the same address after a failover, a database set
+/// `default_transaction_read_only` as when a managed service's storage quota is hit): the
+/// batch is kept and retried once the database is back (takes writes again, see
+/// [`refuses_writes`]). Anything else is a fault of the data or of this program.
 pub fn transient(closed: bool, sqlstate: Option<&str>, database_error: bool) -> bool {
     if closed {
         return true;
@@ -370,10 +373,34 @@ pub fn transient(closed: bool, sqlstate: Option<&str>, database_error: bool) -> 
             ["08", "53", "57", "58"].iter().any(|p| c.starts_with(p))
                 || c == "40001"
                 || c == "40P01"
+                || c == READ_ONLY_TRANSACTION
         }
         // No SQLSTATE and not a database's answer: an I/O error or a timeout on the socket.
         None => !database_error,
     }
+}
+
+/// SQLSTATE `read_only_sql_transaction`: a write refused by a database that takes none now.
+const READ_ONLY_TRANSACTION: &str = "25006";
+
+/// Why the database on `client` would refuse a write now, if it would: a standby in recovery,
+/// or read-only sessions (`default_transaction_read_only`). Checked on every new connection,
+/// at start and when reconnecting, so that such a database is waited for as an unreachable
+/// one is (`503` meanwhile) instead of failing the first commit or the schema's creation.
+async fn refuses_writes(client: &Client) -> Result<Option<&'static str>, PgError> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'",
+            &[],
+        )
+        .await?;
+    Ok(if row.try_get(0)? {
+        Some("a standby in recovery")
+    } else if row.try_get(1)? {
+        Some("read-only: its sessions start with transaction_read_only on")
+    } else {
+        None
+    })
 }
 
 /// The URL without its password, for messages and logs.
@@ -457,6 +484,13 @@ impl Postgres {
             Err(e) if pg.lost => return Ok(Opening::Unreachable(e)),
             Err(e) => return Err(e),
         };
+        if let Err(e) = pg.takes_writes(&client) {
+            return if pg.lost {
+                Ok(Opening::Unreachable(e))
+            } else {
+                Err(e)
+            };
+        }
         let place = pg.place.clone();
         pg.migrated = pg.rt.block_on(migrate(&mut client, &place))?;
         if let Some(seat) = pg.seat.clone() {
@@ -569,6 +603,30 @@ impl Postgres {
             StoreError(format!("reading the leader of the {}", e.0))
         })?;
         Ok(since == self.led_since)
+    }
+
+    /// Whether the database on `client` takes writes ([`refuses_writes`]); an error naming why
+    /// not, with [`Backend::unavailable`] set (waited for, like a database out of reach).
+    fn takes_writes(&mut self, client: &Client) -> Result<(), StoreError> {
+        let checked = wait(&self.rt, async { Ok(refuses_writes(client).await?) });
+        match checked {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => {
+                self.lost = true;
+                self.conn = None;
+                Err(StoreError(format!(
+                    "the {} refuses writes: it is {why}",
+                    self.place
+                )))
+            }
+            Err(e) => {
+                let e = self.fail(e);
+                Err(StoreError(format!(
+                    "asking whether it takes writes: {}",
+                    e.0
+                )))
+            }
+        }
     }
 
     /// Sets the session up for the store's work and prepares its statements.
@@ -711,7 +769,13 @@ async fn take_the_lead(client: &Client, url: &str) -> Result<(String, i64), PgEr
 }
 
 async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
-    let failed = |e: PgError| StoreError(format!("preparing the {place}: {e}"));
+    // With the causes: tokio-postgres' own text for a database's error is a bare `db error`.
+    let failed = |e: PgError| {
+        StoreError(format!(
+            "preparing the {place}: {}",
+            crate::tls::with_causes(&e)
+        ))
+    };
     let tx = client.transaction().await.map_err(failed)?;
     let stored = stored_version(&tx).await.map_err(failed)?;
     if let Some(v) = stored {
@@ -721,7 +785,8 @@ async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, S
     for (version, ddl) in SCHEMA.iter().filter(|(v, _)| *v > from) {
         tx.batch_execute(ddl).await.map_err(|e| {
             StoreError(format!(
-                "{place}: creating the schema of stored format version {version}: {e}"
+                "{place}: creating the schema of stored format version {version}: {}",
+                crate::tls::with_causes(&e)
             ))
         })?;
         let v = i32::try_from(*version).unwrap_or(i32::MAX);
@@ -1196,7 +1261,10 @@ impl Backend for Postgres {
     fn reconnect(&mut self) -> Result<(), StoreError> {
         self.conn = None;
         match self.connect(true)? {
-            Some(client) => self.ready(client),
+            Some(client) => {
+                self.takes_writes(&client)?;
+                self.ready(client)
+            }
             // `connect(true)` answers a lock held elsewhere with an error, never `None`.
             None => Err(StoreError("the instance lock is held elsewhere".to_owned())),
         }
@@ -1265,6 +1333,20 @@ mod tests {
             (false, Some("57014"), true, true, "statement timeout"),
             (false, Some("53100"), true, true, "disk full"),
             (false, Some("40001"), true, true, "serialization failure"),
+            (
+                false,
+                Some("25006"),
+                true,
+                true,
+                "read-only: a demoted primary, a quota",
+            ),
+            (
+                false,
+                Some("25001"),
+                true,
+                false,
+                "active transaction: a bug",
+            ),
             (false, Some("23505"), true, false, "unique violation: a bug"),
             (false, Some("22021"), true, false, "bad bytes: a bug"),
             (false, Some("42P01"), true, false, "missing table"),
