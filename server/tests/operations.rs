@@ -1378,6 +1378,80 @@ async fn bob_invited(server: &Server, bob: &Listener) -> support::Answer {
     a
 }
 
+/// A data directory whose database is gone (a volume that did not mount, a restore without
+/// it) is not started as an empty server without a word: with the database's write-ahead log
+/// still there (after a SIGKILL) the start stops, exit 1, naming the log, which is kept (it
+/// was deleted: the only copy of those changes); without one, a directory that shows it was
+/// used (its generated token file) starts empty with a warning saying what was found. A fresh
+/// directory still starts without one.
+#[tokio::test]
+async fn a_data_directory_whose_database_is_gone_is_not_started_empty_silently() {
+    if support::Backend::for_tests() != support::Backend::Sqlite {
+        return;
+    }
+    // A first start generates the token file, as README's first command does.
+    let dir = support::temp_dir();
+    let first = support::Launch {
+        data_dir: dir.to_path_buf(),
+        stderr: support::Stderr::Collect,
+        ..support::Launch::default()
+    }
+    .spawn();
+    assert!(first.base.is_some(), "{}", first.stderr());
+    assert!(
+        !first.stderr().contains("new, empty store"),
+        "{}",
+        first.stderr()
+    );
+    drop(first); // killed: SIGKILL, the write-ahead log stays
+    let (db, wal) = (
+        dir.join("netapi-chat.sqlite3"),
+        dir.join("netapi-chat.sqlite3-wal"),
+    );
+    std::fs::write(&wal, vec![1u8; 4096]).expect("a log with changes");
+    std::fs::remove_file(&db).expect("remove the database");
+
+    let (status, stderr) = support::run_to_exit(&dir, &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is missing, but its write-ahead log")
+            && stderr.contains("netapi-chat.sqlite3-wal"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&wal).map(|m| m.len()).ok(),
+        Some(4096),
+        "the log is kept"
+    );
+
+    // The log moved away: it starts, empty, and says the directory was used before.
+    std::fs::remove_file(&wal).expect("move the log away");
+    let again = support::Launch {
+        data_dir: dir.to_path_buf(),
+        stderr: support::Stderr::Collect,
+        ..support::Launch::default()
+    }
+    .spawn();
+    assert!(again.base.is_some(), "{}", again.stderr());
+    let said = within(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        async || {
+            let text = again.stderr();
+            if text.contains("starting with a new, empty store") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        said.contains("a token file generated at a first start"),
+        "{said}"
+    );
+}
+
 /// A token file that went missing on a server with data (a wrong `NETAPI_CHAT_TOKEN_FILE`, a
 /// secret volume that did not mount) stops the start, saying so, instead of generating a new
 /// full-access token: that locked every client out while the server said it was ready, and

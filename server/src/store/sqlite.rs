@@ -143,6 +143,7 @@ impl Sqlite {
         let wal: std::path::PathBuf = wal.into();
         let mut shm = path.clone().into_os_string();
         shm.push("-shm");
+        missing_database(dir, &path, &wal)?;
         // SQLite creates the -wal with the database's mode: create the database 0600 first,
         // and tighten files an earlier version left readable by others.
         crate::data_dir::create_private(&path).map_err(StoreError)?;
@@ -549,6 +550,59 @@ const WAL_LIMIT: u64 = 512 * 1024 * 1024;
 /// up with the last frames, and the WAL is only started over once all of it was copied. By
 /// then it has copied almost everything, so what is left for the store thread is short.
 const GAP_CHECKPOINT_FRAMES: u64 = 4096;
+
+/// The start-up check of a data directory whose database is missing or empty (review F1: a
+/// volume that did not mount, a bad restore). SQLite would start a new, empty database there
+/// without a word, deleting a `-wal` left beside the missing file, the only copy of the
+/// changes it holds: a `-wal` with content stops the start instead, naming it. Without one, a
+/// directory that shows it was used (a token file the server generated at a first start, a
+/// `webhook-secret`, a `-shm`) still starts, with a warning that says what was found. A fresh
+/// directory (nothing there, or only a token file written by hand) starts as before.
+fn missing_database(dir: &Path, path: &Path, wal: &Path) -> Result<(), StoreError> {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    if len(path).is_some_and(|l| l > 0) {
+        return Ok(());
+    }
+    let what = if len(path).is_some() {
+        "is empty"
+    } else {
+        "is missing"
+    };
+    if let Some(changes) = len(wal).filter(|l| *l > 0) {
+        return Err(StoreError(format!(
+            "the database {} {what}, but its write-ahead log {} holds {changes} bytes of \
+             changes: starting would delete them. If the data directory is on a volume that did \
+             not mount, or was restored without its database, put the database back beside the \
+             log; to start with an empty store instead, move the log (and any `-shm`) out of {}",
+            path.display(),
+            wal.display(),
+            dir.display()
+        )));
+    }
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    let generated = std::fs::read_to_string(dir.join("tokens"))
+        .is_ok_and(|t| t.contains("# Generated at first start."));
+    let signs: Vec<&str> = [
+        (generated, "a token file generated at a first start"),
+        (dir.join("webhook-secret").exists(), "a webhook-secret"),
+        (Path::new(&shm).exists(), "a -shm file"),
+    ]
+    .into_iter()
+    .filter_map(|(found, sign)| found.then_some(sign))
+    .collect();
+    if !signs.is_empty() {
+        crate::data_dir::warn(&format!(
+            "the database {} {what}, but data directory {} was used before (it holds {}): \
+             starting with a new, empty store. If it should hold data (a volume that did not \
+             mount, a restore without its database), stop the server and put the database back",
+            path.display(),
+            dir.display(),
+            signs.join(", ")
+        ));
+    }
+    Ok(())
+}
 
 /// How many SQLite virtual-machine steps `VACUUM INTO` runs between two looks at its time
 /// limit ([`Backend::backup_into`]): a look is a clock read, so this keeps their cost small
