@@ -401,8 +401,9 @@ pub async fn wait_for_copy<T>(
 
 /// The copy thread's work: opens the part file and removes its name at once (the data
 /// directory is clean whatever happens next; its space is freed when the copy ends), copies it
-/// into `dir` as the database in steps, syncing every [`COPY_SYNC_EVERY`] bytes and counting
-/// each step in `progress`, then the webhook secret and the token file, and syncs `dir`.
+/// into `dir` under the same part name in steps, syncing every [`COPY_SYNC_EVERY`] bytes and
+/// counting each step in `progress`, then the webhook secret and the token file, renames the
+/// copy to the database's name last, and syncs `dir`.
 /// Returns each file's name and size.
 fn copy_out(
     part: &Path,
@@ -416,7 +417,10 @@ fn copy_out(
     let mut from =
         std::fs::File::open(part).map_err(|e| format!("reading {}: {e}", part.display()))?;
     let _ = std::fs::remove_file(part);
-    let database = dir.join("netapi-chat.sqlite3");
+    // Under the part file's name until everything else is in place: a backup cut short (the
+    // server killed, the destination lost) has no database, which a start refuses
+    // (`store::sqlite`), rather than a truncated one or an empty store with a new token.
+    let database = dir.join(crate::data_dir::BACKUP_PART);
     let failed = |e: std::io::Error| format!("writing {}: {e}", database.display());
     let mut to = std::fs::OpenOptions::new()
         .write(true)
@@ -446,6 +450,8 @@ fn copy_out(
     step();
     let mut files = vec![("netapi-chat.sqlite3", bytes)];
     files.extend(copy_files(admin, dir)?);
+    let done = dir.join("netapi-chat.sqlite3");
+    std::fs::rename(&database, &done).map_err(|e| format!("naming {}: {e}", done.display()))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("syncing {}: {e}", dir.display()))?;

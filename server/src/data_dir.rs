@@ -23,7 +23,9 @@ pub const FILE_MODE: u32 = 0o600;
 /// The file a backup's `VACUUM INTO` writes in the data directory, on the database's own
 /// disk, before the copy to the backup's destination (`crate::admin_api`): the store thread is
 /// held only for a copy at the database's own speed. Removed once the copy has it open; one
-/// left by a crash is removed at the next start or backup.
+/// left by a crash is removed at the next start or backup. The copy in the backup's directory
+/// has this name too until it is complete (renamed to the database's name last), so a backup
+/// cut short is told apart from a data directory and refused at start.
 pub const BACKUP_PART: &str = "backup-in-progress.sqlite3";
 
 /// Whether stderr lines are JSON objects (`NETAPI_CHAT_LOG_FORMAT=json`), for [`warn`].

@@ -1169,6 +1169,9 @@ async fn a_backup_into_a_hung_destination_does_not_stop_writes() {
     assert_eq!(a.status, 409, "{}", a.body);
     assert!(a.body.contains("a backup is running already"), "{}", a.body);
     assert!(!other.exists());
+    // Cut short, the copy is not under the database's name (see the next test).
+    assert!(dir.join("backup-in-progress.sqlite3").exists());
+    assert!(!dir.join("netapi-chat.sqlite3").exists());
 
     // Abandoned with a clear answer once the destination took no write for 30 s.
     let answer = tokio::time::timeout(Duration::from_secs(45), backup)
@@ -1450,6 +1453,27 @@ async fn a_data_directory_whose_database_is_gone_is_not_started_empty_silently()
         said.contains("a token file generated at a first start"),
         "{said}"
     );
+}
+
+/// A backup that did not complete (the server killed during the copy, its destination lost)
+/// holds its copy under the part name and no database: started on, as the README's restore
+/// says, it is refused (exit 1) as an incomplete backup. Before, it held an empty or truncated
+/// `netapi-chat.sqlite3` and no token file, and "restored" into an empty server with a new
+/// `*` token.
+#[tokio::test]
+async fn an_interrupted_backup_is_not_restored_as_an_empty_server() {
+    if support::Backend::for_tests() != support::Backend::Sqlite {
+        return;
+    }
+    let dir = support::temp_dir();
+    std::fs::write(dir.join("backup-in-progress.sqlite3"), vec![0u8; 8192]).expect("part");
+    let (status, stderr) = support::run_to_exit(&dir, &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a backup that did not complete"),
+        "{stderr}"
+    );
+    assert!(!dir.join("tokens").exists(), "no token was minted");
 }
 
 /// A token file that went missing on a server with data (a wrong `NETAPI_CHAT_TOKEN_FILE`, a

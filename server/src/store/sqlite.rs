@@ -557,7 +557,9 @@ const GAP_CHECKPOINT_FRAMES: u64 = 4096;
 /// changes it holds: a `-wal` with content stops the start instead, naming it. Without one, a
 /// directory that shows it was used (a token file the server generated at a first start, a
 /// `webhook-secret`, a `-shm`) still starts, with a warning that says what was found. A fresh
-/// directory (nothing there, or only a token file written by hand) starts as before.
+/// directory (nothing there, or only a token file written by hand) starts as before. A
+/// directory holding a backup's part file ([`crate::data_dir::BACKUP_PART`]) and no database
+/// is a backup cut short (review F6): refused, not started empty with a new token.
 fn missing_database(dir: &Path, path: &Path, wal: &Path) -> Result<(), StoreError> {
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
     if len(path).is_some_and(|l| l > 0) {
@@ -568,6 +570,16 @@ fn missing_database(dir: &Path, path: &Path, wal: &Path) -> Result<(), StoreErro
     } else {
         "is missing"
     };
+    let part = dir.join(crate::data_dir::BACKUP_PART);
+    if part.exists() {
+        return Err(StoreError(format!(
+            "{} holds {} but no database: it is a backup that did not complete (the server \
+             or its destination failed during the copy), not a data directory; take the backup \
+             again",
+            dir.display(),
+            part.display()
+        )));
+    }
     if let Some(changes) = len(wal).filter(|l| *l > 0) {
         return Err(StoreError(format!(
             "the database {} {what}, but its write-ahead log {} holds {changes} bytes of \
