@@ -172,12 +172,20 @@ async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_a
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("ready after {:?}", t.elapsed());
-    // Everything answered 2xx is there, and the kept change too, once.
+    // Everything answered 2xx is there, and the kept change too, once. Unless the store's
+    // heartbeat (a round trip every second, for the lease) found the database gone before
+    // that send came: then it was refused before it changed anything, and is not there. Both
+    // are a `503` that confirmed nothing; which one a run sees is timing.
     let got = listed(&s, &sid).await;
-    assert_eq!(got.len(), 6, "{got:?}");
-    assert_eq!(&got[..5], &sent[..]);
-    assert_eq!(got[5].1, "during");
-    sent.push(got[5].clone());
+    assert_eq!(&got[..5], &sent[..], "{got:?}");
+    match got.len() {
+        6 => {
+            assert_eq!(got[5].1, "during");
+            sent.push(got[5].clone());
+        }
+        5 => eprintln!("the heartbeat found the database gone first: nothing was kept"),
+        n => panic!("{n} messages: {got:?}"),
+    }
     // The refused send, retried with its clientCorrelator, is made now, and only once.
     let a = send_doc("POST", &send_url, Format::Json, &retried).await;
     assert_eq!(a.status, 201, "{}", a.body);
