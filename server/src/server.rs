@@ -410,12 +410,15 @@ pub async fn start_on(
     let (verifier, token_notice) = token_verifier(config, holds_data)?;
     let rate = Arc::new(RateLimiter::new(config.rate.0, config.rate.1));
     {
-        // The notifications a request's change causes count against its token's rate.
-        let (rate, verifier) = (Arc::clone(&rate), Arc::clone(&verifier));
+        // The notifications a request's change causes count against its token's rate. Runs
+        // under the chat core's locks: the token's id only (a hash of the bearer token, what
+        // `Principal::token_id` is for every verifier), never a verification (a token file's
+        // scan, its reload, a JWT's signature), which `authorize` already made.
+        let rate = Arc::clone(&rate);
         chat.meter_notifications(Box::new(move |caused| {
             let credentials = netapi_chat_runtime::negotiate::request_credentials();
-            if let Ok(p) = crate::auth::authenticate(verifier.as_ref(), credentials.as_deref()) {
-                rate.charge_notifications(&p.token_id, caused);
+            if let Ok(bearer) = crate::auth::bearer_token(credentials.as_deref()) {
+                rate.charge_notifications(&crate::auth::token_id(bearer), caused);
             }
         }));
     }

@@ -166,7 +166,8 @@ pub struct Settings {
 pub struct Chat {
     /// The state: written by changes of a session, subscription or channel record (and by
     /// `isComposing`), read by everything else (see the module docs). Lock order: a message lock, then this, then a session order lock, then
-    /// [`Chat::handing_over`]; nothing waits for an earlier one while holding a later one.
+    /// [`Chat::handing_over`], under which only leaf locks are taken (the store's queue, the
+    /// meter's rate buckets); nothing waits for an earlier one while holding a later one.
     state: RwLock<State>,
     /// Orders the changes of one session made under the read lock (a message sent or
     /// confirmed): held from reading the session to handing the change to the store, so a
