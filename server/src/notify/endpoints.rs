@@ -603,7 +603,9 @@ impl Endpoints {
         {
             s.returned.notify_one();
         }
-        self.idle_bell.notify_waiters();
+        // One waiter: each closes an idle connection to make room, so waking every one let a
+        // single connection going idle close as many good ones.
+        self.idle_bell.notify_one();
     }
 
     /// An attempt at `origin` failed: its host is resolved and checked again before the next

@@ -884,7 +884,13 @@ async fn deliver(
         let attempting = attempt(&target, &d, &keys, ep, (item.id, failures), &bytes);
         let outcome = match unless_too_full(attempting, &shared, &d.policy).await {
             Ok(outcome) => outcome,
-            Err(why) => {
+            // Deleted while its attempt waited (for a connection under the caps, or on the
+            // receiver): nothing is sent any more; the head is dropped with the rest.
+            Err(Interrupted::Cancelled) => {
+                head = Some(item);
+                continue;
+            }
+            Err(Interrupted::TooFull(why)) => {
                 disable(
                     &target,
                     &d,
@@ -1013,7 +1019,7 @@ async fn unless_too_full(
     attempting: impl std::future::Future<Output = Outcome>,
     shared: &Shared,
     policy: &RetryPolicy,
-) -> Result<Outcome, DisableReason> {
+) -> Result<Outcome, Interrupted> {
     tokio::pin!(attempting);
     loop {
         tokio::select! {
@@ -1021,12 +1027,25 @@ async fn unless_too_full(
             () = shared.wake.notified() => {}
             () = shared.budget_passed() => {}
         }
-        if shared.state.load(Ordering::SeqCst) == LIVE
+        let state = shared.state.load(Ordering::SeqCst);
+        if state == CANCELLED {
+            return Err(Interrupted::Cancelled);
+        }
+        if state == LIVE
             && let Some(why) = shared.too_full(policy)
         {
-            return Err(why);
+            return Err(Interrupted::TooFull(why));
         }
     }
+}
+
+/// Why an attempt was dropped before it ended ([`unless_too_full`]).
+enum Interrupted {
+    /// The backlog passed its cap or its share of the budget: the subscription is disabled.
+    TooFull(DisableReason),
+    /// The subscription was deleted: nothing is sent any more (an attempt waiting minutes for
+    /// a connection under the caps would otherwise still go out).
+    Cancelled,
 }
 
 /// Makes notifications dead letters (kept within the backlog cap per subscription).
