@@ -207,11 +207,23 @@ pub async fn backup_endpoint(
     // Left by a crash during an earlier backup (`VACUUM INTO` needs a new file).
     let _ = std::fs::remove_file(&part);
     let into = part.clone();
+    // Held by the store's job too: a client gone during the copy drops this request, not the
+    // job, and another backup must not start on the same part file meanwhile.
+    let job_holds = Arc::clone(&running);
     let vacuumed = rqctx
         .context()
         .chat
         .store()
-        .read(move |backend| backend.backup_into(&into, BACKUP_HOLD_AT_MOST))
+        .read(move |backend| {
+            let _running = job_holds;
+            let done = backend.backup_into(&into, BACKUP_HOLD_AT_MOST);
+            if done.is_err() {
+                // On the store thread, before the next commit: a part file cut short by a
+                // full disk must not hold the space the commits queued behind it need.
+                let _ = std::fs::remove_file(&into);
+            }
+            done
+        })
         .await;
     let vacuumed = match vacuumed {
         Ok(result) => result,
