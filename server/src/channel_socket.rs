@@ -254,12 +254,14 @@ pub async fn channel_socket(
         Ok(f) => f,
         Err(e) => return refused(answer, &e),
     };
-    let (mailbox, wait, max) = match server.chat.channel_socket(&user, &p.channel_id) {
-        Ok(found) => found,
-        Err(e) => return refused(answer, &e),
-    };
+    // The token's share first: a refused handshake must not move the channel's lifetime,
+    // which finding the channel for a socket does.
     let waiting = match server.wait_slot(hs.authorization.as_deref()) {
         Ok(w) => w,
+        Err(e) => return refused(answer, &e),
+    };
+    let (mailbox, wait, max) = match server.chat.channel_socket(&user, &p.channel_id) {
+        Ok(found) => found,
         Err(e) => return refused(answer, &e),
     };
     let Some(slot) = server.sockets.take() else {

@@ -1127,16 +1127,18 @@ fn upstream_uri(leader_url: &str, path: http::uri::PathAndQuery) -> Option<http:
 /// The standby's hyper sends `100` as soon as the body is polled, which forwarding does at
 /// once, before the leader has authenticated or size-checked anything: the client then
 /// uploaded into a connection the leader closed (a broken pipe, not the refusal). Answered
-/// without polling the body, no `100` goes out and nothing of it is read. Only with `Expect`:
-/// other requests get the leader's own answer (`401` before `413` for a client without a
-/// token).
+/// without polling the body, no `100` goes out and nothing of it is read. Only with `Expect`
+/// and credentials: other requests get the leader's own answer (`401` before `413` for a
+/// client without a token; one whose token the leader would refuse gets the `413` here, the
+/// one difference left: the standby checks no credentials).
 fn refused_before_continue(
     headers: &HeaderMap,
     cap: usize,
 ) -> Option<netapi_chat_runtime::ApiError> {
-    let continues = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let continues = headers.contains_key(header::AUTHORIZATION)
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let length = headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -1469,7 +1471,11 @@ mod tests {
             h
         };
         let e = refused_before_continue(
-            &headers(&[("expect", "100-Continue"), ("content-length", "65537")]),
+            &headers(&[
+                ("expect", "100-Continue"),
+                ("content-length", "65537"),
+                ("authorization", "Bearer t"),
+            ]),
             65536,
         )
         .expect("refused");
@@ -1480,6 +1486,8 @@ mod tests {
             headers(&[("expect", "100-continue"), ("content-length", "65536")]),
             headers(&[("content-length", "99999999")]),
             headers(&[("expect", "100-continue"), ("transfer-encoding", "chunked")]),
+            // No credentials: the leader's `401` comes first.
+            headers(&[("expect", "100-continue"), ("content-length", "65537")]),
         ] {
             assert!(refused_before_continue(&h, 65536).is_none(), "{h:?}");
         }

@@ -57,7 +57,8 @@ pub struct Outstanding {
     pub waiting_for_one: usize,
 }
 
-/// Why more invitations are refused; each names only the inviter's own limit.
+/// Why more invitations are refused: the inviter's own limits, and the invitee's cap on what waits
+/// for it from everyone (which tells the inviter only that the invitee has that many unanswered).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// Too many unanswered invitations from this inviter.
