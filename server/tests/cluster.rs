@@ -186,6 +186,20 @@ fn end_the_leaders_session(database: &str) {
     .expect("end the leader's session");
 }
 
+/// The cluster key the leader of `database` wrote in its leader row (what its standbys prove
+/// forwarded requests with).
+fn cluster_key_of(database: &str) -> String {
+    let url = database.to_owned();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connection");
+        c.query_one("SELECT key FROM netapi_chat_leader", &[])
+            .expect("the leader row")
+            .get::<_, String>(0)
+    })
+    .join()
+    .expect("read the cluster key")
+}
+
 /// Every step of a chat alternates between the instances, in JSON and in XML: subscribe,
 /// start, accept, send, confirm, read, end. The standby's answers are the leader's (same
 /// status, same resources), and every notification arrives at the listener.
@@ -1426,13 +1440,13 @@ async fn a_standby_answers_pages_of_allowed_origins_like_the_leader() {
         preflight.header("access-control-allow-methods"),
         "GET, HEAD, POST"
     );
+    // The key itself (a client's guess is dropped and forwarded): a standby never forwards a
+    // request that carries it, and answers `503` itself.
+    let key = cluster_key_of(&p.database);
     let own = support::send(
         "GET",
         &subs,
-        &[
-            ("origin", PAGE),
-            ("x-netapi-chat-cluster-key", "not the key"),
-        ],
+        &[("origin", PAGE), ("x-netapi-chat-cluster-key", key.as_str())],
         None,
     )
     .await;
