@@ -1446,7 +1446,10 @@ async fn a_standby_answers_pages_of_allowed_origins_like_the_leader() {
     let own = support::send(
         "GET",
         &subs,
-        &[("origin", PAGE), ("x-netapi-chat-cluster-key", key.as_str())],
+        &[
+            ("origin", PAGE),
+            ("x-netapi-chat-cluster-key", key.as_str()),
+        ],
         None,
     )
     .await;
