@@ -32,11 +32,16 @@
 //! verifying the certificate for the URL's host against Mozilla's roots plus
 //! `NETAPI_CHAT_CLUSTER_CA_FILE`, so a client's token is never in clear between machines.
 //!
+//! **Delivery by the standbys.** A standby also dials the leader to make its callback
+//! attempts ([`carry_deliveries`], `notify::relay`): the leader decides each notification and
+//! hands over only the POST, so a second machine takes delivery's HTTP work off the leader.
+//!
 //! What a second instance adds is availability (the service survives the loss of an instance
-//! or a machine) and the standby's HTTP work; not a second decider: all chat decisions stay on
-//! one instance (see ARCHITECTURE.md, "Several instances").
+//! or a machine), the standby's HTTP work and the callback attempts; not a second decider:
+//! all chat decisions stay on one instance (see ARCHITECTURE.md, "Several instances").
 
 use crate::config::Config;
+use crate::notify::relay;
 use crate::server::{StartError, Started};
 use crate::store::postgres::{HOLDER, LEADER_TABLE, Seat, lock_classid, lock_objid};
 use bytes::Bytes;
@@ -211,17 +216,81 @@ pub fn own_certificate_name(
 /// is handled as coming from the client address the standby names; any other as
 /// `NETAPI_CHAT_TRUSTED_PROXIES` says ([`client_of`]). Both cluster headers are removed from
 /// every request before `inner` (the method gate) and the handlers see it.
+///
+/// With `relays` (`NETAPI_CHAT_CLUSTER_DELIVERY=standbys`), a standby's upgrade to
+/// [`relay::PATH`] with the key is answered `101` here and the connection carries callback
+/// attempts ([`relay::Relays::accept`]); without the key the path is the router's, `404`.
 pub fn trusting_forwarders(
     inner: RequestGate,
     key: String,
     trusted: Arc<Vec<crate::proxies::Net>>,
+    relays: Option<relay::Relays>,
 ) -> RequestGate {
     Arc::new(move |request| {
+        if let Some(relays) = &relays
+            && let Some(answer) = carrier_upgrade(request, &key, relays)
+        {
+            return Some(answer);
+        }
         if let Some(addr) = client_of(request, &key, &trusted) {
             request.extensions_mut().insert(dropshot::ClientAddr(addr));
         }
         inner(request)
     })
+}
+
+/// A standby asking to carry callback attempts ([`relay`]): `101` and the upgraded connection
+/// handed to `relays`, when `request` is a `GET` of [`relay::PATH`] asking for
+/// [`relay::PROTOCOL`] with the cluster key; `503` past [`relay::MAX_CARRIERS`]; `None` for any
+/// other request (the key's own check and removal follow in [`client_of`]).
+fn carrier_upgrade(
+    request: &mut Request<Incoming>,
+    key: &str,
+    relays: &relay::Relays,
+) -> Option<Response<dropshot::Body>> {
+    if request.uri().path() != relay::PATH
+        || request.method() != http::Method::GET
+        // A request a standby forwarded carries the key too (the standby adds it): a client
+        // must never become a carrier (it would be sent every user's notifications). A
+        // standby's own dial names no client.
+        || request.headers().contains_key(&FORWARDED_FOR)
+        || !request.headers().get(header::UPGRADE).is_some_and(|v| {
+            v.as_bytes()
+                .eq_ignore_ascii_case(relay::PROTOCOL.as_bytes())
+        })
+        || !request
+            .headers()
+            .get(&CLUSTER_KEY)
+            .is_some_and(|given| same_secret(given.as_bytes(), key.as_bytes()))
+    {
+        return None;
+    }
+    if !relays.has_room() {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(dropshot::Body::empty())
+            .ok();
+    }
+    let peer = request
+        .extensions()
+        .get::<dropshot::PeerAddr>()
+        .map_or_else(|| "a standby".to_owned(), |p| p.0.to_string());
+    let upgrading = hyper::upgrade::on(request);
+    let relays = relays.clone();
+    tokio::spawn(async move {
+        match upgrading.await {
+            Ok(upgraded) => relays.accept(TokioIo::new(upgraded), peer),
+            Err(e) => {
+                tracing::warn!(standby = %peer, error = %e, "a standby's upgrade to carry callback attempts failed")
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, relay::PROTOCOL)
+        .body(dropshot::Body::empty())
+        .ok()
 }
 
 /// The client a leader counts `request` against, when it is not the connection's peer: the
@@ -355,11 +424,22 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         config.connections,
         drain.clone(),
     ));
+    let carrying = match config.standbys_deliver {
+        true => Some(tokio::spawn(carry_deliveries(
+            Arc::clone(&forwarder),
+            Arc::new(crate::server::standby_carry(&config)?),
+        ))),
+        false => None,
+    };
     loop {
         if free && let Some(backend) = try_to_lead(&config, &seat).await? {
             // The proxy goes on meanwhile (forwarding to the old leader, which refuses, or
             // answering 503 itself).
             outlive_a_deposed_lease(std::time::Instant::now()).await;
+            if let Some(carrying) = carrying {
+                // Its attempts under way finish; the old leader is gone.
+                carrying.abort();
+            }
             proxy.abort();
             let _ = proxy.await;
             tracing::warn!("the leader is gone; this instance leads now");
@@ -370,6 +450,82 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         tokio::time::sleep(POLL).await;
         free = watch.look(&url, &forwarder).await;
     }
+}
+
+/// A standby's part in delivery (`NETAPI_CHAT_CLUSTER_DELIVERY=standbys`): keeps one
+/// connection to the leader known at the moment, upgraded to carry callback attempts
+/// ([`relay::carry`]), and dials again (every [`POLL`]) when it ends or the leader changes.
+async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>) {
+    let mut failed_before: Option<String> = None;
+    loop {
+        if let Some(leader) = forwarder.leader() {
+            match dial_to_carry(&forwarder, &leader).await {
+                Ok(io) => {
+                    tracing::info!(leader = %leader.url, "carrying callback attempts for the leader");
+                    failed_before = None;
+                    let ended = relay::carry(io, Arc::clone(&with)).await;
+                    tracing::info!(
+                        leader = %leader.url,
+                        why = %ended.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
+                        "no longer carrying callback attempts for the leader"
+                    );
+                }
+                Err(why) => {
+                    // Once per reason: a leader that refuses (set to `leader`) is not news
+                    // every second.
+                    if failed_before.as_deref() != Some(why.as_str()) {
+                        tracing::info!(leader = %leader.url, why = %why, "cannot carry callback attempts for the leader");
+                        failed_before = Some(why);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A connection to `leader` upgraded to carry callback attempts (`GET` [`relay::PATH`] with
+/// the cluster key), or why not.
+async fn dial_to_carry(
+    forwarder: &Forwarder,
+    leader: &Leader,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, String> {
+    let path = http::uri::PathAndQuery::from_static(relay::PATH);
+    let uri = upstream_uri(&leader.url, path).ok_or("the leader's address does not read")?;
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .ok_or("the leader's address has no host")?;
+    let mut connector = forwarder.connector.clone();
+    let stream = tokio::time::timeout(
+        ANSWER_WITHIN,
+        tower_service::Service::call(&mut connector, uri.clone()),
+    )
+    .await
+    .map_err(|_| "no connection in time".to_owned())?
+    .map_err(|e| crate::tls::with_causes(&*e))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn.with_upgrades());
+    let request = Request::get(relay::PATH)
+        .header(header::HOST, authority)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, relay::PROTOCOL)
+        .header(&CLUSTER_KEY, &leader.key)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(ANSWER_WITHIN, send.send_request(request))
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!("the leader answered {}", answer.status()));
+    }
+    let upgraded = hyper::upgrade::on(answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(TokioIo::new(upgraded))
 }
 
 /// Waits, after taking the lock at `led_at`, until any leader deposed before can no longer
@@ -599,6 +755,9 @@ struct Forwarder {
     own_url: String,
     leader: RwLock<Option<Leader>>,
     client: Client<LeaderConnector, ClientBody>,
+    /// The client's connector, for the connection that carries callback attempts
+    /// ([`carry_deliveries`]), which is upgraded and so not pooled.
+    connector: LeaderConnector,
     /// The last reason a forward failed that was logged, so a leader that stays unreachable
     /// (or untrusted) is reported once, not once per request.
     failure: std::sync::Mutex<Option<String>>,
@@ -651,7 +810,8 @@ impl Forwarder {
                 // relies on it): safe for any method, the leader saw nothing of it. One that
                 // was written is never sent again (a create would be carried out twice).
                 .retry_canceled_requests(true)
-                .build(LeaderConnector::new(tls)),
+                .build(LeaderConnector::new(Arc::clone(&tls))),
+            connector: LeaderConnector::new(tls),
             failure: std::sync::Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
             cors,
@@ -1212,6 +1372,11 @@ async fn forward(
         // What the leader answers it: its router knows no such path.
         return answer(format, &crate::gate::unrouted(request.uri().path()));
     };
+    if path.path() == relay::PATH {
+        // Between instances only: never forwarded with the key on a client's behalf (the
+        // leader refuses a forwarded one too). What the leader answers a client: `404`.
+        return answer(format, &crate::gate::unrouted(path.path()));
+    }
     if let Some(refused) = refused_before_continue(request.headers(), forwarder.max_body_bytes) {
         return answer(format, &refused);
     }
@@ -1421,7 +1586,7 @@ fn standby_metrics(
         return r;
     }
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let text = crate::metrics::standby_text(load(&FORWARDING), load(&REFUSED));
+    let text = crate::metrics::standby_text(load(&FORWARDING), load(&REFUSED), relay::made_count());
     let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|n| match n {}).boxed());
     let h = r.headers_mut();
     h.insert(

@@ -124,6 +124,11 @@ pub struct Config {
     /// every request to the instance that does otherwise. Unset (the default): one server
     /// per database.
     pub cluster_url: Option<crate::cluster::ClusterUrl>,
+    /// `NETAPI_CHAT_CLUSTER_DELIVERY`: `standbys` (the default) lets a cluster's standbys carry
+    /// the leader's callback attempts (`notify::relay`); `leader` keeps every attempt on the
+    /// leader. Read by both sides: a standby set to `leader` does not offer, a leader set to
+    /// `leader` does not accept.
+    pub standbys_deliver: bool,
     /// `NETAPI_CHAT_SYNC`: `normal` (default; a commit survives a crash of the process) or
     /// `full` (it also survives a power cut; an fsync per group commit).
     pub sync: Sync,
@@ -443,6 +448,7 @@ impl Default for Config {
             data_dir: PathBuf::from("netapi-chat-data"),
             database_url: None,
             cluster_url: None,
+            standbys_deliver: true,
             sync: Sync::Normal,
             cache_mb: 8,
             auth: AuthConfig::TokenFile(None),
@@ -646,6 +652,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m` (above `0`); older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds (at least `1`); a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port`, or `https://host:port` when it serves HTTPS (`tls_cert`; then it must), or `auto` for `http://` (with `tls_cert`: `https://`) + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it (over TLS to an `https://` leader, its certificate verified for the URL's host: a DNS name, or an IP address in an IP SAN) and take over within seconds when it is gone. A standby serves HTTPS with the same certificate when `tls_cert` is set; that certificate must name the URL's host (an IP address as an IP SAN: with `auto`, the bound address), else the start is refused"),
+    Setting::new("NETAPI_CHAT_CLUSTER_DELIVERY", "standbys", "who makes a cluster's callback attempts: `standbys` (each standby keeps a connection to the leader and makes the attempts the leader hands it, spread by callback host; the leader still decides order, signatures, retries and disabling, and makes the attempts itself while no standby is connected or when one is lost, again at once, same `webhook-id`) or `leader` (every attempt on the leader, as on a lone server). A standby needs the same callback settings (`callback_allow_loopback`, `callback_allow_private`, `callback_ca_file`, `delivery_connections*`) as the leader: it applies its own"),
     Setting::unset("NETAPI_CHAT_CLUSTER_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for an `https://` leader's certificate besides Mozilla's (webpki-roots), e.g. the private CA the cluster's instances have their certificates from; used by a standby forwarding to the leader"),
     Setting::unset("NETAPI_CHAT_DATABASE_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for the PostgreSQL server's certificate besides Mozilla's (webpki-roots), e.g. a managed database's CA bundle; used with `sslmode=require`"),
     Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). `?sslmode=require`: TLS, the server's certificate verified for its host (stricter than libpq's `require`); any other `sslmode` (default `prefer`): no TLS. A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
@@ -1594,6 +1601,17 @@ impl Config {
                 interval: s
                     .millis("NETAPI_CHAT_PURGE_INTERVAL_MS")?
                     .unwrap_or(d.retention.interval),
+            },
+            standbys_deliver: match s.text("NETAPI_CHAT_CLUSTER_DELIVERY").map(str::trim) {
+                None | Some("standbys") => true,
+                Some("leader") => false,
+                Some(other) => {
+                    return Err(s.invalid(
+                        "NETAPI_CHAT_CLUSTER_DELIVERY",
+                        other,
+                        "standbys or leader",
+                    ));
+                }
             },
             sync: match s.text("NETAPI_CHAT_SYNC").map(str::trim) {
                 None | Some("normal") => Sync::Normal,

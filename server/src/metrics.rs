@@ -59,6 +59,14 @@ pub const SUBSCRIPTIONS: &str = "netapi_chat_subscriptions";
 /// (`Store::serving`: its database unreachable, or its lease lapsed), so that a leader cut
 /// off from the database does not count as a second leader next to the one that took over.
 pub const CLUSTER_LEADING: &str = "netapi_chat_cluster_leading";
+/// Standbys carrying this leader's callback attempts now (`notify::relay`).
+pub const CLUSTER_CARRIERS: &str = "netapi_chat_cluster_carriers";
+/// Callback attempts standbys carried for this leader and said how they went.
+pub const NOTIFICATIONS_CARRIED: &str = "netapi_chat_notification_attempts_carried_total";
+/// Callback attempts a standby was lost with, before it said how they went: made again here.
+pub const NOTIFICATIONS_TAKEN_BACK: &str = "netapi_chat_notification_attempts_taken_back_total";
+/// Callback attempts a standby made for the leader.
+pub const STANDBY_CARRIED: &str = "netapi_chat_standby_attempts_made_total";
 /// Requests a standby took to forward to the leader.
 pub const STANDBY_FORWARDED: &str = "netapi_chat_standby_requests_total";
 /// Requests a standby answered `503` itself.
@@ -66,7 +74,7 @@ pub const STANDBY_REFUSED: &str = "netapi_chat_standby_unavailable_total";
 
 /// A standby's `/metrics` text (Prometheus text format): it leads nothing, and its two
 /// counters. A standby has no recorder of its own; these three lines are all it knows.
-pub fn standby_text(forwarded: u64, refused: u64) -> String {
+pub fn standby_text(forwarded: u64, refused: u64, carried: u64) -> String {
     format!(
         "# HELP {CLUSTER_LEADING} 1 when this instance serves (leads), 0 on a standby or while its database is unreachable or unconfirmed\n\
          # TYPE {CLUSTER_LEADING} gauge\n\
@@ -76,7 +84,10 @@ pub fn standby_text(forwarded: u64, refused: u64) -> String {
          {STANDBY_FORWARDED} {forwarded}\n\
          # HELP {STANDBY_REFUSED} Requests this standby answered 503 itself (no leader reached in time)\n\
          # TYPE {STANDBY_REFUSED} counter\n\
-         {STANDBY_REFUSED} {refused}\n"
+         {STANDBY_REFUSED} {refused}\n\
+         # HELP {STANDBY_CARRIED} Callback attempts this standby made for the leader\n\
+         # TYPE {STANDBY_CARRIED} counter\n\
+         {STANDBY_CARRIED} {carried}\n"
     )
 }
 
@@ -209,6 +220,18 @@ fn describe() {
         "Age in seconds of the oldest notification a callback has not taken yet (0: none)"
     );
     describe_gauge!(
+        CLUSTER_CARRIERS,
+        "Standbys carrying this leader's callback attempts now"
+    );
+    describe_counter!(
+        NOTIFICATIONS_CARRIED,
+        "Callback attempts standbys carried for this leader"
+    );
+    describe_counter!(
+        NOTIFICATIONS_TAKEN_BACK,
+        "Callback attempts a standby was lost with, made again by this instance"
+    );
+    describe_gauge!(
         RUNTIME_TASKS,
         "Tasks alive in the runtime (timers, deliveries, connections)"
     );
@@ -287,6 +310,9 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
         .map_or(0, |at| crate::store::now_ms().saturating_sub(at).max(0));
     metrics::gauge!(NOTIFICATIONS_OLDEST_AGE).set(oldest_age_ms as f64 / 1000.0);
     metrics::gauge!(CLUSTER_LEADING).set(if serving { 1.0 } else { 0.0 });
+    metrics::gauge!(CLUSTER_CARRIERS).set(server.chat.carriers() as f64);
+    metrics::counter!(NOTIFICATIONS_CARRIED).absolute(crate::notify::relay::carried_count());
+    metrics::counter!(NOTIFICATIONS_TAKEN_BACK).absolute(crate::notify::relay::taken_back_count());
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();

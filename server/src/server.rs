@@ -372,17 +372,14 @@ pub async fn start_on(
             crate::tls::callback_client_config(config.callback_ca_file.as_deref())
                 .map_err(StartError::Listen)?,
         ),
-        delivery_connections: crate::notify::endpoints::Caps {
-            per_endpoint: config.delivery_connections_per_endpoint,
-            total: config
-                .delivery_connections
-                .unwrap_or_else(|| crate::notify::endpoints::default_total(open_files)),
-        },
+        delivery_connections: delivery_caps(config, open_files),
         signer: signer.map(Arc::new),
         own_secrets: !server_wide,
         rotation_window: config.rotation_window,
         limits: config.limits,
+        relays: crate::notify::relay::Relays::default(),
     };
+    let relays = settings.relays.clone();
     let backend = match backend {
         Some(b) => b,
         None => crate::store::open(config)
@@ -518,7 +515,12 @@ pub async fn start_on(
     // and that address is final: the client's own X-Forwarded-For is not read again.
     let trusted = Arc::new(config.trusted_proxies.clone());
     let server = server.request_gate(match cluster_key {
-        Some(key) => crate::cluster::trusting_forwarders(methods.into_gate(), key, trusted),
+        Some(key) => crate::cluster::trusting_forwarders(
+            methods.into_gate(),
+            key,
+            trusted,
+            config.standbys_deliver.then_some(relays),
+        ),
         None if trusted.is_empty() => methods.into_gate(),
         None => crate::proxies::trusting(methods.into_gate(), trusted),
     });
@@ -531,5 +533,31 @@ pub async fn start_on(
         store: closer,
         max_connections,
         scheme,
+    })
+}
+
+/// The connection caps of callback deliveries (`NETAPI_CHAT_DELIVERY_CONNECTIONS*`), the total
+/// a share of the open-files limit `open_files` unless set.
+fn delivery_caps(config: &Config, open_files: u64) -> crate::notify::endpoints::Caps {
+    crate::notify::endpoints::Caps {
+        per_endpoint: config.delivery_connections_per_endpoint,
+        total: config
+            .delivery_connections
+            .unwrap_or_else(|| crate::notify::endpoints::default_total(open_files)),
+    }
+}
+
+/// What a standby carries the leader's callback attempts with (`notify::relay`): its own
+/// connections under the same caps, trust and callback policy a leader would use.
+pub(crate) fn standby_carry(config: &Config) -> Result<crate::notify::relay::Carry, StartError> {
+    let open_files = raise_open_files_limit();
+    let tls = crate::tls::callback_client_config(config.callback_ca_file.as_deref())
+        .map_err(StartError::Listen)?;
+    Ok(crate::notify::relay::Carry {
+        endpoints: crate::notify::endpoints::Endpoints::new(
+            Arc::new(tls),
+            delivery_caps(config, open_files),
+        ),
+        callbacks: config.callbacks,
     })
 }

@@ -254,6 +254,259 @@ async fn a_chat_whose_steps_alternate_between_instances_works_in_both_formats() 
     }
 }
 
+/// A callback receiver that can hold requests unanswered: while `hold` is set, a request is
+/// read and its connection left open without an answer (until its sender goes); otherwise it
+/// is answered `204`. Records each request's `webhook-id`, in order, with whether it was held.
+struct Holder {
+    url: String,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Vec<(String, bool)>>>,
+}
+
+impl Holder {
+    async fn start() -> Holder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/cb", listener.local_addr().expect("addr"));
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (h, s) = (Arc::clone(&hold), Arc::clone(&seen));
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(Holder::serve(conn, Arc::clone(&h), Arc::clone(&s)));
+            }
+        });
+        Holder { url, hold, seen }
+    }
+
+    async fn serve(
+        mut conn: tokio::net::TcpStream,
+        hold: Arc<std::sync::atomic::AtomicBool>,
+        seen: Arc<Mutex<Vec<(String, bool)>>>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let head_end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let field = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let length: usize = field("content-length:").map_or(0, |v| v.parse().unwrap_or(0));
+            while buf.len() < head_end + length {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..head_end + length);
+            let held = hold.load(std::sync::atomic::Ordering::SeqCst);
+            let id = field("webhook-id:").unwrap_or_default();
+            seen.lock().expect("seen").push((id, held));
+            if held {
+                // Never answered: the connection stays open until its sender is gone.
+                let _ = conn.read(&mut chunk).await;
+                return;
+            }
+            if conn
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    fn seen(&self) -> Vec<(String, bool)> {
+        self.seen.lock().expect("seen").clone()
+    }
+
+    /// Waits (within [`PATIENCE`]) until `done` holds for what was seen.
+    async fn until(&self, what: &str, done: impl Fn(&[(String, bool)]) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(&self.seen()) {
+            assert!(Instant::now() < deadline, "{what}: {:?}", self.seen());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Waits (within [`PATIENCE`]) until `server`'s metric `name` reads `want`.
+async fn metric_reads(server: &Server, token: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let got = support::metric(&server.base, token, name).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} = {got}, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 14 item 3, delivery across instances: the standby makes the leader's callback
+/// attempts (its own connection to the receiver; the leader's metrics count them carried, the
+/// standby's made), in order, and an attempt the standby had under way when it was killed is
+/// made again by the leader at once, with the same `webhook-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_makes_the_leaders_callback_attempts_and_one_it_dies_with_is_made_again() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
+    // A client cannot become a carrier (it would be sent everyone's notifications): not
+    // directly at the leader without the key, nor through the standby, which holds the key.
+    for base in [&p.leader.base, &p.standby.base] {
+        let a = support::send(
+            "GET",
+            &format!("{base}/.netapi-chat/cluster/deliveries"),
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "netapi-chat-deliveries/1"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 404, "{base}: {}", a.body);
+    }
+    assert_eq!(
+        support::metric(&p.leader.base, TOKEN, "netapi_chat_cluster_carriers").await,
+        1.0
+    );
+    let receiver = Holder::start().await;
+    let (a, b) = (
+        Face::for_format(Format::Json, &p.leader),
+        Face::for_format(Format::Xml, &p.standby),
+    );
+    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+    a.create_subscription(BOB, &doc).await.created();
+    let (location, _) = b
+        .create_session(ALICE, &docs::session("carried", &[BOB]))
+        .await
+        .created();
+    let sid = docs::last_segment(&location);
+    a.set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
+        .await
+        .ok(200);
+    for i in 0..5 {
+        b.send_message(ALICE, &sid, &docs::message(&format!("carried {i}")))
+            .await
+            .created();
+    }
+    // The invitation and the five messages.
+    receiver.until("six notifications", |s| s.len() >= 6).await;
+    let carried = support::metric(
+        &p.leader.base,
+        TOKEN,
+        "netapi_chat_notification_attempts_carried_total",
+    )
+    .await;
+    let made = support::metric(
+        &p.standby.base,
+        TOKEN,
+        "netapi_chat_standby_attempts_made_total",
+    )
+    .await;
+    assert!(
+        carried >= 6.0 && made >= 6.0,
+        "carried {carried}, made {made}"
+    );
+    let ids: Vec<String> = receiver.seen().into_iter().map(|(id, _)| id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|id| id.trim_start_matches("msg_").parse::<u64>().unwrap_or(0));
+    assert_eq!(ids, sorted, "in the order they were made");
+
+    // An attempt under way on the standby (the receiver holds it) when the standby dies.
+    receiver
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    b.send_message(ALICE, &sid, &docs::message("held"))
+        .await
+        .created();
+    receiver
+        .until("the held attempt", |s| {
+            s.last().is_some_and(|(_, held)| *held)
+        })
+        .await;
+    let held = receiver
+        .seen()
+        .last()
+        .map(|(id, _)| id.clone())
+        .expect("held");
+    receiver
+        .hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    signal(&p.standby, "-KILL");
+    let killed = Instant::now();
+    receiver
+        .until("the held notification made again", |s| {
+            s.iter().any(|(id, h)| *id == held && !h)
+        })
+        .await;
+    eprintln!(
+        "the attempt the standby died with arrived again {:?} after the kill",
+        killed.elapsed()
+    );
+    let taken_back = support::metric(
+        &p.leader.base,
+        TOKEN,
+        "netapi_chat_notification_attempts_taken_back_total",
+    )
+    .await;
+    assert!(taken_back >= 1.0, "{taken_back}");
+    metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 0.0).await;
+    // And the leader makes the next ones itself.
+    let before = receiver.seen().len();
+    a.send_message(ALICE, &sid, &docs::message("after"))
+        .await
+        .created();
+    receiver
+        .until("the next notification", |s| s.len() > before)
+        .await;
+}
+
+/// `NETAPI_CHAT_CLUSTER_DELIVERY=leader`: no standby carries anything; the leader delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn with_delivery_left_to_the_leader_no_standby_carries_attempts() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", TOKEN),
+        ("NETAPI_CHAT_CLUSTER_DELIVERY", "leader"),
+    ]);
+    let receiver = Holder::start().await;
+    let b = Face::for_format(Format::Json, &p.standby);
+    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+    b.create_subscription(BOB, &doc).await.created();
+    b.create_session(ALICE, &docs::session("not carried", &[BOB]))
+        .await
+        .created();
+    receiver.until("the invitation", |s| !s.is_empty()).await;
+    // Given the standby time to dial, had it been going to.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let carriers = support::metric(&p.leader.base, TOKEN, "netapi_chat_cluster_carriers").await;
+    let made = support::metric(
+        &p.standby.base,
+        TOKEN,
+        "netapi_chat_standby_attempts_made_total",
+    )
+    .await;
+    assert_eq!((carriers, made), (0.0, 0.0));
+}
+
 /// The same create sent to both instances at once (a client retrying through the load
 /// balancer): one message, both answers naming it; decided once, by the leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

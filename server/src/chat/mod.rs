@@ -160,6 +160,9 @@ pub struct Settings {
     pub rotation_window: Duration,
     /// Per-user limits.
     pub limits: Limits,
+    /// The standbys that carry this leader's callback attempts (`notify::relay`); empty on a
+    /// lone server.
+    pub relays: crate::notify::relay::Relays,
 }
 
 /// The chat system: all state, and what runs on it.
@@ -424,6 +427,7 @@ impl Chat {
                     settings.callback_tls.clone(),
                     settings.delivery_connections,
                 ),
+                relays: settings.relays.clone(),
                 on_disable: Arc::new(move |id: &str, reason: &str| {
                     if let Some(chat) = gone.upgrade() {
                         chat.disable_subscription(id, reason);
@@ -497,6 +501,11 @@ impl Chat {
     /// budget's figure), for `/metrics`.
     pub fn held_bytes(&self) -> usize {
         self.deliverer.totals.bytes()
+    }
+
+    /// Standbys carrying this server's callback attempts now (`notify::relay`).
+    pub fn carriers(&self) -> usize {
+        self.deliverer.relays.connected()
     }
 
     /// Best-effort indications (`isComposing`) every subscription's queue holds together

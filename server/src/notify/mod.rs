@@ -31,6 +31,7 @@
 pub mod channel;
 pub mod endpoints;
 pub mod forget;
+pub mod relay;
 pub mod rules;
 
 use crate::callback_guard::CallbackPolicy;
@@ -245,6 +246,9 @@ pub struct Deliverer {
     pub forgetter: Forgetter,
     /// Kept-alive connections per callback endpoint, shared by every subscription.
     pub endpoints: Endpoints,
+    /// The standbys of a cluster that carry attempts for this leader ([`relay`]); empty on a
+    /// lone server, and then every attempt is made here.
+    pub relays: relay::Relays,
     /// Called with the subscription id and the reason text when delivery disables it.
     pub on_disable: OnDisable,
     /// This server's run: stopping, attempts under way (see [`Deliverer::stop`]).
@@ -622,16 +626,25 @@ async fn attempt(
         );
     }
     let started = std::time::Instant::now();
-    let result = d
-        .endpoints
-        .post(ep, &d.callbacks, map, body.clone(), d.policy.timeout)
-        .await;
-    // Only a failure to reach the endpoint puts its addresses in doubt (look the host up again
-    // before the next attempt); an HTTP answer, even a 500, came over a good connection, and
-    // the endpoint's other subscriptions keep its kept-alive connections.
-    if result.is_err() {
-        d.endpoints.failed(&ep.origin);
-    }
+    // Carried by a standby when one is connected ([`relay`]); made here when none is, or when
+    // the one that took it was lost before it said how it went.
+    let result = match d.relays.post(ep, &map, body, d.policy.timeout).await {
+        Some(result) => result,
+        None => {
+            let result = d
+                .endpoints
+                .post(ep, &d.callbacks, map, body.clone(), d.policy.timeout)
+                .await;
+            // Only a failure to reach the endpoint puts its addresses in doubt (look the host
+            // up again before the next attempt); an HTTP answer, even a 500, came over a good
+            // connection, and the endpoint's other subscriptions keep its kept-alive
+            // connections. (A standby does the same with its own.)
+            if result.is_err() {
+                d.endpoints.failed(&ep.origin);
+            }
+            result
+        }
+    };
     // A failure run is logged on its 1st, 2nd, 4th, 8th… attempt, not on each.
     let log = rules::worth_logging(failures);
     let outcome = match result {

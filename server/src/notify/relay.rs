@@ -1,0 +1,586 @@
+//! Callback attempts carried by standbys (issue 14 item 3): a second machine adds delivery
+//! capacity, not only availability.
+//!
+//! The leader still decides everything about a notification: which subscription gets it, its
+//! order (one attempt in flight per subscription), its signature, its retries, when it is given
+//! up, when a subscription is disabled. Only the *attempt* — resolving the callback's host,
+//! checking it against the callback policy, opening (or reusing) the connection, TLS, writing
+//! the POST and reading the answer — is handed to a standby, which is where a delivery's CPU
+//! goes (each attempt is a whole HTTP exchange; handing it over is one frame on a connection
+//! that carries every attempt). Each standby dials the leader ([`PATH`], upgraded with the
+//! cluster key, `cluster::carry_deliveries`) and carries the attempts the leader sends it
+//! ([`carry`]); the leader spreads attempts over the standbys connected ([`Relays::pick`]: by
+//! callback origin, so each standby's kept-alive connections to an endpoint are reused) and
+//! makes them itself while none is.
+//!
+//! **Invariant: a notification's order and fate are decided where they were.** A carried
+//! attempt is one `await` in the subscription's own delivery task (`notify::attempt`), so
+//! order per subscription, backoff, budgets and disabling are untouched by who carried it.
+//!
+//! **Invariant: an attempt whose carrier is lost is made again, by the leader.** A standby
+//! that closes its connection, or says nothing for [`SILENT_FOR`] (each side sends a beat
+//! after [`BEAT_EVERY`] of silence), is dropped; every attempt it held is made again at once
+//! by the leader (or another standby): at least once, same `webhook-id`, so a receiver may see
+//! a notification twice when a standby dies after sending it, as after a leader's crash.
+//!
+//! API Boundary: the frames ([`Head`], a length-prefixed JSON head and the raw body) are
+//! between instances of one build, behind the cluster key; nothing else speaks them.
+
+use super::endpoints::{Answer, Endpoint, Endpoints, Failure, Origin};
+use crate::callback_guard::CallbackPolicy;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{mpsc, oneshot};
+
+/// The path a standby upgrades to carry attempts (not in the public API: the leader's request
+/// gate answers it, only with the cluster key; without it, the router's `404`).
+pub const PATH: &str = "/.netapi-chat/cluster/deliveries";
+
+/// The `Upgrade` protocol token of that connection.
+pub const PROTOCOL: &str = "netapi-chat-deliveries/1";
+
+/// Largest frame either side sends or reads (length prefix included): a notification's body
+/// is far smaller (request bodies are capped well below), so a longer one is a broken peer.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Each side sends a beat after this long without sending anything.
+pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A side that hears nothing (not even a beat) for this long is taken for gone: a standby
+/// frozen or cut off (a silent link) gives its attempts back within this time.
+pub const SILENT_FOR: Duration = Duration::from_secs(5);
+
+/// Most standbys a leader lets carry at once.
+pub const MAX_CARRIERS: usize = 64;
+
+/// How long past its own timeout the leader waits for a carried attempt's outcome before it
+/// counts the attempt as failed (the standby waits for a connection under its caps outside
+/// the timeout, as the leader does; this only bounds a standby that beats but never answers).
+const OUTCOME_GRACE: Duration = Duration::from_secs(60);
+
+static CARRIED: AtomicU64 = AtomicU64::new(0);
+static TAKEN_BACK: AtomicU64 = AtomicU64::new(0);
+
+static MADE: AtomicU64 = AtomicU64::new(0);
+
+/// Attempts this instance made as a standby, for the leader.
+pub fn made_count() -> u64 {
+    MADE.load(Ordering::Relaxed)
+}
+
+/// Attempts standbys carried (answered, refused or unreachable) since start.
+pub fn carried_count() -> u64 {
+    CARRIED.load(Ordering::Relaxed)
+}
+
+/// Attempts whose standby was lost before it said how they went, made again by this instance.
+pub fn taken_back_count() -> u64 {
+    TAKEN_BACK.load(Ordering::Relaxed)
+}
+
+/// A frame's head; the body (a notification, as sent) follows it raw.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Head {
+    /// Leader → standby: POST the body to `url` with `headers` (signature included).
+    Post {
+        seq: u64,
+        url: String,
+        headers: Vec<(String, String)>,
+        timeout_ms: u64,
+    },
+    /// Standby → leader: the callback answered `status`.
+    Answered {
+        seq: u64,
+        status: u16,
+        retry_after: Option<String>,
+    },
+    /// Standby → leader: the callback policy refused the host, or it does not resolve.
+    Refused { seq: u64, why: String },
+    /// Standby → leader: no connection, or no whole answer in time.
+    Unreachable { seq: u64, why: String },
+    /// Either way: still here.
+    Beat,
+}
+
+struct Frame {
+    head: Head,
+    body: Bytes,
+}
+
+impl Frame {
+    fn beat() -> Frame {
+        Frame {
+            head: Head::Beat,
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// Appends `frame` to `out`: `u32` length of the rest, `u32` length of the head, the head
+/// (JSON), the body.
+fn encode(frame: &Frame, out: &mut BytesMut) -> std::io::Result<()> {
+    let head = serde_json::to_vec(&frame.head)?;
+    let rest = 4 + head.len() + frame.body.len();
+    if rest + 4 > MAX_FRAME {
+        return Err(invalid("frame too long"));
+    }
+    out.reserve(rest + 4);
+    out.put_u32(u32::try_from(rest).map_err(|_| invalid("frame too long"))?);
+    out.put_u32(u32::try_from(head.len()).map_err(|_| invalid("head too long"))?);
+    out.put_slice(&head);
+    out.put_slice(&frame.body);
+    Ok(())
+}
+
+fn invalid(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned())
+}
+
+/// The next frame; `None` when the peer closed between two frames.
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Frame>> {
+    let rest = match r.read_u32().await {
+        Ok(n) => usize::try_from(n).map_err(|_| invalid("frame too long"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !(4..=MAX_FRAME - 4).contains(&rest) {
+        return Err(invalid("frame length out of bounds"));
+    }
+    let mut buf = vec![0; rest];
+    r.read_exact(&mut buf).await?;
+    let head_len = buf
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= rest - 4)
+        .ok_or_else(|| invalid("head length out of bounds"))?;
+    let head = serde_json::from_slice(&buf[4..4 + head_len])?;
+    let body = Bytes::from(buf).slice(4 + head_len..);
+    Ok(Some(Frame { head, body }))
+}
+
+/// Writes what `rx` brings, in batches (whatever waits is written together, one flush), and a
+/// beat after [`BEAT_EVERY`] without anything. Ends when `rx` closes or the write fails.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+) -> std::io::Result<()> {
+    const BATCH: usize = 256 * 1024;
+    let mut buf = BytesMut::new();
+    loop {
+        let first = match tokio::time::timeout(BEAT_EVERY, rx.recv()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(_) => Frame::beat(),
+        };
+        encode(&first, &mut buf)?;
+        while buf.len() < BATCH
+            && let Ok(f) = rx.try_recv()
+        {
+            encode(&f, &mut buf)?;
+        }
+        w.write_all(&buf).await?;
+        w.flush().await?;
+        buf.clear();
+    }
+}
+
+/// The next frame within [`SILENT_FOR`]; an error for a closed or silent peer.
+async fn next_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Frame> {
+    match tokio::time::timeout(SILENT_FOR, read_frame(r)).await {
+        Ok(Ok(Some(f))) => Ok(f),
+        Ok(Ok(None)) => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed",
+        )),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("silent for {} s", SILENT_FOR.as_secs()),
+        )),
+    }
+}
+
+type Outcome = Result<Answer, Failure>;
+
+/// One standby carrying attempts, as the leader sees it.
+struct Carrier {
+    /// For the log: the standby's address.
+    peer: String,
+    tx: mpsc::UnboundedSender<Frame>,
+    /// Attempts sent and not answered yet, by sequence number. Bounded by the attempts in
+    /// flight, one per subscription; each removed when answered, given up on, or dropped.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    seq: AtomicU64,
+    /// Set once the connection ended; what is pending then is taken back.
+    closed: AtomicBool,
+}
+
+impl Carrier {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Outcome>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn resolve(&self, seq: u64, outcome: Outcome) {
+        if let Some(tx) = self.pending().remove(&seq) {
+            CARRIED.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// The connection ended: nothing more is sent to it, and every attempt it holds is
+    /// answered "lost" (its sender dropped), so its task makes it elsewhere.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let taken = std::mem::take(&mut *self.pending());
+        TAKEN_BACK.fetch_add(taken.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Removes an attempt's entry when its wait ends any way (answered, timed out, or the task
+/// dropped the attempt): nothing pending outlives its attempt.
+struct Waiting<'a> {
+    carrier: &'a Carrier,
+    seq: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.carrier.pending().remove(&self.seq);
+    }
+}
+
+/// The standbys carrying this leader's attempts; cheap to clone. Empty on a lone server and
+/// while no standby is connected: then every attempt is made here.
+#[derive(Clone, Default)]
+pub struct Relays {
+    carriers: Arc<RwLock<Vec<Arc<Carrier>>>>,
+}
+
+impl std::fmt::Debug for Relays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relays")
+            .field("carriers", &self.connected())
+            .finish()
+    }
+}
+
+impl Relays {
+    /// How many standbys carry attempts now.
+    pub fn connected(&self) -> usize {
+        self.carriers.read().map_or(0, |c| c.len())
+    }
+
+    /// Whether another standby may connect ([`MAX_CARRIERS`]).
+    pub fn has_room(&self) -> bool {
+        self.connected() < MAX_CARRIERS
+    }
+
+    /// The standby that carries attempts to `origin`, if any is connected: always the same
+    /// one while the set is unchanged, so its kept-alive connections to that endpoint serve.
+    fn pick(&self, origin: &Origin) -> Option<Arc<Carrier>> {
+        let carriers = self.carriers.read().ok()?;
+        if carriers.is_empty() {
+            return None;
+        }
+        let mut h = std::hash::DefaultHasher::new();
+        origin.hash(&mut h);
+        let i = usize::try_from(h.finish() % carriers.len() as u64).unwrap_or(0);
+        carriers.get(i).cloned()
+    }
+
+    /// POSTs through a standby, if one is connected: `None` when none is, or when the one
+    /// that took the attempt was lost before it said how it went (the caller then makes the
+    /// attempt itself). A body too long for a frame is never handed over.
+    pub async fn post(
+        &self,
+        ep: &Endpoint,
+        headers: &http::HeaderMap,
+        body: &Bytes,
+        timeout: Duration,
+    ) -> Option<Outcome> {
+        if body.len() > MAX_FRAME / 2 {
+            return None;
+        }
+        let carrier = self.pick(&ep.origin)?;
+        let seq = carrier.seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        carrier.pending().insert(seq, tx);
+        let waiting = Waiting {
+            carrier: &carrier,
+            seq,
+        };
+        // Closed after the insert: `close` may have taken the map before it.
+        if carrier.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let frame = Frame {
+            head: Head::Post {
+                seq,
+                url: ep.url.to_string(),
+                headers: headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+            body: body.clone(),
+        };
+        if carrier.tx.send(frame).is_err() {
+            return None;
+        }
+        let outcome = match tokio::time::timeout(timeout + OUTCOME_GRACE, rx).await {
+            Ok(Ok(outcome)) => Some(outcome),
+            // Lost with the standby: made again by the caller.
+            Ok(Err(_)) => None,
+            Err(_) => Some(Err(Failure::Unreachable(format!(
+                "the standby at {} carrying it did not say how it went in time",
+                carrier.peer
+            )))),
+        };
+        drop(waiting);
+        outcome
+    }
+
+    /// Carries attempts over `io` (a standby's upgraded connection, the cluster key checked)
+    /// until it ends, in a task of its own.
+    pub fn accept<S>(&self, io: S, peer: String)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let carrier = Arc::new(Carrier {
+            peer,
+            tx,
+            pending: Mutex::default(),
+            seq: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        if let Ok(mut c) = self.carriers.write() {
+            c.push(Arc::clone(&carrier));
+        }
+        tracing::info!(
+            standby = %carrier.peer,
+            carriers = self.connected(),
+            "a standby carries callback attempts"
+        );
+        let relays = self.clone();
+        tokio::spawn(async move {
+            let (r, w) = tokio::io::split(io);
+            let mut r = tokio::io::BufReader::new(r);
+            let answers = async {
+                loop {
+                    let frame = next_frame(&mut r).await?;
+                    match frame.head {
+                        Head::Answered {
+                            seq,
+                            status,
+                            retry_after,
+                        } => {
+                            let status = http::StatusCode::from_u16(status)
+                                .map_err(|_| invalid("not a status"))?;
+                            let retry_after =
+                                retry_after.and_then(|v| http::HeaderValue::try_from(v).ok());
+                            carrier.resolve(
+                                seq,
+                                Ok(Answer {
+                                    status,
+                                    retry_after,
+                                }),
+                            );
+                        }
+                        Head::Refused { seq, why } => {
+                            carrier.resolve(seq, Err(Failure::Refused(why)))
+                        }
+                        Head::Unreachable { seq, why } => {
+                            carrier.resolve(seq, Err(Failure::Unreachable(why)));
+                        }
+                        Head::Beat => {}
+                        Head::Post { .. } => return Err(invalid("a standby sent an attempt")),
+                    }
+                }
+            };
+            let why: std::io::Result<()> = tokio::select! {
+                r = write_frames(w, rx) => r,
+                r = answers => r,
+            };
+            if let Ok(mut c) = relays.carriers.write() {
+                c.retain(|other| !Arc::ptr_eq(other, &carrier));
+            }
+            carrier.close();
+            tracing::warn!(
+                standby = %carrier.peer,
+                why = %why.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
+                carriers = relays.connected(),
+                "a standby stopped carrying callback attempts; this instance makes them"
+            );
+        });
+    }
+}
+
+/// What a standby makes attempts with: its own connections and the callback policy (the
+/// same settings as the leader's, read from its own environment).
+pub struct Carry {
+    /// Kept-alive connections per callback endpoint, under this instance's caps.
+    pub endpoints: Endpoints,
+    /// Which callback addresses may be reached, checked after DNS here as on the leader.
+    pub callbacks: CallbackPolicy,
+}
+
+/// A standby's side: makes the attempts the leader sends over `io` and answers how each
+/// went, until the connection ends or goes silent ([`SILENT_FOR`]). Attempts under way when it
+/// ends finish (their answers go nowhere; the leader makes them again).
+pub async fn carry<S>(io: S, with: Arc<Carry>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(io);
+    let mut r = tokio::io::BufReader::new(r);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let attempts = async {
+        loop {
+            let frame = next_frame(&mut r).await?;
+            let (seq, url, headers, timeout_ms) = match frame.head {
+                Head::Post {
+                    seq,
+                    url,
+                    headers,
+                    timeout_ms,
+                } => (seq, url, headers, timeout_ms),
+                Head::Beat => continue,
+                _ => return Err(invalid("the leader sent an outcome")),
+            };
+            let (with, tx) = (Arc::clone(&with), tx.clone());
+            tokio::spawn(async move {
+                let made = make(&with, &url, &headers, frame.body, timeout_ms).await;
+                MADE.fetch_add(1, Ordering::Relaxed);
+                let head = match made {
+                    Ok(a) => Head::Answered {
+                        seq,
+                        status: a.status.as_u16(),
+                        retry_after: a
+                            .retry_after
+                            .and_then(|v| v.to_str().ok().map(str::to_owned)),
+                    },
+                    Err(Failure::Refused(why)) => Head::Refused { seq, why },
+                    Err(Failure::Unreachable(why)) => Head::Unreachable { seq, why },
+                };
+                let _ = tx.send(Frame {
+                    head,
+                    body: Bytes::new(),
+                });
+            });
+        }
+    };
+    tokio::select! {
+        r = write_frames(w, rx) => r,
+        r = attempts => r,
+    }
+}
+
+/// One attempt, as the leader would make it (`Endpoints::post`).
+async fn make(
+    with: &Carry,
+    url: &str,
+    headers: &[(String, String)],
+    body: Bytes,
+    timeout_ms: u64,
+) -> Result<Answer, Failure> {
+    let ep = Endpoint::parse(url).map_err(Failure::Refused)?;
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::try_from(name.as_str()),
+            http::HeaderValue::try_from(value.as_str()),
+        ) {
+            map.append(n, v);
+        }
+    }
+    let result = with
+        .endpoints
+        .post(
+            &ep,
+            &with.callbacks,
+            map,
+            body,
+            Duration::from_millis(timeout_ms),
+        )
+        .await;
+    if result.is_err() {
+        with.endpoints.failed(&ep.origin);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames read back as written, several in one buffer; a length out of bounds is refused
+    /// before anything is allocated for it; a clean end between frames is `None`.
+    #[tokio::test]
+    async fn frames_read_back_as_written_and_bad_lengths_are_refused() {
+        let mut buf = BytesMut::new();
+        let post = Frame {
+            head: Head::Post {
+                seq: 7,
+                url: "http://127.0.0.1:9/cb".into(),
+                headers: vec![("webhook-id".into(), "msg_7".into())],
+                timeout_ms: 10_000,
+            },
+            body: Bytes::from_static(b"{\"x\":1}"),
+        };
+        encode(&post, &mut buf).unwrap();
+        encode(&Frame::beat(), &mut buf).unwrap();
+        let mut r = &buf[..];
+        let first = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!(first.head, post.head);
+        assert_eq!(first.body, post.body);
+        assert_eq!(read_frame(&mut r).await.unwrap().unwrap().head, Head::Beat);
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+
+        let huge = (MAX_FRAME as u32).to_be_bytes();
+        assert!(read_frame(&mut &huge[..]).await.is_err());
+        let mut bad_head = BytesMut::new();
+        bad_head.put_u32(8);
+        bad_head.put_u32(99);
+        bad_head.put_u32(0);
+        assert!(read_frame(&mut &bad_head[..]).await.is_err());
+        let too_long = Frame {
+            head: Head::Beat,
+            body: Bytes::from(vec![0; MAX_FRAME]),
+        };
+        assert!(encode(&too_long, &mut BytesMut::new()).is_err());
+    }
+
+    /// Attempts go to one standby per origin while the set is unchanged, and none is picked
+    /// while none is connected.
+    #[test]
+    fn one_standby_per_origin() {
+        let relays = Relays::default();
+        let ep = Endpoint::parse("http://a.example/cb").unwrap();
+        assert!(relays.pick(&ep.origin).is_none());
+        for i in 0..3 {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            relays.carriers.write().unwrap().push(Arc::new(Carrier {
+                peer: format!("s{i}"),
+                tx,
+                pending: Mutex::default(),
+                seq: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }));
+        }
+        let first = relays.pick(&ep.origin).unwrap().peer.clone();
+        for _ in 0..10 {
+            assert_eq!(relays.pick(&ep.origin).unwrap().peer, first);
+        }
+    }
+}
