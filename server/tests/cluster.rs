@@ -478,6 +478,57 @@ async fn a_standby_makes_the_leaders_callback_attempts_and_one_it_dies_with_is_m
         .await;
 }
 
+/// A standby frozen (SIGSTOP: its connection to the leader open, nothing on it) with an
+/// attempt under way: the leader hears nothing for `relay::SILENT_FOR` (5 s), drops it and makes
+/// the attempt itself; once the standby runs again it dials back and carries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_frozen_standby_gives_its_attempts_back_and_carries_again_once_it_runs() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
+    let receiver = Holder::start().await;
+    let a = Face::for_format(Format::Json, &p.leader);
+    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+    a.create_subscription(BOB, &doc).await.created();
+    receiver
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    a.create_session(ALICE, &docs::session("frozen", &[BOB]))
+        .await
+        .created();
+    receiver
+        .until("the held invitation", |s| {
+            s.last().is_some_and(|(_, held)| *held)
+        })
+        .await;
+    let held = receiver
+        .seen()
+        .last()
+        .map(|(id, _)| id.clone())
+        .expect("held");
+    receiver
+        .hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    signal(&p.standby, "-STOP");
+    let frozen = Instant::now();
+    receiver
+        .until("the held invitation made again", |s| {
+            s.iter().any(|(id, h)| *id == held && !h)
+        })
+        .await;
+    eprintln!(
+        "the attempt the frozen standby held arrived again {:?} after the freeze",
+        frozen.elapsed()
+    );
+    assert_eq!(
+        support::metric(&p.leader.base, TOKEN, "netapi_chat_cluster_carriers").await,
+        0.0
+    );
+    signal(&p.standby, "-CONT");
+    metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
+}
+
 /// `NETAPI_CHAT_CLUSTER_DELIVERY=leader`: no standby carries anything; the leader delivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
