@@ -130,6 +130,30 @@ impl Cluster {
         Cluster::start_with(false)
     }
 
+    /// Creates database `name` in this cluster (over TCP as `postgres`; the cluster trusts
+    /// local connections) and returns its URL, shaped like [`Cluster::url`]: a second
+    /// database for a second netapi-chat cluster on the same PostgreSQL.
+    pub fn database(&self, name: &str) -> Result<String> {
+        let bin = server_bin().context("no PostgreSQL binaries")?;
+        let port = self
+            .tls_url
+            .split_once("127.0.0.1:")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map(|(port, _)| port.to_owned())
+            .context("no port in the cluster's URL")?;
+        run(
+            "createdb",
+            Command::new(bin.join("createdb"))
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .arg(name),
+        )?;
+        let (base, _) = self
+            .url
+            .rsplit_once('/')
+            .context("no database in the cluster's URL")?;
+        Ok(format!("{base}/{name}"))
+    }
+
     /// The postmaster's process id (the first line of `postmaster.pid`).
     pub fn postmaster_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.dir.join("data/postmaster.pid"))

@@ -12,10 +12,20 @@
 //! third side sends its workload to the standby, which forwards every request to the leader.
 //! Its rows give the leader's CPU per message and the standby's beside it (the cost a second
 //! machine would carry per request), at the same rates, alternating with the others.
+//!
+//! Delivery across instances (`NETAPI_CHAT_CLUSTER_DELIVERY`): the standby makes the leader's
+//! callback attempts, so the PostgreSQL side's rows are a leader whose attempts a standby
+//! makes (the standby's CPU beside it). A fourth side is a leader on a second database of the
+//! same PostgreSQL set to `leader` (it makes every attempt itself, as a lone server does):
+//! the two rows at one rate are what a second machine takes off the leader. (Each user of the
+//! first database is subscribed once per side sending there, so twice; the fourth side's
+//! users are subscribed twice too, so both leaders deliver as many notifications per message,
+//! twice the SQLite side's.)
 
-use super::chat::{Format, Plan, Workload, chat_target};
+use super::chat::{Format, Plan, Workload, chat_target_fronted};
 use super::load::{Options, StepResult, Target, run_step};
 use super::proc::{NetapiChat, cpu_secs, start_netapi_chat};
+use super::tls_front::TlsFront;
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -29,16 +39,25 @@ pub struct Settings {
     pub step: Duration,
     /// Steps per backend and rate.
     pub rounds: usize,
+    /// `--https-receivers`: every callback listener behind a TLS front that closes each
+    /// connection after its answer ([`super::tls_front`]), so each attempt opens a connection
+    /// and makes a TLS handshake, as to a sporadic receiver.
+    pub https_receivers: bool,
 }
 
 struct Side {
     name: &'static str,
     /// The instance the workload goes to.
     chat: NetapiChat,
-    /// Whether `chat` is a standby (forwarding to the PostgreSQL side's leader, whose CPU is
-    /// then the side's netapi-chat CPU).
-    standby: bool,
+    /// The standby whose CPU is reported beside the deciding instance's: the one the workload
+    /// goes through (forwarding to the PostgreSQL side's leader, whose CPU is then the side's
+    /// netapi-chat CPU), or the one making a leader's callback attempts.
+    standby: Option<u32>,
     _workload: Workload,
+    /// A second set of the workload's subscriptions, whose notifications nobody waits for:
+    /// on a leader alone, the same notifications per message as on the leader two sides'
+    /// workloads share (each user subscribed once per side).
+    _shadow: Option<Workload>,
     target: Target,
     pool: Vec<super::http::Conn>,
 }
@@ -48,11 +67,11 @@ async fn side(
     plan: &Plan,
     name: &'static str,
     env: &[(&str, &str)],
-    text_len: usize,
+    (text_len, front): (usize, Option<&TlsFront>),
 ) -> Result<Side> {
     let chat = start_netapi_chat(root, &format!("backend-{name}"), env)?;
     let pid = chat.server.pid();
-    side_through(plan, name, chat, pid, text_len).await
+    side_through(plan, name, chat, pid, (text_len, front)).await
 }
 
 /// A side whose workload goes to `chat`; the netapi-chat CPU per message reported is
@@ -62,16 +81,18 @@ async fn side_through(
     name: &'static str,
     chat: NetapiChat,
     decider: u32,
-    text_len: usize,
+    (text_len, front): (usize, Option<&TlsFront>),
 ) -> Result<Side> {
     let addr = chat.server.addr;
-    let standby = decider != chat.server.pid();
-    let (workload, target) = chat_target(addr, plan, Format::Json, text_len, decider, &[]).await?;
+    let standby = (decider != chat.server.pid()).then(|| chat.server.pid());
+    let (workload, target) =
+        chat_target_fronted(addr, plan, Format::Json, text_len, decider, &[], front).await?;
     Ok(Side {
         name,
         chat,
         standby,
         _workload: workload,
+        _shadow: None,
         target,
         pool: Vec::new(),
     })
@@ -112,20 +133,78 @@ pub async fn run(
         .postmaster_pid()
         .ok_or_else(|| anyhow::anyhow!("no postmaster.pid in the test cluster"))?;
     let url = cluster.url.clone();
-    let on_postgres = [
+    let front = match settings.https_receivers {
+        true => Some(TlsFront::new(
+            &super::proc::target_dir(root).join("bench/tls-front"),
+        )?),
+        false => None,
+    };
+    let front = front.as_ref();
+    let ca = front.map(|f| f.ca_file.display().to_string());
+    // With HTTPS receivers every instance trusts their certificate.
+    let trust: Vec<(&str, &str)> = ca
+        .iter()
+        .map(|ca| ("NETAPI_CHAT_CALLBACK_CA_FILE", ca.as_str()))
+        .collect();
+    let on_postgres: Vec<(&str, &str)> = [
         ("NETAPI_CHAT_DATABASE_URL", url.as_str()),
         ("NETAPI_CHAT_CLUSTER_URL", "auto"),
-    ];
-    let leader = side(root, plan, "PostgreSQL", &on_postgres, text_len).await?;
+    ]
+    .into_iter()
+    .chain(trust.iter().copied())
+    .collect();
+    let text_len = (text_len, front);
+    let mut leader = side(
+        root,
+        plan,
+        "PostgreSQL, a standby makes the attempts",
+        &on_postgres,
+        text_len,
+    )
+    .await?;
     let leader_pid = leader.chat.server.pid();
-    // A second instance on the same database: it stands by and forwards to the leader.
+    // A second instance on the same database: it stands by, forwards to the leader and makes
+    // the leader's callback attempts.
     let standby = start_netapi_chat(root, "backend-standby", &on_postgres)?;
+    leader.standby = Some(standby.server.pid());
+    // A leader alone on a second database, making its attempts itself.
+    let second = cluster.database("netapi_chat_bench_second")?;
+    let on_second: Vec<(&str, &str)> = [
+        ("NETAPI_CHAT_DATABASE_URL", second.as_str()),
+        ("NETAPI_CHAT_CLUSTER_URL", "auto"),
+        ("NETAPI_CHAT_CLUSTER_DELIVERY", "leader"),
+    ]
+    .into_iter()
+    .chain(trust.iter().copied())
+    .collect();
+    let mut alone = side(
+        root,
+        plan,
+        "PostgreSQL, attempts on the leader",
+        &on_second,
+        text_len,
+    )
+    .await?;
+    // The two sides on the first database subscribe every user twice (once each): so does
+    // this one, or its leader would deliver half as many notifications per message.
+    let (shadow, _) = chat_target_fronted(
+        alone.chat.server.addr,
+        plan,
+        Format::Json,
+        text_len.0,
+        alone.chat.server.pid(),
+        &[],
+        front,
+    )
+    .await?;
+    alone._shadow = Some(shadow);
     let mut sides = [
-        side(root, plan, "SQLite", &[], text_len).await?,
+        side(root, plan, "SQLite", &trust, text_len).await?,
+        alone,
         leader,
         side_through(
             plan,
-            "PostgreSQL via a standby",
+            "PostgreSQL via a standby (it makes the attempts)",
             standby,
             leader_pid,
             text_len,
@@ -142,7 +221,7 @@ pub async fn run(
             for s in sides.iter_mut() {
                 step += 1;
                 let db_before = cluster_cpu(postmaster);
-                let standby_pid = s.standby.then(|| s.chat.server.pid());
+                let standby_pid = s.standby;
                 // (`cpu_secs(None)` is this process's: only a standby side has a figure.)
                 let standby_before = standby_pid.and_then(|p| cpu_secs(Some(p)));
                 let r = run_step(&s.target, &mut s.pool, opts, step, rate, settings.step).await?;
@@ -154,7 +233,7 @@ pub async fn run(
                     .zip(standby_before)
                     .and_then(|(after, before)| per_msg(after - before));
                 println!(
-                    "  {:<26} {}, database CPU {} µs/msg, standby CPU {} µs/msg",
+                    "  {:<48} {}, database CPU {} µs/msg, standby CPU {} µs/msg",
                     s.name,
                     super::report::step_line(&r),
                     db_us.map_or("-".to_owned(), |u| format!("{u:.1}")),

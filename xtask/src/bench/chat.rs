@@ -177,7 +177,7 @@ pub struct Workload {
 
 /// The set-up of every phase that sends chat messages: a [`Workload`] on the server at `addr`
 /// (every user of `plan` subscribed with a listener, every session open, plus the `extra`
-/// users: [`Workload::setup_with_extra`]) and the [`Target`] that sends its messages in
+/// users: [`Workload::setup_fronted`]) and the [`Target`] that sends its messages in
 /// `format` with `text_len` characters, collects their notifications and measures the CPU of
 /// `server_pid` (the server itself, or the leader a standby forwards to). The workload keeps
 /// the listeners: hold it as long as the target runs.
@@ -189,8 +189,22 @@ pub async fn chat_target(
     server_pid: u32,
     extra: &[String],
 ) -> Result<(Workload, Target)> {
+    chat_target_fronted(addr, plan, format, text_len, server_pid, extra, None).await
+}
+
+/// [`chat_target`] whose listeners are reached through `front` (HTTPS, a connection per
+/// notification) when given.
+pub async fn chat_target_fronted(
+    addr: SocketAddr,
+    plan: &Plan,
+    format: Format,
+    text_len: usize,
+    server_pid: u32,
+    extra: &[String],
+    front: Option<&super::tls_front::TlsFront>,
+) -> Result<(Workload, Target)> {
     let collector = Arc::new(Collector::default());
-    let workload = Workload::setup_with_extra(addr, plan, format, &collector, extra).await?;
+    let workload = Workload::setup_fronted(addr, plan, format, &collector, extra, front).await?;
     let target = Target {
         addr,
         make: workload.make_request(format, text_len),
@@ -208,12 +222,15 @@ impl Workload {
     /// to the group sessions in turn (1-1 sessions stay 1-1), where it accepts like the
     /// others. Extra users never send: the messages and the notifications the collector
     /// expects are those of `plan` alone, so a run with extras and one without send the same.
-    pub async fn setup_with_extra(
+    /// Each user's listener is reached through `front` (HTTPS, see [`super::tls_front`]) when
+    /// given.
+    pub async fn setup_fronted(
         addr: SocketAddr,
         plan: &Plan,
         format: Format,
         collector: &Arc<Collector>,
         extra: &[String],
+        front: Option<&super::tls_front::TlsFront>,
     ) -> Result<Workload> {
         let mut conn = Conn::new(addr);
         let mut listeners = Vec::new();
@@ -225,10 +242,14 @@ impl Workload {
         };
         for i in 0..plan.users() {
             let l = Listener::start(Arc::clone(collector)).await?;
+            let url = match front {
+                Some(f) => f.front(&l.url).await?,
+                None => l.url.clone(),
+            };
             post_json(
                 &mut conn,
                 &path(&user(i), "/subscriptions"),
-                subscribe(i, &l.url),
+                subscribe(i, &url),
             )
             .await?;
             listeners.push(l);
