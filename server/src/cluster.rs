@@ -428,6 +428,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         true => Some(tokio::spawn(carry_deliveries(
             Arc::clone(&forwarder),
             Arc::new(crate::server::standby_carry(&config)?),
+            drain.clone(),
         ))),
         false => None,
     };
@@ -437,8 +438,9 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             // answering 503 itself).
             outlive_a_deposed_lease(std::time::Instant::now()).await;
             if let Some(carrying) = carrying {
-                // Its attempts under way finish; the old leader is gone.
+                // The old leader is gone: nobody waits for what this carried.
                 carrying.abort();
+                drain.carrying.send_replace(false);
             }
             proxy.abort();
             let _ = proxy.await;
@@ -455,15 +457,22 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
 /// A standby's part in delivery (`NETAPI_CHAT_CLUSTER_DELIVERY=standbys`): keeps one
 /// connection to the leader known at the moment, upgraded to carry callback attempts
 /// ([`relay::carry`]), and dials again (every [`POLL`]) when it ends or the leader changes.
-async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>) {
+/// On a graceful stop (`drain`) it leaves: the attempts it holds are answered first
+/// ([`Drain::stop`] waits for that, within the grace), and it does not dial again.
+async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>, drain: Drain) {
     let mut failed_before: Option<String> = None;
     loop {
+        if *drain.stop.borrow() {
+            return;
+        }
         if let Some(leader) = forwarder.leader() {
             match dial_to_carry(&forwarder, &leader).await {
                 Ok(io) => {
                     tracing::info!(leader = %leader.url, "carrying callback attempts for the leader");
                     failed_before = None;
-                    let ended = relay::carry(io, Arc::clone(&with)).await;
+                    drain.carrying.send_replace(true);
+                    let ended = relay::carry(io, Arc::clone(&with), drain.stop.subscribe()).await;
+                    drain.carrying.send_replace(false);
                     tracing::info!(
                         leader = %leader.url,
                         why = %ended.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
@@ -1182,6 +1191,9 @@ async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
 pub struct Drain {
     stop: tokio::sync::watch::Sender<bool>,
     done: Arc<tokio::sync::watch::Sender<bool>>,
+    /// `true` while the standby holds a connection carrying the leader's callback attempts
+    /// ([`carry_deliveries`]): a stop also waits until the attempts it holds are answered.
+    carrying: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for Drain {
@@ -1189,6 +1201,7 @@ impl Default for Drain {
         Drain {
             stop: tokio::sync::watch::Sender::new(false),
             done: Arc::new(tokio::sync::watch::Sender::new(false)),
+            carrying: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }
@@ -1198,13 +1211,17 @@ impl Drain {
     /// closed within `grace`. Returns at once when this instance never stood by.
     pub async fn stop(&self, grace: Duration) -> bool {
         let mut done = self.done.subscribe();
+        let mut carrying = self.carrying.subscribe();
         self.stop.send_replace(true);
         if self.stop.receiver_count() == 0 {
             return true;
         }
-        tokio::time::timeout(grace, done.wait_for(|d| *d))
-            .await
-            .is_ok()
+        tokio::time::timeout(grace, async {
+            let _ = done.wait_for(|d| *d).await;
+            let _ = carrying.wait_for(|c| !*c).await;
+        })
+        .await
+        .is_ok()
     }
 }
 

@@ -260,6 +260,8 @@ async fn a_chat_whose_steps_alternate_between_instances_works_in_both_formats() 
 struct Holder {
     url: String,
     hold: Arc<std::sync::atomic::AtomicBool>,
+    /// While set, requests that are not held are answered after this many milliseconds.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     seen: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
@@ -270,20 +272,31 @@ impl Holder {
             .expect("bind");
         let url = format!("http://{}/cb", listener.local_addr().expect("addr"));
         let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (h, s) = (Arc::clone(&hold), Arc::clone(&seen));
+        let (h, d, s) = (Arc::clone(&hold), Arc::clone(&delay_ms), Arc::clone(&seen));
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(Holder::serve(conn, Arc::clone(&h), Arc::clone(&s)));
+                let parts = (Arc::clone(&h), Arc::clone(&d), Arc::clone(&s));
+                tokio::spawn(Holder::serve(conn, parts));
             }
         });
-        Holder { url, hold, seen }
+        Holder {
+            url,
+            hold,
+            delay_ms,
+            seen,
+        }
     }
 
+    #[allow(clippy::type_complexity)]
     async fn serve(
         mut conn: tokio::net::TcpStream,
-        hold: Arc<std::sync::atomic::AtomicBool>,
-        seen: Arc<Mutex<Vec<(String, bool)>>>,
+        (hold, delay_ms, seen): (
+            Arc<std::sync::atomic::AtomicBool>,
+            Arc<std::sync::atomic::AtomicU64>,
+            Arc<Mutex<Vec<(String, bool)>>>,
+        ),
     ) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut buf = Vec::new();
@@ -320,6 +333,8 @@ impl Holder {
                 let _ = conn.read(&mut chunk).await;
                 return;
             }
+            let delay = delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
             if conn
                 .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
                 .await
@@ -527,6 +542,66 @@ async fn a_frozen_standby_gives_its_attempts_back_and_carries_again_once_it_runs
     );
     signal(&p.standby, "-CONT");
     metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
+}
+
+/// A standby stopped with SIGTERM (a rolling restart) while a slow receiver has one of its
+/// attempts: it stops taking attempts, waits for that one's answer, tells the leader, and
+/// exits; the leader makes nothing again (the receiver sees the notification once) and makes
+/// the next ones itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_stopped_with_sigterm_answers_its_attempts_before_it_goes() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let mut p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
+    let receiver = Holder::start().await;
+    let a = Face::for_format(Format::Json, &p.leader);
+    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+    a.create_subscription(BOB, &doc).await.created();
+    receiver
+        .delay_ms
+        .store(1_500, std::sync::atomic::Ordering::SeqCst);
+    let (location, _) = a
+        .create_session(ALICE, &docs::session("rolling", &[BOB]))
+        .await
+        .created();
+    let sid = docs::last_segment(&location);
+    receiver
+        .until("the slow invitation", |s| !s.is_empty())
+        .await;
+    signal(&p.standby, "-TERM");
+    let status = tokio::task::block_in_place(|| p.standby.wait_exit(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the standby exits 0 within the grace: {status:?}"
+    );
+    receiver
+        .delay_ms
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    a.set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
+        .await
+        .ok(200);
+    a.send_message(ALICE, &sid, &docs::message("after the standby"))
+        .await
+        .created();
+    // The invitation once, then the message (bob's own status goes to alice, who has no
+    // subscription).
+    receiver.until("the message", |s| s.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: Vec<String> = receiver.seen().into_iter().map(|(id, _)| id).collect();
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "nothing sent twice: {ids:?}");
+    let taken_back = support::metric(
+        &p.leader.base,
+        TOKEN,
+        "netapi_chat_notification_attempts_taken_back_total",
+    )
+    .await;
+    assert_eq!(taken_back, 0.0);
+    assert_eq!(
+        support::metric(&p.leader.base, TOKEN, "netapi_chat_cluster_carriers").await,
+        0.0
+    );
 }
 
 /// `NETAPI_CHAT_CLUSTER_DELIVERY=leader`: no standby carries anything; the leader delivers.

@@ -107,6 +107,9 @@ enum Head {
     Unreachable { seq: u64, why: String },
     /// Either way: still here.
     Beat,
+    /// Standby → leader: stopping (SIGTERM); send nothing more. Leader → standby, in answer:
+    /// nothing more comes after this frame.
+    Leaving,
 }
 
 struct Frame {
@@ -350,6 +353,13 @@ impl Relays {
         outcome
     }
 
+    /// No new attempt goes to `carrier`.
+    fn remove(&self, carrier: &Arc<Carrier>) {
+        if let Ok(mut c) = self.carriers.write() {
+            c.retain(|other| !Arc::ptr_eq(other, carrier));
+        }
+    }
+
     /// Carries attempts over `io` (a standby's upgraded connection, the cluster key checked)
     /// until it ends, in a task of its own.
     pub fn accept<S>(&self, io: S, peer: String)
@@ -404,6 +414,17 @@ impl Relays {
                             carrier.resolve(seq, Err(Failure::Unreachable(why)));
                         }
                         Head::Beat => {}
+                        Head::Leaving => {
+                            // No new attempt goes to it; the ones it holds are answered as
+                            // they finish, and those sent before this is read are made too
+                            // (or, should it close first, taken back).
+                            relays.remove(&carrier);
+                            let _ = carrier.tx.send(Frame {
+                                head: Head::Leaving,
+                                body: Bytes::new(),
+                            });
+                            tracing::info!(standby = %carrier.peer, "a standby is stopping: it makes no new attempts");
+                        }
                         Head::Post { .. } => return Err(invalid("a standby sent an attempt")),
                     }
                 }
@@ -412,9 +433,7 @@ impl Relays {
                 r = write_frames(w, rx) => r,
                 r = answers => r,
             };
-            if let Ok(mut c) = relays.carriers.write() {
-                c.retain(|other| !Arc::ptr_eq(other, &carrier));
-            }
+            relays.remove(&carrier);
             carrier.close();
             tracing::warn!(
                 standby = %carrier.peer,
@@ -436,18 +455,39 @@ pub struct Carry {
 }
 
 /// A standby's side: makes the attempts the leader sends over `io` and answers how each
-/// went, until the connection ends or goes silent ([`SILENT_FOR`]). Attempts under way when it
-/// ends finish (their answers go nowhere; the leader makes them again).
-pub async fn carry<S>(io: S, with: Arc<Carry>) -> std::io::Result<()>
+/// went, until the connection ends or goes silent ([`SILENT_FOR`]) (attempts under way then
+/// finish, their answers go nowhere, and the leader makes them again), or until `leave` turns
+/// `true` (a graceful stop): then it tells the leader, makes what the leader sent before its
+/// answer, says how each went, and returns `Ok` once all are answered, so a rolling restart
+/// hands nothing back to be sent twice.
+pub async fn carry<S>(
+    io: S,
+    with: Arc<Carry>,
+    mut leave: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (r, w) = tokio::io::split(io);
     let mut r = tokio::io::BufReader::new(r);
     let (tx, rx) = mpsc::unbounded_channel();
+    let mut writer = tokio::spawn(write_frames(w, rx));
+    let mut under_way = tokio::task::JoinSet::new();
+    let mut leaving = false;
     let attempts = async {
         loop {
-            let frame = next_frame(&mut r).await?;
+            let frame = tokio::select! {
+                frame = next_frame(&mut r) => frame?,
+                asked = leave.wait_for(|l| *l), if !leaving => {
+                    leaving = true;
+                    if asked.is_ok() {
+                        let _ = tx.send(Frame { head: Head::Leaving, body: Bytes::new() });
+                    }
+                    continue;
+                }
+                // Finished attempts are reaped as they go (the set holds those under way).
+                Some(_) = under_way.join_next(), if !under_way.is_empty() => continue,
+            };
             let (seq, url, headers, timeout_ms) = match frame.head {
                 Head::Post {
                     seq,
@@ -456,10 +496,15 @@ where
                     timeout_ms,
                 } => (seq, url, headers, timeout_ms),
                 Head::Beat => continue,
+                // The leader sends nothing after this: finish what is under way.
+                Head::Leaving if leaving => {
+                    while under_way.join_next().await.is_some() {}
+                    return Ok(());
+                }
                 _ => return Err(invalid("the leader sent an outcome")),
             };
             let (with, tx) = (Arc::clone(&with), tx.clone());
-            tokio::spawn(async move {
+            under_way.spawn(async move {
                 let made = make(&with, &url, &headers, frame.body, timeout_ms).await;
                 MADE.fetch_add(1, Ordering::Relaxed);
                 let head = match made {
@@ -480,10 +525,22 @@ where
             });
         }
     };
-    tokio::select! {
-        r = write_frames(w, rx) => r,
+    let ended = tokio::select! {
+        r = &mut writer => return r.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         r = attempts => r,
+    };
+    if ended.is_err() {
+        writer.abort();
+        // What is still under way is dropped with the set (aborted): the leader takes it back
+        // and makes it again, and an attempt finished here too would only reach the receiver
+        // twice.
+        return ended;
     }
+    // Left: every outcome is queued; the writer writes them and ends once the queue closes.
+    drop(tx);
+    writer
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// One attempt, as the leader would make it (`Endpoints::post`).
