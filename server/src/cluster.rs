@@ -461,6 +461,9 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
 /// ([`Drain::stop`] waits for that, within the grace), and it does not dial again.
 async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>, drain: Drain) {
     let mut failed_before: Option<String> = None;
+    // After a failed dial: `POLL`, doubled at each failure up to `CARRY_RETRY_AT_MOST` (a
+    // leader set to `leader` refuses every time: not a connection and a log line a second).
+    let mut wait = POLL;
     loop {
         if *drain.stop.borrow() {
             return;
@@ -470,26 +473,53 @@ async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>, dr
                 Ok(io) => {
                     tracing::info!(leader = %leader.url, "carrying callback attempts for the leader");
                     failed_before = None;
+                    wait = POLL;
                     drain.carrying.send_replace(true);
-                    let ended = relay::carry(io, Arc::clone(&with), drain.stop.subscribe()).await;
+                    let ended = tokio::select! {
+                        ended = relay::carry(io, Arc::clone(&with), drain.stop.subscribe()) => {
+                            ended.err().map_or_else(|| "closed".to_owned(), |e| e.to_string())
+                        }
+                        // Another instance leads now while the old one still answers (cut off
+                        // from the database, not yet started over): carry for the new one.
+                        () = leader_changed(&forwarder, &leader.url) => {
+                            "another instance leads now".to_owned()
+                        }
+                    };
                     drain.carrying.send_replace(false);
                     tracing::info!(
                         leader = %leader.url,
-                        why = %ended.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
+                        why = %ended,
                         "no longer carrying callback attempts for the leader"
                     );
                 }
                 Err(why) => {
                     // Once per reason: a leader that refuses (set to `leader`) is not news
-                    // every second.
+                    // at every try.
                     if failed_before.as_deref() != Some(why.as_str()) {
                         tracing::info!(leader = %leader.url, why = %why, "cannot carry callback attempts for the leader");
                         failed_before = Some(why);
                     }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(CARRY_RETRY_AT_MOST);
+                    continue;
                 }
             }
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The longest a standby waits before dialing the leader again to carry attempts, after
+/// failed dials.
+const CARRY_RETRY_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Resolves once the leader this standby knows is no longer the one at `url`.
+async fn leader_changed(forwarder: &Forwarder, url: &str) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        if forwarder.leader().is_some_and(|l| l.url != url) {
+            return;
+        }
     }
 }
 

@@ -604,6 +604,70 @@ async fn a_standby_stopped_with_sigterm_answers_its_attempts_before_it_goes() {
     );
 }
 
+/// A leader stopped with SIGTERM while a standby carries its attempts: the standby's
+/// connection is closed once the attempts it holds are answered, so the leader's drain is not
+/// held for the whole grace (before: "grace period … over, requests still in flight
+/// dropped" after every stop of a leader with a standby), and the standby takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_leader_stopped_with_sigterm_is_not_held_by_the_standby_carrying_for_it() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let mut p = pair(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", TOKEN),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "20"),
+    ]);
+    metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
+    signal(&p.leader, "-TERM");
+    let status = tokio::task::block_in_place(|| p.leader.wait_exit(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let said = p.leader.stdout();
+    assert!(
+        said.contains("requests in flight answered"),
+        "the drain waited out its grace: {said}"
+    );
+    // The standby leads and serves.
+    changes_again(&p.standby, "after the leader stopped").await;
+}
+
+/// An attempt the leader drops while a standby holds it (the subscription deleted while the
+/// attempt waits there for a connection to a slow receiver) is cancelled on the standby: the
+/// receiver never gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn an_attempt_the_leader_drops_is_not_sent_by_the_standby() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", TOKEN),
+        ("NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT", "1"),
+    ]);
+    metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
+    let receiver = Holder::start().await;
+    receiver
+        .delay_ms
+        .store(2_000, std::sync::atomic::Ordering::SeqCst);
+    let a = Face::for_format(Format::Json, &p.leader);
+    // Two subscriptions of bob's to one slow receiver: with one connection per endpoint, the
+    // second one's attempt waits on the standby while the first is answered.
+    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+    a.create_subscription(BOB, &doc).await.created();
+    let (second, _) = a.create_subscription(BOB, &doc).await.created();
+    a.create_session(ALICE, &docs::session("cancelled", &[BOB]))
+        .await
+        .created();
+    receiver.until("the first attempt", |s| !s.is_empty()).await;
+    let deleted = support::send(
+        "DELETE",
+        &second,
+        &[("authorization", &format!("Bearer {}", support::APP_TOKEN))],
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    // The first is answered after 2 s; the deleted subscription's would come right after.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(receiver.seen().len(), 1, "{:?}", receiver.seen());
+}
+
 /// `NETAPI_CHAT_CLUSTER_DELIVERY=leader`: no standby carries anything; the leader delivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]

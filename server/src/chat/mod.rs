@@ -503,6 +503,13 @@ impl Chat {
         self.deliverer.totals.bytes()
     }
 
+    /// A graceful stop begins: no callback attempt is handed to a standby any more, and each
+    /// standby's connection closes once the attempts it holds are answered
+    /// (`notify::relay::Relays::release`), so the listener's drain is not held by them.
+    pub fn release_carriers(&self) {
+        self.deliverer.relays.release();
+    }
+
     /// Standbys carrying this server's callback attempts now (`notify::relay`).
     pub fn carriers(&self) -> usize {
         self.deliverer.relays.connected()

@@ -628,7 +628,11 @@ async fn attempt(
     let started = std::time::Instant::now();
     // Carried by a standby when one is connected ([`relay`]); made here when none is, or when
     // the one that took it was lost before it said how it went.
-    let result = match d.relays.post(ep, &map, body, d.policy.timeout).await {
+    let result = match d
+        .relays
+        .post(ep, d.callbacks, &map, body, d.policy.timeout)
+        .await
+    {
         Some(result) => result,
         None => {
             let result = d

@@ -20,8 +20,18 @@
 //! **Invariant: an attempt whose carrier is lost is made again, by the leader.** A standby
 //! that closes its connection, or says nothing for [`SILENT_FOR`] (each side sends a beat
 //! after [`BEAT_EVERY`] of silence), is dropped; every attempt it held is made again at once
-//! by the leader (or another standby): at least once, same `webhook-id`, so a receiver may see
-//! a notification twice when a standby dies after sending it, as after a leader's crash.
+//! by the leader itself: at least once, same `webhook-id`, so a receiver may see a
+//! notification twice when a standby dies after sending it, as after a leader's crash. What a
+//! standby still has under way when its connection ends is aborted there, so the leader's
+//! retry does not race it (a standby frozen past [`SILENT_FOR`] that runs again before it
+//! notices may still finish one: the one case where it could arrive after its successor).
+//!
+//! An attempt the leader drops (the subscription deleted, its backlog disabled while the
+//! attempt waited) is cancelled on the standby too ([`Head::Cancel`]). Each attempt carries
+//! the leader's callback policy, and the standby applies the stricter of it and its own, so a
+//! standby configured more loosely never reaches what the leader would refuse. A leader that
+//! stops gracefully hands no new attempt to its standbys, waits for the ones they hold and
+//! then closes their connections ([`Relays::release`]), so its stop is not held for the grace.
 //!
 //! API Boundary: the frames ([`Head`], a length-prefixed JSON head and the raw body) are
 //! between instances of one build, behind the cluster key; nothing else speaks them.
@@ -59,11 +69,6 @@ pub const SILENT_FOR: Duration = Duration::from_secs(5);
 /// Most standbys a leader lets carry at once.
 pub const MAX_CARRIERS: usize = 64;
 
-/// How long past its own timeout the leader waits for a carried attempt's outcome before it
-/// counts the attempt as failed (the standby waits for a connection under its caps outside
-/// the timeout, as the leader does; this only bounds a standby that beats but never answers).
-const OUTCOME_GRACE: Duration = Duration::from_secs(60);
-
 static CARRIED: AtomicU64 = AtomicU64::new(0);
 static TAKEN_BACK: AtomicU64 = AtomicU64::new(0);
 
@@ -94,7 +99,13 @@ enum Head {
         url: String,
         headers: Vec<(String, String)>,
         timeout_ms: u64,
+        /// The leader's callback policy (`allow_loopback`, `allow_private`): the standby
+        /// applies the stricter of it and its own.
+        allow: (bool, bool),
     },
+    /// Leader → standby: the attempt `seq` is not wanted any more (its subscription was
+    /// deleted or disabled meanwhile): abort it if it is still under way.
+    Cancel { seq: u64 },
     /// Standby → leader: the callback answered `status`.
     Answered {
         seq: u64,
@@ -107,9 +118,13 @@ enum Head {
     Unreachable { seq: u64, why: String },
     /// Either way: still here.
     Beat,
-    /// Standby → leader: stopping (SIGTERM); send nothing more. Leader → standby, in answer:
-    /// nothing more comes after this frame.
+    /// Standby → leader: stopping (SIGTERM); send nothing more. Leader → standby (in answer,
+    /// or when the leader stops): nothing more comes after this frame.
     Leaving,
+    /// A frame of a later version of this protocol: ignored, so instances of two builds can
+    /// run side by side during a rolling upgrade.
+    #[serde(other)]
+    Unknown,
 }
 
 struct Frame {
@@ -225,6 +240,9 @@ struct Carrier {
     seq: AtomicU64,
     /// Set once the connection ended; what is pending then is taken back.
     closed: AtomicBool,
+    /// Rung when a pending attempt is settled (answered or dropped): a leader that stops
+    /// waits for its carriers' pending attempts ([`Relays::release`]).
+    settled: tokio::sync::Notify,
 }
 
 impl Carrier {
@@ -237,6 +255,7 @@ impl Carrier {
             CARRIED.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(outcome);
         }
+        self.settled.notify_waiters();
     }
 
     /// The connection ended: nothing more is sent to it, and every attempt it holds is
@@ -257,7 +276,15 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.carrier.pending().remove(&self.seq);
+        // Still pending: the attempt was dropped before its outcome came (or the carrier was
+        // closed, and then nothing is read any more): the standby aborts it.
+        if self.carrier.pending().remove(&self.seq).is_some() {
+            let _ = self.carrier.tx.send(Frame {
+                head: Head::Cancel { seq: self.seq },
+                body: Bytes::new(),
+            });
+        }
+        self.carrier.settled.notify_waiters();
     }
 }
 
@@ -266,6 +293,10 @@ impl Drop for Waiting<'_> {
 #[derive(Clone, Default)]
 pub struct Relays {
     carriers: Arc<RwLock<Vec<Arc<Carrier>>>>,
+    /// Set when the leader stops ([`Relays::release`]): no attempt is handed over any more.
+    released: Arc<AtomicBool>,
+    /// Rung by [`Relays::release`]: each carrier's task then ends once nothing is pending.
+    releasing: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Relays {
@@ -290,6 +321,9 @@ impl Relays {
     /// The standby that carries attempts to `origin`, if any is connected: always the same
     /// one while the set is unchanged, so its kept-alive connections to that endpoint serve.
     fn pick(&self, origin: &Origin) -> Option<Arc<Carrier>> {
+        if self.released.load(Ordering::SeqCst) {
+            return None;
+        }
         let carriers = self.carriers.read().ok()?;
         if carriers.is_empty() {
             return None;
@@ -303,9 +337,14 @@ impl Relays {
     /// POSTs through a standby, if one is connected: `None` when none is, or when the one
     /// that took the attempt was lost before it said how it went (the caller then makes the
     /// attempt itself). A body too long for a frame is never handed over.
+    ///
+    /// No bound of its own on the wait: a standby that beats is alive, and waiting there (for
+    /// a connection under its caps, then the attempt's `timeout`) is what the attempt would
+    /// wait here; a silent one is dropped within [`SILENT_FOR`], and its attempts with it.
     pub async fn post(
         &self,
         ep: &Endpoint,
+        policy: CallbackPolicy,
         headers: &http::HeaderMap,
         body: &Bytes,
         timeout: Duration,
@@ -334,23 +373,34 @@ impl Relays {
                     .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                     .collect(),
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                allow: (policy.allow_loopback, policy.allow_private),
             },
             body: body.clone(),
         };
         if carrier.tx.send(frame).is_err() {
             return None;
         }
-        let outcome = match tokio::time::timeout(timeout + OUTCOME_GRACE, rx).await {
-            Ok(Ok(outcome)) => Some(outcome),
-            // Lost with the standby: made again by the caller.
-            Ok(Err(_)) => None,
-            Err(_) => Some(Err(Failure::Unreachable(format!(
-                "the standby at {} carrying it did not say how it went in time",
-                carrier.peer
-            )))),
-        };
+        // `Err`: lost with the standby, made again by the caller.
+        let outcome = rx.await.ok();
         drop(waiting);
         outcome
+    }
+
+    /// The leader stops (before its listener drains): no attempt is handed over any more, and
+    /// each standby's connection closes once the attempts it holds are answered (bounded by
+    /// the stop's deadline, as every attempt is), so the drain does not wait out its grace on
+    /// connections that would otherwise stay open.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.releasing.notify_waiters();
+        if let Ok(c) = self.carriers.read() {
+            for carrier in c.iter() {
+                let _ = carrier.tx.send(Frame {
+                    head: Head::Leaving,
+                    body: Bytes::new(),
+                });
+            }
+        }
     }
 
     /// No new attempt goes to `carrier`.
@@ -373,6 +423,7 @@ impl Relays {
             pending: Mutex::default(),
             seq: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            settled: tokio::sync::Notify::new(),
         });
         if let Ok(mut c) = self.carriers.write() {
             c.push(Arc::clone(&carrier));
@@ -388,7 +439,14 @@ impl Relays {
             let mut r = tokio::io::BufReader::new(r);
             let answers = async {
                 loop {
-                    let frame = next_frame(&mut r).await?;
+                    if relays.released.load(Ordering::SeqCst) && carrier.pending().is_empty() {
+                        return Ok(());
+                    }
+                    let frame = tokio::select! {
+                        frame = next_frame(&mut r) => frame?,
+                        () = relays.releasing.notified() => continue,
+                        () = carrier.settled.notified() => continue,
+                    };
                     match frame.head {
                         Head::Answered {
                             seq,
@@ -413,7 +471,7 @@ impl Relays {
                         Head::Unreachable { seq, why } => {
                             carrier.resolve(seq, Err(Failure::Unreachable(why)));
                         }
-                        Head::Beat => {}
+                        Head::Beat | Head::Unknown => {}
                         Head::Leaving => {
                             // No new attempt goes to it; the ones it holds are answered as
                             // they finish, and those sent before this is read are made too
@@ -425,7 +483,9 @@ impl Relays {
                             });
                             tracing::info!(standby = %carrier.peer, "a standby is stopping: it makes no new attempts");
                         }
-                        Head::Post { .. } => return Err(invalid("a standby sent an attempt")),
+                        Head::Post { .. } | Head::Cancel { .. } => {
+                            return Err(invalid("a standby sent an attempt"));
+                        }
                     }
                 }
             };
@@ -435,12 +495,18 @@ impl Relays {
             };
             relays.remove(&carrier);
             carrier.close();
-            tracing::warn!(
-                standby = %carrier.peer,
-                why = %why.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
-                carriers = relays.connected(),
-                "a standby stopped carrying callback attempts; this instance makes them"
-            );
+            match why {
+                // Released: this leader is stopping.
+                Ok(()) => {
+                    tracing::info!(standby = %carrier.peer, "a standby's attempts are answered; its connection is closed")
+                }
+                Err(e) => tracing::warn!(
+                    standby = %carrier.peer,
+                    why = %e,
+                    carriers = relays.connected(),
+                    "a standby stopped carrying callback attempts; this instance makes them"
+                ),
+            }
         });
     }
 }
@@ -456,10 +522,10 @@ pub struct Carry {
 
 /// A standby's side: makes the attempts the leader sends over `io` and answers how each
 /// went, until the connection ends or goes silent ([`SILENT_FOR`]) (attempts under way then
-/// finish, their answers go nowhere, and the leader makes them again), or until `leave` turns
-/// `true` (a graceful stop): then it tells the leader, makes what the leader sent before its
-/// answer, says how each went, and returns `Ok` once all are answered, so a rolling restart
-/// hands nothing back to be sent twice.
+/// are aborted: the leader makes them again), or until `leave` turns `true` (a graceful stop):
+/// then it tells the leader, makes what the leader sent before its answer, says how each went,
+/// and returns `Ok` once all are answered, so a rolling restart hands nothing back to be sent
+/// twice. A leader that stops sends the same answer unasked, and is answered the same way.
 pub async fn carry<S>(
     io: S,
     with: Arc<Carry>,
@@ -473,6 +539,8 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let mut writer = tokio::spawn(write_frames(w, rx));
     let mut under_way = tokio::task::JoinSet::new();
+    // The attempts under way, by sequence number, to abort one the leader cancels.
+    let mut aborts: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut leaving = false;
     let attempts = async {
         loop {
@@ -486,26 +554,42 @@ where
                     continue;
                 }
                 // Finished attempts are reaped as they go (the set holds those under way).
-                Some(_) = under_way.join_next(), if !under_way.is_empty() => continue,
+                Some(done) = under_way.join_next(), if !under_way.is_empty() => {
+                    if let Ok(seq) = done {
+                        aborts.remove(&seq);
+                    }
+                    continue;
+                }
             };
-            let (seq, url, headers, timeout_ms) = match frame.head {
+            let (seq, url, headers, timeout_ms, allow) = match frame.head {
                 Head::Post {
                     seq,
                     url,
                     headers,
                     timeout_ms,
-                } => (seq, url, headers, timeout_ms),
-                Head::Beat => continue,
-                // The leader sends nothing after this: finish what is under way.
-                Head::Leaving if leaving => {
+                    allow,
+                } => (seq, url, headers, timeout_ms, allow),
+                Head::Cancel { seq } => {
+                    if let Some(a) = aborts.remove(&seq) {
+                        a.abort();
+                    }
+                    continue;
+                }
+                Head::Beat | Head::Unknown => continue,
+                // The leader sends nothing after this (an answer to ours, or it stops):
+                // finish what is under way.
+                Head::Leaving => {
                     while under_way.join_next().await.is_some() {}
                     return Ok(());
                 }
-                _ => return Err(invalid("the leader sent an outcome")),
+                Head::Answered { .. } | Head::Refused { .. } | Head::Unreachable { .. } => {
+                    return Err(invalid("the leader sent an outcome"));
+                }
             };
+            let policy = stricter(with.callbacks, allow);
             let (with, tx) = (Arc::clone(&with), tx.clone());
-            under_way.spawn(async move {
-                let made = make(&with, &url, &headers, frame.body, timeout_ms).await;
+            let handle = under_way.spawn(async move {
+                let made = make(&with, policy, &url, &headers, frame.body, timeout_ms).await;
                 MADE.fetch_add(1, Ordering::Relaxed);
                 let head = match made {
                     Ok(a) => Head::Answered {
@@ -522,7 +606,9 @@ where
                     head,
                     body: Bytes::new(),
                 });
+                seq
             });
+            aborts.insert(seq, handle);
         }
     };
     let ended = tokio::select! {
@@ -543,9 +629,20 @@ where
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
+/// The stricter of a standby's own callback policy and its leader's (`allow_loopback`,
+/// `allow_private`), which the standby applies to what it carries: one set more loosely than
+/// its leader never reaches what the leader would refuse.
+fn stricter(own: CallbackPolicy, (loopback, private): (bool, bool)) -> CallbackPolicy {
+    CallbackPolicy {
+        allow_loopback: own.allow_loopback && loopback,
+        allow_private: own.allow_private && private,
+    }
+}
+
 /// One attempt, as the leader would make it (`Endpoints::post`).
 async fn make(
     with: &Carry,
+    policy: CallbackPolicy,
     url: &str,
     headers: &[(String, String)],
     body: Bytes,
@@ -563,13 +660,7 @@ async fn make(
     }
     let result = with
         .endpoints
-        .post(
-            &ep,
-            &with.callbacks,
-            map,
-            body,
-            Duration::from_millis(timeout_ms),
-        )
+        .post(&ep, &policy, map, body, Duration::from_millis(timeout_ms))
         .await;
     if result.is_err() {
         with.endpoints.failed(&ep.origin);
@@ -592,6 +683,7 @@ mod tests {
                 url: "http://127.0.0.1:9/cb".into(),
                 headers: vec![("webhook-id".into(), "msg_7".into())],
                 timeout_ms: 10_000,
+                allow: (true, false),
             },
             body: Bytes::from_static(b"{\"x\":1}"),
         };
@@ -618,8 +710,27 @@ mod tests {
         assert!(encode(&too_long, &mut BytesMut::new()).is_err());
     }
 
+    /// A standby applies whichever of its own policy and its leader's allows less.
+    #[test]
+    fn the_stricter_policy_of_standby_and_leader_applies() {
+        let loose = CallbackPolicy {
+            allow_loopback: true,
+            allow_private: true,
+        };
+        assert_eq!(stricter(loose, (false, false)), CallbackPolicy::default());
+        assert_eq!(
+            stricter(loose, (true, false)),
+            CallbackPolicy::allowing_loopback()
+        );
+        assert_eq!(
+            stricter(CallbackPolicy::default(), (true, true)),
+            CallbackPolicy::default()
+        );
+        assert_eq!(stricter(loose, (true, true)), loose);
+    }
+
     /// Attempts go to one standby per origin while the set is unchanged, and none is picked
-    /// while none is connected.
+    /// while none is connected; none once released (the leader stops).
     #[test]
     fn one_standby_per_origin() {
         let relays = Relays::default();
@@ -633,11 +744,14 @@ mod tests {
                 pending: Mutex::default(),
                 seq: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                settled: tokio::sync::Notify::new(),
             }));
         }
         let first = relays.pick(&ep.origin).unwrap().peer.clone();
         for _ in 0..10 {
             assert_eq!(relays.pick(&ep.origin).unwrap().peer, first);
         }
+        relays.release();
+        assert!(relays.pick(&ep.origin).is_none());
     }
 }
