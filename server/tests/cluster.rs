@@ -1530,7 +1530,7 @@ fn tls_pair(standby: Standby) -> TlsPair {
         ("NETAPI_CHAT_TLS_KEY", key),
     ];
     let trusting = ("NETAPI_CHAT_CLUSTER_CA_FILE", cert);
-    let (leader_env, standby_env) = match standby {
+    let (leader_env, mut standby_env) = match standby {
         Standby::Trusting => {
             let mut both = serving;
             both.push(trusting);
@@ -1539,6 +1539,8 @@ fn tls_pair(standby: Standby) -> TlsPair {
         Standby::Untrusting => (serving.clone(), serving),
         Standby::Plain => (serving, vec![trusting]),
     };
+    // The standby says when it carries the leader's attempts (over the same TLS).
+    standby_env.push(("NETAPI_CHAT_LOG_LEVEL", "info".to_owned()));
     let mut p = pair_with(&settings(&leader_env), &settings(&standby_env));
     p._dirs.push(certs);
     TlsPair {
@@ -1721,6 +1723,16 @@ async fn over_https_a_standby_serves_tls_and_forwards_to_the_leader_over_tls() {
     let sid = docs::last_segment(&a.location.unwrap_or_default());
     let got = listener.wait_for(1).await;
     assert_eq!(got[0].kind(), "sessionInvitationNotification");
+    // The standby carries the leader's callback attempts over its TLS connection to it.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+        if log.contains("carrying callback attempts for the leader") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let a = https(&p.standby, &der, "GET", &standby.session(BOB, &sid), None).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("over TLS twice"), "{}", a.body);
