@@ -359,11 +359,39 @@ impl Methods {
         None
     }
 
-    /// The gate to hand to dropshot.
+    /// The gate to hand to dropshot: [`host_refused`] first, then [`Methods::check`].
     pub fn into_gate(self) -> RequestGate {
         let methods = Arc::new(self);
-        Arc::new(move |request| methods.check(request))
+        Arc::new(move |request| host_refused(request).or_else(|| methods.check(request)))
     }
+}
+
+/// What is wrong with `request`'s `Host` fields, if anything (RFC 9112 §3.2: a server MUST
+/// answer `400` to an HTTP/1.1 request without one, and to any request with more than one).
+/// Our links never come from `Host` (they come from `NETAPI_CHAT_PUBLIC_URL`), but a request
+/// that proxies in front may read two ways is refused rather than served.
+pub fn host_fault(version: http::Version, headers: &http::HeaderMap) -> Option<&'static str> {
+    match headers.get_all(http::header::HOST).iter().count() {
+        0 if version == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request must carry a Host header (RFC 9112 section 3.2)")
+        }
+        0 | 1 => None,
+        _ => Some("a request must carry one Host header, not several (RFC 9112 section 3.2)"),
+    }
+}
+
+/// `400 SVC0002` for a request with a [`host_fault`], with `Connection: close` (the same
+/// answer from a standby, `cluster::forward`).
+pub fn host_refused<B>(request: &Request<B>) -> Option<Response<dropshot::Body>> {
+    let why = host_fault(request.version(), request.headers())?;
+    let mut answer =
+        error_response::<RequestError>(answer_format(request), &ApiError::invalid_input(why))
+            .ok()?;
+    answer.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    Some(answer)
 }
 
 #[cfg(test)]
@@ -390,6 +418,23 @@ mod tests {
                     .and_then(|v| v.to_str().ok().map(str::to_owned))
             }),
         )
+    }
+
+    /// One `Host` on every request, and one at all on an HTTP/1.1 request (HTTP/1.0 may omit
+    /// it).
+    #[test]
+    fn a_request_carries_one_host() {
+        use http::{HeaderMap, HeaderValue, Version};
+        let mut one = HeaderMap::new();
+        one.insert(http::header::HOST, HeaderValue::from_static("a"));
+        let mut two = one.clone();
+        two.append(http::header::HOST, HeaderValue::from_static("b"));
+        let none = HeaderMap::new();
+        assert_eq!(host_fault(Version::HTTP_11, &one), None);
+        assert_eq!(host_fault(Version::HTTP_10, &none), None);
+        assert!(host_fault(Version::HTTP_11, &none).is_some());
+        assert!(host_fault(Version::HTTP_11, &two).is_some());
+        assert!(host_fault(Version::HTTP_10, &two).is_some());
     }
 
     /// The GSMA gateways' `apiVersion` `0.1` reaches the OMA 2012 tree (the same routes, the

@@ -2217,6 +2217,16 @@ async fn a_standby_answers_a_clients_mistakes_as_the_leader_does_not_with_503() 
         let a = raw_exchange(&addr, None, bad_chunk.as_bytes()).await;
         assert_eq!(raw_status(&a), 400, "{instance}, bad chunk: {a}");
         assert!(a.contains("SVC0002"), "{instance}: {a}");
+        // RFC 9112 §3.2: one Host, and one at all in HTTP/1.1 (the standby replaces the
+        // client's when it forwards, so it checks it itself).
+        for (request, status) in [
+            ("GET /healthz HTTP/1.1\r\n\r\n", 400),
+            ("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET /healthz HTTP/1.0\r\n\r\n", 200),
+        ] {
+            let a = raw_exchange(&addr, None, request.as_bytes()).await;
+            assert_eq!(raw_status(&a), status, "{instance}, {request:?}: {a}");
+        }
         // A body shorter than its Content-Length: the client stops sending.
         let socket = tokio::net::TcpStream::connect(&addr)
             .await

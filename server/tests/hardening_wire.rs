@@ -555,6 +555,43 @@ fn post_head(srv: &Server, token: &str, f: Format, length: u64) -> String {
     )
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is `400`
+/// `SVC0002` (in the negotiated format) and the connection closes; HTTP/1.0 may omit it.
+#[tokio::test]
+async fn a_request_needs_one_host_header() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let srv = Server::start(&[]);
+    for (request, status) in [
+        ("GET /healthz HTTP/1.1\r\n\r\n", 400),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nAccept: application/xml\r\n\r\n",
+            400,
+        ),
+        ("GET /healthz HTTP/1.0\r\n\r\n", 200),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+    ] {
+        let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
+        conn.write_all(request.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the connection closes: {request:?}");
+        let a = parse_answer(&got).expect("an answer");
+        assert_eq!(a.status, status, "{request:?}: {}", a.body);
+        if status == 400 {
+            let f = if request.contains("xml") {
+                Format::Xml
+            } else {
+                Format::Json
+            };
+            let text = docs::rendered(&a.assert_error(400, "SVC0002", f));
+            assert!(text.contains("Host"), "{text}");
+        }
+    }
+}
+
 /// The first byte of a valid body in `f`.
 fn first_byte(f: Format) -> &'static [u8] {
     match f {
