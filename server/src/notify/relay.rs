@@ -5,13 +5,15 @@
 //! order (one attempt in flight per subscription), its signature, its retries, when it is given
 //! up, when a subscription is disabled. Only the *attempt* — resolving the callback's host,
 //! checking it against the callback policy, opening (or reusing) the connection, TLS, writing
-//! the POST and reading the answer — is handed to a standby, which is where a delivery's CPU
-//! goes (each attempt is a whole HTTP exchange; handing it over is one frame on a connection
-//! that carries every attempt). Each standby dials the leader ([`PATH`], upgraded with the
-//! cluster key, `cluster::carry_deliveries`) and carries the attempts the leader sends it
-//! ([`carry`]); the leader spreads attempts over the standbys connected ([`Relays::pick`]: by
-//! callback origin, so each standby's kept-alive connections to an endpoint are reused) and
-//! makes them itself while none is.
+//! the POST and reading the answer — is handed to a standby, as one frame on a connection that
+//! carries every attempt. What that saves the leader depends on the receivers (BENCHMARKS.md,
+//! "Delivery by the standbys"): about half its CPU per message when each attempt needs a new
+//! connection and a TLS handshake, 0–17 % when receivers keep their connections alive (a
+//! frame then costs about what the exchange did). Each standby dials the leader ([`PATH`],
+//! upgraded with the cluster key, `cluster::carry_deliveries`) and carries the attempts the
+//! leader sends it ([`carry`]); the leader spreads attempts over the standbys connected
+//! ([`Relays::pick`]: by callback origin, so each standby's kept-alive connections to an
+//! endpoint are reused) and makes them itself while none is.
 //!
 //! **Invariant: a notification's order and fate are decided where they were.** A carried
 //! attempt is one `await` in the subscription's own delivery task (`notify::attempt`), so
@@ -34,7 +36,9 @@
 //! then closes their connections ([`Relays::release`]), so its stop is not held for the grace.
 //!
 //! API Boundary: the frames ([`Head`], a length-prefixed JSON head and the raw body) are
-//! between instances of one build, behind the cluster key; nothing else speaks them.
+//! between instances of one cluster, behind the cluster key; nothing else speaks them. A
+//! frame of a kind this build does not know is ignored ([`Head::Unknown`]), so two builds can
+//! run side by side during a rolling upgrade.
 
 use super::endpoints::{Answer, Endpoint, Endpoints, Failure, Origin};
 use crate::callback_guard::CallbackPolicy;
