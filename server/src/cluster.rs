@@ -470,6 +470,8 @@ async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>, dr
         }
         if let Some(leader) = forwarder.leader() {
             match dial_to_carry(&forwarder, &leader).await {
+                // A stop asked while the dial was under way: not carrying after all.
+                Ok(_) if *drain.stop.borrow() => return,
                 Ok(io) => {
                     tracing::info!(leader = %leader.url, "carrying callback attempts for the leader");
                     failed_before = None;

@@ -231,6 +231,57 @@ async fn next_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Frame> {
     }
 }
 
+/// The frames read from `r`, by a task of its own, in order; the last item is the error that
+/// ended the reading (the peer closed, went silent, or sent something unreadable).
+///
+/// Why a task: a frame read is not cancel-safe (bytes taken from the buffer are lost if its
+/// future is dropped half-way), and both sides wait for frames in a `select!` beside other
+/// events; a channel's `recv` is cancel-safe. (Reading in the `select!` itself lost half-read
+/// frames whenever an attempt finished meanwhile, and the stream was misread from there: an
+/// outside review reproduced it.) The task ends with the returned [`Reader`]'s drop.
+fn read_in_task<R>(r: R) -> Reader
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let (tx, frames) = mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        let mut r = tokio::io::BufReader::new(r);
+        loop {
+            let read = next_frame(&mut r).await;
+            let failed = read.is_err();
+            if tx.send(read).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Reader { frames, task }
+}
+
+/// The frames a [`read_in_task`] task reads; aborts the task when dropped.
+struct Reader {
+    frames: mpsc::Receiver<std::io::Result<Frame>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    /// The next frame, or why there is none (cancel-safe).
+    async fn next(&mut self) -> std::io::Result<Frame> {
+        match self.frames.recv().await {
+            Some(read) => read,
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            )),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 type Outcome = Result<Answer, Failure>;
 
 /// One standby carrying attempts, as the leader sees it.
@@ -440,14 +491,14 @@ impl Relays {
         let relays = self.clone();
         tokio::spawn(async move {
             let (r, w) = tokio::io::split(io);
-            let mut r = tokio::io::BufReader::new(r);
+            let mut frames = read_in_task(r);
             let answers = async {
                 loop {
                     if relays.released.load(Ordering::SeqCst) && carrier.pending().is_empty() {
                         return Ok(());
                     }
                     let frame = tokio::select! {
-                        frame = next_frame(&mut r) => frame?,
+                        frame = frames.next() => frame?,
                         () = relays.releasing.notified() => continue,
                         () = carrier.settled.notified() => continue,
                     };
@@ -539,17 +590,23 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (r, w) = tokio::io::split(io);
-    let mut r = tokio::io::BufReader::new(r);
+    let mut frames = read_in_task(r);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut writer = tokio::spawn(write_frames(w, rx));
     let mut under_way = tokio::task::JoinSet::new();
     // The attempts under way, by sequence number, to abort one the leader cancels.
     let mut aborts: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut leaving = false;
+    // The leader said nothing more comes: done once what is under way is answered (frames
+    // are still read meanwhile: a `Cancel`, or the connection ending, which aborts the rest).
+    let mut draining = false;
     let attempts = async {
         loop {
+            if draining && under_way.is_empty() {
+                return Ok(());
+            }
             let frame = tokio::select! {
-                frame = next_frame(&mut r) => frame?,
+                frame = frames.next() => frame?,
                 asked = leave.wait_for(|l| *l), if !leaving => {
                     leaving = true;
                     if asked.is_ok() {
@@ -559,8 +616,21 @@ where
                 }
                 // Finished attempts are reaped as they go (the set holds those under way).
                 Some(done) = under_way.join_next(), if !under_way.is_empty() => {
-                    if let Ok(seq) = done {
-                        aborts.remove(&seq);
+                    match done {
+                        Ok(seq) => {
+                            aborts.remove(&seq);
+                        }
+                        // A task that panicked said nothing: the leader, which waits for
+                        // every outcome, is told it failed (one cancelled is not waited for).
+                        Err(e) if e.is_panic() => {
+                            let seq = aborts.iter().find(|(_, h)| h.id() == e.id()).map(|(s, _)| *s);
+                            if let Some(seq) = seq {
+                                aborts.remove(&seq);
+                                let why = "the attempt failed on the standby".to_owned();
+                                let _ = tx.send(Frame { head: Head::Unreachable { seq, why }, body: Bytes::new() });
+                            }
+                        }
+                        Err(_) => {}
                     }
                     continue;
                 }
@@ -583,8 +653,8 @@ where
                 // The leader sends nothing after this (an answer to ours, or it stops):
                 // finish what is under way.
                 Head::Leaving => {
-                    while under_way.join_next().await.is_some() {}
-                    return Ok(());
+                    draining = true;
+                    continue;
                 }
                 Head::Answered { .. } | Head::Refused { .. } | Head::Unreachable { .. } => {
                     return Err(invalid("the leader sent an outcome"));
@@ -712,6 +782,33 @@ mod tests {
             body: Bytes::from(vec![0; MAX_FRAME]),
         };
         assert!(encode(&too_long, &mut BytesMut::new()).is_err());
+    }
+
+    /// A frame that arrives in pieces while the wait for it is given up (another event won
+    /// the `select!`) is still read whole: the reading goes on in its own task.
+    #[tokio::test]
+    async fn a_frame_read_in_pieces_survives_the_wait_being_dropped() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut near, far) = tokio::io::duplex(1024);
+        let mut reader = read_in_task(far);
+        let mut buf = BytesMut::new();
+        let frame = Frame {
+            head: Head::Cancel { seq: 42 },
+            body: Bytes::from_static(b"some body bytes"),
+        };
+        encode(&frame, &mut buf).unwrap();
+        let (first, rest) = buf.split_at(7);
+        near.write_all(first).await.unwrap();
+        for _ in 0..3 {
+            tokio::select! {
+                _ = reader.next() => panic!("half a frame is not a frame"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        near.write_all(rest).await.unwrap();
+        let read = reader.next().await.unwrap();
+        assert_eq!(read.head, frame.head);
+        assert_eq!(read.body, frame.body);
     }
 
     /// A standby applies whichever of its own policy and its leader's allows less.
