@@ -1402,13 +1402,8 @@ async fn forward(
 ) -> Response<ProxyBody> {
     // The client's own `Host` fields, which the forward replaces: refused here as the leader
     // refuses them (`gate::host_refused`), before anything, as there.
-    if let Some(why) = crate::gate::host_fault(request.version(), request.headers()) {
-        let error = netapi_chat_runtime::ApiError::invalid_input(why);
-        let mut refused = answer(answer_format(request.headers()), &error);
-        refused
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return refused;
+    if let Some(error) = crate::gate::host_error(request.version(), request.headers()) {
+        return answer(crate::gate::answer_format(request.headers()), &error);
     }
     if request.uri().path() == "/healthz" {
         return plain(StatusCode::OK, "ok (standby)\n");
@@ -1418,7 +1413,7 @@ async fn forward(
             crate::proxies::client_address(peer, request.headers(), &forwarder.trusted_proxies);
         return standby_metrics(forwarder, client.ip(), request.headers());
     }
-    let format = answer_format(request.headers());
+    let format = crate::gate::answer_format(request.headers());
     let Some(path) = origin_form(request.uri()) else {
         // What the leader answers it: its router knows no such path.
         return answer(format, &crate::gate::unrouted(request.uri().path()));
@@ -1514,14 +1509,6 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     answer.map(http_body_util::BodyExt::boxed)
-}
-
-/// The format of an answer a standby makes itself, negotiated from `headers` like every
-/// answer.
-fn answer_format(headers: &HeaderMap) -> media::Format {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let body = netapi_chat_runtime::negotiate::body_format_of(headers);
-    media::response_format(accept, body).unwrap_or_else(|e| e.answer_in)
 }
 
 /// `400 SVC0002` for a request body whose stream failed (`why`), with `Connection: close`:

@@ -71,18 +71,18 @@ fn route_alias<B>(request: &mut Request<B>) {
     }
 }
 
-/// The format the gate answers `request` in, negotiated like every answer; an `Accept`
-/// nothing fits gets the format a 406 would be in, the body's else JSON (the path or the
+/// The format the gate (and a standby, for what it answers itself) answers a request with
+/// `headers` in, negotiated like every answer (several `Accept` fields read as one list);
+/// an `Accept` nothing fits gets the format a 406 would be in, the body's else JSON (the path or the
 /// method is the first problem, so the answer is that error, not a 406).
-fn answer_format<B>(request: &Request<B>) -> media::Format {
-    let accept = request
-        .headers()
+pub(crate) fn answer_format(headers: &http::HeaderMap) -> media::Format {
+    let accept = headers
         .get_all(http::header::ACCEPT)
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect::<Vec<_>>();
     let joined = (!accept.is_empty()).then(|| accept.join(","));
-    let body = netapi_chat_runtime::negotiate::body_format_of(request.headers());
+    let body = netapi_chat_runtime::negotiate::body_format_of(headers);
     media::response_format(joined.as_deref(), body).unwrap_or_else(|e| e.answer_in)
 }
 
@@ -319,7 +319,8 @@ impl Methods {
             let size = head_bytes(request);
             if size > limit {
                 let error = ApiError::header_fields_too_large(size, limit);
-                return error_response::<RequestError>(answer_format(request), &error).ok();
+                return error_response::<RequestError>(answer_format(request.headers()), &error)
+                    .ok();
             }
         }
         route_alias(request);
@@ -327,32 +328,31 @@ impl Methods {
             // The gate knows every route the server registers, so this is dropshot's
             // router-level 404 / 400, answered as the OMA error it is instead.
             let error = unrouted(request.uri().path());
-            return error_response::<RequestError>(answer_format(request), &error).ok();
+            return error_response::<RequestError>(answer_format(request.headers()), &error).ok();
         };
-        if let Some(answer) = self
-            .cors
-            .as_ref()
-            .and_then(|cors| cors.preflight(request, &route.allow, answer_format(request)))
-        {
+        if let Some(answer) = self.cors.as_ref().and_then(|cors| {
+            cors.preflight(request, &route.allow, answer_format(request.headers()))
+        }) {
             return Some(answer);
         }
         if method_is_get_or_head(request.method())
             && self.sockets.contains(&route.template)
             && let Some(error) = socket_refusal(request.headers())
         {
-            return error_response::<RequestError>(answer_format(request), &error).ok();
+            return error_response::<RequestError>(answer_format(request.headers()), &error).ok();
         }
         let method = request.method().clone();
         if !route.methods.contains(&method) {
             let error = ApiError::method_not_allowed(method.as_str(), &route.allow);
-            return error_response::<RequestError>(answer_format(request), &error).ok();
+            return error_response::<RequestError>(answer_format(request.headers()), &error).ok();
         }
         if method == Method::HEAD {
             if request.headers().contains_key(http::header::UPGRADE) {
                 // Routed as a GET it would switch protocols (a WebSocket handshake is a GET,
                 // RFC 6455 §4.1), and a HEAD answer has no connection to hand over.
                 let error = ApiError::invalid_input("a HEAD request cannot upgrade the connection");
-                return error_response::<RequestError>(answer_format(request), &error).ok();
+                return error_response::<RequestError>(answer_format(request.headers()), &error)
+                    .ok();
             }
             *request.method_mut() = Method::GET;
         }
@@ -366,32 +366,72 @@ impl Methods {
     }
 }
 
-/// What is wrong with `request`'s `Host` fields, if anything (RFC 9112 §3.2: a server MUST
-/// answer `400` to an HTTP/1.1 request without one, and to any request with more than one).
-/// Our links never come from `Host` (they come from `NETAPI_CHAT_PUBLIC_URL`), but a request
-/// that proxies in front may read two ways is refused rather than served.
+/// What is wrong with a request's `Host` fields, if anything (RFC 9112 §3.2: a server MUST
+/// answer `400` to an HTTP/1.1 request without one, to any request with more than one, and to
+/// one whose value is not `host[:port]`, empty allowed). Our links never come from `Host`
+/// (they come from `NETAPI_CHAT_PUBLIC_URL`), but a request that proxies in front may read two
+/// ways (`Host: a, b` is how some join two fields) is refused rather than served.
 pub fn host_fault(version: http::Version, headers: &http::HeaderMap) -> Option<&'static str> {
-    match headers.get_all(http::header::HOST).iter().count() {
-        0 if version == http::Version::HTTP_11 => {
+    let mut fields = headers.get_all(http::header::HOST).iter();
+    match (fields.next(), fields.next()) {
+        (None, _) if version == http::Version::HTTP_11 => {
             Some("an HTTP/1.1 request must carry a Host header (RFC 9112 section 3.2)")
         }
-        0 | 1 => None,
-        _ => Some("a request must carry one Host header, not several (RFC 9112 section 3.2)"),
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            Some("a request must carry one Host header, not several (RFC 9112 section 3.2)")
+        }
+        (Some(value), None) if !is_host(value.as_bytes()) => Some(
+            "the Host header must be a host name or address, with an optional port \
+             (RFC 9110 section 7.2)",
+        ),
+        (Some(_), None) => None,
     }
 }
 
-/// `400 SVC0002` for a request with a [`host_fault`], with `Connection: close` (the same
-/// answer from a standby, `cluster::forward`).
+/// Whether `value` is a `Host` field value: `uri-host [ ":" port ]`, or empty (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2): a bracketed IP literal or a name of unreserved, percent-encoded and
+/// sub-delimiter characters; no user information, no spaces.
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&c| c == b']') {
+            Some(end) => (&literal[..end], &literal[end + 1..]),
+            None => return false,
+        },
+        None => match value.iter().rposition(|&c| c == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &b""[..]),
+        },
+    };
+    let literal = value.first() == Some(&b'[');
+    let host_ok = if literal {
+        !host.is_empty()
+            && host
+                .iter()
+                .all(|&c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.' | b'v' | b'V'))
+    } else {
+        host.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&c))
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
+}
+
+/// `400 SVC0002` for a request with a [`host_fault`], with `Connection: close`: what the gate
+/// answers ([`host_refused`]) and a standby too (`cluster::forward`, which replaces the
+/// client's `Host` when it forwards, so checks it first).
+pub fn host_error(version: http::Version, headers: &http::HeaderMap) -> Option<ApiError> {
+    host_fault(version, headers).map(|why| ApiError::invalid_input(why).closing())
+}
+
+/// The gate's answer to a request with a [`host_fault`].
 pub fn host_refused<B>(request: &Request<B>) -> Option<Response<dropshot::Body>> {
-    let why = host_fault(request.version(), request.headers())?;
-    let mut answer =
-        error_response::<RequestError>(answer_format(request), &ApiError::invalid_input(why))
-            .ok()?;
-    answer.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
-    Some(answer)
+    let error = host_error(request.version(), request.headers())?;
+    error_response::<RequestError>(answer_format(request.headers()), &error).ok()
 }
 
 #[cfg(test)]
@@ -435,6 +475,33 @@ mod tests {
         assert!(host_fault(Version::HTTP_11, &none).is_some());
         assert!(host_fault(Version::HTTP_11, &two).is_some());
         assert!(host_fault(Version::HTTP_10, &two).is_some());
+        for good in [
+            "",
+            "chat.example",
+            "chat.example:8080",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "a,b",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::HOST, HeaderValue::from_static(good));
+            assert_eq!(host_fault(Version::HTTP_11, &h), None, "{good:?}");
+        }
+        for bad in [
+            "a, b",
+            "user@chat.example",
+            "chat.example:80x",
+            "chat.example/x",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "a b",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::HOST, HeaderValue::from_static(bad));
+            assert!(host_fault(Version::HTTP_11, &h).is_some(), "{bad:?}");
+        }
     }
 
     /// The GSMA gateways' `apiVersion` `0.1` reaches the OMA 2012 tree (the same routes, the

@@ -555,8 +555,9 @@ fn post_head(srv: &Server, token: &str, f: Format, length: u64) -> String {
     )
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is `400`
-/// `SVC0002` (in the negotiated format) and the connection closes; HTTP/1.0 may omit it.
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, any request with two, or one whose
+/// `Host` is not `host[:port]`, is `400 SVC0002` (in the negotiated format) and the
+/// connection closes; HTTP/1.0 may omit it.
 #[tokio::test]
 async fn a_request_needs_one_host_header() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -567,7 +568,17 @@ async fn a_request_needs_one_host_header() {
             "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nAccept: application/xml\r\n\r\n",
             400,
         ),
+        // Two fields joined the way some proxies join them: not a host.
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a, b\r\nAccept: application/xml\r\n\r\n",
+            400,
+        ),
+        ("GET /healthz HTTP/1.1\r\nHost: user@a\r\n\r\n", 400),
         ("GET /healthz HTTP/1.0\r\n\r\n", 200),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n",
+            200,
+        ),
         (
             "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             200,
