@@ -363,6 +363,18 @@ pub async fn start_on(
     let (signer, server_wide) = webhook_signer(config)?;
     // Raised before deliveries are set up: their connection cap is a share of it.
     let open_files = raise_open_files_limit();
+    let backend = match backend {
+        Some(b) => b,
+        None => crate::store::open(config)
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?,
+    };
+    // A cluster's leader trusts the client address its standbys forward (with the key).
+    let cluster_key = backend.cluster_key();
+    // Standbys make this leader's callback attempts only in a cluster that asks for it; a lone
+    // server makes every attempt itself, without looking for one.
+    let relays = (cluster_key.is_some() && config.standbys_deliver)
+        .then(crate::notify::relay::Relays::default);
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
         adhoc_idle: config.adhoc_idle,
@@ -377,17 +389,8 @@ pub async fn start_on(
         own_secrets: !server_wide,
         rotation_window: config.rotation_window,
         limits: config.limits,
-        relays: crate::notify::relay::Relays::default(),
+        relays: relays.clone(),
     };
-    let relays = settings.relays.clone();
-    let backend = match backend {
-        Some(b) => b,
-        None => crate::store::open(config)
-            .await
-            .map_err(|e| StartError::Store(e.to_string()))?,
-    };
-    // A cluster's leader trusts the client address its standbys forward (with the key).
-    let cluster_key = backend.cluster_key();
     let (store, snapshot) = Store::start(backend).map_err(|e| StartError::Store(e.to_string()))?;
     // A store that holds something: not a first start (see `token_verifier`).
     let holds_data = !snapshot.records.is_empty() || !snapshot.outbox.is_empty();
@@ -515,12 +518,7 @@ pub async fn start_on(
     // and that address is final: the client's own X-Forwarded-For is not read again.
     let trusted = Arc::new(config.trusted_proxies.clone());
     let server = server.request_gate(match cluster_key {
-        Some(key) => crate::cluster::trusting_forwarders(
-            methods.into_gate(),
-            key,
-            trusted,
-            config.standbys_deliver.then_some(relays),
-        ),
+        Some(key) => crate::cluster::trusting_forwarders(methods.into_gate(), key, trusted, relays),
         None if trusted.is_empty() => methods.into_gate(),
         None => crate::proxies::trusting(methods.into_gate(), trusted),
     });

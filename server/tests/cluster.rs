@@ -60,6 +60,11 @@ fn cluster_env<'a>(database: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a 
 }
 
 impl Pair {
+    /// Where the leader's log goes.
+    fn leader_log(&self) -> std::path::PathBuf {
+        self._dirs[0].join("leader.log")
+    }
+
     /// Where the standby's log goes.
     fn standby_log(&self) -> std::path::PathBuf {
         self._dirs[1].join("standby.log")
@@ -76,10 +81,19 @@ fn pair_with(leader_extra: &[(&str, &str)], standby_extra: &[(&str, &str)]) -> P
     let leader_dir = support::temp_data_dir();
     let database = support::postgres_database_for(&leader_dir)
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
-    let leader = Server::start_in(&leader_dir, &cluster_env(&database, leader_extra), None);
+    // Each instance's log, for the tests that read what it tells the operator.
+    let env = cluster_env(&database, leader_extra);
+    let leader = Server::launch(
+        support::Launch {
+            data_dir: leader_dir.to_path_buf(),
+            env: &env,
+            stderr: support::Stderr::File(leader_dir.join("leader.log")),
+            ..support::Launch::default()
+        },
+        None,
+    );
     let standby_dir = support::temp_data_dir();
     let env = cluster_env(&database, standby_extra);
-    // The standby's log, for the tests that read what it tells the operator.
     let standby = Server::launch(
         support::Launch {
             data_dir: standby_dir.to_path_buf(),
@@ -218,14 +232,7 @@ async fn a_chat_whose_steps_alternate_between_instances_works_in_both_formats() 
         let doc = docs::subscription_to(&listener.url, ALICE, format);
         a.create_subscription(ALICE, &doc).await.created();
         // Bob is invited through the standby, accepts through the leader.
-        let (location, _) = b
-            .create_session(ALICE, &docs::session("two instances", &[BOB]))
-            .await
-            .created();
-        let sid = docs::last_segment(&location);
-        a.set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
-            .await
-            .ok(200);
+        let sid = accepted_chat(&b, &a, "two instances").await;
         let (location, _) = b
             .send_message(ALICE, &sid, &docs::message("via the standby"))
             .await
@@ -386,6 +393,20 @@ impl Holder {
     }
 }
 
+/// A chat Alice starts with Bob through `starts` and Bob accepts through `accepts`: its id.
+async fn accepted_chat(starts: &Face<'_>, accepts: &Face<'_>, subject: &str) -> String {
+    let (location, _) = starts
+        .create_session(ALICE, &docs::session(subject, &[BOB]))
+        .await
+        .created();
+    let sid = docs::last_segment(&location);
+    accepts
+        .set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
+        .await
+        .ok(200);
+    sid
+}
+
 /// Waits (within [`PATIENCE`]) until `server`'s metric `name` reads `want`.
 async fn metric_reads(server: &Server, token: &str, name: &str, want: f64) {
     let deadline = Instant::now() + PATIENCE;
@@ -435,14 +456,7 @@ async fn a_standby_makes_the_leaders_callback_attempts_and_one_it_dies_with_is_m
     );
     let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
     a.create_subscription(BOB, &doc).await.created();
-    let (location, _) = b
-        .create_session(ALICE, &docs::session("carried", &[BOB]))
-        .await
-        .created();
-    let sid = docs::last_segment(&location);
-    a.set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
-        .await
-        .ok(200);
+    let sid = accepted_chat(&b, &a, "carried").await;
     for i in 0..5 {
         b.send_message(ALICE, &sid, &docs::message(&format!("carried {i}")))
             .await
@@ -545,7 +559,10 @@ async fn a_frozen_standby_gives_its_attempts_back_and_carries_again_once_it_runs
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_standby_stopped_with_sigterm_answers_its_attempts_before_it_goes() {
     const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
-    let mut p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    let mut p = pair(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", TOKEN),
+        ("NETAPI_CHAT_LOG_LEVEL", "info"),
+    ]);
     metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
     let receiver = Holder::start().await;
     let a = Face::for_format(Format::Json, &p.leader);
@@ -590,6 +607,13 @@ async fn a_standby_stopped_with_sigterm_answers_its_attempts_before_it_goes() {
     assert_eq!(
         support::metric(&p.leader.base, TOKEN, "netapi_chat_cluster_carriers").await,
         0.0
+    );
+    // The operator is told of a rolling restart, not warned of a lost standby.
+    let log = std::fs::read_to_string(p.leader_log()).unwrap_or_default();
+    assert!(
+        log.contains("a standby that is stopping answered its attempts")
+            && !log.contains("a standby stopped carrying callback attempts"),
+        "{log}"
     );
 }
 
@@ -702,14 +726,7 @@ async fn one_client_correlator_sent_to_both_instances_at_once_makes_one_message(
         Face::for_format(Format::Json, &p.leader),
         Face::for_format(Format::Xml, &p.standby),
     );
-    let (location, _) = a
-        .create_session(ALICE, &docs::session("race", &[BOB]))
-        .await
-        .created();
-    let sid = docs::last_segment(&location);
-    a.set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
-        .await
-        .ok(200);
+    let sid = accepted_chat(&a, &a, "race").await;
     for round in 0..10 {
         let mut doc = docs::message(&format!("once {round}"));
         doc.client_correlator = Some(format!("corr-{round}"));
@@ -741,14 +758,7 @@ async fn killing_the_leader_mid_burst_loses_nothing_answered_2xx() {
     let b = Face::for_format(Format::Json, &p.standby);
     let doc = docs::subscription_to(&listener.url, BOB, Format::Xml);
     a.create_subscription(BOB, &doc).await.created();
-    let (location, _) = a
-        .create_session(ALICE, &docs::session("burst", &[BOB]))
-        .await
-        .created();
-    let sid = docs::last_segment(&location);
-    a.set_status(BOB, &sid, BOB, ParticipantStatus::Connected)
-        .await
-        .ok(200);
+    let sid = accepted_chat(&a, &a, "burst").await;
     listener.wait_for(1).await; // the invitation
     listener.set_down(true);
     let mut sent = BTreeSet::new();
@@ -2222,6 +2232,7 @@ async fn a_standby_answers_a_clients_mistakes_as_the_leader_does_not_with_503() 
         for (request, status) in [
             ("GET /healthz HTTP/1.1\r\n\r\n", 400),
             ("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET /healthz HTTP/1.1\r\nHost: a, b\r\n\r\n", 400),
             ("GET /healthz HTTP/1.0\r\n\r\n", 200),
         ] {
             let a = raw_exchange(&addr, None, request.as_bytes()).await;

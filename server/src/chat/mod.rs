@@ -160,9 +160,9 @@ pub struct Settings {
     pub rotation_window: Duration,
     /// Per-user limits.
     pub limits: Limits,
-    /// The standbys that carry this leader's callback attempts (`notify::relay`); empty on a
-    /// lone server.
-    pub relays: crate::notify::relay::Relays,
+    /// The standbys that carry this leader's callback attempts (`notify::relay`): `None` on a
+    /// lone server, and in a cluster whose leader makes every attempt itself.
+    pub relays: Option<crate::notify::relay::Relays>,
 }
 
 /// The chat system: all state, and what runs on it.
@@ -507,12 +507,17 @@ impl Chat {
     /// standby's connection closes once the attempts it holds are answered
     /// (`notify::relay::Relays::release`), so the listener's drain is not held by them.
     pub fn release_carriers(&self) {
-        self.deliverer.relays.release();
+        if let Some(relays) = &self.deliverer.relays {
+            relays.release();
+        }
     }
 
     /// Standbys carrying this server's callback attempts now (`notify::relay`).
     pub fn carriers(&self) -> usize {
-        self.deliverer.relays.connected()
+        self.deliverer
+            .relays
+            .as_ref()
+            .map_or(0, crate::notify::relay::Relays::connected)
     }
 
     /// Best-effort indications (`isComposing`) every subscription's queue holds together

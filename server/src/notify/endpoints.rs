@@ -404,7 +404,8 @@ impl Endpoints {
     }
 
     /// POSTs `body` with `headers` to the endpoint over a kept-alive connection (or a new
-    /// one), within `timeout`. The error is for the operator's log.
+    /// one), within `timeout`; on failure the endpoint is marked [`Endpoints::failed`]. The
+    /// error is for the operator's log.
     pub async fn post(
         &self,
         ep: &Endpoint,
@@ -438,9 +439,21 @@ impl Endpoints {
                 other => other.map_err(|(e, _)| Failure::Unreachable(e)),
             }
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-            Failure::Unreachable(format!("no answer within {} ms", timeout.as_millis()))
-        })?
+        let result = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Unreachable(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )))
+            });
+        // Only a failure to reach the endpoint puts its addresses in doubt (looked up again
+        // before the next attempt); an HTTP answer, even a 500, came over a good connection,
+        // and the endpoint's other subscriptions keep its kept-alive connections.
+        if result.is_err() {
+            self.failed(&ep.origin);
+        }
+        result
     }
 
     /// One request and its answer on `conn`; the connection goes back to the pool when the
@@ -610,7 +623,7 @@ impl Endpoints {
 
     /// An attempt at `origin` failed: its host is resolved and checked again before the next
     /// attempt (the same answer keeps the connections).
-    pub fn failed(&self, origin: &Origin) {
+    fn failed(&self, origin: &Origin) {
         if let Some(e) = self.lock().get_mut(origin) {
             e.stale = true;
         }

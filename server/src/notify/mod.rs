@@ -246,9 +246,10 @@ pub struct Deliverer {
     pub forgetter: Forgetter,
     /// Kept-alive connections per callback endpoint, shared by every subscription.
     pub endpoints: Endpoints,
-    /// The standbys of a cluster that carry attempts for this leader ([`relay`]); empty on a
-    /// lone server, and then every attempt is made here.
-    pub relays: relay::Relays,
+    /// The standbys of a cluster that carry attempts for this leader ([`relay`]): `None` on a
+    /// lone server (and with `NETAPI_CHAT_CLUSTER_DELIVERY=leader`), and then every attempt is
+    /// made here without looking for one.
+    pub relays: Option<relay::Relays>,
     /// Called with the subscription id and the reason text when delivery disables it.
     pub on_disable: OnDisable,
     /// This server's run: stopping, attempts under way (see [`Deliverer::stop`]).
@@ -628,25 +629,20 @@ async fn attempt(
     let started = std::time::Instant::now();
     // Carried by a standby when one is connected ([`relay`]); made here when none is, or when
     // the one that took it was lost before it said how it went.
-    let result = match d
-        .relays
-        .post(ep, d.callbacks, &map, body, d.policy.timeout)
-        .await
-    {
+    let carried = match d.relays.as_ref().and_then(|r| r.pick(&ep.origin)) {
+        Some(carrier) => {
+            carrier
+                .post(ep, d.callbacks, &map, body, d.policy.timeout)
+                .await
+        }
+        None => None,
+    };
+    let result = match carried {
         Some(result) => result,
         None => {
-            let result = d
-                .endpoints
+            d.endpoints
                 .post(ep, &d.callbacks, map, body.clone(), d.policy.timeout)
-                .await;
-            // Only a failure to reach the endpoint puts its addresses in doubt (look the host
-            // up again before the next attempt); an HTTP answer, even a 500, came over a good
-            // connection, and the endpoint's other subscriptions keep its kept-alive
-            // connections. (A standby does the same with its own.)
-            if result.is_err() {
-                d.endpoints.failed(&ep.origin);
-            }
-            result
+                .await
         }
     };
     // A failure run is logged on its 1st, 2nd, 4th, 8th… attempt, not on each.

@@ -46,7 +46,7 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -285,7 +285,7 @@ impl Drop for Reader {
 type Outcome = Result<Answer, Failure>;
 
 /// One standby carrying attempts, as the leader sees it.
-struct Carrier {
+pub(crate) struct Carrier {
     /// For the log: the standby's address.
     peer: String,
     tx: mpsc::UnboundedSender<Frame>,
@@ -295,7 +295,7 @@ struct Carrier {
     seq: AtomicU64,
     /// Set once the connection ended; what is pending then is taken back.
     closed: AtomicBool,
-    /// Rung when a pending attempt is settled (answered or dropped): a leader that stops
+    /// Given a permit when an attempt's wait ends (answered or dropped): a leader that stops
     /// waits for its carriers' pending attempts ([`Relays::release`]).
     settled: tokio::sync::Notify,
 }
@@ -310,94 +310,27 @@ impl Carrier {
             CARRIED.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(outcome);
         }
-        self.settled.notify_waiters();
     }
 
     /// The connection ended: nothing more is sent to it, and every attempt it holds is
     /// answered "lost" (its sender dropped), so its task makes it elsewhere.
-    fn close(&self) {
+    /// How many were taken back.
+    fn close(&self) -> usize {
         self.closed.store(true, Ordering::SeqCst);
         let taken = std::mem::take(&mut *self.pending());
         TAKEN_BACK.fetch_add(taken.len() as u64, Ordering::Relaxed);
-    }
-}
-
-/// Removes an attempt's entry when its wait ends any way (answered, timed out, or the task
-/// dropped the attempt): nothing pending outlives its attempt.
-struct Waiting<'a> {
-    carrier: &'a Carrier,
-    seq: u64,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        // Still pending: the attempt was dropped before its outcome came (or the carrier was
-        // closed, and then nothing is read any more): the standby aborts it.
-        if self.carrier.pending().remove(&self.seq).is_some() {
-            let _ = self.carrier.tx.send(Frame {
-                head: Head::Cancel { seq: self.seq },
-                body: Bytes::new(),
-            });
-        }
-        self.carrier.settled.notify_waiters();
-    }
-}
-
-/// The standbys carrying this leader's attempts; cheap to clone. Empty on a lone server and
-/// while no standby is connected: then every attempt is made here.
-#[derive(Clone, Default)]
-pub struct Relays {
-    carriers: Arc<RwLock<Vec<Arc<Carrier>>>>,
-    /// Set when the leader stops ([`Relays::release`]): no attempt is handed over any more.
-    released: Arc<AtomicBool>,
-    /// Rung by [`Relays::release`]: each carrier's task then ends once nothing is pending.
-    releasing: Arc<tokio::sync::Notify>,
-}
-
-impl std::fmt::Debug for Relays {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relays")
-            .field("carriers", &self.connected())
-            .finish()
-    }
-}
-
-impl Relays {
-    /// How many standbys carry attempts now.
-    pub fn connected(&self) -> usize {
-        self.carriers.read().map_or(0, |c| c.len())
+        taken.len()
     }
 
-    /// Whether another standby may connect ([`MAX_CARRIERS`]).
-    pub fn has_room(&self) -> bool {
-        self.connected() < MAX_CARRIERS
-    }
-
-    /// The standby that carries attempts to `origin`, if any is connected: always the same
-    /// one while the set is unchanged, so its kept-alive connections to that endpoint serve.
-    fn pick(&self, origin: &Origin) -> Option<Arc<Carrier>> {
-        if self.released.load(Ordering::SeqCst) {
-            return None;
-        }
-        let carriers = self.carriers.read().ok()?;
-        if carriers.is_empty() {
-            return None;
-        }
-        let mut h = std::hash::DefaultHasher::new();
-        origin.hash(&mut h);
-        let i = usize::try_from(h.finish() % carriers.len() as u64).unwrap_or(0);
-        carriers.get(i).cloned()
-    }
-
-    /// POSTs through a standby, if one is connected: `None` when none is, or when the one
-    /// that took the attempt was lost before it said how it went (the caller then makes the
-    /// attempt itself). A body too long for a frame is never handed over.
+    /// POSTs through this standby ([`Relays::pick`]): `None` when it was lost before it said
+    /// how the attempt went, or the body is too long for a frame (the caller then makes the
+    /// attempt itself).
     ///
     /// No bound of its own on the wait: a standby that beats is alive, and waiting there (for
     /// a connection under its caps, then the attempt's `timeout`) is what the attempt would
     /// wait here; a silent one is dropped within [`SILENT_FOR`], and its attempts with it.
-    pub async fn post(
-        &self,
+    pub(crate) async fn post(
+        self: Arc<Self>,
         ep: &Endpoint,
         policy: CallbackPolicy,
         headers: &http::HeaderMap,
@@ -407,7 +340,7 @@ impl Relays {
         if body.len() > MAX_FRAME / 2 {
             return None;
         }
-        let carrier = self.pick(&ep.origin)?;
+        let carrier = self;
         let seq = carrier.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         carrier.pending().insert(seq, tx);
@@ -440,6 +373,80 @@ impl Relays {
         drop(waiting);
         outcome
     }
+}
+
+/// Removes an attempt's entry when its wait ends any way (answered, timed out, or the task
+/// dropped the attempt): nothing pending outlives its attempt.
+struct Waiting<'a> {
+    carrier: &'a Carrier,
+    seq: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Still pending: the attempt was dropped before its outcome came (or the carrier was
+        // closed, and then nothing is read any more): the standby aborts it.
+        if self.carrier.pending().remove(&self.seq).is_some() {
+            let _ = self.carrier.tx.send(Frame {
+                head: Head::Cancel { seq: self.seq },
+                body: Bytes::new(),
+            });
+        }
+        // A permit, not a wake-up: the frame loop takes it only once the leader is released
+        // and waits for what is pending to empty.
+        self.carrier.settled.notify_one();
+    }
+}
+
+/// The standbys carrying this leader's attempts; cheap to clone. Empty on a lone server and
+/// while no standby is connected: then every attempt is made here.
+#[derive(Clone, Default)]
+pub struct Relays {
+    carriers: Arc<RwLock<Vec<Arc<Carrier>>>>,
+    /// `carriers.len()`, written under its lock: read by every attempt, which then takes the
+    /// lock only while a standby is connected.
+    count: Arc<AtomicUsize>,
+    /// Set when the leader stops ([`Relays::release`]): no attempt is handed over any more.
+    released: Arc<AtomicBool>,
+    /// Rung by [`Relays::release`]: each carrier's task then ends once nothing is pending.
+    releasing: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Relays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relays")
+            .field("carriers", &self.connected())
+            .finish()
+    }
+}
+
+impl Relays {
+    /// How many standbys carry attempts now.
+    pub fn connected(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether another standby may connect ([`MAX_CARRIERS`]).
+    pub fn has_room(&self) -> bool {
+        self.connected() < MAX_CARRIERS
+    }
+
+    /// The standby that carries attempts to `origin`, if any is connected (and this leader is
+    /// not stopping): always the same one while the set is unchanged, so its kept-alive
+    /// connections to that endpoint serve. No lock is taken while none is connected.
+    pub(crate) fn pick(&self, origin: &Origin) -> Option<Arc<Carrier>> {
+        if self.connected() == 0 || self.released.load(Ordering::SeqCst) {
+            return None;
+        }
+        let carriers = self.carriers.read().ok()?;
+        if carriers.is_empty() {
+            return None;
+        }
+        let mut h = std::hash::DefaultHasher::new();
+        origin.hash(&mut h);
+        let i = usize::try_from(h.finish() % carriers.len() as u64).unwrap_or(0);
+        carriers.get(i).cloned()
+    }
 
     /// The leader stops (before its listener drains): no attempt is handed over any more, and
     /// each standby's connection closes once the attempts it holds are answered (bounded by
@@ -458,10 +465,19 @@ impl Relays {
         }
     }
 
+    /// New attempts may go to `carrier`.
+    fn add(&self, carrier: Arc<Carrier>) {
+        if let Ok(mut c) = self.carriers.write() {
+            c.push(carrier);
+            self.count.store(c.len(), Ordering::Relaxed);
+        }
+    }
+
     /// No new attempt goes to `carrier`.
     fn remove(&self, carrier: &Arc<Carrier>) {
         if let Ok(mut c) = self.carriers.write() {
             c.retain(|other| !Arc::ptr_eq(other, carrier));
+            self.count.store(c.len(), Ordering::Relaxed);
         }
     }
 
@@ -480,9 +496,7 @@ impl Relays {
             closed: AtomicBool::new(false),
             settled: tokio::sync::Notify::new(),
         });
-        if let Ok(mut c) = self.carriers.write() {
-            c.push(Arc::clone(&carrier));
-        }
+        self.add(Arc::clone(&carrier));
         tracing::info!(
             standby = %carrier.peer,
             carriers = self.connected(),
@@ -492,6 +506,9 @@ impl Relays {
         tokio::spawn(async move {
             let (r, w) = tokio::io::split(io);
             let mut frames = read_in_task(r);
+            // Set when the standby said it is stopping: its connection closing then is the
+            // end of a rolling restart, not a loss.
+            let left = AtomicBool::new(false);
             let answers = async {
                 loop {
                     if relays.released.load(Ordering::SeqCst) && carrier.pending().is_empty() {
@@ -500,7 +517,8 @@ impl Relays {
                     let frame = tokio::select! {
                         frame = frames.next() => frame?,
                         () = relays.releasing.notified() => continue,
-                        () = carrier.settled.notified() => continue,
+                        // Once released, each attempt that ends may be the last pending.
+                        () = carrier.settled.notified(), if relays.released.load(Ordering::SeqCst) => continue,
                     };
                     match frame.head {
                         Head::Answered {
@@ -532,6 +550,7 @@ impl Relays {
                             // they finish, and those sent before this is read are made too
                             // (or, should it close first, taken back).
                             relays.remove(&carrier);
+                            left.store(true, Ordering::Relaxed);
                             let _ = carrier.tx.send(Frame {
                                 head: Head::Leaving,
                                 body: Bytes::new(),
@@ -549,16 +568,22 @@ impl Relays {
                 r = answers => r,
             };
             relays.remove(&carrier);
-            carrier.close();
+            let taken = carrier.close();
             match why {
                 // Released: this leader is stopping.
                 Ok(()) => {
                     tracing::info!(standby = %carrier.peer, "a standby's attempts are answered; its connection is closed")
                 }
+                Err(_) if taken == 0 && left.load(Ordering::Relaxed) => tracing::info!(
+                    standby = %carrier.peer,
+                    carriers = relays.connected(),
+                    "a standby that is stopping answered its attempts and closed its connection"
+                ),
                 Err(e) => tracing::warn!(
                     standby = %carrier.peer,
                     why = %e,
                     carriers = relays.connected(),
+                    taken_back = taken,
                     "a standby stopped carrying callback attempts; this instance makes them"
                 ),
             }
@@ -732,14 +757,9 @@ async fn make(
             map.append(n, v);
         }
     }
-    let result = with
-        .endpoints
+    with.endpoints
         .post(&ep, &policy, map, body, Duration::from_millis(timeout_ms))
-        .await;
-    if result.is_err() {
-        with.endpoints.failed(&ep.origin);
-    }
-    result
+        .await
 }
 
 #[cfg(test)]
@@ -839,7 +859,7 @@ mod tests {
         assert!(relays.pick(&ep.origin).is_none());
         for i in 0..3 {
             let (tx, _rx) = mpsc::unbounded_channel();
-            relays.carriers.write().unwrap().push(Arc::new(Carrier {
+            relays.add(Arc::new(Carrier {
                 peer: format!("s{i}"),
                 tx,
                 pending: Mutex::default(),

@@ -22,7 +22,7 @@
 //! users are subscribed twice too, so both leaders deliver as many notifications per message,
 //! twice the SQLite side's.)
 
-use super::chat::{Format, Plan, Workload, chat_target_fronted};
+use super::chat::{Format, Plan, Workload, chat_target};
 use super::load::{Options, StepResult, Target, run_step};
 use super::proc::{NetapiChat, cpu_secs, start_netapi_chat};
 use super::tls_front::TlsFront;
@@ -86,7 +86,7 @@ async fn side_through(
     let addr = chat.server.addr;
     let standby = (decider != chat.server.pid()).then(|| chat.server.pid());
     let (workload, target) =
-        chat_target_fronted(addr, plan, Format::Json, text_len, decider, &[], front).await?;
+        chat_target(addr, plan, Format::Json, text_len, decider, &[], front).await?;
     Ok(Side {
         name,
         chat,
@@ -187,7 +187,7 @@ pub async fn run(
     .await?;
     // The two sides on the first database subscribe every user twice (once each): so does
     // this one, or its leader would deliver half as many notifications per message.
-    let (shadow, _) = chat_target_fronted(
+    let (shadow, _) = chat_target(
         alone.chat.server.addr,
         plan,
         Format::Json,

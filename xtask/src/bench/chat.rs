@@ -180,21 +180,9 @@ pub struct Workload {
 /// users: [`Workload::setup_fronted`]) and the [`Target`] that sends its messages in
 /// `format` with `text_len` characters, collects their notifications and measures the CPU of
 /// `server_pid` (the server itself, or the leader a standby forwards to). The workload keeps
-/// the listeners: hold it as long as the target runs.
+/// the listeners: hold it as long as the target runs. With `front`, the listeners are
+/// reached through it (HTTPS, a connection per notification).
 pub async fn chat_target(
-    addr: SocketAddr,
-    plan: &Plan,
-    format: Format,
-    text_len: usize,
-    server_pid: u32,
-    extra: &[String],
-) -> Result<(Workload, Target)> {
-    chat_target_fronted(addr, plan, format, text_len, server_pid, extra, None).await
-}
-
-/// [`chat_target`] whose listeners are reached through `front` (HTTPS, a connection per
-/// notification) when given.
-pub async fn chat_target_fronted(
     addr: SocketAddr,
     plan: &Plan,
     format: Format,

@@ -83,6 +83,7 @@ impl ChatSide {
             steps.text_len,
             chat.server.pid(),
             extra,
+            None,
         )
         .await?;
         Ok(ChatSide {

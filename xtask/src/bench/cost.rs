@@ -54,6 +54,7 @@ async fn side(root: &Path, plan: &Plan, format: Format, text_len: usize) -> Resu
         text_len,
         chat.server.pid(),
         &[],
+        None,
     )
     .await?;
     Ok(Side {

@@ -477,6 +477,7 @@ pub async fn run(root: &Path, s: &Settings, csv_path: &Path) -> Result<LongResul
         s.text_len,
         chat.server.pid(),
         &[],
+        None,
     )
     .await?;
     let tap = Arc::new(Tap::default());

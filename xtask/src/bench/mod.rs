@@ -812,8 +812,16 @@ async fn chat_series(root: &Path, s: &Settings, format: Format) -> Result<Series
     };
     let mut chat = proc::start_netapi_chat(root, label, &[])?;
     let server = &mut chat.server;
-    let (workload, target) =
-        chat::chat_target(server.addr, &s.plan, format, s.text_len, server.pid(), &[]).await?;
+    let (workload, target) = chat::chat_target(
+        server.addr,
+        &s.plan,
+        format,
+        s.text_len,
+        server.pid(),
+        &[],
+        None,
+    )
+    .await?;
     let name = match format {
         Format::Json => "netapi-chat JSON",
         Format::Xml => "netapi-chat XML",

@@ -177,6 +177,7 @@ pub async fn run(
         text_len,
         pid,
         &[],
+        None,
     )
     .await?;
     let mut pool = Vec::new();
