@@ -1093,8 +1093,13 @@ async fn serve_standby(
     limits: crate::config::Connections,
     drain: Drain,
 ) {
+    // A standby's share of the open-files limit: each request it forwards holds a
+    // connection to the leader too.
+    let max_connections = limits.max.unwrap_or_else(|| {
+        crate::config::file_shares(crate::server::raise_open_files_limit(), true).clients
+    });
     let tracker = dropshot::ConnectionTracker::new(dropshot::ConnectionLimits {
-        max_connections: Some(limits.max.unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS)),
+        max_connections: Some(max_connections),
         idle_timeout: Some(limits.idle_timeout),
         header_read_timeout: Some(limits.header_read_timeout),
         read_buffer_bytes: Some(crate::config::read_buffer_bytes(limits.max_header_bytes)),

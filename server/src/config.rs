@@ -103,10 +103,9 @@ pub struct Config {
     /// to one receiver). 1 to [`crate::notify::endpoints::MAX_CAP`].
     pub delivery_connections_per_endpoint: usize,
     /// `NETAPI_CHAT_DELIVERY_CONNECTIONS`: most connections deliveries hold open in all.
-    /// Default (`None`): an eighth of the open-files limit, at most
-    /// [`crate::notify::endpoints::DEFAULT_MAX_TOTAL`]
-    /// ([`crate::notify::endpoints::default_total`]), so that deliveries never take the file
-    /// descriptors of the listener's `NETAPI_CHAT_MAX_CONNECTIONS` (¾ of the limit). 1 to
+    /// Default (`None`): an eighth of the open-files limit less [`RESERVED_FILES`], at most
+    /// [`crate::notify::endpoints::DEFAULT_MAX_TOTAL`] ([`file_shares`]), so that deliveries
+    /// never take the file descriptors of the listener's `NETAPI_CHAT_MAX_CONNECTIONS`. 1 to
     /// [`crate::notify::endpoints::MAX_CAP`].
     pub delivery_connections: Option<usize>,
     /// `NETAPI_CHAT_DATA_DIR`: where the durable state lives. Default `./netapi-chat-data`.
@@ -291,9 +290,10 @@ pub enum LogFormat {
 pub struct Connections {
     /// `NETAPI_CHAT_MAX_CONNECTIONS`: most client connections open at once, WebSockets
     /// included until they close; at the cap the connection idle the longest is closed to
-    /// make room. Default (`None`): three quarters of
-    /// the open-files limit (raised to its hard limit at start), leaving the rest for the
-    /// store, callbacks and the listener, and at most [`DEFAULT_MAX_CONNECTIONS`]. Given: 1 to
+    /// make room. Default (`None`): [`file_shares`] of the open-files limit (raised to its
+    /// hard limit at start): three quarters of what is left once [`RESERVED_FILES`] are kept
+    /// for the server's own files, half that on a standby, at most
+    /// [`DEFAULT_MAX_CONNECTIONS`]. Given: 1 to
     /// [`MAX_CONNECTIONS_LIMIT`]; 0 is refused (it was silently made 1, although the message
     /// for a value that does not parse already said "at least 1"), and the upper bound keeps
     /// a standby's connection semaphore (at most 2⁶¹ permits) from panicking.
@@ -326,6 +326,38 @@ pub struct Connections {
 /// common (systemd), and every open connection holds hyper's buffers; an operator who wants
 /// more sets `NETAPI_CHAT_MAX_CONNECTIONS`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Descriptors the connection caps' defaults leave to the server's own files, at most half the
+/// open-files limit: the store (SQLite's database, WAL and shared memory, or the PostgreSQL
+/// pool), a backup's files, the log, the listener, name lookups. It idles at about 14; with
+/// only a share of the limit left (a quarter at 48) a full listener left it none, and a
+/// backup or a callback connection failed with `EMFILE` (storage review F3).
+pub const RESERVED_FILES: u64 = 64;
+
+/// The connection caps the server derives from its open-files limit when the settings leave
+/// them unset ([`file_shares`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileShares {
+    /// `NETAPI_CHAT_MAX_CONNECTIONS`'s default.
+    pub clients: usize,
+    /// `NETAPI_CHAT_DELIVERY_CONNECTIONS`'s default.
+    pub deliveries: usize,
+}
+
+/// `open_files` shared out: [`RESERVED_FILES`] first (at most half of it), then ¾ of the rest
+/// to client connections (at most [`DEFAULT_MAX_CONNECTIONS`]) and ⅛ to deliveries (at most
+/// [`crate::notify::endpoints::DEFAULT_MAX_TOTAL`]), each at least 1. On a standby
+/// (`forwarding`) clients get half their share: each request it forwards holds a connection
+/// to the leader as well as the client's.
+pub fn file_shares(open_files: u64, forwarding: bool) -> FileShares {
+    let usable = open_files - RESERVED_FILES.min(open_files / 2);
+    let clients = usable / 4 * 3 / if forwarding { 2 } else { 1 };
+    let share = |n: u64, most: usize| usize::try_from(n).unwrap_or(usize::MAX).clamp(1, most);
+    FileShares {
+        clients: share(clients, DEFAULT_MAX_CONNECTIONS),
+        deliveries: share(usable / 8, crate::notify::endpoints::DEFAULT_MAX_TOTAL),
+    }
+}
 
 /// The largest `NETAPI_CHAT_MAX_CONNECTIONS`: no machine holds a billion connections, and more
 /// than a standby's connection semaphore takes (2⁶¹) would panic.
@@ -680,7 +712,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "268435456", "most bytes of stored notification bodies every subscription's backlog may hold together (held in memory until delivered, in a notification channel until acknowledged), at least `4096`; past it each subscription holding more than its share (this budget / the subscriptions with a backlog) is disabled, its backlog (what its channel held included) kept as dead letters"),
     Setting::new("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "10000", "timeout of one callback POST (at least `1`)"),
     Setting::new("NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT", "32", "most connections deliveries hold open (in use or idle) to one callback endpoint (scheme, host, port), `1` to `1000000`; a delivery past it waits for one (not counted in its attempt's timeout), and the idle ones are kept for reuse up to this many"),
-    Setting::unset("NETAPI_CHAT_DELIVERY_CONNECTIONS", "⅛ of the open-files limit, at most `4096`", "most connections deliveries hold open (in use or idle) to every callback endpoint together, `1` to `1000000`; a delivery past it closes the idle connection unused the longest or waits for one, so deliveries never take the file descriptors `max_connections` (¾ of the limit) leaves to clients"),
+    Setting::unset("NETAPI_CHAT_DELIVERY_CONNECTIONS", "⅛ of the open-files limit less 64, at most `4096`", "most connections deliveries hold open (in use or idle) to every callback endpoint together, `1` to `1000000`; a delivery past it closes the idle connection unused the longest or waits for one, so deliveries never take the file descriptors `max_connections` leaves to clients, nor the 64 (at most half the limit) kept for the server's own files"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
     Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`; at least `256`, which holds the smallest document of every request"),
@@ -703,7 +735,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),
-    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit, at most `10000`", "client connections open at once (`1` to `1000000000`), notification-channel WebSockets included until they close (at most half of them: past that a WebSocket handshake is `503`); one access token holds at most a quarter of them in long polls waiting and WebSockets open (past that a poll or a handshake is `429 POL2005` with `Retry-After`: a waiting poll is never idle, so nothing else would keep one token from holding every place); at the cap the connection idle the longest is closed to make room, and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start)"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit less 64, at most `10000`; half that on a standby", "client connections open at once (`1` to `1000000000`), notification-channel WebSockets included until they close (at most half of them: past that a WebSocket handshake is `503`); one access token holds at most a quarter of them in long polls waiting and WebSockets open (past that a poll or a handshake is `429 POL2005` with `Retry-After`: a waiting poll is never idle, so nothing else would keep one token from holding every place); at the cap the connection idle the longest is closed to make room, and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start; 64 descriptors, at most half of it, are kept for the server's own files first, and a standby takes half the rest's share, as each request it forwards also holds a connection to the leader)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients; above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected; above `0`, fractions allowed)"),
@@ -1657,6 +1689,39 @@ fn auth_from(s: &Sources) -> Result<AuthConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The caps' defaults leave the server its own descriptors at any open-files limit (the
+    /// storage review's 48 included), halve a standby's clients, and stop at their ceilings.
+    #[test]
+    fn the_open_files_limit_is_shared_with_a_reserve_first() {
+        for (limit, clients, deliveries) in [
+            (48, 18, 3),
+            (256, 144, 24),
+            (1024, 720, 120),
+            (1_048_576, DEFAULT_MAX_CONNECTIONS, 4096),
+        ] {
+            let s = file_shares(limit, false);
+            assert_eq!((s.clients, s.deliveries), (clients, deliveries), "{limit}");
+            let used = (s.clients + s.deliveries) as u64;
+            assert!(used + RESERVED_FILES.min(limit / 2) <= limit, "{limit}");
+        }
+        assert_eq!(file_shares(1024, true).clients, 360);
+        assert_eq!(file_shares(1024, true).deliveries, 120);
+        assert_eq!(
+            file_shares(0, false),
+            FileShares {
+                clients: 1,
+                deliveries: 1
+            }
+        );
+        assert_eq!(
+            file_shares(3, true),
+            FileShares {
+                clients: 1,
+                deliveries: 1
+            }
+        );
+    }
 
     /// A variable named like a setting that is none is reported, with the setting it most
     /// likely meant; settings, the client's variables, the test harness's and unrelated

@@ -280,15 +280,35 @@ pub struct Started {
 }
 
 /// Raises the soft open-files limit to the hard limit (the soft default, often 1024, is what
-/// a connection flood exhausts first) and returns the limit now in force.
-fn raise_open_files_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
+/// a connection flood exhausts first) and returns the limit now in force; below
+/// [`FEW_OPEN_FILES`] the operator is warned once (the connection caps' defaults are shares
+/// of it, `config::file_shares`).
+pub(crate) fn raise_open_files_limit() -> u64 {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
         Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(1024),
+    };
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if limit < FEW_OPEN_FILES {
+        WARNED.call_once(|| {
+            let shares = crate::config::file_shares(limit, false);
+            tracing::warn!(
+                open_files = limit,
+                clients = shares.clients,
+                deliveries = shares.deliveries,
+                "the open-files limit is low: unless set, the connection caps are small shares \
+                 of it; raise it (systemd: LimitNOFILE=65536; a shell: ulimit -n)"
+            );
+        });
     }
+    limit
 }
+
+/// An open-files limit below which the server warns at start: its default caps would then
+/// hold fewer than about 150 client connections.
+const FEW_OPEN_FILES: u64 = 256;
 
 /// Starts the server on `config.bind`.
 pub async fn start(config: &Config) -> Result<Started, StartError> {
@@ -456,11 +476,10 @@ pub async fn start_on(
             crate::metrics::request(method, routes.template(path), status, took)
         }
     });
-    let max_connections = config.connections.max.unwrap_or_else(|| {
-        usize::try_from(open_files / 4 * 3)
-            .unwrap_or(usize::MAX)
-            .clamp(1, crate::config::DEFAULT_MAX_CONNECTIONS)
-    });
+    let max_connections = config
+        .connections
+        .max
+        .unwrap_or(crate::config::file_shares(open_files, false).clients);
     let limits = ConnectionLimits {
         max_connections: Some(max_connections),
         idle_timeout: Some(config.connections.idle_timeout),
@@ -541,7 +560,7 @@ fn delivery_caps(config: &Config, open_files: u64) -> crate::notify::endpoints::
         per_endpoint: config.delivery_connections_per_endpoint,
         total: config
             .delivery_connections
-            .unwrap_or_else(|| crate::notify::endpoints::default_total(open_files)),
+            .unwrap_or(crate::config::file_shares(open_files, false).deliveries),
     }
 }
 

@@ -1537,3 +1537,48 @@ async fn a_misspelt_setting_variable_is_named_by_check_config_and_the_log() {
         "{log}"
     );
 }
+
+/// Storage review F3: under a small open-files limit (48), a flood of idle connections held at
+/// the connection cap leaves the server the descriptors of its own work: a callback is
+/// delivered and a backup is written. Before, the listener's share (¾ of the limit) took all
+/// but a few, and both failed with `EMFILE` (the backup answered `500`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_small_open_files_limit_a_flood_leaves_the_server_its_own_files() {
+    let dir = support::temp_data_dir();
+    let server = Server::launch(
+        support::Launch {
+            data_dir: dir.to_path_buf(),
+            env: &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+            run_under: &["prlimit", "--nofile=48:48"],
+            ..support::Launch::default()
+        },
+        Some(dir),
+    );
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut flood = Vec::new();
+    for _ in 0..96 {
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            flood.push(c);
+        }
+    }
+    let bob = Listener::start().await;
+    bob_invited(&server, &bob).await;
+    let got = bob.wait_for(1).await;
+    assert_eq!(got.len(), 1, "the invitation arrives");
+    let parent = std::env::temp_dir().join(format!("netapi-chat-backup-{}", uuid_like()));
+    std::fs::create_dir_all(&parent).expect("parent");
+    let backup = parent.join("b");
+    let r = run(
+        &["backup", &backup.to_string_lossy(), "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(backup.join("netapi-chat.sqlite3").exists());
+    drop(flood);
+    let _ = std::fs::remove_dir_all(&parent);
+}

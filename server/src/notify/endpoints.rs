@@ -68,15 +68,6 @@ pub const DEFAULT_MAX_TOTAL: usize = 4096;
 /// takes at most 2⁶¹ permits.
 pub const MAX_CAP: usize = 1_000_000;
 
-/// The default total cap for an open-files limit of `open_files`: an eighth of it (half of the
-/// quarter the listener's `NETAPI_CHAT_MAX_CONNECTIONS` default leaves to the store,
-/// deliveries and the listener itself), at least 1 and at most [`DEFAULT_MAX_TOTAL`].
-pub fn default_total(open_files: u64) -> usize {
-    usize::try_from(open_files / 8)
-        .unwrap_or(usize::MAX)
-        .clamp(1, DEFAULT_MAX_TOTAL)
-}
-
 /// Caps on the connections deliveries hold open, in use or idle (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caps {
@@ -91,7 +82,7 @@ impl Default for Caps {
     fn default() -> Caps {
         Caps {
             per_endpoint: DEFAULT_PER_ENDPOINT,
-            total: default_total(1024),
+            total: crate::config::file_shares(1024, false).deliveries,
         }
     }
 }
