@@ -1453,6 +1453,11 @@ async fn forward(
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     parts.uri = uri;
+    // The hop to the leader is this standby's own kept-alive HTTP/1.1 connection, whatever
+    // the client speaks (an HTTP/1.0 request forwarded as such was answered in HTTP/1.0,
+    // and that answer closed the client's kept-alive connection); hyper answers an HTTP/1.0
+    // client in its version.
+    parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // Whatever a client put there is replaced: only this standby says where a request came
     // from (through a proxy it trusts, the client that proxy names).

@@ -2238,6 +2238,17 @@ async fn a_standby_answers_a_clients_mistakes_as_the_leader_does_not_with_503() 
             let a = raw_exchange(&addr, None, request.as_bytes()).await;
             assert_eq!(raw_status(&a), status, "{instance}, {request:?}: {a}");
         }
+        // An HTTP/1.0 client asking to keep its connection: both of its pipelined requests
+        // (forwarded to the leader by a standby) are answered on it, as the leader answers
+        // them. The standby forwarded HTTP/1.0 as such, and the answer closed the connection.
+        let a = raw_exchange(
+            &addr,
+            None,
+            b"GET /openapi.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+              GET /openapi.json HTTP/1.0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(a.matches("HTTP/1.0 200 OK").count(), 2, "{instance}");
         // A body shorter than its Content-Length: the client stops sending.
         let socket = tokio::net::TcpStream::connect(&addr)
             .await
