@@ -292,10 +292,12 @@ pub async fn channel_socket(
             format,
             grant,
         };
+        let (mut tx, mut rx) = open(conn).await;
         match binding {
-            Binding::Signed => serve(conn, channel).await,
-            Binding::Oma => serve_oma(conn, channel, max).await,
+            Binding::Signed => serve(&mut tx, &mut rx, channel).await,
+            Binding::Oma => serve_oma(&mut tx, &mut rx, channel, max).await,
         }
+        answer_close(&mut tx).await;
         Ok(())
     })?;
     let mut response = switching.to_result()?;
@@ -511,6 +513,17 @@ async fn close_draining(tx: &mut Tx, rx: &mut Rx, end: End) {
     .await;
 }
 
+/// How long a socket that ends waits to write its last frames ([`answer_close`]).
+const CLOSE_REPLY: Duration = Duration::from_secs(1);
+
+/// The end of every socket: a client's close frame is answered with one (RFC 6455 §5.5.1;
+/// tungstenite queues the reply when it reads the client's and writes it on the next flush,
+/// which a socket dropped at once never had, so every close a client began read as abnormal,
+/// 1006); a close the server sent is flushed; on a connection already gone this fails at once.
+async fn answer_close(tx: &mut Tx) {
+    let _ = tokio::time::timeout(CLOSE_REPLY, tx.close()).await;
+}
+
 /// A close frame with `code` and the reason `why` (short: a close reason is at most 123
 /// bytes).
 fn close((code, why): End) -> Message {
@@ -547,7 +560,7 @@ fn mailbox_end(mailbox: &Mailbox, me: u64) -> Option<End> {
 }
 
 /// One socket: a frame per notification, each waiting for its acknowledgement.
-async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
+async fn serve(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel) {
     let SocketChannel {
         chat,
         id,
@@ -557,7 +570,6 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
         user,
         grant,
     } = channel;
-    let (mut tx, mut rx) = open(conn).await;
     let mut live = Liveness::new(wait, tokio::time::Instant::now());
     // The channel is this socket's from now on, in one step: what an earlier socket was sent
     // and did not acknowledge comes first, again, and that socket ends.
@@ -584,7 +596,7 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                 _ => return,
             },
             () = tokio::time::sleep_until(live.next_check()) => {
-                if keep_alive(&mut tx, &mut live).await.is_err() {
+                if keep_alive(tx, &mut live).await.is_err() {
                     return;
                 }
                 continue;
@@ -640,7 +652,7 @@ async fn serve(conn: WebsocketConnection, channel: SocketChannel) {
                         let _ = tx.send(close(STOPPING)).await;
                         return;
                     }
-                    if keep_alive(&mut tx, &mut live).await.is_err() {
+                    if keep_alive(tx, &mut live).await.is_err() {
                         // Gone without the acknowledgement: sent again next time.
                         mailbox.release(me);
                         return;
@@ -848,8 +860,7 @@ enum Event {
 /// frame arrived, or closed by an application that had not read it yet, loses nothing: the
 /// next socket sends them again (at least once). Takeover and deletion close it as our own
 /// binding does.
-async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize) {
-    let (mut tx, mut rx) = open(conn).await;
+async fn serve_oma(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel, max: usize) {
     let SocketChannel {
         chat,
         id,
@@ -874,7 +885,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
             p = mailbox.next(me, max, *wait) => Event::Polled(p),
             m = rx.next() => Event::Client(m),
             () = tokio::time::sleep_until(live.next_check()) => {
-                if keep_alive(&mut tx, &mut live).await.is_err() {
+                if keep_alive(tx, &mut live).await.is_err() {
                     return;
                 }
                 continue;
@@ -899,7 +910,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                 }
                 FromClient::Ignore => continue,
                 FromClient::Close(end) => {
-                    close_draining(&mut tx, &mut rx, end).await;
+                    close_draining(tx, rx, end).await;
                     return;
                 }
                 FromClient::Gone => return,
@@ -976,7 +987,7 @@ async fn serve_oma(conn: WebsocketConnection, channel: SocketChannel, max: usize
                 }
                 FromClient::Ignore => {}
                 FromClient::Close(end) => {
-                    close_draining(&mut tx, &mut rx, end).await;
+                    close_draining(tx, rx, end).await;
                     return;
                 }
                 FromClient::Gone => {

@@ -1315,6 +1315,42 @@ async fn a_second_socket_takes_the_channel_over() {
     );
 }
 
+/// A client that closes its socket (Close 1000) is answered with a close frame (RFC 6455
+/// §5.5.1), on both subprotocols, so its close is clean: before, the server dropped the
+/// connection, and every close a client began read as abnormal (1006, `wasClean` false).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_the_client_begins_is_answered_with_a_close_frame() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let url = channel_url(&ch);
+    // One after the other: a second socket would take the channel over (1008).
+    for name in ["ours", "OMA"] {
+        let mut ws = match name {
+            "ours" => connect(&url, support::APP_TOKEN, Format::Json)
+                .await
+                .expect("a socket"),
+            _ => {
+                connect_oma(&url, Format::Json)
+                    .await
+                    .expect("an OMA socket")
+                    .0
+            }
+        };
+        ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(
+            CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .expect("close sent");
+        let closed = close_code(&mut ws, "the server's close frame").await;
+        assert_eq!(closed, Some(1000), "{name}");
+    }
+}
+
 /// An open socket counts against `NETAPI_CHAT_MAX_CONNECTIONS` until it closes, like any
 /// connection that is not idle, and sockets have half the cap at most. With a cap of four:
 /// two sockets fill their share (a third handshake is `503 SVC2001` with `Retry-After`, the
