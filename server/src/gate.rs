@@ -370,7 +370,8 @@ impl Methods {
 /// answer `400` to an HTTP/1.1 request without one, to any request with more than one, and to
 /// one whose value is not `host[:port]`, empty allowed). Our links never come from `Host`
 /// (they come from `NETAPI_CHAT_PUBLIC_URL`), but a request that proxies in front may read two
-/// ways (`Host: a, b` is how some join two fields) is refused rather than served.
+/// ways (`Host: a, b` is how some join two fields; `a,b` without the space is a valid name
+/// and served) is refused rather than served.
 pub fn host_fault(version: http::Version, headers: &http::HeaderMap) -> Option<&'static str> {
     let mut fields = headers.get_all(http::header::HOST).iter();
     match (fields.next(), fields.next()) {
@@ -390,28 +391,23 @@ pub fn host_fault(version: http::Version, headers: &http::HeaderMap) -> Option<&
 }
 
 /// Whether `value` is a `Host` field value: `uri-host [ ":" port ]`, or empty (RFC 9110 §7.2,
-/// RFC 3986 §3.2.2): a bracketed IP literal or a name of unreserved, percent-encoded and
-/// sub-delimiter characters; no user information, no spaces.
+/// RFC 3986 §3.2.2): a bracketed IPv6 address (with a zone id, raw or `%25`-encoded, as some
+/// clients send it: RFC 6874 asks servers to take it) or IPvFuture literal, or a name of
+/// unreserved, sub-delimiter and well-formed percent-encoded characters; no user information,
+/// no spaces, no list with spaces.
 fn is_host(value: &[u8]) -> bool {
-    let (host, port) = match value.strip_prefix(b"[") {
-        Some(literal) => match literal.iter().position(|&c| c == b']') {
-            Some(end) => (&literal[..end], &literal[end + 1..]),
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&c| c == b']') {
+            Some(end) => (is_ip_literal(&rest[..end]), &rest[end + 1..]),
             None => return false,
         },
-        None => match value.iter().rposition(|&c| c == b':') {
-            Some(colon) => (&value[..colon], &value[colon..]),
-            None => (value, &b""[..]),
-        },
-    };
-    let literal = value.first() == Some(&b'[');
-    let host_ok = if literal {
-        !host.is_empty()
-            && host
-                .iter()
-                .all(|&c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.' | b'v' | b'V'))
-    } else {
-        host.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&c))
+        None => {
+            let (host, port) = match value.iter().rposition(|&c| c == b':') {
+                Some(colon) => (&value[..colon], &value[colon..]),
+                None => (value, &b""[..]),
+            };
+            (is_reg_name(host), port)
+        }
     };
     let port_ok = match port.split_first() {
         None => true,
@@ -419,6 +415,55 @@ fn is_host(value: &[u8]) -> bool {
         Some(_) => false,
     };
     host_ok && port_ok
+}
+
+/// RFC 3986 `reg-name` (an IPv4 address is one too): unreserved and sub-delimiter
+/// characters, and `%` followed by two hex digits.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&c) = name.get(i) {
+        if c == b'%' {
+            match name.get(i + 1..i + 3) {
+                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => i += 3,
+                _ => return false,
+            }
+        } else if c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&c) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// What stands between the brackets of an RFC 3986 `IP-literal`: an IPv6 address, with a
+/// zone id after `%` (RFC 6874's `%25`, or the raw `%` Node.js and Python's urllib send), or
+/// an `IPvFuture` (`v`, hex digits, `.`, then unreserved, sub-delimiters or `:`).
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let Some(future) = literal
+        .strip_prefix(b"v")
+        .or_else(|| literal.strip_prefix(b"V"))
+    {
+        let Some(dot) = future.iter().position(|&c| c == b'.') else {
+            return false;
+        };
+        let (version, rest) = (&future[..dot], &future[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !rest.is_empty()
+            && rest
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&c));
+    }
+    let (address, zone) = match literal.iter().position(|&c| c == b'%') {
+        Some(p) => (&literal[..p], Some(&literal[p + 1..])),
+        None => (literal, None),
+    };
+    // `1*( unreserved / pct-encoded )`; the `25` of `%25` is two unreserved characters.
+    let zone_ok = zone.is_none_or(|z| {
+        !z.is_empty() && is_reg_name(z) && z.iter().all(|&c| !b"!$&'()*+,;=".contains(&c))
+    });
+    std::str::from_utf8(address).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()) && zone_ok
 }
 
 /// `400 SVC0002` for a request with a [`host_fault`], with `Connection: close`: what the gate
@@ -483,6 +528,13 @@ mod tests {
             "[::1]",
             "[::1]:443",
             "a,b",
+            "[fe80::1%eth0]:8080",
+            "[fe80::1%25eth0]",
+            "[v1.fe80::a+en1]",
+            "CHAT.Example.",
+            "xn--bcher-kva.example",
+            "chat.example:",
+            "a%20b",
         ] {
             let mut h = HeaderMap::new();
             h.insert(http::header::HOST, HeaderValue::from_static(good));
@@ -497,6 +549,11 @@ mod tests {
             "[::1]x",
             "[]",
             "a b",
+            "[::::::::]",
+            "[vvv]",
+            "[fe80::1%]",
+            "a%zz",
+            "[127.0.0.1]",
         ] {
             let mut h = HeaderMap::new();
             h.insert(http::header::HOST, HeaderValue::from_static(bad));

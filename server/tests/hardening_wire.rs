@@ -579,6 +579,12 @@ async fn a_request_needs_one_host_header() {
             "GET /healthz HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n",
             200,
         ),
+        // An IPv6 zone id, as Node.js and Python's urllib send it (RFC 6874 asks servers to
+        // take it).
+        (
+            "GET /healthz HTTP/1.1\r\nHost: [fe80::1%eth0]:80\r\nConnection: close\r\n\r\n",
+            200,
+        ),
         (
             "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             200,
