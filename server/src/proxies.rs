@@ -73,23 +73,57 @@ pub fn parse_list(text: &str) -> Result<Vec<Net>, String> {
 
 /// The client a request came from: `peer` (the connection's address) unless it is a trusted
 /// proxy, in which case the rightmost `X-Forwarded-For` address that is not a trusted proxy
-/// (port 0: the header carries none). A header that does not read, or names only trusted
-/// proxies, keeps `peer`.
+/// (port 0: the address is what the limits count). Read from the right, entry by entry
+/// ([`forwarded_ip`]; empty elements skipped, RFC 9110 §5.6.1): an entry that does not read
+/// stops the walk there and keeps `peer`, and so does a list of trusted proxies only. What a
+/// client wrote left of the entry its proxy added is never read, so a client cannot make its
+/// requests count as the proxy's (which would lock out everyone behind it).
 pub fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[Net]) -> SocketAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(peer.ip()) {
         return peer;
     }
     // Every X-Forwarded-For header, in order, as one list (RFC 9110 §5.3).
-    let listed: Option<Vec<IpAddr>> = headers
+    let fields: Vec<&str> = match headers
         .get_all("x-forwarded-for")
         .iter()
-        .flat_map(|v| v.to_str().ok().unwrap_or("\u{0}").split(','))
-        .map(|a| a.trim().parse::<IpAddr>().ok())
-        .collect();
-    listed
-        .and_then(|l| l.into_iter().rev().find(|ip| !is_trusted(*ip)))
-        .map_or(peer, |ip| SocketAddr::new(ip, 0))
+        .map(|v| v.to_str())
+        .collect()
+    {
+        Ok(fields) => fields,
+        Err(_) => return peer,
+    };
+    for entry in fields
+        .iter()
+        .rev()
+        .flat_map(|f| f.rsplit(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        match forwarded_ip(entry) {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return SocketAddr::new(ip, 0),
+            None => return peer,
+        }
+    }
+    peer
+}
+
+/// The address of one `X-Forwarded-For` entry: an IP address, with or without a port
+/// (`203.0.113.7:51234` and `[2001:db8::9]:443` are how Azure's gateways and others write
+/// them), or a bracketed IPv6 address.
+pub fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse::<std::net::Ipv6Addr>().ok())
+                .map(IpAddr::V6)
+        })
 }
 
 /// The request gate that hands dropshot the client address ([`client_address`]) of a request
@@ -156,5 +190,21 @@ mod tests {
         assert_eq!(client(proxy, &["not an address"]), "127.0.0.1:5000");
         assert_eq!(client(proxy, &["10.0.0.1"]), "127.0.0.1:5000");
         assert_eq!(client(proxy, &[]), "127.0.0.1:5000");
+        // Ports, as some proxies write them; empty elements; a client's own garbage left of
+        // its proxy's entry does not make it the proxy.
+        assert_eq!(client(proxy, &["198.51.100.1:51234"]), "198.51.100.1:0");
+        assert_eq!(client(proxy, &["[2001:db8::9]:443"]), "[2001:db8::9]:0");
+        assert_eq!(client(proxy, &["[2001:db8::9]"]), "[2001:db8::9]:0");
+        assert_eq!(client(proxy, &["8.8.8.8, , "]), "8.8.8.8:0");
+        assert_eq!(
+            client(proxy, &["garbage, 198.51.100.1"]),
+            "198.51.100.1:0",
+            "what the client wrote is not read"
+        );
+        assert_eq!(client(proxy, &["198.51.100.1, nonsense"]), "127.0.0.1:5000");
+        assert_eq!(
+            client(proxy, &["198.51.100.1, 10.0.0.1:80"]),
+            "198.51.100.1:0"
+        );
     }
 }

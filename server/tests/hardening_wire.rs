@@ -865,6 +865,16 @@ async fn behind_a_trusted_proxy_the_failure_limit_counts_each_client() {
         429,
         "the rightmost address is the one the proxy saw"
     );
+    // Proxies that write the port (Azure's gateways) or leave empty elements: each client
+    // is still its own, and a client's garbage left of its proxy's entry does not make its
+    // guesses the proxy's (before, any entry that did not read charged the proxy, locking
+    // out everyone behind it).
+    for _ in 0..3 {
+        assert_eq!(get(&srv, bad, "garbage, 198.51.100.3:5678").await, 401);
+    }
+    assert_eq!(get(&srv, &good, "198.51.100.3:9999").await, 429);
+    assert_eq!(get(&srv, &good, "[2001:db8::9]:443, ").await, 200);
+    assert_eq!(get(&srv, &good, "198.51.100.4:4321").await, 200);
 
     // Not trusted: the header counts for nothing, every request is the connection's.
     let srv = limited(&[]);
