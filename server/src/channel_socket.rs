@@ -233,11 +233,21 @@ pub async fn channel_socket(
     let p = path.into_inner();
     let headers = rqctx.request.headers();
     let text = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let format = frame_format(text(http::header::ACCEPT));
+    // List headers sent as several fields are one list (RFC 9110 §5.3; RFC 6455 §11.3.4 for
+    // the subprotocols): a client that splits its offers is answered as one that does not.
+    let list = |name: http::header::HeaderName| {
+        let fields: Option<Vec<&str>> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().ok())
+            .collect();
+        fields.filter(|f| !f.is_empty()).map(|f| f.join(", "))
+    };
+    let format = frame_format(list(http::header::ACCEPT).as_deref());
     let answer = *format.as_ref().unwrap_or(&Format::Json);
     let hs = match credentials(
         text(http::header::AUTHORIZATION),
-        text(http::header::SEC_WEBSOCKET_PROTOCOL),
+        list(http::header::SEC_WEBSOCKET_PROTOCOL).as_deref(),
     ) {
         Ok(hs) => hs,
         Err(e) => return refused(answer, &e),

@@ -1315,6 +1315,66 @@ async fn a_second_socket_takes_the_channel_over() {
     );
 }
 
+/// Subprotocol offers split over several `Sec-WebSocket-Protocol` fields are one list (RFC
+/// 6455 §11.3.4), as in one field: the OMA name offered after another in a second field is
+/// selected, and a browser's bearer entry in a field of its own authenticates. Before, only
+/// the first field was read (an OMA client got our signed frames; the bearer entry was `401`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subprotocols_offered_in_several_fields_are_one_list() {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, A).await;
+    let url: http::Uri = channel_url(&ch).parse().expect("URL");
+    let bearer = format!(
+        "base64url.bearer.authorization.netapi-chat.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(support::APP_TOKEN)
+    );
+    for (fields, selected) in [
+        (
+            vec![
+                format!("Authorization: Bearer {}", support::APP_TOKEN),
+                "Sec-WebSocket-Protocol: foo".to_owned(),
+                format!("Sec-WebSocket-Protocol: {OMA_PROTOCOL}"),
+            ],
+            OMA_PROTOCOL,
+        ),
+        (
+            vec![
+                "Sec-WebSocket-Protocol: netapi-chat.notificationchannel.v1".to_owned(),
+                format!("Sec-WebSocket-Protocol: {bearer}"),
+            ],
+            "netapi-chat.notificationchannel.v1",
+        ),
+    ] {
+        let host = url.authority().expect("host").to_string();
+        let mut conn = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("connect");
+        let head = format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{}\r\n\r\n",
+            url.path(),
+            fields.join("\r\n")
+        );
+        conn.write_all(head.as_bytes()).await.expect("write");
+        let mut got = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut got))
+            .await
+            .expect("an answer")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&got[..n]).to_lowercase();
+        assert!(answer.starts_with("http/1.1 101"), "{fields:?}: {answer}");
+        assert!(
+            answer.contains(&format!(
+                "sec-websocket-protocol: {}",
+                selected.to_lowercase()
+            )),
+            "{fields:?}: {answer}"
+        );
+    }
+}
+
 /// A client that closes its socket (Close 1000) is answered with a close frame (RFC 6455
 /// §5.5.1), on both subprotocols, so its close is clean: before, the server dropped the
 /// connection, and every close a client began read as abnormal (1006, `wasClean` false).
