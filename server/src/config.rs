@@ -334,6 +334,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// backup or a callback connection failed with `EMFILE` (storage review F3).
 pub const RESERVED_FILES: u64 = 64;
 
+/// What the admin and metrics tokens must be (`auth::token_file::is_strong_token`).
+const STRONG_TOKEN: &str = "a token of at least 16 characters, letters, digits and -._~+/ (then = padding), as API tokens are";
+
 /// The connection caps the server derives from its open-files limit when the settings leave
 /// them unset ([`file_shares`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -742,8 +745,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
     Setting::unset("NETAPI_CHAT_CORS_ORIGINS", "no CORS: pages of other origins cannot read answers", "origins whose web pages may call the API from a browser, e.g. `https://app.example.com, http://localhost:3000`, or `*` for any: preflights (`OPTIONS`) are answered and every answer to such a page carries `Access-Control-Allow-Origin` (no credentials mode: tokens, not cookies)"),
     Setting::unset("NETAPI_CHAT_TRUSTED_PROXIES", "none: each connection is its own client", "addresses or networks of the proxies in front of the server (e.g. `10.0.0.0/8, 127.0.0.1`): a request whose connection comes from one is counted as coming from the rightmost `X-Forwarded-For` address that is not a trusted proxy (an entry may carry a port, `203.0.113.7:51234` or `[2001:db8::9]:443`; an entry that reads as no address before that one keeps the proxy's own; the authentication-failure limit is per client address); from anyone else the header is ignored. In a cluster the standby that takes a request applies this rule to its own connection and names the client to the leader, which takes that address as final (a client cannot pose as another address by reaching a standby directly, even when the standbys' addresses are in this list)"),
-    Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
-    Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
+    Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token (at least 16 characters: letters, digits and `-._~+/`, as API tokens) that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),
+    Setting::unset("NETAPI_CHAT_METRICS_TOKEN", "no `/metrics` endpoint", "bearer token (at least 16 characters: letters, digits and `-._~+/`, as API tokens) that opens the Prometheus metrics at `/metrics` on the API port (API tokens do not)").secret(),
     Setting::new("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "10", "on SIGTERM/SIGINT: new connections are refused, requests in flight get this long (above `0`, fractions allowed) to be answered, then the store is closed and the process exits 0"),
 ];
 
@@ -1359,8 +1362,9 @@ impl Config {
             webhook_secret: s.text("NETAPI_CHAT_WEBHOOK_SECRET").map(str::to_owned),
             metrics_token: match s.text("NETAPI_CHAT_METRICS_TOKEN").map(str::trim) {
                 None => None,
-                Some("") => {
-                    return Err(s.invalid("NETAPI_CHAT_METRICS_TOKEN", "", "a non-empty token"));
+                Some(t) if !crate::auth::token_file::is_strong_token(t) => {
+                    // The value is a secret: not repeated in the error.
+                    return Err(s.invalid("NETAPI_CHAT_METRICS_TOKEN", "(hidden)", STRONG_TOKEN));
                 }
                 Some(t) => Some(t.to_owned()),
             },
@@ -1390,8 +1394,9 @@ impl Config {
                 .unwrap_or(d.rotation_window),
             admin_token: match s.text("NETAPI_CHAT_ADMIN_TOKEN").map(str::trim) {
                 None => None,
-                Some("") => {
-                    return Err(s.invalid("NETAPI_CHAT_ADMIN_TOKEN", "", "a non-empty token"));
+                Some(t) if !crate::auth::token_file::is_strong_token(t) => {
+                    // The value is a secret: not repeated in the error.
+                    return Err(s.invalid("NETAPI_CHAT_ADMIN_TOKEN", "(hidden)", STRONG_TOKEN));
                 }
                 Some(t) => Some(t.to_owned()),
             },
@@ -1689,6 +1694,30 @@ fn auth_from(s: &Sources) -> Result<AuthConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The admin and metrics tokens are held to the access tokens' rule (ops review O2: a
+    /// one-character admin token was taken), and the refusal does not repeat the secret.
+    #[test]
+    fn admin_and_metrics_tokens_must_be_strong() {
+        for name in ["NETAPI_CHAT_ADMIN_TOKEN", "NETAPI_CHAT_METRICS_TOKEN"] {
+            for weak in [
+                "x",
+                "1 2",
+                "short-token-012",
+                "an admin token with spaces",
+                "ｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘ",
+            ] {
+                let e = config(None, &[(name, weak)]).unwrap_err().to_string();
+                assert!(e.contains(name) && e.contains("at least 16"), "{e}");
+                assert!(
+                    weak.len() < 4 || !e.contains(weak),
+                    "the secret is not repeated: {e}"
+                );
+            }
+            let strong = "admin-token-0123456789abcdef";
+            assert!(config(None, &[(name, strong)]).is_ok(), "{name}");
+        }
+    }
 
     /// The caps' defaults leave the server its own descriptors at any open-files limit (the
     /// storage review's 48 included), halve a standby's clients, and stop at their ceilings.

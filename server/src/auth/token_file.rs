@@ -25,6 +25,14 @@ use std::path::{Path, PathBuf};
 /// cannot end up guarding a server.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Whether `token` is as strong as an access token must be: a `b64token` of at least
+/// [`MIN_TOKEN_LEN`] characters. The admin and metrics tokens (`NETAPI_CHAT_ADMIN_TOKEN`,
+/// `…_METRICS_TOKEN`) are held to it too: the admin token opens a copy of the whole store,
+/// the token file included, and a short one falls to guessing within the failure limit.
+pub fn is_strong_token(token: &str) -> bool {
+    is_b64token(token) && token.len() >= MIN_TOKEN_LEN
+}
+
 /// Random bytes in a generated token (encoded as 43 base64url characters).
 const GENERATED_TOKEN_BYTES: usize = 32;
 
