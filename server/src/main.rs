@@ -234,6 +234,9 @@ async fn serve(config: Config) -> std::process::ExitCode {
             tracing::warn!("{warning}");
         }
     }
+    if let Err(e) = ignore_hangups() {
+        tracing::warn!(error = %e, "cannot listen for SIGHUP: it stops the server at once");
+    }
     let drain = netapi_chat::cluster::Drain::default();
     let netapi_chat::server::Started {
         server,
@@ -292,6 +295,25 @@ async fn serve(config: Config) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// SIGHUP is logged and ignored. It is not a stop: operators send it by habit to reload
+/// (logrotate's `postrotate`, `kill -HUP` after an edit), and its default action killed the
+/// process on the spot, requests in flight reset and nothing logged (ops review O3). What a
+/// reload would re-read is re-read by itself when it changes (the token file, the TLS
+/// certificate); the JWKS file is read at start. A graceful stop is SIGTERM or SIGINT.
+fn ignore_hangups() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!(
+                "SIGHUP ignored: the token file and the TLS certificate are re-read when \
+                 they change (the JWKS file at the next start); stop with SIGTERM"
+            );
+        }
+    });
+    Ok(())
 }
 
 /// Waits for SIGTERM (what service managers send) or SIGINT (Ctrl-C); returns its name.

@@ -1582,3 +1582,34 @@ async fn at_a_small_open_files_limit_a_flood_leaves_the_server_its_own_files() {
     drop(flood);
     let _ = std::fs::remove_dir_all(&parent);
 }
+
+/// SIGHUP (what operators send by habit to reload, and a closing terminal sends) is logged and
+/// ignored: the server keeps serving, a long request under way when it comes is answered,
+/// and SIGTERM still stops it gracefully. Before, SIGHUP's default action killed it on the
+/// spot (requests in flight reset, nothing logged: ops review O3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_logged_and_ignored() {
+    let mut server = Server::logged(&[]);
+    let url = server.urls().subscriptions("sip:bob@example.com");
+    let a = send("GET", &url, &[], None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let pid = server.pid().to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -HUP {pid}");
+    within(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        async || {
+            let log = server.log_text();
+            if log.contains("SIGHUP ignored") {
+                Ok(())
+            } else {
+                Err(format!("no SIGHUP line: {log}"))
+            }
+        },
+    )
+    .await;
+    assert!(server.wait_exit(1).is_none(), "still running");
+    let a = send("GET", &url, &[], None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
