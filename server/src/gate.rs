@@ -118,8 +118,8 @@ fn method_is_get_or_head(m: &Method) -> bool {
 
 /// Why a request to a socket path is no WebSocket handshake this server speaks (RFC 6455
 /// §4.2.1–4.2.2): without `Upgrade: websocket`, `426` asking for it; with a
-/// `Sec-WebSocket-Version` other than 13, `426` naming 13. `None`: a handshake (the rest is
-/// checked by the upgrade itself).
+/// `Sec-WebSocket-Version` other than 13, `426` naming 13; without one `Sec-WebSocket-Key`
+/// of 16 bytes, `400 SVC0002`. `None`: a handshake (the rest is checked by the upgrade).
 pub fn socket_refusal(headers: &http::HeaderMap) -> Option<ApiError> {
     let has = |name: http::header::HeaderName, token: &str| {
         headers
@@ -141,6 +141,12 @@ pub fn socket_refusal(headers: &http::HeaderMap) -> Option<ApiError> {
             "13",
             "Sec-WebSocket-Version: this server speaks 13",
         )
+    } else if !is_websocket_key(headers) {
+        // A handshake, but not one the upgrade can answer: the client's mistake, in OMA's
+        // form (the upgrade's own refusal is dropshot's JSON).
+        return Some(ApiError::invalid_input(
+            "Sec-WebSocket-Key: one field, the base64 of 16 bytes (RFC 6455 section 4.2.1)",
+        ));
     } else {
         return None;
     };
@@ -149,6 +155,19 @@ pub fn socket_refusal(headers: &http::HeaderMap) -> Option<ApiError> {
         .headers
         .push((header, http::HeaderValue::from_static(value)));
     Some(error)
+}
+
+/// Whether `headers` carry one `Sec-WebSocket-Key` whose value is the base64 of 16 bytes, as
+/// a handshake must (RFC 6455 §4.2.1).
+fn is_websocket_key(headers: &http::HeaderMap) -> bool {
+    use base64::Engine as _;
+    let mut keys = headers.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(key), None) => base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .is_ok_and(|k| k.len() == 16),
+        _ => false,
+    }
 }
 
 /// One segment of a path template.
@@ -669,9 +688,18 @@ mod tests {
             socket_refusal(&headers(&[
                 ("upgrade", "h2c, websocket"),
                 ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ]))
             .is_none()
         );
+        for key in [None, Some("not base64!"), Some("c2hvcnQ=")] {
+            let mut h = headers(&[("upgrade", "websocket"), ("sec-websocket-version", "13")]);
+            if let Some(k) = key {
+                h.append("sec-websocket-key", http::HeaderValue::from_static(k));
+            }
+            let e = socket_refusal(&h).expect("no key of 16 bytes");
+            assert_eq!(e.status.as_u16(), 400, "{key:?}");
+        }
     }
 
     /// What a path without a route is answered with: the OMA error, naming at most the

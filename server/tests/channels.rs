@@ -1169,6 +1169,22 @@ async fn socket_handshakes_are_checked_like_requests() {
     let plain = send("GET", &http_url, &[("accept", "application/xml")], None).await;
     plain.assert_error(426, "SVC0002", Format::Xml);
     assert_eq!(plain.header("upgrade"), "websocket");
+    // A handshake without its key (or with one that is not 16 bytes): the client's mistake,
+    // an OMA error in the Accept's format (before, dropshot's own JSON, whatever the Accept).
+    for key in [None, Some("c2hvcnQ=")] {
+        let mut h = vec![
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("accept", "application/xml"),
+        ];
+        if let Some(k) = key {
+            h.push(("sec-websocket-key", k));
+        }
+        send("GET", &http_url, &h, None)
+            .await
+            .assert_error(400, "SVC0002", Format::Xml);
+    }
 }
 
 /// Opens a channel's socket as a browser does: no `Authorization` (a browser cannot set one),
