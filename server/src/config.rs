@@ -734,7 +734,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_XML_MAX_ELEMENTS", "10000", "most XML elements in a body (at least `3`, what a session with one participant needs)"),
     Setting::new("NETAPI_CHAT_XML_MAX_ATTRIBUTES", "32", "most attributes on one XML element, namespace declarations included (at least `1`, the root's namespace)"),
     Setting::new("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "65536", "longest XML text node or attribute value, in bytes (at least `64`, an ordinary address or short URL)"),
-    Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token, a request counting one more per 10 notifications it causes past the first 10 (`0` = off; otherwise at least `0.001`)"),
+    Setting::new("NETAPI_CHAT_RATE_LIMIT", "200", "requests a second per access token (under JWT, per subject: every token of one `sub` together), a request counting one more per 10 notifications it causes past the first 10 (`0` = off; otherwise at least `0.001`)"),
     Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),

@@ -431,14 +431,16 @@ pub async fn start_on(
     let rate = Arc::new(RateLimiter::new(config.rate.0, config.rate.1));
     {
         // The notifications a request's change causes count against its token's rate. Runs
-        // under the chat core's locks: the token's id only (a hash of the bearer token, what
-        // `Principal::token_id` is for every verifier), never a verification (a token file's
-        // scan, its reload, a JWT's signature), which `authorize` already made.
+        // under the chat core's locks: the token's id only (`TokenVerifier::token_id_of`: a
+        // hash of the bearer token, or a JWT's subject id from the verdict cache), never a
+        // verification (a token file's scan, its reload, a JWT's signature), which
+        // `authorize` already made.
         let rate = Arc::clone(&rate);
+        let verifier = Arc::clone(&verifier);
         chat.meter_notifications(Box::new(move |caused| {
             let credentials = netapi_chat_runtime::negotiate::request_credentials();
             if let Ok(bearer) = crate::auth::bearer_token(credentials.as_deref()) {
-                rate.charge_notifications(&crate::auth::token_id(bearer), caused);
+                rate.charge_notifications(&verifier.token_id_of(bearer), caused);
             }
         }));
     }

@@ -301,3 +301,24 @@ async fn jwt_users_array_only_in_a_custom_claim_as_documented() {
     let a = list_subscriptions(&srv, "sip:carol@example.com", &t).await;
     assert_eq!(a.status, 403, "{}", a.body);
 }
+
+/// Under JWT the per-token rate counts per subject, not per token string (ops review O6):
+/// a client holding four tokens of one `sub` (differing in `jti`) shares one bucket, so
+/// fetching more tokens does not multiply its rate; another subject has its own.
+#[tokio::test]
+async fn jwt_rate_limits_count_per_subject_not_per_token() {
+    let srv = jwt_server(&[
+        ("NETAPI_CHAT_RATE_LIMIT", "0.001"),
+        ("NETAPI_CHAT_RATE_BURST", "3"),
+    ]);
+    let tokens: Vec<String> = (0..4)
+        .map(|i| token(&[("jti", json!(format!("token-{i}")))]))
+        .collect();
+    let mut statuses = Vec::new();
+    for t in &tokens {
+        statuses.push(list_subscriptions(&srv, ALICE, t).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "one bucket for one subject");
+    let bob = token(&[("sub", json!(BOB))]);
+    assert_eq!(list_subscriptions(&srv, BOB, &bob).await.status, 200);
+}

@@ -183,6 +183,12 @@ impl Verified {
         }
     }
 
+    /// The token id of the accepted token with SHA-256 `key`, in force or not.
+    fn peek(&self, key: &[u8; 32]) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).map(|a| a.principal.token_id.clone())
+    }
+
     /// Keeps an accepted token, making room as [`Verified`] says.
     fn put(&self, key: [u8; 32], accepted: Accepted, now: u64, leeway: u64) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -373,6 +379,14 @@ impl TokenVerifier for JwtVerifier {
         self.verified.put(key, accepted, now, leeway);
         Ok(principal)
     }
+
+    /// The subject's id, from [`Verified`] (where the request's verification left it); a
+    /// token no longer there (evicted since) is charged under its own digest.
+    fn token_id_of(&self, bearer: &str) -> String {
+        self.verified
+            .peek(&super::digest(bearer))
+            .unwrap_or_else(|| token_id(bearer))
+    }
 }
 
 impl JwtVerifier {
@@ -438,8 +452,8 @@ impl JwtVerifier {
         Ok(Accepted {
             principal: Principal {
                 users,
+                token_id: super::subject_id(&subject),
                 subject,
-                token_id: token_id(bearer),
             },
             exp,
             nbf: numeric_date(&claims, "nbf"),
@@ -834,7 +848,17 @@ Auq45p/ZZnRRb5fjoWS1brdMyTXbuwiB";
         let p = verifier().verify(&token).expect("valid RS256 token");
         assert_eq!(p.users, [ALICE]);
         assert_eq!(p.subject, ALICE);
-        assert_eq!(p.token_id, token_id(&token));
+        // One id per subject, whichever token of it (ops review O6), and not the token's.
+        assert_eq!(p.token_id, crate::auth::subject_id(ALICE));
+        assert_ne!(p.token_id, token_id(&token));
+        let mut other = claims();
+        other["jti"] = serde_json::json!("another-token-of-alice");
+        let again = rs256(&other);
+        assert_ne!(again, token);
+        let v = verifier();
+        assert_eq!(v.verify(&again).expect("valid").token_id, p.token_id);
+        assert_eq!(v.token_id_of(&again), p.token_id, "from the cache");
+        assert_eq!(v.token_id_of("never-seen"), token_id("never-seen"));
         assert_eq!(resolve_user(&p, ACR_AUTH).as_deref(), Ok(ALICE));
     }
 
