@@ -82,27 +82,20 @@ fn pair_with(leader_extra: &[(&str, &str)], standby_extra: &[(&str, &str)]) -> P
     let database = support::postgres_database_for(&leader_dir)
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
     // Each instance's log, for the tests that read what it tells the operator.
-    let env = cluster_env(&database, leader_extra);
-    let leader = Server::launch(
-        support::Launch {
-            data_dir: leader_dir.to_path_buf(),
-            env: &env,
-            stderr: support::Stderr::File(leader_dir.join("leader.log")),
-            ..support::Launch::default()
-        },
-        None,
-    );
+    let launch = |dir: &std::path::Path, extra: &[(&str, &str)], log: &str| {
+        Server::launch(
+            support::Launch {
+                data_dir: dir.to_path_buf(),
+                env: &cluster_env(&database, extra),
+                stderr: support::Stderr::File(dir.join(log)),
+                ..support::Launch::default()
+            },
+            None,
+        )
+    };
+    let leader = launch(&leader_dir, leader_extra, "leader.log");
     let standby_dir = support::temp_data_dir();
-    let env = cluster_env(&database, standby_extra);
-    let standby = Server::launch(
-        support::Launch {
-            data_dir: standby_dir.to_path_buf(),
-            env: &env,
-            stderr: support::Stderr::File(standby_dir.join("standby.log")),
-            ..support::Launch::default()
-        },
-        None,
-    );
+    let standby = launch(&standby_dir, standby_extra, "standby.log");
     Pair {
         leader,
         standby,
