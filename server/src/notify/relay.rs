@@ -313,8 +313,8 @@ impl Carrier {
     }
 
     /// The connection ended: nothing more is sent to it, and every attempt it holds is
-    /// answered "lost" (its sender dropped), so its task makes it elsewhere.
-    /// How many were taken back.
+    /// answered "lost" (its sender dropped), so its task makes it elsewhere. Returns how many
+    /// were taken back.
     fn close(&self) -> usize {
         self.closed.store(true, Ordering::SeqCst);
         let taken = std::mem::take(&mut *self.pending());
@@ -330,7 +330,7 @@ impl Carrier {
     /// a connection under its caps, then the attempt's `timeout`) is what the attempt would
     /// wait here; a silent one is dropped within [`SILENT_FOR`], and its attempts with it.
     pub(crate) async fn post(
-        self: Arc<Self>,
+        &self,
         ep: &Endpoint,
         policy: CallbackPolicy,
         headers: &http::HeaderMap,
@@ -340,16 +340,12 @@ impl Carrier {
         if body.len() > MAX_FRAME / 2 {
             return None;
         }
-        let carrier = self;
-        let seq = carrier.seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        carrier.pending().insert(seq, tx);
-        let waiting = Waiting {
-            carrier: &carrier,
-            seq,
-        };
+        self.pending().insert(seq, tx);
+        let waiting = Waiting { carrier: self, seq };
         // Closed after the insert: `close` may have taken the map before it.
-        if carrier.closed.load(Ordering::SeqCst) {
+        if self.closed.load(Ordering::SeqCst) {
             return None;
         }
         let frame = Frame {
@@ -365,7 +361,7 @@ impl Carrier {
             },
             body: body.clone(),
         };
-        if carrier.tx.send(frame).is_err() {
+        if self.tx.send(frame).is_err() {
             return None;
         }
         // `Err`: lost with the standby, made again by the caller.
