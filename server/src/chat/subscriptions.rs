@@ -270,6 +270,10 @@ impl Chat {
     /// ahead (the wall clock behind the task's timer) the task sleeps on until then (`Some`);
     /// without an expiry, or without the subscription, the task ends.
     pub(super) fn expiry_due(&self, id: &str) -> Option<i64> {
+        if self.expiry_held.load(std::sync::atomic::Ordering::SeqCst) {
+            // Stopping: left to the next leader or the restart (`Chat::expiry_held`).
+            return None;
+        }
         let mut state = self.write_state();
         let sub = state.subscriptions.get_mut(id)?;
         match sub.rec.expires_at_ms {
