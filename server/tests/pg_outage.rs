@@ -207,6 +207,74 @@ async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_a
     }
 }
 
+/// While the database is unreachable, delivery pauses (issue 14 item 4): a callback that
+/// comes back meanwhile gets nothing until the database is back, then everything, once each.
+/// Before, the server went on delivering from memory what it could not mark delivered in the
+/// store, and when the lead moved to another instance with the database's return, all of it
+/// was sent again (every notification of a 4 s restart arrived twice: acceptance check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL to itself: `cargo xtask test` runs it"]
+async fn delivery_pauses_while_the_database_is_unreachable() {
+    let s = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,300ms"),
+        ("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "1h"),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", "3600000"),
+    ]);
+    let bob = support::Listener::start().await;
+    bob.set_status(503);
+    support::chat::subscribe_with(
+        &s,
+        BOB,
+        &support::docs::subscription_to(&bob.url, BOB, Format::Json),
+        Format::Json,
+    )
+    .await;
+    let sid = connected_session(&s).await;
+    for i in 0..3 {
+        let a = send_doc(
+            "POST",
+            &s.urls().messages(ALICE, &sid),
+            Format::Json,
+            &message(&format!("queued {i}"), None),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    // Refused so far: the receiver is away.
+    let since = Instant::now();
+    while bob.refused_ids().is_empty() {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "no attempt reached the receiver"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg_ctl(&["stop", "-m", "fast", "-w"]);
+    let ready = format!("{}/readyz", s.urls().base());
+    let since = Instant::now();
+    while send("GET", &ready, &[], None).await.status != 503 {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "the server did not notice the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bob.set_status(200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = bob.all().len();
+    pg_ctl(&["start", "-w"]);
+    assert_eq!(
+        during,
+        0,
+        "delivered while the database was away: {:#?}",
+        bob.all()
+    );
+    // Back: the invitation and the three messages, once each.
+    let got = bob.wait_for(4).await;
+    let ids: std::collections::BTreeSet<String> = got.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), got.len(), "once each: {got:#?}");
+}
+
 /// Without `NETAPI_CHAT_CLUSTER_URL`, one server per database: a second server pointed at a
 /// database a running server uses refuses to start, saying why (and how to run several); once the first has stopped,
 /// a server starts on it and finds what the first stored.

@@ -101,6 +101,9 @@ impl Drop for Attempting<'_> {
     }
 }
 
+/// How often a delivery task paused by an unreachable database looks whether it is back.
+const PAUSED_LOOK: Duration = Duration::from_millis(250);
+
 /// Where one subscription's notifications go.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -875,6 +878,17 @@ async fn deliver(
         if d.run.stopping.load(Ordering::SeqCst) {
             // Still in the outbox, with its progress: resumed after the restart.
             return;
+        }
+        if !d.store.serving() {
+            // The database is away (or this instance's lease lapsed): delivery pauses (issue
+            // 14 item 4). What went out now could not be forgotten in the store, and whoever
+            // leads once it is back sent it again: every notification delivered during a 4 s
+            // restart of PostgreSQL arrived twice when the lead moved (acceptance check).
+            while !d.store.serving() && !d.run.stopping.load(Ordering::SeqCst) {
+                tokio::time::sleep(PAUSED_LOOK).await;
+            }
+            head = Some(item);
+            continue;
         }
         // Past its deadline (a lapsed isComposing): dropped, never delivered late.
         if channel::lapsed(item.deadline_ms, now_ms()) {
