@@ -336,6 +336,8 @@ pub const RESERVED_FILES: u64 = 64;
 
 /// What the admin and metrics tokens must be (`auth::token_file::is_strong_token`).
 const STRONG_TOKEN: &str = "a token of at least 16 characters, letters, digits and -._~+/ (then = padding), as API tokens are";
+// The text above names the length: it is `MIN_TOKEN_LEN`.
+const _: () = assert!(crate::auth::token_file::MIN_TOKEN_LEN == 16);
 
 /// The connection caps the server derives from its open-files limit when the settings leave
 /// them unset ([`file_shares`]).
@@ -963,6 +965,17 @@ impl Sources {
         }
     }
 
+    /// An operator's bearer token (`NETAPI_CHAT_ADMIN_TOKEN`, `…_METRICS_TOKEN`), if given:
+    /// as strong as an API token must be (`auth::token_file::is_strong_token`); a weak one
+    /// is refused without repeating it (it is a secret).
+    fn operator_token(&self, variable: &'static str) -> Result<Option<String>, ConfigError> {
+        match self.text(variable).map(str::trim) {
+            None => Ok(None),
+            Some(t) if crate::auth::token_file::is_strong_token(t) => Ok(Some(t.to_owned())),
+            Some(_) => Err(self.invalid(variable, "(hidden)", STRONG_TOKEN)),
+        }
+    }
+
     /// `variable` parsed as `T` (surrounding blanks ignored), if given.
     pub fn var<T: std::str::FromStr>(
         &self,
@@ -1360,14 +1373,7 @@ impl Config {
                 allow_private: s.flag("NETAPI_CHAT_CALLBACK_ALLOW_PRIVATE")?,
             },
             webhook_secret: s.text("NETAPI_CHAT_WEBHOOK_SECRET").map(str::to_owned),
-            metrics_token: match s.text("NETAPI_CHAT_METRICS_TOKEN").map(str::trim) {
-                None => None,
-                Some(t) if !crate::auth::token_file::is_strong_token(t) => {
-                    // The value is a secret: not repeated in the error.
-                    return Err(s.invalid("NETAPI_CHAT_METRICS_TOKEN", "(hidden)", STRONG_TOKEN));
-                }
-                Some(t) => Some(t.to_owned()),
-            },
+            metrics_token: s.operator_token("NETAPI_CHAT_METRICS_TOKEN")?,
             cors_origins: match s.text("NETAPI_CHAT_CORS_ORIGINS") {
                 None => None,
                 Some(v) => Some(crate::cors::parse_origins(v).map_err(|_| {
@@ -1392,14 +1398,7 @@ impl Config {
             rotation_window: s
                 .duration("NETAPI_CHAT_WEBHOOK_ROTATION_WINDOW")?
                 .unwrap_or(d.rotation_window),
-            admin_token: match s.text("NETAPI_CHAT_ADMIN_TOKEN").map(str::trim) {
-                None => None,
-                Some(t) if !crate::auth::token_file::is_strong_token(t) => {
-                    // The value is a secret: not repeated in the error.
-                    return Err(s.invalid("NETAPI_CHAT_ADMIN_TOKEN", "(hidden)", STRONG_TOKEN));
-                }
-                Some(t) => Some(t.to_owned()),
-            },
+            admin_token: s.operator_token("NETAPI_CHAT_ADMIN_TOKEN")?,
             connections: Connections {
                 max: s
                     .number(

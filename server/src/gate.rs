@@ -86,6 +86,12 @@ pub(crate) fn answer_format(headers: &http::HeaderMap) -> media::Format {
     media::response_format(joined.as_deref(), body).unwrap_or_else(|e| e.answer_in)
 }
 
+/// The gate's answer to `request` with `error`: the OMA error in the format negotiated from
+/// its headers ([`answer_format`]).
+fn refusal<B>(request: &Request<B>, error: &ApiError) -> Option<Response<dropshot::Body>> {
+    error_response::<RequestError>(answer_format(request.headers()), error).ok()
+}
+
 /// Longest piece of a path an error repeats.
 const QUOTED_PATH: usize = 256;
 
@@ -338,8 +344,7 @@ impl Methods {
             let size = head_bytes(request);
             if size > limit {
                 let error = ApiError::header_fields_too_large(size, limit);
-                return error_response::<RequestError>(answer_format(request.headers()), &error)
-                    .ok();
+                return refusal(request, &error);
             }
         }
         route_alias(request);
@@ -347,7 +352,7 @@ impl Methods {
             // The gate knows every route the server registers, so this is dropshot's
             // router-level 404 / 400, answered as the OMA error it is instead.
             let error = unrouted(request.uri().path());
-            return error_response::<RequestError>(answer_format(request.headers()), &error).ok();
+            return refusal(request, &error);
         };
         if let Some(answer) = self.cors.as_ref().and_then(|cors| {
             cors.preflight(request, &route.allow, answer_format(request.headers()))
@@ -358,20 +363,19 @@ impl Methods {
             && self.sockets.contains(&route.template)
             && let Some(error) = socket_refusal(request.headers())
         {
-            return error_response::<RequestError>(answer_format(request.headers()), &error).ok();
+            return refusal(request, &error);
         }
         let method = request.method().clone();
         if !route.methods.contains(&method) {
             let error = ApiError::method_not_allowed(method.as_str(), &route.allow);
-            return error_response::<RequestError>(answer_format(request.headers()), &error).ok();
+            return refusal(request, &error);
         }
         if method == Method::HEAD {
             if request.headers().contains_key(http::header::UPGRADE) {
                 // Routed as a GET it would switch protocols (a WebSocket handshake is a GET,
                 // RFC 6455 §4.1), and a HEAD answer has no connection to hand over.
                 let error = ApiError::invalid_input("a HEAD request cannot upgrade the connection");
-                return error_response::<RequestError>(answer_format(request.headers()), &error)
-                    .ok();
+                return refusal(request, &error);
             }
             *request.method_mut() = Method::GET;
         }
@@ -495,7 +499,7 @@ pub fn host_error(version: http::Version, headers: &http::HeaderMap) -> Option<A
 /// The gate's answer to a request with a [`host_fault`].
 pub fn host_refused<B>(request: &Request<B>) -> Option<Response<dropshot::Body>> {
     let error = host_error(request.version(), request.headers())?;
-    error_response::<RequestError>(answer_format(request.headers()), &error).ok()
+    refusal(request, &error)
 }
 
 #[cfg(test)]

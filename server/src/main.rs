@@ -345,9 +345,10 @@ async fn shutdown(
     let chat = std::sync::Arc::clone(&server.app_private().chat);
     // Long polls answer now (an empty list) rather than hold the drain for their whole wait.
     netapi_chat::notify::channel::end_polls();
-    // Standbys carrying callback attempts get no new ones; their connections close once the
-    // ones they hold are answered, rather than hold the drain for the whole grace.
-    chat.release_carriers();
+    // No subscription expires here any more (the next leader or the restart expires it and
+    // sends the notice); standbys carrying callback attempts get no new ones, and their
+    // connections close once the ones they hold are answered, rather than hold the drain.
+    chat.begin_stop();
     let drained = tokio::time::timeout_at(deadline, server.close()).await;
     let outcome = match drained {
         Ok(Ok(())) => "requests in flight answered".to_owned(),

@@ -80,6 +80,16 @@ async fn connected_session(s: &Server) -> String {
     sid
 }
 
+/// Waits (within [`PATIENCE`]) until `s`'s `/readyz` answers `status`; else fails with `why`.
+async fn readyz_becomes(s: &Server, status: u16, why: &str) {
+    let ready = format!("{}/readyz", s.urls().base());
+    let since = Instant::now();
+    while send("GET", &ready, &[], None).await.status != status {
+        assert!(since.elapsed() < PATIENCE, "{why}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every message of the session as bob lists them: (id, text).
 async fn listed(s: &Server, sid: &str) -> Vec<(String, String)> {
     let url = format!("{}?maxEntries=1000", s.urls().messages(BOB, sid));
@@ -163,14 +173,12 @@ async fn the_database_stopped_and_started_under_a_running_server_loses_nothing_a
     pg_ctl(&["start", "-w"]);
     eprintln!("started after {:?}", t.elapsed());
 
-    let since = Instant::now();
-    while send("GET", &ready, &[], None).await.status != 200 {
-        assert!(
-            since.elapsed() < PATIENCE,
-            "the server did not come back after the database did"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readyz_becomes(
+        &s,
+        200,
+        "the server did not come back after the database did",
+    )
+    .await;
     eprintln!("ready after {:?}", t.elapsed());
     // Everything answered 2xx is there, and the kept change too, once. Unless the store's
     // heartbeat (a round trip every second, for the lease) found the database gone before
@@ -250,15 +258,7 @@ async fn delivery_pauses_while_the_database_is_unreachable() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     pg_ctl(&["stop", "-m", "fast", "-w"]);
-    let ready = format!("{}/readyz", s.urls().base());
-    let since = Instant::now();
-    while send("GET", &ready, &[], None).await.status != 503 {
-        assert!(
-            since.elapsed() < PATIENCE,
-            "the server did not notice the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readyz_becomes(&s, 503, "the server did not notice the outage").await;
     bob.set_status(200);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = bob.all().len();
@@ -517,11 +517,7 @@ async fn a_database_that_turns_read_only_is_waited_for_like_an_unreachable_one()
     );
 
     read_only(false);
-    let since = Instant::now();
-    while send("GET", &ready, &[], None).await.status != 200 {
-        assert!(since.elapsed() < PATIENCE, "not back: {}", s.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    readyz_becomes(&s, 200, &format!("not back: {}", s.log_text())).await;
     let got = listed(&s, &sid).await;
     assert_eq!(&got[..3], &sent[..], "{got:?}");
     let a = send_doc("POST", &send_url, Format::Json, &message("after", None)).await;

@@ -390,22 +390,22 @@ pub(crate) fn digest(token: &str) -> [u8; 32] {
 
 /// The [`Principal::token_id`] of a token.
 pub(crate) fn token_id(token: &str) -> String {
-    let hex: String = digest(token)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", short_hex(&digest(token)))
+}
+
+/// The first 8 bytes of `digest`, in hex: what a [`Principal::token_id`] shows of a hash.
+fn short_hex(digest: &[u8; 32]) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The [`Principal::token_id`] of the JWTs issued to `subject` (`sub:` and 8 bytes of a
 /// SHA-256, in hex): one bucket for all of them (ops review O6: four tokens of one `sub` had
 /// four times the rate and held every waiting place).
 pub(crate) fn subject_id(subject: &str) -> String {
-    let hex: String = digest(&format!("jwt subject\0{subject}"))[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sub:{hex}")
+    format!(
+        "sub:{}",
+        short_hex(&digest(&format!("jwt subject\0{subject}")))
+    )
 }
 
 /// `s` reduced to RFC 6750's quoted-value characters (`%x20-21 / %x23-5B / %x5D-7E`) and at

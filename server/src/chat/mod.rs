@@ -203,7 +203,7 @@ pub struct Chat {
     /// comes to count the work a request causes, not only the request. Unset (tools, unit
     /// tests): nothing is told.
     meter: std::sync::OnceLock<NotificationMeter>,
-    /// Set when a graceful stop begins ([`Chat::release_carriers`]): no subscription expires
+    /// Set when a graceful stop begins ([`Chat::begin_stop`]): no subscription expires
     /// here any more. Its cancellation notice goes out from memory only, and this server
     /// stops delivering before it exits, so a notice made while stopping was lost (the issue
     /// 14 acceptance check lost it in 4 of 5 rolling restarts under load); the subscription
@@ -515,7 +515,7 @@ impl Chat {
     /// no callback attempt is handed to a standby any more, and each standby's connection
     /// closes once the attempts it holds are answered (`notify::relay::Relays::release`), so
     /// the listener's drain is not held by them.
-    pub fn release_carriers(&self) {
+    pub fn begin_stop(&self) {
         self.expiry_held
             .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(relays) = &self.deliverer.relays {
