@@ -367,7 +367,9 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     config.bind = bound;
     let seat = Seat { url: own_url };
     if let Some(backend) = try_to_lead(&config, &seat).await? {
-        outlive_a_deposed_lease(std::time::Instant::now()).await;
+        if !backend.lead_handed_over() {
+            outlive_a_deposed_lease(std::time::Instant::now()).await;
+        }
         drop(listener);
         let started = crate::server::start_on(&config, Some(backend)).await?;
         tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
@@ -436,7 +438,10 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         if free && let Some(backend) = try_to_lead(&config, &seat).await? {
             // The proxy goes on meanwhile (forwarding to the old leader, which refuses, or
             // answering 503 itself).
-            outlive_a_deposed_lease(std::time::Instant::now()).await;
+            let handed_over = backend.lead_handed_over();
+            if !handed_over {
+                outlive_a_deposed_lease(std::time::Instant::now()).await;
+            }
             if let Some(carrying) = carrying {
                 // The old leader is gone: nobody waits for what this carried.
                 carrying.abort();
@@ -444,15 +449,32 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             }
             proxy.abort();
             let _ = proxy.await;
-            tracing::warn!("the leader is gone; this instance leads now");
+            match handed_over {
+                true => tracing::info!("the leader handed the lead over; this instance leads now"),
+                false => tracing::warn!(
+                    "the leader is gone; this instance leads now, after waiting out its lease"
+                ),
+            }
             let started = crate::server::start_on(&config, Some(backend)).await?;
             tokio::spawn(check_own_url(seat.url.clone(), leader_tls));
             return Ok(started);
         }
-        tokio::time::sleep(POLL).await;
+        let looked = std::time::Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = forwarder.look_now.notified() => {
+                tokio::time::sleep_until((looked + LOOK_AT_MOST_EVERY).into()).await;
+            }
+        }
         free = watch.look(&url, &forwarder).await;
     }
 }
+
+/// The shortest time between two looks of a standby at the lock and the leader table when
+/// forwards fail ([`Forwarder::look_now`]): one round trip to the database per standby at
+/// most ten times a second however many requests fail, and a takeover after a leader that
+/// stopped starts within this of the first request that found it gone.
+const LOOK_AT_MOST_EVERY: Duration = Duration::from_millis(100);
 
 /// A standby's part in delivery (`NETAPI_CHAT_CLUSTER_DELIVERY=standbys`): keeps one
 /// connection to the leader known at the moment, upgraded to carry callback attempts
@@ -488,6 +510,8 @@ async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>, dr
                         }
                     };
                     drain.carrying.send_replace(false);
+                    // The leader may be stopping (it says `Leaving` first): see who leads.
+                    forwarder.look_now.notify_one();
                     tracing::info!(
                         leader = %leader.url,
                         why = %ended,
@@ -576,8 +600,10 @@ async fn dial_to_carry(
 /// lock. Waiting that long before answering anything (requests, timers, deliveries) means
 /// a client never reads the old leader's memory after the new leader changed something.
 /// Neither side can tell a deposed leader that still runs from one that is gone, so every
-/// takeover and every first start of a cluster waits; a lone server does not (nobody else
-/// writes its database).
+/// takeover and every first start of a cluster waits, except after a leader that handed the
+/// lead over (a graceful stop that closed every connection before it marked its lead
+/// released: `store::Backend::hand_over`); a lone server does not (nobody else writes its
+/// database).
 async fn outlive_a_deposed_lease(led_at: std::time::Instant) {
     tokio::time::sleep_until((led_at + crate::store::lease::LEASE).into()).await;
 }
@@ -804,6 +830,11 @@ struct Forwarder {
     failure: std::sync::Mutex<Option<String>>,
     /// Whether `failure` holds one.
     failing: std::sync::atomic::AtomicBool,
+    /// Rung when a forward to the leader fails (or the connection carrying its attempts
+    /// ends): the leader may have stopped, so the standby looks at the lock at once rather
+    /// than at its next [`POLL`] (at most every [`LOOK_AT_MOST_EVERY`]), and a leader that
+    /// handed the lead over is replaced within a fraction of a second.
+    look_now: tokio::sync::Notify,
     /// The CORS policy (`NETAPI_CHAT_CORS_ORIGINS`), so that the answers a standby makes
     /// itself (a `503` while no leader can be used) are readable by a page the leader's
     /// answers are readable by.
@@ -855,6 +886,7 @@ impl Forwarder {
             connector: LeaderConnector::new(tls),
             failure: std::sync::Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
+            look_now: tokio::sync::Notify::new(),
             cors,
             poll_wait,
             max_body_bytes,
@@ -875,6 +907,7 @@ impl Forwarder {
         }
         self.failing
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.look_now.notify_one();
     }
 
     /// Forgets the last failure logged, after a forward that worked (a load only while one

@@ -350,6 +350,10 @@ async fn shutdown(
     // connections close once the ones they hold are answered, rather than hold the drain.
     chat.begin_stop();
     let drained = tokio::time::timeout_at(deadline, server.close()).await;
+    // Every connection is closed: nothing can be answered from this server's memory any more,
+    // so a cluster's leader may hand the lead over (the next one serves at once). Requests
+    // cut at the grace may still be running: then the next one waits out the lease.
+    let handing_over = matches!(drained, Ok(Ok(())));
     let outcome = match drained {
         Ok(Ok(())) => "requests in flight answered".to_owned(),
         Ok(Err(e)) => format!("server error while draining: {e}"),
@@ -360,7 +364,11 @@ async fn shutdown(
     };
     chat.stop_deliveries(deadline).await;
     // Blocking (joins the store thread): off the async workers.
-    let closed = tokio::task::spawn_blocking(move || store.close()).await;
+    let closed = tokio::task::spawn_blocking(move || match handing_over {
+        true => store.close_handing_over(),
+        false => store.close(),
+    })
+    .await;
     let store_state = if closed.is_ok() {
         "store closed"
     } else {

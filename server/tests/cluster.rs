@@ -635,6 +635,32 @@ async fn a_leader_stopped_with_sigterm_is_not_held_by_the_standby_carrying_for_i
     changes_again(&p.standby, "after the leader stopped").await;
 }
 
+/// A leader stopped with SIGTERM hands the lead over: once it has answered its last request it
+/// records so in the leader row, and the standby takes over without waiting out the lease it
+/// must wait after a leader that died or was cut off (which might still be answering from
+/// memory). Clients of the standby meet `503`s for the stop and the start, not for the wait.
+/// How long the takeover took is printed (a measurement, not a bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_leader_stopped_with_sigterm_hands_the_lead_over_without_the_lease_wait() {
+    let mut p = pair(&[("NETAPI_CHAT_LOG_LEVEL", "info")]);
+    changes_again(&p.standby, "before the stop").await;
+    let stopped = Instant::now();
+    signal(&p.leader, "-TERM");
+    let took = changes_again(&p.standby, "after the hand-over").await;
+    eprintln!(
+        "the standby answered 2xx {:?} after the leader's SIGTERM ({took:?} of retrying)",
+        stopped.elapsed()
+    );
+    let status = tokio::task::block_in_place(|| p.leader.wait_exit(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+    assert!(
+        log.contains("the leader handed the lead over"),
+        "the standby waited out the lease of a leader that had handed over: {log}"
+    );
+}
+
 /// An attempt the leader drops while a standby holds it (the subscription deleted while the
 /// attempt waits there for a connection to a slow receiver) is cancelled on the standby: the
 /// receiver never gets it.
@@ -783,6 +809,13 @@ async fn killing_the_leader_mid_burst_loses_nothing_answered_2xx() {
         }
     }
     eprintln!("the standby answered 2xx again {took_over:?} after the leader was killed");
+    // A killed leader handed nothing over: the standby waited out its lease (it cannot tell
+    // a dead leader from one cut off that still answers).
+    let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+    assert!(
+        log.contains("after waiting out its lease"),
+        "the standby took over a killed leader without the lease wait: {log}"
+    );
     // Everything answered 2xx is there, read through the survivor.
     let list = b.list_messages(BOB, &sid).await.ok(200);
     let stored: BTreeSet<String> = list

@@ -458,6 +458,16 @@ pub trait Backend: Send + 'static {
     /// caps, dead letters trimmed per subscription), so the scan without an index by burial
     /// time is bounded too.
     fn purge_dead_letters(&mut self, before_ms: i64, budget: usize) -> Result<usize, StoreError>;
+    /// Called once, by a cluster's leader stopping cleanly, after its last answer and its last
+    /// commit, just before its connection closes: records that the lead is handed over, so
+    /// the next leader need not wait out this one's lease (nothing answers from this one's
+    /// memory any more). The default has no lead to hand over.
+    fn hand_over(&mut self) {}
+    /// Whether the leader before this server handed the lead over ([`Backend::hand_over`]):
+    /// then this one serves at once instead of waiting out that leader's lease.
+    fn lead_handed_over(&self) -> bool {
+        false
+    }
     /// Called when no batch is waiting: a moment for housekeeping that would otherwise delay a
     /// commit (e.g. truncating a write-ahead log).
     fn idle(&mut self) {}
@@ -692,6 +702,8 @@ pub struct Store {
 /// the thread to wait for.
 struct Closing {
     requested: AtomicBool,
+    /// Set with `requested` by [`Store::close_handing_over`].
+    hand_over: AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -745,6 +757,7 @@ impl Store {
         };
         let closing = Arc::new(Closing {
             requested: AtomicBool::new(false),
+            hand_over: AtomicBool::new(false),
             thread: Mutex::new(None),
         });
         let stop = Arc::clone(&closing);
@@ -758,7 +771,16 @@ impl Store {
                 let ok = snapshot.is_ok();
                 let _ = loaded.send(snapshot);
                 if ok {
-                    run(backend, rx, flag, outage, beat, &stop.requested);
+                    let (failed, down) = (Arc::clone(&flag), Arc::clone(&outage.down));
+                    run(&mut *backend, rx, flag, outage, beat, &stop.requested);
+                    // Only a clean stop hands over: everything committed, nothing held back
+                    // by an outage, the thread not stopped by a failure.
+                    if stop.hand_over.load(Ordering::SeqCst)
+                        && !failed.load(Ordering::SeqCst)
+                        && !down.load(Ordering::SeqCst)
+                    {
+                        backend.hand_over();
+                    }
                 }
             })
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
@@ -835,6 +857,22 @@ impl Store {
     /// stopped"), as after a crash it would simply not exist. Blocking.
     pub fn close(&self) {
         self.closing.requested.store(true, Ordering::SeqCst);
+        self.close_thread();
+    }
+
+    /// [`Store::close`], and then, if everything was committed, a cluster's leader records
+    /// that it hands the lead over ([`Backend::hand_over`]), so the next leader serves at once
+    /// instead of waiting out this one's lease. Call it only once this server can answer
+    /// nothing more (every connection closed): the next leader's answers may follow at once.
+    /// Blocking.
+    pub fn close_handing_over(&self) {
+        self.closing.hand_over.store(true, Ordering::SeqCst);
+        self.closing.requested.store(true, Ordering::SeqCst);
+        self.close_thread();
+    }
+
+    /// Wakes the store thread to see the close asked for, and joins it.
+    fn close_thread(&self) {
         // Wakes the thread if it is waiting for work.
         self.submit_detached(Batch::default());
         let thread = self
@@ -925,7 +963,7 @@ struct Outage {
 }
 
 fn run(
-    mut backend: Box<dyn Backend>,
+    backend: &mut dyn Backend,
     rx: mpsc::Receiver<Work>,
     failed: Arc<AtomicBool>,
     mut outage: Outage,

@@ -50,9 +50,10 @@ type PgError = tokio_postgres::Error;
 pub const INSTANCE_LOCK: i64 = i64::from_be_bytes(*b"netapich");
 
 /// Where the other instances of a cluster find the one holding [`INSTANCE_LOCK`]: one row
-/// (its URL, since when, and the cluster key its standbys prove themselves with), written by
-/// each new leader under the lock. Coordination, not stored data: not part of the stored
-/// format, created when missing, harmless to drop.
+/// (its URL, since when, the cluster key its standbys prove themselves with, and whether that
+/// lead was handed over: [`handed_over`]), written by each new leader under the lock.
+/// Coordination, not stored data: not part of the stored format, created when missing (its
+/// `released_ms` column added when missing), harmless to drop.
 pub const LEADER_TABLE: &str = "netapi_chat_leader";
 
 /// Server-side TCP keepalive of the store's session (`tcp_keepalives_idle`, `_interval`,
@@ -310,6 +311,9 @@ pub struct Postgres {
     /// When this server took the lead (`since_ms` of its [`LEADER_TABLE`] row): a
     /// reconnection that finds another time there finds that another server led meanwhile.
     led_since: Option<i64>,
+    /// Whether the leader this server took over from handed the lead over ([`handed_over`]):
+    /// it answers nothing any more, so there is no lease of its to wait out.
+    handed_over: bool,
     /// Renewed by every round trip the database answers on the store's connection (see
     /// [`Backend::lease`]).
     lease: Arc<Lease>,
@@ -476,6 +480,7 @@ impl Postgres {
             lock_pid: None,
             taken: false,
             led_since: None,
+            handed_over: false,
             lease: Arc::new(Lease::new()),
         };
         let mut client = match pg.connect(false) {
@@ -504,8 +509,9 @@ impl Postgres {
                     e.0
                 ))
             })?;
-            pg.cluster_key = Some(key.0);
-            pg.led_since = Some(key.1);
+            pg.cluster_key = Some(key.key);
+            pg.led_since = Some(key.since_ms);
+            pg.handed_over = key.handed_over;
         }
         pg.ready(client)?;
         Ok(Opening::Opened(Box::new(pg)))
@@ -720,9 +726,6 @@ async fn stored_version(tx: &tokio_postgres::Transaction<'_>) -> Result<Option<u
     Ok(v.map(i32::unsigned_abs))
 }
 
-/// Brings the schema to [`format::CURRENT`] in one transaction (run under the instance lock,
-/// so two servers starting at once cannot both migrate): each [`SCHEMA`] entry past the stored
-/// version, recorded in `schema_version`. `None` for a database already current or new.
 /// The `pg_locks` rows of [`INSTANCE_LOCK`] held on this database (`$2`, `$3`: [`lock_classid`],
 /// [`lock_objid`]); `pg_locks` shows every database's locks.
 pub const HOLDER: &str = "locktype = 'advisory' AND granted AND classid = $2 AND objid = $3 \
@@ -738,17 +741,37 @@ pub fn lock_objid() -> u32 {
     u32::try_from(INSTANCE_LOCK & 0xffff_ffff).unwrap_or(0)
 }
 
-/// Records this server (reached at `url`) as the leader, under the instance lock; answers the
-/// cluster key (made by the first leader, kept by the next ones so that a standby that read
-/// it keeps proving itself).
-async fn take_the_lead(client: &Client, url: &str) -> Result<(String, i64), PgError> {
+/// What [`take_the_lead`] recorded and found.
+struct Lead {
+    /// The cluster key (made by the first leader, kept by the next ones so that a standby
+    /// that read it keeps proving itself).
+    key: String,
+    /// When this lead began (the row's `since_ms`).
+    since_ms: i64,
+    /// Whether the lead before this one was handed over ([`handed_over`]).
+    handed_over: bool,
+}
+
+/// Records this server (reached at `url`) as the leader, under the instance lock, after
+/// reading whether the leader before it handed the lead over.
+async fn take_the_lead(client: &Client, url: &str) -> Result<Lead, PgError> {
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {LEADER_TABLE} (
                one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
-               url TEXT NOT NULL, key TEXT NOT NULL, since_ms BIGINT NOT NULL)"
+               url TEXT NOT NULL, key TEXT NOT NULL, since_ms BIGINT NOT NULL,
+               released_ms BIGINT);
+             ALTER TABLE {LEADER_TABLE} ADD COLUMN IF NOT EXISTS released_ms BIGINT"
         ))
         .await?;
+    let before = client
+        .query_opt(
+            &format!("SELECT since_ms, released_ms FROM {LEADER_TABLE}"),
+            &[],
+        )
+        .await?
+        .map(|r| Ok::<_, PgError>((r.try_get(0)?, r.try_get(1)?)))
+        .transpose()?;
     let key = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -759,15 +782,33 @@ async fn take_the_lead(client: &Client, url: &str) -> Result<(String, i64), PgEr
         .query_one(
             &format!(
                 "INSERT INTO {LEADER_TABLE} (one, url, key, since_ms) VALUES (TRUE, $1, $2, $3)
-                 ON CONFLICT (one) DO UPDATE SET url = EXCLUDED.url, since_ms = EXCLUDED.since_ms
+                 ON CONFLICT (one) DO UPDATE SET url = EXCLUDED.url,
+                   since_ms = EXCLUDED.since_ms, released_ms = NULL
                  RETURNING key"
             ),
             &[&url, &key, &since],
         )
         .await?;
-    Ok((row.try_get(0)?, since))
+    Ok(Lead {
+        key: row.try_get(0)?,
+        since_ms: since,
+        handed_over: before.is_some_and(|(since, released)| handed_over(since, released)),
+    })
 }
 
+/// The rule for skipping the lease wait at a takeover: the leader row's lead (`since_ms`) was
+/// handed over when its own leader wrote that same `since_ms` into `released_ms`, which it
+/// does only on a clean stop, after its last answer and with the lock still held
+/// ([`Backend::hand_over`]). Anything else (no mark, a mark of an earlier lead left by an
+/// instance of an older version that took the lead without clearing it) is a leader that may
+/// still answer from memory: wait out its lease.
+fn handed_over(since_ms: i64, released_ms: Option<i64>) -> bool {
+    released_ms == Some(since_ms)
+}
+
+/// Brings the schema to [`format::CURRENT`] in one transaction (run under the instance lock,
+/// so two servers starting at once cannot both migrate): each [`SCHEMA`] entry past the stored
+/// version, recorded in `schema_version`. `None` for a database already current or new.
 async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
     // With the causes: tokio-postgres' own text for a database's error is a bare `db error`.
     let failed = |e: PgError| {
@@ -1274,6 +1315,40 @@ impl Backend for Postgres {
         self.taken
     }
 
+    /// Marks this server's lead handed over, on its own connection (so under the lock) and
+    /// only if the row is still its own lead's: a server that lost its session, or whose
+    /// lead another took meanwhile, marks nothing (the `UPDATE` finds no row, or cannot be
+    /// sent). Bounded by [`HEARTBEAT_WITHIN`]: a stop does not wait on a silent database, and
+    /// an unmarked lead only costs the next leader the lease wait.
+    fn hand_over(&mut self) {
+        let (Some(conn), Some(since), false) = (&self.conn, self.led_since, self.taken) else {
+            return;
+        };
+        let client = &conn.client;
+        let marked = self.rt.block_on(async {
+            tokio::time::timeout(
+                HEARTBEAT_WITHIN,
+                client.execute(
+                    &format!(
+                        "UPDATE {LEADER_TABLE} SET released_ms = since_ms WHERE since_ms = $1"
+                    ),
+                    &[&since],
+                ),
+            )
+            .await
+        });
+        if !matches!(marked, Ok(Ok(1))) {
+            tracing::warn!(
+                "could not record in the database that this leader hands the lead over: the \
+                 next leader waits out its lease first"
+            );
+        }
+    }
+
+    fn lead_handed_over(&self) -> bool {
+        self.handed_over
+    }
+
     fn cluster_key(&self) -> Option<String> {
         self.cluster_key.clone()
     }
@@ -1294,6 +1369,17 @@ mod tests {
             Opening::Busy => Err(StoreError("busy".into())),
             Opening::Unreachable(e) => Err(e),
         }
+    }
+
+    #[test]
+    fn only_a_lead_marked_released_by_its_own_leader_was_handed_over() {
+        // Marked by its leader at a clean stop.
+        assert!(handed_over(1_700, Some(1_700)));
+        // Never marked: a leader that died, was cut off or stopped past its grace.
+        assert!(!handed_over(1_700, None));
+        // A mark of an earlier lead, left by an older instance that took the lead without
+        // clearing it: this lead's leader may still answer.
+        assert!(!handed_over(1_900, Some(1_700)));
     }
 
     #[test]
