@@ -30,6 +30,9 @@ pub const HTTP_DURATION: &str = "netapi_chat_http_request_duration_seconds";
 pub const STORE_COMMIT_DURATION: &str = "netapi_chat_store_commit_duration_seconds";
 /// Batches committed together in one transaction (group commit).
 pub const STORE_COMMIT_GROUP: &str = "netapi_chat_store_commit_group_size";
+/// 1 once a read met damaged database pages (`Store::is_damaged`): an alert, since the log
+/// line that says so is written once.
+pub const STORE_DAMAGED: &str = "netapi_chat_store_damaged";
 /// Notifications handed to a subscription's delivery queue (new ones and, after a restart,
 /// the undelivered ones resumed).
 pub const NOTIFICATIONS_QUEUED: &str = "netapi_chat_notifications_queued_total";
@@ -200,6 +203,10 @@ fn describe() {
     );
     describe_gauge!(SUBSCRIPTIONS, "Notification subscriptions held");
     describe_gauge!(
+        STORE_DAMAGED,
+        "1 once a read met damaged database pages (the file needs repair), else 0"
+    );
+    describe_gauge!(
         CLUSTER_LEADING,
         "1 when this instance serves (leads), 0 on a standby or while its database is unreachable or unconfirmed"
     );
@@ -310,6 +317,8 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
         .map_or(0, |at| crate::store::now_ms().saturating_sub(at).max(0));
     metrics::gauge!(NOTIFICATIONS_OLDEST_AGE).set(oldest_age_ms as f64 / 1000.0);
     metrics::gauge!(CLUSTER_LEADING).set(if serving { 1.0 } else { 0.0 });
+    let damaged = server.chat.store().is_damaged();
+    metrics::gauge!(STORE_DAMAGED).set(if damaged { 1.0 } else { 0.0 });
     metrics::gauge!(CLUSTER_CARRIERS).set(server.chat.carriers() as f64);
     metrics::counter!(NOTIFICATIONS_CARRIED).absolute(crate::notify::relay::carried_count());
     metrics::counter!(NOTIFICATIONS_TAKEN_BACK).absolute(crate::notify::relay::taken_back_count());

@@ -443,3 +443,89 @@ fn a_data_dir_from_a_newer_format_refuses_to_start() {
     // Refused before anything was written.
     assert_eq!(std::fs::read(dir.join(DB_FILE)).expect("read"), before);
 }
+
+/// A damaged page of the `messages` table (bit rot, a bad sector; storage review F2) is told
+/// for what it is: the messages it held answer `503` saying the storage is damaged and to
+/// come back much later (`Retry-After: 300`, not the 2 s of a passing failure, which invited
+/// endless retries), every other message is still served, the log says once what to do, and
+/// `netapi_chat_store_damaged` reads 1 for the operator's alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_page_of_messages_is_told_apart_and_the_rest_is_served() {
+    const METRICS: &str = "stored-format-metrics-0123456789";
+    let srv = Server::start(&[]);
+    let sid = start_session(&srv, "damaged", B).await;
+    accept(&srv, B, &sid).await;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(send_message(&srv, A, &sid, &format!("message {i} {}", "x".repeat(300))).await);
+    }
+    let dir = srv.terminate();
+    // One leaf page of the table, in the middle, overwritten (an invalid page type).
+    let db = rusqlite::Connection::open(dir.join(DB_FILE)).expect("open");
+    let leaves: Vec<i64> = db
+        .prepare("SELECT pageno FROM dbstat WHERE name = 'messages' AND pagetype = 'leaf' ORDER BY pageno")
+        .expect("dbstat")
+        .query_map([], |r| r.get(0))
+        .expect("leaf pages")
+        .collect::<Result<_, _>>()
+        .expect("leaf pages");
+    let size: i64 = db
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .expect("page size");
+    drop(db);
+    assert!(
+        leaves.len() > 4,
+        "the messages span several pages: {leaves:?}"
+    );
+    let page = leaves[leaves.len() / 2];
+    let mut bytes = std::fs::read(dir.join(DB_FILE)).expect("read");
+    let at = usize::try_from((page - 1) * size).expect("offset");
+    let len = usize::try_from(size).expect("size");
+    bytes[at..at + len].fill(0xff);
+    std::fs::write(dir.join(DB_FILE), bytes).expect("write");
+
+    let log = dir.join("damaged.log");
+    let srv = Server::launch(
+        support::Launch {
+            data_dir: dir.clone(),
+            env: &[("NETAPI_CHAT_METRICS_TOKEN", METRICS)],
+            stderr: support::Stderr::File(log.clone()),
+            ..support::Launch::default()
+        },
+        Some(support::TempDir::adopt(dir)),
+    );
+    let (mut served, mut damaged) = (0, 0);
+    for mid in &ids {
+        let a = send_empty("GET", &srv.urls().message(A, &sid, mid), Format::Json).await;
+        match a.status {
+            200 => served += 1,
+            503 => {
+                a.assert_error(503, "SVC2001", Format::Json);
+                assert!(a.body.contains("damaged"), "{}", a.body);
+                assert_eq!(a.header("retry-after"), "300");
+                damaged += 1;
+            }
+            other => panic!("message {mid}: {other} {}", a.body),
+        }
+    }
+    assert!(damaged > 0, "no message was on the damaged page");
+    assert!(served > 150, "only {served} of 200 served");
+    let metrics = support::send(
+        "GET",
+        &format!("{}/metrics", srv.base),
+        &[("authorization", &format!("Bearer {METRICS}"))],
+        None,
+    )
+    .await;
+    assert!(
+        metrics.body.contains("netapi_chat_store_damaged 1"),
+        "{}",
+        metrics.body
+    );
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        said.matches("stop the server and repair it").count(),
+        1,
+        "told once: {said}"
+    );
+}

@@ -36,6 +36,8 @@ impl Chat {
         match answer {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(super::storage_unavailable()),
+            // Logged once, by the store, with what to do.
+            Ok(Err(e)) if e.contains(crate::store::DAMAGED) => Err(super::read_damaged()),
             Ok(Err(e)) => {
                 tracing::error!(error = e, "reading the store failed");
                 Err(read_failed())

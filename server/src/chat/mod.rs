@@ -388,6 +388,19 @@ pub fn read_failed() -> ApiError {
     )
 }
 
+/// `503 SVC2001` for a read that met damaged database pages: unlike [`read_failed`], retrying
+/// soon does not help (the operator must repair the file, and is told in the log), so the
+/// client is asked to wait [`DAMAGED_RETRY_AFTER_SECS`]; everything else stays readable.
+pub fn read_damaged() -> ApiError {
+    no_resources(
+        "the part of the server's storage that holds this is damaged and awaits repair by the operator",
+        DAMAGED_RETRY_AFTER_SECS,
+    )
+}
+
+/// `Retry-After` of [`read_damaged`]: a repair takes an operator, not seconds.
+pub const DAMAGED_RETRY_AFTER_SECS: u32 = 300;
+
 /// Seconds a client is asked to wait (`Retry-After`) after the storage failed: the server is
 /// stopping, and a supervisor restarts it within seconds (a full disk: once there is room).
 pub const FAILED_RETRY_AFTER_SECS: u32 = 5;

@@ -362,6 +362,23 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// How a [`StoreError`] of damaged database pages begins ([`StoreError::damage`]).
+pub const DAMAGED: &str = "the database file is damaged";
+
+impl StoreError {
+    /// A read or write that met damaged pages (SQLite's `SQLITE_CORRUPT`, `SQLITE_NOTADB`:
+    /// bit rot, a bad sector, a file edited under the server). Unlike an outage it does not
+    /// mend by waiting: the operator must repair the file (README, *A damaged database*).
+    pub fn damage(detail: impl std::fmt::Display) -> StoreError {
+        StoreError(format!("{DAMAGED} ({detail})"))
+    }
+
+    /// Whether this is [`StoreError::damage`].
+    pub fn is_damage(&self) -> bool {
+        self.0.starts_with(DAMAGED)
+    }
+}
+
 /// A storage engine. Called from one thread only.
 pub trait Backend: Send + 'static {
     /// Reads everything but messages (at start-up).
@@ -695,6 +712,8 @@ pub struct Store {
     lease: Option<Arc<lease::Lease>>,
     /// Set while the log says the lease lapsed (see [`Store::holds_lease`]).
     lapse_logged: Arc<AtomicBool>,
+    /// Set once a read met damaged pages (see [`Store::is_damaged`]).
+    damaged: Arc<AtomicBool>,
     closing: Arc<Closing>,
 }
 
@@ -795,6 +814,7 @@ impl Store {
                 down,
                 lease,
                 lapse_logged,
+                damaged: Arc::new(AtomicBool::new(false)),
                 closing,
             },
             snapshot,
@@ -805,6 +825,13 @@ impl Store {
     /// the disk does not, so nothing should be served from it any more.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
+    }
+
+    /// True once a read met damaged database pages ([`StoreError::damage`]), for the
+    /// metrics (`netapi_chat_store_damaged`): it stays set until the server restarts, since
+    /// nothing but a repair of the file mends it.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::SeqCst)
     }
 
     /// True while the database is unreachable (a shared engine only, see
@@ -936,11 +963,15 @@ impl Store {
         F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     {
         let (done, rx) = oneshot::channel();
+        let damaged = Arc::clone(&self.damaged);
         let work: Read = Box::new(move |backend: &mut dyn Backend| {
             let result = read(backend).map_err(|e| {
                 if backend.unavailable() {
                     UNCONFIRMED.to_owned()
                 } else {
+                    if e.is_damage() {
+                        found_damage(&damaged, &e);
+                    }
                     e.to_string()
                 }
             });
@@ -949,6 +980,20 @@ impl Store {
         // When the store has stopped, `done` is dropped with the work: the receiver sees it.
         let _ = self.tx.send(Work::Read(work));
         rx
+    }
+}
+
+/// Notes that a read met damaged pages ([`Store::is_damaged`]), and tells the operator once
+/// what to do: the server keeps serving what it can read (a damaged page holds a few
+/// messages; refusing everything would turn them into an outage), each request that needs a
+/// damaged page is answered `503`.
+fn found_damage(damaged: &AtomicBool, e: &StoreError) {
+    if !damaged.swap(true, Ordering::SeqCst) {
+        tracing::error!(
+            error = e.0.as_str(),
+            "the database file is damaged: requests that need the damaged pages answer 503 \
+             until it is repaired; stop the server and repair it (README, A damaged database)"
+        );
     }
 }
 

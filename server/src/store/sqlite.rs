@@ -105,8 +105,13 @@ impl Drop for Checkpointer {
     }
 }
 
+/// SQLite's error as the store's: damaged pages ([`StoreError::damage`]) told apart.
 fn err(e: rusqlite::Error) -> StoreError {
-    StoreError(e.to_string())
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => StoreError::damage(e),
+        _ => StoreError(e.to_string()),
+    }
 }
 
 impl Sqlite {
