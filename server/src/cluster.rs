@@ -1157,9 +1157,47 @@ async fn serve_standby(
             },
             None => false,
         };
+        let serve =
+            |stream: tokio::net::TcpStream, peer, connections: &mut tokio::task::JoinSet<()>| {
+                let _ = stream.set_nodelay(true);
+                let conn = tracker.register();
+                let stream = conn.watch(stream);
+                let forwarder = Arc::clone(&forwarder);
+                let tls = tls.clone();
+                let stopping = drain.stop.subscribe();
+                let header_read_timeout = limits.header_read_timeout;
+                connections.spawn(async move {
+                    match tls {
+                        None => serve_one(stream, forwarder, peer, conn, stopping).await,
+                        Some(acceptor) => {
+                            // Busy during its handshake (bounded by the header timeout), so that
+                            // it is not picked for shedding, which only a served connection acts
+                            // on; its first request is awaited from then on, also at a stop.
+                            let handshaking = conn.state.begin_handshake();
+                            let handshake = acceptor.accept(stream);
+                            let shaken = tokio::time::timeout(header_read_timeout, handshake).await;
+                            drop(handshaking);
+                            if let Ok(Ok(stream)) = shaken {
+                                serve_one(stream, forwarder, peer, conn, stopping).await;
+                            }
+                        }
+                    }
+                });
+            };
         let Some(accepted) = accepted.filter(|_| room) else {
-            // A graceful stop: no new connection; each open one finishes the request it is
-            // forwarding (`serve_one`), then this says it is done.
+            // A graceful stop: the clients already in the listen backlog (their handshake
+            // done, their request likely sent) are served, as many as the cap has room for
+            // (closing the listener resets them: ops review O10); then no new connection,
+            // and each open one finishes the request it is forwarding, or reads the first
+            // one it was opened for (`serve_one`), then this says it is done.
+            while tracker.has_room() {
+                let Some(Ok((stream, peer))) =
+                    futures_util::FutureExt::now_or_never(listener.accept())
+                else {
+                    break;
+                };
+                serve(stream, peer, &mut connections);
+            }
             drop(listener);
             while connections.join_next().await.is_some() {}
             drain.done.send_replace(true);
@@ -1170,29 +1208,7 @@ async fn serve_standby(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let conn = tracker.register();
-        let stream = conn.watch(stream);
-        let forwarder = Arc::clone(&forwarder);
-        let tls = tls.clone();
-        let stopping = drain.stop.subscribe();
-        let header_read_timeout = limits.header_read_timeout;
-        connections.spawn(async move {
-            match tls {
-                None => serve_one(stream, forwarder, peer, conn, stopping).await,
-                Some(acceptor) => {
-                    // Busy during its handshake (bounded by the header timeout), so that it is
-                    // not picked for shedding, which only a served connection acts on.
-                    let handshaking = conn.state.begin_request();
-                    let handshake = acceptor.accept(stream);
-                    let shaken = tokio::time::timeout(header_read_timeout, handshake).await;
-                    drop(handshaking);
-                    if let Ok(Ok(stream)) = shaken {
-                        serve_one(stream, forwarder, peer, conn, stopping).await;
-                    }
-                }
-            }
-        });
+        serve(stream, peer, &mut connections);
     }
 }
 

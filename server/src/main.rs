@@ -327,8 +327,9 @@ async fn stop_signal() -> std::io::Result<&'static str> {
     })
 }
 
-/// The graceful stop: stop accepting (new connections are refused), answer the requests in
-/// flight (at most `grace`: past it they are dropped, and what they committed is kept), close
+/// The graceful stop: stop accepting (new connections are refused; those already made,
+/// backlog included, have their first request read), answer the requests in flight (at most
+/// `grace`: past it they are dropped, and what they committed is kept), close
 /// the store once nothing can wait for a commit any more (every queued batch committed, the
 /// database closed), one line on stdout, exit 0. Delivery stops first: no new attempt, and
 /// attempts under way get what is left of the grace period to finish and forget their

@@ -1613,3 +1613,28 @@ async fn sighup_is_logged_and_ignored() {
     let a = send("GET", &url, &[], None).await;
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+/// Clients that connected and sent their request just before a SIGTERM (in the listen
+/// backlog, or accepted with the request still unread) get their answer, not a reset
+/// connection they cannot tell from one carried out (ops review O10: hyper's graceful
+/// shutdown closed a connection with no request under way at once, and closing the listener
+/// reset the backlog). The server is frozen while they connect, so that all of them are
+/// there when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_when_sigterm_arrives_are_answered() {
+    let mut server = Server::start(&[]);
+    let url = server.urls().subscriptions("sip:bob@example.com");
+    let path = url.trim_start_matches(&server.base).to_owned();
+    let (base, pid) = (server.base.clone(), server.pid());
+    let answers =
+        tokio::task::spawn_blocking(move || support::queued_at_a_stop(&base, pid, &path, 12))
+            .await
+            .expect("clients");
+    let cut: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
+    assert!(cut.is_empty(), "{} of 12 cut: {cut:?}", cut.len());
+    for a in answers.iter().flatten() {
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    }
+    let status = tokio::task::block_in_place(|| server.wait_exit(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}

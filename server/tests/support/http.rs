@@ -258,3 +258,46 @@ pub async fn metric(base: &str, metrics_token: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// What `n` clients get whose connections were made, and whose requests (`GET path`, with the
+/// test token, `Connection: close`) were sent, while the server (`base`, process `pid`) was
+/// frozen, and which it then finds when it stops: each connection's answer up to its end, or
+/// the error that ended it. The process is frozen (SIGSTOP) so that every connection waits
+/// in its listen backlog or unread in its socket, then sent SIGTERM and continued (SIGCONT):
+/// a graceful stop must answer them, not reset them. Blocking.
+pub fn queued_at_a_stop(base: &str, pid: u32, path: &str, n: usize) -> Vec<Result<String, String>> {
+    use std::io::{Read as _, Write as _};
+    let addr = base.trim_start_matches("http://").to_owned();
+    let kill = |signal: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+    };
+    kill("-STOP");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {APP_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let streams: Vec<std::net::TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect (backlog)");
+            s.write_all(request.as_bytes()).expect("send");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+                .expect("timeout");
+            s
+        })
+        .collect();
+    kill("-TERM");
+    kill("-CONT");
+    streams
+        .into_iter()
+        .map(|mut s| {
+            let mut answer = Vec::new();
+            match s.read_to_end(&mut answer) {
+                Ok(_) if !answer.is_empty() => Ok(String::from_utf8_lossy(&answer).into_owned()),
+                Ok(_) => Err("closed without an answer".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .collect()
+}

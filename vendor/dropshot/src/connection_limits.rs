@@ -58,6 +58,14 @@ pub struct ConnectionLimits {
 /// still being written to a client that reads goes on: its writes move bytes.
 const SHUTDOWN_IDLE_WITHIN: Duration = Duration::from_secs(2);
 
+/// How long a connection that has not begun its first request when the server closes is
+/// still read, so that the request it was opened for is answered (hyper's HTTP/1 graceful
+/// shutdown closes a connection with no request under way at once, also one whose request
+/// is in the socket unread: its client saw a reset, not an answer; hyper#2730, #3808). A
+/// client that connected sends its request within a round trip; one that sends nothing
+/// holds the close this long at most.
+pub const FIRST_REQUEST_WITHIN: Duration = Duration::from_secs(1);
+
 /// How long a client at the cap waits for the connection shed for it to close before another
 /// is shed ([`Tracker::make_room`]).
 const SHED_PACE: Duration = Duration::from_millis(100);
@@ -98,6 +106,9 @@ pub struct ConnState {
     blocked: Notify,
     /// When bytes last moved on the socket, either way, as milliseconds since `born`.
     last_io_ms: AtomicU64,
+    /// Set when its first request began ([`ConnState::begin_request`]): a connection
+    /// without one when the server closes gets [`FIRST_REQUEST_WITHIN`] for it.
+    begun: AtomicBool,
     /// HTTP is over on it ([`drive`] returned) while its socket is still open: a WebSocket
     /// (or other upgrade) took it over. It still counts against the cap (its
     /// [`Watched`] holds the registration) but is never picked for shedding: nothing would
@@ -108,6 +119,17 @@ pub struct ConnState {
 impl ConnState {
     /// Marks a request as in flight until the returned guard is dropped.
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if !self.begun.load(Ordering::Relaxed) {
+            self.begun.store(true, Ordering::Relaxed);
+        }
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// Marks the connection busy (not idle, so neither shed nor timed out) while its TLS
+    /// handshake runs, until the guard is dropped; unlike [`ConnState::begin_request`] it is
+    /// not its first request, which a close still waits for ([`FIRST_REQUEST_WITHIN`]).
+    pub fn begin_handshake(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         RequestGuard(Arc::clone(self))
     }
@@ -281,6 +303,7 @@ impl Tracker {
             write_blocked_ms: AtomicU64::new(0),
             blocked: Notify::new(),
             last_io_ms: AtomicU64::new(0),
+            begun: AtomicBool::new(false),
             http_over: AtomicBool::new(false),
         });
         let mut g = self.lock();
@@ -294,6 +317,11 @@ impl Tracker {
             state: Arc::clone(&state),
         });
         ConnGuard { registration, state }
+    }
+
+    /// Whether one more connection fits under `max_connections` without shedding one.
+    pub fn has_room(&self) -> bool {
+        self.limits.max_connections.map_or(true, |max| self.active() < max)
     }
 
     /// Open connections, those being shed included.
@@ -411,6 +439,25 @@ pub async fn drive<F>(
                         break;
                     }
                 }
+            }
+        }
+    }
+    // Closing a connection that has not begun a request: its request, likely on its way or
+    // already in the socket, is read first (no longer than `FIRST_REQUEST_WITHIN`, or the
+    // header read timeout), and then the shutdown lets it finish.
+    if *closing.borrow() && !state.begun.load(Ordering::Relaxed) {
+        let within = guard
+            .tracker_limits()
+            .header_read_timeout
+            .map_or(FIRST_REQUEST_WITHIN, |t| t.min(FIRST_REQUEST_WITHIN));
+        let until = Instant::now() + within;
+        while !state.begun.load(Ordering::Relaxed) && Instant::now() < until {
+            tokio::select! {
+                _ = conn.as_mut() => {
+                    guard.http_over();
+                    return;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
         }
     }

@@ -450,6 +450,36 @@ impl<C: ServerContext> HttpServerStarter<C> {
 
                         _ = &mut rx => {
                             info!(log, "beginning graceful shutdown");
+                            // The clients already in the listen backlog (their
+                            // handshake done, their request likely sent) are
+                            // served (PATCHES.md item 20), as many as the cap
+                            // has room for without shedding: closing the
+                            // listener resets them.
+                            while tracker.has_room() {
+                                let Some(Ok((sock, remote_addr))) =
+                                    http_acceptor.tcp.accept().now_or_never()
+                                else {
+                                    break;
+                                };
+                                let conn = tracker.register();
+                                let handler = make_service
+                                    .make_http_request_handler(
+                                        remote_addr,
+                                        Arc::clone(&conn.state),
+                                    );
+                                let watched = conn.watch(sock);
+                                let fut = builder
+                                    .serve_connection_with_upgrades(
+                                        TokioIo::new(watched),
+                                        handler,
+                                    );
+                                tokio::spawn(connection_limits::drive(
+                                    fut.into_owned(),
+                                    |c| c.graceful_shutdown(),
+                                    conn,
+                                    closing.clone(),
+                                ));
+                            }
                             // Stop listening now: new connections are refused
                             // instead of waiting in the backlog.
                             drop(http_acceptor);
