@@ -856,6 +856,47 @@ pub struct Sources {
     looked_up: RefCell<BTreeSet<String>>,
 }
 
+/// How the messages of a start or of `check-config` name the settings ([`Sources::names`]).
+/// Most checks past parsing (a certificate that does not load, a webhook secret too short, a
+/// JWKS file that does not read) name the setting by its environment variable, which an
+/// operator who set it in the configuration file never wrote (ops review O7); their text is
+/// passed through [`SettingNames::say`] before it is printed.
+#[derive(Clone, Debug, Default)]
+pub struct SettingNames {
+    /// Each variable given in the file, and how to name it instead.
+    from_file: Vec<(&'static str, String)>,
+}
+
+impl SettingNames {
+    /// `text` with every whole-word mention of a variable given in the file replaced by that
+    /// setting's key and the file (`NETAPI_CHAT_TLS_CERT: …` becomes
+    /// `` `tls_cert` (in /etc/chat.toml): … ``); variables from the environment stay as they are.
+    pub fn say(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (variable, instead) in &self.from_file {
+            out = replace_word(&out, variable, instead);
+        }
+        out
+    }
+}
+
+/// `text` with each occurrence of `word` that is not part of a longer variable name (no
+/// letter, digit or `_` right after it, none right before) replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let (before, after) = (&rest[..at], &rest[at + word.len()..]);
+        let whole = !before.ends_with(is_name) && !after.starts_with(is_name);
+        out.push_str(before);
+        out.push_str(if whole { with } else { word });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A TOML value of the file as the text an environment variable would hold (arrays are
 /// joined with commas, for lists such as `retry_schedule`); `None` for tables and dates.
 fn toml_text(value: &toml::Value) -> Option<String> {
@@ -936,6 +977,24 @@ impl Sources {
     /// The configuration file, if any.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
+    }
+
+    /// How messages should name the settings: each one given in the file by its key there.
+    pub fn names(&self) -> SettingNames {
+        SettingNames {
+            from_file: match &self.file {
+                Some(file) => self
+                    .given
+                    .iter()
+                    .filter(|(_, (_, origin))| *origin == Origin::File)
+                    .filter_map(|(variable, _)| {
+                        setting(variable)
+                            .map(|s| (*variable, format!("`{}` (in {})", s.key(), file.display())))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
     }
 
     /// The value given for `variable` and where, or `None` when it was not given.
@@ -1858,6 +1917,37 @@ mod tests {
     /// Every `NETAPI_CHAT_…` variable the README names is a setting (or one of the few
     /// variables that are not settings), so a new variable cannot be documented without
     /// being in the table.
+    #[test]
+    fn messages_name_a_setting_from_the_file_by_its_key_there() {
+        let dir = std::env::temp_dir().join(format!("netapi-chat-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "tls_cert = \"/x/cert.pem\"\n").unwrap();
+        let s = Sources::gather(Some(&file), |name| {
+            (name == "NETAPI_CHAT_TLS_KEY").then(|| OsString::from("/x/key.pem"))
+        })
+        .unwrap();
+        let names = s.names();
+        assert_eq!(
+            names.say("NETAPI_CHAT_TLS_CERT: /x/cert.pem: no certificate; NETAPI_CHAT_TLS_KEY: …"),
+            format!(
+                "`tls_cert` (in {}): /x/cert.pem: no certificate; NETAPI_CHAT_TLS_KEY: …",
+                file.display()
+            ),
+            "from the file: its key; from the environment: its variable"
+        );
+        assert_eq!(
+            names.say("NETAPI_CHAT_TLS_CERT_X NETAPI_CHAT_TLS_CERTS"),
+            "NETAPI_CHAT_TLS_CERT_X NETAPI_CHAT_TLS_CERTS",
+            "only the whole name"
+        );
+        assert_eq!(
+            Sources::default().names().say("NETAPI_CHAT_TLS_CERT"),
+            "NETAPI_CHAT_TLS_CERT"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn every_variable_the_readme_names_is_a_setting() {
         let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));

@@ -67,10 +67,22 @@ pub fn open_to_others(mode: u32) -> bool {
 /// Creates `dir` (and missing parents) with mode `0700`; warns when it already existed and
 /// group or others may access it.
 pub fn create(dir: &Path) -> Result<(), String> {
+    create_dir(dir, true)
+}
+
+/// Creates the directory of a file the configuration names outside the data directory (the
+/// token file's) when missing, with mode `0700`; an existing one is taken as it is, without
+/// the data directory's warning: it is not the data directory (a Kubernetes secret mount is
+/// `0755`), and the file's own mode is what is checked.
+pub fn create_for_file(dir: &Path) -> Result<(), String> {
+    create_dir(dir, false)
+}
+
+fn create_dir(dir: &Path, warn_if_open: bool) -> Result<(), String> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {
             let mode = m.permissions().mode() & 0o777;
-            if open_to_others(mode) {
+            if warn_if_open && open_to_others(mode) {
                 warn(&format!(
                     "data directory {} has mode {mode:04o}: other local users may see its files; `chmod 700` it",
                     dir.display()

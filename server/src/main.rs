@@ -6,7 +6,7 @@
 //! (`netapi_chat::client`). Every setting is listed in `netapi_chat::config::SETTINGS`.
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use netapi_chat::config::{Config, Sources};
+use netapi_chat::config::{Config, SettingNames, Sources};
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -173,15 +173,16 @@ async fn main() -> std::process::ExitCode {
         // Handled above, before the configuration is loaded.
         Some(Command::Client(args)) => netapi_chat::client::main(args).await,
         Some(Command::CheckConfig) => {
+            let names = sources.names();
             if let Err(e) = netapi_chat::server::check(&config) {
-                eprintln!("netapi-chat: invalid configuration: {e}");
+                eprintln!("netapi-chat: invalid configuration: {}", names.say(&e));
                 return std::process::ExitCode::from(EXIT_BAD_CONFIG);
             }
             for unknown in unknown_variables() {
                 eprintln!("netapi-chat: warning: {unknown} is not a setting: ignored");
             }
             for warning in config.warnings() {
-                eprintln!("netapi-chat: warning: {warning}");
+                eprintln!("netapi-chat: warning: {}", names.say(&warning));
             }
             // Stdout may be closed (e.g. piped into `head`): not an error of the configuration.
             let _ = std::io::stdout().write_all(sources.render(&config).as_bytes());
@@ -197,7 +198,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Summary { url, json }) => {
             admin_output(netapi_chat::admin::summary(&config, url.as_deref(), json).await)
         }
-        None | Some(Command::Serve) => serve(config).await,
+        None | Some(Command::Serve) => serve(config, sources.names()).await,
     }
 }
 
@@ -223,7 +224,7 @@ fn unknown_variables() -> Vec<String> {
 }
 
 /// Runs the server until SIGTERM/SIGINT (see [`shutdown`]) or a fatal error.
-async fn serve(config: Config) -> std::process::ExitCode {
+async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
     // The logger first (idempotent: the start installs it too), so that this warning is in
     // the configured format.
     if netapi_chat::logging::init(&config).is_ok() {
@@ -231,7 +232,7 @@ async fn serve(config: Config) -> std::process::ExitCode {
             tracing::warn!("{unknown} is not a setting: ignored");
         }
         for warning in config.warnings() {
-            tracing::warn!("{warning}");
+            tracing::warn!("{}", names.say(&warning));
         }
     }
     if let Err(e) = ignore_hangups() {
@@ -250,7 +251,7 @@ async fn serve(config: Config) -> std::process::ExitCode {
         started = netapi_chat::cluster::start(&config, &drain) => match started {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("netapi-chat: {e}");
+                eprintln!("netapi-chat: {}", names.say(&e.to_string()));
                 return std::process::ExitCode::FAILURE;
             }
         },

@@ -149,7 +149,7 @@ fn token_verifier(
                 )));
             }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                data_dir::create(dir).map_err(StartError::Auth)?;
+                data_dir::create_for_file(dir).map_err(StartError::Auth)?;
             }
             let (file, summary) = TokenFile::load_or_generate(&path, &[ANY_USER])
                 .map_err(|e| StartError::Auth(e.to_string()))?;

@@ -244,6 +244,10 @@ fn check_config_refuses_an_invalid_configuration() {
     let bad_value = ConfigFile::new("max_body_bytes = 1000\nsync = \"sometimes\"\n");
     let unknown = ConfigFile::new("max_body_bytes = 1000\nmax_bodybytes = 5\n");
     let not_toml = ConfigFile::new("max_body_bytes = \n");
+    // Refused past parsing (ops review O7: named by its environment variable, which the
+    // operator never set).
+    let short_secret = ConfigFile::new("webhook_secret = \"whsec_AA==\"\n");
+    let short_secret_named = format!("`webhook_secret` (in {})", short_secret.path());
     for (args, env, wanted) in [
         (
             vec!["check-config", "--config", bad_value.path()],
@@ -267,6 +271,14 @@ fn check_config_refuses_an_invalid_configuration() {
             vec!["check-config"],
             vec![("NETAPI_CHAT_WEBHOOK_SECRET", "not-a-whsec-secret")],
             vec!["NETAPI_CHAT_WEBHOOK_SECRET"],
+        ),
+        (
+            vec!["check-config", "--config", short_secret.path()],
+            vec![],
+            vec![
+                short_secret_named.as_str(),
+                "webhook secret is 1 bytes long",
+            ],
         ),
         (
             vec!["check-config"],
