@@ -281,18 +281,19 @@ pub struct Started {
 
 /// Raises the soft open-files limit to the hard limit (the soft default, often 1024, is what
 /// a connection flood exhausts first) and returns the limit now in force; below
-/// [`FEW_OPEN_FILES`] the operator is warned once (the connection caps' defaults are shares
-/// of it, `config::file_shares`).
+/// [`FEW_OPEN_FILES`] the operator is warned (the connection caps' defaults are shares of it,
+/// `config::file_shares`). Done once per process: every later call (a standby's proxy and
+/// its carrier, the server a standby becomes) answers the same limit.
 pub(crate) fn raise_open_files_limit() -> u64 {
-    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
-            .map(|(soft, _)| soft)
-            .unwrap_or(1024),
-    };
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    if limit < FEW_OPEN_FILES {
-        WARNED.call_once(|| {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(n) => n,
+            Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024),
+        };
+        if limit < FEW_OPEN_FILES {
             let shares = crate::config::file_shares(limit, false);
             tracing::warn!(
                 open_files = limit,
@@ -301,9 +302,9 @@ pub(crate) fn raise_open_files_limit() -> u64 {
                 "the open-files limit is low: unless set, the connection caps are small shares \
                  of it; raise it (systemd: LimitNOFILE=65536; a shell: ulimit -n)"
             );
-        });
-    }
-    limit
+        }
+        limit
+    })
 }
 
 /// An open-files limit below which the server warns at start: its default caps would then
