@@ -1414,19 +1414,7 @@ async fn requests_queued_at_a_standby_when_sigterm_arrives_are_answered() {
     let mut p = pair(&[]);
     changes_again(&p.standby, "the standby forwards").await;
     let url = p.standby.urls().subscriptions(BOB);
-    let path = url.trim_start_matches(&p.standby.base).to_owned();
-    let (base, pid) = (p.standby.base.clone(), p.standby.pid());
-    let answers =
-        tokio::task::spawn_blocking(move || support::queued_at_a_stop(&base, pid, &path, 12))
-            .await
-            .expect("clients");
-    let cut: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
-    assert!(cut.is_empty(), "{} of 12 cut: {cut:?}", cut.len());
-    for a in answers.iter().flatten() {
-        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
-    }
-    let status = tokio::task::block_in_place(|| p.standby.wait_exit(10));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    support::answers_what_is_queued_at_a_stop(&mut p.standby, &url).await;
 }
 
 /// Each instance's `/metrics` is its own: the leader's series with

@@ -1636,17 +1636,5 @@ async fn sighup_is_logged_and_ignored() {
 async fn requests_queued_when_sigterm_arrives_are_answered() {
     let mut server = Server::start(&[]);
     let url = server.urls().subscriptions("sip:bob@example.com");
-    let path = url.trim_start_matches(&server.base).to_owned();
-    let (base, pid) = (server.base.clone(), server.pid());
-    let answers =
-        tokio::task::spawn_blocking(move || support::queued_at_a_stop(&base, pid, &path, 12))
-            .await
-            .expect("clients");
-    let cut: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
-    assert!(cut.is_empty(), "{} of 12 cut: {cut:?}", cut.len());
-    for a in answers.iter().flatten() {
-        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
-    }
-    let status = tokio::task::block_in_place(|| server.wait_exit(10));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    support::answers_what_is_queued_at_a_stop(&mut server, &url).await;
 }

@@ -265,7 +265,7 @@ pub async fn metric(base: &str, metrics_token: &str, name: &str) -> f64 {
 /// the error that ended it. The process is frozen (SIGSTOP) so that every connection waits
 /// in its listen backlog or unread in its socket, then sent SIGTERM and continued (SIGCONT):
 /// a graceful stop must answer them, not reset them. Blocking.
-pub fn queued_at_a_stop(base: &str, pid: u32, path: &str, n: usize) -> Vec<Result<String, String>> {
+fn queued_at_a_stop(base: &str, pid: u32, path: &str, n: usize) -> Vec<Result<String, String>> {
     use std::io::{Read as _, Write as _};
     let addr = base.trim_start_matches("http://").to_owned();
     let kill = |signal: &str| {
@@ -300,4 +300,22 @@ pub fn queued_at_a_stop(base: &str, pid: u32, path: &str, n: usize) -> Vec<Resul
             }
         })
         .collect()
+}
+
+/// Asserts that `server`, stopped with SIGTERM while twelve clients' `GET url` waited for it
+/// ([`queued_at_a_stop`]), answers each of them `200` and then exits `0`.
+pub async fn answers_what_is_queued_at_a_stop(server: &mut super::Server, url: &str) {
+    const CLIENTS: usize = 12;
+    let path = url.trim_start_matches(&server.base).to_owned();
+    let (base, pid) = (server.base.clone(), server.pid());
+    let answers = tokio::task::spawn_blocking(move || queued_at_a_stop(&base, pid, &path, CLIENTS))
+        .await
+        .expect("clients");
+    let cut: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
+    assert!(cut.is_empty(), "{} of {CLIENTS} cut: {cut:?}", cut.len());
+    for a in answers.iter().flatten() {
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    }
+    let status = tokio::task::block_in_place(|| server.wait_exit(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
