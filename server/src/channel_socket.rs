@@ -590,8 +590,14 @@ async fn serve(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel) {
             return;
         }
         chat.touch_channel(&id);
+        // While the store does not serve (its database unreachable, or the lease lapsed), no
+        // notification is sent, as no callback attempt is made (`notify::attempt`): an
+        // acknowledgement could not be recorded, and a leader that loses the lead meanwhile
+        // would have its successor send it again. The socket stays open and kept alive.
+        let serving = chat.store().serving();
         let polled = tokio::select! {
-            p = mailbox.next(me, 1, wait) => p,
+            p = mailbox.next(me, 1, wait), if serving => p,
+            () = tokio::time::sleep(crate::notify::PAUSED_LOOK), if !serving => continue,
             m = rx.next() => match m {
                 // A stray frame (nothing is waiting for an acknowledgement): ignored, but the
                 // client is there.
@@ -891,8 +897,11 @@ async fn serve_oma(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel, max: usize)
         }
         chat.touch_channel(id);
         let settled_at = settling.front().map(|(at, _)| *at);
+        // Paused while the store does not serve, as in `serve`.
+        let serving = chat.store().serving();
         let event = tokio::select! {
-            p = mailbox.next(me, max, *wait) => Event::Polled(p),
+            p = mailbox.next(me, max, *wait), if serving => Event::Polled(p),
+            () = tokio::time::sleep(crate::notify::PAUSED_LOOK), if !serving => continue,
             m = rx.next() => Event::Client(m),
             () = tokio::time::sleep_until(live.next_check()) => {
                 if keep_alive(tx, &mut live).await.is_err() {

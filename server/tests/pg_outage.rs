@@ -275,6 +275,89 @@ async fn delivery_pauses_while_the_database_is_unreachable() {
     assert_eq!(ids.len(), got.len(), "once each: {got:#?}");
 }
 
+/// A notification channel's WebSocket sends nothing while the database is unreachable, as
+/// callback attempts pause: its acknowledgement could not be recorded, and a leader that loses
+/// the lead meanwhile would have its successor send it again. The socket stays open and, once
+/// the database is back, the next notification comes on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL to itself: `cargo xtask test` runs it"]
+async fn a_channel_socket_pauses_while_the_database_is_unreachable() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let s = Server::start(&[("NETAPI_CHAT_PURGE_INTERVAL_MS", "3600000")]);
+    let face = support::Face::for_format(Format::Json, &s);
+    let (callback, channel_url) = face
+        .channel(BOB, netapi_chat_api::ChannelType::WebSockets)
+        .await;
+    support::chat::subscribe_with(
+        &s,
+        BOB,
+        &support::docs::subscription_to(&callback, BOB, Format::Json),
+        Format::Json,
+    )
+    .await;
+    let sid = connected_session(&s).await;
+    for i in 0..3 {
+        let a = send_doc(
+            "POST",
+            &s.urls().messages(ALICE, &sid),
+            Format::Json,
+            &message(&format!("queued {i}"), None),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let mut request = channel_url.as_str().into_client_request().expect("ws URL");
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", support::APP_TOKEN).parse().unwrap(),
+    );
+    let host = request.uri().authority().expect("host").to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("WebSocket handshake");
+    // The next notification's frame within `within`, skipping pings; `None`: none came.
+    async fn next_frame(
+        ws: &mut (
+                 impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+                 + Unpin
+             ),
+        within: Duration,
+    ) -> Option<String> {
+        tokio::time::timeout(within, async {
+            while let Some(m) = ws.next().await {
+                if let Message::Text(t) = m.expect("socket") {
+                    return t.to_string();
+                }
+            }
+            panic!("the socket closed");
+        })
+        .await
+        .ok()
+    }
+    let first = next_frame(&mut ws, PATIENCE).await.expect("a first frame");
+    let id = support::channel::Frame::parse(&first)
+        .header("webhook-id")
+        .to_owned();
+    pg_ctl(&["stop", "-m", "fast", "-w"]);
+    readyz_becomes(&s, 503, "the server did not notice the outage").await;
+    ws.send(Message::Text(id.into()))
+        .await
+        .expect("acknowledge");
+    let during = next_frame(&mut ws, Duration::from_secs(2)).await;
+    pg_ctl(&["start", "-w"]);
+    assert!(
+        during.is_none(),
+        "sent while the database was away: {during:?}"
+    );
+    assert!(
+        next_frame(&mut ws, PATIENCE).await.is_some(),
+        "nothing more once the database was back"
+    );
+}
+
 /// Without `NETAPI_CHAT_CLUSTER_URL`, one server per database: a second server pointed at a
 /// database a running server uses refuses to start, saying why (and how to run several); once the first has stopped,
 /// a server starts on it and finds what the first stored.

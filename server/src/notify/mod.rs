@@ -102,7 +102,7 @@ impl Drop for Attempting<'_> {
 }
 
 /// How often a delivery task paused by an unreachable database looks whether it is back.
-const PAUSED_LOOK: Duration = Duration::from_millis(250);
+pub(crate) const PAUSED_LOOK: Duration = Duration::from_millis(250);
 
 /// Where one subscription's notifications go.
 #[derive(Clone, Debug)]
