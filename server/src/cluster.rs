@@ -414,6 +414,8 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     };
     // Know the leader before saying this instance listens.
     let mut free = watch.look(&url, &forwarder).await;
+    // Until when the standby looks every `LOOK_AT_MOST_EVERY` rather than every `POLL`.
+    let mut fast_until: Option<std::time::Instant> = None;
     let scheme = if own_tls.is_some() { "https" } else { "http" };
     println!(
         "netapi-chat listening on {scheme}://{bound} (standby: forwarding to the leader until it can take over; reached by the others at {})",
@@ -460,9 +462,14 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             return Ok(started);
         }
         let looked = std::time::Instant::now();
+        let pace = match fast_until {
+            Some(until) if looked < until => LOOK_AT_MOST_EVERY,
+            _ => POLL,
+        };
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(pace) => {}
             () = forwarder.look_now.notified() => {
+                fast_until = Some(std::time::Instant::now() + LOOK_FAST_FOR);
                 tokio::time::sleep_until((looked + LOOK_AT_MOST_EVERY).into()).await;
             }
         }
@@ -475,6 +482,14 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
 /// most ten times a second however many requests fail, and a takeover after a leader that
 /// stopped starts within this of the first request that found it gone.
 const LOOK_AT_MOST_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a standby goes on looking every [`LOOK_AT_MOST_EVERY`] after something said the
+/// leader may be stopping ([`Forwarder::look_now`]), before it falls back to [`POLL`]: a
+/// leader that lets its standbys go still winds down and closes its store, and the look
+/// that came first found the lock held (the hand-over review: 1 s instead of 0.1 s one time
+/// in six). Long enough for a leader's stop to end (half its grace of 10 s for delivery,
+/// then the drain); a leader that goes on serving costs ten looks a second for this long.
+const LOOK_FAST_FOR: Duration = Duration::from_secs(10);
 
 /// A standby's part in delivery (`NETAPI_CHAT_CLUSTER_DELIVERY=standbys`): keeps one
 /// connection to the leader known at the moment, upgraded to carry callback attempts
@@ -654,6 +669,10 @@ async fn check_own_url(url: String, tls: Arc<rustls::ClientConfig>) {
                 ),
             },
         };
+        // A stopping leader's listener closes before its process ends: not a wrong URL.
+        if crate::notify::channel::ending() {
+            return;
+        }
         if found != last {
             match &found {
                 OwnUrl::ReachesThis => tracing::warn!(

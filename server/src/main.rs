@@ -317,6 +317,12 @@ fn ignore_hangups() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The least time a graceful stop gives its store to close, however much of the grace the
+/// requests took: a local SQLite commit and checkpoint take milliseconds; a PostgreSQL
+/// database that does not answer would hold the exit for its whole wait (12 s, then a
+/// reconnection's 12 s: the hand-over review saw a stop of 22 s with a 10 s grace).
+const CLOSE_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Waits for SIGTERM (what service managers send) or SIGINT (Ctrl-C); returns its name.
 async fn stop_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -328,14 +334,28 @@ async fn stop_signal() -> std::io::Result<&'static str> {
     })
 }
 
-/// The graceful stop: stop accepting (new connections are refused; those already made,
-/// backlog included, have their first request read), answer the requests in flight (at most
-/// `grace`: past it they are dropped, and what they committed is kept), close
-/// the store once nothing can wait for a commit any more (every queued batch committed, the
-/// database closed), one line on stdout, exit 0. Delivery stops first: no new attempt, and
-/// attempts under way get what is left of the grace period to finish and forget their
-/// notification; what is not delivered stays in the outbox for the restart (same `webhook-id`).
-/// Exported spans still buffered are sent last (`netapi_chat::logging::shutdown`).
+/// The graceful stop, in three steps within `grace`:
+///
+/// 1. Delivery winds down while requests are still served: no subscription expires here any
+///    more (the next leader or the restart expires it and sends the notice), no new callback
+///    attempt starts (standbys carrying attempts get no new ones), and the attempts under way
+///    get up to half the grace to finish and forget their notification. Serving meanwhile
+///    means a slow receiver delays the stop, not the clients: a cluster's standbys keep
+///    forwarding to this leader until it hands the lead over (before, the listener closed
+///    first, and every client of the cluster got `503` for as long as the slowest attempt:
+///    the hand-over review). Standbys still holding attempts then are let go.
+/// 2. The requests: long polls answer now, sockets close, no new connection (those already
+///    made, backlog included, have their first request read); the requests in flight are
+///    answered within what is left of the grace (past it they are dropped, and what they
+///    committed is kept).
+/// 3. The store closes once nothing can wait for a commit any more (every queued batch
+///    committed, the database closed; a cluster's leader that answered everything hands the
+///    lead over), within what is left of the grace but at least [`CLOSE_AT_LEAST`]: a
+///    database that does not answer does not hold the exit (what was answered is stored).
+///
+/// Then one line on stdout, exit 0. What is not delivered stays in the outbox for the
+/// restart or the next leader (same `webhook-id`). Exported spans still buffered are sent
+/// last (`netapi_chat::logging::shutdown`).
 async fn shutdown(
     signal: &str,
     server: dropshot::HttpServer<netapi_chat::handlers::ChatServer>,
@@ -343,14 +363,14 @@ async fn shutdown(
     grace: std::time::Duration,
 ) -> std::process::ExitCode {
     let started = std::time::Instant::now();
-    let deadline = tokio::time::Instant::now() + grace;
+    let now = tokio::time::Instant::now();
+    let deadline = now + grace;
     let chat = std::sync::Arc::clone(&server.app_private().chat);
+    chat.begin_stop();
+    chat.stop_deliveries(now + grace / 2).await;
+    chat.let_go_of_standbys();
     // Long polls answer now (an empty list) rather than hold the drain for their whole wait.
     netapi_chat::notify::channel::end_polls();
-    // No subscription expires here any more (the next leader or the restart expires it and
-    // sends the notice); standbys carrying callback attempts get no new ones, and their
-    // connections close once the ones they hold are answered, rather than hold the drain.
-    chat.begin_stop();
     let drained = tokio::time::timeout_at(deadline, server.close()).await;
     // Every connection is closed: nothing can be answered from this server's memory any more,
     // so a cluster's leader may hand the lead over (the next one serves at once). Requests
@@ -364,17 +384,19 @@ async fn shutdown(
             grace.as_secs_f64()
         ),
     };
-    chat.stop_deliveries(deadline).await;
     // Blocking (joins the store thread): off the async workers.
-    let closed = tokio::task::spawn_blocking(move || match handing_over {
+    let closing = tokio::task::spawn_blocking(move || match handing_over {
         true => store.close_handing_over(),
         false => store.close(),
-    })
-    .await;
-    let store_state = if closed.is_ok() {
-        "store closed"
-    } else {
-        "store thread did not stop cleanly"
+    });
+    let close_by = deadline.max(tokio::time::Instant::now() + CLOSE_AT_LEAST);
+    let (store_state, closed) = match tokio::time::timeout_at(close_by, closing).await {
+        Ok(Ok(())) => ("store closed", true),
+        Ok(Err(_)) => ("store thread did not stop cleanly", true),
+        Err(_) => (
+            "the database did not answer the close in time: what was answered is stored",
+            false,
+        ),
     };
     // The spans of the last requests go to the collector (`otel`): blocking, off the workers.
     let _ = tokio::task::spawn_blocking(netapi_chat::logging::shutdown).await;
@@ -383,5 +405,9 @@ async fn shutdown(
         "netapi-chat: {signal}: stopped in {:.2} s ({outcome}; {store_state})",
         started.elapsed().as_secs_f64()
     );
+    if !closed {
+        // The runtime's drop would wait for the store thread, still waiting on the database.
+        std::process::exit(0);
+    }
     std::process::ExitCode::SUCCESS
 }

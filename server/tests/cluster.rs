@@ -661,6 +661,45 @@ async fn a_leader_stopped_with_sigterm_hands_the_lead_over_without_the_lease_wai
     );
 }
 
+/// A leader stopped with SIGTERM while a callback attempt waits on a slow receiver winds its
+/// delivery down first, still serving: a client of the cluster is answered through the
+/// standby meanwhile, and once the attempt is answered the leader hands the lead over. The
+/// notification arrives once. Before, the listener closed at the signal and every client of
+/// the cluster got `503` for as long as the slowest receiver took (the hand-over review: 45
+/// `503`s over 4.7 s with a receiver answering after 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_stopping_leader_serves_while_a_slow_receiver_answers_then_hands_over() {
+    let mut p = pair(&[("NETAPI_CHAT_LOG_LEVEL", "info")]);
+    let receiver = Holder::start().await;
+    let a = Face::for_format(Format::Json, &p.standby);
+    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+    a.create_subscription(BOB, &doc).await.created();
+    receiver.set_delay_ms(3_000);
+    a.create_session(ALICE, &docs::session("slow receiver", &[BOB]))
+        .await
+        .created();
+    receiver
+        .until("the slow invitation", |s| !s.is_empty())
+        .await;
+    signal(&p.leader, "-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The attempt still waits on the receiver: the leader serves on.
+    a.list_subscriptions(BOB).await.ok(200);
+    let status = tokio::task::block_in_place(|| p.leader.wait_exit(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    changes_again(&p.standby, "after the slow receiver").await;
+    let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+    assert!(
+        log.contains("the leader handed the lead over"),
+        "the standby waited out the lease: {log}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: Vec<String> = receiver.seen().into_iter().map(|(id, _)| id).collect();
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "nothing sent twice: {ids:?}");
+}
+
 /// An attempt the leader drops while a standby holds it (the subscription deleted while the
 /// attempt waits there for a connection to a slow receiver) is cancelled on the standby: the
 /// receiver never gets it.

@@ -524,6 +524,15 @@ impl Chat {
         self.deliverer.totals.bytes()
     }
 
+    /// A graceful stop's wait for callback attempts ran out: the standbys still holding some
+    /// are let go at once (`notify::relay::Relays::let_go`), so that their connections do not
+    /// hold the listener's drain; what they held stays in the outbox.
+    pub fn let_go_of_standbys(&self) {
+        if let Some(relays) = &self.deliverer.relays {
+            relays.let_go();
+        }
+    }
+
     /// A graceful stop begins: no subscription expires here any more ([`Chat::expiry_held`]),
     /// no callback attempt is handed to a standby any more, and each standby's connection
     /// closes once the attempts it holds are answered (`notify::relay::Relays::release`), so

@@ -588,6 +588,9 @@ enum Outcome {
     Delivered,
     Gone(http::StatusCode),
     Retry(Option<Duration>),
+    /// Not made: its standby was let go while the delivery stops (`Relays::let_go`). It
+    /// stays in the outbox as it was, for whoever leads next.
+    Abandoned,
 }
 
 /// One attempt to deliver `body` (notification `id`); `failures`: the failed attempts of the
@@ -642,6 +645,10 @@ async fn attempt(
     };
     let result = match carried {
         Some(result) => result,
+        // Lost with a standby let go at a stop: not made here, nor recorded as a failure.
+        None if d.run.stopping.load(Ordering::SeqCst) && d.relays.is_some() => {
+            return Outcome::Abandoned;
+        }
         None => {
             d.endpoints
                 .post(ep, &d.callbacks, map, body.clone(), d.policy.timeout)
@@ -690,6 +697,7 @@ async fn attempt(
         Outcome::Delivered => "delivered",
         Outcome::Gone(_) => "gone",
         Outcome::Retry(_) => "failed",
+        Outcome::Abandoned => return outcome,
     };
     crate::metrics::notification_attempt(label, started.elapsed());
     outcome
@@ -930,6 +938,8 @@ async fn deliver(
             }
         };
         match outcome {
+            // Still in the outbox, with its progress: whoever leads next makes it.
+            Outcome::Abandoned => return,
             Outcome::Delivered => {
                 tracing::debug!(
                     kind = item.notification.kind(),

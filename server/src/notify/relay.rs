@@ -406,6 +406,8 @@ pub struct Relays {
     released: Arc<AtomicBool>,
     /// Rung by [`Relays::release`]: each carrier's task then ends once nothing is pending.
     releasing: Arc<tokio::sync::Notify>,
+    /// Set by [`Relays::let_go`]: each carrier's task ends now, pending attempts or not.
+    let_go: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Relays {
@@ -461,6 +463,16 @@ impl Relays {
         }
     }
 
+    /// Ends every standby's connection now, with what it still holds (a stopping leader whose
+    /// wait for attempts under way ran out, `Chat::let_go_of_standbys`): each such attempt
+    /// resolves lost, and is not made again here (the delivery is stopping: it stays in the
+    /// outbox for whoever leads next), and the standby aborts it. The connections then no
+    /// longer hold the listener's drain, which a hand-over of the lead waits for.
+    pub fn let_go(&self) {
+        self.let_go.store(true, Ordering::SeqCst);
+        self.releasing.notify_waiters();
+    }
+
     /// New attempts may go to `carrier`.
     fn add(&self, carrier: Arc<Carrier>) {
         if let Ok(mut c) = self.carriers.write() {
@@ -507,7 +519,9 @@ impl Relays {
             let left = AtomicBool::new(false);
             let answers = async {
                 loop {
-                    if relays.released.load(Ordering::SeqCst) && carrier.pending().is_empty() {
+                    if relays.let_go.load(Ordering::SeqCst)
+                        || (relays.released.load(Ordering::SeqCst) && carrier.pending().is_empty())
+                    {
                         return Ok(());
                     }
                     let frame = tokio::select! {
