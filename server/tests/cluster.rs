@@ -700,6 +700,50 @@ async fn a_stopping_leader_serves_while_a_slow_receiver_answers_then_hands_over(
     assert_eq!(ids.len(), unique.len(), "nothing sent twice: {ids:?}");
 }
 
+/// A leader stopped with SIGTERM while its standby waits on a receiver that never answers:
+/// once half the grace has passed, the standby is let go (its connection closed, the attempt
+/// aborted there and not made again by the stopping leader), the leader's drain is not held
+/// by that connection, and it hands the lead over. The successor sends the notification
+/// again, same `webhook-id` (at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_stopping_leader_lets_go_of_a_standby_stuck_on_a_receiver_and_hands_over() {
+    let mut p = pair(&[
+        ("NETAPI_CHAT_LOG_LEVEL", "info"),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "2"),
+    ]);
+    let receiver = Holder::start().await;
+    let a = Face::for_format(Format::Json, &p.standby);
+    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+    a.create_subscription(BOB, &doc).await.created();
+    receiver.set_hold(true);
+    a.create_session(ALICE, &docs::session("stuck receiver", &[BOB]))
+        .await
+        .created();
+    let held = receiver.held_one().await;
+    signal(&p.leader, "-TERM");
+    let status = tokio::task::block_in_place(|| p.leader.wait_exit(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let said = p.leader.stdout();
+    assert!(
+        said.contains("requests in flight answered"),
+        "the standby's connection held the drain: {said}"
+    );
+    receiver.set_hold(false);
+    changes_again(&p.standby, "after the stuck receiver").await;
+    let log = std::fs::read_to_string(p.standby_log()).unwrap_or_default();
+    assert!(
+        log.contains("the leader handed the lead over"),
+        "the standby waited out the lease: {log}"
+    );
+    // The successor sends it again, same webhook-id.
+    receiver
+        .until("the notification again", |s| {
+            s.iter().filter(|(id, _)| *id == held).count() >= 2
+        })
+        .await;
+}
+
 /// An attempt the leader drops while a standby holds it (the subscription deleted while the
 /// attempt waits there for a connection to a slow receiver) is cancelled on the standby: the
 /// receiver never gets it.
