@@ -43,6 +43,11 @@
 //! extra healthy ones (the control) and on servers with 10 refused, 500-answering or
 //! blackholing ones in the mix, in alternating steps; it rewrites its own section of
 //! `BENCHMARKS.md`. The smoke run includes a one-step version.
+//!
+//! `--rolling [--before BIN]` runs only the rolling-restart phase of issue 14 ([`rolling`]):
+//! a cluster's leader stopped with SIGTERM under load through its standby, this build vs
+//! `BIN`: the answers other than `200` and the longest time without one; it writes
+//! `target/bench/rolling.md`.
 
 mod backends;
 mod baseline;
@@ -61,6 +66,7 @@ mod neighbour;
 mod peer;
 mod proc;
 mod report;
+mod rolling;
 mod scale;
 mod tls_front;
 
@@ -74,7 +80,8 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --neighbour [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke] [--https-receivers]";
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --neighbour [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke] [--https-receivers]
+       cargo xtask bench --rolling [--smoke] [--before NETAPI_CHAT_BINARY]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
 #[derive(Default)]
@@ -337,6 +344,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut neighbour = false;
     let mut channels_only = false;
     let mut dead_receivers = false;
+    let mut rolling = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -348,6 +356,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "--delivery" => delivery = true,
             "--neighbour" => neighbour = true,
             "--dead-receivers" => dead_receivers = true,
+            "--rolling" => rolling = true,
             "--before" => {
                 before =
                     Some(PathBuf::from(it.next().with_context(|| {
@@ -373,9 +382,22 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     if neighbour && (delivery || channels_only || long || postgres || peer.is_some()) {
         bail!("--neighbour goes alone (with --smoke and --before); {USAGE}");
     }
-    if (delivery && (long || peer.is_some())) || (before.is_some() && !delivery && !neighbour) {
+    if rolling
+        && (delivery
+            || neighbour
+            || channels_only
+            || dead_receivers
+            || long
+            || postgres
+            || peer.is_some())
+    {
+        bail!("--rolling goes alone (with --smoke and --before); {USAGE}");
+    }
+    if (delivery && (long || peer.is_some()))
+        || (before.is_some() && !delivery && !neighbour && !rolling)
+    {
         bail!(
-            "--delivery goes alone (with --smoke), and --before with --delivery or --neighbour; {USAGE}"
+            "--delivery goes alone (with --smoke), and --before with --delivery, --neighbour or --rolling; {USAGE}"
         );
     }
     if dead_receivers && (delivery || long || postgres || peer.is_some()) {
@@ -417,6 +439,15 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             smoke,
             &command,
         ));
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return result.map(|_| ());
+    }
+    if rolling {
+        let command = format!("cargo xtask bench {}", args.join(" "));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(rolling::run(root, before, smoke, &command));
         rt.shutdown_timeout(Duration::from_secs(2));
         return result.map(|_| ());
     }

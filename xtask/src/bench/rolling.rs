@@ -1,0 +1,182 @@
+//! `cargo xtask bench --rolling [--before BIN] [--smoke]`: what a rolling restart of a
+//! cluster's leader costs its clients (issue 14), before and after a change, in one run.
+//!
+//! For each build (netapi-chat as built now and, with `--before`, another build), round after
+//! round, the order alternating: two instances on a fresh database of one throwaway
+//! PostgreSQL cluster ([`crate::pg::Cluster`]), the first leading, the second standing by.
+//! Clients send `GET …/subscriptions` to the standby only, as a load balancer that has taken
+//! the stopping instance out of rotation would, on [`CLIENTS`] kept-alive connections, each
+//! request as soon as the last was answered (a `503` or a failed connection is retried after
+//! [`RETRY_AFTER_FAILURE`], as a client honouring a short `Retry-After` would); the leader is
+//! stopped with SIGTERM [`BEFORE_STOP`] into the load, which goes on [`AFTER_STOP`]. Per
+//! round: the answers other than `200` (`503`s, failed connections) and the longest time no
+//! client got a `200`. The table gives each figure's median and range over the rounds.
+//! Writes `target/bench/rolling.md` and prints it; BENCHMARKS.md quotes it by hand.
+
+use super::compare::write_report;
+use super::http::{Conn, encode, request};
+use super::proc::{AUTHORIZATION, start_netapi_chat_bin, target_dir};
+use anyhow::{Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Concurrent clients of the standby.
+const CLIENTS: usize = 4;
+/// Load before the leader is stopped.
+const BEFORE_STOP: Duration = Duration::from_secs(1);
+/// Load after the leader is stopped: the standby takes over well within it.
+const AFTER_STOP: Duration = Duration::from_secs(5);
+/// How long a client waits after an answer other than `200` before it asks again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(20);
+/// Longest wait for one answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// What one restart cost the clients.
+struct Restart {
+    /// Answers other than `200`.
+    failed: usize,
+    /// Of them, failed connections (no HTTP answer).
+    unanswered: usize,
+    /// The longest time no client got a `200`, from the signal on.
+    gap: Duration,
+}
+
+/// One client: asks until `until`; every answer as (when it came, whether it was a `200`).
+async fn client(addr: std::net::SocketAddr, until: Instant) -> Vec<(Instant, Option<u16>)> {
+    let mut conn = Conn::new(addr);
+    let path = format!(
+        "/v1/chat/{}/subscriptions",
+        encode("sip:rolling@example.com")
+    );
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        let answer = match request(
+            http::Method::GET,
+            &path,
+            &[("authorization", AUTHORIZATION)],
+            bytes::Bytes::new(),
+        ) {
+            Ok(req) => conn.send(req, ANSWER_WITHIN).await.ok().map(|r| r.status),
+            Err(_) => None,
+        };
+        seen.push((Instant::now(), answer));
+        if answer != Some(200) {
+            tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+        }
+    }
+    seen
+}
+
+/// One round with `bin` on database `url`: the restart's cost.
+async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restart> {
+    let env = [
+        ("NETAPI_CHAT_DATABASE_URL", url),
+        ("NETAPI_CHAT_CLUSTER_URL", "auto"),
+    ];
+    let mut leader = start_netapi_chat_bin(root, bin, &format!("rolling-{label}-a"), &env)?;
+    let standby = start_netapi_chat_bin(root, bin, &format!("rolling-{label}-b"), &env)?;
+    let addr = standby.server.addr;
+    let end = Instant::now() + BEFORE_STOP + AFTER_STOP;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(client(addr, end)))
+        .collect();
+    tokio::time::sleep(BEFORE_STOP).await;
+    let signal = Instant::now();
+    let pid = leader.server.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?;
+    if !sent.success() {
+        bail!("kill -TERM {pid}");
+    }
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await?);
+    }
+    if leader.server.running() {
+        bail!("the leader ({label}) did not stop within {AFTER_STOP:?} of SIGTERM");
+    }
+    answers.sort_by_key(|(at, _)| *at);
+    let after: Vec<_> = answers.iter().filter(|(at, _)| *at >= signal).collect();
+    let failed = after.iter().filter(|(_, a)| *a != Some(200)).count();
+    let unanswered = after.iter().filter(|(_, a)| a.is_none()).count();
+    let mut last_ok = signal;
+    let mut gap = Duration::ZERO;
+    for (at, a) in &after {
+        if *a == Some(200) {
+            gap = gap.max(at.duration_since(last_ok));
+            last_ok = *at;
+        }
+    }
+    if last_ok == signal && !after.is_empty() {
+        bail!("the standby ({label}) never answered 200 after the leader's SIGTERM");
+    }
+    Ok(Restart {
+        failed,
+        unanswered,
+        gap,
+    })
+}
+
+/// `median (min–max)` of `xs`.
+fn spread(mut xs: Vec<f64>, decimals: usize) -> String {
+    xs.sort_by(f64::total_cmp);
+    match (xs.first(), xs.last()) {
+        (Some(lo), Some(hi)) => format!(
+            "{:.*} ({lo:.decimals$}–{hi:.decimals$})",
+            decimals,
+            xs[xs.len() / 2]
+        ),
+        _ => "–".to_owned(),
+    }
+}
+
+/// Runs the phase and returns its report (markdown).
+pub async fn run(
+    root: &Path,
+    before: Option<PathBuf>,
+    smoke: bool,
+    command: &str,
+) -> Result<String> {
+    let cluster = crate::pg::Cluster::start_with(!smoke)?;
+    let mut builds = vec![("now", target_dir(root).join("release/netapi-chat"))];
+    if let Some(b) = before {
+        builds.push(("before", b));
+    }
+    let rounds = if smoke { 1 } else { 5 };
+    let mut results: Vec<Vec<Restart>> = builds.iter().map(|_| Vec::new()).collect();
+    for r in 0..rounds {
+        for k in 0..builds.len() {
+            // Alternating which build goes first, so that neither always meets a cold machine.
+            let i = (k + r) % builds.len();
+            let (name, bin) = &builds[i];
+            let url = cluster.database(&format!("netapi_chat_rolling_{name}_{r}"))?;
+            let done = round(root, bin, name, &url).await?;
+            println!(
+                "  {name:<7} round {r}: {} answers other than 200 ({} without an answer), longest without a 200 {:.0} ms",
+                done.failed,
+                done.unanswered,
+                done.gap.as_secs_f64() * 1e3
+            );
+            results[i].push(done);
+        }
+    }
+    let mut md = format!(
+        "`{command}`: two instances on one PostgreSQL, {CLIENTS} clients of the standby; the \
+         leader stopped with SIGTERM; per build, median (min–max) over {rounds} round(s).\n\n\
+         | build | answers other than 200 | of them without an answer | longest without a 200, ms |\n\
+         |---|--:|--:|--:|\n"
+    );
+    for ((name, _), runs) in builds.iter().zip(&results) {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} |",
+            spread(runs.iter().map(|r| r.failed as f64).collect(), 0),
+            spread(runs.iter().map(|r| r.unanswered as f64).collect(), 0),
+            spread(runs.iter().map(|r| r.gap.as_secs_f64() * 1e3).collect(), 0),
+        );
+    }
+    write_report(root, "rolling.md", &md)?;
+    Ok(md)
+}
