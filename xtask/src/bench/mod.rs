@@ -25,7 +25,8 @@
 //! steady rate with sessions opened and ended alongside, sampling RSS, disk and latency over
 //! time, then a restart after SIGKILL; it rewrites its own section of `BENCHMARKS.md` and
 //! `BENCHMARKS-long.svg`. The smoke run includes a few-second long run (into `target/bench/`),
-//! a one-step delivery-cost phase (baseline and this build) and a one-second neighbour phase.
+//! a one-step delivery-cost phase (baseline and this build), a one-second neighbour phase and
+//! a one-round rolling restart.
 //!
 //! `--delivery [--before BIN]` runs only the delivery-cost phase of issue 13 item 5
 //! ([`delivery`]): server CPU and store commits per message, baseline vs this build vs `BIN`
@@ -599,6 +600,12 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "dead-receivers phase",
             rt.block_on(dead_phase(root, true, SMOKE)),
         );
+    // A tiny rolling restart (this build only, one round, on a throwaway PostgreSQL).
+    let rolling_smoke = smoke
+        && failed_smoke(
+            "rolling-restart phase",
+            rt.block_on(rolling::run(root, None, true, SMOKE)),
+        );
     rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [
         ("baseline", report.baseline.is_err()),
@@ -610,6 +617,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         ("delivery cost (smoke)", delivery_smoke),
         ("channels (smoke)", channels_smoke),
         ("dead receivers (smoke)", dead_smoke),
+        ("rolling restart (smoke)", rolling_smoke),
         ("neighbour (smoke)", neighbour_smoke),
     ]
     .into_iter()
