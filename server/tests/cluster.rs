@@ -164,6 +164,13 @@ fn signal(server: &Server, signal: &str) {
     assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
 }
 
+/// Sends SIGTERM to `server` and asserts it exits `0` within `secs` (a graceful stop).
+fn stops_with_sigterm(server: &mut Server, secs: u64) {
+    signal(server, "-TERM");
+    let status = tokio::task::block_in_place(|| server.wait_exit(secs));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
 /// The name of the database `url` names.
 fn database_name(url: &str) -> String {
     url.rsplit('/')
@@ -287,6 +294,24 @@ impl Holder {
             delay_ms,
             seen,
         }
+    }
+
+    /// A receiver that Bob's notifications go to (a JSON subscription made through `face`).
+    async fn subscribed(face: &Face<'_>) -> Holder {
+        let receiver = Holder::start().await;
+        let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
+        face.create_subscription(BOB, &doc).await.created();
+        receiver
+    }
+
+    /// Holds what arrives from now on, has Alice invite Bob to a session `subject` through
+    /// `face`, and waits for that invitation's attempt to be held: its `webhook-id`.
+    async fn held_invitation(&self, face: &Face<'_>, subject: &str) -> String {
+        self.set_hold(true);
+        face.create_session(ALICE, &docs::session(subject, &[BOB]))
+            .await
+            .created();
+        self.held_one().await
     }
 
     #[allow(clippy::type_complexity)]
@@ -519,15 +544,9 @@ async fn a_frozen_standby_gives_its_attempts_back_and_carries_again_once_it_runs
     const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
     let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
     metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
-    let receiver = Holder::start().await;
     let a = Face::for_format(Format::Json, &p.leader);
-    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
-    a.create_subscription(BOB, &doc).await.created();
-    receiver.set_hold(true);
-    a.create_session(ALICE, &docs::session("frozen", &[BOB]))
-        .await
-        .created();
-    let held = receiver.held_one().await;
+    let receiver = Holder::subscribed(&a).await;
+    let held = receiver.held_invitation(&a, "frozen").await;
     receiver.set_hold(false);
     signal(&p.standby, "-STOP");
     let frozen = Instant::now();
@@ -557,10 +576,8 @@ async fn a_standby_stopped_with_sigterm_answers_its_attempts_before_it_goes() {
         ("NETAPI_CHAT_LOG_LEVEL", "info"),
     ]);
     metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
-    let receiver = Holder::start().await;
     let a = Face::for_format(Format::Json, &p.leader);
-    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
-    a.create_subscription(BOB, &doc).await.created();
+    let receiver = Holder::subscribed(&a).await;
     receiver.set_delay_ms(1_500);
     let (location, _) = a
         .create_session(ALICE, &docs::session("rolling", &[BOB]))
@@ -623,9 +640,7 @@ async fn a_leader_stopped_with_sigterm_is_not_held_by_the_standby_carrying_for_i
         ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "20"),
     ]);
     metric_reads(&p.leader, TOKEN, "netapi_chat_cluster_carriers", 1.0).await;
-    signal(&p.leader, "-TERM");
-    let status = tokio::task::block_in_place(|| p.leader.wait_exit(30));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    stops_with_sigterm(&mut p.leader, 30);
     let said = p.leader.stdout();
     assert!(
         said.contains("requests in flight answered"),
@@ -671,10 +686,8 @@ async fn a_leader_stopped_with_sigterm_hands_the_lead_over_without_the_lease_wai
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_stopping_leader_serves_while_a_slow_receiver_answers_then_hands_over() {
     let mut p = pair(&[("NETAPI_CHAT_LOG_LEVEL", "info")]);
-    let receiver = Holder::start().await;
     let a = Face::for_format(Format::Json, &p.standby);
-    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
-    a.create_subscription(BOB, &doc).await.created();
+    let receiver = Holder::subscribed(&a).await;
     receiver.set_delay_ms(3_000);
     a.create_session(ALICE, &docs::session("slow receiver", &[BOB]))
         .await
@@ -712,18 +725,10 @@ async fn a_stopping_leader_lets_go_of_a_standby_stuck_on_a_receiver_and_hands_ov
         ("NETAPI_CHAT_LOG_LEVEL", "info"),
         ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "2"),
     ]);
-    let receiver = Holder::start().await;
     let a = Face::for_format(Format::Json, &p.standby);
-    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
-    a.create_subscription(BOB, &doc).await.created();
-    receiver.set_hold(true);
-    a.create_session(ALICE, &docs::session("stuck receiver", &[BOB]))
-        .await
-        .created();
-    let held = receiver.held_one().await;
-    signal(&p.leader, "-TERM");
-    let status = tokio::task::block_in_place(|| p.leader.wait_exit(30));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let receiver = Holder::subscribed(&a).await;
+    let held = receiver.held_invitation(&a, "stuck receiver").await;
+    stops_with_sigterm(&mut p.leader, 30);
     let said = p.leader.stdout();
     assert!(
         said.contains("requests in flight answered"),
@@ -798,10 +803,8 @@ async fn with_delivery_left_to_the_leader_no_standby_carries_attempts() {
         ("NETAPI_CHAT_METRICS_TOKEN", TOKEN),
         ("NETAPI_CHAT_CLUSTER_DELIVERY", "leader"),
     ]);
-    let receiver = Holder::start().await;
     let b = Face::for_format(Format::Json, &p.standby);
-    let doc = docs::subscription_to(&receiver.url, BOB, Format::Json);
-    b.create_subscription(BOB, &doc).await.created();
+    let receiver = Holder::subscribed(&b).await;
     b.create_session(ALICE, &docs::session("not carried", &[BOB]))
         .await
         .created();

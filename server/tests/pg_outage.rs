@@ -80,6 +80,20 @@ async fn connected_session(s: &Server) -> String {
     sid
 }
 
+/// Three messages from alice in `sid` ("queued 0" to "queued 2"), each answered `201`.
+async fn send_queued(s: &Server, sid: &str) {
+    for i in 0..3 {
+        let a = send_doc(
+            "POST",
+            &s.urls().messages(ALICE, sid),
+            Format::Json,
+            &message(&format!("queued {i}"), None),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+}
+
 /// Waits (within [`PATIENCE`]) until `s`'s `/readyz` answers `status`; else fails with `why`.
 async fn readyz_becomes(s: &Server, status: u16, why: &str) {
     let ready = format!("{}/readyz", s.urls().base());
@@ -238,16 +252,7 @@ async fn delivery_pauses_while_the_database_is_unreachable() {
     )
     .await;
     let sid = connected_session(&s).await;
-    for i in 0..3 {
-        let a = send_doc(
-            "POST",
-            &s.urls().messages(ALICE, &sid),
-            Format::Json,
-            &message(&format!("queued {i}"), None),
-        )
-        .await;
-        assert_eq!(a.status, 201, "{}", a.body);
-    }
+    send_queued(&s, &sid).await;
     // Refused so far: the receiver is away.
     let since = Instant::now();
     while bob.refused_ids().is_empty() {
@@ -298,16 +303,7 @@ async fn a_channel_socket_pauses_while_the_database_is_unreachable() {
     )
     .await;
     let sid = connected_session(&s).await;
-    for i in 0..3 {
-        let a = send_doc(
-            "POST",
-            &s.urls().messages(ALICE, &sid),
-            Format::Json,
-            &message(&format!("queued {i}"), None),
-        )
-        .await;
-        assert_eq!(a.status, 201, "{}", a.body);
-    }
+    send_queued(&s, &sid).await;
     let mut request = channel_url.as_str().into_client_request().expect("ws URL");
     request.headers_mut().insert(
         http::header::AUTHORIZATION,
