@@ -1169,8 +1169,13 @@ async fn serve_standby(
         };
         // At the cap, room is made (or waited for) for the client that arrived, as the leader
         // does; in a `select!` of its own, so that reaping cannot drop the accepted connection.
+        // Biased: a connection accepted as the stop arrives is served when there is room
+        // (`make_room` is ready at once then); only one waiting at the cap gives way to the
+        // stop. (Unbiased, one connection in ten queued at a stop was dropped unread and its
+        // client reset: the two branches were both ready and picked at random.)
         let room = match &accepted {
             Some(_) => tokio::select! {
+                biased;
                 () = tracker.make_room() => true,
                 () = stopped(&mut stopping) => false,
             },
@@ -1209,15 +1214,11 @@ async fn serve_standby(
             // (closing the listener resets them: ops review O10); then no new connection,
             // and each open one finishes the request it is forwarding, or reads the first
             // one it was opened for (`serve_one`), then this says it is done.
-            while tracker.has_room() {
-                let Some(Ok((stream, peer))) =
-                    futures_util::FutureExt::now_or_never(listener.accept())
-                else {
-                    break;
-                };
-                serve(stream, peer, &mut connections);
-            }
-            drop(listener);
+            dropshot::take_backlog(
+                listener,
+                || tracker.has_room(),
+                |stream, peer| serve(stream, peer, &mut connections),
+            );
             while connections.join_next().await.is_some() {}
             drain.done.send_replace(true);
             return;
@@ -1746,6 +1747,48 @@ pub fn start_over() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stop serves the clients in the listen backlog whether or not the reactor has reported
+    /// them (vendored dropshot's `take_backlog`, PATCHES.md 23; the leader's close and this
+    /// standby's): here the runtime has not turned since they connected, so `accept()` polled
+    /// once finds none of them, and `take_backlog` takes each, as many as there is room for.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stop_takes_the_backlog_the_reactor_has_not_reported_yet() {
+        use futures_util::FutureExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        assert!(
+            listener.accept().now_or_never().is_none(),
+            "not reported yet"
+        );
+        let mut taken = Vec::new();
+        dropshot::take_backlog(listener, || true, |s, peer| taken.push((s, peer)));
+        let mut peers: Vec<_> = taken.iter().map(|(_, p)| *p).collect();
+        let mut sent: Vec<_> = clients.iter().filter_map(|c| c.local_addr().ok()).collect();
+        peers.sort();
+        sent.sort();
+        assert_eq!(peers, sent);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let (mut room, mut taken) = (2, 0);
+        let has_room = || {
+            room -= 1;
+            room >= 0
+        };
+        dropshot::take_backlog(listener, has_room, |_, _| taken += 1);
+        assert_eq!(taken, 2, "no more than there is room for");
+    }
 
     /// Only a request asking for `100 Continue` with a `Content-Length` over the limit is
     /// refused at the standby (`413 POL2004`, connection closed); anything else goes on to the

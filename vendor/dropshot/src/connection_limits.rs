@@ -597,3 +597,29 @@ fn watch_write(state: &ConnState, r: &std::task::Poll<std::io::Result<usize>>) {
         std::task::Poll::Ready(_) => {}
     }
 }
+
+/// Takes the connections waiting in `listener`'s backlog at a graceful close
+/// (PATCHES.md item 23), one at a time while `room()`, handing each to `serve`,
+/// then drops the listener (which resets whatever is left: new clients are
+/// refused from then on). It asks the kernel directly (the listener is taken
+/// out of the reactor): a `now_or_never(accept())` sees only the connections
+/// the reactor has already reported, and resets those that arrived since its
+/// last turn.
+pub fn take_backlog(
+    listener: tokio::net::TcpListener,
+    mut room: impl FnMut() -> bool,
+    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr),
+) {
+    // Still non-blocking once out of the reactor: an empty backlog is `WouldBlock`.
+    let Ok(listener) = listener.into_std() else { return };
+    while room() {
+        let Ok((stream, peer)) = listener.accept() else { break };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+            serve(stream, peer);
+        }
+    }
+}
+

@@ -975,8 +975,8 @@ pub use client_gone::client_gone;
 pub use connection_limits::ConnectionLimits;
 // PATCHES.md item 19: for a hand-written hyper server that wants the same limits.
 pub use connection_limits::{
-    drive as drive_connection, ConnGuard, ConnState, RequestGuard, Tracker as ConnectionTracker,
-    Watched,
+    drive as drive_connection, take_backlog, ConnGuard, ConnState, RequestGuard,
+    Tracker as ConnectionTracker, Watched,
 };
 pub use server::BuildError;
 pub use server::ClientAddr;

@@ -452,15 +452,13 @@ impl<C: ServerContext> HttpServerStarter<C> {
                             info!(log, "beginning graceful shutdown");
                             // The clients already in the listen backlog (their
                             // handshake done, their request likely sent) are
-                            // served (PATCHES.md item 20), as many as the cap
+                            // served (PATCHES.md item 22), as many as the cap
                             // has room for without shedding: closing the
-                            // listener resets them.
-                            while tracker.has_room() {
-                                let Some(Ok((sock, remote_addr))) =
-                                    http_acceptor.tcp.accept().now_or_never()
-                                else {
-                                    break;
-                                };
+                            // listener resets them. Asked of the kernel, not
+                            // of the reactor, which may not have reported the
+                            // latest yet (item 23).
+                            let listener = http_acceptor.tcp;
+                            let serve = |sock: TcpStream, remote_addr| {
                                 let conn = tracker.register();
                                 let handler = make_service
                                     .make_http_request_handler(
@@ -479,10 +477,14 @@ impl<C: ServerContext> HttpServerStarter<C> {
                                     conn,
                                     closing.clone(),
                                 ));
-                            }
-                            // Stop listening now: new connections are refused
+                            };
+                            // Then stop listening: new connections are refused
                             // instead of waiting in the backlog.
-                            drop(http_acceptor);
+                            connection_limits::take_backlog(
+                                listener,
+                                || tracker.has_room(),
+                                serve,
+                            );
                             break;
                         }
                     }
