@@ -343,6 +343,15 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| StartError::Listen(format!("{}: {e}", config.bind)))?;
+    // The listening socket is this instance's from its start to its stop, whatever its role:
+    // the standby's proxy accepts on one handle of it, and the server this instance starts
+    // when it leads is given the other ([`crate::server::start_on`]). Never closed in between,
+    // so a client that connects while the role changes waits in the backlog, and is served.
+    let (listener, kept) = listener
+        .into_std()
+        .and_then(|l| Ok((l.try_clone()?, l)))
+        .and_then(|(l, kept)| Ok((tokio::net::TcpListener::from_std(l)?, kept)))
+        .map_err(|e| StartError::Listen(format!("{}: {e}", config.bind)))?;
     let bound = listener
         .local_addr()
         .map_err(|e| StartError::Listen(e.to_string()))?;
@@ -371,7 +380,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             outlive_a_deposed_lease(std::time::Instant::now()).await;
         }
         drop(listener);
-        let started = crate::server::start_on(&config, Some(backend)).await?;
+        let started = crate::server::start_on(&config, Some(backend), Some(kept)).await?;
         tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
         return Ok(started);
     }
@@ -449,15 +458,25 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
                 carrying.abort();
                 drain.carrying.send_replace(false);
             }
-            proxy.abort();
-            let _ = proxy.await;
+            // The proxy stops accepting (the server started below accepts from the same
+            // socket) and keeps the connections it serves: their requests wait for this
+            // instance's server, are forwarded to it, and each is answered with
+            // `Connection: close`, so that its client comes back to the server itself. Before,
+            // the proxy was aborted and the socket closed until the server bound it again:
+            // its clients' connections were cut and new ones refused (0-4 failed requests per
+            // rolling restart in `cargo xtask bench --rolling`).
+            forwarder.promote();
+            drop(proxy);
             match handed_over {
                 true => tracing::info!("the leader handed the lead over; this instance leads now"),
                 false => tracing::warn!(
                     "the leader is gone; this instance leads now, after waiting out its lease"
                 ),
             }
-            let started = crate::server::start_on(&config, Some(backend)).await?;
+            let key = backend.cluster_key();
+            let started = crate::server::start_on(&config, Some(backend), Some(kept)).await?;
+            // A cluster's store always has a key; without one the leader trusts no standby.
+            forwarder.lead(key.unwrap_or_default());
             tokio::spawn(check_own_url(seat.url.clone(), leader_tls));
             return Ok(started);
         }
@@ -869,6 +888,9 @@ struct Forwarder {
     trusted_proxies: Vec<crate::proxies::Net>,
     /// `NETAPI_CHAT_METRICS_TOKEN`: opens this standby's own `/metrics` ([`standby_metrics`]).
     metrics_token: Option<String>,
+    /// This instance's part, which the proxy's connections follow: standing by, taking the
+    /// lead, then leading, when what is still forwarded goes to this instance's own server.
+    role: tokio::sync::watch::Sender<Role>,
     /// The per-address authentication-failure limit for that token, as the leader counts
     /// wrong operator tokens (`rate::AuthFailures::operator_token`): a standby's `/metrics` is
     /// no cheaper a place to guess it.
@@ -912,7 +934,37 @@ impl Forwarder {
             trusted_proxies,
             metrics_token,
             auth_failures,
+            role: tokio::sync::watch::Sender::new(Role::Standby),
         }
+    }
+
+    /// This instance took the lead and starts its server: the proxy accepts no more
+    /// connections ([`serve_standby`]), and what its connections send waits for
+    /// [`Forwarder::lead`] ([`Forwarder::leader_now`]) rather than going to the leader this
+    /// one replaces.
+    fn promote(&self) {
+        self.role.send_replace(Role::Promoting);
+    }
+
+    /// This instance's server serves (its cluster key `key`): what the proxy's connections
+    /// still send is forwarded to it, at this instance's own cluster URL.
+    fn lead(&self, key: String) {
+        self.role.send_replace(Role::Leading(key));
+    }
+
+    /// Whether this instance leads (or is starting to): the proxy's connections are then each
+    /// closed after their next answer, their clients coming back to the server itself.
+    fn leads(&self) -> bool {
+        !matches!(*self.role.borrow(), Role::Standby)
+    }
+
+    /// [`Forwarder::leader`], once this instance's own server serves when it is starting
+    /// (at most [`PROMOTION_WAIT`]).
+    async fn leader_now(&self) -> Option<Leader> {
+        let mut role = self.role.subscribe();
+        let started = role.wait_for(|r| !matches!(r, Role::Promoting));
+        let _ = tokio::time::timeout(PROMOTION_WAIT, started).await;
+        self.leader()
     }
 
     /// Logs why a forward to `leader` failed, when that is news (see [`Forwarder::failure`]).
@@ -947,12 +999,38 @@ impl Forwarder {
     }
 
     /// The leader to forward to (`None`: unknown, or this instance itself, which the table
-    /// can still name for a moment after this one started over as a standby).
+    /// can still name for a moment after this one started over as a standby, unless this
+    /// instance leads now).
     fn leader(&self) -> Option<Leader> {
+        match &*self.role.borrow() {
+            Role::Leading(key) => {
+                return Some(Leader {
+                    url: self.own_url.clone(),
+                    key: key.clone(),
+                });
+            }
+            Role::Standby | Role::Promoting => {}
+        }
         let leader = self.leader.read().ok()?.clone()?;
         (leader.url != self.own_url).then_some(leader)
     }
 }
+
+/// A cluster instance's part, as its standby's proxy sees it ([`Forwarder::role`]).
+#[derive(Debug)]
+enum Role {
+    /// Forwarding to the leader the table names.
+    Standby,
+    /// Took the lead; its server is starting on the proxy's socket.
+    Promoting,
+    /// Its server serves; the key its forwards carry.
+    Leading(String),
+}
+
+/// Longest a request on one of the proxy's connections waits for this instance's own server
+/// to start once it took the lead (it reads the store's state first); after that, it is
+/// answered as when no leader can be reached (`503`, `Retry-After`).
+const PROMOTION_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a standby keeps an idle connection to the leader for reuse: half the leader's
 /// idle timeout `leader_idle` (at most 30 s). The leader closes a connection idle for
@@ -1160,12 +1238,22 @@ async fn serve_standby(
     });
     let mut connections = tokio::task::JoinSet::new();
     let mut stopping = drain.stop.subscribe();
+    let mut role = forwarder.role.subscribe();
     loop {
         // Reap finished connections so the set stays as large as the open ones.
         while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             a = listener.accept() => Some(a),
             () = stopped(&mut stopping) => None,
+            () = promoted(&mut role) => {
+                // This instance took the lead: its server accepts from the same socket (the
+                // backlog included); the connections open here go on until each is answered
+                // and closed (`serve_one`), or stopped with the process (`drain`).
+                drop(listener);
+                while connections.join_next().await.is_some() {}
+                drain.done.send_replace(true);
+                return;
+            }
         };
         // At the cap, room is made (or waited for) for the client that arrived, as the leader
         // does; in a `select!` of its own, so that reaping cannot drop the accepted connection.
@@ -1262,6 +1350,14 @@ async fn serve_one<S>(
             if let Some(finish) = finish {
                 finish(answer.headers_mut());
             }
+            // Once this instance leads, the proxy's connections go as each is answered (hyper
+            // closes a connection after an answer saying so): their clients come back to the
+            // server itself. An upgraded one is the socket's until it closes.
+            if forwarder.leads() && answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+                answer
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             drop(in_flight);
             Ok::<_, Infallible>(answer)
         }
@@ -1279,6 +1375,17 @@ async fn serve_one<S>(
     // Asked to go (the stop, shed, idle): the request under way (if any) is answered, then
     // the connection closes; an idle one closes now, and one on which nothing moves is dropped.
     dropshot::drive_connection(connection, |c| c.graceful_shutdown(), conn, stopping).await;
+}
+
+/// Returns once this instance takes the lead (never, should the [`Forwarder`] be gone).
+async fn promoted(role: &mut tokio::sync::watch::Receiver<Role>) {
+    if role
+        .wait_for(|r| !matches!(r, Role::Standby))
+        .await
+        .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Returns once a graceful stop is asked for (never, should the [`Drain`] be gone).
@@ -1479,10 +1586,12 @@ async fn forward(
     if let Some(error) = crate::gate::host_error(request.version(), request.headers()) {
         return answer(crate::gate::answer_format(request.headers()), &error);
     }
-    if request.uri().path() == "/healthz" {
+    // Once this instance leads, its server answers these too (forwarded below).
+    let standing_by = !forwarder.leads();
+    if standing_by && request.uri().path() == "/healthz" {
         return plain(StatusCode::OK, "ok (standby)\n");
     }
-    if request.uri().path() == crate::metrics::PATH {
+    if standing_by && request.uri().path() == crate::metrics::PATH {
         let client =
             crate::proxies::client_address(peer, request.headers(), &forwarder.trusted_proxies);
         return standby_metrics(forwarder, client.ip(), request.headers());
@@ -1501,7 +1610,7 @@ async fn forward(
         return answer(format, &refused);
     }
     FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let Some(leader) = forwarder.leader() else {
+    let Some(leader) = forwarder.leader_now().await else {
         return unavailable(format, "no instance leads the database at the moment");
     };
     // The right key comes from another standby that took this one for the leader: not

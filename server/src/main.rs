@@ -290,7 +290,16 @@ async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
         s = stop_signal() => s,
     };
     match signal {
-        Ok(name) => shutdown(name, server, store, config.connections.shutdown_grace).await,
+        Ok(name) => {
+            shutdown(
+                name,
+                server,
+                store,
+                &drain,
+                config.connections.shutdown_grace,
+            )
+            .await
+        }
         Err(e) => {
             eprintln!("netapi-chat: cannot listen for stop signals: {e}");
             std::process::ExitCode::FAILURE
@@ -360,6 +369,7 @@ async fn shutdown(
     signal: &str,
     server: dropshot::HttpServer<netapi_chat::handlers::ChatServer>,
     store: netapi_chat::store::Store,
+    proxy: &netapi_chat::cluster::Drain,
     grace: std::time::Duration,
 ) -> std::process::ExitCode {
     let started = std::time::Instant::now();
@@ -371,7 +381,12 @@ async fn shutdown(
     chat.let_go_of_standbys();
     // Long polls answer now (an empty list) rather than hold the drain for their whole wait.
     netapi_chat::notify::channel::end_polls();
-    let drained = tokio::time::timeout_at(deadline, server.close()).await;
+    // A standby that took the lead may still serve connections of its proxy (forwarding to
+    // this server): they stop with it, each after the request it carries.
+    let (drained, _) = tokio::join!(
+        tokio::time::timeout_at(deadline, server.close()),
+        proxy.stop(deadline.saturating_duration_since(tokio::time::Instant::now())),
+    );
     // Every connection is closed: nothing can be answered from this server's memory any more,
     // so a cluster's leader may hand the lead over (the next one serves at once). Requests
     // cut at the grace may still be running: then the next one waits out the lease.

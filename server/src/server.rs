@@ -313,14 +313,19 @@ const FEW_OPEN_FILES: u64 = 256;
 
 /// Starts the server on `config.bind`.
 pub async fn start(config: &Config) -> Result<Started, StartError> {
-    start_on(config, None).await
+    start_on(config, None, None).await
 }
 
-/// Starts the server on `config.bind` over `backend` when given (a cluster's new leader has
-/// already opened it, `crate::cluster`), else over the store the configuration names.
+/// Starts the server over `backend` when given (a cluster's new leader has already opened
+/// it, `crate::cluster`), else over the store the configuration names; on `listener` when
+/// given (a cluster instance's, bound since it started: the clients that connect while this
+/// server starts wait in its backlog and are served, none is refused), else on `config.bind`,
+/// bound once the store is open (a lone server that waits for its database refuses
+/// connections meanwhile, so that a load balancer sends them elsewhere).
 pub async fn start_on(
     config: &Config,
     backend: Option<Box<dyn crate::store::Backend>>,
+    listener: Option<std::net::TcpListener>,
 ) -> Result<Started, StartError> {
     // Dropshot's logger, bridged into the process's `tracing` subscriber (crate::logging).
     let log = crate::logging::init(config).map_err(StartError::Log)?;
@@ -371,12 +376,13 @@ pub async fn start_on(
     netapi_chat_runtime::negotiate::set_body_timeout(config.body_timeout);
 
     // Bind first, so that the public URL can name the real port when port 0 was asked for.
-    let listener = std::net::TcpListener::bind(config.bind)
-        .map_err(|e| StartError::Listen(format!("{}: {e}", config.bind)))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| StartError::Listen(e.to_string()))?;
-    drop(listener);
+    let bound = match &listener {
+        Some(given) => given.local_addr(),
+        None => std::net::TcpListener::bind(config.bind)
+            .and_then(|probe| probe.local_addr())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", config.bind))),
+    }
+    .map_err(|e| StartError::Listen(e.to_string()))?;
     let public = config
         .public_url
         .clone()
@@ -533,6 +539,10 @@ pub async fn start_on(
     // CORS headers on every answer to an allowed origin, the gate's and errors included.
     let server = match cors {
         Some(cors) => server.response_headers(cors.into_hook()),
+        None => server,
+    };
+    let server = match listener {
+        Some(listener) => server.listener(listener),
         None => server,
     };
     // Proxies in front (NETAPI_CHAT_TRUSTED_PROXIES) name the client; a standby of the

@@ -676,6 +676,102 @@ async fn a_leader_stopped_with_sigterm_hands_the_lead_over_without_the_lease_wai
     );
 }
 
+/// A rolling restart seen by the standby's clients: none of their connections is cut, and
+/// none is refused. A connection kept alive to the standby across its taking the lead gets
+/// its next answer (forwarded to the server the standby now runs) with `Connection: close`,
+/// then is closed; clients sending all along meet `503`s while nobody leads, never a
+/// transport error. Before, the standby's proxy was aborted and its socket closed until the
+/// server bound it again: each connection open then was cut, and connections in that moment
+/// refused (0-4 failed requests per round in `cargo xtask bench --rolling`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn clients_of_a_standby_keep_their_connections_as_it_takes_the_lead() {
+    let mut p = pair(&[]);
+    changes_again(&p.standby, "before the restart").await;
+    let url = p.standby.urls().subscriptions(BOB);
+    let path = url.trim_start_matches(&p.standby.base).to_owned();
+    let base = p.standby.base.clone();
+    let (kept_path, kept_base) = (path.clone(), base.clone());
+    let mut kept = tokio::task::spawn_blocking(move || {
+        let mut kept = support::KeptAlive::connect(&kept_base);
+        let (head, _) = kept.get(&kept_path).expect("answered");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        kept
+    })
+    .await
+    .expect("kept");
+    // Clients sending all along, over a pool of kept-alive connections and new ones.
+    let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut clients = Vec::new();
+    for fresh in [false, false, true] {
+        let (url, sending) = (url.clone(), Arc::clone(&sending));
+        clients.push(tokio::spawn(async move {
+            let pooled = reqwest::Client::new();
+            let (mut answers, mut errors) = (BTreeSet::new(), Vec::new());
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                let client = if fresh {
+                    reqwest::Client::new()
+                } else {
+                    pooled.clone()
+                };
+                match client
+                    .get(&url)
+                    .bearer_auth(support::APP_TOKEN)
+                    .send()
+                    .await
+                {
+                    Ok(a) => {
+                        answers.insert(a.status().as_u16());
+                    }
+                    Err(e) => errors.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (answers, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stops_with_sigterm(&mut p.leader, 30);
+    // Until the standby's socket is served by its own server (which has no standby health).
+    let leads = Instant::now();
+    loop {
+        let a = reqwest::get(format!("{base}/healthz"))
+            .await
+            .expect("a new connection to the standby is accepted throughout");
+        let status = a.status();
+        if status == 200 && !a.text().await.unwrap_or_default().contains("standby") {
+            break;
+        }
+        assert!(
+            leads.elapsed() < PATIENCE,
+            "the standby never took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        let (answers, errors) = client.await.expect("client");
+        assert!(errors.is_empty(), "connections cut or refused: {errors:?}");
+        assert!(answers.contains(&200), "{answers:?}");
+        assert!(
+            answers.iter().all(|s| [200, 503].contains(s)),
+            "{answers:?}"
+        );
+    }
+    let (head, body) = tokio::task::spawn_blocking(move || {
+        let answer = kept
+            .get(&path)
+            .expect("the kept connection is answered, not cut");
+        assert!(kept.closed_by_server(), "and closed after its answer");
+        answer
+    })
+    .await
+    .expect("kept");
+    assert!(head.starts_with("http/1.1 200"), "{head}{body}");
+    assert!(head.contains("connection: close"), "{head}");
+}
+
 /// A leader stopped with SIGTERM while a callback attempt waits on a slow receiver winds its
 /// delivery down first, still serving: a client of the cluster is answered through the
 /// standby meanwhile, and once the attempt is answered the leader hands the lead over. The

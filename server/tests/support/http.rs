@@ -319,3 +319,72 @@ pub async fn answers_what_is_queued_at_a_stop(server: &mut super::Server, url: &
     let status = tokio::task::block_in_place(|| server.wait_exit(10));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// One HTTP/1.1 connection kept alive, written and read by hand (blocking): what the server
+/// does to it (closes it, resets it) is seen, where a pooling client would quietly connect
+/// again.
+pub struct KeptAlive {
+    stream: std::net::TcpStream,
+    host: String,
+}
+
+impl KeptAlive {
+    /// Connects to `base` (`http://host:port`).
+    pub fn connect(base: &str) -> KeptAlive {
+        let host = base.trim_start_matches("http://").to_owned();
+        let stream = std::net::TcpStream::connect(&host).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        KeptAlive { stream, host }
+    }
+
+    /// `GET path` with the test token on this connection: the answer's head (status line and
+    /// fields, lower-cased names) and body, or what ended the connection instead.
+    pub fn get(&mut self, path: &str) -> Result<(String, String), String> {
+        use std::io::{Read as _, Write as _};
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {APP_TOKEN}\r\n\r\n",
+            self.host
+        );
+        self.stream
+            .write_all(request.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(format!("closed after {} bytes", got.len())),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no content-length: {head}"))?;
+        while got.len() < head_end + length {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("closed within the body".to_owned()),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let body = String::from_utf8_lossy(&got[head_end..]).into_owned();
+        Ok((head, body))
+    }
+
+    /// Whether the server has closed this connection (reads its end within 5 s).
+    pub fn closed_by_server(&mut self) -> bool {
+        use std::io::Read as _;
+        let _ = self
+            .stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        matches!(self.stream.read(&mut [0u8; 1]), Ok(0))
+    }
+}

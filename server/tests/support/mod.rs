@@ -38,8 +38,8 @@ pub mod wait;
 
 pub use face::{Face, Resp, Via, Wire};
 pub use http::{
-    Answer, answers_what_is_queued_at_a_stop, host_name_addresses, metric, post_raw, send,
-    send_authorized, send_doc, send_empty, xsd_validate,
+    Answer, KeptAlive, answers_what_is_queued_at_a_stop, host_name_addresses, metric, post_raw,
+    send, send_authorized, send_doc, send_empty, xsd_validate,
 };
 pub use listener::{Listener, Received};
 pub use server::{

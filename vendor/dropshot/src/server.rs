@@ -237,12 +237,16 @@ impl<C: ServerContext> HttpServerStarter<C> {
         request_ids: bool,
         request_span: Option<RequestSpan>,
         response_headers: Option<ResponseHeaders>,
+        listener: Option<std::net::TcpListener>,
     ) -> Result<HttpServerStarter<C>, BuildError> {
         let tcp = {
-            let std_listener = std::net::TcpListener::bind(
-                &config.bind_address,
-            )
-            .map_err(|e| BuildError::bind_error(e, config.bind_address))?;
+            let std_listener = match listener {
+                Some(listener) => listener,
+                None => std::net::TcpListener::bind(&config.bind_address)
+                    .map_err(|e| {
+                        BuildError::bind_error(e, config.bind_address)
+                    })?,
+            };
             std_listener.set_nonblocking(true).map_err(|e| {
                 BuildError::generic_system(e, "setting non-blocking")
             })?;
@@ -1509,6 +1513,7 @@ pub struct ServerBuilder<C: ServerContext> {
     request_ids: bool,
     request_span: DebugIgnore<Option<RequestSpan>>,
     response_headers: DebugIgnore<Option<ResponseHeaders>>,
+    listener: Option<std::net::TcpListener>,
 }
 
 impl<C: ServerContext> ServerBuilder<C> {
@@ -1536,7 +1541,18 @@ impl<C: ServerContext> ServerBuilder<C> {
             request_ids: false,
             request_span: DebugIgnore(None),
             response_headers: DebugIgnore(None),
+            listener: None,
         }
+    }
+
+    /// Serve on `listener`, already bound (PATCHES.md item 24), instead of
+    /// binding the configuration's `bind_address`: connections waiting in its
+    /// backlog are served, and no client is refused while the address changes
+    /// hands (a process that listened on it for another purpose hands it
+    /// over).
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     /// Specify limits on open connections (see [`ConnectionLimits`]; the
@@ -1646,6 +1662,7 @@ impl<C: ServerContext> ServerBuilder<C> {
             self.request_ids,
             self.request_span.0,
             self.response_headers.0,
+            self.listener,
         )
     }
 }
