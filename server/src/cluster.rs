@@ -891,6 +891,14 @@ struct Forwarder {
     /// This instance's part, which the proxy's connections follow: standing by, taking the
     /// lead, then leading, when what is still forwarded goes to this instance's own server.
     role: tokio::sync::watch::Sender<Role>,
+    /// Counts the changes of the leader to forward to (another instance named, this one
+    /// taking the lead): what waits for the next leader ([`Forwarder::changed_since`]) goes
+    /// on when it moves.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The leader refused a connection since the last forward that worked or the last
+    /// change: it is likely stopping (its listener closed), so requests wait for the next
+    /// leader, at most [`HOLD_FOR_THE_NEXT_LEADER`], rather than being answered `503`.
+    refused: std::sync::atomic::AtomicBool,
     /// The per-address authentication-failure limit for that token, as the leader counts
     /// wrong operator tokens (`rate::AuthFailures::operator_token`): a standby's `/metrics` is
     /// no cheaper a place to guess it.
@@ -935,7 +943,23 @@ impl Forwarder {
             metrics_token,
             auth_failures,
             role: tokio::sync::watch::Sender::new(Role::Standby),
+            changes: tokio::sync::watch::Sender::new(0),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The leader to forward to changed: requests waiting for that go on.
+    fn changed(&self) {
+        self.refused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits until the leader to forward to changes from the one of count `seen`, at most
+    /// `within`.
+    async fn changed_since(&self, seen: u64, within: Duration) {
+        let mut changes = self.changes.subscribe();
+        let _ = tokio::time::timeout(within, changes.wait_for(|n| *n != seen)).await;
     }
 
     /// This instance took the lead and starts its server: the proxy accepts no more
@@ -944,12 +968,14 @@ impl Forwarder {
     /// one replaces.
     fn promote(&self) {
         self.role.send_replace(Role::Promoting);
+        self.changed();
     }
 
     /// This instance's server serves (its cluster key `key`): what the proxy's connections
     /// still send is forwarded to it, at this instance's own cluster URL.
     fn lead(&self, key: String) {
         self.role.send_replace(Role::Leading(key));
+        self.changed();
     }
 
     /// Whether this instance leads (or is starting to): the proxy's connections are then each
@@ -984,6 +1010,8 @@ impl Forwarder {
     /// Forgets the last failure logged, after a forward that worked (a load only while one
     /// is remembered: the lock is not taken on every request).
     fn recovered(&self) {
+        self.refused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if self
             .failing
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -992,9 +1020,17 @@ impl Forwarder {
         }
     }
 
+    /// The leader as the table names it now (see [`Forwarder::leader`]).
     fn set_leader(&self, leader: Option<Leader>) {
-        if let Ok(mut l) = self.leader.write() {
-            *l = leader;
+        let changed = match self.leader.write() {
+            Ok(mut l) if *l != leader => {
+                *l = leader;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.changed();
         }
     }
 
@@ -1026,6 +1062,13 @@ enum Role {
     /// Its server serves; the key its forwards carry.
     Leading(String),
 }
+
+/// Longest a request waits at a standby for the next leader once the leader refused a
+/// connection (likely stopping: a rolling restart), rather than being answered `503` at once:
+/// a leader that hands the lead over is replaced within about 0.2 s of closing its listener,
+/// and one killed within its 2 s lease and a start. A request with a body that was refused
+/// itself is answered `503` (its body is gone); one without goes again to the next leader.
+const HOLD_FOR_THE_NEXT_LEADER: Duration = Duration::from_secs(3);
 
 /// Longest a request on one of the proxy's connections waits for this instance's own server
 /// to start once it took the lead (it reads the store's state first); after that, it is
@@ -1545,7 +1588,8 @@ fn refused_before_continue(
 /// because of it is the client's mistake, answered `400` as the leader answers it, not the
 /// leader's outage (no `503`, no count, no warning).
 struct ClientBody {
-    inner: Incoming,
+    /// `None`: no body (a request sent again, [`HOLD_FOR_THE_NEXT_LEADER`]).
+    inner: Option<Incoming>,
     failed: Arc<std::sync::OnceLock<String>>,
 }
 
@@ -1557,7 +1601,10 @@ impl hyper::body::Body for ClientBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Err(e))) = &polled {
             let _ = self.failed.set(e.to_string());
         }
@@ -1565,11 +1612,16 @@ impl hyper::body::Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(
+            || hyper::body::SizeHint::with_exact(0),
+            hyper::body::Body::size_hint,
+        )
     }
 }
 
@@ -1610,27 +1662,35 @@ async fn forward(
         return answer(format, &refused);
     }
     FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = *forwarder.changes.borrow();
+    if forwarder.refused.load(std::sync::atomic::Ordering::Relaxed) {
+        forwarder
+            .changed_since(seen, HOLD_FOR_THE_NEXT_LEADER)
+            .await;
+        seen = *forwarder.changes.borrow();
+    }
     let Some(leader) = forwarder.leader_now().await else {
         return unavailable(format, "no instance leads the database at the moment");
     };
     // The right key comes from another standby that took this one for the leader: not
     // forwarded again (no loops while the leader table is stale). Any other value is a
     // client's, dropped below as the leader drops it.
-    if request
+    let keys: Vec<HeaderValue> = request
         .headers()
         .get_all(&CLUSTER_KEY)
         .iter()
-        .any(|given| same_secret(given.as_bytes(), leader.key.as_bytes()))
-    {
+        .cloned()
+        .collect();
+    let from_a_standby = |leader: &Leader| {
+        keys.iter()
+            .any(|given| same_secret(given.as_bytes(), leader.key.as_bytes()))
+    };
+    if from_a_standby(&leader) {
         return unavailable(format, "no instance leads the database at the moment");
     }
-    let Some(uri) = upstream_uri(&leader.url, path) else {
-        return unavailable(format, "the leader's address does not read");
-    };
     let upgrade = wants_upgrade(request.headers());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    parts.uri = uri;
     // The hop to the leader is this standby's own kept-alive HTTP/1.1 connection, whatever
     // the client speaks (an HTTP/1.0 request forwarded as such was answered in HTTP/1.0,
     // and that answer closed the client's kept-alive connection); hyper answers an HTTP/1.0
@@ -1642,37 +1702,81 @@ async fn forward(
     parts.headers.remove(&FORWARDED_FOR);
     parts.headers.remove(&CLUSTER_KEY);
     let client = crate::proxies::client_address(peer, &parts.headers, &forwarder.trusted_proxies);
-    if let (Ok(from), Ok(key)) = (
-        HeaderValue::from_str(&client.to_string()),
-        HeaderValue::from_str(&leader.key),
-    ) {
-        parts.headers.insert(FORWARDED_FOR, from);
-        parts.headers.insert(CLUSTER_KEY, key);
-    }
+    // Without a body, a request the leader refused can go again, to the next leader; a `GET`
+    // or `HEAD` the leader cut before answering (a kept-alive connection it closed as the
+    // request went out, at its stop), again at once (RFC 9110 9.2.2: it is safe). Three
+    // times at most (cut, cut again on another pooled connection, then refused).
+    let again = hyper::body::Body::is_end_stream(&body).then(|| parts.clone());
+    let safe = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+    let mut retries = 3;
     let failed = Arc::new(std::sync::OnceLock::new());
-    let body = ClientBody {
-        inner: body,
-        failed: Arc::clone(&failed),
-    };
-    let request = Request::from_parts(parts, body);
-    let within = answer_within(&request, forwarder.poll_wait);
-    let mut answer = match tokio::time::timeout(within, forwarder.client.request(request)).await {
-        Ok(Ok(a)) => {
-            forwarder.recovered();
-            a
-        }
-        Ok(Err(e)) => {
-            if let Some(why) = failed.get() {
-                // The client's body failed, not the leader: what the leader answers it.
-                return self::answer(format, &client_body_error(why));
+    let mut sending = (
+        parts,
+        ClientBody {
+            inner: Some(body),
+            failed: Arc::clone(&failed),
+        },
+    );
+    let mut leader = leader;
+    let mut answer = loop {
+        let (parts, body) = sending;
+        let Some(parts) = addressed(parts, &leader, &path, client) else {
+            return unavailable(format, "the leader's address does not read");
+        };
+        let request = Request::from_parts(parts, body);
+        let within = answer_within(&request, forwarder.poll_wait);
+        let e = match tokio::time::timeout(within, forwarder.client.request(request)).await {
+            Ok(Ok(a)) => {
+                forwarder.recovered();
+                break a;
             }
-            forwarder.report(&leader, &e);
-            return unavailable(format, unreachable_because(&e));
+            Ok(Err(e)) => e,
+            Err(_) => {
+                forwarder.report(&leader, &LeaderSilent(within));
+                return unavailable(format, LEADER_SILENT);
+            }
+        };
+        if let Some(why) = failed.get() {
+            // The client's body failed, not the leader: what the leader answers it.
+            return self::answer(format, &client_body_error(why));
         }
-        Err(_) => {
-            forwarder.report(&leader, &LeaderSilent(within));
-            return unavailable(format, LEADER_SILENT);
+        forwarder.report(&leader, &e);
+        let refused = matches!(
+            crate::tls::stopped_by(&e),
+            Some(crate::tls::Stopped::Refused)
+        );
+        if refused {
+            // Nothing was sent: the leader is likely stopping (its listener closed).
+            forwarder
+                .refused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        if let Some(parts) = again.clone().filter(|_| retries > 0) {
+            retries -= 1;
+            let next = match refused {
+                true => {
+                    forwarder
+                        .changed_since(seen, HOLD_FOR_THE_NEXT_LEADER)
+                        .await;
+                    seen = *forwarder.changes.borrow();
+                    forwarder
+                        .leader_now()
+                        .await
+                        .filter(|next| *next != leader && !from_a_standby(next))
+                }
+                false => Some(leader.clone()).filter(|_| safe && cut_before_the_answer(&e)),
+            };
+            if let Some(next) = next {
+                leader = next;
+                let empty = ClientBody {
+                    inner: None,
+                    failed: Arc::clone(&failed),
+                };
+                sending = (parts, empty);
+                continue;
+            }
+        }
+        return unavailable(format, unreachable_because(&e));
     };
     if answer.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_side
@@ -1697,6 +1801,40 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     answer.map(http_body_util::BodyExt::boxed)
+}
+
+/// Whether `error` says the leader closed the connection before its answer began (hyper's
+/// "incomplete message"): a kept-alive connection it closed as the request went out.
+fn cut_before_the_answer(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// `parts` addressed to `leader`: its URI for `path`, and the client address `client` with
+/// the key the leader trusts it on; `None` when the leader's URL does not read.
+fn addressed(
+    mut parts: http::request::Parts,
+    leader: &Leader,
+    path: &http::uri::PathAndQuery,
+    client: SocketAddr,
+) -> Option<http::request::Parts> {
+    parts.uri = upstream_uri(&leader.url, path.clone())?;
+    if let (Ok(from), Ok(key)) = (
+        HeaderValue::from_str(&client.to_string()),
+        HeaderValue::from_str(&leader.key),
+    ) {
+        parts.headers.insert(FORWARDED_FOR, from);
+        parts.headers.insert(CLUSTER_KEY, key);
+    }
+    Some(parts)
 }
 
 /// `400 SVC0002` for a request body whose stream failed (`why`), with `Connection: close`:
