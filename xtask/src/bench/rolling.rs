@@ -10,7 +10,9 @@
 //! [`RETRY_AFTER_FAILURE`], as a client honouring a short `Retry-After` would); the leader is
 //! stopped with SIGTERM [`BEFORE_STOP`] into the load, which goes on [`AFTER_STOP`]. Per
 //! round: the answers other than `200` (`503`s, failed connections) and the longest time no
-//! client got a `200`. The table gives each figure's median and range over the rounds.
+//! client got a `200`; and, as a check on the standby's forwarding path, the `200`s per second
+//! its clients got in the second half of the load before the stop (the leader serving). The
+//! table gives each figure's median and range over the rounds.
 //! Writes `target/bench/rolling.md` and prints it; BENCHMARKS.md quotes it by hand.
 
 use super::compare::write_report;
@@ -23,8 +25,8 @@ use std::time::{Duration, Instant};
 
 /// Concurrent clients of the standby.
 const CLIENTS: usize = 4;
-/// Load before the leader is stopped.
-const BEFORE_STOP: Duration = Duration::from_secs(1);
+/// Load before the leader is stopped (its second half measures the forwarding rate).
+const BEFORE_STOP: Duration = Duration::from_secs(2);
 /// Load after the leader is stopped: the standby takes over well within it.
 const AFTER_STOP: Duration = Duration::from_secs(5);
 /// How long a client waits after an answer other than `200` before it asks again.
@@ -40,6 +42,8 @@ struct Restart {
     unanswered: usize,
     /// The longest time no client got a `200`, from the signal on.
     gap: Duration,
+    /// `200`s per second in the second half of the load before the signal.
+    forwarded: f64,
 }
 
 /// One client: asks until `until`; every answer as (when it came, whether it was a `200`).
@@ -77,6 +81,7 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
     let mut leader = start_netapi_chat_bin(root, bin, &format!("rolling-{label}-a"), &env)?;
     let standby = start_netapi_chat_bin(root, bin, &format!("rolling-{label}-b"), &env)?;
     let addr = standby.server.addr;
+    let steady = Instant::now() + BEFORE_STOP / 2;
     let end = Instant::now() + BEFORE_STOP + AFTER_STOP;
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(client(addr, end)))
@@ -98,6 +103,11 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
         bail!("the leader ({label}) did not stop within {AFTER_STOP:?} of SIGTERM");
     }
     answers.sort_by_key(|(at, _)| *at);
+    let forwarded = answers
+        .iter()
+        .filter(|(at, a)| *at >= steady && *at < signal && *a == Some(200))
+        .count() as f64
+        / signal.duration_since(steady).as_secs_f64();
     let after: Vec<_> = answers.iter().filter(|(at, _)| *at >= signal).collect();
     let failed = after.iter().filter(|(_, a)| *a != Some(200)).count();
     let unanswered = after.iter().filter(|(_, a)| a.is_none()).count();
@@ -116,6 +126,7 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
         failed,
         unanswered,
         gap,
+        forwarded,
     })
 }
 
@@ -154,10 +165,11 @@ pub async fn run(
             let url = cluster.database(&format!("netapi_chat_rolling_{name}_{r}"))?;
             let done = round(root, bin, name, &url).await?;
             println!(
-                "  {name:<7} round {r}: {} answers other than 200 ({} without an answer), longest without a 200 {:.0} ms",
+                "  {name:<7} round {r}: {} answers other than 200 ({} without an answer), longest without a 200 {:.0} ms; {:.0} 200s/s before the stop",
                 done.failed,
                 done.unanswered,
-                done.gap.as_secs_f64() * 1e3
+                done.gap.as_secs_f64() * 1e3,
+                done.forwarded
             );
             results[i].push(done);
         }
@@ -165,16 +177,17 @@ pub async fn run(
     let mut md = format!(
         "`{command}`: two instances on one PostgreSQL, {CLIENTS} clients of the standby; the \
          leader stopped with SIGTERM; per build, median (min–max) over {rounds} round(s).\n\n\
-         | build | answers other than 200 | of them without an answer | longest without a 200, ms |\n\
-         |---|--:|--:|--:|\n"
+         | build | answers other than 200 | of them without an answer | longest without a 200, ms | 200s/s through the standby before the stop |\n\
+         |---|--:|--:|--:|--:|\n"
     );
     for ((name, _), runs) in builds.iter().zip(&results) {
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} |",
             spread(runs.iter().map(|r| r.failed as f64).collect(), 0),
             spread(runs.iter().map(|r| r.unanswered as f64).collect(), 0),
             spread(runs.iter().map(|r| r.gap.as_secs_f64() * 1e3).collect(), 0),
+            spread(runs.iter().map(|r| r.forwarded).collect(), 0),
         );
     }
     write_report(root, "rolling.md", &md)?;
