@@ -895,10 +895,13 @@ struct Forwarder {
     /// taking the lead): what waits for the next leader ([`Forwarder::changed_since`]) goes
     /// on when it moves.
     changes: tokio::sync::watch::Sender<u64>,
-    /// The leader refused a connection since the last forward that worked or the last
-    /// change: it is likely stopping (its listener closed), so requests wait for the next
-    /// leader, at most [`HOLD_FOR_THE_NEXT_LEADER`], rather than being answered `503`.
-    refused: std::sync::atomic::AtomicBool,
+    /// The leader refused a connection since the last forward that worked: it is likely
+    /// stopping (its listener closed), so requests wait for the next leader, at most
+    /// [`HOLD_FOR_THE_NEXT_LEADER`], rather than being answered `503`. Holds the count of
+    /// [`Forwarder::changes`] the refusal was seen under, plus one (`0`: none), so that a
+    /// refusal by a leader already replaced (a forward that was under way at the change)
+    /// holds nothing.
+    refused: std::sync::atomic::AtomicU64,
     /// The per-address authentication-failure limit for that token, as the leader counts
     /// wrong operator tokens (`rate::AuthFailures::operator_token`): a standby's `/metrics` is
     /// no cheaper a place to guess it.
@@ -944,15 +947,25 @@ impl Forwarder {
             auth_failures,
             role: tokio::sync::watch::Sender::new(Role::Standby),
             changes: tokio::sync::watch::Sender::new(0),
-            refused: std::sync::atomic::AtomicBool::new(false),
+            refused: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The leader to forward to changed: requests waiting for that go on.
     fn changed(&self) {
-        self.refused
-            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The leader of change count `seen` refused a connection.
+    fn was_refused(&self, seen: u64) {
+        self.refused
+            .store(seen.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the leader of change count `now` has refused a connection (and none of its
+    /// forwards worked since).
+    fn refuses(&self, now: u64) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed) == now.wrapping_add(1)
     }
 
     /// Waits until the leader to forward to changes from the one of count `seen`, at most
@@ -1010,8 +1023,7 @@ impl Forwarder {
     /// Forgets the last failure logged, after a forward that worked (a load only while one
     /// is remembered: the lock is not taken on every request).
     fn recovered(&self) {
-        self.refused
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.refused.store(0, std::sync::atomic::Ordering::Relaxed);
         if self
             .failing
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -1663,7 +1675,7 @@ async fn forward(
     }
     FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut seen = *forwarder.changes.borrow();
-    if forwarder.refused.load(std::sync::atomic::Ordering::Relaxed) {
+    if forwarder.refuses(seen) {
         forwarder
             .changed_since(seen, HOLD_FOR_THE_NEXT_LEADER)
             .await;
@@ -1747,9 +1759,7 @@ async fn forward(
         );
         if refused {
             // Nothing was sent: the leader is likely stopping (its listener closed).
-            forwarder
-                .refused
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            forwarder.was_refused(seen);
         }
         if let Some(parts) = again.clone().filter(|_| retries > 0) {
             retries -= 1;
