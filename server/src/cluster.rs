@@ -969,10 +969,10 @@ impl Forwarder {
     }
 
     /// Waits until the leader to forward to changes from the one of count `seen`, at most
-    /// `within`.
-    async fn changed_since(&self, seen: u64, within: Duration) {
+    /// until `until`.
+    async fn changed_since(&self, seen: u64, until: tokio::time::Instant) {
         let mut changes = self.changes.subscribe();
-        let _ = tokio::time::timeout(within, changes.wait_for(|n| *n != seen)).await;
+        let _ = tokio::time::timeout_at(until, changes.wait_for(|n| *n != seen)).await;
     }
 
     /// This instance took the lead and starts its server: the proxy accepts no more
@@ -1675,10 +1675,11 @@ async fn forward(
     }
     FORWARDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut seen = *forwarder.changes.borrow();
+    // A request waits for the next leader this long at most in all (a leader that goes on
+    // refusing, misconfigured: its `503` comes after the hold, not after two).
+    let hold_until = tokio::time::Instant::now() + HOLD_FOR_THE_NEXT_LEADER;
     if forwarder.refuses(seen) {
-        forwarder
-            .changed_since(seen, HOLD_FOR_THE_NEXT_LEADER)
-            .await;
+        forwarder.changed_since(seen, hold_until).await;
         seen = *forwarder.changes.borrow();
     }
     let Some(leader) = forwarder.leader_now().await else {
@@ -1765,9 +1766,7 @@ async fn forward(
             retries -= 1;
             let next = match refused {
                 true => {
-                    forwarder
-                        .changed_since(seen, HOLD_FOR_THE_NEXT_LEADER)
-                        .await;
+                    forwarder.changed_since(seen, hold_until).await;
                     seen = *forwarder.changes.borrow();
                     forwarder
                         .leader_now()
