@@ -2011,13 +2011,18 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_stop_takes_the_backlog_the_reactor_has_not_reported_yet() {
         use futures_util::FutureExt as _;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let clients: Vec<_> = (0..3)
-            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
-            .collect();
+        /// A listener and three clients connected to it, which the reactor has not seen.
+        async fn waiting() -> (tokio::net::TcpListener, Vec<std::net::TcpStream>) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let clients = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+                .collect();
+            (listener, clients)
+        }
+        let (listener, clients) = waiting().await;
         assert!(
             listener.accept().now_or_never().is_none(),
             "not reported yet"
@@ -2030,13 +2035,7 @@ mod tests {
         sent.sort();
         assert_eq!(peers, sent);
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let _clients: Vec<_> = (0..3)
-            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
-            .collect();
+        let (listener, _clients) = waiting().await;
         let (mut room, mut taken) = (2, 0);
         let has_room = || {
             room -= 1;
