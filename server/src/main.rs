@@ -238,6 +238,13 @@ async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
     if let Err(e) = ignore_hangups() {
         tracing::warn!(error = %e, "cannot listen for SIGHUP: it stops the server at once");
     }
+    let mut signals = match StopSignals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netapi-chat: cannot listen for stop signals: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let drain = netapi_chat::cluster::Drain::default();
     let netapi_chat::server::Started {
         server,
@@ -255,8 +262,7 @@ async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         },
-        signal = stop_signal() => {
-            let name = signal.unwrap_or("a stop signal");
+        name = signals.next() => {
             // What is being forwarded is answered first (within the grace), as a leader
             // answers what it serves.
             let all = drain.stop(config.connections.shutdown_grace).await;
@@ -279,7 +285,7 @@ async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
         let _ = writeln!(std::io::stdout(), "{notice}");
     }
     let mut server = server;
-    let signal = tokio::select! {
+    let name = tokio::select! {
         r = &mut server => {
             if let Err(e) = r {
                 eprintln!("netapi-chat: server stopped: {e}");
@@ -287,24 +293,16 @@ async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
             }
             return std::process::ExitCode::SUCCESS;
         }
-        s = stop_signal() => s,
+        name = signals.next() => name,
     };
-    match signal {
-        Ok(name) => {
-            shutdown(
-                name,
-                server,
-                store,
-                &drain,
-                config.connections.shutdown_grace,
-            )
-            .await
-        }
-        Err(e) => {
-            eprintln!("netapi-chat: cannot listen for stop signals: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shutdown(
+        name,
+        server,
+        store,
+        &drain,
+        config.connections.shutdown_grace,
+    )
+    .await
 }
 
 /// SIGHUP is logged and ignored. It is not a stop: operators send it by habit to reload
@@ -332,15 +330,33 @@ fn ignore_hangups() -> std::io::Result<()> {
 /// reconnection's 12 s: the hand-over review saw a stop of 22 s with a 10 s grace).
 const CLOSE_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Waits for SIGTERM (what service managers send) or SIGINT (Ctrl-C); returns its name.
-async fn stop_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM (what service managers send) and SIGINT (Ctrl-C), listened for from before the
+/// start to the exit. One listener for the whole run: a signal that arrives while the start
+/// completes (a standby taking the lead as a whole cluster is stopped) is kept for the next
+/// wait. Before, each wait made its own listener, and a signal the start's wait lost to the
+/// start completing was lost: the instance went on leading (an outside review: 5 of 15
+/// cluster stops left one instance running).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next stop signal (or one that came since the last wait); its name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// The graceful stop, in three steps within `grace`:
