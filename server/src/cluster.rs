@@ -447,8 +447,17 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     };
     loop {
         if free && let Some(backend) = try_to_lead(&config, &seat).await? {
-            // The proxy goes on meanwhile (forwarding to the old leader, which refuses, or
-            // answering 503 itself).
+            // The proxy stops accepting (the server started below accepts from the same
+            // socket, its backlog meanwhile held by the kernel) and keeps the connections it
+            // serves: their requests wait for this instance's server (through the lease wait
+            // too: the table names this instance already, so the other standbys send their
+            // clients here), are forwarded to it, and each is answered with
+            // `Connection: close`, so that its client comes back to the server itself. Before,
+            // the proxy was aborted and the socket closed until the server bound it again:
+            // its clients' connections were cut and new ones refused (0-4 failed requests per
+            // rolling restart in `cargo xtask bench --rolling`).
+            forwarder.promote();
+            drop(proxy);
             let handed_over = backend.lead_handed_over();
             if !handed_over {
                 outlive_a_deposed_lease(std::time::Instant::now()).await;
@@ -458,15 +467,6 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
                 carrying.abort();
                 drain.carrying.send_replace(false);
             }
-            // The proxy stops accepting (the server started below accepts from the same
-            // socket) and keeps the connections it serves: their requests wait for this
-            // instance's server, are forwarded to it, and each is answered with
-            // `Connection: close`, so that its client comes back to the server itself. Before,
-            // the proxy was aborted and the socket closed until the server bound it again:
-            // its clients' connections were cut and new ones refused (0-4 failed requests per
-            // rolling restart in `cargo xtask bench --rolling`).
-            forwarder.promote();
-            drop(proxy);
             match handed_over {
                 true => tracing::info!("the leader handed the lead over; this instance leads now"),
                 false => tracing::warn!(
@@ -1083,8 +1083,9 @@ enum Role {
 const HOLD_FOR_THE_NEXT_LEADER: Duration = Duration::from_secs(3);
 
 /// Longest a request on one of the proxy's connections waits for this instance's own server
-/// to start once it took the lead (it reads the store's state first); after that, it is
-/// answered as when no leader can be reached (`503`, `Retry-After`).
+/// to start once it took the lead (the 2 s lease wait after a leader that did not hand over,
+/// then reading the store's state); after that, it is answered as when no leader can be
+/// reached (`503`, `Retry-After`).
 const PROMOTION_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a standby keeps an idle connection to the leader for reuse: half the leader's
@@ -1401,7 +1402,17 @@ async fn serve_one<S>(
                 .cors
                 .as_ref()
                 .and_then(|c| c.finish(request.headers()));
+            let bodied = !hyper::body::Body::is_end_stream(request.body());
             let mut answer = forward(&forwarder, peer, request).await;
+            // A `503` made here to a request with a body may leave the body unread, and hyper
+            // then closes the connection: the answer says so (RFC 9112 9.6), so that the
+            // client does not write its next request into a closed connection (the takeover
+            // review: a reset on the request after a refused `POST`).
+            if bodied && answer.extensions().get::<Unavailable>().is_some() {
+                answer
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             if let Some(finish) = finish {
                 finish(answer.headers_mut());
             }
@@ -1698,9 +1709,15 @@ async fn forward(
         keys.iter()
             .any(|given| same_secret(given.as_bytes(), leader.key.as_bytes()))
     };
-    if from_a_standby(&leader) {
-        return unavailable(format, "no instance leads the database at the moment");
-    }
+    // Once this instance leads, what another standby relayed here (with this instance's key,
+    // the table naming it) goes to its own server, for the client that standby names.
+    let relayed = match forwarder.leads() {
+        true => forwarded_client(&mut request, &leader.key),
+        false if from_a_standby(&leader) => {
+            return unavailable(format, "no instance leads the database at the moment");
+        }
+        false => None,
+    };
     let upgrade = wants_upgrade(request.headers());
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
@@ -1714,7 +1731,9 @@ async fn forward(
     // from (through a proxy it trusts, the client that proxy names).
     parts.headers.remove(&FORWARDED_FOR);
     parts.headers.remove(&CLUSTER_KEY);
-    let client = crate::proxies::client_address(peer, &parts.headers, &forwarder.trusted_proxies);
+    let client = relayed.unwrap_or_else(|| {
+        crate::proxies::client_address(peer, &parts.headers, &forwarder.trusted_proxies)
+    });
     // Without a body, a request the leader refused can go again, to the next leader; a `GET`
     // or `HEAD` the leader cut before answering (a kept-alive connection it closed as the
     // request went out, at its stop), again at once (RFC 9110 9.2.2: it is safe). Three
@@ -1812,14 +1831,23 @@ async fn forward(
     answer.map(http_body_util::BodyExt::boxed)
 }
 
-/// Whether `error` says the leader closed the connection before its answer began (hyper's
-/// "incomplete message"): a kept-alive connection it closed as the request went out.
+/// Whether `error` says the leader closed or reset the connection before its answer began
+/// (hyper's "incomplete message": a kept-alive connection a stopping leader closed as the
+/// request went out; a reset: a leader killed with the request under way).
 fn cut_before_the_answer(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
     let mut cause = Some(error);
     while let Some(e) = cause {
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_incomplete_message)
-        {
+        let incomplete = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message);
+        let reset = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+            )
+        });
+        if incomplete || reset {
             return true;
         }
         cause = e.source();
@@ -1902,8 +1930,15 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
 /// as a request no leader could serve.
 fn unavailable(format: media::Format, why: &str) -> Response<ProxyBody> {
     REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    answer(format, &crate::chat::no_resources(why, RETRY_AFTER_SECS))
+    let mut r = answer(format, &crate::chat::no_resources(why, RETRY_AFTER_SECS));
+    r.extensions_mut().insert(Unavailable);
+    r
 }
+
+/// Marks a `503` this standby made itself ([`unavailable`]): the request's body, if it had
+/// one, may be unread ([`serve_one`] then says the connection closes).
+#[derive(Clone, Copy, Debug)]
+struct Unavailable;
 
 /// An error the standby answers itself, in `format`, as the leader renders one.
 fn answer(format: media::Format, error: &netapi_chat_runtime::ApiError) -> Response<ProxyBody> {
