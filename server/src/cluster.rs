@@ -1773,10 +1773,11 @@ async fn forward(
             return self::answer(format, &client_body_error(why));
         }
         forwarder.report(&leader, &e);
-        let refused = matches!(
-            crate::tls::stopped_by(&e),
-            Some(crate::tls::Stopped::Refused)
-        );
+        let stopped = crate::tls::stopped_by(&e);
+        let refused = matches!(stopped, Some(crate::tls::Stopped::Refused));
+        // Closed or reset before the answer began: a stopping leader closing a kept-alive
+        // connection as the request went out, or a killed one.
+        let cut = matches!(stopped, Some(crate::tls::Stopped::Cut));
         if refused {
             // Nothing was sent: the leader is likely stopping (its listener closed).
             forwarder.was_refused(seen);
@@ -1792,7 +1793,7 @@ async fn forward(
                         .await
                         .filter(|next| *next != leader && !from_a_standby(next))
                 }
-                false => Some(leader.clone()).filter(|_| safe && cut_before_the_answer(&e)),
+                false => Some(leader.clone()).filter(|_| safe && cut),
             };
             if let Some(next) = next {
                 leader = next;
@@ -1829,30 +1830,6 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     answer.map(http_body_util::BodyExt::boxed)
-}
-
-/// Whether `error` says the leader closed or reset the connection before its answer began
-/// (hyper's "incomplete message": a kept-alive connection a stopping leader closed as the
-/// request went out; a reset: a leader killed with the request under way).
-fn cut_before_the_answer(error: &(dyn std::error::Error + 'static)) -> bool {
-    use std::io::ErrorKind as K;
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        let incomplete = e
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_incomplete_message);
-        let reset = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
-            )
-        });
-        if incomplete || reset {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
 }
 
 /// `parts` addressed to `leader`: its URI for `path`, and the client address `client` with
@@ -1911,7 +1888,9 @@ fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static st
         Some(Stopped::TimedOut) => {
             "the leading instance did not answer in time; another takes over within seconds"
         }
-        None => "the instance that leads cannot be reached; another takes over within seconds",
+        Some(Stopped::Cut) | None => {
+            "the instance that leads cannot be reached; another takes over within seconds"
+        }
     }
 }
 

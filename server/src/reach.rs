@@ -85,7 +85,7 @@ pub fn reason(url: &str, error: &reqwest::Error, trust: &Trust) -> String {
                     server running, and is this its address?)"
                 .to_owned();
         }
-        Some(Stopped::TimedOut) | None => {}
+        Some(Stopped::TimedOut | Stopped::Cut) | None => {}
     }
     let mut innermost = error.to_string();
     let mut next: Option<&(dyn StdError + 'static)> = Some(error);

@@ -478,6 +478,10 @@ pub enum Stopped<'a> {
     Refused,
     /// The connection or the answer did not come in time.
     TimedOut,
+    /// The peer closed or reset the connection before its answer began (hyper's "incomplete
+    /// message", a reset, a broken pipe): a server stopping or killed with the request under
+    /// way.
+    Cut,
 }
 
 /// The first cause down `error`'s chain that says why a connection failed ([`Stopped`]):
@@ -490,10 +494,19 @@ pub fn stopped_by<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<St
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(Stopped::Tls(tls));
         }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return Some(Stopped::Cut);
+        }
         let io = e.downcast_ref::<std::io::Error>();
+        use std::io::ErrorKind as K;
         match io.map(std::io::Error::kind) {
-            Some(std::io::ErrorKind::ConnectionRefused) => return Some(Stopped::Refused),
-            Some(std::io::ErrorKind::TimedOut) => return Some(Stopped::TimedOut),
+            Some(K::ConnectionRefused) => return Some(Stopped::Refused),
+            Some(K::TimedOut) => return Some(Stopped::TimedOut),
+            Some(K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe) => {
+                return Some(Stopped::Cut);
+            }
             _ => {}
         }
         next = io
@@ -556,6 +569,29 @@ fn client_config(
 mod tests {
     use super::*;
     use std::net::IpAddr;
+
+    /// The walk names a refused connection, a timeout, and a connection closed or reset
+    /// before its answer (`Cut`, which a standby sends a `GET` again after), also when the I/O
+    /// error is wrapped in another one; anything else is nobody's.
+    #[test]
+    fn stopped_by_tells_refused_timed_out_and_cut_apart() {
+        use std::io::{Error, ErrorKind as K};
+        let wrapped = |kind| Error::other(Error::new(kind, "inner"));
+        let name = |e: &Error| match stopped_by(e) {
+            Some(Stopped::Refused) => "refused",
+            Some(Stopped::TimedOut) => "timed out",
+            Some(Stopped::Cut) => "cut",
+            Some(Stopped::Tls(_)) => "tls",
+            None => "none",
+        };
+        assert_eq!(name(&wrapped(K::ConnectionRefused)), "refused");
+        assert_eq!(name(&wrapped(K::TimedOut)), "timed out");
+        for kind in [K::ConnectionReset, K::ConnectionAborted, K::BrokenPipe] {
+            assert_eq!(name(&wrapped(kind)), "cut", "{kind:?}");
+            assert_eq!(name(&Error::new(kind, "plain")), "cut", "{kind:?}");
+        }
+        assert_eq!(name(&wrapped(K::InvalidData)), "none");
+    }
 
     /// A self-signed certificate with these subjectAltNames (an IP address becomes an IP SAN)
     /// and its key.
