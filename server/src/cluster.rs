@@ -1403,6 +1403,7 @@ async fn serve_one<S>(
                 .as_ref()
                 .and_then(|c| c.finish(request.headers()));
             let bodied = !hyper::body::Body::is_end_stream(request.body());
+            let version = request.version();
             let mut answer = forward(&forwarder, peer, request).await;
             // A `503` made here to a request with a body may leave the body unread, and hyper
             // then closes the connection: the answer says so (RFC 9112 9.6), so that the
@@ -1424,6 +1425,7 @@ async fn serve_one<S>(
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            closes_for(&mut answer, version);
             drop(in_flight);
             Ok::<_, Infallible>(answer)
         }
@@ -1501,6 +1503,17 @@ impl Drain {
         })
         .await
         .is_ok()
+    }
+}
+
+/// Makes an answer that says `Connection: close` to an HTTP/1.0 client an HTTP/1.0 answer, so
+/// that hyper closes the connection instead of adding `Connection: keep-alive` beside the
+/// `close` (it adds one to an HTTP/1.1 answer whenever an HTTP/1.0 client asked for
+/// keep-alive, whatever the answer says: the takeover review's F6, `close, keep-alive` on the
+/// last answer of a kept connection, which a client reading only `keep-alive` writes into).
+fn closes_for<B>(answer: &mut Response<B>, client: http::Version) {
+    if client == http::Version::HTTP_10 && connection_says(answer.headers(), "close") {
+        *answer.version_mut() = http::Version::HTTP_10;
     }
 }
 

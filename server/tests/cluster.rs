@@ -851,6 +851,31 @@ async fn a_503_of_a_standby_to_a_request_with_a_body_says_the_connection_closes(
         .get("connection")
         .and_then(|v| v.to_str().ok());
     assert_eq!(connection, Some("close"), "{:?}", created.headers);
+    // An HTTP/1.0 client that asked to keep the connection is told `close` and nothing else,
+    // in an HTTP/1.0 answer, and the connection closes (the takeover review's F6: hyper added
+    // `keep-alive` beside the `close`).
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_owned()))
+        .expect("a path");
+    let mut old = support::KeptAlive::connect(&p.standby.base);
+    let (head, _) = tokio::task::block_in_place(|| {
+        old.request(
+            "POST",
+            &path,
+            "HTTP/1.0",
+            &["Connection: keep-alive", "Content-Type: application/json"],
+            &body,
+        )
+    })
+    .expect("an answer");
+    assert!(head.starts_with("http/1.0 503"), "{head}");
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
+    assert!(
+        tokio::task::block_in_place(|| old.closed_by_server()),
+        "{head}"
+    );
     let read = support::send("GET", &p.standby.urls().subscriptions(BOB), &[], None).await;
     assert_eq!(read.status, 503, "{}", read.body);
     assert!(

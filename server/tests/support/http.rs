@@ -342,11 +342,34 @@ impl KeptAlive {
     /// `GET path` with the test token on this connection: the answer's head (status line and
     /// fields, lower-cased names) and body, or what ended the connection instead.
     pub fn get(&mut self, path: &str) -> Result<(String, String), String> {
+        self.request("GET", path, "HTTP/1.1", &[], "")
+    }
+
+    /// `method path` in `version` with the test token, `fields` (`name: value` lines) and
+    /// `body` (a `Content-Length` is added when it is not empty) on this connection: as
+    /// [`KeptAlive::get`].
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        version: &str,
+        fields: &[&str],
+        body: &str,
+    ) -> Result<(String, String), String> {
         use std::io::{Read as _, Write as _};
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {APP_TOKEN}\r\n\r\n",
+        let mut request = format!(
+            "{method} {path} {version}\r\nHost: {}\r\nAuthorization: Bearer {APP_TOKEN}\r\n",
             self.host
         );
+        for field in fields {
+            request.push_str(field);
+            request.push_str("\r\n");
+        }
+        if !body.is_empty() {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
         self.stream
             .write_all(request.as_bytes())
             .map_err(|e| e.to_string())?;
