@@ -82,6 +82,19 @@ async fn https(
     let tcp = tokio::net::TcpStream::connect(srv.base.trim_start_matches("https://"))
         .await
         .map_err(|e| e.to_string())?;
+    https_on(tcp, tls, srv, method, url, format, body).await
+}
+
+/// [`https`] on a TCP connection already made.
+async fn https_on(
+    tcp: tokio::net::TcpStream,
+    tls: &tokio_rustls::TlsConnector,
+    srv: &Server,
+    method: &str,
+    url: &str,
+    format: Format,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, String> {
     let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
     let stream = tls
         .connect(name, tcp)
@@ -120,6 +133,68 @@ async fn https(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// Clients that connected to a TLS server just before its SIGTERM, their handshakes not yet
+/// answered (the server frozen meanwhile: some wait in the listen backlog, some are accepted
+/// with the handshake under way when it runs again), are negotiated and answered `200`, and
+/// the server exits `0`: what `operations.rs` `requests_queued_when_sigterm_arrives_are_answered`
+/// asks of a plain-HTTP server. Before, the close dropped the handshakes under way and the
+/// backlog, and each of these clients was reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_queued_when_sigterm_arrives_are_answered() {
+    const CLIENTS: usize = 12;
+    let dir = temp_data_dir();
+    let (cert, key, der) = certificate(&dir, "server");
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    let tls = tls_client(&[&der]);
+    let url = format!("{}/v1/chat/{}/subscriptions", srv.base, enc(B));
+    let warm = https(&tls, &srv, "GET", &url, Format::Json, None).await;
+    assert_eq!(warm.map(|a| a.status), Ok(200));
+    let pid = srv.pid().to_string();
+    let kill = |signal: &str| {
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+    };
+    kill("-STOP");
+    let srv = Arc::new(srv);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let tcp = tokio::net::TcpStream::connect(srv.base.trim_start_matches("https://"))
+            .await
+            .expect("connect (backlog)");
+        let (tls, srv, url) = (tls.clone(), Arc::clone(&srv), url.clone());
+        clients.push(tokio::spawn(async move {
+            https_on(tcp, &tls, &srv, "GET", &url, Format::Json, None)
+                .await
+                .map(|a| a.status)
+        }));
+    }
+    // Each client's hello is in its socket before the signal.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    kill("-TERM");
+    kill("-CONT");
+    let mut answers = Vec::new();
+    for c in clients {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(20), c).await;
+        answers.push(
+            answer
+                .map_err(|_| "no answer in 20 s".to_owned())
+                .and_then(|j| j.map_err(|e| e.to_string())?),
+        );
+    }
+    let cut: Vec<_> = answers.iter().filter(|a| *a != &Ok(200)).collect();
+    assert!(
+        cut.is_empty(),
+        "{} of {CLIENTS} not answered 200: {cut:?}",
+        cut.len()
+    );
+    let mut srv = Arc::into_inner(srv).expect("the clients are done");
+    let status = tokio::task::block_in_place(|| srv.wait_exit(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
 /// Over HTTPS, in JSON and XML: subscribe B at a real listener, start a session from A

@@ -18,13 +18,12 @@ use super::http_util::HEADER_REQUEST_ID;
 use super::router::HttpRouter;
 use super::versioning::VersionPolicy;
 
-use async_stream::stream;
 use debug_ignore::DebugIgnore;
 use futures::future::{
     BoxFuture, FusedFuture, FutureExt, Shared,
 };
 use futures::lock::Mutex;
-use futures::stream::{Stream, StreamExt};
+use futures::stream::StreamExt;
 use hyper::Request;
 use hyper::Response;
 use hyper::service::Service;
@@ -348,7 +347,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
         let log = &app_state.log;
         let log_close = log.clone();
         let join_handle = tokio::spawn(async move {
-            use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+            use hyper_util::rt::{TokioExecutor, TokioTimer};
             use hyper_util::server::conn::auto;
 
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -377,6 +376,32 @@ impl<C: ServerContext> HttpServerStarter<C> {
             // and HTTPS paths.  However, the concrete types of various objects
             // are different and so it's not easy to actually share the code.
             let log = log_close;
+            // One accepted connection (plain or TLS), served until it closes:
+            // registered with the connection limits, watched, and shut down
+            // gracefully once `closing` says so.
+            let serve = |sock, remote_addr| {
+                serve_connection(
+                    sock,
+                    remote_addr,
+                    &tracker,
+                    &make_service,
+                    &builder,
+                    &closing,
+                )
+            };
+            let serve_tls = |sock: TlsConn| {
+                let remote_addr = sock.remote_addr();
+                serve_connection(
+                    sock,
+                    remote_addr,
+                    &tracker,
+                    &make_service,
+                    &builder,
+                    &closing,
+                )
+            };
+            // What a TLS server still negotiates at the close (item 25).
+            let mut finishing = None;
             match tls_acceptor {
                 Some(tls_acceptor) => {
                     let mut https_acceptor = HttpsAcceptor::new(
@@ -387,33 +412,23 @@ impl<C: ServerContext> HttpServerStarter<C> {
                     );
                     loop {
                         tokio::select! {
-                            Some(Ok(sock)) = https_acceptor.accept() => {
+                            sock = https_acceptor.accept() => {
                                 // PATCHES.md item 15: a negotiated connection
                                 // counts against the cap like a plain one.
                                 tracker.make_room().await;
-                                let remote_addr = sock.remote_addr();
-                                let conn = tracker.register();
-                                let handler = make_service
-                                    .make_http_request_handler(
-                                        remote_addr,
-                                        Arc::clone(&conn.state),
-                                    );
-                                let watched = conn.watch(sock);
-                                let fut = builder
-                                    .serve_connection_with_upgrades(
-                                        TokioIo::new(watched),
-                                        handler,
-                                    );
-                                tokio::spawn(connection_limits::drive(
-                                    fut.into_owned(),
-                                    |c| c.graceful_shutdown(),
-                                    conn,
-                                    closing.clone(),
-                                ));
+                                serve_tls(sock);
                             },
 
                             _ = &mut rx => {
                                 info!(log, "beginning graceful shutdown");
+                                // The backlog and the handshakes under way
+                                // are finished, not reset (PATCHES.md item
+                                // 25), as for plain HTTP (items 22, 23).
+                                finishing = Some(
+                                    https_acceptor
+                                        .close(|| tracker.has_room())
+                                        .await,
+                                );
                                 break;
                             }
                         }
@@ -431,26 +446,7 @@ impl<C: ServerContext> HttpServerStarter<C> {
                             let accepted = http_acceptor.accept().await;
                             tracker.make_room().await;
                             accepted
-                        } => {
-                            let conn = tracker.register();
-                            let handler = make_service
-                                .make_http_request_handler(
-                                    remote_addr,
-                                    Arc::clone(&conn.state),
-                                );
-                            let watched = conn.watch(sock);
-                            let fut = builder
-                                .serve_connection_with_upgrades(
-                                    TokioIo::new(watched),
-                                    handler,
-                                );
-                            tokio::spawn(connection_limits::drive(
-                                fut.into_owned(),
-                                |c| c.graceful_shutdown(),
-                                conn,
-                                closing.clone(),
-                            ));
-                        },
+                        } => serve(sock, remote_addr),
 
                         _ = &mut rx => {
                             info!(log, "beginning graceful shutdown");
@@ -460,32 +456,11 @@ impl<C: ServerContext> HttpServerStarter<C> {
                             // has room for without shedding: closing the
                             // listener resets them. Asked of the kernel, not
                             // of the reactor, which may not have reported the
-                            // latest yet (item 23).
-                            let listener = http_acceptor.tcp;
-                            let serve = |sock: TcpStream, remote_addr| {
-                                let conn = tracker.register();
-                                let handler = make_service
-                                    .make_http_request_handler(
-                                        remote_addr,
-                                        Arc::clone(&conn.state),
-                                    );
-                                let watched = conn.watch(sock);
-                                let fut = builder
-                                    .serve_connection_with_upgrades(
-                                        TokioIo::new(watched),
-                                        handler,
-                                    );
-                                tokio::spawn(connection_limits::drive(
-                                    fut.into_owned(),
-                                    |c| c.graceful_shutdown(),
-                                    conn,
-                                    closing.clone(),
-                                ));
-                            };
-                            // Then stop listening: new connections are refused
-                            // instead of waiting in the backlog.
+                            // latest yet (item 23). Then stop listening: new
+                            // connections are refused instead of waiting in
+                            // the backlog.
                             connection_limits::take_backlog(
-                                listener,
+                                http_acceptor.tcp,
                                 || tracker.has_room(),
                                 serve,
                             );
@@ -496,9 +471,19 @@ impl<C: ServerContext> HttpServerStarter<C> {
             };
 
             // Every connection shuts down gracefully: idle ones close now,
-            // requests in flight are answered first.  Bound this from outside
-            // (e.g. `tokio::time::timeout` around `HttpServer::close`).
+            // requests in flight are answered first. A TLS client negotiated
+            // after this is served the same way (its connection sees
+            // `closing` already set), and counted before the wait below.
             let _ = closing_tx.send(true);
+            if let Some(finishing) = finishing {
+                finishing.for_each(|sock| {
+                    serve_tls(sock);
+                    futures::future::ready(())
+                })
+                .await;
+            }
+            // Bound this from outside (e.g. `tokio::time::timeout` around
+            // `HttpServer::close`).
             tracker.wait_all_closed().await
         });
 
@@ -540,6 +525,40 @@ impl<C: ServerContext> HttpServerStarter<C> {
             join_future: join_handle.boxed().shared(),
         }
     }
+}
+
+/// Serves one accepted connection (plain or TLS) until it closes: registered
+/// with the connection limits (`tracker`), its socket watched, served by hyper
+/// with upgrades, and shut down gracefully once `closing` says so (PATCHES.md
+/// items 2, 17, 22). One function for the four ways a connection arrives
+/// (accepted, or found at a close; plain or TLS).
+fn serve_connection<C, S>(
+    sock: S,
+    remote_addr: SocketAddr,
+    tracker: &Arc<Tracker>,
+    make_service: &ServerConnectionHandler<C>,
+    builder: &hyper_util::server::conn::auto::Builder<
+        hyper_util::rt::TokioExecutor,
+    >,
+    closing: &tokio::sync::watch::Receiver<bool>,
+) where
+    C: ServerContext,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = tracker.register();
+    let handler = make_service
+        .make_http_request_handler(remote_addr, Arc::clone(&conn.state));
+    let watched = conn.watch(sock);
+    let fut = builder.serve_connection_with_upgrades(
+        hyper_util::rt::TokioIo::new(watched),
+        handler,
+    );
+    tokio::spawn(connection_limits::drive(
+        fut.into_owned(),
+        |c| c.graceful_shutdown(),
+        conn,
+        closing.clone(),
+    ));
 }
 
 /// Accepts TCP connections like a `TcpListener`, but ignores transient errors
@@ -650,16 +669,51 @@ impl tokio::io::AsyncWrite for TlsConn {
     }
 }
 
-/// This is our bridge between tokio-rustls and hyper. It implements
-/// `hyper::server::accept::Accept` interface, producing TLS-over-TCP
-/// connections.
+/// This is our bridge between tokio-rustls and hyper. It produces fully
+/// negotiated TLS connections from a TCP listen socket, negotiating several
+/// at once while new connections are accepted.
 ///
-/// Internally, it creates a stream that produces fully negotiated TLS
-/// connections as they come in from a TCP listen socket.  This stream allows
-/// for multiple TLS connections to be negotiated concurrently with new
-/// connections being accepted.
+/// PATCHES.md item 25: a struct instead of upstream's generator, so that a
+/// close can take it apart: the listen backlog joins the handshakes under
+/// way and those finish (`HttpsAcceptor::close`) instead of being reset.
 struct HttpsAcceptor {
-    stream: Box<dyn Stream<Item = std::io::Result<TlsConn>> + Send + Unpin>,
+    log: slog::Logger,
+    tls_acceptor: Arc<Mutex<TlsAcceptor>>,
+    http_acceptor: HttpAcceptor,
+    max_handshakes: usize,
+    negotiations: futures::stream::FuturesUnordered<Negotiation>,
+    // PATCHES.md item 18: failed handshakes are logged once per
+    // `TLS_FAILURES_LOGGED_EVERY` at most, with how many failed.
+    failures_unlogged: u64,
+    failure_logged_at: Option<std::time::Instant>,
+}
+
+/// One TLS handshake under way: the negotiated connection, or why it failed
+/// and with whom.
+type Negotiation =
+    BoxFuture<'static, Result<TlsConn, (std::io::Error, SocketAddr)>>;
+
+/// The handshake of `socket`, dropped (its socket closed) when it does not
+/// finish within `TLS_HANDSHAKE_TIMEOUT` (PATCHES.md item 9).
+fn negotiation(
+    acceptor: &TlsAcceptor,
+    socket: TcpStream,
+    addr: SocketAddr,
+) -> Negotiation {
+    let accepting = acceptor.accept(socket);
+    async move {
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accepting).await {
+            Ok(r) => r.map(|s| TlsConn::new(s, addr)).map_err(|e| (e, addr)),
+            Err(_) => Err((
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ),
+                addr,
+            )),
+        }
+    }
+    .boxed()
 }
 
 impl HttpsAcceptor {
@@ -670,104 +724,98 @@ impl HttpsAcceptor {
         max_handshakes: usize,
     ) -> HttpsAcceptor {
         HttpsAcceptor {
-            stream: Box::new(Box::pin(Self::new_stream(
-                log,
-                tls_acceptor,
-                http_acceptor,
-                max_handshakes.max(1),
-            ))),
+            log,
+            tls_acceptor,
+            http_acceptor,
+            max_handshakes: max_handshakes.max(1),
+            negotiations: futures::stream::FuturesUnordered::new(),
+            failures_unlogged: 0,
+            failure_logged_at: None,
         }
     }
 
-    async fn accept(&mut self) -> Option<std::io::Result<TlsConn>> {
-        self.stream.next().await
-    }
-
-    fn new_stream(
-        log: slog::Logger,
-        tls_acceptor: Arc<Mutex<TlsAcceptor>>,
-        http_acceptor: HttpAcceptor,
-        max_handshakes: usize,
-    ) -> impl Stream<Item = std::io::Result<TlsConn>> {
-        stream! {
-            let mut tls_negotiations = futures::stream::FuturesUnordered::new();
-            // PATCHES.md item 18: failed handshakes are logged once per
-            // `TLS_FAILURES_LOGGED_EVERY` at most, with how many failed.
-            let mut failures_unlogged: u64 = 0;
-            let mut failure_logged_at: Option<std::time::Instant> = None;
-            loop {
-                tokio::select! {
-                    Some(negotiation) = tls_negotiations.next(), if
-                            !tls_negotiations.is_empty() => {
-
-                        match negotiation {
-                            Ok(conn) => yield Ok(conn),
-                            Err((e, addr)) => {
-                                // If TLS negotiation fails, log the cause but
-                                // don't forward it along. Yielding an error
-                                // from here will terminate the server.
-                                // These failures may be a fatal TLS alert
-                                // message, or a client disconnection during
-                                // negotiation, or other issues.
-                                // TODO: We may want to export a counter for
-                                // different error types, since this may contain
-                                // useful things like "your certificate is
-                                // invalid"
-                                // PATCHES.md item 15: with the
-                                // client's address, so that an
-                                // operator can tell a scanner from a
-                                // client with a real problem.
-                                // PATCHES.md item 18: a load balancer's
-                                // TCP check or a scanner fails one per
-                                // connection, so one line per interval.
-                                failures_unlogged += 1;
-                                let due = failure_logged_at.map_or(true, |t| {
-                                    t.elapsed() >= TLS_FAILURES_LOGGED_EVERY
-                                });
-                                if due {
-                                    warn!(log, "tls accept err: {}", e;
-                                        "remote_addr" => %addr,
-                                        "failed_handshakes" => failures_unlogged,
-                                        "logged_every_secs" => TLS_FAILURES_LOGGED_EVERY.as_secs());
-                                    failures_unlogged = 0;
-                                    failure_logged_at = Some(std::time::Instant::now());
-                                }
-                            },
-                        }
-                    },
-                    // PATCHES.md item 15: at most `max_handshakes` under
-                    // way; the next clients wait in the listen backlog.
-                    (socket, addr) = http_acceptor.accept(),
-                            if tls_negotiations.len() < max_handshakes => {
-                        // PATCHES.md item 9: a handshake that does not
-                        // finish in time is dropped (its socket closed).
-                        let accepting =
-                            tls_acceptor.lock().await.accept(socket);
-                        let tls_negotiation = async move {
-                            match tokio::time::timeout(
-                                TLS_HANDSHAKE_TIMEOUT,
-                                accepting,
-                            )
-                            .await
-                            {
-                                Ok(r) => r
-                                    .map(|s| TlsConn::new(s, addr))
-                                    .map_err(|e| (e, addr)),
-                                Err(_) => Err((
-                                    std::io::Error::new(
-                                        std::io::ErrorKind::TimedOut,
-                                        "TLS handshake timed out",
-                                    ),
-                                    addr,
-                                )),
-                            }
-                        };
-                        tls_negotiations.push(tls_negotiation);
-                    },
-                    else => break,
-                }
+    /// The next negotiated connection.
+    async fn accept(&mut self) -> TlsConn {
+        loop {
+            tokio::select! {
+                Some(negotiated) = self.negotiations.next(), if
+                        !self.negotiations.is_empty() => {
+                    match negotiated {
+                        Ok(conn) => return conn,
+                        Err((e, addr)) => self.failed(&e, addr),
+                    }
+                },
+                // PATCHES.md item 15: at most `max_handshakes` under way; the
+                // next clients wait in the listen backlog.
+                (socket, addr) = self.http_acceptor.accept(),
+                        if self.negotiations.len() < self.max_handshakes => {
+                    let acceptor = self.tls_acceptor.lock().await;
+                    self.negotiations.push(negotiation(&acceptor, socket, addr));
+                },
             }
         }
+    }
+
+    /// A failed handshake: logged, not forwarded (yielding an error would
+    /// end the server). These may be a fatal TLS alert, a client gone during
+    /// the negotiation, a scanner or a load balancer's TCP check (PATCHES.md
+    /// item 18: one line per interval), logged with the client's address so
+    /// that an operator can tell a scanner from a client with a real problem
+    /// (item 15).
+    fn failed(&mut self, e: &std::io::Error, addr: SocketAddr) {
+        self.failures_unlogged += 1;
+        let due = self
+            .failure_logged_at
+            .map_or(true, |t| t.elapsed() >= TLS_FAILURES_LOGGED_EVERY);
+        if due {
+            warn!(self.log, "tls accept err: {}", e;
+                "remote_addr" => %addr,
+                "failed_handshakes" => self.failures_unlogged,
+                "logged_every_secs" => TLS_FAILURES_LOGGED_EVERY.as_secs());
+            self.failures_unlogged = 0;
+            self.failure_logged_at = Some(std::time::Instant::now());
+        }
+    }
+
+    /// At a close (PATCHES.md item 25): the clients in the listen backlog
+    /// (asked of the kernel, item 23) join the handshakes under way, up to
+    /// `max_handshakes`; the listener is closed (new clients are refused);
+    /// and the stream returned finishes each handshake, each within its
+    /// timeout, yielding the connections to serve. Before, the close dropped
+    /// both: every client that had connected but not finished its handshake
+    /// was reset, where a plain-HTTP client was answered (item 22).
+    async fn close(
+        mut self,
+        has_room: impl Fn() -> bool,
+    ) -> futures::stream::BoxStream<'static, TlsConn> {
+        let acceptor = self.tls_acceptor.lock().await.clone();
+        let max = self.max_handshakes;
+        let negotiations =
+            std::cell::RefCell::new(std::mem::take(&mut self.negotiations));
+        connection_limits::take_backlog(
+            self.http_acceptor.tcp,
+            || negotiations.borrow().len() < max && has_room(),
+            |socket, addr| {
+                negotiations
+                    .borrow_mut()
+                    .push(negotiation(&acceptor, socket, addr));
+            },
+        );
+        let negotiations = negotiations.into_inner();
+        let log = self.log;
+        negotiations
+            .filter_map(move |negotiated| {
+                let conn = match negotiated {
+                    Ok(conn) => Some(conn),
+                    Err((e, addr)) => {
+                        info!(log, "tls accept err at close: {}", e;
+                            "remote_addr" => %addr);
+                        None
+                    }
+                };
+                futures::future::ready(conn)
+            })
+            .boxed()
     }
 }
 
