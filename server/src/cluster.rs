@@ -534,7 +534,9 @@ async fn carry_deliveries(forwarder: Arc<Forwarder>, with: Arc<relay::Carry>, dr
                     wait = POLL;
                     drain.carrying.send_replace(true);
                     let ended = tokio::select! {
-                        ended = relay::carry(io, Arc::clone(&with), drain.stop.subscribe()) => {
+                        ended = relay::carry(io, Arc::clone(&with), drain.stop.subscribe(), || {
+                            forwarder.leader_leaving(&leader.url);
+                        }) => {
                             ended.err().map_or_else(|| "closed".to_owned(), |e| e.to_string())
                         }
                         // Another instance leads now while the old one still answers (cut off
@@ -860,6 +862,17 @@ struct Forwarder {
     own_url: String,
     leader: RwLock<Option<Leader>>,
     client: Client<LeaderConnector, ClientBody>,
+    /// The same client without a pool (a connection per request), for a leader that said it
+    /// stops ([`Forwarder::leader_leaving`]).
+    fresh: Client<LeaderConnector, ClientBody>,
+    /// The leader said it stops (`Leaving`, on the connection that carries its callback
+    /// attempts): its listener will drain, closing the kept-alive connections of the pool
+    /// that are idle, and a request written into one as it closes is cut, and with a body
+    /// cannot go again (the leader may have read it). So each request to that leader goes
+    /// on a connection of its own ([`Forwarder::client_for`]): one the leader accepted is
+    /// answered by its drain, one it refuses goes again to the next leader. Holds the count
+    /// of [`Forwarder::changes`] it was said under, plus one (`0`: none), like `refused`.
+    leaving: std::sync::atomic::AtomicU64,
     /// The client's connector, for the connection that carries callback attempts
     /// ([`carry_deliveries`]), which is upgraded and so not pooled.
     connector: LeaderConnector,
@@ -935,6 +948,9 @@ impl Forwarder {
                 // was written is never sent again (a create would be carried out twice).
                 .retry_canceled_requests(true)
                 .build(LeaderConnector::new(Arc::clone(&tls))),
+            fresh: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(LeaderConnector::new(Arc::clone(&tls))),
             connector: LeaderConnector::new(tls),
             failure: std::sync::Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -948,6 +964,26 @@ impl Forwarder {
             role: tokio::sync::watch::Sender::new(Role::Standby),
             changes: tokio::sync::watch::Sender::new(0),
             refused: std::sync::atomic::AtomicU64::new(0),
+            leaving: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The leader at `url` said it stops: no more pooled connections to it
+    /// ([`Forwarder::leaving`]), until the leader to forward to changes.
+    fn leader_leaving(&self, url: &str) {
+        if self.leader().is_some_and(|l| l.url == url) {
+            let now = *self.changes.borrow();
+            self.leaving
+                .store(now.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The client for a forward to the leader of change count `now`: the pooled one, or
+    /// once that leader said it stops, the one that opens a connection per request.
+    fn client_for(&self, now: u64) -> &Client<LeaderConnector, ClientBody> {
+        match self.leaving.load(std::sync::atomic::Ordering::Relaxed) == now.wrapping_add(1) {
+            true => &self.fresh,
+            false => &self.client,
         }
     }
 
@@ -1622,11 +1658,48 @@ fn refused_before_continue(
 /// The client's request body on its way to the leader, remembering the first error its stream
 /// gave (a malformed chunk, a body cut short of its `Content-Length`): a forward that fails
 /// because of it is the client's mistake, answered `400` as the leader answers it, not the
-/// leader's outage (no `503`, no count, no warning).
+/// leader's outage (no `503`, no count, no warning). The stream itself sits in a [`Slot`]
+/// the forward keeps a handle of, so that a request the leader refused at connect goes again
+/// with it.
 struct ClientBody {
-    /// `None`: no body (a request sent again, [`HOLD_FOR_THE_NEXT_LEADER`]).
-    inner: Option<Incoming>,
+    slot: Slot,
     failed: Arc<std::sync::OnceLock<String>>,
+}
+
+/// A client's body stream shared by the request hyper holds and the forward that gave it:
+/// whether hyper has begun reading it, and the stream while nobody took it back.
+#[derive(Clone)]
+struct Slot(Arc<std::sync::Mutex<Unsent>>);
+
+/// What a [`Slot`] holds.
+struct Unsent {
+    /// `None`: no body, or taken back to go again ([`Slot::take_unread`]).
+    body: Option<Incoming>,
+    /// Whether hyper has asked for a frame: from then on the stream is partly the leader's.
+    polled: bool,
+}
+
+impl Slot {
+    fn new(body: Option<Incoming>) -> Slot {
+        Slot(Arc::new(std::sync::Mutex::new(Unsent {
+            body,
+            polled: false,
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Unsent> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The body, taken back for another send, when hyper never read from it (a connection
+    /// refused: nothing of the request left this instance); `None` once any of it was read.
+    /// What hyper still holds then reads as an empty, ended body.
+    fn take_unread(&self) -> Option<Option<Incoming>> {
+        let mut unsent = self.lock();
+        (!unsent.polled).then(|| unsent.body.take())
+    }
 }
 
 impl hyper::body::Body for ClientBody {
@@ -1634,10 +1707,12 @@ impl hyper::body::Body for ClientBody {
     type Error = hyper::Error;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let Some(inner) = self.inner.as_mut() else {
+        let mut unsent = self.slot.lock();
+        unsent.polled = true;
+        let Some(inner) = unsent.body.as_mut() else {
             return std::task::Poll::Ready(None);
         };
         let polled = std::pin::Pin::new(inner).poll_frame(cx);
@@ -1648,13 +1723,15 @@ impl hyper::body::Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner
+        self.slot
+            .lock()
+            .body
             .as_ref()
             .is_none_or(hyper::body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.as_ref().map_or_else(
+        self.slot.lock().body.as_ref().map_or_else(
             || hyper::body::SizeHint::with_exact(0),
             hyper::body::Body::size_hint,
         )
@@ -1747,18 +1824,21 @@ async fn forward(
     let client = relayed.unwrap_or_else(|| {
         crate::proxies::client_address(peer, &parts.headers, &forwarder.trusted_proxies)
     });
-    // Without a body, a request the leader refused can go again, to the next leader; a `GET`
-    // or `HEAD` the leader cut before answering (a kept-alive connection it closed as the
-    // request went out, at its stop), again at once (RFC 9110 9.2.2: it is safe). Three
-    // times at most (cut, cut again on another pooled connection, then refused).
-    let again = hyper::body::Body::is_end_stream(&body).then(|| parts.clone());
-    let safe = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+    // A request the leader refused at connect (nothing of it sent, its body unread) can go
+    // again, with its body, to the next leader; a `GET` or `HEAD` without a body the leader
+    // cut before answering (a kept-alive connection it closed as the request went out, at
+    // its stop), again at once (RFC 9110 9.2.2: it is safe). Three times at most (cut, cut
+    // again on another pooled connection, then refused).
+    let again = parts.clone();
+    let bodiless = hyper::body::Body::is_end_stream(&body);
+    let safe = bodiless && matches!(parts.method, http::Method::GET | http::Method::HEAD);
     let mut retries = 3;
     let failed = Arc::new(std::sync::OnceLock::new());
+    let mut slot = Slot::new(Some(body));
     let mut sending = (
         parts,
         ClientBody {
-            inner: Some(body),
+            slot: slot.clone(),
             failed: Arc::clone(&failed),
         },
     );
@@ -1770,7 +1850,8 @@ async fn forward(
         };
         let request = Request::from_parts(parts, body);
         let within = answer_within(&request, forwarder.poll_wait);
-        let e = match tokio::time::timeout(within, forwarder.client.request(request)).await {
+        let sent = forwarder.client_for(seen).request(request);
+        let e = match tokio::time::timeout(within, sent).await {
             Ok(Ok(a)) => {
                 forwarder.recovered();
                 break a;
@@ -1795,7 +1876,14 @@ async fn forward(
             // Nothing was sent: the leader is likely stopping (its listener closed).
             forwarder.was_refused(seen);
         }
-        if let Some(parts) = again.clone().filter(|_| retries > 0) {
+        // A body goes again only when the leader read none of it; hyper's copy of the
+        // request then holds an ended, empty one.
+        let unread = match (refused || (safe && cut), bodiless) {
+            (false, _) => None,
+            (true, true) => Some(None),
+            (true, false) => slot.take_unread(),
+        };
+        if let Some(body) = unread.filter(|_| retries > 0) {
             retries -= 1;
             let next = match refused {
                 true => {
@@ -1806,15 +1894,16 @@ async fn forward(
                         .await
                         .filter(|next| *next != leader && !from_a_standby(next))
                 }
-                false => Some(leader.clone()).filter(|_| safe && cut),
+                false => Some(leader.clone()),
             };
             if let Some(next) = next {
                 leader = next;
-                let empty = ClientBody {
-                    inner: None,
+                slot = Slot::new(body);
+                let body = ClientBody {
+                    slot: slot.clone(),
                     failed: Arc::clone(&failed),
                 };
-                sending = (parts, empty);
+                sending = (again.clone(), body);
                 continue;
             }
         }

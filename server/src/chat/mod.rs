@@ -405,6 +405,11 @@ pub const DAMAGED_RETRY_AFTER_SECS: u32 = 300;
 /// stopping, and a supervisor restarts it within seconds (a full disk: once there is room).
 pub const FAILED_RETRY_AFTER_SECS: u32 = 5;
 
+/// The longest a stopping leader waits for its standbys to say they have seen its stop
+/// ([`Chat::stop_deliveries`]): each answers as the word arrives, so this bounds only a
+/// standby that never will (an older version: its requests then meet the drain as before).
+const STANDBYS_SEE_THE_STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `503 SVC2001` (OMA "no server resources"): the server's storage failed, the change was not
 /// stored, and the server is stopping (fail-stop; a restart reloads a consistent state). The
 /// storage error itself (paths, errno) is for the operator's log, not for clients.
@@ -503,8 +508,15 @@ impl Chat {
 
     /// Stops this server's deliveries for a graceful stop (see `notify::Deliverer::stop`):
     /// attempts under way and grouped forgets get until `deadline`, nothing new starts.
+    /// Then, within [`STANDBYS_SEE_THE_STOP_WITHIN`] more at most, waits for each standby to
+    /// say it has seen the stop (`notify::relay::Relays::gone`), so that the listener's drain
+    /// closes no kept-alive connection of theirs as they write into it.
     pub async fn stop_deliveries(&self, deadline: tokio::time::Instant) {
         self.deliverer.stop(deadline).await;
+        if let Some(relays) = &self.deliverer.relays {
+            let within = tokio::time::Instant::now() + STANDBYS_SEE_THE_STOP_WITHIN;
+            relays.gone(deadline.min(within)).await;
+        }
     }
 
     /// The store (for the metrics' outbox count).

@@ -408,7 +408,12 @@ pub struct Relays {
     releasing: Arc<tokio::sync::Notify>,
     /// Set by [`Relays::let_go`]: each carrier's task ends now, pending attempts or not.
     let_go: Arc<AtomicBool>,
+    /// Rung when a carrier is removed ([`Relays::gone`]).
+    closed: Arc<tokio::sync::Notify>,
 }
+
+/// How often [`Relays::gone`] looks at the count besides being rung.
+const GONE_LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl std::fmt::Debug for Relays {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -463,6 +468,24 @@ impl Relays {
         }
     }
 
+    /// Resolves once no standby carries attempts any more, or at `deadline`. A stopping
+    /// leader waits for this after [`Relays::release`], before its listener drains: each
+    /// standby, told `Leaving`, stops reusing its kept-alive connections to this leader
+    /// (`cluster::Forwarder::leader_leaving`) and then says `Leaving` itself, which removes
+    /// it here; so the drain closes none of those connections idle just as the standby
+    /// writes a request into it (a request with a body cut there cannot go again: the
+    /// issue-14 re-run review's `503`s to writes at a rolling restart). A standby of an
+    /// older version never answers: the wait ends at `deadline`.
+    pub async fn gone(&self, deadline: tokio::time::Instant) {
+        while self.connected() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                () = self.closed.notified() => {}
+                // A carrier removed between the count and the wait rang nobody.
+                () = tokio::time::sleep(GONE_LOOK_EVERY) => {}
+            }
+        }
+    }
+
     /// Ends every standby's connection now, with what it still holds (a stopping leader whose
     /// wait for attempts under way ran out, `Chat::let_go_of_standbys`): each such attempt
     /// resolves lost, and is not made again here (the delivery is stopping: it stays in the
@@ -487,6 +510,7 @@ impl Relays {
             c.retain(|other| !Arc::ptr_eq(other, carrier));
             self.count.store(c.len(), Ordering::Relaxed);
         }
+        self.closed.notify_waiters();
     }
 
     /// Carries attempts over `io` (a standby's upgraded connection, the cluster key checked)
@@ -519,8 +543,12 @@ impl Relays {
             let left = AtomicBool::new(false);
             let answers = async {
                 loop {
+                    // Released, it waits for the standby's `Leaving` too ([`Relays::gone`];
+                    // `let_go` ends a wait for one that never comes).
                     if relays.let_go.load(Ordering::SeqCst)
-                        || (relays.released.load(Ordering::SeqCst) && carrier.pending().is_empty())
+                        || (relays.released.load(Ordering::SeqCst)
+                            && carrier.pending().is_empty()
+                            && left.load(Ordering::Relaxed))
                     {
                         return Ok(());
                     }
@@ -615,11 +643,14 @@ pub struct Carry {
 /// are aborted: the leader makes them again), or until `leave` turns `true` (a graceful stop):
 /// then it tells the leader, makes what the leader sent before its answer, says how each went,
 /// and returns `Ok` once all are answered, so a rolling restart hands nothing back to be sent
-/// twice. A leader that stops sends the same answer unasked, and is answered the same way.
+/// twice. A leader that stops sends the same answer unasked, and is answered the same way:
+/// `on_leaving` is called first, then the standby says `Leaving` too (the leader waits for that
+/// before its listener drains: [`Relays::gone`]).
 pub async fn carry<S>(
     io: S,
     with: Arc<Carry>,
     mut leave: tokio::sync::watch::Receiver<bool>,
+    on_leaving: impl Fn(),
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -632,6 +663,8 @@ where
     // The attempts under way, by sequence number, to abort one the leader cancels.
     let mut aborts: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut leaving = false;
+    // This standby said `Leaving` (asked to stop, or answering the leader's).
+    let mut left = false;
     // The leader said nothing more comes: done once what is under way is answered (frames
     // are still read meanwhile: a `Cancel`, or the connection ending, which aborts the rest).
     let mut draining = false;
@@ -644,7 +677,7 @@ where
                 frame = frames.next() => frame?,
                 asked = leave.wait_for(|l| *l), if !leaving => {
                     leaving = true;
-                    if asked.is_ok() {
+                    if asked.is_ok() && !std::mem::replace(&mut left, true) {
                         let _ = tx.send(Frame { head: Head::Leaving, body: Bytes::new() });
                     }
                     continue;
@@ -686,8 +719,16 @@ where
                 }
                 Head::Beat | Head::Unknown => continue,
                 // The leader sends nothing after this (an answer to ours, or it stops):
-                // finish what is under way.
+                // finish what is under way. A leader that stops is answered in kind once
+                // `leaving` has run, so that it knows this standby has seen its stop.
                 Head::Leaving => {
+                    on_leaving();
+                    if !std::mem::replace(&mut left, true) {
+                        let _ = tx.send(Frame {
+                            head: Head::Leaving,
+                            body: Bytes::new(),
+                        });
+                    }
                     draining = true;
                     continue;
                 }

@@ -4,15 +4,18 @@
 //! For each build (netapi-chat as built now and, with `--before`, another build), round after
 //! round, the order alternating: two instances on a fresh database of one throwaway
 //! PostgreSQL cluster ([`crate::pg::Cluster`]), the first leading, the second standing by.
-//! Clients send `GET …/subscriptions` to the standby only, as a load balancer that has taken
-//! the stopping instance out of rotation would, on [`CLIENTS`] kept-alive connections, each
-//! request as soon as the last was answered (a `503` or a failed connection is retried after
-//! [`RETRY_AFTER_FAILURE`], as a client honouring a short `Retry-After` would); the leader is
-//! stopped with SIGTERM [`BEFORE_STOP`] into the load, which goes on [`AFTER_STOP`]. Per
-//! round: the answers other than `200` (`503`s, failed connections) and the longest time no
-//! client got a `200`; and, as a check on the standby's forwarding path, the `200`s per second
-//! its clients got in the second half of the load before the stop (the leader serving). The
-//! table gives each figure's median and range over the rounds.
+//! Clients send requests to the standby only, as a load balancer that has taken the stopping
+//! instance out of rotation would, on [`CLIENTS`] kept-alive connections, each request as soon
+//! as the last was answered (a `503` or a failed connection is retried after
+//! [`RETRY_AFTER_FAILURE`], as a client honouring a short `Retry-After` would): half of them
+//! read (`GET …/subscriptions`), half write (`POST …/chatSessions` with a body, the same
+//! `clientCorrelator` each time, so every one after the first is answered the session it
+//! started: a write the leader carries out on every request); the leader is stopped with
+//! SIGTERM [`BEFORE_STOP`] into the load, which goes on [`AFTER_STOP`]. Per round: the
+//! answers other than `2xx` (`503`s, failed connections), those of them to writes, and the
+//! longest time no client got a `2xx`; and, as a check on the standby's forwarding path, the
+//! `2xx`s per second its clients got in the second half of the load before the stop (the
+//! leader serving). The table gives each figure's median and range over the rounds.
 //! Writes `target/bench/rolling.md` and prints it; BENCHMARKS.md quotes it by hand.
 
 use super::compare::write_report;
@@ -36,36 +39,69 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// What one restart cost the clients.
 struct Restart {
-    /// Answers other than `200`.
+    /// Answers other than `2xx`.
     failed: usize,
+    /// Of them, answers to writes (requests with a body).
+    writes: usize,
     /// Of them, failed connections (no HTTP answer).
     unanswered: usize,
-    /// The longest time no client got a `200`, from the signal on.
+    /// The longest time no client got a `2xx`, from the signal on.
     gap: Duration,
-    /// `200`s per second in the second half of the load before the signal.
+    /// `2xx`s per second in the second half of the load before the signal.
     forwarded: f64,
 }
 
-/// One client: asks until `until`; every answer as (when it came, whether it was a `200`).
-async fn client(addr: std::net::SocketAddr, until: Instant) -> Vec<(Instant, Option<u16>)> {
+/// One answer a client got: when, its status (`None`: no HTTP answer), and whether it was
+/// to a write.
+type Seen = (Instant, Option<u16>, bool);
+
+/// Whether an answer is a success.
+fn ok(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (200..300).contains(&s))
+}
+
+/// Client `n`: asks until `until` (an even `n` reads, an odd one writes); every answer.
+async fn client(addr: std::net::SocketAddr, n: usize, until: Instant) -> Vec<Seen> {
     let mut conn = Conn::new(addr);
-    let path = format!(
-        "/v1/chat/{}/subscriptions",
-        encode("sip:rolling@example.com")
-    );
+    let write = n % 2 == 1;
+    let (method, path, body) = match write {
+        false => (
+            http::Method::GET,
+            format!(
+                "/v1/chat/{}/subscriptions",
+                encode("sip:rolling@example.com")
+            ),
+            String::new(),
+        ),
+        true => (
+            http::Method::POST,
+            format!(
+                "/v1/chat/{}/chatSessions",
+                encode("sip:rolling@example.com")
+            ),
+            format!(
+                r#"{{"chatSessionInformation":{{"subject":"rolling","participant":[{{"address":"sip:peer-{n}@example.com"}}],"clientCorrelator":"rolling-{n}"}}}}"#
+            ),
+        ),
+    };
+    let headers = [
+        ("authorization", AUTHORIZATION),
+        ("content-type", "application/json"),
+    ];
+    let headers = if write { &headers[..] } else { &headers[..1] };
     let mut seen = Vec::new();
     while Instant::now() < until {
         let answer = match request(
-            http::Method::GET,
+            method.clone(),
             &path,
-            &[("authorization", AUTHORIZATION)],
-            bytes::Bytes::new(),
+            headers,
+            bytes::Bytes::from(body.clone()),
         ) {
             Ok(req) => conn.send(req, ANSWER_WITHIN).await.ok().map(|r| r.status),
             Err(_) => None,
         };
-        seen.push((Instant::now(), answer));
-        if answer != Some(200) {
+        seen.push((Instant::now(), answer, write));
+        if !ok(answer) {
             tokio::time::sleep(RETRY_AFTER_FAILURE).await;
         }
     }
@@ -84,7 +120,7 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
     let steady = Instant::now() + BEFORE_STOP / 2;
     let end = Instant::now() + BEFORE_STOP + AFTER_STOP;
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(client(addr, end)))
+        .map(|n| tokio::spawn(client(addr, n, end)))
         .collect();
     tokio::time::sleep(BEFORE_STOP).await;
     let signal = Instant::now();
@@ -102,28 +138,30 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
     if leader.server.running() {
         bail!("the leader ({label}) did not stop within {AFTER_STOP:?} of SIGTERM");
     }
-    answers.sort_by_key(|(at, _)| *at);
+    answers.sort_by_key(|(at, _, _)| *at);
     let forwarded = answers
         .iter()
-        .filter(|(at, a)| *at >= steady && *at < signal && *a == Some(200))
+        .filter(|(at, a, _)| *at >= steady && *at < signal && ok(*a))
         .count() as f64
         / signal.duration_since(steady).as_secs_f64();
-    let after: Vec<_> = answers.iter().filter(|(at, _)| *at >= signal).collect();
-    let failed = after.iter().filter(|(_, a)| *a != Some(200)).count();
-    let unanswered = after.iter().filter(|(_, a)| a.is_none()).count();
+    let after: Vec<_> = answers.iter().filter(|(at, _, _)| *at >= signal).collect();
+    let failed = after.iter().filter(|(_, a, _)| !ok(*a)).count();
+    let writes = after.iter().filter(|(_, a, w)| *w && !ok(*a)).count();
+    let unanswered = after.iter().filter(|(_, a, _)| a.is_none()).count();
     let mut last_ok = signal;
     let mut gap = Duration::ZERO;
-    for (at, a) in &after {
-        if *a == Some(200) {
+    for (at, a, _) in &after {
+        if ok(*a) {
             gap = gap.max(at.duration_since(last_ok));
             last_ok = *at;
         }
     }
     if last_ok == signal && !after.is_empty() {
-        bail!("the standby ({label}) never answered 200 after the leader's SIGTERM");
+        bail!("the standby ({label}) never answered 2xx after the leader's SIGTERM");
     }
     Ok(Restart {
         failed,
+        writes,
         unanswered,
         gap,
         forwarded,
@@ -165,8 +203,9 @@ pub async fn run(
             let url = cluster.database(&format!("netapi_chat_rolling_{name}_{r}"))?;
             let done = round(root, bin, name, &url).await?;
             println!(
-                "  {name:<7} round {r}: {} answers other than 200 ({} without an answer), longest without a 200 {:.0} ms; {:.0} 200s/s before the stop",
+                "  {name:<7} round {r}: {} answers other than 2xx ({} to writes, {} without an answer), longest without a 2xx {:.0} ms; {:.0} 2xx/s before the stop",
                 done.failed,
+                done.writes,
                 done.unanswered,
                 done.gap.as_secs_f64() * 1e3,
                 done.forwarded
@@ -177,14 +216,15 @@ pub async fn run(
     let mut md = format!(
         "`{command}`: two instances on one PostgreSQL, {CLIENTS} clients of the standby; the \
          leader stopped with SIGTERM; per build, median (min–max) over {rounds} round(s).\n\n\
-         | build | answers other than 200 | of them without an answer | longest without a 200, ms | 200s/s through the standby before the stop |\n\
-         |---|--:|--:|--:|--:|\n"
+         | build | answers other than 2xx | of them to writes | of them without an answer | longest without a 2xx, ms | 2xx/s through the standby before the stop |\n\
+         |---|--:|--:|--:|--:|--:|\n"
     );
     for ((name, _), runs) in builds.iter().zip(&results) {
         let _ = writeln!(
             md,
-            "| {name} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} |",
             spread(runs.iter().map(|r| r.failed as f64).collect(), 0),
+            spread(runs.iter().map(|r| r.writes as f64).collect(), 0),
             spread(runs.iter().map(|r| r.unanswered as f64).collect(), 0),
             spread(runs.iter().map(|r| r.gap.as_secs_f64() * 1e3).collect(), 0),
             spread(runs.iter().map(|r| r.forwarded).collect(), 0),
