@@ -1461,7 +1461,9 @@ async fn serve_one<S>(
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            closes_for(&mut answer, version);
+            // An HTTP/1.0 client told `close` gets nothing else (the takeover review's F6:
+            // hyper added `keep-alive` beside it).
+            dropshot::closing_for(&mut answer, version);
             drop(in_flight);
             Ok::<_, Infallible>(answer)
         }
@@ -1539,17 +1541,6 @@ impl Drain {
         })
         .await
         .is_ok()
-    }
-}
-
-/// Makes an answer that says `Connection: close` to an HTTP/1.0 client an HTTP/1.0 answer, so
-/// that hyper closes the connection instead of adding `Connection: keep-alive` beside the
-/// `close` (it adds one to an HTTP/1.1 answer whenever an HTTP/1.0 client asked for
-/// keep-alive, whatever the answer says: the takeover review's F6, `close, keep-alive` on the
-/// last answer of a kept connection, which a client reading only `keep-alive` writes into).
-fn closes_for<B>(answer: &mut Response<B>, client: http::Version) {
-    if client == http::Version::HTTP_10 && connection_says(answer.headers(), "close") {
-        *answer.version_mut() = http::Version::HTTP_10;
     }
 }
 

@@ -589,6 +589,12 @@ async fn a_request_needs_one_host_header() {
             "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             200,
         ),
+        // An HTTP/1.0 client that asked to keep the connection is told `close` and nothing
+        // else (two outside reviews: hyper added `keep-alive` beside the `close`).
+        (
+            "GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\nConnection: keep-alive\r\n\r\n",
+            400,
+        ),
     ] {
         let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
         conn.write_all(request.as_bytes()).await.expect("write");
@@ -598,6 +604,8 @@ async fn a_request_needs_one_host_header() {
         let a = parse_answer(&got).expect("an answer");
         assert_eq!(a.status, status, "{request:?}: {}", a.body);
         if status == 400 {
+            let connection: Vec<_> = a.headers.get_all("connection").iter().collect();
+            assert_eq!(connection, ["close"], "{request:?}");
             let f = if request.contains("xml") {
                 Format::Xml
             } else {

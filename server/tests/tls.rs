@@ -197,6 +197,38 @@ async fn tls_clients_queued_when_sigterm_arrives_are_answered() {
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
+/// A TLS client that connects and never sends its hello holds a stop no longer than a
+/// plain-HTTP client that never sends its request (1 s), not for the whole grace: the stop
+/// still answers everything in flight within its grace and says so. Before (an outside
+/// review of the change above), its handshake kept its own 10 s timeout at the close, and
+/// one idle socket made every stop wait out the grace ("grace period … over").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tls_client_does_not_hold_a_stop_for_the_grace() {
+    let dir = temp_data_dir();
+    let (cert, key, der) = certificate(&dir, "server");
+    let mut srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5"),
+    ]);
+    let tls = tls_client(&[&der]);
+    let url = format!("{}/v1/chat/{}/subscriptions", srv.base, enc(B));
+    let warm = https(&tls, &srv, "GET", &url, Format::Json, None).await;
+    assert_eq!(warm.map(|a| a.status), Ok(200));
+    let _silent = tokio::net::TcpStream::connect(srv.base.trim_start_matches("https://"))
+        .await
+        .expect("connect");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = Command::new("kill")
+        .args(["-TERM", &srv.pid().to_string()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()));
+    let status = tokio::task::block_in_place(|| srv.wait_exit(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let said = srv.stdout();
+    assert!(said.contains("requests in flight answered"), "{said}");
+}
+
 /// Over HTTPS, in JSON and XML: subscribe B at a real listener, start a session from A
 /// inviting B. The answers' URLs and the invitation's links are `https` URLs of this server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

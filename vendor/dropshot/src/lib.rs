@@ -980,6 +980,7 @@ pub use connection_limits::{
 };
 pub use server::BuildError;
 pub use server::ClientAddr;
+pub use server::closing_for;
 pub use server::PeerAddr;
 pub use server::RequestGate;
 pub use server::RequestObserver;

@@ -780,10 +780,15 @@ impl HttpsAcceptor {
     /// At a close (PATCHES.md item 25): the clients in the listen backlog
     /// (asked of the kernel, item 23) join the handshakes under way, up to
     /// `max_handshakes`; the listener is closed (new clients are refused);
-    /// and the stream returned finishes each handshake, each within its
-    /// timeout, yielding the connections to serve. Before, the close dropped
-    /// both: every client that had connected but not finished its handshake
-    /// was reset, where a plain-HTTP client was answered (item 22).
+    /// and the stream returned finishes the handshakes, yielding the
+    /// connections to serve, for `FIRST_REQUEST_WITHIN` (1 s) at most: what a
+    /// plain connection gets for its first request at a close (item 22), so a
+    /// socket that never sends its hello holds the stop no longer than one
+    /// that never sends its request (before, each kept its whole handshake
+    /// timeout: one idle socket held the stop for the grace). Before item 25,
+    /// the close dropped both: every client that had connected but not
+    /// finished its handshake was reset, where a plain-HTTP client was
+    /// answered (item 22).
     async fn close(
         mut self,
         has_room: impl Fn() -> bool,
@@ -804,6 +809,9 @@ impl HttpsAcceptor {
         let negotiations = negotiations.into_inner();
         let log = self.log;
         negotiations
+            .take_until(tokio::time::sleep(
+                connection_limits::FIRST_REQUEST_WITHIN,
+            ))
             .filter_map(move |negotiated| {
                 let conn = match negotiated {
                     Ok(conn) => Some(conn),
@@ -1078,6 +1086,8 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
     // the request is consumed (or rewritten by the gate).
     let finish_headers =
         server.response_headers.0.as_ref().and_then(|hook| hook(&request));
+    // PATCHES.md item 26: the request's version, for a closing answer.
+    let version = request.version();
     // What the request observer is told, taken before the request is consumed.
     let observed = server
         .request_observer
@@ -1250,8 +1260,28 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
     if let Some(finish) = finish_headers {
         finish(response.headers_mut());
     }
+    closing_for(&mut response, version);
 
     Ok(response)
+}
+
+/// PATCHES.md item 26: an answer that says `Connection: close` to an HTTP/1.0
+/// client is made an HTTP/1.0 answer, so that hyper closes the connection
+/// instead of adding `Connection: keep-alive` beside the `close` (it adds one
+/// to an HTTP/1.1 answer whenever an HTTP/1.0 client asked for keep-alive,
+/// whatever the answer says, and a client that reads only `keep-alive` then
+/// writes into a closed connection).
+pub fn closing_for<B>(response: &mut Response<B>, client: http::Version) {
+    let closes = response
+        .headers()
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    if client == http::Version::HTTP_10 && closes {
+        *response.version_mut() = http::Version::HTTP_10;
+    }
 }
 
 #[allow(clippy::result_large_err)]
