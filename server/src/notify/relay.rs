@@ -529,6 +529,14 @@ impl Relays {
             settled: tokio::sync::Notify::new(),
         });
         self.add(Arc::clone(&carrier));
+        // Dialed after this leader's stop began: told at once, like those it released, so
+        // that it answers too ([`Relays::gone`]).
+        if self.released.load(Ordering::SeqCst) {
+            let _ = carrier.tx.send(Frame {
+                head: Head::Leaving,
+                body: Bytes::new(),
+            });
+        }
         tracing::info!(
             standby = %carrier.peer,
             carriers = self.connected(),
@@ -586,14 +594,22 @@ impl Relays {
                         Head::Leaving => {
                             // No new attempt goes to it; the ones it holds are answered as
                             // they finish, and those sent before this is read are made too
-                            // (or, should it close first, taken back).
+                            // (or, should it close first, taken back). After this leader's
+                            // own `Leaving`, it is the standby's answer ([`Relays::gone`]).
                             relays.remove(&carrier);
                             left.store(true, Ordering::Relaxed);
                             let _ = carrier.tx.send(Frame {
                                 head: Head::Leaving,
                                 body: Bytes::new(),
                             });
-                            tracing::info!(standby = %carrier.peer, "a standby is stopping: it makes no new attempts");
+                            match relays.released.load(Ordering::SeqCst) {
+                                true => {
+                                    tracing::info!(standby = %carrier.peer, "a standby has seen this leader stop")
+                                }
+                                false => {
+                                    tracing::info!(standby = %carrier.peer, "a standby is stopping: it makes no new attempts")
+                                }
+                            }
                         }
                         Head::Post { .. } | Head::Cancel { .. } => {
                             return Err(invalid("a standby sent an attempt"));
