@@ -508,12 +508,14 @@ impl Chat {
 
     /// Stops this server's deliveries for a graceful stop (see `notify::Deliverer::stop`):
     /// attempts under way and grouped forgets get until `deadline`, nothing new starts.
-    /// Then, within [`STANDBYS_SEE_THE_STOP_WITHIN`] more at most, waits for each standby to
-    /// say it has seen the stop (`notify::relay::Relays::gone`), so that the listener's drain
-    /// closes no kept-alive connection of theirs as they write into it.
+    /// Then tells the standbys the drain comes (`notify::relay::Relays::say_leaving`) and,
+    /// within [`STANDBYS_SEE_THE_STOP_WITHIN`] more at most, waits for each to say it has seen
+    /// it (`Relays::gone`), so that the listener's drain closes no kept-alive connection of
+    /// theirs as they write into it.
     pub async fn stop_deliveries(&self, deadline: tokio::time::Instant) {
         self.deliverer.stop(deadline).await;
         if let Some(relays) = &self.deliverer.relays {
+            relays.say_leaving();
             let within = tokio::time::Instant::now() + STANDBYS_SEE_THE_STOP_WITHIN;
             relays.gone(deadline.min(within)).await;
         }

@@ -410,6 +410,8 @@ pub struct Relays {
     let_go: Arc<AtomicBool>,
     /// Rung when a carrier is removed ([`Relays::gone`]).
     closed: Arc<tokio::sync::Notify>,
+    /// Set by [`Relays::say_leaving`]: a standby that connects later is told at once.
+    told: Arc<AtomicBool>,
 }
 
 /// How often [`Relays::gone`] looks at the count besides being rung.
@@ -451,13 +453,23 @@ impl Relays {
         carriers.get(i).cloned()
     }
 
-    /// The leader stops (before its listener drains): no attempt is handed over any more, and
-    /// each standby's connection closes once the attempts it holds are answered (bounded by
-    /// the stop's deadline, as every attempt is), so the drain does not wait out its grace on
-    /// connections that would otherwise stay open.
+    /// The leader stops: no attempt is handed over any more; the ones the standbys hold are
+    /// answered as they finish (the stop waits for them, bounded by its deadline, as for its
+    /// own). Each standby's connection closes once it has answered [`Relays::say_leaving`].
     pub fn release(&self) {
         self.released.store(true, Ordering::SeqCst);
         self.releasing.notify_waiters();
+    }
+
+    /// The leader's listener is about to drain (its attempts under way answered, or their
+    /// wait over): `Leaving` tells each standby nothing more follows, and that it must stop
+    /// reusing its kept-alive connections to this leader; [`Relays::gone`] waits for their
+    /// answers. Said only now, not at [`Relays::release`], so that a standby opens a
+    /// connection per request for the drain's moment, not for the whole wait for slow
+    /// receivers (up to half the grace: at thousands of requests a second, more connections
+    /// than a machine has ephemeral ports; an outside review).
+    pub fn say_leaving(&self) {
+        self.told.store(true, Ordering::SeqCst);
         if let Ok(c) = self.carriers.read() {
             for carrier in c.iter() {
                 let _ = carrier.tx.send(Frame {
@@ -469,7 +481,7 @@ impl Relays {
     }
 
     /// Resolves once no standby carries attempts any more, or at `deadline`. A stopping
-    /// leader waits for this after [`Relays::release`], before its listener drains: each
+    /// leader waits for this after [`Relays::say_leaving`], before its listener drains: each
     /// standby, told `Leaving`, stops reusing its kept-alive connections to this leader
     /// (`cluster::Forwarder::leader_leaving`) and then says `Leaving` itself, which removes
     /// it here; so the drain closes none of those connections idle just as the standby
@@ -529,9 +541,9 @@ impl Relays {
             settled: tokio::sync::Notify::new(),
         });
         self.add(Arc::clone(&carrier));
-        // Dialed after this leader's stop began: told at once, like those it released, so
-        // that it answers too ([`Relays::gone`]).
-        if self.released.load(Ordering::SeqCst) {
+        // Dialed after this leader said `Leaving`: told at once, like the others, so that it
+        // answers too ([`Relays::gone`]).
+        if self.told.load(Ordering::SeqCst) {
             let _ = carrier.tx.send(Frame {
                 head: Head::Leaving,
                 body: Bytes::new(),
@@ -602,7 +614,7 @@ impl Relays {
                                 head: Head::Leaving,
                                 body: Bytes::new(),
                             });
-                            match relays.released.load(Ordering::SeqCst) {
+                            match relays.told.load(Ordering::SeqCst) {
                                 true => {
                                     tracing::info!(standby = %carrier.peer, "a standby has seen this leader stop")
                                 }
