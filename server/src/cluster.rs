@@ -863,15 +863,19 @@ struct Forwarder {
     leader: RwLock<Option<Leader>>,
     client: Client<LeaderConnector, ClientBody>,
     /// The same client without a pool (a connection per request), for a leader that said it
-    /// stops ([`Forwarder::leader_leaving`]).
+    /// stops ([`Forwarder::leader_leaving`]) and is still the one to forward to once a
+    /// request's hold ran out.
     fresh: Client<LeaderConnector, ClientBody>,
     /// The leader said it stops (`Leaving`, on the connection that carries its callback
-    /// attempts): its listener will drain, closing the kept-alive connections of the pool
-    /// that are idle, and a request written into one as it closes is cut, and with a body
-    /// cannot go again (the leader may have read it). So each request to that leader goes
-    /// on a connection of its own ([`Forwarder::client_for`]): one the leader accepted is
-    /// answered by its drain, one it refuses goes again to the next leader. Holds the count
-    /// of [`Forwarder::changes`] it was said under, plus one (`0`: none), like `refused`.
+    /// attempts): its listener closes as soon as every standby answered, and its drain
+    /// closes the kept-alive connections of the pool that are idle. A request written into
+    /// one as it closes is cut, and so is one written into a connection the kernel queued
+    /// on the listener just after the close took its backlog; with a body, neither can go
+    /// again (the leader may have read it). So nothing new goes to that leader: a request
+    /// waits for the next one ([`Forwarder::holds`]), at most [`HOLD_FOR_THE_NEXT_LEADER`],
+    /// as one it refused does, and past that goes on a connection of its own
+    /// ([`Forwarder::client_for`]). Holds the count of [`Forwarder::changes`] it was said
+    /// under, plus one (`0`: none), like `refused`.
     leaving: std::sync::atomic::AtomicU64,
     /// The client's connector, for the connection that carries callback attempts
     /// ([`carry_deliveries`]), which is upgraded and so not pooled.
@@ -978,10 +982,22 @@ impl Forwarder {
         }
     }
 
+    /// Whether the leader of change count `now` said it stops ([`Forwarder::leaving`]).
+    fn is_leaving(&self, now: u64) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::Relaxed) == now.wrapping_add(1)
+    }
+
+    /// Whether a request for the leader of change count `now` waits for the next leader
+    /// before anything of it is sent: that leader refused a connection, or said it stops.
+    fn holds(&self, now: u64) -> bool {
+        self.refuses(now) || self.is_leaving(now)
+    }
+
     /// The client for a forward to the leader of change count `now`: the pooled one, or
-    /// once that leader said it stops, the one that opens a connection per request.
+    /// once that leader said it stops (and a request's hold ran out with it still the
+    /// leader), the one that opens a connection per request.
     fn client_for(&self, now: u64) -> &Client<LeaderConnector, ClientBody> {
-        match self.leaving.load(std::sync::atomic::Ordering::Relaxed) == now.wrapping_add(1) {
+        match self.is_leaving(now) {
             true => &self.fresh,
             false => &self.client,
         }
@@ -1112,7 +1128,8 @@ enum Role {
 }
 
 /// Longest a request waits at a standby for the next leader once the leader refused a
-/// connection (likely stopping: a rolling restart), rather than being answered `503` at once:
+/// connection (likely stopping: a rolling restart) or said it stops (`Leaving`), rather than
+/// being answered `503` at once or written into a listener about to close:
 /// a leader that hands the lead over is replaced within about 0.2 s of closing its listener,
 /// and one killed within its 2 s lease and a start. A request with a body that was refused
 /// itself is answered `503` (its body is gone); one without goes again to the next leader.
@@ -1770,7 +1787,7 @@ async fn forward(
     // A request waits for the next leader this long at most in all (a leader that goes on
     // refusing, misconfigured: its `503` comes after the hold, not after two).
     let hold_until = tokio::time::Instant::now() + HOLD_FOR_THE_NEXT_LEADER;
-    if forwarder.refuses(seen) {
+    if forwarder.holds(seen) {
         forwarder.changed_since(seen, hold_until).await;
         seen = *forwarder.changes.borrow();
     }
@@ -1836,6 +1853,21 @@ async fn forward(
     let mut leader = leader;
     let mut answer = loop {
         let (parts, body) = sending;
+        // The leader said it stops since this request read it: nothing of the request has
+        // gone yet, so it waits for the next leader too ([`Forwarder::leaving`]).
+        if forwarder.is_leaving(seen) {
+            forwarder.changed_since(seen, hold_until).await;
+            let now = *forwarder.changes.borrow();
+            if now != seen {
+                seen = now;
+                match forwarder.leader_now().await {
+                    Some(next) if !from_a_standby(&next) => leader = next,
+                    _ => {
+                        return unavailable(format, "no instance leads the database at the moment");
+                    }
+                }
+            }
+        }
         let Some(parts) = addressed(parts, &leader, &path, client) else {
             return unavailable(format, "the leader's address does not read");
         };

@@ -464,10 +464,10 @@ impl Relays {
     /// The leader's listener is about to drain (its attempts under way answered, or their
     /// wait over): `Leaving` tells each standby nothing more follows, and that it must stop
     /// reusing its kept-alive connections to this leader; [`Relays::gone`] waits for their
-    /// answers. Said only now, not at [`Relays::release`], so that a standby opens a
-    /// connection per request for the drain's moment, not for the whole wait for slow
-    /// receivers (up to half the grace: at thousands of requests a second, more connections
-    /// than a machine has ephemeral ports; an outside review).
+    /// answers. Said only now, not at [`Relays::release`], so that a standby holds its
+    /// requests for the next leader (`cluster::Forwarder::holds`) for the drain's moment,
+    /// not for the whole wait for slow receivers (up to half the grace, while this leader
+    /// still serves them).
     pub fn say_leaving(&self) {
         self.told.store(true, Ordering::SeqCst);
         if let Ok(c) = self.carriers.read() {
