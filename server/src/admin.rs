@@ -329,11 +329,13 @@ pub async fn summary(config: &Config, url: Option<&str>, json: bool) -> Result<O
 pub fn render_summary(answer: &serde_json::Value) -> String {
     let n = |key: &str| answer.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
     let mut out = format!(
-        "subscriptions               {}\nopen sessions               {}\nmessages                    {}\nundelivered notifications   {}\n",
+        "subscriptions               {}\n  disabled by delivery      {}\nopen sessions               {}\nmessages                    {}\nundelivered notifications   {}\ndead letters                {}\n",
         n("subscriptions"),
+        n("disabledSubscriptions"),
         n("openSessions"),
         n("messages"),
-        n("undeliveredNotifications")
+        n("undeliveredNotifications"),
+        n("deadLetters")
     );
     let by = answer
         .get("undeliveredBySubscription")
@@ -479,9 +481,12 @@ mod tests {
             "subscriptions": 2, "openSessions": 1, "messages": 30,
             "undeliveredNotifications": 4, "listedAtMost": 100,
             "undeliveredBySubscription": [{"subscription": "s1", "undelivered": 4}],
+            "disabledSubscriptions": 1, "deadLetters": 7,
         });
         let text = render_summary(&answer);
         assert!(text.contains("messages                    30\n"), "{text}");
+        assert!(text.contains("  disabled by delivery      1\n"), "{text}");
+        assert!(text.contains("dead letters                7\n"), "{text}");
         assert!(text.contains("(most first, at most 100)"), "{text}");
         assert!(text.contains("  s1 "), "{text}");
         assert!(text.trim_end().ends_with(" 4"), "{text}");

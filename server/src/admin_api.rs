@@ -11,9 +11,10 @@
 //!   stopped after [`BACKUP_HOLD_AT_MOST`]); it writes into the data directory, and a thread
 //!   of its own copies that to `dir`, abandoned (`504`) once it makes no progress for
 //!   [`BACKUP_STALL`]: a hung destination holds neither the store nor the request.
-//! - `GET /admin/summary`: subscriptions and open sessions (in memory), messages and
-//!   undelivered notifications (counted in the database), and the subscriptions with the most
-//!   undelivered notifications, at most [`SUMMARY_MOST`].
+//! - `GET /admin/summary`: subscriptions (and those delivery disabled) and open sessions (in
+//!   memory), messages, undelivered notifications and dead letters (counted in the
+//!   database), and the subscriptions with the most undelivered notifications, at most
+//!   [`SUMMARY_MOST`].
 //!
 //! Both exist only when `NETAPI_CHAT_ADMIN_TOKEN` is set, answer `401` to any other
 //! credentials (API tokens included), and are unpublished (not in the OpenAPI).
@@ -507,6 +508,7 @@ pub async fn summary_endpoint(
     }
     let chat = &rqctx.context().chat;
     let (sessions, subscriptions) = chat.sizes();
+    let disabled = chat.disabled_subscriptions();
     let counts = chat
         .store()
         .read(|backend| backend.counts(SUMMARY_MOST))
@@ -530,6 +532,8 @@ pub async fn summary_endpoint(
             "undeliveredNotifications": counts.undelivered,
             "undeliveredBySubscription": by,
             "listedAtMost": SUMMARY_MOST,
+            "disabledSubscriptions": disabled,
+            "deadLetters": counts.dead_letters,
         }),
     )
 }

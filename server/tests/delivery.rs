@@ -1333,6 +1333,120 @@ async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation()
         .await;
 }
 
+/// An expired subscription whose callback then says it is gone (`410`): what it still held
+/// is dropped, and the log says so once, with how many (before, nothing did: they had left
+/// the outbox and `summary` with the subscription, and went to no dead letters; the
+/// notification review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_subscriptions_dropped_notifications_are_logged() {
+    let srv = Server::logged(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
+    ]);
+    let lb = Listener::start().await;
+    let mut doc = docs::subscription_to(&lb.url, B, Format::Json);
+    doc.duration = Some(2);
+    let sub = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    lb.wait_for(1).await;
+    lb.set_status(503);
+    for n in 0..3 {
+        send_message(&srv, &sid, &format!("m{n}")).await;
+    }
+    refused_at_least(&lb, 2).await;
+    let url = sub.resource_url.unwrap_or_default();
+    within_20s(Duration::from_millis(50), async || {
+        match send_empty("GET", &url, Format::Json).await.status {
+            404 => Ok(()),
+            s => Err(format!("the subscription still answers {s}")),
+        }
+    })
+    .await;
+    lb.set_status(410);
+    let line = within_20s(Duration::from_millis(50), async || {
+        let log = srv.log_text();
+        log.lines()
+            .find(|l| l.contains("last notifications are dropped undelivered"))
+            .map(str::to_owned)
+            .ok_or_else(|| "not logged yet".to_owned())
+    })
+    .await;
+    // The three messages and the cancellation.
+    assert!(
+        line.contains("dropped=4") && line.contains("gone (410 or 404)"),
+        "{line}"
+    );
+    let received = lb.all().len();
+    lb.assert_count_stays(received, Duration::from_millis(500))
+        .await;
+    assert_eq!(
+        srv.log_text()
+            .matches("last notifications are dropped undelivered")
+            .count(),
+        1,
+        "said once"
+    );
+}
+
+/// A receiver that answers `200` at once but trickles its body and never ends it: the status
+/// is the answer, so its notification is delivered once. Before, reading the body counted
+/// against the attempt's timeout: the `200` became a failure and the notification was sent
+/// again and again (the notification review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_whose_body_never_ends_is_a_delivery() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    let receiver = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                // A byte now and then, never the last chunk.
+                while stream.write_all(b"1\r\na\r\n").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }
+    });
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "1000"),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,100ms,1h"),
+    ]);
+    chat::subscribe_with(
+        &srv,
+        B,
+        &docs::subscription_to(&url, B, Format::Json),
+        Format::Json,
+    )
+    .await;
+    // One notification: bob's invitation.
+    session(&srv, &[B], false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    receiver.abort();
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "delivered once, not retried past the 1 s timeout"
+    );
+}
+
 /// A receiver in maintenance answering `503` with `Retry-After: 0`: the schedule's gaps still
 /// apply (the header only ever lengthens them), and the log says so on the 1st, 2nd, 4th…
 /// failed attempt, not on each. Before, it was tried in a tight loop, thousands of times a

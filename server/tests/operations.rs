@@ -1015,6 +1015,39 @@ async fn summary_and_backup_go_through_the_running_server() {
     let _ = std::fs::remove_dir_all(&parent);
 }
 
+/// What delivery gave up on shows in `summary`: a subscription whose callback answered `410`
+/// is disabled, its backlog kept as dead letters, which are no longer undelivered. Before, the
+/// summary counted neither, and read as if nothing were owed (the notification review).
+#[tokio::test]
+async fn summary_counts_disabled_subscriptions_and_their_dead_letters() {
+    let server = Server::start(&[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let bob = Listener::start().await;
+    bob.set_status(410);
+    bob_invited(&server, &bob).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = summary_json(&server.base);
+        // Disabled, then its backlog buried: the invitation.
+        if s["disabledSubscriptions"] == 1 && s["deadLetters"] == 1 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never disabled: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s["subscriptions"], 1, "{s}");
+    assert_eq!(s["undeliveredNotifications"], 0, "{s}");
+    let text = run(
+        &["summary", "--url", &server.base],
+        &[("NETAPI_CHAT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    assert!(
+        text.stdout.contains("  disabled by delivery      1\n")
+            && text.stdout.contains("dead letters                1\n"),
+        "{}",
+        text.stdout
+    );
+}
+
 /// A FUSE file system (tests/fixtures/hangfs) whose writes block while a flag file exists:
 /// a hung network share. Unmounted (and its flag removed, releasing what waits) on drop.
 struct HangFs {

@@ -532,6 +532,16 @@ impl Chat {
         (state.sessions.len(), state.subscriptions.len())
     }
 
+    /// Subscriptions delivery disabled (they read `Disabled`; their backlog is dead letters),
+    /// for the summary.
+    pub fn disabled_subscriptions(&self) -> usize {
+        self.read_state()
+            .subscriptions
+            .values()
+            .filter(|s| s.rec.disabled.is_some())
+            .count()
+    }
+
     /// Bytes of stored bodies every subscription's backlog holds together (the delivery
     /// budget's figure), for `/metrics`.
     pub fn held_bytes(&self) -> usize {

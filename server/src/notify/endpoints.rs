@@ -26,8 +26,9 @@
 //! one. Before these caps every subscription's attempt opened its own connection: one message
 //! to a group of 100 users with 20 subscriptions each opened ~2,000 connections to one
 //! receiver at once, exhausted the process's file descriptors and made the listener shed
-//! client connections (outside review A3). An answer's body is read (to keep the connection)
-//! up to [`MAX_ANSWER_BYTES`]; a longer one closes the connection.
+//! client connections (outside review A3). An answer's status is its outcome; its body is
+//! read (to keep the connection) up to [`MAX_ANSWER_BYTES`] and for [`ANSWER_BODY_WITHIN`]
+//! after the head; a longer or slower one closes the connection.
 //!
 //! `http` and `https`: an `https` connection is TLS (rustls) over the same pinned TCP
 //! connection, the certificate checked against the URL's host name (SNI) and the roots of
@@ -114,6 +115,10 @@ pub const IDLE_FOR: Duration = Duration::from_secs(4);
 /// Most bytes of an answer's body read to keep its connection; past it the connection is
 /// closed (receivers answer notifications with empty or tiny bodies).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Longest an answer's body is read after its head, to keep its connection
+/// ([`Endpoints::keep`]): a receiver's answer body is a few bytes, sent with its head.
+pub const ANSWER_BODY_WITHIN: Duration = Duration::from_secs(1);
 
 /// A URL's origin: what connections are shared by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -430,14 +435,17 @@ impl Endpoints {
                 other => other.map_err(|(e, _)| Failure::Unreachable(e)),
             }
         };
-        let result = tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Failure::Unreachable(format!(
-                    "no answer within {} ms",
-                    timeout.as_millis()
-                )))
-            });
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok((answer, conn, rest))) => {
+                self.keep(ep, conn, rest).await;
+                Ok(answer)
+            }
+            Ok(Err(failure)) => Err(failure),
+            Err(_) => Err(Failure::Unreachable(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        };
         // Only a failure to reach the endpoint puts its addresses in doubt (looked up again
         // before the next attempt); an HTTP answer, even a 500, came over a good connection,
         // and the endpoint's other subscriptions keep its kept-alive connections.
@@ -447,15 +455,15 @@ impl Endpoints {
         result
     }
 
-    /// One request and its answer on `conn`; the connection goes back to the pool when the
-    /// answer was read whole. On error: whether the connection was a reused one.
+    /// One request and its answer's head on `conn`, with the connection and the answer's body
+    /// still to read ([`Endpoints::keep`]). On error: whether the connection was a reused one.
     async fn exchange(
         &self,
         ep: &Endpoint,
         mut conn: Conn,
         headers: http::HeaderMap,
         body: Bytes,
-    ) -> Result<Answer, (String, bool)> {
+    ) -> Result<(Answer, Conn, hyper::body::Incoming), (String, bool)> {
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = ep.target.clone();
@@ -469,18 +477,26 @@ impl Endpoints {
         };
         let status = response.status();
         let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
-        // Read to the end (bounded) so the connection can carry the next request.
-        let whole = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .is_ok();
-        if whole {
+        Ok((
+            Answer {
+                status,
+                retry_after,
+            },
+            conn,
+            response.into_body(),
+        ))
+    }
+
+    /// Reads the rest of an answer, `rest` (at most [`MAX_ANSWER_BYTES`], within
+    /// [`ANSWER_BODY_WITHIN`]), so that `conn` can carry the next request: back to the pool
+    /// when read whole, else closed. The status was the answer: a receiver that trickles its
+    /// body or never ends it costs its connection, not the delivery. (Read inside the
+    /// attempt's timeout, such a `2xx` was a failure and retried: the notification review.)
+    async fn keep(&self, ep: &Endpoint, conn: Conn, rest: hyper::body::Incoming) {
+        let read = Limited::new(rest, MAX_ANSWER_BYTES).collect();
+        if let Ok(Ok(_)) = tokio::time::timeout(ANSWER_BODY_WITHIN, read).await {
             self.checkin(&ep.origin, conn);
         }
-        Ok(Answer {
-            status,
-            retry_after,
-        })
     }
 
     /// A new connection to one of the endpoint's checked addresses (checked again first when

@@ -332,6 +332,9 @@ struct Shared {
     state: AtomicU8,
     /// Once expired: until when (Unix ms) what is left is still delivered ([`Queue::expire`]).
     expired_until_ms: AtomicI64,
+    /// Set once an expired subscription's drop of what it still held is logged
+    /// ([`tell_expired_dropped`]): one line per subscription, not one per notification.
+    drop_told: AtomicBool,
     /// When the notification the callback task works on was made (Unix ms; the queue is in
     /// order, so it is the oldest one held), 0 while nothing is held: how far behind this
     /// subscription's delivery is ([`Queue::oldest_ms`]).
@@ -898,8 +901,13 @@ async fn deliver(
             head = Some(item);
             continue;
         }
-        // Past its deadline (a lapsed isComposing): dropped, never delivered late.
-        if channel::lapsed(item.deadline_ms, now_ms()) {
+        // Past its deadline (a lapsed isComposing, or the expired subscription's minute):
+        // dropped, never delivered late.
+        let now = now_ms();
+        if channel::lapsed(item.deadline_ms, now) {
+            if shared.skips(now) {
+                tell_expired_dropped(&target, &shared, EXPIRY_MINUTE_UP);
+            }
             d.forgetter.forget(&[item.id]);
             shared.done(&item);
             continue;
@@ -966,6 +974,11 @@ async fn deliver(
             }
             // An expired subscription cannot be disabled: what it still holds goes.
             Outcome::Gone(_) if shared.state.load(Ordering::SeqCst) == EXPIRED => {
+                tell_expired_dropped(
+                    &target,
+                    &shared,
+                    "its callback says it is gone (410 or 404)",
+                );
                 forget_all(item, &mut rx, &d, &shared);
                 return;
             }
@@ -1033,6 +1046,7 @@ fn settle(
     shared: &Shared,
 ) -> Option<Delivery> {
     if shared.skips(now_ms()) {
+        tell_expired_dropped(target, shared, EXPIRY_MINUTE_UP);
         d.forgetter.forget(&[item.id]);
         shared.done(&item);
         return None;
@@ -1111,6 +1125,28 @@ fn bury(target: &Target, d: &Deliverer, shared: &Shared, dead: Vec<Delivery>) {
 
 /// Disables the subscription: logged, counted, and the core marks it (its status says so and
 /// it gets no new notifications); the task then buries what is queued.
+/// Why an expired subscription's last notifications are dropped when its time is up.
+const EXPIRY_MINUTE_UP: &str = "its callback did not take them within a minute of the expiry";
+
+/// An expired subscription's notifications are dropped undelivered (`why`): said once per
+/// subscription, at `warn`, with how many. They left the outbox with the subscription at
+/// its expiry (so `summary` and `netapi_chat_notifications_undelivered` no longer count
+/// them) and go to no dead letters (the subscription is gone): before, nothing said they
+/// were lost (the notification review).
+fn tell_expired_dropped(target: &Target, shared: &Shared, why: &str) {
+    if shared.state.load(Ordering::SeqCst) == EXPIRED
+        && !shared.drop_told.swap(true, Ordering::SeqCst)
+    {
+        tracing::warn!(
+            subscription = &target.subscription,
+            url = %Callback(&target.notify_url),
+            dropped = shared.count.load(Ordering::SeqCst),
+            why,
+            "an expired subscription's last notifications are dropped undelivered"
+        );
+    }
+}
+
 /// Drops `item` and everything still queued behind it (an expired subscription whose callback
 /// says it is gone: before, each was retried at once, in a loop, until the expiry's minute
 /// was up).

@@ -448,7 +448,7 @@ pub trait Backend: Send + 'static {
         ))
     }
     /// What is stored beyond the in-memory state, for `netapi-chat summary`: the number of
-    /// messages and of undelivered notifications, and the `most` subscriptions with the most
+    /// messages, of undelivered notifications and of dead letters, and the `most` subscriptions with the most
     /// undelivered notifications (a `COUNT` over each table: the cost follows their sizes).
     fn counts(&mut self, most: usize) -> Result<StoredCounts, StoreError> {
         let _ = most;
@@ -679,6 +679,9 @@ pub struct StoredCounts {
     /// Subscriptions with undelivered notifications and how many, most first, at most the
     /// number asked for (the list is bounded whatever the backlog).
     pub undelivered_by_subscription: Vec<(String, u64)>,
+    /// Dead letters (all subscriptions): what delivery gave up on or a disabled subscription
+    /// held, kept for its redelivery; not waiting for delivery, so not in `undelivered`.
+    pub dead_letters: u64,
 }
 
 /// A read run on the store thread (it has the only connection), between commits.

@@ -1213,6 +1213,7 @@ impl Backend for Postgres {
             };
             let messages = one("SELECT COUNT(*) FROM messages").await?;
             let undelivered = one("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL").await?;
+            let dead_letters = one("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NOT NULL").await?;
             let undelivered_by_subscription = c
                 .client
                 .query(
@@ -1228,6 +1229,7 @@ impl Backend for Postgres {
                 messages,
                 undelivered,
                 undelivered_by_subscription,
+                dead_letters,
             })
         })
     }

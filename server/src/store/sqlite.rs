@@ -773,6 +773,7 @@ impl Backend for Sqlite {
         let messages = count("SELECT COUNT(*) FROM messages")?;
         // Dead letters (kept for replay) are not waiting for delivery.
         let undelivered = count("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NULL")?;
+        let dead_letters = count("SELECT COUNT(*) FROM outbox WHERE dead_ms IS NOT NULL")?;
         let mut by = self
             .conn
             .prepare(
@@ -796,6 +797,7 @@ impl Backend for Sqlite {
             messages,
             undelivered,
             undelivered_by_subscription,
+            dead_letters,
         })
     }
 
