@@ -82,7 +82,7 @@ use std::time::{Duration, Instant};
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
 const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --neighbour [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke] [--https-receivers]
-       cargo xtask bench --rolling [--smoke] [--before NETAPI_CHAT_BINARY]";
+       cargo xtask bench --rolling [--smoke] [--before NETAPI_CHAT_BINARY] [--rounds N]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
 #[derive(Default)]
@@ -346,6 +346,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut channels_only = false;
     let mut dead_receivers = false;
     let mut rolling = false;
+    let mut rounds = None::<usize>;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -358,6 +359,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "--neighbour" => neighbour = true,
             "--dead-receivers" => dead_receivers = true,
             "--rolling" => rolling = true,
+            "--rounds" => rounds = Some(value(&mut it, a)?),
             "--before" => {
                 before =
                     Some(PathBuf::from(it.next().with_context(|| {
@@ -400,6 +402,9 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         bail!(
             "--delivery goes alone (with --smoke), and --before with --delivery, --neighbour or --rolling; {USAGE}"
         );
+    }
+    if rounds.is_some() && !rolling {
+        bail!("--rounds goes with --rolling; {USAGE}");
     }
     if dead_receivers && (delivery || long || postgres || peer.is_some()) {
         bail!("--dead-receivers goes alone (with --smoke); {USAGE}");
@@ -448,7 +453,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let result = rt.block_on(rolling::run(root, before, smoke, &command));
+        let result = rt.block_on(rolling::run(root, before, smoke, rounds, &command));
         rt.shutdown_timeout(Duration::from_secs(2));
         return result.map(|_| ());
     }
@@ -604,7 +609,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let rolling_smoke = smoke
         && failed_smoke(
             "rolling-restart phase",
-            rt.block_on(rolling::run(root, None, true, SMOKE)),
+            rt.block_on(rolling::run(root, None, true, None, SMOKE)),
         );
     rt.shutdown_timeout(Duration::from_secs(2));
     let failed: Vec<&str> = [

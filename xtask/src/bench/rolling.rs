@@ -1,4 +1,4 @@
-//! `cargo xtask bench --rolling [--before BIN] [--smoke]`: what a rolling restart of a
+//! `cargo xtask bench --rolling [--before BIN] [--smoke] [--rounds N]`: what a rolling restart of a
 //! cluster's leader costs its clients (issue 14), before and after a change, in one run.
 //!
 //! For each build (netapi-chat as built now and, with `--before`, another build), round after
@@ -49,11 +49,14 @@ struct Restart {
     gap: Duration,
     /// `2xx`s per second in the second half of the load before the signal.
     forwarded: f64,
+    /// What the answers other than `2xx` said (status and the start of the body, or the
+    /// connection's error), each once: why, for the round's line.
+    why: Vec<String>,
 }
 
 /// One answer a client got: when, its status (`None`: no HTTP answer), and whether it was
-/// to a write.
-type Seen = (Instant, Option<u16>, bool);
+/// to a write; for one other than `2xx`, what it said ([`Restart::why`]).
+type Seen = (Instant, Option<u16>, bool, Option<String>);
 
 /// Whether an answer is a success.
 fn ok(status: Option<u16>) -> bool {
@@ -91,16 +94,29 @@ async fn client(addr: std::net::SocketAddr, n: usize, until: Instant) -> Vec<See
     let headers = if write { &headers[..] } else { &headers[..1] };
     let mut seen = Vec::new();
     while Instant::now() < until {
-        let answer = match request(
+        let (answer, said) = match request(
             method.clone(),
             &path,
             headers,
             bytes::Bytes::from(body.clone()),
         ) {
-            Ok(req) => conn.send(req, ANSWER_WITHIN).await.ok().map(|r| r.status),
-            Err(_) => None,
+            Ok(req) => match conn.send(req, ANSWER_WITHIN).await {
+                Ok(r) => {
+                    let said = (!ok(Some(r.status))).then(|| {
+                        let text = String::from_utf8_lossy(&r.body);
+                        format!(
+                            "{} {}",
+                            r.status,
+                            text.chars().take(200).collect::<String>()
+                        )
+                    });
+                    (Some(r.status), said)
+                }
+                Err(e) => (None, Some(format!("no answer: {e:#}"))),
+            },
+            Err(e) => (None, Some(format!("no request: {e:#}"))),
         };
-        seen.push((Instant::now(), answer, write));
+        seen.push((Instant::now(), answer, write, said));
         if !ok(answer) {
             tokio::time::sleep(RETRY_AFTER_FAILURE).await;
         }
@@ -138,19 +154,28 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
     if leader.server.running() {
         bail!("the leader ({label}) did not stop within {AFTER_STOP:?} of SIGTERM");
     }
-    answers.sort_by_key(|(at, _, _)| *at);
+    answers.sort_by_key(|(at, _, _, _)| *at);
     let forwarded = answers
         .iter()
-        .filter(|(at, a, _)| *at >= steady && *at < signal && ok(*a))
+        .filter(|(at, a, _, _)| *at >= steady && *at < signal && ok(*a))
         .count() as f64
         / signal.duration_since(steady).as_secs_f64();
-    let after: Vec<_> = answers.iter().filter(|(at, _, _)| *at >= signal).collect();
-    let failed = after.iter().filter(|(_, a, _)| !ok(*a)).count();
-    let writes = after.iter().filter(|(_, a, w)| *w && !ok(*a)).count();
-    let unanswered = after.iter().filter(|(_, a, _)| a.is_none()).count();
+    let after: Vec<_> = answers
+        .iter()
+        .filter(|(at, _, _, _)| *at >= signal)
+        .collect();
+    let failed = after.iter().filter(|(_, a, _, _)| !ok(*a)).count();
+    let writes = after.iter().filter(|(_, a, w, _)| *w && !ok(*a)).count();
+    let unanswered = after.iter().filter(|(_, a, _, _)| a.is_none()).count();
+    let mut why: Vec<String> = Vec::new();
+    for said in after.iter().filter_map(|(_, _, _, s)| s.as_ref()) {
+        if !why.contains(said) {
+            why.push(said.clone());
+        }
+    }
     let mut last_ok = signal;
     let mut gap = Duration::ZERO;
-    for (at, a, _) in &after {
+    for (at, a, _, _) in &after {
         if ok(*a) {
             gap = gap.max(at.duration_since(last_ok));
             last_ok = *at;
@@ -165,6 +190,7 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
         unanswered,
         gap,
         forwarded,
+        why,
     })
 }
 
@@ -186,6 +212,7 @@ pub async fn run(
     root: &Path,
     before: Option<PathBuf>,
     smoke: bool,
+    rounds: Option<usize>,
     command: &str,
 ) -> Result<String> {
     let cluster = crate::pg::Cluster::start_with(!smoke)?;
@@ -193,7 +220,7 @@ pub async fn run(
     if let Some(b) = before {
         builds.push(("before", b));
     }
-    let rounds = if smoke { 1 } else { 5 };
+    let rounds = rounds.unwrap_or(if smoke { 1 } else { 5 });
     let mut results: Vec<Vec<Restart>> = builds.iter().map(|_| Vec::new()).collect();
     for r in 0..rounds {
         for k in 0..builds.len() {
@@ -210,6 +237,9 @@ pub async fn run(
                 done.gap.as_secs_f64() * 1e3,
                 done.forwarded
             );
+            for said in &done.why {
+                println!("    said: {said}");
+            }
             results[i].push(done);
         }
     }
