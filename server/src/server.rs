@@ -98,7 +98,7 @@ struct XsdPath {
 /// Serves the XSDs of the XML face, e.g. `/xsd/rest_netapi_chat-v1_0.xsd`.
 #[endpoint { method = GET, path = "/xsd/{file}", unpublished = true }]
 async fn xsd_document(
-    _rqctx: RequestContext<ChatServer>,
+    rqctx: RequestContext<ChatServer>,
     path: Path<XsdPath>,
 ) -> Result<Response<Body>, HttpError> {
     let file = path.into_inner().file;
@@ -107,10 +107,13 @@ async fn xsd_document(
         .find(|(_, name, _)| *name == file)
     {
         Some((_, _, text)) => document("application/xml", text),
-        None => Err(HttpError::for_not_found(
-            None,
-            format!("no XSD named {file}"),
-        )),
+        // Any other name is a path with nothing there: the `404 SVC2008` every unknown path
+        // gets, in the format negotiated (before: dropshot's own JSON error, whatever the
+        // client accepted; an outside review).
+        None => netapi_chat_runtime::negotiate::error_response::<netapi_chat_api::RequestError>(
+            crate::gate::answer_format(rqctx.request.headers()),
+            &crate::gate::unrouted(rqctx.request.uri().path()),
+        ),
     }
 }
 

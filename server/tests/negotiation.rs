@@ -841,7 +841,8 @@ async fn openapi_document_is_published() {
 
 /// Paths no route matches, and path bytes that are not UTF-8, are answered before the API
 /// runs, and still as an OMA `requestError` in the negotiated format, with `Vary: Accept`: a
-/// 404 `SVC2008` naming the path, a 400 `SVC0002`. Never a 5xx, never dropshot's own JSON.
+/// 404 `SVC2008` naming the path, a 400 `SVC0002`. Never a 5xx, never dropshot's own JSON
+/// (an XSD name that is not one of the two was answered so: an outside review).
 #[tokio::test]
 async fn paths_without_a_route_get_oma_errors() {
     let server = Server::default_for_tests();
@@ -853,6 +854,8 @@ async fn paths_without_a_route_get_oma_errors() {
                 server.base, "tel%3A%2B15551230001"
             ),
             format!("{}/nowhere", server.base),
+            // Under a route, with nothing there (the XSDs are two files).
+            format!("{}/xsd/nowhere.xsd", server.base),
         ] {
             let a = get(&path, accept).await;
             let text = assert_error(&a, 404, "SVC2008", format);
