@@ -347,6 +347,9 @@ impl Methods {
                 return refusal(request, &error);
             }
         }
+        if let Some(codings) = unknown_transfer_coding(request.headers()) {
+            return refusal(request, &ApiError::unsupported_transfer_coding(&codings));
+        }
         route_alias(request);
         let Some(route) = self.lookup(request.uri().path()) else {
             // The gate knows every route the server registers, so this is dropshot's
@@ -387,6 +390,24 @@ impl Methods {
         let methods = Arc::new(self);
         Arc::new(move |request| host_refused(request).or_else(|| methods.check(request)))
     }
+}
+
+/// The request's `Transfer-Encoding` (its fields joined) when it names a coding other than
+/// `chunked`: hyper reads the chunked framing and hands the rest over undone, so a body sent
+/// `gzip, chunked` was read as if it were plain (served, or refused as a document that does
+/// not parse); such a request is refused instead ([`ApiError::unsupported_transfer_coding`]).
+pub fn unknown_transfer_coding(headers: &http::HeaderMap) -> Option<String> {
+    let fields: Vec<String> = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let joined = fields.join(", ");
+    joined
+        .split(',')
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))
+        .then_some(joined)
 }
 
 /// What is wrong with a request's `Host` fields, if anything (RFC 9112 §3.2: a server MUST
@@ -505,6 +526,26 @@ pub fn host_refused<B>(request: &Request<B>) -> Option<Response<dropshot::Body>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chunked_is_a_transfer_coding_read() {
+        let te = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(
+                    http::header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            unknown_transfer_coding(&h)
+        };
+        assert_eq!(te(&[]), None);
+        assert_eq!(te(&["chunked"]), None);
+        assert_eq!(te(&["Chunked "]), None);
+        assert_eq!(te(&["gzip, chunked"]).as_deref(), Some("gzip, chunked"));
+        assert_eq!(te(&["gzip", "chunked"]).as_deref(), Some("gzip, chunked"));
+        assert_eq!(te(&["x;q=1, chunked"]).as_deref(), Some("x;q=1, chunked"));
+    }
 
     fn methods() -> Methods {
         Methods::from_openapi(netapi_chat_api::OPENAPI_JSON).expect("published OpenAPI")

@@ -997,6 +997,64 @@ fn gzip_stored(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A body with a transfer coding besides `chunked` is `501 SVC0002` (RFC 9112 §6.1), in the
+/// negotiated format, the connection closed, nothing made. Before, hyper read the chunked
+/// framing and the server took the rest as a plain body: `gzip, chunked` around a plain
+/// document was served (an outside review).
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_501() {
+    let server = Server::default_for_tests();
+    let url = subscriptions(&server, DAVE);
+    let path = url.trim_start_matches(&server.base).to_owned();
+    for (accept, format) in [
+        ("application/json", Format::Json),
+        ("application/xml", Format::Xml),
+    ] {
+        let body = SUBSCRIPTION_JSON;
+        let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        let mut conn = support::KeptAlive::connect(&server.base);
+        let (head, text) = conn
+            .request(
+                "POST",
+                &path,
+                "HTTP/1.1",
+                &[
+                    "Content-Type: application/json",
+                    "Transfer-Encoding: gzip, chunked",
+                    &format!("Accept: {accept}"),
+                ],
+                &chunked,
+            )
+            .expect("an answer");
+        assert!(head.starts_with("http/1.1 501"), "{head}");
+        let a = Answer {
+            status: 501,
+            headers: http::HeaderMap::from_iter(head.lines().filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((
+                    http::HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                    http::HeaderValue::from_str(v.trim()).ok()?,
+                ))
+            })),
+            body: text,
+        };
+        let text = assert_error(&a, 501, "SVC0002", format);
+        assert!(text.contains("gzip, chunked"), "{text}");
+        assert!(
+            conn.closed_by_server(),
+            "the unread body ends the connection"
+        );
+    }
+    let a = get(&url, None).await;
+    assert!(
+        a.decode::<netapi_chat_api::ChatSubscriptionList>()
+            .chat_subscription
+            .is_empty(),
+        "nothing made: {}",
+        a.body
+    );
+}
+
 /// A body with a `Content-Encoding` other than identity is `415 POL0011` with
 /// `Accept-Encoding: identity` (RFC 9110 §15.5.16), in the negotiated format, and nothing is
 /// made: a gzip body used to get a misleading `400 "not valid UTF-8"`, and an unknown coding

@@ -163,6 +163,19 @@ impl ApiError {
         e
     }
 
+    /// 501 `SVC0002`: the body has a transfer coding besides `chunked` (`codings`, as sent),
+    /// which the server does not undo (RFC 9112 §6.1: a server SHOULD answer `501` to a
+    /// transfer coding it does not understand). Closes the connection: the body is not read.
+    pub fn unsupported_transfer_coding(codings: &str) -> Self {
+        Self::service(
+            StatusCode::NOT_IMPLEMENTED,
+            "SVC0002",
+            "Invalid input value for message part %1",
+            format!("Transfer-Encoding `{codings}`: only `chunked` is read"),
+        )
+        .closing()
+    }
+
     /// 413: the body is larger than the configured cap.
     pub fn payload_too_large(limit: usize) -> Self {
         Self::policy(

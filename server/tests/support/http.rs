@@ -346,7 +346,8 @@ impl KeptAlive {
     }
 
     /// `method path` in `version` with the test token, `fields` (`name: value` lines) and
-    /// `body` (a `Content-Length` is added when it is not empty) on this connection: as
+    /// `body` (a `Content-Length` is added when it is not empty and `fields` name no
+    /// `Transfer-Encoding`; with one, `body` is sent as given) on this connection: as
     /// [`KeptAlive::get`].
     pub fn request(
         &mut self,
@@ -365,7 +366,10 @@ impl KeptAlive {
             request.push_str(field);
             request.push_str("\r\n");
         }
-        if !body.is_empty() {
+        let framed = fields
+            .iter()
+            .any(|f| f.to_ascii_lowercase().starts_with("transfer-encoding:"));
+        if !body.is_empty() && !framed {
             request.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         request.push_str("\r\n");
