@@ -555,6 +555,35 @@ async fn at_the_connection_cap_the_oldest_idle_connections_are_shed() {
     );
 }
 
+/// A cap held by connections that send their request head a byte at a time and never finish
+/// it (slowloris) still serves a new client, well before the header read timeout (30 s
+/// here): a shed connection is kept by what it writes, not by what it reads. Before, each
+/// was kept until that timeout, and a new client waited for it (an outside review: 15 s at a
+/// cap of 50 held by 200 such connections, the timeout 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_held_by_heads_sent_a_byte_at_a_time_still_serves_a_new_client() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_MAX_CONNECTIONS", "20"),
+        ("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "30"),
+    ]);
+    let mut conns = idle_connections(&server.addr(), 40).await;
+    for c in conns.iter_mut() {
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    }
+    let trickling = tokio::spawn(async move {
+        loop {
+            for c in conns.iter_mut() {
+                let _ = c.write_all(b"X").await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Answered within `timed_get`'s 10 s, a third of the header read timeout.
+    timed_get(&server).await;
+    trickling.abort();
+}
+
 /// Starts the server under a hard open-files limit of 256 (with `env`), floods it with 400
 /// idle connections (opened at once, each given 2 s), and returns how long a real request
 /// then took to be answered.

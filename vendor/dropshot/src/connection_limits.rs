@@ -106,6 +106,9 @@ pub struct ConnState {
     blocked: Notify,
     /// When bytes last moved on the socket, either way, as milliseconds since `born`.
     last_io_ms: AtomicU64,
+    /// When a write last went through, as milliseconds since `born`: what keeps a shed
+    /// connection open ([`drive`]), where reads do not.
+    last_write_ms: AtomicU64,
     /// Set when its first request began ([`ConnState::begin_request`]): a connection
     /// without one when the server closes gets [`FIRST_REQUEST_WITHIN`] for it.
     begun: AtomicBool,
@@ -155,6 +158,11 @@ impl ConnState {
     /// Bytes moved on the socket.
     fn moved(&self) {
         self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// When a write last went through.
+    fn last_write(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed))
     }
 
     /// A write went through, or was refused by a full send buffer.
@@ -303,6 +311,7 @@ impl Tracker {
             write_blocked_ms: AtomicU64::new(0),
             blocked: Notify::new(),
             last_io_ms: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
             begun: AtomicBool::new(false),
             http_over: AtomicBool::new(false),
         });
@@ -466,8 +475,18 @@ pub async fn drive<F>(
     loop {
         let stalled_at = stall.and_then(|t| state.write_blocked().map(|b| b + t));
         // Counted from the request to shut down at the earliest, so that what it queued (a
-        // GOAWAY) is written first.
-        let quiet_since = || state.last_io().max(asked);
+        // GOAWAY) is written first. A connection shed for a new client at the cap, with no
+        // request in flight, is kept by its writes only (an answer still going out): bytes
+        // it reads, a request head trickled in and never finished, do not keep it, or a
+        // client sending its head a byte at a time held its place against every new client
+        // until the header read timeout (PATCHES.md item 27; an outside review: a new
+        // client waited 15 s at a cap of 50 held by 200 such connections). A head finished
+        // meanwhile is a request in flight, answered as any.
+        let shed = state.shed.load(Ordering::SeqCst);
+        let quiet_since = || match shed {
+            true => state.last_write().max(asked),
+            false => state.last_io().max(asked),
+        };
         let idle_until = state
             .idle_since()
             .map(|_| quiet_since() + SHUTDOWN_IDLE_WITHIN);
@@ -488,7 +507,6 @@ pub async fn drive<F>(
                 // timeout or at the server's close the write-stall timeout
                 // decides, so a slow reader is not cut; a connection shed for
                 // a new client at the cap goes once nothing moves.
-                let shed = state.shed.load(Ordering::SeqCst);
                 if state.idle_since().is_some()
                     && (shed || state.write_blocked().is_none())
                     && quiet_since().elapsed() >= SHUTDOWN_IDLE_WITHIN
@@ -593,6 +611,7 @@ fn watch_write(state: &ConnState, r: &std::task::Poll<std::io::Result<usize>>) {
         std::task::Poll::Ready(Ok(n)) if *n > 0 => {
             state.wrote(true);
             state.moved();
+            state.last_write_ms.store(state.now_ms(), Ordering::Relaxed);
         }
         std::task::Poll::Ready(_) => {}
     }
