@@ -1123,8 +1123,6 @@ fn bury(target: &Target, d: &Deliverer, shared: &Shared, dead: Vec<Delivery>) {
     });
 }
 
-/// Disables the subscription: logged, counted, and the core marks it (its status says so and
-/// it gets no new notifications); the task then buries what is queued.
 /// Why an expired subscription's last notifications are dropped when its time is up.
 const EXPIRY_MINUTE_UP: &str = "its callback did not take them within a minute of the expiry";
 
@@ -1167,6 +1165,8 @@ fn forget_all(
     }
 }
 
+/// Disables the subscription: logged, counted, and the core marks it (its status says so and
+/// it gets no new notifications); the task then buries what is queued.
 fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, backlog: usize) {
     if !shared.leave_live(DISABLED_STATE) {
         return;
