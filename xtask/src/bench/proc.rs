@@ -284,6 +284,9 @@ pub fn spawn_netapi_chat(
     spawn_bin(root, &bin, data_dir, env, wait)
 }
 
+/// The server's stderr (its log), in its data directory.
+pub const LOG: &str = "netapi-chat.log";
+
 fn spawn_bin(
     root: &Path,
     bin: &Path,
@@ -291,6 +294,9 @@ fn spawn_bin(
     env: &[(&str, &str)],
     wait: Duration,
 ) -> Result<Server> {
+    // Its log (warnings only, by default), kept beside its data for a phase to quote.
+    let log = std::fs::File::create(data_dir.join(LOG))
+        .with_context(|| format!("creating the log in {}", data_dir.display()))?;
     let mut cmd = Command::new(bin);
     cmd.env("NETAPI_CHAT_BIND", "127.0.0.1:0")
         .env("NETAPI_CHAT_DATA_DIR", data_dir)
@@ -298,7 +304,7 @@ fn spawn_bin(
         // The callback listeners are on loopback, and one token drives every simulated user.
         .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
         .env("NETAPI_CHAT_RATE_LIMIT", "0")
-        .stderr(Stdio::null())
+        .stderr(log)
         .current_dir(root);
     for (k, v) in env {
         cmd.env(k, v);

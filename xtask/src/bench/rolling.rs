@@ -20,7 +20,7 @@
 
 use super::compare::write_report;
 use super::http::{Conn, encode, request};
-use super::proc::{AUTHORIZATION, start_netapi_chat_bin, target_dir};
+use super::proc::{AUTHORIZATION, LOG, start_netapi_chat_bin, target_dir};
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -172,6 +172,16 @@ async fn round(root: &Path, bin: &Path, label: &str, url: &str) -> Result<Restar
         if !why.contains(said) {
             why.push(said.clone());
         }
+    }
+    // What the standby logged about its forwards failing: the cause behind a `503`.
+    if failed > 0 {
+        let log = std::fs::read_to_string(standby.data_dir.join(LOG)).unwrap_or_default();
+        why.extend(
+            log.lines()
+                .filter(|l| l.contains("forwarding to the leader"))
+                .take(3)
+                .map(|l| format!("standby: {l}")),
+        );
     }
     let mut last_ok = signal;
     let mut gap = Duration::ZERO;
