@@ -475,6 +475,81 @@ pub fn refusal(status: u16, format: Format, body: &[u8]) -> String {
     }
 }
 
+/// The rule on `--server`: an `http` or `https` URL with a host, and neither user info (it
+/// would be sent as a Basic credential in place of the token, and printed in messages) nor a
+/// query or fragment (glued before every path); a path is kept as a prefix (a reverse proxy's).
+/// The base without a trailing `/`, or why not (a usage error, exit 2: before, a malformed one
+/// was reported as a server that cannot be reached, exit 3; an outside review).
+fn server_base(given: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(given.trim()).map_err(|e| {
+        format!("--server {given:?} is not a URL ({e}): give one such as http://127.0.0.1:8080")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "--server {given:?}: the scheme must be http or https"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("--server {given:?} names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "--server holds user info (user:password@): the token (--token) is the credential"
+                .to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "--server {given:?}: no query or fragment, only scheme, host, port and an optional path"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A refused request ([`refusal`]) when `body` is a `requestError`; else an answer that is not
+/// the API's (exit 3): a proxy's error page, another service's error document.
+fn refused(status: u16, format: Format, body: &[u8]) -> Failure {
+    let limits = netapi_chat_runtime::xml::XmlLimits::default();
+    match wire::decode::<api::RequestError>(format, body, &limits) {
+        Ok(_) => Failure::Refused(refusal(status, format, body)),
+        Err(_) => Failure::NoAnswer(format!(
+            "{} (not an answer of the chat API)",
+            refusal(status, format, body)
+        )),
+    }
+}
+
+/// Whether `body`, a `2xx` answer labelled `content_type`, is a document of the chat API:
+/// empty, or JSON that is one object holding one member (the API's wrapping: an object or
+/// a list), or XML whose root is in one of the API's namespaces. Before, anything was printed
+/// as the answer, exit 0 (an HTML page, another service's `<foo/>`): an outside review.
+fn is_api_document(content_type: Option<&str>, body: &[u8]) -> bool {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return true;
+    }
+    match netapi_chat_runtime::media::body_format(content_type) {
+        Ok(Format::Json) => serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
+            v.as_object()
+                .is_some_and(|o| o.len() == 1 && o.values().all(|m| m.is_object() || m.is_array()))
+        }),
+        Ok(Format::Xml) => xml_root_namespace(body).is_some_and(|ns| {
+            netapi_chat_api::XSDS
+                .iter()
+                .any(|(known, _, _)| *known == ns)
+        }),
+        Err(_) => false,
+    }
+}
+
+/// The namespace of the root element of the XML document `body`, if it reads as one (the
+/// server's own reader: its limits, no DOCTYPE).
+fn xml_root_namespace(body: &[u8]) -> Option<String> {
+    let limits = netapi_chat_runtime::xml::XmlLimits::default();
+    netapi_chat_runtime::xml::parse_document(body, &limits)
+        .ok()?
+        .namespace
+}
+
 /// An API document as the progenitor client's type for it: through its JSON form, the one
 /// both crates are generated to read and write.
 pub fn to_client<T: Document, C: DeserializeOwned>(doc: &T) -> Result<C, Failure> {
@@ -544,12 +619,25 @@ async fn from_generated<A: Expected, T: Serialize>(
         Err(progenitor_client::Error::ErrorResponse(error)) => {
             let status = error.status().as_u16();
             let body = serde_json::to_vec(&error.into_inner()).unwrap_or_default();
-            Err(Failure::Refused(refusal(status, Format::Json, &body)))
+            Err(refused(status, Format::Json, &body))
         }
         // A status the spec does not list for the operation (e.g. a 503 of a failing store):
         // read like any other answer.
         Err(progenitor_client::Error::UnexpectedResponse(response)) => read_answer(response).await,
         Err(progenitor_client::Error::CommunicationError(e)) => Err(session.unreachable(&e)),
+        // A status the operation has, with a body that is not its document: said with an
+        // excerpt of the body, not progenitor's `Debug` of its bytes.
+        Err(progenitor_client::Error::InvalidResponsePayload(body, e)) => {
+            let excerpt: String = String::from_utf8_lossy(&body)
+                .trim()
+                .chars()
+                .take(EXCERPT_CHARS)
+                .collect();
+            Err(Failure::NoAnswer(match excerpt.is_empty() {
+                true => format!("the answer has no document ({e})"),
+                false => format!("the answer is not a document of the chat API ({e}): {excerpt}"),
+            }))
+        }
         Err(e) => Err(Failure::NoAnswer(format!("no usable answer: {e}"))),
     }
 }
@@ -565,15 +653,25 @@ async fn read_answer(response: reqwest::Response) -> Result<Answer, Failure> {
             .map(str::to_owned)
     };
     let location = header(http::header::LOCATION);
+    let content_type = header(http::header::CONTENT_TYPE);
     let format =
-        netapi_chat_runtime::media::body_format(header(http::header::CONTENT_TYPE).as_deref())
-            .unwrap_or(Format::Json);
+        netapi_chat_runtime::media::body_format(content_type.as_deref()).unwrap_or(Format::Json);
     let body = response
         .bytes()
         .await
         .map_err(|e| Failure::NoAnswer(format!("reading the answer: {e}")))?;
     if !status.is_success() {
-        return Err(Failure::Refused(refusal(status.as_u16(), format, &body)));
+        return Err(refused(status.as_u16(), format, &body));
+    }
+    if !is_api_document(content_type.as_deref(), &body) {
+        let excerpt: String = String::from_utf8_lossy(&body)
+            .trim()
+            .chars()
+            .take(EXCERPT_CHARS)
+            .collect();
+        return Err(Failure::NoAnswer(format!(
+            "{status}: not an answer of the chat API: {excerpt}"
+        )));
     }
     let text = String::from_utf8_lossy(&body);
     let text = text.trim();
@@ -674,7 +772,13 @@ impl Session {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| Failure::Usage(format!("cannot make an HTTP client: {e}")))?;
-        let base = args.server.trim_end_matches('/');
+        let base = server_base(&args.server).map_err(Failure::Usage)?;
+        if args.user.trim().is_empty() {
+            return Err(Failure::Usage(
+                "--user is empty: give a tel: or sip: address, or acr:auth".to_owned(),
+            ));
+        }
+        let base = base.as_str();
         Ok(Session {
             generated: generated::Client::new_with_client(base, http.clone()),
             http,
@@ -1402,6 +1506,62 @@ mod tests {
             Err(Failure::NoAnswer(_))
         ));
         assert_eq!(Answer::default().output(false), Ok(String::new()));
+    }
+
+    #[test]
+    fn a_server_url_is_http_or_https_with_a_host_and_nothing_else() {
+        assert_eq!(
+            server_base("http://127.0.0.1:8080/").as_deref(),
+            Ok("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            server_base("https://chat.example.com/prefix").as_deref(),
+            Ok("https://chat.example.com/prefix")
+        );
+        for bad in [
+            "127.0.0.1:8080",
+            "",
+            "ftp://127.0.0.1",
+            "http://u:p@127.0.0.1:8080",
+            "http://127.0.0.1:8080?x=1",
+            "http://127.0.0.1:8080/#f",
+        ] {
+            let e = server_base(bad).expect_err(bad);
+            assert!(!e.contains(":p@"), "no password in {e}");
+        }
+    }
+
+    #[test]
+    fn only_an_api_document_is_an_answer() {
+        let json = Some("application/json");
+        let xml = Some("application/xml");
+        assert!(is_api_document(
+            json,
+            br#"{"chatSessionInformation":{"subject":"x"}}"#
+        ));
+        assert!(is_api_document(json, br#"{"notificationList":[]}"#));
+        assert!(is_api_document(json, b""));
+        assert!(!is_api_document(json, br#"{"error":"nope"}"#));
+        assert!(!is_api_document(json, br#"{"a":{},"b":{}}"#));
+        assert!(!is_api_document(
+            Some("text/html"),
+            b"<html><body>hello</body></html>"
+        ));
+        assert!(is_api_document(
+            xml,
+            br#"<?xml version="1.0"?><chat:chatSessionInformation xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><subject>x</subject></chat:chatSessionInformation>"#
+        ));
+        assert!(!is_api_document(xml, b"<foo/>"));
+        assert!(!is_api_document(xml, br#"<x:foo xmlns:x="urn:other"/>"#));
+        assert!(matches!(
+            refused(500, Format::Json, b"boom"),
+            Failure::NoAnswer(_)
+        ));
+        let error = br#"{"requestError":{"serviceException":{"messageId":"SVC0001","text":"t","variables":[]}}}"#;
+        assert!(matches!(
+            refused(503, Format::Json, error),
+            Failure::Refused(_)
+        ));
     }
 
     #[test]

@@ -395,6 +395,74 @@ fn failures_have_their_exit_status_and_the_oma_text() {
     );
 }
 
+/// What is not the chat API answering (a proxy's HTML page, another service's XML or JSON
+/// error) exits 3, "no usable answer", whatever its status, in either face; and a `--server`
+/// that is no base URL (no scheme, user info, a query) or an empty `--user` is a bad command
+/// line, exit 2, nothing sent. Before, an XML face printed such a `200` as the answer, exit
+/// 0, a foreign error was "refused", exit 1, and a bad URL "cannot be reached", exit 3 (an
+/// outside review).
+#[test]
+fn what_is_not_the_api_answering_exits_3_and_a_bad_server_url_2() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let answers = [
+        "200 OK\r\nContent-Type: text/html\r\n\r\n<html><body>hello</body></html>",
+        "200 OK\r\nContent-Type: application/xml\r\n\r\n<foo/>",
+        "200 OK\r\nContent-Type: application/json\r\n\r\n{\"error\":\"nope\"}",
+        "500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nboom",
+    ];
+    let serving = std::thread::spawn(move || {
+        for answer in answers.iter().cycle().take(answers.len() * 2) {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf);
+            let (head, body) = answer.split_once("\r\n\r\n").expect("answer");
+            let _ = write!(
+                s,
+                "HTTP/1.1 {head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    for format in ["xml", "json"] {
+        for _ in answers {
+            let out = binary()
+                .args(["client", "--server", &base, "--token", APP_TOKEN])
+                .args(["--user", ALICE, "--format", format, "list", "sessions"])
+                .output()
+                .expect("run");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{format}: {stderr}");
+            assert!(
+                out.stdout.is_empty(),
+                "{format}: nothing printed as an answer"
+            );
+            assert!(!stderr.contains("b\""), "no Rust bytes in {stderr}");
+        }
+    }
+    let _ = serving.join();
+    for (flag, value, said) in [
+        ("--server", "127.0.0.1:8080", "not a URL"),
+        ("--server", "http://u:secretpw@127.0.0.1:9", "user info"),
+        ("--server", "http://127.0.0.1:9?x=1", "no query"),
+        ("--user", "", "--user is empty"),
+    ] {
+        let out = binary()
+            .args([
+                "client", "--token", APP_TOKEN, flag, value, "list", "sessions",
+            ])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(!stderr.contains("secretpw"), "{stderr}");
+    }
+}
+
 /// `--id` with a command that creates nothing is a bad command line, refused (exit 2) before
 /// anything is sent: it sent the request (an `unsubscribe` was done), then exited 3 as if the
 /// answer were wrong.
