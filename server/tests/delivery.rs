@@ -1274,28 +1274,26 @@ async fn a_notify_url_that_cannot_be_delivered_to_is_refused_at_create() {
     }
 }
 
-/// A subscription that expires while its callback fails: what was committed for it while it
-/// was live still goes out once the callback answers (within the minute an expired
-/// subscription's notifications are tried), in order, and then its
-/// `subscriptionCancellationNotification`, last. Before, everything it had not delivered was
-/// dropped at expiry, and the cancellation came alone: the application could not tell.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation() {
-    let srv = Server::start(&[
-        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
-        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
-    ]);
-    let lb = Listener::start().await;
+/// Quick retries (then an hour's wait) for the expiry tests, their gaps capped at 300 ms.
+const EXPIRY_RETRIES: &[(&str, &str)] = &[
+    ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
+    ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
+];
+
+/// B subscribes to `lb` for `secs`; A starts a session B accepts (its invitation delivered),
+/// then, with `lb` answering `503`, sends `messages` (`m0`, `m1`, …) that wait in the backlog,
+/// until the subscription has expired (its GET is `404`). The session's id.
+async fn expired_with_backlog(srv: &Server, lb: &Listener, secs: i64, messages: usize) -> String {
     let mut doc = docs::subscription_to(&lb.url, B, Format::Json);
-    doc.duration = Some(3);
-    let sub = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
-    let sid = session(&srv, &[B], true).await;
+    doc.duration = Some(secs);
+    let sub = chat::subscribe_with(srv, B, &doc, Format::Json).await;
+    let sid = session(srv, &[B], true).await;
     lb.wait_for(1).await;
     lb.set_status(503);
-    for n in 0..10 {
-        send_message(&srv, &sid, &format!("m{n}")).await;
+    for n in 0..messages {
+        send_message(srv, &sid, &format!("m{n}")).await;
     }
-    refused_at_least(&lb, 2).await;
+    refused_at_least(lb, 2).await;
     // Expired: gone for its user (and nothing new is queued for it).
     let url = sub.resource_url.unwrap_or_default();
     within_20s(Duration::from_millis(50), async || {
@@ -1305,6 +1303,19 @@ async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation()
         }
     })
     .await;
+    sid
+}
+
+/// A subscription that expires while its callback fails: what was committed for it while it
+/// was live still goes out once the callback answers (within the minute an expired
+/// subscription's notifications are tried), in order, and then its
+/// `subscriptionCancellationNotification`, last. Before, everything it had not delivered was
+/// dropped at expiry, and the cancellation came alone: the application could not tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation() {
+    let srv = Server::start(EXPIRY_RETRIES);
+    let lb = Listener::start().await;
+    let sid = expired_with_backlog(&srv, &lb, 3, 10).await;
     send_message(&srv, &sid, "after expiry").await;
     lb.set_status(204);
 
@@ -1339,29 +1350,9 @@ async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation()
 /// notification review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_subscriptions_dropped_notifications_are_logged() {
-    let srv = Server::logged(&[
-        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
-        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
-    ]);
+    let srv = Server::logged(EXPIRY_RETRIES);
     let lb = Listener::start().await;
-    let mut doc = docs::subscription_to(&lb.url, B, Format::Json);
-    doc.duration = Some(2);
-    let sub = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
-    let sid = session(&srv, &[B], true).await;
-    lb.wait_for(1).await;
-    lb.set_status(503);
-    for n in 0..3 {
-        send_message(&srv, &sid, &format!("m{n}")).await;
-    }
-    refused_at_least(&lb, 2).await;
-    let url = sub.resource_url.unwrap_or_default();
-    within_20s(Duration::from_millis(50), async || {
-        match send_empty("GET", &url, Format::Json).await.status {
-            404 => Ok(()),
-            s => Err(format!("the subscription still answers {s}")),
-        }
-    })
-    .await;
+    expired_with_backlog(&srv, &lb, 2, 3).await;
     lb.set_status(410);
     let line = within_20s(Duration::from_millis(50), async || {
         let log = srv.log_text();
