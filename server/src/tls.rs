@@ -330,14 +330,20 @@ pub fn database_client_config(
 /// instances): the leader's certificate is verified for the host of its cluster URL (a DNS
 /// name, or an IP address against an IP SAN) against Mozilla's roots plus
 /// `NETAPI_CHAT_CLUSTER_CA_FILE`, the private CA an operator's instances usually carry
-/// certificates from. ALPN offers `http/1.1` only: the leader serves HTTP/1.1 only
-/// ([`server_config`]), and the forwarding client speaks it.
+/// certificates from, or the instances' own certificate when they share one: trusted as
+/// itself too, self-signed with `CA:TRUE` (as `openssl req -x509` makes it) included, as the
+/// commands trust it ([`command_client_config`]; with webpki alone such a cluster started and
+/// its standbys answered `503` to everything, `CaUsedAsEndEntity`: an outside review). ALPN
+/// offers `http/1.1` only: the leader serves HTTP/1.1 only ([`server_config`]), and the
+/// forwarding client speaks it.
 pub fn cluster_client_config(
     extra_roots: Option<&std::path::Path>,
 ) -> Result<rustls::ClientConfig, String> {
-    let mut config = client_config("NETAPI_CHAT_CLUSTER_CA_FILE", extra_roots)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    let files: Vec<(&str, &std::path::Path)> = extra_roots
+        .map(|file| ("NETAPI_CHAT_CLUSTER_CA_FILE", file))
+        .into_iter()
+        .collect();
+    command_client_config(&files)
 }
 
 /// The TLS client of the commands that call a server over HTTPS (`backup` and `summary`,
@@ -913,5 +919,75 @@ mod tests {
             refused.starts_with("NETAPI_CHAT_CLUSTER_CA_FILE: "),
             "{refused}"
         );
+    }
+
+    /// Moves what `from` has to send into `to`, which reads it.
+    fn pump(
+        from: &mut rustls::Connection,
+        to: &mut rustls::Connection,
+    ) -> Result<(), rustls::Error> {
+        let mut bytes = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut bytes).unwrap();
+        }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            to.read_tls(&mut rest).unwrap();
+            to.process_new_packets()?;
+        }
+        Ok(())
+    }
+
+    /// A standby reaches an HTTPS leader whose certificate, the one every instance serves and
+    /// `NETAPI_CHAT_CLUSTER_CA_FILE` names, is self-signed with `CA:TRUE` (`openssl req
+    /// -x509`): the handshake completes for the cluster URL's host, and fails for another.
+    /// Before, webpki refused it (`CaUsedAsEndEntity`) and every forward was a `503`.
+    #[test]
+    fn the_cluster_client_trusts_the_instances_own_self_signed_certificate() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = Dir::new("cluster-own");
+        let file = dir.0.join("cluster.pem");
+        std::fs::write(&file, cert.pem()).unwrap();
+        let client = Arc::new(cluster_client_config(Some(&file)).unwrap());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+                )
+                .unwrap(),
+        );
+        let handshake = |host: &'static str| -> Result<(), rustls::Error> {
+            let mut c = rustls::Connection::Client(
+                rustls::ClientConnection::new(
+                    Arc::clone(&client),
+                    ServerName::try_from(host).unwrap(),
+                )
+                .unwrap(),
+            );
+            let mut s = rustls::Connection::Server(
+                rustls::ServerConnection::new(Arc::clone(&server)).unwrap(),
+            );
+            for _ in 0..8 {
+                pump(&mut c, &mut s)?;
+                pump(&mut s, &mut c)?;
+                if !c.is_handshaking() && !s.is_handshaking() {
+                    return Ok(());
+                }
+            }
+            panic!("the handshake did not end");
+        };
+        assert_eq!(handshake("127.0.0.1"), Ok(()));
+        assert_eq!(handshake("localhost"), Ok(()));
+        assert!(handshake("chat.example").is_err());
     }
 }
