@@ -1362,10 +1362,24 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
     )
     .await;
     assert_eq!(created.status, 201, "{}", created.body);
+    // A token sent as the RFC 6750 query parameter (a client's mistake: the server reads only
+    // the header) is not written to the log in clear; the rest of the target is.
+    let leaked = send(
+        "GET",
+        &format!("{url}?maxEntries=5&ACCESS_TOKEN=sekrit-token-in-a-url"),
+        &[("x-request-id", "client-query-token")],
+        None,
+    )
+    .await;
+    assert_eq!(leaked.status, 200, "{}", leaked.body);
 
     let _ = server.child.kill();
     server.wait_exit(10).expect("killed");
     let logs = server.stderr();
+    assert!(
+        !logs.contains("sekrit-token"),
+        "the token is logged:\n{logs}"
+    );
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -1386,6 +1400,13 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
         401
     );
     assert!(completed(&a).is_some(), "generated id {a} not logged");
+    let line = completed("client-query-token").expect("the query-token request's line");
+    assert!(
+        line["uri"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("?maxEntries=5&ACCESS_TOKEN=REDACTED")),
+        "{line}"
+    );
     let ours = lines
         .iter()
         .find(|l| l["msg"] == "subscription created")

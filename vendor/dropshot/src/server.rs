@@ -827,6 +827,37 @@ impl HttpsAcceptor {
     }
 }
 
+/// A request's target as the request log shows it (PATCHES.md item 28): the value of an
+/// `access_token` query parameter (RFC 6750 §2.3, a credential some clients send there) is
+/// replaced by `REDACTED`, so that a token sent that way is not written to the log in
+/// clear. Everything else is as received.
+pub fn logged_uri(uri: &http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.to_string();
+    };
+    let secret = |pair: &str| {
+        pair.split('=')
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case("access_token"))
+    };
+    if !query.split('&').any(secret) {
+        return uri.to_string();
+    }
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match secret(pair) {
+            true => format!("{}=REDACTED", pair.split('=').next().unwrap_or_default()),
+            false => pair.to_owned(),
+        })
+        .collect();
+    let mut shown = uri.to_string();
+    if let Some(at) = shown.find('?') {
+        shown.truncate(at + 1);
+        shown.push_str(&redacted.join("&"));
+    }
+    shown
+}
+
 /// At most one warning per this interval for failed TLS handshakes (PATCHES.md
 /// item 18), counting those not logged since the last one.
 const TLS_FAILURES_LOGGED_EVERY: std::time::Duration =
@@ -1099,7 +1130,7 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
         "remote_addr" => remote_addr,
         "req_id" => request_id.clone(),
         "method" => request.method().as_str().to_string(),
-        "uri" => format!("{}", request.uri()),
+        "uri" => logged_uri(request.uri()),
     ));
     // If we have been asked to include any headers from the request in the
     // log messages, do so here:
