@@ -696,7 +696,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
     Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`) in MiB, `1` to `65536`. It is the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 30 MiB plus this plus live sessions and subscriptions plus what waits for delivery: up to about twice `delivery_budget_bytes` (the budget counts the stored bodies; each is also held decoded, measured 1.7× with the budget full: 627 MiB of RSS for the 256 MiB default)"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
-    Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request, about 8 % CPU under load) or `debug`"),
+    Setting::new("NETAPI_CHAT_LOG_LEVEL", "warn", "`error`, `warn` (problems only, e.g. failing callbacks), `info` (also a line per request and one per connection accepted, about 8 % CPU under load) or `debug`"),
     Setting::unset("NETAPI_CHAT_OTLP_ENDPOINT", "no traces exported", "OpenTelemetry collector to export one span per request to (request id, method, route, status), over OTLP/HTTP with protobuf, e.g. `http://127.0.0.1:4318` (spans are POSTed to its `/v1/traces`; plain `http://`: run the collector's agent next to the server); needs a binary built with `--features otel` (start and `check-config` refuse the setting otherwise)"),
     Setting::unset("NETAPI_CHAT_TOKEN_FILE", "`<data dir>/tokens`", "token file: one token per line and the users it may act for, or `*` (generated with one `*` token at first start when missing)"),
     Setting::unset("NETAPI_CHAT_JWKS_FILE", "the token file is used", "when set, OAuth 2.0 JWT access tokens (RS256/ES256) verified against this JWKS are used instead of the token file"),
@@ -963,6 +963,12 @@ impl Sources {
                     expected: "UTF-8 text",
                     file: None,
                 })?;
+                // An empty value is not given (the README's rule): what a template that
+                // passes every variable, set or not (`${VAR}`, Helm's empty strings), sends.
+                // Before, a few settings took it as unset and the rest refused it.
+                if value.trim().is_empty() {
+                    continue;
+                }
                 sources.given.insert(s.env, (value, Origin::Env));
             }
         }
@@ -1401,8 +1407,22 @@ impl Config {
                 .or(d.delivery_connections),
             database_url: match s.text("NETAPI_CHAT_DATABASE_URL").map(str::trim) {
                 None | Some("") => None,
-                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                // Read as the store reads it at start, so that `check-config` refuses what the
+                // start would (a port that is no number, an unknown `sslmode`): it passed both.
+                Some(u)
+                    if (u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                        && <tokio_postgres::Config as std::str::FromStr>::from_str(u).is_ok() =>
+                {
                     Some(u.to_owned())
+                }
+                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                    return Err(s.invalid(
+                        "NETAPI_CHAT_DATABASE_URL",
+                        &scheme_only(u),
+                        "a postgres:// URL that reads: user:password@host:port/database with a \
+                         numeric port, parameters such as sslmode=require (disable, prefer or \
+                         require)",
+                    ));
                 }
                 Some(other) => {
                     return Err(s.invalid(
@@ -2215,7 +2235,7 @@ mod tests {
         ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", &[], "86400"),
         (
             "NETAPI_CHAT_RETRY_SCHEDULE",
-            &["0,5s,0", "5s,0", "", "0,,5s", "0,1e9"],
+            &["0,5s,0", "5s,0", "0,,5s", "0,1e9"],
             "0,1ms",
         ),
     ];
@@ -2573,6 +2593,30 @@ mod tests {
         }
     }
 
+    /// An empty (or blank) environment value is not given: the default, or the file's value,
+    /// holds, whatever the setting. Before, some settings took it as unset and the rest
+    /// refused it (`NETAPI_CHAT_SYNC=` stopped the start): an outside review.
+    #[test]
+    fn an_empty_environment_value_is_not_given() {
+        let c = config(
+            None,
+            &[
+                ("NETAPI_CHAT_SYNC", ""),
+                ("NETAPI_CHAT_LOG_LEVEL", " "),
+                ("NETAPI_CHAT_RETENTION", ""),
+                ("NETAPI_CHAT_BIND", ""),
+                ("NETAPI_CHAT_RATE_LIMIT", ""),
+                ("NETAPI_CHAT_MAX_BODY_BYTES", ""),
+            ],
+        )
+        .expect("empty values are defaults");
+        let defaults = config(None, &[]).expect("defaults");
+        assert_eq!(format!("{c:?}"), format!("{defaults:?}"));
+        let f = TempFile::new("max_body_bytes = 1000\n");
+        let c = config(Some(&f.0), &[("NETAPI_CHAT_MAX_BODY_BYTES", "")]).expect("the file's");
+        assert_eq!(c.max_body_bytes, 1000);
+    }
+
     /// A database URL of another scheme is refused showing its scheme, never the rest (the
     /// password); the file's, naming the file.
     #[test]
@@ -2602,6 +2646,17 @@ mod tests {
                 ),
                 "{given}"
             );
+        }
+        // A postgres:// URL the store could not read is refused here too (the start refused
+        // it after `check-config` passed it: an outside review), its secret not shown.
+        for given in [
+            "postgres://u:s3cret@127.0.0.1:notaport/db",
+            "postgres://u:s3cret@db/chat?sslmode=bogus",
+        ] {
+            let e = config(None, &[("NETAPI_CHAT_DATABASE_URL", given)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("that reads") && !e.contains("s3cret"), "{e}");
         }
         let f = TempFile::new("database_url = \"mysql://chat:s3cret@db/chat\"\n");
         let e = config(Some(&f.0), &[]).unwrap_err().to_string();

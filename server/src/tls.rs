@@ -53,7 +53,16 @@ fn pem_problem(e: &rustls::pki_types::pem::Error, what: &str) -> String {
         rustls::pki_types::pem::Error::NoItemsFound => {
             format!("no {what} in the file (PEM expected)")
         }
-        other => format!("not a valid PEM file: {other:?}"),
+        // Said in text (the library's own `Display` and `Debug` show the marker as bytes).
+        rustls::pki_types::pem::Error::MissingSectionEnd { end_marker } => format!(
+            "not a valid PEM file: a section does not end (no `{}` line; half written?)",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        rustls::pki_types::pem::Error::IllegalSectionStart { line } => format!(
+            "not a valid PEM file: a malformed section start `{}`",
+            String::from_utf8_lossy(line).trim()
+        ),
+        other => format!("not a valid PEM file: {other}"),
     }
 }
 
@@ -936,6 +945,19 @@ mod tests {
             to.process_new_packets()?;
         }
         Ok(())
+    }
+
+    /// A half-written PEM file is said in words, never as the bytes of its marker.
+    #[test]
+    fn a_broken_pem_file_is_said_in_words() {
+        let cut = rustls::pki_types::pem::Error::MissingSectionEnd {
+            end_marker: b"-----END CERTIFICATE-----".to_vec(),
+        };
+        let said = pem_problem(&cut, "certificate");
+        assert!(
+            said.contains("`-----END CERTIFICATE-----`") && !said.contains("[45"),
+            "{said}"
+        );
     }
 
     /// A standby reaches an HTTPS leader whose certificate, the one every instance serves and
