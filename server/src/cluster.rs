@@ -978,8 +978,10 @@ impl Forwarder {
     /// it gives a connection to send its first request: the lead changed 1 s late in 2 of 15
     /// rolling restarts, the clients held meanwhile.)
     fn leader_leaving(&self, url: &str) {
+        // The count first: a leader named after it is a change, which the mark does not
+        // reach (read the other way round, a leader set in between would be marked).
+        let now = *self.changes.borrow();
         if self.leader().is_some_and(|l| l.url == url) {
-            let now = *self.changes.borrow();
             self.leaving
                 .store(now.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
             let fresh = pooled(self.connector.clone(), self.pool_idle);
@@ -1780,6 +1782,12 @@ async fn forward(
     // The client's own `Host` fields, which the forward replaces: refused here as the leader
     // refuses them (`gate::host_refused`), before anything, as there.
     if let Some(error) = crate::gate::host_error(request.version(), request.headers()) {
+        return answer(crate::gate::answer_format(request.headers()), &error);
+    }
+    // A transfer coding besides `chunked`, refused as the leader's gate refuses it: the hop's
+    // `Transfer-Encoding` stays behind, so the leader would read the body still coded.
+    if let Some(codings) = crate::gate::unknown_transfer_coding(request.headers()) {
+        let error = netapi_chat_runtime::ApiError::unsupported_transfer_coding(&codings);
         return answer(crate::gate::answer_format(request.headers()), &error);
     }
     // Once this instance leads, its server answers these too (forwarded below).

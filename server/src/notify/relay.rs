@@ -750,7 +750,13 @@ where
                 // finish what is under way. A leader that stops is answered in kind once
                 // `leaving` has run, so that it knows this standby has seen its stop.
                 Head::Leaving => {
-                    on_leaving();
+                    // Only a leader that stops is left for the next: one answering this
+                    // standby's own `Leaving` (it stops itself) still serves, and what the
+                    // standby forwards while it drains goes to it (before, held 3 s each:
+                    // the code review).
+                    if !left {
+                        on_leaving();
+                    }
                     if !std::mem::replace(&mut left, true) {
                         let _ = tx.send(Frame {
                             head: Head::Leaving,
