@@ -740,7 +740,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),
-    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit less 64, at most `10000`; half that on a standby", "client connections open at once (`1` to `1000000000`), notification-channel WebSockets included until they close (at most half of them: past that a WebSocket handshake is `503`); one access token holds at most a quarter of them in long polls waiting and WebSockets open (past that a poll or a handshake is `429 POL2005` with `Retry-After`: a waiting poll is never idle, so nothing else would keep one token from holding every place); at the cap the connection idle the longest is closed to make room (one still sending its first request head, even a byte at a time, is idle: it goes once it has written nothing for 2 s), and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start; 64 descriptors, at most half of it, are kept for the server's own files first, and a standby takes half the rest's share, as each request it forwards also holds a connection to the leader)"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit less 64, at most `10000`; half that on a standby", "client connections open at once (`1` to `1000000000`), notification-channel WebSockets included until they close (at most half of them: past that a WebSocket handshake is `503`); one access token holds at most a quarter of them in long polls waiting and WebSockets open (past that a poll or a handshake is `429 POL2005` with `Retry-After`: a waiting poll is never idle, so nothing else would keep one token from holding every place); at the cap the connection idle the longest is closed to make room (one still sending a request head, even a byte at a time, is idle: it goes once the server has written nothing to it for 2 s), and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start; 64 descriptors, at most half of it, are kept for the server's own files first, and a standby takes half the rest's share, as each request it forwards also holds a connection to the leader)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients; above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected; above `0`, fractions allowed)"),
@@ -963,12 +963,6 @@ impl Sources {
                     expected: "UTF-8 text",
                     file: None,
                 })?;
-                // An empty value is not given (the README's rule): what a template that
-                // passes every variable, set or not (`${VAR}`, Helm's empty strings), sends.
-                // Before, a few settings took it as unset and the rest refused it.
-                if value.trim().is_empty() {
-                    continue;
-                }
                 sources.given.insert(s.env, (value, Origin::Env));
             }
         }
@@ -2235,7 +2229,7 @@ mod tests {
         ("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", &[], "86400"),
         (
             "NETAPI_CHAT_RETRY_SCHEDULE",
-            &["0,5s,0", "5s,0", "0,,5s", "0,1e9"],
+            &["0,5s,0", "5s,0", "", "0,,5s", "0,1e9"],
             "0,1ms",
         ),
     ];
@@ -2591,30 +2585,6 @@ mod tests {
                 "{bad}: {e}"
             );
         }
-    }
-
-    /// An empty (or blank) environment value is not given: the default, or the file's value,
-    /// holds, whatever the setting. Before, some settings took it as unset and the rest
-    /// refused it (`NETAPI_CHAT_SYNC=` stopped the start): an outside review.
-    #[test]
-    fn an_empty_environment_value_is_not_given() {
-        let c = config(
-            None,
-            &[
-                ("NETAPI_CHAT_SYNC", ""),
-                ("NETAPI_CHAT_LOG_LEVEL", " "),
-                ("NETAPI_CHAT_RETENTION", ""),
-                ("NETAPI_CHAT_BIND", ""),
-                ("NETAPI_CHAT_RATE_LIMIT", ""),
-                ("NETAPI_CHAT_MAX_BODY_BYTES", ""),
-            ],
-        )
-        .expect("empty values are defaults");
-        let defaults = config(None, &[]).expect("defaults");
-        assert_eq!(format!("{c:?}"), format!("{defaults:?}"));
-        let f = TempFile::new("max_body_bytes = 1000\n");
-        let c = config(Some(&f.0), &[("NETAPI_CHAT_MAX_BODY_BYTES", "")]).expect("the file's");
-        assert_eq!(c.max_body_bytes, 1000);
     }
 
     /// A database URL of another scheme is refused showing its scheme, never the rest (the

@@ -76,12 +76,14 @@ fn int_from<E: de::Error>(v: IntLike) -> Result<i64, E> {
     }
 }
 
-/// `f` as an integer when it is one (`3600.0`, `1e3`), within `i64`; `None` for a fraction,
-/// an infinity, NaN or a value out of range.
+/// `f` as an integer when it is one (`3600.0`, `1e3`), strictly within `i64`'s range; `None`
+/// for a fraction, an infinity, NaN or a value out of range. `-2^63` itself is refused as a
+/// double: integers just past `i64::MIN` round to it (`-9223372036854775809` reads as
+/// `-2^63`), and `i64::MIN` written as an integer never comes this way.
 fn whole(f: f64) -> Option<i64> {
     // 2^63 is exactly representable; every f64 below it in magnitude converts exactly once whole.
     const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-    (f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
+    (f.is_finite() && f.fract() == 0.0 && f > -LIMIT && f < LIMIT).then_some(f as i64)
 }
 
 /// A boolean, or a string holding one.
@@ -291,6 +293,7 @@ mod tests {
             r#"{"n":9223372036854775808}"#,
             r#"{"n":18446744073709551616}"#,
             r#"{"n":-10000000000000000000}"#,
+            r#"{"n":-9223372036854775809}"#,
         ] {
             let e = serde_json::from_str::<T>(big).unwrap_err().to_string();
             assert!(e.starts_with("a number out of range"), "{big}: {e}");

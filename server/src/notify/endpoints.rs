@@ -437,7 +437,19 @@ impl Endpoints {
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok((answer, conn, rest))) => {
-                self.keep(ep, conn, rest).await;
+                // The status is the outcome, now; a body still to come is read on a task of
+                // its own (the connection it holds is within the caps), so a receiver that
+                // trickles it delays neither this subscription's next attempt nor the
+                // outcome (an attempt aborted meanwhile would have lost a 2xx: the code
+                // review). An empty body, the common answer, is not worth a task.
+                match hyper::body::Body::is_end_stream(&rest) {
+                    true => self.checkin(&ep.origin, conn),
+                    false => {
+                        let pool = self.clone();
+                        let origin = ep.origin.clone();
+                        tokio::spawn(async move { pool.keep(&origin, conn, rest).await });
+                    }
+                }
                 Ok(answer)
             }
             Ok(Err(failure)) => Err(failure),
@@ -492,10 +504,10 @@ impl Endpoints {
     /// when read whole, else closed. The status was the answer: a receiver that trickles its
     /// body or never ends it costs its connection, not the delivery. (Read inside the
     /// attempt's timeout, such a `2xx` was a failure and retried: the notification review.)
-    async fn keep(&self, ep: &Endpoint, conn: Conn, rest: hyper::body::Incoming) {
+    async fn keep(&self, origin: &Origin, conn: Conn, rest: hyper::body::Incoming) {
         let read = Limited::new(rest, MAX_ANSWER_BYTES).collect();
         if let Ok(Ok(_)) = tokio::time::timeout(ANSWER_BODY_WITHIN, read).await {
-            self.checkin(&ep.origin, conn);
+            self.checkin(origin, conn);
         }
     }
 
