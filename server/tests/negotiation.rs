@@ -997,6 +997,19 @@ fn gzip_stored(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Asserts that the subscriptions at `url` (a user's list) are none: a refused create made
+/// nothing.
+async fn assert_no_subscription(url: &str) {
+    let a = get(url, None).await;
+    assert!(
+        a.decode::<netapi_chat_api::ChatSubscriptionList>()
+            .chat_subscription
+            .is_empty(),
+        "nothing made: {}",
+        a.body
+    );
+}
+
 /// A body with a transfer coding besides `chunked` is `501 SVC0002` (RFC 9112 §6.1), in the
 /// negotiated format, the connection closed, nothing made. Before, hyper read the chunked
 /// framing and the server took the rest as a plain body: `gzip, chunked` around a plain
@@ -1045,14 +1058,7 @@ async fn a_transfer_coding_besides_chunked_is_501() {
             "the unread body ends the connection"
         );
     }
-    let a = get(&url, None).await;
-    assert!(
-        a.decode::<netapi_chat_api::ChatSubscriptionList>()
-            .chat_subscription
-            .is_empty(),
-        "nothing made: {}",
-        a.body
-    );
+    assert_no_subscription(&url).await;
 }
 
 /// A body with a `Content-Encoding` other than identity is `415 POL0011` with
@@ -1129,14 +1135,7 @@ async fn a_content_coding_other_than_identity_is_415() {
         );
         assert_eq!(a.header("accept-encoding"), "identity", "{coding}");
     }
-    let a = get(&url, None).await;
-    assert!(
-        a.decode::<netapi_chat_api::ChatSubscriptionList>()
-            .chat_subscription
-            .is_empty(),
-        "nothing made: {}",
-        a.body
-    );
+    assert_no_subscription(&url).await;
 
     // identity is the body as sent.
     for (content_type, coding, body) in [
