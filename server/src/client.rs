@@ -463,16 +463,22 @@ pub fn refusal(status: u16, format: Format, body: &[u8]) -> String {
             netapi_chat_runtime::error::fill_variables(&exception.text, &exception.variables);
         return format!("{status} {}: {text}", exception.message_id);
     }
-    let excerpt: String = String::from_utf8_lossy(body)
-        .trim()
-        .chars()
-        .take(EXCERPT_CHARS)
-        .collect();
+    let excerpt = excerpt(body);
     if excerpt.is_empty() {
         format!("{status} (no body)")
     } else {
         format!("{status}: {excerpt}")
     }
+}
+
+/// The start of an answer that is not a document of the API, for an error line: its text,
+/// trimmed, at most `EXCERPT_CHARS` characters (bytes that are not UTF-8 shown as `\u{FFFD}`).
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .trim()
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect()
 }
 
 /// The rule on `--server`: an `http` or `https` URL with a host, and neither user info (it
@@ -628,11 +634,7 @@ async fn from_generated<A: Expected, T: Serialize>(
         // A status the operation has, with a body that is not its document: said with an
         // excerpt of the body, not progenitor's `Debug` of its bytes.
         Err(progenitor_client::Error::InvalidResponsePayload(body, e)) => {
-            let excerpt: String = String::from_utf8_lossy(&body)
-                .trim()
-                .chars()
-                .take(EXCERPT_CHARS)
-                .collect();
+            let excerpt = excerpt(&body);
             Err(Failure::NoAnswer(match excerpt.is_empty() {
                 true => format!("the answer has no document ({e})"),
                 false => format!("the answer is not a document of the chat API ({e}): {excerpt}"),
@@ -664,11 +666,7 @@ async fn read_answer(response: reqwest::Response) -> Result<Answer, Failure> {
         return Err(refused(status.as_u16(), format, &body));
     }
     if !is_api_document(content_type.as_deref(), &body) {
-        let excerpt: String = String::from_utf8_lossy(&body)
-            .trim()
-            .chars()
-            .take(EXCERPT_CHARS)
-            .collect();
+        let excerpt = excerpt(&body);
         return Err(Failure::NoAnswer(format!(
             "{status}: not an answer of the chat API: {excerpt}"
         )));

@@ -1403,20 +1403,19 @@ impl Config {
                 None | Some("") => None,
                 // Read as the store reads it at start, so that `check-config` refuses what the
                 // start would (a port that is no number, an unknown `sslmode`): it passed both.
-                Some(u)
-                    if (u.starts_with("postgres://") || u.starts_with("postgresql://"))
-                        && <tokio_postgres::Config as std::str::FromStr>::from_str(u).is_ok() =>
-                {
-                    Some(u.to_owned())
-                }
                 Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                    return Err(s.invalid(
-                        "NETAPI_CHAT_DATABASE_URL",
-                        &scheme_only(u),
-                        "a postgres:// URL that reads: user:password@host:port/database with a \
-                         numeric port, parameters such as sslmode=require (disable, prefer or \
-                         require)",
-                    ));
+                    match <tokio_postgres::Config as std::str::FromStr>::from_str(u) {
+                        Ok(_) => Some(u.to_owned()),
+                        Err(_) => {
+                            return Err(s.invalid(
+                                "NETAPI_CHAT_DATABASE_URL",
+                                &scheme_only(u),
+                                "a postgres:// URL that reads: user:password@host:port/database \
+                                 with a numeric port, parameters such as sslmode=require \
+                                 (disable, prefer or require)",
+                            ));
+                        }
+                    }
                 }
                 Some(other) => {
                     return Err(s.invalid(

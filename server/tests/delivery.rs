@@ -1379,6 +1379,30 @@ async fn an_expired_subscriptions_dropped_notifications_are_logged() {
     );
 }
 
+/// A callback receiver on a socket of its own, for answers `Listener` cannot give: `serve`
+/// handles each connection, bumping the count it is given once per request it takes. Gives
+/// the receiver's URL, that count and the accept loop's task (abort it to stop).
+async fn counting_receiver<F, Fut>(
+    serve: F,
+) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicUsize>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            tokio::spawn(serve(stream, counted.clone()));
+        }
+    });
+    (url, count, task)
+}
+
 /// A receiver that answers `200` at once but trickles its body and never ends it: the status
 /// is the answer, so its notification is delivered once. Before, reading the body counted
 /// against the attempt's timeout: the `200` became a failure and the notification was sent
@@ -1386,36 +1410,26 @@ async fn an_expired_subscriptions_dropped_notifications_are_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_whose_body_never_ends_is_a_delivery() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counted = requests.clone();
-    let receiver = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = socket.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                counted.fetch_add(1, Ordering::SeqCst);
-                let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n";
-                if stream.write_all(answer).await.is_err() {
-                    return;
-                }
-                // A byte now and then, never the last chunk.
-                while stream.write_all(b"1\r\na\r\n").await.is_ok() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
+    let (url, requests, receiver) = counting_receiver(|mut stream, counted| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-    });
+        counted.fetch_add(1, Ordering::SeqCst);
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+        // A byte now and then, never the last chunk.
+        while stream.write_all(b"1\r\na\r\n").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
     let srv = Server::start(&[
         ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "1000"),
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,100ms,1h"),
@@ -1444,34 +1458,24 @@ async fn a_2xx_whose_body_never_ends_is_a_delivery() {
 /// second, each attempt a `warn` line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_zero_does_not_make_a_tight_loop() {
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/notify", socket.local_addr().expect("addr"));
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let counted = attempts.clone();
-    let receiver = tokio::spawn(async move {
-        while let Ok((stream, _)) = socket.accept().await {
+    let (url, attempts, receiver) = counting_receiver(|stream, counted| async move {
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let counted = counted.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let counted = counted.clone();
-                    async move {
-                        let _ = req.into_body().collect().await?;
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        let mut resp = hyper::Response::new(Full::new(Bytes::new()));
-                        *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                        resp.headers_mut()
-                            .insert("retry-after", http::HeaderValue::from_static("0"));
-                        Ok::<_, hyper::Error>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+            async move {
+                let _ = req.into_body().collect().await?;
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                resp.headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_static("0"));
+                Ok::<_, hyper::Error>(resp)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await;
     // Gaps of 200 ms once past the first two: about 12 attempts in 2.5 s.
     let srv = Server::logged(&[
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,200ms"),
