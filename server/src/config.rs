@@ -314,8 +314,9 @@ pub struct Connections {
     /// headers; HTTP/1): a larger one is answered `431` and its connection closed. It also
     /// sizes what a connection may make the server buffer before it is authenticated
     /// ([`read_buffer_bytes`]: twice this), so memory is bounded by connections × that, not by
-    /// what clients send (hyper's own default is about 400 KiB). Default 16 KiB, at least
-    /// 8 KiB, which holds the largest token (8 KiB) and URL (2 KiB) accepted.
+    /// what clients send (hyper's own default is about 400 KiB). Default 16 KiB, which holds
+    /// the largest token accepted (8 KiB) with room for the rest of the head; at least 8 KiB
+    /// (hyper's smallest read buffer), where a token near the largest no longer fits.
     pub max_header_bytes: usize,
     /// `NETAPI_CHAT_SHUTDOWN_GRACE_SECS`: on SIGTERM/SIGINT, how long requests in flight get to
     /// be answered before the process stops anyway. Default 10 s.
@@ -744,7 +745,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients; above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected; above `0`, fractions allowed)"),
-    Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed"),
+    Setting::new("NETAPI_CHAT_MAX_HEADER_BYTES", "16384", "largest request head (request line and headers, HTTP/1), at least `8192`: a larger one gets `431` and its connection is closed; below the default, a token near the largest accepted (8 KiB) may not fit"),
     Setting::unset("NETAPI_CHAT_CORS_ORIGINS", "no CORS: pages of other origins cannot read answers", "origins whose web pages may call the API from a browser, e.g. `https://app.example.com, http://localhost:3000`, or `*` for any: preflights (`OPTIONS`) are answered and every answer to such a page carries `Access-Control-Allow-Origin` (no credentials mode: tokens, not cookies)"),
     Setting::unset("NETAPI_CHAT_TRUSTED_PROXIES", "none: each connection is its own client", "addresses or networks of the proxies in front of the server (e.g. `10.0.0.0/8, 127.0.0.1`): a request whose connection comes from one is counted as coming from the rightmost `X-Forwarded-For` address that is not a trusted proxy (an entry may carry a port, `203.0.113.7:51234` or `[2001:db8::9]:443`; an entry that reads as no address before that one keeps the proxy's own; the authentication-failure limit is per client address); from anyone else the header is ignored. In a cluster the standby that takes a request applies this rule to its own connection and names the client to the leader, which takes that address as final (a client cannot pose as another address by reaching a standby directly, even when the standbys' addresses are in this list)"),
     Setting::unset("NETAPI_CHAT_ADMIN_TOKEN", "no admin endpoints", "bearer token (at least 16 characters: letters, digits and `-._~+/`, as API tokens) that opens `/admin/backup` and `/admin/summary` on the API port, what `netapi-chat backup` and `summary` use (API tokens do not)").secret(),

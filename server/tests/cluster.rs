@@ -2945,6 +2945,7 @@ async fn through_a_standby_a_client_cannot_choose_its_address() {
     let p = pair(&[
         ("NETAPI_CHAT_TRUSTED_PROXIES", "127.0.0.1"),
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "3"),
+        ("NETAPI_CHAT_LOG_LEVEL", "info"),
     ]);
     changes_again(&p.standby, "through the standby").await;
     let path = format!("/v1/chat/{}/subscriptions", support::enc(ALICE));
@@ -3003,6 +3004,13 @@ async fn through_a_standby_a_client_cannot_choose_its_address() {
     )
     .await;
     assert_eq!(raw_status(&a), 200, "{a}");
+    // And the leader's request log names that client, not only the standby that forwarded.
+    let log = std::fs::read_to_string(p.leader_log()).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request completed") && l.contains("client_addr=198.51.100.51")),
+        "{log}"
+    );
 }
 
 /// With a short `NETAPI_CHAT_IDLE_TIMEOUT_SECS` (same on every instance), requests through a

@@ -244,7 +244,7 @@ fn check_refusal(e: &ApiError) -> Result<(), String> {
                 }
             }
             // A text longer than the XML text limit (only when the refusal quotes a huge value;
-            // see `finding_refusals_quote_huge_values_whole`).
+            // see `refusals_quote_huge_values_bounded`).
             Ok(Err(e2))
                 if format == Format::Xml
                     && e2.rendered().contains("XML document too large")

@@ -892,6 +892,43 @@ async fn behind_a_trusted_proxy_the_failure_limit_counts_each_client() {
     assert_eq!(get(&srv, &good, "198.51.100.2").await, 429);
 }
 
+/// The request log names the client a trusted proxy gives (`client_addr`) beside the
+/// connection's peer (`remote_addr`), so an operator behind a load balancer can tell clients
+/// apart in the log as the failure limit does; an untrusted peer's header is not believed
+/// there either. Before, every line named only the proxy (an operator review; a standby
+/// forwarding for its clients went the same way).
+#[tokio::test]
+async fn the_request_log_names_the_client_a_trusted_proxy_gives() {
+    let get = async |srv: &Server, id: &str| {
+        let auth = format!("Bearer {}", support::APP_TOKEN);
+        let answer = send(
+            "GET",
+            &srv.urls().chat_sessions(ALICE),
+            &[
+                ("authorization", &auth),
+                ("x-forwarded-for", "198.51.100.7"),
+                ("x-request-id", id),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        let log = srv.log_text();
+        log.lines()
+            .find(|l| l.contains("request completed") && l.contains(id))
+            .unwrap_or_else(|| panic!("no request line for {id}: {log}"))
+            .to_owned()
+    };
+    let srv = Server::logged(&[("NETAPI_CHAT_TRUSTED_PROXIES", "127.0.0.1, ::1")]);
+    let line = get(&srv, "behind-a-proxy").await;
+    assert!(line.contains("client_addr=198.51.100.7"), "{line}");
+    assert!(line.contains("remote_addr=127.0.0.1"), "{line}");
+    let srv = Server::logged(&[]);
+    let line = get(&srv, "no-proxy-trusted").await;
+    assert!(!line.contains("client_addr"), "{line}");
+    assert!(!line.contains("198.51.100.7"), "{line}");
+}
+
 /// XML bodies in the encodings XML 1.0 makes every processor read (UTF-16 with its byte order
 /// mark) or that declare ISO-8859-1, and a `utf-16` declaration on UTF-8 bytes (.NET's
 /// `XmlSerializer` over a `StringWriter`), are read as the message they hold; an encoding

@@ -305,9 +305,10 @@ impl Chat {
         // The cancellation goes out from memory only: the subscription's record (and so its
         // outbox) is gone once this commits.
         // Not in the outbox: no bytes counted against the backlog. Tried for
-        // `EXPIRY_NOTICE_WITHIN` only: a callback that does not take it then is not retried
-        // for the give-up age (a day) for a subscription that is gone, which kept each
-        // expired subscription's queue in memory that long.
+        // `EXPIRY_NOTICE_WITHIN_MS` only: a callback that does not take it then is not retried
+        // for the give-up age (`NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`, about 27 h by default) for
+        // a subscription that is gone, which kept each expired subscription's queue in memory
+        // that long.
         let mut notice = Delivery::new(0, notification, 0);
         notice.deadline_ms = Some(until);
         change.new_notification(sub.queue.clone(), notice, None);
@@ -342,7 +343,7 @@ impl Chat {
     }
 
     /// One page of the user's subscriptions, in creation order. The user's id list is in
-    /// creation order and holds at most `max_subscriptions` entries, so skipping to the cursor
+    /// creation order and holds at most `subscriptions_per_user` entries, so skipping to the cursor
     /// walks it.
     pub fn list_subscriptions(&self, user: &str, req: PageRequest) -> ChatSubscriptionList {
         let state = self.read_state();

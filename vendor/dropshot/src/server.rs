@@ -1126,12 +1126,28 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
         .clone()
         .map(|o| (o, request.method().clone(), request.uri().path().to_owned()));
 
+    // PATCHES.md item 29: the gate runs before the request's logger is made,
+    // so that every line of the request names the client the gate found (a
+    // trusted proxy's or a standby's) beside the connection's peer.
+    let mut request = request;
+    request.extensions_mut().insert(PeerAddr(remote_addr));
+    let gated =
+        server.request_gate.as_ref().and_then(|gate| gate(&mut request));
+    let client_addr = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .filter(|c| *c != remote_addr);
+
     let mut request_log = server.log.new(o!(
         "remote_addr" => remote_addr,
         "req_id" => request_id.clone(),
         "method" => request.method().as_str().to_string(),
         "uri" => logged_uri(request.uri()),
     ));
+    if let Some(client) = client_addr {
+        request_log = request_log.new(o!("client_addr" => client));
+    }
     // If we have been asked to include any headers from the request in the
     // log messages, do so here:
     for name in server.config.log_headers.iter() {
@@ -1213,6 +1229,7 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
     let maybe_response = http_request_handle(
         server,
         request,
+        gated,
         &request_id,
         request_log.new(o!()),
         remote_addr,
@@ -1319,6 +1336,7 @@ pub fn closing_for<B>(response: &mut Response<B>, client: http::Version) {
 async fn http_request_handle<C: ServerContext>(
     server: Arc<DropshotState<C>>,
     request: Request<hyper::body::Incoming>,
+    gated: Option<Response<Body>>,
     request_id: &str,
     request_log: Logger,
     remote_addr: std::net::SocketAddr,
@@ -1330,16 +1348,13 @@ async fn http_request_handle<C: ServerContext>(
     // TODO-hardening: add a request read timeout as well so that we don't allow
     // this to take forever.
     // TODO-correctness: Do we need to dump the body on errors?
-    let mut request = request;
-    request.extensions_mut().insert(PeerAddr(remote_addr));
-    if let Some(gate) = server.request_gate.as_ref() {
-        if let Some(mut response) = gate(&mut request) {
-            response.headers_mut().insert(
-                HEADER_REQUEST_ID,
-                http::header::HeaderValue::from_str(request_id).unwrap(),
-            );
-            return Ok(response);
-        }
+    // The gate ran in `http_request_handle_wrap_in_span` (PATCHES.md item 29).
+    if let Some(mut response) = gated {
+        response.headers_mut().insert(
+            HEADER_REQUEST_ID,
+            http::header::HeaderValue::from_str(request_id).unwrap(),
+        );
+        return Ok(response);
     }
     let remote_addr = request
         .extensions()
