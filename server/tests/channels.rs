@@ -2086,6 +2086,8 @@ async fn a_deleted_channel_leaves_no_task_behind() {
     let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
     let tasks = async || support::metric(&s.base, METRICS_TOKEN, "netapi_chat_runtime_tasks").await;
     let before = tasks().await;
+    // A gauge `/metrics` did not show would read 0 here, and every comparison below pass.
+    assert!(before > 0.0, "netapi_chat_runtime_tasks is on /metrics");
     for _ in 0..60 {
         let ch = create_channel(&s, A, Format::Json, None, None).await;
         let url = ch.resource_url.expect("resourceURL");

@@ -1595,7 +1595,8 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
-    let p = pair(&[]);
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
     changes_again(&p.leader, "before").await;
     signal(&p.leader, "-STOP");
     let started = Instant::now();
@@ -1639,6 +1640,9 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
         log.contains("forwarding to the leader at") && log.contains("WARN"),
         "the standby's log: {log}"
     );
+    // And counts it where an operator alerts (the tests that find it unchanged rest on this).
+    let refused = "netapi_chat_standby_unavailable_total";
+    assert!(support::metric(&p.standby.base, TOKEN, refused).await >= 1.0);
     changes_again(&p.standby, "after").await;
 }
 

@@ -1401,6 +1401,10 @@ flow_tests! {
     flow_7_1_2_start_one_to_one_channel_xml: Channel, Xml, flow_7_1_2, DEFAULTS;
     flow_7_1_3_extend_to_group_channel_json: Channel, Json, flow_7_1_3, DEFAULTS;
     flow_7_1_3_extend_to_group_channel_xml: Channel, Xml, flow_7_1_3, DEFAULTS;
+    flow_7_1_3_extend_with_one_participant_channel_json: Channel, Json, flow_7_1_3_one, DEFAULTS;
+    flow_7_1_3_extend_with_one_participant_channel_xml: Channel, Xml, flow_7_1_3_one, DEFAULTS;
+    flow_7_1_7_declined_then_invited_again_channel_json: Channel, Json, flow_7_1_7_invited_again, DEFAULTS;
+    flow_7_1_7_declined_then_invited_again_channel_xml: Channel, Xml, flow_7_1_7_invited_again, DEFAULTS;
     flow_7_1_5_end_session_channel_json: Channel, Json, flow_7_1_5, DEFAULTS;
     flow_7_1_5_end_session_channel_xml: Channel, Xml, flow_7_1_5, DEFAULTS;
     flow_7_1_6_cancel_invitation_channel_json: Channel, Json, flow_7_1_6, DEFAULTS;
@@ -1422,6 +1426,10 @@ flow_tests! {
     flow_7_1_2_start_one_to_one_socket_xml: Socket, Xml, flow_7_1_2, DEFAULTS;
     flow_7_1_3_extend_to_group_socket_json: Socket, Json, flow_7_1_3, DEFAULTS;
     flow_7_1_3_extend_to_group_socket_xml: Socket, Xml, flow_7_1_3, DEFAULTS;
+    flow_7_1_3_extend_with_one_participant_socket_json: Socket, Json, flow_7_1_3_one, DEFAULTS;
+    flow_7_1_3_extend_with_one_participant_socket_xml: Socket, Xml, flow_7_1_3_one, DEFAULTS;
+    flow_7_1_7_declined_then_invited_again_socket_json: Socket, Json, flow_7_1_7_invited_again, DEFAULTS;
+    flow_7_1_7_declined_then_invited_again_socket_xml: Socket, Xml, flow_7_1_7_invited_again, DEFAULTS;
     flow_7_1_5_end_session_socket_json: Socket, Json, flow_7_1_5, DEFAULTS;
     flow_7_1_5_end_session_socket_xml: Socket, Xml, flow_7_1_5, DEFAULTS;
     flow_7_1_6_cancel_invitation_socket_json: Socket, Json, flow_7_1_6, DEFAULTS;

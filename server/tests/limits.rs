@@ -525,8 +525,9 @@ async fn sessions_per_user_limit_counts_invitations() {
             .into_iter()
             .filter(|s| s.ended != Some(true) && s.status == Some(ParticipantStatus::Connected))
             .count();
-        assert!(
-            open <= 3,
+        // Exactly the three she started (`<= 3` passed on an empty list).
+        assert_eq!(
+            open, 3,
             "[{f:?}] {erin} is connected to {open} open sessions"
         );
     }
@@ -797,6 +798,8 @@ async fn an_answered_invitation_leaves_no_timer_behind() {
     let tasks =
         async || support::metric(&srv.base, METRICS_TOKEN, "netapi_chat_runtime_tasks").await;
     let before = tasks().await;
+    // A gauge `/metrics` did not show would read 0 here, and every comparison below pass.
+    assert!(before > 0.0, "netapi_chat_runtime_tasks is on /metrics");
     for n in 0..30 {
         let (a, b) = (format!("tel:+1555900{n:04}"), format!("tel:+1555910{n:04}"));
         let sid = support::chat::connected_session(&srv, &a, &docs::session("timers", &[&b])).await;

@@ -337,27 +337,73 @@ async fn callback_addresses_that_lead_inside_are_refused() {
     assert!(!text.contains("127.0.0.1"), "{text}");
 }
 
+/// A callback that answers `307` with a `Location` (here another listener's URL: an internal
+/// address an attacker would name) is a failed attempt, and the redirect is never followed.
+/// (Before an outside review, the `307` carried no `Location`, so a client that followed
+/// redirects passed too.)
 #[tokio::test]
 async fn redirects_from_a_callback_are_not_followed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let srv = Server::start(&[("NETAPI_CHAT_RETRY_SCHEDULE", "0,50ms")]);
-    let (redirecting, target, inviter) = (
-        Listener::start().await,
-        Listener::start().await,
-        Listener::start().await,
+    let (target, inviter) = (Listener::start().await, Listener::start().await);
+    // Bob's callback: reads each request whole and answers 307 to the target.
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let redirecting = format!("http://{}/notify", socket.local_addr().expect("addr"));
+    let answer = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n",
+        target.url
     );
-    redirecting.set_status(307);
-    // Bob's callback answers 307 (to anywhere): a failure, never followed.
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let receiver = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 16 * 1024];
+            // The head, then its Content-Length of body.
+            let whole = loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break false,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break true;
+                    }
+                }
+            };
+            if whole {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        }
+    });
     let json = Format::Json;
-    chat::subscribe_with(&srv, BOB, &docs::subscription(&redirecting.url), json).await;
+    chat::subscribe_with(&srv, BOB, &docs::subscription(&redirecting), json).await;
     chat::subscribe_with(&srv, ALICE, &docs::subscription(&inviter.url), json).await;
     chat::start_session(&srv, ALICE, &session_with(BOB)).await;
+    let made = || attempts.load(std::sync::atomic::Ordering::SeqCst);
+    support::within_20s(Duration::from_millis(20), async || match made() {
+        2 => Ok(()),
+        n => Err(format!("{n} attempts")),
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.abort();
     assert_eq!(
-        redirecting.refused_ids().len(),
+        made(),
         2,
-        "two attempts, each a failure"
+        "two attempts, each a failure (the schedule has two)"
     );
-    assert!(redirecting.all().is_empty() && target.all().is_empty());
+    assert!(target.all().is_empty(), "the redirect was followed");
 }
 
 /// The operator's opt-in: one server-wide secret (`NETAPI_CHAT_WEBHOOK_SECRET`) signs the

@@ -2,7 +2,7 @@
 //!
 //! - `codegen`: regenerate `generated/` from `spec/`.
 //! - `codegen --check`: fail (exit 1) if `generated/` is not what `spec/` generates; for CI.
-//! - `test`: install what the tests need (xmllint) when missing, then `cargo test --workspace`
+//! - `test`: install what the tests need (xmllint, fusepy) when missing, then `cargo test --workspace`
 //!   (SQLite), then the suites that need a cargo feature ([`FEATURE_SUITES`]: OpenTelemetry
 //!   export), then the PostgreSQL pass: a throwaway cluster ([`pg`]) and the suites of the
 //!   backend matrix against it ([`postgres_pass`]).
@@ -19,27 +19,47 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The XML tests validate against the XSD with `xmllint` (Debian package libxml2-utils).
-fn ensure_xmllint() -> Result<()> {
-    let present = |c: &str| {
+/// What the tests run besides cargo, each installed from its Debian package when missing:
+/// the XML tests validate against the XSD with `xmllint` (libxml2-utils); the hung-backup
+/// test of `operations.rs` mounts a FUSE file system written with fusepy (python3-fusepy),
+/// needed only where the machine has FUSE (`/dev/fuse`; without it that test says it is
+/// skipped, and so does this).
+fn ensure_test_tools() -> Result<()> {
+    let succeeds = |c: &str, args: &[&str]| {
         Command::new(c)
-            .arg("--version")
+            .args(args)
+            .stderr(std::process::Stdio::null())
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if present("xmllint") {
+    let mut missing = Vec::new();
+    if !succeeds("xmllint", &["--version"]) {
+        missing.push("libxml2-utils");
+    }
+    if !Path::new("/dev/fuse").exists() {
+        println!("no /dev/fuse here: the hung-backup test (operations.rs) will be skipped");
+    } else if !["python3", "/usr/bin/python3"].into_iter().any(|python| {
+        succeeds(
+            python,
+            &[
+                "-c",
+                "try:\n import fuse\nexcept ImportError:\n import fusepy",
+            ],
+        )
+    }) {
+        missing.push("python3-fusepy");
+    }
+    if missing.is_empty() {
         return Ok(());
     }
-    println!("xmllint not found: installing libxml2-utils with apt-get");
-    let sudo: &[&str] = if present("sudo") && !is_root() {
+    println!("installing {} with apt-get", missing.join(" "));
+    let sudo: &[&str] = if succeeds("sudo", &["--version"]) && !is_root() {
         &["sudo"]
     } else {
         &[]
     };
-    for args in [
-        vec!["apt-get", "update", "-qq"],
-        vec!["apt-get", "install", "-y", "-qq", "libxml2-utils"],
-    ] {
+    let install = [&["apt-get", "install", "-y", "-qq"][..], &missing].concat();
+    for args in [vec!["apt-get", "update", "-qq"], install] {
         let mut all: Vec<&str> = sudo.to_vec();
         all.extend(args);
         let status = Command::new(all[0])
@@ -47,7 +67,10 @@ fn ensure_xmllint() -> Result<()> {
             .status()
             .context("running apt-get")?;
         if !status.success() {
-            bail!("could not install libxml2-utils; install xmllint by hand and rerun");
+            bail!(
+                "could not install {}; install them by hand and rerun",
+                missing.join(" ")
+            );
         }
     }
     Ok(())
@@ -103,7 +126,7 @@ fn main() -> Result<()> {
             }
         }
         ["test", rest @ ..] => {
-            ensure_xmllint()?;
+            ensure_test_tools()?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let status = Command::new(cargo)
                 .current_dir(&root)
