@@ -2097,6 +2097,54 @@ async fn adhoc_idle(wire: Wire) {
 
 in_json_and_xml!(adhoc_idle, adhoc_idle_in_json, adhoc_idle_in_xml);
 
+/// Ad hoc messages (nobody agreed to receive them) cannot get their recipient's subscription
+/// disabled while its callback is down: they fill at most half its backlog cap, then the
+/// sender is refused `403 POL2008` and the subscription stays; once the callback has taken
+/// what waited, the sender may write again. Before, 320 ad hoc messages against a cap of 300
+/// disabled it (an outside review), and its OMA client, seeing `404`, subscribed again into
+/// the same flood.
+async fn adhoc_flood(wire: Wire) {
+    let srv = Server::start(&[("NETAPI_CHAT_DELIVERY_BACKLOG", "20")]);
+    let face = Face::new(wire, &srv);
+    let listener = Listener::start().await;
+    let (location, _) = face
+        .create_notification_subscription(B, &subscription_2012(&listener.url, B, face.fmt(), None))
+        .await
+        .created();
+    let sub_id = location.rsplit('/').next().expect("id").to_owned();
+    listener.set_down(true);
+    let mut sent = 0;
+    let refused = loop {
+        let a = face
+            .send_one_to_one(A, B, ADHOC, &docs::message(&format!("m{sent}")))
+            .await;
+        if a.status != 201 {
+            break a;
+        }
+        sent += 1;
+        assert!(sent <= 20, "never refused");
+    };
+    refused.fails(403, Some("POL2008"));
+    assert_eq!(sent, 10, "half the cap of 20");
+    face.get_notification_subscription(B, &sub_id).await.ok(200);
+    // The callback back: it gets the ten, and the sender may write again.
+    listener.set_down(false);
+    listener.wait_for(10).await;
+    support::within_20s(std::time::Duration::from_millis(50), async || {
+        let a = face
+            .send_one_to_one(A, B, ADHOC, &docs::message("after"))
+            .await;
+        match a.status {
+            201 => Ok(()),
+            s => Err(format!("{s}: {:?}", a.error)),
+        }
+    })
+    .await;
+    face.get_notification_subscription(B, &sub_id).await.ok(200);
+}
+
+in_json_and_xml!(adhoc_flood, adhoc_flood_in_json, adhoc_flood_in_xml);
+
 /// An ad hoc session is stored as one (format 8): after a restart (SIGKILL) the pair's next
 /// message goes into the same session (both messages in its history: a session not read back
 /// as ad hoc would not be found, and a new one would be opened) and is still told with

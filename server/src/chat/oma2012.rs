@@ -862,6 +862,26 @@ impl Chat {
 }
 
 impl Chat {
+    /// Whether an ad hoc message may be sent to `recipient` now: each of its subscriptions'
+    /// backlogs under half its cap ([`crate::notify::rules::unsolicited_may_add`]); else
+    /// `403 POL2008` to the sender, until the recipient's callback takes what waits.
+    fn may_send_unsolicited(&self, recipient: &str) -> Result<(), Refused> {
+        let limit = self.settings.retry.backlog;
+        let state = self.read_state();
+        let full = state.subscriptions_of(recipient).any(|s| {
+            let (count, bytes) = s.queue.holding();
+            !crate::notify::rules::unsolicited_may_add(limit, count, bytes)
+        });
+        match full {
+            false => Ok(()),
+            true => Err(Refused::TooMany {
+                what: "notifications waiting undelivered for the recipient, which an ad hoc \
+                       message may add to (retry once the recipient has taken them)",
+                limit: limit.count / 2,
+            }),
+        }
+    }
+
     /// The id of the ad hoc session of `user` with `other` ([`adhoc_with`]), marked active
     /// now; when there is none, one is opened ([`open_adhoc`], committed before the answer)
     /// if `open`, else the `404` of `url`.
@@ -1100,6 +1120,8 @@ impl Chat {
     ) -> Result<Created<ResourceReference>, ApiError> {
         if sid == ADHOC {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
+            self.may_send_unsolicited(other)
+                .map_err(|r| r.into_api(String::new))?;
             let real = self.adhoc(user, other, true, url).await?;
             return self
                 .post_message(user, &real, body, |urls, user, _, mid| {

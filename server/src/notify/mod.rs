@@ -545,6 +545,14 @@ impl Queue {
         self.shared.wake.notify_one();
     }
 
+    /// What the backlog holds now: notifications, and bytes of their stored bodies.
+    pub fn holding(&self) -> (usize, usize) {
+        (
+            self.shared.count.load(Ordering::SeqCst),
+            self.shared.bytes.load(Ordering::SeqCst),
+        )
+    }
+
     /// When the oldest notification this subscription's callback has not taken yet was made
     /// (Unix ms), if it holds any: for the age of the oldest undelivered notification on
     /// `/metrics`, which shows a delivery that fell behind or stopped.

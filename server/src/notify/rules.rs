@@ -226,6 +226,17 @@ pub fn backlog_full(limit: BacklogLimit, count: usize, bytes: usize) -> bool {
     count > limit.count || bytes > limit.bytes
 }
 
+/// Whether a message nobody agreed to receive (an OMA 2012 ad hoc chat's: no invitation, no
+/// accept) may be added for a recipient whose subscription's backlog holds `count`
+/// notifications of `bytes`: only while that backlog is under half its cap. Without it any
+/// sender could fill a recipient's backlog past the cap while its callback was down and get
+/// the subscription disabled (an outside review: 320 ad hoc messages against a cap of 300),
+/// which `NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED` prevents for invitations. The other
+/// half is left to what the recipient agreed to (its sessions' messages and notices).
+pub fn unsolicited_may_add(limit: BacklogLimit, count: usize, bytes: usize) -> bool {
+    count.saturating_mul(2) < limit.count && bytes.saturating_mul(2) < limit.bytes
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -233,6 +244,20 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unsolicited messages fill at most half a backlog, by count and by bytes.
+    #[test]
+    fn unsolicited_messages_take_at_most_half_a_backlog() {
+        let limit = BacklogLimit {
+            count: 300,
+            bytes: 1000,
+        };
+        assert!(unsolicited_may_add(limit, 0, 0));
+        assert!(unsolicited_may_add(limit, 149, 499));
+        assert!(!unsolicited_may_add(limit, 150, 0));
+        assert!(!unsolicited_may_add(limit, 0, 500));
+        assert!(!unsolicited_may_add(limit, usize::MAX, 0));
+    }
 
     /// A head is looked at when its attempt and the endpoint's probe are due, or just past
     /// its deadline if that comes first.
