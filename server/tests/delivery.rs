@@ -1379,6 +1379,58 @@ async fn an_expired_subscriptions_dropped_notifications_are_logged() {
     );
 }
 
+/// An expired subscription's leftovers (tried for a minute, from memory) cannot be disabled,
+/// so under a full budget they give way first: dropped at once, said in the log, and the
+/// budget holds while a live subscription under its share keeps its place. Before, they held
+/// the budget past its limit for their whole minute (an outside review: 27.7 MB against 20),
+/// and live subscriptions were disabled to make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_subscriptions_leftovers_give_way_to_a_full_budget() {
+    let srv = Server::logged(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "20000"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+    ]);
+    let (lb, lc) = (Listener::start().await, Listener::start().await);
+    let mut doc = docs::subscription_to(&lb.url, B, Format::Json);
+    doc.duration = Some(2);
+    let sb = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
+    let sc = subscribe(&srv, C, &lc, Format::Json).await;
+    let sid = session(&srv, &[B, C], true).await;
+    lb.wait_for(1).await;
+    lc.wait_for(1).await;
+    lb.set_status(503);
+    let pad = "x".repeat(1000);
+    // B's backlog: about 14 KB, under the budget alone; then B's subscription expires.
+    for n in 0..7 {
+        send_message(&srv, &sid, &format!("b{n} {pad}")).await;
+    }
+    let url = sb.resource_url.unwrap_or_default();
+    within_20s(Duration::from_millis(50), async || {
+        match send_empty("GET", &url, Format::Json).await.status {
+            404 => Ok(()),
+            s => Err(format!("the subscription still answers {s}")),
+        }
+    })
+    .await;
+    // C's receiver fails too: about 8 KB more passes the budget, C under its share (10 KB).
+    lc.set_status(503);
+    for n in 0..4 {
+        send_message(&srv, &sid, &format!("c{n} {pad}")).await;
+    }
+    held_within(&srv, 20_000.0).await;
+    let log = srv.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("last notifications are dropped undelivered")
+                && l.contains("share of the full delivery budget")),
+        "{log}"
+    );
+    let c = subscription_at(sc.resource_url.as_deref().unwrap_or_default()).await;
+    assert_eq!(c.subscription_status, Some(SubscriptionStatus::Active));
+}
+
 /// A callback receiver on a socket of its own, for answers `Listener` cannot give: `serve`
 /// handles each connection, bumping the count it is given once per request it takes. Gives
 /// the receiver's URL, that count and the accept loop's task (abort it to stop).

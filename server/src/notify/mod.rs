@@ -395,12 +395,12 @@ impl Shared {
     }
 
     /// Resolves when a push takes the server's total past the budget ([`Totals::over`]),
-    /// if this backlog is live and may give way now; never otherwise (a push to it, or a
-    /// change of its state, wakes its task anyway, which then asks again).
+    /// if this backlog is live (or an expired one's leftovers) and may give way now; never
+    /// otherwise (a push to it, or a change of its state, wakes its task anyway, which then
+    /// asks again).
     async fn budget_passed(&self) {
-        if self.state.load(Ordering::SeqCst) == LIVE
-            && may_give_way(self.count.load(Ordering::SeqCst))
-        {
+        let state = self.state.load(Ordering::SeqCst);
+        if (state == LIVE || state == EXPIRED) && may_give_way(self.count.load(Ordering::SeqCst)) {
             self.totals.over.notified().await;
         } else {
             std::future::pending::<()>().await;
@@ -857,6 +857,10 @@ async fn deliver(
             head = Some(item);
             continue;
         }
+        if state == EXPIRED && shared.too_full(&d.policy).is_some() {
+            drop_expired_over_budget(item, &mut rx, &target, &d, &shared);
+            return;
+        }
         let ep = match &endpoint {
             Ok(ep) => ep,
             // No retry can make the URL deliverable: permanent, like 410.
@@ -951,6 +955,10 @@ async fn deliver(
                 );
                 head = Some(item);
                 continue;
+            }
+            Err(Interrupted::ExpiredTooFull) => {
+                drop_expired_over_budget(item, &mut rx, &target, &d, &shared);
+                return;
             }
         };
         match outcome {
@@ -1095,6 +1103,9 @@ async fn unless_too_full(
         {
             return Err(Interrupted::TooFull(why));
         }
+        if state == EXPIRED && shared.too_full(policy).is_some() {
+            return Err(Interrupted::ExpiredTooFull);
+        }
     }
 }
 
@@ -1105,6 +1116,29 @@ enum Interrupted {
     /// The subscription was deleted: nothing is sent any more (an attempt waiting minutes for
     /// a connection under the caps would otherwise still go out).
     Cancelled,
+    /// An expired subscription's leftovers passed its cap or its share of a full budget:
+    /// dropped ([`drop_expired_over_budget`]).
+    ExpiredTooFull,
+}
+
+/// An expired subscription's leftovers (`item` and what follows it) are dropped now when they
+/// hold more than their share of a full delivery budget (or their own cap), instead of at the
+/// end of their minute: they cannot be disabled, so they give way first. Before, an outside
+/// review saw such leftovers hold the budget 40 % over its limit for that minute while every
+/// new live subscription was disabled to make room.
+fn drop_expired_over_budget(
+    item: Delivery,
+    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    target: &Target,
+    d: &Deliverer,
+    shared: &Shared,
+) {
+    tell_expired_dropped(
+        target,
+        shared,
+        "they held more than their share of the full delivery budget",
+    );
+    forget_all(item, rx, d, shared);
 }
 
 /// Makes notifications dead letters (kept within the backlog cap per subscription).
