@@ -280,6 +280,38 @@ async fn delivery_pauses_while_the_database_is_unreachable() {
     assert_eq!(ids.len(), got.len(), "once each: {got:#?}");
 }
 
+/// A long poll already waiting when the database goes away ends its wait with the outage's
+/// `503` (in the asked format), as every request does while the server cannot confirm what it
+/// holds, not with an empty `200`. Before, it answered `200` with an empty list at the end of
+/// its wait, however long the database had been away (the database-loss review: 17 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL to itself: `cargo xtask test` runs it"]
+async fn a_long_poll_waiting_when_the_database_goes_away_ends_with_503() {
+    let s = Server::start(&[("NETAPI_CHAT_PURGE_INTERVAL_MS", "3600000")]);
+    for format in [Format::Json, Format::Xml] {
+        let a = send_doc(
+            "POST",
+            &s.urls().channels(ALICE),
+            Format::Json,
+            &support::docs::channel(netapi_chat_api::ChannelType::LongPolling, None, Some(4)),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        let channel: netapi_chat_api::NotificationChannel = a.decode();
+        let url = channel
+            .channel_data
+            .and_then(|d| d.channel_url)
+            .expect("channelURL");
+        let poll = tokio::spawn(async move { send_empty("POST", &url, format).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pg_ctl(&["stop", "-m", "fast", "-w"]);
+        let a = poll.await.expect("the poll");
+        pg_ctl(&["start", "-w"]);
+        assert_unavailable(&a, format);
+        readyz_becomes(&s, 200, "the server did not come back").await;
+    }
+}
+
 /// A notification channel's WebSocket sends nothing while the database is unreachable, as
 /// callback attempts pause: its acknowledgement could not be recorded, and a leader that loses
 /// the lead meanwhile would have its successor send it again. The socket stays open and, once

@@ -554,6 +554,13 @@ impl Chat {
         if let Some(c) = self.read_state().channels.get(id) {
             c.restart_lifetime(now_ms());
         }
+        // Nothing to hand, and the store cannot be confirmed now (a database that went away
+        // while the poll waited): the outage's `503`, as any request gets, not an empty answer
+        // the client would take for "nothing happened" (what was handed is answered: it was
+        // committed before it reached the mailbox).
+        if matches!(&polled, Polled::Notifications(list) if list.is_empty()) {
+            self.check_store()?;
+        }
         match polled {
             Polled::Notifications(list) => Ok(Headed {
                 headers: PollNotificationsHeaders {

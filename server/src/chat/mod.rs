@@ -374,7 +374,7 @@ pub fn no_resources(why: &str, retry_after_secs: u32) -> ApiError {
 /// should carry the same `clientCorrelator` (which returns what the first one made).
 pub fn storage_unavailable() -> ApiError {
     no_resources(
-        "the server's database is unreachable; the request was not confirmed: retry later (with the same clientCorrelator for a create)",
+        "the server's database is unreachable: retry later; a change answered so is not confirmed (repeat a create with the same clientCorrelator)",
         UNAVAILABLE_RETRY_AFTER_SECS,
     )
 }
