@@ -486,6 +486,7 @@ const SLOG_FIELDS: &[&str] = &[
     "method",
     "uri",
     "remote_addr",
+    "client_addr",
     "local_addr",
     "response_code",
     "latency_us",

@@ -1381,11 +1381,12 @@ async fn an_expired_subscriptions_dropped_notifications_are_logged() {
 
 /// An expired subscription's leftovers (tried for a minute, from memory) cannot be disabled,
 /// so under a full budget they give way first: dropped at once, said in the log, and the
-/// budget holds while a live subscription under its share keeps its place. Before, they held
-/// the budget past its limit for their whole minute (an outside review: 27.7 MB against 20),
-/// and live subscriptions were disabled to make room.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_subscriptions_leftovers_give_way_to_a_full_budget() {
+/// budget holds while a live subscription under its share keeps its place; the cancellation
+/// notice (no bytes: dropping it frees nothing) still goes, and only it. Before, they held the
+/// budget past its limit for their whole minute (an outside review: 27.7 MB against 20), and
+/// live subscriptions were disabled to make room. B's notifications go to a callback that
+/// fails, or (`through_channel`) into a notification channel nobody polls.
+async fn expired_leftovers_give_way_to_a_full_budget(through_channel: bool) {
     let srv = Server::logged(&[
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
         ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
@@ -1393,12 +1394,32 @@ async fn an_expired_subscriptions_leftovers_give_way_to_a_full_budget() {
         ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
     ]);
     let (lb, lc) = (Listener::start().await, Listener::start().await);
-    let mut doc = docs::subscription_to(&lb.url, B, Format::Json);
-    doc.duration = Some(2);
+    let channel = match through_channel {
+        false => None,
+        true => {
+            let a = support::send_doc(
+                "POST",
+                &srv.urls().channels(B),
+                Format::Json,
+                &docs::channel(ChannelType::LongPolling, None, Some(1)),
+            )
+            .await;
+            assert_eq!(a.status, 201, "create channel: {}", a.body);
+            Some(a.decode::<NotificationChannel>())
+        }
+    };
+    let callback = match &channel {
+        Some(ch) => ch.callback_url.clone().expect("callbackURL"),
+        None => lb.url.clone(),
+    };
+    let mut doc = docs::subscription_to(&callback, B, Format::Json);
+    doc.duration = Some(4);
     let sb = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
     let sc = subscribe(&srv, C, &lc, Format::Json).await;
     let sid = session(&srv, &[B, C], true).await;
-    lb.wait_for(1).await;
+    if channel.is_none() {
+        lb.wait_for(1).await;
+    }
     lc.wait_for(1).await;
     lb.set_status(503);
     let pad = "x".repeat(1000);
@@ -1429,6 +1450,56 @@ async fn an_expired_subscriptions_leftovers_give_way_to_a_full_budget() {
     );
     let c = subscription_at(sc.resource_url.as_deref().unwrap_or_default()).await;
     assert_eq!(c.subscription_status, Some(SubscriptionStatus::Active));
+    // What B is handed after the shedding: its cancellation notice, and none of its messages.
+    let kinds: Vec<String> = match &channel {
+        Some(ch) => {
+            let url = ch
+                .channel_data
+                .as_ref()
+                .and_then(|d| d.channel_url.clone())
+                .expect("channelURL");
+            let a = support::send_empty("POST", &url, Format::Json).await;
+            assert_eq!(a.status, 200, "poll: {}", a.body);
+            support::channel::answered(&a)
+                .iter()
+                .map(|(_, n)| match n {
+                    n if n.subscription_cancellation_notification.is_some() => {
+                        "subscriptionCancellationNotification".to_owned()
+                    }
+                    n if n.message_notification.is_some() => "messageNotification".to_owned(),
+                    _ => "another".to_owned(),
+                })
+                .collect()
+        }
+        None => {
+            lb.set_status(204);
+            within_20s(Duration::from_millis(50), async || {
+                let kinds: Vec<String> = lb.all().iter().map(Received::kind).collect();
+                match kinds.last().map(String::as_str) {
+                    Some("subscriptionCancellationNotification") => Ok(kinds),
+                    _ => Err(format!("no cancellation yet: {kinds:?}")),
+                }
+            })
+            .await
+        }
+    };
+    assert!(
+        kinds
+            .iter()
+            .any(|k| k == "subscriptionCancellationNotification")
+            && !kinds.iter().any(|k| k == "messageNotification"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_subscriptions_leftovers_give_way_to_a_full_budget() {
+    expired_leftovers_give_way_to_a_full_budget(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_subscriptions_leftovers_in_a_channel_give_way_to_a_full_budget() {
+    expired_leftovers_give_way_to_a_full_budget(true).await;
 }
 
 /// A callback receiver on a socket of its own, for answers `Listener` cannot give: `serve`

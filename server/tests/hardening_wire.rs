@@ -921,8 +921,27 @@ async fn the_request_log_names_the_client_a_trusted_proxy_gives() {
     };
     let srv = Server::logged(&[("NETAPI_CHAT_TRUSTED_PROXIES", "127.0.0.1, ::1")]);
     let line = get(&srv, "behind-a-proxy").await;
-    assert!(line.contains("client_addr=198.51.100.7"), "{line}");
+    let field = |line: &str, want: &str| line.split_whitespace().any(|w| w == want);
+    // The address alone: a proxy names no port.
+    assert!(field(&line, "client_addr=198.51.100.7"), "{line}");
     assert!(line.contains("remote_addr=127.0.0.1"), "{line}");
+    // The method and target logged are the client's, not what the gate made of them (a
+    // `HEAD` is served as a `GET`).
+    let auth = format!("Bearer {}", support::APP_TOKEN);
+    let head = send(
+        "HEAD",
+        &srv.urls().chat_sessions(ALICE),
+        &[("authorization", &auth), ("x-request-id", "a-head")],
+        None,
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    let log = srv.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("request completed") && l.contains("a-head"))
+        .unwrap_or_else(|| panic!("no request line for the HEAD: {log}"));
+    assert!(field(line, "method=HEAD"), "{line}");
     let srv = Server::logged(&[]);
     let line = get(&srv, "no-proxy-trusted").await;
     assert!(!line.contains("client_addr"), "{line}");

@@ -2104,7 +2104,12 @@ in_json_and_xml!(adhoc_idle, adhoc_idle_in_json, adhoc_idle_in_xml);
 /// disabled it (an outside review), and its OMA client, seeing `404`, subscribed again into
 /// the same flood.
 async fn adhoc_flood(wire: Wire) {
-    let srv = Server::start(&[("NETAPI_CHAT_DELIVERY_BACKLOG", "20")]);
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "20"),
+        // Tried again every 200 ms at most, so the callback back is noticed at once.
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "200ms"),
+    ]);
     let face = Face::new(wire, &srv);
     let listener = Listener::start().await;
     let (location, _) = face
@@ -2126,6 +2131,18 @@ async fn adhoc_flood(wire: Wire) {
     };
     refused.fails(403, Some("POL2008"));
     assert_eq!(sent, 10, "half the cap of 20");
+    // Nor may another sender open an ad hoc chat with B meanwhile (an isComposing opens one,
+    // and closing it tells B `SessionEnded`: an open-and-close loop filled the backlog too).
+    let typing = netapi_chat_api::IsComposing {
+        state: Some("active".to_owned()),
+        status: None,
+        last_active: None,
+        content_type: None,
+        refresh: Some(30),
+    };
+    face.send_one_to_one(C, B, ADHOC, &typing)
+        .await
+        .fails(403, Some("POL2008"));
     face.get_notification_subscription(B, &sub_id).await.ok(200);
     // The callback back: it gets the ten, and the sender may write again.
     listener.set_down(false);

@@ -1055,7 +1055,7 @@ fn fusepy_python() -> Option<&'static str> {
         Command::new(python)
             .args([
                 "-c",
-                "try:\n import fuse\nexcept ImportError:\n import fusepy",
+                "try:\n from fuse import FUSE, Operations\nexcept ImportError:\n from fusepy import FUSE, Operations",
             ])
             .stderr(Stdio::null())
             .status()

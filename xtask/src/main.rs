@@ -43,7 +43,7 @@ fn ensure_test_tools() -> Result<()> {
             python,
             &[
                 "-c",
-                "try:\n import fuse\nexcept ImportError:\n import fusepy",
+                "try:\n from fuse import FUSE, Operations\nexcept ImportError:\n from fusepy import FUSE, Operations",
             ],
         )
     }) {

@@ -862,12 +862,12 @@ impl Chat {
 }
 
 impl Chat {
-    /// Whether an ad hoc message may be sent to `recipient` now: each of its subscriptions'
-    /// backlogs under half its cap ([`crate::notify::rules::unsolicited_may_add`]); else
-    /// `403 POL2008` to the sender, until the recipient's callback takes what waits.
-    fn may_send_unsolicited(&self, recipient: &str) -> Result<(), Refused> {
+    /// Whether an ad hoc message may be sent to `recipient` now, or an ad hoc chat opened with
+    /// it (which tells it `SessionEnded` when closed): each of its subscriptions' backlogs
+    /// under half its cap ([`crate::notify::rules::unsolicited_may_add`]); else `403 POL2008`
+    /// to the sender, until the recipient's callback takes what waits.
+    fn may_send_unsolicited(&self, state: &State, recipient: &str) -> Result<(), Refused> {
         let limit = self.settings.retry.backlog;
-        let state = self.read_state();
         let full = state.subscriptions_of(recipient).any(|s| {
             let (count, bytes) = s.queue.holding();
             !crate::notify::rules::unsolicited_may_add(limit, count, bytes)
@@ -905,6 +905,10 @@ impl Chat {
             if !open {
                 return Err(missing(&url()));
             }
+            // Opening one is unsolicited too (an isComposing opens one, and closing it tells
+            // the peer `SessionEnded`): an open-and-close loop must not fill its backlog.
+            self.may_send_unsolicited(&state, other)
+                .map_err(|r| r.into_api(String::new))?;
             let new = state.new_id("sess");
             let sid = new.0.clone();
             let d = open_adhoc(
@@ -1120,7 +1124,7 @@ impl Chat {
     ) -> Result<Created<ResourceReference>, ApiError> {
         if sid == ADHOC {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
-            self.may_send_unsolicited(other)
+            self.may_send_unsolicited(&self.read_state(), other)
                 .map_err(|r| r.into_api(String::new))?;
             let real = self.adhoc(user, other, true, url).await?;
             return self

@@ -18,8 +18,8 @@
 //! channel's together by the budget, as callbacks' backlogs are.
 
 use super::{
-    DELIVERED, DISABLED_STATE, Deliverer, Delivery, Forgetter, LIVE, Notification, Queue, Shared,
-    Target, bury, disable, settle,
+    DELIVERED, DISABLED_STATE, Deliverer, Delivery, EXPIRED, Forgetter, LIVE, Notification, Queue,
+    Shared, Target, bury, disable, drop_expired, keep_cancellation_notices, settle,
 };
 use crate::signing::Signer;
 use std::collections::VecDeque;
@@ -518,13 +518,19 @@ async fn feed(
         let item = tokio::select! {
             item = rx.recv() => match item {
                 Some(item) => item,
-                None => return,
+                None => {
+                    outlive_expired(&target, &d, &shared, &mailbox).await;
+                    return;
+                }
             },
             () = shared.budget_passed() => {
-                if shared.state.load(Ordering::SeqCst) == LIVE
+                let state = shared.state.load(Ordering::SeqCst);
+                if state == LIVE
                     && let Some(why) = shared.too_full(&d.policy)
                 {
                     let _ = give_way(&target, &d, &shared, &mailbox, why, None);
+                } else if state == EXPIRED && shared.expired_over_budget(&d.policy) {
+                    shed_expired(&target, &d, &shared, &mailbox, None);
                 }
                 continue;
             }
@@ -533,6 +539,10 @@ async fn feed(
         let Some(item) = settle(state, item, &mut rx, &target, &d, &shared) else {
             continue;
         };
+        if state == EXPIRED && shared.expired_over_budget(&d.policy) {
+            shed_expired(&target, &d, &shared, &mailbox, Some(item));
+            continue;
+        }
         let item = if state == LIVE
             && let Some(why) = shared.too_full(&d.policy)
         {
@@ -546,6 +556,51 @@ async fn feed(
         mailbox.put(Held {
             delivery: item,
             shared: Arc::clone(&shared),
+        });
+    }
+}
+
+/// The subscription is gone (every sender dropped). An expired one's leftovers still wait in
+/// the mailbox for their minute (a poll drops what is left after it): until then they give way
+/// to a full budget like a live backlog ([`shed_expired`]); the feed is their only listener.
+async fn outlive_expired(target: &Target, d: &Deliverer, shared: &Arc<Shared>, mailbox: &Mailbox) {
+    if shared.state.load(Ordering::SeqCst) != EXPIRED {
+        return;
+    }
+    let until = shared.expired_until_ms.load(Ordering::SeqCst);
+    let left = u64::try_from(until.saturating_sub(crate::store::now_ms())).unwrap_or(0);
+    let minute_up = tokio::time::sleep(Duration::from_millis(left));
+    tokio::pin!(minute_up);
+    loop {
+        tokio::select! {
+            () = &mut minute_up => return,
+            () = shared.budget_passed() => {
+                if shared.expired_over_budget(&d.policy) {
+                    shed_expired(target, d, shared, mailbox, None);
+                }
+            }
+        }
+    }
+}
+
+/// An expired subscription's leftovers in the channel (and `item`, arriving) hold more than
+/// their share of a full delivery budget: dropped now, as the callback task drops them
+/// (`super::shed_expired_over_budget`), its cancellation notice kept for the next poll.
+fn shed_expired(
+    target: &Target,
+    d: &Deliverer,
+    shared: &Arc<Shared>,
+    mailbox: &Mailbox,
+    item: Option<Delivery>,
+) {
+    let mut held = mailbox.withdraw(shared);
+    held.extend(item);
+    let (kept, dropped) = keep_cancellation_notices(held);
+    drop_expired(target, d, shared, dropped);
+    for notice in kept {
+        mailbox.put(Held {
+            delivery: notice,
+            shared: Arc::clone(shared),
         });
     }
 }

@@ -461,6 +461,20 @@ impl Shared {
             .then_some(DisableReason::OverBudget)
     }
 
+    /// Whether an expired subscription's leftovers must give way: they hold more than their
+    /// share of a full budget, as [`Shared::too_full`] weighs a live backlog. Its own cap does
+    /// not apply: the cancellation notice pushed after the expiry may take a backlog held at
+    /// its cap one past it, which is no reason to drop anything.
+    fn expired_over_budget(&self, policy: &RetryPolicy) -> bool {
+        let (count, bytes) = (
+            self.count.load(Ordering::SeqCst),
+            self.bytes.load(Ordering::SeqCst),
+        );
+        let total = self.totals.bytes.load(Ordering::SeqCst);
+        let holding = self.totals.holding.load(Ordering::SeqCst);
+        may_give_way(count) && over_budget(policy.budget_bytes, total, holding, bytes)
+    }
+
     /// The keys that sign an attempt made at `now_ms` (the subscription's own, still valid).
     fn keys_at(&self, now_ms: i64) -> Vec<Arc<Signer>> {
         self.keys
@@ -857,9 +871,9 @@ async fn deliver(
             head = Some(item);
             continue;
         }
-        if state == EXPIRED && shared.too_full(&d.policy).is_some() {
-            drop_expired_over_budget(item, &mut rx, &target, &d, &shared);
-            return;
+        if state == EXPIRED && shared.expired_over_budget(&d.policy) {
+            head = shed_expired_over_budget(item, &mut rx, &target, &d, &shared);
+            continue;
         }
         let ep = match &endpoint {
             Ok(ep) => ep,
@@ -918,7 +932,12 @@ async fn deliver(
         let now = now_ms();
         if channel::lapsed(item.deadline_ms, now) {
             if shared.skips(now) {
-                tell_expired_dropped(&target, &shared, EXPIRY_MINUTE_UP);
+                tell_expired_dropped(
+                    &target,
+                    &shared,
+                    shared.count.load(Ordering::SeqCst),
+                    EXPIRY_MINUTE_UP,
+                );
             }
             d.forgetter.forget(&[item.id]);
             shared.done(&item);
@@ -956,9 +975,9 @@ async fn deliver(
                 head = Some(item);
                 continue;
             }
-            Err(Interrupted::ExpiredTooFull) => {
-                drop_expired_over_budget(item, &mut rx, &target, &d, &shared);
-                return;
+            Err(Interrupted::ExpiredOverBudget) => {
+                head = shed_expired_over_budget(item, &mut rx, &target, &d, &shared);
+                continue;
             }
         };
         match outcome {
@@ -993,6 +1012,7 @@ async fn deliver(
                 tell_expired_dropped(
                     &target,
                     &shared,
+                    shared.count.load(Ordering::SeqCst),
                     "its callback says it is gone (410 or 404)",
                 );
                 forget_all(item, &mut rx, &d, &shared);
@@ -1062,7 +1082,12 @@ fn settle(
     shared: &Shared,
 ) -> Option<Delivery> {
     if shared.skips(now_ms()) {
-        tell_expired_dropped(target, shared, EXPIRY_MINUTE_UP);
+        tell_expired_dropped(
+            target,
+            shared,
+            shared.count.load(Ordering::SeqCst),
+            EXPIRY_MINUTE_UP,
+        );
         d.forgetter.forget(&[item.id]);
         shared.done(&item);
         return None;
@@ -1103,8 +1128,8 @@ async fn unless_too_full(
         {
             return Err(Interrupted::TooFull(why));
         }
-        if state == EXPIRED && shared.too_full(policy).is_some() {
-            return Err(Interrupted::ExpiredTooFull);
+        if state == EXPIRED && shared.expired_over_budget(policy) {
+            return Err(Interrupted::ExpiredOverBudget);
         }
     }
 }
@@ -1116,29 +1141,62 @@ enum Interrupted {
     /// The subscription was deleted: nothing is sent any more (an attempt waiting minutes for
     /// a connection under the caps would otherwise still go out).
     Cancelled,
-    /// An expired subscription's leftovers passed its cap or its share of a full budget:
-    /// dropped ([`drop_expired_over_budget`]).
-    ExpiredTooFull,
+    /// An expired subscription's leftovers hold more than their share of a full budget:
+    /// dropped ([`shed_expired_over_budget`]).
+    ExpiredOverBudget,
 }
 
-/// An expired subscription's leftovers (`item` and what follows it) are dropped now when they
-/// hold more than their share of a full delivery budget (or their own cap), instead of at the
-/// end of their minute: they cannot be disabled, so they give way first. Before, an outside
-/// review saw such leftovers hold the budget 40 % over its limit for that minute while every
-/// new live subscription was disabled to make room.
-fn drop_expired_over_budget(
+/// An expired subscription's leftovers (`item` and what is queued behind it) hold more than
+/// their share of a full delivery budget ([`Shared::expired_over_budget`]): they cannot be
+/// disabled, so they give way first, dropped now instead of at the end of their minute (an
+/// outside review saw them hold the budget 40 % past its limit for that minute while every
+/// new live subscription was disabled to make room). The subscription's cancellation notice
+/// is kept (it holds no bytes: dropping it frees nothing), and comes back as the new head;
+/// the task goes on, so a notice pushed later is still taken.
+fn shed_expired_over_budget(
     item: Delivery,
     rx: &mut mpsc::UnboundedReceiver<Delivery>,
     target: &Target,
     d: &Deliverer,
     shared: &Shared,
-) {
+) -> Option<Delivery> {
+    let mut all = vec![item];
+    while let Ok(i) = rx.try_recv() {
+        all.push(i);
+    }
+    let (kept, dropped) = keep_cancellation_notices(all);
+    drop_expired(target, d, shared, dropped);
+    kept.into_iter().next()
+}
+
+/// Splits an expired subscription's leftovers into its cancellation notice(s), kept, and the
+/// rest.
+fn keep_cancellation_notices(all: Vec<Delivery>) -> (Vec<Delivery>, Vec<Delivery>) {
+    all.into_iter().partition(|i| {
+        matches!(
+            i.notification,
+            Notification::SubscriptionCancellationNotification(_)
+        )
+    })
+}
+
+/// Drops `dropped`, an expired subscription's leftovers over the budget: said once (with the
+/// others of [`tell_expired_dropped`]), forgotten, and let go of in the totals.
+fn drop_expired(target: &Target, d: &Deliverer, shared: &Shared, dropped: Vec<Delivery>) {
+    if dropped.is_empty() {
+        return;
+    }
     tell_expired_dropped(
         target,
         shared,
+        dropped.len(),
         "they held more than their share of the full delivery budget",
     );
-    forget_all(item, rx, d, shared);
+    d.forgetter
+        .forget(&dropped.iter().map(|i| i.id).collect::<Vec<_>>());
+    for i in &dropped {
+        shared.done(i);
+    }
 }
 
 /// Makes notifications dead letters (kept within the backlog cap per subscription).
@@ -1173,14 +1231,14 @@ const EXPIRY_MINUTE_UP: &str = "its callback did not take them within a minute o
 /// its expiry (so `summary` and `netapi_chat_notifications_undelivered` no longer count
 /// them) and go to no dead letters (the subscription is gone): before, nothing said they
 /// were lost (the notification review).
-fn tell_expired_dropped(target: &Target, shared: &Shared, why: &str) {
+fn tell_expired_dropped(target: &Target, shared: &Shared, dropped: usize, why: &str) {
     if shared.state.load(Ordering::SeqCst) == EXPIRED
         && !shared.drop_told.swap(true, Ordering::SeqCst)
     {
         tracing::warn!(
             subscription = &target.subscription,
             url = %Callback(&target.notify_url),
-            dropped = shared.count.load(Ordering::SeqCst),
+            dropped,
             why,
             "an expired subscription's last notifications are dropped undelivered"
         );

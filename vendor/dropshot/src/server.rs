@@ -1128,7 +1128,11 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
 
     // PATCHES.md item 29: the gate runs before the request's logger is made,
     // so that every line of the request names the client the gate found (a
-    // trusted proxy's or a standby's) beside the connection's peer.
+    // trusted proxy's or a standby's) beside the connection's peer; the
+    // method and target logged are the client's, read before the gate may
+    // rewrite them (`HEAD` served as `GET`, an alias path).
+    let method = request.method().as_str().to_string();
+    let uri = logged_uri(request.uri());
     let mut request = request;
     request.extensions_mut().insert(PeerAddr(remote_addr));
     let gated =
@@ -1142,10 +1146,15 @@ async fn http_request_handle_wrap_in_span<C: ServerContext>(
     let mut request_log = server.log.new(o!(
         "remote_addr" => remote_addr,
         "req_id" => request_id.clone(),
-        "method" => request.method().as_str().to_string(),
-        "uri" => logged_uri(request.uri()),
+        "method" => method,
+        "uri" => uri,
     ));
     if let Some(client) = client_addr {
+        // A proxy's `X-Forwarded-For` names an address without a port (0).
+        let client = match client.port() {
+            0 => client.ip().to_string(),
+            _ => client.to_string(),
+        };
         request_log = request_log.new(o!("client_addr" => client));
     }
     // If we have been asked to include any headers from the request in the
