@@ -421,9 +421,8 @@ async fn a_hanging_receivers_backlog_gives_way_to_the_budget_during_its_attempt(
     held.abort();
 }
 
-/// A long-poll channel of `user` (a poll waits at most 1 s) and a subscription that delivers
-/// into it; returns the channel's `channelURL` and the subscription's URL.
-async fn unread_channel(srv: &Server, user: &str) -> (String, String) {
+/// A new long-poll channel of `user` (a poll waits at most 1 s).
+async fn long_poll_channel(srv: &Server, user: &str) -> NotificationChannel {
     let a = support::send_doc(
         "POST",
         &srv.urls().channels(user),
@@ -432,7 +431,13 @@ async fn unread_channel(srv: &Server, user: &str) -> (String, String) {
     )
     .await;
     assert_eq!(a.status, 201, "create channel: {}", a.body);
-    let ch: NotificationChannel = a.decode();
+    a.decode()
+}
+
+/// A long-poll channel of `user` (a poll waits at most 1 s) and a subscription that delivers
+/// into it; returns the channel's `channelURL` and the subscription's URL.
+async fn unread_channel(srv: &Server, user: &str) -> (String, String) {
+    let ch = long_poll_channel(srv, user).await;
     let doc = docs::subscription(ch.callback_url.as_deref().expect("callbackURL"));
     let sub = chat::subscribe_with(srv, user, &doc, Format::Json).await;
     let channel = ch.channel_data.and_then(|d| d.channel_url);
@@ -1396,17 +1401,7 @@ async fn expired_leftovers_give_way_to_a_full_budget(through_channel: bool) {
     let (lb, lc) = (Listener::start().await, Listener::start().await);
     let channel = match through_channel {
         false => None,
-        true => {
-            let a = support::send_doc(
-                "POST",
-                &srv.urls().channels(B),
-                Format::Json,
-                &docs::channel(ChannelType::LongPolling, None, Some(1)),
-            )
-            .await;
-            assert_eq!(a.status, 201, "create channel: {}", a.body);
-            Some(a.decode::<NotificationChannel>())
-        }
+        true => Some(long_poll_channel(&srv, B).await),
     };
     let callback = match &channel {
         Some(ch) => ch.callback_url.clone().expect("callbackURL"),
