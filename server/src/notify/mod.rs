@@ -1164,9 +1164,14 @@ fn shed_expired_over_budget(
     while let Ok(i) = rx.try_recv() {
         all.push(i);
     }
-    let (kept, dropped) = keep_cancellation_notices(all);
+    let (kept, mut dropped) = keep_cancellation_notices(all);
+    let mut kept = kept.into_iter();
+    let head = kept.next();
+    // One notice per subscription; another would only be sent twice (and, dropped here
+    // without `Shared::done`, stay counted in the totals).
+    dropped.extend(kept);
     drop_expired(target, d, shared, dropped);
-    kept.into_iter().next()
+    head
 }
 
 /// Splits an expired subscription's leftovers into its cancellation notice(s), kept, and the
