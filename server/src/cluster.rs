@@ -375,7 +375,15 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     let mut config = config.clone();
     config.bind = bound;
     let seat = Seat { url: own_url };
-    if let Some(backend) = try_to_lead(&config, &seat).await? {
+    let url = config.database_url.clone().unwrap_or_default();
+    let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
+        .map_err(StartError::Store)?;
+    let mut watch = Watch {
+        client: None,
+        tls: Arc::new(tls),
+        away: false,
+    };
+    if let Some(backend) = try_to_lead(&config, &seat, &mut watch).await? {
         if !backend.lead_handed_over() {
             outlive_a_deposed_lease(std::time::Instant::now()).await;
         }
@@ -414,20 +422,19 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             crate::rate::AuthFailures::new(config.auth_failures.0, config.auth_failures.1),
         ),
     ));
-    let url = config.database_url.clone().unwrap_or_default();
-    let tls = crate::tls::database_client_config(config.database_ca_file.as_deref())
-        .map_err(StartError::Store)?;
-    let mut watch = Watch {
-        client: None,
-        tls: Arc::new(tls),
-    };
     // Know the leader before saying this instance listens.
     let mut free = watch.look(&url, &forwarder).await;
     // Until when the standby looks every `LOOK_AT_MOST_EVERY` rather than every `POLL`.
     let mut fast_until: Option<std::time::Instant> = None;
     let scheme = if own_tls.is_some() { "https" } else { "http" };
+    let role = match watch.away {
+        true => {
+            "standby: the database cannot be reached yet, so requests are answered 503 until it can"
+        }
+        false => "standby: forwarding to the leader until it can take over",
+    };
     println!(
-        "netapi-chat listening on {scheme}://{bound} (standby: forwarding to the leader until it can take over; reached by the others at {})",
+        "netapi-chat listening on {scheme}://{bound} ({role}; reached by the others at {})",
         seat.url
     );
     let proxy = tokio::spawn(serve_standby(
@@ -446,7 +453,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         false => None,
     };
     loop {
-        if free && let Some(backend) = try_to_lead(&config, &seat).await? {
+        if free && let Some(backend) = try_to_lead(&config, &seat, &mut watch).await? {
             // The proxy stops accepting (the server started below accepts from the same
             // socket, its backlog meanwhile held by the kernel) and keeps the connections it
             // serves: their requests wait for this instance's server (through the lease wait
@@ -721,28 +728,76 @@ async fn check_own_url(url: String, tls: Arc<rustls::ClientConfig>) {
 }
 
 /// Opens the store if the database is free (`None`: another instance leads).
+/// One try to open the store and lead: `None` while another instance leads, or while the
+/// database cannot be reached (`watch` says so in the log). Tried once, not until the database
+/// answers as a lone server does: this instance listens from its start, and its proxy answers
+/// `503` (or forwards to the leader it knows) between tries, where waiting here held its
+/// clients' connections unanswered for as long as the database was away.
 async fn try_to_lead(
     config: &Config,
     seat: &Seat,
+    watch: &mut Watch,
 ) -> Result<Option<Box<dyn crate::store::Backend>>, StartError> {
-    crate::store::open_unless_led(config, Some(seat.clone()))
+    use crate::store::Attempt;
+    match crate::store::open_once_unless_led(config, Some(seat.clone()))
         .await
-        .map_err(|e| StartError::Store(e.to_string()))
+        .map_err(|e| StartError::Store(e.to_string()))?
+    {
+        Attempt::Opened(backend) => {
+            watch.reached(Ok(()));
+            Ok(Some(backend))
+        }
+        Attempt::Busy => {
+            watch.reached(Ok(()));
+            Ok(None)
+        }
+        Attempt::Unreachable(e) => {
+            watch.reached(Err(e.to_string()));
+            Ok(None)
+        }
+    }
 }
 
 /// A standby's view of the database: one connection, kept between looks.
 struct Watch {
     client: Option<tokio_postgres::Client>,
     tls: Arc<rustls::ClientConfig>,
+    /// Whether the last look or try could not reach the database (said once in the log, and
+    /// once again when it can).
+    away: bool,
 }
 
 impl Watch {
+    /// Logs a change between reaching the database and not: once per outage, not per look.
+    fn reached(&mut self, result: Result<(), String>) {
+        match (result, self.away) {
+            (Err(e), false) => {
+                tracing::warn!(
+                    "cannot reach the database ({e}); until it can, requests are forwarded to \
+                     the leader last known, or answered 503 while none is known"
+                );
+                self.away = true;
+            }
+            (Ok(()), true) => {
+                tracing::info!("the database can be reached again");
+                self.away = false;
+            }
+            _ => {}
+        }
+    }
+
     /// Reads the leader table into `forwarder` and says whether the instance lock is free. A
     /// database it cannot reach keeps what was known (forwarding goes on; the leader, if it
     /// still runs, sees the same database) and answers "not free".
     async fn look(&mut self, url: &str, forwarder: &Forwarder) -> bool {
         if self.client.is_none() {
-            self.client = connect(url, &self.tls).await;
+            match connect(url, &self.tls).await {
+                Ok(client) => self.client = Some(client),
+                Err(e) => {
+                    self.reached(Err(e));
+                    return false;
+                }
+            }
         }
         let Some(client) = &self.client else {
             return false;
@@ -775,27 +830,44 @@ impl Watch {
             Ok(Ok((held, leader))) => {
                 forwarder
                     .set_leader(leader.map(|(url, key): (String, String)| Leader { url, key }));
+                // Free, the try to lead says whether the store can be opened (a read-only
+                // database answers this look but refuses the store: no "reached" then).
+                if held {
+                    self.reached(Ok(()));
+                }
                 !held
             }
-            _ => {
+            Ok(Err(e)) => {
                 self.client = None;
+                self.reached(Err(crate::tls::with_causes(&e)));
+                false
+            }
+            Err(_) => {
+                self.client = None;
+                self.reached(Err(format!("no answer within {} s", (POLL * 5).as_secs())));
                 false
             }
         }
     }
 }
 
-/// A connection for a standby's looks (bounded waits; `None` when the database is away), with
-/// the store's TLS rule.
-async fn connect(url: &str, tls: &Arc<rustls::ClientConfig>) -> Option<tokio_postgres::Client> {
-    let mut config = tokio_postgres::Config::from_str(url).ok()?;
+/// A connection for a standby's looks (bounded waits; why not, when the database is away),
+/// with the store's TLS rule.
+async fn connect(
+    url: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<tokio_postgres::Client, String> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
     config
         .connect_timeout(Duration::from_secs(5))
         .application_name("netapi-chat standby");
     let tls = crate::store::postgres::connector_for(&mut config, Arc::clone(tls));
-    let (client, connection) = config.connect(tls).await.ok()?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| crate::tls::with_causes(&e))?;
     tokio::spawn(connection);
-    Some(client)
+    Ok(client)
 }
 
 /// Where the leader is reached, and the key that proves a standby to it.

@@ -253,8 +253,9 @@ async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
         scheme,
         ..
     } = tokio::select! {
-        // A cluster's standby stays in here, forwarding, until it leads; any instance stays
-        // here while its PostgreSQL database cannot be reached (`store::open_unless_led`).
+        // A cluster's standby stays in here, forwarding (or answering `503` while it cannot
+        // reach the database), until it leads; a lone server stays here while its PostgreSQL
+        // database cannot be reached (`store::open_unless_led`).
         started = netapi_chat::cluster::start(&config, &drain) => match started {
             Ok(s) => s,
             Err(e) => {

@@ -1660,16 +1660,21 @@ impl Link {
     /// A link to the test database's TCP listener (the port of
     /// `NETAPI_CHAT_TEST_DATABASE_TLS_URL`; a plain connection is accepted there too).
     async fn to_the_database() -> Link {
+        Link::to_the_database_on(0).await
+    }
+
+    /// [`Link::to_the_database`] listening on `port` of 127.0.0.1 (`0`: any free one).
+    async fn to_the_database_on(port: u16) -> Link {
         let tls = std::env::var("NETAPI_CHAT_TEST_DATABASE_TLS_URL").expect("test database");
-        let port: u16 = tls
+        let database_port: u16 = tls
             .split('@')
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|host_port| host_port.rsplit(':').next())
             .and_then(|p| p.parse().ok())
             .expect("the test database's TCP port");
-        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], database_port));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the link");
         let port = listener.local_addr().expect("the link's address").port();
@@ -1715,6 +1720,73 @@ impl Link {
     fn heal(&self) {
         self.cut.send_replace(false);
     }
+}
+
+/// An instance of a cluster started while its database cannot be reached answers at once
+/// (issue 14 item 4: never a hang): `/healthz` `200`, `/readyz` `503`, and an API request
+/// `503 SVC2001` with `Retry-After` in the asked format; its log says why, once however long
+/// the outage lasts. Once the database can be reached it leads and serves. Before, it held
+/// its port unanswered for as long as the database was away (a client waited in the listen
+/// backlog, a liveness probe failed, and it never said where it listens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn an_instance_started_while_its_database_is_away_answers_503_until_it_leads() {
+    let dir = support::temp_data_dir();
+    let database = support::postgres_database_for(&dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    // Where the database will be reached: nothing listens there yet (connections refused).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{port}/{}?sslmode=disable",
+        database_name(&database)
+    );
+    let log = dir.join("instance.log");
+    let instance = Server::launch(
+        support::Launch {
+            data_dir: dir.to_path_buf(),
+            env: &cluster_env(&url, &[("NETAPI_CHAT_LOG_LEVEL", "info")]),
+            stderr: support::Stderr::File(log.clone()),
+            ..support::Launch::default()
+        },
+        None,
+    );
+    let healthz = support::send("GET", &format!("{}/healthz", instance.base), &[], None).await;
+    assert_eq!(healthz.status, 200, "{}", healthz.body);
+    let readyz = support::send("GET", &format!("{}/readyz", instance.base), &[], None).await;
+    assert_eq!(readyz.status, 503, "{}", readyz.body);
+    for format in [Format::Json, Format::Xml] {
+        let a = support::send_doc(
+            "POST",
+            &instance.urls().chat_sessions(ALICE),
+            format,
+            &docs::session("while away", &[BOB]),
+        )
+        .await;
+        a.assert_error(503, "SVC2001", format);
+        assert!(
+            a.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1),
+            "Retry-After: {:?}",
+            a.header("retry-after")
+        );
+    }
+    // Several looks at the database later, the outage is still said once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        said.matches("cannot reach the database").count(),
+        1,
+        "said once: {said}"
+    );
+    let _link = Link::to_the_database_on(port).await;
+    changes_again(&instance, "once the database is back").await;
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("the database can be reached again"),
+        "and says when it can: {said}"
+    );
 }
 
 /// One answer of the old leader while it is cut off: when (since the cut), to what, and what.

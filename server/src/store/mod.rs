@@ -560,13 +560,14 @@ const START_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(
 /// line per attempt at most this often.
 pub const START_RETRY_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// [`open`], for an instance of a cluster reached at `seat`: `None` while another instance
-/// holds the database (this one then waits as a standby, `crate::cluster`).
+/// [`open`]'s wait: `None` while another instance holds the database.
 ///
 /// A PostgreSQL database that cannot be reached (refused, silent, starting up, out of
 /// connections) is tried again until it can, every [`START_RETRY_AT_MOST`] at most, with a
-/// warning each time saying so: the server does not listen meanwhile (a load balancer's
-/// health check keeps it out), and a stop signal ends the wait. Exiting instead would leave
+/// warning each time saying so: the lone server does not listen meanwhile (a load balancer's
+/// health check keeps it out), and a stop signal ends the wait. (An instance of a cluster
+/// listens from its start, so it tries once at a time instead, [`open_once_unless_led`],
+/// and answers `503` between its tries.) Exiting instead would leave
 /// the wait to a supervisor, whose restart limits (systemd's default: 5 starts in 10 s) give
 /// up on an outage longer than a few seconds, and every instance of a cluster would do so at
 /// once. What cannot get better by waiting (a URL that does not read, a certificate that does
@@ -578,11 +579,7 @@ pub async fn open_unless_led(
 ) -> Result<Option<Box<dyn Backend>>, StoreError> {
     let mut pause = START_RETRY_FIRST;
     loop {
-        let (c, s) = (config.clone(), seat.clone());
-        let opened = tokio::task::spawn_blocking(move || open_once(&c, s))
-            .await
-            .map_err(|e| StoreError(format!("opening the store: {e}")))??;
-        match opened {
+        match open_once_unless_led(config, seat.clone()).await? {
             Attempt::Opened(backend) => return Ok(Some(backend)),
             Attempt::Busy => return Ok(None),
             Attempt::Unreachable(e) => {
@@ -598,11 +595,28 @@ pub async fn open_unless_led(
     }
 }
 
-/// What one attempt of [`open_unless_led`] found: [`postgres::Opening`] for either engine.
-enum Attempt {
+/// What one attempt to open the store found: [`postgres::Opening`] for either engine.
+pub enum Attempt {
+    /// Opened: this instance leads (or is alone).
     Opened(Box<dyn Backend>),
+    /// Another instance of the cluster holds the database.
     Busy,
+    /// The database cannot be reached yet (worth trying again), and why.
     Unreachable(StoreError),
+}
+
+/// One attempt of [`open_unless_led`], for an instance of a cluster that answers its clients
+/// meanwhile (`crate::cluster`: `503` while it cannot reach the database, instead of a port
+/// that accepts and answers nothing). A lone server waits in [`open_unless_led`] without
+/// listening, so a load balancer sends its clients elsewhere.
+pub async fn open_once_unless_led(
+    config: &crate::config::Config,
+    seat: Option<postgres::Seat>,
+) -> Result<Attempt, StoreError> {
+    let c = config.clone();
+    tokio::task::spawn_blocking(move || open_once(&c, seat))
+        .await
+        .map_err(|e| StoreError(format!("opening the store: {e}")))?
 }
 
 /// One attempt of [`open_unless_led`], on a blocking thread.

@@ -70,7 +70,8 @@ pub enum Opening {
     /// Another server holds it (cluster mode only; alone, that refuses the start).
     Busy,
     /// The database cannot be reached or cannot serve yet (refused, no answer, starting up,
-    /// out of connections): worth trying again (`store::open_unless_led` waits). A
+    /// out of connections): worth trying again (a lone server waits in
+    /// `store::open_unless_led`; a cluster instance answers `503` and tries again). A
     /// certificate that does not verify, a refused login or a missing database is an error
     /// instead: it lasts until the configuration changes.
     Unreachable(StoreError),
