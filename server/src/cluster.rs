@@ -2229,11 +2229,24 @@ static BOUND: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
 /// lock held and stands by. Returns only if that cannot be done (the caller then exits).
 pub fn start_over() {
     use std::os::unix::process::CommandExt as _;
-    let Ok(exe) = std::env::current_exe() else {
-        return;
+    // The binary this process runs, even when its file was replaced or removed since it
+    // started (an upgrade in place, a rebuild): Linux's `/proc/self/exe` opens that very
+    // file, where the path `current_exe` reads from it names a file that is gone (it ends in
+    // ` (deleted)`, and the exec failed: the instance exited instead of standing by) or
+    // another version. Elsewhere, the path.
+    let exe = match std::path::Path::new("/proc/self/exe") {
+        own if own.exists() => own.to_path_buf(),
+        _ => match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(_) => return,
+        },
     };
     tracing::warn!("another instance leads the database now; starting over as a standby");
     let mut again = std::process::Command::new(exe);
+    // Its own name, as it was started (what `ps` and the logs show).
+    if let Some(name) = std::env::args_os().next() {
+        again.arg0(name);
+    }
     again.args(std::env::args_os().skip(1));
     if let Some(bound) = BOUND.get() {
         again.env("NETAPI_CHAT_BIND", bound.to_string());

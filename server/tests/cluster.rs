@@ -2007,7 +2007,9 @@ async fn a_leader_whose_database_link_goes_silent_answers_503_not_its_stale_memo
 /// the lock is free again, but the other one changed the database, so the old leader must not
 /// go on from its memory (it answered 404 for every session the other one made, and would
 /// have written its kept changes over the other one's). It finds the leader row another's,
-/// starts over, and leads from the database: what the other one made reads through it.
+/// starts over, and leads from the database: what the other one made reads through it. Its
+/// binary's file is removed after it started (an upgrade in place): it starts over all the
+/// same (before, its exec of the path failed and it exited).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_leader_back_after_another_led_and_died_leads_from_the_database() {
@@ -2015,11 +2017,23 @@ async fn a_leader_back_after_another_led_and_died_leads_from_the_database() {
     let leader_dir = support::temp_data_dir();
     let database = support::postgres_database_for(&leader_dir)
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
-    let leader = Server::start_in(
-        &leader_dir,
-        &cluster_env(&link.url_of(&database), &[]),
+    let bin_dir = support::temp_data_dir();
+    let copy = bin_dir.join("netapi-chat-copy");
+    let run_copy = format!(
+        "cp \"$0\" '{}' && exec '{}' \"$@\"",
+        copy.display(),
+        copy.display()
+    );
+    let leader = Server::launch(
+        support::Launch {
+            data_dir: leader_dir.to_path_buf(),
+            env: &cluster_env(&link.url_of(&database), &[]),
+            run_under: &["sh", "-c", &run_copy],
+            ..support::Launch::default()
+        },
         None,
     );
+    std::fs::remove_file(&copy).expect("remove the running binary's file");
     let standby_dir = support::temp_data_dir();
     let standby = Server::start_in(&standby_dir, &cluster_env(&database, &[]), None);
     let old = Face::for_format(Format::Json, &leader);
