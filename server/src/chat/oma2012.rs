@@ -231,6 +231,23 @@ pub(crate) fn asked_status(body: Option<ParticipantSessionStatus>) -> Participan
 /// `sess-…`, never this, so the routes of confirmed chats read it.
 pub const ADHOC: &str = "adhoc";
 
+/// How many times a message or `isComposing` sent to [`ADHOC`] opens the pair's ad hoc chat
+/// and goes into it, when the chat was closed in between (the peer's `DELETE`, or its idle
+/// end, landing after the open and before the send): the next message opens a new chat, so
+/// the send tries again rather than answer `404` for a collection that always exists (an
+/// outside review's race: 6 in 400 first messages lost that way). Bounded, so a peer closing
+/// in a loop cannot hold a request.
+const ADHOC_TRIES: u32 = 3;
+
+/// Whether a send into an ad hoc chat just opened or found, which failed with `error`, opens
+/// the chat again and tries once more: the chat is gone (closed in between: `404`) and
+/// `tries` (counted here) is under [`ADHOC_TRIES`].
+fn again_into_adhoc(error: &ApiError, tries: &mut u32) -> bool {
+    let again = error.status == http::StatusCode::NOT_FOUND && *tries < ADHOC_TRIES;
+    *tries += 1;
+    again
+}
+
 /// OMA 2012, the rule finding the ad hoc chat of `user` with `other` among `mine` (the
 /// sessions `user` takes part in): the open ad hoc session of the pair in which both are
 /// still connected. One a participant left on the seed face (its `Disconnected`) is not used
@@ -894,6 +911,13 @@ impl Chat {
     ) -> Result<String, ApiError> {
         let (sid, rx) = {
             let mut state = self.write_state();
+            // What comes through an ad hoc chat (a message, an isComposing) is unsolicited,
+            // and so is opening one (closing it tells the peer `SessionEnded`: an
+            // open-and-close loop must not fill its backlog either). Checked here, once.
+            if open {
+                self.may_send_unsolicited(&state, other)
+                    .map_err(|r| r.into_api(String::new))?;
+            }
             let mine = state.sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
@@ -905,10 +929,6 @@ impl Chat {
             if !open {
                 return Err(missing(&url()));
             }
-            // Opening one is unsolicited too (an isComposing opens one, and closing it tells
-            // the peer `SessionEnded`): an open-and-close loop must not fill its backlog.
-            self.may_send_unsolicited(&state, other)
-                .map_err(|r| r.into_api(String::new))?;
             let new = state.new_id("sess");
             let sid = new.0.clone();
             let d = open_adhoc(
@@ -1124,15 +1144,19 @@ impl Chat {
     ) -> Result<Created<ResourceReference>, ApiError> {
         if sid == ADHOC {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
-            self.may_send_unsolicited(&self.read_state(), other)
-                .map_err(|r| r.into_api(String::new))?;
-            let real = self.adhoc(user, other, true, url).await?;
-            return self
-                .post_message(user, &real, body, |urls, user, _, mid| {
-                    urls.one_to_one_message_status(user, other, ADHOC, mid)
-                })
-                .await
-                .map_err(|e| named(e, url));
+            let mut tries = 1;
+            loop {
+                let real = self.adhoc(user, other, true, url).await?;
+                let sent = self
+                    .post_message(user, &real, body.clone(), |urls, user, _, mid| {
+                        urls.one_to_one_message_status(user, other, ADHOC, mid)
+                    })
+                    .await;
+                match sent {
+                    Err(e) if again_into_adhoc(&e, &mut tries) => continue,
+                    sent => return sent.map_err(|e| named(e, url)),
+                }
+            }
         }
         self.one_to_one(&self.read_state(), user, other, sid)?;
         self.post_message(user, sid, body, |urls, user, sid, mid| {
@@ -1151,16 +1175,22 @@ impl Chat {
         sid: &str,
         body: IsComposing,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        let real = if sid == ADHOC {
+        if sid == ADHOC {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
-            self.adhoc(user, other, true, url).await?
+            let mut tries = 1;
+            loop {
+                let real = self.adhoc(user, other, true, url).await?;
+                match self.indicate_composing(user, &real, body.clone()).await {
+                    Err(e) if again_into_adhoc(&e, &mut tries) => continue,
+                    told => break told.map_err(|e| named(e, url))?,
+                }
+            }
         } else {
             self.one_to_one(&self.read_state(), user, other, sid)?;
-            sid.to_owned()
-        };
-        self.indicate_composing(user, &real, body)
-            .await
-            .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))?;
+            self.indicate_composing(user, sid, body)
+                .await
+                .map_err(|e| named(e, || self.urls.one_to_one_session(user, other, sid)))?;
+        }
         let url = self.urls.one_to_one_messages(user, other, sid);
         Ok(views::created(url))
     }
@@ -1585,6 +1615,23 @@ mod tests {
             v.resource_url.as_deref(),
             Some("http://chat.test/chat/v1/tel%3A%2B2/oneToOne/tel%3A%2B1/sess-1")
         );
+    }
+
+    #[test]
+    fn a_send_into_an_adhoc_chat_closed_meanwhile_opens_it_again_a_bounded_number_of_times() {
+        let gone = ApiError::not_found("/chat/v1/a/oneToOne/b/adhoc");
+        let mut tries = 1;
+        let again: Vec<bool> = (0..4)
+            .map(|_| again_into_adhoc(&gone, &mut tries))
+            .collect();
+        assert_eq!(
+            again,
+            [true, true, false, false],
+            "{ADHOC_TRIES} tries in all"
+        );
+        // Any other refusal is the answer at once.
+        let refused = ApiError::forbidden("too many");
+        assert!(!again_into_adhoc(&refused, &mut 1));
     }
 
     #[test]
