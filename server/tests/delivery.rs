@@ -1285,6 +1285,17 @@ const EXPIRY_RETRIES: &[(&str, &str)] = &[
     ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
 ];
 
+/// Waits (within 20 s) until the subscription at `url` has expired: its GET is `404`.
+async fn until_gone(url: &str) {
+    within_20s(Duration::from_millis(50), async || {
+        match send_empty("GET", url, Format::Json).await.status {
+            404 => Ok(()),
+            s => Err(format!("the subscription still answers {s}")),
+        }
+    })
+    .await;
+}
+
 /// B subscribes to `lb` for `secs`; A starts a session B accepts (its invitation delivered),
 /// then, with `lb` answering `503`, sends `messages` (`m0`, `m1`, …) that wait in the backlog,
 /// until the subscription has expired (its GET is `404`). The session's id.
@@ -1301,13 +1312,7 @@ async fn expired_with_backlog(srv: &Server, lb: &Listener, secs: i64, messages: 
     refused_at_least(lb, 2).await;
     // Expired: gone for its user (and nothing new is queued for it).
     let url = sub.resource_url.unwrap_or_default();
-    within_20s(Duration::from_millis(50), async || {
-        match send_empty("GET", &url, Format::Json).await.status {
-            404 => Ok(()),
-            s => Err(format!("the subscription still answers {s}")),
-        }
-    })
-    .await;
+    until_gone(&url).await;
     sid
 }
 
@@ -1423,13 +1428,7 @@ async fn expired_leftovers_give_way_to_a_full_budget(through_channel: bool) {
         send_message(&srv, &sid, &format!("b{n} {pad}")).await;
     }
     let url = sb.resource_url.unwrap_or_default();
-    within_20s(Duration::from_millis(50), async || {
-        match send_empty("GET", &url, Format::Json).await.status {
-            404 => Ok(()),
-            s => Err(format!("the subscription still answers {s}")),
-        }
-    })
-    .await;
+    until_gone(&url).await;
     // C's receiver fails too: about 8 KB more passes the budget, C under its share (10 KB).
     lc.set_status(503);
     for n in 0..4 {

@@ -19,46 +19,63 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// What a Python must import for the hung-backup test: fusepy, under either of its module
+/// names (PyPI's `fuse`, Debian python3-fusepy's `fusepy`).
+const FUSEPY_PROBE: &str = "try:\n from fuse import FUSE, Operations\nexcept ImportError:\n from fusepy import FUSE, Operations";
+
+/// Whether `command args` runs and succeeds (its stderr discarded).
+fn succeeds(command: &str, args: &[&str]) -> bool {
+    Command::new(command)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The first Python that imports fusepy: `python3` on the path (perhaps a pyenv one, with
+/// PyPI's `fuse`) or Debian's own.
+fn fusepy_python() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|python| succeeds(python, &["-c", FUSEPY_PROBE]))
+}
+
 /// What the tests run besides cargo, each installed from its Debian package when missing:
 /// the XML tests validate against the XSD with `xmllint` (libxml2-utils); the hung-backup
 /// test of `operations.rs` mounts a FUSE file system written with fusepy (python3-fusepy),
 /// needed only where the machine has FUSE (`/dev/fuse`; without it that test says it is
-/// skipped, and so does this).
-fn ensure_test_tools() -> Result<()> {
-    let succeeds = |c: &str, args: &[&str]| {
-        Command::new(c)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
+/// skipped, and so does this). The Python that imports fusepy, for the tests
+/// (`NETAPI_CHAT_TEST_FUSEPY_PYTHON`), where the machine has FUSE.
+fn ensure_test_tools() -> Result<Option<&'static str>> {
     let mut missing = Vec::new();
     if !succeeds("xmllint", &["--version"]) {
         missing.push("libxml2-utils");
     }
-    if !Path::new("/dev/fuse").exists() {
+    let fuse = Path::new("/dev/fuse").exists();
+    if !fuse {
         println!("no /dev/fuse here: the hung-backup test (operations.rs) will be skipped");
-    } else if !["python3", "/usr/bin/python3"].into_iter().any(|python| {
-        succeeds(
-            python,
-            &[
-                "-c",
-                "try:\n from fuse import FUSE, Operations\nexcept ImportError:\n from fusepy import FUSE, Operations",
-            ],
-        )
-    }) {
+    } else if fusepy_python().is_none() {
         missing.push("python3-fusepy");
     }
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        install(&missing)?;
     }
+    match (fuse, fusepy_python()) {
+        (false, _) => Ok(None),
+        (true, Some(python)) => Ok(Some(python)),
+        (true, None) => bail!("python3-fusepy is installed, but no python3 imports fusepy"),
+    }
+}
+
+/// Installs the Debian packages `missing` with apt-get (through sudo when not root).
+fn install(missing: &[&str]) -> Result<()> {
     println!("installing {} with apt-get", missing.join(" "));
     let sudo: &[&str] = if succeeds("sudo", &["--version"]) && !is_root() {
         &["sudo"]
     } else {
         &[]
     };
-    let install = [&["apt-get", "install", "-y", "-qq"][..], &missing].concat();
+    let install = [&["apt-get", "install", "-y", "-qq"][..], missing].concat();
     for args in [vec!["apt-get", "update", "-qq"], install] {
         let mut all: Vec<&str> = sudo.to_vec();
         all.extend(args);
@@ -126,14 +143,16 @@ fn main() -> Result<()> {
             }
         }
         ["test", rest @ ..] => {
-            ensure_test_tools()?;
+            let fusepy = ensure_test_tools()?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .current_dir(&root)
+            let mut test = Command::new(cargo);
+            test.current_dir(&root)
                 .args(["test", "--workspace"])
-                .args(rest.iter())
-                .status()
-                .context("running cargo test")?;
+                .args(rest.iter());
+            if let Some(python) = fusepy {
+                test.env("NETAPI_CHAT_TEST_FUSEPY_PYTHON", python);
+            }
+            let status = test.status().context("running cargo test")?;
             if !status.success() {
                 bail!("tests failed");
             }
