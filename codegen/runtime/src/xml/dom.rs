@@ -28,12 +28,22 @@ pub struct Element {
 }
 
 impl Element {
-    /// Child elements with the given local name, in document order.
-    ///
-    /// Matching is by local name only (the Chat schemas use unqualified
-    /// children), so clients may qualify children or not.
+    /// Child elements with the given local name, in document order, among
+    /// [`Element::own_children`].
     pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
+        self.own_children().filter(move |c| c.name == name)
+    }
+
+    /// The children that belong to this element's type: unqualified (the Chat schemas'
+    /// children are), or in this element's own namespace (a client that qualifies every
+    /// element, or declares a default namespace). A child in any other namespace is an
+    /// extension (another vocabulary's `<o:text>` is not our `text`): ignored, as an
+    /// unknown element is. Before, children were matched by local name alone, so a vendor
+    /// element named like a field was read as it (or refused as that field twice).
+    fn own_children(&self) -> impl Iterator<Item = &Element> {
+        self.children
+            .iter()
+            .filter(move |c| c.namespace.is_none() || c.namespace == self.namespace)
     }
 
     /// Value of the attribute with the given local name, if present.
@@ -46,7 +56,7 @@ impl Element {
 
     /// The single child called `name`, or an error if it appears more than once.
     fn single_child<'a>(&'a self, name: &str) -> Result<Option<&'a Element>, XmlError> {
-        let mut matches = self.children.iter().filter(|c| c.name == name);
+        let mut matches = self.own_children().filter(|c| c.name == name);
         let first = matches.next();
         if first.is_some() && matches.next().is_some() {
             return Err(XmlError::Decode(format!(

@@ -355,6 +355,31 @@ fn namespace_forms_accepted() {
     ));
 }
 
+/// A child in another namespace is an extension, ignored like an unknown element: it is not
+/// read as the field its local name matches, nor counted as that field a second time. (An
+/// outside review: `<o:text>` was stored as the message, and next to a real `text` refused as
+/// "`text` appears more than once".) Children in the root's own namespace still count.
+#[test]
+fn a_child_in_another_namespace_is_not_the_field_it_is_named_like() {
+    let beside = read(&format!(
+        r#"<chat:chatMessage xmlns:chat="{NS}" xmlns:o="urn:example:other"><o:text>evil</o:text><text>real</text></chat:chatMessage>"#
+    ))
+    .expect("the extension beside the real field is ignored");
+    assert_eq!(beside.text, "real");
+    let alone = read(&format!(
+        r#"<chat:chatMessage xmlns:chat="{NS}" xmlns:o="urn:example:other"><o:text>evil</o:text></chat:chatMessage>"#
+    ));
+    assert!(
+        decode_msg(alone.expect_err("no text of ours")).contains("missing element `text`"),
+        "refused as missing"
+    );
+    let qualified = read(&format!(
+        r#"<chat:chatMessage xmlns:chat="{NS}"><chat:text>ours</chat:text></chat:chatMessage>"#
+    ))
+    .expect("a child qualified in the root's namespace is ours");
+    assert_eq!(qualified.text, "ours");
+}
+
 #[test]
 fn malformed_documents() {
     let syntax = |doc: &[u8]| {
