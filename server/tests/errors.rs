@@ -802,6 +802,30 @@ async fn create_cases(c: &Ctx<'_>) {
     let a = c.raw("POST", &c.urls().chat_sessions(ALICE), &empty).await;
     c.refused("no participant at all", &a, 400, "SVC0002");
 
+    // OMA 2012's flat one-to-one fields contradicting this face's request: another
+    // originator, an invitee outside the list (before: a 201 without them, silently).
+    let mut other_originator = session_doc(&[BOB]);
+    other_originator.originator_address = Some(CAROL.to_owned());
+    let mut other_invitee = session_doc(&[BOB]);
+    other_invitee.t_participant_address = Some(CAROL.to_owned());
+    for (what, doc, field) in [
+        (
+            "another originatorAddress",
+            &other_originator,
+            "originatorAddress",
+        ),
+        (
+            "a tParticipantAddress outside the list",
+            &other_invitee,
+            "tParticipantAddress",
+        ),
+    ] {
+        let a = send_doc("POST", &c.urls().chat_sessions(ALICE), c.f, doc).await;
+        let e = c.refused(what, &a, 400, "SVC0002");
+        assert!(docs::rendered(&e).contains(field), "{}", docs::rendered(&e));
+    }
+    assert_eq!(c.session_count(CAROL).await, 0, "carol was never invited");
+
     let many: Vec<String> = (0..100).map(|i| format!("tel:+1555700{i:04}")).collect();
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
     let a = send_doc(

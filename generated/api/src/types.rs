@@ -1584,14 +1584,15 @@ impl From<ParticipantList> for ParticipantListRoot {
 /// The client sends `participant` (the invitees) and optionally `subject`; the server adds
 /// the originator, statuses and resource URLs.
 ///
-/// **Decision (one structure, two faces):** OMA 2012's one-to-one `chatSessionInformation`
-/// has the same root element in the same namespace but is flat: `originatorAddress` and
-/// `tParticipantAddress` instead of a `participant` list. One XML element name in one
-/// namespace can have one definition, so this schema is both: the seed face requires
-/// `participant` (with at least one invitee, `400 SVC0002` otherwise) and shows it; the
-/// OMA 2012 face (`createOneToOneChatSession`, `getOneToOneChatSession`) takes and shows
-/// `tParticipantAddress`/`tParticipantName` and no `participant`. The order keeps both
-/// forms valid sequences: a 2012 document is this one without `participant`.
+/// **Decision (one structure, two faces):** OMA 2012's one-to-one `chatSessionInformation` has
+/// the same root element in the same namespace but is flat: `originatorAddress` and
+/// `tParticipantAddress` instead of a `participant` list. One XML element name in one namespace
+/// can have one definition, so this schema is both: the seed face requires `participant` (with
+/// at least one invitee, `400 SVC0002` otherwise) and shows it, and refuses (`400 SVC0002`) an
+/// `originatorAddress` other than the URL's `userId` or a `tParticipantAddress` not among the
+/// `participant`s; the OMA 2012 face (`createOneToOneChatSession`, `getOneToOneChatSession`)
+/// takes and shows `tParticipantAddress`/`tParticipantName` and no `participant`. The order
+/// keeps both forms valid sequences: a 2012 document is this one without `participant`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ChatSessionInformation {
     /// `subject`: Topic of the chat, shown with the invitation.

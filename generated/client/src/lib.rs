@@ -994,8 +994,9 @@ pub mod types {
     has the same root element in the same namespace but is flat: `originatorAddress` and
     `tParticipantAddress` instead of a `participant` list. One XML element name in one
     namespace can have one definition, so this schema is both: the seed face requires
-    `participant` (with at least one invitee, `400 SVC0002` otherwise) and shows it; the
-    OMA 2012 face (`createOneToOneChatSession`, `getOneToOneChatSession`) takes and shows
+    `participant` (with at least one invitee, `400 SVC0002` otherwise) and shows it, and
+    refuses (`400 SVC0002`) an `originatorAddress` other than the URL's `userId` or a
+    `tParticipantAddress` not among the `participant`s; the OMA 2012 face (`createOneToOneChatSession`, `getOneToOneChatSession`) takes and shows
     `tParticipantAddress`/`tParticipantName` and no `participant`. The order keeps both
     forms valid sequences: a 2012 document is this one without `participant`.
     */

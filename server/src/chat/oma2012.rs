@@ -63,7 +63,7 @@ pub(super) fn request(
     body: ChatSessionInformation,
 ) -> Result<ChatSessionInformation, Refused> {
     if !body.participant.is_empty() {
-        return Err(Refused::NotThisOneToOne {
+        return Err(Refused::Contradicts {
             field: "participant",
             why: "not part of a oneToOne chatSessionInformation; the invitee is \
                   tParticipantAddress, the otherUserId of the URL"
@@ -75,7 +75,7 @@ pub(super) fn request(
         .as_deref()
         .is_some_and(|t| t != other)
     {
-        return Err(Refused::NotThisOneToOne {
+        return Err(Refused::Contradicts {
             field: "tParticipantAddress",
             why: format!("must be the otherUserId of the URL, {other}"),
         });
@@ -85,7 +85,7 @@ pub(super) fn request(
         .as_deref()
         .is_some_and(|o| o != user)
     {
-        return Err(Refused::NotThisOneToOne {
+        return Err(Refused::Contradicts {
             field: "originatorAddress",
             why: format!("must be the userId of the URL, {user}"),
         });
@@ -282,7 +282,7 @@ pub(super) fn open_adhoc(
     limit: usize,
 ) -> Result<Decision, Refused> {
     if user == other {
-        return Err(Refused::NotThisOneToOne {
+        return Err(Refused::Contradicts {
             field: "otherUserId",
             why: "an ad hoc chat is with another user than the userId".to_owned(),
         });
@@ -1593,7 +1593,7 @@ mod tests {
         assert_eq!(seed.subject.as_deref(), Some("hi"));
         assert!(request(A, B, body(None, None)).is_ok());
         let field = |b| match request(A, B, b) {
-            Err(Refused::NotThisOneToOne { field, .. }) => field,
+            Err(Refused::Contradicts { field, .. }) => field,
             other => panic!("{other:?}"),
         };
         assert_eq!(field(body(Some(C), None)), "tParticipantAddress");
@@ -2032,7 +2032,7 @@ mod tests {
         // With oneself: refused; at the opener's session limit: refused.
         assert!(matches!(
             open_adhoc(&u, A, A, ("sess-9".to_owned(), 9), 0, 10),
-            Err(Refused::NotThisOneToOne {
+            Err(Refused::Contradicts {
                 field: "otherUserId",
                 ..
             })

@@ -17,9 +17,11 @@ pub(super) enum Refused {
     /// was cancelled, a message the user neither sent nor received): `404`, the same answer as
     /// for one that never existed. The entry point knows which URL to name.
     NotFound,
-    /// An OMA 2012 one-to-one create body names someone else than the URL in `field`, or
-    /// carries the seed's `participant` list (`400 SVC0002`); `why` says what it must be.
-    NotThisOneToOne { field: &'static str, why: String },
+    /// A request's `field` contradicts its URL or the face it came to (an OMA 2012
+    /// one-to-one create naming someone else than the URL, or carrying the seed's
+    /// `participant` list; a seed start naming another originator): `400 SVC0002`; `why`
+    /// says what it must be.
+    Contradicts { field: &'static str, why: String },
     /// A start or an extension lists `address` twice (`403 POL0013`).
     Duplicate(String),
     /// A create reuses `clientCorrelator` with a different request (`409 SVC0005`).
@@ -111,7 +113,7 @@ impl Refused {
                 "Addresses duplication: %1 is listed more than once",
                 address,
             ),
-            Refused::NotThisOneToOne { field, why } => {
+            Refused::Contradicts { field, why } => {
                 ApiError::invalid_input(format!("{field}: {why}"))
             }
             Refused::NoInvitee => ApiError::invalid_input(

@@ -82,6 +82,7 @@ impl Chat {
         user: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
+        seed_form(user, &body).map_err(|r| r.into_api(String::new))?;
         self.start_session(
             user,
             body,
@@ -307,6 +308,36 @@ fn pending_timers(invited: &[(ParticipantInformation, Invitation)]) -> Vec<(Stri
             _ => None,
         })
         .collect()
+}
+
+/// Seed 7.1.2 / 7.1.4, the rule on what a seed start request carries of OMA 2012's flat
+/// one-to-one form (the two share one structure): `originatorAddress`, when given, must be
+/// the URL's `userId`, and `tParticipantAddress` one of the `participant`s (this face invites
+/// those). Silently dropped before, so a client that meant another originator or invitee
+/// got a `201` for a session without them (the XML review); the OMA 2012 face refuses the
+/// same contradictions ([`super::oma2012::request`]).
+fn seed_form(user: &str, body: &ChatSessionInformation) -> Result<(), Refused> {
+    if body
+        .originator_address
+        .as_deref()
+        .is_some_and(|o| o != user)
+    {
+        return Err(Refused::Contradicts {
+            field: "originatorAddress",
+            why: format!("must be the userId of the URL, {user}"),
+        });
+    }
+    if let Some(t) = body.t_participant_address.as_deref()
+        && !body.participant.iter().any(|p| p.address == t)
+    {
+        return Err(Refused::Contradicts {
+            field: "tParticipantAddress",
+            why: "on this face the invitees are `participant`: name it there (or start an \
+                  OMA 2012 one-to-one chat at …/oneToOne/{otherUserId})"
+                .to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Seed 7.1.2 / 7.1.4, the rule on a start request's list: the originator's name
@@ -754,6 +785,30 @@ mod tests {
     /// A session ends once nobody is connected to it and no invitation is pending; those who
     /// could have re-joined (the originator, an invitee who had accepted) are told. One that
     /// someone is still in, or still invited to, stays.
+    #[test]
+    fn a_seed_start_refuses_another_originator_and_an_invitee_outside_its_list() {
+        let body = |o: Option<&str>, t: Option<&str>| ChatSessionInformation {
+            originator_address: o.map(str::to_owned),
+            t_participant_address: t.map(str::to_owned),
+            participant: vec![listed(B, None)],
+            ..Default::default()
+        };
+        let field = |r: Result<(), Refused>| match r {
+            Err(Refused::Contradicts { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert!(seed_form(A, &body(None, None)).is_ok());
+        assert!(seed_form(A, &body(Some(A), Some(B))).is_ok());
+        assert_eq!(
+            field(seed_form(A, &body(Some(C), None))),
+            "originatorAddress"
+        );
+        assert_eq!(
+            field(seed_form(A, &body(None, Some(C)))),
+            "tParticipantAddress"
+        );
+    }
+
     #[test]
     fn a_session_nobody_is_in_any_more_ends() {
         use ParticipantStatus::{Connected, Disconnected, Invited};
