@@ -5,7 +5,7 @@ use quick_xml::XmlVersion;
 use quick_xml::escape::EscapeError;
 use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesRef, BytesStart, Event};
-use quick_xml::name::ResolveResult;
+use quick_xml::name::{PrefixDeclaration, ResolveResult};
 use quick_xml::reader::NsReader;
 
 use super::{Element, XSI_NAMESPACE, XmlError, XmlLeaf, is_xml_char, quote_input};
@@ -431,7 +431,24 @@ impl<'i> Parser<'i, '_> {
                 other => XmlError::Syntax(format!("in the start tag of element `{name}`: {other}")),
             })?;
             let key = attribute.key;
-            if key.as_namespace_binding().is_some() {
+            // Well-formedness quick-xml leaves to the application (the XML review found both
+            // accepted, where libxml2 refuses them): a `<` in an attribute value (XML 1.0
+            // §3.1, AttValue), and a prefix bound to the empty name (Namespaces in XML 1.0
+            // §3: only the default namespace may be undeclared).
+            if attribute.value.contains('<') {
+                return Err(XmlError::Syntax(format!(
+                    "attribute `{}` of element `{name}` holds a `<`, which must be written `&lt;`",
+                    quote_input(key.as_ref())
+                )));
+            }
+            if let Some(binding) = key.as_namespace_binding() {
+                if matches!(binding, PrefixDeclaration::Named(_)) && attribute.value.is_empty() {
+                    return Err(XmlError::Syntax(format!(
+                        "`{}` on element `{name}` binds a prefix to no namespace, which only \
+                         the default namespace may be",
+                        quote_input(key.as_ref())
+                    )));
+                }
                 continue;
             }
             let (attr_ns, attr_local) = resolver.resolve_attribute(key);

@@ -403,6 +403,18 @@ fn malformed_documents() {
     syntax(b"<?xml version=\"1.0\" encoding=\"US-ASCII\"?><a>\xc3\xa9</a>");
     syntax(b"\xFF\xFE<\x00a\x00/"); // odd length
     syntax(b"<a>\x01</a>");
+    // What quick-xml lets through and libxml2 refuses (the XML review): a raw `<` in an
+    // attribute value, and a prefix un-declared (only the default namespace may be).
+    syntax(br#"<a b="x<y"/>"#);
+    syntax(br#"<a xmlns:p="x<y"/>"#);
+    syntax(br#"<p:a xmlns:p="urn:x"><b xmlns:p=""/></p:a>"#);
+    assert!(
+        parse_document(
+            br#"<a xmlns="urn:x"><b xmlns="" c="x&lt;y"/></a>"#,
+            &limits()
+        )
+        .is_ok()
+    );
     assert!(
         parse_document(
             b"\xEF\xBB\xBF<?xml version=\"1.0\"?>\n<!--c--><a/>\n<?pi x?>\n",
