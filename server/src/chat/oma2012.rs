@@ -80,16 +80,7 @@ pub(super) fn request(
             why: format!("must be the otherUserId of the URL, {other}"),
         });
     }
-    if body
-        .originator_address
-        .as_deref()
-        .is_some_and(|o| o != user)
-    {
-        return Err(Refused::Contradicts {
-            field: "originatorAddress",
-            why: format!("must be the userId of the URL, {user}"),
-        });
-    }
+    super::sessions::originator_is(user, body.originator_address.as_deref())?;
     Ok(ChatSessionInformation {
         subject: body.subject,
         participant: vec![ParticipantInformation {

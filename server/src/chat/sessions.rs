@@ -317,16 +317,7 @@ fn pending_timers(invited: &[(ParticipantInformation, Invitation)]) -> Vec<(Stri
 /// got a `201` for a session without them (the XML review); the OMA 2012 face refuses the
 /// same contradictions ([`super::oma2012::request`]).
 fn seed_form(user: &str, body: &ChatSessionInformation) -> Result<(), Refused> {
-    if body
-        .originator_address
-        .as_deref()
-        .is_some_and(|o| o != user)
-    {
-        return Err(Refused::Contradicts {
-            field: "originatorAddress",
-            why: format!("must be the userId of the URL, {user}"),
-        });
-    }
+    originator_is(user, body.originator_address.as_deref())?;
     if let Some(t) = body.t_participant_address.as_deref()
         && !body.participant.iter().any(|p| p.address == t)
     {
@@ -338,6 +329,18 @@ fn seed_form(user: &str, body: &ChatSessionInformation) -> Result<(), Refused> {
         });
     }
     Ok(())
+}
+
+/// The rule on a start request's `originatorAddress`, on either face: when given, it is the
+/// URL's `userId` (the user the application acts for starts the chat).
+pub(super) fn originator_is(user: &str, originator: Option<&str>) -> Result<(), Refused> {
+    match originator {
+        Some(o) if o != user => Err(Refused::Contradicts {
+            field: "originatorAddress",
+            why: format!("must be the userId of the URL, {user}"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Seed 7.1.2 / 7.1.4, the rule on a start request's list: the originator's name
