@@ -1140,7 +1140,7 @@ async fn socket_handshakes_are_checked_like_requests() {
     };
     for f in FORMATS {
         let a = handshake(String::new(), f).await;
-        a.assert_error(401, "POL0001", f);
+        a.assert_error(401, "SVC2003", f);
         assert!(
             a.header("www-authenticate").starts_with("Bearer"),
             "{:?}",

@@ -675,7 +675,7 @@ async fn credentials_and_announced_length_are_checked_before_the_body_is_read() 
         )
         .await;
         let a = raw.answer.expect("401 without waiting for the body");
-        a.assert_error(401, "POL0001", f);
+        a.assert_error(401, "SVC2003", f);
         assert!(raw.closed, "{f:?}: the unread body is not drained");
         assert!(raw.elapsed < Duration::from_secs(2), "{:?}", raw.elapsed);
 
@@ -763,7 +763,7 @@ async fn failed_authentication_is_rate_limited_per_address() {
     for i in 0..4 {
         let f = FORMATS[i % 2];
         let a = send("GET", &url, &[bad[0], ("accept", f.media_type())], None).await;
-        a.assert_error(401, "POL0001", f);
+        a.assert_error(401, "SVC2003", f);
     }
     for f in FORMATS {
         for auth in [bad[0].1, &format!("Bearer {}", support::APP_TOKEN)] {

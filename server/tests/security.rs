@@ -60,14 +60,15 @@ async fn requests_without_valid_credentials_get_401_with_a_challenge() {
             "Bearer a b",
         ] {
             let a = send_authorized("GET", &url, auth, f).await;
-            let e = a.assert_error(401, "POL0001", f);
+            let e = a.assert_error(401, "SVC2003", f);
             assert!(
                 a.header("www-authenticate")
                     .starts_with("Bearer realm=\"netapi-chat\""),
                 "{auth:?}: {:?}",
                 a.headers
             );
-            assert!(e.policy_exception.is_some());
+            // OMA Common's "invalid access token", a serviceException.
+            assert!(e.service_exception.is_some());
         }
         // Nothing is created without credentials.
         let a = send(

@@ -227,11 +227,20 @@ impl AuthError {
         value
     }
 
-    /// The OMA error to answer with: a `policyException` `POL0001` ("A policy error occurred:
-    /// %1", `%1` = this error's text) with [`status`](Self::status) and the
-    /// `WWW-Authenticate` header.
+    /// The OMA error to answer with, and the `WWW-Authenticate` header: for a `401` (no, a
+    /// malformed or an invalid token) OMA Common's `serviceException` `SVC2003` ("Invalid
+    /// access token: %1", `%1` = this error's text), the code an OMA client tells a token to
+    /// renew by; for a token without the scope (`403`), the `policyException` `POL0001`.
     pub fn to_api_error(&self) -> ApiError {
-        let mut error = ApiError::forbidden(self.to_string()).with_status(self.status());
+        let mut error = match self.status() {
+            http::StatusCode::UNAUTHORIZED => ApiError::service(
+                http::StatusCode::UNAUTHORIZED,
+                "SVC2003",
+                "Invalid access token: %1",
+                self.to_string(),
+            ),
+            status => ApiError::forbidden(self.to_string()).with_status(status),
+        };
         if let Ok(value) = http::HeaderValue::from_str(&self.www_authenticate()) {
             error.headers.push((http::header::WWW_AUTHENTICATE, value));
         }
@@ -552,7 +561,13 @@ mod tests {
     fn auth_errors_become_oma_errors_with_a_challenge() {
         let e: ApiError = AuthError::Missing.into();
         assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
-        assert_eq!(e.message_id, "POL0001");
+        assert_eq!(
+            (e.kind, e.message_id),
+            (
+                netapi_chat_runtime::error::ExceptionKind::Service,
+                "SVC2003"
+            )
+        );
         assert_eq!(e.variables, ["Authorization: Bearer <token> is required"]);
         let challenge = e
             .headers
@@ -562,6 +577,7 @@ mod tests {
         assert_eq!(challenge.as_deref(), Some("Bearer realm=\"netapi-chat\""));
         let e: ApiError = AuthError::Invalid(InvalidToken::MissingScope("chat".into())).into();
         assert_eq!(e.status, http::StatusCode::FORBIDDEN);
+        assert_eq!(e.message_id, "POL0001");
     }
 
     #[test]
