@@ -146,61 +146,71 @@ impl Chat {
         body: IsComposing,
     ) -> Result<(), ApiError> {
         let ind = indication(body).map_err(|r| r.into_api(String::new))?;
-        let rx = {
-            let mut state = self.write_state();
-            let s = self.visible(&state, user, sid)?;
-            let me = s
-                .participant(user)
-                .ok_or_else(|| Refused::NotFound.into_api(|| self.urls.session(user, sid)))?;
-            match me.status {
-                ParticipantStatus::Connected => {}
-                ParticipantStatus::Invited => {
-                    return Err(Refused::NotYetAccepted.into_api(String::new));
-                }
-                ParticipantStatus::Disconnected => {
-                    return Err(Refused::HasLeft {
-                        user: user.to_owned(),
-                        sid: sid.to_owned(),
-                    }
-                    .into_api(String::new));
-                }
-            }
-            let name = me.name.clone();
-            let others = s.connected_others(user);
-            if !state.composing.admit(
-                user,
-                sid,
-                ind.state.as_deref() == Some("active"),
-                Instant::now(),
-            ) {
-                return Err(Refused::ComposingRate.into_api(String::new));
-            }
-            // OMA's XSD requires a `messageId` on every messageNotification: an indication
-            // gets one of its own, which names no stored message (`composing-…`).
-            let (indication_id, _) = state.new_id("composing");
-            let outbox = others
-                .into_iter()
-                .map(|to| {
-                    let n = Notification::from(MessageNotification {
-                        sender_address: user.to_owned(),
-                        sender_name: name.clone(),
-                        chat_message: None,
-                        is_composing: Some(ind.clone()),
-                        date_time: Some(crate::time::now_rfc3339()),
-                        session_id: sid.to_owned(),
-                        message_id: Some(indication_id.clone()),
-                        callback_data: None,
-                        link: vec![views::session_link(&self.urls, &to, sid)],
-                    });
-                    (to, n)
-                })
-                .collect();
-            let deadline = now_ms() + ind.refresh.unwrap_or(DEFAULT_REFRESH) * 1000;
-            let mut change = Change::default();
-            self.notify_transient(&state, &mut change, outbox, deadline);
-            self.submit(&mut state, change)
-        };
+        let rx = self.compose_under(&mut self.write_state(), user, sid, &ind)?;
         durable(rx).await
+    }
+
+    /// The indication `ind` (an [`indication`]) under the write lock the caller holds (also
+    /// the step that opens an ad hoc chat, `oma2012`): the rate, then the notifications handed
+    /// over; the commit (of the counters) to wait for.
+    pub(super) fn compose_under(
+        &self,
+        state: &mut super::state::State,
+        user: &str,
+        sid: &str,
+        ind: &IsComposing,
+    ) -> Result<super::Committed, ApiError> {
+        let s = self.visible(state, user, sid)?;
+        let me = s
+            .participant(user)
+            .ok_or_else(|| Refused::NotFound.into_api(|| self.urls.session(user, sid)))?;
+        match me.status {
+            ParticipantStatus::Connected => {}
+            ParticipantStatus::Invited => {
+                return Err(Refused::NotYetAccepted.into_api(String::new));
+            }
+            ParticipantStatus::Disconnected => {
+                return Err(Refused::HasLeft {
+                    user: user.to_owned(),
+                    sid: sid.to_owned(),
+                }
+                .into_api(String::new));
+            }
+        }
+        let name = me.name.clone();
+        let others = s.connected_others(user);
+        if !state.composing.admit(
+            user,
+            sid,
+            ind.state.as_deref() == Some("active"),
+            Instant::now(),
+        ) {
+            return Err(Refused::ComposingRate.into_api(String::new));
+        }
+        // OMA's XSD requires a `messageId` on every messageNotification: an indication
+        // gets one of its own, which names no stored message (`composing-…`).
+        let (indication_id, _) = state.new_id("composing");
+        let outbox = others
+            .into_iter()
+            .map(|to| {
+                let n = Notification::from(MessageNotification {
+                    sender_address: user.to_owned(),
+                    sender_name: name.clone(),
+                    chat_message: None,
+                    is_composing: Some(ind.clone()),
+                    date_time: Some(crate::time::now_rfc3339()),
+                    session_id: sid.to_owned(),
+                    message_id: Some(indication_id.clone()),
+                    callback_data: None,
+                    link: vec![views::session_link(&self.urls, &to, sid)],
+                });
+                (to, n)
+            })
+            .collect();
+        let deadline = now_ms() + ind.refresh.unwrap_or(DEFAULT_REFRESH) * 1000;
+        let mut change = Change::default();
+        self.notify_transient(state, &mut change, outbox, deadline);
+        Ok(self.submit(state, change))
     }
 }
 

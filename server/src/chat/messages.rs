@@ -88,17 +88,67 @@ impl Chat {
         super::within_answer(self.post_message_waiting(user, sid, body, url)).await
     }
 
+    /// A message's body as every send takes it ([`Chat::post_message`], and the first message
+    /// of an ad hoc chat, `oma2012`): its `clientCorrelator` normalized, its text checked.
+    pub(super) fn prepared_message(&self, mut body: ChatMessage) -> Result<ChatMessage, ApiError> {
+        body.client_correlator = super::correlator(body.client_correlator);
+        check_text(&body.text, self.settings.limits.text_chars)
+            .map_err(|r| r.into_api(String::new))?;
+        Ok(body)
+    }
+
+    /// The send of a [`Chat::prepared_message`] under a lock of the state the caller holds:
+    /// the read side ([`Chat::post_message`]), or the write side when the session is opened
+    /// in the same step (the first message of an ad hoc chat: nothing can close the chat
+    /// between its opening and its first message). The rule, then the message and its
+    /// notifications handed to the store in this session's order (see
+    /// `Chat::session_order`); the message's URL (`url`) and the commit to wait for.
+    pub(super) fn send_under(
+        &self,
+        state: &super::state::State,
+        user: &str,
+        sid: &str,
+        body: ChatMessage,
+        url: impl Fn(&Urls, &str, &str, &str) -> String,
+    ) -> Result<(String, super::Committed), ApiError> {
+        let urls = &self.urls;
+        let s = self.visible(state, user, sid)?;
+        let order = self.session_order(sid);
+        let (id, seq) = state.new_id("msg");
+        let (message, outbox) = send(
+            urls,
+            s,
+            user,
+            Draft {
+                id: id.clone(),
+                seq,
+                date_time: crate::time::now_rfc3339(),
+            },
+            body,
+        )
+        .map_err(|r| r.into_api(String::new))?;
+        let mut change = Change::default();
+        change.put_message(sid, &message, Some(now_ms()));
+        // An ad hoc session is idle from its last message on (`oma2012::idle`).
+        if let Some(active) = state.adhoc_active.get(sid) {
+            active.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.notify(state, &mut change, outbox);
+        Ok((
+            url(urls, user, sid, &id),
+            self.submit_in_order(state, &order, sid, change),
+        ))
+    }
+
     /// [`Chat::post_message`], however long the store takes.
     async fn post_message_waiting(
         &self,
         user: &str,
         sid: &str,
-        mut body: ChatMessage,
+        body: ChatMessage,
         url: impl Fn(&Urls, &str, &str, &str) -> String,
     ) -> Result<Created<ResourceReference>, ApiError> {
-        body.client_correlator = super::correlator(body.client_correlator);
-        check_text(&body.text, self.settings.limits.text_chars)
-            .map_err(|r| r.into_api(String::new))?;
+        let body = self.prepared_message(body)?;
         // A resend with the same clientCorrelator answers the first message. The lookup and
         // the send it may lead to hold the session's message lock, so two concurrent sends
         // with one correlator cannot both miss and both create a message.
@@ -130,40 +180,13 @@ impl Chat {
             None => None,
         };
         let (url, rx) = {
-            // A send changes no map of the state: the read lock, and this session's order
-            // from its sequence number to its hand-over (see `Chat::session_order`).
+            // A send changes no map of the state: the read lock.
             let state = self.read_state();
-            let urls = &self.urls;
-            let s = self.visible(&state, user, sid)?;
             if let Some(mid) = replay {
-                let url = url(urls, user, sid, &mid);
-                return Ok(views::created(url));
+                self.visible(&state, user, sid)?;
+                return Ok(views::created(url(&self.urls, user, sid, &mid)));
             }
-            let order = self.session_order(sid);
-            let (id, seq) = state.new_id("msg");
-            let (message, outbox) = send(
-                urls,
-                s,
-                user,
-                Draft {
-                    id: id.clone(),
-                    seq,
-                    date_time: crate::time::now_rfc3339(),
-                },
-                body,
-            )
-            .map_err(|r| r.into_api(String::new))?;
-            let mut change = Change::default();
-            change.put_message(sid, &message, Some(now_ms()));
-            // An ad hoc session is idle from its last message on (`oma2012::idle`).
-            if let Some(active) = state.adhoc_active.get(sid) {
-                active.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-            }
-            self.notify(&state, &mut change, outbox);
-            (
-                url(urls, user, sid, &id),
-                self.submit_in_order(&state, &order, sid, change),
-            )
+            self.send_under(&state, user, sid, body, url)?
         };
         durable(rx).await?;
         Ok(views::created(url))

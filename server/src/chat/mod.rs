@@ -334,9 +334,12 @@ async fn bounded<F: std::future::Future>(wait: F) -> Option<F::Output> {
     }
 }
 
+/// The commit of a change handed to the store, to wait for with [`durable`] before answering.
+type Committed = oneshot::Receiver<Result<(), String>>;
+
 /// Waits until a submitted change is durable; a failed store answers `503 SVC2001`, an
 /// unreachable database `503 SVC2001` with `Retry-After` ([`storage_unavailable`]).
-async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
+async fn durable(rx: Committed) -> Result<(), ApiError> {
     // A database that stopped answering: not confirmed (the batch stays queued).
     let Some(answer) = bounded(rx).await else {
         return Err(storage_unavailable());

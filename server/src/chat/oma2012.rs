@@ -222,13 +222,21 @@ pub(crate) fn asked_status(body: Option<ParticipantSessionStatus>) -> Participan
 /// `sess-…`, never this, so the routes of confirmed chats read it.
 pub const ADHOC: &str = "adhoc";
 
-/// How many times a message or `isComposing` sent to [`ADHOC`] opens the pair's ad hoc chat
-/// and goes into it, when the chat was closed in between (the peer's `DELETE`, or its idle
-/// end, landing after the open and before the send): the next message opens a new chat, so
-/// the send tries again rather than answer `404` for a collection that always exists (an
-/// outside review's race: 6 in 400 first messages lost that way). Bounded, so a peer closing
-/// in a loop cannot hold a request.
+/// How many times a message or `isComposing` sent to [`ADHOC`] looks for the pair's ad hoc
+/// chat and goes into it, when the chat it found open was closed before the send reached it
+/// (the peer's `DELETE`, or the idle end, in between): as after that close, the send then
+/// opens a new chat ([`Chat::adhoc_send`]) rather than answer `404` for a collection that
+/// always exists (an outside review's race: 6 in 400 first messages lost that way). Bounded,
+/// so a peer closing in a loop cannot hold a request.
 const ADHOC_TRIES: u32 = 3;
+
+/// What a send to `adhoc` found ([`Chat::adhoc_send`]).
+enum AdHoc<R> {
+    /// The pair's chat, open already: the send goes into it as into any session.
+    Open(String),
+    /// A chat this send opened, with what its first step (the send itself) gave.
+    Opened(R),
+}
 
 /// Whether a send into an ad hoc chat just opened or found, which failed with `error`, opens
 /// the chat again and tries once more: the chat is gone (closed in between: `404`) and
@@ -890,35 +898,45 @@ impl Chat {
         }
     }
 
-    /// The id of the ad hoc session of `user` with `other` ([`adhoc_with`]), marked active
-    /// now; when there is none, one is opened ([`open_adhoc`], committed before the answer)
-    /// if `open`, else the `404` of `url`.
-    async fn adhoc(
+    /// The id of the ad hoc session of `user` with `other` ([`adhoc_with`]), else the `404`
+    /// of `url`: what a read or a status report at `…/adhoc` names.
+    fn adhoc(
+        &self,
+        user: &str,
+        other: &str,
+        url: impl FnOnce() -> String,
+    ) -> Result<String, ApiError> {
+        let state = self.read_state();
+        adhoc_with(state.sessions_of(user), user, other)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| missing(&url()))
+    }
+
+    /// A send to `adhoc` (a message, an `isComposing`) from `user` to `other`: the pair's ad
+    /// hoc chat when one is open (marked active now; the caller sends into it as into any), or
+    /// one opened ([`open_adhoc`]) with `first` (the send, under the same write lock) in the
+    /// same step, so that nothing (the peer's `DELETE`, the idle end) can close the chat
+    /// between its opening and what opened it. Before, the open was committed on its own and
+    /// a `DELETE` landing in between left the send `404`, or, sent again, a second chat
+    /// beside the empty first (the race reviews). What comes through an ad hoc chat is
+    /// unsolicited, and so is opening one (closing it tells the peer `SessionEnded`: an
+    /// open-and-close loop must not fill its backlog either): checked here, once
+    /// ([`Chat::may_send_unsolicited`]).
+    async fn adhoc_send<R>(
         self: &Arc<Self>,
         user: &str,
         other: &str,
-        open: bool,
-        url: impl FnOnce() -> String,
-    ) -> Result<String, ApiError> {
-        let (sid, rx) = {
+        first: impl FnOnce(&mut State, &str) -> Result<(R, super::Committed), ApiError>,
+    ) -> Result<AdHoc<R>, ApiError> {
+        let (sid, opened, sent) = {
             let mut state = self.write_state();
-            // What comes through an ad hoc chat (a message, an isComposing) is unsolicited,
-            // and so is opening one (closing it tells the peer `SessionEnded`: an
-            // open-and-close loop must not fill its backlog either). Checked here, once.
-            if open {
-                self.may_send_unsolicited(&state, other)
-                    .map_err(|r| r.into_api(String::new))?;
-            }
+            self.may_send_unsolicited(&state, other)
+                .map_err(|r| r.into_api(String::new))?;
             let mine = state.sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
-                if open {
-                    state.adhoc_active.insert(sid.clone(), now_ms().into());
-                }
-                return Ok(sid);
-            }
-            if !open {
-                return Err(missing(&url()));
+                state.adhoc_active.insert(sid.clone(), now_ms().into());
+                return Ok(AdHoc::Open(sid));
             }
             let new = state.new_id("sess");
             let sid = new.0.clone();
@@ -932,11 +950,16 @@ impl Chat {
             )
             .map_err(|r| r.into_api(String::new))?;
             state.adhoc_active.insert(sid.clone(), now_ms().into());
-            (sid, self.apply(&mut state, d))
+            let opened = self.apply(&mut state, d);
+            let sent = first(&mut state, &sid);
+            (sid, opened, sent)
         };
-        durable(rx).await?;
-        self.adhoc_timer(sid.clone());
-        Ok(sid)
+        // The chat is open (committed) whatever became of `first`: its idle timer runs.
+        durable(opened).await?;
+        self.adhoc_timer(sid);
+        let (r, sent) = sent?;
+        durable(sent).await?;
+        Ok(AdHoc::Opened(r))
     }
 
     /// Starts the idle timer of ad hoc session `sid` (one per session: started when it is
@@ -1021,7 +1044,7 @@ impl Chat {
     ) -> Result<String, ApiError> {
         if sid == ADHOC {
             let url = || self.urls.one_to_one_message_status(user, other, ADHOC, mid);
-            return self.adhoc(user, other, false, url).await;
+            return self.adhoc(user, other, url);
         }
         self.one_to_one(&self.read_state(), user, other, sid)?;
         Ok(sid.to_owned())
@@ -1135,15 +1158,22 @@ impl Chat {
     ) -> Result<Created<ResourceReference>, ApiError> {
         if sid == ADHOC {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
+            let status = |urls: &Urls, user: &str, _: &str, mid: &str| {
+                urls.one_to_one_message_status(user, other, ADHOC, mid)
+            };
+            let body = self.prepared_message(body).map_err(|e| named(e, url))?;
             let mut tries = 1;
             loop {
-                let real = self.adhoc(user, other, true, url).await?;
-                let sent = self
-                    .post_message(user, &real, body.clone(), |urls, user, _, mid| {
-                        urls.one_to_one_message_status(user, other, ADHOC, mid)
-                    })
-                    .await;
-                match sent {
+                let first = |state: &mut State, real: &str| {
+                    self.send_under(state, user, real, body.clone(), status)
+                };
+                let real = match self.adhoc_send(user, other, first).await {
+                    Ok(AdHoc::Opened(location)) => return Ok(views::created(location)),
+                    Ok(AdHoc::Open(real)) => real,
+                    Err(e) => return Err(named(e, url)),
+                };
+                // Into the open chat as any send: closed meanwhile, the next send opens one.
+                match self.post_message(user, &real, body.clone(), status).await {
                     Err(e) if again_into_adhoc(&e, &mut tries) => continue,
                     sent => return sent.map_err(|e| named(e, url)),
                 }
@@ -1168,12 +1198,23 @@ impl Chat {
     ) -> Result<Created<ResourceReference>, ApiError> {
         if sid == ADHOC {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
+            let ind = super::composing::indication(body).map_err(|r| r.into_api(String::new))?;
             let mut tries = 1;
             loop {
-                let real = self.adhoc(user, other, true, url).await?;
-                match self.indicate_composing(user, &real, body.clone()).await {
+                let first = |state: &mut State, real: &str| {
+                    self.compose_under(state, user, real, &ind)
+                        .map(|sent| ((), sent))
+                };
+                let real = match self.adhoc_send(user, other, first).await {
+                    Ok(AdHoc::Opened(())) => break,
+                    Ok(AdHoc::Open(real)) => real,
+                    Err(e) => return Err(named(e, url)),
+                };
+                let told = self.compose_under(&mut self.write_state(), user, &real, &ind);
+                match told {
+                    Ok(sent) => break durable(sent).await.map_err(|e| named(e, url))?,
                     Err(e) if again_into_adhoc(&e, &mut tries) => continue,
-                    told => break told.map_err(|e| named(e, url))?,
+                    Err(e) => return Err(named(e, url)),
                 }
             }
         } else {
