@@ -369,7 +369,7 @@ fn failures_have_their_exit_status_and_the_oma_text() {
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(": 401 POL"), "{stderr}");
+    assert!(stderr.contains(": 401 SVC2003"), "{stderr}");
 
     let out = binary()
         .args(["client", "--server", &server.base, "list", "sessions"])
