@@ -394,19 +394,11 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
     }
     // A standby takes over without a restart: a token file it would refuse then (missing
     // over a database that holds data, see `server::token_verifier`) is refused now, before
-    // it stands by, rather than at the moment the cluster needs it to lead.
-    if let crate::config::AuthConfig::TokenFile(_) = &config.auth {
-        let path = config
-            .token_file()
-            .unwrap_or_else(|| config.data_dir.join("tokens"));
-        if !path.exists() {
-            return Err(StartError::Auth(format!(
-                "the token file {} does not exist: every instance of a cluster needs the same \
-                 token file as the leading one (copy it, or fix NETAPI_CHAT_TOKEN_FILE); a \
-                 standby without it could not take over",
-                path.display()
-            )));
-        }
+    // it stands by, rather than at the moment the cluster needs it to lead. Not while the
+    // database cannot be reached: this instance may be the first of a new cluster, which
+    // writes the file when it leads.
+    if !watch.away {
+        token_file_present(&config).await?;
     }
     let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
     let leader_tls = Arc::new(leader_tls);
@@ -728,6 +720,46 @@ async fn check_own_url(url: String, tls: Arc<rustls::ClientConfig>) {
 }
 
 /// Opens the store if the database is free (`None`: another instance leads).
+/// How long a standby started without its token file waits for it to appear before it
+/// refuses to start: instances of a new cluster started together (one deployment) find the
+/// file the first one writes once it leads, after its lease wait (2 s) and its start; the
+/// upgrade review saw a standby started 2 s after the first exit for want of it.
+const TOKEN_FILE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Whether the token file a standby will need when it leads is there (within
+/// [`TOKEN_FILE_WITHIN`]); nothing to check with other authentication.
+async fn token_file_present(config: &Config) -> Result<(), StartError> {
+    if !matches!(config.auth, crate::config::AuthConfig::TokenFile(_)) {
+        return Ok(());
+    }
+    let path = config
+        .token_file()
+        .unwrap_or_else(|| config.data_dir.join("tokens"));
+    let until = tokio::time::Instant::now() + TOKEN_FILE_WITHIN;
+    let mut said = false;
+    while !path.exists() {
+        if tokio::time::Instant::now() >= until {
+            return Err(StartError::Auth(format!(
+                "the token file {} does not exist: every instance of a cluster needs the same \
+                 token file as the leading one (copy it, or fix NETAPI_CHAT_TOKEN_FILE); a \
+                 standby without it could not take over",
+                path.display()
+            )));
+        }
+        if !said {
+            tracing::warn!(
+                "the token file {} does not exist yet; waiting up to {} s for it (the first \
+                 instance of a new cluster writes it when it leads)",
+                path.display(),
+                TOKEN_FILE_WITHIN.as_secs()
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// One try to open the store and lead: `None` while another instance leads, or while the
 /// database cannot be reached (`watch` says so in the log). Tried once, not until the database
 /// answers as a lone server does: this instance listens from its start, and its proxy answers

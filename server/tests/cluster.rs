@@ -1789,6 +1789,93 @@ async fn an_instance_started_while_its_database_is_away_answers_503_until_it_lea
     );
 }
 
+/// The first instance of a new cluster, started while its database cannot be reached and
+/// before any token file exists: it does not refuse to start for want of the file (it stands
+/// by answering `503`), and once the database is back it leads and writes the token file, as
+/// any first start does; the token it wrote is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_new_clusters_first_instance_started_while_its_database_is_away_writes_its_token_file() {
+    let dir = support::temp_data_dir();
+    let database = support::postgres_database_for(&dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    std::fs::remove_file(dir.join("tokens")).expect("no token file yet");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{port}/{}?sslmode=disable",
+        database_name(&database)
+    );
+    let instance = Server::launch(
+        support::Launch {
+            data_dir: dir.to_path_buf(),
+            env: &cluster_env(&url, &[]),
+            ..support::Launch::default()
+        },
+        None,
+    );
+    let healthz = support::send("GET", &format!("{}/healthz", instance.base), &[], None).await;
+    assert_eq!(healthz.status, 200, "{}", healthz.body);
+    let _link = Link::to_the_database_on(port).await;
+    let tokens = dir.join("tokens");
+    let until = Instant::now() + PATIENCE;
+    let token = loop {
+        let text = std::fs::read_to_string(&tokens).unwrap_or_default();
+        if let Some(token) = text
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .and_then(|l| l.split_whitespace().next())
+        {
+            break token.to_owned();
+        }
+        assert!(Instant::now() < until, "no token file written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client = support::http_client(&token);
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let a = client
+            .get(instance.urls().subscriptions(ALICE))
+            .send()
+            .await
+            .map(|a| a.status().as_u16());
+        if matches!(a, Ok(200)) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the written token is not accepted: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A standby started a moment before the token file it needs exists (instances of a new
+/// cluster deployed together: the first writes the file once it leads) waits for it, then
+/// stands by and forwards. Before, it refused to start at once (the upgrade review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_started_before_its_token_file_exists_waits_for_it() {
+    let leader_dir = support::temp_data_dir();
+    let database = support::postgres_database_for(&leader_dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    let leader = Server::start_in(&leader_dir, &cluster_env(&database, &[]), None);
+    changes_again(&leader, "before the standby").await;
+    let standby_dir = support::temp_data_dir();
+    let tokens = standby_dir.join("tokens");
+    let kept = std::fs::read(&tokens).expect("the token file");
+    std::fs::remove_file(&tokens).expect("remove it");
+    let appears = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        std::fs::write(&tokens, kept).expect("the token file appears");
+    });
+    let standby = Server::start_in(&standby_dir, &cluster_env(&database, &[]), None);
+    appears.join().expect("the writer");
+    changes_again(&standby, "through the standby").await;
+}
+
 /// One answer of the old leader while it is cut off: when (since the cut), to what, and what.
 #[derive(Debug)]
 struct Seen {
