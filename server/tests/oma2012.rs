@@ -2256,6 +2256,39 @@ async fn an_adhoc_chat_survives_a_restart() {
     assert_eq!(texts, ["before", "after"]);
 }
 
+/// An ad hoc chat's idle time counts from its last message across a restart, not from the
+/// restart: ended `NETAPI_CHAT_ADHOC_IDLE_SECS` after its message though the server was
+/// restarted halfway. Before, every restart started the idle time again (the chat below
+/// ended 8 s after the restart, 12 s after its message), so restarts more frequent than the
+/// idle time kept a chat open for ever (the upgrade review). The bound allows 3 s of slack
+/// for a loaded machine and still tells the two apart.
+#[tokio::test]
+async fn an_adhoc_chats_idle_time_counts_from_its_last_message_across_a_restart() {
+    const IDLE: (&str, &str) = ("NETAPI_CHAT_ADHOC_IDLE_SECS", "8");
+    let srv = Server::start(&[IDLE]);
+    let face = Face::new(Wire::Json, &srv);
+    let sent = std::time::Instant::now();
+    face.send_one_to_one(A, B, ADHOC, &docs::message("once"))
+        .await
+        .created();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let srv = Server::restart(srv.kill(), &[IDLE]);
+    let face = Face::new(Wire::Json, &srv);
+    face.get_one_to_one(A, B, ADHOC).await.ok(200);
+    loop {
+        let status = face.get_one_to_one(A, B, ADHOC).await.status;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(11),
+            "still open {:?} after its only message ({status})",
+            sent.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The GSMA OneAPI gateways' `apiVersion` `0.1` (reference: "[S]/[G] used `0.1`"): a client
 /// written against them reaches the OMA 2012 tree under `/chat/0.1/…` unchanged (ad hoc send,
 /// status read and report, subscriptions); the answers name the canonical `/chat/v1/…`.

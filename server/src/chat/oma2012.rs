@@ -980,6 +980,31 @@ impl Chat {
         });
     }
 
+    /// [`Chat::adhoc_timer`] for a session restored at `restored_ms`, whose idle clock starts
+    /// at the restart (it lives in memory): moved back first to its last stored message when
+    /// that is older and nothing touched the clock meanwhile (a message since wins). Before,
+    /// every restart started the idle time again, so restarts more frequent than it (rolling
+    /// upgrades, failovers) kept an ad hoc chat open for ever (the upgrade review). A session
+    /// without messages (opened by an `isComposing`) stays idle from the restart. A read that
+    /// fails leaves the restart as the clock.
+    pub(super) fn adhoc_timer_restored(self: &Arc<Self>, sid: String, restored_ms: i64) {
+        let chat = Arc::clone(self);
+        tokio::spawn(async move {
+            let s = sid.clone();
+            // `sent_ms` 0: written by a migration from a format without it (no ad hoc chat).
+            if let Ok(Some(last)) = chat.read(move |b| b.last_message_ms(&s)).await
+                && (1..restored_ms).contains(&last)
+            {
+                let state = chat.read_state();
+                if let Some(active) = state.adhoc_active.get(&sid) {
+                    let relaxed = std::sync::atomic::Ordering::Relaxed;
+                    let _ = active.compare_exchange(restored_ms, last, relaxed, relaxed);
+                }
+            }
+            chat.adhoc_timer(sid);
+        });
+    }
+
     /// Ends ad hoc session `sid` if it is idle ([`idle`]); `Some(when to look again)` while
     /// it is not, `None` once it is gone.
     fn adhoc_idle(&self, sid: &str) -> Option<i64> {

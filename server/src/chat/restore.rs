@@ -79,7 +79,8 @@ impl Chat {
         }
         // Timers: what was pending before the restart fires as if the server had stayed up.
         let invitations = pending_invitations(state.sessions.values());
-        // Ad hoc sessions: idle from the restart on (their last message time is not stored).
+        // Ad hoc sessions: idle from the restart on, until their timer reads the time of
+        // their last stored message (`Chat::adhoc_timer_restored`).
         let adhoc: Vec<String> = state
             .sessions
             .values()
@@ -104,7 +105,7 @@ impl Chat {
             self.expiry_timer(id, at);
         }
         for sid in adhoc {
-            self.adhoc_timer(sid);
+            self.adhoc_timer_restored(sid, now);
         }
         for id in channels {
             self.channel_timer(id);

@@ -396,6 +396,9 @@ pub trait Backend: Send + 'static {
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// The stored record of message `id` of `session`.
     fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// When the last message of `session` was stored (its `sent_ms`), if it has one: an ad
+    /// hoc chat's idle clock after a restart (`chat::restore`). Indexed by (session, seq).
+    fn last_message_ms(&mut self, session: &str) -> Result<Option<i64>, StoreError>;
     /// The id of the message `sender` sent in `session` with this `clientCorrelator` (the
     /// first one, if a data directory of an older version holds several).
     fn message_by_correlator(
@@ -1472,6 +1475,9 @@ mod tests {
     macro_rules! empty_lookups {
         () => {
             fn message(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(None)
+            }
+            fn last_message_ms(&mut self, _: &str) -> Result<Option<i64>, StoreError> {
                 Ok(None)
             }
             fn message_by_correlator(

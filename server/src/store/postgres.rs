@@ -162,6 +162,7 @@ struct Statements {
     next_session_from: Statement,
     next_session_after: Statement,
     head: Statement,
+    last: Statement,
     delete_head: Statement,
     dead_letters: Statement,
 }
@@ -259,6 +260,11 @@ impl Statements {
             head: c
                 .prepare(
                     "SELECT seq, sent_ms FROM messages WHERE session = $1 ORDER BY seq LIMIT $2",
+                )
+                .await?,
+            last: c
+                .prepare(
+                    "SELECT sent_ms FROM messages WHERE session = $1 ORDER BY seq DESC LIMIT 1",
                 )
                 .await?,
             delete_head: c
@@ -1100,6 +1106,15 @@ impl Backend for Postgres {
         })
     }
 
+    fn last_message_ms(&mut self, session: &str) -> Result<Option<i64>, StoreError> {
+        self.with(async move |c: &mut Conn| {
+            match c.client.query_opt(&c.st.last, &[&session]).await? {
+                Some(r) => Ok(Some(r.try_get(0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
     fn message(&mut self, session: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         // A message id is the client's path segment; PostgreSQL's text refuses NUL, which no
         // id the server made holds: such an id names no message (404, as on SQLite), not a
@@ -1586,6 +1601,8 @@ mod tests {
             db.messages_after("s1", Some(1), 10).unwrap(),
             [(2, b"{\"seq\":2}".to_vec())]
         );
+        assert_eq!(db.last_message_ms("s1").unwrap(), Some(2), "the last one's");
+        assert_eq!(db.last_message_ms("s2").unwrap(), None);
         assert_eq!(
             db.message("s1", "msg-1").unwrap(),
             Some(b"{\"seq\":1}".to_vec())

@@ -974,6 +974,15 @@ impl Backend for Sqlite {
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
+    fn last_message_ms(&mut self, session: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached(LAST_SQL)
+            .map_err(err)?
+            .query_row(params![session], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(err)
+    }
+
     fn purge_dead_letters(&mut self, before_ms: i64, budget: usize) -> Result<usize, StoreError> {
         let n = self
             .conn
@@ -1104,6 +1113,10 @@ const NEXT_SESSION_SQL: &str =
     "SELECT session FROM messages WHERE session >= ?1 ORDER BY session LIMIT 1";
 
 /// The oldest messages of a session, with their sending times (a primary-key range).
+/// The time of a session's last message ([`Backend::last_message_ms`]): the primary key's
+/// (session, seq) order, read backwards.
+const LAST_SQL: &str = "SELECT sent_ms FROM messages WHERE session = ?1 ORDER BY seq DESC LIMIT 1";
+
 const HEAD_SQL: &str = "SELECT seq, sent_ms FROM messages WHERE session = ?1 ORDER BY seq LIMIT ?2";
 
 /// A session's expired head: its messages up to a seq (a primary-key range).
@@ -1403,6 +1416,12 @@ mod tests {
             vec![(3, value.as_bytes().to_vec())]
         );
         assert_eq!(db.message_by_correlator("s1", "tel:+2", "").unwrap(), None);
+        assert_eq!(
+            db.last_message_ms("s1").unwrap(),
+            Some(2000),
+            "from its date_time"
+        );
+        assert_eq!(db.last_message_ms("s2").unwrap(), None);
         assert_eq!(purge_all(&mut db, 2000, 10), 0);
         assert_eq!(purge_all(&mut db, 2001, 10), 1);
         drop(db);
