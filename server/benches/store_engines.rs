@@ -94,6 +94,10 @@ impl Backend for Redb {
         Err(StoreError("not measured in this bench".into()))
     }
 
+    fn last_message_ms(&mut self, _: &str) -> Result<Option<i64>, StoreError> {
+        Err(StoreError("not measured in this bench".into()))
+    }
+
     fn purge_messages(&mut self, _: i64, _: &str, _: usize) -> Result<Purged, StoreError> {
         Err(StoreError("not measured in this bench".into()))
     }
