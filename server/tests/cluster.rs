@@ -1722,6 +1722,21 @@ impl Link {
     }
 }
 
+/// A free port of 127.0.0.1 where nothing listens yet (connections refused), and the URL of
+/// `database` reached there: a database not there yet, until a [`Link::to_the_database_on`]
+/// that port opens.
+fn not_there_yet(database: &str) -> (u16, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{port}/{}?sslmode=disable",
+        database_name(database)
+    );
+    (port, url)
+}
+
 /// An instance of a cluster started while its database cannot be reached answers at once
 /// (issue 14 item 4: never a hang): `/healthz` `200`, `/readyz` `503`, and an API request
 /// `503 SVC2001` with `Retry-After` in the asked format; its log says why, once however long
@@ -1734,15 +1749,7 @@ async fn an_instance_started_while_its_database_is_away_answers_503_until_it_lea
     let dir = support::temp_data_dir();
     let database = support::postgres_database_for(&dir)
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
-    // Where the database will be reached: nothing listens there yet (connections refused).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{port}/{}?sslmode=disable",
-        database_name(&database)
-    );
+    let (port, url) = not_there_yet(&database);
     let log = dir.join("instance.log");
     let instance = Server::launch(
         support::Launch {
@@ -1800,14 +1807,7 @@ async fn a_new_clusters_first_instance_started_while_its_database_is_away_writes
     let database = support::postgres_database_for(&dir)
         .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
     std::fs::remove_file(dir.join("tokens")).expect("no token file yet");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{port}/{}?sslmode=disable",
-        database_name(&database)
-    );
+    let (port, url) = not_there_yet(&database);
     let instance = Server::launch(
         support::Launch {
             data_dir: dir.to_path_buf(),
