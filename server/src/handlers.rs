@@ -64,6 +64,22 @@ fn resolved(user: &str, given: &str) -> Result<String, ApiError> {
     address::canonical(given)
 }
 
+/// OMA 2012's flat one-to-one addresses of a start body (`tParticipantAddress`,
+/// `originatorAddress`) [`resolved`]: compared with the URL's users and the `participant`s
+/// as every address is, in canonical form (on either face).
+fn canonical_flat_addresses(user: &str, body: &mut ChatSessionInformation) -> Result<(), ApiError> {
+    for a in [
+        &mut body.t_participant_address,
+        &mut body.originator_address,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *a = resolved(user, a)?;
+    }
+    Ok(())
+}
+
 /// Every participant address of a body [`resolved`].
 fn canonical_participants(user: &str, list: &mut [ParticipantInformation]) -> Result<(), ApiError> {
     for p in list {
@@ -224,6 +240,7 @@ impl ChatService for ChatServer {
         mut body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         canonical_participants(&user_id, &mut body.participant)?;
+        canonical_flat_addresses(&user_id, &mut body)?;
         self.chat.create_session(&user_id, body).await
     }
 
@@ -489,15 +506,7 @@ impl ChatService for ChatServer {
         mut body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         let other = address::canonical(&other_user_id)?;
-        for a in [
-            &mut body.t_participant_address,
-            &mut body.originator_address,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *a = resolved(&user_id, a)?;
-        }
+        canonical_flat_addresses(&user_id, &mut body)?;
         self.chat
             .create_one_to_one_session(&user_id, &other, body)
             .await

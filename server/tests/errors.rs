@@ -825,6 +825,15 @@ async fn create_cases(c: &Ctx<'_>) {
         assert!(docs::rendered(&e).contains(field), "{}", docs::rendered(&e));
     }
     assert_eq!(c.session_count(CAROL).await, 0, "carol was never invited");
+    // The same addresses in another form are no contradiction (compared in canonical form).
+    let mut same = session_doc(&[CAROL]);
+    same.originator_address = Some("tel:+1-555-123-0001".to_owned());
+    same.t_participant_address = Some("tel:+1-555-123-0003".to_owned());
+    let a = send_doc("POST", &c.urls().chat_sessions(ALICE), c.f, &same).await;
+    c.ok("the originator and invitee in another form", &a, 201);
+    let sid = docs::last_segment(a.header("location"));
+    let a = c.delete(&c.urls().session(ALICE, &sid)).await;
+    c.ok("end it", &a, 204);
 
     let many: Vec<String> = (0..100).map(|i| format!("tel:+1555700{i:04}")).collect();
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
