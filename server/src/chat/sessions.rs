@@ -785,9 +785,6 @@ mod tests {
     use super::super::testkit::*;
     use super::*;
 
-    /// A session ends once nobody is connected to it and no invitation is pending; those who
-    /// could have re-joined (the originator, an invitee who had accepted) are told. One that
-    /// someone is still in, or still invited to, stays.
     #[test]
     fn a_seed_start_refuses_another_originator_and_an_invitee_outside_its_list() {
         let body = |o: Option<&str>, t: Option<&str>| ChatSessionInformation {
@@ -812,6 +809,9 @@ mod tests {
         );
     }
 
+    /// A session ends once nobody is connected to it and no invitation is pending; those who
+    /// could have re-joined (the originator, an invitee who had accepted) are told. One that
+    /// someone is still in, or still invited to, stays.
     #[test]
     fn a_session_nobody_is_in_any_more_ends() {
         use ParticipantStatus::{Connected, Disconnected, Invited};

@@ -1112,11 +1112,11 @@ const BY_CORRELATOR_SQL: &str = "SELECT id FROM messages INDEXED BY messages_by_
 const NEXT_SESSION_SQL: &str =
     "SELECT session FROM messages WHERE session >= ?1 ORDER BY session LIMIT 1";
 
-/// The oldest messages of a session, with their sending times (a primary-key range).
 /// The time of a session's last message ([`Backend::last_message_ms`]): the primary key's
 /// (session, seq) order, read backwards.
 const LAST_SQL: &str = "SELECT sent_ms FROM messages WHERE session = ?1 ORDER BY seq DESC LIMIT 1";
 
+/// The oldest messages of a session, with their sending times (a primary-key range).
 const HEAD_SQL: &str = "SELECT seq, sent_ms FROM messages WHERE session = ?1 ORDER BY seq LIMIT ?2";
 
 /// A session's expired head: its messages up to a seq (a primary-key range).
