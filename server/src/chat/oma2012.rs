@@ -954,9 +954,10 @@ impl Chat {
             let sent = first(&mut state, &sid);
             (sid, opened, sent)
         };
-        // The chat is open (committed) whatever became of `first`: its idle timer runs.
-        durable(opened).await?;
+        // The chat is open (in memory, and committed or to be) whatever became of `first` or
+        // of the wait for the commit: its idle timer runs.
         self.adhoc_timer(sid);
+        durable(opened).await?;
         let (r, sent) = sent?;
         durable(sent).await?;
         Ok(AdHoc::Opened(r))
