@@ -392,14 +392,6 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
         return Ok(started);
     }
-    // A standby takes over without a restart: a token file it would refuse then (missing
-    // over a database that holds data, see `server::token_verifier`) is refused now, before
-    // it stands by, rather than at the moment the cluster needs it to lead. Not while the
-    // database cannot be reached: this instance may be the first of a new cluster, which
-    // writes the file when it leads.
-    if !watch.away {
-        token_file_present(&config).await?;
-    }
     let cors = crate::cors::policy(config.cors_origins.as_ref()).map_err(StartError::Api)?;
     let leader_tls = Arc::new(leader_tls);
     let forwarder = Arc::new(Forwarder::new(
@@ -414,8 +406,13 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             crate::rate::AuthFailures::new(config.auth_failures.0, config.auth_failures.1),
         ),
     ));
-    // Know the leader before saying this instance listens.
-    let mut free = watch.look(&url, &forwarder).await;
+    // Know the leader before saying this instance listens, when the database answered the
+    // try to lead (one quick look); not while it cannot be reached, where the look would
+    // wait out its connection timeout with the port unanswered.
+    let mut free = match watch.away {
+        false => watch.look(&url, &forwarder).await,
+        true => false,
+    };
     // Until when the standby looks every `LOOK_AT_MOST_EVERY` rather than every `POLL`.
     let mut fast_until: Option<std::time::Instant> = None;
     let scheme = if own_tls.is_some() { "https" } else { "http" };
@@ -444,7 +441,18 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
         ))),
         false => None,
     };
+    // A standby takes over without a restart: a token file it would refuse then (missing
+    // over a database that holds data, see `server::token_verifier`) is refused as soon as
+    // the database says another instance leads (at once, or at the first look that reaches
+    // it), rather than at the moment the cluster needs this one to lead; its proxy serves
+    // meanwhile. Not before: this instance may be the first of a new cluster, which writes
+    // the file when it leads.
+    let mut token_file_checked = false;
     loop {
+        if !token_file_checked && !free && !watch.away {
+            token_file_present(&config).await?;
+            token_file_checked = true;
+        }
         if free && let Some(backend) = try_to_lead(&config, &seat, &mut watch).await? {
             // The proxy stops accepting (the server started below accepts from the same
             // socket, its backlog meanwhile held by the kernel) and keeps the connections it
@@ -2261,17 +2269,21 @@ static BOUND: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
 /// lock held and stands by. Returns only if that cannot be done (the caller then exits).
 pub fn start_over() {
     use std::os::unix::process::CommandExt as _;
-    // The binary this process runs, even when its file was replaced or removed since it
-    // started (an upgrade in place, a rebuild): Linux's `/proc/self/exe` opens that very
-    // file, where the path `current_exe` reads from it names a file that is gone (it ends in
-    // ` (deleted)`, and the exec failed: the instance exited instead of standing by) or
-    // another version. Elsewhere, the path.
-    let exe = match std::path::Path::new("/proc/self/exe") {
-        own if own.exists() => own.to_path_buf(),
-        _ => match std::env::current_exe() {
-            Ok(exe) => exe,
-            Err(_) => return,
-        },
+    // The binary at the path this process was started from, when there is one there (after
+    // an upgrade in place, the new version: an old one could not lead a database the new
+    // leader migrated); else the file this process runs, removed since it started
+    // (`/proc/self/exe` still opens it), so that the instance stands by instead of exiting.
+    let exe = match std::env::current_exe() {
+        Ok(path) => {
+            let text = path.to_string_lossy();
+            // Linux names an unlinked file `… (deleted)`, a path that does not exist.
+            let named = std::path::PathBuf::from(text.trim_end_matches(" (deleted)"));
+            match named.exists() {
+                true => named,
+                false => std::path::PathBuf::from("/proc/self/exe"),
+            }
+        }
+        Err(_) => std::path::PathBuf::from("/proc/self/exe"),
     };
     tracing::warn!("another instance leads the database now; starting over as a standby");
     let mut again = std::process::Command::new(exe);

@@ -1876,6 +1876,40 @@ async fn a_standby_started_before_its_token_file_exists_waits_for_it() {
     changes_again(&standby, "through the standby").await;
 }
 
+/// A standby started without its token file while its database could not be reached (so
+/// it could not tell whether it would lead a new cluster) is refused once the database says
+/// another instance leads, as one started with the database there is: not left standing by
+/// until the cluster needs it to lead, when it could not (the diff review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_without_its_token_file_is_refused_once_its_database_answers() {
+    let leader_dir = support::temp_data_dir();
+    let database = support::postgres_database_for(&leader_dir)
+        .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`");
+    let leader = Server::start_in(&leader_dir, &cluster_env(&database, &[]), None);
+    changes_again(&leader, "a cluster that leads").await;
+    let standby_dir = support::temp_data_dir();
+    std::fs::remove_file(standby_dir.join("tokens")).expect("no token file");
+    let (port, url) = not_there_yet(&database);
+    let log = standby_dir.join("standby.log");
+    let mut standby = Server::launch(
+        support::Launch {
+            data_dir: standby_dir.to_path_buf(),
+            env: &cluster_env(&url, &[]),
+            stderr: support::Stderr::File(log.clone()),
+            ..support::Launch::default()
+        },
+        None,
+    );
+    let _link = Link::to_the_database_on(port).await;
+    let exit = standby
+        .wait_exit(40)
+        .expect("refused, not left standing by");
+    assert!(!exit.success(), "{exit:?}");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(said.contains("the token file"), "{said}");
+}
+
 /// One answer of the old leader while it is cut off: when (since the cut), to what, and what.
 #[derive(Debug)]
 struct Seen {
