@@ -727,7 +727,6 @@ async fn check_own_url(url: String, tls: Arc<rustls::ClientConfig>) {
     }
 }
 
-/// Opens the store if the database is free (`None`: another instance leads).
 /// How long a standby started without its token file waits for it to appear before it
 /// refuses to start: instances of a new cluster started together (one deployment) find the
 /// file the first one writes once it leads, after its lease wait (2 s) and its start; the
