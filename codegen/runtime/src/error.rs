@@ -131,6 +131,17 @@ impl ApiError {
         )
     }
 
+    /// 401 `SVC2003` (OMA Common: invalid access token): no, a malformed or an invalid token;
+    /// `detail` says which. The caller adds its `WWW-Authenticate` challenge.
+    pub fn invalid_access_token(detail: impl Into<String>) -> Self {
+        Self::service(
+            StatusCode::UNAUTHORIZED,
+            "SVC2003",
+            "Invalid access token: %1",
+            detail,
+        )
+    }
+
     /// 403 `POL0001`: a policy refuses the request.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::policy("POL0001", "A policy error occurred: %1", detail)

@@ -233,12 +233,7 @@ impl AuthError {
     /// renew by; for a token without the scope (`403`), the `policyException` `POL0001`.
     pub fn to_api_error(&self) -> ApiError {
         let mut error = match self.status() {
-            http::StatusCode::UNAUTHORIZED => ApiError::service(
-                http::StatusCode::UNAUTHORIZED,
-                "SVC2003",
-                "Invalid access token: %1",
-                self.to_string(),
-            ),
+            http::StatusCode::UNAUTHORIZED => ApiError::invalid_access_token(self.to_string()),
             status => ApiError::forbidden(self.to_string()).with_status(status),
         };
         if let Ok(value) = http::HeaderValue::from_str(&self.www_authenticate()) {
