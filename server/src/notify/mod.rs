@@ -932,12 +932,7 @@ async fn deliver(
         let now = now_ms();
         if channel::lapsed(item.deadline_ms, now) {
             if shared.skips(now) {
-                tell_expired_dropped(
-                    &target,
-                    &shared,
-                    shared.count.load(Ordering::SeqCst),
-                    EXPIRY_MINUTE_UP,
-                );
+                tell_all_expired_dropped(&target, &shared, EXPIRY_MINUTE_UP);
             }
             d.forgetter.forget(&[item.id]);
             shared.done(&item);
@@ -1009,10 +1004,9 @@ async fn deliver(
             }
             // An expired subscription cannot be disabled: what it still holds goes.
             Outcome::Gone(_) if shared.state.load(Ordering::SeqCst) == EXPIRED => {
-                tell_expired_dropped(
+                tell_all_expired_dropped(
                     &target,
                     &shared,
-                    shared.count.load(Ordering::SeqCst),
                     "its callback says it is gone (410 or 404)",
                 );
                 forget_all(item, &mut rx, &d, &shared);
@@ -1082,12 +1076,7 @@ fn settle(
     shared: &Shared,
 ) -> Option<Delivery> {
     if shared.skips(now_ms()) {
-        tell_expired_dropped(
-            target,
-            shared,
-            shared.count.load(Ordering::SeqCst),
-            EXPIRY_MINUTE_UP,
-        );
+        tell_all_expired_dropped(target, shared, EXPIRY_MINUTE_UP);
         d.forgetter.forget(&[item.id]);
         shared.done(&item);
         return None;
@@ -1248,6 +1237,12 @@ fn tell_expired_dropped(target: &Target, shared: &Shared, dropped: usize, why: &
             "an expired subscription's last notifications are dropped undelivered"
         );
     }
+}
+
+/// [`tell_expired_dropped`] for everything the expired subscription still holds (its time is
+/// up, or its callback says it is gone).
+fn tell_all_expired_dropped(target: &Target, shared: &Shared, why: &str) {
+    tell_expired_dropped(target, shared, shared.count.load(Ordering::SeqCst), why);
 }
 
 /// Drops `item` and everything still queued behind it (an expired subscription whose callback
