@@ -2166,6 +2166,43 @@ async fn adhoc_flood(wire: Wire) {
 
 in_json_and_xml!(adhoc_flood, adhoc_flood_in_json, adhoc_flood_in_xml);
 
+/// An `isComposing` that would open an ad hoc chat and is refused by the rate (one a second
+/// per sender, across sessions: `429 POL2005`) opens nothing. Before, the chat was opened
+/// first and the rate weighed inside it: the sender got the `429`, and the pair had an open
+/// chat nobody had written in, ended only when idle (its peer told `SessionEnded` for it).
+async fn a_rate_refused_is_composing_opens_no_adhoc_chat(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let typing = netapi_chat_api::IsComposing {
+        state: Some("active".to_owned()),
+        status: None,
+        last_active: None,
+        content_type: None,
+        refresh: Some(30),
+    };
+    face.send_one_to_one(A, B, ADHOC, &typing).await.created();
+    face.send_one_to_one(A, C, ADHOC, &typing)
+        .await
+        .fails(429, Some("POL2005"));
+    face.get_one_to_one(A, C, ADHOC)
+        .await
+        .fails(404, Some("SVC2008"));
+    face.get_one_to_one(C, A, ADHOC)
+        .await
+        .fails(404, Some("SVC2008"));
+    // The chat the first one opened is there, and once the gap has passed the second opens.
+    face.get_one_to_one(A, B, ADHOC).await.ok(200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    face.send_one_to_one(A, C, ADHOC, &typing).await.created();
+    face.get_one_to_one(C, A, ADHOC).await.ok(200);
+}
+
+in_json_and_xml!(
+    a_rate_refused_is_composing_opens_no_adhoc_chat,
+    a_rate_refused_is_composing_opens_no_adhoc_chat_in_json,
+    a_rate_refused_is_composing_opens_no_adhoc_chat_in_xml
+);
+
 /// The first ad hoc message of a pair racing the peer's `DELETE` of their ad hoc chat: the
 /// outcome is one of the two orders, whichever lands first. Either the `DELETE` came first
 /// (`404`: no chat yet) and the message opened one, where it is (its status reads `200`), or

@@ -50,6 +50,13 @@ struct Last {
     active: bool,
 }
 
+impl Last {
+    /// Less than [`GAP`] before `now`: it still decides.
+    fn recent(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) < GAP
+    }
+}
+
 impl Log {
     /// The rate rule: `sender` may indicate (`active` or idle) in session `sid` at `now` when
     /// its last indication is at least [`GAP`] old, or when this one is the `idle` that ends
@@ -60,14 +67,13 @@ impl Log {
     /// than the gap (they decide nothing any more), and when all are recent, the oldest.
     pub fn admit(&mut self, sender: &str, sid: &str, active: bool, now: Instant) -> bool {
         if let Some(last) = self.last.get(sender)
-            && now.saturating_duration_since(last.at) < GAP
+            && last.recent(now)
             && (active || !last.active || last.sid != sid)
         {
             return false;
         }
         if self.last.len() >= LOG_CAP && !self.last.contains_key(sender) {
-            self.last
-                .retain(|_, l| now.saturating_duration_since(l.at) < GAP);
+            self.last.retain(|_, l| l.recent(now));
             if self.last.len() >= LOG_CAP
                 && let Some(oldest) = self
                     .last
@@ -87,6 +93,15 @@ impl Log {
             },
         );
         true
+    }
+
+    /// Whether [`Log::admit`] would admit an indication of `sender` in a session it has not
+    /// indicated in yet, at `now`: its last indication is at least [`GAP`] old. Remembers
+    /// nothing. What an indication that would open an OMA 2012 ad hoc chat is weighed by
+    /// before the chat is opened, so that one refused by the rate opens nothing (it left an
+    /// open chat behind, ended only when idle).
+    pub fn admits_in_new_session(&self, sender: &str, now: Instant) -> bool {
+        self.last.get(sender).is_none_or(|last| !last.recent(now))
     }
 
     /// Senders remembered.
@@ -313,5 +328,19 @@ mod tests {
         let mut log = Log::default();
         assert!(log.admit("a", "s1", false, t0));
         assert!(!log.admit("a", "s1", false, t0 + GAP / 2));
+    }
+
+    #[test]
+    fn a_new_session_is_weighed_as_admit_weighs_it_without_being_remembered() {
+        let mut log = Log::default();
+        let t0 = Instant::now();
+        assert!(log.admits_in_new_session("a", t0), "never indicated");
+        assert!(log.admit("a", "s1", true, t0));
+        assert!(!log.admits_in_new_session("a", t0 + GAP / 2));
+        assert!(!log.admit("a", "s2", true, t0 + GAP / 2), "the same answer");
+        assert!(log.admits_in_new_session("b", t0 + GAP / 2));
+        assert!(log.admits_in_new_session("a", t0 + GAP));
+        assert_eq!(log.len(), 1, "weighing remembers nothing");
+        assert!(log.admit("a", "s2", true, t0 + GAP));
     }
 }

@@ -921,11 +921,13 @@ impl Chat {
     /// beside the empty first (the race reviews). What comes through an ad hoc chat is
     /// unsolicited, and so is opening one (closing it tells the peer `SessionEnded`: an
     /// open-and-close loop must not fill its backlog either): checked here, once
-    /// ([`Chat::may_send_unsolicited`]).
+    /// ([`Chat::may_send_unsolicited`]). `may_open` weighs what would open a chat before it
+    /// is opened: `first` runs once the chat is open, and a refusal there cannot close it.
     async fn adhoc_send<R>(
         self: &Arc<Self>,
         user: &str,
         other: &str,
+        may_open: impl FnOnce(&State) -> Result<(), Refused>,
         first: impl FnOnce(&mut State, &str) -> Result<(R, super::Committed), ApiError>,
     ) -> Result<AdHoc<R>, ApiError> {
         let (sid, opened, sent) = {
@@ -938,6 +940,7 @@ impl Chat {
                 state.adhoc_active.insert(sid.clone(), now_ms().into());
                 return Ok(AdHoc::Open(sid));
             }
+            may_open(&state).map_err(|r| r.into_api(String::new))?;
             let new = state.new_id("sess");
             let sid = new.0.clone();
             let d = open_adhoc(
@@ -1193,7 +1196,7 @@ impl Chat {
                 let first = |state: &mut State, real: &str| {
                     self.send_under(state, user, real, body.clone(), status)
                 };
-                let real = match self.adhoc_send(user, other, first).await {
+                let real = match self.adhoc_send(user, other, |_| Ok(()), first).await {
                     Ok(AdHoc::Opened(location)) => return Ok(views::created(location)),
                     Ok(AdHoc::Open(real)) => real,
                     Err(e) => return Err(named(e, url)),
@@ -1231,7 +1234,15 @@ impl Chat {
                     self.compose_under(state, user, real, &ind)
                         .map(|sent| ((), sent))
                 };
-                let real = match self.adhoc_send(user, other, first).await {
+                // Refused by the rate, it opens no chat (`compose_under` weighs it in one).
+                let rate = |state: &State| {
+                    let now = std::time::Instant::now();
+                    match state.composing.admits_in_new_session(user, now) {
+                        true => Ok(()),
+                        false => Err(Refused::ComposingRate),
+                    }
+                };
+                let real = match self.adhoc_send(user, other, rate, first).await {
                     Ok(AdHoc::Opened(())) => break,
                     Ok(AdHoc::Open(real)) => real,
                     Err(e) => return Err(named(e, url)),
