@@ -531,6 +531,14 @@ fn emit_notification_enum(spec: &Spec) -> TokenStream {
                 }
             }
 
+            /// Adds `link` after the notification's own links (the subscription's, at
+            /// fan-out: one per subscription, as `callbackData`).
+            pub fn push_link(&mut self, link: Link) {
+                match self {
+                    #(Notification::#names(n) => n.link.push(link),)*
+                }
+            }
+
             /// The body to POST to a callback, in `format`.
             pub fn encode(&self, format: netapi_chat_runtime::Format) -> Vec<u8> {
                 match self {

@@ -21,14 +21,12 @@ use netapi_chat_api::{
     EventType, Link, MessageDeliveryNotification, MessageNotification, MessageStatus,
     ParticipantInformation, ParticipantList, ParticipantSessionStatus, ParticipantStatus,
     ParticipantStatusNotification, SessionInvitationNotification,
-    SubscriptionCancellationNotification,
 };
-use netapi_chat_runtime::wire::Document;
 use std::cell::Cell;
-use std::fmt::Debug;
 use std::time::Duration;
 use support::channel::Relay;
 use support::docs::{self, last_segment};
+use support::notification::Notified;
 use support::{Face, Listener, Received, Server, Via, Wire};
 
 use ParticipantStatus::{Connected, Disconnected, Invited};
@@ -366,34 +364,6 @@ impl Face<'_> {
 
 // ------------------------------------------------------------------------------------ users
 
-/// A notification document, with what every notification carries.
-trait Notification: Document + Debug {
-    fn callback_data(&self) -> Option<&str>;
-    fn links(&self) -> &[Link];
-}
-
-macro_rules! notification {
-    ($($t:ty),*) => {$(
-        impl Notification for $t {
-            fn callback_data(&self) -> Option<&str> {
-                self.callback_data.as_deref()
-            }
-            fn links(&self) -> &[Link] {
-                &self.link
-            }
-        }
-    )*};
-}
-
-notification!(
-    SessionInvitationNotification,
-    ParticipantStatusNotification,
-    ChatEventNotification,
-    MessageNotification,
-    MessageDeliveryNotification,
-    SubscriptionCancellationNotification
-);
-
 /// A chat user: its address, its callback listener and its subscription. Notifications are
 /// read in arrival order with [`User::next`].
 struct User {
@@ -411,8 +381,9 @@ struct User {
 
 impl User {
     /// The next notification, which must be a `T` in the subscription's format carrying its
-    /// callbackData and at least one link.
-    async fn next<T: Notification>(&self) -> T {
+    /// callbackData, at least one link to what it concerns, and last a link to the
+    /// subscription, taken off (the tests compare the links of what it concerns).
+    async fn next<T: Notified>(&self) -> T {
         let n = self.seen.get() + 1;
         let got: Received = self.listener.nth(n).await;
         self.seen.set(n);
@@ -430,14 +401,19 @@ impl User {
             self.addr,
             got.body
         );
-        let doc: T = got.decode();
+        let mut doc: T = got.decode();
         assert_eq!(
             doc.callback_data(),
             Some(self.callback_data.as_str()),
             "callbackData to {}",
             self.addr
         );
-        assert!(!doc.links().is_empty(), "every notification has a link");
+        let url = self
+            .sub
+            .resource_url
+            .as_deref()
+            .expect("the subscription's URL");
+        doc.subscription_link("ChatSubscription", url, &got.body);
         doc
     }
 }

@@ -18,9 +18,9 @@ use netapi_chat_api::{
     SubscriptionCancellationNotification,
 };
 use netapi_chat_runtime::Format;
-use netapi_chat_runtime::wire::Document;
 use std::cell::Cell;
 use support::docs::{self, last_segment};
+use support::notification::Notified;
 use support::{Face, Listener, Server, Wire, enc, send, send_doc, send_empty, xsd_validate};
 
 use ParticipantStatus::{Connected, Invited};
@@ -52,17 +52,23 @@ struct User {
     addr: &'static str,
     format: Format,
     listener: Listener,
+    /// The link that ends each of its notifications: its subscription's `rel` and URL.
+    subscription: (&'static str, String),
     seen: Cell<usize>,
 }
 
 impl User {
     async fn new(face: &Face<'_>, addr: &'static str) -> User {
         let listener = Listener::start().await;
-        support::chat::subscribe(face.server, addr, &listener, face.fmt()).await;
+        let sub = support::chat::subscribe(face.server, addr, &listener, face.fmt()).await;
         User {
             addr,
             format: face.fmt(),
             listener,
+            subscription: (
+                "ChatSubscription",
+                sub.resource_url.expect("the subscription's URL"),
+            ),
             seen: Cell::new(0),
         }
     }
@@ -71,22 +77,25 @@ impl User {
     /// notifications come in the OMA 2012 profile.
     async fn new_2012(face: &Face<'_>, addr: &'static str) -> User {
         let listener = Listener::start().await;
-        face.create_notification_subscription(
-            addr,
-            &subscription_2012(&listener.url, addr, face.fmt(), None),
-        )
-        .await
-        .created();
+        let (location, _) = face
+            .create_notification_subscription(
+                addr,
+                &subscription_2012(&listener.url, addr, face.fmt(), None),
+            )
+            .await
+            .created();
         User {
             addr,
             format: face.fmt(),
             listener,
+            subscription: ("ChatNotificationSubscription", location),
             seen: Cell::new(0),
         }
     }
 
-    /// The next notification: a `T` in the subscription's format (XML validated by the XSD).
-    async fn next<T: Document>(&self) -> T {
+    /// The next notification: a `T` in the subscription's format (XML validated by the XSD),
+    /// its last link, to the subscription, taken off.
+    async fn next<T: Notified>(&self) -> T {
         let n = self.seen.get() + 1;
         let got = self.listener.nth(n).await;
         self.seen.set(n);
@@ -103,20 +112,28 @@ impl User {
             self.addr,
             got.body
         );
-        got.decode()
+        self.told(&got)
     }
 
     /// The next `T`, past notifications of other kinds (what happened in between is not the
     /// test's subject).
-    async fn until<T: Document>(&self) -> T {
+    async fn until<T: Notified>(&self) -> T {
         loop {
             let n = self.seen.get() + 1;
             let got = self.listener.nth(n).await;
             self.seen.set(n);
             if got.kind() == T::NAME {
-                return got.decode();
+                return self.told(&got);
             }
         }
+    }
+
+    /// `got` decoded, the link to this user's subscription that ends it taken off.
+    fn told<T: Notified>(&self, got: &support::Received) -> T {
+        let mut doc: T = got.decode();
+        let (rel, url) = &self.subscription;
+        doc.subscription_link(rel, url, &got.body);
+        doc
     }
 }
 
@@ -2267,7 +2284,7 @@ in_json_and_xml!(
 async fn an_adhoc_chat_survives_a_restart() {
     let srv = Server::default_for_tests();
     let face = Face::new(Wire::Json, &srv);
-    let a12 = User::new_2012(&face, A).await;
+    let mut a12 = User::new_2012(&face, A).await;
     face.send_one_to_one(A, B, ADHOC, &docs::message("before"))
         .await
         .created();
@@ -2277,6 +2294,10 @@ async fn an_adhoc_chat_survives_a_restart() {
     let dir = srv.kill();
     let srv = Server::restart(dir, &[]);
     let face = Face::new(Wire::Json, &srv);
+    // Restarted on another port: its links name that one.
+    a12.subscription.1 = srv
+        .urls()
+        .oma2012_subscription(A, &last_segment(&a12.subscription.1));
     face.send_one_to_one(B, A, ADHOC, &docs::message("after"))
         .await
         .created();

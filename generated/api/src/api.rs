@@ -1112,8 +1112,10 @@ pub trait ChatService: Send + Sync + 'static {
     /// or `group/{sessionId}`, with the rels of OMA 2012). In a one-to-one session a peer's
     /// accept is `chatEventNotification` `Accepted` and a decline `Declined` (OMA 2012 has no
     /// participant resources there). A subscription made on the seed face keeps the seed's
-    /// names and links. The profile is stored with the subscription and never changes; both
-    /// faces read, list and delete every subscription.
+    /// names and links. The link to the subscription that ends every notification is
+    /// `rel="ChatNotificationSubscription"` to its resource under this tree. The profile is
+    /// stored with the subscription and never changes; both faces read, list and delete every
+    /// subscription.
     /// **Decision (flags):** the server offers both kinds of one-to-one chat to everyone, so
     /// it answers `confirmedChatSupported=true` and `adhocChatSupported=true`, whatever was
     /// asked (as for `duration`, the answer says what was granted; `POL1013` / `POL1014` are
@@ -2249,8 +2251,10 @@ pub trait ChatApi {
     /// or `group/{sessionId}`, with the rels of OMA 2012). In a one-to-one session a peer's
     /// accept is `chatEventNotification` `Accepted` and a decline `Declined` (OMA 2012 has no
     /// participant resources there). A subscription made on the seed face keeps the seed's
-    /// names and links. The profile is stored with the subscription and never changes; both
-    /// faces read, list and delete every subscription.
+    /// names and links. The link to the subscription that ends every notification is
+    /// `rel="ChatNotificationSubscription"` to its resource under this tree. The profile is
+    /// stored with the subscription and never changes; both faces read, list and delete every
+    /// subscription.
     /// **Decision (flags):** the server offers both kinds of one-to-one chat to everyone, so
     /// it answers `confirmedChatSupported=true` and `adhocChatSupported=true`, whatever was
     /// asked (as for `duration`, the answer says what was granted; `POL1013` / `POL1014` are

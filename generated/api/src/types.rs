@@ -4988,6 +4988,22 @@ impl Notification {
         }
     }
 
+    /// Adds `link` after the notification's own links (the subscription's, at
+    /// fan-out: one per subscription, as `callbackData`).
+    pub fn push_link(&mut self, link: Link) {
+        match self {
+            Notification::SessionInvitationNotification(n) => n.link.push(link),
+            Notification::ParticipantStatusNotification(n) => n.link.push(link),
+            Notification::ChatEventNotification(n) => n.link.push(link),
+            Notification::MessageNotification(n) => n.link.push(link),
+            Notification::MessageDeliveryNotification(n) => n.link.push(link),
+            Notification::SubscriptionCancellationNotification(n) => n.link.push(link),
+            Notification::ChatSessionInvitationNotification(n) => n.link.push(link),
+            Notification::GroupSessionInvitationNotification(n) => n.link.push(link),
+            Notification::MessageStatusNotification(n) => n.link.push(link),
+        }
+    }
+
     /// The body to POST to a callback, in `format`.
     pub fn encode(&self, format: netapi_chat_runtime::Format) -> Vec<u8> {
         match self {

@@ -1,6 +1,7 @@
 //! Notification fan-out: a flow says *which user* is told *what*; this module turns that into
 //! one outbox entry per subscription of that user (fresh notification id, the subscription's
-//! `callbackData`) and the delivery each entry becomes after its commit.
+//! `callbackData`, a last link to the subscription) and the delivery each entry becomes after
+//! its commit.
 //!
 //! **Invariant:** a notification reaches a delivery queue only through [`Chat::notify`] into a
 //! [`Change`], so it is in the same store batch as the records that caused it (the transactional
@@ -14,13 +15,14 @@
 use super::oma2012;
 use super::records;
 use super::state::{Face, State};
+use super::subscriptions;
 use super::{Change, Chat, Outbox};
 use crate::notify::{Delivery, Notification};
 use crate::store::{OutboxEntry, Progress, now_ms};
 
 impl Chat {
     /// Adds the notifications of `outbox` to the change: one outbox entry per subscription of
-    /// each user, with a fresh id and the subscription's `callbackData`.
+    /// each user, with a fresh id, the subscription's `callbackData` and its link.
     pub(super) fn notify(&self, state: &State, change: &mut Change, outbox: Outbox) {
         self.fan_out(state, change, outbox, None);
     }
@@ -71,6 +73,7 @@ impl Chat {
                 };
                 for mut n in told.iter().cloned() {
                     n.set_callback_data(sub.rec.callback.callback_data.clone());
+                    n.push_link(subscriptions::link(&self.urls, &sub.rec));
                     // Its id comes at hand-over (`Change::number`).
                     if deadline_ms.is_some() {
                         // Best effort: a queue that cannot take it soon drops it (`Queue::push`).

@@ -491,17 +491,24 @@ fn expiry_notice(urls: &Urls, rec: &SubscriptionRecord) -> Notification {
             )],
         }),
         callback_data: rec.callback.callback_data.clone(),
-        link: vec![match rec.face {
-            Face::Seed => Link {
-                rel: "ChatSubscription".to_owned(),
-                href: urls.subscription(&rec.user, &rec.id),
-            },
-            Face::Oma2012 => Link {
-                rel: "ChatNotificationSubscription".to_owned(),
-                href: urls.oma2012_subscription(&rec.user, &rec.id),
-            },
-        }],
+        link: vec![link(urls, rec)],
     })
+}
+
+/// The link to subscription `rec` on the face it was made through: what its expiry notice
+/// names, and what ends every notification sent for it (`fanout`; OMA: the server SHOULD
+/// link the subscription).
+pub(super) fn link(urls: &Urls, rec: &SubscriptionRecord) -> Link {
+    match rec.face {
+        Face::Seed => Link {
+            rel: "ChatSubscription".to_owned(),
+            href: urls.subscription(&rec.user, &rec.id),
+        },
+        Face::Oma2012 => Link {
+            rel: "ChatNotificationSubscription".to_owned(),
+            href: urls.oma2012_subscription(&rec.user, &rec.id),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //!   chosen; [`TempDir`] (from [`temp_data_dir`], [`temp_dir`]) removes a test's directory when
 //!   its owner drops it, so no run leaves `netapi-chat-test-*` directories behind;
 //! - [`listener`]: real callback listeners with test controls;
+//! - [`notification`]: what every notification carries ([`notification::Notified`]);
 //! - [`http`]: raw HTTP ([`send`], [`send_doc`], [`send_empty`]) and its [`Answer`], XSD
 //!   validation with xmllint;
 //! - [`face`]: the two-format client ([`Face`]: JSON through the progenitor client, XML over
@@ -32,6 +33,7 @@ pub mod docs;
 pub mod face;
 pub mod http;
 pub mod listener;
+pub mod notification;
 pub mod server;
 pub mod tmpfs;
 pub mod wait;
