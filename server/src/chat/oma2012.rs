@@ -966,6 +966,34 @@ impl Chat {
         Ok(AdHoc::Opened(r))
     }
 
+    /// A send to `adhoc` (a message, an `isComposing`) from `user` to `other`: opening the
+    /// pair's chat with it (`may_open`, `first`: [`Chat::adhoc_send`]), or into the chat open
+    /// already as into any session (`into`). A chat found open and closed before the send
+    /// reached it (`404`) is opened again, at most [`ADHOC_TRIES`] times in all.
+    async fn to_adhoc<R, F>(
+        self: &Arc<Self>,
+        user: &str,
+        other: &str,
+        may_open: impl Fn(&State) -> Result<(), Refused>,
+        first: impl Fn(&mut State, &str) -> Result<(R, super::Committed), ApiError>,
+        into: impl Fn(String) -> F,
+    ) -> Result<R, ApiError>
+    where
+        F: std::future::Future<Output = Result<R, ApiError>>,
+    {
+        let mut tries = 1;
+        loop {
+            let real = match self.adhoc_send(user, other, &may_open, &first).await? {
+                AdHoc::Opened(r) => return Ok(r),
+                AdHoc::Open(real) => real,
+            };
+            match into(real).await {
+                Err(e) if again_into_adhoc(&e, &mut tries) => continue,
+                sent => return sent,
+            }
+        }
+    }
+
     /// Starts the idle timer of ad hoc session `sid` (one per session: started when it is
     /// opened or restored): it wakes when the session may have become idle and ends it then
     /// ([`idle`]), or sleeps on to its new due time.
@@ -1191,22 +1219,18 @@ impl Chat {
                 urls.one_to_one_message_status(user, other, ADHOC, mid)
             };
             let body = self.prepared_message(body).map_err(|e| named(e, url))?;
-            let mut tries = 1;
-            loop {
-                let first = |state: &mut State, real: &str| {
-                    self.send_under(state, user, real, body.clone(), status)
-                };
-                let real = match self.adhoc_send(user, other, |_| Ok(()), first).await {
-                    Ok(AdHoc::Opened(location)) => return Ok(views::created(location)),
-                    Ok(AdHoc::Open(real)) => real,
-                    Err(e) => return Err(named(e, url)),
-                };
-                // Into the open chat as any send: closed meanwhile, the next send opens one.
-                match self.post_message(user, &real, body.clone(), status).await {
-                    Err(e) if again_into_adhoc(&e, &mut tries) => continue,
-                    sent => return sent.map_err(|e| named(e, url)),
-                }
-            }
+            let first = |state: &mut State, real: &str| {
+                self.send_under(state, user, real, body.clone(), status)
+                    .map(|(location, sent)| (views::created(location), sent))
+            };
+            let into = |real: String| {
+                let body = body.clone();
+                async move { self.post_message(user, &real, body, status).await }
+            };
+            return self
+                .to_adhoc(user, other, |_| Ok(()), first, into)
+                .await
+                .map_err(|e| named(e, url));
         }
         self.one_to_one(&self.read_state(), user, other, sid)?;
         self.post_message(user, sid, body, |urls, user, sid, mid| {
@@ -1228,32 +1252,28 @@ impl Chat {
         if sid == ADHOC {
             let url = || self.urls.one_to_one_messages(user, other, ADHOC);
             let ind = super::composing::indication(body).map_err(|r| r.into_api(String::new))?;
-            let mut tries = 1;
-            loop {
-                let first = |state: &mut State, real: &str| {
-                    self.compose_under(state, user, real, &ind)
-                        .map(|sent| ((), sent))
-                };
-                // Refused by the rate, it opens no chat (`compose_under` weighs it in one).
-                let rate = |state: &State| {
-                    let now = std::time::Instant::now();
-                    match state.composing.admits_in_new_session(user, now) {
-                        true => Ok(()),
-                        false => Err(Refused::ComposingRate),
-                    }
-                };
-                let real = match self.adhoc_send(user, other, rate, first).await {
-                    Ok(AdHoc::Opened(())) => break,
-                    Ok(AdHoc::Open(real)) => real,
-                    Err(e) => return Err(named(e, url)),
-                };
-                let told = self.compose_under(&mut self.write_state(), user, &real, &ind);
-                match told {
-                    Ok(sent) => break durable(sent).await.map_err(|e| named(e, url))?,
-                    Err(e) if again_into_adhoc(&e, &mut tries) => continue,
-                    Err(e) => return Err(named(e, url)),
+            // Refused by the rate, it opens no chat (`compose_under` weighs it in one).
+            let rate = |state: &State| {
+                let now = std::time::Instant::now();
+                match state.composing.admits_in_new_session(user, now) {
+                    true => Ok(()),
+                    false => Err(Refused::ComposingRate),
                 }
-            }
+            };
+            let first = |state: &mut State, real: &str| {
+                self.compose_under(state, user, real, &ind)
+                    .map(|sent| ((), sent))
+            };
+            let into = |real: String| {
+                let ind = &ind;
+                async move {
+                    let sent = self.compose_under(&mut self.write_state(), user, &real, ind)?;
+                    durable(sent).await
+                }
+            };
+            self.to_adhoc(user, other, rate, first, into)
+                .await
+                .map_err(|e| named(e, url))?;
         } else {
             self.one_to_one(&self.read_state(), user, other, sid)?;
             self.indicate_composing(user, sid, body)
