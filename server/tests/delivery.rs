@@ -1775,13 +1775,7 @@ async fn is_composing_behind_a_failing_head_stays_within_its_cap() {
     send_message(&srv, &sid, "first").await;
     refused_at_least(&lb, SUBS).await;
     let face = support::Face::new(support::Wire::Json, &srv);
-    let typing = netapi_chat_api::IsComposing {
-        state: Some("active".to_owned()),
-        status: None,
-        last_active: None,
-        content_type: None,
-        refresh: Some(300),
-    };
+    let typing = docs::typing(300);
     let senders: Vec<&str> = std::iter::once(A).chain(invitees.iter().copied()).collect();
     for who in senders.iter().filter(|w| **w != B) {
         face.indicate_composing(who, &sid, &typing)

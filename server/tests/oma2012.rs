@@ -1766,13 +1766,7 @@ async fn a_lapsed_is_composing_is_dropped_not_delivered_late() {
     let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[B])).await;
     let _: SessionInvitationNotification = b.next().await;
     b.listener.set_status(503);
-    let typing = netapi_chat_api::IsComposing {
-        state: Some("active".to_owned()),
-        status: None,
-        last_active: None,
-        content_type: None,
-        refresh: Some(1),
-    };
+    let typing = docs::typing(1);
     face.indicate_composing(A, &sid, &typing).await.no_content();
     support::within_20s(std::time::Duration::from_millis(20), async || {
         match b.listener.refused_ids().is_empty() {
@@ -1814,13 +1808,7 @@ async fn a_lapsed_is_composing_is_not_handed_from_a_channel() {
     };
     // The invitation (and the session's own notices) taken, acknowledged by the next poll.
     assert!(!poll(channel_url.clone()).await.is_empty());
-    let typing = |refresh| netapi_chat_api::IsComposing {
-        state: Some("active".to_owned()),
-        status: None,
-        last_active: None,
-        content_type: None,
-        refresh: Some(refresh),
-    };
+    let typing = docs::typing;
     // Polled in time: handed.
     face.indicate_composing(A, &sid, &typing(30))
         .await
@@ -2150,13 +2138,7 @@ async fn adhoc_flood(wire: Wire) {
     assert_eq!(sent, 10, "half the cap of 20");
     // Nor may another sender open an ad hoc chat with B meanwhile (an isComposing opens one,
     // and closing it tells B `SessionEnded`: an open-and-close loop filled the backlog too).
-    let typing = netapi_chat_api::IsComposing {
-        state: Some("active".to_owned()),
-        status: None,
-        last_active: None,
-        content_type: None,
-        refresh: Some(30),
-    };
+    let typing = docs::typing(30);
     face.send_one_to_one(C, B, ADHOC, &typing)
         .await
         .fails(403, Some("POL2008"));
@@ -2190,13 +2172,7 @@ in_json_and_xml!(adhoc_flood, adhoc_flood_in_json, adhoc_flood_in_xml);
 async fn a_rate_refused_is_composing_opens_no_adhoc_chat(wire: Wire) {
     let srv = Server::default_for_tests();
     let face = Face::new(wire, &srv);
-    let typing = netapi_chat_api::IsComposing {
-        state: Some("active".to_owned()),
-        status: None,
-        last_active: None,
-        content_type: None,
-        refresh: Some(30),
-    };
+    let typing = docs::typing(30);
     face.send_one_to_one(A, B, ADHOC, &typing).await.created();
     face.send_one_to_one(A, C, ADHOC, &typing)
         .await

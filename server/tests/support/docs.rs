@@ -42,6 +42,17 @@ pub fn participants(addresses: &[&str]) -> ParticipantList {
     }
 }
 
+/// An `isComposing` saying `active`, with this `refresh` (seconds) and nothing else.
+pub fn typing(refresh: i64) -> netapi_chat_api::IsComposing {
+    netapi_chat_api::IsComposing {
+        state: Some("active".to_owned()),
+        status: None,
+        last_active: None,
+        content_type: None,
+        refresh: Some(refresh),
+    }
+}
+
 /// A message with this text and nothing else.
 pub fn message(text: &str) -> ChatMessage {
     ChatMessage {
