@@ -481,7 +481,21 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
                 ),
             }
             let key = backend.cluster_key();
-            let started = crate::server::start_on(&config, Some(backend), Some(kept)).await?;
+            let started = match crate::server::start_on(&config, Some(backend), Some(kept)).await {
+                Ok(started) => started,
+                // Restarted or cut off between the lock and the read of its state: the lock
+                // went with the session. Exiting left the cluster without this instance (and
+                // without any, when it was the last: the PostgreSQL operator review, 4 of 4
+                // restarts within 2 s of a leader's death); the new image stands by and leads
+                // once the database answers, unless another instance did meanwhile.
+                Err(StartError::StoreAway(e)) => {
+                    crate::cluster::start_over(&format!(
+                        "the database went away as this instance took the lead ({e})"
+                    ));
+                    return Err(StartError::Store(e));
+                }
+                Err(e) => return Err(e),
+            };
             // A cluster's store always has a key; without one the leader trusts no standby.
             forwarder.lead(key.unwrap_or_default());
             tokio::spawn(check_own_url(seat.url.clone(), leader_tls));
@@ -2264,9 +2278,12 @@ fn standby_metrics(
 static BOUND: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
 
 /// Starts the process over in place (same pid, arguments and environment), for a leader that
-/// found another instance leading the database after it was cut off: the new image finds the
-/// lock held and stands by. Returns only if that cannot be done (the caller then exits).
-pub fn start_over() {
+/// found another instance leading the database after it was cut off (`why` says so in the
+/// log): the new image finds the lock held and stands by; or for an instance whose database
+/// went away as it took the lead: the new image stands by, answering `503` until it can
+/// reach the database, and leads then if nobody else does. Returns only if that cannot be
+/// done (the caller then exits).
+pub fn start_over(why: &str) {
     use std::os::unix::process::CommandExt as _;
     // The binary at the path this process was started from, when there is one there (after
     // an upgrade in place, the new version: an old one could not lead a database the new
@@ -2284,7 +2301,7 @@ pub fn start_over() {
         }
         Err(_) => std::path::PathBuf::from("/proc/self/exe"),
     };
-    tracing::warn!("another instance leads the database now; starting over as a standby");
+    tracing::warn!("{why}; starting over as a standby");
     let mut again = std::process::Command::new(exe);
     // Its own name, as it was started (what `ps` and the logs show).
     if let Some(name) = std::env::args_os().next() {

@@ -31,6 +31,10 @@ pub enum StartError {
     Listen(String),
     /// The store (the data directory's database, or PostgreSQL) could not be opened or read.
     Store(String),
+    /// The database went away while the state was read, after it was opened (restarted, its
+    /// session ended): opened again by a lone server ([`start`]), by a cluster's instance
+    /// after starting over as a standby (`crate::cluster`).
+    StoreAway(String),
     /// The token file or JWKS could not be read.
     Auth(String),
 }
@@ -43,7 +47,9 @@ impl std::fmt::Display for StartError {
             StartError::Listen(e) => write!(f, "could not listen: {e}"),
             // The store is the data directory's SQLite database or, with
             // NETAPI_CHAT_DATABASE_URL, PostgreSQL: the message names neither wrongly.
-            StartError::Store(e) => write!(f, "could not open the store: {e}"),
+            StartError::Store(e) | StartError::StoreAway(e) => {
+                write!(f, "could not open the store: {e}")
+            }
             StartError::Auth(e) => write!(f, "authentication is not set up: {e}"),
         }
     }
@@ -316,7 +322,16 @@ const FEW_OPEN_FILES: u64 = 256;
 
 /// Starts the server on `config.bind`.
 pub async fn start(config: &Config) -> Result<Started, StartError> {
-    start_on(config, None, None).await
+    loop {
+        match start_on(config, None, None).await {
+            // Restarted between its open and the read of the state: opened again (waited
+            // for, as at any start), where the start used to stop.
+            Err(StartError::StoreAway(e)) => tracing::warn!(
+                "the database went away while this server read its state ({e}); opening it again"
+            ),
+            started => return started,
+        }
+    }
 }
 
 /// Starts the server over `backend` when given (a cluster's new leader has already opened
@@ -421,7 +436,10 @@ pub async fn start_on(
         limits: config.limits,
         relays: relays.clone(),
     };
-    let (store, snapshot) = Store::start(backend).map_err(|e| StartError::Store(e.to_string()))?;
+    let (store, snapshot) = Store::start(backend).map_err(|e| match e {
+        crate::store::NotStarted::Away(e) => StartError::StoreAway(e.to_string()),
+        crate::store::NotStarted::Failed(e) => StartError::Store(e.to_string()),
+    })?;
     // A store that holds something: not a first start (see `token_verifier`).
     let holds_data = !snapshot.records.is_empty() || !snapshot.outbox.is_empty();
     let closer = store.clone();

@@ -180,24 +180,40 @@ fn database_name(url: &str) -> String {
         .to_owned()
 }
 
+/// Runs `what` (a query of the sessions holding `database`'s instance lock, `l` in
+/// `pg_locks`) from the test cluster's admin connection; its rows' first column.
+fn on_the_lock_holders(database: &str, what: &str) -> Vec<i32> {
+    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").expect("test database");
+    let name = database_name(database);
+    let query = format!(
+        "SELECT {what} FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1"
+    );
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        c.query(&query, &[&name])
+            .expect("the lock's holders")
+            .iter()
+            .map(|row| match row.try_get::<_, bool>(0) {
+                Ok(ended) => i32::from(ended),
+                Err(_) => row.get::<_, i32>(0),
+            })
+            .collect()
+    })
+    .join()
+    .expect("the lock's holders")
+}
+
 /// Ends the database session that holds `database`'s instance lock (as a network cut that the
 /// database noticed would), from the test cluster's admin connection.
 fn end_the_leaders_session(database: &str) {
-    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").expect("test database");
-    let name = database_name(database);
-    std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
-        let ended = c
-            .query(
-                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-                 WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1",
-                &[&name],
-            )
-            .expect("end the leader's session");
-        assert_eq!(ended.len(), 1, "one session holds the lock");
-    })
-    .join()
-    .expect("end the leader's session");
+    let ended = on_the_lock_holders(database, "pg_terminate_backend(l.pid)");
+    assert_eq!(ended.len(), 1, "one session holds the lock");
+}
+
+/// The backend pid of the session holding `database`'s instance lock, if one does.
+fn lock_holder(database: &str) -> Option<i32> {
+    on_the_lock_holders(database, "l.pid").first().copied()
 }
 
 /// The cluster key the leader of `database` wrote in its leader row (what its standbys prove
@@ -1499,6 +1515,47 @@ async fn the_database_restarted_under_both_instances_leaves_a_cluster_that_answe
         let list = face.list_sessions(ALICE).await.ok(200);
         assert_eq!(list.chat_session_information.len(), 3, "{list:?}");
     }
+}
+
+/// A standby whose database session ends as it takes the lead (between taking the lock and
+/// reading the state: its lease wait), as when the database restarts just after a leader's
+/// death, stands by again and leads once the database answers, serving what was stored.
+/// Before, it exited ("could not open the store"), and with it the cluster's last instance
+/// (the PostgreSQL operator review: 4 of 4 restarts within 2 s of the leader's death).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_whose_database_goes_away_as_it_takes_the_lead_stands_by_and_leads() {
+    let mut p = pair(&[]);
+    let a = Face::for_format(Format::Json, &p.leader);
+    let (location, _) = a
+        .create_session(ALICE, &docs::session("before", &[BOB]))
+        .await
+        .created();
+    let sid = docs::last_segment(&location);
+    let old = lock_holder(&p.database);
+    signal(&p.leader, "-KILL");
+    // The standby takes the lock within a look (1 s) and then waits out the lease (2 s)
+    // before it reads its state: its session is ended in that wait.
+    let since = Instant::now();
+    while lock_holder(&p.database).is_none_or(|pid| Some(pid) == old) {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "the standby never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    end_the_leaders_session(&p.database);
+    logged(
+        &p.standby_log(),
+        "the database went away as this instance took the lead",
+    )
+    .await;
+    let took = changes_again(&p.standby, "after").await;
+    eprintln!("the standby took a change {took:?} after its session was ended");
+    assert!(p.standby.wait_exit(0).is_none(), "the standby exited");
+    let face = Face::for_format(Format::Xml, &p.standby);
+    let session = face.get_session(BOB, &sid).await.ok(200);
+    assert_eq!(session.subject.as_deref(), Some("before"));
 }
 
 /// The fence: a leader frozen (SIGSTOP) while its database session is ended, so that the

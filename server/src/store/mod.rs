@@ -778,12 +778,31 @@ fn heartbeat_in(lease: Option<&lease::Lease>) -> std::time::Duration {
     })
 }
 
+/// Why [`Store::start`] did not start.
+#[derive(Debug)]
+pub enum NotStarted {
+    /// The database went away while the state was read (restarted, the session ended, the
+    /// link lost: [`Backend::unavailable`]): opening it again is worth it, and the instance
+    /// lock (a PostgreSQL session's) went with the session.
+    Away(StoreError),
+    /// Anything else: the start stops with it.
+    Failed(StoreError),
+}
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStarted::Away(e) | NotStarted::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
 impl Store {
     /// Starts the store thread over a backend, after reading its snapshot. The snapshot is
     /// read on the store thread too: every use of the backend happens there (a blocking
     /// client, e.g. PostgreSQL's, must not run on one of tokio's threads).
-    pub fn start(backend: Box<dyn Backend>) -> Result<(Store, Snapshot), StoreError> {
-        let (loaded, snapshot) = mpsc::channel::<Result<Snapshot, StoreError>>();
+    pub fn start(backend: Box<dyn Backend>) -> Result<(Store, Snapshot), NotStarted> {
+        let (loaded, snapshot) = mpsc::channel::<Result<Snapshot, NotStarted>>();
         let (tx, rx) = mpsc::channel::<Work>();
         let failed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&failed);
@@ -806,7 +825,10 @@ impl Store {
             .name("netapi-chat-store".to_owned())
             .spawn(move || {
                 let mut backend = backend;
-                let snapshot = backend.load();
+                let snapshot = backend.load().map_err(|e| match backend.unavailable() {
+                    true => NotStarted::Away(e),
+                    false => NotStarted::Failed(e),
+                });
                 let ok = snapshot.is_ok();
                 let _ = loaded.send(snapshot);
                 if ok {
@@ -822,10 +844,14 @@ impl Store {
                     }
                 }
             })
-            .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        let snapshot = snapshot
-            .recv()
-            .map_err(|_| StoreError("the store thread stopped while loading".to_owned()))??;
+            .map_err(|e| {
+                NotStarted::Failed(StoreError(format!("cannot start the store thread: {e}")))
+            })?;
+        let snapshot = snapshot.recv().map_err(|_| {
+            NotStarted::Failed(StoreError(
+                "the store thread stopped while loading".to_owned(),
+            ))
+        })??;
         *closing.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok((
             Store {
@@ -1414,7 +1440,7 @@ fn fail_stop(
     }
     if then == Then::StartOver {
         tracing::warn!(refused, "waiting requests answered 503");
-        crate::cluster::start_over();
+        crate::cluster::start_over("another instance leads the database now");
     }
     eprintln!(
         "netapi-chat: stopped after a storage failure ({refused} waiting requests answered 503); exit status {EXIT_STORAGE_FAILED}"

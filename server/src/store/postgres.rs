@@ -504,24 +504,48 @@ impl Postgres {
             };
         }
         let place = pg.place.clone();
-        pg.migrated = pg.rt.block_on(migrate(&mut client, &place))?;
+        // Not bounded by `WAIT_AT_MOST`: a migration's DDL may take longer on a large table.
+        pg.migrated = match pg.rt.block_on(migrate(&mut client, &place)) {
+            Ok(migrated) => migrated,
+            Err(f) => return pg.opening_failed(f, ""),
+        };
         if let Some(seat) = pg.seat.clone() {
-            let key = wait(&pg.rt, async {
+            let key = match wait(&pg.rt, async {
                 Ok(take_the_lead(&client, &seat.url).await?)
-            })
-            .map_err(|e| {
-                let e = pg.fail(e);
-                StoreError(format!(
-                    "recording this server as the leader in the {}",
-                    e.0
-                ))
-            })?;
+            }) {
+                Ok(key) => key,
+                Err(f) => {
+                    return pg.opening_failed(f, "recording this server as the leader in the ");
+                }
+            };
             pg.cluster_key = Some(key.key);
             pg.led_since = Some(key.since_ms);
             pg.handed_over = key.handed_over;
         }
-        pg.ready(client)?;
+        if let Err(e) = pg.ready(client) {
+            return match pg.lost {
+                true => Ok(Opening::Unreachable(e)),
+                false => Err(e),
+            };
+        }
         Ok(Opening::Opened(Box::new(pg)))
+    }
+
+    /// What a start answers when a step after its connection (the schema, the leader row)
+    /// failed with `f`, `doing` (if anything) naming the step: the database going away
+    /// meanwhile (restarted, the session ended by an operator, the link lost: an outage, as
+    /// [`Postgres::fail`] classifies it) is [`Opening::Unreachable`], tried again as a first
+    /// connection is; anything else stops the start. Before, such a failure stopped it too:
+    /// a standby taking the lead as the database restarted exited, and with it the last
+    /// instance of its cluster (the PostgreSQL operator review: 4 of 4 restarts within 2 s
+    /// of a leader's death).
+    fn opening_failed(&mut self, f: Fail, doing: &str) -> Result<Opening, StoreError> {
+        let e = self.fail(f);
+        let e = StoreError(format!("{doing}{}", e.0));
+        match self.lost {
+            true => Ok(Opening::Unreachable(e)),
+            false => Err(e),
+        }
     }
 
     /// A new connection holding the instance lock (not yet with its statements). At start a
@@ -838,26 +862,19 @@ fn handed_over(since_ms: i64, released_ms: Option<i64>) -> bool {
 /// Brings the schema to [`format::CURRENT`] in one transaction (run under the instance lock,
 /// so two servers starting at once cannot both migrate): each [`SCHEMA`] entry past the stored
 /// version, recorded in `schema_version`. `None` for a database already current or new.
-async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, StoreError> {
-    // With the causes: tokio-postgres' own text for a database's error is a bare `db error`.
-    let failed = |e: PgError| {
-        StoreError(format!(
-            "preparing the {place}: {}",
-            crate::tls::with_causes(&e)
-        ))
-    };
+async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, Fail> {
+    let failed = |e: PgError| in_context(e, || format!("preparing the {place}"));
     let tx = client.transaction().await.map_err(failed)?;
     let stored = stored_version(&tx).await.map_err(failed)?;
     if let Some(v) = stored {
-        format::check(v, place).map_err(StoreError)?;
+        format::check(v, place).map_err(|e| Fail::Ours(StoreError(e)))?;
     }
     let from = stored.unwrap_or(0);
     for (version, ddl) in SCHEMA.iter().filter(|(v, _)| *v > from) {
         tx.batch_execute(ddl).await.map_err(|e| {
-            StoreError(format!(
-                "{place}: creating the schema of stored format version {version}: {}",
-                crate::tls::with_causes(&e)
-            ))
+            in_context(e, || {
+                format!("{place}: creating the schema of stored format version {version}")
+            })
         })?;
         let v = i32::try_from(*version).unwrap_or(i32::MAX);
         tx.execute(
@@ -892,6 +909,22 @@ async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, S
         }),
         _ => None,
     })
+}
+
+/// A failure of the database at `context` (what was being done): classified by
+/// [`Postgres::fail`] when it is the database going away (an outage: waited for), else the
+/// error with its causes (tokio-postgres' own text for a database's error is a bare `db
+/// error`) after `context`.
+fn in_context(e: PgError, context: impl FnOnce() -> String) -> Fail {
+    let database_error = e.as_db_error().is_some();
+    if transient(e.is_closed(), e.code().map(|c| c.code()), database_error) {
+        return Fail::Pg(e);
+    }
+    Fail::Ours(StoreError(format!(
+        "{}: {}",
+        context(),
+        crate::tls::with_causes(&e)
+    )))
 }
 
 /// An outbox id or seq as PostgreSQL stores it (`BIGINT`).
