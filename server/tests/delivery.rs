@@ -1389,6 +1389,34 @@ async fn an_expired_subscriptions_dropped_notifications_are_logged() {
     );
 }
 
+/// An expired subscription whose callback has failed without a break for the give-up age
+/// (which would disable a live one): what it still holds is dropped, and the log says so,
+/// with how many and why. Before, this branch dropped them (its cancellation notice too)
+/// without a word (the timers review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_subscription_failing_for_the_give_up_age_logs_what_it_drops() {
+    let srv = Server::logged(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,500ms"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "500ms"),
+        ("NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER", "4s"),
+    ]);
+    let lb = Listener::start().await;
+    expired_with_backlog(&srv, &lb, 2, 2).await;
+    let line = within_20s(Duration::from_millis(50), async || {
+        srv.log_text()
+            .lines()
+            .find(|l| l.contains("last notifications are dropped undelivered"))
+            .map(str::to_owned)
+            .ok_or_else(|| "not logged yet".to_owned())
+    })
+    .await;
+    // The two messages and the cancellation.
+    assert!(
+        line.contains("dropped=3") && line.contains("for the give-up age"),
+        "{line}"
+    );
+}
+
 /// An expired subscription's leftovers (tried for a minute, from memory) cannot be disabled,
 /// so under a full budget they give way first: dropped at once, said in the log, and the
 /// budget holds while a live subscription under its share keeps its place; the cancellation

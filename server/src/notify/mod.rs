@@ -1049,6 +1049,11 @@ async fn deliver(
                         }
                     }
                     Next::Disable if shared.state.load(Ordering::SeqCst) == EXPIRED => {
+                        tell_all_expired_dropped(
+                            &target,
+                            &shared,
+                            "its callback has failed without a break for the give-up age",
+                        );
                         forget_all(item, &mut rx, &d, &shared);
                         return;
                     }
