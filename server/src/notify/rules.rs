@@ -189,9 +189,10 @@ pub enum Next {
 /// The rule after an attempt of the notification created at `created_ms` failed at `now_ms`,
 /// the endpoint failing without a break since `failing_since_ms`, the next attempt `delay`
 /// away ([`retry_delay`]): disable the subscription once the endpoint has failed without a
-/// break for the give-up age; otherwise give the notification up once it has reached its
-/// give-up age; otherwise retry after `delay`, or at the give-up age if that comes first (the
-/// last try is made at that age, never after it). Disabling is checked first: on an endpoint
+/// break for the give-up age (or will have by the next try, when the notification has
+/// reached its age); otherwise give the notification up once it has reached its give-up
+/// age; otherwise retry after `delay`, or at the give-up age if that comes first (the last
+/// try is made at that age, never after it). Disabling is checked first: on an endpoint
 /// that keeps failing while notifications keep coming, each head would otherwise reach its age
 /// before its first try and be given up in turn, and the endpoint never be disabled.
 pub fn after_failure(
@@ -203,10 +204,19 @@ pub fn after_failure(
 ) -> Next {
     let age = millis(policy.give_up_after);
     let deadline = created_ms.saturating_add(age);
-    if now_ms.saturating_sub(failing_since_ms) >= age {
+    let failing_for = |at: i64| at.saturating_sub(failing_since_ms);
+    if failing_for(now_ms) >= age {
         Next::Disable
     } else if now_ms >= deadline {
-        Next::GiveUp
+        // At its age, on an endpoint that will have failed for the give-up age by the next
+        // try: disabled now (the backlog buried in order), not a gap later, after the next
+        // notification was tried past this one's dead letter. The run starts at the first
+        // failure, a few ms after the notification it failed with was created, so that
+        // notification reaches its age first (the timers review: 2 runs in 5).
+        match failing_for(now_ms.saturating_add(millis(delay))) >= age {
+            true => Next::Disable,
+            false => Next::GiveUp,
+        }
     } else {
         Next::RetryAt(now_ms.saturating_add(millis(delay)).min(deadline))
     }
@@ -391,8 +401,12 @@ mod tests {
         // age, and a last time at its age (10 s) when the delay would go past it.
         assert_eq!(after_failure(&p, 0, 1, 1000, s(5)), Next::RetryAt(6000));
         assert_eq!(after_failure(&p, 0, 1, 6000, s(5)), Next::RetryAt(10_000));
-        // That last try failed: the notification is given up (never tried past its age).
-        assert_eq!(after_failure(&p, 0, 1, 10_000, s(5)), Next::GiveUp);
+        // That last try failed: the notification is given up (never tried past its age)...
+        assert_eq!(after_failure(&p, 0, 6000, 10_000, s(1)), Next::GiveUp);
+        // ... and with it the subscription disabled when the endpoint will have failed for the
+        // age by the next try (here since 1 ms after the notification was created).
+        assert_eq!(after_failure(&p, 0, 1, 10_000, s(5)), Next::Disable);
+        assert_eq!(after_failure(&p, 0, 5000, 10_000, s(5)), Next::Disable);
         // The endpoint has failed for 10 s: the subscription is disabled, whatever the age of
         // the notification that failed last.
         assert_eq!(after_failure(&p, 0, 0, 10_000, s(1)), Next::Disable);
@@ -426,7 +440,9 @@ mod tests {
     }
 
     /// With the default policy, a dead endpoint is probed every 5–6 minutes until the
-    /// notification's give-up age, where it is tried a last time.
+    /// notification's give-up age, where it is tried a last time; then the subscription is
+    /// disabled (its endpoint failing since the notification's first try, it would be by the
+    /// next).
     #[test]
     fn the_default_policy_probes_a_dead_endpoint_every_few_minutes() {
         let p = RetryPolicy::default();
@@ -437,12 +453,13 @@ mod tests {
             "capped at 5 minutes + jitter"
         );
         assert_eq!(*at.last().unwrap(), age, "last tried at its age");
-        assert_eq!(outcome, Next::GiveUp);
+        assert_eq!(outcome, Next::Disable);
         assert!(at.len() > 250, "probed all along: {} tries", at.len());
     }
 
     /// Without a cap in the way, a notification gets at most the schedule's tries, whatever
-    /// the jitter, the last one at its give-up age.
+    /// the jitter, the last one at its give-up age (then, on an endpoint dead all along, the
+    /// subscription is disabled).
     #[test]
     fn an_uncapped_schedule_gives_at_most_its_tries() {
         let p = policy("0,3s,3s,3s", "1h", "9s");
@@ -450,7 +467,7 @@ mod tests {
             let (at, outcome) = tries(&p, jitter);
             assert!(at.len() <= 4, "{jitter}: {at:?}");
             assert_eq!(*at.last().unwrap(), 9000);
-            assert_eq!(outcome, Next::GiveUp);
+            assert_eq!(outcome, Next::Disable);
         }
         let (at, _) = tries(&p, 1.0);
         assert_eq!(at, [1, 3001, 6001, 9000]);
