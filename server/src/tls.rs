@@ -329,10 +329,19 @@ pub fn callback_client_config(
 /// `NETAPI_CHAT_DATABASE_URL`): the database server's certificate is verified for its host
 /// against Mozilla's roots plus `NETAPI_CHAT_DATABASE_CA_FILE` (a private CA's, as managed
 /// databases hand out).
+///
+/// A database server's own self-signed certificate in that file is trusted as itself too,
+/// `CA:TRUE` included (as `openssl req -x509`, the PostgreSQL documentation's recipe, makes
+/// it), as for callbacks and cluster instances ([`KnownCertificates`]): webpki alone refused
+/// it (`CaUsedAsEndEntity`; the PostgreSQL operator review). No ALPN: PostgreSQL's is its own.
 pub fn database_client_config(
     extra_roots: Option<&std::path::Path>,
 ) -> Result<rustls::ClientConfig, String> {
-    client_config("NETAPI_CHAT_DATABASE_CA_FILE", extra_roots)
+    let files: Vec<(&str, &std::path::Path)> = extra_roots
+        .map(|file| ("NETAPI_CHAT_DATABASE_CA_FILE", file))
+        .into_iter()
+        .collect();
+    known_certificates_config(&files)
 }
 
 /// The TLS client a standby forwards to an `https://` leader with (issue 14, TLS between
@@ -367,16 +376,24 @@ pub fn cluster_client_config(
 pub fn command_client_config(
     files: &[(&str, &std::path::Path)],
 ) -> Result<rustls::ClientConfig, String> {
+    let mut config = known_certificates_config(files)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A TLS client verifying with [`KnownCertificates`] over Mozilla's roots and `files`, no
+/// ALPN (what [`command_client_config`] and [`database_client_config`] share).
+fn known_certificates_config(
+    files: &[(&str, &std::path::Path)],
+) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = command_verifier(files, &provider)?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+        .with_no_client_auth())
 }
 
 /// The verifier of [`command_client_config`].
@@ -560,24 +577,6 @@ fn add_roots(
             .map_err(|e| err(format!("not a usable root certificate: {e}")))?;
     }
     Ok(certs)
-}
-
-/// A client configuration trusting Mozilla's roots plus the certificates of `extra_roots`
-/// (named `setting` in errors).
-fn client_config(
-    setting: &str,
-    extra_roots: Option<&std::path::Path>,
-) -> Result<rustls::ClientConfig, String> {
-    let mut roots = mozilla_roots();
-    if let Some(file) = extra_roots {
-        add_roots(&mut roots, setting, file)?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -963,9 +962,19 @@ mod tests {
     /// A standby reaches an HTTPS leader whose certificate, the one every instance serves and
     /// `NETAPI_CHAT_CLUSTER_CA_FILE` names, is self-signed with `CA:TRUE` (`openssl req
     /// -x509`): the handshake completes for the cluster URL's host, and fails for another.
-    /// Before, webpki refused it (`CaUsedAsEndEntity`) and every forward was a `503`.
+    /// Before, webpki refused it (`CaUsedAsEndEntity`) and every forward was a `503`. The
+    /// same for a PostgreSQL server's certificate in `NETAPI_CHAT_DATABASE_CA_FILE` (the
+    /// start was refused: the PostgreSQL operator review).
     #[test]
-    fn the_cluster_client_trusts_the_instances_own_self_signed_certificate() {
+    fn the_cluster_and_database_clients_trust_a_servers_own_self_signed_certificate() {
+        for config in [cluster_client_config, database_client_config] {
+            trusts_its_own_self_signed_certificate(config);
+        }
+    }
+
+    fn trusts_its_own_self_signed_certificate(
+        config: fn(Option<&std::path::Path>) -> Result<rustls::ClientConfig, String>,
+    ) {
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .unwrap();
@@ -975,7 +984,7 @@ mod tests {
         let dir = Dir::new("cluster-own");
         let file = dir.0.join("cluster.pem");
         std::fs::write(&file, cert.pem()).unwrap();
-        let client = Arc::new(cluster_client_config(Some(&file)).unwrap());
+        let client = Arc::new(config(Some(&file)).unwrap());
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let server = Arc::new(
             rustls::ServerConfig::builder_with_provider(provider)
