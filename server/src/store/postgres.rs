@@ -560,21 +560,25 @@ impl Postgres {
             let (client, connection) = config.connect(tls).await?;
             // Driven by this runtime whenever the backend waits on it.
             tokio::spawn(connection);
+            // Whether this session held the lock already is read before it is taken: a new
+            // session cannot, one a pooler shares with another server can.
             let row = client
                 .query_one(
                     &format!(
-                        "SELECT pg_try_advisory_lock($1), pg_backend_pid(), \
+                        "SELECT (SELECT count(*) FROM pg_locks WHERE {HOLDER} AND pid = pg_backend_pid()), \
+                         pg_try_advisory_lock($1), pg_backend_pid(), \
                          (SELECT pid FROM pg_locks WHERE {HOLDER} AND pid <> pg_backend_pid() LIMIT 1)"
                     ),
                     &[&INSTANCE_LOCK, &lock_classid(), &lock_objid()],
                 )
                 .await?;
-            let locked: bool = row.try_get(0)?;
-            let pid: i32 = row.try_get(1)?;
-            let holder: Option<i32> = row.try_get(2)?;
-            Ok((client, locked, pid, holder))
+            let held_before: i64 = row.try_get(0)?;
+            let locked: bool = row.try_get(1)?;
+            let pid: i32 = row.try_get(2)?;
+            let holder: Option<i32> = row.try_get(3)?;
+            Ok((client, held_before > 0, locked, pid, holder))
         });
-        let (client, locked, pid, holder) = connected.map_err(|e| {
+        let (client, held_before, locked, pid, holder) = connected.map_err(|e| {
             // At start a certificate that does not verify, or a login refused, is refused, not
             // waited for: it lasts until the certificates or the configuration change. (Later,
             // reconnecting, it is waited for like any outage: the server keeps its queued
@@ -584,6 +588,14 @@ impl Postgres {
             self.lost &= !refused;
             StoreError(format!("connecting to the {}", e.0))
         })?;
+        if held_before {
+            // Another client's session (another server's lock): never unlocked from here.
+            self.lost = false;
+            return Err(self.shared_session());
+        }
+        if locked && !again {
+            self.session_of_its_own(&client, pid)?;
+        }
         if locked {
             if again && self.seat.is_some() && !self.still_led_by_me(&client)? {
                 // Another server led while this one was cut off, and has gone since (its
@@ -621,6 +633,52 @@ impl Postgres {
              set NETAPI_CHAT_CLUSTER_URL on every server to run several on one database",
             self.place
         )))
+    }
+
+    /// Checks, once the lock is taken at start, that the connection is a database session of
+    /// its own, as the lock needs: a pooler that shares sessions between clients (PgBouncer's
+    /// `pool_mode = transaction` or `statement`) runs each transaction on whichever server
+    /// connection is free, so the lock is another client's as soon as that connection is
+    /// handed on, and two servers can both take it (the PostgreSQL operator review: a second
+    /// instance through PgBouncer led beside the first, each serving its own writes). A
+    /// second connection that gets the same backend, or this one moved to another backend,
+    /// tells such a pooler ([`pooled`]); a second connection that cannot be made (a role's
+    /// connection limit) tells nothing and is not waited for.
+    fn session_of_its_own(&mut self, client: &Client, pid: i32) -> Result<(), StoreError> {
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let seen = wait(&self.rt, async {
+            let other = match config.connect(tls).await {
+                Ok((other, connection)) => {
+                    tokio::spawn(connection);
+                    let row = other.query_one("SELECT pg_backend_pid()", &[]).await?;
+                    Some(row.try_get::<_, i32>(0)?)
+                }
+                Err(_) => None,
+            };
+            let row = client.query_one("SELECT pg_backend_pid()", &[]).await?;
+            Ok((row.try_get::<_, i32>(0)?, other))
+        });
+        let (again, other) = seen.map_err(|e| {
+            let e = self.fail(e);
+            StoreError(format!("connecting to the {}", e.0))
+        })?;
+        if pooled(pid, again, other) {
+            // Best effort: on the backend the lock was taken on when the pooler hands it back.
+            let _ = wait(&self.rt, async {
+                Ok(client
+                    .query_one("SELECT pg_advisory_unlock($1)", &[&INSTANCE_LOCK])
+                    .await?)
+            });
+            self.lost = false;
+            return Err(self.shared_session());
+        }
+        Ok(())
+    }
+
+    /// The refusal of a connection whose database session is shared with other clients
+    /// ([`Postgres::session_of_its_own`]): a configuration to change, not an outage.
+    fn shared_session(&self) -> StoreError {
+        StoreError(format!("the {} is {POOLED}", self.place))
     }
 
     /// On a reconnection that took the lock again (cluster mode): whether the leader row is
@@ -724,6 +782,23 @@ impl Postgres {
                     WAIT_AT_MOST.as_secs()
                 )),
             ),
+            // A prepared statement of this connection missing, or one of another's found:
+            // the session is shared ([`Postgres::session_of_its_own`]), whatever it did.
+            Fail::Pg(e)
+                if e.code().is_some_and(|c| {
+                    [
+                        tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME,
+                        tokio_postgres::error::SqlState::DUPLICATE_PSTATEMENT,
+                    ]
+                    .contains(c)
+                }) =>
+            {
+                let e = crate::tls::with_causes(&e);
+                (
+                    false,
+                    StoreError(format!("{}: it is {POOLED} ({e})", self.place)),
+                )
+            }
             Fail::Pg(e) => (
                 transient(
                     e.is_closed(),
@@ -783,6 +858,21 @@ async fn stored_version(tx: &impl tokio_postgres::GenericClient) -> Result<Optio
 /// [`lock_objid`]); `pg_locks` shows every database's locks.
 pub const HOLDER: &str = "locktype = 'advisory' AND granted AND classid = $2 AND objid = $3 \
      AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+/// What a database reached through a pooler that shares sessions is told to be, and what to do.
+const POOLED: &str = "reached through a connection pooler that shares database sessions between \
+     clients (PgBouncer's pool_mode = transaction or statement): the advisory lock that keeps \
+     two servers from writing it at once needs a session of its own. Connect directly, or \
+     through session pooling (pool_mode = session); then reconnect or restart the pooler, \
+     whose server connection may still hold the lock";
+
+/// The rule telling a pooler that shares database sessions between clients: the connection
+/// that took the lock in the session of backend `pid` now runs on backend `again`, or
+/// another connection of this server runs on the same backend (`other`, when it could be
+/// made). On a connection of its own, neither can happen.
+pub fn pooled(pid: i32, again: i32, other: Option<i32>) -> bool {
+    again != pid || other == Some(pid)
+}
 
 /// The high half of [`INSTANCE_LOCK`] as `pg_locks.classid` shows a bigint advisory key.
 pub fn lock_classid() -> u32 {
@@ -1443,6 +1533,19 @@ mod tests {
             Opening::Busy => Err(StoreError("busy".into())),
             Opening::Unreachable(e) => Err(e),
         }
+    }
+
+    #[test]
+    fn a_pooler_sharing_sessions_shows_as_one_backend_for_two_connections_or_two_for_one() {
+        // A connection of its own: its backend stays, another connection gets another one
+        // (or none could be made).
+        assert!(!pooled(7, 7, Some(8)));
+        assert!(!pooled(7, 7, None));
+        // The second connection handed the backend that took the lock.
+        assert!(pooled(7, 7, Some(7)));
+        // The connection that took the lock now runs on another backend.
+        assert!(pooled(7, 9, Some(8)));
+        assert!(pooled(7, 9, None));
     }
 
     #[test]
