@@ -82,16 +82,19 @@ enum Tokens {
         /// Generate the token instead of taking it as the first argument.
         #[arg(long)]
         generate: bool,
-        /// TOKEN USER... (or USER... with --generate).
-        #[arg(required = true, value_name = "TOKEN|USER")]
+        /// TOKEN USER... (or USER... with --generate). A token may begin with `-`, as one
+        /// in 64 generated ones does.
+        #[arg(required = true, value_name = "TOKEN|USER", allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// List the tokens: fingerprint (sha256:…, never the token) and users, one per line.
     List,
     /// Revoke a token, given by itself or by its fingerprint from `tokens list`.
     Revoke {
-        /// The token, `-` to read it from stdin, or its `sha256:…` fingerprint.
-        #[arg(value_name = "TOKEN|FINGERPRINT")]
+        /// The token, `-` to read it from stdin, or its `sha256:…` fingerprint. A token may
+        /// begin with `-`, as one in 64 generated ones does (before, the churn review found
+        /// such tokens taken for options and never revoked).
+        #[arg(value_name = "TOKEN|FINGERPRINT", allow_hyphen_values = true)]
         token: String,
     },
 }
@@ -442,4 +445,40 @@ async fn shutdown(
         std::process::exit(0);
     }
     std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(args: &[&str]) -> Result<Tokens, String> {
+        let cli = Cli::try_parse_from(["netapi-chat", "tokens"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Some(Command::Tokens(t)) => Ok(t),
+            _ => Err("not a tokens command".to_owned()),
+        }
+    }
+
+    /// A token beginning with `-` (one in 64 generated ones) is a value, for `revoke` and
+    /// `add`; `-` alone still reads stdin, and `--generate` is still the flag.
+    #[test]
+    fn tokens_beginning_with_a_hyphen_are_values() {
+        assert!(matches!(
+            tokens(&["revoke", "-zAbc"]),
+            Ok(Tokens::Revoke { token }) if token == "-zAbc"
+        ));
+        assert!(matches!(
+            tokens(&["add", "-zAbc", "tel:+1", "*"]),
+            Ok(Tokens::Add { generate: false, args }) if args == ["-zAbc", "tel:+1", "*"]
+        ));
+        assert!(matches!(
+            tokens(&["add", "--generate", "tel:+1"]),
+            Ok(Tokens::Add { generate: true, args }) if args == ["tel:+1"]
+        ));
+        assert!(matches!(
+            tokens(&["revoke", "-"]),
+            Ok(Tokens::Revoke { token }) if token == "-"
+        ));
+    }
 }
