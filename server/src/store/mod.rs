@@ -497,8 +497,11 @@ pub trait Backend: Send + 'static {
     /// for a database's whole wait). A database that went away, or a cluster's leader that
     /// lost its lock with its session, is noticed now ([`Backend::unavailable`] then says so)
     /// rather than at the next write; one that is merely silent lets the lease lapse, so that
-    /// a leader serving reads from memory stops within [`lease::LEASE`].
-    fn heartbeat(&mut self) {}
+    /// a leader serving reads from memory stops within [`lease::LEASE`]. The failure, if
+    /// any: what the log says the outage began with.
+    fn heartbeat(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The lease this backend's server answers under ([`lease`]), confirmed by every round
     /// trip the database answers; `None` (SQLite: no link to lose, nobody else writes the
     /// file): always served.
@@ -1095,9 +1098,9 @@ fn run(
                                 Ok(work) => waited = Some(work),
                                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                                    backend.heartbeat();
+                                    let beat = backend.heartbeat();
                                     if backend.unavailable() {
-                                        go_down(&outage, "a heartbeat", None);
+                                        go_down(&outage, "a heartbeat", beat.err().as_ref());
                                         break;
                                     }
                                 }
@@ -1157,9 +1160,9 @@ fn run(
             && lease.is_some()
             && heartbeat_in(lease.as_deref()).is_zero()
         {
-            backend.heartbeat();
+            let beat = backend.heartbeat();
             if backend.unavailable() {
-                go_down(&outage, "a heartbeat", None);
+                go_down(&outage, "a heartbeat", beat.err().as_ref());
             }
         }
     }

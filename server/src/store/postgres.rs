@@ -1432,9 +1432,9 @@ impl Backend for Postgres {
     /// leaves the lease to lapse and the connection kept ([`silent_too_long`]). The query
     /// left unanswered stays queued on the connection (tokio-postgres reads and discards its
     /// answer, should it come), so the next statement still gets its own answer.
-    fn heartbeat(&mut self) {
+    fn heartbeat(&mut self) -> Result<(), StoreError> {
         let Some(conn) = &self.conn else {
-            return;
+            return Ok(());
         };
         let client = &conn.client;
         let sent = Instant::now();
@@ -1443,14 +1443,13 @@ impl Backend for Postgres {
         });
         match checked {
             Ok(Ok(_)) => self.lease.confirm(sent),
-            Ok(Err(e)) => {
-                let _ = self.fail(Fail::Pg(e));
-            }
+            Ok(Err(e)) => return Err(self.fail(Fail::Pg(e))),
             Err(_) if silent_too_long(self.lease.unconfirmed_for(Instant::now())) => {
-                let _ = self.fail(Fail::Timeout);
+                return Err(self.fail(Fail::Timeout));
             }
             Err(_) => {}
         }
+        Ok(())
     }
 
     fn lease(&self) -> Option<Arc<Lease>> {
