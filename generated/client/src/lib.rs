@@ -5383,7 +5383,10 @@ impl Client {
     120 s). The invitee gets the same `Timeout` event (its invitation is void and the
     session is gone for it), and the other connected participants a
     `participantStatusNotification` showing it `Disconnected`. A 1-1 session whose
-    invitation timed out ends.
+    invitation timed out ends. **Decision (who hears a timeout):** the `Timeout` goes to
+    whoever sent the invitation: the originator for those of the start, the participant
+    who added someone later (`addParticipants`) for that one, the originator then seeing
+    only the `Disconnected`.
 
     **Decision (seed 7.1.4 "also with the originator?"):** the originator may be listed or
     not; it is always part of the session, and the answer lists it with
