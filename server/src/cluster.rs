@@ -388,7 +388,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             outlive_a_deposed_lease(std::time::Instant::now()).await;
         }
         drop(listener);
-        let started = crate::server::start_on(&config, Some(backend), Some(kept)).await?;
+        let started = lead(&config, backend, kept).await?;
         tokio::spawn(check_own_url(seat.url.clone(), Arc::new(leader_tls)));
         return Ok(started);
     }
@@ -481,21 +481,7 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
                 ),
             }
             let key = backend.cluster_key();
-            let started = match crate::server::start_on(&config, Some(backend), Some(kept)).await {
-                Ok(started) => started,
-                // Restarted or cut off between the lock and the read of its state: the lock
-                // went with the session. Exiting left the cluster without this instance (and
-                // without any, when it was the last: the PostgreSQL operator review, 4 of 4
-                // restarts within 2 s of a leader's death); the new image stands by and leads
-                // once the database answers, unless another instance did meanwhile.
-                Err(StartError::StoreAway(e)) => {
-                    crate::cluster::start_over(&format!(
-                        "the database went away as this instance took the lead ({e})"
-                    ));
-                    return Err(StartError::Store(e));
-                }
-                Err(e) => return Err(e),
-            };
+            let started = lead(&config, backend, kept).await?;
             // A cluster's store always has a key; without one the leader trusts no standby.
             forwarder.lead(key.unwrap_or_default());
             tokio::spawn(check_own_url(seat.url.clone(), leader_tls));
@@ -514,6 +500,29 @@ pub async fn start(config: &Config, drain: &Drain) -> Result<Started, StartError
             }
         }
         free = watch.look(&url, &forwarder).await;
+    }
+}
+
+/// Starts the server over `backend`, whose lock this instance took (at its start, or as a
+/// standby taking over), on its socket `kept`. The database going away between the lock and
+/// the read of the state (restarted, the session ended: `StartError::StoreAway`) takes the
+/// lock with the session: the process starts over as a standby ([`start_over`]), which stands
+/// by and leads once the database answers, unless another instance did meanwhile. Exiting
+/// left the cluster without this instance (and without any, when it was the last: the
+/// PostgreSQL operator review, 4 of 4 restarts within 2 s of a leader's death).
+async fn lead(
+    config: &Config,
+    backend: Box<dyn crate::store::Backend>,
+    kept: std::net::TcpListener,
+) -> Result<Started, StartError> {
+    match crate::server::start_on(config, Some(backend), Some(kept)).await {
+        Err(StartError::StoreAway(e)) => {
+            start_over(&format!(
+                "the database went away as this instance took the lead ({e})"
+            ));
+            Err(StartError::Store(e))
+        }
+        started => started,
     }
 }
 

@@ -82,9 +82,10 @@ enum Tokens {
         /// Generate the token instead of taking it as the first argument.
         #[arg(long)]
         generate: bool,
-        /// TOKEN USER... (or USER... with --generate). A token may begin with `-`, as one
-        /// in 64 generated ones does.
-        #[arg(required = true, value_name = "TOKEN|USER", allow_hyphen_values = true)]
+        /// TOKEN USER... (or USER... with --generate). A token beginning with `-` goes after
+        /// `--` (`tokens add -- -TOKEN USER`) or through stdin (`-`): taking hyphen values
+        /// here would take the options after it (`--config`) for users.
+        #[arg(required = true, value_name = "TOKEN|USER")]
         args: Vec<String>,
     },
     /// List the tokens: fingerprint (sha256:…, never the token) and users, one per line.
@@ -460,8 +461,10 @@ mod tests {
         }
     }
 
-    /// A token beginning with `-` (one in 64 generated ones) is a value, for `revoke` and
-    /// `add`; `-` alone still reads stdin, and `--generate` is still the flag.
+    /// A token beginning with `-` (one in 64 generated ones) is a value for `revoke`, also
+    /// before a global option; `-` alone still reads stdin. `add` takes one after `--`, and
+    /// the options after its users stay options (the diff review: hyphen values there took
+    /// `--config FILE` for two users).
     #[test]
     fn tokens_beginning_with_a_hyphen_are_values() {
         assert!(matches!(
@@ -469,16 +472,24 @@ mod tests {
             Ok(Tokens::Revoke { token }) if token == "-zAbc"
         ));
         assert!(matches!(
-            tokens(&["add", "-zAbc", "tel:+1", "*"]),
-            Ok(Tokens::Add { generate: false, args }) if args == ["-zAbc", "tel:+1", "*"]
-        ));
-        assert!(matches!(
-            tokens(&["add", "--generate", "tel:+1"]),
-            Ok(Tokens::Add { generate: true, args }) if args == ["tel:+1"]
+            tokens(&["revoke", "-zAbc", "--config", "f.toml"]),
+            Ok(Tokens::Revoke { token }) if token == "-zAbc"
         ));
         assert!(matches!(
             tokens(&["revoke", "-"]),
             Ok(Tokens::Revoke { token }) if token == "-"
+        ));
+        assert!(matches!(
+            tokens(&["add", "--", "-zAbc", "tel:+1", "*"]),
+            Ok(Tokens::Add { generate: false, args }) if args == ["-zAbc", "tel:+1", "*"]
+        ));
+        assert!(matches!(
+            tokens(&["add", "--generate", "tel:+1", "--config", "f.toml"]),
+            Ok(Tokens::Add { generate: true, args }) if args == ["tel:+1"]
+        ));
+        assert!(matches!(
+            tokens(&["add", "TOKEN", "tel:+1", "--generate"]),
+            Ok(Tokens::Add { generate: true, args }) if args == ["TOKEN", "tel:+1"]
         ));
     }
 }

@@ -326,9 +326,12 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
         match start_on(config, None, None).await {
             // Restarted between its open and the read of the state: opened again (waited
             // for, as at any start), where the start used to stop.
-            Err(StartError::StoreAway(e)) => tracing::warn!(
-                "the database went away while this server read its state ({e}); opening it again"
-            ),
+            Err(StartError::StoreAway(e)) => {
+                tracing::warn!(
+                    "the database went away while this server read its state ({e}); opening it again in 1 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
             started => return started,
         }
     }

@@ -533,6 +533,13 @@ pub trait Backend: Send + 'static {
     fn taken_over(&self) -> bool {
         false
     }
+    /// Whether the last failure was the connection to the database ending (restarted, the
+    /// session ended, the link lost), not a statement refused, cancelled or slow: what makes
+    /// a failed read of the state at start worth opening the store again for
+    /// ([`NotStarted::Away`]). `false` (the default, SQLite): never.
+    fn went_away(&self) -> bool {
+        false
+    }
     /// The key a cluster's standbys prove forwarded requests with, once this server leads one
     /// (`None` alone, and on SQLite).
     fn cluster_key(&self) -> Option<String> {
@@ -828,13 +835,19 @@ impl Store {
             .name("netapi-chat-store".to_owned())
             .spawn(move || {
                 let mut backend = backend;
-                let snapshot = backend.load().map_err(|e| match backend.unavailable() {
+                let snapshot = backend.load().map_err(|e| match backend.went_away() {
                     true => NotStarted::Away(e),
                     false => NotStarted::Failed(e),
                 });
-                let ok = snapshot.is_ok();
+                if snapshot.is_err() {
+                    // Closed (its session and lock with it) before the start hears of it, so
+                    // that opening again is not refused by this server's own last session.
+                    drop(backend);
+                    let _ = loaded.send(snapshot);
+                    return;
+                }
                 let _ = loaded.send(snapshot);
-                if ok {
+                {
                     let (failed, down) = (Arc::clone(&flag), Arc::clone(&outage.down));
                     run(&mut *backend, rx, flag, outage, beat, &stop.requested);
                     // Only a clean stop hands over: everything committed, nothing held back

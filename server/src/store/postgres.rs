@@ -302,6 +302,10 @@ pub struct Postgres {
     /// Set when the last failure was the database being unreachable (retry later), not a
     /// fault of the data or of this program (stop).
     lost: bool,
+    /// Set when the last failure was the connection itself ending (closed, a connection
+    /// exception, the server shutting down: [`went_away`]), not a statement refused, cancelled
+    /// or slow: what a start takes for the database going away ([`Backend::went_away`]).
+    gone: bool,
     migrated: Option<Migrated>,
     /// In a cluster: where the others reach this server.
     seat: Option<Seat>,
@@ -480,6 +484,7 @@ impl Postgres {
             place,
             conn: None,
             lost: false,
+            gone: false,
             migrated: None,
             seat,
             tls,
@@ -523,7 +528,7 @@ impl Postgres {
             pg.handed_over = key.handed_over;
         }
         if let Err(e) = pg.ready(client) {
-            return match pg.lost {
+            return match pg.gone {
                 true => Ok(Opening::Unreachable(e)),
                 false => Err(e),
             };
@@ -533,16 +538,17 @@ impl Postgres {
 
     /// What a start answers when a step after its connection (the schema, the leader row)
     /// failed with `f`, `doing` (if anything) naming the step: the database going away
-    /// meanwhile (restarted, the session ended by an operator, the link lost: an outage, as
-    /// [`Postgres::fail`] classifies it) is [`Opening::Unreachable`], tried again as a first
-    /// connection is; anything else stops the start. Before, such a failure stopped it too:
+    /// meanwhile (restarted, the session ended by an operator, the link lost: [`went_away`])
+    /// is [`Opening::Unreachable`], tried again as a first connection is; anything else
+    /// stops the start (a statement timeout on a migration included, as before: retrying
+    /// would redo the same DDL into the same timeout). Before, such a failure stopped it too:
     /// a standby taking the lead as the database restarted exited, and with it the last
     /// instance of its cluster (the PostgreSQL operator review: 4 of 4 restarts within 2 s
     /// of a leader's death).
     fn opening_failed(&mut self, f: Fail, doing: &str) -> Result<Opening, StoreError> {
         let e = self.fail(f);
         let e = StoreError(format!("{doing}{}", e.0));
-        match self.lost {
+        match self.gone {
             true => Ok(Opening::Unreachable(e)),
             false => Err(e),
         }
@@ -643,18 +649,23 @@ impl Postgres {
     /// instance through PgBouncer led beside the first, each serving its own writes). A
     /// second connection that gets the same backend, or this one moved to another backend,
     /// tells such a pooler ([`pooled`]); a second connection that cannot be made (a role's
-    /// connection limit) tells nothing and is not waited for.
+    /// connection limit) or does not answer within [`PROBE_WITHIN`] (a session pooler's full
+    /// pool) tells nothing, and the start goes on.
     fn session_of_its_own(&mut self, client: &Client, pid: i32) -> Result<(), StoreError> {
         let (config, tls) = (self.config.clone(), self.tls.clone());
         let seen = wait(&self.rt, async {
-            let other = match config.connect(tls).await {
-                Ok((other, connection)) => {
-                    tokio::spawn(connection);
-                    let row = other.query_one("SELECT pg_backend_pid()", &[]).await?;
-                    Some(row.try_get::<_, i32>(0)?)
-                }
-                Err(_) => None,
-            };
+            // Bounded on its own: a session pooler whose pool is full accepts the login and
+            // queues the query (PgBouncer: 120 s), which waited out the whole start's wait
+            // and made it an outage, tried again for ever (the diff review).
+            let other = tokio::time::timeout(PROBE_WITHIN, async {
+                let (other, connection) = config.connect(tls).await.ok()?;
+                tokio::spawn(connection);
+                let row = other.query_one("SELECT pg_backend_pid()", &[]).await.ok()?;
+                row.try_get::<_, i32>(0).ok()
+            })
+            .await
+            .ok()
+            .flatten();
             let row = client.query_one("SELECT pg_backend_pid()", &[]).await?;
             Ok((row.try_get::<_, i32>(0)?, other))
         });
@@ -772,6 +783,7 @@ impl Postgres {
     /// Turns a failure into the store's error, noting whether it was the database being
     /// unreachable (then the connection is dropped: the next use reconnects).
     fn fail(&mut self, f: Fail) -> StoreError {
+        self.gone = matches!(&f, Fail::Pg(e) if went_away(e));
         let (lost, e) = match f {
             Fail::Ours(e) => (false, e),
             Fail::Timeout => (
@@ -858,6 +870,9 @@ async fn stored_version(tx: &impl tokio_postgres::GenericClient) -> Result<Optio
 /// [`lock_objid`]); `pg_locks` shows every database's locks.
 pub const HOLDER: &str = "locktype = 'advisory' AND granted AND classid = $2 AND objid = $3 \
      AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+/// How long [`Postgres::session_of_its_own`] waits for its second connection's answer.
+const PROBE_WITHIN: Duration = Duration::from_secs(2);
 
 /// What a database reached through a pooler that shares sessions is told to be, and what to do.
 const POOLED: &str = "reached through a connection pooler that shares database sessions between \
@@ -1001,13 +1016,25 @@ async fn migrate(client: &mut Client, place: &str) -> Result<Option<Migrated>, F
     })
 }
 
+/// Whether `e` is the connection itself ending: closed, an I/O error (no answer from the
+/// database), SQLSTATE class 08 (connection exception) or the server shutting down or
+/// starting (57P01 `admin_shutdown`, 57P02 `crash_shutdown`, 57P03 `cannot_connect_now`).
+/// Narrower than [`transient`]: a statement cancelled by a timeout, a serialization failure,
+/// a full disk or a read-only database are not the database going away, and a start does
+/// not wait them out.
+fn went_away(e: &PgError) -> bool {
+    let code = e.code().map(|c| c.code());
+    e.is_closed()
+        || matches!(code, Some(c) if c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c))
+        || (code.is_none() && e.as_db_error().is_none())
+}
+
 /// A failure of the database at `context` (what was being done): classified by
-/// [`Postgres::fail`] when it is the database going away (an outage: waited for), else the
-/// error with its causes (tokio-postgres' own text for a database's error is a bare `db
+/// [`Postgres::fail`] when it is the database going away ([`went_away`]: waited for), else
+/// the error with its causes (tokio-postgres' own text for a database's error is a bare `db
 /// error`) after `context`.
 fn in_context(e: PgError, context: impl FnOnce() -> String) -> Fail {
-    let database_error = e.as_db_error().is_some();
-    if transient(e.is_closed(), e.code().map(|c| c.code()), database_error) {
+    if went_away(&e) {
         return Fail::Pg(e);
     }
     Fail::Ours(StoreError(format!(
@@ -1425,6 +1452,10 @@ impl Backend for Postgres {
 
     fn unavailable(&self) -> bool {
         self.lost
+    }
+
+    fn went_away(&self) -> bool {
+        self.gone
     }
 
     /// `SELECT 1`, answered within [`HEARTBEAT_WITHIN`]: renews the lease. A closed
