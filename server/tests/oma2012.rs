@@ -2165,6 +2165,44 @@ async fn adhoc_flood(wire: Wire) {
 
 in_json_and_xml!(adhoc_flood, adhoc_flood_in_json, adhoc_flood_in_xml);
 
+/// A one-to-one participant who leaves on the seed face and re-joins: its OMA 2012 peer is
+/// told the leave as a `participantStatusNotification` (`Disconnected`) and the re-join as
+/// `chatEventNotification` `Accepted` (README "OMA 2012 face"), the originator's as the
+/// invitee's. Before, the originator's re-join came as a second `participantStatusNotification`
+/// (`Connected`): it was never invited, so nothing said "accepted" (the notifications review).
+async fn a_seed_leave_and_rejoin_is_told_to_the_2012_peer(wire: Wire) {
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let (a12, b12) = (
+        User::new_2012(&face, A).await,
+        User::new_2012(&face, B).await,
+    );
+    let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[B])).await;
+    let _: ChatEventNotification = a12.until().await;
+    let _: MessageNotification = b12.until().await;
+    for (leaver, peer) in [(A, &b12), (B, &a12)] {
+        face.set_status(leaver, &sid, leaver, ParticipantStatus::Disconnected)
+            .await
+            .ok(200);
+        let st: ParticipantStatusNotification = peer.next().await;
+        assert_eq!(
+            (st.participant[0].address.as_str(), st.participant[0].status),
+            (leaver, Some(ParticipantStatus::Disconnected))
+        );
+        face.set_status(leaver, &sid, leaver, Connected)
+            .await
+            .ok(200);
+        let back: ChatEventNotification = peer.next().await;
+        assert_eq!(back.event_type, EventType::Accepted, "{leaver} re-joined");
+    }
+}
+
+in_json_and_xml!(
+    a_seed_leave_and_rejoin_is_told_to_the_2012_peer,
+    a_seed_leave_and_rejoin_is_told_to_the_2012_peer_in_json,
+    a_seed_leave_and_rejoin_is_told_to_the_2012_peer_in_xml
+);
+
 /// An `isComposing` that would open an ad hoc chat and is refused by the rate (one a second
 /// per sender, across sessions: `429 POL2005`) opens nothing. Before, the chat was opened
 /// first and the rate weighed inside it: the sender got the `429`, and the pair had an open

@@ -445,11 +445,15 @@ pub(super) fn session_of(n: &Notification) -> Option<&str> {
 }
 
 /// OMA 2012, the event a one-to-one peer's new status is told as (OMA 2012 has no participant
-/// resources under `oneToOne/`): an accept (or re-join) is `Accepted`, a decline `Declined`;
-/// anything else (a seed-face leave) stays a `participantStatusNotification`.
+/// resources under `oneToOne/`): an accept or a re-join is `Accepted` (the originator's too,
+/// which was never invited: a peer told its `Connected` only ever hears it re-join), a
+/// decline `Declined`; anything else (a seed-face leave) stays a
+/// `participantStatusNotification`.
 pub(super) fn one_to_one_event(p: &Participant) -> Option<EventType> {
     match (p.status, p.invitation) {
-        (ParticipantStatus::Connected, Invitation::Accepted) => Some(EventType::Accepted),
+        (ParticipantStatus::Connected, Invitation::Accepted | Invitation::None) => {
+            Some(EventType::Accepted)
+        }
         (ParticipantStatus::Disconnected, Invitation::Declined) => Some(EventType::Declined),
         _ => None,
     }
