@@ -2087,6 +2087,9 @@ async fn adhoc_idle(wire: Wire) {
             (e.event_type, e.session_id.as_str()),
             (EventType::SessionEnded, ADHOC)
         );
+        // Its text names the session as `sessionId` does, not by the id it has elsewhere.
+        let text = e.event_description.unwrap_or_default();
+        assert!(text.contains(ADHOC) && !text.contains("sess-"), "{text}");
     }
     face.get_one_to_one_mstatus(A, B, ADHOC, &mid)
         .await

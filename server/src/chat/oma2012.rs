@@ -557,6 +557,11 @@ pub(super) fn profile(urls: &Urls, to: &str, s: Option<&Session>, n: Notificatio
         Notification::ChatEventNotification(mut n) => {
             n.session_id = shown_id(s).to_owned();
             n.link = vec![session_link(urls, to, s)];
+            if s.adhoc {
+                // The text names the session as its `sessionId` does (it named the real id
+                // the ad hoc chat has on the seed face: the notifications review).
+                n.event_description = n.event_description.map(|d| d.replace(&s.id, ADHOC));
+            }
             Notification::from(n)
         }
         Notification::MessageNotification(mut n) => {
