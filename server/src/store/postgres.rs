@@ -599,7 +599,10 @@ impl Postgres {
             self.lost = false;
             return Err(self.shared_session());
         }
-        if locked && !again {
+        if !again && (locked || self.seat.is_some()) {
+            // Also a cluster instance that finds the lock held: it would stand by behind the
+            // pooler and be refused only when it takes the lead, the cluster's last instance
+            // then exiting (the second PostgreSQL review).
             self.session_of_its_own(&client, pid)?;
         }
         if locked {
@@ -636,13 +639,15 @@ impl Postgres {
         self.lost = again;
         Err(StoreError(format!(
             "the {} is in use by another netapi-chat server (it holds advisory lock {INSTANCE_LOCK}): \
-             set NETAPI_CHAT_CLUSTER_URL on every server to run several on one database",
+             set NETAPI_CHAT_CLUSTER_URL on every server to run several on one database. If no \
+             other server runs, a connection pooler may hold the lock on the server connection \
+             of one refused through it (pool_mode = transaction or statement): reconnect its pool",
             self.place
         )))
     }
 
-    /// Checks, once the lock is taken at start, that the connection is a database session of
-    /// its own, as the lock needs: a pooler that shares sessions between clients (PgBouncer's
+    /// Checks at start, once the lock is taken (or, in a cluster, found held), that the
+    /// connection is a database session of its own, as the lock needs: a pooler that shares sessions between clients (PgBouncer's
     /// `pool_mode = transaction` or `statement`) runs each transaction on whichever server
     /// connection is free, so the lock is another client's as soon as that connection is
     /// handed on, and two servers can both take it (the PostgreSQL operator review: a second
@@ -674,12 +679,9 @@ impl Postgres {
             StoreError(format!("connecting to the {}", e.0))
         })?;
         if pooled(pid, again, other) {
-            // Best effort: on the backend the lock was taken on when the pooler hands it back.
-            let _ = wait(&self.rt, async {
-                Ok(client
-                    .query_one("SELECT pg_advisory_unlock($1)", &[&INSTANCE_LOCK])
-                    .await?)
-            });
+            // No unlock: through such a pooler it runs on whichever backend is handed out,
+            // which may hold another server's lock (the lock taken here stays with the
+            // pooler's server connection until its pool is reconnected: the message says so).
             self.lost = false;
             return Err(self.shared_session());
         }
