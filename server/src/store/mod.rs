@@ -792,7 +792,7 @@ fn heartbeat_in(lease: Option<&lease::Lease>) -> std::time::Duration {
 #[derive(Debug)]
 pub enum NotStarted {
     /// The database went away while the state was read (restarted, the session ended, the
-    /// link lost: [`Backend::unavailable`]): opening it again is worth it, and the instance
+    /// link lost: [`Backend::went_away`]): opening it again is worth it, and the instance
     /// lock (a PostgreSQL session's) went with the session.
     Away(StoreError),
     /// Anything else: the start stops with it.

@@ -647,15 +647,15 @@ impl Postgres {
     }
 
     /// Checks at start, once the lock is taken (or, in a cluster, found held), that the
-    /// connection is a database session of its own, as the lock needs: a pooler that shares sessions between clients (PgBouncer's
-    /// `pool_mode = transaction` or `statement`) runs each transaction on whichever server
-    /// connection is free, so the lock is another client's as soon as that connection is
-    /// handed on, and two servers can both take it (the PostgreSQL operator review: a second
-    /// instance through PgBouncer led beside the first, each serving its own writes). A
-    /// second connection that gets the same backend, or this one moved to another backend,
-    /// tells such a pooler ([`pooled`]); a second connection that cannot be made (a role's
-    /// connection limit) or does not answer within [`PROBE_WITHIN`] (a session pooler's full
-    /// pool) tells nothing, and the start goes on.
+    /// connection is a database session of its own, as the lock needs: a pooler that shares
+    /// sessions between clients (PgBouncer's `pool_mode = transaction` or `statement`) runs
+    /// each transaction on whichever server connection is free, so the lock is another
+    /// client's as soon as that connection is handed on, and two servers can both take it
+    /// (the PostgreSQL operator review: a second instance through PgBouncer led beside the
+    /// first, each serving its own writes). A second connection that gets the same backend,
+    /// or this one moved to another backend, tells such a pooler ([`pooled`]); a second
+    /// connection that cannot be made (a role's connection limit) or does not answer within
+    /// [`PROBE_WITHIN`] (a session pooler's full pool) tells nothing, and the start goes on.
     fn session_of_its_own(&mut self, client: &Client, pid: i32) -> Result<(), StoreError> {
         let (config, tls) = (self.config.clone(), self.tls.clone());
         let seen = wait(&self.rt, async {
