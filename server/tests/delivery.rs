@@ -1354,6 +1354,19 @@ async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation()
         .await;
 }
 
+/// The log line saying an expired subscription's last notifications are dropped undelivered,
+/// once the server has written it.
+async fn dropped_line(srv: &Server) -> String {
+    within_20s(Duration::from_millis(50), async || {
+        srv.log_text()
+            .lines()
+            .find(|l| l.contains("last notifications are dropped undelivered"))
+            .map(str::to_owned)
+            .ok_or_else(|| "not logged yet".to_owned())
+    })
+    .await
+}
+
 /// An expired subscription whose callback then says it is gone (`410`): what it still held
 /// is dropped, and the log says so once, with how many (before, nothing did: they had left
 /// the outbox and `summary` with the subscription, and went to no dead letters; the
@@ -1364,14 +1377,7 @@ async fn an_expired_subscriptions_dropped_notifications_are_logged() {
     let lb = Listener::start().await;
     expired_with_backlog(&srv, &lb, 2, 3).await;
     lb.set_status(410);
-    let line = within_20s(Duration::from_millis(50), async || {
-        let log = srv.log_text();
-        log.lines()
-            .find(|l| l.contains("last notifications are dropped undelivered"))
-            .map(str::to_owned)
-            .ok_or_else(|| "not logged yet".to_owned())
-    })
-    .await;
+    let line = dropped_line(&srv).await;
     // The three messages and the cancellation.
     assert!(
         line.contains("dropped=4") && line.contains("gone (410 or 404)"),
@@ -1402,14 +1408,7 @@ async fn an_expired_subscription_failing_for_the_give_up_age_logs_what_it_drops(
     ]);
     let lb = Listener::start().await;
     expired_with_backlog(&srv, &lb, 2, 2).await;
-    let line = within_20s(Duration::from_millis(50), async || {
-        srv.log_text()
-            .lines()
-            .find(|l| l.contains("last notifications are dropped undelivered"))
-            .map(str::to_owned)
-            .ok_or_else(|| "not logged yet".to_owned())
-    })
-    .await;
+    let line = dropped_line(&srv).await;
     // The two messages and the cancellation.
     assert!(
         line.contains("dropped=3") && line.contains("for the give-up age"),

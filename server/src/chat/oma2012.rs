@@ -1264,9 +1264,10 @@ impl Chat {
             // Refused by the rate, it opens no chat (`compose_under` weighs it in one).
             let rate = |state: &State| {
                 let now = std::time::Instant::now();
-                match state.composing.admits_in_new_session(user, now) {
-                    true => Ok(()),
-                    false => Err(Refused::ComposingRate),
+                if state.composing.admits_in_new_session(user, now) {
+                    Ok(())
+                } else {
+                    Err(Refused::ComposingRate)
                 }
             };
             let first = |state: &mut State, real: &str| {

@@ -835,9 +835,12 @@ impl Store {
             .name("netapi-chat-store".to_owned())
             .spawn(move || {
                 let mut backend = backend;
-                let snapshot = backend.load().map_err(|e| match backend.went_away() {
-                    true => NotStarted::Away(e),
-                    false => NotStarted::Failed(e),
+                let snapshot = backend.load().map_err(|e| {
+                    if backend.went_away() {
+                        NotStarted::Away(e)
+                    } else {
+                        NotStarted::Failed(e)
+                    }
                 });
                 if snapshot.is_err() {
                     // Closed (its session and lock with it) before the start hears of it, so
@@ -847,17 +850,15 @@ impl Store {
                     return;
                 }
                 let _ = loaded.send(snapshot);
+                let (failed, down) = (Arc::clone(&flag), Arc::clone(&outage.down));
+                run(&mut *backend, rx, flag, outage, beat, &stop.requested);
+                // Only a clean stop hands over: everything committed, nothing held back by an
+                // outage, the thread not stopped by a failure.
+                if stop.hand_over.load(Ordering::SeqCst)
+                    && !failed.load(Ordering::SeqCst)
+                    && !down.load(Ordering::SeqCst)
                 {
-                    let (failed, down) = (Arc::clone(&flag), Arc::clone(&outage.down));
-                    run(&mut *backend, rx, flag, outage, beat, &stop.requested);
-                    // Only a clean stop hands over: everything committed, nothing held back
-                    // by an outage, the thread not stopped by a failure.
-                    if stop.hand_over.load(Ordering::SeqCst)
-                        && !failed.load(Ordering::SeqCst)
-                        && !down.load(Ordering::SeqCst)
-                    {
-                        backend.hand_over();
-                    }
+                    backend.hand_over();
                 }
             })
             .map_err(|e| {
