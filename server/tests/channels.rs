@@ -207,6 +207,77 @@ async fn a_channel_is_created_read_listed_refreshed_and_deleted() {
     assert_eq!(list.notification_channel, vec![first]);
 }
 
+/// OMA 2012: a message reaches an application through a channel when its client acknowledges
+/// it (with its next poll), not when a poll hands it: only then does a subscription made on the
+/// OMA 2012 face record it `Delivered`, which its sender reads. A subscription on the seed face
+/// leaves confirming to its client (seed 7.1.10).
+#[tokio::test]
+async fn a_message_acknowledged_through_a_channel_is_delivered_on_the_2012_face() {
+    use netapi_chat_api::{CallbackReference, ChatNotificationSubscription, MessageStatus};
+    let s = server(&[]);
+    for f in FORMATS {
+        let face = support::Face::for_format(f, &s);
+        let ch = create_channel(&s, B, f, None, Some(1)).await;
+        let url = channel_url(&ch);
+        let sub = ChatNotificationSubscription {
+            callback_reference: CallbackReference {
+                notify_url: ch.callback_url.clone().expect("callbackURL"),
+                callback_data: None,
+                notification_format: Some(docs::notification_format(f)),
+            },
+            client_correlator: None,
+            confirmed_chat_supported: Some(true),
+            adhoc_chat_supported: Some(true),
+            duration: None,
+            resource_url: None,
+            signing_secret: None,
+        };
+        face.create_notification_subscription(B, &sub)
+            .await
+            .created();
+        let sid = chat::connected_session(&s, A, &docs::session("s", &[B])).await;
+        let mid = chat::send_message(&s, A, &sid, &docs::message("Ping")).await;
+        let status = async || {
+            face.get_one_to_one_mstatus(A, B, &sid, &mid)
+                .await
+                .ok(200)
+                .status
+        };
+        // Handed until it is: the invitation, its subject, the message.
+        let mut handed = 0;
+        while handed < 3 {
+            handed += poll_list(&url, f).await.len();
+        }
+        assert_eq!(
+            status().await,
+            MessageStatus::Sent,
+            "handed, not acknowledged"
+        );
+        assert!(poll_list(&url, f).await.is_empty());
+        support::within_20s(Duration::from_millis(20), async || match status().await {
+            MessageStatus::Delivered => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+        .await;
+
+        // The seed face: nothing recorded.
+        let seed = create_channel(&s, M, f, None, Some(1)).await;
+        subscribe(&s, M, &seed, "seed-app").await;
+        let sid = chat::connected_session(&s, A, &docs::session("s", &[M])).await;
+        let mid = chat::send_message(&s, A, &sid, &docs::message("Ping")).await;
+        let url = channel_url(&seed);
+        while !poll_list(&url, f).await.iter().any(|(_, n)| {
+            n.message_notification
+                .as_ref()
+                .is_some_and(|m| m.message_id.as_deref() == Some(mid.as_str()))
+        }) {}
+        assert!(poll_list(&url, f).await.is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = face.get_one_to_one_mstatus(A, M, &sid, &mid).await;
+        assert_eq!(status.ok(200).status, MessageStatus::Sent);
+    }
+}
+
 #[tokio::test]
 async fn a_poll_answers_an_empty_list_when_its_wait_runs_out() {
     let s = server(&[]);

@@ -2206,6 +2206,85 @@ in_json_and_xml!(
     a_seed_leave_and_rejoin_is_told_to_the_2012_peer_in_xml
 );
 
+/// OMA 2012: `Delivered` is the server's. A message that reaches the recipient's application
+/// through its OMA 2012 subscription is recorded `Delivered` without any report: its sender,
+/// which asked, is told and reads it, in a confirmed chat and in an ad hoc one. The recipient's
+/// own `Delivered` after that, and any report repeated, are taken (`204`) and change nothing;
+/// `Displayed` still moves on. A recipient subscribed on the seed face confirms for itself
+/// (seed 7.1.10): nothing is recorded for it. Before, a 2012 recipient that never reported
+/// left its sender without `Delivered`, and a report repeated was `409`.
+async fn delivered_is_the_servers(wire: Wire) {
+    use MessageStatus::{Delivered, Displayed, Sent};
+    let srv = Server::default_for_tests();
+    let face = Face::new(wire, &srv);
+    let (a, b) = (
+        User::new_2012(&face, A).await,
+        User::new_2012(&face, B).await,
+    );
+    let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[B])).await;
+    let _: MessageNotification = b.until().await;
+    let asking = ChatMessage {
+        report_request: vec![Delivered, Displayed],
+        ..docs::message("Ping")
+    };
+    for session in [sid.as_str(), ADHOC] {
+        let (loc, _) = face.send_one_to_one(A, B, session, &asking).await.created();
+        let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
+        let m: MessageNotification = b.until().await;
+        assert_eq!(m.message_id.as_deref(), Some(mid.as_str()));
+        // Told without B reporting anything.
+        let d: MessageStatusNotification = a.until().await;
+        assert_eq!(
+            (d.status, d.message_id.as_str()),
+            (Delivered, mid.as_str()),
+            "in {session}"
+        );
+        let status = face.get_one_to_one_mstatus(A, B, session, &mid).await;
+        assert_eq!(status.ok(200).status, Delivered);
+        // B's own Delivered, twice: taken, nothing told.
+        let told = a.listener.all().len();
+        for _ in 0..2 {
+            face.put_one_to_one_mstatus(B, A, session, &mid, Delivered)
+                .await
+                .no_content();
+        }
+        // Displayed moves on and is told once; repeated, or Delivered after it: taken.
+        face.put_one_to_one_mstatus(B, A, session, &mid, Displayed)
+            .await
+            .no_content();
+        let d: MessageStatusNotification = a.next().await;
+        assert_eq!((d.status, d.message_id.as_str()), (Displayed, mid.as_str()));
+        for again in [Displayed, Delivered] {
+            face.put_one_to_one_mstatus(B, A, session, &mid, again)
+                .await
+                .no_content();
+        }
+        a.listener
+            .assert_count_stays(told + 1, std::time::Duration::from_millis(300))
+            .await;
+    }
+
+    // A recipient on the seed face confirms for itself: its sender reads Sent until then.
+    let c = User::new(&face, C).await;
+    let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[C])).await;
+    let (loc, _) = face.send_one_to_one(A, C, &sid, &asking).await.created();
+    let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
+    let m: MessageNotification = c.until().await;
+    assert_eq!(m.message_id.as_deref(), Some(mid.as_str()));
+    let told = a.listener.all().len();
+    a.listener
+        .assert_count_stays(told, std::time::Duration::from_millis(300))
+        .await;
+    let status = face.get_one_to_one_mstatus(A, C, &sid, &mid).await;
+    assert_eq!(status.ok(200).status, Sent);
+}
+
+in_json_and_xml!(
+    delivered_is_the_servers,
+    delivered_is_the_servers_in_json,
+    delivered_is_the_servers_in_xml
+);
+
 /// An `isComposing` that would open an ad hoc chat and is refused by the rate (one a second
 /// per sender, across sessions: `429 POL2005`) opens nothing. Before, the chat was opened
 /// first and the rate weighed inside it: the sender got the `429`, and the pair had an open

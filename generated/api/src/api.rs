@@ -1331,10 +1331,15 @@ pub trait ChatService: Send + Sync + 'static {
 
     /// OMA 2012 Report a message `Delivered` or `Displayed`.
     ///
-    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`, its
-    /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
-    /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
-    /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`
+    /// (`Delivered` and `Displayed` only; the sender gets a `messageStatusNotification` if it
+    /// asked for that status). **Decision:** OMA 2012 lists `Delivered` as server-set, so the
+    /// server records it as a message reaches an application through a subscription made on
+    /// this face (its callback answered `2xx`, or a notification channel's client acknowledged
+    /// it), and tells the sender that asked; its gateways' clients PUT it too, so it is
+    /// accepted, and a report the recipient's status already covers (the status it has, or
+    /// `Delivered` after `Displayed`) is answered `204` and changes nothing (the seed face's
+    /// `POST` answers `409`).
     /// A report on the subject told as a first message (`subject-{sessionId}`) is answered
     /// `204` and changes nothing (a `GET` of its status answers `Delivered`, of the message
     /// the subject).
@@ -2549,10 +2554,15 @@ pub trait ChatApi {
 
     /// OMA 2012 Report a message `Delivered` or `Displayed`.
     ///
-    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`, its
-    /// rules unchanged (`Delivered` and `Displayed` only; the sender gets a
-    /// `messageDeliveryNotification` if it asked for that status). **Decision:** OMA 2012
-    /// lists `Delivered` as server-set, but its gateways' clients PUT it, so it is accepted.
+    /// The recipient PUTs a `messageStatusReport`: the seed's `confirmMessageDelivery`
+    /// (`Delivered` and `Displayed` only; the sender gets a `messageStatusNotification` if it
+    /// asked for that status). **Decision:** OMA 2012 lists `Delivered` as server-set, so the
+    /// server records it as a message reaches an application through a subscription made on
+    /// this face (its callback answered `2xx`, or a notification channel's client acknowledged
+    /// it), and tells the sender that asked; its gateways' clients PUT it too, so it is
+    /// accepted, and a report the recipient's status already covers (the status it has, or
+    /// `Delivered` after `Displayed`) is answered `204` and changes nothing (the seed face's
+    /// `POST` answers `409`).
     /// A report on the subject told as a first message (`subject-{sessionId}`) is answered
     /// `204` and changes nothing (a `GET` of its status answers `Delivered`, of the message
     /// the subject).

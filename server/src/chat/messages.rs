@@ -275,16 +275,29 @@ impl Chat {
         mid: &str,
         status: MessageStatus,
     ) -> Result<(), ApiError> {
-        super::within_answer(self.confirm_waiting(user, sid, mid, status)).await
+        super::within_answer(self.confirm_waiting(user, sid, mid, status, Repeat::Refused)).await
     }
 
-    /// [`Chat::confirm_message_delivery`], however long the store takes.
-    async fn confirm_waiting(
+    /// OMA 2012's report (`PUT …/status`), [`Chat::confirm_message_delivery`] but for a report
+    /// the recipient's status already covers, taken and changing nothing ([`covered`]).
+    pub(super) async fn report_message_status(
         &self,
         user: &str,
         sid: &str,
         mid: &str,
         status: MessageStatus,
+    ) -> Result<(), ApiError> {
+        super::within_answer(self.confirm_waiting(user, sid, mid, status, Repeat::Taken)).await
+    }
+
+    /// [`Chat::confirm_message_delivery`], however long the store takes.
+    pub(super) async fn confirm_waiting(
+        &self,
+        user: &str,
+        sid: &str,
+        mid: &str,
+        status: MessageStatus,
+        repeat: Repeat,
     ) -> Result<(), ApiError> {
         confirmable(status).map_err(|r| r.into_api(String::new))?;
         let urls = &self.urls;
@@ -295,6 +308,9 @@ impl Chat {
                 .stored_message(sid, mid)
                 .await?
                 .ok_or_else(|| missing(&urls.message(user, sid, mid)))?;
+            if repeat == Repeat::Taken && covered(&m, user, status) {
+                return Ok(());
+            }
             let confirmed = confirm(&m, user, status)
                 .map_err(|r| r.into_api(|| urls.message(user, sid, mid)))?;
             let state = self.read_state();
@@ -473,6 +489,27 @@ fn confirmable(status: MessageStatus) -> Result<(), Refused> {
         MessageStatus::Delivered | MessageStatus::Displayed => Ok(()),
         other => Err(Refused::ServerSetStatus(other)),
     }
+}
+
+/// What a confirmation the recipient's status already covers gets ([`covered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Repeat {
+    /// `409 SVC0001` (the seed face's `POST`: the client is told it changed nothing).
+    Refused,
+    /// Taken, changing nothing: OMA 2012's `PUT`, where `Delivered` is the server's too
+    /// (`delivered`), and a `PUT` repeated is answered as the first.
+    Taken,
+}
+
+/// OMA 2012, the rule on a report that moves nothing: recipient `user` of `m` already has
+/// `status`, or reports `Delivered` after `Displayed` (the server records `Delivered` as the
+/// message reaches the application, so a client's own `Delivered` may come after it, and
+/// after the `Displayed` that followed). Not after `Failed`: that is refused as before.
+fn covered(m: &Message, user: &str, status: MessageStatus) -> bool {
+    let Some((_, was)) = m.recipients.iter().find(|(r, _)| r == user) else {
+        return false;
+    };
+    *was == status || (*was == MessageStatus::Displayed && status == MessageStatus::Delivered)
 }
 
 /// A confirmation accepted: the message's new state, and the delivery reports the sender
@@ -767,5 +804,30 @@ mod tests {
         for (asked, want) in cases {
             assert_eq!(same_message(&first, &asked), want, "{asked:?}");
         }
+    }
+
+    #[test]
+    fn a_report_the_status_already_covers_is_covered_but_not_after_failed() {
+        use MessageStatus::{Delivered, Displayed, Failed, Sent};
+        let mut m = message(true, true);
+        for (was, reported, want) in [
+            (Sent, Delivered, false),
+            (Sent, Displayed, false),
+            (Delivered, Delivered, true),
+            (Delivered, Displayed, false),
+            (Displayed, Displayed, true),
+            (Displayed, Delivered, true),
+            (Failed, Delivered, false),
+            (Failed, Displayed, false),
+        ] {
+            m.recipients[0].1 = was;
+            assert_eq!(
+                covered(&m, "tel:+2", reported),
+                want,
+                "{was:?} {reported:?}"
+            );
+        }
+        assert!(!covered(&m, "tel:+9", Delivered), "not a recipient");
+        assert!(!covered(&m, "tel:+1", Delivered), "the sender");
     }
 }

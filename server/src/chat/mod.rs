@@ -43,6 +43,7 @@
 pub(crate) mod channels;
 mod composing;
 mod deadletters;
+mod delivered;
 mod fanout;
 mod messages;
 mod oma2012;
@@ -203,6 +204,9 @@ pub struct Chat {
     /// comes to count the work a request causes, not only the request. Unset (tools, unit
     /// tests): nothing is told.
     meter: std::sync::OnceLock<NotificationMeter>,
+    /// Where the subscriptions of the OMA 2012 face send what reached their applications, to
+    /// be recorded `Delivered` (`delivered`): bounded, never waited on by delivery.
+    receipts: tokio::sync::mpsc::Sender<delivered::Receipt>,
     /// Set when a graceful stop begins ([`Chat::begin_stop`]): no subscription expires
     /// here any more. Its cancellation notice goes out from memory only, and this server
     /// stops delivering before it exits, so a notice made while stopping was lost (the issue
@@ -443,6 +447,7 @@ impl Chat {
         store: Store,
         snapshot: Snapshot,
     ) -> Result<Arc<Chat>, String> {
+        let (receipts, to_record) = tokio::sync::mpsc::channel(delivered::RECEIPTS_WAITING);
         let chat = Arc::new_cyclic(|weak: &Weak<Chat>| {
             let gone = weak.clone();
             let deliverer = Deliverer {
@@ -478,8 +483,10 @@ impl Chat {
                 invitation_timers: Mutex::default(),
                 expiry_held: std::sync::atomic::AtomicBool::new(false),
                 meter: std::sync::OnceLock::new(),
+                receipts,
             }
         });
+        tokio::spawn(delivered::record(Arc::downgrade(&chat), to_record));
         chat.restore(snapshot)?;
         Ok(chat)
     }

@@ -1389,7 +1389,7 @@ impl Chat {
             // messageNotification): taken, nothing to record or forward.
             return Ok(());
         }
-        self.confirm_message_delivery(user, &real, mid, status)
+        self.report_message_status(user, &real, mid, status)
             .await
             .map_err(|e| {
                 named(e, || {
@@ -1647,7 +1647,7 @@ impl Chat {
         status: MessageStatus,
     ) -> Result<(), ApiError> {
         self.group(&self.read_state(), user, sid)?;
-        self.confirm_message_delivery(user, sid, mid, status)
+        self.report_message_status(user, sid, mid, status)
             .await
             .map_err(|e| named(e, || self.urls.group_message_status(user, sid, mid)))
     }

@@ -74,6 +74,9 @@ impl Chat {
         if rec.disabled.is_some() {
             queue.disable();
         }
+        if rec.face == Face::Oma2012 {
+            queue.on_delivered(self.delivered_hook(&rec.user));
+        }
         queue.set_keys(secrets::keys(&rec.secrets));
         state
             .user_subscriptions

@@ -271,6 +271,9 @@ impl Mailbox {
         if inner.handed.is_empty() {
             inner.answered.clear();
         }
+        for h in &done {
+            h.shared.delivered(&h.delivery);
+        }
         self.acknowledge(done);
     }
 
@@ -332,6 +335,9 @@ impl Mailbox {
                 .partition(|h| through.contains(&h.delivery.id));
             inner.handed = kept;
             put_back(&mut inner);
+            for h in &acked {
+                h.shared.delivered(&h.delivery);
+            }
             self.acknowledge(acked);
             inner.waiting += 1;
             inner.poll

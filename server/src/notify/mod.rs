@@ -231,6 +231,12 @@ impl DisableReason {
 /// What delivery calls to disable a subscription: (subscription id, reason text).
 pub type OnDisable = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// What a subscription's delivery calls with each notification that reached its application
+/// (its callback answered `2xx`, or a channel's client acknowledged it): set by the chat core
+/// on the subscriptions whose face makes a message's `Delivered` the server's to tell
+/// ([`Queue::on_delivered`]); not called for what is dropped, given up or buried.
+pub type OnDelivered = Arc<dyn Fn(&Notification) + Send + Sync>;
+
 /// What the delivery task needs besides its queue.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -355,6 +361,22 @@ struct Shared {
     /// The server-wide budget ([`RetryPolicy::budget_bytes`]): a push past it rings
     /// [`Totals::over`].
     budget: usize,
+    /// Told of each notification that reached the application ([`Queue::on_delivered`]).
+    on_delivered: Told,
+}
+
+/// A [`Shared`]'s [`OnDelivered`], set at most once.
+#[derive(Default)]
+struct Told(std::sync::OnceLock<OnDelivered>);
+
+impl std::fmt::Debug for Told {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Told(set)"
+        } else {
+            "Told(unset)"
+        })
+    }
 }
 
 impl Shared {
@@ -427,6 +449,14 @@ impl Shared {
             self.totals.transient.fetch_add(1, Ordering::SeqCst);
         }
         admitted
+    }
+
+    /// Notification `d` reached the application: told to the [`Queue::on_delivered`] hook.
+    /// Its caller takes it off the backlog too ([`Shared::done`]).
+    fn delivered(&self, d: &Delivery) {
+        if let Some(tell) = self.on_delivered.0.get() {
+            tell(&d.notification);
+        }
     }
 
     /// A notification left the backlog (delivered, forgotten or buried).
@@ -579,6 +609,13 @@ impl Queue {
     /// `None`: current); none: the server-wide secret signs. Applies from the next attempt.
     pub fn set_keys(&self, keys: Vec<(Arc<Signer>, Option<i64>)>) {
         *self.shared.keys.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    /// Calls `tell` with each notification that reaches the application from now on (its
+    /// callback answered `2xx`, or a channel's client acknowledged it). Set once; a second call
+    /// changes nothing.
+    pub fn on_delivered(&self, tell: OnDelivered) {
+        let _ = self.shared.on_delivered.0.set(tell);
     }
 
     /// The subscription is disabled (e.g. restored so): whatever is queued becomes a dead
@@ -988,6 +1025,7 @@ async fn deliver(
                 );
                 DELIVERED.fetch_add(1, Ordering::Relaxed);
                 d.forgetter.forget(&[item.id]);
+                shared.delivered(&item);
                 shared.done(&item);
                 if failures > 0 {
                     tracing::info!(
