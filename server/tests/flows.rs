@@ -1095,6 +1095,11 @@ async fn flow_7_1_8(f: &Face<'_>) {
     f.set_status(A, &sid, A, Disconnected).await.ok(200);
     let n: ParticipantStatusNotification = b.next().await;
     f.check_status_notification(&n, B, &sid, &[(A, Disconnected)]);
+    // B is alone: everyone who had joined left, the originator included (it was `403
+    // POL1012`, "during session setup", when the originator was among those who left).
+    f.send_message(B, &sid, &text("anyone?"))
+        .await
+        .fails(409, Some("SVC0001"));
     f.set_status(B, &sid, B, Disconnected).await.ok(200);
     for u in [&a, &b, &c] {
         let n: ChatEventNotification = u.next().await;

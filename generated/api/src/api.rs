@@ -851,7 +851,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// invitation timed out ends. **Decision (who hears a timeout):** the `Timeout` goes to
     /// whoever sent the invitation: the originator for those of the start, the participant
     /// who added someone later (`addParticipants`) for that one, the originator then seeing
-    /// only the `Disconnected`.
+    /// only the `Disconnected`. In a group the inviter, connected like the others, gets that
+    /// `Disconnected` too, after its `Timeout`; in a 1-1 there is nobody else, and the
+    /// `Timeout` alone tells the originator its session ended (no `SessionEnded` follows).
+    /// **Decision (how a 1-1 invitation ends, as the originator hears it):** declined, a
+    /// `participantStatusNotification` (`Disconnected`) then `SessionEnded`; timed out,
+    /// `Timeout` alone; cancelled by the originator, `SessionEnded` (the invitee
+    /// `SessionCancelled`). Each leaves the session gone (`404`).
     ///
     /// **Decision (seed 7.1.4 "also with the originator?"):** the originator may be listed or
     /// not; it is always part of the session, and the answer lists it with
@@ -968,7 +974,14 @@ pub trait ChatService: Send + Sync + 'static {
     /// (`403 POL0001` otherwise). `Connected` accepts an invitation or re-joins a session left
     /// earlier; `Disconnected` declines an invitation or leaves. `Invited` is set by the server
     /// only (`400 SVC0002`). Each change is told to the other participants with a
-    /// `participantStatusNotification`; a declined 1-1 session ends.
+    /// `participantStatusNotification`; a declined 1-1 session ends (the originator is told
+    /// `SessionEnded` after the `Disconnected`). **Decision:** a session ends once everyone
+    /// who had joined it (the originator included) has left and nobody is still invited:
+    /// with the last to leave, every participant who could have re-joined is told
+    /// `SessionEnded`, and it is gone (`404`, a re-join included). Until then one left alone
+    /// in it gets `409 SVC0001` for a message (see `sendMessage`). The status is read
+    /// case-insensitively, surrounding blanks ignored (`connected`, as the seed's figures
+    /// write it), and always answered as the enum spells it.
     ///
     /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`; an ended
     /// session is gone (`404`, see `deleteChatSession`). An invitation that timed out or was
@@ -1900,7 +1913,13 @@ pub trait ChatApi {
     /// invitation timed out ends. **Decision (who hears a timeout):** the `Timeout` goes to
     /// whoever sent the invitation: the originator for those of the start, the participant
     /// who added someone later (`addParticipants`) for that one, the originator then seeing
-    /// only the `Disconnected`.
+    /// only the `Disconnected`. In a group the inviter, connected like the others, gets that
+    /// `Disconnected` too, after its `Timeout`; in a 1-1 there is nobody else, and the
+    /// `Timeout` alone tells the originator its session ended (no `SessionEnded` follows).
+    /// **Decision (how a 1-1 invitation ends, as the originator hears it):** declined, a
+    /// `participantStatusNotification` (`Disconnected`) then `SessionEnded`; timed out,
+    /// `Timeout` alone; cancelled by the originator, `SessionEnded` (the invitee
+    /// `SessionCancelled`). Each leaves the session gone (`404`).
     ///
     /// **Decision (seed 7.1.4 "also with the originator?"):** the originator may be listed or
     /// not; it is always part of the session, and the answer lists it with
@@ -2069,7 +2088,14 @@ pub trait ChatApi {
     /// (`403 POL0001` otherwise). `Connected` accepts an invitation or re-joins a session left
     /// earlier; `Disconnected` declines an invitation or leaves. `Invited` is set by the server
     /// only (`400 SVC0002`). Each change is told to the other participants with a
-    /// `participantStatusNotification`; a declined 1-1 session ends.
+    /// `participantStatusNotification`; a declined 1-1 session ends (the originator is told
+    /// `SessionEnded` after the `Disconnected`). **Decision:** a session ends once everyone
+    /// who had joined it (the originator included) has left and nobody is still invited:
+    /// with the last to leave, every participant who could have re-joined is told
+    /// `SessionEnded`, and it is gone (`404`, a re-join included). Until then one left alone
+    /// in it gets `409 SVC0001` for a message (see `sendMessage`). The status is read
+    /// case-insensitively, surrounding blanks ignored (`connected`, as the seed's figures
+    /// write it), and always answered as the enum spells it.
     ///
     /// **Decision:** repeating the current status (accepting twice) is `409 SVC0001`; an ended
     /// session is gone (`404`, see `deleteChatSession`). An invitation that timed out or was

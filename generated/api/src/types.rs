@@ -391,7 +391,8 @@ impl From<RequestError> for RequestErrorRoot {
     }
 }
 
-/// A participant's state in a session (OMA Chat 2012).
+/// A participant's state in a session (OMA Chat 2012). Read case-insensitively, surrounding
+/// blanks ignored; always written as listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 pub enum ParticipantStatus {
     /// `Invited`

@@ -13,7 +13,7 @@
 use super::page::{self, PageRequest};
 use super::records;
 use super::refused::Refused;
-use super::state::{Invitation, Message, Session, status_rank};
+use super::state::{Message, Session, status_rank};
 use super::views;
 use super::{Change, Chat, MESSAGE_LOCKS, Outbox, durable, missing, read_failed, storage_failed};
 use crate::store::{Backend, StoreError, now_ms};
@@ -421,9 +421,7 @@ fn send(
     if recipients.is_empty() {
         let others = || s.participants.iter().filter(|p| p.address != user);
         let setting_up = others().any(|p| p.invitation.is_pending());
-        let left = others().any(|p| {
-            p.invitation == Invitation::Accepted && p.status == ParticipantStatus::Disconnected
-        });
+        let left = others().any(|p| p.has_joined() && p.status == ParticipantStatus::Disconnected);
         return Err(if left && !setting_up {
             Refused::EveryoneLeft { sid: s.id.clone() }
         } else {
@@ -748,15 +746,22 @@ mod tests {
             let r = send(&urls(), &s, who, draft(), body(None, vec![]));
             assert_eq!(r.map(|_| ()).unwrap_err(), why, "{who}");
         }
-        // A 1-1 whose peer left is past its setup: not POL1012 "during session setup".
+        // A 1-1 whose peer left is past its setup: not POL1012 "during session setup". So is
+        // one whose originator left (it joined at the start, without an invitation): before,
+        // only an accepted invitee's leaving counted (the seed conformance review).
         let left = session(false, &[(B, Disconnected, Invitation::Accepted)]);
-        let r = send(&urls(), &left, A, draft(), body(None, vec![]));
-        assert_eq!(
-            r.map(|_| ()).unwrap_err(),
-            Refused::EveryoneLeft {
-                sid: "sess-1".into()
-            }
-        );
+        let mut originator_left = session(false, &[(B, Connected, Invitation::Accepted)]);
+        originator_left.participants[0].status = Disconnected;
+        for (s, who) in [(&left, A), (&originator_left, B)] {
+            let r = send(&urls(), s, who, draft(), body(None, vec![]));
+            assert_eq!(
+                r.map(|_| ()).unwrap_err(),
+                Refused::EveryoneLeft {
+                    sid: "sess-1".into()
+                },
+                "{who}"
+            );
+        }
     }
 
     #[test]

@@ -347,6 +347,12 @@ pub struct Participant {
 }
 
 impl Participant {
+    /// Whether this participant joined the session at some point: the originator (never
+    /// invited, in it from the start) or an invitee who accepted.
+    pub fn has_joined(&self) -> bool {
+        matches!(self.invitation, Invitation::None | Invitation::Accepted)
+    }
+
     /// Whether the session is still a resource for this participant (seed 7.1.7 c: an
     /// invitation that timed out makes the session invalid for the invitee).
     pub fn sees_session(&self) -> bool {
