@@ -927,6 +927,10 @@ pub trait ChatService: Send + Sync + 'static {
     /// is not in it any more (declined, did not answer in time, had the invitation withdrawn,
     /// or left) is invited again, in place, with a new invitation; a body that lists someone
     /// twice is `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
+    /// **Decision:** a participant's `clientCorrelator` is read and not kept (a participant is
+    /// named by its address, which a retry names again): a request repeated after a lost
+    /// answer is `409 SVC0001` naming whoever it already invited, and a `GET` of the
+    /// participants says whether it took.
     fn add_participants(
         &self,
         user_id: String,
@@ -2016,6 +2020,10 @@ pub trait ChatApi {
     /// is not in it any more (declined, did not answer in time, had the invitation withdrawn,
     /// or left) is invited again, in place, with a new invitation; a body that lists someone
     /// twice is `403 POL0013` naming them, as for a start; an ended session is gone (`404`).
+    /// **Decision:** a participant's `clientCorrelator` is read and not kept (a participant is
+    /// named by its address, which a retry names again): a request repeated after a lost
+    /// answer is `409 SVC0001` naming whoever it already invited, and a `GET` of the
+    /// participants says whether it took.
     #[endpoint {
         method = POST,
         path = "/v1/chat/{userId}/chatSessions/{sessionId}/participants",
