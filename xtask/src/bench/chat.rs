@@ -58,6 +58,10 @@ pub struct Plan {
     pub groups: usize,
     /// Users per group session.
     pub group_size: usize,
+    /// Every user subscribes through the OMA 2012 face (`chatNotificationSubscription`), so
+    /// that what reaches its listener is recorded `Delivered` by the server (`--oma2012`);
+    /// else through the seed face. Messages are sent on the seed face either way.
+    pub oma2012: bool,
 }
 
 impl Plan {
@@ -223,10 +227,22 @@ impl Workload {
         let mut conn = Conn::new(addr);
         let mut listeners = Vec::new();
         let subscribe = |i: usize, url: &str| {
+            let root = if plan.oma2012 {
+                "chatNotificationSubscription"
+            } else {
+                "chatSubscription"
+            };
             format!(
-                r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{url}","callbackData":"bench-{i}","notificationFormat":"{}"}}}}}}"#,
+                r#"{{"{root}":{{"callbackReference":{{"notifyURL":"{url}","callbackData":"bench-{i}","notificationFormat":"{}"}}}}}}"#,
                 format.notification_format()
             )
+        };
+        let subscriptions = |i: usize| {
+            if plan.oma2012 {
+                format!("/chat/v1/{}/subscriptions", encode(&user(i)))
+            } else {
+                path(&user(i), "/subscriptions")
+            }
         };
         for i in 0..plan.users() {
             let l = Listener::start(Arc::clone(collector)).await?;
@@ -234,12 +250,7 @@ impl Workload {
                 Some(f) => f.front(&l.url).await?,
                 None => l.url.clone(),
             };
-            post_json(
-                &mut conn,
-                &path(&user(i), "/subscriptions"),
-                subscribe(i, &url),
-            )
-            .await?;
+            post_json(&mut conn, &subscriptions(i), subscribe(i, &url)).await?;
             listeners.push(l);
         }
         let sessions = plan.sessions();

@@ -1,5 +1,7 @@
-//! `cargo xtask bench --delivery [--before BIN] [--smoke]`: what delivering notifications costs
-//! the server (issue 13 item 5), before and after a change, in one run.
+//! `cargo xtask bench --delivery [--oma2012] [--before BIN] [--smoke]`: what delivering
+//! notifications costs the server (issue 13 item 5), before and after a change, in one run;
+//! with `--oma2012`, to subscriptions of the OMA 2012 face (each delivered message then
+//! recorded `Delivered` by the server).
 //!
 //! Three servers with the message-send workload of the full bench (each user's real callback
 //! listener, JSON): the bare-hyper baseline, netapi-chat as built now, and, with `--before`,
@@ -124,9 +126,14 @@ pub async fn run(root: &Path, s: &Steps, before: Option<PathBuf>, command: &str)
     let mut md = run.header(command);
     let _ = writeln!(
         md,
-        "Workload: {} users in {} sessions, JSON, each user's own callback listener; {} rounds of {:.0} s steps per rate and server, in rotating order; medians over the rounds.\n",
+        "Workload: {} users in {} sessions, JSON, each user's own callback listener{}; {} rounds of {:.0} s steps per rate and server, in rotating order; medians over the rounds.\n",
         s.plan.users(),
         s.plan.sessions().len(),
+        if s.plan.oma2012 {
+            " (subscribed through the OMA 2012 face)"
+        } else {
+            ""
+        },
         s.rounds,
         s.step.as_secs_f64()
     );

@@ -31,6 +31,8 @@
 //! `--delivery [--before BIN]` runs only the delivery-cost phase of issue 13 item 5
 //! ([`delivery`]): server CPU and store commits per message, baseline vs this build vs `BIN`
 //! (another build of the server), in alternating steps; it writes `target/bench/delivery.md`.
+//! With `--oma2012` the users subscribe through the OMA 2012 face, whose deliveries the
+//! server records `Delivered`.
 //!
 //! `--neighbour [--before BIN]` runs only the neighbour phase of issue 12 item 2
 //! ([`neighbour`]): message sends with and without one heavy user listing its large sessions
@@ -81,7 +83,7 @@ use std::time::{Duration, Instant};
 /// Set on the release harness this command re-executes, so it does not build again.
 const BUILT_ENV: &str = "NETAPI_CHAT_BENCH_BUILT";
 
-const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --neighbour [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke] [--https-receivers]
+const USAGE: &str = "usage: cargo xtask bench [--smoke] [--no-peer | --peer]\n       cargo xtask bench --long [--smoke] [--messages N] [--rate MSG_PER_S] [--sessions-cycled N] [--sample-secs S]\n       cargo xtask bench --delivery [--smoke] [--oma2012] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --neighbour [--smoke] [--before NETAPI_CHAT_BINARY]\n       cargo xtask bench --channels [--smoke]\n       cargo xtask bench --dead-receivers [--smoke]\n       cargo xtask bench --postgres [--smoke] [--https-receivers]
        cargo xtask bench --rolling [--smoke] [--before NETAPI_CHAT_BINARY] [--rounds N]";
 
 /// The long run's settings given on the command line (the rest come from its defaults).
@@ -172,6 +174,7 @@ impl Settings {
                 one_to_one: 16,
                 groups: 4,
                 group_size: 4,
+                oma2012: false,
             },
             scale: scale::Settings {
                 points: vec![10_000, 100_000],
@@ -179,6 +182,7 @@ impl Settings {
                     one_to_one: 8,
                     groups: 2,
                     group_size: 4,
+                    oma2012: false,
                 },
                 rate: 2000,
                 step: Duration::from_secs(5),
@@ -200,6 +204,7 @@ impl Settings {
             one_to_one: 1,
             groups: 1,
             group_size: 3,
+            oma2012: false,
         };
         Settings {
             smoke: true,
@@ -342,6 +347,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     let mut https_receivers = false;
     let mut long_args = LongArgs::default();
     let (mut delivery, mut before) = (false, None::<PathBuf>);
+    let mut oma2012 = false;
     let mut neighbour = false;
     let mut channels_only = false;
     let mut dead_receivers = false;
@@ -356,6 +362,7 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
             "--peer" => peer = Some(true),
             "--long" => long = true,
             "--delivery" => delivery = true,
+            "--oma2012" => oma2012 = true,
             "--neighbour" => neighbour = true,
             "--dead-receivers" => dead_receivers = true,
             "--rolling" => rolling = true,
@@ -402,6 +409,9 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         bail!(
             "--delivery goes alone (with --smoke), and --before with --delivery, --neighbour or --rolling; {USAGE}"
         );
+    }
+    if oma2012 && !delivery {
+        bail!("--oma2012 goes with --delivery; {USAGE}");
     }
     if rounds.is_some() && !rolling {
         bail!("--rounds goes with --rolling; {USAGE}");
@@ -468,7 +478,8 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
         return result.map(|_| ());
     }
     if delivery {
-        let ds = delivery_settings(smoke);
+        let mut ds = delivery_settings(smoke);
+        ds.plan.oma2012 = oma2012;
         let command = format!("cargo xtask bench {}", args.join(" "));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
