@@ -2264,6 +2264,31 @@ async fn delivered_is_the_servers(wire: Wire) {
             .await;
     }
 
+    // A group message: every 2012 recipient's delivery is recorded (in one change when they
+    // come together), and the sender is told once per recipient.
+    const D: &str = "tel:+15551230004";
+    let d = User::new_2012(&face, D).await;
+    let group = support::chat::connected_session(&srv, A, &docs::session("g", &[B, D])).await;
+    let (loc, _) = face.send_group(A, &group, &asking).await.created();
+    let mid = loc.rsplit('/').nth(1).expect("message id").to_owned();
+    for u in [&b, &d] {
+        let m: MessageNotification = u.until().await;
+        assert_eq!(m.message_id.as_deref(), Some(mid.as_str()));
+    }
+    let mut told = Vec::new();
+    for _ in 0..2 {
+        let n: MessageStatusNotification = a.until().await;
+        assert_eq!((n.status, n.message_id.as_str()), (Delivered, mid.as_str()));
+        told.push(n.description.unwrap_or_default());
+    }
+    told.sort();
+    assert_eq!(
+        told,
+        [format!("reported by {B}"), format!("reported by {D}")]
+    );
+    let status = face.get_group_mstatus(A, &group, &mid).await;
+    assert_eq!(status.ok(200).status, Delivered);
+
     // A recipient on the seed face confirms for itself: its sender reads Sent until then.
     let c = User::new(&face, C).await;
     let sid = support::chat::connected_session(&srv, A, &docs::session("s", &[C])).await;

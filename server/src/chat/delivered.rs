@@ -6,24 +6,25 @@
 //!
 //! **Invariant:** delivery never waits for this. The hook a subscription's queue calls
 //! ([`Chat::delivered_hook`]) only puts a [`Receipt`] into a bounded channel; one task
-//! ([`record`]) takes them out and records each beside the others, at most
-//! [`RECORDED_AT_ONCE`] at a time. A channel full ([`RECEIPTS_WAITING`]: delivery outruns the
-//! store) drops the receipt and says so in the log once per run of drops: that recipient's
-//! `Delivered` then waits for its client's own report, as before this module.
+//! ([`record`]) takes out what waits, groups it by session ([`grouped`]) and records each
+//! group in one change (one read of its messages, one commit, every recipient of a group
+//! message at once: [`Chat::record_delivered_in`]), at most [`RECORDED_AT_ONCE`] groups at a
+//! time. A channel full ([`RECEIPTS_WAITING`]: delivery outruns the store) drops the receipt
+//! and says so in the log once per run of drops: that recipient's `Delivered` then waits for
+//! its client's own report, as before this module.
 //!
 //! What is not recorded: a receipt for an `isComposing` or for the subject told as a first
-//! message (no stored message), a message whose session the recipient no longer sees (ended,
-//! left), one already `Delivered` or further, and, after a restart, a notification delivered
-//! again (the same message: nothing new). An ad hoc chat's notifications name it `adhoc`; the
-//! receipt finds the pair's open ad hoc chat, so a message delivered after that chat closed is
+//! message (no stored message), a message of a session that ended or that the recipient no
+//! longer sees, one already `Delivered` or further, receipts still waiting when the server
+//! stops (their notifications are delivered, so nothing brings them back). An ad hoc chat's
+//! notifications name it `adhoc`; the receipt finds the pair's open ad hoc chat, so a message
+//! delivered after its chat closed (its callback failing longer than the ad hoc idle time) is
 //! not recorded either.
 
 use super::Chat;
-use super::messages::Repeat;
 use super::oma2012::{ADHOC, subject_message_id};
 use crate::notify::{Notification, OnDelivered};
-use netapi_chat_api::MessageStatus;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -31,8 +32,11 @@ use tokio::sync::{Semaphore, mpsc};
 /// than the callbacks) drops the rest (module docs).
 pub(super) const RECEIPTS_WAITING: usize = 4096;
 
-/// Receipts recorded side by side, at most: each is a message read and a commit.
+/// Groups of receipts recorded side by side, at most: each is one read and one commit.
 const RECORDED_AT_ONCE: usize = 64;
+
+/// Receipts taken from the channel at once, to be grouped: a bound on one group's read.
+const TAKEN_TOGETHER: usize = 256;
 
 /// A message that reached recipient `user`'s application, as its notification named it.
 #[derive(Debug)]
@@ -60,28 +64,29 @@ fn receipt(user: &str, n: &Notification) -> Option<Receipt> {
     })
 }
 
-/// Set while receipts are being dropped (the channel full), so that a run of drops is said
-/// once.
-static DROPPING: AtomicBool = AtomicBool::new(false);
-
 impl Chat {
     /// The hook of a subscription of `user` made on the OMA 2012 face: what it delivers is
     /// recorded `Delivered` (module docs). Called under delivery's own locks: it only sends.
     pub(super) fn delivered_hook(&self, user: &str) -> OnDelivered {
         let tx = self.receipts.clone();
+        let dropping = Arc::clone(&self.receipts_dropping);
         let user = user.to_owned();
         Arc::new(move |n: &Notification| {
             let Some(r) = receipt(&user, n) else {
                 return;
             };
             match tx.try_send(r) {
+                // Said again only once the queue has room for a burst, not at each slot the
+                // recording frees while delivery still outruns it.
                 Ok(()) => {
-                    if DROPPING.swap(false, Ordering::Relaxed) {
+                    if tx.capacity() >= RECEIPTS_WAITING / 2
+                        && dropping.swap(false, Ordering::Relaxed)
+                    {
                         tracing::info!("delivery receipts are recorded again");
                     }
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    if !DROPPING.swap(true, Ordering::Relaxed) {
+                    if !dropping.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             waiting = RECEIPTS_WAITING,
                             "delivery receipts outrun the store: some messages delivered to \
@@ -96,57 +101,79 @@ impl Chat {
         })
     }
 
-    /// Records receipt `r`: the recipient's status becomes `Delivered` unless it is already
-    /// that or further, and the sender is told if it asked. Whatever refuses it (the session
-    /// gone, the message unknown) is only logged at debug: the application was never waiting.
-    async fn record_delivered(&self, r: Receipt) {
-        let sid = if r.session_id == ADHOC {
-            let state = self.read_state();
-            match super::oma2012::adhoc_with(state.sessions_of(&r.user), &r.user, &r.sender) {
-                Some(s) => s.id.clone(),
-                None => return,
-            }
-        } else {
-            r.session_id
-        };
-        if r.message_id == subject_message_id(&sid) {
+    /// The session receipt `r` is about: its own, or for `adhoc` the open ad hoc chat of its
+    /// recipient and sender; `None` when there is none.
+    fn session_of(&self, r: &Receipt) -> Option<String> {
+        if r.session_id != ADHOC {
+            return Some(r.session_id.clone());
+        }
+        let state = self.read_state();
+        super::oma2012::adhoc_with(state.sessions_of(&r.user), &r.user, &r.sender)
+            .map(|s| s.id.clone())
+    }
+
+    /// Records the receipts `delivered` ((recipient, message id), in delivery order) of
+    /// session `sid` in one change ([`Chat::record_delivered_in`]). Whatever refuses them (the
+    /// session gone) is only logged at debug: the application was never waiting.
+    async fn record_delivered(&self, sid: String, delivered: Vec<(String, String)>) {
+        let subject = subject_message_id(&sid);
+        let delivered: Vec<(String, String)> = delivered
+            .into_iter()
+            .filter(|(_, mid)| *mid != subject)
+            .collect();
+        if delivered.is_empty() {
             return;
         }
-        let confirmed = self
-            .confirm_waiting(
-                &r.user,
-                &sid,
-                &r.message_id,
-                MessageStatus::Delivered,
-                Repeat::Taken,
-            )
-            .await;
-        if let Err(e) = confirmed {
+        if let Err(e) = self.record_delivered_in(&sid, delivered).await {
             tracing::debug!(
                 session = sid,
-                message = r.message_id,
                 error = ?e,
-                "a delivered message is not recorded Delivered"
+                "delivered messages are not recorded Delivered"
             );
         }
     }
 }
 
+/// `receipts`, each with its session (`None`: not found, dropped), by session: each group's
+/// (recipient, message id) pairs in the order they were delivered.
+fn grouped(receipts: Vec<(Option<String>, Receipt)>) -> Vec<(String, Vec<(String, String)>)> {
+    let mut groups: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for (sid, r) in receipts {
+        let Some(sid) = sid else {
+            continue;
+        };
+        let pair = (r.user, r.message_id);
+        match groups.iter_mut().find(|(s, _)| *s == sid) {
+            Some((_, pairs)) => pairs.push(pair),
+            None => groups.push((sid, vec![pair])),
+        }
+    }
+    groups
+}
+
 /// The task that records receipts from `rx` for `chat`, until the chat is gone or every hook
-/// with it.
+/// with it: what waits is taken together (at most [`TAKEN_TOGETHER`]), grouped by session
+/// ([`grouped`]), and each group recorded in one change, at most [`RECORDED_AT_ONCE`] groups
+/// at a time.
 pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
     let at_once = Arc::new(Semaphore::new(RECORDED_AT_ONCE));
-    while let Some(r) = rx.recv().await {
-        let Ok(permit) = Arc::clone(&at_once).acquire_owned().await else {
-            return;
-        };
+    let mut taken = Vec::with_capacity(TAKEN_TOGETHER);
+    while rx.recv_many(&mut taken, TAKEN_TOGETHER).await > 0 {
         let Some(chat) = chat.upgrade() else {
             return;
         };
-        tokio::spawn(async move {
-            chat.record_delivered(r).await;
-            drop(permit);
-        });
+        let found = taken.drain(..).map(|r| (chat.session_of(&r), r)).collect();
+        for (sid, delivered) in grouped(found) {
+            // Never closed: the permit always comes.
+            let Ok(permit) = Arc::clone(&at_once).acquire_owned().await else {
+                return;
+            };
+            let chat = Arc::clone(&chat);
+            tokio::spawn(async move {
+                chat.record_delivered(sid, delivered).await;
+                drop(permit);
+            });
+        }
     }
 }
 
@@ -184,5 +211,38 @@ mod tests {
             ("tel:+2", "tel:+1", ADHOC, "m1")
         );
         assert!(receipt("tel:+2", &message(false)).is_none(), "isComposing");
+    }
+
+    #[test]
+    fn receipts_are_grouped_by_session_in_their_order() {
+        let r = |user: &str, mid: &str| Receipt {
+            user: user.into(),
+            sender: "tel:+1".into(),
+            session_id: ADHOC.into(),
+            message_id: mid.into(),
+        };
+        let s = |sid: &str| Some(sid.to_owned());
+        let groups = grouped(vec![
+            (s("s1"), r("tel:+2", "m1")),
+            (s("s1"), r("tel:+3", "m1")),
+            (None, r("tel:+4", "m9")),
+            (s("s2"), r("tel:+2", "m3")),
+            (s("s1"), r("tel:+2", "m2")),
+        ]);
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(u, m)| ((*u).to_owned(), (*m).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            groups,
+            [
+                (
+                    "s1".to_owned(),
+                    pairs(&[("tel:+2", "m1"), ("tel:+3", "m1"), ("tel:+2", "m2")])
+                ),
+                ("s2".to_owned(), pairs(&[("tel:+2", "m3")])),
+            ]
+        );
     }
 }

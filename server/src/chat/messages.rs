@@ -291,7 +291,7 @@ impl Chat {
     }
 
     /// [`Chat::confirm_message_delivery`], however long the store takes.
-    pub(super) async fn confirm_waiting(
+    async fn confirm_waiting(
         &self,
         user: &str,
         sid: &str,
@@ -325,6 +325,79 @@ impl Chat {
                 .collect();
             let mut change = Change::default();
             change.put_message(sid, m, None);
+            self.notify(&state, &mut change, outbox);
+            self.submit_in_order(&state, &order, sid, change)
+        };
+        durable(rx).await
+    }
+
+    /// OMA 2012: the messages of session `sid` in `delivered` ((recipient, message id), in
+    /// delivery order) reached their recipients' applications (`delivered`): each becomes
+    /// `Delivered` for its recipient, as its report would make it, unless its status already
+    /// covers that ([`covered`]), and the senders that asked are told. One read of the
+    /// messages and one change for all of them (every recipient of a group message at once),
+    /// under the session's message lock as a confirmation is. A message gone, or a recipient
+    /// who no longer sees the session, is passed over.
+    pub(super) async fn record_delivered_in(
+        &self,
+        sid: &str,
+        delivered: Vec<(String, String)>,
+    ) -> Result<(), ApiError> {
+        let urls = &self.urls;
+        let rx = {
+            let _ordered = self.message_lock(sid).lock().await;
+            let mut mids: Vec<String> = delivered.iter().map(|(_, mid)| mid.clone()).collect();
+            mids.sort_unstable();
+            mids.dedup();
+            let at = sid.to_owned();
+            let mut stored = self
+                .read(move |b| {
+                    let mut found = std::collections::HashMap::with_capacity(mids.len());
+                    for mid in mids {
+                        if let Some(v) = b.message(&at, &mid)? {
+                            let m = decode_stored_message(&at, &mid, &v)?;
+                            found.insert(mid, m);
+                        }
+                    }
+                    Ok(found)
+                })
+                .await?;
+            let state = self.read_state();
+            // Read after the messages: the session may have ended meanwhile.
+            let Some(s) = state.sessions.get(sid) else {
+                return Ok(());
+            };
+            let mut changed: Vec<String> = Vec::new();
+            let mut outbox: Outbox = Vec::new();
+            for (user, mid) in &delivered {
+                let Some(m) = stored.get_mut(mid) else {
+                    continue;
+                };
+                if !super::visible_to(s, user) || covered(m, user, MessageStatus::Delivered) {
+                    continue;
+                }
+                let Ok(c) = confirm(m, user, MessageStatus::Delivered) else {
+                    continue;
+                };
+                outbox.extend(c.reports.into_iter().map(|st| {
+                    let told = views::delivery(urls, sid, &c.message, user, st);
+                    (c.message.sender.clone(), told)
+                }));
+                *m = c.message;
+                if !changed.contains(mid) {
+                    changed.push(mid.clone());
+                }
+            }
+            if changed.is_empty() {
+                return Ok(());
+            }
+            let order = self.session_order(sid);
+            let mut change = Change::default();
+            for mid in &changed {
+                if let Some(m) = stored.get(mid) {
+                    change.put_message(sid, m, None);
+                }
+            }
             self.notify(&state, &mut change, outbox);
             self.submit_in_order(&state, &order, sid, change)
         };
@@ -491,7 +564,7 @@ fn confirmable(status: MessageStatus) -> Result<(), Refused> {
 
 /// What a confirmation the recipient's status already covers gets ([`covered`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Repeat {
+enum Repeat {
     /// `409 SVC0001` (the seed face's `POST`: the client is told it changed nothing).
     Refused,
     /// Taken, changing nothing: OMA 2012's `PUT`, where `Delivered` is the server's too

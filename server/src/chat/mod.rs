@@ -207,6 +207,9 @@ pub struct Chat {
     /// Where the subscriptions of the OMA 2012 face send what reached their applications, to
     /// be recorded `Delivered` (`delivered`): bounded, never waited on by delivery.
     receipts: tokio::sync::mpsc::Sender<delivered::Receipt>,
+    /// Set while receipts are dropped (their channel full), so that a run of drops is said
+    /// once (`delivered`).
+    receipts_dropping: Arc<std::sync::atomic::AtomicBool>,
     /// Set when a graceful stop begins ([`Chat::begin_stop`]): no subscription expires
     /// here any more. Its cancellation notice goes out from memory only, and this server
     /// stops delivering before it exits, so a notice made while stopping was lost (the issue
@@ -484,6 +487,7 @@ impl Chat {
                 expiry_held: std::sync::atomic::AtomicBool::new(false),
                 meter: std::sync::OnceLock::new(),
                 receipts,
+                receipts_dropping: Arc::default(),
             }
         });
         tokio::spawn(delivered::record(Arc::downgrade(&chat), to_record));
