@@ -2310,6 +2310,69 @@ in_json_and_xml!(
     delivered_is_the_servers_in_xml
 );
 
+/// What was delivered before a graceful stop is recorded `Delivered`: the receipts still
+/// waiting when the signal comes are recorded before the store closes, and a notification's
+/// outbox row is forgotten only with its record (one left over is sent again after the
+/// restart, and recorded then). Before, those waiting were dropped with the process: an
+/// outside review saw 750 of 2,000 stay `Sent` for good after a SIGTERM 0.3 s after a burst
+/// to a group of 20.
+#[tokio::test]
+async fn receipts_waiting_at_a_graceful_stop_are_recorded() {
+    const MEMBERS: [&str; 8] = [
+        "tel:+15551231001",
+        "tel:+15551231002",
+        "tel:+15551231003",
+        "tel:+15551231004",
+        "tel:+15551231005",
+        "tel:+15551231006",
+        "tel:+15551231007",
+        "tel:+15551231008",
+    ];
+    const MESSAGES: usize = 40;
+    let srv = Server::default_for_tests();
+    let face = Face::new(Wire::Json, &srv);
+    let mut members = Vec::new();
+    for m in MEMBERS {
+        members.push(User::new_2012(&face, m).await);
+    }
+    let group = support::chat::connected_session(&srv, A, &docs::session("g", &MEMBERS)).await;
+    let mut mids = Vec::new();
+    for i in 0..MESSAGES {
+        let (loc, _) = face
+            .send_group(A, &group, &docs::message(&format!("m{i}")))
+            .await
+            .created();
+        mids.push(loc.rsplit('/').nth(1).expect("message id").to_owned());
+    }
+    // Every member's callback has taken every message: then the signal.
+    for u in &members {
+        support::within_20s(std::time::Duration::from_millis(5), async || {
+            let got = u.listener.all();
+            let n = got
+                .iter()
+                .filter(|r| r.kind() == "messageNotification")
+                .count();
+            if n >= MESSAGES {
+                Ok(())
+            } else {
+                Err(format!("{n} messages at {}", u.addr))
+            }
+        })
+        .await;
+    }
+    let srv = Server::restart(srv.terminate(), &[]);
+    let face = Face::new(Wire::Json, &srv);
+    for mid in &mids {
+        support::within_20s(std::time::Duration::from_millis(20), async || {
+            match face.get_group_mstatus(A, &group, mid).await.ok(200).status {
+                MessageStatus::Delivered => Ok(()),
+                other => Err(format!("{mid}: {other:?}")),
+            }
+        })
+        .await;
+    }
+}
+
 /// An `isComposing` that would open an ad hoc chat and is refused by the rate (one a second
 /// per sender, across sessions: `429 POL2005`) opens nothing. Before, the chat was opened
 /// first and the rate weighed inside it: the sender got the `429`, and the pair had an open

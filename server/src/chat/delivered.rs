@@ -15,22 +15,28 @@
 //!
 //! What is not recorded: a receipt for an `isComposing` or for the subject told as a first
 //! message (no stored message), a message of a session that ended or that the recipient no
-//! longer sees, one already `Delivered` or further, receipts still waiting when the server
-//! stops (their notifications are delivered, so nothing brings them back). An ad hoc chat's
+//! longer sees, one already `Delivered` or further. A notification's outbox row is forgotten
+//! with its record, in the same commit (or once nothing is to be recorded): a receipt still
+//! waiting at a crash, or past a graceful stop's wait ([`Chat::receipts_recorded`]), leaves
+//! its notification to be sent again after the restart, and recorded then; one dropped
+//! because the channel is full is forgotten as any delivered notification. An ad hoc chat's
 //! notifications name it `adhoc`; the receipt finds the pair's open ad hoc chat, so a message
 //! delivered after its chat closed (its callback failing longer than the ad hoc idle time) is
 //! not recorded either.
 
 use super::Chat;
 use super::oma2012::{ADHOC, subject_message_id};
-use crate::notify::{Notification, OnDelivered};
+use crate::notify::{Delivery, Notification, OnDelivered};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 
 /// Receipts waiting to be recorded, at most: a burst of deliveries beyond it (the store slower
 /// than the callbacks) drops the rest (module docs).
-pub(super) const RECEIPTS_WAITING: usize = 4096;
+/// Each holds four short strings (two addresses of at most 256 characters, two ids), so the
+/// channel holds a few MiB at most.
+pub(super) const RECEIPTS_WAITING: usize = 16_384;
 
 /// Groups of receipts recorded side by side, at most: each is one read and one commit.
 const RECORDED_AT_ONCE: usize = 64;
@@ -41,6 +47,8 @@ const TAKEN_TOGETHER: usize = 256;
 /// A message that reached recipient `user`'s application, as its notification named it.
 #[derive(Debug)]
 pub(super) struct Receipt {
+    /// The notification's outbox id: its row is forgotten with the record (or after it fails).
+    id: u64,
     user: String,
     /// The sender: the other side of a one-to-one chat (an ad hoc one is found by the pair).
     sender: String,
@@ -49,14 +57,15 @@ pub(super) struct Receipt {
     message_id: String,
 }
 
-/// What a message notification to `user` says was delivered; `None` for anything else (an
-/// `isComposing`, another notification).
-fn receipt(user: &str, n: &Notification) -> Option<Receipt> {
+/// What a message notification to `user` (outbox id `id`) says was delivered; `None` for
+/// anything else (an `isComposing`, another notification).
+fn receipt(id: u64, user: &str, n: &Notification) -> Option<Receipt> {
     let Notification::MessageNotification(n) = n else {
         return None;
     };
     n.chat_message.as_ref()?;
     Some(Receipt {
+        id,
         user: user.to_owned(),
         sender: n.sender_address.clone(),
         session_id: n.session_id.clone(),
@@ -71,9 +80,9 @@ impl Chat {
         let tx = self.receipts.clone();
         let dropping = Arc::clone(&self.receipts_dropping);
         let user = user.to_owned();
-        Arc::new(move |n: &Notification| {
-            let Some(r) = receipt(&user, n) else {
-                return;
+        Arc::new(move |d: &Delivery| {
+            let Some(r) = receipt(d.id, &user, &d.notification) else {
+                return false;
             };
             match tx.try_send(r) {
                 // Said again only once the queue has room for a burst, not at each slot the
@@ -84,6 +93,7 @@ impl Chat {
                     {
                         tracing::info!("delivery receipts are recorded again");
                     }
+                    true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if !dropping.swap(true, Ordering::Relaxed) {
@@ -94,9 +104,10 @@ impl Chat {
                              clients' own reports still are)"
                         );
                     }
+                    false
                 }
                 // The server is stopping.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         })
     }
@@ -115,40 +126,78 @@ impl Chat {
     /// Records the receipts `delivered` ((recipient, message id), in delivery order) of
     /// session `sid` in one change ([`Chat::record_delivered_in`]). Whatever refuses them (the
     /// session gone) is only logged at debug: the application was never waiting.
-    async fn record_delivered(&self, sid: String, delivered: Vec<(String, String)>) {
+    /// Their outbox rows (`ids`) are forgotten in the same change, or, when nothing is
+    /// recorded, by delivery's grouped forget.
+    async fn record_delivered(&self, sid: String, delivered: Vec<(String, String)>, ids: Vec<u64>) {
         let subject = subject_message_id(&sid);
         let delivered: Vec<(String, String)> = delivered
             .into_iter()
             .filter(|(_, mid)| *mid != subject)
             .collect();
-        if delivered.is_empty() {
-            return;
-        }
-        if let Err(e) = self.record_delivered_in(&sid, delivered).await {
-            tracing::debug!(
-                session = sid,
-                error = ?e,
-                "delivered messages are not recorded Delivered"
-            );
+        let recorded = if delivered.is_empty() {
+            Ok(false)
+        } else {
+            self.record_delivered_in(&sid, delivered, ids.clone()).await
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => self.deliverer.forgetter.forget(&ids),
+            Err(e) => {
+                self.deliverer.forgetter.forget(&ids);
+                tracing::debug!(
+                    session = sid,
+                    error = ?e,
+                    "delivered messages are not recorded Delivered"
+                );
+            }
         }
     }
 }
 
-/// `receipts`, each with its session (`None`: not found, dropped), by session: each group's
-/// (recipient, message id) pairs in the order they were delivered.
-fn grouped(receipts: Vec<(Option<String>, Receipt)>) -> Vec<(String, Vec<(String, String)>)> {
-    let mut groups: Vec<(String, Vec<(String, String)>)> = Vec::new();
+impl Chat {
+    /// For a graceful stop, once delivery stopped (no receipt comes any more): waits until
+    /// every receipt taken is recorded (the channel empty, no group under way), until
+    /// `deadline` at most. What is still waiting then keeps its outbox row: sent again after
+    /// the restart, and recorded then.
+    pub(super) async fn receipts_recorded(&self, deadline: Instant) {
+        while (self.receipts.capacity() < RECEIPTS_WAITING
+            || self.recording.available_permits() < RECORDED_AT_ONCE)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The semaphore bounding the groups recorded at once, for [`Chat::open`].
+    pub(super) fn recording_limit() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(RECORDED_AT_ONCE))
+    }
+}
+
+/// Receipts of one session: (recipient, message id) pairs in delivery order, and their
+/// notifications' outbox ids.
+type Group = (String, Vec<(String, String)>, Vec<u64>);
+
+/// `receipts`, each with its session, by session ([`Group`]), and the outbox ids of those
+/// without one (`None`: nothing to record them in).
+fn grouped(receipts: Vec<(Option<String>, Receipt)>) -> (Vec<Group>, Vec<u64>) {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut unplaced = Vec::new();
     for (sid, r) in receipts {
         let Some(sid) = sid else {
+            unplaced.push(r.id);
             continue;
         };
         let pair = (r.user, r.message_id);
-        match groups.iter_mut().find(|(s, _)| *s == sid) {
-            Some((_, pairs)) => pairs.push(pair),
-            None => groups.push((sid, vec![pair])),
+        match groups.iter_mut().find(|(s, _, _)| *s == sid) {
+            Some((_, pairs, ids)) => {
+                pairs.push(pair);
+                ids.push(r.id);
+            }
+            None => groups.push((sid, vec![pair], vec![r.id])),
         }
     }
-    groups
+    (groups, unplaced)
 }
 
 /// The task that records receipts from `rx` for `chat`, until the chat is gone or every hook
@@ -156,21 +205,22 @@ fn grouped(receipts: Vec<(Option<String>, Receipt)>) -> Vec<(String, Vec<(String
 /// ([`grouped`]), and each group recorded in one change, at most [`RECORDED_AT_ONCE`] groups
 /// at a time.
 pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
-    let at_once = Arc::new(Semaphore::new(RECORDED_AT_ONCE));
     let mut taken = Vec::with_capacity(TAKEN_TOGETHER);
     while rx.recv_many(&mut taken, TAKEN_TOGETHER).await > 0 {
         let Some(chat) = chat.upgrade() else {
             return;
         };
         let found = taken.drain(..).map(|r| (chat.session_of(&r), r)).collect();
-        for (sid, delivered) in grouped(found) {
+        let (groups, unplaced) = grouped(found);
+        chat.deliverer.forgetter.forget(&unplaced);
+        for (sid, delivered, ids) in groups {
             // Never closed: the permit always comes.
-            let Ok(permit) = Arc::clone(&at_once).acquire_owned().await else {
+            let Ok(permit) = Arc::clone(&chat.recording).acquire_owned().await else {
                 return;
             };
             let chat = Arc::clone(&chat);
             tokio::spawn(async move {
-                chat.record_delivered(sid, delivered).await;
+                chat.record_delivered(sid, delivered, ids).await;
                 drop(permit);
             });
         }
@@ -200,7 +250,7 @@ mod tests {
 
     #[test]
     fn only_a_message_makes_a_receipt() {
-        let r = receipt("tel:+2", &message(true)).expect("a message");
+        let r = receipt(7, "tel:+2", &message(true)).expect("a message");
         assert_eq!(
             (
                 r.user.as_str(),
@@ -210,24 +260,29 @@ mod tests {
             ),
             ("tel:+2", "tel:+1", ADHOC, "m1")
         );
-        assert!(receipt("tel:+2", &message(false)).is_none(), "isComposing");
+        assert_eq!(r.id, 7);
+        assert!(
+            receipt(7, "tel:+2", &message(false)).is_none(),
+            "isComposing"
+        );
     }
 
     #[test]
     fn receipts_are_grouped_by_session_in_their_order() {
-        let r = |user: &str, mid: &str| Receipt {
+        let r = |id: u64, user: &str, mid: &str| Receipt {
+            id,
             user: user.into(),
             sender: "tel:+1".into(),
             session_id: ADHOC.into(),
             message_id: mid.into(),
         };
         let s = |sid: &str| Some(sid.to_owned());
-        let groups = grouped(vec![
-            (s("s1"), r("tel:+2", "m1")),
-            (s("s1"), r("tel:+3", "m1")),
-            (None, r("tel:+4", "m9")),
-            (s("s2"), r("tel:+2", "m3")),
-            (s("s1"), r("tel:+2", "m2")),
+        let (groups, unplaced) = grouped(vec![
+            (s("s1"), r(1, "tel:+2", "m1")),
+            (s("s1"), r(2, "tel:+3", "m1")),
+            (None, r(3, "tel:+4", "m9")),
+            (s("s2"), r(4, "tel:+2", "m3")),
+            (s("s1"), r(5, "tel:+2", "m2")),
         ]);
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
             v.iter()
@@ -239,10 +294,12 @@ mod tests {
             [
                 (
                     "s1".to_owned(),
-                    pairs(&[("tel:+2", "m1"), ("tel:+3", "m1"), ("tel:+2", "m2")])
+                    pairs(&[("tel:+2", "m1"), ("tel:+3", "m1"), ("tel:+2", "m2")]),
+                    vec![1, 2, 5]
                 ),
-                ("s2".to_owned(), pairs(&[("tel:+2", "m3")])),
+                ("s2".to_owned(), pairs(&[("tel:+2", "m3")]), vec![4]),
             ]
         );
+        assert_eq!(unplaced, [3]);
     }
 }

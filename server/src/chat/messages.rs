@@ -338,11 +338,15 @@ impl Chat {
     /// messages and one change for all of them (every recipient of a group message at once),
     /// under the session's message lock as a confirmation is. A message gone, or a recipient
     /// who no longer sees the session, is passed over.
+    ///
+    /// The notifications' outbox rows `ids` are forgotten in the same change: `true` when it
+    /// was made, `false` when there was nothing to record (the caller forgets them then).
     pub(super) async fn record_delivered_in(
         &self,
         sid: &str,
         delivered: Vec<(String, String)>,
-    ) -> Result<(), ApiError> {
+        ids: Vec<u64>,
+    ) -> Result<bool, ApiError> {
         let urls = &self.urls;
         let rx = {
             let _ordered = self.message_lock(sid).lock().await;
@@ -365,7 +369,7 @@ impl Chat {
             let state = self.read_state();
             // Read after the messages: the session may have ended meanwhile.
             let Some(s) = state.sessions.get(sid) else {
-                return Ok(());
+                return Ok(false);
             };
             let mut changed: Vec<String> = Vec::new();
             let mut outbox: Outbox = Vec::new();
@@ -389,10 +393,11 @@ impl Chat {
                 }
             }
             if changed.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             let order = self.session_order(sid);
             let mut change = Change::default();
+            change.batch.forget = ids;
             for mid in &changed {
                 if let Some(m) = stored.get(mid) {
                     change.put_message(sid, m, None);
@@ -401,7 +406,7 @@ impl Chat {
             self.notify(&state, &mut change, outbox);
             self.submit_in_order(&state, &order, sid, change)
         };
-        durable(rx).await
+        durable(rx).await.map(|()| true)
     }
 }
 

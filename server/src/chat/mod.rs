@@ -210,6 +210,8 @@ pub struct Chat {
     /// Set while receipts are dropped (their channel full), so that a run of drops is said
     /// once (`delivered`).
     receipts_dropping: Arc<std::sync::atomic::AtomicBool>,
+    /// Bounds the groups of receipts recorded at once (`delivered`).
+    recording: Arc<tokio::sync::Semaphore>,
     /// Set when a graceful stop begins ([`Chat::begin_stop`]): no subscription expires
     /// here any more. Its cancellation notice goes out from memory only, and this server
     /// stops delivering before it exits, so a notice made while stopping was lost (the issue
@@ -488,6 +490,7 @@ impl Chat {
                 meter: std::sync::OnceLock::new(),
                 receipts,
                 receipts_dropping: Arc::default(),
+                recording: Chat::recording_limit(),
             }
         });
         tokio::spawn(delivered::record(Arc::downgrade(&chat), to_record));
@@ -528,6 +531,8 @@ impl Chat {
     /// theirs as they write into it.
     pub async fn stop_deliveries(&self, deadline: tokio::time::Instant) {
         self.deliverer.stop(deadline).await;
+        // What was delivered is recorded Delivered before the store closes (`delivered`).
+        self.receipts_recorded(deadline).await;
         if let Some(relays) = &self.deliverer.relays {
             relays.say_leaving();
             let within = tokio::time::Instant::now() + STANDBYS_SEE_THE_STOP_WITHIN;

@@ -138,6 +138,15 @@ pub fn take_count(pending: usize, max: usize) -> usize {
     pending.min(max.max(1))
 }
 
+/// Why notifications leave a channel by [`Mailbox::acknowledge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acked {
+    /// Its client acknowledged them: delivered.
+    Delivered,
+    /// Not to be handed any more ([`drop_unwanted`]): dropped, not delivered.
+    Unwanted,
+}
+
 impl Mailbox {
     /// An empty mailbox; acknowledged notifications are forgotten through `forgetter`;
     /// `signer` is the server-wide key.
@@ -271,10 +280,7 @@ impl Mailbox {
         if inner.handed.is_empty() {
             inner.answered.clear();
         }
-        for h in &done {
-            h.shared.delivered(&h.delivery);
-        }
-        self.acknowledge(done);
+        self.acknowledge(done, Acked::Delivered);
     }
 
     /// The next notifications for the socket of generation `me` (taking them,
@@ -335,10 +341,7 @@ impl Mailbox {
                 .partition(|h| through.contains(&h.delivery.id));
             inner.handed = kept;
             put_back(&mut inner);
-            for h in &acked {
-                h.shared.delivered(&h.delivery);
-            }
-            self.acknowledge(acked);
+            self.acknowledge(acked, Acked::Delivered);
             inner.waiting += 1;
             inner.poll
         };
@@ -380,7 +383,7 @@ impl Mailbox {
                     return Polled::Superseded;
                 }
                 let dropped = drop_unwanted(&mut inner.pending);
-                self.acknowledge(dropped);
+                self.acknowledge(dropped, Acked::Unwanted);
                 if !inner.pending.is_empty() {
                     let n = take_count(inner.pending.len(), max);
                     let taken: Vec<Held> = inner.pending.drain(..n).collect();
@@ -412,11 +415,17 @@ impl Mailbox {
     /// them off their subscriptions' backlogs. As for a delivered callback, a crash within
     /// `super::forget::FORGET_DELAY` of the acknowledgement hands them again (same id) after the
     /// restart; a graceful stop waits for the forget to be submitted.
-    fn acknowledge(&self, done: Vec<Held>) {
+    fn acknowledge(&self, done: Vec<Held>, why: Acked) {
         if done.is_empty() {
             return;
         }
-        let ids: Vec<u64> = done.iter().map(|h| h.delivery.id).collect();
+        // What reached the client is told to its subscription's hook, which may take the
+        // forget over (`super::OnDelivered`).
+        let ids: Vec<u64> = done
+            .iter()
+            .filter(|h| why == Acked::Unwanted || !h.shared.delivered(&h.delivery))
+            .map(|h| h.delivery.id)
+            .collect();
         for h in &done {
             h.shared.done(&h.delivery);
         }

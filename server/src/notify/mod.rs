@@ -234,8 +234,11 @@ pub type OnDisable = Arc<dyn Fn(&str, &str) + Send + Sync>;
 /// What a subscription's delivery calls with each notification that reached its application
 /// (its callback answered `2xx`, or a channel's client acknowledged it): set by the chat core
 /// on the subscriptions whose face makes a message's `Delivered` the server's to tell
-/// ([`Queue::on_delivered`]); not called for what is dropped, given up or buried.
-pub type OnDelivered = Arc<dyn Fn(&Notification) + Send + Sync>;
+/// ([`Queue::on_delivered`]); not called for what is dropped, given up or buried. It answers
+/// whether it takes the delivery's outbox row over: `true`, and the row is forgotten with what
+/// the hook records (in one commit, so a crash before it sends the notification again and the
+/// hook hears of it again); `false`, and delivery forgets it as any other.
+pub type OnDelivered = Arc<dyn Fn(&Delivery) -> bool + Send + Sync>;
 
 /// What the delivery task needs besides its queue.
 #[derive(Clone)]
@@ -452,11 +455,10 @@ impl Shared {
     }
 
     /// Notification `d` reached the application: told to the [`Queue::on_delivered`] hook.
-    /// Its caller takes it off the backlog too ([`Shared::done`]).
-    fn delivered(&self, d: &Delivery) {
-        if let Some(tell) = self.on_delivered.0.get() {
-            tell(&d.notification);
-        }
+    /// Whether the hook took its outbox row over ([`OnDelivered`]); else the caller forgets
+    /// it. Its caller takes it off the backlog too ([`Shared::done`]).
+    fn delivered(&self, d: &Delivery) -> bool {
+        self.on_delivered.0.get().is_some_and(|tell| tell(d))
     }
 
     /// A notification left the backlog (delivered, forgotten or buried).
@@ -1024,8 +1026,9 @@ async fn deliver(
                     "notification delivered"
                 );
                 DELIVERED.fetch_add(1, Ordering::Relaxed);
-                d.forgetter.forget(&[item.id]);
-                shared.delivered(&item);
+                if !shared.delivered(&item) {
+                    d.forgetter.forget(&[item.id]);
+                }
                 shared.done(&item);
                 if failures > 0 {
                     tracing::info!(
