@@ -79,11 +79,15 @@ impl Chat {
     pub(super) fn delivered_hook(&self, user: &str) -> OnDelivered {
         let tx = self.receipts.clone();
         let dropping = Arc::clone(&self.receipts_dropping);
+        let pending = Arc::clone(&self.receipts_pending);
         let user = user.to_owned();
         Arc::new(move |d: &Delivery| {
             let Some(r) = receipt(d.id, &user, &d.notification) else {
                 return false;
             };
+            // Counted before it can be taken, so that the count never reads 0 while one is
+            // on its way (`Chat::receipts_recorded`).
+            pending.fetch_add(1, Ordering::SeqCst);
             match tx.try_send(r) {
                 // Said again only once the queue has room for a burst, not at each slot the
                 // recording frees while delivery still outruns it.
@@ -96,6 +100,7 @@ impl Chat {
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    pending.fetch_sub(1, Ordering::SeqCst);
                     if !dropping.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             waiting = RECEIPTS_WAITING,
@@ -107,7 +112,10 @@ impl Chat {
                     false
                 }
                 // The server is stopping.
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                    false
+                }
             }
         })
     }
@@ -156,14 +164,11 @@ impl Chat {
 
 impl Chat {
     /// For a graceful stop, once delivery stopped (no receipt comes any more): waits until
-    /// every receipt taken is recorded (the channel empty, no group under way), until
-    /// `deadline` at most. What is still waiting then keeps its outbox row: sent again after
-    /// the restart, and recorded then.
+    /// every receipt taken is recorded (`receipts_pending` back to 0: waiting, grouped or
+    /// being recorded), until `deadline` at most. What is still waiting then keeps its outbox
+    /// row: sent again after the restart, and recorded then.
     pub(super) async fn receipts_recorded(&self, deadline: Instant) {
-        while (self.receipts.capacity() < RECEIPTS_WAITING
-            || self.recording.available_permits() < RECORDED_AT_ONCE)
-            && Instant::now() < deadline
-        {
+        while self.receipts_pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
@@ -213,6 +218,8 @@ pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
         let found = taken.drain(..).map(|r| (chat.session_of(&r), r)).collect();
         let (groups, unplaced) = grouped(found);
         chat.deliverer.forgetter.forget(&unplaced);
+        chat.receipts_pending
+            .fetch_sub(unplaced.len(), Ordering::SeqCst);
         for (sid, delivered, ids) in groups {
             // Never closed: the permit always comes.
             let Ok(permit) = Arc::clone(&chat.recording).acquire_owned().await else {
@@ -220,7 +227,9 @@ pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
             };
             let chat = Arc::clone(&chat);
             tokio::spawn(async move {
+                let n = ids.len();
                 chat.record_delivered(sid, delivered, ids).await;
+                chat.receipts_pending.fetch_sub(n, Ordering::SeqCst);
                 drop(permit);
             });
         }

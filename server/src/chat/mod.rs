@@ -212,6 +212,8 @@ pub struct Chat {
     receipts_dropping: Arc<std::sync::atomic::AtomicBool>,
     /// Bounds the groups of receipts recorded at once (`delivered`).
     recording: Arc<tokio::sync::Semaphore>,
+    /// Receipts taken and not recorded yet (`delivered`): a graceful stop waits for 0.
+    receipts_pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Set when a graceful stop begins ([`Chat::begin_stop`]): no subscription expires
     /// here any more. Its cancellation notice goes out from memory only, and this server
     /// stops delivering before it exits, so a notice made while stopping was lost (the issue
@@ -491,6 +493,7 @@ impl Chat {
                 receipts,
                 receipts_dropping: Arc::default(),
                 recording: Chat::recording_limit(),
+                receipts_pending: Arc::default(),
             }
         });
         tokio::spawn(delivered::record(Arc::downgrade(&chat), to_record));
