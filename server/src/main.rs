@@ -378,7 +378,9 @@ impl StopSignals {
 ///    made, backlog included, have their first request read); the requests in flight are
 ///    answered within what is left of the grace (past it they are dropped, and what they
 ///    committed is kept).
-/// 3. The store closes once nothing can wait for a commit any more (every queued batch
+/// 3. What OMA 2012 subscriptions were delivered is recorded `Delivered`
+///    (`Chat::receipts_recorded`, within the grace), then the store closes once nothing can
+///    wait for a commit any more (every queued batch
 ///    committed, the database closed; a cluster's leader that answered everything hands the
 ///    lead over), within what is left of the grace but at least [`CLOSE_AT_LEAST`]: a
 ///    database that does not answer does not hold the exit (what was answered is stored).
@@ -412,6 +414,10 @@ async fn shutdown(
     // so a cluster's leader may hand the lead over (the next one serves at once). Requests
     // cut at the grace may still be running: then the next one waits out the lease.
     let handing_over = matches!(drained, Ok(Ok(())));
+    // Nothing delivers any more: what was delivered is recorded `Delivered` (OMA 2012
+    // subscriptions) before the store closes, within the grace (past it, sent again after the
+    // restart).
+    chat.receipts_recorded(deadline).await;
     let outcome = match drained {
         Ok(Ok(())) => "requests in flight answered".to_owned(),
         Ok(Err(e)) => format!("server error while draining: {e}"),

@@ -51,7 +51,9 @@ pub const SUBSCRIPTIONS_DISABLED: &str = "netapi_chat_subscriptions_disabled_tot
 /// Requests refused `429` by a rate limit, by `limit` (`requests`, `auth_failures`,
 /// `invitations`).
 pub const RATE_LIMITED: &str = "netapi_chat_rate_limited_total";
-/// Notifications in the durable outbox: waiting for their first attempt or for a retry.
+/// Notifications in the durable outbox: waiting for their first attempt or for a retry (and
+/// those an OMA 2012 subscription was delivered whose `Delivered` is being recorded: their row
+/// goes with the record, `chat::delivered`).
 pub const NOTIFICATIONS_UNDELIVERED: &str = "netapi_chat_notifications_undelivered";
 /// Open chat sessions held in memory.
 pub const SESSIONS: &str = "netapi_chat_sessions";

@@ -111,7 +111,7 @@ impl Chat {
                     }
                     false
                 }
-                // The server is stopping.
+                // The recording task is gone (its chat with it).
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     pending.fetch_sub(1, Ordering::SeqCst);
                     false
@@ -163,11 +163,12 @@ impl Chat {
 }
 
 impl Chat {
-    /// For a graceful stop, once delivery stopped (no receipt comes any more): waits until
-    /// every receipt taken is recorded (`receipts_pending` back to 0: waiting, grouped or
-    /// being recorded), until `deadline` at most. What is still waiting then keeps its outbox
-    /// row: sent again after the restart, and recorded then.
-    pub(super) async fn receipts_recorded(&self, deadline: Instant) {
+    /// For a graceful stop, once nothing can deliver any more (callback attempts stopped,
+    /// every connection closed, so no channel acknowledges either), before the store closes:
+    /// waits until every receipt taken is recorded (`receipts_pending` back to 0: waiting,
+    /// grouped or being recorded), until `deadline` at most. What is still waiting then keeps
+    /// its outbox row: sent again after the restart, and recorded then.
+    pub async fn receipts_recorded(&self, deadline: Instant) {
         while self.receipts_pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -176,6 +177,16 @@ impl Chat {
     /// The semaphore bounding the groups recorded at once, for [`Chat::open`].
     pub(super) fn recording_limit() -> Arc<Semaphore> {
         Arc::new(Semaphore::new(RECORDED_AT_ONCE))
+    }
+}
+
+/// `n` receipts counted in `Chat::receipts_pending`, taken off when dropped: however their
+/// recording ends (a panic included), a graceful stop does not wait for them in vain.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>, usize);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
     }
 }
 
@@ -226,11 +237,10 @@ pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
                 return;
             };
             let chat = Arc::clone(&chat);
+            let counted = Counted(Arc::clone(&chat.receipts_pending), ids.len());
             tokio::spawn(async move {
-                let n = ids.len();
                 chat.record_delivered(sid, delivered, ids).await;
-                chat.receipts_pending.fetch_sub(n, Ordering::SeqCst);
-                drop(permit);
+                drop((counted, permit));
             });
         }
     }

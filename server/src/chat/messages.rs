@@ -358,9 +358,17 @@ impl Chat {
                 .read(move |b| {
                     let mut found = std::collections::HashMap::with_capacity(mids.len());
                     for mid in mids {
-                        if let Some(v) = b.message(&at, &mid)? {
-                            let m = decode_stored_message(&at, &mid, &v)?;
-                            found.insert(mid, m);
+                        let Some(v) = b.message(&at, &mid)? else {
+                            continue;
+                        };
+                        // One unreadable message does not keep the others from their record.
+                        match decode_stored_message(&at, &mid, &v) {
+                            Ok(m) => {
+                                found.insert(mid, m);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a delivered message is not recorded");
+                            }
                         }
                     }
                     Ok(found)

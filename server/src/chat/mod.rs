@@ -534,8 +534,6 @@ impl Chat {
     /// theirs as they write into it.
     pub async fn stop_deliveries(&self, deadline: tokio::time::Instant) {
         self.deliverer.stop(deadline).await;
-        // What was delivered is recorded Delivered before the store closes (`delivered`).
-        self.receipts_recorded(deadline).await;
         if let Some(relays) = &self.deliverer.relays {
             relays.say_leaving();
             let within = tokio::time::Instant::now() + STANDBYS_SEE_THE_STOP_WITHIN;

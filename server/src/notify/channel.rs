@@ -414,7 +414,8 @@ impl Mailbox {
     /// Forgets acknowledged (or unwanted) notifications through the grouped forgets and takes
     /// them off their subscriptions' backlogs. As for a delivered callback, a crash within
     /// `super::forget::FORGET_DELAY` of the acknowledgement hands them again (same id) after the
-    /// restart; a graceful stop waits for the forget to be submitted.
+    /// restart; a graceful stop waits for the forget to be submitted. What a subscription's
+    /// hook takes over (`super::OnDelivered`) is forgotten with its record instead.
     fn acknowledge(&self, done: Vec<Held>, why: Acked) {
         if done.is_empty() {
             return;

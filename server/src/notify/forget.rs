@@ -15,7 +15,9 @@
 //! Batches are submitted in the order their ids were handed over and the store commits in
 //! submission order, so what is resent is, per subscription, the tail of what was delivered.
 //! A graceful stop ([`Forgetter::stop`]) submits the pending ids at once, and every id handed
-//! over after it, before the store closes, so nothing is resent after one.
+//! over after it, before the store closes, so nothing is resent after one. (A delivered
+//! notification whose subscription's hook took its row over, `super::OnDelivered`, is not
+//! handed here: it goes with what the hook records.)
 
 use crate::store::{Batch, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
