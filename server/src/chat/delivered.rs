@@ -126,9 +126,7 @@ impl Chat {
         if r.session_id != ADHOC {
             return Some(r.session_id.clone());
         }
-        let state = self.read_state();
-        super::oma2012::adhoc_with(state.sessions_of(&r.user), &r.user, &r.sender)
-            .map(|s| s.id.clone())
+        self.adhoc(&r.user, &r.sender, String::new).ok()
     }
 
     /// Records the receipts `delivered` ((recipient, message id), in delivery order) of

@@ -385,9 +385,10 @@ impl Chat {
                 let Some(m) = stored.get_mut(mid) else {
                     continue;
                 };
-                if !super::visible_to(s, user) || covered(m, user, MessageStatus::Delivered) {
+                if !super::visible_to(s, user) {
                     continue;
                 }
+                // Refused when its status already covers it (`Delivered` or further).
                 let Ok(c) = confirm(m, user, MessageStatus::Delivered) else {
                     continue;
                 };

@@ -451,9 +451,7 @@ pub(super) fn session_of(n: &Notification) -> Option<&str> {
 /// `participantStatusNotification`.
 pub(super) fn one_to_one_event(p: &Participant) -> Option<EventType> {
     match (p.status, p.invitation) {
-        (ParticipantStatus::Connected, Invitation::Accepted | Invitation::None) => {
-            Some(EventType::Accepted)
-        }
+        (ParticipantStatus::Connected, _) if p.has_joined() => Some(EventType::Accepted),
         (ParticipantStatus::Disconnected, Invitation::Declined) => Some(EventType::Declined),
         _ => None,
     }
@@ -908,8 +906,9 @@ impl Chat {
     }
 
     /// The id of the ad hoc session of `user` with `other` ([`adhoc_with`]), else the `404`
-    /// of `url`: what a read or a status report at `…/adhoc` names.
-    fn adhoc(
+    /// of `url`: what a read or a status report at `…/adhoc` names, and the session of a
+    /// delivery receipt that says `adhoc` (`delivered`).
+    pub(super) fn adhoc(
         &self,
         user: &str,
         other: &str,

@@ -721,7 +721,7 @@ pub(super) fn end_if_deserted(urls: &Urls, s: &mut Session) -> Outbox {
     let could_rejoin: Vec<String> = s
         .participants
         .iter()
-        .filter(|p| matches!(p.invitation, Invitation::None | Invitation::Accepted))
+        .filter(|p| p.has_joined())
         .map(|p| p.address.clone())
         .collect();
     could_rejoin
