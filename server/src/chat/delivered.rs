@@ -6,7 +6,8 @@
 //!
 //! **Invariant:** delivery never waits for this. The hook a subscription's queue calls
 //! ([`Chat::delivered_hook`]) only puts a [`Receipt`] into a bounded channel; one task
-//! ([`record`]) takes out what waits, groups it by session ([`grouped`]) and records each
+//! ([`record`]) takes out what waits, after [`GATHERED_FOR`] so that a moment's receipts are
+//! committed together, groups it by session ([`grouped`]) and records each
 //! group in one change (one read of its messages, one commit, every recipient of a group
 //! message at once: [`Chat::record_delivered_in`]), at most [`RECORDED_AT_ONCE`] groups at a
 //! time. A channel full ([`RECEIPTS_WAITING`]: delivery outruns the store) drops the receipt
@@ -43,6 +44,13 @@ const RECORDED_AT_ONCE: usize = 64;
 
 /// Receipts taken from the channel at once, to be grouped: a bound on one group's read.
 const TAKEN_TOGETHER: usize = 256;
+
+/// How long receipts gather after the first of them before they are taken. At steady rates
+/// they arrive one by one, each of another session: taken at once, each was a change and a
+/// commit of its own (about one more commit per delivered message); gathered, the groups of
+/// one moment are read and submitted together, and the store thread commits what waits for
+/// it as one group. The cost is this much more delay before a sender hears `Delivered`.
+const GATHERED_FOR: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A message that reached recipient `user`'s application, as its notification named it.
 #[derive(Debug)]
@@ -215,12 +223,20 @@ fn grouped(receipts: Vec<(Option<String>, Receipt)>) -> (Vec<Group>, Vec<u64>) {
 }
 
 /// The task that records receipts from `rx` for `chat`, until the chat is gone or every hook
-/// with it: what waits is taken together (at most [`TAKEN_TOGETHER`]), grouped by session
+/// with it: what waits is taken together (at most [`TAKEN_TOGETHER`], [`GATHERED_FOR`] after
+/// the first), grouped by session
 /// ([`grouped`]), and each group recorded in one change, at most [`RECORDED_AT_ONCE`] groups
 /// at a time.
 pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
     let mut taken = Vec::with_capacity(TAKEN_TOGETHER);
     while rx.recv_many(&mut taken, TAKEN_TOGETHER).await > 0 {
+        if taken.len() < TAKEN_TOGETHER {
+            tokio::time::sleep(GATHERED_FOR).await;
+            while taken.len() < TAKEN_TOGETHER {
+                let Ok(r) = rx.try_recv() else { break };
+                taken.push(r);
+            }
+        }
         let Some(chat) = chat.upgrade() else {
             return;
         };
