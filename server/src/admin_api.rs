@@ -227,7 +227,7 @@ pub async fn backup_endpoint(
         })
         .await;
     let vacuumed = match vacuumed {
-        Ok(result) => result,
+        Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err("the store has stopped".to_owned()),
     };
     if let Err(e) = vacuumed {
@@ -515,7 +515,7 @@ pub async fn summary_endpoint(
         .await;
     let counts = match counts {
         Ok(Ok(counts)) => counts,
-        Ok(Err(e)) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Err(e)) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "the store has stopped"),
     };
     let by: Vec<serde_json::Value> = counts

@@ -68,7 +68,7 @@ impl Health {
         let answer = self.store.read(|backend| backend.probe());
         let result = match tokio::time::timeout(PROBE_TIMEOUT, answer).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(e),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
             Ok(Err(_)) => Err("the store has stopped".to_owned()),
             Err(_) => Err(format!(
                 "the store did not answer within {} s",

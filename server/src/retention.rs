@@ -213,7 +213,7 @@ where
             }
             Ok(Err(e)) => {
                 tracing::warn!(
-                    error = e,
+                    error = %e,
                     "purging {what} past retention failed; retried at the next round"
                 );
                 return Some(total);

@@ -16,7 +16,7 @@ use super::refused::Refused;
 use super::state::{Message, Session, status_rank};
 use super::views;
 use super::{Change, Chat, MESSAGE_LOCKS, Outbox, durable, missing, read_failed, storage_failed};
-use crate::store::{Backend, StoreError, now_ms};
+use crate::store::{Backend, NotDone, StoreError, now_ms};
 use crate::urls::Urls;
 use netapi_chat_api::{
     ChatMessage, ChatMessageList, Created, MessageStatus, ParticipantStatus, ResourceReference,
@@ -35,10 +35,10 @@ impl Chat {
         };
         match answer {
             Ok(Ok(t)) => Ok(t),
-            Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(super::storage_unavailable()),
+            Ok(Err(NotDone::Unconfirmed)) => Err(super::storage_unavailable()),
             // Logged once, by the store, with what to do.
-            Ok(Err(e)) if e.contains(crate::store::DAMAGED) => Err(super::read_damaged()),
-            Ok(Err(e)) => {
+            Ok(Err(NotDone::Damaged(_))) => Err(super::read_damaged()),
+            Ok(Err(NotDone::Failed(e))) => {
                 tracing::error!(error = e, "reading the store failed");
                 Err(read_failed())
             }

@@ -69,7 +69,7 @@ pub(crate) use oma2012::{ADHOC, asked_status};
 use crate::callback_guard::CallbackPolicy;
 use crate::notify::{Deliverer, Delivery, Notification, Queue, RetryPolicy};
 use crate::signing::Signer;
-use crate::store::{Batch, Kind, MessageRow, OutboxEntry, Snapshot, Store};
+use crate::store::{Batch, Kind, MessageRow, NotDone, OutboxEntry, Snapshot, Store};
 use crate::urls::Urls;
 use netapi_chat_runtime::ApiError;
 use state::{Message, Participant, Session, State};
@@ -346,7 +346,7 @@ async fn bounded<F: std::future::Future>(wait: F) -> Option<F::Output> {
 }
 
 /// The commit of a change handed to the store, to wait for with [`durable`] before answering.
-type Committed = oneshot::Receiver<Result<(), String>>;
+type Committed = oneshot::Receiver<Result<(), NotDone>>;
 
 /// Waits until a submitted change is durable; a failed store answers `503 SVC2001`, an
 /// unreachable database `503 SVC2001` with `Retry-After` ([`storage_unavailable`]).
@@ -357,8 +357,8 @@ async fn durable(rx: Committed) -> Result<(), ApiError> {
     };
     match answer {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) if e == crate::store::UNCONFIRMED => Err(storage_unavailable()),
-        Ok(Err(_)) | Err(_) => Err(storage_failed()),
+        Ok(Err(NotDone::Unconfirmed)) => Err(storage_unavailable()),
+        Ok(Err(NotDone::Damaged(_) | NotDone::Failed(_))) | Err(_) => Err(storage_failed()),
     }
 }
 
@@ -645,7 +645,7 @@ impl Chat {
 
     /// Hands the change to the store holding the write lock (the `&mut` is the proof); its
     /// notifications go to their queues right after the commit.
-    fn submit(&self, state: &mut State, change: Change) -> oneshot::Receiver<Result<(), String>> {
+    fn submit(&self, state: &mut State, change: Change) -> oneshot::Receiver<Result<(), NotDone>> {
         self.hand_over(state, change)
     }
 
@@ -657,7 +657,7 @@ impl Chat {
         order: &SessionOrder<'_>,
         sid: &str,
         change: Change,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), NotDone>> {
         debug_assert_eq!(
             order.stripe,
             stripe(sid, MESSAGE_LOCKS),
@@ -675,7 +675,7 @@ impl Chat {
         &self,
         state: &State,
         mut change: Change,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), NotDone>> {
         let _in_order = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
         change.number(&state.ids);
         let deliveries = std::mem::take(&mut change.deliveries);
@@ -717,7 +717,7 @@ impl Chat {
     /// ([`Chat::submit`]; the answer tells when it is durable). Participants are only ever
     /// appended to a session (a position names one participant for good), so the new ones
     /// are those past the old session's length.
-    fn apply(&self, state: &mut State, mut d: Decision) -> oneshot::Receiver<Result<(), String>> {
+    fn apply(&self, state: &mut State, mut d: Decision) -> oneshot::Receiver<Result<(), NotDone>> {
         let deserted = sessions::end_if_deserted(&self.urls, &mut d.session);
         d.outbox.extend(deserted);
         let mut change = Change::default();

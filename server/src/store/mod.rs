@@ -363,7 +363,7 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// How a [`StoreError`] of damaged database pages begins ([`StoreError::damage`]).
-pub const DAMAGED: &str = "the database file is damaged";
+const DAMAGED: &str = "the database file is damaged";
 
 impl StoreError {
     /// A read or write that met damaged pages (SQLite's `SQLITE_CORRUPT`, `SQLITE_NOTADB`:
@@ -665,11 +665,31 @@ fn open_once(
     }
 }
 
-/// The error text a waiting request gets when the database is unreachable: for a batch, it
-/// was not confirmed (the change is kept and will be committed once the database is back, but
-/// the request cannot wait for that); for a read, it could not be done. The core answers
-/// `503` with `Retry-After` to both.
-pub const UNCONFIRMED: &str = "the database is unreachable: not confirmed";
+/// Why a batch or a read handed to the store thread was not carried out, as the request that
+/// waits for it must tell its client: each case is answered differently (the core's `durable`
+/// and `Chat::read`), so it is a kind, never a text to compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotDone {
+    /// The database is unreachable: a batch was not confirmed (it is kept and committed once
+    /// the database is back, but the request cannot wait for that); a read could not be done.
+    /// Answered `503` with `Retry-After`.
+    Unconfirmed,
+    /// A read met damaged pages ([`StoreError::damage`]): waiting does not mend it.
+    Damaged(String),
+    /// Anything else, with what failed (for the log, not for clients): a failed commit stops
+    /// the server, a failed read only its request.
+    Failed(String),
+}
+
+/// For the log and the operator's tools, never for clients (the core answers by kind).
+impl std::fmt::Display for NotDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotDone::Unconfirmed => f.write_str("the database is unreachable: not confirmed"),
+            NotDone::Damaged(e) | NotDone::Failed(e) => write!(f, "storage error: {e}"),
+        }
+    }
+}
 
 /// How long a request waits for its commit or read on a database that can be away before it
 /// is answered `503` (not confirmed) anyway: a database server that stops answering without
@@ -727,7 +747,7 @@ enum Work {
 struct Job {
     batch: Batch,
     after_commit: Option<Box<dyn FnOnce() + Send>>,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    done: Option<oneshot::Sender<Result<(), NotDone>>>,
 }
 
 /// The handle the core commits through; cheap to clone.
@@ -987,7 +1007,7 @@ impl Store {
         &self,
         batch: Batch,
         after_commit: Option<Box<dyn FnOnce() + Send>>,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    ) -> oneshot::Receiver<Result<(), NotDone>> {
         let (done, rx) = oneshot::channel();
         let job = Job {
             batch,
@@ -997,7 +1017,7 @@ impl Store {
         if let Err(mpsc::SendError(Work::Commit(job))) = self.tx.send(Work::Commit(Box::new(job)))
             && let Some(d) = job.done
         {
-            let _ = d.send(Err("the store has stopped".to_owned()));
+            let _ = d.send(Err(NotDone::Failed("the store has stopped".to_owned())));
         }
         rx
     }
@@ -1020,7 +1040,7 @@ impl Store {
     ///
     /// Never await it while holding the core's state lock: other users would wait on this
     /// user's read.
-    pub fn read<T, F>(&self, read: F) -> oneshot::Receiver<Result<T, String>>
+    pub fn read<T, F>(&self, read: F) -> oneshot::Receiver<Result<T, NotDone>>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
@@ -1030,12 +1050,12 @@ impl Store {
         let work: Read = Box::new(move |backend: &mut dyn Backend| {
             let result = read(backend).map_err(|e| {
                 if backend.unavailable() {
-                    UNCONFIRMED.to_owned()
+                    NotDone::Unconfirmed
+                } else if e.is_damage() {
+                    found_damage(&damaged, &e);
+                    NotDone::Damaged(e.0)
                 } else {
-                    if e.is_damage() {
-                        found_damage(&damaged, &e);
-                    }
-                    e.to_string()
+                    NotDone::Failed(e.0)
                 }
             });
             let _ = done.send(result);
@@ -1062,7 +1082,7 @@ fn found_damage(damaged: &AtomicBool, e: &StoreError) {
 
 /// The store thread's view of an unreachable database: the flag the core reads
 /// ([`Store::is_down`]) and the batches kept until they can be committed, in commit order
-/// (their requests were answered [`UNCONFIRMED`]; their hooks run once they are committed).
+/// (their requests were answered [`NotDone::Unconfirmed`]; their hooks run once they are committed).
 struct Outage {
     down: Arc<AtomicBool>,
     /// [`Store::holds_lease`]'s note: cleared when the outage ends, which says it.
@@ -1195,12 +1215,12 @@ fn go_down(outage: &Outage, what: &str, cause: Option<&StoreError>) {
 }
 
 /// Work that arrives while the database is unreachable: a batch is kept (it is already in the
-/// core's memory) and its request told [`UNCONFIRMED`]; a read is refused (dropped).
+/// core's memory) and its request told [`NotDone::Unconfirmed`]; a read is refused (dropped).
 fn hold(work: Work, outage: &mut Outage, rx: &mpsc::Receiver<Work>, failed: &AtomicBool) {
     match work {
         Work::Commit(mut job) => {
             if let Some(done) = job.done.take() {
-                let _ = done.send(Err(UNCONFIRMED.to_owned()));
+                let _ = done.send(Err(NotDone::Unconfirmed));
             }
             outage.held.push(*job);
             if outage.held.len() > MAX_HELD {
@@ -1423,7 +1443,7 @@ fn fail_stop(
     failed.store(true, Ordering::SeqCst);
     let refuse = |job: Job| {
         if let Some(done) = job.done {
-            let _ = done.send(Err(e.to_string()));
+            let _ = done.send(Err(NotDone::Failed(e.0.clone())));
         }
     };
     // A read is refused by dropping it (its receiver sees the store gone).
@@ -1621,17 +1641,17 @@ mod tests {
             let hooks = Arc::clone(&hooks);
             Some(Box::new(move || hooks.lock().unwrap().push(name)))
         };
-        let wait = |rx: oneshot::Receiver<Result<(), String>>| rx.blocking_recv().unwrap();
+        let wait = |rx: oneshot::Receiver<Result<(), NotDone>>| rx.blocking_recv().unwrap();
         assert_eq!(wait(store.submit(named("a"), hook("a"))), Ok(()));
         away.store(true, Ordering::SeqCst);
         assert_eq!(
             wait(store.submit(named("b"), hook("b"))),
-            Err(UNCONFIRMED.to_owned())
+            Err(NotDone::Unconfirmed)
         );
         assert!(store.is_down() && !store.has_failed());
         assert_eq!(
             wait(store.submit(named("c"), hook("c"))),
-            Err(UNCONFIRMED.to_owned())
+            Err(NotDone::Unconfirmed)
         );
         store.submit_detached(named("d"));
         let read = store.read(|b| b.messages_after("s", None, 1));
@@ -1656,7 +1676,7 @@ mod tests {
         // A read that finds the database gone starts an outage too, and it ends by itself.
         away.store(true, Ordering::SeqCst);
         let read = store.read(|b| b.messages_after("s", None, 1));
-        assert_eq!(read.blocking_recv().unwrap(), Err(UNCONFIRMED.to_owned()));
+        assert_eq!(read.blocking_recv().unwrap(), Err(NotDone::Unconfirmed));
         away.store(false, Ordering::SeqCst);
         up(&store);
         assert_eq!(wait(store.submit(named("f"), None)), Ok(()));
