@@ -694,6 +694,51 @@ async fn credentials_and_announced_length_are_checked_before_the_body_is_read() 
     }
 }
 
+/// A request refused before its body is read (`401`, `413`) is still answered to a client that
+/// writes its whole body before it reads, as a proxy does (nginx, haproxy, a standby): the
+/// server reads what follows the answer and throws it away before it closes (a lingering
+/// close). Before, it closed with the body unread, the socket was reset, and the client's
+/// writes failed and its answer was lost (an outside review: nginx answered `502` and marked
+/// every instance failed, a standby answered `503`).
+#[tokio::test]
+async fn a_client_that_sends_its_whole_body_before_reading_gets_the_early_answer() {
+    let srv = Server::default_for_tests();
+    let body = vec![b' '; 1 << 20];
+    for f in FORMATS {
+        for (token, status, id) in [
+            ("not-a-token-of-this-server", 401, "SVC2003"),
+            (support::APP_TOKEN, 413, "POL2004"),
+        ] {
+            for round in 0..3 {
+                let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
+                let head = post_head(&srv, token, f, body.len() as u64);
+                conn.write_all(format!("{head}\r\nhost: test\r\n\r\n").as_bytes())
+                    .await
+                    .expect("write head");
+                // As a proxy forwards a body: as it comes, a piece at a time.
+                let mut sent = Ok(());
+                for piece in body.chunks(32 * 1024) {
+                    sent = conn.write_all(piece).await;
+                    if sent.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let mut got = Vec::new();
+                let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got))
+                    .await
+                    .expect("the server closes");
+                assert!(
+                    sent.is_ok() && read.is_ok(),
+                    "{f:?} {status} round {round}: body written {sent:?}, answer read {read:?}"
+                );
+                let a = parse_answer(&got).expect("an answer");
+                a.assert_error(status, id, f);
+            }
+        }
+    }
+}
+
 /// A request head is bounded before anyone is authenticated: one over
 /// `NETAPI_CHAT_MAX_HEADER_BYTES` (16 KiB by default) is answered `431` (an OMA error naming
 /// the limit) and its connection closed, and no connection is buffered past twice the limit

@@ -66,6 +66,24 @@ const SHUTDOWN_IDLE_WITHIN: Duration = Duration::from_secs(2);
 /// holds the close this long at most.
 pub const FIRST_REQUEST_WITHIN: Duration = Duration::from_secs(1);
 
+/// How long a closed connection is still read, its bytes thrown away, before its socket is
+/// closed ([`linger`]): a lingering close (RFC 9112 §9.6). A request refused before its body
+/// was read (`401`, `413`, `429`) is answered and the connection closed while its client (or
+/// the proxy in front: nginx, haproxy, a standby) is still sending the body; closed with
+/// unread bytes, the socket is reset, and the reset reaches the client before or instead of
+/// the answer: nginx answered its client `502` and marked the instance failed, haproxy cut
+/// the connection without an answer, a standby answered `503` (an outside review).
+/// Read this long at most, the client's FIN (after it read the answer) ends it sooner.
+pub const LINGER_FOR: Duration = Duration::from_secs(2);
+
+/// Most bytes a lingering close reads ([`LINGER_FOR`]); a body still coming past this is cut
+/// by a reset as before.
+pub const LINGER_BYTES: usize = 16 << 20;
+
+/// Most connections lingering at once per server; past it a connection is closed at once,
+/// as before ([`linger`]).
+pub const LINGERING_AT_MOST: usize = 64;
+
 /// How long a client at the cap waits for the connection shed for it to close before another
 /// is shed ([`Tracker::make_room`]).
 const SHED_PACE: Duration = Duration::from_millis(100);
@@ -213,6 +231,8 @@ pub struct Tracker {
     active: AtomicUsize,
     /// Connections asked to close to make room that have not closed yet.
     shedding: AtomicUsize,
+    /// Closed connections still read before their sockets close ([`linger`]).
+    lingering: AtomicUsize,
     /// Signalled (one permit) each time a connection closes.
     closed: Notify,
     pub(crate) limits: ConnectionLimits,
@@ -244,11 +264,17 @@ impl ConnGuard {
     /// against the cap until both this guard ([`drive`] returned) and the
     /// socket are gone, so a socket taken over by an upgrade (a WebSocket)
     /// counts until it closes.
-    pub fn watch<S>(&self, io: S) -> Watched<S> {
+    ///
+    /// When the socket is dropped (the connection is over), it is closed by [`linger`].
+    pub fn watch<S>(&self, io: S) -> Watched<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         Watched {
-            io,
+            io: Some(io),
             state: Arc::clone(&self.state),
             _open: Arc::clone(&self.registration),
+            close: linger::<S>,
         }
     }
 }
@@ -289,6 +315,7 @@ impl Tracker {
             conns: Mutex::new((0, HashMap::new())),
             active: AtomicUsize::new(0),
             shedding: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
             closed: Notify::new(),
             limits,
         })
@@ -537,10 +564,94 @@ fn stalled(state: &ConnState, stall: Option<Duration>) -> bool {
 /// A connection's socket, telling its [`ConnState`] whether its writes go
 /// through ([`ConnectionLimits::write_stall_timeout`]).
 pub struct Watched<S> {
-    io: S,
+    /// `None` only once dropped.
+    io: Option<S>,
     state: Arc<ConnState>,
     /// The connection's place in the tracker ([`ConnGuard::watch`]).
     _open: Arc<Registration>,
+    /// How the socket is closed when dropped ([`linger`], for the type it was made with).
+    close: fn(S, &Arc<Tracker>),
+}
+
+impl<S> Watched<S> {
+    /// The socket; an error once dropped (never: only `Drop` takes it).
+    fn io(self: Pin<&mut Self>) -> std::io::Result<Pin<&mut S>>
+    where
+        S: Unpin,
+    {
+        match self.get_mut().io.as_mut() {
+            Some(io) => Ok(Pin::new(io)),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotConnected)),
+        }
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            (self.close)(io, &self._open.tracker);
+        }
+    }
+}
+
+/// Closes a connection's socket the lingering way ([`LINGER_FOR`]): its write side is shut
+/// down (the client reads the end of the answer), and what the client still sends is read
+/// and thrown away until it closes its side, [`LINGER_BYTES`] were read or [`LINGER_FOR`]
+/// passed; only then is the socket closed. A lingering socket still counts against
+/// `max_connections` (the cap bounds open sockets), but not as a connection a server's close
+/// waits for. Closed at once instead when half the cap is taken (a flood keeps its
+/// behaviour: no socket outlives its connection), [`LINGERING_AT_MOST`] already linger, or
+/// there is no runtime to run on.
+fn linger<S>(mut io: S, tracker: &Arc<Tracker>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let roomy = tracker.limits.max_connections.map_or(true, |max| tracker.active() < max / 2);
+    // Counted before it is known to fit, so that two closing at once cannot both pass.
+    let place = Lingering::new(tracker);
+    if !roomy || tracker.lingering.load(Ordering::SeqCst) > LINGERING_AT_MOST {
+        return;
+    }
+    runtime.spawn(async move {
+        let _ = tokio::time::timeout(LINGER_FOR, async {
+            let _ = io.shutdown().await;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut read = 0usize;
+            while read < LINGER_BYTES {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        })
+        .await;
+        drop(io);
+        drop(place);
+    });
+}
+
+/// A lingering socket's place: counted in the tracker's open sockets (`active`) and its
+/// lingering ones until dropped, which also wakes a client waiting for room.
+struct Lingering(Arc<Tracker>);
+
+impl Lingering {
+    fn new(tracker: &Arc<Tracker>) -> Lingering {
+        tracker.active.fetch_add(1, Ordering::SeqCst);
+        tracker.lingering.fetch_add(1, Ordering::SeqCst);
+        Lingering(Arc::clone(tracker))
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        self.0.lingering.fetch_sub(1, Ordering::SeqCst);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.closed.notify_one();
+    }
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
@@ -550,7 +661,10 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let r = match self.as_mut().io() {
+            Ok(io) => io.poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        };
         if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.state.moved();
         }
@@ -564,7 +678,10 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        let r = match self.as_mut().io() {
+            Ok(io) => io.poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        };
         watch_write(&self.state, &r);
         r
     }
@@ -574,20 +691,26 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        let r = match self.as_mut().io() {
+            Ok(io) => io.poll_write_vectored(cx, bufs),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        };
         watch_write(&self.state, &r);
         r
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     fn poll_flush(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let r = Pin::new(&mut self.io).poll_flush(cx);
+        let r = match self.as_mut().io() {
+            Ok(io) => io.poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        };
         match &r {
             std::task::Poll::Pending => self.state.wrote(false),
             std::task::Poll::Ready(Ok(())) => self.state.wrote(true),
@@ -597,10 +720,13 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
     }
 
     fn poll_shutdown(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        match self.io() {
+            Ok(io) => io.poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 }
 
