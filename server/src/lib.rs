@@ -13,10 +13,8 @@
 //!
 //! *API boundary.* The `pub` modules are what something outside this crate uses: the binary
 //! (`main.rs`: [`config`], [`server`], [`logging`], [`admin`], [`client`], [`handlers`], [`store`],
-//! [`notify`]), the benches ([`store`]) and the black-box tests ([`address`], [`config`], [`signing`],
+//! [`notify`], [`cluster`]), the benches ([`store`]) and the black-box tests ([`address`], [`config`], [`signing`],
 //! [`store`]); the rest is `pub(crate)`, so what it exposes can change without reaching them.
-//! (`auth`, `callback_guard` and `logsafe` stay `pub` for now: a few of their items are used
-//! only by their own tests or not yet, which `pub(crate)` would report as dead code.)
 
 pub mod address;
 pub mod admin;

@@ -9,7 +9,7 @@
 //! commit order. The lock is a read-write lock: a change of the session, subscription or
 //! channel maps takes it for writing (and so does `isComposing`, for its rate log); a message
 //! sent or confirmed changes no map and takes it for reading plus its session's order lock
-//! ([`Chat::session_order`]), as do reads and a channel's polls, so sends in unrelated sessions
+//! ([`Chat::session_order`]) (reads and a channel's polls take only the read lock), so sends in unrelated sessions
 //! go side by side: commit order is then state order per session, and notification ids are
 //! given at hand-over, so they still increase in commit order per subscription. Reads of
 //! sessions, participants and subscriptions are served from memory; messages live only in the

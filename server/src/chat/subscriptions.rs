@@ -1,5 +1,5 @@
-//! Seed 7.1.1: subscriptions (subscribe, list, read, unsubscribe), their expiry and their
-//! removal when a callback answers `410 Gone`.
+//! Seed 7.1.1: subscriptions (subscribe, list, read, unsubscribe), their expiry, and their
+//! delivery disabled when a callback answers `410` or `404`.
 //!
 //! Owns `State::subscriptions` and `State::user_subscriptions`, and each subscription's delivery
 //! [`Queue`]: a subscription exists in memory exactly as long as its queue runs, so attaching and

@@ -2,7 +2,7 @@
 //!
 //! Each subscription has its own queue and delivery task, so a slow or failing callback never
 //! delays another one, and the notifications of one callback arrive in the order they were
-//! created: only the head of the queue is ever tried (one request in flight per endpoint; see
+//! created: only the head of the queue is ever tried (one request in flight per subscription; see
 //! [`rules`] for why not more). Every notification is in the store's outbox from the moment
 //! its cause was committed until it is delivered or buried, and carries a stable id
 //! (`webhook-id`) across retries and restarts so that receivers can de-duplicate. Every POST

@@ -11,7 +11,7 @@
 //!
 //! [`Backend`] is the whole interface a storage engine implements; [`sqlite::Sqlite`] is the
 //! embedded default, [`postgres::Postgres`] the shared engine (`NETAPI_CHAT_DATABASE_URL`; one
-//! server per database for now). [`open`] picks one from the configuration.
+//! writer per database, other instances stand by: `crate::cluster`). [`open`] picks one from the configuration.
 //!
 //! A backend whose database can be unreachable for a while ([`Backend::unavailable`]) does not
 //! stop the server on a failed commit: the store keeps the batches and commits them once it
