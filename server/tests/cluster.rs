@@ -1065,6 +1065,64 @@ async fn a_standby_refuses_a_transfer_coding_as_the_leader_does() {
     );
 }
 
+/// A request the leader refuses before it reads the body (`401` without credentials, `413` for
+/// an announced length over the limit) reaches its client through a standby as the leader's
+/// answer, in both formats: the leader reads and throws away what the standby still forwards
+/// after its answer (a lingering close). Before, the leader's socket was reset under the
+/// standby's forward, which then answered `503` "the instance that leads cannot be reached"
+/// (the load-balancer review: 1 or 2 of 15 such requests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_refusal_before_the_body_reaches_the_client_through_a_standby() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let p = pair(&[]);
+    changes_again(&p.standby, "before").await;
+    let url = p.standby.urls().subscriptions(ALICE);
+    let path = url.trim_start_matches(&p.standby.base).to_owned();
+    let host = p.standby.base.trim_start_matches("http://").to_owned();
+    let body = vec![b' '; 1 << 20];
+    for f in [Format::Json, Format::Xml] {
+        for (auth, status, id) in [
+            ("", "401", "SVC2003"),
+            (support::APP_TOKEN, "413", "POL2004"),
+        ] {
+            for round in 0..12 {
+                let mut conn = tokio::net::TcpStream::connect(&host)
+                    .await
+                    .expect("connect");
+                let credentials = match auth {
+                    "" => String::new(),
+                    token => format!("authorization: Bearer {token}\r\n"),
+                };
+                let head = format!(
+                    "POST {path} HTTP/1.1\r\nhost: {host}\r\n{credentials}content-type: {}\r\n\
+                     accept: {}\r\ncontent-length: {}\r\n\r\n",
+                    f.media_type(),
+                    f.media_type(),
+                    body.len()
+                );
+                conn.write_all(head.as_bytes()).await.expect("head");
+                // As a proxy forwards a body: a piece at a time, as it comes.
+                for piece in body.chunks(32 * 1024) {
+                    if conn.write_all(piece).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let mut got = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+                    .await
+                    .expect("the answer ends");
+                let text = String::from_utf8_lossy(&got);
+                assert!(
+                    text.starts_with(&format!("HTTP/1.1 {status}")) && text.contains(id),
+                    "{f:?} round {round}: {text}"
+                );
+            }
+        }
+    }
+}
+
 /// A standby stopped with SIGTERM still forwards, at once, the first request of a client that
 /// connected just before: the leader answering the standby's own `Leaving` is no stop of the
 /// leader's, and nothing waits for a next one. Before, the standby took that answer for the
