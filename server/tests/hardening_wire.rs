@@ -739,6 +739,68 @@ async fn a_client_that_sends_its_whole_body_before_reading_gets_the_early_answer
     }
 }
 
+/// Lingering has no small pool a client could fill for everyone: while 120 connections keep
+/// trickling bodies after their `401`s (each lingering its 2 s, then coming back), another
+/// client's refused request is still answered, not reset. Before, 64 lingering sockets at
+/// most were shared by all (an outside review: 300 such connections through haproxy brought
+/// nginx's `502`s back for everyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_trickling_after_their_refusals_do_not_take_lingering_from_others() {
+    // Off: every request here fails authentication, from one address.
+    let srv = Server::start(&[("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "0")]);
+    let f = Format::Json;
+    let head = format!(
+        "{}\r\nhost: test\r\n\r\n",
+        post_head(&srv, "not-a-token-of-this-server", f, 1 << 20)
+    );
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut trickling = Vec::new();
+    for _ in 0..120 {
+        let (addr, head) = (srv.addr(), head.clone());
+        trickling.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let Ok(mut conn) = TcpStream::connect(&addr).await else {
+                    continue;
+                };
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    continue;
+                }
+                while Instant::now() < until && conn.write_all(&[b' '; 512]).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let body = vec![b' '; 1 << 20];
+    for round in 0..5 {
+        let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
+        conn.write_all(head.as_bytes()).await.expect("write head");
+        let mut sent = Ok(());
+        for piece in body.chunks(32 * 1024) {
+            sent = conn.write_all(piece).await;
+            if sent.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got))
+            .await
+            .expect("the server closes");
+        assert!(
+            sent.is_ok() && read.is_ok(),
+            "round {round}: body written {sent:?}, answer read {read:?}"
+        );
+        parse_answer(&got)
+            .expect("an answer")
+            .assert_error(401, "SVC2003", f);
+    }
+    for t in trickling {
+        let _ = t.await;
+    }
+}
+
 /// A request head is bounded before anyone is authenticated: one over
 /// `NETAPI_CHAT_MAX_HEADER_BYTES` (16 KiB by default) is answered `431` (an OMA error naming
 /// the limit) and its connection closed, and no connection is buffered past twice the limit

@@ -80,9 +80,9 @@ pub const LINGER_FOR: Duration = Duration::from_secs(2);
 /// by a reset as before.
 pub const LINGER_BYTES: usize = 16 << 20;
 
-/// Most connections lingering at once per server; past it a connection is closed at once,
-/// as before ([`linger`]).
-pub const LINGERING_AT_MOST: usize = 64;
+/// Most connections lingering at once per server without `max_connections`; with it, they
+/// linger while less than half the cap is taken ([`linger`]).
+pub const LINGERING_WITHOUT_A_CAP: usize = 1024;
 
 /// How long a client at the cap waits for the connection shed for it to close before another
 /// is shed ([`Tracker::make_room`]).
@@ -600,8 +600,11 @@ impl<S> Drop for Watched<S> {
 /// passed; only then is the socket closed. A lingering socket still counts against
 /// `max_connections` (the cap bounds open sockets), but not as a connection a server's close
 /// waits for. Closed at once instead when half the cap is taken (a flood keeps its
-/// behaviour: no socket outlives its connection), [`LINGERING_AT_MOST`] already linger, or
-/// there is no runtime to run on.
+/// behaviour: no socket outlives its connection; without a cap, when
+/// [`LINGERING_WITHOUT_A_CAP`] already linger), or when there is no runtime to run on.
+/// The bound is the cap's, not a small number of its own: a small one was a shared pool an
+/// anonymous client filled by trickling bodies after their `401`s (300 connections through
+/// haproxy), and every other client's refusal was reset again (an outside review).
 fn linger<S>(mut io: S, tracker: &Arc<Tracker>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -610,16 +613,20 @@ where
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let roomy = tracker.limits.max_connections.map_or(true, |max| tracker.active() < max / 2);
     // Counted before it is known to fit, so that two closing at once cannot both pass.
     let place = Lingering::new(tracker);
-    if !roomy || tracker.lingering.load(Ordering::SeqCst) > LINGERING_AT_MOST {
+    let fits = match tracker.limits.max_connections {
+        Some(max) => tracker.active() <= max / 2,
+        None => tracker.lingering.load(Ordering::SeqCst) <= LINGERING_WITHOUT_A_CAP,
+    };
+    if !fits {
         return;
     }
     runtime.spawn(async move {
         let _ = tokio::time::timeout(LINGER_FOR, async {
             let _ = io.shutdown().await;
-            let mut buf = vec![0u8; 16 * 1024];
+            // Small: up to half the cap may linger, each with its own.
+            let mut buf = [0u8; 2048];
             let mut read = 0usize;
             while read < LINGER_BYTES {
                 match io.read(&mut buf).await {
