@@ -1607,6 +1607,7 @@ async fn serve_one<S>(
         let forwarder = Arc::clone(&forwarder);
         // Not idle (not to be shed, no idle timeout) while this request is forwarded.
         let in_flight = state.begin_request();
+        let answered = Arc::clone(&state);
         async move {
             // Forwarded answers carry the leader's CORS headers already (applying the same
             // policy again changes nothing); the standby's own answers get them here.
@@ -1640,6 +1641,10 @@ async fn serve_one<S>(
             // An HTTP/1.0 client told `close` gets nothing else (the takeover review's F6:
             // hyper added `keep-alive` beside it).
             dropshot::closing_for(&mut answer, version);
+            // The leader's early refusal, relayed, leaves the client's body unread here too:
+            // this socket then closes lingering (vendored dropshot, PATCHES.md 30).
+            let status = answer.status();
+            answered.answered(bodied && (status.is_client_error() || status.is_server_error()));
             drop(in_flight);
             Ok::<_, Infallible>(answer)
         }

@@ -135,9 +135,23 @@ pub struct ConnState {
     /// [`Watched`] holds the registration) but is never picked for shedding: nothing would
     /// act on the request to go.
     http_over: AtomicBool,
+    /// Its last answer may have left the request's body unread ([`ConnState::answered`]):
+    /// only then does its socket close lingering ([`linger`]).
+    body_may_be_unread: AtomicBool,
 }
 
 impl ConnState {
+    /// Records how the connection's last request ended: `body_may_be_unread` when it had a
+    /// body and was refused (an error status: a handler that succeeds has read its body, an
+    /// early refusal such as `401` or `413` has not). Only a socket whose last answer may have
+    /// left a body unread closes lingering: one closed idle (its idle timeout, a server's
+    /// stop) closes at once, as before, so that a request written into it as it closes is
+    /// reset (its client knows it was not read and may send it again) rather than read and
+    /// thrown away (a standby then had to answer `503`: it might have been carried out).
+    pub fn answered(&self, body_may_be_unread: bool) {
+        self.body_may_be_unread.store(body_may_be_unread, Ordering::SeqCst);
+    }
+
     /// Marks a request as in flight until the returned guard is dropped.
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -341,6 +355,7 @@ impl Tracker {
             last_write_ms: AtomicU64::new(0),
             begun: AtomicBool::new(false),
             http_over: AtomicBool::new(false),
+            body_may_be_unread: AtomicBool::new(false),
         });
         let mut g = self.lock();
         g.0 += 1;
@@ -588,7 +603,9 @@ impl<S> Watched<S> {
 
 impl<S> Drop for Watched<S> {
     fn drop(&mut self) {
-        if let Some(io) = self.io.take() {
+        if let Some(io) = self.io.take()
+            && self.state.body_may_be_unread.load(Ordering::SeqCst)
+        {
             (self.close)(io, &self._open.tracker);
         }
     }

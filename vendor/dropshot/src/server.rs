@@ -1570,6 +1570,8 @@ impl<C: ServerContext> Service<Request<hyper::body::Incoming>>
     fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
         // The connection is not idle (not to be shed) while this runs.
         let in_flight = self.conn.begin_request();
+        let bodied = !hyper::body::Body::is_end_stream(req.body());
+        let conn = Arc::clone(&self.conn);
         let fut = http_request_handle_wrap(
             Arc::clone(&self.server),
             self.remote_addr,
@@ -1577,6 +1579,11 @@ impl<C: ServerContext> Service<Request<hyper::body::Incoming>>
         );
         Box::pin(async move {
             let response = fut.await;
+            // PATCHES.md item 30: a refused request may have left its body unread.
+            let refused = response.as_ref().map_or(true, |r| {
+                r.status().is_client_error() || r.status().is_server_error()
+            });
+            conn.answered(bodied && refused);
             drop(in_flight);
             response
         })
