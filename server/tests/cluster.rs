@@ -1074,7 +1074,6 @@ async fn a_standby_refuses_a_transfer_coding_as_the_leader_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_refusal_before_the_body_reaches_the_client_through_a_standby() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     // Off: this client fails authentication more often than the limit allows.
     let p = pair(&[("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "0")]);
     changes_again(&p.standby, "before").await;
@@ -1088,9 +1087,6 @@ async fn a_refusal_before_the_body_reaches_the_client_through_a_standby() {
             (support::APP_TOKEN, "413", "POL2004"),
         ] {
             for round in 0..12 {
-                let mut conn = tokio::net::TcpStream::connect(&host)
-                    .await
-                    .expect("connect");
                 let credentials = match auth {
                     "" => String::new(),
                     token => format!("authorization: Bearer {token}\r\n"),
@@ -1102,18 +1098,9 @@ async fn a_refusal_before_the_body_reaches_the_client_through_a_standby() {
                     f.media_type(),
                     body.len()
                 );
-                conn.write_all(head.as_bytes()).await.expect("head");
-                // As a proxy forwards a body: a piece at a time, as it comes.
-                for piece in body.chunks(32 * 1024) {
-                    if conn.write_all(piece).await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                let mut got = Vec::new();
-                let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
-                    .await
-                    .expect("the answer ends");
+                let (_, read) =
+                    support::send_as_a_proxy(&host, &head, &body, Duration::from_millis(1)).await;
+                let got = read.unwrap_or_default();
                 let text = String::from_utf8_lossy(&got);
                 assert!(
                     text.starts_with(&format!("HTTP/1.1 {status}")) && text.contains(id),

@@ -709,30 +709,18 @@ async fn a_client_that_sends_its_whole_body_before_reading_gets_the_early_answer
             ("not-a-token-of-this-server", 401, "SVC2003"),
             (support::APP_TOKEN, 413, "POL2004"),
         ] {
+            let head = post_head(&srv, token, f, body.len() as u64);
+            let head = format!("{head}\r\nhost: test\r\n\r\n");
             for round in 0..3 {
-                let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
-                let head = post_head(&srv, token, f, body.len() as u64);
-                conn.write_all(format!("{head}\r\nhost: test\r\n\r\n").as_bytes())
-                    .await
-                    .expect("write head");
-                // As a proxy forwards a body: as it comes, a piece at a time.
-                let mut sent = Ok(());
-                for piece in body.chunks(32 * 1024) {
-                    sent = conn.write_all(piece).await;
-                    if sent.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                let mut got = Vec::new();
-                let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got))
-                    .await
-                    .expect("the server closes");
+                let (sent, read) =
+                    support::send_as_a_proxy(&srv.addr(), &head, &body, Duration::from_millis(2))
+                        .await;
+                let read = read.map_err(|e| format!("{f:?} {status} round {round}: read {e}"));
                 assert!(
-                    sent.is_ok() && read.is_ok(),
-                    "{f:?} {status} round {round}: body written {sent:?}, answer read {read:?}"
+                    sent.is_ok(),
+                    "{f:?} {status} round {round}: written {sent:?}"
                 );
-                let a = parse_answer(&got).expect("an answer");
+                let a = parse_answer(&read.expect("read")).expect("an answer");
                 a.assert_error(status, id, f);
             }
         }
@@ -774,24 +762,10 @@ async fn clients_trickling_after_their_refusals_do_not_take_lingering_from_other
     tokio::time::sleep(Duration::from_secs(2)).await;
     let body = vec![b' '; 1 << 20];
     for round in 0..5 {
-        let mut conn = TcpStream::connect(srv.addr()).await.expect("connect");
-        conn.write_all(head.as_bytes()).await.expect("write head");
-        let mut sent = Ok(());
-        for piece in body.chunks(32 * 1024) {
-            sent = conn.write_all(piece).await;
-            if sent.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let mut got = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got))
-            .await
-            .expect("the server closes");
-        assert!(
-            sent.is_ok() && read.is_ok(),
-            "round {round}: body written {sent:?}, answer read {read:?}"
-        );
+        let (sent, read) =
+            support::send_as_a_proxy(&srv.addr(), &head, &body, Duration::from_millis(2)).await;
+        assert!(sent.is_ok(), "round {round}: written {sent:?}");
+        let got = read.unwrap_or_else(|e| panic!("round {round}: read {e}"));
         parse_answer(&got)
             .expect("an answer")
             .assert_error(401, "SVC2003", f);

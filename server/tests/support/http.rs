@@ -415,3 +415,33 @@ impl KeptAlive {
         matches!(self.stream.read(&mut [0u8; 1]), Ok(0))
     }
 }
+
+/// Sends a request as a proxy forwards one: `head` (the whole head, blank line included) to
+/// `addr`, then `body` a piece of 32 KiB at a time, `pause` apart, as it would come from the
+/// proxy's own client, and only then reads the answer, to the end (10 s at most). What
+/// writing ended with (the first failure stops it) and what reading did.
+pub async fn send_as_a_proxy(
+    addr: &str,
+    head: &str,
+    body: &[u8],
+    pause: std::time::Duration,
+) -> (std::io::Result<()>, std::io::Result<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut sent = conn.write_all(head.as_bytes()).await;
+    for piece in body.chunks(32 * 1024) {
+        if sent.is_err() {
+            break;
+        }
+        sent = conn.write_all(piece).await;
+        tokio::time::sleep(pause).await;
+    }
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut got),
+    )
+    .await
+    .expect("the server closes");
+    (sent, read.map(|_| got))
+}
