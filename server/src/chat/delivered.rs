@@ -7,9 +7,10 @@
 //! **Invariant:** delivery never waits for this. The hook a subscription's queue calls
 //! ([`Chat::delivered_hook`]) only puts a [`Receipt`] into a bounded channel; one task
 //! ([`record`]) takes out what waits, after [`GATHERED_FOR`] so that a moment's receipts are
-//! committed together, groups it by session ([`grouped`]) and records them all with one read
-//! of their messages and one change per session, submitted together (every recipient of a
-//! group message at once: [`Chat::record_delivered_together`]). A channel full ([`RECEIPTS_WAITING`]: delivery outruns the store) drops the receipt
+//! committed together, groups it by session ([`grouped`]) and records each
+//! group in one change (one read of its messages, one commit, every recipient of a group
+//! message at once: [`Chat::record_delivered_in`]), at most [`RECORDED_AT_ONCE`] groups at a
+//! time. A channel full ([`RECEIPTS_WAITING`]: delivery outruns the store) drops the receipt
 //! and says so in the log once per run of drops: that recipient's `Delivered` then waits for
 //! its client's own report, as before this module.
 //!
@@ -29,7 +30,7 @@ use super::oma2012::{ADHOC, subject_message_id};
 use crate::notify::{Delivery, Notification, OnDelivered};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 /// Receipts waiting to be recorded, at most: a burst of deliveries beyond it (the store slower
@@ -37,6 +38,9 @@ use tokio::time::Instant;
 /// Each holds four short strings (two addresses of at most 256 characters, two ids), so the
 /// channel holds a few MiB at most.
 pub(super) const RECEIPTS_WAITING: usize = 16_384;
+
+/// Groups of receipts recorded side by side, at most: each is one read and one commit.
+const RECORDED_AT_ONCE: usize = 64;
 
 /// Receipts taken from the channel at once, to be grouped: a bound on one group's read.
 const TAKEN_TOGETHER: usize = 256;
@@ -132,6 +136,36 @@ impl Chat {
         }
         self.adhoc(&r.user, &r.sender, String::new).ok()
     }
+
+    /// Records the receipts `delivered` ((recipient, message id), in delivery order) of
+    /// session `sid` in one change ([`Chat::record_delivered_in`]). Whatever refuses them (the
+    /// session gone) is only logged at debug: the application was never waiting.
+    /// Their outbox rows (`ids`) are forgotten in the same change, or, when nothing is
+    /// recorded, by delivery's grouped forget.
+    async fn record_delivered(&self, sid: String, delivered: Vec<(String, String)>, ids: Vec<u64>) {
+        let subject = subject_message_id(&sid);
+        let delivered: Vec<(String, String)> = delivered
+            .into_iter()
+            .filter(|(_, mid)| *mid != subject)
+            .collect();
+        let recorded = if delivered.is_empty() {
+            Ok(false)
+        } else {
+            self.record_delivered_in(&sid, delivered, ids.clone()).await
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => self.deliverer.forgetter.forget(&ids),
+            Err(e) => {
+                self.deliverer.forgetter.forget(&ids);
+                tracing::debug!(
+                    session = sid,
+                    error = ?e,
+                    "delivered messages are not recorded Delivered"
+                );
+            }
+        }
+    }
 }
 
 impl Chat {
@@ -144,6 +178,11 @@ impl Chat {
         while self.receipts_pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// The semaphore bounding the groups recorded at once, for [`Chat::open`].
+    pub(super) fn recording_limit() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(RECORDED_AT_ONCE))
     }
 }
 
@@ -159,7 +198,7 @@ impl Drop for Counted {
 
 /// Receipts of one session: (recipient, message id) pairs in delivery order, and their
 /// notifications' outbox ids.
-pub(super) type Group = (String, Vec<(String, String)>, Vec<u64>);
+type Group = (String, Vec<(String, String)>, Vec<u64>);
 
 /// `receipts`, each with its session, by session ([`Group`]), and the outbox ids of those
 /// without one (`None`: nothing to record them in).
@@ -185,9 +224,9 @@ fn grouped(receipts: Vec<(Option<String>, Receipt)>) -> (Vec<Group>, Vec<u64>) {
 
 /// The task that records receipts from `rx` for `chat`, until the chat is gone or every hook
 /// with it: what waits is taken together (at most [`TAKEN_TOGETHER`], [`GATHERED_FOR`] after
-/// the first), grouped by session ([`grouped`]), read in one read and submitted as one change
-/// per session ([`Chat::record_delivered_together`]); the commits are awaited beside the next
-/// moment's receipts.
+/// the first), grouped by session
+/// ([`grouped`]), and each group recorded in one change, at most [`RECORDED_AT_ONCE`] groups
+/// at a time.
 pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
     let mut taken = Vec::with_capacity(TAKEN_TOGETHER);
     while rx.recv_many(&mut taken, TAKEN_TOGETHER).await > 0 {
@@ -206,46 +245,17 @@ pub(super) async fn record(chat: Weak<Chat>, mut rx: mpsc::Receiver<Receipt>) {
         chat.deliverer.forgetter.forget(&unplaced);
         chat.receipts_pending
             .fetch_sub(unplaced.len(), Ordering::SeqCst);
-        let counted = Counted(
-            Arc::clone(&chat.receipts_pending),
-            groups.iter().map(|(_, _, ids)| ids.len()).sum(),
-        );
-        let groups: Vec<Group> = groups
-            .into_iter()
-            .map(|(sid, delivered, ids)| {
-                // The subject told as a first message is no stored message.
-                let subject = subject_message_id(&sid);
-                let delivered = delivered.into_iter().filter(|(_, mid)| *mid != subject);
-                (sid, delivered.collect(), ids)
-            })
-            .collect();
-        let all: Vec<u64> = groups.iter().flat_map(|(_, _, ids)| ids.clone()).collect();
-        match chat.record_delivered_together(groups).await {
-            Ok(submitted) => {
-                let chat = Arc::clone(&chat);
-                tokio::spawn(async move {
-                    for (ids, commit) in submitted {
-                        let Some(commit) = commit else {
-                            chat.deliverer.forgetter.forget(&ids);
-                            continue;
-                        };
-                        if let Err(e) = super::durable(commit).await {
-                            chat.deliverer.forgetter.forget(&ids);
-                            tracing::debug!(
-                                error = ?e,
-                                "delivered messages are not recorded Delivered"
-                            );
-                        }
-                    }
-                    drop(counted);
-                });
-            }
-            // The application was never waiting: only logged at debug.
-            Err(e) => {
-                chat.deliverer.forgetter.forget(&all);
-                tracing::debug!(error = ?e, "delivered messages are not recorded Delivered");
-                drop(counted);
-            }
+        for (sid, delivered, ids) in groups {
+            // Never closed: the permit always comes.
+            let Ok(permit) = Arc::clone(&chat.recording).acquire_owned().await else {
+                return;
+            };
+            let chat = Arc::clone(&chat);
+            let counted = Counted(Arc::clone(&chat.receipts_pending), ids.len());
+            tokio::spawn(async move {
+                chat.record_delivered(sid, delivered, ids).await;
+                drop((counted, permit));
+            });
         }
     }
 }

@@ -331,112 +331,91 @@ impl Chat {
         durable(rx).await
     }
 
-    /// OMA 2012: what a moment of deliveries recorded, per session (`groups`: its
-    /// (recipient, message id) pairs in delivery order and their notifications' outbox ids):
-    /// each message becomes `Delivered` for its recipient, as its report would make it, unless
-    /// its status already covers that ([`covered`]), and the senders that asked are told.
-    /// One read of every group's messages, then one change per session (every recipient of a
-    /// group message at once), all submitted together so that the store commits them as one
-    /// group; under the sessions' message locks, as a confirmation is, taken in stripe order
-    /// (every other holder takes one at a time, so this cannot deadlock with them). A message
-    /// gone, a session ended, or a recipient who no longer sees the session, is passed over.
+    /// OMA 2012: the messages of session `sid` in `delivered` ((recipient, message id), in
+    /// delivery order) reached their recipients' applications (`delivered`): each becomes
+    /// `Delivered` for its recipient, as its report would make it, unless its status already
+    /// covers that ([`covered`]), and the senders that asked are told. One read of the
+    /// messages and one change for all of them (every recipient of a group message at once),
+    /// under the session's message lock as a confirmation is. A message gone, or a recipient
+    /// who no longer sees the session, is passed over.
     ///
-    /// Per group, its outbox ids and its change's commit to wait for, which forgets them
-    /// (`None`: nothing to record; the caller forgets them). A failed read fails them all.
-    pub(super) async fn record_delivered_together(
+    /// The notifications' outbox rows `ids` are forgotten in the same change: `true` when it
+    /// was made, `false` when there was nothing to record (the caller forgets them then).
+    pub(super) async fn record_delivered_in(
         &self,
-        groups: Vec<super::delivered::Group>,
-    ) -> Result<Vec<(Vec<u64>, Option<super::Committed>)>, ApiError> {
+        sid: &str,
+        delivered: Vec<(String, String)>,
+        ids: Vec<u64>,
+    ) -> Result<bool, ApiError> {
         let urls = &self.urls;
-        let mut stripes: Vec<usize> = groups
-            .iter()
-            .map(|(sid, _, _)| super::stripe(sid, MESSAGE_LOCKS))
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut held = Vec::with_capacity(stripes.len());
-        for i in stripes {
-            held.push(self.message_locks[i].lock().await);
-        }
-        let wanted: Vec<(String, Vec<String>)> = groups
-            .iter()
-            .map(|(sid, delivered, _)| {
-                let mut mids: Vec<String> = delivered.iter().map(|(_, mid)| mid.clone()).collect();
-                mids.sort_unstable();
-                mids.dedup();
-                (sid.clone(), mids)
-            })
-            .collect();
-        let mut stored = self
-            .read(move |b| {
-                let mut found = std::collections::HashMap::new();
-                for (sid, mids) in wanted {
+        let rx = {
+            let _ordered = self.message_lock(sid).lock().await;
+            let mut mids: Vec<String> = delivered.iter().map(|(_, mid)| mid.clone()).collect();
+            mids.sort_unstable();
+            mids.dedup();
+            let at = sid.to_owned();
+            let mut stored = self
+                .read(move |b| {
+                    let mut found = std::collections::HashMap::with_capacity(mids.len());
                     for mid in mids {
-                        let Some(v) = b.message(&sid, &mid)? else {
+                        let Some(v) = b.message(&at, &mid)? else {
                             continue;
                         };
                         // One unreadable message does not keep the others from their record.
-                        match decode_stored_message(&sid, &mid, &v) {
+                        match decode_stored_message(&at, &mid, &v) {
                             Ok(m) => {
-                                found.insert((sid.clone(), mid), m);
+                                found.insert(mid, m);
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "a delivered message is not recorded");
                             }
                         }
                     }
-                }
-                Ok(found)
-            })
-            .await?;
-        let state = self.read_state();
-        let mut submitted = Vec::with_capacity(groups.len());
-        for (sid, delivered, ids) in groups {
+                    Ok(found)
+                })
+                .await?;
+            let state = self.read_state();
             // Read after the messages: the session may have ended meanwhile.
-            let Some(s) = state.sessions.get(&sid) else {
-                submitted.push((ids, None));
-                continue;
+            let Some(s) = state.sessions.get(sid) else {
+                return Ok(false);
             };
-            let mut changed: Vec<(String, String)> = Vec::new();
+            let mut changed: Vec<String> = Vec::new();
             let mut outbox: Outbox = Vec::new();
-            for (user, mid) in delivered {
-                let key = (sid.clone(), mid);
-                let Some(m) = stored.get_mut(&key) else {
+            for (user, mid) in &delivered {
+                let Some(m) = stored.get_mut(mid) else {
                     continue;
                 };
-                if !super::visible_to(s, &user) {
+                if !super::visible_to(s, user) {
                     continue;
                 }
                 // Refused when its status already covers it (`Delivered` or further).
-                let Ok(c) = confirm(m, &user, MessageStatus::Delivered) else {
+                let Ok(c) = confirm(m, user, MessageStatus::Delivered) else {
                     continue;
                 };
                 outbox.extend(c.reports.into_iter().map(|st| {
-                    let told = views::delivery(urls, &sid, &c.message, &user, st);
+                    let told = views::delivery(urls, sid, &c.message, user, st);
                     (c.message.sender.clone(), told)
                 }));
                 *m = c.message;
-                if !changed.contains(&key) {
-                    changed.push(key);
+                if !changed.contains(mid) {
+                    changed.push(mid.clone());
                 }
             }
             if changed.is_empty() {
-                submitted.push((ids, None));
-                continue;
+                return Ok(false);
             }
-            let order = self.session_order(&sid);
+            let order = self.session_order(sid);
             let mut change = Change::default();
-            change.batch.forget = ids.clone();
-            for key in &changed {
-                if let Some(m) = stored.get(key) {
-                    change.put_message(&sid, m, None);
+            change.batch.forget = ids;
+            for mid in &changed {
+                if let Some(m) = stored.get(mid) {
+                    change.put_message(sid, m, None);
                 }
             }
             self.notify(&state, &mut change, outbox);
-            let commit = self.submit_in_order(&state, &order, &sid, change);
-            submitted.push((ids, Some(commit)));
-        }
-        Ok(submitted)
+            self.submit_in_order(&state, &order, sid, change)
+        };
+        durable(rx).await.map(|()| true)
     }
 }
 

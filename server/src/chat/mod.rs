@@ -210,6 +210,8 @@ pub struct Chat {
     /// Set while receipts are dropped (their channel full), so that a run of drops is said
     /// once (`delivered`).
     receipts_dropping: Arc<std::sync::atomic::AtomicBool>,
+    /// Bounds the groups of receipts recorded at once (`delivered`).
+    recording: Arc<tokio::sync::Semaphore>,
     /// Receipts taken and not recorded yet (`delivered`): a graceful stop waits for 0.
     receipts_pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Set when a graceful stop begins ([`Chat::begin_stop`]): no subscription expires
@@ -490,6 +492,7 @@ impl Chat {
                 meter: std::sync::OnceLock::new(),
                 receipts,
                 receipts_dropping: Arc::default(),
+                recording: Chat::recording_limit(),
                 receipts_pending: Arc::default(),
             }
         });
