@@ -357,6 +357,10 @@ pub fn main(root: &Path, args: &[&str]) -> Result<()> {
     while let Some(a) = it.next() {
         match *a {
             "--serve-baseline" if args.len() == 1 => return baseline::serve(),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
             "--smoke" => smoke = true,
             "--no-peer" => peer = Some(false),
             "--peer" => peer = Some(true),
