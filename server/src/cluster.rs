@@ -1643,8 +1643,7 @@ async fn serve_one<S>(
             dropshot::closing_for(&mut answer, version);
             // The leader's early refusal, relayed, leaves the client's body unread here too:
             // this socket then closes lingering (vendored dropshot, PATCHES.md 30).
-            let status = answer.status();
-            answered.answered(bodied && (status.is_client_error() || status.is_server_error()));
+            answered.answered(bodied, Some(answer.status()));
             drop(in_flight);
             Ok::<_, Infallible>(answer)
         }

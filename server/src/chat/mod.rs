@@ -645,7 +645,7 @@ impl Chat {
 
     /// Hands the change to the store holding the write lock (the `&mut` is the proof); its
     /// notifications go to their queues right after the commit.
-    fn submit(&self, state: &mut State, change: Change) -> oneshot::Receiver<Result<(), NotDone>> {
+    fn submit(&self, state: &mut State, change: Change) -> Committed {
         self.hand_over(state, change)
     }
 
@@ -657,7 +657,7 @@ impl Chat {
         order: &SessionOrder<'_>,
         sid: &str,
         change: Change,
-    ) -> oneshot::Receiver<Result<(), NotDone>> {
+    ) -> Committed {
         debug_assert_eq!(
             order.stripe,
             stripe(sid, MESSAGE_LOCKS),
@@ -671,11 +671,7 @@ impl Chat {
     /// the order of the delivery queues, so each subscription's ids increase in the order its
     /// notifications are sent (dead letters listed `since` an id, and a restart that reloads
     /// the outbox by id, rely on it).
-    fn hand_over(
-        &self,
-        state: &State,
-        mut change: Change,
-    ) -> oneshot::Receiver<Result<(), NotDone>> {
+    fn hand_over(&self, state: &State, mut change: Change) -> Committed {
         let _in_order = self.handing_over.lock().unwrap_or_else(|e| e.into_inner());
         change.number(&state.ids);
         let deliveries = std::mem::take(&mut change.deliveries);
@@ -717,7 +713,7 @@ impl Chat {
     /// ([`Chat::submit`]; the answer tells when it is durable). Participants are only ever
     /// appended to a session (a position names one participant for good), so the new ones
     /// are those past the old session's length.
-    fn apply(&self, state: &mut State, mut d: Decision) -> oneshot::Receiver<Result<(), NotDone>> {
+    fn apply(&self, state: &mut State, mut d: Decision) -> Committed {
         let deserted = sessions::end_if_deserted(&self.urls, &mut d.session);
         d.outbox.extend(deserted);
         let mut change = Change::default();

@@ -141,15 +141,19 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    /// Records how the connection's last request ended: `body_may_be_unread` when it had a
-    /// body and was refused (an error status: a handler that succeeds has read its body, an
-    /// early refusal such as `401` or `413` has not). Only a socket whose last answer may have
-    /// left a body unread closes lingering: one closed idle (its idle timeout, a server's
-    /// stop) closes at once, as before, so that a request written into it as it closes is
-    /// reset (its client knows it was not read and may send it again) rather than read and
-    /// thrown away (a standby then had to answer `503`: it might have been carried out).
-    pub fn answered(&self, body_may_be_unread: bool) {
-        self.body_may_be_unread.store(body_may_be_unread, Ordering::SeqCst);
+    /// Records how the connection's last request ended: whether it `had_body` and the
+    /// `status` it was answered with (`None`: it failed without an answer). The rule is here,
+    /// once, for every caller: a request refused with a body (an error status, or none) may
+    /// have left that body unread (a handler that succeeds has read its body, an early
+    /// refusal such as `401` or `413` has not). Only a socket whose last answer may have left
+    /// a body unread closes lingering: one closed idle (its idle timeout, a server's stop)
+    /// closes at once, as before, so that a request written into it as it closes is reset
+    /// (its client knows it was not read and may send it again) rather than read and thrown
+    /// away (a standby then had to answer `503`: it might have been carried out).
+    pub fn answered(&self, had_body: bool, status: Option<http::StatusCode>) {
+        let refused =
+            status.map_or(true, |s| s.is_client_error() || s.is_server_error());
+        self.body_may_be_unread.store(had_body && refused, Ordering::SeqCst);
     }
 
     /// Marks a request as in flight until the returned guard is dropped.

@@ -1580,10 +1580,7 @@ impl<C: ServerContext> Service<Request<hyper::body::Incoming>>
         Box::pin(async move {
             let response = fut.await;
             // PATCHES.md item 30: a refused request may have left its body unread.
-            let refused = response.as_ref().map_or(true, |r| {
-                r.status().is_client_error() || r.status().is_server_error()
-            });
-            conn.answered(bodied && refused);
+            conn.answered(bodied, response.as_ref().ok().map(|r| r.status()));
             drop(in_flight);
             response
         })
