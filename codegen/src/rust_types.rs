@@ -102,7 +102,7 @@ fn emit_enum(schema: &Schema, values: &[String]) -> TokenStream {
 
 fn rust_type(spec: &Spec, f: &Field) -> TokenStream {
     let base = match &f.ty {
-        FieldType::String => quote!(String),
+        FieldType::String | FieldType::DateTime => quote!(String),
         FieldType::Bool => quote!(bool),
         FieldType::Int64 => quote!(i64),
         FieldType::Named(n) => {
@@ -127,11 +127,11 @@ fn serde_attrs(f: &Field) -> TokenStream {
         Card::List { .. } => None,
     };
     let reader = match (&f.ty, f.card) {
-        (FieldType::String, Card::List { .. }) => {
+        (FieldType::String | FieldType::DateTime, Card::List { .. }) => {
             Some("netapi_chat_runtime::json::strings".to_owned())
         }
         (_, Card::List { .. }) => Some("netapi_chat_runtime::json::one_or_many".to_owned()),
-        (FieldType::String, _) => lenient(
+        (FieldType::String | FieldType::DateTime, _) => lenient(
             "netapi_chat_runtime::json::string",
             "netapi_chat_runtime::json::opt_string",
         ),
@@ -193,10 +193,25 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
             }
             _ => quote!(),
         };
+        // A date-time is published as one (`format: date-time`), so that a generated client
+        // types it.
+        let format = match (&f.ty, f.card) {
+            (FieldType::DateTime, Card::Required) => {
+                quote!(#[schemars(with = "netapi_chat_runtime::date_time::DateTime")])
+            }
+            (FieldType::DateTime, Card::Optional) => {
+                quote!(#[schemars(with = "Option<netapi_chat_runtime::date_time::DateTime>")])
+            }
+            (FieldType::DateTime, Card::List { .. }) => {
+                quote!(#[schemars(with = "Vec<netapi_chat_runtime::date_time::DateTime>")])
+            }
+            _ => quote!(),
+        };
         quote! {
             #docs
             #serde
             #length
+            #format
             pub #id: #ty,
         }
     });
@@ -399,7 +414,10 @@ fn validate_impl(
                         quote!(netapi_chat_runtime::wire::check_string(#wire, #v, #max)?;)
                     }))
                 }
-                (None, FieldType::String) => Some(Box::new(move |v: TokenStream| {
+                // A date-time's form is checked where it is used (`lastActive`, the one a
+                // client sends that the server tells others): the others a client may send
+                // are set by the server, which ignores what it was sent.
+                (None, FieldType::String | FieldType::DateTime) => Some(Box::new(move |v: TokenStream| {
                     quote!(netapi_chat_runtime::wire::check_chars(#wire, #v)?;)
                 })),
                 (None, _) => None,

@@ -135,15 +135,20 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                                     }
                                 }
                             };
-                            match f.max_length {
-                                // A bounded string: an anonymous restriction with the facet.
-                                Some(max) => {
+                            match facet(f) {
+                                // A restricted type: an anonymous restriction with the facet.
+                                Some(facet) => {
                                     writeln!(
                                         out,
                                         r#"{indent}<xsd:element name="{}"{occurs}>"#,
                                         f.name
                                     )?;
-                                    write_max_length(&mut out, &format!("{indent}  "), &ty, max)?;
+                                    write_restriction(
+                                        &mut out,
+                                        &format!("{indent}  "),
+                                        &ty,
+                                        &facet,
+                                    )?;
                                     writeln!(out, "{indent}</xsd:element>")?;
                                 }
                                 None => writeln!(
@@ -165,14 +170,14 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                         } else {
                             "optional"
                         };
-                        match f.max_length {
-                            Some(max) => {
+                        match facet(f) {
+                            Some(facet) => {
                                 writeln!(
                                     out,
                                     r#"    <xsd:attribute name="{}" use="{use_}">"#,
                                     f.name
                                 )?;
-                                write_max_length(&mut out, "      ", &ty, max)?;
+                                write_restriction(&mut out, "      ", &ty, &facet)?;
                                 writeln!(out, "    </xsd:attribute>")?;
                             }
                             None => writeln!(
@@ -248,12 +253,28 @@ fn bare_list_members<'a>(spec: &'a Spec, st: &'a StructSchema) -> Vec<(&'a str, 
     }
 }
 
-/// An anonymous `xsd:simpleType` restricting `base` to `max` characters: the spec's
-/// `maxLength`, published so that XML clients can validate before sending.
-fn write_max_length(out: &mut String, indent: &str, base: &str, max: u64) -> Result<()> {
+/// The facet a field's type is restricted by in the XSD, if any: a string's `maxLength`, or
+/// the form of a date-time ([`DATE_TIME_FORM`]). XML Schema defines no length facet on
+/// `xsd:dateTime`; the generated validation still applies the spec's limit.
+fn facet(f: &Field) -> Option<String> {
+    match (&f.ty, f.max_length) {
+        (FieldType::String, Some(max)) => Some(format!(r#"<xsd:maxLength value="{max}"/>"#)),
+        (FieldType::DateTime, _) => Some(format!(r#"<xsd:pattern value="{DATE_TIME_FORM}"/>"#)),
+        _ => None,
+    }
+}
+
+/// The `xsd:dateTime`s the server reads (RFC 3339's: a time zone, four-digit years), where
+/// `xsd:dateTime` alone also admits a time without a zone, which the server refuses.
+const DATE_TIME_FORM: &str = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+\-]\d{2}:\d{2})";
+
+/// An anonymous `xsd:simpleType` restricting `base` by `facet` (an `xsd:maxLength` or
+/// `xsd:pattern` element): the spec's limits, published so that XML clients can validate
+/// before sending.
+fn write_restriction(out: &mut String, indent: &str, base: &str, facet: &str) -> Result<()> {
     writeln!(out, "{indent}<xsd:simpleType>")?;
     writeln!(out, r#"{indent}  <xsd:restriction base="{base}">"#)?;
-    writeln!(out, r#"{indent}    <xsd:maxLength value="{max}"/>"#)?;
+    writeln!(out, "{indent}    {facet}")?;
     writeln!(out, "{indent}  </xsd:restriction>")?;
     writeln!(out, "{indent}</xsd:simpleType>")?;
     Ok(())
@@ -262,6 +283,7 @@ fn write_max_length(out: &mut String, indent: &str, base: &str, max: u64) -> Res
 fn xsd_type(ty: &FieldType, qname: &dyn Fn(&str) -> Result<String>) -> Result<String> {
     Ok(match ty {
         FieldType::String => "xsd:string".to_owned(),
+        FieldType::DateTime => "xsd:dateTime".to_owned(),
         FieldType::Bool => "xsd:boolean".to_owned(),
         FieldType::Int64 => "xsd:long".to_owned(),
         FieldType::Named(n) => qname(n)?,

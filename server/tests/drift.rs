@@ -1,6 +1,7 @@
 //! Drift: the OpenAPI document dropshot derives from the generated API trait must say what the
 //! published document (from spec/) says: the same paths, methods, operationIds, parameters,
-//! request and response bodies, and the same JSON schemas (properties, required, types, enums).
+//! request and response bodies, and the same JSON schemas (properties, required, types, enums,
+//! string formats).
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,9 +51,11 @@ fn shape(doc: &Value, v: &Value) -> String {
     match v.get("type").and_then(Value::as_str) {
         Some("array") => format!("array of {}", shape(doc, &v["items"])),
         Some("integer") => "integer".to_owned(),
-        Some(t) => match v.get("enum") {
-            Some(e) => format!("{t} enum {e}"),
-            None => t.to_owned(),
+        Some(t) => match (v.get("enum"), v.get("format").and_then(Value::as_str)) {
+            (Some(e), _) => format!("{t} enum {e}"),
+            // A string's format (`date-time`) is what a generated client types it by.
+            (None, Some(f)) => format!("{t} format {f}"),
+            (None, None) => t.to_owned(),
         },
         None => format!("untyped {v}"),
     }

@@ -572,6 +572,8 @@ fn sample(schema: &Value, depth: usize, fill: Fill) -> Value {
                 Fill::Full => json!([item.clone(), item]),
             }
         }
+        // A date-time is one, as clients send it (the XSD types it `xsd:dateTime`).
+        Some("string") if schema["format"] == "date-time" => json!("2026-12-03T17:00:00Z"),
         Some("string") => match fill {
             Fill::Minimal if depth.is_multiple_of(2) => json!("tel:+15551230001"),
             Fill::Minimal => json!(format!("http://127.0.0.1:9001/x/{depth}")),

@@ -1666,16 +1666,28 @@ async fn is_composing(wire: Wire) {
         content_type: None,
         refresh: None,
     };
-    // A `lastActive` that is no date-time is refused (OMA types it `xsd:dateTime`, and it is
-    // told to the others as sent).
-    let nonsense = netapi_chat_api::IsComposing {
-        last_active: Some("yesterday".to_owned()),
-        ..idle.clone()
+    // A `lastActive` that is no date-time is refused (OMA types it `xsd:dateTime`, the spec
+    // `format: date-time`: neither the typed client nor the XSD can say it, so it is sent as
+    // a client bound to neither would).
+    let f = face.fmt();
+    let url = urls.is_composing(B, &sid);
+    let raw = |last_active: &str| {
+        docs::encode(
+            f,
+            &netapi_chat_api::IsComposing {
+                last_active: Some(last_active.to_owned()),
+                ..idle.clone()
+            },
+        )
     };
-    face.indicate_composing(B, &sid, &nonsense)
+    let media = [("content-type", f.media_type()), ("accept", f.media_type())];
+    send("POST", &url, &media, Some(&raw("yesterday")))
         .await
-        .fails(400, Some("SVC0002"));
-    face.indicate_composing(B, &sid, &idle).await.no_content();
+        .assert_error(400, "SVC0002", f);
+    // RFC 3339 allows `t`, `z` and a space where typed and XSD-bound readers do not: A hears
+    // it in the spelling they all read, the time unchanged.
+    let odd = send("POST", &url, &media, Some(&raw("2026-12-03 12:00:00.5z"))).await;
+    assert_eq!(odd.status, 204, "{}", odd.body);
     let n: MessageNotification = a.next().await;
     let got = n.is_composing.expect("an isComposing");
     assert_eq!(
@@ -1684,7 +1696,7 @@ async fn is_composing(wire: Wire) {
             got.refresh,
             got.last_active.as_deref()
         ),
-        (Some("idle"), Some(60), Some("2026-12-03T12:00:00Z"))
+        (Some("idle"), Some(60), Some("2026-12-03T12:00:00.5Z"))
     );
     assert_eq!(
         links(&n.link),

@@ -46,6 +46,8 @@ fn sample(doc: &Value, schema: &Value, depth: usize, instance_based: bool) -> Va
                 json!([item.clone(), item])
             }
         }
+        // A date-time is one: the XSD its XML is checked against says `xsd:dateTime`.
+        Some("string") if schema["format"] == "date-time" => json!("2026-12-03T17:00:00.25+01:00"),
         Some("string") => json!(format!("s<&>\"'{depth}")),
         Some("boolean") => {
             if instance_based {

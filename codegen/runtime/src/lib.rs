@@ -5,6 +5,7 @@
 //!   generated types implement to speak OMA XML;
 //! - [`json`]: lenient readers for the JSON shapes OMA servers and clients use in practice;
 //! - [`wire`]: one document type, both formats: encode and decode by [`media::Format`];
+//! - [`date_time`]: RFC 3339 date-times, the spec's `format: date-time` fields;
 //! - [`error`]: [`ApiError`], the OMA `requestError` every failure becomes;
 //! - [`url`]: the percent-encoding of path segments the generated URL builders use;
 //! - [`negotiate`]: the dropshot extractors and response type that apply all of the above, so
@@ -12,6 +13,7 @@
 //!
 //! Nothing here knows the chat API's types: those are generated into `netapi-chat-api`.
 
+pub mod date_time;
 pub mod error;
 pub mod json;
 pub mod media;

@@ -809,6 +809,7 @@ pub struct SubscriptionSecret {
         deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 64))]
+    #[schemars(with = "Option<netapi_chat_runtime::date_time::DateTime>")]
     pub previous_secret_expires: Option<String>,
 }
 
@@ -1076,9 +1077,11 @@ pub struct DeadLetter {
     pub webhook_id: String,
     /// `created`: When it was created (RFC 3339, UTC); a redelivery restarts it.
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
+    #[schemars(with = "netapi_chat_runtime::date_time::DateTime")]
     pub created: String,
     /// `died`: When it became a dead letter (RFC 3339, UTC).
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
+    #[schemars(with = "netapi_chat_runtime::date_time::DateTime")]
     pub died: String,
     /// `attempts`: Delivery attempts made before it was given up (0 when it was queued behind a
     /// failing one).
@@ -2008,6 +2011,7 @@ pub struct ChatMessage {
         deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 64))]
+    #[schemars(with = "Option<netapi_chat_runtime::date_time::DateTime>")]
     pub date_time: Option<String>,
     /// `resourceURL`: (set by the server) This message, under the requesting user.
     #[serde(
@@ -2462,8 +2466,8 @@ pub struct IsComposing {
     #[schemars(length(max = 64))]
     pub status: Option<String>,
     /// `lastActive`: When the user was last active, mainly with `idle`: an RFC 3339 date-time (OMA
-    /// types it `xsd:dateTime`); anything else is `400 SVC0002`, since it is told to the others as
-    /// sent.
+    /// types it `xsd:dateTime`); anything else is `400 SVC0002`. It is told to the others as sent,
+    /// in the spelling every reader takes (`T` and `Z` in capitals, no blanks around it).
     #[serde(
         rename = "lastActive",
         default,
@@ -2471,6 +2475,7 @@ pub struct IsComposing {
         deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
     #[schemars(length(max = 64))]
+    #[schemars(with = "Option<netapi_chat_runtime::date_time::DateTime>")]
     pub last_active: Option<String>,
     /// `contentType`: What is being composed, e.g. `text/plain`.
     #[serde(
@@ -3218,6 +3223,7 @@ pub struct MessageNotification {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "netapi_chat_runtime::json::opt_string"
     )]
+    #[schemars(with = "Option<netapi_chat_runtime::date_time::DateTime>")]
     pub date_time: Option<String>,
     /// `sessionId`.
     #[serde(

@@ -455,7 +455,7 @@ pub mod types {
             rename = "dateTime",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub date_time: ::std::option::Option<ChatMessageDateTime>,
+        pub date_time: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         /**(OMA 2012) The statuses the sender wants reported (`Delivered`, `Displayed`), shown
         to every participant who reads the message or is notified of it, since the
         recipient is who reports them.
@@ -536,62 +536,6 @@ pub mod types {
     }
 
     impl<'de> ::serde::Deserialize<'de> for ChatMessageClientCorrelator {
-        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
-        where
-            D: ::serde::Deserializer<'de>,
-        {
-            ::std::string::String::deserialize(deserializer)?
-                .parse()
-                .map_err(|e: self::error::ConversionError| {
-                    <D::Error as ::serde::de::Error>::custom(e.to_string())
-                })
-        }
-    }
-
-    ///(set by the server) When the server accepted it, RFC 3339 UTC.
-    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-    #[serde(transparent)]
-    pub struct ChatMessageDateTime(::std::string::String);
-    impl ::std::ops::Deref for ChatMessageDateTime {
-        type Target = ::std::string::String;
-        fn deref(&self) -> &::std::string::String {
-            &self.0
-        }
-    }
-
-    impl ::std::convert::From<ChatMessageDateTime> for ::std::string::String {
-        fn from(value: ChatMessageDateTime) -> Self {
-            value.0
-        }
-    }
-
-    impl ::std::str::FromStr for ChatMessageDateTime {
-        type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 64usize {
-                return Err("longer than 64 characters".into());
-            }
-            Ok(Self(value.to_string()))
-        }
-    }
-
-    impl ::std::convert::TryFrom<&str> for ChatMessageDateTime {
-        type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-
-    impl ::std::convert::TryFrom<::std::string::String> for ChatMessageDateTime {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: ::std::string::String,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-
-    impl<'de> ::serde::Deserialize<'de> for ChatMessageDateTime {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -1939,9 +1883,9 @@ pub mod types {
         pub chat_session_invitation_notification:
             ::std::option::Option<ChatSessionInvitationNotification>,
         ///When it was created (RFC 3339, UTC); a redelivery restarts it.
-        pub created: ::std::string::String,
+        pub created: ::chrono::DateTime<::chrono::offset::Utc>,
         ///When it became a dead letter (RFC 3339, UTC).
-        pub died: ::std::string::String,
+        pub died: ::chrono::DateTime<::chrono::offset::Utc>,
         #[serde(
             rename = "groupSessionInvitationNotification",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -2324,14 +2268,15 @@ pub mod types {
         )]
         pub content_type: ::std::option::Option<IsComposingContentType>,
         /**When the user was last active, mainly with `idle`: an RFC 3339 date-time (OMA types
-        it `xsd:dateTime`); anything else is `400 SVC0002`, since it is told to the others
-        as sent.
+        it `xsd:dateTime`); anything else is `400 SVC0002`. It is told to the others as
+        sent, in the spelling every reader takes (`T` and `Z` in capitals, no blanks
+        around it).
         */
         #[serde(
             rename = "lastActive",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub last_active: ::std::option::Option<IsComposingLastActive>,
+        pub last_active: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         ///Seconds until the indication lapses unless refreshed (1-300; 60 when absent).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub refresh: ::std::option::Option<i64>,
@@ -2387,65 +2332,6 @@ pub mod types {
     }
 
     impl<'de> ::serde::Deserialize<'de> for IsComposingContentType {
-        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
-        where
-            D: ::serde::Deserializer<'de>,
-        {
-            ::std::string::String::deserialize(deserializer)?
-                .parse()
-                .map_err(|e: self::error::ConversionError| {
-                    <D::Error as ::serde::de::Error>::custom(e.to_string())
-                })
-        }
-    }
-
-    /**When the user was last active, mainly with `idle`: an RFC 3339 date-time (OMA types
-    it `xsd:dateTime`); anything else is `400 SVC0002`, since it is told to the others
-    as sent.
-    */
-    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-    #[serde(transparent)]
-    pub struct IsComposingLastActive(::std::string::String);
-    impl ::std::ops::Deref for IsComposingLastActive {
-        type Target = ::std::string::String;
-        fn deref(&self) -> &::std::string::String {
-            &self.0
-        }
-    }
-
-    impl ::std::convert::From<IsComposingLastActive> for ::std::string::String {
-        fn from(value: IsComposingLastActive) -> Self {
-            value.0
-        }
-    }
-
-    impl ::std::str::FromStr for IsComposingLastActive {
-        type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 64usize {
-                return Err("longer than 64 characters".into());
-            }
-            Ok(Self(value.to_string()))
-        }
-    }
-
-    impl ::std::convert::TryFrom<&str> for IsComposingLastActive {
-        type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-
-    impl ::std::convert::TryFrom<::std::string::String> for IsComposingLastActive {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: ::std::string::String,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-
-    impl<'de> ::serde::Deserialize<'de> for IsComposingLastActive {
         fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
         where
             D: ::serde::Deserializer<'de>,
@@ -3165,7 +3051,7 @@ pub mod types {
             rename = "dateTime",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub date_time: ::std::option::Option<::std::string::String>,
+        pub date_time: ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         #[serde(
             rename = "isComposing",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -4389,68 +4275,11 @@ pub mod types {
             rename = "previousSecretExpires",
             skip_serializing_if = "::std::option::Option::is_none"
         )]
-        pub previous_secret_expires: ::std::option::Option<SubscriptionSecretPreviousSecretExpires>,
+        pub previous_secret_expires:
+            ::std::option::Option<::chrono::DateTime<::chrono::offset::Utc>>,
         ///The new secret (`whsec_` + base64 of 24-64 bytes).
         #[serde(rename = "signingSecret")]
         pub signing_secret: SubscriptionSecretSigningSecret,
-    }
-
-    /**(set by the server) Until when the previous secret keeps signing notifications
-    too (RFC 3339, UTC); absent when the subscription had no secret of its own.
-    */
-    #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-    #[serde(transparent)]
-    pub struct SubscriptionSecretPreviousSecretExpires(::std::string::String);
-    impl ::std::ops::Deref for SubscriptionSecretPreviousSecretExpires {
-        type Target = ::std::string::String;
-        fn deref(&self) -> &::std::string::String {
-            &self.0
-        }
-    }
-
-    impl ::std::convert::From<SubscriptionSecretPreviousSecretExpires> for ::std::string::String {
-        fn from(value: SubscriptionSecretPreviousSecretExpires) -> Self {
-            value.0
-        }
-    }
-
-    impl ::std::str::FromStr for SubscriptionSecretPreviousSecretExpires {
-        type Err = self::error::ConversionError;
-        fn from_str(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
-            if value.chars().count() > 64usize {
-                return Err("longer than 64 characters".into());
-            }
-            Ok(Self(value.to_string()))
-        }
-    }
-
-    impl ::std::convert::TryFrom<&str> for SubscriptionSecretPreviousSecretExpires {
-        type Error = self::error::ConversionError;
-        fn try_from(value: &str) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-
-    impl ::std::convert::TryFrom<::std::string::String> for SubscriptionSecretPreviousSecretExpires {
-        type Error = self::error::ConversionError;
-        fn try_from(
-            value: ::std::string::String,
-        ) -> ::std::result::Result<Self, self::error::ConversionError> {
-            value.parse()
-        }
-    }
-
-    impl<'de> ::serde::Deserialize<'de> for SubscriptionSecretPreviousSecretExpires {
-        fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
-        where
-            D: ::serde::Deserializer<'de>,
-        {
-            ::std::string::String::deserialize(deserializer)?
-                .parse()
-                .map_err(|e: self::error::ConversionError| {
-                    <D::Error as ::serde::de::Error>::custom(e.to_string())
-                })
-        }
     }
 
     ///JSON form of `SubscriptionSecret`: an object whose one key is the root element's name; any other key is refused (400).

@@ -113,9 +113,9 @@ impl Log {
 
 /// The rule on an `isComposing` body: `state` (or `status`) is `active` or `idle` (any case; answered in
 /// lower case, as RFC 3994 writes it), `refresh` 1-[`MAX_REFRESH`] s ([`DEFAULT_REFRESH`] when
-/// absent), `lastActive` a date-time (OMA types it `xsd:dateTime`: it is told to recipients as
-/// sent, and one bound to OMA's type cannot read `yesterday`). The indication as it is told,
-/// with its `refresh` set.
+/// absent), `lastActive` a date-time (OMA types it `xsd:dateTime`: it is told to recipients,
+/// and one bound to OMA's type cannot read `yesterday`), told in its canonical spelling. The
+/// indication as it is told, with its `refresh` set.
 pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
     // `state`, or the GSMA gateways' `status` (the schema admits exactly one of them).
     let given = body
@@ -135,17 +135,23 @@ pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
             "refresh: 1 to {MAX_REFRESH} seconds, not {refresh}"
         )));
     }
-    if let Some(at) = &body.last_active
-        && crate::time::parse_rfc3339(at.trim()).is_none()
-    {
-        return Err(Refused::Invalid(format!(
-            "lastActive: a date-time such as 2026-12-03T17:00:00Z, not {at:?}"
-        )));
-    }
+    // Its form is the generated validation's (`format: date-time`); told in the spelling
+    // every reader takes (`2026-12-03t17:00:00z` as `2026-12-03T17:00:00Z`).
+    let last_active = match body.last_active.as_deref() {
+        None => None,
+        Some(at) => Some(
+            netapi_chat_runtime::date_time::canonical(at).ok_or_else(|| {
+                Refused::Invalid(format!(
+                    "lastActive: a date-time such as 2026-12-03T17:00:00Z, not {at:?}"
+                ))
+            })?,
+        ),
+    };
     Ok(IsComposing {
         state: Some(state),
         status: None,
         refresh: Some(refresh),
+        last_active,
         ..body
     })
 }
@@ -268,6 +274,12 @@ mod tests {
         };
         assert!(indication(at("2026-12-03T17:00:00Z")).is_ok());
         assert!(indication(at("2026-12-03T17:00:00.250+01:00")).is_ok());
+        // Told in the spelling typed and XML Schema readers take, the value unchanged.
+        let told = indication(at(" 2026-12-03t17:00:00.250z")).expect("a date-time");
+        assert_eq!(
+            told.last_active.as_deref(),
+            Some("2026-12-03T17:00:00.250Z")
+        );
         for bad in [
             body("typing", None),
             body("", None),
