@@ -2182,9 +2182,13 @@ fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static st
         Some(Stopped::TimedOut) => {
             "the leading instance did not answer in time; another takes over within seconds"
         }
-        Some(Stopped::Cut) | None => {
-            "the instance that leads cannot be reached; another takes over within seconds"
+        // The leader closed the connection with the request under way: stopping, killed, or
+        // a refusal whose body it stopped reading (past its lingering close's bound).
+        Some(Stopped::Cut) => {
+            "the leading instance closed the connection before it answered; if it stopped, \
+             another takes over within seconds"
         }
+        None => "the instance that leads cannot be reached; another takes over within seconds",
     }
 }
 
@@ -2710,8 +2714,10 @@ mod tests {
         let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within 2 s");
         assert!(unreachable_because(&failed(slow)).contains("did not answer in time"));
         let closed = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(unreachable_because(&failed(closed)).contains("closed the connection before"));
+        let other = std::io::Error::other("no route to host");
         assert_eq!(
-            unreachable_because(&failed(closed)),
+            unreachable_because(&failed(other)),
             "the instance that leads cannot be reached; another takes over within seconds"
         );
     }
