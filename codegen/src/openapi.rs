@@ -2,7 +2,7 @@
 //! derived `…Root` JSON wrapper schemas), and its JSON-only projection for progenitor, which
 //! refuses XML media types and has no use for callbacks.
 
-use crate::model::{ROOT_SUFFIX, SchemaKind, Spec, StructSchema};
+use crate::model::{Card, FieldType, ROOT_SUFFIX, SchemaKind, Spec, StructSchema};
 use anyhow::{Context, Result, anyhow};
 use serde_json::{Map, Value, json};
 
@@ -35,11 +35,65 @@ pub fn published(spec: &Spec) -> Result<Value> {
         }
     }
     schemas.extend(wrappers);
+    name_elements(spec, schemas);
     // Every reference must resolve now.
     check_refs(&doc, &doc)?;
     let _: openapiv3::OpenAPI = serde_json::from_value(doc.clone())
         .context("the published document is not valid OpenAPI 3.0")?;
     Ok(doc)
+}
+
+/// Gives the element name to every property (or list item) whose schema is a document root
+/// of another name: `participant` items are `ParticipantInformation`s, whose root element is
+/// `participantInformation`. OpenAPI's XML model names an element after the referenced
+/// schema's `xml.name` unless the property says otherwise, and a `$ref`'s siblings are
+/// ignored, so the reference goes into a one-member `allOf` beside `xml: {name}`. Without it,
+/// a client generated from the published document (or schemathesis) wrote
+/// `<participantInformation>` where the wire and the XSD say `<participant>`, and the server
+/// ignored it as an unknown element. The JSON-only projection takes the wrapper off again
+/// ([`json_only`]).
+fn name_elements(spec: &Spec, schemas: &mut Map<String, Value>) {
+    let root_of = |name: &str| match spec.schema(name).map(|s| &s.kind) {
+        Some(SchemaKind::Struct(StructSchema { root, .. })) => root.clone(),
+        _ => None,
+    };
+    for s in &spec.schemas {
+        let SchemaKind::Struct(st) = &s.kind else {
+            continue;
+        };
+        if st.bare_list {
+            continue;
+        }
+        for f in st.fields.iter().filter(|f| !f.attribute) {
+            let FieldType::Named(target) = &f.ty else {
+                continue;
+            };
+            if root_of(target).is_none_or(|root| root == f.name) {
+                continue;
+            }
+            let Some(prop) = schemas
+                .get_mut(&s.name)
+                .and_then(|v| v.pointer_mut(&format!("/properties/{}", f.name)))
+            else {
+                continue;
+            };
+            let at = match f.card {
+                Card::List { .. } => prop.get_mut("items"),
+                Card::Required | Card::Optional => Some(prop),
+            };
+            if let Some(at) = at
+                && let Some(reference) = at.get("$ref").cloned()
+            {
+                let mut named =
+                    json!({ "allOf": [{ "$ref": reference }], "xml": { "name": f.name } });
+                if let (Some(d), Some(m)) = (at.get("description").cloned(), named.as_object_mut())
+                {
+                    m.insert("description".to_owned(), d);
+                }
+                *at = named;
+            }
+        }
+    }
 }
 
 fn check_refs(doc: &Value, v: &Value) -> Result<()> {
@@ -70,6 +124,18 @@ pub fn json_only(published: &Value) -> Value {
 fn strip(v: &mut Value) {
     match v {
         Value::Object(m) => {
+            // An element's name ([`name_elements`]) means nothing to JSON: the reference alone.
+            if m.contains_key("xml")
+                && let Some(Value::Array(all)) = m.get("allOf")
+                && let [only] = all.as_slice()
+            {
+                let only = only.clone();
+                m.remove("allOf");
+                m.remove("xml");
+                if let Value::Object(r) = only {
+                    m.extend(r);
+                }
+            }
             m.remove("callbacks");
             if let Some(Value::Object(content)) = m.get_mut("content") {
                 content.retain(|k, _| k == "application/json");

@@ -337,3 +337,46 @@ fn every_operation_has_one_request_builder() {
         "a request builder for something that is not an operation"
     );
 }
+
+/// Every element the published document names is the one the wire and the XSD use: its
+/// property's name. OpenAPI's XML model names a property whose schema is a `$ref` after the
+/// referenced schema's `xml.name` unless the property (or its `items`) says otherwise, so a
+/// client generated from the document, or schemathesis, wrote `<participantInformation>`
+/// where the server reads `<participant>` (and ignored it as unknown).
+#[test]
+fn the_published_document_names_every_element_as_the_wire_does() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/generated/openapi/chat.openapi.json"
+    ))
+    .expect("published document");
+    let doc: Value = serde_json::from_str(&text).expect("JSON");
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    // The element name a property's (or an item's) schema gives it, if any.
+    let named = |v: &Value| -> Option<String> {
+        if let Some(n) = v.pointer("/xml/name").and_then(Value::as_str) {
+            return Some(n.to_owned());
+        }
+        let target = ref_name(v)
+            .or_else(|| v.pointer("/allOf/0").and_then(ref_name))
+            .and_then(|r| schemas.get(&r))?;
+        target
+            .pointer("/xml/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut checked = 0;
+    for (schema, s) in schemas {
+        let Some(props) = s["properties"].as_object() else {
+            continue;
+        };
+        for (prop, p) in props {
+            let at = if p["type"] == "array" { &p["items"] } else { p };
+            if let Some(name) = named(at) {
+                assert_eq!(&name, prop, "{schema}.{prop}: named `{name}` in XML");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} elements checked");
+}
