@@ -538,6 +538,14 @@ enum Fill {
 
 fn sample(schema: &Value, depth: usize, fill: Fill) -> Value {
     let doc = published();
+    // A reference named for XML (`allOf` of one beside `xml.name`): the referenced schema.
+    if let Some([only]) = schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        return sample(only, depth, fill);
+    }
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
         let target = doc
             .pointer(r.trim_start_matches('#'))

@@ -17,6 +17,14 @@ use support::doc_types::published;
 /// A value for every property (two items per list, the first enum value, the first member of
 /// an `x-oma-choice`), following the published schemas.
 fn sample(doc: &Value, schema: &Value, depth: usize, instance_based: bool) -> Value {
+    // A reference named for XML (`allOf` of one beside `xml.name`): the referenced schema.
+    if let Some([only]) = schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        return sample(doc, only, depth, instance_based);
+    }
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
         let target = doc
             .pointer(r.trim_start_matches('#'))
