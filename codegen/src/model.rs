@@ -92,8 +92,9 @@ pub struct Field {
 pub enum FieldType {
     String,
     /// A string holding an RFC 3339 date-time (`format: date-time`; OMA's `xsd:dateTime`):
-    /// a `String` in Rust, validated by its form on both faces, `xsd:dateTime` in the XSD and
-    /// a typed date-time in a client generated from the published document.
+    /// a `String` in Rust (its form checked by the core where a client's value is used),
+    /// `xsd:dateTime` in the XSD and a typed date-time in a client generated from the
+    /// published document.
     DateTime,
     Bool,
     Int64,
@@ -497,7 +498,7 @@ fn leaf_type(schema: &str, prop: &str, p: &Value) -> Result<FieldType> {
             match p["format"].as_str() {
                 None => FieldType::String,
                 Some("date-time") => FieldType::DateTime,
-                // A format the generated code would not check is a promise it would not keep.
+                // A format codegen does not know would be published with nothing behind it.
                 Some(other) => bail!(
                     "schema `{schema}` property `{prop}`: unsupported string format {other:?} \
                      (only `date-time`)"

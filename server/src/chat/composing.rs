@@ -135,8 +135,8 @@ pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
             "refresh: 1 to {MAX_REFRESH} seconds, not {refresh}"
         )));
     }
-    // Its form is the generated validation's (`format: date-time`); told in the spelling
-    // every reader takes (`2026-12-03t17:00:00z` as `2026-12-03T17:00:00Z`).
+    // A date-time `xsd:dateTime` takes too (`date_time::parse`), told in the spelling every
+    // reader takes (`2026-12-03t17:00:00z` as `2026-12-03T17:00:00Z`).
     let last_active = match body.last_active.as_deref() {
         None => None,
         Some(at) => Some(

@@ -49,7 +49,8 @@ const TAKEN_TOGETHER: usize = 256;
 /// they arrive one by one, each of another session: taken at once, each was a change and a
 /// commit of its own (about one more commit per delivered message); gathered, the groups of
 /// one moment are each read and submitted side by side, so that their changes reach the store
-/// thread together and it commits what waits for it as one group. The cost is this much more delay before a sender hears `Delivered`.
+/// thread together and it commits what waits for it as one group. The cost is this much more
+/// delay before a sender hears `Delivered`.
 const GATHERED_FOR: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A message that reached recipient `user`'s application, as its notification named it.
