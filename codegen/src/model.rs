@@ -680,7 +680,12 @@ fn query_params_of(raw: &Value, params: &Value, what: &str) -> Result<Vec<QueryP
         );
         let schema = &p["schema"];
         let ty = match schema["type"].as_str() {
-            Some("string") => FieldType::String,
+            // No format: a query parameter is handed to the handler as its text, unchecked.
+            Some("string") if schema.get("format").is_none() => FieldType::String,
+            Some("string") => bail!(
+                "{what}: query parameter `{name}`: a string format would be published with \
+                 nothing behind it (a query parameter is handed over as its text)"
+            ),
             Some("integer") => FieldType::Int64,
             other => bail!("{what}: query parameter `{name}`: unsupported type {other:?}"),
         };

@@ -33,8 +33,8 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
-/// Reads an RFC 3339 date-time as Unix milliseconds: the one reader of client-sent times,
-/// shared with the generated validation of `format: date-time` fields.
+/// Reads an RFC 3339 date-time as Unix milliseconds: the one reader of client-sent times
+/// (`since`, stored times; `lastActive` through `date_time::canonical`).
 pub use netapi_chat_runtime::date_time::parse as parse_rfc3339;
 
 #[cfg(test)]

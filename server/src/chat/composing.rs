@@ -137,16 +137,17 @@ pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
     }
     // A date-time `xsd:dateTime` takes too (`date_time::parse`), told in the spelling every
     // reader takes (`2026-12-03t17:00:00z` as `2026-12-03T17:00:00Z`).
-    let last_active = match body.last_active.as_deref() {
-        None => None,
-        Some(at) => Some(
+    let last_active = body
+        .last_active
+        .as_deref()
+        .map(|at| {
             netapi_chat_runtime::date_time::canonical(at).ok_or_else(|| {
                 Refused::Invalid(format!(
                     "lastActive: a date-time such as 2026-12-03T17:00:00Z, not {at:?}"
                 ))
-            })?,
-        ),
-    };
+            })
+        })
+        .transpose()?;
     Ok(IsComposing {
         state: Some(state),
         status: None,
