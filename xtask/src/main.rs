@@ -296,7 +296,12 @@ fn postgres_pass(root: &Path) -> Result<()> {
             .env("NETAPI_CHAT_TEST_PG_CTL", &cluster.ctl)
             .status()
             .context("running cargo test")?;
+        println!("{}", cluster.footprint());
         if !status.success() {
+            println!(
+                "== the test PostgreSQL's log, its end:\n{}",
+                cluster.log_tail(60)
+            );
             bail!("tests failed on PostgreSQL ({what})");
         }
     }

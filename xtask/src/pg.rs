@@ -112,6 +112,22 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// The bytes of the files under `dir` (0 for what cannot be read: the cluster's owner's files
+/// are readable by root, and by us when we are the owner).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn percent_encode_path(p: &Path) -> String {
     p.display()
         .to_string()
@@ -152,6 +168,44 @@ impl Cluster {
             .rsplit_once('/')
             .context("no database in the cluster's URL")?;
         Ok(format!("{base}/{name}"))
+    }
+
+    /// One line on the cluster's disk: the size of its data directory and the space left on
+    /// its filesystem. Printed after each run of the PostgreSQL pass: a test run whose
+    /// databases outlive their tests fills the disk, and PostgreSQL then stops and recovers
+    /// (`the database system is in recovery mode`) under every test at once.
+    pub fn footprint(&self) -> String {
+        let used = dir_size(&self.dir.join("data"));
+        let free = Command::new("df")
+            .args(["-Pk"])
+            .arg(&self.dir)
+            .output()
+            .ok()
+            .and_then(|o| {
+                let out = String::from_utf8_lossy(&o.stdout).into_owned();
+                let kib: u64 = out
+                    .lines()
+                    .nth(1)?
+                    .split_whitespace()
+                    .nth(3)?
+                    .parse()
+                    .ok()?;
+                Some(format!("{} MiB free on its filesystem", kib / 1024))
+            })
+            .unwrap_or_else(|| "free space unknown (df)".to_owned());
+        format!(
+            "test PostgreSQL: {} MiB in its data directory, {free}",
+            used >> 20
+        )
+    }
+
+    /// The last `lines` lines of the cluster's log (what PostgreSQL said when it stopped,
+    /// crashed or refused): printed when a run of the PostgreSQL pass fails, since the
+    /// directory is deleted with the cluster.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The postmaster's process id (the first line of `postmaster.pid`).

@@ -94,6 +94,7 @@ impl AsRef<Path> for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if self.remove {
+            drop_postgres_database_for(&self.path);
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -196,12 +197,14 @@ pub fn pg_ctl(args: &[&str]) {
     );
 }
 
-/// The database of `data_dir` on the test PostgreSQL server, when
-/// `NETAPI_CHAT_TEST_DATABASE_URL` names one: created on first use and named after the
-/// directory, so a server restarted on the same directory (after a kill) finds its data again.
-/// Its URL is what the server is started with. `None` (SQLite in the data directory) otherwise.
-pub fn postgres_database_for(data_dir: &Path) -> Option<String> {
-    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").ok()?;
+/// The test databases this process created ([`postgres_database_for`]) and has not dropped
+/// yet: what [`TempDir`]'s drop looks up, so that a directory that never had a database costs
+/// no connection.
+static TEST_DATABASES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The name of `data_dir`'s test database: `t_` and the directory's last 60 characters, each
+/// one PostgreSQL would need quoted made `_` (the directories are unique per test).
+fn test_database_name(data_dir: &Path) -> String {
     let name: String = data_dir
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
@@ -209,24 +212,65 @@ pub fn postgres_database_for(data_dir: &Path) -> Option<String> {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let name = format!("t_{}", &name[name.len().saturating_sub(60)..]);
-    // On a thread of its own: the blocking client runs a runtime, and tests call this from
-    // inside tokio's.
-    let (url, db) = (admin.clone(), name.clone());
+    format!("t_{}", &name[name.len().saturating_sub(60)..])
+}
+
+/// Runs `work` with a blocking client of the test PostgreSQL server (`admin`'s URL), on a
+/// thread of its own: the blocking client runs a runtime, and tests call this from inside
+/// tokio's. The cluster may be recovering from a crash (another process's backend), so a
+/// connection it refuses while starting up or recovering is tried again for up to a minute;
+/// the error that ends the wait is PostgreSQL's, which names the cluster's state.
+fn with_test_postgres(
+    admin: &str,
+    work: impl FnOnce(&mut postgres::Client) -> Result<(), postgres::Error> + Send + 'static,
+) -> Result<(), String> {
+    let url = admin.to_owned();
     std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("test PostgreSQL");
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-            .expect("look for the test database")
-            .is_some();
-        if !exists {
-            client
-                .batch_execute(&format!("CREATE DATABASE {db}"))
-                .expect("create the test database");
-        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut client = loop {
+            match postgres::Client::connect(&url, postgres::NoTls) {
+                Ok(client) => break client,
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.code() == Some(&postgres::error::SqlState::CANNOT_CONNECT_NOW) =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(format!("connecting to the test PostgreSQL: {e}")),
+            }
+        };
+        work(&mut client).map_err(|e| e.to_string())
     })
     .join()
-    .expect("create the test database");
+    .unwrap_or_else(|_| Err("the test PostgreSQL client panicked".to_owned()))
+}
+
+/// The database of `data_dir` on the test PostgreSQL server, when
+/// `NETAPI_CHAT_TEST_DATABASE_URL` names one: created on first use and named after the
+/// directory, so a server restarted on the same directory (after a kill) finds its data again;
+/// dropped with the directory's [`TempDir`] (a whole test run's databases would otherwise stay
+/// until the cluster is removed: about 8 MB each, several GB a run). Its URL is what the
+/// server is started with. `None` (SQLite in the data directory) otherwise.
+pub fn postgres_database_for(data_dir: &Path) -> Option<String> {
+    let admin = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL").ok()?;
+    let name = test_database_name(data_dir);
+    let db = name.clone();
+    with_test_postgres(&admin, move |client| {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])?
+            .is_some();
+        if !exists {
+            client.batch_execute(&format!("CREATE DATABASE {db}"))?;
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("create the test database {name}: {e}"));
+    {
+        let mut created = TEST_DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+        if !created.contains(&name) {
+            created.push(name.clone());
+        }
+    }
     // The same server and credentials, another database.
     let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
@@ -235,6 +279,30 @@ pub fn postgres_database_for(data_dir: &Path) -> Option<String> {
     } else {
         format!("{base}/{name}?{query}")
     })
+}
+
+/// Drops `data_dir`'s test database if this process created one ([`postgres_database_for`]),
+/// ending whatever connections are left on it (a server the test did not stop first). Best
+/// effort, as the directory's removal is: a database left behind goes with the cluster.
+fn drop_postgres_database_for(data_dir: &Path) {
+    let name = test_database_name(data_dir);
+    {
+        let mut created = TEST_DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(at) = created.iter().position(|n| *n == name) else {
+            return;
+        };
+        created.swap_remove(at);
+    }
+    let Ok(admin) = std::env::var("NETAPI_CHAT_TEST_DATABASE_URL") else {
+        return;
+    };
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    if let Err(e) = with_test_postgres(&admin, move |client| client.batch_execute(&drop)) {
+        eprintln!(
+            "could not drop the test database of {}: {e}",
+            data_dir.display()
+        );
+    }
 }
 
 /// Where a started server's stderr (its log) goes.
