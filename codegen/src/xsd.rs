@@ -2,7 +2,9 @@
 //! property order (attributes as `xsd:attribute`, `x-oma-choice` members as an `xsd:choice`),
 //! enumerations as restricted strings, and a global element per document root. Children are
 //! unqualified (no `elementFormDefault`), as in OMA's own schemas; a list schema's items are
-//! references to other roots' global elements (an unbounded `xsd:choice` of `ref`s).
+//! references to other roots' global elements (an unbounded `xsd:choice` of `ref`s). Each type
+//! and field carries its spec description as `xsd:documentation`; a date-time is the file's
+//! one `DateTime` simple type.
 
 use crate::model::{Card, Field, FieldType, SchemaKind, Spec, StructSchema};
 use anyhow::{Result, anyhow};
@@ -83,15 +85,29 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                 file_name(other)?
             )?;
         }
+        let mut date_times = spec
+            .schemas
+            .iter()
+            .filter(|s| &s.namespace == ns)
+            .filter_map(|s| match &s.kind {
+                SchemaKind::Struct(st) => Some(st),
+                SchemaKind::Enum(_) => None,
+            })
+            .flat_map(|st| &st.fields);
+        if date_times.any(|f| f.ty == FieldType::DateTime) {
+            if spec.schemas.iter().any(|s| s.name == DATE_TIME) {
+                return Err(anyhow!(
+                    "a schema is named `{DATE_TIME}`, the XSD's name for `format: date-time`"
+                ));
+            }
+            write_date_time(&mut out)?;
+        }
         for s in spec.schemas.iter().filter(|s| &s.namespace == ns) {
             writeln!(out)?;
-            if let Some(d) = &s.description {
-                let first = d.lines().next().unwrap_or_default().replace("--", "-");
-                writeln!(out, "  <!-- {} -->", first.trim())?;
-            }
             match &s.kind {
                 SchemaKind::Enum(values) => {
                     writeln!(out, r#"  <xsd:simpleType name="{}">"#, s.name)?;
+                    write_documentation(&mut out, "    ", s.description.as_deref())?;
                     writeln!(out, r#"    <xsd:restriction base="xsd:string">"#)?;
                     for v in values {
                         writeln!(out, r#"      <xsd:enumeration value="{v}"/>"#)?;
@@ -101,6 +117,7 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                 }
                 SchemaKind::Struct(st) => {
                     writeln!(out, r#"  <xsd:complexType name="{}">"#, s.name)?;
+                    write_documentation(&mut out, "    ", s.description.as_deref())?;
                     if st.bare_list {
                         write_bare_list(&mut out, spec, st, prefix)?;
                     }
@@ -123,7 +140,6 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                                 in_choice = false;
                             }
                             let indent = if in_choice { "        " } else { "      " };
-                            let ty = xsd_type(&f.ty, &qname)?;
                             let occurs = if member {
                                 String::new()
                             } else {
@@ -135,28 +151,8 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                                     }
                                 }
                             };
-                            match facet(f) {
-                                // A restricted type: an anonymous restriction with the facet.
-                                Some(facet) => {
-                                    writeln!(
-                                        out,
-                                        r#"{indent}<xsd:element name="{}"{occurs}>"#,
-                                        f.name
-                                    )?;
-                                    write_restriction(
-                                        &mut out,
-                                        &format!("{indent}  "),
-                                        &ty,
-                                        &facet,
-                                    )?;
-                                    writeln!(out, "{indent}</xsd:element>")?;
-                                }
-                                None => writeln!(
-                                    out,
-                                    r#"{indent}<xsd:element name="{}" type="{ty}"{occurs}/>"#,
-                                    f.name
-                                )?,
-                            }
+                            let ty = xsd_type(&f.ty, prefix, &qname)?;
+                            write_field(&mut out, indent, "element", f, &ty, &occurs)?;
                         }
                         if in_choice {
                             writeln!(out, "      </xsd:choice>")?;
@@ -164,28 +160,13 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                         writeln!(out, "    </xsd:sequence>")?;
                     }
                     for f in st.fields.iter().filter(|f| f.attribute) {
-                        let ty = xsd_type(&f.ty, &qname)?;
+                        let ty = xsd_type(&f.ty, prefix, &qname)?;
                         let use_ = if f.card == Card::Required {
-                            "required"
+                            r#" use="required""#
                         } else {
-                            "optional"
+                            r#" use="optional""#
                         };
-                        match facet(f) {
-                            Some(facet) => {
-                                writeln!(
-                                    out,
-                                    r#"    <xsd:attribute name="{}" use="{use_}">"#,
-                                    f.name
-                                )?;
-                                write_restriction(&mut out, "      ", &ty, &facet)?;
-                                writeln!(out, "    </xsd:attribute>")?;
-                            }
-                            None => writeln!(
-                                out,
-                                r#"    <xsd:attribute name="{}" type="{ty}" use="{use_}"/>"#,
-                                f.name
-                            )?,
-                        }
+                        write_field(&mut out, "    ", "attribute", f, &ty, use_)?;
                     }
                     writeln!(out, "  </xsd:complexType>")?;
                     // The concrete OMA type written as `xsi:type`: derived, adding nothing.
@@ -253,37 +234,122 @@ fn bare_list_members<'a>(spec: &'a Spec, st: &'a StructSchema) -> Vec<(&'a str, 
     }
 }
 
-/// The facet a field's type is restricted by in the XSD, if any: a string's `maxLength`, or
-/// the form of a date-time ([`DATE_TIME_FORM`]). XML Schema defines no length facet on
-/// `xsd:dateTime`; the generated validation still applies the spec's limit.
-fn facet(f: &Field) -> Option<String> {
-    match (&f.ty, f.max_length) {
-        (FieldType::String, Some(max)) => Some(format!(r#"<xsd:maxLength value="{max}"/>"#)),
-        (FieldType::DateTime, _) => Some(format!(r#"<xsd:pattern value="{DATE_TIME_FORM}"/>"#)),
+/// The `xsd:maxLength` a field's type is restricted by in the XSD, if any: the spec's limit on
+/// a string, published so that XML clients can check before sending. (A date-time's form is
+/// its named type, [`DATE_TIME`]; XML Schema defines no length facet on `xsd:dateTime`, and
+/// the generated validation still applies the spec's limit.)
+fn max_length(f: &Field) -> Option<u64> {
+    match f.ty {
+        FieldType::String => f.max_length,
         _ => None,
     }
 }
+
+/// The XSD's name for `format: date-time`, a simple type defined once in each file that uses
+/// it ([`write_date_time`]).
+const DATE_TIME: &str = "DateTime";
 
 /// The `xsd:dateTime`s the server reads (RFC 3339's: a time zone, four-digit years), where
 /// `xsd:dateTime` alone also admits a time without a zone, which the server refuses.
 const DATE_TIME_FORM: &str = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+\-]\d{2}:\d{2})";
 
-/// An anonymous `xsd:simpleType` restricting `base` by `facet` (an `xsd:maxLength` or
-/// `xsd:pattern` element): the spec's limits, published so that XML clients can validate
-/// before sending.
-fn write_restriction(out: &mut String, indent: &str, base: &str, facet: &str) -> Result<()> {
-    writeln!(out, "{indent}<xsd:simpleType>")?;
-    writeln!(out, r#"{indent}  <xsd:restriction base="{base}">"#)?;
-    writeln!(out, "{indent}    {facet}")?;
-    writeln!(out, "{indent}  </xsd:restriction>")?;
-    writeln!(out, "{indent}</xsd:simpleType>")?;
+/// The [`DATE_TIME`] simple type: `xsd:dateTime` restricted to [`DATE_TIME_FORM`].
+fn write_date_time(out: &mut String) -> Result<()> {
+    writeln!(out)?;
+    writeln!(out, r#"  <xsd:simpleType name="{DATE_TIME}">"#)?;
+    write_documentation(
+        out,
+        "    ",
+        Some(
+            "A date and time as RFC 3339 writes it (`format: date-time` in the OpenAPI document):\n\
+             an `xsd:dateTime` with a time zone (`Z` or an offset) and a four-digit year.",
+        ),
+    )?;
+    writeln!(out, r#"    <xsd:restriction base="xsd:dateTime">"#)?;
+    writeln!(out, r#"      <xsd:pattern value="{DATE_TIME_FORM}"/>"#)?;
+    writeln!(out, "    </xsd:restriction>")?;
+    writeln!(out, "  </xsd:simpleType>")?;
     Ok(())
 }
 
-fn xsd_type(ty: &FieldType, qname: &dyn Fn(&str) -> Result<String>) -> Result<String> {
+/// The spec's description of a type or field as its `xsd:annotation` (what XML tooling shows,
+/// e.g. as the documentation of the classes `xjc` generates), its lines as written in the
+/// spec, the text escaped. Nothing without a description.
+fn write_documentation(out: &mut String, indent: &str, description: Option<&str>) -> Result<()> {
+    let Some(text) = description.map(str::trim).filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    writeln!(out, "{indent}<xsd:annotation>")?;
+    writeln!(out, "{indent}  <xsd:documentation>")?;
+    for line in text.lines() {
+        let line = line
+            .trim_end()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        if line.is_empty() {
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{indent}    {line}")?;
+        }
+    }
+    writeln!(out, "{indent}  </xsd:documentation>")?;
+    writeln!(out, "{indent}</xsd:annotation>")?;
+    Ok(())
+}
+
+/// One `xsd:element` or `xsd:attribute` (`what`) for `f`, of type `ty`, with `extra`
+/// (occurrences or use): its documentation, and a string's length limit as an anonymous
+/// restriction of `ty`; empty when it has neither.
+fn write_field(
+    out: &mut String,
+    indent: &str,
+    what: &str,
+    f: &Field,
+    ty: &str,
+    extra: &str,
+) -> Result<()> {
+    let name = &f.name;
+    let limit = max_length(f);
+    let documented = f
+        .description
+        .as_deref()
+        .is_some_and(|d| !d.trim().is_empty());
+    match limit {
+        None if !documented => {
+            writeln!(
+                out,
+                r#"{indent}<xsd:{what} name="{name}" type="{ty}"{extra}/>"#
+            )?;
+            return Ok(());
+        }
+        None => writeln!(
+            out,
+            r#"{indent}<xsd:{what} name="{name}" type="{ty}"{extra}>"#
+        )?,
+        Some(_) => writeln!(out, r#"{indent}<xsd:{what} name="{name}"{extra}>"#)?,
+    }
+    write_documentation(out, &format!("{indent}  "), f.description.as_deref())?;
+    if let Some(max) = limit {
+        writeln!(out, "{indent}  <xsd:simpleType>")?;
+        writeln!(out, r#"{indent}    <xsd:restriction base="{ty}">"#)?;
+        writeln!(out, r#"{indent}      <xsd:maxLength value="{max}"/>"#)?;
+        writeln!(out, "{indent}    </xsd:restriction>")?;
+        writeln!(out, "{indent}  </xsd:simpleType>")?;
+    }
+    writeln!(out, "{indent}</xsd:{what}>")?;
+    Ok(())
+}
+
+/// A field's XSD type; `prefix` is the file's own (where [`DATE_TIME`] is defined).
+fn xsd_type(
+    ty: &FieldType,
+    prefix: &str,
+    qname: &dyn Fn(&str) -> Result<String>,
+) -> Result<String> {
     Ok(match ty {
         FieldType::String => "xsd:string".to_owned(),
-        FieldType::DateTime => "xsd:dateTime".to_owned(),
+        FieldType::DateTime => format!("{prefix}:{DATE_TIME}"),
         FieldType::Bool => "xsd:boolean".to_owned(),
         FieldType::Int64 => "xsd:long".to_owned(),
         FieldType::Named(n) => qname(n)?,

@@ -105,6 +105,11 @@ fn a_max_length_reaches_validation_openapi_xsd_and_client() {
     assert!(
         xsd.contains(
             r#"<xsd:element name="deliveryNote" minOccurs="0">
+        <xsd:annotation>
+          <xsd:documentation>
+            A scratch property added by the test.
+          </xsd:documentation>
+        </xsd:annotation>
         <xsd:simpleType>
           <xsd:restriction base="xsd:string">
             <xsd:maxLength value="7"/>"#
@@ -151,10 +156,27 @@ fn an_added_optional_property_reaches_type_openapi_xsd_and_client() {
     let xsd = file(&files, "generated/xsd/rest_netapi_chat-v1_0.xsd");
     assert!(
         xsd.contains(
-            r#"<xsd:element name="text" type="xsd:string"/>
-      <xsd:element name="deliveryNote" type="xsd:string" minOccurs="0"/>"#
+            r#"<xsd:element name="deliveryNote" type="xsd:string" minOccurs="0">
+        <xsd:annotation>
+          <xsd:documentation>
+            A scratch property added by the test.
+          </xsd:documentation>
+        </xsd:annotation>
+      </xsd:element>"#
         ),
-        "XSD lacks the element in sequence order"
+        "XSD lacks the element, documented"
+    );
+    let chat_message = &xsd[xsd
+        .find(r#"<xsd:complexType name="ChatMessage">"#)
+        .expect("ChatMessage in the XSD")..];
+    let at = |element: &str| {
+        chat_message
+            .find(&format!(r#"<xsd:element name="{element}""#))
+            .unwrap_or_else(|| panic!("no {element} in ChatMessage"))
+    };
+    assert!(
+        at("text") < at("deliveryNote") && at("deliveryNote") < at("successReport"),
+        "XSD has the element out of the sequence's order"
     );
 
     let client = file(&files, "generated/client/src/lib.rs");
