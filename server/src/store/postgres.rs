@@ -1658,17 +1658,50 @@ mod tests {
             .expect("NETAPI_CHAT_TEST_DATABASE_URL: run through `cargo xtask test`")
     }
 
-    /// A fresh database on the test cluster; its URL (same server and user).
-    fn fresh_database(admin: &str, name: &str) -> String {
+    /// A fresh database on the test cluster ([`fresh_database`]): reads as its URL (same
+    /// server and user); dropped with whatever connections are left on it when this is, so a
+    /// test run leaves no database behind (the bench ones hold tens of MB each).
+    struct TestDatabase {
+        admin: String,
+        name: String,
+        url: String,
+    }
+
+    impl std::ops::Deref for TestDatabase {
+        type Target = str;
+
+        fn deref(&self) -> &str {
+            &self.url
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let dropped = postgres::Client::connect(&self.admin, NoTls)
+                .and_then(|mut c| c.batch_execute(&drop));
+            if let Err(e) = dropped {
+                eprintln!("could not drop the test database {}: {e}", self.name);
+            }
+        }
+    }
+
+    /// A fresh database on the test cluster, named after `name` and unique.
+    fn fresh_database(admin: &str, name: &str) -> TestDatabase {
         let db = format!("unit_{name}_{}", uuid::Uuid::new_v4().simple());
         let mut c = postgres::Client::connect(admin, NoTls).unwrap();
         c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
         let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
         let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-        if query.is_empty() {
+        let url = if query.is_empty() {
             format!("{base}/{db}")
         } else {
             format!("{base}/{db}?{query}")
+        };
+        TestDatabase {
+            admin: admin.to_owned(),
+            name: db,
+            url,
         }
     }
 
