@@ -258,7 +258,9 @@ impl Cluster {
                 Command::new("chown").arg(PG_USER).arg(&ca).arg(&key),
             )?;
         }
-        // The wrapper every pg_ctl call goes through (ours and the outage test's).
+        // The wrapper every pg_ctl call goes through (ours and the outage test's). Checkpoints
+        // are not logged: each test's database dropped forces one, and the log's end, printed
+        // when a step fails, would show nothing else.
         let as_owner = if root {
             format!("runuser -u {PG_USER} -- ")
         } else {
@@ -267,7 +269,7 @@ impl Cluster {
         let ctl = dir.join("pg_ctl");
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}{}",
+             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c log_checkpoints=off{}",
             dir.display(),
             ca.display(),
             key.display(),

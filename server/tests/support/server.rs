@@ -308,7 +308,9 @@ fn drop_postgres_database_for(data_dir: &Path) {
 /// Where a started server's stderr (its log) goes.
 #[derive(Clone, Debug, Default)]
 pub enum Stderr {
-    /// Dropped, unless `NETAPI_CHAT_TEST_LOGS` is set (then shown).
+    /// Not shown, unless `NETAPI_CHAT_TEST_LOGS` is set (then shown); its first
+    /// [`QUIET_KEPT`] bytes are kept, so that a server that fails to start says why in the
+    /// test's failure ([`Server::launch`]).
     #[default]
     Quiet,
     /// Written to this file, for a test that reads the operator's log.
@@ -488,7 +490,7 @@ impl Launch<'_> {
             Stderr::Quiet if std::env::var_os("NETAPI_CHAT_TEST_LOGS").is_some() => {
                 cmd.stderr(Stdio::inherit())
             }
-            Stderr::Quiet => cmd.stderr(Stdio::null()),
+            Stderr::Quiet => cmd.stderr(Stdio::piped()),
             Stderr::File(path) => {
                 cmd.stderr(std::fs::File::create(path).expect("create the log file"))
             }
@@ -501,7 +503,11 @@ impl Launch<'_> {
         let (stderr, stdout) = (Arc::default(), Arc::default());
         let mut readers = Vec::new();
         if let Some(err) = child.stderr.take() {
-            readers.push(collect(err, Arc::clone(&stderr)));
+            let kept = match self.stderr {
+                Stderr::Quiet => QUIET_KEPT,
+                _ => usize::MAX,
+            };
+            readers.push(collect_at_most(err, Arc::clone(&stderr), kept));
         }
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
@@ -522,17 +528,35 @@ impl Launch<'_> {
     }
 }
 
+/// How much of a quiet server's stderr is kept ([`Stderr::Quiet`]): its start and what
+/// stopped it, not a long test's request log.
+const QUIET_KEPT: usize = 64 * 1024;
+
 /// Reads `from` to its end into `into`, on a thread of its own.
-fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+fn collect(from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+    collect_at_most(from, into, usize::MAX)
+}
+
+/// Reads `from` to its end, on a thread of its own, keeping about its first `kept` bytes in
+/// `into` (whole reads; the rest is read and dropped, so the writer never blocks).
+fn collect_at_most(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    kept: usize,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
+        let mut read = 0usize;
         while let Ok(n) = from.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            into.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
+            if read < kept {
+                into.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            read = read.saturating_add(n);
         }
     })
 }
@@ -625,11 +649,14 @@ impl Server {
     /// Starts `launch`; `owned_dir`: its data directory when the server is to own it (removed
     /// with the server, also when it fails to start).
     pub fn launch(launch: Launch<'_>, owned_dir: Option<TempDir>) -> Server {
-        let process = launch.spawn();
-        let base = process
-            .base
-            .clone()
-            .unwrap_or_else(|| panic!("the server did not say where it listens"));
+        let mut process = launch.spawn();
+        let Some(base) = process.base.clone() else {
+            let status = process.wait_exit(10);
+            panic!(
+                "the server did not say where it listens (exit: {status:?}); its stderr:\n{}",
+                process.stderr()
+            );
+        };
         Server {
             base,
             data_dir: launch.data_dir,
