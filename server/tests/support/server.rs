@@ -217,9 +217,9 @@ fn test_database_name(data_dir: &Path) -> String {
 
 /// Runs `work` with a blocking client of the test PostgreSQL server (`admin`'s URL), on a
 /// thread of its own: the blocking client runs a runtime, and tests call this from inside
-/// tokio's. The cluster may be recovering from a crash (another process's backend), so a
-/// connection it refuses while starting up or recovering is tried again for up to a minute;
-/// the error that ends the wait is PostgreSQL's, which names the cluster's state.
+/// tokio's. A connection the cluster refuses while it starts up or recovers from a crash
+/// (SQLSTATE 57P03) is tried again for up to a minute; the error that ends the wait is
+/// PostgreSQL's, which names the cluster's state.
 fn with_test_postgres(
     admin: &str,
     work: impl FnOnce(&mut postgres::Client) -> Result<(), postgres::Error> + Send + 'static,
