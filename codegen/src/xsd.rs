@@ -85,7 +85,7 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                 file_name(other)?
             )?;
         }
-        let mut date_times = spec
+        let mut fields = spec
             .schemas
             .iter()
             .filter(|s| &s.namespace == ns)
@@ -94,7 +94,7 @@ pub fn emit(spec: &Spec) -> Result<Vec<XsdFile>> {
                 SchemaKind::Enum(_) => None,
             })
             .flat_map(|st| &st.fields);
-        if date_times.any(|f| f.ty == FieldType::DateTime) {
+        if fields.any(|f| f.ty == FieldType::DateTime) {
             if spec.schemas.iter().any(|s| s.name == DATE_TIME) {
                 return Err(anyhow!(
                     "a schema is named `{DATE_TIME}`, the XSD's name for `format: date-time`"
@@ -272,11 +272,16 @@ fn write_date_time(out: &mut String) -> Result<()> {
     Ok(())
 }
 
+/// The text a description documents: none when absent or blank.
+fn documentation(description: Option<&str>) -> Option<&str> {
+    description.map(str::trim).filter(|d| !d.is_empty())
+}
+
 /// The spec's description of a type or field as its `xsd:annotation` (what XML tooling shows,
 /// e.g. as the documentation of the classes `xjc` generates), its lines as written in the
 /// spec, the text escaped. Nothing without a description.
 fn write_documentation(out: &mut String, indent: &str, description: Option<&str>) -> Result<()> {
-    let Some(text) = description.map(str::trim).filter(|d| !d.is_empty()) else {
+    let Some(text) = documentation(description) else {
         return Ok(());
     };
     writeln!(out, "{indent}<xsd:annotation>")?;
@@ -311,10 +316,7 @@ fn write_field(
 ) -> Result<()> {
     let name = &f.name;
     let limit = max_length(f);
-    let documented = f
-        .description
-        .as_deref()
-        .is_some_and(|d| !d.trim().is_empty());
+    let documented = documentation(f.description.as_deref()).is_some();
     match limit {
         None if !documented => {
             writeln!(
