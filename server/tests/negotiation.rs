@@ -246,6 +246,22 @@ async fn request_content_types() {
     }
     let a = post(&subs, Some("text/plain"), Some("application/xml"), "x").await;
     assert_error(&a, 415, "POL0011", Format::Xml);
+    // Two Content-Type fields, in either order: neither is read (a proxy in front may have
+    // checked the other one), whichever the body is.
+    for (first, second, body) in [
+        ("application/json", "application/xml", SESSION_JSON),
+        ("application/xml", "application/json", SESSION_JSON),
+        ("application/xml", "application/xml", SESSION_XML),
+    ] {
+        let twice = [
+            ("content-type", first),
+            ("content-type", second),
+            ("accept", "application/json"),
+        ];
+        let a = send("POST", &url, &twice, Some(body)).await;
+        let text = assert_error(&a, 415, "POL0011", Format::Json);
+        assert!(text.contains(first) && text.contains(second), "{text}");
+    }
     assert_eq!(session_count(&server, ALICE).await, accepted.len());
     let a = get(&subs, None).await;
     assert_format(&a, 200, Format::Json);

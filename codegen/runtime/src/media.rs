@@ -399,6 +399,11 @@ enum ContentTypeVerdict {
 }
 
 fn classify_content_type(value: &str) -> ContentTypeVerdict {
+    // A comma outside quotes is no media type: several `Content-Type` fields joined, or one
+    // field listing two. Which one to read is a guess a proxy in front may make otherwise.
+    if split_unquoted(value, b',').nth(1).is_some() {
+        return ContentTypeVerdict::Unsupported;
+    }
     let mut pieces = split_unquoted(value, b';');
     let essence = pieces.next().map(trim_ows).unwrap_or("");
     let Some((ty, sub)) = parse_type_subtype(essence) else {
@@ -1234,6 +1239,11 @@ mod tests {
             "application/xml; charset=windows-1252",
             "application/json; charset=utf-8; charset=utf-16",
             "\u{0}",
+            // Two media types (two header fields, joined): never read as either one.
+            "application/json, application/xml",
+            "application/json, application/json",
+            "application/json; charset=utf-8, application/xml",
+            "application/xml,",
         ] {
             assert!(
                 body_format(Some(content_type)).is_err(),
@@ -1262,6 +1272,7 @@ mod tests {
             ("text/xml; charset=utf-16be", Some(Utf16Be)),
             ("application/xml", None),
             ("application/xml; profile=x", None),
+            ("application/xml; profile=\"a,b\"", None),
         ] {
             assert!(body_format(Some(content_type)).is_ok(), "{content_type}");
             assert_eq!(body_charset(Some(content_type)), charset, "{content_type}");

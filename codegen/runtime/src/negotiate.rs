@@ -74,8 +74,19 @@ impl SharedExtractor for Negotiated {
 /// The format of a request's body as its `Content-Type` names it, if JSON or XML: where
 /// `Accept` has no preference, the answer follows it ([`media::response_format`]).
 pub fn body_format_of(headers: &http::HeaderMap) -> Option<Format> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    media::body_format(Some(value)).ok()
+    media::body_format(Some(&content_type_of(headers)?)).ok()
+}
+
+/// The request's `Content-Type` as one value: several fields are joined with `, ` (RFC 9110
+/// 5.3), which is no media type, so a request naming two is refused (`415`) instead of being
+/// read as its first one while a proxy in front checked its last.
+fn content_type_of(headers: &http::HeaderMap) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// The request's `Authorization` header as sent (several are joined with `,`, which no bearer
@@ -162,7 +173,7 @@ impl<T: RequestBody> ExclusiveExtractor for Body<T> {
                 .get(name)
                 .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
-        let content_type = header(header::CONTENT_TYPE);
+        let content_type = content_type_of(request.headers());
         let content_length = header(header::CONTENT_LENGTH);
         let codings: Vec<String> = request
             .headers()
