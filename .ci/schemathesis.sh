@@ -131,7 +131,7 @@ values = ["tel:+15551230001", "sip:bob@example.com", "tel:+15551230003", "sip:ca
 values = ["sip:bob@example.com", "tel:+1-555-123-0003", "sip:carol@example.org", "tel:+15551230001"]
 
 [dictionaries.callbacks]
-values = ["http://127.0.0.1:9/alice", "http://127.0.0.1:9/bob"]
+values = ["http://127.0.0.1:10/alice", "http://127.0.0.1:10/bob"]
 
 [parameters]
 "path.userId" = { dictionary = "users", probability = 1.0 }

@@ -205,6 +205,11 @@ pub enum GuardError {
     NoHost,
     /// `user:password@` in the URL.
     Credentials,
+    /// A port of a service that is not HTTP ([`is_bad_port`]), or port 0.
+    Port {
+        /// The port as written.
+        port: u16,
+    },
     /// The host is, or resolves to, an address the policy refuses.
     RefusedAddress {
         /// The host as written in the URL (IPv6 in brackets).
@@ -284,6 +289,16 @@ impl fmt::Display for Detail<'_> {
                 f,
                 "notifyURL contains credentials (user:password@); \
                  credentials in a callback URL are refused, remove them"
+            ),
+            GuardError::Port { port } => write!(
+                f,
+                "notifyURL port {port} is not allowed: it is {}; callbacks must reach an HTTP \
+                 port (e.g. 80, 443, 8080)",
+                if *port == 0 {
+                    "no port a server listens on"
+                } else {
+                    "the port of a service that is not HTTP (the Fetch standard's bad ports)"
+                }
             ),
             GuardError::RefusedAddress {
                 host,
@@ -431,7 +446,27 @@ fn check_syntax(url: &Url) -> Result<(), GuardError> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(GuardError::Credentials);
     }
+    if let Some(port) = url.port().filter(|&p| is_bad_port(p)) {
+        return Err(GuardError::Port { port });
+    }
     Ok(())
+}
+
+/// Whether a callback may not be sent to `port`: 0, or a port the Fetch standard blocks
+/// (<https://fetch.spec.whatwg.org/#port-blocking>, as browsers do), the well-known ports of
+/// services that are not HTTP (SMTP, IRC, LDAP, SIP…). A notification's body is client text,
+/// and a line-based service on a public host would read its lines as commands sent from this
+/// server's address; the address policy alone allows any port of a public host.
+pub fn is_bad_port(port: u16) -> bool {
+    /// The Fetch standard's list (2024), sorted for the binary search.
+    const BAD: [u16; 83] = [
+        0, 1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95,
+        101, 102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179,
+        389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601,
+        636, 989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566,
+        6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
+    ];
+    BAD.binary_search(&port).is_ok()
 }
 
 fn host_str(url: &Url) -> Result<&str, GuardError> {
@@ -632,10 +667,38 @@ mod tests {
                 "http://api.localhost/",
             ],
         );
-        for url in ["http://127.0.0.1:9/", "http://[::1]/", "http://localhost/"] {
+        for url in ["http://127.0.0.1:10/", "http://[::1]/", "http://localhost/"] {
             assert!(check_url(url, &loopback_ok()).is_ok(), "{url}");
             assert_eq!(class_of(url, &private_ok()), Some(AddressClass::Loopback));
         }
+    }
+
+    #[test]
+    fn ports_of_other_services_are_refused_whatever_the_host() {
+        for url in [
+            "http://example.com:25/cb",
+            "https://example.com:0/cb",
+            "http://1.1.1.1:6667/",
+            "http://127.0.0.1:9/",
+            "http://[2606:4700::1111]:10080/",
+        ] {
+            assert!(
+                matches!(check_url(url, &private_ok()), Err(GuardError::Port { .. })),
+                "{url}"
+            );
+        }
+        // The scheme's own port, written or not, and other HTTP ports.
+        for url in [
+            "http://example.com:80/cb",
+            "https://example.com:443/cb",
+            "http://example.com:8080/cb",
+            "https://example.com:8443/cb",
+            "http://example.com/cb",
+        ] {
+            assert!(check_url(url, &private_ok()).is_ok(), "{url}");
+        }
+        assert!(is_bad_port(0) && is_bad_port(1) && is_bad_port(10080));
+        assert!(!is_bad_port(2) && !is_bad_port(80) && !is_bad_port(443) && !is_bad_port(65535));
     }
 
     #[test]

@@ -446,8 +446,8 @@ fn what_is_not_the_api_answering_exits_3_and_a_bad_server_url_2() {
     let _ = serving.join();
     for (flag, value, said) in [
         ("--server", "127.0.0.1:8080", "not a URL"),
-        ("--server", "http://u:secretpw@127.0.0.1:9", "user info"),
-        ("--server", "http://127.0.0.1:9?x=1", "no query"),
+        ("--server", "http://u:secretpw@127.0.0.1:10", "user info"),
+        ("--server", "http://127.0.0.1:10?x=1", "no query"),
         ("--user", "", "--user is empty"),
     ] {
         let out = binary()
@@ -471,7 +471,7 @@ fn id_with_a_command_that_creates_nothing_is_a_bad_command_line() {
     let server = Server::default_for_tests();
     let sub = ok(
         &server,
-        &["--user", ALICE, "--id", "subscribe", "http://127.0.0.1:9/"],
+        &["--user", ALICE, "--id", "subscribe", "http://127.0.0.1:10/"],
     );
     let sub = sub.trim();
     for args in [
@@ -630,7 +630,7 @@ fn group_chat_commands_in_both_faces() {
         );
         assert_eq!(out.status.code(), Some(1), "{face}: declined is gone");
 
-        let sub = run(&["--user", DAVE, "--id", "subscribe", "http://127.0.0.1:9/"]);
+        let sub = run(&["--user", DAVE, "--id", "subscribe", "http://127.0.0.1:10/"]);
         let printed = run(&["--user", DAVE, "list", "subscriptions"]);
         assert!(printed.contains(sub.trim()), "{face}: {printed}");
         run(&["--user", DAVE, "unsubscribe", sub.trim()]);
@@ -653,11 +653,11 @@ fn get_and_acting_as_the_tokens_own_user_in_both_faces() {
         // Bob's own token, no --user: acr:auth.
         let as_bob = |args: &[&str]| ok_as(&server, &bob, &[&f[..], args].concat());
 
-        let sub = alice(&["--id", "subscribe", "http://127.0.0.1:9/"]);
+        let sub = alice(&["--id", "subscribe", "http://127.0.0.1:10/"]);
         let sub = sub.trim();
         let printed = alice(&["get", "subscription", sub]);
         let got: api::ChatSubscription = decode(format, &printed);
-        assert_eq!(got.callback_reference.notify_url, "http://127.0.0.1:9/");
+        assert_eq!(got.callback_reference.notify_url, "http://127.0.0.1:10/");
         assert!(
             got.resource_url
                 .as_deref()
@@ -763,7 +763,7 @@ fn dead_letters_redelivery_and_secret_rotation_in_both_faces() {
             user,
             "--id",
             "subscribe",
-            "http://127.0.0.1:9/",
+            "http://127.0.0.1:10/",
             "--signing-secret",
             ALICE_SECRET,
         ]);

@@ -1036,7 +1036,7 @@ async fn a_standby_refuses_a_transfer_coding_as_the_leader_does() {
     changes_again(&p.standby, "before").await;
     let path = p.standby.urls().subscriptions(ALICE);
     let path = path.trim_start_matches(&p.standby.base).to_owned();
-    let doc = r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}}"#;
+    let doc = r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:10/"}}}"#;
     let chunked = format!("{:x}\r\n{doc}\r\n0\r\n\r\n", doc.len());
     let mut client = support::KeptAlive::connect(&p.standby.base);
     let (head, body) = tokio::task::block_in_place(|| {
@@ -1059,7 +1059,7 @@ async fn a_standby_refuses_a_transfer_coding_as_the_leader_does() {
     );
     let list = support::send("GET", &p.standby.urls().subscriptions(ALICE), &[], None).await;
     assert!(
-        !list.body.contains("127.0.0.1:9"),
+        !list.body.contains("127.0.0.1:10"),
         "nothing made: {}",
         list.body
     );
@@ -2405,9 +2405,9 @@ async fn a_leader_whose_cluster_url_does_not_reach_it_says_so() {
         let log = server.stderr();
         (log.contains("does not reach it"), log)
     };
-    let (said, log) = check("http://127.0.0.1:9").await;
+    let (said, log) = check("http://127.0.0.1:10").await;
     assert!(
-        said && log.contains("ERRO") && log.contains("http://127.0.0.1:9"),
+        said && log.contains("ERRO") && log.contains("http://127.0.0.1:10"),
         "{log}"
     );
     let (said, log) = check("auto").await;
@@ -2994,7 +2994,7 @@ fn an_instance_whose_certificate_does_not_name_its_cluster_host_refuses_to_start
             &[
                 (
                     "NETAPI_CHAT_DATABASE_URL",
-                    "postgres://netapi@127.0.0.1:9/unused",
+                    "postgres://netapi@127.0.0.1:10/unused",
                 ),
                 ("NETAPI_CHAT_CLUSTER_URL", url),
                 ("NETAPI_CHAT_BIND", bind),

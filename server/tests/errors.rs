@@ -447,7 +447,7 @@ async fn unknown_id_cases(c: &Ctx<'_>) {
         "POST",
         &c.urls().subscriptions(DAVE),
         c.f,
-        &docs::subscription("http://127.0.0.1:9/notify"),
+        &docs::subscription("http://127.0.0.1:10/notify"),
     )
     .await;
     c.ok("create subscription", &sub, 201);
@@ -935,7 +935,7 @@ async fn malformed_cases(c: &Ctx<'_>) {
             docs::rendered(&e)
         );
     }
-    let mut negative = docs::subscription("http://127.0.0.1:9/notify");
+    let mut negative = docs::subscription("http://127.0.0.1:10/notify");
     negative.duration = Some(-5);
     let b = docs::encode(c.f, &negative);
     let a = c.raw("POST", &c.urls().subscriptions(DAVE), &b).await;
@@ -1031,7 +1031,7 @@ async fn huge_duration_is_answered() {
     for f in FORMATS {
         let c = Ctx { srv: &srv, f };
         let before = c.subscription_count(DAVE).await;
-        let mut doc = docs::subscription("http://127.0.0.1:9/notify");
+        let mut doc = docs::subscription("http://127.0.0.1:10/notify");
         doc.duration = Some(i64::MAX);
         let sent = support::http_client(support::APP_TOKEN)
             .post(c.urls().subscriptions(DAVE))

@@ -73,11 +73,11 @@ async fn notify_url_with_control_characters_is_refused_and_never_logged_raw() {
     let forged = "FORGED Dec 03 14:00:00.000 WARN netapi-chat: admin token rotated";
     for f in FORMATS {
         for bad in [
-            format!("http://127.0.0.1:9/cb\r\n{forged}"),
-            format!("http://127.0.0.1:9/cb\n{forged}"),
-            format!("http://127.0.0.1:9/cb\r{forged}"),
-            "http://127.0.0.1:9/c\tb".to_owned(),
-            "http://127.0.0.1:9/cb\u{1b}[2J".to_owned(),
+            format!("http://127.0.0.1:10/cb\r\n{forged}"),
+            format!("http://127.0.0.1:10/cb\n{forged}"),
+            format!("http://127.0.0.1:10/cb\r{forged}"),
+            "http://127.0.0.1:10/c\tb".to_owned(),
+            "http://127.0.0.1:10/cb\u{1b}[2J".to_owned(),
         ] {
             let a = subscribe(&srv.urls().subscriptions(ALICE), f, &bad).await;
             let text = error_text(&a, f);
@@ -94,14 +94,14 @@ async fn notify_url_with_control_characters_is_refused_and_never_logged_raw() {
     let a = subscribe(
         &srv.urls().subscriptions(ALICE),
         Format::Xml,
-        "\n    http://127.0.0.1:9/cb\n  ",
+        "\n    http://127.0.0.1:10/cb\n  ",
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
     let a = subscribe(
         &srv.urls().subscriptions(BOB),
         Format::Json,
-        "http://127.0.0.1:9/ok",
+        "http://127.0.0.1:10/ok",
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -131,14 +131,14 @@ async fn a_callback_urls_credentials_are_never_logged() {
     let a = subscribe(
         &srv.urls().subscriptions(ALICE),
         Format::Json,
-        "http://hook:pa55word@127.0.0.1:9/in",
+        "http://hook:pa55word@127.0.0.1:10/in",
     )
     .await;
     assert_eq!(a.status, 400, "{}", a.body);
     let a = subscribe(
         &srv.urls().subscriptions(ALICE),
         Format::Json,
-        "http://127.0.0.1:9/in?api_key=S3CRETKEY#frag",
+        "http://127.0.0.1:10/in?api_key=S3CRETKEY#frag",
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -147,7 +147,7 @@ async fn a_callback_urls_credentials_are_never_logged() {
     for secret in ["pa55word", "S3CRETKEY", "frag", "hook:"] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
-    assert!(log.contains("http://127.0.0.1:9/in?…"), "{log}");
+    assert!(log.contains("http://127.0.0.1:10/in?…"), "{log}");
 }
 
 /// The log once it holds `needle` (a few seconds at most: the terminal drain is asynchronous).
@@ -167,8 +167,8 @@ async fn refused_and_unknown_callback_hosts_get_one_text_naming_no_address() {
     let srv = Server::logged(&[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")]);
     let mut urls = vec![
         "http://10.0.0.5/notify".to_owned(),
-        "http://127.0.0.1:9/notify".to_owned(),
-        "http://localhost:9/notify".to_owned(),
+        "http://127.0.0.1:10/notify".to_owned(),
+        "http://localhost:10/notify".to_owned(),
         "http://169.254.169.254/latest/meta-data/".to_owned(),
         "http://[::ffff:192.168.0.1]/notify".to_owned(),
         // RFC 6761: never resolves.
@@ -178,7 +178,7 @@ async fn refused_and_unknown_callback_hosts_get_one_text_naming_no_address() {
     // does here: refused after resolution, the case that used to name the address.
     let (host, resolved) = support::host_name_addresses().await;
     if !host.is_empty() && !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()) {
-        urls.push(format!("http://{host}:9/notify"));
+        urls.push(format!("http://{host}:10/notify"));
     }
     let expected = "callbackReference.notifyURL: notifyURL is not an allowed callback host";
     for f in FORMATS {

@@ -76,7 +76,7 @@ async fn fixtures(server: &Server) -> [(&'static str, String); 9] {
         "POST",
         &server.urls().subscriptions(ALICE),
         &json,
-        Some(r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}}"#),
+        Some(r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:10/"}}}"#),
     )
     .await;
     assert_eq!(sub.status, 201, "{}", sub.body);
@@ -307,11 +307,11 @@ async fn pages_of_listed_origins_may_call_the_api_from_a_browser() {
     for (media, body) in [
         (
             "application/json",
-            r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}}"#,
+            r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:10/"}}}"#,
         ),
         (
             "application/xml",
-            r#"<chat:chatSubscription xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><callbackReference><notifyURL>http://127.0.0.1:9/</notifyURL></callbackReference></chat:chatSubscription>"#,
+            r#"<chat:chatSubscription xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><callbackReference><notifyURL>http://127.0.0.1:10/</notifyURL></callbackReference></chat:chatSubscription>"#,
         ),
     ] {
         let created = send(

@@ -96,8 +96,8 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
         (
             urls.subscriptions(ALICE),
             "chatSubscription",
-            r#"{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}"#.to_owned(),
-            "<callbackReference><notifyURL>http://127.0.0.1:9/</notifyURL></callbackReference>"
+            r#"{"callbackReference":{"notifyURL":"http://127.0.0.1:10/"}}"#.to_owned(),
+            "<callbackReference><notifyURL>http://127.0.0.1:10/</notifyURL></callbackReference>"
                 .to_owned(),
         ),
         (
@@ -136,7 +136,7 @@ async fn a_body_is_exactly_one_document_on_every_operation() {
         // JSON: the document plus a second key (twice: after and before the root).
         let stray = if root == &"chatMessage" {
             // A second `chatMessage` key would be a duplicate, not a stray document.
-            r#""chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"}}"#
+            r#""chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:10/"}}"#
         } else {
             stray_json
         };
@@ -225,8 +225,8 @@ const CASES: &[Case] = &[
         field: "callbackData",
         limit: 1024,
         body: |f, s| match f {
-            Format::Json => subscription_json("http://127.0.0.1:9/", s),
-            Format::Xml => subscription_xml("http://127.0.0.1:9/", s),
+            Format::Json => subscription_json("http://127.0.0.1:10/", s),
+            Format::Xml => subscription_xml("http://127.0.0.1:10/", s),
         },
     },
     Case {
@@ -235,7 +235,7 @@ const CASES: &[Case] = &[
         field: "notifyURL",
         limit: 2048,
         body: |f, s| {
-            let url = format!("http://127.0.0.1:9/{}", &s[19.min(s.len())..]);
+            let url = format!("http://127.0.0.1:10/{}", &s[19.min(s.len())..]);
             match f {
                 Format::Json => subscription_json(&url, "d"),
                 Format::Xml => subscription_xml(&url, "d"),
@@ -315,7 +315,7 @@ async fn every_client_string_has_a_limit_on_both_faces() {
         &srv.urls().subscriptions(ALICE),
         Format::Json,
         Format::Json,
-        &subscription_json("http://127.0.0.1:9/", &data),
+        &subscription_json("http://127.0.0.1:10/", &data),
     )
     .await;
     a.created_id();

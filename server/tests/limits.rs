@@ -21,7 +21,7 @@ use support::{
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
 /// Where subscriptions point: loopback is allowed by the harness; nothing is ever delivered
 /// in these tests.
-const NOWHERE: &str = "http://127.0.0.1:9/notify";
+const NOWHERE: &str = "http://127.0.0.1:10/notify";
 const CHAT_NS: &str = "urn:oma:xml:rest:netapi:chat:1";
 
 // ------------------------------------------------------------------------------ helpers

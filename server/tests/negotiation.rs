@@ -22,8 +22,8 @@ const SESSION_JSON: &str =
     r#"{"chatSessionInformation":{"participant":[{"address":"sip:bob@example.com"}]}}"#;
 const SESSION_XML: &str = r#"<chat:chatSessionInformation xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><participant><address>sip:bob@example.com</address></participant></chat:chatSessionInformation>"#;
 const SUBSCRIPTION_JSON: &str =
-    r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/notify"}}}"#;
-const SUBSCRIPTION_XML: &str = r#"<chat:chatSubscription xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><callbackReference><notifyURL>http://127.0.0.1:9/notify</notifyURL></callbackReference></chat:chatSubscription>"#;
+    r#"{"chatSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:10/notify"}}}"#;
+const SUBSCRIPTION_XML: &str = r#"<chat:chatSubscription xmlns:chat="urn:oma:xml:rest:netapi:chat:1"><callbackReference><notifyURL>http://127.0.0.1:10/notify</notifyURL></callbackReference></chat:chatSubscription>"#;
 
 /// The two ways an error is asked for in these tests: no `Accept` (→ JSON, or see
 /// [`answered`]) and `Accept: application/xml` (→ XML).
@@ -219,7 +219,7 @@ async fn request_content_types() {
         let created: ChatSubscription = a.decode();
         assert_eq!(
             created.callback_reference.notify_url,
-            "http://127.0.0.1:9/notify"
+            "http://127.0.0.1:10/notify"
         );
         assert_eq!(created.resource_url.as_deref(), Some(a.header("location")));
     }

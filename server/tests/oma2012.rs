@@ -577,7 +577,7 @@ async fn a_number_in_a_string_field_is_read_as_its_text() {
     let srv = Server::default_for_tests();
     let url = srv.urls().oma2012_subscriptions(A);
     let json = [("content-type", "application/json")];
-    let body = r#"{"chatNotificationSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/","callbackData":4711},"clientCorrelator":12345}}"#;
+    let body = r#"{"chatNotificationSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:10/","callbackData":4711},"clientCorrelator":12345}}"#;
     let a = send("POST", &url, &json, Some(body)).await;
     assert_eq!(a.status, 201, "{}", a.body);
     let sub: ChatNotificationSubscription = a.decode();
@@ -586,7 +586,7 @@ async fn a_number_in_a_string_field_is_read_as_its_text() {
         sub.callback_reference.callback_data.as_deref(),
         Some("4711")
     );
-    let bad = r#"{"chatNotificationSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:9/"},"clientCorrelator":{"x":1}}}"#;
+    let bad = r#"{"chatNotificationSubscription":{"callbackReference":{"notifyURL":"http://127.0.0.1:10/"},"clientCorrelator":{"x":1}}}"#;
     send("POST", &url, &json, Some(bad))
         .await
         .assert_error(400, "SVC0002", Format::Json);
@@ -1176,7 +1176,7 @@ async fn subscription_resource(wire: Wire) {
 
     // Where notifications go is not refreshed: 400, the subscription unchanged.
     let mut moved = refreshed.clone();
-    moved.callback_reference.notify_url = "http://127.0.0.1:9/elsewhere".to_owned();
+    moved.callback_reference.notify_url = "http://127.0.0.1:10/elsewhere".to_owned();
     face.put_notification_subscription(A, &id, &moved)
         .await
         .fails(400, Some("SVC0002"));
@@ -3001,7 +3001,7 @@ async fn a_whole_number_written_as_a_double_is_taken() {
     let url = srv.urls().oma2012_subscriptions(A);
     let body = |duration: &str| {
         format!(
-            r#"{{"chatNotificationSubscription":{{"callbackReference":{{"notifyURL":"http://127.0.0.1:9/cb"}},"duration":{duration}}}}}"#
+            r#"{{"chatNotificationSubscription":{{"callbackReference":{{"notifyURL":"http://127.0.0.1:10/cb"}},"duration":{duration}}}}}"#
         )
     };
     for duration in ["3600.0", "3.6e3", r#""3600.0""#] {
@@ -3052,7 +3052,7 @@ async fn an_empty_2012_subscription_list_has_its_array() {
         "{}",
         empty.body
     );
-    let sub = subscription_2012("http://127.0.0.1:9/cb", "d", Format::Json, None);
+    let sub = subscription_2012("http://127.0.0.1:10/cb", "d", Format::Json, None);
     let made = send_doc("POST", &url, Format::Json, &sub).await;
     assert_eq!(made.status, 201, "{}", made.body);
     let one: serde_json::Value =

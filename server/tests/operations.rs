@@ -195,7 +195,7 @@ fn help_lists_the_commands_and_every_setting() {
 fn check_config_prints_the_effective_configuration() {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let f = ConfigFile::new(&format!(
-        "max_body_bytes = 1000\nsync = \"full\"\nbind = \"127.0.0.1:9\"\nwebhook_secret = \"{secret}\"\n"
+        "max_body_bytes = 1000\nsync = \"full\"\nbind = \"127.0.0.1:10\"\nwebhook_secret = \"{secret}\"\n"
     ));
     let r = run(
         &["check-config", "--config", f.path()],
@@ -205,7 +205,7 @@ fn check_config_prints_the_effective_configuration() {
     for line in [
         "max_body_bytes = 2000  # NETAPI_CHAT_MAX_BODY_BYTES",
         "sync = \"full\"  # file",
-        "bind = \"127.0.0.1:9\"  # file",
+        "bind = \"127.0.0.1:10\"  # file",
         "log_level = \"warn\"  # default",
         "webhook_secret = \"<redacted>\"  # file",
         "# public_url: not set",
@@ -1360,7 +1360,7 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
     // The server's own line inside a request ("subscription created") carries its id too.
     let body = support::docs::encode(
         Format::Json,
-        &support::docs::subscription("http://127.0.0.1:9/notify"),
+        &support::docs::subscription("http://127.0.0.1:10/notify"),
     );
     let created = send(
         "POST",

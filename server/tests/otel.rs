@@ -226,7 +226,7 @@ async fn request_spans_reach_the_collector_with_the_request_ids_clients_saw() {
     let subs = server.urls().subscriptions(user);
     let body = support::docs::encode(
         Format::Json,
-        &support::docs::subscription("http://127.0.0.1:9/notify"),
+        &support::docs::subscription("http://127.0.0.1:10/notify"),
     );
     let json = ("content-type", "application/json");
 

@@ -22,7 +22,7 @@ const BOB: &str = "sip:bob@example.com";
 
 fn subscription_doc(n: usize) -> ChatSubscription {
     // Loopback is allowed by the harness; nothing is delivered in these tests.
-    let mut doc = docs::subscription("http://127.0.0.1:9/notify");
+    let mut doc = docs::subscription("http://127.0.0.1:10/notify");
     doc.callback_reference.callback_data = Some(format!("sub-{n}"));
     doc
 }

@@ -277,15 +277,67 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
     }
 }
 
+/// A public host's port of a service that is not HTTP (the Fetch standard's bad ports), or
+/// port 0, is no callback target: a notification's lines are client text, which a line-based
+/// service (SMTP, IRC) would read as commands from this server. Refused with loopback allowed
+/// too (the harness's setting), and nothing is created.
+#[tokio::test]
+async fn callback_ports_of_other_services_are_refused() {
+    let srv = Server::start(&[]);
+    for f in FORMATS {
+        for url in [
+            "http://1.1.1.1:25/notify",
+            "http://1.1.1.1:0/notify",
+            "https://1.1.1.1:22/notify",
+            "http://127.0.0.1:6667/notify",
+            "http://[2606:4700::1111]:587/notify",
+        ] {
+            let a = send_doc(
+                "POST",
+                &srv.urls().subscriptions(ALICE),
+                f,
+                &docs::subscription(url),
+            )
+            .await;
+            let e = a.assert_error(400, "SVC0002", f);
+            let text = e
+                .service_exception
+                .map(|x| x.variables.join(" "))
+                .unwrap_or_default();
+            assert!(text.contains("notifyURL port"), "{url}: {text}");
+        }
+    }
+    let list = support::send(
+        "GET",
+        &srv.urls().subscriptions(ALICE),
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(!list.body.contains("notifyURL"), "{}", list.body);
+    // An HTTP port is taken, on a public host as on loopback.
+    for url in ["http://1.1.1.1:8080/notify", "http://127.0.0.1:10/notify"] {
+        let a = send_doc(
+            "POST",
+            &srv.urls().subscriptions(ALICE),
+            Format::Json,
+            &docs::subscription(url),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{url}: {}", a.body);
+    }
+}
+
 #[tokio::test]
 async fn callback_addresses_that_lead_inside_are_refused() {
     // Loopback is refused here (the harness allows it elsewhere).
     let srv = Server::start(&[("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "0")]);
     for f in FORMATS {
         for url in [
-            "http://127.0.0.1:9/notify",
-            "http://[::1]:9/notify",
-            "http://localhost:9/notify",
+            "http://127.0.0.1:10/notify",
+            "http://[::1]:10/notify",
+            "http://localhost:10/notify",
             "http://10.0.0.5/notify",
             "http://192.168.1.1/notify",
             "http://172.16.0.1/notify",
@@ -325,7 +377,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
         "POST",
         &srv.urls().subscriptions(ALICE),
         Format::Json,
-        &docs::subscription(&format!("http://{host}:9/n")),
+        &docs::subscription(&format!("http://{host}:10/n")),
     )
     .await;
     let e = a.assert_error(400, "SVC0002", Format::Json);

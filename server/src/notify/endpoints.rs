@@ -168,6 +168,15 @@ impl Endpoint {
             }
         };
         let origin = Origin::of(&url).ok_or_else(|| "the callback URL has no host".to_owned())?;
+        // A subscription stored before the port rule: no retry makes its port HTTP.
+        if let Some(port) = url
+            .port()
+            .filter(|&p| crate::callback_guard::is_bad_port(p))
+        {
+            return Err(format!(
+                "port {port} is not an HTTP port (Fetch's bad ports)"
+            ));
+        }
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
@@ -709,6 +718,8 @@ mod tests {
         let e = Endpoint::parse("https://example.com:8443/cb").unwrap();
         assert_eq!(e.host, "example.com:8443");
         assert!(e.tls_name.is_some());
+        // A port no retry makes HTTP (a subscription stored before the rule): undeliverable.
+        assert!(Endpoint::parse("http://example.com:25/cb").is_err());
         assert!(
             Endpoint::parse("http://example.com/")
                 .unwrap()

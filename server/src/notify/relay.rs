@@ -859,7 +859,7 @@ mod tests {
         let post = Frame {
             head: Head::Post {
                 seq: 7,
-                url: "http://127.0.0.1:9/cb".into(),
+                url: "http://127.0.0.1:10/cb".into(),
                 headers: vec![("webhook-id".into(), "msg_7".into())],
                 timeout_ms: 10_000,
                 allow: (true, false),
