@@ -30,6 +30,18 @@ pub fn canonical(address: &str) -> Result<String, ApiError> {
     })
 }
 
+/// An address as a URL path names it: a bare global number (`+15551230001`, `+1-555-…`) is
+/// that number's `tel:` URI, as the GSMA OneAPI gateways' clients put the served user in the
+/// path (`/chat/0.1/%2B15551230001/subscriptions`, OMA: "accept unencoded input too"); any other
+/// segment is the address it spells. Bodies carry URIs, so only paths are read this way.
+pub fn from_path(segment: &str) -> std::borrow::Cow<'_, str> {
+    if segment.starts_with('+') && is_valid(&format!("tel:{segment}")) {
+        std::borrow::Cow::Owned(format!("tel:{segment}"))
+    } else {
+        std::borrow::Cow::Borrowed(segment)
+    }
+}
+
 /// Checks that `address` is a user address this server serves: `tel:` with a global number
 /// (`tel:+` and 3–15 digits, visual separators `-.()` allowed), `sip:`/`sips:` with
 /// `user@host`, or an anonymous customer reference `acr:` + unreserved characters (OMA; not
@@ -126,6 +138,22 @@ mod tests {
             "acr:a/b",
         ] {
             assert!(!is_valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bare_global_number_in_a_path_is_its_tel_uri() {
+        assert_eq!(from_path("+15551230001"), "tel:+15551230001");
+        assert_eq!(from_path("+1-555-123-0001"), "tel:+1-555-123-0001");
+        for as_is in [
+            "tel:+15551230001",
+            "sip:a@b.c",
+            "+12",
+            "+1555x",
+            "15551230001",
+            "acr:auth",
+        ] {
+            assert_eq!(from_path(as_is), as_is);
         }
     }
 

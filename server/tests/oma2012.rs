@@ -2545,13 +2545,22 @@ async fn an_adhoc_chats_idle_time_counts_from_its_last_message_across_a_restart(
 
 /// The GSMA OneAPI gateways' `apiVersion` `0.1` (reference: "[S]/[G] used `0.1`"): a client
 /// written against them reaches the OMA 2012 tree under `/chat/0.1/…` unchanged (ad hoc send,
-/// status read and report, subscriptions); the answers name the canonical `/chat/v1/…`.
+/// status read and report, subscriptions); the answers name the canonical `/chat/v1/…`. Such
+/// a client puts its served user in the path as a bare number (`/chat/0.1/%2B1555…/`, the
+/// gateways' own links did too), which names that number's `tel:` user.
 async fn gsma_api_version(wire: Wire) {
     let srv = Server::default_for_tests();
     let face = Face::new(wire, &srv);
     let urls = srv.urls();
     let f = face.fmt();
-    let gsma = |url: String| url.replacen("/chat/v1/", "/chat/0.1/", 1);
+    let gsma = |url: String| {
+        url.replacen("/chat/v1/", "/chat/0.1/", 1).replacen(
+            "/chat/0.1/tel%3A%2B",
+            "/chat/0.1/%2B",
+            1,
+        )
+    };
+    assert!(gsma(urls.oma2012_subscriptions(A)).contains("/chat/0.1/%2B1555"));
     let b12 = User::new_2012(&face, B).await;
 
     // A subscribes and sends ad hoc under 0.1.

@@ -4532,6 +4532,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -4631,6 +4633,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `body`
     */
@@ -4707,6 +4711,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -4779,6 +4785,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -4863,6 +4871,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     - `body`
@@ -4956,6 +4966,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -5060,6 +5072,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -5134,6 +5148,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -5237,6 +5253,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `body`
     */
@@ -5314,6 +5332,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -5404,6 +5424,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -5474,6 +5496,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -5576,6 +5600,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -5658,6 +5684,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -5742,6 +5770,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -5818,6 +5848,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -5912,6 +5944,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -6002,6 +6036,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -6096,6 +6132,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -6193,6 +6231,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -6276,6 +6316,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -6355,6 +6397,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -6439,6 +6483,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -6536,6 +6582,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -6641,6 +6689,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `body`
     */
@@ -6724,6 +6774,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -6806,6 +6858,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     - `body`
@@ -6890,6 +6944,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `subscription_id`: Server-chosen subscription id.
     */
@@ -6987,6 +7043,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7078,6 +7136,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7166,6 +7226,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7266,6 +7328,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7353,6 +7417,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7450,6 +7516,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7558,6 +7626,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7651,6 +7721,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7754,6 +7826,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `other_user_id`: (OMA 2012 face) The other participant of a one-to-one chat, a `tel:` or `sip:` URI,
     percent-encoded.
@@ -7873,6 +7947,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `body`
     */
@@ -7954,6 +8030,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -8033,6 +8111,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     */
@@ -8109,6 +8189,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
@@ -8199,6 +8281,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -8283,6 +8367,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -8363,6 +8449,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -8447,6 +8535,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `participant_id`: The participant's address (`tel:` / `sip:` URI), percent-encoded.
@@ -8539,6 +8629,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `body`
@@ -8623,6 +8715,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -8698,6 +8792,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -8773,6 +8869,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `session_id`: Server-chosen session id, the same for every participant.
     - `message_id`: Server-chosen message id.
@@ -8858,6 +8956,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `cursor`: Where the page starts: opaque, taken from the previous page's `next` link; absent for
     the first page. A cursor this server did not make is `400 SVC0002`.
@@ -9019,6 +9119,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `body`
     */
@@ -9092,6 +9194,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `channel_id`: Server-chosen notification channel id.
     */
@@ -9168,6 +9272,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `channel_id`: Server-chosen notification channel id.
     */
@@ -9240,6 +9346,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `channel_id`: Server-chosen notification channel id.
     */
@@ -9315,6 +9423,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `channel_id`: Server-chosen notification channel id.
     - `body`
@@ -9433,6 +9543,8 @@ impl Client {
     Arguments:
     - `user_id`: The user the application acts for, a `tel:`, `sip:` or `acr:` URI, percent-encoded,
     or `acr:auth` for the token's own user. The token must be allowed to act for it (else 403).
+    A bare global number (`%2B15551230001`, as GSMA OneAPI clients write it) names that
+    number's `tel:` URI; answers name the URI.
 
     - `channel_id`: Server-chosen notification channel id.
     - `ack`: The id (`msg_<n>`, from `Webhook-Ids`) of the last notification the client has processed, or
