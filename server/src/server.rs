@@ -560,11 +560,12 @@ pub async fn start_on(
     // One tracing span per request, its req_id that id (crate::logging).
     .request_span(request_span)
     .request_observer(observer);
-    // CORS headers on every answer to an allowed origin, the gate's and errors included.
-    let server = match cors {
-        Some(cors) => server.response_headers(cors.into_hook()),
-        None => server,
-    };
+    // CORS headers on every answer to an allowed origin, the gate's and errors included;
+    // `Connection: close` on every answer once a graceful stop began.
+    let server = server.response_headers(closing_while_stopping(
+        Arc::clone(&chat),
+        cors.map(crate::cors::Cors::into_hook),
+    ));
     let server = match listener {
         Some(listener) => server.listener(listener),
         None => server,
@@ -587,6 +588,35 @@ pub async fn start_on(
         store: closer,
         max_connections,
         scheme,
+    })
+}
+
+/// The response hook ([`dropshot::ResponseHeaders`]): `cors`'s headers, and, on an answer
+/// made once a graceful stop began ([`Chat::is_stopping`], looked at as the answer goes out,
+/// so a request that arrived before the signal counts too), `Connection: close`, unless the
+/// answer already says what its connection does (a `101`'s `upgrade`) or the request came
+/// from a standby (its pooled connections are let go by the stop's `Leaving`,
+/// `notify::relay`, and a close would be relayed to its client, whose connection to the
+/// standby stays good).
+fn closing_while_stopping(
+    chat: Arc<Chat>,
+    cors: Option<dropshot::ResponseHeaders>,
+) -> dropshot::ResponseHeaders {
+    Arc::new(move |request| {
+        let cors = cors.as_ref().and_then(|hook| hook(request));
+        let forwarded = request.headers().contains_key(crate::cluster::CLUSTER_KEY);
+        let chat = Arc::clone(&chat);
+        Some(Box::new(move |headers: &mut http::HeaderMap| {
+            if let Some(cors) = cors {
+                cors(headers);
+            }
+            if chat.is_stopping() && !forwarded && !headers.contains_key(http::header::CONNECTION) {
+                headers.insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+        }))
     })
 }
 

@@ -1703,3 +1703,61 @@ async fn requests_queued_when_sigterm_arrives_are_answered() {
     let url = server.urls().subscriptions("sip:bob@example.com");
     support::answers_what_is_queued_at_a_stop(&mut server, &url).await;
 }
+
+/// While a graceful stop winds its callback attempts down (a receiver that never answers
+/// holds one, up to half the grace), the server still answers, and every answer says
+/// `Connection: close`: a client then sends its next request on a new connection, instead of
+/// writing it into a kept-alive one the listener's drain closes unanswered (an outside
+/// review of rolling restarts: 8 of 8 kept-alive connections to a stopping leader broke on
+/// their next request, `POST`s included, which no balancer sends again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_while_stopping_say_the_connection_closes() {
+    let mut server = Server::start(&[("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "6")]);
+    // A receiver that takes connections and never answers.
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let receiver_url = format!("http://{}/hung", receiver.local_addr().expect("addr"));
+    let (taken, attempt) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in receiver.incoming().flatten() {
+            held.push(stream);
+            let _ = taken.send(());
+        }
+    });
+    const BOB: &str = "sip:bob@example.com";
+    let urls = server.urls();
+    let subscribe =
+        support::docs::encode(Format::Json, &support::docs::subscription(&receiver_url));
+    let json = [("content-type", "application/json")];
+    let created = send("POST", &urls.subscriptions(BOB), &json, Some(&subscribe)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let invite = support::docs::encode(
+        Format::Json,
+        &support::docs::session("to a hung receiver", &[BOB]),
+    );
+    let alice = "tel:+15551230001";
+    let made = send("POST", &urls.chat_sessions(alice), &json, Some(&invite)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    tokio::task::block_in_place(|| attempt.recv_timeout(Duration::from_secs(10)))
+        .expect("the invitation's attempt reached the receiver");
+
+    let path = urls
+        .subscriptions(BOB)
+        .trim_start_matches(&server.base)
+        .to_owned();
+    let mut kept = support::KeptAlive::connect(&server.base);
+    let (head, _) = kept.get(&path).expect("answered before the stop");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    let pid = server.pid().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The attempt still waits on the receiver: the server answers, and says it closes.
+    let (head, _) = kept.get(&path).expect("answered while stopping");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(kept.closed_by_server(), "closed after that answer");
+    let status = tokio::task::block_in_place(|| server.wait_exit(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}

@@ -214,13 +214,14 @@ pub struct Chat {
     recording: Arc<tokio::sync::Semaphore>,
     /// Receipts taken and not recorded yet (`delivered`): a graceful stop waits for 0.
     receipts_pending: Arc<std::sync::atomic::AtomicUsize>,
-    /// Set when a graceful stop begins ([`Chat::begin_stop`]): no subscription expires
+    /// Set when a graceful stop begins ([`Chat::begin_stop`]): every answer says
+    /// `Connection: close` ([`Chat::is_stopping`]), and no subscription expires
     /// here any more. Its cancellation notice goes out from memory only, and this server
     /// stops delivering before it exits, so a notice made while stopping was lost (the issue
     /// 14 acceptance check lost it in 4 of 5 rolling restarts under load); the subscription
     /// stays stored, and the next leader (or this server's restart) expires it at once and
     /// sends the notice.
-    expiry_held: std::sync::atomic::AtomicBool,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// See [`Chat::meter_notifications`].
@@ -488,7 +489,7 @@ impl Chat {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
                 invitation_timers: Mutex::default(),
-                expiry_held: std::sync::atomic::AtomicBool::new(false),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 meter: std::sync::OnceLock::new(),
                 receipts,
                 receipts_dropping: Arc::default(),
@@ -577,16 +578,26 @@ impl Chat {
         }
     }
 
-    /// A graceful stop begins: no subscription expires here any more ([`Chat::expiry_held`]),
+    /// A graceful stop begins: no subscription expires here any more ([`Chat::stopping`]),
     /// no callback attempt is handed to a standby any more, and each standby's connection
     /// closes once the attempts it holds are answered (`notify::relay::Relays::release`), so
     /// the listener's drain is not held by them.
     pub fn begin_stop(&self) {
-        self.expiry_held
+        self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(relays) = &self.deliverer.relays {
             relays.release();
         }
+    }
+
+    /// Whether a graceful stop has begun ([`Chat::begin_stop`]). The server still answers
+    /// while its callback attempts wind down (up to half the grace), and then its listener
+    /// drain closes every connection: each answer meanwhile says `Connection: close`
+    /// (`server::closing_while_stopping`), so a client learns with it to open its next
+    /// request elsewhere instead of writing it into a kept-alive connection the drain closes
+    /// (a balancer does not send an unanswered `POST` again).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Standbys carrying this server's callback attempts now (`notify::relay`).

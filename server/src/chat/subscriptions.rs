@@ -273,8 +273,8 @@ impl Chat {
     /// ahead (the wall clock behind the task's timer) the task sleeps on until then (`Some`);
     /// without an expiry, or without the subscription, the task ends.
     pub(super) fn expiry_due(&self, id: &str) -> Option<i64> {
-        if self.expiry_held.load(std::sync::atomic::Ordering::SeqCst) {
-            // Stopping: left to the next leader or the restart (`Chat::expiry_held`).
+        if self.is_stopping() {
+            // Stopping: left to the next leader or the restart (`Chat::stopping`).
             return None;
         }
         let mut state = self.write_state();
