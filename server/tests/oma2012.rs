@@ -1299,10 +1299,16 @@ async fn profiles_follow_the_face(wire: Wire) {
         ),
         (A, sid.as_str(), Some(subject_id.as_str()))
     );
+    let message_url = urls.one_to_one_message(B, A, &sid, &subject_id);
     assert_eq!(
-        first.chat_message.map(|m| m.text).as_deref(),
-        Some("Lunch?")
+        first
+            .chat_message
+            .map(|m| (m.text, m.resource_url))
+            .expect("its chatMessage"),
+        ("Lunch?".to_owned(), Some(message_url.clone()))
     );
+    // Told with its time, as every messageNotification is (GSMA clients read it).
+    assert!(first.date_time.is_some(), "{:?}", first.date_time);
     let subject_status = urls.one_to_one_message_status(B, A, &sid, &subject_id);
     assert_eq!(
         links(&first.link),
@@ -1323,11 +1329,15 @@ async fn profiles_follow_the_face(wire: Wire) {
     // notification that carried it; no report is kept) and the message itself.
     let status: MessageStatusReport = send_empty("GET", &first.link[0].href, f).await.decode();
     assert_eq!(status.status, MessageStatus::Delivered);
-    let message_url = urls.one_to_one_message(B, A, &sid, &subject_id);
     let told: ChatMessage = send_empty("GET", &message_url, f).await.decode();
+    // This face's chatMessage elements only (OMA 2012's XSD): its sender was the notification's.
     assert_eq!(
-        (told.text.as_str(), told.sender_address.as_deref()),
-        ("Lunch?", Some(A))
+        (
+            told.text.as_str(),
+            told.sender_address.as_deref(),
+            told.resource_url.as_deref()
+        ),
+        ("Lunch?", None, Some(message_url.as_str()))
     );
     // B accepts by following the link: the seed subscriber hears the participant's status,
     // the 2012 one the event OMA 2012 names.

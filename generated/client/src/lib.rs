@@ -7029,7 +7029,9 @@ impl Client {
     **Decision (the subject as first message):** as the OMA 2012 gateways did, an invitee
     subscribed through this face gets, after its `chatSessionInvitationNotification`, a
     `messageNotification` from the originator whose `chatMessage.text` is the `subject`
-    (for a one-to-one invitation from either face). It is no stored message: its
+    (for a one-to-one invitation from either face), its `dateTime` the invitation's, its
+    `chatMessage.resourceURL` where a `GET` reads it back (in this face's `chatMessage`
+    elements: `text` and `resourceURL`). It is no stored message: its
     `messageId` is `subject-{sessionId}`, its links the session (`ChatSessionInformation`)
     and a `MessageStatusReport` where a report is answered `204` and changes nothing
     (GSMA clients report every message they show), and the session's history does not

@@ -650,25 +650,29 @@ pub(super) fn subject_message(
     if inv.subject.is_empty() {
         return None;
     }
+    let mid = subject_message_id(&inv.session_id);
     Some(Notification::from(MessageNotification {
         sender_address: inv.originator_address.clone(),
         sender_name: inv.originator_name.clone(),
         chat_message: Some(ChatMessage {
             text: inv.subject.clone(),
+            resource_url: Some(message_url(urls, to, s, &mid)),
             ..subject_chat_message()
         }),
         is_composing: None,
-        date_time: None,
+        // Told as the invitation is made (fan-out renders it then): when the subject was
+        // "sent". Every other messageNotification has one, and GSMA clients read it.
+        date_time: Some(crate::time::now_rfc3339()),
         session_id: inv.session_id.clone(),
         // OMA's XSD requires a `messageId` on every messageNotification; the subject is no
         // stored message, so its id names none (one per session: `subject-{sessionId}`).
-        message_id: Some(subject_message_id(&inv.session_id)),
+        message_id: Some(mid.clone()),
         callback_data: None,
         // The status first, as on every other messageNotification (where it is the only
         // link): the GSMA gateways sent it alone, and their clients take `link[0]` as the URL
         // to report to (with the session first, their report went to the session: `400`).
         link: vec![
-            message_status_link(urls, to, s, &subject_message_id(&inv.session_id)),
+            message_status_link(urls, to, s, &mid),
             session_link(urls, to, s),
         ],
     }))
@@ -1309,15 +1313,11 @@ impl Chat {
             .await
             .map_err(|e| named(e, url))?;
         if let Some(subject) = self.subject_told(user, other, &real, mid) {
-            // The subject told as a first message: the message its notification carried.
-            let originator = self
-                .read_state()
-                .sessions
-                .get(&real)
-                .map(|s| s.originator.clone());
+            // The subject told as a first message: the message its notification carried, in
+            // this face's elements only ([`oma2012_chat_message`]: who sent it is the
+            // notification's `senderAddress`).
             return Ok(ChatMessage {
                 text: subject,
-                sender_address: originator,
                 resource_url: Some(url()),
                 ..subject_chat_message()
             });
