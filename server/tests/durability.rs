@@ -364,6 +364,23 @@ async fn correlator_replays(format: Format) {
         kept.callback_reference.notify_url, la.url,
         "[{format:?}] unchanged"
     );
+    // The same request giving a signing key: one the subscription was made with answers it,
+    // another one is a conflict (its receiver would refuse what the first key signs).
+    let keyed = |secret: &str, correlator: &str| ChatSubscription {
+        client_correlator: Some(correlator.to_owned()),
+        signing_secret: Some(secret.to_owned()),
+        ..docs::subscription_to(&la.url, A, format)
+    };
+    const KEY: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const OTHER_KEY: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let subs = srv.urls().subscriptions(A);
+    let made = send_doc("POST", &subs, format, &keyed(KEY, "sub-keyed")).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let again = send_doc("POST", &subs, format, &keyed(KEY, "sub-keyed")).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("location"), made.header("location"));
+    let other = send_doc("POST", &subs, format, &keyed(OTHER_KEY, "sub-keyed")).await;
+    other.assert_error(409, "SVC0005", format);
     subscribe(&srv, B, &lb, format, None).await;
 
     let url = srv.urls().chat_sessions(A);

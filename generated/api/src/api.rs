@@ -734,10 +734,12 @@ pub trait ChatService: Send + Sync + 'static {
     /// the limit, the user's oldest disabled subscription is deleted, with its dead letters,
     /// to make room for the new one.
     /// **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
-    /// and the same request (callback, `callbackData`, format, granted duration) answers the
-    /// first subscription; with a different request it is `409 SVC0005` naming the
+    /// and the same request (callback, `callbackData`, format, granted duration, and a
+    /// `signingSecret` if it gives one: one the subscription signs with) answers the first
+    /// subscription; with a different request it is `409 SVC0005` naming the
     /// correlator (reference §3.4), since answering the first one would tell the client its
-    /// new callback was registered when notifications keep going to the old one.
+    /// new callback (or key) was registered when notifications keep going to the old one
+    /// (signed with the old key).
     fn create_chat_subscription(
         &self,
         user_id: String,
@@ -1755,10 +1757,12 @@ pub trait ChatApi {
     /// the limit, the user's oldest disabled subscription is deleted, with its dead letters,
     /// to make room for the new one.
     /// **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
-    /// and the same request (callback, `callbackData`, format, granted duration) answers the
-    /// first subscription; with a different request it is `409 SVC0005` naming the
+    /// and the same request (callback, `callbackData`, format, granted duration, and a
+    /// `signingSecret` if it gives one: one the subscription signs with) answers the first
+    /// subscription; with a different request it is `409 SVC0005` naming the
     /// correlator (reference §3.4), since answering the first one would tell the client its
-    /// new callback was registered when notifications keep going to the old one.
+    /// new callback (or key) was registered when notifications keep going to the old one
+    /// (signed with the old key).
     #[endpoint {
         method = POST,
         path = "/v1/chat/{userId}/subscriptions",

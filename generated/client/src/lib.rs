@@ -4622,10 +4622,12 @@ impl Client {
     the limit, the user's oldest disabled subscription is deleted, with its dead letters,
     to make room for the new one.
     **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
-    and the same request (callback, `callbackData`, format, granted duration) answers the
-    first subscription; with a different request it is `409 SVC0005` naming the
+    and the same request (callback, `callbackData`, format, granted duration, and a
+    `signingSecret` if it gives one: one the subscription signs with) answers the first
+    subscription; with a different request it is `409 SVC0005` naming the
     correlator (reference §3.4), since answering the first one would tell the client its
-    new callback was registered when notifications keep going to the old one.
+    new callback (or key) was registered when notifications keep going to the old one
+    (signed with the old key).
 
 
     Sends a `POST` request to `/v1/chat/{userId}/subscriptions`

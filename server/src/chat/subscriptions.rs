@@ -193,8 +193,14 @@ impl Chat {
                 replayed(mine, user, c)
             });
             if let Some(existing) = replay {
-                same_request(existing, &notify_url, &body.callback_reference, duration)
-                    .map_err(|r| r.into_api(String::new))?;
+                same_request(
+                    existing,
+                    &notify_url,
+                    &body.callback_reference,
+                    duration,
+                    body.signing_secret.as_deref().map(str::trim),
+                )
+                .map_err(|r| r.into_api(String::new))?;
                 return Ok((existing.clone(), None));
             }
             if via_channel && channel_of(&state, &notify_url).is_none() {
@@ -436,21 +442,25 @@ fn replayed<'a>(
 }
 
 /// Seed 7.1.1, the rule on a `clientCorrelator` replay: the same correlator with the same
-/// request (callback, data, format, granted duration) answers the first subscription; with a
+/// request (callback, data, format, granted duration, and a `signingSecret` the replay gives,
+/// `secret`, trimmed: one the subscription signs with) answers the first subscription; with a
 /// different one it is refused (`409 SVC0005`, reference §3.4) rather than answered with a
-/// subscription that delivers somewhere else than the client now asks.
+/// subscription that delivers somewhere else, or signs with another key, than the client now
+/// asks (its receiver would then refuse every notification).
 fn same_request(
     existing: &SubscriptionRecord,
     notify_url: &str,
     asked: &CallbackReference,
     duration: i64,
+    secret: Option<&str>,
 ) -> Result<(), Refused> {
     let format = |f: Option<NotificationFormat>| f.unwrap_or(NotificationFormat::Json);
     let kept = &existing.callback;
     let same = kept.notify_url == notify_url
         && kept.callback_data == asked.callback_data
         && format(kept.notification_format) == format(asked.notification_format)
-        && existing.duration == duration;
+        && existing.duration == duration
+        && secret.is_none_or(|s| existing.secrets.iter().any(|k| k.secret == s));
     if same {
         Ok(())
     } else {
@@ -538,9 +548,25 @@ mod tests {
             callback_data: data.map(str::to_owned),
             notification_format: xml.then_some(NotificationFormat::Xml),
         };
+        existing.secrets = vec![state::SigningSecret {
+            secret: "whsec_kept".into(),
+            until_ms: None,
+        }];
+        let same = |secret| {
+            same_request(
+                &existing,
+                "http://a/",
+                &asked("http://a/", None, false),
+                60,
+                secret,
+            )
+        };
+        assert_eq!(same(None), Ok(()));
+        assert_eq!(same(Some("whsec_kept")), Ok(()));
         assert_eq!(
-            same_request(&existing, "http://a/", &asked("http://a/", None, false), 60),
-            Ok(())
+            same(Some("whsec_other")),
+            Err(Refused::DuplicateCorrelator("c1".into())),
+            "a replay asking for another signing key"
         );
         let conflict = Err(Refused::DuplicateCorrelator("c1".into()));
         for (url, data, xml, duration) in [
@@ -550,7 +576,7 @@ mod tests {
             ("http://a/", None, false, 0),
         ] {
             assert_eq!(
-                same_request(&existing, url, &asked(url, data, xml), duration),
+                same_request(&existing, url, &asked(url, data, xml), duration, None),
                 conflict,
                 "{url} {data:?} {xml} {duration}"
             );
