@@ -201,6 +201,18 @@ async fn a_channel_is_created_read_listed_refreshed_and_deleted() {
         .await
         .decode();
     assert_eq!(first, again);
+    // With another request (a WebSocket now), a conflict naming the correlator, in either
+    // format, and nothing made: not the LongPolling channel answered as if it were one.
+    let mut other = docs::channel(ChannelType::WebSockets, None, None);
+    other.client_correlator = Some("once".to_owned());
+    for f in FORMATS {
+        let a = send_doc("POST", &s.urls().channels(B), f, &other).await;
+        let e = a.assert_error(409, "SVC0005", f);
+        assert_eq!(
+            e.service_exception.map(|x| x.variables),
+            Some(vec!["once".to_owned()])
+        );
+    }
     let list: NotificationChannelList = send_empty("GET", &s.urls().channels(B), Format::Json)
         .await
         .decode();

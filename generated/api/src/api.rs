@@ -1623,7 +1623,12 @@ pub trait ChatService: Send + Sync + 'static {
     /// (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, default 25 s), which it also is when absent or 0; a
     /// longer one is shortened and the answer shows what was granted. In XML, OMA's
     /// `xsi:type` on `channelData` is accepted and not needed.
-    /// A repeated create with the same `clientCorrelator` returns the original channel.
+    /// **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
+    /// and the same request (`channelType`, `applicationTag`, and the lifetime,
+    /// `maxNotifications` and wait as granted) answers the original channel; with a
+    /// different request it is `409 SVC0005` naming the correlator, as for every other create
+    /// (answering the original would hand a `LongPolling` channel to a client that asked for a
+    /// WebSocket).
     fn create_notification_channel(
         &self,
         user_id: String,
@@ -2955,7 +2960,12 @@ pub trait ChatApi {
     /// (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, default 25 s), which it also is when absent or 0; a
     /// longer one is shortened and the answer shows what was granted. In XML, OMA's
     /// `xsi:type` on `channelData` is accepted and not needed.
-    /// A repeated create with the same `clientCorrelator` returns the original channel.
+    /// **Decision (`clientCorrelator`):** a create repeated with the same `clientCorrelator`
+    /// and the same request (`channelType`, `applicationTag`, and the lifetime,
+    /// `maxNotifications` and wait as granted) answers the original channel; with a
+    /// different request it is `409 SVC0005` naming the correlator, as for every other create
+    /// (answering the original would hand a `LongPolling` channel to a client that asked for a
+    /// WebSocket).
     #[endpoint {
         method = POST,
         path = "/notificationchannel/v1/{userId}/channels",

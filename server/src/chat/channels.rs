@@ -196,6 +196,36 @@ impl Channel {
     }
 }
 
+/// What a channel create asks for, as granted: what a `clientCorrelator` replay must ask
+/// again ([`same_channel`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Asked<'a> {
+    pub websocket: bool,
+    pub application_tag: Option<&'a str>,
+    pub lifetime_secs: i64,
+    pub max_notifications: usize,
+    pub max_wait_secs: i64,
+}
+
+/// The rule on a `clientCorrelator` replay, as for every other create: the same request
+/// (type, `applicationTag`, granted lifetime, `maxNotifications`, wait) answers the channel
+/// made with that correlator; another is `409 SVC0005` rather than a channel of another kind
+/// (a `LongPolling` one has no WebSocket URL) answered as if it had been made.
+pub(super) fn same_channel(existing: &ChannelRecord, asked: &Asked<'_>) -> Result<(), Refused> {
+    let kept = Asked {
+        websocket: existing.websocket,
+        application_tag: existing.application_tag.as_deref(),
+        lifetime_secs: existing.lifetime_secs,
+        max_notifications: existing.max_notifications,
+        max_wait_secs: existing.max_wait_secs,
+    };
+    if kept == *asked {
+        Ok(())
+    } else {
+        Err(Refused::reused(existing.client_correlator.as_deref()))
+    }
+}
+
 /// A user holding `held` channels may create one more while under `limit` (`403 POL2008`).
 pub(super) fn may_create(held: usize, limit: usize) -> Result<(), Refused> {
     if held < limit {
@@ -377,6 +407,14 @@ impl Chat {
                     .map(|c| &c.rec)
                     .find(|r| r.client_correlator.as_ref() == Some(c))
             {
+                let asked = Asked {
+                    websocket: body.channel_type == ChannelType::WebSockets,
+                    application_tag: body.application_tag.as_deref(),
+                    lifetime_secs,
+                    max_notifications: max,
+                    max_wait_secs: wait,
+                };
+                same_channel(existing, &asked).map_err(refused)?;
                 let view = self.channel_view(existing);
                 return Ok(Created {
                     location: view.resource_url.clone().unwrap_or_default(),
@@ -664,6 +702,58 @@ impl Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replayed_correlator_must_ask_for_the_same_channel() {
+        let existing = ChannelRecord {
+            id: "chan-1".into(),
+            user: "tel:+1".into(),
+            seq: 1,
+            client_correlator: Some("cc7".into()),
+            application_tag: Some("app".into()),
+            lifetime_secs: 3600,
+            max_notifications: 20,
+            max_wait_secs: 25,
+            callback_url: "http://h/x/callback".into(),
+            websocket: false,
+        };
+        let same = Asked {
+            websocket: false,
+            application_tag: Some("app"),
+            lifetime_secs: 3600,
+            max_notifications: 20,
+            max_wait_secs: 25,
+        };
+        assert_eq!(same_channel(&existing, &same), Ok(()));
+        for other in [
+            Asked {
+                websocket: true,
+                ..same.clone()
+            },
+            Asked {
+                application_tag: None,
+                ..same.clone()
+            },
+            Asked {
+                lifetime_secs: 60,
+                ..same.clone()
+            },
+            Asked {
+                max_notifications: 100,
+                ..same.clone()
+            },
+            Asked {
+                max_wait_secs: 5,
+                ..same.clone()
+            },
+        ] {
+            assert_eq!(
+                same_channel(&existing, &other),
+                Err(Refused::DuplicateCorrelator("cc7".into())),
+                "{other:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_socket_url_follows_the_scheme() {
