@@ -396,6 +396,16 @@ async fn correlator_replays(format: Format) {
     // The same correlator with other invitees is a conflict, not the first session.
     let other = send_doc("POST", &url, format, &session_doc(&[C], Some("sess-1"))).await;
     other.assert_error(409, "SVC0005", format);
+    // A group's invitees are a list of people: a resend naming them in another order (a
+    // client that rebuilt its list from a set) answers the group it started.
+    // (Two users nobody listens for: B's listener is read below.)
+    let (y, z) = ("tel:+15550009001", "sip:zed@example.com");
+    let group = send_doc("POST", &url, format, &session_doc(&[y, z], Some("grp-1"))).await;
+    let again = send_doc("POST", &url, format, &session_doc(&[z, y], Some("grp-1"))).await;
+    assert_eq!((group.status, again.status), (201, 201), "{}", again.body);
+    assert_eq!(group.header("location"), again.header("location"));
+    let group_url = group.header("location").to_owned();
+    assert_eq!(send_empty("DELETE", &group_url, format).await.status, 204);
     let sessions: ChatSessionList = send_empty("GET", &srv.urls().chat_sessions(A), format)
         .await
         .decode();

@@ -1667,9 +1667,9 @@ pub struct ChatSessionInformation {
     )]
     pub ended: Option<bool>,
     /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
-    /// subject and invitees answers the session it started; another request with it is `409
-    /// SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one
-    /// is: it cannot tell one request from another.
+    /// subject and invitees (in any order) answers the session it started; another request with it
+    /// is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or
+    /// `xsi:nil` one is: it cannot tell one request from another.
     #[serde(
         rename = "clientCorrelator",
         default,
@@ -2282,9 +2282,9 @@ pub struct GroupChatSessionInformation {
     )]
     pub participant: Vec<ParticipantInformation>,
     /// `clientCorrelator`: Client-chosen id that makes a retried start safe: a resend with the same
-    /// subject and invitees answers the session it started; another request with it is `409
-    /// SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one
-    /// is: it cannot tell one request from another.
+    /// subject and invitees (in any order) answers the session it started; another request with it
+    /// is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or
+    /// `xsi:nil` one is: it cannot tell one request from another.
     #[serde(
         rename = "clientCorrelator",
         default,

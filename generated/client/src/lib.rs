@@ -946,7 +946,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct ChatSessionInformation {
-        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
+        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees (in any order) answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -1000,7 +1000,7 @@ pub mod types {
         pub t_participant_name: ::std::option::Option<ChatSessionInformationTParticipantName>,
     }
 
-    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
+    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees (in any order) answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct ChatSessionInformationClientCorrelator(::std::string::String);
@@ -2029,7 +2029,7 @@ pub mod types {
     */
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct GroupChatSessionInformation {
-        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
+        ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees (in any order) answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
         #[serde(
             rename = "clientCorrelator",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -2048,7 +2048,7 @@ pub mod types {
         pub subject: ::std::option::Option<GroupChatSessionInformationSubject>,
     }
 
-    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
+    ///Client-chosen id that makes a retried start safe: a resend with the same subject and invitees (in any order) answers the session it started; another request with it is `409 SVC0005`. An empty one (`""`, `<clientCorrelator/>`) is none, as a `null` or `xsi:nil` one is: it cannot tell one request from another.
     #[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
     #[serde(transparent)]
     pub struct GroupChatSessionInformationClientCorrelator(::std::string::String);
