@@ -200,6 +200,30 @@ fn end_the_leaders_session(database: &str) {
     .expect("end the leader's session");
 }
 
+/// A session of the test's own on `database` that waits for the instance lock (the bytes
+/// `netapich` as one big-endian key, what every instance takes) and holds it until the
+/// returned sender is dropped or sent to: queued behind the leader's session, it gets the
+/// lock the moment that session ends, before any standby's next try, so nobody takes over.
+fn hold_the_instance_lock_next(database: &str) -> std::sync::mpsc::Sender<()> {
+    let url = database.to_owned();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (queued, is_queued) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("a session");
+        let _ = queued.send(());
+        c.execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&i64::from_be_bytes(*b"netapich")],
+        )
+        .expect("the instance lock");
+        let _ = released.recv();
+    });
+    is_queued.recv().expect("connected");
+    // The `SELECT` is on its way; give it the moment to queue behind the leader's lock.
+    std::thread::sleep(Duration::from_millis(200));
+    release
+}
+
 /// The URL the leader row of `database` names, if there is one.
 fn leader_url(database: &str) -> Option<String> {
     let url = database.to_owned();
@@ -1568,6 +1592,46 @@ async fn the_database_restarted_under_both_instances_leaves_a_cluster_that_answe
     }
 }
 
+/// A leader frozen (SIGSTOP, a paused VM) keeps its TCP connection to the database alive
+/// (its kernel answers the keepalives) but sends nothing: the database ends its idle session
+/// after 10 s, and the lock with it, and the standby takes over (then waits out the lease);
+/// continued, the old leader finds its session gone, writes nothing (the fence) and stands
+/// by, forwarding to the new leader. Before, nobody took over for as long as it stayed
+/// frozen (the cluster review: no takeover in 25 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_frozen_leader_is_replaced_and_continued_stands_by() {
+    let p = pair(&[]);
+    changes_again(&p.leader, "before").await;
+    signal(&p.leader, "-STOP");
+    let frozen = Instant::now();
+    let own = format!("http://{}", p.standby.addr());
+    while leader_url(&p.database).as_deref() != Some(own.as_str()) {
+        assert!(
+            frozen.elapsed() < PATIENCE,
+            "the standby never took over from the frozen leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took_over = frozen.elapsed();
+    let served = changes_again(&p.standby, "while the old leader is frozen").await;
+    eprintln!(
+        "the standby took the lead {took_over:?} after the leader froze, and served a change \
+         {served:?} later"
+    );
+    signal(&p.leader, "-CONT");
+    // Continued: it stands by and forwards, and what it holds in memory changes nothing.
+    changes_again(&p.leader, "through the old leader").await;
+    for s in [&p.leader, &p.standby] {
+        let list = Face::for_format(Format::Json, s)
+            .list_sessions(ALICE)
+            .await
+            .ok(200);
+        assert_eq!(list.chat_session_information.len(), 3, "{list:?}");
+    }
+    assert_eq!(leader_url(&p.database), Some(own), "the lead stayed");
+}
+
 /// A standby whose database session ends as it takes the lead (between taking the lock and
 /// reading the state: its lease wait), as when the database restarts just after a leader's
 /// death, stands by again and leads once the database answers, serving what was stored.
@@ -1698,17 +1762,19 @@ async fn a_leader_cut_off_while_another_took_over_never_writes_again_and_stands_
     );
 }
 
-/// A leader frozen (SIGSTOP) while its database session still holds the lead: nobody takes
-/// over (the fence is the database's), and the standby does not hang either: a request it
-/// forwards is answered `503 SVC2001` with `Retry-After: 1` once the leader has not started
-/// its answer within 20 s (the leader answers everything within 15 s, database outage
-/// included). Continued, the leader serves again through the standby.
+/// A leader frozen (SIGSTOP) that nobody replaces (here the test's own session takes the
+/// instance lock when the database ends the frozen leader's; the takeover is
+/// `a_frozen_leader_is_replaced_and_continued_stands_by`): the standby does not hang: a
+/// request it forwarded to it is answered `503 SVC2001` with `Retry-After: 1` once the
+/// leader has not started its answer within 20 s (the leader answers everything within
+/// 15 s, database outage included). Continued, the cluster serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
     const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
     let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
     changes_again(&p.leader, "before").await;
+    let lock = hold_the_instance_lock_next(&p.database);
     signal(&p.leader, "-STOP");
     let started = Instant::now();
     // Meanwhile a load balancer's readiness probe at the standby: not ready, within its
@@ -1754,6 +1820,7 @@ async fn a_frozen_leader_gets_the_standbys_clients_a_503_not_a_hang() {
     // And counts it where an operator alerts (the tests that find it unchanged rest on this).
     let refused = "netapi_chat_standby_unavailable_total";
     assert!(support::metric(&p.standby.base, TOKEN, refused).await >= 1.0);
+    drop(lock);
     changes_again(&p.standby, "after").await;
 }
 

@@ -63,6 +63,32 @@ pub const LEADER_TABLE: &str = "netapi_chat_leader";
 const SERVER_SIDE_KEEPALIVE: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
      SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
 
+/// How long the store's session may sit idle (outside a transaction, or inside one) before
+/// the database ends it, and [`INSTANCE_LOCK`] with it: a server sends at least a heartbeat
+/// every `store::HEARTBEAT` (0.5 s), so only one that cannot send is idle this long, a frozen
+/// process (SIGSTOP, a paused VM) or one cut off from the database. Its kernel still answers
+/// the TCP keepalive of [`SERVER_SIDE_KEEPALIVE`], so before this a frozen leader held the
+/// lock, and the cluster's lead, for as long as it stayed frozen (the cluster review of
+/// 2026-12-07: no takeover in 25 s). It serves nothing past its lease (2 s) anyway; now a
+/// standby takes over about this long after it froze, and the leader, continued, finds its
+/// session gone and stands by (the fence). `idle_session_timeout` is PostgreSQL 14's; before
+/// it, only the transaction's limit is set ([`idle_limits`]). 10 s, not less: a start's
+/// restore of a large state may work for seconds between two reads, and a leader whose
+/// session ended there starts over; and past about as long, a vanished machine loses its session to
+/// [`SERVER_SIDE_KEEPALIVE`] anyway.
+const IDLE_ENDS_SESSION_MS: u32 = 10_000;
+
+/// The `SET`s of [`IDLE_ENDS_SESSION_MS`] for a server of `server_version_num`.
+fn idle_limits(server_version_num: i32) -> String {
+    let mut sets = format!("SET idle_in_transaction_session_timeout = {IDLE_ENDS_SESSION_MS}");
+    if server_version_num >= 140_000 {
+        sets.push_str(&format!(
+            "; SET idle_session_timeout = {IDLE_ENDS_SESSION_MS}"
+        ));
+    }
+    sets
+}
+
 /// What [`Postgres::open`] found.
 pub enum Opening {
     /// This server holds the database.
@@ -763,9 +789,14 @@ impl Postgres {
     fn ready(&mut self, client: Client) -> Result<(), StoreError> {
         let sent = Instant::now();
         let prepared = wait(&self.rt, async {
+            let version: i32 = client
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .await?
+                .try_get(0)?;
             client
                 .batch_execute(&format!(
-                    "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; {SERVER_SIDE_KEEPALIVE}"
+                    "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; {SERVER_SIDE_KEEPALIVE}; {}",
+                    idle_limits(version)
                 ))
                 .await?;
             Ok(Statements::prepare(&client).await?)
@@ -1554,6 +1585,18 @@ impl Backend for Postgres {
 mod tests {
     use super::*;
     use crate::store::tests::send_batch;
+
+    #[test]
+    fn an_idle_session_ends_from_postgresql_14_on_and_an_idle_transaction_always() {
+        assert_eq!(
+            idle_limits(130_012),
+            "SET idle_in_transaction_session_timeout = 10000"
+        );
+        assert_eq!(
+            idle_limits(150_018),
+            "SET idle_in_transaction_session_timeout = 10000; SET idle_session_timeout = 10000"
+        );
+    }
     use crate::store::{MessageRow, after_session};
     use tokio_postgres::NoTls;
 
