@@ -277,6 +277,22 @@ async fn two_users_with_two_tokens_cannot_reach_each_others_resources() {
     }
 }
 
+/// Subscribes ALICE to `url` in `f`, which must be refused `400 SVC0002`: the refusal's
+/// variables, as one text.
+async fn refused_subscription(srv: &Server, f: Format, url: &str) -> String {
+    let a = send_doc(
+        "POST",
+        &srv.urls().subscriptions(ALICE),
+        f,
+        &docs::subscription(url),
+    )
+    .await;
+    let e = a.assert_error(400, "SVC0002", f);
+    e.service_exception
+        .map(|x| x.variables.join(" "))
+        .unwrap_or_default()
+}
+
 /// A public host's port of a service that is not HTTP (the Fetch standard's bad ports), or
 /// port 0, is no callback target: a notification's lines are client text, which a line-based
 /// service (SMTP, IRC) would read as commands from this server. Refused with loopback allowed
@@ -292,18 +308,7 @@ async fn callback_ports_of_other_services_are_refused() {
             "http://127.0.0.1:6667/notify",
             "http://[2606:4700::1111]:587/notify",
         ] {
-            let a = send_doc(
-                "POST",
-                &srv.urls().subscriptions(ALICE),
-                f,
-                &docs::subscription(url),
-            )
-            .await;
-            let e = a.assert_error(400, "SVC0002", f);
-            let text = e
-                .service_exception
-                .map(|x| x.variables.join(" "))
-                .unwrap_or_default();
+            let text = refused_subscription(&srv, f, url).await;
             assert!(text.contains("notifyURL port"), "{url}: {text}");
         }
     }
@@ -351,18 +356,7 @@ async fn callback_addresses_that_lead_inside_are_refused() {
             "file:///etc/passwd",
             "http://user:pass@example.com/notify",
         ] {
-            let a = send_doc(
-                "POST",
-                &srv.urls().subscriptions(ALICE),
-                f,
-                &docs::subscription(url),
-            )
-            .await;
-            let e = a.assert_error(400, "SVC0002", f);
-            let text = e
-                .service_exception
-                .map(|x| x.variables.join(" "))
-                .unwrap_or_default();
+            let text = refused_subscription(&srv, f, url).await;
             assert!(text.contains("notifyURL"), "{url}: {text}");
         }
     }
