@@ -687,7 +687,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_TLS_CERT", "plain HTTP", "PEM file with the certificate chain (the server's first) to serve HTTPS with (TLS 1.2/1.3, rustls); needs `tls_key`"),
     Setting::unset("NETAPI_CHAT_TLS_KEY", "plain HTTP", "PEM file with the private key of `tls_cert` (PKCS #8, PKCS #1 or SEC1); needs `tls_cert`"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory. Its size: the live data and retained history, plus a write-ahead log that a burst of writes may leave at up to 512 MiB (cut back to that at the next quiet moment, and reused rather than grown)"),
-    Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m` (above `0`); older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history"),
+    Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m` (above `0`); older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history, of which each sender may fill at most twice `sent_bytes_budget`"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds (at least `1`); a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port`, or `https://host:port` when it serves HTTPS (`tls_cert`; then it must), or `auto` for `http://` (with `tls_cert`: `https://`) + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it (over TLS to an `https://` leader, its certificate verified for the URL's host: a DNS name, or an IP address in an IP SAN) and take over within seconds when it is gone. A standby serves HTTPS with the same certificate when `tls_cert` is set; that certificate must name the URL's host (an IP address as an IP SAN: with `auto`, the bound address), else the start is refused"),
     Setting::new("NETAPI_CHAT_CLUSTER_DELIVERY", "standbys", "who makes a cluster's callback attempts: `standbys` (each standby keeps a connection to the leader and makes the attempts the leader hands it, spread by callback host; the leader still decides order, signatures, retries and disabling, and makes the attempts itself while no standby is connected or when one is lost, again at once, same `webhook-id`) or `leader` (every attempt on the leader, as on a lone server). A standby needs the same callback settings (`callback_allow_loopback`, `callback_allow_private`, `callback_ca_file`, `delivery_connections*`) as the leader: it applies its own"),
@@ -727,6 +727,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_MAX_PARTICIPANTS", "100", "participants per session, the originator included (at least `2`); everyone the session has listed counts, those who declined, left, were cancelled or timed out too (they stay in its roster as `Disconnected`)"),
     Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "20", "notification subscriptions per user (at least `1`: every notification goes through one)"),
     Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to (at least `1`)"),
+    Setting::new("NETAPI_CHAT_SENT_BYTES_BUDGET", "1073741824", "bytes of messages one sender may have the server keep: each message costs its text's bytes plus 256, and a sender's budget frees up evenly over `retention` (a leaky bucket: at most twice this stored per sender, whatever it sends; 1 GiB over 30 days lets a user burst 1 GiB, then about 36 MB a day); past it a message is `403 POL2008` and stores nothing (`0` = off). Counted in the deciding instance's memory: a restart or a takeover starts every sender's count again"),
     Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it; `0` = no channels, notifications by callback only)"),
     Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), `1s` to `1h` (a channel's default lifetime); clients should wait longer than this for an answer"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent (at least `1`: a session starts with an invitation)"),
@@ -1599,6 +1600,12 @@ impl Config {
                 channels_per_user: s
                     .var("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "a count")?
                     .unwrap_or(d.limits.channels_per_user),
+                // Drained over the retention period: set where both are known (`server`).
+                sent_bytes: (
+                    s.var("NETAPI_CHAT_SENT_BYTES_BUDGET", "a count of bytes")?
+                        .unwrap_or(d.limits.sent_bytes.0),
+                    d.limits.sent_bytes.1,
+                ),
                 channel_poll_wait: s
                     .duration_in(
                         "NETAPI_CHAT_CHANNEL_POLL_WAIT",
@@ -2167,6 +2174,7 @@ mod tests {
         ("NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED", &["0"], "1"),
         // 0 means off (or none) and stays allowed.
         ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", &["-1"], "0"),
+        ("NETAPI_CHAT_SENT_BYTES_BUDGET", &["-1"], "0"),
         ("NETAPI_CHAT_INVITATION_RATE", &["-1"], "0"),
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", &["-1"], "0"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG", &["0"], "1"),
@@ -2271,6 +2279,7 @@ mod tests {
             "at least `1`",
         ),
         ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "`0` = no channels"),
+        ("NETAPI_CHAT_SENT_BYTES_BUDGET", "`0` = off"),
         ("NETAPI_CHAT_INVITATION_RATE", "`0` = off"),
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "`0` = off"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG", "at least `1`"),

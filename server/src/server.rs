@@ -436,7 +436,11 @@ pub async fn start_on(
         signer: signer.map(Arc::new),
         own_secrets: !server_wide,
         rotation_window: config.rotation_window,
-        limits: config.limits,
+        limits: crate::chat::Limits {
+            // A sender's budget drains over the period its messages are kept.
+            sent_bytes: (config.limits.sent_bytes.0, config.retention.keep),
+            ..config.limits
+        },
         relays: relays.clone(),
     };
     let (store, snapshot) = Store::start(backend).map_err(|e| match e {

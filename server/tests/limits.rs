@@ -380,6 +380,55 @@ async fn message_text_chars_limit() {
     }
 }
 
+/// `NETAPI_CHAT_SENT_BYTES_BUDGET`: a sender's messages cost their text's bytes plus 256;
+/// past the budget a message is 403 `POL2008` and not stored, the other participant still
+/// sends (a budget of its own), and a replay of a stored message (its `clientCorrelator`)
+/// costs nothing. Here 4,096 bytes (drained over the hour of retention: about a byte a
+/// second), messages of 1,000 bytes: three fit, the fourth does not.
+#[tokio::test]
+async fn sent_bytes_budget_per_sender() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_SENT_BYTES_BUDGET", "4096"),
+        ("NETAPI_CHAT_RETENTION", "1h"),
+    ]);
+    for f in FORMATS {
+        let alice = user("alice-budget", f);
+        let bob = user("bob-budget", f);
+        let sid = new_session(&srv, f, &alice, &[&bob]).await;
+        set_status(&srv, f, &bob, &sid, ParticipantStatus::Connected).await;
+        let url = srv.urls().messages(&alice, &sid);
+        let text = "x".repeat(1000);
+        let mut first = docs::message(&text);
+        first.client_correlator = Some("budget-1".to_owned());
+        let sent = send_doc("POST", &url, f, &first).await;
+        assert_created(&sent, &format!("[{f:?}] message 1"));
+        for n in 2..=3 {
+            let a = send_doc("POST", &url, f, &docs::message(&text)).await;
+            assert_created(&a, &format!("[{f:?}] message {n}"));
+        }
+        let a = send_doc("POST", &url, f, &docs::message(&text)).await;
+        let what = format!("[{f:?}] message 4");
+        let refusal = assert_refused(&a, &what, 403, "POL2008", f);
+        assert!(
+            refusal.contains("4096") && refusal.contains("bytes of messages you sent"),
+            "{what}: {refusal}"
+        );
+        // A replay stores nothing: answered as the first, not refused.
+        let again = send_doc("POST", &url, f, &first).await;
+        assert_created(&again, &format!("[{f:?}] the replay"));
+        assert_eq!(again.header("location"), sent.header("location"));
+        assert_eq!(message_count(&srv, &alice, &sid, f).await, 3, "[{f:?}]");
+        let reply = send_doc(
+            "POST",
+            &srv.urls().messages(&bob, &sid),
+            f,
+            &docs::message(&text),
+        )
+        .await;
+        assert_created(&reply, &format!("[{f:?}] the other sender"));
+    }
+}
+
 // ------------------------------------------------------------------------------ participants
 
 /// `NETAPI_CHAT_MAX_PARTICIPANTS` (the originator included): creating a session with 3 and 4

@@ -127,6 +127,22 @@ impl Chat {
             body,
         )
         .map_err(|r| r.into_api(String::new))?;
+        // What it stores counts against its sender's budget (a replay stores nothing and
+        // does not come here).
+        self.sent_bytes
+            .take(
+                user,
+                super::sent_bytes::cost(&message.text),
+                std::time::Instant::now(),
+            )
+            .map_err(|budget| {
+                Refused::TooMany {
+                    what: "bytes of messages you sent that the server keeps (each message's \
+                           text plus 256 bytes; they free up over the retention period)",
+                    limit: usize::try_from(budget).unwrap_or(usize::MAX),
+                }
+                .into_api(String::new)
+            })?;
         let mut change = Change::default();
         change.put_message(sid, &message, Some(now_ms()));
         // An ad hoc session is idle from its last message on (`oma2012::idle`).

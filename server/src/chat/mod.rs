@@ -54,6 +54,7 @@ pub(crate) mod records;
 mod refused;
 mod restore;
 mod secrets;
+pub(crate) mod sent_bytes;
 mod sessions;
 pub(crate) mod state;
 mod subscriptions;
@@ -100,6 +101,10 @@ pub struct Limits {
     /// The longest a long poll waits for a notification (a channel's `maxWaitTime` is at
     /// most this).
     pub channel_poll_wait: Duration,
+    /// Bytes of messages one sender may have the server keep (`0`: no budget), and the
+    /// period over which they drain (the retention period): `403 POL2008` above
+    /// ([`sent_bytes`]).
+    pub sent_bytes: (u64, Duration),
 }
 
 impl Default for Limits {
@@ -112,6 +117,10 @@ impl Default for Limits {
             invitations: quota::InvitationLimits::default(),
             channels_per_user: 10,
             channel_poll_wait: Duration::from_secs(25),
+            sent_bytes: (
+                sent_bytes::DEFAULT_BUDGET,
+                crate::retention::DEFAULT_RETENTION,
+            ),
         }
     }
 }
@@ -222,6 +231,8 @@ pub struct Chat {
     /// stays stored, and the next leader (or this server's restart) expires it at once and
     /// sends the notice.
     stopping: std::sync::atomic::AtomicBool,
+    /// Each sender's budget of stored message bytes ([`sent_bytes`]).
+    sent_bytes: sent_bytes::SentBytes,
 }
 
 /// See [`Chat::meter_notifications`].
@@ -477,6 +488,7 @@ impl Chat {
                 run: Arc::default(),
                 totals: Arc::default(),
             };
+            let (sent_budget, sent_over) = settings.limits.sent_bytes;
             Chat {
                 state: RwLock::new(State::default()),
                 session_order: (0..MESSAGE_LOCKS).map(|_| Mutex::new(())).collect(),
@@ -490,6 +502,7 @@ impl Chat {
                     .collect(),
                 invitation_timers: Mutex::default(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                sent_bytes: sent_bytes::SentBytes::new(sent_budget, sent_over),
                 meter: std::sync::OnceLock::new(),
                 receipts,
                 receipts_dropping: Arc::default(),
