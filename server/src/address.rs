@@ -42,6 +42,12 @@ pub fn from_path(segment: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The canonical form ([`canonical`]) of an address as a URL path names it ([`from_path`]):
+/// the one reading of a path's user or peer.
+pub fn canonical_in_path(segment: &str) -> Result<String, ApiError> {
+    canonical(&from_path(segment))
+}
+
 /// Checks that `address` is a user address this server serves: `tel:` with a global number
 /// (`tel:+` and 3–15 digits, visual separators `-.()` allowed), `sip:`/`sips:` with
 /// `user@host`, or an anonymous customer reference `acr:` + unreserved characters (OMA; not

@@ -505,7 +505,7 @@ impl ChatService for ChatServer {
         other_user_id: String,
         mut body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
-        let other = address::canonical(&address::from_path(&other_user_id))?;
+        let other = address::canonical_in_path(&other_user_id)?;
         canonical_flat_addresses(&user_id, &mut body)?;
         self.chat
             .create_one_to_one_session(&user_id, &other, body)
@@ -595,7 +595,7 @@ impl ChatService for ChatServer {
         // A send to `adhoc` may open a chat with the peer, which must then be a user address
         // (400 `SVC0004`, as for a create); elsewhere the peer only has to match the session.
         let other = if session_id == crate::chat::ADHOC {
-            address::canonical(&address::from_path(&other_user_id))?
+            address::canonical_in_path(&other_user_id)?
         } else {
             participant(&user_id, other_user_id)
         };

@@ -364,7 +364,7 @@ pub fn resolve_user(principal: &Principal, path_user: &str) -> Result<String, Us
             .map(|u| address::canonical(u).unwrap_or_else(|_| u.to_owned()))
             .ok_or(UserError::NoUser);
     }
-    let canonical = address::canonical(&address::from_path(path_user))
+    let canonical = address::canonical_in_path(path_user)
         .map_err(|_| UserError::InvalidAddress(path_user.to_owned()))?;
     if principal.may_act_for(&canonical) {
         Ok(canonical)

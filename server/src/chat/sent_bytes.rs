@@ -92,7 +92,13 @@ impl SentBytes {
             cost,
             self.budget,
         );
-        buckets.insert(sender.to_owned(), (level, now));
+        // The sender's name is copied once, when its bucket is made, not on every send.
+        match buckets.get_mut(sender) {
+            Some(bucket) => *bucket = (level, now),
+            None => {
+                buckets.insert(sender.to_owned(), (level, now));
+            }
+        }
         if buckets.len() >= *sweep_at {
             let per_sec = self.per_sec;
             buckets.retain(|_, (level, at)| {
