@@ -1680,6 +1680,8 @@ async fn serve_one<S>(
                 .cors
                 .as_ref()
                 .and_then(|c| c.finish(request.headers()));
+            // The same for the label of the standby's own answers (`negotiate::label_answer`).
+            let accept = netapi_chat_runtime::negotiate::accept_of(request.headers());
             let bodied = !hyper::body::Body::is_end_stream(request.body());
             let version = request.version();
             let mut answer = forward(&forwarder, peer, request).await;
@@ -1695,6 +1697,7 @@ async fn serve_one<S>(
             if let Some(finish) = finish {
                 finish(answer.headers_mut());
             }
+            netapi_chat_runtime::negotiate::label_answer(accept.as_deref(), answer.headers_mut());
             // Once this instance leads, the proxy's connections go as each is answered (hyper
             // closes a connection after an answer saying so): their clients come back to the
             // server itself. An upgraded one is the socket's until it closes.

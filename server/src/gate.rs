@@ -76,14 +76,9 @@ fn route_alias<B>(request: &mut Request<B>) {
 /// an `Accept` nothing fits gets the format a 406 would be in, the body's else JSON (the path or the
 /// method is the first problem, so the answer is that error, not a 406).
 pub(crate) fn answer_format(headers: &http::HeaderMap) -> media::Format {
-    let accept = headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect::<Vec<_>>();
-    let joined = (!accept.is_empty()).then(|| accept.join(","));
+    let accept = netapi_chat_runtime::negotiate::accept_of(headers);
     let body = netapi_chat_runtime::negotiate::body_format_of(headers);
-    media::response_format(joined.as_deref(), body).unwrap_or_else(|e| e.answer_in)
+    media::response_format(accept.as_deref(), body).unwrap_or_else(|e| e.answer_in)
 }
 
 /// The gate's answer to `request` with `error`: the OMA error in the format negotiated from

@@ -595,7 +595,9 @@ pub async fn start_on(
     })
 }
 
-/// The response hook ([`dropshot::ResponseHeaders`]): `cors`'s headers, and, on an answer
+/// The response hook ([`dropshot::ResponseHeaders`]): `cors`'s headers, the label of an answer
+/// in JSON or XML as the request's `Accept` asks (`text/xml` when it weighs that above
+/// `application/xml`: `negotiate::label_answer`, on every answer whoever wrote it), and, on an answer
 /// made once a graceful stop began ([`Chat::is_stopping`], looked at as the answer goes out,
 /// so a request that arrived before the signal counts too), `Connection: close`, unless the
 /// answer already says what its connection does (a `101`'s `upgrade`) or the request came
@@ -609,11 +611,13 @@ fn closing_while_stopping(
     Arc::new(move |request| {
         let cors = cors.as_ref().and_then(|hook| hook(request));
         let forwarded = request.headers().contains_key(crate::cluster::CLUSTER_KEY);
+        let accept = netapi_chat_runtime::negotiate::accept_of(request.headers());
         let chat = Arc::clone(&chat);
         Some(Box::new(move |headers: &mut http::HeaderMap| {
             if let Some(cors) = cors {
                 cors(headers);
             }
+            netapi_chat_runtime::negotiate::label_answer(accept.as_deref(), headers);
             if chat.is_stopping() && !forwarded && !headers.contains_key(http::header::CONNECTION) {
                 headers.insert(
                     http::header::CONNECTION,

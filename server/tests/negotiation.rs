@@ -91,7 +91,7 @@ fn assert_vary(a: &Answer) {
 fn assert_format(a: &Answer, status: u16, format: Format) {
     assert_eq!(a.status, status, "status; body: {}", a.body);
     assert!(
-        a.content_type().starts_with(format.media_type()),
+        a.is_in(format),
         "Content-Type {:?}, wanted {}; body: {}",
         a.content_type(),
         format.media_type(),
@@ -817,6 +817,78 @@ async fn percent_encoded_user_ids() {
         let a = send("DELETE", &location, &[], None).await;
         assert_eq!(a.status, 204, "{}", a.body);
         assert_vary(&a);
+    }
+}
+
+/// An answer is labelled with a type the client listed: `text/xml` (`text/json`) when its
+/// `Accept` weighs that above the format's own type, else the format's own type; on a list,
+/// a read, a create and on errors alike, whoever writes them (a handler, the request gate).
+#[tokio::test]
+async fn answers_are_labelled_with_a_type_the_client_listed() {
+    let server = Server::default_for_tests();
+    let url = sessions(&server, ALICE);
+    let session = create_session(&server, ALICE).await;
+    let unrouted = format!("{}/v1/chat/nothing-here", server.base);
+    for (i, (accept, label)) in [
+        ("text/xml", "text/xml; charset=utf-8"),
+        ("text/*", "text/xml; charset=utf-8"),
+        ("application/xml;q=0.5, text/xml", "text/xml; charset=utf-8"),
+        (
+            "text/xml, application/json;q=0.5",
+            "text/xml; charset=utf-8",
+        ),
+        (
+            "text/xml, application/xml",
+            "application/xml; charset=utf-8",
+        ),
+        ("text/xml, */*", "application/xml; charset=utf-8"),
+        ("application/soap+xml", "application/xml; charset=utf-8"),
+        ("text/json", "text/json; charset=utf-8"),
+        ("application/json", "application/json; charset=utf-8"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let format = if label.contains("xml") {
+            Format::Xml
+        } else {
+            Format::Json
+        };
+        let list = get(&url, Some(accept)).await;
+        let read = get(&session, Some(accept)).await;
+        // Another invitee each time: a few unanswered invitations to one are the limit.
+        let invite = SESSION_JSON.replace("bob@", &format!("bob{i}@"));
+        let created = post(&url, Some("application/json"), Some(accept), &invite).await;
+        let missing = get(&format!("{url}/no-such-session"), Some(accept)).await;
+        let unauthorized = send(
+            "GET",
+            &url,
+            &[("accept", accept), ("authorization", "")],
+            None,
+        )
+        .await;
+        let gate = get(&unrouted, Some(accept)).await;
+        for (what, a, status) in [
+            ("list", &list, 200),
+            ("read", &read, 200),
+            ("create", &created, 201),
+            ("404", &missing, 404),
+            ("401", &unauthorized, 401),
+            ("gate's 404", &gate, 404),
+        ] {
+            assert_eq!(a.status, status, "{what}, Accept {accept:?}: {}", a.body);
+            assert_eq!(
+                a.content_type(),
+                label,
+                "{what}, Accept {accept:?}: {}",
+                a.body
+            );
+            assert_vary(a);
+        }
+        let _: ChatSessionList = list.decode();
+        let _: ChatSessionInformation = read.decode();
+        missing.assert_error(404, "SVC2008", format);
+        unauthorized.assert_error(401, "SVC2003", format);
     }
 }
 

@@ -74,6 +74,16 @@
 //!   did not manage to express. If nothing valid remains, the header is treated as absent (the
 //!   body's format, else JSON), as most servers do, rather than failing a request over an
 //!   unreadable preference.
+//!
+//! # The answer's label: [`answer_content_type`]
+//!
+//! An answer in a format is labelled with that format's own type (`application/json`,
+//! `application/xml`), unless `Accept` weighs the format's `text/` type (`text/xml`,
+//! `text/json`) above its own: then the answer says that type, so that a client that lists
+//! only `text/xml` (or `text/*`, or `application/xml;q=0.5, text/xml`) reads a type it listed.
+//! Each type's weight is the `q` of the most specific range matching it (RFC 9110 §12.5.1:
+//! the type itself, then `type/*`, then `*/*`). A format granted only through another alias
+//! (`application/soap+xml`) keeps its own type: the body is not that type.
 
 use std::fmt;
 
@@ -317,6 +327,55 @@ pub fn response_format(
         std::cmp::Ordering::Less => Format::Xml,
         std::cmp::Ordering::Equal => tie,
     })
+}
+
+/// The `Content-Type` of an answer in `format` to a request whose `Accept` is `accept`
+/// (several fields joined with `,`): the format's own type, or its `text/` type when `Accept`
+/// weighs that higher; the rule is in the [module documentation](self).
+///
+/// Exists because negotiation grants XML through `text/xml` and `text/*`, and an answer
+/// labelled `application/xml` is then a type a strict client did not list.
+#[must_use]
+pub fn answer_content_type(accept: Option<&str>, format: Format) -> &'static str {
+    let Some(accept) = accept else {
+        return format.content_type();
+    };
+    let sub = format_subtype(format);
+    if weight_of(accept, "text", sub) > weight_of(accept, "application", sub) {
+        match format {
+            Format::Json => "text/json; charset=utf-8",
+            Format::Xml => "text/xml; charset=utf-8",
+        }
+    } else {
+        format.content_type()
+    }
+}
+
+/// The weight, in thousandths, that `accept` gives the concrete type `ty/sub`: the `q` of the
+/// most specific range matching it (the type itself, then `ty/*`, then `*/*`; the highest
+/// among equally specific ones), `0` when none does.
+fn weight_of(accept: &str, ty: &str, sub: &str) -> u16 {
+    let mut best: Option<(u8, u16)> = None;
+    for element in split_unquoted(accept, b',') {
+        let Some(range) = parse_media_range(element) else {
+            continue;
+        };
+        let specificity = if range.ty == "*" {
+            0
+        } else if !range.ty.eq_ignore_ascii_case(ty) {
+            continue;
+        } else if range.sub == "*" {
+            1
+        } else if range.sub.eq_ignore_ascii_case(sub) {
+            2
+        } else {
+            continue;
+        };
+        if best.is_none_or(|(seen, q)| specificity > seen || (specificity == seen && range.q > q)) {
+            best = Some((specificity, range.q));
+        }
+    }
+    best.map_or(0, |(_, q)| q)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1067,6 +1126,50 @@ mod tests {
             assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept}");
         }
         assert!(negotiate("application/xml;q=0, application/json;q=bogus").is_err());
+    }
+
+    /// The label is a type the client listed: `text/xml` when it weighs that above
+    /// `application/xml`, else the format's own type.
+    #[test]
+    fn answer_label_is_a_type_the_client_listed() {
+        let xml = "application/xml; charset=utf-8";
+        let text_xml = "text/xml; charset=utf-8";
+        for (accept, label) in [
+            (None, xml),
+            (Some("text/xml"), text_xml),
+            (Some("TEXT/XML;q=0.9"), text_xml),
+            (Some("text/*"), text_xml),
+            (Some("application/xml;q=0.5, text/xml"), text_xml),
+            (Some("text/xml, */*;q=0"), text_xml),
+            (Some("text/xml, application/json;q=0.5"), text_xml),
+            (Some("*/*;q=0.5, text/xml"), text_xml),
+            // Equal weights, or the own type weighed higher: the own type.
+            (Some("text/xml, application/xml"), xml),
+            (Some("text/xml;q=0.5, application/xml"), xml),
+            (Some("text/xml, */*"), xml),
+            (Some("*/*"), xml),
+            (Some("application/*"), xml),
+            // Another alias only: the body is not that type.
+            (Some("application/soap+xml"), xml),
+            // The most specific range decides, not the highest q.
+            (Some("text/xml;q=0.1, text/*, application/xml;q=0.5"), xml),
+            (Some("text/xml;q=0, text/*, */*;q=0.1"), xml),
+            (Some("garbage"), xml),
+        ] {
+            assert_eq!(
+                answer_content_type(accept, Format::Xml),
+                label,
+                "{accept:?}"
+            );
+        }
+        assert_eq!(
+            answer_content_type(Some("text/json"), Format::Json),
+            "text/json; charset=utf-8"
+        );
+        assert_eq!(
+            answer_content_type(Some("text/*, application/json"), Format::Json),
+            "application/json; charset=utf-8"
+        );
     }
 
     #[test]

@@ -49,17 +49,10 @@ impl Negotiated {
 #[async_trait::async_trait]
 impl SharedExtractor for Negotiated {
     async fn from_request<C: ServerContext>(rqctx: &RequestContext<C>) -> Result<Self, HttpError> {
-        let accept = rqctx
-            .request
-            .headers()
-            .get_all(header::ACCEPT)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect::<Vec<_>>();
-        let joined = (!accept.is_empty()).then(|| accept.join(","));
+        let headers = rqctx.request.headers();
         Ok(Negotiated(media::response_format(
-            joined.as_deref(),
-            body_format_of(rqctx.request.headers()),
+            accept_of(headers).as_deref(),
+            body_format_of(headers),
         )))
     }
 
@@ -68,6 +61,37 @@ impl SharedExtractor for Negotiated {
             extension_mode: ExtensionMode::None,
             parameters: Vec::new(),
         }
+    }
+}
+
+/// The request's `Accept` as one list: several fields are joined with `,` (RFC 9110 5.3);
+/// `None` without one.
+pub fn accept_of(headers: &http::HeaderMap) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// Labels an answer (its headers `answer`) to a request whose `Accept` is `accept` (as
+/// [`accept_of`] reads it) with the type [`media::answer_content_type`] picks: an answer in
+/// one of the two formats says `text/xml` (`text/json`) when `Accept` weighs that above the
+/// format's own type. Other answers are left as they are.
+///
+/// Exists as one step applied to every answer as it goes out (the server's response hook, a
+/// standby's own answers), so that no writer of a body (handlers, the request gate, errors)
+/// has to carry the label.
+pub fn label_answer(accept: Option<&str>, answer: &mut http::HeaderMap) {
+    let format = match answer.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) {
+        Some(t) if t == Format::Json.content_type().as_bytes() => Format::Json,
+        Some(t) if t == Format::Xml.content_type().as_bytes() => Format::Xml,
+        _ => return,
+    };
+    let label = media::answer_content_type(accept, format);
+    if label != format.content_type() {
+        answer.insert(header::CONTENT_TYPE, HeaderValue::from_static(label));
     }
 }
 
