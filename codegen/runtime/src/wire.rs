@@ -115,15 +115,24 @@ pub fn decode_in<T: Document>(
         Format::Json => {
             let text = json_utf8(body, charset)
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
-            let value = serde_json::from_slice::<T::Json>(json_text(&text))
-                .map(T::from_json)
-                .map_err(|e| {
-                    ApiError::invalid_input(format!(
-                        "JSON body ({}): {}",
+            let (read, misnamed) = read_json::<T::Json>(json_text(&text));
+            let value = match (read, misnamed) {
+                (Ok(value), None) => T::from_json(value),
+                (Ok(_), Some(misnamed)) => {
+                    return Err(ApiError::invalid_input(format!(
+                        "JSON body ({}): {misnamed}",
+                        T::NAME
+                    )));
+                }
+                (Err(e), misnamed) => {
+                    let hint = misnamed.map(|m| format!("; {m}")).unwrap_or_default();
+                    return Err(ApiError::invalid_input(format!(
+                        "JSON body ({}): {}{hint}",
                         T::NAME,
                         in_client_terms(e.to_string())
-                    ))
-                })?;
+                    )));
+                }
+            };
             value
                 .validate()
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
@@ -140,6 +149,117 @@ pub fn decode_in<T: Document>(
             Ok(value)
         }
     }
+}
+
+/// Reads a JSON document as `J`, and the first key it ignored that is a known name misspelt
+/// ([`Misnamed`]).
+///
+/// Unknown keys are ignored (a newer client's or a vendor's fields, as unknown XML
+/// elements are), but a key that differs from a name the document has only in case, `_` or `-`
+/// (`successreport`, `notify_url`) is a client's mistake that would otherwise pass silently: a
+/// delivery report never asked for, a format never chosen (the app developer review of
+/// 2026-12-07). The names are looked up only when a key was ignored.
+fn read_json<J: DeserializeOwned + JsonSchema>(
+    body: &[u8],
+) -> (Result<J, serde_json::Error>, Option<Misnamed>) {
+    let mut names: Option<Vec<String>> = None;
+    let mut misnamed = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = serde_ignored::deserialize(&mut de, |path| {
+        if misnamed.is_some() {
+            return;
+        }
+        let serde_ignored::Path::Map { key, .. } = &path else {
+            return;
+        };
+        let names = names.get_or_insert_with(json_names::<J>);
+        if let Some(name) = names.iter().find(|n| same_name(n, key)) {
+            misnamed = Some(Misnamed {
+                path: path_text(&path),
+                name: name.clone(),
+            });
+        }
+    })
+    .and_then(|value| de.end().map(|()| value));
+    (read, misnamed)
+}
+
+/// Where a key is in a JSON body, as a client reads it: names joined by `.`, a list's item by
+/// its index (`participant[1].address`).
+fn path_text(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", path_text(parent)),
+        Path::Map { parent, key } => match path_text(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => path_text(parent),
+    }
+}
+
+/// A key of a JSON body that is not a name of the document but differs from one only in
+/// case, `_` or `-`.
+struct Misnamed {
+    /// Where it is (`chatMessage.successreport`).
+    path: String,
+    /// The name it misspells (`successReport`).
+    name: String,
+}
+
+impl std::fmt::Display for Misnamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.path.rsplit(['.', ']']).next().unwrap_or(&self.path);
+        write!(
+            f,
+            "`{key}` (at {}) is not a field; did you mean `{}`? (names are case-sensitive)",
+            self.path, self.name
+        )
+    }
+}
+
+/// Whether `key` differs from the field name `name` only in case, `_` or `-`, and is not it.
+fn same_name(name: &str, key: &str) -> bool {
+    let folded = |s: &str| -> Vec<char> {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    name != key && folded(name) == folded(key)
+}
+
+/// Every property name anywhere in `J`'s JSON schema (its own, its members', its
+/// definitions').
+fn json_names<J: JsonSchema>() -> Vec<String> {
+    fn walk(value: &serde_json::Value, names: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                    names.extend(properties.keys().cloned());
+                }
+                for v in map.values() {
+                    walk(v, names);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for v in items {
+                    walk(v, names);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    if let Ok(schema) = serde_json::to_value(schemars::schema_for!(J)) {
+        walk(&schema, &mut names);
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// serde's message with the Rust type it expected ("expected struct ChatSubscriptionRoot")
@@ -303,6 +423,49 @@ fn root_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Deserialize, JsonSchema)]
+    struct Inner {
+        #[serde(rename = "notifyURL")]
+        _notify_url: String,
+    }
+
+    #[derive(serde::Deserialize, JsonSchema)]
+    struct Outer {
+        #[serde(rename = "successReport", default)]
+        success_report: Option<bool>,
+        #[serde(rename = "callbackReference")]
+        _callback_reference: Option<Inner>,
+    }
+
+    /// A key that is a name of the document but for case, `_` or `-` is told, with where it
+    /// is and the name; an unknown key is ignored; a failed read gets the hint too.
+    #[test]
+    fn a_misspelt_name_is_told_an_unknown_one_ignored() {
+        let (read, misnamed) = read_json::<Outer>(br#"{"successreport":true}"#);
+        assert_eq!(read.ok().and_then(|o| o.success_report), None);
+        let told = misnamed.expect("told").to_string();
+        assert_eq!(
+            told,
+            "`successreport` (at successreport) is not a field; did you mean `successReport`? \
+             (names are case-sensitive)"
+        );
+        let (read, misnamed) =
+            read_json::<Outer>(br#"{"successReport":true,"vendorExtension":{"a":1}}"#);
+        assert_eq!(read.ok().and_then(|o| o.success_report), Some(true));
+        assert!(misnamed.is_none());
+        let (read, misnamed) =
+            read_json::<Outer>(br#"{"callbackReference":{"notify_url":"http://x"}}"#);
+        assert!(read.is_err(), "notifyURL is missing");
+        let told = misnamed.expect("told").to_string();
+        assert!(
+            told.contains("at callbackReference.notify_url") && told.contains("`notifyURL`"),
+            "{told}"
+        );
+        // Trailing garbage is still refused.
+        assert!(read_json::<Outer>(br#"{} x"#).0.is_err());
+        assert!(same_name("notifyURL", "notify-url") && !same_name("notifyURL", "notifyURL"));
+    }
 
     /// serde's Rust type names become JSON's terms; other messages are left as they are.
     #[test]
