@@ -53,8 +53,9 @@ use reqwest::Url;
 use std::fmt;
 
 /// What a client is told about a callback host that is refused or unknown: the same words in
-/// every case, with no address (see the module documentation).
-pub const NOT_ALLOWED: &str = "notifyURL is not an allowed callback host";
+/// every case, with no address (see the module documentation), and what a callback needs, so
+/// that a developer trying `localhost` learns why without the server's log.
+pub const NOT_ALLOWED: &str = "notifyURL is not an allowed callback host (a callback needs a public address: loopback, private, link-local and reserved ones, and names that do not resolve, are refused unless the server allows them)";
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Which callback targets are allowed besides public unicast addresses.

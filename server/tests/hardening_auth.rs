@@ -180,7 +180,7 @@ async fn refused_and_unknown_callback_hosts_get_one_text_naming_no_address() {
     if !host.is_empty() && !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()) {
         urls.push(format!("http://{host}:10/notify"));
     }
-    let expected = "callbackReference.notifyURL: notifyURL is not an allowed callback host";
+    let expected = "callbackReference.notifyURL: notifyURL is not an allowed callback host (a callback needs a public address: loopback, private, link-local and reserved ones, and names that do not resolve, are refused unless the server allows them)";
     for f in FORMATS {
         for url in &urls {
             let a = subscribe(&srv.urls().subscriptions(ALICE), f, url).await;

@@ -198,7 +198,8 @@ impl TokenFile {
         write_new_file(path, &text)?;
         let width = lines.iter().map(|(_, u)| u.len()).max().unwrap_or(0);
         let mut summary = format!(
-            "netapi-chat: created token file {} (one token per user; keep it secret).\n\
+            "netapi-chat: created token file {} (each token acts for the users beside it, `*` for \
+             every user; keep it secret).\n\
              Send one of these headers with every request:\n",
             path.display()
         );
