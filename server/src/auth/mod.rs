@@ -267,9 +267,11 @@ impl fmt::Display for UserError {
             UserError::NotPermitted(user) => {
                 write!(f, "the access token may not act for user {user}")
             }
-            UserError::NoUser => {
-                f.write_str("the access token names no user, so acr:auth cannot be resolved")
-            }
+            UserError::NoUser => f.write_str(
+                "the access token names no user (it may act for any), so acr:auth cannot \
+                     be resolved: name the user in the path (with `netapi-chat client`, \
+                     `--user ADDRESS`)",
+            ),
             UserError::InvalidAddress(user) => write!(f, "{user} is not a tel: or sip: address"),
         }
     }
