@@ -331,6 +331,54 @@ async fn a_pending_invitation_times_out_on_schedule_across_a_restart() {
     );
 }
 
+/// Deadlines that passed while the server was down fire at the restart in the order they fell
+/// due, as if it had stayed up: an invitation's timeout due before a subscription's expiry
+/// reaches that subscription, then its cancellation notice comes (they raced: the expiry ran
+/// first, and the subscription never got the `Timeout`: the timers review of 2026-12-07).
+#[tokio::test]
+async fn deadlines_passed_while_down_fire_in_the_order_they_fell_due() {
+    let env = [("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "2")];
+    let srv = Server::start(&env);
+    let (lasting, expiring) = (Listener::start().await, Listener::start().await);
+    subscribe(&srv, C, &lasting, Format::Json, None).await;
+    let doc = ChatSubscription {
+        duration: Some(4),
+        ..docs::subscription_to(&expiring.url, C, Format::Xml)
+    };
+    chat::subscribe_with(&srv, C, &doc, Format::Xml).await;
+    let sid = chat::start_session(&srv, A, &session_doc(&[C], None)).await;
+    expiring.wait_for(1).await;
+    let dir = srv.kill();
+    // Both deadlines pass while the server is down (the timeout at 2 s, the expiry at 4 s).
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let _srv = Server::restart(dir, &env);
+    first_of_kind(&expiring, "subscriptionCancellationNotification").await;
+    let kinds: Vec<String> = expiring
+        .all()
+        .iter()
+        .map(|r| r.kind().to_owned())
+        .filter(|k| k != "sessionInvitationNotification")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "chatEventNotification",
+            "subscriptionCancellationNotification"
+        ],
+        "{:#?}",
+        expiring.all()
+    );
+    let timeout: ChatEventNotification = first_of_kind(&expiring, "chatEventNotification")
+        .await
+        .decode();
+    assert_eq!(timeout.event_type, EventType::Timeout);
+    assert_eq!(timeout.session_id, sid);
+    let told: ChatEventNotification = first_of_kind(&lasting, "chatEventNotification")
+        .await
+        .decode();
+    assert_eq!(told.event_type, EventType::Timeout);
+}
+
 async fn correlator_replays(format: Format) {
     let srv = Server::default_for_tests();
     let (la, lb) = (Listener::start().await, Listener::start().await);

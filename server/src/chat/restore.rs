@@ -98,11 +98,35 @@ impl Chat {
             .collect();
         let counts = (state.sessions.len(), state.subscriptions.len());
         drop(state);
+        // What fell due while the server was down fires here, one after the other in the order
+        // it fell due: as tasks due at once they raced, and a subscription's expiry could run
+        // before an invitation timeout due earlier, whose `Timeout` it then never got (the
+        // timers review of 2026-12-07). The rest is armed as usual.
+        let mut overdue = Vec::new();
         for (sid, address, seq, deadline) in invitations {
-            self.invitation_timer(sid, address, seq, deadline);
+            match deadline <= now {
+                true => overdue.push((deadline, Due::Invitation { sid, address, seq })),
+                false => self.invitation_timer(sid, address, seq, deadline),
+            }
         }
         for (id, at) in expiries {
-            self.expiry_timer(id, at);
+            match at <= now {
+                true => overdue.push((at, Due::Expiry(id))),
+                false => self.expiry_timer(id, at),
+            }
+        }
+        overdue.sort_by_key(|(due, _)| *due);
+        for (_, due) in overdue {
+            match due {
+                Due::Invitation { sid, address, seq } => {
+                    self.invitation_timed_out(&sid, &address, seq);
+                }
+                Due::Expiry(id) => {
+                    if let Some(next) = self.expiry_due(&id) {
+                        self.expiry_timer(id, next);
+                    }
+                }
+            }
         }
         for sid in adhoc {
             self.adhoc_timer_restored(sid, now);
@@ -118,6 +142,18 @@ impl Chat {
         );
         Ok(())
     }
+}
+
+/// A deadline that passed while the server was down, fired at restore in due order.
+enum Due {
+    /// An invitation's timeout (`Chat::invitation_timed_out`).
+    Invitation {
+        sid: String,
+        address: String,
+        seq: u64,
+    },
+    /// A subscription's expiry (`Chat::expiry_due`).
+    Expiry(String),
 }
 
 /// The live state the stored records describe, before anything runs on it.
