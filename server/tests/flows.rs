@@ -849,6 +849,21 @@ async fn flow_7_1_5(f: &Face<'_>) {
         f.get_session(u, &sid).await.fails(404, Some("SVC2008"));
     }
     quiet(&[&a, &b, &c, &d]).await;
+
+    // An originator that left may still end its group: everyone is told, itself included.
+    let sid = f.connected_session(&a, &[&b, &c], "left").await;
+    f.set_status(A, &sid, A, Disconnected).await.ok(200);
+    for u in [&b, &c] {
+        let n: ParticipantStatusNotification = u.next().await;
+        f.check_status_notification(&n, u.addr, &sid, &[(A, Disconnected)]);
+    }
+    quiet(&[&a]).await;
+    f.end_session(A, &sid).await.no_content();
+    for u in [&a, &b, &c] {
+        let n: ChatEventNotification = u.next().await;
+        f.check_event(&n, u.addr, &sid, EventType::SessionEnded);
+    }
+    quiet(&[&a, &b, &c, &d]).await;
 }
 
 /// Seed 7.1.6 (decided): the inviter withdraws an unanswered invitation by deleting the

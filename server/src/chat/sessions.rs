@@ -630,14 +630,28 @@ fn extend(
     Ok(Decision { session: s, outbox })
 }
 
-/// Seed 7.1.5, the rule: only the originator ends a session; everyone still in it is told.
+/// Seed 7.1.5, the rule: only the originator ends a session; everyone still in it is told,
+/// and the originator too, also after it left (its applications learn the session is gone,
+/// as the spec promises; before, one that had left was told nothing: the timers review of
+/// 2026-12-07).
 pub(super) fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refused> {
     if s.originator != user {
         return Err(Refused::NotOriginator);
     }
     let mut s = s.clone();
     s.ended = true;
-    let outbox = end_for_all(urls, &mut s, "the originator ended the session", None);
+    const WHY: &str = "the originator ended the session";
+    let mut outbox = end_for_all(urls, &mut s, WHY, None);
+    if !outbox.iter().any(|(to, _)| to == user) {
+        let text = format!("session {}: {WHY}", s.id);
+        outbox.insert(
+            0,
+            (
+                user.to_owned(),
+                views::event(urls, user, &s, EventType::SessionEnded, text),
+            ),
+        );
+    }
     Ok(Decision { session: s, outbox })
 }
 
@@ -1199,6 +1213,20 @@ mod tests {
         for who in [B, C, STRANGER] {
             assert_eq!(end(&urls(), &s, who).unwrap_err(), Refused::NotOriginator);
         }
+        // An originator that left is told too, first, as when it is in.
+        let mut gone = s.clone();
+        if let Some(a) = gone.participants.iter_mut().find(|p| p.address == A) {
+            a.status = Disconnected;
+        }
+        let d = end(&urls(), &gone, A).unwrap();
+        assert_eq!(
+            told(&d.outbox),
+            [
+                format!("{A} <- SessionEnded"),
+                format!("{B} <- SessionEnded"),
+                format!("{C} <- SessionCancelled"),
+            ]
+        );
     }
 
     /// Seed 7.1.6: the inviter withdraws a pending invitation; a 1-1 session ends with it.
