@@ -1041,6 +1041,16 @@ async fn malformed_cases(c: &Ctx<'_>) {
                 "{what}: {text}"
             );
         }
+        // Several participants sent as one `participantInformation`: told so, and what to
+        // send instead.
+        let b = format!(r#"{{"participantInformation":[{{"address":"{CAROL}"}}]}}"#);
+        let a = c.raw("POST", &c.urls().participants(ALICE, &sid), &b).await;
+        let text = docs::rendered(&c.refused("a list of participants", &a, 400, "SVC0002"));
+        assert!(
+            text.contains("`participantInformation` is one object, not a list")
+                && text.contains("send one `participantList`"),
+            "{text}"
+        );
     }
 
     let b = body(

@@ -124,6 +124,12 @@ pub fn decode_in<T: Document>(
                         T::NAME
                     )));
                 }
+                (Err(_), _) if is_list_of(json_text(&text), T::NAME) => {
+                    return Err(ApiError::invalid_input(format!(
+                        "JSON body ({0}): `{0}` is one object, not a list",
+                        T::NAME
+                    )));
+                }
                 (Err(e), misnamed) => {
                     let hint = misnamed.map(|m| format!("; {m}")).unwrap_or_default();
                     return Err(ApiError::invalid_input(format!(
@@ -182,6 +188,14 @@ fn read_json<J: DeserializeOwned + JsonSchema>(
     })
     .and_then(|value| de.end().map(|()| value));
     (read, misnamed)
+}
+
+/// Whether a JSON body is `{"<name>": [...]}`: a list where the document is one object (a
+/// client sending several participants as `participantInformation`), which serde reports
+/// from inside the list, in words that do not say so. Read only when a body was refused.
+fn is_list_of(body: &[u8], name: &str) -> bool {
+    serde_json::from_slice::<std::collections::BTreeMap<String, serde_json::Value>>(body)
+        .is_ok_and(|wrapper| wrapper.len() == 1 && wrapper.get(name).is_some_and(|v| v.is_array()))
 }
 
 /// Where a key is in a JSON body, as a client reads it: names joined by `.`, a list's item by
@@ -370,7 +384,21 @@ impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
         body: &[u8],
         limits: &XmlLimits,
     ) -> Result<Self, ApiError> {
-        let decode_a = || decode_in::<A>(format, charset, body, limits).map(OneOf::A);
+        // A list of `A`s is refused with the other document named, which may be what the
+        // client meant (`participantList` for several `participantInformation`s).
+        let decode_a = || {
+            decode_in::<A>(format, charset, body, limits)
+                .map(OneOf::A)
+                .map_err(|mut e| {
+                    let list = format == Format::Json
+                        && json_utf8(body, charset)
+                            .is_ok_and(|t| is_list_of(json_text(&t), A::NAME));
+                    if list && let Some(v) = e.variables.first_mut() {
+                        v.push_str(&format!("; to send several, send one `{}`", B::NAME));
+                    }
+                    e
+                })
+        };
         match root_name(format, charset, body, limits, [A::NAME, B::NAME]) {
             Some(n) if n == A::NAME => decode_a(),
             Some(n) if n == B::NAME => decode_in::<B>(format, charset, body, limits).map(OneOf::B),
