@@ -67,12 +67,17 @@ impl SharedExtractor for Negotiated {
 /// The request's `Accept` as one list: several fields are joined with `,` (RFC 9110 5.3);
 /// `None` without one.
 pub fn accept_of(headers: &http::HeaderMap) -> Option<String> {
+    joined(headers, header::ACCEPT, ",")
+}
+
+/// The fields `name` of `headers` as one value, joined with `separator`; `None` without one.
+fn joined(headers: &http::HeaderMap, name: header::HeaderName, separator: &str) -> Option<String> {
     let values: Vec<String> = headers
-        .get_all(header::ACCEPT)
+        .get_all(name)
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
-    (!values.is_empty()).then(|| values.join(","))
+    (!values.is_empty()).then(|| values.join(separator))
 }
 
 /// Labels an answer (its headers `answer`) to a request whose `Accept` is `accept` (as
@@ -105,12 +110,7 @@ pub fn body_format_of(headers: &http::HeaderMap) -> Option<Format> {
 /// 5.3), which is no media type, so a request naming two is refused (`415`) instead of being
 /// read as its first one while a proxy in front checked its last.
 fn content_type_of(headers: &http::HeaderMap) -> Option<String> {
-    let values: Vec<String> = headers
-        .get_all(header::CONTENT_TYPE)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
+    joined(headers, header::CONTENT_TYPE, ", ")
 }
 
 /// The request's `Authorization` header as sent (several are joined with `,`, which no bearer
