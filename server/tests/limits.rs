@@ -354,7 +354,7 @@ async fn xml_limits() {
 // ------------------------------------------------------------------------------ message text
 
 /// `NETAPI_CHAT_MAX_TEXT_CHARS` counts characters (4-byte emoji here): 9 and 10 are sent, 11
-/// is 400 `SVC0002` and not stored.
+/// is 400 `SVC0002` and not stored; so is a blank text.
 #[tokio::test]
 async fn message_text_chars_limit() {
     let srv = Server::start(&[("NETAPI_CHAT_MAX_TEXT_CHARS", "10")]);
@@ -375,8 +375,29 @@ async fn message_text_chars_limit() {
             text.contains("11") && text.contains("10"),
             "{what}: the text gives the length and the limit: {text}"
         );
+        // A blank text is no message: 400, not stored, and told before the session's rules
+        // (an invitee who has not accepted yet gets it, not `POL1012`).
+        for blank in ["", " \n\t "] {
+            let what = format!("[{f:?}] text {blank:?}");
+            let a = send_doc("POST", &url, f, &docs::message(blank)).await;
+            let text = assert_refused(&a, &what, 400, "SVC0002", f);
+            assert!(text.contains("white space"), "{what}: {text}");
+        }
         assert_eq!(message_count(&srv, &alice, &sid, f).await, 2, "[{f:?}]");
         assert_eq!(message_count(&srv, &bob, &sid, f).await, 2, "[{f:?}]");
+        let carol = user("carol", f);
+        let invited = new_session(&srv, f, &alice, &[&carol]).await;
+        let url = srv.urls().messages(&carol, &invited);
+        let a = send_doc("POST", &url, f, &docs::message("")).await;
+        assert_refused(
+            &a,
+            &format!("[{f:?}] invitee's blank text"),
+            400,
+            "SVC0002",
+            f,
+        );
+        let a = send_doc("POST", &url, f, &docs::message("hi")).await;
+        assert_refused(&a, &format!("[{f:?}] invitee's text"), 403, "POL1012", f);
     }
 }
 

@@ -1961,6 +1961,9 @@ impl From<ParticipantSessionStatus> for ParticipantSessionStatusRoot {
 pub struct ChatMessage {
     /// `text`: The message. Its limit is a server setting, `NETAPI_CHAT_MAX_TEXT_CHARS` (default
     /// 4096 characters); a longer text gets 400 SVC0002.
+    /// **Decision (blank text):** a text that is empty or only white space is 400 SVC0002
+    /// (before any rule of the session, `POL1012` included): no chat client sends one, so
+    /// it is a mistake, not a message.
     #[serde(deserialize_with = "netapi_chat_runtime::json::string")]
     pub text: String,
     /// `successReport`: Seed flag; true = report `Delivered` confirmations to the sender. Shown to

@@ -479,8 +479,13 @@ fn readable_page(
 /// Most bytes of message text in one page of a message list (`page::within`).
 const PAGE_TEXT_BYTES: usize = page::PAGE_BYTES;
 
-/// Seed 7.1.9, the rule on the text: at most `limit` characters (not bytes).
+/// Seed 7.1.9, the rule on the text: something to read (not empty, not only white space: a
+/// chat client never sends that, so it is a client's mistake, told before any policy of the
+/// session), at most `limit` characters (not bytes).
 fn check_text(text: &str, limit: usize) -> Result<(), Refused> {
+    if text.chars().all(char::is_whitespace) {
+        return Err(Refused::TextBlank);
+    }
     let chars = text.chars().count();
     if chars > limit {
         return Err(Refused::TextTooLong { chars, limit });
@@ -746,11 +751,14 @@ mod tests {
         }
     }
 
-    /// A text is measured in characters, not bytes.
+    /// A text is measured in characters, not bytes, and has something to read.
     #[test]
     fn a_text_has_at_most_the_limit_in_characters() {
         let cases = [
-            ("", Ok(())),
+            ("", Err(Refused::TextBlank)),
+            (" \t\n", Err(Refused::TextBlank)),
+            ("\u{3000}", Err(Refused::TextBlank)),
+            (" a ", Ok(())),
             ("four", Ok(())),
             ("ééé", Ok(())),
             ("fives", Err(Refused::TextTooLong { chars: 5, limit: 4 })),

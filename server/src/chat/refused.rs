@@ -60,6 +60,8 @@ pub(super) enum Refused {
     Declined { pid: String, sid: String },
     /// A message text of `chars` characters, more than `limit` (`400`).
     TextTooLong { chars: usize, limit: usize },
+    /// A message text that is empty or only white space (`400`).
+    TextBlank,
     /// The sender has not accepted its invitation yet (`403 POL1012`).
     NotYetAccepted,
     /// The sender `user` left session `sid` (`409`).
@@ -167,6 +169,9 @@ impl Refused {
             Refused::TextTooLong { chars, limit } => ApiError::invalid_input(format!(
                 "text: {chars} characters, at most {limit} are allowed"
             )),
+            Refused::TextBlank => {
+                ApiError::invalid_input("text: empty or only white space; a message needs text")
+            }
             Refused::NotYetAccepted => ApiError::policy(
                 "POL1012",
                 "Messages during session setup are not supported: %1",
