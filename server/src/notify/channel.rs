@@ -525,7 +525,7 @@ impl Queue {
 /// channel holds the share that gives way ([`Shared::budget_passed`]).
 async fn feed(
     target: Target,
-    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    mut rx: mpsc::UnboundedReceiver<super::Queued>,
     shared: Arc<Shared>,
     d: Deliverer,
     mailbox: Arc<Mailbox>,
@@ -533,7 +533,7 @@ async fn feed(
     loop {
         let item = tokio::select! {
             item = rx.recv() => match item {
-                Some(item) => item,
+                Some(item) => *item,
                 None => {
                     outlive_expired(&target, &d, &shared, &mailbox).await;
                     return;

@@ -115,6 +115,13 @@ pub struct Target {
     pub subscription: String,
 }
 
+/// What a subscription's queue carries: a boxed [`Delivery`]. tokio's unbounded channel
+/// allocates its slots in blocks of 32, the first when it is made, so an unboxed `Delivery`
+/// (about 512 bytes) made every subscription's empty queue hold 16 KiB (the soak review of
+/// 2026-12-07: about 19 KiB per idle subscription, with the attempt's future); boxed, its
+/// slots take 256 bytes.
+pub(crate) type Queued = Box<Delivery>;
+
 /// A notification with its stable id and delivery state.
 #[derive(Clone, Debug)]
 pub struct Delivery {
@@ -538,7 +545,7 @@ impl Shared {
 /// The sending end of one subscription's delivery queue; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    tx: mpsc::UnboundedSender<Delivery>,
+    tx: mpsc::UnboundedSender<Queued>,
     shared: Arc<Shared>,
 }
 
@@ -567,7 +574,7 @@ impl Queue {
         self.shared.held(&d);
         // The task only ends once every sender is dropped (or the server stops): one that
         // ended takes nothing, which leaves the backlog and the totals at once.
-        if let Err(mpsc::error::SendError(d)) = self.tx.send(d) {
+        if let Err(mpsc::error::SendError(d)) = self.tx.send(Box::new(d)) {
             self.shared.done(&d);
         }
         self.shared.wake.notify_one();
@@ -852,7 +859,7 @@ impl HeadBody {
 /// One subscription's delivery task: see the module documentation and [`rules`].
 async fn deliver(
     target: Target,
-    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     shared: Arc<Shared>,
     d: Deliverer,
 ) {
@@ -879,7 +886,7 @@ async fn deliver(
         let item = match head.take() {
             Some(h) => h,
             None => match rx.recv().await {
-                Some(i) => i,
+                Some(i) => *i,
                 None => return,
             },
         };
@@ -989,7 +996,11 @@ async fn deliver(
         // meanwhile is disabled at once, the attempt dropped (its notification stays in the
         // outbox and is buried with the rest), instead of growing for the attempt's length
         // (a hanging receiver let memory pass the budget by the push rate × 10 s).
-        let attempting = attempt(&target, &d, &keys, ep, (item.id, failures), &bytes);
+        // Boxed: an attempt (a connection, TLS, the HTTP exchange) is a large future, and
+        // inlined it made every subscription's idle task as large (about 19 KB each while
+        // waiting for its first notification: the soak review of 2026-12-07); boxed, it costs
+        // its size only while it runs.
+        let attempting = Box::pin(attempt(&target, &d, &keys, ep, (item.id, failures), &bytes));
         let outcome = match unless_too_full(attempting, &shared, &d.policy).await {
             Ok(outcome) => outcome,
             // Deleted while its attempt waited (for a connection under the caps, or on the
@@ -1116,7 +1127,7 @@ async fn deliver(
 fn settle(
     state: u8,
     item: Delivery,
-    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
     target: &Target,
     d: &Deliverer,
     shared: &Shared,
@@ -1130,7 +1141,7 @@ fn settle(
     if state == DISABLED_STATE {
         let mut dead = vec![item];
         while let Ok(i) = rx.try_recv() {
-            dead.push(i);
+            dead.push(*i);
         }
         bury(target, d, shared, dead);
         return None;
@@ -1190,14 +1201,14 @@ enum Interrupted {
 /// the task goes on, so a notice pushed later is still taken.
 fn shed_expired_over_budget(
     item: Delivery,
-    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
     target: &Target,
     d: &Deliverer,
     shared: &Shared,
 ) -> Option<Delivery> {
     let mut all = vec![item];
     while let Ok(i) = rx.try_recv() {
-        all.push(i);
+        all.push(*i);
     }
     let (kept, mut dropped) = keep_cancellation_notices(all);
     let mut kept = kept.into_iter();
@@ -1296,13 +1307,13 @@ fn tell_all_expired_dropped(target: &Target, shared: &Shared, why: &str) {
 /// was up).
 fn forget_all(
     item: Delivery,
-    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
     d: &Deliverer,
     shared: &Shared,
 ) {
     let mut all = vec![item];
     while let Ok(i) = rx.try_recv() {
-        all.push(i);
+        all.push(*i);
     }
     d.forgetter
         .forget(&all.iter().map(|i| i.id).collect::<Vec<_>>());
