@@ -566,7 +566,7 @@ pub async fn start_on(
     .request_observer(observer);
     // CORS headers on every answer to an allowed origin, the gate's and errors included;
     // `Connection: close` on every answer once a graceful stop began.
-    let server = server.response_headers(closing_while_stopping(
+    let server = server.response_headers(answer_hook(
         Arc::clone(&chat),
         cors.map(crate::cors::Cors::into_hook),
     ));
@@ -595,16 +595,17 @@ pub async fn start_on(
     })
 }
 
-/// The response hook ([`dropshot::ResponseHeaders`]): `cors`'s headers, the label of an answer
-/// in JSON or XML as the request's `Accept` asks (`text/xml` when it weighs that above
-/// `application/xml`: `negotiate::label_answer`, on every answer whoever wrote it), and, on an answer
+/// The response hook ([`dropshot::ResponseHeaders`]), on every answer whoever wrote it (a
+/// handler, the request gate, an error): `cors`'s headers; the label of an answer in JSON or
+/// XML as the request's `Accept` asks (`text/xml` when it weighs that above
+/// `application/xml`: `negotiate::label_answer`); and, on an answer
 /// made once a graceful stop began ([`Chat::is_stopping`], looked at as the answer goes out,
 /// so a request that arrived before the signal counts too), `Connection: close`, unless the
 /// answer already says what its connection does (a `101`'s `upgrade`) or the request came
 /// from a standby (its pooled connections are let go by the stop's `Leaving`,
 /// `notify::relay`, and a close would be relayed to its client, whose connection to the
 /// standby stays good).
-fn closing_while_stopping(
+fn answer_hook(
     chat: Arc<Chat>,
     cors: Option<dropshot::ResponseHeaders>,
 ) -> dropshot::ResponseHeaders {

@@ -36,22 +36,27 @@
 //! The `Accept` header (RFC 9110 §12.5.1) is a comma-separated list of media ranges, each with
 //! optional parameters and an optional weight `q` (`0` to `1`, at most three decimals).
 //!
-//! * Each format's weight is the `q` of the most specific range that matches it. From most to
-//!   least specific:
-//!   1. the format's own media type, exactly (`application/json`, `application/xml`);
-//!   2. another concrete type the format stands for (`text/json` or any `…+json` for JSON,
-//!      `text/xml` or any `…+xml` for XML);
-//!   3. `type/*` where the format has a type in it (`application/*` matches both formats,
-//!      `text/*` matches XML only, through `text/xml`);
-//!   4. `*/*`.
+//! * A format is served as two types: its own (`application/json`, `application/xml`) and
+//!   its `text/` type (`text/json`, `text/xml`). Each type's weight is the `q` of the most
+//!   specific range that matches it: the type itself, then `type/*` (`application/*` for
+//!   the own types; `text/*` for `text/xml` only, `text/json` being no registered type),
+//!   then `*/*` (for the own types only: a client that refuses `application/json` and takes
+//!   `*/*` is not answered JSON as `text/json`). The format's weight is the higher of its two
+//!   types' (at equal `q`, the more specific range's, then the one listed first); a type
+//!   named with `q=0` is refused, the other may still serve the format
+//!   (`application/xml;q=0, text/xml` is XML, labelled `text/xml`).
+//! * Only when a header names neither type of a format (not even through a wildcard) does
+//!   another concrete type it stands for grant it (any `…+json` for JSON, any `…+xml` for
+//!   XML: `application/soap+xml` alone is XML), answered with the own type's label.
 //!
 //!   Parameters other than `q` do not change what a range matches or how specific it is. When
-//!   several ranges of the same specificity match a format, the highest `q` among them counts,
-//!   and the first of those listed is the range that *grants* the format.
+//!   several ranges of the same specificity match a type, the highest `q` among them counts,
+//!   and the first of those listed is the range that *grants* it.
 //! * The format with the highest weight above zero wins: `q` dominates, so
 //!   `application/json;q=0.8, application/*;q=0.9` is XML although JSON is named.
 //! * At equal weights, the format granted by the more specific range wins, a concrete type
-//!   (1 or 2 above, alike: a client that lists `text/xml` first asks for XML first) over
+//!   (own, `text/` or another, alike: a client that lists `text/xml` first asks for XML
+//!   first) over
 //!   `type/*` over `*/*`:
 //!   `application/xml, */*` and `application/xml, application/*` are XML, as in Spring,
 //!   JAX-RS and ASP.NET, and as RFC 9110 ranks `*/*` lowest. At equal weights and
@@ -79,10 +84,9 @@
 //!
 //! An answer in a format is labelled with that format's own type (`application/json`,
 //! `application/xml`), unless `Accept` weighs the format's `text/` type (`text/xml`,
-//! `text/json`) above its own: then the answer says that type, so that a client that lists
-//! only `text/xml` (or `text/*`, or `application/xml;q=0.5, text/xml`) reads a type it listed.
-//! Each type's weight is the `q` of the most specific range matching it (RFC 9110 §12.5.1:
-//! the type itself, then `type/*`, then `*/*`). A format granted only through another alias
+//! `text/json`) above its own (as weighed above): then the answer says that type, so that a
+//! client that lists only `text/xml` (or `text/*`, or `application/xml;q=0.5, text/xml`)
+//! reads a type it listed. A format granted only through another concrete type
 //! (`application/soap+xml`) keeps its own type: the body is not that type.
 
 use std::fmt;
@@ -291,29 +295,20 @@ pub fn response_format(
     let Some(header) = accept else {
         return Ok(tie);
     };
-    let mut json = Weight::default();
-    let mut xml = Weight::default();
-    let mut any_valid = false;
-    for (position, element) in split_unquoted(header, b',').enumerate() {
-        let Some(range) = parse_media_range(element) else {
-            continue;
-        };
-        any_valid = true;
-        json.offer(range.specificity_for(Format::Json), range.q, position);
-        xml.offer(range.specificity_for(Format::Xml), range.q, position);
-    }
+    let Some([json, xml]) = weigh(header) else {
+        // Nothing valid in the header: no preference at all.
+        return Ok(tie);
+    };
     let (json, xml) = match (json.grant(), xml.grant()) {
         (Some(json), Some(xml)) => (json, xml),
         (Some(_), None) => return Ok(Format::Json),
         (None, Some(_)) => return Ok(Format::Xml),
-        (None, None) if any_valid => {
+        (None, None) => {
             return Err(NotAcceptable {
                 accept: header.to_owned(),
                 answer_in: tie,
             });
         }
-        // Nothing valid in the header: no preference at all.
-        (None, None) => return Ok(tie),
     };
     // Higher q, then the more specific granting range, then the range listed first; the
     // same range granting both (`*/*`, `application/*`) leaves it to the body.
@@ -336,46 +331,16 @@ pub fn response_format(
 /// Exists because negotiation grants XML through `text/xml` and `text/*`, and an answer
 /// labelled `application/xml` is then a type a strict client did not list.
 #[must_use]
-pub fn answer_content_type(accept: Option<&str>, format: Format) -> &'static str {
-    let Some(accept) = accept else {
-        return format.content_type();
-    };
-    let sub = format_subtype(format);
-    if weight_of(accept, "text", sub) > weight_of(accept, "application", sub) {
-        match format {
-            Format::Json => "text/json; charset=utf-8",
-            Format::Xml => "text/xml; charset=utf-8",
-        }
-    } else {
-        format.content_type()
+pub(crate) fn answer_content_type(accept: Option<&str>, format: Format) -> &'static str {
+    let weights = accept.and_then(weigh).map(|[json, xml]| match format {
+        Format::Json => json,
+        Format::Xml => xml,
+    });
+    match (weights.map(|w| w.label()), format) {
+        (Some(Label::Text), Format::Json) => "text/json; charset=utf-8",
+        (Some(Label::Text), Format::Xml) => "text/xml; charset=utf-8",
+        _ => format.content_type(),
     }
-}
-
-/// The weight, in thousandths, that `accept` gives the concrete type `ty/sub`: the `q` of the
-/// most specific range matching it (the type itself, then `ty/*`, then `*/*`; the highest
-/// among equally specific ones), `0` when none does.
-fn weight_of(accept: &str, ty: &str, sub: &str) -> u16 {
-    let mut best: Option<(u8, u16)> = None;
-    for element in split_unquoted(accept, b',') {
-        let Some(range) = parse_media_range(element) else {
-            continue;
-        };
-        let specificity = if range.ty == "*" {
-            0
-        } else if !range.ty.eq_ignore_ascii_case(ty) {
-            continue;
-        } else if range.sub == "*" {
-            1
-        } else if range.sub.eq_ignore_ascii_case(sub) {
-            2
-        } else {
-            continue;
-        };
-        if best.is_none_or(|(seen, q)| specificity > seen || (specificity == seen && range.q > q)) {
-            best = Some((specificity, range.q));
-        }
-    }
-    best.map_or(0, |(_, q)| q)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,7 +493,8 @@ enum Specificity {
     Any,
     /// `type/*`
     AnySubtype,
-    /// A concrete type the format stands for but is not served as (`text/xml`, `…+json`).
+    /// A concrete type other than the format's own: its `text/` type, or one it stands for
+    /// (`…+json`).
     Alias,
     /// The format's own media type.
     Exact,
@@ -557,30 +523,119 @@ struct MediaRange<'a> {
 }
 
 impl MediaRange<'_> {
-    fn specificity_for(&self, format: Format) -> Option<Specificity> {
+    /// How specifically this range names the type `label` of `format` (RFC 9110 §12.5.1: the
+    /// type itself, then `type/*`, then `*/*`), `None` when it does not match it. The own
+    /// type (`application/xml`) is matched by `*/*`, `application/*` and itself; the `text/`
+    /// type by itself and, for XML, `text/*` (`text/json` is no registered type: `text/*`
+    /// does not stand for it), not by `*/*`, so that a client refusing the own type
+    /// (`application/json;q=0, */*`) is not answered the same document as `text/json`.
+    fn names(&self, format: Format, label: Label) -> Option<Specificity> {
         let (ty, sub) = (self.ty, self.sub);
-        if ty == "*" {
-            // `parse_media_range` guarantees the subtype is `*` too.
-            return Some(Specificity::Any);
+        match label {
+            Label::Own if ty == "*" => Some(Specificity::Any),
+            Label::Own if ty.eq_ignore_ascii_case("application") => {
+                if sub == "*" {
+                    Some(Specificity::AnySubtype)
+                } else {
+                    sub.eq_ignore_ascii_case(format_subtype(format))
+                        .then_some(Specificity::Exact)
+                }
+            }
+            Label::Text if ty.eq_ignore_ascii_case("text") => {
+                if sub == "*" {
+                    (format == Format::Xml).then_some(Specificity::AnySubtype)
+                } else {
+                    sub.eq_ignore_ascii_case(format_subtype(format))
+                        .then_some(Specificity::Alias)
+                }
+            }
+            Label::Own | Label::Text => None,
         }
-        let application = ty.eq_ignore_ascii_case("application");
-        if sub == "*" {
-            let matches = match format {
-                Format::Json => application,
-                Format::Xml => application || ty.eq_ignore_ascii_case("text"),
-            };
-            return matches.then_some(Specificity::AnySubtype);
+    }
+
+    /// Whether this range is another concrete type the format stands for (`…+json`,
+    /// `…+xml`; not `application/json` or `text/json`, which [`MediaRange::names`] matches).
+    fn is_alias_of(&self, format: Format) -> bool {
+        let (ty, sub) = (self.ty, self.sub);
+        if ty == "*" || sub == "*" || sub.eq_ignore_ascii_case(format_subtype(format)) {
+            return false;
         }
-        let own = application && sub.eq_ignore_ascii_case(format_subtype(format));
-        if own {
-            return Some(Specificity::Exact);
-        }
-        let alias = match format {
+        match format {
             Format::Json => is_json_type(ty, sub),
             Format::Xml => is_xml_type(ty, sub),
-        };
-        alias.then_some(Specificity::Alias)
+        }
     }
+}
+
+/// The two types an answer in a format may be labelled with: the format's own
+/// (`application/xml`) or its `text/` type (`text/xml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Label {
+    Own,
+    Text,
+}
+
+/// What an `Accept` header grants one format: through its own type, its `text/` type, and
+/// another concrete type it stands for (`…+xml`).
+#[derive(Default)]
+struct FormatWeights {
+    own: Weight,
+    text: Weight,
+    alias: Weight,
+}
+
+impl FormatWeights {
+    /// The grant that makes the format acceptable, if any: the better of its own type's and
+    /// its `text/` type's (higher `q`, then more specific, then listed first); only when the
+    /// header names neither (not even with `q=0`, a refusal) another concrete type it stands
+    /// for (`application/soap+xml`: the answer is labelled with the own type, which the
+    /// client did not refuse).
+    fn grant(&self) -> Option<Grant> {
+        if self.own.best.is_none() && self.text.best.is_none() {
+            return self.alias.grant();
+        }
+        [self.own.grant(), self.text.grant()]
+            .into_iter()
+            .flatten()
+            .max_by(|a, b| {
+                a.q.cmp(&b.q)
+                    .then(a.specificity.rank().cmp(&b.specificity.rank()))
+                    .then(b.position.cmp(&a.position))
+            })
+    }
+
+    /// The type to label an answer in this format with: `text/` when it weighs more than
+    /// the own type (unnamed or refused: 0), else the own type.
+    fn label(&self) -> Label {
+        let q = |w: &Weight| w.grant().map_or(0, |g| g.q);
+        if q(&self.text) > q(&self.own) {
+            Label::Text
+        } else {
+            Label::Own
+        }
+    }
+}
+
+/// The weights an `Accept` header gives JSON and XML, `None` when it holds no valid range
+/// (treated as absent).
+fn weigh(header: &str) -> Option<[FormatWeights; 2]> {
+    let mut weights = [FormatWeights::default(), FormatWeights::default()];
+    let mut any_valid = false;
+    for (position, element) in split_unquoted(header, b',').enumerate() {
+        let Some(range) = parse_media_range(element) else {
+            continue;
+        };
+        any_valid = true;
+        for (format, w) in [Format::Json, Format::Xml].into_iter().zip(&mut weights) {
+            w.own
+                .offer(range.names(format, Label::Own), range.q, position);
+            w.text
+                .offer(range.names(format, Label::Text), range.q, position);
+            let alias = range.is_alias_of(format).then_some(Specificity::Alias);
+            w.alias.offer(alias, range.q, position);
+        }
+    }
+    any_valid.then_some(weights)
 }
 
 fn format_subtype(format: Format) -> &'static str {
@@ -986,9 +1041,19 @@ mod tests {
         for (accept, expected) in cases {
             assert_eq!(negotiate(accept), Ok(expected), "Accept: {accept}");
         }
-        // XML is served as application/xml, which the client refused; text/xml does not undo that.
-        assert!(negotiate("application/xml;q=0, text/xml").is_err());
+        // XML may be served as text/xml, which the client accepts where it refused
+        // application/xml (the answer says text/xml); another concrete type the format stands
+        // for does not undo a refusal of its own type, which such an answer is labelled with.
+        assert_eq!(negotiate("application/xml;q=0, text/xml"), Ok(Xml));
+        assert_eq!(negotiate("text/xml, application/xml;q=0"), Ok(Xml));
+        assert_eq!(
+            negotiate("application/xml;q=0.5, text/xml, application/json;q=0.8"),
+            Ok(Xml)
+        );
         assert!(negotiate("application/json;q=0, application/problem+json").is_err());
+        assert!(negotiate("*/*;q=0, application/soap+xml").is_err());
+        // `*/*` does not stand for text/json: refusing application/json refuses JSON.
+        assert_eq!(negotiate("application/json;q=0, */*"), Ok(Xml));
     }
 
     /// Equal weights: the more specific granting range wins (a concrete type > `type/*` >
@@ -1151,6 +1216,8 @@ mod tests {
             (Some("application/*"), xml),
             // Another alias only: the body is not that type.
             (Some("application/soap+xml"), xml),
+            (Some("text/xml;q=0.5, application/soap+xml"), text_xml),
+            (Some("application/xml;q=0, text/xml"), text_xml),
             // The most specific range decides, not the highest q.
             (Some("text/xml;q=0.1, text/*, application/xml;q=0.5"), xml),
             (Some("text/xml;q=0, text/*, */*;q=0.1"), xml),
@@ -1169,6 +1236,18 @@ mod tests {
         assert_eq!(
             answer_content_type(Some("text/*, application/json"), Format::Json),
             "application/json; charset=utf-8"
+        );
+        // `text/*` stands for XML only, and `*/*` for no `text/` type.
+        assert_eq!(
+            answer_content_type(
+                Some("text/xml;q=0, text/*, application/json;q=0.5"),
+                Format::Json
+            ),
+            "application/json; charset=utf-8"
+        );
+        assert_eq!(
+            answer_content_type(Some("application/xml;q=0, */*"), Format::Xml),
+            "application/xml; charset=utf-8"
         );
     }
 

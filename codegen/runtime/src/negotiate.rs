@@ -577,3 +577,43 @@ fn respond(
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only an answer in one of the two formats, with the type it was written with, is
+    /// relabelled; and only when `Accept` weighs the `text/` type higher.
+    #[test]
+    fn an_answer_is_labelled_as_accept_weighs_it() {
+        let label = |accept: Option<&str>, written: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(written));
+            label_answer(accept, &mut h);
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let xml = Format::Xml.content_type();
+        assert_eq!(label(Some("text/xml"), xml), "text/xml; charset=utf-8");
+        assert_eq!(label(Some("text/xml, application/xml"), xml), xml);
+        assert_eq!(label(None, xml), xml);
+        assert_eq!(
+            label(Some("text/json"), Format::Json.content_type()),
+            "text/json; charset=utf-8"
+        );
+        // Not written by the API's writers: left as it is.
+        assert_eq!(
+            label(Some("text/xml"), "application/xml"),
+            "application/xml"
+        );
+        assert_eq!(
+            label(Some("text/*"), "text/plain; charset=utf-8"),
+            "text/plain; charset=utf-8"
+        );
+        let mut none = http::HeaderMap::new();
+        label_answer(Some("text/xml"), &mut none);
+        assert!(none.is_empty());
+    }
+}

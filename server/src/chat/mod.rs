@@ -606,7 +606,7 @@ impl Chat {
     /// Whether a graceful stop has begun ([`Chat::begin_stop`]). The server still answers
     /// while its callback attempts wind down (up to half the grace), and then its listener
     /// drain closes every connection: each answer meanwhile says `Connection: close`
-    /// (`server::closing_while_stopping`), so a client learns with it to open its next
+    /// (`server::answer_hook`), so a client learns with it to open its next
     /// request elsewhere instead of writing it into a kept-alive connection the drain closes
     /// (a balancer does not send an unanswered `POST` again).
     pub fn is_stopping(&self) -> bool {

@@ -26,17 +26,6 @@ impl Answer {
             .unwrap_or_default()
     }
 
-    /// Whether the Content-Type names `format`: its own type, or its `text/` type, which the
-    /// server answers with when `Accept` weighs that higher (`text/xml`).
-    pub fn is_in(&self, format: Format) -> bool {
-        let text = match format {
-            Format::Json => "text/json",
-            Format::Xml => "text/xml",
-        };
-        let ct = self.content_type();
-        ct.starts_with(format.media_type()) || ct.starts_with(text)
-    }
-
     /// A header's value, or "".
     pub fn header(&self, name: &str) -> &str {
         self.headers
@@ -70,7 +59,7 @@ impl Answer {
     ) -> netapi_chat_api::RequestError {
         assert_eq!(self.status, status, "status; body: {}", self.body);
         assert!(
-            self.is_in(format),
+            self.content_type().starts_with(format.media_type()),
             "error Content-Type {} (wanted {})",
             self.content_type(),
             format.media_type()
