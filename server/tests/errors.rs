@@ -1027,6 +1027,13 @@ async fn malformed_cases(c: &Ctx<'_>) {
                 "notificationFormat",
             ),
             (
+                "Address in a list's item",
+                c.urls().chat_sessions(ALICE),
+                r#"{"chatSessionInformation":{"participant":[{"Address":"sip:bob@example.com"}]}}"#,
+                "chatSessionInformation.participant[0].Address",
+                "address",
+            ),
+            (
                 "notify_url",
                 c.urls().subscriptions(DAVE),
                 r#"{"chatSubscription":{"callbackReference":{"notify_url":"http://127.0.0.1:10/n"}}}"#,

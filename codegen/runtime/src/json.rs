@@ -5,7 +5,7 @@
 //! than an array. Real clients send both shapes, so generated types read them all, and always
 //! write the structure-aware form (native numbers and booleans, arrays for lists).
 
-use serde::de::{self, Deserialize, DeserializeOwned, Deserializer};
+use serde::de::{self, Deserialize, Deserializer};
 
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
@@ -186,19 +186,82 @@ pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 }
 
 /// A list: an array, a single value standing for a one-item list, or `null` for none.
-pub fn one_or_many<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+///
+/// Read through the deserializer it is given (a visitor, not a buffered `Value`), so that a
+/// wrapper around it sees the items' keys too (`wire::read_json` tells a misspelt one inside
+/// a `participant` entry) and an error says where in the body it is.
+pub fn one_or_many<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Vec<T>, D::Error> {
-    let v = serde_json::Value::deserialize(d)?;
-    match v {
-        serde_json::Value::Null => Ok(Vec::new()),
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|i| serde_json::from_value(i).map_err(de::Error::custom))
-            .collect(),
-        single => serde_json::from_value(single)
-            .map(|t| vec![t])
-            .map_err(de::Error::custom),
+    d.deserialize_any(OneOrMany(std::marker::PhantomData))
+}
+
+/// The visitor of [`one_or_many`]: a sequence is the list, `null` none, anything else one item.
+struct OneOrMany<T>(std::marker::PhantomData<T>);
+
+impl<T> OneOrMany<T> {
+    /// A scalar standing for a one-item list, read as an item.
+    fn one<'de, E: de::Error, V: de::IntoDeserializer<'de, E>>(v: V) -> Result<Vec<T>, E>
+    where
+        T: Deserialize<'de>,
+    {
+        T::deserialize(v.into_deserializer()).map(|t| vec![t])
+    }
+}
+
+impl<'de, T: Deserialize<'de>> de::Visitor<'de> for OneOrMany<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list, or one item")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| vec![t])
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Vec<T>, E> {
+        Self::one(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<T>, E> {
+        Self::one(v)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<T>, E> {
+        Self::one(v)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Vec<T>, E> {
+        Self::one(v)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<T>, E> {
+        Self::one(v.to_owned())
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Vec<T>, E> {
+        Self::one(v)
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Vec<T>, E> {
+        Self::one(v)
     }
 }
 

@@ -8,7 +8,10 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
+use std::any::TypeId;
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The rules of a schema that serde's derive cannot check (a list's minimum length, exactly
 /// one member of a choice), checked after a JSON body is read. Generated for every structure.
@@ -124,7 +127,7 @@ pub fn decode_in<T: Document>(
                         T::NAME
                     )));
                 }
-                (Err(_), _) if is_list_of(json_text(&text), T::NAME) => {
+                (Err(_), _) if is_list_of::<T::Json>(json_text(&text), T::NAME) => {
                     return Err(ApiError::invalid_input(format!(
                         "JSON body ({0}): `{0}` is one object, not a list",
                         T::NAME
@@ -165,24 +168,28 @@ pub fn decode_in<T: Document>(
 /// (`successreport`, `notify_url`) is a client's mistake that would otherwise pass silently: a
 /// delivery report never asked for, a format never chosen (the app developer review of
 /// 2026-12-07). The names are looked up only when a key was ignored.
-fn read_json<J: DeserializeOwned + JsonSchema>(
+fn read_json<J: DeserializeOwned + JsonSchema + 'static>(
     body: &[u8],
 ) -> (Result<J, serde_json::Error>, Option<Misnamed>) {
-    let mut names: Option<Vec<String>> = None;
+    let mut names: Option<Arc<Names>> = None;
     let mut misnamed = None;
+    let mut looked = 0usize;
     let mut de = serde_json::Deserializer::from_slice(body);
     let read = serde_ignored::deserialize(&mut de, |path| {
-        if misnamed.is_some() {
+        // A few keys are enough to find a mistake; a body of thousands of junk keys costs
+        // no more than that.
+        if misnamed.is_some() || looked >= LOOK_AT_MOST {
             return;
         }
+        looked += 1;
         let serde_ignored::Path::Map { key, .. } = &path else {
             return;
         };
-        let names = names.get_or_insert_with(json_names::<J>);
-        if let Some(name) = names.iter().find(|n| same_name(n, key)) {
+        let names = names.get_or_insert_with(names_of::<J>);
+        if let Some(name) = names.misspelt(key) {
             misnamed = Some(Misnamed {
                 path: path_text(&path),
-                name: name.clone(),
+                name: name.to_owned(),
             });
         }
     })
@@ -190,12 +197,109 @@ fn read_json<J: DeserializeOwned + JsonSchema>(
     (read, misnamed)
 }
 
-/// Whether a JSON body is `{"<name>": [...]}`: a list where the document is one object (a
+/// How many ignored keys of one body are looked up as possible misspellings.
+const LOOK_AT_MOST: usize = 16;
+
+/// A document's JSON names, for telling a misspelt key ([`read_json`]) and a list sent
+/// where the document is one object ([`is_list_of`]): made once per type from its schema.
+struct Names {
+    /// Each property name anywhere in the document, by its folded form ([`fold`]).
+    by_folded: std::collections::HashMap<String, String>,
+    /// The longest name, in bytes: a key much longer is no misspelling of one.
+    longest: usize,
+    /// Whether the document's JSON form is itself a list (`{"notificationList": [...]}`).
+    is_list: bool,
+}
+
+impl Names {
+    /// The name `key` misspells: one it is not but folds to.
+    fn misspelt(&self, key: &str) -> Option<&str> {
+        if key.len() > 2 * self.longest {
+            return None;
+        }
+        self.by_folded
+            .get(&fold(key))
+            .map(String::as_str)
+            .filter(|name| *name != key)
+    }
+}
+
+/// A name as a misspelling is compared: lower case, without `_` and `-`.
+fn fold(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The [`Names`] of `J`, made from its JSON schema the first time and kept (one entry per
+/// document type of the API).
+fn names_of<J: JsonSchema + 'static>() -> Arc<Names> {
+    static MADE: OnceLock<Mutex<HashMap<TypeId, Arc<Names>>>> = OnceLock::new();
+    let made = MADE.get_or_init(Mutex::default);
+    let mut made = made
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::clone(
+        made.entry(TypeId::of::<J>())
+            .or_insert_with(|| Arc::new(names_in(&schema_value::<J>()))),
+    )
+}
+
+/// `J`'s JSON schema as a value (empty when it does not serialize, which schemars' types do).
+fn schema_value<J: JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(J)).unwrap_or_default()
+}
+
+/// The [`Names`] of a document's JSON schema (a wrapper of one property, the root).
+fn names_in(schema: &serde_json::Value) -> Names {
+    fn walk(value: &serde_json::Value, names: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                    names.extend(properties.keys().cloned());
+                }
+                for v in map.values() {
+                    walk(v, names);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for v in items {
+                    walk(v, names);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    walk(schema, &mut names);
+    let longest = names.iter().map(String::len).max().unwrap_or(0);
+    // The root's schema, through its `$ref` when it has one.
+    let root = schema["properties"]
+        .as_object()
+        .and_then(|p| p.values().next())
+        .cloned()
+        .unwrap_or_default();
+    let root = match root["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+        Some(name) => schema["definitions"][name].clone(),
+        None => root,
+    };
+    Names {
+        by_folded: names.into_iter().map(|n| (fold(&n), n)).collect(),
+        longest,
+        is_list: root["type"] == "array",
+    }
+}
+
+/// Whether a JSON body is `{"<name>": [...]}` while the document `J` is one object (a
 /// client sending several participants as `participantInformation`), which serde reports
 /// from inside the list, in words that do not say so. Read only when a body was refused.
-fn is_list_of(body: &[u8], name: &str) -> bool {
-    serde_json::from_slice::<std::collections::BTreeMap<String, serde_json::Value>>(body)
-        .is_ok_and(|wrapper| wrapper.len() == 1 && wrapper.get(name).is_some_and(|v| v.is_array()))
+fn is_list_of<J: JsonSchema + 'static>(body: &[u8], name: &str) -> bool {
+    !names_of::<J>().is_list
+        && serde_json::from_slice::<std::collections::BTreeMap<String, serde_json::Value>>(body)
+            .is_ok_and(|wrapper| {
+                wrapper.len() == 1 && wrapper.get(name).is_some_and(serde_json::Value::is_array)
+            })
 }
 
 /// Where a key is in a JSON body, as a client reads it: names joined by `.`, a list's item by
@@ -229,51 +333,10 @@ impl std::fmt::Display for Misnamed {
         let key = self.path.rsplit(['.', ']']).next().unwrap_or(&self.path);
         write!(
             f,
-            "`{key}` (at {}) is not a field; did you mean `{}`? (names are case-sensitive)",
+            "`{key}` (at {}) is not a field; did you mean `{}`? (names are matched exactly)",
             self.path, self.name
         )
     }
-}
-
-/// Whether `key` differs from the field name `name` only in case, `_` or `-`, and is not it.
-fn same_name(name: &str, key: &str) -> bool {
-    let folded = |s: &str| -> Vec<char> {
-        s.chars()
-            .filter(|c| !matches!(c, '_' | '-'))
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    name != key && folded(name) == folded(key)
-}
-
-/// Every property name anywhere in `J`'s JSON schema (its own, its members', its
-/// definitions').
-fn json_names<J: JsonSchema>() -> Vec<String> {
-    fn walk(value: &serde_json::Value, names: &mut Vec<String>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
-                    names.extend(properties.keys().cloned());
-                }
-                for v in map.values() {
-                    walk(v, names);
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for v in items {
-                    walk(v, names);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut names = Vec::new();
-    if let Ok(schema) = serde_json::to_value(schemars::schema_for!(J)) {
-        walk(&schema, &mut names);
-    }
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// serde's message with the Rust type it expected ("expected struct ChatSubscriptionRoot")
@@ -392,7 +455,7 @@ impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
                 .map_err(|mut e| {
                     let list = format == Format::Json
                         && json_utf8(body, charset)
-                            .is_ok_and(|t| is_list_of(json_text(&t), A::NAME));
+                            .is_ok_and(|t| is_list_of::<A::Json>(json_text(&t), A::NAME));
                     if list && let Some(v) = e.variables.first_mut() {
                         v.push_str(&format!("; to send several, send one `{}`", B::NAME));
                     }
@@ -464,6 +527,14 @@ mod tests {
         success_report: Option<bool>,
         #[serde(rename = "callbackReference")]
         _callback_reference: Option<Inner>,
+        #[serde(default, deserialize_with = "crate::json::one_or_many")]
+        participant: Vec<Item>,
+    }
+
+    #[derive(serde::Deserialize, JsonSchema)]
+    struct Item {
+        #[serde(rename = "clientCorrelator", default)]
+        _client_correlator: Option<String>,
     }
 
     /// A key that is a name of the document but for case, `_` or `-` is told, with where it
@@ -476,7 +547,7 @@ mod tests {
         assert_eq!(
             told,
             "`successreport` (at successreport) is not a field; did you mean `successReport`? \
-             (names are case-sensitive)"
+             (names are matched exactly)"
         );
         let (read, misnamed) =
             read_json::<Outer>(br#"{"successReport":true,"vendorExtension":{"a":1}}"#);
@@ -492,7 +563,68 @@ mod tests {
         );
         // Trailing garbage is still refused.
         assert!(read_json::<Outer>(br#"{} x"#).0.is_err());
-        assert!(same_name("notifyURL", "notify-url") && !same_name("notifyURL", "notifyURL"));
+        // Inside a list's items too, and a single item standing for the list.
+        for (body, items) in [
+            (&br#"{"participant":[{},{"clientcorrelator":"x"}]}"#[..], 2),
+            (&br#"{"participant":{"client_correlator":"x"}}"#[..], 1),
+        ] {
+            let (read, misnamed) = read_json::<Outer>(body);
+            assert_eq!(read.map(|o| o.participant.len()).ok(), Some(items));
+            let told = misnamed.expect("told").to_string();
+            assert!(told.contains("did you mean `clientCorrelator`?"), "{told}");
+        }
+        let (_, misnamed) = read_json::<Outer>(br#"{"participant":[{},{"clientcorrelator":"x"}]}"#);
+        assert!(
+            misnamed
+                .expect("told")
+                .to_string()
+                .contains("(at participant[1].clientcorrelator)")
+        );
+        // Only the first few ignored keys are looked up, and a key far longer than any name
+        // is none of them.
+        let mut junk: String = (0..100).map(|i| format!("\"k{i}\":1,")).collect();
+        junk.push_str(r#""successreport":true"#);
+        assert!(
+            read_json::<Outer>(format!("{{{junk}}}").as_bytes())
+                .1
+                .is_none()
+        );
+        let long = format!(r#"{{"success{}Report":true}}"#, "-".repeat(100));
+        assert!(read_json::<Outer>(long.as_bytes()).1.is_none());
+        assert!(
+            read_json::<Outer>(br#"{"success-report":true}"#)
+                .1
+                .is_some()
+        );
+    }
+
+    #[derive(serde::Deserialize, JsonSchema)]
+    struct Wrapper {
+        #[serde(rename = "notificationList")]
+        _list: Vec<Item>,
+    }
+
+    #[derive(serde::Deserialize, JsonSchema)]
+    struct OneDoc {
+        #[serde(rename = "participantInformation")]
+        _one: Item,
+    }
+
+    /// A list where the document is one object is told; a document that is a list is not.
+    #[test]
+    fn a_list_for_one_object_is_told() {
+        assert!(is_list_of::<OneDoc>(
+            br#"{"participantInformation":[{}]}"#,
+            "participantInformation"
+        ));
+        assert!(!is_list_of::<OneDoc>(
+            br#"{"participantInformation":{}}"#,
+            "participantInformation"
+        ));
+        assert!(!is_list_of::<Wrapper>(
+            br#"{"notificationList":[1]}"#,
+            "notificationList"
+        ));
     }
 
     /// serde's Rust type names become JSON's terms; other messages are left as they are.
