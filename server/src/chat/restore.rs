@@ -1,5 +1,6 @@
 //! Start-up: the state rebuilt from the store's snapshot (live records and the undelivered
-//! outbox; never messages), delivery queues resumed and deadlines re-armed.
+//! outbox; never messages), delivery queues resumed, deadlines that passed while the server
+//! was down fired in the order they fell due and the others re-armed.
 //!
 //! Kept apart from the flows because it is the one place that trusts nothing it reads: a record
 //! that does not decode stops the start (see [`Chat::restore`]).
@@ -99,29 +100,25 @@ impl Chat {
         let counts = (state.sessions.len(), state.subscriptions.len());
         drop(state);
         // What fell due while the server was down fires here, one after the other in the order
-        // it fell due: as tasks due at once they raced, and a subscription's expiry could run
-        // before an invitation timeout due earlier, whose `Timeout` it then never got (the
-        // timers review of 2026-12-07). The rest is armed as usual.
-        let mut overdue = Vec::new();
-        for (sid, address, seq, deadline) in invitations {
-            match deadline <= now {
-                true => overdue.push((deadline, Due::Invitation { sid, address, seq })),
-                false => self.invitation_timer(sid, address, seq, deadline),
-            }
-        }
-        for (id, at) in expiries {
-            match at <= now {
-                true => overdue.push((at, Due::Expiry(id))),
-                false => self.expiry_timer(id, at),
-            }
-        }
-        overdue.sort_by_key(|(due, _)| *due);
-        for (_, due) in overdue {
+        // it fell due (`overdue_in_order`); the rest is armed as usual.
+        let (overdue, later) = overdue_in_order(invitations, expiries, now);
+        for due in later {
             match due {
-                Due::Invitation { sid, address, seq } => {
-                    self.invitation_timed_out(&sid, &address, seq);
-                }
-                Due::Expiry(id) => {
+                Due::Invitation {
+                    sid,
+                    address,
+                    seq,
+                    at,
+                } => self.invitation_timer(sid, address, seq, at),
+                Due::Expiry { id, at } => self.expiry_timer(id, at),
+            }
+        }
+        for due in overdue {
+            match due {
+                Due::Invitation {
+                    sid, address, seq, ..
+                } => self.invitation_timed_out(&sid, &address, seq),
+                Due::Expiry { id, .. } => {
                     if let Some(next) = self.expiry_due(&id) {
                         self.expiry_timer(id, next);
                     }
@@ -144,16 +141,52 @@ impl Chat {
     }
 }
 
-/// A deadline that passed while the server was down, fired at restore in due order.
+/// A stored deadline: an invitation's timeout or a subscription's expiry, due at `at` (Unix ms).
+#[derive(Debug, PartialEq)]
 enum Due {
     /// An invitation's timeout (`Chat::invitation_timed_out`).
     Invitation {
         sid: String,
         address: String,
         seq: u64,
+        at: i64,
     },
     /// A subscription's expiry (`Chat::expiry_due`).
-    Expiry(String),
+    Expiry { id: String, at: i64 },
+}
+
+impl Due {
+    fn at(&self) -> i64 {
+        match self {
+            Due::Invitation { at, .. } | Due::Expiry { at, .. } => *at,
+        }
+    }
+}
+
+/// The rule of a restart's deadlines: those due by `now` (passed while the server was down)
+/// in the order they fell due, an invitation's timeout before an expiry due at the same
+/// moment (its notification then still reaches the expiring subscription); and the others.
+/// Fired as tasks due at once, the overdue raced: a subscription's expiry could run before an
+/// invitation timeout due earlier, whose `Timeout` it then never got (the timers review of
+/// 2026-12-07).
+fn overdue_in_order(
+    invitations: Vec<(String, String, u64, i64)>,
+    expiries: Vec<(String, i64)>,
+    now: i64,
+) -> (Vec<Due>, Vec<Due>) {
+    let all = invitations
+        .into_iter()
+        .map(|(sid, address, seq, at)| Due::Invitation {
+            sid,
+            address,
+            seq,
+            at,
+        })
+        .chain(expiries.into_iter().map(|(id, at)| Due::Expiry { id, at }));
+    let (mut overdue, later): (Vec<Due>, Vec<Due>) = all.partition(|d| d.at() <= now);
+    // Stable: at the same moment, invitations (listed first) before expiries.
+    overdue.sort_by_key(Due::at);
+    (overdue, later)
 }
 
 /// The live state the stored records describe, before anything runs on it.

@@ -2,8 +2,9 @@
 //!
 //! A timer is a tokio task that sleeps until an absolute deadline (Unix ms, stored with the record
 //! it belongs to) and then calls the core; it holds only a `Weak<Chat>`, so a timer never keeps the
-//! core alive. A restart re-arms them from the stored deadlines (see `restore`), so a deadline
-//! fires as if the server had stayed up. An invitation timer carries its invitation's `seq`, so a
+//! core alive. A restart re-arms them from the stored deadlines (see `restore`; those that
+//! passed while it was down fire there, in the order they fell due), so a deadline fires as if
+//! the server had stayed up. An invitation timer carries its invitation's `seq`, so a
 //! timer of an invitation already answered (or replaced) does nothing; and it is stopped as
 //! soon as its invitation is not pending any more (`Chat::apply`), so the tasks follow the
 //! pending invitations.
