@@ -5407,10 +5407,11 @@ impl Client {
 
     **Decision (seed 7.1.5 note):** only the originator may end a session; it ends for
     everyone, 1-1 and group alike, and every other participant still in it (connected or
-    invited) gets a `chatEventNotification`: `SessionEnded`, or `SessionCancelled` for an
-    invitee who had not answered yet. Any other participant who wants out leaves through
-    its participant status (seed 7.1.8) and gets `403 POL0001` here. The originator's own
-    application is notified too (`SessionEnded`, as in the seed's figure).
+    invited) or who could re-join it (left after accepting) gets a
+    `chatEventNotification`: `SessionEnded`, or `SessionCancelled` for an invitee who had
+    not answered yet. Any other participant who wants out leaves through its participant
+    status (seed 7.1.8) and gets `403 POL0001` here. The originator's own application is
+    notified too (`SessionEnded`, as in the seed's figure), also after it left.
 
     **Decision (deleted means gone):** the seed says "delete the resource", so once this
     answers 204 the session is gone for every participant: `GET`, a second `DELETE` and

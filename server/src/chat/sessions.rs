@@ -630,28 +630,15 @@ fn extend(
     Ok(Decision { session: s, outbox })
 }
 
-/// Seed 7.1.5, the rule: only the originator ends a session; everyone still in it is told,
-/// and the originator too, also after it left (its applications learn the session is gone,
-/// as the spec promises; before, one that had left was told nothing: the timers review of
-/// 2026-12-07).
+/// Seed 7.1.5, the rule: only the originator ends a session; everyone still in it or who
+/// could re-join it is told ([`end_for_all`]), the originator too, also after it left.
 pub(super) fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refused> {
     if s.originator != user {
         return Err(Refused::NotOriginator);
     }
     let mut s = s.clone();
     s.ended = true;
-    const WHY: &str = "the originator ended the session";
-    let mut outbox = end_for_all(urls, &mut s, WHY, None);
-    if !outbox.iter().any(|(to, _)| to == user) {
-        let text = format!("session {}: {WHY}", s.id);
-        outbox.insert(
-            0,
-            (
-                user.to_owned(),
-                views::event(urls, user, &s, EventType::SessionEnded, text),
-            ),
-        );
-    }
+    let outbox = end_for_all(urls, &mut s, "the originator ended the session", None);
     Ok(Decision { session: s, outbox })
 }
 
@@ -751,9 +738,13 @@ pub(super) fn end_if_deserted(urls: &Urls, s: &mut Session) -> Outbox {
         .collect()
 }
 
-/// Ends a session for everyone still in it except `by` (who is told otherwise, when it is
-/// given): connected participants get `SessionEnded`, pending invitees `SessionCancelled`;
-/// every status becomes `Disconnected`.
+/// Ends a session for everyone in it or who could re-join it, except `by` (who is told
+/// otherwise, when it is given): whoever joined it (the originator, invitees who accepted),
+/// connected or left, gets `SessionEnded`, as when the last one leaves
+/// ([`end_if_deserted`]); pending invitees `SessionCancelled`; every status becomes
+/// `Disconnected`. Before, one that had left (the originator included, which the spec
+/// promises the notice) was told nothing, and learnt of the end only by a `404` on re-joining
+/// (the timers review and the diff review of 2026-12-07).
 pub(super) fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&str>) -> Outbox {
     let mut outbox = Outbox::new();
     let sid = s.id.clone();
@@ -762,6 +753,7 @@ pub(super) fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&s
         let event = match (p.status, p.invitation) {
             (_, Invitation::Pending { .. }) => Some(EventType::SessionCancelled),
             (ParticipantStatus::Connected, _) => Some(EventType::SessionEnded),
+            _ if p.has_joined() => Some(EventType::SessionEnded),
             _ => None,
         };
         if p.invitation.is_pending() {
@@ -1213,10 +1205,14 @@ mod tests {
         for who in [B, C, STRANGER] {
             assert_eq!(end(&urls(), &s, who).unwrap_err(), Refused::NotOriginator);
         }
-        // An originator that left is told too, first, as when it is in.
+        // An originator and an invitee that left (and could re-join) are told too.
         let mut gone = s.clone();
-        if let Some(a) = gone.participants.iter_mut().find(|p| p.address == A) {
-            a.status = Disconnected;
+        for p in gone
+            .participants
+            .iter_mut()
+            .filter(|p| [A, B].contains(&p.address.as_str()))
+        {
+            p.status = Disconnected;
         }
         let d = end(&urls(), &gone, A).unwrap();
         assert_eq!(
