@@ -729,6 +729,9 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "1000", "open sessions a user is connected to (at least `1`)"),
     Setting::new("NETAPI_CHAT_SENT_BYTES_BUDGET", "1073741824", "bytes of messages one sender may have the server keep: each message costs its text's bytes plus 256, and a sender's budget frees up evenly over `retention` (a leaky bucket: at most twice this stored per sender, whatever it sends; 1 GiB over 30 days lets a user burst 1 GiB, then about 36 MB a day); past it a message is `403 POL2008` and stores nothing (`0` = off). Counted in the deciding instance's memory: a restart or a takeover starts every sender's count again"),
     Setting::new("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "10", "notification channels per user (`403 POL2008` past it; `0` = no channels, notifications by callback only)"),
+    Setting::new("NETAPI_CHAT_MAX_SESSIONS", "100000", "open sessions the server holds in all, whoever started them (at least `1`; `503 SVC2001` past it): bounds memory however many users the tokens act for (about 3 KiB each)"),
+    Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS", "100000", "subscriptions the server holds in all (at least `1`; `503 SVC2001` past it): bounds memory however many users the tokens act for (about 6.5 KiB each)"),
+    Setting::new("NETAPI_CHAT_MAX_CHANNELS", "10000", "notification channels the server holds in all (`503 SVC2001` past it; `0` = none)"),
     Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), `1s` to `1h` (a channel's default lifetime); clients should wait longer than this for an answer"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent (at least `1`: a session starts with an invitation)"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee (at least `1`)"),
@@ -1600,6 +1603,21 @@ impl Config {
                 channels_per_user: s
                     .var("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "a count")?
                     .unwrap_or(d.limits.channels_per_user),
+                in_all: crate::chat::InAll {
+                    sessions: s
+                        .number("NETAPI_CHAT_MAX_SESSIONS", 1.., "a count of at least 1")?
+                        .unwrap_or(d.limits.in_all.sessions),
+                    subscriptions: s
+                        .number(
+                            "NETAPI_CHAT_MAX_SUBSCRIPTIONS",
+                            1..,
+                            "a count of at least 1",
+                        )?
+                        .unwrap_or(d.limits.in_all.subscriptions),
+                    channels: s
+                        .var("NETAPI_CHAT_MAX_CHANNELS", "a count")?
+                        .unwrap_or(d.limits.in_all.channels),
+                },
                 // Drained over the retention period: set where both are known (`server`).
                 sent_bytes: (
                     s.var("NETAPI_CHAT_SENT_BYTES_BUDGET", "a count of bytes")?
@@ -2165,6 +2183,8 @@ mod tests {
         ("NETAPI_CHAT_XML_MAX_TEXT_BYTES", &["0", "63"], "64"),
         ("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", &["0", "-1"], "1"),
         ("NETAPI_CHAT_MAX_SESSIONS_PER_USER", &["0"], "1"),
+        ("NETAPI_CHAT_MAX_SESSIONS", &["0"], "1"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS", &["0"], "1"),
         ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", &["0"], "1"),
         (
             "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
@@ -2269,6 +2289,8 @@ mod tests {
         ("NETAPI_CHAT_XML_MAX_TEXT_BYTES", "at least `64`"),
         ("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "at least `1`"),
         ("NETAPI_CHAT_MAX_SESSIONS_PER_USER", "at least `1`"),
+        ("NETAPI_CHAT_MAX_SESSIONS", "at least `1`"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS", "at least `1`"),
         ("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "at least `1`"),
         (
             "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",

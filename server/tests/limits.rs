@@ -9,7 +9,8 @@
 mod support;
 
 use netapi_chat_api::{
-    ChatSessionInformation, ChatSubscriptionList, ParticipantSessionStatus, ParticipantStatus,
+    ChannelType, ChatSessionInformation, ChatSubscriptionList, ParticipantSessionStatus,
+    ParticipantStatus,
 };
 use netapi_chat_runtime::Format;
 use std::time::Duration;
@@ -523,6 +524,85 @@ async fn subscriptions_per_user_limit() {
         let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
         assert_created(&a, &format!("[{f:?}] subscription after a delete"));
         assert_eq!(subscription_count(&srv, &carol, f).await, 3, "[{f:?}]");
+    }
+}
+
+/// `NETAPI_CHAT_MAX_SESSIONS`, `…_SUBSCRIPTIONS`, `…_CHANNELS`: what the server holds in all,
+/// however many users ask (each user here is within its own limits): past a cap a create is
+/// `503 SVC2001` with `Retry-After` and makes nothing; once one is gone a new one is made.
+#[tokio::test]
+async fn server_wide_caps_bound_what_all_users_hold() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_MAX_SESSIONS", "2"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS", "2"),
+        ("NETAPI_CHAT_MAX_CHANNELS", "1"),
+    ]);
+    for f in FORMATS {
+        let full = |a: &Answer, what: &str| {
+            let text = assert_refused(a, &format!("[{f:?}] {what}"), 503, "SVC2001", f);
+            assert!(
+                a.header("retry-after").parse::<u32>().is_ok(),
+                "{what}: {:?}",
+                a.headers
+            );
+            assert!(text.contains("this server holds as many"), "{text}");
+        };
+        let (a1, a2, a3) = (user("cap-a1", f), user("cap-a2", f), user("cap-a3", f));
+        let s1 = new_session(&srv, f, &a1, &[&user("cap-b1", f)]).await;
+        let s2 = new_session(&srv, f, &a2, &[&user("cap-b2", f)]).await;
+        let a = create_session(&srv, f, &a3, &[&user("cap-b3", f)]).await;
+        full(&a, "a third session");
+        assert_eq!(session_count(&srv, &a3, f).await, 0, "[{f:?}]");
+        let a = send_empty("DELETE", &srv.urls().session(&a1, &s1), f).await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        let a = create_session(&srv, f, &a3, &[&user("cap-b3", f)]).await;
+        assert_created(&a, &format!("[{f:?}] a session once one ended"));
+        let s3 = a.created_id();
+
+        let mut subs = Vec::new();
+        for u in [&a1, &a2] {
+            let url = srv.urls().subscriptions(u);
+            let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
+            assert_created(&a, &format!("[{f:?}] subscription of {u}"));
+            subs.push(format!("{url}/{}", a.created_id()));
+        }
+        let url = srv.urls().subscriptions(&a3);
+        let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
+        full(&a, "a third subscription");
+        assert_eq!(subscription_count(&srv, &a3, f).await, 0, "[{f:?}]");
+        for sub in subs {
+            assert_eq!(send_empty("DELETE", &sub, f).await.status, 204);
+        }
+        let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
+        assert_created(
+            &a,
+            &format!("[{f:?}] a subscription once they were deleted"),
+        );
+        assert_eq!(
+            send_empty("DELETE", &format!("{url}/{}", a.created_id()), f)
+                .await
+                .status,
+            204
+        );
+
+        let doc = docs::channel(ChannelType::LongPolling, None, None);
+        let a = send_doc("POST", &srv.urls().channels(&a1), f, &doc).await;
+        assert_created(&a, &format!("[{f:?}] a channel"));
+        let made = a.header("location").to_owned();
+        let a = send_doc("POST", &srv.urls().channels(&a2), f, &doc).await;
+        full(&a, "a second channel");
+        assert_eq!(send_empty("DELETE", &made, f).await.status, 204);
+        let a = send_doc("POST", &srv.urls().channels(&a2), f, &doc).await;
+        assert_created(&a, &format!("[{f:?}] a channel once the other was deleted"));
+        assert_eq!(
+            send_empty("DELETE", a.header("location"), f).await.status,
+            204
+        );
+        // Nothing left for the next format.
+        for (u, sid) in [(&a2, &s2), (&a3, &s3)] {
+            let a = send_empty("DELETE", &srv.urls().session(u, sid), f).await;
+            assert_eq!(a.status, 204, "{}", a.body);
+        }
     }
 }
 

@@ -105,6 +105,42 @@ pub struct Limits {
     /// period over which they drain (the retention period): `403 POL2008` above
     /// ([`sent_bytes`]).
     pub sent_bytes: (u64, Duration),
+    /// What the server holds in all, whoever asked: `503 SVC2001` above ([`room_for`]).
+    pub in_all: InAll,
+}
+
+/// The server-wide caps on live resources (`NETAPI_CHAT_MAX_SESSIONS`, `…_SUBSCRIPTIONS`,
+/// `…_CHANNELS`): the per-user limits bound one user, and these bound memory however many
+/// users the clients act for (a `*` token acts for any number: the soak review of
+/// 2026-12-07 made 4,000 subscriptions for new users in 20 s, each held in memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InAll {
+    /// Open sessions.
+    pub sessions: usize,
+    /// Subscriptions (disabled ones included, until deleted).
+    pub subscriptions: usize,
+    /// Notification channels.
+    pub channels: usize,
+}
+
+impl Default for InAll {
+    fn default() -> Self {
+        InAll {
+            sessions: 100_000,
+            subscriptions: 100_000,
+            channels: 10_000,
+        }
+    }
+}
+
+/// The rule of a server-wide cap: a new resource of kind `what` fits while the server holds
+/// fewer than `limit` of them.
+fn room_for(held: usize, limit: usize, what: &'static str) -> Result<(), refused::Refused> {
+    if held < limit {
+        Ok(())
+    } else {
+        Err(refused::Refused::ServerFull { what, limit })
+    }
 }
 
 impl Default for Limits {
@@ -121,6 +157,7 @@ impl Default for Limits {
                 sent_bytes::DEFAULT_BUDGET,
                 crate::retention::DEFAULT_RETENTION,
             ),
+            in_all: InAll::default(),
         }
     }
 }
@@ -808,6 +845,19 @@ mod tests {
     use super::state::Invitation;
     use super::testkit::*;
     use super::{correlator, visible_to};
+
+    /// A server-wide cap admits while fewer than its limit are held.
+    #[test]
+    fn a_server_wide_cap_admits_below_its_limit() {
+        use super::refused::Refused;
+        assert_eq!(super::room_for(1, 2, "sessions"), Ok(()));
+        let full = Refused::ServerFull {
+            what: "sessions",
+            limit: 2,
+        };
+        assert_eq!(super::room_for(2, 2, "sessions"), Err(full.clone()));
+        assert_eq!(super::room_for(3, 2, "sessions"), Err(full));
+    }
 
     /// An empty `clientCorrelator` is none; any other, whitespace too, is kept as it is.
     #[test]

@@ -952,7 +952,12 @@ impl Chat {
                 state.adhoc_active.insert(sid.clone(), now_ms().into());
                 return Ok(AdHoc::Open(sid));
             }
-            may_open(&state).map_err(|r| r.into_api(String::new))?;
+            may_open(&state)
+                .and_then(|()| {
+                    let limit = self.settings.limits.in_all.sessions;
+                    super::room_for(state.sessions.len(), limit, "sessions")
+                })
+                .map_err(|r| r.into_api(String::new))?;
             let new = state.new_id("sess");
             let sid = new.0.clone();
             let d = open_adhoc(

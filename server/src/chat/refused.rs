@@ -62,6 +62,8 @@ pub(super) enum Refused {
     TextTooLong { chars: usize, limit: usize },
     /// A message text that is empty or only white space (`400`).
     TextBlank,
+    /// The server holds `limit` resources of kind `what` in all (`503`, [`super::room_for`]).
+    ServerFull { what: &'static str, limit: usize },
     /// The sender has not accepted its invitation yet (`403 POL1012`).
     NotYetAccepted,
     /// The sender `user` left session `sid` (`409`).
@@ -169,6 +171,13 @@ impl Refused {
             Refused::TextTooLong { chars, limit } => ApiError::invalid_input(format!(
                 "text: {chars} characters, at most {limit} are allowed"
             )),
+            Refused::ServerFull { what, limit } => super::no_resources(
+                &format!(
+                    "this server holds as many {what} as it may ({limit}); \
+                     try again once some have ended"
+                ),
+                60,
+            ),
             Refused::TextBlank => {
                 ApiError::invalid_input("text: empty or only white space; a message needs text")
             }

@@ -225,7 +225,12 @@ impl Chat {
                 change.batch.deletes.push((Kind::Subscription, old));
             }
             let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
-            may_subscribe(held, limit).map_err(|r| r.into_api(String::new))?;
+            may_subscribe(held, limit)
+                .and_then(|()| {
+                    let in_all = self.settings.limits.in_all.subscriptions;
+                    super::room_for(state.subscriptions.len(), in_all, "subscriptions")
+                })
+                .map_err(|r| r.into_api(String::new))?;
             let (id, seq) = state.new_id("sub");
             let mut callback = body.callback_reference;
             callback.notify_url = notify_url;

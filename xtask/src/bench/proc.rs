@@ -304,6 +304,10 @@ fn spawn_bin(
         // The callback listeners are on loopback, and one token drives every simulated user.
         .env("NETAPI_CHAT_CALLBACK_ALLOW_LOOPBACK", "1")
         .env("NETAPI_CHAT_RATE_LIMIT", "0")
+        // The scale phase opens more sessions than the server-wide default cap (older
+        // binaries, `--before`, warn that these are no settings and go on).
+        .env("NETAPI_CHAT_MAX_SESSIONS", "10000000")
+        .env("NETAPI_CHAT_MAX_SUBSCRIPTIONS", "10000000")
         .stderr(log)
         .current_dir(root);
     for (k, v) in env {
