@@ -115,6 +115,9 @@ pub struct Target {
     pub subscription: String,
 }
 
+/// The budget of lines a second of every subscription's delivery warnings together.
+static DELIVERY_LINES: rules::LineBudget = rules::LineBudget::new(rules::DELIVERY_LINES_PER_SECOND);
+
 /// What a subscription's queue carries: a boxed [`Delivery`]. tokio's unbounded channel
 /// allocates its slots in blocks of 32, the first when it is made, so an unboxed `Delivery`
 /// (about 512 bytes) made every subscription's empty queue hold 16 KiB (the soak review of
@@ -726,8 +729,11 @@ async fn attempt(
                 .await
         }
     };
-    // A failure run is logged on its 1st, 2nd, 4th, 8th… attempt, not on each.
-    let log = rules::worth_logging(failures);
+    // A failure run is logged on its 1st, 2nd, 4th, 8th… attempt, not on each, within the
+    // delivery warnings' budget of lines a second (`suppressed`: lines not written before).
+    let log = rules::worth_logging(failures)
+        .then(|| DELIVERY_LINES.take(now_ms()))
+        .flatten();
     let outcome = match result {
         Ok(a) if a.status.is_success() => Outcome::Delivered,
         Ok(a) if permanent(a.status) => Outcome::Gone(a.status),
@@ -740,26 +746,27 @@ async fn attempt(
                         .and_then(|v| retry_after(v, std::time::SystemTime::now()))
                 })
                 .flatten();
-            if log {
+            if let Some(suppressed) = log {
                 tracing::warn!(
                     subscription = &target.subscription,
                     id = id,
                     status = a.status.as_u16(),
                     failures = failures.saturating_add(1),
+                    suppressed,
                     "callback refused notification"
                 );
             }
             Outcome::Retry(retry_after)
         }
         Err(Failure::Refused(e)) => {
-            if log {
-                tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), "callback refused by the callback policy or unresolvable");
+            if let Some(suppressed) = log {
+                tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), suppressed, "callback refused by the callback policy or unresolvable");
             }
             Outcome::Retry(None)
         }
         Err(Failure::Unreachable(e)) => {
-            if log {
-                tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), "callback unreachable");
+            if let Some(suppressed) = log {
+                tracing::warn!(subscription = &target.subscription, id = id, error = %Escaped(&e), failures = failures.saturating_add(1), suppressed, "callback unreachable");
             }
             Outcome::Retry(None)
         }
@@ -1091,7 +1098,9 @@ async fn deliver(
                     }
                     Next::GiveUp => {
                         let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(kind = item.notification.kind(), subscription = &target.subscription, url = %Callback(&target.notify_url), id = item.id, attempts = item.progress.attempts, dropped_total = total, "notification given up at its give-up age: kept as a dead letter");
+                        if let Some(suppressed) = DELIVERY_LINES.take(now) {
+                            tracing::warn!(kind = item.notification.kind(), subscription = &target.subscription, url = %Callback(&target.notify_url), id = item.id, attempts = item.progress.attempts, dropped_total = total, suppressed, "notification given up at its give-up age: kept as a dead letter");
+                        }
                         probe_at = now
                             .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                         scheduled.note(probe_at, now);
@@ -1330,7 +1339,9 @@ fn disable(target: &Target, d: &Deliverer, shared: &Shared, why: DisableReason, 
     }
     let reason = why.text(&d.policy);
     let total = DISABLED.fetch_add(1, Ordering::Relaxed) + 1;
-    tracing::warn!(subscription = &target.subscription, url = %Callback(&target.notify_url), reason = %reason, backlog = backlog, disabled_total = total, "subscription disabled by delivery: its backlog is kept as dead letters");
+    if let Some(suppressed) = DELIVERY_LINES.take(now_ms()) {
+        tracing::warn!(subscription = &target.subscription, url = %Callback(&target.notify_url), reason = %reason, backlog = backlog, disabled_total = total, suppressed, "subscription disabled by delivery: its backlog is kept as dead letters");
+    }
     (d.on_disable)(&target.subscription, &reason);
 }
 

@@ -174,6 +174,49 @@ pub fn worth_logging(failures: u32) -> bool {
     failures.saturating_add(1).is_power_of_two()
 }
 
+/// Lines a second the delivery warnings of all subscriptions together may write
+/// ([`LineBudget`]).
+pub const DELIVERY_LINES_PER_SECOND: u32 = 20;
+
+/// A budget of log lines a second shared by every subscription: the per-subscription backoff
+/// ([`worth_logging`]) bounds what one callback writes, not what many do, and a client making
+/// subscriptions to a dead callback (200 a second within the rate limit) had the server write
+/// about 200 warning lines, 40 KB, a second (the soak review of 2026-12-07). Past the budget
+/// a line is not written but counted, and the next line written says how many were not;
+/// the metrics count every event.
+pub struct LineBudget {
+    per_second: u32,
+    /// The second (Unix ms / 1000) being counted, lines written in it, lines not written
+    /// since the last one that was.
+    state: std::sync::Mutex<(i64, u32, u64)>,
+}
+
+impl LineBudget {
+    /// A budget of `per_second` lines.
+    pub const fn new(per_second: u32) -> LineBudget {
+        LineBudget {
+            per_second,
+            state: std::sync::Mutex::new((0, 0, 0)),
+        }
+    }
+
+    /// Whether a line may be written at `now_ms`: `Some(n)` with the lines not written
+    /// since the last that was, `None` (counted) when the second's budget is spent.
+    pub fn take(&self, now_ms: i64) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (second, used, skipped) = &mut *state;
+        if *second != now_ms.div_euclid(1000) {
+            (*second, *used) = (now_ms.div_euclid(1000), 0);
+        }
+        if *used >= self.per_second {
+            *skipped = skipped.saturating_add(1);
+            return None;
+        }
+        *used += 1;
+        Some(std::mem::take(skipped))
+    }
+}
+
 /// What follows a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -249,6 +292,24 @@ pub fn unsolicited_may_add(limit: BacklogLimit, count: usize, bytes: usize) -> b
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod line_budget_tests {
+    use super::LineBudget;
+
+    /// A second's budget is spent, the rest counted; the next second's first line says how
+    /// many were not written.
+    #[test]
+    fn lines_past_a_seconds_budget_are_counted_and_told() {
+        let budget = LineBudget::new(2);
+        assert_eq!(budget.take(1_000), Some(0));
+        assert_eq!(budget.take(1_500), Some(0));
+        assert_eq!(budget.take(1_999), None);
+        assert_eq!(budget.take(1_999), None);
+        assert_eq!(budget.take(2_000), Some(2));
+        assert_eq!(budget.take(2_001), Some(0));
+    }
 }
 
 #[cfg(test)]
