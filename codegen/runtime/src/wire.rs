@@ -204,7 +204,7 @@ const LOOK_AT_MOST: usize = 16;
 /// where the document is one object ([`is_list_of`]): made once per type from its schema.
 struct Names {
     /// Each property name anywhere in the document, by its folded form ([`fold`]).
-    by_folded: std::collections::HashMap<String, String>,
+    by_folded: HashMap<String, String>,
     /// The longest name, in bytes: a key much longer is no misspelling of one.
     longest: usize,
     /// Whether the document's JSON form is itself a list (`{"notificationList": [...]}`).
