@@ -1681,7 +1681,7 @@ async fn serve_one<S>(
                 .as_ref()
                 .and_then(|c| c.finish(request.headers()));
             // The same for the label of the standby's own answers (`negotiate::label_answer`).
-            let accept = netapi_chat_runtime::negotiate::accept_of(request.headers());
+            let accept = netapi_chat_runtime::negotiate::accept_naming_text(request.headers());
             let bodied = !hyper::body::Body::is_end_stream(request.body());
             let version = request.version();
             let mut answer = forward(&forwarder, peer, request).await;

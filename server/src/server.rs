@@ -612,7 +612,7 @@ fn answer_hook(
     Arc::new(move |request| {
         let cors = cors.as_ref().and_then(|hook| hook(request));
         let forwarded = request.headers().contains_key(crate::cluster::CLUSTER_KEY);
-        let accept = netapi_chat_runtime::negotiate::accept_of(request.headers());
+        let accept = netapi_chat_runtime::negotiate::accept_naming_text(request.headers());
         let chat = Arc::clone(&chat);
         Some(Box::new(move |headers: &mut http::HeaderMap| {
             if let Some(cors) = cors {

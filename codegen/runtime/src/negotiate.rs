@@ -70,6 +70,18 @@ pub fn accept_of(headers: &http::HeaderMap) -> Option<String> {
     joined(headers, header::ACCEPT, ",")
 }
 
+/// The request's `Accept` ([`accept_of`]) when it names a `text/` type, else `None`: only
+/// then can an answer's label differ from its format's own type ([`label_answer`]), so the
+/// response hook reads (and allocates) nothing for the others, nearly every request.
+pub fn accept_naming_text(headers: &http::HeaderMap) -> Option<String> {
+    let names_text = headers.get_all(header::ACCEPT).iter().any(|v| {
+        v.as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b"text/"))
+    });
+    names_text.then(|| accept_of(headers)).flatten()
+}
+
 /// The fields `name` of `headers` as one value, joined with `separator`; `None` without one.
 fn joined(headers: &http::HeaderMap, name: header::HeaderName, separator: &str) -> Option<String> {
     let values: Vec<String> = headers
@@ -615,5 +627,17 @@ mod tests {
         let mut none = http::HeaderMap::new();
         label_answer(Some("text/xml"), &mut none);
         assert!(none.is_empty());
+        // Read only when it names a `text/` type.
+        let accept = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.append(header::ACCEPT, HeaderValue::from_static("application/json"));
+            h.append(header::ACCEPT, HeaderValue::from_static(v));
+            accept_naming_text(&h)
+        };
+        assert_eq!(
+            accept("TEXT/xml").as_deref(),
+            Some("application/json,TEXT/xml")
+        );
+        assert_eq!(accept("*/*"), None);
     }
 }
