@@ -396,18 +396,11 @@ pub async fn start_on(
     netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
     netapi_chat_runtime::negotiate::set_body_timeout(config.body_timeout);
 
-    // Bind first, so that the public URL can name the real port when port 0 was asked for.
-    let bound = match &listener {
-        Some(given) => given.local_addr(),
-        None => std::net::TcpListener::bind(config.bind)
-            .and_then(|probe| probe.local_addr())
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", config.bind))),
+    // An address this process cannot listen on stops the start now, not after a wait for the
+    // database; the socket it serves on is bound below, once the store is open.
+    if listener.is_none() {
+        bind(config.bind)?;
     }
-    .map_err(|e| StartError::Listen(e.to_string()))?;
-    let public = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let (signer, server_wide) = webhook_signer(config)?;
     // Raised before deliveries are set up: their connection cap is a share of it.
     let open_files = raise_open_files_limit();
@@ -417,6 +410,20 @@ pub async fn start_on(
             .await
             .map_err(|e| StartError::Store(e.to_string()))?,
     };
+    // Bound once, here, and served by this very socket: a port 0 asked for is the port the
+    // public URL names. (Binding a probe for its port and letting dropshot bind that port
+    // again raced any other process given the same ephemeral port meanwhile.)
+    let listener = match listener {
+        Some(given) => given,
+        None => bind(config.bind)?,
+    };
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(e.to_string()))?;
+    let public = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     // A cluster's leader trusts the client address its standbys forward (with the key).
     let cluster_key = backend.cluster_key();
     // Standbys make this leader's callback attempts only in a cluster that asks for it; a lone
@@ -570,10 +577,7 @@ pub async fn start_on(
         Arc::clone(&chat),
         cors.map(crate::cors::Cors::into_hook),
     ));
-    let server = match listener {
-        Some(listener) => server.listener(listener),
-        None => server,
-    };
+    let server = server.listener(listener);
     // Proxies in front (NETAPI_CHAT_TRUSTED_PROXIES) name the client; a standby of the
     // cluster (which applied the same rule to its own peer) names it with the cluster key,
     // and that address is final: the client's own X-Forwarded-For is not read again.
@@ -627,6 +631,11 @@ fn answer_hook(
             }
         }))
     })
+}
+
+/// A listening socket on `address`, its error naming the address.
+fn bind(address: std::net::SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    std::net::TcpListener::bind(address).map_err(|e| StartError::Listen(format!("{address}: {e}")))
 }
 
 /// The connection caps of callback deliveries (`NETAPI_CHAT_DELIVERY_CONNECTIONS*`), the total
