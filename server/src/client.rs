@@ -554,6 +554,7 @@ fn xml_root_namespace(body: &[u8]) -> Option<String> {
     netapi_chat_runtime::xml::parse_document(body, &limits)
         .ok()?
         .namespace
+        .map(|ns| ns.to_string())
 }
 
 /// An API document as the progenitor client's type for it: through its JSON form, the one

@@ -197,7 +197,7 @@ fn workspace() -> PathBuf {
 pub fn xsd_validate(doc: &str) {
     let root = netapi_chat_runtime::xml::parse_document(doc.as_bytes(), &XmlLimits::default())
         .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {doc}"));
-    let ns = root.namespace.clone().unwrap_or_default();
+    let ns = root.namespace.as_deref().unwrap_or_default().to_owned();
     let (_, file, _) = netapi_chat_api::XSDS
         .iter()
         .find(|(n, _, _)| *n == ns)

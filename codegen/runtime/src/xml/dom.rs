@@ -11,8 +11,9 @@ use super::{XmlError, XmlLeaf, XmlType};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Element {
     /// Namespace URI of the element, `None` when the name is unqualified and
-    /// no default namespace is in scope.
-    pub namespace: Option<String>,
+    /// no default namespace is in scope. Shared by every element of the document in that
+    /// namespace (one copy per namespace name, however many elements).
+    pub namespace: Option<std::sync::Arc<str>>,
     /// Local name (without prefix).
     pub name: String,
     /// Attributes as (local name, unescaped value), in document order.

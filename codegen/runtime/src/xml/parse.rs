@@ -8,6 +8,9 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::{PrefixDeclaration, ResolveResult};
 use quick_xml::reader::NsReader;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use super::{Element, XSI_NAMESPACE, XmlError, XmlLeaf, is_xml_char, quote_input};
 
 /// Limits applied while parsing (all counted over the whole document).
@@ -24,7 +27,8 @@ pub struct XmlLimits {
     /// Maximum number of attributes (namespace declarations included) on one element.
     pub max_attributes_per_element: usize,
     /// Maximum size in bytes (after unescaping) of the text of one element and
-    /// of one attribute value.
+    /// of one attribute value (a namespace declaration's is held to 2 KiB, whatever this
+    /// says: see `MAX_NAMESPACE_BYTES`).
     pub max_text_bytes: usize,
 }
 
@@ -245,9 +249,28 @@ pub fn parse_document_in(
         stack: Vec::new(),
         root: None,
         elements: 0,
+        namespaces: HashSet::new(),
     }
     .run()
 }
+
+/// The one copy of namespace name `ns` held in `namespaces`, which a document's elements
+/// share (made at its first use). A lookup hashes the name once: at most
+/// [`MAX_NAMESPACE_BYTES`] for each element.
+fn shared(namespaces: &mut HashSet<Arc<str>>, ns: &str) -> Arc<str> {
+    if let Some(held) = namespaces.get(ns) {
+        return Arc::clone(held);
+    }
+    let held: Arc<str> = Arc::from(ns);
+    namespaces.insert(Arc::clone(&held));
+    held
+}
+
+/// The longest namespace name a document may declare, in bytes. Ours are about 40; a URI
+/// of 2 KiB is past anything a vocabulary uses. Without a bound of its own a name could be
+/// as long as any attribute value (64 KiB), and each element in it costs a lookup of the
+/// name ([`shared`]).
+const MAX_NAMESPACE_BYTES: usize = 2048;
 
 /// Streaming state of [`parse_document`].
 struct Parser<'i, 'l> {
@@ -265,6 +288,10 @@ struct Parser<'i, 'l> {
     root: Option<Element>,
     /// Elements seen so far.
     elements: usize,
+    /// Each namespace name the elements are in, held once: every element of a namespace
+    /// shares its one copy. (Each element had its own, so a 32 KiB namespace name over
+    /// 8,000 empty children made 268 MB of one 64 KiB body.)
+    namespaces: HashSet<Arc<str>>,
 }
 
 impl<'i> Parser<'i, '_> {
@@ -402,7 +429,7 @@ impl<'i> Parser<'i, '_> {
         let resolver = self.reader.resolver();
         let (namespace, local) = resolver.resolve_element(qname);
         let namespace = match namespace {
-            ResolveResult::Bound(ns) => Some(ns.into_inner().to_owned()),
+            ResolveResult::Bound(ns) => Some(shared(&mut self.namespaces, ns.into_inner())),
             ResolveResult::Unbound => None,
             ResolveResult::Unknown(prefix) => {
                 return Err(XmlError::Syntax(format!(
@@ -442,6 +469,13 @@ impl<'i> Parser<'i, '_> {
                 )));
             }
             if let Some(binding) = key.as_namespace_binding() {
+                if attribute.value.len() > MAX_NAMESPACE_BYTES {
+                    return Err(XmlError::LimitExceeded(format!(
+                        "the namespace name declared by `{}` on element `{name}` is longer \
+                         than the maximum of {MAX_NAMESPACE_BYTES} bytes",
+                        quote_input(key.as_ref()),
+                    )));
+                }
                 if matches!(binding, PrefixDeclaration::Named(_)) && attribute.value.is_empty() {
                     return Err(XmlError::Syntax(format!(
                         "`{}` on element `{name}` binds a prefix to no namespace, which only \

@@ -312,6 +312,41 @@ fn bad_scalars() {
     assert!(err.len() < 200, "{err}");
 }
 
+/// A document's elements in one namespace share one copy of its name, however they name it
+/// (default or prefix, declared again), and a declaration past 2 KiB is refused: each
+/// element's own copy let a 64 KiB body hold hundreds of megabytes.
+#[test]
+fn namespace_names_are_held_once_and_bounded() {
+    let root = parse_document(
+        format!(r#"<x:m xmlns:x="{NS}"><x:a/><b xmlns="{NS}"><c/></b><x:d xmlns:x="{NS}"/></x:m>"#)
+            .as_bytes(),
+        &limits(),
+    )
+    .expect("parse");
+    let held = root.namespace.clone().expect("in a namespace");
+    let all = [
+        &root.children[0],
+        &root.children[1],
+        &root.children[1].children[0],
+        &root.children[2],
+    ];
+    for e in all {
+        let ns = e.namespace.as_ref().expect("in the namespace");
+        assert!(
+            std::sync::Arc::ptr_eq(ns, &held),
+            "{} has its own copy",
+            e.name
+        );
+    }
+    let at_most = format!(r#"<m xmlns="{}"/>"#, "u".repeat(2048));
+    assert!(parse_document(at_most.as_bytes(), &limits()).is_ok());
+    let past = format!(r#"<m xmlns:p="{}"/>"#, "u".repeat(2049));
+    assert!(matches!(
+        parse_document(past.as_bytes(), &limits()),
+        Err(XmlError::LimitExceeded(m)) if m.contains("maximum of 2048 bytes")
+    ));
+}
+
 #[test]
 fn namespace_forms_accepted() {
     let default_ns = read(&format!(
