@@ -232,9 +232,10 @@ pub async fn channel_socket(
     let server = rqctx.context();
     let p = path.into_inner();
     let headers = rqctx.request.headers();
-    let text = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     // List headers sent as several fields are one list (RFC 9110 §5.3; RFC 6455 §11.3.4 for
     // the subprotocols): a client that splits its offers is answered as one that does not.
+    // Several `Authorization` fields join into one malformed credential, refused as every
+    // operation refuses it (`negotiate::Credentials`), not read as the first of them.
     let list = |name: http::header::HeaderName| {
         let fields: Option<Vec<&str>> = headers
             .get_all(name)
@@ -246,7 +247,7 @@ pub async fn channel_socket(
     let format = frame_format(list(http::header::ACCEPT).as_deref());
     let answer = *format.as_ref().unwrap_or(&Format::Json);
     let hs = match credentials(
-        text(http::header::AUTHORIZATION),
+        list(http::header::AUTHORIZATION).as_deref(),
         list(http::header::SEC_WEBSOCKET_PROTOCOL).as_deref(),
     ) {
         Ok(hs) => hs,

@@ -1233,6 +1233,32 @@ async fn socket_handshakes_are_checked_like_requests() {
     handshake(format!("Bearer {mallory}"), Format::Xml)
         .await
         .assert_error(403, "POL0001", Format::Xml);
+    // Two `Authorization` fields, the first one good: one malformed credential, as for every
+    // other request (a proxy in front may have checked the other one).
+    let twice = [
+        ("authorization", format!("Bearer {}", support::APP_TOKEN)),
+        (
+            "authorization",
+            "Bearer someone-elses-token-0001".to_owned(),
+        ),
+    ];
+    for f in FORMATS {
+        let url = url.replacen("ws://", "http://", 1);
+        let mut headers: Vec<(&str, &str)> = twice.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        headers.extend([
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+            ("accept", f.media_type()),
+        ]);
+        let socket = send("GET", &url, &headers, None).await;
+        socket.assert_error(401, "SVC2003", f);
+        let mut headers: Vec<(&str, &str)> = twice.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        headers.push(("accept", f.media_type()));
+        let rest = send("GET", &s.urls().channels(A), &headers, None).await;
+        rest.assert_error(401, "SVC2003", f);
+    }
     // Only version 13 (RFC 6455 §4.2.2: 426 naming it), and only a GET upgrades.
     let http_url = url.replacen("ws://", "http://", 1);
     let upgrade = |version: &'static str| {
