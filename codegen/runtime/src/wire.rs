@@ -31,7 +31,8 @@ pub trait Validate {
 ///   and notified in XML too, and the XML face refuses the others when it parses them, so
 ///   both faces take the same strings and an XML reader gets what was sent.
 pub fn check_string(field: &str, value: &str, max: u64) -> Result<(), String> {
-    // Counting stops one past the limit: a long value costs no more than the limit.
+    // Counting stops one past the limit: a value within it is counted once. A refused one is
+    // counted whole, for its message (the body cap bounds it).
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let count = value.chars().take(limit.saturating_add(1)).count();
     if count > limit {

@@ -30,6 +30,7 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
+    /// The version `meta` (a `stat` of the file) describes.
     pub(crate) fn of(meta: &std::fs::Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),

@@ -54,14 +54,17 @@ pub(crate) mod records;
 mod refused;
 mod restore;
 mod secrets;
-pub(crate) mod sent_bytes;
+mod sent_bytes;
 mod sessions;
-pub(crate) mod state;
+mod state;
+/// The stored format's tests read what a record decodes to.
+#[cfg(test)]
+pub(crate) use state::Face;
 mod subscriptions;
 #[cfg(test)]
 mod testkit;
 mod timers;
-pub(crate) mod views;
+mod views;
 
 /// The reserved `sessionId` of an OMA 2012 ad hoc chat (see `oma2012`), and the status an
 /// OMA 2012 accept asks for (with or without a body).

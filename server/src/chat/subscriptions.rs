@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl Chat {
+    /// The subscription as its owner reads it (the face's document, its link, its state).
     pub(super) fn subscription_view(&self, rec: &SubscriptionRecord) -> ChatSubscription {
         ChatSubscription {
             callback_reference: rec.callback.clone(),
@@ -52,6 +53,9 @@ impl Chat {
         }
     }
 
+    /// Puts a subscription (made, or restored) into the working state with its running
+    /// delivery queue: into its channel's mailbox when its callback is a channel's, disabled
+    /// when its record says so. The caller arms its expiry (`expiry_timer`).
     pub(super) fn attach_subscription(&self, state: &mut State, rec: SubscriptionRecord) {
         let format = match rec.callback.notification_format {
             Some(NotificationFormat::Xml) => Format::Xml,
@@ -415,6 +419,8 @@ fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
         .map(|c| c.rec.user.as_str())
 }
 
+/// Takes subscription `id` out of the working state (and its user's index), stopping its
+/// expiry task; the caller decides what becomes of its queue and its record.
 pub(super) fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
     let sub = state.subscriptions.remove(id)?;
     // Its expiry task has nothing left to do (when it is the caller, it is about to end).

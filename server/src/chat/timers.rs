@@ -46,6 +46,9 @@ impl Chat {
         }
     }
 
+    /// Arms the time-out of invitation `seq` (of `address` to session `sid`): at
+    /// `deadline_ms` (at once when past) it times out, unless answered, withdrawn or ended
+    /// before (`stop_invitation_timers`).
     pub(super) fn invitation_timer(
         self: &Arc<Self>,
         sid: String,

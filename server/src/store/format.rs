@@ -361,7 +361,7 @@ mod tests {
             None
         );
         let rec = crate::chat::records::decode_subscription(v6).expect("a v6 record reads");
-        assert_eq!(rec.face, crate::chat::state::Face::Seed);
+        assert_eq!(rec.face, crate::chat::Face::Seed);
     }
 
     /// Step 7 → 8 changes no value: a version-7 session record (no `adhoc`) reads as a
