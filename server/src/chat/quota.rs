@@ -99,12 +99,24 @@ pub fn decide(out: Outstanding, new: usize, limits: InvitationLimits) -> Result<
 
 /// When each inviter sent its recent invitations (in memory only: after a restart the window
 /// starts empty, which at worst grants one more window's worth).
-#[derive(Default)]
 pub struct SendLog {
     sent: HashMap<String, VecDeque<Instant>>,
+    /// Inviters tracked past which the next record drops the idle ones: twice those left by
+    /// the last prune, at least [`PRUNE_ABOVE`], so that a log of many active inviters is
+    /// not walked again at every invitation (amortized, as `rate::RateLimiter`'s sweep).
+    prune_at: usize,
 }
 
-/// Inviters tracked before idle ones are dropped on the next record.
+impl Default for SendLog {
+    fn default() -> Self {
+        SendLog {
+            sent: HashMap::new(),
+            prune_at: PRUNE_ABOVE,
+        }
+    }
+}
+
+/// Inviters tracked before idle ones are first dropped on the next record.
 const PRUNE_ABOVE: usize = 4096;
 
 impl SendLog {
@@ -128,11 +140,12 @@ impl SendLog {
 
     /// Counts `n` invitations sent by `inviter` at `now`.
     pub fn record(&mut self, inviter: &str, n: usize, now: Instant) {
-        if self.sent.len() > PRUNE_ABOVE {
+        if self.sent.len() > self.prune_at {
             self.sent.retain(|_, q| {
                 q.back()
                     .is_some_and(|t| now.duration_since(*t) < RATE_WINDOW)
             });
+            self.prune_at = PRUNE_ABOVE.max(self.sent.len().saturating_mul(2));
         }
         let q = self.sent.entry(inviter.to_owned()).or_default();
         q.extend(std::iter::repeat_n(now, n));
@@ -226,5 +239,29 @@ mod tests {
         // The first three leave the window after 60 s; the one sent later stays.
         assert_eq!(log.recent("a", t0 + RATE_WINDOW).0, 1);
         assert_eq!(log.recent("a", later + RATE_WINDOW).0, 0);
+    }
+
+    /// Idle inviters are dropped once the log passes its mark, which then doubles what the
+    /// prune kept: many active inviters are walked once per doubling, not per invitation.
+    #[test]
+    fn send_log_prunes_idle_inviters_amortized() {
+        let mut log = SendLog::default();
+        let t0 = Instant::now();
+        for i in 0..=PRUNE_ABOVE {
+            log.record(&format!("idle{i}"), 1, t0);
+        }
+        let later = t0 + RATE_WINDOW;
+        for i in 0..=PRUNE_ABOVE {
+            log.record(&format!("active{i}"), 1, later);
+        }
+        // The first record past the mark dropped every idle inviter.
+        assert_eq!(log.sent.len(), PRUNE_ABOVE + 1);
+        assert!(log.sent.keys().all(|k| k.starts_with("active")));
+        assert_eq!(log.prune_at, PRUNE_ABOVE);
+        log.record("one-more", 1, later);
+        // All active: kept, and the next prune waits for twice as many.
+        assert_eq!(log.sent.len(), PRUNE_ABOVE + 2);
+        assert_eq!(log.prune_at, 2 * (PRUNE_ABOVE + 1));
+        assert_eq!(log.recent("active0", later).0, 1);
     }
 }

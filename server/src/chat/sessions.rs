@@ -23,6 +23,7 @@ use netapi_chat_api::{
     ParticipantList, ParticipantStatus,
 };
 use netapi_chat_runtime::ApiError;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -245,20 +246,21 @@ impl Chat {
                 .iter()
                 .map(|p| p.address.as_str())
                 .collect();
-            let quota = self.invitation_quota(&mut state, user, &to, now);
+            // A list longer than a session holds is refused by the rule whatever the session
+            // (an address twice, or too many): the quotas, which read every listed address's
+            // sessions under this lock, are not worked out for it.
+            let limit = self.settings.limits.participants_per_session;
+            let quota = if to.len() <= limit {
+                self.invitation_quota(&mut state, user, &to, now)
+            } else {
+                Ok(())
+            };
             let n = to.len();
             let s = self.visible(&state, user, sid)?;
             let invited = self.invite(body.participant);
             let timers = pending_timers(&invited);
-            let d = extend(
-                urls,
-                s,
-                user,
-                invited,
-                self.settings.limits.participants_per_session,
-                quota,
-            )
-            .map_err(|r| r.into_api(String::new))?;
+            let d = extend(urls, s, user, invited, limit, quota)
+                .map_err(|r| r.into_api(String::new))?;
             self.spend_invitations(&mut state, user, n, now);
             let s = &d.session;
             let list = ParticipantList {
@@ -360,12 +362,13 @@ fn invitees(
 ) -> Result<(Option<String>, Vec<ParticipantInformation>), Refused> {
     let mut originator_name = originator_name;
     let mut invitees: Vec<ParticipantInformation> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for p in listed {
         if p.address == user {
             originator_name = originator_name.or(p.name);
             continue;
         }
-        if invitees.iter().any(|q| q.address == p.address) {
+        if !seen.insert(p.address.clone()) {
             return Err(Refused::Duplicate(p.address));
         }
         invitees.push(p);
@@ -576,8 +579,9 @@ fn extend(
     }
     // A body that lists someone twice is refused as a start's is (`POL0013`), before the
     // session is looked at: the duplicate is the request's fault, not a conflict with it.
-    for (i, (p, _)) in invited.iter().enumerate() {
-        if invited[..i].iter().any(|(q, _)| q.address == p.address) {
+    let mut seen: HashSet<&str> = HashSet::new();
+    for (p, _) in &invited {
+        if !seen.insert(p.address.as_str()) {
             return Err(Refused::Duplicate(p.address.clone()));
         }
     }

@@ -143,7 +143,7 @@ pub fn take_count(pending: usize, max: usize) -> usize {
 enum Acked {
     /// Its client acknowledged them: delivered.
     Delivered,
-    /// Not to be handed any more ([`drop_unwanted`]): dropped, not delivered.
+    /// Not to be handed any more ([`take_wanted`]): dropped, not delivered.
     Unwanted,
 }
 
@@ -382,11 +382,12 @@ impl Mailbox {
                 if inner.poll != me {
                     return Polled::Superseded;
                 }
-                let dropped = drop_unwanted(&mut inner.pending);
+                let now = crate::store::now_ms();
+                let (taken, dropped) = take_wanted(&mut inner.pending, max, |h| {
+                    h.shared.skips(now) || lapsed(h.delivery.deadline_ms, now)
+                });
                 self.acknowledge(dropped, Acked::Unwanted);
-                if !inner.pending.is_empty() {
-                    let n = take_count(inner.pending.len(), max);
-                    let taken: Vec<Held> = inner.pending.drain(..n).collect();
+                if !taken.is_empty() {
                     let out = taken
                         .iter()
                         .map(|h| Taken {
@@ -483,23 +484,32 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Takes out what must not be handed any more: notifications of a subscription deleted since
-/// they arrived, and, of an expired one, what is left once its time is up (as the callback
-/// task does, [`super::skipped`]); and one past its delivery deadline (a lapsed `isComposing`: never
-/// handed late, as the callback task does not send it late).
-fn drop_unwanted(pending: &mut VecDeque<Held>) -> Vec<Held> {
-    let now = crate::store::now_ms();
+/// Takes from the front of `pending` what a poll answers, at most [`take_count`] of
+/// `max`, and, passed on the way, what must not be handed any more (`unwanted`; returned
+/// apart, to be dropped): notifications of a subscription deleted since they arrived, and, of an expired
+/// one, what is left once its time is up (as the callback task does, [`super::skipped`]); and
+/// one past its delivery deadline (a lapsed `isComposing`: never handed late, as the callback
+/// task does not send it late). Only the front is looked at, so a poll's work follows what it
+/// takes and drops, not the backlog behind: a poll used to rebuild the whole queue, and a
+/// socket draining a backlog of N one frame at a time moved N²/2 entries.
+fn take_wanted<T>(
+    pending: &mut VecDeque<T>,
+    max: usize,
+    unwanted: impl Fn(&T) -> bool,
+) -> (Vec<T>, Vec<T>) {
+    let mut taken = Vec::new();
     let mut dropped = Vec::new();
-    let mut kept = VecDeque::with_capacity(pending.len());
-    for h in pending.drain(..) {
-        if h.shared.skips(now) || lapsed(h.delivery.deadline_ms, now) {
-            dropped.push(h);
+    while taken.len() < take_count(pending.len() + taken.len(), max) {
+        let Some(t) = pending.pop_front() else {
+            break;
+        };
+        if unwanted(&t) {
+            dropped.push(t);
         } else {
-            kept.push_back(h);
+            taken.push(t);
         }
     }
-    *pending = kept;
-    dropped
+    (taken, dropped)
 }
 
 /// Whether a notification with delivery deadline `deadline_ms` may no longer be handed out at
@@ -650,7 +660,7 @@ fn give_way(
 #[cfg(test)]
 mod tests {
     use super::super::{CANCELLED, DISABLED_STATE, EXPIRED, LIVE, skipped};
-    use super::{Ack, acknowledged, lapsed, take_count, take_where};
+    use super::{Ack, acknowledged, lapsed, take_count, take_wanted, take_where};
     use std::collections::VecDeque;
 
     /// A cancelled subscription's notifications are all dropped at once; an expired one's
@@ -697,6 +707,30 @@ mod tests {
         assert_eq!(take_count(3, 20), 3);
         assert_eq!(take_count(30, 20), 20);
         assert_eq!(take_count(5, 0), 1);
+    }
+
+    /// A poll takes from the front what may still be handed, dropping what may not on the
+    /// way, and leaves the rest as it is (a poll's work follows what it takes, not the
+    /// backlog: the unwanted one behind is dropped when a poll reaches it).
+    #[test]
+    fn a_poll_takes_from_the_front_and_drops_what_it_passes() {
+        // Multiples of 3 are unwanted.
+        let unwanted = |n: &i32| n % 3 == 0;
+        let mut pending = VecDeque::from([3, 1, 6, 2, 4, 9, 5]);
+        assert_eq!(
+            take_wanted(&mut pending, 2, unwanted),
+            (vec![1, 2], vec![3, 6])
+        );
+        assert_eq!(pending, [4, 9, 5]);
+        // A maximum of 0 takes one; the end of the queue ends the walk.
+        assert_eq!(take_wanted(&mut pending, 0, unwanted), (vec![4], vec![]));
+        assert_eq!(take_wanted(&mut pending, 20, unwanted), (vec![5], vec![9]));
+        assert!(pending.is_empty());
+        let mut only_unwanted = VecDeque::from([3, 6]);
+        assert_eq!(
+            take_wanted(&mut only_unwanted, 20, unwanted),
+            (vec![], vec![3, 6])
+        );
     }
 
     /// A subscription's notifications leave a mailbox in their order (what was handed, then
