@@ -139,6 +139,68 @@ async fn messages_walked_page_by_page_come_once_each_in_order_and_the_default_pa
     }
 }
 
+/// A participant invited after a long stretch of messages it may not read (1,100 here, more
+/// than a page's walk passes: 1,024 rows beyond the page) gets short pages, even an empty one,
+/// that link on from where the walk stopped, so that no request reads the whole stretch on
+/// the store thread; following them still yields exactly its messages, once each, in order.
+#[tokio::test]
+async fn a_late_participant_pages_past_what_it_cannot_read_a_bounded_walk_at_a_time() {
+    use futures_util::StreamExt as _;
+    const CAROL: &str = "tel:+15550001234";
+    let s = Server::default_for_tests();
+    let sid = connected_session(&s, ALICE, BOB).await;
+    let before: Vec<String> = (0..1_100).map(|i| format!("before {i:04}")).collect();
+    futures_util::stream::iter(before.iter())
+        .map(|t| {
+            let (s, sid) = (&s, &sid);
+            async move { chat::send_message(s, ALICE, sid, &docs::message(t)).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let a = send_doc(
+        "POST",
+        &s.urls().participants(ALICE, &sid),
+        Format::Json,
+        &docs::participants(&[CAROL]),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    chat::accept(&s, CAROL, &sid).await;
+    let after: Vec<String> = (0..3).map(|i| format!("after {i}")).collect();
+    send_messages(&s, ALICE, &sid, &after).await;
+
+    for f in FORMATS {
+        let url = format!("{}?maxEntries=2", s.urls().messages(CAROL, &sid));
+        let pages = walk(&url, f, |a, l: ChatMessageList| {
+            Read::new(a, &l.link, l.chat_message.iter().map(|m| m.text.clone()))
+        })
+        .await;
+        assert_eq!(
+            flat(&pages),
+            after,
+            "{f:?}: Carol's messages, once each, in order"
+        );
+        assert!(
+            pages.len() >= 3 && pages[0].keys.is_empty() && pages[0].next.is_some(),
+            "{f:?}: the first walk stops in the stretch Carol cannot read, an empty page \
+             linking on: {:?}",
+            pages.iter().map(|p| p.keys.len()).collect::<Vec<_>>()
+        );
+    }
+    // Those who could read the stretch page through it as before.
+    let pages = walk(
+        &format!("{}?maxEntries=1000", s.urls().messages(BOB, &sid)),
+        Format::Json,
+        |a, l: ChatMessageList| {
+            Read::new(a, &l.link, l.chat_message.iter().map(|m| m.text.clone()))
+        },
+    )
+    .await;
+    assert_eq!(flat(&pages).len(), 1_103);
+    assert_eq!(pages[0].keys.len(), 1_000);
+}
+
 /// A server whose session from ALICE to BOB holds 150 messages of about 4 KB; the session and
 /// the texts, in order.
 async fn long_messages() -> (Server, String, Vec<String>) {

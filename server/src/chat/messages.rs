@@ -221,7 +221,9 @@ impl Chat {
     /// One page of the messages the user sent or received in the session, oldest first.
     /// The store walks the session's messages in `seq` order from the cursor (an index range,
     /// not the whole session), on the store thread, until it has the page's messages that the
-    /// user may read plus one, to know whether more follow; only those become views.
+    /// user may read plus one, to know whether more follow; only those become views. The walk
+    /// is bounded by the page ([`readable_page`]): where it stopped before the end, the page
+    /// (short, even empty) links the next one from there.
     pub async fn list_messages(
         &self,
         user: &str,
@@ -230,15 +232,18 @@ impl Chat {
     ) -> Result<ChatMessageList, ApiError> {
         self.visible(&self.read_state(), user, sid)?;
         let (s, u) = (sid.to_owned(), user.to_owned());
-        let found = self
+        let walked = self
             .read(move |b| readable_page(b, &s, &u, req.after, req.limit.saturating_add(1)))
             .await?;
-        let p = page::within(
-            page::page(found.into_iter().map(|m| (m.seq, m)), req),
+        let mut p = page::within(
+            page::page(walked.found.into_iter().map(|m| (m.seq, m)), req),
             PAGE_TEXT_BYTES,
             |m| m.text.len(),
             |m| m.seq,
         );
+        if p.next.is_none() {
+            p.next = walked.stopped_at;
+        }
         let resource_url = self.urls.messages(user, sid);
         Ok(ChatMessageList {
             chat_message: p
@@ -444,34 +449,67 @@ fn decode_stored_message(sid: &str, mid: &str, value: &[u8]) -> Result<Message, 
 /// Rows the page walk reads from the store at a time.
 const PAGE_CHUNK: usize = 128;
 
+/// Rows of messages the user may not read that one page's walk passes at most, beyond the
+/// page's own ([`readable_page`]): a user that was no recipient of a long stretch (invited
+/// late, or away after leaving) gets short or empty pages linking on, instead of one request
+/// reading the whole stretch on the store thread, which every commit waits for.
+const PAGE_SKIP_ROWS: usize = 8 * PAGE_CHUNK;
+
+/// What a page's walk found ([`readable_page`]).
+struct Walked {
+    /// The messages the user may read, in seq order.
+    found: Vec<Message>,
+    /// Where the walk stopped before the session's end and before it found what it wanted
+    /// (its row or text budget spent): the next page goes on after it.
+    stopped_at: Option<u64>,
+}
+
 /// Up to `want` messages of `sid` after `after` that `user` sent or received, in seq order
-/// (runs on the store thread). Walks the session's index from the cursor in chunks, so the
-/// cost follows the page, plus the messages skipped because the user was not a recipient
-/// (those before it joined).
+/// (runs on the store thread). Walks the session's index from the cursor in chunks, and
+/// stops early once it has passed [`PAGE_SKIP_ROWS`] rows more than `want`, or found
+/// [`PAGE_TEXT_BYTES`] of text (what one page holds at most): its cost follows the page
+/// asked for, whatever the session's history.
 fn readable_page(
     b: &mut dyn Backend,
     sid: &str,
     user: &str,
     after: Option<u64>,
     want: usize,
-) -> Result<Vec<Message>, StoreError> {
+) -> Result<Walked, StoreError> {
     let mut found = Vec::new();
     let mut cursor = after;
+    let mut rows = 0usize;
+    let mut text = 0usize;
+    let most_rows = want.saturating_add(PAGE_SKIP_ROWS);
     loop {
         let chunk = b.messages_after(sid, cursor, PAGE_CHUNK.max(want))?;
         let full = chunk.len() >= PAGE_CHUNK.max(want);
         for (seq, value) in chunk {
             cursor = Some(seq);
+            rows += 1;
             let m = decode_stored_message(sid, &format!("seq {seq}"), &value)?;
             if m.sender == user || m.recipients.iter().any(|(r, _)| r == user) {
+                text = text.saturating_add(m.text.len());
                 found.push(m);
                 if found.len() >= want {
-                    return Ok(found);
+                    return Ok(Walked {
+                        found,
+                        stopped_at: None,
+                    });
                 }
+            }
+            if rows >= most_rows || text >= PAGE_TEXT_BYTES {
+                return Ok(Walked {
+                    found,
+                    stopped_at: cursor,
+                });
             }
         }
         if !full {
-            return Ok(found);
+            return Ok(Walked {
+                found,
+                stopped_at: None,
+            });
         }
     }
 }
