@@ -402,7 +402,8 @@ async fn message_text_chars_limit() {
     }
 }
 
-/// `NETAPI_CHAT_SENT_BYTES_BUDGET`: a sender's messages cost their text's bytes plus 256;
+/// `NETAPI_CHAT_SENT_BYTES_BUDGET`: a sender's messages cost their text's bytes and their
+/// recipients' addresses, plus 256 and 32 a recipient (about 1,300 bytes each here);
 /// past the budget a message is 403 `POL2008` and not stored, the other participant still
 /// sends (a budget of its own), and a replay of a stored message (its `clientCorrelator`)
 /// costs nothing. Here 4,096 bytes (drained over the hour of retention: about a byte a
@@ -448,6 +449,35 @@ async fn sent_bytes_budget_per_sender() {
         )
         .await;
         assert_created(&reply, &format!("[{f:?}] the other sender"));
+    }
+}
+
+/// A message's recipients count against the budget too (the record keeps each one's address
+/// and status): with 8 recipients of about 25-byte addresses a one-character message costs
+/// 1 + 256 + 8 × (25 + 32), about 713 bytes, so a 1,500-byte budget takes two (a budget of
+/// the text alone took five).
+#[tokio::test]
+async fn a_message_to_a_group_costs_its_recipients_too() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_SENT_BYTES_BUDGET", "1500"),
+        ("NETAPI_CHAT_RETENTION", "1h"),
+    ]);
+    for f in FORMATS {
+        let alice = user("alice-group-budget", f);
+        let others: Vec<String> = (0..8).map(|i| user(&format!("member{i}"), f)).collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        let sid = new_session(&srv, f, &alice, &others).await;
+        for who in &others {
+            set_status(&srv, f, who, &sid, ParticipantStatus::Connected).await;
+        }
+        let url = srv.urls().messages(&alice, &sid);
+        for n in 1..=2 {
+            let a = send_doc("POST", &url, f, &docs::message("x")).await;
+            assert_created(&a, &format!("[{f:?}] message {n}"));
+        }
+        let a = send_doc("POST", &url, f, &docs::message("x")).await;
+        assert_refused(&a, &format!("[{f:?}] message 3"), 403, "POL2008", f);
+        assert_eq!(message_count(&srv, &alice, &sid, f).await, 2, "[{f:?}]");
     }
 }
 

@@ -132,13 +132,17 @@ impl Chat {
         self.sent_bytes
             .take(
                 user,
-                super::sent_bytes::cost(&message.text),
+                super::sent_bytes::cost(
+                    &message.text,
+                    message.recipients.iter().map(|(r, _)| r.as_str()),
+                ),
                 std::time::Instant::now(),
             )
             .map_err(|budget| {
                 Refused::TooMany {
                     what: "bytes of messages you sent that the server keeps (each message's \
-                           text plus 256 bytes; they free up over the retention period)",
+                           text and its recipients' addresses, plus 256 bytes and 32 a \
+                           recipient; they free up over the retention period)",
                     limit: usize::try_from(budget).unwrap_or(usize::MAX),
                 }
                 .into_api(String::new)

@@ -4,8 +4,8 @@
 //! 18.8 MB in 2 s of ad hoc messages to an address that never answered, about 290 GB a day at
 //! the default rate, kept for the whole retention period).
 //!
-//! The rule is a leaky bucket per sender: a message's cost ([`cost`]: its text's bytes plus
-//! what is kept beside it) fills the sender's bucket, which drains at `budget / retention`
+//! The rule is a leaky bucket per sender: a message's cost ([`cost`]: its text's bytes, its
+//! recipients' addresses and what is kept beside them) fills the sender's bucket, which drains at `budget / retention`
 //! a second; a message that would overflow `budget` is refused (`403 POL2008`) and stores
 //! nothing. Messages leave the store at the retention age at the latest, so what a sender
 //! has stored is what it sent within one retention period, and no window of that length
@@ -23,9 +23,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// What a stored message costs beside its text: its id, sender, session, timestamps and
-/// delivery statuses as the store keeps them, about this many bytes for a 1-1 message.
+/// What a stored message costs beside its text and its recipients: its id, sender, session
+/// and timestamps as the store keeps them, about this many bytes.
 pub const KEPT_BESIDE_TEXT: u64 = 256;
+
+/// What each recipient costs beside its address: its delivery status and the record's
+/// framing of the two.
+pub const KEPT_PER_RECIPIENT: u64 = 32;
 
 /// The default budget: 1 GiB a sender.
 pub const DEFAULT_BUDGET: u64 = 1 << 30;
@@ -34,11 +38,19 @@ pub const DEFAULT_BUDGET: u64 = 1 << 30;
 /// double again).
 const SWEEP_FROM: usize = 10_000;
 
-/// What storing a message with `text` costs its sender.
-pub fn cost(text: &str) -> u64 {
-    u64::try_from(text.len())
-        .unwrap_or(u64::MAX)
-        .saturating_add(KEPT_BESIDE_TEXT)
+/// What storing a message with `text` to `recipients` costs its sender: the record keeps
+/// every recipient's address and status, so a one-character message to a group of 100 is
+/// about 5 KB stored, not the 257 bytes its text and id would say (an outside review: a
+/// budget of text alone let a sender store 20 to 110 times what it promised).
+pub fn cost<'a>(text: &str, recipients: impl IntoIterator<Item = &'a str>) -> u64 {
+    let bytes = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    recipients.into_iter().fold(
+        bytes(text.len()).saturating_add(KEPT_BESIDE_TEXT),
+        |sum, r| {
+            sum.saturating_add(bytes(r.len()))
+                .saturating_add(KEPT_PER_RECIPIENT)
+        },
+    )
 }
 
 /// The rule: a bucket at `level` bytes when last filled, `elapsed` ago, draining `per_sec`: its
@@ -147,7 +159,11 @@ mod tests {
         assert_eq!(b.take("tel:+1", 200, t + Duration::from_secs(100)), Ok(()));
         let off = SentBytes::new(0, Duration::from_secs(1000));
         assert_eq!(off.take("tel:+1", u64::MAX, t), Ok(()));
-        assert_eq!(cost("héllo"), 6 + KEPT_BESIDE_TEXT);
+        assert_eq!(cost("héllo", []), 6 + KEPT_BESIDE_TEXT);
+        assert_eq!(
+            cost("hi", ["tel:+1", "sip:b@c"]),
+            2 + KEPT_BESIDE_TEXT + 6 + 7 + 2 * KEPT_PER_RECIPIENT
+        );
     }
 
     #[test]
