@@ -351,6 +351,47 @@ async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowled
     }
 }
 
+/// A poll answers at most 512 KiB of notifications (as stored; the first always comes),
+/// whatever the channel's `maxNotifications`: 40 messages of 16 KiB of text come in polls of
+/// at most 32, all of them, in order.
+#[tokio::test]
+async fn a_poll_answer_is_bounded_in_bytes_too() {
+    let s = server(&[]);
+    let f = Format::Json;
+    let ch = create_channel(&s, B, f, Some(100), Some(1)).await;
+    let url = channel_url(&ch);
+    subscribe(&s, B, &ch, "bob-app").await;
+    let sid = chat::connected_session(&s, A, &docs::session("big", &[B])).await;
+    // 4,096 characters of 4 bytes each: the longest text a message may have.
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("{i:02}{}", "\u{1D11E}".repeat(4_094)))
+        .collect();
+    for t in &texts {
+        chat::send_message(&s, A, &sid, &docs::message(t)).await;
+    }
+    // Let the notifications all reach the channel first, so that a poll could take them all.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut got = Vec::new();
+    loop {
+        let list = poll_list(&url, f).await;
+        if list.is_empty() {
+            break;
+        }
+        let messages: Vec<String> = list
+            .into_iter()
+            .filter_map(|(_, e)| e.message_notification.and_then(|n| n.chat_message))
+            .map(|m| m.text)
+            .collect();
+        assert!(
+            messages.len() <= 32,
+            "{} messages of 16 KiB in one answer",
+            messages.len()
+        );
+        got.extend(messages);
+    }
+    assert_eq!(got, texts, "every message, once, in order");
+}
+
 /// An OMA Notification Channel client reads a poll's answer unchanged: in JSON
 /// `notificationList` is an array of single-key objects named after each notification; in XML
 /// each notification is its own root element in the chat namespace, straight under

@@ -9517,7 +9517,8 @@ impl Client {
     /**Long poll a channel (its `channelURL`)
 
     Waits until notifications are there, then answers at once with at most
-    `maxNotifications` of them, oldest first, in the negotiated format; when none come
+    `maxNotifications` of them, oldest first, in the negotiated format (fewer once they
+    reach 512 KiB as stored: the first always comes; the rest wait for the next poll); when none come
     within the channel's `maxWaitTime` the answer is an empty `notificationList`. Each poll
     starts the channel's lifetime again. A body is not needed (OMA's empty
     `longPollingRequestParameters` may be sent and is ignored).

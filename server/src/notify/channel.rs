@@ -383,9 +383,12 @@ impl Mailbox {
                     return Polled::Superseded;
                 }
                 let now = crate::store::now_ms();
-                let (taken, dropped) = take_wanted(&mut inner.pending, max, |h| {
-                    h.shared.skips(now) || lapsed(h.delivery.deadline_ms, now)
-                });
+                let (taken, dropped) = take_wanted(
+                    &mut inner.pending,
+                    (max, ANSWER_BYTES),
+                    |h| h.shared.skips(now) || lapsed(h.delivery.deadline_ms, now),
+                    |h| h.delivery.bytes,
+                );
                 self.acknowledge(dropped, Acked::Unwanted);
                 if !taken.is_empty() {
                     let out = taken
@@ -485,7 +488,8 @@ impl Drop for Waiting<'_> {
 }
 
 /// Takes from the front of `pending` what a poll answers, at most [`take_count`] of
-/// `max`, and, passed on the way, what must not be handed any more (`unwanted`; returned
+/// `max`, and no more once what it took `weighs` `budget` or more (the first one always
+/// goes), and, passed on the way, what must not be handed any more (`unwanted`; returned
 /// apart, to be dropped): notifications of a subscription deleted since they arrived, and, of an expired
 /// one, what is left once its time is up (as the callback task does, [`super::skipped`]); and
 /// one past its delivery deadline (a lapsed `isComposing`: never handed late, as the callback
@@ -494,23 +498,32 @@ impl Drop for Waiting<'_> {
 /// socket draining a backlog of N one frame at a time moved N²/2 entries.
 fn take_wanted<T>(
     pending: &mut VecDeque<T>,
-    max: usize,
+    (max, budget): (usize, usize),
     unwanted: impl Fn(&T) -> bool,
+    weighs: impl Fn(&T) -> usize,
 ) -> (Vec<T>, Vec<T>) {
     let mut taken = Vec::new();
     let mut dropped = Vec::new();
-    while taken.len() < take_count(pending.len() + taken.len(), max) {
+    let mut weight = 0usize;
+    while taken.len() < take_count(pending.len() + taken.len(), max) && weight < budget {
         let Some(t) = pending.pop_front() else {
             break;
         };
         if unwanted(&t) {
             dropped.push(t);
         } else {
+            weight = weight.saturating_add(weighs(&t));
             taken.push(t);
         }
     }
     (taken, dropped)
 }
+
+/// Most bytes of notifications (as stored) one poll's answer or one socket frame carries:
+/// a page's budget ([`crate::chat::page::PAGE_BYTES`]). A channel's `maxNotifications`
+/// (at most 100) bounds the count; invitations to large sessions, each with its roster,
+/// made 100 of them tens of megabytes in one answer.
+const ANSWER_BYTES: usize = crate::chat::page::PAGE_BYTES;
 
 /// Whether a notification with delivery deadline `deadline_ms` may no longer be handed out at
 /// `now_ms` (none: it never lapses).
@@ -716,20 +729,27 @@ mod tests {
     fn a_poll_takes_from_the_front_and_drops_what_it_passes() {
         // Multiples of 3 are unwanted.
         let unwanted = |n: &i32| n % 3 == 0;
+        let weighs = |n: &i32| usize::try_from(*n).unwrap_or(0);
+        let take = |p: &mut VecDeque<i32>, max| take_wanted(p, (max, 100), unwanted, weighs);
         let mut pending = VecDeque::from([3, 1, 6, 2, 4, 9, 5]);
-        assert_eq!(
-            take_wanted(&mut pending, 2, unwanted),
-            (vec![1, 2], vec![3, 6])
-        );
+        assert_eq!(take(&mut pending, 2), (vec![1, 2], vec![3, 6]));
         assert_eq!(pending, [4, 9, 5]);
         // A maximum of 0 takes one; the end of the queue ends the walk.
-        assert_eq!(take_wanted(&mut pending, 0, unwanted), (vec![4], vec![]));
-        assert_eq!(take_wanted(&mut pending, 20, unwanted), (vec![5], vec![9]));
+        assert_eq!(take(&mut pending, 0), (vec![4], vec![]));
+        assert_eq!(take(&mut pending, 20), (vec![5], vec![9]));
         assert!(pending.is_empty());
         let mut only_unwanted = VecDeque::from([3, 6]);
+        assert_eq!(take(&mut only_unwanted, 20), (vec![], vec![3, 6]));
+        // The budget: taking stops once what was taken weighs it (the first always goes).
+        let mut heavy = VecDeque::from([70, 20, 10, 5]);
         assert_eq!(
-            take_wanted(&mut only_unwanted, 20, unwanted),
-            (vec![], vec![3, 6])
+            take_wanted(&mut heavy, (20, 100), |_| false, weighs),
+            (vec![70, 20, 10], vec![])
+        );
+        let mut one_too_heavy = VecDeque::from([500, 1]);
+        assert_eq!(
+            take_wanted(&mut one_too_heavy, (20, 100), |_| false, weighs),
+            (vec![500], vec![])
         );
     }
 
