@@ -180,8 +180,10 @@ impl Chat {
     ///
     /// The user's id list is in the order the user joined, not the order the sessions were
     /// created (an invitation into an older session is appended), so the page is picked from
-    /// references sorted by `seq`; only the page's sessions are turned into views. The list is
-    /// bounded by the per-user session and invitation limits (ended sessions leave it).
+    /// references sorted by `seq`; only the page's sessions are turned into views. The user's
+    /// list holds every session not ended that names it, also as declined, left, timed out or
+    /// cancelled (ended sessions leave it): bounded by the server-wide session cap
+    /// (`NETAPI_CHAT_MAX_SESSIONS`), not by the user's own limits.
     pub fn list_sessions(&self, user: &str, req: PageRequest) -> ChatSessionList {
         let state = self.read_state();
         let mut sessions: Vec<&Session> = state
@@ -193,7 +195,7 @@ impl Chat {
         let p = page::within(
             page::page(sessions.into_iter().map(|s| (s.seq, s)), req),
             page::PAGE_BYTES,
-            |s| listed_bytes(s),
+            |s| listed_bytes(s, user),
             |s| s.seq,
         );
         let resource_url = self.urls.chat_sessions(user);
@@ -782,17 +784,24 @@ pub(super) fn end_for_all(urls: &Urls, s: &mut Session, why: &str, by: Option<&s
     outbox
 }
 
-/// About what session `s` weighs in a list answer (`page::within`): its subject and, per
-/// participant, its entry as XML writes it (the address, again percent-encoded in the
-/// `resourceURL` beside the session id, and about 250 bytes of elements and URL). A page of
-/// sessions is bounded by what their rosters make, not only by their count: about 15
-/// sessions of 100 participants, some 7,500 elements, which a client's XML parser with the
-/// usual 10,000-element cap (ours among them) still reads.
-fn listed_bytes(s: &Session) -> usize {
+/// About what session `s` weighs in `viewer`'s list answer (`page::within`): its subject
+/// and, per participant, its entry as XML writes it (its name, its address, and in its
+/// `resourceURL` the viewer's and its own address percent-encoded, up to three bytes for one,
+/// beside the session id, and about 250 bytes of elements and URL). A page of sessions is
+/// bounded by what their rosters make, not only by their count: about 12 sessions of 100
+/// participants with short addresses, some 6,000 elements, which a client's XML parser with
+/// the usual 10,000-element cap (ours among them) still reads.
+fn listed_bytes(s: &Session, viewer: &str) -> usize {
     let roster: usize = s
         .participants
         .iter()
-        .map(|p| 2 * p.address.len() + s.id.len() + 250)
+        .map(|p| {
+            4 * p.address.len()
+                + 3 * viewer.len()
+                + p.name.as_ref().map_or(0, String::len)
+                + s.id.len()
+                + 250
+        })
         .sum();
     s.subject.as_ref().map_or(0, String::len) + roster
 }
