@@ -487,10 +487,10 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Takes from the front of `pending` what a poll answers, at most [`take_count`] of
-/// `max`, and no more once what it took `weighs` `budget` or more (the first one always
-/// goes), and, passed on the way, what must not be handed any more (`unwanted`; returned
-/// apart, to be dropped): notifications of a subscription deleted since they arrived, and, of an expired
+/// Takes from the front of `pending` what a poll answers, at most [`take_count`] of `max`,
+/// and no more once what it took `weighs` `budget` or more (the first one always goes); and,
+/// passed on the way, what must not be handed any more (`unwanted`; returned apart, to be
+/// dropped): notifications of a subscription deleted since they arrived, and, of an expired
 /// one, what is left once its time is up (as the callback task does, [`super::skipped`]); and
 /// one past its delivery deadline (a lapsed `isComposing`: never handed late, as the callback
 /// task does not send it late). Only the front is looked at, so a poll's work follows what it
