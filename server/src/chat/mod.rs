@@ -785,15 +785,7 @@ impl Chat {
         if let Some(old) = state.sessions.get(&sid) {
             self.stop_invitation_timers(&pending_seqs(old, false), &pending_seqs(&d.session, true));
         }
-        let known = state.sessions.get(&sid).map_or(0, |s| s.participants.len());
-        for p in d.session.participants.iter().skip(known) {
-            state
-                .user_sessions
-                .entry(p.address.clone())
-                .or_default()
-                .push(sid.clone());
-        }
-        state.sessions.insert(sid.clone(), d.session);
+        state.put_session(d.session);
         // Before the release: a subscriber of the OMA 2012 face is told with links that the
         // session's shape decides (`oma2012::profile`), an ended session's too.
         self.notify(state, &mut change, d.outbox);
@@ -834,12 +826,8 @@ fn put_or_release(state: &mut State, change: &mut Change, sid: &str) {
 /// Forgets a session in memory: the session and its entries in the per-user index (a user
 /// left with no session loses its entry too, so memory follows live sessions).
 fn release_session(state: &mut State, sid: &str) {
-    let Some(s) = state.sessions.remove(sid) else {
-        return;
-    };
-    state.adhoc_active.remove(sid);
-    for p in &s.participants {
-        state::unindex(&mut state.user_sessions, &p.address, sid);
+    if state.take_session(sid).is_some() {
+        state.adhoc_active.remove(sid);
     }
 }
 

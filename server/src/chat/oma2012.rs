@@ -2169,12 +2169,7 @@ mod tests {
         assert!(adhoc_with([&left], A, B).is_none());
         // It counts against the opener's open sessions only.
         let mut state = State::default();
-        state.sessions.insert(adhoc.id.clone(), adhoc.clone());
-        for who in [A, B] {
-            state
-                .user_sessions
-                .insert(who.to_owned(), vec![adhoc.id.clone()]);
-        }
+        state.put_session(adhoc.clone());
         assert_eq!((state.open_sessions(A), state.open_sessions(B)), (1, 0));
     }
 

@@ -42,14 +42,7 @@ impl Chat {
             self.store.submit_detached(change.batch);
         }
         for s in live.sessions {
-            for p in &s.participants {
-                state
-                    .user_sessions
-                    .entry(p.address.clone())
-                    .or_default()
-                    .push(s.id.clone());
-            }
-            state.sessions.insert(s.id.clone(), s);
+            state.put_session(s);
         }
         // Channels first: a subscription whose notifyURL is a channel's callbackURL is
         // attached to that channel.

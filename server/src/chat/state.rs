@@ -20,10 +20,13 @@ pub struct State {
     pub subscriptions: HashMap<String, Subscription>,
     /// Subscription ids per user address, so a notification finds its callbacks at once.
     pub user_subscriptions: HashMap<String, Vec<String>>,
-    /// Sessions by id.
+    /// Sessions by id. Put in and taken out only by [`State::put_session`] and
+    /// [`State::take_session`], which keep `user_sessions` and `tally` with it.
     pub sessions: HashMap<String, Session>,
-    /// Session ids per user address, in creation order.
+    /// Session ids per user address, in the order the user joined them.
     pub user_sessions: HashMap<String, Vec<String>>,
+    /// What the per-user limits count of the sessions (see [`Tally`]).
+    tally: Tally,
     /// Persisted counters, advanced by readers too (see [`Ids`]).
     pub ids: Ids,
     /// When each inviter sent its recent invitations (the invitation rate; not persisted).
@@ -179,16 +182,44 @@ impl State {
 
     /// Sessions that have not ended in which `user` is connected (invitations are counted by
     /// [`State::pending_sent`]); an ad hoc session counts for the user who opened it only
-    /// (`oma2012::open_adhoc`).
+    /// (`oma2012::open_adhoc`). Counted as sessions come and go ([`Tally`]), not by a walk of
+    /// the user's sessions, which others can lengthen.
     pub fn open_sessions(&self, user: &str) -> usize {
-        self.sessions_of(user)
-            .filter(|s| {
-                !s.ended
-                    && (!s.adhoc || s.originator == user)
-                    && s.participant(user)
-                        .is_some_and(|p| p.status == netapi_chat_api::ParticipantStatus::Connected)
-            })
-            .count()
+        self.tally.open.get(user).copied().unwrap_or(0)
+    }
+
+    /// Puts session `s` in, in place of the one with its id if any: a participant new to it
+    /// finds it in its per-user index (participants are only ever appended, so the new ones
+    /// are those past the old roster's length), and the [`Tally`] moves from the old session
+    /// to the new one. The one way a session enters the state.
+    pub fn put_session(&mut self, s: Session) {
+        let known = match self.sessions.get(&s.id) {
+            Some(old) => {
+                self.tally.count(old, false);
+                old.participants.len()
+            }
+            None => 0,
+        };
+        for p in s.participants.iter().skip(known) {
+            self.user_sessions
+                .entry(p.address.clone())
+                .or_default()
+                .push(s.id.clone());
+        }
+        self.tally.count(&s, true);
+        self.sessions.insert(s.id.clone(), s);
+    }
+
+    /// Takes session `sid` out, with its entries in the per-user index (a user left with no
+    /// session loses its entry too, so memory follows live sessions) and in the [`Tally`].
+    /// The one way a session leaves the state.
+    pub fn take_session(&mut self, sid: &str) -> Option<Session> {
+        let s = self.sessions.remove(sid)?;
+        self.tally.count(&s, false);
+        for p in &s.participants {
+            unindex(&mut self.user_sessions, &p.address, sid);
+        }
+        Some(s)
     }
 
     /// Unanswered invitations `inviter` sent, per invitee, in one pass over its sessions (the
@@ -210,13 +241,7 @@ impl State {
     /// not ended in which its invitation is pending (an invitee takes part, as `Invited`, in
     /// every session it is invited into, so they are all among its sessions).
     pub fn pending_received(&self, invitee: &str) -> usize {
-        self.sessions_of(invitee)
-            .filter(|s| {
-                !s.ended
-                    && s.participant(invitee)
-                        .is_some_and(|p| p.invitation.is_pending())
-            })
-            .count()
+        self.tally.pending.get(invitee).copied().unwrap_or(0)
     }
 
     /// A fresh id with a readable prefix (`sess-…`, `msg-…`, `sub-…`), and its sequence number.
@@ -226,6 +251,50 @@ impl State {
             format!("{prefix}-{seq}-{}", uuid::Uuid::new_v4().simple()),
             seq,
         )
+    }
+}
+
+/// What the per-user limits count of the sessions held, per user address, kept by
+/// [`State::put_session`] and [`State::take_session`] as each session comes, changes and goes:
+/// the open sessions limit and the invitation quotas read a number, where they walked every
+/// session the user is listed in, also as declined, timed out, cancelled or left, a list
+/// other users lengthen by inviting it (an amplification review: each invitation to a user
+/// listed in 100,000 sessions walked them all under the state's write lock).
+#[derive(Default)]
+struct Tally {
+    /// Sessions not ended in which the user is connected (an ad hoc one for its opener only).
+    open: HashMap<String, usize>,
+    /// Invitations pending for the user, in sessions not ended.
+    pending: HashMap<String, usize>,
+}
+
+impl Tally {
+    /// Counts what session `s` holds in (`add`) or out; an entry that reaches zero goes, so
+    /// the tally's memory follows the live sessions.
+    fn count(&mut self, s: &Session, add: bool) {
+        if s.ended {
+            return;
+        }
+        for p in &s.participants {
+            if p.status == ParticipantStatus::Connected && (!s.adhoc || s.originator == p.address) {
+                bump(&mut self.open, &p.address, add);
+            }
+            if p.invitation.is_pending() {
+                bump(&mut self.pending, &p.address, add);
+            }
+        }
+    }
+}
+
+/// One more (`add`) or one less of `key` in `counts`, dropping it at zero.
+fn bump(counts: &mut HashMap<String, usize>, key: &str, add: bool) {
+    if add {
+        *counts.entry(key.to_owned()).or_default() += 1;
+    } else if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
     }
 }
 
@@ -435,6 +504,83 @@ pub fn status_rank(s: MessageStatus) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tally as the walks over each user's sessions counted it before there was one.
+    fn walked(state: &State, user: &str) -> (usize, usize) {
+        let open = state
+            .sessions_of(user)
+            .filter(|s| {
+                !s.ended
+                    && (!s.adhoc || s.originator == user)
+                    && s.participant(user)
+                        .is_some_and(|p| p.status == ParticipantStatus::Connected)
+            })
+            .count();
+        let pending = state
+            .sessions_of(user)
+            .filter(|s| {
+                !s.ended
+                    && s.participant(user)
+                        .is_some_and(|p| p.invitation.is_pending())
+            })
+            .count();
+        (open, pending)
+    }
+
+    /// Sessions put in, changed (accepted, declined, re-invited, ended) and taken out: the
+    /// tally the limits read is always what a walk of each user's sessions counts, and empty
+    /// once no session is left.
+    #[test]
+    fn the_tally_follows_the_sessions() {
+        use super::super::testkit::{A, B, C, D, pending, session};
+        use ParticipantStatus::{Connected, Disconnected, Invited};
+        let mut state = State::default();
+        let check = |state: &State, step: &str| {
+            for u in [A, B, C, D] {
+                assert_eq!(
+                    (state.open_sessions(u), state.pending_received(u)),
+                    walked(state, u),
+                    "{step}: {u}"
+                );
+            }
+        };
+        let mut s1 = session(true, &[(B, Invited, pending(1)), (C, Invited, pending(2))]);
+        state.put_session(s1.clone());
+        let mut s2 = session(false, &[(B, Invited, pending(3))]);
+        s2.id = "sess-2".to_owned();
+        state.put_session(s2.clone());
+        check(&state, "two sessions started");
+        assert_eq!((state.open_sessions(A), state.pending_received(B)), (2, 2));
+        s1.participants[1].status = Connected;
+        s1.participants[1].invitation = Invitation::None;
+        s1.participants[2].status = Disconnected;
+        s1.participants[2].invitation = Invitation::None;
+        state.put_session(s1.clone());
+        check(&state, "B accepts, C declines");
+        assert_eq!((state.open_sessions(B), state.pending_received(C)), (1, 0));
+        s1.participants[2].status = Invited;
+        s1.participants[2].invitation = pending(4);
+        s1.participants.push(Participant {
+            address: D.to_owned(),
+            name: None,
+            is_originator: false,
+            status: Invited,
+            invitation: pending(5),
+            invited_by: A.to_owned(),
+        });
+        state.put_session(s1.clone());
+        check(&state, "C invited again, D invited");
+        s2.ended = true;
+        state.put_session(s2.clone());
+        check(&state, "sess-2 ended (before its release)");
+        assert_eq!(state.pending_received(B), 0);
+        assert!(state.take_session("sess-2").is_some());
+        check(&state, "sess-2 released");
+        assert!(state.take_session("sess-1").is_some());
+        check(&state, "sess-1 released");
+        assert!(state.tally.open.is_empty() && state.tally.pending.is_empty());
+        assert!(state.user_sessions.is_empty());
+    }
 
     /// A start raises the notification counter to the clock's floor and never lowers it: a
     /// restored backup (stored counter behind) starts past every id its first life issued,
