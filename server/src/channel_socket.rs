@@ -235,7 +235,15 @@ pub async fn channel_socket(
     // List headers sent as several fields are one list (RFC 9110 §5.3; RFC 6455 §11.3.4 for
     // the subprotocols): a client that splits its offers is answered as one that does not.
     // Several `Authorization` fields join into one malformed credential, refused as every
-    // operation refuses it (`negotiate::Credentials`), not read as the first of them.
+    // operation refuses it (`negotiate::Credentials`, whose joining this is: bytes that are
+    // no text are kept as replacement characters, so such a field is a bad credential too,
+    // not an absent one), never read as the first of them.
+    let authorization: Vec<String> = headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let authorization = (!authorization.is_empty()).then(|| authorization.join(","));
     let list = |name: http::header::HeaderName| {
         let fields: Option<Vec<&str>> = headers
             .get_all(name)
@@ -247,7 +255,7 @@ pub async fn channel_socket(
     let format = frame_format(list(http::header::ACCEPT).as_deref());
     let answer = *format.as_ref().unwrap_or(&Format::Json);
     let hs = match credentials(
-        list(http::header::AUTHORIZATION).as_deref(),
+        authorization.as_deref(),
         list(http::header::SEC_WEBSOCKET_PROTOCOL).as_deref(),
     ) {
         Ok(hs) => hs,

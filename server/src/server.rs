@@ -341,8 +341,9 @@ pub async fn start(config: &Config) -> Result<Started, StartError> {
 /// it, `crate::cluster`), else over the store the configuration names; on `listener` when
 /// given (a cluster instance's, bound since it started: the clients that connect while this
 /// server starts wait in its backlog and are served, none is refused), else on `config.bind`,
-/// bound once the store is open (a lone server that waits for its database refuses
-/// connections meanwhile, so that a load balancer sends them elsewhere).
+/// bound at once but listened on only once it serves (a lone server that waits for its
+/// database, or reads its state, refuses connections meanwhile, so that a load balancer sends
+/// them elsewhere).
 pub async fn start_on(
     config: &Config,
     backend: Option<Box<dyn crate::store::Backend>>,
@@ -396,11 +397,21 @@ pub async fn start_on(
     netapi_chat_runtime::negotiate::set_xml_limits(config.xml.clone());
     netapi_chat_runtime::negotiate::set_body_timeout(config.body_timeout);
 
-    // An address this process cannot listen on stops the start now, not after a wait for the
-    // database; the socket it serves on is bound below, once the store is open.
-    if listener.is_none() {
-        bind(config.bind)?;
-    }
+    // The port is taken now (a port 0 asked for becomes the one the public URL names, and an
+    // address this process cannot bind stops the start before any wait for the database),
+    // but listened on only once the server serves: meanwhile clients are refused, so that a
+    // load balancer sends them elsewhere. The socket bound is the one served. (A probe bound
+    // for its port, dropped, and the port bound again by dropshot raced any other process
+    // given the same ephemeral port meanwhile: CI saw "failed to bind".)
+    let socket = match listener {
+        Some(given) => Socket::Listening(given),
+        None => Socket::Reserved(reserve(config.bind)?),
+    };
+    let bound = socket.local_addr()?;
+    let public = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let (signer, server_wide) = webhook_signer(config)?;
     // Raised before deliveries are set up: their connection cap is a share of it.
     let open_files = raise_open_files_limit();
@@ -410,20 +421,6 @@ pub async fn start_on(
             .await
             .map_err(|e| StartError::Store(e.to_string()))?,
     };
-    // Bound once, here, and served by this very socket: a port 0 asked for is the port the
-    // public URL names. (Binding a probe for its port and letting dropshot bind that port
-    // again raced any other process given the same ephemeral port meanwhile.)
-    let listener = match listener {
-        Some(given) => given,
-        None => bind(config.bind)?,
-    };
-    let bound = listener
-        .local_addr()
-        .map_err(|e| StartError::Listen(e.to_string()))?;
-    let public = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     // A cluster's leader trusts the client address its standbys forward (with the key).
     let cluster_key = backend.cluster_key();
     // Standbys make this leader's callback attempts only in a cluster that asks for it; a lone
@@ -577,7 +574,7 @@ pub async fn start_on(
         Arc::clone(&chat),
         cors.map(crate::cors::Cors::into_hook),
     ));
-    let server = server.listener(listener);
+    let server = server.listener(socket.listening()?);
     // Proxies in front (NETAPI_CHAT_TRUSTED_PROXIES) name the client; a standby of the
     // cluster (which applied the same rule to its own peer) names it with the cluster key,
     // and that address is final: the client's own X-Forwarded-For is not read again.
@@ -633,9 +630,57 @@ fn answer_hook(
     })
 }
 
-/// A listening socket on `address`, its error naming the address.
-fn bind(address: std::net::SocketAddr) -> Result<std::net::TcpListener, StartError> {
-    std::net::TcpListener::bind(address).map_err(|e| StartError::Listen(format!("{address}: {e}")))
+/// The socket a server serves on ([`start_on`]).
+enum Socket {
+    /// A cluster instance's, listening since the instance started.
+    Listening(std::net::TcpListener),
+    /// A lone server's: bound (its port taken), not listening until it serves.
+    Reserved(socket2::Socket),
+}
+
+impl Socket {
+    /// The address bound (the real port when port 0 was asked for).
+    fn local_addr(&self) -> Result<std::net::SocketAddr, StartError> {
+        let addr = match self {
+            Socket::Listening(l) => l.local_addr(),
+            Socket::Reserved(s) => s.local_addr().and_then(|a| {
+                a.as_socket().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP address")
+                })
+            }),
+        };
+        addr.map_err(|e| StartError::Listen(e.to_string()))
+    }
+
+    /// The listener to serve on: a reserved socket starts listening now.
+    fn listening(self) -> Result<std::net::TcpListener, StartError> {
+        match self {
+            Socket::Listening(l) => Ok(l),
+            Socket::Reserved(s) => s
+                .listen(LISTEN_BACKLOG)
+                .map(|()| s.into())
+                .map_err(|e| StartError::Listen(e.to_string())),
+        }
+    }
+}
+
+/// The kernel's queue of connections not accepted yet (clamped to `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A socket bound to `address`, not listening yet ([`Socket::Reserved`]), its error naming the
+/// address. `SO_REUSEADDR` as the standard library sets it, so that a restarted server takes
+/// its port back while the last one's connections are in `TIME_WAIT`.
+fn reserve(address: std::net::SocketAddr) -> Result<socket2::Socket, StartError> {
+    let failed = |e: std::io::Error| StartError::Listen(format!("{address}: {e}"));
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(failed)?;
+    socket.set_reuse_address(true).map_err(failed)?;
+    socket.bind(&address.into()).map_err(failed)?;
+    Ok(socket)
 }
 
 /// The connection caps of callback deliveries (`NETAPI_CHAT_DELIVERY_CONNECTIONS*`), the total

@@ -2,8 +2,10 @@
 //! 7.1.6 (cancel an invitation): the flows that create a session, add invitees to it or take
 //! them or the session away, with the invitation quotas they spend.
 //!
-//! Owns `State::sessions` and `State::user_sessions` together with [`super::put_or_release`]:
-//! a session is in both maps while it has not ended and in neither once it has.
+//! Its flows change sessions only through `Chat::apply`, which puts a session in with
+//! `State::put_session` and, once it has ended, takes it out with `State::take_session`
+//! ([`super::put_or_release`]): a session is in the state's maps (and counted in its tally)
+//! while it has not ended and in none once it has.
 //!
 //! Rules (plain functions, tested below): [`invitees`] and [`may_start`] check a start,
 //! [`start`] makes the session, [`extend`], [`end`] and [`cancel`] decide the other flows.
@@ -55,10 +57,14 @@ impl Chat {
         let (sent_recently, wait) = state.invitations_sent.recent(inviter, now);
         let sent = state.pending_sent(inviter);
         let out = quota::Outstanding {
-            pending: sent.values().sum(),
+            pending: sent.map_or(0, |per_invitee| per_invitee.values().sum()),
             pending_to_one: to
                 .iter()
-                .map(|a| sent.get(a).copied().unwrap_or(0))
+                .map(|a| {
+                    sent.and_then(|per_invitee| per_invitee.get(*a))
+                        .copied()
+                        .unwrap_or(0)
+                })
                 .max()
                 .unwrap_or(0),
             sent_recently,

@@ -222,19 +222,10 @@ impl State {
         Some(s)
     }
 
-    /// Unanswered invitations `inviter` sent, per invitee, in one pass over its sessions (the
-    /// inviter takes part in every session it invited into, so they are all there is to look
-    /// at).
-    pub fn pending_sent(&self, inviter: &str) -> HashMap<&str, usize> {
-        let mut per_invitee: HashMap<&str, usize> = HashMap::new();
-        for s in self.sessions_of(inviter) {
-            for p in &s.participants {
-                if p.invited_by == inviter && p.address != inviter && p.invitation.is_pending() {
-                    *per_invitee.entry(p.address.as_str()).or_default() += 1;
-                }
-            }
-        }
-        per_invitee
+    /// Unanswered invitations `inviter` sent, per invitee (none: `None`), in sessions not
+    /// ended ([`Tally`]).
+    pub fn pending_sent(&self, inviter: &str) -> Option<&HashMap<String, usize>> {
+        self.tally.sent.get(inviter)
     }
 
     /// Unanswered invitations waiting for `invitee`, from anyone: one per session that has
@@ -266,6 +257,8 @@ struct Tally {
     open: HashMap<String, usize>,
     /// Invitations pending for the user, in sessions not ended.
     pending: HashMap<String, usize>,
+    /// Invitations pending that the user sent, per invitee, in sessions not ended.
+    sent: HashMap<String, HashMap<String, usize>>,
 }
 
 impl Tally {
@@ -281,6 +274,13 @@ impl Tally {
             }
             if p.invitation.is_pending() {
                 bump(&mut self.pending, &p.address, add);
+                if p.invited_by != p.address {
+                    let per_invitee = self.sent.entry(p.invited_by.clone()).or_default();
+                    bump(per_invitee, &p.address, add);
+                    if per_invitee.is_empty() {
+                        self.sent.remove(&p.invited_by);
+                    }
+                }
             }
         }
     }
@@ -506,7 +506,7 @@ mod tests {
     use super::*;
 
     /// The tally as the walks over each user's sessions counted it before there was one.
-    fn walked(state: &State, user: &str) -> (usize, usize) {
+    fn walked(state: &State, user: &str) -> (usize, usize, HashMap<String, usize>) {
         let open = state
             .sessions_of(user)
             .filter(|s| {
@@ -524,7 +524,15 @@ mod tests {
                         .is_some_and(|p| p.invitation.is_pending())
             })
             .count();
-        (open, pending)
+        let mut sent: HashMap<String, usize> = HashMap::new();
+        for s in state.sessions_of(user).filter(|s| !s.ended) {
+            for p in &s.participants {
+                if p.invited_by == user && p.address != user && p.invitation.is_pending() {
+                    *sent.entry(p.address.clone()).or_default() += 1;
+                }
+            }
+        }
+        (open, pending, sent)
     }
 
     /// Sessions put in, changed (accepted, declined, re-invited, ended) and taken out: the
@@ -538,7 +546,11 @@ mod tests {
         let check = |state: &State, step: &str| {
             for u in [A, B, C, D] {
                 assert_eq!(
-                    (state.open_sessions(u), state.pending_received(u)),
+                    (
+                        state.open_sessions(u),
+                        state.pending_received(u),
+                        state.pending_sent(u).cloned().unwrap_or_default()
+                    ),
                     walked(state, u),
                     "{step}: {u}"
                 );
@@ -579,6 +591,7 @@ mod tests {
         assert!(state.take_session("sess-1").is_some());
         check(&state, "sess-1 released");
         assert!(state.tally.open.is_empty() && state.tally.pending.is_empty());
+        assert!(state.tally.sent.is_empty());
         assert!(state.user_sessions.is_empty());
     }
 

@@ -285,7 +285,8 @@ impl Mailbox {
 
     /// The next notifications for the socket of generation `me` (taking them,
     /// unacknowledged): at most `max` (our protocol takes 1, an OMA socket its channel's
-    /// `maxNotifications`, by the long poll's [`take_count`]), waiting up to `wait`;
+    /// `maxNotifications`, by the long poll's [`take_count`]) and at most what a poll's answer
+    /// holds in bytes ([`take_wanted`]), waiting up to `wait`;
     /// `Superseded` once a newer socket took over.
     pub async fn next(&self, me: u64, max: usize, wait: Duration) -> Polled {
         {
