@@ -67,12 +67,14 @@ expect_blocks() {
     [ "$n" = "$1" ] || fail "expected $1 sh blocks in the walkthrough, found $n"
 }
 
-# A free loopback port: $1 (the README's own) when it is free, else a random one not in TAKEN.
+# A free loopback port: $1 (the README's own) when it is free, else a random one not in TAKEN,
+# below Linux's ephemeral range (32768 on), which the kernel could hand to another process
+# between this check and the server's bind.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 TAKEN=" "
 pick_port() {
     local p
-    for p in "$1" $(shuf -i 20000-60999 -n 100); do
+    for p in "$1" $(shuf -i 20000-32000 -n 100); do
         case "$TAKEN" in *" $p "*) continue ;; esac
         if port_free "$p"; then
             TAKEN="$TAKEN$p "

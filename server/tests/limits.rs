@@ -826,15 +826,21 @@ async fn pending_invitations_limit_after_session_checks() {
 
 // ------------------------------------------------------------------------------ rate
 
-/// `NETAPI_CHAT_RATE_LIMIT=1` / `NETAPI_CHAT_RATE_BURST=5` (one token a second, so refilling
-/// does not interfere): a token's requests 4 and 5 (a POST) pass, the 6th is 429 `POL2005` with
-/// `Retry-After` (whole seconds, at least 1) and a `requestError` in the negotiated format, and
-/// changes nothing; another token is not affected; after `Retry-After` the token works again.
+/// `NETAPI_CHAT_RATE_BURST=5` with a refill of one request every 100 s (so that a slow
+/// machine's requests are not refilled between): a token's requests 4 and 5 (a POST) pass,
+/// the 6th is 429 `POL2005` with `Retry-After` (whole seconds, at least 1) and a
+/// `requestError` in the negotiated format, and changes nothing; another token is not
+/// affected. Then, with one request every 4 s and a burst of 1, a refused token is served
+/// again after its `Retry-After`.
 #[tokio::test]
 async fn request_rate_per_token() {
     let srv = Server::start(&[
-        ("NETAPI_CHAT_RATE_LIMIT", "1"),
+        ("NETAPI_CHAT_RATE_LIMIT", "0.01"),
         ("NETAPI_CHAT_RATE_BURST", "5"),
+    ]);
+    let refills = Server::start(&[
+        ("NETAPI_CHAT_RATE_LIMIT", "0.25"),
+        ("NETAPI_CHAT_RATE_BURST", "1"),
     ]);
     // Each format with a token of its own (each token has its own bucket).
     let cases = [
@@ -878,6 +884,20 @@ async fn request_rate_per_token() {
         );
 
         // After Retry-After, the token is served again.
+        let url = refills.urls().subscriptions(who);
+        let a = send("GET", &url, &headers, None).await;
+        assert_eq!(a.status, 200, "[{f:?}] the burst; body: {}", a.body);
+        let a = send("GET", &url, &headers, None).await;
+        let what = format!("[{f:?}] past the burst");
+        assert_refused(&a, &what, 429, "POL2005", f);
+        let retry_after: u64 = a
+            .header("retry-after")
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: Retry-After {:?}", a.header("retry-after")));
+        assert!(
+            (1..=4).contains(&retry_after),
+            "{what}: Retry-After {retry_after}"
+        );
         tokio::time::sleep(Duration::from_secs(retry_after)).await;
         let a = send("GET", &url, &headers, None).await;
         assert_eq!(a.status, 200, "[{f:?}] after Retry-After; body: {}", a.body);

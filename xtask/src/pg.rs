@@ -106,10 +106,15 @@ fn ensure_user() -> Result<()> {
 }
 
 /// A port nobody listens on now (it names the socket file, and the cluster's TCP listener on
-/// 127.0.0.1).
+/// 127.0.0.1), below Linux's ephemeral range (32768 on): the tests stop and start the
+/// cluster on it, and a port the kernel hands out could meanwhile go to another process's
+/// connection or listener (as a server's own probe-and-rebind once failed CI).
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+    let from = 20_000 + u16::try_from(std::process::id() % 10_000).unwrap_or(0);
+    (from..32_000)
+        .chain(20_000..from)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .context("finding a free port below the ephemeral range")
 }
 
 /// The bytes of the files under `dir` (0 for what cannot be read: the cluster's owner's files

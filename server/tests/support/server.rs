@@ -510,10 +510,22 @@ impl Launch<'_> {
             readers.push(collect_at_most(err, Arc::clone(&stderr), kept));
         }
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        // Keep reading the rest, so the server never writes into a closed pipe.
-        readers.push(collect(reader, Arc::clone(&stdout)));
+        // The first line says where it listens; a server that never says it (hung at its
+        // start) is killed after `FIRST_LINE_WITHIN`, so that the test fails with its stderr
+        // instead of waiting for CI's time limit (`cargo test` has no per-test timeout).
+        let (first, said) = std::sync::mpsc::channel();
+        let kept = Arc::clone(&stdout);
+        readers.push(std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = first.send(line);
+            // Keep reading the rest, so the server never writes into a closed pipe.
+            let _ = collect(reader, kept).join();
+        }));
+        let line = said.recv_timeout(FIRST_LINE_WITHIN).unwrap_or_else(|_| {
+            let _ = child.kill();
+            String::new()
+        });
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://") || w.starts_with("https://"))
@@ -527,6 +539,10 @@ impl Launch<'_> {
         }
     }
 }
+
+/// How long a server may take to say where it listens (a start waiting for a database the
+/// test brings up later included) before it is taken for hung.
+const FIRST_LINE_WITHIN: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// How much of a quiet server's stderr is kept ([`Stderr::Quiet`]): its start and what
 /// stopped it, not a long test's request log.
