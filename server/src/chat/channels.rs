@@ -424,8 +424,10 @@ impl Chat {
             let held = state.user_channels.get(user).map_or(0, Vec::len);
             may_create(held, self.settings.limits.channels_per_user)
                 .and_then(|()| {
-                    let in_all = self.settings.limits.in_all.channels;
-                    super::room_for(state.channels.len(), in_all, "notification channels")
+                    self.settings
+                        .limits
+                        .in_all
+                        .room_for(&state, super::Held::Channels)
                 })
                 .map_err(refused)?;
             let (id, seq) = state.new_id("chan");

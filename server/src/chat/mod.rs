@@ -136,6 +136,31 @@ impl Default for InAll {
     }
 }
 
+/// What a server-wide cap counts ([`InAll::room_for`]).
+#[derive(Clone, Copy, Debug)]
+enum Held {
+    Sessions,
+    Subscriptions,
+    Channels,
+}
+
+impl InAll {
+    /// Whether `state` has room for one more resource of kind `kind` under its cap ([`room_for`]
+    /// on what the state holds of it): the one check every entry point that makes one calls.
+    fn room_for(&self, state: &state::State, kind: Held) -> Result<(), refused::Refused> {
+        let (held, limit, what) = match kind {
+            Held::Sessions => (state.sessions.len(), self.sessions, "sessions"),
+            Held::Subscriptions => (
+                state.subscriptions.len(),
+                self.subscriptions,
+                "subscriptions",
+            ),
+            Held::Channels => (state.channels.len(), self.channels, "notification channels"),
+        };
+        room_for(held, limit, what)
+    }
+}
+
 /// The rule of a server-wide cap: a new resource of kind `what` fits while the server holds
 /// fewer than `limit` of them.
 fn room_for(held: usize, limit: usize, what: &'static str) -> Result<(), refused::Refused> {

@@ -954,8 +954,10 @@ impl Chat {
             }
             may_open(&state)
                 .and_then(|()| {
-                    let limit = self.settings.limits.in_all.sessions;
-                    super::room_for(state.sessions.len(), limit, "sessions")
+                    self.settings
+                        .limits
+                        .in_all
+                        .room_for(&state, super::Held::Sessions)
                 })
                 .map_err(|r| r.into_api(String::new))?;
             let new = state.new_id("sess");

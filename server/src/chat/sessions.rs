@@ -139,9 +139,7 @@ impl Chat {
             let to: Vec<&str> = invitees.iter().map(|p| p.address.as_str()).collect();
             let quota = self.invitation_quota(&mut state, user, &to, now);
             may_start(state.open_sessions(user), limits.sessions_per_user, quota)
-                .and_then(|()| {
-                    super::room_for(state.sessions.len(), limits.in_all.sessions, "sessions")
-                })
+                .and_then(|()| limits.in_all.room_for(&state, super::Held::Sessions))
                 .map_err(|r| r.into_api(String::new))?;
             self.spend_invitations(&mut state, user, to.len(), now);
             let (id, seq) = state.new_id("sess");

@@ -231,8 +231,10 @@ impl Chat {
             let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
             may_subscribe(held, limit)
                 .and_then(|()| {
-                    let in_all = self.settings.limits.in_all.subscriptions;
-                    super::room_for(state.subscriptions.len(), in_all, "subscriptions")
+                    self.settings
+                        .limits
+                        .in_all
+                        .room_for(&state, super::Held::Subscriptions)
                 })
                 .map_err(|r| r.into_api(String::new))?;
             let (id, seq) = state.new_id("sub");
