@@ -18,6 +18,7 @@ pub fn emit(spec: &Spec) -> TokenStream {
         });
     }
     items.extend(emit_notification_enum(spec));
+    items.extend(emit_json_names_check(spec));
     quote! {
         use netapi_chat_runtime::wire::Validate;
         use netapi_chat_runtime::xml::{Element, XmlError, XmlLeaf, XmlRoot, XmlType, XmlWriter};
@@ -25,6 +26,36 @@ pub fn emit(spec: &Spec) -> TokenStream {
         use serde::{Deserialize, Serialize};
 
         #items
+    }
+}
+
+/// A test that each document's `JSON_NAMES`, listed from the spec ([`json_names`]), are the
+/// property names of its JSON wrapper's derived schema: the two ways to the names agree.
+fn emit_json_names_check(spec: &Spec) -> TokenStream {
+    let roots: Vec<_> = spec
+        .schemas
+        .iter()
+        .filter(|s| matches!(&s.kind, SchemaKind::Struct(st) if st.root.is_some()))
+        .map(|s| type_ident(&s.name))
+        .collect();
+    let names = roots.iter().map(ToString::to_string);
+    quote! {
+        #[cfg(test)]
+        mod json_names {
+            use netapi_chat_runtime::wire::{Document, schema_names};
+
+            /// Each document's `JSON_NAMES` are its JSON schema's property names.
+            #[test]
+            fn are_the_names_of_each_documents_schema() {
+                #(
+                    assert_eq!(
+                        schema_names::<<super::#roots as Document>::Json>(),
+                        <super::#roots as Document>::JSON_NAMES,
+                        #names
+                    );
+                )*
+            }
+        }
     }
 }
 
@@ -222,7 +253,7 @@ fn emit_struct(spec: &Spec, schema: &Schema, st: &StructSchema) -> TokenStream {
         xml_impl(spec, schema, &name, st)
     };
     let validate_impl = validate_impl(spec, schema, &name, st);
-    let root_impl = root_impl(schema, &name, st);
+    let root_impl = root_impl(spec, schema, &name, st);
 
     // Every field optional or a list: a `Default` derive is handy for tests and builders.
     let default = st
@@ -465,8 +496,15 @@ fn validate_impl(
 }
 
 /// For a document root: `XmlRoot`, the JSON wrapper (`…Root`) and `Document`.
-fn root_impl(schema: &Schema, name: &syn::Ident, st: &StructSchema) -> Option<TokenStream> {
+fn root_impl(
+    spec: &Spec,
+    schema: &Schema,
+    name: &syn::Ident,
+    st: &StructSchema,
+) -> Option<TokenStream> {
     st.root.as_ref().map(|root| {
+        let json_names = json_names(spec, root, st);
+        let is_list = st.bare_list;
         let ns = &schema.namespace;
         let prefix = &schema.prefix;
         let wrapper = format_ident!("{}{}", schema.name, ROOT_SUFFIX);
@@ -495,6 +533,8 @@ fn root_impl(schema: &Schema, name: &syn::Ident, st: &StructSchema) -> Option<To
 
             impl netapi_chat_runtime::wire::Document for #name {
                 type Json = #wrapper;
+                const JSON_NAMES: &'static [&'static str] = &[#(#json_names),*];
+                const IS_LIST: bool = #is_list;
                 fn from_json(wrapper: #wrapper) -> Self {
                     wrapper.#field
                 }
@@ -507,6 +547,37 @@ fn root_impl(schema: &Schema, name: &syn::Ident, st: &StructSchema) -> Option<To
             }
         }
     })
+}
+
+/// Every key a document's JSON body can hold, sorted: its root name and the property names of
+/// each struct it reaches (a list schema's one field is no key: the list is the value).
+fn json_names(spec: &Spec, root: &str, st: &StructSchema) -> Vec<String> {
+    fn walk<'s>(
+        spec: &'s Spec,
+        st: &'s StructSchema,
+        seen: &mut std::collections::BTreeSet<&'s str>,
+        names: &mut std::collections::BTreeSet<String>,
+    ) {
+        for f in &st.fields {
+            if !st.bare_list {
+                names.insert(f.name.clone());
+            }
+            let FieldType::Named(ty) = &f.ty else {
+                continue;
+            };
+            if let Some(Schema {
+                kind: SchemaKind::Struct(inner),
+                ..
+            }) = spec.schema(ty)
+                && seen.insert(ty)
+            {
+                walk(spec, inner, seen, names);
+            }
+        }
+    }
+    let mut names = std::collections::BTreeSet::from([root.to_owned()]);
+    walk(spec, st, &mut Default::default(), &mut names);
+    names.into_iter().collect()
 }
 
 fn is_struct(spec: &Spec, ty: &FieldType) -> bool {

@@ -8,10 +8,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
-use std::any::TypeId;
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
 
 /// The rules of a schema that serde's derive cannot check (a list's minimum length, exactly
 /// one member of a choice), checked after a JSON body is read. Generated for every structure.
@@ -70,6 +67,14 @@ pub fn xml_char(c: char) -> bool {
 pub trait Document: XmlRoot + Validate + Serialize + Send + Sync + 'static {
     /// The one-key JSON wrapper object.
     type Json: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
+    /// Every key the document's JSON body can hold (its root name and each property of the
+    /// structures it reaches), sorted: what a misspelt key is told against ([`read_json`]).
+    /// Listed by the codegen from the spec; a generated test checks them against `Json`'s
+    /// schema ([`schema_names`]).
+    const JSON_NAMES: &'static [&'static str];
+    /// Whether the document's JSON form is itself a list (`{"notificationList": [...]}`),
+    /// so that a list sent for a one-object document is told as such ([`is_list_of`]).
+    const IS_LIST: bool;
     /// Takes the document out of its JSON wrapper.
     fn from_json(wrapper: Self::Json) -> Self;
 }
@@ -119,7 +124,7 @@ pub fn decode_in<T: Document>(
         Format::Json => {
             let text = json_utf8(body, charset)
                 .map_err(|e| ApiError::invalid_input(format!("JSON body ({}): {e}", T::NAME)))?;
-            let (read, misnamed) = read_json::<T::Json>(json_text(&text));
+            let (read, misnamed) = read_json::<T::Json>(json_text(&text), T::JSON_NAMES);
             let value = match (read, misnamed) {
                 (Ok(value), None) => T::from_json(value),
                 (Ok(_), Some(misnamed)) => {
@@ -128,7 +133,7 @@ pub fn decode_in<T: Document>(
                         T::NAME
                     )));
                 }
-                (Err(_), _) if is_list_of::<T::Json>(json_text(&text), T::NAME) => {
+                (Err(_), _) if !T::IS_LIST && is_list_of(json_text(&text), T::NAME) => {
                     return Err(ApiError::invalid_input(format!(
                         "JSON body ({0}): `{0}` is one object, not a list",
                         T::NAME
@@ -161,18 +166,18 @@ pub fn decode_in<T: Document>(
     }
 }
 
-/// Reads a JSON document as `J`, and the first key it ignored that is a known name misspelt
-/// ([`Misnamed`]).
+/// Reads a JSON document as `J`, and the first key it ignored that is one of its `names`
+/// misspelt ([`Misnamed`]).
 ///
 /// Unknown keys are ignored (a newer client's or a vendor's fields, as unknown XML
 /// elements are), but a key that differs from a name the document has only in case, `_` or `-`
 /// (`successreport`, `notify_url`) is a client's mistake that would otherwise pass silently: a
 /// delivery report never asked for, a format never chosen (the app developer review of
 /// 2026-12-07). The names are looked up only when a key was ignored.
-fn read_json<J: DeserializeOwned + JsonSchema + 'static>(
+fn read_json<J: DeserializeOwned>(
     body: &[u8],
+    names: &[&str],
 ) -> (Result<J, serde_json::Error>, Option<Misnamed>) {
-    let mut names: Option<Arc<Names>> = None;
     let mut misnamed = None;
     let mut looked = 0usize;
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -186,8 +191,7 @@ fn read_json<J: DeserializeOwned + JsonSchema + 'static>(
         let serde_ignored::Path::Map { key, .. } = &path else {
             return;
         };
-        let names = names.get_or_insert_with(names_of::<J>);
-        if let Some(name) = names.misspelt(key) {
+        if let Some(name) = misspelt(names, key) {
             misnamed = Some(Misnamed {
                 path: path_text(&path),
                 name: name.to_owned(),
@@ -201,60 +205,32 @@ fn read_json<J: DeserializeOwned + JsonSchema + 'static>(
 /// How many ignored keys of one body are looked up as possible misspellings.
 const LOOK_AT_MOST: usize = 16;
 
-/// A document's JSON names, for telling a misspelt key ([`read_json`]) and a list sent
-/// where the document is one object ([`is_list_of`]): made once per type from its schema.
-struct Names {
-    /// Each property name anywhere in the document, by its folded form ([`fold`]).
-    by_folded: HashMap<String, String>,
-    /// The longest name, in bytes: a key much longer is no misspelling of one.
-    longest: usize,
-    /// Whether the document's JSON form is itself a list (`{"notificationList": [...]}`).
-    is_list: bool,
-}
-
-impl Names {
-    /// The name `key` misspells: one it is not but folds to.
-    fn misspelt(&self, key: &str) -> Option<&str> {
-        if key.len() > 2 * self.longest {
-            return None;
-        }
-        self.by_folded
-            .get(&fold(key))
-            .map(String::as_str)
-            .filter(|name| *name != key)
+/// The name of `names` that `key` misspells: one it is not but equals once both are folded
+/// (lower case, without `_` and `-`). Compared char by char, nothing allocated: a document
+/// has tens of names and a body has [`LOOK_AT_MOST`] keys looked up; a key more than twice
+/// as long as the longest name is none of them (and is not read through).
+fn misspelt<'n>(names: &[&'n str], key: &str) -> Option<&'n str> {
+    fn folded(name: &str) -> impl Iterator<Item = char> + '_ {
+        name.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
     }
+    let longest = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    if key.len() > 2 * longest {
+        return None;
+    }
+    names
+        .iter()
+        .copied()
+        .find(|name| *name != key && folded(name).eq(folded(key)))
 }
 
-/// A name as a misspelling is compared: lower case, without `_` and `-`.
-fn fold(name: &str) -> String {
-    name.chars()
-        .filter(|c| !matches!(c, '_' | '-'))
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-/// The [`Names`] of `J`, made from its JSON schema the first time and kept (one entry per
-/// document type of the API).
-fn names_of<J: JsonSchema + 'static>() -> Arc<Names> {
-    static MADE: OnceLock<Mutex<HashMap<TypeId, Arc<Names>>>> = OnceLock::new();
-    let made = MADE.get_or_init(Mutex::default);
-    let mut made = made
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Arc::clone(
-        made.entry(TypeId::of::<J>())
-            .or_insert_with(|| Arc::new(names_in(&schema_value::<J>()))),
-    )
-}
-
-/// `J`'s JSON schema as a value (empty when it does not serialize, which schemars' types do).
-fn schema_value<J: JsonSchema>() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(J)).unwrap_or_default()
-}
-
-/// The [`Names`] of a document's JSON schema (a wrapper of one property, the root).
-fn names_in(schema: &serde_json::Value) -> Names {
-    fn walk(value: &serde_json::Value, names: &mut Vec<String>) {
+/// The property names anywhere in `J`'s JSON schema, sorted: what the generated check holds
+/// each document's [`Document::JSON_NAMES`] to (the spec's names against the derived serde
+/// and schemars attributes). Not used while serving.
+#[doc(hidden)]
+pub fn schema_names<J: JsonSchema>() -> Vec<String> {
+    fn walk(value: &serde_json::Value, names: &mut std::collections::BTreeSet<String>) {
         match value {
             serde_json::Value::Object(map) => {
                 if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
@@ -272,35 +248,19 @@ fn names_in(schema: &serde_json::Value) -> Names {
             _ => {}
         }
     }
-    let mut names = Vec::new();
-    walk(schema, &mut names);
-    let longest = names.iter().map(String::len).max().unwrap_or(0);
-    // The root's schema, through its `$ref` when it has one.
-    let root = schema["properties"]
-        .as_object()
-        .and_then(|p| p.values().next())
-        .cloned()
-        .unwrap_or_default();
-    let root = match root["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
-        Some(name) => schema["definitions"][name].clone(),
-        None => root,
-    };
-    Names {
-        by_folded: names.into_iter().map(|n| (fold(&n), n)).collect(),
-        longest,
-        is_list: root["type"] == "array",
-    }
+    let schema = serde_json::to_value(schemars::schema_for!(J)).unwrap_or_default();
+    let mut names = std::collections::BTreeSet::new();
+    walk(&schema, &mut names);
+    names.into_iter().collect()
 }
 
-/// Whether a JSON body is `{"<name>": [...]}` while the document `J` is one object (a
-/// client sending several participants as `participantInformation`), which serde reports
+/// Whether a JSON body is `{"<name>": [...]}`: a list, sent where the document is one object
+/// (a client sending several participants as `participantInformation`), which serde reports
 /// from inside the list, in words that do not say so. Read only when a body was refused.
-fn is_list_of<J: JsonSchema + 'static>(body: &[u8], name: &str) -> bool {
-    !names_of::<J>().is_list
-        && serde_json::from_slice::<std::collections::BTreeMap<String, serde_json::Value>>(body)
-            .is_ok_and(|wrapper| {
-                wrapper.len() == 1 && wrapper.get(name).is_some_and(serde_json::Value::is_array)
-            })
+fn is_list_of(body: &[u8], name: &str) -> bool {
+    serde_json::from_slice::<std::collections::BTreeMap<String, serde_json::Value>>(body).is_ok_and(
+        |wrapper| wrapper.len() == 1 && wrapper.get(name).is_some_and(serde_json::Value::is_array),
+    )
 }
 
 /// Where a key is in a JSON body, as a client reads it: names joined by `.`, a list's item by
@@ -455,8 +415,9 @@ impl<A: Document, B: Document> RequestBody for OneOf<A, B> {
                 .map(OneOf::A)
                 .map_err(|mut e| {
                     let list = format == Format::Json
+                        && !A::IS_LIST
                         && json_utf8(body, charset)
-                            .is_ok_and(|t| is_list_of::<A::Json>(json_text(&t), A::NAME));
+                            .is_ok_and(|t| is_list_of(json_text(&t), A::NAME));
                     if list && let Some(v) = e.variables.first_mut() {
                         v.push_str(&format!("; to send several, send one `{}`", B::NAME));
                     }
@@ -538,11 +499,27 @@ mod tests {
         _client_correlator: Option<String>,
     }
 
+    /// `Outer`'s names, as the codegen lists a document's.
+    const OUTER_NAMES: &[&str] = &[
+        "callbackReference",
+        "clientCorrelator",
+        "notifyURL",
+        "participant",
+        "successReport",
+    ];
+
+    /// The schema walk the generated check uses finds every property, nested and in a
+    /// list's items.
+    #[test]
+    fn schema_names_are_every_property() {
+        assert_eq!(schema_names::<Outer>(), OUTER_NAMES);
+    }
+
     /// A key that is a name of the document but for case, `_` or `-` is told, with where it
     /// is and the name; an unknown key is ignored; a failed read gets the hint too.
     #[test]
     fn a_misspelt_name_is_told_an_unknown_one_ignored() {
-        let (read, misnamed) = read_json::<Outer>(br#"{"successreport":true}"#);
+        let (read, misnamed) = read_json::<Outer>(br#"{"successreport":true}"#, OUTER_NAMES);
         assert_eq!(read.ok().and_then(|o| o.success_report), None);
         let told = misnamed.expect("told").to_string();
         assert_eq!(
@@ -550,12 +527,16 @@ mod tests {
             "`successreport` (at successreport) is not a field; did you mean `successReport`? \
              (names are matched exactly)"
         );
-        let (read, misnamed) =
-            read_json::<Outer>(br#"{"successReport":true,"vendorExtension":{"a":1}}"#);
+        let (read, misnamed) = read_json::<Outer>(
+            br#"{"successReport":true,"vendorExtension":{"a":1}}"#,
+            OUTER_NAMES,
+        );
         assert_eq!(read.ok().and_then(|o| o.success_report), Some(true));
         assert!(misnamed.is_none());
-        let (read, misnamed) =
-            read_json::<Outer>(br#"{"callbackReference":{"notify_url":"http://x"}}"#);
+        let (read, misnamed) = read_json::<Outer>(
+            br#"{"callbackReference":{"notify_url":"http://x"}}"#,
+            OUTER_NAMES,
+        );
         assert!(read.is_err(), "notifyURL is missing");
         let told = misnamed.expect("told").to_string();
         assert!(
@@ -563,18 +544,21 @@ mod tests {
             "{told}"
         );
         // Trailing garbage is still refused.
-        assert!(read_json::<Outer>(br#"{} x"#).0.is_err());
+        assert!(read_json::<Outer>(br#"{} x"#, OUTER_NAMES).0.is_err());
         // Inside a list's items too, and a single item standing for the list.
         for (body, items) in [
             (&br#"{"participant":[{},{"clientcorrelator":"x"}]}"#[..], 2),
             (&br#"{"participant":{"client_correlator":"x"}}"#[..], 1),
         ] {
-            let (read, misnamed) = read_json::<Outer>(body);
+            let (read, misnamed) = read_json::<Outer>(body, OUTER_NAMES);
             assert_eq!(read.map(|o| o.participant.len()).ok(), Some(items));
             let told = misnamed.expect("told").to_string();
             assert!(told.contains("did you mean `clientCorrelator`?"), "{told}");
         }
-        let (_, misnamed) = read_json::<Outer>(br#"{"participant":[{},{"clientcorrelator":"x"}]}"#);
+        let (_, misnamed) = read_json::<Outer>(
+            br#"{"participant":[{},{"clientcorrelator":"x"}]}"#,
+            OUTER_NAMES,
+        );
         assert!(
             misnamed
                 .expect("told")
@@ -586,45 +570,34 @@ mod tests {
         let mut junk: String = (0..100).map(|i| format!("\"k{i}\":1,")).collect();
         junk.push_str(r#""successreport":true"#);
         assert!(
-            read_json::<Outer>(format!("{{{junk}}}").as_bytes())
+            read_json::<Outer>(format!("{{{junk}}}").as_bytes(), OUTER_NAMES)
                 .1
                 .is_none()
         );
         let long = format!(r#"{{"success{}Report":true}}"#, "-".repeat(100));
-        assert!(read_json::<Outer>(long.as_bytes()).1.is_none());
+        assert!(read_json::<Outer>(long.as_bytes(), OUTER_NAMES).1.is_none());
         assert!(
-            read_json::<Outer>(br#"{"success-report":true}"#)
+            read_json::<Outer>(br#"{"success-report":true}"#, OUTER_NAMES)
                 .1
                 .is_some()
         );
     }
 
-    #[derive(serde::Deserialize, JsonSchema)]
-    struct Wrapper {
-        #[serde(rename = "notificationList")]
-        _list: Vec<Item>,
-    }
-
-    #[derive(serde::Deserialize, JsonSchema)]
-    struct OneDoc {
-        #[serde(rename = "participantInformation")]
-        _one: Item,
-    }
-
-    /// A list where the document is one object is told; a document that is a list is not.
+    /// A list under the document's name is told (the caller asks only for a document that
+    /// is one object, `Document::IS_LIST`); one object, or other keys beside, is not.
     #[test]
     fn a_list_for_one_object_is_told() {
-        assert!(is_list_of::<OneDoc>(
+        assert!(is_list_of(
             br#"{"participantInformation":[{}]}"#,
             "participantInformation"
         ));
-        assert!(!is_list_of::<OneDoc>(
+        assert!(!is_list_of(
             br#"{"participantInformation":{}}"#,
             "participantInformation"
         ));
-        assert!(!is_list_of::<Wrapper>(
-            br#"{"notificationList":[1]}"#,
-            "notificationList"
+        assert!(!is_list_of(
+            br#"{"participantInformation":[{}],"x":1}"#,
+            "participantInformation"
         ));
     }
 

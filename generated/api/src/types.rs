@@ -217,6 +217,8 @@ pub struct ResourceReferenceRoot {
 
 impl netapi_chat_runtime::wire::Document for ResourceReference {
     type Json = ResourceReferenceRoot;
+    const JSON_NAMES: &'static [&'static str] = &["resourceReference", "resourceURL"];
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: ResourceReferenceRoot) -> Self {
         wrapper.resource_reference
@@ -379,6 +381,20 @@ pub struct RequestErrorRoot {
 
 impl netapi_chat_runtime::wire::Document for RequestError {
     type Json = RequestErrorRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "href",
+        "link",
+        "messageId",
+        "policyException",
+        "rel",
+        "requestError",
+        "serviceException",
+        "text",
+        "variables",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: RequestErrorRoot) -> Self {
         wrapper.request_error
@@ -779,6 +795,22 @@ pub struct ChatSubscriptionRoot {
 impl netapi_chat_runtime::wire::Document for ChatSubscription {
     type Json = ChatSubscriptionRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "callbackData",
+        "callbackReference",
+        "chatSubscription",
+        "clientCorrelator",
+        "duration",
+        "notificationFormat",
+        "notifyURL",
+        "resourceURL",
+        "signingSecret",
+        "statusReason",
+        "subscriptionStatus",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ChatSubscriptionRoot) -> Self {
         wrapper.chat_subscription
     }
@@ -859,6 +891,14 @@ pub struct SubscriptionSecretRoot {
 
 impl netapi_chat_runtime::wire::Document for SubscriptionSecret {
     type Json = SubscriptionSecretRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "previousSecretExpires",
+        "signingSecret",
+        "subscriptionSecret",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: SubscriptionSecretRoot) -> Self {
         wrapper.subscription_secret
@@ -1048,6 +1088,29 @@ pub struct ChatSubscriptionListRoot {
 
 impl netapi_chat_runtime::wire::Document for ChatSubscriptionList {
     type Json = ChatSubscriptionListRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "adhocChatSupported",
+        "callbackData",
+        "callbackReference",
+        "chatNotificationSubscription",
+        "chatSubscription",
+        "chatSubscriptionList",
+        "clientCorrelator",
+        "confirmedChatSupported",
+        "duration",
+        "href",
+        "link",
+        "notificationFormat",
+        "notifyURL",
+        "rel",
+        "resourceURL",
+        "signingSecret",
+        "statusReason",
+        "subscriptionStatus",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: ChatSubscriptionListRoot) -> Self {
         wrapper.chat_subscription_list
@@ -1348,6 +1411,64 @@ pub struct DeadLetterListRoot {
 impl netapi_chat_runtime::wire::Document for DeadLetterList {
     type Json = DeadLetterListRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "attempts",
+        "callbackData",
+        "chatEventNotification",
+        "chatMessage",
+        "chatSessionInvitationNotification",
+        "clientCorrelator",
+        "contentType",
+        "created",
+        "dateTime",
+        "deadLetter",
+        "deadLetterList",
+        "description",
+        "died",
+        "errorCode",
+        "eventDescription",
+        "eventType",
+        "groupSessionInvitationNotification",
+        "href",
+        "isComposing",
+        "isOriginator",
+        "lastActive",
+        "link",
+        "messageDeliveryNotification",
+        "messageId",
+        "messageNotification",
+        "messageStatusNotification",
+        "name",
+        "originatorAddress",
+        "originatorName",
+        "participant",
+        "participantStatusNotification",
+        "reason",
+        "recipientAddress",
+        "refresh",
+        "rel",
+        "reportRequest",
+        "resourceURL",
+        "senderAddress",
+        "senderName",
+        "sessionId",
+        "sessionInvitationNotification",
+        "state",
+        "status",
+        "subject",
+        "subscriptionCancellationNotification",
+        "successReport",
+        "tParticipantAddress",
+        "tParticipantName",
+        "text",
+        "variables",
+        "webhookId",
+        "yourown",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: DeadLetterListRoot) -> Self {
         wrapper.dead_letter_list
     }
@@ -1474,6 +1595,18 @@ pub struct ParticipantInformationRoot {
 impl netapi_chat_runtime::wire::Document for ParticipantInformation {
     type Json = ParticipantInformationRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "clientCorrelator",
+        "isOriginator",
+        "name",
+        "participantInformation",
+        "resourceURL",
+        "status",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ParticipantInformationRoot) -> Self {
         wrapper.participant_information
     }
@@ -1572,6 +1705,22 @@ pub struct ParticipantListRoot {
 
 impl netapi_chat_runtime::wire::Document for ParticipantList {
     type Json = ParticipantListRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "clientCorrelator",
+        "href",
+        "isOriginator",
+        "link",
+        "name",
+        "participant",
+        "participantList",
+        "rel",
+        "resourceURL",
+        "status",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: ParticipantListRoot) -> Self {
         wrapper.participant_list
@@ -1790,6 +1939,25 @@ pub struct ChatSessionInformationRoot {
 impl netapi_chat_runtime::wire::Document for ChatSessionInformation {
     type Json = ChatSessionInformationRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "chatSessionInformation",
+        "clientCorrelator",
+        "ended",
+        "isOriginator",
+        "name",
+        "originatorAddress",
+        "originatorName",
+        "participant",
+        "resourceURL",
+        "status",
+        "subject",
+        "tParticipantAddress",
+        "tParticipantName",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ChatSessionInformationRoot) -> Self {
         wrapper.chat_session_information
     }
@@ -1883,6 +2051,29 @@ pub struct ChatSessionListRoot {
 impl netapi_chat_runtime::wire::Document for ChatSessionList {
     type Json = ChatSessionListRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "chatSessionInformation",
+        "chatSessionList",
+        "clientCorrelator",
+        "ended",
+        "href",
+        "isOriginator",
+        "link",
+        "name",
+        "originatorAddress",
+        "originatorName",
+        "participant",
+        "rel",
+        "resourceURL",
+        "status",
+        "subject",
+        "tParticipantAddress",
+        "tParticipantName",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ChatSessionListRoot) -> Self {
         wrapper.chat_session_list
     }
@@ -1940,6 +2131,8 @@ pub struct ParticipantSessionStatusRoot {
 
 impl netapi_chat_runtime::wire::Document for ParticipantSessionStatus {
     type Json = ParticipantSessionStatusRoot;
+    const JSON_NAMES: &'static [&'static str] = &["participantSessionStatus", "status"];
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: ParticipantSessionStatusRoot) -> Self {
         wrapper.participant_session_status
@@ -2103,6 +2296,19 @@ pub struct ChatMessageRoot {
 impl netapi_chat_runtime::wire::Document for ChatMessage {
     type Json = ChatMessageRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "chatMessage",
+        "clientCorrelator",
+        "dateTime",
+        "reportRequest",
+        "resourceURL",
+        "senderAddress",
+        "successReport",
+        "text",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ChatMessageRoot) -> Self {
         wrapper.chat_message
     }
@@ -2194,6 +2400,23 @@ pub struct ChatMessageListRoot {
 impl netapi_chat_runtime::wire::Document for ChatMessageList {
     type Json = ChatMessageListRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "chatMessage",
+        "chatMessageList",
+        "clientCorrelator",
+        "dateTime",
+        "href",
+        "link",
+        "rel",
+        "reportRequest",
+        "resourceURL",
+        "senderAddress",
+        "successReport",
+        "text",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ChatMessageListRoot) -> Self {
         wrapper.chat_message_list
     }
@@ -2250,6 +2473,8 @@ pub struct MessageDeliveryStatusRoot {
 
 impl netapi_chat_runtime::wire::Document for MessageDeliveryStatus {
     type Json = MessageDeliveryStatusRoot;
+    const JSON_NAMES: &'static [&'static str] = &["messageDeliveryStatus", "status"];
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: MessageDeliveryStatusRoot) -> Self {
         wrapper.message_delivery_status
@@ -2372,6 +2597,20 @@ pub struct GroupChatSessionInformationRoot {
 impl netapi_chat_runtime::wire::Document for GroupChatSessionInformation {
     type Json = GroupChatSessionInformationRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "clientCorrelator",
+        "groupChatSessionInformation",
+        "isOriginator",
+        "name",
+        "participant",
+        "resourceURL",
+        "status",
+        "subject",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: GroupChatSessionInformationRoot) -> Self {
         wrapper.group_chat_session_information
     }
@@ -2432,6 +2671,8 @@ pub struct MessageStatusReportRoot {
 
 impl netapi_chat_runtime::wire::Document for MessageStatusReport {
     type Json = MessageStatusReportRoot;
+    const JSON_NAMES: &'static [&'static str] = &["messageStatusReport", "status"];
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: MessageStatusReportRoot) -> Self {
         wrapper.message_status_report
@@ -2574,6 +2815,17 @@ pub struct IsComposingRoot {
 
 impl netapi_chat_runtime::wire::Document for IsComposing {
     type Json = IsComposingRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "contentType",
+        "isComposing",
+        "lastActive",
+        "refresh",
+        "state",
+        "status",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: IsComposingRoot) -> Self {
         wrapper.is_composing
@@ -2730,6 +2982,22 @@ pub struct ChatNotificationSubscriptionRoot {
 impl netapi_chat_runtime::wire::Document for ChatNotificationSubscription {
     type Json = ChatNotificationSubscriptionRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "adhocChatSupported",
+        "callbackData",
+        "callbackReference",
+        "chatNotificationSubscription",
+        "clientCorrelator",
+        "confirmedChatSupported",
+        "duration",
+        "notificationFormat",
+        "notifyURL",
+        "resourceURL",
+        "signingSecret",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ChatNotificationSubscriptionRoot) -> Self {
         wrapper.chat_notification_subscription
     }
@@ -2875,6 +3143,27 @@ pub struct SessionInvitationNotificationRoot {
 
 impl netapi_chat_runtime::wire::Document for SessionInvitationNotification {
     type Json = SessionInvitationNotificationRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "callbackData",
+        "clientCorrelator",
+        "href",
+        "isOriginator",
+        "link",
+        "name",
+        "originatorAddress",
+        "originatorName",
+        "participant",
+        "rel",
+        "resourceURL",
+        "sessionId",
+        "sessionInvitationNotification",
+        "status",
+        "subject",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: SessionInvitationNotificationRoot) -> Self {
         wrapper.session_invitation_notification
@@ -3058,6 +3347,22 @@ pub struct ParticipantStatusNotificationRoot {
 impl netapi_chat_runtime::wire::Document for ParticipantStatusNotification {
     type Json = ParticipantStatusNotificationRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "callbackData",
+        "href",
+        "link",
+        "name",
+        "participant",
+        "participantStatusNotification",
+        "rel",
+        "sessionId",
+        "status",
+        "yourown",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ParticipantStatusNotificationRoot) -> Self {
         wrapper.participant_status_notification
     }
@@ -3169,6 +3474,19 @@ pub struct ChatEventNotificationRoot {
 
 impl netapi_chat_runtime::wire::Document for ChatEventNotification {
     type Json = ChatEventNotificationRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "callbackData",
+        "chatEventNotification",
+        "eventDescription",
+        "eventType",
+        "href",
+        "link",
+        "rel",
+        "sessionId",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: ChatEventNotificationRoot) -> Self {
         wrapper.chat_event_notification
@@ -3351,6 +3669,33 @@ pub struct MessageNotificationRoot {
 impl netapi_chat_runtime::wire::Document for MessageNotification {
     type Json = MessageNotificationRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "callbackData",
+        "chatMessage",
+        "clientCorrelator",
+        "contentType",
+        "dateTime",
+        "href",
+        "isComposing",
+        "lastActive",
+        "link",
+        "messageId",
+        "messageNotification",
+        "refresh",
+        "rel",
+        "reportRequest",
+        "resourceURL",
+        "senderAddress",
+        "senderName",
+        "sessionId",
+        "state",
+        "status",
+        "successReport",
+        "text",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: MessageNotificationRoot) -> Self {
         wrapper.message_notification
     }
@@ -3500,6 +3845,22 @@ pub struct MessageDeliveryNotificationRoot {
 impl netapi_chat_runtime::wire::Document for MessageDeliveryNotification {
     type Json = MessageDeliveryNotificationRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "callbackData",
+        "description",
+        "errorCode",
+        "href",
+        "link",
+        "messageDeliveryNotification",
+        "messageId",
+        "recipientAddress",
+        "rel",
+        "sessionId",
+        "status",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: MessageDeliveryNotificationRoot) -> Self {
         wrapper.message_delivery_notification
     }
@@ -3595,6 +3956,20 @@ pub struct SubscriptionCancellationNotificationRoot {
 
 impl netapi_chat_runtime::wire::Document for SubscriptionCancellationNotification {
     type Json = SubscriptionCancellationNotificationRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "callbackData",
+        "href",
+        "link",
+        "messageId",
+        "reason",
+        "rel",
+        "subscriptionCancellationNotification",
+        "text",
+        "variables",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: SubscriptionCancellationNotificationRoot) -> Self {
         wrapper.subscription_cancellation_notification
@@ -3752,6 +4127,22 @@ pub struct ChatSessionInvitationNotificationRoot {
 impl netapi_chat_runtime::wire::Document for ChatSessionInvitationNotification {
     type Json = ChatSessionInvitationNotificationRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "callbackData",
+        "chatSessionInvitationNotification",
+        "href",
+        "link",
+        "originatorAddress",
+        "originatorName",
+        "rel",
+        "sessionId",
+        "subject",
+        "tParticipantAddress",
+        "tParticipantName",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ChatSessionInvitationNotificationRoot) -> Self {
         wrapper.chat_session_invitation_notification
     }
@@ -3870,6 +4261,25 @@ pub struct GroupSessionInvitationNotificationRoot {
 
 impl netapi_chat_runtime::wire::Document for GroupSessionInvitationNotification {
     type Json = GroupSessionInvitationNotificationRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "callbackData",
+        "clientCorrelator",
+        "groupSessionInvitationNotification",
+        "href",
+        "isOriginator",
+        "link",
+        "name",
+        "participant",
+        "rel",
+        "resourceURL",
+        "sessionId",
+        "status",
+        "subject",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: GroupSessionInvitationNotificationRoot) -> Self {
         wrapper.group_session_invitation_notification
@@ -3996,6 +4406,20 @@ pub struct MessageStatusNotificationRoot {
 
 impl netapi_chat_runtime::wire::Document for MessageStatusNotification {
     type Json = MessageStatusNotificationRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &[
+        "callbackData",
+        "description",
+        "errorCode",
+        "href",
+        "link",
+        "messageId",
+        "messageStatusNotification",
+        "rel",
+        "status",
+    ];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: MessageStatusNotificationRoot) -> Self {
         wrapper.message_status_notification
@@ -4311,6 +4735,22 @@ pub struct NotificationChannelRoot {
 impl netapi_chat_runtime::wire::Document for NotificationChannel {
     type Json = NotificationChannelRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "applicationTag",
+        "callbackURL",
+        "channelData",
+        "channelLifetime",
+        "channelType",
+        "channelURL",
+        "clientCorrelator",
+        "maxNotifications",
+        "maxWaitTime",
+        "notificationChannel",
+        "resourceURL",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: NotificationChannelRoot) -> Self {
         wrapper.notification_channel
     }
@@ -4404,6 +4844,26 @@ pub struct NotificationChannelListRoot {
 impl netapi_chat_runtime::wire::Document for NotificationChannelList {
     type Json = NotificationChannelListRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "applicationTag",
+        "callbackURL",
+        "channelData",
+        "channelLifetime",
+        "channelType",
+        "channelURL",
+        "clientCorrelator",
+        "href",
+        "link",
+        "maxNotifications",
+        "maxWaitTime",
+        "notificationChannel",
+        "notificationChannelList",
+        "rel",
+        "resourceURL",
+    ];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: NotificationChannelListRoot) -> Self {
         wrapper.notification_channel_list
     }
@@ -4466,6 +4926,10 @@ pub struct NotificationChannelLifetimeRoot {
 
 impl netapi_chat_runtime::wire::Document for NotificationChannelLifetime {
     type Json = NotificationChannelLifetimeRoot;
+
+    const JSON_NAMES: &'static [&'static str] = &["channelLifetime", "notificationChannelLifetime"];
+
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: NotificationChannelLifetimeRoot) -> Self {
         wrapper.notification_channel_lifetime
@@ -4556,6 +5020,11 @@ pub struct ConnCheckRoot {
 impl netapi_chat_runtime::wire::Document for ConnCheck {
     type Json = ConnCheckRoot;
 
+    const JSON_NAMES: &'static [&'static str] =
+        &["checkInterval", "connCheck", "newChannelLifetime"];
+
+    const IS_LIST: bool = false;
+
     fn from_json(wrapper: ConnCheckRoot) -> Self {
         wrapper.conn_check
     }
@@ -4619,6 +5088,8 @@ pub struct ConnAckRoot {
 
 impl netapi_chat_runtime::wire::Document for ConnAck {
     type Json = ConnAckRoot;
+    const JSON_NAMES: &'static [&'static str] = &["channelLifetime", "connAck"];
+    const IS_LIST: bool = false;
 
     fn from_json(wrapper: ConnAckRoot) -> Self {
         wrapper.conn_ack
@@ -4941,6 +5412,59 @@ pub struct NotificationListRoot {
 impl netapi_chat_runtime::wire::Document for NotificationList {
     type Json = NotificationListRoot;
 
+    const JSON_NAMES: &'static [&'static str] = &[
+        "address",
+        "callbackData",
+        "chatEventNotification",
+        "chatMessage",
+        "chatSessionInvitationNotification",
+        "clientCorrelator",
+        "contentType",
+        "dateTime",
+        "description",
+        "errorCode",
+        "eventDescription",
+        "eventType",
+        "groupSessionInvitationNotification",
+        "href",
+        "isComposing",
+        "isOriginator",
+        "lastActive",
+        "link",
+        "messageDeliveryNotification",
+        "messageId",
+        "messageNotification",
+        "messageStatusNotification",
+        "name",
+        "notificationList",
+        "originatorAddress",
+        "originatorName",
+        "participant",
+        "participantStatusNotification",
+        "reason",
+        "recipientAddress",
+        "refresh",
+        "rel",
+        "reportRequest",
+        "resourceURL",
+        "senderAddress",
+        "senderName",
+        "sessionId",
+        "sessionInvitationNotification",
+        "state",
+        "status",
+        "subject",
+        "subscriptionCancellationNotification",
+        "successReport",
+        "tParticipantAddress",
+        "tParticipantName",
+        "text",
+        "variables",
+        "yourown",
+    ];
+
+    const IS_LIST: bool = true;
+
     fn from_json(wrapper: NotificationListRoot) -> Self {
         wrapper.notification_list
     }
@@ -5116,5 +5640,179 @@ impl From<GroupSessionInvitationNotification> for Notification {
 impl From<MessageStatusNotification> for Notification {
     fn from(n: MessageStatusNotification) -> Self {
         Notification::MessageStatusNotification(n)
+    }
+}
+
+#[cfg(test)]
+mod json_names {
+    use netapi_chat_runtime::wire::{Document, schema_names};
+    /// Each document's `JSON_NAMES` are its JSON schema's property names.
+    #[test]
+    fn are_the_names_of_each_documents_schema() {
+        assert_eq!(
+            schema_names::<<super::ResourceReference as Document>::Json>(),
+            <super::ResourceReference as Document>::JSON_NAMES,
+            "ResourceReference"
+        );
+        assert_eq!(
+            schema_names::<<super::RequestError as Document>::Json>(),
+            <super::RequestError as Document>::JSON_NAMES,
+            "RequestError"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatSubscription as Document>::Json>(),
+            <super::ChatSubscription as Document>::JSON_NAMES,
+            "ChatSubscription"
+        );
+        assert_eq!(
+            schema_names::<<super::SubscriptionSecret as Document>::Json>(),
+            <super::SubscriptionSecret as Document>::JSON_NAMES,
+            "SubscriptionSecret"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatSubscriptionList as Document>::Json>(),
+            <super::ChatSubscriptionList as Document>::JSON_NAMES,
+            "ChatSubscriptionList"
+        );
+        assert_eq!(
+            schema_names::<<super::DeadLetterList as Document>::Json>(),
+            <super::DeadLetterList as Document>::JSON_NAMES,
+            "DeadLetterList"
+        );
+        assert_eq!(
+            schema_names::<<super::ParticipantInformation as Document>::Json>(),
+            <super::ParticipantInformation as Document>::JSON_NAMES,
+            "ParticipantInformation"
+        );
+        assert_eq!(
+            schema_names::<<super::ParticipantList as Document>::Json>(),
+            <super::ParticipantList as Document>::JSON_NAMES,
+            "ParticipantList"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatSessionInformation as Document>::Json>(),
+            <super::ChatSessionInformation as Document>::JSON_NAMES,
+            "ChatSessionInformation"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatSessionList as Document>::Json>(),
+            <super::ChatSessionList as Document>::JSON_NAMES,
+            "ChatSessionList"
+        );
+        assert_eq!(
+            schema_names::<<super::ParticipantSessionStatus as Document>::Json>(),
+            <super::ParticipantSessionStatus as Document>::JSON_NAMES,
+            "ParticipantSessionStatus"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatMessage as Document>::Json>(),
+            <super::ChatMessage as Document>::JSON_NAMES,
+            "ChatMessage"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatMessageList as Document>::Json>(),
+            <super::ChatMessageList as Document>::JSON_NAMES,
+            "ChatMessageList"
+        );
+        assert_eq!(
+            schema_names::<<super::MessageDeliveryStatus as Document>::Json>(),
+            <super::MessageDeliveryStatus as Document>::JSON_NAMES,
+            "MessageDeliveryStatus"
+        );
+        assert_eq!(
+            schema_names::<<super::GroupChatSessionInformation as Document>::Json>(),
+            <super::GroupChatSessionInformation as Document>::JSON_NAMES,
+            "GroupChatSessionInformation"
+        );
+        assert_eq!(
+            schema_names::<<super::MessageStatusReport as Document>::Json>(),
+            <super::MessageStatusReport as Document>::JSON_NAMES,
+            "MessageStatusReport"
+        );
+        assert_eq!(
+            schema_names::<<super::IsComposing as Document>::Json>(),
+            <super::IsComposing as Document>::JSON_NAMES,
+            "IsComposing"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatNotificationSubscription as Document>::Json>(),
+            <super::ChatNotificationSubscription as Document>::JSON_NAMES,
+            "ChatNotificationSubscription"
+        );
+        assert_eq!(
+            schema_names::<<super::SessionInvitationNotification as Document>::Json>(),
+            <super::SessionInvitationNotification as Document>::JSON_NAMES,
+            "SessionInvitationNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::ParticipantStatusNotification as Document>::Json>(),
+            <super::ParticipantStatusNotification as Document>::JSON_NAMES,
+            "ParticipantStatusNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatEventNotification as Document>::Json>(),
+            <super::ChatEventNotification as Document>::JSON_NAMES,
+            "ChatEventNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::MessageNotification as Document>::Json>(),
+            <super::MessageNotification as Document>::JSON_NAMES,
+            "MessageNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::MessageDeliveryNotification as Document>::Json>(),
+            <super::MessageDeliveryNotification as Document>::JSON_NAMES,
+            "MessageDeliveryNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::SubscriptionCancellationNotification as Document>::Json>(),
+            <super::SubscriptionCancellationNotification as Document>::JSON_NAMES,
+            "SubscriptionCancellationNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::ChatSessionInvitationNotification as Document>::Json>(),
+            <super::ChatSessionInvitationNotification as Document>::JSON_NAMES,
+            "ChatSessionInvitationNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::GroupSessionInvitationNotification as Document>::Json>(),
+            <super::GroupSessionInvitationNotification as Document>::JSON_NAMES,
+            "GroupSessionInvitationNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::MessageStatusNotification as Document>::Json>(),
+            <super::MessageStatusNotification as Document>::JSON_NAMES,
+            "MessageStatusNotification"
+        );
+        assert_eq!(
+            schema_names::<<super::NotificationChannel as Document>::Json>(),
+            <super::NotificationChannel as Document>::JSON_NAMES,
+            "NotificationChannel"
+        );
+        assert_eq!(
+            schema_names::<<super::NotificationChannelList as Document>::Json>(),
+            <super::NotificationChannelList as Document>::JSON_NAMES,
+            "NotificationChannelList"
+        );
+        assert_eq!(
+            schema_names::<<super::NotificationChannelLifetime as Document>::Json>(),
+            <super::NotificationChannelLifetime as Document>::JSON_NAMES,
+            "NotificationChannelLifetime"
+        );
+        assert_eq!(
+            schema_names::<<super::ConnCheck as Document>::Json>(),
+            <super::ConnCheck as Document>::JSON_NAMES,
+            "ConnCheck"
+        );
+        assert_eq!(
+            schema_names::<<super::ConnAck as Document>::Json>(),
+            <super::ConnAck as Document>::JSON_NAMES,
+            "ConnAck"
+        );
+        assert_eq!(
+            schema_names::<<super::NotificationList as Document>::Json>(),
+            <super::NotificationList as Document>::JSON_NAMES,
+            "NotificationList"
+        );
     }
 }
