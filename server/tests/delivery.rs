@@ -286,6 +286,73 @@ async fn a_dead_receivers_backlog_stops_at_the_byte_cap() {
     assert!(kept.iter().all(|(_, text)| text.ends_with(&pad)));
 }
 
+/// A listing of dead letters pages by bytes as by count: 200 dead letters of 4,000 characters
+/// (about 800 KB) asked for as one page of 1,000 come as a page cut at the page budget (512
+/// KiB) with a next link, and the pages together hold each of them once, oldest first. (The
+/// server reads them a chunk at a time, so a page holds about its budget, not a thousand
+/// large bodies.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_paged_by_bytes_each_listed_once() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BACKLOG", "200"),
+    ]);
+    let lb = Listener::start().await;
+    let sub = subscribe(&srv, B, &lb, Format::Json).await;
+    let sid = session(&srv, &[B], true).await;
+    lb.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lb.set_status(500);
+    let url = sub.resource_url.unwrap_or_default();
+    let pad = "x".repeat(4000);
+    send_until_disabled(&srv, &sid, &url, &format!(" {pad}")).await;
+    let list_url = format!("{url}/deadLetters");
+    dead_letters_at_least(&list_url, 100).await;
+    let mut walked = Vec::new();
+    let mut pages = Vec::new();
+    let mut next = format!("{list_url}?maxEntries=1000");
+    loop {
+        let (page, _) = dead_page(&next, Format::Json).await;
+        pages.push(page.dead_letter.len());
+        walked.extend(dead_messages(&page));
+        match page.link.first() {
+            Some(l) => next = on(&srv, &l.href),
+            None => break,
+        }
+    }
+    assert!(
+        pages.len() >= 2 && pages[0] < 200,
+        "cut by bytes: {pages:?}"
+    );
+    assert!(walked.len() >= 190, "{} dead letters", walked.len());
+    let numbers: Vec<u64> = walked
+        .iter()
+        .map(|(id, _)| id["msg_".len()..].parse().expect("msg_<n>"))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "each once, oldest first: {numbers:?}"
+    );
+    let texts: Vec<usize> = walked
+        .iter()
+        .map(|(_, t)| t[1..t.find(' ').unwrap_or(1)].parse().expect("m<n>"))
+        .collect();
+    assert!(texts.windows(2).all(|w| w[0] + 1 == w[1]), "{texts:?}");
+}
+
+/// Waits (up to 20 s) until the list at `list_url` has at least `n` dead letters on its first
+/// page (the delivery task writes them right after it disabled the subscription).
+async fn dead_letters_at_least(list_url: &str, n: usize) {
+    within_20s(Duration::from_millis(50), async || {
+        let (list, _) = dead_page(list_url, Format::Json).await;
+        if list.dead_letter.len() >= n {
+            return Ok(());
+        }
+        Err(format!("{} dead letters", list.dead_letter.len()))
+    })
+    .await
+}
+
 /// The server-wide budget (12,000 bytes here; each subscription's own cap stays at 16 MiB):
 /// two users whose receivers fail hold the undelivered backlog between them; once it passes
 /// the budget, each holding more than its share is disabled with that reason, and what they

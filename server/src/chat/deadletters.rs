@@ -4,7 +4,8 @@
 //!
 //! Dead letters are outbox rows with `dead_ms` set (see `notify` and `store::Bury`): at most
 //! the backlog cap of them per subscription, deleted with it. A listing reads one page of them
-//! through the store thread (an index range, never the whole set). A redelivery reads them all
+//! through the store thread (an index range, never the whole set), a chunk at a time until the
+//! page is full or its bytes reach the page budget ([`to_read`]), so it holds about one page. A redelivery reads them all
 //! (bounded by the same cap: the queue would hold as many), then, in one change under the
 //! lock, re-enables the subscription (record and queue), turns the rows back into undelivered
 //! notifications (`store::Revive`, same ids so same `webhook-id`s) and queues them right
@@ -13,7 +14,7 @@
 //! created after the request can be queued ahead of them; an active one's queue already holds
 //! what was created before, and they go behind it.
 //!
-//! Rules (plain functions, tested below): [`parse_since`], [`bounds`], [`entry`].
+//! Rules (plain functions, tested below): [`parse_since`], [`bounds`], [`to_read`], [`entry`].
 
 use super::page::{self, PageRequest};
 use super::records;
@@ -61,6 +62,31 @@ pub fn bounds(cursor: Option<u64>, since: Option<Since>) -> (Option<u64>, i64) {
         None => (cursor, i64::MIN),
         Some(Since::Time(ms)) => (cursor, ms),
         Some(Since::After(id)) => (Some(cursor.map_or(id, |c| c.max(id))), i64::MIN),
+    }
+}
+
+/// How many dead letters a listing reads at most at a time.
+const CHUNK: usize = 32;
+
+/// How many more dead letters a listing reads, given the body sizes (`weights`) of those read
+/// so far: none once it holds `want` (the page and one more, which tells whether a next page
+/// exists) or once the bodies reach the page's byte `budget` with one more read past it (the
+/// page ends there and the next starts with it, [`page::within`]); otherwise up to [`CHUNK`],
+/// one when the budget is reached by the last.
+pub fn to_read(weights: impl ExactSizeIterator<Item = usize>, want: usize, budget: usize) -> usize {
+    let read = weights.len();
+    if read >= want {
+        return 0;
+    }
+    let mut total = 0usize;
+    let mut weights = weights;
+    match weights.position(|w| {
+        total = total.saturating_add(w);
+        total >= budget
+    }) {
+        Some(last) if last + 1 < read => 0,
+        Some(_) => 1,
+        None => (want - read).min(CHUNK),
     }
 }
 
@@ -122,12 +148,29 @@ impl Chat {
         let parsed = since.map(parse_since).transpose()?;
         self.check_owner(user, id)?;
         let (after, since_ms) = bounds(req.after, parsed);
-        let sub = id.to_owned();
-        // One more than the page: tells whether a next page exists.
-        let limit = req.limit.saturating_add(1);
-        let rows = self
-            .read(move |b| b.dead_letters(&sub, after, since_ms, limit))
-            .await?;
+        // One more than the page: tells whether a next page exists. Read a few at a time, so
+        // that a page cut by bytes holds its budget and a chunk, not `limit` bodies.
+        let want = req.limit.saturating_add(1);
+        let mut rows: Vec<DeadLetterRow> = Vec::new();
+        let mut cursor = after;
+        loop {
+            let n = to_read(rows.iter().map(|r| r.body.len()), want, page::PAGE_BYTES);
+            if n == 0 {
+                break;
+            }
+            let sub = id.to_owned();
+            let chunk = self
+                .read(move |b| b.dead_letters(&sub, cursor, since_ms, n))
+                .await?;
+            let exhausted = chunk.len() < n;
+            for r in chunk {
+                cursor = Some(r.id);
+                rows.push(r);
+            }
+            if exhausted {
+                break;
+            }
+        }
         let p = page::within(
             page::page(
                 rows.into_iter().map(|r| (r.id, r)),
@@ -251,6 +294,25 @@ mod tests {
             let e = parse_since(bad).err().map(|e| e.status.as_u16());
             assert_eq!(e, Some(400), "{bad:?}");
         }
+    }
+
+    /// A listing reads in chunks until it holds the page and one more, or until the bodies
+    /// reach the byte budget and one more past it: never the page's count of large bodies.
+    #[test]
+    fn a_listing_reads_a_page_and_one_more_by_count_or_by_bytes() {
+        let read = |w: &[usize], want| to_read(w.iter().copied(), want, 100);
+        assert_eq!(read(&[], 11), 11);
+        assert_eq!(read(&[], 1001), CHUNK);
+        assert_eq!(read(&[1; 32], 1001), CHUNK);
+        assert_eq!(read(&[1; 5], 6), 1);
+        assert_eq!(read(&[1; 6], 6), 0);
+        // The budget reached by the last read: one more, to tell whether a page follows.
+        assert_eq!(read(&[60, 40], 1001), 1);
+        assert_eq!(read(&[60, 40, 5], 1001), 0);
+        // One body over the whole budget: it is the page, and one more is read.
+        assert_eq!(read(&[1_000], 1001), 1);
+        assert_eq!(read(&[1_000, 1], 1001), 0);
+        assert_eq!(read(&[usize::MAX, usize::MAX], 1001), 0);
     }
 
     #[test]
