@@ -247,10 +247,11 @@ fn again_into_adhoc(error: &ApiError, tries: &mut u32) -> bool {
     again
 }
 
-/// OMA 2012, the rule finding the ad hoc chat of `user` with `other` among `mine` (the
-/// sessions `user` takes part in): the open ad hoc session of the pair in which both are
-/// still connected. One a participant left on the seed face (its `Disconnected`) is not used
-/// again: the next send opens another and the idle time ends the old one.
+/// OMA 2012, the rule finding the ad hoc chat of `user` with `other` among `mine` (the ad
+/// hoc sessions `user` takes part in, `State::adhoc_sessions_of`): the open ad hoc session of
+/// the pair in which both are still connected. One a participant left on the seed face (its
+/// `Disconnected`) is not used again: the next send opens another and the idle time ends the
+/// old one.
 pub(super) fn adhoc_with<'a>(
     mine: impl IntoIterator<Item = &'a Session>,
     user: &str,
@@ -919,7 +920,7 @@ impl Chat {
         url: impl FnOnce() -> String,
     ) -> Result<String, ApiError> {
         let state = self.read_state();
-        adhoc_with(state.sessions_of(user), user, other)
+        adhoc_with(state.adhoc_sessions_of(user), user, other)
             .map(|s| s.id.clone())
             .ok_or_else(|| missing(&url()))
     }
@@ -946,7 +947,7 @@ impl Chat {
             let mut state = self.write_state();
             self.may_send_unsolicited(&state, other)
                 .map_err(|r| r.into_api(String::new))?;
-            let mine = state.sessions_of(user);
+            let mine = state.adhoc_sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
                 state.adhoc_active.insert(sid.clone(), now_ms().into());
@@ -1094,7 +1095,7 @@ impl Chat {
         sid: &str,
     ) -> Result<&'a Session, ApiError> {
         if sid == ADHOC {
-            let mine = state.sessions_of(user);
+            let mine = state.adhoc_sessions_of(user);
             return adhoc_with(mine, user, other)
                 .ok_or_else(|| missing(&self.urls.one_to_one_session(user, other, ADHOC)));
         }

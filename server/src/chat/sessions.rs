@@ -127,7 +127,7 @@ impl Chat {
         let (id, view, timers, rx) = {
             let mut state = self.write_state();
             if let Some(c) = &body.client_correlator
-                && let Some(s) = replayed(state.sessions_of(user), user, c)
+                && let Some(s) = state.started_with(user, c)
             {
                 same_start(s, body.subject.as_deref(), &invitees)
                     .and_then(|()| fitting(s, &fits))
@@ -182,22 +182,19 @@ impl Chat {
 
     /// One page of the sessions the user takes part in, in the sessions' creation order.
     ///
-    /// The user's id list is in the order the user joined, not the order the sessions were
-    /// created (an invitation into an older session is appended), so the page is picked from
-    /// references sorted by `seq`; only the page's sessions are turned into views. The user's
-    /// list holds every session not ended that names it, also as declined, left, timed out or
-    /// cancelled (ended sessions leave it): bounded by the server-wide session cap
-    /// (`NETAPI_CHAT_MAX_SESSIONS`), not by the user's own limits.
+    /// The user's index is ordered by `seq` ([`State::sessions_of_after`]), so a page is the
+    /// range after its cursor, read up to one past the page, and only the page's sessions are
+    /// turned into views. The index holds every session not ended that names the user, also
+    /// as declined, left, timed out or cancelled (ended sessions leave it), which the page
+    /// passes over: bounded by the server-wide session cap (`NETAPI_CHAT_MAX_SESSIONS`), not
+    /// by the user's own limits. (Before, each page walked and sorted the whole index.)
     pub fn list_sessions(&self, user: &str, req: PageRequest) -> ChatSessionList {
         let state = self.read_state();
-        let mut sessions: Vec<&Session> = state
-            .sessions_of(user)
-            .filter(|s| req.after.is_none_or(|after| s.seq > after))
-            .filter(|s| s.participant(user).is_some_and(Participant::sees_session))
-            .collect();
-        sessions.sort_unstable_by_key(|s| s.seq);
+        let sessions = state
+            .sessions_of_after(user, req.after)
+            .filter(|s| s.participant(user).is_some_and(Participant::sees_session));
         let p = page::within(
-            page::page(sessions.into_iter().map(|s| (s.seq, s)), req),
+            page::page(sessions.map(|s| (s.seq, s)), req),
             page::PAGE_BYTES,
             |s| listed_bytes(s, user),
             |s| s.seq,
@@ -386,18 +383,6 @@ fn invitees(
         return Err(Refused::TooManyParticipants(limit));
     }
     Ok((originator_name, invitees))
-}
-
-/// Seed 7.1.2 / 7.1.4, the rule on a resend: a start request carrying the `clientCorrelator`
-/// of a session `user` started (among `mine`, the sessions it takes part in) answers that
-/// session instead of starting another.
-fn replayed<'a>(
-    mine: impl IntoIterator<Item = &'a Session>,
-    user: &str,
-    correlator: &str,
-) -> Option<&'a Session> {
-    mine.into_iter()
-        .find(|s| s.originator == user && s.client_correlator.as_deref() == Some(correlator))
 }
 
 /// Seed 7.1.2 / 7.1.4, the rule on a resend's content: the same `subject` and the same
@@ -1006,8 +991,9 @@ mod tests {
         );
     }
 
-    /// A resend answers the session the user started with that correlator, not one it was
-    /// invited into with the same correlator, nor one started with another.
+    /// A resend answers the session the user started with that correlator
+    /// (`State::started_with`), not one it was invited into with the same correlator, nor one
+    /// started with another, nor one released.
     #[test]
     fn a_resend_answers_the_session_started_with_its_correlator() {
         let mut mine = session(false, &[(B, Invited, pending(1))]);
@@ -1016,13 +1002,21 @@ mod tests {
         theirs.id = "sess-2".into();
         theirs.originator = B.into();
         theirs.client_correlator = Some("c-2".into());
-        let sessions = [theirs, mine];
-        let found = |user, c| replayed(&sessions, user, c).map(|s| s.id.as_str());
-        assert_eq!(found(A, "c-1"), Some("sess-1"));
-        assert_eq!(found(A, "c-2"), None, "B's correlator, B's session");
-        assert_eq!(found(B, "c-2"), Some("sess-2"));
-        assert_eq!(found(B, "c-1"), None);
-        assert_eq!(found(A, "c-3"), None);
+        let mut state = State::default();
+        state.put_session(theirs);
+        state.put_session(mine.clone());
+        // Put in again (an answer, an extension): still found, still once.
+        state.put_session(mine);
+        let found = |state: &State, user, c| state.started_with(user, c).map(|s| s.id.clone());
+        assert_eq!(found(&state, A, "c-1").as_deref(), Some("sess-1"));
+        assert_eq!(found(&state, A, "c-2"), None, "B's correlator, B's session");
+        assert_eq!(found(&state, B, "c-2").as_deref(), Some("sess-2"));
+        assert_eq!(found(&state, B, "c-1"), None);
+        assert_eq!(found(&state, A, "c-3"), None);
+        // Released, it answers no resend (which starts a session anew).
+        state.take_session("sess-1");
+        assert_eq!(found(&state, A, "c-1"), None);
+        assert_eq!(found(&state, B, "c-2").as_deref(), Some("sess-2"));
     }
 
     #[test]

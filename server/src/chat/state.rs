@@ -6,7 +6,8 @@
 
 use crate::notify::Queue;
 use netapi_chat_api::{CallbackReference, MessageStatus, ParticipantStatus};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Everything the server knows, behind one read-write lock (see [`super::Chat`]): a change
@@ -23,8 +24,17 @@ pub struct State {
     /// Sessions by id. Put in and taken out only by [`State::put_session`] and
     /// [`State::take_session`], which keep `user_sessions` and `tally` with it.
     pub sessions: HashMap<String, Session>,
-    /// Session ids per user address, in the order the user joined them.
-    pub user_sessions: HashMap<String, Vec<String>>,
+    /// Session ids per user address, with and by the session's `seq` (creation order): a
+    /// listing's page is a range of it, and a session leaves it in one step.
+    user_sessions: HashMap<String, BTreeSet<(u64, String)>>,
+    /// The ad hoc sessions (`Session::adhoc`) each user is in, by id: the few an ad hoc send
+    /// looks among ([`State::adhoc_sessions_of`]), instead of every session naming the user,
+    /// which others lengthen by inviting it.
+    user_adhoc: HashMap<String, Vec<String>>,
+    /// The session an originator started with each `clientCorrelator` (the first, if a data
+    /// directory of an older version holds several): a resent start finds it at once
+    /// ([`State::started_with`]).
+    correlated: HashMap<(String, String), String>,
     /// What the per-user limits count of the sessions (see [`Tally`]).
     tally: Tally,
     /// Persisted counters, advanced by readers too (see [`Ids`]).
@@ -168,16 +178,43 @@ impl State {
     }
 
     /// The sessions held in memory that list `user` as a participant, whatever its status
-    /// and theirs, in the order of [`State::user_sessions`] (resolved through
-    /// [`State::sessions`]). The walk every per-user question starts from (open sessions,
-    /// pending invitations, the listing, the ad hoc and replay lookups): one place, so that
-    /// they all see the same sessions.
-    pub fn sessions_of<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a Session> + 'a {
+    /// and theirs, in creation (`seq`) order from the one after `after` on (all when `None`):
+    /// a page of the user's listing without a walk of what comes before it. The per-user
+    /// counts ([`Tally`]), the ad hoc lookup ([`State::adhoc_sessions_of`]) and a resend's
+    /// ([`State::started_with`]) have indexes of their own, since others lengthen this one.
+    pub fn sessions_of_after<'a>(
+        &'a self,
+        user: &str,
+        after: Option<u64>,
+    ) -> impl Iterator<Item = &'a Session> + 'a {
+        // After `seq`: from (`seq` + 1, "") on; nothing is after the largest.
+        let from = match after.map(|seq| seq.checked_add(1)) {
+            None => Some(Bound::Unbounded),
+            Some(Some(next)) => Some(Bound::Included((next, String::new()))),
+            Some(None) => None,
+        };
         self.user_sessions
+            .get(user)
+            .zip(from)
+            .into_iter()
+            .flat_map(|(ids, from)| ids.range((from, Bound::Unbounded)))
+            .filter_map(|(_, id)| self.sessions.get(id))
+    }
+
+    /// The ad hoc sessions `user` is in, ended or not (at most one open with each peer).
+    pub fn adhoc_sessions_of<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a Session> + 'a {
+        self.user_adhoc
             .get(user)
             .into_iter()
             .flatten()
             .filter_map(|id| self.sessions.get(id))
+    }
+
+    /// The session `originator` started with `correlator`, if it is held.
+    pub fn started_with(&self, originator: &str, correlator: &str) -> Option<&Session> {
+        self.correlated
+            .get(&(originator.to_owned(), correlator.to_owned()))
+            .and_then(|id| self.sessions.get(id))
     }
 
     /// Sessions that have not ended in which `user` is connected (invitations are counted by
@@ -204,7 +241,20 @@ impl State {
             self.user_sessions
                 .entry(p.address.clone())
                 .or_default()
-                .push(s.id.clone());
+                .insert((s.seq, s.id.clone()));
+            if s.adhoc {
+                self.user_adhoc
+                    .entry(p.address.clone())
+                    .or_default()
+                    .push(s.id.clone());
+            }
+        }
+        if known == 0
+            && let Some(c) = &s.client_correlator
+        {
+            self.correlated
+                .entry((s.originator.clone(), c.clone()))
+                .or_insert_with(|| s.id.clone());
         }
         self.tally.count(&s, true);
         self.sessions.insert(s.id.clone(), s);
@@ -217,7 +267,21 @@ impl State {
         let s = self.sessions.remove(sid)?;
         self.tally.count(&s, false);
         for p in &s.participants {
-            unindex(&mut self.user_sessions, &p.address, sid);
+            if let Some(ids) = self.user_sessions.get_mut(&p.address) {
+                ids.remove(&(s.seq, s.id.clone()));
+                if ids.is_empty() {
+                    self.user_sessions.remove(&p.address);
+                }
+            }
+            if s.adhoc {
+                unindex(&mut self.user_adhoc, &p.address, sid);
+            }
+        }
+        if let Some(c) = &s.client_correlator {
+            let key = (s.originator.clone(), c.clone());
+            if self.correlated.get(&key).is_some_and(|id| id == sid) {
+                self.correlated.remove(&key);
+            }
         }
         Some(s)
     }
@@ -298,9 +362,10 @@ fn bump(counts: &mut HashMap<String, usize>, key: &str, add: bool) {
     }
 }
 
-/// Takes `id` out of `owner`'s list in a per-user index (`State::user_sessions`,
-/// `State::user_subscriptions`), dropping the list once it is empty, so that the index's
-/// memory follows the live resources: the one way a session or a subscription leaves it.
+/// Takes `id` out of `owner`'s list in a per-user index (`State::user_adhoc`,
+/// `State::user_subscriptions`: lists the user's own limits keep short), dropping the list
+/// once it is empty, so that the index's memory follows the live resources: the one way a
+/// session or a subscription leaves it.
 pub fn unindex(index: &mut HashMap<String, Vec<String>>, owner: &str, id: &str) {
     if let Some(ids) = index.get_mut(owner) {
         ids.retain(|i| i != id);
@@ -508,7 +573,7 @@ mod tests {
     /// The tally as the walks over each user's sessions counted it before there was one.
     fn walked(state: &State, user: &str) -> (usize, usize, HashMap<String, usize>) {
         let open = state
-            .sessions_of(user)
+            .sessions_of_after(user, None)
             .filter(|s| {
                 !s.ended
                     && (!s.adhoc || s.originator == user)
@@ -517,7 +582,7 @@ mod tests {
             })
             .count();
         let pending = state
-            .sessions_of(user)
+            .sessions_of_after(user, None)
             .filter(|s| {
                 !s.ended
                     && s.participant(user)
@@ -525,7 +590,7 @@ mod tests {
             })
             .count();
         let mut sent: HashMap<String, usize> = HashMap::new();
-        for s in state.sessions_of(user).filter(|s| !s.ended) {
+        for s in state.sessions_of_after(user, None).filter(|s| !s.ended) {
             for p in &s.participants {
                 if p.invited_by == user && p.address != user && p.invitation.is_pending() {
                     *sent.entry(p.address.clone()).or_default() += 1;
@@ -593,6 +658,56 @@ mod tests {
         assert!(state.tally.open.is_empty() && state.tally.pending.is_empty());
         assert!(state.tally.sent.is_empty());
         assert!(state.user_sessions.is_empty());
+        assert!(state.user_adhoc.is_empty() && state.correlated.is_empty());
+    }
+
+    /// A user's sessions are listed in creation order whatever the order it joined them (an
+    /// invitation into an older session comes later), from after a cursor on; its ad hoc ones
+    /// are found among themselves; a release takes a session out of each.
+    #[test]
+    fn a_users_sessions_are_in_creation_order_and_its_ad_hoc_ones_apart() {
+        use super::super::testkit::{A, B, C, pending, session};
+        use ParticipantStatus::{Connected, Invited};
+        let mut state = State::default();
+        let mut with = |id: &str, seq, adhoc, to: &str| {
+            let mut s = session(false, &[(to, Invited, pending(seq))]);
+            (s.id, s.seq, s.adhoc) = (id.to_owned(), seq, adhoc);
+            if adhoc {
+                s.participants[1].status = Connected;
+            }
+            state.put_session(s);
+        };
+        with("s-9", 9, false, B);
+        with("s-3", 3, true, B);
+        with("s-5", 5, false, C);
+        with("s-7", 7, false, B);
+        let listed = |state: &State, user, after| {
+            state
+                .sessions_of_after(user, after)
+                .map(|s| s.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(&state, A, None), ["s-3", "s-5", "s-7", "s-9"]);
+        assert_eq!(listed(&state, B, None), ["s-3", "s-7", "s-9"]);
+        assert_eq!(listed(&state, A, Some(5)), ["s-7", "s-9"]);
+        assert_eq!(listed(&state, A, Some(4)), ["s-5", "s-7", "s-9"]);
+        assert!(listed(&state, A, Some(9)).is_empty());
+        assert!(listed(&state, A, Some(u64::MAX)).is_empty());
+        let adhoc = |state: &State, user| {
+            state
+                .adhoc_sessions_of(user)
+                .map(|s| s.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            (adhoc(&state, A), adhoc(&state, B)),
+            (vec!["s-3".to_owned()], vec!["s-3".to_owned()])
+        );
+        assert!(adhoc(&state, C).is_empty());
+        state.take_session("s-3");
+        state.take_session("s-7");
+        assert_eq!(listed(&state, B, None), ["s-9"]);
+        assert!(adhoc(&state, A).is_empty() && adhoc(&state, B).is_empty());
     }
 
     /// A start raises the notification counter to the clock's floor and never lowers it: a
