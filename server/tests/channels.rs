@@ -2286,6 +2286,56 @@ async fn what_a_deleted_channel_held_leaves_the_delivery_totals() {
     assert_eq!(held().await, 0.0, "{before} bytes held before the delete");
 }
 
+/// What a subscription left in a channel nobody polls leaves the delivery totals when the
+/// subscription is deleted, the channel staying: `netapi_chat_notifications_held_bytes`
+/// comes back to 0 (within 20 s: the subscription's feed lets go of it as it ends), and the
+/// channel still gets the next subscription's notifications, not the deleted one's. Before,
+/// those bytes stayed until a poll passed over them, which never came: a client deleting and
+/// making again a subscription of a channel it never polls pinned the whole delivery budget,
+/// and every other backlog over its shrunken share was disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_deleted_subscription_left_in_a_channel_leaves_the_delivery_totals() {
+    const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
+    let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
+    let held = async || {
+        support::metric(
+            &s.base,
+            METRICS_TOKEN,
+            "netapi_chat_notifications_held_bytes",
+        )
+        .await
+    };
+    let ch = create_channel(&s, B, Format::Json, None, None).await;
+    let sub = subscribe(&s, B, &ch, "first").await;
+    for n in 0..3 {
+        invite(&s, A, B, &format!("unpolled {n}")).await;
+    }
+    let before = held().await;
+    assert!(before > 0.0, "the channel holds its invitations: {before}");
+    assert_eq!(send("DELETE", &sub, &[], None).await.status, 204);
+    support::within_20s(Duration::from_millis(50), async || {
+        let now = held().await;
+        if now == 0.0 {
+            return Ok(());
+        }
+        Err(format!(
+            "{now} bytes still held ({before} before the delete)"
+        ))
+    })
+    .await;
+    subscribe(&s, B, &ch, "second").await;
+    invite(&s, A, B, "after").await;
+    let got = poll_list(&channel_url(&ch), Format::Json).await;
+    assert_eq!(
+        invitations(&got)
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>(),
+        ["after"],
+        "only the live subscription's"
+    );
+}
+
 /// A long poll waits (here up to 20 s) with credentials checked when it came: a token revoked
 /// meanwhile is not handed what arrives after the revocation (the poll answers `401` and takes
 /// nothing), and the owner's next poll gets it. Before, the revoked holder got it, and the
