@@ -180,6 +180,9 @@ pub fn credentials(
 /// socket.
 const MAX_CLIENT_MESSAGE: usize = 1024;
 
+/// How much a socket reads at a time: a few of its client's largest frames.
+const READ_BUFFER_BYTES: usize = 4 * MAX_CLIENT_MESSAGE;
+
 /// Open sockets against their share of `NETAPI_CHAT_MAX_CONNECTIONS`: a socket counts against
 /// the cap until it closes and is never shed (it is not idle in HTTP's sense), so without a
 /// share of their own sockets could take every place (one token may act for any number of
@@ -495,9 +498,13 @@ type Rx = SplitStream<WebSocketStream<dropshot::WebsocketConnectionRaw>>;
 
 /// The upgraded connection as a WebSocket, split. A client only ever sends `webhookId`s or
 /// `connCheck`s: frames and messages are bounded far below tungstenite's defaults (16 MiB /
-/// 64 MiB), so one socket cannot make the server hold more.
+/// 64 MiB), so one socket cannot make the server hold more; and its read buffer is
+/// [`READ_BUFFER_BYTES`], not tungstenite's 128 KiB, which was allocated and zero-filled at
+/// the first read of every socket (640 MiB for the 5,000 sockets a default connection cap
+/// allows).
 async fn open(conn: WebsocketConnection) -> (Tx, Rx) {
     let limits = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
     let ws = WebSocketStream::from_raw_socket(conn.into_inner(), Role::Server, Some(limits)).await;

@@ -392,6 +392,55 @@ async fn a_poll_answer_is_bounded_in_bytes_too() {
     assert_eq!(got, texts, "every message, once, in order");
 }
 
+/// An OMA socket's frame carries at most 64 KiB of notifications (as stored; the first always
+/// comes), whatever the channel's `maxNotifications`: 12 messages of 16 KiB of text waiting
+/// when the socket opens come in frames of at most 4, all of them, in order. (A socket keeps
+/// the room of its largest frame for as long as it is open; frames of a poll's 512 KiB left
+/// up to a MiB behind each socket.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oma_socket_frame_is_bounded_in_bytes() {
+    let s = server(&[]);
+    let a = send_doc(
+        "POST",
+        &s.urls().channels(B),
+        Format::Json,
+        &docs::channel(ChannelType::WebSockets, Some(100), Some(1)),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let ch: NotificationChannel = a.decode();
+    subscribe(&s, B, &ch, "bob-app").await;
+    let sid = chat::connected_session(&s, A, &docs::session("big", &[B])).await;
+    // 4,096 characters of 4 bytes each: the longest text a message may have.
+    let texts: Vec<String> = (0..12)
+        .map(|i| format!("{i:02}{}", "\u{1D11E}".repeat(4_094)))
+        .collect();
+    for t in &texts {
+        chat::send_message(&s, A, &sid, &docs::message(t)).await;
+    }
+    // Let the notifications all reach the channel first, so that a frame could take them all.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut ws, _) = connect_oma(&channel_url(&ch), Format::Json)
+        .await
+        .expect("the OMA handshake");
+    let mut got = Vec::new();
+    while got.len() < texts.len() {
+        let messages: Vec<String> = oma_frame(&mut ws, Format::Json)
+            .await
+            .into_iter()
+            .filter_map(|e| e.message_notification.and_then(|n| n.chat_message))
+            .map(|m| m.text)
+            .collect();
+        assert!(
+            messages.len() <= 4,
+            "{} messages of 16 KiB in one frame",
+            messages.len()
+        );
+        got.extend(messages);
+    }
+    assert_eq!(got, texts, "every message, once, in order");
+}
+
 /// An OMA Notification Channel client reads a poll's answer unchanged: in JSON
 /// `notificationList` is an array of single-key objects named after each notification; in XML
 /// each notification is its own root element in the chat namespace, straight under

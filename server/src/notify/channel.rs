@@ -303,8 +303,8 @@ impl Mailbox {
 
     /// The next notifications for the socket of generation `me` (taking them,
     /// unacknowledged): at most `max` (our protocol takes 1, an OMA socket its channel's
-    /// `maxNotifications`, by the long poll's [`take_count`]) and at most what a poll's answer
-    /// holds in bytes ([`take_wanted`]), waiting up to `wait`;
+    /// `maxNotifications`, by the long poll's [`take_count`]) and at most [`FRAME_BYTES`] of
+    /// them ([`take_wanted`]), waiting up to `wait`;
     /// `Superseded` once a newer socket took over.
     pub async fn next(&self, me: u64, max: usize, wait: Duration) -> Polled {
         {
@@ -316,7 +316,7 @@ impl Mailbox {
         }
         let _waiting = Waiting(self);
         // A socket checks its own grant before each frame (`channel_socket`).
-        self.wait_for(me, max, wait, &|| true).await
+        self.wait_for(me, (max, FRAME_BYTES), wait, &|| true).await
     }
 
     /// The generation of the newest socket or poll (a socket that sees it change was taken
@@ -368,13 +368,15 @@ impl Mailbox {
         let _waiting = Waiting(self);
         // An older poll still waiting wakes, sees the newer number and ends.
         self.bell.notify_waiters();
-        self.wait_for(me, max, wait, granted).await
+        self.wait_for(me, (max, ANSWER_BYTES), wait, granted).await
     }
 
+    /// Waits up to `wait` for notifications and takes at most `max` of them, and no more once
+    /// they weigh `budget` ([`take_wanted`]).
     async fn wait_for(
         &self,
         me: u64,
-        max: usize,
+        (max, budget): (usize, usize),
         wait: Duration,
         granted: &(dyn Fn() -> bool + Send + Sync),
     ) -> Polled {
@@ -404,7 +406,7 @@ impl Mailbox {
                 let now = crate::store::now_ms();
                 let (taken, dropped) = take_wanted(
                     &mut inner.pending,
-                    (max, ANSWER_BYTES),
+                    (max, budget),
                     |h| h.shared.skips(now) || lapsed(h.delivery.deadline_ms, now),
                     |h| h.delivery.bytes,
                 );
@@ -543,6 +545,12 @@ fn take_wanted<T>(
 /// (at most 100) bounds the count; invitations to large sessions, each with its roster,
 /// made 100 of them tens of megabytes in one answer.
 const ANSWER_BYTES: usize = crate::chat::page::PAGE_BYTES;
+
+/// Most bytes of notifications (as stored) one socket frame carries (the first always goes):
+/// a socket's write buffer keeps the room of the largest frame it sent for as long as it is
+/// open (tungstenite never shrinks it), so frames of [`ANSWER_BYTES`] left up to a MiB
+/// (encoded) behind each of thousands of sockets. A socket sends as many frames as it needs.
+const FRAME_BYTES: usize = 64 * 1024;
 
 /// Whether a notification with delivery deadline `deadline_ms` may no longer be handed out at
 /// `now_ms` (none: it never lapses).
