@@ -232,7 +232,7 @@ async fn long_messages_are_answered_one_bounded_page_at_a_time() {
 }
 
 /// A page is bounded in bytes as well as in entries: with `maxEntries=1000`, long messages end
-/// the page once their texts reach 512 KiB (before, 1,000 messages of 4,096 characters made
+/// the page once they reach 512 KiB as stored (before, 1,000 messages of 4,096 characters made
 /// one answer of about 20 MB, held while its client read it), and its next link goes on where
 /// it stopped: the walk still gets every message once, in order.
 #[tokio::test]
@@ -245,8 +245,10 @@ async fn a_page_of_long_messages_ends_at_its_byte_budget() {
         })
         .await;
         let first = pages[0].keys.len();
-        // 512 KiB / 4,003 bytes: the 131st text passes it and is the last one.
-        assert_eq!(first, 131, "{f:?}");
+        // 512 KiB of messages as stored (each its 4,003 bytes of text and, here, about 260
+        // of ids, times and its recipient): about the 123rd passes it and is the last one;
+        // by text alone it would be the 131st.
+        assert!((110..=131).contains(&first), "{f:?}: {first}");
         assert!(pages[0].next.is_some());
         assert_eq!(flat(&pages), texts, "{f:?}: each once, in order");
     }

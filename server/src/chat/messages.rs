@@ -241,7 +241,7 @@ impl Chat {
             .await?;
         let mut p = page::within(
             page::page(walked.found.into_iter().map(|m| (m.seq, m)), req),
-            PAGE_TEXT_BYTES,
+            PAGE_STORED_BYTES,
             |m| m.text.len(),
             |m| m.seq,
         );
@@ -450,29 +450,31 @@ fn decode_stored_message(sid: &str, mid: &str, value: &[u8]) -> Result<Message, 
         .map_err(|e| StoreError(format!("stored message `{sid}/{mid}` is unreadable: {e}")))
 }
 
-/// Rows the page walk reads from the store at a time.
-const PAGE_CHUNK: usize = 128;
+/// Rows the page walk reads from the store at a time, whatever the page's size: a stored
+/// message holds its recipients too (a group's 99 addresses, up to 25 KiB), so reading a
+/// page's 1,000 rows at once held up to 40 MB on the store thread.
+const PAGE_CHUNK: usize = 64;
 
 /// Rows of messages the user may not read that one page's walk passes at most, beyond the
 /// page's own ([`readable_page`]): a user that was no recipient of a long stretch (invited
 /// late, or away after leaving) gets short or empty pages linking on, instead of one request
 /// reading the whole stretch on the store thread, which every commit waits for.
-const PAGE_SKIP_ROWS: usize = 8 * PAGE_CHUNK;
+const PAGE_SKIP_ROWS: usize = 1024;
 
 /// What a page's walk found ([`readable_page`]).
 struct Walked {
     /// The messages the user may read, in seq order.
     found: Vec<Message>,
     /// Where the walk stopped before the session's end and before it found what it wanted
-    /// (its row or text budget spent): the next page goes on after it.
+    /// (its row or byte budget spent): the next page goes on after it.
     stopped_at: Option<u64>,
 }
 
 /// Up to `want` messages of `sid` after `after` that `user` sent or received, in seq order
 /// (runs on the store thread). Walks the session's index from the cursor in chunks, and
-/// stops early once it has passed [`PAGE_SKIP_ROWS`] rows more than `want`, or found
-/// [`PAGE_TEXT_BYTES`] of text (what one page holds at most): its cost follows the page
-/// asked for, whatever the session's history.
+/// stops early once it has passed [`PAGE_SKIP_ROWS`] rows more than `want`, or found messages
+/// of [`PAGE_STORED_BYTES`] as stored (text and recipients; the page's text is at most that):
+/// its cost and what it holds follow the page asked for, whatever the session's history.
 fn readable_page(
     b: &mut dyn Backend,
     sid: &str,
@@ -483,17 +485,17 @@ fn readable_page(
     let mut found = Vec::new();
     let mut cursor = after;
     let mut rows = 0usize;
-    let mut text = 0usize;
+    let mut held = 0usize;
     let most_rows = want.saturating_add(PAGE_SKIP_ROWS);
     loop {
-        let chunk = b.messages_after(sid, cursor, PAGE_CHUNK.max(want))?;
-        let full = chunk.len() >= PAGE_CHUNK.max(want);
+        let chunk = b.messages_after(sid, cursor, PAGE_CHUNK)?;
+        let full = chunk.len() >= PAGE_CHUNK;
         for (seq, value) in chunk {
             cursor = Some(seq);
             rows += 1;
             let m = decode_stored_message(sid, &format!("seq {seq}"), &value)?;
             if m.sender == user || m.recipients.iter().any(|(r, _)| r == user) {
-                text = text.saturating_add(m.text.len());
+                held = held.saturating_add(value.len());
                 found.push(m);
                 if found.len() >= want {
                     return Ok(Walked {
@@ -502,7 +504,7 @@ fn readable_page(
                     });
                 }
             }
-            if rows >= most_rows || text >= PAGE_TEXT_BYTES {
+            if rows >= most_rows || held >= PAGE_STORED_BYTES {
                 return Ok(Walked {
                     found,
                     stopped_at: cursor,
@@ -518,8 +520,9 @@ fn readable_page(
     }
 }
 
-/// Most bytes of message text in one page of a message list (`page::within`).
-const PAGE_TEXT_BYTES: usize = page::PAGE_BYTES;
+/// Most bytes of messages, as stored, one page's walk holds ([`readable_page`]); the page's
+/// text (`page::within`), a part of it, too.
+const PAGE_STORED_BYTES: usize = page::PAGE_BYTES;
 
 /// Seed 7.1.9, the rule on the text: something to read (not empty, not only white space: a
 /// chat client never sends that, so it is a client's mistake, told before any policy of the
