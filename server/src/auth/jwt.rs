@@ -131,8 +131,14 @@ pub struct JwtVerifier {
     verified: Verified,
 }
 
-/// Most tokens [`Verified`] holds (about 200 bytes each with their principal: under 1 MiB).
+/// Most tokens [`Verified`] holds (about 200 bytes each with their principal, at most
+/// [`VERIFIED_ENTRY_BYTES`]: under 5 MiB).
 pub const VERIFIED_CAP: usize = 4096;
+
+/// Most bytes of addresses and ids a principal [`Verified`] keeps may hold: a token whose user
+/// claim lists more (a few dozen addresses) is verified again each time instead. A token of
+/// an 8 KiB header could list some 700, 35 KiB as held: cached 4,096 times, 140 MiB.
+pub const VERIFIED_ENTRY_BYTES: usize = 1024;
 
 /// Tokens a verifier accepted recently, so that a token presented again (each request of an
 /// application, each frame and quiet round of its socket) costs a SHA-256 and a map lookup
@@ -189,8 +195,15 @@ impl Verified {
         map.get(key).map(|a| a.principal.token_id.clone())
     }
 
-    /// Keeps an accepted token, making room as [`Verified`] says.
+    /// Keeps an accepted token, making room as [`Verified`] says; not one whose principal is
+    /// over [`VERIFIED_ENTRY_BYTES`].
     fn put(&self, key: [u8; 32], accepted: Accepted, now: u64, leeway: u64) {
+        let p = &accepted.principal;
+        let held =
+            p.users.iter().map(String::len).sum::<usize>() + p.subject.len() + p.token_id.len();
+        if held > VERIFIED_ENTRY_BYTES {
+            return;
+        }
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= VERIFIED_CAP && !map.contains_key(&key) {
             map.retain(|_, a| in_force(a.exp, a.nbf, now, leeway).is_ok());
@@ -1339,7 +1352,8 @@ Auq45p/ZZnRRb5fjoWS1brdMyTXbuwiB";
         assert_eq!(v.verified.len(), 0, "refusals are not kept");
     }
 
-    /// The cache never holds more than its cap; when full, lapsed entries make room first.
+    /// The cache never holds more than its cap; when full, lapsed entries make room first;
+    /// an entry over its byte bound is not kept.
     #[test]
     fn the_cache_is_bounded_and_drops_lapsed_entries_first() {
         let cache = Verified::default();
@@ -1376,6 +1390,22 @@ Auq45p/ZZnRRb5fjoWS1brdMyTXbuwiB";
             "the lapsed half made room"
         );
         assert!(matches!(lapsed.get(&key(1), now, leeway), Some(Ok(_))));
+
+        // A principal listing many users is not kept (verified each time instead).
+        let many = Verified::default();
+        let users: Vec<String> = (0..80).map(|i| format!("tel:+1555000{i:04}")).collect();
+        let big = Accepted {
+            principal: Principal {
+                users,
+                ..principal.clone()
+            },
+            exp: now + 3600,
+            nbf: None,
+        };
+        many.put(key(0), big, now, leeway);
+        many.put(key(1), entry(now + 3600), now, leeway);
+        assert_eq!(many.len(), 1);
+        assert!(many.get(&key(0), now, leeway).is_none());
     }
 
     /// BENCHMARKS.md "JWT verification": the cost of verifying an RS256 and an ES256 token in
