@@ -56,6 +56,10 @@ pub struct Config {
     /// 10⁹, as `invitation_timeout` and for the same reasons (0 would end every ad hoc chat as
     /// it opens).
     pub adhoc_idle: Duration,
+    /// `NETAPI_CHAT_SESSION_IDLE_SECS`: how long any other session stays open without a
+    /// message or a change of its participants before the server ends it. Default 7 days. A
+    /// positive number of seconds below 10⁹ (the largest keeps sessions for some 31 years).
+    pub session_idle: Duration,
     /// `NETAPI_CHAT_MAX_BODY_BYTES`: largest request body accepted (413 above). Default 64 KiB;
     /// at least [`MIN_BODY_BYTES`], which holds the smallest document of every request (the
     /// largest of them, a subscription in XML with its declaration, namespace and a short
@@ -474,6 +478,7 @@ impl Default for Config {
             public_url: None,
             invitation_timeout: Duration::from_secs(120),
             adhoc_idle: Duration::from_secs(600),
+            session_idle: Duration::from_secs(7 * 24 * 3600),
             max_body_bytes: 64 * 1024,
             retry_schedule: RetryPolicy::default().schedule,
             delivery_max_backoff: RetryPolicy::default().max_backoff,
@@ -687,7 +692,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_TLS_CERT", "plain HTTP", "PEM file with the certificate chain (the server's first) to serve HTTPS with (TLS 1.2/1.3, rustls); needs `tls_key`"),
     Setting::unset("NETAPI_CHAT_TLS_KEY", "plain HTTP", "PEM file with the private key of `tls_cert` (PKCS #8, PKCS #1 or SEC1); needs `tls_cert`"),
     Setting::new("NETAPI_CHAT_DATA_DIR", "netapi-chat-data", "where subscriptions, sessions, messages and undelivered notifications are kept (SQLite, WAL); relative to the working directory. Its size: the live data and retained history, plus a write-ahead log that a burst of writes may leave at up to 512 MiB (cut back to that at the next quiet moment, and reused rather than grown)"),
-    Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m` (above `0`); older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history, of which each sender may fill at most twice `sent_bytes_budget`"),
+    Setting::new("NETAPI_CHAT_RETENTION", "30d", "how long a message (with its delivery status) is kept after it was sent, e.g. `30d`, `12h`, `90s`, `1h 30m` (above `0`); older ones are purged in the background and answer 404 like messages that never existed (sessions are kept until they end, or end idle after `session_idle_secs`); dead letters are kept as long after they were given up, then purged too: the data directory is bounded by live data plus this much history, of which each sender may fill at most twice `sent_bytes_budget` with messages; dead letters are outside that budget (a message to a group is one notification per subscription of each recipient): at most `delivery_backlog_bytes` per subscription, so at most `max_subscriptions` times that in all"),
     Setting::new("NETAPI_CHAT_PURGE_INTERVAL_MS", "10000", "time between purge rounds (at least `1`); a round walks the sessions in short jobs (about 2 ms each, 5 ms apart) between commits, so requests do not wait behind it"),
     Setting::unset("NETAPI_CHAT_CLUSTER_URL", "one server per database", "several instances on one PostgreSQL database (needs `NETAPI_CHAT_DATABASE_URL`): the URL at which the other instances reach this one, `http://host:port`, or `https://host:port` when it serves HTTPS (`tls_cert`; then it must), or `auto` for `http://` (with `tls_cert`: `https://`) + the bound address. One instance leads (holds the database; serves, delivers, fires timers); the others forward every request to it (over TLS to an `https://` leader, its certificate verified for the URL's host: a DNS name, or an IP address in an IP SAN) and take over within seconds when it is gone. A standby serves HTTPS with the same certificate when `tls_cert` is set; that certificate must name the URL's host (an IP address as an IP SAN: with `auto`, the bound address), else the start is refused"),
     Setting::new("NETAPI_CHAT_CLUSTER_DELIVERY", "standbys", "who makes a cluster's callback attempts: `standbys` (each standby keeps a connection to the leader and makes the attempts the leader hands it, spread by callback host; the leader still decides order, signatures, retries and disabling, and makes the attempts itself while no standby is connected or when one is lost, again at once, same `webhook-id`) or `leader` (every attempt on the leader, as on a lone server). A standby needs the same callback settings (`callback_allow_loopback`, `callback_allow_private`, `callback_ca_file`, `delivery_connections*`) as the leader: it applies its own"),
@@ -721,6 +726,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_DELIVERY_CONNECTIONS", "⅛ of the open-files limit less 64, at most `4096`", "most connections deliveries hold open (in use or idle) to every callback endpoint together, `1` to `1000000`; a delivery past it closes the idle connection unused the longest or waits for one, so deliveries never take the file descriptors `max_connections` leaves to clients, nor the 64 (at most half the limit) kept for the server's own files"),
     Setting::new("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "120", "an unanswered invitation times out after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_ADHOC_IDLE_SECS", "600", "an OMA 2012 ad hoc chat without a message for this long is ended by the server (above `0`, fractions allowed; the next message opens a new one)"),
+    Setting::new("NETAPI_CHAT_SESSION_IDLE_SECS", "604800", "any other session without a message or a change of its participants (a start, an invitation, an answer, a time-out, a leave, a re-join) for this long is ended by the server, every participant told `SessionEnded` (above `0`, fractions allowed; 7 days by default), so that sessions nobody uses do not hold their places for ever"),
     Setting::new("NETAPI_CHAT_MAX_BODY_BYTES", "65536", "larger request bodies get `413`; at least `256`, which holds the smallest document of every request"),
     Setting::new("NETAPI_CHAT_BODY_TIMEOUT_MS", "10000", "a request body that has not fully arrived by then gets `408` and the connection is closed (at least `1`)"),
     Setting::new("NETAPI_CHAT_MAX_TEXT_CHARS", "4096", "longest message text, in characters (at least `1`)"),
@@ -1337,6 +1343,9 @@ impl Config {
             adhoc_idle: s
                 .seconds("NETAPI_CHAT_ADHOC_IDLE_SECS")?
                 .unwrap_or(d.adhoc_idle),
+            session_idle: s
+                .seconds("NETAPI_CHAT_SESSION_IDLE_SECS")?
+                .unwrap_or(d.session_idle),
             max_body_bytes: s
                 .number(
                     "NETAPI_CHAT_MAX_BODY_BYTES",
@@ -2133,6 +2142,11 @@ mod tests {
             "0.001",
         ),
         (
+            "NETAPI_CHAT_SESSION_IDLE_SECS",
+            &["0", "-5", "inf", "NaN"],
+            "0.001",
+        ),
+        (
             "NETAPI_CHAT_BODY_TIMEOUT_MS",
             &["0", "-1", "1.5", "1000000000000"],
             "1",
@@ -2268,6 +2282,7 @@ mod tests {
     const STATED: &[(&str, &str)] = &[
         ("NETAPI_CHAT_INVITATION_TIMEOUT_SECS", "above `0`"),
         ("NETAPI_CHAT_ADHOC_IDLE_SECS", "above `0`"),
+        ("NETAPI_CHAT_SESSION_IDLE_SECS", "above `0`"),
         ("NETAPI_CHAT_BODY_TIMEOUT_MS", "at least `1`"),
         ("NETAPI_CHAT_CHANNEL_POLL_WAIT", "`1s` to `1h`"),
         ("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "above `0`"),
@@ -2370,6 +2385,7 @@ mod tests {
             "999999999",
         ),
         ("NETAPI_CHAT_ADHOC_IDLE_SECS", "1000000000", "999999999"),
+        ("NETAPI_CHAT_SESSION_IDLE_SECS", "1000000000", "999999999"),
         ("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "1000000000", "999999999"),
         (
             "NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS",

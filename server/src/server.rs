@@ -430,6 +430,7 @@ pub async fn start_on(
     let settings = Settings {
         invitation_timeout: config.invitation_timeout,
         adhoc_idle: config.adhoc_idle,
+        session_idle: config.session_idle,
         retry: config.retry_policy(),
         callbacks: config.callbacks,
         callback_tls: Arc::new(

@@ -755,3 +755,99 @@ async fn a_subscription_expiring_during_a_graceful_stop_is_told_after_the_restar
     let n = first_of_kind(&lb, "subscriptionCancellationNotification").await;
     let _: SubscriptionCancellationNotification = n.decode();
 }
+
+/// The `SessionEnded` events `l` received for session `sid`.
+fn ended(l: &Listener, sid: &str) -> usize {
+    l.all()
+        .iter()
+        .filter(|r| r.kind() == "chatEventNotification")
+        .map(|r| r.decode::<ChatEventNotification>())
+        .filter(|e| e.event_type == EventType::SessionEnded && e.session_id == sid)
+        .count()
+}
+
+/// Whether session `sid` still answers `GET` for `user`.
+async fn held(srv: &Server, user: &str, sid: &str) -> bool {
+    let a = send_empty("GET", &srv.urls().session(user, sid), Format::Json).await;
+    assert!(matches!(a.status, 200 | 404), "{}: {}", a.status, a.body);
+    a.status == 200
+}
+
+/// A session nobody uses ends after `NETAPI_CHAT_SESSION_IDLE_SECS` (here 2 s): messages keep
+/// it open past that, and once they stop both participants are told `SessionEnded` (A in
+/// JSON, B in XML) and it is gone (`404`). Before, a session whose originator stayed
+/// connected never ended, holding its place under the server-wide cap for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_nobody_uses_ends_after_the_idle_time() {
+    let srv = Server::start(&[("NETAPI_CHAT_SESSION_IDLE_SECS", "2")]);
+    let (la, lb) = (Listener::start().await, Listener::start().await);
+    subscribe(&srv, A, &la, Format::Json, None).await;
+    subscribe(&srv, B, &lb, Format::Xml, None).await;
+    let sid = connected_session(&srv, &[B]).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        chat::send_message(&srv, A, &sid, &message("still here", None)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(held(&srv, B, &sid).await, "messages keep it open past 2 s");
+    assert_eq!((ended(&la, &sid), ended(&lb, &sid)), (0, 0));
+    within(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || match (ended(&la, &sid), ended(&lb, &sid)) {
+            (1, 1) => Ok(()),
+            told => Err(format!("SessionEnded told (A, B): {told:?}")),
+        },
+    )
+    .await;
+    assert!(!held(&srv, A, &sid).await && !held(&srv, B, &sid).await);
+}
+
+/// A session's idle time counts across a restart from its last change, stored with it, and
+/// from its last message when that is later (a message does not rewrite the session): with
+/// `NETAPI_CHAT_SESSION_IDLE_SECS` 10, session S1 (changed last at its set-up) ends soon
+/// after a restart 6.5 s later, while S2 (a message at 6 s) is still open then, and ends
+/// later. Counted from the restart, S1 would stay 10 s more; from its last change only, S2
+/// would end with S1 and lose a chat that was in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_idle_time_counts_across_a_restart() {
+    let env = [("NETAPI_CHAT_SESSION_IDLE_SECS", "10")];
+    let srv = Server::start(&env);
+    let la = Listener::start().await;
+    subscribe(&srv, A, &la, Format::Json, None).await;
+    let t0 = Instant::now();
+    let s1 = connected_session(&srv, &[B]).await;
+    let s2 = connected_session(&srv, &[C]).await;
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(t0.elapsed())).await;
+    chat::send_message(&srv, A, &s2, &message("in use", None)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = srv.kill();
+    let srv = Server::restart(dir, &env);
+    let budget = Duration::from_secs(15).saturating_sub(t0.elapsed());
+    within(budget, Duration::from_millis(100), async || {
+        if held(&srv, A, &s1).await {
+            return Err(format!("S1 still open {:?} after its set-up", t0.elapsed()));
+        }
+        Ok(())
+    })
+    .await;
+    assert!(
+        held(&srv, A, &s2).await,
+        "S2 carried a message at 6 s: open until 16 s ({:?})",
+        t0.elapsed()
+    );
+    within(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || match ended(&la, &s2) {
+            0 => Err("S2 never ended".to_owned()),
+            _ => Ok(()),
+        },
+    )
+    .await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(16),
+        "{:?}",
+        t0.elapsed()
+    );
+}

@@ -149,8 +149,8 @@ impl Chat {
             })?;
         let mut change = Change::default();
         change.put_message(sid, &message, Some(now_ms()));
-        // An ad hoc session is idle from its last message on (`oma2012::idle`).
-        if let Some(active) = state.adhoc_active.get(sid) {
+        // A session is idle from its last message or decision on (`sessions::idle`).
+        if let Some(active) = state.active.get(sid) {
             active.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         }
         self.notify(state, &mut change, outbox);

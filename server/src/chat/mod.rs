@@ -217,6 +217,9 @@ pub struct Settings {
     /// How long an OMA 2012 ad hoc chat stays open without a message before the server ends
     /// it (`oma2012::idle`).
     pub adhoc_idle: Duration,
+    /// How long any other session stays open without a message or a decision before the
+    /// server ends it (`Chat::idle_sweeper`).
+    pub session_idle: Duration,
     /// How notifications are delivered.
     pub retry: RetryPolicy,
     /// Which callback addresses may be reached.
@@ -807,6 +810,8 @@ impl Chat {
         d.outbox.extend(deserted);
         let mut change = Change::default();
         let sid = d.session.id.clone();
+        // Stored with it: where its idle time counts from after a restart.
+        d.session.changed_ms = Some(crate::store::now_ms());
         if let Some(old) = state.sessions.get(&sid) {
             self.stop_invitation_timers(&pending_seqs(old, false), &pending_seqs(&d.session, true));
         }
@@ -851,9 +856,7 @@ fn put_or_release(state: &mut State, change: &mut Change, sid: &str) {
 /// Forgets a session in memory: the session and its entries in the per-user index (a user
 /// left with no session loses its entry too, so memory follows live sessions).
 fn release_session(state: &mut State, sid: &str) {
-    if state.take_session(sid).is_some() {
-        state.adhoc_active.remove(sid);
-    }
+    state.take_session(sid);
 }
 
 #[cfg(test)]

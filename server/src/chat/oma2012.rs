@@ -21,7 +21,7 @@ use super::page::{self, PageRequest};
 use super::participants::set_status;
 use super::records;
 use super::refused::Refused;
-use super::sessions::{end, end_for_all};
+use super::sessions::{end, end_for_all, idle};
 use super::state::{Face, Invitation, Participant, Session, State, SubscriptionRecord};
 use super::subscriptions::granted_duration;
 use super::views;
@@ -312,6 +312,7 @@ pub(super) fn open_adhoc(
         group: false,
         adhoc: true,
         ended: false,
+        changed_ms: None,
     };
     let outbox = vec![(
         user.to_owned(),
@@ -324,26 +325,6 @@ pub(super) fn open_adhoc(
         ),
     )];
     Ok(Decision { session, outbox })
-}
-
-/// OMA 2012, the rule on an ad hoc session's idle time: `s` last carried a message at
-/// `active_ms`; from `active_ms + idle_ms` on (`now_ms`) the server ends it, both told
-/// `SessionEnded` (a later send opens a new one). Before that: `Err` with when to look again.
-pub(super) fn idle(
-    urls: &Urls,
-    s: &Session,
-    active_ms: i64,
-    idle_ms: i64,
-    now_ms: i64,
-) -> Result<Decision, i64> {
-    let due = active_ms.saturating_add(idle_ms);
-    if now_ms < due {
-        return Err(due);
-    }
-    let mut s = s.clone();
-    s.ended = true;
-    let outbox = end_for_all(urls, &mut s, "the ad hoc chat was idle", None);
-    Ok(Decision { session: s, outbox })
 }
 
 /// Where session `s` lives on the OMA 2012 face for `to`: under `oneToOne/{peer}` or under
@@ -950,7 +931,9 @@ impl Chat {
             let mine = state.adhoc_sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
-                state.adhoc_active.insert(sid.clone(), now_ms().into());
+                if let Some(active) = state.active.get(&sid) {
+                    active.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                }
                 return Ok(AdHoc::Open(sid));
             }
             may_open(&state)
@@ -972,7 +955,7 @@ impl Chat {
                 self.settings.limits.sessions_per_user,
             )
             .map_err(|r| r.into_api(String::new))?;
-            state.adhoc_active.insert(sid.clone(), now_ms().into());
+            // Active from now on (`State::active`, set by the session's entry).
             let opened = self.apply(&mut state, d);
             let sent = first(&mut state, &sid);
             (sid, opened, sent)
@@ -1032,13 +1015,14 @@ impl Chat {
         });
     }
 
-    /// [`Chat::adhoc_timer`] for a session restored at `restored_ms`, whose idle clock starts
-    /// at the restart (it lives in memory): moved back first to its last stored message when
-    /// that is older and nothing touched the clock meanwhile (a message since wins). Before,
-    /// every restart started the idle time again, so restarts more frequent than it (rolling
-    /// upgrades, failovers) kept an ad hoc chat open for ever (the upgrade review). A session
-    /// without messages (opened by an `isComposing`) stays idle from the restart. A read that
-    /// fails leaves the restart as the clock.
+    /// [`Chat::adhoc_timer`] for a session restored at `restored_ms`, whose idle clock
+    /// (`State::active`) starts at its last stored change (`Session::changed_ms`), or at the
+    /// restart when its record has none (format 8 and older): moved to its last stored
+    /// message first, later than the change (a message does not rewrite the session), or
+    /// back from the restart when nothing touched the clock meanwhile (a message since wins).
+    /// Before, every restart started the idle time again, so restarts more frequent than it
+    /// (rolling upgrades, failovers) kept an ad hoc chat open for ever (the upgrade review). A
+    /// read that fails leaves the clock as restored.
     pub(super) fn adhoc_timer_restored(self: &Arc<Self>, sid: String, restored_ms: i64) {
         let chat = Arc::clone(self);
         tokio::spawn(async move {
@@ -1048,9 +1032,10 @@ impl Chat {
                 && (1..restored_ms).contains(&last)
             {
                 let state = chat.read_state();
-                if let Some(active) = state.adhoc_active.get(&sid) {
+                if let Some(active) = state.active.get(&sid) {
                     let relaxed = std::sync::atomic::Ordering::Relaxed;
                     let _ = active.compare_exchange(restored_ms, last, relaxed, relaxed);
+                    active.fetch_max(last, relaxed);
                 }
             }
             chat.adhoc_timer(sid);
@@ -1062,16 +1047,21 @@ impl Chat {
     fn adhoc_idle(&self, sid: &str) -> Option<i64> {
         let mut state = self.write_state();
         let active = state
-            .adhoc_active
+            .active
             .get(sid)?
             .load(std::sync::atomic::Ordering::Relaxed);
         let idle_ms = i64::try_from(self.settings.adhoc_idle.as_millis()).unwrap_or(i64::MAX);
-        // Gone, or no longer ad hoc (extended to a group): nothing left to watch.
-        let Some(s) = state.sessions.get(sid).filter(|s| s.adhoc) else {
-            state.adhoc_active.remove(sid);
-            return None;
-        };
-        match idle(&self.urls, s, active, idle_ms, now_ms()) {
+        // Gone, or no longer ad hoc (extended to a group, the idle sweeper's now): nothing
+        // left to watch.
+        let s = state.sessions.get(sid).filter(|s| s.adhoc)?;
+        match idle(
+            &self.urls,
+            s,
+            active,
+            idle_ms,
+            now_ms(),
+            "the ad hoc chat was idle",
+        ) {
             Err(due) => Some(due),
             Ok(d) => {
                 // Nobody waits: the timer made this change.
@@ -2180,8 +2170,11 @@ mod tests {
     fn an_idle_adhoc_chat_ends_for_both() {
         let u = urls();
         let s = adhoc_fixture("sess-3");
-        assert!(matches!(idle(&u, &s, 1_000, 500, 1_499), Err(1_500)));
-        let d = idle(&u, &s, 1_000, 500, 1_500).expect("ended");
+        assert!(matches!(
+            idle(&u, &s, 1_000, 500, 1_499, "idle"),
+            Err(1_500)
+        ));
+        let d = idle(&u, &s, 1_000, 500, 1_500, "idle").expect("ended");
         assert!(d.session.ended);
         let mut t = told(&d.outbox);
         t.sort();

@@ -617,6 +617,14 @@ struct StoredSession {
     adhoc: bool,
     #[serde(rename = "ended")]
     ended: bool,
+    /// Format 9: when the last decision changed it, Unix ms; absent (every session earlier
+    /// versions wrote): not known.
+    #[serde(
+        rename = "changed_ms",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    changed_ms: Option<i64>,
 }
 
 impl From<&Session> for StoredSession {
@@ -643,6 +651,7 @@ impl From<&Session> for StoredSession {
             group: s.group,
             adhoc: s.adhoc,
             ended: s.ended,
+            changed_ms: s.changed_ms,
         }
     }
 }
@@ -671,6 +680,7 @@ impl From<StoredSession> for Session {
             group: s.group,
             adhoc: s.adhoc,
             ended: s.ended,
+            changed_ms: s.changed_ms,
         }
     }
 }
@@ -1578,10 +1588,17 @@ mod tests {
             group: true,
             adhoc: true,
             ended: false,
+            changed_ms: Some(1_764_900_000_123),
         };
         let back = decode_session(&encode_session(&s)).unwrap();
         assert_eq!(encode_session(&back), encode_session(&s));
         assert!(back.adhoc);
+        assert_eq!(back.changed_ms, s.changed_ms);
+        // Format 8 and older wrote none: read as unknown.
+        let older = String::from_utf8(encode_session(&s))
+            .unwrap()
+            .replace(",\"changed_ms\":1764900000123", "");
+        assert_eq!(decode_session(older.as_bytes()).unwrap().changed_ms, None);
         for (a, b) in back.participants.iter().zip(&s.participants) {
             assert_eq!((a.invitation, a.status), (b.invitation, b.status));
         }

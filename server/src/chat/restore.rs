@@ -73,18 +73,26 @@ impl Chat {
         }
         // Timers: what was pending before the restart fires as if the server had stayed up.
         let invitations = pending_invitations(state.sessions.values());
-        // Ad hoc sessions: idle from the restart on, until their timer reads the time of
-        // their last stored message (`Chat::adhoc_timer_restored`).
+        // Sessions are idle from their last stored change on (`Session::changed_ms`, set as
+        // they were put in), or from the restart when their record has none (format 8 and
+        // older); an ad hoc one's timer reads the time of its last stored message first
+        // (`Chat::adhoc_timer_restored`), the idle sweeper any other's when it looks idle.
+        let now = crate::store::now_ms();
+        let unknown: Vec<String> = state
+            .sessions
+            .values()
+            .filter(|s| s.changed_ms.is_none())
+            .map(|s| s.id.clone())
+            .collect();
+        for sid in unknown {
+            state.active.insert(sid, now.into());
+        }
         let adhoc: Vec<String> = state
             .sessions
             .values()
             .filter(|s| s.adhoc)
             .map(|s| s.id.clone())
             .collect();
-        let now = crate::store::now_ms();
-        for sid in &adhoc {
-            state.adhoc_active.insert(sid.clone(), now.into());
-        }
         let expiries: Vec<(String, i64)> = state
             .subscriptions
             .values()
@@ -124,6 +132,7 @@ impl Chat {
         for id in channels {
             self.channel_timer(id);
         }
+        self.idle_sweeper();
         tracing::info!(
             sessions = counts.0,
             subscriptions = counts.1,

@@ -493,6 +493,7 @@ fn start(
         participants,
         adhoc: false,
         ended: false,
+        changed_ms: None,
     };
     let mut outbox: Vec<_> = session
         .participants
@@ -734,6 +735,30 @@ pub(super) fn end_if_deserted(urls: &Urls, s: &mut Session) -> Outbox {
             (a, n)
         })
         .collect()
+}
+
+/// The rule on a session's idle time: `s` was last active (a message, a decision) at
+/// `active_ms`; from `active_ms + idle_ms` on (`now_ms`) the server ends it for all
+/// ([`end_for_all`]: whoever joined it told `SessionEnded` with `why`, pending invitees
+/// `SessionCancelled`). Before that: `Err` with when to look again. An OMA 2012 ad hoc chat
+/// with `NETAPI_CHAT_ADHOC_IDLE_SECS` (a later send opens a new one), any other session with
+/// `NETAPI_CHAT_SESSION_IDLE_SECS` (`Chat::idle_sweeper`).
+pub(super) fn idle(
+    urls: &Urls,
+    s: &Session,
+    active_ms: i64,
+    idle_ms: i64,
+    now_ms: i64,
+    why: &str,
+) -> Result<Decision, i64> {
+    let due = active_ms.saturating_add(idle_ms);
+    if now_ms < due {
+        return Err(due);
+    }
+    let mut s = s.clone();
+    s.ended = true;
+    let outbox = end_for_all(urls, &mut s, why, None);
+    Ok(Decision { session: s, outbox })
 }
 
 /// Ends a session for everyone in it or who could re-join it, except `by` (who is told

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 /// Everything the server knows, behind one read-write lock (see [`super::Chat`]): a change
 /// of a session, a subscription or a channel record (and an `isComposing`, for its rate log)
 /// writes it; reads, a message sent or confirmed, and a channel's polls only read it, with
-/// the few fields they advance ([`State::ids`], [`State::adhoc_active`],
+/// the few fields they advance ([`State::ids`], [`State::active`],
 /// `Channel::expires_at_ms`) atomic.
 #[derive(Default)]
 pub struct State {
@@ -47,11 +47,14 @@ pub struct State {
     pub channels: HashMap<String, Channel>,
     /// Channel ids per user address, in creation order (at most the per-user channel limit).
     pub user_channels: HashMap<String, Vec<String>>,
-    /// When each open ad hoc session (`Session::adhoc`) last carried a message, Unix ms: its
-    /// idle timer ends it once this is older than the idle time. One entry per open ad hoc
-    /// session (removed when the session is released); not stored (a restart counts from
-    /// the restart). Atomic: a send moves it under the read lock.
-    pub adhoc_active: HashMap<String, AtomicI64>,
+    /// When each session was last active, Unix ms: its last message or decision. An ad hoc
+    /// session's idle timer ends it once this is older than `NETAPI_CHAT_ADHOC_IDLE_SECS`,
+    /// the idle sweeper any other once it is older than `NETAPI_CHAT_SESSION_IDLE_SECS`
+    /// (`Chat::idle_sweeper`). One entry per session held, kept by [`State::put_session`] and
+    /// [`State::take_session`]; not stored as such (a session's record keeps its last
+    /// decision's time, [`Session::changed_ms`], and its messages theirs). Atomic: a send
+    /// moves it under the read lock.
+    pub active: HashMap<String, AtomicI64>,
     /// Channel id by its `callbackURL` (keyed by `channels::callback_key`, so any spelling
     /// RFC 3986 makes equal finds it): how a subscription's `notifyURL` is recognised as a
     /// channel before the callback policy would look at it.
@@ -257,6 +260,15 @@ impl State {
                 .or_insert_with(|| s.id.clone());
         }
         self.tally.count(&s, true);
+        let at = s.changed_ms.unwrap_or_else(crate::store::now_ms);
+        match self.active.get(&s.id) {
+            Some(active) => {
+                active.fetch_max(at, Ordering::Relaxed);
+            }
+            None => {
+                self.active.insert(s.id.clone(), at.into());
+            }
+        }
         self.sessions.insert(s.id.clone(), s);
     }
 
@@ -265,6 +277,7 @@ impl State {
     /// The one way a session leaves the state.
     pub fn take_session(&mut self, sid: &str) -> Option<Session> {
         let s = self.sessions.remove(sid)?;
+        self.active.remove(sid);
         self.tally.count(&s, false);
         for p in &s.participants {
             if let Some(ids) = self.user_sessions.get_mut(&p.address) {
@@ -517,6 +530,10 @@ pub struct Session {
     /// invited, and ends it once idle (`oma2012`). At most one is open per pair.
     pub adhoc: bool,
     pub ended: bool,
+    /// When the last decision changed it (Unix ms; `Chat::apply` sets it, and it is stored):
+    /// where its idle time counts from after a restart. `None` for a session a data
+    /// directory of format 8 or older holds, until its next change.
+    pub changed_ms: Option<i64>,
 }
 
 impl Session {

@@ -64,6 +64,7 @@ pub(super) fn session(group: bool, others: &[(&str, ParticipantStatus, Invitatio
         group,
         adhoc: false,
         ended: false,
+        changed_ms: None,
     }
 }
 

@@ -1,4 +1,6 @@
-//! Deadlines: invitation timeouts (seed 7.1.7 c) and subscription expiry.
+//! Deadlines: invitation timeouts (seed 7.1.7 c), subscription expiry, and the end of idle
+//! sessions ([`Chat::idle_sweeper`]: one task for every session but ad hoc ones, which have a
+//! timer each, `oma2012`).
 //!
 //! A timer is a tokio task that sleeps until an absolute deadline (Unix ms, stored with the record
 //! it belongs to) and then calls the core; it holds only a `Weak<Chat>`, so a timer never keeps the
@@ -16,7 +18,84 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
+/// How often the idle sweeper looks for idle sessions: a quarter of the idle time (so a
+/// session ends at most a quarter late), at least every minute, at most ten times a second.
+pub fn sweep_period(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
 impl Chat {
+    /// Starts the task that ends every session (but ad hoc ones) idle for
+    /// `NETAPI_CHAT_SESSION_IDLE_SECS`: no message and no decision for that long
+    /// (`State::active`, `sessions::idle`). Without it a session nobody uses stayed for good
+    /// (a group whose invitations timed out, its originator still `Connected`), holding its
+    /// place under `NETAPI_CHAT_MAX_SESSIONS` with nothing to free it. One task walking the
+    /// sessions each [`sweep_period`] (a read of each session's clock) instead of a timer
+    /// per session.
+    pub(super) fn idle_sweeper(self: &Arc<Self>) {
+        let chat = Arc::downgrade(self);
+        let period = sweep_period(self.settings.session_idle);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(chat) = chat.upgrade() else { return };
+                chat.end_idle_sessions().await;
+            }
+        });
+    }
+
+    /// One round of the idle sweeper: the sessions whose clock says idle are looked at one at
+    /// a time, the time of the last stored message first (a message sent before a restart is
+    /// not in the clock, which starts at the session's last stored change; a store that does
+    /// not answer leaves the session for the next round), then under the lock ended if still
+    /// idle.
+    async fn end_idle_sessions(self: &Arc<Self>) {
+        let idle_ms = i64::try_from(self.settings.session_idle.as_millis()).unwrap_or(i64::MAX);
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let now = now_ms();
+        let idle: Vec<String> = {
+            let state = self.read_state();
+            state
+                .sessions
+                .values()
+                .filter(|s| !s.adhoc && !s.ended)
+                .filter(|s| {
+                    state
+                        .active
+                        .get(&s.id)
+                        .is_some_and(|a| now >= a.load(relaxed).saturating_add(idle_ms))
+                })
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        for sid in idle {
+            let s = sid.clone();
+            match self.read(move |b| b.last_message_ms(&s)).await {
+                // Not known now (the store does not answer): looked at again next round.
+                Err(_) => continue,
+                Ok(Some(last)) => {
+                    if let Some(active) = self.read_state().active.get(&sid) {
+                        active.fetch_max(last, relaxed);
+                    }
+                }
+                Ok(None) => {}
+            }
+            let mut state = self.write_state();
+            let Some(s) = state.sessions.get(&sid).filter(|s| !s.adhoc && !s.ended) else {
+                continue;
+            };
+            let active = state.active.get(&sid).map_or(now, |a| a.load(relaxed));
+            let why = format!(
+                "nothing happened in it for {} s",
+                self.settings.session_idle.as_secs_f64()
+            );
+            if let Ok(d) = super::sessions::idle(&self.urls, s, active, idle_ms, now_ms(), &why) {
+                // Nobody waits: the sweeper made this change.
+                drop(self.apply(&mut state, d));
+            }
+        }
+    }
+
     /// Starts the expiry task of subscription `id`, due at `at_ms` (`Chat::expiry_due` decides
     /// when it wakes), in place of the one it had: one task per subscription at most.
     pub(super) fn expiry_timer(self: &Arc<Self>, id: String, at_ms: i64) {
@@ -101,4 +180,25 @@ pub(super) fn next_invitation_seq() -> u64 {
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let base = *BASE.get_or_init(|| u64::try_from(now_ms()).unwrap_or(0) << 16);
     base + SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweeper_looks_four_times_an_idle_time_within_bounds() {
+        assert_eq!(
+            sweep_period(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_millis(10)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_secs(604_800)),
+            Duration::from_secs(60)
+        );
+    }
 }

@@ -57,7 +57,12 @@ use serde_json::Value;
 ///   (`true`; absent: a session of another kind, as every record version 7 wrote reads).
 ///   Nothing version 7 wrote changes; the bump keeps a version-7 binary from starting on a
 ///   directory whose ad hoc sessions it would take for confirmed ones (and never end).
-pub const CURRENT: u32 = 8;
+/// - 9: a session record may carry `changed_ms` (Unix ms of the last decision that changed it:
+///   a start, an invitation, an answer, a time-out, a leave), from which the server ends a
+///   session idle for `NETAPI_CHAT_SESSION_IDLE_SECS` across restarts (absent: every record
+///   version 8 wrote; such a session's idle time counts from the restart, or its last stored
+///   message, until its next change). Nothing version 8 wrote changes.
+pub const CURRENT: u32 = 9;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
 /// step to it changes the layout (a column), which the backend does when it runs
@@ -134,6 +139,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 7,
         what: "sessions may be OMA 2012 ad hoc chats (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 8,
+        what: "sessions may carry the time of their last change (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },
