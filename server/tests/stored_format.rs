@@ -215,6 +215,21 @@ async fn a_data_dir_written_by_format_v3_opens_and_works() {
                 .collect()
         })
         .expect("messages");
+    // Every session the restart found got the time of its last change (format 9), written
+    // at that first start: its idle time counts from there across later restarts.
+    let sessions: Vec<String> = db
+        .prepare("SELECT value FROM records WHERE kind = 'session'")
+        .and_then(|mut q| {
+            q.query_map([], |r| r.get::<_, Vec<u8>>(0))?
+                .map(|r| r.map(|v| String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        })
+        .expect("sessions");
+    assert!(!sessions.is_empty());
+    for value in &sessions {
+        let v: serde_json::Value = serde_json::from_str(value).expect("JSON");
+        assert!(v["changed_ms"].as_i64().is_some_and(|t| t > 0), "{value}");
+    }
     drop(db);
     // The fixture's two messages got the time their `date_time` names; the two sent after
     // the upgrade (one of them ad hoc) their own (taken just after their `date_time`, which

@@ -135,9 +135,10 @@ pub struct JwtVerifier {
 /// [`VERIFIED_ENTRY_BYTES`]: under 5 MiB).
 pub const VERIFIED_CAP: usize = 4096;
 
-/// Most bytes of addresses and ids a principal [`Verified`] keeps may hold: a token whose user
-/// claim lists more (a few dozen addresses) is verified again each time instead. A token of
-/// an 8 KiB header could list some 700, 35 KiB as held: cached 4,096 times, 140 MiB.
+/// Most bytes a principal [`Verified`] keeps may hold (its addresses, each with its `String`,
+/// and its ids): a token whose user claim lists more (a few dozen addresses) is verified again
+/// each time instead. A token of an 8 KiB header could list some 700, 35 KiB as held: cached
+/// 4,096 times, 140 MiB.
 pub const VERIFIED_ENTRY_BYTES: usize = 1024;
 
 /// Tokens a verifier accepted recently, so that a token presented again (each request of an
@@ -199,8 +200,10 @@ impl Verified {
     /// over [`VERIFIED_ENTRY_BYTES`].
     fn put(&self, key: [u8; 32], accepted: Accepted, now: u64, leeway: u64) {
         let p = &accepted.principal;
-        let held =
-            p.users.iter().map(String::len).sum::<usize>() + p.subject.len() + p.token_id.len();
+        let string = std::mem::size_of::<String>();
+        let held = p.users.iter().map(|u| string + u.len()).sum::<usize>()
+            + p.subject.len()
+            + p.token_id.len();
         if held > VERIFIED_ENTRY_BYTES {
             return;
         }

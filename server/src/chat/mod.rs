@@ -215,7 +215,7 @@ pub struct Settings {
     /// How long an invitation waits for an answer.
     pub invitation_timeout: Duration,
     /// How long an OMA 2012 ad hoc chat stays open without a message before the server ends
-    /// it (`oma2012::idle`).
+    /// it (`sessions::idle`, `Chat::adhoc_timer`).
     pub adhoc_idle: Duration,
     /// How long any other session stays open without a message or a decision before the
     /// server ends it (`Chat::idle_sweeper`).

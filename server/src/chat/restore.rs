@@ -41,8 +41,29 @@ impl Chat {
             }
             self.store.submit_detached(change.batch);
         }
-        for s in live.sessions {
+        // A session whose record has no change time (format 8 and older) gets the restart's,
+        // written back once, so that its idle time counts from here across later restarts
+        // too; left unwritten, each restart would start it again, and one more often than the
+        // idle time kept a session nobody uses for ever.
+        let now = crate::store::now_ms();
+        let mut stamped = Change::default();
+        for mut s in live.sessions {
+            if s.changed_ms.is_none() {
+                s.changed_ms = Some(now);
+                stamped.put_session(&s);
+            }
             state.put_session(s);
+        }
+        if !stamped.batch.puts.is_empty() {
+            self.store.submit_detached(stamped.batch);
+        }
+        // A message older than the retention period is purged, so the idle sweeper cannot
+        // tell it: a session may have carried one up to then, and is given that much.
+        let retention =
+            i64::try_from(self.settings.limits.sent_bytes.1.as_millis()).unwrap_or(i64::MAX);
+        let floor = now.saturating_sub(retention);
+        for active in state.active.values() {
+            active.fetch_max(floor, std::sync::atomic::Ordering::Relaxed);
         }
         // Channels first: a subscription whose notifyURL is a channel's callbackURL is
         // attached to that channel.
@@ -74,19 +95,9 @@ impl Chat {
         // Timers: what was pending before the restart fires as if the server had stayed up.
         let invitations = pending_invitations(state.sessions.values());
         // Sessions are idle from their last stored change on (`Session::changed_ms`, set as
-        // they were put in), or from the restart when their record has none (format 8 and
-        // older); an ad hoc one's timer reads the time of its last stored message first
-        // (`Chat::adhoc_timer_restored`), the idle sweeper any other's when it looks idle.
-        let now = crate::store::now_ms();
-        let unknown: Vec<String> = state
-            .sessions
-            .values()
-            .filter(|s| s.changed_ms.is_none())
-            .map(|s| s.id.clone())
-            .collect();
-        for sid in unknown {
-            state.active.insert(sid, now.into());
-        }
+        // they were put in above); an ad hoc one's timer reads the time of its last stored
+        // message first (`Chat::adhoc_timer_restored`), the idle sweeper any other's when it
+        // looks idle.
         let adhoc: Vec<String> = state
             .sessions
             .values()

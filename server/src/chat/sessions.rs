@@ -612,7 +612,8 @@ fn extend(
     }
     s.group = true;
     // An OMA 2012 ad hoc chat extended (on the seed face) becomes an ordinary group chat: no
-    // longer the pair's ad hoc chat, under `group/`, not ended by the server when idle.
+    // longer the pair's ad hoc chat, under `group/`, ended when idle as any other session
+    // (`NETAPI_CHAT_SESSION_IDLE_SECS`, not the ad hoc chat's idle time).
     s.adhoc = false;
     let mut outbox: Outbox = new
         .iter()

@@ -22,7 +22,8 @@ pub struct State {
     /// Subscription ids per user address, so a notification finds its callbacks at once.
     pub user_subscriptions: HashMap<String, Vec<String>>,
     /// Sessions by id. Put in and taken out only by [`State::put_session`] and
-    /// [`State::take_session`], which keep `user_sessions` and `tally` with it.
+    /// [`State::take_session`], which keep `user_sessions`, `user_adhoc`, `correlated`,
+    /// `active` and `tally` with it.
     pub sessions: HashMap<String, Session>,
     /// Session ids per user address, with and by the session's `seq` (creation order): a
     /// listing's page is a range of it, and a session leaves it in one step.
@@ -230,12 +231,19 @@ impl State {
 
     /// Puts session `s` in, in place of the one with its id if any: a participant new to it
     /// finds it in its per-user index (participants are only ever appended, so the new ones
-    /// are those past the old roster's length), and the [`Tally`] moves from the old session
-    /// to the new one. The one way a session enters the state.
+    /// are those past the old roster's length), an ad hoc chat extended to a group leaves the
+    /// ad hoc index, the [`Tally`] moves from the old session to the new one, and its clock
+    /// ([`State::active`]) moves to its change (an ad hoc chat's only at its opening: it is
+    /// idle from its last message). The one way a session enters the state.
     pub fn put_session(&mut self, s: Session) {
         let known = match self.sessions.get(&s.id) {
             Some(old) => {
                 self.tally.count(old, false);
+                if old.adhoc && !s.adhoc {
+                    for p in &old.participants {
+                        unindex(&mut self.user_adhoc, &p.address, &s.id);
+                    }
+                }
                 old.participants.len()
             }
             None => 0,
@@ -262,9 +270,10 @@ impl State {
         self.tally.count(&s, true);
         let at = s.changed_ms.unwrap_or_else(crate::store::now_ms);
         match self.active.get(&s.id) {
-            Some(active) => {
+            Some(active) if !s.adhoc => {
                 active.fetch_max(at, Ordering::Relaxed);
             }
+            Some(_) => {}
             None => {
                 self.active.insert(s.id.clone(), at.into());
             }
@@ -286,9 +295,9 @@ impl State {
                     self.user_sessions.remove(&p.address);
                 }
             }
-            if s.adhoc {
-                unindex(&mut self.user_adhoc, &p.address, sid);
-            }
+            // Whatever it is now: the index holds ad hoc chats, which an extension turns into
+            // groups (`put_session` takes those out too).
+            unindex(&mut self.user_adhoc, &p.address, sid);
         }
         if let Some(c) = &s.client_correlator {
             let key = (s.originator.clone(), c.clone());
@@ -721,10 +730,16 @@ mod tests {
             (vec!["s-3".to_owned()], vec!["s-3".to_owned()])
         );
         assert!(adhoc(&state, C).is_empty());
+        // Extended to a group: no longer an ad hoc chat, out of the ad hoc index.
+        let mut grown = state.sessions["s-3"].clone();
+        grown.adhoc = false;
+        state.put_session(grown);
+        assert!(adhoc(&state, A).is_empty() && adhoc(&state, B).is_empty());
+        assert_eq!(listed(&state, B, None), ["s-3", "s-7", "s-9"]);
         state.take_session("s-3");
         state.take_session("s-7");
         assert_eq!(listed(&state, B, None), ["s-9"]);
-        assert!(adhoc(&state, A).is_empty() && adhoc(&state, B).is_empty());
+        assert!(state.user_adhoc.is_empty());
     }
 
     /// A start raises the notification counter to the clock's floor and never lowers it: a

@@ -24,6 +24,13 @@ pub fn sweep_period(idle: Duration) -> Duration {
     (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
 
+/// Whether the idle sweeper looks at session `s`: not an ad hoc chat (its own timer does), not
+/// one ended, and not one waiting for an answer to an invitation (its time-out, a change,
+/// comes first: a session is not idle while someone is asked to join it).
+fn sweeps(s: &super::state::Session) -> bool {
+    !s.adhoc && !s.ended && !s.participants.iter().any(|p| p.invitation.is_pending())
+}
+
 impl Chat {
     /// Starts the task that ends every session (but ad hoc ones) idle for
     /// `NETAPI_CHAT_SESSION_IDLE_SECS`: no message and no decision for that long
@@ -39,6 +46,9 @@ impl Chat {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(chat) = chat.upgrade() else { return };
+                if chat.is_stopping() {
+                    return;
+                }
                 chat.end_idle_sessions().await;
             }
         });
@@ -58,7 +68,7 @@ impl Chat {
             state
                 .sessions
                 .values()
-                .filter(|s| !s.adhoc && !s.ended)
+                .filter(|s| sweeps(s))
                 .filter(|s| {
                     state
                         .active
@@ -81,7 +91,7 @@ impl Chat {
                 Ok(None) => {}
             }
             let mut state = self.write_state();
-            let Some(s) = state.sessions.get(&sid).filter(|s| !s.adhoc && !s.ended) else {
+            let Some(s) = state.sessions.get(&sid).filter(|s| sweeps(s)) else {
                 continue;
             };
             let active = state.active.get(&sid).map_or(now, |a| a.load(relaxed));
@@ -185,6 +195,29 @@ pub(super) fn next_invitation_seq() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Not an ad hoc chat, an ended session, or one with an invitation waiting for an answer.
+    #[test]
+    fn the_sweeper_looks_at_sessions_nobody_is_asked_to_join() {
+        use super::super::state::Invitation;
+        use super::super::testkit::{B, C, pending, session};
+        use netapi_chat_api::ParticipantStatus::{Connected, Invited};
+        let open = session(true, &[(B, Connected, Invitation::Accepted)]);
+        assert!(sweeps(&open));
+        let asking = session(
+            true,
+            &[
+                (B, Connected, Invitation::Accepted),
+                (C, Invited, pending(2)),
+            ],
+        );
+        assert!(!sweeps(&asking));
+        let mut adhoc = open.clone();
+        adhoc.adhoc = true;
+        let mut ended = open.clone();
+        ended.ended = true;
+        assert!(!sweeps(&adhoc) && !sweeps(&ended));
+    }
 
     #[test]
     fn the_sweeper_looks_four_times_an_idle_time_within_bounds() {

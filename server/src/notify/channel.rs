@@ -216,31 +216,35 @@ impl Mailbox {
     /// outbox; the caller buries them. An acknowledgement naming one of them later finds
     /// nothing to forget: it stays a dead letter (a redelivery hands it again, same id).
     fn withdraw(&self, shared: &Arc<Shared>) -> Vec<Delivery> {
-        self.take_of(shared)
-            .into_iter()
-            .map(|h| h.delivery)
-            .collect()
-    }
-
-    /// Takes out everything of the subscription of `shared`, handed first, each in its order.
-    fn take_of(&self, shared: &Arc<Shared>) -> Vec<Held> {
         let mut inner = self.lock();
         let Inner {
             pending, handed, ..
         } = &mut *inner;
         take_where(handed, pending, |h| Arc::ptr_eq(&h.shared, shared))
+            .into_iter()
+            .map(|h| h.delivery)
+            .collect()
     }
 
     /// The feed of the subscription of `shared` ended (it was deleted, or it expired and its
-    /// minute is up): what the mailbox still holds of it will never be handed, so it leaves
-    /// now, off the subscription's backlog and the server's delivery totals, as a poll
-    /// passing over it would drop it ([`take_wanted`]). Left for a poll, it stayed for as long
+    /// minute is up): what waits of it in the mailbox will never be handed, so it leaves now,
+    /// off the subscription's backlog and the server's delivery totals, as a poll passing
+    /// over it would drop it ([`take_wanted`]). What a poll or socket was handed stays until
+    /// acknowledged (its client has it: an acknowledgement still records it delivered) or put
+    /// back, at most one answer. Left for a poll, it stayed for as long
     /// as nobody polled (a channel's lifetime is refreshed without a poll), counted against
     /// the server's delivery budget: a client deleting and making again a subscription of a
     /// channel it never polled pinned the whole budget, and every other backlog over its
     /// shrunken share was disabled.
     fn let_go(&self, shared: &Arc<Shared>) {
-        self.acknowledge(self.take_of(shared), Acked::Unwanted);
+        let gone: Vec<Held> = {
+            let mut inner = self.lock();
+            let mut handed = Vec::new();
+            take_where(&mut handed, &mut inner.pending, |h| {
+                Arc::ptr_eq(&h.shared, shared)
+            })
+        };
+        self.acknowledge(gone, Acked::Unwanted);
     }
 
     /// A socket takes the channel over, in one step under the lock: what an earlier socket was

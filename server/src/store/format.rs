@@ -60,8 +60,11 @@ use serde_json::Value;
 /// - 9: a session record may carry `changed_ms` (Unix ms of the last decision that changed it:
 ///   a start, an invitation, an answer, a time-out, a leave), from which the server ends a
 ///   session idle for `NETAPI_CHAT_SESSION_IDLE_SECS` across restarts (absent: every record
-///   version 8 wrote; such a session's idle time counts from the restart, or its last stored
-///   message, until its next change). Nothing version 8 wrote changes.
+///   version 8 wrote; the first start of this version writes the start's time into each, so
+///   their idle time counts from there, or from a later stored message). Nothing version 8
+///   wrote changes; the bump keeps a version-8 binary from rewriting sessions without it
+///   (their idle time would start again at each restart, and a session nobody uses could
+///   outlive its idle time for good).
 pub const CURRENT: u32 = 9;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the

@@ -203,19 +203,27 @@ pub fn xsd_validate(doc: &str) {
         .find(|(n, _, _)| *n == ns)
         .unwrap_or_else(|| panic!("no XSD for namespace {ns:?}"));
     let xsd = workspace().join("generated/xsd").join(file);
-    let tmp =
-        std::env::temp_dir().join(format!("netapi-chat-{}.xml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&tmp, doc).expect("write temp xml");
-    let out = Command::new("xmllint")
+    // The document on standard input: no file left behind by a test that is killed.
+    let mut child = Command::new("xmllint")
         .arg("--noout")
         .arg("--schema")
         .arg(&xsd)
-        .arg(&tmp)
-        .output()
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect(
             "xmllint is needed for XSD validation (Debian: libxml2-utils; .ci/run installs it)",
         );
-    let _ = std::fs::remove_file(&tmp);
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("xmllint's stdin");
+        stdin
+            .write_all(doc.as_bytes())
+            .expect("the document to xmllint");
+    }
+    let out = child.wait_with_output().expect("xmllint ran");
     assert!(
         out.status.success(),
         "XML not valid against {}:\n{}\n{doc}",
