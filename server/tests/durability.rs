@@ -560,6 +560,66 @@ async fn gone_for_good(status: u16, reason: &str) {
     assert_eq!(send_empty("GET", &url, Format::Json).await.status, 404);
 }
 
+/// A subscription delivery disabled is deleted once it has been disabled for the retention
+/// period (here 2 s; its dead letters are purged after as long): it answers `404` and leaves
+/// the listing, while the user's active subscription stays. Before, it stayed until its owner
+/// deleted it, holding a place under `NETAPI_CHAT_MAX_SUBSCRIPTIONS` for ever once its
+/// application was gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_disabled_for_the_retention_period_is_deleted() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETENTION", "2s"),
+        ("NETAPI_CHAT_PURGE_INTERVAL_MS", "100"),
+    ]);
+    let (la, lb, lb2) = (
+        Listener::start().await,
+        Listener::start().await,
+        Listener::start().await,
+    );
+    subscribe(&srv, A, &la, Format::Json, None).await;
+    let gone = subscribe(&srv, B, &lb, Format::Xml, None).await;
+    let kept = subscribe(&srv, B, &lb2, Format::Json, None).await;
+    lb.set_status(410);
+    chat::start_session(&srv, A, &session_doc(&[B], None)).await;
+    let (gone_url, kept_url) = (
+        gone.resource_url.unwrap_or_default(),
+        kept.resource_url.unwrap_or_default(),
+    );
+    within(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        async || {
+            let got: ChatSubscription = send_empty("GET", &gone_url, Format::Json).await.decode();
+            match got.subscription_status {
+                Some(SubscriptionStatus::Disabled) => Ok(()),
+                _ => Err(format!("not disabled: {got:?}")),
+            }
+        },
+    )
+    .await;
+    let disabled_at = Instant::now();
+    within(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || match send_empty("GET", &gone_url, Format::Json).await.status {
+            404 => Ok(()),
+            status => Err(format!("still there ({status})")),
+        },
+    )
+    .await;
+    assert!(
+        disabled_at.elapsed() >= Duration::from_millis(1500),
+        "deleted {:?} after it was disabled",
+        disabled_at.elapsed()
+    );
+    let list = send_empty("GET", &srv.urls().subscriptions(B), Format::Json).await;
+    assert_eq!(list.status, 200);
+    assert!(!list.body.contains(&gone_url), "{}", list.body);
+    assert!(list.body.contains(&kept_url), "{}", list.body);
+    let kept: ChatSubscription = send_empty("GET", &kept_url, Format::Json).await.decode();
+    assert_eq!(kept.subscription_status, Some(SubscriptionStatus::Active));
+}
+
 #[tokio::test]
 async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
     let srv = Server::default_for_tests();

@@ -309,10 +309,16 @@ async fn dead_letters_are_kept_for_the_retention_then_purged() {
     let sub_id = last_segment(sub.resource_url.as_deref().expect("resourceURL"));
     let list_url = s.urls().dead_letters(BOB, &sub_id);
     chat::start_session(&s, ALICE, &docs::session("retained", &[BOB])).await;
+    let start = Instant::now();
     let count = |format: Format| {
         let url = list_url.clone();
         async move {
             let a = send_empty("GET", &url, format).await;
+            // The subscription was disabled as its notification was buried: once disabled for
+            // the retention too, it is deleted, dead letters and all.
+            if a.status == 404 && start.elapsed() >= Duration::from_secs(3) {
+                return 0;
+            }
             assert_eq!(a.status, 200, "{}", a.body);
             if format == Format::Xml {
                 support::xsd_validate(&a.body);

@@ -1,6 +1,7 @@
-//! Deadlines: invitation timeouts (seed 7.1.7 c), subscription expiry, and the end of idle
+//! Deadlines: invitation timeouts (seed 7.1.7 c), subscription expiry, the end of idle
 //! sessions ([`Chat::idle_sweeper`]: one task for every session but ad hoc ones, which have a
-//! timer each, `oma2012`).
+//! timer each, `oma2012`), and, in the same task, the deletion of subscriptions disabled for
+//! the retention period.
 //!
 //! A timer is a tokio task that sleeps until an absolute deadline (Unix ms, stored with the record
 //! it belongs to) and then calls the core; it holds only a `Weak<Chat>`, so a timer never keeps the
@@ -31,6 +32,14 @@ fn sweeps(s: &super::state::Session) -> bool {
     !s.adhoc && !s.ended && !s.participants.iter().any(|p| p.invitation.is_pending())
 }
 
+/// Whether subscription `rec` was disabled by delivery longer than `retention_ms` before
+/// `now_ms`: its dead letters are purged by then, and nothing is left of it to redeliver.
+fn lapsed_disabled(rec: &super::state::SubscriptionRecord, retention_ms: i64, now_ms: i64) -> bool {
+    rec.disabled
+        .as_ref()
+        .is_some_and(|d| now_ms >= d.at_ms.saturating_add(retention_ms))
+}
+
 impl Chat {
     /// Starts the task that ends every session (but ad hoc ones) idle for
     /// `NETAPI_CHAT_SESSION_IDLE_SECS`: no message and no decision for that long
@@ -39,9 +48,12 @@ impl Chat {
     /// place under `NETAPI_CHAT_MAX_SESSIONS` with nothing to free it. One task walking the
     /// sessions each [`sweep_period`] (a read of each session's clock) instead of a timer
     /// per session.
+    ///
+    /// The same task deletes subscriptions delivery disabled longer ago than the retention
+    /// period ([`Chat::forget_lapsed_disabled`]).
     pub(super) fn idle_sweeper(self: &Arc<Self>) {
         let chat = Arc::downgrade(self);
-        let period = sweep_period(self.settings.session_idle);
+        let period = sweep_period(self.settings.session_idle).min(sweep_period(self.retention()));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
@@ -50,8 +62,62 @@ impl Chat {
                     return;
                 }
                 chat.end_idle_sessions().await;
+                chat.forget_lapsed_disabled();
             }
         });
+    }
+
+    /// The retention period (`NETAPI_CHAT_RETENTION`): how long a message, and a dead letter
+    /// after it was given up, is kept.
+    pub(super) fn retention(&self) -> Duration {
+        self.settings.limits.sent_bytes.1
+    }
+
+    /// Deletes every subscription delivery disabled for longer than the retention period
+    /// ([`lapsed_disabled`]), with what is left of its dead letters (none: they are purged
+    /// after as long), in one change. Before, a disabled subscription stayed until its owner
+    /// deleted it, or until its owner at the per-user limit made a new one: an application
+    /// gone for good left its subscriptions holding places under
+    /// `NETAPI_CHAT_MAX_SUBSCRIPTIONS` for ever.
+    fn forget_lapsed_disabled(&self) {
+        let retention_ms = i64::try_from(self.retention().as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let lapsed: Vec<String> = self
+            .read_state()
+            .subscriptions
+            .values()
+            .filter(|s| lapsed_disabled(&s.rec, retention_ms, now))
+            .map(|s| s.rec.id.clone())
+            .collect();
+        if lapsed.is_empty() {
+            return;
+        }
+        let mut state = self.write_state();
+        let mut change = super::Change::default();
+        for id in lapsed {
+            // Enabled again meanwhile (a redelivery): kept.
+            if !state
+                .subscriptions
+                .get(&id)
+                .is_some_and(|s| lapsed_disabled(&s.rec, retention_ms, now))
+            {
+                continue;
+            }
+            if let Some(sub) = super::subscriptions::remove_subscription(&mut state, &id) {
+                sub.queue.cancel();
+                tracing::info!(
+                    user = %crate::logsafe::Escaped(&sub.rec.user),
+                    subscription = %crate::logsafe::Escaped(&id),
+                    "a subscription disabled for the retention period was deleted"
+                );
+            }
+            change
+                .batch
+                .deletes
+                .push((crate::store::Kind::Subscription, id));
+        }
+        // Nobody waits: the sweeper made this change.
+        drop(self.submit(&mut state, change));
     }
 
     /// One round of the idle sweeper: the sessions whose clock says idle are looked at one at
@@ -217,6 +283,22 @@ mod tests {
         let mut ended = open.clone();
         ended.ended = true;
         assert!(!sweeps(&adhoc) && !sweeps(&ended));
+    }
+
+    /// A disabled subscription is forgotten once disabled for the retention period; an
+    /// active one never.
+    #[test]
+    fn a_subscription_disabled_for_the_retention_period_lapses() {
+        use super::super::state::Disabled;
+        let mut rec = super::super::testkit::subscription("sub-1", super::super::testkit::A, 1);
+        assert!(!lapsed_disabled(&rec, 1_000, i64::MAX));
+        rec.disabled = Some(Disabled {
+            reason: "410".into(),
+            at_ms: 5_000,
+        });
+        assert!(!lapsed_disabled(&rec, 1_000, 5_999));
+        assert!(lapsed_disabled(&rec, 1_000, 6_000));
+        assert!(!lapsed_disabled(&rec, i64::MAX, i64::MAX - 1));
     }
 
     #[test]
