@@ -2281,7 +2281,6 @@ async fn a_graceful_stop_closes_a_socket_waiting_for_an_acknowledgement() {
 /// runtime's tasks to an operator.
 #[tokio::test]
 async fn a_deleted_channel_leaves_no_task_behind() {
-    const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
     let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
     let tasks = async || support::metric(&s.base, METRICS_TOKEN, "netapi_chat_runtime_tasks").await;
     let before = tasks().await;
@@ -2307,22 +2306,27 @@ async fn a_deleted_channel_leaves_no_task_behind() {
     );
 }
 
+/// Opens `/metrics` on the servers that set it (`NETAPI_CHAT_METRICS_TOKEN`).
+const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
+
+/// `netapi_chat_notifications_held_bytes` of `s` (started with [`METRICS_TOKEN`]).
+async fn held_bytes(s: &Server) -> f64 {
+    support::metric(
+        &s.base,
+        METRICS_TOKEN,
+        "netapi_chat_notifications_held_bytes",
+    )
+    .await
+}
+
 /// What a channel holds when it goes (deleted, or expired, with notifications nobody polled)
 /// leaves the server's delivery totals with it: `netapi_chat_notifications_held_bytes` comes
 /// back to 0. Before, those bytes stayed counted for good, and enough of them pushed the
 /// total past the delivery budget, so that healthy subscriptions were disabled.
 #[tokio::test]
 async fn what_a_deleted_channel_held_leaves_the_delivery_totals() {
-    const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
     let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
-    let held = async || {
-        support::metric(
-            &s.base,
-            METRICS_TOKEN,
-            "netapi_chat_notifications_held_bytes",
-        )
-        .await
-    };
+    let held = async || held_bytes(&s).await;
     let ch = create_channel(&s, B, Format::Json, None, None).await;
     subscribe(&s, B, &ch, "held").await;
     for n in 0..3 {
@@ -2344,16 +2348,8 @@ async fn what_a_deleted_channel_held_leaves_the_delivery_totals() {
 /// and every other backlog over its shrunken share was disabled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_deleted_subscription_left_in_a_channel_leaves_the_delivery_totals() {
-    const METRICS_TOKEN: &str = "channels-metrics-token-0123456789abcdef";
     let s = server(&[("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN)]);
-    let held = async || {
-        support::metric(
-            &s.base,
-            METRICS_TOKEN,
-            "netapi_chat_notifications_held_bytes",
-        )
-        .await
-    };
+    let held = async || held_bytes(&s).await;
     let ch = create_channel(&s, B, Format::Json, None, None).await;
     let sub = subscribe(&s, B, &ch, "first").await;
     for n in 0..3 {

@@ -253,14 +253,7 @@ async fn a_dead_receivers_backlog_stops_at_the_byte_cap() {
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG_BYTES", "6000"),
     ]);
-    let lb = Listener::start().await;
-    let sub = subscribe(&srv, B, &lb, Format::Json).await;
-    let sid = session(&srv, &[B], true).await;
-    // What the session's set-up sends B is delivered before the receiver dies.
-    lb.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    lb.set_status(500);
-    let url = sub.resource_url.unwrap_or_default();
+    let (_lb, url, sid) = receiver_that_dies(&srv, Format::Json).await;
     let pad = "x".repeat(1000);
     let (got, sent) = send_until_disabled(&srv, &sid, &url, &format!(" {pad}")).await;
     assert!(
@@ -297,13 +290,7 @@ async fn dead_letters_are_paged_by_bytes_each_listed_once() {
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
         ("NETAPI_CHAT_DELIVERY_BACKLOG", "200"),
     ]);
-    let lb = Listener::start().await;
-    let sub = subscribe(&srv, B, &lb, Format::Json).await;
-    let sid = session(&srv, &[B], true).await;
-    lb.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    lb.set_status(500);
-    let url = sub.resource_url.unwrap_or_default();
+    let (_lb, url, sid) = receiver_that_dies(&srv, Format::Json).await;
     let pad = "x".repeat(4000);
     send_until_disabled(&srv, &sid, &url, &format!(" {pad}")).await;
     let list_url = format!("{url}/deadLetters");
@@ -837,6 +824,19 @@ fn dead_messages(list: &DeadLetterList) -> Vec<(String, String)> {
         .collect()
 }
 
+/// B subscribed in `format` at a new listener, in a session with A, the listener answering
+/// `500` from once what the session's set-up sent B was delivered: the listener, the
+/// subscription's URL and the session's id.
+async fn receiver_that_dies(srv: &Server, format: Format) -> (Listener, String, String) {
+    let lb = Listener::start().await;
+    let sub = subscribe(srv, B, &lb, format).await;
+    let sid = session(srv, &[B], true).await;
+    lb.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lb.set_status(500);
+    (lb, sub.resource_url.unwrap_or_default(), sid)
+}
+
 /// Sends messages (`m0`, `m1`, … each followed by `tail`) into session `sid` until the
 /// subscription at `url` reads as disabled, within 20 s; returns it as read then, and how many
 /// were sent.
@@ -1052,13 +1052,7 @@ async fn a_redelivery_survives_a_restart() {
         ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "200ms"),
     ];
     let srv = Server::start(&env);
-    let lb = Listener::start().await;
-    let sub = subscribe(&srv, B, &lb, Format::Json).await;
-    let sid = session(&srv, &[B], true).await;
-    lb.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    lb.set_status(500);
-    let url = sub.resource_url.clone().unwrap_or_default();
+    let (lb, url, sid) = receiver_that_dies(&srv, Format::Json).await;
     send_until_disabled(&srv, &sid, &url, "").await;
     let list_url = format!("{url}/deadLetters");
     let dead = dead_messages(&dead_letters(&list_url, 3).await);
