@@ -986,7 +986,12 @@ pub trait ChatService: Send + Sync + 'static {
     /// who had joined it (the originator included) has left and nobody is still invited:
     /// with the last to leave, every participant who could have re-joined is told
     /// `SessionEnded`, and it is gone (`404`, a re-join included). Until then one left alone
-    /// in it gets `409 SVC0001` for a message (see `sendMessage`). The status is read
+    /// in it gets `409 SVC0001` for a message (see `sendMessage`). **Decision (idle):** the
+    /// server ends a session nobody uses, with no message and no change of a participant's
+    /// status for the idle time (`NETAPI_CHAT_SESSION_IDLE_SECS`, 7 days by default; an OMA
+    /// 2012 ad hoc chat: `NETAPI_CHAT_ADHOC_IDLE_SECS`, 10 minutes, without a message), not
+    /// while an invitation waits for an answer: everyone who joined it is told
+    /// `SessionEnded`, and it is gone. The status is read
     /// case-insensitively, surrounding blanks ignored (`connected`, as the seed's figures
     /// write it), and always answered as the enum spells it.
     ///
@@ -2115,7 +2120,12 @@ pub trait ChatApi {
     /// who had joined it (the originator included) has left and nobody is still invited:
     /// with the last to leave, every participant who could have re-joined is told
     /// `SessionEnded`, and it is gone (`404`, a re-join included). Until then one left alone
-    /// in it gets `409 SVC0001` for a message (see `sendMessage`). The status is read
+    /// in it gets `409 SVC0001` for a message (see `sendMessage`). **Decision (idle):** the
+    /// server ends a session nobody uses, with no message and no change of a participant's
+    /// status for the idle time (`NETAPI_CHAT_SESSION_IDLE_SECS`, 7 days by default; an OMA
+    /// 2012 ad hoc chat: `NETAPI_CHAT_ADHOC_IDLE_SECS`, 10 minutes, without a message), not
+    /// while an invitation waits for an answer: everyone who joined it is told
+    /// `SessionEnded`, and it is gone. The status is read
     /// case-insensitively, surrounding blanks ignored (`connected`, as the seed's figures
     /// write it), and always answered as the enum spells it.
     ///
