@@ -150,8 +150,10 @@ impl Chat {
         let mut change = Change::default();
         change.put_message(sid, &message, Some(now_ms()));
         // A session is idle from its last message or decision on (`sessions::idle`).
-        if let Some(active) = state.active.get(sid) {
-            active.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        if let Some(clock) = state.active.get(sid) {
+            clock
+                .at
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         }
         self.notify(state, &mut change, outbox);
         Ok((

@@ -931,8 +931,10 @@ impl Chat {
             let mine = state.adhoc_sessions_of(user);
             if let Some(s) = adhoc_with(mine, user, other) {
                 let sid = s.id.clone();
-                if let Some(active) = state.active.get(&sid) {
-                    active.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                if let Some(clock) = state.active.get(&sid) {
+                    clock
+                        .at
+                        .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
                 }
                 return Ok(AdHoc::Open(sid));
             }
@@ -1032,10 +1034,12 @@ impl Chat {
                 && (1..restored_ms).contains(&last)
             {
                 let state = chat.read_state();
-                if let Some(active) = state.active.get(&sid) {
+                if let Some(clock) = state.active.get(&sid) {
                     let relaxed = std::sync::atomic::Ordering::Relaxed;
-                    let _ = active.compare_exchange(restored_ms, last, relaxed, relaxed);
-                    active.fetch_max(last, relaxed);
+                    let _ = clock
+                        .at
+                        .compare_exchange(restored_ms, last, relaxed, relaxed);
+                    clock.at.fetch_max(last, relaxed);
                 }
             }
             chat.adhoc_timer(sid);
@@ -1049,6 +1053,7 @@ impl Chat {
         let active = state
             .active
             .get(sid)?
+            .at
             .load(std::sync::atomic::Ordering::Relaxed);
         let idle_ms = i64::try_from(self.settings.adhoc_idle.as_millis()).unwrap_or(i64::MAX);
         // Gone, or no longer ad hoc (extended to a group, the idle sweeper's now): nothing

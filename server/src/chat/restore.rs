@@ -62,8 +62,14 @@ impl Chat {
         let retention =
             i64::try_from(self.settings.limits.sent_bytes.1.as_millis()).unwrap_or(i64::MAX);
         let floor = now.saturating_sub(retention);
-        for active in state.active.values() {
-            active.fetch_max(floor, std::sync::atomic::Ordering::Relaxed);
+        let held: Vec<String> = state.active.keys().cloned().collect();
+        for sid in held {
+            if let Some(clock) = state.active.get(&sid) {
+                clock
+                    .at
+                    .fetch_max(floor, std::sync::atomic::Ordering::Relaxed);
+            }
+            state.refile(&sid);
         }
         // Channels first: a subscription whose notifyURL is a channel's callbackURL is
         // attached to that channel.

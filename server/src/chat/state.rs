@@ -55,7 +55,13 @@ pub struct State {
     /// [`State::take_session`]; not stored as such (a session's record keeps its last
     /// decision's time, [`Session::changed_ms`], and its messages theirs). Atomic: a send
     /// moves it under the read lock.
-    pub active: HashMap<String, AtomicI64>,
+    pub active: HashMap<String, Clock>,
+    /// Every session held by the time its [`Clock`] is filed under (`Clock::filed`), so that
+    /// the idle sweeper reads only the sessions whose filed time is the idle time behind
+    /// ([`State::filed_before`]) instead of every session's clock each round (40 ms under the
+    /// read lock for 100,000 sessions). Kept by [`State::put_session`],
+    /// [`State::take_session`] and [`State::refile`].
+    idle_order: BTreeSet<(i64, String)>,
     /// Channel id by its `callbackURL` (keyed by `channels::callback_key`, so any spelling
     /// RFC 3986 makes equal finds it): how a subscription's `notifyURL` is recognised as a
     /// channel before the callback policy would look at it.
@@ -270,15 +276,24 @@ impl State {
         self.tally.count(&s, true);
         let at = s.changed_ms.unwrap_or_else(crate::store::now_ms);
         match self.active.get(&s.id) {
-            Some(active) if !s.adhoc => {
-                active.fetch_max(at, Ordering::Relaxed);
+            Some(clock) if !s.adhoc => {
+                clock.at.fetch_max(at, Ordering::Relaxed);
             }
             Some(_) => {}
             None => {
-                self.active.insert(s.id.clone(), at.into());
+                self.active.insert(
+                    s.id.clone(),
+                    Clock {
+                        at: at.into(),
+                        filed: at,
+                    },
+                );
+                self.idle_order.insert((at, s.id.clone()));
             }
         }
+        let id = s.id.clone();
         self.sessions.insert(s.id.clone(), s);
+        self.refile(&id);
     }
 
     /// Takes session `sid` out, with its entries in the per-user index (a user left with no
@@ -286,7 +301,9 @@ impl State {
     /// The one way a session leaves the state.
     pub fn take_session(&mut self, sid: &str) -> Option<Session> {
         let s = self.sessions.remove(sid)?;
-        self.active.remove(sid);
+        if let Some(clock) = self.active.remove(sid) {
+            self.idle_order.remove(&(clock.filed, s.id.clone()));
+        }
         self.tally.count(&s, false);
         for p in &s.participants {
             if let Some(ids) = self.user_sessions.get_mut(&p.address) {
@@ -306,6 +323,29 @@ impl State {
             }
         }
         Some(s)
+    }
+
+    /// Files session `sid` under its clock's time now (`Clock::at`), when that moved since it
+    /// was filed: a change of it, or a message the idle sweeper saw.
+    pub fn refile(&mut self, sid: &str) {
+        let Some(clock) = self.active.get_mut(sid) else {
+            return;
+        };
+        let at = clock.at.load(Ordering::Relaxed);
+        if at != clock.filed {
+            self.idle_order.remove(&(clock.filed, sid.to_owned()));
+            self.idle_order.insert((at, sid.to_owned()));
+            clock.filed = at;
+        }
+    }
+
+    /// The sessions filed under a time at or before `cutoff_ms` ([`State::idle_order`]),
+    /// oldest first: those the idle sweeper may find idle (their clock may have moved since).
+    pub fn filed_before(&self, cutoff_ms: i64) -> impl Iterator<Item = &str> + '_ {
+        let to = cutoff_ms.saturating_add(1);
+        self.idle_order
+            .range(..(to, String::new()))
+            .map(|(_, sid)| sid.as_str())
     }
 
     /// Unanswered invitations `inviter` sent, per invitee (none: `None`), in sessions not
@@ -395,6 +435,16 @@ pub fn unindex(index: &mut HashMap<String, Vec<String>>, owner: &str, id: &str) 
             index.remove(owner);
         }
     }
+}
+
+/// When a session was last active ([`State::active`]), and the time [`State::idle_order`]
+/// files it under.
+pub struct Clock {
+    /// Its last message or decision, Unix ms. Atomic: a send moves it under the read lock.
+    pub at: AtomicI64,
+    /// The time it is filed under: `at` as of its last change or the idle sweeper's last look
+    /// (never later than `at`); moved only under the write lock ([`State::refile`]).
+    filed: i64,
 }
 
 /// One chat notification subscription: the persisted record and its delivery queue.
@@ -685,6 +735,7 @@ mod tests {
         assert!(state.tally.sent.is_empty());
         assert!(state.user_sessions.is_empty());
         assert!(state.user_adhoc.is_empty() && state.correlated.is_empty());
+        assert!(state.active.is_empty() && state.idle_order.is_empty());
     }
 
     /// A user's sessions are listed in creation order whatever the order it joined them (an
