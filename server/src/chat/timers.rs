@@ -83,19 +83,33 @@ impl Chat {
     /// per session.
     ///
     /// The same task deletes subscriptions delivery disabled longer ago than the retention
-    /// period ([`Chat::forget_lapsed_disabled`]).
+    /// period ([`Chat::forget_lapsed_disabled`]), each quarter of it, at least every hour.
     pub(super) fn idle_sweeper(self: &Arc<Self>) {
         let chat = Arc::downgrade(self);
-        let period = sweep_period(self.settings.session_idle).min(sweep_period(self.retention()));
+        let sessions_every = sweep_period(self.settings.session_idle);
+        // A walk of every subscription (a field read each, a few ms for 100,000 under the
+        // read lock): at most once an hour, a quarter of the retention period at most late.
+        let subscriptions_every =
+            (self.retention() / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
         tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let (mut sessions_at, mut subscriptions_at) =
+                (start + sessions_every, start + subscriptions_every);
             loop {
-                tokio::time::sleep(period).await;
+                tokio::time::sleep_until(sessions_at.min(subscriptions_at)).await;
                 let Some(chat) = chat.upgrade() else { return };
                 if chat.is_stopping() {
                     return;
                 }
-                chat.end_idle_sessions().await;
-                chat.forget_lapsed_disabled();
+                let now = tokio::time::Instant::now();
+                if now >= sessions_at {
+                    chat.end_idle_sessions().await;
+                    sessions_at = now + sessions_every;
+                }
+                if now >= subscriptions_at {
+                    chat.forget_lapsed_disabled();
+                    subscriptions_at = now + subscriptions_every;
+                }
             }
         });
     }
