@@ -23,7 +23,7 @@ pub struct State {
     pub user_subscriptions: HashMap<String, Vec<String>>,
     /// Sessions by id. Put in and taken out only by [`State::put_session`] and
     /// [`State::take_session`], which keep `user_sessions`, `user_adhoc`, `correlated`,
-    /// `active` and `tally` with it.
+    /// `active`, `idle_order` and `tally` with it.
     pub sessions: HashMap<String, Session>,
     /// Session ids per user address, with and by the session's `seq` (creation order): a
     /// listing's page is a range of it, and a session leaves it in one step.
@@ -53,13 +53,13 @@ pub struct State {
     /// the idle sweeper any other once it is older than `NETAPI_CHAT_SESSION_IDLE_SECS`
     /// (`Chat::idle_sweeper`). One entry per session held, kept by [`State::put_session`] and
     /// [`State::take_session`]; not stored as such (a session's record keeps its last
-    /// decision's time, [`Session::changed_ms`], and its messages theirs). Atomic: a send
-    /// moves it under the read lock.
+    /// decision's time, [`Session::changed_ms`], and its messages theirs). A send moves it
+    /// under the read lock ([`Clock::at`]).
     pub active: HashMap<String, Clock>,
     /// Every session held by the time its [`Clock`] is filed under (`Clock::filed`), so that
     /// the idle sweeper reads only the sessions whose filed time is the idle time behind
-    /// ([`State::filed_before`]) instead of every session's clock each round (40 ms under the
-    /// read lock for 100,000 sessions). Kept by [`State::put_session`],
+    /// ([`State::filed_before`]) instead of every session's clock each round (about 30 ms
+    /// under the read lock for 100,000 sessions; `timers::idle_sweep_cost`). Kept by [`State::put_session`],
     /// [`State::take_session`] and [`State::refile`].
     idle_order: BTreeSet<(i64, String)>,
     /// Channel id by its `callbackURL` (keyed by `channels::callback_key`, so any spelling
