@@ -153,7 +153,7 @@ impl Chat {
         if let Some(clock) = state.active.get(sid) {
             clock
                 .at
-                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                .fetch_max(now_ms(), std::sync::atomic::Ordering::Relaxed);
         }
         self.notify(state, &mut change, outbox);
         Ok((

@@ -57,20 +57,6 @@ impl Chat {
         if !stamped.batch.puts.is_empty() {
             self.store.submit_detached(stamped.batch);
         }
-        // A message older than the retention period is purged, so the idle sweeper cannot
-        // tell it: a session may have carried one up to then, and is given that much.
-        let retention =
-            i64::try_from(self.settings.limits.sent_bytes.1.as_millis()).unwrap_or(i64::MAX);
-        let floor = now.saturating_sub(retention);
-        let held: Vec<String> = state.active.keys().cloned().collect();
-        for sid in held {
-            if let Some(clock) = state.active.get(&sid) {
-                clock
-                    .at
-                    .fetch_max(floor, std::sync::atomic::Ordering::Relaxed);
-            }
-            state.refile(&sid);
-        }
         // Channels first: a subscription whose notifyURL is a channel's callbackURL is
         // attached to that channel.
         let channels: Vec<String> = live.channels.iter().map(|c| c.id.clone()).collect();

@@ -328,10 +328,18 @@ impl State {
     /// Files session `sid` under its clock's time now (`Clock::at`), when that moved since it
     /// was filed: a change of it, or a message the idle sweeper saw.
     pub fn refile(&mut self, sid: &str) {
+        self.refile_not_before(sid, i64::MIN);
+    }
+
+    /// [`State::refile`], but under `not_before` at the earliest: for a session the idle
+    /// sweeper may not end now (an ad hoc chat, a session with an invitation waiting), which
+    /// a change files again once it may ([`State::put_session`]); left under an old time,
+    /// every round would read it again.
+    pub fn refile_not_before(&mut self, sid: &str, not_before: i64) {
         let Some(clock) = self.active.get_mut(sid) else {
             return;
         };
-        let at = clock.at.load(Ordering::Relaxed);
+        let at = clock.at.load(Ordering::Relaxed).max(not_before);
         if at != clock.filed {
             self.idle_order.remove(&(clock.filed, sid.to_owned()));
             self.idle_order.insert((at, sid.to_owned()));
@@ -442,8 +450,10 @@ pub fn unindex(index: &mut HashMap<String, Vec<String>>, owner: &str, id: &str) 
 pub struct Clock {
     /// Its last message or decision, Unix ms. Atomic: a send moves it under the read lock.
     pub at: AtomicI64,
-    /// The time it is filed under: `at` as of its last change or the idle sweeper's last look
-    /// (never later than `at`); moved only under the write lock ([`State::refile`]).
+    /// The time it is filed under: `at` as of its last change or the idle sweeper's last look,
+    /// or later for a session the sweeper may not end now ([`State::refile_not_before`]);
+    /// moved only under the write lock. (An ad hoc chat restored from an older format has
+    /// `at` moved back to its last message after it was filed: its own timer ends it.)
     filed: i64,
 }
 

@@ -35,10 +35,10 @@ fn sweeps(s: &super::state::Session) -> bool {
 
 /// What the idle sweeper finds among the sessions filed under a time `idle_ms` or more before
 /// `now_ms` ([`State::filed_before`]): those it looks at ([`sweeps`]) whose clock is that far
-/// behind too (`candidates`), and the others (`refile`: their clock moved since, by a
-/// message, or they are not for the sweeper now), filed again under their clock so that
-/// the next rounds pass them by. Each session is read about once an idle period, not each
-/// round.
+/// behind too (`candidates`), and the others, filed again so that the next rounds pass them
+/// by: under their clock when it moved since, by a message (`refile`), under the round's time
+/// when they are not for the sweeper now (`set_aside`). Each session is read about once an
+/// idle period, not each round.
 fn idle_candidates(state: &State, idle_ms: i64, now_ms: i64) -> Idle {
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     let cutoff = now_ms.saturating_sub(idle_ms);
@@ -48,8 +48,9 @@ fn idle_candidates(state: &State, idle_ms: i64, now_ms: i64) -> Idle {
             .active
             .get(sid)
             .map_or(i64::MAX, |c| c.at.load(relaxed));
-        let swept = state.sessions.get(sid).is_some_and(sweeps);
-        if swept && at <= cutoff {
+        if !state.sessions.get(sid).is_some_and(sweeps) {
+            found.set_aside.push(sid.to_owned());
+        } else if at <= cutoff {
             found.candidates.push(sid.to_owned());
         } else {
             found.refile.push(sid.to_owned());
@@ -61,8 +62,13 @@ fn idle_candidates(state: &State, idle_ms: i64, now_ms: i64) -> Idle {
 /// See [`idle_candidates`].
 #[derive(Debug, Default, PartialEq)]
 struct Idle {
+    /// Idle by their clock: the sweeper reads their last message, then ends them.
     candidates: Vec<String>,
+    /// Active since they were filed: filed again under their clock.
     refile: Vec<String>,
+    /// Not for the sweeper now (ad hoc, an invitation waiting): filed under the round's
+    /// time, until a change files them again.
+    set_aside: Vec<String>,
 }
 
 /// Whether subscription `rec` was disabled by delivery longer than `retention_ms` before
@@ -163,6 +169,9 @@ impl Chat {
                 .deletes
                 .push((crate::store::Kind::Subscription, id));
         }
+        if change.batch.deletes.is_empty() {
+            return;
+        }
         // Nobody waits: the sweeper made this change.
         drop(self.submit(&mut state, change));
     }
@@ -176,11 +185,18 @@ impl Chat {
         let idle_ms = i64::try_from(self.settings.session_idle.as_millis()).unwrap_or(i64::MAX);
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         let now = now_ms();
-        let Idle { candidates, refile } = idle_candidates(&self.read_state(), idle_ms, now);
-        if !refile.is_empty() {
+        let Idle {
+            candidates,
+            refile,
+            set_aside,
+        } = idle_candidates(&self.read_state(), idle_ms, now);
+        if !refile.is_empty() || !set_aside.is_empty() {
             let mut state = self.write_state();
             for sid in &refile {
                 state.refile(sid);
+            }
+            for sid in &set_aside {
+                state.refile_not_before(sid, now);
             }
         }
         for sid in candidates {
@@ -197,7 +213,7 @@ impl Chat {
             }
             let mut state = self.write_state();
             let Some(s) = state.sessions.get(&sid).filter(|s| sweeps(s)) else {
-                state.refile(&sid);
+                state.refile_not_before(&sid, now);
                 continue;
             };
             let active = state.active.get(&sid).map_or(now, |c| c.at.load(relaxed));
@@ -379,6 +395,14 @@ mod tests {
         state.refile("s-new");
         assert_eq!(found(&state, 14_400), Idle::default());
         assert_eq!(found(&state, 24_000).candidates.len(), 2);
+        // Asking someone to join: set aside, and passed by once filed under the round's time.
+        let mut asking = state.sessions["s-old"].clone();
+        asking.participants[1].invitation = super::super::testkit::pending(7);
+        state.put_session(asking);
+        assert_eq!(found(&state, 24_000).set_aside, ["s-old"]);
+        state.refile_not_before("s-old", 24_000);
+        assert_eq!(found(&state, 24_000).candidates, ["s-new"]);
+        assert!(found(&state, 24_000).set_aside.is_empty());
     }
 
     /// The cost of one sweep's walk over 100,000 sessions, none idle (the common round).

@@ -264,12 +264,25 @@ impl Mailbox {
 
     /// A socket of generation `me` is gone without acknowledging what it was handed: that goes
     /// back in front, unless a newer socket has taken over (it did that already, and what is
-    /// handed now is the newer socket's).
+    /// handed now is the newer socket's); what of it will never be handed again (its
+    /// subscription deleted, or expired and its minute up: [`Mailbox::let_go`] ran while it
+    /// was handed) leaves instead, as a poll passing over it would drop it, since no poll
+    /// may come.
     pub fn release(&self, me: u64) {
-        let mut inner = self.lock();
-        if inner.poll == me {
+        let gone = {
+            let mut inner = self.lock();
+            if inner.poll != me {
+                return;
+            }
+            let now = crate::store::now_ms();
+            let (gone, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut inner.handed)
+                .into_iter()
+                .partition(|h| h.shared.skips(now));
+            inner.handed = kept;
             put_back(&mut inner);
-        }
+            gone
+        };
+        self.acknowledge(gone, Acked::Unwanted);
     }
 
     /// The client of a socket acknowledged notification `id`: it leaves the outbox wherever it
