@@ -351,6 +351,22 @@ async fn notifications_come_in_order_at_most_max_a_poll_and_leave_once_acknowled
     }
 }
 
+/// B subscribed at channel `ch`, in a session with A, who sends `n` messages of the longest
+/// text (4,096 characters of 4 bytes each), numbered; waits until they can all have reached
+/// the channel, so that one answer could take them all. The texts, in order.
+async fn longest_messages_waiting(s: &Server, ch: &NotificationChannel, n: usize) -> Vec<String> {
+    subscribe(s, B, ch, "bob-app").await;
+    let sid = chat::connected_session(s, A, &docs::session("big", &[B])).await;
+    let texts: Vec<String> = (0..n)
+        .map(|i| format!("{i:02}{}", "\u{1D11E}".repeat(4_094)))
+        .collect();
+    for t in &texts {
+        chat::send_message(s, A, &sid, &docs::message(t)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    texts
+}
+
 /// A poll answers at most 512 KiB of notifications (as stored; the first always comes),
 /// whatever the channel's `maxNotifications`: 40 messages of 16 KiB of text come in polls of
 /// at most 32, all of them, in order.
@@ -360,17 +376,7 @@ async fn a_poll_answer_is_bounded_in_bytes_too() {
     let f = Format::Json;
     let ch = create_channel(&s, B, f, Some(100), Some(1)).await;
     let url = channel_url(&ch);
-    subscribe(&s, B, &ch, "bob-app").await;
-    let sid = chat::connected_session(&s, A, &docs::session("big", &[B])).await;
-    // 4,096 characters of 4 bytes each: the longest text a message may have.
-    let texts: Vec<String> = (0..40)
-        .map(|i| format!("{i:02}{}", "\u{1D11E}".repeat(4_094)))
-        .collect();
-    for t in &texts {
-        chat::send_message(&s, A, &sid, &docs::message(t)).await;
-    }
-    // Let the notifications all reach the channel first, so that a poll could take them all.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let texts = longest_messages_waiting(&s, &ch, 40).await;
     let mut got = Vec::new();
     loop {
         let list = poll_list(&url, f).await;
@@ -409,17 +415,7 @@ async fn an_oma_socket_frame_is_bounded_in_bytes() {
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
     let ch: NotificationChannel = a.decode();
-    subscribe(&s, B, &ch, "bob-app").await;
-    let sid = chat::connected_session(&s, A, &docs::session("big", &[B])).await;
-    // 4,096 characters of 4 bytes each: the longest text a message may have.
-    let texts: Vec<String> = (0..12)
-        .map(|i| format!("{i:02}{}", "\u{1D11E}".repeat(4_094)))
-        .collect();
-    for t in &texts {
-        chat::send_message(&s, A, &sid, &docs::message(t)).await;
-    }
-    // Let the notifications all reach the channel first, so that a frame could take them all.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let texts = longest_messages_waiting(&s, &ch, 12).await;
     let (mut ws, _) = connect_oma(&channel_url(&ch), Format::Json)
         .await
         .expect("the OMA handshake");

@@ -845,18 +845,13 @@ fn pending_seqs(s: &Session, ending_counts: bool) -> Vec<u64> {
 fn put_or_release(state: &mut State, change: &mut Change, sid: &str) {
     match state.sessions.get(sid) {
         Some(s) if s.ended => {
-            release_session(state, sid);
+            // Out of memory with every index entry (`State::take_session`).
+            state.take_session(sid);
             change.batch.deletes.push((Kind::Session, sid.to_owned()));
         }
         Some(s) => change.put_session(s),
         None => {}
     }
-}
-
-/// Forgets a session in memory: the session and its entries in the per-user index (a user
-/// left with no session loses its entry too, so memory follows live sessions).
-fn release_session(state: &mut State, sid: &str) {
-    state.take_session(sid);
 }
 
 #[cfg(test)]
