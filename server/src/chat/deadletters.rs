@@ -5,14 +5,14 @@
 //! Dead letters are outbox rows with `dead_ms` set (see `notify` and `store::Bury`): at most
 //! the backlog cap of them per subscription, deleted with it. A listing reads one page of them
 //! through the store thread (an index range, never the whole set), a chunk at a time until the
-//! page is full or its bytes reach the page budget ([`to_read`]), so it holds about one page. A redelivery reads them all
-//! (bounded by the same cap: the queue would hold as many), then, in one change under the
-//! lock, re-enables the subscription (record and queue), turns the rows back into undelivered
-//! notifications (`store::Revive`, same ids so same `webhook-id`s) and queues them right
-//! after that commit, in id order (two redeliveries of one subscription take turns). A
-//! disabled subscription gets nothing new, so nothing
-//! created after the request can be queued ahead of them; an active one's queue already holds
-//! what was created before, and they go behind it.
+//! page is full or its bytes reach the page budget ([`to_read`]), so it holds about one page.
+//! A redelivery reads them all (bounded by the same cap: the queue would hold as many), then,
+//! in one change under the lock, re-enables the subscription (record and queue), turns the
+//! rows back into undelivered notifications (`store::Revive`, same ids so same
+//! `webhook-id`s) and queues them right after that commit, in id order (two redeliveries of
+//! one subscription take turns). A disabled subscription gets nothing new, so nothing created
+//! after the request can be queued ahead of them; an active one's queue already holds what
+//! was created before, and they go behind it.
 //!
 //! Rules (plain functions, tested below): [`parse_since`], [`bounds`], [`to_read`], [`entry`].
 
@@ -62,6 +62,33 @@ pub fn bounds(cursor: Option<u64>, since: Option<Since>) -> (Option<u64>, i64) {
         None => (cursor, i64::MIN),
         Some(Since::Time(ms)) => (cursor, ms),
         Some(Since::After(id)) => (Some(cursor.map_or(id, |c| c.max(id))), i64::MIN),
+    }
+}
+
+/// Up to `want` dead letters of `subscription` after `after`, created at or after `since_ms`,
+/// read a few at a time ([`to_read`]) so that a page cut by bytes holds its budget and a
+/// chunk, not `want` bodies (runs on the store thread, in one read, as a page of messages).
+fn page_of_dead_letters(
+    b: &mut dyn crate::store::Backend,
+    subscription: &str,
+    after: Option<u64>,
+    since_ms: i64,
+    want: usize,
+) -> Result<Vec<DeadLetterRow>, crate::store::StoreError> {
+    let mut rows: Vec<DeadLetterRow> = Vec::new();
+    let mut cursor = after;
+    loop {
+        let n = to_read(rows.iter().map(|r| r.body.len()), want, page::PAGE_BYTES);
+        if n == 0 {
+            return Ok(rows);
+        }
+        let chunk = b.dead_letters(subscription, cursor, since_ms, n)?;
+        let exhausted = chunk.len() < n;
+        cursor = chunk.last().map(|r| r.id).or(cursor);
+        rows.extend(chunk);
+        if exhausted {
+            return Ok(rows);
+        }
     }
 }
 
@@ -148,29 +175,12 @@ impl Chat {
         let parsed = since.map(parse_since).transpose()?;
         self.check_owner(user, id)?;
         let (after, since_ms) = bounds(req.after, parsed);
-        // One more than the page: tells whether a next page exists. Read a few at a time, so
-        // that a page cut by bytes holds its budget and a chunk, not `limit` bodies.
+        // One more than the page: tells whether a next page exists.
         let want = req.limit.saturating_add(1);
-        let mut rows: Vec<DeadLetterRow> = Vec::new();
-        let mut cursor = after;
-        loop {
-            let n = to_read(rows.iter().map(|r| r.body.len()), want, page::PAGE_BYTES);
-            if n == 0 {
-                break;
-            }
-            let sub = id.to_owned();
-            let chunk = self
-                .read(move |b| b.dead_letters(&sub, cursor, since_ms, n))
-                .await?;
-            let exhausted = chunk.len() < n;
-            for r in chunk {
-                cursor = Some(r.id);
-                rows.push(r);
-            }
-            if exhausted {
-                break;
-            }
-        }
+        let sub = id.to_owned();
+        let rows = self
+            .read(move |b| page_of_dead_letters(b, &sub, after, since_ms, want))
+            .await?;
         let p = page::within(
             page::page(
                 rows.into_iter().map(|r| (r.id, r)),
