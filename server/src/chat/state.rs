@@ -291,9 +291,8 @@ impl State {
                 self.idle_order.insert((at, s.id.clone()));
             }
         }
-        let id = s.id.clone();
+        self.refile(&s.id);
         self.sessions.insert(s.id.clone(), s);
-        self.refile(&id);
     }
 
     /// Takes session `sid` out, with its entries in the per-user index (a user left with no
