@@ -675,6 +675,86 @@ async fn an_expired_subscription_is_told_once_and_then_receives_nothing() {
     lb.assert_count_stays(1, Duration::from_millis(500)).await;
 }
 
+/// A subscription that expired while its callback was down keeps what it had not delivered,
+/// and its cancellation notice, across a SIGKILL within the minute they are tried for: the
+/// restarted server delivers them once the callback is back, in order (XML, as subscribed),
+/// the notice last; and an expired subscription is still nobody's (`404`). Before, they were
+/// held in memory only (the record and its outbox rows were deleted at the expiry), and any
+/// restart within that minute lost them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_subscriptions_last_notifications_survive_a_crash() {
+    // Quick retries, so the callback is tried again soon after the restart.
+    let retries = [
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,100ms,1h,1h"),
+        ("NETAPI_CHAT_DELIVERY_MAX_BACKOFF", "300ms"),
+    ];
+    let srv = Server::start(&retries);
+    let lb = Listener::start().await;
+    let doc = ChatSubscription {
+        duration: Some(2),
+        ..docs::subscription_to(&lb.url, B, Format::Xml)
+    };
+    let sub = chat::subscribe_with(&srv, B, &doc, Format::Xml).await;
+    let url = sub.resource_url.unwrap_or_default();
+    let sid = connected_session(&srv, &[B]).await;
+    lb.wait_for(1).await;
+    lb.set_down(true);
+    for n in 0..3 {
+        chat::send_message(&srv, A, &sid, &message(&format!("m{n}"), None)).await;
+    }
+    within(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || match send_empty("GET", &url, Format::Json).await.status {
+            404 => Ok(()),
+            s => Err(format!("the subscription still answers {s}")),
+        },
+    )
+    .await;
+    let dir = srv.kill();
+    let before = lb.all().len();
+    lb.set_down(false);
+    let srv = Server::restart(dir, &retries);
+    let got = within(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || {
+            let all = lb.all();
+            match all.last() {
+                Some(r) if r.kind() == "subscriptionCancellationNotification" => Ok(all),
+                _ => Err(format!(
+                    "no cancellation last yet: {:?}",
+                    all.iter().map(|r| r.kind()).collect::<Vec<_>>()
+                )),
+            }
+        },
+    )
+    .await;
+    let after: Vec<&support::Received> = got[before..].iter().collect();
+    assert!(after.iter().all(|r| r.format() == Format::Xml));
+    let texts: Vec<String> = after
+        .iter()
+        .filter(|r| r.kind() == "messageNotification")
+        .map(|r| r.id_and_text().1)
+        .collect();
+    assert_eq!(
+        texts,
+        ["m0", "m1", "m2"],
+        "what it had not delivered, in order"
+    );
+    let notice: SubscriptionCancellationNotification = after[after.len() - 1].decode();
+    assert_eq!(notice.link[0].href, url, "made before the crash");
+    let id = last_segment(&url);
+    let now_at = srv.urls().subscription(B, &id);
+    assert_eq!(
+        send_empty("GET", &now_at, Format::Json).await.status,
+        404,
+        "still nobody's subscription after the restart"
+    );
+    let list = send_empty("GET", &srv.urls().subscriptions(B), Format::Json).await;
+    assert!(!list.body.contains(&id), "{}", list.body);
+}
+
 /// Sends made side by side, in several sessions at once and several at once in each session,
 /// reach the store and the callback in one order per session: a recipient is told of a
 /// session's messages in the order it lists them, and every message is listed and told once;

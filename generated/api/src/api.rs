@@ -726,8 +726,8 @@ pub trait ChatService: Send + Sync + 'static {
     /// grants at most one year (31536000 s) and answers with the duration it granted. When a
     /// subscription expires it is deleted (nothing new is sent to it); the notifications it had not
     /// delivered yet still go to its callback, in order, then a
-    /// `subscriptionCancellationNotification`, for one minute after the expiry (what is left then,
-    /// or across a restart in that minute, is dropped).
+    /// `subscriptionCancellationNotification`, for one minute after the expiry (what is left then
+    /// is dropped; a restart or a takeover within that minute still delivers it).
     /// **Decision (several subscriptions):** a user may hold several subscriptions; each
     /// notification goes to every one of them, up to the server's limit (`403 POL2008`). A
     /// subscription delivery disabled counts until it is deleted, but gives up its place: at
@@ -1761,8 +1761,8 @@ pub trait ChatApi {
     /// grants at most one year (31536000 s) and answers with the duration it granted. When a
     /// subscription expires it is deleted (nothing new is sent to it); the notifications it had not
     /// delivered yet still go to its callback, in order, then a
-    /// `subscriptionCancellationNotification`, for one minute after the expiry (what is left then,
-    /// or across a restart in that minute, is dropped).
+    /// `subscriptionCancellationNotification`, for one minute after the expiry (what is left then
+    /// is dropped; a restart or a takeover within that minute still delivers it).
     /// **Decision (several subscriptions):** a user may hold several subscriptions; each
     /// notification goes to every one of them, up to the server's limit (`403 POL2008`). A
     /// subscription delivery disabled counts until it is deleted, but gives up its place: at

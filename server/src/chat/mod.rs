@@ -293,11 +293,11 @@ pub struct Chat {
     receipts_pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Set when a graceful stop begins ([`Chat::begin_stop`]): every answer says
     /// `Connection: close` ([`Chat::is_stopping`]), and no subscription expires
-    /// here any more. Its cancellation notice goes out from memory only, and this server
-    /// stops delivering before it exits, so a notice made while stopping was lost (the issue
-    /// 14 acceptance check lost it in 4 of 5 rolling restarts under load); the subscription
-    /// stays stored, and the next leader (or this server's restart) expires it at once and
-    /// sends the notice.
+    /// here any more. This server stops delivering before it exits, so a notice made while
+    /// stopping could not go out from here (the issue 14 acceptance check lost it in 4 of 5
+    /// rolling restarts under load, when it was held in memory only); the subscription stays
+    /// stored, and the next leader (or this server's restart) expires it at once and sends the
+    /// notice, with the whole minute to deliver it.
     stopping: std::sync::atomic::AtomicBool,
     /// Each sender's budget of stored message bytes ([`sent_bytes`]).
     sent_bytes: sent_bytes::SentBytes,

@@ -386,6 +386,13 @@ struct StoredSubscription {
     /// Since format 7; absent for the seed face (so every earlier record reads as one).
     #[serde(rename = "face", default, skip_serializing_if = "StoredFace::is_seed")]
     face: StoredFace,
+    /// Since format 10; absent while the subscription has not expired.
+    #[serde(
+        rename = "expired_until_ms",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    expired_until_ms: Option<i64>,
 }
 
 /// The face a subscription was made through (format 7): the profile of its notifications.
@@ -486,6 +493,7 @@ impl From<&SubscriptionRecord> for StoredSubscription {
                 })
                 .collect(),
             face: r.face.into(),
+            expired_until_ms: r.expired_until_ms,
         }
     }
 }
@@ -517,6 +525,7 @@ impl From<StoredSubscription> for SubscriptionRecord {
                 })
                 .collect(),
             face: r.face.into(),
+            expired_until_ms: r.expired_until_ms,
         }
     }
 }
@@ -1639,6 +1648,7 @@ mod tests {
             disabled: None,
             secrets: vec![],
             face: Face::Seed,
+            expired_until_ms: None,
         };
         let bytes = encode_subscription(&sub);
         assert!(!String::from_utf8_lossy(&bytes).contains("callbackData"));
@@ -1756,6 +1766,19 @@ mod tests {
         let bytes = encode_subscription(&oma);
         assert!(String::from_utf8_lossy(&bytes).contains(r#""face":"oma2012""#));
         assert_eq!(decode_subscription(&bytes).unwrap().face, Face::Oma2012);
+        // Format 10: an expired subscription's record says until when its last notifications
+        // go; a live one's says nothing (as every earlier record).
+        assert!(!String::from_utf8_lossy(&bytes).contains("expired_until_ms"));
+        let expired = SubscriptionRecord {
+            expired_until_ms: Some(42),
+            ..oma
+        };
+        let bytes = encode_subscription(&expired);
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""expired_until_ms":42"#));
+        assert_eq!(
+            decode_subscription(&bytes).unwrap().expired_until_ms,
+            Some(42)
+        );
     }
 
     /// A record that does not match its stored type is an error, not a default.

@@ -8,8 +8,9 @@
 use super::records;
 use super::state::{ChannelRecord, Counters, Invitation, Session, SubscriptionRecord};
 use super::{Change, Chat};
-use crate::notify::Delivery;
+use crate::notify::{Delivery, Queue};
 use crate::store::{Kind, Snapshot};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 impl Chat {
@@ -66,14 +67,36 @@ impl Chat {
         for rec in live.subscriptions {
             self.attach_subscription(&mut state, rec);
         }
+        // Expired ones whose last minute is still running deliver what they hold until then,
+        // as if the server had stayed up; the others' time is up: their records go, and the
+        // outbox rows with them (`expired_leftovers`).
+        let (expiring, over) = expired_leftovers(live.expired, now);
+        let mut expiring: HashMap<String, (Queue, i64)> = expiring
+            .into_iter()
+            .map(|(rec, until)| {
+                let queue = self.start_queue(&state, &rec);
+                queue.expire(until);
+                (rec.id, (queue, until))
+            })
+            .collect();
+        let mut dropped: HashMap<String, usize> = HashMap::new();
         let mut resumed = 0usize;
         for e in snapshot.outbox {
-            let Some(sub) = state.subscriptions.get(&e.subscription) else {
-                continue;
+            let queue = match state.subscriptions.get(&e.subscription) {
+                Some(sub) => &sub.queue,
+                None => match expiring.get(&e.subscription) {
+                    Some((queue, _)) => queue,
+                    None => {
+                        if over.contains(&e.subscription) {
+                            *dropped.entry(e.subscription).or_default() += 1;
+                        }
+                        continue;
+                    }
+                },
             };
             let notification = records::decode_notification(&e.body)
                 .map_err(|err| format!("stored notification {} is unreadable: {err}", e.id))?;
-            sub.queue.push(Delivery {
+            queue.push(Delivery {
                 id: e.id,
                 notification,
                 created_ms: e.created_ms,
@@ -83,6 +106,27 @@ impl Chat {
                 best_effort: false,
             });
             resumed += 1;
+        }
+        if !over.is_empty() {
+            for (subscription, dropped) in &dropped {
+                tracing::warn!(
+                    subscription = subscription.as_str(),
+                    dropped,
+                    why = "the server was not running when their minute after the expiry ended",
+                    "an expired subscription's last notifications are dropped undelivered"
+                );
+            }
+            self.store.submit_detached(crate::store::Batch {
+                deletes: over
+                    .into_iter()
+                    .map(|id| (Kind::Subscription, id))
+                    .collect(),
+                ..crate::store::Batch::default()
+            });
+        }
+        // Their handles go: each queue's task ends once it has done with what it holds.
+        for (id, (_, until)) in expiring.drain() {
+            self.expired_record_timer(id, until);
         }
         // Timers: what was pending before the restart fires as if the server had stayed up.
         let invitations = pending_invitations(state.sessions.values());
@@ -146,6 +190,27 @@ impl Chat {
     }
 }
 
+/// The rule of a restart for the subscriptions that had expired (`expired`, each with its
+/// [`SubscriptionRecord::expired_until_ms`]): those whose minute for their last
+/// notifications still runs at `now`, each with its end, to be delivered until then; and the
+/// ids of those whose minute is up, to be deleted with what they still hold.
+fn expired_leftovers(
+    expired: Vec<SubscriptionRecord>,
+    now: i64,
+) -> (Vec<(SubscriptionRecord, i64)>, HashSet<String>) {
+    let mut running = Vec::new();
+    let mut over = HashSet::new();
+    for rec in expired {
+        match rec.expired_until_ms {
+            Some(until) if until > now => running.push((rec, until)),
+            _ => {
+                over.insert(rec.id);
+            }
+        }
+    }
+    (running, over)
+}
+
 /// A stored deadline: an invitation's timeout or a subscription's expiry, due at `at` (Unix ms).
 #[derive(Debug, PartialEq)]
 enum Due {
@@ -205,6 +270,9 @@ struct Live {
     ended: Vec<String>,
     /// Subscriptions, in creation order.
     subscriptions: Vec<SubscriptionRecord>,
+    /// Subscriptions that expired, kept for their last notifications
+    /// ([`SubscriptionRecord::expired_until_ms`]): nobody's any more.
+    expired: Vec<SubscriptionRecord>,
     /// Notification channels, in creation order.
     channels: Vec<ChannelRecord>,
 }
@@ -257,6 +325,10 @@ fn read_records(records: Vec<(Kind, String, Vec<u8>)>) -> Result<Live, String> {
     live.ended = ended.into_iter().map(|s| s.id).collect();
     live.sessions = sessions;
     live.subscriptions.sort_by_key(|s| s.seq);
+    let (expired, subscriptions) = std::mem::take(&mut live.subscriptions)
+        .into_iter()
+        .partition(|s| s.expired_until_ms.is_some());
+    (live.expired, live.subscriptions) = (expired, subscriptions);
     live.channels.sort_by_key(|c| c.seq);
     Ok(live)
 }
@@ -345,6 +417,14 @@ mod tests {
                 "y".into(),
                 records::encode_subscription(&subscription("sub-4", A, 4)),
             ),
+            (
+                Kind::Subscription,
+                "z".into(),
+                records::encode_subscription(&SubscriptionRecord {
+                    expired_until_ms: Some(5_000),
+                    ..subscription("sub-2", A, 2)
+                }),
+            ),
         ];
         let live = read_records(records).unwrap();
         assert_eq!(
@@ -355,13 +435,39 @@ mod tests {
         assert_eq!(ids, ["s-1", "s-3"]);
         assert_eq!(live.ended, ["s-2", "s-4"], "ended, or deserted");
         let subs: Vec<&str> = live.subscriptions.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(subs, ["sub-4", "sub-9"]);
+        assert_eq!(subs, ["sub-4", "sub-9"], "an expired one is nobody's");
+        let expired: Vec<&str> = live.expired.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(expired, ["sub-2"]);
         assert_eq!(
             pending_invitations(live.sessions.iter()),
             [
                 ("s-1".to_owned(), B.to_owned(), 1, 1_000),
                 ("s-3".to_owned(), B.to_owned(), 3, 1_000)
             ]
+        );
+    }
+
+    /// After a restart, an expired subscription whose minute for its last notifications still
+    /// runs delivers until its end; one whose minute is up (at `now` too) is deleted.
+    #[test]
+    fn expired_subscriptions_deliver_until_their_minute_is_up() {
+        let expired = |id: &str, until: i64| SubscriptionRecord {
+            expired_until_ms: Some(until),
+            ..subscription(id, A, 1)
+        };
+        let (running, over) = expired_leftovers(
+            vec![
+                expired("sub-1", 999),
+                expired("sub-2", 1_000),
+                expired("sub-3", 1_001),
+            ],
+            1_000,
+        );
+        let running: Vec<(&str, i64)> = running.iter().map(|(r, t)| (r.id.as_str(), *t)).collect();
+        assert_eq!(running, [("sub-3", 1_001)]);
+        assert_eq!(
+            over,
+            HashSet::from(["sub-1".to_owned(), "sub-2".to_owned()])
         );
     }
 

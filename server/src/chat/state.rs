@@ -499,6 +499,12 @@ pub struct SubscriptionRecord {
     pub secrets: Vec<SigningSecret>,
     /// The face it was made through: the profile of its notifications.
     pub face: Face,
+    /// Set when it expired (stored format 10): until when (Unix ms) its last notifications
+    /// (what it had not delivered yet, then its cancellation notice) are still tried. Such a
+    /// record is nobody's subscription any more (never in [`State::subscriptions`]); it is
+    /// kept, with its outbox rows, only so that a restart or a takeover within that minute
+    /// still delivers them (`Chat::expire_subscription`, `restore`), and deleted after it.
+    pub expired_until_ms: Option<i64>,
 }
 
 /// Most secrets that sign a subscription's notifications at once (the current one and the

@@ -17,14 +17,16 @@ use super::{Change, Chat, MAX_SUBSCRIPTION_SECS, durable, missing};
 use crate::callback_guard::{NOT_ALLOWED, check_url, resolve_checked};
 use crate::logsafe::{Callback, Escaped};
 use crate::notify::{Delivery, Notification, Queue, Target};
-use crate::store::{Kind, now_ms};
+use crate::store::{Kind, OutboxEntry, Progress, now_ms};
 
 /// How long an expired subscription's backlog and then its
 /// `subscriptionCancellationNotification` are tried: a minute, then dropped. They go to a
-/// callback for a subscription that is gone (its record and outbox rows are deleted with it),
-/// so they are not worth the give-up age's retries (a day), for which each expired
-/// subscription's queue and task would stay in memory; a restart in that minute drops them.
-const EXPIRY_NOTICE_WITHIN_MS: i64 = 60_000;
+/// callback for a subscription that is gone, so they are not worth the give-up age's retries
+/// (a day), for which each expired subscription's queue, task and record would stay. Its
+/// record and outbox rows stay for that minute ([`SubscriptionRecord::expired_until_ms`]), so a
+/// restart or a takeover within it still delivers them.
+pub(super) const EXPIRY_NOTICE_WITHIN_MS: i64 = 60_000;
+
 use crate::urls::Urls;
 use netapi_chat_api::{
     CallbackReference, ChatSubscription, ChatSubscriptionList, Created, Link, NotificationFormat,
@@ -57,6 +59,27 @@ impl Chat {
     /// delivery queue: into its channel's mailbox when its callback is a channel's, disabled
     /// when its record says so. The caller arms its expiry (`expiry_timer`).
     pub(super) fn attach_subscription(&self, state: &mut State, rec: SubscriptionRecord) {
+        let queue = self.start_queue(state, &rec);
+        state
+            .user_subscriptions
+            .entry(rec.user.clone())
+            .or_default()
+            .push(rec.id.clone());
+        // The caller starts the expiry task of a subscription that expires (`expiry_timer`).
+        state.subscriptions.insert(
+            rec.id.clone(),
+            Subscription {
+                rec,
+                queue,
+                timer: None,
+            },
+        );
+    }
+
+    /// Starts the delivery queue of subscription `rec` (made, restored, or restored expired):
+    /// into its channel's mailbox when its callback is a channel's, disabled when its record
+    /// says so, telling the OMA 2012 face's delivery reports, signing with its own secrets.
+    pub(super) fn start_queue(&self, state: &State, rec: &SubscriptionRecord) -> Queue {
         let format = match rec.callback.notification_format {
             Some(NotificationFormat::Xml) => Format::Xml,
             _ => Format::Json,
@@ -82,20 +105,7 @@ impl Chat {
             queue.on_delivered(self.delivered_hook(&rec.user));
         }
         queue.set_keys(secrets::keys(&rec.secrets));
-        state
-            .user_subscriptions
-            .entry(rec.user.clone())
-            .or_default()
-            .push(rec.id.clone());
-        // The caller starts the expiry task of a subscription that expires (`expiry_timer`).
-        state.subscriptions.insert(
-            rec.id.clone(),
-            Subscription {
-                rec,
-                queue,
-                timer: None,
-            },
-        );
+        queue
     }
 
     /// Seed 7.1.1: subscribe.
@@ -263,6 +273,7 @@ impl Chat {
                     })
                     .collect(),
                 face,
+                expired_until_ms: None,
             };
             let made = rec.clone();
             change.put(
@@ -289,7 +300,7 @@ impl Chat {
     /// expires ([`Chat::expire_subscription`]) and the task ends (`None`); when it is still
     /// ahead (the wall clock behind the task's timer) the task sleeps on until then (`Some`);
     /// without an expiry, or without the subscription, the task ends.
-    pub(super) fn expiry_due(&self, id: &str) -> Option<i64> {
+    pub(super) fn expiry_due(self: &Arc<Self>, id: &str) -> Option<i64> {
         if self.is_stopping() {
             // Stopping: left to the next leader or the restart (`Chat::stopping`).
             return None;
@@ -309,31 +320,44 @@ impl Chat {
     /// A subscription's `duration` ran out: it is removed and gets nothing new; what it
     /// still holds (committed while it was live) and then a
     /// `subscriptionCancellationNotification` are tried for a minute
-    /// ([`EXPIRY_NOTICE_WITHIN_MS`]), from memory only, and dropped after that.
-    fn expire_subscription(&self, state: &mut State, id: &str) {
-        let Some(sub) = remove_subscription(state, id) else {
+    /// ([`EXPIRY_NOTICE_WITHIN_MS`]) and dropped after that. Its record stays that minute,
+    /// marked expired (nobody's subscription any more), with its outbox rows and the notice's:
+    /// a restart or a takeover within it delivers them (`restore`); then the record goes, and
+    /// its rows with it ([`Chat::expired_record_timer`]).
+    fn expire_subscription(self: &Arc<Self>, state: &mut State, id: &str) {
+        let Some(mut sub) = remove_subscription(state, id) else {
             return;
         };
         let until = now_ms().saturating_add(EXPIRY_NOTICE_WITHIN_MS);
         sub.queue.expire(until);
         let notification = expiry_notice(&self.urls, &sub.rec);
+        sub.rec.expired_until_ms = Some(until);
         let mut change = Change::default();
-        change
-            .batch
-            .deletes
-            .push((Kind::Subscription, id.to_owned()));
-        // The cancellation goes out from memory only: the subscription's record (and so its
-        // outbox) is gone once this commits.
-        // Not in the outbox: no bytes counted against the backlog. Tried for
-        // `EXPIRY_NOTICE_WITHIN_MS` only: a callback that does not take it then is not retried
-        // for the give-up age (`NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`, about 27 h by default) for
-        // a subscription that is gone, which kept each expired subscription's queue in memory
-        // that long.
+        change.put(
+            Kind::Subscription,
+            id.to_owned(),
+            records::encode_subscription(&sub.rec),
+        );
+        // Stored, but no bytes counted against the backlog: the queue keeps an expired
+        // subscription's notice when its leftovers give way to a full budget, and dropping it
+        // would free nothing. Tried for `EXPIRY_NOTICE_WITHIN_MS` only: a callback that does
+        // not take it then is not retried for the give-up age
+        // (`NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`, about 27 h by default) for a subscription that
+        // is gone, which kept each expired subscription's queue in memory that long.
+        let body = records::encode_notification(&notification);
         let mut notice = Delivery::new(0, notification, 0);
         notice.deadline_ms = Some(until);
-        change.new_notification(sub.queue.clone(), notice, None);
+        let entry = OutboxEntry {
+            id: 0,
+            subscription: id.to_owned(),
+            body,
+            created_ms: notice.created_ms,
+            progress: Progress::default(),
+        };
+        change.new_notification(sub.queue.clone(), notice, Some(entry));
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(state, change));
+        self.expired_record_timer(id.to_owned(), until);
     }
 
     /// Delivery disabled the subscription (`410 Gone`, failing past the give-up age, backlog

@@ -85,6 +85,7 @@ pub(super) fn subscription(id: &str, user: &str, seq: u64) -> SubscriptionRecord
         disabled: None,
         secrets: Vec::new(),
         face: super::state::Face::Seed,
+        expired_until_ms: None,
     }
 }
 

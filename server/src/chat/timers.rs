@@ -1,4 +1,5 @@
-//! Deadlines: invitation timeouts (seed 7.1.7 c), subscription expiry, the end of idle
+//! Deadlines: invitation timeouts (seed 7.1.7 c), subscription expiry (and the deletion of an
+//! expired subscription's record once its last notifications' minute is up), the end of idle
 //! sessions ([`Chat::idle_sweeper`]: one task for every session but ad hoc ones, which have a
 //! timer each, `oma2012`), and, in the same task, the deletion of subscriptions disabled for
 //! the retention period.
@@ -257,6 +258,27 @@ impl Chat {
             }
             None => task.abort(),
         }
+    }
+
+    /// Deletes the record of subscription `id`, which expired, once its last notifications'
+    /// time is up at `until_ms` (`Chat::expire_subscription`): its outbox rows go with it,
+    /// what its queue has not delivered by then being dropped by the queue itself. A server
+    /// stopping first leaves it to the restart (or the next leader), which deletes a record
+    /// whose time is up as it starts (`restore`).
+    pub(super) fn expired_record_timer(self: &Arc<Self>, id: String, until_ms: i64) {
+        let chat = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let wait = Duration::from_millis(u64::try_from(until_ms - now_ms()).unwrap_or(0));
+            tokio::time::sleep(wait).await;
+            let Some(chat) = chat.upgrade() else { return };
+            if chat.is_stopping() {
+                return;
+            }
+            chat.store.submit_detached(crate::store::Batch {
+                deletes: vec![(crate::store::Kind::Subscription, id)],
+                ..crate::store::Batch::default()
+            });
+        });
     }
 
     /// Arms the time-out of invitation `seq` (of `address` to session `sid`): at

@@ -591,8 +591,9 @@ impl Queue {
 
     /// The subscription expired: what it holds (committed while it was live) and then its
     /// cancellation notice, pushed after this, are still delivered until `until_ms`; what is
-    /// left then is dropped (the subscription's record and outbox are gone: nothing would
-    /// ever read a dead letter of it).
+    /// left then is dropped (the subscription's record and outbox rows go then: nothing would
+    /// ever read a dead letter of it). A restart within that time calls this on the queue it
+    /// starts for the expired subscription, then pushes what its outbox still holds.
     pub fn expire(&self, until_ms: i64) {
         self.shared
             .expired_until_ms
@@ -1287,10 +1288,9 @@ fn bury(target: &Target, d: &Deliverer, shared: &Shared, dead: Vec<Delivery>) {
 const EXPIRY_MINUTE_UP: &str = "its callback did not take them within a minute of the expiry";
 
 /// An expired subscription's notifications are dropped undelivered (`why`): said once per
-/// subscription, at `warn`, with how many. They left the outbox with the subscription at
-/// its expiry (so `summary` and `netapi_chat_notifications_undelivered` no longer count
-/// them) and go to no dead letters (the subscription is gone): before, nothing said they
-/// were lost (the notification review).
+/// subscription, at `warn`, with how many. They leave the outbox with the expired
+/// subscription's record at the end of its minute and go to no dead letters (the subscription
+/// is gone): before, nothing said they were lost (the notification review).
 fn tell_expired_dropped(target: &Target, shared: &Shared, dropped: usize, why: &str) {
     if shared.state.load(Ordering::SeqCst) == EXPIRED
         && !shared.drop_told.swap(true, Ordering::SeqCst)

@@ -65,7 +65,13 @@ use serde_json::Value;
 ///   wrote changes; the bump keeps a version-8 binary from rewriting sessions without it
 ///   (their idle time would start again at each restart, and a session nobody uses could
 ///   outlive its idle time for good).
-pub const CURRENT: u32 = 9;
+/// - 10: a subscription record may carry `expired_until_ms` (Unix ms): the subscription
+///   expired, and its record and outbox rows are kept only until then, so that what it had not
+///   delivered and its cancellation notice still go out after a restart or a takeover within
+///   that minute (absent: a live subscription, as every record version 9 wrote reads). Nothing
+///   version 9 wrote changes; the bump keeps a version-9 binary from taking such a record for
+///   a live subscription (it would come back to its user).
+pub const CURRENT: u32 = 10;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
 /// step to it changes the layout (a column), which the backend does when it runs
@@ -148,6 +154,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 8,
         what: "sessions may carry the time of their last change (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 9,
+        what: "expired subscriptions may be kept for their last notifications (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },
