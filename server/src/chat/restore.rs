@@ -70,13 +70,22 @@ impl Chat {
         // Expired ones whose last minute is still running deliver what they hold until then,
         // as if the server had stayed up; the others' time is up: their records go, and the
         // outbox rows with them (`expired_leftovers`).
-        let (expiring, over) = expired_leftovers(live.expired, now);
+        let (expiring, mut over) = expired_leftovers(live.expired, now);
         let mut expiring: HashMap<String, (Queue, i64)> = expiring
             .into_iter()
-            .map(|(rec, until)| {
+            .filter_map(|(rec, until)| {
+                let url = &rec.callback.notify_url;
+                // Fed a notification channel that is gone (deleted, or expired, in that
+                // minute): nothing can take what it holds any more.
+                if super::channels::under_channels(self.urls.base(), url)
+                    && super::subscriptions::channel_of(&state, url).is_none()
+                {
+                    over.insert(rec.id);
+                    return None;
+                }
                 let queue = self.start_queue(&state, &rec);
                 queue.expire(until);
-                (rec.id, (queue, until))
+                Some((rec.id, (queue, until)))
             })
             .collect();
         let mut dropped: HashMap<String, usize> = HashMap::new();

@@ -438,7 +438,7 @@ impl Chat {
 }
 
 /// The owner of the notification channel whose `callbackURL` is `url`, if it is one.
-fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
+pub(super) fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
     super::channels::callback_key(url)
         .and_then(|key| state.channel_callbacks.get(&key))
         .and_then(|id| state.channels.get(id))
