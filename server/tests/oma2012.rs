@@ -2195,6 +2195,8 @@ in_json_and_xml!(adhoc_flood, adhoc_flood_in_json, adhoc_flood_in_xml);
 /// `chatEventNotification` `Accepted` (README "OMA 2012 face"), the originator's as the
 /// invitee's. Before, the originator's re-join came as a second `participantStatusNotification`
 /// (`Connected`): it was never invited, so nothing said "accepted" (the notifications review).
+/// While either has left, the session reads `Disconnected` to both on the 2012 face (its
+/// messages are refused then); before, it read `Connected` when the originator had left.
 async fn a_seed_leave_and_rejoin_is_told_to_the_2012_peer(wire: Wire) {
     let srv = Server::default_for_tests();
     let face = Face::new(wire, &srv);
@@ -2214,11 +2216,23 @@ async fn a_seed_leave_and_rejoin_is_told_to_the_2012_peer(wire: Wire) {
             (st.participant[0].address.as_str(), st.participant[0].status),
             (leaver, Some(ParticipantStatus::Disconnected))
         );
+        let reads = async |expected| {
+            for (viewer, other) in [(A, B), (B, A)] {
+                let seen = face.get_one_to_one(viewer, other, &sid).await.ok(200);
+                assert_eq!(
+                    seen.status,
+                    Some(expected),
+                    "{viewer} reads the session, {leaver} having left or come back"
+                );
+            }
+        };
+        reads(ParticipantStatus::Disconnected).await;
         face.set_status(leaver, &sid, leaver, Connected)
             .await
             .ok(200);
         let back: ChatEventNotification = peer.next().await;
         assert_eq!(back.event_type, EventType::Accepted, "{leaver} re-joined");
+        reads(Connected).await;
     }
 }
 

@@ -1201,8 +1201,9 @@ pub trait ChatService: Send + Sync + 'static {
     /// The invitee is `otherUserId`; `tParticipantAddress`, when sent, must name the same user
     /// and `originatorAddress` the requesting user (`400 SVC0002` otherwise), and `participant`
     /// is not part of this form (`400 SVC0002`). The answer is the session as OMA 2012 shows
-    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted) and
-    /// `resourceURL` names it under this tree.
+    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted; read
+    /// later, `Disconnected` while either participant has left on the seed face, when the
+    /// session carries no message) and `resourceURL` names it under this tree.
     ///
     /// **Decision (one core, two faces):** this is the same session the seed face creates
     /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation
@@ -2410,8 +2411,9 @@ pub trait ChatApi {
     /// The invitee is `otherUserId`; `tParticipantAddress`, when sent, must name the same user
     /// and `originatorAddress` the requesting user (`400 SVC0002` otherwise), and `participant`
     /// is not part of this form (`400 SVC0002`). The answer is the session as OMA 2012 shows
-    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted) and
-    /// `resourceURL` names it under this tree.
+    /// it: `status` is the invitee's (`Invited` now, `Connected` once it accepted; read
+    /// later, `Disconnected` while either participant has left on the seed face, when the
+    /// session carries no message) and `resourceURL` names it under this tree.
     ///
     /// **Decision (one core, two faces):** this is the same session the seed face creates
     /// with one invitee (`createChatSession`): the same `sessionId`, limits, invitation

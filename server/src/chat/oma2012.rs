@@ -111,8 +111,7 @@ fn shown_subject(s: &Session) -> String {
 }
 
 /// A one-to-one session as `viewer` (whose peer is `other`) sees it on the OMA 2012 face:
-/// flat, `status` the invitee's (the session's: `Invited`, then `Connected`), `resourceURL`
-/// under `oneToOne/`.
+/// flat, `status` the session's ([`one_to_one_status`]), `resourceURL` under `oneToOne/`.
 pub(super) fn session(
     urls: &Urls,
     viewer: &str,
@@ -127,7 +126,7 @@ pub(super) fn session(
         originator_name: s.originator_name.clone(),
         t_participant_address: invitee.map(|p| p.address.clone()),
         t_participant_name: invitee.and_then(|p| p.name.clone()),
-        status: invitee.map(|p| p.status),
+        status: Some(one_to_one_status(s)),
         ended: None,
         client_correlator: if viewer == s.originator {
             s.client_correlator.clone()
@@ -136,6 +135,24 @@ pub(super) fn session(
         },
         resource_url: Some(urls.one_to_one_session(viewer, other, shown_id(s))),
     }
+}
+
+/// The rule of a one-to-one session's `status` on the OMA 2012 face, the same for both: the
+/// invitee's (`Invited`, then `Connected`), except `Disconnected` while either has left on the
+/// seed face (the session carries no message then: a send is `409 SVC0001` until the re-join).
+/// Before, it was the invitee's alone, so a session whose originator had left read
+/// `Connected` to both while their messages were refused (the outside review of 2026-12-07).
+pub(super) fn one_to_one_status(s: &Session) -> ParticipantStatus {
+    if s.participants
+        .iter()
+        .any(|p| p.status == ParticipantStatus::Disconnected)
+    {
+        return ParticipantStatus::Disconnected;
+    }
+    s.participants
+        .iter()
+        .find(|p| !p.is_originator)
+        .map_or(ParticipantStatus::Invited, |p| p.status)
 }
 
 /// OMA 2012, the rule on a DELETE of a one-to-one session by `user`: the originator ends it
@@ -1660,6 +1677,21 @@ mod tests {
     use super::super::testkit::*;
     use super::*;
     use netapi_chat_api::EventType;
+
+    /// A one-to-one session reads `Invited`, then `Connected`, and `Disconnected` to both
+    /// while either has left, the originator included.
+    #[test]
+    fn a_one_to_one_reads_disconnected_while_either_has_left() {
+        let status = |invitee, originator| {
+            let mut s = super::super::testkit::session(false, &[(B, invitee, Invitation::None)]);
+            s.participants[0].status = originator;
+            one_to_one_status(&s)
+        };
+        assert_eq!(status(Invited, Connected), Invited);
+        assert_eq!(status(Connected, Connected), Connected);
+        assert_eq!(status(Disconnected, Connected), Disconnected);
+        assert_eq!(status(Connected, Disconnected), Disconnected);
+    }
 
     fn body(t: Option<&str>, o: Option<&str>) -> ChatSessionInformation {
         ChatSessionInformation {
