@@ -9,8 +9,8 @@
 mod support;
 
 use netapi_chat_api::{
-    ChannelType, ChatSessionInformation, ChatSubscriptionList, ParticipantSessionStatus,
-    ParticipantStatus,
+    ChannelType, ChatMessage, ChatSessionInformation, ChatSubscriptionList, MessageStatus,
+    ParticipantSessionStatus, ParticipantStatus,
 };
 use netapi_chat_runtime::Format;
 use std::time::Duration;
@@ -355,7 +355,8 @@ async fn xml_limits() {
 // ------------------------------------------------------------------------------ message text
 
 /// `NETAPI_CHAT_MAX_TEXT_CHARS` counts characters (4-byte emoji here): 9 and 10 are sent, 11
-/// is 400 `SVC0002` and not stored; so is a blank text.
+/// is 400 `SVC0002` and not stored; so is a blank text, and one asking for a report of a
+/// status no recipient reports (`Sent`, `Failed`: before, taken and the request dropped).
 #[tokio::test]
 async fn message_text_chars_limit() {
     let srv = Server::start(&[("NETAPI_CHAT_MAX_TEXT_CHARS", "10")]);
@@ -383,6 +384,16 @@ async fn message_text_chars_limit() {
             let a = send_doc("POST", &url, f, &docs::message(blank)).await;
             let text = assert_refused(&a, &what, 400, "SVC0002", f);
             assert!(text.contains("white space"), "{what}: {text}");
+        }
+        for odd in [MessageStatus::Sent, MessageStatus::Failed] {
+            let what = format!("[{f:?}] reportRequest {odd}");
+            let asking = ChatMessage {
+                report_request: vec![MessageStatus::Delivered, odd],
+                ..docs::message("report")
+            };
+            let a = send_doc("POST", &url, f, &asking).await;
+            let text = assert_refused(&a, &what, 400, "SVC0002", f);
+            assert!(text.contains("reportRequest"), "{what}: {text}");
         }
         assert_eq!(message_count(&srv, &alice, &sid, f).await, 2, "[{f:?}]");
         assert_eq!(message_count(&srv, &bob, &sid, f).await, 2, "[{f:?}]");

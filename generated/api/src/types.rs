@@ -2170,7 +2170,8 @@ pub struct ChatMessage {
     pub success_report: Option<bool>,
     /// `reportRequest`: (OMA 2012) The statuses the sender wants reported (`Delivered`,
     /// `Displayed`), shown to every participant who reads the message or is notified of it, since
-    /// the recipient is who reports them.
+    /// the recipient is who reports them. `Sent` and `Failed` are the server's own states, never
+    /// reported: asking for one is 400 SVC0002.
     #[serde(
         rename = "reportRequest",
         default,

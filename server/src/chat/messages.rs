@@ -93,6 +93,7 @@ impl Chat {
     pub(super) fn prepared_message(&self, mut body: ChatMessage) -> Result<ChatMessage, ApiError> {
         body.client_correlator = super::correlator(body.client_correlator);
         check_text(&body.text, self.settings.limits.text_chars)
+            .and_then(|()| check_reports(&body.report_request))
             .map_err(|r| r.into_api(String::new))?;
         Ok(body)
     }
@@ -526,6 +527,23 @@ fn readable_page(
 /// text (`page::within`), a part of it, too.
 const PAGE_STORED_BYTES: usize = page::PAGE_BYTES;
 
+/// OMA 2012, the rule on `reportRequest`: a recipient reports `Delivered` and `Displayed`
+/// (seed 7.1.10); `Sent` and `Failed` are the server's own states, never reported, so asking
+/// for one is a client's mistake told as such (`400 SVC0002`). Before, they were taken and
+/// dropped: the send answered `201` and the message showed no `reportRequest` (the outside
+/// review of 2026-12-07).
+fn check_reports(asked: &[MessageStatus]) -> Result<(), Refused> {
+    match asked
+        .iter()
+        .find(|s| !matches!(s, MessageStatus::Delivered | MessageStatus::Displayed))
+    {
+        Some(s) => Err(Refused::Invalid(format!(
+            "reportRequest: `{s}` cannot be reported; a recipient reports `Delivered` and `Displayed` only"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Seed 7.1.9, the rule on the text: something to read (not empty, not only white space: a
 /// chat client never sends that, so it is a client's mistake, told before any policy of the
 /// session), at most `limit` characters (not bytes).
@@ -813,6 +831,20 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(check_text(text, 4), expected, "{text:?}");
+        }
+    }
+
+    /// A report can be asked for `Delivered` and `Displayed` only.
+    #[test]
+    fn only_what_a_recipient_reports_can_be_asked_for() {
+        use MessageStatus::{Delivered, Displayed, Failed, Sent};
+        assert_eq!(check_reports(&[]), Ok(()));
+        assert_eq!(check_reports(&[Delivered, Displayed]), Ok(()));
+        for odd in [Sent, Failed] {
+            let Err(Refused::Invalid(why)) = check_reports(&[Delivered, odd]) else {
+                panic!("{odd} asked for");
+            };
+            assert!(why.starts_with(&format!("reportRequest: `{odd}`")), "{why}");
         }
     }
 
