@@ -1605,8 +1605,8 @@ async fn the_profile_survives_a_restart() {
 /// the collection named) or to the seed face's `isComposing` (204), it reaches the other
 /// connected participant as a `messageNotification` carrying `isComposing` (no `chatMessage`,
 /// no `messageId`), in each subscriber's profile, and is stored nowhere: the session's message
-/// history stays empty. An invitee who has not accepted may not; a state other than
-/// `active`/`idle` is a 400.
+/// history stays empty. An invitee who has not accepted may not, nor anyone with nobody else
+/// connected (as for a message); a state other than `active`/`idle` is a 400.
 async fn is_composing(wire: Wire) {
     let srv = Server::default_for_tests();
     let face = Face::new(wire, &srv);
@@ -1766,6 +1766,21 @@ async fn is_composing(wire: Wire) {
     face.send_one_to_one(C, A, &pending, &typing)
         .await
         .fails(403, Some("POL1012"));
+    // Nobody else connected, as for a message: the session being set up (C invited) is
+    // `POL1012` for its originator too; once B has left, `409 SVC0001` on both faces (before,
+    // each was taken and told nobody).
+    face.send_one_to_one(A, C, &pending, &typing)
+        .await
+        .fails(403, Some("POL1012"));
+    face.set_status(B, &sid, B, ParticipantStatus::Disconnected)
+        .await
+        .ok(200);
+    face.send_one_to_one(A, B, &sid, &typing)
+        .await
+        .fails(409, Some("SVC0001"));
+    face.indicate_composing(A, &sid, &typing)
+        .await
+        .fails(409, Some("SVC0001"));
     face.indicate_composing("tel:+15559999999", &sid, &typing)
         .await
         .fails(404, None);

@@ -1043,8 +1043,10 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
     /// `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
-    /// `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
-    /// for a message). Every other connected participant gets a `messageNotification` that
+    /// `messages` collections. Only a connected participant may, and only while someone else
+    /// is connected, as for a message (`403 POL1012` before accepting or while the session is
+    /// set up, `409 SVC0001` once everyone else has left). Every other connected participant
+    /// gets a `messageNotification` that
     /// carries `isComposing` instead of `chatMessage` (no `messageId`).
     /// **Decision (never stored):** an indication is not persisted at all: it is not in the
     /// outbox, not in the message history, not a dead letter and not resent after a restart
@@ -2196,8 +2198,10 @@ pub trait ChatApi {
     ///
     /// OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
     /// `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
-    /// `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
-    /// for a message). Every other connected participant gets a `messageNotification` that
+    /// `messages` collections. Only a connected participant may, and only while someone else
+    /// is connected, as for a message (`403 POL1012` before accepting or while the session is
+    /// set up, `409 SVC0001` once everyone else has left). Every other connected participant
+    /// gets a `messageNotification` that
     /// carries `isComposing` instead of `chatMessage` (no `messageId`).
     /// **Decision (never stored):** an indication is not persisted at all: it is not in the
     /// outbox, not in the message history, not a dead letter and not resent after a restart

@@ -6226,8 +6226,10 @@ impl Client {
 
     OMA 2012's `isComposing` (RFC 3994 `state` `active` or `idle`, `refresh`,
     `lastActive`, `contentType`) on the seed face; the OMA 2012 face takes it POSTed to its
-    `messages` collections. Only a connected participant may (`403 POL1012` otherwise, as
-    for a message). Every other connected participant gets a `messageNotification` that
+    `messages` collections. Only a connected participant may, and only while someone else
+    is connected, as for a message (`403 POL1012` before accepting or while the session is
+    set up, `409 SVC0001` once everyone else has left). Every other connected participant
+    gets a `messageNotification` that
     carries `isComposing` instead of `chatMessage` (no `messageId`).
     **Decision (never stored):** an indication is not persisted at all: it is not in the
     outbox, not in the message history, not a dead letter and not resent after a restart
@@ -6300,6 +6302,9 @@ impl Client {
                 ResponseValue::from_response(response).await?,
             )),
             406u16 => Err(Error::ErrorResponse(
+                ResponseValue::from_response(response).await?,
+            )),
+            409u16 => Err(Error::ErrorResponse(
                 ResponseValue::from_response(response).await?,
             )),
             413u16 => Err(Error::ErrorResponse(

@@ -159,8 +159,11 @@ pub fn indication(body: IsComposing) -> Result<IsComposing, Refused> {
 
 impl Chat {
     /// OMA 2012 `isComposing` (both faces): tells the other connected participants of `sid`
-    /// that `user` is composing or stopped. Only a connected participant may (the seed's send
-    /// rule: `403 POL1012` before accepting); nobody connected to tell is no error.
+    /// that `user` is composing or stopped. Only a connected participant may, and only while
+    /// someone else is connected, as for a message (the seed's send rule: `403 POL1012` before
+    /// accepting or while the session is set up, `409 SVC0001` once everyone else left).
+    /// Before, an indication to nobody was taken, and a client could not learn from it that
+    /// its peer had gone (the outside review of 2026-12-07).
     pub async fn indicate_composing(
         &self,
         user: &str,
@@ -201,6 +204,9 @@ impl Chat {
         }
         let name = me.name.clone();
         let others = s.connected_others(user);
+        if others.is_empty() {
+            return Err(super::messages::nobody_connected(s, user).into_api(String::new));
+        }
         if !state.composing.admit(
             user,
             sid,

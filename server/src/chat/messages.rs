@@ -527,6 +527,21 @@ fn readable_page(
 /// text (`page::within`), a part of it, too.
 const PAGE_STORED_BYTES: usize = page::PAGE_BYTES;
 
+/// Seed 7.1.9, why connected participant `user` of `s` cannot send there while nobody else is
+/// connected: while others are still invited, or nobody ever joined, the session is being
+/// set up (`403 POL1012`); once everyone who joined has left, `409 SVC0001`. The same for an
+/// `isComposing` (`composing`), which would tell nobody.
+pub(super) fn nobody_connected(s: &Session, user: &str) -> Refused {
+    let others = || s.participants.iter().filter(|p| p.address != user);
+    let setting_up = others().any(|p| p.invitation.is_pending());
+    let left = others().any(|p| p.has_joined() && p.status == ParticipantStatus::Disconnected);
+    if left && !setting_up {
+        Refused::EveryoneLeft { sid: s.id.clone() }
+    } else {
+        Refused::NobodyJoined
+    }
+}
+
 /// OMA 2012, the rule on `reportRequest`: a recipient reports `Delivered` and `Displayed`
 /// (seed 7.1.10); `Sent` and `Failed` are the server's own states, never reported, so asking
 /// for one is a client's mistake told as such (`400 SVC0002`). Before, they were taken and
@@ -592,14 +607,7 @@ fn send(
     }
     let recipients = s.connected_others(user);
     if recipients.is_empty() {
-        let others = || s.participants.iter().filter(|p| p.address != user);
-        let setting_up = others().any(|p| p.invitation.is_pending());
-        let left = others().any(|p| p.has_joined() && p.status == ParticipantStatus::Disconnected);
-        return Err(if left && !setting_up {
-            Refused::EveryoneLeft { sid: s.id.clone() }
-        } else {
-            Refused::NobodyJoined
-        });
+        return Err(nobody_connected(s, user));
     }
     let sender_name = me.and_then(|(_, n)| n);
     let (report_delivered, report_displayed) = reports_asked(&body);
