@@ -55,13 +55,21 @@ pub(super) fn peer<'a>(s: &'a Session, user: &str) -> Option<&'a str> {
 
 /// The OMA 2012 create body (flat: `tParticipantAddress`, no `participant` list) read into the
 /// seed's form with `other` as the one invitee. Every address is canonical (the handler made
-/// it so). A `participant` list, a `tParticipantAddress` other than `other` or an
-/// `originatorAddress` other than `user` is refused.
+/// it so). A chat with oneself (`other` is `user`, named by the URL: the seed's "no other
+/// participant" would name a `participant` list this body does not have), a `participant`
+/// list, a `tParticipantAddress` other than `other` or an `originatorAddress` other than
+/// `user` is refused.
 pub(super) fn request(
     user: &str,
     other: &str,
     body: ChatSessionInformation,
 ) -> Result<ChatSessionInformation, Refused> {
+    if other == user {
+        return Err(Refused::Contradicts {
+            field: "otherUserId",
+            why: "a one-to-one chat is with another user than the userId".to_owned(),
+        });
+    }
     if !body.participant.is_empty() {
         return Err(Refused::Contradicts {
             field: "participant",
@@ -1683,7 +1691,7 @@ mod tests {
     #[test]
     fn a_one_to_one_reads_disconnected_while_either_has_left() {
         let status = |invitee, originator| {
-            let mut s = super::super::testkit::session(false, &[(B, invitee, Invitation::None)]);
+            let mut s = session_fixture(false, &[(B, invitee, Invitation::None)]);
             s.participants[0].status = originator;
             one_to_one_status(&s)
         };
@@ -1731,6 +1739,13 @@ mod tests {
         };
         assert_eq!(field(body(Some(C), None)), "tParticipantAddress");
         assert_eq!(field(body(None, Some(C))), "originatorAddress");
+        assert!(matches!(
+            request(A, A, body(None, None)),
+            Err(Refused::Contradicts {
+                field: "otherUserId",
+                ..
+            })
+        ));
         let mut listed = body(None, None);
         listed.participant = request(A, C, body(None, None)).expect("ok").participant;
         assert_eq!(field(listed), "participant");
