@@ -648,14 +648,17 @@ pub(super) fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refu
 /// session, whose only invitation this was, ends (its originator told `SessionEnded`).
 fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, Refused> {
     let p = s.participant(pid).ok_or(Refused::NotFound)?;
-    if !p.invitation.is_pending() {
-        return Err(Refused::NotPending {
-            pid: pid.to_owned(),
-        });
-    }
+    // Whose it is first: to anyone but the inviter the answer is the same whatever the
+    // invitation's state (`403`, for good), not a `409` that reads as "try again later"
+    // (the outside review of 2026-12-07).
     if p.invited_by != user {
         return Err(Refused::NotInviter {
             inviter: p.invited_by.clone(),
+            pid: pid.to_owned(),
+        });
+    }
+    if !p.invitation.is_pending() {
+        return Err(Refused::NotPending {
             pid: pid.to_owned(),
         });
     }
@@ -1319,18 +1322,18 @@ mod tests {
             ],
         );
         let not_pending = |p: &str| Refused::NotPending { pid: p.into() };
+        let not_inviter = |p: &str| Refused::NotInviter {
+            inviter: A.into(),
+            pid: p.into(),
+        };
         let cases = [
             (A, B, not_pending(B)),
             (A, D, not_pending(D)),
             (A, A, not_pending(A)),
-            (
-                B,
-                C,
-                Refused::NotInviter {
-                    inviter: A.into(),
-                    pid: C.into(),
-                },
-            ),
+            (B, C, not_inviter(C)),
+            // Not the inviter: refused as such, whatever the invitation's state.
+            (B, D, not_inviter(D)),
+            (C, A, not_inviter(A)),
             (A, STRANGER, Refused::NotFound),
         ];
         for (by, pid, why) in cases {
