@@ -378,11 +378,25 @@ impl Fail {
         if matches!(crate::tls::stopped_by(e), Some(crate::tls::Stopped::Tls(_))) {
             return true;
         }
-        let text = e.to_string();
-        text.starts_with("error performing TLS handshake: server does not support TLS")
-            || text.starts_with("authentication error")
-            || text.starts_with("invalid configuration")
+        let cause = std::error::Error::source(e).map(ToString::to_string);
+        refused_by_text(&e.to_string(), cause.as_deref())
     }
+}
+
+/// The rule of [`Fail::refused_at_start`] on tokio-postgres' texts: its error's own text
+/// (the kind's: `error performing TLS handshake`, `authentication error`, `invalid
+/// configuration`) and its cause's (`server does not support TLS`). The kind's text does not
+/// carry the cause (tokio-postgres 0.7.18): matched as one string, a database that does not
+/// speak TLS under `sslmode=require` was taken for an outage and waited for, for ever (the
+/// operator review of 2026-12-07).
+fn refused_by_text(text: &str, cause: Option<&str>) -> bool {
+    let whole = match cause {
+        Some(c) if !text.ends_with(c) => format!("{text}: {c}"),
+        _ => text.to_owned(),
+    };
+    whole.starts_with("error performing TLS handshake: server does not support TLS")
+        || whole.starts_with("authentication error")
+        || whole.starts_with("invalid configuration")
 }
 
 impl From<PgError> for Fail {
@@ -1584,6 +1598,33 @@ impl Backend for Postgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What stops a start for good, read from tokio-postgres' error and its cause: a database
+    /// that does not speak TLS under `sslmode=require`, a refused or impossible login; a TLS
+    /// handshake cut by a restarting database is an outage, waited for.
+    #[test]
+    fn a_start_stops_at_a_database_without_tls_or_a_refused_login() {
+        let tls = "error performing TLS handshake";
+        assert!(refused_by_text(tls, Some("server does not support TLS")));
+        assert!(refused_by_text(
+            "error performing TLS handshake: server does not support TLS",
+            None
+        ));
+        assert!(!refused_by_text(tls, Some("unexpected EOF")));
+        assert!(!refused_by_text(tls, None));
+        assert!(refused_by_text(
+            "authentication error",
+            Some("password missing")
+        ));
+        assert!(refused_by_text(
+            "invalid configuration",
+            Some("host missing")
+        ));
+        assert!(!refused_by_text(
+            "error connecting to server",
+            Some("refused")
+        ));
+    }
     use crate::store::tests::send_batch;
 
     #[test]
