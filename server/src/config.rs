@@ -545,6 +545,45 @@ pub fn is_base_url(url: &str) -> bool {
         && !url.contains('#')
 }
 
+/// What a `NETAPI_CHAT_DATABASE_URL` that does not parse should be, naming what is wrong in
+/// it when tokio-postgres' parser says (`cause`: "invalid value for option `sslmode`",
+/// "unknown option `sslrootcert`"; an option's name, never a value), and what to use instead
+/// of libpq's TLS options this server does not read. The URL itself is never shown (it holds
+/// the password). Before, one generic text for every mistake, and the README's "not read"
+/// read as "ignored" (the operator review of 2026-12-07).
+fn database_url_expected(cause: Option<&str>) -> String {
+    const BASE: &str = "a postgres:// URL that reads: user:password@host:port/database with a \
+                        numeric port, parameters such as sslmode=require (disable, prefer or \
+                        require)";
+    // The option's name, between backquotes, kept to what a name is made of.
+    let option = cause
+        .and_then(|c| c.split('`').nth(1))
+        .map(|o| {
+            o.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(40)
+                .collect::<String>()
+        })
+        .filter(|o| !o.is_empty());
+    let Some(option) = option else {
+        return BASE.to_owned();
+    };
+    let unknown = cause.is_some_and(|c| c.starts_with("unknown option"));
+    match (option.as_str(), unknown) {
+        ("sslmode", false) => format!(
+            "{BASE}; libpq's sslmode=verify-ca and verify-full are not read here: use \
+             sslmode=require, which verifies the server's certificate, with \
+             NETAPI_CHAT_DATABASE_CA_FILE for its CA"
+        ),
+        ("sslrootcert", true) => format!(
+            "{BASE}; sslrootcert is not read here: give the CA file as \
+             NETAPI_CHAT_DATABASE_CA_FILE"
+        ),
+        (o, true) => format!("{BASE}; it names option `{o}`, which is not read here"),
+        (o, false) => format!("{BASE}; the value of option `{o}` is not valid"),
+    }
+}
+
 /// What a message may show of a secret URL that is refused: its scheme (`mysql://<redacted>`),
 /// so that the operator sees what is wrong, and never the rest, which may hold a password;
 /// `<redacted>` alone when it does not start with a scheme and `://`.
@@ -788,8 +827,8 @@ pub enum ConfigError {
         variable: &'static str,
         /// The value given.
         value: String,
-        /// What was expected.
-        expected: &'static str,
+        /// What was expected (a fixed text, or one naming what is wrong in the value).
+        expected: std::borrow::Cow<'static, str>,
         /// The file it was given in, if it came from the file.
         file: Option<PathBuf>,
     },
@@ -971,7 +1010,7 @@ impl Sources {
                 let value = value.into_string().map_err(|v| ConfigError::Invalid {
                     variable: s.env,
                     value: v.to_string_lossy().into_owned(),
-                    expected: "UTF-8 text",
+                    expected: "UTF-8 text".into(),
                     file: None,
                 })?;
                 sources.given.insert(s.env, (value, Origin::Env));
@@ -1024,13 +1063,13 @@ impl Sources {
         &self,
         variable: &'static str,
         value: &str,
-        expected: &'static str,
+        expected: impl Into<std::borrow::Cow<'static, str>>,
     ) -> ConfigError {
         let from_file = matches!(self.given.get(variable), Some((_, Origin::File)));
         ConfigError::Invalid {
             variable,
             value: value.to_owned(),
-            expected,
+            expected: expected.into(),
             file: self.file.clone().filter(|_| from_file),
         }
     }
@@ -1420,13 +1459,12 @@ impl Config {
                 Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                     match <tokio_postgres::Config as std::str::FromStr>::from_str(u) {
                         Ok(_) => Some(u.to_owned()),
-                        Err(_) => {
+                        Err(e) => {
+                            let cause = std::error::Error::source(&e).map(ToString::to_string);
                             return Err(s.invalid(
                                 "NETAPI_CHAT_DATABASE_URL",
                                 &scheme_only(u),
-                                "a postgres:// URL that reads: user:password@host:port/database \
-                                 with a numeric port, parameters such as sslmode=require \
-                                 (disable, prefer or require)",
+                                database_url_expected(cause.as_deref()),
                             ));
                         }
                     }
@@ -1800,6 +1838,36 @@ fn auth_from(s: &Sources) -> Result<AuthConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database URL that does not parse is told with what is wrong in it (an option's name,
+    /// never a value) and, for libpq's TLS options, what to use instead.
+    #[test]
+    fn a_bad_database_url_is_told_what_is_wrong_in_it() {
+        let told = |url: &str| {
+            let e =
+                <tokio_postgres::Config as std::str::FromStr>::from_str(url).expect_err("refused");
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            database_url_expected(cause.as_deref())
+        };
+        let verify = told("postgres://u:secret@h:5432/d?sslmode=verify-full");
+        assert!(
+            verify.contains("verify-full") && verify.contains("NETAPI_CHAT_DATABASE_CA_FILE"),
+            "{verify}"
+        );
+        let root = told("postgres://u:secret@h:5432/d?sslrootcert=/ca.pem");
+        assert!(
+            root.contains("sslrootcert is not read")
+                && root.contains("NETAPI_CHAT_DATABASE_CA_FILE"),
+            "{root}"
+        );
+        let other = told("postgres://u:secret@h:5432/d?frobnicate=1");
+        assert!(other.contains("option `frobnicate`"), "{other}");
+        let port = told("postgres://u:secret@h:port/d");
+        assert!(port.contains("`port`"), "{port}");
+        for t in [verify, root, other, port] {
+            assert!(!t.contains("secret") && !t.contains("/ca.pem"), "{t}");
+        }
+    }
 
     /// The admin and metrics tokens are held to the access tokens' rule (ops review O2: a
     /// one-character admin token was taken), and the refusal does not repeat the secret.
