@@ -239,6 +239,14 @@ async fn serve(config: Config, names: SettingNames) -> std::process::ExitCode {
             tracing::warn!("{}", names.say(&warning));
         }
     }
+    // What `check-config` refuses, the start refuses the same way (exit 2, "invalid
+    // configuration"), before anything starts: a TLS key that does not match its certificate
+    // was refused later, by the listener, with exit 1 and "could not listen" (the operator
+    // review of 2026-12-07), which a supervisor told to stop on exit 2 restarts for ever.
+    if let Err(e) = netapi_chat::server::check(&config) {
+        eprintln!("netapi-chat: invalid configuration: {}", names.say(&e));
+        return std::process::ExitCode::from(EXIT_BAD_CONFIG);
+    }
     if let Err(e) = ignore_hangups() {
         tracing::warn!(error = %e, "cannot listen for SIGHUP: it stops the server at once");
     }

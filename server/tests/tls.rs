@@ -339,7 +339,8 @@ fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
 }
 
 /// `check-config` takes a matching pair and refuses, naming the setting, half a pair, a file
-/// that is missing or holds no PEM, and a key that is not the certificate's.
+/// that is missing or holds no PEM, and a key that is not the certificate's; the start refuses
+/// each the same way, exit 2 (a key that did not match was exit 1, "could not listen").
 #[test]
 fn check_config_refuses_a_bad_certificate_pair() {
     let dir = temp_data_dir();
@@ -402,8 +403,12 @@ fn check_config_refuses_a_bad_certificate_pair() {
     ] {
         let (code, err) = check_config(&dir, &env);
         assert_ne!(code, Some(0), "{env:?} accepted");
+        let (started, said) = support::run_to_exit(&dir, &env);
+        assert_eq!(started.code(), Some(2), "{env:?}: {said}");
+        assert!(said.contains("invalid configuration"), "{env:?}: {said}");
         for w in words {
             assert!(err.contains(w), "{env:?}: {err:?} lacks {w:?}");
+            assert!(said.contains(w), "{env:?} at start: {said:?} lacks {w:?}");
         }
     }
 }
