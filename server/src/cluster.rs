@@ -1271,7 +1271,21 @@ impl Forwarder {
     /// Logs why a forward to `leader` failed, when that is news (see [`Forwarder::failure`]).
     fn report(&self, leader: &Leader, error: &(dyn std::error::Error + 'static)) {
         let why = crate::tls::with_causes(error);
-        let line = format!("forwarding to the leader at {} failed: {why}", leader.url);
+        // A leader that runs but advertised a URL nothing listens on refuses every forward
+        // for as long as it leads: say so where the operator looks (the leader logs an error
+        // about its URL too).
+        let hint = if matches!(
+            crate::tls::stopped_by(error),
+            Some(crate::tls::Stopped::Refused)
+        ) {
+            "; if the leader is running, its NETAPI_CHAT_CLUSTER_URL does not reach it"
+        } else {
+            ""
+        };
+        let line = format!(
+            "forwarding to the leader at {} failed: {why}{hint}",
+            leader.url
+        );
         let mut last = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if last.as_deref() != Some(line.as_str()) {
             tracing::warn!("{line}");
@@ -2245,7 +2259,7 @@ fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static st
         }
         Some(Stopped::Tls(_)) => "the TLS handshake with the leading instance failed",
         Some(Stopped::Refused) => {
-            "the leading instance refused the connection; another takes over within seconds"
+            "the leading instance refused the connection; if it stopped, another takes over within seconds"
         }
         Some(Stopped::TimedOut) => {
             "the leading instance did not answer in time; another takes over within seconds"
@@ -2837,7 +2851,7 @@ mod tests {
         let refused = failed(Wrapped("tcp connect error", Box::new(refused)));
         assert_eq!(
             unreachable_because(&refused),
-            "the leading instance refused the connection; another takes over within seconds"
+            "the leading instance refused the connection; if it stopped, another takes over within seconds"
         );
         let slow = std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within 2 s");
         assert!(unreachable_because(&failed(slow)).contains("did not answer in time"));
