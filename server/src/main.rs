@@ -185,7 +185,11 @@ async fn main() -> std::process::ExitCode {
             for unknown in unknown_variables() {
                 eprintln!("netapi-chat: warning: {unknown} is not a setting: ignored");
             }
-            for warning in config.warnings() {
+            for warning in config
+                .warnings()
+                .into_iter()
+                .chain(netapi_chat::server::check_notes(&config))
+            {
                 eprintln!("netapi-chat: warning: {}", names.say(&warning));
             }
             // Stdout may be closed (e.g. piped into `head`): not an error of the configuration.

@@ -204,6 +204,37 @@ fn jwt_verifier(
         .map_err(|e| format!("NETAPI_CHAT_JWKS_FILE ({}): {e}", jwks.display()))
 }
 
+/// What `check-config` says of the files the configuration names that the start would make,
+/// beyond [`check`] (which refuses): a data directory or a token file that does not exist is
+/// made by the start, a token file with a new token acting for every user (`*`). Right at a
+/// first start, a typo otherwise (the operator review of 2026-12-07: a wrong
+/// `NETAPI_CHAT_TOKEN_FILE` made a new all-powerful token in an unexpected place); the start
+/// itself refuses a missing token file over existing data.
+pub fn check_notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !config.data_dir.exists() {
+        notes.push(format!(
+            "NETAPI_CHAT_DATA_DIR {} does not exist: the start creates it{}",
+            config.data_dir.display(),
+            if config.database_url.is_none() {
+                " (a new, empty store)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(path) = config.token_file()
+        && !path.exists()
+    {
+        notes.push(format!(
+            "the token file {} does not exist: the start creates it with a new token that \
+             acts for every user (`*`), printed once",
+            path.display()
+        ));
+    }
+    notes
+}
+
 /// What `check-config` proves beyond parsing, without starting anything or writing: the TLS
 /// certificate and key read and match (and, on an instance of a cluster, the certificate names
 /// the host of its `https://` cluster URL), the configured webhook secret is a `whsec_…` secret,

@@ -364,6 +364,44 @@ fn check_config_shows_the_give_up_age_of_the_schedule_in_force() {
     }
 }
 
+/// `check-config` says what the start would make (it makes nothing itself): a data directory
+/// or a token file that does not exist, the token file with a new `*` token (a typo in
+/// `NETAPI_CHAT_TOKEN_FILE` made one in an unexpected place, unsaid); nothing of the kind once
+/// they exist.
+#[test]
+fn check_config_says_what_the_start_would_make() {
+    let dir = support::temp_dir();
+    let data = dir.join("data");
+    let tokens = dir.join("secrets").join("tokens");
+    let env = [
+        ("NETAPI_CHAT_DATA_DIR", data.to_str().expect("UTF-8")),
+        ("NETAPI_CHAT_TOKEN_FILE", tokens.to_str().expect("UTF-8")),
+    ];
+    let r = run(&["check-config"], &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{} does not exist: the start creates it",
+            data.display()
+        )) && r.stderr.contains(&format!(
+            "the token file {} does not exist: the start creates it with a new token",
+            tokens.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !data.exists() && !tokens.exists(),
+        "check-config makes nothing"
+    );
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::create_dir_all(tokens.parent().expect("a parent")).expect("secrets dir");
+    std::fs::write(&tokens, format!("{} *\n", "t".repeat(40))).expect("token file");
+    let r = run(&["check-config"], &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!r.stderr.contains("does not exist"), "{}", r.stderr);
+}
+
 /// Bound to every address without `NETAPI_CHAT_PUBLIC_URL`, every link names `0.0.0.0`
 /// (as documented), which no client on another machine can follow: `check-config` and the
 /// start warn, saying what to set. With a public URL, or bound to one address, no warning.
@@ -391,7 +429,11 @@ fn every_address_without_a_public_url_is_warned_about() {
     ] {
         let r = run(&["check-config"], quiet);
         assert_eq!(r.code, Some(0), "{}", r.stderr);
-        assert!(!r.stderr.contains("warning"), "{quiet:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("NETAPI_CHAT_PUBLIC_URL is not set"),
+            "{quiet:?}: {}",
+            r.stderr
+        );
     }
 
     let dir = support::temp_data_dir();
