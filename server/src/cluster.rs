@@ -2262,7 +2262,8 @@ fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static st
             "the leading instance refused the connection; if it stopped, another takes over within seconds"
         }
         Some(Stopped::TimedOut) => {
-            "the leading instance did not answer in time; another takes over within seconds"
+            "the leading instance did not answer in time; if it stopped, another takes over \
+             within seconds"
         }
         // The leader closed the connection with the request under way: stopping, killed, or
         // a refusal whose body it stopped reading (past its lingering close's bound).
@@ -2270,7 +2271,10 @@ fn unreachable_because(error: &(dyn std::error::Error + 'static)) -> &'static st
             "the leading instance closed the connection before it answered; if it stopped, \
              another takes over within seconds"
         }
-        None => "the instance that leads cannot be reached; another takes over within seconds",
+        None => {
+            "the instance that leads cannot be reached; if it stopped, another takes over \
+             within seconds"
+        }
     }
 }
 
@@ -2860,7 +2864,8 @@ mod tests {
         let other = std::io::Error::other("no route to host");
         assert_eq!(
             unreachable_because(&failed(other)),
-            "the instance that leads cannot be reached; another takes over within seconds"
+            "the instance that leads cannot be reached; if it stopped, another takes over \
+             within seconds"
         );
     }
 

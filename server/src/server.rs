@@ -227,10 +227,18 @@ pub fn check_notes(config: &Config) -> Vec<String> {
         && !path.exists()
     {
         notes.push(format!(
-            "the token file {} does not exist: the start creates it with a new token that \
-             acts for every user (`*`), printed once",
+            "the token file {} does not exist: a first start creates it with a new token \
+             that acts for every user (`*`), printed once; over a store that holds data the \
+             start refuses instead",
             path.display()
         ));
+    }
+    if config.database_ca_file.is_some() && config.database_url.is_none() {
+        notes.push(
+            "NETAPI_CHAT_DATABASE_CA_FILE is set but not used: NETAPI_CHAT_DATABASE_URL is not \
+             set (the store is SQLite)"
+                .to_owned(),
+        );
     }
     notes
 }
@@ -249,17 +257,21 @@ pub fn check(config: &Config) -> Result<(), String> {
         crate::tls::server_config(files, must.as_ref())?;
     }
     crate::tls::callback_client_config(config.callback_ca_file.as_deref())?;
-    crate::tls::database_client_config(config.database_ca_file.as_deref())?;
-    crate::tls::cluster_client_config(config.cluster_ca_file.as_deref())?;
+    // The database's and the cluster's CA files only where the start reads them: the start
+    // refuses what this refuses, and a fleet-wide file naming a CA a SQLite server has no use
+    // for must not stop it (the diff review).
+    if config.database_url.is_some() {
+        crate::tls::database_client_config(config.database_ca_file.as_deref())?;
+    }
+    if config.cluster_url.is_some() {
+        crate::tls::cluster_client_config(config.cluster_ca_file.as_deref())?;
+    }
     if let Some(secret) = &config.webhook_secret {
         Signer::from_secret(secret).map_err(|e| format!("NETAPI_CHAT_WEBHOOK_SECRET: {e}"))?;
     }
     match &config.auth {
         AuthConfig::TokenFile(_) => {
-            let path = config
-                .token_file()
-                .unwrap_or_else(|| config.data_dir.join("tokens"));
-            if path.exists() {
+            if let Some(path) = config.token_file().filter(|p| p.exists()) {
                 TokenFile::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }

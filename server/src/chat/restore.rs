@@ -7,10 +7,11 @@
 
 use super::records;
 use super::state::{ChannelRecord, Counters, Invitation, Session, SubscriptionRecord};
+use super::subscriptions::EXPIRY_NOTICE_WITHIN_MS;
 use super::{Change, Chat};
-use crate::notify::{Delivery, Queue};
+use crate::notify::{Delivery, Notification, Queue};
 use crate::store::{Kind, Snapshot};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl Chat {
@@ -80,7 +81,7 @@ impl Chat {
                 if super::channels::under_channels(self.urls.base(), url)
                     && super::subscriptions::channel_of(&state, url).is_none()
                 {
-                    over.insert(rec.id);
+                    over.insert(rec.id, "the notification channel it fed is gone");
                     return None;
                 }
                 let queue = self.start_queue(&state, &rec);
@@ -96,7 +97,7 @@ impl Chat {
                 None => match expiring.get(&e.subscription) {
                     Some((queue, _)) => queue,
                     None => {
-                        if over.contains(&e.subscription) {
+                        if over.contains_key(&e.subscription) {
                             *dropped.entry(e.subscription).or_default() += 1;
                         }
                         continue;
@@ -105,11 +106,17 @@ impl Chat {
             };
             let notification = records::decode_notification(&e.body)
                 .map_err(|err| format!("stored notification {} is unreadable: {err}", e.id))?;
+            // An expired subscription's notice holds no bytes, as when it was made
+            // (`Chat::expire_subscription`): it is never shed for the budget.
+            let bytes = match notification {
+                Notification::SubscriptionCancellationNotification(_) => 0,
+                _ => e.body.len(),
+            };
             queue.push(Delivery {
                 id: e.id,
                 notification,
                 created_ms: e.created_ms,
-                bytes: e.body.len(),
+                bytes,
                 progress: e.progress,
                 deadline_ms: None,
                 best_effort: false,
@@ -121,13 +128,13 @@ impl Chat {
                 tracing::warn!(
                     subscription = subscription.as_str(),
                     dropped,
-                    why = "the server was not running when their minute after the expiry ended",
+                    why = over.get(subscription).copied().unwrap_or_default(),
                     "an expired subscription's last notifications are dropped undelivered"
                 );
             }
             self.store.submit_detached(crate::store::Batch {
                 deletes: over
-                    .into_iter()
+                    .into_keys()
                     .map(|id| (Kind::Subscription, id))
                     .collect(),
                 ..crate::store::Batch::default()
@@ -201,19 +208,28 @@ impl Chat {
 
 /// The rule of a restart for the subscriptions that had expired (`expired`, each with its
 /// [`SubscriptionRecord::expired_until_ms`]): those whose minute for their last
-/// notifications still runs at `now`, each with its end, to be delivered until then; and the
-/// ids of those whose minute is up, to be deleted with what they still hold.
+/// notifications still runs at `now`, each with its end, to be delivered until then (at most
+/// a minute from `now`: the instance that wrote the end may have had a clock ahead of this
+/// one's); and the ids of those whose minute is up, each with why, to be deleted with what
+/// they still hold.
 fn expired_leftovers(
     expired: Vec<SubscriptionRecord>,
     now: i64,
-) -> (Vec<(SubscriptionRecord, i64)>, HashSet<String>) {
+) -> (
+    Vec<(SubscriptionRecord, i64)>,
+    HashMap<String, &'static str>,
+) {
+    let latest = now.saturating_add(EXPIRY_NOTICE_WITHIN_MS);
     let mut running = Vec::new();
-    let mut over = HashSet::new();
+    let mut over = HashMap::new();
     for rec in expired {
         match rec.expired_until_ms {
-            Some(until) if until > now => running.push((rec, until)),
+            Some(until) if until > now => running.push((rec, until.min(latest))),
             _ => {
-                over.insert(rec.id);
+                over.insert(
+                    rec.id,
+                    "the server was not running when their minute after the expiry ended",
+                );
             }
         }
     }
@@ -469,15 +485,19 @@ mod tests {
                 expired("sub-1", 999),
                 expired("sub-2", 1_000),
                 expired("sub-3", 1_001),
+                // Written by an instance whose clock ran ahead: a minute from now at most.
+                expired("sub-4", 1_000 + 10 * EXPIRY_NOTICE_WITHIN_MS),
             ],
             1_000,
         );
         let running: Vec<(&str, i64)> = running.iter().map(|(r, t)| (r.id.as_str(), *t)).collect();
-        assert_eq!(running, [("sub-3", 1_001)]);
         assert_eq!(
-            over,
-            HashSet::from(["sub-1".to_owned(), "sub-2".to_owned()])
+            running,
+            [("sub-3", 1_001), ("sub-4", 1_000 + EXPIRY_NOTICE_WITHIN_MS)]
         );
+        let mut over: Vec<&str> = over.keys().map(String::as_str).collect();
+        over.sort_unstable();
+        assert_eq!(over, ["sub-1", "sub-2"]);
     }
 
     /// A record that does not read stops the start with an error naming it; so does a

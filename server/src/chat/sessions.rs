@@ -648,6 +648,12 @@ pub(super) fn end(urls: &Urls, s: &Session, user: &str) -> Result<Decision, Refu
 /// session, whose only invitation this was, ends (its originator told `SessionEnded`).
 fn cancel(urls: &Urls, s: &Session, user: &str, pid: &str) -> Result<Decision, Refused> {
     let p = s.participant(pid).ok_or(Refused::NotFound)?;
+    // The originator was never invited: nothing to cancel, whoever asks.
+    if p.is_originator {
+        return Err(Refused::NotPending {
+            pid: pid.to_owned(),
+        });
+    }
     // Whose it is first: to anyone but the inviter the answer is the same whatever the
     // invitation's state (`403`, for good), not a `409` that reads as "try again later"
     // (the outside review of 2026-12-07).
@@ -1333,7 +1339,7 @@ mod tests {
             (B, C, not_inviter(C)),
             // Not the inviter: refused as such, whatever the invitation's state.
             (B, D, not_inviter(D)),
-            (C, A, not_inviter(A)),
+            (C, A, not_pending(A)),
             (A, STRANGER, Refused::NotFound),
         ];
         for (by, pid, why) in cases {

@@ -323,7 +323,7 @@ impl Chat {
     /// ([`EXPIRY_NOTICE_WITHIN_MS`]) and dropped after that. Its record stays that minute,
     /// marked expired (nobody's subscription any more), with its outbox rows and the notice's:
     /// a restart or a takeover within it delivers them (`restore`); then the record goes, and
-    /// its rows with it ([`Chat::expired_record_timer`]).
+    /// its rows with it ([`Chat::expired_record_timer`]). One delivery disabled goes at once.
     fn expire_subscription(self: &Arc<Self>, state: &mut State, id: &str) {
         let Some(mut sub) = remove_subscription(state, id) else {
             return;
@@ -331,13 +331,24 @@ impl Chat {
         let until = now_ms().saturating_add(EXPIRY_NOTICE_WITHIN_MS);
         sub.queue.expire(until);
         let notification = expiry_notice(&self.urls, &sub.rec);
-        sub.rec.expired_until_ms = Some(until);
+        // One delivery disabled delivers nothing any more (its queue buries what it gets):
+        // kept a minute, it would only hold its dead letters longer and make its notice a
+        // dead letter in place of an older one (the diff review). It goes now, as before.
+        let kept = sub.rec.disabled.is_none();
         let mut change = Change::default();
-        change.put(
-            Kind::Subscription,
-            id.to_owned(),
-            records::encode_subscription(&sub.rec),
-        );
+        if kept {
+            sub.rec.expired_until_ms = Some(until);
+            change.put(
+                Kind::Subscription,
+                id.to_owned(),
+                records::encode_subscription(&sub.rec),
+            );
+        } else {
+            change
+                .batch
+                .deletes
+                .push((Kind::Subscription, id.to_owned()));
+        }
         // Stored, but no bytes counted against the backlog: the queue keeps an expired
         // subscription's notice when its leftovers give way to a full budget, and dropping it
         // would free nothing. Tried for `EXPIRY_NOTICE_WITHIN_MS` only: a callback that does
@@ -347,17 +358,19 @@ impl Chat {
         let body = records::encode_notification(&notification);
         let mut notice = Delivery::new(0, notification, 0);
         notice.deadline_ms = Some(until);
-        let entry = OutboxEntry {
+        let entry = kept.then(|| OutboxEntry {
             id: 0,
             subscription: id.to_owned(),
             body,
             created_ms: notice.created_ms,
             progress: Progress::default(),
-        };
-        change.new_notification(sub.queue.clone(), notice, Some(entry));
+        });
+        change.new_notification(sub.queue.clone(), notice, entry);
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(state, change));
-        self.expired_record_timer(id.to_owned(), until);
+        if kept {
+            self.expired_record_timer(id.to_owned(), until);
+        }
     }
 
     /// Delivery disabled the subscription (`410 Gone`, failing past the give-up age, backlog
