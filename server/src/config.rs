@@ -1081,6 +1081,8 @@ impl Sources {
         match self.text(variable).map(str::trim) {
             None => Ok(None),
             Some(t) if crate::auth::token_file::is_strong_token(t) => Ok(Some(t.to_owned())),
+            // Nothing to hide in an empty one: shown as it is, so the mistake reads as one.
+            Some("") => Err(self.invalid(variable, "", STRONG_TOKEN)),
             Some(_) => Err(self.invalid(variable, "(hidden)", STRONG_TOKEN)),
         }
     }
@@ -1556,6 +1558,21 @@ impl Config {
                 s.text("NETAPI_CHAT_TLS_KEY").map(str::trim),
             ) {
                 (None, None) => None,
+                // Empty is no path (it read as `NETAPI_CHAT_TLS_CERT: : cannot be read`), and
+                // not "unset" either: plain HTTP where TLS was meant would be a quiet downgrade.
+                (Some(""), _) | (_, Some("")) => {
+                    let variable = if s.text("NETAPI_CHAT_TLS_CERT").map(str::trim) == Some("") {
+                        "NETAPI_CHAT_TLS_CERT"
+                    } else {
+                        "NETAPI_CHAT_TLS_KEY"
+                    };
+                    return Err(s.invalid(
+                        variable,
+                        "",
+                        "the path of a PEM file (it is empty; leave both TLS settings unset \
+                         to serve plain HTTP)",
+                    ));
+                }
                 (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                     cert: PathBuf::from(cert),
                     key: PathBuf::from(key),

@@ -339,7 +339,8 @@ fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
 }
 
 /// `check-config` takes a matching pair and refuses, naming the setting, half a pair, a file
-/// that is missing or holds no PEM, and a key that is not the certificate's; the start refuses
+/// that is missing or holds no PEM, a key that is not the certificate's, and empty paths
+/// (which read as `NETAPI_CHAT_TLS_CERT: : cannot be read`); the start refuses
 /// each the same way, exit 2 (a key that did not match was exit 1, "could not listen").
 #[test]
 fn check_config_refuses_a_bad_certificate_pair() {
@@ -399,6 +400,10 @@ fn check_config_refuses_a_bad_certificate_pair() {
                 ("NETAPI_CHAT_TLS_KEY", other_key),
             ],
             vec!["NETAPI_CHAT_TLS_KEY", "does not match"],
+        ),
+        (
+            vec![("NETAPI_CHAT_TLS_CERT", ""), ("NETAPI_CHAT_TLS_KEY", "")],
+            vec!["NETAPI_CHAT_TLS_CERT=\"\"", "it is empty"],
         ),
     ] {
         let (code, err) = check_config(&dir, &env);
