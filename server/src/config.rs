@@ -991,9 +991,18 @@ impl Sources {
                 .map_err(|e: toml::de::Error| problem(format!("not valid TOML: {e}")))?;
             for (key, value) in &table {
                 let Some(s) = SETTINGS.iter().find(|s| s.key() == *key) else {
+                    let nearest = SETTINGS
+                        .iter()
+                        .map(|s| (edit_distance(key, &s.key()), s.key()))
+                        .min()
+                        .filter(|(d, _)| *d <= 3);
                     let hint = match SETTINGS.iter().find(|s| s.env == key.as_str()) {
                         Some(s) => format!(" (write it as `{}`)", s.key()),
-                        None => " (`netapi-chat --help` lists the settings)".to_owned(),
+                        // As for a misspelt environment variable (`unknown_variables`).
+                        None => match nearest {
+                            Some((_, k)) => format!(" (did you mean `{k}`?)"),
+                            None => " (`netapi-chat --help` lists the settings)".to_owned(),
+                        },
                     };
                     return Err(problem(format!("unknown setting `{key}`{hint}")));
                 };
@@ -2163,7 +2172,11 @@ mod tests {
         let f = TempFile::new("max_body_bytes = 10\nmax_bodybytes = 10\n");
         let e = config(Some(&f.0), &[]).unwrap_err().to_string();
         assert!(e.contains("unknown setting `max_bodybytes`"), "{e}");
+        assert!(e.contains("did you mean `max_body_bytes`?"), "{e}");
         assert!(e.contains(&f.0.display().to_string()), "{e}");
+        let f = TempFile::new("frobnicate = 1\n");
+        let e = config(Some(&f.0), &[]).unwrap_err().to_string();
+        assert!(e.contains("`netapi-chat --help` lists the settings"), "{e}");
         let f = TempFile::new("NETAPI_CHAT_SYNC = \"full\"\n");
         let e = config(Some(&f.0), &[]).unwrap_err().to_string();
         assert!(e.contains("write it as `sync`"), "{e}");
