@@ -293,9 +293,11 @@ impl ReloadingCert {
                     self.files.cert.display()
                 );
             }
-            Err(e) => crate::data_dir::warn(&format!(
+            // Through the log like every line written while serving (the start-up
+            // `data_dir::warn` has no time or level in text mode; the operator review).
+            Err(e) => tracing::warn!(
                 "the changed TLS certificate pair is not used ({e}); the previous one stays in force"
-            )),
+            ),
         }
     }
 }
