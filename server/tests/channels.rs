@@ -509,8 +509,8 @@ async fn a_poll_answers_omas_notification_list_with_the_ids_in_a_header() {
 
 /// A client that writes the channel's callbackURL its own way (lower-case hex, the address
 /// unencoded: the same URL by RFC 3986) still reaches its channel (it was taken for an
-/// outside callback, POSTed to the server itself and lost); a URL under the server's channels
-/// that names no channel of the user is refused at once.
+/// outside callback, POSTed to the server itself and lost), and goes with it; a URL under the
+/// server's channels that names no channel of the user is refused at once.
 #[tokio::test]
 async fn a_callback_url_spelled_another_way_still_reaches_the_channel() {
     let s = server(&[("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "100")]);
@@ -524,12 +524,16 @@ async fn a_callback_url_spelled_another_way_still_reaches_the_channel() {
         let url = respell(&given_by_server(&ch));
         assert_ne!(url, given_by_server(&ch));
         let doc = docs::subscription_to(&url, "bob-app", f);
-        chat::subscribe_with(&s, B, &doc, Format::Json).await;
+        let sub = chat::subscribe_with(&s, B, &doc, Format::Json).await;
         invite(&s, A, B, "respelled").await;
         let got = invitations(&poll_list(&channel_url(&ch), f).await);
         assert_eq!(got.len(), 1, "{url}: {got:?}");
         assert_eq!(got[0].1, "respelled");
         send_empty("DELETE", ch.resource_url.as_deref().unwrap(), f).await;
+        // It goes with its channel, as one spelling the URL as given does (it stayed,
+        // `Active`, its notifications dropped into the closed mailbox).
+        let gone = send_empty("GET", sub.resource_url.as_deref().unwrap(), f).await;
+        assert_eq!(gone.status, 404, "{url}: {}", gone.body);
     }
     let ch = create_channel(&s, B, Format::Json, None, Some(1)).await;
     let none = given_by_server(&ch).replace("/channels/", "/channels/no-such-");

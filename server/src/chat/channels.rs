@@ -354,19 +354,24 @@ impl Chat {
                 state.user_channels.remove(&ch.rec.user);
             }
         }
-        if let Some(key) = callback_key(&ch.rec.callback_url) {
-            state.channel_callbacks.remove(&key);
+        let key = callback_key(&ch.rec.callback_url);
+        if let Some(key) = &key {
+            state.channel_callbacks.remove(key);
         }
+        // Every subscription the channel feeds, however its notifyURL spells the callbackURL
+        // (as `callback_key` attached it): compared as written, one that wrote `%3a` or an
+        // unencoded `sip:` outlived its channel, `Active`, its notifications dropped into
+        // the closed mailbox, and after a restart POSTed to the server's own URL (the
+        // channels review of 2026-12-07).
         let feeding: Vec<String> = state
             .user_subscriptions
             .get(&ch.rec.user)
             .into_iter()
             .flatten()
             .filter(|s| {
-                state
-                    .subscriptions
-                    .get(*s)
-                    .is_some_and(|s| s.rec.callback.notify_url == ch.rec.callback_url)
+                state.subscriptions.get(*s).is_some_and(|s| {
+                    key.is_some() && callback_key(&s.rec.callback.notify_url) == key
+                })
             })
             .cloned()
             .collect();

@@ -65,8 +65,33 @@ impl Chat {
         for rec in live.channels {
             self.attach_channel(&mut state, rec);
         }
+        // A subscription that names one of this server's notification channels no longer
+        // there was left behind by an earlier version, which deleted with a channel only the
+        // subscriptions spelling its callbackURL byte for byte: it goes now, as it would
+        // have then, instead of POSTing to the server's own URL.
+        let mut orphans = Vec::new();
         for rec in live.subscriptions {
+            let url = &rec.callback.notify_url;
+            if super::channels::under_channels(self.urls.base(), url)
+                && super::subscriptions::channel_of(&state, url).is_none()
+            {
+                orphans.push(rec.id);
+                continue;
+            }
             self.attach_subscription(&mut state, rec);
+        }
+        if !orphans.is_empty() {
+            tracing::warn!(
+                subscriptions = orphans.len(),
+                "subscriptions of deleted notification channels removed"
+            );
+            self.store.submit_detached(crate::store::Batch {
+                deletes: orphans
+                    .into_iter()
+                    .map(|id| (Kind::Subscription, id))
+                    .collect(),
+                ..crate::store::Batch::default()
+            });
         }
         // Expired ones whose last minute is still running deliver what they hold until then,
         // as if the server had stayed up; the others' time is up: their records go, and the
