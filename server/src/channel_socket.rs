@@ -585,6 +585,34 @@ fn mailbox_end(mailbox: &Mailbox, me: u64) -> Option<End> {
     }
 }
 
+/// How often a socket's credentials are looked at between waits for its mailbox (they are
+/// also looked at after each wait): a second, so a revoked token or an expired JWT ends a
+/// socket within about a second whatever its client sends.
+const GRANT_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A look due at most every `period`: the rule of [`GRANT_LOOK`].
+#[derive(Debug)]
+struct Every {
+    period: std::time::Duration,
+    next: tokio::time::Instant,
+}
+
+impl Every {
+    /// Due first at `now`.
+    fn new(period: std::time::Duration, now: tokio::time::Instant) -> Every {
+        Every { period, next: now }
+    }
+
+    /// Whether the look is due at `now`; if so, the next one is a period later.
+    fn due(&mut self, now: tokio::time::Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.period;
+        true
+    }
+}
+
 /// One socket: a frame per notification, each waiting for its acknowledgement.
 async fn serve(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel) {
     let SocketChannel {
@@ -597,12 +625,24 @@ async fn serve(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel) {
         grant,
     } = channel;
     let mut live = Liveness::new(wait, tokio::time::Instant::now());
+    let mut looked = Every::new(GRANT_LOOK, tokio::time::Instant::now());
     // The channel is this socket's from now on, in one step: what an earlier socket was sent
     // and did not acknowledge comes first, again, and that socket ends.
     let me = mailbox.take_over();
     loop {
         if crate::notify::channel::ending() {
             let _ = tx.send(close(STOPPING)).await;
+            return;
+        }
+        // The credentials at every turn (a frame, a keep-alive round, a wait run out), not
+        // only after a wait for the mailbox: every client frame starts that wait again, so a
+        // socket whose token was revoked (or whose JWT expired) stayed open, and kept its
+        // channel alive, for as long as its client sent anything (the channels review of
+        // 2026-12-07: 40 s and more with Pings). At most every `GRANT_LOOK` here (a flood of
+        // stray frames would verify a JWT each); the check after a wait stays.
+        if looked.due(tokio::time::Instant::now()) && !grant.holds(&user) {
+            mailbox.release(me);
+            let _ = tx.send(close(REVOKED)).await;
             return;
         }
         chat.touch_channel(&id);
@@ -905,10 +945,17 @@ async fn serve_oma(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel, max: usize)
     let _releasing = Releasing(mailbox, me);
     let mut settling = Settling::new();
     let mut live = Liveness::new(*wait, tokio::time::Instant::now());
+    let mut looked = Every::new(GRANT_LOOK, tokio::time::Instant::now());
     loop {
         settle(mailbox, &mut settling, tokio::time::Instant::now());
         if crate::notify::channel::ending() {
             let _ = tx.send(close(STOPPING)).await;
+            return;
+        }
+        // At every turn, as in `serve` (a client's `connCheck`s restarted the wait after
+        // which alone the credentials were checked), at most every `GRANT_LOOK`.
+        if looked.due(tokio::time::Instant::now()) && !channel.grant.holds(&channel.user) {
+            let _ = tx.send(close(REVOKED)).await;
             return;
         }
         chat.touch_channel(id);
@@ -1065,6 +1112,19 @@ pub fn frame(t: &Taken, format: Format, timestamp: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The credentials' look is due at once, then at most once a period.
+    #[test]
+    fn a_look_is_due_at_most_once_a_period() {
+        let t0 = tokio::time::Instant::now();
+        let s = std::time::Duration::from_secs(1);
+        let mut every = Every::new(s, t0);
+        assert!(every.due(t0));
+        assert!(!every.due(t0 + s / 2));
+        assert!(every.due(t0 + s));
+        assert!(!every.due(t0 + s + s / 2));
+        assert!(every.due(t0 + 5 * s));
+    }
 
     /// The socket's route is the spec's channel path (the one `Urls::channel` builds) plus
     /// `SOCKET_SUFFIX`, the same suffix `socket_url` adds: the endpoint's literal cannot drift.

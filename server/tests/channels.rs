@@ -1771,6 +1771,40 @@ async fn a_socket_whose_client_answers_no_ping_is_closed() {
     }
 }
 
+/// A socket whose token is revoked is closed (1008) within about a second although nothing
+/// is sent to it and its client keeps talking (a Ping every 200 ms): before, the credentials
+/// were looked at only after a wait for the mailbox, which every client frame started again,
+/// so such a socket stayed open (and kept its channel alive) for as long as it talked.
+#[tokio::test]
+async fn a_revoked_token_ends_its_socket_while_its_client_talks() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[]);
+    let ch = create_socket_channel(&s, B).await;
+    let token = support::user_token(B);
+    let mut ws = connect(&channel_url(&ch), &token, Format::Json)
+        .await
+        .unwrap();
+    revoke(&s, &token).await;
+    let revoked = std::time::Instant::now();
+    let closed = loop {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(10),
+            "still open 10 s after the revocation"
+        );
+        if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
+            // Closed meanwhile: its close frame may still be there to read.
+            break close_code(&mut ws, &format!("closed ({e}), its close frame")).await;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+            Ok(Some(Ok(Message::Close(c)))) => break c.map(|c| u16::from(c.code)),
+            Ok(Some(Ok(_))) | Err(_) => continue,
+            Ok(other) => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(closed, Some(1008));
+}
+
 /// A socket streams only while its credentials hold: once its token is revoked (the token file
 /// edited under the running server), the next notification is not sent on it; the socket is
 /// closed (1008) and the notification waits for a socket whose credentials hold.
