@@ -655,9 +655,19 @@ async fn serve(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel) {
             p = mailbox.next(me, 1, wait), if serving => p,
             () = tokio::time::sleep(crate::notify::PAUSED_LOOK), if !serving => continue,
             m = rx.next() => match m {
-                // A stray frame (nothing is waiting for an acknowledgement): ignored, but the
-                // client is there.
-                Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                // A stray text or binary frame (nothing is waiting for an acknowledgement):
+                // ignored, but counted against the token's request rate as the OMA binding's
+                // `connCheck`s are (a flood of them kept a core busy: the channels review).
+                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                    live.heard(tokio::time::Instant::now());
+                    if let Err(end) = grant.frame() {
+                        let _ = tx.send(close(end)).await;
+                        return;
+                    }
+                    continue;
+                }
+                // The client is there.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                     live.heard(tokio::time::Instant::now());
                     continue;
                 }
@@ -741,13 +751,16 @@ async fn serve(tx: &mut Tx, rx: &mut Rx, channel: SocketChannel) {
                     mailbox.acknowledge_id(taken.id);
                     break;
                 }
-                Some(Ok(
-                    Message::Text(_)
-                    | Message::Binary(_)
-                    | Message::Ping(_)
-                    | Message::Pong(_)
-                    | Message::Frame(_),
-                )) => continue,
+                // Not the acknowledgement: counted as above.
+                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                    if let Err(end) = grant.frame() {
+                        mailbox.release(me);
+                        let _ = tx.send(close(end)).await;
+                        return;
+                    }
+                    continue;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Err(e)) if too_big(&e) => {
                     mailbox.release(me);
                     let _ = tx.send(close(TOO_BIG)).await;

@@ -1871,6 +1871,42 @@ async fn conn_checks_count_against_the_tokens_request_rate() {
     assert!(acks < 200, "{acks} connAcks: none refused");
 }
 
+/// Stray frames on the project's own binding (text that acknowledges nothing, binary) count
+/// against the token's request rate as the OMA binding's `connCheck`s do: a flood of them is
+/// closed (1008) instead of keeping a core busy (the channels review of 2026-12-07).
+#[tokio::test]
+async fn stray_frames_count_against_the_tokens_request_rate() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server(&[("NETAPI_CHAT_RATE_LIMIT", "50")]);
+    let ch = create_socket_channel(&s, B).await;
+    let mut ws = connect(&channel_url(&ch), &support::user_token(B), Format::Json)
+        .await
+        .unwrap();
+    for n in 0..400 {
+        let m = if n % 2 == 0 {
+            Message::Text("msg_0".into())
+        } else {
+            Message::Binary(vec![0u8; 8].into())
+        };
+        if ws.send(m).await.is_err() {
+            break;
+        }
+    }
+    let mut closed = None;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        match m {
+            Ok(Message::Close(c)) => {
+                closed = c.map(|c| u16::from(c.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(closed, Some(1008));
+}
+
 /// A client frame over 1 KiB (a connCheck or an acknowledgement is a few dozen bytes) ends the
 /// socket with 1009, on either binding, instead of a dropped connection.
 #[tokio::test]
