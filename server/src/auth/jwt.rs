@@ -442,11 +442,25 @@ impl JwtVerifier {
                         | ErrorKind::MissingRequiredClaim(_)
                         | ErrorKind::InvalidClaimFormat(_)
                 );
-                let wrong_type = after_signature
-                    .then(|| signed_claims(bearer))
-                    .flatten()
-                    .and_then(|claims| registered_claim_types(&claims).err());
-                return invalid(wrong_type.unwrap_or_else(|| self.reason(e.kind())));
+                let signed = after_signature.then(|| signed_claims(bearer)).flatten();
+                let wrong_type = signed
+                    .as_ref()
+                    .and_then(|claims| registered_claim_types(claims).err());
+                // A date claim that is there but no date jsonwebtoken reads (`1e30`, `-5`)
+                // was told as missing ("it has no exp claim": the channels review).
+                let out_of_range = match (e.kind(), &signed) {
+                    (ErrorKind::MissingRequiredClaim(c), Some(claims))
+                        if claims.contains_key(c) =>
+                    {
+                        Some(out_of_range(c))
+                    }
+                    _ => None,
+                };
+                return invalid(
+                    wrong_type
+                        .or(out_of_range)
+                        .unwrap_or_else(|| self.reason(e.kind())),
+                );
             }
         };
         registered_claim_types(&claims).map_err(AuthError::Invalid)?;
@@ -461,9 +475,12 @@ impl JwtVerifier {
             Some(sub) => sub.to_owned(),
             None => users.first().cloned().unwrap_or_default(),
         };
-        // Validation required `exp` and read it the same way: never missing here.
+        // Validation required `exp`: there, but maybe no date this reads (out of range).
         let Some(exp) = numeric_date(&claims, "exp") else {
-            return invalid(InvalidToken::MissingClaim("exp".to_owned()));
+            return invalid(match claims.contains_key("exp") {
+                true => out_of_range("exp"),
+                false => InvalidToken::MissingClaim("exp".to_owned()),
+            });
         };
         Ok(Accepted {
             principal: Principal {
@@ -475,6 +492,14 @@ impl JwtVerifier {
             nbf: numeric_date(&claims, "nbf"),
         })
     }
+}
+
+/// A date claim (`exp`, `nbf`) that is there but no date: not a whole number of seconds
+/// since 1970 in range.
+fn out_of_range(claim: &str) -> InvalidToken {
+    InvalidToken::BadClaim(format!(
+        "its {claim} claim is out of range (seconds since 1970, a whole number)"
+    ))
 }
 
 impl JwtVerifier {
@@ -959,6 +984,21 @@ Auq45p/ZZnRRb5fjoWS1brdMyTXbuwiB";
             invalid(&token),
             InvalidToken::MissingClaim("exp".to_owned())
         );
+    }
+
+    /// An `exp` that is there but no date (a huge float, a negative number) is told as out of
+    /// range, not as missing.
+    #[test]
+    fn an_exp_out_of_range_is_told_as_such() {
+        for exp in [json!(1e30), json!(-5), json!(1.5e300)] {
+            let token = rs256(&with(claims(), "exp", exp.clone()));
+            match invalid(&token) {
+                InvalidToken::BadClaim(why) => {
+                    assert!(why.contains("exp claim is out of range"), "{exp}: {why}");
+                }
+                other => panic!("{exp}: {other:?}"),
+            }
+        }
     }
 
     #[test]
