@@ -67,6 +67,19 @@ fn message_notifications(l: &Listener) -> Vec<(String, String)> {
 }
 
 /// Waits (up to 10 s) for the first notification of `kind` at `l`.
+/// Waits (within 20 s) until the resource at `url` is gone: its GET is `404`.
+async fn until_gone(url: &str) {
+    within(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || match send_empty("GET", url, Format::Json).await.status {
+            404 => Ok(()),
+            s => Err(format!("{url} still answers {s}")),
+        },
+    )
+    .await;
+}
+
 async fn first_of_kind(l: &Listener, kind: &str) -> support::Received {
     within(
         Duration::from_secs(10),
@@ -598,15 +611,7 @@ async fn a_subscription_disabled_for_the_retention_period_is_deleted() {
     )
     .await;
     let disabled_at = Instant::now();
-    within(
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        async || match send_empty("GET", &gone_url, Format::Json).await.status {
-            404 => Ok(()),
-            status => Err(format!("still there ({status})")),
-        },
-    )
-    .await;
+    until_gone(&gone_url).await;
     assert!(
         disabled_at.elapsed() >= Duration::from_millis(1500),
         "deleted {:?} after it was disabled",
@@ -702,15 +707,7 @@ async fn an_expired_subscriptions_last_notifications_survive_a_crash() {
     for n in 0..3 {
         chat::send_message(&srv, A, &sid, &message(&format!("m{n}"), None)).await;
     }
-    within(
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        async || match send_empty("GET", &url, Format::Json).await.status {
-            404 => Ok(()),
-            s => Err(format!("the subscription still answers {s}")),
-        },
-    )
-    .await;
+    until_gone(&url).await;
     let dir = srv.kill();
     let before = lb.all().len();
     lb.set_down(false);

@@ -85,13 +85,7 @@ impl Chat {
                 subscriptions = orphans.len(),
                 "subscriptions of deleted notification channels removed"
             );
-            self.store.submit_detached(crate::store::Batch {
-                deletes: orphans
-                    .into_iter()
-                    .map(|id| (Kind::Subscription, id))
-                    .collect(),
-                ..crate::store::Batch::default()
-            });
+            self.delete_subscriptions(orphans);
         }
         // Expired ones whose last minute is still running deliver what they hold until then,
         // as if the server had stayed up; the others' time is up: their records go, and the
@@ -157,13 +151,7 @@ impl Chat {
                     "an expired subscription's last notifications are dropped undelivered"
                 );
             }
-            self.store.submit_detached(crate::store::Batch {
-                deletes: over
-                    .into_keys()
-                    .map(|id| (Kind::Subscription, id))
-                    .collect(),
-                ..crate::store::Batch::default()
-            });
+            self.delete_subscriptions(over.into_keys());
         }
         // Their handles go: each queue's task ends once it has done with what it holds.
         for (id, (_, until)) in expiring.drain() {
@@ -259,6 +247,17 @@ fn expired_leftovers(
         }
     }
     (running, over)
+}
+
+impl Chat {
+    /// Deletes the records of subscriptions `ids` that a start does not load (and so their
+    /// outbox rows), in one change nobody waits for.
+    fn delete_subscriptions(&self, ids: impl IntoIterator<Item = String>) {
+        self.store.submit_detached(crate::store::Batch {
+            deletes: ids.into_iter().map(|id| (Kind::Subscription, id)).collect(),
+            ..crate::store::Batch::default()
+        });
+    }
 }
 
 /// A stored deadline: an invitation's timeout or a subscription's expiry, due at `at` (Unix ms).
