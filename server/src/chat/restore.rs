@@ -65,42 +65,27 @@ impl Chat {
         for rec in live.channels {
             self.attach_channel(&mut state, rec);
         }
-        // A subscription that names one of this server's notification channels no longer
-        // there was left behind by an earlier version, which deleted with a channel only the
-        // subscriptions spelling its callbackURL byte for byte: it goes now, as it would
-        // have then, instead of POSTing to the server's own URL.
-        let mut orphans = Vec::new();
-        for rec in live.subscriptions {
-            let url = &rec.callback.notify_url;
-            if super::channels::under_channels(self.urls.base(), url)
-                && super::subscriptions::channel_of(&state, url).is_none()
-            {
-                orphans.push(rec.id);
-                continue;
-            }
-            self.attach_subscription(&mut state, rec);
-        }
-        if !orphans.is_empty() {
-            tracing::warn!(
-                subscriptions = orphans.len(),
-                "subscriptions of deleted notification channels removed"
-            );
-            self.delete_subscriptions(orphans);
-        }
         // Expired ones whose last minute is still running deliver what they hold until then,
-        // as if the server had stayed up; the others' time is up: their records go, and the
-        // outbox rows with them (`expired_leftovers`).
-        let (expiring, mut over) = expired_leftovers(live.expired, now);
+        // as if the server had stayed up; the others' time is up (`expired_leftovers`).
+        // Those, and any subscription that feeds a notification channel no longer there
+        // (`Chat::names_a_gone_channel`: an earlier version deleted with a channel only the
+        // subscriptions spelling its callbackURL byte for byte; an expired one's channel may
+        // have gone in its minute), are deleted with what they hold (`gone`), instead of being
+        // POSTed to the server's own URL.
+        let (expiring, mut gone) = expired_leftovers(live.expired, now);
+        const CHANNEL_GONE: &str = "the notification channel it fed is gone";
+        for rec in live.subscriptions {
+            if self.names_a_gone_channel(&state, &rec.callback.notify_url) {
+                gone.insert(rec.id, CHANNEL_GONE);
+            } else {
+                self.attach_subscription(&mut state, rec);
+            }
+        }
         let mut expiring: HashMap<String, (Queue, i64)> = expiring
             .into_iter()
             .filter_map(|(rec, until)| {
-                let url = &rec.callback.notify_url;
-                // Fed a notification channel that is gone (deleted, or expired, in that
-                // minute): nothing can take what it holds any more.
-                if super::channels::under_channels(self.urls.base(), url)
-                    && super::subscriptions::channel_of(&state, url).is_none()
-                {
-                    over.insert(rec.id, "the notification channel it fed is gone");
+                if self.names_a_gone_channel(&state, &rec.callback.notify_url) {
+                    gone.insert(rec.id, CHANNEL_GONE);
                     return None;
                 }
                 let queue = self.start_queue(&state, &rec);
@@ -116,7 +101,7 @@ impl Chat {
                 None => match expiring.get(&e.subscription) {
                     Some((queue, _)) => queue,
                     None => {
-                        if over.contains_key(&e.subscription) {
+                        if gone.contains_key(&e.subscription) {
                             *dropped.entry(e.subscription).or_default() += 1;
                         }
                         continue;
@@ -142,16 +127,16 @@ impl Chat {
             });
             resumed += 1;
         }
-        if !over.is_empty() {
-            for (subscription, dropped) in &dropped {
+        if !gone.is_empty() {
+            for (subscription, why) in &gone {
                 tracing::warn!(
                     subscription = subscription.as_str(),
-                    dropped,
-                    why = over.get(subscription).copied().unwrap_or_default(),
-                    "an expired subscription's last notifications are dropped undelivered"
+                    dropped = dropped.get(subscription).copied().unwrap_or(0),
+                    why,
+                    "a subscription deleted at start, its undelivered notifications dropped"
                 );
             }
-            self.delete_subscriptions(over.into_keys());
+            self.delete_subscriptions(gone.into_keys());
         }
         // Their handles go: each queue's task ends once it has done with what it holds.
         for (id, (_, until)) in expiring.drain() {
@@ -247,17 +232,6 @@ fn expired_leftovers(
         }
     }
     (running, over)
-}
-
-impl Chat {
-    /// Deletes the records of subscriptions `ids` that a start does not load (and so their
-    /// outbox rows), in one change nobody waits for.
-    fn delete_subscriptions(&self, ids: impl IntoIterator<Item = String>) {
-        self.store.submit_detached(crate::store::Batch {
-            deletes: ids.into_iter().map(|id| (Kind::Subscription, id)).collect(),
-            ..crate::store::Batch::default()
-        });
-    }
 }
 
 /// A stored deadline: an invitation's timeout or a subscription's expiry, due at `at` (Unix ms).

@@ -90,10 +90,7 @@ impl Chat {
             subscription: rec.id.clone(),
         };
         // A channel's callbackURL: its notifications wait in the channel (see `channels`).
-        let channel = super::channels::callback_key(&rec.callback.notify_url)
-            .and_then(|key| state.channel_callbacks.get(&key))
-            .and_then(|id| state.channels.get(id))
-            .map(|c| Arc::clone(&c.mailbox));
+        let channel = fed_channel(state, &rec.callback.notify_url).map(|c| Arc::clone(&c.mailbox));
         let queue = match channel {
             Some(mailbox) => Queue::start_channel(target, self.deliverer.clone(), mailbox),
             None => Queue::start(target, self.deliverer.clone()),
@@ -355,13 +352,12 @@ impl Chat {
         // not take it then is not retried for the give-up age
         // (`NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`, about 27 h by default) for a subscription that
         // is gone, which kept each expired subscription's queue in memory that long.
-        let body = records::encode_notification(&notification);
         let mut notice = Delivery::new(0, notification, 0);
         notice.deadline_ms = Some(until);
         let entry = kept.then(|| OutboxEntry {
             id: 0,
             subscription: id.to_owned(),
-            body,
+            body: records::encode_notification(&notice.notification),
             created_ms: notice.created_ms,
             progress: Progress::default(),
         });
@@ -450,12 +446,35 @@ impl Chat {
     }
 }
 
-/// The owner of the notification channel whose `callbackURL` is `url`, if it is one.
-pub(super) fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
+/// The notification channel whose `callbackURL` is `url` (however spelt, by
+/// `channels::callback_key`), if it is one: the one lookup of what feeds a channel.
+fn fed_channel<'a>(state: &'a State, url: &str) -> Option<&'a state::Channel> {
     super::channels::callback_key(url)
         .and_then(|key| state.channel_callbacks.get(&key))
         .and_then(|id| state.channels.get(id))
-        .map(|c| c.rec.user.as_str())
+}
+
+/// The owner of the notification channel whose `callbackURL` is `url`, if it is one.
+fn channel_of<'a>(state: &'a State, url: &str) -> Option<&'a str> {
+    fed_channel(state, url).map(|c| c.rec.user.as_str())
+}
+
+impl Chat {
+    /// Whether `url` names one of this server's notification channels that is not there
+    /// (deleted, or expired): a subscription to it has nowhere to deliver (a start deletes
+    /// one an earlier version left, or an expired one whose channel went in its minute).
+    pub(super) fn names_a_gone_channel(&self, state: &State, url: &str) -> bool {
+        super::channels::under_channels(self.urls.base(), url) && fed_channel(state, url).is_none()
+    }
+
+    /// Deletes the records of subscriptions `ids` that are not in the working state (expired,
+    /// or not loaded at a start), and so their outbox rows, in one change nobody waits for.
+    pub(super) fn delete_subscriptions(&self, ids: impl IntoIterator<Item = String>) {
+        self.store.submit_detached(crate::store::Batch {
+            deletes: ids.into_iter().map(|id| (Kind::Subscription, id)).collect(),
+            ..crate::store::Batch::default()
+        });
+    }
 }
 
 /// Takes subscription `id` out of the working state (and its user's index), stopping its

@@ -274,10 +274,7 @@ impl Chat {
             if chat.is_stopping() {
                 return;
             }
-            chat.store.submit_detached(crate::store::Batch {
-                deletes: vec![(crate::store::Kind::Subscription, id)],
-                ..crate::store::Batch::default()
-            });
+            chat.delete_subscriptions([id]);
         });
     }
 
