@@ -625,19 +625,36 @@ pub fn unknown_variables(names: impl IntoIterator<Item = std::ffi::OsString>) ->
         .filter_map(|n| n.into_string().ok())
         .filter(|n| n.starts_with(ENV_PREFIX) && !not_a_setting(n))
         .filter(|n| !SETTINGS.iter().any(|s| s.env == n.as_str()))
-        .map(|n| {
-            let nearest = SETTINGS
-                .iter()
-                .map(|s| (edit_distance(&n, s.env), s.env))
-                .min();
-            match nearest {
-                Some((d, s)) if d <= 3 => format!("{n} (did you mean {s}?)"),
-                _ => n,
-            }
-        })
+        .map(
+            |n| match nearest(&n, SETTINGS.iter().map(|s| s.env.to_owned())) {
+                Some(s) => format!("{n} (did you mean {s}?)"),
+                None => n,
+            },
+        )
         .collect();
     unknown.sort();
     unknown
+}
+
+/// An empty TLS path (it read as `NETAPI_CHAT_TLS_CERT: : cannot be read`): refused as empty,
+/// not taken as unset, since plain HTTP where TLS was meant would be a quiet downgrade.
+fn empty_path(s: &Sources, variable: &'static str) -> ConfigError {
+    s.invalid(
+        variable,
+        "",
+        "the path of a PEM file (it is empty; leave both TLS settings unset to serve plain \
+         HTTP)",
+    )
+}
+
+/// The one of `names` that `name` most likely misspells (within 3 edits), if any: for a
+/// misspelt environment variable and a misspelt key of the configuration file alike.
+fn nearest(name: &str, names: impl Iterator<Item = String>) -> Option<String> {
+    names
+        .map(|n| (edit_distance(name, &n), n))
+        .min()
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, n)| n)
 }
 
 /// Levenshtein distance between `a` and `b`, in characters.
@@ -991,16 +1008,12 @@ impl Sources {
                 .map_err(|e: toml::de::Error| problem(format!("not valid TOML: {e}")))?;
             for (key, value) in &table {
                 let Some(s) = SETTINGS.iter().find(|s| s.key() == *key) else {
-                    let nearest = SETTINGS
-                        .iter()
-                        .map(|s| (edit_distance(key, &s.key()), s.key()))
-                        .min()
-                        .filter(|(d, _)| *d <= 3);
+                    let nearest = nearest(key, SETTINGS.iter().map(Setting::key));
                     let hint = match SETTINGS.iter().find(|s| s.env == key.as_str()) {
                         Some(s) => format!(" (write it as `{}`)", s.key()),
                         // As for a misspelt environment variable (`unknown_variables`).
                         None => match nearest {
-                            Some((_, k)) => format!(" (did you mean `{k}`?)"),
+                            Some(k) => format!(" (did you mean `{k}`?)"),
                             None => " (`netapi-chat --help` lists the settings)".to_owned(),
                         },
                     };
@@ -1567,21 +1580,8 @@ impl Config {
                 s.text("NETAPI_CHAT_TLS_KEY").map(str::trim),
             ) {
                 (None, None) => None,
-                // Empty is no path (it read as `NETAPI_CHAT_TLS_CERT: : cannot be read`), and
-                // not "unset" either: plain HTTP where TLS was meant would be a quiet downgrade.
-                (Some(""), _) | (_, Some("")) => {
-                    let variable = if s.text("NETAPI_CHAT_TLS_CERT").map(str::trim) == Some("") {
-                        "NETAPI_CHAT_TLS_CERT"
-                    } else {
-                        "NETAPI_CHAT_TLS_KEY"
-                    };
-                    return Err(s.invalid(
-                        variable,
-                        "",
-                        "the path of a PEM file (it is empty; leave both TLS settings unset \
-                         to serve plain HTTP)",
-                    ));
-                }
+                (Some(""), _) => return Err(empty_path(s, "NETAPI_CHAT_TLS_CERT")),
+                (_, Some("")) => return Err(empty_path(s, "NETAPI_CHAT_TLS_KEY")),
                 (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                     cert: PathBuf::from(cert),
                     key: PathBuf::from(key),
