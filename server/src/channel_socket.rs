@@ -278,7 +278,7 @@ pub async fn channel_socket(
     };
     // The token's share first: a refused handshake must not move the channel's lifetime,
     // which finding the channel for a socket does.
-    let waiting = match server.wait_slot(hs.authorization.as_deref()) {
+    let waiting = match server.wait_slot(hs.authorization.as_deref(), &p.channel_id) {
         Ok(w) => w,
         Err(e) => return refused(answer, &e),
     };

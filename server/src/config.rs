@@ -601,6 +601,50 @@ pub fn scheme_only(url: &str) -> String {
     }
 }
 
+/// What `check-config` shows of a database URL: all of it but the password, in the user part
+/// (`postgres://chat:<redacted>@db/chat`) or as a `password` parameter (its name read as
+/// tokio-postgres reads it, percent-decoded), so that an operator sees which host, port,
+/// database, user and options the start will use. A URL this cannot take apart as
+/// tokio-postgres does (no `://`, an `@` after the authority: a password holding a `/` the
+/// operator did not percent-encode) is shown as its scheme only ([`scheme_only`]).
+pub fn password_redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return scheme_only(url);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if tail.contains('@') {
+        return scheme_only(url);
+    }
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>@{hosts}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _))
+                        if percent_encoding::percent_decode_str(key)
+                            .decode_utf8_lossy()
+                            .eq_ignore_ascii_case("password") =>
+                    {
+                        format!("{key}=<redacted>")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 /// The prefix of every setting's environment variable; the file key is the rest, lowercased.
 pub const ENV_PREFIX: &str = "NETAPI_CHAT_";
 
@@ -686,8 +730,20 @@ pub struct Setting {
     pub unset: &'static str,
     /// What it does (Markdown: the README table shows it as is).
     pub doc: &'static str,
-    /// Never printed (`check-config` redacts it).
-    pub secret: bool,
+    /// How `check-config` shows its value.
+    pub shown: Shown,
+}
+
+/// How `check-config` shows a setting's value: a token or a signing secret never, a database
+/// URL without its password (the rest says which database the start will use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// As given.
+    Plain,
+    /// `<redacted>`.
+    Redacted,
+    /// All but the password ([`password_redacted`]).
+    WithoutPassword,
 }
 
 impl Setting {
@@ -698,7 +754,7 @@ impl Setting {
             default: Some(default),
             unset: "",
             doc,
-            secret: false,
+            shown: Shown::Plain,
         }
     }
 
@@ -709,14 +765,22 @@ impl Setting {
             default: None,
             unset,
             doc,
-            secret: false,
+            shown: Shown::Plain,
         }
     }
 
     /// The same, never printed.
     const fn secret(self) -> Setting {
         Setting {
-            secret: true,
+            shown: Shown::Redacted,
+            ..self
+        }
+    }
+
+    /// The same, printed without the password it may hold.
+    const fn password_redacted(self) -> Setting {
+        Setting {
+            shown: Shown::WithoutPassword,
             ..self
         }
     }
@@ -754,7 +818,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_CLUSTER_DELIVERY", "standbys", "who makes a cluster's callback attempts: `standbys` (each standby keeps a connection to the leader and makes the attempts the leader hands it, spread by callback host; the leader still decides order, signatures, retries and disabling, and makes the attempts itself while no standby is connected or when one is lost, again at once, same `webhook-id`) or `leader` (every attempt on the leader, as on a lone server). A standby needs the same callback settings (`callback_allow_loopback`, `callback_allow_private`, `callback_ca_file`, `delivery_connections*`) as the leader: it applies its own"),
     Setting::unset("NETAPI_CHAT_CLUSTER_CA_FILE", "Mozilla's roots only", "PEM file of certificates trusted for an `https://` leader's certificate besides Mozilla's roots (webpki-roots): the private CA the cluster's instances have their certificates from, or the one certificate they all serve (trusted as itself, self-signed with `CA:TRUE` as `openssl req -x509` makes it included); used by a standby forwarding to the leader"),
     Setting::unset("NETAPI_CHAT_DATABASE_CA_FILE", "Mozilla's roots only", "PEM file of root certificates trusted for the PostgreSQL server's certificate besides Mozilla's (webpki-roots), e.g. a managed database's CA bundle; used with `sslmode=require`"),
-    Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). `?sslmode=require`: TLS, the server's certificate verified for its host (stricter than libpq's `require`); any other `sslmode` (default `prefer`): no TLS. A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").secret(),
+    Setting::unset("NETAPI_CHAT_DATABASE_URL", "SQLite in the data directory", "`postgres://user:password@host:port/database` (or `?host=/socket/dir`): store everything in that PostgreSQL database instead (created or upgraded at start; the data directory then holds only tokens). `?sslmode=require`: TLS, the server's certificate verified for its host (stricter than libpq's `require`); any other `sslmode` (default `prefer`): no TLS. A second server on the same database refuses to start unless both set `NETAPI_CHAT_CLUSTER_URL`").password_redacted(),
     Setting::new("NETAPI_CHAT_SYNC", "normal", "`normal`: a 2xx means the change is in the WAL (survives a crash of the process); `full`: also fsynced (survives a power cut)"),
     Setting::new("NETAPI_CHAT_CACHE_MB", "8", "memory budget of the store's page cache (SQLite `cache_size`) in MiB, `1` to `65536`. It is the one cache of stored data: messages, which live only in the store, are read through it; RSS is about 25 MiB at start, plus this, plus live sessions, subscriptions and their delivery tasks and connections (a 30-minute churn of 112,000 users, about 950 subscriptions and 66 sessions live at a time, read 67–77 MB, and kept that after the load: freed memory is reused, and returned at a restart), plus what waits for delivery: up to about twice `delivery_budget_bytes` (the budget counts the stored bodies; each is also held decoded, measured 1.7× with the budget full: 627 MiB of RSS for the 256 MiB default)"),
     Setting::new("NETAPI_CHAT_LOG_FORMAT", "text", "`text` (one readable line per event on stderr) or `json` (one JSON object per line, for log collectors); each request's lines carry its `req_id`, also sent back as `x-request-id`"),
@@ -807,7 +871,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::unset("NETAPI_CHAT_RATE_BURST", "the rate, at least `1`", "burst size of the per-token request rate (at least `1`)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "20", "failed authentications per client address (IPv6: per /64) within the window before it gets `429` (`0` = off)"),
     Setting::new("NETAPI_CHAT_AUTH_FAILURE_WINDOW_SECS", "60", "the window of `auth_failure_limit`, `1` to `86400` (a day)"),
-    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit less 64, at most `10000`; half that on a standby", "client connections open at once (`1` to `1000000000`), notification-channel WebSockets included until they close (at most half of them: past that a WebSocket handshake is `503`); one access token holds at most a quarter of them in long polls waiting and WebSockets open (past that a poll or a handshake is `429 POL2005` with `Retry-After`: a waiting poll is never idle, so nothing else would keep one token from holding every place); at the cap the connection idle the longest is closed to make room (one still sending a request head, even a byte at a time, is idle: it goes once the server has written nothing to it for 2 s), and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start; 64 descriptors, at most half of it, are kept for the server's own files first, and a standby takes half the rest's share, as each request it forwards also holds a connection to the leader)"),
+    Setting::unset("NETAPI_CHAT_MAX_CONNECTIONS", "¾ of the open-files limit less 64, at most `10000`; half that on a standby", "client connections open at once (`1` to `1000000000`), notification-channel WebSockets included until they close (at most half of them: past that a WebSocket handshake is `503`); one access token holds at most a quarter of them in long polls waiting and WebSockets open, counted per channel read (past that a poll or a handshake on another channel is `429 POL2005` with `Retry-After`: a waiting poll is never idle, so nothing else would keep one token from holding every place; a newer poll or socket on a channel the token reads takes it over without a place of its own); at the cap the connection idle the longest is closed to make room (one still sending a request head, even a byte at a time, is idle: it goes once the server has written nothing to it for 2 s), and with none idle a new client waits for one to close (the soft open-files limit is raised to the hard one at start; 64 descriptors, at most half of it, are kept for the server's own files first, and a standby takes half the rest's share, as each request it forwards also holds a connection to the leader)"),
     Setting::new("NETAPI_CHAT_IDLE_TIMEOUT_SECS", "60", "a keep-alive connection with no request in flight is closed after this (above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_HEADER_READ_TIMEOUT_SECS", "10", "time to send a whole request head once started (slow-header clients; above `0`, fractions allowed)"),
     Setting::new("NETAPI_CHAT_WRITE_STALL_SECS", "30", "a connection whose client has not read for this long while an answer waits to be written is closed, the answer cut (each write that goes through starts it again, so slow readers are not affected; above `0`, fractions allowed)"),
@@ -1247,10 +1311,10 @@ impl Sources {
             let key = s.key();
             match (self.given(s.env), s.default) {
                 (Some((value, origin)), _) => {
-                    let shown = if s.secret {
-                        toml::Value::String("<redacted>".to_owned())
-                    } else {
-                        toml_value(value)
+                    let shown = match s.shown {
+                        Shown::Plain => toml_value(value),
+                        Shown::Redacted => toml::Value::String("<redacted>".to_owned()),
+                        Shown::WithoutPassword => toml::Value::String(password_redacted(value)),
                     };
                     let from = match origin {
                         Origin::Env => s.env.to_owned(),
@@ -2846,6 +2910,57 @@ mod tests {
         let text = s.render(&Config::from_sources(&s).unwrap());
         assert!(!text.contains("MfKQ9r8"), "{text}");
         assert!(text.contains("webhook_secret = \"<redacted>\""), "{text}");
+    }
+
+    /// `check-config` shows which database the start uses, never its password: in the user
+    /// part or as a `password` parameter, however its name is spelt; a URL it cannot take
+    /// apart as tokio-postgres does is shown as its scheme only (it showed nothing but
+    /// `<redacted>`: an outside review).
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        for (given, shown) in [
+            ("postgres://db/chat", "postgres://db/chat"),
+            (
+                "postgres://chat@db:5433/chat",
+                "postgres://chat@db:5433/chat",
+            ),
+            (
+                "postgres://chat:s3cret@db:5433/chat?sslmode=require",
+                "postgres://chat:<redacted>@db:5433/chat?sslmode=require",
+            ),
+            (
+                "postgresql://chat:s3:cr%40et@h1,h2/chat",
+                "postgresql://chat:<redacted>@h1,h2/chat",
+            ),
+            (
+                "postgres:///chat?host=/run/pg&password=s3cret&user=chat",
+                "postgres:///chat?host=/run/pg&password=<redacted>&user=chat",
+            ),
+            (
+                "postgres://h/chat?Pass%77ord=s3cret",
+                "postgres://h/chat?Pass%77ord=<redacted>",
+            ),
+            (
+                "postgres://chat:s3cret@h?password=x",
+                "postgres://chat:<redacted>@h?password=<redacted>",
+            ),
+            ("postgres://chat:12/s3cret@h/chat", "postgres://<redacted>"),
+        ] {
+            assert_eq!(password_redacted(given), shown, "{given}");
+        }
+        let s = sources(
+            None,
+            &[("NETAPI_CHAT_DATABASE_URL", "postgres://chat:s3cret@db/chat")],
+        )
+        .unwrap();
+        let text = s.render(&Config::from_sources(&s).unwrap());
+        assert!(
+            text.contains(
+                "database_url = \"postgres://chat:<redacted>@db/chat\"  # NETAPI_CHAT_DATABASE_URL"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     /// An unset give-up age is shown as the total of the retry schedule in force: it said

@@ -95,14 +95,15 @@ fn participant(user: &str, id: String) -> String {
 }
 
 impl ChatServer {
-    /// A place among the waits of the token `authorization` names ([`crate::rate::Waits`]):
-    /// a long poll or a socket holds it while it waits.
+    /// A place among the channels the token `authorization` names reads
+    /// ([`crate::rate::Waits`]): a long poll or a socket on `channel` holds it while it waits.
     pub(crate) fn wait_slot(
         &self,
         authorization: Option<&str>,
+        channel: &str,
     ) -> Result<crate::rate::WaitSlot, ApiError> {
         let principal = auth::authenticate(self.verifier.as_ref(), authorization)?;
-        self.waits.take(&principal.token_id)
+        self.waits.take(&principal.token_id, channel)
     }
 }
 
@@ -914,7 +915,7 @@ impl ChatService for ChatServer {
         // `Chat::poll_notifications`), as `authorize` checked them when it came.
         let credentials = netapi_chat_runtime::negotiate::request_credentials();
         // Held while the poll waits: its token's share of the connection cap.
-        let _slot = self.wait_slot(credentials.as_deref())?;
+        let _slot = self.wait_slot(credentials.as_deref(), &channel_id)?;
         let grant = || {
             auth::still_grants(
                 self.verifier.as_ref(),

@@ -129,32 +129,55 @@ pub fn units_beyond_request(notifications: usize) -> usize {
 /// that is never idle, so the cap's shedding of the longest-idle connection never frees one:
 /// one token acting for many users (ten channels each) re-polling at a tenth of its request
 /// rate held all 500 places of a server and another tenant's GET waited 20 s. Past its share a
-/// poll or a socket handshake is `429 POL2005` with `Retry-After`; the entries are those of
-/// tokens holding any, so the table is bounded by the connections themselves.
+/// poll or a socket handshake is `429 POL2005` with `Retry-After`.
+///
+/// What the share counts is the channels a token is reading, not its connections: a newer
+/// poll or socket on a channel the token already reads takes the channel over (the older one
+/// is ended at once: `409` for a poll, `1008` for a socket) and needs no place of its own. A
+/// client whose socket went half-dead (a NAT that dropped it: no FIN) must be able to take
+/// its channel back at once; counted per connection, a token at its share was refused `429`
+/// until the keep-alive closed the dead one, a minute or two later (the channels review).
+/// Bounded all the same: the connections of one channel beyond the first are ending, and
+/// every socket counts against the server's sockets' share. The entries are those of tokens
+/// and channels being read, so the tables are bounded by the connections themselves.
 #[derive(Debug)]
 pub struct Waits {
-    per_token: Mutex<HashMap<String, usize>>,
+    held: Mutex<Held>,
     max: usize,
+}
+
+/// What [`Waits`] counts.
+#[derive(Debug, Default)]
+struct Held {
+    /// Channels being read, per token.
+    per_token: HashMap<String, usize>,
+    /// Readers (polls waiting, sockets open) per token and channel.
+    per_channel: HashMap<(String, String), usize>,
 }
 
 /// One wait's place in its token's share ([`Waits::take`]), given back when dropped.
 #[derive(Debug)]
 pub struct WaitSlot {
     waits: std::sync::Arc<Waits>,
-    token: String,
+    /// The token and the channel it reads.
+    key: (String, String),
 }
 
 impl Drop for WaitSlot {
     fn drop(&mut self) {
-        let mut held = self
-            .waits
-            .per_token
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(&self.token) {
+        let mut held = self.waits.held.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(readers) = held.per_channel.get_mut(&self.key) else {
+            return;
+        };
+        *readers = readers.saturating_sub(1);
+        if *readers > 0 {
+            return;
+        }
+        held.per_channel.remove(&self.key);
+        if let Some(n) = held.per_token.get_mut(&self.key.0) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                held.remove(&self.token);
+                held.per_token.remove(&self.key.0);
             }
         }
     }
@@ -164,32 +187,43 @@ impl Waits {
     /// A quarter of `max_connections` per token (at least one).
     pub fn share_of(max_connections: usize) -> Waits {
         Waits {
-            per_token: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
             max: (max_connections / 4).max(1),
         }
     }
 
-    /// The most waits one token may hold.
+    /// The most channels one token may read at once.
     pub fn per_token(&self) -> usize {
         self.max
     }
 
-    /// A place for one more wait of `token_id`, or the `429` past its share.
-    pub fn take(self: &std::sync::Arc<Self>, token_id: &str) -> Result<WaitSlot, ApiError> {
-        let mut held = self.per_token.lock().unwrap_or_else(|e| e.into_inner());
-        let n = held.entry(token_id.to_owned()).or_insert(0);
-        if *n >= self.max {
-            return Err(too_many(
-                "Maximum number of requests exceeded: %1 long polls waiting and notification sockets open for this token; retry after %2 s",
-                format!("{}", self.max),
-                1.0,
-                "waits",
-            ));
+    /// A place for a poll or socket of `token_id` on channel `channel`, or the `429` past its
+    /// share; free when the token reads that channel already (the newcomer takes it over).
+    pub fn take(
+        self: &std::sync::Arc<Self>,
+        token_id: &str,
+        channel: &str,
+    ) -> Result<WaitSlot, ApiError> {
+        let key = (token_id.to_owned(), channel.to_owned());
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(readers) = held.per_channel.get_mut(&key) {
+            *readers += 1;
+        } else {
+            let n = held.per_token.entry(key.0.clone()).or_insert(0);
+            if *n >= self.max {
+                return Err(too_many(
+                    "Maximum number of requests exceeded: %1 channels read at once (long polls waiting, notification sockets open) for this token; retry after %2 s",
+                    format!("{}", self.max),
+                    1.0,
+                    "waits",
+                ));
+            }
+            *n += 1;
+            held.per_channel.insert(key.clone(), 1);
         }
-        *n += 1;
         Ok(WaitSlot {
             waits: std::sync::Arc::clone(self),
-            token: token_id.to_owned(),
+            key,
         })
     }
 }
@@ -392,22 +426,32 @@ mod tests {
         off.check("t").unwrap();
     }
 
-    /// A token holds at most its share of waits; a slot given back makes room; other tokens
-    /// have their own share; the table forgets a token holding none.
+    /// A token reads at most its share of channels; a slot given back makes room; other
+    /// tokens have their own share; a second reader of a channel the token reads already
+    /// takes no place of its own (a takeover), and the channel's place goes when its last
+    /// reader does; the tables forget a token reading nothing.
     #[test]
-    fn a_token_holds_at_most_its_share_of_waits() {
+    fn a_token_reads_at_most_its_share_of_channels() {
         let w = std::sync::Arc::new(Waits::share_of(8));
         assert_eq!(w.per_token(), 2);
-        let a = w.take("t").unwrap();
-        let _b = w.take("t").unwrap();
-        let refused = w.take("t").unwrap_err();
+        let a = w.take("t", "c1").unwrap();
+        let b = w.take("t", "c2").unwrap();
+        let refused = w.take("t", "c3").unwrap_err();
         assert_eq!(refused.status, 429);
         assert_eq!(refused.message_id, "POL2005");
-        let _other = w.take("u").unwrap();
+        let other = w.take("u", "c3").unwrap();
+        // A takeover of c1, with the older reader still there: taken, and no room made.
+        let a2 = w.take("t", "c1").unwrap();
         drop(a);
-        let _c = w.take("t").unwrap();
-        drop((_b, _c, _other));
-        assert!(w.per_token.lock().unwrap().is_empty());
+        assert!(w.take("t", "c3").is_err(), "c1 is still read");
+        drop(a2);
+        let c = w.take("t", "c3").unwrap();
+        // Another token reading c2 needs a place of its own.
+        let u2 = w.take("u", "c2").unwrap();
+        assert!(w.take("u", "c4").is_err());
+        drop((b, c, other, u2));
+        let held = w.held.lock().unwrap();
+        assert!(held.per_token.is_empty() && held.per_channel.is_empty());
     }
 
     /// A flood of addresses failing once each does not lift a lockout under way (the table

@@ -1731,6 +1731,44 @@ async fn one_token_holds_at_most_a_quarter_of_the_connection_cap_in_waits() {
     assert_eq!(poll(&channel_url(&mallory), Format::Json).await.status, 200);
 }
 
+/// The token's share counts channels being read, not connections: at its share (two of a cap
+/// of eight), a newer socket on a channel the token reads takes it over (the older is closed
+/// 1008) and a newer poll on a channel it polls ends the older (`409 SVC1012`) and waits in
+/// its place, where both were refused `429` until the older connection ended (a client whose
+/// socket went half-dead behind a NAT waited for the keep-alive to close it: the channels
+/// review). A channel the token does not read yet is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_at_its_share_still_takes_its_own_channel_over() {
+    let s = server(&[("NETAPI_CHAT_MAX_CONNECTIONS", "8")]);
+    let sockets = create_socket_channel(&s, A).await;
+    let mut first = connect(&channel_url(&sockets), support::APP_TOKEN, Format::Json)
+        .await
+        .expect("socket");
+    let polled = create_channel(&s, B, Format::Json, None, Some(20)).await;
+    let older = spawn_poll(channel_url(&polled), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = create_socket_channel(&s, M).await;
+    match connect(&channel_url(&third), support::APP_TOKEN, Format::Json).await {
+        Err(status) => assert_eq!(status, 429, "a third channel past the share of two"),
+        Ok(_) => panic!("a third channel read past the token's share of two"),
+    }
+    let _second = connect(&channel_url(&sockets), support::APP_TOKEN, Format::Json)
+        .await
+        .expect("the token takes its own channel's socket over at its share");
+    assert_eq!(
+        close_code(&mut first, "the older socket is closed").await,
+        Some(1008)
+    );
+    let newer = spawn_poll(channel_url(&polled), Some(Format::Xml));
+    let (status, _, body) = older.await.expect("older poll");
+    assert_eq!(status, 409, "the older poll is superseded: {body}");
+    assert!(body.contains("SVC1012"), "{body}");
+    // The newer poll waits in its place (a 429 would have come at once), then answers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!newer.is_finished(), "the newer poll waits");
+    newer.abort();
+}
+
 /// A client that vanished without closing its socket (modelled by one that reads nothing, so
 /// it answers no Ping) loses it: after a quiet round (the channel's 1 s `maxWaitTime`) the
 /// server pings, and with nothing back within 5 s it closes the socket (1002), on either
