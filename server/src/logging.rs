@@ -500,6 +500,11 @@ const SLOG_FIELDS: &[&str] = &[
     "versions",
     "body",
     "error_body",
+    "http_client",
+    "upgrade",
+    "gzip",
+    "failed_handshakes",
+    "logged_every_secs",
     "kv",
 ];
 
@@ -762,6 +767,26 @@ mod tests {
             "our event carries the span's req_id"
         );
         assert_eq!(lines[2]["latency_us"], 9, "recorded on the span");
+    }
+
+    /// The keys of dropshot's TLS handshake warning are fields of their own, not `key=value`
+    /// pairs nested in `kv` (an operator review found `kv="logged_every_secs=10
+    /// failed_handshakes=1"`, which a log query cannot filter on).
+    #[test]
+    fn the_tls_handshake_warning_has_fields_of_its_own() {
+        let text = lines_of(true, Level::INFO, || {
+            let log = slog::Logger::root(SlogBridge, slog::o!());
+            slog::warn!(log, "tls accept err: received corrupt message";
+                "remote_addr" => "192.0.2.7:4000",
+                "failed_handshakes" => 3u64,
+                "logged_every_secs" => 10u64);
+        });
+        let lines = json_lines(&text);
+        assert_eq!(lines.len(), 1, "{text}");
+        let l = &lines[0];
+        assert_eq!(l["failed_handshakes"], 3, "{l}");
+        assert_eq!(l["logged_every_secs"], 10, "{l}");
+        assert!(l.get("kv").is_none(), "{l}");
     }
 
     /// At `warn`, info events are dropped but the span is still seen: a warning inside a
