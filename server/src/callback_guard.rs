@@ -373,8 +373,8 @@ pub fn check_url(url: &str, policy: &CallbackPolicy) -> Result<Url, GuardError> 
 /// and one loopback record is refused). The scheme and credential checks of [`check_url`] are
 /// repeated, so this is safe to call on any `Url`.
 ///
-/// The caller must connect to exactly these addresses (see the module documentation: pin
-/// them with `reqwest::ClientBuilder::resolve_to_addrs`), or a second resolution could
+/// The caller must connect to exactly these addresses (see the module documentation: delivery
+/// opens its TCP connections to them itself, `notify::endpoints`), or a second resolution could
 /// return a different answer (DNS rebinding). Resolution has no timeout of its own; wrap the
 /// call in `tokio::time::timeout` to bound it.
 pub async fn resolve_checked(

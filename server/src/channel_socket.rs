@@ -19,8 +19,9 @@
 //! ([`Mailbox::take_over`]: what an earlier socket was sent and not acknowledged comes first
 //! again, and that socket ends); a socket that closes with a frame unacknowledged puts it back
 //! ([`Mailbox::release`], unless a newer socket took over), so the next socket sends it again
-//! with the same id. A deleted or expired channel closes the socket (1001); a newer socket or poll
-//! on the channel ends an older one (1008, as OMA's `SVC1012`).
+//! with the same id. A deleted or expired channel closes the socket (1001); a newer socket on
+//! the channel ends an older one (1008, as OMA's `SVC1012` ends an older poll; a WebSockets
+//! channel is never polled: `403`).
 //!
 //! That is the binding of our own subprotocol ([`PROTOCOL`], also spoken when none is offered).
 //! A client written against OMA Notification Channel 1.0's WebSockets binding offers
@@ -448,9 +449,9 @@ struct SocketChannel {
 /// once, but a socket streams a user's notifications for as long as it lives: so before each
 /// frame and at each quiet round it checks that its handshake's credentials still grant the
 /// channel's user (a token revoked from the token file, or a JWT past its `exp`, ends the
-/// socket: 1008), and a client frame that changes something (a `connCheck`) counts against
-/// the token's request rate like a request (past it: 1008), since each one may write the
-/// store.
+/// socket: 1008), and a client frame that changes something (a `connCheck`) or acknowledges
+/// nothing (a stray text or binary frame on our binding) counts against the token's request
+/// rate like a request (past it: 1008), since each one may write the store or costs a parse.
 struct Grant {
     verifier: Arc<dyn crate::auth::TokenVerifier>,
     rate: Arc<crate::rate::RateLimiter>,
@@ -481,7 +482,8 @@ impl Grant {
         .is_ok()
     }
 
-    /// A client frame that changes something, counted against the token's request rate:
+    /// A client frame that changes something or acknowledges nothing, counted against the
+    /// token's request rate:
     /// `Err` with the close reason when the socket must end.
     fn frame(&self) -> Result<(), End> {
         let principal =
@@ -565,16 +567,13 @@ type End = (CloseCode, &'static str);
 const STOPPING: End = (CloseCode::Away, "the server is stopping");
 /// The channel was deleted, or its lifetime ended.
 const DELETED: End = (CloseCode::Away, "the channel was deleted");
-/// A newer socket or poll took the channel over (OMA's `SVC1012` on a poll).
-const TAKEN_OVER: End = (
-    CloseCode::Policy,
-    "a newer socket or poll took over the channel",
-);
+/// A newer socket took the channel over (as OMA's `SVC1012` ends an older poll).
+const TAKEN_OVER: End = (CloseCode::Policy, "a newer socket took over the channel");
 /// A client frame or message over [`MAX_CLIENT_MESSAGE`].
 const TOO_BIG: End = (CloseCode::Size, "a frame or message over 1 KiB");
 
 /// How the mailbox ends a socket of generation `me`, when it does: the channel is gone, or a
-/// newer socket or poll took it over (it has what this one was handed).
+/// newer socket took it over (it has what this one was handed).
 fn mailbox_end(mailbox: &Mailbox, me: u64) -> Option<End> {
     if mailbox.is_closed() {
         Some(DELETED)

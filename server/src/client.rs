@@ -277,7 +277,7 @@ pub enum ClientCommand {
         /// The subscription's id.
         subscription: String,
         /// The new secret (`whsec_` + base64 of 24-64 bytes); when absent the client makes
-        /// one (24 random bytes). Either way the answer shows it.
+        /// one (32 random bytes). Either way the answer shows it.
         #[arg(long, value_name = "SECRET")]
         signing_secret: Option<String>,
     },

@@ -145,9 +145,10 @@ pub struct Config {
     /// off by default: such `notifyURL`s are refused at subscription time and at delivery.
     pub callbacks: CallbackPolicy,
     /// Limits (each `NETAPI_CHAT_MAX_*` / `NETAPI_CHAT_XML_MAX_*` variable; see the README).
-    /// Invitation quotas are the inviter's own: `NETAPI_CHAT_MAX_PENDING_INVITATIONS`
-    /// (unanswered invitations it sent, default 1000), `…_PER_INVITEE` (to one invitee,
-    /// default 5) and `NETAPI_CHAT_INVITATION_RATE` (sent a minute, default 300; 0 = off).
+    /// Invitation quotas: the inviter's own `NETAPI_CHAT_MAX_PENDING_INVITATIONS` (unanswered
+    /// invitations it sent, default 1000), `…_PER_INVITEE` (to one invitee, default 5) and
+    /// `NETAPI_CHAT_INVITATION_RATE` (sent a minute, default 300; 0 = off); and the invitee's
+    /// `…_RECEIVED` (waiting for one user from every inviter, default 100).
     ///
     /// Ranges (a value outside is refused): `NETAPI_CHAT_MAX_PARTICIPANTS` at least 2, since
     /// the originator counts and a session needs one other participant (0 or 1 refused every
@@ -1312,6 +1313,8 @@ impl Sources {
             match (self.given(s.env), s.default) {
                 (Some((value, origin)), _) => {
                     let shown = match s.shown {
+                        // Nothing to hide (an empty database URL is SQLite, not a secret).
+                        _ if value.trim().is_empty() => toml_value(value),
                         Shown::Plain => toml_value(value),
                         Shown::Redacted => toml::Value::String("<redacted>".to_owned()),
                         Shown::WithoutPassword => toml::Value::String(password_redacted(value)),
@@ -1776,20 +1779,20 @@ impl Config {
                             "a count of at least 1",
                         )?
                         .unwrap_or(d.limits.invitations.per_inviter),
-                    per_pair: s
+                    to_one_invitee: s
                         .number(
                             "NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE",
                             1..,
                             "a count of at least 1",
                         )?
-                        .unwrap_or(d.limits.invitations.per_pair),
-                    per_invitee: s
+                        .unwrap_or(d.limits.invitations.to_one_invitee),
+                    received: s
                         .number(
                             "NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED",
                             1..,
                             "a count of at least 1",
                         )?
-                        .unwrap_or(d.limits.invitations.per_invitee),
+                        .unwrap_or(d.limits.invitations.received),
                     per_minute: s
                         .var("NETAPI_CHAT_INVITATION_RATE", "invitations a minute")?
                         .unwrap_or(d.limits.invitations.per_minute),
@@ -2961,6 +2964,14 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("s3cret"), "{text}");
+        // Empty, it is SQLite's, and shown as the empty value it is (it showed `<redacted>`,
+        // as if a URL were set: the docs review).
+        let s = sources(None, &[("NETAPI_CHAT_DATABASE_URL", "")]).unwrap();
+        let text = s.render(&Config::from_sources(&s).unwrap());
+        assert!(
+            text.contains("database_url = \"\"  # NETAPI_CHAT_DATABASE_URL"),
+            "{text}"
+        );
     }
 
     /// An unset give-up age is shown as the total of the retry schedule in force: it said

@@ -38,7 +38,7 @@ use percent_encoding::percent_decode_str;
 use std::sync::Arc;
 
 /// The OMA trees the GSMA OneAPI gateways served under `apiVersion` `0.1` (reference:
-/// "`apiVersion` is `v1` in OMA text; [S]/[G] used `0.1`"): the chat API and the notification
+/// "`apiVersion` is `v1` in OMA text; \[S\]/\[G\] used `0.1`"): the chat API and the notification
 /// channel its clients open first, each with the `v1` prefix it is routed as.
 const GSMA_PREFIXES: [(&str, &str); 2] = [
     ("/chat/0.1/", "/chat/v1/"),

@@ -4,8 +4,8 @@
 //! chose (a `notifyURL`, a user address, an error text quoting either) that holds CR/LF would
 //! end the log line and start a forged one; other control characters (ANSI escapes) or Unicode
 //! bidi controls would rewrite what the operator's terminal shows. Every such value goes
-//! through [`escape`] (or the zero-allocation [`Escaped`] with `tracing`'s `%`) before it
-//! reaches a log macro. (The text lines escape control characters again, as a second guard;
+//! through [`Escaped`] (zero-allocation, with `tracing`'s `%`) before it reaches a log
+//! macro. (The text lines escape control characters again, as a second guard;
 //! bidi controls are this module's alone.)
 
 use std::fmt;

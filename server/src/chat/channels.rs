@@ -6,7 +6,8 @@
 //! notifications come from the subscriptions whose `notifyURL` is its `callbackURL`: they are
 //! attached to the channel's mailbox instead of an HTTP callback (see
 //! `Chat::attach_subscription` and `notify::channel`), so they go through the same durable
-//! outbox and leave it only when a poll has acknowledged them.
+//! outbox and leave it only when the application has acknowledged them (a poll, its `ack`, a
+//! socket's acknowledgement: `notify::channel`).
 //!
 //! Decisions (the spec says each one too): a channel whose lifetime ends, or that is deleted,
 //! goes with the subscriptions that deliver into it (a notification has nowhere to go any

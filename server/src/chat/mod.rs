@@ -35,6 +35,12 @@
 //! - `messages`: 7.1.9 send, 7.1.10 confirm, message reads;
 //! - `deadletters`: catch up and replay (an extension): list a subscription's dead letters,
 //!   redeliver them;
+//! - `channels`: notification channels (create, list, delete, lifetime, the long poll, a
+//!   socket's channel);
+//! - `oma2012`: the OMA 2012 face over the same sessions; `composing`: `isComposing`;
+//!   `delivered`: `Delivered` recorded by the server for OMA 2012 receivers;
+//! - `secrets`: per-subscription signing secrets; `sent_bytes`: the stored bytes each sender
+//!   may make the server keep;
 //! - `timers`, `restore`, `fanout`: deadlines, start-up, notifications per subscription;
 //! - `refused`: why a rule says no, and the OMA error each reason becomes;
 //! - `state` (working types), `records` (stored format), `views` (documents as one user

@@ -1,10 +1,14 @@
 //! Invitation quotas (issue 11 item 9): how many invitations one inviter may have waiting,
-//! in all and for one invitee, and how many it may send a minute.
+//! in all and for one invitee, and how many it may send a minute; and how many one invitee
+//! may have waiting from every inviter together.
 //!
-//! The quotas are the inviter's own: a cap counted per invitee let one user fill a victim's
-//! quota and block everyone else's invitations to it, and its error told the inviter how many
-//! invitations the victim had waiting. Every count here is one the inviter produced itself,
-//! so a refusal tells it nothing about other users. Withdrawing an invitation frees a pending
+//! The inviter's quotas count only what it produced itself, so their refusals tell it nothing
+//! about other users. The invitee's (`NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED`) counts
+//! every inviter's, deliberately: the inviter quotas bound what one inviter sends, and a token
+//! acting for many inviters flooded one user past its backlog cap inside all of them. It is
+//! the one refusal that tells an inviter something of another user (that the invitee has that
+//! many waiting), and it is set high (100) so that one user filling it blocks only invitations
+//! to that invitee, beyond what anyone answers. Withdrawing an invitation frees a pending
 //! slot but not the rate: the rate counts invitations when they are sent, so a
 //! cancel-and-re-invite loop still spends it.
 
@@ -14,31 +18,31 @@ use std::time::{Duration, Instant};
 /// The window of the invitation rate.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// The quotas (from `NETAPI_CHAT_MAX_PENDING_INVITATIONS`, `…_PER_INVITEE` and
-/// `NETAPI_CHAT_INVITATION_RATE`).
+/// The quotas (from `NETAPI_CHAT_MAX_PENDING_INVITATIONS`, `…_PER_INVITEE`,
+/// `NETAPI_CHAT_INVITATION_RATE` and `NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvitationLimits {
     /// Unanswered invitations one inviter may have waiting, over all invitees.
     pub per_inviter: usize,
     /// Unanswered invitations one inviter may have waiting for one invitee (in as many
     /// sessions).
-    pub per_pair: usize,
+    pub to_one_invitee: usize,
     /// Invitations one inviter may send per [`RATE_WINDOW`] (0 = no rate).
     pub per_minute: usize,
     /// Unanswered invitations one invitee may have waiting, from every inviter together: the
     /// inviter quotas bound what one inviter sends, not what one user receives, and a token
     /// acting for many inviters flooded one user's subscription past its backlog cap (every
     /// invitation repeats the roster), disabling it, inside every other limit.
-    pub per_invitee: usize,
+    pub received: usize,
 }
 
 impl Default for InvitationLimits {
     fn default() -> Self {
         InvitationLimits {
             per_inviter: 1000,
-            per_pair: 5,
+            to_one_invitee: 5,
             per_minute: 300,
-            per_invitee: 100,
+            received: 100,
         }
     }
 }
@@ -84,14 +88,14 @@ pub fn decide(out: Outstanding, new: usize, limits: InvitationLimits) -> Result<
             limit: limits.per_inviter,
         });
     }
-    if new > 0 && out.pending_to_one + 1 > limits.per_pair {
+    if new > 0 && out.pending_to_one + 1 > limits.to_one_invitee {
         return Err(Refusal::PendingToOne {
-            limit: limits.per_pair,
+            limit: limits.to_one_invitee,
         });
     }
-    if new > 0 && out.waiting_for_one + 1 > limits.per_invitee {
+    if new > 0 && out.waiting_for_one + 1 > limits.received {
         return Err(Refusal::WaitingForOne {
-            limit: limits.per_invitee,
+            limit: limits.received,
         });
     }
     Ok(())
@@ -158,9 +162,9 @@ mod tests {
 
     const L: InvitationLimits = InvitationLimits {
         per_inviter: 5,
-        per_pair: 2,
+        to_one_invitee: 2,
         per_minute: 10,
-        per_invitee: 3,
+        received: 3,
     };
 
     fn out(pending: usize, pending_to_one: usize, sent_recently: usize) -> Outstanding {
@@ -192,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn per_pair() {
+    fn to_one_invitee() {
         assert_eq!(
             decide(out(2, 2, 2), 1, L),
             Err(Refusal::PendingToOne { limit: 2 })

@@ -1,14 +1,18 @@
 //! Delivery into a notification channel (issue 15): the subscriptions whose `notifyURL` is a
 //! channel's `callbackURL` put their notifications into the channel's [`Mailbox`], where the
-//! application collects them by long polling, instead of having them POSTed anywhere.
+//! application collects them by long polling or over a WebSocket, instead of having them
+//! POSTed anywhere.
 //!
 //! The guarantees are those of a callback, because the path is the same up to the last step:
 //! a notification is in the store's outbox from the commit of its cause, it reaches the
 //! subscription's [`Queue`] after that commit, in order, and it leaves the outbox only when
-//! the application has acknowledged it, which it does by polling again (OMA: "each poll
-//! acknowledges the previous answer"). A notification handed to a poll but not acknowledged is
-//! handed again by the next poll, and after a restart (the outbox is loaded into the queues
-//! again), with the same id. Each subscription still has its own feed task, which applies the
+//! the application has acknowledged it: a poll's `ack` names the last id of the previous
+//! answer it read (what it does not cover comes again first, same ids), a poll without `ack`
+//! acknowledges the whole previous answer (OMA: "each poll acknowledges the previous
+//! answer"), our WebSocket binding acknowledges by `webhook-id`, and OMA's binding by the Pong
+//! after a frame and `channel_socket::SETTLE` (5 s) more with the socket open. What a socket was sent and did not
+//! get acknowledged comes again on the next socket or poll, and after a restart (the outbox is
+//! loaded into the queues again), with the same id. Each subscription still has its own feed task, which applies the
 //! subscription's state as the callback task does: cancelled or expired (only its
 //! cancellation notice still goes), disabled (what arrives is buried as dead letters), and the
 //! backlog cap and the share of the server's delivery budget, counted until acknowledged: a
@@ -557,8 +561,8 @@ fn take_wanted<T>(
     (taken, dropped)
 }
 
-/// Most bytes of notifications (as stored) one poll's answer or one socket frame carries:
-/// a page's budget ([`crate::chat::page::PAGE_BYTES`]). A channel's `maxNotifications`
+/// Most bytes of notifications (as stored) one poll's answer carries (a socket's frame
+/// carries less: [`FRAME_BYTES`]): a page's budget ([`crate::chat::page::PAGE_BYTES`]). A channel's `maxNotifications`
 /// (at most 100) bounds the count; invitations to large sessions, each with its roster,
 /// made 100 of them tens of megabytes in one answer.
 const ANSWER_BYTES: usize = crate::chat::page::PAGE_BYTES;

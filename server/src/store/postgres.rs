@@ -626,9 +626,10 @@ impl Postgres {
         });
         let (client, held_before, locked, pid, holder) = connected.map_err(|e| {
             // At start a certificate that does not verify, or a login refused, is refused, not
-            // waited for: it lasts until the certificates or the configuration change. (Later,
-            // reconnecting, it is waited for like any outage: the server keeps its queued
-            // changes.)
+            // waited for: it lasts until the certificates or the configuration change.
+            // (Later, reconnecting, a refused login stops the server, exit 74, as `fail`
+            // classes it; a certificate that no longer verifies is waited for like any
+            // outage, the server keeping its queued changes.)
             let refused = !again && e.refused_at_start();
             let e = self.fail(e);
             self.lost &= !refused;
