@@ -1415,6 +1415,48 @@ async fn an_expiring_subscription_delivers_its_backlog_before_its_cancellation()
         .await;
 }
 
+/// An expired subscription's record (kept for its minute so that its last notifications
+/// survive a restart) goes as soon as its cancellation notice is delivered, not at the end of
+/// the minute: before, under churn the store held a record for every subscription expired in
+/// the last minute beyond what the subscriptions gauge counted, most of them with nothing left
+/// to deliver (an outside soak). SQLite only: the test reads the store's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_subscriptions_record_goes_once_its_notice_is_delivered() {
+    if support::Backend::for_tests() != support::Backend::Sqlite {
+        return;
+    }
+    let srv = Server::start(EXPIRY_RETRIES);
+    let lb = Listener::start().await;
+    let mut doc = docs::subscription_to(&lb.url, B, Format::Json);
+    doc.duration = Some(2);
+    let sub = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
+    let url = sub.resource_url.unwrap_or_default();
+    let id = url.rsplit('/').next().unwrap_or_default().to_owned();
+    within_20s(Duration::from_millis(50), async || match lb.all().last() {
+        Some(r) if r.kind() == "subscriptionCancellationNotification" => Ok(()),
+        _ => Err("no cancellation yet".to_owned()),
+    })
+    .await;
+    // Time for the deletion's commit, well within the minute the record was kept; the store
+    // is read once the server is gone (it holds its file exclusively).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dir = support::TempDir::adopt(srv.kill());
+    let db = rusqlite::Connection::open(dir.join("netapi-chat.sqlite3")).expect("open store");
+    let (records, rows): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM records WHERE kind = 'subscription' AND key = ?1), \
+                    (SELECT COUNT(*) FROM outbox WHERE subscription = ?1)",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count");
+    assert_eq!(
+        (records, rows),
+        (0, 0),
+        "the expired subscription's record and rows are gone"
+    );
+}
+
 /// The log line saying an expired subscription's last notifications are dropped undelivered,
 /// once the server has written it.
 async fn dropped_line(srv: &Server) -> String {

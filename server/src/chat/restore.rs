@@ -149,8 +149,8 @@ impl Chat {
             self.delete_subscriptions(gone.into_keys());
         }
         // Their handles go: each queue's task ends once it has done with what it holds.
-        for (id, (_, until)) in expiring.drain() {
-            self.expired_record_timer(id, until);
+        for (id, (queue, until)) in expiring.drain() {
+            self.expired_record_timer(id, until, queue.ended());
         }
         // Timers: what was pending before the restart fires as if the server had stayed up.
         let invitations = pending_invitations(state.sessions.values());

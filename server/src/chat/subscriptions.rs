@@ -352,6 +352,7 @@ impl Chat {
         // not take it then is not retried for the give-up age
         // (`NETAPI_CHAT_DELIVERY_GIVE_UP_AFTER`, about 27 h by default) for a subscription that
         // is gone, which kept each expired subscription's queue in memory that long.
+        let ended = sub.queue.ended();
         let mut notice = Delivery::new(0, notification, 0);
         notice.deadline_ms = Some(until);
         let entry = kept.then(|| OutboxEntry {
@@ -365,7 +366,7 @@ impl Chat {
         // Nobody waits: a timer (or the delivery task) made this change.
         drop(self.submit(state, change));
         if kept {
-            self.expired_record_timer(id.to_owned(), until);
+            self.expired_record_timer(id.to_owned(), until, ended);
         }
     }
 

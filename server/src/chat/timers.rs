@@ -261,15 +261,26 @@ impl Chat {
     }
 
     /// Deletes the record of subscription `id`, which expired, once its last notifications'
-    /// time is up at `until_ms` (`Chat::expire_subscription`): its outbox rows go with it,
-    /// what its queue has not delivered by then being dropped by the queue itself. A server
-    /// stopping first leaves it to the restart (or the next leader), which deletes a record
-    /// whose time is up as it starts (`restore`).
-    pub(super) fn expired_record_timer(self: &Arc<Self>, id: String, until_ms: i64) {
+    /// time is up at `until_ms` (`Chat::expire_subscription`), or sooner once its delivery task
+    /// has returned (`ended`: its cancellation notice delivered, or what it held dropped;
+    /// kept the whole minute, the records of subscriptions with nothing left outnumbered the
+    /// subscriptions gauge by dozens under churn, an outside soak): its outbox rows go with
+    /// it, what its queue has not delivered by then being dropped by the queue itself. A
+    /// server stopping first leaves it to the restart (or the next leader), which deletes a
+    /// record whose time is up as it starts (`restore`).
+    pub(super) fn expired_record_timer(
+        self: &Arc<Self>,
+        id: String,
+        until_ms: i64,
+        ended: crate::notify::Ended,
+    ) {
         let chat = Arc::downgrade(self);
         tokio::spawn(async move {
             let wait = Duration::from_millis(u64::try_from(until_ms - now_ms()).unwrap_or(0));
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = ended.wait() => {}
+            }
             let Some(chat) = chat.upgrade() else { return };
             if chat.is_stopping() {
                 return;

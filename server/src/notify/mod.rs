@@ -376,6 +376,31 @@ struct Shared {
     budget: usize,
     /// Told of each notification that reached the application ([`Queue::on_delivered`]).
     on_delivered: Told,
+    /// Set, and `ended_bell` rung, once the delivery task has returned ([`Ended`]).
+    ended: AtomicBool,
+    ended_bell: Notify,
+}
+
+/// Whether a queue's delivery task has returned, without keeping the queue open (a
+/// [`Queue`] is a sender: held, its task would wait for more). An expired subscription's task
+/// returns once it has delivered its cancellation notice or dropped what it held, after which
+/// its record has nothing left to keep (`Chat::expired_record_timer`).
+#[derive(Debug)]
+pub struct Ended(Arc<Shared>);
+
+impl Ended {
+    /// Resolves once the task has returned (at once if it has).
+    pub async fn wait(&self) {
+        loop {
+            let bell = self.0.ended_bell.notified();
+            tokio::pin!(bell);
+            bell.as_mut().enable();
+            if self.0.ended.load(Ordering::SeqCst) {
+                return;
+            }
+            bell.await;
+        }
+    }
 }
 
 /// A [`Shared`]'s [`OnDelivered`], set at most once.
@@ -557,8 +582,18 @@ impl Queue {
     pub fn start(target: Target, deliverer: Deliverer) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(&deliverer));
-        tokio::spawn(deliver(target, rx, Arc::clone(&shared), deliverer));
+        let task = Arc::clone(&shared);
+        tokio::spawn(async move {
+            deliver(target, rx, Arc::clone(&task), deliverer).await;
+            task.ended.store(true, Ordering::SeqCst);
+            task.ended_bell.notify_waiters();
+        });
         Queue { tx, shared }
+    }
+
+    /// Tells when the delivery task has returned ([`Ended`]).
+    pub fn ended(&self) -> Ended {
+        Ended(Arc::clone(&self.shared))
     }
 
     /// Queues a notification (delivered after the ones queued before). The queue is bounded
