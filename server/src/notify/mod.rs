@@ -384,7 +384,10 @@ struct Shared {
 /// Whether a queue's delivery task has returned, without keeping the queue open (a
 /// [`Queue`] is a sender: held, its task would wait for more). An expired subscription's task
 /// returns once it has delivered its cancellation notice or dropped what it held, after which
-/// its record has nothing left to keep (`Chat::expired_record_timer`).
+/// its record has nothing left to keep (`Chat::expired_record_timer`). Only the callback task
+/// ([`Queue::start`]) tells it: a notification channel's feed (`channel::start_channel`) hands
+/// what it takes to a mailbox, where it waits for the client's acknowledgement, so a channel's
+/// expired subscription keeps its record for the whole minute.
 #[derive(Debug)]
 pub struct Ended(Arc<Shared>);
 
