@@ -405,7 +405,7 @@ pub fn generate(spec_text: &str) -> Result<Vec<GeneratedFile>> {
                 #![allow(clippy::all, missing_docs, unused_imports, mismatched_lifetime_syntaxes)]
                 #client
             },
-            "A progenitor client for the chat API's JSON face, generated from\n`generated/openapi/chat.progenitor.json`.",
+            CLIENT_DOC,
         )?,
     );
 
@@ -417,15 +417,76 @@ fn pretty_json(v: &serde_json::Value) -> Result<String> {
     Ok(serde_json::to_string_pretty(v)? + "\n")
 }
 
+/// The client crate's documentation (its first page on docs.rs or `cargo doc`): what a Rust
+/// developer needs before the first call, which progenitor's output does not say.
+const CLIENT_DOC: &str = "\
+A progenitor client for the chat API's JSON face, generated from
+`generated/openapi/chat.progenitor.json` (the published OpenAPI document, `/openapi.json`,
+with only its JSON media types).
+
+Every operation needs the caller's bearer token: build the client with
+[`Client::with_token`] (or [`Client::new_with_client`] and a [`reqwest`] client of your own,
+re-exported here so that its version is the one this crate was built with). HTTPS works
+(rustls, the platform's roots).
+
+The timeouts of [`Client::new`] and [`Client::with_token`] (60 s to connect and for a whole
+exchange) outlast a long poll's wait under the server's default
+(`NETAPI_CHAT_CHANNEL_POLL_WAIT`, 25 s, which caps a channel's `maxWaitTime`); against a server
+set to wait longer, bring a client without a total timeout.
+
+XML is not spoken here (progenitor speaks JSON): the same documents in XML are the types of
+`netapi-chat-api` with `netapi_chat_runtime::wire::{encode, decode}`, and the URLs and methods
+of each operation are `netapi_chat_api::Requests`. A callback's signature is checked with
+`netapi_chat_webhooks::signing::{Signer, WebhookHeaders}` (see the README, \"From Rust\").";
+
+/// `Client::new`'s timeout (connect, and a whole exchange), seconds: progenitor's default of
+/// 15 s cut every long poll that waited (the server's default wait is 25 s: an outside review
+/// of the client).
+const CLIENT_TIMEOUT_SECS: u64 = 60;
+
 fn client_tokens(json_only: &serde_json::Value) -> Result<TokenStream> {
     let api: openapiv3::OpenAPI = serde_json::from_value(json_only.clone())
         .context("JSON-only projection is not valid OpenAPI 3.0")?;
     let mut settings = progenitor::GenerationSettings::default();
     settings.with_derive("PartialEq");
+    settings.with_timeout(CLIENT_TIMEOUT_SECS);
     let mut generator = progenitor::Generator::new(&settings);
-    generator
+    let generated = generator
         .generate_tokens(&api)
-        .map_err(|e| anyhow::anyhow!("progenitor refused the JSON-only document: {e}"))
+        .map_err(|e| anyhow::anyhow!("progenitor refused the JSON-only document: {e}"))?;
+    let timeout = CLIENT_TIMEOUT_SECS;
+    Ok(quote::quote! {
+        #generated
+
+        /// The reqwest this client is built on, for [`Client::new_with_client`] with a client
+        /// of your own (proxies, other timeouts or TLS roots) at the version this crate uses.
+        pub use reqwest;
+
+        impl Client {
+            /// A client of the server at `baseurl` (e.g. `https://chat.example.com`) sending
+            /// `Authorization: Bearer <token>` with every request, as every operation needs
+            /// (without it: `401 SVC2003`); the timeouts of [`Client::new`]. Fails when the
+            /// token cannot be a header value (a control character) or reqwest cannot start
+            /// (no TLS backend).
+            pub fn with_token(
+                baseurl: &str,
+                token: &str,
+            ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+                value.set_sensitive(true);
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+                let dur = std::time::Duration::from_secs(#timeout);
+                let client = reqwest::ClientBuilder::new()
+                    .connect_timeout(dur)
+                    .timeout(dur)
+                    .default_headers(headers)
+                    .build()?;
+                Ok(Self::new_with_client(baseurl, client))
+            }
+        }
+    })
 }
 
 /// Reads the spec from a workspace root.

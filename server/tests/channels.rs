@@ -1731,6 +1731,29 @@ async fn one_token_holds_at_most_a_quarter_of_the_connection_cap_in_waits() {
     assert_eq!(poll(&channel_url(&mallory), Format::Json).await.status, 200);
 }
 
+/// A long poll through the published client waits its channel's whole `maxWaitTime` and is
+/// answered an empty list: progenitor's default timeout of 15 s cut every poll that waited
+/// longer (the server's own default wait is 25 s; an outside review of the client). 16 s here.
+#[tokio::test]
+async fn the_published_client_waits_a_long_poll_out() {
+    let s = server(&[]);
+    let ch = create_channel(&s, A, Format::Json, None, Some(16)).await;
+    let url = ch.resource_url.unwrap_or_default();
+    let id = url.rsplit('/').next().unwrap_or_default();
+    let started = std::time::Instant::now();
+    let answer = s
+        .client()
+        .poll_notifications(A, id, None)
+        .await
+        .expect("the poll is answered, not cut by the client");
+    assert!(answer.into_inner().notification_list.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "it waited: {:?}",
+        started.elapsed()
+    );
+}
+
 /// The token's share counts channels being read, not connections: at its share (two of a cap
 /// of eight), a newer socket on a channel the token reads takes it over (the older is closed
 /// 1008) and a newer poll on a channel it polls ends the older (`409 SVC1012`) and waits in

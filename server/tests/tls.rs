@@ -325,6 +325,49 @@ async fn a_flow_over_https_hands_out_https_urls() {
 }
 
 /// `netapi-chat check-config` with `env`: (exit code, stderr).
+/// The published client speaks HTTPS: built on the reqwest it re-exports, trusting the
+/// server's certificate, it lists sessions over TLS (its reqwest had no TLS backend: "scheme
+/// is not http", the client review); and `Client::with_token` refuses the certificate the
+/// platform does not trust, a TLS error, not a scheme one.
+#[tokio::test]
+async fn the_published_client_speaks_https() {
+    use netapi_chat_client::reqwest;
+    let dir = temp_data_dir();
+    let (cert, key, der) = certificate(&dir, "server");
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", support::APP_TOKEN)).unwrap(),
+    );
+    let http = reqwest::ClientBuilder::new()
+        .add_root_certificate(reqwest::Certificate::from_der(&der).expect("certificate"))
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    let client = netapi_chat_client::Client::new_with_client(&srv.base, http);
+    let list = client
+        .list_chat_sessions(A, None, None)
+        .await
+        .expect("sessions listed over HTTPS");
+    assert!(
+        list.into_inner()
+            .chat_session_list
+            .chat_session_information
+            .is_empty()
+    );
+    let untrusted = netapi_chat_client::Client::with_token(&srv.base, support::APP_TOKEN)
+        .expect("client")
+        .list_chat_sessions(A, None, None)
+        .await
+        .expect_err("a self-signed certificate is not trusted");
+    let text = format!("{untrusted:?}");
+    assert!(!text.contains("scheme is not http"), "{text}");
+}
+
 fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
         .arg("check-config")

@@ -749,7 +749,7 @@ impl Server {
 
     /// The progenitor client for this server, authenticated with [`APP_TOKEN`].
     pub fn client(&self) -> netapi_chat_client::Client {
-        netapi_chat_client::Client::new_with_client(&self.base, http_client(APP_TOKEN))
+        netapi_chat_client::Client::with_token(&self.base, APP_TOKEN).expect("client")
     }
 
     /// Its log so far ([`Server::logged`] only).
