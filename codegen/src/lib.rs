@@ -42,7 +42,7 @@ const RUST_HEADER: &str =
 
 fn rust_file(tokens: TokenStream, inner_doc: &str) -> Result<String> {
     let file: syn::File = syn::parse2(tokens).context("generated Rust does not parse")?;
-    let body = space_items(&layout_endpoints(&prettyplease::unparse(&file)));
+    let body = space_items(&layout_endpoints(&line_docs(&prettyplease::unparse(&file))));
     let docs: String = inner_doc
         .lines()
         .map(|l| {
@@ -137,6 +137,54 @@ fn rustfmt(code: &str) -> Result<String> {
 /// item (top level or inside an impl / trait) makes the output read like hand-written code.
 /// `use` declarations stay together in one block, as people write them (a `pub use` group
 /// gets a block of its own).
+/// Rewrites prettyplease's block doc comments (`/**…*/`, which it prints for a multi-line
+/// `#[doc]`, its lines after the first raw) as `///` lines. Once rustfmt had indented the
+/// lines after the first to the item while the first has none, rustdoc read every paragraph
+/// after the first as an indented code block (60 warnings and prose shown as Rust in the client's docs: an
+/// outside review), and [`space_items`] took a doc line ending in `;` for the end of an
+/// item and split the paragraph.
+fn line_docs(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    // The indentation of the block comment being rewritten, while in one.
+    let mut block: Option<usize> = None;
+    for line in code.lines() {
+        let (indent, text) = match block {
+            // prettyplease writes the doc's text raw: its lines after the first as they are.
+            Some(indent) => (indent, line),
+            None => {
+                let trimmed = line.trim_start();
+                match trimmed.strip_prefix("/**") {
+                    Some(rest) if !trimmed.starts_with("/***") => {
+                        let indent = line.len() - trimmed.len();
+                        block = Some(indent);
+                        (indent, rest)
+                    }
+                    _ => {
+                        out.push_str(line);
+                        out.push('\n');
+                        continue;
+                    }
+                }
+            }
+        };
+        let (text, last) = match text.strip_suffix("*/") {
+            Some(t) => (t, true),
+            None => (text, false),
+        };
+        if last {
+            block = None;
+            if text.trim().is_empty() {
+                continue;
+            }
+        }
+        out.push_str(&" ".repeat(indent));
+        out.push_str("///");
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 fn space_items(code: &str) -> String {
     let mut out = String::with_capacity(code.len() + code.len() / 16);
     let mut prev = "";
@@ -534,5 +582,16 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(RUSTFMT_VERSION), "{text}");
         assert!(text.contains("rustfmt 1.8.0-stable"), "{text}");
+    }
+
+    /// A block doc comment becomes `///` lines at its item's indentation, paragraphs and all;
+    /// other lines are left as they are.
+    #[test]
+    fn block_doc_comments_become_line_comments() {
+        let code = "    /**First line.\nA line ending in;\n  indented\n\nSecond paragraph.*/\n    pub struct S;\n/**One line.*/\nfn f() {}\n";
+        assert_eq!(
+            line_docs(code),
+            "    ///First line.\n    ///A line ending in;\n    ///  indented\n    ///\n    ///Second paragraph.\n    pub struct S;\n///One line.\nfn f() {}\n"
+        );
     }
 }
