@@ -133,31 +133,27 @@ fn rustfmt(code: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// prettyplease prints items back to back; a blank line after each closing brace that ends an
-/// item (top level or inside an impl / trait) makes the output read like hand-written code.
-/// `use` declarations stay together in one block, as people write them (a `pub use` group
-/// gets a block of its own).
 /// Rewrites prettyplease's block doc comments (`/**…*/`, which it prints for a multi-line
 /// `#[doc]`, its lines after the first raw) as `///` lines. Once rustfmt had indented the
 /// lines after the first to the item while the first has none, rustdoc read every paragraph
-/// after the first as an indented code block (60 warnings and prose shown as Rust in the client's docs: an
-/// outside review), and [`space_items`] took a doc line ending in `;` for the end of an
-/// item and split the paragraph.
+/// after the first as an indented code block (60 warnings and prose shown as Rust in the
+/// client's docs: an outside review), and [`space_items`] took a doc line ending in `;` for
+/// the end of an item and split the paragraph. Each line becomes `/// ` and its text (the
+/// space keeps a text line starting with `/` a doc line, not a `////` comment); the block
+/// ends where its comment nesting (`/*` … `*/`, which a doc may hold balanced) closes.
 fn line_docs(code: &str) -> String {
     let mut out = String::with_capacity(code.len());
-    // The indentation of the block comment being rewritten, while in one.
-    let mut block: Option<usize> = None;
+    // The indentation of the block comment being rewritten and its nesting depth, while in one.
+    let mut block: Option<(usize, usize)> = None;
     for line in code.lines() {
-        let (indent, text) = match block {
+        let (indent, depth, text) = match block {
             // prettyplease writes the doc's text raw: its lines after the first as they are.
-            Some(indent) => (indent, line),
+            Some((indent, depth)) => (indent, depth, line),
             None => {
                 let trimmed = line.trim_start();
                 match trimmed.strip_prefix("/**") {
                     Some(rest) if !trimmed.starts_with("/***") => {
-                        let indent = line.len() - trimmed.len();
-                        block = Some(indent);
-                        (indent, rest)
+                        (line.len() - trimmed.len(), 1, rest)
                     }
                     _ => {
                         out.push_str(line);
@@ -167,24 +163,55 @@ fn line_docs(code: &str) -> String {
                 }
             }
         };
-        let (text, last) = match text.strip_suffix("*/") {
-            Some(t) => (t, true),
-            None => (text, false),
-        };
-        if last {
-            block = None;
-            if text.trim().is_empty() {
-                continue;
+        // Where on this line the comment closes, if it does (depth back to 0).
+        let (mut depth, mut closes_at, mut i) = (depth, None, 0);
+        let bytes = text.as_bytes();
+        while i + 1 < bytes.len() {
+            match (bytes[i], bytes[i + 1]) {
+                (b'/', b'*') => {
+                    depth += 1;
+                    i += 2;
+                }
+                (b'*', b'/') => {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        closes_at = Some(i - 2);
+                        break;
+                    }
+                }
+                _ => i += 1,
             }
+        }
+        let text = match closes_at {
+            Some(at) => {
+                block = None;
+                &text[..at]
+            }
+            None => {
+                block = Some((indent, depth));
+                text
+            }
+        };
+        if closes_at.is_some() && text.trim().is_empty() {
+            continue;
         }
         out.push_str(&" ".repeat(indent));
         out.push_str("///");
-        out.push_str(text.trim_end());
+        let text = text.trim_end();
+        if !text.is_empty() {
+            out.push(' ');
+            out.push_str(text);
+        }
         out.push('\n');
     }
     out
 }
 
+/// prettyplease prints items back to back; a blank line after each closing brace that ends an
+/// item (top level or inside an impl / trait) makes the output read like hand-written code.
+/// `use` declarations stay together in one block, as people write them (a `pub use` group
+/// gets a block of its own).
 fn space_items(code: &str) -> String {
     let mut out = String::with_capacity(code.len() + code.len() / 16);
     let mut prev = "";
@@ -477,8 +504,8 @@ Every operation needs the caller's bearer token: build the client with
 re-exported here so that its version is the one this crate was built with). HTTPS works
 (rustls, the platform's roots).
 
-The timeouts of [`Client::new`] and [`Client::with_token`] (60 s to connect and for a whole
-exchange) outlast a long poll's wait under the server's default
+The timeouts of [`Client::with_token`] (10 s to connect, 60 s for a whole exchange; 60 s both
+with [`Client::new`]) outlast a long poll's wait under the server's default
 (`NETAPI_CHAT_CHANNEL_POLL_WAIT`, 25 s, which caps a channel's `maxWaitTime`); against a server
 set to wait longer, bring a client without a total timeout.
 
@@ -487,10 +514,14 @@ XML is not spoken here (progenitor speaks JSON): the same documents in XML are t
 of each operation are `netapi_chat_api::Requests`. A callback's signature is checked with
 `netapi_chat_webhooks::signing::{Signer, WebhookHeaders}` (see the README, \"From Rust\").";
 
-/// `Client::new`'s timeout (connect, and a whole exchange), seconds: progenitor's default of
-/// 15 s cut every long poll that waited (the server's default wait is 25 s: an outside review
-/// of the client).
+/// The client's timeout for a whole exchange, seconds (`Client::new`'s for connecting too):
+/// progenitor's default of 15 s cut every long poll that waited (the server's default wait is
+/// 25 s: an outside review of the client).
 const CLIENT_TIMEOUT_SECS: u64 = 60;
+
+/// How long `Client::with_token` waits for a connection, seconds: an unreachable host is told
+/// soon, whatever the exchange's timeout.
+const CLIENT_CONNECT_TIMEOUT_SECS: u64 = 10;
 
 fn client_tokens(json_only: &serde_json::Value) -> Result<TokenStream> {
     let api: openapiv3::OpenAPI = serde_json::from_value(json_only.clone())
@@ -502,7 +533,7 @@ fn client_tokens(json_only: &serde_json::Value) -> Result<TokenStream> {
     let generated = generator
         .generate_tokens(&api)
         .map_err(|e| anyhow::anyhow!("progenitor refused the JSON-only document: {e}"))?;
-    let timeout = CLIENT_TIMEOUT_SECS;
+    let (timeout, connect) = (CLIENT_TIMEOUT_SECS, CLIENT_CONNECT_TIMEOUT_SECS);
     Ok(quote::quote! {
         #generated
 
@@ -513,9 +544,9 @@ fn client_tokens(json_only: &serde_json::Value) -> Result<TokenStream> {
         impl Client {
             /// A client of the server at `baseurl` (e.g. `https://chat.example.com`) sending
             /// `Authorization: Bearer <token>` with every request, as every operation needs
-            /// (without it: `401 SVC2003`); the timeouts of [`Client::new`]. Fails when the
-            /// token cannot be a header value (a control character) or reqwest cannot start
-            /// (no TLS backend).
+            /// (without it: `401 SVC2003`); 10 s to connect, 60 s for a whole exchange (not
+            /// on wasm32, where reqwest has no timeouts). Fails when the token cannot be a
+            /// header value (a control character) or reqwest cannot start (no TLS backend).
             pub fn with_token(
                 baseurl: &str,
                 token: &str,
@@ -525,12 +556,12 @@ fn client_tokens(json_only: &serde_json::Value) -> Result<TokenStream> {
                 value.set_sensitive(true);
                 let mut headers = reqwest::header::HeaderMap::new();
                 headers.insert(reqwest::header::AUTHORIZATION, value);
-                let dur = std::time::Duration::from_secs(#timeout);
-                let client = reqwest::ClientBuilder::new()
-                    .connect_timeout(dur)
-                    .timeout(dur)
-                    .default_headers(headers)
-                    .build()?;
+                let builder = reqwest::ClientBuilder::new().default_headers(headers);
+                #[cfg(not(target_arch = "wasm32"))]
+                let builder = builder
+                    .connect_timeout(std::time::Duration::from_secs(#connect))
+                    .timeout(std::time::Duration::from_secs(#timeout));
+                let client = builder.build()?;
                 Ok(Self::new_with_client(baseurl, client))
             }
         }
@@ -588,10 +619,10 @@ mod tests {
     /// other lines are left as they are.
     #[test]
     fn block_doc_comments_become_line_comments() {
-        let code = "    /**First line.\nA line ending in;\n  indented\n\nSecond paragraph.*/\n    pub struct S;\n/**One line.*/\nfn f() {}\n";
+        let code = "    /**First line.\nA line ending in;\n  indented\n/openapi.json starts a line\nthe pattern /* x */\n\nSecond paragraph.*/\n    pub struct S;\n/**One line.*/\nfn f() {}\n";
         assert_eq!(
             line_docs(code),
-            "    ///First line.\n    ///A line ending in;\n    ///  indented\n    ///\n    ///Second paragraph.\n    pub struct S;\n///One line.\nfn f() {}\n"
+            "    /// First line.\n    /// A line ending in;\n    ///   indented\n    /// /openapi.json starts a line\n    /// the pattern /* x */\n    ///\n    /// Second paragraph.\n    pub struct S;\n/// One line.\nfn f() {}\n"
         );
     }
 }

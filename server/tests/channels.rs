@@ -1769,12 +1769,23 @@ async fn a_token_at_its_share_still_takes_its_own_channel_over() {
         .expect("socket");
     let polled = create_channel(&s, B, Format::Json, None, Some(20)).await;
     let older = spawn_poll(channel_url(&polled), None);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third channel is refused once the poll waits (on a loaded machine it may take a
+    // while to get there: until then the third socket is taken, and closed again).
     let third = create_socket_channel(&s, M).await;
-    match connect(&channel_url(&third), support::APP_TOKEN, Format::Json).await {
-        Err(status) => assert_eq!(status, 429, "a third channel past the share of two"),
-        Ok(_) => panic!("a third channel read past the token's share of two"),
-    }
+    support::within_20s(Duration::from_millis(100), async || {
+        match connect(&channel_url(&third), support::APP_TOKEN, Format::Json).await {
+            Err(429) => Ok(()),
+            // The sockets' own share (half the cap), while a third socket taken too early
+            // is still closing.
+            Err(503) => Err("the server's sockets are full for a moment".to_owned()),
+            Err(status) => panic!("a third channel past the share of two: {status}"),
+            Ok(mut early) => {
+                let _ = early.close(None).await;
+                Err("the older poll does not wait yet".to_owned())
+            }
+        }
+    })
+    .await;
     let _second = connect(&channel_url(&sockets), support::APP_TOKEN, Format::Json)
         .await
         .expect("the token takes its own channel's socket over at its share");
@@ -1782,13 +1793,11 @@ async fn a_token_at_its_share_still_takes_its_own_channel_over() {
         close_code(&mut first, "the older socket is closed").await,
         Some(1008)
     );
+    // The newer poll got past the share (the older is superseded only by a poll that did).
     let newer = spawn_poll(channel_url(&polled), Some(Format::Xml));
     let (status, _, body) = older.await.expect("older poll");
     assert_eq!(status, 409, "the older poll is superseded: {body}");
     assert!(body.contains("SVC1012"), "{body}");
-    // The newer poll waits in its place (a 429 would have come at once), then answers.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!newer.is_finished(), "the newer poll waits");
     newer.abort();
 }
 

@@ -324,7 +324,6 @@ async fn a_flow_over_https_hands_out_https_urls() {
     drop(srv);
 }
 
-/// `netapi-chat check-config` with `env`: (exit code, stderr).
 /// The published client speaks HTTPS: built on the reqwest it re-exports, trusting the
 /// server's certificate, it lists sessions over TLS (its reqwest had no TLS backend: "scheme
 /// is not http", the client review); and `Client::with_token` refuses the certificate the
@@ -364,10 +363,22 @@ async fn the_published_client_speaks_https() {
         .list_chat_sessions(A, None, None)
         .await
         .expect_err("a self-signed certificate is not trusted");
-    let text = format!("{untrusted:?}");
-    assert!(!text.contains("scheme is not http"), "{text}");
+    let netapi_chat_client::Error::CommunicationError(e) = &untrusted else {
+        panic!("not the connection's error: {untrusted:?}");
+    };
+    let mut causes = String::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        causes.push_str(&format!("{c:?}; "));
+        cause = c.source();
+    }
+    assert!(
+        causes.contains("Certificate"),
+        "a certificate refused: {causes}"
+    );
 }
 
+/// `netapi-chat check-config` with `env`: (exit code, stderr).
 fn check_config(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_netapi-chat"))
         .arg("check-config")

@@ -503,7 +503,8 @@ pub struct SubscriptionRecord {
     /// (what it had not delivered yet, then its cancellation notice) are still tried. Such a
     /// record is nobody's subscription any more (never in [`State::subscriptions`]); it is
     /// kept, with its outbox rows, only so that a restart or a takeover within that minute
-    /// still delivers them (`Chat::expire_subscription`, `restore`), and deleted after it.
+    /// still delivers them (`Chat::expire_subscription`, `restore`), and deleted once they
+    /// are delivered or dropped, or after the minute (`Chat::expired_record_timer`).
     pub expired_until_ms: Option<i64>,
 }
 

@@ -23,8 +23,9 @@ use crate::store::{Kind, OutboxEntry, Progress, now_ms};
 /// `subscriptionCancellationNotification` are tried: a minute, then dropped. They go to a
 /// callback for a subscription that is gone, so they are not worth the give-up age's retries
 /// (a day), for which each expired subscription's queue, task and record would stay. Its
-/// record and outbox rows stay for that minute ([`SubscriptionRecord::expired_until_ms`]), so a
-/// restart or a takeover within it still delivers them.
+/// record and outbox rows stay for that minute at most ([`SubscriptionRecord::expired_until_ms`]),
+/// so a restart or a takeover within it still delivers them; they go sooner once its callback
+/// task has returned ([`Chat::expired_record_timer`]).
 pub(super) const EXPIRY_NOTICE_WITHIN_MS: i64 = 60_000;
 
 use crate::urls::Urls;
@@ -317,10 +318,12 @@ impl Chat {
     /// A subscription's `duration` ran out: it is removed and gets nothing new; what it
     /// still holds (committed while it was live) and then a
     /// `subscriptionCancellationNotification` are tried for a minute
-    /// ([`EXPIRY_NOTICE_WITHIN_MS`]) and dropped after that. Its record stays that minute,
-    /// marked expired (nobody's subscription any more), with its outbox rows and the notice's:
-    /// a restart or a takeover within it delivers them (`restore`); then the record goes, and
-    /// its rows with it ([`Chat::expired_record_timer`]). One delivery disabled goes at once.
+    /// ([`EXPIRY_NOTICE_WITHIN_MS`]) and dropped after that. Its record stays, marked expired
+    /// (nobody's subscription any more), with its outbox rows and the notice's: a restart or a
+    /// takeover meanwhile delivers them (`restore`); then the record goes, and its rows with
+    /// it, once its callback task has returned (the notice delivered, or what was left
+    /// dropped) or at the minute's end, whichever comes first; a channel's, at the minute's end
+    /// ([`Chat::expired_record_timer`]). One delivery disabled goes at once.
     fn expire_subscription(self: &Arc<Self>, state: &mut State, id: &str) {
         let Some(mut sub) = remove_subscription(state, id) else {
             return;

@@ -80,6 +80,12 @@ fn lapsed_disabled(rec: &super::state::SubscriptionRecord, retention_ms: i64, no
         .is_some_and(|d| now_ms >= d.at_ms.saturating_add(retention_ms))
 }
 
+/// How often an expired subscription's deletion looks whether the receipts under way are
+/// recorded (`Chat::expired_record_timer`): they are gathered for 20 ms, so most often the
+/// first look finds none; under a steady stream of them it looks ten times a second until
+/// the minute's end, as many wake-ups as subscriptions expired within that minute.
+const RECEIPTS_LOOK: Duration = Duration::from_millis(100);
+
 impl Chat {
     /// Starts the task that ends every session (but ad hoc ones) idle for
     /// `NETAPI_CHAT_SESSION_IDLE_SECS`: no message and no decision for that long
@@ -277,9 +283,25 @@ impl Chat {
         let chat = Arc::downgrade(self);
         tokio::spawn(async move {
             let wait = Duration::from_millis(u64::try_from(until_ms - now_ms()).unwrap_or(0));
+            let end = tokio::time::Instant::now() + wait;
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = ended.wait() => {}
+                () = tokio::time::sleep_until(end) => {}
+                () = ended.wait() => {
+                    // What it delivered last may wait to be recorded `Delivered` (an OMA 2012
+                    // receiver, `delivered.rs`), for which its outbox row stands until then:
+                    // deleted first, a crash in between lost the receipt (the diff review).
+                    // So the deletion waits for the receipts under way (the minute at most).
+                    loop {
+                        let Some(chat) = chat.upgrade() else { return };
+                        if chat.receipts_pending.load(std::sync::atomic::Ordering::SeqCst) == 0
+                            || tokio::time::Instant::now() >= end
+                        {
+                            break;
+                        }
+                        drop(chat);
+                        tokio::time::sleep(RECEIPTS_LOOK).await;
+                    }
+                }
             }
             let Some(chat) = chat.upgrade() else { return };
             if chat.is_stopping() {
