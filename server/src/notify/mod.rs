@@ -1328,7 +1328,8 @@ const EXPIRY_MINUTE_UP: &str = "its callback did not take them within a minute o
 /// An expired subscription's notifications are dropped undelivered (`why`): said once per
 /// subscription, at `warn`, with how many. They leave the outbox with the expired
 /// subscription's record (once its task returns, or at the end of its minute) and go to no
-/// dead letters (the subscription is gone): before, nothing said they were lost (the notification review).
+/// dead letters (the subscription is gone): before, nothing said they were lost (the
+/// notification review).
 fn tell_expired_dropped(target: &Target, shared: &Shared, dropped: usize, why: &str) {
     if shared.state.load(Ordering::SeqCst) == EXPIRED
         && !shared.drop_told.swap(true, Ordering::SeqCst)
