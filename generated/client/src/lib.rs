@@ -4425,7 +4425,148 @@ pub mod types {
 }
 
 #[derive(Clone, Debug)]
-#[doc = "Client for OMA RESTful Network API for Chat (netapi-chat)\n\nApplications act for chat users (`tel:` / `sip:` addresses) over HTTP: subscribe to chat\nnotifications, start 1-1 and group chats, invite, accept, decline, leave and re-join, send\nmessages and confirm their delivery.\n\n**Sources and precedence.** The resource tree, verbs and structure names are those of the OMA\nchange request OMA-ARC-REST-NetAPI-2011-0093 (\"Flows section of the Chat API\", the *seed*,\nsections 7.1.1-7.1.10). Where the seed is silent, field names, enumerations, common types,\nnamespaces, JSON wrapping and error codes follow OMA REST NetAPI Chat 2012 (V1_0-20120509-C)\nand OMA REST NetAPI Common. Decisions where both are silent are written on the operation or\nschema they concern, each marked **Decision**.\n\n**Wire formats.** Every request body may be JSON (`application/json`, `text/json`, `*+json`) or XML\n(`application/xml`, `text/xml`, `*+xml`); anything else is refused with 415, and a request\nwith no body where one is required with `400 SVC0002`. A body is read as sent: one with a\n`Content-Encoding` other than `identity` (`gzip`, …) is `415` with\n`Accept-Encoding: identity`. The response\nformat follows `Accept` (q-values and wildcards honoured; 406 when neither fits, written\nin the request body's format, else JSON).\n**Decision (equal weights):** when both formats are acceptable with the same q, the one\nnamed by the more specific range wins (a concrete type, the format's own or `text/xml` /\n`text/json` / `*+xml` / `*+json` alike, then `type/*`, then `*/*`), then the one whose\nrange is listed first, so `application/xml, */*`, `application/xml, application/json` and\n`text/xml, application/json` are answered in XML.\n**Decision (no preference):** when `Accept` is absent or one range grants both formats\n(`*/*`, `application/*`), the answer is in the request body's format, else JSON, so a\nclient that sends XML reads XML.\n**Decision (label):** a format is served as its own type (`application/json`,\n`application/xml`; `charset=utf-8`) or its `text/` type (`text/json`, `text/xml`), each\nweighed by the most specific range naming it (`*/*` names the own types only, `text/*`\nonly `text/xml`); the answer is labelled with its own type unless `Accept` weighs the\n`text/` type above it, so a client that lists only `text/xml` (or `text/*`, or\n`text/xml, application/xml;q=0`) reads a type it listed. The content maps below list\nthe own types; a `text/` label carries the same document. Every response carries\n`Vary: Accept`. JSON bodies are one object whose single key\nis the XML root element's name (`{\"chatMessage\": {...}}`); XML bodies have a root element in\nthe chat namespace `urn:oma:xml:rest:netapi:chat:1` (prefix `chat`) or, for common types, the\ncommon namespace `urn:oma:xml:rest:netapi:common:1` (prefix `common`), or for the\nnotification channel (tag `channels`) the namespace\n`urn:oma:xml:rest:netapi:notificationchannel:1` (prefix `nc`); child elements are\nunqualified and appear in the order given here. XML documents with a DOCTYPE are refused.\n**Decision (qualified children):** a child element in its parent's own namespace is read\nas if unqualified (a client that qualifies every element, or declares a default\nnamespace); a child in any other namespace is an extension and ignored like an unknown\nelement, never read as the field its local name matches.\n**Decision (`xsi:nil`):** an element marked `xsi:nil=\"true\"` has no value (XML Schema\nPart 1 §2.6.2), as JSON's `null`: an optional element (or list item) so marked is read as\nabsent, never as its empty text; a nil required element, a nil element with content and\na nil root are `400 SVC0002`.\nAn XML body is UTF-8, UTF-16 with its byte order mark (the two XML requires every reader\nto take), or declares ISO-8859-1 or US-ASCII; a `utf-16` declaration on UTF-8 bytes is\nread as UTF-8 (.NET's serializers write one); other encodings are `400`, naming it.\nA `charset` on the `Content-Type` of a JSON or XML body may be `utf-8`, `us-ascii` or\n`iso-8859-1` (Apache HttpClient's `application/xml; charset=ISO-8859-1`), and for XML also\n`utf-16`, `utf-16le` or `utf-16be`: the body is read in it, and for XML it wins over the\ndocument's declaration (RFC 7303; a byte order mark still comes first). **Decision\n(unmarked `utf-16`):** without a byte order mark, the first character's bytes tell the\norder (`3C 00` little-endian, as .NET sends it; else big-endian, as RFC 2781 says). Any\nother charset, and UTF-16 on JSON (which RFC 8259 makes UTF-8), is `415`. Answers are\nUTF-8.\nBodies are capped (64 KiB by default); larger ones get 413. Every string holds only\ncharacters XML 1.0 can carry, in JSON as in XML (no control characters but tab, line feed\nand carriage return, no U+FFFE or U+FFFF): another one is 400 SVC0002 naming the field,\nsince what one face writes the other reads back.\n**Decision (unknown JSON keys):** a key inside the document that names no field is\nignored (a newer client's or a vendor's extension, as an unknown XML element is; the body\nitself is one object with the single root key, as XML has one root element, so a second\nkey beside it is `400 SVC0002`), except one that differs from a\nfield's name only in case, `_` or `-` (`successreport`, `notify_url`): that is\n`400 SVC0002` saying where it is and which name it misspells, since ignoring it would\nsilently drop what the client asked for. JSON input is read as both of\nOMA's JSON mappings write it: numbers and booleans as strings (`\"60\"`, `\"true\"`), one item\nwhere a list is expected, `null` for an empty element, and a number or boolean where a\nstring is expected, read as its text (`\"clientCorrelator\": 12345`); answers are always\nthe structure-aware form (native numbers and booleans, arrays for lists; a list\nresource's entries are `[]` when there are none, other empty lists are left out, since the\ntwo faces share types and each fills only its own).\n\n**Errors.** Every error is an OMA `requestError` in the negotiated format, holding a\n`serviceException` (SVCnnnn, mostly 400/404/409) or a `policyException` (POLnnnn, 403).\n**Decision (statuses HTTP defines):** a policy refusal for which HTTP has a status of its\nown gets that status, its `policyException` still naming the policy: `413` (`POL2004`,\nbody too large), `415` (`POL0011`, media type) and `429` (`POL2005`, rate, with\n`Retry-After`); a client that branches on the exception kind reads the same\n`requestError` either way. A missing, malformed or invalid token is `401` with OMA\nCommon's `serviceException` `SVC2003` (invalid access token) and `WWW-Authenticate`; a\ntoken without the required scope is `403` `POL0001`.\n**Decision (storage failure):** when the server's storage fails, the request whose change\ncould not be stored, and any request arriving while the server stops, get\n`503 SVC2001` (no server resources; the request was not carried out), then the process\nstops (fail-stop: a restart reloads a consistent state). Any operation may answer so.\n\n**Lists are paged.** **Decision (paging; OMA 2012 pages no list):** every list operation\n(`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`,\n`listDeadLetters`, `listNotificationChannels`) answers\nat most one page, in creation order, so that no answer grows with a user's history. A\nclient that sends no paging parameter gets the first `maxEntries` (default 100) entries,\nexactly the body OMA defines (fewer when what varies in size, messages as stored, session\nrosters, dead letters' bodies, reaches 512 KiB first: a page is bounded in bytes too; and\nfewer, even none, on a page of `listMessages` whose walk passed more than 1,024 messages\nthe user may not read, sent before it joined or while it was away: a page's work is\nbounded too, and its next link goes on from where the walk stopped, possibly to an empty\nlast page); when more follow, the answer carries the URL of the next page\ntwice: as an HTTP `Link: <url>; rel=\"next\"` header (RFC 8288) and as an OMA Common `link`\nelement with `rel=\"next\"` at the end of the list body (an optional element after the\nsequence OMA defines, so an OMA client that does not know it still reads the list). The\nlast page has neither. The next page's URL carries `maxEntries` and an opaque `cursor`;\nfollow it as given. A cursor is a position in creation order, not a resource: it stays\nvalid when the entry it was taken after is gone (the walk just goes on from there), and an\nentry created while a client walks the list is found on a later page. A `maxEntries`\noutside 1-1000 or a cursor this server did not make is `400 SVC0002` (refused, not\nclamped, as every other limit of this API).\n\n**Messages are kept for a retention period.** **Decision (retention; OMA 2012 keeps no\nhistory rule):** a message, with its delivery status, is kept for the server's retention\nperiod (30 days unless the operator set another) after it was sent, then purged in the\nbackground. A purged message answers exactly as one that never existed: `404 SVC2008` on\nthe message and its status, `404` to a delivery confirmation, absent from\n`listMessages`; a `cursor` taken before the purge still works. A resend with the same\n`clientCorrelator` after the first message was purged creates a new message. The session\nitself stays as long as it is not ended (an ended session is gone at once, with its\nmessages).\n\n**Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,\n`sip:alice@example.com`, or an anonymous customer reference `acr:` + unreserved characters,\ncompared as given), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are\ncompared in a canonical form: scheme and SIP host in lower case, `tel:` visual separators\n(`-.()`) removed, so `tel:+1-555-123-0001` and `tel:+15551230001` are one user; the server\nanswers with the canonical form. Anything else is `400 SVC0004`. A session has one\n`sessionId` shared by all its participants: each reaches it under its own `userId`. A user\nsees only sessions it takes part in; anything else is 404, exactly as if it did not exist.\n\n**This file is the source.** Each schema with an `xml.name` is a document root; its JSON\nwrapper `<Name>Root` (one property, the root element's name) is derived from it by\n`cargo xtask codegen` and appears in the published document\n`generated/openapi/chat.openapi.json`, which is also served at `GET /openapi.json`. The XSDs\nfor the XML face (`generated/xsd/`) are derived from the `xml` objects and the property\norder written here.\n\n\nVersion: 1.0.0"]
+/// Client for OMA RESTful Network API for Chat (netapi-chat)
+///
+/// Applications act for chat users (`tel:` / `sip:` addresses) over HTTP: subscribe to chat
+/// notifications, start 1-1 and group chats, invite, accept, decline, leave and re-join, send
+/// messages and confirm their delivery.
+///
+/// **Sources and precedence.** The resource tree, verbs and structure names are those of the OMA
+/// change request OMA-ARC-REST-NetAPI-2011-0093 ("Flows section of the Chat API", the *seed*,
+/// sections 7.1.1-7.1.10). Where the seed is silent, field names, enumerations, common types,
+/// namespaces, JSON wrapping and error codes follow OMA REST NetAPI Chat 2012 (V1_0-20120509-C)
+/// and OMA REST NetAPI Common. Decisions where both are silent are written on the operation or
+/// schema they concern, each marked **Decision**.
+///
+/// **Wire formats.** Every request body may be JSON (`application/json`, `text/json`, `*+json`) or XML
+/// (`application/xml`, `text/xml`, `*+xml`); anything else is refused with 415, and a request
+/// with no body where one is required with `400 SVC0002`. A body is read as sent: one with a
+/// `Content-Encoding` other than `identity` (`gzip`, …) is `415` with
+/// `Accept-Encoding: identity`. The response
+/// format follows `Accept` (q-values and wildcards honoured; 406 when neither fits, written
+/// in the request body's format, else JSON).
+/// **Decision (equal weights):** when both formats are acceptable with the same q, the one
+/// named by the more specific range wins (a concrete type, the format's own or `text/xml` /
+/// `text/json` / `*+xml` / `*+json` alike, then `type/*`, then `*/*`), then the one whose
+/// range is listed first, so `application/xml, */*`, `application/xml, application/json` and
+/// `text/xml, application/json` are answered in XML.
+/// **Decision (no preference):** when `Accept` is absent or one range grants both formats
+/// (`*/*`, `application/*`), the answer is in the request body's format, else JSON, so a
+/// client that sends XML reads XML.
+/// **Decision (label):** a format is served as its own type (`application/json`,
+/// `application/xml`; `charset=utf-8`) or its `text/` type (`text/json`, `text/xml`), each
+/// weighed by the most specific range naming it (`*/*` names the own types only, `text/*`
+/// only `text/xml`); the answer is labelled with its own type unless `Accept` weighs the
+/// `text/` type above it, so a client that lists only `text/xml` (or `text/*`, or
+/// `text/xml, application/xml;q=0`) reads a type it listed. The content maps below list
+/// the own types; a `text/` label carries the same document. Every response carries
+/// `Vary: Accept`. JSON bodies are one object whose single key
+/// is the XML root element's name (`{"chatMessage": {...}}`); XML bodies have a root element in
+/// the chat namespace `urn:oma:xml:rest:netapi:chat:1` (prefix `chat`) or, for common types, the
+/// common namespace `urn:oma:xml:rest:netapi:common:1` (prefix `common`), or for the
+/// notification channel (tag `channels`) the namespace
+/// `urn:oma:xml:rest:netapi:notificationchannel:1` (prefix `nc`); child elements are
+/// unqualified and appear in the order given here. XML documents with a DOCTYPE are refused.
+/// **Decision (qualified children):** a child element in its parent's own namespace is read
+/// as if unqualified (a client that qualifies every element, or declares a default
+/// namespace); a child in any other namespace is an extension and ignored like an unknown
+/// element, never read as the field its local name matches.
+/// **Decision (`xsi:nil`):** an element marked `xsi:nil="true"` has no value (XML Schema
+/// Part 1 §2.6.2), as JSON's `null`: an optional element (or list item) so marked is read as
+/// absent, never as its empty text; a nil required element, a nil element with content and
+/// a nil root are `400 SVC0002`.
+/// An XML body is UTF-8, UTF-16 with its byte order mark (the two XML requires every reader
+/// to take), or declares ISO-8859-1 or US-ASCII; a `utf-16` declaration on UTF-8 bytes is
+/// read as UTF-8 (.NET's serializers write one); other encodings are `400`, naming it.
+/// A `charset` on the `Content-Type` of a JSON or XML body may be `utf-8`, `us-ascii` or
+/// `iso-8859-1` (Apache HttpClient's `application/xml; charset=ISO-8859-1`), and for XML also
+/// `utf-16`, `utf-16le` or `utf-16be`: the body is read in it, and for XML it wins over the
+/// document's declaration (RFC 7303; a byte order mark still comes first). **Decision
+/// (unmarked `utf-16`):** without a byte order mark, the first character's bytes tell the
+/// order (`3C 00` little-endian, as .NET sends it; else big-endian, as RFC 2781 says). Any
+/// other charset, and UTF-16 on JSON (which RFC 8259 makes UTF-8), is `415`. Answers are
+/// UTF-8.
+/// Bodies are capped (64 KiB by default); larger ones get 413. Every string holds only
+/// characters XML 1.0 can carry, in JSON as in XML (no control characters but tab, line feed
+/// and carriage return, no U+FFFE or U+FFFF): another one is 400 SVC0002 naming the field,
+/// since what one face writes the other reads back.
+/// **Decision (unknown JSON keys):** a key inside the document that names no field is
+/// ignored (a newer client's or a vendor's extension, as an unknown XML element is; the body
+/// itself is one object with the single root key, as XML has one root element, so a second
+/// key beside it is `400 SVC0002`), except one that differs from a
+/// field's name only in case, `_` or `-` (`successreport`, `notify_url`): that is
+/// `400 SVC0002` saying where it is and which name it misspells, since ignoring it would
+/// silently drop what the client asked for. JSON input is read as both of
+/// OMA's JSON mappings write it: numbers and booleans as strings (`"60"`, `"true"`), one item
+/// where a list is expected, `null` for an empty element, and a number or boolean where a
+/// string is expected, read as its text (`"clientCorrelator": 12345`); answers are always
+/// the structure-aware form (native numbers and booleans, arrays for lists; a list
+/// resource's entries are `[]` when there are none, other empty lists are left out, since the
+/// two faces share types and each fills only its own).
+///
+/// **Errors.** Every error is an OMA `requestError` in the negotiated format, holding a
+/// `serviceException` (SVCnnnn, mostly 400/404/409) or a `policyException` (POLnnnn, 403).
+/// **Decision (statuses HTTP defines):** a policy refusal for which HTTP has a status of its
+/// own gets that status, its `policyException` still naming the policy: `413` (`POL2004`,
+/// body too large), `415` (`POL0011`, media type) and `429` (`POL2005`, rate, with
+/// `Retry-After`); a client that branches on the exception kind reads the same
+/// `requestError` either way. A missing, malformed or invalid token is `401` with OMA
+/// Common's `serviceException` `SVC2003` (invalid access token) and `WWW-Authenticate`; a
+/// token without the required scope is `403` `POL0001`.
+/// **Decision (storage failure):** when the server's storage fails, the request whose change
+/// could not be stored, and any request arriving while the server stops, get
+/// `503 SVC2001` (no server resources; the request was not carried out), then the process
+/// stops (fail-stop: a restart reloads a consistent state). Any operation may answer so.
+///
+/// **Lists are paged.** **Decision (paging; OMA 2012 pages no list):** every list operation
+/// (`listChatSubscriptions`, `listChatSessions`, `listParticipants`, `listMessages`,
+/// `listDeadLetters`, `listNotificationChannels`) answers
+/// at most one page, in creation order, so that no answer grows with a user's history. A
+/// client that sends no paging parameter gets the first `maxEntries` (default 100) entries,
+/// exactly the body OMA defines (fewer when what varies in size, messages as stored, session
+/// rosters, dead letters' bodies, reaches 512 KiB first: a page is bounded in bytes too; and
+/// fewer, even none, on a page of `listMessages` whose walk passed more than 1,024 messages
+/// the user may not read, sent before it joined or while it was away: a page's work is
+/// bounded too, and its next link goes on from where the walk stopped, possibly to an empty
+/// last page); when more follow, the answer carries the URL of the next page
+/// twice: as an HTTP `Link: <url>; rel="next"` header (RFC 8288) and as an OMA Common `link`
+/// element with `rel="next"` at the end of the list body (an optional element after the
+/// sequence OMA defines, so an OMA client that does not know it still reads the list). The
+/// last page has neither. The next page's URL carries `maxEntries` and an opaque `cursor`;
+/// follow it as given. A cursor is a position in creation order, not a resource: it stays
+/// valid when the entry it was taken after is gone (the walk just goes on from there), and an
+/// entry created while a client walks the list is found on a later page. A `maxEntries`
+/// outside 1-1000 or a cursor this server did not make is `400 SVC0002` (refused, not
+/// clamped, as every other limit of this API).
+///
+/// **Messages are kept for a retention period.** **Decision (retention; OMA 2012 keeps no
+/// history rule):** a message, with its delivery status, is kept for the server's retention
+/// period (30 days unless the operator set another) after it was sent, then purged in the
+/// background. A purged message answers exactly as one that never existed: `404 SVC2008` on
+/// the message and its status, `404` to a delivery confirmation, absent from
+/// `listMessages`; a `cursor` taken before the purge still works. A resend with the same
+/// `clientCorrelator` after the first message was purged creates a new message. The session
+/// itself stays as long as it is not ended (an ended session is gone at once, with its
+/// messages).
+///
+/// **Addresses and ids.** `userId` and `participantId` are user addresses (`tel:+15551230001`,
+/// `sip:alice@example.com`, or an anonymous customer reference `acr:` + unreserved characters,
+/// compared as given), percent-encoded in paths (`tel%3A%2B15551230001`). Addresses are
+/// compared in a canonical form: scheme and SIP host in lower case, `tel:` visual separators
+/// (`-.()`) removed, so `tel:+1-555-123-0001` and `tel:+15551230001` are one user; the server
+/// answers with the canonical form. Anything else is `400 SVC0004`. A session has one
+/// `sessionId` shared by all its participants: each reaches it under its own `userId`. A user
+/// sees only sessions it takes part in; anything else is 404, exactly as if it did not exist.
+///
+/// **This file is the source.** Each schema with an `xml.name` is a document root; its JSON
+/// wrapper `<Name>Root` (one property, the root element's name) is derived from it by
+/// `cargo xtask codegen` and appears in the published document
+/// `generated/openapi/chat.openapi.json`, which is also served at `GET /openapi.json`. The XSDs
+/// for the XML face (`generated/xsd/`) are derived from the `xml` objects and the property
+/// order written here.
+///
+///
+/// Version: 1.0.0
 pub struct Client {
     pub(crate) baseurl: String,
     pub(crate) client: reqwest::Client,
