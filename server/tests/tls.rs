@@ -37,6 +37,21 @@ fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
     (cert, key, made.cert.der().to_vec())
 }
 
+/// A server serving HTTPS with a fresh self-signed certificate for `127.0.0.1` and
+/// `localhost`, with `extra` settings: its data directory (the certificate's files in it: keep
+/// it while the server runs), the server, and the certificate (DER) for a client to trust.
+fn https_server(extra: &[(&str, &str)]) -> (support::TempDir, Server, Vec<u8>) {
+    let dir = temp_data_dir();
+    let (cert, key, der) = certificate(&dir, "server");
+    let mut env = vec![
+        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
+        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
+    ];
+    env.extend_from_slice(extra);
+    let srv = Server::start(&env);
+    (dir, srv, der)
+}
+
 /// An HTTPS client that trusts exactly `roots` (DER certificates).
 fn tls_client(roots: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut store = rustls::RootCertStore::empty();
@@ -144,12 +159,7 @@ async fn https_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_clients_queued_when_sigterm_arrives_are_answered() {
     const CLIENTS: usize = 12;
-    let dir = temp_data_dir();
-    let (cert, key, der) = certificate(&dir, "server");
-    let srv = Server::start(&[
-        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
-        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
-    ]);
+    let (_dir, srv, der) = https_server(&[]);
     let tls = tls_client(&[&der]);
     let url = format!("{}/v1/chat/{}/subscriptions", srv.base, enc(B));
     let warm = https(&tls, &srv, "GET", &url, Format::Json, None).await;
@@ -204,13 +214,7 @@ async fn tls_clients_queued_when_sigterm_arrives_are_answered() {
 /// one idle socket made every stop wait out the grace ("grace period … over").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_tls_client_does_not_hold_a_stop_for_the_grace() {
-    let dir = temp_data_dir();
-    let (cert, key, der) = certificate(&dir, "server");
-    let mut srv = Server::start(&[
-        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
-        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
-        ("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5"),
-    ]);
+    let (_dir, mut srv, der) = https_server(&[("NETAPI_CHAT_SHUTDOWN_GRACE_SECS", "5")]);
     let tls = tls_client(&[&der]);
     let url = format!("{}/v1/chat/{}/subscriptions", srv.base, enc(B));
     let warm = https(&tls, &srv, "GET", &url, Format::Json, None).await;
@@ -233,12 +237,7 @@ async fn a_silent_tls_client_does_not_hold_a_stop_for_the_grace() {
 /// inviting B. The answers' URLs and the invitation's links are `https` URLs of this server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_over_https_hands_out_https_urls() {
-    let dir = temp_data_dir();
-    let (cert, key, der) = certificate(&dir, "server");
-    let srv = Server::start(&[
-        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
-        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
-    ]);
+    let (dir, srv, der) = https_server(&[]);
     assert!(srv.base.starts_with("https://127.0.0.1:"), "{}", srv.base);
     let tls = tls_client(&[&der]);
 
@@ -331,12 +330,7 @@ async fn a_flow_over_https_hands_out_https_urls() {
 #[tokio::test]
 async fn the_published_client_speaks_https() {
     use netapi_chat_client::reqwest;
-    let dir = temp_data_dir();
-    let (cert, key, der) = certificate(&dir, "server");
-    let srv = Server::start(&[
-        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
-        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
-    ]);
+    let (_dir, srv, der) = https_server(&[]);
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -816,13 +810,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_on_the_https_port() {
     use tokio::io::AsyncReadExt;
-    let dir = temp_data_dir();
-    let (cert, key, der) = certificate(&dir, "server");
-    let srv = Server::start(&[
-        ("NETAPI_CHAT_TLS_CERT", cert.to_str().unwrap()),
-        ("NETAPI_CHAT_TLS_KEY", key.to_str().unwrap()),
-        ("NETAPI_CHAT_MAX_CONNECTIONS", "3"),
-    ]);
+    let (_dir, srv, der) = https_server(&[("NETAPI_CHAT_MAX_CONNECTIONS", "3")]);
     let tls = tls_client(&[&der]);
     let mut idle = Vec::new();
     for _ in 0..10 {
