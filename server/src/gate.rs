@@ -82,9 +82,29 @@ pub(crate) fn answer_format(headers: &http::HeaderMap) -> media::Format {
 }
 
 /// The gate's answer to `request` with `error`: the OMA error in the format negotiated from
-/// its headers ([`answer_format`]).
+/// its headers ([`answer_format`]), saying `Connection: close` when the request carries a body
+/// ([`body_announced`]): the gate answers before any body is read, and a connection left with
+/// a body unread is closed once answered (hyper drains only what it already buffered), so a
+/// client or a standby that kept it for its next request would have that request thrown away
+/// (the HTTP review of 2026-12-07: a standby's pooled connection then gave other clients'
+/// creates `503`), as RFC 9110 §10.1.1 asks a server answering early to say.
 fn refusal<B>(request: &Request<B>, error: &ApiError) -> Option<Response<dropshot::Body>> {
-    error_response::<RequestError>(answer_format(request.headers()), error).ok()
+    let format = answer_format(request.headers());
+    if body_announced(request.headers()) {
+        return error_response::<RequestError>(format, &error.clone().closing()).ok();
+    }
+    error_response::<RequestError>(format, error).ok()
+}
+
+/// Whether a request with `headers` carries a body (RFC 9112 §6.3): a `Transfer-Encoding`, or
+/// a `Content-Length` other than zero (one that does not read as a number counts: hyper
+/// refuses such a request before the gate, and the rule should not depend on that).
+pub(crate) fn body_announced(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(0))
 }
 
 /// Longest piece of a path an error repeats.
@@ -540,6 +560,53 @@ mod tests {
         assert_eq!(te(&["gzip, chunked"]).as_deref(), Some("gzip, chunked"));
         assert_eq!(te(&["gzip", "chunked"]).as_deref(), Some("gzip, chunked"));
         assert_eq!(te(&["x;q=1, chunked"]).as_deref(), Some("x;q=1, chunked"));
+    }
+
+    /// A body is announced by `Transfer-Encoding` or a `Content-Length` other than 0; a
+    /// refusal of such a request says `Connection: close`, one of a request without a body
+    /// keeps the connection.
+    #[test]
+    fn a_refusal_closes_the_connection_of_a_request_with_a_body() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    http::HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            h
+        };
+        assert!(!body_announced(&headers(&[])));
+        assert!(!body_announced(&headers(&[("content-length", "0")])));
+        assert!(body_announced(&headers(&[("content-length", "2")])));
+        assert!(body_announced(&headers(&[("content-length", "x")])));
+        assert!(body_announced(&headers(&[(
+            "transfer-encoding",
+            "chunked"
+        )])));
+
+        let m = methods();
+        let closes = |method: &str, path: &str, pairs: &[(&str, &str)]| {
+            let mut r = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).expect("method"))
+                .uri(path)
+                .body(())
+                .expect("request");
+            *r.headers_mut() = headers(pairs);
+            let answer = m.check(&mut r).expect("refused");
+            answer.headers().get(http::header::CONNECTION).cloned()
+        };
+        let close = Some(http::HeaderValue::from_static("close"));
+        let length = [("content-length", "2")];
+        assert_eq!(closes("POST", "/nope", &length), close);
+        assert_eq!(closes("POST", "/a/../b", &length), close);
+        assert_eq!(closes("PUT", "/healthz", &length), close);
+        assert_eq!(closes("GET", "/nope", &[]), None);
+        assert_eq!(
+            closes("DELETE", "/healthz", &[("content-length", "0")]),
+            None
+        );
     }
 
     fn methods() -> Methods {

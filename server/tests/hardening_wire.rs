@@ -694,6 +694,48 @@ async fn credentials_and_announced_length_are_checked_before_the_body_is_read() 
     }
 }
 
+/// The gate answers an unknown path (`404`), a method the path does not allow (`405`) or an
+/// unreadable path (`400`) before any body is read; to a request with a body it says
+/// `Connection: close`, and closes, so a client (or a standby's pool) does not write its next
+/// request into a connection that throws it away. Before, the answer claimed the connection
+/// stayed open: with `Expect: 100-continue` (nothing of the body sent) the next request on it
+/// was never answered, and through a standby other clients' creates got `503` (the HTTP
+/// review of 2026-12-07). A request without a body keeps its connection.
+#[tokio::test]
+async fn the_gates_refusal_of_a_request_with_a_body_closes_and_says_so() {
+    let srv = Server::default_for_tests();
+    let session = srv.urls().session(ALICE, "nosuch");
+    let session = session.trim_start_matches(&srv.base);
+    for f in FORMATS {
+        for (target, status, id) in [
+            ("POST /nope".to_owned(), 404, "SVC2008"),
+            ("POST /a/../b".to_owned(), 400, "SVC0002"),
+            (format!("PUT {session}"), 405, "SVC0002"),
+        ] {
+            let head = format!(
+                "{target} HTTP/1.1\r\ncontent-type: {}\r\ncontent-length: 2\r\n\
+                 expect: 100-continue",
+                f.media_type()
+            );
+            let raw = raw_request(&srv, &head, b"", Duration::from_secs(3)).await;
+            let a = raw.answer.expect("an answer");
+            a.assert_error(status, id, f);
+            assert_eq!(
+                a.headers.get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..]),
+                "{f:?} {target}: {:?}",
+                a.headers
+            );
+            assert!(raw.closed, "{f:?} {target}: the connection is closed");
+        }
+    }
+    let raw = raw_request(&srv, "GET /nope HTTP/1.1", b"", Duration::from_millis(500)).await;
+    raw.answer
+        .expect("an answer")
+        .assert_error(404, "SVC2008", Format::Json);
+    assert!(!raw.closed, "a refusal without a body keeps the connection");
+}
+
 /// A request refused before its body is read (`401`, `413`) is still answered to a client that
 /// writes its whole body before it reads, as a proxy does (nginx, haproxy, a standby): the
 /// server reads what follows the answer and throws it away before it closes (a lingering
