@@ -239,8 +239,14 @@ async fn request_content_types() {
     }
 
     // Refused with 415 POL0011, in the negotiated format; nothing is created.
-    let refused: [(Option<&str>, &str); 6] = [
+    let refused: [(Option<&str>, &str); 7] = [
         (Some("text/plain"), SESSION_JSON),
+        // A charset named twice: not read as either (it was the last, Latin-1 here, which a
+        // proxy checking the first reads as another text).
+        (
+            Some("application/xml; charset=utf-8; charset=latin1"),
+            SESSION_XML,
+        ),
         (Some("application/x-www-form-urlencoded"), SESSION_JSON),
         (None, SESSION_JSON),
         (Some("application/*"), SESSION_JSON),

@@ -21,7 +21,8 @@
 //!   Any other charset, and UTF-16 on JSON, is refused rather than misread. For XML an HTTP
 //!   charset overrides the document's own declaration (RFC 7303 §3.2; a byte order mark still
 //!   comes first). A `charset` whose value is not a valid token or quoted-string is ignored,
-//!   like any other parameter that does not parse.
+//!   like any other parameter that does not parse; one named twice is refused (RFC 6838 §4.3:
+//!   which one a proxy in front read is a guess).
 //!
 //! # Request content codings: [`body_coding`]
 //!
@@ -166,6 +167,11 @@ impl fmt::Display for UnsupportedMediaType {
                 },
                 format.content_type(),
             ),
+            ContentTypeVerdict::TwoCharsets => write!(
+                f,
+                "Content-Type `{}` names its charset more than once; send one",
+                Excerpt(received),
+            ),
             ContentTypeVerdict::Accepted(_) | ContentTypeVerdict::Unsupported => write!(
                 f,
                 "Content-Type `{}` is not supported; send application/json or application/xml",
@@ -271,7 +277,9 @@ pub fn body_format(content_type: Option<&str>) -> Result<Format, UnsupportedMedi
     };
     match classify_content_type(value) {
         ContentTypeVerdict::Accepted(format) => Ok(format),
-        ContentTypeVerdict::BadCharset(_) | ContentTypeVerdict::Unsupported => Err(refuse()),
+        ContentTypeVerdict::BadCharset(_)
+        | ContentTypeVerdict::TwoCharsets
+        | ContentTypeVerdict::Unsupported => Err(refuse()),
     }
 }
 
@@ -397,7 +405,7 @@ impl Charset {
     }
 }
 
-/// The `charset` a request's `Content-Type` names (the last valid one), `None` without one.
+/// The `charset` a request's `Content-Type` names, `None` without one.
 /// Call it on a value [`body_format`] accepted: an unsupported charset is `None` here, and a
 /// UTF-16 one is named whatever the format ([`body_format`] refuses it for JSON).
 pub fn body_charset(content_type: Option<&str>) -> Option<Charset> {
@@ -419,6 +427,8 @@ enum ContentTypeVerdict {
     Accepted(Format),
     /// The media type is JSON or XML, but the declared charset is not one we decode in it.
     BadCharset(Format),
+    /// The `charset` parameter is given more than once.
+    TwoCharsets,
     Unsupported,
 }
 
@@ -443,10 +453,17 @@ fn classify_content_type(value: &str) -> ContentTypeVerdict {
     } else {
         return ContentTypeVerdict::Unsupported;
     };
+    let mut charsets = 0;
     for piece in pieces {
         let (name, value) = split_parameter(piece);
         if !name.eq_ignore_ascii_case("charset") {
             continue;
+        }
+        // Named twice is an error (RFC 6838 §4.3), even twice the same: which one to read is a
+        // guess, and a proxy in front that checked the other read another text.
+        charsets += 1;
+        if charsets > 1 {
+            return ContentTypeVerdict::TwoCharsets;
         }
         // A charset value that does not parse is ignored, like any other malformed parameter.
         let Some(charset) = value.and_then(parameter_value) else {
@@ -1420,6 +1437,8 @@ mod tests {
             "application/xml; charset=utf16",
             "application/xml; charset=windows-1252",
             "application/json; charset=utf-8; charset=utf-16",
+            "application/xml; charset=utf-8; charset=latin1",
+            "application/json; charset=utf-8; CHARSET=utf-8",
             "\u{0}",
             // Two media types (two header fields, joined): never read as either one.
             "application/json, application/xml",
@@ -1445,10 +1464,6 @@ mod tests {
             ("text/xml; charset=iso_8859-1", Some(Latin1)),
             ("application/xml; charset=UTF-8", Some(Utf8)),
             ("application/json; charset=us-ascii", Some(Ascii)),
-            (
-                "application/json; charset=utf-8; charset=latin1",
-                Some(Latin1),
-            ),
             ("application/xml; charset=utf-16", Some(Utf16)),
             ("application/xml; charset=\"UTF-16LE\"", Some(Utf16Le)),
             ("text/xml; charset=utf-16be", Some(Utf16Be)),
@@ -1488,6 +1503,11 @@ mod tests {
             "Content-Type `application/json; charset=utf-16` is not supported: JSON \
              bodies must be UTF-8 (RFC 8259), US-ASCII or ISO-8859-1; send \
              `application/json; charset=utf-8` or leave the charset out"
+        );
+        assert_eq!(
+            message(Some("application/xml; charset=utf-8; charset=latin1")),
+            "Content-Type `application/xml; charset=utf-8; charset=latin1` names its charset \
+             more than once; send one"
         );
         let long = message(Some(&"x".repeat(10_000)));
         assert!(long.len() < 300 && long.contains('…'));
