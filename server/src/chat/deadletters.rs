@@ -37,7 +37,10 @@ pub enum Since {
 }
 
 /// Reads `since`: a `webhook-id` (`msg_<n>`, as sent in the `webhook-id` header and listed) or
-/// an RFC 3339 time; anything else is `400 SVC0002`.
+/// an RFC 3339 time; anything else is `400 SVC0002`. A time whose offset's `+` was written
+/// as is into the query reaches here as a space (form decoding: `…T20:00:00 01:00`), which
+/// nothing else an RFC 3339 time has there could be: read as the `+` it was (the HTTP review
+/// of 2026-12-07: `400` for a time written by hand).
 pub fn parse_since(text: &str) -> Result<Since, ApiError> {
     if let Some(n) = text.strip_prefix("msg_") {
         return page::parse_cursor(n)
@@ -45,8 +48,17 @@ pub fn parse_since(text: &str) -> Result<Since, ApiError> {
             .map_err(|_| bad_since(text));
     }
     crate::time::parse_rfc3339(text)
+        .or_else(|| crate::time::parse_rfc3339(&plus_of_the_offset(text)?))
         .map(Since::Time)
         .ok_or_else(|| bad_since(text))
+}
+
+/// `text` with the space before a trailing `hh:mm` offset read as `+`, if it has one.
+fn plus_of_the_offset(text: &str) -> Option<String> {
+    let (time, offset) = text.rsplit_once(' ')?;
+    let b = offset.as_bytes();
+    let hh_mm = b.len() == 5 && b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit());
+    hh_mm.then(|| format!("{time}+{offset}"))
 }
 
 fn bad_since(text: &str) -> ApiError {
@@ -300,7 +312,22 @@ mod tests {
             parse_since("1970-01-01T00:00:01Z").ok(),
             Some(Since::Time(1000))
         );
-        for bad in ["", "msg_", "msg_-1", "msg_042", "42", "yesterday", "msg_1 "] {
+        // `+01:00` written as is into a query arrives as ` 01:00`.
+        for plus in ["1970-01-01T01:00:01+01:00", "1970-01-01T01:00:01 01:00"] {
+            assert_eq!(parse_since(plus).ok(), Some(Since::Time(1000)), "{plus}");
+        }
+        for bad in [
+            "",
+            "msg_",
+            "msg_-1",
+            "msg_042",
+            "42",
+            "yesterday",
+            "msg_1 ",
+            "1970-01-01T01:00:01 1:00",
+            "1970-01-01T01:00:01  01:00",
+            " 01:00",
+        ] {
             let e = parse_since(bad).err().map(|e| e.status.as_u16());
             assert_eq!(e, Some(400), "{bad:?}");
         }
