@@ -1698,7 +1698,28 @@ async fn serve_one<S>(
             let accept = netapi_chat_runtime::negotiate::accept_naming_text(request.headers());
             let bodied = !hyper::body::Body::is_end_stream(request.body());
             let version = request.version();
+            // The request's id, as the leader takes it (the client's when sane), else one
+            // made here and sent on: the leader's answer and the standby's own say the same.
+            let document = crate::server::is_document(request.uri().path());
+            let mut request = request;
+            let id = dropshot::incoming_request_id(request.headers()).unwrap_or_else(|| {
+                let id = uuid::Uuid::new_v4().to_string();
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    request.headers_mut().insert(dropshot::HEADER_REQUEST_ID, v);
+                }
+                id
+            });
             let mut answer = forward(&forwarder, peer, request).await;
+            if !answer.headers().contains_key(dropshot::HEADER_REQUEST_ID)
+                && let Ok(v) = HeaderValue::from_str(&id)
+            {
+                answer.headers_mut().insert(dropshot::HEADER_REQUEST_ID, v);
+            }
+            // The leader's answers say it already (the documents' excepted); the standby's own
+            // are errors and its `/healthz`.
+            if !document {
+                crate::server::no_store(answer.headers_mut());
+            }
             // A `503` made here to a request with a body may leave the body unread, and hyper
             // then closes the connection: the answer says so (RFC 9112 9.6), so that the
             // client does not write its next request into a closed connection (the takeover
@@ -1820,8 +1841,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes the hop-by-hop headers, except `Connection: upgrade` + `Upgrade` for a protocol
-/// switch (a WebSocket handshake), which must reach the other side.
+/// switch (a WebSocket handshake), which must reach the other side: the fixed ones, and every
+/// field a `Connection` header names as an option (RFC 9110 §7.6.1: `Connection: close,
+/// x-trace` makes `x-trace` this hop's; before, the standby forwarded such fields).
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
     for name in HOP_BY_HOP {
         if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
             continue;
@@ -2012,10 +2046,29 @@ async fn forward(
     }
     // Once this instance leads, its server answers these too (forwarded below).
     let standing_by = !forwarder.leads();
-    if standing_by && request.uri().path() == "/healthz" {
-        return plain(StatusCode::OK, "ok (standby)\n");
+    let own = |path: &str| {
+        let asked = request.uri().path();
+        asked == path || asked.strip_suffix('/') == Some(path)
+    };
+    if standing_by && (own("/healthz") || own(crate::metrics::PATH)) {
+        // As the leader's gate answers them: `GET` and `HEAD` only.
+        let method = request.method();
+        if method != http::Method::GET && method != http::Method::HEAD {
+            let mut error =
+                netapi_chat_runtime::ApiError::method_not_allowed(method.as_str(), "GET, HEAD");
+            if crate::gate::body_announced(request.headers()) {
+                error = error.closing();
+            }
+            return answer(crate::gate::answer_format(request.headers()), &error);
+        }
     }
-    if standing_by && request.uri().path() == crate::metrics::PATH {
+    if standing_by && own("/healthz") {
+        let mut r = plain(StatusCode::OK, "ok (standby)\n");
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
+    }
+    if standing_by && own(crate::metrics::PATH) {
         let client =
             crate::proxies::client_address(peer, request.headers(), &forwarder.trusted_proxies);
         return standby_metrics(forwarder, client.ip(), request.headers());
@@ -3030,5 +3083,21 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert!(h.contains_key(header::UPGRADE) && h.contains_key(header::CONNECTION));
         assert!(!h.contains_key(header::HOST));
+
+        // The fields `Connection` names go too (any case, in any of its fields).
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Trace"),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" authorization ,,"),
+        );
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/xml"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT], "{h:?}");
     }
 }

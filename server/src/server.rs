@@ -658,10 +658,14 @@ fn answer_hook(
         let cors = cors.as_ref().and_then(|hook| hook(request));
         let forwarded = request.headers().contains_key(crate::cluster::CLUSTER_KEY);
         let accept = netapi_chat_runtime::negotiate::accept_naming_text(request.headers());
+        let stored = is_document(request.uri().path());
         let chat = Arc::clone(&chat);
         Some(Box::new(move |headers: &mut http::HeaderMap| {
             if let Some(cors) = cors {
                 cors(headers);
+            }
+            if !stored {
+                no_store(headers);
             }
             netapi_chat_runtime::negotiate::label_answer(accept.as_deref(), headers);
             if chat.is_stopping() && !forwarded && !headers.contains_key(http::header::CONNECTION) {
@@ -672,6 +676,22 @@ fn answer_hook(
             }
         }))
     })
+}
+
+/// Whether `path` is one of the published documents ([`DOCUMENT_PATHS`]): the same for
+/// everyone, so a cache may keep it.
+pub(crate) fn is_document(path: &str) -> bool {
+    path == "/openapi.json" || path.starts_with("/xsd/")
+}
+
+/// `Cache-Control: no-store` on an answer that says nothing of caching: every answer but the
+/// documents' is some user's data (a subscription's `signingSecret`, messages) or about a
+/// moment (an error, a health probe), and no cache, a browser's included, should keep it
+/// (RFC 9111 §5.2.2.5; shared caches already keep nothing asked with `Authorization`).
+pub(crate) fn no_store(headers: &mut http::HeaderMap) {
+    headers
+        .entry(http::header::CACHE_CONTROL)
+        .or_insert(http::HeaderValue::from_static("no-store"));
 }
 
 /// The socket a server serves on ([`start_on`]).

@@ -3323,6 +3323,76 @@ async fn a_standby_answers_a_clients_mistakes_as_the_leader_does_not_with_503() 
     assert!(!log.contains("forwarding to the leader at"), "{log}");
 }
 
+/// What a standby answers itself is answered as the leader answers it: `/healthz` and
+/// `/metrics` take `GET` and `HEAD` only (`405` with `Allow`, was `200` for any method), its
+/// `/healthz` is not to be cached, and every answer carries an `x-request-id` (the client's
+/// when sane, as the leader takes it). A field the client's `Connection` names is this hop's
+/// and is not forwarded (RFC 9110 §7.6.1; it was). The HTTP review of 2026-12-07.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
+async fn a_standby_answers_methods_and_request_ids_of_its_own_as_the_leader_does() {
+    const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
+    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    changes_again(&p.standby, "through the standby").await;
+    let header = |a: &str, name: &str| {
+        let head = a.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+        head.split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    for (instance, addr) in [("leader", p.leader.addr()), ("standby", p.standby.addr())] {
+        for path in ["/healthz", "/metrics"] {
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let a = raw_exchange(&addr, None, request.as_bytes()).await;
+            assert_eq!(raw_status(&a), 405, "{instance}, POST {path}: {a}");
+            assert_eq!(header(&a, "allow").as_deref(), Some("GET, HEAD"), "{a}");
+            assert!(a.contains("SVC0002"), "{instance}: {a}");
+            assert!(header(&a, "x-request-id").is_some(), "{instance}: {a}");
+        }
+        let a = raw_exchange(
+            &addr,
+            None,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(raw_status(&a), 200, "{instance}: {a}");
+        assert_eq!(header(&a, "cache-control").as_deref(), Some("no-store"));
+        assert!(header(&a, "x-request-id").is_some(), "{instance}: {a}");
+        let a = raw_exchange(
+            &addr,
+            None,
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\nx-request-id: mine-1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(raw_status(&a), 404, "{instance}: {a}");
+        assert_eq!(header(&a, "x-request-id").as_deref(), Some("mine-1"), "{a}");
+    }
+    // Forwarded: the client's id is the leader's; one the client's `Connection` names is not
+    // sent on (the leader makes its own).
+    let request = |connection: &str| {
+        format!(
+            "GET /readyz HTTP/1.1\r\nHost: x\r\nx-request-id: chosen-123\r\n\
+             Connection: close{connection}\r\n\r\n"
+        )
+    };
+    let a = raw_exchange(&p.standby.addr(), None, request("").as_bytes()).await;
+    assert_eq!(raw_status(&a), 200, "{a}");
+    assert_eq!(header(&a, "x-request-id").as_deref(), Some("chosen-123"));
+    let a = raw_exchange(
+        &p.standby.addr(),
+        None,
+        request(", x-request-id").as_bytes(),
+    )
+    .await;
+    assert_eq!(raw_status(&a), 200, "{a}");
+    let id = header(&a, "x-request-id");
+    assert!(id.is_some() && id.as_deref() != Some("chosen-123"), "{a}");
+}
+
 /// Through a standby whose own address is a trusted proxy (every instance has the same
 /// settings, and a trusted network often covers them), the leader counts a request against
 /// the address the standby proved with the cluster key, not against one the client wrote

@@ -1812,3 +1812,34 @@ async fn answers_while_stopping_say_the_connection_closes() {
     let status = tokio::task::block_in_place(|| server.wait_exit(30));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// Every answer but the published documents says `Cache-Control: no-store`: a subscription's
+/// `201` shows its `signingSecret`, a session's messages are a user's, an error is about a
+/// moment; no cache, a browser's included, should keep them (the HTTP review of 2026-12-07:
+/// none said anything of caching). The documents are the same for everyone and may be kept.
+#[tokio::test]
+async fn answers_with_user_data_are_not_to_be_stored() {
+    let server = Server::default_for_tests();
+    let urls = server.urls();
+    for f in [Format::Json, Format::Xml] {
+        let body = support::docs::encode(
+            f,
+            &support::docs::subscription("http://127.0.0.1:10/notify"),
+        );
+        let created = support::post_raw(&urls.subscriptions("tel:+15551230001"), f, f, &body).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert!(created.body.contains("signingSecret"), "{}", created.body);
+        assert_eq!(created.header("cache-control"), "no-store", "{f:?}");
+        let listed = send("GET", &urls.subscriptions("tel:+15551230001"), &[], None).await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        assert_eq!(listed.header("cache-control"), "no-store");
+        let refused = send("GET", &format!("{}/nope", server.base), &[], None).await;
+        assert_eq!(refused.status, 404, "{}", refused.body);
+        assert_eq!(refused.header("cache-control"), "no-store");
+    }
+    for document in ["/openapi.json", "/xsd/rest_netapi_chat-v1_0.xsd"] {
+        let a = send("GET", &format!("{}{document}", server.base), &[], None).await;
+        assert_eq!(a.status, 200, "{document}");
+        assert_eq!(a.header("cache-control"), "", "{document}");
+    }
+}
