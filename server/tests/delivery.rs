@@ -427,6 +427,69 @@ async fn backlogs_over_their_share_of_the_servers_budget_are_disabled() {
     assert!(held < 12_000.0);
 }
 
+/// Backlogs of one notification whose receivers fail give way to the budget too: 30 users
+/// whose receivers answer `500` each hold their one invitation (past the 4,096-byte budget
+/// together), and the next push past the budget, another user's invitation, disables them;
+/// what they held is let go and that user, whose receiver answers, gets its invitation.
+/// Before, a backlog of one never gave way, so an application whose receivers do not answer
+/// held one notification per subscription past any budget (the noisy-neighbour review of
+/// 2026-12-07: 290 MiB of a 256 MiB budget), while another's subscription was disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_notifications_to_failing_receivers_give_way_to_the_budget() {
+    const D: &str = "tel:+15551230004";
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "4096"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+    ]);
+    let (failing, ld) = (Listener::start().await, Listener::start().await);
+    failing.set_status(500);
+    let users: Vec<String> = (0..30).map(|i| format!("tel:+1555999{i:04}")).collect();
+    let mut subs = Vec::new();
+    for u in &users {
+        subs.push(subscribe(&srv, u, &failing, Format::Json).await);
+    }
+    subscribe(&srv, D, &ld, Format::Json).await;
+    let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
+    session(&srv, &invitees, false).await;
+    // Each invitation was tried once and failed: 30 backlogs of one, failing, about 7,700
+    // bytes together (they give way as soon as a push past the budget rings).
+    within_20s(Duration::from_millis(50), async || {
+        let refused = failing.refused_ids().len();
+        if refused >= users.len() {
+            Ok(())
+        } else {
+            Err(format!("{refused} refused"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    session(&srv, &[D], false).await;
+    ld.wait_for(1).await;
+    within_20s(Duration::from_millis(100), async || {
+        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
+        if held < 4_096.0 {
+            Ok(())
+        } else {
+            Err(format!("{held} bytes held"))
+        }
+    })
+    .await;
+    let mut disabled = 0;
+    for sub in &subs {
+        let url = sub.resource_url.clone().unwrap_or_default();
+        let s = send_empty("GET", &url, Format::Json)
+            .await
+            .decode::<ChatSubscription>();
+        if s.subscription_status == Some(SubscriptionStatus::Disabled) {
+            let reason = s.status_reason.unwrap_or_default();
+            assert!(reason.contains("budget"), "{reason}");
+            disabled += 1;
+        }
+    }
+    assert!(disabled > 0, "none of the failing backlogs gave way");
+}
+
 /// A receiver that takes the connection and never answers holds its subscription's task in
 /// an attempt for the whole notify timeout (60 s here): the budget is still enforced while it
 /// waits, since each push wakes the task, which drops the attempt and disables the backlog

@@ -463,7 +463,7 @@ impl Shared {
     /// asks again).
     async fn budget_passed(&self) {
         let state = self.state.load(Ordering::SeqCst);
-        if (state == LIVE || state == EXPIRED) && may_give_way(self.count.load(Ordering::SeqCst)) {
+        if (state == LIVE || state == EXPIRED) && self.may_give_way() {
             self.totals.over.notified().await;
         } else {
             std::future::pending::<()>().await;
@@ -514,9 +514,9 @@ impl Shared {
     }
 
     /// Why this live backlog must give way, if it must: past its own cap, or holding more than
-    /// its share of a full server-wide budget. A backlog of one notification (the one in
-    /// flight to a receiver that keeps up) never gives way to the budget: what such backlogs
-    /// hold is one notification per subscription, live data.
+    /// its share of a full server-wide budget. A backlog of one notification to a receiver
+    /// that keeps up (the one in flight) never gives way to the budget: what such backlogs
+    /// hold is one notification per subscription, live data ([`rules::may_give_way`]).
     fn too_full(&self, policy: &RetryPolicy) -> Option<DisableReason> {
         let (count, bytes) = (
             self.count.load(Ordering::SeqCst),
@@ -527,7 +527,7 @@ impl Shared {
         }
         let total = self.totals.bytes.load(Ordering::SeqCst);
         let holding = self.totals.holding.load(Ordering::SeqCst);
-        (may_give_way(count) && over_budget(policy.budget_bytes, total, holding, bytes))
+        (self.may_give_way() && over_budget(policy.budget_bytes, total, holding, bytes))
             .then_some(DisableReason::OverBudget)
     }
 
@@ -536,13 +536,18 @@ impl Shared {
     /// not apply: the cancellation notice pushed after the expiry may take a backlog held at
     /// its cap one past it, which is no reason to drop anything.
     fn expired_over_budget(&self, policy: &RetryPolicy) -> bool {
-        let (count, bytes) = (
-            self.count.load(Ordering::SeqCst),
-            self.bytes.load(Ordering::SeqCst),
-        );
+        let bytes = self.bytes.load(Ordering::SeqCst);
         let total = self.totals.bytes.load(Ordering::SeqCst);
         let holding = self.totals.holding.load(Ordering::SeqCst);
-        may_give_way(count) && over_budget(policy.budget_bytes, total, holding, bytes)
+        self.may_give_way() && over_budget(policy.budget_bytes, total, holding, bytes)
+    }
+
+    /// Whether this backlog may give way to the budget now ([`rules::may_give_way`]).
+    fn may_give_way(&self) -> bool {
+        may_give_way(
+            self.count.load(Ordering::SeqCst),
+            self.failing.load(Ordering::SeqCst),
+        )
     }
 
     /// The keys that sign an attempt made at `now_ms` (the subscription's own, still valid).
