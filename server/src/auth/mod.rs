@@ -328,6 +328,13 @@ pub fn bearer_token(authorization_header: Option<&str>) -> Result<&str, AuthErro
             "the token is longer than {MAX_TOKEN_LEN} bytes"
         )));
     }
+    if token.contains(',') {
+        // Several `Authorization` fields reach here joined with commas (`Credentials`), and a
+        // token has none: tell the client what it sent, not that its token is malformed.
+        return Err(AuthError::Malformed(
+            "send one Authorization header with one Bearer token".to_owned(),
+        ));
+    }
     if !is_b64token(token) {
         return Err(AuthError::Malformed(
             "the token must be one word of letters, digits and -._~+/ (then = padding)".to_owned(),
@@ -500,6 +507,13 @@ mod tests {
             authenticate(&Fixed, Some(&long)),
             Err(AuthError::Malformed(_))
         ));
+        // Two `Authorization` fields, joined: told as such.
+        assert_eq!(
+            authenticate(&Fixed, Some("Bearer good-token,Bearer good-token")),
+            Err(AuthError::Malformed(
+                "send one Authorization header with one Bearer token".to_owned()
+            ))
+        );
     }
 
     #[test]
