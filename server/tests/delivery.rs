@@ -1143,6 +1143,50 @@ async fn a_redelivery_survives_a_restart() {
     assert_eq!(got, dead, "the requeued ones, in order, with their ids");
 }
 
+/// Endpoints whose receivers are slow do not keep the connection cap from another endpoint:
+/// with two connections in all, a receiver answering after 800 ms has 16 invitations to take
+/// over both, and another receiver's invitation, sent once the slow one answered its first,
+/// arrives after a few of the slow one's, not after half of them or more. Before, a connection given
+/// back was kept for its endpoint and taken by its next attempt at once, so the other
+/// endpoint waited for the slow backlog to drain (the noisy-neighbour review of 2026-12-07:
+/// another application's notifications 12–41 s late behind receivers answering after 9 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_endpoints_do_not_keep_the_connection_cap_from_another_endpoint() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_DELIVERY_CONNECTIONS", "2"),
+        ("NETAPI_CHAT_DELIVERY_CONNECTIONS_PER_ENDPOINT", "2"),
+    ]);
+    let slow = CountingListener::answering_after(Duration::from_millis(800)).await;
+    let fast = Listener::start().await;
+    let slow_users = [
+        "tel:+15559990001",
+        "tel:+15559990002",
+        "tel:+15559990003",
+        "tel:+15559990004",
+    ];
+    for u in slow_users {
+        subscribe_at(&srv, u, &slow.url).await;
+    }
+    subscribe(&srv, C, &fast, Format::Json).await;
+    for _ in 0..4 {
+        session(&srv, &slow_users, false).await;
+    }
+    within_20s(Duration::from_millis(20), async || match slow.all().len() {
+        0 => Err("nothing answered at the slow receiver".to_owned()),
+        _ => Ok(()),
+    })
+    .await;
+    session(&srv, &[C], false).await;
+    fast.wait_for(1).await;
+    // It gets the next connection given back: a few behind (the two under way, perhaps two
+    // more), not half the slow backlog or more (8–14 of 16 before).
+    let behind = slow.all().len();
+    assert!(
+        behind < 8,
+        "the other endpoint's invitation waited behind {behind} of the slow receiver's 16"
+    );
+}
+
 /// A callback receiver that counts the TCP connections it accepts, and records each
 /// notification's `webhook-id` and (for message notifications) text, answering 204.
 struct CountingListener {

@@ -45,6 +45,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -256,6 +257,9 @@ pub struct Endpoints {
     /// Rung when a connection goes idle: a delivery waiting for the total cap may then close
     /// the idle connection unused the longest.
     idle_bell: Arc<Notify>,
+    /// Deliveries waiting for a permit of [`Caps::total`]: while any waits, a connection an
+    /// answer gives back is closed instead of kept for its endpoint ([`Endpoints::checkin`]).
+    waiting_for_total: Arc<AtomicUsize>,
     /// Each endpoint's share, kept apart from [`Entry`] (which goes with a DNS change or the
     /// least-recently-used rule while its connections may still be open); an endpoint's is
     /// dropped once nothing holds or waits for its permits ([`Endpoints::slots_of`]).
@@ -271,6 +275,22 @@ impl std::fmt::Debug for Endpoints {
 /// Whether addresses checked at `checked_at` (and `stale` or not) may still be used at `now`.
 pub fn usable(checked_at: Instant, stale: bool, now: Instant) -> bool {
     !stale && now.saturating_duration_since(checked_at) < PIN_FOR
+}
+
+/// Counts one delivery waiting for a permit of the total cap while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn on(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A connection in use, and where it goes back.
@@ -293,6 +313,7 @@ impl Endpoints {
             caps,
             total: Arc::new(Semaphore::new(caps.total)),
             idle_bell: Arc::default(),
+            waiting_for_total: Arc::default(),
             slots: Arc::default(),
         }
     }
@@ -356,6 +377,7 @@ impl Endpoints {
                 return Ok(p);
             }
             self.close_oldest_idle();
+            let _waiting = Waiting::on(&self.waiting_for_total);
             tokio::select! {
                 p = Arc::clone(&self.total).acquire_owned() => return p.map_err(closed),
                 () = idle => {}
@@ -623,8 +645,19 @@ impl Endpoints {
     /// it was opened to and room for it.
     /// A delivery waiting for this endpoint's connections, else one waiting for the total
     /// cap, is told.
+    ///
+    /// While deliveries wait for the total cap, the connection is closed instead: kept, the
+    /// endpoint's next attempt took it back at once, so endpoints whose receivers are slow
+    /// held every connection of the cap between them while other endpoints' deliveries waited
+    /// for one to close (the noisy-neighbour review of 2026-12-07: another application's
+    /// notifications 12–41 s late behind receivers answering after 9 s). Closed, its permit
+    /// goes to the longest waiter (the semaphore serves in order), and the endpoint's next
+    /// attempt queues behind it.
     fn checkin(&self, origin: &Origin, conn: Conn) {
         if conn.sender.is_closed() {
+            return;
+        }
+        if self.waiting_for_total.load(Ordering::SeqCst) > 0 {
             return;
         }
         {
