@@ -490,6 +490,54 @@ async fn single_notifications_to_failing_receivers_give_way_to_the_budget() {
     assert!(disabled > 0, "none of the failing backlogs gave way");
 }
 
+/// The same after a restart: 30 single invitations whose receivers failed before it, their
+/// next try an hour away, do not hold the budget (set lower for the restart) past it once the
+/// server is back: a restored queue is read back failing (`notify::deliver` says so as soon
+/// as it reads the failure run from the head's row, not at its next attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_notifications_to_failing_receivers_give_way_after_a_restart() {
+    const D: &str = "tel:+15551230004";
+    let env = |budget: &'static str| {
+        [
+            ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+            ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", budget),
+            ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+        ]
+    };
+    let srv = Server::start(&env("1048576"));
+    let (failing, ld) = (Listener::start().await, Listener::start().await);
+    failing.set_status(500);
+    let users: Vec<String> = (0..30).map(|i| format!("tel:+1555998{i:04}")).collect();
+    for u in &users {
+        subscribe(&srv, u, &failing, Format::Json).await;
+    }
+    subscribe(&srv, D, &ld, Format::Json).await;
+    let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
+    session(&srv, &invitees, false).await;
+    within_20s(Duration::from_millis(50), async || {
+        match failing.refused_ids().len() >= users.len() {
+            true => Ok(()),
+            false => Err(format!("{} refused", failing.refused_ids().len())),
+        }
+    })
+    .await;
+    // The progress of the failed tries is committed right after them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = support::TempDir::adopt(srv.kill());
+    let srv = Server::start_in(&dir, &env("4096"), None);
+    session(&srv, &[D], false).await;
+    ld.wait_for(1).await;
+    within_20s(Duration::from_millis(100), async || {
+        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
+        if held < 4_096.0 {
+            Ok(())
+        } else {
+            Err(format!("{held} bytes held"))
+        }
+    })
+    .await;
+}
+
 /// A receiver that takes the connection and never answers holds its subscription's task in
 /// an attempt for the whole notify timeout (60 s here): the budget is still enforced while it
 /// waits, since each push wakes the task, which drops the attempt and disables the backlog

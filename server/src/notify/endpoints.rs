@@ -100,6 +100,8 @@ struct Permits {
 struct Slots {
     sem: Arc<Semaphore>,
     returned: Notify,
+    /// This endpoint's deliveries among [`Endpoints::waiting_for_total`].
+    waiting_for_total: AtomicUsize,
 }
 
 /// How a delivery may talk to its endpoint: over an idle connection, or over a new one that
@@ -277,6 +279,12 @@ pub fn usable(checked_at: Instant, stale: bool, now: Instant) -> bool {
     !stale && now.saturating_duration_since(checked_at) < PIN_FOR
 }
 
+/// Whether deliveries of other endpoints wait for the total cap: `all` wait, `own` of them
+/// for the endpoint a connection is given back to ([`Endpoints::checkin`] closes it then).
+fn others_wait(all: usize, own: usize) -> bool {
+    all > own
+}
+
 /// Counts one delivery waiting for a permit of the total cap while it lives.
 struct Waiting<'a>(&'a AtomicUsize);
 
@@ -332,6 +340,7 @@ impl Endpoints {
         let s = Arc::new(Slots {
             sem: Arc::new(Semaphore::new(self.caps.per_endpoint)),
             returned: Notify::new(),
+            waiting_for_total: AtomicUsize::new(0),
         });
         slots.insert(origin.clone(), Arc::clone(&s));
         s
@@ -357,7 +366,7 @@ impl Endpoints {
                     () = returned => continue,
                 },
             };
-            let total = self.total_permit().await?;
+            let total = self.total_permit(&slots).await?;
             return Ok(Slot::Fresh(Permits {
                 _endpoint: endpoint,
                 _total: total,
@@ -368,7 +377,7 @@ impl Endpoints {
     /// A permit of the total cap; at the cap, the idle connection unused the longest is
     /// closed to make room (its permit comes back when its driver ends), else this waits for
     /// a connection to close or go idle.
-    async fn total_permit(&self) -> Result<OwnedSemaphorePermit, Failure> {
+    async fn total_permit(&self, slots: &Slots) -> Result<OwnedSemaphorePermit, Failure> {
         loop {
             let idle = self.idle_bell.notified();
             tokio::pin!(idle);
@@ -377,7 +386,10 @@ impl Endpoints {
                 return Ok(p);
             }
             self.close_oldest_idle();
-            let _waiting = Waiting::on(&self.waiting_for_total);
+            let _waiting = (
+                Waiting::on(&self.waiting_for_total),
+                Waiting::on(&slots.waiting_for_total),
+            );
             tokio::select! {
                 p = Arc::clone(&self.total).acquire_owned() => return p.map_err(closed),
                 () = idle => {}
@@ -646,18 +658,29 @@ impl Endpoints {
     /// A delivery waiting for this endpoint's connections, else one waiting for the total
     /// cap, is told.
     ///
-    /// While deliveries wait for the total cap, the connection is closed instead: kept, the
-    /// endpoint's next attempt took it back at once, so endpoints whose receivers are slow
-    /// held every connection of the cap between them while other endpoints' deliveries waited
-    /// for one to close (the noisy-neighbour review of 2026-12-07: another application's
-    /// notifications 12–41 s late behind receivers answering after 9 s). Closed, its permit
-    /// goes to the longest waiter (the semaphore serves in order), and the endpoint's next
-    /// attempt queues behind it.
+    /// While deliveries of other endpoints wait for the total cap, the connection is closed
+    /// instead: kept, the endpoint's next attempt took it back at once, so endpoints whose
+    /// receivers are slow held every connection of the cap between them while other
+    /// endpoints' deliveries waited for one to close (the noisy-neighbour review of
+    /// 2026-12-07: another application's notifications 12–41 s late behind receivers
+    /// answering after 9 s). Closed, its permit goes to the longest waiter (the semaphore
+    /// serves in order), and the endpoint's next attempt queues behind it. When only this
+    /// endpoint's own deliveries wait, it is kept (they take it back: closing it would only
+    /// cost a new connection, and a TLS handshake, per notification at the cap).
     fn checkin(&self, origin: &Origin, conn: Conn) {
         if conn.sender.is_closed() {
             return;
         }
-        if self.waiting_for_total.load(Ordering::SeqCst) > 0 {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(origin)
+            .cloned();
+        let own = slots
+            .as_ref()
+            .map_or(0, |s| s.waiting_for_total.load(Ordering::SeqCst));
+        if others_wait(self.waiting_for_total.load(Ordering::SeqCst), own) {
             return;
         }
         {
@@ -669,12 +692,7 @@ impl Endpoints {
                 e.idle.push((conn.sender, Instant::now()));
             }
         }
-        if let Some(s) = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(origin)
-        {
+        if let Some(s) = slots {
             s.returned.notify_one();
         }
         // One waiter: each closes an idle connection to make room, so waking every one let a
@@ -716,6 +734,16 @@ fn closed(_: tokio::sync::AcquireError) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection given back at the total cap is closed for another endpoint's waiting
+    /// delivery, kept when only its own endpoint's wait (or none).
+    #[test]
+    fn a_connection_is_closed_only_for_another_endpoints_waiter() {
+        assert!(!others_wait(0, 0));
+        assert!(!others_wait(3, 3));
+        assert!(others_wait(1, 0));
+        assert!(others_wait(4, 3));
+    }
 
     #[test]
     fn a_checked_answer_is_used_for_a_minute_unless_an_attempt_failed() {

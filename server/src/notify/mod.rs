@@ -987,10 +987,15 @@ async fn deliver(
                 return;
             }
         };
-        // After a restart the failure run is read back from the head's row.
+        // After a restart the failure run is read back from the head's row (and said at once:
+        // a backlog of one whose receiver was failing gives way to the budget from now, not
+        // from its next attempt, minutes or a day away).
         if failing_since.is_none() {
             failing_since = item.progress.failing_since_ms;
             failures = item.progress.attempts;
+            shared
+                .failing
+                .store(failing_since.is_some(), Ordering::SeqCst);
         }
         let due = rules::due(item.progress.next_attempt_ms, probe_at, item.deadline_ms);
         let wait = scheduled.wait(due, now_ms());
