@@ -2074,14 +2074,21 @@ async fn forward(
         return standby_metrics(forwarder, client.ip(), request.headers());
     }
     let format = crate::gate::answer_format(request.headers());
+    // Answered here before any body is read: the connection closes, and says so, as the
+    // leader's gate answers it (`gate::refusal`).
+    let unread = crate::gate::body_announced(request.headers());
+    let unrouted = |path: &str| match unread {
+        true => crate::gate::unrouted(path).closing(),
+        false => crate::gate::unrouted(path),
+    };
     let Some(path) = origin_form(request.uri()) else {
         // What the leader answers it: its router knows no such path.
-        return answer(format, &crate::gate::unrouted(request.uri().path()));
+        return answer(format, &unrouted(request.uri().path()));
     };
     if path.path() == relay::PATH {
         // Between instances only: never forwarded with the key on a client's behalf (the
         // leader refuses a forwarded one too). What the leader answers a client: `404`.
-        return answer(format, &crate::gate::unrouted(path.path()));
+        return answer(format, &unrouted(path.path()));
     }
     if let Some(refused) = refused_before_continue(request.headers(), forwarder.max_body_bytes) {
         return answer(format, &refused);

@@ -785,18 +785,19 @@ pub trait ChatService: Send + Sync + 'static {
 
     /// (extension) List the notifications that were not delivered to a subscription.
     ///
-    /// **Decision (catch up and replay, an extension beside the OMA resources; OMA 2012 has
-    /// no such resource):** a notification that could not be delivered (given up at its
-    /// give-up age, or queued when its subscription was disabled, see `SubscriptionStatus`)
-    /// is kept as a *dead letter*, at most the server's backlog cap of them per subscription
-    /// (the oldest go first), until the subscription is deleted. This lists them oldest
-    /// first, one page at a time (see "Lists are paged"), each with the `webhook-id` it was
-    /// (and will be) sent with, its times, the attempts made and the notification itself,
-    /// exactly as the callback would have received it (`callbackData` included), in the
-    /// negotiated format. `since` narrows the list to what came later: an RFC 3339 time (dead
-    /// letters created at or after it) or a `webhook-id` (`msg_<n>`: dead letters after that
-    /// one). Anything else is `400 SVC0002`. A subscription of another user is `404`, exactly
-    /// as one that does not exist. `redeliverDeadLetters` sends them again.
+    /// **Decision (catch up and replay, an extension beside the OMA resources; OMA 2012 has no such
+    /// resource):** a notification that could not be delivered (given up at its give-up age, or
+    /// queued when its subscription was disabled, see `SubscriptionStatus`) is kept as a *dead
+    /// letter*, at most the server's backlog cap of them per subscription (the oldest go first),
+    /// until the subscription is deleted. This lists them oldest first, one page at a time (see
+    /// "Lists are paged"), each with the `webhook-id` it was (and will be) sent with, its times,
+    /// the attempts made and the notification itself, exactly as the callback would have received
+    /// it (`callbackData` included), in the negotiated format. `since` narrows the list to what
+    /// came later: an RFC 3339 time (dead letters created at or after it; an offset's `+` is best
+    /// sent `%2B`, and one sent as is, which form decoding makes a space, is read as the `+` it
+    /// was) or a `webhook-id` (`msg_<n>`: dead letters after that one). Anything else is `400
+    /// SVC0002`. A subscription of another user is `404`, exactly as one that does not exist.
+    /// `redeliverDeadLetters` sends them again.
     fn list_dead_letters(
         &self,
         user_id: String,
@@ -1852,18 +1853,19 @@ pub trait ChatApi {
 
     /// (extension) List the notifications that were not delivered to a subscription.
     ///
-    /// **Decision (catch up and replay, an extension beside the OMA resources; OMA 2012 has
-    /// no such resource):** a notification that could not be delivered (given up at its
-    /// give-up age, or queued when its subscription was disabled, see `SubscriptionStatus`)
-    /// is kept as a *dead letter*, at most the server's backlog cap of them per subscription
-    /// (the oldest go first), until the subscription is deleted. This lists them oldest
-    /// first, one page at a time (see "Lists are paged"), each with the `webhook-id` it was
-    /// (and will be) sent with, its times, the attempts made and the notification itself,
-    /// exactly as the callback would have received it (`callbackData` included), in the
-    /// negotiated format. `since` narrows the list to what came later: an RFC 3339 time (dead
-    /// letters created at or after it) or a `webhook-id` (`msg_<n>`: dead letters after that
-    /// one). Anything else is `400 SVC0002`. A subscription of another user is `404`, exactly
-    /// as one that does not exist. `redeliverDeadLetters` sends them again.
+    /// **Decision (catch up and replay, an extension beside the OMA resources; OMA 2012 has no such
+    /// resource):** a notification that could not be delivered (given up at its give-up age, or
+    /// queued when its subscription was disabled, see `SubscriptionStatus`) is kept as a *dead
+    /// letter*, at most the server's backlog cap of them per subscription (the oldest go first),
+    /// until the subscription is deleted. This lists them oldest first, one page at a time (see
+    /// "Lists are paged"), each with the `webhook-id` it was (and will be) sent with, its times,
+    /// the attempts made and the notification itself, exactly as the callback would have received
+    /// it (`callbackData` included), in the negotiated format. `since` narrows the list to what
+    /// came later: an RFC 3339 time (dead letters created at or after it; an offset's `+` is best
+    /// sent `%2B`, and one sent as is, which form decoding makes a space, is read as the `+` it
+    /// was) or a `webhook-id` (`msg_<n>`: dead letters after that one). Anything else is `400
+    /// SVC0002`. A subscription of another user is `404`, exactly as one that does not exist.
+    /// `redeliverDeadLetters` sends them again.
     #[endpoint {
         method = GET,
         path = "/v1/chat/{userId}/subscriptions/{subscriptionId}/deadLetters",

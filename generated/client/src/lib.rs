@@ -4484,8 +4484,8 @@ pub mod types {
 /// document's declaration (RFC 7303; a byte order mark still comes first). **Decision
 /// (unmarked `utf-16`):** without a byte order mark, the first character's bytes tell the
 /// order (`3C 00` little-endian, as .NET sends it; else big-endian, as RFC 2781 says). Any
-/// other charset, and UTF-16 on JSON (which RFC 8259 makes UTF-8), is `415`. Answers are
-/// UTF-8.
+/// other charset, UTF-16 on JSON (which RFC 8259 makes UTF-8), and a `charset` named twice
+/// (RFC 6838 §4.3), is `415`. Answers are UTF-8.
 /// Bodies are capped (64 KiB by default); larger ones get 413. Every string holds only
 /// characters XML 1.0 can carry, in JSON as in XML (no control characters but tab, line feed
 /// and carriage return, no U+FFFE or U+FFFF): another one is 400 SVC0002 naming the field,
@@ -5056,8 +5056,9 @@ impl Client {
     /// (and will be) sent with, its times, the attempts made and the notification itself,
     /// exactly as the callback would have received it (`callbackData` included), in the
     /// negotiated format. `since` narrows the list to what came later: an RFC 3339 time (dead
-    /// letters created at or after it) or a `webhook-id` (`msg_<n>`: dead letters after that
-    /// one). Anything else is `400 SVC0002`. A subscription of another user is `404`, exactly
+    /// letters created at or after it; an offset's `+` is best sent `%2B`, and one sent as
+    /// is, which form decoding makes a space, is read as the `+` it was) or a `webhook-id`
+    /// (`msg_<n>`: dead letters after that one). Anything else is `400 SVC0002`. A subscription of another user is `404`, exactly
     /// as one that does not exist. `redeliverDeadLetters` sends them again.
     ///
     ///

@@ -323,17 +323,17 @@ pub fn bearer_token(authorization_header: Option<&str>) -> Result<&str, AuthErro
     if token.is_empty() {
         return Err(AuthError::Malformed("no token after Bearer".to_owned()));
     }
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(AuthError::Malformed(format!(
-            "the token is longer than {MAX_TOKEN_LEN} bytes"
-        )));
-    }
     if token.contains(',') {
         // Several `Authorization` fields reach here joined with commas (`Credentials`), and a
         // token has none: tell the client what it sent, not that its token is malformed.
         return Err(AuthError::Malformed(
             "send one Authorization header with one Bearer token".to_owned(),
         ));
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(AuthError::Malformed(format!(
+            "the token is longer than {MAX_TOKEN_LEN} bytes"
+        )));
     }
     if !is_b64token(token) {
         return Err(AuthError::Malformed(
