@@ -96,6 +96,19 @@ async fn refused_at_least(l: &Listener, n: usize) -> Vec<String> {
     .await
 }
 
+/// Waits (up to 20 s) until `srv`'s backlogs hold fewer than `bytes` bytes together.
+async fn held_under(srv: &Server, bytes: f64) {
+    within_20s(Duration::from_millis(100), async || {
+        let held = metric(srv, "netapi_chat_notifications_held_bytes").await;
+        if held < bytes {
+            Ok(())
+        } else {
+            Err(format!("{held} bytes held, expected under {bytes}"))
+        }
+    })
+    .await;
+}
+
 /// Waits (up to 20 s) until the subscription at `url` reads as disabled; returns it.
 async fn disabled(url: &str, format: Format) -> ChatSubscription {
     within_20s(Duration::from_millis(50), async || {
@@ -454,27 +467,11 @@ async fn single_notifications_to_failing_receivers_give_way_to_the_budget() {
     session(&srv, &invitees, false).await;
     // Each invitation was tried once and failed: 30 backlogs of one, failing, about 7,700
     // bytes together (they give way as soon as a push past the budget rings).
-    within_20s(Duration::from_millis(50), async || {
-        let refused = failing.refused_ids().len();
-        if refused >= users.len() {
-            Ok(())
-        } else {
-            Err(format!("{refused} refused"))
-        }
-    })
-    .await;
+    refused_at_least(&failing, users.len()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     session(&srv, &[D], false).await;
     ld.wait_for(1).await;
-    within_20s(Duration::from_millis(100), async || {
-        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
-        if held < 4_096.0 {
-            Ok(())
-        } else {
-            Err(format!("{held} bytes held"))
-        }
-    })
-    .await;
+    held_under(&srv, 4_096.0).await;
     let mut disabled = 0;
     for sub in &subs {
         let url = sub.resource_url.clone().unwrap_or_default();
@@ -514,28 +511,14 @@ async fn single_notifications_to_failing_receivers_give_way_after_a_restart() {
     subscribe(&srv, D, &ld, Format::Json).await;
     let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
     session(&srv, &invitees, false).await;
-    within_20s(Duration::from_millis(50), async || {
-        match failing.refused_ids().len() >= users.len() {
-            true => Ok(()),
-            false => Err(format!("{} refused", failing.refused_ids().len())),
-        }
-    })
-    .await;
+    refused_at_least(&failing, users.len()).await;
     // The progress of the failed tries is committed right after them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dir = support::TempDir::adopt(srv.kill());
     let srv = Server::start_in(&dir, &env("4096"), None);
     session(&srv, &[D], false).await;
     ld.wait_for(1).await;
-    within_20s(Duration::from_millis(100), async || {
-        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
-        if held < 4_096.0 {
-            Ok(())
-        } else {
-            Err(format!("{held} bytes held"))
-        }
-    })
-    .await;
+    held_under(&srv, 4_096.0).await;
 }
 
 /// A receiver that takes the connection and never answers holds its subscription's task in
