@@ -2054,11 +2054,9 @@ async fn forward(
         // As the leader's gate answers them: `GET` and `HEAD` only.
         let method = request.method();
         if method != http::Method::GET && method != http::Method::HEAD {
-            let mut error =
+            let error =
                 netapi_chat_runtime::ApiError::method_not_allowed(method.as_str(), "GET, HEAD");
-            if crate::gate::body_announced(request.headers()) {
-                error = error.closing();
-            }
+            let error = crate::gate::before_the_body(request.headers(), error);
             return answer(crate::gate::answer_format(request.headers()), &error);
         }
     }
@@ -2074,13 +2072,9 @@ async fn forward(
         return standby_metrics(forwarder, client.ip(), request.headers());
     }
     let format = crate::gate::answer_format(request.headers());
-    // Answered here before any body is read: the connection closes, and says so, as the
-    // leader's gate answers it (`gate::refusal`).
-    let unread = crate::gate::body_announced(request.headers());
-    let unrouted = |path: &str| match unread {
-        true => crate::gate::unrouted(path).closing(),
-        false => crate::gate::unrouted(path),
-    };
+    // Answered here before any body is read, as the leader's gate answers it.
+    let unrouted =
+        |path: &str| crate::gate::before_the_body(request.headers(), crate::gate::unrouted(path));
     let Some(path) = origin_form(request.uri()) else {
         // What the leader answers it: its router knows no such path.
         return answer(format, &unrouted(request.uri().path()));

@@ -89,17 +89,24 @@ pub(crate) fn answer_format(headers: &http::HeaderMap) -> media::Format {
 /// (the HTTP review of 2026-12-07: a standby's pooled connection then gave other clients'
 /// creates `503`), as RFC 9110 §10.1.1 asks a server answering early to say.
 fn refusal<B>(request: &Request<B>, error: &ApiError) -> Option<Response<dropshot::Body>> {
-    let format = answer_format(request.headers());
-    if body_announced(request.headers()) {
-        return error_response::<RequestError>(format, &error.clone().closing()).ok();
+    let error = before_the_body(request.headers(), error.clone());
+    error_response::<RequestError>(answer_format(request.headers()), &error).ok()
+}
+
+/// `error` as answered to a request with `headers` before its body is read (by the gate, or by
+/// a standby itself): with `Connection: close` when the request announces a body
+/// ([`body_announced`]), as [`refusal`] says why.
+pub(crate) fn before_the_body(headers: &http::HeaderMap, error: ApiError) -> ApiError {
+    match body_announced(headers) {
+        true => error.closing(),
+        false => error,
     }
-    error_response::<RequestError>(format, error).ok()
 }
 
 /// Whether a request with `headers` carries a body (RFC 9112 §6.3): a `Transfer-Encoding`, or
 /// a `Content-Length` other than zero (one that does not read as a number counts: hyper
 /// refuses such a request before the gate, and the rule should not depend on that).
-pub(crate) fn body_announced(headers: &http::HeaderMap) -> bool {
+fn body_announced(headers: &http::HeaderMap) -> bool {
     headers.contains_key(http::header::TRANSFER_ENCODING)
         || headers
             .get_all(http::header::CONTENT_LENGTH)
