@@ -43,8 +43,13 @@ pub const NOTIFICATION_ATTEMPTS: &str = "netapi_chat_notification_attempts_total
 pub const NOTIFICATION_ATTEMPT_DURATION: &str = "netapi_chat_notification_attempt_duration_seconds";
 /// Notifications delivered since start.
 pub const NOTIFICATIONS_DELIVERED: &str = "netapi_chat_notifications_delivered_total";
-/// Notifications given up after every attempt of the retry schedule failed.
+/// Notifications that became dead letters: given up after every attempt of the retry
+/// schedule failed, or held by a subscription that delivery disabled.
 pub const NOTIFICATIONS_GIVEN_UP: &str = "netapi_chat_notifications_given_up_total";
+/// Notifications dropped undelivered and kept nowhere: their subscription deleted or expired,
+/// their channel deleted, an `isComposing` lapsed. With the two above and what is held, they
+/// account for every one queued.
+pub const NOTIFICATIONS_DISCARDED: &str = "netapi_chat_notifications_discarded_total";
 /// Subscriptions disabled by delivery since start (`410`, an undeliverable `notifyURL`,
 /// failing for the give-up age, backlog full): their backlog became dead letters.
 pub const SUBSCRIPTIONS_DISABLED: &str = "netapi_chat_subscriptions_disabled_total";
@@ -192,7 +197,11 @@ fn describe() {
     describe_counter!(NOTIFICATIONS_DELIVERED, "Notifications delivered");
     describe_counter!(
         NOTIFICATIONS_GIVEN_UP,
-        "Notifications given up after every attempt failed"
+        "Notifications made dead letters (every attempt failed, or their subscription disabled)"
+    );
+    describe_counter!(
+        NOTIFICATIONS_DISCARDED,
+        "Notifications dropped undelivered with no dead letter (subscription or channel deleted or expired, isComposing lapsed)"
     );
     describe_counter!(
         RATE_LIMITED,
@@ -305,6 +314,7 @@ async fn render(server: &ChatServer, handle: &PrometheusHandle) -> String {
     }
     metrics::counter!(NOTIFICATIONS_DELIVERED).absolute(crate::notify::delivered_count());
     metrics::counter!(NOTIFICATIONS_GIVEN_UP).absolute(crate::notify::dropped_count());
+    metrics::counter!(NOTIFICATIONS_DISCARDED).absolute(crate::notify::discarded_count());
     metrics::counter!(SUBSCRIPTIONS_DISABLED).absolute(crate::notify::disabled_count());
     let (sessions, subscriptions) = server.chat.sizes();
     metrics::gauge!(SESSIONS).set(sessions as f64);

@@ -786,6 +786,97 @@ async fn metrics_show_the_backlog_of_a_callback_that_is_down() {
     assert_eq!(get("netapi_chat_notifications_given_up_total", &[]), 0.0);
 }
 
+/// Every notification queued leaves delivery once, counted as delivered, given up (a dead
+/// letter) or discarded, so an operator's ledger balances: `queued` = `delivered` +
+/// `given_up` + `discarded` + `undelivered`. Here one is delivered; one to a receiver that
+/// answers `410` becomes a dead letter with its disabled subscription; one whose receiver is
+/// down is dropped when its subscription is deleted. Before, the last was counted nowhere
+/// (the one-hour soak: `queued` one more than the rest with nothing undelivered) and the
+/// disabled subscription's dead letter was not counted as given up.
+#[tokio::test]
+async fn every_notification_queued_is_counted_once_as_it_leaves_delivery() {
+    let server = Server::start(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
+    ]);
+    let subscribe = async |user: &str, listener: &Listener| {
+        let a = send(
+            "POST",
+            &server.urls().subscriptions(user),
+            &[("content-type", "application/json")],
+            Some(&format!(
+                r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
+                listener.url
+            )),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a.headers["location"].to_str().unwrap().to_owned()
+    };
+    let invite = async |user: &str| {
+        let a = send(
+            "POST",
+            &server.urls().chat_sessions("tel:+15551230001"),
+            &[("content-type", "application/json")],
+            Some(&format!(
+                r#"{{"chatSessionInformation":{{"participant":[{{"address":"{user}"}}]}}}}"#
+            )),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    };
+    let (taker, gone, down) = (
+        Listener::start().await,
+        Listener::start().await,
+        Listener::start().await,
+    );
+    gone.set_status(410);
+    down.set_down(true);
+    subscribe("sip:taker@example.com", &taker).await;
+    subscribe("sip:gone@example.com", &gone).await;
+    let held = subscribe("sip:down@example.com", &down).await;
+    for user in [
+        "sip:taker@example.com",
+        "sip:gone@example.com",
+        "sip:down@example.com",
+    ] {
+        invite(user).await;
+    }
+    taker.wait_for(1).await;
+    let failed = [("outcome", "failed")];
+    support::within_20s(Duration::from_millis(100), async || {
+        let text = scrape(&server).await;
+        match sample(&text, "netapi_chat_notification_attempts_total", &failed) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "the receiver that is down was not tried yet: {text}"
+            )),
+        }
+    })
+    .await;
+    assert_eq!(send("DELETE", &held, &[], None).await.status, 204);
+    let ledger = support::within_20s(Duration::from_millis(100), async || {
+        let text = scrape(&server).await;
+        let get = |name: &str| sample(&text, name, &[]).unwrap_or(0.0);
+        let ledger = [
+            get("netapi_chat_notifications_queued_total"),
+            get("netapi_chat_notifications_delivered_total"),
+            get("netapi_chat_notifications_given_up_total"),
+            get("netapi_chat_notifications_discarded_total"),
+            get("netapi_chat_notifications_undelivered"),
+        ];
+        if ledger == [3.0, 1.0, 1.0, 1.0, 0.0] {
+            Ok(ledger)
+        } else {
+            Err(format!(
+                "queued, delivered, given up, discarded, undelivered: {ledger:?}"
+            ))
+        }
+    })
+    .await;
+    assert_eq!(ledger[0], ledger[1..].iter().sum::<f64>());
+}
+
 // ---------------------------------------------------------------- item 5: admin CLI
 
 /// Status of `GET …/{user}/subscriptions` with `token`.

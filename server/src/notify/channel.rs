@@ -22,9 +22,8 @@
 //! channel's together by the budget, as callbacks' backlogs are.
 
 use super::{
-    CANCELLED, DELIVERED, DISABLED_STATE, Deliverer, Delivery, EXPIRED, Forgetter, LIVE,
-    Notification, Queue, Shared, Target, bury, disable, drop_expired, keep_cancellation_notices,
-    settle,
+    CANCELLED, DISABLED_STATE, Deliverer, Delivery, EXPIRED, Forgetter, LIVE, Left, Notification,
+    Queue, Shared, Target, bury, disable, drop_expired, keep_cancellation_notices, settle,
 };
 use crate::signing::Signer;
 use std::collections::VecDeque;
@@ -186,7 +185,7 @@ impl Mailbox {
                 // The channel is going with its subscriptions and their outbox rows; it
                 // leaves its subscription's backlog (and the server's totals) too.
                 drop(inner);
-                held.shared.done(&held.delivery);
+                held.shared.done(&held.delivery, Left::Discarded);
                 return;
             }
             inner.pending.push_back(held);
@@ -207,7 +206,7 @@ impl Mailbox {
         // Off their subscriptions' backlogs and the server's delivery totals
         // (`super::Totals`), which would otherwise count them for good.
         for h in &dropped {
-            h.shared.done(&h.delivery);
+            h.shared.done(&h.delivery, Left::Discarded);
         }
         self.bell.notify_waiters();
     }
@@ -473,10 +472,13 @@ impl Mailbox {
             .filter(|h| why == Acked::Unwanted || !h.shared.delivered(&h.delivery))
             .map(|h| h.delivery.id)
             .collect();
+        let left = match why {
+            Acked::Delivered => Left::Delivered,
+            Acked::Unwanted => Left::Discarded,
+        };
         for h in &done {
-            h.shared.done(&h.delivery);
+            h.shared.done(&h.delivery, left);
         }
-        DELIVERED.fetch_add(done.len() as u64, Ordering::Relaxed);
         self.forgetter.forget(&ids);
     }
 }

@@ -51,11 +51,34 @@ use tokio::sync::{Notify, mpsc};
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static DISCARDED: AtomicU64 = AtomicU64::new(0);
 static DISABLED: AtomicU64 = AtomicU64::new(0);
 
-/// Notifications given up (dead letters) since the process started.
+/// Notifications that became dead letters since the process started: given up after the
+/// whole retry schedule, or held by a subscription that delivery disabled.
 pub fn dropped_count() -> u64 {
     DROPPED.load(Ordering::Relaxed)
+}
+
+/// Notifications that left delivery undelivered and kept nowhere since the process started:
+/// their subscription was deleted or expired (its last minute up), their channel deleted, or
+/// (an `isComposing`) they lapsed. Without it the totals did not add up: `queued` was more
+/// than `delivered` + `given up` with nothing left undelivered (the one-hour soak).
+pub fn discarded_count() -> u64 {
+    DISCARDED.load(Ordering::Relaxed)
+}
+
+/// How a notification left its subscription's backlog ([`Shared::done`]): each one queued
+/// leaves once, counted under one of these, so that an operator's ledger balances: queued =
+/// delivered + given up + discarded + what is still held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Left {
+    /// Its receiver took it (a `2xx`, or a channel's client acknowledged it).
+    Delivered,
+    /// It became a dead letter (given up, or its subscription disabled).
+    DeadLetter,
+    /// Dropped, kept nowhere: its subscription or channel is gone, or it lapsed.
+    Discarded,
 }
 
 /// Subscriptions disabled by delivery (410, failing past the give-up age, backlog full) since
@@ -499,8 +522,14 @@ impl Shared {
         self.on_delivered.0.get().is_some_and(|tell| tell(d))
     }
 
-    /// A notification left the backlog (delivered, forgotten or buried).
-    fn done(&self, d: &Delivery) {
+    /// A notification left the backlog, as `left` says (counted there, and only there).
+    fn done(&self, d: &Delivery, left: Left) {
+        match left {
+            Left::Delivered => &DELIVERED,
+            Left::DeadLetter => &DROPPED,
+            Left::Discarded => &DISCARDED,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         if d.best_effort {
             self.transient.fetch_sub(1, Ordering::SeqCst);
             self.totals.transient.fetch_sub(1, Ordering::SeqCst);
@@ -621,7 +650,7 @@ impl Queue {
         // The task only ends once every sender is dropped (or the server stops): one that
         // ended takes nothing, which leaves the backlog and the totals at once.
         if let Err(mpsc::error::SendError(d)) = self.tx.send(Box::new(d)) {
-            self.shared.done(&d);
+            self.shared.done(&d, Left::Discarded);
         }
         self.shared.wake.notify_one();
     }
@@ -1037,7 +1066,7 @@ async fn deliver(
                 tell_all_expired_dropped(&target, &shared, EXPIRY_MINUTE_UP);
             }
             d.forgetter.forget(&[item.id]);
-            shared.done(&item);
+            shared.done(&item, Left::Discarded);
             continue;
         }
         let _attempting = Attempting::enter(&d.run);
@@ -1092,11 +1121,10 @@ async fn deliver(
                     attempt = item.progress.attempts + 1,
                     "notification delivered"
                 );
-                DELIVERED.fetch_add(1, Ordering::Relaxed);
                 if !shared.delivered(&item) {
                     d.forgetter.forget(&[item.id]);
                 }
-                shared.done(&item);
+                shared.done(&item, Left::Delivered);
                 if failures > 0 {
                     tracing::info!(
                         subscription = &target.subscription,
@@ -1146,7 +1174,7 @@ async fn deliver(
                         head = Some(item);
                     }
                     Next::GiveUp => {
-                        let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+                        let total = dropped_count() + 1;
                         if let Some(suppressed) = DELIVERY_LINES.take(now) {
                             tracing::warn!(kind = item.notification.kind(), subscription = &target.subscription, url = %Callback(&target.notify_url), id = item.id, attempts = item.progress.attempts, dropped_total = total, suppressed, "notification given up at its give-up age: kept as a dead letter");
                         }
@@ -1193,7 +1221,7 @@ fn settle(
     if shared.skips(now_ms()) {
         tell_all_expired_dropped(target, shared, EXPIRY_MINUTE_UP);
         d.forgetter.forget(&[item.id]);
-        shared.done(&item);
+        shared.done(&item, Left::Discarded);
         return None;
     }
     if state == DISABLED_STATE {
@@ -1304,14 +1332,14 @@ fn drop_expired(target: &Target, d: &Deliverer, shared: &Shared, dropped: Vec<De
     d.forgetter
         .forget(&dropped.iter().map(|i| i.id).collect::<Vec<_>>());
     for i in &dropped {
-        shared.done(i);
+        shared.done(i, Left::Discarded);
     }
 }
 
 /// Makes notifications dead letters (kept within the backlog cap per subscription).
 fn bury(target: &Target, d: &Deliverer, shared: &Shared, dead: Vec<Delivery>) {
     for item in &dead {
-        shared.done(item);
+        shared.done(item, Left::DeadLetter);
     }
     d.store.submit_detached(Batch {
         // Each one's attempts as they stand (the last attempt before it was given up, or the
@@ -1376,7 +1404,7 @@ fn forget_all(
     d.forgetter
         .forget(&all.iter().map(|i| i.id).collect::<Vec<_>>());
     for i in &all {
-        shared.done(i);
+        shared.done(i, Left::Discarded);
     }
 }
 
@@ -1498,7 +1526,7 @@ mod tests {
         }
         assert!(!shared.admit_transient(), "past the cap");
         assert_eq!(shared.totals.transient(), MAX_TRANSIENT_HELD);
-        shared.done(&indication);
+        shared.done(&indication, Left::Discarded);
         assert!(shared.admit_transient(), "room again");
         let stored = Delivery {
             best_effort: false,
@@ -1515,7 +1543,7 @@ mod tests {
         fresh.failing.store(false, Ordering::SeqCst);
         assert!(fresh.admit_transient());
         fresh.held(&indication);
-        fresh.done(&indication);
+        fresh.done(&indication, Left::Discarded);
         assert_eq!(fresh.totals.transient(), 0);
         assert_eq!(fresh.transient.load(Ordering::SeqCst), 0);
     }
