@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use netapi_chat::notify::rules::FAILING_GRACE;
 use netapi_chat_api::*;
 use netapi_chat_runtime::Format;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -442,8 +443,9 @@ async fn backlogs_over_their_share_of_the_servers_budget_are_disabled() {
 
 /// Backlogs of one notification whose receivers fail give way to the budget too: 30 users
 /// whose receivers answer `500` each hold their one invitation (past the 4,096-byte budget
-/// together), and the next push past the budget, another user's invitation, disables them;
-/// what they held is let go and that user, whose receiver answers, gets its invitation.
+/// together), and once they have failed for the grace (`rules::FAILING_GRACE`) they weigh
+/// themselves and are disabled; what they held is let go and another user, whose receiver
+/// answers, gets its invitation.
 /// Before, a backlog of one never gave way, so an application whose receivers do not answer
 /// held one notification per subscription past any budget (the noisy-neighbour review of
 /// 2026-12-07: 290 MiB of a 256 MiB budget), while another's subscription was disabled.
@@ -466,9 +468,9 @@ async fn single_notifications_to_failing_receivers_give_way_to_the_budget() {
     let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
     session(&srv, &invitees, false).await;
     // Each invitation was tried once and failed: 30 backlogs of one, failing, about 7,700
-    // bytes together (they give way as soon as a push past the budget rings).
+    // bytes together (they give way once they have failed for the grace).
     refused_at_least(&failing, users.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(FAILING_GRACE).await;
     session(&srv, &[D], false).await;
     ld.wait_for(1).await;
     held_under(&srv, 4_096.0).await;
@@ -489,8 +491,9 @@ async fn single_notifications_to_failing_receivers_give_way_to_the_budget() {
 
 /// The same after a restart: 30 single invitations whose receivers failed before it, their
 /// next try an hour away, do not hold the budget (set lower for the restart) past it once the
-/// server is back: a restored queue is read back failing (`notify::deliver` says so as soon
-/// as it reads the failure run from the head's row, not at its next attempt).
+/// server is back and they have failed for the grace: a restored queue is read back failing
+/// since its first failure (`notify::deliver` says so as soon as it reads the failure run
+/// from the head's row, not at its next attempt).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_notifications_to_failing_receivers_give_way_after_a_restart() {
     const D: &str = "tel:+15551230004";
@@ -516,9 +519,77 @@ async fn single_notifications_to_failing_receivers_give_way_after_a_restart() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dir = support::TempDir::adopt(srv.kill());
     let srv = Server::start_in(&dir, &env("4096"), None);
+    tokio::time::sleep(FAILING_GRACE).await;
     session(&srv, &[D], false).await;
     ld.wait_for(1).await;
     held_under(&srv, 4_096.0).await;
+}
+
+/// A healthy application's receiver that fails for a moment keeps its subscription while
+/// another application holds the server past its budget (30 invitations in flight to
+/// receivers that take the connection and never answer: backlogs of one that keep up, as
+/// far as the server can tell, so they never give way): its one invitation, refused once, is
+/// not weighed against the budget within the grace (`rules::FAILING_GRACE`), and arrives at
+/// the retry. Before, one failed attempt exposed it: the next push past the budget disabled
+/// it for holding more than its share (`budget / holding`, about 130 bytes here), and the
+/// invitation became a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_away_for_a_moment_keeps_its_subscription_past_the_budget() {
+    const D: &str = "tel:+15551230004";
+    const H: &str = "tel:+15551230005";
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_RETRY_SCHEDULE", "0,2s,1h"),
+        ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "60000"),
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "4096"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+    ]);
+    // Accepts and holds every connection, answering nothing.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hang_url = format!("http://{}/", hang.local_addr().expect("addr"));
+    let holding = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((c, _)) = hang.accept().await {
+            open.push(c);
+        }
+    });
+    let users: Vec<String> = (0..30).map(|i| format!("tel:+1555997{i:04}")).collect();
+    for u in &users {
+        let doc = docs::subscription_to(&hang_url, u, Format::Json);
+        let _: ChatSubscription = chat::subscribe_with(&srv, u, &doc, Format::Json).await;
+    }
+    let (blip, ld) = (Listener::start().await, Listener::start().await);
+    let healthy = subscribe(&srv, H, &blip, Format::Json).await;
+    subscribe(&srv, D, &ld, Format::Json).await;
+    let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
+    session(&srv, &invitees, false).await;
+    support::within_20s(Duration::from_millis(100), async || {
+        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
+        if held > 4_096.0 {
+            Ok(())
+        } else {
+            Err(format!("{held} bytes held, expected over the budget"))
+        }
+    })
+    .await;
+    // The healthy receiver is away for its first attempt; a push past the budget rings
+    // while its invitation waits for the retry, two seconds on.
+    blip.set_status(503);
+    session(&srv, &[H], false).await;
+    refused_at_least(&blip, 1).await;
+    blip.set_status(200);
+    session(&srv, &[D], false).await;
+    ld.wait_for(1).await;
+    blip.wait_for(1).await;
+    let url = healthy.resource_url.clone().unwrap_or_default();
+    let got: ChatSubscription = send_empty("GET", &url, Format::Json).await.decode();
+    assert_eq!(
+        got.subscription_status,
+        Some(SubscriptionStatus::Active),
+        "{got:?}"
+    );
+    holding.abort();
 }
 
 /// A receiver that takes the connection and never answers holds its subscription's task in

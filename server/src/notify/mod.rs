@@ -43,7 +43,7 @@ pub use forget::Forgetter;
 pub use netapi_chat_api::Notification;
 use netapi_chat_runtime::Format;
 pub use rules::{BacklogLimit, RetryPolicy};
-use rules::{Next, after_failure, backlog_full, may_give_way, over_budget, retry_delay};
+use rules::{Next, after_failure, backlog_full, gives_way_after, over_budget, retry_delay};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -317,7 +317,7 @@ pub struct Totals {
     /// gives way even when nothing more comes for it (an unread channel, a dead callback
     /// between two notifications). Without it, such a backlog kept its bytes while each newer
     /// one filled up to its shrinking share on top, and the total stayed past the budget.
-    /// Only backlogs that may give way listen ([`rules::may_give_way`]), so a push past the
+    /// Only backlogs that may give way listen ([`rules::gives_way_after`]), so a push past the
     /// budget wakes those, not every subscription.
     over: Notify,
     /// When [`Totals::over`] was last rung, as ms on [`ring_clock`] (0: never): past the
@@ -385,9 +385,11 @@ struct Shared {
     bytes: AtomicUsize,
     /// Best-effort indications held (counted in `count` too), at most [`MAX_TRANSIENT_HELD`].
     transient: AtomicUsize,
-    /// Set while the callback task is in a failure run (its head failed and waits for a
-    /// retry): best-effort indications are not queued then ([`Shared::admit_transient`]).
-    failing: AtomicBool,
+    /// Since when the callback task is in a failure run (its head failed and waits for a
+    /// retry; Unix ms, 0: not failing): best-effort indications are not queued then
+    /// ([`Shared::admit_transient`]), and a backlog of one gives way to the budget once the
+    /// run is [`rules::FAILING_GRACE`] old ([`Shared::may_give_way`]).
+    failing_since_ms: AtomicI64,
     wake: Notify,
     /// The subscription's own signing keys, each with the time it stops signing (Unix ms;
     /// `None`: current); empty: the server-wide secret signs.
@@ -481,15 +483,17 @@ impl Shared {
     }
 
     /// Resolves when a push takes the server's total past the budget ([`Totals::over`]),
-    /// if this backlog is live (or an expired one's leftovers) and may give way now; never
-    /// otherwise (a push to it, or a change of its state, wakes its task anyway, which then
-    /// asks again).
+    /// if this backlog is live (or an expired one's leftovers) and may give way now; when a
+    /// backlog of one whose receiver fails comes to the end of its grace (its task then
+    /// weighs it, and listens for the ring from then on); never otherwise (a push to it, or a
+    /// change of its state, wakes its task anyway, which then asks again).
     async fn budget_passed(&self) {
         let state = self.state.load(Ordering::SeqCst);
-        if (state == LIVE || state == EXPIRED) && self.may_give_way() {
-            self.totals.over.notified().await;
-        } else {
-            std::future::pending::<()>().await;
+        match self.gives_way_after() {
+            _ if state != LIVE && state != EXPIRED => std::future::pending::<()>().await,
+            Some(Duration::ZERO) => self.totals.over.notified().await,
+            Some(grace_left) => tokio::time::sleep(grace_left).await,
+            None => std::future::pending::<()>().await,
         }
     }
 
@@ -498,7 +502,7 @@ impl Shared {
     /// notifications, nor past [`MAX_TRANSIENT_HELD`] indications (checked and counted in
     /// one step, so concurrent pushes cannot pass it). Released by [`Shared::done`].
     fn admit_transient(&self) -> bool {
-        if self.failing.load(Ordering::SeqCst)
+        if self.failing_since_ms.load(Ordering::SeqCst) != 0
             || self.count.load(Ordering::SeqCst) >= MAX_TRANSIENT_HELD
         {
             return false;
@@ -545,7 +549,7 @@ impl Shared {
     /// Why this live backlog must give way, if it must: past its own cap, or holding more than
     /// its share of a full server-wide budget. A backlog of one notification to a receiver
     /// that keeps up (the one in flight) never gives way to the budget: what such backlogs
-    /// hold is one notification per subscription, live data ([`rules::may_give_way`]).
+    /// hold is one notification per subscription, live data ([`rules::gives_way_after`]).
     fn too_full(&self, policy: &RetryPolicy) -> Option<DisableReason> {
         let (count, bytes) = (
             self.count.load(Ordering::SeqCst),
@@ -571,12 +575,18 @@ impl Shared {
         self.may_give_way() && over_budget(policy.budget_bytes, total, holding, bytes)
     }
 
-    /// Whether this backlog may give way to the budget now ([`rules::may_give_way`]).
+    /// Whether this backlog may give way to the budget now ([`rules::gives_way_after`]).
     fn may_give_way(&self) -> bool {
-        may_give_way(
-            self.count.load(Ordering::SeqCst),
-            self.failing.load(Ordering::SeqCst),
-        )
+        self.gives_way_after() == Some(Duration::ZERO)
+    }
+
+    /// When this backlog may give way to the budget as it stands ([`rules::gives_way_after`]).
+    fn gives_way_after(&self) -> Option<Duration> {
+        let since = self.failing_since_ms.load(Ordering::SeqCst);
+        let failing_for = (since != 0).then(|| {
+            Duration::from_millis(u64::try_from(now_ms().saturating_sub(since)).unwrap_or(0))
+        });
+        gives_way_after(self.count.load(Ordering::SeqCst), failing_for)
     }
 
     /// The keys that sign an attempt made at `now_ms` (the subscription's own, still valid).
@@ -961,8 +971,8 @@ async fn deliver(
         // No best-effort indication joins a queue whose head is failing (it would wait
         // behind retries and lapse there).
         shared
-            .failing
-            .store(failing_since.is_some(), Ordering::SeqCst);
+            .failing_since_ms
+            .store(failing_since.unwrap_or(0), Ordering::SeqCst);
         let item = match head.take() {
             Some(h) => h,
             None => match rx.recv().await {
@@ -1023,8 +1033,8 @@ async fn deliver(
             failing_since = item.progress.failing_since_ms;
             failures = item.progress.attempts;
             shared
-                .failing
-                .store(failing_since.is_some(), Ordering::SeqCst);
+                .failing_since_ms
+                .store(failing_since.unwrap_or(0), Ordering::SeqCst);
         }
         let due = rules::due(item.progress.next_attempt_ms, probe_at, item.deadline_ms);
         let wait = scheduled.wait(due, now_ms());
@@ -1538,9 +1548,9 @@ mod tests {
         }
         assert!(!behind.admit_transient(), "the backlog is not short");
         let fresh = Shared::default();
-        fresh.failing.store(true, Ordering::SeqCst);
+        fresh.failing_since_ms.store(now_ms(), Ordering::SeqCst);
         assert!(!fresh.admit_transient(), "the callback is failing");
-        fresh.failing.store(false, Ordering::SeqCst);
+        fresh.failing_since_ms.store(0, Ordering::SeqCst);
         assert!(fresh.admit_transient());
         fresh.held(&indication);
         fresh.done(&indication, Left::Discarded);

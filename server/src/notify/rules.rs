@@ -71,20 +71,30 @@ pub fn over_budget(budget: usize, total: usize, holding: usize, own: usize) -> b
     total > budget && own > budget / holding.max(1)
 }
 
-/// Whether a backlog of `count` notifications, its receiver `failing` (its head failed and
-/// waits for a retry) or not, may give way to the server-wide budget at all: one of a single
+/// How long a receiver fails before a backlog of its one notification gives way to the
+/// budget ([`gives_way_after`]): a receiver restarting or blipping keeps its subscription.
+pub const FAILING_GRACE: Duration = Duration::from_secs(30);
+
+/// After how much more time a backlog of `count` notifications, its receiver failing for
+/// `failing_for` (its head failed and waits for a retry) or not, may give way to the
+/// server-wide budget (`ZERO`: now; `None`: not while it stays as it is). One of a single
 /// notification to a receiver that keeps up (in flight, or waiting for a poll) never does,
 /// since what such backlogs hold is one notification per subscription, live data. One whose
-/// receiver fails may: it holds its notification for a day of retries, and with every
-/// single-notification backlog exempt, an application whose receivers do not answer held one
-/// notification per subscription past the budget (the noisy-neighbour review of 2026-12-07:
-/// 18,000 dead receivers held 290 MiB of a 256 MiB budget while another application's
-/// subscription, its receiver away 15 s, was disabled for holding more than its share; at the
-/// caps, 100,000 subscriptions of a 16 KiB message each, 1.6 GB). Only those that may are
+/// receiver has failed for [`FAILING_GRACE`] does: it holds its notification for a day of
+/// retries, and with every single-notification backlog exempt, an application whose receivers
+/// do not answer held one notification per subscription past the budget (the noisy-neighbour
+/// review of 2026-12-07: 18,000 dead receivers held 290 MiB of a 256 MiB budget; at the caps,
+/// 100,000 subscriptions of a 16 KiB message each, 1.6 GB). Not at the first failed attempt:
+/// then a healthy application's receiver away for five seconds had its subscription disabled
+/// while another application held the server over the budget. Only those that may are
 /// weighed when another backlog's push passes the budget, so that push wakes them and not
 /// every subscription.
-pub fn may_give_way(count: usize, failing: bool) -> bool {
-    count > 1 || (count == 1 && failing)
+pub fn gives_way_after(count: usize, failing_for: Option<Duration>) -> Option<Duration> {
+    match (count, failing_for) {
+        (0, _) | (1, None) => None,
+        (1, Some(failing_for)) => Some(FAILING_GRACE.saturating_sub(failing_for)),
+        _ => Some(Duration::ZERO),
+    }
 }
 
 /// The default schedule: about 27 h in all.
@@ -349,16 +359,27 @@ mod tests {
     }
 
     /// A backlog of one notification to a receiver that keeps up never gives way to the
-    /// budget; one of two or more may, and one whose receiver fails.
+    /// budget; one of two or more may, now; one whose receiver fails, once it has failed for
+    /// the grace.
     #[test]
-    fn a_backlog_of_more_than_one_or_failing_may_give_way() {
-        for failing in [false, true] {
-            assert!(!may_give_way(0, failing));
-            assert!(may_give_way(2, failing));
-            assert!(may_give_way(usize::MAX, failing));
+    fn a_backlog_of_more_than_one_or_failing_for_the_grace_may_give_way() {
+        let s = Duration::from_secs;
+        for failing_for in [None, Some(s(0)), Some(s(3600))] {
+            assert_eq!(gives_way_after(0, failing_for), None);
+            assert_eq!(gives_way_after(2, failing_for), Some(Duration::ZERO));
+            assert_eq!(
+                gives_way_after(usize::MAX, failing_for),
+                Some(Duration::ZERO)
+            );
         }
-        assert!(!may_give_way(1, false));
-        assert!(may_give_way(1, true));
+        assert_eq!(gives_way_after(1, None), None);
+        assert_eq!(gives_way_after(1, Some(s(0))), Some(FAILING_GRACE));
+        assert_eq!(gives_way_after(1, Some(s(5))), Some(FAILING_GRACE - s(5)));
+        assert_eq!(
+            gives_way_after(1, Some(FAILING_GRACE)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(gives_way_after(1, Some(s(86_400))), Some(Duration::ZERO));
     }
 
     /// Under the budget nobody gives way; past it, every backlog over its fair share does,
