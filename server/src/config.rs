@@ -859,6 +859,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::new("NETAPI_CHAT_MAX_SESSIONS", "100000", "open sessions the server holds in all, whoever started them (at least `1`; `503 SVC2001` past it): bounds memory however many users the tokens act for (about 2 KiB a one-to-one session, roughly 250 bytes more a further participant: a session of 100 about 25 KiB)"),
     Setting::new("NETAPI_CHAT_MAX_SUBSCRIPTIONS", "100000", "subscriptions the server holds in all (at least `1`; `503 SVC2001` past it): bounds memory however many users the tokens act for (about 6.5 KiB each)"),
     Setting::new("NETAPI_CHAT_MAX_CHANNELS", "10000", "notification channels the server holds in all (`503 SVC2001` past it; `0` = none)"),
+    Setting::new("NETAPI_CHAT_TOKEN_SHARE_PERCENT", "100", "`1` to `100`: the percentage of each of `NETAPI_CHAT_MAX_SESSIONS`, `…_SUBSCRIPTIONS` and `…_CHANNELS` that what one token made may hold (`403 POL2008` past it); below `100`, one application cannot take a cap whole and lock the others out (see *Several applications on one server*); `100` = first come, first served"),
     Setting::new("NETAPI_CHAT_CHANNEL_POLL_WAIT", "25s", "longest a long poll of a notification channel waits for a notification before it answers an empty list (a channel's `maxWaitTime` may only shorten it), `1s` to `1h` (a channel's default lifetime); clients should wait longer than this for an answer"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS", "1000", "unanswered invitations one inviter has sent (at least `1`: a session starts with an invitation)"),
     Setting::new("NETAPI_CHAT_MAX_PENDING_INVITATIONS_PER_INVITEE", "5", "unanswered invitations from one inviter to one invitee (at least `1`)"),
@@ -1757,6 +1758,13 @@ impl Config {
                     channels: s
                         .var("NETAPI_CHAT_MAX_CHANNELS", "a count")?
                         .unwrap_or(d.limits.in_all.channels),
+                    token_share_percent: s
+                        .number(
+                            "NETAPI_CHAT_TOKEN_SHARE_PERCENT",
+                            1..=100,
+                            "a percentage from 1 to 100",
+                        )?
+                        .unwrap_or(d.limits.in_all.token_share_percent),
                 },
                 // Drained over the retention period: set where both are known (`server`).
                 sent_bytes: (
@@ -2371,6 +2379,7 @@ mod tests {
             "1",
         ),
         ("NETAPI_CHAT_MAX_PENDING_INVITATIONS_RECEIVED", &["0"], "1"),
+        ("NETAPI_CHAT_TOKEN_SHARE_PERCENT", &["0", "101", "50%"], "1"),
         // 0 means off (or none) and stays allowed.
         ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", &["-1"], "0"),
         ("NETAPI_CHAT_SENT_BYTES_BUDGET", &["-1"], "0"),
@@ -2481,6 +2490,7 @@ mod tests {
             "at least `1`",
         ),
         ("NETAPI_CHAT_MAX_CHANNELS_PER_USER", "`0` = no channels"),
+        ("NETAPI_CHAT_TOKEN_SHARE_PERCENT", "`1` to `100`"),
         ("NETAPI_CHAT_SENT_BYTES_BUDGET", "`0` = off"),
         ("NETAPI_CHAT_INVITATION_RATE", "`0` = off"),
         ("NETAPI_CHAT_AUTH_FAILURE_LIMIT", "`0` = off"),

@@ -105,6 +105,18 @@ impl ChatServer {
         let principal = auth::authenticate(self.verifier.as_ref(), authorization)?;
         self.waits.take(&principal.token_id, channel)
     }
+
+    /// The token of the request being served ([`auth::Principal::token_id`]), which
+    /// `authorize` has just verified (`TokenVerifier::token_id_of`: never a second
+    /// verification): what a session, subscription or channel it makes counts against, its
+    /// share of the server-wide cap (`NETAPI_CHAT_TOKEN_SHARE_PERCENT`). Every operation runs
+    /// in its request's credentials' scope, so it is never empty there.
+    fn owner(&self) -> String {
+        let credentials = netapi_chat_runtime::negotiate::request_credentials();
+        auth::bearer_token(credentials.as_deref())
+            .map(|bearer| self.verifier.token_id_of(bearer))
+            .unwrap_or_default()
+    }
 }
 
 impl ChatService for ChatServer {
@@ -152,7 +164,9 @@ impl ChatService for ChatServer {
         user_id: String,
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
-        self.chat.create_subscription(&user_id, body).await
+        self.chat
+            .create_subscription(&user_id, &self.owner(), body)
+            .await
     }
 
     async fn get_chat_subscription(
@@ -242,7 +256,9 @@ impl ChatService for ChatServer {
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         canonical_participants(&user_id, &mut body.participant)?;
         canonical_flat_addresses(&user_id, &mut body)?;
-        self.chat.create_session(&user_id, body).await
+        self.chat
+            .create_session(&user_id, &self.owner(), body)
+            .await
     }
 
     async fn get_chat_session(
@@ -463,7 +479,7 @@ impl ChatService for ChatServer {
         body: ChatNotificationSubscription,
     ) -> Result<Created<ChatNotificationSubscription>, ApiError> {
         self.chat
-            .create_notification_subscription(&user_id, body)
+            .create_notification_subscription(&user_id, &self.owner(), body)
             .await
     }
 
@@ -509,7 +525,7 @@ impl ChatService for ChatServer {
         let other = address::canonical_in_path(&other_user_id)?;
         canonical_flat_addresses(&user_id, &mut body)?;
         self.chat
-            .create_one_to_one_session(&user_id, &other, body)
+            .create_one_to_one_session(&user_id, &self.owner(), &other, body)
             .await
     }
 
@@ -603,12 +619,12 @@ impl ChatService for ChatServer {
         match body {
             OneOf::A(message) => {
                 self.chat
-                    .send_one_to_one_message(&user_id, &other, &session_id, message)
+                    .send_one_to_one_message(&user_id, &self.owner(), &other, &session_id, message)
                     .await
             }
             OneOf::B(composing) => {
                 self.chat
-                    .one_to_one_composing(&user_id, &other, &session_id, composing)
+                    .one_to_one_composing(&user_id, &self.owner(), &other, &session_id, composing)
                     .await
             }
         }
@@ -676,7 +692,9 @@ impl ChatService for ChatServer {
         mut body: GroupChatSessionInformation,
     ) -> Result<Created<ResourceReference>, ApiError> {
         canonical_participants(&user_id, &mut body.participant)?;
-        self.chat.create_group_session(&user_id, body).await
+        self.chat
+            .create_group_session(&user_id, &self.owner(), body)
+            .await
     }
 
     async fn get_group_chat_session(
@@ -863,7 +881,9 @@ impl ChatService for ChatServer {
         user_id: String,
         body: NotificationChannel,
     ) -> Result<Created<NotificationChannel>, ApiError> {
-        self.chat.create_notification_channel(&user_id, body).await
+        self.chat
+            .create_notification_channel(&user_id, &self.owner(), body)
+            .await
     }
 
     async fn get_notification_channel(

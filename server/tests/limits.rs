@@ -15,8 +15,8 @@ use netapi_chat_api::{
 use netapi_chat_runtime::Format;
 use std::time::Duration;
 use support::{
-    APP_TOKEN, Answer, Face, Server, docs, post_raw, send, send_authorized, send_doc, send_empty,
-    user_token,
+    APP_TOKEN, Answer, Face, Server, docs, post_raw, send, send_authorized, send_doc, send_doc_as,
+    send_empty, user_token,
 };
 
 const FORMATS: [Format; 2] = [Format::Json, Format::Xml];
@@ -643,6 +643,108 @@ async fn server_wide_caps_bound_what_all_users_hold() {
         for (u, sid) in [(&a2, &s2), (&a3, &s3)] {
             let a = send_empty("DELETE", &srv.urls().session(u, sid), f).await;
             assert_eq!(a.status, 204, "{}", a.body);
+        }
+    }
+}
+
+/// `NETAPI_CHAT_TOKEN_SHARE_PERCENT`: what one token made may hold at most that share of each
+/// server-wide cap, so one application cannot take a cap whole and lock the others out. At
+/// 50 % of caps of 4 sessions, 4 subscriptions and 2 channels, the `*` token's third session,
+/// third subscription and second channel are `403 POL2008` naming the setting (the server has
+/// room: not `503`), and make nothing, while another application's token (Alice's own) still
+/// makes each. A restart remembers who made what (the records name their token), and what a
+/// token deletes is room for it again. Before, the first token took every cap whole and the
+/// other application got `503 SVC2001` (the noisy-neighbour review).
+#[tokio::test]
+async fn one_token_holds_at_most_its_share_of_each_server_wide_cap() {
+    const ALICE: &str = "sip:alice@example.com";
+    let env = [
+        ("NETAPI_CHAT_MAX_SESSIONS", "4"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS", "4"),
+        ("NETAPI_CHAT_MAX_CHANNELS", "2"),
+        ("NETAPI_CHAT_TOKEN_SHARE_PERCENT", "50"),
+    ];
+    // Declared before the server, so that it goes after it.
+    let mut restarted_in: Vec<support::TempDir> = Vec::new();
+    let mut srv = Server::start(&env);
+    let alice = user_token(ALICE);
+    let channel = docs::channel(ChannelType::LongPolling, None, None);
+    for f in FORMATS {
+        let at_share = |a: &Answer, what: &str| {
+            let text = assert_refused(a, &format!("[{f:?}] {what}"), 403, "POL2008", f);
+            assert!(
+                text.contains("NETAPI_CHAT_TOKEN_SHARE_PERCENT"),
+                "{what}: {text}"
+            );
+        };
+        let (h1, h2, h3) = (user("hog-1", f), user("hog-2", f), user("hog-3", f));
+        let mut made = Vec::new();
+        for h in [&h1, &h2] {
+            let sid = new_session(&srv, f, h, &[&user("hog-peer", f)]).await;
+            made.push(srv.urls().session(h, &sid));
+            let url = srv.urls().subscriptions(h);
+            let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
+            assert_created(&a, &format!("[{f:?}] subscription of {h}"));
+            made.push(format!("{url}/{}", a.created_id()));
+        }
+        let a = send_doc("POST", &srv.urls().channels(&h1), f, &channel).await;
+        assert_created(&a, &format!("[{f:?}] the token's channel"));
+        made.push(a.header("location").to_owned());
+        for restarted in [false, true] {
+            let when = if restarted { "after a restart" } else { "" };
+            let a = create_session(&srv, f, &h3, &[&user("hog-peer", f)]).await;
+            at_share(&a, &format!("a third session of the token {when}"));
+            assert_eq!(session_count(&srv, &h3, f).await, 0, "[{f:?}]");
+            let url = srv.urls().subscriptions(&h3);
+            let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
+            at_share(&a, &format!("a third subscription of the token {when}"));
+            assert_eq!(subscription_count(&srv, &h3, f).await, 0, "[{f:?}]");
+            let a = send_doc("POST", &srv.urls().channels(&h3), f, &channel).await;
+            at_share(&a, &format!("a second channel of the token {when}"));
+            if f == Format::Json && !restarted {
+                let old = srv.base.clone();
+                let dir = support::TempDir::adopt(srv.kill());
+                srv = Server::start_in(&dir, &env, None);
+                restarted_in.push(dir);
+                for url in &mut made {
+                    *url = url.replacen(&old, &srv.base, 1);
+                }
+            } else {
+                break;
+            }
+        }
+        // Another application, with a token of its own, still makes each.
+        let mut theirs = Vec::new();
+        let a = send_doc_as(
+            &alice,
+            "POST",
+            &sessions_url(&srv, ALICE),
+            f,
+            &docs::session("limits", &[&user("share-peer", f)]),
+        )
+        .await;
+        assert_created(&a, &format!("[{f:?}] another token's session"));
+        theirs.push(srv.urls().session(ALICE, &a.created_id()));
+        let url = srv.urls().subscriptions(ALICE);
+        let a = send_doc_as(&alice, "POST", &url, f, &docs::subscription(NOWHERE)).await;
+        assert_created(&a, &format!("[{f:?}] another token's subscription"));
+        theirs.push(format!("{url}/{}", a.created_id()));
+        let a = send_doc_as(&alice, "POST", &srv.urls().channels(ALICE), f, &channel).await;
+        assert_created(&a, &format!("[{f:?}] another token's channel"));
+        theirs.push(a.header("location").to_owned());
+        // What the token deletes is room for it again.
+        assert_eq!(send_empty("DELETE", &made[0], f).await.status, 204);
+        let a = create_session(&srv, f, &h3, &[&user("hog-peer", f)]).await;
+        assert_created(&a, &format!("[{f:?}] the token's session once one ended"));
+        made.push(srv.urls().session(&h3, &a.created_id()));
+        // Nothing left for the next format.
+        for url in made.iter().skip(1) {
+            assert_eq!(send_empty("DELETE", url, f).await.status, 204, "{url}");
+        }
+        let bearer = format!("Bearer {alice}");
+        for url in &theirs {
+            let a = send_authorized("DELETE", url, &bearer, f).await;
+            assert_eq!(a.status, 204, "{url}: {}", a.body);
         }
     }
 }

@@ -292,6 +292,9 @@ impl Chat {
     /// Puts a channel in memory (new, or restored at start-up) with a full lifetime ahead.
     pub(super) fn attach_channel(&self, state: &mut State, rec: ChannelRecord) {
         state
+            .owners
+            .count(rec.owner.as_deref(), super::Held::Channels, true);
+        state
             .user_channels
             .entry(rec.user.clone())
             .or_default()
@@ -346,6 +349,9 @@ impl Chat {
         let Some(ch) = state.channels.remove(id) else {
             return;
         };
+        state
+            .owners
+            .count(ch.rec.owner.as_deref(), super::Held::Channels, false);
         // Its expiry task wakes, finds it gone and ends now, not at the end of a lifetime
         // that may be a day away (deleted channels' tasks would otherwise pile up).
         ch.timer.notify_one();
@@ -386,10 +392,12 @@ impl Chat {
         ch.mailbox.close();
     }
 
-    /// Creates a notification channel (`LongPolling`).
+    /// Creates a notification channel (`LongPolling`). `owner` is the token asking
+    /// (`Principal::token_id`), whose share of the server-wide cap the channel counts against.
     pub async fn create_notification_channel(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         mut body: NotificationChannel,
     ) -> Result<Created<NotificationChannel>, ApiError> {
         body.client_correlator = super::correlator(body.client_correlator);
@@ -433,7 +441,7 @@ impl Chat {
                     self.settings
                         .limits
                         .in_all
-                        .room_for(&state, super::Held::Channels)
+                        .room_for(&state, super::Held::Channels, owner)
                 })
                 .map_err(refused)?;
             let (id, seq) = state.new_id("chan");
@@ -448,6 +456,7 @@ impl Chat {
                 max_notifications: max,
                 max_wait_secs: wait,
                 websocket: body.channel_type == ChannelType::WebSockets,
+                owner: Some(owner.to_owned()),
             };
             let view = self.channel_view(&rec);
             let mut change = Change::default();
@@ -729,6 +738,7 @@ mod tests {
             max_wait_secs: 25,
             callback_url: "http://h/x/callback".into(),
             websocket: false,
+            owner: None,
         };
         let same = Asked {
             websocket: false,

@@ -130,6 +130,10 @@ pub struct InAll {
     pub subscriptions: usize,
     /// Notification channels.
     pub channels: usize,
+    /// The percentage of each cap one token may hold (`NETAPI_CHAT_TOKEN_SHARE_PERCENT`,
+    /// 1–100; 100: first come, first served), so that one application cannot take a cap
+    /// whole and lock the others out.
+    pub token_share_percent: u8,
 }
 
 impl Default for InAll {
@@ -138,22 +142,23 @@ impl Default for InAll {
             sessions: 100_000,
             subscriptions: 100_000,
             channels: 10_000,
+            token_share_percent: 100,
         }
     }
 }
 
-/// What a server-wide cap counts ([`InAll::room_for`]).
-#[derive(Clone, Copy, Debug)]
-enum Held {
-    Sessions,
-    Subscriptions,
-    Channels,
-}
+use state::Held;
 
 impl InAll {
-    /// Whether `state` has room for one more resource of kind `kind` under its cap ([`room_for`]
-    /// on what the state holds of it): the one check every entry point that makes one calls.
-    fn room_for(&self, state: &state::State, kind: Held) -> Result<(), refused::Refused> {
+    /// Whether `state` has room for one more resource of kind `kind` made by token `owner`,
+    /// under its cap and the token's share of it ([`room_for`] on what the state holds of
+    /// it): the one check every entry point that makes one calls.
+    fn room_for(
+        &self,
+        state: &state::State,
+        kind: Held,
+        owner: &str,
+    ) -> Result<(), refused::Refused> {
         let (held, limit, what) = match kind {
             Held::Sessions => (state.sessions.len(), self.sessions, "sessions"),
             Held::Subscriptions => (
@@ -163,7 +168,9 @@ impl InAll {
             ),
             Held::Channels => (state.channels.len(), self.channels, "notification channels"),
         };
+        let share = token_share(limit, self.token_share_percent);
         room_for(held, limit, what)
+            .and_then(|()| within_share(state.owners.held(owner, kind), share, what))
     }
 }
 
@@ -174,6 +181,23 @@ fn room_for(held: usize, limit: usize, what: &'static str) -> Result<(), refused
         Ok(())
     } else {
         Err(refused::Refused::ServerFull { what, limit })
+    }
+}
+
+/// What one token may hold of a cap of `limit`: `percent` of it, at least one (a share never
+/// shuts a token out of a cap that has room).
+fn token_share(limit: usize, percent: u8) -> usize {
+    (limit.saturating_mul(usize::from(percent.min(100))) / 100).max(1)
+}
+
+/// The rule of a token's share: a token holding `held` of kind `what` may make one more while
+/// it holds fewer than its `share` (`403 POL2008`, as a per-user limit: the application, not
+/// the server, is at its limit).
+fn within_share(held: usize, share: usize, what: &'static str) -> Result<(), refused::Refused> {
+    if held < share {
+        Ok(())
+    } else {
+        Err(refused::Refused::TokenShare { what, share })
     }
 }
 
@@ -877,6 +901,38 @@ mod tests {
         };
         assert_eq!(super::room_for(2, 2, "sessions"), Err(full.clone()));
         assert_eq!(super::room_for(3, 2, "sessions"), Err(full));
+    }
+
+    /// A token's share is its percentage of the cap, at least one; it may make one more
+    /// while it holds fewer, and what it holds is weighed apart from the others'.
+    #[test]
+    fn a_token_makes_more_while_it_holds_less_than_its_share() {
+        use super::refused::Refused;
+        use super::state::{Held, Owners};
+        use super::{token_share, within_share};
+        assert_eq!(token_share(100_000, 100), 100_000);
+        assert_eq!(token_share(100_000, 50), 50_000);
+        assert_eq!(token_share(10, 25), 2);
+        assert_eq!(token_share(3, 1), 1, "never none");
+        assert_eq!(token_share(usize::MAX, 100), usize::MAX / 100);
+        assert_eq!(within_share(1, 2, "sessions"), Ok(()));
+        let at = Refused::TokenShare {
+            what: "sessions",
+            share: 2,
+        };
+        assert_eq!(within_share(2, 2, "sessions"), Err(at));
+        let mut owners = Owners::default();
+        for _ in 0..3 {
+            owners.count(Some("sha256:a"), Held::Sessions, true);
+        }
+        owners.count(Some("sha256:b"), Held::Sessions, true);
+        owners.count(None, Held::Sessions, true);
+        owners.count(Some("sha256:a"), Held::Sessions, false);
+        assert_eq!(owners.held("sha256:a", Held::Sessions), 2);
+        assert_eq!(owners.held("sha256:b", Held::Sessions), 1);
+        assert_eq!(owners.held("sha256:a", Held::Channels), 0);
+        owners.count(Some("sha256:b"), Held::Sessions, false);
+        assert_eq!(owners.held("sha256:b", Held::Sessions), 0);
     }
 
     /// An empty `clientCorrelator` is none; any other, whitespace too, is kept as it is.

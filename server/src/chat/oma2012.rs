@@ -338,6 +338,7 @@ pub(super) fn open_adhoc(
         adhoc: true,
         ended: false,
         changed_ms: None,
+        owner: None,
     };
     let outbox = vec![(
         user.to_owned(),
@@ -779,6 +780,7 @@ impl Chat {
     pub async fn create_notification_subscription(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         body: ChatNotificationSubscription,
     ) -> Result<Created<ChatNotificationSubscription>, ApiError> {
         let seed = ChatSubscription {
@@ -790,7 +792,7 @@ impl Chat {
             status_reason: None,
             signing_secret: body.signing_secret,
         };
-        let (rec, own_secret) = self.subscribe(user, seed, Face::Oma2012).await?;
+        let (rec, own_secret) = self.subscribe(user, owner, seed, Face::Oma2012).await?;
         let mut view = subscription(&self.urls, &rec);
         // Shown once, as on the seed face: the secret the client sent or the one made for it.
         view.signing_secret = own_secret;
@@ -944,7 +946,7 @@ impl Chat {
     /// is opened: `first` runs once the chat is open, and a refusal there cannot close it.
     async fn adhoc_send<R>(
         self: &Arc<Self>,
-        user: &str,
+        (user, owner): (&str, &str),
         other: &str,
         may_open: impl FnOnce(&State) -> Result<(), Refused>,
         first: impl FnOnce(&mut State, &str) -> Result<(R, super::Committed), ApiError>,
@@ -968,12 +970,12 @@ impl Chat {
                     self.settings
                         .limits
                         .in_all
-                        .room_for(&state, super::Held::Sessions)
+                        .room_for(&state, super::Held::Sessions, owner)
                 })
                 .map_err(|r| r.into_api(String::new))?;
             let new = state.new_id("sess");
             let sid = new.0.clone();
-            let d = open_adhoc(
+            let mut d = open_adhoc(
                 &self.urls,
                 user,
                 other,
@@ -982,6 +984,8 @@ impl Chat {
                 self.settings.limits.sessions_per_user,
             )
             .map_err(|r| r.into_api(String::new))?;
+            // The token that opened it holds it ([`super::state::Owners`]).
+            d.session.owner = Some(owner.to_owned());
             // Active from now on (`State::active`, set by the session's entry).
             let opened = self.apply(&mut state, d);
             let sent = first(&mut state, &sid);
@@ -1002,7 +1006,7 @@ impl Chat {
     /// reached it (`404`) is opened again, at most [`ADHOC_TRIES`] times in all.
     async fn to_adhoc<R, F>(
         self: &Arc<Self>,
-        user: &str,
+        (user, owner): (&str, &str),
         other: &str,
         may_open: impl Fn(&State) -> Result<(), Refused>,
         first: impl Fn(&mut State, &str) -> Result<(R, super::Committed), ApiError>,
@@ -1013,7 +1017,10 @@ impl Chat {
     {
         let mut tries = 1;
         loop {
-            let real = match self.adhoc_send(user, other, &may_open, &first).await? {
+            let real = match self
+                .adhoc_send((user, owner), other, &may_open, &first)
+                .await?
+            {
                 AdHoc::Opened(r) => return Ok(r),
                 AdHoc::Open(real) => real,
             };
@@ -1152,12 +1159,14 @@ impl Chat {
     pub async fn create_one_to_one_session(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         other: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         let body = request(user, other, body).map_err(|r| r.into_api(String::new))?;
         self.start_session(
             user,
+            owner,
             body,
             false,
             |s| peer(s, user) == Some(other),
@@ -1246,9 +1255,12 @@ impl Chat {
 
     /// OMA 2012: send a message in a one-to-one session: the seed's send
     /// ([`Chat::post_message`]); the answer points at the message's status under `oneToOne/`.
+    /// `owner` is the token asking: an ad hoc chat this send opens counts against its share
+    /// of the server-wide cap on sessions.
     pub async fn send_one_to_one_message(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         other: &str,
         sid: &str,
         body: ChatMessage,
@@ -1268,7 +1280,7 @@ impl Chat {
                 async move { self.post_message(user, &real, body, status).await }
             };
             return self
-                .to_adhoc(user, other, |_| Ok(()), first, into)
+                .to_adhoc((user, owner), other, |_| Ok(()), first, into)
                 .await
                 .map_err(|e| named(e, url));
         }
@@ -1282,9 +1294,11 @@ impl Chat {
 
     /// OMA 2012: `isComposing` POSTed to a one-to-one session's messages
     /// ([`Chat::indicate_composing`]); the answer names the collection.
+    /// `owner`: as for [`Chat::send_one_to_one_message`].
     pub async fn one_to_one_composing(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         other: &str,
         sid: &str,
         body: IsComposing,
@@ -1312,7 +1326,7 @@ impl Chat {
                     durable(sent).await
                 }
             };
-            self.to_adhoc(user, other, rate, first, into)
+            self.to_adhoc((user, owner), other, rate, first, into)
                 .await
                 .map_err(|e| named(e, url))?;
         } else {
@@ -1446,6 +1460,7 @@ impl Chat {
     pub async fn create_group_session(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         body: GroupChatSessionInformation,
     ) -> Result<Created<ResourceReference>, ApiError> {
         let seed = ChatSessionInformation {
@@ -1456,6 +1471,7 @@ impl Chat {
         };
         self.start_session(
             user,
+            owner,
             seed,
             true,
             |s| s.group,

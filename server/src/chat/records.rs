@@ -87,6 +87,10 @@ struct StoredChannel {
         skip_serializing_if = "std::ops::Not::not"
     )]
     websocket: bool,
+    /// Format 11: the token that made it (`Principal::token_id`, counted against its share of
+    /// the server-wide cap); absent (every record earlier versions wrote): nobody's.
+    #[serde(rename = "owner", default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 impl From<&ChannelRecord> for StoredChannel {
@@ -102,6 +106,7 @@ impl From<&ChannelRecord> for StoredChannel {
             max_wait_secs,
             callback_url,
             websocket,
+            owner,
         } = r.clone();
         StoredChannel {
             id,
@@ -114,6 +119,7 @@ impl From<&ChannelRecord> for StoredChannel {
             max_wait_secs,
             callback_url,
             websocket,
+            owner,
         }
     }
 }
@@ -131,6 +137,7 @@ impl From<StoredChannel> for ChannelRecord {
             max_wait_secs,
             callback_url,
             websocket,
+            owner,
         } = r;
         ChannelRecord {
             id,
@@ -143,6 +150,7 @@ impl From<StoredChannel> for ChannelRecord {
             max_wait_secs,
             callback_url,
             websocket,
+            owner,
         }
     }
 }
@@ -393,6 +401,10 @@ struct StoredSubscription {
         skip_serializing_if = "Option::is_none"
     )]
     expired_until_ms: Option<i64>,
+    /// Format 11: the token that made it (`Principal::token_id`, counted against its share of
+    /// the server-wide cap); absent (every record earlier versions wrote): nobody's.
+    #[serde(rename = "owner", default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// The face a subscription was made through (format 7): the profile of its notifications.
@@ -494,6 +506,7 @@ impl From<&SubscriptionRecord> for StoredSubscription {
                 .collect(),
             face: r.face.into(),
             expired_until_ms: r.expired_until_ms,
+            owner: r.owner.clone(),
         }
     }
 }
@@ -526,6 +539,7 @@ impl From<StoredSubscription> for SubscriptionRecord {
                 .collect(),
             face: r.face.into(),
             expired_until_ms: r.expired_until_ms,
+            owner: r.owner,
         }
     }
 }
@@ -634,6 +648,10 @@ struct StoredSession {
         skip_serializing_if = "Option::is_none"
     )]
     changed_ms: Option<i64>,
+    /// Format 11: the token that made it (`Principal::token_id`, counted against its share of
+    /// the server-wide cap); absent (every record earlier versions wrote): nobody's.
+    #[serde(rename = "owner", default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 impl From<&Session> for StoredSession {
@@ -661,6 +679,7 @@ impl From<&Session> for StoredSession {
             adhoc: s.adhoc,
             ended: s.ended,
             changed_ms: s.changed_ms,
+            owner: s.owner.clone(),
         }
     }
 }
@@ -690,6 +709,7 @@ impl From<StoredSession> for Session {
             adhoc: s.adhoc,
             ended: s.ended,
             changed_ms: s.changed_ms,
+            owner: s.owner,
         }
     }
 }
@@ -1598,6 +1618,7 @@ mod tests {
             adhoc: true,
             ended: false,
             changed_ms: Some(1_764_900_000_123),
+            owner: Some("sha256:0123456789abcdef".to_owned()),
         };
         let back = decode_session(&encode_session(&s)).unwrap();
         assert_eq!(encode_session(&back), encode_session(&s));
@@ -1608,6 +1629,12 @@ mod tests {
             .unwrap()
             .replace(",\"changed_ms\":1764900000123", "");
         assert_eq!(decode_session(older.as_bytes()).unwrap().changed_ms, None);
+        // Format 10 and older named no owner: nobody's.
+        assert_eq!(back.owner, s.owner);
+        let older = String::from_utf8(encode_session(&s))
+            .unwrap()
+            .replace(",\"owner\":\"sha256:0123456789abcdef\"", "");
+        assert_eq!(decode_session(older.as_bytes()).unwrap().owner, None);
         for (a, b) in back.participants.iter().zip(&s.participants) {
             assert_eq!((a.invitation, a.status), (b.invitation, b.status));
         }
@@ -1649,6 +1676,7 @@ mod tests {
             secrets: vec![],
             face: Face::Seed,
             expired_until_ms: None,
+            owner: None,
         };
         let bytes = encode_subscription(&sub);
         assert!(!String::from_utf8_lossy(&bytes).contains("callbackData"));

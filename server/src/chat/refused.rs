@@ -64,6 +64,9 @@ pub(super) enum Refused {
     TextBlank,
     /// The server holds `limit` resources of kind `what` in all (`503`, [`super::room_for`]).
     ServerFull { what: &'static str, limit: usize },
+    /// The token holds its share of the server-wide cap on `what` (`403 POL2008`,
+    /// [`super::within_share`]).
+    TokenShare { what: &'static str, share: usize },
     /// The sender has not accepted its invitation yet (`403 POL1012`).
     NotYetAccepted,
     /// The sender `user` left session `sid` (`409`).
@@ -171,6 +174,13 @@ impl Refused {
             Refused::TextTooLong { chars, limit } => ApiError::invalid_input(format!(
                 "text: {chars} characters, at most {limit} are allowed"
             )),
+            Refused::TokenShare { what, share } => too_many(
+                &format!(
+                    "{what} made with this token (its share of the server's, \
+                     NETAPI_CHAT_TOKEN_SHARE_PERCENT)"
+                ),
+                share,
+            ),
             Refused::ServerFull { what, limit } => super::no_resources(
                 &format!(
                     "this server holds as many {what} as it may ({limit}); \

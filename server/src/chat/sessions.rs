@@ -84,14 +84,18 @@ impl Chat {
     }
 
     /// Seed 7.1.2 / 7.1.4: start a 1-1 or group chat; invites every listed participant.
+    /// `owner` is the token asking (`Principal::token_id`), whose share of the server-wide
+    /// cap the session counts against.
     pub async fn create_session(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         body: ChatSessionInformation,
     ) -> Result<Created<ChatSessionInformation>, ApiError> {
         seed_form(user, &body).map_err(|r| r.into_api(String::new))?;
         self.start_session(
             user,
+            owner,
             body,
             false,
             |_| true,
@@ -105,10 +109,11 @@ impl Chat {
     /// shows where it answers (a replayed correlator's session of another kind is `409
     /// SVC0005`, never a `Location` that is `404`), `shown` the face's view of the new (or
     /// replayed) session and its URL, so each face answers in its own shape while the rules,
-    /// limits and notifications stay one.
+    /// limits and notifications stay one; `owner` the token asking.
     pub(super) async fn start_session<V>(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         mut body: ChatSessionInformation,
         group: bool,
         fits: impl Fn(&Session) -> bool,
@@ -139,7 +144,7 @@ impl Chat {
             let to: Vec<&str> = invitees.iter().map(|p| p.address.as_str()).collect();
             let quota = self.invitation_quota(&mut state, user, &to, now);
             may_start(state.open_sessions(user), limits.sessions_per_user, quota)
-                .and_then(|()| limits.in_all.room_for(&state, super::Held::Sessions))
+                .and_then(|()| limits.in_all.room_for(&state, super::Held::Sessions, owner))
                 .map_err(|r| r.into_api(String::new))?;
             self.spend_invitations(&mut state, user, to.len(), now);
             let (id, seq) = state.new_id("sess");
@@ -155,6 +160,7 @@ impl Chat {
                     originator_name,
                     client_correlator: body.client_correlator,
                     group,
+                    owner: owner.to_owned(),
                 },
                 invited,
             );
@@ -455,6 +461,8 @@ struct Start {
     client_correlator: Option<String>,
     /// Asked for as a group chat (the OMA 2012 face's `group/`), whatever the invitees' count.
     group: bool,
+    /// The token that starts it ([`super::state::Owners`]).
+    owner: String,
 }
 
 /// Seed 7.1.2 / 7.1.4, the new session: the originator `Connected`, each invitee `Invited`
@@ -494,6 +502,7 @@ fn start(
         adhoc: false,
         ended: false,
         changed_ms: None,
+        owner: Some(new.owner),
     };
     let mut outbox: Vec<_> = session
         .participants
@@ -1079,6 +1088,7 @@ mod tests {
             originator_name: Some("Alice".into()),
             client_correlator: None,
             group: false,
+            owner: "sha256:0".to_owned(),
         }
     }
 

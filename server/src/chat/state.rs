@@ -66,6 +66,57 @@ pub struct State {
     /// RFC 3986 makes equal finds it): how a subscription's `notifyURL` is recognised as a
     /// channel before the callback policy would look at it.
     pub channel_callbacks: HashMap<String, String>,
+    /// What each token holds of what the server-wide caps count ([`Owners`]), for its share
+    /// of them (`NETAPI_CHAT_TOKEN_SHARE_PERCENT`). Kept by [`State::put_session`],
+    /// [`State::take_session`] and the subscriptions' and channels' attach and remove.
+    pub owners: Owners,
+}
+
+/// The kinds of resource a server-wide cap counts (`super::InAll`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    Sessions,
+    Subscriptions,
+    Channels,
+}
+
+/// How many sessions, subscriptions and channels each token holds (by `Principal::token_id`,
+/// as stored in each record's `owner`): what a token's share of a server-wide cap is weighed
+/// against. A record with no owner (made before stored format 11) counts for no token. An
+/// entry goes with its token's last resource, so memory follows what is held.
+#[derive(Debug, Default)]
+pub struct Owners {
+    sessions: HashMap<String, usize>,
+    subscriptions: HashMap<String, usize>,
+    channels: HashMap<String, usize>,
+}
+
+impl Owners {
+    fn of(&self, kind: Held) -> &HashMap<String, usize> {
+        match kind {
+            Held::Sessions => &self.sessions,
+            Held::Subscriptions => &self.subscriptions,
+            Held::Channels => &self.channels,
+        }
+    }
+
+    /// What `owner` holds of `kind`.
+    pub fn held(&self, owner: &str, kind: Held) -> usize {
+        self.of(kind).get(owner).copied().unwrap_or(0)
+    }
+
+    /// One more (`add`) or one less of `kind` held by `owner` (none: nobody's).
+    pub fn count(&mut self, owner: Option<&str>, kind: Held, add: bool) {
+        let Some(owner) = owner else {
+            return;
+        };
+        let counts = match kind {
+            Held::Sessions => &mut self.sessions,
+            Held::Subscriptions => &mut self.subscriptions,
+            Held::Channels => &mut self.channels,
+        };
+        bump(counts, owner, add);
+    }
 }
 
 /// A notification channel: its stored part, where its notifications wait, and until when it
@@ -101,6 +152,8 @@ pub struct ChannelRecord {
     pub callback_url: String,
     /// A `WebSockets` channel (else `LongPolling`).
     pub websocket: bool,
+    /// The token that made it ([`Owners`]; `None`: stored before format 11).
+    pub owner: Option<String>,
 }
 
 /// Counters that must never repeat, persisted with every change that advances them (as the
@@ -252,7 +305,10 @@ impl State {
                 }
                 old.participants.len()
             }
-            None => 0,
+            None => {
+                self.owners.count(s.owner.as_deref(), Held::Sessions, true);
+                0
+            }
         };
         for p in s.participants.iter().skip(known) {
             self.user_sessions
@@ -300,6 +356,7 @@ impl State {
     /// The one way a session leaves the state.
     pub fn take_session(&mut self, sid: &str) -> Option<Session> {
         let s = self.sessions.remove(sid)?;
+        self.owners.count(s.owner.as_deref(), Held::Sessions, false);
         if let Some(clock) = self.active.remove(sid) {
             self.idle_order.remove(&(clock.filed, s.id.clone()));
         }
@@ -506,6 +563,8 @@ pub struct SubscriptionRecord {
     /// still delivers them (`Chat::expire_subscription`, `restore`), and deleted once they
     /// are delivered or dropped, or after the minute (`Chat::expired_record_timer`).
     pub expired_until_ms: Option<i64>,
+    /// The token that made it ([`Owners`]; `None`: stored before format 11).
+    pub owner: Option<String>,
 }
 
 /// Most secrets that sign a subscription's notifications at once (the current one and the
@@ -609,6 +668,8 @@ pub struct Session {
     /// where its idle time counts from after a restart. `None` for a session a data
     /// directory of format 8 or older holds, until its next change.
     pub changed_ms: Option<i64>,
+    /// The token that started it ([`Owners`]; `None`: stored before format 11).
+    pub owner: Option<String>,
 }
 
 impl Session {

@@ -62,6 +62,9 @@ impl Chat {
     pub(super) fn attach_subscription(&self, state: &mut State, rec: SubscriptionRecord) {
         let queue = self.start_queue(state, &rec);
         state
+            .owners
+            .count(rec.owner.as_deref(), super::Held::Subscriptions, true);
+        state
             .user_subscriptions
             .entry(rec.user.clone())
             .or_default()
@@ -106,13 +109,15 @@ impl Chat {
         queue
     }
 
-    /// Seed 7.1.1: subscribe.
+    /// Seed 7.1.1: subscribe. `owner` is the token asking (`Principal::token_id`), whose
+    /// share of the server-wide cap the subscription counts against.
     pub async fn create_subscription(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         body: ChatSubscription,
     ) -> Result<Created<ChatSubscription>, ApiError> {
-        let (rec, own_secret) = self.subscribe(user, body, Face::Seed).await?;
+        let (rec, own_secret) = self.subscribe(user, owner, body, Face::Seed).await?;
         let mut view = self.subscription_view(&rec);
         view.signing_secret = own_secret;
         let location = view.resource_url.clone().unwrap_or_default();
@@ -128,6 +133,7 @@ impl Chat {
     pub(super) async fn subscribe(
         self: &Arc<Self>,
         user: &str,
+        owner: &str,
         mut body: ChatSubscription,
         face: Face,
     ) -> Result<(SubscriptionRecord, Option<String>), ApiError> {
@@ -242,7 +248,7 @@ impl Chat {
                     self.settings
                         .limits
                         .in_all
-                        .room_for(&state, super::Held::Subscriptions)
+                        .room_for(&state, super::Held::Subscriptions, owner)
                 })
                 .map_err(|r| r.into_api(String::new))?;
             let (id, seq) = state.new_id("sub");
@@ -272,6 +278,7 @@ impl Chat {
                     .collect(),
                 face,
                 expired_until_ms: None,
+                owner: Some(owner.to_owned()),
             };
             let made = rec.clone();
             change.put(
@@ -485,6 +492,9 @@ impl Chat {
 /// expiry task; the caller decides what becomes of its queue and its record.
 pub(super) fn remove_subscription(state: &mut State, id: &str) -> Option<Subscription> {
     let sub = state.subscriptions.remove(id)?;
+    state
+        .owners
+        .count(sub.rec.owner.as_deref(), super::Held::Subscriptions, false);
     // Its expiry task has nothing left to do (when it is the caller, it is about to end).
     if let Some(t) = &sub.timer {
         t.abort();

@@ -65,6 +65,7 @@ pub(super) fn session(group: bool, others: &[(&str, ParticipantStatus, Invitatio
         adhoc: false,
         ended: false,
         changed_ms: None,
+        owner: None,
     }
 }
 
@@ -86,6 +87,7 @@ pub(super) fn subscription(id: &str, user: &str, seq: u64) -> SubscriptionRecord
         secrets: Vec::new(),
         face: super::state::Face::Seed,
         expired_until_ms: None,
+        owner: None,
     }
 }
 

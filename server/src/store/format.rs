@@ -71,7 +71,12 @@ use serde_json::Value;
 ///   that minute (absent: a live subscription, as every record version 9 wrote reads). Nothing
 ///   version 9 wrote changes; the bump keeps a version-9 binary from taking such a record for
 ///   a live subscription (it would come back to its user).
-pub const CURRENT: u32 = 10;
+/// - 11: a subscription, session or channel record may carry `owner`: the token that made it
+///   (`Principal::token_id`), whose share of the server-wide cap it counts against
+///   (`NETAPI_CHAT_TOKEN_SHARE_PERCENT`; absent: every record version 10 wrote, counted for no
+///   token). Nothing version 10 wrote changes; the bump keeps a version-10 binary from
+///   rewriting records without it (the token's share would forget them).
+pub const CURRENT: u32 = 11;
 
 /// The version from which a message row holds its sending time. Like [`MESSAGES_TABLE`] the
 /// step to it changes the layout (a column), which the backend does when it runs
@@ -160,6 +165,12 @@ static STEPS: &[Step] = &[
     Step {
         from: 9,
         what: "expired subscriptions may be kept for their last notifications (values unchanged)",
+        record: record_unchanged,
+        outbox: unchanged,
+    },
+    Step {
+        from: 10,
+        what: "subscriptions, sessions and channels may name the token that made them (values unchanged)",
         record: record_unchanged,
         outbox: unchanged,
     },

@@ -128,6 +128,17 @@ pub async fn post_raw(url: &str, f: Format, accept: Format, body: &str) -> Answe
 
 /// Sends a document in `format`, asking for `format` back.
 pub async fn send_doc<T: Document>(method: &str, url: &str, format: Format, doc: &T) -> Answer {
+    send_doc_as(APP_TOKEN, method, url, format, doc).await
+}
+
+/// [`send_doc`] with bearer token `token` instead of [`APP_TOKEN`].
+pub async fn send_doc_as<T: Document>(
+    token: &str,
+    method: &str,
+    url: &str,
+    format: Format,
+    doc: &T,
+) -> Answer {
     let body = String::from_utf8(wire::encode(format, doc)).expect("utf-8");
     if format == Format::Xml {
         xsd_validate(&body);
@@ -136,6 +147,7 @@ pub async fn send_doc<T: Document>(method: &str, url: &str, format: Format, doc:
         method,
         url,
         &[
+            ("authorization", &format!("Bearer {token}")),
             ("content-type", format.media_type()),
             ("accept", format.media_type()),
         ],

@@ -41,7 +41,7 @@ pub mod wait;
 pub use face::{Face, Resp, Via, Wire};
 pub use http::{
     Answer, KeptAlive, answers_what_is_queued_at_a_stop, host_name_addresses, metric, post_raw,
-    send, send_as_a_proxy, send_authorized, send_doc, send_empty, xsd_validate,
+    send, send_as_a_proxy, send_authorized, send_doc, send_doc_as, send_empty, xsd_validate,
 };
 pub use listener::{Listener, Received};
 pub use server::{
