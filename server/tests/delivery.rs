@@ -525,6 +525,51 @@ async fn single_notifications_to_failing_receivers_give_way_after_a_restart() {
     held_under(&srv, 4_096.0).await;
 }
 
+/// A channel nobody polls gives way too: 30 users whose long-poll channels are never read
+/// each hold one invitation (past the 4,096-byte budget together); once the invitations have
+/// waited unacknowledged for the grace (`rules::FAILING_GRACE`) their subscriptions weigh
+/// themselves and give way (disabled, their invitation a dead letter), and the total comes
+/// back under the budget. Before, a backlog of one in a channel never gave way: what unread
+/// channels held was bounded by the subscription cap, not the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_notifications_in_unread_channels_give_way_to_the_budget() {
+    let srv = Server::start(&[
+        ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "4096"),
+        ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
+    ]);
+    let users: Vec<String> = (0..30).map(|i| format!("tel:+1555996{i:04}")).collect();
+    let mut subs = Vec::new();
+    for u in &users {
+        subs.push(unread_channel(&srv, u).await.1);
+    }
+    let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
+    session(&srv, &invitees, false).await;
+    within_20s(Duration::from_millis(100), async || {
+        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
+        if held > 4_096.0 {
+            Ok(())
+        } else {
+            Err(format!("{held} bytes held, expected over the budget"))
+        }
+    })
+    .await;
+    tokio::time::sleep(FAILING_GRACE).await;
+    held_under(&srv, 4_096.0).await;
+    let mut disabled = 0;
+    for url in &subs {
+        let s = subscription_at(url).await;
+        if s.subscription_status == Some(SubscriptionStatus::Disabled) {
+            let reason = s.status_reason.unwrap_or_default();
+            assert!(reason.contains("budget"), "{reason}");
+            disabled += 1;
+        }
+    }
+    assert!(
+        disabled > 0,
+        "none of the unread channels' backlogs gave way"
+    );
+}
+
 /// A healthy application's receiver that fails for a moment keeps its subscription while
 /// another application holds the server past its budget (30 invitations in flight to
 /// receivers that take the connection and never answer: backlogs of one that keep up, as

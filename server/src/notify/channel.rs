@@ -586,7 +586,10 @@ impl Queue {
     /// (its `notifyURL` is the channel's `callbackURL`).
     pub fn start_channel(target: Target, deliverer: Deliverer, mailbox: Arc<Mailbox>) -> Queue {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(&deliverer));
+        let shared = Arc::new(Shared {
+            channel: true,
+            ..Shared::new(&deliverer)
+        });
         tokio::spawn(feed(target, rx, Arc::clone(&shared), deliverer, mailbox));
         Queue { tx, shared }
     }

@@ -390,6 +390,16 @@ struct Shared {
     /// ([`Shared::admit_transient`]), and a backlog of one gives way to the budget once the
     /// run is [`rules::FAILING_GRACE`] old ([`Shared::may_give_way`]).
     failing_since_ms: AtomicI64,
+    /// A channel subscription's ([`Queue::start_channel`]): there is no attempt to fail, so
+    /// its "failing" is its client taking nothing ([`Shared::unserved_since_ms`]).
+    channel: bool,
+    /// For a channel subscription, since when its backlog has not moved (Unix ms): set when
+    /// it starts holding and whenever one of its notifications is acknowledged (or dropped)
+    /// while others stay, 0 while it holds nothing. A backlog of one whose client has not
+    /// acknowledged it for [`rules::FAILING_GRACE`] gives way to the budget as a failing
+    /// receiver's does: before, a channel nobody polls held one notification per
+    /// subscription past any budget.
+    unserved_since_ms: AtomicI64,
     wake: Notify,
     /// The subscription's own signing keys, each with the time it stops signing (Unix ms;
     /// `None`: current); empty: the server-wide secret signs.
@@ -460,6 +470,9 @@ impl Shared {
     fn held(&self, d: &Delivery) {
         if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
             self.totals.holding.fetch_add(1, Ordering::SeqCst);
+            if self.channel {
+                self.unserved_since_ms.store(now_ms(), Ordering::SeqCst);
+            }
         }
         self.bytes.fetch_add(d.bytes, Ordering::SeqCst);
         let before = self.totals.bytes.fetch_add(d.bytes, Ordering::SeqCst);
@@ -541,6 +554,9 @@ impl Shared {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.totals.holding.fetch_sub(1, Ordering::SeqCst);
             self.oldest_ms.store(0, Ordering::SeqCst);
+            self.unserved_since_ms.store(0, Ordering::SeqCst);
+        } else if self.channel {
+            self.unserved_since_ms.store(now_ms(), Ordering::SeqCst);
         }
         self.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
         self.totals.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
@@ -580,9 +596,16 @@ impl Shared {
         self.gives_way_after() == Some(Duration::ZERO)
     }
 
-    /// When this backlog may give way to the budget as it stands ([`rules::gives_way_after`]).
+    /// When this backlog may give way to the budget as it stands ([`rules::gives_way_after`]):
+    /// a callback's is failing since its failure run began, a channel subscription's since its
+    /// backlog last moved.
     fn gives_way_after(&self) -> Option<Duration> {
-        let since = self.failing_since_ms.load(Ordering::SeqCst);
+        let since = if self.channel {
+            &self.unserved_since_ms
+        } else {
+            &self.failing_since_ms
+        }
+        .load(Ordering::SeqCst);
         let failing_for = (since != 0).then(|| {
             Duration::from_millis(u64::try_from(now_ms().saturating_sub(since)).unwrap_or(0))
         });

@@ -71,8 +71,9 @@ pub fn over_budget(budget: usize, total: usize, holding: usize, own: usize) -> b
     total > budget && own > budget / holding.max(1)
 }
 
-/// How long a receiver fails before a backlog of its one notification gives way to the
-/// budget ([`gives_way_after`]): a receiver restarting or blipping keeps its subscription.
+/// How long a receiver fails (a channel's client takes nothing) before a backlog of its one
+/// notification gives way to the budget ([`gives_way_after`]): a receiver restarting or
+/// blipping keeps its subscription.
 pub const FAILING_GRACE: Duration = Duration::from_secs(30);
 
 /// After how much more time a backlog of `count` notifications, its receiver failing for
