@@ -109,7 +109,7 @@ fn admitted(rqctx: &RequestContext<ChatServer>) -> Result<&Admin, Denied> {
         .auth_failures
         .operator_token(
             rqctx.request.remote_addr().ip(),
-            rqctx.request.headers().get(header::AUTHORIZATION),
+            rqctx.request.headers(),
             &admin.token,
         )
         .map_err(Denied::TooMany)?;

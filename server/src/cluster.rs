@@ -2396,10 +2396,9 @@ fn standby_metrics(
     let Some(token) = forwarder.metrics_token.as_deref() else {
         return plain(StatusCode::NOT_FOUND, "no metrics\n");
     };
-    let admitted =
-        forwarder
-            .auth_failures
-            .operator_token(client, headers.get(header::AUTHORIZATION), token);
+    let admitted = forwarder
+        .auth_failures
+        .operator_token(client, headers, token);
     let admitted = match admitted {
         Ok(ok) => ok,
         Err(too_many) => {

@@ -350,13 +350,16 @@ pub const CHALLENGE: &str = "Bearer realm=\"netapi-chat metrics\"";
 /// The body of that `401`.
 pub const TOKEN_REQUIRED: &str = "the metrics token is required\n";
 
-/// Whether `authorization` is `Bearer <token>`, compared in constant time.
-pub fn authorized(authorization: Option<&http::HeaderValue>, token: &str) -> bool {
-    let Some(given) = authorization
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+/// Whether `headers` carry one `Authorization` field, `Bearer <token>` as the API reads it
+/// (`auth::bearer_token`: the scheme in any case), the token compared in constant time. Two
+/// fields are refused, as on the API: before, only the first was read, so an operator
+/// endpoint and the API disagreed on a request carrying two.
+pub fn authorized(headers: &http::HeaderMap, token: &str) -> bool {
+    let mut fields = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(only), None) = (fields.next(), fields.next()) else {
+        return false;
+    };
+    let Ok(given) = crate::auth::bearer_token(only.to_str().ok()) else {
         return false;
     };
     given.len() == token.len()
@@ -380,7 +383,7 @@ pub async fn metrics_endpoint(
     let builder = Response::builder().header(header::CACHE_CONTROL, "no-store");
     let admitted = server.auth_failures.operator_token(
         rqctx.request.remote_addr().ip(),
-        rqctx.request.headers().get(header::AUTHORIZATION),
+        rqctx.request.headers(),
         token,
     );
     let response = match admitted {
@@ -426,15 +429,32 @@ pub fn plain_refusal(e: &netapi_chat_runtime::ApiError) -> Response<Body> {
 mod tests {
     use super::*;
 
+    /// Only one `Authorization` field carrying the metrics token opens it; the scheme is read
+    /// in any case, as on the API.
     #[test]
     fn only_the_metrics_token_opens_it() {
-        let h = |v: &str| http::HeaderValue::from_str(v).unwrap();
-        assert!(authorized(Some(&h("Bearer s3cret")), "s3cret"));
-        assert!(!authorized(Some(&h("Bearer s3cre")), "s3cret"));
-        assert!(!authorized(Some(&h("Bearer s3cret2")), "s3cret"));
-        assert!(!authorized(Some(&h("Basic s3cret")), "s3cret"));
-        assert!(!authorized(Some(&h("s3cret")), "s3cret"));
-        assert!(!authorized(None, "s3cret"));
+        let h = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(header::AUTHORIZATION, v.parse().unwrap());
+            }
+            headers
+        };
+        assert!(authorized(&h(&["Bearer s3cret"]), "s3cret"));
+        assert!(authorized(&h(&["bearer s3cret"]), "s3cret"));
+        assert!(!authorized(&h(&["Bearer s3cre"]), "s3cret"));
+        assert!(!authorized(&h(&["Bearer s3cret2"]), "s3cret"));
+        assert!(!authorized(&h(&["Basic s3cret"]), "s3cret"));
+        assert!(!authorized(&h(&["s3cret"]), "s3cret"));
+        assert!(!authorized(&h(&[]), "s3cret"));
+        assert!(!authorized(
+            &h(&["Bearer s3cret", "Bearer s3cret"]),
+            "s3cret"
+        ));
+        assert!(!authorized(
+            &h(&["Bearer s3cret", "Bearer other"]),
+            "s3cret"
+        ));
     }
 
     #[test]

@@ -305,18 +305,19 @@ impl AuthFailures {
         }
     }
 
-    /// An operator's token (`/metrics`, `/admin/…`) presented from `ip` against `expected`:
+    /// An operator's token (`/metrics`, `/admin/…`), the request's `headers`' one
+    /// `Authorization` field ([`crate::metrics::authorized`]), presented from `ip` against `expected`:
     /// `Err` with this limit's `429` when the address already failed too often, else whether
     /// it is `expected` (a wrong one counts as a failure, as on the API). The same budget as
     /// the API's, so guessing the admin token is no cheaper than guessing an API token.
     pub fn operator_token(
         &self,
         ip: IpAddr,
-        authorization: Option<&http::HeaderValue>,
+        headers: &http::HeaderMap,
         expected: &str,
     ) -> Result<bool, ApiError> {
         self.check(ip)?;
-        let ok = crate::metrics::authorized(authorization, expected);
+        let ok = crate::metrics::authorized(headers, expected);
         if !ok {
             self.failed(ip);
         }

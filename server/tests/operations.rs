@@ -618,6 +618,17 @@ async fn metrics_open_only_with_the_metrics_token() {
     let a = send("POST", &url, &[("accept", "application/json")], None).await;
     a.assert_error(405, "SVC0002", Format::Json);
     scrape(&on).await;
+    // The scheme is read in any case, as on the API; two `Authorization` fields do not open
+    // it, as they do not pass the API (before, the first was read).
+    let lower = format!("bearer {METRICS_TOKEN}");
+    let a = send("GET", &url, &[("authorization", &lower)], None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let right = format!("Bearer {METRICS_TOKEN}");
+    let two = [
+        ("authorization", right.as_str()),
+        ("authorization", "Bearer other"),
+    ];
+    assert_eq!(send("GET", &url, &two, None).await.status, 401);
 }
 
 /// A flow runs (bob subscribes, alice starts a chat with him, bob's callback gets the
