@@ -1700,7 +1700,6 @@ async fn serve_one<S>(
             let version = request.version();
             // The request's id, as the leader takes it (the client's when sane), else one
             // made here and sent on: the leader's answer and the standby's own say the same.
-            let document = crate::server::is_document(request.uri().path());
             let mut request = request;
             let id = dropshot::incoming_request_id(request.headers()).unwrap_or_else(|| {
                 let id = uuid::Uuid::new_v4().to_string();
@@ -1715,11 +1714,9 @@ async fn serve_one<S>(
             {
                 answer.headers_mut().insert(dropshot::HEADER_REQUEST_ID, v);
             }
-            // The leader's answers say it already (the documents' excepted); the standby's own
-            // are errors and its `/healthz`.
-            if !document {
-                crate::server::no_store(answer.headers_mut());
-            }
+            // The leader's answers say it already (the documents their own caching); the
+            // standby's own are errors and its `/healthz`.
+            crate::server::no_store(answer.headers_mut());
             // A `503` made here to a request with a body may leave the body unread, and hyper
             // then closes the connection: the answer says so (RFC 9112 9.6), so that the
             // client does not write its next request into a closed connection (the takeover

@@ -75,6 +75,7 @@ async fn openapi_document(rqctx: RequestContext<ChatServer>) -> Result<Response<
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, DOCUMENT_CACHING)
         // A clone of the bytes made at start, not a copy of the document per request.
         .body(Body::from(rqctx.context().openapi.clone()))
         .map_err(|e| HttpError::for_internal_error(e.to_string()))
@@ -123,10 +124,17 @@ async fn xsd_document(
     }
 }
 
+/// How long a cache may keep a published document: the same for everyone, changed only by an
+/// upgrade (or, for the OpenAPI's `servers`, the public URL), so five minutes. Said outright,
+/// so that the answer hook's `no-store` ([`no_store`]) leaves it, and an error on a document's
+/// path (a `404` of an unknown XSD, a `406`) is not kept.
+const DOCUMENT_CACHING: &str = "max-age=300";
+
 fn document(content_type: &'static str, text: &'static str) -> Result<Response<Body>, HttpError> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, DOCUMENT_CACHING)
         .body(Body::from(text))
         .map_err(|e| HttpError::for_internal_error(e.to_string()))
 }
@@ -658,15 +666,12 @@ fn answer_hook(
         let cors = cors.as_ref().and_then(|hook| hook(request));
         let forwarded = request.headers().contains_key(crate::cluster::CLUSTER_KEY);
         let accept = netapi_chat_runtime::negotiate::accept_naming_text(request.headers());
-        let stored = is_document(request.uri().path());
         let chat = Arc::clone(&chat);
         Some(Box::new(move |headers: &mut http::HeaderMap| {
             if let Some(cors) = cors {
                 cors(headers);
             }
-            if !stored {
-                no_store(headers);
-            }
+            no_store(headers);
             netapi_chat_runtime::negotiate::label_answer(accept.as_deref(), headers);
             if chat.is_stopping() && !forwarded && !headers.contains_key(http::header::CONNECTION) {
                 headers.insert(
@@ -678,16 +683,11 @@ fn answer_hook(
     })
 }
 
-/// Whether `path` is one of the published documents ([`DOCUMENT_PATHS`]): the same for
-/// everyone, so a cache may keep it.
-pub(crate) fn is_document(path: &str) -> bool {
-    path == "/openapi.json" || path.starts_with("/xsd/")
-}
-
 /// `Cache-Control: no-store` on an answer that says nothing of caching: every answer but the
-/// documents' is some user's data (a subscription's `signingSecret`, messages) or about a
-/// moment (an error, a health probe), and no cache, a browser's included, should keep it
-/// (RFC 9111 §5.2.2.5; shared caches already keep nothing asked with `Authorization`).
+/// documents' (which say how long they may be kept, [`DOCUMENT_CACHING`]) is some user's
+/// data (a subscription's `signingSecret`, messages) or about a moment (an error, a health
+/// probe), and no cache, a browser's included, should keep it (RFC 9111 §5.2.2.5; shared
+/// caches already keep nothing asked with `Authorization`; a `404` is kept by heuristics).
 pub(crate) fn no_store(headers: &mut http::HeaderMap) {
     headers
         .entry(http::header::CACHE_CONTROL)

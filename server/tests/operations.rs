@@ -1918,7 +1918,9 @@ async fn answers_while_stopping_say_the_connection_closes() {
 /// Every answer but the published documents says `Cache-Control: no-store`: a subscription's
 /// `201` shows its `signingSecret`, a session's messages are a user's, an error is about a
 /// moment; no cache, a browser's included, should keep them (the HTTP review of 2026-12-07:
-/// none said anything of caching). The documents are the same for everyone and may be kept.
+/// none said anything of caching). The documents are the same for everyone and may be kept
+/// five minutes; an error on a document's path is not (before, it said nothing, and a `404`
+/// is kept by a cache's heuristics).
 #[tokio::test]
 async fn answers_with_user_data_are_not_to_be_stored() {
     let server = Server::default_for_tests();
@@ -1942,6 +1944,11 @@ async fn answers_with_user_data_are_not_to_be_stored() {
     for document in ["/openapi.json", "/xsd/rest_netapi_chat-v1_0.xsd"] {
         let a = send("GET", &format!("{}{document}", server.base), &[], None).await;
         assert_eq!(a.status, 200, "{document}");
-        assert_eq!(a.header("cache-control"), "", "{document}");
+        assert_eq!(a.header("cache-control"), "max-age=300", "{document}");
+    }
+    for (method, path) in [("GET", "/xsd/nope.xsd"), ("POST", "/openapi.json")] {
+        let a = send(method, &format!("{}{path}", server.base), &[], None).await;
+        assert!(a.status >= 400, "{method} {path}: {}", a.status);
+        assert_eq!(a.header("cache-control"), "no-store", "{method} {path}");
     }
 }
