@@ -2126,7 +2126,15 @@ async fn forward(
     // and that answer closed the client's kept-alive connection); hyper answers an HTTP/1.0
     // client in its version.
     parts.version = http::Version::HTTP_11;
+    // The request's id is this standby's to send (the client's, or one it made: the caller
+    // set it), also when the client's `Connection` names the field: stripped with the other
+    // fields it names, the leader answered with an id of its own, and the standby's own
+    // answers with another.
+    let id = parts.headers.get(dropshot::HEADER_REQUEST_ID).cloned();
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if let Some(id) = id {
+        parts.headers.insert(dropshot::HEADER_REQUEST_ID, id);
+    }
     // Whatever a client put there is replaced: only this standby says where a request came
     // from (through a proxy it trusts, the client that proxy names).
     parts.headers.remove(&FORWARDED_FOR);
