@@ -2047,26 +2047,27 @@ async fn forward(
         let asked = request.uri().path();
         asked == path || asked.strip_suffix('/') == Some(path)
     };
-    if standing_by && (own("/healthz") || own(crate::metrics::PATH)) {
-        // As the leader's gate answers them: `GET` and `HEAD` only.
-        let method = request.method();
-        if method != http::Method::GET && method != http::Method::HEAD {
-            let error =
-                netapi_chat_runtime::ApiError::method_not_allowed(method.as_str(), "GET, HEAD");
-            let error = crate::gate::before_the_body(request.headers(), error);
-            return answer(crate::gate::answer_format(request.headers()), &error);
-        }
-    }
-    if standing_by && own("/healthz") {
+    // Its own `/healthz` and `/metrics` (when metrics are on) are the `GET`s and `HEAD`s of
+    // them; any other method is forwarded, so that the leader's gate answers it as it answers
+    // it at the leader (`405` with `Allow`, a CORS preflight, `404` of a `/metrics` with
+    // metrics off): answered here, a preflight was `405` and a `POST /metrics` with metrics
+    // off `405` where the leader said `404` (the HTTP review of 2026-12-07).
+    let method = request.method();
+    let reads = method == http::Method::GET || method == http::Method::HEAD;
+    let here = standing_by && reads;
+    if here && own("/healthz") {
         let mut r = plain(StatusCode::OK, "ok (standby)\n");
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return r;
     }
-    if standing_by && own(crate::metrics::PATH) {
+    if here
+        && let Some(token) = forwarder.metrics_token.as_deref()
+        && own(crate::metrics::PATH)
+    {
         let client =
             crate::proxies::client_address(peer, request.headers(), &forwarder.trusted_proxies);
-        return standby_metrics(forwarder, client.ip(), request.headers());
+        return standby_metrics(forwarder, token, client.ip(), request.headers());
     }
     let format = crate::gate::answer_format(request.headers());
     // Answered here before any body is read, as the leader's gate answers it.
@@ -2388,19 +2389,17 @@ static FORWARDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// Requests a standby answered `503` itself (no leader to reach, or none answered in time).
 static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// A standby's own `/metrics`, with the metrics token (`401` without it; `404` when metrics
-/// are off, as on a leader): whether it leads (`0`), what it took to forward, and what it
-/// answered `503` itself. Its own, not the leader's: a Prometheus job that scrapes every
+/// A standby's own `/metrics` (metrics on, their token `token`), to the metrics token (`401`
+/// without it; with metrics off the request is forwarded, and the leader's gate answers `404`):
+/// whether it leads (`0`), what it took to forward, and what it answered `503` itself. Its own, not the leader's: a Prometheus job that scrapes every
 /// instance then sums each series once (a forwarded `/metrics` gave every instance the
 /// leader's series, counted once per instance), and sees which instance leads.
 fn standby_metrics(
     forwarder: &Forwarder,
+    token: &str,
     client: std::net::IpAddr,
     headers: &HeaderMap,
 ) -> Response<ProxyBody> {
-    let Some(token) = forwarder.metrics_token.as_deref() else {
-        return plain(StatusCode::NOT_FOUND, "no metrics\n");
-    };
     let admitted = forwarder
         .auth_failures
         .operator_token(client, headers, token);

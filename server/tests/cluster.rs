@@ -3334,7 +3334,10 @@ async fn a_standby_answers_a_clients_mistakes_as_the_leader_does_not_with_503() 
 #[ignore = "needs the test PostgreSQL: `cargo xtask test` runs it"]
 async fn a_standby_answers_methods_and_request_ids_of_its_own_as_the_leader_does() {
     const TOKEN: &str = "cluster-metrics-token-0123456789abcdef";
-    let p = pair(&[("NETAPI_CHAT_METRICS_TOKEN", TOKEN)]);
+    let p = pair(&[
+        ("NETAPI_CHAT_METRICS_TOKEN", TOKEN),
+        ("NETAPI_CHAT_CORS_ORIGINS", "https://app.example"),
+    ]);
     changes_again(&p.standby, "through the standby").await;
     let header = |a: &str, name: &str| {
         let head = a.split("\r\n\r\n").next().unwrap_or_default().to_owned();
@@ -3372,6 +3375,30 @@ async fn a_standby_answers_methods_and_request_ids_of_its_own_as_the_leader_does
         .await;
         assert_eq!(raw_status(&a), 404, "{instance}: {a}");
         assert_eq!(header(&a, "x-request-id").as_deref(), Some("mine-1"), "{a}");
+        // A browser's preflight of the health probe (was `405` at a standby).
+        let a = raw_exchange(
+            &addr,
+            None,
+            b"OPTIONS /healthz HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\
+              Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(raw_status(&a), 204, "{instance}: {a}");
+    }
+    // Metrics off: `/metrics` is an unknown path at either (the standby said `404` in plain
+    // text to a `GET`, `405` to a `POST`).
+    let q = pair(&[]);
+    changes_again(&q.standby, "through the standby").await;
+    for (instance, addr) in [("leader", q.leader.addr()), ("standby", q.standby.addr())] {
+        for method in ["GET", "POST"] {
+            let request = format!(
+                "{method} /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            let a = raw_exchange(&addr, None, request.as_bytes()).await;
+            assert_eq!(raw_status(&a), 404, "{instance}, {method} /metrics: {a}");
+            assert!(a.contains("SVC2008"), "{instance}, {method}: {a}");
+        }
     }
     // Forwarded: the client's id is the leader's, also when the client's `Connection` names
     // the field (the standby sends the id it took as its own).
