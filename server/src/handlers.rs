@@ -106,16 +106,23 @@ impl ChatServer {
         self.waits.take(&principal.token_id, channel)
     }
 
-    /// The token of the request being served ([`auth::Principal::token_id`]), which
-    /// `authorize` has just verified (`TokenVerifier::token_id_of`: never a second
-    /// verification): what a session, subscription or channel it makes counts against, its
-    /// share of the server-wide cap (`NETAPI_CHAT_TOKEN_SHARE_PERCENT`). Every operation runs
-    /// in its request's credentials' scope, so it is never empty there.
+    /// The token of the request being served ([`auth::Principal::token_id`], which
+    /// `authorize` has just verified): what a session, subscription or channel it makes counts
+    /// against, its share of the server-wide cap (`NETAPI_CHAT_TOKEN_SHARE_PERCENT`). Read
+    /// from a verification (a JWT's verdict cache, else its signature checked again), not
+    /// from `TokenVerifier::token_id_of`, which for a JWT the cache does not hold (its users
+    /// too many to cache, or evicted) gives the token's digest: a subject fetching a new JWT
+    /// for each create then held a share per token (the diff review). Every operation runs in
+    /// its request's credentials' scope, so it is never empty there.
     fn owner(&self) -> String {
         let credentials = netapi_chat_runtime::negotiate::request_credentials();
-        auth::bearer_token(credentials.as_deref())
-            .map(|bearer| self.verifier.token_id_of(bearer))
-            .unwrap_or_default()
+        match auth::authenticate(self.verifier.as_ref(), credentials.as_deref()) {
+            Ok(principal) => principal.token_id,
+            // Revoked since `authorize` (a token file reloaded in between): its fingerprint.
+            Err(_) => auth::bearer_token(credentials.as_deref())
+                .map(|bearer| self.verifier.token_id_of(bearer))
+                .unwrap_or_default(),
+        }
     }
 }
 

@@ -749,6 +749,64 @@ async fn one_token_holds_at_most_its_share_of_each_server_wide_cap() {
     }
 }
 
+/// A create that would replace the user's disabled subscription (at its per-user limit) but is
+/// refused by another limit, here its token's share, replaces nothing: the disabled
+/// subscription is still there, and still after a restart. Before, it was taken out of memory
+/// before the share refused the create (so it answered `404`, and came back after a restart,
+/// the caps' counts one short meanwhile: the diff review).
+#[tokio::test]
+async fn a_refused_subscribe_does_not_take_the_disabled_subscription_it_would_replace() {
+    const ALICE: &str = "sip:alice@example.com";
+    let env = [
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS", "4"),
+        ("NETAPI_CHAT_MAX_SUBSCRIPTIONS_PER_USER", "1"),
+        ("NETAPI_CHAT_TOKEN_SHARE_PERCENT", "50"),
+    ];
+    let mut srv = Server::start(&env);
+    let f = Format::Json;
+    let gone = support::Listener::start().await;
+    gone.set_status(410);
+    let alice = user_token(ALICE);
+    let url = srv.urls().subscriptions(ALICE);
+    let a = send_doc_as(&alice, "POST", &url, f, &docs::subscription(&gone.url)).await;
+    assert_created(&a, "Alice's own subscription");
+    let disabled = format!("{url}/{}", a.created_id());
+    new_session(&srv, f, &user("inviter", f), &[ALICE]).await;
+    let status = async |url: &str| {
+        let a = send_empty("GET", url, f).await;
+        (a.status, a.body)
+    };
+    support::within_20s(Duration::from_millis(50), async || {
+        match status(&disabled).await {
+            (200, body) if body.contains("Disabled") => Ok(()),
+            seen => Err(format!("not disabled yet: {seen:?}")),
+        }
+    })
+    .await;
+    // The application's token takes its share (two of four) for other users.
+    for n in 1..=2 {
+        let other = srv.urls().subscriptions(&user(&format!("share-{n}"), f));
+        let a = send_doc("POST", &other, f, &docs::subscription(NOWHERE)).await;
+        assert_created(&a, &format!("subscription {n} of the application"));
+    }
+    let a = send_doc("POST", &url, f, &docs::subscription(NOWHERE)).await;
+    assert_refused(
+        &a,
+        "a subscription past the token's share",
+        403,
+        "POL2008",
+        f,
+    );
+    let (code, body) = status(&disabled).await;
+    assert_eq!(code, 200, "the disabled subscription is kept: {body}");
+    assert!(body.contains("Disabled"), "{body}");
+    let old = srv.base.clone();
+    let dir = support::TempDir::adopt(srv.kill());
+    srv = Server::start_in(&dir, &env, None);
+    let (code, body) = status(&disabled.replacen(&old, &srv.base, 1)).await;
+    assert_eq!(code, 200, "after a restart too: {body}");
+}
+
 /// `NETAPI_CHAT_MAX_SESSIONS_PER_USER`: the 2nd and 3rd open sessions are started, the 4th is
 /// 403 `POL2008` and not created; once one has ended a new one can be started.
 #[tokio::test]

@@ -159,6 +159,18 @@ impl InAll {
         kind: Held,
         owner: &str,
     ) -> Result<(), refused::Refused> {
+        self.room_for_freeing(state, (kind, owner), None)
+    }
+
+    /// [`InAll::room_for`] as if one resource of `kind` made by `freed` (`Some(None)`: by no
+    /// token) were gone: a create that replaces one (a user's oldest disabled subscription)
+    /// is weighed before it removes it, so that a refused create removes nothing.
+    fn room_for_freeing(
+        &self,
+        state: &state::State,
+        (kind, owner): (Held, &str),
+        freed: Option<Option<&str>>,
+    ) -> Result<(), refused::Refused> {
         let (held, limit, what) = match kind {
             Held::Sessions => (state.sessions.len(), self.sessions, "sessions"),
             Held::Subscriptions => (
@@ -169,8 +181,19 @@ impl InAll {
             Held::Channels => (state.channels.len(), self.channels, "notification channels"),
         };
         let share = token_share(limit, self.token_share_percent);
-        room_for(held, limit, what)
-            .and_then(|()| within_share(state.owners.held(owner, kind), share, what))
+        let own = state.owners.held(owner, kind);
+        room_for(
+            held.saturating_sub(usize::from(freed.is_some())),
+            limit,
+            what,
+        )
+        .and_then(|()| {
+            within_share(
+                own.saturating_sub(usize::from(freed == Some(Some(owner)))),
+                share,
+                what,
+            )
+        })
     }
 }
 

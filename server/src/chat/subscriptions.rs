@@ -232,25 +232,30 @@ impl Chat {
             let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
             // A disabled subscription gives up its place to a new one: the oldest goes, with
             // its dead letters, so a client whose callback failed can always subscribe again
-            // (on the 2012 face it cannot even see the disabled ones to delete them).
-            if held >= limit
-                && let Some(old) = oldest_disabled(state.subscriptions_of(user).map(|s| &s.rec))
-            {
-                let old = old.to_owned();
+            // (on the 2012 face it cannot even see the disabled ones to delete them). The
+            // limits weigh the create as if it were gone, and it goes only once they accept:
+            // removed first, a create refused by a cap or a share left it gone from memory
+            // but stored, back after a restart (the diff review).
+            let replaced = (held >= limit)
+                .then(|| oldest_disabled(state.subscriptions_of(user).map(|s| &s.rec)))
+                .flatten()
+                .and_then(|old| state.subscriptions.get(old))
+                .map(|s| (s.rec.id.clone(), s.rec.owner.clone()));
+            may_subscribe(held - usize::from(replaced.is_some()), limit)
+                .and_then(|()| {
+                    self.settings.limits.in_all.room_for_freeing(
+                        &state,
+                        (super::Held::Subscriptions, owner),
+                        replaced.as_ref().map(|(_, freed)| freed.as_deref()),
+                    )
+                })
+                .map_err(|r| r.into_api(String::new))?;
+            if let Some((old, _)) = replaced {
                 if let Some(sub) = remove_subscription(&mut state, &old) {
                     sub.queue.cancel();
                 }
                 change.batch.deletes.push((Kind::Subscription, old));
             }
-            let held = state.user_subscriptions.get(user).map_or(0, Vec::len);
-            may_subscribe(held, limit)
-                .and_then(|()| {
-                    self.settings
-                        .limits
-                        .in_all
-                        .room_for(&state, super::Held::Subscriptions, owner)
-                })
-                .map_err(|r| r.into_api(String::new))?;
             let (id, seq) = state.new_id("sub");
             let mut callback = body.callback_reference;
             callback.notify_url = notify_url;

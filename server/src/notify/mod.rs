@@ -393,9 +393,10 @@ struct Shared {
     /// A channel subscription's ([`Queue::start_channel`]): there is no attempt to fail, so
     /// its "failing" is its client taking nothing ([`Shared::unserved_since_ms`]).
     channel: bool,
-    /// For a channel subscription, since when its backlog has not moved (Unix ms): set when
-    /// it starts holding and whenever one of its notifications is acknowledged (or dropped)
-    /// while others stay, 0 while it holds nothing. A backlog of one whose client has not
+    /// For a channel subscription, since when its client has taken nothing of its backlog
+    /// (Unix ms): set when it starts holding and whenever one of its notifications is
+    /// acknowledged while others stay (not when one is dropped: a peer's lapsing
+    /// indications would keep an unread channel exempt), 0 while it holds nothing. A backlog of one whose client has not
     /// acknowledged it for [`rules::FAILING_GRACE`] gives way to the budget as a failing
     /// receiver's does: before, a channel nobody polls held one notification per
     /// subscription past any budget.
@@ -555,7 +556,18 @@ impl Shared {
             self.totals.holding.fetch_sub(1, Ordering::SeqCst);
             self.oldest_ms.store(0, Ordering::SeqCst);
             self.unserved_since_ms.store(0, Ordering::SeqCst);
-        } else if self.channel {
+            // A push between the count's step and this store started the clock already:
+            // cleared, that backlog of one never gave way.
+            if self.channel && self.count.load(Ordering::SeqCst) > 0 {
+                let _ = self.unserved_since_ms.compare_exchange(
+                    0,
+                    now_ms(),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+        } else if self.channel && left == Left::Delivered {
+            // Only an acknowledgement is the client taking it: a dropped indication is not.
             self.unserved_since_ms.store(now_ms(), Ordering::SeqCst);
         }
         self.bytes.fetch_sub(d.bytes, Ordering::SeqCst);
@@ -1043,9 +1055,12 @@ async fn deliver(
                 head = Some(item);
                 continue;
             }
-            // Expired, and its URL cannot be delivered to: nothing it holds can be sent.
+            // Expired, and its URL cannot be delivered to: nothing it holds can be sent, and
+            // all of it leaves (what is still queued too: left in the queue, it stayed counted
+            // against the budget for good; the diff review of this change).
             Err(_) => {
-                bury(&target, &d, &shared, vec![item]);
+                tell_all_expired_dropped(&target, &shared, "its notifyURL cannot be delivered to");
+                forget_all(item, &mut rx, &d, &shared);
                 return;
             }
         };
@@ -1579,6 +1594,38 @@ mod tests {
         fresh.done(&indication, Left::Discarded);
         assert_eq!(fresh.totals.transient(), 0);
         assert_eq!(fresh.transient.load(Ordering::SeqCst), 0);
+    }
+
+    /// A channel subscription's clock (how long its client has taken nothing) starts when it
+    /// starts holding, is not restarted by a notification dropped (a peer's lapsed
+    /// indication), is by one acknowledged while others stay, and stops when it holds
+    /// nothing; a callback's backlog has none (its failure run is its clock).
+    #[test]
+    fn a_channel_backlogs_clock_follows_what_its_client_takes() {
+        let d = Delivery::new(
+            1,
+            Notification::SubscriptionCancellationNotification(Default::default()),
+            0,
+        );
+        let since = |s: &Shared| s.unserved_since_ms.load(Ordering::SeqCst);
+        let shared = Shared {
+            channel: true,
+            ..Shared::default()
+        };
+        shared.held(&d);
+        shared.held(&d);
+        assert!(since(&shared) > 0, "started");
+        shared.unserved_since_ms.store(1, Ordering::SeqCst);
+        shared.done(&d, Left::Discarded);
+        assert_eq!(since(&shared), 1, "a drop is not the client taking it");
+        shared.held(&d);
+        shared.done(&d, Left::Delivered);
+        assert!(since(&shared) > 1, "an acknowledgement restarts it");
+        shared.done(&d, Left::Delivered);
+        assert_eq!(since(&shared), 0, "nothing held");
+        let callback = Shared::default();
+        callback.held(&d);
+        assert_eq!(since(&callback), 0);
     }
 
     /// An undeliverable URL is shown with why, like the other reasons.
