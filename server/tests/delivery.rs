@@ -110,6 +110,20 @@ async fn held_under(srv: &Server, bytes: f64) {
     .await;
 }
 
+/// Waits (up to 20 s) until what the backlogs hold is over `bytes` (a budget the test means
+/// to pass).
+async fn held_over(srv: &Server, bytes: f64) {
+    within_20s(Duration::from_millis(100), async || {
+        let held = metric(srv, "netapi_chat_notifications_held_bytes").await;
+        if held > bytes {
+            Ok(())
+        } else {
+            Err(format!("{held} bytes held, expected over {bytes}"))
+        }
+    })
+    .await;
+}
+
 /// Waits (up to 20 s) until the subscription at `url` reads as disabled; returns it.
 async fn disabled(url: &str, format: Format) -> ChatSubscription {
     within_20s(Duration::from_millis(50), async || {
@@ -544,15 +558,7 @@ async fn single_notifications_in_unread_channels_give_way_to_the_budget() {
     }
     let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
     session(&srv, &invitees, false).await;
-    within_20s(Duration::from_millis(100), async || {
-        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
-        if held > 4_096.0 {
-            Ok(())
-        } else {
-            Err(format!("{held} bytes held, expected over the budget"))
-        }
-    })
-    .await;
+    held_over(&srv, 4_096.0).await;
     tokio::time::sleep(FAILING_GRACE).await;
     held_under(&srv, 4_096.0).await;
     let mut disabled = 0;
@@ -609,15 +615,7 @@ async fn a_receiver_away_for_a_moment_keeps_its_subscription_past_the_budget() {
     subscribe(&srv, D, &ld, Format::Json).await;
     let invitees: Vec<&str> = users.iter().map(String::as_str).collect();
     session(&srv, &invitees, false).await;
-    support::within_20s(Duration::from_millis(100), async || {
-        let held = metric(&srv, "netapi_chat_notifications_held_bytes").await;
-        if held > 4_096.0 {
-            Ok(())
-        } else {
-            Err(format!("{held} bytes held, expected over the budget"))
-        }
-    })
-    .await;
+    held_over(&srv, 4_096.0).await;
     // The healthy receiver is away for its first attempt; a push past the budget rings
     // while its invitation waits for the retry, two seconds on.
     blip.set_status(503);

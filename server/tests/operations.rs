@@ -811,17 +811,7 @@ async fn every_notification_queued_is_counted_once_as_it_leaves_delivery() {
         ("NETAPI_CHAT_RETRY_SCHEDULE", "0,1h"),
     ]);
     let subscribe = async |user: &str, listener: &Listener| {
-        let a = send(
-            "POST",
-            &server.urls().subscriptions(user),
-            &[("content-type", "application/json")],
-            Some(&format!(
-                r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-                listener.url
-            )),
-        )
-        .await;
-        assert_eq!(a.status, 201, "{}", a.body);
+        let a = subscribed(&server, user, listener).await;
         a.headers["location"].to_str().unwrap().to_owned()
     };
     let invite = async |user: &str| {
@@ -1585,21 +1575,27 @@ async fn request_ids_are_echoed_and_json_logs_parse() {
     }
 }
 
-/// The set-up of the metrics and admin tests: `sip:bob@example.com` subscribes (JSON, no
-/// `callbackData`) to `bob`, then `tel:+15551230001` invites him into a new 1-1 session; each
-/// step is asserted `201`. The session's creation answer, for its `Location`.
-async fn bob_invited(server: &Server, bob: &Listener) -> support::Answer {
+/// `user` subscribes (JSON) with `listener` as its callback; must succeed.
+async fn subscribed(server: &Server, user: &str, listener: &Listener) -> support::Answer {
     let a = send(
         "POST",
-        &server.urls().subscriptions("sip:bob@example.com"),
+        &server.urls().subscriptions(user),
         &[("content-type", "application/json")],
         Some(&format!(
             r#"{{"chatSubscription":{{"callbackReference":{{"notifyURL":"{}"}}}}}}"#,
-            bob.url
+            listener.url
         )),
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
+    a
+}
+
+/// The set-up of the metrics and admin tests: `sip:bob@example.com` subscribes (JSON, no
+/// `callbackData`) to `bob`, then `tel:+15551230001` invites him into a new 1-1 session; each
+/// step is asserted `201`. The session's creation answer, for its `Location`.
+async fn bob_invited(server: &Server, bob: &Listener) -> support::Answer {
+    subscribed(server, "sip:bob@example.com", bob).await;
     let a = send(
         "POST",
         &server.urls().chat_sessions("tel:+15551230001"),
