@@ -23,7 +23,7 @@ pub struct State {
     pub user_subscriptions: HashMap<String, Vec<String>>,
     /// Sessions by id. Put in and taken out only by [`State::put_session`] and
     /// [`State::take_session`], which keep `user_sessions`, `user_adhoc`, `correlated`,
-    /// `active`, `idle_order` and `tally` with it.
+    /// `active`, `idle_order`, `tally` and `owners` with it.
     pub sessions: HashMap<String, Session>,
     /// Session ids per user address, with and by the session's `seq` (creation order): a
     /// listing's page is a range of it, and a session leaves it in one step.

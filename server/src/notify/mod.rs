@@ -396,10 +396,10 @@ struct Shared {
     /// For a channel subscription, since when its client has taken nothing of its backlog
     /// (Unix ms): set when it starts holding and whenever one of its notifications is
     /// acknowledged while others stay (not when one is dropped: a peer's lapsing
-    /// indications would keep an unread channel exempt), 0 while it holds nothing. A backlog of one whose client has not
-    /// acknowledged it for [`rules::FAILING_GRACE`] gives way to the budget as a failing
-    /// receiver's does: before, a channel nobody polls held one notification per
-    /// subscription past any budget.
+    /// indications would keep an unread channel exempt), 0 while it holds nothing. A
+    /// backlog of one whose client has not acknowledged it for [`rules::FAILING_GRACE`]
+    /// gives way to the budget as a failing receiver's does: before, a channel nobody polls
+    /// held one notification per subscription past any budget.
     unserved_since_ms: AtomicI64,
     wake: Notify,
     /// The subscription's own signing keys, each with the time it stops signing (Unix ms;
@@ -610,7 +610,7 @@ impl Shared {
 
     /// When this backlog may give way to the budget as it stands ([`rules::gives_way_after`]):
     /// a callback's is failing since its failure run began, a channel subscription's since its
-    /// backlog last moved.
+    /// client last took one of it ([`Shared::unserved_since_ms`]).
     fn gives_way_after(&self) -> Option<Duration> {
         let since = if self.channel {
             &self.unserved_since_ms
