@@ -2056,10 +2056,8 @@ async fn forward(
     let reads = method == http::Method::GET || method == http::Method::HEAD;
     let here = standing_by && reads;
     if here && own("/healthz") {
-        let mut r = plain(StatusCode::OK, "ok (standby)\n");
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return r;
+        // Not to be stored, as every answer of the standby's (`serve_one`).
+        return plain(StatusCode::OK, "ok (standby)\n");
     }
     if here
         && let Some(token) = forwarder.metrics_token.as_deref()
@@ -2390,9 +2388,10 @@ static FORWARDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A standby's own `/metrics` (metrics on, their token `token`), to the metrics token (`401`
-/// without it; with metrics off the request is forwarded, and the leader's gate answers `404`):
-/// whether it leads (`0`), what it took to forward, and what it answered `503` itself. Its own, not the leader's: a Prometheus job that scrapes every
-/// instance then sums each series once (a forwarded `/metrics` gave every instance the
+/// without it; with metrics off the request is forwarded, and the leader's gate answers
+/// `404`): whether it leads (`0`), what it took to forward, and what it answered `503` itself.
+/// Its own, not the leader's: a Prometheus job that scrapes every instance then sums each
+/// series once (a forwarded `/metrics` gave every instance the
 /// leader's series, counted once per instance), and sees which instance leads.
 fn standby_metrics(
     forwarder: &Forwarder,

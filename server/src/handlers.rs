@@ -617,21 +617,23 @@ impl ChatService for ChatServer {
         body: OneOf<ChatMessage, IsComposing>,
     ) -> Result<Created<ResourceReference>, ApiError> {
         // A send to `adhoc` may open a chat with the peer, which must then be a user address
-        // (400 `SVC0004`, as for a create); elsewhere the peer only has to match the session.
-        let other = if session_id == crate::chat::ADHOC {
-            address::canonical_in_path(&other_user_id)?
+        // (400 `SVC0004`, as for a create), held by the token sending ([`ChatServer::owner`],
+        // read only then: a second verification per message on the send path otherwise);
+        // elsewhere the peer only has to match the session.
+        let (other, owner) = if session_id == crate::chat::ADHOC {
+            (address::canonical_in_path(&other_user_id)?, self.owner())
         } else {
-            participant(&user_id, other_user_id)
+            (participant(&user_id, other_user_id), String::new())
         };
         match body {
             OneOf::A(message) => {
                 self.chat
-                    .send_one_to_one_message(&user_id, &self.owner(), &other, &session_id, message)
+                    .send_one_to_one_message(&user_id, &owner, &other, &session_id, message)
                     .await
             }
             OneOf::B(composing) => {
                 self.chat
-                    .one_to_one_composing(&user_id, &self.owner(), &other, &session_id, composing)
+                    .one_to_one_composing(&user_id, &owner, &other, &session_id, composing)
                     .await
             }
         }

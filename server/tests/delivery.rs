@@ -110,6 +110,22 @@ async fn held_under(srv: &Server, bytes: f64) {
     .await;
 }
 
+/// A receiver that accepts and holds every connection, answering nothing: its URL, and the
+/// task holding them (abort it to let them go).
+async fn hanging_receiver() -> (tokio::task::JoinHandle<()>, String) {
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", hang.local_addr().expect("addr"));
+    let holding = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((c, _)) = hang.accept().await {
+            open.push(c);
+        }
+    });
+    (holding, url)
+}
+
 /// Waits (up to 20 s) until what the backlogs hold is over `bytes` (a budget the test means
 /// to pass).
 async fn held_over(srv: &Server, bytes: f64) {
@@ -594,17 +610,7 @@ async fn a_receiver_away_for_a_moment_keeps_its_subscription_past_the_budget() {
         ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "4096"),
         ("NETAPI_CHAT_METRICS_TOKEN", METRICS_TOKEN),
     ]);
-    // Accepts and holds every connection, answering nothing.
-    let hang = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hang_url = format!("http://{}/", hang.local_addr().expect("addr"));
-    let holding = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((c, _)) = hang.accept().await {
-            open.push(c);
-        }
-    });
+    let (holding, hang_url) = hanging_receiver().await;
     let users: Vec<String> = (0..30).map(|i| format!("tel:+1555997{i:04}")).collect();
     for u in &users {
         let doc = docs::subscription_to(&hang_url, u, Format::Json);
@@ -647,17 +653,7 @@ async fn a_hanging_receivers_backlog_gives_way_to_the_budget_during_its_attempt(
         ("NETAPI_CHAT_NOTIFY_TIMEOUT_MS", "60000"),
         ("NETAPI_CHAT_DELIVERY_BUDGET_BYTES", "12000"),
     ]);
-    // Accepts and holds every connection, answering nothing.
-    let hang = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hang_url = format!("http://{}/", hang.local_addr().expect("addr"));
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((c, _)) = hang.accept().await {
-            open.push(c);
-        }
-    });
+    let (held, hang_url) = hanging_receiver().await;
     let doc = docs::subscription_to(&hang_url, B, Format::Json);
     let sb: ChatSubscription = chat::subscribe_with(&srv, B, &doc, Format::Json).await;
     let sid = session(&srv, &[B], true).await;

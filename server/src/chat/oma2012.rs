@@ -1256,7 +1256,7 @@ impl Chat {
     /// OMA 2012: send a message in a one-to-one session: the seed's send
     /// ([`Chat::post_message`]); the answer points at the message's status under `oneToOne/`.
     /// `owner` is the token asking: an ad hoc chat this send opens counts against its share
-    /// of the server-wide cap on sessions.
+    /// of the server-wide cap on sessions (read only for a send to `adhoc`).
     pub async fn send_one_to_one_message(
         self: &Arc<Self>,
         user: &str,

@@ -75,9 +75,9 @@ pub struct State {
 /// The kinds of resource a server-wide cap counts (`super::InAll`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
-    Sessions,
-    Subscriptions,
-    Channels,
+    Sessions = 0,
+    Subscriptions = 1,
+    Channels = 2,
 }
 
 /// How many sessions, subscriptions and channels each token holds (by `Principal::token_id`,
@@ -85,37 +85,19 @@ pub enum Held {
 /// against. A record with no owner (made before stored format 11) counts for no token. An
 /// entry goes with its token's last resource, so memory follows what is held.
 #[derive(Debug, Default)]
-pub struct Owners {
-    sessions: HashMap<String, usize>,
-    subscriptions: HashMap<String, usize>,
-    channels: HashMap<String, usize>,
-}
+pub struct Owners([HashMap<String, usize>; 3]);
 
 impl Owners {
-    fn of(&self, kind: Held) -> &HashMap<String, usize> {
-        match kind {
-            Held::Sessions => &self.sessions,
-            Held::Subscriptions => &self.subscriptions,
-            Held::Channels => &self.channels,
-        }
-    }
-
     /// What `owner` holds of `kind`.
     pub fn held(&self, owner: &str, kind: Held) -> usize {
-        self.of(kind).get(owner).copied().unwrap_or(0)
+        self.0[kind as usize].get(owner).copied().unwrap_or(0)
     }
 
     /// One more (`add`) or one less of `kind` held by `owner` (none: nobody's).
     pub fn count(&mut self, owner: Option<&str>, kind: Held, add: bool) {
-        let Some(owner) = owner else {
-            return;
-        };
-        let counts = match kind {
-            Held::Sessions => &mut self.sessions,
-            Held::Subscriptions => &mut self.subscriptions,
-            Held::Channels => &mut self.channels,
-        };
-        bump(counts, owner, add);
+        if let Some(owner) = owner {
+            bump(&mut self.0[kind as usize], owner, add);
+        }
     }
 }
 
